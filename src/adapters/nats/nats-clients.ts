@@ -1,0 +1,145 @@
+import type { NatsConnection, Status } from "@nats-io/transport-node";
+import { connect } from "@nats-io/transport-node";
+import type { Logger } from "../../logger.ts";
+import type { ConnectionEvent } from "../../machines/connection.machine.ts";
+
+export interface ClientSettings {
+  readonly servers: readonly string[];
+  readonly name: string;
+  /** Reconnect attempts the client makes by itself before it gives up (then: backoff, new client). */
+  readonly maxReconnectAttempts: number;
+  readonly reconnectTimeWaitMs: number;
+  readonly pingIntervalMs: number;
+  readonly maxPingOut: number;
+  readonly connectTimeoutMs: number;
+  /** Bound on `drain()` at stop: after it the client is closed hard. */
+  readonly drainTimeoutMs: number;
+}
+
+interface Entry {
+  readonly nc: NatsConnection;
+  /** Opened right after connect so no status event is lost before `watch` starts. */
+  readonly status: AsyncIterator<Status>;
+}
+
+/**
+ * The registry of live NATS clients of one runtime. The connection machine
+ * refers to a client by id; everything else asks this registry for the
+ * current connection. In normal operation it holds exactly one client.
+ */
+export class NatsClients {
+  readonly #settings: ClientSettings;
+  readonly #log: Logger;
+  readonly #entries = new Map<number, Entry>();
+  #nextId = 1;
+
+  constructor(settings: ClientSettings, log: Logger) {
+    this.#settings = settings;
+    this.#log = log;
+  }
+
+  get(id: number | null): NatsConnection | undefined {
+    return id === null ? undefined : this.#entries.get(id)?.nc;
+  }
+
+  /** How many clients exist right now (tests and the bench assert it is ≤ 1). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  async connect(signal: AbortSignal): Promise<number> {
+    const s = this.#settings;
+    const nc = await connect({
+      servers: [...s.servers],
+      name: s.name,
+      maxReconnectAttempts: s.maxReconnectAttempts,
+      reconnectTimeWait: s.reconnectTimeWaitMs,
+      pingInterval: s.pingIntervalMs,
+      maxPingOut: s.maxPingOut,
+      timeout: s.connectTimeoutMs,
+      // Stack traces for every async op cost ~25 % of client CPU (FACTS.md).
+      noAsyncTraces: true,
+    });
+    if (signal.aborted) {
+      // The runtime stopped while we dialled: do not leak the late client.
+      await nc.close().catch(() => undefined);
+      throw new Error("connect aborted");
+    }
+    const id = this.#nextId++;
+    this.#entries.set(id, { nc, status: nc.status()[Symbol.asyncIterator]() });
+    return id;
+  }
+
+  /** Translates the client's status stream into connection machine events. */
+  watch(id: number, send: (event: ConnectionEvent) => void): () => void {
+    const entry = this.#entries.get(id);
+    if (!entry) {
+      send({ type: "connection.closed", error: "unknown client" });
+      return () => undefined;
+    }
+    let stopped = false;
+    const pump = async () => {
+      for (;;) {
+        const next = await entry.status.next();
+        if (stopped) return;
+        if (next.done) break;
+        const event = toEvent(next.value);
+        if (event) send(event);
+      }
+      // The status stream ends when the client closed (gave up or was closed).
+      const closed = await entry.nc.closed();
+      if (!stopped) send({ type: "connection.closed", error: closed ? closed.message : "client closed" });
+    };
+    pump().catch((error) => this.#log.error({ err: error }, "status watcher failed"));
+    return () => {
+      stopped = true;
+    };
+  }
+
+  /** Close at once (reset): pending publishes of a broken client are not worth waiting for. */
+  async close(id: number | null): Promise<void> {
+    const entry = id === null ? undefined : this.#entries.get(id);
+    if (!entry || id === null) return;
+    this.#entries.delete(id);
+    await entry.nc.close().catch(() => undefined);
+  }
+
+  /** Drain (flush and unsubscribe) with a bound, then close: stop() ends even when the server is down. */
+  async drain(id: number | null): Promise<void> {
+    const entry = id === null ? undefined : this.#entries.get(id);
+    if (!entry || id === null) return;
+    this.#entries.delete(id);
+    const nc = entry.nc;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#settings.drainTimeoutMs);
+    });
+    try {
+      if (!nc.isClosed()) await Promise.race([nc.drain().catch(() => undefined), bound]);
+    } finally {
+      clearTimeout(timer);
+      if (!nc.isClosed()) await nc.close().catch(() => undefined);
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.#entries.keys()].map((id) => this.close(id)));
+  }
+}
+
+const toEvent = (status: Status): ConnectionEvent | undefined => {
+  switch (status.type) {
+    case "disconnect":
+      return { type: "connection.lost" };
+    case "reconnecting":
+      return { type: "connection.reconnecting" };
+    case "reconnect":
+      return { type: "connection.restored" };
+    case "staleConnection":
+      return { type: "connection.stale" };
+    default:
+      // update, ldm, ping, error, slowConsumer, forceReconnect: informational;
+      // `close` is observed through closed() above.
+      return undefined;
+  }
+};

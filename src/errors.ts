@@ -1,0 +1,85 @@
+import { Data } from "effect";
+
+/**
+ * Every error jetstate raises is a tagged value that says whether it may be
+ * retried, so one mapper (ack / nak / term) and one retry policy decide from
+ * the type alone — never from parsing a message string.
+ */
+export const Retry = {
+  /** The same operation may succeed if tried again later (connection blips). */
+  transient: "transient",
+  /** Trying again can never help (bad request, permission, not found). */
+  permanent: "permanent",
+} as const;
+export type RetryDecision = (typeof Retry)[keyof typeof Retry];
+
+/** No usable connection within the operation's deadline. */
+export class ConnectionUnavailable extends Data.TaggedError("ConnectionUnavailable")<{
+  readonly message: string;
+  readonly state?: string;
+}> {
+  readonly retry: RetryDecision = Retry.transient;
+}
+
+/** The operation did not finish before its deadline (its outcome is unknown). */
+export class OperationTimeout extends Data.TaggedError("OperationTimeout")<{
+  readonly message: string;
+  readonly operation: string;
+  readonly timeoutMs: number;
+}> {
+  readonly retry: RetryDecision = Retry.transient;
+}
+
+/** A connection-level failure during an operation: retried with the same message id. */
+export class TransientBrokerError extends Data.TaggedError("TransientBrokerError")<{
+  readonly message: string;
+  readonly operation: string;
+  readonly cause?: unknown;
+}> {
+  readonly retry: RetryDecision = Retry.transient;
+}
+
+/** The broker refused the operation for a reason a retry cannot fix. */
+export class PermanentBrokerError extends Data.TaggedError("PermanentBrokerError")<{
+  readonly message: string;
+  readonly operation: string;
+  readonly code?: number;
+  readonly cause?: unknown;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
+/** A compare-and-set lost against a concurrent writer: re-read and re-decide. */
+export class RevisionConflict extends Data.TaggedError("RevisionConflict")<{
+  readonly message: string;
+  readonly key: string;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
+/** Bad options or input, detected before anything is sent to NATS. */
+export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{
+  readonly message: string;
+  /** Dotted path of the offending field, e.g. `tasks[3].url` or `connection.backoff.initialMs`. */
+  readonly field?: string;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
+/** The runtime was stopped while the operation waited or ran. */
+export class RuntimeStopped extends Data.TaggedError("RuntimeStopped")<{
+  readonly message: string;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
+export type BrokerError =
+  | ConnectionUnavailable
+  | OperationTimeout
+  | TransientBrokerError
+  | PermanentBrokerError;
+
+export type JetstateError = BrokerError | RevisionConflict | InvalidArgument | RuntimeStopped;
+
+export const isTransient = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && (error as { retry?: unknown }).retry === Retry.transient;

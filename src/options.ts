@@ -1,0 +1,185 @@
+import { hostname } from "node:os";
+import type { RetryPolicy } from "./effects/run-operation.ts";
+import { InvalidArgument } from "./errors.ts";
+import type { Logger } from "./logger.ts";
+import { type BackoffPolicy, defaultBackoff } from "./machines/connection.machine.ts";
+
+export interface ConnectionOptions {
+  /** Attempts the NATS client makes by itself after a drop before the runtime replaces it (default 10). */
+  readonly maxReconnectAttempts?: number;
+  readonly reconnectTimeWaitMs?: number;
+  readonly pingIntervalMs?: number;
+  readonly maxPingOut?: number;
+  readonly connectTimeoutMs?: number;
+  /** Bound on draining the connection at `stop()` (default 5000). */
+  readonly drainTimeoutMs?: number;
+  /** Backoff between whole-client attempts (failed connect, client gave up, reset). */
+  readonly backoff?: Partial<BackoffPolicy>;
+  /** Default deadline of one operation, waiting for the connection included (default 10000). */
+  readonly operationTimeoutMs?: number;
+  readonly retry?: Partial<RetryPolicy>;
+}
+
+/** Anything with an XState `inspect` observer, e.g. `createBrowserInspector()` or a test spy. */
+export interface InspectorLike {
+  readonly inspect: (event: unknown) => void;
+}
+
+export interface RuntimeOptions {
+  /** NATS server URL(s); default `NATS_URL` or `nats://127.0.0.1:4222`. */
+  readonly servers?: string | readonly string[];
+  /** Connection name shown by the server (`/connz`). */
+  readonly name?: string;
+  readonly logger?: Logger;
+  /** `true`: a WebSocket inspector for the Stately inspector; or any object with an `inspect` observer. */
+  readonly inspect?: boolean | InspectorLike;
+  /** First token of every subject, stream and bucket name jetstate creates (default `jetstate`). */
+  readonly prefix?: string;
+  readonly connection?: ConnectionOptions;
+}
+
+export interface ResolvedConnectionOptions {
+  readonly maxReconnectAttempts: number;
+  readonly reconnectTimeWaitMs: number;
+  readonly pingIntervalMs: number;
+  readonly maxPingOut: number;
+  readonly connectTimeoutMs: number;
+  readonly drainTimeoutMs: number;
+  readonly backoff: BackoffPolicy;
+  readonly operationTimeoutMs: number;
+  readonly retry: RetryPolicy;
+}
+
+export interface ResolvedOptions {
+  readonly servers: readonly string[];
+  readonly name: string;
+  readonly prefix: string;
+  readonly connection: ResolvedConnectionOptions;
+}
+
+const runtimeKeys = ["servers", "name", "logger", "inspect", "prefix", "connection"] as const;
+const connectionKeys = [
+  "maxReconnectAttempts",
+  "reconnectTimeWaitMs",
+  "pingIntervalMs",
+  "maxPingOut",
+  "connectTimeoutMs",
+  "drainTimeoutMs",
+  "backoff",
+  "operationTimeoutMs",
+  "retry",
+] as const;
+const backoffKeys = ["initialMs", "maxMs", "multiplier", "jitter"] as const;
+const retryKeys = ["attempts", "initialDelayMs"] as const;
+
+const fail = (field: string, message: string): never => {
+  throw new InvalidArgument({ message: `${field}: ${message}`, field });
+};
+
+export const rejectUnknownKeys = (value: object, known: readonly string[], path: string): void => {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key))
+      fail(path ? `${path}.${key}` : key, `unknown option (known: ${known.join(", ")})`);
+  }
+};
+
+const positive = (
+  value: unknown,
+  field: string,
+  fallback: number,
+  { integer = false, allowZero = false } = {},
+) => {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value)) return fail(field, "must be a finite number");
+  if (value < 0 || (!allowZero && value === 0)) return fail(field, `must be ${allowZero ? "≥ 0" : "> 0"}`);
+  if (integer && !Number.isInteger(value)) return fail(field, "must be an integer");
+  return value;
+};
+
+const validSchemes = new Set(["nats:", "tls:", "ws:", "wss:"]);
+
+/** Accepts `nats://host:port`, `tls://…`, `ws(s)://…` and bare `host:port`, like nats.js does. */
+export const parseServer = (server: unknown, field: string): string => {
+  if (typeof server !== "string" || server.trim() === "") return fail(field, "must be a non-empty string");
+  const withScheme = server.includes("://") ? server : `nats://${server}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    return fail(field, `cannot parse server URL "${server}"`);
+  }
+  if (!validSchemes.has(url.protocol))
+    return fail(field, `unsupported scheme "${url.protocol}" in "${server}"`);
+  if (url.hostname === "") return fail(field, `no host in "${server}"`);
+  if (url.port !== "" && (Number(url.port) < 1 || Number(url.port) > 65535)) {
+    return fail(field, `bad port in "${server}"`);
+  }
+  return server;
+};
+
+const subjectToken = /^[A-Za-z0-9_-]+$/;
+
+/** Validates everything before anything connects; throws `InvalidArgument` naming the field. */
+export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions => {
+  if (typeof options !== "object" || options === null) return fail("options", "must be an object");
+  rejectUnknownKeys(options, runtimeKeys, "");
+  const rawServers = options.servers ?? process.env.NATS_URL ?? "nats://127.0.0.1:4222";
+  const list = typeof rawServers === "string" ? rawServers.split(",").map((s) => s.trim()) : [...rawServers];
+  if (list.length === 0) fail("servers", "at least one server is needed");
+  const servers = list.map((s, i) => parseServer(s, `servers[${i}]`));
+  const prefix = options.prefix ?? "jetstate";
+  if (typeof prefix !== "string" || !subjectToken.test(prefix)) {
+    fail("prefix", "must be one subject token of letters, digits, _ or -");
+  }
+  if (options.name !== undefined && (typeof options.name !== "string" || options.name === "")) {
+    fail("name", "must be a non-empty string");
+  }
+  if (
+    options.inspect !== undefined &&
+    typeof options.inspect !== "boolean" &&
+    typeof (options.inspect as InspectorLike).inspect !== "function"
+  ) {
+    fail("inspect", "must be a boolean or an object with an inspect(event) function");
+  }
+  return {
+    servers,
+    name: options.name ?? `jetstate-${hostname()}-${process.pid}`,
+    prefix,
+    connection: resolveConnection(options.connection ?? {}),
+  };
+};
+
+const resolveConnection = (c: ConnectionOptions): ResolvedConnectionOptions => {
+  if (typeof c !== "object" || c === null) return fail("connection", "must be an object");
+  rejectUnknownKeys(c, connectionKeys, "connection");
+  const b = c.backoff ?? {};
+  rejectUnknownKeys(b, backoffKeys, "connection.backoff");
+  const r = c.retry ?? {};
+  rejectUnknownKeys(r, retryKeys, "connection.retry");
+  const backoff: BackoffPolicy = {
+    initialMs: positive(b.initialMs, "connection.backoff.initialMs", defaultBackoff.initialMs),
+    maxMs: positive(b.maxMs, "connection.backoff.maxMs", defaultBackoff.maxMs),
+    multiplier: positive(b.multiplier, "connection.backoff.multiplier", defaultBackoff.multiplier),
+    jitter: positive(b.jitter, "connection.backoff.jitter", defaultBackoff.jitter, { allowZero: true }),
+  };
+  if (backoff.jitter > 1) fail("connection.backoff.jitter", "must be between 0 and 1");
+  if (backoff.multiplier < 1) fail("connection.backoff.multiplier", "must be ≥ 1");
+  if (backoff.maxMs < backoff.initialMs) fail("connection.backoff.maxMs", "must be ≥ backoff.initialMs");
+  return {
+    maxReconnectAttempts: positive(c.maxReconnectAttempts, "connection.maxReconnectAttempts", 10, {
+      integer: true,
+      allowZero: true,
+    }),
+    reconnectTimeWaitMs: positive(c.reconnectTimeWaitMs, "connection.reconnectTimeWaitMs", 1000),
+    pingIntervalMs: positive(c.pingIntervalMs, "connection.pingIntervalMs", 30_000),
+    maxPingOut: positive(c.maxPingOut, "connection.maxPingOut", 2, { integer: true }),
+    connectTimeoutMs: positive(c.connectTimeoutMs, "connection.connectTimeoutMs", 5000),
+    drainTimeoutMs: positive(c.drainTimeoutMs, "connection.drainTimeoutMs", 5000),
+    backoff,
+    operationTimeoutMs: positive(c.operationTimeoutMs, "connection.operationTimeoutMs", 10_000),
+    retry: {
+      attempts: positive(r.attempts, "connection.retry.attempts", 3, { integer: true }),
+      initialDelayMs: positive(r.initialDelayMs, "connection.retry.initialDelayMs", 500),
+    },
+  };
+};

@@ -1,0 +1,94 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { classifyNatsError } from "./adapters/nats/classify-error.ts";
+import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
+import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
+import { createInspector, type RuntimeInspector } from "./inspect.ts";
+import { childLogger, defaultLogger, type Logger } from "./logger.ts";
+import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
+
+export type RunOptions = Partial<Pick<OperationOptions, "timeoutMs" | "retry" | "signal">>;
+
+/**
+ * What the parts of a runtime (jobs, workers, agents, the HTTP API) share:
+ * one connection and one way to run an operation on it.
+ */
+export interface RuntimeCore {
+  readonly options: ResolvedOptions;
+  readonly logger: Logger;
+  readonly connection: SupervisedConnection;
+  readonly inspect: RuntimeInspector | undefined;
+  /** Runs `op` on the connection with the runtime's deadline and retry policy. */
+  run<A>(
+    name: string,
+    op: (nc: NatsConnection, signal: AbortSignal) => Promise<A>,
+    options?: RunOptions,
+  ): Promise<A>;
+  /** Aborted when the runtime stops: every long-lived loop listens to it. */
+  readonly stopping: AbortSignal;
+}
+
+export interface Runtime {
+  readonly name: string;
+  readonly logger: Logger;
+  /** The one supervised NATS connection: state, subscribe, reset. */
+  readonly connection: ConnectionHandle;
+  /** Drain: finish what is in flight, flush, close the one connection. Bounded even when NATS is down. */
+  stop(): Promise<void>;
+}
+
+export const createRuntimeCore = async (
+  options: RuntimeOptions = {},
+): Promise<RuntimeCore & { stop(): Promise<void> }> => {
+  // Validate everything before anything connects.
+  const resolved = resolveOptions(options);
+  const logger = options.logger ?? defaultLogger("jetstate");
+  const log = childLogger(logger, { actor: "runtime" });
+  const inspect = await createInspector(options.inspect, log);
+  const connection = new SupervisedConnection(resolved, logger, inspect?.inspect);
+  const stopping = new AbortController();
+  connection.start();
+  return {
+    options: resolved,
+    logger,
+    connection,
+    inspect,
+    stopping: stopping.signal,
+    run: (name, op, runOptions = {}) => {
+      const signal = runOptions.signal
+        ? AbortSignal.any([runOptions.signal, stopping.signal])
+        : stopping.signal;
+      return runOperationPromise(connection, op, classifyNatsError, {
+        name,
+        timeoutMs: runOptions.timeoutMs ?? resolved.connection.operationTimeoutMs,
+        retry: runOptions.retry ?? resolved.connection.retry,
+        signal,
+      });
+    },
+    /** Aborts every loop, drains the connection, stops the inspector. */
+    stop: async () => {
+      stopping.abort();
+      await connection.stop();
+      inspect?.stop();
+      log.info({ runtime: resolved.name }, "runtime stopped");
+    },
+  };
+};
+
+/**
+ * Creates a runtime: validates the options (throws `InvalidArgument` before
+ * connecting), starts the connection actor and returns at once; operations
+ * wait for `connected` within their deadline.
+ */
+export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runtime> => {
+  const core = await createRuntimeCore(options);
+  let stopped: Promise<void> | undefined;
+  return {
+    name: core.options.name,
+    logger: core.logger,
+    connection: core.connection,
+    stop: () => {
+      stopped ??= core.stop();
+      return stopped;
+    },
+  };
+};
