@@ -1,0 +1,327 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  JetStreamApiError,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { RevisionConflict } from "../../errors.ts";
+import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
+import type { RunOptions, RuntimeCore } from "../../runtime.ts";
+
+const nanos = (ms: number) => Math.round(ms * 1_000_000);
+const encoder = new TextEncoder();
+
+/** Names of everything jetstate creates on the server, from the runtime's prefix. */
+export const brokerNames = (prefix: string) => ({
+  tasksStream: `${prefix}_tasks`,
+  resultsStream: `${prefix}_results`,
+  jobsBucket: `${prefix}_jobs`,
+  tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
+  resultsSubject: (jobId: string) => `${prefix}.results.${jobId}`,
+  jobCreatedSubject: (queue: string) => `${prefix}.events.job.created.${queue}`,
+});
+export type BrokerNames = ReturnType<typeof brokerNames>;
+
+interface Handles {
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly kv: KV;
+}
+
+export interface BrokerSettings {
+  /** How long results (and so `job.results()`) are kept (default 7 days). */
+  readonly resultsMaxAgeMs: number;
+}
+
+/**
+ * JetStream and KV operations of the job protocol. Each public method is one
+ * operation run through the supervised connection (deadline, retry of
+ * transient errors); streams, bucket and handles are set up once per client.
+ */
+export class NatsJobBroker {
+  readonly names: BrokerNames;
+  readonly #core: RuntimeCore;
+  readonly #settings: BrokerSettings;
+  readonly #handles = new WeakMap<NatsConnection, Promise<Handles>>();
+
+  constructor(core: RuntimeCore, settings: BrokerSettings) {
+    this.#core = core;
+    this.#settings = settings;
+    this.names = brokerNames(core.options.prefix);
+  }
+
+  /** Streams, bucket and API handles for this client; created on first use and after a new client. */
+  handles(nc: NatsConnection): Promise<Handles> {
+    let handles = this.#handles.get(nc);
+    if (!handles) {
+      handles = this.#setup(nc);
+      handles.catch(() => this.#handles.delete(nc));
+      this.#handles.set(nc, handles);
+    }
+    return handles;
+  }
+
+  async #setup(nc: NatsConnection): Promise<Handles> {
+    const jsm = await jetstreamManager(nc);
+    const n = this.names;
+    await ensureStream(jsm, {
+      name: n.tasksStream,
+      subjects: [`${this.#core.options.prefix}.tasks.>`],
+      // Each task is removed once acked/termed: the stream holds only open work.
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      duplicate_window: nanos(120_000),
+    });
+    await ensureStream(jsm, {
+      name: n.resultsStream,
+      subjects: [`${this.#core.options.prefix}.results.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: nanos(this.#settings.resultsMaxAgeMs),
+      duplicate_window: nanos(120_000),
+    });
+    const kv = await new Kvm(nc).create(n.jobsBucket, { history: 1, storage: StorageType.File });
+    return { js: jetstream(nc), jsm, kv };
+  }
+
+  #run<A>(name: string, op: (h: Handles, nc: NatsConnection) => Promise<A>, options?: RunOptions) {
+    return this.#core.run(name, async (nc) => op(await this.handles(nc), nc), options);
+  }
+
+  // ---- job records (KV, compare-and-set on the revision) ----
+
+  createRecord(record: JobRecord): Promise<number> {
+    return this.#run("job.record.create", ({ kv }) =>
+      kv.create(record.id, encodeRecord(record)).catch(casConflict(record.id)),
+    );
+  }
+
+  getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
+    return this.#run("job.record.get", async ({ kv }) => {
+      const entry = await kv.get(id);
+      if (!entry || entry.operation !== "PUT") return undefined;
+      return { record: decodeRecord(entry.string()), revision: entry.revision };
+    });
+  }
+
+  updateRecord(record: JobRecord, revision: number): Promise<number> {
+    return this.#run("job.record.update", ({ kv }) =>
+      kv.update(record.id, encodeRecord(record), revision).catch(casConflict(record.id)),
+    );
+  }
+
+  deleteRecord(id: string, revision: number): Promise<void> {
+    return this.#run("job.record.delete", ({ kv }) =>
+      kv.delete(id, { previousSeq: revision }).catch(casConflict(id)),
+    );
+  }
+
+  listRecords(): Promise<JobRecord[]> {
+    return this.#run("job.record.list", async ({ kv }) => {
+      const records: JobRecord[] = [];
+      for await (const key of await kv.keys()) {
+        const entry = await kv.get(key);
+        if (entry && entry.operation === "PUT") records.push(decodeRecord(entry.string()));
+      }
+      return records;
+    });
+  }
+
+  /** Calls `onRecord` with every current record, then with every change, until the client or signal ends. */
+  async watchRecords(nc: NatsConnection, onRecord: (record: JobRecord) => void, signal: AbortSignal) {
+    const { kv } = await this.handles(nc);
+    const iter = await kv.watch();
+    const stop = () => iter.stop();
+    signal.addEventListener("abort", stop, { once: true });
+    try {
+      for await (const entry of iter) {
+        if (entry.operation === "PUT") onRecord(decodeRecord(entry.string()));
+      }
+    } finally {
+      signal.removeEventListener("abort", stop);
+    }
+  }
+
+  // ---- tasks ----
+
+  /**
+   * Publishes the job's tasks, pipelined, each with message id `<jobId>.<n>`:
+   * a retried batch (after a timeout whose outcome is unknown) cannot
+   * duplicate a task. Invisible to workers until the consumer exists.
+   */
+  publishTasks(queue: string, jobId: string, bodies: readonly string[], signal: AbortSignal): Promise<void> {
+    const subject = this.names.tasksSubject(queue, jobId);
+    const window = 256;
+    return this.#run(
+      "job.tasks.publish",
+      async ({ js }) => {
+        for (let start = 0; start < bodies.length; start += window) {
+          if (signal.aborted) throw signal.reason;
+          const acks: Promise<unknown>[] = [];
+          const end = Math.min(bodies.length, start + window);
+          for (let n = start; n < end; n++) {
+            acks.push(js.publish(subject, bodies[n]!, { msgID: `${jobId}.${n}` }));
+          }
+          await Promise.all(acks);
+        }
+      },
+      { timeoutMs: Math.max(30_000, bodies.length * 2), signal },
+    );
+  }
+
+  /** The commit point of a submit: before it no worker can see a task of the job. */
+  createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void> {
+    return this.#run("job.consumer.create", async ({ jsm }) => {
+      await jsm.consumers.add(this.names.tasksStream, {
+        durable_name: jobId,
+        filter_subject: this.names.tasksSubject(queue, jobId),
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(settings.ackWaitMs),
+        max_deliver: settings.maxDeliver,
+        max_ack_pending: 20_000,
+        deliver_policy: DeliverPolicy.All,
+      });
+    });
+  }
+
+  consumerExists(jobId: string): Promise<boolean> {
+    return this.#run("job.consumer.info", async ({ jsm }) => {
+      try {
+        await jsm.consumers.info(this.names.tasksStream, jobId);
+        return true;
+      } catch (error) {
+        if (isNotFound(error)) return false;
+        throw error;
+      }
+    });
+  }
+
+  /** Deletes the job's consumer (workers' loops for it end) and purges its remaining tasks. */
+  removeTasks(queue: string, jobId: string): Promise<void> {
+    return this.#run("job.tasks.remove", async ({ jsm }) => {
+      await jsm.consumers.delete(this.names.tasksStream, jobId).catch((error) => {
+        if (!isNotFound(error)) throw error;
+      });
+      await jsm.streams.purge(this.names.tasksStream, { filter: this.names.tasksSubject(queue, jobId) });
+    });
+  }
+
+  announceCreated(queue: string, jobId: string): Promise<void> {
+    return this.#run("job.announce", async (_h, nc) => {
+      nc.publish(this.names.jobCreatedSubject(queue), encoder.encode(jobId));
+    });
+  }
+
+  // ---- results ----
+
+  /** One results message per batch; the id makes a retried publish land once. */
+  publishResults(jobId: string, body: string, msgId: string): Promise<void> {
+    return this.#run("job.results.publish", async ({ js }) => {
+      await js.publish(this.names.resultsSubject(jobId), body, { msgID: msgId });
+    });
+  }
+
+  /**
+   * Reads the job's results from stream sequence `fromSeq` on with a
+   * throw-away consumer (no acks), until the client closes or `signal` aborts.
+   */
+  async readResults(
+    nc: NatsConnection,
+    jobId: string,
+    fromSeq: number,
+    onMessage: (body: Uint8Array, seq: number, pending: number) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { js, jsm } = await this.handles(nc);
+    const info = await jsm.consumers.add(this.names.resultsStream, {
+      filter_subject: this.names.resultsSubject(jobId),
+      ack_policy: AckPolicy.None,
+      deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
+      ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
+      inactive_threshold: nanos(60_000),
+    });
+    const consumer = await js.consumers.get(this.names.resultsStream, info.name);
+    const messages = await consumer.consume({ max_messages: 256 });
+    const stop = () => void messages.close();
+    signal.addEventListener("abort", stop, { once: true });
+    void nc.closed().then(stop);
+    try {
+      for await (const m of messages) onMessage(m.data, m.seq, m.info.pending);
+    } finally {
+      signal.removeEventListener("abort", stop);
+      jsm.consumers.delete(this.names.resultsStream, info.name).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Delivers the job's tasks to `onTask` until the consumer is deleted (the
+   * job finished or was cancelled: returns "gone"), the client closes or
+   * `signal` aborts. `maxMessages` bounds the leases held but not yet started.
+   */
+  async consumeTasks(
+    nc: NatsConnection,
+    jobId: string,
+    maxMessages: number,
+    onTask: (msg: JsMsg) => void | Promise<void>,
+    signal: AbortSignal,
+  ): Promise<"gone" | "ended"> {
+    const { js } = await this.handles(nc);
+    let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
+    try {
+      consumer = await js.consumers.get(this.names.tasksStream, jobId);
+    } catch (error) {
+      if (isNotFound(error)) return "gone";
+      throw error;
+    }
+    const messages = await consumer.consume({ max_messages: maxMessages });
+    let gone = false;
+    const stop = () => void messages.close();
+    signal.addEventListener("abort", stop, { once: true });
+    void nc.closed().then(stop);
+    void (async () => {
+      for await (const s of messages.status()) {
+        if (s.type === "consumer_deleted" || s.type === "consumer_not_found") {
+          gone = true;
+          stop();
+          return;
+        }
+      }
+    })();
+    try {
+      for await (const m of messages) await onTask(m);
+    } finally {
+      signal.removeEventListener("abort", stop);
+    }
+    return gone ? "gone" : "ended";
+  }
+}
+
+const ensureStream = async (jsm: JetStreamManager, config: Parameters<JetStreamManager["streams"]["add"]>[0]) => {
+  try {
+    await jsm.streams.info(config.name);
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+    await jsm.streams.add(config);
+  }
+};
+
+export const isNotFound = (error: unknown): boolean =>
+  error instanceof JetStreamApiError && (error.code === 10014 || error.code === 10059 || error.status === 404);
+
+/** KV compare-and-set failures become `RevisionConflict`: the caller re-reads and re-decides. */
+const casConflict =
+  (key: string) =>
+  (error: unknown): never => {
+    if (error instanceof JetStreamApiError && error.code === 10071) {
+      throw new RevisionConflict({ message: `job record ${key} changed concurrently`, key });
+    }
+    throw error;
+  };

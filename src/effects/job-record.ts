@@ -1,0 +1,78 @@
+/**
+ * The job record kept in KV (key = job id). It is the one source of truth a
+ * restarted runtime, another process or the HTTP API reads; it carries a
+ * version number so a later jetstate can read what an older one wrote.
+ */
+
+export const JobStatus = {
+  queuing: "queuing",
+  running: "running",
+  stalled: "stalled",
+  succeeded: "succeeded",
+  failed: "failed",
+} as const;
+export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
+
+export const isFinal = (status: JobStatus): boolean =>
+  status === JobStatus.succeeded || status === JobStatus.failed;
+
+/**
+ * Where a submit is: `submitting` (tasks being published, invisible to
+ * workers), `committed` (the consumer exists: workers may see tasks) or
+ * `rolledBack` (the reaper or the submitter undid it).
+ */
+export const SubmitPhase = { submitting: "submitting", committed: "committed", rolledBack: "rolledBack" } as const;
+export type SubmitPhase = (typeof SubmitPhase)[keyof typeof SubmitPhase];
+
+export interface JobSettings {
+  /** Share of tasks (0..1) that may fail or die while the job still succeeds. */
+  readonly maxFailures: number;
+  readonly ackWaitMs: number;
+  readonly maxDeliver: number;
+  /** Nak delay per attempt (the last one repeats). */
+  readonly backoffMs: readonly number[];
+  /** No progress for this long while tasks remain → `stalled`. */
+  readonly stallAfterMs: number;
+  /** Stalled for this long → `failed` (0: never). */
+  readonly stalledTimeoutMs: number;
+}
+
+export interface JobCounts {
+  readonly done: number;
+  readonly failed: number;
+  readonly dead: number;
+}
+
+export interface JobRecordV1 {
+  readonly v: 1;
+  readonly id: string;
+  readonly queue: string;
+  readonly status: JobStatus;
+  readonly phase: SubmitPhase;
+  readonly total: number;
+  readonly idempotencyKey?: string;
+  readonly settings: JobSettings;
+  readonly counts: JobCounts;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** A submit not committed by then is rolled back by the reaper. */
+  readonly commitDeadline: number;
+  readonly finishedAt?: number;
+  readonly reason?: string;
+}
+
+export type JobRecord = JobRecordV1;
+
+export const encodeRecord = (record: JobRecord): string => JSON.stringify(record);
+
+export const decodeRecord = (text: string): JobRecord => {
+  const value = JSON.parse(text) as { v?: unknown };
+  if (value.v !== 1) throw new Error(`unsupported job record version ${String(value.v)}`);
+  return value as JobRecord;
+};
+
+export const answered = (counts: JobCounts): number => counts.done + counts.failed + counts.dead;
+
+/** Succeeded iff every task is answered and failures stay within the tolerance. */
+export const withinTolerance = (counts: JobCounts, total: number, maxFailures: number): boolean =>
+  counts.failed + counts.dead <= Math.floor(maxFailures * total + 1e-9);

@@ -1,0 +1,289 @@
+import { and, assign, fromCallback, fromPromise, setup } from "xstate";
+import type { JobCounts, JobSettings, JobStatus } from "../effects/job-record.ts";
+import { withinTolerance } from "../effects/job-record.ts";
+
+/**
+ * The life of one job: `queuing → running ⇄ stalled → succeeded | failed`.
+ *
+ * No I/O here: `submit`, `feed` (the job's results), `clock` and `finalize`
+ * are actors the runtime provides. Time comes in as `clock.tick` events and
+ * every timer is a deadline in context, so a snapshot restored in another
+ * process loses nothing.
+ */
+
+/** One answered task, as read from a results message. */
+export interface ResultEntry {
+  /** Task index within the job. */
+  readonly i: number;
+  readonly ok: boolean;
+  /** Exhausted its deliveries (a dead letter), rather than failed permanently. */
+  readonly dead?: boolean;
+}
+
+export interface JobContext {
+  readonly jobId: string;
+  readonly queue: string;
+  readonly total: number;
+  readonly settings: JobSettings;
+  readonly done: number;
+  readonly failed: number;
+  readonly dead: number;
+  /**
+   * One bit per task: answered already. It is mutated in place — copying a
+   * 100k-task bitmap per results batch would dominate the job's CPU — and it
+   * is rebuilt by replaying the results stream after a restart.
+   */
+  readonly answered: Uint8Array;
+  readonly startedAt: number;
+  readonly lastProgressAt: number;
+  readonly stalledSince: number | null;
+  /** Tasks answered per second, exponentially weighted (time constant 10 s). */
+  readonly throughput: number;
+  readonly throughputAt: number;
+  readonly etaMs: number | null;
+  readonly reason: string | null;
+  /** Status of the record when this actor took over supervision (null: it submits). */
+  readonly resumeFrom: JobStatus | null;
+  readonly now: number;
+}
+
+export type JobEvent =
+  | { type: "results.received"; entries: readonly ResultEntry[]; at: number }
+  | { type: "clock.tick"; now: number }
+  | { type: "job.cancel"; reason: string };
+
+export interface JobInput {
+  readonly jobId: string;
+  readonly queue: string;
+  readonly total: number;
+  readonly settings: JobSettings;
+  readonly now: number;
+  /** Status found in the job record when supervision starts (undefined: a new submit). */
+  readonly resumeFrom?: JobStatus;
+  readonly reason?: string;
+}
+
+export interface FinalizeInput {
+  readonly jobId: string;
+  readonly queue: string;
+  readonly status: "succeeded" | "failed";
+  readonly reason: string | null;
+  readonly counts: JobCounts;
+}
+
+const tauMs = 10_000;
+
+const remaining = (c: JobContext) => c.total - c.done - c.failed - c.dead;
+
+/** Counts the entries not seen before; returns how many were new. */
+const countNew = (context: JobContext, entries: readonly ResultEntry[]) => {
+  let done = 0;
+  let failed = 0;
+  let dead = 0;
+  const bits = context.answered;
+  for (const entry of entries) {
+    const i = entry.i;
+    if (!Number.isInteger(i) || i < 0 || i >= context.total) continue;
+    const byte = i >> 3;
+    const mask = 1 << (i & 7);
+    if ((bits[byte]! & mask) !== 0) continue; // a redelivered task answered twice counts once
+    bits[byte] = bits[byte]! | mask;
+    if (entry.ok) done++;
+    else if (entry.dead) dead++;
+    else failed++;
+  }
+  return { done, failed, dead };
+};
+
+export const jobMachine = setup({
+  types: {
+    context: {} as JobContext,
+    events: {} as JobEvent,
+    input: {} as JobInput,
+  },
+  actors: {
+    submit: fromPromise<void, { jobId: string }>(async () => {
+      throw new Error("submit actor not provided");
+    }),
+    feed: fromCallback<JobEvent, { jobId: string; queue: string }>(() => undefined),
+    clock: fromCallback<JobEvent, { everyMs: number }>(() => undefined),
+    finalize: fromPromise<void, FinalizeInput>(async () => undefined),
+  },
+  guards: {
+    resumeActive: ({ context }) => context.resumeFrom === "running" || context.resumeFrom === "stalled",
+    resumeSucceeded: ({ context }) => context.resumeFrom === "succeeded",
+    resumeFailed: ({ context }) => context.resumeFrom === "failed",
+    allAnswered: ({ context }) => remaining(context) === 0,
+    withinTolerance: ({ context }) =>
+      withinTolerance(context, context.total, context.settings.maxFailures),
+    stallDue: ({ context, event }) =>
+      event.type === "clock.tick" &&
+      remaining(context) > 0 &&
+      event.now - context.lastProgressAt >= context.settings.stallAfterMs,
+    stalledTooLong: ({ context, event }) =>
+      event.type === "clock.tick" &&
+      context.settings.stalledTimeoutMs > 0 &&
+      context.stalledSince !== null &&
+      event.now - context.stalledSince >= context.settings.stalledTimeoutMs,
+    madeProgress: ({ context }) => context.lastProgressAt > (context.stalledSince ?? Number.POSITIVE_INFINITY),
+  },
+  actions: {
+    countResults: assign(({ context, event }) => {
+      if (event.type !== "results.received") return {};
+      const fresh = countNew(context, event.entries);
+      const n = fresh.done + fresh.failed + fresh.dead;
+      if (n === 0) return { now: Math.max(context.now, event.at) };
+      const dt = Math.max(1, event.at - context.throughputAt);
+      const alpha = 1 - Math.exp(-dt / tauMs);
+      const rate = (n * 1000) / dt;
+      const throughput = context.throughput === 0 ? rate : alpha * rate + (1 - alpha) * context.throughput;
+      const left = remaining(context) - n;
+      return {
+        done: context.done + fresh.done,
+        failed: context.failed + fresh.failed,
+        dead: context.dead + fresh.dead,
+        lastProgressAt: event.at,
+        throughput,
+        throughputAt: event.at,
+        etaMs: left === 0 ? 0 : throughput > 0 ? Math.round((left / throughput) * 1000) : null,
+        now: Math.max(context.now, event.at),
+      };
+    }),
+    tick: assign({ now: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now) }),
+    markStalled: assign({ stalledSince: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now) }),
+    clearStalled: assign({ stalledSince: null }),
+    rememberCancel: assign({
+      reason: ({ event, context }) => (event.type === "job.cancel" ? `cancelled: ${event.reason}` : context.reason),
+    }),
+    failedByTolerance: assign({
+      reason: ({ context }) =>
+        `${context.failed + context.dead} of ${context.total} tasks failed or died (tolerance ${context.settings.maxFailures})`,
+    }),
+    failedStalled: assign({
+      reason: ({ context }) =>
+        `stalled: no progress for ${context.now - context.lastProgressAt} ms with ${remaining(context)} tasks left`,
+    }),
+  },
+}).createMachine({
+  id: "job",
+  context: ({ input }) => ({
+    jobId: input.jobId,
+    queue: input.queue,
+    total: input.total,
+    settings: input.settings,
+    done: 0,
+    failed: 0,
+    dead: 0,
+    answered: new Uint8Array(Math.ceil(input.total / 8)),
+    startedAt: input.now,
+    lastProgressAt: input.now,
+    stalledSince: null,
+    throughput: 0,
+    throughputAt: input.now,
+    etaMs: null,
+    resumeFrom: input.resumeFrom ?? null,
+    reason: input.reason ?? null,
+    now: input.now,
+  }),
+  // The results of a job are read for its whole life; the feed dedupes nothing,
+  // the bitmap does.
+  invoke: [
+    { src: "feed", input: ({ context }) => ({ jobId: context.jobId, queue: context.queue }) },
+    { src: "clock", input: () => ({ everyMs: 1000 }) },
+  ],
+  initial: "queuing",
+  states: {
+    queuing: {
+      initial: "checking",
+      states: {
+        checking: {
+          always: [
+            { guard: "resumeActive", target: "#job.running" },
+            { guard: "resumeSucceeded", target: "#job.succeeded.recorded" },
+            { guard: "resumeFailed", target: "#job.failed.recorded" },
+            { target: "submitting" },
+          ],
+        },
+        submitting: {
+          invoke: {
+            src: "submit",
+            input: ({ context }) => ({ jobId: context.jobId }),
+            onDone: { target: "#job.running" },
+            onError: {
+              target: "#job.failed",
+              actions: assign({ reason: ({ event }) => `submit failed: ${errorText(event.error)}` }),
+            },
+          },
+        },
+      },
+      on: { "job.cancel": { target: "failed", actions: "rememberCancel" } },
+    },
+    running: {
+      entry: "clearStalled",
+      always: [
+        { guard: and(["allAnswered", "withinTolerance"]), target: "succeeded" },
+        { guard: "allAnswered", target: "failed", actions: "failedByTolerance" },
+      ],
+      on: {
+        "results.received": { actions: "countResults" },
+        "clock.tick": [{ guard: "stallDue", target: "stalled", actions: ["tick", "markStalled"] }, { actions: "tick" }],
+        "job.cancel": { target: "failed", actions: "rememberCancel" },
+      },
+    },
+    stalled: {
+      always: [
+        { guard: and(["allAnswered", "withinTolerance"]), target: "succeeded" },
+        { guard: "allAnswered", target: "failed", actions: "failedByTolerance" },
+        { guard: "madeProgress", target: "running" },
+      ],
+      on: {
+        "results.received": { actions: "countResults" },
+        "clock.tick": [
+          { guard: "stalledTooLong", target: "failed", actions: ["tick", "failedStalled"] },
+          { actions: "tick" },
+        ],
+        "job.cancel": { target: "failed", actions: "rememberCancel" },
+      },
+    },
+    succeeded: {
+      initial: "recording",
+      states: {
+        recording: {
+          invoke: {
+            src: "finalize",
+            input: ({ context }) => finalizeInput(context, "succeeded"),
+            onDone: "recorded",
+            onError: "recorded",
+          },
+        },
+        recorded: { type: "final" },
+      },
+    },
+    failed: {
+      initial: "recording",
+      states: {
+        recording: {
+          invoke: {
+            src: "finalize",
+            input: ({ context }) => finalizeInput(context, "failed"),
+            onDone: "recorded",
+            onError: "recorded",
+          },
+        },
+        recorded: { type: "final" },
+      },
+    },
+  },
+});
+
+const finalizeInput = (context: JobContext, status: "succeeded" | "failed"): FinalizeInput => ({
+  jobId: context.jobId,
+  queue: context.queue,
+  status,
+  reason: context.reason,
+  counts: { done: context.done, failed: context.failed, dead: context.dead },
+});
+
+const errorText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+export type JobMachine = typeof jobMachine;
