@@ -1,5 +1,9 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { classifyNatsError } from "./adapters/nats/classify-error.ts";
+import { NatsJobBroker } from "./adapters/nats/job-broker.ts";
+import { RuntimeStopped } from "./errors.ts";
+import { Jobs } from "./jobs.ts";
+import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
 import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
@@ -32,6 +36,11 @@ export interface Runtime {
   readonly logger: Logger;
   /** The one supervised NATS connection: state, subscribe, reset. */
   readonly connection: ConnectionHandle;
+  /** Submit, find and cancel jobs. */
+  readonly jobs: Jobs;
+  readonly workers: {
+    start<Payload, Result>(options: WorkerOptions<Payload, Result>): Worker;
+  };
   /** Drain: finish what is in flight, flush, close the one connection. Bounded even when NATS is down. */
   stop(): Promise<void>;
 }
@@ -81,13 +90,30 @@ export const createRuntimeCore = async (
  */
 export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runtime> => {
   const core = await createRuntimeCore(options);
+  const broker = new NatsJobBroker(core, { resultsMaxAgeMs: 7 * 24 * 3600_000 });
+  const jobs = new Jobs(core, broker, { reapIntervalMs: 15_000, reapGraceMs: 10_000 });
+  const workers = new Set<Worker>();
   let stopped: Promise<void> | undefined;
   return {
     name: core.options.name,
     logger: core.logger,
     connection: core.connection,
+    jobs,
+    workers: {
+      start: (workerOptions) => {
+        if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });
+        const worker = startWorker(core, broker, workerOptions);
+        workers.add(worker);
+        return worker;
+      },
+    },
     stop: () => {
-      stopped ??= core.stop();
+      stopped ??= (async () => {
+        // Workers first: they finish or release in-flight tasks and flush results.
+        await Promise.allSettled([...workers].map((w) => w.stop()));
+        await jobs.stop();
+        await core.stop();
+      })();
       return stopped;
     },
   };

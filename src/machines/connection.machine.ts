@@ -110,13 +110,15 @@ export const connectionMachine = setup({
       on: { "connection.start": "connecting" },
     },
     connecting: {
-      entry: assign({ generation: ({ context }) => context.generation + 1 }),
       invoke: {
         src: "connect",
-        input: ({ context }) => ({ generation: context.generation }),
+        // The generation the new client will have. It is counted on success
+        // only: failed dials while the server is down create no client.
+        input: ({ context }) => ({ generation: context.generation + 1 }),
         onDone: {
           target: "online",
           actions: assign({
+            generation: ({ context }) => context.generation + 1,
             clientId: ({ event }) => event.output.clientId,
             attempt: 0,
             lastError: null,

@@ -60,6 +60,8 @@ export interface JobInput {
   readonly now: number;
   /** Status found in the job record when supervision starts (undefined: a new submit). */
   readonly resumeFrom?: JobStatus;
+  /** Counts of a finished job being looked at (an active one rebuilds them by replay). */
+  readonly counts?: JobCounts;
   readonly reason?: string;
 }
 
@@ -171,9 +173,7 @@ export const jobMachine = setup({
     queue: input.queue,
     total: input.total,
     settings: input.settings,
-    done: 0,
-    failed: 0,
-    dead: 0,
+    ...finishedCounts(input),
     answered: new Uint8Array(Math.ceil(input.total / 8)),
     startedAt: input.now,
     lastProgressAt: input.now,
@@ -189,7 +189,10 @@ export const jobMachine = setup({
   // the bitmap does.
   invoke: [
     { src: "feed", input: ({ context }) => ({ jobId: context.jobId, queue: context.queue }) },
-    { src: "clock", input: () => ({ everyMs: 1000 }) },
+    {
+      src: "clock",
+      input: ({ context }) => ({ everyMs: Math.max(20, Math.min(1000, context.settings.stallAfterMs / 4)) }),
+    },
   ],
   initial: "queuing",
   states: {
@@ -275,6 +278,11 @@ export const jobMachine = setup({
     },
   },
 });
+
+const finishedCounts = (input: JobInput): JobCounts =>
+  input.counts && (input.resumeFrom === "succeeded" || input.resumeFrom === "failed")
+    ? input.counts
+    : { done: 0, failed: 0, dead: 0 };
 
 const finalizeInput = (context: JobContext, status: "succeeded" | "failed"): FinalizeInput => ({
   jobId: context.jobId,

@@ -1,0 +1,107 @@
+/**
+ * Batches task results: one results message per batch (≤ `maxEntries`
+ * results, ≤ `maxBytes`, or `maxDelayMs` after the first), then — only after
+ * its PubAck — the tasks of the batch are acked. One awaited publish per task
+ * halves the pipeline's throughput (FACTS.md); a batch costs one.
+ *
+ * A result stored but not acked (crash in between) is redelivered and
+ * answered again; the job counts each task once, so that is harmless.
+ */
+
+export interface Settle {
+  /** The batch is stored: ack (or term) the task. */
+  readonly stored: () => void;
+  /** The batch could not be stored: release the task for redelivery. */
+  readonly lost: () => void;
+}
+
+export type PublishBatch = (jobId: string, body: string, msgId: string) => Promise<void>;
+
+interface Batch {
+  entries: string[];
+  settles: Settle[];
+  bytes: number;
+}
+
+export interface BatcherOptions {
+  readonly maxEntries: number;
+  readonly maxDelayMs: number;
+  readonly maxBytes: number;
+  /** Unique per worker: message ids `<idPrefix>.<n>` make a retried publish land once. */
+  readonly idPrefix: string;
+  readonly onError: (error: unknown, jobId: string) => void;
+}
+
+export class ResultBatcher {
+  readonly #publish: PublishBatch;
+  readonly #options: BatcherOptions;
+  readonly #batches = new Map<string, Batch>();
+  readonly #inFlight = new Set<Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+  #seq = 0;
+
+  constructor(publish: PublishBatch, options: BatcherOptions) {
+    this.#publish = publish;
+    this.#options = options;
+  }
+
+  add(jobId: string, entry: string, settle: Settle): void {
+    const bytes = entry.length + 1;
+    let batch = this.#batches.get(jobId);
+    if (batch && batch.bytes + bytes > this.#options.maxBytes) {
+      this.#send(jobId);
+      batch = undefined;
+    }
+    if (!batch) {
+      batch = { entries: [], settles: [], bytes: 2 };
+      this.#batches.set(jobId, batch);
+    }
+    batch.entries.push(entry);
+    batch.settles.push(settle);
+    batch.bytes += bytes;
+    if (batch.entries.length >= this.#options.maxEntries) this.#send(jobId);
+    else this.#timer ??= setTimeout(() => this.#sendAll(), this.#options.maxDelayMs);
+  }
+
+  /** Sends every open batch and waits for all publishes in flight. */
+  async flush(): Promise<void> {
+    this.#sendAll();
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  /** Drops the open batch of a job (cancelled): its tasks are released, not answered. */
+  drop(jobId: string): void {
+    const batch = this.#batches.get(jobId);
+    this.#batches.delete(jobId);
+    for (const settle of batch?.settles ?? []) settle.lost();
+  }
+
+  #sendAll(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const jobId of [...this.#batches.keys()]) this.#send(jobId);
+  }
+
+  #send(jobId: string): void {
+    const batch = this.#batches.get(jobId);
+    if (!batch) return;
+    this.#batches.delete(jobId);
+    if (this.#batches.size === 0) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    const body = `[${batch.entries.join(",")}]`;
+    const msgId = `${this.#options.idPrefix}.${this.#seq++}`;
+    const sent = this.#publish(jobId, body, msgId).then(
+      () => {
+        for (const settle of batch.settles) settle.stored();
+      },
+      (error) => {
+        this.#options.onError(error, jobId);
+        for (const settle of batch.settles) settle.lost();
+      },
+    );
+    this.#inFlight.add(sent);
+    void sent.finally(() => this.#inFlight.delete(sent));
+  }
+}
