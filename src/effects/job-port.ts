@@ -12,7 +12,7 @@ export interface JobPort {
   updateRecord(record: JobRecord, revision: number): Promise<number>;
   deleteRecord(id: string, revision: number): Promise<void>;
   listRecords(): Promise<JobRecord[]>;
-  publishTasks(queue: string, jobId: string, bodies: readonly string[], signal: AbortSignal): Promise<void>;
+  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void>;
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void>;
   consumerExists(jobId: string): Promise<boolean>;
   removeTasks(queue: string, jobId: string): Promise<void>;

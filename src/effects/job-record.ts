@@ -50,6 +50,12 @@ export interface JobRecordV1 {
   readonly status: JobStatus;
   readonly phase: SubmitPhase;
   readonly total: number;
+  /**
+   * Unique per submit attempt. Task message ids are `<jobId>.<submitId>.<n>`:
+   * a retried publish within the attempt dedupes, while a resubmit after a
+   * rollback is not swallowed by the server's duplicate window.
+   */
+  readonly submitId: string;
   readonly idempotencyKey?: string;
   readonly settings: JobSettings;
   readonly counts: JobCounts;

@@ -128,6 +128,7 @@ export const planSubmit = async <Task, Result>(
     status: "queuing",
     phase: SubmitPhase.submitting,
     total: tasks.length,
+    submitId: randomUUID().slice(0, 8),
     ...(key === undefined ? {} : { idempotencyKey: key }),
     settings,
     counts: { done: 0, failed: 0, dead: 0 },

@@ -37,7 +37,7 @@ export interface SubmitInput {
 
 /**
  * Atomic submit. Record first (CAS create: the idempotency key is the key),
- * then the tasks (message id `<jobId>.<n>`, so a retry cannot duplicate),
+ * then the tasks (message id `<jobId>.<submitId>.<n>`, so a retry cannot duplicate),
  * then the job's consumer: that is the commit point. Before it no worker can
  * see a task. A submit that fails is rolled back here; one that dies is
  * rolled back by the reaper once its commit deadline has passed.
@@ -49,7 +49,7 @@ export const submitJob = async (port: JobPort, input: SubmitInput): Promise<Subm
   let revision = claim.revision;
   try {
     await hooks?.afterStep?.(SubmitStep.recordCreated);
-    await port.publishTasks(record.queue, record.id, input.bodies, input.signal);
+    await port.publishTasks(record, input.bodies, input.signal);
     await hooks?.afterStep?.(SubmitStep.tasksPublished);
     if (input.now() > record.commitDeadline) {
       throw new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`);

@@ -29,9 +29,9 @@ export interface JobContext {
   readonly failed: number;
   readonly dead: number;
   /**
-   * One bit per task: answered already. It is mutated in place — copying a
-   * 100k-task bitmap per results batch would dominate the job's CPU — and it
-   * is rebuilt by replaying the results stream after a restart.
+   * One bit per task: answered already. Replaced (copy on write), never
+   * mutated, so snapshots stay values (model-based tests rely on it); the copy
+   * is a few KB per results batch of up to 100 results.
    */
   readonly answered: Uint8Array;
   readonly startedAt: number;
@@ -77,12 +77,12 @@ const tauMs = 10_000;
 
 const remaining = (c: JobContext) => c.total - c.done - c.failed - c.dead;
 
-/** Counts the entries not seen before; returns how many were new. */
+/** Counts the entries not seen before, in a copy of the bitmap. */
 const countNew = (context: JobContext, entries: readonly ResultEntry[]) => {
   let done = 0;
   let failed = 0;
   let dead = 0;
-  const bits = context.answered;
+  const bits = context.answered.slice();
   for (const entry of entries) {
     const i = entry.i;
     if (!Number.isInteger(i) || i < 0 || i >= context.total) continue;
@@ -94,7 +94,7 @@ const countNew = (context: JobContext, entries: readonly ResultEntry[]) => {
     else if (entry.dead) dead++;
     else failed++;
   }
-  return { done, failed, dead };
+  return { done, failed, dead, bits };
 };
 
 export const jobMachine = setup({
@@ -141,6 +141,7 @@ export const jobMachine = setup({
       const throughput = context.throughput === 0 ? rate : alpha * rate + (1 - alpha) * context.throughput;
       const left = remaining(context) - n;
       return {
+        answered: fresh.bits,
         done: context.done + fresh.done,
         failed: context.failed + fresh.failed,
         dead: context.dead + fresh.dead,
@@ -188,8 +189,9 @@ export const jobMachine = setup({
   // The results of a job are read for its whole life; the feed dedupes nothing,
   // the bitmap does.
   invoke: [
-    { src: "feed", input: ({ context }) => ({ jobId: context.jobId, queue: context.queue }) },
+    { id: "feed", src: "feed", input: ({ context }) => ({ jobId: context.jobId, queue: context.queue }) },
     {
+      id: "clock",
       src: "clock",
       input: ({ context }) => ({ everyMs: Math.max(20, Math.min(1000, context.settings.stallAfterMs / 4)) }),
     },
@@ -209,6 +211,7 @@ export const jobMachine = setup({
         },
         submitting: {
           invoke: {
+            id: "submit",
             src: "submit",
             input: ({ context }) => ({ jobId: context.jobId }),
             onDone: { target: "#job.running" },
@@ -253,6 +256,7 @@ export const jobMachine = setup({
       states: {
         recording: {
           invoke: {
+            id: "finalize",
             src: "finalize",
             input: ({ context }) => finalizeInput(context, "succeeded"),
             onDone: "recorded",
@@ -267,6 +271,7 @@ export const jobMachine = setup({
       states: {
         recording: {
           invoke: {
+            id: "finalize",
             src: "finalize",
             input: ({ context }) => finalizeInput(context, "failed"),
             onDone: "recorded",

@@ -153,12 +153,14 @@ export class NatsJobBroker {
   // ---- tasks ----
 
   /**
-   * Publishes the job's tasks, pipelined, each with message id `<jobId>.<n>`:
-   * a retried batch (after a timeout whose outcome is unknown) cannot
-   * duplicate a task. Invisible to workers until the consumer exists.
+   * Publishes the job's tasks, pipelined, each with message id
+   * `<jobId>.<submitId>.<n>`: a retried batch (after a timeout whose outcome
+   * is unknown) cannot duplicate a task. Invisible to workers until the
+   * consumer exists.
    */
-  publishTasks(queue: string, jobId: string, bodies: readonly string[], signal: AbortSignal): Promise<void> {
-    const subject = this.names.tasksSubject(queue, jobId);
+  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
+    const subject = this.names.tasksSubject(record.queue, record.id);
+    const idPrefix = `${record.id}.${record.submitId}`;
     const window = 256;
     return this.#run(
       "job.tasks.publish",
@@ -168,7 +170,7 @@ export class NatsJobBroker {
           const acks: Promise<unknown>[] = [];
           const end = Math.min(bodies.length, start + window);
           for (let n = start; n < end; n++) {
-            acks.push(js.publish(subject, bodies[n]!, { msgID: `${jobId}.${n}` }));
+            acks.push(js.publish(subject, bodies[n]!, { msgID: `${idPrefix}.${n}` }));
           }
           await Promise.all(acks);
         }

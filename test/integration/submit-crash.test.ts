@@ -1,0 +1,100 @@
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
+import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { Jobs } from "../../src/jobs.ts";
+import { createRuntime, createRuntimeCore, type Runtime } from "../../src/runtime.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+const tasks = Array.from({ length: 25 }, (_, n) => ({ n }));
+
+/**
+ * A submit can die after any of its steps. Before the commit point (the
+ * consumer) the reaper rolls it back: no task ever visible, the record says
+ * failed. After it, the reaper rolls forward. Either way nothing stays in
+ * `queuing`, and submitting again with the same key works.
+ */
+describe("a submit that crashes at every step", () => {
+  let server: NatsServerHandle;
+  let rt: Runtime;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    rt = await createRuntime({ servers: server.url, logger });
+    nc = await connect({ servers: server.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await rt?.stop();
+    await server?.dispose();
+  });
+
+  const visibleTasks = async (queue: string, jobId: string) => {
+    const jsm = await jetstreamManager(nc);
+    const subject = `jetstate.tasks.${queue}.${jobId}`;
+    const info = await jsm.streams.info("jetstate_tasks", { subjects_filter: subject });
+    const stored = info.state.subjects?.[subject] ?? 0;
+    const consumer = await jsm.consumers.info("jetstate_tasks", jobId).then(
+      () => true,
+      () => false,
+    );
+    return { stored, consumer };
+  };
+
+  it.each([
+    [SubmitStep.recordCreated, "rolledBack"],
+    [SubmitStep.tasksPublished, "rolledBack"],
+    [SubmitStep.consumerCreated, "committed"],
+    [SubmitStep.recordCommitted, "committed"],
+  ] as const)("crash after %s → %s by the reaper; resubmit with the same key works", async (step, expected) => {
+    const queue = `crash_${step}`;
+    const key = `upload-${step}`;
+    const core = await createRuntimeCore({ servers: server.url, logger });
+    const broker = new NatsJobBroker(core, { resultsMaxAgeMs: 3600_000 });
+    const crashing = new Jobs(core, broker, {
+      reapIntervalMs: 3600_000,
+      reapGraceMs: 10_000,
+      submitHooks: {
+        afterStep: (at) => {
+          if (at === step) throw new SimulatedCrash(`process died after ${at}`);
+        },
+      },
+    });
+    await expect(crashing.submit({ queue, tasks, idempotencyKey: key })).rejects.toThrow();
+    // The crashed process is gone: nothing of it runs any more.
+    await crashing.stop();
+    await core.stop();
+
+    const [before] = await rt.jobs.list({ queue });
+    expect(before?.status).toBe(expected === "committed" && step === SubmitStep.recordCommitted ? "running" : "queuing");
+
+    // Nothing happens before the commit deadline has passed by the grace...
+    expect(await rt.jobs.reap(() => Date.now())).toEqual({ rolledBack: [], rolledForward: [] });
+    // ...and after it the reaper finishes the submit one way or the other.
+    const later = () => Date.now() + 10 * 60_000;
+    const report = await rt.jobs.reap(later);
+    const [after] = await rt.jobs.list({ queue });
+    const jobId = after!.id;
+    if (expected === "rolledBack") {
+      expect(report.rolledBack).toEqual([jobId]);
+      expect(after).toMatchObject({ status: "failed", phase: "rolledBack" });
+      expect(await visibleTasks(queue, jobId)).toEqual({ stored: 0, consumer: false });
+    } else {
+      if (step === SubmitStep.consumerCreated) expect(report.rolledForward).toEqual([jobId]);
+      expect(after).toMatchObject({ status: "running", phase: "committed" });
+      expect(await visibleTasks(queue, jobId)).toEqual({ stored: tasks.length, consumer: true });
+    }
+    expect((await rt.jobs.list()).filter((r) => r.status === "queuing")).toEqual([]);
+
+    // Submitting again with the same key: a new submit (rolled back) or the same job (committed).
+    const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
+    const again = await rt.jobs.submit({ queue, tasks, idempotencyKey: key });
+    expect(again.id).toBe(jobId);
+    const final = await again.done();
+    await worker.stop();
+    expect(final).toMatchObject({ status: "succeeded", done: tasks.length, failed: 0 });
+  });
+});
