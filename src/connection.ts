@@ -65,6 +65,7 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
     );
     const machine = connectionMachine.provide({ actors: connectionActors(this.#clients) });
     this.actor = createActor(machine, {
+      id: "connection",
       input: { backoff: c.backoff },
       ...(inspect ? { inspect } : {}),
     });

@@ -29,7 +29,13 @@ export interface JobSnapshot {
 
 export type TaskResult<Result> =
   | { readonly taskId: string; readonly index: number; readonly ok: true; readonly result: Result }
-  | { readonly taskId: string; readonly index: number; readonly ok: false; readonly error: string; readonly dead: boolean };
+  | {
+      readonly taskId: string;
+      readonly index: number;
+      readonly ok: false;
+      readonly error: string;
+      readonly dead: boolean;
+    };
 
 export interface JobHandle<Result = unknown> {
   readonly id: string;
@@ -120,7 +126,8 @@ export class Jobs {
   async get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined> {
     const local = this.#handles.get(id);
     if (local) return local as Promise<JobHandle<Result>>;
-    if (typeof id !== "string" || id === "") throw new InvalidArgument({ message: "id: must be a job id", field: "id" });
+    if (typeof id !== "string" || id === "")
+      throw new InvalidArgument({ message: "id: must be a job id", field: "id" });
     const found = await this.#broker.getRecord(id);
     if (!found) return undefined;
     const again = this.#handles.get(id);
@@ -144,7 +151,11 @@ export class Jobs {
     this.#handles.clear();
   }
 
-  async #supervise(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<JobHandle> {
+  async #supervise(
+    record: JobRecord,
+    resumeFrom?: JobStatus,
+    bodies?: readonly string[],
+  ): Promise<JobHandle> {
     const core = this.#core;
     const broker = this.#broker;
     const log = childLogger(core.logger, { actor: "job", jobId: record.id, queue: record.queue });
@@ -193,6 +204,7 @@ export class Jobs {
       },
     });
     const actor = createActor(machine, {
+      id: `job:${record.id}`,
       input: {
         jobId: record.id,
         queue: record.queue,
@@ -261,7 +273,15 @@ export class Jobs {
       const s = snapshotOf(actor);
       if (s.status !== last) {
         log.info(
-          { state: s.status, from: last ?? null, done: s.done, failed: s.failed, dead: s.dead, total: s.total, ...(s.reason ? { reason: s.reason } : {}) },
+          {
+            state: s.status,
+            from: last ?? null,
+            done: s.done,
+            failed: s.failed,
+            dead: s.dead,
+            total: s.total,
+            ...(s.reason ? { reason: s.reason } : {}),
+          },
           `job ${last ?? "new"} → ${s.status}`,
         );
         last = s.status;
@@ -321,11 +341,16 @@ const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
 const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot) => void) => {
   const gap = 1000 / maxUpdatesPerSecond;
   let lastAt = 0;
+  let lastKey = "";
   let timer: NodeJS.Timeout | undefined;
   const emit = () => {
     timer = undefined;
     lastAt = Date.now();
-    listener(snapshotOf(actor));
+    const s = snapshotOf(actor);
+    const key = `${s.status}/${s.done}/${s.failed}/${s.dead}/${s.etaMs}`;
+    if (key === lastKey) return;
+    lastKey = key;
+    listener(s);
   };
   const sub = actor.subscribe(() => {
     if (isRecorded(actor)) {
@@ -372,7 +397,13 @@ async function* readAllResults<Result>(
             queue.push(
               raw.ok
                 ? { taskId: `${jobId}.${i}`, index: i, ok: true, result: raw.r as Result }
-                : { taskId: `${jobId}.${i}`, index: i, ok: false, error: raw.e ?? "failed", dead: raw.dead === true },
+                : {
+                    taskId: `${jobId}.${i}`,
+                    index: i,
+                    ok: false,
+                    error: raw.e ?? "failed",
+                    dead: raw.dead === true,
+                  },
             );
           }
           wake?.();

@@ -20,7 +20,10 @@ export interface StandardSchema<T> {
     ) =>
       | { readonly value: T; readonly issues?: undefined }
       | { readonly issues: ReadonlyArray<StandardSchemaIssue> }
-      | Promise<{ readonly value: T; readonly issues?: undefined } | { readonly issues: ReadonlyArray<StandardSchemaIssue> }>;
+      | Promise<
+          | { readonly value: T; readonly issues?: undefined }
+          | { readonly issues: ReadonlyArray<StandardSchemaIssue> }
+        >;
   };
 }
 export type Schema<T> = StandardSchema<T> | ((value: unknown) => T);

@@ -1,14 +1,15 @@
+import { setMaxListeners } from "node:events";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { classifyNatsError } from "./adapters/nats/classify-error.ts";
 import { NatsJobBroker } from "./adapters/nats/job-broker.ts";
-import { RuntimeStopped } from "./errors.ts";
-import { Jobs } from "./jobs.ts";
-import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
 import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
+import { RuntimeStopped } from "./errors.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
+import { Jobs } from "./jobs.ts";
 import { childLogger, defaultLogger, type Logger } from "./logger.ts";
 import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
+import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 
 export type RunOptions = Partial<Pick<OperationOptions, "timeoutMs" | "retry" | "signal">>;
 
@@ -55,6 +56,9 @@ export const createRuntimeCore = async (
   const inspect = await createInspector(options.inspect, log);
   const connection = new SupervisedConnection(resolved, logger, inspect?.inspect);
   const stopping = new AbortController();
+  // Every operation in flight listens to it (and lets go when it ends): a busy
+  // runtime has hundreds, which is not the leak Node's default limit of 10 warns about.
+  setMaxListeners(0, stopping.signal);
   connection.start();
   return {
     options: resolved,

@@ -1,7 +1,7 @@
 import { RevisionConflict } from "../errors.ts";
 import type { FinalizeInput } from "../machines/job.machine.ts";
-import { type JobCounts, type JobRecord, type JobStatus, SubmitPhase } from "./job-record.ts";
 import type { JobPort } from "./job-port.ts";
+import { type JobCounts, type JobRecord, type JobStatus, SubmitPhase } from "./job-record.ts";
 
 /**
  * Writes a record change with compare-and-set, re-reading on a conflict so a
@@ -30,7 +30,13 @@ export const updateRecordWith = async (
 };
 
 /** Progress written while the job runs; a final record is never reopened. */
-export const recordProgress = (port: JobPort, id: string, status: JobStatus, counts: JobCounts, now: number) =>
+export const recordProgress = (
+  port: JobPort,
+  id: string,
+  status: JobStatus,
+  counts: JobCounts,
+  now: number,
+) =>
   updateRecordWith(port, id, (record) => {
     if (record.status === "succeeded" || record.status === "failed") return undefined;
     const same =

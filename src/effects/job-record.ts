@@ -21,7 +21,11 @@ export const isFinal = (status: JobStatus): boolean =>
  * workers), `committed` (the consumer exists: workers may see tasks) or
  * `rolledBack` (the reaper or the submitter undid it).
  */
-export const SubmitPhase = { submitting: "submitting", committed: "committed", rolledBack: "rolledBack" } as const;
+export const SubmitPhase = {
+  submitting: "submitting",
+  committed: "committed",
+  rolledBack: "rolledBack",
+} as const;
 export type SubmitPhase = (typeof SubmitPhase)[keyof typeof SubmitPhase];
 
 export interface JobSettings {

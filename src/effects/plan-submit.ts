@@ -92,7 +92,11 @@ export const planSubmit = async <Task, Result>(
     bad("maxFailures", "must be a number between 0 and 1 (a share of the tasks)");
   }
   const backoff = request.backoff ?? [1000, 5000, 15_000];
-  if (!Array.isArray(backoff) || backoff.length === 0 || backoff.some((d) => typeof d !== "number" || !(d >= 0))) {
+  if (
+    !Array.isArray(backoff) ||
+    backoff.length === 0 ||
+    backoff.some((d) => typeof d !== "number" || !(d >= 0))
+  ) {
     bad("backoff", "must be a non-empty array of delays ≥ 0 ms");
   }
   const settings: JobSettings = {

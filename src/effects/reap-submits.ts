@@ -1,6 +1,6 @@
 import { RevisionConflict } from "../errors.ts";
-import { type JobRecord, SubmitPhase } from "./job-record.ts";
 import type { JobPort } from "./job-port.ts";
+import { type JobRecord, SubmitPhase } from "./job-record.ts";
 import { rollBack } from "./submit-job.ts";
 
 export interface ReapReport {
@@ -40,7 +40,12 @@ export const reapSubmits = async (
         if (!(error instanceof RevisionConflict)) throw error;
       }
     } else {
-      await rollBack(port, record, "submit did not commit before its deadline (rolled back by the reaper)", now);
+      await rollBack(
+        port,
+        record,
+        "submit did not commit before its deadline (rolled back by the reaper)",
+        now,
+      );
       rolledBack.push(record.id);
     }
   }

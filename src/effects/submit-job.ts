@@ -1,6 +1,6 @@
 import { RevisionConflict } from "../errors.ts";
-import { type JobRecord, SubmitPhase } from "./job-record.ts";
 import type { JobPort } from "./job-port.ts";
+import { type JobRecord, SubmitPhase } from "./job-record.ts";
 import { sleep } from "./supervise-loop.ts";
 
 /** The steps of a submit, in order; tests inject a crash after each one. */
@@ -69,7 +69,12 @@ export const submitJob = async (port: JobPort, input: SubmitInput): Promise<Subm
     return { kind: "committed", record: committed };
   } catch (error) {
     if (error instanceof SimulatedCrash) throw error;
-    await rollBack(port, record, `submit failed: ${error instanceof Error ? error.message : String(error)}`, input.now);
+    await rollBack(
+      port,
+      record,
+      `submit failed: ${error instanceof Error ? error.message : String(error)}`,
+      input.now,
+    );
     throw error;
   }
 };

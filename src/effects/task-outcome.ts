@@ -40,7 +40,9 @@ const text = (error: unknown): string => (error instanceof Error ? error.message
 export const decideOutcome = (error: unknown, context: OutcomeContext): TaskOutcome => {
   if (error === undefined) return { kind: "ack" };
   const permanent =
-    (typeof error === "object" && error !== null && (error as { retry?: unknown }).retry === Retry.permanent) ||
+    (typeof error === "object" &&
+      error !== null &&
+      (error as { retry?: unknown }).retry === Retry.permanent) ||
     (context.isPermanent?.(error) ?? false);
   if (permanent) return { kind: "term", error: text(error) };
   if (context.attempt >= context.maxDeliver) {

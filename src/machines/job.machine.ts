@@ -40,6 +40,9 @@ export interface JobContext {
   /** Tasks answered per second, exponentially weighted (time constant 10 s). */
   readonly throughput: number;
   readonly throughputAt: number;
+  /** Decayed sums behind `throughput`: tasks and milliseconds (unbiased from the first sample on). */
+  readonly rateTasks: number;
+  readonly rateMs: number;
   readonly etaMs: number | null;
   readonly reason: string | null;
   /** Status of the record when this actor took over supervision (null: it submits). */
@@ -116,8 +119,7 @@ export const jobMachine = setup({
     resumeSucceeded: ({ context }) => context.resumeFrom === "succeeded",
     resumeFailed: ({ context }) => context.resumeFrom === "failed",
     allAnswered: ({ context }) => remaining(context) === 0,
-    withinTolerance: ({ context }) =>
-      withinTolerance(context, context.total, context.settings.maxFailures),
+    withinTolerance: ({ context }) => withinTolerance(context, context.total, context.settings.maxFailures),
     stallDue: ({ context, event }) =>
       event.type === "clock.tick" &&
       remaining(context) > 0 &&
@@ -127,7 +129,8 @@ export const jobMachine = setup({
       context.settings.stalledTimeoutMs > 0 &&
       context.stalledSince !== null &&
       event.now - context.stalledSince >= context.settings.stalledTimeoutMs,
-    madeProgress: ({ context }) => context.lastProgressAt > (context.stalledSince ?? Number.POSITIVE_INFINITY),
+    madeProgress: ({ context }) =>
+      context.lastProgressAt > (context.stalledSince ?? Number.POSITIVE_INFINITY),
   },
   actions: {
     countResults: assign(({ context, event }) => {
@@ -136,9 +139,10 @@ export const jobMachine = setup({
       const n = fresh.done + fresh.failed + fresh.dead;
       if (n === 0) return { now: Math.max(context.now, event.at) };
       const dt = Math.max(1, event.at - context.throughputAt);
-      const alpha = 1 - Math.exp(-dt / tauMs);
-      const rate = (n * 1000) / dt;
-      const throughput = context.throughput === 0 ? rate : alpha * rate + (1 - alpha) * context.throughput;
+      const decay = Math.exp(-dt / tauMs);
+      const rateTasks = context.rateTasks * decay + n;
+      const rateMs = context.rateMs * decay + dt;
+      const throughput = (rateTasks * 1000) / rateMs;
       const left = remaining(context) - n;
       return {
         answered: fresh.bits,
@@ -148,15 +152,20 @@ export const jobMachine = setup({
         lastProgressAt: event.at,
         throughput,
         throughputAt: event.at,
+        rateTasks,
+        rateMs,
         etaMs: left === 0 ? 0 : throughput > 0 ? Math.round((left / throughput) * 1000) : null,
         now: Math.max(context.now, event.at),
       };
     }),
     tick: assign({ now: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now) }),
-    markStalled: assign({ stalledSince: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now) }),
+    markStalled: assign({
+      stalledSince: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now),
+    }),
     clearStalled: assign({ stalledSince: null }),
     rememberCancel: assign({
-      reason: ({ event, context }) => (event.type === "job.cancel" ? `cancelled: ${event.reason}` : context.reason),
+      reason: ({ event, context }) =>
+        event.type === "job.cancel" ? `cancelled: ${event.reason}` : context.reason,
     }),
     failedByTolerance: assign({
       reason: ({ context }) =>
@@ -181,6 +190,8 @@ export const jobMachine = setup({
     stalledSince: null,
     throughput: 0,
     throughputAt: input.now,
+    rateTasks: 0,
+    rateMs: 0,
     etaMs: null,
     resumeFrom: input.resumeFrom ?? null,
     reason: input.reason ?? null,
@@ -232,7 +243,10 @@ export const jobMachine = setup({
       ],
       on: {
         "results.received": { actions: "countResults" },
-        "clock.tick": [{ guard: "stallDue", target: "stalled", actions: ["tick", "markStalled"] }, { actions: "tick" }],
+        "clock.tick": [
+          { guard: "stallDue", target: "stalled", actions: ["tick", "markStalled"] },
+          { actions: "tick" },
+        ],
         "job.cancel": { target: "failed", actions: "rememberCancel" },
       },
     },

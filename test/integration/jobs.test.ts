@@ -1,8 +1,8 @@
-import { connect } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PermanentError, defineQueue } from "../../src/index.ts";
+import { defineQueue, PermanentError } from "../../src/index.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
@@ -56,7 +56,11 @@ describe("jobs over JetStream", () => {
   });
 
   it("a worker that died after storing a result but before its ack: redelivered, counted once", async () => {
-    const job = await rt.jobs.submit({ queue: "crashy", tasks: range(5).map((n) => ({ n })), ackWaitMs: 500 });
+    const job = await rt.jobs.submit({
+      queue: "crashy",
+      tasks: range(5).map((n) => ({ n })),
+      ackWaitMs: 500,
+    });
     // A "worker" that takes one task, stores its result like a worker does, and dies before acking.
     const nc = await connect({ servers: server.url });
     const js = jetstream(nc);
@@ -64,9 +68,13 @@ describe("jobs over JetStream", () => {
     const msg = await consumer.next({ expires: 5000 });
     expect(msg).not.toBeNull();
     const { i } = msg!.json<{ i: number }>();
-    await js.publish(`jetstate.results.${job.id}`, JSON.stringify([{ i, ok: true, r: "from the dead worker" }]), {
-      msgID: "dead-worker.0",
-    });
+    await js.publish(
+      `jetstate.results.${job.id}`,
+      JSON.stringify([{ i, ok: true, r: "from the dead worker" }]),
+      {
+        msgID: "dead-worker.0",
+      },
+    );
     await nc.close(); // no ack
     await waitUntil(() => job.snapshot().done === 1, { timeoutMs: 5000, message: "first result counted" });
     const seen: number[] = [];
@@ -76,7 +84,10 @@ describe("jobs over JetStream", () => {
       // Hold the other tasks until the redelivery arrives, so the job cannot end before it.
       handler: async (task) => {
         seen.push(task.index);
-        await waitUntil(() => seen.includes(i), { timeoutMs: 10_000, message: "redelivery of the dead worker's task" });
+        await waitUntil(() => seen.includes(i), {
+          timeoutMs: 10_000,
+          message: "redelivery of the dead worker's task",
+        });
         return "ok";
       },
     });
@@ -98,7 +109,9 @@ describe("jobs over JetStream", () => {
       stopTimeoutMs: 100,
       handler: (task, ctx) => {
         hung = task.index;
-        return new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(new Error("aborted"))));
+        return new Promise((_, reject) =>
+          ctx.signal.addEventListener("abort", () => reject(new Error("aborted"))),
+        );
       },
     });
     await waitUntil(() => hung >= 0, { timeoutMs: 5000, message: "the stuck worker took a task" });
@@ -166,7 +179,7 @@ describe("jobs over JetStream", () => {
     const worker = rt.workers.start<number, number>({
       queue: "cancel",
       concurrency: 2,
-      handler: (task, ctx) => {
+      handler: (_task, ctx) => {
         started++;
         return new Promise((_, reject) =>
           ctx.signal.addEventListener("abort", () => {
@@ -184,7 +197,9 @@ describe("jobs over JetStream", () => {
     const nc = await connect({ servers: server.url });
     const jsm = await jetstreamManager(nc);
     await expect(jsm.consumers.info("jetstate_tasks", job.id)).rejects.toThrow(/not found/);
-    const stream = await jsm.streams.info("jetstate_tasks", { subjects_filter: `jetstate.tasks.cancel.${job.id}` });
+    const stream = await jsm.streams.info("jetstate_tasks", {
+      subjects_filter: `jetstate.tasks.cancel.${job.id}`,
+    });
     expect(stream.state.subjects?.[`jetstate.tasks.cancel.${job.id}`] ?? 0).toBe(0);
     await nc.close();
     await worker.stop();
@@ -236,19 +251,29 @@ describe("jobs over JetStream", () => {
           return { url };
         },
         result: (v) => {
-          if (typeof (v as { boxes?: unknown }).boxes !== "number") throw new Error("boxes: expected a number");
+          if (typeof (v as { boxes?: unknown }).boxes !== "number")
+            throw new Error("boxes: expected a number");
           return v as { boxes: number };
         },
       },
     });
     await expect(
       rt.jobs.submit({ queue: images, tasks: [{ url: "a" }, { url: 3 as unknown as string }] }),
-    ).rejects.toMatchObject({ _tag: "InvalidArgument", field: "tasks[1]", message: /url: expected a string/ });
+    ).rejects.toMatchObject({
+      _tag: "InvalidArgument",
+      field: "tasks[1]",
+      message: /url: expected a string/,
+    });
     const worker = rt.workers.start({
       queue: images,
-      handler: (task) => (task.payload.url === "bad" ? ({ boxes: "many" } as unknown as { boxes: number }) : { boxes: 2 }),
+      handler: (task) =>
+        task.payload.url === "bad" ? ({ boxes: "many" } as unknown as { boxes: number }) : { boxes: 2 },
     });
-    const job = await rt.jobs.submit({ queue: images, tasks: [{ url: "a" }, { url: "bad" }], maxFailures: 0.5 });
+    const job = await rt.jobs.submit({
+      queue: images,
+      tasks: [{ url: "a" }, { url: "bad" }],
+      maxFailures: 0.5,
+    });
     const final = await job.done();
     await worker.stop();
     expect(final).toMatchObject({ status: "succeeded", done: 1, failed: 1 });
