@@ -17,7 +17,8 @@ const printer = {
     if (event.type !== "@xstate.snapshot") return;
     const { value } = event.snapshot as { value?: unknown };
     if (value === undefined) return; // invoked promise/callback actors have no state value
-    console.log(`${event.actorRef.id.padEnd(40)} ${JSON.stringify(value)}  ← ${event.event.type}`);
+    const id = (event.actorRef as { id?: string }).id ?? "?";
+    console.log(`${id.padEnd(40)} ${JSON.stringify(value)}  ← ${event.event.type}`);
   },
 };
 const rt = await createRuntime({

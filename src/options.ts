@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import type { InspectionEvent } from "xstate";
 import type { RetryPolicy } from "./effects/run-operation.ts";
 import { InvalidArgument } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -22,7 +23,7 @@ export interface ConnectionOptions {
 
 /** Anything with an XState `inspect` observer, e.g. `createBrowserInspector()` or a test spy. */
 export interface InspectorLike {
-  readonly inspect: (event: unknown) => void;
+  readonly inspect: (event: InspectionEvent) => void;
 }
 
 export interface RuntimeOptions {

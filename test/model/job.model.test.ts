@@ -1,6 +1,6 @@
 import { getShortestPaths } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
-import { createActor, fromCallback, fromPromise } from "xstate";
+import { createActor, fromCallback, fromPromise, type SnapshotFrom } from "xstate";
 import type { JobSettings } from "../../src/effects/job-record.ts";
 import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
@@ -29,7 +29,14 @@ const events = [
   { type: "results.received", entries: [ok(0)], at: 100 },
   { type: "results.received", entries: [ok(0)], at: 200 }, // a duplicate: counted once
   { type: "results.received", entries: [ok(1), { i: 2, ok: false }], at: 300 },
-  { type: "results.received", entries: [{ i: 1, ok: false }, { i: 2, ok: false, dead: true }], at: 300 },
+  {
+    type: "results.received",
+    entries: [
+      { i: 1, ok: false },
+      { i: 2, ok: false, dead: true },
+    ],
+    at: 300,
+  },
   { type: "clock.tick", now: 1500 }, // > stallAfterMs since the last progress at 0 or 100
   { type: "clock.tick", now: 5000 }, // stalled longer than stalledTimeoutMs
   { type: "job.cancel", reason: "user" },
@@ -42,7 +49,7 @@ const paths = getShortestPaths(jobMachine, {
   events,
   input,
   // Time-varying fields are not part of the state identity; counts and answers are.
-  serializeState: (s) =>
+  serializeState: (s: SnapshotFrom<typeof jobMachine>) =>
     JSON.stringify({
       v: s.value,
       d: s.context.done,
