@@ -2,7 +2,7 @@ import { getShortestPaths } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise, type SnapshotFrom } from "xstate";
 import type { JobSettings } from "../../src/effects/job-record.ts";
-import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type FinalizeInput, type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
 /**
  * Model-based tests of the job machine: every shortest path to every
@@ -62,9 +62,9 @@ const paths = getShortestPaths(jobMachine, {
 
 const idle = {
   submit: fromPromise<void, { jobId: string }>(() => new Promise(() => undefined)),
-  finalize: fromPromise(() => new Promise<void>(() => undefined)),
-  feed: fromCallback(() => undefined),
-  clock: fromCallback(() => undefined),
+  finalize: fromPromise<void, FinalizeInput>(() => new Promise<void>(() => undefined)),
+  feed: fromCallback<JobEvent, { jobId: string; queue: string }>(() => undefined),
+  clock: fromCallback<JobEvent, { everyMs: number }>(() => undefined),
 };
 
 describe("job machine, model-based", () => {
