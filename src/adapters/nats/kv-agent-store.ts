@@ -1,0 +1,79 @@
+import { JetStreamApiError } from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type AgentRecord,
+  type AgentStore,
+  parseAgentRecord,
+  type StoredAgent,
+} from "../../effects/agent-store.ts";
+import { InvalidArgument, RevisionConflict } from "../../errors.ts";
+import { classifyNatsError } from "./classify-error.ts";
+
+/**
+ * Agent records in a NATS KV bucket, one key per agent. The KV revision is
+ * the CAS token: `create` fails on an existing key and `update` on a stale
+ * revision, both with JetStream API error 10071, which is exactly the
+ * "another process decided first" signal the lock protocol re-reads on.
+ */
+
+export const AGENTS_BUCKET = "jetstate_agents";
+
+/** JetStream "wrong last sequence": the CAS expectation did not hold. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+// KV's own key rule; checked here so a bad agent id is a typed InvalidArgument, not a bare Error.
+const validKey = /^[-/=.\w]+$/;
+
+const keyFor = (agentId: string): string => {
+  if (agentId.startsWith(".") || agentId.endsWith(".") || !validKey.test(agentId)) {
+    throw new InvalidArgument({
+      field: "agentId",
+      message: `agent id ${JSON.stringify(agentId)} cannot be a KV key (letters, digits, - / _ = . only)`,
+    });
+  }
+  return agentId;
+};
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** CAS losses become RevisionConflict (the protocol re-reads on it); the rest goes through the shared mapper. */
+const mapError = (error: unknown, agentId: string, operation: string): Error => {
+  if (error instanceof JetStreamApiError && error.code === WRONG_LAST_SEQUENCE) {
+    return new RevisionConflict({ key: agentId, message: `agent ${agentId}: ${operation} lost a CAS race` });
+  }
+  if (error instanceof InvalidArgument) return error;
+  return classifyNatsError(error, operation);
+};
+
+const attempt = async <A>(agentId: string, operation: string, run: () => Promise<A>): Promise<A> => {
+  try {
+    return await run();
+  } catch (error) {
+    throw mapError(error, agentId, operation);
+  }
+};
+
+export const kvAgentStore = (kv: KV): AgentStore => ({
+  read: (agentId) =>
+    attempt(agentId, "agents.read", async (): Promise<StoredAgent | undefined> => {
+      const entry = await kv.get(keyFor(agentId));
+      // A deleted or purged key still returns an entry, marked by its operation.
+      if (entry === null || entry.operation !== "PUT") return undefined;
+      const record = parseAgentRecord(agentId, JSON.parse(decoder.decode(entry.value)));
+      return { record, revision: entry.revision };
+    }),
+  create: (agentId, record: AgentRecord) =>
+    attempt(agentId, "agents.create", () =>
+      kv.create(keyFor(agentId), encoder.encode(JSON.stringify(record))),
+    ),
+  update: (agentId, record: AgentRecord, revision: number) =>
+    attempt(agentId, "agents.update", () =>
+      kv.update(keyFor(agentId), encoder.encode(JSON.stringify(record)), revision),
+    ),
+});
+
+/** Opens (creating if needed) the agents bucket; history 1 because only the latest record matters. */
+export const openAgentBucket = (nc: NatsConnection): Promise<KV> =>
+  new Kvm(nc).create(AGENTS_BUCKET, { history: 1 });
