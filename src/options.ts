@@ -37,6 +37,22 @@ export interface RuntimeOptions {
   /** First token of every subject, stream and bucket name jetstate creates (default `jetstate`). */
   readonly prefix?: string;
   readonly connection?: ConnectionOptions;
+  readonly jobs?: JobRuntimeOptions;
+}
+
+export interface JobRuntimeOptions {
+  /** Supervision lease: a job whose supervising runtime died is taken over after it (default 10 s). */
+  readonly leaseMs?: number;
+  /** Take over jobs whose supervisor died (default true). */
+  readonly takeOver?: boolean;
+  /** How often to look for submits that died before committing (default 15 s). */
+  readonly reapIntervalMs?: number;
+  /** Margin after a submit's commit deadline before it is rolled back (default 10 s). */
+  readonly reapGraceMs?: number;
+  /** How long finished jobs' records, results and dead letters are kept (default 7 days). */
+  readonly retentionMs?: number;
+  /** How often finished and abandoned jobs are cleaned up (default 10 min; 0: only on demand). */
+  readonly cleanupIntervalMs?: number;
 }
 
 export interface ResolvedConnectionOptions {
@@ -56,9 +72,18 @@ export interface ResolvedOptions {
   readonly name: string;
   readonly prefix: string;
   readonly connection: ResolvedConnectionOptions;
+  readonly jobs: Required<JobRuntimeOptions>;
 }
 
-const runtimeKeys = ["servers", "name", "logger", "inspect", "prefix", "connection"] as const;
+const runtimeKeys = ["servers", "name", "logger", "inspect", "prefix", "connection", "jobs"] as const;
+const jobKeys = [
+  "leaseMs",
+  "takeOver",
+  "reapIntervalMs",
+  "reapGraceMs",
+  "retentionMs",
+  "cleanupIntervalMs",
+] as const;
 const connectionKeys = [
   "maxReconnectAttempts",
   "reconnectTimeWaitMs",
@@ -125,6 +150,9 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
   if (typeof options !== "object" || options === null) return fail("options", "must be an object");
   rejectUnknownKeys(options, runtimeKeys, "");
   const rawServers = options.servers ?? process.env.NATS_URL ?? "nats://127.0.0.1:4222";
+  if (typeof rawServers !== "string" && !Array.isArray(rawServers)) {
+    fail("servers", "must be a URL string or an array of them");
+  }
   const list = typeof rawServers === "string" ? rawServers.split(",").map((s) => s.trim()) : [...rawServers];
   if (list.length === 0) fail("servers", "at least one server is needed");
   const servers = list.map((s, i) => parseServer(s, `servers[${i}]`));
@@ -134,6 +162,17 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
   }
   if (options.name !== undefined && (typeof options.name !== "string" || options.name === "")) {
     fail("name", "must be a non-empty string");
+  }
+  // Checked here, not where it is first used: `logger: console` would otherwise
+  // fail with a TypeError from deep inside the runtime.
+  const logger = options.logger as unknown as Record<string, unknown> | undefined;
+  if (
+    logger !== undefined &&
+    (typeof logger !== "object" ||
+      logger === null ||
+      !["child", "info", "warn", "error", "debug"].every((m) => typeof logger[m] === "function"))
+  ) {
+    fail("logger", "must be a pino logger (child, info, warn, error, debug)");
   }
   if (
     options.inspect !== undefined &&
@@ -147,6 +186,21 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
     name: options.name ?? `jetstate-${hostname()}-${process.pid}`,
     prefix,
     connection: resolveConnection(options.connection ?? {}),
+    jobs: resolveJobs(options.jobs ?? {}),
+  };
+};
+
+const resolveJobs = (j: JobRuntimeOptions): Required<JobRuntimeOptions> => {
+  if (typeof j !== "object" || j === null) return fail("jobs", "must be an object");
+  rejectUnknownKeys(j, jobKeys, "jobs");
+  if (j.takeOver !== undefined && typeof j.takeOver !== "boolean") fail("jobs.takeOver", "must be a boolean");
+  return {
+    leaseMs: positive(j.leaseMs, "jobs.leaseMs", 10_000),
+    takeOver: j.takeOver ?? true,
+    reapIntervalMs: positive(j.reapIntervalMs, "jobs.reapIntervalMs", 15_000),
+    reapGraceMs: positive(j.reapGraceMs, "jobs.reapGraceMs", 10_000, { allowZero: true }),
+    retentionMs: positive(j.retentionMs, "jobs.retentionMs", 7 * 24 * 3600_000),
+    cleanupIntervalMs: positive(j.cleanupIntervalMs, "jobs.cleanupIntervalMs", 600_000, { allowZero: true }),
   };
 };
 
@@ -154,8 +208,10 @@ const resolveConnection = (c: ConnectionOptions): ResolvedConnectionOptions => {
   if (typeof c !== "object" || c === null) return fail("connection", "must be an object");
   rejectUnknownKeys(c, connectionKeys, "connection");
   const b = c.backoff ?? {};
+  if (typeof b !== "object" || b === null) fail("connection.backoff", "must be an object");
   rejectUnknownKeys(b, backoffKeys, "connection.backoff");
   const r = c.retry ?? {};
+  if (typeof r !== "object" || r === null) fail("connection.retry", "must be an object");
   rejectUnknownKeys(r, retryKeys, "connection.retry");
   const backoff: BackoffPolicy = {
     initialMs: positive(b.initialMs, "connection.backoff.initialMs", defaultBackoff.initialMs),

@@ -88,6 +88,7 @@ export class NatsClients {
       }
       // The status stream ends when the client closed (gave up or was closed).
       const closed = await entry.nc.closed();
+      if (this.#entries.get(id) === entry) this.#entries.delete(id); // a client that gave up is gone
       if (!stopped) send({ type: "connection.closed", error: closed ? closed.message : "client closed" });
     };
     pump().catch((error) => this.#log.error({ err: error }, "status watcher failed"));

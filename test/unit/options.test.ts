@@ -1,0 +1,179 @@
+/**
+ * Bad options are refused by createRuntime before anything connects: the
+ * error is an `InvalidArgument` naming the field, and a listener standing in
+ * for the NATS server sees no connection attempt.
+ */
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { InvalidArgument } from "../../src/errors.ts";
+import { silentLogger } from "../../src/logger.ts";
+import type { RuntimeOptions } from "../../src/options.ts";
+import { createRuntime } from "../../src/runtime.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+/** A TCP listener that counts connections (and drops them), told apart from its own probes. */
+class ConnectionCounter {
+  readonly #server = net.createServer((socket) => {
+    this.#accepted.push(socket.remotePort ?? -1);
+    socket.destroy();
+  });
+  readonly #accepted: number[] = [];
+  readonly #probes = new Set<number>();
+  port = 0;
+
+  async listen(): Promise<void> {
+    await new Promise<void>((resolve) => this.#server.listen(0, "127.0.0.1", resolve));
+    this.port = (this.#server.address() as net.AddressInfo).port;
+  }
+
+  /** Connections that were not probes. */
+  get count(): number {
+    return this.#accepted.filter((port) => !this.#probes.has(port)).length;
+  }
+
+  /**
+   * Connects once and waits until the listener has accepted that connection:
+   * connections are accepted in order, so any dial started before this one
+   * has been counted by the time it returns.
+   */
+  async settled(): Promise<number> {
+    const probe = net.connect({ host: "127.0.0.1", port: this.port });
+    probe.on("error", () => undefined);
+    await new Promise<void>((resolve) => probe.once("connect", () => resolve()));
+    const port = probe.localPort!;
+    this.#probes.add(port);
+    await waitUntil(() => this.#accepted.includes(port), {
+      timeoutMs: 5_000,
+      intervalMs: 1,
+      message: "the counter to accept its probe",
+    });
+    probe.destroy();
+    return this.count;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+const logger = silentLogger();
+
+describe("createRuntime refuses bad options before connecting", () => {
+  const counter = new ConnectionCounter();
+  let url = "";
+
+  beforeAll(async () => {
+    await counter.listen();
+    url = `nats://127.0.0.1:${counter.port}`;
+  });
+  afterAll(async () => {
+    await counter.close();
+  });
+
+  /** [what, options, the field the error must name]; `servers` defaults to the counter. */
+  const cases: Array<[string, () => Record<string, unknown>, string]> = [
+    ['servers "nats://" (no host)', () => ({ servers: "nats://" }), "servers[0]"],
+    ['servers "http://x:4222" (not a NATS scheme)', () => ({ servers: "http://x:4222" }), "servers[0]"],
+    ['servers "::::"', () => ({ servers: "::::" }), "servers[0]"],
+    ['servers ""', () => ({ servers: "" }), "servers[0]"],
+    ["servers [] (none)", () => ({ servers: [] }), "servers"],
+    ["servers 4222 (not a string)", () => ({ servers: 4222 }), "servers"],
+    ["port 70000", () => ({ servers: "nats://127.0.0.1:70000" }), "servers[0]"],
+    ["port 0", () => ({ servers: "nats://127.0.0.1:0" }), "servers[0]"],
+    ["bare host:port with port 65536", () => ({ servers: "127.0.0.1:65536" }), "servers[0]"],
+    ["a bad second server", () => ({ servers: [url, "nats://127.0.0.1:99999"] }), "servers[1]"],
+    ["a bad second server in a list string", () => ({ servers: `${url},http://x` }), "servers[1]"],
+    [
+      "connection.operationTimeoutMs 0",
+      () => ({ connection: { operationTimeoutMs: 0 } }),
+      "connection.operationTimeoutMs",
+    ],
+    [
+      "connection.drainTimeoutMs -1",
+      () => ({ connection: { drainTimeoutMs: -1 } }),
+      "connection.drainTimeoutMs",
+    ],
+    [
+      "connection.connectTimeoutMs NaN",
+      () => ({ connection: { connectTimeoutMs: Number.NaN } }),
+      "connection.connectTimeoutMs",
+    ],
+    [
+      "connection.reconnectTimeWaitMs as a string",
+      () => ({ connection: { reconnectTimeWaitMs: "100" } }),
+      "connection.reconnectTimeWaitMs",
+    ],
+    [
+      "connection.maxReconnectAttempts 1.5",
+      () => ({ connection: { maxReconnectAttempts: 1.5 } }),
+      "connection.maxReconnectAttempts",
+    ],
+    [
+      "connection.backoff.initialMs 0",
+      () => ({ connection: { backoff: { initialMs: 0 } } }),
+      "connection.backoff.initialMs",
+    ],
+    [
+      "connection.backoff.jitter 1.5",
+      () => ({ connection: { backoff: { jitter: 1.5 } } }),
+      "connection.backoff.jitter",
+    ],
+    [
+      "connection.backoff.maxMs below initialMs",
+      () => ({ connection: { backoff: { initialMs: 500, maxMs: 100 } } }),
+      "connection.backoff.maxMs",
+    ],
+    ["connection.backoff 5 (not an object)", () => ({ connection: { backoff: 5 } }), "connection.backoff"],
+    [
+      "connection.retry.attempts 0",
+      () => ({ connection: { retry: { attempts: 0 } } }),
+      "connection.retry.attempts",
+    ],
+    ['connection.retry "x" (not an object)', () => ({ connection: { retry: "x" } }), "connection.retry"],
+    ["connection 5 (not an object)", () => ({ connection: 5 }), "connection"],
+    ['unknown option "sever"', () => ({ sever: url }), "sever"],
+    ['unknown option "connection.retries"', () => ({ connection: { retries: 3 } }), "connection.retries"],
+    [
+      'unknown option "connection.backoff.factor"',
+      () => ({ connection: { backoff: { factor: 2 } } }),
+      "connection.backoff.factor",
+    ],
+    ['prefix "a.b" (two subject tokens)', () => ({ prefix: "a.b" }), "prefix"],
+    ['prefix "a*"', () => ({ prefix: "a*" }), "prefix"],
+    ['prefix ""', () => ({ prefix: "" }), "prefix"],
+    ['name ""', () => ({ name: "" }), "name"],
+    ['inspect "yes"', () => ({ inspect: "yes" }), "inspect"],
+    ["logger {} (not a pino logger)", () => ({ logger: {} }), "logger"],
+  ];
+
+  it.each(cases)("%s → InvalidArgument naming the field, no connection attempted", async (_, make, field) => {
+    const options = { servers: url, logger, ...make() } as RuntimeOptions;
+    const error = await createRuntime(options).then(
+      async (rt) => {
+        await rt.stop();
+        return undefined;
+      },
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(InvalidArgument);
+    expect((error as InvalidArgument).field).toBe(field);
+    expect((error as InvalidArgument).message).toContain(field);
+    expect(await counter.settled(), "connections to the server").toBe(0);
+  });
+
+  it("valid options to the same listener do connect (the counter sees a runtime's dial)", async () => {
+    const rt = await createRuntime({
+      servers: url,
+      logger,
+      connection: { connectTimeoutMs: 1_000, backoff: { initialMs: 1_000, maxMs: 1_000 } },
+    });
+    try {
+      await waitUntil(() => counter.count > 0, {
+        timeoutMs: 5_000,
+        message: "the runtime to dial the listener",
+      });
+    } finally {
+      await rt.stop();
+    }
+  });
+});
