@@ -1,0 +1,67 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { InvalidArgument } from "../../errors.ts";
+
+/** Shortest token accepted in the configuration: a guessable token is no lock. */
+export const minTokenLength = 16;
+const identityPattern = /^[\w.@:/-]{1,128}$/;
+
+interface Entry {
+  readonly digest: Buffer;
+  readonly identity: string;
+}
+
+const digest = (text: string): Buffer => createHash("sha256").update(text).digest();
+
+/**
+ * Bearer tokens from configuration, each naming a worker identity. A
+ * presented token is hashed and compared with every configured token's hash
+ * with `timingSafeEqual`: equal lengths whatever the token, no early exit, so
+ * the time taken says nothing about how close a guess was.
+ */
+export class BearerTokens {
+  readonly #entries: readonly Entry[];
+
+  constructor(tokens: Readonly<Record<string, string>>) {
+    if (typeof tokens !== "object" || tokens === null || Array.isArray(tokens)) {
+      throw new InvalidArgument({
+        message: "tokens: must be an object { token: identity }",
+        field: "tokens",
+      });
+    }
+    const entries = Object.entries(tokens);
+    if (entries.length === 0) {
+      throw new InvalidArgument({ message: "tokens: at least one token is needed", field: "tokens" });
+    }
+    this.#entries = entries.map(([token, identity], n) => {
+      if (token.length < minTokenLength) {
+        throw new InvalidArgument({
+          message: `tokens: token #${n + 1} is shorter than ${minTokenLength} characters`,
+          field: "tokens",
+        });
+      }
+      if (typeof identity !== "string" || !identityPattern.test(identity)) {
+        throw new InvalidArgument({
+          message: `tokens: the identity of token #${n + 1} must be 1–128 of letters, digits and _ . @ : / -`,
+          field: "tokens",
+        });
+      }
+      return { digest: digest(token), identity };
+    });
+  }
+
+  /** The worker identity of the token in an `Authorization: Bearer …` header; undefined if none matches. */
+  identify(token: string): string | undefined {
+    const presented = digest(token);
+    let found: string | undefined;
+    for (const entry of this.#entries) {
+      if (timingSafeEqual(presented, entry.digest) && found === undefined) found = entry.identity;
+    }
+    return found;
+  }
+}
+
+/** The token of an `Authorization` header value, if it is the Bearer scheme (RFC 6750). */
+export const bearerToken = (header: string | null | undefined): string | undefined => {
+  const match = /^Bearer +([\x21-\x7e]+) *$/i.exec(header ?? "");
+  return match?.[1];
+};

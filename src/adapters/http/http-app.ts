@@ -1,0 +1,259 @@
+import { type Context, Hono } from "hono";
+import type { JobRecord, JobStatus } from "../../effects/job-record.ts";
+import { InvalidArgument, isTransient, RuntimeStopped } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
+import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
+import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
+import { openApiDocument } from "./openapi.ts";
+import { parseHeartbeat, parseReserve, parseResults, readJson } from "./request-bodies.ts";
+import type { HeartbeatOutcome, ItemOutcome, ReservedTask, TaskLeases } from "./task-leases.ts";
+
+/** A job as `GET /jobs/:id` shows it. */
+export interface JobView {
+  readonly id: string;
+  readonly queue: string;
+  readonly status: JobStatus;
+  readonly total: number;
+  readonly done: number;
+  readonly failed: number;
+  readonly dead: number;
+  readonly throughput: number | null;
+  readonly etaMs: number | null;
+  readonly reason: string | null;
+}
+
+export interface HttpAppDeps {
+  readonly leases: TaskLeases;
+  readonly tokens: BearerTokens;
+  readonly log: Logger;
+  readonly maxBatchSize: number;
+  readonly maxResults: number;
+  readonly maxBodyBytes: number;
+  listJobs(filter: { queue?: string; status?: JobStatus }): Promise<JobRecord[]>;
+  /** Undefined for an unknown job. */
+  getJob(id: string): Promise<JobView | undefined>;
+  /** The NATS connection's state; `connected` is healthy. */
+  connectionState(): string;
+}
+
+type Env = { Variables: { workerId: string } };
+
+const namePattern = /^[A-Za-z0-9_-]{1,128}$/;
+const statuses = ["queuing", "running", "stalled", "succeeded", "failed"] as const;
+
+/**
+ * The routes of the HTTP pull API as a Hono app (a Fetch-API handler). Auth
+ * first, then the body, then receipts, then the job: a request is refused
+ * before anything touches NATS.
+ */
+export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
+  const app = new Hono<Env>();
+  const openapi = openApiDocument(deps);
+
+  const authenticate = async (c: Context<Env>, next: () => Promise<void>) => {
+    const header = c.req.header("authorization");
+    if (header === undefined)
+      throw new HttpError(401, ErrorCode.missingToken, "an Authorization: Bearer token is required");
+    const token = bearerToken(header);
+    const workerId = token === undefined ? undefined : deps.tokens.identify(token);
+    if (workerId === undefined)
+      throw new HttpError(401, ErrorCode.invalidToken, "the bearer token is not valid");
+    c.set("workerId", workerId);
+    await next();
+  };
+  app.use("/jobs", authenticate);
+  app.use("/jobs/*", authenticate);
+  app.use("/queues/*", authenticate);
+
+  app.get("/healthz", (c) => {
+    const connection = deps.connectionState();
+    const ok = connection === "connected";
+    return c.json({ status: ok ? "ok" : "unavailable", connection }, ok ? 200 : 503);
+  });
+  app.get("/openapi.json", (c) => c.json(openapi));
+
+  app.get("/jobs", async (c) => {
+    const queue = c.req.query("queue");
+    const status = c.req.query("status");
+    const limitText = c.req.query("limit") ?? "100";
+    if (queue !== undefined && !namePattern.test(queue))
+      throw badRequest("queue", "is not a valid queue name");
+    if (status !== undefined && status !== "active" && !(statuses as readonly string[]).includes(status)) {
+      throw badRequest("status", `must be one of active, ${statuses.join(", ")}`);
+    }
+    const limit = /^\d{1,4}$/.test(limitText) ? Number(limitText) : Number.NaN;
+    if (!(limit >= 1 && limit <= 1000)) throw badRequest("limit", "must be an integer between 1 and 1000");
+    const records = await deps.listJobs({
+      ...(queue === undefined ? {} : { queue }),
+      ...(status === undefined || status === "active" ? {} : { status: status as JobStatus }),
+    });
+    const jobs = records
+      .filter((r) => status !== "active" || r.status === "running" || r.status === "stalled")
+      .sort((a, b) => a.createdAt - b.createdAt)
+      .slice(0, limit)
+      .map(jobSummary);
+    return c.json({ jobs });
+  });
+
+  app.get("/jobs/:id", async (c) => {
+    const job = await deps.getJob(jobIdParam(c));
+    if (!job) throw new HttpError(404, ErrorCode.jobNotFound, `no job ${c.req.param("id")}`);
+    return c.json({
+      id: job.id,
+      queue: job.queue,
+      status: job.status,
+      total: job.total,
+      done: job.done,
+      failed: job.failed,
+      dead: job.dead,
+      throughput: job.throughput,
+      eta_ms: job.etaMs,
+      reason: job.reason,
+    });
+  });
+
+  app.post("/jobs/:id/tasks", async (c) => {
+    const body = parseReserve(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxBatchSize);
+    const tasks = await deps.leases.reserve(
+      jobIdParam(c),
+      body.batchSize,
+      c.get("workerId"),
+      c.req.raw.signal,
+    );
+    return c.json({ tasks: tasks.map(reservedTask) });
+  });
+
+  app.post("/queues/:queue/tasks", async (c) => {
+    const queue = c.req.param("queue");
+    if (!namePattern.test(queue)) throw badRequest("queue", "is not a valid queue name");
+    const body = parseReserve(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxBatchSize);
+    const tasks = await deps.leases.reserveFromQueue(
+      queue,
+      body.batchSize,
+      c.get("workerId"),
+      c.req.raw.signal,
+    );
+    return c.json({ tasks: tasks.map(reservedTask) });
+  });
+
+  app.post("/jobs/:id/results", async (c) => {
+    const items = parseResults(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxResults);
+    const outcomes = (await deps.leases.submitResults(jobIdParam(c), items, c.get("workerId"))).map(
+      itemOutcome,
+    );
+    if (outcomes.every((o) => o.status === "expired")) {
+      throw new HttpError(
+        410,
+        ErrorCode.leaseExpired,
+        "every lease in this request had expired; nothing was done",
+        {
+          results: outcomes,
+        },
+      );
+    }
+    return c.json({ results: outcomes });
+  });
+
+  app.post("/jobs/:id/heartbeat", async (c) => {
+    const receipts = parseHeartbeat(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxResults);
+    const outcomes = (await deps.leases.heartbeat(jobIdParam(c), receipts, c.get("workerId"))).map(
+      heartbeatOutcome,
+    );
+    if (outcomes.every((o) => o.status === "expired")) {
+      throw new HttpError(410, ErrorCode.leaseExpired, "every lease in this request had expired", {
+        receipts: outcomes,
+      });
+    }
+    return c.json({ receipts: outcomes });
+  });
+
+  // A known path with another method: 405 with Allow, not 404.
+  const allowed: Record<string, string> = {
+    "/healthz": "GET, HEAD",
+    "/openapi.json": "GET, HEAD",
+    "/jobs": "GET, HEAD",
+    "/jobs/:id": "GET, HEAD",
+    "/jobs/:id/tasks": "POST",
+    "/jobs/:id/results": "POST",
+    "/jobs/:id/heartbeat": "POST",
+    "/queues/:queue/tasks": "POST",
+  };
+  for (const [path, methods] of Object.entries(allowed)) {
+    app.all(path, (c) => {
+      c.header("Allow", methods);
+      throw new HttpError(
+        405,
+        ErrorCode.methodNotAllowed,
+        `${c.req.method} is not allowed here; use ${methods}`,
+      );
+    });
+  }
+
+  app.notFound((c) =>
+    c.json(new HttpError(404, ErrorCode.notFound, `no route ${c.req.method} ${c.req.path}`).body(), 404),
+  );
+
+  app.onError((error, c) => {
+    const known = toHttpError(error);
+    if (known.status >= 500) {
+      if (known.code === ErrorCode.internal)
+        deps.log.error({ err: error, path: c.req.path }, "request failed");
+      else deps.log.warn({ err: error, path: c.req.path }, "request failed; NATS unavailable");
+      c.header("Retry-After", "1");
+    }
+    if (known.status === 401) c.header("WWW-Authenticate", 'Bearer realm="jetstate"');
+    return c.json(known.body(), known.status);
+  });
+
+  return app;
+};
+
+const toHttpError = (error: unknown): HttpError => {
+  if (error instanceof HttpError) return error;
+  if (error instanceof InvalidArgument) return badRequest(error.field ?? "request", error.message);
+  if (error instanceof RuntimeStopped)
+    return new HttpError(503, ErrorCode.unavailable, "the service is stopping");
+  if (isTransient(error)) return new HttpError(503, ErrorCode.unavailable, "NATS is unavailable; try again");
+  return new HttpError(500, ErrorCode.internal, "internal error");
+};
+
+/** A malformed id names no job: 404, like an unknown one. */
+const jobIdParam = (c: Context<Env>): string => {
+  const id = c.req.param("id") ?? "";
+  if (!namePattern.test(id)) throw new HttpError(404, ErrorCode.jobNotFound, "no such job");
+  return id;
+};
+
+const reservedTask = (t: ReservedTask) => ({
+  id: t.id,
+  job_id: t.jobId,
+  index: t.index,
+  attempt: t.attempt,
+  payload: t.payload,
+  receipt: t.receipt,
+  lease_ms: t.leaseMs,
+});
+
+const itemOutcome = (o: ItemOutcome) => ({
+  id: o.id,
+  status: o.status,
+  ...(o.duplicate ? { duplicate: true } : {}),
+  ...(o.retryInMs === undefined ? {} : { retry_in_ms: o.retryInMs }),
+});
+
+const heartbeatOutcome = (o: HeartbeatOutcome) =>
+  o.status === "extended"
+    ? { id: o.id, status: o.status, receipt: o.receipt, lease_ms: o.leaseMs }
+    : { id: o.id, status: o.status };
+
+const jobSummary = (r: JobRecord) => ({
+  id: r.id,
+  queue: r.queue,
+  status: r.status,
+  total: r.total,
+  done: r.counts.done,
+  failed: r.counts.failed,
+  dead: r.counts.dead,
+  created_at: r.createdAt,
+  updated_at: r.updatedAt,
+});

@@ -1,0 +1,80 @@
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+
+/**
+ * A receipt is what an HTTP worker holds for one leased task: the reply
+ * subject of the task's JetStream delivery (acking is a publish to it), the
+ * job and task it belongs to, the delivery number and when the lease ends.
+ * It is signed, so a worker can neither forge one nor point it at another
+ * job's message, and it carries its expiry, so a holder whose lease ran out
+ * cannot ack the delivery of the task's next holder (JetStream acks by
+ * stream sequence, whoever holds the delivery now).
+ *
+ * Format: base64url(JSON claims) "." base64url(HMAC-SHA256(secret, first part)).
+ */
+export interface ReceiptClaims {
+  /** Format version. */
+  readonly v: 1;
+  /** Job id. */
+  readonly j: string;
+  /** Task index within the job. */
+  readonly i: number;
+  /** Reply subject of the delivery: `$JS.ACK.…`. */
+  readonly r: string;
+  /** Delivery number, from 1. */
+  readonly d: number;
+  /** Lease end, ms since the epoch. */
+  readonly x: number;
+}
+
+const maxReceiptLength = 1024;
+
+export class ReceiptSigner {
+  readonly #key: Buffer;
+
+  /** `secret`: shared by every API instance that must accept the others' receipts; random if not given. */
+  constructor(secret?: string | Uint8Array) {
+    this.#key = secret === undefined ? randomBytes(32) : Buffer.from(secret);
+  }
+
+  sign(claims: ReceiptClaims): string {
+    const body = Buffer.from(JSON.stringify(claims)).toString("base64url");
+    return `${body}.${this.#mac(body).toString("base64url")}`;
+  }
+
+  /**
+   * The claims of an authentic receipt; undefined for anything else (forged,
+   * damaged, not a receipt). The signature is compared in constant time.
+   */
+  verify(receipt: unknown): ReceiptClaims | undefined {
+    if (typeof receipt !== "string" || receipt.length > maxReceiptLength) return undefined;
+    const dot = receipt.indexOf(".");
+    if (dot <= 0 || dot !== receipt.lastIndexOf(".")) return undefined;
+    const body = receipt.slice(0, dot);
+    // Compared as text: base64 decoding skips stray characters, and one receipt must have one spelling.
+    const given = Buffer.from(receipt.slice(dot + 1));
+    const expected = Buffer.from(this.#mac(body).toString("base64url"));
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+    try {
+      const claims = JSON.parse(Buffer.from(body, "base64url").toString("utf8")) as Partial<ReceiptClaims>;
+      return isClaims(claims) ? claims : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #mac(body: string): Buffer {
+    return createHmac("sha256", this.#key).update(body).digest();
+  }
+}
+
+const isClaims = (c: Partial<ReceiptClaims> | null): c is ReceiptClaims =>
+  typeof c === "object" &&
+  c !== null &&
+  c.v === 1 &&
+  typeof c.j === "string" &&
+  Number.isSafeInteger(c.i) &&
+  (c.i as number) >= 0 &&
+  typeof c.r === "string" &&
+  Number.isSafeInteger(c.d) &&
+  (c.d as number) >= 1 &&
+  Number.isSafeInteger(c.x);

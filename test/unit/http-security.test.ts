@@ -1,0 +1,122 @@
+import { createHmac } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { BearerTokens, bearerToken } from "../../src/adapters/http/bearer-tokens.ts";
+import { type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/receipts.ts";
+import { InvalidArgument } from "../../src/errors.ts";
+
+const claims: ReceiptClaims = {
+  v: 1,
+  j: "job1",
+  i: 7,
+  r: "$JS.ACK.jetstate_tasks.job1.1.8.8.1700000000000000000.3",
+  d: 1,
+  x: 1_700_000_030_000,
+};
+
+describe("receipts", () => {
+  const signer = new ReceiptSigner("a-secret-of-at-least-thirty-two-bytes!");
+
+  it("verify gives back what sign put in", () => {
+    expect(signer.verify(signer.sign(claims))).toEqual(claims);
+  });
+
+  it("a receipt of another key, a changed claim or a changed signature is refused", () => {
+    const receipt = signer.sign(claims);
+    const [body, mac] = receipt.split(".") as [string, string];
+    const other = new ReceiptSigner("another-secret-of-thirty-two-bytes!!!");
+    const forgedBody = Buffer.from(JSON.stringify({ ...claims, j: "job2" })).toString("base64url");
+    const flip = (s: string, at: number) => s.slice(0, at) + (s[at] === "A" ? "B" : "A") + s.slice(at + 1);
+    for (const bad of [
+      other.sign(claims),
+      `${forgedBody}.${mac}`,
+      `${body}.${flip(mac, 3)}`,
+      `${flip(body, 5)}.${mac}`,
+      `${body}.`,
+      `.${mac}`,
+      body,
+      `${body}.${mac}.x`,
+      `${body}.${mac}\u0000`,
+      `${body}.${mac}=`,
+      `${body}.${mac.slice(0, 20)}*${mac.slice(20)}`,
+      "",
+      "x".repeat(5000),
+    ]) {
+      expect(signer.verify(bad), bad.slice(0, 40)).toBeUndefined();
+    }
+    for (const notString of [undefined, null, 42, {}, [receipt]])
+      expect(signer.verify(notString)).toBeUndefined();
+  });
+
+  it("an authentic signature over claims of the wrong shape is refused", () => {
+    const signWith = (key: string, value: unknown) => {
+      // The same construction as ReceiptSigner, over arbitrary JSON.
+      const body = Buffer.from(JSON.stringify(value)).toString("base64url");
+      return `${body}.${createHmac("sha256", key).update(body).digest("base64url")}`;
+    };
+    const key = "a-secret-of-at-least-thirty-two-bytes!";
+    expect(signer.verify(signWith(key, claims))).toEqual(claims);
+    for (const wrong of [
+      { ...claims, v: 2 },
+      { ...claims, i: -1 },
+      { ...claims, d: 0 },
+      { ...claims, x: "soon" },
+      [1],
+      null,
+    ]) {
+      expect(signer.verify(signWith(key, wrong))).toBeUndefined();
+    }
+  });
+
+  it("without a secret each signer has its own random key", () => {
+    expect(new ReceiptSigner().verify(new ReceiptSigner().sign(claims))).toBeUndefined();
+  });
+});
+
+describe("bearer tokens", () => {
+  const tokens = new BearerTokens({ "token-for-alice-0123": "alice", "token-for-bob-456789": "bob@site-2" });
+
+  it("names the identity of a configured token and nothing else", () => {
+    expect(tokens.identify("token-for-alice-0123")).toBe("alice");
+    expect(tokens.identify("token-for-bob-456789")).toBe("bob@site-2");
+    for (const wrong of [
+      "",
+      "token-for-alice-012",
+      "token-for-alice-01234",
+      "TOKEN-FOR-ALICE-0123",
+      "x".repeat(10_000),
+    ]) {
+      expect(tokens.identify(wrong)).toBeUndefined();
+    }
+  });
+
+  it("reads the Bearer scheme only", () => {
+    expect(bearerToken("Bearer abc.DEF-123")).toBe("abc.DEF-123");
+    expect(bearerToken("bearer abc")).toBe("abc");
+    for (const bad of [
+      undefined,
+      null,
+      "",
+      "Bearer",
+      "Bearer ",
+      "Basic abc",
+      "Bearer a b",
+      "Bearerabc",
+      "Bearer é",
+    ]) {
+      expect(bearerToken(bad)).toBeUndefined();
+    }
+  });
+
+  it("refuses a configuration without tokens, with short tokens or odd identities", () => {
+    for (const bad of [
+      {},
+      { short: "alice" },
+      { "long-enough-token-123": "" },
+      { "long-enough-token-123": "a b" },
+      null,
+      [],
+    ]) {
+      expect(() => new BearerTokens(bad as Record<string, string>)).toThrow(InvalidArgument);
+    }
+  });
+});

@@ -1,0 +1,231 @@
+import { describe, expect, it } from "vitest";
+import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
+import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
+import { type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
+import type { LeasedTask, LeaseSettle } from "../../src/adapters/nats/job-broker.ts";
+import { type JobRecord, SubmitPhase } from "../../src/effects/job-record.ts";
+import { silentLogger } from "../../src/logger.ts";
+
+const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
+  v: 1,
+  id,
+  queue: "q",
+  status: "running",
+  phase: SubmitPhase.committed,
+  total: 10,
+  submitId: "s1",
+  settings: {
+    maxFailures: 0,
+    ackWaitMs: 10_000,
+    maxDeliver: 3,
+    backoffMs: [100, 500],
+    stallAfterMs: 60_000,
+    stalledTimeoutMs: 0,
+  },
+  counts: { done: 0, failed: 0, dead: 0 },
+  createdAt: 1,
+  updatedAt: 1,
+  commitDeadline: 2,
+  ...over,
+});
+
+/** A broker that records every call in order; tasks are `{i}` bodies with made-up reply subjects. */
+const fakePort = (records: JobRecord[]) => {
+  const calls: string[] = [];
+  const byId = new Map(records.map((r) => [r.id, r]));
+  const queues = new Map(records.map((r) => [r.id, [] as LeasedTask[]]));
+  let publishFails = 0;
+  const port: LeasePort = {
+    getRecord: async (id) => (byId.has(id) ? { record: byId.get(id)! } : undefined),
+    listRecords: async () => [...byId.values()],
+    fetchTasks: async (jobId, max) => {
+      calls.push(`fetch ${jobId} ${max}`);
+      return (queues.get(jobId) ?? []).splice(0, max);
+    },
+    settleLeases: async (settles: readonly LeaseSettle[]) => {
+      for (const s of settles)
+        calls.push(`${s.action}${s.action === "nak" ? `(${s.delayMs})` : ""} ${s.reply}`);
+    },
+    publishResults: async (jobId, body, msgId) => {
+      if (publishFails > 0) {
+        publishFails--;
+        throw new Error("publish timed out");
+      }
+      calls.push(`publish ${jobId} ${body} ${msgId.startsWith(`${jobId}.http.`)}`);
+    },
+    isDeliveryOf: (reply, jobId) => reply.startsWith(`$JS.ACK.t.${jobId}.`),
+  };
+  const offer = (jobId: string, index: number, delivery = 1) =>
+    queues.get(jobId)!.push({
+      reply: `$JS.ACK.t.${jobId}.${delivery}.${index + 1}.${index + 1}.0.0`,
+      data: new TextEncoder().encode(JSON.stringify({ i: index, p: { n: index } })),
+      deliveryCount: delivery,
+    });
+  return { port, calls, offer, byId, failNextPublishes: (n: number) => (publishFails = n) };
+};
+
+const setup = (records = [record("j1"), record("j2")]) => {
+  const fake = fakePort(records);
+  let now = 1_000_000;
+  const leases = new TaskLeases(fake.port, {
+    signer: new ReceiptSigner(),
+    log: silentLogger(),
+    now: () => now,
+    jobListTtlMs: 0,
+  });
+  return { ...fake, leases, advance: (ms: number) => (now += ms) };
+};
+
+const ok = (receipt: string, value: unknown): ResultItem => ({
+  receipt,
+  ok: true,
+  json: JSON.stringify(value),
+});
+const err = (receipt: string, message: string, permanent = false): ResultItem => ({
+  receipt,
+  ok: false,
+  message,
+  permanent,
+});
+
+describe("TaskLeases", () => {
+  it("stores the results, and only after that acks; errors term (permanent) or nak with the job's backoff", async () => {
+    const t = setup();
+    for (const i of [0, 1, 2]) t.offer("j1", i);
+    const tasks = await t.leases.reserve("j1", 5, "w1");
+    expect(tasks.map((x) => [x.id, x.index, x.attempt, x.payload, x.leaseMs])).toEqual([
+      ["j1.0", 0, 1, { n: 0 }, 9000],
+      ["j1.1", 1, 1, { n: 1 }, 9000],
+      ["j1.2", 2, 1, { n: 2 }, 9000],
+    ]);
+    t.calls.length = 0;
+    const outcomes = await t.leases.submitResults(
+      "j1",
+      [ok(tasks[0]!.receipt, 42), err(tasks[1]!.receipt, "bad input", true), err(tasks[2]!.receipt, "busy")],
+      "w1",
+    );
+    expect(outcomes).toEqual([
+      { id: "j1.0", status: "done" },
+      { id: "j1.1", status: "failed" },
+      { id: "j1.2", status: "retry", retryInMs: 100 },
+    ]);
+    expect(t.calls).toEqual([
+      'publish j1 [{"i":0,"ok":true,"r":42},{"i":1,"ok":false,"e":"bad input"}] true',
+      "ack $JS.ACK.t.j1.1.1.1.0.0",
+      "term $JS.ACK.t.j1.1.2.2.0.0",
+      "nak(100) $JS.ACK.t.j1.1.3.3.0.0",
+    ]);
+  });
+
+  it("the last delivery's error is a dead result", async () => {
+    const t = setup();
+    t.offer("j1", 4, 3);
+    const [task] = await t.leases.reserve("j1", 1, "w1");
+    await expect(t.leases.submitResults("j1", [err(task!.receipt, "still busy")], "w1")).resolves.toEqual([
+      { id: "j1.4", status: "dead" },
+    ]);
+    expect(t.calls.at(-2)).toBe(
+      'publish j1 [{"i":4,"ok":false,"e":"still busy (after 3 deliveries)","dead":true}] true',
+    );
+  });
+
+  it("a receipt posted twice, or twice in one request, is settled once", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, "w1");
+    t.calls.length = 0;
+    const [a, b] = await Promise.all([
+      t.leases.submitResults("j1", [ok(task!.receipt, 1), ok(task!.receipt, 1)], "w1"),
+      t.leases.submitResults("j1", [ok(task!.receipt, 1)], "w1"),
+    ]);
+    expect(a).toEqual([
+      { id: "j1.0", status: "done" },
+      { id: "j1.0", status: "done", duplicate: true },
+    ]);
+    expect(b).toEqual([{ id: "j1.0", status: "done", duplicate: true }]);
+    expect(t.calls.filter((c) => c.startsWith("ack"))).toHaveLength(1);
+    expect(t.calls.filter((c) => c.startsWith("publish"))).toHaveLength(1);
+  });
+
+  it("a failed publish acks nothing and leaves the receipt usable; the retry stores it under the same message id", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, "w1");
+    t.calls.length = 0;
+    t.failNextPublishes(1);
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], "w1")).rejects.toThrow(
+      "publish timed out",
+    );
+    expect(t.calls).toEqual([]);
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], "w1")).resolves.toEqual([
+      { id: "j1.0", status: "done" },
+    ]);
+    expect(t.calls).toHaveLength(2);
+  });
+
+  it("an expired receipt does nothing; a heartbeat before expiry extends it with a fresh receipt", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    t.offer("j1", 1);
+    const [first, second] = await t.leases.reserve("j1", 2, "w1");
+    t.advance(8000);
+    const [beat] = await t.leases.heartbeat("j1", [second!.receipt], "w1");
+    expect(beat).toMatchObject({ id: "j1.1", status: "extended", leaseMs: 9000 });
+    t.advance(2000);
+    t.calls.length = 0;
+    const receipt = beat?.status === "extended" ? beat.receipt : "";
+    await expect(
+      t.leases.submitResults("j1", [ok(first!.receipt, 1), ok(receipt, 2)], "w1"),
+    ).resolves.toEqual([
+      { id: "j1.0", status: "expired" },
+      { id: "j1.1", status: "done" },
+    ]);
+    expect(t.calls).toEqual(['publish j1 [{"i":1,"ok":true,"r":2}] true', "ack $JS.ACK.t.j1.1.2.2.0.0"]);
+    await expect(t.leases.heartbeat("j1", [first!.receipt, receipt], "w1")).resolves.toEqual([
+      { id: "j1.0", status: "expired" },
+      { id: "j1.1", status: "settled" },
+    ]);
+  });
+
+  it("refuses forged receipts, receipts of another job, unknown and finished jobs before touching anything", async () => {
+    const t = setup([record("j1"), record("j2"), record("done", { status: "succeeded" })]);
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, "w1");
+    t.calls.length = 0;
+    await expect(t.leases.submitResults("j2", [ok(task!.receipt, 1)], "w1")).rejects.toMatchObject({
+      status: 400,
+      code: "receipt_wrong_job",
+    });
+    await expect(t.leases.submitResults("j1", [ok(`${task!.receipt}x`, 1)], "w1")).rejects.toMatchObject({
+      status: 400,
+      code: "invalid_receipt",
+    });
+    await expect(t.leases.reserve("nope", 1, "w1")).rejects.toMatchObject({
+      status: 404,
+      code: "job_not_found",
+    });
+    await expect(t.leases.reserve("done", 1, "w1")).rejects.toMatchObject({
+      status: 410,
+      code: "job_finished",
+    });
+    expect(t.calls).toEqual([]);
+  });
+
+  it("reserves across the queue's active jobs, starting with another job each time", async () => {
+    const t = setup([
+      record("a", { createdAt: 1 }),
+      record("b", { createdAt: 2 }),
+      record("c", { createdAt: 3, status: "failed" }),
+    ]);
+    for (const i of [0, 1, 2, 3]) {
+      t.offer("a", i);
+      t.offer("b", i);
+    }
+    const first = await t.leases.reserveFromQueue("q", 3, "w1");
+    const second = await t.leases.reserveFromQueue("q", 3, "w1");
+    expect(first.map((x) => x.id)).toEqual(["a.0", "a.1", "a.2"]);
+    expect(second.map((x) => x.id)).toEqual(["b.0", "b.1", "b.2"]);
+    expect(await t.leases.reserveFromQueue("other", 3, "w1")).toEqual([]);
+    expect(t.calls.some((c) => c.startsWith("fetch c"))).toBe(false);
+  });
+});
