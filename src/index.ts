@@ -19,6 +19,7 @@ export {
   RuntimeStopped,
   TransientBrokerError,
 } from "./errors.ts";
+export { createHttpApi, type HttpApi, type HttpApiOptions } from "./http.ts";
 export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./jobs.ts";
 export type { Logger } from "./logger.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";

@@ -1,109 +1,75 @@
-import { type Actor, createActor, fromCallback, fromPromise } from "xstate";
+import { randomUUID } from "node:crypto";
+import type { DeadLetter, NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
 import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
-import { finalizeJob, recordProgress } from "./effects/finalize-job.ts";
-import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
+import type { NatsJobLeases } from "./adapters/nats/job-leases.ts";
+import { updateRecordWith } from "./effects/finalize-job.ts";
+import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "./effects/job-record.ts";
 import { planSubmit, type SubmitRequest } from "./effects/plan-submit.ts";
 import { reapSubmits } from "./effects/reap-submits.ts";
-import { type SubmitHooks, submitJob } from "./effects/submit-job.ts";
+import type { SubmitHooks } from "./effects/submit-job.ts";
 import { sleep, superviseLoop } from "./effects/supervise-loop.ts";
 import { InvalidArgument } from "./errors.ts";
+import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
+import { type JobHandle, makeHandle } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
-import { type JobContext, type JobMachine, jobMachine, type ResultEntry } from "./machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime.ts";
 
-export interface JobSnapshot {
-  readonly id: string;
-  readonly queue: string;
-  readonly status: JobStatus;
-  readonly total: number;
-  readonly done: number;
-  readonly failed: number;
-  readonly dead: number;
-  /** Tasks answered per second (EWMA). */
-  readonly throughput: number;
-  /** Estimated time to the end, null until there is a rate. */
-  readonly etaMs: number | null;
-  readonly reason: string | null;
-  readonly startedAt: number;
-}
-
-export type TaskResult<Result> =
-  | { readonly taskId: string; readonly index: number; readonly ok: true; readonly result: Result }
-  | {
-      readonly taskId: string;
-      readonly index: number;
-      readonly ok: false;
-      readonly error: string;
-      readonly dead: boolean;
-    };
-
-export interface JobHandle<Result = unknown> {
-  readonly id: string;
-  readonly queue: string;
-  snapshot(): JobSnapshot;
-  /** Live state at a bounded rate (≤ 10 per second; the final state always arrives). */
-  subscribe(listener: (snapshot: JobSnapshot) => void): () => void;
-  /** Settles on `succeeded` or `failed` with the final snapshot (never rejects for a failed job). */
-  done(): Promise<JobSnapshot>;
-  /** Every task's result once, as stored (a redelivered task appears once). */
-  results(): AsyncIterable<TaskResult<Result>>;
-  /** Ends the job as `failed` with the reason: remaining tasks purged, consumer deleted. */
-  cancel(reason: string): Promise<JobSnapshot>;
-  /** The XState actor, for the inspector and tests. */
-  readonly actor: Actor<JobMachine>;
-}
+export type { JobHandle, JobSnapshot, TaskResult } from "./job-handle.ts";
 
 export interface JobsOptions {
   /** How often the reaper looks for submits that died (default 15 s). */
   readonly reapIntervalMs: number;
   /** Margin after a submit's commit deadline before the reaper undoes it (default 10 s). */
   readonly reapGraceMs: number;
+  /** Supervision lease; a job whose supervisor died is taken over after it (default 10 s). */
+  readonly leaseMs: number;
+  /** Take over jobs whose supervisor died (default true). */
+  readonly takeOver: boolean;
   /** Test hook: crash injection in submit. */
   readonly submitHooks?: SubmitHooks;
 }
 
-const decoder = new TextDecoder();
-const maxUpdatesPerSecond = 10;
+interface Supervised {
+  readonly handle: JobHandle;
+  readonly started: StartedJobActor;
+}
 
-const topStatus = (value: unknown): JobStatus =>
-  (typeof value === "string" ? value : Object.keys(value as object)[0]) as JobStatus;
-
-export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
-  const { value, context: c } = actor.getSnapshot();
-  return {
-    id: c.jobId,
-    queue: c.queue,
-    status: topStatus(value),
-    total: c.total,
-    done: c.done,
-    failed: c.failed,
-    dead: c.dead,
-    throughput: Math.round(c.throughput * 10) / 10,
-    etaMs: c.etaMs,
-    reason: c.reason,
-    startedAt: c.startedAt,
-  };
-};
-
-const isRecorded = (actor: Actor<JobMachine>) => {
-  const s = actor.getSnapshot();
-  return s.matches({ succeeded: "recorded" }) || s.matches({ failed: "recorded" });
-};
-
-/** `rt.jobs`: submit, find and supervise jobs. One actor per job this runtime supervises. */
+/** `rt.jobs`: submit, find, cancel and redrive jobs. One actor per job this runtime watches. */
 export class Jobs {
   readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
+  readonly #deadLetters: NatsDeadLetters;
+  readonly #deps: JobActorDeps;
   readonly #log: Logger;
   readonly #options: JobsOptions;
-  readonly #handles = new Map<string, Promise<JobHandle>>();
+  readonly #jobs = new Map<string, Promise<Supervised>>();
 
-  constructor(core: RuntimeCore, broker: NatsJobBroker, options: JobsOptions) {
+  constructor(
+    core: RuntimeCore,
+    broker: NatsJobBroker,
+    deadLetters: NatsDeadLetters,
+    leases: NatsJobLeases,
+    options: JobsOptions,
+  ) {
     this.#core = core;
     this.#broker = broker;
+    this.#deadLetters = deadLetters;
     this.#log = childLogger(core.logger, { actor: "job" });
     this.#options = options;
-    void this.#reapLoop();
+    this.#deps = {
+      core,
+      broker,
+      deadLetters,
+      leases,
+      leaseMs: options.leaseMs,
+      ...(options.submitHooks ? { submitHooks: options.submitHooks } : {}),
+    };
+    void this.#every(options.reapIntervalMs, () => this.#reapOnce());
+    if (options.takeOver) void this.#every(Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
+    void superviseLoop(core.connection, (nc, signal) => deadLetters.process(nc, signal), core.stopping, {
+      name: "dead-letters",
+      log: this.#log,
+    });
   }
 
   /**
@@ -114,27 +80,31 @@ export class Jobs {
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
     const maxPayload = await this.#core.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024);
     const plan = await planSubmit(request, maxPayload, Date.now());
-    const existing = this.#handles.get(plan.record.id);
-    if (existing) return existing as Promise<JobHandle<Result>>;
-    const created = this.#supervise(plan.record, undefined, plan.bodies);
-    this.#handles.set(plan.record.id, created);
-    created.catch(() => this.#handles.delete(plan.record.id));
-    return created as Promise<JobHandle<Result>>;
+    const existing = this.#jobs.get(plan.record.id);
+    if (existing) return (await existing).handle as JobHandle<Result>;
+    const created = this.#start(plan.record, undefined, plan.bodies);
+    this.#jobs.set(plan.record.id, created);
+    created.catch(() => this.#jobs.delete(plan.record.id));
+    return (await created).handle as JobHandle<Result>;
   }
 
-  /** The job with this id, supervised by this runtime from now on; undefined if unknown. */
+  /** The job with this id, watched by this runtime from now on; undefined if unknown. */
   async get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined> {
-    const local = this.#handles.get(id);
-    if (local) return local as Promise<JobHandle<Result>>;
     if (typeof id !== "string" || id === "")
       throw new InvalidArgument({ message: "id: must be a job id", field: "id" });
+    const local = this.#jobs.get(id);
+    if (local) {
+      const supervised = await local;
+      // A finished job's actor has stopped; a redriven one is running again: look again.
+      if (supervised.handle.actor.getSnapshot().status === "active")
+        return supervised.handle as JobHandle<Result>;
+    }
     const found = await this.#broker.getRecord(id);
     if (!found) return undefined;
-    const again = this.#handles.get(id);
-    if (again) return again as Promise<JobHandle<Result>>;
-    const handle = this.#supervise(found.record, found.record.status);
-    this.#handles.set(id, handle);
-    return handle as Promise<JobHandle<Result>>;
+    if (found.record.phase === SubmitPhase.submitting) return undefined; // not committed: not a job yet
+    const started = this.#start(found.record, found.record.status);
+    this.#jobs.set(id, started);
+    return (await started).handle as JobHandle<Result>;
   }
 
   async list(filter: { status?: JobStatus; queue?: string } = {}): Promise<JobRecord[]> {
@@ -144,301 +114,120 @@ export class Jobs {
     );
   }
 
-  /** Stops supervising (jobs go on; another runtime or a restart resumes them). */
-  async stop(): Promise<void> {
-    const handles = await Promise.allSettled(this.#handles.values());
-    for (const h of handles) if (h.status === "fulfilled") h.value.actor.stop();
-    this.#handles.clear();
+  /** Tasks of the job that exhausted their deliveries, with payload and last error. */
+  deadLetters(id: string): Promise<DeadLetter[]> {
+    return this.#deadLetters.list(id);
   }
 
-  async #supervise(
-    record: JobRecord,
-    resumeFrom?: JobStatus,
-    bodies?: readonly string[],
-  ): Promise<JobHandle> {
-    const core = this.#core;
-    const broker = this.#broker;
-    const log = childLogger(core.logger, { actor: "job", jobId: record.id, queue: record.queue });
-    const stopping = core.stopping;
-    const machine = jobMachine.provide({
-      actors: {
-        submit: fromPromise(async ({ signal }) => {
-          if (!bodies) throw new Error("nothing to submit");
-          const outcome = await submitJob(broker, {
-            record,
-            bodies,
-            now: Date.now,
-            signal: AbortSignal.any([signal, stopping]),
-            ...(this.#options.submitHooks ? { hooks: this.#options.submitHooks } : {}),
-          });
-          if (outcome.kind === "existing") log.info("idempotency key matched an existing job");
-        }),
-        feed: fromCallback(({ sendBack }) => {
-          if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
-          const ac = new AbortController();
-          let nextSeq = 1;
-          void superviseLoop(
-            core.connection,
-            (nc, signal) =>
-              broker.readResults(
-                nc,
-                record.id,
-                nextSeq,
-                (data, seq) => {
-                  nextSeq = seq + 1;
-                  const entries = parseEntries(data);
-                  if (entries) sendBack({ type: "results.received", entries, at: Date.now() });
-                },
-                signal,
-              ),
-            AbortSignal.any([ac.signal, stopping]),
-            { name: "results", log },
-          );
-          return () => ac.abort();
-        }),
-        clock: fromCallback(({ sendBack, input }) => {
-          const timer = setInterval(() => sendBack({ type: "clock.tick", now: Date.now() }), input.everyMs);
-          return () => clearInterval(timer);
-        }),
-        finalize: fromPromise(({ input }) => finalizeJob(broker, input, Date.now)),
-      },
-    });
-    const actor = createActor(machine, {
-      id: `job:${record.id}`,
-      input: {
-        jobId: record.id,
-        queue: record.queue,
-        total: record.total,
-        settings: record.settings,
-        now: Date.now(),
-        ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
-        ...(record.reason ? { reason: record.reason } : {}),
-      },
-      ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
-    });
-    this.#persistAndLog(actor, log);
-    actor.start();
-    const handle = this.#handle(actor, record);
-    if (!resumeFrom) {
-      // Resolve once committed; a submit that failed rejects (it was rolled back).
-      await new Promise<void>((resolve, reject) => {
-        const check = () => {
-          const s = actor.getSnapshot();
-          if (s.matches("queuing")) return false;
-          if (s.matches("failed") && s.context.reason?.startsWith("submit failed")) {
-            reject(new Error(s.context.reason));
-          } else resolve();
-          return true;
-        };
-        if (check()) return;
-        const sub = actor.subscribe(() => {
-          if (check()) sub.unsubscribe();
-        });
+  /**
+   * Sends dead tasks back to the workers (all, or those named by index or
+   * task id). A finished job is reopened and supervised again.
+   */
+  async redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle> {
+    const letters = await this.#deadLetters.list(id);
+    const wanted = taskIds?.map((t) => (typeof t === "number" ? t : Number(String(t).split(".").pop())));
+    const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
+    if (chosen.length === 0) {
+      throw new InvalidArgument({
+        message: `taskIds: no dead letter to redrive for job ${id}`,
+        field: "taskIds",
       });
     }
+    const now = Date.now();
+    const reopened = await updateRecordWith(this.#broker, id, (r) => {
+      const { reason: _reason, finishedAt: _finished, ...rest } = r;
+      return {
+        ...rest,
+        status: isFinal(r.status) ? "running" : r.status,
+        counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
+        updatedAt: now,
+      };
+    });
+    if (!reopened) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
+    const nonce = randomUUID().slice(0, 8);
+    await this.#broker.createConsumer(reopened.queue, id, reopened.settings);
+    // The marker first: whoever counts reads "forget the dead answer" before the new one.
+    await this.#broker.publishResults(
+      id,
+      JSON.stringify(chosen.map((l) => ({ i: l.index, redrive: true }))),
+      `redrive.${id}.${nonce}`,
+    );
+    const bodies = chosen.map((l) => `{"i":${l.index},"p":${JSON.stringify(l.payload ?? null)}}`);
+    await this.#broker.publishTasks({ ...reopened, submitId: `r${nonce}` }, bodies, this.#core.stopping);
+    await this.#deadLetters.remove(chosen.map((l) => l.seq));
+    this.#log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
+    const handle = await this.get(id);
+    if (!handle) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
     return handle;
   }
 
-  #handle(actor: Actor<JobMachine>, record: JobRecord): JobHandle {
-    const broker = this.#broker;
-    const core = this.#core;
-    return {
-      id: record.id,
-      queue: record.queue,
-      actor,
-      snapshot: () => snapshotOf(actor),
-      subscribe: (listener) => throttledSubscribe(actor, listener),
-      done: () => whenRecorded(actor),
-      cancel: async (reason) => {
-        actor.send({ type: "job.cancel", reason });
-        return whenRecorded(actor);
-      },
-      results: () => readAllResults(core, broker, actor),
-    };
-  }
-
-  /** One log line per state change; progress written to the record at most once a second. */
-  #persistAndLog(actor: Actor<JobMachine>, log: Logger): void {
-    let last: JobStatus | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const write = () => {
-      timer = undefined;
-      const s = snapshotOf(actor);
-      if (isFinal(s.status)) return;
-      recordProgress(this.#broker, s.id, s.status, s, Date.now()).catch((error) =>
-        log.warn({ err: error }, "progress not recorded"),
-      );
-    };
-    actor.subscribe((snapshot) => {
-      const s = snapshotOf(actor);
-      if (s.status !== last) {
-        log.info(
-          {
-            state: s.status,
-            from: last ?? null,
-            done: s.done,
-            failed: s.failed,
-            dead: s.dead,
-            total: s.total,
-            ...(s.reason ? { reason: s.reason } : {}),
-          },
-          `job ${last ?? "new"} → ${s.status}`,
-        );
-        last = s.status;
-        if (s.status !== "queuing" && !isFinal(s.status)) write();
-      } else if (!timer && !isFinal(s.status) && snapshot.status === "active") {
-        timer = setTimeout(write, 1000);
-      }
-      if (isFinal(s.status) && timer) {
-        clearTimeout(timer);
-        timer = undefined;
-      }
-      // Once the end is recorded nothing is left to supervise: stop the feed and the clock.
-      if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(() => actor.stop());
-    });
-  }
-
-  async #reapLoop(): Promise<void> {
-    const stopping = this.#core.stopping;
-    while (!stopping.aborted) {
-      try {
-        const report = await reapSubmits(this.#broker, Date.now, this.#options.reapGraceMs);
-        if (report.rolledBack.length + report.rolledForward.length > 0) {
-          this.#log.warn({ ...report }, "reaper finished submits that died");
-        }
-      } catch (error) {
-        if (!stopping.aborted) this.#log.debug({ err: error }, "reaper pass failed");
-      }
-      await sleep(this.#options.reapIntervalMs, stopping);
-    }
+  /** Stops watching (jobs go on; another runtime or a restart takes them over). */
+  async stop(): Promise<void> {
+    const all = await Promise.allSettled(this.#jobs.values());
+    for (const s of all) if (s.status === "fulfilled") s.value.started.stop();
+    this.#jobs.clear();
   }
 
   /** Runs one reaper pass now (tests, admin). */
   reap(now: () => number = Date.now) {
     return reapSubmits(this.#broker, now, this.#options.reapGraceMs);
   }
-}
 
-const parseEntries = (data: Uint8Array): ResultEntry[] | undefined => {
-  try {
-    const value = JSON.parse(decoder.decode(data));
-    return Array.isArray(value) ? (value as ResultEntry[]) : undefined;
-  } catch {
-    return undefined;
-  }
-};
-
-const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
-  new Promise((resolve) => {
-    if (isRecorded(actor)) return resolve(snapshotOf(actor));
-    const sub = actor.subscribe(() => {
-      if (!isRecorded(actor)) return;
-      sub.unsubscribe();
-      resolve(snapshotOf(actor));
-    });
-  });
-
-const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot) => void) => {
-  const gap = 1000 / maxUpdatesPerSecond;
-  let lastAt = 0;
-  let lastKey = "";
-  let timer: NodeJS.Timeout | undefined;
-  const emit = () => {
-    timer = undefined;
-    lastAt = Date.now();
-    const s = snapshotOf(actor);
-    const key = `${s.status}/${s.done}/${s.failed}/${s.dead}/${s.etaMs}`;
-    if (key === lastKey) return;
-    lastKey = key;
-    listener(s);
-  };
-  const sub = actor.subscribe(() => {
-    if (isRecorded(actor)) {
-      clearTimeout(timer);
-      return emit();
-    }
-    if (timer) return;
-    const wait = gap - (Date.now() - lastAt);
-    if (wait <= 0) emit();
-    else timer = setTimeout(emit, wait);
-  });
-  return () => {
-    clearTimeout(timer);
-    sub.unsubscribe();
-  };
-};
-
-/** Reads the job's results stream from the start, once per task, until the job is over and all are read. */
-async function* readAllResults<Result>(
-  core: RuntimeCore,
-  broker: NatsJobBroker,
-  actor: Actor<JobMachine>,
-): AsyncIterable<TaskResult<Result>> {
-  const { jobId, total } = actor.getSnapshot().context as JobContext;
-  const seen = new Uint8Array(Math.ceil(total / 8));
-  const queue: TaskResult<Result>[] = [];
-  let wake: (() => void) | undefined;
-  const ac = new AbortController();
-  let nextSeq = 1;
-  let yielded = 0;
-  const loop = superviseLoop(
-    core.connection,
-    (nc, signal) =>
-      broker.readResults(
-        nc,
-        jobId,
-        nextSeq,
-        (data, seq) => {
-          nextSeq = seq + 1;
-          for (const raw of (JSON.parse(decoder.decode(data)) as RawResult[]) ?? []) {
-            const i = raw.i;
-            if ((seen[i >> 3]! & (1 << (i & 7))) !== 0) continue;
-            seen[i >> 3] = seen[i >> 3]! | (1 << (i & 7));
-            queue.push(
-              raw.ok
-                ? { taskId: `${jobId}.${i}`, index: i, ok: true, result: raw.r as Result }
-                : {
-                    taskId: `${jobId}.${i}`,
-                    index: i,
-                    ok: false,
-                    error: raw.e ?? "failed",
-                    dead: raw.dead === true,
-                  },
-            );
-          }
-          wake?.();
-        },
-        signal,
-      ),
-    AbortSignal.any([ac.signal, core.stopping]),
-    { name: "results-reader", log: core.logger },
-  );
-  const onChange = actor.subscribe(() => wake?.());
-  try {
-    for (;;) {
-      while (queue.length > 0) {
-        yielded++;
-        yield queue.shift()!;
-      }
-      const c = actor.getSnapshot().context;
-      if (isRecorded(actor) && yielded >= c.done + c.failed + c.dead) return;
-      if (core.stopping.aborted) return;
-      await new Promise<void>((resolve) => {
-        wake = resolve;
+  async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
+    const started = startJobActor(this.#deps, record, resumeFrom, bodies);
+    const handle = makeHandle(this.#core, this.#broker, started.actor);
+    if (!resumeFrom) {
+      // Resolve once committed; a submit that failed rejects (it was rolled back).
+      await new Promise<void>((resolve, reject) => {
+        const check = () => {
+          const s = started.actor.getSnapshot();
+          if (s.matches("queuing")) return false;
+          if (s.matches("failed") && s.context.reason?.startsWith("submit failed"))
+            reject(new Error(s.context.reason));
+          else resolve();
+          return true;
+        };
+        if (check()) return;
+        const sub = started.actor.subscribe({
+          next: () => {
+            if (check()) sub.unsubscribe();
+          },
+          complete: () => reject(new Error("stopped during submit")),
+        });
       });
-      wake = undefined;
     }
-  } finally {
-    onChange.unsubscribe();
-    ac.abort();
-    await loop;
+    return { handle, started };
   }
-}
 
-interface RawResult {
-  readonly i: number;
-  readonly ok: boolean;
-  readonly r?: unknown;
-  readonly e?: string;
-  readonly dead?: boolean;
+  /** Jobs still running whose supervisor stopped renewing its lease: watch them here (the actor takes the lease). */
+  async #adoptOrphans(): Promise<void> {
+    for (const record of await this.#broker.listRecords()) {
+      if (record.phase !== SubmitPhase.committed || isFinal(record.status) || this.#jobs.has(record.id))
+        continue;
+      if (await this.#deps.leases.acquire(record.id, this.#options.leaseMs)) {
+        this.#log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
+        const started = this.#start(record, record.status);
+        this.#jobs.set(record.id, started);
+      }
+    }
+  }
+
+  async #reapOnce(): Promise<void> {
+    const report = await reapSubmits(this.#broker, Date.now, this.#options.reapGraceMs);
+    if (report.rolledBack.length + report.rolledForward.length > 0) {
+      this.#log.warn({ ...report }, "reaper finished submits that died");
+    }
+  }
+
+  async #every(ms: number, pass: () => Promise<void>): Promise<void> {
+    const stopping = this.#core.stopping;
+    while (!stopping.aborted) {
+      try {
+        await pass();
+      } catch (error) {
+        if (!stopping.aborted) this.#log.debug({ err: error }, "periodic pass failed");
+      }
+      await sleep(ms, stopping);
+    }
+  }
 }

@@ -1,10 +1,13 @@
+import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { classifyNatsError } from "./adapters/nats/classify-error.ts";
+import { NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
 import { NatsJobBroker } from "./adapters/nats/job-broker.ts";
+import { NatsJobLeases } from "./adapters/nats/job-leases.ts";
 import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
 import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
-import { RuntimeStopped } from "./errors.ts";
+import { InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { Jobs } from "./jobs.ts";
 import { childLogger, defaultLogger, type Logger } from "./logger.ts";
@@ -94,11 +97,14 @@ export const createRuntimeCore = async (
  */
 export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runtime> => {
   const core = await createRuntimeCore(options);
-  const broker = new NatsJobBroker(core, { resultsMaxAgeMs: 7 * 24 * 3600_000 });
-  const jobs = new Jobs(core, broker, { reapIntervalMs: 15_000, reapGraceMs: 10_000 });
+  const jobOptions = core.options.jobs;
+  const broker = new NatsJobBroker(core, { resultsMaxAgeMs: jobOptions.retentionMs });
+  const deadLetters = new NatsDeadLetters(core, broker, jobOptions.retentionMs);
+  const leases = new NatsJobLeases(core, broker, `${core.options.name}.${randomUUID().slice(0, 8)}`);
+  const jobs = new Jobs(core, broker, deadLetters, leases, jobOptions);
   const workers = new Set<Worker>();
   let stopped: Promise<void> | undefined;
-  return {
+  const runtime: Runtime = {
     name: core.options.name,
     logger: core.logger,
     connection: core.connection,
@@ -106,7 +112,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     workers: {
       start: (workerOptions) => {
         if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });
-        const worker = startWorker(core, broker, workerOptions);
+        const worker = startWorker(core, broker, deadLetters, workerOptions);
         workers.add(worker);
         return worker;
       },
@@ -121,4 +127,22 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       return stopped;
     },
   };
+  runtimeParts.set(runtime, { core, broker, jobs });
+  return runtime;
+};
+
+/** What `createHttpApi(rt)` and other add-ons need of a runtime beyond its public face. */
+export interface RuntimeParts {
+  readonly core: RuntimeCore;
+  readonly broker: NatsJobBroker;
+  readonly jobs: Jobs;
+}
+const runtimeParts = new WeakMap<Runtime, RuntimeParts>();
+
+/** The parts of a runtime made by `createRuntime`; throws for anything else. */
+export const partsOf = (rt: Runtime): RuntimeParts => {
+  const parts = runtimeParts.get(rt);
+  if (!parts)
+    throw new InvalidArgument({ message: "rt: must be a runtime made by createRuntime()", field: "rt" });
+  return parts;
 };

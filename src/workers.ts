@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
+import type { NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
 import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
 import { type JobRecord, SubmitPhase } from "./effects/job-record.ts";
 import { ResultBatcher } from "./effects/result-batcher.ts";
@@ -71,9 +72,13 @@ interface ActiveJob {
 export const startWorker = <Payload, Result>(
   core: RuntimeCore,
   broker: NatsJobBroker,
+  deadLetters: NatsDeadLetters,
   options: WorkerOptions<Payload, Result>,
 ): Worker => {
-  const queueName = assertToken(typeof options.queue === "string" ? options.queue : options.queue?.name, "queue");
+  const queueName = assertToken(
+    typeof options.queue === "string" ? options.queue : options.queue?.name,
+    "queue",
+  );
   if (typeof options.handler !== "function") {
     throw new InvalidArgument({ message: "handler: must be a function", field: "handler" });
   }
@@ -109,11 +114,13 @@ export const startWorker = <Payload, Result>(
     const jobId = job.record.id;
     const attempt = msg.info.deliveryCount;
     let index = -1;
+    let payload: Payload | undefined;
     let outcome: ReturnType<typeof decideOutcome>;
     let entry = "";
     try {
       const body = JSON.parse(msg.string()) as { i: number; p: Payload };
       index = body.i;
+      payload = body.p;
       const result = await options.handler(
         { id: `${jobId}.${index}`, jobId, index, payload: body.p, attempt },
         {
@@ -123,9 +130,12 @@ export const startWorker = <Payload, Result>(
           logger: log,
         },
       );
-      const value = resultSchema ? await validateWith(resultSchema, result, `result of task ${index}`) : result;
+      const value = resultSchema
+        ? await validateWith(resultSchema, result, `result of task ${index}`)
+        : result;
       const json = JSON.stringify(value ?? null);
-      if (json.length > maxBytes - 64) throw new PermanentError(`result of task ${index} is too large (${json.length} bytes)`);
+      if (json.length > maxBytes - 64)
+        throw new PermanentError(`result of task ${index} is too large (${json.length} bytes)`);
       entry = `{"i":${index},"ok":true,"r":${json}}`;
       outcome = { kind: "ack" };
     } catch (error) {
@@ -146,12 +156,31 @@ export const startWorker = <Payload, Result>(
       }
     }
     if (outcome.kind === "nak") {
-      log.debug({ jobId, index, attempt, delayMs: outcome.delayMs, error: outcome.error }, "task failed; retry later");
+      log.debug(
+        { jobId, index, attempt, delayMs: outcome.delayMs, error: outcome.error },
+        "task failed; retry later",
+      );
       return release(msg, outcome.delayMs);
     }
     if (outcome.kind === "ack") stats.processed++;
     else stats.failed++;
     if (index < 0) return msg.term();
+    if (outcome.kind === "dead") {
+      // Keep the payload and the last error where `redrive` can find them.
+      try {
+        const error = outcome.error;
+        await deadLetters.store(
+          { jobId, index, payload, error, deliveries: attempt, at: Date.now(), source: "worker" },
+          `deadw.${jobId}.${index}.${attempt}`,
+        );
+      } catch (error) {
+        log.warn(
+          { err: error, jobId, index },
+          "dead letter not stored; the advisory path will catch the task",
+        );
+        return release(msg);
+      }
+    }
     batcher.add(jobId, entry, {
       stored: () => (outcome.kind === "ack" ? msg.ack() : msg.term()),
       lost: () => release(msg),
@@ -183,7 +212,13 @@ export const startWorker = <Payload, Result>(
     void superviseLoop(
       core.connection,
       async (nc, signal) => {
-        const end = await broker.consumeTasks(nc, record.id, Math.min(concurrency, 256), (m) => onTask(m, job), signal);
+        const end = await broker.consumeTasks(
+          nc,
+          record.id,
+          Math.min(concurrency, 256),
+          (m) => onTask(m, job),
+          signal,
+        );
         return end === "gone" ? "done" : end;
       },
       AbortSignal.any([pulling, job.ended.signal]),
@@ -195,7 +230,8 @@ export const startWorker = <Payload, Result>(
 
   const onRecord = (record: JobRecord) => {
     if (record.queue !== queueName) return;
-    const active = record.phase === SubmitPhase.committed && (record.status === "running" || record.status === "stalled");
+    const active =
+      record.phase === SubmitPhase.committed && (record.status === "running" || record.status === "stalled");
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
     if (!active && job) {

@@ -18,6 +18,8 @@ export interface ResultEntry {
   readonly ok: boolean;
   /** Exhausted its deliveries (a dead letter), rather than failed permanently. */
   readonly dead?: boolean;
+  /** The dead task was sent back to the workers: forget its answer. */
+  readonly redrive?: boolean;
 }
 
 export interface JobContext {
@@ -34,6 +36,8 @@ export interface JobContext {
    * is a few KB per results batch of up to 100 results.
    */
   readonly answered: Uint8Array;
+  /** The subset of `answered` that died: only those may be redriven. */
+  readonly deadBits: Uint8Array;
   readonly startedAt: number;
   readonly lastProgressAt: number;
   readonly stalledSince: number | null;
@@ -80,24 +84,39 @@ const tauMs = 10_000;
 
 const remaining = (c: JobContext) => c.total - c.done - c.failed - c.dead;
 
-/** Counts the entries not seen before, in a copy of the bitmap. */
+/** Counts the entries not seen before, in copies of the bitmaps. */
 const countNew = (context: JobContext, entries: readonly ResultEntry[]) => {
   let done = 0;
   let failed = 0;
   let dead = 0;
+  let added = 0;
+  let changed = false;
   const bits = context.answered.slice();
+  const deadBits = context.deadBits.slice();
   for (const entry of entries) {
     const i = entry.i;
     if (!Number.isInteger(i) || i < 0 || i >= context.total) continue;
     const byte = i >> 3;
     const mask = 1 << (i & 7);
+    if (entry.redrive) {
+      if ((deadBits[byte]! & mask) === 0) continue;
+      deadBits[byte] = deadBits[byte]! & ~mask;
+      bits[byte] = bits[byte]! & ~mask;
+      dead--;
+      changed = true;
+      continue;
+    }
     if ((bits[byte]! & mask) !== 0) continue; // a redelivered task answered twice counts once
     bits[byte] = bits[byte]! | mask;
+    changed = true;
+    added++;
     if (entry.ok) done++;
-    else if (entry.dead) dead++;
-    else failed++;
+    else if (entry.dead) {
+      dead++;
+      deadBits[byte] = deadBits[byte]! | mask;
+    } else failed++;
   }
-  return { done, failed, dead, bits };
+  return { done, failed, dead, added, bits, deadBits, changed };
 };
 
 export const jobMachine = setup({
@@ -136,16 +155,26 @@ export const jobMachine = setup({
     countResults: assign(({ context, event }) => {
       if (event.type !== "results.received") return {};
       const fresh = countNew(context, event.entries);
-      const n = fresh.done + fresh.failed + fresh.dead;
-      if (n === 0) return { now: Math.max(context.now, event.at) };
+      const n = fresh.added;
+      if (!fresh.changed) return { now: Math.max(context.now, event.at) };
+      if (n === 0) {
+        // Only redrives: answers forgotten, no progress made.
+        return {
+          answered: fresh.bits,
+          deadBits: fresh.deadBits,
+          dead: context.dead + fresh.dead,
+          now: Math.max(context.now, event.at),
+        };
+      }
       const dt = Math.max(1, event.at - context.throughputAt);
       const decay = Math.exp(-dt / tauMs);
       const rateTasks = context.rateTasks * decay + n;
       const rateMs = context.rateMs * decay + dt;
       const throughput = (rateTasks * 1000) / rateMs;
-      const left = remaining(context) - n;
+      const left = remaining(context) - fresh.done - fresh.failed - fresh.dead;
       return {
         answered: fresh.bits,
+        deadBits: fresh.deadBits,
         done: context.done + fresh.done,
         failed: context.failed + fresh.failed,
         dead: context.dead + fresh.dead,
@@ -185,6 +214,7 @@ export const jobMachine = setup({
     settings: input.settings,
     ...finishedCounts(input),
     answered: new Uint8Array(Math.ceil(input.total / 8)),
+    deadBits: new Uint8Array(Math.ceil(input.total / 8)),
     startedAt: input.now,
     lastProgressAt: input.now,
     stalledSince: null,

@@ -44,7 +44,10 @@ describe("nats-server killed (SIGKILL) and restarted mid-job", () => {
     });
     await waitUntil(() => job.snapshot().done >= total / 5, { timeoutMs: 30_000, message: "a fifth done" });
     await server.kill();
-    await waitUntil(() => rt.connection.state === "reconnecting", { timeoutMs: 10_000, message: "reconnecting" });
+    await waitUntil(() => rt.connection.state === "reconnecting", {
+      timeoutMs: 10_000,
+      message: "reconnecting",
+    });
     const doneAtKill = job.snapshot().done;
     expect(doneAtKill).toBeLessThan(total);
     await server.restart();

@@ -2,7 +2,9 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NatsDeadLetters } from "../../src/adapters/nats/dead-letters.ts";
 import { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
+import { NatsJobLeases } from "../../src/adapters/nats/job-leases.ts";
 import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
 import { Jobs } from "../../src/jobs.ts";
 import { createRuntime, createRuntimeCore, type Runtime } from "../../src/runtime.ts";
@@ -49,52 +51,63 @@ describe("a submit that crashes at every step", () => {
     [SubmitStep.tasksPublished, "rolledBack"],
     [SubmitStep.consumerCreated, "committed"],
     [SubmitStep.recordCommitted, "committed"],
-  ] as const)("crash after %s → %s by the reaper; resubmit with the same key works", async (step, expected) => {
-    const queue = `crash_${step}`;
-    const key = `upload-${step}`;
-    const core = await createRuntimeCore({ servers: server.url, logger });
-    const broker = new NatsJobBroker(core, { resultsMaxAgeMs: 3600_000 });
-    const crashing = new Jobs(core, broker, {
-      reapIntervalMs: 3600_000,
-      reapGraceMs: 10_000,
-      submitHooks: {
-        afterStep: (at) => {
-          if (at === step) throw new SimulatedCrash(`process died after ${at}`);
+  ] as const)(
+    "crash after %s → %s by the reaper; resubmit with the same key works",
+    async (step, expected) => {
+      const queue = `crash_${step}`;
+      const key = `upload-${step}`;
+      const core = await createRuntimeCore({ servers: server.url, logger });
+      const broker = new NatsJobBroker(core, { resultsMaxAgeMs: 3600_000 });
+      const deadLetters = new NatsDeadLetters(core, broker, 3600_000);
+      const leases = new NatsJobLeases(core, broker, "crashing");
+      const crashing = new Jobs(core, broker, deadLetters, leases, {
+        reapIntervalMs: 3600_000,
+        reapGraceMs: 10_000,
+        leaseMs: 10_000,
+        takeOver: false,
+        submitHooks: {
+          afterStep: (at) => {
+            if (at === step) throw new SimulatedCrash(`process died after ${at}`);
+          },
         },
-      },
-    });
-    await expect(crashing.submit({ queue, tasks, idempotencyKey: key })).rejects.toThrow();
-    // The crashed process is gone: nothing of it runs any more.
-    await crashing.stop();
-    await core.stop();
+      });
+      await expect(crashing.submit({ queue, tasks, idempotencyKey: key })).rejects.toThrow(
+        /process died after/,
+      );
+      // The crashed process is gone: nothing of it runs any more.
+      await crashing.stop();
+      await core.stop();
 
-    const [before] = await rt.jobs.list({ queue });
-    expect(before?.status).toBe(expected === "committed" && step === SubmitStep.recordCommitted ? "running" : "queuing");
+      const [before] = await rt.jobs.list({ queue });
+      expect(before?.status).toBe(
+        expected === "committed" && step === SubmitStep.recordCommitted ? "running" : "queuing",
+      );
 
-    // Nothing happens before the commit deadline has passed by the grace...
-    expect(await rt.jobs.reap(() => Date.now())).toEqual({ rolledBack: [], rolledForward: [] });
-    // ...and after it the reaper finishes the submit one way or the other.
-    const later = () => Date.now() + 10 * 60_000;
-    const report = await rt.jobs.reap(later);
-    const [after] = await rt.jobs.list({ queue });
-    const jobId = after!.id;
-    if (expected === "rolledBack") {
-      expect(report.rolledBack).toEqual([jobId]);
-      expect(after).toMatchObject({ status: "failed", phase: "rolledBack" });
-      expect(await visibleTasks(queue, jobId)).toEqual({ stored: 0, consumer: false });
-    } else {
-      if (step === SubmitStep.consumerCreated) expect(report.rolledForward).toEqual([jobId]);
-      expect(after).toMatchObject({ status: "running", phase: "committed" });
-      expect(await visibleTasks(queue, jobId)).toEqual({ stored: tasks.length, consumer: true });
-    }
-    expect((await rt.jobs.list()).filter((r) => r.status === "queuing")).toEqual([]);
+      // Nothing happens before the commit deadline has passed by the grace...
+      expect(await rt.jobs.reap(() => Date.now())).toEqual({ rolledBack: [], rolledForward: [] });
+      // ...and after it the reaper finishes the submit one way or the other.
+      const later = () => Date.now() + 10 * 60_000;
+      const report = await rt.jobs.reap(later);
+      const [after] = await rt.jobs.list({ queue });
+      const jobId = after!.id;
+      if (expected === "rolledBack") {
+        expect(report.rolledBack).toEqual([jobId]);
+        expect(after).toMatchObject({ status: "failed", phase: "rolledBack" });
+        expect(await visibleTasks(queue, jobId)).toEqual({ stored: 0, consumer: false });
+      } else {
+        if (step === SubmitStep.consumerCreated) expect(report.rolledForward).toEqual([jobId]);
+        expect(after).toMatchObject({ status: "running", phase: "committed" });
+        expect(await visibleTasks(queue, jobId)).toEqual({ stored: tasks.length, consumer: true });
+      }
+      expect((await rt.jobs.list()).filter((r) => r.status === "queuing")).toEqual([]);
 
-    // Submitting again with the same key: a new submit (rolled back) or the same job (committed).
-    const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
-    const again = await rt.jobs.submit({ queue, tasks, idempotencyKey: key });
-    expect(again.id).toBe(jobId);
-    const final = await again.done();
-    await worker.stop();
-    expect(final).toMatchObject({ status: "succeeded", done: tasks.length, failed: 0 });
-  });
+      // Submitting again with the same key: a new submit (rolled back) or the same job (committed).
+      const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
+      const again = await rt.jobs.submit({ queue, tasks, idempotencyKey: key });
+      expect(again.id).toBe(jobId);
+      const final = await again.done();
+      await worker.stop();
+      expect(final).toMatchObject({ status: "succeeded", done: tasks.length, failed: 0 });
+    },
+  );
 });

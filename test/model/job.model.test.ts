@@ -2,7 +2,12 @@ import { getShortestPaths } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise, type SnapshotFrom } from "xstate";
 import type { JobSettings } from "../../src/effects/job-record.ts";
-import { type FinalizeInput, type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import {
+  type FinalizeInput,
+  type JobEvent,
+  type JobInput,
+  jobMachine,
+} from "../../src/machines/job.machine.ts";
 
 /**
  * Model-based tests of the job machine: every shortest path to every

@@ -1,8 +1,8 @@
 import {
   AckPolicy,
   DeliverPolicy,
-  type JetStreamClient,
   JetStreamApiError,
+  type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
   jetstream,
@@ -12,8 +12,9 @@ import {
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { RevisionConflict } from "../../errors.ts";
+import { createInbox } from "@nats-io/transport-node";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
+import { RevisionConflict } from "../../errors.ts";
 import type { RunOptions, RuntimeCore } from "../../runtime.ts";
 
 const nanos = (ms: number) => Math.round(ms * 1_000_000);
@@ -27,6 +28,12 @@ export const brokerNames = (prefix: string) => ({
   tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
   resultsSubject: (jobId: string) => `${prefix}.results.${jobId}`,
   jobCreatedSubject: (queue: string) => `${prefix}.events.job.created.${queue}`,
+  deadStream: `${prefix}_dead`,
+  deadSubject: (jobId: string) => `${prefix}.dead.${jobId}`,
+  advisoriesStream: `${prefix}_advisories`,
+  /** MAX_DELIVERIES advisories of every job consumer on the tasks stream. */
+  maxDeliveriesSubject: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${prefix}_tasks.*`,
+  leasesBucket: `${prefix}_leases`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 
@@ -107,7 +114,7 @@ export class NatsJobBroker {
   getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
     return this.#run("job.record.get", async ({ kv }) => {
       const entry = await kv.get(id);
-      if (!entry || entry.operation !== "PUT") return undefined;
+      if (entry?.operation !== "PUT") return undefined;
       return { record: decodeRecord(entry.string()), revision: entry.revision };
     });
   }
@@ -194,6 +201,19 @@ export class NatsJobBroker {
     });
   }
 
+  /** Tasks waiting and tasks held by workers (leased, not answered), for the stall log. */
+  consumerCounts(jobId: string): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
+    return this.#run("job.consumer.counts", async ({ jsm }) => {
+      try {
+        const info = await jsm.consumers.info(this.names.tasksStream, jobId);
+        return { waiting: info.num_pending, held: info.num_ack_pending, redelivered: info.num_redelivered };
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    });
+  }
+
   consumerExists(jobId: string): Promise<boolean> {
     return this.#run("job.consumer.info", async ({ jsm }) => {
       try {
@@ -241,6 +261,8 @@ export class NatsJobBroker {
     fromSeq: number,
     onMessage: (body: Uint8Array, seq: number, pending: number) => void,
     signal: AbortSignal,
+    /** Called at once when there is nothing to read yet. */
+    onCaughtUp?: () => void,
   ): Promise<void> {
     const { js, jsm } = await this.handles(nc);
     const info = await jsm.consumers.add(this.names.resultsStream, {
@@ -250,6 +272,7 @@ export class NatsJobBroker {
       ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
       inactive_threshold: nanos(60_000),
     });
+    if (info.num_pending === 0) onCaughtUp?.();
     const consumer = await js.consumers.get(this.names.resultsStream, info.name);
     const messages = await consumer.consume({ max_messages: 256 });
     const stop = () => void messages.close();
@@ -304,19 +327,98 @@ export class NatsJobBroker {
     }
     return gone ? "gone" : "ended";
   }
+
+  // ---- leases held by reply subject (the HTTP pull API) ----
+
+  /**
+   * Leases up to `max` of the job's tasks and returns at once with what is
+   * ready (maybe none). nats.js `fetch()` cannot do this: its `expires` is at
+   * least 1 s and it waits that long whenever fewer than `max` tasks are
+   * ready. A pull request with `no_wait` is answered at once: the ready
+   * messages, then a 404/408 status. Not retried: a retry could lease twice
+   * (harmless, the first lease just runs out, but wasteful). A missing
+   * consumer does not answer at all; `timeoutMs` bounds that wait.
+   */
+  fetchTasks(jobId: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
+    return this.#run(
+      "job.tasks.fetch",
+      async (_h, nc) => {
+        const inbox = createInbox();
+        const sub = nc.subscribe(inbox);
+        const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);
+        const tasks: LeasedTask[] = [];
+        try {
+          nc.publish(
+            `$JS.API.CONSUMER.MSG.NEXT.${this.names.tasksStream}.${jobId}`,
+            JSON.stringify({ batch: max, no_wait: true }),
+            { reply: inbox },
+          );
+          for await (const m of sub) {
+            const lease = m.reply ? leaseInfo(m.reply) : undefined;
+            // Anything else is a status (404 no messages, 408 request done, 409 …): this pull is over.
+            if (!lease) break;
+            tasks.push({ reply: m.reply as string, data: m.data, deliveryCount: lease.deliveryCount });
+            if (tasks.length >= max) break;
+          }
+        } finally {
+          clearTimeout(timer);
+          sub.unsubscribe();
+        }
+        return tasks;
+      },
+      { retry: { attempts: 1, initialDelayMs: 0 } },
+    );
+  }
+
+  /**
+   * Acks, terms, naks or extends leases by their deliveries' reply subjects (a
+   * JetStream ack is a publish to it), then flushes: once this resolves the
+   * server has them. Not retried: an ack lost is a redelivery, counted once;
+   * an ack sent twice could reach the task's next holder.
+   */
+  settleLeases(settles: readonly LeaseSettle[]): Promise<void> {
+    for (const s of settles) {
+      if (leaseInfo(s.reply)?.stream !== this.names.tasksStream) {
+        throw new Error(`settleLeases: ${JSON.stringify(s.reply)} is not a task delivery of this runtime`);
+      }
+    }
+    return this.#run(
+      "job.tasks.settle",
+      async (_h, nc) => {
+        for (const s of settles) nc.publish(s.reply, leasePayload(s));
+        await nc.flush();
+      },
+      { retry: { attempts: 1, initialDelayMs: 0 } },
+    );
+  }
 }
 
-const ensureStream = async (jsm: JetStreamManager, config: Parameters<JetStreamManager["streams"]["add"]>[0]) => {
+/**
+ * Creates the stream unless it exists. An existing stream is used as it is
+ * (another runtime may have made it with other limits); two runtimes racing
+ * to create it both end up using the one that won.
+ */
+export const ensureStream = async (
+  jsm: JetStreamManager,
+  config: Parameters<JetStreamManager["streams"]["add"]>[0],
+) => {
   try {
     await jsm.streams.info(config.name);
+    return;
   } catch (error) {
     if (!isNotFound(error)) throw error;
+  }
+  try {
     await jsm.streams.add(config);
+  } catch (error) {
+    // Lost the race to a runtime with other settings: theirs stands.
+    await jsm.streams.info(config.name).catch(() => Promise.reject(error));
   }
 };
 
 export const isNotFound = (error: unknown): boolean =>
-  error instanceof JetStreamApiError && (error.code === 10014 || error.code === 10059 || error.status === 404);
+  error instanceof JetStreamApiError &&
+  (error.code === 10014 || error.code === 10059 || error.status === 404);
 
 /** KV compare-and-set failures become `RevisionConflict`: the caller re-reads and re-decides. */
 const casConflict =
@@ -327,3 +429,47 @@ const casConflict =
     }
     throw error;
   };
+
+/** One task leased by reference: settle it with `settleLeases` on its reply subject. */
+export interface LeasedTask {
+  readonly reply: string;
+  readonly data: Uint8Array;
+  readonly deliveryCount: number;
+}
+
+export type LeaseSettle =
+  | { readonly reply: string; readonly action: "ack" | "term" | "working" }
+  | { readonly reply: string; readonly action: "nak"; readonly delayMs: number };
+
+const leasePayload = (s: LeaseSettle): string => {
+  switch (s.action) {
+    case "ack":
+      return "+ACK";
+    case "term":
+      // No reason: nats-server 2.9 ignores a "+TERM <reason>" (FACTS.md).
+      return "+TERM";
+    case "working":
+      return "+WPI";
+    case "nak":
+      return s.delayMs > 0 ? `-NAK ${JSON.stringify({ delay: nanos(s.delayMs) })}` : "-NAK";
+  }
+};
+
+/**
+ * Stream, consumer and counts of a delivery from its reply subject:
+ * `$JS.ACK.<stream>.<consumer>.<deliveries>.<streamSeq>.<deliverySeq>.<ts>.<pending>`,
+ * or with `<domain>.<accountHash>` after `ACK` (and a random token at the end) on newer servers.
+ */
+export const leaseInfo = (
+  reply: string,
+): { stream: string; consumer: string; deliveryCount: number; streamSeq: number } | undefined => {
+  const tokens = reply.split(".");
+  if (tokens[0] !== "$JS" || tokens[1] !== "ACK") return undefined;
+  if (tokens.length === 9) tokens.splice(2, 0, "_", "");
+  if (tokens.length < 11) return undefined;
+  const deliveryCount = Number(tokens[6]);
+  const streamSeq = Number(tokens[7]);
+  if (!Number.isSafeInteger(deliveryCount) || deliveryCount < 1 || !Number.isSafeInteger(streamSeq))
+    return undefined;
+  return { stream: tokens[4]!, consumer: tokens[5]!, deliveryCount, streamSeq };
+};

@@ -1,0 +1,121 @@
+import { JetStreamApiError, StorageType } from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { RuntimeCore } from "../../runtime.ts";
+import type { NatsJobBroker } from "./job-broker.ts";
+
+/** Who supervises a job, until when. Versioned like every persisted record. */
+export interface LeaseRecord {
+  readonly v: 1;
+  readonly holder: string;
+  readonly until: number;
+}
+
+/**
+ * Supervision leases in KV, one key per job, taken and renewed with
+ * compare-and-set on the revision. A lease is held only while renewed: a
+ * runtime that dies stops renewing and another takes the job over once
+ * `until` has passed. Nothing is held that a dead process could leave behind.
+ */
+export class NatsJobLeases {
+  readonly #core: RuntimeCore;
+  readonly #broker: NatsJobBroker;
+  readonly #kv = new WeakMap<NatsConnection, Promise<KV>>();
+  /** Revision of each lease this runtime holds. */
+  readonly #held = new Map<string, number>();
+  readonly holder: string;
+
+  constructor(core: RuntimeCore, broker: NatsJobBroker, holder: string) {
+    this.#core = core;
+    this.#broker = broker;
+    this.holder = holder;
+  }
+
+  #bucket(nc: NatsConnection): Promise<KV> {
+    let kv = this.#kv.get(nc);
+    if (!kv) {
+      kv = new Kvm(nc).create(this.#broker.names.leasesBucket, { history: 1, storage: StorageType.File });
+      kv.catch(() => this.#kv.delete(nc));
+      this.#kv.set(nc, kv);
+    }
+    return kv;
+  }
+
+  holds(jobId: string): boolean {
+    return this.#held.has(jobId);
+  }
+
+  /** Takes the lease if free, expired or already ours; true when this runtime now holds it. */
+  acquire(jobId: string, ttlMs: number, now = Date.now()): Promise<boolean> {
+    return this.#core.run("lease.acquire", async (nc) => {
+      const kv = await this.#bucket(nc);
+      const value = JSON.stringify({ v: 1, holder: this.holder, until: now + ttlMs } satisfies LeaseRecord);
+      const entry = await kv.get(jobId);
+      try {
+        if (entry?.operation !== "PUT") {
+          const revision = entry
+            ? await kv.update(jobId, value, entry.revision)
+            : await kv.create(jobId, value);
+          this.#held.set(jobId, revision);
+          return true;
+        }
+        const lease = entry.json<LeaseRecord>();
+        if (lease.holder !== this.holder && lease.until > now) return false;
+        this.#held.set(jobId, await kv.update(jobId, value, entry.revision));
+        return true;
+      } catch (error) {
+        if (error instanceof JetStreamApiError && error.code === 10071) return false; // another runtime won
+        throw error;
+      }
+    });
+  }
+
+  /** Extends a held lease; false (and no longer held) when another runtime took it. */
+  renew(jobId: string, ttlMs: number, now = Date.now()): Promise<boolean> {
+    const revision = this.#held.get(jobId);
+    if (revision === undefined) return Promise.resolve(false);
+    return this.#core.run("lease.renew", async (nc) => {
+      const kv = await this.#bucket(nc);
+      const value = JSON.stringify({ v: 1, holder: this.holder, until: now + ttlMs } satisfies LeaseRecord);
+      try {
+        this.#held.set(jobId, await kv.update(jobId, value, revision));
+        return true;
+      } catch (error) {
+        if (error instanceof JetStreamApiError && error.code === 10071) {
+          this.#held.delete(jobId);
+          return false;
+        }
+        throw error;
+      }
+    });
+  }
+
+  /** Gives the lease up (job finished, runtime stopping). */
+  async release(jobId: string): Promise<void> {
+    const revision = this.#held.get(jobId);
+    this.#held.delete(jobId);
+    if (revision === undefined) return;
+    await this.#core
+      .run("lease.release", async (nc) => (await this.#bucket(nc)).delete(jobId, { previousSeq: revision }), {
+        timeoutMs: 2000,
+      })
+      .catch(() => undefined);
+  }
+
+  /** Every lease on the server (cleanup). */
+  list(): Promise<Array<{ jobId: string; lease: LeaseRecord }>> {
+    return this.#core.run("lease.list", async (nc) => {
+      const kv = await this.#bucket(nc);
+      const out: Array<{ jobId: string; lease: LeaseRecord }> = [];
+      for await (const key of await kv.keys()) {
+        const entry = await kv.get(key);
+        if (entry?.operation === "PUT") out.push({ jobId: key, lease: entry.json<LeaseRecord>() });
+      }
+      return out;
+    });
+  }
+
+  remove(jobId: string): Promise<void> {
+    return this.#core.run("lease.remove", async (nc) => (await this.#bucket(nc)).purge(jobId));
+  }
+}

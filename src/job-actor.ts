@@ -1,0 +1,211 @@
+import { type Actor, createActor, fromCallback, fromPromise } from "xstate";
+import type { NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
+import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
+import type { NatsJobLeases } from "./adapters/nats/job-leases.ts";
+import { finalizeJob, recordProgress } from "./effects/finalize-job.ts";
+import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
+import { type SubmitHooks, submitJob } from "./effects/submit-job.ts";
+import { sleep, superviseLoop } from "./effects/supervise-loop.ts";
+import { isRecorded, snapshotOf } from "./job-handle.ts";
+import { childLogger, type Logger } from "./logger.ts";
+import { type JobMachine, jobMachine, type ResultEntry } from "./machines/job.machine.ts";
+import type { RuntimeCore } from "./runtime.ts";
+
+export interface JobActorDeps {
+  readonly core: RuntimeCore;
+  readonly broker: NatsJobBroker;
+  readonly deadLetters: NatsDeadLetters;
+  readonly leases: NatsJobLeases;
+  /** Supervision lease: renewed every third of it; another runtime takes over after it. */
+  readonly leaseMs: number;
+  readonly submitHooks?: SubmitHooks;
+}
+
+export interface StartedJobActor {
+  readonly actor: Actor<JobMachine>;
+  /** Stops the actor, its timers and loops; releases the lease. */
+  stop(): void;
+}
+
+const decoder = new TextDecoder();
+
+const parseEntries = (data: Uint8Array): ResultEntry[] | undefined => {
+  try {
+    const value = JSON.parse(decoder.decode(data));
+    return Array.isArray(value) ? (value as ResultEntry[]) : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * Creates and starts the actor of one job with its real I/O. Only the holder
+ * of the job's supervision lease writes progress and the end; any other
+ * runtime's actor (someone called `get`) only watches, and takes over when
+ * the lease runs out — so two live runtimes never supervise one job at once.
+ */
+export const startJobActor = (
+  deps: JobActorDeps,
+  record: JobRecord,
+  resumeFrom?: JobStatus,
+  bodies?: readonly string[],
+): StartedJobActor => {
+  const { core, broker, leases, leaseMs } = deps;
+  const jobId = record.id;
+  const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
+  const stopping = new AbortController();
+  const signal = AbortSignal.any([stopping.signal, core.stopping]);
+
+  const machine = jobMachine.provide({
+    actors: {
+      submit: fromPromise(async ({ signal: aborted }) => {
+        if (!bodies) throw new Error("nothing to submit");
+        await deps.deadLetters.ensure(); // advisories must be captured before a task can exhaust
+        await leases.acquire(jobId, leaseMs);
+        const outcome = await submitJob(broker, {
+          record,
+          bodies,
+          now: Date.now,
+          signal: AbortSignal.any([aborted, signal]),
+          ...(deps.submitHooks ? { hooks: deps.submitHooks } : {}),
+        });
+        if (outcome.kind === "existing") log.info("idempotency key matched an existing job");
+      }),
+      feed: fromCallback(({ sendBack }) => {
+        if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
+        const ac = new AbortController();
+        let nextSeq = 1;
+        void superviseLoop(
+          core.connection,
+          (nc, loopSignal) =>
+            broker.readResults(
+              nc,
+              jobId,
+              nextSeq,
+              (data, seq) => {
+                nextSeq = seq + 1;
+                const entries = parseEntries(data);
+                if (entries) sendBack({ type: "results.received", entries, at: Date.now() });
+              },
+              loopSignal,
+            ),
+          AbortSignal.any([ac.signal, signal]),
+          { name: "results", log },
+        );
+        return () => ac.abort();
+      }),
+      clock: fromCallback(({ sendBack, input }) => {
+        const timer = setInterval(() => sendBack({ type: "clock.tick", now: Date.now() }), input.everyMs);
+        return () => clearInterval(timer);
+      }),
+      finalize: fromPromise(async ({ input }) => {
+        // Only the supervisor writes the end; a watcher waits for it (or for the lease).
+        while (!leases.holds(jobId) && !signal.aborted) {
+          const found = await broker.getRecord(jobId).catch(() => undefined);
+          if (found && isFinal(found.record.status)) return;
+          if (await leases.acquire(jobId, leaseMs).catch(() => false)) break;
+          await sleep(Math.min(500, leaseMs / 4), signal);
+        }
+        await finalizeJob(broker, input, Date.now);
+      }),
+    },
+  });
+
+  const actor = createActor(machine, {
+    id: `job:${jobId}`,
+    input: {
+      jobId,
+      queue: record.queue,
+      total: record.total,
+      settings: record.settings,
+      now: Date.now(),
+      ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
+      ...(record.reason ? { reason: record.reason } : {}),
+    },
+    ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
+  });
+
+  // The lease: renewed while held; taken over by this watcher when it runs out.
+  const leaseTimer = setInterval(
+    () => {
+      if (isFinal(snapshotOf(actor).status)) return;
+      const held = leases.holds(jobId);
+      const step = held ? leases.renew(jobId, leaseMs) : leases.acquire(jobId, leaseMs);
+      step.then(
+        (ok) => {
+          if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
+          if (!held && ok)
+            log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
+        },
+        (error) => log.debug({ err: error }, "lease renewal failed"),
+      );
+    },
+    Math.max(20, Math.floor(leaseMs / 3)),
+  );
+
+  persistAndLog(deps, actor, log);
+  actor.subscribe({
+    complete: () => {
+      clearInterval(leaseTimer);
+      stopping.abort();
+      void leases.release(jobId);
+    },
+  });
+  actor.start();
+  return { actor, stop: () => actor.stop() };
+};
+
+/** One log line per state change; progress written by the supervisor at most once a second. */
+const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger): void => {
+  const { broker, leases } = deps;
+  let last: JobStatus | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const write = () => {
+    timer = undefined;
+    const s = snapshotOf(actor);
+    if (isFinal(s.status) || !leases.holds(s.id)) return;
+    recordProgress(broker, s.id, s.status, s, Date.now()).catch((error) =>
+      log.warn({ err: error }, "progress not recorded"),
+    );
+  };
+  actor.subscribe({
+    next: (snapshot) => {
+      const s = snapshotOf(actor);
+      if (s.status !== last) {
+        log.info(
+          {
+            state: s.status,
+            from: last ?? null,
+            done: s.done,
+            failed: s.failed,
+            dead: s.dead,
+            total: s.total,
+            ...(s.reason ? { reason: s.reason } : {}),
+          },
+          `job ${last ?? "new"} → ${s.status}`,
+        );
+        if (s.status === "stalled") void logStall(broker, s.id, s.lastProgressAt, log);
+        last = s.status;
+        if (s.status !== "queuing" && !isFinal(s.status)) write();
+      } else if (!timer && !isFinal(s.status) && snapshot.status === "active") {
+        timer = setTimeout(write, 1000);
+      }
+      // Once the end is recorded nothing is left to supervise: stop the feed, clock and lease.
+      if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(() => actor.stop());
+    },
+    complete: () => clearTimeout(timer),
+  });
+};
+
+/** "No task picked up in X": how long, how many wait, how many a worker holds. */
+const logStall = async (broker: NatsJobBroker, jobId: string, lastProgressAt: number, log: Logger) => {
+  const counts = await broker.consumerCounts(jobId).catch(() => undefined);
+  const idleMs = Date.now() - lastProgressAt;
+  log.warn(
+    { idleMs, ...(counts ?? {}) },
+    counts
+      ? `job stalled: no task answered for ${Math.round(idleMs / 1000)} s; ${counts.waiting} tasks wait, ` +
+          `${counts.held} held by workers${counts.held > 0 ? " (a worker holds tasks but answers none)" : " (no worker is pulling)"}`
+      : `job stalled: no task answered for ${Math.round(idleMs / 1000)} s`,
+  );
+};

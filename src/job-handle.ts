@@ -1,0 +1,246 @@
+import type { Actor } from "xstate";
+import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
+import type { JobStatus } from "./effects/job-record.ts";
+import { superviseLoop } from "./effects/supervise-loop.ts";
+import { RuntimeStopped } from "./errors.ts";
+import type { JobMachine } from "./machines/job.machine.ts";
+import type { RuntimeCore } from "./runtime.ts";
+
+export interface JobSnapshot {
+  readonly id: string;
+  readonly queue: string;
+  readonly status: JobStatus;
+  readonly total: number;
+  readonly done: number;
+  readonly failed: number;
+  readonly dead: number;
+  /** Tasks answered per second (time-decayed, 10 s). */
+  readonly throughput: number;
+  /** Estimated time to the end, null until there is a rate. */
+  readonly etaMs: number | null;
+  readonly reason: string | null;
+  readonly startedAt: number;
+  /** Last time a task was answered (ms since epoch). */
+  readonly lastProgressAt: number;
+}
+
+export type TaskResult<Result> =
+  | { readonly taskId: string; readonly index: number; readonly ok: true; readonly result: Result }
+  | {
+      readonly taskId: string;
+      readonly index: number;
+      readonly ok: false;
+      readonly error: string;
+      readonly dead: boolean;
+    };
+
+export interface JobHandle<Result = unknown> {
+  readonly id: string;
+  readonly queue: string;
+  snapshot(): JobSnapshot;
+  /** Live state at a bounded rate (≤ 10 per second; the final state always arrives). */
+  subscribe(listener: (snapshot: JobSnapshot) => void): () => void;
+  /** Settles on `succeeded` or `failed` with the final snapshot (it does not reject for a failed job). */
+  done(): Promise<JobSnapshot>;
+  /** Every task's result once, as stored (a redelivered task appears once). */
+  results(): AsyncIterable<TaskResult<Result>>;
+  /** Ends the job as `failed` with the reason: remaining tasks purged, consumer deleted. */
+  cancel(reason: string): Promise<JobSnapshot>;
+  /** The XState actor, for the inspector and tests. */
+  readonly actor: Actor<JobMachine>;
+}
+
+const decoder = new TextDecoder();
+const maxUpdatesPerSecond = 10;
+
+const topStatus = (value: unknown): JobStatus =>
+  (typeof value === "string" ? value : Object.keys(value as object)[0]) as JobStatus;
+
+export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
+  const { value, context: c } = actor.getSnapshot();
+  return {
+    id: c.jobId,
+    queue: c.queue,
+    status: topStatus(value),
+    total: c.total,
+    done: c.done,
+    failed: c.failed,
+    dead: c.dead,
+    throughput: Math.round(c.throughput * 10) / 10,
+    etaMs: c.etaMs,
+    reason: c.reason,
+    startedAt: c.startedAt,
+    lastProgressAt: c.lastProgressAt,
+  };
+};
+
+export const isRecorded = (actor: Actor<JobMachine>): boolean => {
+  const s = actor.getSnapshot();
+  return s.matches({ succeeded: "recorded" }) || s.matches({ failed: "recorded" });
+};
+
+/** Resolves with the final snapshot; rejects with `RuntimeStopped` if supervision stops first. */
+export const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
+  new Promise((resolve, reject) => {
+    if (isRecorded(actor)) return resolve(snapshotOf(actor));
+    if (actor.getSnapshot().status === "stopped") {
+      return reject(new RuntimeStopped({ message: "job supervision stopped before the job ended" }));
+    }
+    const sub = actor.subscribe({
+      next: () => {
+        if (!isRecorded(actor)) return;
+        sub.unsubscribe();
+        resolve(snapshotOf(actor));
+      },
+      complete: () =>
+        isRecorded(actor)
+          ? resolve(snapshotOf(actor))
+          : reject(new RuntimeStopped({ message: "job supervision stopped before the job ended" })),
+    });
+  });
+
+const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot) => void) => {
+  const gap = 1000 / maxUpdatesPerSecond;
+  let lastAt = 0;
+  let lastKey = "";
+  let timer: NodeJS.Timeout | undefined;
+  const emit = () => {
+    timer = undefined;
+    lastAt = Date.now();
+    const s = snapshotOf(actor);
+    const key = `${s.status}/${s.done}/${s.failed}/${s.dead}/${s.etaMs}`;
+    if (key === lastKey) return;
+    lastKey = key;
+    listener(s);
+  };
+  const sub = actor.subscribe(() => {
+    if (isRecorded(actor)) {
+      clearTimeout(timer);
+      return emit();
+    }
+    if (timer) return;
+    const wait = gap - (Date.now() - lastAt);
+    if (wait <= 0) emit();
+    else timer = setTimeout(emit, wait);
+  });
+  return () => {
+    clearTimeout(timer);
+    sub.unsubscribe();
+  };
+};
+
+interface RawResult {
+  readonly i: number;
+  readonly ok?: boolean;
+  readonly r?: unknown;
+  readonly e?: string;
+  readonly dead?: boolean;
+  readonly redrive?: boolean;
+}
+
+/**
+ * Reads the job's results stream from the start and yields each task's
+ * answer once. Successes are final and stream out as they are read; failures
+ * are held until the job is over, because a redrive may still replace a dead
+ * task's answer (its marker drops the old one).
+ */
+async function* readAllResults<Result>(
+  core: RuntimeCore,
+  broker: NatsJobBroker,
+  actor: Actor<JobMachine>,
+): AsyncIterable<TaskResult<Result>> {
+  const { jobId } = actor.getSnapshot().context;
+  const seen = new Set<number>();
+  const ready: TaskResult<Result>[] = [];
+  const failures = new Map<number, TaskResult<Result>>();
+  let wake: (() => void) | undefined;
+  const ac = new AbortController();
+  let nextSeq = 1;
+  let caughtUp = false;
+  const loop = superviseLoop(
+    core.connection,
+    (nc, signal) =>
+      broker.readResults(
+        nc,
+        jobId,
+        nextSeq,
+        (data, seq, pending) => {
+          nextSeq = seq + 1;
+          for (const raw of JSON.parse(decoder.decode(data)) as RawResult[]) {
+            const i = raw.i;
+            if (raw.redrive) {
+              if (failures.delete(i)) seen.delete(i);
+              continue;
+            }
+            if (seen.has(i)) continue;
+            seen.add(i);
+            const taskId = `${jobId}.${i}`;
+            if (raw.ok) ready.push({ taskId, index: i, ok: true, result: raw.r as Result });
+            else
+              failures.set(i, {
+                taskId,
+                index: i,
+                ok: false,
+                error: raw.e ?? "failed",
+                dead: raw.dead === true,
+              });
+          }
+          caughtUp = pending === 0;
+          wake?.();
+        },
+        signal,
+        () => {
+          caughtUp = true;
+          wake?.();
+        },
+      ),
+    AbortSignal.any([ac.signal, core.stopping]),
+    { name: "results-reader", log: core.logger },
+  );
+  const onChange = actor.subscribe({ next: () => wake?.(), complete: () => wake?.() });
+  let yielded = 0;
+  try {
+    for (;;) {
+      while (ready.length > 0) {
+        yielded++;
+        yield ready.shift()!;
+      }
+      const c = actor.getSnapshot().context;
+      const over = isRecorded(actor) || actor.getSnapshot().status === "stopped";
+      if (over && caughtUp) {
+        for (const failure of [...failures.values()].sort((a, b) => a.index - b.index)) {
+          yielded++;
+          yield failure;
+        }
+        failures.clear();
+        if (yielded >= c.done + c.failed + c.dead || !isRecorded(actor)) return;
+      }
+      if (core.stopping.aborted) return;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+      wake = undefined;
+    }
+  } finally {
+    onChange.unsubscribe();
+    ac.abort();
+    await loop;
+  }
+}
+
+export const makeHandle = (core: RuntimeCore, broker: NatsJobBroker, actor: Actor<JobMachine>): JobHandle => {
+  const { jobId, queue } = actor.getSnapshot().context;
+  return {
+    id: jobId,
+    queue,
+    actor,
+    snapshot: () => snapshotOf(actor),
+    subscribe: (listener) => throttledSubscribe(actor, listener),
+    done: () => whenRecorded(actor),
+    cancel: async (reason) => {
+      actor.send({ type: "job.cancel", reason });
+      return whenRecorded(actor);
+    },
+    results: () => readAllResults(core, broker, actor),
+  };
+};
