@@ -75,6 +75,7 @@ export const startJobActor = (
         if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
         const ac = new AbortController();
         let nextSeq = 1;
+        const backlog: ResultEntry[] = [];
         void superviseLoop(
           core.connection,
           (nc, loopSignal) =>
@@ -82,10 +83,14 @@ export const startJobActor = (
               nc,
               jobId,
               nextSeq,
-              (data, seq) => {
+              (data, seq, pending) => {
                 nextSeq = seq + 1;
                 const entries = parseEntries(data);
-                if (entries) sendBack({ type: "results.received", entries, at: Date.now() });
+                if (entries) backlog.push(...entries);
+                // While replaying, hand over everything read so far in one event once caught
+                // up: a redrive marker must be counted before the job decides it is over.
+                if (pending > 0 || backlog.length === 0) return;
+                sendBack({ type: "results.received", entries: backlog.splice(0), at: Date.now() });
               },
               loopSignal,
             ),

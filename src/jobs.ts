@@ -133,27 +133,30 @@ export class Jobs {
         field: "taskIds",
       });
     }
-    const now = Date.now();
-    const reopened = await updateRecordWith(this.#broker, id, (r) => {
-      const { reason: _reason, finishedAt: _finished, ...rest } = r;
-      return {
-        ...rest,
-        status: isFinal(r.status) ? "running" : r.status,
-        counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
-        updatedAt: now,
-      };
-    });
-    if (!reopened) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
+    const found = await this.#broker.getRecord(id);
+    if (!found) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
+    const { record } = found;
     const nonce = randomUUID().slice(0, 8);
-    await this.#broker.createConsumer(reopened.queue, id, reopened.settings);
-    // The marker first: whoever counts reads "forget the dead answer" before the new one.
+    // Consumer, marker and tasks first, the record last: workers follow a job once its
+    // record says running, and must then find its consumer.
+    await this.#broker.createConsumer(record.queue, id, record.settings);
+    // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
     await this.#broker.publishResults(
       id,
       JSON.stringify(chosen.map((l) => ({ i: l.index, redrive: true }))),
       `redrive.${id}.${nonce}`,
     );
     const bodies = chosen.map((l) => `{"i":${l.index},"p":${JSON.stringify(l.payload ?? null)}}`);
-    await this.#broker.publishTasks({ ...reopened, submitId: `r${nonce}` }, bodies, this.#core.stopping);
+    await this.#broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, this.#core.stopping);
+    await updateRecordWith(this.#broker, id, (r) => {
+      const { reason: _reason, finishedAt: _finished, ...rest } = r;
+      return {
+        ...rest,
+        status: isFinal(r.status) ? "running" : r.status,
+        counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
+        updatedAt: Date.now(),
+      };
+    });
     await this.#deadLetters.remove(chosen.map((l) => l.seq));
     this.#log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
     const handle = await this.get(id);

@@ -1,0 +1,104 @@
+import { isFinal, type JobRecord, SubmitPhase } from "../../effects/job-record.ts";
+import type { RuntimeCore } from "../../runtime.ts";
+import type { NatsJobBroker } from "./job-broker.ts";
+import type { NatsJobLeases } from "./job-leases.ts";
+
+export interface CleanupOptions {
+  /** Only report what would be removed (default false). */
+  readonly dryRun?: boolean;
+  /** Finished jobs older than this lose their record, results and dead letters (default: the runtime's retention). */
+  readonly retentionMs?: number;
+}
+
+export interface CleanupReport {
+  readonly dryRun: boolean;
+  /** Job consumers of finished or unknown jobs. */
+  readonly consumersDeleted: string[];
+  /** Task subjects of finished or unknown jobs that still held messages. */
+  readonly tasksPurged: string[];
+  /** Finished jobs past the retention period: record, results and dead letters removed. */
+  readonly recordsRemoved: string[];
+  /** Results subjects of jobs that have no record any more. */
+  readonly resultsPurged: string[];
+  /** Supervision leases of finished or unknown jobs. */
+  readonly leasesRemoved: string[];
+}
+
+const lastToken = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1);
+
+/**
+ * Removes what finished jobs and crashed runs leave behind: consumers and
+ * task messages of jobs that are over (or have no record), and — after the
+ * retention period — the records, results and dead letters of finished jobs.
+ * A submit still in progress (`submitting`) is never touched: that is the
+ * reaper's.
+ */
+export const cleanupJobs = async (
+  core: RuntimeCore,
+  broker: NatsJobBroker,
+  leases: NatsJobLeases,
+  options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
+): Promise<CleanupReport> => {
+  const dryRun = options.dryRun ?? false;
+  const now = options.now ?? Date.now();
+  const n = broker.names;
+  const records = new Map<string, JobRecord>((await broker.listRecords()).map((r) => [r.id, r]));
+  const over = (id: string) => {
+    const record = records.get(id);
+    return !record || (isFinal(record.status) && record.phase !== SubmitPhase.submitting);
+  };
+  const expired = [...records.values()].filter(
+    (r) =>
+      isFinal(r.status) &&
+      r.phase !== SubmitPhase.submitting &&
+      (r.finishedAt ?? r.updatedAt) + options.retentionMs <= now,
+  );
+  const report: CleanupReport = {
+    dryRun,
+    consumersDeleted: [],
+    tasksPurged: [],
+    recordsRemoved: expired.map((r) => r.id),
+    resultsPurged: [],
+    leasesRemoved: [],
+  };
+
+  await core.run("cleanup", async (nc) => {
+    const { jsm } = await broker.handles(nc);
+    for await (const consumer of jsm.consumers.list(n.tasksStream)) {
+      if (over(consumer.name)) report.consumersDeleted.push(consumer.name);
+    }
+    const tasks = await jsm.streams.info(n.tasksStream, {
+      subjects_filter: `${core.options.prefix}.tasks.>`,
+    });
+    for (const [subject, count] of Object.entries(tasks.state.subjects ?? {})) {
+      if (count > 0 && over(lastToken(subject))) report.tasksPurged.push(subject);
+    }
+    const results = await jsm.streams.info(n.resultsStream, {
+      subjects_filter: `${core.options.prefix}.results.>`,
+    });
+    for (const subject of Object.keys(results.state.subjects ?? {})) {
+      const id = lastToken(subject);
+      if (!records.has(id) || report.recordsRemoved.includes(id)) report.resultsPurged.push(subject);
+    }
+    if (dryRun) return;
+    for (const name of report.consumersDeleted)
+      await jsm.consumers.delete(n.tasksStream, name).catch(() => undefined);
+    for (const subject of report.tasksPurged) await jsm.streams.purge(n.tasksStream, { filter: subject });
+    for (const subject of report.resultsPurged) await jsm.streams.purge(n.resultsStream, { filter: subject });
+    for (const record of expired) {
+      await jsm.streams.purge(n.deadStream, { filter: n.deadSubject(record.id) }).catch(() => undefined);
+    }
+  });
+
+  for (const { jobId } of await leases.list()) {
+    if (over(jobId) || report.recordsRemoved.includes(jobId)) report.leasesRemoved.push(jobId);
+  }
+  if (!dryRun) {
+    for (const jobId of report.leasesRemoved) await leases.remove(jobId);
+    for (const record of expired) {
+      const found = await broker.getRecord(record.id);
+      if (found) await broker.deleteRecord(record.id, found.revision).catch(() => undefined);
+    }
+  }
+  return report;
+};
