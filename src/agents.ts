@@ -5,10 +5,9 @@ import {
   initialAgentRecord,
   type SkipEntry,
   type SwitchSummary,
-  UnknownAgent,
 } from "./effects/agent-store.ts";
 import { activeSkips, decide, describeFailure, eligibleTargets, isStale } from "./effects/choose-target.ts";
-import { InvalidArgument, RevisionConflict, RuntimeStopped } from "./errors.ts";
+import { InvalidArgument, RevisionConflict, RuntimeStopped, UnknownAgent } from "./errors.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import {
   type AgentLockState,
@@ -17,7 +16,7 @@ import {
   type FailureOutcome,
 } from "./machines/agent-lock.machine.ts";
 
-export { TargetUnavailable, UnknownAgent } from "./effects/agent-store.ts";
+export { TargetUnavailable, UnknownAgent } from "./errors.ts";
 export type { FailureOutcome } from "./machines/agent-lock.machine.ts";
 
 /** Two hours: long enough for a provider outage to clear, short enough to come back on its own. */
@@ -79,6 +78,9 @@ export interface AgentRegistry {
   subscribe(listener: (state: AgentState) => void): () => void;
   stop(): Promise<void>;
 }
+
+/** The registry as `rt.agents`: the runtime stops it with itself. */
+export type Agents = Omit<AgentRegistry, "stop">;
 
 interface Waiter {
   readonly reason: string;

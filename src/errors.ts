@@ -73,13 +73,40 @@ export class RuntimeStopped extends Data.TaggedError("RuntimeStopped")<{
   readonly retry: RetryDecision = Retry.permanent;
 }
 
+/** `reportFailure` (or a worker's `agent` option) named an agent the runtime does not know. */
+export class UnknownAgent extends Data.TaggedError("UnknownAgent")<{
+  readonly message: string;
+  readonly agentId: string;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
+/**
+ * A task could not run because its agent's upstream target is down. Transient:
+ * a worker bound to the agent reports it to the agent's lock and retries the
+ * task at once on the new target.
+ */
+export class TargetUnavailable extends Data.TaggedError("TargetUnavailable")<{
+  readonly message: string;
+  readonly agentId: string;
+  readonly target: string;
+}> {
+  readonly retry: RetryDecision = Retry.transient;
+}
+
 export type BrokerError =
   | ConnectionUnavailable
   | OperationTimeout
   | TransientBrokerError
   | PermanentBrokerError;
 
-export type JetstateError = BrokerError | RevisionConflict | InvalidArgument | RuntimeStopped;
+export type JetstateError =
+  | BrokerError
+  | RevisionConflict
+  | InvalidArgument
+  | RuntimeStopped
+  | UnknownAgent
+  | TargetUnavailable;
 
 export const isTransient = (error: unknown): boolean =>
   typeof error === "object" && error !== null && (error as { retry?: unknown }).retry === Retry.transient;

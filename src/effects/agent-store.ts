@@ -1,5 +1,4 @@
-import { Data } from "effect";
-import { PermanentBrokerError, Retry, type RetryDecision, RevisionConflict } from "../errors.ts";
+import { PermanentBrokerError, RevisionConflict } from "../errors.ts";
 
 /**
  * The persisted state of one agent: which upstream target it is bound to and
@@ -52,25 +51,8 @@ export interface AgentStore {
   update(agentId: string, record: AgentRecord, revision: number): Promise<number>;
 }
 
-/** `reportFailure` or the lock named an agent this registry does not know. */
-export class UnknownAgent extends Data.TaggedError("UnknownAgent")<{
-  readonly message: string;
-  readonly agentId: string;
-}> {
-  readonly retry: RetryDecision = Retry.permanent;
-}
-
-/**
- * A task could not run because its agent's upstream target is down. Transient:
- * the worker reports it to the agent's lock and retries on the new target.
- */
-export class TargetUnavailable extends Data.TaggedError("TargetUnavailable")<{
-  readonly message: string;
-  readonly agentId: string;
-  readonly target: string;
-}> {
-  readonly retry: RetryDecision = Retry.transient;
-}
+// The agents' errors live with the others; re-exported for existing importers.
+export { TargetUnavailable, UnknownAgent } from "../errors.ts";
 
 export const initialAgentRecord = (current: string): AgentRecord => ({
   v: AGENT_RECORD_VERSION,

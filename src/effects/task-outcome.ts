@@ -1,4 +1,4 @@
-import { Retry } from "../errors.ts";
+import { Retry, type TargetUnavailable } from "../errors.ts";
 
 /**
  * Throw this from a handler when retrying can never help (a broken image
@@ -19,7 +19,14 @@ export type TaskOutcome =
   /** Store an error result marked dead, then term: the last delivery failed too. */
   | { readonly kind: "dead"; readonly error: string }
   /** Release for a later attempt after `delayMs`. */
-  | { readonly kind: "nak"; readonly delayMs: number; readonly error: string };
+  | { readonly kind: "nak"; readonly delayMs: number; readonly error: string }
+  /**
+   * The bound agent's target is down: report it to the agent's lock, then
+   * release at once if the agent moved on (the retry runs on the new target),
+   * else after `delayMs` like any retry. Counted failed nowhere, but it is a
+   * delivery to JetStream, so it counts towards `maxDeliver`.
+   */
+  | { readonly kind: "failover"; readonly agentId: string; readonly delayMs: number; readonly error: string };
 
 export interface OutcomeContext {
   /** This delivery's number, from 1. */
@@ -28,14 +35,21 @@ export interface OutcomeContext {
   readonly backoffMs: readonly number[];
   /** The user's own "never retry this" predicate, on top of `PermanentError`. */
   readonly isPermanent?: (error: unknown) => boolean;
+  /** The agent the worker is bound to: its `TargetUnavailable` errors fail over instead of backing off. */
+  readonly agentId?: string;
 }
 
 const text = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
+// By tag, like the agent lock: the tag is the contract, whichever module copy built the error.
+const isTargetUnavailable = (error: unknown): error is TargetUnavailable =>
+  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "TargetUnavailable";
+
 /**
- * The one mapper from a handler's error to ack / nak(delay) / term: the
- * error's type carries its retry decision (`retry: "permanent"`), so
- * nothing parses messages.
+ * The one mapper from a handler's error to ack / nak(delay) / term /
+ * failover: the error's type carries its retry decision (`retry:
+ * "permanent"`, `TargetUnavailable`), so nothing parses messages. The last
+ * delivery is dead whatever the error: JetStream will not deliver it again.
  */
 export const decideOutcome = (error: unknown, context: OutcomeContext): TaskOutcome => {
   if (error === undefined) return { kind: "ack" };
@@ -50,5 +64,9 @@ export const decideOutcome = (error: unknown, context: OutcomeContext): TaskOutc
   }
   const delays = context.backoffMs;
   const delayMs = delays[Math.min(context.attempt - 1, delays.length - 1)] ?? 0;
+  // Only for the bound agent: an error naming another agent is an ordinary transient one.
+  if (context.agentId !== undefined && isTargetUnavailable(error) && error.agentId === context.agentId) {
+    return { kind: "failover", agentId: context.agentId, delayMs, error: text(error) };
+  }
   return { kind: "nak", delayMs, error: text(error) };
 };

@@ -8,6 +8,7 @@ import {
   type StoredAgent,
 } from "../../effects/agent-store.ts";
 import { InvalidArgument, RevisionConflict } from "../../errors.ts";
+import type { RuntimeCore } from "../../runtime.ts";
 import { classifyNatsError } from "./classify-error.ts";
 
 /**
@@ -74,6 +75,56 @@ export const kvAgentStore = (kv: KV): AgentStore => ({
     ),
 });
 
+/** The runtime's agents bucket: `jetstate_agents` under the default prefix. */
+export const agentsBucketFor = (prefix: string): string => `${prefix}_agents`;
+
 /** Opens (creating if needed) the agents bucket; history 1 because only the latest record matters. */
-export const openAgentBucket = (nc: NatsConnection): Promise<KV> =>
-  new Kvm(nc).create(AGENTS_BUCKET, { history: 1 });
+export const openAgentBucket = (nc: NatsConnection, bucket: string = AGENTS_BUCKET): Promise<KV> =>
+  new Kvm(nc).create(bucket, { history: 1 });
+
+const sameRecord = (a: AgentRecord, b: AgentRecord): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * The agent store over the runtime's one supervised connection. Every call
+ * runs through `core.run`: it waits for `connected`, has a deadline and
+ * retries transient errors (a `RevisionConflict` is permanent, so the lock
+ * re-reads and re-decides instead). The bucket is opened once per client, and
+ * again for the next client after a reconnect gave up.
+ */
+export const supervisedAgentStore = (
+  core: RuntimeCore,
+  bucket = agentsBucketFor(core.options.prefix),
+): AgentStore => {
+  const stores = new WeakMap<NatsConnection, Promise<AgentStore>>();
+  const storeFor = (nc: NatsConnection): Promise<AgentStore> => {
+    let store = stores.get(nc);
+    if (!store) {
+      store = openAgentBucket(nc, bucket).then(kvAgentStore);
+      store.catch(() => stores.delete(nc));
+      stores.set(nc, store);
+    }
+    return store;
+  };
+  const run = <A>(name: string, op: (store: AgentStore) => Promise<A>): Promise<A> =>
+    core.run(name, async (nc) => op(await storeFor(nc)));
+  return {
+    read: (agentId) => run("agents.read", (store) => store.read(agentId)),
+    create: (agentId, record) => run("agents.create", (store) => store.create(agentId, record)),
+    update: (agentId, record, revision) => {
+      let attempts = 0;
+      return run("agents.update", async (store) => {
+        attempts += 1;
+        try {
+          return await store.update(agentId, record, revision);
+        } catch (error) {
+          // A retry after an unknown outcome (timeout, lost connection) can lose the CAS to our
+          // own first write: that write stands, or the switch would go unannounced as "stale".
+          if (attempts === 1 || !(error instanceof RevisionConflict)) throw error;
+          const stored = await store.read(agentId);
+          if (stored === undefined || !sameRecord(stored.record, record)) throw error;
+          return stored.revision;
+        }
+      });
+    },
+  };
+};
