@@ -2,7 +2,16 @@
  * jetstate's public API: nothing else is exported. See docs/architecture.md.
  */
 
+export type {
+  AgentOptions,
+  AgentState,
+  Agents,
+  FailureOutcome,
+  FailureReport,
+  SwitchNotice,
+} from "./agents.ts";
 export type { ConnectionHandle, ConnectionView } from "./connection.ts";
+export type { SkipEntry, SwitchSummary } from "./effects/agent-store.ts";
 export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./effects/job-record.ts";
 export type { SubmitRequest } from "./effects/plan-submit.ts";
 export { PermanentError } from "./effects/task-outcome.ts";
@@ -17,7 +26,9 @@ export {
   type RetryDecision,
   RevisionConflict,
   RuntimeStopped,
+  TargetUnavailable,
   TransientBrokerError,
+  UnknownAgent,
 } from "./errors.ts";
 export { createHttpApi, type HttpApi, type HttpApiOptions } from "./http.ts";
 export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./jobs.ts";

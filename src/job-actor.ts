@@ -6,7 +6,7 @@ import { finalizeJob, recordProgress } from "./effects/finalize-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
 import { type SubmitHooks, submitJob } from "./effects/submit-job.ts";
 import { sleep, superviseLoop } from "./effects/supervise-loop.ts";
-import { isRecorded, snapshotOf } from "./job-handle.ts";
+import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import { type JobMachine, jobMachine, type ResultEntry } from "./machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime.ts";
@@ -51,6 +51,8 @@ export const startJobActor = (
   bodies?: readonly string[],
 ): StartedJobActor => {
   const { core, broker, leases, leaseMs } = deps;
+  // `jobs.takeOver: false`: this runtime never supervises a job it did not submit; it only watches.
+  const takeOver = core.options.jobs.takeOver;
   const jobId = record.id;
   const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
   const stopping = new AbortController();
@@ -70,12 +72,15 @@ export const startJobActor = (
           ...(deps.submitHooks ? { hooks: deps.submitHooks } : {}),
         });
         if (outcome.kind === "existing") log.info("idempotency key matched an existing job");
+        return Date.now(); // committed: the job's rate and stall clocks start here
       }),
       feed: fromCallback(({ sendBack }) => {
         if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
         const ac = new AbortController();
         let nextSeq = 1;
         const backlog: ResultEntry[] = [];
+        // A resumed job's first batch is what was answered before this actor: not a rate sample.
+        let replay = resumeFrom !== undefined;
         void superviseLoop(
           core.connection,
           (nc, loopSignal) =>
@@ -90,7 +95,13 @@ export const startJobActor = (
                 // While replaying, hand over everything read so far in one event once caught
                 // up: a redrive marker must be counted before the job decides it is over.
                 if (pending > 0 || backlog.length === 0) return;
-                sendBack({ type: "results.received", entries: backlog.splice(0), at: Date.now() });
+                sendBack({
+                  type: "results.received",
+                  entries: backlog.splice(0),
+                  at: Date.now(),
+                  ...(replay ? { replay } : {}),
+                });
+                replay = false;
               },
               loopSignal,
             ),
@@ -108,7 +119,7 @@ export const startJobActor = (
         while (!leases.holds(jobId) && !signal.aborted) {
           const found = await broker.getRecord(jobId).catch(() => undefined);
           if (found && isFinal(found.record.status)) return;
-          if (await leases.acquire(jobId, leaseMs).catch(() => false)) break;
+          if (takeOver && (await leases.acquire(jobId, leaseMs).catch(() => false))) break;
           await sleep(Math.min(500, leaseMs / 4), signal);
         }
         await finalizeJob(broker, input, Date.now);
@@ -130,20 +141,33 @@ export const startJobActor = (
     ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
   });
 
-  // The lease: renewed while held; taken over by this watcher when it runs out.
+  // The lease: renewed while held; taken over by this watcher when it runs out (unless
+  // `takeOver` is off).
+  let supervised = false;
+  let renewing = false;
   const leaseTimer = setInterval(
     () => {
-      if (isFinal(snapshotOf(actor).status)) return;
+      // One step at a time: two renewals in flight with the same revision, the second loses
+      // its compare-and-set to the first and this runtime would think it lost the lease.
+      if (renewing || isFinal(snapshotOf(actor).status)) return;
       const held = leases.holds(jobId);
+      if (!held && !supervised && !takeOver) return;
+      renewing = true;
       const step = held ? leases.renew(jobId, leaseMs) : leases.acquire(jobId, leaseMs);
-      step.then(
-        (ok) => {
-          if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
-          if (!held && ok)
-            log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
-        },
-        (error) => log.debug({ err: error }, "lease renewal failed"),
-      );
+      step
+        .then(
+          (ok) => {
+            if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
+            if (!held && ok && !supervised)
+              log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
+            if (ok) supervised = true;
+            else if (held) supervised = false;
+          },
+          (error) => log.debug({ err: error }, "lease renewal failed"),
+        )
+        .finally(() => {
+          renewing = false;
+        });
     },
     Math.max(20, Math.floor(leaseMs / 3)),
   );
@@ -189,7 +213,7 @@ const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger
           },
           `job ${last ?? "new"} → ${s.status}`,
         );
-        if (s.status === "stalled") void logStall(broker, s.id, s.lastProgressAt, log);
+        if (s.status === "stalled") void logStall(broker, s, log);
         last = s.status;
         if (s.status !== "queuing" && !isFinal(s.status)) write();
       } else if (!timer && !isFinal(s.status) && snapshot.status === "active") {
@@ -202,15 +226,33 @@ const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger
   });
 };
 
-/** "No task picked up in X": how long, how many wait, how many a worker holds. */
-const logStall = async (broker: NatsJobBroker, jobId: string, lastProgressAt: number, log: Logger) => {
-  const counts = await broker.consumerCounts(jobId).catch(() => undefined);
-  const idleMs = Date.now() - lastProgressAt;
+/**
+ * "No task picked up in X": how long, how many tasks wait, how many a worker
+ * holds. The job's own count of tasks left is exact; the consumer's counts
+ * are not disjoint: nats-server 2.9 counts a released (nak'd) task both in
+ * `num_pending` (it rewinds) and in `num_ack_pending` until it is delivered
+ * again, so a stopped worker's released tasks would read as held. Held is
+ * therefore what is left beyond the pending ones, at most `num_ack_pending`.
+ */
+const logStall = async (broker: NatsJobBroker, s: JobSnapshot, log: Logger) => {
+  const counts = await broker.consumerCounts(s.id).catch(() => undefined);
+  const idleMs = Date.now() - s.lastProgressAt;
+  const left = s.total - s.done - s.failed - s.dead;
+  const idle = `job stalled: no task answered for ${formatDuration(idleMs)}`;
+  if (!counts) return log.warn({ idleMs, left }, idle);
+  const held = Math.max(0, Math.min(counts.held, left - counts.waiting));
+  const waiting = left - held;
   log.warn(
-    { idleMs, ...(counts ?? {}) },
-    counts
-      ? `job stalled: no task answered for ${Math.round(idleMs / 1000)} s; ${counts.waiting} tasks wait, ` +
-          `${counts.held} held by workers${counts.held > 0 ? " (a worker holds tasks but answers none)" : " (no worker is pulling)"}`
-      : `job stalled: no task answered for ${Math.round(idleMs / 1000)} s`,
+    { idleMs, left, waiting, held, redelivered: counts.redelivered },
+    `${idle}; ${waiting} tasks wait, ${held} held by workers` +
+      (held > 0 ? " (a worker holds tasks but answers none)" : " (no worker is pulling)"),
   );
 };
+
+/** 0.3 s, 42 s, 7 min: the stall threshold may be well under a second. */
+const formatDuration = (ms: number): string =>
+  ms < 10_000
+    ? `${(ms / 1000).toFixed(1)} s`
+    : ms < 120_000
+      ? `${Math.round(ms / 1000)} s`
+      : `${Math.round(ms / 60_000)} min`;

@@ -100,6 +100,18 @@ export const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
   });
 
 const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot) => void) => {
+  // A job already over: its actor stops (or has stopped) and will not emit again, so a
+  // subscriber that came late would never hear of the end. Hand it over once, asynchronously
+  // like every other update.
+  if (isRecorded(actor) || actor.getSnapshot().status !== "active") {
+    let cancelled = false;
+    queueMicrotask(() => {
+      if (!cancelled) listener(snapshotOf(actor));
+    });
+    return () => {
+      cancelled = true;
+    };
+  }
   const gap = 1000 / maxUpdatesPerSecond;
   let lastAt = 0;
   let lastKey = "";

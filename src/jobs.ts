@@ -102,6 +102,9 @@ export class Jobs {
     const found = await this.#broker.getRecord(id);
     if (!found) return undefined;
     if (found.record.phase === SubmitPhase.submitting) return undefined; // not committed: not a job yet
+    // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
+    const meanwhile = this.#jobs.get(id);
+    if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;
     const started = this.#start(found.record, found.record.status);
     this.#jobs.set(id, started);
     return (await started).handle as JobHandle<Result>;
@@ -204,14 +207,23 @@ export class Jobs {
 
   /** Jobs still running whose supervisor stopped renewing its lease: watch them here (the actor takes the lease). */
   async #adoptOrphans(): Promise<void> {
-    for (const record of await this.#broker.listRecords()) {
-      if (record.phase !== SubmitPhase.committed || isFinal(record.status) || this.#jobs.has(record.id))
+    for (const listed of await this.#broker.listRecords()) {
+      if (listed.phase !== SubmitPhase.committed || isFinal(listed.status) || this.#jobs.has(listed.id))
         continue;
-      if (await this.#deps.leases.acquire(record.id, this.#options.leaseMs)) {
-        this.#log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
-        const started = this.#start(record, record.status);
-        this.#jobs.set(record.id, started);
+      if (!(await this.#deps.leases.acquire(listed.id, this.#options.leaseMs))) continue;
+      // A `get` here may have started watching it meanwhile: that actor now holds the lease.
+      if (this.#jobs.has(listed.id)) continue;
+      // The list is older than the lease: a supervisor that finished (or a cancel) in between
+      // released the lease, and a job adopted from the stale record would be watched forever.
+      const found = await this.#broker.getRecord(listed.id).catch(() => undefined);
+      if (this.#jobs.has(listed.id)) continue;
+      if (!found || isFinal(found.record.status)) {
+        await this.#deps.leases.release(listed.id);
+        continue;
       }
+      const { record } = found;
+      this.#log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
+      this.#jobs.set(record.id, this.#start(record, record.status));
     }
   }
 

@@ -4,9 +4,13 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { classifyNatsError } from "./adapters/nats/classify-error.ts";
 import { NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
 import { NatsJobBroker } from "./adapters/nats/job-broker.ts";
+import { type CleanupOptions, type CleanupReport, cleanupJobs } from "./adapters/nats/job-cleanup.ts";
 import { NatsJobLeases } from "./adapters/nats/job-leases.ts";
+import { supervisedAgentStore } from "./adapters/nats/kv-agent-store.ts";
+import { type Agents, createAgentRegistry } from "./agents.ts";
 import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
 import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
+import { sleep } from "./effects/supervise-loop.ts";
 import { InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { Jobs } from "./jobs.ts";
@@ -42,6 +46,12 @@ export interface Runtime {
   readonly connection: ConnectionHandle;
   /** Submit, find and cancel jobs. */
   readonly jobs: Jobs;
+  /** Agents whose upstream target switches on failure, one lock per agent (KV compare-and-set across processes). */
+  readonly agents: Agents;
+  readonly admin: {
+    /** Removes what finished jobs and crashed runs left; `dryRun` only reports it. */
+    cleanup(options?: CleanupOptions): Promise<CleanupReport>;
+  };
   readonly workers: {
     start<Payload, Result>(options: WorkerOptions<Payload, Result>): Worker;
   };
@@ -102,6 +112,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
   const deadLetters = new NatsDeadLetters(core, broker, jobOptions.retentionMs);
   const leases = new NatsJobLeases(core, broker, `${core.options.name}.${randomUUID().slice(0, 8)}`);
   const jobs = new Jobs(core, broker, deadLetters, leases, jobOptions);
+  const agents = createAgentRegistry({ logger: core.logger, store: supervisedAgentStore(core) });
   const workers = new Set<Worker>();
   let stopped: Promise<void> | undefined;
   const runtime: Runtime = {
@@ -109,10 +120,20 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     logger: core.logger,
     connection: core.connection,
     jobs,
+    agents: {
+      register: agents.register,
+      reportFailure: agents.reportFailure,
+      get: agents.get,
+      subscribe: agents.subscribe,
+    },
+    admin: {
+      cleanup: (cleanupOptions = {}) =>
+        cleanupJobs(core, broker, leases, { retentionMs: jobOptions.retentionMs, ...cleanupOptions }),
+    },
     workers: {
       start: (workerOptions) => {
         if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });
-        const worker = startWorker(core, broker, deadLetters, workerOptions);
+        const worker = startWorker(core, broker, deadLetters, agents, workerOptions);
         workers.add(worker);
         return worker;
       },
@@ -121,6 +142,8 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       stopped ??= (async () => {
         // Workers first: they finish or release in-flight tasks and flush results.
         await Promise.allSettled([...workers].map((w) => w.stop()));
+        // After the workers: their last failures may still be reporting to the locks.
+        await agents.stop();
         await jobs.stop();
         await core.stop();
       })();
@@ -128,7 +151,24 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     },
   };
   runtimeParts.set(runtime, { core, broker, jobs });
+  if (jobOptions.cleanupIntervalMs > 0) void cleanupPeriodically(core, runtime, jobOptions.cleanupIntervalMs);
   return runtime;
+};
+
+/** Every runtime cleans up now and then; the operations are idempotent, so several may. */
+const cleanupPeriodically = async (core: RuntimeCore, runtime: Runtime, everyMs: number) => {
+  const log = childLogger(core.logger, { actor: "reaper" });
+  for (;;) {
+    await sleep(everyMs, core.stopping);
+    if (core.stopping.aborted) return;
+    try {
+      const report = await runtime.admin.cleanup();
+      const removed = Object.values(report).filter((v) => Array.isArray(v) && v.length > 0);
+      if (removed.length > 0) log.info({ ...report }, "cleaned up finished and abandoned jobs");
+    } catch (error) {
+      if (!core.stopping.aborted) log.debug({ err: error }, "cleanup pass failed");
+    }
+  }
 };
 
 /** What `createHttpApi(rt)` and other add-ons need of a runtime beyond its public face. */

@@ -15,7 +15,8 @@ import { withinTolerance } from "../effects/job-record.ts";
 export interface ResultEntry {
   /** Task index within the job. */
   readonly i: number;
-  readonly ok: boolean;
+  /** Absent on a redrive marker (`{ i, redrive: true }`, as `jobs.redrive` writes it). */
+  readonly ok?: boolean;
   /** Exhausted its deliveries (a dead letter), rather than failed permanently. */
   readonly dead?: boolean;
   /** The dead task was sent back to the workers: forget its answer. */
@@ -43,8 +44,9 @@ export interface JobContext {
   readonly stalledSince: number | null;
   /** Tasks answered per second, exponentially weighted (time constant 10 s). */
   readonly throughput: number;
-  readonly throughputAt: number;
-  /** Decayed sums behind `throughput`: tasks and milliseconds (unbiased from the first sample on). */
+  /** When the rate was last sampled; null until the first answer (the rate's clock starts there). */
+  readonly throughputAt: number | null;
+  /** Decayed sums behind `throughput`: tasks and milliseconds, from the first answer on (0 before it). */
   readonly rateTasks: number;
   readonly rateMs: number;
   readonly etaMs: number | null;
@@ -55,7 +57,17 @@ export interface JobContext {
 }
 
 export type JobEvent =
-  | { type: "results.received"; entries: readonly ResultEntry[]; at: number }
+  | {
+      type: "results.received";
+      entries: readonly ResultEntry[];
+      at: number;
+      /**
+       * Answers stored before this actor started (a takeover or a restart
+       * replaying the results): counted, but they say nothing about the rate,
+       * which would otherwise read as thousands of tasks in a millisecond.
+       */
+      replay?: boolean;
+    }
   | { type: "clock.tick"; now: number }
   | { type: "job.cancel"; reason: string };
 
@@ -126,7 +138,8 @@ export const jobMachine = setup({
     input: {} as JobInput,
   },
   actors: {
-    submit: fromPromise<void, { jobId: string }>(async () => {
+    /** Resolves with the commit time: tasks are visible to workers from then on. */
+    submit: fromPromise<number | undefined, { jobId: string }>(async () => {
       throw new Error("submit actor not provided");
     }),
     feed: fromCallback<JobEvent, { jobId: string; queue: string }>(() => undefined),
@@ -156,14 +169,29 @@ export const jobMachine = setup({
       if (event.type !== "results.received") return {};
       const fresh = countNew(context, event.entries);
       const n = fresh.added;
-      if (!fresh.changed) return { now: Math.max(context.now, event.at) };
-      if (n === 0) {
-        // Only redrives: answers forgotten, no progress made.
+      const now = Math.max(context.now, event.at);
+      if (!fresh.changed) return { now };
+      const left = remaining(context) - fresh.done - fresh.failed - fresh.dead;
+      const counts = {
+        answered: fresh.bits,
+        deadBits: fresh.deadBits,
+        done: context.done + fresh.done,
+        failed: context.failed + fresh.failed,
+        dead: context.dead + fresh.dead,
+        now,
+      };
+      // Only redrives: answers forgotten, no progress made.
+      if (n === 0) return counts;
+      // The rate is measured from the first answer on, not from the commit: until then the
+      // workers were finding the job and running their first tasks, a delay that does not
+      // come back and that made the early ETA far too long. A replay says nothing about
+      // the rate either. Both are counted and start the rate's clock.
+      if (event.replay || context.throughputAt === null) {
         return {
-          answered: fresh.bits,
-          deadBits: fresh.deadBits,
-          dead: context.dead + fresh.dead,
-          now: Math.max(context.now, event.at),
+          ...counts,
+          lastProgressAt: event.at,
+          throughputAt: event.at,
+          ...(left === 0 ? { etaMs: 0 } : {}),
         };
       }
       const dt = Math.max(1, event.at - context.throughputAt);
@@ -171,21 +199,26 @@ export const jobMachine = setup({
       const rateTasks = context.rateTasks * decay + n;
       const rateMs = context.rateMs * decay + dt;
       const throughput = (rateTasks * 1000) / rateMs;
-      const left = remaining(context) - fresh.done - fresh.failed - fresh.dead;
       return {
-        answered: fresh.bits,
-        deadBits: fresh.deadBits,
-        done: context.done + fresh.done,
-        failed: context.failed + fresh.failed,
-        dead: context.dead + fresh.dead,
+        ...counts,
         lastProgressAt: event.at,
         throughput,
         throughputAt: event.at,
         rateTasks,
         rateMs,
         etaMs: left === 0 ? 0 : throughput > 0 ? Math.round((left / throughput) * 1000) : null,
-        now: Math.max(context.now, event.at),
       };
+    }),
+    /**
+     * The stall clock starts when the tasks became visible, not when the actor
+     * was created: a submit that took longer than `stallAfterMs` (a big job)
+     * stalled the moment it committed.
+     */
+    markCommitted: assign(({ context, event }) => {
+      const output = (event as { output?: unknown }).output;
+      const at =
+        typeof output === "number" ? Math.max(output, context.lastProgressAt) : context.lastProgressAt;
+      return { lastProgressAt: at, now: Math.max(context.now, at) };
     }),
     tick: assign({ now: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now) }),
     markStalled: assign({
@@ -219,7 +252,7 @@ export const jobMachine = setup({
     lastProgressAt: input.now,
     stalledSince: null,
     throughput: 0,
-    throughputAt: input.now,
+    throughputAt: null,
     rateTasks: 0,
     rateMs: 0,
     etaMs: null,
@@ -255,7 +288,7 @@ export const jobMachine = setup({
             id: "submit",
             src: "submit",
             input: ({ context }) => ({ jobId: context.jobId }),
-            onDone: { target: "#job.running" },
+            onDone: { target: "#job.running", actions: "markCommitted" },
             onError: {
               target: "#job.failed",
               actions: assign({ reason: ({ event }) => `submit failed: ${errorText(event.error)}` }),

@@ -28,12 +28,15 @@ const settings: JobSettings = {
 const input: JobInput = { jobId: "j1", queue: "q", total: 3, settings, now: 0 };
 
 const ok = (i: number) => ({ i, ok: true });
+const died = (i: number) => ({ i, ok: false, dead: true });
+const redrive = (i: number) => ({ i, redrive: true });
 const events = [
   { type: "xstate.done.actor.submit" },
   { type: "xstate.error.actor.submit", error: new Error("publish refused") },
   { type: "results.received", entries: [ok(0)], at: 100 },
   { type: "results.received", entries: [ok(0)], at: 200 }, // a duplicate: counted once
   { type: "results.received", entries: [ok(1), { i: 2, ok: false }], at: 300 },
+  { type: "results.received", entries: [ok(1)], at: 350 },
   {
     type: "results.received",
     entries: [
@@ -42,6 +45,12 @@ const events = [
     ],
     at: 300,
   },
+  // The last task left exhausts its deliveries alone: a dead letter must still end the job.
+  { type: "results.received", entries: [died(2)], at: 400 },
+  // The dead task is redriven: its answer is forgotten (nothing happens unless it was dead).
+  { type: "results.received", entries: [redrive(2)], at: 450 },
+  // An answer after the stall ticks: progress that takes a stalled job back to running.
+  { type: "results.received", entries: [ok(2)], at: 6000 },
   { type: "clock.tick", now: 1500 }, // > stallAfterMs since the last progress at 0 or 100
   { type: "clock.tick", now: 5000 }, // stalled longer than stalledTimeoutMs
   { type: "job.cancel", reason: "user" },
@@ -66,7 +75,7 @@ const paths = getShortestPaths(jobMachine, {
 } as never);
 
 const idle = {
-  submit: fromPromise<void, { jobId: string }>(() => new Promise(() => undefined)),
+  submit: fromPromise<number | undefined, { jobId: string }>(() => new Promise(() => undefined)),
   finalize: fromPromise<void, FinalizeInput>(() => new Promise<void>(() => undefined)),
   feed: fromCallback<JobEvent, { jobId: string; queue: string }>(() => undefined),
   clock: fromCallback<JobEvent, { everyMs: number }>(() => undefined),
@@ -105,9 +114,112 @@ describe("job machine, model-based", () => {
         expect(c.failed + c.dead).toBeLessThanOrEqual(1);
       }
       if (top === "failed") expect(c.reason).toBeTruthy();
+      // Dead letters are counted in the bitmap they may be redriven from, and nowhere twice.
+      expect(c.dead).toBe(popcount(c.deadBits));
+      expect(c.done + c.failed + c.dead).toBe(popcount(c.answered));
+      // Never hangs: once every task is answered (dead ones included) the job is over.
+      if (c.done + c.failed + c.dead === c.total) expect(["succeeded", "failed"]).toContain(top);
       actor.stop();
     },
   );
+
+  it("stall transitions: running → stalled on every path, stalled → running on progress, → failed on timeout", () => {
+    const stalledPaths = paths.filter((p) => topState(p.state.value) === "stalled");
+    expect(stalledPaths.length).toBeGreaterThan(0);
+    let resumed = 0;
+    for (const path of stalledPaths) {
+      // Extend each path that ends stalled by an answer that arrives later: the job runs again
+      // (or ends, when that was its last task).
+      const actor = createActor(jobMachine.provide({ actors: idle }), { input }).start();
+      for (const step of path.steps.slice(1)) actor.send(step.event as JobEvent);
+      const open = [0, 1, 2].find((i) => !bit(actor.getSnapshot().context.answered, i));
+      expect(open).toBeDefined(); // stalled means tasks are left
+      actor.send({ type: "results.received", entries: [ok(open!)], at: 9000 });
+      const c = actor.getSnapshot().context;
+      const top = topState(actor.getSnapshot().value);
+      if (c.done + c.failed + c.dead < c.total) {
+        expect(top).toBe("running");
+        expect(c.stalledSince).toBeNull();
+        resumed++;
+      } else expect(["succeeded", "failed"]).toContain(top);
+      actor.stop();
+    }
+    expect(resumed).toBeGreaterThan(0);
+    const stalledFailed = paths.find((p) => p.state.context.reason?.startsWith("stalled: no progress"));
+    expect(stalledFailed, "a path failing by the stall timeout").toBeDefined();
+    expect(stalledFailed!.steps.map((s) => topState(s.state.value))).toContain("stalled");
+  });
+
+  it("a job whose last task died finishes by its tolerance instead of hanging", () => {
+    // Every step that answered the last open task with a dead letter ended the job at once.
+    let endedByDeath = 0;
+    for (const path of paths) {
+      path.steps.forEach((step, n) => {
+        const event = step.event as JobEvent;
+        if (event.type !== "results.received" || !event.entries.some((e) => e.dead)) return;
+        const before = n === 0 ? undefined : path.steps[n - 1]!.state;
+        const c = step.state.context;
+        if (!before || !["running", "stalled"].includes(topState(before.value)!)) return;
+        if (c.done + c.failed + c.dead !== c.total) return;
+        endedByDeath++;
+        const top = topState(step.state.value);
+        const within = c.failed + c.dead <= Math.floor(settings.maxFailures * c.total);
+        expect(top).toBe(within ? "succeeded" : "failed");
+        if (!within) expect(c.reason).toMatch(/tasks failed or died/);
+      });
+    }
+    expect(endedByDeath).toBeGreaterThan(0);
+    // Both ends are reached that way: one dead letter is tolerated, a dead and a failure are not.
+    const run = (...entries: Array<Array<Record<string, unknown>>>) => {
+      const actor = createActor(jobMachine.provide({ actors: idle }), { input }).start();
+      actor.send({ type: "xstate.done.actor.submit" } as unknown as JobEvent);
+      for (const [n, e] of entries.entries()) {
+        actor.send({ type: "results.received", entries: e as never, at: 100 + n });
+      }
+      const snapshot = actor.getSnapshot();
+      actor.stop();
+      return snapshot;
+    };
+    expect(run([ok(0), ok(1)], [died(2)]).value).toEqual({ succeeded: "recording" });
+    const failed = run([ok(0), { i: 1, ok: false }], [died(2)]);
+    expect(failed.value).toEqual({ failed: "recording" });
+    expect(failed.context).toMatchObject({ done: 1, failed: 1, dead: 1 });
+  });
+
+  it("a redrive after a dead answer reduces dead and lets the task be answered again", () => {
+    // On every generated path: a redrive marker forgets a dead answer, and only a dead one.
+    let redriven = 0;
+    for (const path of paths) {
+      path.steps.forEach((step, n) => {
+        const event = step.event as JobEvent;
+        if (event.type !== "results.received" || !event.entries.some((e) => e.redrive)) return;
+        const before = path.steps[n - 1]!.state.context;
+        const after = step.state.context;
+        if (!["running", "stalled"].includes(topState(path.steps[n - 1]!.state.value)!)) return;
+        if (bit(before.deadBits, 2)) {
+          redriven++;
+          expect(after.dead).toBe(before.dead - 1);
+          expect(bit(after.answered, 2)).toBe(false);
+          expect(bit(after.deadBits, 2)).toBe(false);
+        } else {
+          expect([after.done, after.failed, after.dead]).toEqual([before.done, before.failed, before.dead]);
+        }
+      });
+    }
+    expect(redriven).toBeGreaterThan(0);
+    // And replayed on a live actor: died, redriven, answered again → succeeded with no dead.
+    const actor = createActor(jobMachine.provide({ actors: idle }), { input }).start();
+    actor.send({ type: "xstate.done.actor.submit" } as unknown as JobEvent);
+    actor.send({ type: "results.received", entries: [ok(0), died(2)], at: 100 });
+    expect(actor.getSnapshot().context).toMatchObject({ done: 1, dead: 1 });
+    actor.send({ type: "results.received", entries: [redrive(2)], at: 200 });
+    expect(actor.getSnapshot().context).toMatchObject({ done: 1, dead: 0 });
+    expect(actor.getSnapshot().value).toBe("running");
+    actor.send({ type: "results.received", entries: [ok(1), ok(2)], at: 300 });
+    expect(actor.getSnapshot().value).toEqual({ succeeded: "recording" });
+    expect(actor.getSnapshot().context).toMatchObject({ done: 3, failed: 0, dead: 0 });
+    actor.stop();
+  });
 
   it("resumes a committed job in running, and a finished one in its recorded end", () => {
     for (const [resumeFrom, expected] of [
@@ -124,3 +236,54 @@ describe("job machine, model-based", () => {
     }
   });
 });
+
+describe("job machine: rate, ETA and the stall clock", () => {
+  const many: JobInput = { ...input, total: 1000, settings: { ...settings, stallAfterMs: 300 } };
+  const start = () => {
+    const actor = createActor(jobMachine.provide({ actors: idle }), { input: many }).start();
+    return actor;
+  };
+  const answers = (from: number, to: number) => Array.from({ length: to - from }, (_, n) => ok(from + n));
+
+  it("the stall clock starts at the commit, not when the actor was created", () => {
+    const actor = start();
+    // A submit that took longer than stallAfterMs: committed at 500.
+    actor.send({ type: "xstate.done.actor.submit", output: 500 } as unknown as JobEvent);
+    actor.send({ type: "clock.tick", now: 600 });
+    expect(actor.getSnapshot().value).toBe("running");
+    actor.send({ type: "clock.tick", now: 800 });
+    expect(actor.getSnapshot().value).toBe("stalled");
+    actor.stop();
+  });
+
+  it("measures the rate from the first answer on: a steady job's ETA is right at once", () => {
+    const actor = start();
+    actor.send({ type: "xstate.done.actor.submit", output: 0 } as unknown as JobEvent);
+    // Workers took 400 ms to find the job and finish their first tasks; then 100 tasks per 100 ms.
+    actor.send({ type: "results.received", entries: answers(0, 100), at: 400 });
+    expect(actor.getSnapshot().context.etaMs).toBeNull();
+    actor.send({ type: "results.received", entries: answers(100, 200), at: 500 });
+    // 800 left at 1000 tasks/s.
+    expect(actor.getSnapshot().context.etaMs).toBeCloseTo(800, -1);
+    actor.stop();
+  });
+
+  it("a replayed backlog is counted but is not a rate sample", () => {
+    const actor = createActor(jobMachine.provide({ actors: idle }), {
+      input: { ...many, now: 10_000, resumeFrom: "running" },
+    }).start();
+    actor.send({ type: "results.received", entries: answers(0, 600), at: 10_005, replay: true });
+    expect(actor.getSnapshot().context).toMatchObject({ done: 600, etaMs: null, throughput: 0 });
+    actor.send({ type: "results.received", entries: answers(600, 700), at: 10_105 });
+    // 100 tasks in 100 ms after the replay: 300 left at 1000/s, not ~0 from 700 in 105 ms.
+    expect(actor.getSnapshot().context.etaMs).toBeCloseTo(300, -1);
+    actor.stop();
+  });
+});
+
+const bit = (bits: Uint8Array, i: number) => (bits[i >> 3]! & (1 << (i & 7))) !== 0;
+const popcount = (bits: Uint8Array) => {
+  let n = 0;
+  for (const byte of bits) for (let b = byte; b; b >>= 1) n += b & 1;
+  return n;
+};

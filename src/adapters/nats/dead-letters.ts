@@ -7,26 +7,14 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { RuntimeCore } from "../../runtime.ts";
+import type { DeadLetter } from "../broker.ts";
+
+export type { DeadLetter } from "../broker.ts";
+
 import { ensureStream, isNotFound, type NatsJobBroker } from "./job-broker.ts";
 
 const nanos = (ms: number) => Math.round(ms * 1_000_000);
 const decoder = new TextDecoder();
-
-/** A task that exhausted its deliveries, kept with its payload so it can be redriven. */
-export interface DeadLetter {
-  readonly jobId: string;
-  readonly index: number;
-  readonly taskId: string;
-  /** The task's payload, as submitted. */
-  readonly payload: unknown;
-  readonly error: string;
-  readonly deliveries: number;
-  readonly at: number;
-  /** `worker`: the handler failed on the last delivery; `advisory`: nobody answered it (worker died, lease ran out). */
-  readonly source: "worker" | "advisory";
-  /** Sequence in the dead-letter stream (for removal on redrive). */
-  readonly seq: number;
-}
 
 interface MaxDeliveriesAdvisory {
   readonly stream: string;

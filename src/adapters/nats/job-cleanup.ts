@@ -1,28 +1,11 @@
 import { isFinal, type JobRecord, SubmitPhase } from "../../effects/job-record.ts";
 import type { RuntimeCore } from "../../runtime.ts";
+import type { CleanupOptions, CleanupReport } from "../broker.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
+
+export type { CleanupOptions, CleanupReport } from "../broker.ts";
+
 import type { NatsJobLeases } from "./job-leases.ts";
-
-export interface CleanupOptions {
-  /** Only report what would be removed (default false). */
-  readonly dryRun?: boolean;
-  /** Finished jobs older than this lose their record, results and dead letters (default: the runtime's retention). */
-  readonly retentionMs?: number;
-}
-
-export interface CleanupReport {
-  readonly dryRun: boolean;
-  /** Job consumers of finished or unknown jobs. */
-  readonly consumersDeleted: string[];
-  /** Task subjects of finished or unknown jobs that still held messages. */
-  readonly tasksPurged: string[];
-  /** Finished jobs past the retention period: record, results and dead letters removed. */
-  readonly recordsRemoved: string[];
-  /** Results subjects of jobs that have no record any more. */
-  readonly resultsPurged: string[];
-  /** Supervision leases of finished or unknown jobs. */
-  readonly leasesRemoved: string[];
-}
 
 const lastToken = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1);
 

@@ -21,8 +21,8 @@ export class NatsJobLeases {
   readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
   readonly #kv = new WeakMap<NatsConnection, Promise<KV>>();
-  /** Revision of each lease this runtime holds. */
-  readonly #held = new Map<string, number>();
+  /** Each lease this runtime wrote last: its revision and the `until` it wrote. */
+  readonly #held = new Map<string, { readonly revision: number; readonly until: number }>();
   readonly holder: string;
 
   constructor(core: RuntimeCore, broker: NatsJobBroker, holder: string) {
@@ -41,27 +41,35 @@ export class NatsJobLeases {
     return kv;
   }
 
-  holds(jobId: string): boolean {
-    return this.#held.has(jobId);
+  /**
+   * True while this runtime's last write of the lease has not run out. Not
+   * merely "wrote it once": a runtime whose renewals fail (cut off from NATS)
+   * must stop acting as the supervisor by the `until` another runtime reads,
+   * or both would supervise the job once that one takes over.
+   */
+  holds(jobId: string, now = Date.now()): boolean {
+    const held = this.#held.get(jobId);
+    return held !== undefined && held.until > now;
   }
 
   /** Takes the lease if free, expired or already ours; true when this runtime now holds it. */
   acquire(jobId: string, ttlMs: number, now = Date.now()): Promise<boolean> {
     return this.#core.run("lease.acquire", async (nc) => {
       const kv = await this.#bucket(nc);
-      const value = JSON.stringify({ v: 1, holder: this.holder, until: now + ttlMs } satisfies LeaseRecord);
+      const until = now + ttlMs;
+      const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       const entry = await kv.get(jobId);
       try {
         if (entry?.operation !== "PUT") {
           const revision = entry
             ? await kv.update(jobId, value, entry.revision)
             : await kv.create(jobId, value);
-          this.#held.set(jobId, revision);
+          this.#held.set(jobId, { revision, until });
           return true;
         }
         const lease = entry.json<LeaseRecord>();
         if (lease.holder !== this.holder && lease.until > now) return false;
-        this.#held.set(jobId, await kv.update(jobId, value, entry.revision));
+        this.#held.set(jobId, { revision: await kv.update(jobId, value, entry.revision), until });
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) return false; // another runtime won
@@ -72,13 +80,14 @@ export class NatsJobLeases {
 
   /** Extends a held lease; false (and no longer held) when another runtime took it. */
   renew(jobId: string, ttlMs: number, now = Date.now()): Promise<boolean> {
-    const revision = this.#held.get(jobId);
+    const revision = this.#held.get(jobId)?.revision;
     if (revision === undefined) return Promise.resolve(false);
     return this.#core.run("lease.renew", async (nc) => {
       const kv = await this.#bucket(nc);
-      const value = JSON.stringify({ v: 1, holder: this.holder, until: now + ttlMs } satisfies LeaseRecord);
+      const until = now + ttlMs;
+      const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#held.set(jobId, await kv.update(jobId, value, revision));
+        this.#held.set(jobId, { revision: await kv.update(jobId, value, revision), until });
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) {
@@ -92,7 +101,7 @@ export class NatsJobLeases {
 
   /** Gives the lease up (job finished, runtime stopping). */
   async release(jobId: string): Promise<void> {
-    const revision = this.#held.get(jobId);
+    const revision = this.#held.get(jobId)?.revision;
     this.#held.delete(jobId);
     if (revision === undefined) return;
     await this.#core

@@ -1,0 +1,109 @@
+/**
+ * jetstate end to end: one runtime (one connection) that submits a job of N
+ * tasks and runs native workers with a no-op handler (total concurrency 50 by
+ * default). Timed from just before `submit()` to `done()` resolving, so the
+ * atomic submit (record, publishes, consumer, commit), the workers (results
+ * batched, acks after their PubAck) and the job actor's supervision up to the
+ * final record are all inside.
+ *
+ * Task latency: (moment the handler saw the task) − (moment `submit()` was
+ * called). It includes the submit, during which no task is visible yet.
+ */
+import { pino } from "pino";
+import { createRuntime, type Runtime } from "../src/index.ts";
+import { cpuMicrosSince, percentiles, round, sleep } from "./lib/stats.ts";
+import { type BenchPayload, makePayloads, uniqueName } from "./lib/tasks.ts";
+import { perTask, phases, type RunOptions, type ThroughputRun } from "./lib/throughput.ts";
+
+export interface WorkerShape {
+  readonly workers: number;
+  /** Per worker; workers × concurrency is the total. */
+  readonly concurrency: number;
+}
+
+export const silent = pino({ level: "silent" });
+
+/** `createRuntime` of the source tree under test (another checkout's, to compare two in one process). */
+export type CreateRuntime = typeof createRuntime;
+
+/** A runtime on fresh streams (its own prefix), set up and connected before anything is timed. */
+export async function freshRuntime(
+  url: string,
+  kind: string,
+  rep: number | string,
+  create: CreateRuntime = createRuntime,
+): Promise<Runtime> {
+  const rt = await create({
+    servers: url,
+    logger: silent,
+    prefix: uniqueName(kind, rep),
+    name: `bench-${kind}`,
+  });
+  // Any broker call creates the streams and the bucket of this prefix.
+  await rt.jobs.list();
+  return rt;
+}
+
+export interface JetstateRunOptions extends RunOptions {
+  readonly shape: WorkerShape;
+  readonly createRuntime?: CreateRuntime;
+}
+
+export async function runJetstate(options: JetstateRunOptions): Promise<ThroughputRun> {
+  const { url, n, rep, shape, serverCpu, hooks = {} } = options;
+  const rt = await freshRuntime(url, "js", rep, options.createRuntime);
+  try {
+    const queue = uniqueName("q", rep);
+    const seenAt = new Float64Array(n).fill(-1);
+    let started = 0;
+    for (let w = 0; w < shape.workers; w++) {
+      rt.workers.start<BenchPayload, null>({
+        queue,
+        concurrency: shape.concurrency,
+        handler: (task) => {
+          if (seenAt[task.index]! < 0) seenAt[task.index] = performance.now() - started;
+          return null;
+        },
+      });
+    }
+    // Let the workers' record watches start: a job they learn of late would be timed as slow.
+    await sleep(200);
+    const tasks = makePayloads(n);
+
+    await hooks.started?.();
+    const cpu = process.cpuUsage();
+    const serverCpuStart = serverCpu?.();
+    started = performance.now();
+    const job = await rt.jobs.submit({ queue, tasks });
+    const committed = performance.now();
+    const submitCpu = cpuMicrosSince(cpu);
+    // Only the profiler hooks in here; without it nothing is awaited between submit and done.
+    if (hooks.committed) await hooks.committed();
+    const final = await job.done();
+    const ended = performance.now();
+    const seconds = (ended - started) / 1000;
+    const cpuMicros = cpuMicrosSince(cpu);
+    const serverMicros = serverCpuStart === undefined ? undefined : serverCpu!() - serverCpuStart;
+    await hooks.ended?.();
+
+    if (final.status !== "succeeded" || final.done !== n) {
+      throw new Error(`jetstate run ${rep}: job ended ${final.status} with ${final.done}/${n} done`);
+    }
+    const [p50, p99] = percentiles(seenAt, [50, 99]);
+    return {
+      kind: "jetstate",
+      rep,
+      n,
+      seconds: round(seconds, 3),
+      tasksPerSec: Math.round(n / seconds),
+      publishSeconds: round((committed - started) / 1000, 3),
+      cpuMicrosPerTask: round(cpuMicros / n, 1),
+      publishCpuMicrosPerTask: round(submitCpu / n, 1),
+      serverCpuMicrosPerTask: perTask(serverMicros, n),
+      latencyMs: { p50: round(p50!, 1), p99: round(p99!, 1) },
+      phasesMs: phases(seenAt, committed - started, ended - started),
+    };
+  } finally {
+    await rt.stop();
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * What the bench reads from its nats-server besides the harness' handle:
+ * /varz counters over plain HTTP, and the server's own CPU time (Linux
+ * /proc), so a run shows whether the client or the server was the limit.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import http from "node:http";
+import type { NatsServerHandle } from "../../test/harness/nats-server.ts";
+
+export const getJson = (url: string): Promise<Record<string, unknown>> =>
+  new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, headers: { connection: "close" } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      res.on("end", () => {
+        try {
+          resolve(JSON.parse(body) as Record<string, unknown>);
+        } catch (error) {
+          reject(error);
+        }
+      });
+      res.on("error", reject);
+    });
+    req.setTimeout(2000, () => req.destroy(new Error(`GET ${url}: timed out`)));
+    req.on("error", reject);
+  });
+
+/** `/varz`: `connections` (open now) and `total_connections` (accepted since start). */
+export const varzConnections = async (server: NatsServerHandle): Promise<{ open: number; total: number }> => {
+  const varz = await getJson(`${server.monitorUrl}/varz`);
+  return { open: Number(varz.connections), total: Number(varz.total_connections) };
+};
+
+/** The nats-server pid, from the ports file the harness asks it to write into its store dir. */
+const serverPid = (server: NatsServerHandle): number | undefined => {
+  try {
+    const file = readdirSync(server.storeDir).find((f) => /^nats-server_\d+\.ports$/.test(f));
+    return file ? Number(file.slice("nats-server_".length, -".ports".length)) : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+const ticksPerSecond = 100; // USER_HZ on Linux
+
+/** A function that returns the server's CPU time in µs so far; undefined off Linux or without a pid. */
+export const serverCpuClock = (server: NatsServerHandle): (() => number) | undefined => {
+  const pid = serverPid(server);
+  if (pid === undefined) return undefined;
+  const read = () => {
+    // Fields after the command name "(nats-server)": utime is the 14th field, stime the 15th.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) / ticksPerSecond) * 1_000_000;
+  };
+  try {
+    read();
+    return read;
+  } catch {
+    return undefined;
+  }
+};

@@ -1,0 +1,137 @@
+/** What one throughput run reports, for raw JetStream and for jetstate alike. */
+import { median, round } from "./stats.ts";
+
+export interface ThroughputRun {
+  readonly kind: "raw" | "raw-pipelined" | "jetstate";
+  readonly rep: number;
+  readonly n: number;
+  readonly seconds: number;
+  readonly tasksPerSec: number;
+  /** Time the publishes (raw) or the submit (jetstate) took, included in `seconds`. */
+  readonly publishSeconds: number;
+  /** Client CPU (user + system, whole process) per task, in microseconds. */
+  readonly cpuMicrosPerTask: number;
+  /** The part of it spent until the publishes / the submit ended. */
+  readonly publishCpuMicrosPerTask: number;
+  /** nats-server CPU per task in the same window, in microseconds (null where it cannot be read). */
+  readonly serverCpuMicrosPerTask: number | null;
+  /** Per task: the moment it was handed to the consumer / handler minus the start, ms. */
+  readonly latencyMs: { readonly p50: number; readonly p99: number };
+  /**
+   * Where the time went, ms: publish/submit; from its end to the first task
+   * seen; first to last task seen; last task seen to the end.
+   */
+  readonly phasesMs: {
+    readonly publish: number;
+    readonly toFirst: number;
+    readonly tasks: number;
+    readonly tail: number;
+  };
+}
+
+/** Splits a run's time into phases from the per-task "seen at" times (ms after the start, -1 = unseen). */
+export const phases = (
+  seenAt: Float64Array,
+  publishMs: number,
+  totalMs: number,
+): ThroughputRun["phasesMs"] => {
+  let first = Number.POSITIVE_INFINITY;
+  let last = 0;
+  for (const t of seenAt) {
+    if (t < 0) continue;
+    if (t < first) first = t;
+    if (t > last) last = t;
+  }
+  return {
+    publish: round(publishMs, 1),
+    toFirst: round(first - publishMs, 1),
+    tasks: round(last - first, 1),
+    tail: round(totalMs - last, 1),
+  };
+};
+
+/**
+ * For profile.ts: called at the phase boundaries of a run (before the start,
+ * after the publishes / the commit, after the end).
+ */
+export interface RunHooks {
+  readonly started?: () => void | Promise<void>;
+  readonly committed?: () => void | Promise<void>;
+  readonly ended?: () => void | Promise<void>;
+}
+
+/** What a throughput run needs; `serverCpu` and `hooks` are optional. */
+export interface RunOptions {
+  readonly url: string;
+  readonly n: number;
+  /** Repetition number, for names and the report (-1: warm-up). */
+  readonly rep: number;
+  readonly serverCpu?: CpuClock;
+  readonly hooks?: RunHooks;
+}
+
+/** Reads the server's CPU time in µs; see lib/server.ts. */
+export type CpuClock = (() => number) | undefined;
+
+export const perTask = (micros: number | undefined, n: number): number | null =>
+  micros === undefined ? null : round(micros / n, 1);
+
+export interface SideSummary {
+  readonly tasksPerSec: number;
+  readonly seconds: number;
+  readonly publishSeconds: number;
+  readonly cpuMicrosPerTask: number;
+  readonly publishCpuMicrosPerTask: number;
+  readonly serverCpuMicrosPerTask: number | null;
+  readonly latencyP50Ms: number;
+  readonly latencyP99Ms: number;
+}
+
+export interface RatioSummary {
+  /** jetstate tasks/s ÷ raw tasks/s, per repetition (raw and jetstate of the same round). */
+  readonly perRep: readonly number[];
+  readonly medianOfRatios: number;
+  /** median jetstate tasks/s ÷ median raw tasks/s. */
+  readonly ratioOfMedians: number;
+  readonly target: number;
+  readonly met: boolean;
+}
+
+const medianOf = (
+  runs: readonly ThroughputRun[],
+  pick: (run: ThroughputRun) => number | null,
+): number | null => {
+  const values = runs.map(pick).filter((v): v is number => v !== null);
+  return values.length === 0 ? null : median(values);
+};
+
+/** Medians of every figure across the repetitions of one side. */
+export const summarise = (runs: readonly ThroughputRun[]): SideSummary => ({
+  tasksPerSec: Math.round(medianOf(runs, (r) => r.tasksPerSec)!),
+  seconds: round(medianOf(runs, (r) => r.seconds)!, 3),
+  publishSeconds: round(medianOf(runs, (r) => r.publishSeconds)!, 3),
+  cpuMicrosPerTask: round(medianOf(runs, (r) => r.cpuMicrosPerTask)!, 1),
+  publishCpuMicrosPerTask: round(medianOf(runs, (r) => r.publishCpuMicrosPerTask)!, 1),
+  serverCpuMicrosPerTask: ((v) => (v === null ? null : round(v, 1)))(
+    medianOf(runs, (r) => r.serverCpuMicrosPerTask),
+  ),
+  latencyP50Ms: round(medianOf(runs, (r) => r.latencyMs.p50)!, 1),
+  latencyP99Ms: round(medianOf(runs, (r) => r.latencyMs.p99)!, 1),
+});
+
+export const ratios = (
+  raw: readonly ThroughputRun[],
+  jetstate: readonly ThroughputRun[],
+  target: number,
+): RatioSummary => {
+  const perRep = jetstate.map((j, k) => round(j.tasksPerSec / raw[k]!.tasksPerSec, 3));
+  const medianOfRatios = round(median(perRep), 3);
+  const ratioOfMedians = round(summarise(jetstate).tasksPerSec / summarise(raw).tasksPerSec, 3);
+  return {
+    perRep,
+    medianOfRatios,
+    ratioOfMedians,
+    target,
+    met: Math.min(medianOfRatios, ratioOfMedians) >= target,
+  };
+};

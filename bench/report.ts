@@ -1,0 +1,195 @@
+/**
+ * The bench's output: one JSON document and one markdown page per run in
+ * bench/results/ (`<timestamp>.json`, `<timestamp>.md`, and `latest.md`), so
+ * runs can be compared by diffing or by reading the JSON.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { ConnectionsResult } from "./connections.ts";
+import { mib } from "./lib/stats.ts";
+import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.ts";
+import type { SubmitLatency } from "./submit-latency.ts";
+
+export interface BenchDocument {
+  readonly version: 1;
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly machine: {
+    readonly node: string;
+    readonly platform: string;
+    readonly cpus: number;
+    readonly cpuModel: string;
+    readonly natsServer: string;
+    readonly git: string | null;
+  };
+  readonly config: {
+    readonly n: number;
+    readonly reps: number;
+    readonly taskBodyBytes: number;
+    readonly workers: number;
+    readonly concurrencyPerWorker: number;
+    readonly sections: readonly string[];
+  };
+  readonly throughput?: {
+    readonly runs: readonly ThroughputRun[];
+    readonly raw: SideSummary;
+    readonly jetstate: SideSummary;
+    /** Raw JetStream published with jetstate's technique instead of js.publish(). */
+    readonly rawPipelined: SideSummary;
+    /** jetstate ÷ raw: the target. */
+    readonly ratio: RatioSummary;
+    /** jetstate ÷ raw with jetstate's publish technique: for comparison. */
+    readonly ratioToPipelined: RatioSummary;
+  };
+  readonly connections?: ConnectionsResult;
+  readonly submitLatency?: readonly SubmitLatency[];
+  readonly memory?: { readonly job100k?: unknown; readonly idleJobs?: unknown };
+  readonly notes: readonly string[];
+}
+
+const resultsDir = fileURLToPath(new URL("./results/", import.meta.url));
+
+/** `2026-11-25T15-27-12Z`: an ISO timestamp without the colons some file systems refuse. */
+export const fileStamp = (iso: string): string => iso.replace(/\.\d+Z$/, "Z").replaceAll(":", "-");
+
+export function writeResults(doc: BenchDocument): { json: string; md: string } {
+  mkdirSync(resultsDir, { recursive: true });
+  const stamp = fileStamp(doc.startedAt);
+  const json = `${resultsDir}${stamp}.json`;
+  const md = `${resultsDir}${stamp}.md`;
+  const page = markdown(doc);
+  writeFileSync(json, `${JSON.stringify(doc, null, 2)}\n`);
+  writeFileSync(md, page);
+  writeFileSync(`${resultsDir}latest.md`, page);
+  return { json, md };
+}
+
+const cell = (v: number | null | undefined): string => (v === null || v === undefined ? "–" : String(v));
+
+interface MemoryUsage {
+  rss: number;
+  heapUsed: number;
+}
+
+export function markdown(doc: BenchDocument): string {
+  const lines: string[] = [];
+  const { machine: m, config: c } = doc;
+  lines.push(`# jetstate bench — ${doc.startedAt}`, "");
+  lines.push(
+    `Node ${m.node}, ${m.platform}, ${m.cpus} × ${m.cpuModel}, nats-server ${m.natsServer}, git ${m.git ?? "?"}. ` +
+      `N = ${c.n}, ${c.reps} repetitions interleaved (raw, jetstate, raw pipelined, …), ` +
+      `task body ${c.taskBodyBytes} B, ` +
+      `${c.workers} worker(s) × concurrency ${c.concurrencyPerWorker}.`,
+    "",
+  );
+  const t = doc.throughput;
+  if (t) {
+    lines.push("## Throughput (medians)", "");
+    lines.push(
+      "| | tasks/s | s | publish/submit s | client CPU µs/task | of it publish/submit | server CPU µs/task | latency p50 ms | latency p99 ms |",
+    );
+    lines.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const [name, s] of [
+      ["raw JetStream", t.raw],
+      ["jetstate", t.jetstate],
+      ["raw, pipelined publish", t.rawPipelined],
+    ] as const) {
+      lines.push(
+        `| ${name} | ${s.tasksPerSec} | ${s.seconds} | ${s.publishSeconds} | ${s.cpuMicrosPerTask} | ${s.publishCpuMicrosPerTask} | ` +
+          `${cell(s.serverCpuMicrosPerTask)} | ${s.latencyP50Ms} | ${s.latencyP99Ms} |`,
+      );
+    }
+    lines.push(
+      "",
+      "Every run (phases: publish/submit, then to the first task seen, first to last task, last task to the end):",
+      "",
+      "| rep | side | tasks/s | s | client µs/task | server µs/task | p50 ms | p99 ms | phases ms |",
+    );
+    lines.push("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (const r of t.runs) {
+      const ph = r.phasesMs;
+      lines.push(
+        `| ${r.rep} | ${r.kind} | ${r.tasksPerSec} | ${r.seconds} | ${r.cpuMicrosPerTask} | ` +
+          `${cell(r.serverCpuMicrosPerTask)} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ` +
+          `${ph.publish} / ${ph.toFirst} / ${ph.tasks} / ${ph.tail} |`,
+      );
+    }
+    lines.push("");
+  }
+  if (doc.connections) {
+    const k = doc.connections;
+    lines.push("## Connections", "");
+    lines.push(`| job | open during the job (max of ${k.samples} polls) | accepted for the runtime | ok |`);
+    lines.push("| --- | ---: | ---: | --- |");
+    lines.push(
+      `| ${k.tasks} tasks, ${k.workers} workers | ${k.maxOpenDuringJob} | ${k.acceptedForRuntime} | ${k.ok ? "yes" : "NO"} |`,
+      "",
+    );
+  }
+  if (doc.submitLatency) {
+    lines.push(
+      "## Submit latency (until committed)",
+      "",
+      "| tasks | median ms | each ms |",
+      "| ---: | ---: | --- |",
+    );
+    for (const s of doc.submitLatency) lines.push(`| ${s.tasks} | ${s.medianMs} | ${s.ms.join(", ")} |`);
+    lines.push("");
+  }
+  const mem = doc.memory;
+  if (mem) {
+    lines.push(
+      "## Memory (child processes, after gc)",
+      "",
+      "| case | RSS MiB | heap used MiB | note |",
+      "| --- | ---: | ---: | --- |",
+    );
+    const big = mem.job100k as
+      | { tasks: number; seconds: number; baseline: MemoryUsage; peak: MemoryUsage; after: MemoryUsage }
+      | undefined;
+    if (big) {
+      lines.push(
+        `| ${big.tasks}-task job: baseline | ${mib(big.baseline.rss)} | ${mib(big.baseline.heapUsed)} | runtime + payloads, before submit |`,
+      );
+      lines.push(
+        `| ${big.tasks}-task job: peak | ${mib(big.peak.rss)} | ${mib(big.peak.heapUsed)} | sampled every 25 ms (heap not after gc) |`,
+      );
+      lines.push(
+        `| ${big.tasks}-task job: after | ${mib(big.after.rss)} | ${mib(big.after.heapUsed)} | job done in ${big.seconds.toFixed(2)} s |`,
+      );
+    }
+    const idle = mem.idleJobs as
+      | { jobs: number; baseline: MemoryUsage; after: MemoryUsage; perJob: { rss: number; heapUsed: number } }
+      | undefined;
+    if (idle) {
+      lines.push(
+        `| ${idle.jobs} idle jobs: baseline | ${mib(idle.baseline.rss)} | ${mib(idle.baseline.heapUsed)} | |`,
+      );
+      lines.push(
+        `| ${idle.jobs} idle jobs: after | ${mib(idle.after.rss)} | ${mib(idle.after.heapUsed)} | |`,
+      );
+      lines.push(
+        `| per idle job | ${(idle.perJob.rss / 1024).toFixed(1)} KiB | ${(idle.perJob.heapUsed / 1024).toFixed(1)} KiB | |`,
+      );
+    }
+    lines.push("");
+  }
+  if (t) {
+    const r = t.ratio;
+    lines.push("## Ratio jetstate ÷ raw JetStream", "");
+    const p = t.ratioToPipelined;
+    lines.push(
+      `For comparison, to raw JetStream published with jetstate's own technique: median of ratios ` +
+        `${p.medianOfRatios}, ratio of medians ${p.ratioOfMedians} (per repetition ${p.perRep.join(", ")}).`,
+      "",
+    );
+    lines.push(`To raw JetStream (js.publish), per repetition: ${r.perRep.join(", ")}`, "");
+    lines.push(
+      `**median of ratios ${r.medianOfRatios}, ratio of medians ${r.ratioOfMedians}** ` +
+        `(target ≥ ${r.target}: ${r.met ? "met" : "NOT met"})`,
+      "",
+    );
+  }
+  if (doc.notes.length > 0) lines.push("## Notes", "", ...doc.notes.map((n) => `- ${n}`), "");
+  return `${lines.join("\n")}`;
+}

@@ -1,0 +1,189 @@
+/**
+ * `npm run bench [-- --n 2000]`: starts its own nats-server (file storage,
+ * loopback, random ports) and measures, in this order:
+ *   throughput   raw JetStream and jetstate end to end, interleaved
+ *                (raw, jetstate, raw, jetstate, …), fresh streams per run;
+ *   connections  a 1000-task job with 8 workers: connections the server saw;
+ *   submit       submit latency for 1, 100 and 10 000 tasks;
+ *   memory       a 100k-task job and 1000 idle jobs, each in a child process.
+ * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
+ * The ratio jetstate ÷ raw is printed last. See bench/README.md.
+ *
+ * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,
+ * --mem-tasks (100000), --idle-jobs (1000), --target (0.85).
+ */
+import { execFileSync } from "node:child_process";
+import os from "node:os";
+import { parseArgs } from "node:util";
+import { startNatsServer } from "../test/harness/nats-server.ts";
+import { measureConnections } from "./connections.ts";
+import { runJetstate } from "./jetstate-e2e.ts";
+import { serverCpuClock } from "./lib/server.ts";
+import { typicalBodyBytes } from "./lib/tasks.ts";
+import { ratios, summarise, type ThroughputRun } from "./lib/throughput.ts";
+import { runMemoryChild } from "./memory.ts";
+import { runRaw } from "./raw-jetstream.ts";
+import { type BenchDocument, markdown, writeResults } from "./report.ts";
+import { measureSubmitLatency } from "./submit-latency.ts";
+
+const allSections = ["throughput", "connections", "submit", "memory"] as const;
+
+const { values } = parseArgs({
+  options: {
+    n: { type: "string" },
+    reps: { type: "string", default: "3" },
+    workers: { type: "string", default: "1" },
+    concurrency: { type: "string", default: "50" },
+    only: { type: "string", default: allSections.join(",") },
+    "mem-tasks": { type: "string", default: "100000" },
+    "idle-jobs": { type: "string", default: "1000" },
+    target: { type: "string", default: "0.85" },
+  },
+});
+
+const int = (text: string | undefined, name: string): number => {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1)
+    throw new Error(`--${name} must be a positive integer, not ${text}`);
+  return value;
+};
+
+const n = int(values.n ?? process.env.BENCH_N ?? "20000", "n");
+const reps = int(values.reps, "reps");
+const shape = {
+  workers: int(values.workers, "workers"),
+  concurrency: int(values.concurrency, "concurrency"),
+};
+const sections = values.only.split(",").map((s) => s.trim());
+for (const s of sections) {
+  if (!(allSections as readonly string[]).includes(s)) throw new Error(`--only: unknown section ${s}`);
+}
+const wants = (s: (typeof allSections)[number]) => sections.includes(s);
+
+const gitDescribe = (): string | null => {
+  try {
+    const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+    const dirty =
+      execFileSync("git", ["status", "--porcelain", "--", "src"], { encoding: "utf8" }).trim() !== "";
+    return dirty ? `${head}+dirty-src` : head;
+  } catch {
+    return null;
+  }
+};
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+const describe = (r: ThroughputRun) =>
+  `${r.kind.padEnd(13)} rep ${r.rep}: ${String(r.tasksPerSec).padStart(6)} tasks/s, ${r.seconds} s ` +
+  `(publish/submit ${r.publishSeconds} s), client ${r.cpuMicrosPerTask} µs/task ` +
+  `(${r.publishCpuMicrosPerTask} in publish/submit), ` +
+  `server ${r.serverCpuMicrosPerTask ?? "?"} µs/task, latency p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms; ` +
+  `phases ms: publish ${r.phasesMs.publish}, to first ${r.phasesMs.toFirst}, tasks ${r.phasesMs.tasks}, tail ${r.phasesMs.tail}`;
+
+const startedAt = new Date().toISOString();
+const server = await startNatsServer();
+const notes: string[] = [
+  "Raw: publish all N with js.publish() (windows of 256 awaited PubAcks), then consume() and ack each; timed from the first publish to the last ack (+ flush).",
+  "Raw, pipelined: the same, published with jetstate's own technique (one reply subscription for all PubAcks, a message id per task, 256 in flight): jetstate's submit uses it, so this is the like-for-like baseline for the publish phase.",
+  "jetstate: timed from just before submit() to done() resolving (atomic submit, workers, results, final record).",
+  "Task latency = (moment the consumer / handler saw the task) − (start of the publishes / of submit()); it includes the publish or submit, during which no task can be delivered.",
+  "Client CPU = process.cpuUsage() of the bench process over the timed window, ÷ N; server CPU from /proc/<pid>/stat of nats-server.",
+  "One untimed warm-up run of each side (min(N, 2000) tasks) precedes the measured ones.",
+];
+let doc: BenchDocument | undefined;
+try {
+  const machine = {
+    node: process.versions.node,
+    platform: `${process.platform}-${process.arch}`,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model.trim() ?? "?",
+    natsServer: await server.version(),
+    git: gitDescribe(),
+  };
+  log(
+    `nats-server ${machine.natsServer} at ${server.url}; N = ${n}, ${reps} reps, sections: ${sections.join(", ")}`,
+  );
+  const serverCpu = serverCpuClock(server);
+  let throughput: BenchDocument["throughput"];
+  if (wants("throughput")) {
+    const warm = Math.min(n, 2000);
+    await runRaw({ url: server.url, n: warm, rep: -1 });
+    await runJetstate({ url: server.url, n: warm, rep: -1, shape });
+    await runRaw({ url: server.url, n: warm, rep: -1, pipelined: true });
+    const raw: ThroughputRun[] = [];
+    const jetstate: ThroughputRun[] = [];
+    const rawPipelined: ThroughputRun[] = [];
+    for (let rep = 0; rep < reps; rep++) {
+      raw.push(await runRaw({ url: server.url, n, rep, serverCpu }));
+      log(describe(raw.at(-1)!));
+      jetstate.push(await runJetstate({ url: server.url, n, rep, shape, serverCpu }));
+      log(describe(jetstate.at(-1)!));
+      rawPipelined.push(await runRaw({ url: server.url, n, rep, serverCpu, pipelined: true }));
+      log(describe(rawPipelined.at(-1)!));
+    }
+    throughput = {
+      runs: raw.flatMap((r, k) => [r, jetstate[k]!, rawPipelined[k]!]),
+      raw: summarise(raw),
+      jetstate: summarise(jetstate),
+      rawPipelined: summarise(rawPipelined),
+      ratio: ratios(raw, jetstate, Number(values.target)),
+      ratioToPipelined: ratios(rawPipelined, jetstate, Number(values.target)),
+    };
+  }
+  let connections: BenchDocument["connections"];
+  if (wants("connections")) {
+    connections = await measureConnections(server);
+    log(`connections: ${JSON.stringify(connections)}`);
+  }
+  let submitLatency: BenchDocument["submitLatency"];
+  if (wants("submit")) {
+    submitLatency = await measureSubmitLatency(server.url, [1, 100, 10_000], 3);
+    log(`submit latency: ${submitLatency.map((s) => `${s.tasks} tasks ${s.medianMs} ms`).join(", ")}`);
+  }
+  let memory: BenchDocument["memory"];
+  if (wants("memory")) {
+    const job100k = await runMemoryChild("job-100k", server.url, int(values["mem-tasks"], "mem-tasks"));
+    log(`memory, big job: ${JSON.stringify(job100k)}`);
+    const idleJobs = await runMemoryChild("idle-jobs", server.url, int(values["idle-jobs"], "idle-jobs"));
+    log(`memory, idle jobs: ${JSON.stringify(idleJobs)}`);
+    memory = { job100k, idleJobs };
+  }
+  doc = {
+    version: 1,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine,
+    config: {
+      n,
+      reps,
+      taskBodyBytes: typicalBodyBytes(n),
+      workers: shape.workers,
+      concurrencyPerWorker: shape.concurrency,
+      sections,
+    },
+    ...(throughput ? { throughput } : {}),
+    ...(connections ? { connections } : {}),
+    ...(submitLatency ? { submitLatency } : {}),
+    ...(memory ? { memory } : {}),
+    notes,
+  };
+} finally {
+  await server.dispose();
+}
+
+const files = writeResults(doc);
+console.log(markdown(doc));
+log(`wrote ${files.json} and ${files.md}`);
+const t = doc.throughput;
+if (t) {
+  const p = t.ratioToPipelined;
+  console.log(
+    `(for comparison, jetstate/raw with jetstate's publish technique: median of ratios ${p.medianOfRatios}, ` +
+      `ratio of medians ${p.ratioOfMedians}, per rep ${p.perRep.join(", ")})`,
+  );
+  const r = t.ratio;
+  console.log(
+    `ratio jetstate/raw at N=${n}: median of ratios ${r.medianOfRatios}, ratio of medians ${r.ratioOfMedians} ` +
+      `(per rep ${r.perRep.join(", ")}; target ≥ ${r.target}: ${r.met ? "met" : "NOT met"})`,
+  );
+}

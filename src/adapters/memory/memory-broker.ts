@@ -1,0 +1,323 @@
+import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
+import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
+import { InvalidArgument, RuntimeStopped } from "../../errors.ts";
+import type {
+  Broker,
+  CleanupOptions,
+  CleanupReport,
+  DeadLetter,
+  TaskLease,
+} from "../broker.ts";
+import { cleanupMemory } from "./memory-cleanup.ts";
+import * as dead from "./memory-dead-letters.ts";
+import { MemoryLeases } from "./memory-leases.ts";
+import { checkToken, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
+import { indexAfter } from "./message-log.ts";
+
+export { createMemoryServer, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
+
+export interface MemoryBrokerOptions extends MemoryServerOptions {
+  /** This runtime's name in supervision leases (default `memory.<random>`). */
+  readonly holder?: string;
+  /**
+   * A server shared with other brokers (other runtimes in this process, a
+   * test's second runtime). Without it the broker has a server of its own,
+   * made from the options above, and closes it in `close()`.
+   */
+  readonly server?: MemoryServer;
+}
+
+export interface MemoryBroker extends Broker {
+  readonly kind: "memory";
+  readonly server: MemoryServer;
+}
+
+/**
+ * The broker port in memory, with JetStream's semantics (checked against
+ * nats-server 2.9.10 by the contract suite in test/contract/): the embedded
+ * broker when no NATS is configured, and the base of `jetstate/testing`.
+ * Every timer goes through the server's clock, so a `ManualClock` drives
+ * leases, nak delays and duplicate windows deterministically.
+ */
+export const createMemoryBroker = (options: MemoryBrokerOptions = {}): MemoryBroker => {
+  if (typeof options !== "object" || options === null) {
+    throw new InvalidArgument({ message: "options: must be an object", field: "options" });
+  }
+  const { holder, server: shared, ...serverOptions } = options;
+  if (holder !== undefined && (typeof holder !== "string" || holder === "")) {
+    throw new InvalidArgument({ message: "holder: must be a non-empty string", field: "holder" });
+  }
+  if (shared !== undefined) {
+    if (!(shared instanceof MemoryServer)) {
+      throw new InvalidArgument({ message: "server: must be made by createMemoryServer()", field: "server" });
+    }
+    const [field] = Object.keys(serverOptions);
+    if (field !== undefined) {
+      throw new InvalidArgument({ message: `${field}: set it on the shared server instead`, field });
+    }
+  }
+  const server = shared ?? new MemoryServer(serverOptions);
+  return new MemoryJobBroker(server, holder ?? `memory.${randomUUID().slice(0, 8)}`, shared === undefined);
+};
+
+class MemoryJobBroker implements MemoryBroker {
+  readonly kind = "memory" as const;
+  readonly server: MemoryServer;
+  readonly leases: MemoryLeases;
+  readonly #ownsServer: boolean;
+  readonly #closing = new AbortController();
+  /** Aborted when this broker or its server closes: every long-running method ends then. */
+  readonly #stop: AbortSignal;
+
+  constructor(server: MemoryServer, holder: string, ownsServer: boolean) {
+    this.server = server;
+    this.#ownsServer = ownsServer;
+    this.#stop = AbortSignal.any([this.#closing.signal, server.closed]);
+    setMaxListeners(0, this.#closing.signal);
+    this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
+  }
+
+  #open(operation: string): void {
+    if (this.#closing.signal.aborted) throw new RuntimeStopped({ message: `${operation}: broker closed` });
+    this.server.assertOpen(operation);
+  }
+
+  async maxPayload(): Promise<number> {
+    this.#open("server.info");
+    return this.server.maxPayload;
+  }
+
+  // ---- job records (KV, compare-and-set on the revision) ----
+
+  async createRecord(record: JobRecord): Promise<number> {
+    this.#open("job.record.create");
+    return this.server.records.create("job.record.create", record.id, encodeRecord(record));
+  }
+
+  async getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
+    this.#open("job.record.get");
+    const entry = this.server.records.get("job.record.get", id);
+    if (entry?.value === undefined) return undefined;
+    return { record: decodeRecord(entry.value), revision: entry.revision };
+  }
+
+  async updateRecord(record: JobRecord, revision: number): Promise<number> {
+    this.#open("job.record.update");
+    return this.server.records.update("job.record.update", record.id, encodeRecord(record), revision);
+  }
+
+  async deleteRecord(id: string, revision: number): Promise<void> {
+    this.#open("job.record.delete");
+    this.server.records.delete("job.record.delete", id, revision);
+  }
+
+  async listRecords(): Promise<JobRecord[]> {
+    this.#open("job.record.list");
+    return this.server.records.live().map((entry) => decodeRecord(entry.value as string));
+  }
+
+  /** Every current record, then every change (deletes are not records: not passed on, as on NATS). */
+  async watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void> {
+    this.#open("job.record.watch");
+    const stop = AbortSignal.any([signal, this.#stop]);
+    if (stop.aborted) return;
+    const kv = this.server.records;
+    const queue = kv.live().map((entry) => entry.value as string);
+    let head = 0;
+    let scheduled = false;
+    // Handed over asynchronously and in order, as a KV watch delivers them.
+    const flush = () => {
+      scheduled = false;
+      while (head < queue.length && !stop.aborted) {
+        const value = queue[head++]!;
+        try {
+          onRecord(decodeRecord(value));
+        } catch {
+          // A throwing listener loses that record only; on NATS its supervised loop restarts.
+        }
+      }
+      queue.splice(0, head);
+      head = 0;
+    };
+    const schedule = () => {
+      if (scheduled) return;
+      scheduled = true;
+      queueMicrotask(flush);
+    };
+    const unwatch = kv.watch((entry) => {
+      if (entry.value === undefined) return;
+      queue.push(entry.value);
+      schedule();
+    });
+    schedule();
+    await new Promise<void>((resolve) => stop.addEventListener("abort", () => resolve(), { once: true }));
+    unwatch();
+  }
+
+  // ---- tasks ----
+
+  async publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
+    const op = "job.tasks.publish";
+    this.#open(op);
+    if (signal.aborted) throw new RuntimeStopped({ message: `${op}: aborted` });
+    const subject = this.server.names.tasksSubject(
+      checkToken(op, "queue", record.queue),
+      checkToken(op, "jobId", record.id),
+    );
+    const idPrefix = `${record.id}.${record.submitId}`;
+    // In order, failing at the first body too large: the ones before it are stored, as on NATS.
+    bodies.forEach((body, n) => {
+      const msgId = `${idPrefix}.${n}`;
+      this.server.checkPayload(op, body, msgId);
+      this.server.tasks.publish(subject, body, msgId);
+    });
+  }
+
+  async createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void> {
+    const op = "job.consumer.create";
+    this.#open(op);
+    const subject = this.server.names.tasksSubject(
+      checkToken(op, "queue", queue),
+      checkToken(op, "jobId", jobId, true),
+    );
+    this.server.tasks.putConsumer(jobId, subject, {
+      // What the server makes of an unset ack wait (0) and max deliver (≤ 0: unlimited).
+      ackWaitMs: settings.ackWaitMs > 0 ? settings.ackWaitMs : 30_000,
+      maxDeliver: settings.maxDeliver,
+    });
+  }
+
+  async consumerExists(jobId: string): Promise<boolean> {
+    this.#open("job.consumer.info");
+    return this.server.tasks.consumer(checkToken("job.consumer.info", "jobId", jobId, true)) !== undefined;
+  }
+
+  async consumerCounts(
+    jobId: string,
+  ): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
+    this.#open("job.consumer.counts");
+    return this.server.tasks.consumer(checkToken("job.consumer.counts", "jobId", jobId, true))?.counts();
+  }
+
+  async removeTasks(queue: string, jobId: string): Promise<void> {
+    const op = "job.tasks.remove";
+    this.#open(op);
+    const subject = this.server.names.tasksSubject(checkToken(op, "queue", queue), checkToken(op, "jobId", jobId));
+    this.server.tasks.deleteConsumer(jobId);
+    this.server.tasks.purge(subject);
+  }
+
+  /** Nobody listens to job announcements in memory: every runtime on the server watches the records. */
+  async announceCreated(queue: string, _jobId: string): Promise<void> {
+    this.#open("job.announce");
+    checkToken("job.announce", "queue", queue);
+  }
+
+  /**
+   * One task at a time is leased and handed over, so none is leased ahead of
+   * `onTask` (the port allows up to `maxMessages`).
+   */
+  async consumeTasks(
+    jobId: string,
+    _maxMessages: number,
+    onTask: (lease: TaskLease) => void | Promise<void>,
+    signal: AbortSignal,
+  ): Promise<"gone" | "stopped"> {
+    const op = "job.tasks.consume";
+    this.#open(op);
+    const consumer = this.server.tasks.consumer(checkToken(op, "jobId", jobId, true));
+    if (!consumer) return "gone";
+    const stop = AbortSignal.any([signal, this.#stop]);
+    for (;;) {
+      const next = await consumer.take(stop);
+      if (next === "gone" || next === "stopped") return next;
+      try {
+        await onTask(next);
+      } catch {
+        // As the supervised NATS loop does: the task stays leased until its lease runs out.
+      }
+    }
+  }
+
+  // ---- results ----
+
+  async publishResults(jobId: string, body: string, msgId: string): Promise<void> {
+    this.#open("job.results.publish");
+    dead.appendResults(this.server, jobId, body, msgId);
+  }
+
+  async readResults(
+    jobId: string,
+    onMessage: (body: string, pending: number) => void,
+    signal: AbortSignal,
+    onCaughtUp?: () => void,
+  ): Promise<void> {
+    const op = "job.results.read";
+    this.#open(op);
+    const subject = this.server.names.resultsSubject(checkToken(op, "jobId", jobId));
+    const stop = AbortSignal.any([signal, this.#stop]);
+    const log = this.server.results;
+    // Asynchronous from the first message on, as a consumer's deliveries are.
+    await Promise.resolve();
+    if (!stop.aborted && log.read(subject).length === 0) onCaughtUp?.();
+    let last = 0;
+    while (!stop.aborted) {
+      for (;;) {
+        const messages = log.read(subject);
+        const at = indexAfter(messages, last);
+        if (at >= messages.length || stop.aborted) break;
+        const message = messages[at]!;
+        last = message.seq;
+        try {
+          onMessage(message.body, messages.length - at - 1);
+        } catch {
+          // As on NATS, where the restarted reader goes on after the message it handed over.
+        }
+      }
+      await log.next(subject, last, stop);
+    }
+  }
+
+  // ---- dead letters ----
+
+  async ensureDeadLetters(): Promise<void> {
+    this.#open("dead-letters.setup");
+    this.server.tasks.capturing = true;
+  }
+
+  async storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void> {
+    this.#open("dead-letters.store");
+    dead.storeDeadLetter(this.server, letter, msgId);
+  }
+
+  async listDeadLetters(jobId: string): Promise<DeadLetter[]> {
+    this.#open("dead-letters.list");
+    return dead.listDeadLetters(this.server, jobId);
+  }
+
+  async removeDeadLetters(seqs: readonly number[]): Promise<void> {
+    this.#open("dead-letters.remove");
+    dead.removeDeadLetters(this.server, seqs);
+  }
+
+  async processExhausted(signal: AbortSignal): Promise<void> {
+    this.#open("dead-letters.process");
+    await dead.processExhausted(this.server, AbortSignal.any([signal, this.#stop]));
+  }
+
+  // ---- housekeeping ----
+
+  async cleanup(
+    options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
+  ): Promise<CleanupReport> {
+    this.#open("cleanup");
+    return cleanupMemory(this.server, this.leases, options);
+  }
+
+  /** Ends this broker's loops; a server of its own is closed too (every timer cleared). */
+  async close(): Promise<void> {
+    this.#closing.abort();
+    if (this.#ownsServer) this.server.close();
+  }
+}

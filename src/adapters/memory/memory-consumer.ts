@@ -1,0 +1,265 @@
+import type { TaskLease } from "../broker.ts";
+import type { TaskStream } from "./task-stream.ts";
+
+export interface ConsumerSettings {
+  readonly ackWaitMs: number;
+  /** Deliveries of one task; ≤ 0 is unlimited, as `max_deliver: -1` is. */
+  readonly maxDeliver: number;
+}
+
+/**
+ * Where a delivered task is: under a lease, released for redelivery now
+ * (`ready`), released for later (`delayed`, a nak with a delay), or
+ * `exhausted` (its next delivery would pass maxDeliver: reported once, then
+ * left in the stream for the dead-letter processor to remove).
+ */
+type DeliveryState = "leased" | "ready" | "delayed" | "exhausted";
+
+interface Delivery {
+  count: number;
+  state: DeliveryState;
+  timer: unknown;
+}
+
+type Next = TaskLease | "gone" | "stopped";
+
+/**
+ * A job's durable consumer on the tasks stream, with JetStream's pull
+ * semantics as nats-server 2.9 has them:
+ * - tasks go out in stream order, redeliveries first, each to one waiting
+ *   `take` at a time (waiters are served in turn: round robin);
+ * - a delivery is leased for `ackWaitMs`; `working()` restarts the lease,
+ *   `nak(delay)` releases it for later, expiry releases it now;
+ * - `ack()` and `term()` remove the task, whichever delivery they come from,
+ *   even one whose lease ran out or that was exhausted (as the server does);
+ * - maxDeliver is checked on the next delivery attempt, not when the lease
+ *   runs out: a task is exhausted only once someone asks for a task.
+ * Every lease operation names the task by its stream sequence, so a stale
+ * lease acts on the task like a late JetStream ack would.
+ */
+export class MemoryConsumer {
+  readonly name: string;
+  #subject: string;
+  #settings: ConsumerSettings;
+  readonly #stream: TaskStream;
+  /** Delivered tasks still stored, by stream sequence. */
+  readonly #deliveries = new Map<number, Delivery>();
+  #redeliver: number[] = [];
+  #redeliverHead = 0;
+  /** The subject's sequences as last seen, and how far they were delivered. */
+  #seqs: readonly number[] = [];
+  #cursor = 0;
+  #nextSeq = 1;
+  readonly #waiters: Array<(next: Next) => void> = [];
+  #deleted = false;
+
+  constructor(stream: TaskStream, name: string, subject: string, settings: ConsumerSettings) {
+    this.#stream = stream;
+    this.name = name;
+    this.#subject = subject;
+    this.#settings = settings;
+  }
+
+  get subject(): string {
+    return this.#subject;
+  }
+
+  /** Creating an existing consumer updates it (nats-server 2.9 does); a new filter starts over. */
+  configure(subject: string, settings: ConsumerSettings): void {
+    this.#settings = settings;
+    if (subject === this.#subject) return;
+    this.forgetAll();
+    this.#subject = subject;
+    this.#seqs = [];
+    this.#cursor = 0;
+    this.#nextSeq = 1;
+    this.pump();
+  }
+
+  /** The next task, leased; waits for one. "gone" once the consumer is deleted, "stopped" when `signal` aborts. */
+  take(signal: AbortSignal): Promise<Next> {
+    if (this.#deleted) return Promise.resolve("gone");
+    if (signal.aborted) return Promise.resolve("stopped");
+    const seq = this.#waiters.length === 0 ? this.#pick() : undefined;
+    if (seq !== undefined) return Promise.resolve(this.#lease(seq));
+    return new Promise<Next>((resolve) => {
+      const waiter = (next: Next) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(next);
+      };
+      const onAbort = () => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at >= 0) this.#waiters.splice(at, 1);
+        resolve("stopped");
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Hands tasks that became deliverable to whoever waits. */
+  pump(): void {
+    while (this.#waiters.length > 0 && !this.#deleted) {
+      const seq = this.#pick();
+      if (seq === undefined) return;
+      this.#waiters.shift()!(this.#lease(seq));
+    }
+  }
+
+  // ---- lease operations, by stream sequence ----
+
+  settle(seq: number): void {
+    if (!this.#deleted) this.#stream.remove(seq);
+  }
+
+  release(seq: number, delayMs: number): void {
+    const d = this.#deliveries.get(seq);
+    if (this.#deleted || !d || d.state === "exhausted") return;
+    if (delayMs > 0) {
+      d.state = "delayed";
+      this.#arm(seq, d, delayMs);
+      return;
+    }
+    this.#disarm(d);
+    d.state = "ready";
+    this.#redeliver.push(seq);
+    this.pump();
+  }
+
+  extend(seq: number): void {
+    const d = this.#deliveries.get(seq);
+    if (!this.#deleted && d?.state === "leased") this.#arm(seq, d, this.#settings.ackWaitMs);
+  }
+
+  /** The task left the stream (answered, purged, dead-lettered). */
+  forget(seq: number): void {
+    const d = this.#deliveries.get(seq);
+    if (!d) return;
+    this.#disarm(d);
+    this.#deliveries.delete(seq);
+  }
+
+  forgetAll(): void {
+    for (const d of this.#deliveries.values()) this.#disarm(d);
+    this.#deliveries.clear();
+    this.#redeliver = [];
+    this.#redeliverHead = 0;
+  }
+
+  /** Deleted: every waiting and future `take` resolves "gone"; leases become no-ops. */
+  delete(): void {
+    this.#deleted = true;
+    this.forgetAll();
+    for (const waiter of this.#waiters.splice(0)) waiter("gone");
+  }
+
+  /** The broker closed: no timer left, waiting `take`s resolve "stopped". */
+  close(): void {
+    this.forgetAll();
+    for (const waiter of this.#waiters.splice(0)) waiter("stopped");
+  }
+
+  /** Not yet delivered or released (waiting), under a lease (held), delivered more than once. */
+  counts(): { waiting: number; held: number; redelivered: number } {
+    let held = 0;
+    let released = 0;
+    let redelivered = 0;
+    for (const d of this.#deliveries.values()) {
+      if (d.state === "leased") held++;
+      else if (d.state !== "exhausted") released++;
+      if (d.count > 1) redelivered++;
+    }
+    const fresh = this.#stream.count(this.#subject) - this.#deliveries.size;
+    return { waiting: fresh + released, held, redelivered };
+  }
+
+  #pick(): number | undefined {
+    while (this.#redeliverHead < this.#redeliver.length) {
+      const seq = this.#redeliver[this.#redeliverHead++]!;
+      if (this.#redeliverHead > 1024 && this.#redeliverHead * 2 > this.#redeliver.length) {
+        this.#redeliver = this.#redeliver.slice(this.#redeliverHead);
+        this.#redeliverHead = 0;
+      }
+      const d = this.#deliveries.get(seq);
+      if (d?.state !== "ready") continue; // answered or leased again since it was queued
+      const max = this.#settings.maxDeliver;
+      if (max > 0 && d.count >= max) {
+        d.state = "exhausted";
+        this.#stream.exhausted({ consumer: this.name, seq, deliveries: d.count });
+        continue;
+      }
+      return seq;
+    }
+    const seqs = this.#stream.seqsOf(this.#subject);
+    if (seqs !== this.#seqs) {
+      this.#seqs = seqs;
+      this.#cursor = 0;
+    }
+    while (this.#cursor < seqs.length) {
+      const seq = seqs[this.#cursor++]!;
+      if (seq >= this.#nextSeq && this.#stream.get(seq)) {
+        this.#nextSeq = seq + 1;
+        return seq;
+      }
+    }
+    return undefined;
+  }
+
+  #lease(seq: number): TaskLease {
+    let d = this.#deliveries.get(seq);
+    if (!d) this.#deliveries.set(seq, (d = { count: 0, state: "leased", timer: undefined }));
+    d.count++;
+    d.state = "leased";
+    this.#arm(seq, d, this.#settings.ackWaitMs);
+    return new MemoryTaskLease(this, seq, this.#stream.get(seq)!.body, d.count);
+  }
+
+  /** One timer per delivery: the lease's end, or the end of a nak's delay; either releases it. */
+  #arm(seq: number, d: Delivery, ms: number): void {
+    this.#disarm(d);
+    d.timer = this.#stream.clock.setTimeout(() => {
+      d.timer = undefined;
+      if (this.#deliveries.get(seq) !== d || (d.state !== "leased" && d.state !== "delayed")) return;
+      d.state = "ready";
+      this.#redeliver.push(seq);
+      this.pump();
+    }, ms);
+  }
+
+  #disarm(d: Delivery): void {
+    if (d.timer === undefined) return;
+    this.#stream.clock.clearTimeout(d.timer);
+    d.timer = undefined;
+  }
+}
+
+/** One delivery of a task, as the port hands it to a worker. */
+class MemoryTaskLease implements TaskLease {
+  readonly body: string;
+  readonly deliveryCount: number;
+  readonly #consumer: MemoryConsumer;
+  readonly #seq: number;
+
+  constructor(consumer: MemoryConsumer, seq: number, body: string, deliveryCount: number) {
+    this.#consumer = consumer;
+    this.#seq = seq;
+    this.body = body;
+    this.deliveryCount = deliveryCount;
+  }
+
+  ack(): void {
+    this.#consumer.settle(this.#seq);
+  }
+
+  nak(delayMs?: number): void {
+    this.#consumer.release(this.#seq, delayMs ?? 0);
+  }
+
+  term(): void {
+    this.#consumer.settle(this.#seq);
+  }
+
+  working(): void {
+    this.#consumer.extend(this.#seq);
+  }
+}

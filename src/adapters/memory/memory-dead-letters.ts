@@ -1,0 +1,93 @@
+import type { DeadLetter } from "../broker.ts";
+import { checkToken, type MemoryServer } from "./memory-server.ts";
+
+/** One results message, de-duplicated by `msgId` within the duplicate window. */
+export const appendResults = (server: MemoryServer, jobId: string, body: string, msgId: string): void => {
+  const op = "job.results.publish";
+  server.assertOpen(op);
+  checkToken(op, "jobId", jobId);
+  server.checkPayload(op, body, msgId);
+  server.results.append(server.names.resultsSubject(jobId), body, msgId);
+};
+
+/** Stored as on NATS: the letter with its task id, de-duplicated by `msgId`. */
+export const storeDeadLetter = (
+  server: MemoryServer,
+  letter: Omit<DeadLetter, "seq" | "taskId">,
+  msgId: string,
+): void => {
+  const op = "dead-letters.store";
+  server.assertOpen(op);
+  checkToken(op, "jobId", letter.jobId);
+  const body = JSON.stringify({ ...letter, taskId: `${letter.jobId}.${letter.index}` });
+  server.checkPayload(op, body, msgId);
+  server.deadLetters.append(server.names.deadSubject(letter.jobId), body, msgId);
+};
+
+export const listDeadLetters = (server: MemoryServer, jobId: string): DeadLetter[] => {
+  const op = "dead-letters.list";
+  server.assertOpen(op);
+  checkToken(op, "jobId", jobId);
+  // A task can die twice (worker and advisory): keep the first, as on NATS.
+  const byIndex = new Map<number, DeadLetter>();
+  for (const m of server.deadLetters.read(server.names.deadSubject(jobId))) {
+    const letter = { ...(JSON.parse(m.body) as Omit<DeadLetter, "seq">), seq: m.seq };
+    if (!byIndex.has(letter.index)) byIndex.set(letter.index, letter);
+  }
+  return [...byIndex.values()].sort((a, b) => a.index - b.index);
+};
+
+export const removeDeadLetters = (server: MemoryServer, seqs: readonly number[]): void => {
+  server.assertOpen("dead-letters.remove");
+  for (const seq of seqs) server.deadLetters.delete(seq);
+};
+
+/**
+ * What the NATS runtime does with each captured MAX_DELIVERIES advisory
+ * (src/adapters/nats/dead-letters.ts `process`), each handled by one reader:
+ * if the task is still stored nobody answered it, so it becomes a dead
+ * letter with its payload and a `dead` results message, and leaves the
+ * tasks stream. A task answered after its lease ran out is gone: nothing.
+ */
+export const processExhausted = async (server: MemoryServer, signal: AbortSignal): Promise<void> => {
+  server.assertOpen("dead-letters.process");
+  const { tasks } = server;
+  tasks.capturing = true;
+  const stop = AbortSignal.any([signal, server.closed]);
+  for (;;) {
+    const advisory = await tasks.advisories.take(stop);
+    if (!advisory) return;
+    const stored = tasks.get(advisory.seq);
+    if (!stored) continue;
+    const jobId = advisory.consumer;
+    let body: { i: number; p: unknown };
+    try {
+      body = JSON.parse(stored.body) as { i: number; p: unknown };
+    } catch {
+      // Not a task message of jetstate's. On NATS its advisory fails again every ack wait
+      // and the task stays stored, undelivered: the same end state as skipping it here.
+      continue;
+    }
+    const error = `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`;
+    storeDeadLetter(
+      server,
+      {
+        jobId,
+        index: body.i,
+        payload: body.p,
+        error,
+        deliveries: advisory.deliveries,
+        at: server.clock.now(),
+        source: "advisory",
+      },
+      `dead.${jobId}.${advisory.seq}`,
+    );
+    appendResults(
+      server,
+      jobId,
+      JSON.stringify([{ i: body.i, ok: false, dead: true, e: error }]),
+      `deadresult.${jobId}.${advisory.seq}`,
+    );
+    tasks.remove(advisory.seq);
+  }
+};

@@ -1,0 +1,102 @@
+import { RevisionConflict } from "../../errors.ts";
+import type { SupervisionLeases } from "../broker.ts";
+import type { MemoryServer } from "./memory-server.ts";
+
+/** Who supervises a job, until when: the same versioned value as on NATS. */
+interface LeaseRecord {
+  readonly v: 1;
+  readonly holder: string;
+  readonly until: number;
+}
+
+/**
+ * Supervision leases in the server's leases bucket, one key per job, taken
+ * and renewed with compare-and-set on the revision, exactly as
+ * src/adapters/nats/job-leases.ts does on NATS KV: held only while renewed,
+ * taken over by another holder once `until` has passed.
+ */
+export class MemoryLeases implements SupervisionLeases {
+  readonly holder: string;
+  readonly #server: MemoryServer;
+  /** Revision of each lease this holder holds. */
+  readonly #held = new Map<string, number>();
+  /** Throws `RuntimeStopped` once the broker (or its server) is closed. */
+  readonly #assertOpen: (operation: string) => void;
+
+  constructor(server: MemoryServer, holder: string, assertOpen: (operation: string) => void) {
+    this.#server = server;
+    this.holder = holder;
+    this.#assertOpen = assertOpen;
+  }
+
+  holds(jobId: string): boolean {
+    return this.#held.has(jobId);
+  }
+
+  async acquire(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
+    const op = "lease.acquire";
+    this.#assertOpen(op);
+    const kv = this.#server.leases;
+    const value = this.#value(ttlMs, now);
+    const entry = kv.get(op, jobId);
+    try {
+      if (entry?.value === undefined) {
+        const revision = entry ? kv.update(op, jobId, value, entry.revision) : kv.create(op, jobId, value);
+        this.#held.set(jobId, revision);
+        return true;
+      }
+      const lease = JSON.parse(entry.value) as LeaseRecord;
+      if (lease.holder !== this.holder && lease.until > now) return false;
+      this.#held.set(jobId, kv.update(op, jobId, value, entry.revision));
+      return true;
+    } catch (error) {
+      if (error instanceof RevisionConflict) return false; // another holder won
+      throw error;
+    }
+  }
+
+  async renew(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
+    const revision = this.#held.get(jobId);
+    if (revision === undefined) return false;
+    const op = "lease.renew";
+    this.#assertOpen(op);
+    try {
+      this.#held.set(jobId, this.#server.leases.update(op, jobId, this.#value(ttlMs, now), revision));
+      return true;
+    } catch (error) {
+      if (error instanceof RevisionConflict) {
+        this.#held.delete(jobId);
+        return false;
+      }
+      throw error;
+    }
+  }
+
+  async release(jobId: string): Promise<void> {
+    const revision = this.#held.get(jobId);
+    this.#held.delete(jobId);
+    if (revision === undefined) return;
+    try {
+      this.#assertOpen("lease.release");
+      this.#server.leases.delete("lease.release", jobId, revision);
+    } catch {
+      // As on NATS: a lease taken over meanwhile, or a closed broker, is not ours to release.
+    }
+  }
+
+  async list(): Promise<Array<{ jobId: string; lease: { holder: string; until: number } }>> {
+    this.#assertOpen("lease.list");
+    return this.#server.leases
+      .live()
+      .map((entry) => ({ jobId: entry.key, lease: JSON.parse(entry.value as string) as LeaseRecord }));
+  }
+
+  async remove(jobId: string): Promise<void> {
+    this.#assertOpen("lease.remove");
+    this.#server.leases.purge("lease.remove", jobId);
+  }
+
+  #value(ttlMs: number, now: number): string {
+    return JSON.stringify({ v: 1, holder: this.holder, until: now + ttlMs } satisfies LeaseRecord);
+  }
+}

@@ -1,0 +1,121 @@
+import { setMaxListeners } from "node:events";
+import { type Clock, realClock } from "../../clock.ts";
+import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../errors.ts";
+import { MemoryKv } from "./memory-kv.ts";
+import { MessageLog } from "./message-log.ts";
+import { TaskStream } from "./task-stream.ts";
+
+export interface MemoryServerOptions {
+  /** Drives leases, nak delays, duplicate windows and retention (default: the real clock). */
+  readonly clock?: Clock;
+  /** Largest message accepted, in bytes, headers included (default 1 MiB, nats-server's default). */
+  readonly maxPayload?: number;
+  /** First token of every name (default `jetstate`), as the runtime's `prefix` on NATS. */
+  readonly prefix?: string;
+  /** How long results and dead letters are kept (default 7 days). */
+  readonly retentionMs?: number;
+}
+
+/** Subjects the way jetstate names them on NATS, so reports read the same on both. */
+export const memoryNames = (prefix: string) => ({
+  tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
+  resultsSubject: (jobId: string) => `${prefix}.results.${jobId}`,
+  deadSubject: (jobId: string) => `${prefix}.dead.${jobId}`,
+});
+
+const subjectToken = /^[^\s.*>]+$/;
+const consumerName = /^[^\s.*>/\\]+$/;
+
+/** A subject token (queue, job id) or a consumer name that NATS would refuse: a permanent error, as there. */
+export const checkToken = (operation: string, field: string, value: string, consumer = false): string => {
+  if (typeof value !== "string" || !(consumer ? consumerName : subjectToken).test(value)) {
+    throw new PermanentBrokerError({
+      message: `${operation}: ${field} ${JSON.stringify(value)} is not a valid ${consumer ? "consumer name" : "subject token"}`,
+      operation,
+    });
+  }
+  return value;
+};
+
+/**
+ * What a nats-server holds for jetstate, in memory: the job records and
+ * supervision leases (KV buckets), the tasks stream with its consumers, the
+ * results and dead-letter streams, captured advisories. Brokers made on one
+ * server see the same jobs, like runtimes connected to one NATS server.
+ */
+export class MemoryServer {
+  readonly clock: Clock;
+  readonly maxPayload: number;
+  readonly prefix: string;
+  readonly retentionMs: number;
+  readonly names: ReturnType<typeof memoryNames>;
+  readonly records = new MemoryKv((key) => `job record ${key}`);
+  readonly leases = new MemoryKv((key) => `lease ${key}`);
+  readonly tasks: TaskStream;
+  readonly results: MessageLog;
+  readonly deadLetters: MessageLog;
+  readonly #closing = new AbortController();
+
+  constructor(options: MemoryServerOptions = {}) {
+    if (typeof options !== "object" || options === null) bad("options", "must be an object");
+    for (const key of Object.keys(options)) {
+      if (!["clock", "maxPayload", "prefix", "retentionMs"].includes(key)) bad(key, "unknown option");
+    }
+    const clock = options.clock ?? realClock;
+    if (typeof clock?.now !== "function" || typeof clock.setTimeout !== "function") {
+      bad("clock", "must be a Clock (now, setTimeout, clearTimeout)");
+    }
+    this.clock = clock;
+    this.maxPayload = positiveInteger(options.maxPayload, "maxPayload", 1024 * 1024);
+    this.retentionMs = positiveInteger(options.retentionMs, "retentionMs", 7 * 24 * 3600_000);
+    this.prefix = options.prefix ?? "jetstate";
+    if (typeof this.prefix !== "string" || !/^[A-Za-z0-9_-]+$/.test(this.prefix)) {
+      bad("prefix", "must be a subject token (letters, digits, _ and -)");
+    }
+    this.names = memoryNames(this.prefix);
+    this.tasks = new TaskStream(clock);
+    this.results = new MessageLog(clock, this.retentionMs);
+    this.deadLetters = new MessageLog(clock, this.retentionMs);
+    setMaxListeners(0, this.#closing.signal);
+  }
+
+  /** Aborted once the server is closed. */
+  get closed(): AbortSignal {
+    return this.#closing.signal;
+  }
+
+  /** Throws `RuntimeStopped` once closed, as operations on a stopped runtime do. */
+  assertOpen(operation: string): void {
+    if (this.#closing.signal.aborted) throw new RuntimeStopped({ message: `${operation}: broker closed` });
+  }
+
+  /** A message over `maxPayload` fails before it is stored, as nats.js refuses it before sending. */
+  checkPayload(operation: string, body: string, msgId: string): void {
+    const bytes = Buffer.byteLength(body) + Buffer.byteLength(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`);
+    if (bytes > this.maxPayload) {
+      throw new PermanentBrokerError({ message: `${operation}: 'payload' max_payload size exceeded`, operation });
+    }
+  }
+
+  /** Clears every timer and ends every waiting reader; operations fail with `RuntimeStopped` from now on. */
+  close(): void {
+    if (this.#closing.signal.aborted) return;
+    this.#closing.abort();
+    this.tasks.close();
+  }
+}
+
+/** A server of its own for a test or an embedded runtime; share it to give several brokers the same jobs. */
+export const createMemoryServer = (options: MemoryServerOptions = {}): MemoryServer => new MemoryServer(options);
+
+const bad = (field: string, message: string): never => {
+  throw new InvalidArgument({ message: `${field}: ${message}`, field });
+};
+
+const positiveInteger = (value: unknown, field: string, fallback: number): number => {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+    return bad(field, "must be an integer ≥ 1");
+  }
+  return value;
+};

@@ -1,0 +1,133 @@
+import type { JsMsg } from "@nats-io/jetstream";
+import { superviseLoop } from "../../effects/supervise-loop.ts";
+import { childLogger } from "../../logger.ts";
+import type { RuntimeCore } from "../../runtime.ts";
+import type { Broker, TaskLease } from "../broker.ts";
+import { NatsDeadLetters } from "./dead-letters.ts";
+import { NatsJobBroker } from "./job-broker.ts";
+import { cleanupJobs } from "./job-cleanup.ts";
+import { NatsJobLeases } from "./job-leases.ts";
+
+export interface NatsBrokerOptions {
+  /** How long results and dead letters are kept (the streams' max age). */
+  readonly retentionMs: number;
+  /** This runtime's name in supervision leases. */
+  readonly holder: string;
+}
+
+export interface NatsBroker extends Broker {
+  readonly kind: "nats";
+  /** The JetStream-level operations (the HTTP API leases tasks by reply subject with them). */
+  readonly jetstream: NatsJobBroker;
+}
+
+const decoder = new TextDecoder();
+
+/** A delivered JetStream message seen through the port: ack / nak / term / working go to its reply subject. */
+class JsTaskLease implements TaskLease {
+  readonly #msg: JsMsg;
+  constructor(msg: JsMsg) {
+    this.#msg = msg;
+  }
+  get body(): string {
+    return decoder.decode(this.#msg.data);
+  }
+  get deliveryCount(): number {
+    return this.#msg.info.deliveryCount;
+  }
+  ack(): void {
+    this.#msg.ack();
+  }
+  nak(delayMs?: number): void {
+    this.#msg.nak(delayMs);
+  }
+  term(): void {
+    this.#msg.term();
+  }
+  working(): void {
+    this.#msg.working();
+  }
+}
+
+/**
+ * The broker port on NATS JetStream, over the runtime's one supervised
+ * connection. Every long-running loop runs under `superviseLoop`, so a
+ * reconnect, a server restart or a replaced client restarts it on the
+ * current client instead of stopping it silently.
+ */
+export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions): NatsBroker => {
+  const js = new NatsJobBroker(core, { resultsMaxAgeMs: options.retentionMs });
+  const dead = new NatsDeadLetters(core, js, options.retentionMs);
+  const leases = new NatsJobLeases(core, js, options.holder);
+  const log = childLogger(core.logger, { actor: "runtime" });
+  const port = core.connection;
+
+  return {
+    kind: "nats",
+    jetstream: js,
+    leases,
+    maxPayload: () => core.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024),
+
+    createRecord: (record) => js.createRecord(record),
+    getRecord: (id) => js.getRecord(id),
+    updateRecord: (record, revision) => js.updateRecord(record, revision),
+    deleteRecord: (id, revision) => js.deleteRecord(id, revision),
+    listRecords: () => js.listRecords(),
+    watchRecords: (onRecord, signal) =>
+      superviseLoop(port, (nc, s) => js.watchRecords(nc, onRecord, s), signal, { name: "job-records", log }),
+
+    publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
+    createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
+    consumerExists: (jobId) => js.consumerExists(jobId),
+    consumerCounts: (jobId) => js.consumerCounts(jobId),
+    removeTasks: (queue, jobId) => js.removeTasks(queue, jobId),
+    announceCreated: (queue, jobId) => js.announceCreated(queue, jobId),
+    consumeTasks: async (jobId, maxMessages, onTask, signal) => {
+      let gone = false;
+      await superviseLoop(
+        port,
+        async (nc, s) => {
+          const end = await js.consumeTasks(nc, jobId, maxMessages, (m) => onTask(new JsTaskLease(m)), s);
+          gone = end === "gone";
+          return gone ? "done" : end;
+        },
+        signal,
+        { name: `tasks:${jobId}`, log },
+      );
+      return gone ? "gone" : "stopped";
+    },
+
+    publishResults: (jobId, body, msgId) => js.publishResults(jobId, body, msgId),
+    readResults: (jobId, onMessage, signal, onCaughtUp) => {
+      // A restarted reader goes on after the last message it handed over.
+      let nextSeq = 1;
+      return superviseLoop(
+        port,
+        (nc, s) =>
+          js.readResults(
+            nc,
+            jobId,
+            nextSeq,
+            (data, seq, pending) => {
+              nextSeq = seq + 1;
+              onMessage(decoder.decode(data), pending);
+            },
+            s,
+            onCaughtUp,
+          ),
+        signal,
+        { name: `results:${jobId}`, log },
+      );
+    },
+
+    ensureDeadLetters: () => dead.ensure(),
+    storeDeadLetter: (letter, msgId) => dead.store(letter, msgId),
+    listDeadLetters: (jobId) => dead.list(jobId),
+    removeDeadLetters: (seqs) => dead.remove(seqs),
+    processExhausted: (signal) =>
+      superviseLoop(port, (nc, s) => dead.process(nc, s), signal, { name: "dead-letters", log }),
+
+    cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
+    close: async () => undefined,
+  };
+};

@@ -1,0 +1,483 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import type { JobRecord, JobSettings } from "../../src/effects/job-record.ts";
+import { reapSubmits } from "../../src/effects/reap-submits.ts";
+import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
+import { RevisionConflict } from "../../src/errors.ts";
+import {
+  type BrokerHarness,
+  eventually,
+  indexOf,
+  Loops,
+  newRecord,
+  taskBodies,
+  uid,
+} from "./contract-helpers.ts";
+
+export type { BrokerHarness } from "./contract-helpers.ts";
+
+/**
+ * The broker port's contract (src/adapters/broker.ts): one suite, run against
+ * every implementation. JetStream's semantics are the reference; a case that
+ * passes on one broker and fails on the other is a bug in one of them.
+ * Time only moves through `advance`, and every wait polls for a state.
+ */
+export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHarness>) =>
+  describe(`broker contract: ${name}`, () => {
+    let h: BrokerHarness;
+    let broker: Broker;
+    let ack: number;
+    const loops = new Loops();
+    const never = new AbortController().signal;
+
+    beforeEach(async () => {
+      h = await makeBroker();
+      broker = h.broker;
+      ack = h.ackWaitMs ?? 300;
+    });
+    afterEach(async () => {
+      loops.abortAll();
+      await h.dispose();
+    });
+
+    const counts = (jobId: string) => broker.consumerCounts(jobId);
+    /** A committed job: record, tasks, consumer. */
+    const openJob = async (total: number, settings: Partial<JobSettings> = {}) => {
+      const record = newRecord(total, ack, settings);
+      await broker.createRecord(record);
+      await broker.publishTasks(record, taskBodies(total), never);
+      await broker.createConsumer(record.queue, record.id, record.settings);
+      return record;
+    };
+    const change = async (id: string, update: Partial<JobRecord>) => {
+      const found = await broker.getRecord(id);
+      if (!found) throw new Error(`no record ${id}`);
+      return broker.updateRecord({ ...found.record, ...update }, found.revision);
+    };
+
+    // ---- tasks ----
+
+    it("tasks are invisible until createConsumer (the commit point); consuming an unknown job is gone", async () => {
+      const r = newRecord(2, ack);
+      await broker.createRecord(r);
+      await broker.publishTasks(r, taskBodies(2), never);
+      expect(await broker.consumerExists(r.id)).toBe(false);
+      expect(await counts(r.id)).toBeUndefined();
+      const early = loops.consume(broker, r.id);
+      expect(await early.ended).toBe("gone");
+      expect(early.leases).toEqual([]);
+
+      await broker.createConsumer(r.queue, r.id, r.settings);
+      expect(await broker.consumerExists(r.id)).toBe(true);
+      expect(await counts(r.id)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 2);
+      expect(worker.leases.map((l) => [l.body, l.deliveryCount])).toEqual(taskBodies(2).map((b) => [b, 1]));
+    });
+
+    it("a lease that runs out is redelivered: deliveryCount 2, same body", async () => {
+      const r = await openJob(1);
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 1);
+      await h.advance(ack / 2);
+      expect(worker.leases).toHaveLength(1);
+      await h.advance(ack);
+      await eventually(() => worker.leases.length === 2);
+      expect(worker.leases[1]).toMatchObject({ body: worker.leases[0]!.body, deliveryCount: 2 });
+    });
+
+    it("working() extends the lease by the ack wait", async () => {
+      const r = await openJob(1);
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 1);
+      for (let beat = 0; beat < 6; beat++) {
+        await h.advance(ack / 2);
+        worker.leases[0]!.working();
+      }
+      expect(worker.leases).toHaveLength(1); // three ack waits later, still the first delivery
+      await h.advance(ack * 1.5);
+      await eventually(() => worker.leases.length === 2);
+      expect(worker.leases[1]!.deliveryCount).toBe(2);
+    });
+
+    it("nak(delay) redelivers after the delay, not before; nak() at once", async () => {
+      const r = await openJob(1);
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 1);
+      worker.leases[0]!.nak(ack * 4);
+      await h.advance(ack * 2); // past the ack wait, before the delay
+      expect(worker.leases).toHaveLength(1);
+      await h.advance(ack * 2.5); // past the delay, before that delivery's lease ends
+      await eventually(() => worker.leases.length === 2);
+      expect(worker.leases[1]!.deliveryCount).toBe(2);
+      worker.leases[1]!.nak();
+      await eventually(() => worker.leases.length === 3); // no time passes: released at once
+      expect(worker.leases[2]!.deliveryCount).toBe(3);
+    });
+
+    it("ack() and term() remove a task: never redelivered", async () => {
+      const r = await openJob(2);
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 2);
+      worker.leases[0]!.ack();
+      worker.leases[1]!.term();
+      await h.advance(ack * 3);
+      expect(worker.leases).toHaveLength(2);
+      await eventually(async () => {
+        expect(await counts(r.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+      });
+    });
+
+    it("consumerCounts: waiting, held by workers, redelivered", async () => {
+      const r = await openJob(3);
+      expect(await counts(r.id)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 3);
+      await eventually(async () => expect(await counts(r.id)).toEqual({ waiting: 0, held: 3, redelivered: 0 }));
+      worker.leases[0]!.ack();
+      await eventually(async () => expect(await counts(r.id)).toEqual({ waiting: 0, held: 2, redelivered: 0 }));
+      await h.advance(ack * 1.5);
+      await eventually(() => worker.leases.length === 5);
+      await eventually(async () => expect(await counts(r.id)).toEqual({ waiting: 0, held: 2, redelivered: 2 }));
+    });
+
+    it("two workers on one job never hold the same task", async () => {
+      const r = await openJob(6);
+      const a = loops.consume(broker, r.id);
+      const b = loops.consume(broker, r.id);
+      await eventually(() => a.leases.length + b.leases.length === 6);
+      const all = [...a.leases, ...b.leases];
+      expect(all.map(indexOf).sort()).toEqual([0, 1, 2, 3, 4, 5]);
+      expect(all.every((l) => l.deliveryCount === 1)).toBe(true);
+    });
+
+    it("duplicate task publish is dropped (same task id); a new submit id is not", async () => {
+      const r = newRecord(2, ack);
+      await broker.createRecord(r);
+      await broker.publishTasks(r, taskBodies(2), never);
+      await broker.publishTasks(r, taskBodies(2), never); // a retried publish
+      await broker.createConsumer(r.queue, r.id, r.settings);
+      expect(await counts(r.id)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
+      await broker.publishTasks({ ...r, submitId: uid("s") }, taskBodies(1, 2), never); // a resubmit
+      expect(await counts(r.id)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 3);
+      expect(worker.leases.map(indexOf)).toEqual([0, 1, 2]);
+    });
+
+    it("max deliveries: an unanswered task becomes a dead letter; one termed on its last delivery does not", async () => {
+      await broker.ensureDeadLetters();
+      void broker.processExhausted(loops.signal());
+      const r = await openJob(2, { maxDeliver: 2 });
+      const results = loops.read(broker, r.id);
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 2);
+      await h.advance(ack * 1.5);
+      await eventually(() => worker.leases.filter((l) => l.deliveryCount === 2).length === 2);
+      worker.leases.find((l) => l.deliveryCount === 2 && indexOf(l) === 1)!.term(); // answered on its last delivery
+      await h.advance(ack * 1.5);
+      await eventually(async () => expect(await broker.listDeadLetters(r.id)).toHaveLength(1));
+      const [letter] = await broker.listDeadLetters(r.id);
+      expect(letter).toMatchObject({
+        jobId: r.id,
+        index: 0,
+        taskId: `${r.id}.0`,
+        payload: { n: 0 },
+        deliveries: 2,
+        source: "advisory",
+      });
+      expect(letter!.error).toMatch(/no answer after 2 deliveries/);
+      await eventually(() => results.messages.length === 1);
+      expect(JSON.parse(results.messages[0]!.body)).toEqual([
+        { i: 0, ok: false, dead: true, e: letter!.error },
+      ]);
+      await eventually(async () => expect(await counts(r.id)).toMatchObject({ waiting: 0, held: 0 }));
+      await h.advance(ack * 3);
+      expect(worker.leases).toHaveLength(4); // the dead task left the stream: never delivered again
+      expect(results.messages).toHaveLength(1);
+    });
+
+    it("removeTasks (cancel): consumers end 'gone', consumer and counts gone, tasks purged", async () => {
+      const r = await openJob(3);
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 3);
+      await broker.removeTasks(r.queue, r.id);
+      expect(await worker.ended).toBe("gone");
+      expect(await broker.consumerExists(r.id)).toBe(false);
+      expect(await counts(r.id)).toBeUndefined();
+      expect(await loops.consume(broker, r.id).ended).toBe("gone");
+      worker.leases[0]!.ack(); // answering a dropped lease is harmless
+      worker.leases[1]!.nak();
+      await h.advance(ack * 3);
+      expect(worker.leases).toHaveLength(3);
+      await broker.createConsumer(r.queue, r.id, r.settings);
+      expect(await counts(r.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+    });
+
+    // ---- records ----
+
+    it("records: compare-and-set on create, update and delete; a deleted record is gone", async () => {
+      const r = newRecord(1, ack);
+      const rev1 = await broker.createRecord(r);
+      await expect(broker.createRecord(r)).rejects.toBeInstanceOf(RevisionConflict);
+      const rev2 = await broker.updateRecord({ ...r, status: "running" }, rev1);
+      expect(rev2).toBeGreaterThan(rev1);
+      await expect(broker.updateRecord({ ...r, status: "failed" }, rev1)).rejects.toMatchObject({
+        _tag: "RevisionConflict",
+        key: r.id,
+      });
+      await expect(broker.deleteRecord(r.id, rev1)).rejects.toBeInstanceOf(RevisionConflict);
+      expect(await broker.getRecord(r.id)).toEqual({ record: { ...r, status: "running" }, revision: rev2 });
+      await broker.deleteRecord(r.id, rev2);
+      expect(await broker.getRecord(r.id)).toBeUndefined();
+      expect((await broker.listRecords()).map((x) => x.id)).not.toContain(r.id);
+      // The delete is a newer revision: the one before it is stale.
+      await expect(broker.updateRecord(r, rev2)).rejects.toBeInstanceOf(RevisionConflict);
+      expect(await broker.createRecord(r)).toBeGreaterThan(rev2);
+      expect((await broker.listRecords()).filter((x) => x.id === r.id)).toEqual([r]);
+    });
+
+    it("atomic submit: a crash after publishing is rolled back by the reaper; a resubmit works", async () => {
+      const r = newRecord(3, ack);
+      const crash = (step: string) => {
+        if (step === SubmitStep.tasksPublished) throw new SimulatedCrash("died after publishing");
+      };
+      await expect(
+        submitJob(broker, {
+          record: r,
+          bodies: taskBodies(3),
+          now: Date.now,
+          signal: never,
+          hooks: { afterStep: crash },
+        }),
+      ).rejects.toBeInstanceOf(SimulatedCrash);
+      expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "submitting", status: "queuing" });
+      expect(await broker.consumerExists(r.id)).toBe(false);
+      expect(await loops.consume(broker, r.id).ended).toBe("gone"); // no worker can see a task
+
+      expect(await reapSubmits(broker, Date.now, 10_000)).toEqual({ rolledBack: [], rolledForward: [] });
+      const later = () => r.commitDeadline + 10_001;
+      expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
+      expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+      expect(await broker.consumerExists(r.id)).toBe(false);
+
+      const again: JobRecord = { ...r, submitId: uid("s") };
+      const outcome = await submitJob(broker, { record: again, bodies: taskBodies(3), now: Date.now, signal: never });
+      expect(outcome.kind).toBe("committed");
+      expect((await broker.getRecord(r.id))?.record).toMatchObject({
+        phase: "committed",
+        status: "running",
+        submitId: again.submitId,
+      });
+      // Only the resubmitted tasks: the crashed submit's were purged.
+      expect(await counts(r.id)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r.id);
+      await eventually(() => worker.leases.length === 3);
+      expect(worker.leases.map((l) => [indexOf(l), l.deliveryCount])).toEqual([
+        [0, 1],
+        [1, 1],
+        [2, 1],
+      ]);
+    });
+
+    it("watchRecords: every record now, then every change (not deletes)", async () => {
+      const a = newRecord(1, ack);
+      await broker.createRecord(a);
+      const seen: JobRecord[] = [];
+      const watching = broker.watchRecords((record) => seen.push(record), loops.signal());
+      await eventually(() => seen.some((x) => x.id === a.id));
+      await change(a.id, { status: "running" });
+      const b = newRecord(1, ack);
+      const revB = await broker.createRecord(b);
+      await broker.deleteRecord(b.id, revB);
+      const c = newRecord(1, ack);
+      await broker.createRecord(c);
+      await eventually(() => seen.some((x) => x.id === c.id));
+      const mine = seen.filter((x) => [a.id, b.id, c.id].includes(x.id)).map((x) => [x.id, x.status]);
+      expect(mine).toEqual([
+        [a.id, "queuing"],
+        [a.id, "running"],
+        [b.id, "queuing"],
+        [c.id, "queuing"],
+      ]);
+      loops.abortAll();
+      await watching;
+    });
+
+    // ---- results and dead letters ----
+
+    it("readResults: in order from the start, pending = stored after it, onCaughtUp when empty; then live", async () => {
+      const jobId = uid("j");
+      const bodies = [0, 1, 2, 3].map((i) => `[{"i":${i},"ok":true}]`);
+      const early = loops.read(broker, jobId);
+      await eventually(() => early.state.caughtUp === 1);
+      for (const [n, body] of bodies.slice(0, 3).entries()) await broker.publishResults(jobId, body, `m${n}`);
+      await eventually(() => early.messages.length === 3);
+      expect(early.messages.map((m) => m.body)).toEqual(bodies.slice(0, 3));
+
+      const late = loops.read(broker, jobId);
+      await eventually(() => late.messages.length === 3);
+      expect(late.messages).toEqual(bodies.slice(0, 3).map((body, i) => ({ body, pending: 2 - i })));
+      expect(late.state.caughtUp).toBe(0);
+      await broker.publishResults(jobId, bodies[3]!, "m3");
+      await eventually(() => early.messages.length === 4 && late.messages.length === 4);
+      expect(late.messages[3]).toEqual({ body: bodies[3], pending: 0 });
+      loops.abortAll();
+      await Promise.all([early.ended, late.ended]);
+    });
+
+    it("duplicate results message is dropped (same msgId)", async () => {
+      const jobId = uid("j");
+      await broker.publishResults(jobId, '[{"i":0,"ok":true}]', "r1");
+      await broker.publishResults(jobId, '[{"i":0,"ok":true}]', "r1"); // a retried publish
+      await broker.publishResults(jobId, '[{"i":1,"ok":true}]', "r2");
+      const reader = loops.read(broker, jobId);
+      await eventually(() => reader.messages.length === 2);
+      expect(reader.messages).toEqual([
+        { body: '[{"i":0,"ok":true}]', pending: 1 },
+        { body: '[{"i":1,"ok":true}]', pending: 0 },
+      ]);
+    });
+
+    it("dead letters: a retried store lands once, the first per task is listed, removal by seq", async () => {
+      const jobId = uid("j");
+      const letter = (index: number, error: string, source: "worker" | "advisory" = "worker") => ({
+        jobId,
+        index,
+        payload: { n: index },
+        error,
+        deliveries: 3,
+        at: Date.now(),
+        source,
+      });
+      await broker.storeDeadLetter(letter(1, "boom"), "d1");
+      await broker.storeDeadLetter(letter(1, "boom"), "d1"); // a retried store
+      await broker.storeDeadLetter(letter(0, "first"), "d2");
+      await broker.storeDeadLetter(letter(0, "second", "advisory"), "d3"); // the task died twice
+      const letters = await broker.listDeadLetters(jobId);
+      expect(letters.map((l) => [l.index, l.error, l.taskId, l.payload])).toEqual([
+        [0, "first", `${jobId}.0`, { n: 0 }],
+        [1, "boom", `${jobId}.1`, { n: 1 }],
+      ]);
+      await broker.removeDeadLetters([letters[1]!.seq]);
+      // Had the retried store landed twice, task 1 would still be listed.
+      expect((await broker.listDeadLetters(jobId)).map((l) => l.index)).toEqual([0]);
+    });
+
+    it("maxPayload: a larger message is refused with a permanent error", async () => {
+      const max = await broker.maxPayload();
+      expect(max).toBeGreaterThanOrEqual(64 * 1024);
+      await expect(broker.publishResults(uid("j"), "x".repeat(max + 1), "big")).rejects.toMatchObject({
+        _tag: "PermanentBrokerError",
+      });
+    });
+
+    // ---- supervision and housekeeping ----
+
+    it("supervision leases: acquire, renew, expiry and takeover, release", async () => {
+      const a = broker.leases;
+      const b = (await h.peer("contract-peer")).leases;
+      expect(a.holder).not.toBe(b.holder);
+      const jobId = uid("j");
+      const t0 = Date.now();
+      expect(await a.acquire(jobId, 1000, t0)).toBe(true);
+      expect(a.holds(jobId)).toBe(true);
+      expect(await a.acquire(jobId, 1000, t0 + 100)).toBe(true); // ours already
+      expect(await b.acquire(jobId, 1000, t0 + 500)).toBe(false);
+      expect(b.holds(jobId)).toBe(false);
+      expect(await a.renew(jobId, 1000, t0 + 800)).toBe(true);
+      expect(await b.acquire(jobId, 1000, t0 + 1500)).toBe(false); // renewed until t0 + 1800
+      expect(await b.acquire(jobId, 1000, t0 + 1900)).toBe(true); // ran out: taken over
+      expect(await a.renew(jobId, 1000, t0 + 2000)).toBe(false);
+      expect(a.holds(jobId)).toBe(false);
+      expect(await b.renew(jobId, 1000, t0 + 2000)).toBe(true);
+      expect((await a.list()).filter((l) => l.jobId === jobId)).toMatchObject([
+        { jobId, lease: { holder: b.holder, until: t0 + 3000 } },
+      ]);
+      await b.release(jobId);
+      expect(b.holds(jobId)).toBe(false);
+      expect((await a.list()).map((l) => l.jobId)).not.toContain(jobId);
+      expect(await a.acquire(jobId, 1000, t0 + 2100)).toBe(true); // free again
+      await a.remove(jobId);
+      expect((await b.list()).map((l) => l.jobId)).not.toContain(jobId);
+      expect(await a.renew(uid("j"), 1000)).toBe(false); // never held
+    });
+
+    it("cleanup: a dry run only reports; a real run removes what finished and unknown jobs left", async () => {
+      const prefix = h.prefix ?? "jetstate";
+      const now = Date.now();
+      const retentionMs = 60_000;
+      const tasks = (r: JobRecord) => `${prefix}.tasks.${r.queue}.${r.id}`;
+      const results = (id: string) => `${prefix}.results.${id}`;
+      const old = await openJob(2); // finished long ago
+      await change(old.id, { status: "succeeded", phase: "committed", finishedAt: now - 2 * retentionMs });
+      await broker.publishResults(old.id, '[{"i":0,"ok":true}]', uid("m"));
+      await broker.storeDeadLetter(
+        { jobId: old.id, index: 1, payload: 1, error: "x", deliveries: 1, at: now, source: "worker" },
+        uid("m"),
+      );
+      const recent = await openJob(1); // finished just now: record and results kept
+      await change(recent.id, { status: "failed", phase: "committed", finishedAt: now });
+      await broker.publishResults(recent.id, '[{"i":0,"ok":false}]', uid("m"));
+      const running = await openJob(1);
+      await change(running.id, { status: "running", phase: "committed" });
+      await broker.publishResults(running.id, '[{"i":0,"ok":true}]', uid("m"));
+      const submitting = newRecord(1, ack); // the reaper's, not cleanup's
+      await broker.createRecord(submitting);
+      await broker.publishTasks(submitting, taskBodies(1), never);
+      const unknown = newRecord(1, ack); // consumer and tasks, no record
+      await broker.publishTasks(unknown, taskBodies(1), never);
+      await broker.createConsumer(unknown.queue, unknown.id, unknown.settings);
+      const orphan = uid("j"); // results, no record
+      await broker.publishResults(orphan, "[]", uid("m"));
+      for (const id of [old.id, recent.id, running.id, unknown.id]) await broker.leases.acquire(id, 60_000);
+
+      const expected = {
+        consumersDeleted: [old.id, recent.id, unknown.id].sort(),
+        tasksPurged: [tasks(old), tasks(recent), tasks(unknown)].sort(),
+        recordsRemoved: [old.id],
+        resultsPurged: [results(old.id), results(orphan)].sort(),
+        leasesRemoved: [old.id, recent.id, unknown.id].sort(),
+      };
+      const sorted = (report: Awaited<ReturnType<Broker["cleanup"]>>) => ({
+        dryRun: report.dryRun,
+        consumersDeleted: [...report.consumersDeleted].sort(),
+        tasksPurged: [...report.tasksPurged].sort(),
+        recordsRemoved: [...report.recordsRemoved].sort(),
+        resultsPurged: [...report.resultsPurged].sort(),
+        leasesRemoved: [...report.leasesRemoved].sort(),
+      });
+      expect(sorted(await broker.cleanup({ dryRun: true, retentionMs, now }))).toEqual({
+        dryRun: true,
+        ...expected,
+      });
+      expect(await broker.consumerExists(old.id)).toBe(true);
+      expect(await broker.getRecord(old.id)).toBeDefined();
+      expect(await broker.listDeadLetters(old.id)).toHaveLength(1);
+
+      expect(sorted(await broker.cleanup({ retentionMs, now }))).toEqual({ dryRun: false, ...expected });
+      for (const id of [old.id, recent.id, unknown.id]) expect(await broker.consumerExists(id)).toBe(false);
+      expect(await counts(running.id)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
+      expect(await broker.getRecord(old.id)).toBeUndefined();
+      expect(await broker.getRecord(recent.id)).toBeDefined();
+      expect(await broker.getRecord(submitting.id)).toBeDefined();
+      expect(await broker.listDeadLetters(old.id)).toEqual([]);
+      expect((await broker.leases.list()).map((l) => l.jobId)).toEqual([running.id]);
+      const readers = [old.id, orphan, recent.id, running.id].map((id) => loops.read(broker, id));
+      await eventually(() => readers[2]!.messages.length === 1 && readers[3]!.messages.length === 1);
+      await eventually(() => readers[0]!.state.caughtUp === 1 && readers[1]!.state.caughtUp === 1);
+      expect(readers[0]!.messages.length + readers[1]!.messages.length).toBe(0);
+      // The crashed submit's tasks are still there for the reaper to roll back.
+      await broker.createConsumer(submitting.queue, submitting.id, submitting.settings);
+      expect(await counts(submitting.id)).toMatchObject({ waiting: 1 });
+
+      expect(sorted(await broker.cleanup({ retentionMs, now }))).toEqual({
+        dryRun: false,
+        consumersDeleted: [],
+        tasksPurged: [],
+        recordsRemoved: [],
+        resultsPurged: [],
+        leasesRemoved: [],
+      });
+    });
+  });

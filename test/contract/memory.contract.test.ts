@@ -1,0 +1,124 @@
+import { describe, expect, it } from "vitest";
+import {
+  createMemoryBroker,
+  createMemoryServer,
+  type MemoryBroker,
+} from "../../src/adapters/memory/memory-broker.ts";
+import { ManualClock } from "../../src/clock.ts";
+import { InvalidArgument, RuntimeStopped } from "../../src/errors.ts";
+import { brokerContract } from "./broker.contract.ts";
+import { newRecord, taskBodies } from "./contract-helpers.ts";
+
+/** Lets what the clock released run: resolved leases reach their consumers, loops wait again. */
+const settle = async () => {
+  for (let i = 0; i < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+};
+
+brokerContract("memory", async () => {
+  const clock = new ManualClock();
+  const server = createMemoryServer({ clock });
+  const broker = createMemoryBroker({ server, holder: "contract-a" });
+  const peers: MemoryBroker[] = [];
+  return {
+    broker,
+    clock,
+    ackWaitMs: 300,
+    advance: async (ms) => {
+      clock.advance(ms);
+      await settle();
+    },
+    peer: async (holder) => {
+      const peer = createMemoryBroker({ server, holder });
+      peers.push(peer);
+      return peer;
+    },
+    dispose: async () => {
+      for (const peer of peers) await peer.close();
+      await broker.close();
+      server.close();
+      expect(clock.pending).toBe(0); // every lease and delay timer cleared
+    },
+  };
+});
+
+describe("memory broker: beyond the contract", () => {
+  it("close() clears every timer of its own server, ends its loops, and later calls fail RuntimeStopped", async () => {
+    const clock = new ManualClock();
+    const broker = createMemoryBroker({ clock });
+    const record = newRecord(3, 1000);
+    await broker.createRecord(record);
+    await broker.publishTasks(record, taskBodies(3), new AbortController().signal);
+    await broker.createConsumer(record.queue, record.id, record.settings);
+    let leased = 0;
+    const consuming = broker.consumeTasks(
+      record.id,
+      8,
+      () => {
+        leased++;
+      },
+      new AbortController().signal,
+    );
+    const reading = broker.readResults(record.id, () => undefined, new AbortController().signal);
+    const processing = broker.processExhausted(new AbortController().signal);
+    await settle();
+    expect(leased).toBe(3);
+    expect(clock.pending).toBe(3); // one lease each
+    await broker.close();
+    expect(clock.pending).toBe(0);
+    expect(await consuming).toBe("stopped");
+    await reading;
+    await processing;
+    await expect(broker.getRecord(record.id)).rejects.toBeInstanceOf(RuntimeStopped);
+    await expect(broker.leases.acquire(record.id, 1000)).rejects.toBeInstanceOf(RuntimeStopped);
+  });
+
+  it("a broker closed on a shared server leaves the others running", async () => {
+    const server = createMemoryServer({ clock: new ManualClock() });
+    const a = createMemoryBroker({ server });
+    const b = createMemoryBroker({ server });
+    const record = newRecord(1, 1000);
+    await a.createRecord(record);
+    await a.close();
+    expect((await b.getRecord(record.id))?.record).toEqual(record);
+    await expect(a.listRecords()).rejects.toBeInstanceOf(RuntimeStopped);
+    server.close();
+    await expect(b.listRecords()).rejects.toBeInstanceOf(RuntimeStopped);
+  });
+
+  it("exhausted tasks are captured only once dead letters are set up, as advisories on NATS", async () => {
+    const clock = new ManualClock();
+    const broker = createMemoryBroker({ clock });
+    const record = newRecord(1, 1000, { maxDeliver: 1 });
+    await broker.createRecord(record);
+    await broker.publishTasks(record, taskBodies(1), new AbortController().signal);
+    await broker.createConsumer(record.queue, record.id, record.settings);
+    const stop = new AbortController();
+    void broker.consumeTasks(record.id, 8, () => undefined, stop.signal);
+    await settle();
+    clock.advance(1500);
+    void broker.processExhausted(stop.signal);
+    await settle();
+    // Its advisory went nowhere: not dead-lettered, not delivered again, still stored.
+    expect(await broker.listDeadLetters(record.id)).toEqual([]);
+    expect(await broker.consumerCounts(record.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+    stop.abort();
+    await broker.close();
+  });
+
+  it("bad options are InvalidArgument; bad names the same permanent error NATS gives", async () => {
+    expect(() => createMemoryBroker({ maxPayload: 0 })).toThrow(InvalidArgument);
+    expect(() => createMemoryBroker({ prefix: "a.b" })).toThrow(InvalidArgument);
+    expect(() => createMemoryBroker({ server: createMemoryServer(), clock: new ManualClock() })).toThrow(
+      /clock: set it on the shared server/,
+    );
+    const broker = createMemoryBroker({ clock: new ManualClock() });
+    await expect(broker.getRecord("a b")).rejects.toMatchObject({ _tag: "PermanentBrokerError" });
+    await expect(broker.createConsumer("q", "a.b", newRecord(1, 1000).settings)).rejects.toMatchObject({
+      _tag: "PermanentBrokerError",
+    });
+    await expect(broker.updateRecord(newRecord(1, 1000), 0)).rejects.toMatchObject({
+      _tag: "PermanentBrokerError",
+    });
+    await broker.close();
+  });
+});

@@ -1,0 +1,57 @@
+import { pino } from "pino";
+import { afterAll, beforeAll } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { createRuntimeCore } from "../../src/runtime.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+import { brokerContract } from "./broker.contract.ts";
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+const retentionMs = 3600_000;
+
+let server: NatsServerHandle;
+beforeAll(async () => {
+  server = await startNatsServer();
+});
+afterAll(async () => {
+  await server?.dispose();
+});
+
+let cases = 0;
+
+/**
+ * The same contract on a real nats-server. Each case gets its own prefix,
+ * hence its own streams, buckets and advisories: cases never see each other.
+ * Time is real: `advance` waits (a poll against a deadline), and the suite's
+ * assertions poll for the state they expect.
+ */
+brokerContract("nats", async () => {
+  const prefix = `c${++cases}`;
+  const core = await createRuntimeCore({ servers: server.url, logger, prefix });
+  const broker = createNatsBroker(core, { retentionMs, holder: `${prefix}-a` });
+  const peers: Broker[] = [];
+  return {
+    broker,
+    prefix,
+    ackWaitMs: 300,
+    advance: async (ms) => {
+      const until = Date.now() + ms;
+      await waitUntil(() => Date.now() >= until, {
+        timeoutMs: ms + 1000,
+        intervalMs: Math.max(1, Math.min(20, ms)),
+        message: `${ms} ms to pass`,
+      });
+    },
+    peer: async (holder) => {
+      const peer = createNatsBroker(core, { retentionMs, holder });
+      peers.push(peer);
+      return peer;
+    },
+    dispose: async () => {
+      for (const peer of peers) await peer.close();
+      await broker.close();
+      await core.stop();
+    },
+  };
+});

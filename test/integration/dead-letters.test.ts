@@ -1,0 +1,187 @@
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+describe("dead letters: a job never hangs on a task that exhausted its deliveries", () => {
+  let server: NatsServerHandle;
+  let rt: Runtime;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    rt = await createRuntime({ servers: server.url, logger });
+    nc = await connect({ servers: server.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await rt?.stop();
+    await server?.dispose();
+  });
+
+  it("a task that always fails transiently is dead after maxDeliver; redrive brings it back and it succeeds", async () => {
+    let upstreamDown = true;
+    const attempts: number[] = [];
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue: "flaky",
+      concurrency: 4,
+      handler: (task) => {
+        if (task.index === 2) {
+          attempts.push(task.attempt);
+          if (upstreamDown) throw new Error("upstream busy");
+        }
+        return task.payload.n * 10;
+      },
+    });
+    const job = await rt.jobs.submit({
+      queue: "flaky",
+      tasks: range(5).map((n) => ({ n })),
+      maxDeliver: 3,
+      backoff: [20],
+    });
+    const first = await job.done();
+    expect(first).toMatchObject({ status: "failed", done: 4, failed: 0, dead: 1 });
+    expect(first.reason).toMatch(/1 of 5 tasks failed or died/);
+    expect(attempts).toEqual([1, 2, 3]);
+
+    const letters = await rt.jobs.deadLetters(job.id);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({
+      jobId: job.id,
+      index: 2,
+      taskId: `${job.id}.2`,
+      payload: { n: 2 },
+      deliveries: 3,
+      source: "worker",
+    });
+    expect(letters[0]!.error).toMatch(/upstream busy/);
+
+    upstreamDown = false;
+    const again = await rt.jobs.redrive(job.id, [`${job.id}.2`]);
+    const final = await again.done();
+    await worker.stop();
+    expect(final).toMatchObject({ status: "succeeded", done: 5, failed: 0, dead: 0 });
+    expect(attempts.at(-1)).toBe(1); // a fresh delivery
+    expect(await rt.jobs.deadLetters(job.id)).toEqual([]);
+    const results = [];
+    for await (const r of again.results()) results.push(r);
+    expect(results).toHaveLength(5);
+    expect(results.find((r) => r.index === 2)).toMatchObject({ ok: true, result: 20 });
+    const [record] = await rt.jobs.list({ queue: "flaky" });
+    expect(record).toMatchObject({ status: "succeeded", counts: { done: 5, failed: 0, dead: 0 } });
+  });
+
+  it("a task nobody answers (worker hung, no heartbeat) is caught from the MAX_DELIVERIES advisory", async () => {
+    const advisoryAt: number[] = [];
+    const advisories = nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>", {
+      callback: () => {
+        advisoryAt.push(Date.now());
+      },
+    });
+    const worker = rt.workers.start<number, number>({
+      queue: "hung",
+      concurrency: 4,
+      stopTimeoutMs: 100,
+      handler: (task, ctx) =>
+        task.index === 1
+          ? new Promise((_, reject) =>
+              ctx.signal.addEventListener("abort", () => reject(new Error("aborted"))),
+            )
+          : task.index,
+    });
+    const job = await rt.jobs.submit({
+      queue: "hung",
+      tasks: range(3),
+      maxDeliver: 2,
+      ackWaitMs: 400,
+      maxFailures: 0.34,
+    });
+    let deadSeenAt = 0;
+    const unsubscribe = job.subscribe((s) => {
+      if (s.dead === 1 && deadSeenAt === 0) deadSeenAt = Date.now();
+    });
+    const final = await job.done();
+    unsubscribe();
+    await worker.stop();
+    advisories.unsubscribe();
+    expect(final).toMatchObject({ status: "succeeded", done: 2, dead: 1 });
+    expect(advisoryAt).toHaveLength(1);
+    const letters = await rt.jobs.deadLetters(job.id);
+    expect(letters).toMatchObject([{ index: 1, payload: 1, deliveries: 2, source: "advisory" }]);
+    // The task left the work queue: nothing of the job is still stored.
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info("jetstate_tasks", {
+      subjects_filter: `jetstate.tasks.hung.${job.id}`,
+    });
+    expect(info.state.subjects?.[`jetstate.tasks.hung.${job.id}`] ?? 0).toBe(0);
+    console.info(`dead task visible in the job ${deadSeenAt - advisoryAt[0]!} ms after the advisory`);
+  });
+});
+
+describe("cleanup", () => {
+  let server: NatsServerHandle;
+  let rt: Runtime;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    rt = await createRuntime({ servers: server.url, logger, jobs: { cleanupIntervalMs: 0 } });
+    nc = await connect({ servers: server.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await rt?.stop();
+    await server?.dispose();
+  });
+
+  it("leaves no consumer, subject message or expired record behind; dry run changes nothing", async () => {
+    const worker = rt.workers.start<number, number>({ queue: "clean", handler: (t) => t.payload });
+    const finished = await rt.jobs.submit({ queue: "clean", tasks: range(10) });
+    await finished.done();
+    await worker.stop();
+    // A crashed run's leftovers: a consumer and tasks of a job that has no record.
+    const jsm = await jetstreamManager(nc);
+    await jsm.consumers.add("jetstate_tasks", {
+      durable_name: "jghost",
+      filter_subject: "jetstate.tasks.clean.jghost",
+      ack_policy: "explicit" as never,
+    });
+    await jetstream(nc).publish("jetstate.tasks.clean.jghost", JSON.stringify({ i: 0, p: 1 }));
+    await jetstream(nc).publish("jetstate.results.jghost", "[]");
+    const running = await rt.jobs.submit({ queue: "clean", tasks: range(3) }); // active: must stay
+
+    const dry = await rt.admin.cleanup({ dryRun: true, retentionMs: 0 });
+    expect(dry).toMatchObject({
+      dryRun: true,
+      consumersDeleted: ["jghost"],
+      tasksPurged: ["jetstate.tasks.clean.jghost"],
+      recordsRemoved: [finished.id],
+      resultsPurged: expect.arrayContaining(["jetstate.results.jghost", `jetstate.results.${finished.id}`]),
+    });
+    expect((await jsm.consumers.info("jetstate_tasks", "jghost")).name).toBe("jghost");
+    expect((await rt.jobs.list()).map((r) => r.id)).toContain(finished.id);
+
+    const done = await rt.admin.cleanup({ retentionMs: 0 });
+    expect(done.recordsRemoved).toEqual([finished.id]);
+    const consumers = [];
+    for await (const c of jsm.consumers.list("jetstate_tasks")) consumers.push(c.name);
+    expect(consumers).toEqual([running.id]);
+    const tasks = await jsm.streams.info("jetstate_tasks", { subjects_filter: "jetstate.tasks.>" });
+    expect(tasks.state.subjects).toEqual({ [`jetstate.tasks.clean.${running.id}`]: 3 });
+    const results = await jsm.streams.info("jetstate_results", { subjects_filter: "jetstate.results.>" });
+    expect(Object.keys(results.state.subjects ?? {})).toEqual([]);
+    expect((await rt.jobs.list()).map((r) => r.id)).toEqual([running.id]);
+    // A second pass finds nothing more to do.
+    const again = await rt.admin.cleanup({ retentionMs: 0 });
+    expect(again).toMatchObject({
+      consumersDeleted: [],
+      tasksPurged: [],
+      recordsRemoved: [],
+      resultsPurged: [],
+    });
+    await running.cancel("test over");
+  });
+});
