@@ -29,7 +29,11 @@ export const taskBodies = (count: number, from = 0) =>
 
 export const indexOf = (lease: TaskLease): number => (JSON.parse(lease.body) as { i: number }).i;
 
-export const newRecord = (total: number, ackWaitMs: number, settings: Partial<JobSettings> = {}): JobRecord => {
+export const newRecord = (
+  total: number,
+  ackWaitMs: number,
+  settings: Partial<JobSettings> = {},
+): JobRecord => {
   const now = Date.now();
   return {
     v: 1,
@@ -56,11 +60,8 @@ export const newRecord = (total: number, ackWaitMs: number, settings: Partial<Jo
 };
 
 /** Polls until `check` stops returning false or throwing (an `expect` inside it): never a fixed sleep. */
-export const eventually = (
-  check: () => boolean | void | Promise<boolean | void>,
-  message = "the expected broker state",
-  timeoutMs = 8000,
-) => waitUntil(async () => (await check()) !== false, { timeoutMs, intervalMs: 10, message });
+export const eventually = (check: () => unknown, message = "the expected broker state", timeoutMs = 8000) =>
+  waitUntil(async () => (await check()) !== false, { timeoutMs, intervalMs: 10, message });
 
 /** Long-running broker calls a case starts; all aborted after the case. */
 export class Loops {

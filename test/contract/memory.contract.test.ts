@@ -105,6 +105,51 @@ describe("memory broker: beyond the contract", () => {
     await broker.close();
   });
 
+  it("message ids de-duplicate for 2 minutes of the clock, then a publish with the same id lands", async () => {
+    const clock = new ManualClock();
+    const broker = createMemoryBroker({ clock });
+    const read = async () => {
+      const bodies: string[] = [];
+      const stop = new AbortController();
+      const reading = broker.readResults("j1", (body) => bodies.push(body), stop.signal);
+      await settle();
+      stop.abort();
+      await reading;
+      return bodies;
+    };
+    await broker.publishResults("j1", "[1]", "same");
+    clock.advance(119_000);
+    await broker.publishResults("j1", "[2]", "same");
+    expect(await read()).toEqual(["[1]"]);
+    clock.advance(1_000);
+    await broker.publishResults("j1", "[3]", "same");
+    expect(await read()).toEqual(["[1]", "[3]"]);
+    await broker.close();
+  });
+
+  it("an exhausted task acked before its advisory is processed is not a dead letter (as nats-server 2.9 does)", async () => {
+    const clock = new ManualClock();
+    const broker = createMemoryBroker({ clock });
+    await broker.ensureDeadLetters();
+    const record = newRecord(1, 1000, { maxDeliver: 1 });
+    await broker.createRecord(record);
+    await broker.publishTasks(record, taskBodies(1), new AbortController().signal);
+    await broker.createConsumer(record.queue, record.id, record.settings);
+    const stop = new AbortController();
+    const leases: Array<{ ack(): void }> = [];
+    void broker.consumeTasks(record.id, 8, (lease) => void leases.push(lease), stop.signal);
+    await settle();
+    clock.advance(1500); // ran out on its last delivery: exhausted on the next delivery attempt
+    await settle();
+    leases[0]!.ack(); // a late answer still removes it
+    void broker.processExhausted(stop.signal);
+    await settle();
+    expect(await broker.listDeadLetters(record.id)).toEqual([]);
+    expect(await broker.consumerCounts(record.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+    stop.abort();
+    await broker.close();
+  });
+
   it("bad options are InvalidArgument; bad names the same permanent error NATS gives", async () => {
     expect(() => createMemoryBroker({ maxPayload: 0 })).toThrow(InvalidArgument);
     expect(() => createMemoryBroker({ prefix: "a.b" })).toThrow(InvalidArgument);

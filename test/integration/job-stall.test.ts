@@ -26,6 +26,14 @@ const lines: LogLine[] = [];
 const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
 const warn = 40;
 
+/** What the stall line carries besides its message. */
+interface StallFields {
+  readonly idleMs: number;
+  readonly left: number;
+  readonly waiting: number;
+  readonly held: number;
+}
+
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const collect = async <R>(results: AsyncIterable<R>) => {
   const all: R[] = [];
@@ -113,7 +121,7 @@ describe("stalled jobs", () => {
 
     const line = await stallLine(job.id);
     expect(line.level).toBe(warn);
-    const { idleMs, left, waiting, held } = line as unknown as Record<string, number>;
+    const { idleMs, left, waiting, held } = line as unknown as StallFields;
     expect(idleMs).toBeGreaterThanOrEqual(300);
     // Every task left either waits for a worker or is leased to one, counted once: the server's
     // own counts add a released task to both (nats-server 2.9), which the line must not repeat.
@@ -201,7 +209,7 @@ describe("stalled jobs", () => {
     await waitUntil(() => started === 2, { timeoutMs: 5000, message: "both handlers hold a task" });
     await waitUntil(() => job.snapshot().status === "stalled", { timeoutMs: 5000, message: "stalled" });
     const line = await stallLine(job.id);
-    const { waiting, held } = line as unknown as Record<string, number>;
+    const { waiting, held } = line as unknown as StallFields;
     // The two tasks in its handlers at least (more, leased while it waited for a free slot).
     expect(held).toBeGreaterThanOrEqual(2);
     expect(waiting + held).toBe(total);

@@ -2,13 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
 import { InvalidArgument, RuntimeStopped } from "../../errors.ts";
-import type {
-  Broker,
-  CleanupOptions,
-  CleanupReport,
-  DeadLetter,
-  TaskLease,
-} from "../broker.ts";
+import type { Broker, CleanupOptions, CleanupReport, DeadLetter, TaskLease } from "../broker.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
@@ -203,7 +197,10 @@ class MemoryJobBroker implements MemoryBroker {
   async removeTasks(queue: string, jobId: string): Promise<void> {
     const op = "job.tasks.remove";
     this.#open(op);
-    const subject = this.server.names.tasksSubject(checkToken(op, "queue", queue), checkToken(op, "jobId", jobId));
+    const subject = this.server.names.tasksSubject(
+      checkToken(op, "queue", queue),
+      checkToken(op, "jobId", jobId),
+    );
     this.server.tasks.deleteConsumer(jobId);
     this.server.tasks.purge(subject);
   }

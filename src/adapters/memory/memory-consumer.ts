@@ -207,7 +207,10 @@ export class MemoryConsumer {
 
   #lease(seq: number): TaskLease {
     let d = this.#deliveries.get(seq);
-    if (!d) this.#deliveries.set(seq, (d = { count: 0, state: "leased", timer: undefined }));
+    if (!d) {
+      d = { count: 0, state: "leased", timer: undefined };
+      this.#deliveries.set(seq, d);
+    }
     d.count++;
     d.state = "leased";
     this.#arm(seq, d, this.#settings.ackWaitMs);

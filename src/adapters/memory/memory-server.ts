@@ -93,7 +93,10 @@ export class MemoryServer {
   checkPayload(operation: string, body: string, msgId: string): void {
     const bytes = Buffer.byteLength(body) + Buffer.byteLength(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`);
     if (bytes > this.maxPayload) {
-      throw new PermanentBrokerError({ message: `${operation}: 'payload' max_payload size exceeded`, operation });
+      throw new PermanentBrokerError({
+        message: `${operation}: 'payload' max_payload size exceeded`,
+        operation,
+      });
     }
   }
 
@@ -106,7 +109,8 @@ export class MemoryServer {
 }
 
 /** A server of its own for a test or an embedded runtime; share it to give several brokers the same jobs. */
-export const createMemoryServer = (options: MemoryServerOptions = {}): MemoryServer => new MemoryServer(options);
+export const createMemoryServer = (options: MemoryServerOptions = {}): MemoryServer =>
+  new MemoryServer(options);
 
 const bad = (field: string, message: string): never => {
   throw new InvalidArgument({ message: `${field}: ${message}`, field });

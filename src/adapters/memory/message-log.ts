@@ -63,7 +63,10 @@ export class MessageLog {
     if (!this.#dedupe.admit(msgId)) return false;
     const message: LoggedMessage = { seq: ++this.#seq, body, at: this.#clock.now() };
     let messages = this.#subjects.get(subject);
-    if (!messages) this.#subjects.set(subject, (messages = []));
+    if (!messages) {
+      messages = [];
+      this.#subjects.set(subject, messages);
+    }
     messages.push(message);
     this.#subjectOf.set(message.seq, subject);
     for (const listener of [...(this.#listeners.get(subject) ?? [])]) listener();
@@ -113,10 +116,14 @@ export class MessageLog {
     }
     return new Promise((resolve) => {
       let listeners = this.#listeners.get(subject);
-      if (!listeners) this.#listeners.set(subject, (listeners = new Set()));
+      if (!listeners) {
+        listeners = new Set();
+        this.#listeners.set(subject, listeners);
+      }
       const done = () => {
         listeners.delete(done);
-        if (listeners.size === 0 && this.#listeners.get(subject) === listeners) this.#listeners.delete(subject);
+        if (listeners.size === 0 && this.#listeners.get(subject) === listeners)
+          this.#listeners.delete(subject);
         signal.removeEventListener("abort", done);
         resolve();
       };

@@ -49,7 +49,10 @@ export class TaskStream {
     const task: StoredTask = { seq: ++this.#seq, subject, body };
     this.#messages.set(task.seq, task);
     let entry = this.#subjects.get(subject);
-    if (!entry) this.#subjects.set(subject, (entry = { seqs: [], count: 0 }));
+    if (!entry) {
+      entry = { seqs: [], count: 0 };
+      this.#subjects.set(subject, entry);
+    }
     entry.seqs.push(task.seq);
     entry.count++;
     this.#bySubject.get(subject)?.pump();
