@@ -59,3 +59,19 @@ export class ManualClock implements Clock {
     return this.#timers.size;
   }
 }
+
+/** Calls `fn` every `ms` on `clock` until the returned function is called. */
+export const every = (clock: Clock, ms: number, fn: () => void): (() => void) => {
+  let handle: unknown;
+  let stopped = false;
+  const tick = () => {
+    if (stopped) return;
+    handle = clock.setTimeout(tick, ms);
+    fn();
+  };
+  handle = clock.setTimeout(tick, ms);
+  return () => {
+    stopped = true;
+    clock.clearTimeout(handle);
+  };
+};

@@ -72,7 +72,10 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
     this.actor.subscribe(() => this.#onSnapshot());
   }
 
+  #started = false;
+
   start(): void {
+    this.#started = true;
     this.actor.start();
     this.actor.send({ type: "connection.start" });
   }
@@ -144,7 +147,7 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
       for (const waiter of this.#waiters) waiter.reject(new RuntimeStopped({ message: "runtime stopped" }));
       this.#waiters.clear();
     }
-    if (this.actor.getSnapshot().status === "active") {
+    if (this.#started && this.actor.getSnapshot().status === "active") {
       await new Promise<void>((resolve) => {
         const sub = this.actor.subscribe({ complete: () => resolve() });
         if (this.actor.getSnapshot().status !== "active") resolve();

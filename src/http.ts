@@ -7,7 +7,7 @@ import { leaseInfo } from "./adapters/nats/job-broker.ts";
 import { InvalidArgument } from "./errors.ts";
 import { childLogger } from "./logger.ts";
 import { rejectUnknownKeys } from "./options.ts";
-import { partsOf, type Runtime } from "./runtime.ts";
+import { jetstreamOf, partsOf, type Runtime } from "./runtime.ts";
 
 export interface HttpApiOptions {
   /** `{ "<token>": "<worker identity>" }`: who may call, and the name logged with their reservations and results. */
@@ -51,7 +51,8 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * as native workers. Throws `InvalidArgument` for bad options.
  */
 export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => {
-  const { core, broker, jobs } = partsOf(rt);
+  const { core, jobs } = partsOf(rt);
+  const broker = jetstreamOf(rt);
   if (typeof options !== "object" || options === null) {
     throw new InvalidArgument({ message: "options: must be an object", field: "options" });
   }

@@ -1,11 +1,10 @@
 import { type Actor, createActor, fromCallback, fromPromise } from "xstate";
-import type { NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
-import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
-import type { NatsJobLeases } from "./adapters/nats/job-leases.ts";
+import type { Broker } from "./adapters/broker.ts";
+import { every } from "./clock.ts";
 import { finalizeJob, recordProgress } from "./effects/finalize-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
 import { type SubmitHooks, submitJob } from "./effects/submit-job.ts";
-import { sleep, superviseLoop } from "./effects/supervise-loop.ts";
+import { sleep } from "./effects/supervise-loop.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import { type JobMachine, jobMachine, type ResultEntry } from "./machines/job.machine.ts";
@@ -13,9 +12,7 @@ import type { RuntimeCore } from "./runtime.ts";
 
 export interface JobActorDeps {
   readonly core: RuntimeCore;
-  readonly broker: NatsJobBroker;
-  readonly deadLetters: NatsDeadLetters;
-  readonly leases: NatsJobLeases;
+  readonly broker: Broker;
   /** Supervision lease: renewed every third of it; another runtime takes over after it. */
   readonly leaseMs: number;
   readonly submitHooks?: SubmitHooks;
@@ -27,11 +24,9 @@ export interface StartedJobActor {
   stop(): void;
 }
 
-const decoder = new TextDecoder();
-
-const parseEntries = (data: Uint8Array): ResultEntry[] | undefined => {
+const parseEntries = (body: string): ResultEntry[] | undefined => {
   try {
-    const value = JSON.parse(decoder.decode(data));
+    const value = JSON.parse(body);
     return Array.isArray(value) ? (value as ResultEntry[]) : undefined;
   } catch {
     return undefined;
@@ -50,7 +45,9 @@ export const startJobActor = (
   resumeFrom?: JobStatus,
   bodies?: readonly string[],
 ): StartedJobActor => {
-  const { core, broker, leases, leaseMs } = deps;
+  const { core, broker, leaseMs } = deps;
+  const clock = core.clock;
+  const leases = broker.leases;
   // `jobs.takeOver: false`: this runtime never supervises a job it did not submit; it only watches.
   const takeOver = core.options.jobs.takeOver;
   const jobId = record.id;
@@ -62,67 +59,63 @@ export const startJobActor = (
     actors: {
       submit: fromPromise(async ({ signal: aborted }) => {
         if (!bodies) throw new Error("nothing to submit");
-        await deps.deadLetters.ensure(); // advisories must be captured before a task can exhaust
+        await broker.ensureDeadLetters(); // exhausted tasks must be captured before one can exhaust
         await leases.acquire(jobId, leaseMs);
         const outcome = await submitJob(broker, {
           record,
           bodies,
-          now: Date.now,
+          now: () => clock.now(),
           signal: AbortSignal.any([aborted, signal]),
           ...(deps.submitHooks ? { hooks: deps.submitHooks } : {}),
         });
         if (outcome.kind === "existing") log.info("idempotency key matched an existing job");
-        return Date.now(); // committed: the job's rate and stall clocks start here
+        return clock.now(); // committed: the job's rate and stall clocks start here
       }),
       feed: fromCallback(({ sendBack }) => {
         if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
         const ac = new AbortController();
-        let nextSeq = 1;
         const backlog: ResultEntry[] = [];
         // A resumed job's first batch is what was answered before this actor: not a rate sample.
         let replay = resumeFrom !== undefined;
-        void superviseLoop(
-          core.connection,
-          (nc, loopSignal) =>
-            broker.readResults(
-              nc,
-              jobId,
-              nextSeq,
-              (data, seq, pending) => {
-                nextSeq = seq + 1;
-                const entries = parseEntries(data);
-                if (entries) backlog.push(...entries);
-                // While replaying, hand over everything read so far in one event once caught
-                // up: a redrive marker must be counted before the job decides it is over.
-                if (pending > 0 || backlog.length === 0) return;
-                sendBack({
-                  type: "results.received",
-                  entries: backlog.splice(0),
-                  at: Date.now(),
-                  ...(replay ? { replay } : {}),
-                });
-                replay = false;
-              },
-              loopSignal,
-            ),
-          AbortSignal.any([ac.signal, signal]),
-          { name: "results", log },
-        );
+        let caughtUp = false;
+        void broker
+          .readResults(
+            jobId,
+            (body, pending) => {
+              const entries = parseEntries(body);
+              if (entries) backlog.push(...entries);
+              // The first time through, hand over everything stored in one event once caught
+              // up: a redrive marker must be counted before the job decides it is over.
+              if ((!caughtUp && pending > 0) || backlog.length === 0) return;
+              caughtUp = true;
+              sendBack({
+                type: "results.received",
+                entries: backlog.splice(0),
+                at: clock.now(),
+                ...(replay ? { replay } : {}),
+              });
+              replay = false;
+            },
+            AbortSignal.any([ac.signal, signal]),
+            () => {
+              caughtUp = true;
+            },
+          )
+          .catch((error) => log.warn({ err: error }, "results feed failed"));
         return () => ac.abort();
       }),
       clock: fromCallback(({ sendBack, input }) => {
-        const timer = setInterval(() => sendBack({ type: "clock.tick", now: Date.now() }), input.everyMs);
-        return () => clearInterval(timer);
+        return every(clock, input.everyMs, () => sendBack({ type: "clock.tick", now: clock.now() }));
       }),
       finalize: fromPromise(async ({ input }) => {
         // Only the supervisor writes the end; a watcher waits for it (or for the lease).
         while (!leases.holds(jobId) && !signal.aborted) {
           const found = await broker.getRecord(jobId).catch(() => undefined);
           if (found && isFinal(found.record.status)) return;
-          if (takeOver && (await leases.acquire(jobId, leaseMs).catch(() => false))) break;
+          if (takeOver && (await leases.acquire(jobId, leaseMs, clock.now()).catch(() => false))) break;
           await sleep(Math.min(500, leaseMs / 4), signal);
         }
-        await finalizeJob(broker, input, Date.now);
+        await finalizeJob(broker, input, () => clock.now());
       }),
     },
   });
@@ -134,7 +127,7 @@ export const startJobActor = (
       queue: record.queue,
       total: record.total,
       settings: record.settings,
-      now: Date.now(),
+      now: clock.now(),
       ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
       ...(record.reason ? { reason: record.reason } : {}),
     },
@@ -145,37 +138,36 @@ export const startJobActor = (
   // `takeOver` is off).
   let supervised = false;
   let renewing = false;
-  const leaseTimer = setInterval(
-    () => {
-      // One step at a time: two renewals in flight with the same revision, the second loses
-      // its compare-and-set to the first and this runtime would think it lost the lease.
-      if (renewing || isFinal(snapshotOf(actor).status)) return;
-      const held = leases.holds(jobId);
-      if (!held && !supervised && !takeOver) return;
-      renewing = true;
-      const step = held ? leases.renew(jobId, leaseMs) : leases.acquire(jobId, leaseMs);
-      step
-        .then(
-          (ok) => {
-            if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
-            if (!held && ok && !supervised)
-              log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
-            if (ok) supervised = true;
-            else if (held) supervised = false;
-          },
-          (error) => log.debug({ err: error }, "lease renewal failed"),
-        )
-        .finally(() => {
-          renewing = false;
-        });
-    },
-    Math.max(20, Math.floor(leaseMs / 3)),
-  );
+  const stopLease = every(clock, Math.max(20, Math.floor(leaseMs / 3)), () => {
+    // One step at a time: two renewals in flight with the same revision, the second loses
+    // its compare-and-set to the first and this runtime would think it lost the lease.
+    if (renewing || isFinal(snapshotOf(actor).status)) return;
+    const held = leases.holds(jobId);
+    if (!held && !supervised && !takeOver) return;
+    renewing = true;
+    const step = held
+      ? leases.renew(jobId, leaseMs, clock.now())
+      : leases.acquire(jobId, leaseMs, clock.now());
+    step
+      .then(
+        (ok) => {
+          if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
+          if (!held && ok && !supervised)
+            log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
+          if (ok) supervised = true;
+          else if (held) supervised = false;
+        },
+        (error) => log.debug({ err: error }, "lease renewal failed"),
+      )
+      .finally(() => {
+        renewing = false;
+      });
+  });
 
   persistAndLog(deps, actor, log);
   actor.subscribe({
     complete: () => {
-      clearInterval(leaseTimer);
+      stopLease();
       stopping.abort();
       void leases.release(jobId);
     },
@@ -186,7 +178,8 @@ export const startJobActor = (
 
 /** One log line per state change; progress written by the supervisor at most once a second. */
 const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger): void => {
-  const { broker, leases } = deps;
+  const { broker } = deps;
+  const leases = broker.leases;
   let last: JobStatus | undefined;
   let timer: NodeJS.Timeout | undefined;
   const write = () => {
@@ -234,7 +227,7 @@ const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger
  * again, so a stopped worker's released tasks would read as held. Held is
  * therefore what is left beyond the pending ones, at most `num_ack_pending`.
  */
-const logStall = async (broker: NatsJobBroker, s: JobSnapshot, log: Logger) => {
+const logStall = async (broker: Broker, s: JobSnapshot, log: Logger) => {
   const counts = await broker.consumerCounts(s.id).catch(() => undefined);
   const idleMs = Date.now() - s.lastProgressAt;
   const left = s.total - s.done - s.failed - s.dead;

@@ -1,7 +1,6 @@
 import type { Actor } from "xstate";
-import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
+import type { Broker } from "./adapters/broker.ts";
 import type { JobStatus } from "./effects/job-record.ts";
-import { superviseLoop } from "./effects/supervise-loop.ts";
 import { RuntimeStopped } from "./errors.ts";
 import type { JobMachine } from "./machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime.ts";
@@ -50,7 +49,6 @@ export interface JobHandle<Result = unknown> {
   readonly actor: Actor<JobMachine>;
 }
 
-const decoder = new TextDecoder();
 const maxUpdatesPerSecond = 10;
 
 const topStatus = (value: unknown): JobStatus =>
@@ -158,7 +156,7 @@ interface RawResult {
  */
 async function* readAllResults<Result>(
   core: RuntimeCore,
-  broker: NatsJobBroker,
+  broker: Broker,
   actor: Actor<JobMachine>,
 ): AsyncIterable<TaskResult<Result>> {
   const { jobId } = actor.getSnapshot().context;
@@ -167,48 +165,40 @@ async function* readAllResults<Result>(
   const failures = new Map<number, TaskResult<Result>>();
   let wake: (() => void) | undefined;
   const ac = new AbortController();
-  let nextSeq = 1;
   let caughtUp = false;
-  const loop = superviseLoop(
-    core.connection,
-    (nc, signal) =>
-      broker.readResults(
-        nc,
-        jobId,
-        nextSeq,
-        (data, seq, pending) => {
-          nextSeq = seq + 1;
-          for (const raw of JSON.parse(decoder.decode(data)) as RawResult[]) {
-            const i = raw.i;
-            if (raw.redrive) {
-              if (failures.delete(i)) seen.delete(i);
-              continue;
-            }
-            if (seen.has(i)) continue;
-            seen.add(i);
-            const taskId = `${jobId}.${i}`;
-            if (raw.ok) ready.push({ taskId, index: i, ok: true, result: raw.r as Result });
-            else
-              failures.set(i, {
-                taskId,
-                index: i,
-                ok: false,
-                error: raw.e ?? "failed",
-                dead: raw.dead === true,
-              });
+  const loop = broker
+    .readResults(
+      jobId,
+      (body, pending) => {
+        for (const raw of JSON.parse(body) as RawResult[]) {
+          const i = raw.i;
+          if (raw.redrive) {
+            if (failures.delete(i)) seen.delete(i);
+            continue;
           }
-          caughtUp = pending === 0;
-          wake?.();
-        },
-        signal,
-        () => {
-          caughtUp = true;
-          wake?.();
-        },
-      ),
-    AbortSignal.any([ac.signal, core.stopping]),
-    { name: "results-reader", log: core.logger },
-  );
+          if (seen.has(i)) continue;
+          seen.add(i);
+          const taskId = `${jobId}.${i}`;
+          if (raw.ok) ready.push({ taskId, index: i, ok: true, result: raw.r as Result });
+          else
+            failures.set(i, {
+              taskId,
+              index: i,
+              ok: false,
+              error: raw.e ?? "failed",
+              dead: raw.dead === true,
+            });
+        }
+        caughtUp = pending === 0;
+        wake?.();
+      },
+      AbortSignal.any([ac.signal, core.stopping]),
+      () => {
+        caughtUp = true;
+        wake?.();
+      },
+    )
+    .catch((error) => core.logger.warn({ err: error, jobId }, "results reader failed"));
   const onChange = actor.subscribe({ next: () => wake?.(), complete: () => wake?.() });
   let yielded = 0;
   try {
@@ -240,7 +230,7 @@ async function* readAllResults<Result>(
   }
 }
 
-export const makeHandle = (core: RuntimeCore, broker: NatsJobBroker, actor: Actor<JobMachine>): JobHandle => {
+export const makeHandle = (core: RuntimeCore, broker: Broker, actor: Actor<JobMachine>): JobHandle => {
   const { jobId, queue } = actor.getSnapshot().context;
   return {
     id: jobId,

@@ -1,13 +1,11 @@
 import { randomUUID } from "node:crypto";
-import type { DeadLetter, NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
-import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
-import type { NatsJobLeases } from "./adapters/nats/job-leases.ts";
+import type { Broker, DeadLetter } from "./adapters/broker.ts";
 import { updateRecordWith } from "./effects/finalize-job.ts";
 import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "./effects/job-record.ts";
 import { planSubmit, type SubmitRequest } from "./effects/plan-submit.ts";
 import { reapSubmits } from "./effects/reap-submits.ts";
 import type { SubmitHooks } from "./effects/submit-job.ts";
-import { sleep, superviseLoop } from "./effects/supervise-loop.ts";
+import { sleep } from "./effects/supervise-loop.ts";
 import { InvalidArgument } from "./errors.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobHandle, makeHandle } from "./job-handle.ts";
@@ -37,39 +35,28 @@ interface Supervised {
 /** `rt.jobs`: submit, find, cancel and redrive jobs. One actor per job this runtime watches. */
 export class Jobs {
   readonly #core: RuntimeCore;
-  readonly #broker: NatsJobBroker;
-  readonly #deadLetters: NatsDeadLetters;
+  readonly #broker: Broker;
   readonly #deps: JobActorDeps;
   readonly #log: Logger;
   readonly #options: JobsOptions;
   readonly #jobs = new Map<string, Promise<Supervised>>();
 
-  constructor(
-    core: RuntimeCore,
-    broker: NatsJobBroker,
-    deadLetters: NatsDeadLetters,
-    leases: NatsJobLeases,
-    options: JobsOptions,
-  ) {
+  constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
     this.#broker = broker;
-    this.#deadLetters = deadLetters;
     this.#log = childLogger(core.logger, { actor: "job" });
     this.#options = options;
     this.#deps = {
       core,
       broker,
-      deadLetters,
-      leases,
       leaseMs: options.leaseMs,
       ...(options.submitHooks ? { submitHooks: options.submitHooks } : {}),
     };
     void this.#every(options.reapIntervalMs, () => this.#reapOnce());
     if (options.takeOver) void this.#every(Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
-    void superviseLoop(core.connection, (nc, signal) => deadLetters.process(nc, signal), core.stopping, {
-      name: "dead-letters",
-      log: this.#log,
-    });
+    void broker
+      .processExhausted(core.stopping)
+      .catch((error) => this.#log.warn({ err: error }, "dead-letter processing failed"));
   }
 
   /**
@@ -78,7 +65,7 @@ export class Jobs {
    * rejects. The same idempotency key gives the same job.
    */
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
-    const maxPayload = await this.#core.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024);
+    const maxPayload = await this.#broker.maxPayload();
     const plan = await planSubmit(request, maxPayload, Date.now());
     const existing = this.#jobs.get(plan.record.id);
     if (existing) return (await existing).handle as JobHandle<Result>;
@@ -119,7 +106,7 @@ export class Jobs {
 
   /** Tasks of the job that exhausted their deliveries, with payload and last error. */
   deadLetters(id: string): Promise<DeadLetter[]> {
-    return this.#deadLetters.list(id);
+    return this.#broker.listDeadLetters(id);
   }
 
   /**
@@ -127,7 +114,7 @@ export class Jobs {
    * task id). A finished job is reopened and supervised again.
    */
   async redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle> {
-    const letters = await this.#deadLetters.list(id);
+    const letters = await this.#broker.listDeadLetters(id);
     const wanted = taskIds?.map((t) => (typeof t === "number" ? t : Number(String(t).split(".").pop())));
     const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
     if (chosen.length === 0) {
@@ -160,7 +147,7 @@ export class Jobs {
         updatedAt: Date.now(),
       };
     });
-    await this.#deadLetters.remove(chosen.map((l) => l.seq));
+    await this.#broker.removeDeadLetters(chosen.map((l) => l.seq));
     this.#log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
     const handle = await this.get(id);
     if (!handle) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
@@ -210,7 +197,7 @@ export class Jobs {
     for (const listed of await this.#broker.listRecords()) {
       if (listed.phase !== SubmitPhase.committed || isFinal(listed.status) || this.#jobs.has(listed.id))
         continue;
-      if (!(await this.#deps.leases.acquire(listed.id, this.#options.leaseMs))) continue;
+      if (!(await this.#broker.leases.acquire(listed.id, this.#options.leaseMs))) continue;
       // A `get` here may have started watching it meanwhile: that actor now holds the lease.
       if (this.#jobs.has(listed.id)) continue;
       // The list is older than the lease: a supervisor that finished (or a cancel) in between
@@ -218,7 +205,7 @@ export class Jobs {
       const found = await this.#broker.getRecord(listed.id).catch(() => undefined);
       if (this.#jobs.has(listed.id)) continue;
       if (!found || isFinal(found.record.status)) {
-        await this.#deps.leases.release(listed.id);
+        await this.#broker.leases.release(listed.id);
         continue;
       }
       const { record } = found;

@@ -1,5 +1,7 @@
 import { hostname } from "node:os";
 import type { InspectionEvent } from "xstate";
+import type { Broker } from "./adapters/broker.ts";
+import type { Clock } from "./clock.ts";
 import type { RetryPolicy } from "./effects/run-operation.ts";
 import { InvalidArgument } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -38,6 +40,14 @@ export interface RuntimeOptions {
   readonly prefix?: string;
   readonly connection?: ConnectionOptions;
   readonly jobs?: JobRuntimeOptions;
+  /**
+   * `nats` (default when `servers` or `NATS_URL` is given), `memory` (the
+   * default otherwise: in-process, same semantics, nothing persisted), or a
+   * broker object (e.g. `createMemoryBroker()` from `jetstate/testing`).
+   */
+  readonly broker?: "nats" | "memory" | Broker;
+  /** Time for job actors, leases and the memory broker (default the real clock; tests pass a `ManualClock`). */
+  readonly clock?: Clock;
 }
 
 export interface JobRuntimeOptions {
@@ -75,7 +85,17 @@ export interface ResolvedOptions {
   readonly jobs: Required<JobRuntimeOptions>;
 }
 
-const runtimeKeys = ["servers", "name", "logger", "inspect", "prefix", "connection", "jobs"] as const;
+const runtimeKeys = [
+  "servers",
+  "name",
+  "logger",
+  "inspect",
+  "prefix",
+  "connection",
+  "jobs",
+  "broker",
+  "clock",
+] as const;
 const jobKeys = [
   "leaseMs",
   "takeOver",
@@ -173,6 +193,24 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
       !["child", "info", "warn", "error", "debug"].every((m) => typeof logger[m] === "function"))
   ) {
     fail("logger", "must be a pino logger (child, info, warn, error, debug)");
+  }
+  const clock = options.clock as unknown as Record<string, unknown> | undefined;
+  if (
+    clock !== undefined &&
+    (typeof clock !== "object" ||
+      clock === null ||
+      !["now", "setTimeout", "clearTimeout"].every((m) => typeof clock[m] === "function"))
+  ) {
+    fail("clock", "must have now(), setTimeout() and clearTimeout()");
+  }
+  const broker = options.broker as unknown;
+  if (
+    broker !== undefined &&
+    broker !== "nats" &&
+    broker !== "memory" &&
+    (typeof broker !== "object" || broker === null || typeof (broker as { kind?: unknown }).kind !== "string")
+  ) {
+    fail("broker", 'must be "nats", "memory" or a broker object');
   }
   if (
     options.inspect !== undefined &&

@@ -1,20 +1,22 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { Broker, CleanupOptions, CleanupReport } from "./adapters/broker.ts";
+import { createMemoryBroker } from "./adapters/memory/memory-broker.ts";
 import { classifyNatsError } from "./adapters/nats/classify-error.ts";
-import { NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
-import { NatsJobBroker } from "./adapters/nats/job-broker.ts";
-import { type CleanupOptions, type CleanupReport, cleanupJobs } from "./adapters/nats/job-cleanup.ts";
-import { NatsJobLeases } from "./adapters/nats/job-leases.ts";
+import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
 import { supervisedAgentStore } from "./adapters/nats/kv-agent-store.ts";
+import { createNatsBroker, type NatsBroker } from "./adapters/nats/nats-broker.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
+import { type Clock, realClock } from "./clock.ts";
 import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
+import { memoryAgentStore } from "./effects/agent-store.ts";
 import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
 import { sleep } from "./effects/supervise-loop.ts";
 import { InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { Jobs } from "./jobs.ts";
-import { childLogger, defaultLogger, type Logger } from "./logger.ts";
+import { childLogger, defaultLogger, type Logger, silentLogger } from "./logger.ts";
 import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
 import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 
@@ -26,6 +28,8 @@ export type RunOptions = Partial<Pick<OperationOptions, "timeoutMs" | "retry" | 
  */
 export interface RuntimeCore {
   readonly options: ResolvedOptions;
+  /** Time for job actors and leases: real, or a `ManualClock` in tests. */
+  readonly clock: Clock;
   readonly logger: Logger;
   readonly connection: SupervisedConnection;
   readonly inspect: RuntimeInspector | undefined;
@@ -46,6 +50,8 @@ export interface Runtime {
   readonly connection: ConnectionHandle;
   /** Submit, find and cancel jobs. */
   readonly jobs: Jobs;
+  /** `nats` (JetStream) or `memory` (in-process, nothing persisted). */
+  readonly broker: "nats" | "memory";
   /** Agents whose upstream target switches on failure, one lock per agent (KV compare-and-set across processes). */
   readonly agents: Agents;
   readonly admin: {
@@ -61,6 +67,7 @@ export interface Runtime {
 
 export const createRuntimeCore = async (
   options: RuntimeOptions = {},
+  { connect = true }: { connect?: boolean } = {},
 ): Promise<RuntimeCore & { stop(): Promise<void> }> => {
   // Validate everything before anything connects.
   const resolved = resolveOptions(options);
@@ -72,9 +79,11 @@ export const createRuntimeCore = async (
   // Every operation in flight listens to it (and lets go when it ends): a busy
   // runtime has hundreds, which is not the leak Node's default limit of 10 warns about.
   setMaxListeners(0, stopping.signal);
-  connection.start();
+  // An in-memory runtime has no NATS: its connection actor stays `idle`.
+  if (connect) connection.start();
   return {
     options: resolved,
+    clock: options.clock ?? realClock,
     logger,
     connection,
     inspect,
@@ -106,13 +115,27 @@ export const createRuntimeCore = async (
  * wait for `connected` within their deadline.
  */
 export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runtime> => {
-  const core = await createRuntimeCore(options);
+  const brokerOption = options.broker ?? (options.servers || process.env.NATS_URL ? "nats" : "memory");
+  const core = await createRuntimeCore(options, { connect: brokerOption === "nats" });
   const jobOptions = core.options.jobs;
-  const broker = new NatsJobBroker(core, { resultsMaxAgeMs: jobOptions.retentionMs });
-  const deadLetters = new NatsDeadLetters(core, broker, jobOptions.retentionMs);
-  const leases = new NatsJobLeases(core, broker, `${core.options.name}.${randomUUID().slice(0, 8)}`);
-  const jobs = new Jobs(core, broker, deadLetters, leases, jobOptions);
-  const agents = createAgentRegistry({ logger: core.logger, store: supervisedAgentStore(core) });
+  const holder = `${core.options.name}.${randomUUID().slice(0, 8)}`;
+  const broker: Broker =
+    brokerOption === "nats"
+      ? createNatsBroker(core, { retentionMs: jobOptions.retentionMs, holder })
+      : brokerOption === "memory"
+        ? createMemoryBroker({ holder, prefix: core.options.prefix, clock: core.clock })
+        : brokerOption;
+  childLogger(core.logger, { actor: "runtime" }).info(
+    { broker: broker.kind, ...(broker.kind === "nats" ? { servers: core.options.servers } : {}) },
+    broker.kind === "nats"
+      ? "jetstate on NATS"
+      : "jetstate in memory (no NATS): one process, nothing persisted",
+  );
+  const jobs = new Jobs(core, broker, jobOptions);
+  const agents = createAgentRegistry({
+    logger: core.logger,
+    store: broker.kind === "nats" ? supervisedAgentStore(core) : memoryAgentStore(),
+  });
   const workers = new Set<Worker>();
   let stopped: Promise<void> | undefined;
   const runtime: Runtime = {
@@ -120,6 +143,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     logger: core.logger,
     connection: core.connection,
     jobs,
+    broker: broker.kind,
     agents: {
       register: agents.register,
       reportFailure: agents.reportFailure,
@@ -128,12 +152,12 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     },
     admin: {
       cleanup: (cleanupOptions = {}) =>
-        cleanupJobs(core, broker, leases, { retentionMs: jobOptions.retentionMs, ...cleanupOptions }),
+        broker.cleanup({ retentionMs: jobOptions.retentionMs, ...cleanupOptions }),
     },
     workers: {
       start: (workerOptions) => {
         if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });
-        const worker = startWorker(core, broker, deadLetters, agents, workerOptions);
+        const worker = startWorker(core, broker, agents, workerOptions);
         workers.add(worker);
         return worker;
       },
@@ -146,6 +170,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         await agents.stop();
         await jobs.stop();
         await core.stop();
+        await broker.close();
       })();
       return stopped;
     },
@@ -174,9 +199,18 @@ const cleanupPeriodically = async (core: RuntimeCore, runtime: Runtime, everyMs:
 /** What `createHttpApi(rt)` and other add-ons need of a runtime beyond its public face. */
 export interface RuntimeParts {
   readonly core: RuntimeCore;
-  readonly broker: NatsJobBroker;
+  readonly broker: Broker;
   readonly jobs: Jobs;
 }
+
+/** The JetStream operations of a NATS runtime (the HTTP API leases tasks by reply subject). */
+export const jetstreamOf = (rt: Runtime): NatsJobBroker => {
+  const { broker } = partsOf(rt);
+  if (broker.kind !== "nats") {
+    throw new InvalidArgument({ message: "rt: the HTTP pull API needs a runtime on NATS", field: "rt" });
+  }
+  return (broker as NatsBroker).jetstream;
+};
 const runtimeParts = new WeakMap<Runtime, RuntimeParts>();
 
 /** The parts of a runtime made by `createRuntime`; throws for anything else. */
@@ -186,3 +220,22 @@ export const partsOf = (rt: Runtime): RuntimeParts => {
     throw new InvalidArgument({ message: "rt: must be a runtime made by createRuntime()", field: "rt" });
   return parts;
 };
+
+/**
+ * A runtime on the memory broker for tests (`jetstate/testing`): no NATS,
+ * a silent logger unless given one, and the clock you pass (a `ManualClock`
+ * moves leases, stalls and nak delays only when you advance it).
+ */
+export const createTestRuntime = (options: RuntimeOptions = {}): Promise<Runtime> =>
+  createRuntime({
+    logger: silentLogger(),
+    ...options,
+    jobs: { cleanupIntervalMs: 0, ...options.jobs },
+    broker:
+      options.broker === undefined || options.broker === "memory"
+        ? createMemoryBroker({
+            prefix: options.prefix ?? "jetstate",
+            ...(options.clock ? { clock: options.clock } : {}),
+          })
+        : options.broker,
+  });

@@ -12,12 +12,14 @@
 import type { Broker } from "./adapters/broker.ts";
 import type { Clock } from "./clock.ts";
 import type { SubmitRequest } from "./effects/plan-submit.ts";
-import { InvalidArgument } from "./errors.ts";
 import type { JobSnapshot } from "./job-handle.ts";
 import { silentLogger } from "./logger.ts";
 import type { RuntimeOptions } from "./options.ts";
 import type { Queue } from "./queue.ts";
-import type { Runtime } from "./runtime.ts";
+import { createTestRuntime } from "./runtime.ts";
+
+export { createTestRuntime };
+
 import type { WorkerOptions } from "./workers.ts";
 
 export type { Broker, DeadLetter, TaskLease } from "./adapters/broker.ts";
@@ -79,27 +81,4 @@ export const runJob = async <Payload, Result>(
   } finally {
     await rt.stop();
   }
-};
-
-/**
- * `createTestRuntime` from src/runtime.ts (`createRuntime({ broker: "memory",
- * clock, ... })`).
- *
- * NOTE (issue #9): src/runtime.ts does not export `createTestRuntime` yet; it
- * is being added with the broker port. Until then it is looked up at call
- * time, so this module compiles and `runJob` fails with a clear error. Once
- * it lands, replace this function with
- * `import { createTestRuntime } from "./runtime.ts"`.
- */
-const createTestRuntime = async (options: TestRuntimeOptions): Promise<Runtime> => {
-  const runtime = (await import("./runtime.ts")) as unknown as {
-    createTestRuntime?: (options: TestRuntimeOptions) => Promise<Runtime>;
-  };
-  if (!runtime.createTestRuntime) {
-    throw new InvalidArgument({
-      message: "runJob: this build has no createTestRuntime in src/runtime.ts yet (issue #9)",
-      field: "runtime",
-    });
-  }
-  return runtime.createTestRuntime(options);
 };

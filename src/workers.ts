@@ -1,11 +1,8 @@
 import { randomUUID } from "node:crypto";
-import type { JsMsg } from "@nats-io/jetstream";
-import type { NatsDeadLetters } from "./adapters/nats/dead-letters.ts";
-import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
+import type { Broker, TaskLease } from "./adapters/broker.ts";
 import type { AgentRegistry } from "./agents.ts";
 import { type JobRecord, SubmitPhase } from "./effects/job-record.ts";
 import { ResultBatcher, type Settle } from "./effects/result-batcher.ts";
-import { superviseLoop } from "./effects/supervise-loop.ts";
 import { decideOutcome, PermanentError, type TaskOutcome } from "./effects/task-outcome.ts";
 import { InvalidArgument, UnknownAgent } from "./errors.ts";
 import { childLogger, type Logger } from "./logger.ts";
@@ -73,10 +70,10 @@ export interface Worker {
  * object per task instead of two closures: this is the hot path.
  */
 class TaskSettle implements Settle {
-  readonly #msg: JsMsg;
+  readonly #msg: TaskLease;
   readonly #ok: boolean;
-  readonly #release: (msg: JsMsg) => void;
-  constructor(msg: JsMsg, ok: boolean, release: (msg: JsMsg) => void) {
+  readonly #release: (msg: TaskLease) => void;
+  constructor(msg: TaskLease, ok: boolean, release: (msg: TaskLease) => void) {
     this.#msg = msg;
     this.#ok = ok;
     this.#release = release;
@@ -105,9 +102,8 @@ export type WorkerAgents = Pick<AgentRegistry, "get" | "reportFailure">;
  * in batches and acks after they are stored.
  */
 export const startWorker = <Payload, Result>(
-  core: RuntimeCore,
-  broker: NatsJobBroker,
-  deadLetters: NatsDeadLetters,
+  core: Pick<RuntimeCore, "logger" | "stopping">,
+  broker: Broker,
   agents: WorkerAgents,
   options: WorkerOptions<Payload, Result>,
 ): Worker => {
@@ -153,7 +149,7 @@ export const startWorker = <Payload, Result>(
     onError: (error, jobId) => log.warn({ err: error, jobId }, "results not stored; tasks released"),
   });
 
-  const release = (msg: JsMsg, delayMs?: number) => {
+  const release = (msg: TaskLease, delayMs?: number) => {
     stats.released++;
     msg.nak(delayMs);
   };
@@ -164,7 +160,7 @@ export const startWorker = <Payload, Result>(
    * earlier one did) the task goes back at once, to run on the new target.
    */
   const failOver = async (
-    msg: JsMsg,
+    msg: TaskLease,
     outcome: Extract<TaskOutcome, { kind: "failover" }>,
     target: string | undefined,
     error: unknown,
@@ -191,9 +187,9 @@ export const startWorker = <Payload, Result>(
     if (running === 0) onIdle?.();
   };
 
-  const handle = async (msg: JsMsg, job: ActiveJob) => {
+  const handle = async (msg: TaskLease, job: ActiveJob) => {
     const jobId = job.record.id;
-    const attempt = msg.info.deliveryCount;
+    const attempt = msg.deliveryCount;
     // Read once, at the start: a failure is reported against the target the task ran on.
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
     let index = -1;
@@ -204,7 +200,7 @@ export const startWorker = <Payload, Result>(
     // The handler's abort signal, made on first read (below).
     let signal: AbortSignal | undefined;
     try {
-      const body = JSON.parse(msg.string()) as { i: number; p: Payload };
+      const body = JSON.parse(msg.body) as { i: number; p: Payload };
       index = body.i;
       payload = body.p;
       const result = await options.handler(
@@ -268,7 +264,7 @@ export const startWorker = <Payload, Result>(
       // Keep the payload and the last error where `redrive` can find them.
       try {
         const error = outcome.error;
-        await deadLetters.store(
+        await broker.storeDeadLetter(
           { jobId, index, payload, error, deliveries: attempt, at: Date.now(), source: "worker" },
           `deadw.${jobId}.${index}.${attempt}`,
         );
@@ -283,7 +279,7 @@ export const startWorker = <Payload, Result>(
     batcher.add(jobId, entry, new TaskSettle(msg, outcome.kind === "ack", release));
   };
 
-  const onTask = async (msg: JsMsg, job: ActiveJob) => {
+  const onTask = async (msg: TaskLease, job: ActiveJob) => {
     await slots.acquire();
     if (pulling.aborted || job.ended.signal.aborted) {
       slots.release();
@@ -298,23 +294,17 @@ export const startWorker = <Payload, Result>(
     const job: ActiveJob = { record, ended: new AbortController() };
     jobs.set(record.id, job);
     log.info({ jobId: record.id }, "pulling tasks of job");
-    void superviseLoop(
-      core.connection,
-      async (nc, signal) => {
-        const end = await broker.consumeTasks(
-          nc,
-          record.id,
-          Math.min(concurrency, 256),
-          (m) => onTask(m, job),
-          signal,
-        );
-        return end === "gone" ? "done" : end;
-      },
-      AbortSignal.any([pulling, job.ended.signal]),
-      { name: `tasks:${record.id}`, log },
-    ).finally(() => {
-      if (jobs.get(record.id) === job) jobs.delete(record.id);
-    });
+    void broker
+      .consumeTasks(
+        record.id,
+        Math.min(concurrency, 256),
+        (m) => onTask(m, job),
+        AbortSignal.any([pulling, job.ended.signal]),
+      )
+      .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
+      .finally(() => {
+        if (jobs.get(record.id) === job) jobs.delete(record.id);
+      });
   };
 
   const onRecord = (record: JobRecord) => {
@@ -331,10 +321,7 @@ export const startWorker = <Payload, Result>(
     }
   };
 
-  void superviseLoop(core.connection, (nc, signal) => broker.watchRecords(nc, onRecord, signal), pulling, {
-    name: "job-records",
-    log,
-  });
+  void broker.watchRecords(onRecord, pulling).catch((error) => log.warn({ err: error }, "job watch failed"));
 
   let stopped: Promise<void> | undefined;
   return {

@@ -2,9 +2,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NatsDeadLetters } from "../../src/adapters/nats/dead-letters.ts";
-import { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
-import { NatsJobLeases } from "../../src/adapters/nats/job-leases.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
 import { Jobs } from "../../src/jobs.ts";
 import { createRuntime, createRuntimeCore, type Runtime } from "../../src/runtime.ts";
@@ -57,10 +55,8 @@ describe("a submit that crashes at every step", () => {
       const queue = `crash_${step}`;
       const key = `upload-${step}`;
       const core = await createRuntimeCore({ servers: server.url, logger });
-      const broker = new NatsJobBroker(core, { resultsMaxAgeMs: 3600_000 });
-      const deadLetters = new NatsDeadLetters(core, broker, 3600_000);
-      const leases = new NatsJobLeases(core, broker, "crashing");
-      const crashing = new Jobs(core, broker, deadLetters, leases, {
+      const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
+      const crashing = new Jobs(core, broker, {
         reapIntervalMs: 3600_000,
         reapGraceMs: 10_000,
         leaseMs: 10_000,
