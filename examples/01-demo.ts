@@ -1,18 +1,21 @@
 /**
- * The main job, end to end: 300 "images" to run a model on, 4 workers, some
+ * The main job, end to end: 400 "images" to run a model on, 4 workers, some
  * tasks failing transiently (retried), a few permanently (counted failed at
- * once), live progress, a summary. `npm run demo`.
+ * once), live progress, a summary. `npm run demo`: on NATS at NATS_URL, else
+ * on a nats-server it starts, else in memory (same semantics, no server).
  */
 import { pino } from "pino";
 import { createRuntime, PermanentError } from "../src/index.ts";
-import { findOrStartNats } from "./support/local-nats.ts";
+import { findNats } from "./support/local-nats.ts";
 
-const nats = await findOrStartNats();
-console.log(`jetstate demo — NATS: ${nats.url} (${nats.source})`);
-const rt = await createRuntime({
-  servers: nats.url,
-  logger: pino({ level: process.env.LOG_LEVEL ?? "warn" }),
-});
+const nats = await findNats();
+console.log(
+  nats
+    ? `jetstate demo — broker: NATS JetStream at ${nats.url} (${nats.source})`
+    : "jetstate demo — broker: in memory (no NATS_URL and no nats-server binary found)",
+);
+const logger = pino({ level: process.env.LOG_LEVEL ?? "warn" });
+const rt = await createRuntime(nats ? { servers: nats.url, logger } : { broker: "memory", logger });
 
 type Image = { url: string };
 type Detection = { boxes: number };
@@ -60,4 +63,4 @@ console.log(
     (final.reason ? `\nreason: ${final.reason}` : ""),
 );
 await rt.stop();
-await nats.stop();
+await nats?.stop();

@@ -3,16 +3,26 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+export interface FoundNats {
+  readonly url: string;
+  readonly source: string;
+  stop(): Promise<void>;
+}
+
 /**
  * For the examples: NATS at `NATS_URL` if set, else a throw-away nats-server
  * with JetStream on a random loopback port (the `nats-server` binary, e.g.
- * `apt-get install nats-server`).
+ * `apt-get install nats-server`). Throws when neither is there.
  */
-export const findOrStartNats = async (): Promise<{
-  url: string;
-  source: string;
-  stop: () => Promise<void>;
-}> => {
+export const findOrStartNats = async (): Promise<FoundNats> => {
+  const found = await findNats();
+  if (!found)
+    throw new Error("No NATS: set NATS_URL, or install nats-server (apt-get install -y nats-server)");
+  return found;
+};
+
+/** Like `findOrStartNats`, but undefined when there is no NATS to be had (the caller runs in memory). */
+export const findNats = async (): Promise<FoundNats | undefined> => {
   if (process.env.NATS_URL)
     return { url: process.env.NATS_URL, source: "NATS_URL", stop: async () => undefined };
   const bin = [
@@ -23,7 +33,7 @@ export const findOrStartNats = async (): Promise<{
   ]
     .filter((p): p is string => Boolean(p))
     .find((p) => existsSync(p));
-  if (!bin) throw new Error("No NATS: set NATS_URL, or install nats-server (apt-get install -y nats-server)");
+  if (!bin) return undefined;
   const dir = mkdtempSync(join(tmpdir(), "jetstate-demo-"));
   const child = spawn(bin, ["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", dir, "--ports_file_dir", dir], {
     stdio: "ignore",

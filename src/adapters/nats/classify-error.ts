@@ -68,8 +68,9 @@ export const classifyNatsError = (error: unknown, operation: string): BrokerErro
     return permanent(error, operation);
   }
   if (error instanceof JetStreamError) {
-    // e.g. "503 no responders" on a JetStream call right after a server restart
-    return /503|no responders|timeout/i.test(message(error))
+    // e.g. "503 no responders" / "jetstream is not enabled" on a JetStream call right
+    // after a server restart, before JetStream is back: a few retries bridge it
+    return /503|no responders|timeout|not enabled/i.test(message(error))
       ? new TransientBrokerError({ message: `${operation}: ${message(error)}`, operation, cause: error })
       : permanent(error, operation);
   }
