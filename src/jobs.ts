@@ -193,17 +193,30 @@ export class Jobs {
   }
 
   /** Jobs still running whose supervisor stopped renewing its lease: watch them here (the actor takes the lease). */
+  /** True while this runtime has a live actor for the job (a stopped one, e.g. of a job since redriven, does not count). */
+  async #watching(id: string): Promise<boolean> {
+    const local = this.#jobs.get(id);
+    if (!local) return false;
+    const supervised = await local.catch(() => undefined);
+    return supervised?.handle.actor.getSnapshot().status === "active";
+  }
+
   async #adoptOrphans(): Promise<void> {
     for (const listed of await this.#broker.listRecords()) {
-      if (listed.phase !== SubmitPhase.committed || isFinal(listed.status) || this.#jobs.has(listed.id))
+      if (
+        listed.phase !== SubmitPhase.committed ||
+        isFinal(listed.status) ||
+        (await this.#watching(listed.id))
+      )
         continue;
-      if (!(await this.#broker.leases.acquire(listed.id, this.#options.leaseMs))) continue;
+      if (!(await this.#broker.leases.acquire(listed.id, this.#options.leaseMs, this.#core.clock.now())))
+        continue;
       // A `get` here may have started watching it meanwhile: that actor now holds the lease.
-      if (this.#jobs.has(listed.id)) continue;
+      if (await this.#watching(listed.id)) continue;
       // The list is older than the lease: a supervisor that finished (or a cancel) in between
       // released the lease, and a job adopted from the stale record would be watched forever.
       const found = await this.#broker.getRecord(listed.id).catch(() => undefined);
-      if (this.#jobs.has(listed.id)) continue;
+      if (await this.#watching(listed.id)) continue;
       if (!found || isFinal(found.record.status)) {
         await this.#broker.leases.release(listed.id);
         continue;

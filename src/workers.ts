@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import type { Broker, TaskLease } from "./adapters/broker.ts";
 import type { AgentRegistry } from "./agents.ts";
 import { type JobRecord, SubmitPhase } from "./effects/job-record.ts";
@@ -130,6 +131,8 @@ export const startWorker = <Payload, Result>(
   const log = childLogger(core.logger, { actor: "worker", queue: queueName, workerId: id });
   const stopping = new AbortController();
   const pulling = AbortSignal.any([stopping.signal, core.stopping]);
+  // One listener per followed job and per handler reading its signal: many, and no leak.
+  setMaxListeners(0, pulling);
   const slots = new FairSlots(concurrency);
   const jobs = new Map<string, ActiveJob>();
   // Handlers running now, counted (stop() waits until none is left) rather
@@ -139,6 +142,7 @@ export const startWorker = <Payload, Result>(
   let onIdle: (() => void) | undefined;
   /** Aborted when stop() stops waiting: the signal of every running handler fires. */
   const giveUp = new AbortController();
+  setMaxListeners(0, giveUp.signal);
   const stats = { processed: 0, failed: 0, released: 0 };
   const maxBytes = 256 * 1024;
   const batcher = new ResultBatcher((jobId, body, msgId) => broker.publishResults(jobId, body, msgId), {

@@ -18,8 +18,8 @@ interface LeaseRecord {
 export class MemoryLeases implements SupervisionLeases {
   readonly holder: string;
   readonly #server: MemoryServer;
-  /** Revision of each lease this holder holds. */
-  readonly #held = new Map<string, number>();
+  /** Revision and expiry of each lease this holder holds. */
+  readonly #held = new Map<string, { revision: number; until: number }>();
   /** Throws `RuntimeStopped` once the broker (or its server) is closed. */
   readonly #assertOpen: (operation: string) => void;
 
@@ -29,8 +29,10 @@ export class MemoryLeases implements SupervisionLeases {
     this.#assertOpen = assertOpen;
   }
 
-  holds(jobId: string): boolean {
-    return this.#held.has(jobId);
+  /** As on NATS: held only until the `until` last written, so a holder whose renewals stop stops supervising. */
+  holds(jobId: string, now = this.#server.clock.now()): boolean {
+    const held = this.#held.get(jobId);
+    return held !== undefined && held.until > now;
   }
 
   async acquire(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
@@ -42,12 +44,12 @@ export class MemoryLeases implements SupervisionLeases {
     try {
       if (entry?.value === undefined) {
         const revision = entry ? kv.update(op, jobId, value, entry.revision) : kv.create(op, jobId, value);
-        this.#held.set(jobId, revision);
+        this.#held.set(jobId, { revision, until: now + ttlMs });
         return true;
       }
       const lease = JSON.parse(entry.value) as LeaseRecord;
       if (lease.holder !== this.holder && lease.until > now) return false;
-      this.#held.set(jobId, kv.update(op, jobId, value, entry.revision));
+      this.#held.set(jobId, { revision: kv.update(op, jobId, value, entry.revision), until: now + ttlMs });
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) return false; // another holder won
@@ -56,12 +58,13 @@ export class MemoryLeases implements SupervisionLeases {
   }
 
   async renew(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
-    const revision = this.#held.get(jobId);
+    const revision = this.#held.get(jobId)?.revision;
     if (revision === undefined) return false;
     const op = "lease.renew";
     this.#assertOpen(op);
     try {
-      this.#held.set(jobId, this.#server.leases.update(op, jobId, this.#value(ttlMs, now), revision));
+      const next = this.#server.leases.update(op, jobId, this.#value(ttlMs, now), revision);
+      this.#held.set(jobId, { revision: next, until: now + ttlMs });
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) {
@@ -73,7 +76,7 @@ export class MemoryLeases implements SupervisionLeases {
   }
 
   async release(jobId: string): Promise<void> {
-    const revision = this.#held.get(jobId);
+    const revision = this.#held.get(jobId)?.revision;
     this.#held.delete(jobId);
     if (revision === undefined) return;
     try {

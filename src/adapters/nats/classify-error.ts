@@ -77,6 +77,11 @@ export const classifyNatsError = (error: unknown, operation: string): BrokerErro
   if (/connection (closed|lost)|disconnect/i.test(message(error))) {
     return new ConnectionUnavailable({ message: `${operation}: ${message(error)}` });
   }
+  // js.publish() raises JetStreamNotEnabled (not exported by nats.js) when no stream answers:
+  // right after a server restart that is "not yet", so it is retried like the 503 above.
+  if (error instanceof Error && error.name === "JetStreamNotEnabled") {
+    return new TransientBrokerError({ message: `${operation}: ${message(error)}`, operation, cause: error });
+  }
   return permanent(error, operation);
 };
 
