@@ -1,9 +1,8 @@
-import { decodeRecord, isFinal, type JobRecord, SubmitPhase } from "../../effects/job-record.ts";
+import { jobIdOfSubject, planCleanup } from "../../effects/cleanup-plan.ts";
+import { decodeRecord } from "../../effects/job-record.ts";
 import type { CleanupOptions, CleanupReport } from "../broker.ts";
 import type { MemoryLeases } from "./memory-leases.ts";
 import type { MemoryServer } from "./memory-server.ts";
-
-const lastToken = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1);
 
 /**
  * What src/adapters/nats/job-cleanup.ts does on NATS, on the memory server,
@@ -20,36 +19,21 @@ export const cleanupMemory = async (
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? server.clock.now();
   const { names, tasks } = server;
-  const records = new Map<string, JobRecord>(
-    server.records.live().map((entry) => {
-      const record = decodeRecord(entry.value as string);
-      return [record.id, record];
-    }),
-  );
-  const over = (id: string) => {
-    const record = records.get(id);
-    return !record || (isFinal(record.status) && record.phase !== SubmitPhase.submitting);
-  };
-  const expired = [...records.values()].filter(
-    (r) =>
-      isFinal(r.status) &&
-      r.phase !== SubmitPhase.submitting &&
-      (r.finishedAt ?? r.updatedAt) + options.retentionMs <= now,
+  const { over, expired, resultsGone } = planCleanup(
+    server.records.live().map((entry) => decodeRecord(entry.value as string)),
+    options.retentionMs,
+    now,
   );
   const report: CleanupReport = {
     dryRun,
     consumersDeleted: tasks.consumerNames().filter(over),
-    tasksPurged: tasks.subjects().filter((subject) => over(lastToken(subject))),
+    tasksPurged: tasks.subjects().filter((subject) => over(jobIdOfSubject(subject))),
     recordsRemoved: expired.map((r) => r.id),
-    resultsPurged: [],
+    resultsPurged: server.results.subjects().filter((subject) => resultsGone(jobIdOfSubject(subject))),
     leasesRemoved: [],
   };
-  for (const subject of server.results.subjects()) {
-    const id = lastToken(subject);
-    if (!records.has(id) || report.recordsRemoved.includes(id)) report.resultsPurged.push(subject);
-  }
   for (const { jobId } of await leases.list()) {
-    if (over(jobId) || report.recordsRemoved.includes(jobId)) report.leasesRemoved.push(jobId);
+    if (over(jobId)) report.leasesRemoved.push(jobId);
   }
   if (dryRun) return report;
 

@@ -1,4 +1,4 @@
-import { isFinal, type JobRecord, SubmitPhase } from "../../effects/job-record.ts";
+import { jobIdOfSubject, planCleanup } from "../../effects/cleanup-plan.ts";
 import type { RuntimeCore } from "../../runtime.ts";
 import type { CleanupOptions, CleanupReport } from "../broker.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
@@ -6,8 +6,6 @@ import type { NatsJobBroker } from "./job-broker.ts";
 export type { CleanupOptions, CleanupReport } from "../broker.ts";
 
 import type { NatsJobLeases } from "./job-leases.ts";
-
-const lastToken = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1);
 
 /**
  * Removes what finished jobs and crashed runs leave behind: consumers and
@@ -25,17 +23,7 @@ export const cleanupJobs = async (
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? Date.now();
   const n = broker.names;
-  const records = new Map<string, JobRecord>((await broker.listRecords()).map((r) => [r.id, r]));
-  const over = (id: string) => {
-    const record = records.get(id);
-    return !record || (isFinal(record.status) && record.phase !== SubmitPhase.submitting);
-  };
-  const expired = [...records.values()].filter(
-    (r) =>
-      isFinal(r.status) &&
-      r.phase !== SubmitPhase.submitting &&
-      (r.finishedAt ?? r.updatedAt) + options.retentionMs <= now,
-  );
+  const { over, expired, resultsGone } = planCleanup(await broker.listRecords(), options.retentionMs, now);
   const report: CleanupReport = {
     dryRun,
     consumersDeleted: [],
@@ -54,14 +42,13 @@ export const cleanupJobs = async (
       subjects_filter: `${core.options.prefix}.tasks.>`,
     });
     for (const [subject, count] of Object.entries(tasks.state.subjects ?? {})) {
-      if (count > 0 && over(lastToken(subject))) report.tasksPurged.push(subject);
+      if (count > 0 && over(jobIdOfSubject(subject))) report.tasksPurged.push(subject);
     }
     const results = await jsm.streams.info(n.resultsStream, {
       subjects_filter: `${core.options.prefix}.results.>`,
     });
     for (const subject of Object.keys(results.state.subjects ?? {})) {
-      const id = lastToken(subject);
-      if (!records.has(id) || report.recordsRemoved.includes(id)) report.resultsPurged.push(subject);
+      if (resultsGone(jobIdOfSubject(subject))) report.resultsPurged.push(subject);
     }
     if (dryRun) return;
     for (const name of report.consumersDeleted)
@@ -74,7 +61,7 @@ export const cleanupJobs = async (
   });
 
   for (const { jobId } of await leases.list()) {
-    if (over(jobId) || report.recordsRemoved.includes(jobId)) report.leasesRemoved.push(jobId);
+    if (over(jobId)) report.leasesRemoved.push(jobId);
   }
   if (!dryRun) {
     for (const jobId of report.leasesRemoved) await leases.remove(jobId);

@@ -1,0 +1,36 @@
+import { isFinal, type JobRecord, SubmitPhase } from "./job-record.ts";
+
+/**
+ * What cleanup may touch, decided from the job records alone, the same for
+ * every broker: a job is over when it has no record, or a final one that
+ * committed (a submit still in progress is the reaper's, never cleanup's);
+ * it has expired once it has been over for the retention period.
+ */
+export interface CleanupPlan {
+  readonly records: ReadonlyMap<string, JobRecord>;
+  /** True for a job id whose leftovers (consumer, tasks, lease) may go. */
+  over(jobId: string): boolean;
+  /** Finished jobs past retention: their record, results and dead letters go. */
+  readonly expired: readonly JobRecord[];
+  /** True when a job's results may go: no record, or an expired one. */
+  resultsGone(jobId: string): boolean;
+}
+
+export const planCleanup = (records: readonly JobRecord[], retentionMs: number, now: number): CleanupPlan => {
+  const byId = new Map(records.map((r) => [r.id, r]));
+  const finished = (r: JobRecord) => isFinal(r.status) && r.phase !== SubmitPhase.submitting;
+  const expired = records.filter((r) => finished(r) && (r.finishedAt ?? r.updatedAt) + retentionMs <= now);
+  const expiredIds = new Set(expired.map((r) => r.id));
+  return {
+    records: byId,
+    over: (jobId) => {
+      const record = byId.get(jobId);
+      return !record || finished(record);
+    },
+    expired,
+    resultsGone: (jobId) => !byId.has(jobId) || expiredIds.has(jobId),
+  };
+};
+
+/** The last token of a subject: the job id in `<prefix>.tasks.<queue>.<jobId>` and `<prefix>.results.<jobId>`. */
+export const jobIdOfSubject = (subject: string): string => subject.slice(subject.lastIndexOf(".") + 1);
