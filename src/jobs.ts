@@ -162,8 +162,11 @@ export class Jobs {
   }
 
   /** Runs one reaper pass now (tests, admin). */
-  reap(now: () => number = Date.now) {
-    return reapSubmits(this.#broker, now, this.#options.reapGraceMs);
+  async reap(now: () => number = Date.now) {
+    const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs);
+    // A rolled-back submit has no supervisor: free its lease for a resubmit at once.
+    for (const id of report.rolledBack) await this.#broker.leases.remove(id).catch(() => undefined);
+    return report;
   }
 
   async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
@@ -228,7 +231,7 @@ export class Jobs {
   }
 
   async #reapOnce(): Promise<void> {
-    const report = await reapSubmits(this.#broker, Date.now, this.#options.reapGraceMs);
+    const report = await this.reap();
     if (report.rolledBack.length + report.rolledForward.length > 0) {
       this.#log.warn({ ...report }, "reaper finished submits that died");
     }

@@ -59,7 +59,9 @@ describe("a submit that crashes at every step", () => {
       const crashing = new Jobs(core, broker, {
         reapIntervalMs: 3600_000,
         reapGraceMs: 10_000,
-        leaseMs: 10_000,
+        // The dead submitter's supervision lease must run out before another runtime finishes
+        // a committed job: short here, so the test does not wait out the default.
+        leaseMs: 300,
         takeOver: false,
         submitHooks: {
           afterStep: (at) => {
