@@ -2,6 +2,7 @@
  * jetstate's public API: nothing else is exported. See docs/architecture.md.
  */
 
+export type { Broker, CleanupOptions, CleanupReport, DeadLetter } from "./adapters/broker.ts";
 export type {
   AgentOptions,
   AgentState,
@@ -10,6 +11,7 @@ export type {
   FailureReport,
   SwitchNotice,
 } from "./agents.ts";
+export type { Clock } from "./clock.ts";
 export type { ConnectionHandle, ConnectionView } from "./connection.ts";
 export type { SkipEntry, SwitchSummary } from "./effects/agent-store.ts";
 export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./effects/job-record.ts";
@@ -34,7 +36,7 @@ export { createHttpApi, type HttpApi, type HttpApiOptions } from "./http.ts";
 export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./jobs.ts";
 export type { Logger } from "./logger.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";
-export type { ConnectionOptions, InspectorLike, RuntimeOptions } from "./options.ts";
+export type { ConnectionOptions, InspectorLike, JobRuntimeOptions, RuntimeOptions } from "./options.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./queue.ts";
 export { createRuntime, type Runtime } from "./runtime.ts";
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./workers.ts";
