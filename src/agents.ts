@@ -101,6 +101,12 @@ const isWindow = (ms: number) => Number.isFinite(ms) && ms >= 0;
 /** Each rule: the field, what is wrong, and a check that may assume the rules before it held. */
 const rules: ReadonlyArray<readonly [string, string, (o: AgentOptions) => boolean]> = [
   ["agentId", "must be a non-empty string", (o) => typeof o.agentId === "string" && o.agentId.length > 0],
+  // KV's key rule, for every store: the same id must be good or bad on NATS and in memory.
+  [
+    "agentId",
+    "may only hold letters, digits, - / _ = . (not at either end)",
+    (o) => /^[-/=.\w]+$/.test(o.agentId) && !o.agentId.startsWith(".") && !o.agentId.endsWith("."),
+  ],
   ["targets", "must be a non-empty list", (o) => Array.isArray(o.targets) && o.targets.length > 0],
   ["targets", "must be non-empty strings", (o) => o.targets.every((t) => typeof t === "string" && t !== "")],
   ["targets", "must not repeat", (o) => new Set(o.targets).size === o.targets.length],
@@ -109,6 +115,8 @@ const rules: ReadonlyArray<readonly [string, string, (o: AgentOptions) => boolea
 ];
 
 const validate = (options: AgentOptions): InvalidArgument | undefined => {
+  if (typeof options !== "object" || options === null)
+    return invalid("options: must be an object", "options");
   const broken = rules.find(([, , holds]) => !holds(options));
   if (broken === undefined) return undefined;
   const [field, what] = broken;

@@ -7,6 +7,7 @@ import { ResultBatcher, type Settle } from "./effects/result-batcher.ts";
 import { decideOutcome, PermanentError, type TaskOutcome } from "./effects/task-outcome.ts";
 import { InvalidArgument, UnknownAgent } from "./errors.ts";
 import { childLogger, type Logger } from "./logger.ts";
+import { rejectUnknownKeys } from "./options.ts";
 import { assertToken, type Queue, validateWith } from "./queue.ts";
 import type { RuntimeCore } from "./runtime.ts";
 import { FairSlots } from "./slots.ts";
@@ -94,6 +95,8 @@ interface ActiveJob {
   readonly ended: AbortController;
 }
 
+const workerKeys = ["queue", "concurrency", "handler", "isPermanent", "stopTimeoutMs", "agent"] as const;
+
 /** What a worker bound to an agent needs of the runtime's agents. */
 export type WorkerAgents = Pick<AgentRegistry, "get" | "reportFailure">;
 
@@ -108,6 +111,14 @@ export const startWorker = <Payload, Result>(
   agents: WorkerAgents,
   options: WorkerOptions<Payload, Result>,
 ): Worker => {
+  if (typeof options !== "object" || options === null) {
+    throw new InvalidArgument({ message: "options: must be an object", field: "options" });
+  }
+  rejectUnknownKeys(options, workerKeys, "");
+  const stopTimeoutMs = options.stopTimeoutMs ?? 30_000;
+  if (typeof stopTimeoutMs !== "number" || !Number.isFinite(stopTimeoutMs) || stopTimeoutMs < 0) {
+    throw new InvalidArgument({ message: "stopTimeoutMs: must be a number ≥ 0", field: "stopTimeoutMs" });
+  }
   const queueName = assertToken(
     typeof options.queue === "string" ? options.queue : options.queue?.name,
     "queue",
@@ -335,7 +346,7 @@ export const startWorker = <Payload, Result>(
       stopped ??= (async () => {
         stopping.abort();
         slots.close();
-        const timeout = setTimeout(() => giveUp.abort(), options.stopTimeoutMs ?? 30_000);
+        const timeout = setTimeout(() => giveUp.abort(), stopTimeoutMs);
         while (running > 0) {
           await new Promise<void>((resolve) => {
             onIdle = resolve;

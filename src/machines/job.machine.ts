@@ -161,8 +161,10 @@ export const jobMachine = setup({
       context.settings.stalledTimeoutMs > 0 &&
       context.stalledSince !== null &&
       event.now - context.stalledSince >= context.settings.stalledTimeoutMs,
+    // `>=`: an answer stamped in the very millisecond the job stalled is progress too (the
+    // stall needs stallAfterMs > 0 without any, so the last one before it is always earlier).
     madeProgress: ({ context }) =>
-      context.lastProgressAt > (context.stalledSince ?? Number.POSITIVE_INFINITY),
+      context.lastProgressAt >= (context.stalledSince ?? Number.POSITIVE_INFINITY),
   },
   actions: {
     countResults: assign(({ context, event }) => {

@@ -1,0 +1,315 @@
+import { getShortestPaths, getSimplePaths, type StatePath } from "@xstate/graph";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type SnapshotFrom, transition } from "xstate";
+import type { AgentRecord } from "../../src/effects/agent-store.ts";
+import type { Decision } from "../../src/effects/choose-target.ts";
+import { type FailureOutcome, RevisionConflict, type Runtime } from "../../src/index.ts";
+import {
+  type AgentLockEvent,
+  type AgentLockState,
+  agentLockMachine,
+} from "../../src/machines/agent-lock.machine.ts";
+import { createTestRuntime } from "../../src/testing.ts";
+
+/**
+ * The agent lock's generated paths, taken through `rt.agents` on a memory
+ * runtime (issue #9). test/model/agent-lock.model.test.ts replays the paths
+ * on the machine with effects it settles by hand; here the same paths run on
+ * the real registry and its store: the failures are reported through
+ * `rt.agents.reportFailure`, and the path's decisions are made by the real
+ * `decide` on the real record, which this test steers with what a user
+ * controls (which target a failure names, what `load` says, whether
+ * `onSwitch` throws). Checked: each failure's outcome, the lock states the
+ * agent went through (`rt.agents.subscribe`), the failed `onSwitch` calls,
+ * and the record the agent ends with.
+ *
+ * Paths the runtime cannot take are left out, and counted: an `evaluate` or
+ * `write` that fails (the in-memory store never fails, and its CAS never
+ * loses: one runtime has one writer), and a decision the record contradicts
+ * (`exhausted` newly written for a target already recorded as exhausted; an
+ * exhaustion "already known" after the path itself chose otherwise). A path
+ * whose first decision is "already known" starts from a record where it is:
+ * one failure exhausts the target before the replay.
+ */
+
+// ---- the model: paths as agent-lock.model.test.ts generates them ----
+
+type Snapshot = SnapshotFrom<typeof agentLockMachine>;
+type Src = "evaluate" | "write" | "notifySwitch";
+type ModelEvent =
+  | AgentLockEvent
+  | { type: `xstate.done.actor.${Src}`; output: unknown }
+  | { type: `xstate.error.actor.${Src}`; error: unknown };
+
+const initial: AgentRecord = { v: 1, current: "A", skips: [], switches: 0 };
+const switched: AgentRecord = { v: 1, current: "B", skips: [{ target: "A", until: 7_200_000 }], switches: 1 };
+const exhaustedOnA: AgentRecord = { ...initial, exhausted: { target: "A", at: 1 } };
+const decisions: Record<string, Decision> = {
+  stale: { kind: "stale", record: { ...switched, current: "C" }, revision: 2 },
+  switch: { kind: "switch", from: "A", to: "B", record: initial, next: switched, revision: 1 },
+  exhaustedNew: { kind: "exhausted", record: initial, next: exhaustedOnA, revision: 1 },
+  exhaustedKnown: { kind: "exhausted", record: exhaustedOnA, next: undefined, revision: 2 },
+};
+const failure = { id: "f", target: "A", reason: "upstream 503" };
+const outcomes: Record<Src, ModelEvent[]> = {
+  evaluate: [
+    ...Object.values(decisions).map((output) => ({ type: "xstate.done.actor.evaluate" as const, output })),
+    { type: "xstate.error.actor.evaluate", error: new Error("store unreachable") },
+  ],
+  write: [
+    { type: "xstate.done.actor.write", output: 3 },
+    { type: "xstate.error.actor.write", error: new RevisionConflict({ key: "agent-1", message: "lost" }) },
+    { type: "xstate.error.actor.write", error: new Error("store unreachable") },
+  ],
+  notifySwitch: [
+    { type: "xstate.done.actor.notifySwitch", output: undefined },
+    { type: "xstate.error.actor.notifySwitch", error: new Error("restart failed") },
+  ],
+};
+const invokedIn: Record<string, Src | undefined> = {
+  idle: undefined,
+  evaluating: "evaluate",
+  writing: "write",
+  notifying: "notifySwitch",
+};
+const events = (state: Snapshot): ModelEvent[] => {
+  const running = invokedIn[String(state.value)];
+  return [
+    ...(state.context.queue.length === 0 ? [{ type: "failure.reported" as const, failure }] : []),
+    ...(running ? outcomes[running] : []),
+  ];
+};
+const input = { agentId: "agent-1", record: initial };
+const traversal = { events: events as unknown as (state: Snapshot) => AgentLockEvent[], input };
+const shortest = getShortestPaths(agentLockMachine, traversal);
+const transitions = shortest.flatMap((head) =>
+  events(head.state).map((event): StatePath<Snapshot, AgentLockEvent> => {
+    const [state] = transition(agentLockMachine, head.state, event as AgentLockEvent);
+    return {
+      state,
+      steps: [...head.steps, { event: event as AgentLockEvent, state }],
+      weight: head.weight + 1,
+    };
+  }),
+);
+const simple = getSimplePaths(agentLockMachine, {
+  ...traversal,
+  serializeState: (s) => `${String(s.value)}|${s.context.queue.length}|${s.context.decision?.kind}`,
+});
+
+// ---- from a path to a plan the runtime can take ----
+
+type DecisionKind = "stale" | "switch" | "exhaustedNew" | "exhaustedKnown";
+
+interface Plan {
+  /** The record says the first target is exhausted before the replay starts. */
+  readonly setup: boolean;
+  /** Failures reported together (one burst each): the first takes the lock, the others queue. */
+  readonly bursts: readonly number[];
+  /** What the lock decides for each failure, in order, and whether its `onSwitch` throws. */
+  readonly failures: ReadonlyArray<{ readonly decision: DecisionKind; readonly notifyFails: boolean }>;
+  /** The lock states, without repeats. */
+  readonly locks: readonly AgentLockState[];
+}
+
+const kindOf = (d: Decision): DecisionKind =>
+  d.kind === "exhausted" ? (d.next === undefined ? "exhaustedKnown" : "exhaustedNew") : d.kind;
+
+/** Effects still running when a path ends are settled the way they settle at run time, until the lock is idle. */
+const settled: Record<Src, ModelEvent> = {
+  evaluate: { type: "xstate.done.actor.evaluate", output: decisions.stale },
+  write: { type: "xstate.done.actor.write", output: 3 },
+  notifySwitch: { type: "xstate.done.actor.notifySwitch", output: undefined },
+};
+
+const toIdle = (path: StatePath<Snapshot, AgentLockEvent>) => {
+  const steps = [...path.steps];
+  let state = path.state;
+  while (state.value !== "idle") {
+    const event = settled[invokedIn[String(state.value)]!] as AgentLockEvent;
+    [state] = transition(agentLockMachine, state, event);
+    steps.push({ event, state });
+  }
+  return steps;
+};
+
+/** The plan of a path, or undefined when the runtime cannot take it (see the header). */
+const planOf = (path: StatePath<Snapshot, AgentLockEvent>): Plan | undefined => {
+  let setup = false;
+  let exhausted = false; // the record says the current target is exhausted
+  let decided = false; // a decision other than stale was made
+  let idle = true;
+  const bursts: number[] = [];
+  const failures: Array<{ decision: DecisionKind; notifyFails: boolean }> = [];
+  const locks: AgentLockState[] = [];
+  for (const [n, { event, state }] of toIdle(path).entries()) {
+    if (locks.at(-1) !== state.value) locks.push(state.value);
+    if (n === 0) continue;
+    const e = event as ModelEvent;
+    if (e.type === "failure.reported") {
+      if (idle) bursts.push(0);
+      bursts[bursts.length - 1]! += 1;
+    } else if (e.type === "xstate.error.actor.evaluate" || e.type === "xstate.error.actor.write") {
+      return undefined;
+    } else if (e.type === "xstate.done.actor.evaluate") {
+      const decision = kindOf((e as { output: Decision }).output);
+      if (decision === "exhaustedKnown" && !exhausted) {
+        if (decided) return undefined;
+        setup = true;
+        exhausted = true;
+      }
+      if (decision === "exhaustedNew" && exhausted) return undefined;
+      if (decision !== "stale") decided = true;
+      failures.push({ decision, notifyFails: false });
+    } else if (e.type === "xstate.done.actor.write") {
+      const last = failures.at(-1)!.decision;
+      exhausted = last === "exhaustedNew";
+    } else if (e.type === "xstate.error.actor.notifySwitch") {
+      failures[failures.length - 1] = { ...failures.at(-1)!, notifyFails: true };
+    }
+    idle = state.value === "idle";
+  }
+  return failures.length === 0 ? undefined : { setup, bursts, failures, locks };
+};
+
+const generated = [...shortest, ...transitions, ...simple];
+const plans = [
+  ...new Map(
+    generated
+      .map(planOf)
+      .filter((p): p is Plan => p !== undefined)
+      .map((p) => [JSON.stringify(p), p] as const),
+  ).values(),
+];
+
+const describePlan = (plan: Plan) => {
+  let k = 0;
+  const bursts = plan.bursts.map((size) => {
+    const burst = plan.failures.slice(k, k + size);
+    k += size;
+    return burst.map((f) => `${f.decision}${f.notifyFails ? " (onSwitch throws)" : ""}`).join(" + ");
+  });
+  return `${plan.setup ? "[target already exhausted] " : ""}${bursts.join(" | ")}`;
+};
+
+// ---- the runtime side ----
+
+/** Z is listed last, so never switched to: a failure on it is stale. */
+const targets = ["A", "B", "C", "D", "E", "F", "Z"];
+
+interface Expected {
+  readonly target: string;
+  readonly outcome: FailureOutcome;
+}
+
+/** What the real record and the real decision make of the plan: each failure's target and outcome. */
+const expectations = (plan: Plan) => {
+  let current = "A";
+  let exhausted: string | undefined = plan.setup ? "A" : undefined;
+  const skipped = new Set<string>();
+  let switches = 0;
+  const failed: Array<{ from: string; to: string }> = [];
+  const expected: Expected[] = plan.failures.map(({ decision, notifyFails }): Expected => {
+    if (decision === "stale") return { target: "Z", outcome: { outcome: "stale", target: "Z", current } };
+    const from = current;
+    if (decision !== "switch") {
+      exhausted = from;
+      return { target: from, outcome: { outcome: "exhausted", target: from } };
+    }
+    const to = targets.find((t) => t !== from && t !== "Z" && !skipped.has(t))!;
+    skipped.add(from);
+    current = to;
+    exhausted = undefined;
+    switches += 1;
+    if (notifyFails) failed.push({ from, to });
+    return { target: from, outcome: { outcome: "switched", from, to } };
+  });
+  return { expected, failed, end: { current, switches, exhausted: exhausted === current } };
+};
+
+describe("agent-lock paths through rt.agents on a memory runtime", () => {
+  const logged: Array<{ agentId?: string; msg: string; from?: string; to?: string }> = [];
+  let rt: Runtime;
+  beforeAll(async () => {
+    // Failed onSwitch calls are not in the outcome (the switch stands): the registry logs them.
+    const logger = pino({ level: "error" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+    rt = await createTestRuntime({ logger });
+  });
+  afterAll(async () => {
+    await rt?.stop();
+  });
+
+  it("the generated paths the runtime can take cover every decision and a failing onSwitch", () => {
+    expect(plans.length).toBeGreaterThan(20);
+    const decided = new Set(plans.flatMap((p) => p.failures.map((f) => f.decision)));
+    expect([...decided].sort()).toEqual(["exhaustedKnown", "exhaustedNew", "stale", "switch"]);
+    expect(plans.some((p) => p.failures.some((f) => f.notifyFails))).toBe(true);
+    expect(plans.some((p) => p.bursts.some((size) => size > 1))).toBe(true); // failures queue for the lock
+    expect(plans.some((p) => p.setup)).toBe(true);
+    // Z must never be needed as a switch target.
+    for (const p of plans) expect(p.failures.filter((f) => f.decision === "switch").length).toBeLessThan(6);
+  });
+
+  it.each(plans.map((plan, i) => [i, describePlan(plan), plan] as const))(
+    "path %i: %s",
+    async (i, _name, plan) => {
+      const agentId = `agent-${i}`;
+      const { expected, failed, end } = expectations(plan);
+      // `load` is asked once per candidate in one synchronous pass per decision (none for a stale
+      // failure): each pass is the next decision, healthy (a switch) or not (exhausted).
+      const healthy = [
+        ...(plan.setup ? [false] : []),
+        ...plan.failures.filter((f) => f.decision !== "stale").map((f) => f.decision === "switch"),
+      ];
+      let decisions = -1;
+      let deciding = false;
+      const load = (target: string) => {
+        if (!deciding) {
+          deciding = true;
+          decisions += 1;
+          queueMicrotask(() => {
+            deciding = false;
+          });
+        }
+        return healthy[decisions] ? targets.indexOf(target) : Number.NaN;
+      };
+      const throwing = plan.failures.filter((f) => f.decision === "switch").map((f) => f.notifyFails);
+      let switches = 0;
+      const onSwitch = () => {
+        if (throwing[switches++]) throw new Error("restart failed");
+      };
+      await rt.agents.register({ agentId, targets, current: "A", load, onSwitch });
+      if (plan.setup) {
+        const setup = await rt.agents.reportFailure(agentId, { target: "A", error: new Error("A is down") });
+        expect(setup).toEqual({ outcome: "exhausted", target: "A" });
+      }
+
+      const locks: AgentLockState[] = [rt.agents.get(agentId)!.lock];
+      const unsubscribe = rt.agents.subscribe((state) => {
+        if (state.agentId === agentId && locks.at(-1) !== state.lock) locks.push(state.lock);
+      });
+      const answers: FailureOutcome[] = [];
+      let next = 0;
+      for (const size of plan.bursts) {
+        const burst = expected
+          .slice(next, next + size)
+          .map(({ target }, n) =>
+            rt.agents.reportFailure(agentId, { target, error: new Error(`${target} failed (#${n})`) }),
+          );
+        next += size;
+        answers.push(...(await Promise.all(burst)));
+      }
+      unsubscribe();
+
+      expect(answers).toEqual(expected.map((e) => e.outcome));
+      expect(locks).toEqual(plan.locks);
+      const notifyFailures = logged
+        .filter((l) => l.agentId === agentId && /onSwitch failed/.test(l.msg))
+        .map(({ from, to }) => ({ from, to }));
+      expect(notifyFailures).toEqual(failed);
+      expect(rt.agents.get(agentId)).toMatchObject({ ...end, lock: "idle", queued: 0 });
+      expect(decisions + 1).toBe(healthy.length);
+    },
+  );
+});
