@@ -1,16 +1,7 @@
-import { getShortestPaths, getSimplePaths, type StatePath } from "@xstate/graph";
+import type { StatePath } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
-import {
-  type Actor,
-  createActor,
-  fromPromise,
-  initialTransition,
-  type SnapshotFrom,
-  transition,
-} from "xstate";
-import type { AgentRecord } from "../../src/effects/agent-store.ts";
+import { type Actor, createActor, fromPromise, initialTransition, transition } from "xstate";
 import type { Decision } from "../../src/effects/choose-target.ts";
-import { RevisionConflict } from "../../src/errors.ts";
 import {
   type AgentLockEmitted,
   type AgentLockEvent,
@@ -20,6 +11,16 @@ import {
   type NotifySwitchInput,
   type WriteInput,
 } from "../../src/machines/agent-lock.machine.ts";
+import {
+  input,
+  invokedIn,
+  type ModelEvent,
+  type Snapshot,
+  type Src,
+  shortest,
+  simple,
+  transitions,
+} from "./agent-lock.paths.ts";
 
 /**
  * Paths are generated from the machine itself, then replayed on a real actor
@@ -28,85 +29,6 @@ import {
  * So every step checks that the live actor invoked what the model says, and
  * reached the model's state.
  */
-
-type Snapshot = SnapshotFrom<typeof agentLockMachine>;
-type Src = "evaluate" | "write" | "notifySwitch";
-type ModelEvent =
-  | AgentLockEvent
-  | { type: `xstate.done.actor.${Src}`; output: unknown }
-  | { type: `xstate.error.actor.${Src}`; error: unknown };
-
-const initial: AgentRecord = { v: 1, current: "A", skips: [], switches: 0 };
-const switched: AgentRecord = { v: 1, current: "B", skips: [{ target: "A", until: 7_200_000 }], switches: 1 };
-const exhaustedOnA: AgentRecord = { ...initial, exhausted: { target: "A", at: 1 } };
-
-const decisions: Record<string, Decision> = {
-  // Another process moved the agent to C: distinct from our own switch to B.
-  stale: { kind: "stale", record: { ...switched, current: "C" }, revision: 2 },
-  switch: { kind: "switch", from: "A", to: "B", record: initial, next: switched, revision: 1 },
-  exhaustedNew: { kind: "exhausted", record: initial, next: exhaustedOnA, revision: 1 },
-  exhaustedKnown: { kind: "exhausted", record: exhaustedOnA, next: undefined, revision: 2 },
-};
-
-const failure = { id: "f", target: "A", reason: "upstream 503" };
-
-/** How each effect can end; an outcome is offered only while its effect runs. */
-const outcomes: Record<Src, ModelEvent[]> = {
-  evaluate: [
-    ...Object.values(decisions).map((output) => ({ type: "xstate.done.actor.evaluate" as const, output })),
-    { type: "xstate.error.actor.evaluate", error: new Error("store unreachable") },
-  ],
-  write: [
-    { type: "xstate.done.actor.write", output: 3 },
-    { type: "xstate.error.actor.write", error: new RevisionConflict({ key: "agent-1", message: "lost" }) },
-    { type: "xstate.error.actor.write", error: new Error("store unreachable") },
-  ],
-  notifySwitch: [
-    { type: "xstate.done.actor.notifySwitch", output: undefined },
-    { type: "xstate.error.actor.notifySwitch", error: new Error("restart failed") },
-  ],
-};
-
-const invokedIn: Record<string, Src | undefined> = {
-  idle: undefined,
-  evaluating: "evaluate",
-  writing: "write",
-  notifying: "notifySwitch",
-};
-
-/** At most one failure waits, which keeps the graph finite and still exercises the queue. */
-const events = (state: Snapshot): ModelEvent[] => {
-  const running = invokedIn[String(state.value)];
-  return [
-    ...(state.context.queue.length === 0 ? [{ type: "failure.reported" as const, failure }] : []),
-    ...(running ? outcomes[running] : []),
-  ];
-};
-
-const input = { agentId: "agent-1", record: initial };
-// @xstate/graph types `events` by the machine's own events; the invoke results are synthetic ones.
-const traversal = { events: events as unknown as (state: Snapshot) => AgentLockEvent[], input };
-
-const shortest = getShortestPaths(agentLockMachine, traversal);
-
-// A shortest path per state does not take every transition (two routes can end in the same
-// state), so each one is extended by every event its state accepts: full transition coverage.
-const transitions = shortest.flatMap((head) =>
-  events(head.state).map((event): StatePath<Snapshot, AgentLockEvent> => {
-    const [state] = transition(agentLockMachine, head.state, event as AgentLockEvent);
-    return {
-      state,
-      steps: [...head.steps, { event: event as AgentLockEvent, state }],
-      weight: head.weight + 1,
-    };
-  }),
-);
-// Simple paths of the full state explode (the conflict counter alone gives 9 copies of each
-// state), so they are enumerated over a coarse key: every distinct route between lock states.
-const simple = getSimplePaths(agentLockMachine, {
-  ...traversal,
-  serializeState: (s) => `${String(s.value)}|${s.context.queue.length}|${s.context.decision?.kind}`,
-});
 
 interface Pending {
   readonly input: unknown;

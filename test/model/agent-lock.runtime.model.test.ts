@@ -1,10 +1,9 @@
-import { getShortestPaths, getSimplePaths, type StatePath } from "@xstate/graph";
+import type { StatePath } from "@xstate/graph";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type SnapshotFrom, transition } from "xstate";
-import type { AgentRecord } from "../../src/effects/agent-store.ts";
+import { transition } from "xstate";
 import type { Decision } from "../../src/effects/choose-target.ts";
-import { type FailureOutcome, RevisionConflict, type Runtime } from "../../src/index.ts";
+import type { FailureOutcome, Runtime } from "../../src/index.ts";
 import {
   type AgentLockEvent,
   type AgentLockState,
@@ -33,70 +32,16 @@ import { createTestRuntime } from "../../src/testing.ts";
  * one failure exhausts the target before the replay.
  */
 
-// ---- the model: paths as agent-lock.model.test.ts generates them ----
-
-type Snapshot = SnapshotFrom<typeof agentLockMachine>;
-type Src = "evaluate" | "write" | "notifySwitch";
-type ModelEvent =
-  | AgentLockEvent
-  | { type: `xstate.done.actor.${Src}`; output: unknown }
-  | { type: `xstate.error.actor.${Src}`; error: unknown };
-
-const initial: AgentRecord = { v: 1, current: "A", skips: [], switches: 0 };
-const switched: AgentRecord = { v: 1, current: "B", skips: [{ target: "A", until: 7_200_000 }], switches: 1 };
-const exhaustedOnA: AgentRecord = { ...initial, exhausted: { target: "A", at: 1 } };
-const decisions: Record<string, Decision> = {
-  stale: { kind: "stale", record: { ...switched, current: "C" }, revision: 2 },
-  switch: { kind: "switch", from: "A", to: "B", record: initial, next: switched, revision: 1 },
-  exhaustedNew: { kind: "exhausted", record: initial, next: exhaustedOnA, revision: 1 },
-  exhaustedKnown: { kind: "exhausted", record: exhaustedOnA, next: undefined, revision: 2 },
-};
-const failure = { id: "f", target: "A", reason: "upstream 503" };
-const outcomes: Record<Src, ModelEvent[]> = {
-  evaluate: [
-    ...Object.values(decisions).map((output) => ({ type: "xstate.done.actor.evaluate" as const, output })),
-    { type: "xstate.error.actor.evaluate", error: new Error("store unreachable") },
-  ],
-  write: [
-    { type: "xstate.done.actor.write", output: 3 },
-    { type: "xstate.error.actor.write", error: new RevisionConflict({ key: "agent-1", message: "lost" }) },
-    { type: "xstate.error.actor.write", error: new Error("store unreachable") },
-  ],
-  notifySwitch: [
-    { type: "xstate.done.actor.notifySwitch", output: undefined },
-    { type: "xstate.error.actor.notifySwitch", error: new Error("restart failed") },
-  ],
-};
-const invokedIn: Record<string, Src | undefined> = {
-  idle: undefined,
-  evaluating: "evaluate",
-  writing: "write",
-  notifying: "notifySwitch",
-};
-const events = (state: Snapshot): ModelEvent[] => {
-  const running = invokedIn[String(state.value)];
-  return [
-    ...(state.context.queue.length === 0 ? [{ type: "failure.reported" as const, failure }] : []),
-    ...(running ? outcomes[running] : []),
-  ];
-};
-const input = { agentId: "agent-1", record: initial };
-const traversal = { events: events as unknown as (state: Snapshot) => AgentLockEvent[], input };
-const shortest = getShortestPaths(agentLockMachine, traversal);
-const transitions = shortest.flatMap((head) =>
-  events(head.state).map((event): StatePath<Snapshot, AgentLockEvent> => {
-    const [state] = transition(agentLockMachine, head.state, event as AgentLockEvent);
-    return {
-      state,
-      steps: [...head.steps, { event: event as AgentLockEvent, state }],
-      weight: head.weight + 1,
-    };
-  }),
-);
-const simple = getSimplePaths(agentLockMachine, {
-  ...traversal,
-  serializeState: (s) => `${String(s.value)}|${s.context.queue.length}|${s.context.decision?.kind}`,
-});
+import {
+  decisions,
+  invokedIn,
+  type ModelEvent,
+  type Snapshot,
+  type Src,
+  shortest,
+  simple,
+  transitions,
+} from "./agent-lock.paths.ts";
 
 // ---- from a path to a plan the runtime can take ----
 
