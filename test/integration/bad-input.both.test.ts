@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/index.ts";
 import { silentLogger } from "../../src/logger.ts";
 import { createTestRuntime } from "../../src/testing.ts";
+import { badSubmits } from "../harness/bad-submits.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 /**
@@ -46,28 +47,7 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
     await outcome(() => act(nats)),
   ];
 
-  // The table of test/integration/jobs.test.ts.
-  const circular: Record<string, unknown> = {};
-  circular.self = circular;
-  const submits: Array<[string, Record<string, unknown>, string]> = [
-    ["empty task list", { queue: "q", tasks: [] }, "tasks"],
-    ["tasks not an array", { queue: "q", tasks: "abc" }, "tasks"],
-    ["a task above max payload", { queue: "q", tasks: [1, "x".repeat(1024 * 1024)] }, "tasks[1]"],
-    ["queue with a dot", { queue: "a.b", tasks: [1] }, "queue"],
-    ["queue with *", { queue: "a*", tasks: [1] }, "queue"],
-    ["queue with >", { queue: ">", tasks: [1] }, "queue"],
-    ["queue with whitespace", { queue: "a b", tasks: [1] }, "queue"],
-    ["a BigInt payload", { queue: "q", tasks: [1, 2n] }, "tasks[1]"],
-    ["a circular payload", { queue: "q", tasks: [circular] }, "tasks[0]"],
-    ["a function payload", { queue: "q", tasks: [() => 1] }, "tasks[0]"],
-    ["maxFailures above 1", { queue: "q", tasks: [1], maxFailures: 1.5 }, "maxFailures"],
-    ["maxFailures negative", { queue: "q", tasks: [1], maxFailures: -0.1 }, "maxFailures"],
-    ["maxDeliver 0", { queue: "q", tasks: [1], maxDeliver: 0 }, "maxDeliver"],
-    ["unknown option", { queue: "q", tasks: [1], maxRetries: 3 }, "maxRetries"],
-    ["empty idempotency key", { queue: "q", tasks: [1], idempotencyKey: "" }, "idempotencyKey"],
-  ];
-
-  it.each(submits)("submit: %s", async (_name, request, field) => {
+  it.each(badSubmits)("submit: %s", async (_name, request, field) => {
     const [fromMemory, fromNats] = await both((rt) => rt.jobs.submit(request as never));
     expect(fromMemory).toEqual({ _tag: "InvalidArgument", field });
     expect(fromNats).toEqual(fromMemory);

@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defineQueue, PermanentError } from "../../src/index.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { badSubmits } from "../harness/bad-submits.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -296,27 +297,7 @@ describe("bad submit input: a typed error and nothing written to NATS", () => {
     await server?.dispose();
   });
 
-  const circular: Record<string, unknown> = {};
-  circular.self = circular;
-  const cases: Array<[string, Record<string, unknown>, string]> = [
-    ["empty task list", { queue: "q", tasks: [] }, "tasks"],
-    ["tasks not an array", { queue: "q", tasks: "abc" }, "tasks"],
-    ["a task above max payload", { queue: "q", tasks: [1, "x".repeat(1024 * 1024)] }, "tasks[1]"],
-    ["queue with a dot", { queue: "a.b", tasks: [1] }, "queue"],
-    ["queue with *", { queue: "a*", tasks: [1] }, "queue"],
-    ["queue with >", { queue: ">", tasks: [1] }, "queue"],
-    ["queue with whitespace", { queue: "a b", tasks: [1] }, "queue"],
-    ["a BigInt payload", { queue: "q", tasks: [1, 2n] }, "tasks[1]"],
-    ["a circular payload", { queue: "q", tasks: [circular] }, "tasks[0]"],
-    ["a function payload", { queue: "q", tasks: [() => 1] }, "tasks[0]"],
-    ["maxFailures above 1", { queue: "q", tasks: [1], maxFailures: 1.5 }, "maxFailures"],
-    ["maxFailures negative", { queue: "q", tasks: [1], maxFailures: -0.1 }, "maxFailures"],
-    ["maxDeliver 0", { queue: "q", tasks: [1], maxDeliver: 0 }, "maxDeliver"],
-    ["unknown option", { queue: "q", tasks: [1], maxRetries: 3 }, "maxRetries"],
-    ["empty idempotency key", { queue: "q", tasks: [1], idempotencyKey: "" }, "idempotencyKey"],
-  ];
-
-  it.each(cases)("%s", async (_name, request, field) => {
+  it.each(badSubmits)("%s", async (_name, request, field) => {
     await expect(rt.jobs.submit(request as never)).rejects.toMatchObject({ _tag: "InvalidArgument", field });
   });
 
