@@ -6,24 +6,18 @@
  * updates at a bounded rate and always the final state.
  */
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { JobSnapshot } from "../../src/jobs.ts";
-import { createRuntime, type Runtime } from "../../src/runtime.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import type { Runtime } from "../../src/runtime.ts";
+import { useNatsRuntime } from "../harness/runtime.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 
 describe("ETA and live updates", () => {
-  let server: NatsServerHandle;
   let rt: Runtime;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    rt = await createRuntime({ servers: server.url, logger });
-  });
-  afterAll(async () => {
-    await rt?.stop();
-    await server?.dispose();
+  useNatsRuntime({ logger }, (started) => {
+    rt = started.rt;
   });
 
   it("a steady job's ETA at 20 % done is within 25 % of the real remaining time", async () => {

@@ -8,10 +8,11 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { JobHandle, JobSnapshot } from "../../src/jobs.ts";
-import { createRuntime, type Runtime } from "../../src/runtime.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import type { Runtime } from "../../src/runtime.ts";
+import type { NatsServerHandle } from "../harness/nats-server.ts";
+import { useNatsRuntime } from "../harness/runtime.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 interface LogLine {
@@ -77,13 +78,8 @@ const stallLine = async (jobId: string): Promise<LogLine> => {
 describe("stalled jobs", () => {
   let server: NatsServerHandle;
   let rt: Runtime;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    rt = await createRuntime({ servers: server.url, logger });
-  });
-  afterAll(async () => {
-    await rt?.stop();
-    await server?.dispose();
+  useNatsRuntime({ logger }, (started) => {
+    ({ server, rt } = started);
   });
 
   it("workers stopped mid-job → stalled, with a log line; workers back → running → succeeded", async () => {

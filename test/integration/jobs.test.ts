@@ -1,11 +1,12 @@
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { defineQueue, PermanentError } from "../../src/index.ts";
-import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import type { Runtime } from "../../src/runtime.ts";
 import { badSubmits } from "../harness/bad-submits.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import type { NatsServerHandle } from "../harness/nats-server.ts";
+import { useNatsRuntime } from "../harness/runtime.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -20,13 +21,8 @@ const collect = async <R>(results: AsyncIterable<R>) => {
 describe("jobs over JetStream", () => {
   let server: NatsServerHandle;
   let rt: Runtime;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    rt = await createRuntime({ servers: server.url, logger });
-  });
-  afterAll(async () => {
-    await rt?.stop();
-    await server?.dispose();
+  useNatsRuntime({ logger }, (started) => {
+    ({ server, rt } = started);
   });
 
   it("1000 tasks, 4 workers: succeeded, every result exactly once, one connection", async () => {
@@ -288,13 +284,8 @@ describe("jobs over JetStream", () => {
 describe("bad submit input: a typed error and nothing written to NATS", () => {
   let server: NatsServerHandle;
   let rt: Runtime;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    rt = await createRuntime({ servers: server.url, logger });
-  });
-  afterAll(async () => {
-    await rt?.stop();
-    await server?.dispose();
+  useNatsRuntime({ logger }, (started) => {
+    ({ server, rt } = started);
   });
 
   it.each(badSubmits)("%s", async (_name, request, field) => {
