@@ -51,7 +51,8 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * as native workers. Throws `InvalidArgument` for bad options.
  */
 export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => {
-  const { core, jobs } = partsOf(rt);
+  const parts = partsOf(rt);
+  const { core, jobs } = parts;
   const broker = jetstreamOf(rt);
   if (typeof options !== "object" || options === null) {
     throw new InvalidArgument({ message: "options: must be an object", field: "options" });
@@ -81,6 +82,13 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       isDeliveryOf: (reply, jobId) => {
         const lease = leaseInfo(reply);
         return lease?.stream === broker.names.tasksStream && lease.consumer === jobId;
+      },
+      storeDeadLetter: async ({ jobId, index, reply, error, deliveries }) => {
+        const payload = await broker.taskPayload(reply);
+        await parts.broker.storeDeadLetter(
+          { jobId, index, payload, error, deliveries, at: Date.now(), source: "worker" },
+          `deadh.${jobId}.${index}.${deliveries}`,
+        );
       },
     },
     { signer: new ReceiptSigner(secret), log },

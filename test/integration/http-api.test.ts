@@ -290,6 +290,16 @@ describe("HTTP workers keep the lease contract", () => {
     expect([...(await resultsOf(job)).values()]).toEqual([
       { ok: false, value: "GPU busy (after 2 deliveries)", dead: true },
     ]);
+    // Kept as a dead letter with its payload, like one that died at a native worker.
+    expect(await rt.jobs.deadLetters(job.id)).toMatchObject([
+      {
+        index: 0,
+        payload: { n: 0 },
+        deliveries: 2,
+        source: "worker",
+        error: "GPU busy (after 2 deliveries)",
+      },
+    ]);
   });
 
   it("lists jobs, shows one with its counters, reserves from a queue; health and the OpenAPI document", async () => {

@@ -54,6 +54,9 @@ const fakePort = (records: JobRecord[]) => {
       calls.push(`publish ${jobId} ${body} ${msgId.startsWith(`${jobId}.http.`)}`);
     },
     isDeliveryOf: (reply, jobId) => reply.startsWith(`$JS.ACK.t.${jobId}.`),
+    storeDeadLetter: async (letter) => {
+      calls.push(`dead-letter ${letter.jobId} ${letter.index} ${letter.deliveries} ${letter.error}`);
+    },
   };
   const offer = (jobId: string, index: number, delivery = 1) =>
     queues.get(jobId)!.push({
@@ -124,9 +127,12 @@ describe("TaskLeases", () => {
     await expect(t.leases.submitResults("j1", [err(task!.receipt, "still busy")], "w1")).resolves.toEqual([
       { id: "j1.4", status: "dead" },
     ]);
-    expect(t.calls.at(-2)).toBe(
+    // The dead letter first (the payload is gone once termed), then the dead result, then the term.
+    expect(t.calls.slice(-3)).toEqual([
+      "dead-letter j1 4 3 still busy (after 3 deliveries)",
       'publish j1 [{"i":4,"ok":false,"e":"still busy (after 3 deliveries)","dead":true}] true',
-    );
+      expect.stringMatching(/^term /),
+    ]);
   });
 
   it("a receipt posted twice, or twice in one request, is settled once", async () => {

@@ -17,6 +17,18 @@ export interface LeasePort {
   publishResults(jobId: string, body: string, msgId: string): Promise<void>;
   /** True if `reply` is a delivery of this job's tasks. */
   isDeliveryOf(reply: string, jobId: string): boolean;
+  /**
+   * Keeps a task that died on its last delivery (payload read from the task
+   * store, last error) as a dead letter, so it can be redriven like one that
+   * died at a native worker.
+   */
+  storeDeadLetter(letter: {
+    jobId: string;
+    index: number;
+    reply: string;
+    error: string;
+    deliveries: number;
+  }): Promise<void>;
 }
 
 export interface ReservedTask {
@@ -39,6 +51,8 @@ export interface ItemOutcome {
   readonly duplicate?: true;
   /** For `retry`: when the task is offered again. */
   readonly retryInMs?: number;
+  /** The last error of a task that died here (kept as its dead letter). */
+  readonly deadError?: string;
 }
 
 export type HeartbeatOutcome =
@@ -128,7 +142,13 @@ export class TaskLeases {
     const record = await this.#openRecord(jobId);
     const now = this.#now();
     const outcomes: Promise<ItemOutcome>[] = [];
-    const entries: { entry: string; settle: LeaseSettle; claim: Fresh; outcome: ItemOutcome }[] = [];
+    const entries: {
+      entry: string;
+      settle: LeaseSettle;
+      claim: Fresh;
+      outcome: ItemOutcome;
+      dead?: { index: number; error: string; deliveries: number };
+    }[] = [];
     const naks: { settle: LeaseSettle; claim: Fresh; outcome: ItemOutcome }[] = [];
     for (const [n, item] of items.entries()) {
       const c = claims[n]!;
@@ -152,10 +172,30 @@ export class TaskLeases {
         ...(decided.retryInMs === undefined ? {} : { retryInMs: decided.retryInMs }),
       };
       if (decided.entry === undefined) naks.push({ settle: decided.settle, claim, outcome });
-      else entries.push({ entry: decided.entry, settle: decided.settle, claim, outcome });
+      else
+        entries.push({
+          entry: decided.entry,
+          settle: decided.settle,
+          claim,
+          outcome,
+          ...(decided.deadError === undefined
+            ? {}
+            : { dead: { index: c.i, error: decided.deadError, deliveries: c.d } }),
+        });
       outcomes.push(Promise.resolve(outcome));
     }
     const failures: unknown[] = [];
+    // A dead letter before its dead result: once the task is termed its payload is gone.
+    for (const e of entries.filter((x) => x.dead !== undefined)) {
+      try {
+        await this.#port.storeDeadLetter({ jobId, reply: e.settle.reply, ...e.dead! });
+      } catch (error) {
+        // Not answered: its lease runs out and the MAX_DELIVERIES advisory path takes it.
+        failures.push(error);
+        e.claim.release();
+        entries.splice(entries.indexOf(e), 1);
+      }
+    }
     // Results first, each message's PubAck before its tasks are acked: a task is never acked without its result.
     await Promise.all(
       chunk(entries, (e) => e.entry.length + 1, maxResultsMessageBytes).map(async (part) => {
@@ -342,6 +382,8 @@ interface Decision {
   readonly entry?: string;
   readonly settle: LeaseSettle;
   readonly retryInMs?: number;
+  /** The last error of a task that died here (kept as its dead letter). */
+  readonly deadError?: string;
 }
 
 /** The native worker's rules (task-outcome.ts) applied to one posted answer. */
@@ -377,6 +419,7 @@ const decide = (item: ResultItem, c: ReceiptClaims, record: JobRecord): Decision
         status: "dead",
         entry: `{"i":${c.i},"ok":false,"e":${JSON.stringify(outcome.error)},"dead":true}`,
         settle: { reply: c.r, action: "term" },
+        deadError: outcome.error,
       };
     default:
       // "term" (an error is never "ack"): counted failed, never redelivered.

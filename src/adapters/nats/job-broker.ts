@@ -350,6 +350,18 @@ export class NatsJobBroker {
 
   // ---- leases held by reply subject (the HTTP pull API) ----
 
+  /** The payload of the task a delivery (by its reply subject) carries, read from the tasks stream. */
+  taskPayload(reply: string): Promise<unknown> {
+    const seq = leaseInfo(reply)?.streamSeq;
+    if (seq === undefined)
+      return Promise.reject(new Error(`taskPayload: ${JSON.stringify(reply)} is not a delivery`));
+    return this.#run("job.tasks.payload", async ({ jsm }) => {
+      const stored = await jsm.streams.getMessage(this.names.tasksStream, { seq });
+      if (!stored) throw new Error(`task at sequence ${seq} is gone`);
+      return (stored.json() as { p?: unknown }).p;
+    });
+  }
+
   /**
    * Leases up to `max` of the job's tasks and returns at once with what is
    * ready (maybe none). nats.js `fetch()` cannot do this: its `expires` is at
