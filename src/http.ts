@@ -3,7 +3,7 @@ import { createHttpApp, type JobView } from "./adapters/http/http-app.ts";
 import { openApiDocument } from "./adapters/http/openapi.ts";
 import { ReceiptSigner } from "./adapters/http/receipts.ts";
 import { TaskLeases } from "./adapters/http/task-leases.ts";
-import { leaseInfo } from "./adapters/nats/job-broker.ts";
+import { NatsTaskLeasing } from "./adapters/nats/task-leasing.ts";
 import { InvalidArgument } from "./errors.ts";
 import { childLogger } from "./logger.ts";
 import { rejectUnknownKeys } from "./options.ts";
@@ -72,19 +72,17 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   const maxBatchSize = boundedInt(options.maxBatchSize, "maxBatchSize", 100, 1, 10_000);
   const maxBodyBytes = boundedInt(options.maxBodyBytes, "maxBodyBytes", 1024 * 1024, 1024, 64 * 1024 * 1024);
   const log = childLogger(core.logger, { actor: "http" });
+  const leasing = new NatsTaskLeasing(core, broker);
   const leases = new TaskLeases(
     {
       getRecord: (id) => broker.getRecord(id),
       listRecords: () => broker.listRecords(),
-      fetchTasks: (jobId, max) => broker.fetchTasks(jobId, max),
-      settleLeases: (settles) => broker.settleLeases(settles),
+      fetchTasks: (jobId, max) => leasing.fetchTasks(jobId, max),
+      settleLeases: (settles) => leasing.settleLeases(settles),
       publishResults: (jobId, body, msgId) => broker.publishResults(jobId, body, msgId),
-      isDeliveryOf: (reply, jobId) => {
-        const lease = leaseInfo(reply);
-        return lease?.stream === broker.names.tasksStream && lease.consumer === jobId;
-      },
+      isDeliveryOf: (reply, jobId) => leasing.isDeliveryOf(reply, jobId),
       storeDeadLetter: async ({ jobId, index, reply, error, deliveries }) => {
-        const payload = await broker.taskPayload(reply);
+        const payload = await leasing.taskPayload(reply);
         await parts.broker.storeDeadLetter(
           { jobId, index, payload, error, deliveries, at: Date.now(), source: "worker" },
           `deadh.${jobId}.${index}.${deliveries}`,

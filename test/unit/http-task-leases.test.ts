@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
-import type { LeasedTask, LeaseSettle } from "../../src/adapters/nats/job-broker.ts";
+import type { LeasedTask, LeaseSettle } from "../../src/adapters/nats/task-leasing.ts";
 import { type JobRecord, SubmitPhase } from "../../src/effects/job-record.ts";
 import { silentLogger } from "../../src/logger.ts";
 

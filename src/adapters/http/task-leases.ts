@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { isFinal, type JobRecord, SubmitPhase } from "../../effects/job-record.ts";
 import { decideOutcome, PermanentError } from "../../effects/task-outcome.ts";
 import type { Logger } from "../../logger.ts";
-import type { LeasedTask, LeaseSettle } from "../nats/job-broker.ts";
+import type { LeasedTask, LeaseSettle } from "../nats/task-leasing.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import type { ReceiptClaims, ReceiptSigner } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
