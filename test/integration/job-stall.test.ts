@@ -111,8 +111,11 @@ describe("stalled jobs", () => {
       message: "stalled after 300 ms without an answer",
     });
     const stalled = job.snapshot();
-    // Nothing was answered while stopped: the stall saw exactly the count at the stop.
-    expect(stalled.done).toBe(doneAtStop);
+    // The stopped worker's last batch of results may reach the job just after stop() returned
+    // (they were stored before it did); nothing after that: the stall is on this count.
+    expect(stalled.done).toBeGreaterThanOrEqual(doneAtStop);
+    expect(stalled.done).toBeLessThan(total);
+    const doneAtStall = stalled.done;
     expect(Date.now() - stalled.lastProgressAt).toBeGreaterThanOrEqual(300);
 
     const line = await stallLine(job.id);
@@ -121,7 +124,7 @@ describe("stalled jobs", () => {
     expect(idleMs).toBeGreaterThanOrEqual(300);
     // Every task left either waits for a worker or is leased to one, counted once: the server's
     // own counts add a released task to both (nats-server 2.9), which the line must not repeat.
-    expect(left).toBe(total - doneAtStop);
+    expect(left).toBe(total - doneAtStall);
     expect(waiting + held).toBe(left);
     expect(await tasksInStream(server.url, "stall", job.id)).toBe(left);
     // The stopped worker handed its unstarted tasks back; at most those can still be leased.
