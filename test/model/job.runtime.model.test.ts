@@ -1,18 +1,18 @@
 import { getShortestPaths } from "@xstate/graph";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AnyActorRef, type InspectionEvent, type SnapshotFrom, transition, waitFor } from "xstate";
+import { type AnyActorRef, type InspectionEvent, transition, waitFor } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import type { JobSettings } from "../../src/effects/job-record.ts";
 import type { SubmitRequest } from "../../src/effects/plan-submit.ts";
 import { PermanentBrokerError, PermanentError } from "../../src/index.ts";
 import type { JobHandle, JobSnapshot } from "../../src/jobs.ts";
 import { silentLogger } from "../../src/logger.ts";
-import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 import { createRuntime, createRuntimeCore, type Runtime } from "../../src/runtime.ts";
 import { createMemoryBroker, createTestRuntime, ManualClock } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
+import { events, input, serializeState } from "./job.paths.ts";
 
 /**
  * The job machine's routes, taken by real job actors (issue #9).
@@ -57,52 +57,12 @@ const endingOf = (reason: string | null | undefined): Ending =>
 
 const routeKey = (states: readonly Top[], ending: Ending) => `${states.join(" → ")} | ${ending}`;
 
-// The same settings, input and events as test/model/job.model.test.ts (a test file is not a module to
-// import from: importing it would run its tests here too).
-const settings: JobSettings = {
-  maxFailures: 0.34,
-  ackWaitMs: 1000,
-  maxDeliver: 3,
-  backoffMs: [10],
-  stallAfterMs: 1000,
-  stalledTimeoutMs: 3000,
-};
-const input: JobInput = { jobId: "j1", queue: "q", total: 3, settings, now: 0 };
-const ok = (i: number) => ({ i, ok: true });
-const died = (i: number) => ({ i, ok: false, dead: true });
-const events = [
-  { type: "xstate.done.actor.submit" },
-  { type: "xstate.error.actor.submit", error: new Error("publish refused") },
-  { type: "results.received", entries: [ok(0)], at: 100 },
-  { type: "results.received", entries: [ok(0)], at: 200 },
-  { type: "results.received", entries: [ok(1), { i: 2, ok: false }], at: 300 },
-  { type: "results.received", entries: [ok(1)], at: 350 },
-  { type: "results.received", entries: [{ i: 1, ok: false }, died(2)], at: 300 },
-  { type: "results.received", entries: [died(2)], at: 400 },
-  { type: "results.received", entries: [{ i: 2, redrive: true }], at: 450 },
-  { type: "results.received", entries: [ok(2)], at: 6000 },
-  { type: "clock.tick", now: 1500 },
-  { type: "clock.tick", now: 5000 },
-  { type: "job.cancel", reason: "user" },
-  { type: "xstate.done.actor.finalize" },
-] as unknown as JobEvent[];
-
-type Snapshot = SnapshotFrom<typeof jobMachine>;
-
 /** Every route the machine takes from `start`: finished ones with their ending, open ones as a start. */
 const modelRoutes = (start: JobInput) => {
   const paths = getShortestPaths(jobMachine, {
     events,
     input: start,
-    serializeState: (s: Snapshot) =>
-      JSON.stringify({
-        v: s.value,
-        d: s.context.done,
-        f: s.context.failed,
-        x: s.context.dead,
-        a: [...s.context.answered],
-        st: s.context.stalledSince !== null,
-      }),
+    serializeState,
   } as never);
   let frontier = paths.map((p) => ({ states: p.steps.map((s) => s.state), last: p.state }));
   const all = [...frontier];

@@ -1,0 +1,54 @@
+import type { SnapshotFrom } from "xstate";
+import type { JobSettings } from "../../src/effects/job-record.ts";
+import type { JobEvent, JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+
+/**
+ * The job machine's model: the settings, input and events paths are generated
+ * with, and the state identity. Shared by the replay on idle actors
+ * (job.model.test.ts) and the replay on real runtimes (job.runtime.model.test.ts).
+ */
+
+export const settings: JobSettings = {
+  maxFailures: 0.34, // 1 of 3 tasks may fail
+  ackWaitMs: 1000,
+  maxDeliver: 3,
+  backoffMs: [10],
+  stallAfterMs: 1000,
+  stalledTimeoutMs: 3000,
+};
+export const input: JobInput = { jobId: "j1", queue: "q", total: 3, settings, now: 0 };
+
+export const ok = (i: number) => ({ i, ok: true });
+export const died = (i: number) => ({ i, ok: false, dead: true });
+export const redrive = (i: number) => ({ i, redrive: true });
+
+export const events = [
+  { type: "xstate.done.actor.submit" },
+  { type: "xstate.error.actor.submit", error: new Error("publish refused") },
+  { type: "results.received", entries: [ok(0)], at: 100 },
+  { type: "results.received", entries: [ok(0)], at: 200 }, // a duplicate: counted once
+  { type: "results.received", entries: [ok(1), { i: 2, ok: false }], at: 300 },
+  { type: "results.received", entries: [ok(1)], at: 350 },
+  { type: "results.received", entries: [{ i: 1, ok: false }, died(2)], at: 300 },
+  // The last task left exhausts its deliveries alone: a dead letter must still end the job.
+  { type: "results.received", entries: [died(2)], at: 400 },
+  // The dead task is redriven: its answer is forgotten (nothing happens unless it was dead).
+  { type: "results.received", entries: [redrive(2)], at: 450 },
+  // An answer after the stall ticks: progress that takes a stalled job back to running.
+  { type: "results.received", entries: [ok(2)], at: 6000 },
+  { type: "clock.tick", now: 1500 }, // > stallAfterMs since the last progress at 0 or 100
+  { type: "clock.tick", now: 5000 }, // stalled longer than stalledTimeoutMs
+  { type: "job.cancel", reason: "user" },
+  { type: "xstate.done.actor.finalize" },
+] as unknown as JobEvent[];
+
+/** Time-varying fields are not part of the state identity; counts and answers are. */
+export const serializeState = (s: SnapshotFrom<typeof jobMachine>): string =>
+  JSON.stringify({
+    v: s.value,
+    d: s.context.done,
+    f: s.context.failed,
+    x: s.context.dead,
+    a: [...s.context.answered],
+    st: s.context.stalledSince !== null,
+  });
