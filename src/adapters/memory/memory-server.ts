@@ -1,6 +1,7 @@
 import { setMaxListeners } from "node:events";
 import { type Clock, realClock } from "../../clock.ts";
 import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../errors.ts";
+import { type BrokerNames, brokerNames } from "../names.ts";
 import { MemoryKv } from "./memory-kv.ts";
 import { MessageLog } from "./message-log.ts";
 import { TaskStream } from "./task-stream.ts";
@@ -15,13 +16,6 @@ export interface MemoryServerOptions {
   /** How long results and dead letters are kept (default 7 days). */
   readonly retentionMs?: number;
 }
-
-/** Subjects the way jetstate names them on NATS, so reports read the same on both. */
-export const memoryNames = (prefix: string) => ({
-  tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
-  resultsSubject: (jobId: string) => `${prefix}.results.${jobId}`,
-  deadSubject: (jobId: string) => `${prefix}.dead.${jobId}`,
-});
 
 const subjectToken = /^[^\s.*>]+$/;
 const consumerName = /^[^\s.*>/\\]+$/;
@@ -48,7 +42,7 @@ export class MemoryServer {
   readonly maxPayload: number;
   readonly prefix: string;
   readonly retentionMs: number;
-  readonly names: ReturnType<typeof memoryNames>;
+  readonly names: BrokerNames;
   readonly records = new MemoryKv((key) => `job record ${key}`);
   readonly leases = new MemoryKv((key) => `lease ${key}`);
   readonly tasks: TaskStream;
@@ -72,7 +66,7 @@ export class MemoryServer {
     if (typeof this.prefix !== "string" || !/^[A-Za-z0-9_-]+$/.test(this.prefix)) {
       bad("prefix", "must be a subject token (letters, digits, _ and -)");
     }
-    this.names = memoryNames(this.prefix);
+    this.names = brokerNames(this.prefix);
     this.tasks = new TaskStream(clock);
     this.results = new MessageLog(clock, this.retentionMs);
     this.deadLetters = new MessageLog(clock, this.retentionMs);

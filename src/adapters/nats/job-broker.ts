@@ -15,27 +15,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
 import { RevisionConflict } from "../../errors.ts";
 import type { RunOptions, RuntimeCore } from "../../runtime.ts";
+import { type BrokerNames, brokerNames } from "../names.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 
 const nanos = (ms: number) => Math.round(ms * 1_000_000);
 const encoder = new TextEncoder();
-
-/** Names of everything jetstate creates on the server, from the runtime's prefix. */
-export const brokerNames = (prefix: string) => ({
-  tasksStream: `${prefix}_tasks`,
-  resultsStream: `${prefix}_results`,
-  jobsBucket: `${prefix}_jobs`,
-  tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
-  resultsSubject: (jobId: string) => `${prefix}.results.${jobId}`,
-  jobCreatedSubject: (queue: string) => `${prefix}.events.job.created.${queue}`,
-  deadStream: `${prefix}_dead`,
-  deadSubject: (jobId: string) => `${prefix}.dead.${jobId}`,
-  advisoriesStream: `${prefix}_advisories`,
-  /** MAX_DELIVERIES advisories of every job consumer on the tasks stream. */
-  maxDeliveriesSubject: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${prefix}_tasks.*`,
-  leasesBucket: `${prefix}_leases`,
-});
-export type BrokerNames = ReturnType<typeof brokerNames>;
 
 interface Handles {
   readonly js: JetStreamClient;
