@@ -24,6 +24,8 @@ import { waitUntil } from "../harness/wait.ts";
 
 /** Longest a faulted job may take to end here; far below the 60 s a test may take. */
 const BOUND_MS = 15_000;
+/** What a healthy small job takes at most here, with room for a loaded machine. */
+const QUICK_MS = 8_000;
 
 /** Settles like `promise`, or rejects saying what did not happen within `ms`. */
 const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T> => {
@@ -112,7 +114,14 @@ describe.each([
       const ledger: number[] = [];
       r.faults.fail("publishResults", times);
       worker(r, "pub-fails", ledger);
-      const job = await r.rt.jobs.submit({ queue: "pub-fails", tasks: indexes(total), backoff: [20] });
+      // A job whose answers are lost for good stalls, then fails: seconds, not a hang.
+      const job = await r.rt.jobs.submit({
+        queue: "pub-fails",
+        tasks: indexes(total),
+        backoff: [20],
+        stallAfterMs: 2000,
+        stalledTimeoutMs: 3000,
+      });
       const end = await within(job.done(), BOUND_MS, "job with failing result publishes to end");
 
       expect(r.faults.injected("publishResults")).toBe(times);
@@ -158,7 +167,8 @@ describe.each([
     r.faults.fail("finalize", 1);
     worker(r, "fin-fails", ledger);
     const job = await r.rt.jobs.submit({ queue: "fin-fails", tasks: indexes(total) });
-    const end = await within(job.done(), BOUND_MS, "job whose finalize fails to end");
+    // Six tasks and one failed write: this ends in well under a second when nothing hangs.
+    const end = await within(job.done(), QUICK_MS, "job whose finalize fails to end");
 
     expect(r.faults.injected("finalize")).toBe(1);
     // The record still said running: the orphan scan took the job over and wrote the end.
