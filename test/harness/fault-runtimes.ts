@@ -74,6 +74,9 @@ export const memoryBench = async (): Promise<FaultBench> => {
  * On NATS the broker needs a runtime core (its connection and operation
  * runner): the bench makes one per runtime, builds the NATS broker on it,
  * and hands the wrapped broker to `createRuntime` as a broker object.
+ * Jobs, workers and leases go through that broker; the runtime's own
+ * connection stays idle (a broker object is not "nats" to `createRuntime`),
+ * so agents on a NATS bench runtime are not supported.
  */
 export const natsBench = async (): Promise<FaultBench> => {
   const server: NatsServerHandle = await startNatsServer();
