@@ -1,0 +1,144 @@
+import { randomUUID } from "node:crypto";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { silentLogger } from "../../src/logger.ts";
+import type { RuntimeOptions } from "../../src/options.ts";
+import { createRuntime, createRuntimeCore, type Runtime } from "../../src/runtime.ts";
+import { type FaultyBroker, faultyBroker } from "./faulty-broker.ts";
+import { type NatsServerHandle, startNatsServer } from "./nats-server.ts";
+
+/** One entry of a results message, as the server holds it. */
+export interface RawResult {
+  readonly i: number;
+  readonly ok?: boolean;
+  readonly dead?: boolean;
+  readonly redrive?: boolean;
+}
+
+export interface FaultyRuntime extends FaultyBroker {
+  readonly rt: Runtime;
+  stop(): Promise<void>;
+}
+
+/**
+ * One broker "server" (a nats-server of the test's own, or a memory server)
+ * and runtimes on it whose broker port is wrapped in `faultyBroker`; read
+ * back raw: what the server holds, not what the runtime says it holds.
+ */
+export interface FaultBench {
+  readonly kind: "memory" | "nats";
+  /** A runtime on this server; several share it (supervision takeover). */
+  runtime(options?: RuntimeOptions): Promise<FaultyRuntime>;
+  /** Every result entry stored for the job, in order, duplicates included. */
+  rawResults(jobId: string): Promise<RawResult[]>;
+  /** Task messages stored for the job (not yet acked, termed or purged). */
+  rawTasks(queue: string, jobId: string): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+const names = brokerNames("jetstate");
+const base: RuntimeOptions = { logger: silentLogger(), jobs: { cleanupIntervalMs: 0 } };
+const merge = (options: RuntimeOptions): RuntimeOptions => ({
+  ...base,
+  ...options,
+  jobs: { ...base.jobs, ...options.jobs },
+});
+
+export const memoryBench = async (): Promise<FaultBench> => {
+  const server = createMemoryServer({ prefix: "jetstate" });
+  const started = new Set<FaultyRuntime>();
+  return {
+    kind: "memory",
+    runtime: async (options = {}) => {
+      const inner = createMemoryBroker({ server, holder: `memory.${randomUUID().slice(0, 8)}` });
+      const faulty = faultyBroker(inner);
+      const rt = await createRuntime({ ...merge(options), broker: faulty.broker });
+      const handle = { ...faulty, rt, stop: () => rt.stop() };
+      started.add(handle);
+      return handle;
+    },
+    rawResults: async (jobId) =>
+      server.results.read(names.resultsSubject(jobId)).flatMap((m) => JSON.parse(m.body) as RawResult[]),
+    rawTasks: async (queue, jobId) => server.tasks.count(names.tasksSubject(queue, jobId)),
+    dispose: async () => {
+      await Promise.allSettled([...started].map((r) => r.stop()));
+      server.close();
+    },
+  };
+};
+
+/**
+ * On NATS the broker needs a runtime core (its connection and operation
+ * runner): the bench makes one per runtime, builds the NATS broker on it,
+ * and hands the wrapped broker to `createRuntime` as a broker object.
+ * Jobs, workers and leases go through that broker; the runtime's own
+ * connection stays idle (a broker object is not "nats" to `createRuntime`),
+ * so agents on a NATS bench runtime are not supported.
+ */
+export const natsBench = async (): Promise<FaultBench> => {
+  const server: NatsServerHandle = await startNatsServer();
+  const reader: NatsConnection = await connect({ servers: server.url });
+  const jsm = await jetstreamManager(reader);
+  const started = new Set<FaultyRuntime>();
+  const countOn = async (stream: string, subject: string) => {
+    const info = await jsm.streams.info(stream, { subjects_filter: subject }).catch(() => undefined);
+    return info?.state.subjects?.[subject] ?? 0;
+  };
+  return {
+    kind: "nats",
+    runtime: async (options = {}) => {
+      const merged = { ...merge(options), servers: server.url };
+      const core = await createRuntimeCore(merged);
+      const inner = createNatsBroker(core, {
+        retentionMs: core.options.jobs.retentionMs,
+        holder: `nats.${randomUUID().slice(0, 8)}`,
+      });
+      const faulty = faultyBroker(inner);
+      const rt = await createRuntime({ ...merged, broker: faulty.broker });
+      let stopped: Promise<void> | undefined;
+      const handle = {
+        ...faulty,
+        rt,
+        stop: () => {
+          stopped ??= rt.stop().then(() => core.stop());
+          return stopped;
+        },
+      };
+      started.add(handle);
+      return handle;
+    },
+    rawResults: async (jobId) => {
+      const subject = names.resultsSubject(jobId);
+      const count = await countOn(names.resultsStream, subject);
+      if (count === 0) return [];
+      const consumer = await jetstream(reader).consumers.get(names.resultsStream, {
+        filter_subjects: subject, // a single subject: nats-server 2.9 has no filter list
+      });
+      const entries: RawResult[] = [];
+      let read = 0;
+      const messages = await consumer.fetch({ max_messages: count, expires: 5000 });
+      for await (const m of messages) {
+        entries.push(...(JSON.parse(m.string()) as RawResult[]));
+        if (++read === count) break;
+      }
+      if (read < count) throw new Error(`read ${read} of ${count} results messages of ${jobId}`);
+      return entries;
+    },
+    rawTasks: (queue, jobId) => countOn(names.tasksStream, names.tasksSubject(queue, jobId)),
+    dispose: async () => {
+      await Promise.allSettled([...started].map((r) => r.stop()));
+      await reader.close();
+      await server.dispose();
+    },
+  };
+};
+
+/** How many times each task index appears. */
+export const tally = (indexes: readonly number[]): Map<number, number> => {
+  const counts = new Map<number, number>();
+  for (const i of indexes) counts.set(i, (counts.get(i) ?? 0) + 1);
+  return counts;
+};

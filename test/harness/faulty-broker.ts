@@ -1,0 +1,163 @@
+import type { Broker, SupervisionLeases, TaskLease } from "../../src/adapters/broker.ts";
+import { isFinal } from "../../src/effects/job-record.ts";
+import { TransientBrokerError } from "../../src/errors.ts";
+
+/**
+ * Fault injection on the broker port, for tests on either broker: wraps a
+ * `Broker` and makes chosen operations fail the way a real outage would
+ * (a transient error, after the broker's own retries gave up), or loses an
+ * ack on its way to the server.
+ *
+ * - `publishResults`: a results message is not stored (nothing reaches the broker);
+ * - `finalize`: the write of a job's end to its record fails;
+ * - `lease`: a supervision lease renewal (and re-acquire) fails — the lease store is unreachable;
+ * - `ack`: a task's ack after its result was stored never reaches the broker (it is redelivered);
+ * - `createConsumer`: the commit point of a submit fails;
+ * - `publishTasks`: a submit's task publish (the `before` hook runs first, e.g. to move a clock).
+ */
+export type FaultPoint = "publishResults" | "finalize" | "lease" | "ack" | "createConsumer" | "publishTasks";
+
+interface Armed {
+  /** Faults still to inject (Infinity: permanently). */
+  left: number;
+  /** Only operations on this job (any job when undefined). */
+  readonly jobId?: string;
+}
+
+export interface Faults {
+  /** Fails the next `times` operations at `point` (Infinity: every one from now on). */
+  fail(point: FaultPoint, times?: number, jobId?: string): void;
+  /** Runs `hook` before each operation at `point` (before any injected failure). */
+  before(point: FaultPoint, hook: (jobId: string) => void | Promise<void>): void;
+  /** Stops injecting at `point`. */
+  heal(point: FaultPoint): void;
+  /** How many faults were injected at `point` so far: the ledger of what the test did. */
+  injected(point: FaultPoint): number;
+}
+
+export interface FaultyBroker {
+  readonly broker: Broker;
+  readonly faults: Faults;
+}
+
+const transient = (point: FaultPoint, jobId: string) =>
+  new TransientBrokerError({ message: `injected fault: ${point} of ${jobId}`, operation: point });
+
+export const faultyBroker = (inner: Broker): FaultyBroker => {
+  const armed = new Map<FaultPoint, Armed>();
+  const hooks = new Map<FaultPoint, (jobId: string) => void | Promise<void>>();
+  const counts = new Map<FaultPoint, number>();
+
+  /** True when this operation must fail (and counts it). */
+  const take = (point: FaultPoint, jobId: string): boolean => {
+    const fault = armed.get(point);
+    if (!fault || fault.left <= 0 || (fault.jobId !== undefined && fault.jobId !== jobId)) return false;
+    fault.left--;
+    counts.set(point, (counts.get(point) ?? 0) + 1);
+    return true;
+  };
+  const gate = async (point: FaultPoint, jobId: string): Promise<void> => {
+    await hooks.get(point)?.(jobId);
+    if (take(point, jobId)) throw transient(point, jobId);
+  };
+
+  const faults: Faults = {
+    fail: (point, times = 1, jobId) => {
+      armed.set(point, { left: times, ...(jobId === undefined ? {} : { jobId }) });
+    },
+    before: (point, hook) => {
+      hooks.set(point, hook);
+    },
+    heal: (point) => {
+      armed.delete(point);
+      hooks.delete(point);
+    },
+    injected: (point) => counts.get(point) ?? 0,
+  };
+
+  /** A delivered task whose ack may be lost: the result is stored, the broker never hears of the ack. */
+  const lossyLease = (jobId: string, lease: TaskLease): TaskLease => ({
+    get body() {
+      return lease.body;
+    },
+    get deliveryCount() {
+      return lease.deliveryCount;
+    },
+    ack: () => {
+      if (!take("ack", jobId)) lease.ack();
+    },
+    nak: (delayMs) => lease.nak(delayMs),
+    term: () => lease.term(),
+    working: () => lease.working(),
+  });
+
+  const innerLeases = inner.leases;
+  const leases: SupervisionLeases = {
+    get holder() {
+      return innerLeases.holder;
+    },
+    holds: (jobId) => innerLeases.holds(jobId),
+    // Acquiring once it is armed fails too: a renewal that fails and then a re-acquire that
+    // succeeds would not be an unreachable lease store.
+    acquire: async (jobId, ttlMs, now) => {
+      await gate("lease", jobId);
+      return innerLeases.acquire(jobId, ttlMs, now);
+    },
+    renew: async (jobId, ttlMs, now) => {
+      await gate("lease", jobId);
+      return innerLeases.renew(jobId, ttlMs, now);
+    },
+    release: (jobId) => innerLeases.release(jobId),
+    list: () => innerLeases.list(),
+    remove: (jobId) => innerLeases.remove(jobId),
+  };
+
+  const broker: Broker = {
+    get kind() {
+      return inner.kind;
+    },
+    leases,
+    maxPayload: () => inner.maxPayload(),
+    createRecord: (record) => inner.createRecord(record),
+    getRecord: (id) => inner.getRecord(id),
+    updateRecord: async (record, revision) => {
+      // The end of a job is the only write that makes a record final (a submit's rollback
+      // is `failed` too, but its phase says rolledBack).
+      if (isFinal(record.status) && record.phase === "committed") await gate("finalize", record.id);
+      return inner.updateRecord(record, revision);
+    },
+    deleteRecord: (id, revision) => inner.deleteRecord(id, revision),
+    listRecords: () => inner.listRecords(),
+    watchRecords: (onRecord, signal) => inner.watchRecords(onRecord, signal),
+    publishTasks: async (record, bodies, signal) => {
+      await gate("publishTasks", record.id);
+      return inner.publishTasks(record, bodies, signal);
+    },
+    createConsumer: async (queue, jobId, settings) => {
+      await gate("createConsumer", jobId);
+      return inner.createConsumer(queue, jobId, settings);
+    },
+    consumerExists: (jobId) => inner.consumerExists(jobId),
+    consumerCounts: (jobId) => inner.consumerCounts(jobId),
+    removeTasks: (queue, jobId) => inner.removeTasks(queue, jobId),
+    announceCreated: (queue, jobId) => inner.announceCreated(queue, jobId),
+    consumeTasks: (jobId, maxMessages, onTask, signal) =>
+      inner.consumeTasks(jobId, maxMessages, (lease) => onTask(lossyLease(jobId, lease)), signal),
+    publishResults: async (jobId, body, msgId) => {
+      await gate("publishResults", jobId);
+      return inner.publishResults(jobId, body, msgId);
+    },
+    readResults: (jobId, onMessage, signal, onCaughtUp) =>
+      inner.readResults(jobId, onMessage, signal, onCaughtUp),
+    ensureDeadLetters: () => inner.ensureDeadLetters(),
+    storeDeadLetter: (letter, msgId) => inner.storeDeadLetter(letter, msgId),
+    listDeadLetters: (jobId) => inner.listDeadLetters(jobId),
+    removeDeadLetters: (seqs) => inner.removeDeadLetters(seqs),
+    processExhausted: (signal) => inner.processExhausted(signal),
+    cleanup: (options) => inner.cleanup(options),
+    close: () => inner.close(),
+  };
+  // The NATS broker's JetStream handle (the HTTP API's) passes through untouched.
+  if ("jetstream" in inner) Object.defineProperty(broker, "jetstream", { value: inner.jetstream });
+  return { broker, faults };
+};

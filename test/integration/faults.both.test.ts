@@ -1,0 +1,290 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ManualClock } from "../../src/clock.ts";
+import type { JobHandle, JobSnapshot } from "../../src/jobs.ts";
+import type { TaskContext, Worker } from "../../src/workers.ts";
+import {
+  type FaultBench,
+  type FaultyRuntime,
+  memoryBench,
+  natsBench,
+  type RawResult,
+  tally,
+} from "../harness/fault-runtimes.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+/**
+ * Faults as first-class events (issue #13): the broker port fails the way an
+ * outage would — a results publish, the write of a job's end, a lease
+ * renewal, an ack after a stored result, the commit of a submit — and each
+ * job must end as docs/architecture.md promises: retried, never hanging,
+ * never counted twice. Each is run on both brokers. The oracles are the
+ * handler's own ledger and what the server holds, read raw; never
+ * `results()` or the runtime's word about itself.
+ */
+
+/** Longest a faulted job may take to end here; far below the 60 s a test may take. */
+const BOUND_MS = 15_000;
+/** What a healthy small job takes at most here, with room for a loaded machine. */
+const QUICK_MS = 8_000;
+
+/** Settles like `promise`, or rejects saying what did not happen within `ms`. */
+const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T> => {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+};
+
+const indexes = (n: number) => Array.from({ length: n }, (_, i) => i);
+const okIndexes = (raw: readonly RawResult[]) => raw.filter((r) => r.ok).map((r) => r.i);
+
+describe.each([
+  ["memory", memoryBench],
+  ["nats", natsBench],
+] as const)("faults on the %s broker", (_kind, makeBench) => {
+  let bench: FaultBench;
+  const cleanups: Array<() => Promise<void>> = [];
+  beforeAll(async () => {
+    bench = await makeBench();
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  afterAll(async () => {
+    await bench?.dispose();
+  });
+
+  const runtime = async (options: Parameters<FaultBench["runtime"]>[0] = {}): Promise<FaultyRuntime> => {
+    const r = await bench.runtime(options);
+    cleanups.push(() => r.stop());
+    return r;
+  };
+
+  /** A worker that writes every task it handles into `ledger` (index per call). */
+  const worker = (
+    r: FaultyRuntime,
+    queue: string,
+    ledger: number[],
+    handle: (index: number, ctx: TaskContext) => unknown = (i) => i * 10,
+  ): Worker => {
+    const w = r.rt.workers.start<number, unknown>({
+      queue,
+      concurrency: 8,
+      stopTimeoutMs: 2000,
+      handler: async (task, ctx) => {
+        ledger.push(task.index);
+        return handle(task.index, ctx);
+      },
+    });
+    cleanups.push(() => w.stop());
+    return w;
+  };
+
+  /** The job's end as the supervisor wrote it, read from the record store. */
+  const finalRecord = async (r: FaultyRuntime, jobId: string) => {
+    let found: Awaited<ReturnType<typeof r.broker.getRecord>>;
+    await waitUntil(
+      async () => {
+        found = await r.broker.getRecord(jobId);
+        return found?.record.status === "succeeded" || found?.record.status === "failed";
+      },
+      { timeoutMs: BOUND_MS, message: `the record of ${jobId} to say how the job ended` },
+    );
+    return found!.record;
+  };
+
+  /** Every task counted exactly once: by the job, by its record and in the stored results. */
+  const expectCountedOnce = async (r: FaultyRuntime, job: JobSnapshot, total: number) => {
+    expect(job).toMatchObject({ status: "succeeded", done: total, failed: 0, dead: 0 });
+    const record = await finalRecord(r, job.id);
+    expect(record.counts).toEqual({ done: total, failed: 0, dead: 0 });
+    const stored = tally(okIndexes(await bench.rawResults(job.id)));
+    expect([...stored.keys()].sort((a, b) => a - b)).toEqual(indexes(total));
+    return stored;
+  };
+
+  describe("a results publish that fails", () => {
+    it.each([
+      ["once", 1],
+      ["3 times", 3],
+    ])("%s: the tasks are released and answered again; each counted once", async (_name, times) => {
+      const r = await runtime();
+      const total = 12;
+      const ledger: number[] = [];
+      r.faults.fail("publishResults", times);
+      worker(r, "pub-fails", ledger);
+      // A job whose answers are lost for good stalls, then fails: seconds, not a hang.
+      const job = await r.rt.jobs.submit({
+        queue: "pub-fails",
+        tasks: indexes(total),
+        backoff: [20],
+        stallAfterMs: 2000,
+        stalledTimeoutMs: 3000,
+      });
+      const end = await within(job.done(), BOUND_MS, "job with failing result publishes to end");
+
+      expect(r.faults.injected("publishResults")).toBe(times);
+      const stored = await expectCountedOnce(r, end, total);
+      // A failed publish stored nothing: every index is in exactly one stored message...
+      expect([...stored.values()].every((n) => n === 1)).toBe(true);
+      // ...and the tasks of the failed batches were handled again.
+      const handled = tally(ledger);
+      expect(indexes(total).every((i) => (handled.get(i) ?? 0) >= 1)).toBe(true);
+      expect(ledger.length).toBeGreaterThan(total);
+    });
+
+    it("permanently: the job stalls, then fails after stalledTimeoutMs; nothing stored", async () => {
+      const r = await runtime();
+      const ledger: number[] = [];
+      r.faults.fail("publishResults", Number.POSITIVE_INFINITY);
+      worker(r, "pub-dead", ledger);
+      const job = await r.rt.jobs.submit({
+        queue: "pub-dead",
+        tasks: indexes(4),
+        backoff: [50],
+        maxDeliver: 1000,
+        stallAfterMs: 300,
+        stalledTimeoutMs: 300,
+      });
+      const seen: string[] = [];
+      job.subscribe((s) => seen.push(s.status));
+      const end = await within(job.done(), BOUND_MS, "job whose results are never stored to end");
+
+      expect(end).toMatchObject({ status: "failed", done: 0 });
+      expect(end.reason).toMatch(/^stalled/);
+      expect(seen).toContain("stalled");
+      expect(ledger.length).toBeGreaterThan(0);
+      expect(await bench.rawResults(job.id)).toEqual([]);
+      expect((await finalRecord(r, job.id)).status).toBe("failed");
+    });
+  });
+
+  it("a finalize that fails: the job still ends, and its end is written on the retry", async () => {
+    const r = await runtime({ jobs: { leaseMs: 400 } });
+    const total = 6;
+    const ledger: number[] = [];
+    r.faults.fail("finalize", 1);
+    worker(r, "fin-fails", ledger);
+    const job = await r.rt.jobs.submit({ queue: "fin-fails", tasks: indexes(total) });
+    // Six tasks and one failed write: this ends in well under a second when nothing hangs.
+    const end = await within(job.done(), QUICK_MS, "job whose finalize fails to end");
+
+    expect(r.faults.injected("finalize")).toBe(1);
+    // The record still said running: the orphan scan took the job over and wrote the end.
+    await expectCountedOnce(r, end, total);
+    expect(tally(ledger).size).toBe(total);
+  });
+
+  it("lease renewals that fail: the runtime stops supervising by the lease's end, another takes over", async () => {
+    const leaseMs = 600;
+    const a = await runtime({ jobs: { leaseMs } });
+    const b = await runtime({ jobs: { leaseMs } });
+    const total = 8;
+    const job = await a.rt.jobs.submit({ queue: "lease-fails", tasks: indexes(total) });
+    expect(a.broker.leases.holds(job.id)).toBe(true);
+    a.faults.fail("lease", Number.POSITIVE_INFINITY, job.id);
+    const armedAt = Date.now();
+
+    // Its last renewal was written before the fault: by then plus the lease it must let go.
+    await waitUntil(() => !a.broker.leases.holds(job.id), {
+      timeoutMs: leaseMs * 5,
+      message: "runtime A to stop holding a lease it cannot renew",
+    });
+    expect(Date.now() - armedAt).toBeLessThan(leaseMs * 5);
+    await waitUntil(
+      async () =>
+        (await b.broker.leases.list()).some(
+          (l) => l.jobId === job.id && l.lease.holder === b.broker.leases.holder,
+        ),
+      { timeoutMs: BOUND_MS, message: "runtime B to take the job over" },
+    );
+
+    const ledger: number[] = [];
+    worker(b, "lease-fails", ledger);
+    const record = await finalRecord(b, job.id);
+    expect(record).toMatchObject({ status: "succeeded", counts: { done: total, failed: 0, dead: 0 } });
+    const end = await within(job.done(), BOUND_MS, "A's view of the job to end");
+    expect(end).toMatchObject({ status: "succeeded", done: total });
+    expect(a.faults.injected("lease")).toBeGreaterThan(0);
+    expect(tally(ledger).size).toBe(total);
+    expect(tally(okIndexes(await bench.rawResults(job.id))).size).toBe(total);
+  });
+
+  it("an ack lost after its result was stored: the task is redelivered, counted once", async () => {
+    const r = await runtime();
+    const total = 6;
+    const last = total - 1;
+    const ledger: number[] = [];
+    r.faults.fail("ack", 1);
+    // The last task waits for a redelivery, so the job cannot end before one happened.
+    worker(r, "ack-lost", ledger, async (i, ctx) => {
+      if (i === last) {
+        // Heartbeats keep this task's own lease while it waits (it must not be the one redelivered).
+        await waitUntil(
+          () => {
+            ctx.heartbeat();
+            return [...tally(ledger).values()].some((n) => n > 1);
+          },
+          {
+            timeoutMs: BOUND_MS,
+            intervalMs: 50,
+            message: "the task whose ack was lost to be delivered again",
+          },
+        ).catch(() => undefined);
+      }
+      return i;
+    });
+    const job = await r.rt.jobs.submit({ queue: "ack-lost", tasks: indexes(total), ackWaitMs: 300 });
+    const end = await within(job.done(), BOUND_MS * 2, "job with a lost ack to end");
+
+    expect(r.faults.injected("ack")).toBe(1);
+    const twice = [...tally(ledger)].filter(([, n]) => n > 1).map(([i]) => i);
+    expect(twice).toHaveLength(1);
+    const stored = await expectCountedOnce(r, end, total);
+    // The server holds the redelivered task's answer twice; the job counted it once.
+    expect(stored.get(twice[0]!)).toBe(2);
+  });
+
+  it("a consumer create that fails mid-submit: rolled back, nothing visible; a resubmit runs once", async () => {
+    const r = await runtime();
+    const total = 5;
+    const ledger: number[] = [];
+    worker(r, "commit-fails", ledger);
+    r.faults.fail("createConsumer", 1);
+    const request = { queue: "commit-fails", tasks: indexes(total), idempotencyKey: "commit-fails-1" };
+    await expect(r.rt.jobs.submit(request)).rejects.toThrow(/injected fault: createConsumer/);
+
+    const [rolledBack] = await r.rt.jobs.list({ queue: "commit-fails" });
+    expect(rolledBack).toMatchObject({ status: "failed", phase: "rolledBack" });
+    expect(await bench.rawTasks("commit-fails", rolledBack!.id)).toBe(0);
+
+    const job = await r.rt.jobs.submit(request);
+    expect(job.id).toBe(rolledBack!.id);
+    await expectCountedOnce(r, await within(job.done(), BOUND_MS, "the resubmitted job to end"), total);
+    expect([...tally(ledger).values()]).toEqual(indexes(total).map(() => 1));
+  });
+
+  it("a task publish that outlives the commit deadline: the submit refuses to commit", async () => {
+    const clock = new ManualClock(Date.now());
+    const r = await runtime({ clock });
+    // The publish takes (by the runtime's clock) longer than any commit deadline.
+    r.faults.before("publishTasks", () => clock.advance(10 * 60_000));
+    await expect(r.rt.jobs.submit({ queue: "too-late", tasks: indexes(3) })).rejects.toThrow(
+      /commit deadline/,
+    );
+    const [record] = await r.rt.jobs.list({ queue: "too-late" });
+    expect(record).toMatchObject({ status: "failed", phase: "rolledBack" });
+    expect(await r.broker.consumerExists(record!.id)).toBe(false);
+    expect(await bench.rawTasks("too-late", record!.id)).toBe(0);
+  });
+
+  it("a job that ends with tasks left (cancelled) leaves none of them on the server", async () => {
+    const r = await runtime();
+    const job: JobHandle = await r.rt.jobs.submit({ queue: "nobody-pulls", tasks: indexes(4) });
+    expect(await bench.rawTasks("nobody-pulls", job.id)).toBe(4);
+    const end = await within(job.cancel("test"), BOUND_MS, "cancel");
+    expect(end.status).toBe("failed");
+    expect(await bench.rawTasks("nobody-pulls", job.id)).toBe(0);
+  });
+});

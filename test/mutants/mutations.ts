@@ -1,0 +1,133 @@
+/**
+ * The changes an audit made to the source that no test noticed (issue #13),
+ * each as a text replacement. test/mutants/run.ts applies them one at a time
+ * to a copy of the repository and expects the listed tests to fail.
+ *
+ * `search` must occur in `file` exactly once (or, with `all`, at least once):
+ * when the code moves on, the runner stops and names the stale entry, so it
+ * is updated rather than silently skipped.
+ */
+export interface Mutation {
+  /** Short id, the letter of issue #13's list. */
+  readonly id: string;
+  readonly what: string;
+  readonly file: string;
+  readonly search: string;
+  readonly replace: string;
+  /** Replace every occurrence (default: exactly one must exist). */
+  readonly all?: boolean;
+  /** Test files (from the repository root) of which at least one must fail. */
+  readonly tests: readonly string[];
+}
+
+const faults = "test/integration/faults.both.test.ts";
+const guards = "test/unit/audit-guards.test.ts";
+
+export const mutations: readonly Mutation[] = [
+  {
+    id: "a",
+    what: "result batcher acks (or terms) tasks before their results are stored",
+    file: "src/effects/result-batcher.ts",
+    search: [
+      "    const sent = this.#publish(jobId, body, msgId).then(",
+      "      () => {",
+      "        for (const settle of batch.settles) settle.stored();",
+      "      },",
+    ].join("\n"),
+    replace: [
+      "    for (const settle of batch.settles) settle.stored();",
+      "    const sent = this.#publish(jobId, body, msgId).then(",
+      "      () => {},",
+    ].join("\n"),
+    tests: [faults],
+  },
+  {
+    id: "b",
+    what: "finalize's onError removed in the job machine (a failed finalize hangs the job)",
+    file: "src/machines/job.machine.ts",
+    search: '            onError: "recorded",\n',
+    replace: "",
+    all: true,
+    tests: [faults],
+  },
+  {
+    id: "c",
+    what: "the submitter's commit-deadline check removed",
+    file: "src/effects/submit-job.ts",
+    search: "    if (input.now() > record.commitDeadline) {",
+    replace: "    if (false) {",
+    tests: [faults],
+  },
+  {
+    id: "d-memory",
+    what: "holds() ignores the lease's expiry (memory broker)",
+    file: "src/adapters/memory/memory-leases.ts",
+    search: "    return held !== undefined && held.until > now;",
+    replace: "    return held !== undefined;",
+    tests: [faults],
+  },
+  {
+    id: "d-nats",
+    what: "holds() ignores the lease's expiry (NATS broker)",
+    file: "src/adapters/nats/job-leases.ts",
+    search: "    return held !== undefined && held.until > now;",
+    replace: "    return held !== undefined;",
+    tests: [faults],
+  },
+  {
+    id: "e",
+    what: "stalledTimeoutMs > 0 → >= 0 in the job machine (0 no longer means never)",
+    file: "src/machines/job.machine.ts",
+    search: "context.settings.stalledTimeoutMs > 0 &&",
+    replace: "context.settings.stalledTimeoutMs >= 0 &&",
+    tests: [guards],
+  },
+  {
+    id: "f",
+    what: "madeProgress >= → > (an answer in the stall's millisecond is not progress)",
+    file: "src/machines/job.machine.ts",
+    search: "context.lastProgressAt >= (context.stalledSince",
+    replace: "context.lastProgressAt > (context.stalledSince",
+    tests: [guards],
+  },
+  {
+    id: "g",
+    what: "failure tolerance Math.floor → Math.round (withinTolerance)",
+    file: "src/effects/job-record.ts",
+    search: "Math.floor(maxFailures * total + 1e-9)",
+    replace: "Math.round(maxFailures * total + 1e-9)",
+    tests: [guards],
+  },
+  {
+    id: "h",
+    what: "job.cancel ignored while queuing",
+    file: "src/machines/job.machine.ts",
+    search: '      on: { "job.cancel": { target: "failed", actions: "rememberCancel" } },\n',
+    replace: "",
+    tests: [guards],
+  },
+  {
+    id: "i",
+    what: "a result index ≥ total is accepted",
+    file: "src/machines/job.machine.ts",
+    search: "if (!Number.isInteger(i) || i < 0 || i >= context.total) continue;",
+    replace: "if (!Number.isInteger(i) || i < 0) continue;",
+    tests: [guards],
+  },
+  {
+    id: "j",
+    what: "the agent lock's default 2 h skip window changed (to 3 h)",
+    file: "src/agents.ts",
+    search: "export const DEFAULT_SKIP_FOR_MS = 2 * 60 * 60 * 1000;",
+    replace: "export const DEFAULT_SKIP_FOR_MS = 3 * 60 * 60 * 1000;",
+    tests: [guards],
+  },
+  {
+    id: "k",
+    what: "finalize no longer purges the tasks left (a cancelled job's tasks stay on the server)",
+    file: "src/effects/finalize-job.ts",
+    search: "  await port.removeTasks(input.queue, input.jobId);\n};",
+    replace: "};",
+    tests: [faults],
+  },
+];
