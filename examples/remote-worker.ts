@@ -141,8 +141,9 @@ export async function runRemoteWorker<Payload, Result>(
         }
       } catch (error) {
         // 410: the job is over or every lease ended; the tasks went (or go) to someone else.
+        // 409: every delivery was answered before (a retried POST that had landed).
         stats.dropped += mine.length;
-        if (!(error instanceof ApiError && error.status === 410)) {
+        if (!(error instanceof ApiError && (error.status === 410 || error.status === 409))) {
           console.warn("results not taken:", (error as Error).message);
         }
       }

@@ -3,15 +3,24 @@ import { createHttpApp, type JobView } from "./adapters/http/http-app.ts";
 import { openApiDocument } from "./adapters/http/openapi.ts";
 import { ReceiptSigner } from "./adapters/http/receipts.ts";
 import { TaskLeases } from "./adapters/http/task-leases.ts";
-import { NatsTaskLeasing } from "./adapters/nats/task-leasing.ts";
+import type { TokenConfig } from "./adapters/http/token-scopes.ts";
 import { InvalidArgument } from "./errors.ts";
 import { childLogger } from "./logger.ts";
 import { rejectUnknownKeys } from "./options.ts";
-import { jetstreamOf, partsOf, type Runtime } from "./runtime.ts";
+import { partsOf, type Runtime } from "./runtime.ts";
+
+export type { TokenConfig, TokenRole, TokenScopeOptions } from "./adapters/http/token-scopes.ts";
 
 export interface HttpApiOptions {
-  /** `{ "<token>": "<worker identity>" }`: who may call, and the name logged with their reservations and results. */
-  readonly tokens: Readonly<Record<string, string>>;
+  /**
+   * Who may call: `{ "<token>": { identity, role, queues } }`. `identity` is
+   * the name logged with the token's reservations and results (and bound
+   * into its receipts); `role` is `"worker"` (reserve, answer, heartbeat) or
+   * `"read"` (list and show jobs); `queues` the queue names it may use, or
+   * `"*"`. A bare identity (`{ "<token>": "gpu-box-7" }`) is a worker on every
+   * queue.
+   */
+  readonly tokens: Readonly<Record<string, TokenConfig>>;
   /**
    * Key that signs receipts (≥ 32 bytes). Every process serving the API for
    * the same jobs must share it; default: random, so receipts are only
@@ -22,6 +31,12 @@ export interface HttpApiOptions {
   readonly maxBatchSize?: number;
   /** Upper bound of a request body in bytes (default 1 MiB). */
   readonly maxBodyBytes?: number;
+  /**
+   * Open leases (reserved, not answered, not expired) one token may hold
+   * through this API instance; a reservation past it is answered 429.
+   * @defaultValue 100
+   */
+  readonly maxLeasesPerToken?: number;
 }
 
 export interface HttpApi {
@@ -31,7 +46,7 @@ export interface HttpApi {
   readonly openapi: object;
 }
 
-const optionKeys = ["tokens", "receiptSecret", "maxBatchSize", "maxBodyBytes"] as const;
+const optionKeys = ["tokens", "receiptSecret", "maxBatchSize", "maxBodyBytes", "maxLeasesPerToken"] as const;
 /** Results and heartbeats of one request: a worker answers what it reserved, maybe several batches at once. */
 const maxResultsPerRequest = 1000;
 
@@ -48,12 +63,18 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * HTTP pull API"): `POST /jobs/:id/tasks`, `POST /jobs/:id/results`,
  * `POST /jobs/:id/heartbeat`, `POST /queues/:queue/tasks`, `GET /jobs`,
  * `GET /jobs/:id`, `GET /healthz`, `GET /openapi.json`. Same lease contract
- * as native workers. Throws `InvalidArgument` for bad options.
+ * as native workers, on either broker (NATS, or the memory broker of
+ * `jetstate/testing`). Throws `InvalidArgument` for bad options.
+ *
+ * @example
+ * const api = createHttpApi(rt, {
+ *   tokens: { [process.env.WORKER_TOKEN!]: { identity: "gpu-box-7", role: "worker", queues: ["detect"] } },
+ * });
+ * serve({ fetch: api.fetch, port: 8080 }); // @hono/node-server, or any Fetch-API server
  */
 export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => {
   const parts = partsOf(rt);
-  const { core, jobs } = parts;
-  const broker = jetstreamOf(rt);
+  const { core, jobs, broker } = parts;
   if (typeof options !== "object" || options === null) {
     throw new InvalidArgument({ message: "options: must be an object", field: "options" });
   }
@@ -71,25 +92,30 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   }
   const maxBatchSize = boundedInt(options.maxBatchSize, "maxBatchSize", 100, 1, 10_000);
   const maxBodyBytes = boundedInt(options.maxBodyBytes, "maxBodyBytes", 1024 * 1024, 1024, 64 * 1024 * 1024);
+  const maxLeasesPerToken = boundedInt(options.maxLeasesPerToken, "maxLeasesPerToken", 100, 1, 100_000);
   const log = childLogger(core.logger, { actor: "http" });
-  const leasing = new NatsTaskLeasing(core, broker);
+  const leasing = broker.taskLeasing;
   const leases = new TaskLeases(
     {
       getRecord: (id) => broker.getRecord(id),
       listRecords: () => broker.listRecords(),
-      fetchTasks: (jobId, max) => leasing.fetchTasks(jobId, max),
-      settleLeases: (settles) => leasing.settleLeases(settles),
       publishResults: (jobId, body, msgId) => broker.publishResults(jobId, body, msgId),
-      isDeliveryOf: (reply, jobId) => leasing.isDeliveryOf(reply, jobId),
-      storeDeadLetter: async ({ jobId, index, reply, error, deliveries }) => {
-        const payload = await leasing.taskPayload(reply);
-        await parts.broker.storeDeadLetter(
+      isDeliveryOf: (ref, jobId) => leasing.isDeliveryOf(ref, jobId),
+      fetchTasks: (jobId, max) => leasing.fetchTasks(jobId, max),
+      settle: (settles) => leasing.settle(settles),
+      claimAnswer: (ref, digest) => leasing.claimAnswer(ref, digest),
+      answerOf: (ref) => leasing.answerOf(ref),
+      recordAnswer: (ref, answer, revision) => leasing.recordAnswer(ref, answer, revision),
+      releaseAnswer: (ref, revision) => leasing.releaseAnswer(ref, revision),
+      storeDeadLetter: async ({ jobId, index, ref, error, deliveries }) => {
+        const payload = await leasing.taskPayload(ref);
+        await broker.storeDeadLetter(
           { jobId, index, payload, error, deliveries, at: Date.now(), source: "worker" },
           `deadh.${jobId}.${index}.${deliveries}`,
         );
       },
     },
-    { signer: new ReceiptSigner(secret), log },
+    { signer: new ReceiptSigner(secret), log, maxLeasesPerToken },
   );
   const app = createHttpApp({
     leases,
@@ -99,9 +125,9 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
     maxResults: maxResultsPerRequest,
     maxBodyBytes,
     listJobs: (filter) => jobs.list(filter),
-    getJob: async (id): Promise<JobView | undefined> => {
+    getJob: async (id, visible): Promise<JobView | undefined> => {
       const found = await broker.getRecord(id);
-      if (!found) return undefined;
+      if (!found || !visible(found.record.queue)) return undefined;
       const { record } = found;
       if (record.status === "queuing") {
         // Being submitted (maybe by another process): read it, do not supervise it.
@@ -110,7 +136,8 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       // Supervised here from now on (live counts and ETA); a finished job is just read back.
       return (await jobs.get(id))?.snapshot();
     },
-    connectionState: () => rt.connection.state,
+    // The memory broker has no connection to lose: healthy while the runtime runs.
+    connectionState: () => (broker.kind === "memory" ? "memory" : rt.connection.state),
   });
   return {
     fetch: async (request) => app.fetch(request),

@@ -32,7 +32,14 @@ export {
   TransientBrokerError,
   UnknownAgent,
 } from "./errors.ts";
-export { createHttpApi, type HttpApi, type HttpApiOptions } from "./http.ts";
+export {
+  createHttpApi,
+  type HttpApi,
+  type HttpApiOptions,
+  type TokenConfig,
+  type TokenRole,
+  type TokenScopeOptions,
+} from "./http.ts";
 export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./jobs.ts";
 export type { Logger } from "./logger.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";

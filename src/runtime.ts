@@ -4,9 +4,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Broker, CleanupOptions, CleanupReport } from "./adapters/broker.ts";
 import { createMemoryBroker } from "./adapters/memory/memory-broker.ts";
 import { classifyNatsError } from "./adapters/nats/classify-error.ts";
-import type { NatsJobBroker } from "./adapters/nats/job-broker.ts";
 import { supervisedAgentStore } from "./adapters/nats/kv-agent-store.ts";
-import { createNatsBroker, type NatsBroker } from "./adapters/nats/nats-broker.ts";
+import { createNatsBroker } from "./adapters/nats/nats-broker.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
 import { type Clock, realClock } from "./clock.ts";
 import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
@@ -203,14 +202,6 @@ export interface RuntimeParts {
   readonly jobs: Jobs;
 }
 
-/** The JetStream operations of a NATS runtime (the HTTP API leases tasks by reply subject). */
-export const jetstreamOf = (rt: Runtime): NatsJobBroker => {
-  const { broker } = partsOf(rt);
-  if (broker.kind !== "nats") {
-    throw new InvalidArgument({ message: "rt: the HTTP pull API needs a runtime on NATS", field: "rt" });
-  }
-  return (broker as NatsBroker).jetstream;
-};
 const runtimeParts = new WeakMap<Runtime, RuntimeParts>();
 
 /** The parts of a runtime made by `createRuntime`; throws for anything else. */

@@ -16,5 +16,7 @@ export const brokerNames = (prefix: string) => ({
   /** MAX_DELIVERIES advisories of every job consumer on the tasks stream. */
   maxDeliveriesSubject: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${prefix}_tasks.*`,
   leasesBucket: `${prefix}_leases`,
+  /** The answer given for each delivery leased through the HTTP API. */
+  answersBucket: `${prefix}_answers`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;

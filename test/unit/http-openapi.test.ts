@@ -53,4 +53,24 @@ describe("OpenAPI document", () => {
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual(doc);
   });
+
+  it("documents the refusals of scopes, the lease cap and answered deliveries", () => {
+    const responses = (path: string, method: string) =>
+      Object.keys(
+        (doc.paths as Record<string, Record<string, { responses: object }>>)[path]![method]!.responses,
+      );
+    for (const [path, method] of [
+      ["/jobs", "get"],
+      ["/jobs/{id}", "get"],
+      ["/jobs/{id}/tasks", "post"],
+      ["/queues/{queue}/tasks", "post"],
+      ["/jobs/{id}/results", "post"],
+      ["/jobs/{id}/heartbeat", "post"],
+    ] as const) {
+      expect(responses(path, method), `${method} ${path}`).toContain("403");
+    }
+    expect(responses("/jobs/{id}/tasks", "post")).toContain("429");
+    expect(responses("/queues/{queue}/tasks", "post")).toContain("429");
+    expect(responses("/jobs/{id}/results", "post")).toContain("409");
+  });
 });

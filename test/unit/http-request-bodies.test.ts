@@ -130,6 +130,16 @@ describe("request bodies", () => {
     }
   });
 
+  it("results: an error message past 8192 characters is kept, truncated with a note", () => {
+    const [item] = parseResults(
+      { results: [{ receipt: "r", error: { message: "e".repeat(1_000_000) } }] },
+      10,
+    );
+    const message = item?.ok === false ? item.message : "";
+    expect(message.length).toBeLessThanOrEqual(8192);
+    expect(message).toMatch(/^e{8000,}… \[truncated from 1000000 characters\]$/);
+  });
+
   it("results: a result nested too deeply to store is a 400, not a crash", () => {
     const deep = JSON.parse(`${"[".repeat(200_000)}${"]".repeat(200_000)}`);
     expect(httpError(() => parseResults({ results: [{ receipt: "r", result: deep }] }, 10)).status).toBe(400);

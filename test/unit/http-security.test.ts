@@ -5,10 +5,11 @@ import { type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/recei
 import { InvalidArgument } from "../../src/errors.ts";
 
 const claims: ReceiptClaims = {
-  v: 1,
+  v: 2,
   j: "job1",
   i: 7,
   r: "$JS.ACK.jetstate_tasks.job1.1.8.8.1700000000000000000.3",
+  w: "alice",
   d: 1,
   x: 1_700_000_030_000,
 };
@@ -56,7 +57,8 @@ describe("receipts", () => {
     const key = "a-secret-of-at-least-thirty-two-bytes!";
     expect(signer.verify(signWith(key, claims))).toEqual(claims);
     for (const wrong of [
-      { ...claims, v: 2 },
+      { ...claims, v: 1 },
+      { ...claims, w: undefined },
       { ...claims, i: -1 },
       { ...claims, d: 0 },
       { ...claims, x: "soon" },
@@ -76,8 +78,8 @@ describe("bearer tokens", () => {
   const tokens = new BearerTokens({ "token-for-alice-0123": "alice", "token-for-bob-456789": "bob@site-2" });
 
   it("names the identity of a configured token and nothing else", () => {
-    expect(tokens.identify("token-for-alice-0123")).toBe("alice");
-    expect(tokens.identify("token-for-bob-456789")).toBe("bob@site-2");
+    expect(tokens.identify("token-for-alice-0123")?.identity).toBe("alice");
+    expect(tokens.identify("token-for-bob-456789")?.identity).toBe("bob@site-2");
     for (const wrong of [
       "",
       "token-for-alice-012",
@@ -113,10 +115,26 @@ describe("bearer tokens", () => {
       { short: "alice" },
       { "long-enough-token-123": "" },
       { "long-enough-token-123": "a b" },
+      { "long-enough-token-123": { identity: "a", role: "admin", queues: "*" } },
+      { "long-enough-token-123": { identity: "a", role: "worker", queues: [] } },
+      { "long-enough-token-123": { identity: "a", role: "worker", queues: ["a.b"] } },
+      { "long-enough-token-123": { identity: "a", role: "worker" } },
+      { "long-enough-token-123": { identity: "a", role: "read", queues: "*", extra: 1 } },
       null,
       [],
     ]) {
       expect(() => new BearerTokens(bad as Record<string, string>)).toThrow(InvalidArgument);
     }
+  });
+
+  it("a bare identity is a worker on every queue; a scoped token names its role and queues", () => {
+    const scoped = new BearerTokens({
+      "token-bare-0123456789": "gpu-box-7",
+      "token-read-0123456789": { identity: "dash", role: "read", queues: ["detect", "ocr"] },
+    });
+    const bare = scoped.identify("token-bare-0123456789")!;
+    expect([bare.identity, bare.role, bare.allows("anything")]).toEqual(["gpu-box-7", "worker", true]);
+    const reader = scoped.identify("token-read-0123456789")!;
+    expect([reader.role, reader.allows("ocr"), reader.allows("other")]).toEqual(["read", true, false]);
   });
 });

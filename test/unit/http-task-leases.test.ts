@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
+import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/broker.ts";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
-import { type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
-import type { LeasedTask, LeaseSettle } from "../../src/adapters/nats/task-leasing.ts";
+import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
 import { type JobRecord, SubmitPhase } from "../../src/effects/job-record.ts";
 import { silentLogger } from "../../src/logger.ts";
 
@@ -35,6 +35,9 @@ const fakePort = (records: JobRecord[]) => {
   const byId = new Map(records.map((r) => [r.id, r]));
   const queues = new Map(records.map((r) => [r.id, [] as LeasedTask[]]));
   let publishFails = 0;
+  /** The broker's record of answers: survives a new TaskLeases (an API restart). */
+  const answers = new Map<string, { answer: RecordedAnswer; revision: number }>();
+  let revision = 0;
   const port: LeasePort = {
     getRecord: async (id) => (byId.has(id) ? { record: byId.get(id)! } : undefined),
     listRecords: async () => [...byId.values()],
@@ -42,9 +45,23 @@ const fakePort = (records: JobRecord[]) => {
       calls.push(`fetch ${jobId} ${max}`);
       return (queues.get(jobId) ?? []).splice(0, max);
     },
-    settleLeases: async (settles: readonly LeaseSettle[]) => {
+    settle: async (settles: readonly LeaseSettle[]) => {
       for (const s of settles)
-        calls.push(`${s.action}${s.action === "nak" ? `(${s.delayMs})` : ""} ${s.reply}`);
+        calls.push(`${s.action}${s.action === "nak" ? `(${s.delayMs})` : ""} ${s.ref}`);
+    },
+    claimAnswer: async (ref, digest) => {
+      const found = answers.get(ref);
+      if (found) return { claimed: false, answer: found.answer };
+      answers.set(ref, { answer: { status: "pending", digest, at: 0 }, revision: ++revision });
+      return { claimed: true, revision };
+    },
+    answerOf: async (ref) => answers.get(ref)?.answer,
+    recordAnswer: async (ref, answer, rev) => {
+      if (answers.get(ref)?.revision !== rev) throw new Error("claim lost");
+      answers.set(ref, { answer, revision: ++revision });
+    },
+    releaseAnswer: async (ref, rev) => {
+      if (answers.get(ref)?.revision === rev) answers.delete(ref);
     },
     publishResults: async (jobId, body, msgId) => {
       if (publishFails > 0) {
@@ -53,30 +70,36 @@ const fakePort = (records: JobRecord[]) => {
       }
       calls.push(`publish ${jobId} ${body} ${msgId.startsWith(`${jobId}.http.`)}`);
     },
-    isDeliveryOf: (reply, jobId) => reply.startsWith(`$JS.ACK.t.${jobId}.`),
+    isDeliveryOf: (ref, jobId) => ref.startsWith(`$JS.ACK.t.${jobId}.`),
     storeDeadLetter: async (letter) => {
       calls.push(`dead-letter ${letter.jobId} ${letter.index} ${letter.deliveries} ${letter.error}`);
     },
   };
   const offer = (jobId: string, index: number, delivery = 1) =>
     queues.get(jobId)!.push({
-      reply: `$JS.ACK.t.${jobId}.${delivery}.${index + 1}.${index + 1}.0.0`,
-      data: new TextEncoder().encode(JSON.stringify({ i: index, p: { n: index } })),
+      ref: `$JS.ACK.t.${jobId}.${delivery}.${index + 1}.${index + 1}.0.0`,
+      body: JSON.stringify({ i: index, p: { n: index } }),
       deliveryCount: delivery,
     });
   return { port, calls, offer, byId, failNextPublishes: (n: number) => (publishFails = n) };
 };
 
-const setup = (records = [record("j1"), record("j2")]) => {
+const W1: Caller = { identity: "w1", allows: () => true };
+const W2: Caller = { identity: "w2", allows: (queue) => queue === "other" };
+
+const setup = (records = [record("j1"), record("j2")], maxLeasesPerToken = 100) => {
   const fake = fakePort(records);
   let now = 1_000_000;
-  const leases = new TaskLeases(fake.port, {
-    signer: new ReceiptSigner(),
-    log: silentLogger(),
-    now: () => now,
-    jobListTtlMs: 0,
-  });
-  return { ...fake, leases, advance: (ms: number) => (now += ms) };
+  const signer = new ReceiptSigner();
+  const make = () =>
+    new TaskLeases(fake.port, {
+      signer,
+      log: silentLogger(),
+      now: () => now,
+      jobListTtlMs: 0,
+      maxLeasesPerToken,
+    });
+  return { ...fake, leases: make(), restart: make, advance: (ms: number) => (now += ms) };
 };
 
 const ok = (receipt: string, value: unknown): ResultItem => ({
@@ -95,7 +118,7 @@ describe("TaskLeases", () => {
   it("stores the results, and only after that acks; errors term (permanent) or nak with the job's backoff", async () => {
     const t = setup();
     for (const i of [0, 1, 2]) t.offer("j1", i);
-    const tasks = await t.leases.reserve("j1", 5, "w1");
+    const tasks = await t.leases.reserve("j1", 5, W1);
     expect(tasks.map((x) => [x.id, x.index, x.attempt, x.payload, x.leaseMs])).toEqual([
       ["j1.0", 0, 1, { n: 0 }, 9000],
       ["j1.1", 1, 1, { n: 1 }, 9000],
@@ -105,7 +128,7 @@ describe("TaskLeases", () => {
     const outcomes = await t.leases.submitResults(
       "j1",
       [ok(tasks[0]!.receipt, 42), err(tasks[1]!.receipt, "bad input", true), err(tasks[2]!.receipt, "busy")],
-      "w1",
+      W1,
     );
     expect(outcomes).toEqual([
       { id: "j1.0", status: "done" },
@@ -123,8 +146,8 @@ describe("TaskLeases", () => {
   it("the last delivery's error is a dead result", async () => {
     const t = setup();
     t.offer("j1", 4, 3);
-    const [task] = await t.leases.reserve("j1", 1, "w1");
-    await expect(t.leases.submitResults("j1", [err(task!.receipt, "still busy")], "w1")).resolves.toEqual([
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    await expect(t.leases.submitResults("j1", [err(task!.receipt, "still busy")], W1)).resolves.toEqual([
       { id: "j1.4", status: "dead" },
     ]);
     // The dead letter first (the payload is gone once termed), then the dead result, then the term.
@@ -138,11 +161,11 @@ describe("TaskLeases", () => {
   it("a receipt posted twice, or twice in one request, is settled once", async () => {
     const t = setup();
     t.offer("j1", 0);
-    const [task] = await t.leases.reserve("j1", 1, "w1");
+    const [task] = await t.leases.reserve("j1", 1, W1);
     t.calls.length = 0;
     const [a, b] = await Promise.all([
-      t.leases.submitResults("j1", [ok(task!.receipt, 1), ok(task!.receipt, 1)], "w1"),
-      t.leases.submitResults("j1", [ok(task!.receipt, 1)], "w1"),
+      t.leases.submitResults("j1", [ok(task!.receipt, 1), ok(task!.receipt, 1)], W1),
+      t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1),
     ]);
     expect(a).toEqual([
       { id: "j1.0", status: "done" },
@@ -156,14 +179,14 @@ describe("TaskLeases", () => {
   it("a failed publish acks nothing and leaves the receipt usable; the retry stores it under the same message id", async () => {
     const t = setup();
     t.offer("j1", 0);
-    const [task] = await t.leases.reserve("j1", 1, "w1");
+    const [task] = await t.leases.reserve("j1", 1, W1);
     t.calls.length = 0;
     t.failNextPublishes(1);
-    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], "w1")).rejects.toThrow(
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).rejects.toThrow(
       "publish timed out",
     );
     expect(t.calls).toEqual([]);
-    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], "w1")).resolves.toEqual([
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
       { id: "j1.0", status: "done" },
     ]);
     expect(t.calls).toHaveLength(2);
@@ -173,21 +196,19 @@ describe("TaskLeases", () => {
     const t = setup();
     t.offer("j1", 0);
     t.offer("j1", 1);
-    const [first, second] = await t.leases.reserve("j1", 2, "w1");
+    const [first, second] = await t.leases.reserve("j1", 2, W1);
     t.advance(8000);
-    const [beat] = await t.leases.heartbeat("j1", [second!.receipt], "w1");
+    const [beat] = await t.leases.heartbeat("j1", [second!.receipt], W1);
     expect(beat).toMatchObject({ id: "j1.1", status: "extended", leaseMs: 9000 });
     t.advance(2000);
     t.calls.length = 0;
     const receipt = beat?.status === "extended" ? beat.receipt : "";
-    await expect(
-      t.leases.submitResults("j1", [ok(first!.receipt, 1), ok(receipt, 2)], "w1"),
-    ).resolves.toEqual([
+    await expect(t.leases.submitResults("j1", [ok(first!.receipt, 1), ok(receipt, 2)], W1)).resolves.toEqual([
       { id: "j1.0", status: "expired" },
       { id: "j1.1", status: "done" },
     ]);
     expect(t.calls).toEqual(['publish j1 [{"i":1,"ok":true,"r":2}] true', "ack $JS.ACK.t.j1.1.2.2.0.0"]);
-    await expect(t.leases.heartbeat("j1", [first!.receipt, receipt], "w1")).resolves.toEqual([
+    await expect(t.leases.heartbeat("j1", [first!.receipt, receipt], W1)).resolves.toEqual([
       { id: "j1.0", status: "expired" },
       { id: "j1.1", status: "settled" },
     ]);
@@ -196,21 +217,21 @@ describe("TaskLeases", () => {
   it("refuses forged receipts, receipts of another job, unknown and finished jobs before touching anything", async () => {
     const t = setup([record("j1"), record("j2"), record("done", { status: "succeeded" })]);
     t.offer("j1", 0);
-    const [task] = await t.leases.reserve("j1", 1, "w1");
+    const [task] = await t.leases.reserve("j1", 1, W1);
     t.calls.length = 0;
-    await expect(t.leases.submitResults("j2", [ok(task!.receipt, 1)], "w1")).rejects.toMatchObject({
+    await expect(t.leases.submitResults("j2", [ok(task!.receipt, 1)], W1)).rejects.toMatchObject({
       status: 400,
       code: "receipt_wrong_job",
     });
-    await expect(t.leases.submitResults("j1", [ok(`${task!.receipt}x`, 1)], "w1")).rejects.toMatchObject({
+    await expect(t.leases.submitResults("j1", [ok(`${task!.receipt}x`, 1)], W1)).rejects.toMatchObject({
       status: 400,
       code: "invalid_receipt",
     });
-    await expect(t.leases.reserve("nope", 1, "w1")).rejects.toMatchObject({
+    await expect(t.leases.reserve("nope", 1, W1)).rejects.toMatchObject({
       status: 404,
       code: "job_not_found",
     });
-    await expect(t.leases.reserve("done", 1, "w1")).rejects.toMatchObject({
+    await expect(t.leases.reserve("done", 1, W1)).rejects.toMatchObject({
       status: 410,
       code: "job_finished",
     });
@@ -227,11 +248,50 @@ describe("TaskLeases", () => {
       t.offer("a", i);
       t.offer("b", i);
     }
-    const first = await t.leases.reserveFromQueue("q", 3, "w1");
-    const second = await t.leases.reserveFromQueue("q", 3, "w1");
+    const first = await t.leases.reserveFromQueue("q", 3, W1);
+    const second = await t.leases.reserveFromQueue("q", 3, W1);
     expect(first.map((x) => x.id)).toEqual(["a.0", "a.1", "a.2"]);
     expect(second.map((x) => x.id)).toEqual(["b.0", "b.1", "b.2"]);
-    expect(await t.leases.reserveFromQueue("other", 3, "w1")).toEqual([]);
+    expect(await t.leases.reserveFromQueue("other", 3, W1)).toEqual([]);
     expect(t.calls.some((c) => c.startsWith("fetch c"))).toBe(false);
+  });
+
+  it("a delivery answered before a restart is refused after it: the broker's record decides, not memory", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    await t.leases.submitResults("j1", [err(task!.receipt, "busy")], W1);
+    t.calls.length = 0;
+    const restarted = t.restart();
+    await expect(restarted.submitResults("j1", [ok(task!.receipt, "stale")], W1)).resolves.toEqual([
+      { id: "j1.0", status: "conflict", answered: "retry" },
+    ]);
+    await expect(restarted.submitResults("j1", [err(task!.receipt, "busy")], W1)).resolves.toEqual([
+      { id: "j1.0", status: "retry", duplicate: true },
+    ]);
+    await expect(restarted.heartbeat("j1", [task!.receipt], W1)).resolves.toEqual([
+      { id: "j1.0", status: "settled" },
+    ]);
+    expect(t.calls).toEqual([]);
+  });
+
+  it("a receipt is its token's; a job of a queue out of scope is not found; leases per token are capped", async () => {
+    const t = setup([record("j1"), record("j2", { queue: "other" })], 2);
+    for (const i of [0, 1, 2]) t.offer("j1", i);
+    t.offer("j2", 0);
+    const held = await t.leases.reserve("j1", 3, W1);
+    expect(held).toHaveLength(2);
+    await expect(t.leases.reserve("j1", 1, W1)).rejects.toMatchObject({
+      status: 429,
+      code: "too_many_leases",
+    });
+    await expect(t.leases.submitResults("j1", [ok(held[0]!.receipt, 1)], W2)).rejects.toMatchObject({
+      status: 403,
+      code: "receipt_not_yours",
+    });
+    await expect(t.leases.reserve("j1", 1, W2)).rejects.toMatchObject({ status: 404 });
+    expect(await t.leases.reserve("j2", 1, W2)).toHaveLength(1);
+    await t.leases.submitResults("j1", [ok(held[0]!.receipt, 1)], W1);
+    expect(await t.leases.reserve("j1", 5, W1)).toHaveLength(1);
   });
 });

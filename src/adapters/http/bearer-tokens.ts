@@ -1,13 +1,13 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { InvalidArgument } from "../../errors.ts";
+import { parseScope, type TokenConfig, type TokenScope } from "./token-scopes.ts";
 
 /** Shortest token accepted in the configuration: a guessable token is no lock. */
 export const minTokenLength = 16;
-const identityPattern = /^[\w.@:/-]{1,128}$/;
 
 interface Entry {
   readonly digest: Buffer;
-  readonly identity: string;
+  readonly scope: TokenScope;
 }
 
 const digest = (text: string): Buffer => createHash("sha256").update(text).digest();
@@ -21,10 +21,10 @@ const digest = (text: string): Buffer => createHash("sha256").update(text).diges
 export class BearerTokens {
   readonly #entries: readonly Entry[];
 
-  constructor(tokens: Readonly<Record<string, string>>) {
+  constructor(tokens: Readonly<Record<string, TokenConfig>>) {
     if (typeof tokens !== "object" || tokens === null || Array.isArray(tokens)) {
       throw new InvalidArgument({
-        message: "tokens: must be an object { token: identity }",
+        message: "tokens: must be an object { token: identity or { identity, role, queues } }",
         field: "tokens",
       });
     }
@@ -39,22 +39,16 @@ export class BearerTokens {
           field: "tokens",
         });
       }
-      if (typeof identity !== "string" || !identityPattern.test(identity)) {
-        throw new InvalidArgument({
-          message: `tokens: the identity of token #${n + 1} must be 1–128 of letters, digits and _ . @ : / -`,
-          field: "tokens",
-        });
-      }
-      return { digest: digest(token), identity };
+      return { digest: digest(token), scope: parseScope(identity, n) };
     });
   }
 
-  /** The worker identity of the token in an `Authorization: Bearer …` header; undefined if none matches. */
-  identify(token: string): string | undefined {
+  /** The identity and scope of the token in an `Authorization: Bearer …` header; undefined if none matches. */
+  identify(token: string): TokenScope | undefined {
     const presented = digest(token);
-    let found: string | undefined;
+    let found: TokenScope | undefined;
     for (const entry of this.#entries) {
-      if (timingSafeEqual(presented, entry.digest) && found === undefined) found = entry.identity;
+      if (timingSafeEqual(presented, entry.digest) && found === undefined) found = entry.scope;
     }
     return found;
   }

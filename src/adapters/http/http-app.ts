@@ -7,6 +7,7 @@ import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parseHeartbeat, parseReserve, parseResults, readJson } from "./request-bodies.ts";
 import type { HeartbeatOutcome, ItemOutcome, ReservedTask, TaskLeases } from "./task-leases.ts";
+import type { TokenRole, TokenScope } from "./token-scopes.ts";
 
 /** A job as `GET /jobs/:id` shows it. */
 export interface JobView {
@@ -30,13 +31,13 @@ export interface HttpAppDeps {
   readonly maxResults: number;
   readonly maxBodyBytes: number;
   listJobs(filter: { queue?: string; status?: JobStatus }): Promise<JobRecord[]>;
-  /** Undefined for an unknown job. */
-  getJob(id: string): Promise<JobView | undefined>;
+  /** Undefined for an unknown job, or one of a queue `visible` says no to (checked before anything else). */
+  getJob(id: string, visible: (queue: string) => boolean): Promise<JobView | undefined>;
   /** The NATS connection's state; `connected` is healthy. */
   connectionState(): string;
 }
 
-type Env = { Variables: { workerId: string } };
+type Env = { Variables: { scope: TokenScope } };
 
 const namePattern = /^[A-Za-z0-9_-]{1,128}$/;
 const statuses = ["queuing", "running", "stalled", "succeeded", "failed"] as const;
@@ -55,11 +56,19 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
     if (header === undefined)
       throw new HttpError(401, ErrorCode.missingToken, "an Authorization: Bearer token is required");
     const token = bearerToken(header);
-    const workerId = token === undefined ? undefined : deps.tokens.identify(token);
-    if (workerId === undefined)
+    const scope = token === undefined ? undefined : deps.tokens.identify(token);
+    if (scope === undefined)
       throw new HttpError(401, ErrorCode.invalidToken, "the bearer token is not valid");
-    c.set("workerId", workerId);
+    c.set("scope", scope);
     await next();
+  };
+  /** The caller's token must have `role`: 403 otherwise. */
+  const caller = (c: Context<Env>, role: TokenRole): TokenScope => {
+    const scope = c.get("scope");
+    if (scope.role !== role) {
+      throw new HttpError(403, ErrorCode.forbidden, `this token's role is ${scope.role}; this needs ${role}`);
+    }
+    return scope;
   };
   app.use("/jobs", authenticate);
   app.use("/jobs/*", authenticate);
@@ -67,17 +76,20 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
 
   app.get("/healthz", (c) => {
     const connection = deps.connectionState();
-    const ok = connection === "connected";
+    const ok = connection === "connected" || connection === "memory";
     return c.json({ status: ok ? "ok" : "unavailable", connection }, ok ? 200 : 503);
   });
   app.get("/openapi.json", (c) => c.json(openapi));
 
   app.get("/jobs", async (c) => {
+    const scope = caller(c, "read");
     const queue = c.req.query("queue");
     const status = c.req.query("status");
     const limitText = c.req.query("limit") ?? "100";
     if (queue !== undefined && !namePattern.test(queue))
       throw badRequest("queue", "is not a valid queue name");
+    if (queue !== undefined && !scope.allows(queue))
+      throw new HttpError(403, ErrorCode.forbidden, `this token may not read queue ${queue}`);
     if (status !== undefined && status !== "active" && !(statuses as readonly string[]).includes(status)) {
       throw badRequest("status", `must be one of active, ${statuses.join(", ")}`);
     }
@@ -88,6 +100,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
       ...(status === undefined || status === "active" ? {} : { status: status as JobStatus }),
     });
     const jobs = records
+      .filter((r) => scope.allows(r.queue))
       .filter((r) => status !== "active" || r.status === "running" || r.status === "stalled")
       .sort((a, b) => a.createdAt - b.createdAt)
       .slice(0, limit)
@@ -96,7 +109,8 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   });
 
   app.get("/jobs/:id", async (c) => {
-    const job = await deps.getJob(jobIdParam(c));
+    const scope = caller(c, "read");
+    const job = await deps.getJob(jobIdParam(c), scope.allows);
     if (!job) throw new HttpError(404, ErrorCode.jobNotFound, `no job ${c.req.param("id")}`);
     return c.json({
       id: job.id,
@@ -114,33 +128,37 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
 
   app.post("/jobs/:id/tasks", async (c) => {
     const body = parseReserve(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxBatchSize);
-    const tasks = await deps.leases.reserve(
-      jobIdParam(c),
-      body.batchSize,
-      c.get("workerId"),
-      c.req.raw.signal,
-    );
+    const scope = caller(c, "worker");
+    const tasks = await deps.leases.reserve(jobIdParam(c), body.batchSize, scope, c.req.raw.signal);
     return c.json({ tasks: tasks.map(reservedTask) });
   });
 
   app.post("/queues/:queue/tasks", async (c) => {
     const queue = c.req.param("queue");
+    const scope = caller(c, "worker");
     if (!namePattern.test(queue)) throw badRequest("queue", "is not a valid queue name");
+    if (!scope.allows(queue))
+      throw new HttpError(403, ErrorCode.forbidden, `this token may not use queue ${queue}`);
     const body = parseReserve(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxBatchSize);
-    const tasks = await deps.leases.reserveFromQueue(
-      queue,
-      body.batchSize,
-      c.get("workerId"),
-      c.req.raw.signal,
-    );
+    const tasks = await deps.leases.reserveFromQueue(queue, body.batchSize, scope, c.req.raw.signal);
     return c.json({ tasks: tasks.map(reservedTask) });
   });
 
   app.post("/jobs/:id/results", async (c) => {
+    const scope = caller(c, "worker");
     const items = parseResults(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxResults);
-    const outcomes = (await deps.leases.submitResults(jobIdParam(c), items, c.get("workerId"))).map(
-      itemOutcome,
-    );
+    const outcomes = (await deps.leases.submitResults(jobIdParam(c), items, scope)).map(itemOutcome);
+    if (
+      outcomes.some((o) => o.status === "conflict") &&
+      outcomes.every((o) => o.status === "conflict" || o.status === "expired" || o.duplicate)
+    ) {
+      throw new HttpError(
+        409,
+        ErrorCode.alreadyAnswered,
+        "every delivery in this request was answered before (differently, or its lease expired); nothing was done",
+        { results: outcomes },
+      );
+    }
     if (outcomes.every((o) => o.status === "expired")) {
       throw new HttpError(
         410,
@@ -155,10 +173,9 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   });
 
   app.post("/jobs/:id/heartbeat", async (c) => {
+    const scope = caller(c, "worker");
     const receipts = parseHeartbeat(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxResults);
-    const outcomes = (await deps.leases.heartbeat(jobIdParam(c), receipts, c.get("workerId"))).map(
-      heartbeatOutcome,
-    );
+    const outcomes = (await deps.leases.heartbeat(jobIdParam(c), receipts, scope)).map(heartbeatOutcome);
     if (outcomes.every((o) => o.status === "expired")) {
       throw new HttpError(410, ErrorCode.leaseExpired, "every lease in this request had expired", {
         receipts: outcomes,
@@ -202,6 +219,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
       c.header("Retry-After", "1");
     }
     if (known.status === 401) c.header("WWW-Authenticate", 'Bearer realm="jetstate"');
+    if (known.status === 429) c.header("Retry-After", "1");
     return c.json(known.body(), known.status);
   });
 
@@ -238,6 +256,7 @@ const itemOutcome = (o: ItemOutcome) => ({
   id: o.id,
   status: o.status,
   ...(o.duplicate ? { duplicate: true } : {}),
+  ...(o.answered === undefined ? {} : { answered: o.answered }),
   ...(o.retryInMs === undefined ? {} : { retry_in_ms: o.retryInMs }),
 });
 

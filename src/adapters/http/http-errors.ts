@@ -5,6 +5,10 @@
 export const ErrorCode = {
   missingToken: "missing_token",
   invalidToken: "invalid_token",
+  forbidden: "forbidden",
+  receiptNotYours: "receipt_not_yours",
+  tooManyLeases: "too_many_leases",
+  alreadyAnswered: "already_answered",
   invalidJson: "invalid_json",
   invalidRequest: "invalid_request",
   bodyTooLarge: "body_too_large",
@@ -23,7 +27,7 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export class HttpError extends Error {
   override readonly name = "HttpError";
   constructor(
-    readonly status: 400 | 401 | 404 | 405 | 409 | 410 | 413 | 500 | 503,
+    readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 410 | 413 | 429 | 500 | 503,
     readonly code: ErrorCode,
     message: string,
     /** Machine-readable extras, e.g. the offending field. */

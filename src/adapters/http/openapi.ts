@@ -10,6 +10,10 @@ const error = (description: string) => ({ description, content: json(ref("Error"
 
 const commonErrors = {
   "401": error("No bearer token (`missing_token`) or an unknown one (`invalid_token`)."),
+  "403": error(
+    "The token's role does not allow this (`forbidden`: `worker` tokens reserve, answer and heartbeat; " +
+      "`read` tokens list and show jobs), or the queue is not one of the token's (`forbidden`).",
+  ),
   "503": error("NATS is unavailable or the runtime is stopping (`unavailable`); retry later."),
 };
 const bodyErrors = {
@@ -17,12 +21,21 @@ const bodyErrors = {
     "Malformed JSON (`invalid_json`), a field of the wrong type or out of range (`invalid_request`, with `field`), " +
       "a receipt that was not issued by this service (`invalid_receipt`) or belongs to another job (`receipt_wrong_job`).",
   ),
+  "403": error(
+    "The token's role does not allow this (`forbidden`), or a receipt was leased by another token " +
+      "(`receipt_not_yours`): only the token that reserved a task may answer or heartbeat it.",
+  ),
   "413": error("The body is larger than the limit (`body_too_large`, default 1 MiB)."),
 };
 const jobErrors = {
-  "404": error("No such job (`job_not_found`)."),
+  "404": error("No such job, or one of a queue the token may not use (`job_not_found`)."),
   "410": error("The job has finished (`job_finished`): it takes no more work."),
 };
+
+const tooManyLeases = error(
+  "The token already holds its maximum of open leases on this instance (`too_many_leases`, with `max_leases`): " +
+    "answer some, or let them expire, then retry (`Retry-After`). A smaller batch is granted when some room is left.",
+);
 
 const jobId = {
   name: "id",
@@ -49,7 +62,9 @@ export const openApiDocument = (limits: {
     description:
       "Workers that cannot reach NATS (behind a firewall) lease tasks over HTTP with the same contract as native " +
       "workers: reserve, process, post the result (stored before the task is acked), heartbeat long tasks. " +
-      "Every receipt is signed and names one delivery of one task of one job; it expires with its lease. " +
+      "Every receipt is signed and names one delivery of one task of one job and the token that reserved it; " +
+      "it expires with its lease, and the answer given for a delivery is kept by the broker, so a receipt is " +
+      "answered once, whichever API instance it is posted to. Tokens have a role (`worker` or `read`) and queues. " +
       `Bodies are JSON of at most ${limits.maxBodyBytes} bytes. Every error is \`{ error: { code, message } }\`.`,
   },
   security: [{ bearer: [] }],
@@ -58,9 +73,9 @@ export const openApiDocument = (limits: {
       get: {
         operationId: "health",
         security: [],
-        summary: "Liveness and the state of the NATS connection",
+        summary: "Liveness and the state of the NATS connection (`memory` on the memory broker)",
         responses: {
-          "200": { description: "Connected to NATS", content: json(ref("Health")) },
+          "200": { description: "Connected to NATS, or on the memory broker", content: json(ref("Health")) },
           "503": { description: "Not connected to NATS", content: json(ref("Health")) },
         },
       },
@@ -76,7 +91,7 @@ export const openApiDocument = (limits: {
     "/jobs": {
       get: {
         operationId: "listJobs",
-        summary: "Jobs, oldest first: a worker finds the active jobs of its queue",
+        summary: "Jobs of the token's queues, oldest first (a `read` token)",
         parameters: [
           { name: "queue", in: "query", schema: { type: "string", pattern: "^[A-Za-z0-9_-]{1,128}$" } },
           {
@@ -102,13 +117,14 @@ export const openApiDocument = (limits: {
           },
           "400": error("A query parameter is invalid (`invalid_request`)."),
           ...commonErrors,
+          "403": error("Not a `read` token, or `queue` is not one of the token's (`forbidden`)."),
         },
       },
     },
     "/jobs/{id}": {
       get: {
         operationId: "getJob",
-        summary: "Status, counters and ETA of a job",
+        summary: "Status, counters and ETA of a job (a `read` token)",
         parameters: [jobId],
         responses: {
           "200": { description: "The job", content: json(ref("Job")) },
@@ -128,6 +144,7 @@ export const openApiDocument = (limits: {
           ...bodyErrors,
           ...jobErrors,
           ...commonErrors,
+          "429": tooManyLeases,
         },
       },
     },
@@ -144,6 +161,7 @@ export const openApiDocument = (limits: {
           },
           ...bodyErrors,
           ...commonErrors,
+          "429": tooManyLeases,
         },
       },
     },
@@ -153,9 +171,13 @@ export const openApiDocument = (limits: {
         summary: "Answer reserved tasks: results are stored, then the tasks acked; an error result acks too",
         description:
           "A permanent error (or the last delivery's error) is stored and counted failed (dead); another error " +
-          "hands the task back after the job's backoff (`retry`). A receipt posted again is not applied again: " +
-          "its item says `duplicate` with the first answer's status. A receipt whose lease expired is ignored " +
-          "(`expired`); if every item of the request expired the answer is 410 `lease_expired`.",
+          "hands the task back after the job's backoff (`retry`). A delivery is answered once, on any API " +
+          "instance, before or after a restart: the same answer posted again is not applied again (its item " +
+          "says `duplicate` with the first answer's status, `pending` while a concurrent request stores it); a " +
+          "different answer is refused (`conflict`, with what the first one did in `answered`). A receipt whose " +
+          "lease expired is ignored (`expired`); if every item of the request expired the answer is 410 " +
+          "`lease_expired`, if none was taken and one conflicts, 409 `already_answered`. An error message " +
+          "longer than 8192 characters is stored truncated.",
         parameters: [jobId],
         requestBody: { required: true, content: json(ref("ResultsRequest")) },
         responses: {
@@ -165,6 +187,10 @@ export const openApiDocument = (limits: {
           },
           ...bodyErrors,
           "404": jobErrors["404"],
+          "409": error(
+            "Nothing in the request was taken and a delivery was answered before with another answer " +
+              "(`already_answered`, with `results` per item): a replayed or stale receipt.",
+          ),
           "410": error(
             "The job has finished (`job_finished`), or every lease of the request expired (`lease_expired`).",
           ),
@@ -316,7 +342,11 @@ export const openApiDocument = (limits: {
             required: ["message"],
             additionalProperties: false,
             properties: {
-              message: { type: "string", minLength: 1, maxLength: 8192 },
+              message: {
+                type: "string",
+                minLength: 1,
+                description: "Stored truncated to 8192 characters (the body limit bounds it).",
+              },
               permanent: {
                 type: "boolean",
                 default: false,
@@ -339,13 +369,21 @@ export const openApiDocument = (limits: {
               properties: {
                 id: { type: "string" },
                 status: {
-                  enum: ["done", "failed", "dead", "retry", "expired"],
+                  enum: ["done", "failed", "dead", "retry", "expired", "pending", "conflict"],
                   description:
                     "done: result stored, task acked; failed: error stored, task terminated; dead: the last " +
                     "delivery failed; retry: handed back, offered again after retry_in_ms; expired: the lease had " +
-                    "ended, nothing was done",
+                    "ended, nothing was done; pending: a concurrent request is storing the same answer; " +
+                    "conflict: the delivery was answered before with another answer, nothing was done",
                 },
-                duplicate: { type: "boolean", description: "Answered before: status is the first answer's" },
+                duplicate: {
+                  type: "boolean",
+                  description: "Answered before with the same answer: status is the first answer's",
+                },
+                answered: {
+                  enum: ["done", "failed", "dead", "retry", "pending"],
+                  description: "For conflict: what the first answer did",
+                },
                 retry_in_ms: { type: "integer" },
               },
             },

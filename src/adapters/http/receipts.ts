@@ -1,25 +1,29 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 
 /**
- * A receipt is what an HTTP worker holds for one leased task: the reply
- * subject of the task's JetStream delivery (acking is a publish to it), the
- * job and task it belongs to, the delivery number and when the lease ends.
- * It is signed, so a worker can neither forge one nor point it at another
- * job's message, and it carries its expiry, so a holder whose lease ran out
- * cannot ack the delivery of the task's next holder (JetStream acks by
- * stream sequence, whoever holds the delivery now).
+ * A receipt is what an HTTP worker holds for one leased task: the broker's
+ * reference to the delivery (on NATS its reply subject: acking is a publish
+ * to it), the job and task it belongs to, the delivery number, the identity
+ * of the token that leased it and when the lease ends. It is signed, so a
+ * worker can neither forge one, nor point it at another job's message, nor
+ * use another token's; and it carries its expiry, so a holder whose lease ran
+ * out cannot ack the delivery of the task's next holder (JetStream acks by
+ * stream sequence, whoever holds the delivery now). A delivery answered once
+ * is refused after that by the answer the broker keeps (task-leases.ts).
  *
  * Format: base64url(JSON claims) "." base64url(HMAC-SHA256(secret, first part)).
  */
 export interface ReceiptClaims {
-  /** Format version. */
-  readonly v: 1;
+  /** Format version (2: with the token's identity; version 1 receipts are refused). */
+  readonly v: 2;
   /** Job id. */
   readonly j: string;
   /** Task index within the job. */
   readonly i: number;
-  /** Reply subject of the delivery: `$JS.ACK.…`. */
+  /** The broker's reference to the delivery (NATS: its reply subject `$JS.ACK.…`). */
   readonly r: string;
+  /** Identity of the token that leased it: only that token may answer or heartbeat it. */
+  readonly w: string;
   /** Delivery number, from 1. */
   readonly d: number;
   /** Lease end, ms since the epoch. */
@@ -70,11 +74,12 @@ export class ReceiptSigner {
 const isClaims = (c: Partial<ReceiptClaims> | null): c is ReceiptClaims =>
   typeof c === "object" &&
   c !== null &&
-  c.v === 1 &&
+  c.v === 2 &&
   typeof c.j === "string" &&
   Number.isSafeInteger(c.i) &&
   (c.i as number) >= 0 &&
   typeof c.r === "string" &&
+  typeof c.w === "string" &&
   Number.isSafeInteger(c.d) &&
   (c.d as number) >= 1 &&
   Number.isSafeInteger(c.x);

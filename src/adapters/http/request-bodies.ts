@@ -109,6 +109,16 @@ const stringOf = (value: unknown, field: string, maxLength: number): string => {
 export const maxReceiptChars = 1024;
 export const maxErrorMessageChars = 8192;
 
+/**
+ * An error message is kept to `maxErrorMessageChars`: a worker's 10 MB stack
+ * dump is stored cut, with a note, rather than refused (the worker's answer
+ * still counts) or passed on to the results and dead letters whole.
+ */
+const truncated = (message: string): string =>
+  message.length <= maxErrorMessageChars
+    ? message
+    : `${message.slice(0, maxErrorMessageChars - 64)}… [truncated from ${message.length} characters]`;
+
 export interface ReserveRequest {
   readonly batchSize: number;
 }
@@ -136,7 +146,7 @@ export const parseResults = (body: unknown, maxItems: number): ResultItem[] => {
     if (hasResult === hasError) throw badRequest(field, 'must have exactly one of "result" and "error"');
     if (hasResult) return { receipt, ok: true, json: serialise(item.result, `${field}.result`) };
     const error = objectWith(item.error, `${field}.error`, ["message", "permanent"]);
-    const message = stringOf(error.message, `${field}.error.message`, maxErrorMessageChars);
+    const message = truncated(stringOf(error.message, `${field}.error.message`, Number.POSITIVE_INFINITY));
     const permanent = error.permanent ?? false;
     if (typeof permanent !== "boolean") {
       throw badRequest(`${field}.error.permanent`, `must be a boolean, not ${kind(permanent)}`);

@@ -7,6 +7,7 @@ import { cleanupMemory } from "./memory-cleanup.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { checkToken, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
+import { MemoryTaskLeasing } from "./memory-task-leasing.ts";
 import { indexAfter } from "./message-log.ts";
 
 export { createMemoryServer, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
@@ -59,6 +60,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly kind = "memory" as const;
   readonly server: MemoryServer;
   readonly leases: MemoryLeases;
+  readonly taskLeasing: MemoryTaskLeasing;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -70,6 +72,7 @@ class MemoryJobBroker implements MemoryBroker {
     this.#stop = AbortSignal.any([this.#closing.signal, server.closed]);
     setMaxListeners(0, this.#closing.signal);
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
+    this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
   }
 
   #open(operation: string): void {

@@ -97,6 +97,18 @@ export class MemoryConsumer {
     });
   }
 
+  /**
+   * The next deliverable task, leased, or undefined at once if none is ready
+   * (a `no_wait` pull request): leasing by reference for the HTTP API.
+   */
+  takeNow(): { seq: number; body: string; deliveryCount: number } | undefined {
+    if (this.#deleted) return undefined;
+    const seq = this.#pick();
+    if (seq === undefined) return undefined;
+    const lease = this.#lease(seq);
+    return { seq, body: lease.body, deliveryCount: lease.deliveryCount };
+  }
+
   /** Hands tasks that became deliverable to whoever waits. */
   pump(): void {
     while (this.#waiters.length > 0 && !this.#deleted) {

@@ -7,6 +7,7 @@ import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
+import { NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
   /** How long results and dead letters are kept (the streams' max age). */
@@ -17,7 +18,7 @@ export interface NatsBrokerOptions {
 
 export interface NatsBroker extends Broker {
   readonly kind: "nats";
-  /** The JetStream-level operations (the HTTP API leases tasks by reply subject with them). */
+  /** The JetStream-level operations. */
   readonly jetstream: NatsJobBroker;
 }
 
@@ -66,6 +67,7 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
     kind: "nats",
     jetstream: js,
     leases,
+    taskLeasing: new NatsTaskLeasing(core, js),
     maxPayload: () => core.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024),
 
     createRecord: (record) => js.createRecord(record),

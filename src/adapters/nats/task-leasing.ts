@@ -1,21 +1,62 @@
-import { createInbox } from "@nats-io/transport-node";
+import { createHash } from "node:crypto";
+import { JetStreamApiError, StorageType } from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import type { RuntimeCore } from "../../runtime.ts";
+import type {
+  AnswerClaim,
+  AnswerStatus,
+  LeasedTask,
+  LeaseSettle,
+  RecordedAnswer,
+  TaskLeasing,
+} from "../broker.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 
 const nanos = (ms: number) => Math.round(ms * 1_000_000);
 
 /**
+ * How long an answer is remembered (the answers bucket's max age). A receipt
+ * never outlives it: the HTTP API caps one receipt's lease below it (a
+ * heartbeat renews), so a delivery's answer is known for as long as any
+ * receipt of it is valid.
+ */
+export const answerMemoryMs = 24 * 3600_000;
+const wrongLastSequence = 10071;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
  * Tasks leased by reference, for the HTTP pull API: a delivery is known by its
  * reply subject (a JetStream ack is a publish to it), so a signed receipt can
- * carry it and any process on the same NATS can settle it.
+ * carry it and any process on the same NATS can settle it. The answer given
+ * for a delivery is kept in a KV bucket (`<prefix>_answers`, created with
+ * compare-and-set), not in one process's memory: JetStream acks by stream
+ * sequence whoever holds the delivery now, so an answer replayed for an old
+ * delivery must be refused before it reaches the server.
  */
-export class NatsTaskLeasing {
+export class NatsTaskLeasing implements TaskLeasing {
   readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
+  readonly #kv = new WeakMap<NatsConnection, Promise<KV>>();
 
   constructor(core: RuntimeCore, broker: NatsJobBroker) {
     this.#core = core;
     this.#broker = broker;
+  }
+
+  #bucket(nc: NatsConnection): Promise<KV> {
+    let kv = this.#kv.get(nc);
+    if (!kv) {
+      kv = new Kvm(nc).create(this.#broker.names.answersBucket, {
+        history: 1,
+        storage: StorageType.File,
+        ttl: answerMemoryMs,
+      });
+      kv.catch(() => this.#kv.delete(nc));
+      this.#kv.set(nc, kv);
+    }
+    return kv;
   }
 
   /** True if `reply` is a delivery of this job's tasks. */
@@ -64,7 +105,11 @@ export class NatsTaskLeasing {
             const lease = m.reply ? leaseInfo(m.reply) : undefined;
             // Anything else is a status (404 no messages, 408 request done, 409 …): this pull is over.
             if (!lease) break;
-            tasks.push({ reply: m.reply as string, data: m.data, deliveryCount: lease.deliveryCount });
+            tasks.push({
+              ref: m.reply as string,
+              body: decoder.decode(m.data),
+              deliveryCount: lease.deliveryCount,
+            });
             if (tasks.length >= max) break;
           }
         } finally {
@@ -83,33 +128,94 @@ export class NatsTaskLeasing {
    * server has them. Not retried: an ack lost is a redelivery, counted once;
    * an ack sent twice could reach the task's next holder.
    */
-  settleLeases(settles: readonly LeaseSettle[]): Promise<void> {
+  settle(settles: readonly LeaseSettle[]): Promise<void> {
     for (const s of settles) {
-      if (leaseInfo(s.reply)?.stream !== this.#broker.names.tasksStream) {
-        throw new Error(`settleLeases: ${JSON.stringify(s.reply)} is not a task delivery of this runtime`);
+      if (leaseInfo(s.ref)?.stream !== this.#broker.names.tasksStream) {
+        throw new Error(`settle: ${JSON.stringify(s.ref)} is not a task delivery of this runtime`);
       }
     }
     return this.#core.run(
       "job.tasks.settle",
       async (nc) => {
-        for (const s of settles) nc.publish(s.reply, leasePayload(s));
+        for (const s of settles) nc.publish(s.ref, leasePayload(s));
         await nc.flush();
       },
       { retry: { attempts: 1, initialDelayMs: 0 } },
     );
   }
+
+  /**
+   * KV create is the claim: one process wins it. Not retried: a retry after
+   * an unknown outcome would find its own claim and call it another's.
+   */
+  claimAnswer(ref: string, digest: string): Promise<AnswerClaim> {
+    const key = answerKey(ref);
+    return this.#core.run(
+      "job.tasks.answer.claim",
+      async (nc): Promise<AnswerClaim> => {
+        const kv = await this.#bucket(nc);
+        const pending = encodeAnswer({ status: "pending", digest, at: Date.now() });
+        try {
+          return { claimed: true, revision: await kv.create(key, pending) };
+        } catch (error) {
+          if (!(error instanceof JetStreamApiError && error.code === wrongLastSequence)) throw error;
+        }
+        const entry = await kv.get(key);
+        const answer = entry?.operation === "PUT" ? decodeAnswer(entry.value) : undefined;
+        // Released (or aged out) in between: claim again; a value we cannot read is nobody's answer.
+        if (entry?.operation !== "PUT") return { claimed: true, revision: await kv.create(key, pending) };
+        if (!answer) return { claimed: true, revision: await kv.update(key, pending, entry.revision) };
+        return { claimed: false, answer };
+      },
+      { retry: { attempts: 1, initialDelayMs: 0 } },
+    );
+  }
+
+  answerOf(ref: string): Promise<RecordedAnswer | undefined> {
+    return this.#core.run("job.tasks.answer.get", async (nc) => {
+      const entry = await (await this.#bucket(nc)).get(answerKey(ref));
+      return entry?.operation === "PUT" ? decodeAnswer(entry.value) : undefined;
+    });
+  }
+
+  recordAnswer(ref: string, answer: RecordedAnswer, revision: number): Promise<void> {
+    return this.#core.run("job.tasks.answer.record", async (nc) => {
+      const kv = await this.#bucket(nc);
+      await kv.update(answerKey(ref), encodeAnswer(answer), revision).catch(async (error) => {
+        // A retry whose first attempt landed: ours if it says what we wrote.
+        const now = await kv.get(answerKey(ref));
+        const stored = now?.operation === "PUT" ? decodeAnswer(now.value) : undefined;
+        if (stored?.status !== answer.status || stored.digest !== answer.digest) throw error;
+      });
+    });
+  }
+
+  releaseAnswer(ref: string, revision: number): Promise<void> {
+    return this.#core.run("job.tasks.answer.release", async (nc) => {
+      const kv = await this.#bucket(nc);
+      await kv.delete(answerKey(ref), { previousSeq: revision }).catch(() => undefined);
+    });
+  }
 }
 
-/** One task leased by reference: settle it with `settleLeases` on its reply subject. */
-export interface LeasedTask {
-  readonly reply: string;
-  readonly data: Uint8Array;
-  readonly deliveryCount: number;
-}
+/** A KV key per delivery: reply subjects hold characters keys may not. */
+const answerKey = (ref: string): string =>
+  `${leaseInfo(ref)?.consumer ?? "_"}.${createHash("sha256").update(ref).digest("base64url").slice(0, 32)}`;
 
-export type LeaseSettle =
-  | { readonly reply: string; readonly action: "ack" | "term" | "working" }
-  | { readonly reply: string; readonly action: "nak"; readonly delayMs: number };
+const encodeAnswer = (a: RecordedAnswer): Uint8Array =>
+  encoder.encode(JSON.stringify({ v: 1, s: a.status, h: a.digest, at: a.at }));
+
+const statuses: readonly (AnswerStatus | "pending")[] = ["done", "failed", "dead", "retry", "pending"];
+
+const decodeAnswer = (value: Uint8Array): RecordedAnswer | undefined => {
+  try {
+    const o = JSON.parse(decoder.decode(value)) as { v?: unknown; s?: unknown; h?: unknown; at?: unknown };
+    if (o.v !== 1 || !statuses.includes(o.s as AnswerStatus) || typeof o.h !== "string") return undefined;
+    return { status: o.s as AnswerStatus, digest: o.h, at: typeof o.at === "number" ? o.at : 0 };
+  } catch {
+    return undefined;
+  }
+};
 
 const leasePayload = (s: LeaseSettle): string => {
   switch (s.action) {

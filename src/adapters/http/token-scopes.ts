@@ -1,0 +1,65 @@
+import { InvalidArgument } from "../../errors.ts";
+
+/**
+ * What a bearer token may do. `worker`: reserve, answer and heartbeat tasks
+ * of jobs in its queues. `read`: list and show jobs of its queues.
+ */
+export type TokenRole = "worker" | "read";
+
+/** A token's configuration: the worker identity it names, its role and its queues (`"*"`: every queue). */
+export interface TokenScopeOptions {
+  readonly identity: string;
+  readonly role: TokenRole;
+  readonly queues: readonly string[] | "*";
+}
+
+/** A token given as just its identity (`{ token: "gpu-box-7" }`): a worker on every queue. */
+export type TokenConfig = string | TokenScopeOptions;
+
+export interface TokenScope {
+  readonly identity: string;
+  readonly role: TokenRole;
+  /** True if the token may act on jobs of `queue`. */
+  allows(queue: string): boolean;
+  /** The queues it is limited to; undefined for every queue. */
+  readonly queues: ReadonlySet<string> | undefined;
+}
+
+const identityPattern = /^[\w.@:/-]{1,128}$/;
+const queuePattern = /^[A-Za-z0-9_-]{1,128}$/;
+
+const bad = (n: number, what: string): never => {
+  throw new InvalidArgument({ message: `tokens: token #${n + 1}: ${what}`, field: "tokens" });
+};
+
+/** The scope of token #n from its configuration; `InvalidArgument` naming the token's position (never the token). */
+export const parseScope = (config: unknown, n: number): TokenScope => {
+  const o: Partial<TokenScopeOptions> =
+    typeof config === "string" ? { identity: config, role: "worker", queues: "*" } : (config ?? {});
+  if (typeof o !== "object" || Array.isArray(o)) bad(n, "must be an identity or { identity, role, queues }");
+  for (const key of Object.keys(o)) {
+    if (!["identity", "role", "queues"].includes(key)) bad(n, `${key}: unknown field`);
+  }
+  if (typeof o.identity !== "string" || !identityPattern.test(o.identity)) {
+    bad(n, "the identity must be 1–128 of letters, digits and _ . @ : / -");
+  }
+  if (o.role !== "worker" && o.role !== "read") bad(n, 'role: must be "worker" or "read"');
+  const queues = o.queues;
+  if (
+    queues !== "*" &&
+    !(
+      Array.isArray(queues) &&
+      queues.length > 0 &&
+      queues.every((q) => typeof q === "string" && queuePattern.test(q))
+    )
+  ) {
+    bad(n, 'queues: must be "*" or a non-empty array of queue names');
+  }
+  const limited = queues === "*" ? undefined : new Set(queues as readonly string[]);
+  return {
+    identity: o.identity as string,
+    role: o.role as TokenRole,
+    queues: limited,
+    allows: (queue) => limited === undefined || limited.has(queue),
+  };
+};

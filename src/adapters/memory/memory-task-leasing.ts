@@ -1,0 +1,141 @@
+import { PermanentBrokerError } from "../../errors.ts";
+import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../broker.ts";
+import type { MemoryServer } from "./memory-server.ts";
+
+/** How long an answer is remembered: as on NATS (the answers bucket's max age). */
+const answerMemoryMs = 24 * 3600_000;
+
+interface StoredAnswer {
+  readonly answer: RecordedAnswer;
+  readonly revision: number;
+}
+
+/** The answers of one memory server, shared by every broker (runtime) on it, as the KV bucket is on NATS. */
+class AnswerStore {
+  readonly entries = new Map<string, StoredAnswer>();
+  revision = 0;
+
+  prune(now: number): void {
+    for (const [key, entry] of this.entries)
+      if (now - entry.answer.at > answerMemoryMs) this.entries.delete(key);
+  }
+}
+
+const stores = new WeakMap<MemoryServer, AnswerStore>();
+const storeOf = (server: MemoryServer): AnswerStore => {
+  let store = stores.get(server);
+  if (!store) {
+    store = new AnswerStore();
+    stores.set(server, store);
+  }
+  return store;
+};
+
+/**
+ * Leasing by reference on the memory broker, with the NATS adapter's
+ * semantics: a delivery's reference names the job's consumer, the task's
+ * sequence and the delivery number (`mem.<jobId>.<seq>.<delivery>`), and a
+ * settle acts on the task by its sequence whoever holds it now, as a late
+ * JetStream ack does; the answers live on the server, not in one runtime.
+ */
+export class MemoryTaskLeasing implements TaskLeasing {
+  readonly #server: MemoryServer;
+  readonly #open: (operation: string) => void;
+
+  constructor(server: MemoryServer, open: (operation: string) => void) {
+    this.#server = server;
+    this.#open = open;
+  }
+
+  isDeliveryOf(ref: string, jobId: string): boolean {
+    return parseRef(ref)?.jobId === jobId;
+  }
+
+  async fetchTasks(jobId: string, max: number): Promise<LeasedTask[]> {
+    this.#open("job.tasks.fetch");
+    const consumer = this.#server.tasks.consumer(jobId);
+    const tasks: LeasedTask[] = [];
+    while (consumer && tasks.length < max) {
+      const next = consumer.takeNow();
+      if (!next) break;
+      tasks.push({
+        ref: `mem.${jobId}.${next.seq}.${next.deliveryCount}`,
+        body: next.body,
+        deliveryCount: next.deliveryCount,
+      });
+    }
+    return tasks;
+  }
+
+  async settle(settles: readonly LeaseSettle[]): Promise<void> {
+    this.#open("job.tasks.settle");
+    const parsed = settles.map((s) => {
+      const ref = parseRef(s.ref);
+      if (!ref) throw new Error(`settle: ${JSON.stringify(s.ref)} is not a task delivery of this runtime`);
+      return { s, ref };
+    });
+    for (const { s, ref } of parsed) {
+      // A deleted consumer takes nothing, as a publish to a gone delivery's reply subject does nothing.
+      const consumer = this.#server.tasks.consumer(ref.jobId);
+      if (!consumer) continue;
+      if (s.action === "ack" || s.action === "term") consumer.settle(ref.seq);
+      else if (s.action === "nak") consumer.release(ref.seq, s.delayMs);
+      else consumer.extend(ref.seq);
+    }
+  }
+
+  async taskPayload(ref: string): Promise<unknown> {
+    this.#open("job.tasks.payload");
+    const seq = parseRef(ref)?.seq;
+    const stored = seq === undefined ? undefined : this.#server.tasks.get(seq);
+    if (!stored) {
+      throw new PermanentBrokerError({
+        message: `job.tasks.payload: the task of ${JSON.stringify(ref)} is gone`,
+        operation: "job.tasks.payload",
+      });
+    }
+    return (JSON.parse(stored.body) as { p?: unknown }).p;
+  }
+
+  async claimAnswer(ref: string, digest: string): Promise<AnswerClaim> {
+    this.#open("job.tasks.answer.claim");
+    const store = storeOf(this.#server);
+    const now = this.#server.clock.now();
+    store.prune(now);
+    const existing = store.entries.get(ref);
+    if (existing) return { claimed: false, answer: existing.answer };
+    const revision = ++store.revision;
+    store.entries.set(ref, { answer: { status: "pending", digest, at: now }, revision });
+    return { claimed: true, revision };
+  }
+
+  async answerOf(ref: string): Promise<RecordedAnswer | undefined> {
+    this.#open("job.tasks.answer.get");
+    return storeOf(this.#server).entries.get(ref)?.answer;
+  }
+
+  async recordAnswer(ref: string, answer: RecordedAnswer, revision: number): Promise<void> {
+    this.#open("job.tasks.answer.record");
+    const store = storeOf(this.#server);
+    if (store.entries.get(ref)?.revision !== revision) {
+      throw new PermanentBrokerError({
+        message: `job.tasks.answer.record: the claim on ${JSON.stringify(ref)} was taken over`,
+        operation: "job.tasks.answer.record",
+        code: 10071,
+      });
+    }
+    store.entries.set(ref, { answer, revision: ++store.revision });
+  }
+
+  async releaseAnswer(ref: string, revision: number): Promise<void> {
+    this.#open("job.tasks.answer.release");
+    const store = storeOf(this.#server);
+    if (store.entries.get(ref)?.revision === revision) store.entries.delete(ref);
+  }
+}
+
+const parseRef = (ref: string): { jobId: string; seq: number; delivery: number } | undefined => {
+  const match = /^mem\.([A-Za-z0-9_-]+)\.(\d{1,15})\.(\d{1,15})$/.exec(ref);
+  if (!match) return undefined;
+  return { jobId: match[1]!, seq: Number(match[2]), delivery: Number(match[3]) };
+};
