@@ -92,72 +92,55 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   });
 
   const innerLeases = inner.leases;
-  const leases: SupervisionLeases = {
-    get holder() {
-      return innerLeases.holder;
-    },
-    holds: (jobId) => innerLeases.holds(jobId),
-    // Acquiring once it is armed fails too: a renewal that fails and then a re-acquire that
-    // succeeds would not be an unreachable lease store.
-    acquire: async (jobId, ttlMs, now) => {
+  // Acquiring once it is armed fails too: a renewal that fails and then a re-acquire that
+  // succeeds would not be an unreachable lease store.
+  const leases = passThrough<SupervisionLeases>(innerLeases, {
+    acquire: async (jobId: string, ttlMs: number, now?: number) => {
       await gate("lease", jobId);
       return innerLeases.acquire(jobId, ttlMs, now);
     },
-    renew: async (jobId, ttlMs, now) => {
+    renew: async (jobId: string, ttlMs: number, now?: number) => {
       await gate("lease", jobId);
       return innerLeases.renew(jobId, ttlMs, now);
     },
-    release: (jobId) => innerLeases.release(jobId),
-    list: () => innerLeases.list(),
-    remove: (jobId) => innerLeases.remove(jobId),
-  };
+  });
 
-  const broker: Broker = {
-    get kind() {
-      return inner.kind;
-    },
+  // Only the fault points are wrapped; every other member of the port (present or added
+  // later) passes through to the inner broker as it is.
+  const broker = passThrough<Broker>(inner, {
     leases,
-    maxPayload: () => inner.maxPayload(),
-    createRecord: (record) => inner.createRecord(record),
-    getRecord: (id) => inner.getRecord(id),
-    updateRecord: async (record, revision) => {
+    updateRecord: async (record: Parameters<Broker["updateRecord"]>[0], revision: number) => {
       // The end of a job is the only write that makes a record final (a submit's rollback
       // is `failed` too, but its phase says rolledBack).
       if (isFinal(record.status) && record.phase === "committed") await gate("finalize", record.id);
       return inner.updateRecord(record, revision);
     },
-    deleteRecord: (id, revision) => inner.deleteRecord(id, revision),
-    listRecords: () => inner.listRecords(),
-    watchRecords: (onRecord, signal) => inner.watchRecords(onRecord, signal),
-    publishTasks: async (record, bodies, signal) => {
-      await gate("publishTasks", record.id);
-      return inner.publishTasks(record, bodies, signal);
+    publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {
+      await gate("publishTasks", args[0].id);
+      return inner.publishTasks(...args);
     },
-    createConsumer: async (queue, jobId, settings) => {
-      await gate("createConsumer", jobId);
-      return inner.createConsumer(queue, jobId, settings);
+    createConsumer: async (...args: Parameters<Broker["createConsumer"]>) => {
+      await gate("createConsumer", args[1]);
+      return inner.createConsumer(...args);
     },
-    consumerExists: (jobId) => inner.consumerExists(jobId),
-    consumerCounts: (jobId) => inner.consumerCounts(jobId),
-    removeTasks: (queue, jobId) => inner.removeTasks(queue, jobId),
-    announceCreated: (queue, jobId) => inner.announceCreated(queue, jobId),
-    consumeTasks: (jobId, maxMessages, onTask, signal) =>
-      inner.consumeTasks(jobId, maxMessages, (lease) => onTask(lossyLease(jobId, lease)), signal),
-    publishResults: async (jobId, body, msgId) => {
-      await gate("publishResults", jobId);
-      return inner.publishResults(jobId, body, msgId);
+    consumeTasks: (...args: Parameters<Broker["consumeTasks"]>) => {
+      const [jobId, maxMessages, onTask, signal] = args;
+      return inner.consumeTasks(jobId, maxMessages, (lease) => onTask(lossyLease(jobId, lease)), signal);
     },
-    readResults: (jobId, onMessage, signal, onCaughtUp) =>
-      inner.readResults(jobId, onMessage, signal, onCaughtUp),
-    ensureDeadLetters: () => inner.ensureDeadLetters(),
-    storeDeadLetter: (letter, msgId) => inner.storeDeadLetter(letter, msgId),
-    listDeadLetters: (jobId) => inner.listDeadLetters(jobId),
-    removeDeadLetters: (seqs) => inner.removeDeadLetters(seqs),
-    processExhausted: (signal) => inner.processExhausted(signal),
-    cleanup: (options) => inner.cleanup(options),
-    close: () => inner.close(),
-  };
-  // The NATS broker's JetStream handle (the HTTP API's) passes through untouched.
-  if ("jetstream" in inner) Object.defineProperty(broker, "jetstream", { value: inner.jetstream });
+    publishResults: async (...args: Parameters<Broker["publishResults"]>) => {
+      await gate("publishResults", args[0]);
+      return inner.publishResults(...args);
+    },
+  });
   return { broker, faults };
 };
+
+/** `inner` with some members replaced; the rest read from `inner`, methods bound to it. */
+const passThrough = <T extends object>(inner: T, overrides: Record<string, unknown>): T =>
+  new Proxy(inner, {
+    get(target, key) {
+      if (typeof key === "string" && key in overrides) return overrides[key];
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
