@@ -103,7 +103,7 @@ export const createRuntimeCore = async (
     stop: async () => {
       stopping.abort();
       await connection.stop();
-      inspect?.stop();
+      await inspect?.stop();
       log.info({ runtime: resolved.name }, "runtime stopped");
     },
   };
