@@ -59,8 +59,8 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
 };
 
 /**
- * The HTTP pull API for workers that cannot reach NATS (see DESIGN.md, "The
- * HTTP pull API"): `POST /jobs/:id/tasks`, `POST /jobs/:id/results`,
+ * The HTTP pull API for workers that cannot reach NATS (docs/architecture.md,
+ * "The HTTP pull API"): `POST /jobs/:id/tasks`, `POST /jobs/:id/results`,
  * `POST /jobs/:id/heartbeat`, `POST /queues/:queue/tasks`, `GET /jobs`,
  * `GET /jobs/:id`, `GET /healthz`, `GET /openapi.json`. Same lease contract
  * as native workers, on either broker (NATS, or the memory broker of

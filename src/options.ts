@@ -42,7 +42,8 @@ export interface RuntimeOptions {
   readonly jobs?: JobRuntimeOptions;
   /**
    * `nats` (default when `servers` or `NATS_URL` is given), `memory` (the
-   * default otherwise: in-process, same semantics, nothing persisted), or a
+   * default otherwise: in-process, same semantics, nothing persisted; refused
+   * under NODE_ENV=production unless given explicitly), or a
    * broker object (e.g. `createMemoryBroker()` from `jetstate/testing`).
    */
   readonly broker?: "nats" | "memory" | Broker;

@@ -12,7 +12,7 @@ import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
 import { memoryAgentStore } from "./effects/agent-store.ts";
 import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
 import { sleep } from "./effects/supervise-loop.ts";
-import { InvalidArgument, RuntimeStopped } from "./errors.ts";
+import { ConnectionUnavailable, InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { Jobs } from "./jobs.ts";
 import { childLogger, defaultLogger, type Logger, silentLogger } from "./logger.ts";
@@ -96,16 +96,49 @@ export const createRuntimeCore = async (
         timeoutMs: runOptions.timeoutMs ?? resolved.connection.operationTimeoutMs,
         retry: runOptions.retry ?? resolved.connection.retry,
         signal,
+      }).catch((error: unknown) => {
+        throw error instanceof ConnectionUnavailable
+          ? explainUnavailable(error, resolved, connection)
+          : error;
       });
     },
     /** Aborts every loop, drains the connection, stops the inspector. */
     stop: async () => {
       stopping.abort();
       await connection.stop();
-      inspect?.stop();
+      await inspect?.stop();
       log.info({ runtime: resolved.name }, "runtime stopped");
     },
   };
+};
+
+/** "No NATS connection" alone sends people hunting: say which servers, in what state, and why. */
+const explainUnavailable = (
+  error: ConnectionUnavailable,
+  options: ResolvedOptions,
+  connection: SupervisedConnection,
+): ConnectionUnavailable => {
+  const { state, lastError } = connection.snapshot();
+  const context = `servers ${options.servers.join(", ")}, connection ${state}`;
+  const message = `${error.message} (${context}${lastError ? `; last error: ${lastError}` : ""})`;
+  return new ConnectionUnavailable({ message, state });
+};
+
+/**
+ * NATS when a server is given, else memory — except in production, where
+ * landing in memory by accident would lose every job with the process.
+ */
+const defaultBroker = (options: RuntimeOptions): "nats" | "memory" => {
+  if (options.servers || process.env.NATS_URL) return "nats";
+  if (process.env.NODE_ENV === "production") {
+    throw new InvalidArgument({
+      field: "broker",
+      message:
+        "broker: NODE_ENV=production and no NATS given: set `servers` (or the NATS_URL variable) to run on NATS, " +
+        'or `broker: "memory"` to run in memory on purpose (one process, nothing persisted)',
+    });
+  }
+  return "memory";
 };
 
 /**
@@ -114,7 +147,7 @@ export const createRuntimeCore = async (
  * wait for `connected` within their deadline.
  */
 export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runtime> => {
-  const brokerOption = options.broker ?? (options.servers || process.env.NATS_URL ? "nats" : "memory");
+  const brokerOption = options.broker ?? defaultBroker(options);
   const core = await createRuntimeCore(options, { connect: brokerOption === "nats" });
   const jobOptions = core.options.jobs;
   const holder = `${core.options.name}.${randomUUID().slice(0, 8)}`;

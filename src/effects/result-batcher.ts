@@ -2,7 +2,8 @@
  * Batches task results: one results message per batch (≤ `maxEntries`
  * results, ≤ `maxBytes`, or `maxDelayMs` after the first), then — only after
  * its PubAck — the tasks of the batch are acked. One awaited publish per task
- * halves the pipeline's throughput (FACTS.md); a batch costs one.
+ * halves the pipeline's throughput (measured against raw JetStream: 0.46–0.49
+ * of it, batched 0.90); a batch costs one.
  *
  * A result stored but not acked (crash in between) is redelivered and
  * answered again; the job counts each task once, so that is harmless.

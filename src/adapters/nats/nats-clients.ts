@@ -49,17 +49,22 @@ export class NatsClients {
 
   async connect(signal: AbortSignal): Promise<number> {
     const s = this.#settings;
-    const nc = await connect({
-      servers: [...s.servers],
-      name: s.name,
-      maxReconnectAttempts: s.maxReconnectAttempts,
-      reconnectTimeWait: s.reconnectTimeWaitMs,
-      pingInterval: s.pingIntervalMs,
-      maxPingOut: s.maxPingOut,
-      timeout: s.connectTimeoutMs,
-      // Stack traces for every async op cost ~25 % of client CPU (FACTS.md).
-      noAsyncTraces: true,
-    });
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: [...s.servers],
+        name: s.name,
+        maxReconnectAttempts: s.maxReconnectAttempts,
+        reconnectTimeWait: s.reconnectTimeWaitMs,
+        pingInterval: s.pingIntervalMs,
+        maxPingOut: s.maxPingOut,
+        timeout: s.connectTimeoutMs,
+        // Building a stack trace for every async op costs ~25 % of the client's CPU (measured).
+        noAsyncTraces: true,
+      });
+    } catch (error) {
+      throw new Error(connectFailure(s.servers, error), { cause: error });
+    }
     if (signal.aborted) {
       // The runtime stopped while we dialled: do not leak the late client.
       await nc.close().catch(() => undefined);
@@ -143,4 +148,14 @@ const toEvent = (status: Status): ConnectionEvent | undefined => {
       // `close` is observed through closed() above.
       return undefined;
   }
+};
+
+/**
+ * "connection refused" alone does not say where or why: name the servers and
+ * the socket's own error (e.g. `connect ECONNREFUSED 127.0.0.1:4222`).
+ */
+const connectFailure = (servers: readonly string[], error: unknown): string => {
+  const text = (e: unknown) => (e instanceof Error ? e.message : String(e));
+  const cause = error instanceof Error && error.cause !== undefined ? ` (${text(error.cause)})` : "";
+  return `cannot connect to ${servers.join(", ")}: ${text(error)}${cause}`;
 };

@@ -222,7 +222,7 @@ const leasePayload = (s: LeaseSettle): string => {
     case "ack":
       return "+ACK";
     case "term":
-      // No reason: nats-server 2.9 ignores a "+TERM <reason>" (FACTS.md).
+      // No reason: nats-server 2.9 silently ignores a "+TERM <reason>" (the task comes back after ack_wait).
       return "+TERM";
     case "working":
       return "+WPI";
