@@ -46,6 +46,16 @@ export interface DeadLetter {
   readonly seq: number;
 }
 
+/** An exhausted task whose dead letter could not be stored (a permanent error). */
+export interface UnhandledExhausted {
+  readonly jobId: string;
+  /** The task's index; undefined when its message is not a task of jetstate's. */
+  readonly index: number | undefined;
+  readonly error: unknown;
+  /** Whether its `dead` result was stored, so the job counts it and can end. */
+  readonly countedDead: boolean;
+}
+
 /** Who supervises a job, until when. */
 export interface SupervisionLeases {
   readonly holder: string;
@@ -126,9 +136,11 @@ export interface Broker extends JobPort {
   removeDeadLetters(seqs: readonly number[]): Promise<void>;
   /**
    * Turns tasks that exhausted their deliveries unanswered into dead letters
-   * and `dead` results, until `signal` aborts.
+   * and `dead` results, until `signal` aborts. An exhausted task that cannot
+   * be dead-lettered for a reason a retry cannot fix is never retried: it is
+   * counted dead for its job if it can be, removed, and told to `onUnhandled`.
    */
-  processExhausted(signal: AbortSignal): Promise<void>;
+  processExhausted(signal: AbortSignal, onUnhandled?: (failure: UnhandledExhausted) => void): Promise<void>;
 
   readonly leases: SupervisionLeases;
 

@@ -2,7 +2,14 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
 import { InvalidArgument, RuntimeStopped } from "../../errors.ts";
-import type { Broker, CleanupOptions, CleanupReport, DeadLetter, TaskLease } from "../broker.ts";
+import type {
+  Broker,
+  CleanupOptions,
+  CleanupReport,
+  DeadLetter,
+  TaskLease,
+  UnhandledExhausted,
+} from "../broker.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
@@ -298,9 +305,12 @@ class MemoryJobBroker implements MemoryBroker {
     dead.removeDeadLetters(this.server, seqs);
   }
 
-  async processExhausted(signal: AbortSignal): Promise<void> {
+  async processExhausted(
+    signal: AbortSignal,
+    onUnhandled?: (failure: UnhandledExhausted) => void,
+  ): Promise<void> {
     this.#open("dead-letters.process");
-    await dead.processExhausted(this.server, AbortSignal.any([signal, this.#stop]));
+    await dead.processExhausted(this.server, AbortSignal.any([signal, this.#stop]), onUnhandled);
   }
 
   // ---- housekeeping ----

@@ -124,8 +124,8 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
     storeDeadLetter: (letter, msgId) => dead.store(letter, msgId),
     listDeadLetters: (jobId) => dead.list(jobId),
     removeDeadLetters: (seqs) => dead.remove(seqs),
-    processExhausted: (signal) =>
-      superviseLoop(port, (nc, s) => dead.process(nc, s), signal, { name: "dead-letters", log }),
+    processExhausted: (signal, onUnhandled) =>
+      superviseLoop(port, (nc, s) => dead.process(nc, s, onUnhandled), signal, { name: "dead-letters", log }),
 
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
     close: async () => undefined,
