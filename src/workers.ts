@@ -5,6 +5,7 @@ import type { AgentRegistry } from "./agents.ts";
 import { type JobRecord, SubmitPhase } from "./effects/job-record.ts";
 import { ResultBatcher, type Settle } from "./effects/result-batcher.ts";
 import { decideOutcome, PermanentError, type TaskOutcome } from "./effects/task-outcome.ts";
+import { encodeProgress } from "./effects/task-progress.ts";
 import { InvalidArgument, UnknownAgent } from "./errors.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import { rejectUnknownKeys } from "./options.ts";
@@ -269,7 +270,11 @@ export const startWorker = <Payload, Result>(
   /** Jobs with running tasks (a job stays here after its pull loop ended, until they settle). */
   const busyJobs = new Set<ActiveJob>();
 
-  const reportProgress = (_jobId: string, _index: number, _info: unknown) => undefined;
+  const reportProgress = (jobId: string, index: number, info: unknown) => {
+    const body = encodeProgress(index, info);
+    if (body === undefined) log.debug({ jobId, index }, "progress note not JSON; dropped");
+    else broker.publishProgress(jobId, body);
+  };
 
   const taskSettled = () => {
     running--;

@@ -128,6 +128,15 @@ export interface Broker extends JobPort {
     onCaughtUp?: () => void,
   ): Promise<void>;
 
+  /**
+   * Best effort, never stored: one task's progress note to whoever watches
+   * the job right now (core NATS, `<prefix>.progress.<jobId>`). Dropped while
+   * disconnected, or when too large; never throws.
+   */
+  publishProgress(jobId: string, body: string): void;
+  /** Calls `onNote` with each progress note of the job published from now on, until `signal` aborts. */
+  watchProgress(jobId: string, onNote: (body: string) => void, signal: AbortSignal): void;
+
   /** Makes sure exhausted tasks are captured from now on (before a job could exhaust one). */
   ensureDeadLetters(): Promise<void>;
   /** Stores a dead letter; `msgId` makes a retried store land once. */

@@ -199,4 +199,40 @@ describe.each(["memory", "nats"] as const)("worker leases and stop (%s)", (kind)
       await next.stop();
     }
   });
+
+  it("ctx.progress(info) reaches handle.onProgress with the task's index and id", async () => {
+    const sent: Array<{ index: number; step: number }> = [];
+    const received: Array<{ taskId: string; index: number; info: unknown }> = [];
+    let heard = false;
+    const worker = rt.workers.start<number, number>({
+      queue: "progress",
+      handler: async (task, ctx) => {
+        // Notes are not stored: keep reporting until the watcher has heard one.
+        for (let step = 0; !heard && !ctx.signal.aborted && step < 500; step++) {
+          sent.push({ index: task.index, step });
+          ctx.progress({ step });
+          await delay(10);
+        }
+        return task.payload;
+      },
+    });
+    try {
+      const job = await rt.jobs.submit({ queue: "progress", tasks: [3] });
+      const stop = job.onProgress((note) => {
+        received.push(note);
+        heard = true;
+      });
+      const final = await within(job.done(), 15_000, "the job ends");
+      stop();
+      expect(final).toMatchObject({ status: "succeeded", done: 1 });
+      expect(received.length).toBeGreaterThan(0);
+      for (const note of received) {
+        expect(note).toMatchObject({ taskId: `${job.id}.0`, index: 0 });
+        const step = (note.info as { step: number }).step;
+        expect(sent).toContainEqual({ index: 0, step });
+      }
+    } finally {
+      await worker.stop();
+    }
+  });
 });

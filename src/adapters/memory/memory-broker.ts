@@ -13,6 +13,7 @@ import type {
 import { cleanupMemory } from "./memory-cleanup.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
+import * as progress from "./memory-progress.ts";
 import { checkToken, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
 import { indexAfter } from "./message-log.ts";
 
@@ -303,6 +304,15 @@ class MemoryJobBroker implements MemoryBroker {
   async removeDeadLetters(seqs: readonly number[]): Promise<void> {
     this.#open("dead-letters.remove");
     dead.removeDeadLetters(this.server, seqs);
+  }
+
+  publishProgress(jobId: string, body: string): void {
+    if (this.#stop.aborted) return;
+    progress.publishProgress(this.server, jobId, body);
+  }
+
+  watchProgress(jobId: string, onNote: (body: string) => void, signal: AbortSignal): void {
+    progress.watchProgress(this.server, jobId, onNote, AbortSignal.any([signal, this.#stop]));
   }
 
   async processExhausted(
