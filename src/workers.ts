@@ -226,11 +226,21 @@ export const startWorker = <Payload, Result>(
   const giveUp = new AbortController();
   setMaxListeners(0, giveUp.signal);
   const stats = { processed: 0, failed: 0, released: 0 };
-  const maxBytes = 256 * 1024;
+  // A results message must fit the server's max payload (with its message id header), whatever
+  // that is: known before the first task is pulled (`follow` waits for it).
+  let maxBytes = 256 * 1024;
+  const payloadKnown = broker.maxPayload().then(
+    (maxPayload) => {
+      maxBytes = Math.min(maxBytes, maxPayload - 256);
+    },
+    (error) => log.warn({ err: error }, "server's max payload unknown; results batched up to 256 KB"),
+  );
   const batcher = new ResultBatcher((jobId, body, msgId) => broker.publishResults(jobId, body, msgId), {
     maxEntries: 100,
     maxDelayMs: 5,
-    maxBytes,
+    get maxBytes() {
+      return maxBytes;
+    },
     idPrefix: `${id}.${Date.now().toString(36)}`,
     onError: (error, jobId) => log.warn({ err: error, jobId }, "results not stored; tasks released"),
   });
@@ -367,9 +377,12 @@ export const startWorker = <Payload, Result>(
         ? await validateWith(resultSchema, result, `result of task ${task.index}`)
         : result;
       const json = JSON.stringify(value ?? null);
-      if (json.length > maxBytes - 64)
-        throw new PermanentError(`result of task ${task.index} is too large (${json.length} bytes)`);
       entry = `{"i":${task.index},"ok":true,"r":${json}}`;
+      // Alone in its results message it must fit: a retry would never make it smaller.
+      if (entry.length * 3 + 2 > maxBytes && Buffer.byteLength(entry) + 2 > maxBytes)
+        throw new PermanentError(
+          `result of task ${task.index} is too large for a results message (${Buffer.byteLength(entry)} bytes; at most ${maxBytes - 2})`,
+        );
       outcome = { kind: "ack" };
     } catch (error) {
       if (task.settled) return lateAnswer(task);
@@ -474,12 +487,14 @@ export const startWorker = <Payload, Result>(
     const job: ActiveJob = { record, ended: new AbortController(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
     log.info({ jobId: record.id }, "pulling tasks of job");
-    void broker
-      .consumeTasks(
-        record.id,
-        Math.min(concurrency, 256),
-        (m) => onTask(m, job),
-        AbortSignal.any([pulling, job.ended.signal]),
+    void payloadKnown
+      .then(() =>
+        broker.consumeTasks(
+          record.id,
+          Math.min(concurrency, 256),
+          (m) => onTask(m, job),
+          AbortSignal.any([pulling, job.ended.signal]),
+        ),
       )
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
       .finally(() => {

@@ -101,7 +101,34 @@ describe.each(["memory", "nats"] as const)("a task that exactly fits can be dead
       await worker.stop();
     }
   });
+
+  it("results are batched under the server's max payload; a result too large for it fails its task", async () => {
+    const answered: number[] = [];
+    const worker = rt.workers.start<number, string>({
+      queue: "batched",
+      concurrency: 64,
+      handler: (task) => {
+        answered.push(task.index);
+        // 300 bytes each: a batch of 100 would be ~30 KB; task 0's alone is more than the server takes.
+        return (task.index === 0 ? "z" : String(task.index % 10)).repeat(task.index === 0 ? maxPayload : 300);
+      },
+    });
+    try {
+      const job = await rt.jobs.submit({ queue: "batched", tasks: range(200), maxFailures: 0.01 });
+      const final = await within(job.done(), 15_000, "the job ends");
+      expect(final).toMatchObject({ status: "succeeded", done: 199, failed: 1, dead: 0 });
+      expect(new Set(answered).size).toBe(200);
+      const results = [];
+      for await (const r of job.results()) results.push(r);
+      expect(results.find((r) => r.index === 0)).toMatchObject({ ok: false, dead: false });
+      expect(results.find((r) => r.index === 7)).toMatchObject({ ok: true, result: "7".repeat(300) });
+    } finally {
+      await worker.stop();
+    }
+  });
 });
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
  * An exhausted task whose dead letter the broker refuses for good (here: a
