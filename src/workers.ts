@@ -217,9 +217,10 @@ export const startWorker = <Payload, Result>(
   setMaxListeners(0, pulling);
   const slots = new FairSlots(concurrency);
   const jobs = new Map<string, ActiveJob>();
-  // Handlers running now, counted (stop() waits until none is left) rather
-  // than tracked per task: a Map entry, an AbortController and an
-  // AbortSignal.any() per task cost ~15 µs of CPU each (bench/README.md).
+  // Handlers running now, counted (stop() waits until none is left). Each is
+  // also a small RunningTask in its job's set (for the lease keeper), but its
+  // AbortController and AbortSignal.any() are made only when the handler reads
+  // its signal: those cost ~15 µs of CPU per task (bench/README.md).
   let running = 0;
   let onIdle: (() => void) | undefined;
   /** Aborted when stop() stops waiting: the signal of every running handler fires. */
