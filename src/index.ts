@@ -17,6 +17,7 @@ export type { SkipEntry, SwitchSummary } from "./effects/agent-store.ts";
 export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./effects/job-record.ts";
 export type { SubmitRequest } from "./effects/plan-submit.ts";
 export { PermanentError } from "./effects/task-outcome.ts";
+export type { TaskProgress } from "./effects/task-progress.ts";
 export {
   ConnectionUnavailable,
   InvalidArgument,

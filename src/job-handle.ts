@@ -1,6 +1,7 @@
 import type { Actor } from "xstate";
 import type { Broker } from "./adapters/broker.ts";
 import type { JobStatus } from "./effects/job-record.ts";
+import { decodeProgress, type TaskProgress } from "./effects/task-progress.ts";
 import { RuntimeStopped } from "./errors.ts";
 import type { JobMachine } from "./machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime.ts";
@@ -43,6 +44,14 @@ export interface JobHandle<Result = unknown> {
   done(): Promise<JobSnapshot>;
   /** Every task's result once, as stored (a redelivered task appears once). */
   results(): AsyncIterable<TaskResult<Result>>;
+  /**
+   * Progress notes of the job's tasks (`ctx.progress(info)` in a handler),
+   * from now on, until the returned function is called or the runtime stops.
+   * Best effort: never stored, so notes sent while nobody listened are gone.
+   * @example
+   * const stop = job.onProgress(({ index, info }) => console.log(index, info));
+   */
+  onProgress(listener: (progress: TaskProgress) => void): () => void;
   /** Ends the job as `failed` with the reason: remaining tasks purged, consumer deleted. */
   cancel(reason: string): Promise<JobSnapshot>;
   /** The XState actor, for the inspector and tests. */
@@ -244,5 +253,17 @@ export const makeHandle = (core: RuntimeCore, broker: Broker, actor: Actor<JobMa
       return whenRecorded(actor);
     },
     results: () => readAllResults(core, broker, actor),
+    onProgress: (listener) => {
+      const watching = new AbortController();
+      broker.watchProgress(
+        jobId,
+        (body) => {
+          const note = decodeProgress(jobId, body);
+          if (note) listener(note);
+        },
+        AbortSignal.any([watching.signal, core.stopping]),
+      );
+      return () => watching.abort();
+    },
   };
 };

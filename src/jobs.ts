@@ -55,7 +55,12 @@ export class Jobs {
     void this.#every(options.reapIntervalMs, () => this.#reapOnce());
     if (options.takeOver) void this.#every(Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
     void broker
-      .processExhausted(core.stopping)
+      .processExhausted(core.stopping, ({ jobId, index, error, countedDead }) =>
+        this.#log.error(
+          { jobId, index, err: error, countedDead },
+          "exhausted task could not be dead-lettered; given up, not retried",
+        ),
+      )
       .catch((error) => this.#log.warn({ err: error }, "dead-letter processing failed"));
   }
 

@@ -5,6 +5,7 @@ import type { AgentRegistry } from "./agents.ts";
 import { type JobRecord, SubmitPhase } from "./effects/job-record.ts";
 import { ResultBatcher, type Settle } from "./effects/result-batcher.ts";
 import { decideOutcome, PermanentError, type TaskOutcome } from "./effects/task-outcome.ts";
+import { encodeProgress } from "./effects/task-progress.ts";
 import { InvalidArgument, UnknownAgent } from "./errors.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import { rejectUnknownKeys } from "./options.ts";
@@ -25,9 +26,16 @@ export interface Task<Payload> {
 export interface TaskContext {
   /** Aborted when the job is cancelled or finished, or the worker stops. */
   readonly signal: AbortSignal;
-  /** Extends the task's lease (call it more often than the job's ackWaitMs). */
+  /**
+   * Extends the task's lease now. Not needed to keep a slow handler's task:
+   * the worker extends the lease by itself while the handler runs (up to
+   * `maxTaskMs`).
+   */
   heartbeat(): void;
-  /** Reports progress; also extends the lease. */
+  /**
+   * Reports progress to whoever watches the job (`handle.onProgress`):
+   * best effort, not stored, JSON-serialisable `info`. Also extends the lease.
+   */
   progress(info: unknown): void;
   readonly logger: Logger;
   /** The bound agent's target when the task started; undefined for a worker without `agent`. */
@@ -41,8 +49,21 @@ export interface WorkerOptions<Payload, Result> {
   readonly handler: (task: Task<Payload>, ctx: TaskContext) => Promise<Result> | Result;
   /** Errors to treat as permanent besides `PermanentError` (term at once, no retry). */
   readonly isPermanent?: (error: unknown) => boolean;
-  /** How long `stop()` waits for running handlers before it aborts them and releases their tasks (default 30 s). */
+  /**
+   * How long `stop()` waits for running handlers before it aborts them and
+   * releases their tasks; it resolves then even if a handler ignores its signal.
+   * @defaultValue 30000
+   */
   readonly stopTimeoutMs?: number;
+  /**
+   * A handler still running after this is hung: its signal is aborted, its
+   * lease is no longer extended (so the task is redelivered once the job's
+   * ackWaitMs runs out, or dead-lettered after its last delivery), its slot
+   * is freed, and whatever it returns later is ignored. Until then the lease
+   * is extended automatically, every third of the job's ackWaitMs.
+   * @defaultValue 900000 (15 min)
+   */
+  readonly maxTaskMs?: number;
   /**
    * Binds the worker to a registered agent: each task gets the agent's
    * current target (`ctx.target`), and a `TargetUnavailable` naming the agent
@@ -93,9 +114,55 @@ interface ActiveJob {
   readonly record: JobRecord;
   /** Aborted when the job ends: its handlers stop and their results are dropped. */
   readonly ended: AbortController;
+  /** Tasks whose handler runs: their leases are extended by `keeper`. */
+  readonly running: Set<RunningTask>;
+  /** Extends the running tasks' leases every third of the job's ack wait; set while any runs. */
+  keeper: NodeJS.Timeout | undefined;
 }
 
-const workerKeys = ["queue", "concurrency", "handler", "isPermanent", "stopTimeoutMs", "agent"] as const;
+/**
+ * A task whose handler runs. It is settled once, by whichever comes first:
+ * the handler's end, the hang check (`maxTaskMs`), the job's end or stop's
+ * timeout; what comes later finds it settled and does nothing, so a handler
+ * that ignored its signal cannot answer a task twice.
+ */
+class RunningTask {
+  readonly msg: TaskLease;
+  readonly job: ActiveJob;
+  readonly startedAt = Date.now();
+  index = -1;
+  settled = false;
+  /** Why it was settled before its handler ended, if it was. */
+  givenUp: "hung" | "stop" | "job ended" | undefined;
+  /** Made on first read of the handler's signal: most handlers never look at it. */
+  #abort: AbortController | undefined;
+  #signal: AbortSignal | undefined;
+  constructor(msg: TaskLease, job: ActiveJob) {
+    this.msg = msg;
+    this.job = job;
+  }
+  signal(stopping: AbortSignal): AbortSignal {
+    if (!this.#signal) {
+      this.#abort = new AbortController();
+      if (this.settled) this.#abort.abort();
+      this.#signal = AbortSignal.any([stopping, this.job.ended.signal, this.#abort.signal]);
+    }
+    return this.#signal;
+  }
+  abort(): void {
+    this.#abort?.abort();
+  }
+}
+
+const workerKeys = [
+  "queue",
+  "concurrency",
+  "handler",
+  "isPermanent",
+  "stopTimeoutMs",
+  "maxTaskMs",
+  "agent",
+] as const;
 
 /** What a worker bound to an agent needs of the runtime's agents. */
 export type WorkerAgents = Pick<AgentRegistry, "get" | "reportFailure">;
@@ -118,6 +185,10 @@ export const startWorker = <Payload, Result>(
   const stopTimeoutMs = options.stopTimeoutMs ?? 30_000;
   if (typeof stopTimeoutMs !== "number" || !Number.isFinite(stopTimeoutMs) || stopTimeoutMs < 0) {
     throw new InvalidArgument({ message: "stopTimeoutMs: must be a number ≥ 0", field: "stopTimeoutMs" });
+  }
+  const maxTaskMs = options.maxTaskMs ?? 15 * 60_000;
+  if (typeof maxTaskMs !== "number" || Number.isNaN(maxTaskMs) || maxTaskMs <= 0) {
+    throw new InvalidArgument({ message: "maxTaskMs: must be a number > 0", field: "maxTaskMs" });
   }
   const queueName = assertToken(
     typeof options.queue === "string" ? options.queue : options.queue?.name,
@@ -146,20 +217,31 @@ export const startWorker = <Payload, Result>(
   setMaxListeners(0, pulling);
   const slots = new FairSlots(concurrency);
   const jobs = new Map<string, ActiveJob>();
-  // Handlers running now, counted (stop() waits until none is left) rather
-  // than tracked per task: a Map entry, an AbortController and an
-  // AbortSignal.any() per task cost ~15 µs of CPU each (bench/README.md).
+  // Handlers running now, counted (stop() waits until none is left). Each is
+  // also a small RunningTask in its job's set (for the lease keeper), but its
+  // AbortController and AbortSignal.any() are made only when the handler reads
+  // its signal: those cost ~15 µs of CPU per task (bench/README.md).
   let running = 0;
   let onIdle: (() => void) | undefined;
   /** Aborted when stop() stops waiting: the signal of every running handler fires. */
   const giveUp = new AbortController();
   setMaxListeners(0, giveUp.signal);
   const stats = { processed: 0, failed: 0, released: 0 };
-  const maxBytes = 256 * 1024;
+  // A results message must fit the server's max payload (with its message id header), whatever
+  // that is: known before the first task is pulled (`follow` waits for it).
+  let maxBytes = 256 * 1024;
+  const payloadKnown = broker.maxPayload().then(
+    (maxPayload) => {
+      maxBytes = Math.min(maxBytes, maxPayload - 256);
+    },
+    (error) => log.warn({ err: error }, "server's max payload unknown; results batched up to 256 KB"),
+  );
   const batcher = new ResultBatcher((jobId, body, msgId) => broker.publishResults(jobId, body, msgId), {
     maxEntries: 100,
     maxDelayMs: 5,
-    maxBytes,
+    get maxBytes() {
+      return maxBytes;
+    },
     idPrefix: `${id}.${Date.now().toString(36)}`,
     onError: (error, jobId) => log.warn({ err: error, jobId }, "results not stored; tasks released"),
   });
@@ -196,59 +278,120 @@ export const startWorker = <Payload, Result>(
     release(msg, delayMs);
   };
 
+  /** Jobs with running tasks (a job stays here after its pull loop ended, until they settle). */
+  const busyJobs = new Set<ActiveJob>();
+
+  const reportProgress = (jobId: string, index: number, info: unknown) => {
+    const body = encodeProgress(index, info);
+    if (body === undefined) log.debug({ jobId, index }, "progress note not JSON; dropped");
+    else broker.publishProgress(jobId, body);
+  };
+
   const taskSettled = () => {
     running--;
     slots.release();
     if (running === 0) onIdle?.();
   };
 
-  const handle = async (msg: TaskLease, job: ActiveJob) => {
+  /** Extends the leases of the job's running tasks; a task past `maxTaskMs` is hung instead. */
+  const keepLeases = (job: ActiveJob) => {
+    const now = Date.now();
+    for (const task of job.running) {
+      if (now - task.startedAt < maxTaskMs) task.msg.working();
+      else if (settle(task)) {
+        task.givenUp = "hung";
+        task.abort();
+        log.warn(
+          { jobId: job.record.id, index: task.index, attempt: task.msg.deliveryCount, maxTaskMs },
+          "task hung: handler still running after maxTaskMs; signal aborted, lease left to run out",
+        );
+        taskSettled();
+      }
+    }
+  };
+
+  const track = (task: RunningTask) => {
+    const job = task.job;
+    job.running.add(task);
+    busyJobs.add(job);
+    job.keeper ??= setInterval(() => keepLeases(job), Math.max(10, job.record.settings.ackWaitMs / 3));
+  };
+
+  /** True for the first caller only: it decides what happens to the task (and calls `taskSettled`). */
+  const settle = (task: RunningTask): boolean => {
+    if (task.settled) return false;
+    task.settled = true;
+    const job = task.job;
+    job.running.delete(task);
+    if (job.running.size === 0) {
+      busyJobs.delete(job);
+      clearInterval(job.keeper);
+      job.keeper = undefined;
+    }
+    return true;
+  };
+
+  /** Settles every running task of the job now; `release`: hand them back (stop), else drop them (job over). */
+  const settleAll = (job: ActiveJob, release?: (msg: TaskLease) => void) => {
+    for (const task of [...job.running]) {
+      if (!settle(task)) continue;
+      task.givenUp = release ? "stop" : "job ended";
+      task.abort();
+      release?.(task.msg);
+      taskSettled();
+    }
+  };
+
+  const handle = async (task: RunningTask) => {
+    const { msg, job } = task;
     const jobId = job.record.id;
     const attempt = msg.deliveryCount;
     // Read once, at the start: a failure is reported against the target the task ran on.
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
-    let index = -1;
     let payload: Payload | undefined;
     let outcome: TaskOutcome;
     let failure: unknown;
     let entry = "";
-    // The handler's abort signal, made on first read (below).
-    let signal: AbortSignal | undefined;
     try {
       const body = JSON.parse(msg.body) as { i: number; p: Payload };
-      index = body.i;
+      task.index = body.i;
       payload = body.p;
+      if (attempt > 1) log.warn({ jobId, index: body.i, attempt }, "task redelivered");
       const result = await options.handler(
-        { id: `${jobId}.${index}`, jobId, index, payload: body.p, attempt },
+        { id: `${jobId}.${body.i}`, jobId, index: body.i, payload: body.p, attempt },
         {
-          // Made on first read: most handlers never look at it.
           get signal() {
-            signal ??= AbortSignal.any([giveUp.signal, job.ended.signal]);
-            return signal;
+            return task.signal(giveUp.signal);
           },
           heartbeat() {
             msg.working();
           },
-          progress() {
+          progress(info: unknown) {
             msg.working();
+            reportProgress(jobId, task.index, info);
           },
           logger: log,
           target,
         },
       );
       const value = resultSchema
-        ? await validateWith(resultSchema, result, `result of task ${index}`)
+        ? await validateWith(resultSchema, result, `result of task ${task.index}`)
         : result;
       const json = JSON.stringify(value ?? null);
-      if (json.length > maxBytes - 64)
-        throw new PermanentError(`result of task ${index} is too large (${json.length} bytes)`);
-      entry = `{"i":${index},"ok":true,"r":${json}}`;
+      entry = `{"i":${task.index},"ok":true,"r":${json}}`;
+      // Alone in its results message it must fit: a retry would never make it smaller.
+      if (entry.length * 3 + 2 > maxBytes && Buffer.byteLength(entry) + 2 > maxBytes)
+        throw new PermanentError(
+          `result of task ${task.index} is too large for a results message (${Buffer.byteLength(entry)} bytes; at most ${maxBytes - 2})`,
+        );
       outcome = { kind: "ack" };
     } catch (error) {
+      if (task.settled) return lateAnswer(task);
       if (giveUp.signal.aborted || job.ended.signal.aborted) {
         // Cancelled job: nothing to answer. Stopping worker: hand the task back now.
+        settle(task);
         if (!job.ended.signal.aborted) release(msg);
-        return;
+        return taskSettled();
       }
       failure = error;
       outcome = decideOutcome(error, {
@@ -258,11 +401,45 @@ export const startWorker = <Payload, Result>(
         ...(options.isPermanent ? { isPermanent: options.isPermanent } : {}),
         ...(agentId === undefined ? {} : { agentId }),
       });
-      if (index < 0) outcome = { kind: "term", error: `unreadable task message: ${String(error)}` };
+      if (task.index < 0) outcome = { kind: "term", error: `unreadable task message: ${String(error)}` };
       if (outcome.kind === "term" || outcome.kind === "dead") {
-        entry = `{"i":${index},"ok":false,"e":${JSON.stringify(outcome.error)}${outcome.kind === "dead" ? ',"dead":true' : ""}}`;
+        entry = `{"i":${task.index},"ok":false,"e":${JSON.stringify(outcome.error)}${outcome.kind === "dead" ? ',"dead":true' : ""}}`;
       }
     }
+    if (!settle(task)) return lateAnswer(task);
+    try {
+      await answer(task, outcome, entry, payload, failure, target);
+    } finally {
+      taskSettled();
+    }
+  };
+
+  /** A handler answered after its task was settled (hung, or released by stop): ignored. */
+  const lateAnswer = (task: RunningTask) => {
+    // A finished job's handlers are expected to answer into the void; a hung or released task's are worth a look.
+    (task.givenUp === "job ended" ? log.debug : log.warn).call(
+      log,
+      {
+        jobId: task.job.record.id,
+        index: task.index,
+        attempt: task.msg.deliveryCount,
+        givenUp: task.givenUp,
+      },
+      "late answer of a task already given up; ignored",
+    );
+  };
+
+  const answer = async (
+    task: RunningTask,
+    outcome: TaskOutcome,
+    entry: string,
+    payload: Payload | undefined,
+    failure: unknown,
+    target: string | undefined,
+  ) => {
+    const { msg, job, index } = task;
+    const jobId = job.record.id;
+    const attempt = msg.deliveryCount;
     if (outcome.kind === "nak") {
       log.debug(
         { jobId, index, attempt, delayMs: outcome.delayMs, error: outcome.error },
@@ -302,19 +479,23 @@ export const startWorker = <Payload, Result>(
       return;
     }
     running++;
-    void handle(msg, job).finally(taskSettled);
+    const task = new RunningTask(msg, job);
+    track(task);
+    void handle(task);
   };
 
   const follow = (record: JobRecord) => {
-    const job: ActiveJob = { record, ended: new AbortController() };
+    const job: ActiveJob = { record, ended: new AbortController(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
     log.info({ jobId: record.id }, "pulling tasks of job");
-    void broker
-      .consumeTasks(
-        record.id,
-        Math.min(concurrency, 256),
-        (m) => onTask(m, job),
-        AbortSignal.any([pulling, job.ended.signal]),
+    void payloadKnown
+      .then(() =>
+        broker.consumeTasks(
+          record.id,
+          Math.min(concurrency, 256),
+          (m) => onTask(m, job),
+          AbortSignal.any([pulling, job.ended.signal]),
+        ),
       )
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
       .finally(() => {
@@ -331,6 +512,8 @@ export const startWorker = <Payload, Result>(
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
       job.ended.abort();
+      // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
+      settleAll(job);
       batcher.drop(record.id);
       jobs.delete(record.id);
     }
@@ -346,7 +529,12 @@ export const startWorker = <Payload, Result>(
       stopped ??= (async () => {
         stopping.abort();
         slots.close();
-        const timeout = setTimeout(() => giveUp.abort(), stopTimeoutMs);
+        const timeout = setTimeout(() => {
+          giveUp.abort();
+          // Released now, whether or not their handlers heed the signal: stop() ends on time,
+          // and an answer that comes later is ignored (the task is someone else's by then).
+          for (const job of [...busyJobs]) settleAll(job, release);
+        }, stopTimeoutMs);
         while (running > 0) {
           await new Promise<void>((resolve) => {
             onIdle = resolve;

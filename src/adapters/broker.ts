@@ -108,6 +108,16 @@ export interface TaskLeasing {
   releaseAnswer(ref: string, revision: number): Promise<void>;
 }
 
+/** An exhausted task whose dead letter could not be stored (a permanent error). */
+export interface UnhandledExhausted {
+  readonly jobId: string;
+  /** The task's index; undefined when its message is not a task of jetstate's. */
+  readonly index: number | undefined;
+  readonly error: unknown;
+  /** Whether its `dead` result was stored, so the job counts it and can end. */
+  readonly countedDead: boolean;
+}
+
 /** Who supervises a job, until when. */
 export interface SupervisionLeases {
   readonly holder: string;
@@ -180,6 +190,15 @@ export interface Broker extends JobPort {
     onCaughtUp?: () => void,
   ): Promise<void>;
 
+  /**
+   * Best effort, never stored: one task's progress note to whoever watches
+   * the job right now (core NATS, `<prefix>.progress.<jobId>`). Dropped while
+   * disconnected, or when too large; never throws.
+   */
+  publishProgress(jobId: string, body: string): void;
+  /** Calls `onNote` with each progress note of the job published from now on, until `signal` aborts. */
+  watchProgress(jobId: string, onNote: (body: string) => void, signal: AbortSignal): void;
+
   /** Makes sure exhausted tasks are captured from now on (before a job could exhaust one). */
   ensureDeadLetters(): Promise<void>;
   /** Stores a dead letter; `msgId` makes a retried store land once. */
@@ -188,9 +207,11 @@ export interface Broker extends JobPort {
   removeDeadLetters(seqs: readonly number[]): Promise<void>;
   /**
    * Turns tasks that exhausted their deliveries unanswered into dead letters
-   * and `dead` results, until `signal` aborts.
+   * and `dead` results, until `signal` aborts. An exhausted task that cannot
+   * be dead-lettered for a reason a retry cannot fix is never retried: it is
+   * counted dead for its job if it can be, removed, and told to `onUnhandled`.
    */
-  processExhausted(signal: AbortSignal): Promise<void>;
+  processExhausted(signal: AbortSignal, onUnhandled?: (failure: UnhandledExhausted) => void): Promise<void>;
 
   readonly leases: SupervisionLeases;
   /** Leasing by reference and recorded answers, for the HTTP pull API. */

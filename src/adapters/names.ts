@@ -10,6 +10,8 @@ export const brokerNames = (prefix: string) => ({
   tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
   resultsSubject: (jobId: string) => `${prefix}.results.${jobId}`,
   jobCreatedSubject: (queue: string) => `${prefix}.events.job.created.${queue}`,
+  /** Core NATS, not a stream: progress notes are best effort and never stored. */
+  progressSubject: (jobId: string) => `${prefix}.progress.${jobId}`,
   deadStream: `${prefix}_dead`,
   deadSubject: (jobId: string) => `${prefix}.dead.${jobId}`,
   advisoriesStream: `${prefix}_advisories`,

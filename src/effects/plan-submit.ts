@@ -2,6 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { InvalidArgument } from "../errors.ts";
 import { rejectUnknownKeys } from "../options.ts";
 import { assertToken, type Queue, validateWith } from "../queue.ts";
+import { deadLetterRoomBytes } from "./dead-letter.ts";
 import { type JobRecord, type JobSettings, SubmitPhase } from "./job-record.ts";
 
 export interface SubmitRequest<Task = unknown, Result = unknown> {
@@ -108,7 +109,9 @@ export const planSubmit = async <Task, Result>(
     stalledTimeoutMs: positiveInt(request.stalledTimeoutMs, "stalledTimeoutMs", 0, 0),
   };
   const bodies: string[] = new Array(tasks.length);
-  const limit = maxPayload - envelopeBytes;
+  // The task must fit, and so must its dead letter (the payload plus its fields): a task
+  // whose dead letter cannot be stored could never die, and its job would never end.
+  const limit = maxPayload - Math.max(envelopeBytes, deadLetterRoomBytes);
   for (let n = 0; n < tasks.length; n++) {
     const task = schema ? await validateWith(schema, tasks[n], `tasks[${n}]`) : tasks[n];
     let json: string | undefined;

@@ -27,6 +27,7 @@ interface Batch {
 export interface BatcherOptions {
   readonly maxEntries: number;
   readonly maxDelayMs: number;
+  /** Largest body of one results message, in bytes (UTF-8): under the server's max payload. */
   readonly maxBytes: number;
   /** Unique per worker: message ids `<idPrefix>.<n>` make a retried publish land once. */
   readonly idPrefix: string;
@@ -47,7 +48,8 @@ export class ResultBatcher {
   }
 
   add(jobId: string, entry: string, settle: Settle): void {
-    const bytes = entry.length + 1;
+    // Bytes, not characters: a result with non-ASCII text takes up to three bytes per character.
+    const bytes = Buffer.byteLength(entry) + 1;
     let batch = this.#batches.get(jobId);
     if (batch && batch.bytes + bytes > this.#options.maxBytes) {
       this.#send(jobId);

@@ -1,4 +1,5 @@
 import { Retry, type TargetUnavailable } from "../errors.ts";
+import { boundError } from "./dead-letter.ts";
 
 /**
  * Throw this from a handler when retrying can never help (a broken image
@@ -39,7 +40,8 @@ export interface OutcomeContext {
   readonly agentId?: string;
 }
 
-const text = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+// Bounded: an error result or dead letter must fit under the max payload whatever the handler threw.
+const text = (error: unknown): string => boundError(error instanceof Error ? error.message : String(error));
 
 // By tag, like the agent lock: the tag is the contract, whichever module copy built the error.
 const isTargetUnavailable = (error: unknown): error is TargetUnavailable =>

@@ -357,6 +357,34 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       ]);
     });
 
+    it("progress notes: a watcher gets the job's notes published while it listens, not other jobs'", async () => {
+      const jobId = uid("j");
+      const heard: string[] = [];
+      const listening = new AbortController();
+      broker.watchProgress(jobId, (body) => heard.push(body), listening.signal);
+      broker.watchProgress(uid("j"), (body) => heard.push(`other ${body}`), loops.signal());
+      // Not stored: keep publishing until the watcher (a subscription on NATS) is in place.
+      let n = 0;
+      await eventually(() => {
+        broker.publishProgress(jobId, `{"i":0,"info":${n++}}`);
+        return heard.length > 0;
+      });
+      expect(heard.every((b) => /^\{"i":0,"info":\d+\}$/.test(b))).toBe(true);
+      listening.abort();
+      const before = heard.length;
+      // A note published after the watch stopped, then a marker on a fresh watch: the marker arrives, the note never.
+      broker.publishProgress(jobId, '{"i":0,"info":"late"}');
+      const marker: string[] = [];
+      broker.watchProgress(jobId, (body) => marker.push(body), loops.signal());
+      await eventually(() => {
+        broker.publishProgress(jobId, '{"i":0,"info":"marker"}');
+        return marker.length > 0;
+      });
+      expect(heard.length).toBeLessThanOrEqual(before + 1);
+      expect(heard).not.toContain('{"i":0,"info":"marker"}');
+      expect(heard.filter((b) => b.startsWith("other"))).toEqual([]);
+    });
+
     it("dead letters: a retried store lands once, the first per task is listed, removal by seq", async () => {
       const jobId = uid("j");
       const letter = (index: number, error: string, source: "worker" | "advisory" = "worker") => ({

@@ -89,6 +89,7 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
       { queue: "q", handler, stopTimeoutMs: -1 },
       { _tag: "InvalidArgument", field: "stopTimeoutMs" },
     ],
+    ["maxTaskMs 0", { queue: "q", handler, maxTaskMs: 0 }, { _tag: "InvalidArgument", field: "maxTaskMs" }],
     [
       "bound to an unknown agent",
       { queue: "q", agent: "nobody", handler },

@@ -86,6 +86,8 @@ describe("dead letters: a job never hangs on a task that exhausted its deliverie
       queue: "hung",
       concurrency: 4,
       stopTimeoutMs: 100,
+      // The worker extends a running handler's lease by itself; past this it gives up on it.
+      maxTaskMs: 300,
       handler: (task, ctx) =>
         task.index === 1
           ? new Promise((_, reject) =>

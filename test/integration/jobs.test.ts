@@ -104,6 +104,8 @@ describe("jobs over JetStream", () => {
       queue: "hang",
       concurrency: 1,
       stopTimeoutMs: 100,
+      // The worker extends a running handler's lease by itself; past this it gives up on it.
+      maxTaskMs: 300,
       handler: (task, ctx) => {
         hung = task.index;
         return new Promise((_, reject) =>

@@ -2,10 +2,18 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
 import { InvalidArgument, RuntimeStopped } from "../../errors.ts";
-import type { Broker, CleanupOptions, CleanupReport, DeadLetter, TaskLease } from "../broker.ts";
+import type {
+  Broker,
+  CleanupOptions,
+  CleanupReport,
+  DeadLetter,
+  TaskLease,
+  UnhandledExhausted,
+} from "../broker.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
+import * as progress from "./memory-progress.ts";
 import { checkToken, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
 import { MemoryTaskLeasing } from "./memory-task-leasing.ts";
 import { indexAfter } from "./message-log.ts";
@@ -301,9 +309,21 @@ class MemoryJobBroker implements MemoryBroker {
     dead.removeDeadLetters(this.server, seqs);
   }
 
-  async processExhausted(signal: AbortSignal): Promise<void> {
+  publishProgress(jobId: string, body: string): void {
+    if (this.#stop.aborted) return;
+    progress.publishProgress(this.server, jobId, body);
+  }
+
+  watchProgress(jobId: string, onNote: (body: string) => void, signal: AbortSignal): void {
+    progress.watchProgress(this.server, jobId, onNote, AbortSignal.any([signal, this.#stop]));
+  }
+
+  async processExhausted(
+    signal: AbortSignal,
+    onUnhandled?: (failure: UnhandledExhausted) => void,
+  ): Promise<void> {
     this.#open("dead-letters.process");
-    await dead.processExhausted(this.server, AbortSignal.any([signal, this.#stop]));
+    await dead.processExhausted(this.server, AbortSignal.any([signal, this.#stop]), onUnhandled);
   }
 
   // ---- housekeeping ----

@@ -1,4 +1,5 @@
-import type { DeadLetter } from "../broker.ts";
+import { boundError, encodeDeadLetter } from "../../effects/dead-letter.ts";
+import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { checkToken, type MemoryServer } from "./memory-server.ts";
 
 /** One results message, de-duplicated by `msgId` within the duplicate window. */
@@ -19,7 +20,7 @@ export const storeDeadLetter = (
   const op = "dead-letters.store";
   server.assertOpen(op);
   checkToken(op, "jobId", letter.jobId);
-  const body = JSON.stringify({ ...letter, taskId: `${letter.jobId}.${letter.index}` });
+  const body = encodeDeadLetter(letter);
   server.checkPayload(op, body, msgId);
   server.deadLetters.append(server.names.deadSubject(letter.jobId), body, msgId);
 };
@@ -54,8 +55,14 @@ export const removeDeadLetters = (server: MemoryServer, seqs: readonly number[])
  * if the task is still stored nobody answered it, so it becomes a dead
  * letter with its payload and a `dead` results message, and leaves the
  * tasks stream. A task answered after its lease ran out is gone: nothing.
+ * One that cannot be dead-lettered (every error here is permanent) is
+ * counted dead if it can be, removed and told to `onUnhandled`, as on NATS.
  */
-export const processExhausted = async (server: MemoryServer, signal: AbortSignal): Promise<void> => {
+export const processExhausted = async (
+  server: MemoryServer,
+  signal: AbortSignal,
+  onUnhandled?: (failure: UnhandledExhausted) => void,
+): Promise<void> => {
   server.assertOpen("dead-letters.process");
   const { tasks } = server;
   tasks.capturing = true;
@@ -66,34 +73,42 @@ export const processExhausted = async (server: MemoryServer, signal: AbortSignal
     const stored = tasks.get(advisory.seq);
     if (!stored) continue;
     const jobId = advisory.consumer;
-    let body: { i: number; p: unknown };
-    try {
-      body = JSON.parse(stored.body) as { i: number; p: unknown };
-    } catch {
-      // Not a task message of jetstate's. On NATS its advisory fails again every ack wait
-      // and the task stays stored, undelivered: the same end state as skipping it here.
-      continue;
-    }
     const error = `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`;
-    storeDeadLetter(
-      server,
-      {
-        jobId,
-        index: body.i,
-        payload: body.p,
-        error,
-        deliveries: advisory.deliveries,
-        at: server.clock.now(),
-        source: "advisory",
-      },
-      `dead.${jobId}.${advisory.seq}`,
-    );
-    appendResults(
-      server,
-      jobId,
-      JSON.stringify([{ i: body.i, ok: false, dead: true, e: error }]),
-      `deadresult.${jobId}.${advisory.seq}`,
-    );
+    let index: number | undefined;
+    try {
+      const body = JSON.parse(stored.body) as { i: number; p: unknown };
+      index = body.i;
+      storeDeadLetter(
+        server,
+        {
+          jobId,
+          index: body.i,
+          payload: body.p,
+          error,
+          deliveries: advisory.deliveries,
+          at: server.clock.now(),
+          source: "advisory",
+        },
+        `dead.${jobId}.${advisory.seq}`,
+      );
+      appendResults(server, jobId, deadResult(body.i, error), `deadresult.${jobId}.${advisory.seq}`);
+    } catch (failure) {
+      if (stop.aborted) return;
+      let countedDead = false;
+      if (index !== undefined) {
+        const reason = `${error}; dead letter not stored: ${failure instanceof Error ? failure.message : String(failure)}`;
+        try {
+          appendResults(server, jobId, deadResult(index, reason), `deadresult.${jobId}.${advisory.seq}`);
+          countedDead = true;
+        } catch {
+          // Told below: the job cannot count it.
+        }
+      }
+      onUnhandled?.({ jobId, index, error: failure, countedDead });
+    }
     tasks.remove(advisory.seq);
   }
 };
+
+const deadResult = (index: number, error: string) =>
+  JSON.stringify([{ i: index, ok: false, dead: true, e: boundError(error) }]);

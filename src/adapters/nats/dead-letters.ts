@@ -1,13 +1,17 @@
 import {
   AckPolicy,
+  type JetStreamClient,
   type JetStreamManager,
   jetstream,
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { boundError, encodeDeadLetter } from "../../effects/dead-letter.ts";
+import { Retry } from "../../errors.ts";
 import type { RuntimeCore } from "../../runtime.ts";
-import type { DeadLetter } from "../broker.ts";
+import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
+import { classifyNatsError } from "./classify-error.ts";
 
 export type { DeadLetter } from "../broker.ts";
 
@@ -85,8 +89,9 @@ export class NatsDeadLetters {
   store(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void> {
     return this.#core.run("dead-letters.store", async (nc) => {
       await this.#setup(nc);
-      const body = JSON.stringify({ ...letter, taskId: `${letter.jobId}.${letter.index}` });
-      await jetstream(nc).publish(this.#broker.names.deadSubject(letter.jobId), body, { msgID: msgId });
+      await jetstream(nc).publish(this.#broker.names.deadSubject(letter.jobId), encodeDeadLetter(letter), {
+        msgID: msgId,
+      });
     });
   }
 
@@ -133,13 +138,14 @@ export class NatsDeadLetters {
 
   /**
    * Processes captured advisories until the client closes or `signal` aborts.
-   * `onDead` is told about each task that died unanswered, after its dead
-   * letter and dead result are stored.
+   * An advisory that fails for a reason a
+   * retry cannot fix ends there (see `#giveUp`); one that fails transiently is
+   * released to be tried again.
    */
   async process(
     nc: NatsConnection,
     signal: AbortSignal,
-    onDead?: (letter: DeadLetter) => void,
+    onUnhandled?: (failure: UnhandledExhausted) => void,
   ): Promise<void> {
     await this.#setup(nc);
     const n = this.#broker.names;
@@ -151,42 +157,102 @@ export class NatsDeadLetters {
     void nc.closed().then(stop);
     try {
       for await (const m of messages) {
-        const advisory = m.json<MaxDeliveriesAdvisory>();
-        const stored = await jsm.streams
-          .getMessage(n.tasksStream, { seq: advisory.stream_seq })
-          .catch((error) => (isNotFound(error) ? null : Promise.reject(error)));
-        if (stored) {
-          // Still there: nobody answered it. (An answered task left the work-queue stream.)
-          const body = JSON.parse(decoder.decode(stored.data)) as { i: number; p: unknown };
-          const jobId = advisory.consumer;
-          const letter = {
-            jobId,
-            index: body.i,
-            payload: body.p,
-            error: `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`,
-            deliveries: advisory.deliveries,
-            at: Date.now(),
-            source: "advisory" as const,
-          };
-          await js.publish(
-            n.deadSubject(jobId),
-            JSON.stringify({ ...letter, taskId: `${jobId}.${body.i}` }),
-            {
-              msgID: `dead.${jobId}.${advisory.stream_seq}`,
-            },
-          );
-          await js.publish(
-            n.resultsSubject(jobId),
-            JSON.stringify([{ i: body.i, ok: false, dead: true, e: letter.error }]),
-            { msgID: `deadresult.${jobId}.${advisory.stream_seq}` },
-          );
-          await jsm.streams.deleteMessage(n.tasksStream, advisory.stream_seq).catch(() => undefined);
-          onDead?.({ ...letter, taskId: `${jobId}.${body.i}`, seq: 0 });
+        let advisory: MaxDeliveriesAdvisory;
+        try {
+          advisory = m.json<MaxDeliveriesAdvisory>();
+        } catch {
+          // Not an advisory (someone published on the subject): nothing to do, ever.
+          m.term();
+          continue;
         }
-        m.ack();
+        let index: number | undefined;
+        try {
+          const stored = await jsm.streams
+            .getMessage(n.tasksStream, { seq: advisory.stream_seq })
+            .catch((error) => (isNotFound(error) ? null : Promise.reject(error)));
+          // Gone: answered (an answered task leaves the work-queue stream), or already handled.
+          if (stored) {
+            const body = JSON.parse(decoder.decode(stored.data)) as { i: number; p: unknown };
+            index = body.i;
+            await this.#deadLetter(js, jsm, advisory, body);
+          }
+          m.ack();
+        } catch (error) {
+          const failure = classifyNatsError(error, "dead-letters.process");
+          if (failure.retry === Retry.transient && !signal.aborted) {
+            m.nak(1000);
+            continue;
+          }
+          if (signal.aborted) throw error;
+          await this.#giveUp(js, jsm, advisory, index, failure, onUnhandled);
+          m.term();
+        }
       }
     } finally {
       signal.removeEventListener("abort", stop);
     }
+  }
+
+  /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */
+  async #deadLetter(
+    js: JetStreamClient,
+    jsm: JetStreamManager,
+    advisory: MaxDeliveriesAdvisory,
+    body: { i: number; p: unknown },
+  ) {
+    const n = this.#broker.names;
+    const jobId = advisory.consumer;
+    const letter = {
+      jobId,
+      index: body.i,
+      payload: body.p,
+      error: `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`,
+      deliveries: advisory.deliveries,
+      at: Date.now(),
+      source: "advisory" as const,
+    };
+    await js.publish(n.deadSubject(jobId), encodeDeadLetter(letter), {
+      msgID: `dead.${jobId}.${advisory.stream_seq}`,
+    });
+    await this.#deadResult(js, jobId, body.i, letter.error, advisory.stream_seq);
+    await jsm.streams.deleteMessage(n.tasksStream, advisory.stream_seq).catch(() => undefined);
+  }
+
+  #deadResult(js: JetStreamClient, jobId: string, index: number, error: string, seq: number) {
+    return js.publish(
+      this.#broker.names.resultsSubject(jobId),
+      JSON.stringify([{ i: index, ok: false, dead: true, e: boundError(error) }]),
+      { msgID: `deadresult.${jobId}.${seq}` },
+    );
+  }
+
+  /**
+   * An exhausted task that cannot be dead-lettered (a permanent error): a
+   * retry would fail the same way every ack wait, forever, and its job would
+   * never end. So it ends here, visibly: its `dead` result is stored (a small
+   * message, so it fits where the letter did not) and the job counts it, the
+   * task leaves the stream, and `onUnhandled` logs it.
+   */
+  async #giveUp(
+    js: JetStreamClient,
+    jsm: JetStreamManager,
+    advisory: MaxDeliveriesAdvisory,
+    index: number | undefined,
+    error: unknown,
+    onUnhandled?: (failure: UnhandledExhausted) => void,
+  ): Promise<void> {
+    const jobId = advisory.consumer;
+    let countedDead = false;
+    if (index !== undefined) {
+      const reason = `no answer after ${advisory.deliveries} deliveries; dead letter not stored: ${String(error instanceof Error ? error.message : error)}`;
+      countedDead = await this.#deadResult(js, jobId, index, reason, advisory.stream_seq).then(
+        () => true,
+        () => false,
+      );
+    }
+    await jsm.streams
+      .deleteMessage(this.#broker.names.tasksStream, advisory.stream_seq)
+      .catch(() => undefined);
+    onUnhandled?.({ jobId, index, error, countedDead });
   }
 }

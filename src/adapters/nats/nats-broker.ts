@@ -122,12 +122,37 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
       );
     },
 
+    publishProgress: (jobId, body) => {
+      try {
+        core.connection.current()?.publish(js.names.progressSubject(jobId), body);
+      } catch (error) {
+        // Best effort by contract (too large, client closing): a lost note is no lost work.
+        log.debug({ err: error, jobId }, "progress note dropped");
+      }
+    },
+    watchProgress: (jobId, onNote, signal) =>
+      void superviseLoop(
+        port,
+        async (nc, s) => {
+          const sub = nc.subscribe(js.names.progressSubject(jobId));
+          const stop = () => sub.unsubscribe();
+          s.addEventListener("abort", stop, { once: true });
+          try {
+            for await (const m of sub) onNote(m.string());
+          } finally {
+            s.removeEventListener("abort", stop);
+          }
+        },
+        signal,
+        { name: `progress:${jobId}`, log },
+      ),
+
     ensureDeadLetters: () => dead.ensure(),
     storeDeadLetter: (letter, msgId) => dead.store(letter, msgId),
     listDeadLetters: (jobId) => dead.list(jobId),
     removeDeadLetters: (seqs) => dead.remove(seqs),
-    processExhausted: (signal) =>
-      superviseLoop(port, (nc, s) => dead.process(nc, s), signal, { name: "dead-letters", log }),
+    processExhausted: (signal, onUnhandled) =>
+      superviseLoop(port, (nc, s) => dead.process(nc, s, onUnhandled), signal, { name: "dead-letters", log }),
 
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
     close: async () => undefined,

@@ -1,0 +1,62 @@
+/**
+ * The dead-letter wire format, owned here for both brokers, and the room a
+ * dead letter needs next to its task's payload.
+ *
+ * A dead letter is a copy of the task's payload with the job, index, error,
+ * deliveries, time and source around it, stored under its own message id.
+ * Submit keeps that room free under the server's max payload
+ * (`deadLetterRoomBytes`), so every task submit accepts can die: a dead
+ * letter that did not fit could never be stored, and the task's job would
+ * never end.
+ */
+
+/** What a dead letter says besides its task id (derived) and its store position. */
+export interface DeadLetterFields {
+  readonly jobId: string;
+  readonly index: number;
+  readonly payload: unknown;
+  readonly error: string;
+  readonly deliveries: number;
+  readonly at: number;
+  readonly source: "worker" | "advisory";
+}
+
+/** Longest error text kept in a dead letter or an error result, in UTF-16 units. */
+export const maxErrorChars = 256;
+
+/** Error texts are bounded so that a dead letter's size is bounded by its payload's. */
+export const boundError = (error: string): string =>
+  error.length <= maxErrorChars ? error : `${error.slice(0, maxErrorChars - 1)}…`;
+
+export const encodeDeadLetter = (letter: DeadLetterFields): string =>
+  JSON.stringify({
+    ...letter,
+    error: boundError(letter.error),
+    taskId: `${letter.jobId}.${letter.index}`,
+  });
+
+/** Headers of a message with only a message id, as both brokers count them against the max payload. */
+const headerBytes = (msgId: string) => Buffer.byteLength(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`);
+
+/**
+ * Bytes a dead letter adds to its task's payload (JSON), at most: the
+ * largest job id, index, deliveries and time, an error of `maxErrorChars`
+ * characters that each escape to six bytes, and the longest message id either
+ * store path uses. Computed from the encoder itself, so the two cannot drift.
+ */
+export const deadLetterRoomBytes: number = (() => {
+  const jobId = `k${"x".repeat(43)}`;
+  const index = 9_999_999;
+  const deliveries = 9_999_999;
+  const worst = encodeDeadLetter({
+    jobId,
+    index,
+    payload: null,
+    error: "\u0000".repeat(maxErrorChars),
+    deliveries,
+    at: 9_999_999_999_999,
+    source: "advisory",
+  });
+  const msgId = `deadw.${jobId}.${index}.${deliveries}.${"9".repeat(16)}`;
+  return Buffer.byteLength(worst) - "null".length + headerBytes(msgId);
+})();
