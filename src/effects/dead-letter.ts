@@ -24,9 +24,15 @@ export interface DeadLetterFields {
 /** Longest error text kept in a dead letter or an error result, in UTF-16 units. */
 export const maxErrorChars = 256;
 
-/** Error texts are bounded so that a dead letter's size is bounded by its payload's. */
-export const boundError = (error: string): string =>
-  error.length <= maxErrorChars ? error : `${error.slice(0, maxErrorChars - 1)}…`;
+/**
+ * Error texts are bounded so that a dead letter's size is bounded by its
+ * payload's; a cut one says so and how long it was.
+ */
+export const boundError = (error: string): string => {
+  if (error.length <= maxErrorChars) return error;
+  const note = `… [truncated from ${error.length} characters]`;
+  return `${error.slice(0, maxErrorChars - note.length)}${note}`;
+};
 
 export const encodeDeadLetter = (letter: DeadLetterFields): string =>
   JSON.stringify({

@@ -177,7 +177,7 @@ export const openApiDocument = (limits: {
           "different answer is refused (`conflict`, with what the first one did in `answered`). A receipt whose " +
           "lease expired is ignored (`expired`); if every item of the request expired the answer is 410 " +
           "`lease_expired`, if none was taken and one conflicts, 409 `already_answered`. An error message " +
-          "longer than 8192 characters is stored truncated.",
+          "longer than 256 characters is stored truncated, with a note of its length.",
         parameters: [jobId],
         requestBody: { required: true, content: json(ref("ResultsRequest")) },
         responses: {
@@ -345,7 +345,7 @@ export const openApiDocument = (limits: {
               message: {
                 type: "string",
                 minLength: 1,
-                description: "Stored truncated to 8192 characters (the body limit bounds it).",
+                description: "Stored truncated to 256 characters, with a note of its length (the body limit bounds what is read).",
               },
               permanent: {
                 type: "boolean",
