@@ -6,7 +6,7 @@ import { planSubmit, type SubmitRequest } from "./effects/plan-submit.ts";
 import { reapSubmits } from "./effects/reap-submits.ts";
 import type { SubmitHooks } from "./effects/submit-job.ts";
 import { sleep } from "./effects/supervise-loop.ts";
-import { InvalidArgument } from "./errors.ts";
+import { InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobHandle, makeHandle } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
@@ -57,6 +57,20 @@ export class Jobs {
     void broker
       .processExhausted(core.stopping)
       .catch((error) => this.#log.warn({ err: error }, "dead-letter processing failed"));
+    // One record watch per runtime: an end written elsewhere (the supervisor finished, anyone
+    // cancelled) reaches this runtime's actor for the job at once.
+    void broker
+      .watchRecords((record) => this.#onRecord(record), core.stopping)
+      .catch((error) => this.#log.warn({ err: error }, "job record watch failed"));
+  }
+
+  #onRecord(record: JobRecord): void {
+    const local = this.#jobs.get(record.id);
+    if (!local) return;
+    void local.then(
+      (supervised) => supervised.started.onRecord(record),
+      () => undefined,
+    );
   }
 
   /**
@@ -66,7 +80,7 @@ export class Jobs {
    */
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
     const maxPayload = await this.#broker.maxPayload();
-    const plan = await planSubmit(request, maxPayload, Date.now());
+    const plan = await planSubmit(request, maxPayload, this.#core.clock.now());
     const existing = this.#jobs.get(plan.record.id);
     if (existing) return (await existing).handle as JobHandle<Result>;
     const created = this.#start(plan.record, undefined, plan.bodies);
@@ -144,7 +158,7 @@ export class Jobs {
         ...rest,
         status: isFinal(r.status) ? "running" : r.status,
         counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
-        updatedAt: Date.now(),
+        updatedAt: this.#core.clock.now(),
       };
     });
     await this.#broker.removeDeadLetters(chosen.map((l) => l.seq));
@@ -162,7 +176,7 @@ export class Jobs {
   }
 
   /** Runs one reaper pass now (tests, admin). */
-  async reap(now: () => number = Date.now) {
+  async reap(now: () => number = () => this.#core.clock.now()) {
     const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs);
     // A rolled-back submit has no supervisor: free its lease for a resubmit at once.
     for (const id of report.rolledBack) await this.#broker.leases.remove(id).catch(() => undefined);
@@ -171,15 +185,15 @@ export class Jobs {
 
   async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
     const started = startJobActor(this.#deps, record, resumeFrom, bodies);
-    const handle = makeHandle(this.#core, this.#broker, started.actor);
+    const handle = makeHandle(this.#core, this.#broker, started);
     if (!resumeFrom) {
-      // Resolve once committed; a submit that failed rejects (it was rolled back).
+      // Resolve once committed; a submit that failed rejects with its typed error (it was rolled back).
       await new Promise<void>((resolve, reject) => {
         const check = () => {
           const s = started.actor.getSnapshot();
           if (s.matches("queuing")) return false;
-          if (s.matches("failed") && s.context.reason?.startsWith("submit failed"))
-            reject(new Error(s.context.reason));
+          const error = started.submitError();
+          if (error !== undefined) reject(error);
           else resolve();
           return true;
         };
@@ -188,7 +202,9 @@ export class Jobs {
           next: () => {
             if (check()) sub.unsubscribe();
           },
-          complete: () => reject(new Error("stopped during submit")),
+          complete: () => {
+            if (!check()) reject(new RuntimeStopped({ message: "runtime stopped during submit" }));
+          },
         });
       });
     }
