@@ -27,6 +27,8 @@ export interface StartedJobActor {
   onRecord(record: JobRecord): void;
   /** Why the submit failed, as the typed error it failed with (undefined: it did not). */
   submitError(): unknown;
+  /** Resolves when the submit found the job already made (idempotency key): this actor must be replaced. */
+  readonly existing: Promise<JobRecord>;
 }
 
 /** The event that hands a stored record to the job machine. */
@@ -69,6 +71,10 @@ export const startJobActor = (
   const stopping = new AbortController();
   const signal = AbortSignal.any([stopping.signal, core.stopping]);
   let submitError: unknown;
+  let foundExisting: (record: JobRecord) => void = () => undefined;
+  const existing = new Promise<JobRecord>((resolve) => {
+    foundExisting = resolve;
+  });
   // A resumed job's first batch is what was answered before this actor: not a rate sample.
   let replay = resumeFrom !== undefined;
   // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
@@ -89,12 +95,12 @@ export const startJobActor = (
             ...(deps.submitHooks ? { hooks: deps.submitHooks } : {}),
           });
           if (outcome.kind === "existing") {
-            // Another submit (maybe another runtime's) made this job: show what its record says
-            // (an end ends this actor at once), then watch it like any other.
+            // Another submit (maybe another runtime's) made this job, with its own tasks and
+            // settings: this actor is not its actor. `jobs` replaces it with one resumed from
+            // the record; until then it stays queuing (nothing counted, nothing written).
             log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
-            seenUpdatedAt = Math.max(seenUpdatedAt, outcome.record.updatedAt);
-            replay = true;
-            queueMicrotask(() => actor.send(recordEvent(outcome.record)));
+            foundExisting(outcome.record);
+            await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
           }
         } catch (error) {
           // The caller gets the typed error the submit failed with; anything else is wrapped in one.
@@ -235,6 +241,7 @@ export const startJobActor = (
       actor.send(recordEvent(changed));
     },
     submitError: () => submitError,
+    existing,
   };
 };
 

@@ -8,7 +8,7 @@ import type { SubmitHooks } from "./effects/submit-job.ts";
 import { sleep } from "./effects/supervise-loop.ts";
 import { InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
-import { type JobHandle, makeHandle } from "./job-handle.ts";
+import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import type { RuntimeCore } from "./runtime.ts";
 
@@ -40,6 +40,8 @@ export class Jobs {
   readonly #log: Logger;
   readonly #options: JobsOptions;
   readonly #jobs = new Map<string, Promise<Supervised>>();
+  /** The actors of `#jobs` once started, for answers that must not wait or start one. */
+  readonly #started = new Map<string, StartedJobActor>();
 
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
@@ -83,6 +85,14 @@ export class Jobs {
     const plan = await planSubmit(request, maxPayload, this.#core.clock.now());
     const existing = this.#jobs.get(plan.record.id);
     if (existing) return (await existing).handle as JobHandle<Result>;
+    // A key already committed (maybe by another runtime): its job, as recorded, not this request's.
+    if (request.idempotencyKey !== undefined) {
+      const found = await this.#broker.getRecord(plan.record.id);
+      if (found?.record.phase === SubmitPhase.committed) {
+        const handle = await this.get<Result>(plan.record.id);
+        if (handle) return handle;
+      }
+    }
     const created = this.#start(plan.record, undefined, plan.bodies);
     this.#jobs.set(plan.record.id, created);
     created.catch(() => this.#jobs.delete(plan.record.id));
@@ -109,6 +119,16 @@ export class Jobs {
     const started = this.#start(found.record, found.record.status);
     this.#jobs.set(id, started);
     return (await started).handle as JobHandle<Result>;
+  }
+
+  /**
+   * The live snapshot of a job this runtime already watches, undefined
+   * otherwise; unlike `get`, it never starts watching (the HTTP API answers
+   * from the record and must not leave an actor running per request).
+   */
+  watchedSnapshot(id: string): JobSnapshot | undefined {
+    const started = this.#started.get(id);
+    return started && started.actor.getSnapshot().status === "active" ? snapshotOf(started.actor) : undefined;
   }
 
   async list(filter: { status?: JobStatus; queue?: string } = {}): Promise<JobRecord[]> {
@@ -173,6 +193,11 @@ export class Jobs {
     const all = await Promise.allSettled(this.#jobs.values());
     for (const s of all) if (s.status === "fulfilled") s.value.started.stop();
     this.#jobs.clear();
+    this.#started.clear();
+  }
+
+  #forget(id: string, started: StartedJobActor): void {
+    if (this.#started.get(id) === started) this.#started.delete(id);
   }
 
   /** Runs one reaper pass now (tests, admin). */
@@ -185,19 +210,28 @@ export class Jobs {
 
   async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
     const started = startJobActor(this.#deps, record, resumeFrom, bodies);
+    this.#started.set(record.id, started);
+    started.actor.subscribe({
+      complete: () => this.#forget(record.id, started),
+      error: () => this.#forget(record.id, started),
+    });
     const handle = makeHandle(this.#core, this.#broker, started);
     if (!resumeFrom) {
       // Resolve once committed; a submit that failed rejects with its typed error (it was rolled back).
-      await new Promise<void>((resolve, reject) => {
+      const committed = await new Promise<JobRecord | undefined>((resolve, reject) => {
         const check = () => {
           const s = started.actor.getSnapshot();
           if (s.matches("queuing")) return false;
           const error = started.submitError();
           if (error !== undefined) reject(error);
-          else resolve();
+          else resolve(undefined);
           return true;
         };
-        if (check()) return;
+        // The key named a job another submit made meanwhile: supervise or watch that one.
+        void started.existing.then((record) => {
+          sub.unsubscribe();
+          resolve(record);
+        });
         const sub = started.actor.subscribe({
           next: () => {
             if (check()) sub.unsubscribe();
@@ -206,7 +240,12 @@ export class Jobs {
             if (!check()) reject(new RuntimeStopped({ message: "runtime stopped during submit" }));
           },
         });
+        if (check()) sub.unsubscribe();
       });
+      if (committed) {
+        started.stop();
+        return this.#start(committed, committed.status);
+      }
     }
     return { handle, started };
   }

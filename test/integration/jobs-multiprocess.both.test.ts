@@ -1,0 +1,231 @@
+/**
+ * Jobs seen from more than one runtime on the same server (issue #12): an
+ * idempotent resubmit, `get`, `cancel` and the record itself, on the memory
+ * broker (runtimes sharing one `createMemoryServer`) and on NATS (runtimes on
+ * one nats-server). The oracles are the handlers' own ledger and the job
+ * record read raw from the server (the memory server's KV, or a KV client of
+ * the test's own on NATS), never a runtime's view of itself.
+ */
+import { Kvm } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import { decodeRecord, type JobRecord } from "../../src/effects/job-record.ts";
+import { PermanentBrokerError } from "../../src/errors.ts";
+import { silentLogger } from "../../src/logger.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/runtime.ts";
+import {
+  createMemoryBroker,
+  createMemoryServer,
+  createTestRuntime,
+  type MemoryServer,
+} from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const timeoutMs = 10_000;
+
+interface Backend {
+  readonly name: string;
+  /** A new runtime on the shared server. */
+  runtime(jobs?: { takeOver?: boolean; leaseMs?: number }): Promise<Runtime>;
+  /** The job record as the server holds it, read raw. */
+  record(id: string): Promise<JobRecord | undefined>;
+}
+
+/** Opens a gate the handlers wait behind: `passed` counts the tasks let through. */
+const gate = () => {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+};
+
+const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promise<void> }> }> = [
+  {
+    name: "memory",
+    async start() {
+      const server: MemoryServer = createMemoryServer();
+      const runtimes: Runtime[] = [];
+      return {
+        name: "memory",
+        async runtime(jobs = {}) {
+          const rt = await createTestRuntime({
+            broker: createMemoryBroker({ server }),
+            jobs: { leaseMs: 30_000, ...jobs },
+          });
+          runtimes.push(rt);
+          return rt;
+        },
+        async record(id) {
+          const entry = server.records.get("test.read", id);
+          return entry?.value === undefined ? undefined : decodeRecord(entry.value);
+        },
+        async stop() {
+          for (const rt of runtimes.reverse()) await rt.stop();
+          server.close?.();
+        },
+      };
+    },
+  },
+  {
+    name: "nats",
+    async start() {
+      const server: NatsServerHandle = await startNatsServer();
+      const nc: NatsConnection = await connect({ servers: server.url });
+      const runtimes: Runtime[] = [];
+      const kv = new Kvm(nc).open("jetstate_jobs");
+      return {
+        name: "nats",
+        async runtime(jobs = {}) {
+          const rt = await createRuntime({
+            servers: server.url,
+            logger: silentLogger(),
+            jobs: { leaseMs: 30_000, cleanupIntervalMs: 0, ...jobs },
+          });
+          runtimes.push(rt);
+          return rt;
+        },
+        async record(id) {
+          const entry = await (await kv).get(id);
+          return entry?.operation === "PUT" ? decodeRecord(entry.string()) : undefined;
+        },
+        async stop() {
+          for (const rt of runtimes.reverse()) await rt.stop();
+          await nc.close();
+          await server.dispose();
+        },
+      };
+    },
+  },
+];
+
+describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
+  let b: Backend & { stop(): Promise<void> };
+  let queues = 0;
+  beforeAll(async () => {
+    b = await start();
+  });
+  /** Gates a failed test left shut: its workers must be able to stop. */
+  const gates: Array<() => void> = [];
+  afterAll(async () => {
+    for (const open of gates) open();
+    await b?.stop();
+  });
+
+  /**
+   * Runtime A submits `total` tasks and a worker on A answers `first` of them,
+   * then waits at a gate; resolves once the record holds those answers.
+   */
+  const halfDone = async (total: number, first: number, extra: Record<string, unknown> = {}) => {
+    const a = await b.runtime();
+    const queue = `q${++queues}`;
+    const handled: number[] = [];
+    const wait = gate();
+    gates.push(wait.open);
+    const worker = a.workers.start<number, number>({
+      queue,
+      concurrency: 1,
+      handler: async (task) => {
+        if (handled.length >= first) await wait.opened;
+        handled.push(task.index);
+        return task.index;
+      },
+    });
+    const job = await a.jobs.submit<number, number>({
+      queue,
+      tasks: Array.from({ length: total }, (_, i) => i),
+      ...extra,
+    });
+    await waitUntil(async () => ((await b.record(job.id))?.counts.done ?? 0) >= first, {
+      timeoutMs,
+      message: `record of ${job.id} holds ${first} answers`,
+    });
+    return { a, queue, job, handled, open: wait.open, worker };
+  };
+
+  it("an idempotent resubmit from another runtime shows the job as recorded, running and finished", async () => {
+    const key = `key-${b.name}-${++queues}`;
+    const { job, open, worker } = await halfDone(20, 8, { idempotencyKey: key });
+    const other = await b.runtime();
+    const running = await other.jobs.submit({ queue: job.queue, tasks: [0], idempotencyKey: key });
+    const recorded = (await b.record(job.id))!;
+    expect(running.id).toBe(job.id);
+    expect(running.snapshot()).toMatchObject({ status: "running", total: 20 });
+    expect(running.snapshot().done).toBeGreaterThanOrEqual(recorded.counts.done);
+    open();
+    const final = await running.done();
+    expect(final).toMatchObject({ status: "succeeded", done: 20, failed: 0, dead: 0 });
+    expect(await b.record(job.id)).toMatchObject({ status: "succeeded", counts: { done: 20 } });
+    // Once it is over, a third runtime's resubmit gets the finished job at once.
+    const third = await b.runtime();
+    const finished = await third.jobs.submit({ queue: job.queue, tasks: [0], idempotencyKey: key });
+    expect(finished.snapshot()).toMatchObject({ status: "succeeded", done: 20 });
+    expect(await finished.done()).toMatchObject({ status: "succeeded", done: 20 });
+    await worker.stop();
+  });
+
+  it("get from another runtime shows at least the record's counts at once", async () => {
+    const { job, open, worker } = await halfDone(40, 8);
+    const recorded = (await b.record(job.id))!;
+    const other = await b.runtime({ takeOver: false });
+    const seen = await other.jobs.get(job.id);
+    expect(seen?.snapshot().done).toBeGreaterThanOrEqual(recorded.counts.done);
+    expect(recorded.counts.done).toBeGreaterThanOrEqual(8);
+    open();
+    expect(await seen!.done()).toMatchObject({ status: "succeeded", done: 40 });
+    await worker.stop();
+  });
+
+  it("cancel from a watching runtime (takeOver off) ends the job everywhere and keeps its counts", async () => {
+    const { job, handled, open, worker } = await halfDone(40, 8);
+    const other = await b.runtime({ takeOver: false });
+    const seen = await other.jobs.get(job.id);
+    // Right after `get`: this runtime may not have replayed a single answer yet.
+    const before = (await b.record(job.id))!;
+    const cancelled = await seen!.cancel("enough");
+    expect(cancelled).toMatchObject({ status: "failed", reason: "cancelled: enough" });
+    const after = (await b.record(job.id))!;
+    expect(after).toMatchObject({ status: "failed", reason: "cancelled: enough" });
+    expect(after.counts.done).toBeGreaterThanOrEqual(before.counts.done);
+    // The supervisor learns of it (its lease is 30 s: it does not wait that out).
+    expect(await job.done()).toMatchObject({ status: "failed", reason: "cancelled: enough" });
+    const startedBefore = handled.length;
+    open();
+    await worker.stop();
+    // The one task held at the gate may finish; nothing more is handed out.
+    expect(handled.length).toBeLessThanOrEqual(startedBefore + 1);
+    expect((await b.record(job.id))!.status).toBe("failed");
+  });
+
+  it("a submit that fails rejects with the broker's typed error", async () => {
+    const base = await b.runtime();
+    const refusing = await createTestRuntime({ broker: refusingTasks(partsOf(base).broker) });
+    try {
+      const error = await refusing.jobs.submit({ queue: `q${++queues}`, tasks: [1] }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(PermanentBrokerError);
+      expect(error).toMatchObject({ _tag: "PermanentBrokerError", message: "publish refused" });
+    } finally {
+      await refusing.stop();
+    }
+  });
+});
+
+/** A broker that takes everything but a submit's tasks. */
+const refusingTasks = (broker: Broker): Broker =>
+  new Proxy(broker, {
+    get(target, key) {
+      if (key === "publishTasks")
+        return () =>
+          Promise.reject(
+            new PermanentBrokerError({ operation: "job.tasks.publish", message: "publish refused" }),
+          );
+      if (key === "close") return async () => undefined; // the runtime it came from closes it
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
