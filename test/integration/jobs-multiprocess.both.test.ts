@@ -6,18 +6,31 @@
  * record read raw from the server (the memory server's KV, or a KV client of
  * the test's own on NATS), never a runtime's view of itself.
  */
+
+import { StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import type { Clock } from "../../src/clock.ts";
 import { decodeRecord, type JobRecord } from "../../src/effects/job-record.ts";
+import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { PermanentBrokerError } from "../../src/errors.ts";
+import { Jobs } from "../../src/jobs.ts";
 import { silentLogger } from "../../src/logger.ts";
-import { createRuntime, partsOf, type Runtime } from "../../src/runtime.ts";
+import {
+  createRuntime,
+  createRuntimeCore,
+  partsOf,
+  type Runtime,
+  type RuntimeCore,
+} from "../../src/runtime.ts";
 import {
   createMemoryBroker,
   createMemoryServer,
   createTestRuntime,
+  ManualClock,
   type MemoryServer,
 } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -31,6 +44,10 @@ interface Backend {
   runtime(jobs?: { takeOver?: boolean; leaseMs?: number }): Promise<Runtime>;
   /** The job record as the server holds it, read raw. */
   record(id: string): Promise<JobRecord | undefined>;
+  /** Every status written to any job record, in order, read raw: `[jobId, status]`. */
+  readonly written: Array<readonly [string, string]>;
+  /** A runtime core and broker on the shared server, on this clock, for a `Jobs` made by hand. */
+  parts(clock: Clock, holder: string): Promise<{ core: RuntimeCore; broker: Broker; stop(): Promise<void> }>;
 }
 
 /** Opens a gate the handlers wait behind: `passed` counts the tasks let through. */
@@ -48,8 +65,18 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
     async start() {
       const server: MemoryServer = createMemoryServer();
       const runtimes: Runtime[] = [];
+      const written: Array<readonly [string, string]> = [];
+      server.records.watch((entry) => {
+        if (entry.value !== undefined) written.push([entry.key, decodeRecord(entry.value).status]);
+      });
       return {
         name: "memory",
+        written,
+        async parts(clock, holder) {
+          const core = await createRuntimeCore({ logger: silentLogger(), clock }, { connect: false });
+          const broker = createMemoryBroker({ server, holder });
+          return { core, broker, stop: () => core.stop() };
+        },
         async runtime(jobs = {}) {
           const rt = await createTestRuntime({
             broker: createMemoryBroker({ server }),
@@ -75,9 +102,28 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
       const server: NatsServerHandle = await startNatsServer();
       const nc: NatsConnection = await connect({ servers: server.url });
       const runtimes: Runtime[] = [];
-      const kv = new Kvm(nc).open("jetstate_jobs");
+      const kv = new Kvm(nc).create("jetstate_jobs", { history: 1, storage: StorageType.File });
+      const written: Array<readonly [string, string]> = [];
+      const watch = await (await kv).watch();
+      void (async () => {
+        for await (const entry of watch)
+          if (entry.operation === "PUT") written.push([entry.key, decodeRecord(entry.string()).status]);
+      })();
       return {
         name: "nats",
+        written,
+        async parts(clock, holder) {
+          const core = await createRuntimeCore({ servers: server.url, logger: silentLogger(), clock });
+          const broker = createNatsBroker(core, { retentionMs: 3600_000, holder });
+          return {
+            core,
+            broker,
+            stop: async () => {
+              await core.stop();
+              await broker.close();
+            },
+          };
+        },
         async runtime(jobs = {}) {
           const rt = await createRuntime({
             servers: server.url,
@@ -93,6 +139,7 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
         },
         async stop() {
           for (const rt of runtimes.reverse()) await rt.stop();
+          watch.stop();
           await nc.close();
           await server.dispose();
         },
@@ -197,6 +244,54 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     // The one task held at the gate may finish; nothing more is handed out.
     expect(handled.length).toBeLessThanOrEqual(startedBefore + 1);
     expect((await b.record(job.id))!.status).toBe("failed");
+  });
+
+  it("a progress write planned while the job was queuing never moves it back once committed", async () => {
+    // Time moves only here: the progress timer armed while queuing fires in the window between
+    // the commit of the record and the job actor hearing of it.
+    const clock = new ManualClock(Date.now());
+    const { core, broker, stop } = await b.parts(clock, `slow-${b.name}`);
+    const jobs = new Jobs(core, broker, {
+      reapIntervalMs: 3600_000,
+      reapGraceMs: 10_000,
+      leaseMs: 30_000,
+      takeOver: false,
+      submitHooks: {
+        afterStep: async (step) => {
+          if (step !== SubmitStep.recordCommitted) return;
+          for (let i = 0; i < 8; i++) {
+            clock.advance(250);
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+        },
+      },
+    });
+    const statuses = (id: string) => b.written.filter(([key]) => key === id).map(([, status]) => status);
+    try {
+      const queue = `q${++queues}`;
+      const ids: string[] = [];
+      for (let n = 0; n < 5; n++) {
+        const job = await jobs.submit({ queue, tasks: [n, n + 1] });
+        ids.push(job.id);
+        // Whatever the actor writes after the commit lands by now (the clock moves on too).
+        clock.advance(1000);
+        await waitUntil(async () => (await b.record(job.id))?.phase === "committed", {
+          timeoutMs,
+          message: `job ${job.id} committed`,
+        });
+      }
+      const rank: Record<string, number> = { queuing: 0, running: 1, stalled: 1, succeeded: 2, failed: 2 };
+      for (const id of ids) {
+        const seen = statuses(id);
+        expect(seen).toContain("running");
+        const backwards = seen.filter((s, i) => i > 0 && rank[s]! < rank[seen[i - 1]!]!);
+        expect({ id, seen, backwards }).toEqual({ id, seen, backwards: [] });
+        expect((await b.record(id))?.status).toBe("running");
+      }
+    } finally {
+      await jobs.stop();
+      await stop();
+    }
   });
 
   it("a submit that fails rejects with the broker's typed error", async () => {
