@@ -294,6 +294,81 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     }
   });
 
+  it("a supervisor whose lease renewals fail stops writing; another runtime takes over, one writer at a time", async () => {
+    const clock = new ManualClock(Date.now());
+    const leaseMs = 1000;
+    /** Who wrote the job record, when (on the shared clock): the write ledger. */
+    const writes: Array<{ holder: string; at: number; status: string }> = [];
+    const ledgered = (broker: Broker, holder: string, failRenew?: () => boolean): Broker =>
+      new Proxy(broker, {
+        get(target, key) {
+          if (key === "updateRecord")
+            return (record: JobRecord, revision: number) =>
+              target.updateRecord(record, revision).then((next) => {
+                writes.push({ holder, at: clock.now(), status: record.status });
+                return next;
+              });
+          if (key === "leases" && failRenew)
+            return new Proxy(target.leases, {
+              get(leases, name) {
+                if (name === "renew" && failRenew())
+                  return () =>
+                    Promise.reject(
+                      new PermanentBrokerError({ operation: "lease.renew", message: "cut off" }),
+                    );
+                const value = Reflect.get(leases, name, leases);
+                return typeof value === "function" ? value.bind(leases) : value;
+              },
+            });
+          const value = Reflect.get(target, key, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    let cutOff = false;
+    const a = await b.parts(clock, `a-${b.name}`);
+    const c = await b.parts(clock, `b-${b.name}`);
+    const options = { reapIntervalMs: 3600_000, reapGraceMs: 10_000, leaseMs, takeOver: true };
+    const first = new Jobs(
+      a.core,
+      ledgered(a.broker, "a", () => cutOff),
+      options,
+    );
+    const second = new Jobs(c.core, ledgered(c.broker, "b"), options);
+    const queue = `q${++queues}`;
+    const step = async (ms: number) => {
+      clock.advance(ms);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    };
+    try {
+      const job = await first.submit({ queue, tasks: [0, 1, 2], stallAfterMs: 60_000 });
+      cutOff = true;
+      // Renewals now fail: `a` holds the lease only until the expiry it last wrote.
+      let tookOverAt: number | undefined;
+      for (let i = 0; i < 200 && tookOverAt === undefined; i++) {
+        await step(100);
+        const lease = (await c.broker.leases.list()).find((l) => l.jobId === job.id)?.lease;
+        if (lease?.holder === `b-${b.name}`) tookOverAt = clock.now();
+      }
+      expect(tookOverAt).toBeDefined();
+      expect(a.broker.leases.holds(job.id, clock.now())).toBe(false);
+      // Workers answer; the job ends with one supervisor writing.
+      const rt = await b.runtime({ takeOver: false });
+      const worker = rt.workers.start<number, number>({ queue, handler: (t) => t.index });
+      for (let i = 0; i < 300 && (await b.record(job.id))?.status !== "succeeded"; i++) await step(100);
+      await worker.stop();
+      expect((await b.record(job.id))?.status).toBe("succeeded");
+      const late = writes.filter((w) => w.holder === "a" && w.at >= tookOverAt!);
+      expect(late).toEqual([]);
+      expect(writes.filter((w) => w.status === "succeeded").map((w) => w.holder)).toEqual(["b"]);
+    } finally {
+      cutOff = false;
+      await first.stop();
+      await second.stop();
+      await a.stop();
+      await c.stop();
+    }
+  });
+
   it("a submit that fails rejects with the broker's typed error", async () => {
     const base = await b.runtime();
     const refusing = await createTestRuntime({ broker: refusingTasks(partsOf(base).broker) });
