@@ -11,12 +11,14 @@ import { StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { InspectionEvent } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import type { Clock } from "../../src/clock.ts";
 import { decodeRecord, type JobRecord } from "../../src/effects/job-record.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { PermanentBrokerError } from "../../src/errors.ts";
+import { createHttpApi } from "../../src/http.ts";
 import { Jobs } from "../../src/jobs.ts";
 import { silentLogger } from "../../src/logger.ts";
 import {
@@ -41,7 +43,11 @@ const timeoutMs = 10_000;
 interface Backend {
   readonly name: string;
   /** A new runtime on the shared server. */
-  runtime(jobs?: { takeOver?: boolean; leaseMs?: number }): Promise<Runtime>;
+  runtime(options?: {
+    takeOver?: boolean;
+    leaseMs?: number;
+    inspect?: { inspect(event: InspectionEvent): void };
+  }): Promise<Runtime>;
   /** The job record as the server holds it, read raw. */
   record(id: string): Promise<JobRecord | undefined>;
   /** Every status written to any job record, in order, read raw: `[jobId, status]`. */
@@ -77,7 +83,7 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
           const broker = createMemoryBroker({ server, holder });
           return { core, broker, stop: () => core.stop() };
         },
-        async runtime(jobs = {}) {
+        async runtime({ inspect: _inspect, ...jobs } = {}) {
           const rt = await createTestRuntime({
             broker: createMemoryBroker({ server }),
             jobs: { leaseMs: 30_000, ...jobs },
@@ -124,11 +130,12 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
             },
           };
         },
-        async runtime(jobs = {}) {
+        async runtime({ inspect, ...jobs } = {}) {
           const rt = await createRuntime({
             servers: server.url,
             logger: silentLogger(),
             jobs: { leaseMs: 30_000, cleanupIntervalMs: 0, ...jobs },
+            ...(inspect ? { inspect } : {}),
           });
           runtimes.push(rt);
           return rt;
@@ -148,7 +155,10 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
   },
 ];
 
-describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
+const token = "t".repeat(40);
+
+describe.each(backends)("jobs from several runtimes on $name", ({ name, start }) => {
+  const isNats = () => name === "nats";
   let b: Backend & { stop(): Promise<void> };
   let queues = 0;
   beforeAll(async () => {
@@ -368,6 +378,38 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
       await c.stop();
     }
   });
+
+  it.runIf(isNats())(
+    "GET /jobs/:id answers from the record and leaves no job actor in the API's runtime",
+    async () => {
+      const { job, open, worker } = await halfDone(40, 8);
+      /** Every actor the API's runtime starts, by id (its inspection events). */
+      const actors = new Set<string>();
+      const apiRuntime = await b.runtime({
+        takeOver: false,
+        inspect: {
+          inspect: (e: InspectionEvent) => {
+            const { id } = e.actorRef as { id?: string };
+            if (id) actors.add(id);
+          },
+        },
+      });
+      const api = createHttpApi(apiRuntime, { tokens: { [token]: "tester" } });
+      const recorded = (await b.record(job.id))!;
+      const answer = await api.fetch(
+        new Request(`http://api/jobs/${job.id}`, { headers: { authorization: `Bearer ${token}` } }),
+      );
+      expect(answer.status).toBe(200);
+      const body = (await answer.json()) as { status: string; done: number };
+      expect(body.status).toBe("running");
+      expect(body.done).toBeGreaterThanOrEqual(recorded.counts.done);
+      expect([...actors].filter((id) => id.startsWith("job:"))).toEqual([]);
+      expect(actors.size).toBeGreaterThan(0); // the inspection does see this runtime's actors
+      open();
+      await job.done();
+      await worker.stop();
+    },
+  );
 
   it("a submit that fails rejects with the broker's typed error", async () => {
     const base = await b.runtime();
