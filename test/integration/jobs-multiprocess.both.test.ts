@@ -411,6 +411,33 @@ describe.each(backends)("jobs from several runtimes on $name", ({ name, start })
     },
   );
 
+  it("many small jobs at once: no record ever moves backwards (read raw)", async () => {
+    const rt = await b.runtime();
+    const queue = `q${++queues}`;
+    const worker = rt.workers.start<number, number>({ queue, concurrency: 64, handler: (t) => t.index });
+    try {
+      const handles = await Promise.all(
+        Array.from({ length: 300 }, (_, n) => rt.jobs.submit({ queue, tasks: [n, n + 1] })),
+      );
+      const finals = await Promise.all(handles.map((h) => h.done()));
+      expect(finals.every((f) => f.status === "succeeded")).toBe(true);
+      const rank: Record<string, number> = { queuing: 0, running: 1, stalled: 1, succeeded: 2, failed: 2 };
+      const ids = new Set(handles.map((h) => h.id));
+      const last = new Map<string, string>();
+      const backwards: string[] = [];
+      for (const [id, status] of b.written) {
+        if (!ids.has(id)) continue;
+        const before = last.get(id);
+        if (before !== undefined && rank[status]! < rank[before]!)
+          backwards.push(`${id}: ${before} → ${status}`);
+        last.set(id, status);
+      }
+      expect(backwards).toEqual([]);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it("a submit that fails rejects with the broker's typed error", async () => {
     const base = await b.runtime();
     const refusing = await createTestRuntime({ broker: refusingTasks(partsOf(base).broker) });
