@@ -100,7 +100,10 @@ export const startJobActor = (
             // the record; until then it stays queuing (nothing counted, nothing written).
             log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
             foundExisting(outcome.record);
-            await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+            await new Promise<void>((resolve) => {
+              if (signal.aborted) resolve();
+              else signal.addEventListener("abort", () => resolve(), { once: true });
+            });
           }
         } catch (error) {
           // The caller gets the typed error the submit failed with; anything else is wrapped in one.

@@ -85,14 +85,6 @@ export class Jobs {
     const plan = await planSubmit(request, maxPayload, this.#core.clock.now());
     const existing = this.#jobs.get(plan.record.id);
     if (existing) return (await existing).handle as JobHandle<Result>;
-    // A key already committed (maybe by another runtime): its job, as recorded, not this request's.
-    if (request.idempotencyKey !== undefined) {
-      const found = await this.#broker.getRecord(plan.record.id);
-      if (found?.record.phase === SubmitPhase.committed) {
-        const handle = await this.get<Result>(plan.record.id);
-        if (handle) return handle;
-      }
-    }
     const created = this.#start(plan.record, undefined, plan.bodies);
     this.#jobs.set(plan.record.id, created);
     created.catch(() => this.#jobs.delete(plan.record.id));
@@ -227,7 +219,8 @@ export class Jobs {
           else resolve(undefined);
           return true;
         };
-        // The key named a job another submit made meanwhile: supervise or watch that one.
+        // The key named a job another submit (maybe another runtime's) committed: supervise or
+        // watch that one, as recorded, not a job of this request's tasks.
         void started.existing.then((record) => {
           sub.unsubscribe();
           resolve(record);
