@@ -4,6 +4,7 @@ import { openApiDocument } from "./adapters/http/openapi.ts";
 import { ReceiptSigner } from "./adapters/http/receipts.ts";
 import { TaskLeases } from "./adapters/http/task-leases.ts";
 import type { TokenConfig } from "./adapters/http/token-scopes.ts";
+import { maxCounts } from "./effects/job-record.ts";
 import { InvalidArgument } from "./errors.ts";
 import { childLogger } from "./logger.ts";
 import { rejectUnknownKeys } from "./options.ts";
@@ -129,12 +130,17 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       const found = await broker.getRecord(id);
       if (!found || !visible(found.record.queue)) return undefined;
       const { record } = found;
-      if (record.status === "queuing") {
-        // Being submitted (maybe by another process): read it, do not supervise it.
-        return { ...record, ...record.counts, throughput: null, etaMs: null, reason: record.reason ?? null };
-      }
-      // Supervised here from now on (live counts and ETA); a finished job is just read back.
-      return (await jobs.get(id))?.snapshot();
+      // Answered from the record: a request must not leave a job actor running here. A job
+      // this runtime already watches (it submitted it) also has a live rate and ETA.
+      const live = record.status === "queuing" ? undefined : jobs.watchedSnapshot(id);
+      const counts = live ? maxCounts(live, record.counts) : record.counts;
+      return {
+        ...record,
+        ...counts,
+        throughput: live?.throughput ?? null,
+        etaMs: live?.etaMs ?? null,
+        reason: record.reason ?? null,
+      };
     },
     // The memory broker has no connection to lose: healthy while the runtime runs.
     connectionState: () => (broker.kind === "memory" ? "memory" : rt.connection.state),

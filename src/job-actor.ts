@@ -5,6 +5,7 @@ import { finalizeJob, recordProgress } from "./effects/finalize-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
 import { type SubmitHooks, submitJob } from "./effects/submit-job.ts";
 import { sleep } from "./effects/supervise-loop.ts";
+import { PermanentBrokerError } from "./errors.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import { type JobMachine, jobMachine, type ResultEntry } from "./machines/job.machine.ts";
@@ -22,7 +23,22 @@ export interface StartedJobActor {
   readonly actor: Actor<JobMachine>;
   /** Stops the actor, its timers and loops; releases the lease. */
   stop(): void;
+  /** The job's record as the runtime's record watch saw it change (older ones are ignored). */
+  onRecord(record: JobRecord): void;
+  /** Why the submit failed, as the typed error it failed with (undefined: it did not). */
+  submitError(): unknown;
+  /** Resolves when the submit found the job already made (idempotency key): this actor must be replaced. */
+  readonly existing: Promise<JobRecord>;
 }
+
+/** The event that hands a stored record to the job machine. */
+const recordEvent = (record: JobRecord) =>
+  ({
+    type: "record.changed",
+    status: record.status,
+    counts: record.counts,
+    reason: record.reason ?? null,
+  }) as const;
 
 const parseEntries = (body: string): ResultEntry[] | undefined => {
   try {
@@ -54,30 +70,73 @@ export const startJobActor = (
   const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
   const stopping = new AbortController();
   const signal = AbortSignal.any([stopping.signal, core.stopping]);
+  let submitError: unknown;
+  let foundExisting: (record: JobRecord) => void = () => undefined;
+  const existing = new Promise<JobRecord>((resolve) => {
+    foundExisting = resolve;
+  });
+  // A resumed job's first batch is what was answered before this actor: not a rate sample.
+  let replay = resumeFrom !== undefined;
+  // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
+  let seenUpdatedAt = record.updatedAt;
 
   const machine = jobMachine.provide({
     actors: {
       submit: fromPromise(async ({ signal: aborted }) => {
         if (!bodies) throw new Error("nothing to submit");
         await broker.ensureDeadLetters(); // exhausted tasks must be captured before one can exhaust
-        await leases.acquire(jobId, leaseMs);
-        const outcome = await submitJob(broker, {
-          record,
-          bodies,
-          now: () => clock.now(),
-          signal: AbortSignal.any([aborted, signal]),
-          ...(deps.submitHooks ? { hooks: deps.submitHooks } : {}),
-        });
-        if (outcome.kind === "existing") log.info("idempotency key matched an existing job");
+        try {
+          await leases.acquire(jobId, leaseMs, clock.now());
+          const outcome = await submitJob(broker, {
+            record,
+            bodies,
+            now: () => clock.now(),
+            signal: AbortSignal.any([aborted, signal]),
+            ...(deps.submitHooks ? { hooks: deps.submitHooks } : {}),
+          });
+          if (outcome.kind === "existing") {
+            // Another submit (maybe another runtime's) made this job, with its own tasks and
+            // settings: this actor is not its actor. `jobs` replaces it with one resumed from
+            // the record; until then it stays queuing (nothing counted, nothing written).
+            log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
+            foundExisting(outcome.record);
+            await new Promise<void>((resolve) => {
+              if (signal.aborted) resolve();
+              else signal.addEventListener("abort", () => resolve(), { once: true });
+            });
+          }
+        } catch (error) {
+          // The caller gets the typed error the submit failed with; anything else is wrapped in one.
+          submitError =
+            typeof error === "object" && error !== null && "_tag" in error
+              ? error
+              : new PermanentBrokerError({
+                  message: `submit failed: ${error instanceof Error ? error.message : String(error)}`,
+                  operation: "job.submit",
+                  cause: error,
+                });
+          throw error;
+        }
         return clock.now(); // committed: the job's rate and stall clocks start here
       }),
       feed: fromCallback(({ sendBack }) => {
         if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
         const ac = new AbortController();
         const backlog: ResultEntry[] = [];
-        // A resumed job's first batch is what was answered before this actor: not a rate sample.
-        let replay = resumeFrom !== undefined;
         let caughtUp = false;
+        const flush = () => {
+          // Answers read while the submit is still running (an idempotent resubmit of a job
+          // that has them) wait for it: the machine counts from `running` on.
+          if (!caughtUp || backlog.length === 0 || snapshotOf(actor).status === "queuing") return;
+          sendBack({
+            type: "results.received",
+            entries: backlog.splice(0),
+            at: clock.now(),
+            ...(replay ? { replay } : {}),
+          });
+          replay = false;
+        };
+        const leftQueuing = actor.subscribe(() => flush());
         void broker
           .readResults(
             jobId,
@@ -86,15 +145,9 @@ export const startJobActor = (
               if (entries) backlog.push(...entries);
               // The first time through, hand over everything stored in one event once caught
               // up: a redrive marker must be counted before the job decides it is over.
-              if ((!caughtUp && pending > 0) || backlog.length === 0) return;
+              if (!caughtUp && pending > 0) return;
               caughtUp = true;
-              sendBack({
-                type: "results.received",
-                entries: backlog.splice(0),
-                at: clock.now(),
-                ...(replay ? { replay } : {}),
-              });
-              replay = false;
+              flush();
             },
             AbortSignal.any([ac.signal, signal]),
             () => {
@@ -102,20 +155,26 @@ export const startJobActor = (
             },
           )
           .catch((error) => log.warn({ err: error }, "results feed failed"));
-        return () => ac.abort();
+        return () => {
+          leftQueuing.unsubscribe();
+          ac.abort();
+        };
       }),
       clock: fromCallback(({ sendBack, input }) => {
         return every(clock, input.everyMs, () => sendBack({ type: "clock.tick", now: clock.now() }));
       }),
       finalize: fromPromise(async ({ input }) => {
         // Only the supervisor writes the end; a watcher waits for it (or for the lease).
-        while (!leases.holds(jobId) && !signal.aborted) {
+        while (!leases.holds(jobId, clock.now()) && !signal.aborted) {
           const found = await broker.getRecord(jobId).catch(() => undefined);
           if (found && isFinal(found.record.status)) return;
           if (takeOver && (await leases.acquire(jobId, leaseMs, clock.now()).catch(() => false))) break;
           await sleep(Math.min(500, leaseMs / 4), signal);
         }
-        await finalizeJob(broker, input, () => clock.now());
+        const stored = await finalizeJob(broker, input, () => clock.now());
+        // Another runtime recorded another end first (a cancel): that is how the job ended.
+        if (stored && isFinal(stored.status) && stored.status !== input.status)
+          actor.send(recordEvent(stored));
       }),
     },
   });
@@ -142,7 +201,7 @@ export const startJobActor = (
     // One step at a time: two renewals in flight with the same revision, the second loses
     // its compare-and-set to the first and this runtime would think it lost the lease.
     if (renewing || isFinal(snapshotOf(actor).status)) return;
-    const held = leases.holds(jobId);
+    const held = leases.holds(jobId, clock.now());
     if (!held && !supervised && !takeOver) return;
     renewing = true;
     const step = held
@@ -164,7 +223,7 @@ export const startJobActor = (
       });
   });
 
-  persistAndLog(deps, actor, log);
+  const stopPersisting = persistAndLog(deps, actor, log);
   actor.subscribe({
     complete: () => {
       stopLease();
@@ -173,20 +232,35 @@ export const startJobActor = (
     },
   });
   actor.start();
-  return { actor, stop: () => actor.stop() };
+  return {
+    actor,
+    stop: () => {
+      actor.stop();
+      stopPersisting();
+    },
+    onRecord: (changed) => {
+      if (changed.updatedAt < seenUpdatedAt || actor.getSnapshot().status !== "active") return;
+      seenUpdatedAt = changed.updatedAt;
+      actor.send(recordEvent(changed));
+    },
+    submitError: () => submitError,
+    existing,
+  };
 };
 
 /** One log line per state change; progress written by the supervisor at most once a second. */
-const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger): void => {
-  const { broker } = deps;
+const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger): (() => void) => {
+  const { broker, core } = deps;
+  const { clock } = core;
   const leases = broker.leases;
   let last: JobStatus | undefined;
-  let timer: NodeJS.Timeout | undefined;
+  let timer: unknown;
   const write = () => {
     timer = undefined;
     const s = snapshotOf(actor);
-    if (isFinal(s.status) || !leases.holds(s.id)) return;
-    recordProgress(broker, s.id, s.status, s, Date.now()).catch((error) =>
+    // While queuing the submitter owns the record: its commit is a compare-and-set of its own.
+    if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id, clock.now())) return;
+    recordProgress(broker, s.id, s.status, s, clock.now()).catch((error) =>
       log.warn({ err: error }, "progress not recorded"),
     );
   };
@@ -206,17 +280,27 @@ const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger
           },
           `job ${last ?? "new"} → ${s.status}`,
         );
-        if (s.status === "stalled") void logStall(broker, s, log);
+        if (s.status === "stalled") void logStall(broker, s, clock.now(), log);
         last = s.status;
-        if (s.status !== "queuing" && !isFinal(s.status)) write();
+        if (s.status !== "queuing" && !isFinal(s.status)) {
+          cancelTimer(); // written now: a pending write would only repeat it
+          write();
+        }
       } else if (!timer && !isFinal(s.status) && snapshot.status === "active") {
-        timer = setTimeout(write, 1000);
+        timer = clock.setTimeout(write, 1000);
       }
+      // The end is written by finalize; a pending progress write has nothing left to say.
+      if (isFinal(s.status)) cancelTimer();
       // Once the end is recorded nothing is left to supervise: stop the feed, clock and lease.
       if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(() => actor.stop());
     },
-    complete: () => clearTimeout(timer),
+    complete: () => cancelTimer(),
   });
+  const cancelTimer = () => {
+    if (timer !== undefined) clock.clearTimeout(timer);
+    timer = undefined;
+  };
+  return cancelTimer;
 };
 
 /**
@@ -227,9 +311,9 @@ const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger
  * again, so a stopped worker's released tasks would read as held. Held is
  * therefore what is left beyond the pending ones, at most `num_ack_pending`.
  */
-const logStall = async (broker: Broker, s: JobSnapshot, log: Logger) => {
+const logStall = async (broker: Broker, s: JobSnapshot, now: number, log: Logger) => {
   const counts = await broker.consumerCounts(s.id).catch(() => undefined);
-  const idleMs = Date.now() - s.lastProgressAt;
+  const idleMs = now - s.lastProgressAt;
   const left = s.total - s.done - s.failed - s.dead;
   const idle = `job stalled: no task answered for ${formatDuration(idleMs)}`;
   if (!counts) return log.warn({ idleMs, left }, idle);

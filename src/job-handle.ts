@@ -1,6 +1,7 @@
 import type { Actor } from "xstate";
 import type { Broker } from "./adapters/broker.ts";
-import type { JobStatus } from "./effects/job-record.ts";
+import { cancelJob } from "./effects/finalize-job.ts";
+import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
 import { decodeProgress, type TaskProgress } from "./effects/task-progress.ts";
 import { RuntimeStopped } from "./errors.ts";
 import type { JobMachine } from "./machines/job.machine.ts";
@@ -70,9 +71,10 @@ export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
     queue: c.queue,
     status: topStatus(value),
     total: c.total,
-    done: c.done,
-    failed: c.failed,
-    dead: c.dead,
+    // Never below the record: its results may not have been replayed here yet.
+    done: Math.max(c.done, c.recorded.done),
+    failed: Math.max(c.failed, c.recorded.failed),
+    dead: Math.max(c.dead, c.recorded.dead),
     throughput: Math.round(c.throughput * 10) / 10,
     etaMs: c.etaMs,
     reason: c.reason,
@@ -239,7 +241,37 @@ async function* readAllResults<Result>(
   }
 }
 
-export const makeHandle = (core: RuntimeCore, broker: Broker, actor: Actor<JobMachine>): JobHandle => {
+/** The actor of a job and how to hand it a record read from the server. */
+export interface HandleSource {
+  readonly actor: Actor<JobMachine>;
+  onRecord(record: JobRecord): void;
+}
+
+/**
+ * Cancels from any runtime: while this runtime is still submitting the job
+ * its actor rolls the submit back; otherwise the record is ended with a
+ * compare-and-set (counts kept), tasks purged and consumer deleted, and every
+ * runtime's actor for the job, its supervisor's included, sees the end in its
+ * record watch.
+ */
+const cancel = async (core: RuntimeCore, broker: Broker, source: HandleSource, reason: string) => {
+  const { actor } = source;
+  const snapshot = actor.getSnapshot();
+  if (snapshot.status === "active" && snapshot.matches({ queuing: "submitting" })) {
+    actor.send({ type: "job.cancel", reason });
+    return whenRecorded(actor);
+  }
+  if (!isRecorded(actor)) {
+    const s = snapshotOf(actor);
+    const stored = await cancelJob(broker, s.id, reason, s, core.clock.now());
+    if (stored && isFinal(stored.status)) source.onRecord(stored);
+    else actor.send({ type: "job.cancel", reason });
+  }
+  return whenRecorded(actor);
+};
+
+export const makeHandle = (core: RuntimeCore, broker: Broker, source: HandleSource): JobHandle => {
+  const { actor } = source;
   const { jobId, queue } = actor.getSnapshot().context;
   return {
     id: jobId,
@@ -248,10 +280,7 @@ export const makeHandle = (core: RuntimeCore, broker: Broker, actor: Actor<JobMa
     snapshot: () => snapshotOf(actor),
     subscribe: (listener) => throttledSubscribe(actor, listener),
     done: () => whenRecorded(actor),
-    cancel: async (reason) => {
-      actor.send({ type: "job.cancel", reason });
-      return whenRecorded(actor);
-    },
+    cancel: (reason) => cancel(core, broker, source, reason),
     results: () => readAllResults(core, broker, actor),
     onProgress: (listener) => {
       const watching = new AbortController();

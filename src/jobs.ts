@@ -6,9 +6,9 @@ import { planSubmit, type SubmitRequest } from "./effects/plan-submit.ts";
 import { reapSubmits } from "./effects/reap-submits.ts";
 import type { SubmitHooks } from "./effects/submit-job.ts";
 import { sleep } from "./effects/supervise-loop.ts";
-import { InvalidArgument } from "./errors.ts";
+import { InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
-import { type JobHandle, makeHandle } from "./job-handle.ts";
+import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import type { RuntimeCore } from "./runtime.ts";
 
@@ -40,6 +40,8 @@ export class Jobs {
   readonly #log: Logger;
   readonly #options: JobsOptions;
   readonly #jobs = new Map<string, Promise<Supervised>>();
+  /** The actors of `#jobs` once started, for answers that must not wait or start one. */
+  readonly #started = new Map<string, StartedJobActor>();
 
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
@@ -62,6 +64,20 @@ export class Jobs {
         ),
       )
       .catch((error) => this.#log.warn({ err: error }, "dead-letter processing failed"));
+    // One record watch per runtime: an end written elsewhere (the supervisor finished, anyone
+    // cancelled) reaches this runtime's actor for the job at once.
+    void broker
+      .watchRecords((record) => this.#onRecord(record), core.stopping)
+      .catch((error) => this.#log.warn({ err: error }, "job record watch failed"));
+  }
+
+  #onRecord(record: JobRecord): void {
+    const local = this.#jobs.get(record.id);
+    if (!local) return;
+    void local.then(
+      (supervised) => supervised.started.onRecord(record),
+      () => undefined,
+    );
   }
 
   /**
@@ -71,7 +87,7 @@ export class Jobs {
    */
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
     const maxPayload = await this.#broker.maxPayload();
-    const plan = await planSubmit(request, maxPayload, Date.now());
+    const plan = await planSubmit(request, maxPayload, this.#core.clock.now());
     const existing = this.#jobs.get(plan.record.id);
     if (existing) return (await existing).handle as JobHandle<Result>;
     const created = this.#start(plan.record, undefined, plan.bodies);
@@ -100,6 +116,16 @@ export class Jobs {
     const started = this.#start(found.record, found.record.status);
     this.#jobs.set(id, started);
     return (await started).handle as JobHandle<Result>;
+  }
+
+  /**
+   * The live snapshot of a job this runtime already watches, undefined
+   * otherwise; unlike `get`, it never starts watching (the HTTP API answers
+   * from the record and must not leave an actor running per request).
+   */
+  watchedSnapshot(id: string): JobSnapshot | undefined {
+    const started = this.#started.get(id);
+    return started && started.actor.getSnapshot().status === "active" ? snapshotOf(started.actor) : undefined;
   }
 
   async list(filter: { status?: JobStatus; queue?: string } = {}): Promise<JobRecord[]> {
@@ -149,7 +175,7 @@ export class Jobs {
         ...rest,
         status: isFinal(r.status) ? "running" : r.status,
         counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
-        updatedAt: Date.now(),
+        updatedAt: this.#core.clock.now(),
       };
     });
     await this.#broker.removeDeadLetters(chosen.map((l) => l.seq));
@@ -164,10 +190,15 @@ export class Jobs {
     const all = await Promise.allSettled(this.#jobs.values());
     for (const s of all) if (s.status === "fulfilled") s.value.started.stop();
     this.#jobs.clear();
+    this.#started.clear();
+  }
+
+  #forget(id: string, started: StartedJobActor): void {
+    if (this.#started.get(id) === started) this.#started.delete(id);
   }
 
   /** Runs one reaper pass now (tests, admin). */
-  async reap(now: () => number = Date.now) {
+  async reap(now: () => number = () => this.#core.clock.now()) {
     const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs);
     // A rolled-back submit has no supervisor: free its lease for a resubmit at once.
     for (const id of report.rolledBack) await this.#broker.leases.remove(id).catch(() => undefined);
@@ -176,26 +207,43 @@ export class Jobs {
 
   async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
     const started = startJobActor(this.#deps, record, resumeFrom, bodies);
-    const handle = makeHandle(this.#core, this.#broker, started.actor);
+    this.#started.set(record.id, started);
+    started.actor.subscribe({
+      complete: () => this.#forget(record.id, started),
+      error: () => this.#forget(record.id, started),
+    });
+    const handle = makeHandle(this.#core, this.#broker, started);
     if (!resumeFrom) {
-      // Resolve once committed; a submit that failed rejects (it was rolled back).
-      await new Promise<void>((resolve, reject) => {
+      // Resolve once committed; a submit that failed rejects with its typed error (it was rolled back).
+      const committed = await new Promise<JobRecord | undefined>((resolve, reject) => {
         const check = () => {
           const s = started.actor.getSnapshot();
           if (s.matches("queuing")) return false;
-          if (s.matches("failed") && s.context.reason?.startsWith("submit failed"))
-            reject(new Error(s.context.reason));
-          else resolve();
+          const error = started.submitError();
+          if (error !== undefined) reject(error);
+          else resolve(undefined);
           return true;
         };
-        if (check()) return;
+        // The key named a job another submit (maybe another runtime's) committed: supervise or
+        // watch that one, as recorded, not a job of this request's tasks.
+        void started.existing.then((record) => {
+          sub.unsubscribe();
+          resolve(record);
+        });
         const sub = started.actor.subscribe({
           next: () => {
             if (check()) sub.unsubscribe();
           },
-          complete: () => reject(new Error("stopped during submit")),
+          complete: () => {
+            if (!check()) reject(new RuntimeStopped({ message: "runtime stopped during submit" }));
+          },
         });
+        if (check()) sub.unsubscribe();
       });
+      if (committed) {
+        started.stop();
+        return this.#start(committed, committed.status);
+      }
     }
     return { handle, started };
   }

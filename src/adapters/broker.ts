@@ -121,7 +121,8 @@ export interface UnhandledExhausted {
 /** Who supervises a job, until when. */
 export interface SupervisionLeases {
   readonly holder: string;
-  holds(jobId: string): boolean;
+  /** True until the expiry last written (`now`: the runtime's clock); a holder whose renewals fail stops holding. */
+  holds(jobId: string, now?: number): boolean;
   /** Takes the lease if free, expired or already ours; true when held now. */
   acquire(jobId: string, ttlMs: number, now?: number): Promise<boolean>;
   /** Extends a held lease; false (and no longer held) when another runtime took it. */

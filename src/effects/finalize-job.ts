@@ -1,7 +1,15 @@
 import { RevisionConflict } from "../errors.ts";
 import type { FinalizeInput } from "../machines/job.machine.ts";
 import type { JobPort } from "./job-port.ts";
-import { type JobCounts, type JobRecord, type JobStatus, SubmitPhase } from "./job-record.ts";
+import {
+  isFinal,
+  type JobCounts,
+  type JobRecord,
+  type JobStatus,
+  maxCounts,
+  movesBackwards,
+  SubmitPhase,
+} from "./job-record.ts";
 
 /**
  * Writes a record change with compare-and-set, re-reading on a conflict so a
@@ -29,7 +37,13 @@ export const updateRecordWith = async (
   throw new RevisionConflict({ message: `job record ${id} kept changing`, key: id });
 };
 
-/** Progress written while the job runs; a final record is never reopened. */
+/**
+ * Progress written while the job runs, as a compare-and-set on the revision
+ * read. It never moves the job backwards: not to a lower status (a write
+ * planned while the job was queuing lands after its commit), never below the
+ * stored counts, never onto a submit not yet committed (the submitter's own
+ * compare-and-set would then fail) and never onto an end.
+ */
 export const recordProgress = (
   port: JobPort,
   id: string,
@@ -38,27 +52,64 @@ export const recordProgress = (
   now: number,
 ) =>
   updateRecordWith(port, id, (record) => {
-    if (record.status === "succeeded" || record.status === "failed") return undefined;
+    if (record.phase !== SubmitPhase.committed || isFinal(record.status)) return undefined;
+    const nextStatus = movesBackwards(record.status, status) ? record.status : status;
+    const nextCounts = maxCounts(record.counts, counts);
     const same =
-      record.status === status &&
-      record.counts.done === counts.done &&
-      record.counts.failed === counts.failed &&
-      record.counts.dead === counts.dead;
-    return same ? undefined : { ...record, status, counts, updatedAt: now };
+      record.status === nextStatus &&
+      record.counts.done === nextCounts.done &&
+      record.counts.failed === nextCounts.failed &&
+      record.counts.dead === nextCounts.dead;
+    return same ? undefined : { ...record, status: nextStatus, counts: nextCounts, updatedAt: now };
   });
+
+/**
+ * Cancels a job from any runtime: a compare-and-set of the record to
+ * `failed` / "cancelled: <reason>", keeping its counts, then its tasks are
+ * purged and its consumer deleted. Workers stop handing out its tasks once
+ * they see the record; its supervisor, wherever it runs, sees the end in its
+ * record watch and stops. Resolves with the stored record (an end already
+ * recorded is left as it is).
+ */
+export const cancelJob = async (
+  port: JobPort,
+  id: string,
+  reason: string,
+  counts: JobCounts,
+  now: number,
+): Promise<JobRecord | undefined> => {
+  const stored = await updateRecordWith(port, id, (record) => {
+    if (isFinal(record.status) || record.phase !== SubmitPhase.committed) return undefined;
+    return {
+      ...record,
+      status: "failed",
+      counts: maxCounts(record.counts, counts),
+      reason: `cancelled: ${reason}`,
+      updatedAt: now,
+      finishedAt: now,
+    };
+  });
+  if (stored && stored.phase === SubmitPhase.committed) await port.removeTasks(stored.queue, id);
+  return stored;
+};
 
 /**
  * The end of a job: the record says how it ended, then its consumer is deleted
  * (workers' loops for it end) and any task left is purged. Results stay for
  * `results()` until the results stream's retention removes them.
  */
-export const finalizeJob = async (port: JobPort, input: FinalizeInput, now: () => number): Promise<void> => {
-  await updateRecordWith(port, input.jobId, (record) => {
-    if (record.status === "succeeded" || record.status === "failed") return undefined;
+export const finalizeJob = async (
+  port: JobPort,
+  input: FinalizeInput,
+  now: () => number,
+): Promise<JobRecord | undefined> => {
+  const stored = await updateRecordWith(port, input.jobId, (record) => {
+    // An end is written once: another runtime's (or a cancel's) stays.
+    if (isFinal(record.status)) return undefined;
     return {
       ...record,
       status: input.status,
-      counts: input.counts,
+      counts: maxCounts(record.counts, input.counts),
       ...(input.reason ? { reason: input.reason } : {}),
       ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
       updatedAt: now(),
@@ -66,4 +117,5 @@ export const finalizeJob = async (port: JobPort, input: FinalizeInput, now: () =
     };
   });
   await port.removeTasks(input.queue, input.jobId);
+  return stored;
 };

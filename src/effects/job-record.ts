@@ -16,6 +16,19 @@ export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
 export const isFinal = (status: JobStatus): boolean =>
   status === JobStatus.succeeded || status === JobStatus.failed;
 
+/** Where a status stands in a job's life: a record write never moves a job to a lower rank. */
+const rank: Record<JobStatus, number> = { queuing: 0, running: 1, stalled: 1, succeeded: 2, failed: 2 };
+
+/** True when `next` would move the job backwards (running → queuing, an end → running). */
+export const movesBackwards = (stored: JobStatus, next: JobStatus): boolean => rank[next] < rank[stored];
+
+/** Per field the larger: counts written to a record never decrease (only a redrive lowers `dead`). */
+export const maxCounts = (a: JobCounts, b: JobCounts): JobCounts => ({
+  done: Math.max(a.done, b.done),
+  failed: Math.max(a.failed, b.failed),
+  dead: Math.max(a.dead, b.dead),
+});
+
 /**
  * Where a submit is: `submitting` (tasks being published, invisible to
  * workers), `committed` (the consumer exists: workers may see tasks) or

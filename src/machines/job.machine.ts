@@ -53,6 +53,13 @@ export interface JobContext {
   readonly reason: string | null;
   /** Status of the record when this actor took over supervision (null: it submits). */
   readonly resumeFrom: JobStatus | null;
+  /**
+   * The counts last read from the job record (another runtime may be its
+   * supervisor): what is shown until the replayed results catch up, so a job
+   * looked at from another runtime never reads lower than its record.
+   * Decisions use the counted answers only.
+   */
+  readonly recorded: JobCounts;
   readonly now: number;
 }
 
@@ -69,7 +76,13 @@ export type JobEvent =
       replay?: boolean;
     }
   | { type: "clock.tick"; now: number }
-  | { type: "job.cancel"; reason: string };
+  | { type: "job.cancel"; reason: string }
+  /**
+   * The job record as stored (read, watched, or found by an idempotent
+   * resubmit). A final status ends the job here as recorded, without writing:
+   * another runtime ended or cancelled it.
+   */
+  | { type: "record.changed"; status: JobStatus; counts: JobCounts; reason: string | null };
 
 export interface JobInput {
   readonly jobId: string;
@@ -79,7 +92,7 @@ export interface JobInput {
   readonly now: number;
   /** Status found in the job record when supervision starts (undefined: a new submit). */
   readonly resumeFrom?: JobStatus;
-  /** Counts of a finished job being looked at (an active one rebuilds them by replay). */
+  /** Counts in the record: a finished job's counts, an active one's until its replay catches up. */
   readonly counts?: JobCounts;
   readonly reason?: string;
 }
@@ -150,6 +163,8 @@ export const jobMachine = setup({
     resumeActive: ({ context }) => context.resumeFrom === "running" || context.resumeFrom === "stalled",
     resumeSucceeded: ({ context }) => context.resumeFrom === "succeeded",
     resumeFailed: ({ context }) => context.resumeFrom === "failed",
+    recordSucceeded: ({ event }) => event.type === "record.changed" && event.status === "succeeded",
+    recordFailed: ({ event }) => event.type === "record.changed" && event.status === "failed",
     allAnswered: ({ context }) => remaining(context) === 0,
     withinTolerance: ({ context }) => withinTolerance(context, context.total, context.settings.maxFailures),
     stallDue: ({ context, event }) =>
@@ -222,6 +237,20 @@ export const jobMachine = setup({
         typeof output === "number" ? Math.max(output, context.lastProgressAt) : context.lastProgressAt;
       return { lastProgressAt: at, now: Math.max(context.now, at) };
     }),
+    /** The record's end, counts never lower than those counted here. */
+    adoptRecord: assign(({ context, event }) => {
+      if (event.type !== "record.changed") return {};
+      return {
+        recorded: event.counts,
+        done: Math.max(context.done, event.counts.done),
+        failed: Math.max(context.failed, event.counts.failed),
+        dead: Math.max(context.dead, event.counts.dead),
+        reason: event.reason ?? context.reason,
+      };
+    }),
+    rememberRecorded: assign({
+      recorded: ({ context, event }) => (event.type === "record.changed" ? event.counts : context.recorded),
+    }),
     tick: assign({ now: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now) }),
     markStalled: assign({
       stalledSince: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now),
@@ -259,6 +288,7 @@ export const jobMachine = setup({
     rateMs: 0,
     etaMs: null,
     resumeFrom: input.resumeFrom ?? null,
+    recorded: input.counts ?? { done: 0, failed: 0, dead: 0 },
     reason: input.reason ?? null,
     now: input.now,
   }),
@@ -272,6 +302,15 @@ export const jobMachine = setup({
       input: ({ context }) => ({ everyMs: Math.max(20, Math.min(1000, context.settings.stallAfterMs / 4)) }),
     },
   ],
+  // An end recorded by another runtime (its supervisor finished, or anyone cancelled) ends
+  // the job here too; the final states' `recorded` children ignore it (they are over).
+  on: {
+    "record.changed": [
+      { guard: "recordSucceeded", target: ".succeeded.recorded", actions: "adoptRecord" },
+      { guard: "recordFailed", target: ".failed.recorded", actions: "adoptRecord" },
+      { actions: "rememberRecorded" },
+    ],
+  },
   initial: "queuing",
   states: {
     queuing: {
@@ -342,7 +381,7 @@ export const jobMachine = setup({
             onError: "recorded",
           },
         },
-        recorded: { type: "final" },
+        recorded: { type: "final", on: { "record.changed": {} } },
       },
     },
     failed: {
@@ -357,7 +396,7 @@ export const jobMachine = setup({
             onError: "recorded",
           },
         },
-        recorded: { type: "final" },
+        recorded: { type: "final", on: { "record.changed": {} } },
       },
     },
   },

@@ -47,13 +47,13 @@ export class NatsJobLeases {
    * must stop acting as the supervisor by the `until` another runtime reads,
    * or both would supervise the job once that one takes over.
    */
-  holds(jobId: string, now = Date.now()): boolean {
+  holds(jobId: string, now = this.#core.clock.now()): boolean {
     const held = this.#held.get(jobId);
     return held !== undefined && held.until > now;
   }
 
   /** Takes the lease if free, expired or already ours; true when this runtime now holds it. */
-  acquire(jobId: string, ttlMs: number, now = Date.now()): Promise<boolean> {
+  acquire(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
     return this.#core.run("lease.acquire", async (nc) => {
       const kv = await this.#bucket(nc);
       const until = now + ttlMs;
@@ -79,7 +79,7 @@ export class NatsJobLeases {
   }
 
   /** Extends a held lease; false (and no longer held) when another runtime took it. */
-  renew(jobId: string, ttlMs: number, now = Date.now()): Promise<boolean> {
+  renew(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
     const revision = this.#held.get(jobId)?.revision;
     if (revision === undefined) return Promise.resolve(false);
     return this.#core.run("lease.renew", async (nc) => {
