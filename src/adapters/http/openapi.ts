@@ -345,7 +345,8 @@ export const openApiDocument = (limits: {
               message: {
                 type: "string",
                 minLength: 1,
-                description: "Stored truncated to 256 characters, with a note of its length (the body limit bounds what is read).",
+                description:
+                  "Stored truncated to 256 characters, with a note of its length (the body limit bounds what is read).",
               },
               permanent: {
                 type: "boolean",
