@@ -19,6 +19,7 @@ export type { SubmitRequest } from "./effects/plan-submit.ts";
 export { PermanentError } from "./effects/task-outcome.ts";
 export {
   ConnectionUnavailable,
+  IdempotencyConflict,
   InvalidArgument,
   isTransient,
   type JetstateError,

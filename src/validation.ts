@@ -1,4 +1,5 @@
 import { Cause, Exit, Schema } from "effect";
+import { JobStatus } from "./effects/job-record.ts";
 import { InvalidArgument } from "./errors.ts";
 
 /**
@@ -93,3 +94,31 @@ export const check = <T>(shape: Schema.Decoder<T>, value: unknown, field: string
 /** `check` for an optional value: the fallback when undefined. */
 export const checkOr = <T>(shape: Schema.Decoder<T>, value: unknown, field: string, fallback: T): T =>
   value === undefined ? fallback : check(shape, value, field);
+
+/** The task indexes named for a redrive (undefined: all dead tasks); each entry is checked. */
+export const taskIndexes = (taskIds: unknown): number[] | undefined => {
+  if (taskIds === undefined) return undefined;
+  if (!Array.isArray(taskIds) || taskIds.length > maxTasksNamed) {
+    throw new InvalidArgument({
+      message: `taskIds: must be a list of at most ${maxTasksNamed} task ids or indexes`,
+      field: "taskIds",
+    });
+  }
+  return taskIds.map((ref, n) => {
+    const valid = check(TaskRef, ref, `taskIds[${n}]`);
+    return typeof valid === "number" ? valid : Number(valid.split(".").pop());
+  });
+};
+const maxTasksNamed = 1_000_000;
+
+const Status = Schema.Literals(Object.values(JobStatus));
+
+/** `rt.jobs.list(filter)`: a status jetstate knows and a queue name, each optional. */
+export const checkListFilter = (filter: unknown): void => {
+  if (typeof filter !== "object" || filter === null) {
+    throw new InvalidArgument({ message: "filter: must be an object", field: "filter" });
+  }
+  const { status, queue } = filter as { status?: unknown; queue?: unknown };
+  if (status !== undefined) check(Status, status, "status");
+  if (queue !== undefined) check(SubjectToken, queue, "queue");
+};

@@ -11,6 +11,7 @@ import { rejectUnknownKeys } from "./options.ts";
 import { assertToken, type Queue, validateWith } from "./queue.ts";
 import type { RuntimeCore } from "./runtime.ts";
 import { FairSlots } from "./slots.ts";
+import { AgentId, checkOr, TimerMsOrZero } from "./validation.ts";
 
 export interface Task<Payload> {
   /** `<jobId>.<index>`: stable across redeliveries. */
@@ -115,10 +116,7 @@ export const startWorker = <Payload, Result>(
     throw new InvalidArgument({ message: "options: must be an object", field: "options" });
   }
   rejectUnknownKeys(options, workerKeys, "");
-  const stopTimeoutMs = options.stopTimeoutMs ?? 30_000;
-  if (typeof stopTimeoutMs !== "number" || !Number.isFinite(stopTimeoutMs) || stopTimeoutMs < 0) {
-    throw new InvalidArgument({ message: "stopTimeoutMs: must be a number ≥ 0", field: "stopTimeoutMs" });
-  }
+  const stopTimeoutMs = checkOr(TimerMsOrZero, options.stopTimeoutMs, "stopTimeoutMs", 30_000);
   const queueName = assertToken(
     typeof options.queue === "string" ? options.queue : options.queue?.name,
     "queue",
@@ -130,7 +128,7 @@ export const startWorker = <Payload, Result>(
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
     throw new InvalidArgument({ message: "concurrency: must be an integer 1–10000", field: "concurrency" });
   }
-  const agentId = options.agent;
+  const agentId = checkOr(AgentId, options.agent, "agent", undefined);
   if (agentId !== undefined && agents.get(agentId) === undefined) {
     throw new UnknownAgent({
       agentId,

@@ -1,7 +1,8 @@
 import { createHash, randomUUID } from "node:crypto";
-import { InvalidArgument } from "../errors.ts";
+import { IdempotencyConflict, InvalidArgument } from "../errors.ts";
 import { rejectUnknownKeys } from "../options.ts";
-import { assertToken, type Queue, validateWith } from "../queue.ts";
+import { type Queue, validateWith } from "../queue.ts";
+import { check, checkOr, IdempotencyKey, maxTimerMs, number, SubjectToken } from "../validation.ts";
 import { type JobRecord, type JobSettings, SubmitPhase } from "./job-record.ts";
 
 export interface SubmitRequest<Task = unknown, Result = unknown> {
@@ -50,19 +51,66 @@ const bad = (field: string, message: string): never => {
   throw new InvalidArgument({ message: `${field}: ${message}`, field });
 };
 
-const positiveInt = (value: unknown, field: string, fallback: number, min = 1) => {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
-    return bad(field, `must be an integer ≥ ${min}`);
+/** Submit settings: each checked against its shape, the error naming the field. */
+const Settings = {
+  maxFailures: number(0, 1),
+  ackWaitMs: number(100, maxTimerMs, { integer: true }),
+  maxDeliver: number(1, 1_000_000, { integer: true }),
+  backoffDelay: number(0, maxTimerMs),
+  stallAfterMs: number(1, maxTimerMs, { integer: true }),
+  stalledTimeoutMs: number(0, maxTimerMs, { integer: true }),
+} as const;
+const maxBackoffSteps = 100;
+const defaultBackoff: readonly number[] = [1000, 5000, 15_000];
+
+const checkBackoff = (value: unknown): readonly number[] => {
+  if (value === undefined) return defaultBackoff;
+  if (!Array.isArray(value) || value.length === 0 || value.length > maxBackoffSteps) {
+    return bad("backoff", `must be a list of 1–${maxBackoffSteps} delays in ms`);
   }
-  return value;
+  return value.map((delay, n) => check(Settings.backoffDelay, delay, `backoff[${n}]`));
 };
 
-/** A job id that is a valid subject token, KV key and consumer name. */
-export const jobIdFor = (idempotencyKey: string | undefined): string =>
+/**
+ * A job id that is a valid subject token, KV key and consumer name. With an
+ * idempotency key it is derived from the queue and the key, so the same key
+ * on two queues names two jobs.
+ */
+export const jobIdFor = (queue: string, idempotencyKey: string | undefined): string =>
   idempotencyKey === undefined
     ? `j${randomUUID().replaceAll("-", "")}`
-    : `k${createHash("sha256").update(idempotencyKey).digest("base64url").slice(0, 32)}`;
+    : `k${createHash("sha256").update(`${queue}\n${idempotencyKey}`).digest("base64url").slice(0, 32)}`;
+
+/** Version of `requestDigest`: bump it when what goes into the digest changes. */
+const digestVersion = "v1";
+
+/** What a submit asked for, for comparing two submits with the same idempotency key. */
+export const requestDigest = (settings: JobSettings, bodies: readonly string[]): string => {
+  const hash = createHash("sha256").update(JSON.stringify(settings));
+  for (const body of bodies) hash.update("\n").update(body);
+  return `${digestVersion}:${hash.digest("base64url")}`;
+};
+
+/**
+ * Throws `IdempotencyConflict` when `found` (the record the key names) was
+ * submitted with other tasks or settings than `wanted`. A record from before
+ * digests existed, or one rolled back (it will be replaced), matches.
+ */
+export const assertSameRequest = (found: JobRecord | undefined, wanted: JobRecord): void => {
+  if (
+    found === undefined ||
+    found.phase === SubmitPhase.rolledBack ||
+    found.requestDigest === undefined ||
+    found.requestDigest === wanted.requestDigest
+  )
+    return;
+  throw new IdempotencyConflict({
+    message: `idempotencyKey: ${JSON.stringify(wanted.idempotencyKey)} already names job ${found.id} of queue ${found.queue}, submitted with other tasks or settings`,
+    idempotencyKey: wanted.idempotencyKey ?? "",
+    queue: found.queue,
+    jobId: found.id,
+  });
+};
 
 /**
  * Checks a submit request completely and encodes its tasks, before anything
@@ -76,36 +124,27 @@ export const planSubmit = async <Task, Result>(
 ): Promise<SubmitPlan> => {
   if (typeof request !== "object" || request === null) return bad("request", "must be an object");
   rejectUnknownKeys(request, requestKeys, "");
-  const queue = typeof request.queue === "string" ? request.queue : request.queue?.name;
-  assertToken(queue, "queue");
+  if (typeof request.queue !== "string" && (typeof request.queue !== "object" || request.queue === null)) {
+    return bad("queue", "must be a queue name or a queue made with defineQueue");
+  }
+  const queue = check(
+    SubjectToken,
+    typeof request.queue === "string" ? request.queue : request.queue.name,
+    "queue",
+  );
   const schema = typeof request.queue === "object" ? request.queue.schema?.task : undefined;
   const tasks = request.tasks;
   if (!Array.isArray(tasks)) return bad("tasks", "must be an array");
   if (tasks.length === 0) return bad("tasks", "a job needs at least one task");
   if (tasks.length > maxTasksPerJob) return bad("tasks", `at most ${maxTasksPerJob} tasks per job`);
-  const key = request.idempotencyKey;
-  if (key !== undefined && (typeof key !== "string" || key.length === 0 || key.length > 512)) {
-    bad("idempotencyKey", "must be a string of 1–512 characters");
-  }
-  const maxFailures = request.maxFailures ?? 0;
-  if (typeof maxFailures !== "number" || !(maxFailures >= 0 && maxFailures <= 1)) {
-    bad("maxFailures", "must be a number between 0 and 1 (a share of the tasks)");
-  }
-  const backoff = request.backoff ?? [1000, 5000, 15_000];
-  if (
-    !Array.isArray(backoff) ||
-    backoff.length === 0 ||
-    backoff.some((d) => typeof d !== "number" || !(d >= 0))
-  ) {
-    bad("backoff", "must be a non-empty array of delays ≥ 0 ms");
-  }
+  const key = checkOr(IdempotencyKey, request.idempotencyKey, "idempotencyKey", undefined);
   const settings: JobSettings = {
-    maxFailures,
-    ackWaitMs: positiveInt(request.ackWaitMs, "ackWaitMs", 30_000, 100),
-    maxDeliver: positiveInt(request.maxDeliver, "maxDeliver", 5),
-    backoffMs: backoff,
-    stallAfterMs: positiveInt(request.stallAfterMs, "stallAfterMs", 60_000),
-    stalledTimeoutMs: positiveInt(request.stalledTimeoutMs, "stalledTimeoutMs", 0, 0),
+    maxFailures: checkOr(Settings.maxFailures, request.maxFailures, "maxFailures", 0),
+    ackWaitMs: checkOr(Settings.ackWaitMs, request.ackWaitMs, "ackWaitMs", 30_000),
+    maxDeliver: checkOr(Settings.maxDeliver, request.maxDeliver, "maxDeliver", 5),
+    backoffMs: checkBackoff(request.backoff),
+    stallAfterMs: checkOr(Settings.stallAfterMs, request.stallAfterMs, "stallAfterMs", 60_000),
+    stalledTimeoutMs: checkOr(Settings.stalledTimeoutMs, request.stalledTimeoutMs, "stalledTimeoutMs", 0),
   };
   const bodies: string[] = new Array(tasks.length);
   const limit = maxPayload - envelopeBytes;
@@ -124,16 +163,16 @@ export const planSubmit = async <Task, Result>(
     }
     bodies[n] = body;
   }
-  const id = jobIdFor(key);
+  const id = jobIdFor(queue, key);
   const record: JobRecord = {
     v: 1,
     id,
-    queue: queue as string,
+    queue,
     status: "queuing",
     phase: SubmitPhase.submitting,
     total: tasks.length,
     submitId: randomUUID().slice(0, 8),
-    ...(key === undefined ? {} : { idempotencyKey: key }),
+    ...(key === undefined ? {} : { idempotencyKey: key, requestDigest: requestDigest(settings, bodies) }),
     settings,
     counts: { done: 0, failed: 0, dead: 0 },
     createdAt: now,

@@ -1,9 +1,10 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { Schema } from "effect";
 import { InvalidArgument } from "../../errors.ts";
+import { BearerToken, WorkerIdentity } from "../../validation.ts";
 
 /** Shortest token accepted in the configuration: a guessable token is no lock. */
 export const minTokenLength = 16;
-const identityPattern = /^[\w.@:/-]{1,128}$/;
 
 interface Entry {
   readonly digest: Buffer;
@@ -33,13 +34,14 @@ export class BearerTokens {
       throw new InvalidArgument({ message: "tokens: at least one token is needed", field: "tokens" });
     }
     this.#entries = entries.map(([token, identity], n) => {
-      if (token.length < minTokenLength) {
+      // Never echo the token: the message names its position only.
+      if (!Schema.is(BearerToken)(token)) {
         throw new InvalidArgument({
-          message: `tokens: token #${n + 1} is shorter than ${minTokenLength} characters`,
+          message: `tokens: token #${n + 1} must be ${minTokenLength}–1024 visible ASCII characters, no spaces (what an Authorization header can carry)`,
           field: "tokens",
         });
       }
-      if (typeof identity !== "string" || !identityPattern.test(identity)) {
+      if (!Schema.is(WorkerIdentity)(identity)) {
         throw new InvalidArgument({
           message: `tokens: the identity of token #${n + 1} must be 1–128 of letters, digits and _ . @ : / -`,
           field: "tokens",
