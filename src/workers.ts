@@ -11,7 +11,7 @@ import { rejectUnknownKeys } from "./options.ts";
 import { assertToken, type Queue, validateWith } from "./queue.ts";
 import type { RuntimeCore } from "./runtime.ts";
 import { FairSlots } from "./slots.ts";
-import { AgentId, checkOr, TimerMsOrZero } from "./validation.ts";
+import { AgentId, checkOr, number, TimerMsOrZero } from "./validation.ts";
 
 export interface Task<Payload> {
   /** `<jobId>.<index>`: stable across redeliveries. */
@@ -96,6 +96,7 @@ interface ActiveJob {
   readonly ended: AbortController;
 }
 
+const Concurrency = number(1, 10_000, { integer: true });
 const workerKeys = ["queue", "concurrency", "handler", "isPermanent", "stopTimeoutMs", "agent"] as const;
 
 /** What a worker bound to an agent needs of the runtime's agents. */
@@ -124,10 +125,7 @@ export const startWorker = <Payload, Result>(
   if (typeof options.handler !== "function") {
     throw new InvalidArgument({ message: "handler: must be a function", field: "handler" });
   }
-  const concurrency = options.concurrency ?? 8;
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
-    throw new InvalidArgument({ message: "concurrency: must be an integer 1–10000", field: "concurrency" });
-  }
+  const concurrency = checkOr(Concurrency, options.concurrency, "concurrency", 8);
   const agentId = checkOr(AgentId, options.agent, "agent", undefined);
   if (agentId !== undefined && agents.get(agentId) === undefined) {
     throw new UnknownAgent({
