@@ -74,7 +74,12 @@ export class Jobs {
       assertSameRequest((await this.#broker.getRecord(plan.record.id))?.record, plan.record);
     }
     const existing = this.#jobs.get(plan.record.id);
-    if (existing) return (await existing).handle as JobHandle<Result>;
+    if (existing) {
+      // The same key submitted here a moment ago: once committed, its record says what it asked for.
+      const { handle } = await existing;
+      assertSameRequest((await this.#broker.getRecord(plan.record.id))?.record, plan.record);
+      return handle as JobHandle<Result>;
+    }
     const created = this.#start(plan.record, undefined, plan.bodies);
     this.#jobs.set(plan.record.id, created);
     created.catch(() => this.#jobs.delete(plan.record.id));

@@ -339,6 +339,24 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
       },
     );
 
+    it("two submits of one key with different tasks at once on one runtime: the second is a conflict", async () => {
+      const [fromMemory, fromNats] = await both(async (rt) => {
+        const first = rt.jobs.submit({ queue: "qe", tasks: [1, 2], idempotencyKey: "at-once" });
+        const second = outcome(() => rt.jobs.submit({ queue: "qe", tasks: [7], idempotencyKey: "at-once" }));
+        const [firstId, secondOutcome] = [(await first).id, await second];
+        const records = await recordsWithKey(rt, "at-once");
+        return JSON.stringify({
+          first: firstId === records[0]?.id,
+          second: secondOutcome,
+          n: records.length,
+        });
+      });
+      expect(fromMemory).toEqual({
+        returned: JSON.stringify({ first: true, second: { _tag: "IdempotencyConflict" }, n: 1 }),
+      });
+      expect(fromNats).toEqual(fromMemory);
+    });
+
     it("a record written before the digest existed is taken as matching", async () => {
       for (const rt of [memory, nats]) {
         const first = await rt.jobs.submit({ queue: "qd", tasks: [1], idempotencyKey: "old-record" });
