@@ -17,7 +17,7 @@ const text = (min: number, max: number, pattern: RegExp, rule: string) =>
   Schema.String.check(
     Schema.isMinLength(min, { message: `must not be empty (${rule})` }),
     Schema.isMaxLength(max, { message: `is too long (${rule})` }),
-    Schema.isPattern(pattern, { message: rule }),
+    Schema.isPattern(pattern, { message: `must be ${rule}` }),
   );
 
 /** Printable text: no control characters (newlines, NUL…), which logs and headers would mangle. */
@@ -32,7 +32,7 @@ export const SubjectToken = text(
 );
 
 /** The runtime's prefix: the first token of every stream and bucket name, kept short so theirs stay valid. */
-export const Prefix = text(1, 32, /^[A-Za-z0-9_-]+$/, "1–32 of A–Z a–z 0–9 _ -");
+export const Prefix = text(1, 64, /^[A-Za-z0-9_-]+$/, "1–64 of A–Z a–z 0–9 _ -");
 
 /** Agent ids are KV keys on every store: the same id is good or bad on NATS and in memory. */
 export const AgentId = text(
@@ -54,7 +54,7 @@ export const TaskRef = Schema.Union([
     Schema.isInt({ message: "a task index must be an integer ≥ 0" }),
     Schema.isGreaterThanOrEqualTo(0, { message: "a task index must be an integer ≥ 0" }),
   ),
-  text(1, 140, /^(?:[A-Za-z0-9_-]{1,128}\.)?\d{1,9}$/, "a task id is <jobId>.<index> or an index"),
+  text(1, 140, /^(?:[A-Za-z0-9_-]{1,128}\.)?\d{1,9}$/, "a task index or a task id <jobId>.<index>"),
 ]);
 
 /** A bearer token of the HTTP API: what RFC 6750 allows in the header (visible ASCII, no spaces). */
