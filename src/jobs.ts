@@ -2,7 +2,13 @@ import { randomUUID } from "node:crypto";
 import type { Broker, DeadLetter } from "./adapters/broker.ts";
 import { updateRecordWith } from "./effects/finalize-job.ts";
 import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "./effects/job-record.ts";
-import { assertSameRequest, planSubmit, type SubmitRequest } from "./effects/plan-submit.ts";
+import {
+  assertSameRequest,
+  isLegacyJobFor,
+  legacyJobIdFor,
+  planSubmit,
+  type SubmitRequest,
+} from "./effects/plan-submit.ts";
 import { reapSubmits } from "./effects/reap-submits.ts";
 import type { SubmitHooks } from "./effects/submit-job.ts";
 import { sleep } from "./effects/supervise-loop.ts";
@@ -70,7 +76,13 @@ export class Jobs {
     const plan = await planSubmit(request, maxPayload, Date.now());
     // A key reused for another request is refused before any actor starts (the submit
     // itself checks again, for a race between two submits of the key).
-    if (plan.record.idempotencyKey !== undefined) {
+    const key = plan.record.idempotencyKey;
+    if (key !== undefined) {
+      const legacy = (await this.#broker.getRecord(legacyJobIdFor(key)))?.record;
+      if (isLegacyJobFor(legacy, plan.record)) {
+        const handle = await this.get<Result>(legacy.id);
+        if (handle) return handle;
+      }
       assertSameRequest((await this.#broker.getRecord(plan.record.id))?.record, plan.record);
     }
     const existing = this.#jobs.get(plan.record.id);

@@ -81,6 +81,22 @@ export const jobIdFor = (queue: string, idempotencyKey: string | undefined): str
     ? `j${randomUUID().replaceAll("-", "")}`
     : `k${createHash("sha256").update(`${queue}\n${idempotencyKey}`).digest("base64url").slice(0, 32)}`;
 
+/**
+ * The job id an idempotency key named before keys were scoped by queue: jobs
+ * an older jetstate submitted are still the jobs their keys name.
+ */
+export const legacyJobIdFor = (idempotencyKey: string): string =>
+  `k${createHash("sha256").update(idempotencyKey).digest("base64url").slice(0, 32)}`;
+
+/** Whether `found` is a committed job an older jetstate submitted for `wanted`'s queue and key. */
+export const isLegacyJobFor = (found: JobRecord | undefined, wanted: JobRecord): found is JobRecord =>
+  found !== undefined &&
+  found.requestDigest === undefined &&
+  found.phase === SubmitPhase.committed &&
+  found.queue === wanted.queue &&
+  found.idempotencyKey !== undefined &&
+  found.idempotencyKey === wanted.idempotencyKey;
+
 /** Version of `requestDigest`: bump it when what goes into the digest changes. */
 const digestVersion = "v1";
 

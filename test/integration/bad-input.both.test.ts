@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/index.ts";
 import { silentLogger } from "../../src/logger.ts";
@@ -354,6 +355,22 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
       expect(fromMemory).toEqual({
         returned: JSON.stringify({ first: true, second: { _tag: "IdempotencyConflict" }, n: 1 }),
       });
+      expect(fromNats).toEqual(fromMemory);
+    });
+
+    it("a job submitted before keys were scoped by queue is still the job its key names", async () => {
+      // What an older jetstate wrote: the job id from the key alone, no digest.
+      const legacyId = `k${createHash("sha256").update("legacy-key").digest("base64url").slice(0, 32)}`;
+      const [fromMemory, fromNats] = await both(async (rt) => {
+        const template = await rt.jobs.submit({ queue: "ql", tasks: [1, 2] });
+        const { broker } = partsOf(rt);
+        const stored = (await broker.getRecord(template.id))!.record;
+        await broker.createRecord({ ...stored, id: legacyId, idempotencyKey: "legacy-key" });
+        const same = await rt.jobs.submit({ queue: "ql", tasks: [1, 2], idempotencyKey: "legacy-key" });
+        const otherQueue = await rt.jobs.submit({ queue: "qm", tasks: [1, 2], idempotencyKey: "legacy-key" });
+        return JSON.stringify({ same: same.id === legacyId, otherQueue: otherQueue.id !== legacyId });
+      });
+      expect(fromMemory).toEqual({ returned: JSON.stringify({ same: true, otherQueue: true }) });
       expect(fromNats).toEqual(fromMemory);
     });
 
