@@ -122,3 +122,25 @@ export const checkListFilter = (filter: unknown): void => {
   if (status !== undefined) check(Status, status, "status");
   if (queue !== undefined) check(SubjectToken, queue, "queue");
 };
+
+const RetentionMs = number(0, Number.MAX_SAFE_INTEGER);
+
+/** `rt.admin.cleanup(options)`: a retention that is a real duration, a boolean `dryRun`, nothing else. */
+export const checkCleanupOptions = (options: unknown): void => {
+  if (typeof options !== "object" || options === null) {
+    throw new InvalidArgument({ message: "options: must be an object", field: "options" });
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== "dryRun" && key !== "retentionMs") {
+      throw new InvalidArgument({
+        message: `${key}: unknown option (known: dryRun, retentionMs)`,
+        field: key,
+      });
+    }
+  }
+  const { dryRun, retentionMs } = options as { dryRun?: unknown; retentionMs?: unknown };
+  if (dryRun !== undefined && typeof dryRun !== "boolean") {
+    throw new InvalidArgument({ message: "dryRun: must be a boolean", field: "dryRun" });
+  }
+  if (retentionMs !== undefined) check(RetentionMs, retentionMs, "retentionMs");
+};

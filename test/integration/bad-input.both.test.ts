@@ -264,6 +264,18 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
     });
   });
 
+  // A negative or NaN retention would remove every finished job, or none, without a word.
+  it.each([
+    ["retentionMs -1", { retentionMs: -1 }, "retentionMs"],
+    ["retentionMs NaN", { retentionMs: Number.NaN }, "retentionMs"],
+    ["retentionMs Infinity", { retentionMs: Number.POSITIVE_INFINITY }, "retentionMs"],
+    ['dryRun "yes"', { dryRun: "yes" }, "dryRun"],
+    ["an unknown option", { dryrun: true }, "dryrun"],
+  ])("admin.cleanup with %s: InvalidArgument naming the field", async (_name, options, field) => {
+    const refused = { _tag: "InvalidArgument", field };
+    expect(await both((rt) => rt.admin.cleanup(options as never))).toEqual([refused, refused]);
+  });
+
   /**
    * Idempotency keys (item 13): scoped by queue, and a key reused for a
    * different request is an `IdempotencyConflict`, never the other job. The
