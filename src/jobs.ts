@@ -83,7 +83,14 @@ export class Jobs {
         const handle = await this.get<Result>(legacy.id);
         if (handle) return handle;
       }
-      assertSameRequest((await this.#broker.getRecord(plan.record.id))?.record, plan.record);
+      const found = (await this.#broker.getRecord(plan.record.id))?.record;
+      assertSameRequest(found, plan.record);
+      // Already committed: watched like any job, its answers so far replayed. A submit actor
+      // would sit in `queuing` while workers answer, and miss those answers.
+      if (found?.phase === SubmitPhase.committed) {
+        const handle = await this.get<Result>(found.id);
+        if (handle) return handle;
+      }
     }
     const existing = this.#jobs.get(plan.record.id);
     if (existing) {

@@ -9,7 +9,11 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
   /** A queue name or a queue made with `defineQueue` (typed, optionally validated). */
   readonly queue: string | Queue<Task, Result>;
   readonly tasks: readonly Task[];
-  /** Same key → the same job, and no task is published twice. */
+  /**
+   * Same key on the same queue with the same tasks and settings → the same
+   * job, and no task is published twice; with other tasks or settings →
+   * `IdempotencyConflict`. 1–512 characters, no control characters.
+   */
   readonly idempotencyKey?: string;
   /** Share of tasks (0..1) that may fail or die while the job still succeeds (default 0). */
   readonly maxFailures?: number;
@@ -17,7 +21,7 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
   readonly ackWaitMs?: number;
   /** Deliveries of one task before it is dead (default 5). */
   readonly maxDeliver?: number;
-  /** Redelivery delay after a transient error, per attempt; the last repeats (default 1 s, 5 s, 15 s). */
+  /** Redelivery delay after a transient error, per attempt; the last repeats (default 1 s, 5 s, 15 s; 1–100 finite delays ≥ 0). */
   readonly backoff?: readonly number[];
   /** No progress for this long while tasks remain → `stalled` (default 60 s). */
   readonly stallAfterMs?: number;
