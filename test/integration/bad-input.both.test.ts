@@ -3,9 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/index.ts";
 import { silentLogger } from "../../src/logger.ts";
 import { partsOf } from "../../src/runtime.ts";
-import { createTestRuntime } from "../../src/testing.ts";
+import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 import { badSubmits, long } from "../harness/bad-submits.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 /**
  * The same bad input gets the same typed error from a memory runtime and a
@@ -385,6 +386,64 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
       expect(fromMemory).toEqual({ returned: JSON.stringify({ same: true, otherQueue: true }) });
       expect(fromNats).toEqual(fromMemory);
     });
+
+    // The key of a job that workers are answering, submitted from another runtime: before,
+    // that runtime started a submit actor which sat in `queuing` while answers came in,
+    // dropped them, and its handle never finished.
+    it.each([["memory"], ["NATS"]])(
+      "on %s, the key of a running job submitted from another runtime: its handle sees every answer",
+      async (brokerName) => {
+        const shared = createMemoryServer();
+        const open = (holder: string) =>
+          brokerName === "NATS"
+            ? createRuntime({ servers: server.url, logger: silentLogger() })
+            : createTestRuntime({
+                broker: createMemoryBroker({ server: shared, holder }),
+                logger: silentLogger(),
+              });
+        const [first, second] = [await open("first"), await open("second")];
+        let release = () => {};
+        const gate = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        const answered = new Set<number>();
+        const worker = first.workers.start<number, number>({
+          queue: "qr",
+          handler: async (task) => {
+            if (task.index === 4) await gate;
+            answered.add(task.index);
+            return task.payload;
+          },
+        });
+        try {
+          const tasks = [0, 1, 2, 3, 4];
+          const job = await first.jobs.submit({
+            queue: "qr",
+            tasks,
+            idempotencyKey: `running-${brokerName}`,
+          });
+          await waitUntil(() => job.snapshot().done === 4, { timeoutMs: 10_000, message: "four answers" });
+          const again = await second.jobs.submit({
+            queue: "qr",
+            tasks,
+            idempotencyKey: `running-${brokerName}`,
+          });
+          expect(again.id).toBe(job.id);
+          release();
+          await waitUntil(() => answered.size === 5, { timeoutMs: 10_000, message: "the last answer" });
+          await waitUntil(() => again.snapshot().status === "succeeded", {
+            timeoutMs: 10_000,
+            message: "the second runtime's handle to see the job succeed",
+          });
+          expect(again.snapshot()).toMatchObject({ done: 5, failed: 0, dead: 0 });
+        } finally {
+          release();
+          await worker.stop();
+          await second.stop();
+          await first.stop();
+        }
+      },
+    );
 
     it("a record written before the digest existed is taken as matching", async () => {
       for (const rt of [memory, nats]) {
