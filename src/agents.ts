@@ -15,6 +15,8 @@ import {
   type EvaluateInput,
   type FailureOutcome,
 } from "./machines/agent-lock.machine.ts";
+import { rejectUnknownKeys } from "./options.ts";
+import { AgentId, check, checkOr, Label, number } from "./validation.ts";
 
 export { TargetUnavailable, UnknownAgent } from "./errors.ts";
 export type { FailureOutcome } from "./machines/agent-lock.machine.ts";
@@ -96,31 +98,28 @@ interface Agent {
 
 const invalid = (message: string, field: string) => new InvalidArgument({ message, field });
 
-const isWindow = (ms: number) => Number.isFinite(ms) && ms >= 0;
+const agentKeys = ["agentId", "targets", "current", "load", "skipForMs", "onSwitch"] as const;
+const maxTargets = 1000;
+const SkipForMs = number(0, Number.MAX_SAFE_INTEGER);
 
-/** Each rule: the field, what is wrong, and a check that may assume the rules before it held. */
-const rules: ReadonlyArray<readonly [string, string, (o: AgentOptions) => boolean]> = [
-  ["agentId", "must be a non-empty string", (o) => typeof o.agentId === "string" && o.agentId.length > 0],
-  // KV's key rule, for every store: the same id must be good or bad on NATS and in memory.
-  [
-    "agentId",
-    "may only hold letters, digits, - / _ = . (not at either end)",
-    (o) => /^[-/=.\w]+$/.test(o.agentId) && !o.agentId.startsWith(".") && !o.agentId.endsWith("."),
-  ],
-  ["targets", "must be a non-empty list", (o) => Array.isArray(o.targets) && o.targets.length > 0],
-  ["targets", "must be non-empty strings", (o) => o.targets.every((t) => typeof t === "string" && t !== "")],
-  ["targets", "must not repeat", (o) => new Set(o.targets).size === o.targets.length],
-  ["current", "must be one of the targets", (o) => o.targets.includes(o.current)],
-  ["skipForMs", "must be a finite number >= 0", (o) => o.skipForMs === undefined || isWindow(o.skipForMs)],
-];
-
-const validate = (options: AgentOptions): InvalidArgument | undefined => {
-  if (typeof options !== "object" || options === null)
-    return invalid("options: must be an object", "options");
-  const broken = rules.find(([, , holds]) => !holds(options));
-  if (broken === undefined) return undefined;
-  const [field, what] = broken;
-  return invalid(`agent ${String(options.agentId)}: ${field} ${what}`, field);
+/** Throws `InvalidArgument` naming the first field that is wrong; ids and names by their shapes. */
+const validate = (options: AgentOptions): void => {
+  if (typeof options !== "object" || options === null) throw invalid("options: must be an object", "options");
+  rejectUnknownKeys(options, agentKeys, "");
+  check(AgentId, options.agentId, "agentId");
+  const { targets } = options;
+  if (!Array.isArray(targets) || targets.length === 0 || targets.length > maxTargets) {
+    throw invalid(`targets: must be a list of 1–${maxTargets} target names`, "targets");
+  }
+  for (const [n, target] of targets.entries()) check(Label, target, `targets[${n}]`);
+  if (new Set(targets).size !== targets.length) throw invalid("targets: must not repeat", "targets");
+  if (!targets.includes(options.current)) throw invalid("current: must be one of the targets", "current");
+  checkOr(SkipForMs, options.skipForMs, "skipForMs", undefined);
+  for (const hook of ["load", "onSwitch"] as const) {
+    if (options[hook] !== undefined && typeof options[hook] !== "function") {
+      throw invalid(`${hook}: must be a function`, hook);
+    }
+  }
 };
 
 export const createAgentRegistry = (registryOptions: AgentRegistryOptions): AgentRegistry => {
@@ -255,8 +254,7 @@ export const createAgentRegistry = (registryOptions: AgentRegistryOptions): Agen
 
   const register = async (options: AgentOptions): Promise<AgentState> => {
     if (stopped) throw new RuntimeStopped({ message: "agent registry is stopped" });
-    const problem = validate(options);
-    if (problem) throw problem;
+    validate(options);
     const { agentId } = options;
     if (agents.has(agentId) || registering.has(agentId)) {
       throw invalid(`agent ${agentId} is already registered`, "agentId");
@@ -277,6 +275,7 @@ export const createAgentRegistry = (registryOptions: AgentRegistryOptions): Agen
 
   const reportFailure = async (agentId: string, report: FailureReport): Promise<FailureOutcome> => {
     if (stopped) throw new RuntimeStopped({ message: "agent registry is stopped" });
+    check(AgentId, agentId, "agentId");
     const agent = agents.get(agentId);
     if (agent === undefined) throw new UnknownAgent({ agentId, message: `unknown agent ${agentId}` });
     const target = report?.target;

@@ -66,6 +66,21 @@ export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{
   readonly retry: RetryDecision = Retry.permanent;
 }
 
+/**
+ * The idempotency key already names a job of the queue that was submitted with
+ * other tasks or settings: returning that job would hide the difference, and
+ * submitting would break the key's promise. Permanent: use another key.
+ */
+export class IdempotencyConflict extends Data.TaggedError("IdempotencyConflict")<{
+  readonly message: string;
+  readonly idempotencyKey: string;
+  readonly queue: string;
+  /** The job the key already names. */
+  readonly jobId: string;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
 /** The runtime was stopped while the operation waited or ran. */
 export class RuntimeStopped extends Data.TaggedError("RuntimeStopped")<{
   readonly message: string;
@@ -104,6 +119,7 @@ export type JetstateError =
   | BrokerError
   | RevisionConflict
   | InvalidArgument
+  | IdempotencyConflict
   | RuntimeStopped
   | UnknownAgent
   | TargetUnavailable;

@@ -20,6 +20,7 @@ export { PermanentError } from "./effects/task-outcome.ts";
 export type { TaskProgress } from "./effects/task-progress.ts";
 export {
   ConnectionUnavailable,
+  IdempotencyConflict,
   InvalidArgument,
   isTransient,
   type JetstateError,

@@ -2,7 +2,13 @@ import { randomUUID } from "node:crypto";
 import type { Broker, DeadLetter } from "./adapters/broker.ts";
 import { updateRecordWith } from "./effects/finalize-job.ts";
 import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "./effects/job-record.ts";
-import { planSubmit, type SubmitRequest } from "./effects/plan-submit.ts";
+import {
+  assertSameRequest,
+  isLegacyJobFor,
+  legacyJobIdFor,
+  planSubmit,
+  type SubmitRequest,
+} from "./effects/plan-submit.ts";
 import { reapSubmits } from "./effects/reap-submits.ts";
 import type { SubmitHooks } from "./effects/submit-job.ts";
 import { sleep } from "./effects/supervise-loop.ts";
@@ -11,6 +17,7 @@ import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-ac
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import type { RuntimeCore } from "./runtime.ts";
+import { check, checkListFilter, SubjectToken, taskIndexes } from "./validation.ts";
 
 export type { JobHandle, JobSnapshot, TaskResult } from "./job-handle.ts";
 
@@ -88,8 +95,31 @@ export class Jobs {
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
     const maxPayload = await this.#broker.maxPayload();
     const plan = await planSubmit(request, maxPayload, this.#core.clock.now());
+    // A key reused for another request is refused before any actor starts (the submit
+    // itself checks again, for a race between two submits of the key).
+    const key = plan.record.idempotencyKey;
+    if (key !== undefined) {
+      const legacy = (await this.#broker.getRecord(legacyJobIdFor(key)))?.record;
+      if (isLegacyJobFor(legacy, plan.record)) {
+        const handle = await this.get<Result>(legacy.id);
+        if (handle) return handle;
+      }
+      const found = (await this.#broker.getRecord(plan.record.id))?.record;
+      assertSameRequest(found, plan.record);
+      // Already committed: watched like any job, its answers so far replayed. A submit actor
+      // would sit in `queuing` while workers answer, and miss those answers.
+      if (found?.phase === SubmitPhase.committed) {
+        const handle = await this.get<Result>(found.id);
+        if (handle) return handle;
+      }
+    }
     const existing = this.#jobs.get(plan.record.id);
-    if (existing) return (await existing).handle as JobHandle<Result>;
+    if (existing) {
+      // The same key submitted here a moment ago: once committed, its record says what it asked for.
+      const { handle } = await existing;
+      assertSameRequest((await this.#broker.getRecord(plan.record.id))?.record, plan.record);
+      return handle as JobHandle<Result>;
+    }
     const created = this.#start(plan.record, undefined, plan.bodies);
     this.#jobs.set(plan.record.id, created);
     created.catch(() => this.#jobs.delete(plan.record.id));
@@ -98,8 +128,7 @@ export class Jobs {
 
   /** The job with this id, watched by this runtime from now on; undefined if unknown. */
   async get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined> {
-    if (typeof id !== "string" || id === "")
-      throw new InvalidArgument({ message: "id: must be a job id", field: "id" });
+    check(SubjectToken, id, "id");
     const local = this.#jobs.get(id);
     if (local) {
       const supervised = await local;
@@ -129,6 +158,7 @@ export class Jobs {
   }
 
   async list(filter: { status?: JobStatus; queue?: string } = {}): Promise<JobRecord[]> {
+    checkListFilter(filter);
     const records = await this.#broker.listRecords();
     return records.filter(
       (r) => (!filter.status || r.status === filter.status) && (!filter.queue || r.queue === filter.queue),
@@ -136,7 +166,8 @@ export class Jobs {
   }
 
   /** Tasks of the job that exhausted their deliveries, with payload and last error. */
-  deadLetters(id: string): Promise<DeadLetter[]> {
+  async deadLetters(id: string): Promise<DeadLetter[]> {
+    check(SubjectToken, id, "id");
     return this.#broker.listDeadLetters(id);
   }
 
@@ -145,8 +176,9 @@ export class Jobs {
    * task id). A finished job is reopened and supervised again.
    */
   async redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle> {
+    check(SubjectToken, id, "id");
+    const wanted = taskIndexes(taskIds);
     const letters = await this.#broker.listDeadLetters(id);
-    const wanted = taskIds?.map((t) => (typeof t === "number" ? t : Number(String(t).split(".").pop())));
     const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
     if (chosen.length === 0) {
       throw new InvalidArgument({

@@ -6,6 +6,7 @@ import type { RetryPolicy } from "./effects/run-operation.ts";
 import { InvalidArgument } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { type BackoffPolicy, defaultBackoff } from "./machines/connection.machine.ts";
+import { checkOr, Label, maxTimerMs, number, Prefix } from "./validation.ts";
 
 export interface ConnectionOptions {
   /** Attempts the NATS client makes by itself after a drop before the runtime replaces it (default 10). */
@@ -130,17 +131,25 @@ export const rejectUnknownKeys = (value: object, known: readonly string[], path:
   }
 };
 
-const positive = (
-  value: unknown,
-  field: string,
-  fallback: number,
-  { integer = false, allowZero = false } = {},
-) => {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value)) return fail(field, "must be a finite number");
-  if (value < 0 || (!allowZero && value === 0)) return fail(field, `must be ${allowZero ? "≥ 0" : "> 0"}`);
-  if (integer && !Number.isInteger(value)) return fail(field, "must be an integer");
-  return value;
+/** Longest whole-client backoff multiplier and retry count: beyond them a typo, not a policy. */
+const maxMultiplier = 100;
+const maxRetryAttempts = 100;
+
+const Shapes = {
+  timer: number(1, maxTimerMs),
+  timerOrZero: number(0, maxTimerMs),
+  retention: number(1, Number.MAX_SAFE_INTEGER),
+  reconnectAttempts: number(0, 1_000_000, { integer: true }),
+  maxPingOut: number(1, 1000, { integer: true }),
+  multiplier: number(1, maxMultiplier),
+  jitter: number(0, 1),
+  retryAttempts: number(1, maxRetryAttempts, { integer: true }),
+} as const;
+
+const objectOrFail = (value: unknown, field: string): Record<string, unknown> => {
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return fail(field, "must be an object");
+  return value as Record<string, unknown>;
 };
 
 const validSchemes = new Set(["nats:", "tls:", "ws:", "wss:"]);
@@ -164,8 +173,6 @@ export const parseServer = (server: unknown, field: string): string => {
   return server;
 };
 
-const subjectToken = /^[A-Za-z0-9_-]+$/;
-
 /** Validates everything before anything connects; throws `InvalidArgument` naming the field. */
 export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions => {
   if (typeof options !== "object" || options === null) return fail("options", "must be an object");
@@ -177,13 +184,9 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
   const list = typeof rawServers === "string" ? rawServers.split(",").map((s) => s.trim()) : [...rawServers];
   if (list.length === 0) fail("servers", "at least one server is needed");
   const servers = list.map((s, i) => parseServer(s, `servers[${i}]`));
-  const prefix = options.prefix ?? "jetstate";
-  if (typeof prefix !== "string" || !subjectToken.test(prefix)) {
-    fail("prefix", "must be one subject token of letters, digits, _ or -");
-  }
-  if (options.name !== undefined && (typeof options.name !== "string" || options.name === "")) {
-    fail("name", "must be a non-empty string");
-  }
+  const prefix = checkOr(Prefix, options.prefix, "prefix", "jetstate");
+  // The name goes into the CONNECT line, which the server caps (4 KiB) by closing the connection.
+  const name = checkOr(Label, options.name, "name", `jetstate-${hostname()}-${process.pid}`);
   // Checked here, not where it is first used: `logger: console` would otherwise
   // fail with a TypeError from deep inside the runtime.
   const logger = options.logger as unknown as Record<string, unknown> | undefined;
@@ -222,60 +225,61 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
   }
   return {
     servers,
-    name: options.name ?? `jetstate-${hostname()}-${process.pid}`,
+    name,
     prefix,
-    connection: resolveConnection(options.connection ?? {}),
-    jobs: resolveJobs(options.jobs ?? {}),
+    connection: resolveConnection(objectOrFail(options.connection ?? {}, "connection")),
+    jobs: resolveJobs(objectOrFail(options.jobs ?? {}, "jobs")),
   };
 };
 
 const resolveJobs = (j: JobRuntimeOptions): Required<JobRuntimeOptions> => {
-  if (typeof j !== "object" || j === null) return fail("jobs", "must be an object");
   rejectUnknownKeys(j, jobKeys, "jobs");
   if (j.takeOver !== undefined && typeof j.takeOver !== "boolean") fail("jobs.takeOver", "must be a boolean");
   return {
-    leaseMs: positive(j.leaseMs, "jobs.leaseMs", 10_000),
+    leaseMs: checkOr(Shapes.timer, j.leaseMs, "jobs.leaseMs", 10_000),
     takeOver: j.takeOver ?? true,
-    reapIntervalMs: positive(j.reapIntervalMs, "jobs.reapIntervalMs", 15_000),
-    reapGraceMs: positive(j.reapGraceMs, "jobs.reapGraceMs", 10_000, { allowZero: true }),
-    retentionMs: positive(j.retentionMs, "jobs.retentionMs", 7 * 24 * 3600_000),
-    cleanupIntervalMs: positive(j.cleanupIntervalMs, "jobs.cleanupIntervalMs", 600_000, { allowZero: true }),
+    reapIntervalMs: checkOr(Shapes.timer, j.reapIntervalMs, "jobs.reapIntervalMs", 15_000),
+    reapGraceMs: checkOr(Shapes.timerOrZero, j.reapGraceMs, "jobs.reapGraceMs", 10_000),
+    retentionMs: checkOr(Shapes.retention, j.retentionMs, "jobs.retentionMs", 7 * 24 * 3600_000),
+    cleanupIntervalMs: checkOr(Shapes.timerOrZero, j.cleanupIntervalMs, "jobs.cleanupIntervalMs", 600_000),
   };
 };
 
 const resolveConnection = (c: ConnectionOptions): ResolvedConnectionOptions => {
-  if (typeof c !== "object" || c === null) return fail("connection", "must be an object");
   rejectUnknownKeys(c, connectionKeys, "connection");
-  const b = c.backoff ?? {};
-  if (typeof b !== "object" || b === null) fail("connection.backoff", "must be an object");
+  const b = objectOrFail(c.backoff ?? {}, "connection.backoff") as Partial<BackoffPolicy>;
   rejectUnknownKeys(b, backoffKeys, "connection.backoff");
-  const r = c.retry ?? {};
-  if (typeof r !== "object" || r === null) fail("connection.retry", "must be an object");
+  const r = objectOrFail(c.retry ?? {}, "connection.retry") as Partial<RetryPolicy>;
   rejectUnknownKeys(r, retryKeys, "connection.retry");
   const backoff: BackoffPolicy = {
-    initialMs: positive(b.initialMs, "connection.backoff.initialMs", defaultBackoff.initialMs),
-    maxMs: positive(b.maxMs, "connection.backoff.maxMs", defaultBackoff.maxMs),
-    multiplier: positive(b.multiplier, "connection.backoff.multiplier", defaultBackoff.multiplier),
-    jitter: positive(b.jitter, "connection.backoff.jitter", defaultBackoff.jitter, { allowZero: true }),
+    initialMs: checkOr(Shapes.timer, b.initialMs, "connection.backoff.initialMs", defaultBackoff.initialMs),
+    maxMs: checkOr(Shapes.timer, b.maxMs, "connection.backoff.maxMs", defaultBackoff.maxMs),
+    multiplier: checkOr(
+      Shapes.multiplier,
+      b.multiplier,
+      "connection.backoff.multiplier",
+      defaultBackoff.multiplier,
+    ),
+    jitter: checkOr(Shapes.jitter, b.jitter, "connection.backoff.jitter", defaultBackoff.jitter),
   };
-  if (backoff.jitter > 1) fail("connection.backoff.jitter", "must be between 0 and 1");
-  if (backoff.multiplier < 1) fail("connection.backoff.multiplier", "must be ≥ 1");
   if (backoff.maxMs < backoff.initialMs) fail("connection.backoff.maxMs", "must be ≥ backoff.initialMs");
   return {
-    maxReconnectAttempts: positive(c.maxReconnectAttempts, "connection.maxReconnectAttempts", 10, {
-      integer: true,
-      allowZero: true,
-    }),
-    reconnectTimeWaitMs: positive(c.reconnectTimeWaitMs, "connection.reconnectTimeWaitMs", 1000),
-    pingIntervalMs: positive(c.pingIntervalMs, "connection.pingIntervalMs", 30_000),
-    maxPingOut: positive(c.maxPingOut, "connection.maxPingOut", 2, { integer: true }),
-    connectTimeoutMs: positive(c.connectTimeoutMs, "connection.connectTimeoutMs", 5000),
-    drainTimeoutMs: positive(c.drainTimeoutMs, "connection.drainTimeoutMs", 5000),
+    maxReconnectAttempts: checkOr(
+      Shapes.reconnectAttempts,
+      c.maxReconnectAttempts,
+      "connection.maxReconnectAttempts",
+      10,
+    ),
+    reconnectTimeWaitMs: checkOr(Shapes.timer, c.reconnectTimeWaitMs, "connection.reconnectTimeWaitMs", 1000),
+    pingIntervalMs: checkOr(Shapes.timer, c.pingIntervalMs, "connection.pingIntervalMs", 30_000),
+    maxPingOut: checkOr(Shapes.maxPingOut, c.maxPingOut, "connection.maxPingOut", 2),
+    connectTimeoutMs: checkOr(Shapes.timer, c.connectTimeoutMs, "connection.connectTimeoutMs", 5000),
+    drainTimeoutMs: checkOr(Shapes.timer, c.drainTimeoutMs, "connection.drainTimeoutMs", 5000),
     backoff,
-    operationTimeoutMs: positive(c.operationTimeoutMs, "connection.operationTimeoutMs", 10_000),
+    operationTimeoutMs: checkOr(Shapes.timer, c.operationTimeoutMs, "connection.operationTimeoutMs", 10_000),
     retry: {
-      attempts: positive(r.attempts, "connection.retry.attempts", 3, { integer: true }),
-      initialDelayMs: positive(r.initialDelayMs, "connection.retry.initialDelayMs", 500),
+      attempts: checkOr(Shapes.retryAttempts, r.attempts, "connection.retry.attempts", 3),
+      initialDelayMs: checkOr(Shapes.timer, r.initialDelayMs, "connection.retry.initialDelayMs", 500),
     },
   };
 };

@@ -1,4 +1,5 @@
 import { InvalidArgument } from "./errors.ts";
+import { check, SubjectToken } from "./validation.ts";
 
 /**
  * A queue defined once, so the task and result types flow from `submit` to
@@ -36,18 +37,8 @@ export interface Queue<Task, Result> {
   readonly __result?: Result;
 }
 
-const subjectToken = /^[A-Za-z0-9_-]{1,128}$/;
-
-/** Queue names and job ids become subject tokens: no `.`, `*`, `>` or whitespace. */
-export const assertToken = (value: unknown, field: string): string => {
-  if (typeof value !== "string" || !subjectToken.test(value)) {
-    throw new InvalidArgument({
-      message: `${field}: ${JSON.stringify(value)} is not a valid name (1–128 of A–Z a–z 0–9 _ -; no ".", "*", ">" or spaces)`,
-      field,
-    });
-  }
-  return value;
-};
+/** Queue names and job ids become subject tokens: no `.`, `*`, `>` or whitespace, and short. */
+export const assertToken = (value: unknown, field: string): string => check(SubjectToken, value, field);
 
 export const defineQueue = <Task, Result = unknown>(
   name: string,

@@ -17,6 +17,7 @@ import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { Jobs } from "./jobs.ts";
 import { childLogger, defaultLogger, type Logger, silentLogger } from "./logger.ts";
 import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
+import { checkCleanupOptions } from "./validation.ts";
 import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 
 export type RunOptions = Partial<Pick<OperationOptions, "timeoutMs" | "retry" | "signal">>;
@@ -183,8 +184,10 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       subscribe: agents.subscribe,
     },
     admin: {
-      cleanup: (cleanupOptions = {}) =>
-        broker.cleanup({ retentionMs: jobOptions.retentionMs, ...cleanupOptions }),
+      cleanup: async (cleanupOptions = {}) => {
+        checkCleanupOptions(cleanupOptions);
+        return broker.cleanup({ retentionMs: jobOptions.retentionMs, ...cleanupOptions });
+      },
     },
     workers: {
       start: (workerOptions) => {

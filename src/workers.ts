@@ -12,6 +12,7 @@ import { rejectUnknownKeys } from "./options.ts";
 import { assertToken, type Queue, validateWith } from "./queue.ts";
 import type { RuntimeCore } from "./runtime.ts";
 import { FairSlots } from "./slots.ts";
+import { AgentId, checkOr, number, TimerMs, TimerMsOrZero } from "./validation.ts";
 
 export interface Task<Payload> {
   /** `<jobId>.<index>`: stable across redeliveries. */
@@ -164,6 +165,8 @@ const workerKeys = [
   "agent",
 ] as const;
 
+const Concurrency = number(1, 10_000, { integer: true });
+
 /** What a worker bound to an agent needs of the runtime's agents. */
 export type WorkerAgents = Pick<AgentRegistry, "get" | "reportFailure">;
 
@@ -182,14 +185,8 @@ export const startWorker = <Payload, Result>(
     throw new InvalidArgument({ message: "options: must be an object", field: "options" });
   }
   rejectUnknownKeys(options, workerKeys, "");
-  const stopTimeoutMs = options.stopTimeoutMs ?? 30_000;
-  if (typeof stopTimeoutMs !== "number" || !Number.isFinite(stopTimeoutMs) || stopTimeoutMs < 0) {
-    throw new InvalidArgument({ message: "stopTimeoutMs: must be a number ≥ 0", field: "stopTimeoutMs" });
-  }
-  const maxTaskMs = options.maxTaskMs ?? 15 * 60_000;
-  if (typeof maxTaskMs !== "number" || Number.isNaN(maxTaskMs) || maxTaskMs <= 0) {
-    throw new InvalidArgument({ message: "maxTaskMs: must be a number > 0", field: "maxTaskMs" });
-  }
+  const stopTimeoutMs = checkOr(TimerMsOrZero, options.stopTimeoutMs, "stopTimeoutMs", 30_000);
+  const maxTaskMs = checkOr(TimerMs, options.maxTaskMs, "maxTaskMs", 15 * 60_000);
   const queueName = assertToken(
     typeof options.queue === "string" ? options.queue : options.queue?.name,
     "queue",
@@ -197,11 +194,8 @@ export const startWorker = <Payload, Result>(
   if (typeof options.handler !== "function") {
     throw new InvalidArgument({ message: "handler: must be a function", field: "handler" });
   }
-  const concurrency = options.concurrency ?? 8;
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
-    throw new InvalidArgument({ message: "concurrency: must be an integer 1–10000", field: "concurrency" });
-  }
-  const agentId = options.agent;
+  const concurrency = checkOr(Concurrency, options.concurrency, "concurrency", 8);
+  const agentId = checkOr(AgentId, options.agent, "agent", undefined);
   if (agentId !== undefined && agents.get(agentId) === undefined) {
     throw new UnknownAgent({
       agentId,

@@ -74,6 +74,12 @@ export interface JobRecordV1 {
    */
   readonly submitId: string;
   readonly idempotencyKey?: string;
+  /**
+   * What the submit asked for (tasks and settings), as `<version>:<digest>`:
+   * a second submit with the same idempotency key must ask for the same.
+   * Absent in records written before it existed; those match any request.
+   */
+  readonly requestDigest?: string;
   readonly settings: JobSettings;
   readonly counts: JobCounts;
   readonly createdAt: number;

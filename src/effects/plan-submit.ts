@@ -1,7 +1,8 @@
 import { createHash, randomUUID } from "node:crypto";
-import { InvalidArgument } from "../errors.ts";
+import { IdempotencyConflict, InvalidArgument } from "../errors.ts";
 import { rejectUnknownKeys } from "../options.ts";
-import { assertToken, type Queue, validateWith } from "../queue.ts";
+import { type Queue, validateWith } from "../queue.ts";
+import { check, checkOr, IdempotencyKey, maxTimerMs, number, SubjectToken } from "../validation.ts";
 import { deadLetterRoomBytes } from "./dead-letter.ts";
 import { type JobRecord, type JobSettings, SubmitPhase } from "./job-record.ts";
 
@@ -9,7 +10,11 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
   /** A queue name or a queue made with `defineQueue` (typed, optionally validated). */
   readonly queue: string | Queue<Task, Result>;
   readonly tasks: readonly Task[];
-  /** Same key → the same job, and no task is published twice. */
+  /**
+   * Same key on the same queue with the same tasks and settings → the same
+   * job, and no task is published twice; with other tasks or settings →
+   * `IdempotencyConflict`. 1–512 characters, no control characters.
+   */
   readonly idempotencyKey?: string;
   /** Share of tasks (0..1) that may fail or die while the job still succeeds (default 0). */
   readonly maxFailures?: number;
@@ -17,7 +22,7 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
   readonly ackWaitMs?: number;
   /** Deliveries of one task before it is dead (default 5). */
   readonly maxDeliver?: number;
-  /** Redelivery delay after a transient error, per attempt; the last repeats (default 1 s, 5 s, 15 s). */
+  /** Redelivery delay after a transient error, per attempt; the last repeats (default 1 s, 5 s, 15 s; 1–100 finite delays ≥ 0). */
   readonly backoff?: readonly number[];
   /** No progress for this long while tasks remain → `stalled` (default 60 s). */
   readonly stallAfterMs?: number;
@@ -51,19 +56,82 @@ const bad = (field: string, message: string): never => {
   throw new InvalidArgument({ message: `${field}: ${message}`, field });
 };
 
-const positiveInt = (value: unknown, field: string, fallback: number, min = 1) => {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
-    return bad(field, `must be an integer ≥ ${min}`);
+/** Submit settings: each checked against its shape, the error naming the field. */
+const Settings = {
+  maxFailures: number(0, 1),
+  ackWaitMs: number(100, maxTimerMs, { integer: true }),
+  maxDeliver: number(1, 1_000_000, { integer: true }),
+  backoffDelay: number(0, maxTimerMs),
+  stallAfterMs: number(1, maxTimerMs, { integer: true }),
+  stalledTimeoutMs: number(0, maxTimerMs, { integer: true }),
+} as const;
+const maxBackoffSteps = 100;
+const defaultBackoff: readonly number[] = [1000, 5000, 15_000];
+
+const checkBackoff = (value: unknown): readonly number[] => {
+  if (value === undefined) return defaultBackoff;
+  if (!Array.isArray(value) || value.length === 0 || value.length > maxBackoffSteps) {
+    return bad("backoff", `must be a list of 1–${maxBackoffSteps} delays in ms`);
   }
-  return value;
+  return value.map((delay, n) => check(Settings.backoffDelay, delay, `backoff[${n}]`));
 };
 
-/** A job id that is a valid subject token, KV key and consumer name. */
-export const jobIdFor = (idempotencyKey: string | undefined): string =>
+/**
+ * A job id that is a valid subject token, KV key and consumer name. With an
+ * idempotency key it is derived from the queue and the key, so the same key
+ * on two queues names two jobs.
+ */
+export const jobIdFor = (queue: string, idempotencyKey: string | undefined): string =>
   idempotencyKey === undefined
     ? `j${randomUUID().replaceAll("-", "")}`
-    : `k${createHash("sha256").update(idempotencyKey).digest("base64url").slice(0, 32)}`;
+    : `k${createHash("sha256").update(`${queue}\n${idempotencyKey}`).digest("base64url").slice(0, 32)}`;
+
+/**
+ * The job id an idempotency key named before keys were scoped by queue: jobs
+ * an older jetstate submitted are still the jobs their keys name.
+ */
+export const legacyJobIdFor = (idempotencyKey: string): string =>
+  `k${createHash("sha256").update(idempotencyKey).digest("base64url").slice(0, 32)}`;
+
+/** Whether `found` is a committed job an older jetstate submitted for `wanted`'s queue and key. */
+export const isLegacyJobFor = (found: JobRecord | undefined, wanted: JobRecord): found is JobRecord =>
+  found !== undefined &&
+  found.requestDigest === undefined &&
+  found.phase === SubmitPhase.committed &&
+  found.queue === wanted.queue &&
+  found.idempotencyKey !== undefined &&
+  found.idempotencyKey === wanted.idempotencyKey;
+
+/** Version of `requestDigest`: bump it when what goes into the digest changes. */
+const digestVersion = "v1";
+
+/** What a submit asked for, for comparing two submits with the same idempotency key. */
+export const requestDigest = (settings: JobSettings, bodies: readonly string[]): string => {
+  const hash = createHash("sha256").update(JSON.stringify(settings));
+  for (const body of bodies) hash.update("\n").update(body);
+  return `${digestVersion}:${hash.digest("base64url")}`;
+};
+
+/**
+ * Throws `IdempotencyConflict` when `found` (the record the key names) was
+ * submitted with other tasks or settings than `wanted`. A record from before
+ * digests existed, or one rolled back (it will be replaced), matches.
+ */
+export const assertSameRequest = (found: JobRecord | undefined, wanted: JobRecord): void => {
+  if (
+    found === undefined ||
+    found.phase === SubmitPhase.rolledBack ||
+    found.requestDigest === undefined ||
+    found.requestDigest === wanted.requestDigest
+  )
+    return;
+  throw new IdempotencyConflict({
+    message: `idempotencyKey: ${JSON.stringify(wanted.idempotencyKey)} already names job ${found.id} of queue ${found.queue}, submitted with other tasks or settings`,
+    idempotencyKey: wanted.idempotencyKey ?? "",
+    queue: found.queue,
+    jobId: found.id,
+  });
+};
 
 /**
  * Checks a submit request completely and encodes its tasks, before anything
@@ -77,36 +145,27 @@ export const planSubmit = async <Task, Result>(
 ): Promise<SubmitPlan> => {
   if (typeof request !== "object" || request === null) return bad("request", "must be an object");
   rejectUnknownKeys(request, requestKeys, "");
-  const queue = typeof request.queue === "string" ? request.queue : request.queue?.name;
-  assertToken(queue, "queue");
+  if (typeof request.queue !== "string" && (typeof request.queue !== "object" || request.queue === null)) {
+    return bad("queue", "must be a queue name or a queue made with defineQueue");
+  }
+  const queue = check(
+    SubjectToken,
+    typeof request.queue === "string" ? request.queue : request.queue.name,
+    "queue",
+  );
   const schema = typeof request.queue === "object" ? request.queue.schema?.task : undefined;
   const tasks = request.tasks;
   if (!Array.isArray(tasks)) return bad("tasks", "must be an array");
   if (tasks.length === 0) return bad("tasks", "a job needs at least one task");
   if (tasks.length > maxTasksPerJob) return bad("tasks", `at most ${maxTasksPerJob} tasks per job`);
-  const key = request.idempotencyKey;
-  if (key !== undefined && (typeof key !== "string" || key.length === 0 || key.length > 512)) {
-    bad("idempotencyKey", "must be a string of 1–512 characters");
-  }
-  const maxFailures = request.maxFailures ?? 0;
-  if (typeof maxFailures !== "number" || !(maxFailures >= 0 && maxFailures <= 1)) {
-    bad("maxFailures", "must be a number between 0 and 1 (a share of the tasks)");
-  }
-  const backoff = request.backoff ?? [1000, 5000, 15_000];
-  if (
-    !Array.isArray(backoff) ||
-    backoff.length === 0 ||
-    backoff.some((d) => typeof d !== "number" || !(d >= 0))
-  ) {
-    bad("backoff", "must be a non-empty array of delays ≥ 0 ms");
-  }
+  const key = checkOr(IdempotencyKey, request.idempotencyKey, "idempotencyKey", undefined);
   const settings: JobSettings = {
-    maxFailures,
-    ackWaitMs: positiveInt(request.ackWaitMs, "ackWaitMs", 30_000, 100),
-    maxDeliver: positiveInt(request.maxDeliver, "maxDeliver", 5),
-    backoffMs: backoff,
-    stallAfterMs: positiveInt(request.stallAfterMs, "stallAfterMs", 60_000),
-    stalledTimeoutMs: positiveInt(request.stalledTimeoutMs, "stalledTimeoutMs", 0, 0),
+    maxFailures: checkOr(Settings.maxFailures, request.maxFailures, "maxFailures", 0),
+    ackWaitMs: checkOr(Settings.ackWaitMs, request.ackWaitMs, "ackWaitMs", 30_000),
+    maxDeliver: checkOr(Settings.maxDeliver, request.maxDeliver, "maxDeliver", 5),
+    backoffMs: checkBackoff(request.backoff),
+    stallAfterMs: checkOr(Settings.stallAfterMs, request.stallAfterMs, "stallAfterMs", 60_000),
+    stalledTimeoutMs: checkOr(Settings.stalledTimeoutMs, request.stalledTimeoutMs, "stalledTimeoutMs", 0),
   };
   const bodies: string[] = new Array(tasks.length);
   // The task must fit, and so must its dead letter (the payload plus its fields): a task
@@ -127,16 +186,16 @@ export const planSubmit = async <Task, Result>(
     }
     bodies[n] = body;
   }
-  const id = jobIdFor(key);
+  const id = jobIdFor(queue, key);
   const record: JobRecord = {
     v: 1,
     id,
-    queue: queue as string,
+    queue,
     status: "queuing",
     phase: SubmitPhase.submitting,
     total: tasks.length,
     submitId: randomUUID().slice(0, 8),
-    ...(key === undefined ? {} : { idempotencyKey: key }),
+    ...(key === undefined ? {} : { idempotencyKey: key, requestDigest: requestDigest(settings, bodies) }),
     settings,
     counts: { done: 0, failed: 0, dead: 0 },
     createdAt: now,

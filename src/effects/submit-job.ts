@@ -1,6 +1,7 @@
 import { RevisionConflict } from "../errors.ts";
 import type { JobPort } from "./job-port.ts";
 import { type JobRecord, SubmitPhase } from "./job-record.ts";
+import { assertSameRequest } from "./plan-submit.ts";
 import { sleep } from "./supervise-loop.ts";
 
 /** The steps of a submit, in order; tests inject a crash after each one. */
@@ -80,7 +81,8 @@ export const submitJob = async (port: JobPort, input: SubmitInput): Promise<Subm
 };
 
 /**
- * Creates the record, or finds the job the idempotency key already names.
+ * Creates the record, or finds the job the idempotency key already names
+ * (`IdempotencyConflict` if that job was submitted with other tasks or settings).
  * A record left by a rolled-back submit is taken over, so resubmitting with
  * the same key works; one still being submitted elsewhere is waited for.
  */
@@ -98,6 +100,8 @@ const claimRecord = async (
     const found = await port.getRecord(record.id);
     if (!found) continue; // deleted meanwhile: try to create again
     const { record: other, revision } = found;
+    // The key names this job only if it was asked for the same tasks and settings.
+    assertSameRequest(other, record);
     if (other.phase === SubmitPhase.committed) return { existing: other };
     if (other.phase === SubmitPhase.rolledBack) {
       try {

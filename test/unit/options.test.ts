@@ -5,6 +5,7 @@
  */
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BearerTokens } from "../../src/adapters/http/bearer-tokens.ts";
 import { InvalidArgument } from "../../src/errors.ts";
 import { silentLogger } from "../../src/logger.ts";
 import type { RuntimeOptions } from "../../src/options.ts";
@@ -144,6 +145,58 @@ describe("createRuntime refuses bad options before connecting", () => {
     ['name ""', () => ({ name: "" }), "name"],
     ['inspect "yes"', () => ({ inspect: "yes" }), "inspect"],
     ["logger {} (not a pino logger)", () => ({ logger: {} }), "logger"],
+    // A name goes into the CONNECT line: one past the server's 4 KiB limit closes the connection.
+    ["name of 5,000 characters", () => ({ name: "n".repeat(5000) }), "name"],
+    ["name with a newline", () => ({ name: "a\nb" }), "name"],
+    ["prefix of 100 characters", () => ({ prefix: "p".repeat(100) }), "prefix"],
+    ["jobs 5 (not an object)", () => ({ jobs: 5 }), "jobs"],
+    ["jobs.leaseMs Infinity", () => ({ jobs: { leaseMs: Number.POSITIVE_INFINITY } }), "jobs.leaseMs"],
+    ["jobs.leaseMs NaN", () => ({ jobs: { leaseMs: Number.NaN } }), "jobs.leaseMs"],
+    // Node fires a timer longer than 2^31 − 1 ms at once: a "never" would become "now".
+    ["jobs.leaseMs beyond a timer's reach", () => ({ jobs: { leaseMs: 2 ** 31 } }), "jobs.leaseMs"],
+    ["jobs.reapIntervalMs 1e12", () => ({ jobs: { reapIntervalMs: 1e12 } }), "jobs.reapIntervalMs"],
+    [
+      "jobs.cleanupIntervalMs beyond a timer's reach",
+      () => ({ jobs: { cleanupIntervalMs: 2 ** 32 } }),
+      "jobs.cleanupIntervalMs",
+    ],
+    ["jobs.cleanupIntervalMs -1", () => ({ jobs: { cleanupIntervalMs: -1 } }), "jobs.cleanupIntervalMs"],
+    [
+      "jobs.retentionMs Infinity",
+      () => ({ jobs: { retentionMs: Number.POSITIVE_INFINITY } }),
+      "jobs.retentionMs",
+    ],
+    ['jobs.takeOver "yes"', () => ({ jobs: { takeOver: "yes" } }), "jobs.takeOver"],
+    [
+      "connection.pingIntervalMs beyond a timer's reach",
+      () => ({ connection: { pingIntervalMs: 2 ** 31 } }),
+      "connection.pingIntervalMs",
+    ],
+    [
+      "connection.drainTimeoutMs beyond a timer's reach",
+      () => ({ connection: { drainTimeoutMs: 2 ** 40 } }),
+      "connection.drainTimeoutMs",
+    ],
+    [
+      "connection.backoff.maxMs Infinity",
+      () => ({ connection: { backoff: { maxMs: Number.POSITIVE_INFINITY } } }),
+      "connection.backoff.maxMs",
+    ],
+    [
+      "connection.backoff.multiplier 1e9",
+      () => ({ connection: { backoff: { multiplier: 1e9 } } }),
+      "connection.backoff.multiplier",
+    ],
+    [
+      "connection.retry.initialDelayMs Infinity",
+      () => ({ connection: { retry: { initialDelayMs: Number.POSITIVE_INFINITY } } }),
+      "connection.retry.initialDelayMs",
+    ],
+    [
+      "connection.retry.attempts 1e9",
+      () => ({ connection: { retry: { attempts: 1e9 } } }),
+      "connection.retry.attempts",
+    ],
   ];
 
   it.each(cases)("%s → InvalidArgument naming the field, no connection attempted", async (_, make, field) => {
@@ -175,5 +228,47 @@ describe("createRuntime refuses bad options before connecting", () => {
     } finally {
       await rt.stop();
     }
+  });
+});
+
+/**
+ * createHttpApi's tokens, checked when the API is created (its first step
+ * after finding the runtime's NATS broker). A token the `Authorization`
+ * header cannot carry (whitespace, nothing) could never match: it is a
+ * configuration error, not a silent lockout.
+ */
+describe("HTTP API tokens are refused at startup", () => {
+  const good = "t".repeat(16);
+  const cases: Array<[string, Record<string, unknown>]> = [
+    ["an empty token", { "": "w1" }],
+    ["a token with a space", { "abcdefgh ijklmnopq": "w1" }],
+    ["a token with a leading space", { " abcdefghijklmnopq": "w1" }],
+    ["a token with a tab", { "abcdefgh\tijklmnopq": "w1" }],
+    ["a token with a newline", { "abcdefghijklmnopq\n": "w1" }],
+    ["a token of 5,000 characters", { ["t".repeat(5000)]: "w1" }],
+    ["a token that is too short", { zq9: "w1" }],
+    ["an empty identity", { [good]: "" }],
+    ["an identity of 5,000 characters", { [good]: "w".repeat(5000) }],
+    ["an identity that is not a string", { [good]: 7 }],
+    ["no tokens", {}],
+  ];
+  it.each(cases)("%s → InvalidArgument naming tokens, without the token in the message", (_, tokens) => {
+    let error: unknown;
+    try {
+      new BearerTokens(tokens as Record<string, string>);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(InvalidArgument);
+    expect((error as InvalidArgument).field).toBe("tokens");
+    for (const token of Object.keys(tokens)) {
+      if (token.trim() !== "") expect((error as InvalidArgument).message).not.toContain(token.trim());
+    }
+  });
+
+  it("a good token names its identity, and only it", () => {
+    const tokens = new BearerTokens({ [good]: "worker-1" });
+    expect(tokens.identify(good)).toBe("worker-1");
+    expect(tokens.identify(`${good}x`)).toBeUndefined();
   });
 });

@@ -1,5 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { Schema } from "effect";
 import { InvalidArgument } from "../../errors.ts";
+import { BearerToken } from "../../validation.ts";
 import { parseScope, type TokenConfig, type TokenScope } from "./token-scopes.ts";
 
 /** Shortest token accepted in the configuration: a guessable token is no lock. */
@@ -33,9 +35,10 @@ export class BearerTokens {
       throw new InvalidArgument({ message: "tokens: at least one token is needed", field: "tokens" });
     }
     this.#entries = entries.map(([token, identity], n) => {
-      if (token.length < minTokenLength) {
+      // Never echo the token: the message names its position only.
+      if (!Schema.is(BearerToken)(token)) {
         throw new InvalidArgument({
-          message: `tokens: token #${n + 1} is shorter than ${minTokenLength} characters`,
+          message: `tokens: token #${n + 1} must be ${minTokenLength}–1024 visible ASCII characters, no spaces (what an Authorization header can carry)`,
           field: "tokens",
         });
       }

@@ -1,4 +1,6 @@
+import { Schema } from "effect";
 import { InvalidArgument } from "../../errors.ts";
+import { SubjectToken, WorkerIdentity } from "../../validation.ts";
 
 /**
  * What a bearer token may do. `worker`: reserve, answer and heartbeat tasks
@@ -25,8 +27,8 @@ export interface TokenScope {
   readonly queues: ReadonlySet<string> | undefined;
 }
 
-const identityPattern = /^[\w.@:/-]{1,128}$/;
-const queuePattern = /^[A-Za-z0-9_-]{1,128}$/;
+const isIdentity = Schema.is(WorkerIdentity);
+const isQueue = Schema.is(SubjectToken);
 
 const bad = (n: number, what: string): never => {
   throw new InvalidArgument({ message: `tokens: token #${n + 1}: ${what}`, field: "tokens" });
@@ -40,19 +42,12 @@ export const parseScope = (config: unknown, n: number): TokenScope => {
   for (const key of Object.keys(o)) {
     if (!["identity", "role", "queues"].includes(key)) bad(n, `${key}: unknown field`);
   }
-  if (typeof o.identity !== "string" || !identityPattern.test(o.identity)) {
+  if (typeof o.identity !== "string" || !isIdentity(o.identity)) {
     bad(n, "the identity must be 1–128 of letters, digits and _ . @ : / -");
   }
   if (o.role !== "worker" && o.role !== "read") bad(n, 'role: must be "worker" or "read"');
   const queues = o.queues;
-  if (
-    queues !== "*" &&
-    !(
-      Array.isArray(queues) &&
-      queues.length > 0 &&
-      queues.every((q) => typeof q === "string" && queuePattern.test(q))
-    )
-  ) {
+  if (queues !== "*" && !(Array.isArray(queues) && queues.length > 0 && queues.every((q) => isQueue(q)))) {
     bad(n, 'queues: must be "*" or a non-empty array of queue names');
   }
   const limited = queues === "*" ? undefined : new Set(queues as readonly string[]);

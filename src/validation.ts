@@ -1,0 +1,146 @@
+import { Cause, Exit, Schema } from "effect";
+import { JobStatus } from "./effects/job-record.ts";
+import { InvalidArgument } from "./errors.ts";
+
+/**
+ * The shapes of everything a user hands jetstate: ids, keys, names, tokens,
+ * durations, counts. One definition each, checked before anything is sent:
+ * a name or id too long for the server's control line (4 KiB) would make it
+ * close the runtime's only connection, so the error must come from here, as
+ * an `InvalidArgument` naming the field.
+ */
+
+/** The longest delay a Node timer can wait (2^31 − 1 ms, ~24.8 days): a longer one fires at once. */
+export const maxTimerMs = 2_147_483_647;
+
+const text = (min: number, max: number, pattern: RegExp, rule: string) =>
+  Schema.String.check(
+    Schema.isMinLength(min, { message: `must not be empty (${rule})` }),
+    Schema.isMaxLength(max, { message: `is too long (${rule})` }),
+    Schema.isPattern(pattern, { message: `must be ${rule}` }),
+  );
+
+/** Printable text: no control characters (newlines, NUL…), which logs and headers would mangle. */
+const printable = /^[^\p{Cc}]*$/u;
+
+/** Queue names, job ids: one subject token, which is also a KV key and a consumer name. */
+export const SubjectToken = text(
+  1,
+  128,
+  /^[A-Za-z0-9_-]+$/,
+  '1–128 of A–Z a–z 0–9 _ -; no ".", "*", ">" or spaces',
+);
+
+/** The runtime's prefix: the first token of every stream and bucket name, kept short so theirs stay valid. */
+export const Prefix = text(1, 64, /^[A-Za-z0-9_-]+$/, "1–64 of A–Z a–z 0–9 _ -");
+
+/** Agent ids are KV keys on every store: the same id is good or bad on NATS and in memory. */
+export const AgentId = text(
+  1,
+  128,
+  /^[-/=\w]+(?:\.[-/=\w]+)*$/,
+  "1–128 of letters, digits, - / _ = and single dots, not at either end",
+);
+
+/** Names chosen by the user and stored or logged, never put in a subject: targets, connection names. */
+export const Label = text(1, 256, printable, "1–256 characters, no control characters");
+
+/** Idempotency keys are hashed into the job id: any printable text, bounded. */
+export const IdempotencyKey = text(1, 512, printable, "1–512 characters, no control characters");
+
+/** A task named for redrive: its index, or its id `<jobId>.<index>` (or the index as text). */
+export const TaskRef = Schema.Union([
+  Schema.Number.check(
+    Schema.isInt({ message: "a task index must be an integer ≥ 0" }),
+    Schema.isGreaterThanOrEqualTo(0, { message: "a task index must be an integer ≥ 0" }),
+  ),
+  text(1, 140, /^(?:[A-Za-z0-9_-]{1,128}\.)?\d{1,9}$/, "a task index or a task id <jobId>.<index>"),
+]);
+
+/** A bearer token of the HTTP API: what RFC 6750 allows in the header (visible ASCII, no spaces). */
+export const BearerToken = text(16, 1024, /^[\x21-\x7e]+$/, "16–1024 visible ASCII characters, no spaces");
+
+/** The worker identity a bearer token names: logged and put in lease records. */
+export const WorkerIdentity = text(1, 128, /^[\w.@:/-]+$/, "1–128 of letters, digits and _ . @ : / -");
+
+/** A finite number in [min, max]; `integer` for counts. */
+export const number = (min: number, max: number, { integer = false } = {}) => {
+  const range = `${integer ? "an integer" : "a number"} between ${min} and ${max}`;
+  const checks = [
+    Schema.isFinite({ message: `must be ${range}` }),
+    Schema.isBetween({ minimum: min, maximum: max }, { message: `must be ${range}` }),
+    ...(integer ? [Schema.isInt({ message: `must be ${range}` })] : []),
+  ] as const;
+  return Schema.Number.check(...checks);
+};
+
+/** A duration in ms that a timer waits for: > 0 (or ≥ 0) and at most what a Node timer can wait. */
+export const TimerMs = number(1, maxTimerMs);
+export const TimerMsOrZero = number(0, maxTimerMs);
+
+const messageOf = (error: unknown): string => {
+  const message = (error as { message?: unknown })?.message;
+  return typeof message === "string" && message !== "" ? message : "is invalid";
+};
+
+/** The value if it has the shape; else throws `InvalidArgument` naming `field`. */
+export const check = <T>(shape: Schema.Decoder<T>, value: unknown, field: string): T => {
+  const result = Schema.decodeUnknownExit(shape)(value);
+  if (Exit.isSuccess(result)) return result.value;
+  const reason = messageOf(Cause.squash(result.cause)).replace(/^Expected /, "expected ");
+  throw new InvalidArgument({ message: `${field}: ${reason}`, field });
+};
+
+/** `check` for an optional value: the fallback when undefined. */
+export const checkOr = <T>(shape: Schema.Decoder<T>, value: unknown, field: string, fallback: T): T =>
+  value === undefined ? fallback : check(shape, value, field);
+
+/** The task indexes named for a redrive (undefined: all dead tasks); each entry is checked. */
+export const taskIndexes = (taskIds: unknown): number[] | undefined => {
+  if (taskIds === undefined) return undefined;
+  if (!Array.isArray(taskIds) || taskIds.length > maxTasksNamed) {
+    throw new InvalidArgument({
+      message: `taskIds: must be a list of at most ${maxTasksNamed} task ids or indexes`,
+      field: "taskIds",
+    });
+  }
+  return taskIds.map((ref, n) => {
+    const valid = check(TaskRef, ref, `taskIds[${n}]`);
+    return typeof valid === "number" ? valid : Number(valid.split(".").pop());
+  });
+};
+const maxTasksNamed = 1_000_000;
+
+const Status = Schema.Literals(Object.values(JobStatus));
+
+/** `rt.jobs.list(filter)`: a status jetstate knows and a queue name, each optional. */
+export const checkListFilter = (filter: unknown): void => {
+  if (typeof filter !== "object" || filter === null) {
+    throw new InvalidArgument({ message: "filter: must be an object", field: "filter" });
+  }
+  const { status, queue } = filter as { status?: unknown; queue?: unknown };
+  if (status !== undefined) check(Status, status, "status");
+  if (queue !== undefined) check(SubjectToken, queue, "queue");
+};
+
+const RetentionMs = number(0, Number.MAX_SAFE_INTEGER);
+
+/** `rt.admin.cleanup(options)`: a retention that is a real duration, a boolean `dryRun`, nothing else. */
+export const checkCleanupOptions = (options: unknown): void => {
+  if (typeof options !== "object" || options === null) {
+    throw new InvalidArgument({ message: "options: must be an object", field: "options" });
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== "dryRun" && key !== "retentionMs") {
+      throw new InvalidArgument({
+        message: `${key}: unknown option (known: dryRun, retentionMs)`,
+        field: key,
+      });
+    }
+  }
+  const { dryRun, retentionMs } = options as { dryRun?: unknown; retentionMs?: unknown };
+  if (dryRun !== undefined && typeof dryRun !== "boolean") {
+    throw new InvalidArgument({ message: "dryRun: must be a boolean", field: "dryRun" });
+  }
+  if (retentionMs !== undefined) check(RetentionMs, retentionMs, "retentionMs");
+};
