@@ -164,6 +164,9 @@ export const startJobActor = (
         return every(clock, input.everyMs, () => sendBack({ type: "clock.tick", now: clock.now() }));
       }),
       finalize: fromPromise(async ({ input }) => {
+        // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
+        // claim to another request): the record under this id is not this actor's to end.
+        if (submitError !== undefined) return;
         // Only the supervisor writes the end; a watcher waits for it (or for the lease).
         while (!leases.holds(jobId, clock.now()) && !signal.aborted) {
           const found = await broker.getRecord(jobId).catch(() => undefined);

@@ -206,7 +206,9 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     const key = `key-${b.name}-${++queues}`;
     const { job, open, worker } = await halfDone(20, 8, { idempotencyKey: key });
     const other = await b.runtime();
-    const running = await other.jobs.submit({ queue: job.queue, tasks: [0], idempotencyKey: key });
+    // The same request (same tasks: another one with the key is an IdempotencyConflict).
+    const tasks = Array.from({ length: 20 }, (_, i) => i);
+    const running = await other.jobs.submit({ queue: job.queue, tasks, idempotencyKey: key });
     const recorded = (await b.record(job.id))!;
     expect(running.id).toBe(job.id);
     expect(running.snapshot()).toMatchObject({ status: "running", total: 20 });
@@ -217,7 +219,7 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     expect(await b.record(job.id)).toMatchObject({ status: "succeeded", counts: { done: 20 } });
     // Once it is over, a third runtime's resubmit gets the finished job at once.
     const third = await b.runtime();
-    const finished = await third.jobs.submit({ queue: job.queue, tasks: [0], idempotencyKey: key });
+    const finished = await third.jobs.submit({ queue: job.queue, tasks, idempotencyKey: key });
     expect(finished.snapshot()).toMatchObject({ status: "succeeded", done: 20 });
     expect(await finished.done()).toMatchObject({ status: "succeeded", done: 20 });
     await worker.stop();
@@ -440,6 +442,39 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     }
   });
 
+  it("a submit that loses its key to another request never touches the winner's job", async () => {
+    const key = `race-${++queues}`;
+    const queue = `q${queues}`;
+    const a = await b.runtime();
+    const winner = await a.jobs.submit<number, number>({ queue, tasks: [1, 2, 3], idempotencyKey: key });
+    // The winner's runtime stops watching (its lease is free): the job goes on, unsupervised.
+    await a.stop();
+    // The loser read no record before its submit started (the race), then claims the key.
+    const c = await b.runtime();
+    // Its lease ran out (as after a crash): whoever acquires it next may supervise.
+    await partsOf(c).broker.leases.remove(winner.id);
+    const racing = await createTestRuntime({ broker: blindOnce(partsOf(c).broker, winner.id) });
+    try {
+      const error = await racing.jobs.submit({ queue, tasks: [7], idempotencyKey: key }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toMatchObject({ _tag: "IdempotencyConflict" });
+      // The loser's actor ends without writing: the winner's record stays its own.
+      await waitUntil(async () => racing.jobs.watchedSnapshot(winner.id) === undefined, {
+        timeoutMs,
+        message: "the loser's job actor to stop",
+      });
+      expect(await b.record(winner.id)).toMatchObject({ status: "running", phase: "committed" });
+      const worker = c.workers.start<number, number>({ queue, handler: (t) => t.payload });
+      const final = await (await c.jobs.get(winner.id))!.done();
+      expect(final).toMatchObject({ status: "succeeded", done: 3, failed: 0, dead: 0 });
+      await worker.stop();
+    } finally {
+      await racing.stop();
+    }
+  });
+
   it("a submit that fails rejects with the broker's typed error", async () => {
     const base = await b.runtime();
     const refusing = await createTestRuntime({ broker: refusingTasks(partsOf(base).broker) });
@@ -470,3 +505,23 @@ const refusingTasks = (broker: Broker): Broker =>
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
+
+/** A broker whose first read of one record finds nothing: the record appears just after it. */
+const blindOnce = (broker: Broker, id: string): Broker => {
+  let blind = true;
+  return new Proxy(broker, {
+    get(target, key) {
+      if (key === "getRecord")
+        return (wanted: string) => {
+          if (blind && wanted === id) {
+            blind = false;
+            return Promise.resolve(undefined);
+          }
+          return target.getRecord(wanted);
+        };
+      if (key === "close") return async () => undefined; // the runtime it came from closes it
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+};

@@ -268,7 +268,7 @@ describe("HTTP API tokens are refused at startup", () => {
 
   it("a good token names its identity, and only it", () => {
     const tokens = new BearerTokens({ [good]: "worker-1" });
-    expect(tokens.identify(good)).toBe("worker-1");
+    expect(tokens.identify(good)).toMatchObject({ identity: "worker-1", role: "worker" });
     expect(tokens.identify(`${good}x`)).toBeUndefined();
   });
 });
