@@ -85,7 +85,7 @@ const handled = (m: LockModel, result: Record<string, string>): Reply => ({
   result,
 });
 
-const writeOf = (m: LockModel, agentId: string, d: Decision): LockModel["running"] => ({
+const writeOf = (agentId: string, d: Decision): LockModel["running"] => ({
   src: "write",
   input: { agentId, record: d.kind === "stale" ? d.record : (d.next ?? d.record), revision: d.revision },
 });
@@ -115,7 +115,7 @@ export const stepLock = (m: LockModel, e: LockEvent, agentId: string): LockModel
         );
       if (d.next === undefined)
         return next(idle(read, handled(m, { outcome: "exhausted", target: m.failure!.target })), agentId);
-      return { ...read, state: "writing", decision: d, running: writeOf(m, agentId, d) };
+      return { ...read, state: "writing", decision: d, running: writeOf(agentId, d) };
     }
     case "evaluate.failed":
       return next(idle(m, { type: "failure.errored", failureId: m.failure!.id, error: e.error }), agentId);

@@ -85,6 +85,11 @@ const replayOnActor = (path: JobPath, inspect: (e: InspectionEvent) => void = ()
       dead: model.dead,
       reason: model.reason,
     });
+    // The bitmaps agree with the counts: dead letters once, every answer once.
+    if (path.input.resumeFrom === undefined || model.status === "running" || model.status === "stalled") {
+      expect(popcount(c.deadBits), `${where}: dead bits`).toBe(c.dead);
+      expect(popcount(c.answered), `${where}: answered bits`).toBe(c.done + c.failed + c.dead);
+    }
     if (model.status === "running" || model.status === "stalled")
       expect(c.stalledSince !== null, `${where}: stalled since`).toBe(model.status === "stalled");
     // Side effects: the submit runs exactly while queuing, and only for a new job …
