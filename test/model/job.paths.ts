@@ -61,6 +61,8 @@ export interface JobPath {
   readonly name: string;
   readonly input: JobInput;
   readonly events: readonly JobEvent[];
+  /** A shortest path, one extended by an event, or a resumed job's. */
+  readonly kind: "shortest" | "extended" | "resumed";
 }
 
 const describeEvents = (list: readonly JobEvent[]) =>
@@ -88,10 +90,11 @@ export const jobPaths = (): JobPath[] => {
   const extended = shortest.flatMap((p, n) =>
     p.state.status !== "done" ? events.filter((e) => handles(p.state, e)).map((e) => [...heads[n]!, e]) : [],
   );
-  const fresh = [...heads, ...extended].map((list) => ({
+  const fresh = [...heads, ...extended].map((list, n) => ({
     name: describeEvents(list) || "(submitting)",
     input,
     events: list,
+    kind: n < heads.length ? ("shortest" as const) : ("extended" as const),
   }));
   const resumed = (["running", "stalled", "succeeded", "failed"] as const).flatMap((resumeFrom) => {
     const from: JobInput = {
@@ -107,6 +110,7 @@ export const jobPaths = (): JobPath[] => {
         name: `resumed ${resumeFrom}: ${describeEvents(list) || "(start)"}`,
         input: from,
         events: list,
+        kind: "resumed" as const,
       };
     });
   });
