@@ -37,6 +37,8 @@ export const events = [
   { type: "results.received", entries: [redrive(2)], at: 450 },
   // An answer after the stall ticks: progress that takes a stalled job back to running.
   { type: "results.received", entries: [ok(2)], at: 6000 },
+  // An answer stamped in the very millisecond of the stall tick below: progress too.
+  { type: "results.received", entries: [ok(1)], at: 1500 },
   { type: "clock.tick", now: 1500 }, // > stallAfterMs since the last progress at 0 or 100
   { type: "clock.tick", now: 5000 }, // stalled longer than stalledTimeoutMs
   { type: "job.cancel", reason: "user" },

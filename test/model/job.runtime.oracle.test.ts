@@ -258,7 +258,7 @@ describe("job paths through a runtime on the memory broker (ManualClock), agains
 describe("job paths through a runtime on NATS (real time, no ticks), against the oracle", () => {
   let server: NatsServerHandle;
   let b: Backend;
-  let stopCore = async () => undefined as void;
+  let stopCore: () => Promise<void> = async () => undefined;
   let nc: NatsConnection;
   // On a real clock the stall thresholds of the paths cannot be replayed step by step: the
   // paths without a tick, with the stall far away.
