@@ -41,7 +41,7 @@ import type { ConnectionOptions } from "../../src/options.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
-import { transitionRecorder } from "./coverage.ts";
+import { transitionRecorder, transitionsOf } from "./coverage.ts";
 
 type ConnectionSnapshot = SnapshotFrom<typeof connectionMachine>;
 type Path = StatePath<ConnectionSnapshot, AnyEventObject>;
@@ -552,6 +552,7 @@ describe("connection machine: generated paths against fake actors", () => {
     const recorder = transitionRecorder(connectionMachine);
     for (const path of [...shortestPaths, ...simplePaths, ...extendedPaths])
       await replay(path, recorder.inspect);
+    expect(transitionsOf(connectionMachine)).toHaveLength(22);
     expect(recorder.missing()).toEqual([]);
   });
 });
