@@ -47,8 +47,13 @@ describe("publishPipelined (the submit's task publish)", () => {
     expect(last?.string()).toBe(`{"i":999}`);
   });
 
-  it("resolves at once for nothing to publish", async () => {
-    await publish({ subject: "ok.empty", bodies: [] });
+  it("nothing to publish: resolves and stores nothing", async () => {
+    const jsm = await jetstreamManager(nc);
+    const before = (await jsm.streams.info("ok")).state.messages;
+    await expect(publish({ subject: "ok.empty", bodies: [] })).resolves.toBeUndefined();
+    const after = await jsm.streams.info("ok", { subjects_filter: "ok.empty" });
+    expect(after.state.messages).toBe(before);
+    expect(after.state.subjects?.["ok.empty"]).toBeUndefined();
   });
 
   it("a PubAck error is the JetStreamApiError js.publish() raises, classified alike", async () => {

@@ -1,6 +1,6 @@
 import type { StatePath } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
-import { type Actor, createActor, fromPromise, initialTransition, transition } from "xstate";
+import { type Actor, createActor, fromPromise, type InspectionEvent } from "xstate";
 import type { Decision } from "../../src/effects/choose-target.ts";
 import {
   type AgentLockEmitted,
@@ -11,9 +11,9 @@ import {
   type NotifySwitchInput,
   type WriteInput,
 } from "../../src/machines/agent-lock.machine.ts";
+import { fromLockEvent, initialLock, stepLock } from "./agent-lock.oracle.ts";
 import {
   input,
-  invokedIn,
   type ModelEvent,
   type Snapshot,
   type Src,
@@ -21,13 +21,16 @@ import {
   simple,
   transitions,
 } from "./agent-lock.paths.ts";
+import { transitionRecorder, transitionsOf } from "./coverage.ts";
 
 /**
- * Paths are generated from the machine itself, then replayed on a real actor
- * whose invoked effects are promises the test settles by hand: a path step
- * `xstate.done.actor.write` becomes "resolve the write the actor started".
- * So every step checks that the live actor invoked what the model says, and
- * reached the model's state.
+ * Paths are generated from the machine (only to get event sequences), then
+ * replayed on a real actor whose invoked effects are promises the test settles
+ * by hand: a path step `xstate.done.actor.write` becomes "resolve the write
+ * the actor started". Every step is compared with the reference model
+ * (agent-lock.oracle.ts), which knows the lock's rules but not its machine:
+ * lock state, mailbox, record, replies, and the effect running with its input.
+ * The last test asserts that the replays took every transition.
  */
 
 interface Pending {
@@ -37,7 +40,7 @@ interface Pending {
 }
 
 /** The real machine with effects the test settles; records what each invocation was given. */
-const controlledActor = () => {
+const controlledActor = (inspect: (e: InspectionEvent) => void) => {
   const pending = new Map<Src, Pending>();
   const control =
     <O, I>(src: Src) =>
@@ -52,7 +55,7 @@ const controlledActor = () => {
       notifySwitch: fromPromise(control<void, NotifySwitchInput>("notifySwitch")),
     },
   });
-  const actor = createActor(machine, { input });
+  const actor = createActor(machine, { input, inspect });
   const emitted: AgentLockEmitted[] = [];
   actor.on("*", (event) => void emitted.push(event));
   actor.start();
@@ -67,29 +70,18 @@ const nextSnapshot = (actor: Actor<typeof agentLockMachine>) =>
     });
   });
 
-/** What the pure machine says a step does: next snapshot, replies it emits, effects it starts. */
-const predict = (snapshot: Snapshot, event: ModelEvent) => {
-  const [next, actions] = transition(agentLockMachine, snapshot, event as AgentLockEvent);
-  const emits: unknown[] = [];
-  const starts = new Map<string, unknown>();
-  for (const action of actions) {
-    const params = action.params as { event?: unknown; src?: unknown; input?: unknown } | undefined;
-    if (String(action.type) === "xstate.emit") emits.push(params?.event);
-    if (String(action.type) === "xstate.spawnChild") starts.set(String(params?.src), params?.input);
-  }
-  return { next, emits, starts };
-};
-
-const replay = async (path: StatePath<Snapshot, AgentLockEvent>, exact: boolean) => {
-  const { actor, pending, emitted } = controlledActor();
-  let [expected] = initialTransition(agentLockMachine, input);
-  const expectedEmits: unknown[] = [];
+const replay = async (
+  path: StatePath<Snapshot, AgentLockEvent>,
+  inspect: (e: InspectionEvent) => void = () => undefined,
+) => {
+  const { actor, pending, emitted } = controlledActor(inspect);
+  let model = initialLock(input.record);
   let reported = 0;
   let writesDone = 0;
   // The first step is the synthetic xstate.init: the actor is already there.
-  for (const { event, state } of path.steps.slice(1)) {
+  for (const { event } of path.steps.slice(1)) {
     const step = event as ModelEvent;
-    const prediction = predict(expected, step);
+    model = stepLock(model, fromLockEvent(step as never), input.agentId);
     const settled = /^xstate\.(done|error)\.actor\.(\w+)$/.exec(step.type);
     if (settled === null) {
       reported += 1;
@@ -97,7 +89,7 @@ const replay = async (path: StatePath<Snapshot, AgentLockEvent>, exact: boolean)
     } else {
       const src = settled[2] as Src;
       const effect = pending.get(src);
-      expect(effect, `${src} is running when the model settles it`).toBeDefined();
+      expect(effect, `${src} is running when the path settles it`).toBeDefined();
       pending.delete(src);
       const next = nextSnapshot(actor);
       if ("output" in step) effect!.resolve(step.output);
@@ -105,35 +97,37 @@ const replay = async (path: StatePath<Snapshot, AgentLockEvent>, exact: boolean)
       await next;
       if (src === "write" && "output" in step) writesDone += 1;
     }
-    expected = prediction.next;
-    expectedEmits.push(...prediction.emits);
+    // The live actor against the reference model: lock state, mailbox, record, replies …
     const live = actor.getSnapshot();
-    expect({ value: live.value, context: live.context }).toEqual({
-      value: expected.value,
-      context: expected.context,
+    const c = live.context;
+    expect({
+      state: live.value,
+      queue: c.queue,
+      failure: c.failure,
+      decision: c.decision,
+      conflicts: c.conflicts,
+      record: c.record,
+    }).toEqual({
+      state: model.state,
+      queue: model.queue,
+      failure: model.failure,
+      decision: model.decision,
+      conflicts: model.conflicts,
+      record: model.record,
     });
-    // Coarse-keyed (simple) paths carry a representative state, not this exact one.
-    if (exact)
-      expect({ value: state.value, context: state.context }).toEqual({
-        value: live.value,
-        context: live.context,
-      });
-    expect(emitted).toEqual(expectedEmits);
-
-    // The live actor runs exactly the effect of its state, with the input the model decided.
-    const running = invokedIn[String(live.value)];
-    expect([...pending.keys()]).toEqual(running ? [running] : []);
-    for (const [src, startedWith] of prediction.starts)
-      expect(pending.get(src as Src)?.input).toEqual(startedWith);
+    expect(emitted).toEqual(model.replies);
+    // … and the effect it runs, with the input the model says.
+    expect([...pending.keys()]).toEqual(model.running ? [model.running.src] : []);
+    if (model.running) expect(pending.get(model.running.src)?.input).toEqual(model.running.input);
 
     // No failure is lost or answered twice: each is queued, holds the lock, or got one reply.
     const replies = emitted.filter((e) => e.type !== "switch.notify-failed");
-    const holding = live.context.failure === undefined ? 0 : 1;
-    expect(replies.length + live.context.queue.length + holding).toBe(reported);
+    const holding = c.failure === undefined ? 0 : 1;
+    expect(replies.length + c.queue.length + holding).toBe(reported);
     // A switch is only ever announced after its record was written.
     const switches = replies.filter((e) => e.type === "failure.handled" && e.result.outcome === "switched");
     expect(switches.length).toBeLessThanOrEqual(writesDone);
-    expect(live.context.conflicts).toBeLessThanOrEqual(MAX_CONFLICTS);
+    expect(c.conflicts).toBeLessThanOrEqual(MAX_CONFLICTS);
   }
   actor.stop();
 };
@@ -163,14 +157,23 @@ describe("agent-lock machine: model-based paths replayed on the real actor", () 
   it.each(transitions.map((path, i) => [i, describePath(path), path] as const))(
     "transition %i: %s",
     async (_, __, path) => {
-      await replay(path, true);
+      await replay(path);
     },
   );
 
   it.each(simple.map((path, i) => [i, describePath(path), path] as const))(
     "simple path %i: %s",
     async (_, __, path) => {
-      await replay(path, false);
+      await replay(path);
     },
   );
+});
+
+describe("agent-lock machine: transition coverage", () => {
+  it("the replays take every transition of the machine", async () => {
+    const recorder = transitionRecorder(agentLockMachine);
+    for (const path of transitions) await replay(path, recorder.inspect);
+    expect(transitionsOf(agentLockMachine)).toHaveLength(12);
+    expect(recorder.missing()).toEqual([]);
+  });
 });

@@ -1,7 +1,10 @@
+import { Kvm } from "@nats-io/kv";
+import { connect } from "@nats-io/transport-node";
 import type { StatePath } from "@xstate/graph";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { transition } from "xstate";
+import type { AgentRecord } from "../../src/effects/agent-store.ts";
 import type { Decision } from "../../src/effects/choose-target.ts";
 import type { FailureOutcome, Runtime } from "../../src/index.ts";
 import {
@@ -9,11 +12,14 @@ import {
   type AgentLockState,
   agentLockMachine,
 } from "../../src/machines/agent-lock.machine.ts";
+import { createRuntime } from "../../src/runtime.ts";
 import { createTestRuntime } from "../../src/testing.ts";
+import { startNatsServer } from "../harness/nats-server.ts";
 
 /**
  * The agent lock's generated paths, taken through `rt.agents` on a memory
- * runtime (issue #9). test/model/agent-lock.model.test.ts replays the paths
+ * runtime and on a runtime on a nats-server (the record in NATS KV, read back
+ * raw after each path) (issue #9). test/model/agent-lock.model.test.ts replays the paths
  * on the machine with effects it settles by hand; here the same paths run on
  * the real registry and its store: the failures are reported through
  * `rt.agents.reportFailure`, and the path's decisions are made by the real
@@ -155,6 +161,7 @@ const expectations = (plan: Plan) => {
   const skipped = new Set<string>();
   let switches = 0;
   const failed: Array<{ from: string; to: string }> = [];
+  const left: string[] = [];
   const expected: Expected[] = plan.failures.map(({ decision, notifyFails }): Expected => {
     if (decision === "stale") return { target: "Z", outcome: { outcome: "stale", target: "Z", current } };
     const from = current;
@@ -164,97 +171,158 @@ const expectations = (plan: Plan) => {
     }
     const to = targets.find((t) => t !== from && t !== "Z" && !skipped.has(t))!;
     skipped.add(from);
+    left.push(from);
     current = to;
     exhausted = undefined;
     switches += 1;
     if (notifyFails) failed.push({ from, to });
     return { target: from, outcome: { outcome: "switched", from, to } };
   });
-  return { expected, failed, end: { current, switches, exhausted: exhausted === current } };
+  return { expected, failed, left, end: { current, switches, exhausted: exhausted === current } };
 };
 
-describe("agent-lock paths through rt.agents on a memory runtime", () => {
-  const logged: Array<{ agentId?: string; msg: string; from?: string; to?: string }> = [];
-  let rt: Runtime;
-  beforeAll(async () => {
-    // Failed onSwitch calls are not in the outcome (the switch stands): the registry logs them.
-    const logger = pino({ level: "error" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
-    rt = await createTestRuntime({ logger });
-  });
-  afterAll(async () => {
-    await rt?.stop();
-  });
+/** The record as the store holds it, read past the runtime: raw KV on NATS, the lock's view on memory. */
+type RawRecord = (rt: Runtime, agentId: string) => Promise<AgentRecord | undefined>;
 
-  it("the generated paths the runtime can take cover every decision and a failing onSwitch", () => {
-    expect(plans.length).toBeGreaterThan(20);
-    const decided = new Set(plans.flatMap((p) => p.failures.map((f) => f.decision)));
-    expect([...decided].sort()).toEqual(["exhaustedKnown", "exhaustedNew", "stale", "switch"]);
-    expect(plans.some((p) => p.failures.some((f) => f.notifyFails))).toBe(true);
-    expect(plans.some((p) => p.bursts.some((size) => size > 1))).toBe(true); // failures queue for the lock
-    expect(plans.some((p) => p.setup)).toBe(true);
-    // Z must never be needed as a switch target.
-    for (const p of plans) expect(p.failures.filter((f) => f.decision === "switch").length).toBeLessThan(6);
-  });
+const onBroker = (
+  kind: string,
+  start: (logger: Logger) => Promise<{ rt: Runtime; raw: RawRecord; stop(): Promise<void> }>,
+) =>
+  describe(`agent-lock paths through rt.agents on ${kind}`, () => {
+    const logged: Array<{ agentId?: string; msg: string; from?: string; to?: string }> = [];
+    let rt: Runtime;
+    let raw: RawRecord;
+    let stop: () => Promise<void> = async () => undefined;
+    beforeAll(async () => {
+      // Failed onSwitch calls are not in the outcome (the switch stands): the registry logs them.
+      const logger = pino(
+        { level: "error" },
+        { write: (line: string) => void logged.push(JSON.parse(line)) },
+      );
+      ({ rt, raw, stop } = await start(logger));
+    });
+    afterAll(async () => {
+      await stop();
+    });
 
-  it.each(plans.map((plan, i) => [i, describePlan(plan), plan] as const))(
-    "path %i: %s",
-    async (i, _name, plan) => {
-      const agentId = `agent-${i}`;
-      const { expected, failed, end } = expectations(plan);
-      // `load` is asked once per candidate in one synchronous pass per decision (none for a stale
-      // failure): each pass is the next decision, healthy (a switch) or not (exhausted).
-      const healthy = [
-        ...(plan.setup ? [false] : []),
-        ...plan.failures.filter((f) => f.decision !== "stale").map((f) => f.decision === "switch"),
-      ];
-      let decisions = -1;
-      let deciding = false;
-      const load = (target: string) => {
-        if (!deciding) {
-          deciding = true;
-          decisions += 1;
-          queueMicrotask(() => {
-            deciding = false;
+    it("the generated paths the runtime can take cover every decision and a failing onSwitch", () => {
+      expect(plans.length).toBeGreaterThan(20);
+      const decided = new Set(plans.flatMap((p) => p.failures.map((f) => f.decision)));
+      expect([...decided].sort()).toEqual(["exhaustedKnown", "exhaustedNew", "stale", "switch"]);
+      expect(plans.some((p) => p.failures.some((f) => f.notifyFails))).toBe(true);
+      expect(plans.some((p) => p.bursts.some((size) => size > 1))).toBe(true); // failures queue for the lock
+      expect(plans.some((p) => p.setup)).toBe(true);
+      // Z must never be needed as a switch target.
+      for (const p of plans) expect(p.failures.filter((f) => f.decision === "switch").length).toBeLessThan(6);
+    });
+
+    it.each(plans.map((plan, i) => [i, describePlan(plan), plan] as const))(
+      "path %i: %s",
+      async (i, _name, plan) => {
+        const agentId = `agent-${i}`;
+        const { expected, failed, left, end } = expectations(plan);
+        // `load` is asked once per candidate in one synchronous pass per decision (none for a stale
+        // failure): each pass is the next decision, healthy (a switch) or not (exhausted).
+        const healthy = [
+          ...(plan.setup ? [false] : []),
+          ...plan.failures.filter((f) => f.decision !== "stale").map((f) => f.decision === "switch"),
+        ];
+        let decisions = -1;
+        let deciding = false;
+        const load = (target: string) => {
+          if (!deciding) {
+            deciding = true;
+            decisions += 1;
+            queueMicrotask(() => {
+              deciding = false;
+            });
+          }
+          return healthy[decisions] ? targets.indexOf(target) : Number.NaN;
+        };
+        const throwing = plan.failures.filter((f) => f.decision === "switch").map((f) => f.notifyFails);
+        let switches = 0;
+        const onSwitch = () => {
+          if (throwing[switches++]) throw new Error("restart failed");
+        };
+        await rt.agents.register({ agentId, targets, current: "A", load, onSwitch });
+        if (plan.setup) {
+          const setup = await rt.agents.reportFailure(agentId, {
+            target: "A",
+            error: new Error("A is down"),
           });
+          expect(setup).toEqual({ outcome: "exhausted", target: "A" });
         }
-        return healthy[decisions] ? targets.indexOf(target) : Number.NaN;
-      };
-      const throwing = plan.failures.filter((f) => f.decision === "switch").map((f) => f.notifyFails);
-      let switches = 0;
-      const onSwitch = () => {
-        if (throwing[switches++]) throw new Error("restart failed");
-      };
-      await rt.agents.register({ agentId, targets, current: "A", load, onSwitch });
-      if (plan.setup) {
-        const setup = await rt.agents.reportFailure(agentId, { target: "A", error: new Error("A is down") });
-        expect(setup).toEqual({ outcome: "exhausted", target: "A" });
-      }
 
-      const locks: AgentLockState[] = [rt.agents.get(agentId)!.lock];
-      const unsubscribe = rt.agents.subscribe((state) => {
-        if (state.agentId === agentId && locks.at(-1) !== state.lock) locks.push(state.lock);
-      });
-      const answers: FailureOutcome[] = [];
-      let next = 0;
-      for (const size of plan.bursts) {
-        const burst = expected
-          .slice(next, next + size)
-          .map(({ target }, n) =>
-            rt.agents.reportFailure(agentId, { target, error: new Error(`${target} failed (#${n})`) }),
-          );
-        next += size;
-        answers.push(...(await Promise.all(burst)));
-      }
-      unsubscribe();
+        const locks: AgentLockState[] = [rt.agents.get(agentId)!.lock];
+        const unsubscribe = rt.agents.subscribe((state) => {
+          if (state.agentId === agentId && locks.at(-1) !== state.lock) locks.push(state.lock);
+        });
+        const answers: FailureOutcome[] = [];
+        let next = 0;
+        for (const size of plan.bursts) {
+          const burst = expected
+            .slice(next, next + size)
+            .map(({ target }, n) =>
+              rt.agents.reportFailure(agentId, { target, error: new Error(`${target} failed (#${n})`) }),
+            );
+          next += size;
+          answers.push(...(await Promise.all(burst)));
+        }
+        unsubscribe();
 
-      expect(answers).toEqual(expected.map((e) => e.outcome));
-      expect(locks).toEqual(plan.locks);
-      const notifyFailures = logged
-        .filter((l) => l.agentId === agentId && /onSwitch failed/.test(l.msg))
-        .map(({ from, to }) => ({ from, to }));
-      expect(notifyFailures).toEqual(failed);
-      expect(rt.agents.get(agentId)).toMatchObject({ ...end, lock: "idle", queued: 0 });
-      expect(decisions + 1).toBe(healthy.length);
+        expect(answers).toEqual(expected.map((e) => e.outcome));
+        expect(locks).toEqual(plan.locks);
+        const notifyFailures = logged
+          .filter((l) => l.agentId === agentId && /onSwitch failed/.test(l.msg))
+          .map(({ from, to }) => ({ from, to }));
+        expect(notifyFailures).toEqual(failed);
+        expect(rt.agents.get(agentId)).toMatchObject({ ...end, lock: "idle", queued: 0 });
+        expect(decisions + 1).toBe(healthy.length);
+        // What the store holds: the current target, one switch per switch, a skip per target left.
+        const stored = await raw(rt, agentId);
+        expect(stored).toMatchObject({ v: 1, current: end.current, switches: end.switches });
+        expect(stored?.exhausted?.target === stored?.current && stored?.exhausted !== undefined).toBe(
+          end.exhausted,
+        );
+        expect(stored?.skips.map((k) => k.target).sort()).toEqual([...left].sort());
+      },
+    );
+  });
+
+onBroker("memory", async (logger) => {
+  const rt = await createTestRuntime({ logger });
+  // The in-process store has no outside to read from: its record as the registry reports it.
+  const raw: RawRecord = async (_rt, agentId) => {
+    const a = rt.agents.get(agentId);
+    if (!a) return undefined;
+    const { current, skips, switches } = a;
+    return {
+      v: 1,
+      current,
+      skips,
+      switches,
+      ...(a.exhausted ? { exhausted: { target: current, at: 0 } } : {}),
+    };
+  };
+  return { rt, raw, stop: () => rt.stop() };
+});
+
+onBroker("NATS KV", async (logger) => {
+  const server = await startNatsServer();
+  const rt = await createRuntime({ servers: server.url, logger });
+  const nc = await connect({ servers: server.url });
+  const raw: RawRecord = async (_rt, agentId) => {
+    const kv = await new Kvm(nc).open("jetstate_agents");
+    const entry = await kv.get(agentId);
+    return entry && entry.operation === "PUT" ? (entry.json() as AgentRecord) : undefined;
+  };
+  return {
+    rt,
+    raw,
+    stop: async () => {
+      await rt.stop();
+      await nc.close();
+      await server.dispose();
     },
-  );
+  };
 });

@@ -1,6 +1,7 @@
+import { getShortestPaths } from "@xstate/graph";
 import type { SnapshotFrom } from "xstate";
 import type { JobSettings } from "../../src/effects/job-record.ts";
-import type { JobEvent, JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
 /**
  * The job machine's model: the settings, input and events paths are generated
@@ -40,6 +41,18 @@ export const events = [
   { type: "clock.tick", now: 5000 }, // stalled longer than stalledTimeoutMs
   { type: "job.cancel", reason: "user" },
   { type: "xstate.done.actor.finalize" },
+  // The end could not be written (the broker refused): the actor still ends.
+  { type: "xstate.error.actor.finalize", error: new Error("record update refused") },
+] as unknown as JobEvent[];
+
+/**
+ * The events the oracle replays add: an answer stamped in the very millisecond
+ * of the 1500 stall tick is progress too (a second stall becomes reachable,
+ * a route job.runtime.model.test.ts has no scenario for, so it keeps `events`).
+ */
+export const oracleEvents = [
+  ...events,
+  { type: "results.received", entries: [ok(1)], at: 1500 },
 ] as unknown as JobEvent[];
 
 /** Time-varying fields are not part of the state identity; counts and answers are. */
@@ -52,3 +65,70 @@ export const serializeState = (s: SnapshotFrom<typeof jobMachine>): string =>
     a: [...s.context.answered],
     st: s.context.stalledSince !== null,
   });
+
+/** One path to replay: the input the actor starts with and the events it is sent (xstate.init left out). */
+export interface JobPath {
+  readonly name: string;
+  readonly input: JobInput;
+  readonly events: readonly JobEvent[];
+  /** A shortest path, one extended by an event, or a resumed job's. */
+  readonly kind: "shortest" | "extended" | "resumed";
+}
+
+const describeEvents = (list: readonly JobEvent[]) =>
+  list
+    .map((e) => e.type.replace(/^xstate\.(done|error)\.actor\./, (_, k) => (k === "done" ? "" : "!")))
+    .join(" → ");
+
+/** An error event no active state handles would be thrown at the actor: those are left out. */
+const handles = (state: SnapshotFrom<typeof jobMachine>, event: JobEvent) =>
+  !event.type.startsWith("xstate.error.") ||
+  (state as unknown as { _nodes: Array<{ transitions: Map<string, unknown> }> })._nodes.some((node) =>
+    node.transitions.has(event.type),
+  );
+
+/**
+ * The paths every job replay takes: the shortest path to every (state,
+ * counts) pair, each extended by every event once (two routes to one state
+ * leave transitions untaken: the extensions take every transition out of
+ * every reachable state), and the start of a job resumed from each status.
+ */
+export const jobPaths = (): JobPath[] => {
+  const shortest = getShortestPaths(jobMachine, { events: oracleEvents, input, serializeState } as never);
+  const heads = shortest.map((p) => p.steps.slice(1).map((s) => s.event as JobEvent));
+  // (The graph sees the initial state as "error": the machine's placeholder submit throws.)
+  const extended = shortest.flatMap((p, n) =>
+    p.state.status !== "done"
+      ? oracleEvents.filter((e) => handles(p.state, e)).map((e) => [...heads[n]!, e])
+      : [],
+  );
+  const fresh = [...heads, ...extended].map((list, n) => ({
+    name: describeEvents(list) || "(submitting)",
+    input,
+    events: list,
+    kind: n < heads.length ? ("shortest" as const) : ("extended" as const),
+  }));
+  const resumed = (["running", "stalled", "succeeded", "failed"] as const).flatMap((resumeFrom) => {
+    const from: JobInput = {
+      ...input,
+      resumeFrom,
+      counts: { done: 2, failed: 1, dead: 0 },
+      ...(resumeFrom === "failed" ? { reason: "cancelled: before the restart" } : {}),
+    };
+    const paths = getShortestPaths(jobMachine, {
+      events: oracleEvents,
+      input: from,
+      serializeState,
+    } as never);
+    return paths.map((p) => {
+      const list = p.steps.slice(1).map((s) => s.event as JobEvent);
+      return {
+        name: `resumed ${resumeFrom}: ${describeEvents(list) || "(start)"}`,
+        input: from,
+        events: list,
+        kind: "resumed" as const,
+      };
+    });
+  });
+  return [...fresh, ...resumed];
+};

@@ -569,8 +569,7 @@ describe("job routes on the memory broker (ManualClock)", () => {
           clock.advance(tickMs);
           await settle();
         }
-        // Time goes on after the tick that moved the job: an answer stamped with the very
-        // millisecond of the stall tick is not progress (`madeProgress` compares strictly).
+        // Time goes on after the tick that moved the job, as it does on a real clock.
         clock.advance(1);
       },
       async refusing() {

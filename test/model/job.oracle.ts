@@ -1,0 +1,198 @@
+/**
+ * A reference model of one job, written from the job's rules and not from
+ * its machine (nothing here imports src/machines): the status, the counts and
+ * the reason as plain functions of the event history. Model-based tests fold
+ * the events a path sends (or the events a real actor received) through
+ * `jobOracle` and compare every step with the live actor and with what the
+ * broker holds.
+ *
+ * To teach it a new event, add a handler to `handlers`.
+ */
+
+export type JobStatus = "queuing" | "running" | "stalled" | "succeeded" | "failed";
+
+export interface OracleSettings {
+  readonly maxFailures: number;
+  readonly stallAfterMs: number;
+  readonly stalledTimeoutMs: number;
+}
+
+export interface OracleInput {
+  readonly total: number;
+  readonly settings: OracleSettings;
+  readonly now: number;
+  readonly resumeFrom?: JobStatus;
+  readonly counts?: { readonly done: number; readonly failed: number; readonly dead: number };
+  readonly reason?: string;
+}
+
+type Answer = "ok" | "failed" | "dead";
+
+export interface JobModel {
+  readonly status: JobStatus;
+  /** The end was handed to finalize and it settled (written or given up). */
+  readonly recorded: boolean;
+  readonly done: number;
+  readonly failed: number;
+  readonly dead: number;
+  readonly reason: string | null;
+  /** Answer per task index. */
+  readonly answers: ReadonlyMap<number, Answer>;
+  /** Last new answer, or the commit. */
+  readonly lastProgressAt: number;
+  readonly stalledSince: number | null;
+}
+
+/** An event as the job sees it: what the runtime sends, and the settlements of its submit/finalize. */
+export type OracleEvent =
+  | { type: "submit.committed"; at?: number }
+  | { type: "submit.failed"; message: string }
+  | { type: "results"; entries: ReadonlyArray<Record<string, unknown>>; at: number }
+  | { type: "tick"; now: number }
+  | { type: "cancel"; reason: string }
+  | { type: "finalize.settled" };
+
+const isEnd = (s: JobStatus) => s === "succeeded" || s === "failed";
+const answered = (m: JobModel) => m.done + m.failed + m.dead;
+
+/** At most ⌊maxFailures × total⌋ tasks may fail or die. */
+const tolerated = (m: JobModel, input: OracleInput) =>
+  m.failed + m.dead <= Math.floor(input.settings.maxFailures * input.total + 1e-9);
+
+const end = (m: JobModel, status: "succeeded" | "failed", reason: string | null): JobModel => ({
+  ...m,
+  status,
+  reason: reason ?? m.reason,
+  stalledSince: null,
+});
+
+/** A job whose every task is answered is over: succeeded within its tolerance, failed beyond it. */
+const decide = (m: JobModel, input: OracleInput): JobModel => {
+  if (m.status !== "running" && m.status !== "stalled") return m;
+  if (answered(m) < input.total) return m;
+  return tolerated(m, input)
+    ? end(m, "succeeded", null)
+    : end(
+        m,
+        "failed",
+        `${m.failed + m.dead} of ${input.total} tasks failed or died (tolerance ${input.settings.maxFailures})`,
+      );
+};
+
+const count = (m: JobModel, entries: OracleEvent & { type: "results" }, total: number): JobModel => {
+  const answers = new Map(m.answers);
+  let fresh = 0;
+  for (const e of entries.entries) {
+    const i = e.i as number;
+    if (!Number.isInteger(i) || i < 0 || i >= total) continue;
+    if (e.redrive) {
+      // A redrive forgets a dead answer, and only a dead one.
+      if (answers.get(i) === "dead") answers.delete(i);
+      continue;
+    }
+    if (answers.has(i)) continue; // answered twice (a redelivery): counted once
+    answers.set(i, e.ok ? "ok" : e.dead ? "dead" : "failed");
+    fresh++;
+  }
+  const of = (a: Answer) => [...answers.values()].filter((x) => x === a).length;
+  return {
+    ...m,
+    answers,
+    done: of("ok"),
+    failed: of("failed"),
+    dead: of("dead"),
+    lastProgressAt: fresh > 0 ? entries.at : m.lastProgressAt,
+  };
+};
+
+type Handler<T extends OracleEvent["type"]> = (
+  m: JobModel,
+  e: Extract<OracleEvent, { type: T }>,
+  input: OracleInput,
+) => JobModel;
+
+const handlers: { [T in OracleEvent["type"]]: Handler<T> } = {
+  "submit.committed": (m, e) =>
+    m.status === "queuing"
+      ? { ...m, status: "running", lastProgressAt: Math.max(e.at ?? m.lastProgressAt, m.lastProgressAt) }
+      : m,
+  "submit.failed": (m, e) => (m.status === "queuing" ? end(m, "failed", `submit failed: ${e.message}`) : m),
+  results: (m, e, input) => {
+    if (m.status !== "running" && m.status !== "stalled") return m;
+    const next = count(m, e, input.total);
+    // A stalled job runs again on an answer stamped at or after the stall began.
+    if (next.status === "stalled" && next.stalledSince !== null && next.lastProgressAt >= next.stalledSince)
+      return { ...next, status: "running", stalledSince: null };
+    return next;
+  },
+  tick: (m, e, input) => {
+    const { stallAfterMs, stalledTimeoutMs } = input.settings;
+    if (m.status === "running" && answered(m) < input.total && e.now - m.lastProgressAt >= stallAfterMs)
+      return { ...m, status: "stalled", stalledSince: e.now };
+    if (
+      m.status === "stalled" &&
+      stalledTimeoutMs > 0 &&
+      m.stalledSince !== null &&
+      e.now - m.stalledSince >= stalledTimeoutMs
+    )
+      return end(
+        m,
+        "failed",
+        `stalled: no progress for ${e.now - m.lastProgressAt} ms with ${input.total - answered(m)} tasks left`,
+      );
+    return m;
+  },
+  cancel: (m, e) => (isEnd(m.status) ? m : end(m, "failed", `cancelled: ${e.reason}`)),
+  "finalize.settled": (m) => (isEnd(m.status) ? { ...m, recorded: true } : m),
+};
+
+export const initialModel = (input: OracleInput): JobModel => {
+  const from = input.resumeFrom;
+  const finished = from !== undefined && isEnd(from);
+  const counts = finished && input.counts ? input.counts : { done: 0, failed: 0, dead: 0 };
+  return {
+    status: from === undefined ? "queuing" : finished ? from : "running",
+    recorded: finished,
+    ...counts,
+    reason: input.reason ?? null,
+    answers: new Map(),
+    lastProgressAt: input.now,
+    stalledSince: null,
+  };
+};
+
+export const stepModel = (m: JobModel, event: OracleEvent, input: OracleInput): JobModel =>
+  decide((handlers[event.type] as Handler<typeof event.type>)(m, event as never, input), input);
+
+/** The job after `events`, and after each of them. */
+export const jobOracle = (input: OracleInput, events: readonly OracleEvent[]): JobModel[] => {
+  const states = [initialModel(input)];
+  for (const e of events) states.push(stepModel(states.at(-1)!, e, input));
+  return states;
+};
+
+/**
+ * The oracle's name for a machine event (`xstate.done.actor.submit` and the
+ * like), or undefined for events the job does not react to.
+ */
+export const fromMachineEvent = (event: { type: string; [k: string]: unknown }): OracleEvent | undefined => {
+  switch (event.type) {
+    case "xstate.done.actor.submit":
+      return typeof event.output === "number"
+        ? { type: "submit.committed", at: event.output }
+        : { type: "submit.committed" };
+    case "xstate.error.actor.submit":
+      return { type: "submit.failed", message: (event.error as Error).message };
+    case "results.received":
+      return { type: "results", entries: event.entries as never, at: event.at as number };
+    case "clock.tick":
+      return { type: "tick", now: event.now as number };
+    case "job.cancel":
+      return { type: "cancel", reason: event.reason as string };
+    case "xstate.done.actor.finalize":
+    case "xstate.error.actor.finalize":
+      return { type: "finalize.settled" };
+    default:
+      return undefined;
+  }
+};
