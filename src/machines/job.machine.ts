@@ -237,14 +237,18 @@ export const jobMachine = setup({
         typeof output === "number" ? Math.max(output, context.lastProgressAt) : context.lastProgressAt;
       return { lastProgressAt: at, now: Math.max(context.now, at) };
     }),
-    /** The record's end, counts never lower than those counted here. */
+    /**
+     * The record's end. Its counts, unless more answers were counted here: one
+     * observation or the other, never a mix of fields (which could add up to
+     * more answers than tasks).
+     */
     adoptRecord: assign(({ context, event }) => {
       if (event.type !== "record.changed") return {};
+      const { done, failed, dead } = event.counts;
+      const theirs = done + failed + dead >= context.done + context.failed + context.dead;
       return {
         recorded: event.counts,
-        done: Math.max(context.done, event.counts.done),
-        failed: Math.max(context.failed, event.counts.failed),
-        dead: Math.max(context.dead, event.counts.dead),
+        ...(theirs ? { done, failed, dead } : {}),
         reason: event.reason ?? context.reason,
       };
     }),
@@ -380,6 +384,9 @@ export const jobMachine = setup({
             onDone: "recorded",
             onError: "recorded",
           },
+          // The same end in the record (this write's echo, or another runtime's): finalize
+          // still deletes the consumer and purges what is left before the job is recorded.
+          on: { "record.changed": { guard: "recordSucceeded" } },
         },
         recorded: { type: "final", on: { "record.changed": {} } },
       },
@@ -395,6 +402,9 @@ export const jobMachine = setup({
             onDone: "recorded",
             onError: "recorded",
           },
+          // The same end in the record (this write's echo, or another runtime's): finalize
+          // still deletes the consumer and purges what is left before the job is recorded.
+          on: { "record.changed": { guard: "recordFailed" } },
         },
         recorded: { type: "final", on: { "record.changed": {} } },
       },

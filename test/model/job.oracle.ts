@@ -41,6 +41,18 @@ export interface JobModel {
   /** Last new answer, or the commit. */
   readonly lastProgressAt: number;
   readonly stalledSince: number | null;
+  /**
+   * What finalize is handed when this actor decides the end (null: it did not
+   * decide one — still running, resumed finished, or ended as another
+   * runtime recorded it, which nothing here writes).
+   */
+  readonly finalize: {
+    readonly status: "succeeded" | "failed";
+    readonly reason: string | null;
+    readonly counts: { readonly done: number; readonly failed: number; readonly dead: number };
+  } | null;
+  /** The end came from the record (another runtime wrote it): adopted, not written here. */
+  readonly adopted: boolean;
 }
 
 /** An event as the job sees it: what the runtime sends, and the settlements of its submit/finalize. */
@@ -50,6 +62,13 @@ export type OracleEvent =
   | { type: "results"; entries: ReadonlyArray<Record<string, unknown>>; at: number }
   | { type: "tick"; now: number }
   | { type: "cancel"; reason: string }
+  /** The job's record as stored, seen by the record watch (another runtime may have written it). */
+  | {
+      type: "record";
+      status: JobStatus;
+      counts: { readonly done: number; readonly failed: number; readonly dead: number };
+      reason: string | null;
+    }
   | { type: "finalize.settled" };
 
 const isEnd = (s: JobStatus) => s === "succeeded" || s === "failed";
@@ -143,6 +162,22 @@ const handlers: { [T in OracleEvent["type"]]: Handler<T> } = {
     return m;
   },
   cancel: (m, e) => (isEnd(m.status) ? m : end(m, "failed", `cancelled: ${e.reason}`)),
+  // An end in the record is how the job ended, whatever this actor had decided (unless its
+  // own end is already recorded, or being recorded as the same end); its answers never fewer
+  // than those counted here. Any other record says nothing the job decides on.
+  record: (m, e) =>
+    m.recorded || !isEnd(e.status) || e.status === m.status
+      ? m
+      : {
+          ...m,
+          status: e.status,
+          recorded: true,
+          adopted: true,
+          // The record's counts, or those counted here if they are more answers (never a mix).
+          ...(e.counts.done + e.counts.failed + e.counts.dead >= answered(m) ? e.counts : {}),
+          reason: e.reason ?? m.reason,
+          stalledSince: null,
+        },
   "finalize.settled": (m) => (isEnd(m.status) ? { ...m, recorded: true } : m),
 };
 
@@ -158,11 +193,25 @@ export const initialModel = (input: OracleInput): JobModel => {
     answers: new Map(),
     lastProgressAt: input.now,
     stalledSince: null,
+    finalize: null,
+    adopted: false,
   };
 };
 
-export const stepModel = (m: JobModel, event: OracleEvent, input: OracleInput): JobModel =>
-  decide((handlers[event.type] as Handler<typeof event.type>)(m, event as never, input), input);
+export const stepModel = (m: JobModel, event: OracleEvent, input: OracleInput): JobModel => {
+  const next = decide((handlers[event.type] as Handler<typeof event.type>)(m, event as never, input), input);
+  // The end this actor decides is handed to finalize once, as decided.
+  if (isEnd(next.status) && !isEnd(m.status) && !next.adopted)
+    return {
+      ...next,
+      finalize: {
+        status: next.status as "succeeded" | "failed",
+        reason: next.reason,
+        counts: { done: next.done, failed: next.failed, dead: next.dead },
+      },
+    };
+  return next;
+};
 
 /** The job after `events`, and after each of them. */
 export const jobOracle = (input: OracleInput, events: readonly OracleEvent[]): JobModel[] => {
@@ -189,6 +238,13 @@ export const fromMachineEvent = (event: { type: string; [k: string]: unknown }):
       return { type: "tick", now: event.now as number };
     case "job.cancel":
       return { type: "cancel", reason: event.reason as string };
+    case "record.changed":
+      return {
+        type: "record",
+        status: event.status as JobStatus,
+        counts: event.counts as { done: number; failed: number; dead: number },
+        reason: (event.reason as string | null) ?? null,
+      };
     case "xstate.done.actor.finalize":
     case "xstate.error.actor.finalize":
       return { type: "finalize.settled" };

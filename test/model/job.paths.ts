@@ -48,11 +48,21 @@ export const events = [
 /**
  * The events the oracle replays add: an answer stamped in the very millisecond
  * of the 1500 stall tick is progress too (a second stall becomes reachable,
- * a route job.runtime.model.test.ts has no scenario for, so it keeps `events`).
+ * a route job.runtime.model.test.ts has no scenario for, so it keeps `events`),
+ * and the record as the runtime's record watch hands it over.
  */
 export const oracleEvents = [
   ...events,
   { type: "results.received", entries: [ok(1)], at: 1500 },
+  // The record as another runtime wrote it: progress (nothing to decide), its end, a cancel.
+  { type: "record.changed", status: "running", counts: { done: 1, failed: 0, dead: 0 }, reason: null },
+  { type: "record.changed", status: "succeeded", counts: { done: 3, failed: 0, dead: 0 }, reason: null },
+  {
+    type: "record.changed",
+    status: "failed",
+    counts: { done: 1, failed: 0, dead: 0 },
+    reason: "cancelled: elsewhere",
+  },
 ] as unknown as JobEvent[];
 
 /** Time-varying fields are not part of the state identity; counts and answers are. */

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AnyActorRef, InspectionEvent } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { updateRecordWith } from "../../src/effects/finalize-job.ts";
 import type { JobHandle } from "../../src/jobs.ts";
 import { silentLogger } from "../../src/logger.ts";
 import { type JobEvent, jobMachine } from "../../src/machines/job.machine.ts";
@@ -156,6 +157,27 @@ const drive = async (b: Backend, path: JobPath) => {
       await b.elapse(handle, event.now);
     } else if (event.type === "job.cancel") {
       await handle.cancel(event.reason);
+    } else if (event.type === "record.changed") {
+      // Another runtime writes the record (its progress, its end, a cancel): the record watch
+      // hands it to the job.
+      const heard = () => (b.received.get(handle.id) ?? []).filter((e) => e.type === "record.changed").length;
+      const before = heard();
+      const written = await updateRecordWith(b.broker, handle.id, (r) =>
+        r.status === "succeeded" || r.status === "failed"
+          ? undefined
+          : {
+              ...r,
+              status: event.status,
+              counts: event.counts,
+              ...(event.reason ? { reason: event.reason } : {}),
+              updatedAt: r.updatedAt + 1,
+            },
+      );
+      if (written && handle.actor.getSnapshot().status === "active")
+        await waitUntil(() => heard() > before, {
+          timeoutMs: 10_000,
+          message: `${where}: the record reached the job`,
+        });
     } else {
       // xstate.done.actor.finalize: the runtime writes the end.
       await recorded(handle);
@@ -167,7 +189,8 @@ const drive = async (b: Backend, path: JobPath) => {
       const stored = await b.broker.getRecord(handle.id);
       expect(stored?.record, `${where}: the record`).toMatchObject({
         status: model.status,
-        counts: { done: model.done, failed: model.failed, dead: model.dead },
+        // An end another runtime wrote keeps its writer's counts (the job may have counted more).
+        ...(model.adopted ? {} : { counts: { done: model.done, failed: model.failed, dead: model.dead } }),
         ...(model.reason ? { reason: model.reason } : {}),
       });
     }
@@ -199,6 +222,12 @@ const notThroughTheRuntime: Record<string, string> = {
   "job.queuing.checking always #1": "a resumed finished job",
   "job.queuing.checking always #2": "a resumed finished job",
   "job.succeeded.recording xstate.error.actor.finalize #0": "a record write that fails: fault injection",
+  "job.running job.cancel #0":
+    "handle.cancel on a committed job is a record write: the job hears record.changed",
+  "job.stalled job.cancel #0":
+    "handle.cancel on a committed job is a record write: the job hears record.changed",
+  "job.succeeded.recorded record.changed #0": "the runtime stops a job's actor once its end is recorded",
+  "job.failed.recorded record.changed #0": "the runtime stops a job's actor once its end is recorded",
   "job.failed.recording xstate.error.actor.finalize #0": "a record write that fails: fault injection",
 };
 
