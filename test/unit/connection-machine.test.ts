@@ -6,7 +6,7 @@
  * by hand from the policy with Math.random pinned.
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createActor, fromCallback, fromPromise, SimulatedClock } from "xstate";
+import { createActor, fromCallback, fromPromise, SimulatedClock, waitFor } from "xstate";
 import {
   type BackoffPolicy,
   type ConnectionEvent,
@@ -50,7 +50,8 @@ const harness = (backoff?: BackoffPolicy) => {
     { input: backoff ? { backoff } : {}, clock },
   );
   actor.start();
-  const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+  // Lets a settled promise reach the actor (its callbacks run before the next macrotask): no time passes.
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
   return {
     actor,
     calls,
@@ -232,5 +233,16 @@ describe("connectionStateName", () => {
     expect(connectionStateName({ online: "reconnecting" })).toBe("reconnecting");
     expect(connectionStateName({ online: "connected" })).toBe("connected");
     expect(connectionStateName({})).toBe("connected");
+  });
+});
+
+describe("connection machine: its own placeholder actors", () => {
+  it("without a connect provided, the dial fails saying so", async () => {
+    const actor = createActor(connectionMachine, { input: {}, clock: new SimulatedClock() });
+    actor.start();
+    actor.send({ type: "connection.start" });
+    await waitFor(actor, (s) => s.matches("backoff"), { timeout: 1000 });
+    expect(actor.getSnapshot().context.lastError).toBe("connect actor not provided");
+    actor.stop();
   });
 });

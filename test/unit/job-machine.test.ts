@@ -6,7 +6,7 @@
  * states the events lead to; these cover the values they leave behind.)
  */
 import { describe, expect, it } from "vitest";
-import { createActor, fromCallback, fromPromise } from "xstate";
+import { createActor, fromCallback, fromPromise, waitFor } from "xstate";
 import type { JobSettings } from "../../src/effects/job-record.ts";
 import {
   type FinalizeInput,
@@ -486,5 +486,17 @@ describe("job machine: start and resume", () => {
 
     const noCounts = start({ resumeFrom: "succeeded" });
     expect(noCounts.ctx()).toMatchObject({ done: 0, failed: 0, dead: 0 });
+  });
+});
+
+describe("job machine: its own placeholder actors", () => {
+  it("without a submit provided, the job fails saying so, and the placeholder finalize records it", async () => {
+    const actor = createActor(jobMachine, {
+      input: { jobId: "j", queue: "q", total: 1, settings, now: 0 },
+    });
+    actor.start();
+    await waitFor(actor, (s) => s.matches({ failed: "recorded" }), { timeout: 1000 });
+    expect(actor.getSnapshot().context.reason).toBe("submit failed: submit actor not provided");
+    actor.stop();
   });
 });
