@@ -37,5 +37,10 @@ export default defineConfig({
     testTimeout: 20_000,
     hookTimeout: 20_000,
     allowOnly: false,
+    // Stryker runs the covering tests once per mutant; without isolation the modules a test file
+    // imports (xstate, effect, src/) stay loaded between runs instead of being imported again
+    // each time. Safe here: Stryker switches mutants on at run time, not at import, and static
+    // mutants (the ones that would need a fresh import) are left out (stryker.config.mjs).
+    isolate: false,
   },
 });
