@@ -34,8 +34,10 @@ export default defineConfig({
   root,
   test: {
     include: fastTests,
-    testTimeout: 20_000,
-    hookTimeout: 20_000,
+    // Each fast test takes milliseconds. A mutant that makes one hang fails it here (killed) in
+    // seconds, instead of running into Stryker's own timeout, which restarts the test process.
+    testTimeout: 2_500,
+    hookTimeout: 10_000,
     allowOnly: false,
     // Stryker runs the covering tests once per mutant; without isolation the modules a test file
     // imports (xstate, effect, src/) stay loaded between runs instead of being imported again
