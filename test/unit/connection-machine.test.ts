@@ -39,9 +39,9 @@ const harness = (backoff?: BackoffPolicy) => {
   const actor = createActor(
     connectionMachine.provide({
       actors: {
-        connect: fromPromise(deferred(calls.connect)),
-        closeClient: fromPromise(deferred(calls.closeClient)),
-        drainClient: fromPromise(deferred(calls.drainClient)),
+        connect: fromPromise<{ clientId: number }, { generation: number }>(deferred(calls.connect)),
+        closeClient: fromPromise<void, { clientId: number | null }>(deferred(calls.closeClient)),
+        drainClient: fromPromise<void, { clientId: number | null }>(deferred(calls.drainClient)),
         watch: fromCallback(({ input }) => {
           calls.watch.push(input);
         }),

@@ -52,7 +52,7 @@ const recorded = () => {
   return { inputs, actors };
 };
 
-const start = (overrides: Partial<JobInput> & { settings?: Partial<JobSettings> } = {}) => {
+const start = (overrides: Partial<Omit<JobInput, "settings">> & { settings?: Partial<JobSettings> } = {}) => {
   const { inputs, actors } = recorded();
   const input: JobInput = {
     jobId: "j1",
