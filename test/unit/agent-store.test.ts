@@ -58,7 +58,15 @@ describe("memoryAgentStore", () => {
     expect(await store.read("a")).toBeUndefined();
     const r1 = await store.create("a", good);
     await expect(store.create("a", good)).rejects.toBeInstanceOf(RevisionConflict);
+    await expect(store.create("a", good)).rejects.toMatchObject({
+      key: "a",
+      message: "agent a: record already exists",
+    });
     await expect(store.update("missing", good, 1)).rejects.toBeInstanceOf(RevisionConflict);
+    await expect(store.update("missing", good, 1)).rejects.toMatchObject({
+      key: "missing",
+      message: "agent missing: record does not exist",
+    });
     const moved = { ...good, current: "B" };
     const r2 = await store.update("a", moved, r1);
     expect(r2).toBeGreaterThan(r1);

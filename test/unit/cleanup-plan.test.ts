@@ -26,10 +26,12 @@ describe("planCleanup", () => {
     job("doneNew", { status: "failed", phase: "committed", updatedAt: 0, finishedAt: 901 }),
     job("noFinish", { status: "succeeded", phase: "committed", updatedAt: 900 }),
   ];
-  // Retention 100 at now 1000: finished at or before 900 has expired.
-  const plan = planCleanup(records, 100, 1000);
+  // Retention 100 at now 1000: finished at or before 900 has expired. Planned inside each test,
+  // not when the file loads, so that the code runs while the test does.
+  const planned = () => planCleanup(records, 100, 1000);
 
   it("a job is over when it has no record or a final one that left the submit", () => {
+    const plan = planned();
     expect(plan.over("unknown")).toBe(true);
     expect(plan.over("running")).toBe(false);
     // A submit still in progress is the reaper's, even with a final status.
@@ -40,11 +42,13 @@ describe("planCleanup", () => {
   });
 
   it("a finished job expires retention after it finished (or was last updated), boundary included", () => {
+    const plan = planned();
     // doneEdge finished at 0 (finishedAt wins over updatedAt 400); noFinish has only updatedAt 900.
     expect(plan.expired.map((r) => r.id)).toEqual(["doneOld", "doneEdge", "noFinish"]);
   });
 
   it("results go for a job without a record or with an expired one", () => {
+    const plan = planned();
     expect(plan.resultsGone("unknown")).toBe(true);
     expect(plan.resultsGone("doneOld")).toBe(true);
     expect(plan.resultsGone("doneNew")).toBe(false);
