@@ -297,4 +297,21 @@ describe("runOperation", () => {
     );
     expect(error).toBe(permanent);
   });
+
+  it("a classifier that throws: its error comes out as it is, not disguised as a stop", async () => {
+    const bug = new Error("classifier bug");
+    const error = await rejection(
+      runOperationPromise(
+        connectedPort(),
+        async () => {
+          throw new Error("refused");
+        },
+        () => {
+          throw bug;
+        },
+        { name: "op", timeoutMs: 5_000, retry: fast, signal: new AbortController().signal },
+      ),
+    );
+    expect(error).toBe(bug);
+  });
 });

@@ -79,4 +79,8 @@ describe("decideOutcome edges", () => {
     });
     expect(decideOutcome(null, context({ agentId: "a" }))).toMatchObject({ kind: "nak" });
   });
+
+  it("a worker bound to no agent never fails over, even for a tagged value naming none", () => {
+    expect(decideOutcome({ _tag: "TargetUnavailable" }, context())).toMatchObject({ kind: "nak" });
+  });
 });
