@@ -115,9 +115,23 @@ describe("planSubmit: what it refuses", () => {
     expect(unknown.field).toBe("retries");
   });
 
-  it("a queue name that is not a subject token", async () => {
+  it("a queue name that is not a subject token, or no queue at all", async () => {
     expect((await refusal({ queue: "a.b", tasks: [1] })).field).toBe("queue");
     expect((await refusal({ queue: { name: "a b" }, tasks: [1] })).field).toBe("queue");
+    expect((await refusal({ queue: null, tasks: [1] })).field).toBe("queue");
+    expect((await refusal({ tasks: [1] })).field).toBe("queue");
+  });
+
+  it("a queue object without a schema takes its tasks as they are", async () => {
+    const plan = await planSubmit({ queue: defineQueue("plain"), tasks: [{ a: 1 }] }, maxPayload, 0);
+    expect(plan.bodies).toEqual(['{"i":0,"p":{"a":1}}']);
+  });
+
+  it("exactly a million tasks is not too many: the count passes, and the first task is checked", async () => {
+    // A sparse array: its first task is undefined, which is the error expected here, not the count.
+    expect(await refusal({ queue: "q", tasks: new Array(maxTasksPerJob) })).toMatchObject({
+      field: "tasks[0]",
+    });
   });
 
   it("tasks that are not a non-empty array of at most a million", async () => {

@@ -54,6 +54,37 @@ describe("submitJob", () => {
     expect(fake.tasks.get("j1")).toEqual(['{"i":0,"p":1}', '{"i":1,"p":2}']);
   });
 
+  it("hooks without afterStep are fine; a simulated crash is named as such", async () => {
+    const fake = fakeJobPort();
+    const outcome = await submitJob(fake.port, {
+      record: record(),
+      bodies: ["a"],
+      now: () => 7,
+      signal: new AbortController().signal,
+      hooks: {},
+    });
+    expect(outcome.kind).toBe("committed");
+    expect(new SimulatedCrash("x").name).toBe("SimulatedCrash");
+  });
+
+  it("a submit of the same key still in flight is waited for, and its commit returned", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "submitting", commitDeadline: 1000, submitId: "first" }));
+    // The other submit commits while this one waits.
+    fake.failNext("createRecord", () => undefined);
+    fake.failNext("createRecord", () =>
+      fake.put(record({ phase: "committed", status: "running", submitId: "first" })),
+    );
+    const outcome = await submitJob(fake.port, {
+      record: record({ submitId: "second" }),
+      bodies: ["a"],
+      now: () => 500,
+      signal: new AbortController().signal,
+    });
+    expect(outcome).toMatchObject({ kind: "existing", record: { submitId: "first", phase: "committed" } });
+    expect(fake.calls).toEqual(["createRecord j1", "getRecord j1", "createRecord j1", "getRecord j1"]);
+  });
+
   it("a failed announcement does not undo a committed submit", async () => {
     const fake = fakeJobPort();
     fake.failNext("announceCreated", () => {
