@@ -111,6 +111,34 @@ describe("job machine: rate and ETA", () => {
     expect(ctx().lastProgressAt).toBe(5000);
   });
 
+  it("failed and dead answers count as answered for the ETA, like done ones", () => {
+    const { actor, ctx } = start({ settings: { maxFailures: 1 } });
+    actor.send(committed(0));
+    actor.send(results(ok(0), 2000));
+    actor.send(
+      results(
+        [
+          { i: 1, ok: false },
+          { i: 2, ok: false, dead: true },
+        ],
+        3000,
+      ),
+    );
+    // 2 answers in 1000 ms: 2 tasks/s; 10 − 3 = 7 left → 3.5 s.
+    expect(ctx().etaMs).toBe(3500);
+  });
+
+  it("snapshots are values: a later answer does not change an earlier snapshot's bitmaps", () => {
+    const { actor } = start({ settings: { maxFailures: 1 } });
+    actor.send(committed(0));
+    actor.send(results([{ i: 0, ok: false, dead: true }], 10));
+    const before = actor.getSnapshot().context;
+    actor.send(results([{ i: 1, ok: false, dead: true }], 20));
+    expect([...before.answered]).toEqual([0b0000_0001, 0]);
+    expect([...before.deadBits]).toEqual([0b0000_0001, 0]);
+    expect([...actor.getSnapshot().context.deadBits]).toEqual([0b0000_0011, 0]);
+  });
+
   it("two answers in the same millisecond count as 1 ms apart", () => {
     const { actor, ctx } = start();
     actor.send(committed(0));
