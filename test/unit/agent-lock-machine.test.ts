@@ -4,7 +4,8 @@
  * missing actor, and takes the next one (it never wedges).
  */
 import { describe, expect, it } from "vitest";
-import { createActor } from "xstate";
+import { createActor, fromPromise } from "xstate";
+import type { Decision } from "../../src/effects/choose-target.ts";
 import { type AgentLockEmitted, agentLockMachine } from "../../src/machines/agent-lock.machine.ts";
 
 describe("agent-lock machine: placeholder actors", () => {
@@ -33,6 +34,36 @@ describe("agent-lock machine: placeholder actors", () => {
     ]);
     expect(actor.getSnapshot().value).toBe("idle");
     expect(actor.getSnapshot().context).toMatchObject({ queue: [], failure: undefined, conflicts: 0 });
+    actor.stop();
+  });
+
+  it("a write rejected with null is answered as an error, not taken for a conflict", async () => {
+    const record = { v: 1 as const, current: "A", skips: [], switches: 0 };
+    const decision: Decision = {
+      kind: "switch",
+      from: "A",
+      to: "B",
+      record,
+      next: { ...record, current: "B", switches: 1 },
+      revision: 1,
+    };
+    const actor = createActor(
+      agentLockMachine.provide({
+        actors: {
+          evaluate: fromPromise(async () => decision),
+          write: fromPromise<number>(() => Promise.reject(null)),
+        },
+      }),
+      { input: { agentId: "a1", record } },
+    );
+    const replies = new Promise<AgentLockEmitted | { type: "actor crashed"; error: unknown }>((resolve) => {
+      actor.on("*", (event) => resolve(event));
+      actor.subscribe({ error: (error) => resolve({ type: "actor crashed", error }) });
+    });
+    actor.start();
+    actor.send({ type: "failure.reported", failure: { id: "f1", target: "A", reason: "x" } });
+    expect(await replies).toEqual({ type: "failure.errored", failureId: "f1", error: null });
+    expect(actor.getSnapshot().status).toBe("active");
     actor.stop();
   });
 });
