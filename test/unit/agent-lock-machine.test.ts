@@ -1,12 +1,18 @@
 /**
- * The agent-lock machine's own placeholder actors: a lock started without
- * its effects provided answers each failure with an error naming the
- * missing actor, and takes the next one (it never wedges).
+ * The agent-lock machine on its own: started without its effects provided,
+ * it answers each failure with an error naming the missing actor and takes
+ * the next one (it never wedges); a write rejected with `null` is answered
+ * as an error, not mistaken for a lost compare-and-set.
  */
 import { describe, expect, it } from "vitest";
 import { createActor, fromPromise } from "xstate";
 import type { Decision } from "../../src/effects/choose-target.ts";
-import { type AgentLockEmitted, agentLockMachine } from "../../src/machines/agent-lock.machine.ts";
+import {
+  type AgentLockEmitted,
+  agentLockMachine,
+  type EvaluateInput,
+  type WriteInput,
+} from "../../src/machines/agent-lock.machine.ts";
 
 describe("agent-lock machine: placeholder actors", () => {
   it("answers every failure with 'actor evaluate not provided' and goes back to idle", async () => {
@@ -50,8 +56,8 @@ describe("agent-lock machine: placeholder actors", () => {
     const actor = createActor(
       agentLockMachine.provide({
         actors: {
-          evaluate: fromPromise(async () => decision),
-          write: fromPromise<number>(() => Promise.reject(null)),
+          evaluate: fromPromise<Decision, EvaluateInput>(async () => decision),
+          write: fromPromise<number, WriteInput>(() => Promise.reject(null)),
         },
       }),
       { input: { agentId: "a1", record } },
