@@ -1,0 +1,112 @@
+import type { JobPort } from "../../src/effects/job-port.ts";
+import type { JobRecord, JobSettings } from "../../src/effects/job-record.ts";
+import { RevisionConflict } from "../../src/errors.ts";
+
+/**
+ * A JobPort kept in a Map, with compare-and-set revisions like KV's, a log
+ * of every call, and hooks to make one call fail. It is the oracle of the
+ * job-effect tests: what the effects left in it is read back raw.
+ */
+export const fakeJobPort = () => {
+  const records = new Map<string, { record: JobRecord; revision: number }>();
+  const consumers = new Set<string>();
+  const tasks = new Map<string, readonly string[]>();
+  const calls: string[] = [];
+  let sequence = 0;
+  const failures: Partial<Record<keyof JobPort, (() => unknown)[]>> = {};
+  /** The next call of `method` runs `fail` first (it may throw, or change the store). */
+  const failNext = (method: keyof JobPort, fail: () => unknown) => {
+    const list = failures[method] ?? [];
+    list.push(fail);
+    failures[method] = list;
+  };
+  const hook = (method: keyof JobPort) => {
+    const next = failures[method]?.shift();
+    if (next) next();
+  };
+  const conflict = (key: string) => new RevisionConflict({ message: `conflict on ${key}`, key });
+  const put = (record: JobRecord) => {
+    sequence += 1;
+    records.set(record.id, { record, revision: sequence });
+    return sequence;
+  };
+  const port: JobPort = {
+    createRecord: async (record) => {
+      calls.push(`createRecord ${record.id}`);
+      hook("createRecord");
+      if (records.has(record.id)) throw conflict(record.id);
+      return put(record);
+    },
+    getRecord: async (id) => {
+      calls.push(`getRecord ${id}`);
+      hook("getRecord");
+      const found = records.get(id);
+      return found && { record: found.record, revision: found.revision };
+    },
+    updateRecord: async (record, revision) => {
+      calls.push(`updateRecord ${record.id} ${record.phase} ${record.status}`);
+      hook("updateRecord");
+      const found = records.get(record.id);
+      if (!found || found.revision !== revision) throw conflict(record.id);
+      return put(record);
+    },
+    deleteRecord: async (id) => {
+      calls.push(`deleteRecord ${id}`);
+      records.delete(id);
+    },
+    listRecords: async () => {
+      calls.push("listRecords");
+      return [...records.values()].map((r) => r.record);
+    },
+    publishTasks: async (record, bodies) => {
+      calls.push(`publishTasks ${record.id} ${bodies.length}`);
+      hook("publishTasks");
+      tasks.set(record.id, [...bodies]);
+    },
+    createConsumer: async (queue, jobId, _settings: JobSettings) => {
+      calls.push(`createConsumer ${queue} ${jobId}`);
+      hook("createConsumer");
+      consumers.add(jobId);
+    },
+    consumerExists: async (jobId) => {
+      calls.push(`consumerExists ${jobId}`);
+      return consumers.has(jobId);
+    },
+    removeTasks: async (queue, jobId) => {
+      calls.push(`removeTasks ${queue} ${jobId}`);
+      hook("removeTasks");
+      tasks.delete(jobId);
+      consumers.delete(jobId);
+    },
+    announceCreated: async (queue, jobId) => {
+      calls.push(`announceCreated ${queue} ${jobId}`);
+      hook("announceCreated");
+    },
+  };
+  return { port, records, consumers, tasks, calls, failNext, put };
+};
+
+export const settings: JobSettings = {
+  maxFailures: 0,
+  ackWaitMs: 30_000,
+  maxDeliver: 5,
+  backoffMs: [1000],
+  stallAfterMs: 60_000,
+  stalledTimeoutMs: 0,
+};
+
+export const record = (overrides: Partial<JobRecord> = {}): JobRecord => ({
+  v: 1,
+  id: "j1",
+  queue: "q",
+  status: "queuing",
+  phase: "submitting",
+  total: 2,
+  submitId: "s1",
+  settings,
+  counts: { done: 0, failed: 0, dead: 0 },
+  createdAt: 1000,
+  updatedAt: 1000,
+  commitDeadline: 31_000,
+  ...overrides,
+});

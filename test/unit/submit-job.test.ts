@@ -1,0 +1,551 @@
+/**
+ * The job effects on a fake port whose store is read back raw: the atomic
+ * submit (record, tasks, consumer = commit point, committed record, then the
+ * announcement), its rollback, the reaper that finishes dead submits, and
+ * the compare-and-set record updates behind progress and finalize.
+ */
+import { describe, expect, it } from "vitest";
+import { finalizeJob, recordProgress, updateRecordWith } from "../../src/effects/finalize-job.ts";
+import { reapSubmits } from "../../src/effects/reap-submits.ts";
+import { rollBack, SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
+import { RevisionConflict } from "../../src/errors.ts";
+import { fakeJobPort, record } from "./fake-job-port.ts";
+
+const clock = (start: number) => {
+  let t = start;
+  return { now: () => t, set: (v: number) => (t = v) };
+};
+
+const rejection = async (promise: Promise<unknown>): Promise<unknown> =>
+  promise.then(
+    () => {
+      throw new Error("expected a rejection");
+    },
+    (error: unknown) => error,
+  );
+
+describe("submitJob", () => {
+  it("writes the record, the tasks, the consumer, the committed record, then announces, in that order", async () => {
+    const fake = fakeJobPort();
+    const steps: string[] = [];
+    const outcome = await submitJob(fake.port, {
+      record: record(),
+      bodies: ['{"i":0,"p":1}', '{"i":1,"p":2}'],
+      now: () => 5000,
+      signal: new AbortController().signal,
+      hooks: { afterStep: (step) => void steps.push(step) },
+    });
+    expect(fake.calls).toEqual([
+      "createRecord j1",
+      "publishTasks j1 2",
+      "createConsumer q j1",
+      "updateRecord j1 committed running",
+      "announceCreated q j1",
+    ]);
+    expect(steps).toEqual([
+      SubmitStep.recordCreated,
+      SubmitStep.tasksPublished,
+      SubmitStep.consumerCreated,
+      SubmitStep.recordCommitted,
+    ]);
+    const stored = fake.records.get("j1")!.record;
+    expect(stored).toMatchObject({ phase: "committed", status: "running", updatedAt: 5000, createdAt: 1000 });
+    expect(outcome).toEqual({ kind: "committed", record: stored });
+    expect(fake.tasks.get("j1")).toEqual(['{"i":0,"p":1}', '{"i":1,"p":2}']);
+  });
+
+  it("hooks without afterStep are fine; a simulated crash is named as such", async () => {
+    const fake = fakeJobPort();
+    const outcome = await submitJob(fake.port, {
+      record: record(),
+      bodies: ["a"],
+      now: () => 7,
+      signal: new AbortController().signal,
+      hooks: {},
+    });
+    expect(outcome.kind).toBe("committed");
+    expect(new SimulatedCrash("x").name).toBe("SimulatedCrash");
+  });
+
+  it("a submit of the same key still in flight is waited for, and its commit returned", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "submitting", commitDeadline: 1000, submitId: "first" }));
+    // The other submit commits while this one waits.
+    fake.failNext("createRecord", () => undefined);
+    fake.failNext("createRecord", () =>
+      fake.put(record({ phase: "committed", status: "running", submitId: "first" })),
+    );
+    const outcome = await submitJob(fake.port, {
+      record: record({ submitId: "second" }),
+      bodies: ["a"],
+      now: () => 500,
+      signal: new AbortController().signal,
+    });
+    expect(outcome).toMatchObject({ kind: "existing", record: { submitId: "first", phase: "committed" } });
+    expect(fake.calls).toEqual(["createRecord j1", "getRecord j1", "createRecord j1", "getRecord j1"]);
+  });
+
+  it("a failed announcement does not undo a committed submit", async () => {
+    const fake = fakeJobPort();
+    fake.failNext("announceCreated", () => {
+      throw new Error("core publish failed");
+    });
+    const outcome = await submitJob(fake.port, {
+      record: record(),
+      bodies: ["a", "b"],
+      now: () => 5000,
+      signal: new AbortController().signal,
+    });
+    expect(outcome.kind).toBe("committed");
+    expect(fake.records.get("j1")!.record.phase).toBe("committed");
+  });
+
+  it("refuses to commit after its deadline: rolled back, with the reason in the record", async () => {
+    const fake = fakeJobPort();
+    const time = clock(1000);
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: record({ commitDeadline: 2000 }),
+        bodies: ["a", "b"],
+        now: time.now,
+        signal: new AbortController().signal,
+        hooks: { afterStep: (step) => void (step === "tasksPublished" && time.set(2001)) },
+      }),
+    );
+    expect((error as Error).message).toBe("submit of 2 tasks passed its commit deadline; rolled back");
+    expect(fake.consumers.has("j1")).toBe(false);
+    expect(fake.tasks.has("j1")).toBe(false);
+    expect(fake.records.get("j1")!.record).toMatchObject({
+      phase: "rolledBack",
+      status: "failed",
+      reason: "submit failed: submit of 2 tasks passed its commit deadline; rolled back",
+      updatedAt: 2001,
+      finishedAt: 2001,
+    });
+  });
+
+  it("commits at the deadline itself", async () => {
+    const fake = fakeJobPort();
+    const outcome = await submitJob(fake.port, {
+      record: record({ commitDeadline: 2000 }),
+      bodies: ["a", "b"],
+      now: () => 2000,
+      signal: new AbortController().signal,
+    });
+    expect(outcome.kind).toBe("committed");
+  });
+
+  it("a failing step rolls back and rethrows the error; a non-Error is stated as text", async () => {
+    const fake = fakeJobPort();
+    fake.failNext("createConsumer", () => {
+      throw "consumer limit";
+    });
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: record(),
+        bodies: ["a"],
+        now: () => 7,
+        signal: new AbortController().signal,
+      }),
+    );
+    expect(error).toBe("consumer limit");
+    expect(fake.records.get("j1")!.record).toMatchObject({
+      phase: "rolledBack",
+      reason: "submit failed: consumer limit",
+    });
+    expect(fake.calls).toContain("removeTasks q j1");
+  });
+
+  it("a simulated crash leaves everything as it was, for the reaper", async () => {
+    const fake = fakeJobPort();
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: record(),
+        bodies: ["a"],
+        now: () => 7,
+        signal: new AbortController().signal,
+        hooks: {
+          afterStep: (step) => {
+            if (step === "tasksPublished") throw new SimulatedCrash("killed");
+          },
+        },
+      }),
+    );
+    expect(error).toBeInstanceOf(SimulatedCrash);
+    expect(fake.records.get("j1")!.record.phase).toBe("submitting");
+    expect(fake.tasks.get("j1")).toEqual(["a"]);
+    expect(fake.calls).not.toContain("removeTasks q j1");
+  });
+
+  it("an idempotency key naming a committed job returns it and writes nothing", async () => {
+    const fake = fakeJobPort();
+    const existing = record({ phase: "committed", status: "running", submitId: "old" });
+    fake.put(existing);
+    const outcome = await submitJob(fake.port, {
+      record: record({ submitId: "new" }),
+      bodies: ["a"],
+      now: () => 7,
+      signal: new AbortController().signal,
+    });
+    expect(outcome).toEqual({ kind: "existing", record: existing });
+    expect(fake.calls).toEqual(["createRecord j1", "getRecord j1"]);
+  });
+
+  it("takes over a record left by a rolled-back submit", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "rolledBack", status: "failed", submitId: "old" }));
+    const outcome = await submitJob(fake.port, {
+      record: record({ submitId: "new" }),
+      bodies: ["a"],
+      now: () => 7,
+      signal: new AbortController().signal,
+    });
+    expect(outcome.kind).toBe("committed");
+    expect(fake.records.get("j1")!.record).toMatchObject({ submitId: "new", phase: "committed" });
+  });
+
+  it("creates again when the record vanished between the conflict and the read", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "committed" }));
+    fake.failNext("getRecord", () => fake.records.delete("j1"));
+    const outcome = await submitJob(fake.port, {
+      record: record({ submitId: "new" }),
+      bodies: ["a"],
+      now: () => 7,
+      signal: new AbortController().signal,
+    });
+    expect(outcome.kind).toBe("committed");
+    expect(fake.calls.slice(0, 3)).toEqual(["createRecord j1", "getRecord j1", "createRecord j1"]);
+  });
+
+  it("re-reads when the take-over of a rolled-back record loses a race", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "rolledBack", submitId: "old" }));
+    // Someone else commits the same key in between.
+    fake.failNext("updateRecord", () => fake.put(record({ phase: "committed", submitId: "winner" })));
+    const outcome = await submitJob(fake.port, {
+      record: record({ submitId: "loser" }),
+      bodies: ["a"],
+      now: () => 7,
+      signal: new AbortController().signal,
+    });
+    expect(outcome).toMatchObject({ kind: "existing", record: { submitId: "winner" } });
+  });
+
+  it("an error other than a conflict while creating the record is thrown as it is, nothing else done", async () => {
+    const fake = fakeJobPort();
+    const down = new Error("kv down");
+    fake.failNext("createRecord", () => {
+      throw down;
+    });
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: record(),
+        bodies: ["a"],
+        now: () => 7,
+        signal: new AbortController().signal,
+      }),
+    );
+    expect(error).toBe(down);
+    expect(fake.calls).toEqual(["createRecord j1"]);
+  });
+
+  it("an error other than a conflict while taking over is thrown as it is", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "rolledBack" }));
+    const down = new Error("kv down");
+    fake.failNext("updateRecord", () => {
+      throw down;
+    });
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: record(),
+        bodies: ["a"],
+        now: () => 7,
+        signal: new AbortController().signal,
+      }),
+    );
+    expect(error).toBe(down);
+  });
+
+  it("waits for a submit of the same key still in flight, and gives up on one stuck for a minute past its deadline", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "submitting", commitDeadline: 1000 }));
+    const stuck = await rejection(
+      submitJob(fake.port, {
+        record: record(),
+        bodies: ["a"],
+        now: () => 61_001,
+        signal: new AbortController().signal,
+      }),
+    );
+    expect((stuck as Error).message).toBe("job j1 is stuck in submit; the reaper will roll it back");
+
+    // At exactly a minute past the deadline it still waits; an abort ends the wait with the signal's reason.
+    const controller = new AbortController();
+    const reason = new Error("stopping");
+    const waiting = submitJob(fake.port, {
+      record: record(),
+      bodies: ["a"],
+      now: () => 61_000,
+      signal: controller.signal,
+    });
+    controller.abort(reason);
+    expect(await rejection(waiting)).toBe(reason);
+  });
+});
+
+describe("rollBack", () => {
+  it("leaves a committed job alone (it is supervised, not undone), but still purges", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "committed", status: "running" }));
+    await rollBack(fake.port, record(), "why", () => 9);
+    expect(fake.records.get("j1")!.record.phase).toBe("committed");
+    expect(fake.calls).toEqual(["removeTasks q j1", "getRecord j1"]);
+  });
+
+  it("retries a lost compare-and-set, up to five times", async () => {
+    const fake = fakeJobPort();
+    fake.put(record());
+    for (let n = 0; n < 4; n++) fake.failNext("updateRecord", () => fake.put(record({ updatedAt: n })));
+    await rollBack(fake.port, record(), "why", () => 9);
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", reason: "why" });
+
+    const stubborn = fakeJobPort();
+    stubborn.put(record());
+    for (let n = 0; n < 5; n++)
+      stubborn.failNext("updateRecord", () => stubborn.put(record({ updatedAt: n })));
+    await rollBack(stubborn.port, record(), "why", () => 9);
+    expect(stubborn.records.get("j1")!.record.phase).toBe("submitting");
+    expect(stubborn.calls.filter((c) => c.startsWith("updateRecord"))).toHaveLength(5);
+  });
+
+  it("throws an error that is not a conflict", async () => {
+    const fake = fakeJobPort();
+    fake.put(record());
+    const down = new Error("down");
+    fake.failNext("updateRecord", () => {
+      throw down;
+    });
+    expect(await rejection(rollBack(fake.port, record(), "why", () => 9))).toBe(down);
+  });
+});
+
+describe("reapSubmits", () => {
+  it("touches only submits past their deadline plus the grace: forward if the consumer exists, else back", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ id: "fresh", commitDeadline: 10_000 }));
+    fake.put(record({ id: "edge", commitDeadline: 5000 })); // 5000 + 1000 = now: due
+    fake.put(record({ id: "dead", commitDeadline: 1000 }));
+    fake.put(record({ id: "almost", commitDeadline: 1000 }));
+    fake.put(record({ id: "done", phase: "committed", status: "running", commitDeadline: 0 }));
+    fake.consumers.add("almost");
+    const report = await reapSubmits(fake.port, () => 6000, 1000);
+    expect(report).toEqual({ rolledBack: ["edge", "dead"], rolledForward: ["almost"] });
+    expect(fake.records.get("fresh")!.record.phase).toBe("submitting");
+    expect(fake.records.get("edge")!.record).toMatchObject({
+      phase: "rolledBack",
+      status: "failed",
+      reason: "submit did not commit before its deadline (rolled back by the reaper)",
+    });
+    expect(fake.records.get("almost")!.record).toMatchObject({
+      phase: "committed",
+      status: "running",
+      updatedAt: 6000,
+    });
+    expect(fake.records.get("done")!.record.updatedAt).toBe(1000);
+  });
+
+  it("a record not due a millisecond before its deadline plus grace is left alone", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ commitDeadline: 5000 }));
+    expect(await reapSubmits(fake.port, () => 5999, 1000)).toEqual({ rolledBack: [], rolledForward: [] });
+    expect(fake.calls).toEqual(["listRecords"]);
+  });
+
+  it("uses the records it is given instead of listing", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ commitDeadline: 0 }));
+    const report = await reapSubmits(fake.port, () => 6000, 0, []);
+    expect(report).toEqual({ rolledBack: [], rolledForward: [] });
+    expect(fake.calls).toEqual([]);
+  });
+
+  it("does not roll forward a record that committed meanwhile, or lost a race", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ id: "a", commitDeadline: 0 }));
+    fake.put(record({ id: "b", commitDeadline: 0 }));
+    fake.consumers.add("a");
+    fake.consumers.add("b");
+    const listed = [...fake.records.values()].map((r) => r.record);
+    fake.put(record({ id: "a", phase: "committed", status: "running", commitDeadline: 0 }));
+    fake.failNext("updateRecord", () => fake.put(record({ id: "b", commitDeadline: 0, updatedAt: 5 })));
+    const report = await reapSubmits(fake.port, () => 6000, 0, listed);
+    expect(report).toEqual({ rolledBack: [], rolledForward: [] });
+    expect(fake.records.get("b")!.record.phase).toBe("submitting");
+  });
+
+  it("skips a record deleted meanwhile, and throws an error that is not a conflict", async () => {
+    const fake = fakeJobPort();
+    fake.consumers.add("gone");
+    const report = await reapSubmits(fake.port, () => 6000, 0, [record({ id: "gone", commitDeadline: 0 })]);
+    expect(report).toEqual({ rolledBack: [], rolledForward: [] });
+
+    fake.put(record({ id: "x", commitDeadline: 0 }));
+    fake.consumers.add("x");
+    const down = new Error("down");
+    fake.failNext("updateRecord", () => {
+      throw down;
+    });
+    expect(await rejection(reapSubmits(fake.port, () => 6000, 0))).toBe(down);
+  });
+});
+
+describe("record updates", () => {
+  it("updateRecordWith re-reads after a conflict and applies the change to the fresh record", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ counts: { done: 1, failed: 0, dead: 0 } }));
+    fake.failNext("updateRecord", () => fake.put(record({ counts: { done: 5, failed: 0, dead: 0 } })));
+    const seen: number[] = [];
+    const result = await updateRecordWith(fake.port, "j1", (r) => {
+      seen.push(r.counts.done);
+      return { ...r, reason: `saw ${r.counts.done}` };
+    });
+    expect(seen).toEqual([1, 5]);
+    expect(result?.reason).toBe("saw 5");
+    expect(fake.records.get("j1")!.record.reason).toBe("saw 5");
+  });
+
+  it("updateRecordWith: undefined for a missing record, the record as it is when nothing changes", async () => {
+    const fake = fakeJobPort();
+    expect(await updateRecordWith(fake.port, "nope", (r) => r)).toBeUndefined();
+    const stored = record();
+    fake.put(stored);
+    expect(await updateRecordWith(fake.port, "j1", () => undefined)).toBe(stored);
+    expect(fake.calls.filter((c) => c.startsWith("updateRecord"))).toEqual([]);
+  });
+
+  it("updateRecordWith gives up after `attempts` conflicts with a RevisionConflict naming the record", async () => {
+    const fake = fakeJobPort();
+    fake.put(record());
+    for (let n = 0; n < 3; n++) fake.failNext("updateRecord", () => fake.put(record({ updatedAt: n })));
+    const error = await rejection(updateRecordWith(fake.port, "j1", (r) => ({ ...r }), 3));
+    expect(error).toBeInstanceOf(RevisionConflict);
+    expect(error).toMatchObject({ message: "job record j1 kept changing", key: "j1" });
+    expect(fake.calls.filter((c) => c.startsWith("updateRecord"))).toHaveLength(3);
+
+    // The default is 10 attempts.
+    const ten = fakeJobPort();
+    ten.put(record());
+    for (let n = 0; n < 9; n++) ten.failNext("updateRecord", () => ten.put(record({ updatedAt: n })));
+    await updateRecordWith(ten.port, "j1", (r) => ({ ...r, reason: "made it" }));
+    expect(ten.records.get("j1")!.record.reason).toBe("made it");
+  });
+
+  it("updateRecordWith throws an error that is not a conflict", async () => {
+    const fake = fakeJobPort();
+    fake.put(record());
+    const down = new Error("down");
+    fake.failNext("updateRecord", () => {
+      throw down;
+    });
+    expect(await rejection(updateRecordWith(fake.port, "j1", (r) => ({ ...r })))).toBe(down);
+  });
+
+  it("recordProgress writes a change of status or of any count, and nothing else", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ status: "running", counts: { done: 1, failed: 1, dead: 1 } }));
+    const writes = () => fake.calls.filter((c) => c.startsWith("updateRecord")).length;
+    await recordProgress(fake.port, "j1", "running", { done: 1, failed: 1, dead: 1 }, 50);
+    expect(writes()).toBe(0);
+    await recordProgress(fake.port, "j1", "stalled", { done: 1, failed: 1, dead: 1 }, 60);
+    expect(fake.records.get("j1")!.record).toMatchObject({ status: "stalled", updatedAt: 60 });
+    await recordProgress(fake.port, "j1", "stalled", { done: 2, failed: 1, dead: 1 }, 70);
+    await recordProgress(fake.port, "j1", "stalled", { done: 2, failed: 2, dead: 1 }, 80);
+    await recordProgress(fake.port, "j1", "stalled", { done: 2, failed: 2, dead: 2 }, 90);
+    expect(writes()).toBe(4);
+    expect(fake.records.get("j1")!.record).toMatchObject({
+      status: "stalled",
+      counts: { done: 2, failed: 2, dead: 2 },
+      updatedAt: 90,
+    });
+  });
+
+  it("recordProgress never reopens a finished job", async () => {
+    for (const status of ["succeeded", "failed"] as const) {
+      const fake = fakeJobPort();
+      fake.put(record({ status, phase: "committed" }));
+      await recordProgress(fake.port, "j1", "running", { done: 9, failed: 0, dead: 0 }, 50);
+      expect(fake.records.get("j1")!.record.status).toBe(status);
+    }
+  });
+});
+
+describe("finalizeJob", () => {
+  it("writes the end, the counts and the reason, then removes the tasks", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "committed", status: "running" }));
+    let t = 100;
+    await finalizeJob(
+      fake.port,
+      {
+        jobId: "j1",
+        queue: "q",
+        status: "failed",
+        reason: "cancelled: x",
+        counts: { done: 1, failed: 0, dead: 0 },
+      },
+      () => t++,
+    );
+    expect(fake.records.get("j1")!.record).toMatchObject({
+      status: "failed",
+      phase: "committed",
+      reason: "cancelled: x",
+      counts: { done: 1, failed: 0, dead: 0 },
+      updatedAt: 100,
+      finishedAt: 101,
+    });
+    expect(fake.calls.at(-1)).toBe("removeTasks q j1");
+  });
+
+  it("writes no reason when there is none, and marks a submit that never committed as rolled back", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "submitting", status: "queuing" }));
+    await finalizeJob(
+      fake.port,
+      { jobId: "j1", queue: "q", status: "succeeded", reason: null, counts: { done: 2, failed: 0, dead: 0 } },
+      () => 5,
+    );
+    const stored = fake.records.get("j1")!.record;
+    expect(stored).toMatchObject({ status: "succeeded", phase: "rolledBack" });
+    expect("reason" in stored).toBe(false);
+  });
+
+  it("leaves a finished record as it is, and still removes the tasks", async () => {
+    const fake = fakeJobPort();
+    const finished = record({ phase: "committed", status: "succeeded", reason: "first" });
+    fake.put(finished);
+    await finalizeJob(
+      fake.port,
+      {
+        jobId: "j1",
+        queue: "q",
+        status: "failed",
+        reason: "second",
+        counts: { done: 0, failed: 2, dead: 0 },
+      },
+      () => 5,
+    );
+    expect(fake.records.get("j1")!.record).toBe(finished);
+    expect(fake.calls).toContain("removeTasks q j1");
+
+    const failed = fakeJobPort();
+    failed.put(record({ phase: "committed", status: "failed" }));
+    await finalizeJob(
+      failed.port,
+      { jobId: "j1", queue: "q", status: "succeeded", reason: null, counts: { done: 2, failed: 0, dead: 0 } },
+      () => 5,
+    );
+    expect(failed.records.get("j1")!.record.status).toBe("failed");
+  });
+});
