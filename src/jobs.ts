@@ -41,6 +41,7 @@ export class Jobs {
   readonly #options: JobsOptions;
   readonly #jobs = new Map<string, Promise<Supervised>>();
 
+  /** @internal The runtime builds it; left out of the published types (they would mention nats.js). */
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
     this.#broker = broker;

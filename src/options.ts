@@ -43,7 +43,7 @@ export interface RuntimeOptions {
   /**
    * `nats` (default when `servers` or `NATS_URL` is given), `memory` (the
    * default otherwise: in-process, same semantics, nothing persisted), or a
-   * broker object (e.g. `createMemoryBroker()` from `jetstate/testing`).
+   * broker object (e.g. `createMemoryBroker()` from `jetstate-jobs/testing`).
    */
   readonly broker?: "nats" | "memory" | Broker;
   /** Time for job actors, leases and the memory broker (default the real clock; tests pass a `ManualClock`). */

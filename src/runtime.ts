@@ -222,7 +222,7 @@ export const partsOf = (rt: Runtime): RuntimeParts => {
 };
 
 /**
- * A runtime on the memory broker for tests (`jetstate/testing`): no NATS,
+ * A runtime on the memory broker for tests (`jetstate-jobs/testing`): no NATS,
  * a silent logger unless given one, and the clock you pass (a `ManualClock`
  * moves leases, stalls and nak delays only when you advance it).
  */

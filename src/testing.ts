@@ -1,5 +1,5 @@
 /**
- * `jetstate/testing`: run jobs in tests without a NATS server. The memory
+ * `jetstate-jobs/testing`: run jobs in tests without a NATS server. The memory
  * broker has JetStream's semantics (one contract suite checks both, see
  * test/contract/), and a `ManualClock` moves leases, nak delays and duplicate
  * windows forward without sleeping.

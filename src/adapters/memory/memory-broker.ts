@@ -30,7 +30,7 @@ export interface MemoryBroker extends Broker {
 /**
  * The broker port in memory, with JetStream's semantics (checked against
  * nats-server 2.9.10 by the contract suite in test/contract/): the embedded
- * broker when no NATS is configured, and the base of `jetstate/testing`.
+ * broker when no NATS is configured, and the base of `jetstate-jobs/testing`.
  * Every timer goes through the server's clock, so a `ManualClock` drives
  * leases, nak delays and duplicate windows deterministically.
  */
