@@ -6,6 +6,13 @@ import type { RetryPolicy } from "./effects/run-operation.ts";
 import { InvalidArgument } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { type BackoffPolicy, defaultBackoff } from "./machines/connection.machine.ts";
+import {
+  type AuthOptions,
+  type ConnectionSecurity,
+  resolveSecurity,
+  stripUserInfo,
+  type TlsOptions,
+} from "./security.ts";
 
 export interface ConnectionOptions {
   /** Attempts the NATS client makes by itself after a drop before the runtime replaces it (default 10). */
@@ -48,6 +55,21 @@ export interface RuntimeOptions {
   readonly broker?: "nats" | "memory" | Broker;
   /** Time for job actors, leases and the memory broker (default the real clock; tests pass a `ManualClock`). */
   readonly clock?: Clock;
+
+  // ---- authentication and TLS (validated in security.ts) ----
+
+  /**
+   * Credentials: user and password, token, NKey seed file or `.creds` file.
+   * @defaultValue credentials in the server URL, else `NATS_USER`/`NATS_PASSWORD`,
+   * `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`; else none
+   */
+  readonly auth?: AuthOptions;
+  /**
+   * TLS: `true`, or CA and client certificate files (mutual TLS).
+   * @defaultValue TLS when `NATS_CA`, `NATS_CERT` or `NATS_KEY` is set, else
+   * only if the server requires it
+   */
+  readonly tls?: boolean | TlsOptions;
 }
 
 export interface JobRuntimeOptions {
@@ -83,6 +105,8 @@ export interface ResolvedOptions {
   readonly prefix: string;
   readonly connection: ResolvedConnectionOptions;
   readonly jobs: Required<JobRuntimeOptions>;
+  /** Credentials and TLS; prints as `[redacted]`. */
+  readonly security: ConnectionSecurity;
 }
 
 const runtimeKeys = [
@@ -95,6 +119,8 @@ const runtimeKeys = [
   "jobs",
   "broker",
   "clock",
+  "auth",
+  "tls",
 ] as const;
 const jobKeys = [
   "leaseMs",
@@ -175,7 +201,10 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
   }
   const list = typeof rawServers === "string" ? rawServers.split(",").map((s) => s.trim()) : [...rawServers];
   if (list.length === 0) fail("servers", "at least one server is needed");
-  const servers = list.map((s, i) => parseServer(s, `servers[${i}]`));
+  // Credentials come out of the URLs before anything else looks at them: an
+  // error message or log line must never carry a password.
+  const split = list.map(stripUserInfo);
+  const servers = split.map(({ server }, i) => parseServer(server, `servers[${i}]`));
   const prefix = options.prefix ?? "jetstate";
   if (typeof prefix !== "string" || !subjectToken.test(prefix)) {
     fail("prefix", "must be one subject token of letters, digits, _ or -");
@@ -225,6 +254,7 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
     prefix,
     connection: resolveConnection(options.connection ?? {}),
     jobs: resolveJobs(options.jobs ?? {}),
+    security: resolveSecurity(options.auth, options.tls, split),
   };
 };
 
