@@ -18,9 +18,15 @@ export interface HttpApiOptions {
    * accepted by the API object that issued them.
    */
   readonly receiptSecret?: string | Uint8Array;
-  /** Upper bound of `batch_size` (default 100). */
+  /**
+   * Upper bound of `batch_size`.
+   * @defaultValue 100
+   */
   readonly maxBatchSize?: number;
-  /** Upper bound of a request body in bytes (default 1 MiB). */
+  /**
+   * Upper bound of a request body in bytes.
+   * @defaultValue 1 MiB
+   */
   readonly maxBodyBytes?: number;
 }
 

@@ -36,12 +36,18 @@ export interface TaskContext {
 
 export interface WorkerOptions<Payload, Result> {
   readonly queue: string | Queue<Payload, Result>;
-  /** Tasks handled at once by this worker (default 8). */
+  /**
+   * Tasks handled at once by this worker.
+   * @defaultValue 8
+   */
   readonly concurrency?: number;
   readonly handler: (task: Task<Payload>, ctx: TaskContext) => Promise<Result> | Result;
   /** Errors to treat as permanent besides `PermanentError` (term at once, no retry). */
   readonly isPermanent?: (error: unknown) => boolean;
-  /** How long `stop()` waits for running handlers before it aborts them and releases their tasks (default 30 s). */
+  /**
+   * How long `stop()` waits for running handlers before it aborts them and releases their tasks.
+   * @defaultValue 30 s
+   */
   readonly stopTimeoutMs?: number;
   /**
    * Binds the worker to a registered agent: each task gets the agent's

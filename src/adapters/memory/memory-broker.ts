@@ -12,7 +12,10 @@ import { indexAfter } from "./message-log.ts";
 export { createMemoryServer, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
 
 export interface MemoryBrokerOptions extends MemoryServerOptions {
-  /** This runtime's name in supervision leases (default `memory.<random>`). */
+  /**
+   * This runtime's name in supervision leases.
+   * @defaultValue `memory.<random>`
+   */
   readonly holder?: string;
   /**
    * A server shared with other brokers (other runtimes in this process, a
