@@ -1,7 +1,7 @@
 /**
- * Testing your handler with `jetstate/testing`: no NATS, no sleeping, each
+ * Testing your handler with `jetstate-jobs/testing`: no NATS, no sleeping, each
  * test well under a second. `npx vitest run examples/03-testing-a-handler.test.ts`
- * (in your project: import from "jetstate" and "jetstate/testing").
+ * (in your project: import from "jetstate-jobs" and "jetstate-jobs/testing").
  */
 import { describe, expect, it } from "vitest";
 import { PermanentError, type Task } from "../src/index.ts";

@@ -1,6 +1,6 @@
 /**
  * Testing a remote (HTTP) worker without NATS: the HTTP pull API runs on the
- * memory broker of `jetstate/testing` exactly as on NATS, so the worker is
+ * memory broker of `jetstate-jobs/testing` exactly as on NATS, so the worker is
  * tested against the real API, in-process, on a loopback port.
  * `npx vitest run examples/04-testing-a-remote-worker.test.ts`
  */

@@ -1,5 +1,5 @@
 /**
- * Time as a dependency. Production uses the real clock; `jetstate/testing`
+ * Time as a dependency. Production uses the real clock; `jetstate-jobs/testing`
  * uses a manual one, so leases, stalls and redelivery delays can be tested in
  * milliseconds without sleeping.
  */

@@ -60,6 +60,7 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
         maxPingOut: c.maxPingOut,
         connectTimeoutMs: c.connectTimeoutMs,
         drainTimeoutMs: c.drainTimeoutMs,
+        security: options.security,
       },
       this.#log,
     );

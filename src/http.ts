@@ -28,9 +28,15 @@ export interface HttpApiOptions {
    * accepted by the API object that issued them.
    */
   readonly receiptSecret?: string | Uint8Array;
-  /** Upper bound of `batch_size` (default 100). */
+  /**
+   * Upper bound of `batch_size`.
+   * @defaultValue 100
+   */
   readonly maxBatchSize?: number;
-  /** Upper bound of a request body in bytes (default 1 MiB). */
+  /**
+   * Upper bound of a request body in bytes.
+   * @defaultValue 1 MiB
+   */
   readonly maxBodyBytes?: number;
   /**
    * Open leases (reserved, not answered, not expired) one token may hold
@@ -65,7 +71,7 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * `POST /jobs/:id/heartbeat`, `POST /queues/:queue/tasks`, `GET /jobs`,
  * `GET /jobs/:id`, `GET /healthz`, `GET /openapi.json`. Same lease contract
  * as native workers, on either broker (NATS, or the memory broker of
- * `jetstate/testing`). Throws `InvalidArgument` for bad options.
+ * `jetstate-jobs/testing`). Throws `InvalidArgument` for bad options.
  *
  * @example
  * const api = createHttpApi(rt, {

@@ -48,4 +48,5 @@ export type { BackoffPolicy, ConnectionState } from "./machines/connection.machi
 export type { ConnectionOptions, InspectorLike, JobRuntimeOptions, RuntimeOptions } from "./options.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./queue.ts";
 export { createRuntime, type Runtime } from "./runtime.ts";
+export type { AuthOptions, TlsOptions } from "./security.ts";
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./workers.ts";

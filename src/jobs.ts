@@ -50,6 +50,7 @@ export class Jobs {
   /** The actors of `#jobs` once started, for answers that must not wait or start one. */
   readonly #started = new Map<string, StartedJobActor>();
 
+  /** @internal The runtime builds it; left out of the published types (they would mention nats.js). */
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
     this.#broker = broker;

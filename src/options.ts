@@ -6,21 +6,61 @@ import type { RetryPolicy } from "./effects/run-operation.ts";
 import { InvalidArgument } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { type BackoffPolicy, defaultBackoff } from "./machines/connection.machine.ts";
+import {
+  type AuthOptions,
+  type ConnectionSecurity,
+  resolveSecurity,
+  stripUserInfo,
+  type TlsOptions,
+} from "./security.ts";
 import { checkOr, Label, maxTimerMs, number, Prefix } from "./validation.ts";
 
+/** The one supervised NATS connection: how it dials, notices a dead link, backs off and drains. */
 export interface ConnectionOptions {
-  /** Attempts the NATS client makes by itself after a drop before the runtime replaces it (default 10). */
+  /**
+   * Attempts the NATS client makes by itself after a drop before the runtime replaces it.
+   * @defaultValue 10
+   */
   readonly maxReconnectAttempts?: number;
+  /**
+   * Pause between two of the client's own reconnect attempts, in ms.
+   * @defaultValue 1000
+   */
   readonly reconnectTimeWaitMs?: number;
+  /**
+   * How often the client pings the server, in ms.
+   * @defaultValue 30000
+   */
   readonly pingIntervalMs?: number;
+  /**
+   * Unanswered pings before the connection counts as stale.
+   * @defaultValue 2
+   */
   readonly maxPingOut?: number;
+  /**
+   * Bound on one connect (TCP, TLS and authentication), in ms.
+   * @defaultValue 5000
+   */
   readonly connectTimeoutMs?: number;
-  /** Bound on draining the connection at `stop()` (default 5000). */
+  /**
+   * Bound on draining the connection at `stop()`, in ms.
+   * @defaultValue 5000
+   */
   readonly drainTimeoutMs?: number;
-  /** Backoff between whole-client attempts (failed connect, client gave up, reset). */
+  /**
+   * Backoff between whole-client attempts (failed connect, client gave up, reset).
+   * @defaultValue `{ initialMs: 250, maxMs: 10000, multiplier: 2, jitter: 0.5 }`
+   */
   readonly backoff?: Partial<BackoffPolicy>;
-  /** Default deadline of one operation, waiting for the connection included (default 10000). */
+  /**
+   * Default deadline of one operation, waiting for the connection included, in ms.
+   * @defaultValue 10000
+   */
   readonly operationTimeoutMs?: number;
+  /**
+   * Retries of transient errors within an operation's deadline.
+   * @defaultValue `{ attempts: 3, initialDelayMs: 500 }`
+   */
   readonly retry?: Partial<RetryPolicy>;
 }
 
@@ -29,41 +69,107 @@ export interface InspectorLike {
   readonly inspect: (event: InspectionEvent) => void;
 }
 
+/**
+ * What `createRuntime` takes. Every field is optional.
+ *
+ * @example
+ * ```ts
+ * const rt = await createRuntime({ servers: "nats://nats:4222", auth: { credsFile: "/run/secrets/app.creds" } });
+ * ```
+ */
 export interface RuntimeOptions {
-  /** NATS server URL(s); default `NATS_URL` or `nats://127.0.0.1:4222`. */
+  /**
+   * NATS server URL(s): `nats://`, `tls://`, `ws(s)://` or `host:port`; a
+   * comma-separated string or an array. Credentials in a URL
+   * (`nats://user:pass@host`) are taken out and used as `auth`.
+   * @defaultValue `NATS_URL`, else `nats://127.0.0.1:4222`
+   */
   readonly servers?: string | readonly string[];
-  /** Connection name shown by the server (`/connz`). */
+  /**
+   * Connection name shown by the server (`/connz`).
+   * @defaultValue `jetstate-<hostname>-<pid>`
+   */
   readonly name?: string;
+  /**
+   * A pino logger; jetstate logs through child loggers of it.
+   * @defaultValue a pino logger named `jetstate` at `JETSTATE_LOG_LEVEL`, `LOG_LEVEL` or `info`
+   */
   readonly logger?: Logger;
-  /** `true`: a WebSocket inspector for the Stately inspector; or any object with an `inspect` observer. */
+  /**
+   * `true`: a WebSocket inspector for the Stately inspector; or any object with an `inspect` observer.
+   * @defaultValue false
+   */
   readonly inspect?: boolean | InspectorLike;
-  /** First token of every subject, stream and bucket name jetstate creates (default `jetstate`). */
+  /**
+   * First token of every subject, stream and bucket name jetstate creates.
+   * @defaultValue `"jetstate"`
+   */
   readonly prefix?: string;
+  /** The connection's timeouts, reconnects, backoff and retries (each field has its own default). */
   readonly connection?: ConnectionOptions;
+  /** Leases, reaping, retention and cleanup of jobs (each field has its own default). */
   readonly jobs?: JobRuntimeOptions;
   /**
-   * `nats` (default when `servers` or `NATS_URL` is given), `memory` (the
-   * default otherwise: in-process, same semantics, nothing persisted; refused
-   * under NODE_ENV=production unless given explicitly), or a
-   * broker object (e.g. `createMemoryBroker()` from `jetstate/testing`).
+   * `nats`, `memory` (in-process, same semantics, nothing persisted), or a
+   * broker object (e.g. `createMemoryBroker()` from `jetstate-jobs/testing`).
+   * The memory default is refused under `NODE_ENV=production` unless given
+   * explicitly.
+   * @defaultValue `"nats"` when `servers` or `NATS_URL` is given, else `"memory"`
    */
   readonly broker?: "nats" | "memory" | Broker;
-  /** Time for job actors, leases and the memory broker (default the real clock; tests pass a `ManualClock`). */
+  /**
+   * Time for job actors, leases and the memory broker; tests pass a `ManualClock`.
+   * @defaultValue the real clock
+   */
   readonly clock?: Clock;
+
+  // ---- authentication and TLS (validated in security.ts) ----
+
+  /**
+   * Credentials: user and password, token, NKey seed file or `.creds` file.
+   * @defaultValue credentials in the server URL, else `NATS_USER`/`NATS_PASSWORD`,
+   * `NATS_TOKEN`, `NATS_NKEY`, `NATS_CREDS`; else none
+   */
+  readonly auth?: AuthOptions;
+  /**
+   * TLS: `true`, or CA and client certificate files (mutual TLS).
+   * @defaultValue TLS when `NATS_CA`, `NATS_CERT` or `NATS_KEY` is set, else
+   * only if the server requires it
+   */
+  readonly tls?: boolean | TlsOptions;
 }
 
+/** How the runtime supervises, reaps and cleans up jobs. */
 export interface JobRuntimeOptions {
-  /** Supervision lease: a job whose supervising runtime died is taken over after it (default 10 s). */
+  /**
+   * Supervision lease, in ms: a job whose supervising runtime died is taken over after it.
+   * @defaultValue 10000
+   */
   readonly leaseMs?: number;
-  /** Take over jobs whose supervisor died (default true). */
+  /**
+   * Take over jobs whose supervisor died.
+   * @defaultValue true
+   */
   readonly takeOver?: boolean;
-  /** How often to look for submits that died before committing (default 15 s). */
+  /**
+   * How often to look for submits that died before committing, in ms.
+   * @defaultValue 15000
+   */
   readonly reapIntervalMs?: number;
-  /** Margin after a submit's commit deadline before it is rolled back (default 10 s). */
+  /**
+   * Margin after a submit's commit deadline before it is rolled back, in ms.
+   * @defaultValue 10000
+   */
   readonly reapGraceMs?: number;
-  /** How long finished jobs' records, results and dead letters are kept (default 7 days). */
+  /**
+   * How long finished jobs' records, results and dead letters are kept, in ms.
+   * @defaultValue 604800000 (7 days)
+   */
   readonly retentionMs?: number;
-  /** How often finished and abandoned jobs are cleaned up (default 10 min; 0: only on demand). */
+  /**
+   * How often finished and abandoned jobs are cleaned up, in ms; 0: only on demand (`rt.admin.cleanup()`).
+   * @defaultValue 600000 (10 min)
+   */
   readonly cleanupIntervalMs?: number;
 }
 
@@ -85,6 +191,8 @@ export interface ResolvedOptions {
   readonly prefix: string;
   readonly connection: ResolvedConnectionOptions;
   readonly jobs: Required<JobRuntimeOptions>;
+  /** Credentials and TLS; prints as `[redacted]`. */
+  readonly security: ConnectionSecurity;
 }
 
 const runtimeKeys = [
@@ -97,6 +205,8 @@ const runtimeKeys = [
   "jobs",
   "broker",
   "clock",
+  "auth",
+  "tls",
 ] as const;
 const jobKeys = [
   "leaseMs",
@@ -183,7 +293,10 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
   }
   const list = typeof rawServers === "string" ? rawServers.split(",").map((s) => s.trim()) : [...rawServers];
   if (list.length === 0) fail("servers", "at least one server is needed");
-  const servers = list.map((s, i) => parseServer(s, `servers[${i}]`));
+  // Credentials come out of the URLs before anything else looks at them: an
+  // error message or log line must never carry a password.
+  const split = list.map(stripUserInfo);
+  const servers = split.map(({ server }, i) => parseServer(server, `servers[${i}]`));
   const prefix = checkOr(Prefix, options.prefix, "prefix", "jetstate");
   // The name goes into the CONNECT line, which the server caps (4 KiB) by closing the connection.
   const name = checkOr(Label, options.name, "name", `jetstate-${hostname()}-${process.pid}`);
@@ -229,6 +342,7 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
     prefix,
     connection: resolveConnection(objectOrFail(options.connection ?? {}, "connection")),
     jobs: resolveJobs(objectOrFail(options.jobs ?? {}, "jobs")),
+    security: resolveSecurity(options.auth, options.tls, split),
   };
 };
 

@@ -159,7 +159,13 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         ? createMemoryBroker({ holder, prefix: core.options.prefix, clock: core.clock })
         : brokerOption;
   childLogger(core.logger, { actor: "runtime" }).info(
-    { broker: broker.kind, ...(broker.kind === "nats" ? { servers: core.options.servers } : {}) },
+    // Servers without their credentials, and only the auth method's name: no secret in a log line.
+    {
+      broker: broker.kind,
+      ...(broker.kind === "nats"
+        ? { servers: core.options.servers, ...core.options.security.describe() }
+        : {}),
+    },
     broker.kind === "nats"
       ? "jetstate on NATS"
       : "jetstate in memory (no NATS): one process, nothing persisted",
@@ -249,7 +255,7 @@ export const partsOf = (rt: Runtime): RuntimeParts => {
 };
 
 /**
- * A runtime on the memory broker for tests (`jetstate/testing`): no NATS,
+ * A runtime on the memory broker for tests (`jetstate-jobs/testing`): no NATS,
  * a silent logger unless given one, and the clock you pass (a `ManualClock`
  * moves leases, stalls and nak delays only when you advance it).
  */

@@ -1,5 +1,5 @@
 /**
- * `jetstate/testing`: run jobs in tests without a NATS server. The memory
+ * `jetstate-jobs/testing`: run jobs in tests without a NATS server. The memory
  * broker has JetStream's semantics (one contract suite checks both, see
  * test/contract/), and a `ManualClock` moves leases, nak delays and duplicate
  * windows forward without sleeping.
@@ -43,7 +43,10 @@ export type TestRuntimeOptions = RuntimeOptions & {
 export interface RunJobOptions<Payload, Result> {
   /** The queue (default `"test"`); a `defineQueue` queue validates tasks and results. */
   readonly queue?: string | Queue<Payload, Result>;
-  /** Tasks handled at once (default 8). */
+  /**
+   * Tasks handled at once.
+   * @defaultValue 8
+   */
   readonly concurrency?: number;
   /** Submit options. `backoff` defaults to `[0]` here: a failed task is retried at once. */
   readonly job?: Omit<SubmitRequest<Payload, Result>, "queue" | "tasks">;

@@ -45,7 +45,10 @@ export interface TaskContext {
 
 export interface WorkerOptions<Payload, Result> {
   readonly queue: string | Queue<Payload, Result>;
-  /** Tasks handled at once by this worker (default 8). */
+  /**
+   * Tasks handled at once by this worker.
+   * @defaultValue 8
+   */
   readonly concurrency?: number;
   readonly handler: (task: Task<Payload>, ctx: TaskContext) => Promise<Result> | Result;
   /** Errors to treat as permanent besides `PermanentError` (term at once, no retry). */
@@ -53,7 +56,7 @@ export interface WorkerOptions<Payload, Result> {
   /**
    * How long `stop()` waits for running handlers before it aborts them and
    * releases their tasks; it resolves then even if a handler ignores its signal.
-   * @defaultValue 30000
+   * @defaultValue 30 s
    */
   readonly stopTimeoutMs?: number;
   /**

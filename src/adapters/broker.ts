@@ -7,7 +7,7 @@ import type { JobRecord, JobSettings } from "../effects/job-record.ts";
  * semantics, checked by one contract suite (test/contract/):
  * - NATS JetStream (src/adapters/nats/nats-broker.ts), for production;
  * - in memory (src/adapters/memory/memory-broker.ts), the embedded default
- *   when no NATS is configured, and the base of `jetstate/testing`.
+ *   when no NATS is configured, and the base of `jetstate-jobs/testing`.
  *
  * Long-running methods (`consumeTasks`, `readResults`, `watchRecords`,
  * `processExhausted`) run until their signal aborts (or the job's consumer

@@ -16,17 +16,36 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
    * `IdempotencyConflict`. 1–512 characters, no control characters.
    */
   readonly idempotencyKey?: string;
-  /** Share of tasks (0..1) that may fail or die while the job still succeeds (default 0). */
+  /**
+   * Share of tasks (0..1) that may fail or die while the job still succeeds.
+   * @defaultValue 0
+   */
   readonly maxFailures?: number;
-  /** A task not answered (nor heartbeated) within this is redelivered (default 30 s). */
+  /**
+   * A task not answered (nor heartbeated) within this is redelivered.
+   * @defaultValue 30 s
+   */
   readonly ackWaitMs?: number;
-  /** Deliveries of one task before it is dead (default 5). */
+  /**
+   * Deliveries of one task before it is dead.
+   * @defaultValue 5
+   */
   readonly maxDeliver?: number;
-  /** Redelivery delay after a transient error, per attempt; the last repeats (default 1 s, 5 s, 15 s; 1–100 finite delays ≥ 0). */
+  /**
+   * Redelivery delay after a transient error, per attempt; the last repeats
+   * (1–100 finite delays ≥ 0).
+   * @defaultValue 1 s, 5 s, 15 s
+   */
   readonly backoff?: readonly number[];
-  /** No progress for this long while tasks remain → `stalled` (default 60 s). */
+  /**
+   * No progress for this long while tasks remain → `stalled`.
+   * @defaultValue 60 s
+   */
   readonly stallAfterMs?: number;
-  /** Stalled for this long → `failed` (default 0: never). */
+  /**
+   * Stalled for this long → `failed`.
+   * @defaultValue 0: never
+   */
   readonly stalledTimeoutMs?: number;
 }
 

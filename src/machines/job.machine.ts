@@ -149,6 +149,9 @@ export const jobMachine = setup({
     context: {} as JobContext,
     events: {} as JobEvent,
     input: {} as JobInput,
+    // Child ids named here: without them the inferred children map gets an
+    // index signature that the published .d.ts cannot compile (TS2411).
+    children: {} as { feed: "feed"; clock: "clock"; submit: "submit"; finalize: "finalize" },
   },
   actors: {
     /** Resolves with the commit time: tasks are visible to workers from then on. */

@@ -100,10 +100,11 @@ describe("planSubmit: a good request", () => {
     expect(error.message).toBe("tasks[1]: not a number");
   });
 
-  it("jobIdFor: a random id without a key, the same id for the same key", () => {
-    expect(jobIdFor(undefined)).not.toBe(jobIdFor(undefined));
-    expect(jobIdFor("k")).toBe(jobIdFor("k"));
-    expect(jobIdFor("k")).not.toBe(jobIdFor("l"));
+  it("jobIdFor: a random id without a key, the same id for the same key on the same queue", () => {
+    expect(jobIdFor("q", undefined)).not.toBe(jobIdFor("q", undefined));
+    expect(jobIdFor("q", "k")).toBe(jobIdFor("q", "k"));
+    expect(jobIdFor("q", "k")).not.toBe(jobIdFor("q", "l"));
+    expect(jobIdFor("q", "k")).not.toBe(jobIdFor("r", "k"));
   });
 });
 

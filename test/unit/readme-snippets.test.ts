@@ -1,7 +1,7 @@
 /**
  * Every ```ts block of README.md type-checks as written, so a snippet cannot rot.
- * Each block becomes a module of its own in a temporary directory, `jetstate` and
- * `jetstate/testing` are mapped to src/, and tsc (the project's, same strictness as
+ * Each block becomes a module of its own in a temporary directory, `jetstate-jobs` and
+ * `jetstate-jobs/testing` are mapped to src/, and tsc (the project's, same strictness as
  * tsconfig.json) checks them. A block may use only what it imports, plus the reader's
  * own names declared in README_CONTEXT below (a runtime `rt` made earlier, the
  * reader's `urls`, `runModel`, …): a jetstate name it forgets to import is an error.
@@ -17,7 +17,7 @@ const root = path.resolve(import.meta.dirname, "../..");
 
 /** What the snippets take as given: the reader's code, never jetstate's. */
 const README_CONTEXT = `
-import type { JobHandle, Runtime, StandardSchema, Task } from "jetstate";
+import type { JobHandle, Runtime, StandardSchema, Task } from "jetstate-jobs";
 declare global {
   /** A runtime the reader made earlier with createRuntime(). */
   const rt: Runtime;
@@ -101,8 +101,8 @@ describe("README.md snippets", () => {
           esModuleInterop: true,
           isolatedModules: true,
           paths: {
-            jetstate: [path.join(root, "src/index.ts")],
-            "jetstate/testing": [path.join(root, "src/testing.ts")],
+            "jetstate-jobs": [path.join(root, "src/index.ts")],
+            "jetstate-jobs/testing": [path.join(root, "src/testing.ts")],
           },
         },
         files: ["readme-context.d.ts", ...snippets.map((s) => s.file)],

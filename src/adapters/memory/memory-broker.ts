@@ -21,7 +21,10 @@ import { indexAfter } from "./message-log.ts";
 export { createMemoryServer, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
 
 export interface MemoryBrokerOptions extends MemoryServerOptions {
-  /** This runtime's name in supervision leases (default `memory.<random>`). */
+  /**
+   * This runtime's name in supervision leases.
+   * @defaultValue `memory.<random>`
+   */
   readonly holder?: string;
   /**
    * A server shared with other brokers (other runtimes in this process, a
@@ -39,7 +42,7 @@ export interface MemoryBroker extends Broker {
 /**
  * The broker port in memory, with JetStream's semantics (checked against
  * nats-server 2.9.10 by the contract suite in test/contract/): the embedded
- * broker when no NATS is configured, and the base of `jetstate/testing`.
+ * broker when no NATS is configured, and the base of `jetstate-jobs/testing`.
  * Every timer goes through the server's clock, so a `ManualClock` drives
  * leases, nak delays and duplicate windows deterministically.
  */

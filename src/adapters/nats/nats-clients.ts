@@ -1,7 +1,9 @@
-import type { NatsConnection, Status } from "@nats-io/transport-node";
-import { connect } from "@nats-io/transport-node";
+import { readFileSync } from "node:fs";
+import type { NatsConnection, NodeConnectionOptions, Status } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { Logger } from "../../logger.ts";
 import type { ConnectionEvent } from "../../machines/connection.machine.ts";
+import type { ConnectionSecurity } from "../../security.ts";
 
 export interface ClientSettings {
   readonly servers: readonly string[];
@@ -14,7 +16,31 @@ export interface ClientSettings {
   readonly connectTimeoutMs: number;
   /** Bound on `drain()` at stop: after it the client is closed hard. */
   readonly drainTimeoutMs: number;
+  /** Credentials and TLS, already validated. */
+  readonly security: ConnectionSecurity;
 }
+
+/**
+ * nats.js connect options for the resolved credentials and TLS. Seed and
+ * creds files are read at every (re)connect, so a rotated file takes effect
+ * without a restart.
+ */
+export const securityOptions = (security: ConnectionSecurity): Partial<NodeConnectionOptions> => {
+  const secrets = security.reveal();
+  const auth: Partial<NodeConnectionOptions> =
+    secrets.method === "user-password"
+      ? { user: secrets.user, pass: secrets.pass }
+      : secrets.method === "token"
+        ? { token: secrets.token }
+        : secrets.method === "nkey"
+          ? { authenticator: nkeyAuthenticator(() => seedOf(secrets.nkeyFile)) }
+          : secrets.method === "creds"
+            ? { authenticator: credsAuthenticator(() => readFileSync(secrets.credsFile)) }
+            : {};
+  return security.tls === undefined ? auth : { ...auth, tls: { ...security.tls } };
+};
+
+const seedOf = (file: string): Uint8Array => new TextEncoder().encode(readFileSync(file, "utf8").trim());
 
 interface Entry {
   readonly nc: NatsConnection;
@@ -59,6 +85,7 @@ export class NatsClients {
         pingInterval: s.pingIntervalMs,
         maxPingOut: s.maxPingOut,
         timeout: s.connectTimeoutMs,
+        ...securityOptions(s.security),
         // Building a stack trace for every async op costs ~25 % of the client's CPU (measured).
         noAsyncTraces: true,
       });

@@ -1,0 +1,219 @@
+/**
+ * The package as users get it: `npm pack`, the tarball installed into a fresh
+ * project (once per run, shared by every case), then a job run from plain
+ * Node ESM, from CommonJS `require`, and from strict TypeScript compiled by
+ * tsc with `moduleResolution` node16 and bundler (`skipLibCheck: false`, so
+ * the published `.d.ts` files must compile too) — each on the memory broker
+ * and on a real nats-server. The oracle is what the consumer's own handler
+ * saw, printed by the consumer process, and what npm says it installed.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+
+const run = promisify(execFile);
+const repo = path.resolve(import.meta.dirname, "../..");
+const tsc = path.join(repo, "node_modules/typescript/bin/tsc");
+
+/** The newest modification time under `dir` (recursively). */
+const newest = async (dir: string): Promise<number> => {
+  let latest = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    latest = Math.max(latest, entry.isDirectory() ? await newest(full) : (await stat(full)).mtimeMs);
+  }
+  return latest;
+};
+
+/** dist/ as built from the current sources: `npm test` builds first; alone, this builds when stale. */
+const ensureBuilt = async () => {
+  const built = await stat(path.join(repo, "dist/index.js")).then(
+    (s) => s.mtimeMs,
+    () => 0,
+  );
+  const sources = Math.max(
+    await newest(path.join(repo, "src")),
+    (await stat(path.join(repo, "package.json"))).mtimeMs,
+  );
+  if (built < sources)
+    await run(process.execPath, [path.join(repo, "node_modules/tsup/dist/cli-default.js")], { cwd: repo });
+};
+
+/** The body every consumer runs: one job of three tasks, on NATS when NATS_URL is set, else in memory. */
+const jobBody = `
+  const seen = [];
+  const rt = await createRuntime({ logger: pino({ level: "silent" }) });
+  const worker = rt.workers.start({
+    queue: "consumer",
+    handler: async (task) => {
+      seen.push(task.payload);
+      return task.payload * 2;
+    },
+  });
+  const job = await rt.jobs.submit({ queue: "consumer", tasks: [1, 2, 3] });
+  const final = await job.done();
+  await worker.stop();
+  await rt.stop();
+  const viaTesting = await runJob((task) => task.payload + 1, [5]);
+  console.log("RESULT " + JSON.stringify({ broker: rt.broker, status: final.status, done: final.done, seen: seen.sort(), testing: viaTesting.status }));
+`;
+
+const esm = `import { pino } from "pino";
+import { createRuntime } from "jetstate-jobs";
+import { runJob } from "jetstate-jobs/testing";
+${jobBody}`;
+
+const cjs = `const { pino } = require("pino");
+const { createRuntime } = require("jetstate-jobs");
+const { runJob } = require("jetstate-jobs/testing");
+(async () => {${jobBody}})().catch((error) => { console.error(error); process.exit(1); });
+`;
+
+/** Typed: the handler's payload and result types flow through the published declarations. */
+const typescript = `import { pino } from "pino";
+import { createRuntime, InvalidArgument, type JobSnapshot, PermanentError, type Runtime, type Task } from "jetstate-jobs";
+import { ManualClock, runJob } from "jetstate-jobs/testing";
+
+const seen: number[] = [];
+const rt: Runtime = await createRuntime({ logger: pino({ level: "silent" }) });
+const worker = rt.workers.start<number, number>({
+  queue: "consumer",
+  handler: async (task: Task<number>) => {
+    if (task.payload < 0) throw new PermanentError("negative");
+    seen.push(task.payload);
+    return task.payload * 2;
+  },
+});
+const job = await rt.jobs.submit({ queue: "consumer", tasks: [1, 2, 3] });
+const final: JobSnapshot = await job.done();
+await worker.stop();
+await rt.stop();
+const clock: ManualClock = new ManualClock();
+const viaTesting = await runJob((task: Task<number>) => task.payload + 1, [5]);
+const bad: boolean = new InvalidArgument({ message: "x", field: "y" }) instanceof Error;
+console.log("RESULT " + JSON.stringify({ broker: rt.broker, status: final.status, done: final.done, seen: seen.sort(), testing: viaTesting.status, clock: typeof clock.now(), bad }));
+`;
+
+const tsconfig = (resolution: "node16" | "bundler") =>
+  JSON.stringify({
+    compilerOptions: {
+      target: "ES2022",
+      module: resolution === "node16" ? "node16" : "esnext",
+      moduleResolution: resolution,
+      strict: true,
+      skipLibCheck: false,
+      types: ["node"],
+      outDir: `out-${resolution}`,
+    },
+    files: ["main.ts"],
+  });
+
+describe("the packed package in a fresh project", () => {
+  let project: string;
+  let server: NatsServerHandle;
+  let installLog = "";
+
+  const compiled = new Map<string, Promise<void>>();
+  /** Compiles main.ts once per resolution; tsc failing (a type error in our .d.ts, say) fails the case. */
+  const compile = (resolution: "node16" | "bundler") => {
+    let done = compiled.get(resolution);
+    if (!done) {
+      done = run(process.execPath, [tsc, "-p", `tsconfig.${resolution}.json`], { cwd: project }).then(
+        () => undefined,
+        (error: { stdout?: string; stderr?: string; message?: string }) => {
+          throw new Error(`tsc (${resolution}) failed: ${error.message}\n${error.stdout}\n${error.stderr}`);
+        },
+      );
+      compiled.set(resolution, done);
+    }
+    return done;
+  };
+
+  beforeAll(async () => {
+    project = await mkdtemp(path.join(tmpdir(), "jetstate-consumer-"));
+    const [, started] = await Promise.all([
+      (async () => {
+        await ensureBuilt();
+        const { stdout } = await run("npm", ["pack", "--ignore-scripts", "--pack-destination", project], {
+          cwd: repo,
+        });
+        const tarball = path.join(project, stdout.trim().split("\n").pop()!);
+        await writeFile(
+          path.join(project, "package.json"),
+          JSON.stringify({ name: "consumer", private: true, type: "module" }),
+        );
+        // --engine-strict: a dependency asking for a newer Node than this one fails the install.
+        const install = await run(
+          "npm",
+          [
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefer-offline",
+            "--engine-strict",
+            tarball,
+            "pino@10",
+            "@types/node@20",
+          ],
+          { cwd: project },
+        );
+        installLog = install.stdout + install.stderr;
+      })(),
+      startNatsServer(),
+    ]);
+    server = started;
+    await writeFile(path.join(project, "esm.mjs"), esm);
+    await writeFile(path.join(project, "cjs.cjs"), cjs);
+    await writeFile(path.join(project, "main.ts"), typescript);
+    for (const resolution of ["node16", "bundler"] as const) {
+      await writeFile(path.join(project, `tsconfig.${resolution}.json`), tsconfig(resolution));
+      // Both compiles start now, side by side; each case awaits its own (and fails on its error).
+      compile(resolution).catch(() => undefined);
+    }
+  }, 180_000);
+
+  afterAll(async () => {
+    await server?.dispose();
+    if (project) await rm(project, { recursive: true, force: true });
+  });
+
+  it("installs on this Node without an engine warning, and without @nats-io/nuid (nats.js is bundled)", async () => {
+    expect(installLog).not.toMatch(/EBADENGINE/);
+    const { stdout } = await run("npm", ["ls", "--all", "--json"], { cwd: project });
+    const tree = JSON.stringify(JSON.parse(stdout));
+    expect(tree).toContain('"jetstate-jobs"');
+    expect(tree).not.toContain("@nats-io/");
+  });
+
+  const entry = {
+    esm: async () => "esm.mjs",
+    cjs: async () => "cjs.cjs",
+    "typescript (node16)": () => compile("node16").then(() => "out-node16/main.js"),
+    "typescript (bundler)": () => compile("bundler").then(() => "out-bundler/main.js"),
+  } as const;
+
+  const cases = Object.keys(entry).flatMap((kind) =>
+    (["memory", "nats"] as const).map((broker) => [kind as keyof typeof entry, broker] as const),
+  );
+
+  it.each(cases)("%s on %s runs a job", async (kind, broker) => {
+    const script = await entry[kind]();
+    const env = { ...process.env };
+    delete env.NATS_URL;
+    if (broker === "nats") env.NATS_URL = server.url;
+    const { stdout } = await run(process.execPath, [script], { cwd: project, env, timeout: 60_000 });
+    const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
+    expect(line, stdout).toBeDefined();
+    expect(JSON.parse(line!.slice("RESULT ".length))).toMatchObject({
+      broker,
+      status: "succeeded",
+      done: 3,
+      seen: [1, 2, 3],
+      testing: "succeeded",
+    });
+  });
+});
