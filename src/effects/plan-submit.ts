@@ -62,8 +62,6 @@ const requestKeys = [
 ] as const;
 
 export const maxTasksPerJob = 1_000_000;
-/** Room the message id and headers take next to a task body. */
-const envelopeBytes = 256;
 
 export interface SubmitPlan {
   readonly record: JobRecord;
@@ -187,9 +185,10 @@ export const planSubmit = async <Task, Result>(
     stalledTimeoutMs: checkOr(Settings.stalledTimeoutMs, request.stalledTimeoutMs, "stalledTimeoutMs", 0),
   };
   const bodies: string[] = new Array(tasks.length);
-  // The task must fit, and so must its dead letter (the payload plus its fields): a task
-  // whose dead letter cannot be stored could never die, and its job would never end.
-  const limit = maxPayload - Math.max(envelopeBytes, deadLetterRoomBytes);
+  // The task must fit, and so must its dead letter (the payload plus its fields, far more
+  // than the task's own envelope and message id): a task whose dead letter cannot be
+  // stored could never die, and its job would never end.
+  const limit = maxPayload - deadLetterRoomBytes;
   for (let n = 0; n < tasks.length; n++) {
     const task = schema ? await validateWith(schema, tasks[n], `tasks[${n}]`) : tasks[n];
     let json: string | undefined;

@@ -126,8 +126,16 @@ export const mutations: readonly Mutation[] = [
     id: "k",
     what: "finalize no longer purges the tasks left (a cancelled job's tasks stay on the server)",
     file: "src/effects/finalize-job.ts",
-    search: "  await port.removeTasks(input.queue, input.jobId);\n};",
-    replace: "};",
+    search: "  await port.removeTasks(input.queue, input.jobId);\n  return stored;\n};",
+    replace: "  return stored;\n};",
+    tests: [faults],
+  },
+  {
+    id: "k2",
+    what: "a cancel no longer purges the tasks left (they stay on the server)",
+    file: "src/effects/finalize-job.ts",
+    search: "  if (stored && stored.phase === SubmitPhase.committed) await port.removeTasks(stored.queue, id);",
+    replace: "",
     tests: [faults],
   },
 ];

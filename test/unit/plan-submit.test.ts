@@ -77,8 +77,8 @@ describe("planSubmit: a good request", () => {
       stalledTimeoutMs: 0,
     });
     expect(record.idempotencyKey).toBe("abc");
-    // sha256("abc") in base64url, first 32 characters.
-    expect(record.id).toBe("kungWv48Bz-pBQUDeXa4iI7ADYaOWF3qc");
+    // "k" + sha256("q\nabc") in base64url, first 32 characters: the key is scoped by its queue.
+    expect(record.id).toBe("kyu6Hjbgf-4qTz_z3FwPlBZkO_nvAGmlm");
     expect(record.commitDeadline).toBe(30_000 + 2);
   });
 
@@ -151,10 +151,15 @@ describe("planSubmit: what it refuses", () => {
   });
 
   it("an idempotency key that is not a string of 1–512 characters", async () => {
-    for (const key of ["", "x".repeat(513), 7]) {
+    const rule = "(1–512 characters, no control characters)";
+    for (const [key, message] of [
+      ["", `idempotencyKey: must not be empty ${rule}`],
+      ["x".repeat(513), `idempotencyKey: is too long ${rule}`],
+      [7, "idempotencyKey: expected string"],
+    ] as const) {
       expect(await refusal({ queue: "q", tasks: [1], idempotencyKey: key })).toMatchObject({
         field: "idempotencyKey",
-        message: "idempotencyKey: must be a string of 1–512 characters",
+        message,
       });
     }
     await accepts({ idempotencyKey: "x" });
@@ -162,38 +167,51 @@ describe("planSubmit: what it refuses", () => {
   });
 
   it("maxFailures outside 0..1 (both ends allowed)", async () => {
-    for (const maxFailures of [-0.01, 1.01, Number.NaN, "0.5"]) {
+    for (const maxFailures of [-0.01, 1.01, Number.NaN]) {
       expect(await refusal({ queue: "q", tasks: [1], maxFailures })).toMatchObject({
         field: "maxFailures",
-        message: "maxFailures: must be a number between 0 and 1 (a share of the tasks)",
+        message: "maxFailures: must be a number between 0 and 1",
       });
     }
+    expect(await refusal({ queue: "q", tasks: [1], maxFailures: "0.5" })).toMatchObject({
+      field: "maxFailures",
+      message: "maxFailures: expected number",
+    });
     expect((await accepts({ maxFailures: 0 })).record.settings.maxFailures).toBe(0);
     expect((await accepts({ maxFailures: 1 })).record.settings.maxFailures).toBe(1);
   });
 
   it("a backoff that is not a non-empty array of delays ≥ 0", async () => {
-    for (const backoff of [[], [-1], [Number.NaN], ["5"], 5, [10, -1]]) {
+    const list = "must be a list of 1–100 delays in ms";
+    const delay = "must be a number between 0 and 2147483647";
+    for (const [backoff, field, message] of [
+      [[], "backoff", list],
+      [5, "backoff", list],
+      [[-1], "backoff[0]", delay],
+      [[Number.NaN], "backoff[0]", delay],
+      [["5"], "backoff[0]", "expected number"],
+      [[10, -1], "backoff[1]", delay],
+    ] as const) {
       expect(await refusal({ queue: "q", tasks: [1], backoff })).toMatchObject({
-        field: "backoff",
-        message: "backoff: must be a non-empty array of delays ≥ 0 ms",
+        field,
+        message: `${field}: ${message}`,
       });
     }
   });
 
   it("integer settings below their minimum, fractional or not numbers", async () => {
-    const cases: [string, unknown, number][] = [
-      ["ackWaitMs", 99, 100],
-      ["ackWaitMs", 150.5, 100],
-      ["ackWaitMs", "200", 100],
-      ["maxDeliver", 0, 1],
-      ["stallAfterMs", 0, 1],
-      ["stalledTimeoutMs", -1, 0],
+    const cases: [string, unknown, string][] = [
+      ["ackWaitMs", 99, "must be an integer between 100 and 2147483647"],
+      ["ackWaitMs", 150.5, "must be an integer between 100 and 2147483647"],
+      ["ackWaitMs", "200", "expected number"],
+      ["maxDeliver", 0, "must be an integer between 1 and 1000000"],
+      ["stallAfterMs", 0, "must be an integer between 1 and 2147483647"],
+      ["stalledTimeoutMs", -1, "must be an integer between 0 and 2147483647"],
     ];
-    for (const [field, value, min] of cases) {
+    for (const [field, value, message] of cases) {
       expect(await refusal({ queue: "q", tasks: [1], [field]: value })).toMatchObject({
         field,
-        message: `${field}: must be an integer ≥ ${min}`,
+        message: `${field}: ${message}`,
       });
     }
   });
@@ -216,12 +234,12 @@ describe("planSubmit: what it refuses", () => {
     }
   });
 
-  it("a task body over the server's max payload less 256 bytes, counted in bytes", async () => {
-    // Body `{"i":0,"p":"…"}` is 14 bytes plus the string; "é" is 2 bytes in UTF-8. With a max
-    // payload of 300 the limit is 44 bytes.
+  it("a task body over the server's max payload less its dead letter's room, counted in bytes", async () => {
+    // Body `{"i":0,"p":"…"}` is 14 bytes plus the string; "é" is 2 bytes in UTF-8. A dead
+    // letter needs 1864 bytes beside its payload: with a max payload of 1908 the limit is 44.
     const exact = "é".repeat(15); // 14 + 30 = 44 bytes: exactly the limit
-    expect((await accepts({ tasks: [exact] }, 300)).bodies[0]).toBe(`{"i":0,"p":"${exact}"}`);
-    expect(await refusal({ queue: "q", tasks: [`${exact}x`] }, 300)).toMatchObject({
+    expect((await accepts({ tasks: [exact] }, 1908)).bodies[0]).toBe(`{"i":0,"p":"${exact}"}`);
+    expect(await refusal({ queue: "q", tasks: [`${exact}x`] }, 1908)).toMatchObject({
       field: "tasks[0]",
       message: "tasks[0]: is 45 bytes; the server's max payload allows 44",
     });

@@ -454,7 +454,7 @@ describe("record updates", () => {
 
   it("recordProgress writes a change of status or of any count, and nothing else", async () => {
     const fake = fakeJobPort();
-    fake.put(record({ status: "running", counts: { done: 1, failed: 1, dead: 1 } }));
+    fake.put(record({ status: "running", phase: "committed", counts: { done: 1, failed: 1, dead: 1 } }));
     const writes = () => fake.calls.filter((c) => c.startsWith("updateRecord")).length;
     await recordProgress(fake.port, "j1", "running", { done: 1, failed: 1, dead: 1 }, 50);
     expect(writes()).toBe(0);
@@ -468,6 +468,21 @@ describe("record updates", () => {
       status: "stalled",
       counts: { done: 2, failed: 2, dead: 2 },
       updatedAt: 90,
+    });
+  });
+
+  it("recordProgress never moves a job back: no lower status, no lower count, nothing before the commit", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ status: "queuing", phase: "submitting" }));
+    await recordProgress(fake.port, "j1", "running", { done: 1, failed: 0, dead: 0 }, 40);
+    expect(fake.records.get("j1")!.record).toMatchObject({ status: "queuing", phase: "submitting" });
+    fake.put(record({ status: "running", phase: "committed", counts: { done: 3, failed: 1, dead: 0 } }));
+    // A write planned while the job was queuing, with counts older than the record's.
+    await recordProgress(fake.port, "j1", "queuing", { done: 2, failed: 0, dead: 1 }, 50);
+    expect(fake.records.get("j1")!.record).toMatchObject({
+      status: "running",
+      counts: { done: 3, failed: 1, dead: 1 },
+      updatedAt: 50,
     });
   });
 
