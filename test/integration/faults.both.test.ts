@@ -287,4 +287,18 @@ describe.each([
     expect(end.status).toBe("failed");
     expect(await bench.rawTasks("nobody-pulls", job.id)).toBe(0);
   });
+
+  it("a job that ends by itself with tasks left (stalled too long) leaves none of them on the server", async () => {
+    const r = await runtime();
+    const job: JobHandle = await r.rt.jobs.submit({
+      queue: "nobody-pulls-either",
+      tasks: indexes(4),
+      stallAfterMs: 100,
+      stalledTimeoutMs: 200,
+    });
+    expect(await bench.rawTasks("nobody-pulls-either", job.id)).toBe(4);
+    const end = await within(job.done(), BOUND_MS, "the stalled job to fail");
+    expect(end).toMatchObject({ status: "failed", done: 0 });
+    expect(await bench.rawTasks("nobody-pulls-either", job.id)).toBe(0);
+  });
 });

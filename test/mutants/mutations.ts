@@ -124,7 +124,7 @@ export const mutations: readonly Mutation[] = [
   },
   {
     id: "k",
-    what: "finalize no longer purges the tasks left (a cancelled job's tasks stay on the server)",
+    what: "finalize no longer purges the tasks left (a job that ends by itself keeps them on the server)",
     file: "src/effects/finalize-job.ts",
     search: "  await port.removeTasks(input.queue, input.jobId);\n  return stored;\n};",
     replace: "  return stored;\n};",
