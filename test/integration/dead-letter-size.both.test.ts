@@ -102,6 +102,32 @@ describe.each(["memory", "nats"] as const)("a task that exactly fits can be dead
     }
   });
 
+  it("a task nobody answers (its handler hangs): the advisory dead-letters it with its payload", async () => {
+    const payload = await largestAccepted(rt, "hangs");
+    const runs: number[] = [];
+    const worker = rt.workers.start<string, number>({
+      queue: "hangs",
+      maxTaskMs: 100, // then the lease is no longer extended: the delivery runs out
+      stopTimeoutMs: 100,
+      handler: (task) => {
+        runs.push(task.attempt);
+        return new Promise<number>(() => undefined);
+      },
+    });
+    try {
+      const job = await rt.jobs.submit({ queue: "hangs", tasks: [payload], maxDeliver: 1, ackWaitMs: 300 });
+      const final = await within(job.done(), 15_000, "the job ends");
+      expect(final).toMatchObject({ status: "failed", done: 0, failed: 0, dead: 1 });
+      expect(runs).toEqual([1]);
+      const letters = await rt.jobs.deadLetters(job.id);
+      expect(letters).toHaveLength(1);
+      expect(letters[0]).toMatchObject({ index: 0, source: "advisory" });
+      expect(letters[0]!.payload).toBe(payload);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it("results are batched under the server's max payload; a result too large for it fails its task", async () => {
     const answered: number[] = [];
     const worker = rt.workers.start<number, string>({

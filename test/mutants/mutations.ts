@@ -134,7 +134,8 @@ export const mutations: readonly Mutation[] = [
     id: "k2",
     what: "a cancel no longer purges the tasks left (they stay on the server)",
     file: "src/effects/finalize-job.ts",
-    search: "  if (stored && stored.phase === SubmitPhase.committed) await port.removeTasks(stored.queue, id);",
+    search:
+      "  if (stored && stored.phase === SubmitPhase.committed) await port.removeTasks(stored.queue, id);",
     replace: "",
     tests: [faults],
   },
