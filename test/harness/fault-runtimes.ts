@@ -9,14 +9,9 @@ import type { RuntimeOptions } from "../../src/options.ts";
 import { createRuntime, createRuntimeCore, type Runtime } from "../../src/runtime.ts";
 import { type FaultyBroker, faultyBroker } from "./faulty-broker.ts";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.ts";
+import { memoryRawResults, type RawResult, storedCount } from "./raw-results.ts";
 
-/** One entry of a results message, as the server holds it. */
-export interface RawResult {
-  readonly i: number;
-  readonly ok?: boolean;
-  readonly dead?: boolean;
-  readonly redrive?: boolean;
-}
+export { type RawResult, tally } from "./raw-results.ts";
 
 export interface FaultyRuntime extends FaultyBroker {
   readonly rt: Runtime;
@@ -60,8 +55,7 @@ export const memoryBench = async (): Promise<FaultBench> => {
       started.add(handle);
       return handle;
     },
-    rawResults: async (jobId) =>
-      server.results.read(names.resultsSubject(jobId)).flatMap((m) => JSON.parse(m.body) as RawResult[]),
+    rawResults: async (jobId) => memoryRawResults(server, jobId),
     rawTasks: async (queue, jobId) => server.tasks.count(names.tasksSubject(queue, jobId)),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
@@ -83,10 +77,8 @@ export const natsBench = async (): Promise<FaultBench> => {
   const reader: NatsConnection = await connect({ servers: server.url });
   const jsm = await jetstreamManager(reader);
   const started = new Set<FaultyRuntime>();
-  const countOn = async (stream: string, subject: string) => {
-    const info = await jsm.streams.info(stream, { subjects_filter: subject }).catch(() => undefined);
-    return info?.state.subjects?.[subject] ?? 0;
-  };
+  // Only a stream that does not exist counts as empty: any other failed read throws.
+  const countOn = (stream: string, subject: string) => storedCount(jsm, stream, subject);
   return {
     kind: "nats",
     runtime: async (options = {}) => {
@@ -134,11 +126,4 @@ export const natsBench = async (): Promise<FaultBench> => {
       await server.dispose();
     },
   };
-};
-
-/** How many times each task index appears. */
-export const tally = (indexes: readonly number[]): Map<number, number> => {
-  const counts = new Map<number, number>();
-  for (const i of indexes) counts.set(i, (counts.get(i) ?? 0) + 1);
-  return counts;
 };

@@ -5,13 +5,20 @@
  * retries, a table of bad requests, and junk that must never get a 5xx.
  */
 import { type ServerType, serve } from "@hono/node-server";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runRemoteWorker } from "../../examples/remote-worker.ts";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import { createHttpApi, createRuntime, type JobHandle, type Runtime } from "../../src/index.ts";
-import { createTestRuntime } from "../../src/testing.ts";
+import {
+  createMemoryBroker,
+  createMemoryServer,
+  createTestRuntime,
+  type MemoryServer,
+} from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { memoryRawResults, natsRawResults, type RawResult, tally } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const ALICE = "token-alice-0123456789";
@@ -37,6 +44,10 @@ interface Answer {
 }
 
 let server: NatsServerHandle | undefined;
+/** Reads the results stream past the runtime (NATS). */
+let reader: NatsConnection | undefined;
+/** The memory broker's server, read directly (memory). */
+let memory: MemoryServer | undefined;
 let rt: Runtime;
 let http: ServerType;
 let baseUrl: string;
@@ -87,16 +98,52 @@ const reserveAll = async (jobId: string, count: number, batchSize = 25): Promise
   return tasks;
 };
 
+/** The answer to each task, by index: `results()` de-duplicates by index, so it shows values, not counts. */
 const resultsOf = async <R>(job: JobHandle<R>) => {
   const seen = new Map<number, { ok: boolean; value: unknown; dead?: boolean }>();
   for await (const r of job.results()) {
-    expect(seen.has(r.index), `task ${r.index} answered twice`).toBe(false);
     seen.set(r.index, r.ok ? { ok: true, value: r.result } : { ok: false, value: r.error, dead: r.dead });
   }
   return seen;
 };
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** Every results entry stored for the job, duplicates included, read past the runtime. */
+const rawResults = async (jobId: string): Promise<RawResult[]> =>
+  reader ? natsRawResults(reader, jobId) : memoryRawResults(memory!, jobId);
+
+/**
+ * Each task counted once, against witnesses that do not de-duplicate: the
+ * results stream as stored, and `ran`, the ledger of whoever ran the tasks
+ * (a native handler, or this test or the remote worker as the HTTP worker).
+ * `redelivered`: the test hands a task out again, so it may run more than
+ * once; it is still counted once.
+ */
+const expectCountedOnce = async (
+  final: { id: string; total: number; done: number; failed: number; dead: number },
+  ran: readonly number[],
+  options: { redelivered?: boolean } = {},
+) => {
+  const stored = (await rawResults(final.id)).filter((e) => !e.redrive).map((e) => e.i);
+  const distinct = new Set(stored);
+  expect(
+    [...distinct].sort((a, b) => a - b),
+    "indexes in the stored results",
+  ).toEqual(range(final.total));
+  expect(final.done + final.failed + final.dead, "the job's counts").toBe(distinct.size);
+  const runs = tally(ran);
+  expect(
+    [...runs.keys()].sort((a, b) => a - b),
+    "indexes the workers ran",
+  ).toEqual(range(final.total));
+  if (!options.redelivered)
+    expect(
+      [...runs].filter(([, n]) => n !== 1),
+      "tasks run more than once",
+    ).toEqual([]);
+  return tally(stored);
+};
 
 describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
   beforeAll(async () => {
@@ -105,8 +152,10 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
     if (broker === "nats") {
       server = await startNatsServer();
       rt = await createRuntime({ servers: server.url, logger });
+      reader = await connect({ servers: server.url, name: "raw-results" });
     } else {
-      rt = await createTestRuntime({ logger });
+      memory = createMemoryServer({ prefix: "jetstate" });
+      rt = await createTestRuntime({ logger, broker: createMemoryBroker({ server: memory }) });
     }
     const api = createHttpApi(rt, {
       tokens: {
@@ -130,6 +179,10 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
       (http as { closeAllConnections?: () => void }).closeAllConnections?.();
     });
     await rt?.stop();
+    await reader?.close();
+    reader = undefined;
+    memory?.close();
+    memory = undefined;
     await server?.dispose();
     server = undefined;
     expect(statuses.filter((s) => s.status >= 500)).toEqual([]);
@@ -148,13 +201,18 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
       expect(leased.every((t) => t.job_id === job.id && t.attempt === 1 && t.payload.n === t.index)).toBe(
         true,
       );
+      const ran: number[] = [];
       const native = rt.workers.start<{ n: number }, unknown>({
         queue: "mixed",
         concurrency: 8,
-        handler: (task) => ({ by: "native", n: task.payload.n * 2 }),
+        handler: (task) => {
+          ran.push(task.index);
+          return { by: "native", n: task.payload.n * 2 };
+        },
       });
       const broken = new Set(leased.slice(0, 3).map((t) => t.index));
       for (const part of [leased.slice(0, 50), leased.slice(50)]) {
+        ran.push(...part.map((t) => t.index));
         const answer = await call("POST", `/jobs/${job.id}/results`, {
           results: part.map((t) =>
             broken.has(t.index)
@@ -169,6 +227,7 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
       }
       const final = await job.done();
       expect(final).toMatchObject({ status: "succeeded", total: 200, done: 197, failed: 3, dead: 0 });
+      await expectCountedOnce(final, ran);
       const seen = await resultsOf(job);
       expect(seen.size).toBe(200);
       const byHttp = new Set(leased.map((t) => t.index));
@@ -194,6 +253,7 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
         tasks: range(4).map((n) => ({ n })),
       });
       const tasks = await reserveAll(job.id, 3);
+      const ran = tasks.map((t) => t.index);
       const body = { results: tasks.map((t) => ({ receipt: t.receipt, result: t.index })) };
       const [a, b] = await Promise.all([
         call("POST", `/jobs/${job.id}/results`, body),
@@ -209,8 +269,11 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
       expect(again.json.results).toEqual(tasks.map((t) => ({ id: t.id, status: "done", duplicate: true })));
       const [last] = await reserve(job.id, 1);
       expect(last?.index).toBe(3);
+      ran.push(last!.index);
       await call("POST", `/jobs/${job.id}/results`, { results: [{ receipt: last!.receipt, result: 3 }] });
-      expect(await job.done()).toMatchObject({ status: "succeeded", done: 4, failed: 0, total: 4 });
+      const final = await job.done();
+      expect(final).toMatchObject({ status: "succeeded", done: 4, failed: 0, total: 4 });
+      await expectCountedOnce(final, ran);
       expect([...(await resultsOf(job)).values()].map((r) => r.value).sort()).toEqual([0, 1, 2, 3]);
       // Once the job is over, a retried POST hears that it is over.
       expect((await call("POST", `/jobs/${job.id}/results`, body)).json.error.code).toBe("job_finished");
@@ -247,7 +310,11 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
         results: [{ receipt: second!.receipt, result: "B" }],
       });
       expect(fresh.json.results).toEqual([{ id: `${job.id}.0`, status: "done" }]);
-      expect(await job.done()).toMatchObject({ status: "succeeded", done: 1, total: 1 });
+      const final = await job.done();
+      expect(final).toMatchObject({ status: "succeeded", done: 1, total: 1 });
+      // Handed out twice (the lease ran out), stored and counted once: the refused answer left nothing.
+      const stored = await expectCountedOnce(final, [first!.index, second!.index], { redelivered: true });
+      expect(stored.get(0)).toBe(1);
       expect([...(await resultsOf(job)).values()]).toEqual([{ ok: true, value: "B" }]);
     });
 
@@ -304,7 +371,9 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
         results: [{ receipt: second!.receipt, error: { message: "GPU busy" } }],
       });
       expect(dead.json.results).toEqual([{ id: `${job.id}.0`, status: "dead" }]);
-      expect(await job.done()).toMatchObject({ status: "succeeded", done: 0, dead: 1 });
+      const final = await job.done();
+      expect(final).toMatchObject({ status: "succeeded", done: 0, dead: 1 });
+      await expectCountedOnce(final, [first!.index, second!.index], { redelivered: true });
       expect([...(await resultsOf(job)).values()]).toEqual([
         { ok: false, value: "GPU busy (after 2 deliveries)", dead: true },
       ]);
@@ -383,18 +452,25 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
         ),
       );
       const stop = new AbortController();
+      const ran = new Map<string, number[]>(jobs.map((j) => [j.id, []]));
       const worker = runRemoteWorker<{ n: number }, number>({
         baseUrl,
         token: BOB,
         queue: "remote",
         batchSize: 5,
-        handler: (payload) => payload.n * 3,
+        handler: (payload, task) => {
+          ran.get(task.job_id)?.push(task.index);
+          return payload.n * 3;
+        },
         signal: stop.signal,
       });
       const finals = await Promise.all(jobs.map((j) => j.done()));
       stop.abort();
       expect(await worker).toEqual({ processed: 60, failed: 0, dropped: 0 });
-      for (const f of finals) expect(f).toMatchObject({ status: "succeeded", done: 30, total: 30 });
+      for (const f of finals) {
+        expect(f).toMatchObject({ status: "succeeded", done: 30, total: 30 });
+        await expectCountedOnce(f, ran.get(f.id) ?? []);
+      }
       for (const job of jobs) {
         expect([...(await resultsOf(job)).entries()].every(([index, r]) => r.value === index * 3)).toBe(true);
       }

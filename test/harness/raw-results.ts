@@ -1,0 +1,86 @@
+import {
+  AckPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+} from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { MemoryServer } from "../../src/adapters/memory/memory-server.ts";
+import { brokerNames } from "../../src/adapters/names.ts";
+
+/**
+ * What the server holds for a job, read past the runtime: `results()`
+ * de-duplicates by index, so a check of "each task counted once" made
+ * through it cannot fail. These readers hand back every stored entry,
+ * duplicates included.
+ */
+
+/** One entry of a results message, as the server holds it. */
+export interface RawResult {
+  readonly i: number;
+  readonly ok?: boolean;
+  readonly dead?: boolean;
+  readonly redrive?: boolean;
+}
+
+/**
+ * Messages `stream` holds on `subject`. 0 only when there are none: a
+ * stream that does not exist (yet, or any more) holds none; any other
+ * failure is thrown, so a broken read cannot pass for "nothing left".
+ */
+export const storedCount = async (jsm: JetStreamManager, stream: string, subject: string) => {
+  try {
+    const info = await jsm.streams.info(stream, { subjects_filter: subject });
+    return info.state.subjects?.[subject] ?? 0;
+  } catch (error) {
+    if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return 0;
+    throw error;
+  }
+};
+
+/**
+ * Every results entry stored for the job on a nats-server, in order: a
+ * consumer of its own on `<prefix>_results`, filtered on
+ * `<prefix>.results.<jobId>`, as the job oracle test reads them.
+ */
+export const natsRawResults = async (
+  nc: NatsConnection,
+  jobId: string,
+  prefix = "jetstate",
+): Promise<RawResult[]> => {
+  const names = brokerNames(prefix);
+  const subject = names.resultsSubject(jobId);
+  const jsm = await jetstreamManager(nc);
+  const stored = await storedCount(jsm, names.resultsStream, subject);
+  if (stored === 0) return [];
+  const { name } = await jsm.consumers.add(names.resultsStream, {
+    filter_subject: subject,
+    ack_policy: AckPolicy.None,
+    inactive_threshold: 60_000_000_000,
+  });
+  try {
+    const consumer = await jetstream(nc).consumers.get(names.resultsStream, name);
+    const entries: RawResult[] = [];
+    for (let n = 0; n < stored; n++) {
+      const msg = await consumer.next({ expires: 5_000 });
+      if (!msg) throw new Error(`results message ${n + 1} of ${stored} of ${jobId} not delivered`);
+      entries.push(...msg.json<RawResult[]>());
+    }
+    return entries;
+  } finally {
+    await jsm.consumers.delete(names.resultsStream, name);
+  }
+};
+
+/** Every results entry the memory server stores for the job: its own log, not a broker's reader. */
+export const memoryRawResults = (server: MemoryServer, jobId: string): RawResult[] =>
+  server.results.read(server.names.resultsSubject(jobId)).flatMap((m) => JSON.parse(m.body) as RawResult[]);
+
+/** How many times each task index appears. */
+export const tally = (indexes: readonly number[]): Map<number, number> => {
+  const counts = new Map<number, number>();
+  for (const i of indexes) counts.set(i, (counts.get(i) ?? 0) + 1);
+  return counts;
+};
