@@ -3,14 +3,12 @@ import { connect } from "@nats-io/transport-node";
 import type { StatePath } from "@xstate/graph";
 import { type Logger, pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { transition } from "xstate";
 import type { AgentRecord } from "../../src/effects/agent-store.ts";
 import type { Decision } from "../../src/effects/choose-target.ts";
 import type { FailureOutcome, Runtime } from "../../src/index.ts";
 import {
   type AgentLockEvent,
   type AgentLockState,
-  agentLockMachine,
 } from "../../src/machines/agent-lock.machine.ts";
 import { createRuntime } from "../../src/runtime.ts";
 import { createTestRuntime } from "../../src/testing.ts";
@@ -38,9 +36,10 @@ import { startNatsServer } from "../harness/nats-server.ts";
  * one failure exhausts the target before the replay.
  */
 
+import { fromLockEvent, initialLock, stepLock } from "./agent-lock.oracle.ts";
 import {
   decisions,
-  invokedIn,
+  input,
   type ModelEvent,
   type Snapshot,
   type Src,
@@ -74,13 +73,22 @@ const settled: Record<Src, ModelEvent> = {
   notifySwitch: { type: "xstate.done.actor.notifySwitch", output: undefined },
 };
 
+/**
+ * The path's events, and after each the lock state the reference model (not
+ * the machine) says the agent is in; effects still running at the end are
+ * settled the way they settle at run time, until the model is idle.
+ */
 const toIdle = (path: StatePath<Snapshot, AgentLockEvent>) => {
-  const steps = [...path.steps];
-  let state = path.state;
-  while (state.value !== "idle") {
-    const event = settled[invokedIn[String(state.value)]!] as AgentLockEvent;
-    [state] = transition(agentLockMachine, state, event);
-    steps.push({ event, state });
+  let model = initialLock(input.record);
+  const steps: Array<{ event: AgentLockEvent; state: { value: AgentLockState } }> = [];
+  for (const [n, { event }] of path.steps.entries()) {
+    if (n > 0) model = stepLock(model, fromLockEvent(event as never), input.agentId);
+    steps.push({ event, state: { value: model.state } });
+  }
+  while (model.state !== "idle") {
+    const event = settled[model.running!.src] as AgentLockEvent;
+    model = stepLock(model, fromLockEvent(event as never), input.agentId);
+    steps.push({ event, state: { value: model.state } });
   }
   return steps;
 };
