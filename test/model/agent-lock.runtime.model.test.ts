@@ -6,10 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AgentRecord } from "../../src/effects/agent-store.ts";
 import type { Decision } from "../../src/effects/choose-target.ts";
 import type { FailureOutcome, Runtime } from "../../src/index.ts";
-import {
-  type AgentLockEvent,
-  type AgentLockState,
-} from "../../src/machines/agent-lock.machine.ts";
+import type { AgentLockEvent, AgentLockState } from "../../src/machines/agent-lock.machine.ts";
 import { createRuntime } from "../../src/runtime.ts";
 import { createTestRuntime } from "../../src/testing.ts";
 import { startNatsServer } from "../harness/nats-server.ts";
