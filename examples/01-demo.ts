@@ -14,7 +14,9 @@ console.log(
     ? `jetstate demo — broker: NATS JetStream at ${nats.url} (${nats.source})`
     : "jetstate demo — broker: in memory (no NATS_URL and no nats-server binary found)",
 );
-const logger = pino({ level: process.env.LOG_LEVEL ?? "warn" });
+// The demo's handler fails on purpose, so its redeliveries (logged at warn) are expected:
+// LOG_LEVEL=warn shows them, with the attempt of each.
+const logger = pino({ level: process.env.LOG_LEVEL ?? "error" });
 const rt = await createRuntime(nats ? { servers: nats.url, logger } : { broker: "memory", logger });
 
 type Image = { url: string };
