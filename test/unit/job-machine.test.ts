@@ -528,3 +528,58 @@ describe("job machine: its own placeholder actors", () => {
     actor.stop();
   });
 });
+
+describe("job machine: an end recorded elsewhere", () => {
+  const changed = (
+    status: "running" | "succeeded" | "failed",
+    counts: { done: number; failed: number; dead: number },
+    reason: string | null = null,
+  ): JobEvent => ({
+    type: "record.changed",
+    status,
+    counts,
+    reason,
+  });
+  /** A running job with two tasks counted done here. */
+  const twoDone = () => {
+    const job = start();
+    job.actor.send(committed(0));
+    job.actor.send(results(ok(0, 1), 100));
+    expect(job.ctx()).toMatchObject({ done: 2, failed: 0, dead: 0 });
+    return job;
+  };
+
+  it("a fresh job has recorded nothing", () => {
+    expect(start().ctx().recorded).toEqual({ done: 0, failed: 0, dead: 0 });
+  });
+
+  it("takes the record's counts when they add up to as many answers (1 done + 1 dead = 2)", () => {
+    const job = twoDone();
+    job.actor.send(changed("failed", { done: 1, failed: 0, dead: 1 }, "cancelled: ops"));
+    expect(job.value()).toEqual({ failed: "recorded" });
+    expect(job.ctx()).toMatchObject({ done: 1, failed: 0, dead: 1, reason: "cancelled: ops" });
+    expect(job.ctx().recorded).toEqual({ done: 1, failed: 0, dead: 1 });
+  });
+
+  it("takes the record's counts when failed ones make up the sum (0 done + 2 failed = 2)", () => {
+    const job = twoDone();
+    job.actor.send(changed("failed", { done: 0, failed: 2, dead: 0 }));
+    expect(job.ctx()).toMatchObject({ done: 0, failed: 2, dead: 0, reason: null });
+  });
+
+  it("keeps its own counts when the record has fewer answers (1 < 2), but remembers the record's", () => {
+    const job = twoDone();
+    job.actor.send(changed("succeeded", { done: 1, failed: 0, dead: 0 }, "theirs"));
+    expect(job.value()).toEqual({ succeeded: "recorded" });
+    expect(job.ctx()).toMatchObject({ done: 2, failed: 0, dead: 0, reason: "theirs" });
+    expect(job.ctx().recorded).toEqual({ done: 1, failed: 0, dead: 0 });
+  });
+
+  it("a record still running is remembered, the job goes on with its own counts", () => {
+    const job = twoDone();
+    job.actor.send(changed("running", { done: 1, failed: 1, dead: 0 }));
+    expect(job.value()).toBe("running");
+    expect(job.ctx()).toMatchObject({ done: 2, failed: 0, dead: 0 });
+    expect(job.ctx().recorded).toEqual({ done: 1, failed: 1, dead: 0 });
+  });
+});
