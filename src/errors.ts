@@ -109,6 +109,14 @@ export class TargetUnavailable extends Data.TaggedError("TargetUnavailable")<{
   readonly retry: RetryDecision = Retry.transient;
 }
 
+/** The runtime was created without the role the call needs (`createRuntime({ roles })`). */
+export class RoleNotHeld extends Data.TaggedError("RoleNotHeld")<{
+  readonly message: string;
+  readonly role: string;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
 export type BrokerError =
   | ConnectionUnavailable
   | OperationTimeout
@@ -122,7 +130,8 @@ export type JetstateError =
   | IdempotencyConflict
   | RuntimeStopped
   | UnknownAgent
-  | TargetUnavailable;
+  | TargetUnavailable
+  | RoleNotHeld;
 
 export const isTransient = (error: unknown): boolean =>
   typeof error === "object" && error !== null && (error as { retry?: unknown }).retry === Retry.transient;

@@ -29,6 +29,7 @@ export {
   Retry,
   type RetryDecision,
   RevisionConflict,
+  RoleNotHeld,
   RuntimeStopped,
   TargetUnavailable,
   TransientBrokerError,
@@ -46,6 +47,7 @@ export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./jobs.ts";
 export type { Logger } from "./logger.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";
 export type { ConnectionOptions, InspectorLike, JobRuntimeOptions, RuntimeOptions } from "./options.ts";
+export { type NatsPermissions, natsPermissions, type PermissionsRequest, type Role } from "./permissions.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./queue.ts";
 export { createRuntime, type Runtime } from "./runtime.ts";
 export type { AuthOptions, TlsOptions } from "./security.ts";

@@ -16,6 +16,7 @@ import { InvalidArgument, RuntimeStopped } from "./errors.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
+import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime.ts";
 import { check, checkListFilter, SubjectToken, taskIndexes } from "./validation.ts";
 
@@ -62,21 +63,28 @@ export class Jobs {
       leaseMs: options.leaseMs,
       ...(options.submitHooks ? { submitHooks: options.submitHooks } : {}),
     };
-    void this.#every(options.reapIntervalMs, () => this.#reapOnce());
-    if (options.takeOver) void this.#every(Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
-    void broker
-      .processExhausted(core.stopping, ({ jobId, index, error, countedDead }) =>
-        this.#log.error(
-          { jobId, index, err: error, countedDead },
-          "exhausted task could not be dead-lettered; given up, not retried",
-        ),
-      )
-      .catch((error) => this.#log.warn({ err: error }, "dead-letter processing failed"));
+    // Each background loop belongs to a role: a runtime without it runs none of its work, so
+    // its NATS user needs none of its permissions.
+    const roles = core.options.roles;
+    if (roles.has("admin")) void this.#every(options.reapIntervalMs, () => this.#reapOnce());
+    if (roles.has("supervisor")) {
+      if (options.takeOver) void this.#every(Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
+      void broker
+        .processExhausted(core.stopping, ({ jobId, index, error, countedDead }) =>
+          this.#log.error(
+            { jobId, index, err: error, countedDead },
+            "exhausted task could not be dead-lettered; given up, not retried",
+          ),
+        )
+        .catch((error) => this.#log.warn({ err: error }, "dead-letter processing failed"));
+    }
     // One record watch per runtime: an end written elsewhere (the supervisor finished, anyone
-    // cancelled) reaches this runtime's actor for the job at once.
-    void broker
-      .watchRecords((record) => this.#onRecord(record), core.stopping)
-      .catch((error) => this.#log.warn({ err: error }, "job record watch failed"));
+    // cancelled) reaches this runtime's actor for the job at once. Only submitters and
+    // supervisors run job actors.
+    if (roles.has("submitter") || roles.has("supervisor"))
+      void broker
+        .watchRecords((record) => this.#onRecord(record), core.stopping)
+        .catch((error) => this.#log.warn({ err: error }, "job record watch failed"));
   }
 
   #onRecord(record: JobRecord): void {
@@ -94,6 +102,7 @@ export class Jobs {
    * rejects. The same idempotency key gives the same job.
    */
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.submit()");
     const maxPayload = await this.#broker.maxPayload();
     const plan = await planSubmit(request, maxPayload, this.#core.clock.now());
     // A key reused for another request is refused before any actor starts (the submit
@@ -129,6 +138,7 @@ export class Jobs {
 
   /** The job with this id, watched by this runtime from now on; undefined if unknown. */
   async get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined> {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.get()");
     check(SubjectToken, id, "id");
     const local = this.#jobs.get(id);
     if (local) {
@@ -159,6 +169,7 @@ export class Jobs {
   }
 
   async list(filter: { status?: JobStatus; queue?: string } = {}): Promise<JobRecord[]> {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.list()");
     checkListFilter(filter);
     const records = await this.#broker.listRecords();
     return records.filter(
@@ -168,6 +179,7 @@ export class Jobs {
 
   /** Tasks of the job that exhausted their deliveries, with payload and last error. */
   async deadLetters(id: string): Promise<DeadLetter[]> {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.deadLetters()");
     check(SubjectToken, id, "id");
     return this.#broker.listDeadLetters(id);
   }
@@ -177,6 +189,7 @@ export class Jobs {
    * task id). A finished job is reopened and supervised again.
    */
   async redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle> {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.redrive()");
     check(SubjectToken, id, "id");
     const wanted = taskIndexes(taskIds);
     const letters = await this.#broker.listDeadLetters(id);
@@ -232,6 +245,7 @@ export class Jobs {
 
   /** Runs one reaper pass now (tests, admin). */
   async reap(now: () => number = () => this.#core.clock.now()) {
+    requireRole(this.#core.options.roles, "admin", "rt.jobs.reap()");
     const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs);
     // A rolled-back submit has no supervisor: free its lease for a resubmit at once.
     for (const id of report.rolledBack) await this.#broker.leases.remove(id).catch(() => undefined);

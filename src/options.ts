@@ -6,6 +6,7 @@ import type { RetryPolicy } from "./effects/run-operation.ts";
 import { InvalidArgument } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { type BackoffPolicy, defaultBackoff } from "./machines/connection.machine.ts";
+import { allRoles, type Role, rolesOf } from "./permissions.ts";
 import {
   type AuthOptions,
   type ConnectionSecurity,
@@ -123,6 +124,17 @@ export interface RuntimeOptions {
    */
   readonly clock?: Clock;
 
+  /**
+   * What this runtime does: `submitter` (`rt.jobs`), `worker` (`rt.workers`),
+   * `supervisor` (takes over orphaned jobs, dead-letters exhausted tasks),
+   * `admin` (`rt.admin`, the reaper and cleanup). A runtime without a role
+   * runs none of its background loops, and a call that needs it throws
+   * `RoleNotHeld`: a worker-only process needs only a worker's NATS
+   * permissions (`natsPermissions()`).
+   * @defaultValue all four
+   */
+  readonly roles?: Role | readonly Role[];
+
   // ---- authentication and TLS (validated in security.ts) ----
 
   /**
@@ -191,6 +203,7 @@ export interface ResolvedOptions {
   readonly prefix: string;
   readonly connection: ResolvedConnectionOptions;
   readonly jobs: Required<JobRuntimeOptions>;
+  readonly roles: ReadonlySet<Role>;
   /** Credentials and TLS; prints as `[redacted]`. */
   readonly security: ConnectionSecurity;
 }
@@ -207,6 +220,7 @@ const runtimeKeys = [
   "clock",
   "auth",
   "tls",
+  "roles",
 ] as const;
 const jobKeys = [
   "leaseMs",
@@ -342,6 +356,7 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
     prefix,
     connection: resolveConnection(objectOrFail(options.connection ?? {}, "connection")),
     jobs: resolveJobs(objectOrFail(options.jobs ?? {}, "jobs")),
+    roles: new Set(options.roles === undefined ? allRoles : rolesOf(options.roles, "roles")),
     security: resolveSecurity(options.auth, options.tls, split),
   };
 };

@@ -17,7 +17,8 @@ import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { Jobs } from "./jobs.ts";
 import { childLogger, defaultLogger, type Logger, silentLogger } from "./logger.ts";
 import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
-import { checkCleanupOptions } from "./validation.ts";
+import { requireRole } from "./permissions.ts";
+import { check, checkCleanupOptions, SubjectToken } from "./validation.ts";
 import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 
 export type RunOptions = Partial<Pick<OperationOptions, "timeoutMs" | "retry" | "signal">>;
@@ -57,6 +58,12 @@ export interface Runtime {
   readonly admin: {
     /** Removes what finished jobs and crashed runs left; `dryRun` only reports it. */
     cleanup(options?: CleanupOptions): Promise<CleanupReport>;
+    /**
+     * Creates the shared streams and buckets, and those of `queues`, unless
+     * they exist: run once by an admin so that runtimes without permission
+     * to create them (workers, supervisors) find them. Idempotent.
+     */
+    provision(queues?: readonly string[]): Promise<void>;
   };
   readonly workers: {
     start<Payload, Result>(options: WorkerOptions<Payload, Result>): Worker;
@@ -191,13 +198,20 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     },
     admin: {
       cleanup: async (cleanupOptions = {}) => {
+        requireRole(core.options.roles, "admin", "rt.admin.cleanup()");
         checkCleanupOptions(cleanupOptions);
         return broker.cleanup({ retentionMs: jobOptions.retentionMs, ...cleanupOptions });
+      },
+      provision: async (queues = []) => {
+        requireRole(core.options.roles, "admin", "rt.admin.provision()");
+        const names = checkQueues(queues);
+        await broker.provision(names);
       },
     },
     workers: {
       start: (workerOptions) => {
         if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });
+        requireRole(core.options.roles, "worker", "rt.workers.start()");
         const worker = startWorker(core, broker, agents, workerOptions);
         workers.add(worker);
         return worker;
@@ -217,11 +231,18 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     },
   };
   runtimeParts.set(runtime, { core, broker, jobs });
-  if (jobOptions.cleanupIntervalMs > 0) void cleanupPeriodically(core, runtime, jobOptions.cleanupIntervalMs);
+  if (jobOptions.cleanupIntervalMs > 0 && core.options.roles.has("admin"))
+    void cleanupPeriodically(core, runtime, jobOptions.cleanupIntervalMs);
   return runtime;
 };
 
-/** Every runtime cleans up now and then; the operations are idempotent, so several may. */
+const checkQueues = (queues: unknown): string[] => {
+  if (!Array.isArray(queues))
+    throw new InvalidArgument({ field: "queues", message: "queues: must be a list of queue names" });
+  return queues.map((queue, i) => check(SubjectToken, queue, `queues[${i}]`));
+};
+
+/** Every admin runtime cleans up now and then; the operations are idempotent, so several may. */
 const cleanupPeriodically = async (core: RuntimeCore, runtime: Runtime, everyMs: number) => {
   const log = childLogger(core.logger, { actor: "reaper" });
   for (;;) {

@@ -222,6 +222,9 @@ export interface Broker extends JobPort {
     options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
   ): Promise<CleanupReport>;
 
+  /** Creates the shared streams and buckets, and those of `queues`, unless they exist. */
+  provision(queues: readonly string[]): Promise<void>;
+
   /** Releases what the broker holds (timers, subscriptions); the runtime's connection is closed separately. */
   close(): Promise<void>;
 }

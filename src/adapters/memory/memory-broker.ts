@@ -339,6 +339,9 @@ class MemoryJobBroker implements MemoryBroker {
   }
 
   /** Ends this broker's loops; a server of its own is closed too (every timer cleared). */
+  /** Nothing to create: the memory broker's stores exist from the start. */
+  async provision(_queues: readonly string[]): Promise<void> {}
+
   async close(): Promise<void> {
     this.#closing.abort();
     if (this.#ownsServer) this.server.close();

@@ -31,6 +31,11 @@ export class NatsJobLeases {
     this.holder = holder;
   }
 
+  /** Creates the leases bucket unless it exists. */
+  async provision(): Promise<void> {
+    await this.#core.run("job.leases.provision", (nc) => this.#bucket(nc));
+  }
+
   #bucket(nc: NatsConnection): Promise<KV> {
     let kv = this.#kv.get(nc);
     if (!kv) {

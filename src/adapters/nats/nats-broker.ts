@@ -155,6 +155,11 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
       superviseLoop(port, (nc, s) => dead.process(nc, s, onUnhandled), signal, { name: "dead-letters", log }),
 
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
+    provision: async (_queues) => {
+      await core.run("broker.provision", (nc) => js.handles(nc));
+      await dead.ensure();
+      await leases.provision();
+    },
     close: async () => undefined,
   };
 };

@@ -1,0 +1,228 @@
+import { InvalidArgument, RoleNotHeld } from "./errors.ts";
+import { check, checkOr, Prefix, SubjectToken } from "./validation.ts";
+
+/**
+ * What a runtime does (`createRuntime({ roles })`); a runtime may take several.
+ * - `submitter`: `rt.jobs` (submit, get, cancel, results, redrive); supervises the jobs it submits;
+ * - `worker`: `rt.workers.start()` for the queues its NATS user may read;
+ * - `supervisor`: takes over jobs whose supervisor died, turns exhausted tasks into dead letters;
+ * - `admin`: creates the shared streams and buckets (`rt.admin.provision()`), reaps dead submits, cleans up.
+ */
+export type Role = "submitter" | "worker" | "supervisor" | "admin";
+
+export const allRoles: readonly Role[] = ["submitter", "worker", "supervisor", "admin"];
+
+/** A NATS user's permissions, in the shape of the server config's `permissions` block and of a user JWT's. */
+export interface NatsPermissions {
+  readonly publish: { readonly allow: readonly string[] };
+  readonly subscribe: { readonly allow: readonly string[] };
+}
+
+export interface PermissionsRequest {
+  /** The role (or roles) the NATS user's runtime takes. */
+  readonly role: Role | readonly Role[];
+  /**
+   * The queues the user may touch; `"*"`: every queue (NATS wildcards match
+   * whole tokens, so this opens every stream of the account to the API verbs
+   * the role uses; name the queues where you can).
+   */
+  readonly queues: readonly string[] | "*";
+  /** The runtime's prefix. @defaultValue `"jetstate"` */
+  readonly prefix?: string;
+}
+
+/**
+ * The NATS permissions a runtime with these roles needs, and no more: a
+ * worker of queue A can neither pull, answer, nor read the results of queue
+ * B's tasks. Paste the result into the server's `authorization.users[].permissions`
+ * (or a user JWT). Replies come on `_INBOX.>`; see docs/operations.md for what
+ * each role is allowed and why.
+ */
+export const natsPermissions = (request: PermissionsRequest): NatsPermissions => {
+  const prefix = checkOr(Prefix, request.prefix, "prefix", "jetstate");
+  const roles = rolesOf(request.role, "role");
+  const queues = queuesOf(request.queues);
+  const publish = new Set<string>(["$JS.API.INFO"]);
+  const subscribe = new Set<string>(["_INBOX.>"]);
+  for (const role of roles) {
+    const grant = grants[role](layout(prefix), queues);
+    for (const subject of grant.publish) publish.add(subject);
+    for (const subject of grant.subscribe ?? []) subscribe.add(subject);
+  }
+  return { publish: { allow: [...publish] }, subscribe: { allow: [...subscribe] } };
+};
+
+/** Throws `RoleNotHeld` unless the runtime has `role`; `call` names what needed it. */
+export const requireRole = (roles: ReadonlySet<Role>, role: Role, call: string): void => {
+  if (!roles.has(role))
+    throw new RoleNotHeld({
+      role,
+      message: `${call} needs the ${role} role; this runtime's roles: ${[...roles].join(", ")}`,
+    });
+};
+
+/** Checks a `roles` option: a non-empty list of known roles, no repeats. */
+export const rolesOf = (value: unknown, field: string): readonly Role[] => {
+  const list = typeof value === "string" ? [value] : value;
+  if (!Array.isArray(list) || list.length === 0)
+    throw new InvalidArgument({ field, message: `${field}: must be a role or a non-empty list of roles` });
+  for (const role of list) {
+    if (!allRoles.includes(role as Role))
+      throw new InvalidArgument({
+        field,
+        message: `${field}: unknown role ${JSON.stringify(role)} (known: ${allRoles.join(", ")})`,
+      });
+  }
+  return [...new Set(list as Role[])];
+};
+
+const queuesOf = (value: unknown): readonly string[] => {
+  if (value === "*") return ["*"];
+  if (!Array.isArray(value) || value.length === 0)
+    throw new InvalidArgument({
+      field: "queues",
+      message: 'queues: must be "*" or a non-empty list of queue names',
+    });
+  return value.map((queue, i) => check(SubjectToken, queue, `queues[${i}]`));
+};
+
+/** Stream and subject names as the NATS broker lays them out (src/adapters/names.ts), `*` for any queue. */
+const layout = (prefix: string) => ({
+  prefix,
+  tasksStream: (queue: string) => (queue === "*" ? "*" : `${prefix}_tasks_${queue}`),
+  advisoriesStream: (queue: string) => (queue === "*" ? "*" : `${prefix}_advisories_${queue}`),
+  resultsStream: `${prefix}_results`,
+  deadStream: `${prefix}_dead`,
+  jobsBucket: `${prefix}_jobs`,
+  leasesBucket: `${prefix}_leases`,
+  answersBucket: `${prefix}_answers`,
+  agentsBucket: `${prefix}_agents`,
+});
+type Layout = ReturnType<typeof layout>;
+
+interface Grant {
+  readonly publish: readonly string[];
+  readonly subscribe?: readonly string[];
+}
+
+const streamInfo = (stream: string) => [`$JS.API.STREAM.INFO.${stream}`];
+const streamCreate = (stream: string) => [`$JS.API.STREAM.CREATE.${stream}`, ...streamInfo(stream)];
+/** Pull from a stream's consumers and answer their deliveries. */
+const consume = (stream: string) => [
+  `$JS.API.CONSUMER.INFO.${stream}.*`,
+  `$JS.API.CONSUMER.MSG.NEXT.${stream}.*`,
+  `$JS.ACK.${stream}.>`,
+];
+/** Create (named, durable or ephemeral), inspect, pull from and delete a stream's consumers. */
+const manageConsumers = (stream: string) => [
+  `$JS.API.CONSUMER.CREATE.${stream}`,
+  `$JS.API.CONSUMER.CREATE.${stream}.>`,
+  `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.*`,
+  `$JS.API.CONSUMER.DELETE.${stream}.*`,
+  ...consume(stream),
+];
+/** Read one stored message by sequence or subject, and delete one. */
+const messages = (stream: string) => [
+  `$JS.API.STREAM.MSG.GET.${stream}`,
+  `$JS.API.STREAM.MSG.DELETE.${stream}`,
+  `$JS.API.DIRECT.GET.${stream}`,
+  `$JS.API.DIRECT.GET.${stream}.>`,
+];
+/** Read a KV bucket: get, keys and watch (ordered consumers). */
+const kvRead = (bucket: string) => [
+  ...streamInfo(`KV_${bucket}`),
+  `$JS.API.DIRECT.GET.KV_${bucket}`,
+  `$JS.API.DIRECT.GET.KV_${bucket}.>`,
+  `$JS.API.STREAM.MSG.GET.KV_${bucket}`,
+  ...manageConsumers(`KV_${bucket}`),
+];
+const kvWrite = (bucket: string) => [`$KV.${bucket}.>`, ...kvRead(bucket)];
+
+/** A job's messages, per queue: results, progress notes and dead letters. */
+const answer = (n: Layout, queue: string) => [
+  `${n.prefix}.results.${queue}.*`,
+  `${n.prefix}.progress.${queue}.*`,
+  `${n.prefix}.dead.${queue}.*`,
+];
+
+/** Supervising a job: its record, lease, results and dead letters, and removing its tasks at the end. */
+const supervise = (n: Layout, queues: readonly string[]): string[] => [
+  ...kvWrite(n.jobsBucket),
+  ...kvWrite(n.leasesBucket),
+  ...streamInfo(n.resultsStream),
+  ...manageConsumers(n.resultsStream),
+  ...streamInfo(n.deadStream),
+  ...manageConsumers(n.deadStream),
+  ...messages(n.deadStream),
+  ...queues.flatMap((q) => [
+    ...streamInfo(n.tasksStream(q)),
+    ...manageConsumers(n.tasksStream(q)),
+    `$JS.API.STREAM.PURGE.${n.tasksStream(q)}`,
+    ...streamInfo(n.advisoriesStream(q)),
+  ]),
+];
+
+const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
+  worker: (n, queues) => ({
+    publish: [
+      // Finds its queue's jobs by watching the records (read only: no payloads there).
+      ...kvRead(n.jobsBucket),
+      ...kvWrite(n.agentsBucket),
+      ...streamInfo(n.resultsStream),
+      ...streamInfo(n.deadStream),
+      ...queues.flatMap((q) => [
+        ...streamInfo(n.tasksStream(q)),
+        ...consume(n.tasksStream(q)),
+        ...answer(n, q),
+      ]),
+    ],
+  }),
+  submitter: (n, queues) => ({
+    publish: [
+      ...supervise(n, queues),
+      ...queues.flatMap((q) => [
+        // The first submit to a queue creates its streams.
+        ...streamCreate(n.tasksStream(q)),
+        ...streamCreate(n.advisoriesStream(q)),
+        ...manageConsumers(n.advisoriesStream(q)),
+        `${n.prefix}.tasks.${q}.*`,
+        `${n.prefix}.events.job.created.${q}`,
+      ]),
+    ],
+    subscribe: queues.map((q) => `${n.prefix}.progress.${q}.*`),
+  }),
+  supervisor: (n, queues) => ({
+    publish: [
+      ...supervise(n, queues),
+      // Finds the queues whose exhausted tasks it turns into dead letters.
+      "$JS.API.STREAM.NAMES",
+      ...queues.flatMap((q) => [
+        ...manageConsumers(n.advisoriesStream(q)),
+        ...messages(n.tasksStream(q)),
+        ...answer(n, q),
+      ]),
+    ],
+  }),
+  admin: (n, queues) => {
+    const streams = [
+      n.resultsStream,
+      n.deadStream,
+      ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket].map((b) => `KV_${b}`),
+      ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
+    ];
+    return {
+      publish: [
+        "$JS.API.STREAM.NAMES",
+        "$JS.API.STREAM.LIST",
+        ...streams.flatMap((s) => [
+          `$JS.API.STREAM.*.${s}`,
+          ...manageConsumers(s),
+          `$JS.API.CONSUMER.LIST.${s}`,
+          `$JS.API.CONSUMER.NAMES.${s}`,
+          ...messages(s),
+        ]),
+        ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket].map((b) => `$KV.${b}.>`),
+      ],
+    };
+  },
+};

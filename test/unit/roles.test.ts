@@ -1,0 +1,173 @@
+/**
+ * Roles: which calls a runtime takes and which background loops it runs. The
+ * loops are observed at the broker port (a spy counts the calls that reach
+ * it), not through the runtime's own account of itself.
+ */
+import { describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
+import { InvalidArgument, RoleNotHeld } from "../../src/errors.ts";
+import { silentLogger } from "../../src/logger.ts";
+import { natsPermissions, type Role } from "../../src/permissions.ts";
+import { createRuntime } from "../../src/runtime.ts";
+import { delay } from "../harness/wait.ts";
+
+/** The memory broker behind a proxy that counts each method called on it. */
+const spiedBroker = () => {
+  const calls = new Map<string, number>();
+  const inner = createMemoryBroker({ prefix: "jetstate" });
+  const broker = new Proxy(inner, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== "function" || typeof key !== "string") return value;
+      return (...args: unknown[]) => {
+        calls.set(key, (calls.get(key) ?? 0) + 1);
+        return value.apply(target, args);
+      };
+    },
+  }) as Broker;
+  return { broker, calls: (name: string) => calls.get(name) ?? 0 };
+};
+
+const runtimeWith = async (roles: Role[] | undefined) => {
+  const spy = spiedBroker();
+  const rt = await createRuntime({
+    broker: spy.broker,
+    logger: silentLogger(),
+    ...(roles ? { roles } : {}),
+    jobs: { reapIntervalMs: 20, cleanupIntervalMs: 20, leaseMs: 100 },
+  });
+  return { rt, ...spy };
+};
+
+describe("roles", () => {
+  it("a worker-only runtime runs no reaper, cleanup, takeover, dead-letter or record-watch loop", async () => {
+    const { rt, calls } = await runtimeWith(["worker"]);
+    await delay(150);
+    await rt.stop();
+    // The reaper and the takeover scan list records; cleanup and dead letters have their own calls.
+    expect(calls("listRecords")).toBe(0);
+    expect(calls("cleanup")).toBe(0);
+    expect(calls("processExhausted")).toBe(0);
+    expect(calls("watchRecords")).toBe(0);
+  });
+
+  it("a runtime with every role (the default) runs each of them", async () => {
+    const { rt, calls } = await runtimeWith(undefined);
+    await delay(150);
+    await rt.stop();
+    expect(calls("listRecords")).toBeGreaterThan(1);
+    expect(calls("cleanup")).toBeGreaterThan(1);
+    expect(calls("processExhausted")).toBe(1);
+    expect(calls("watchRecords")).toBe(1);
+  });
+
+  it("admin alone reaps and cleans up; supervisor alone takes over and dead-letters", async () => {
+    const admin = await runtimeWith(["admin"]);
+    const supervisor = await runtimeWith(["supervisor"]);
+    await delay(150);
+    await Promise.all([admin.rt.stop(), supervisor.rt.stop()]);
+    expect(admin.calls("cleanup")).toBeGreaterThan(1);
+    expect(admin.calls("processExhausted")).toBe(0);
+    expect(supervisor.calls("cleanup")).toBe(0);
+    expect(supervisor.calls("processExhausted")).toBe(1);
+    expect(supervisor.calls("listRecords")).toBeGreaterThan(1);
+  });
+
+  it("a call that needs a role the runtime lacks throws RoleNotHeld, naming the role", async () => {
+    const { rt } = await runtimeWith(["worker"]);
+    await expect(rt.jobs.submit({ queue: "q", tasks: [1] })).rejects.toMatchObject({
+      _tag: "RoleNotHeld",
+      role: "submitter",
+    });
+    await expect(rt.jobs.get("x")).rejects.toBeInstanceOf(RoleNotHeld);
+    await expect(rt.admin.cleanup()).rejects.toMatchObject({ role: "admin" });
+    await expect(rt.admin.provision(["q"])).rejects.toMatchObject({ role: "admin" });
+    await rt.stop();
+    const submitter = await runtimeWith(["submitter"]);
+    expect(() => submitter.rt.workers.start({ queue: "q", handler: () => 1 })).toThrow(
+      /needs the worker role/,
+    );
+    await submitter.rt.stop();
+  });
+
+  it("a submitter and a worker in two runtimes run a job", async () => {
+    const broker = createMemoryBroker({ prefix: "jetstate" });
+    const opts = { broker, logger: silentLogger() };
+    const submitter = await createRuntime({ ...opts, roles: ["submitter", "supervisor"] });
+    const worker = await createRuntime({ ...opts, roles: "worker" });
+    const w = worker.workers.start<number, number>({ queue: "q", handler: (t) => t.payload + 1 });
+    const job = await submitter.jobs.submit({ queue: "q", tasks: [1, 2, 3] });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 3 });
+    await w.stop();
+    await Promise.all([worker.stop(), submitter.stop()]);
+  });
+
+  it.each([
+    [[], /non-empty/],
+    ["boss", /unknown role "boss"/],
+    [["worker", 3], /unknown role 3/],
+    [{}, /must be a role/],
+  ])("roles %j is refused before anything connects", async (roles, message) => {
+    await expect(createRuntime({ broker: "memory", roles: roles as Role[] })).rejects.toSatisfy(
+      (error) => error instanceof InvalidArgument && error.field === "roles" && message.test(error.message),
+    );
+  });
+});
+
+describe("natsPermissions", () => {
+  const allowed = (subjects: readonly string[], subject: string) =>
+    subjects.some((pattern) => matches(pattern, subject));
+
+  it("a worker of A may pull, ack and answer A's tasks, and nothing of B's", () => {
+    const { publish } = natsPermissions({ role: "worker", queues: ["A"], prefix: "p" });
+    expect(allowed(publish.allow, "$JS.API.CONSUMER.MSG.NEXT.p_tasks_A.job1")).toBe(true);
+    expect(allowed(publish.allow, "$JS.ACK.p_tasks_A.job1.1.2.3.4.5")).toBe(true);
+    expect(allowed(publish.allow, "p.results.A.job1")).toBe(true);
+    for (const subject of [
+      "$JS.API.CONSUMER.MSG.NEXT.p_tasks_B.job2",
+      "$JS.ACK.p_tasks_B.job2.1.2.3.4.5",
+      "p.results.B.job2",
+      "p.progress.B.job2",
+      "p.dead.B.job2",
+      "p.tasks.A.job1",
+      "$JS.API.STREAM.CREATE.p_tasks_A",
+      "$JS.API.CONSUMER.DELETE.p_tasks_A.job1",
+      "$KV.p_jobs.job1",
+    ])
+      expect(allowed(publish.allow, subject), subject).toBe(false);
+  });
+
+  it("a submitter of A may publish A's tasks and commit A's jobs, not B's", () => {
+    const { publish } = natsPermissions({ role: "submitter", queues: ["A"] });
+    expect(allowed(publish.allow, "jetstate.tasks.A.job1")).toBe(true);
+    expect(
+      allowed(publish.allow, "$JS.API.CONSUMER.CREATE.jetstate_tasks_A.job1.jetstate.tasks.A.job1"),
+    ).toBe(true);
+    expect(allowed(publish.allow, "jetstate.tasks.B.job1")).toBe(false);
+    expect(
+      allowed(publish.allow, "$JS.API.CONSUMER.CREATE.jetstate_tasks_B.job1.jetstate.tasks.B.job1"),
+    ).toBe(false);
+    expect(allowed(publish.allow, "$JS.API.CONSUMER.MSG.NEXT.jetstate_tasks_A.job1")).toBe(true);
+  });
+
+  it("roles combine; bad requests are refused with the field named", () => {
+    const both = natsPermissions({ role: ["worker", "submitter"], queues: ["A"] });
+    const worker = natsPermissions({ role: "worker", queues: ["A"] });
+    for (const subject of worker.publish.allow) expect(both.publish.allow).toContain(subject);
+    expect(() => natsPermissions({ role: "worker", queues: [] })).toThrow(/queues/);
+    expect(() => natsPermissions({ role: "worker", queues: ["a.b"] })).toThrow(/queues\[0\]/);
+    expect(() => natsPermissions({ role: "janitor" as Role, queues: "*" })).toThrow(/unknown role/);
+  });
+});
+
+/** NATS subject matching: `*` one token, `>` one or more trailing tokens. */
+const matches = (pattern: string, subject: string): boolean => {
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return s.length > i;
+    if (i >= s.length || (p[i] !== "*" && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+};
