@@ -84,8 +84,10 @@ export const startJobActor = (
     actors: {
       submit: fromPromise(async ({ signal: aborted }) => {
         if (!bodies) throw new Error("nothing to submit");
-        await broker.ensureDeadLetters(record.queue); // exhausted tasks must be captured before one can exhaust
         try {
+          // The queue's streams, advisories included: exhausted tasks must be captured before one
+          // can exhaust. Inside the try: a queue that cannot be set up fails the submit, typed.
+          await broker.ensureDeadLetters(record.queue);
           await leases.acquire(jobId, leaseMs, clock.now());
           const outcome = await submitJob(broker, {
             record,

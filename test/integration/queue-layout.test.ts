@@ -209,4 +209,21 @@ describe("stream and subject layout: per queue", () => {
     expect(await subjectsOf(jsm, "lay_results", "lay.results.C.>")).toEqual({ [`lay.results.C.${id}`]: 1 });
     expect((await jsm.streams.info("lay_advisories_C")).state).toMatchObject({ messages: 0, last_seq: 1 });
   });
+
+  it("a dead-letter stream made by 0.2 (one subject token short) is refused with the command that fixes it", async () => {
+    // 0.2 made `<prefix>_dead` on `<prefix>.dead.*`; jetstate never changes an existing stream.
+    await jsm.streams.add({ name: "old_dead", subjects: ["old.dead.*"] });
+    const rt = await createRuntime({
+      servers: server.url,
+      logger,
+      prefix: "old",
+      jobs: { cleanupIntervalMs: 0 },
+    });
+    runtimes.push(rt);
+    await expect(rt.jobs.submit({ queue: "A", tasks: [1] })).rejects.toMatchObject({
+      _tag: "PermanentBrokerError",
+      message: expect.stringContaining("run `nats stream edit old_dead --subjects 'old.dead.>'`"),
+    });
+    expect(await rt.jobs.list()).toEqual([]);
+  });
 });
