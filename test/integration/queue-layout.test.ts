@@ -210,6 +210,28 @@ describe("stream and subject layout: per queue", () => {
     expect((await jsm.streams.info("lay_advisories_C")).state).toMatchObject({ messages: 0, last_seq: 1 });
   });
 
+  it("a queue whose advisories stream is deleted: its dead-letter loop ends once, logged, and is not retried", async () => {
+    const logged: Array<Record<string, unknown>> = [];
+    const rt = await createRuntime({
+      servers: server.url,
+      prefix,
+      logger: pino({ level: "info" }, { write: (line: string) => void logged.push(JSON.parse(line)) }),
+      jobs: { cleanupIntervalMs: 0 },
+    });
+    runtimes.push(rt);
+    const worker = rt.workers.start<number, number>({ queue: "D", handler: (t) => t.payload });
+    await (await rt.jobs.submit({ queue: "D", tasks: [1] })).done();
+    await worker.stop();
+    await jsm.streams.delete("lay_advisories_D");
+    const ended = (l: Record<string, unknown>) =>
+      l.queue === "D" && String(l.msg).includes("advisories stream is gone");
+    await waitUntil(() => logged.some(ended), { timeoutMs: 10_000, message: "the loop of queue D to end" });
+    // Past a discovery pass and the loop's restart pauses: ended once, never failing and restarting.
+    await new Promise((resolve) => setTimeout(resolve, 6000));
+    expect(logged.filter(ended)).toHaveLength(1);
+    expect(logged.filter((l) => l.loop === "dead-letters:D" && l.level === 40)).toEqual([]);
+  });
+
   it("a dead-letter stream made by 0.2 (one subject token short) is refused with the command that fixes it", async () => {
     // 0.2 made `<prefix>_dead` on `<prefix>.dead.*`; jetstate never changes an existing stream.
     await jsm.streams.add({ name: "old_dead", subjects: ["old.dead.*"] });

@@ -81,7 +81,7 @@ export const processExhausted = async (
     if (!advisory) return;
     const stored = tasks.get(advisory.seq);
     if (!stored) continue;
-    const queue = queueOfTask(stored.subject);
+    const queue = queueOfTask(server, stored.subject);
     const jobId = advisory.consumer;
     const error = `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`;
     let index: number | undefined;
@@ -127,8 +127,9 @@ export const processExhausted = async (
   }
 };
 
-/** The queue token of a task subject, `<prefix>.tasks.<queue>.<jobId>` (a prefix has no dots). */
-const queueOfTask = (subject: string): string => subject.split(".")[2] ?? "";
+/** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>`. */
+const queueOfTask = (server: MemoryServer, subject: string): string =>
+  subject.slice(`${server.prefix}.tasks.`.length, subject.lastIndexOf("."));
 
 const deadResult = (index: number, error: string) =>
   JSON.stringify([{ i: index, ok: false, dead: true, e: boundError(error) }]);

@@ -171,12 +171,13 @@ export class NatsDeadLetters {
     const loops = new Map<string, Promise<void>>();
     const start = (queue: string) => {
       if (loops.has(queue) || signal.aborted) return;
-      loops.set(
-        queue,
-        processQueue(queue).catch((error) =>
-          log.warn({ err: error, queue }, "dead-letter processing of the queue failed"),
-        ),
-      );
+      const loop: Promise<void> = processQueue(queue)
+        .catch((error) => log.warn({ err: error, queue }, "dead-letter processing of the queue failed"))
+        .finally(() => {
+          // Ended (its stream is gone): a later listing starts it again if the queue comes back.
+          if (loops.get(queue) === loop) loops.delete(queue);
+        });
+      loops.set(queue, loop);
     };
     const unsubscribe = this.#broker.queues.onSetUp(start);
     try {
@@ -217,7 +218,7 @@ export class NatsDeadLetters {
 
   /**
    * Processes the queue's captured advisories until the client closes or
-   * `signal` aborts. An advisory that fails for a reason a retry cannot fix
+   * `signal` aborts ("ended"), or finds its advisories stream gone ("gone"). An advisory that fails for a reason a retry cannot fix
    * ends there (see `#giveUp`); one that fails transiently is released to be
    * tried again.
    */
@@ -226,15 +227,33 @@ export class NatsDeadLetters {
     queue: string,
     signal: AbortSignal,
     onUnhandled?: (failure: UnhandledExhausted) => void,
-  ): Promise<void> {
+  ): Promise<"gone" | "ended"> {
     await this.#setup(nc);
     const n = this.#broker.names;
     const { js, jsm } = await this.#broker.queueHandles(nc, queue);
-    const consumer = await js.consumers.get(n.advisoriesStream(queue), deadLettersConsumer);
+    let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
+    try {
+      consumer = await js.consumers.get(n.advisoriesStream(queue), deadLettersConsumer);
+    } catch (error) {
+      // Deleted since it was set up here (the queue was removed): a later listing finds it if it is made again.
+      if (isNotFound(error)) return "gone";
+      throw error;
+    }
     const messages = await consumer.consume({ max_messages: 64 });
+    let gone = false;
     const stop = () => void messages.close();
     signal.addEventListener("abort", stop, { once: true });
     void nc.closed().then(stop);
+    // nats.js goes on pulling from a deleted consumer without a word: its status says so.
+    void (async () => {
+      for await (const s of messages.status()) {
+        if (s.type === "consumer_deleted" || s.type === "consumer_not_found") {
+          gone = true;
+          stop();
+          return;
+        }
+      }
+    })();
     try {
       for await (const m of messages) {
         let advisory: MaxDeliveriesAdvisory;
@@ -272,6 +291,7 @@ export class NatsDeadLetters {
     } finally {
       signal.removeEventListener("abort", stop);
     }
+    return gone ? "gone" : "ended";
   }
 
   /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */

@@ -163,10 +163,16 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
       dead.processAll(
         signal,
         (queue) =>
-          superviseLoop(port, (nc, s) => dead.process(nc, queue, s, onUnhandled), signal, {
-            name: `dead-letters:${queue}`,
-            log,
-          }),
+          superviseLoop(
+            port,
+            async (nc, s) => {
+              if ((await dead.process(nc, queue, s, onUnhandled)) === "ended") return "ended";
+              log.info({ queue }, "the queue's advisories stream is gone; its dead-letter processing ends");
+              return "done";
+            },
+            signal,
+            { name: `dead-letters:${queue}`, log },
+          ),
         log,
       ),
 
