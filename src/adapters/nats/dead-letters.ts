@@ -39,7 +39,7 @@ const assertCaptures = (stream: StreamInfo, subjects: string): void => {
 };
 
 /** How often the server is asked for queues set up by other runtimes, whose advisories need processing too. */
-export const queueDiscoveryMs = 5000;
+const queueDiscoveryMs = 5000;
 
 const decoder = new TextDecoder();
 
