@@ -39,7 +39,8 @@ export async function freshRuntime(
     prefix: uniqueName(kind, rep),
     name: `bench-${kind}`,
   });
-  // Any broker call creates the streams and the bucket of this prefix.
+  // Any broker call creates the shared streams and the bucket of this prefix; a queue's own
+  // streams are made at its first submit (a few requests, inside the timed submit).
   await rt.jobs.list();
   return rt;
 }

@@ -106,18 +106,18 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
     {
       getRecord: (id) => broker.getRecord(id),
       listRecords: () => broker.listRecords(),
-      publishResults: (jobId, body, msgId) => broker.publishResults(jobId, body, msgId),
-      isDeliveryOf: (ref, jobId) => leasing.isDeliveryOf(ref, jobId),
-      fetchTasks: (jobId, max) => leasing.fetchTasks(jobId, max),
+      publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
+      isDeliveryOf: (ref, queue, jobId) => leasing.isDeliveryOf(ref, queue, jobId),
+      fetchTasks: (queue, jobId, max) => leasing.fetchTasks(queue, jobId, max),
       settle: (settles) => leasing.settle(settles),
       claimAnswer: (ref, digest) => leasing.claimAnswer(ref, digest),
       answerOf: (ref) => leasing.answerOf(ref),
       recordAnswer: (ref, answer, revision) => leasing.recordAnswer(ref, answer, revision),
       releaseAnswer: (ref, revision) => leasing.releaseAnswer(ref, revision),
-      storeDeadLetter: async ({ jobId, index, ref, error, deliveries }) => {
+      storeDeadLetter: async ({ queue, jobId, index, ref, error, deliveries }) => {
         const payload = await leasing.taskPayload(ref);
         await broker.storeDeadLetter(
-          { jobId, index, payload, error, deliveries, at: Date.now(), source: "worker" },
+          { queue, jobId, index, payload, error, deliveries, at: Date.now(), source: "worker" },
           `deadh.${jobId}.${index}.${deliveries}`,
         );
       },

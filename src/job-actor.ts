@@ -84,8 +84,10 @@ export const startJobActor = (
     actors: {
       submit: fromPromise(async ({ signal: aborted }) => {
         if (!bodies) throw new Error("nothing to submit");
-        await broker.ensureDeadLetters(); // exhausted tasks must be captured before one can exhaust
         try {
+          // The queue's streams, advisories included: exhausted tasks must be captured before one
+          // can exhaust. Inside the try: a queue that cannot be set up fails the submit, typed.
+          await broker.ensureDeadLetters(record.queue);
           await leases.acquire(jobId, leaseMs, clock.now());
           const outcome = await submitJob(broker, {
             record,
@@ -139,6 +141,7 @@ export const startJobActor = (
         const leftQueuing = actor.subscribe(() => flush());
         void broker
           .readResults(
+            record.queue,
             jobId,
             (body, pending) => {
               const entries = parseEntries(body);
@@ -315,7 +318,7 @@ const persistAndLog = (deps: JobActorDeps, actor: Actor<JobMachine>, log: Logger
  * therefore what is left beyond the pending ones, at most `num_ack_pending`.
  */
 const logStall = async (broker: Broker, s: JobSnapshot, now: number, log: Logger) => {
-  const counts = await broker.consumerCounts(s.id).catch(() => undefined);
+  const counts = await broker.consumerCounts(s.queue, s.id).catch(() => undefined);
   const idleMs = now - s.lastProgressAt;
   const left = s.total - s.done - s.failed - s.dead;
   const idle = `job stalled: no task answered for ${formatDuration(idleMs)}`;

@@ -170,7 +170,7 @@ async function* readAllResults<Result>(
   broker: Broker,
   actor: Actor<JobMachine>,
 ): AsyncIterable<TaskResult<Result>> {
-  const { jobId } = actor.getSnapshot().context;
+  const { jobId, queue } = actor.getSnapshot().context;
   const seen = new Set<number>();
   const ready: TaskResult<Result>[] = [];
   const failures = new Map<number, TaskResult<Result>>();
@@ -179,6 +179,7 @@ async function* readAllResults<Result>(
   let caughtUp = false;
   const loop = broker
     .readResults(
+      queue,
       jobId,
       (body, pending) => {
         for (const raw of JSON.parse(body) as RawResult[]) {
@@ -285,6 +286,7 @@ export const makeHandle = (core: RuntimeCore, broker: Broker, source: HandleSour
     onProgress: (listener) => {
       const watching = new AbortController();
       broker.watchProgress(
+        queue,
         jobId,
         (body) => {
           const note = decodeProgress(jobId, body);

@@ -181,7 +181,15 @@ export class Jobs {
   async deadLetters(id: string): Promise<DeadLetter[]> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.deadLetters()");
     check(SubjectToken, id, "id");
-    return this.#broker.listDeadLetters(id);
+    return (await this.#deadLettersOf(id)).letters;
+  }
+
+  /** The job's record and dead letters, stored under its queue; an unknown job has none. */
+  async #deadLettersOf(id: string): Promise<{ record?: JobRecord; letters: DeadLetter[] }> {
+    const found = await this.#broker.getRecord(id);
+    if (!found) return { letters: [] };
+    const { record } = found;
+    return { record, letters: await this.#broker.listDeadLetters(record.queue, id) };
   }
 
   /**
@@ -192,23 +200,21 @@ export class Jobs {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.redrive()");
     check(SubjectToken, id, "id");
     const wanted = taskIndexes(taskIds);
-    const letters = await this.#broker.listDeadLetters(id);
+    const { record, letters } = await this.#deadLettersOf(id);
     const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
-    if (chosen.length === 0) {
+    if (!record || chosen.length === 0) {
       throw new InvalidArgument({
         message: `taskIds: no dead letter to redrive for job ${id}`,
         field: "taskIds",
       });
     }
-    const found = await this.#broker.getRecord(id);
-    if (!found) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
-    const { record } = found;
     const nonce = randomUUID().slice(0, 8);
     // Consumer, marker and tasks first, the record last: workers follow a job once its
     // record says running, and must then find its consumer.
     await this.#broker.createConsumer(record.queue, id, record.settings);
     // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
     await this.#broker.publishResults(
+      record.queue,
       id,
       JSON.stringify(chosen.map((l) => ({ i: l.index, redrive: true }))),
       `redrive.${id}.${nonce}`,

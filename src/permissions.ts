@@ -1,3 +1,6 @@
+import { brokerNames } from "./adapters/names.ts";
+import { agentsBucketFor } from "./adapters/nats/kv-agent-store.ts";
+import { deadLettersConsumer } from "./adapters/nats/queue-streams.ts";
 import { InvalidArgument, RoleNotHeld } from "./errors.ts";
 import { check, checkOr, Prefix, SubjectToken } from "./validation.ts";
 
@@ -86,18 +89,19 @@ const queuesOf = (value: unknown): readonly string[] => {
   return value.map((queue, i) => check(SubjectToken, queue, `queues[${i}]`));
 };
 
-/** Stream and subject names as the NATS broker lays them out (src/adapters/names.ts), `*` for any queue. */
-const layout = (prefix: string) => ({
-  prefix,
-  tasksStream: (queue: string) => (queue === "*" ? "*" : `${prefix}_tasks_${queue}`),
-  advisoriesStream: (queue: string) => (queue === "*" ? "*" : `${prefix}_advisories_${queue}`),
-  resultsStream: `${prefix}_results`,
-  deadStream: `${prefix}_dead`,
-  jobsBucket: `${prefix}_jobs`,
-  leasesBucket: `${prefix}_leases`,
-  answersBucket: `${prefix}_answers`,
-  agentsBucket: `${prefix}_agents`,
-});
+/** The NATS broker's names (adapters/names.ts), with `*` standing for any queue in a stream's name. */
+const layout = (prefix: string) => {
+  const names = brokerNames(prefix);
+  const anyQueue = (stream: (queue: string) => string) => (queue: string) =>
+    queue === "*" ? "*" : stream(queue);
+  return {
+    ...names,
+    prefix,
+    tasksStream: anyQueue(names.tasksStream),
+    advisoriesStream: anyQueue(names.advisoriesStream),
+    agentsBucket: agentsBucketFor(prefix),
+  };
+};
 type Layout = ReturnType<typeof layout>;
 
 interface Grant {
@@ -140,9 +144,9 @@ const kvWrite = (bucket: string) => [`$KV.${bucket}.>`, ...kvRead(bucket)];
 
 /** A job's messages, per queue: results, progress notes and dead letters. */
 const answer = (n: Layout, queue: string) => [
-  `${n.prefix}.results.${queue}.*`,
-  `${n.prefix}.progress.${queue}.*`,
-  `${n.prefix}.dead.${queue}.*`,
+  n.resultsSubject(queue, "*"),
+  n.progressSubject(queue, "*"),
+  n.deadSubject(queue, "*"),
 ];
 
 /** Supervising a job: its record, lease, results and dead letters, and removing its tasks at the end. */
@@ -174,6 +178,9 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         ...streamInfo(n.tasksStream(q)),
         ...consume(n.tasksStream(q)),
         ...answer(n, q),
+        // Before its first pull it checks that the queue's advisories are captured (looks only).
+        ...streamInfo(n.advisoriesStream(q)),
+        `$JS.API.CONSUMER.INFO.${n.advisoriesStream(q)}.${deadLettersConsumer}`,
       ]),
     ],
   }),
@@ -185,11 +192,11 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         ...streamCreate(n.tasksStream(q)),
         ...streamCreate(n.advisoriesStream(q)),
         ...manageConsumers(n.advisoriesStream(q)),
-        `${n.prefix}.tasks.${q}.*`,
-        `${n.prefix}.events.job.created.${q}`,
+        n.tasksSubject(q, "*"),
+        n.jobCreatedSubject(q),
       ]),
     ],
-    subscribe: queues.map((q) => `${n.prefix}.progress.${q}.*`),
+    subscribe: queues.map((q) => n.progressSubject(q, "*")),
   }),
   supervisor: (n, queues) => ({
     publish: [

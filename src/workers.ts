@@ -233,7 +233,10 @@ export const startWorker = <Payload, Result>(
     },
     (error) => log.warn({ err: error }, "server's max payload unknown; results batched up to 256 KB"),
   );
-  const batcher = new ResultBatcher((jobId, body, msgId) => broker.publishResults(jobId, body, msgId), {
+  // Every job this worker answers is of its queue.
+  const publishBatch = (jobId: string, body: string, msgId: string) =>
+    broker.publishResults(queueName, jobId, body, msgId);
+  const batcher = new ResultBatcher(publishBatch, {
     maxEntries: 100,
     maxDelayMs: 5,
     get maxBytes() {
@@ -281,7 +284,7 @@ export const startWorker = <Payload, Result>(
   const reportProgress = (jobId: string, index: number, info: unknown) => {
     const body = encodeProgress(index, info);
     if (body === undefined) log.debug({ jobId, index }, "progress note not JSON; dropped");
-    else broker.publishProgress(jobId, body);
+    else broker.publishProgress(queueName, jobId, body);
   };
 
   const taskSettled = () => {
@@ -454,7 +457,16 @@ export const startWorker = <Payload, Result>(
       try {
         const error = outcome.error;
         await broker.storeDeadLetter(
-          { jobId, index, payload, error, deliveries: attempt, at: Date.now(), source: "worker" },
+          {
+            queue: queueName,
+            jobId,
+            index,
+            payload,
+            error,
+            deliveries: attempt,
+            at: Date.now(),
+            source: "worker",
+          },
           `deadw.${jobId}.${index}.${attempt}`,
         );
       } catch (error) {
@@ -488,6 +500,7 @@ export const startWorker = <Payload, Result>(
     void payloadKnown
       .then(() =>
         broker.consumeTasks(
+          record.queue,
           record.id,
           Math.min(concurrency, 256),
           (m) => onTask(m, job),

@@ -32,6 +32,7 @@ export interface TaskLease {
 
 /** A task that exhausted its deliveries, kept with its payload so it can be redriven. */
 export interface DeadLetter {
+  readonly queue: string;
   readonly jobId: string;
   readonly index: number;
   readonly taskId: string;
@@ -85,13 +86,13 @@ export type AnswerClaim =
  * replayed there.
  */
 export interface TaskLeasing {
-  /** True if `ref` names a delivery of this job's tasks. */
-  isDeliveryOf(ref: string, jobId: string): boolean;
+  /** True if `ref` names a delivery of this job's tasks (on its queue). */
+  isDeliveryOf(ref: string, queue: string, jobId: string): boolean;
   /** Up to `max` of the job's tasks, leased at once; none if nothing is ready (never waits for one). */
-  fetchTasks(jobId: string, max: number): Promise<LeasedTask[]>;
+  fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]>;
   /** Acks, terms, naks or extends deliveries by reference; once this resolves the broker has them. */
   settle(settles: readonly LeaseSettle[]): Promise<void>;
-  /** The payload of the task a delivery carries. */
+  /** The payload of the task a delivery carries (the reference says where the task is stored). */
   taskPayload(ref: string): Promise<unknown>;
   /**
    * Claims the right to answer a delivery: `claimed` if nobody answered it
@@ -110,6 +111,7 @@ export interface TaskLeasing {
 
 /** An exhausted task whose dead letter could not be stored (a permanent error). */
 export interface UnhandledExhausted {
+  readonly queue: string;
   readonly jobId: string;
   /** The task's index; undefined when its message is not a task of jetstate's. */
   readonly index: number | undefined;
@@ -162,7 +164,10 @@ export interface Broker extends JobPort {
   watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void>;
 
   /** Tasks waiting and tasks held by workers (leased, not answered); undefined when the consumer is gone. */
-  consumerCounts(jobId: string): Promise<{ waiting: number; held: number; redelivered: number } | undefined>;
+  consumerCounts(
+    queue: string,
+    jobId: string,
+  ): Promise<{ waiting: number; held: number; redelivered: number } | undefined>;
 
   /**
    * Delivers the job's tasks to `onTask` (awaited: at most `maxMessages`
@@ -170,6 +175,7 @@ export interface Broker extends JobPort {
    * (resolves "gone") or `signal` aborts (resolves "stopped").
    */
   consumeTasks(
+    queue: string,
     jobId: string,
     maxMessages: number,
     onTask: (lease: TaskLease) => void | Promise<void>,
@@ -177,7 +183,7 @@ export interface Broker extends JobPort {
   ): Promise<"gone" | "stopped">;
 
   /** One results message (a JSON array); `msgId` makes a retried publish land once. */
-  publishResults(jobId: string, body: string, msgId: string): Promise<void>;
+  publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
 
   /**
    * Reads the job's results messages in order from the start, until `signal`
@@ -185,6 +191,7 @@ export interface Broker extends JobPort {
    * `onCaughtUp` is called at once when there is nothing to read yet.
    */
   readResults(
+    queue: string,
     jobId: string,
     onMessage: (body: string, pending: number) => void,
     signal: AbortSignal,
@@ -193,22 +200,23 @@ export interface Broker extends JobPort {
 
   /**
    * Best effort, never stored: one task's progress note to whoever watches
-   * the job right now (core NATS, `<prefix>.progress.<jobId>`). Dropped while
-   * disconnected, or when too large; never throws.
+   * the job right now (core NATS, `<prefix>.progress.<queue>.<jobId>`).
+   * Dropped while disconnected, or when too large; never throws.
    */
-  publishProgress(jobId: string, body: string): void;
+  publishProgress(queue: string, jobId: string, body: string): void;
   /** Calls `onNote` with each progress note of the job published from now on, until `signal` aborts. */
-  watchProgress(jobId: string, onNote: (body: string) => void, signal: AbortSignal): void;
+  watchProgress(queue: string, jobId: string, onNote: (body: string) => void, signal: AbortSignal): void;
 
-  /** Makes sure exhausted tasks are captured from now on (before a job could exhaust one). */
-  ensureDeadLetters(): Promise<void>;
+  /** Makes sure the queue's exhausted tasks are captured from now on (before a job of it could exhaust one). */
+  ensureDeadLetters(queue: string): Promise<void>;
   /** Stores a dead letter; `msgId` makes a retried store land once. */
   storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void>;
-  listDeadLetters(jobId: string): Promise<DeadLetter[]>;
+  listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]>;
   removeDeadLetters(seqs: readonly number[]): Promise<void>;
   /**
    * Turns tasks that exhausted their deliveries unanswered into dead letters
-   * and `dead` results, until `signal` aborts. An exhausted task that cannot
+   * and `dead` results, on every queue (those set up by any runtime, found as
+   * they appear), until `signal` aborts. An exhausted task that cannot
    * be dead-lettered for a reason a retry cannot fix is never retried: it is
    * counted dead for its job if it can be, removed, and told to `onUnhandled`.
    */

@@ -2,23 +2,45 @@
  * Names of everything jetstate keeps, from the runtime's prefix. The NATS
  * broker creates these streams, subjects and buckets; the memory broker uses
  * the same subject names, so reports (cleanup) read the same on both.
+ *
+ * Everything that carries a job's tasks, results, progress or dead letters
+ * names the job's queue, and each queue has streams of its own: NATS
+ * permissions match whole subject tokens only, and a pull or an ack names
+ * the stream (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`,
+ * `$JS.ACK.<stream>.…`), so a user can be allowed one queue's work and
+ * denied another's only when the queue is in the stream's name and in every
+ * subject.
  */
 export const brokerNames = (prefix: string) => ({
-  tasksStream: `${prefix}_tasks`,
-  resultsStream: `${prefix}_results`,
-  jobsBucket: `${prefix}_jobs`,
+  /** One work-queue stream per queue, holding only that queue's open tasks. */
+  tasksStream: (queue: string) => `${prefix}_tasks_${queue}`,
+  /** What every queue's tasks stream name starts with (cleanup lists them). */
+  tasksStreamPrefix: `${prefix}_tasks_`,
+  tasksStreamSubjects: (queue: string) => [`${prefix}.tasks.${queue}.>`],
   tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
-  resultsSubject: (jobId: string) => `${prefix}.results.${jobId}`,
+  resultsStream: `${prefix}_results`,
+  resultsSubject: (queue: string, jobId: string) => `${prefix}.results.${queue}.${jobId}`,
+  jobsBucket: `${prefix}_jobs`,
   jobCreatedSubject: (queue: string) => `${prefix}.events.job.created.${queue}`,
   /** Core NATS, not a stream: progress notes are best effort and never stored. */
-  progressSubject: (jobId: string) => `${prefix}.progress.${jobId}`,
+  progressSubject: (queue: string, jobId: string) => `${prefix}.progress.${queue}.${jobId}`,
   deadStream: `${prefix}_dead`,
-  deadSubject: (jobId: string) => `${prefix}.dead.${jobId}`,
-  advisoriesStream: `${prefix}_advisories`,
-  /** MAX_DELIVERIES advisories of every job consumer on the tasks stream. */
-  maxDeliveriesSubject: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${prefix}_tasks.*`,
+  deadSubject: (queue: string, jobId: string) => `${prefix}.dead.${queue}.${jobId}`,
+  /** One work-queue stream per queue, capturing the MAX_DELIVERIES advisories of its tasks stream. */
+  advisoriesStream: (queue: string) => `${prefix}_advisories_${queue}`,
+  /** What every queue's advisories stream name starts with (dead-letter processing finds queues by it). */
+  advisoriesStreamPrefix: `${prefix}_advisories_`,
+  /** MAX_DELIVERIES advisories of every job consumer on the queue's tasks stream. */
+  maxDeliveriesSubject: (queue: string) =>
+    `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${prefix}_tasks_${queue}.*`,
   leasesBucket: `${prefix}_leases`,
   /** The answer given for each delivery leased through the HTTP API. */
   answersBucket: `${prefix}_answers`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
+
+/** The queue a stream belongs to, from its name (`<namePrefix><queue>`); undefined for any other stream. */
+export const queueOfStream = (streamName: string, namePrefix: string): string | undefined =>
+  streamName.startsWith(namePrefix) && streamName.length > namePrefix.length
+    ? streamName.slice(namePrefix.length)
+    : undefined;

@@ -12,6 +12,7 @@
 
 /** What a dead letter says besides its task id (derived) and its store position. */
 export interface DeadLetterFields {
+  readonly queue: string;
   readonly jobId: string;
   readonly index: number;
   readonly payload: unknown;
@@ -46,15 +47,17 @@ const headerBytes = (msgId: string) => Buffer.byteLength(`NATS/1.0\r\nNats-Msg-I
 
 /**
  * Bytes a dead letter adds to its task's payload (JSON), at most: the
- * largest job id, index, deliveries and time, an error of `maxErrorChars`
+ * largest queue name, job id, index, deliveries and time, an error of `maxErrorChars`
  * characters that each escape to six bytes, and the longest message id either
  * store path uses. Computed from the encoder itself, so the two cannot drift.
  */
 export const deadLetterRoomBytes: number = (() => {
+  const queue = "q".repeat(128); // the longest queue name (validation.ts SubjectToken)
   const jobId = `k${"x".repeat(43)}`;
   const index = 9_999_999;
   const deliveries = 9_999_999;
   const worst = encodeDeadLetter({
+    queue,
     jobId,
     index,
     payload: null,

@@ -14,7 +14,7 @@ export interface JobPort {
   listRecords(): Promise<JobRecord[]>;
   publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void>;
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void>;
-  consumerExists(jobId: string): Promise<boolean>;
+  consumerExists(queue: string, jobId: string): Promise<boolean>;
   removeTasks(queue: string, jobId: string): Promise<void>;
   announceCreated(queue: string, jobId: string): Promise<void>;
 }

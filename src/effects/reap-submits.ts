@@ -27,7 +27,7 @@ export const reapSubmits = async (
   const rolledForward: string[] = [];
   for (const record of records ?? (await port.listRecords())) {
     if (record.phase !== SubmitPhase.submitting || now() < record.commitDeadline + graceMs) continue;
-    if (await port.consumerExists(record.id)) {
+    if (await port.consumerExists(record.queue, record.id)) {
       const found = await port.getRecord(record.id);
       if (!found || found.record.phase !== SubmitPhase.submitting) continue;
       try {

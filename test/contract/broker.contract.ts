@@ -8,7 +8,9 @@ import {
   type BrokerHarness,
   eventually,
   indexOf,
+  type JobRef,
   Loops,
+  newJobRef,
   newRecord,
   taskBodies,
   uid,
@@ -40,10 +42,11 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await h.dispose();
     });
 
-    const counts = (jobId: string) => broker.consumerCounts(jobId);
-    /** A committed job: record, tasks, consumer. */
-    const openJob = async (total: number, settings: Partial<JobSettings> = {}) => {
-      const record = newRecord(total, ack, settings);
+    const counts = (job: JobRef) => broker.consumerCounts(job.queue, job.id);
+    /** A committed job: record, tasks, consumer (of `total` tasks, or of the record given). */
+    const openJob = async (job: number | JobRecord, settings: Partial<JobSettings> = {}) => {
+      const record = typeof job === "number" ? newRecord(job, ack, settings) : job;
+      const total = record.total;
       await broker.createRecord(record);
       await broker.publishTasks(record, taskBodies(total), never);
       await broker.createConsumer(record.queue, record.id, record.settings);
@@ -61,23 +64,37 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = newRecord(2, ack);
       await broker.createRecord(r);
       await broker.publishTasks(r, taskBodies(2), never);
-      expect(await broker.consumerExists(r.id)).toBe(false);
-      expect(await counts(r.id)).toBeUndefined();
-      const early = loops.consume(broker, r.id);
+      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await counts(r)).toBeUndefined();
+      const early = loops.consume(broker, r);
       expect(await early.ended).toBe("gone");
       expect(early.leases).toEqual([]);
 
       await broker.createConsumer(r.queue, r.id, r.settings);
-      expect(await broker.consumerExists(r.id)).toBe(true);
-      expect(await counts(r.id)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
-      const worker = loops.consume(broker, r.id);
+      expect(await broker.consumerExists(r.queue, r.id)).toBe(true);
+      expect(await counts(r)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 2);
       expect(worker.leases.map((l) => [l.body, l.deliveryCount])).toEqual(taskBodies(2).map((b) => [b, 1]));
     });
 
+    it("a job is found under its queue only: the same id on another queue is another job", async () => {
+      const r = await openJob(1);
+      const elsewhere: JobRef = { queue: uid("q"), id: r.id };
+      await broker.publishResults(r.queue, r.id, '[{"i":0,"ok":true}]', uid("m"));
+      expect(await broker.consumerExists(elsewhere.queue, elsewhere.id)).toBe(false);
+      expect(await counts(elsewhere)).toBeUndefined();
+      expect(await loops.consume(broker, elsewhere).ended).toBe("gone");
+      const reader = loops.read(broker, elsewhere);
+      await eventually(() => reader.state.caughtUp === 1);
+      expect(reader.messages).toEqual([]);
+      expect(await broker.consumerExists(r.queue, r.id)).toBe(true);
+      expect(await counts(r)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
+    });
+
     it("a lease that runs out is redelivered: deliveryCount 2, same body", async () => {
       const r = await openJob(1);
-      const worker = loops.consume(broker, r.id);
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 1);
       await h.advance(ack / 2);
       expect(worker.leases).toHaveLength(1);
@@ -88,7 +105,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("working() extends the lease by the ack wait", async () => {
       const r = await openJob(1);
-      const worker = loops.consume(broker, r.id);
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 1);
       for (let beat = 0; beat < 6; beat++) {
         await h.advance(ack / 2);
@@ -102,7 +119,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("nak(delay) redelivers after the delay, not before; nak() at once", async () => {
       const r = await openJob(1);
-      const worker = loops.consume(broker, r.id);
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 1);
       worker.leases[0]!.nak(ack * 4);
       await h.advance(ack * 2); // past the ack wait, before the delay
@@ -117,40 +134,34 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("ack() and term() remove a task: never redelivered", async () => {
       const r = await openJob(2);
-      const worker = loops.consume(broker, r.id);
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 2);
       worker.leases[0]!.ack();
       worker.leases[1]!.term();
       await h.advance(ack * 3);
       expect(worker.leases).toHaveLength(2);
       await eventually(async () => {
-        expect(await counts(r.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+        expect(await counts(r)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
       });
     });
 
     it("consumerCounts: waiting, held by workers, redelivered", async () => {
       const r = await openJob(3);
-      expect(await counts(r.id)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
-      const worker = loops.consume(broker, r.id);
+      expect(await counts(r)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 3);
-      await eventually(async () =>
-        expect(await counts(r.id)).toEqual({ waiting: 0, held: 3, redelivered: 0 }),
-      );
+      await eventually(async () => expect(await counts(r)).toEqual({ waiting: 0, held: 3, redelivered: 0 }));
       worker.leases[0]!.ack();
-      await eventually(async () =>
-        expect(await counts(r.id)).toEqual({ waiting: 0, held: 2, redelivered: 0 }),
-      );
+      await eventually(async () => expect(await counts(r)).toEqual({ waiting: 0, held: 2, redelivered: 0 }));
       await h.advance(ack * 1.5);
       await eventually(() => worker.leases.length === 5);
-      await eventually(async () =>
-        expect(await counts(r.id)).toEqual({ waiting: 0, held: 2, redelivered: 2 }),
-      );
+      await eventually(async () => expect(await counts(r)).toEqual({ waiting: 0, held: 2, redelivered: 2 }));
     });
 
     it("two workers on one job never hold the same task", async () => {
       const r = await openJob(6);
-      const a = loops.consume(broker, r.id);
-      const b = loops.consume(broker, r.id);
+      const a = loops.consume(broker, r);
+      const b = loops.consume(broker, r);
       await eventually(() => a.leases.length + b.leases.length === 6);
       const all = [...a.leases, ...b.leases];
       expect(all.map(indexOf).sort()).toEqual([0, 1, 2, 3, 4, 5]);
@@ -163,28 +174,30 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await broker.publishTasks(r, taskBodies(2), never);
       await broker.publishTasks(r, taskBodies(2), never); // a retried publish
       await broker.createConsumer(r.queue, r.id, r.settings);
-      expect(await counts(r.id)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
+      expect(await counts(r)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
       await broker.publishTasks({ ...r, submitId: uid("s") }, taskBodies(1, 2), never); // a resubmit
-      expect(await counts(r.id)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
-      const worker = loops.consume(broker, r.id);
+      expect(await counts(r)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 3);
       expect(worker.leases.map(indexOf)).toEqual([0, 1, 2]);
     });
 
     it("max deliveries: an unanswered task becomes a dead letter; one termed on its last delivery does not", async () => {
-      await broker.ensureDeadLetters();
+      const r = newRecord(2, ack, { maxDeliver: 2 });
+      await broker.ensureDeadLetters(r.queue);
       void broker.processExhausted(loops.signal());
-      const r = await openJob(2, { maxDeliver: 2 });
-      const results = loops.read(broker, r.id);
-      const worker = loops.consume(broker, r.id);
+      await openJob(r);
+      const results = loops.read(broker, r);
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 2);
       await h.advance(ack * 1.5);
       await eventually(() => worker.leases.filter((l) => l.deliveryCount === 2).length === 2);
       worker.leases.find((l) => l.deliveryCount === 2 && indexOf(l) === 1)!.term(); // answered on its last delivery
       await h.advance(ack * 1.5);
-      await eventually(async () => expect(await broker.listDeadLetters(r.id)).toHaveLength(1));
-      const [letter] = await broker.listDeadLetters(r.id);
+      await eventually(async () => expect(await broker.listDeadLetters(r.queue, r.id)).toHaveLength(1));
+      const [letter] = await broker.listDeadLetters(r.queue, r.id);
       expect(letter).toMatchObject({
+        queue: r.queue,
         jobId: r.id,
         index: 0,
         taskId: `${r.id}.0`,
@@ -197,7 +210,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(JSON.parse(results.messages[0]!.body)).toEqual([
         { i: 0, ok: false, dead: true, e: letter!.error },
       ]);
-      await eventually(async () => expect(await counts(r.id)).toMatchObject({ waiting: 0, held: 0 }));
+      await eventually(async () => expect(await counts(r)).toMatchObject({ waiting: 0, held: 0 }));
       await h.advance(ack * 3);
       expect(worker.leases).toHaveLength(4); // never delivered again
       expect(results.messages).toHaveLength(1);
@@ -209,19 +222,19 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("removeTasks (cancel): consumers end 'gone', consumer and counts gone, tasks purged", async () => {
       const r = await openJob(3);
-      const worker = loops.consume(broker, r.id);
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 3);
       await broker.removeTasks(r.queue, r.id);
       expect(await worker.ended).toBe("gone");
-      expect(await broker.consumerExists(r.id)).toBe(false);
-      expect(await counts(r.id)).toBeUndefined();
-      expect(await loops.consume(broker, r.id).ended).toBe("gone");
+      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await counts(r)).toBeUndefined();
+      expect(await loops.consume(broker, r).ended).toBe("gone");
       worker.leases[0]!.ack(); // answering a dropped lease is harmless
       worker.leases[1]!.nak();
       await h.advance(ack * 3);
       expect(worker.leases).toHaveLength(3);
       await broker.createConsumer(r.queue, r.id, r.settings);
-      expect(await counts(r.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+      expect(await counts(r)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
     });
 
     // ---- records ----
@@ -265,14 +278,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         phase: "submitting",
         status: "queuing",
       });
-      expect(await broker.consumerExists(r.id)).toBe(false);
-      expect(await loops.consume(broker, r.id).ended).toBe("gone"); // no worker can see a task
+      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await loops.consume(broker, r).ended).toBe("gone"); // no worker can see a task
 
       expect(await reapSubmits(broker, Date.now, 10_000)).toEqual({ rolledBack: [], rolledForward: [] });
       const later = () => r.commitDeadline + 10_001;
       expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
-      expect(await broker.consumerExists(r.id)).toBe(false);
+      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
 
       const again: JobRecord = { ...r, submitId: uid("s") };
       const outcome = await submitJob(broker, {
@@ -288,8 +301,8 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         submitId: again.submitId,
       });
       // Only the resubmitted tasks: the crashed submit's were purged.
-      expect(await counts(r.id)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
-      const worker = loops.consume(broker, r.id);
+      expect(await counts(r)).toEqual({ waiting: 3, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 3);
       expect(worker.leases.map((l) => [indexOf(l), l.deliveryCount])).toEqual([
         [0, 1],
@@ -325,19 +338,20 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
     // ---- results and dead letters ----
 
     it("readResults: in order from the start, pending = stored after it, onCaughtUp when empty; then live", async () => {
-      const jobId = uid("j");
+      const job = newJobRef();
       const bodies = [0, 1, 2, 3].map((i) => `[{"i":${i},"ok":true}]`);
-      const early = loops.read(broker, jobId);
+      const early = loops.read(broker, job);
       await eventually(() => early.state.caughtUp === 1);
-      for (const [n, body] of bodies.slice(0, 3).entries()) await broker.publishResults(jobId, body, `m${n}`);
+      for (const [n, body] of bodies.slice(0, 3).entries())
+        await broker.publishResults(job.queue, job.id, body, `m${n}`);
       await eventually(() => early.messages.length === 3);
       expect(early.messages.map((m) => m.body)).toEqual(bodies.slice(0, 3));
 
-      const late = loops.read(broker, jobId);
+      const late = loops.read(broker, job);
       await eventually(() => late.messages.length === 3);
       expect(late.messages).toEqual(bodies.slice(0, 3).map((body, i) => ({ body, pending: 2 - i })));
       expect(late.state.caughtUp).toBe(0);
-      await broker.publishResults(jobId, bodies[3]!, "m3");
+      await broker.publishResults(job.queue, job.id, bodies[3]!, "m3");
       await eventually(() => early.messages.length === 4 && late.messages.length === 4);
       expect(late.messages[3]).toEqual({ body: bodies[3], pending: 0 });
       loops.abortAll();
@@ -345,11 +359,11 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
     });
 
     it("duplicate results message is dropped (same msgId)", async () => {
-      const jobId = uid("j");
-      await broker.publishResults(jobId, '[{"i":0,"ok":true}]', "r1");
-      await broker.publishResults(jobId, '[{"i":0,"ok":true}]', "r1"); // a retried publish
-      await broker.publishResults(jobId, '[{"i":1,"ok":true}]', "r2");
-      const reader = loops.read(broker, jobId);
+      const { queue, id } = newJobRef();
+      await broker.publishResults(queue, id, '[{"i":0,"ok":true}]', "r1");
+      await broker.publishResults(queue, id, '[{"i":0,"ok":true}]', "r1"); // a retried publish
+      await broker.publishResults(queue, id, '[{"i":1,"ok":true}]', "r2");
+      const reader = loops.read(broker, { queue, id });
       await eventually(() => reader.messages.length === 2);
       expect(reader.messages).toEqual([
         { body: '[{"i":0,"ok":true}]', pending: 1 },
@@ -358,26 +372,28 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
     });
 
     it("progress notes: a watcher gets the job's notes published while it listens, not other jobs'", async () => {
-      const jobId = uid("j");
+      const { queue, id: jobId } = newJobRef();
       const heard: string[] = [];
       const listening = new AbortController();
-      broker.watchProgress(jobId, (body) => heard.push(body), listening.signal);
-      broker.watchProgress(uid("j"), (body) => heard.push(`other ${body}`), loops.signal());
+      broker.watchProgress(queue, jobId, (body) => heard.push(body), listening.signal);
+      broker.watchProgress(queue, uid("j"), (body) => heard.push(`other ${body}`), loops.signal());
+      // The same job id on another queue is another job.
+      broker.watchProgress(uid("q"), jobId, (body) => heard.push(`other ${body}`), loops.signal());
       // Not stored: keep publishing until the watcher (a subscription on NATS) is in place.
       let n = 0;
       await eventually(() => {
-        broker.publishProgress(jobId, `{"i":0,"info":${n++}}`);
+        broker.publishProgress(queue, jobId, `{"i":0,"info":${n++}}`);
         return heard.length > 0;
       });
       expect(heard.every((b) => /^\{"i":0,"info":\d+\}$/.test(b))).toBe(true);
       listening.abort();
       const before = heard.length;
       // A note published after the watch stopped, then a marker on a fresh watch: the marker arrives, the note never.
-      broker.publishProgress(jobId, '{"i":0,"info":"late"}');
+      broker.publishProgress(queue, jobId, '{"i":0,"info":"late"}');
       const marker: string[] = [];
-      broker.watchProgress(jobId, (body) => marker.push(body), loops.signal());
+      broker.watchProgress(queue, jobId, (body) => marker.push(body), loops.signal());
       await eventually(() => {
-        broker.publishProgress(jobId, '{"i":0,"info":"marker"}');
+        broker.publishProgress(queue, jobId, '{"i":0,"info":"marker"}');
         return marker.length > 0;
       });
       expect(heard.length).toBeLessThanOrEqual(before + 1);
@@ -386,8 +402,9 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
     });
 
     it("dead letters: a retried store lands once, the first per task is listed, removal by seq", async () => {
-      const jobId = uid("j");
+      const { queue, id: jobId } = newJobRef();
       const letter = (index: number, error: string, source: "worker" | "advisory" = "worker") => ({
+        queue,
         jobId,
         index,
         payload: { n: index },
@@ -400,20 +417,23 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await broker.storeDeadLetter(letter(1, "boom"), "d1"); // a retried store
       await broker.storeDeadLetter(letter(0, "first"), "d2");
       await broker.storeDeadLetter(letter(0, "second", "advisory"), "d3"); // the task died twice
-      const letters = await broker.listDeadLetters(jobId);
+      const letters = await broker.listDeadLetters(queue, jobId);
+      expect(await broker.listDeadLetters(uid("q"), jobId)).toEqual([]); // another queue's job of that id
       expect(letters.map((l) => [l.index, l.error, l.taskId, l.payload])).toEqual([
         [0, "first", `${jobId}.0`, { n: 0 }],
         [1, "boom", `${jobId}.1`, { n: 1 }],
       ]);
       await broker.removeDeadLetters([letters[1]!.seq]);
       // Had the retried store landed twice, task 1 would still be listed.
-      expect((await broker.listDeadLetters(jobId)).map((l) => l.index)).toEqual([0]);
+      expect((await broker.listDeadLetters(queue, jobId)).map((l) => l.index)).toEqual([0]);
     });
 
     it("maxPayload: a larger message is refused with a permanent error", async () => {
       const max = await broker.maxPayload();
       expect(max).toBeGreaterThanOrEqual(64 * 1024);
-      await expect(broker.publishResults(uid("j"), "x".repeat(max + 1), "big")).rejects.toMatchObject({
+      await expect(
+        broker.publishResults(uid("q"), uid("j"), "x".repeat(max + 1), "big"),
+      ).rejects.toMatchObject({
         _tag: "PermanentBrokerError",
       });
     });
@@ -454,35 +474,44 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const now = Date.now();
       const retentionMs = 60_000;
       const tasks = (r: JobRecord) => `${prefix}.tasks.${r.queue}.${r.id}`;
-      const results = (id: string) => `${prefix}.results.${id}`;
+      const results = (job: JobRef) => `${prefix}.results.${job.queue}.${job.id}`;
       const old = await openJob(2); // finished long ago
       await change(old.id, { status: "succeeded", phase: "committed", finishedAt: now - 2 * retentionMs });
-      await broker.publishResults(old.id, '[{"i":0,"ok":true}]', uid("m"));
+      await broker.publishResults(old.queue, old.id, '[{"i":0,"ok":true}]', uid("m"));
       await broker.storeDeadLetter(
-        { jobId: old.id, index: 1, payload: 1, error: "x", deliveries: 1, at: now, source: "worker" },
+        {
+          queue: old.queue,
+          jobId: old.id,
+          index: 1,
+          payload: 1,
+          error: "x",
+          deliveries: 1,
+          at: now,
+          source: "worker",
+        },
         uid("m"),
       );
       const recent = await openJob(1); // finished just now: record and results kept
       await change(recent.id, { status: "failed", phase: "committed", finishedAt: now });
-      await broker.publishResults(recent.id, '[{"i":0,"ok":false}]', uid("m"));
+      await broker.publishResults(recent.queue, recent.id, '[{"i":0,"ok":false}]', uid("m"));
       const running = await openJob(1);
       await change(running.id, { status: "running", phase: "committed" });
-      await broker.publishResults(running.id, '[{"i":0,"ok":true}]', uid("m"));
+      await broker.publishResults(running.queue, running.id, '[{"i":0,"ok":true}]', uid("m"));
       const submitting = newRecord(1, ack); // the reaper's, not cleanup's
       await broker.createRecord(submitting);
       await broker.publishTasks(submitting, taskBodies(1), never);
       const unknown = newRecord(1, ack); // consumer and tasks, no record
       await broker.publishTasks(unknown, taskBodies(1), never);
       await broker.createConsumer(unknown.queue, unknown.id, unknown.settings);
-      const orphan = uid("j"); // results, no record
-      await broker.publishResults(orphan, "[]", uid("m"));
+      const orphan = newJobRef(); // results, no record
+      await broker.publishResults(orphan.queue, orphan.id, "[]", uid("m"));
       for (const id of [old.id, recent.id, running.id, unknown.id]) await broker.leases.acquire(id, 60_000);
 
       const expected = {
         consumersDeleted: [old.id, recent.id, unknown.id].sort(),
         tasksPurged: [tasks(old), tasks(recent), tasks(unknown)].sort(),
         recordsRemoved: [old.id],
-        resultsPurged: [results(old.id), results(orphan)].sort(),
+        resultsPurged: [results(old), results(orphan)].sort(),
         leasesRemoved: [old.id, recent.id, unknown.id].sort(),
       };
       const sorted = (report: Awaited<ReturnType<Broker["cleanup"]>>) => ({
@@ -497,25 +526,26 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         dryRun: true,
         ...expected,
       });
-      expect(await broker.consumerExists(old.id)).toBe(true);
+      expect(await broker.consumerExists(old.queue, old.id)).toBe(true);
       expect(await broker.getRecord(old.id)).toBeDefined();
-      expect(await broker.listDeadLetters(old.id)).toHaveLength(1);
+      expect(await broker.listDeadLetters(old.queue, old.id)).toHaveLength(1);
 
       expect(sorted(await broker.cleanup({ retentionMs, now }))).toEqual({ dryRun: false, ...expected });
-      for (const id of [old.id, recent.id, unknown.id]) expect(await broker.consumerExists(id)).toBe(false);
-      expect(await counts(running.id)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
+      for (const job of [old, recent, unknown])
+        expect(await broker.consumerExists(job.queue, job.id)).toBe(false);
+      expect(await counts(running)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
       expect(await broker.getRecord(old.id)).toBeUndefined();
       expect(await broker.getRecord(recent.id)).toBeDefined();
       expect(await broker.getRecord(submitting.id)).toBeDefined();
-      expect(await broker.listDeadLetters(old.id)).toEqual([]);
+      expect(await broker.listDeadLetters(old.queue, old.id)).toEqual([]);
       expect((await broker.leases.list()).map((l) => l.jobId)).toEqual([running.id]);
-      const readers = [old.id, orphan, recent.id, running.id].map((id) => loops.read(broker, id));
+      const readers = [old, orphan, recent, running].map((job) => loops.read(broker, job));
       await eventually(() => readers[2]!.messages.length === 1 && readers[3]!.messages.length === 1);
       await eventually(() => readers[0]!.state.caughtUp === 1 && readers[1]!.state.caughtUp === 1);
       expect(readers[0]!.messages.length + readers[1]!.messages.length).toBe(0);
       // The crashed submit's tasks are still there for the reaper to roll back.
       await broker.createConsumer(submitting.queue, submitting.id, submitting.settings);
-      expect(await counts(submitting.id)).toMatchObject({ waiting: 1 });
+      expect(await counts(submitting)).toMatchObject({ waiting: 1 });
 
       expect(sorted(await broker.cleanup({ retentionMs, now }))).toEqual({
         dryRun: false,

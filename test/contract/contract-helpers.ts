@@ -21,6 +21,15 @@ export interface BrokerHarness {
   dispose(): Promise<void>;
 }
 
+/** A job as the broker's methods name it: by its queue and id. */
+export interface JobRef {
+  readonly queue: string;
+  readonly id: string;
+}
+
+/** A job of a queue of its own that has no record (results, dead letters, progress only). */
+export const newJobRef = (): JobRef => ({ queue: uid("q"), id: uid("j") });
+
 export const uid = (prefix: string) => `${prefix}${randomUUID().replaceAll("-", "").slice(0, 12)}`;
 
 /** Task bodies as a submit encodes them: `{"i":n,"p":{"n":n}}`. */
@@ -79,12 +88,13 @@ export class Loops {
   }
 
   /** A worker that records every lease it is handed (and answers none unless told to). */
-  consume(broker: Broker, jobId: string, onTask?: (lease: TaskLease) => void) {
+  consume(broker: Broker, job: JobRef, onTask?: (lease: TaskLease) => void) {
     const controller = new AbortController();
     this.#controllers.add(controller);
     const leases: TaskLease[] = [];
     const ended = broker.consumeTasks(
-      jobId,
+      job.queue,
+      job.id,
       16,
       (lease) => {
         leases.push(lease);
@@ -96,13 +106,14 @@ export class Loops {
   }
 
   /** A results reader that records what it is handed, and how often it was told it caught up. */
-  read(broker: Broker, jobId: string) {
+  read(broker: Broker, job: JobRef) {
     const controller = new AbortController();
     this.#controllers.add(controller);
     const messages: Array<{ body: string; pending: number }> = [];
     const state = { caughtUp: 0 };
     const ended = broker.readResults(
-      jobId,
+      job.queue,
+      job.id,
       (body, pending) => messages.push({ body, pending }),
       controller.signal,
       () => state.caughtUp++,

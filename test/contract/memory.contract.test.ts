@@ -51,6 +51,7 @@ describe("memory broker: beyond the contract", () => {
     await broker.createConsumer(record.queue, record.id, record.settings);
     let leased = 0;
     const consuming = broker.consumeTasks(
+      record.queue,
       record.id,
       8,
       () => {
@@ -58,7 +59,12 @@ describe("memory broker: beyond the contract", () => {
       },
       new AbortController().signal,
     );
-    const reading = broker.readResults(record.id, () => undefined, new AbortController().signal);
+    const reading = broker.readResults(
+      record.queue,
+      record.id,
+      () => undefined,
+      new AbortController().signal,
+    );
     const processing = broker.processExhausted(new AbortController().signal);
     await settle();
     expect(leased).toBe(3);
@@ -93,14 +99,18 @@ describe("memory broker: beyond the contract", () => {
     await broker.publishTasks(record, taskBodies(1), new AbortController().signal);
     await broker.createConsumer(record.queue, record.id, record.settings);
     const stop = new AbortController();
-    void broker.consumeTasks(record.id, 8, () => undefined, stop.signal);
+    void broker.consumeTasks(record.queue, record.id, 8, () => undefined, stop.signal);
     await settle();
     clock.advance(1500);
     void broker.processExhausted(stop.signal);
     await settle();
     // Its advisory went nowhere: not dead-lettered, not delivered again, still stored.
-    expect(await broker.listDeadLetters(record.id)).toEqual([]);
-    expect(await broker.consumerCounts(record.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+    expect(await broker.listDeadLetters(record.queue, record.id)).toEqual([]);
+    expect(await broker.consumerCounts(record.queue, record.id)).toEqual({
+      waiting: 0,
+      held: 0,
+      redelivered: 0,
+    });
     stop.abort();
     await broker.close();
   });
@@ -111,18 +121,18 @@ describe("memory broker: beyond the contract", () => {
     const read = async () => {
       const bodies: string[] = [];
       const stop = new AbortController();
-      const reading = broker.readResults("j1", (body) => bodies.push(body), stop.signal);
+      const reading = broker.readResults("q1", "j1", (body) => bodies.push(body), stop.signal);
       await settle();
       stop.abort();
       await reading;
       return bodies;
     };
-    await broker.publishResults("j1", "[1]", "same");
+    await broker.publishResults("q1", "j1", "[1]", "same");
     clock.advance(119_000);
-    await broker.publishResults("j1", "[2]", "same");
+    await broker.publishResults("q1", "j1", "[2]", "same");
     expect(await read()).toEqual(["[1]"]);
     clock.advance(1_000);
-    await broker.publishResults("j1", "[3]", "same");
+    await broker.publishResults("q1", "j1", "[3]", "same");
     expect(await read()).toEqual(["[1]", "[3]"]);
     await broker.close();
   });
@@ -130,22 +140,26 @@ describe("memory broker: beyond the contract", () => {
   it("an exhausted task acked before its advisory is processed is not a dead letter (as nats-server 2.9 does)", async () => {
     const clock = new ManualClock();
     const broker = createMemoryBroker({ clock });
-    await broker.ensureDeadLetters();
     const record = newRecord(1, 1000, { maxDeliver: 1 });
+    await broker.ensureDeadLetters(record.queue);
     await broker.createRecord(record);
     await broker.publishTasks(record, taskBodies(1), new AbortController().signal);
     await broker.createConsumer(record.queue, record.id, record.settings);
     const stop = new AbortController();
     const leases: Array<{ ack(): void }> = [];
-    void broker.consumeTasks(record.id, 8, (lease) => void leases.push(lease), stop.signal);
+    void broker.consumeTasks(record.queue, record.id, 8, (lease) => void leases.push(lease), stop.signal);
     await settle();
     clock.advance(1500); // ran out on its last delivery: exhausted on the next delivery attempt
     await settle();
     leases[0]!.ack(); // a late answer still removes it
     void broker.processExhausted(stop.signal);
     await settle();
-    expect(await broker.listDeadLetters(record.id)).toEqual([]);
-    expect(await broker.consumerCounts(record.id)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+    expect(await broker.listDeadLetters(record.queue, record.id)).toEqual([]);
+    expect(await broker.consumerCounts(record.queue, record.id)).toEqual({
+      waiting: 0,
+      held: 0,
+      redelivered: 0,
+    });
     stop.abort();
     await broker.close();
   });

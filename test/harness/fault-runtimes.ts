@@ -28,7 +28,7 @@ export interface FaultBench {
   /** A runtime on this server; several share it (supervision takeover). */
   runtime(options?: RuntimeOptions): Promise<FaultyRuntime>;
   /** Every result entry stored for the job, in order, duplicates included. */
-  rawResults(jobId: string): Promise<RawResult[]>;
+  rawResults(queue: string, jobId: string): Promise<RawResult[]>;
   /** Task messages stored for the job (not yet acked, termed or purged). */
   rawTasks(queue: string, jobId: string): Promise<number>;
   dispose(): Promise<void>;
@@ -55,7 +55,7 @@ export const memoryBench = async (): Promise<FaultBench> => {
       started.add(handle);
       return handle;
     },
-    rawResults: async (jobId) => memoryRawResults(server, jobId),
+    rawResults: async (queue, jobId) => memoryRawResults(server, queue, jobId),
     rawTasks: async (queue, jobId) => server.tasks.count(names.tasksSubject(queue, jobId)),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
@@ -102,8 +102,8 @@ export const natsBench = async (): Promise<FaultBench> => {
       started.add(handle);
       return handle;
     },
-    rawResults: async (jobId) => {
-      const subject = names.resultsSubject(jobId);
+    rawResults: async (queue, jobId) => {
+      const subject = names.resultsSubject(queue, jobId);
       const count = await countOn(names.resultsStream, subject);
       if (count === 0) return [];
       const consumer = await jetstream(reader).consumers.get(names.resultsStream, {
@@ -119,7 +119,7 @@ export const natsBench = async (): Promise<FaultBench> => {
       if (read < count) throw new Error(`read ${read} of ${count} results messages of ${jobId}`);
       return entries;
     },
-    rawTasks: (queue, jobId) => countOn(names.tasksStream, names.tasksSubject(queue, jobId)),
+    rawTasks: (queue, jobId) => countOn(names.tasksStream(queue), names.tasksSubject(queue, jobId)),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       await reader.close();

@@ -124,11 +124,17 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
       return inner.createConsumer(...args);
     },
     consumeTasks: (...args: Parameters<Broker["consumeTasks"]>) => {
-      const [jobId, maxMessages, onTask, signal] = args;
-      return inner.consumeTasks(jobId, maxMessages, (lease) => onTask(lossyLease(jobId, lease)), signal);
+      const [queue, jobId, maxMessages, onTask, signal] = args;
+      return inner.consumeTasks(
+        queue,
+        jobId,
+        maxMessages,
+        (lease) => onTask(lossyLease(jobId, lease)),
+        signal,
+      );
     },
     publishResults: async (...args: Parameters<Broker["publishResults"]>) => {
-      await gate("publishResults", args[0]);
+      await gate("publishResults", args[1]);
       return inner.publishResults(...args);
     },
   });

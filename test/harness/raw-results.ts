@@ -43,15 +43,16 @@ export const storedCount = async (jsm: JetStreamManager, stream: string, subject
 /**
  * Every results entry stored for the job on a nats-server, in order: a
  * consumer of its own on `<prefix>_results`, filtered on
- * `<prefix>.results.<jobId>`, as the job oracle test reads them.
+ * `<prefix>.results.<queue>.<jobId>`, as the job oracle test reads them.
  */
 export const natsRawResults = async (
   nc: NatsConnection,
+  queue: string,
   jobId: string,
   prefix = "jetstate",
 ): Promise<RawResult[]> => {
   const names = brokerNames(prefix);
-  const subject = names.resultsSubject(jobId);
+  const subject = names.resultsSubject(queue, jobId);
   const jsm = await jetstreamManager(nc);
   const stored = await storedCount(jsm, names.resultsStream, subject);
   if (stored === 0) return [];
@@ -75,8 +76,10 @@ export const natsRawResults = async (
 };
 
 /** Every results entry the memory server stores for the job: its own log, not a broker's reader. */
-export const memoryRawResults = (server: MemoryServer, jobId: string): RawResult[] =>
-  server.results.read(server.names.resultsSubject(jobId)).flatMap((m) => JSON.parse(m.body) as RawResult[]);
+export const memoryRawResults = (server: MemoryServer, queue: string, jobId: string): RawResult[] =>
+  server.results
+    .read(server.names.resultsSubject(queue, jobId))
+    .flatMap((m) => JSON.parse(m.body) as RawResult[]);
 
 /** How many times each task index appears. */
 export const tally = (indexes: readonly number[]): Map<number, number> => {

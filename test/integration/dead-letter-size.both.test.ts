@@ -203,18 +203,18 @@ describe.each(["memory", "nats"] as const)("an advisory that cannot be handled e
   };
 
   /** Takes the job's task and never answers it: nobody heartbeats, its lease runs out. */
-  const takeAndHold = async (jobId: string) => {
+  const takeAndHold = async (queue: string, jobId: string) => {
     if (memory) {
       const held = new AbortController();
       let taken = false;
       const take = () => {
         taken = true;
       };
-      void memory.consumeTasks(jobId, 1, take, held.signal);
+      void memory.consumeTasks(queue, jobId, 1, take, held.signal);
       await waitUntil(() => taken, { timeoutMs: 5000, message: "the task was taken" });
       return () => held.abort();
     }
-    const consumer = await jetstream(nc!).consumers.get("jetstate_tasks", jobId);
+    const consumer = await jetstream(nc!).consumers.get(`jetstate_tasks_${queue}`, jobId);
     const batch = await consumer.fetch({ max_messages: 1, expires: 2000 });
     let taken = 0;
     for await (const _ of batch) taken++;
@@ -231,7 +231,7 @@ describe.each(["memory", "nats"] as const)("an advisory that cannot be handled e
     const payload = "y".repeat(2048);
     const job = await rt.jobs.submit({ queue: "refused", tasks: [payload], maxDeliver: 1, ackWaitMs: 200 });
     await refuseDeadLetters();
-    const release = await takeAndHold(job.id);
+    const release = await takeAndHold(job.queue, job.id);
     const final = await within(job.done(), 15_000, "the job ends");
     release();
     expect(final).toMatchObject({ status: "failed", done: 0, dead: 1 });
@@ -242,9 +242,9 @@ describe.each(["memory", "nats"] as const)("an advisory that cannot be handled e
       // What the server holds, read raw: the task left the work queue, the advisory is done with.
       const jsm = await jetstreamManager(nc);
       const subject = `jetstate.tasks.refused.${job.id}`;
-      const tasks = await jsm.streams.info("jetstate_tasks", { subjects_filter: subject });
+      const tasks = await jsm.streams.info("jetstate_tasks_refused", { subjects_filter: subject });
       expect(tasks.state.subjects?.[subject] ?? 0).toBe(0);
-      const advisories = await jsm.consumers.info("jetstate_advisories", "dead-letters");
+      const advisories = await jsm.consumers.info("jetstate_advisories_refused", "dead-letters");
       expect(advisories).toMatchObject({ num_ack_pending: 0, num_pending: 0 });
     }
   });

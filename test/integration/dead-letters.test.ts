@@ -116,7 +116,7 @@ describe("dead letters: a job never hangs on a task that exhausted its deliverie
     expect(letters).toMatchObject([{ index: 1, payload: 1, deliveries: 2, source: "advisory" }]);
     // The task left the work queue: nothing of the job is still stored.
     const jsm = await jetstreamManager(nc);
-    const info = await jsm.streams.info("jetstate_tasks", {
+    const info = await jsm.streams.info("jetstate_tasks_hung", {
       subjects_filter: `jetstate.tasks.hung.${job.id}`,
     });
     expect(info.state.subjects?.[`jetstate.tasks.hung.${job.id}`] ?? 0).toBe(0);
@@ -139,40 +139,63 @@ describe("cleanup", () => {
     await server?.dispose();
   });
 
-  it("leaves no consumer, subject message or expired record behind; dry run changes nothing", async () => {
+  it("leaves no consumer, subject message or expired record behind, on every queue; dry run changes nothing", async () => {
     const worker = rt.workers.start<number, number>({ queue: "clean", handler: (t) => t.payload });
     const finished = await rt.jobs.submit({ queue: "clean", tasks: range(10) });
     await finished.done();
     await worker.stop();
-    // A crashed run's leftovers: a consumer and tasks of a job that has no record.
+    // A queue this runtime no longer uses still has its stream looked at.
+    const other = rt.workers.start<number, number>({ queue: "clean2", handler: (t) => t.payload });
+    const finishedElsewhere = await rt.jobs.submit({ queue: "clean2", tasks: range(2) });
+    await finishedElsewhere.done();
+    await other.stop();
+    // A crashed run's leftovers: consumers and tasks of jobs that have no record, on both queues.
     const jsm = await jetstreamManager(nc);
-    await jsm.consumers.add("jetstate_tasks", {
-      durable_name: "jghost",
-      filter_subject: "jetstate.tasks.clean.jghost",
-      ack_policy: "explicit" as never,
-    });
-    await jetstream(nc).publish("jetstate.tasks.clean.jghost", JSON.stringify({ i: 0, p: 1 }));
-    await jetstream(nc).publish("jetstate.results.jghost", "[]");
+    for (const [queue, ghost] of [
+      ["clean", "jghost"],
+      ["clean2", "jghost2"],
+    ] as const) {
+      await jsm.consumers.add(`jetstate_tasks_${queue}`, {
+        durable_name: ghost,
+        filter_subject: `jetstate.tasks.${queue}.${ghost}`,
+        ack_policy: "explicit" as never,
+      });
+      await jetstream(nc).publish(`jetstate.tasks.${queue}.${ghost}`, JSON.stringify({ i: 0, p: 1 }));
+    }
+    await jetstream(nc).publish("jetstate.results.clean.jghost", "[]");
     const running = await rt.jobs.submit({ queue: "clean", tasks: range(3) }); // active: must stay
 
     const dry = await rt.admin.cleanup({ dryRun: true, retentionMs: 0 });
-    expect(dry).toMatchObject({
-      dryRun: true,
-      consumersDeleted: ["jghost"],
-      tasksPurged: ["jetstate.tasks.clean.jghost"],
-      recordsRemoved: [finished.id],
-      resultsPurged: expect.arrayContaining(["jetstate.results.jghost", `jetstate.results.${finished.id}`]),
-    });
-    expect((await jsm.consumers.info("jetstate_tasks", "jghost")).name).toBe("jghost");
+    expect(dry).toMatchObject({ dryRun: true });
+    expect(dry.consumersDeleted.sort()).toEqual(["jghost", "jghost2"]);
+    expect(dry.tasksPurged.sort()).toEqual(["jetstate.tasks.clean.jghost", "jetstate.tasks.clean2.jghost2"]);
+    expect(dry.recordsRemoved.sort()).toEqual([finished.id, finishedElsewhere.id].sort());
+    expect(dry.resultsPurged.sort()).toEqual(
+      [
+        "jetstate.results.clean.jghost",
+        `jetstate.results.clean.${finished.id}`,
+        `jetstate.results.clean2.${finishedElsewhere.id}`,
+      ].sort(),
+    );
+    expect((await jsm.consumers.info("jetstate_tasks_clean", "jghost")).name).toBe("jghost");
+    expect((await jsm.consumers.info("jetstate_tasks_clean2", "jghost2")).name).toBe("jghost2");
     expect((await rt.jobs.list()).map((r) => r.id)).toContain(finished.id);
 
     const done = await rt.admin.cleanup({ retentionMs: 0 });
-    expect(done.recordsRemoved).toEqual([finished.id]);
-    const consumers = [];
-    for await (const c of jsm.consumers.list("jetstate_tasks")) consumers.push(c.name);
-    expect(consumers).toEqual([running.id]);
-    const tasks = await jsm.streams.info("jetstate_tasks", { subjects_filter: "jetstate.tasks.>" });
+    expect(done.recordsRemoved.sort()).toEqual([finished.id, finishedElsewhere.id].sort());
+    const consumersOf = async (stream: string) => {
+      const names = [];
+      for await (const c of jsm.consumers.list(stream)) names.push(c.name);
+      return names;
+    };
+    expect(await consumersOf("jetstate_tasks_clean")).toEqual([running.id]);
+    expect(await consumersOf("jetstate_tasks_clean2")).toEqual([]);
+    const tasks = await jsm.streams.info("jetstate_tasks_clean", { subjects_filter: "jetstate.tasks.>" });
     expect(tasks.state.subjects).toEqual({ [`jetstate.tasks.clean.${running.id}`]: 3 });
+    const tasksElsewhere = await jsm.streams.info("jetstate_tasks_clean2", {
+      subjects_filter: "jetstate.tasks.>",
+    });
+    expect(tasksElsewhere.state.messages).toBe(0);
     const results = await jsm.streams.info("jetstate_results", { subjects_filter: "jetstate.results.>" });
     expect(Object.keys(results.state.subjects ?? {})).toEqual([]);
     expect((await rt.jobs.list()).map((r) => r.id)).toEqual([running.id]);

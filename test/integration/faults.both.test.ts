@@ -99,7 +99,7 @@ describe.each([
     expect(job).toMatchObject({ status: "succeeded", done: total, failed: 0, dead: 0 });
     const record = await finalRecord(r, job.id);
     expect(record.counts).toEqual({ done: total, failed: 0, dead: 0 });
-    const stored = tally(okIndexes(await bench.rawResults(job.id)));
+    const stored = tally(okIndexes(await bench.rawResults(job.queue, job.id)));
     expect([...stored.keys()].sort((a, b) => a - b)).toEqual(indexes(total));
     return stored;
   };
@@ -155,7 +155,7 @@ describe.each([
       expect(end.reason).toMatch(/^stalled/);
       expect(seen).toContain("stalled");
       expect(ledger.length).toBeGreaterThan(0);
-      expect(await bench.rawResults(job.id)).toEqual([]);
+      expect(await bench.rawResults(job.queue, job.id)).toEqual([]);
       expect((await finalRecord(r, job.id)).status).toBe("failed");
     });
   });
@@ -208,7 +208,7 @@ describe.each([
     expect(end).toMatchObject({ status: "succeeded", done: total });
     expect(a.faults.injected("lease")).toBeGreaterThan(0);
     expect(tally(ledger).size).toBe(total);
-    expect(tally(okIndexes(await bench.rawResults(job.id))).size).toBe(total);
+    expect(tally(okIndexes(await bench.rawResults(job.queue, job.id))).size).toBe(total);
   });
 
   it("an ack lost after its result was stored: the task is redelivered, counted once", async () => {
@@ -275,7 +275,7 @@ describe.each([
     );
     const [record] = await r.rt.jobs.list({ queue: "too-late" });
     expect(record).toMatchObject({ status: "failed", phase: "rolledBack" });
-    expect(await r.broker.consumerExists(record!.id)).toBe(false);
+    expect(await r.broker.consumerExists(record!.queue, record!.id)).toBe(false);
     expect(await bench.rawTasks("too-late", record!.id)).toBe(0);
   });
 

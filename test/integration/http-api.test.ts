@@ -110,8 +110,8 @@ const resultsOf = async <R>(job: JobHandle<R>) => {
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** Every results entry stored for the job, duplicates included, read past the runtime. */
-const rawResults = async (jobId: string): Promise<RawResult[]> =>
-  reader ? natsRawResults(reader, jobId) : memoryRawResults(memory!, jobId);
+const rawResults = async (queue: string, jobId: string): Promise<RawResult[]> =>
+  reader ? natsRawResults(reader, queue, jobId) : memoryRawResults(memory!, queue, jobId);
 
 /**
  * Each task counted once, against witnesses that do not de-duplicate: the
@@ -121,11 +121,11 @@ const rawResults = async (jobId: string): Promise<RawResult[]> =>
  * once; it is still counted once.
  */
 const expectCountedOnce = async (
-  final: { id: string; total: number; done: number; failed: number; dead: number },
+  final: { id: string; queue: string; total: number; done: number; failed: number; dead: number },
   ran: readonly number[],
   options: { redelivered?: boolean } = {},
 ) => {
-  const stored = (await rawResults(final.id)).filter((e) => !e.redrive).map((e) => e.i);
+  const stored = (await rawResults(final.queue, final.id)).filter((e) => !e.redrive).map((e) => e.i);
   const distinct = new Set(stored);
   expect(
     [...distinct].sort((a, b) => a - b),

@@ -60,7 +60,7 @@ const tasksInStream = async (url: string, queue: string, jobId: string): Promise
   const nc = await connect({ servers: url });
   try {
     const subject = `jetstate.tasks.${queue}.${jobId}`;
-    const info = await (await jetstreamManager(nc)).streams.info("jetstate_tasks", {
+    const info = await (await jetstreamManager(nc)).streams.info(`jetstate_tasks_${queue}`, {
       subjects_filter: subject,
     });
     return info.state.subjects?.[subject] ?? 0;
@@ -177,7 +177,7 @@ describe("stalled jobs", () => {
     // The failed job's tasks are gone with its consumer.
     const nc = await connect({ servers: server.url });
     const jsm = await jetstreamManager(nc);
-    await expect(jsm.consumers.info("jetstate_tasks", job.id)).rejects.toThrow(/not found/);
+    await expect(jsm.consumers.info("jetstate_tasks_nobody", job.id)).rejects.toThrow(/not found/);
     await nc.close();
   });
 

@@ -243,7 +243,7 @@ describe("takeover of a job whose supervising process was killed", () => {
       // Every index counted once, against witnesses that do not de-duplicate (results() does, by
       // index): the results stream as the server stores it, read by this test's own consumer...
       const all = Array.from({ length: total }, (_, n) => n);
-      const stored = new Set((await natsRawResults(nc, jobId)).map((e) => e.i));
+      const stored = new Set((await natsRawResults(nc, final.queue, jobId)).map((e) => e.i));
       expect([...stored].sort((a, b) => a - b)).toEqual(all);
       expect(final.done + final.failed + final.dead).toBe(stored.size);
       // ...and the workers' ledger: the kill is of the supervisor, not of a worker, so no task is

@@ -59,7 +59,7 @@ describe("nats-server killed (SIGKILL) and restarted mid-job", () => {
     // Counted once, against what the server stores: a consumer of this test's own on the results
     // stream, duplicates included (results() de-duplicates by index, so it could not tell).
     const reader = await connect({ servers: server.url, name: "raw-results" });
-    const stored = await natsRawResults(reader, job.id)
+    const stored = await natsRawResults(reader, job.queue, job.id)
       .then((entries) => new Set(entries.map((e) => e.i)))
       .finally(() => reader.close());
     const all = Array.from({ length: total }, (_, n) => n);

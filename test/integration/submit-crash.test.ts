@@ -35,9 +35,9 @@ describe("a submit that crashes at every step", () => {
   const visibleTasks = async (queue: string, jobId: string) => {
     const jsm = await jetstreamManager(nc);
     const subject = `jetstate.tasks.${queue}.${jobId}`;
-    const info = await jsm.streams.info("jetstate_tasks", { subjects_filter: subject });
+    const info = await jsm.streams.info(`jetstate_tasks_${queue}`, { subjects_filter: subject });
     const stored = info.state.subjects?.[subject] ?? 0;
-    const consumer = await jsm.consumers.info("jetstate_tasks", jobId).then(
+    const consumer = await jsm.consumers.info(`jetstate_tasks_${queue}`, jobId).then(
       () => true,
       () => false,
     );

@@ -64,8 +64,8 @@ describe.each(["memory", "nats"] as const)("worker leases and stop (%s)", (kind)
   });
 
   /** Results messages stored for the job, read from the store itself. */
-  const storedResultMessages = async (jobId: string): Promise<number> => {
-    const subject = `jetstate.results.${jobId}`;
+  const storedResultMessages = async (queue: string, jobId: string): Promise<number> => {
+    const subject = `jetstate.results.${queue}.${jobId}`;
     if (memory) return memory.server.results.read(subject).length;
     const jsm = await jetstreamManager(nc!);
     const info = await jsm.streams.info("jetstate_results", { subjects_filter: subject });
@@ -142,13 +142,13 @@ describe.each(["memory", "nats"] as const)("worker leases and stop (%s)", (kind)
         index: 0,
         attempt: 1,
       });
-      const stored = await storedResultMessages(job.id);
+      const stored = await storedResultMessages(job.queue, job.id);
       late.open(-1);
       await waitUntil(() => logged.some((l) => l.jobId === job.id && /late answer/.test(String(l.msg))), {
         timeoutMs: 5000,
         message: "the late answer was seen and ignored",
       });
-      expect(await storedResultMessages(job.id)).toBe(stored);
+      expect(await storedResultMessages(job.queue, job.id)).toBe(stored);
       const results = [];
       for await (const r of job.results()) results.push(r);
       expect(results).toEqual([{ taskId: `${job.id}.0`, index: 0, ok: true, result: 40 }]);
@@ -186,14 +186,14 @@ describe.each(["memory", "nats"] as const)("worker leases and stop (%s)", (kind)
       const final = await within(job.done(), 15_000, "the job ends");
       expect(final).toMatchObject({ status: "succeeded", done: 1, failed: 0, dead: 0 });
       expect(runs.map((r) => r.worker)).toEqual(["stubborn", "next"]);
-      const stored = await storedResultMessages(job.id);
+      const stored = await storedResultMessages(job.queue, job.id);
       expect(stored).toBe(1);
       late.open(-1);
       await waitUntil(() => logged.some((l) => l.jobId === job.id && /late answer/.test(String(l.msg))), {
         timeoutMs: 5000,
         message: "the late answer was seen and ignored",
       });
-      expect(await storedResultMessages(job.id)).toBe(1);
+      expect(await storedResultMessages(job.queue, job.id)).toBe(1);
       expect(stubborn.stats()).toMatchObject({ processed: 0, failed: 0 });
     } finally {
       await next.stop();

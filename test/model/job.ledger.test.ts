@@ -28,11 +28,11 @@ interface RawEntry {
 interface Backend {
   readonly rt: Runtime;
   /** Every results entry stored for the job, in order, duplicates included. */
-  rawResults(jobId: string): Promise<RawEntry[]>;
+  rawResults(queue: string, jobId: string): Promise<RawEntry[]>;
   /** The job record as stored. */
   rawRecord(jobId: string): Promise<{ status: string; counts: Record<string, number> } | undefined>;
   /** Stores a results message the way a worker does, past the runtime. */
-  storeResult(jobId: string, entries: RawEntry[], msgId: string): Promise<void>;
+  storeResult(queue: string, jobId: string, entries: RawEntry[], msgId: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -56,7 +56,7 @@ const run = async (b: Backend, queue: string) => {
     maxFailures: 0.5,
   });
   // A result for task 0 stored before any worker ran it: the worker's own answer makes two.
-  await b.storeResult(job.id, [{ i: 0, ok: true }], `${job.id}.early`);
+  await b.storeResult(queue, job.id, [{ i: 0, ok: true }], `${job.id}.early`);
   const workers = [0, 1].map(() =>
     b.rt.workers.start<number, number>({
       queue,
@@ -107,7 +107,7 @@ const check = async (b: Backend, queue: string) => {
   );
 
   // The raw stream holds every answer the handlers gave, plus the early one: task 0 twice.
-  const raw = await b.rawResults(job.id);
+  const raw = await b.rawResults(queue, job.id);
   expect(raw).toHaveLength(TOTAL + 1);
   expect(raw.filter((e) => e.i === 0)).toHaveLength(2);
   const lastOf = new Map(raw.map((e) => [e.i, e] as const));
@@ -130,10 +130,11 @@ describe("ledger vs job vs raw results: memory broker", () => {
     const rt = await createTestRuntime({ broker });
     b = {
       rt,
-      rawResults: async (jobId) => {
+      rawResults: async (queue, jobId) => {
         const entries: RawEntry[] = [];
         const ac = new AbortController();
         await broker.readResults(
+          queue,
           jobId,
           (body, pending) => {
             entries.push(...(JSON.parse(body) as RawEntry[]));
@@ -145,7 +146,8 @@ describe("ledger vs job vs raw results: memory broker", () => {
         return entries;
       },
       rawRecord: async (jobId) => (await broker.getRecord(jobId))?.record as never,
-      storeResult: (jobId, entries, msgId) => broker.publishResults(jobId, JSON.stringify(entries), msgId),
+      storeResult: (queue, jobId, entries, msgId) =>
+        broker.publishResults(queue, jobId, JSON.stringify(entries), msgId),
       stop: () => rt.stop(),
     };
   });
@@ -170,8 +172,8 @@ describe("ledger vs job vs raw results: NATS", () => {
     const jsm = await jetstreamManager(nc);
     b = {
       rt,
-      rawResults: async (jobId) => {
-        const subject = `jetstate.results.${jobId}`;
+      rawResults: async (queue, jobId) => {
+        const subject = `jetstate.results.${queue}.${jobId}`;
         const info = await jsm.streams.info("jetstate_results", { subjects_filter: subject });
         const stored = info.state.subjects?.[subject] ?? 0;
         // An ephemeral consumer of our own (nats-server 2.9 has no ordered consumer with a filter list).
@@ -194,8 +196,8 @@ describe("ledger vs job vs raw results: NATS", () => {
         const entry = await kv.get(jobId);
         return entry?.operation === "PUT" ? entry.json() : undefined;
       },
-      storeResult: async (jobId, entries, msgId) => {
-        await js.publish(`jetstate.results.${jobId}`, JSON.stringify(entries), { msgID: msgId });
+      storeResult: async (queue, jobId, entries, msgId) => {
+        await js.publish(`jetstate.results.${queue}.${jobId}`, JSON.stringify(entries), { msgID: msgId });
       },
       stop: async () => {
         await rt.stop();

@@ -37,7 +37,7 @@ interface Backend {
   /** Job actors' received events, by job id. */
   readonly received: Map<string, JobEvent[]>;
   /** Every results entry stored for the job, duplicates included, read past the runtime. */
-  rawResults(jobId: string): Promise<unknown[]>;
+  rawResults(queue: string, jobId: string): Promise<unknown[]>;
   /** Lets the job's clock move to `atMs` after its start (memory), or does nothing (NATS: no tick steps). */
   elapse(handle: JobHandle, atMs: number): Promise<void>;
 }
@@ -113,10 +113,11 @@ const compare = (b: Backend, handle: JobHandle, where: string) => {
   return model;
 };
 
-const readRaw = async (broker: Broker, jobId: string) => {
+const readRaw = async (broker: Broker, queue: string, jobId: string) => {
   const entries: unknown[] = [];
   const ac = new AbortController();
   await broker.readResults(
+    queue,
     jobId,
     (body, pending) => {
       entries.push(...(JSON.parse(body) as unknown[]));
@@ -146,7 +147,7 @@ const drive = async (b: Backend, path: JobPath) => {
     const seen = () => (b.received.get(handle.id) ?? []).filter((e) => e.type === "results.received").length;
     if (event.type === "results.received") {
       const before = seen();
-      await b.broker.publishResults(handle.id, JSON.stringify(event.entries), `${handle.id}.${n}`);
+      await b.broker.publishResults(queue, handle.id, JSON.stringify(event.entries), `${handle.id}.${n}`);
       published.push(...event.entries);
       if (handle.actor.getSnapshot().status === "active")
         await waitUntil(() => seen() > before, {
@@ -196,7 +197,7 @@ const drive = async (b: Backend, path: JobPath) => {
     }
   }
   // The raw results stream holds every answer stored, duplicates included (the job counts each task once).
-  expect(await b.rawResults(handle.id)).toEqual(published);
+  expect(await b.rawResults(queue, handle.id)).toEqual(published);
   if (handle.actor.getSnapshot().status === "active") {
     await handle.cancel("path over");
     await recorded(handle);
@@ -256,7 +257,7 @@ describe("job paths through a runtime on the memory broker (ManualClock), agains
       rt,
       broker,
       received,
-      rawResults: (jobId) => readRaw(broker, jobId),
+      rawResults: (queue, jobId) => readRaw(broker, queue, jobId),
       async elapse(handle, atMs) {
         const start = handle.actor.getSnapshot().context.startedAt;
         // The job's clock ticks every quarter of stallAfterMs: step through them.
@@ -305,8 +306,8 @@ describe("job paths through a runtime on NATS (real time, no ticks), against the
       rt,
       broker,
       received,
-      rawResults: async (jobId) => {
-        const subject = `jetstate.results.${jobId}`;
+      rawResults: async (queue, jobId) => {
+        const subject = `jetstate.results.${queue}.${jobId}`;
         const info = await jsm.streams.info("jetstate_results", { subjects_filter: subject });
         const stored = info.state.subjects?.[subject] ?? 0;
         if (stored === 0) return [];

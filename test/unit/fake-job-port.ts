@@ -68,8 +68,8 @@ export const fakeJobPort = () => {
       hook("createConsumer");
       consumers.add(jobId);
     },
-    consumerExists: async (jobId) => {
-      calls.push(`consumerExists ${jobId}`);
+    consumerExists: async (queue, jobId) => {
+      calls.push(`consumerExists ${queue} ${jobId}`);
       return consumers.has(jobId);
     },
     removeTasks: async (queue, jobId) => {

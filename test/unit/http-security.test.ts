@@ -8,7 +8,7 @@ const claims: ReceiptClaims = {
   v: 2,
   j: "job1",
   i: 7,
-  r: "$JS.ACK.jetstate_tasks.job1.1.8.8.1700000000000000000.3",
+  r: "$JS.ACK.jetstate_tasks_q1.job1.1.8.8.1700000000000000000.3",
   w: "alice",
   d: 1,
   x: 1_700_000_030_000,

@@ -41,7 +41,7 @@ const fakePort = (records: JobRecord[]) => {
   const port: LeasePort = {
     getRecord: async (id) => (byId.has(id) ? { record: byId.get(id)! } : undefined),
     listRecords: async () => [...byId.values()],
-    fetchTasks: async (jobId, max) => {
+    fetchTasks: async (_queue, jobId, max) => {
       calls.push(`fetch ${jobId} ${max}`);
       return (queues.get(jobId) ?? []).splice(0, max);
     },
@@ -63,14 +63,14 @@ const fakePort = (records: JobRecord[]) => {
     releaseAnswer: async (ref, rev) => {
       if (answers.get(ref)?.revision === rev) answers.delete(ref);
     },
-    publishResults: async (jobId, body, msgId) => {
+    publishResults: async (_queue, jobId, body, msgId) => {
       if (publishFails > 0) {
         publishFails--;
         throw new Error("publish timed out");
       }
       calls.push(`publish ${jobId} ${body} ${msgId.startsWith(`${jobId}.http.`)}`);
     },
-    isDeliveryOf: (ref, jobId) => ref.startsWith(`$JS.ACK.t.${jobId}.`),
+    isDeliveryOf: (ref, _queue, jobId) => ref.startsWith(`$JS.ACK.t.${jobId}.`),
     storeDeadLetter: async (letter) => {
       calls.push(`dead-letter ${letter.jobId} ${letter.index} ${letter.deliveries} ${letter.error}`);
     },

@@ -17,13 +17,14 @@ export interface LeasePort
   > {
   getRecord(id: string): Promise<{ record: JobRecord } | undefined>;
   listRecords(): Promise<JobRecord[]>;
-  publishResults(jobId: string, body: string, msgId: string): Promise<void>;
+  publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
   /**
    * Keeps a task that died on its last delivery (payload read from the task
    * store, last error) as a dead letter, so it can be redriven like one that
    * died at a native worker.
    */
   storeDeadLetter(letter: {
+    queue: string;
     jobId: string;
     index: number;
     ref: string;
@@ -166,8 +167,10 @@ export class TaskLeases {
 
   /** Stores the results, then settles the leases; per item what became of it. */
   async submitResults(jobId: string, items: readonly ResultItem[], caller: Caller): Promise<ItemOutcome[]> {
-    const claims = items.map((item, n) => this.#verify(item.receipt, jobId, `results[${n}].receipt`, caller));
+    const field = (n: number) => `results[${n}].receipt`;
+    const claims = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
     const record = await this.#openRecord(jobId, caller);
+    this.#assertDeliveries(record, claims, field);
     const now = this.#now();
     const outcomes: Promise<ItemOutcome>[] = [];
     const mine: Answering[] = [];
@@ -266,6 +269,7 @@ export class TaskLeases {
     for (const e of entries.filter((x) => x.decided.deadError !== undefined)) {
       try {
         await this.#port.storeDeadLetter({
+          queue: record.queue,
           jobId,
           ref: e.a.c.r,
           index: e.a.c.i,
@@ -284,6 +288,7 @@ export class TaskLeases {
         const body = `[${part.map((e) => e.entry).join(",")}]`;
         try {
           await this.#port.publishResults(
+            record.queue,
             jobId,
             body,
             messageId(
@@ -323,8 +328,10 @@ export class TaskLeases {
 
   /** Extends the leases of the receipts; each still open one gets a fresh receipt. */
   async heartbeat(jobId: string, receipts: readonly string[], caller: Caller): Promise<HeartbeatOutcome[]> {
-    const claims = receipts.map((r, n) => this.#verify(r, jobId, `receipts[${n}]`, caller));
+    const field = (n: number) => `receipts[${n}]`;
+    const claims = receipts.map((r, n) => this.#verify(r, jobId, field(n), caller));
     const record = await this.#openRecord(jobId, caller);
+    this.#assertDeliveries(record, claims, field);
     const now = this.#now();
     // Answered already (here or on another instance): nothing to extend.
     const answered = await Promise.all(
@@ -372,11 +379,7 @@ export class TaskLeases {
 
   #verify(receipt: string, jobId: string, field: string, caller: Caller): ReceiptClaims {
     const claims = this.#signer.verify(receipt);
-    if (!claims || !this.#port.isDeliveryOf(claims.r, claims.j)) {
-      throw new HttpError(400, ErrorCode.invalidReceipt, `${field}: not a receipt issued by this service`, {
-        field,
-      });
-    }
+    if (!claims) throw invalidReceipt(field);
     if (claims.j !== jobId) {
       throw new HttpError(400, ErrorCode.receiptWrongJob, `${field}: the receipt belongs to another job`, {
         field,
@@ -391,6 +394,16 @@ export class TaskLeases {
       );
     }
     return claims;
+  }
+
+  /**
+   * Each receipt names a delivery of the job's tasks, on its queue's tasks
+   * (checked once the record says which queue: the receipt does not carry it).
+   */
+  #assertDeliveries(record: JobRecord, claims: readonly ReceiptClaims[], field: (n: number) => string): void {
+    for (const [n, c] of claims.entries()) {
+      if (!this.#port.isDeliveryOf(c.r, record.queue, c.j)) throw invalidReceipt(field(n));
+    }
   }
 
   /** Runs `lease` with the slots the caller has left under its cap; 429 when it has none. */
@@ -433,7 +446,7 @@ export class TaskLeases {
 
   async #lease(record: JobRecord, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
     const startedAt = this.#now();
-    const leased = await this.#port.fetchTasks(record.id, max);
+    const leased = await this.#port.fetchTasks(record.queue, record.id, max);
     const expires = leaseEnd(startedAt, record.settings.ackWaitMs);
     const tasks: Leased[] = [];
     const unreadable: LeaseSettle[] = [];
@@ -612,6 +625,9 @@ const countStatuses = (outcomes: readonly ItemOutcome[]) => {
  * The same deliveries always give the same message id, so a POST retried
  * after an unknown outcome is stored once (JetStream's duplicate window).
  */
+const invalidReceipt = (field: string) =>
+  new HttpError(400, ErrorCode.invalidReceipt, `${field}: not a receipt issued by this service`, { field });
+
 const messageId = (jobId: string, replies: readonly string[]): string =>
   `${jobId}.http.${createHash("sha256")
     .update([...replies].sort().join("\n"))

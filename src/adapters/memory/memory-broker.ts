@@ -11,6 +11,7 @@ import type {
   UnhandledExhausted,
 } from "../broker.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
+import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import * as progress from "./memory-progress.ts";
@@ -196,16 +197,27 @@ class MemoryJobBroker implements MemoryBroker {
     });
   }
 
-  async consumerExists(jobId: string): Promise<boolean> {
-    this.#open("job.consumer.info");
-    return this.server.tasks.consumer(checkToken("job.consumer.info", "jobId", jobId, true)) !== undefined;
+  async consumerExists(queue: string, jobId: string): Promise<boolean> {
+    return this.#consumerOf("job.consumer.info", queue, jobId) !== undefined;
   }
 
   async consumerCounts(
+    queue: string,
     jobId: string,
   ): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
-    this.#open("job.consumer.counts");
-    return this.server.tasks.consumer(checkToken("job.consumer.counts", "jobId", jobId, true))?.counts();
+    return this.#consumerOf("job.consumer.counts", queue, jobId)?.counts();
+  }
+
+  /**
+   * The job's consumer on its queue's tasks: one stream holds every queue's
+   * tasks here, so a consumer of another queue's job (never made on NATS,
+   * where each queue has its own stream) is not found either.
+   */
+  #consumerOf(op: string, queue: string, jobId: string): MemoryConsumer | undefined {
+    this.#open(op);
+    const consumer = this.server.tasks.consumer(checkToken(op, "jobId", jobId, true));
+    const subject = this.server.names.tasksSubject(checkToken(op, "queue", queue), jobId);
+    return consumer?.subject === subject ? consumer : undefined;
   }
 
   async removeTasks(queue: string, jobId: string): Promise<void> {
@@ -230,14 +242,13 @@ class MemoryJobBroker implements MemoryBroker {
    * `onTask` (the port allows up to `maxMessages`).
    */
   async consumeTasks(
+    queue: string,
     jobId: string,
     _maxMessages: number,
     onTask: (lease: TaskLease) => void | Promise<void>,
     signal: AbortSignal,
   ): Promise<"gone" | "stopped"> {
-    const op = "job.tasks.consume";
-    this.#open(op);
-    const consumer = this.server.tasks.consumer(checkToken(op, "jobId", jobId, true));
+    const consumer = this.#consumerOf("job.tasks.consume", queue, jobId);
     if (!consumer) return "gone";
     const stop = AbortSignal.any([signal, this.#stop]);
     for (;;) {
@@ -253,12 +264,13 @@ class MemoryJobBroker implements MemoryBroker {
 
   // ---- results ----
 
-  async publishResults(jobId: string, body: string, msgId: string): Promise<void> {
+  async publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void> {
     this.#open("job.results.publish");
-    dead.appendResults(this.server, jobId, body, msgId);
+    dead.appendResults(this.server, queue, jobId, body, msgId);
   }
 
   async readResults(
+    queue: string,
     jobId: string,
     onMessage: (body: string, pending: number) => void,
     signal: AbortSignal,
@@ -266,7 +278,10 @@ class MemoryJobBroker implements MemoryBroker {
   ): Promise<void> {
     const op = "job.results.read";
     this.#open(op);
-    const subject = this.server.names.resultsSubject(checkToken(op, "jobId", jobId));
+    const subject = this.server.names.resultsSubject(
+      checkToken(op, "queue", queue),
+      checkToken(op, "jobId", jobId),
+    );
     const stop = AbortSignal.any([signal, this.#stop]);
     const log = this.server.results;
     // Asynchronous from the first message on, as a consumer's deliveries are.
@@ -292,8 +307,10 @@ class MemoryJobBroker implements MemoryBroker {
 
   // ---- dead letters ----
 
-  async ensureDeadLetters(): Promise<void> {
+  /** One stream holds every queue's tasks here: capturing starts for all queues at once. */
+  async ensureDeadLetters(queue: string): Promise<void> {
     this.#open("dead-letters.setup");
+    checkToken("dead-letters.setup", "queue", queue);
     this.server.tasks.capturing = true;
   }
 
@@ -302,9 +319,9 @@ class MemoryJobBroker implements MemoryBroker {
     dead.storeDeadLetter(this.server, letter, msgId);
   }
 
-  async listDeadLetters(jobId: string): Promise<DeadLetter[]> {
+  async listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]> {
     this.#open("dead-letters.list");
-    return dead.listDeadLetters(this.server, jobId);
+    return dead.listDeadLetters(this.server, queue, jobId);
   }
 
   async removeDeadLetters(seqs: readonly number[]): Promise<void> {
@@ -312,13 +329,14 @@ class MemoryJobBroker implements MemoryBroker {
     dead.removeDeadLetters(this.server, seqs);
   }
 
-  publishProgress(jobId: string, body: string): void {
+  publishProgress(queue: string, jobId: string, body: string): void {
     if (this.#stop.aborted) return;
-    progress.publishProgress(this.server, jobId, body);
+    progress.publishProgress(this.server, this.server.names.progressSubject(queue, jobId), body);
   }
 
-  watchProgress(jobId: string, onNote: (body: string) => void, signal: AbortSignal): void {
-    progress.watchProgress(this.server, jobId, onNote, AbortSignal.any([signal, this.#stop]));
+  watchProgress(queue: string, jobId: string, onNote: (body: string) => void, signal: AbortSignal): void {
+    const subject = this.server.names.progressSubject(queue, jobId);
+    progress.watchProgress(this.server, subject, onNote, AbortSignal.any([signal, this.#stop]));
   }
 
   async processExhausted(

@@ -40,7 +40,7 @@ export const cleanupMemory = async (
   for (const name of report.consumersDeleted) tasks.deleteConsumer(name);
   for (const subject of report.tasksPurged) tasks.purge(subject);
   for (const subject of report.resultsPurged) server.results.purge(subject);
-  for (const record of expired) server.deadLetters.purge(names.deadSubject(record.id));
+  for (const record of expired) server.deadLetters.purge(names.deadSubject(record.queue, record.id));
   for (const jobId of report.leasesRemoved) await leases.remove(jobId);
   for (const record of expired) {
     const entry = server.records.get("job.record.delete", record.id);

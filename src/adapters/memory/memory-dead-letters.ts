@@ -3,12 +3,19 @@ import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { checkToken, type MemoryServer } from "./memory-server.ts";
 
 /** One results message, de-duplicated by `msgId` within the duplicate window. */
-export const appendResults = (server: MemoryServer, jobId: string, body: string, msgId: string): void => {
+export const appendResults = (
+  server: MemoryServer,
+  queue: string,
+  jobId: string,
+  body: string,
+  msgId: string,
+): void => {
   const op = "job.results.publish";
   server.assertOpen(op);
+  checkToken(op, "queue", queue);
   checkToken(op, "jobId", jobId);
   server.checkPayload(op, body, msgId);
-  server.results.append(server.names.resultsSubject(jobId), body, msgId);
+  server.results.append(server.names.resultsSubject(queue, jobId), body, msgId);
 };
 
 /** Stored as on NATS: the letter with its task id, de-duplicated by `msgId`. */
@@ -19,25 +26,27 @@ export const storeDeadLetter = (
 ): void => {
   const op = "dead-letters.store";
   server.assertOpen(op);
+  checkToken(op, "queue", letter.queue);
   checkToken(op, "jobId", letter.jobId);
   const body = encodeDeadLetter(letter);
   server.checkPayload(op, body, msgId);
-  server.deadLetters.append(server.names.deadSubject(letter.jobId), body, msgId);
+  server.deadLetters.append(server.names.deadSubject(letter.queue, letter.jobId), body, msgId);
 };
 
-export const listDeadLetters = (server: MemoryServer, jobId: string): DeadLetter[] => {
+export const listDeadLetters = (server: MemoryServer, queue: string, jobId: string): DeadLetter[] => {
   const op = "dead-letters.list";
   server.assertOpen(op);
-  // No job has an id that is not a subject token, so none has dead letters: NATS, asked for
-  // the messages under such a subject, finds none and lists nothing. A read, not a refusal.
+  // No job has a queue or id that is not a subject token, so none has dead letters: NATS, asked
+  // for the messages under such a subject, finds none and lists nothing. A read, not a refusal.
   try {
+    checkToken(op, "queue", queue);
     checkToken(op, "jobId", jobId);
   } catch {
     return [];
   }
   // A task can die twice (worker and advisory): keep the first, as on NATS.
   const byIndex = new Map<number, DeadLetter>();
-  for (const m of server.deadLetters.read(server.names.deadSubject(jobId))) {
+  for (const m of server.deadLetters.read(server.names.deadSubject(queue, jobId))) {
     const letter = { ...(JSON.parse(m.body) as Omit<DeadLetter, "seq">), seq: m.seq };
     if (!byIndex.has(letter.index)) byIndex.set(letter.index, letter);
   }
@@ -72,6 +81,7 @@ export const processExhausted = async (
     if (!advisory) return;
     const stored = tasks.get(advisory.seq);
     if (!stored) continue;
+    const queue = queueOfTask(server, stored.subject);
     const jobId = advisory.consumer;
     const error = `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`;
     let index: number | undefined;
@@ -81,6 +91,7 @@ export const processExhausted = async (
       storeDeadLetter(
         server,
         {
+          queue,
           jobId,
           index: body.i,
           payload: body.p,
@@ -91,24 +102,34 @@ export const processExhausted = async (
         },
         `dead.${jobId}.${advisory.seq}`,
       );
-      appendResults(server, jobId, deadResult(body.i, error), `deadresult.${jobId}.${advisory.seq}`);
+      appendResults(server, queue, jobId, deadResult(body.i, error), `deadresult.${jobId}.${advisory.seq}`);
     } catch (failure) {
       if (stop.aborted) return;
       let countedDead = false;
       if (index !== undefined) {
         const reason = `${error}; dead letter not stored: ${failure instanceof Error ? failure.message : String(failure)}`;
         try {
-          appendResults(server, jobId, deadResult(index, reason), `deadresult.${jobId}.${advisory.seq}`);
+          appendResults(
+            server,
+            queue,
+            jobId,
+            deadResult(index, reason),
+            `deadresult.${jobId}.${advisory.seq}`,
+          );
           countedDead = true;
         } catch {
           // Told below: the job cannot count it.
         }
       }
-      onUnhandled?.({ jobId, index, error: failure, countedDead });
+      onUnhandled?.({ queue, jobId, index, error: failure, countedDead });
     }
     tasks.remove(advisory.seq);
   }
 };
+
+/** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>`. */
+const queueOfTask = (server: MemoryServer, subject: string): string =>
+  subject.slice(`${server.prefix}.tasks.`.length, subject.lastIndexOf("."));
 
 const deadResult = (index: number, error: string) =>
   JSON.stringify([{ i: index, ok: false, dead: true, e: boundError(error) }]);

@@ -4,13 +4,13 @@ type Listener = (body: string) => void;
 
 /**
  * Progress notes in memory, as core NATS carries them: delivered to whoever
- * listens on the job right now, on the same server (so runtimes sharing a
- * memory server see each other's notes), never stored.
+ * listens on the job's progress subject right now, on the same server (so
+ * runtimes sharing a memory server see each other's notes), never stored.
  */
 const listeners = new WeakMap<MemoryServer, Map<string, Set<Listener>>>();
 
-export const publishProgress = (server: MemoryServer, jobId: string, body: string): void => {
-  for (const listener of [...(listeners.get(server)?.get(jobId) ?? [])]) {
+export const publishProgress = (server: MemoryServer, subject: string, body: string): void => {
+  for (const listener of [...(listeners.get(server)?.get(subject) ?? [])]) {
     // Asynchronous like a network delivery: a handler's progress() never runs watchers inline.
     queueMicrotask(() => listener(body));
   }
@@ -18,20 +18,20 @@ export const publishProgress = (server: MemoryServer, jobId: string, body: strin
 
 export const watchProgress = (
   server: MemoryServer,
-  jobId: string,
+  subject: string,
   onNote: Listener,
   signal: AbortSignal,
 ): void => {
   if (signal.aborted) return;
-  let byJob = listeners.get(server);
-  if (!byJob) {
-    byJob = new Map();
-    listeners.set(server, byJob);
+  let bySubject = listeners.get(server);
+  if (!bySubject) {
+    bySubject = new Map();
+    listeners.set(server, bySubject);
   }
-  let set = byJob.get(jobId);
+  let set = bySubject.get(subject);
   if (!set) {
     set = new Set();
-    byJob.set(jobId, set);
+    bySubject.set(subject, set);
   }
   const listener: Listener = (body) => {
     if (!signal.aborted) onNote(body);
@@ -41,7 +41,7 @@ export const watchProgress = (
     "abort",
     () => {
       set.delete(listener);
-      if (set.size === 0) byJob.delete(jobId);
+      if (set.size === 0) bySubject.delete(subject);
     },
     { once: true },
   );

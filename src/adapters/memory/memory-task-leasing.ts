@@ -47,13 +47,16 @@ export class MemoryTaskLeasing implements TaskLeasing {
     this.#open = open;
   }
 
-  isDeliveryOf(ref: string, jobId: string): boolean {
+  /** The reference names the job only: one stream holds every queue's tasks here, and job ids are unique. */
+  isDeliveryOf(ref: string, _queue: string, jobId: string): boolean {
     return parseRef(ref)?.jobId === jobId;
   }
 
-  async fetchTasks(jobId: string, max: number): Promise<LeasedTask[]> {
+  async fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]> {
     this.#open("job.tasks.fetch");
-    const consumer = this.#server.tasks.consumer(jobId);
+    const found = this.#server.tasks.consumer(jobId);
+    // As on NATS, where the consumer is looked for on the queue's own stream.
+    const consumer = found?.subject === this.#server.names.tasksSubject(queue, jobId) ? found : undefined;
     const tasks: LeasedTask[] = [];
     while (consumer && tasks.length < max) {
       const next = consumer.takeNow();

@@ -5,19 +5,42 @@ import {
   jetstream,
   RetentionPolicy,
   StorageType,
+  type StreamInfo,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { boundError, encodeDeadLetter } from "../../effects/dead-letter.ts";
-import { Retry } from "../../errors.ts";
+import { sleep } from "../../effects/supervise-loop.ts";
+import { PermanentBrokerError, Retry } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
 import type { RuntimeCore } from "../../runtime.ts";
 import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
+import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
+import type { NatsJobBroker } from "./job-broker.ts";
+import { deadLettersConsumer } from "./queue-streams.ts";
+import { ensureStream, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
 
 export type { DeadLetter } from "../broker.ts";
 
-import { ensureStream, isNotFound, type NatsJobBroker } from "./job-broker.ts";
+/**
+ * A dead-letter stream made by 0.2 captures `<prefix>.dead.*`, one token
+ * short of `<prefix>.dead.<queue>.<jobId>`: every store would fail with no
+ * stream to take it, so it is refused once, with the fix, rather than on
+ * every dead task. Existing streams are never changed by jetstate.
+ */
+const assertCaptures = (stream: StreamInfo, subjects: string): void => {
+  if (stream.config.subjects?.includes(subjects)) return;
+  throw new PermanentBrokerError({
+    message:
+      `stream ${stream.config.name} captures ${JSON.stringify(stream.config.subjects ?? [])}, not ${subjects} ` +
+      `(made by jetstate 0.2): run \`nats stream edit ${stream.config.name} --subjects '${subjects}'\``,
+    operation: "dead-letters.setup",
+  });
+};
 
-const nanos = (ms: number) => Math.round(ms * 1_000_000);
+/** How often the server is asked for queues set up by other runtimes, whose advisories need processing too. */
+const queueDiscoveryMs = 5000;
+
 const decoder = new TextDecoder();
 
 interface MaxDeliveriesAdvisory {
@@ -27,13 +50,17 @@ interface MaxDeliveriesAdvisory {
   readonly deliveries: number;
 }
 
+/** An advisory with the queue whose advisories stream it came from. */
+type Exhausted = MaxDeliveriesAdvisory & { readonly queue: string };
+
 /**
  * Dead letters on NATS. JetStream's MAX_DELIVERIES advisory is sent once, and
- * only when the server next tries to deliver: so advisories are captured in a
- * work-queue stream (nothing is missed while no runtime listens) and each is
- * processed exactly once by whichever runtime pulls it: the task's message is
- * copied to the dead-letter subject with its payload, a `dead` result is
- * stored for the job, and the message leaves the tasks stream.
+ * only when the server next tries to deliver: so each queue's advisories are
+ * captured in a work-queue stream of the queue's own (nothing is missed while
+ * no runtime listens; set up with the queue's tasks stream, `QueueStreams`)
+ * and each is processed exactly once by whichever runtime pulls it: the
+ * task's message is copied to the dead-letter subject with its payload, a
+ * `dead` result is stored for the job, and the message leaves the tasks stream.
  */
 export class NatsDeadLetters {
   readonly #core: RuntimeCore;
@@ -47,31 +74,22 @@ export class NatsDeadLetters {
     this.#maxAgeMs = maxAgeMs;
   }
 
+  /** The dead-letter stream (shared by every queue), set up once per client. */
   #setup(nc: NatsConnection): Promise<JetStreamManager> {
     let ready = this.#ready.get(nc);
     if (!ready) {
       ready = (async () => {
         const { jsm } = await this.#broker.handles(nc);
         const n = this.#broker.names;
-        await ensureStream(jsm, {
+        const subjects = `${this.#core.options.prefix}.dead.>`;
+        const stream = await ensureStream(jsm, {
           name: n.deadStream,
-          subjects: [n.deadSubject("*")],
+          subjects: [subjects],
           retention: RetentionPolicy.Limits,
           storage: StorageType.File,
           max_age: nanos(this.#maxAgeMs),
         });
-        await ensureStream(jsm, {
-          name: n.advisoriesStream,
-          subjects: [n.maxDeliveriesSubject],
-          retention: RetentionPolicy.Workqueue,
-          storage: StorageType.File,
-          max_age: nanos(this.#maxAgeMs),
-        });
-        await jsm.consumers.add(n.advisoriesStream, {
-          durable_name: "dead-letters",
-          ack_policy: AckPolicy.Explicit,
-          ack_wait: nanos(30_000),
-        });
+        assertCaptures(stream, subjects);
         return jsm;
       })();
       ready.catch(() => this.#ready.delete(nc));
@@ -80,25 +98,34 @@ export class NatsDeadLetters {
     return ready;
   }
 
-  /** Makes sure advisories are captured from now on (before any job could exhaust a task). */
-  ensure(): Promise<void> {
-    return this.#core.run("dead-letters.setup", async (nc) => void (await this.#setup(nc)));
+  /** Creates the dead-letter stream unless it exists (`rt.admin.provision()`). */
+  provision(): Promise<void> {
+    return this.#core.run("dead-letters.provision", async (nc) => {
+      await this.#setup(nc);
+    });
+  }
+
+  /** Makes sure the queue's advisories are captured from now on (before any job of it could exhaust a task). */
+  ensure(queue: string): Promise<void> {
+    return this.#core.run("dead-letters.setup", async (nc) => {
+      await this.#setup(nc);
+      await this.#broker.queueHandles(nc, queue);
+    });
   }
 
   /** Stores a dead letter; its id makes a retried store land once. */
   store(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void> {
     return this.#core.run("dead-letters.store", async (nc) => {
       await this.#setup(nc);
-      await jetstream(nc).publish(this.#broker.names.deadSubject(letter.jobId), encodeDeadLetter(letter), {
-        msgID: msgId,
-      });
+      const subject = this.#broker.names.deadSubject(letter.queue, letter.jobId);
+      await jetstream(nc).publish(subject, encodeDeadLetter(letter), { msgID: msgId });
     });
   }
 
-  list(jobId: string): Promise<DeadLetter[]> {
+  list(queue: string, jobId: string): Promise<DeadLetter[]> {
     return this.#core.run("dead-letters.list", async (nc) => {
       const jsm = await this.#setup(nc);
-      const subject = this.#broker.names.deadSubject(jobId);
+      const subject = this.#broker.names.deadSubject(queue, jobId);
       const info = await jsm.streams.info(this.#broker.names.deadStream, { subjects_filter: subject });
       const count = info.state.subjects?.[subject] ?? 0;
       if (count === 0) return [];
@@ -137,24 +164,103 @@ export class NatsDeadLetters {
   }
 
   /**
-   * Processes captured advisories until the client closes or `signal` aborts.
-   * An advisory that fails for a reason a
-   * retry cannot fix ends there (see `#giveUp`); one that fails transiently is
-   * released to be tried again.
+   * Processes the advisories of every queue, one loop per queue
+   * (`processQueue`, which keeps itself alive), until `signal` aborts. Queues
+   * are found by their advisories streams: listed now and every
+   * `queueDiscoveryMs` (queues other runtimes set up), and at once when this
+   * runtime sets one up. Resolves once every loop has ended.
+   */
+  async processAll(
+    signal: AbortSignal,
+    processQueue: (queue: string) => Promise<void>,
+    log: Logger,
+  ): Promise<void> {
+    const loops = new Map<string, Promise<void>>();
+    const start = (queue: string) => {
+      if (loops.has(queue) || signal.aborted) return;
+      const loop: Promise<void> = processQueue(queue)
+        .catch((error) => log.warn({ err: error, queue }, "dead-letter processing of the queue failed"))
+        .finally(() => {
+          // Ended (its stream is gone): a later listing starts it again if the queue comes back.
+          if (loops.get(queue) === loop) loops.delete(queue);
+        });
+      loops.set(queue, loop);
+    };
+    const unsubscribe = this.#broker.queues.onSetUp(start);
+    try {
+      while (!signal.aborted) {
+        await this.#listQueues(signal).then(
+          (queues) => {
+            for (const queue of queues) start(queue);
+          },
+          (error) => {
+            if (!signal.aborted)
+              log.warn(
+                { err: error },
+                "queues not listed; new queues' dead letters wait for the next listing",
+              );
+          },
+        );
+        await sleep(queueDiscoveryMs, signal);
+      }
+    } finally {
+      unsubscribe();
+    }
+    await Promise.all(loops.values());
+  }
+
+  /** Queues that have an advisories stream, whoever set them up. */
+  #listQueues(signal: AbortSignal): Promise<string[]> {
+    return this.#core.run(
+      "dead-letters.queues",
+      async (nc) => {
+        const { jsm } = await this.#broker.handles(nc);
+        const namePrefix = this.#broker.names.advisoriesStreamPrefix;
+        const names = await streamNamesStartingWith(jsm, namePrefix);
+        return names.flatMap((name) => queueOfStream(name, namePrefix) ?? []);
+      },
+      { signal },
+    );
+  }
+
+  /**
+   * Processes the queue's captured advisories until the client closes or
+   * `signal` aborts ("ended"), or finds its advisories stream gone ("gone"). An advisory that fails for a reason a retry cannot fix
+   * ends there (see `#giveUp`); one that fails transiently is released to be
+   * tried again.
    */
   async process(
     nc: NatsConnection,
+    queue: string,
     signal: AbortSignal,
     onUnhandled?: (failure: UnhandledExhausted) => void,
-  ): Promise<void> {
+  ): Promise<"gone" | "ended"> {
     await this.#setup(nc);
     const n = this.#broker.names;
-    const { js, jsm } = await this.#broker.handles(nc);
-    const consumer = await js.consumers.get(n.advisoriesStream, "dead-letters");
+    const { js, jsm } = await this.#broker.queueHandles(nc, queue);
+    let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
+    try {
+      consumer = await js.consumers.get(n.advisoriesStream(queue), deadLettersConsumer);
+    } catch (error) {
+      // Deleted since it was set up here (the queue was removed): a later listing finds it if it is made again.
+      if (isNotFound(error)) return "gone";
+      throw error;
+    }
     const messages = await consumer.consume({ max_messages: 64 });
+    let gone = false;
     const stop = () => void messages.close();
     signal.addEventListener("abort", stop, { once: true });
     void nc.closed().then(stop);
+    // nats.js goes on pulling from a deleted consumer without a word: its status says so.
+    void (async () => {
+      for await (const s of messages.status()) {
+        if (s.type === "consumer_deleted" || s.type === "consumer_not_found") {
+          gone = true;
+          stop();
+          return;
+        }
+      }
+    })();
     try {
       for await (const m of messages) {
         let advisory: MaxDeliveriesAdvisory;
@@ -165,16 +271,17 @@ export class NatsDeadLetters {
           m.term();
           continue;
         }
+        const exhausted = { ...advisory, queue };
         let index: number | undefined;
         try {
           const stored = await jsm.streams
-            .getMessage(n.tasksStream, { seq: advisory.stream_seq })
+            .getMessage(n.tasksStream(queue), { seq: advisory.stream_seq })
             .catch((error) => (isNotFound(error) ? null : Promise.reject(error)));
           // Gone: answered (an answered task leaves the work-queue stream), or already handled.
           if (stored) {
             const body = JSON.parse(decoder.decode(stored.data)) as { i: number; p: unknown };
             index = body.i;
-            await this.#deadLetter(js, jsm, advisory, body);
+            await this.#deadLetter(js, jsm, exhausted, body);
           }
           m.ack();
         } catch (error) {
@@ -184,45 +291,48 @@ export class NatsDeadLetters {
             continue;
           }
           if (signal.aborted) throw error;
-          await this.#giveUp(js, jsm, advisory, index, failure, onUnhandled);
+          await this.#giveUp(js, jsm, exhausted, index, failure, onUnhandled);
           m.term();
         }
       }
     } finally {
       signal.removeEventListener("abort", stop);
     }
+    return gone ? "gone" : "ended";
   }
 
   /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */
   async #deadLetter(
     js: JetStreamClient,
     jsm: JetStreamManager,
-    advisory: MaxDeliveriesAdvisory,
+    exhausted: Exhausted,
     body: { i: number; p: unknown },
   ) {
     const n = this.#broker.names;
-    const jobId = advisory.consumer;
+    const { queue, consumer: jobId } = exhausted;
     const letter = {
+      queue,
       jobId,
       index: body.i,
       payload: body.p,
-      error: `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`,
-      deliveries: advisory.deliveries,
+      error: `no answer after ${exhausted.deliveries} deliveries (worker died or its lease ran out)`,
+      deliveries: exhausted.deliveries,
       at: Date.now(),
       source: "advisory" as const,
     };
-    await js.publish(n.deadSubject(jobId), encodeDeadLetter(letter), {
-      msgID: `dead.${jobId}.${advisory.stream_seq}`,
+    await js.publish(n.deadSubject(queue, jobId), encodeDeadLetter(letter), {
+      msgID: `dead.${jobId}.${exhausted.stream_seq}`,
     });
-    await this.#deadResult(js, jobId, body.i, letter.error, advisory.stream_seq);
-    await jsm.streams.deleteMessage(n.tasksStream, advisory.stream_seq).catch(() => undefined);
+    await this.#deadResult(js, exhausted, body.i, letter.error);
+    await jsm.streams.deleteMessage(n.tasksStream(queue), exhausted.stream_seq).catch(() => undefined);
   }
 
-  #deadResult(js: JetStreamClient, jobId: string, index: number, error: string, seq: number) {
+  #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string) {
+    const { queue, consumer: jobId } = exhausted;
     return js.publish(
-      this.#broker.names.resultsSubject(jobId),
+      this.#broker.names.resultsSubject(queue, jobId),
       JSON.stringify([{ i: index, ok: false, dead: true, e: boundError(error) }]),
-      { msgID: `deadresult.${jobId}.${seq}` },
+      { msgID: `deadresult.${jobId}.${exhausted.stream_seq}` },
     );
   }
 
@@ -236,23 +346,23 @@ export class NatsDeadLetters {
   async #giveUp(
     js: JetStreamClient,
     jsm: JetStreamManager,
-    advisory: MaxDeliveriesAdvisory,
+    exhausted: Exhausted,
     index: number | undefined,
     error: unknown,
     onUnhandled?: (failure: UnhandledExhausted) => void,
   ): Promise<void> {
-    const jobId = advisory.consumer;
+    const { queue, consumer: jobId } = exhausted;
     let countedDead = false;
     if (index !== undefined) {
-      const reason = `no answer after ${advisory.deliveries} deliveries; dead letter not stored: ${String(error instanceof Error ? error.message : error)}`;
-      countedDead = await this.#deadResult(js, jobId, index, reason, advisory.stream_seq).then(
+      const reason = `no answer after ${exhausted.deliveries} deliveries; dead letter not stored: ${String(error instanceof Error ? error.message : error)}`;
+      countedDead = await this.#deadResult(js, exhausted, index, reason).then(
         () => true,
         () => false,
       );
     }
     await jsm.streams
-      .deleteMessage(this.#broker.names.tasksStream, advisory.stream_seq)
+      .deleteMessage(this.#broker.names.tasksStream(queue), exhausted.stream_seq)
       .catch(() => undefined);
-    onUnhandled?.({ jobId, index, error, countedDead });
+    onUnhandled?.({ queue, jobId, index, error, countedDead });
   }
 }

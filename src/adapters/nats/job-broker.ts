@@ -17,8 +17,9 @@ import { RevisionConflict } from "../../errors.ts";
 import type { RunOptions, RuntimeCore } from "../../runtime.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
+import { QueueStreams } from "./queue-streams.ts";
+import { ensureStream, isNotFound, nanos } from "./streams.ts";
 
-const nanos = (ms: number) => Math.round(ms * 1_000_000);
 const encoder = new TextEncoder();
 
 interface Handles {
@@ -28,17 +29,20 @@ interface Handles {
 }
 
 export interface BrokerSettings {
-  /** How long results (and so `job.results()`) are kept (default 7 days). */
-  readonly resultsMaxAgeMs: number;
+  /** How long results (and so `job.results()`) and captured advisories are kept (default 7 days). */
+  readonly retentionMs: number;
 }
 
 /**
  * JetStream and KV operations of the job protocol. Each public method is one
  * operation run through the supervised connection (deadline, retry of
- * transient errors); streams, bucket and handles are set up once per client.
+ * transient errors); the shared streams, bucket and handles are set up once
+ * per client, a queue's own streams once per client and queue (`QueueStreams`).
  */
 export class NatsJobBroker {
   readonly names: BrokerNames;
+  /** Each queue's tasks and advisories streams. */
+  readonly queues: QueueStreams;
   readonly #core: RuntimeCore;
   readonly #settings: BrokerSettings;
   readonly #handles = new WeakMap<NatsConnection, Promise<Handles>>();
@@ -49,6 +53,7 @@ export class NatsJobBroker {
     this.#core = core;
     this.#settings = settings;
     this.names = brokerNames(core.options.prefix);
+    this.queues = new QueueStreams(this.names, settings.retentionMs);
   }
 
   /** Streams, bucket and API handles for this client; created on first use and after a new client. */
@@ -69,27 +74,36 @@ export class NatsJobBroker {
     const jsm = await jetstreamManager(nc);
     const n = this.names;
     await ensureStream(jsm, {
-      name: n.tasksStream,
-      subjects: [`${this.#core.options.prefix}.tasks.>`],
-      // Each task is removed once acked/termed: the stream holds only open work.
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      duplicate_window: nanos(120_000),
-    });
-    await ensureStream(jsm, {
       name: n.resultsStream,
       subjects: [`${this.#core.options.prefix}.results.>`],
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
-      max_age: nanos(this.#settings.resultsMaxAgeMs),
+      max_age: nanos(this.#settings.retentionMs),
       duplicate_window: nanos(120_000),
     });
     const kv = await new Kvm(nc).create(n.jobsBucket, { history: 1, storage: StorageType.File });
     return { js: jetstream(nc), jsm, kv };
   }
 
+  /** The handles, with the queue's own streams set up on this client (info only when they exist). */
+  async queueHandles(nc: NatsConnection, queue: string): Promise<Handles> {
+    const handles = await this.handles(nc);
+    await this.queues.ensure(nc, handles.jsm, queue);
+    return handles;
+  }
+
   #run<A>(name: string, op: (h: Handles, nc: NatsConnection) => Promise<A>, options?: RunOptions) {
     return this.#core.run(name, async (nc) => op(await this.handles(nc), nc), options);
+  }
+
+  /** As `#run`, for operations on a queue's own streams: they are set up first. */
+  #runOnQueue<A>(
+    name: string,
+    queue: string,
+    op: (h: Handles, nc: NatsConnection) => Promise<A>,
+    options?: RunOptions,
+  ) {
+    return this.#core.run(name, async (nc) => op(await this.queueHandles(nc, queue), nc), options);
   }
 
   // ---- job records (KV, compare-and-set on the revision) ----
@@ -157,8 +171,9 @@ export class NatsJobBroker {
   publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
     const subject = this.names.tasksSubject(record.queue, record.id);
     const idPrefix = `${record.id}.${record.submitId}`;
-    return this.#run(
+    return this.#runOnQueue(
       "job.tasks.publish",
+      record.queue,
       // Not js.publish() per task: its per-request machinery was most of a submit's CPU.
       (_h, nc) =>
         publishPipelined(nc, {
@@ -175,8 +190,8 @@ export class NatsJobBroker {
 
   /** The commit point of a submit: before it no worker can see a task of the job. */
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void> {
-    return this.#run("job.consumer.create", async ({ jsm }) => {
-      await jsm.consumers.add(this.names.tasksStream, {
+    return this.#runOnQueue("job.consumer.create", queue, async ({ jsm }) => {
+      await jsm.consumers.add(this.names.tasksStream(queue), {
         durable_name: jobId,
         filter_subject: this.names.tasksSubject(queue, jobId),
         ack_policy: AckPolicy.Explicit,
@@ -188,11 +203,17 @@ export class NatsJobBroker {
     });
   }
 
-  /** Tasks waiting and tasks held by workers (leased, not answered), for the stall log. */
-  consumerCounts(jobId: string): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
+  /**
+   * Tasks waiting and tasks held by workers (leased, not answered), for the
+   * stall log. A queue whose stream is missing has no consumer: nothing is set up.
+   */
+  consumerCounts(
+    queue: string,
+    jobId: string,
+  ): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
     return this.#run("job.consumer.counts", async ({ jsm }) => {
       try {
-        const info = await jsm.consumers.info(this.names.tasksStream, jobId);
+        const info = await jsm.consumers.info(this.names.tasksStream(queue), jobId);
         return { waiting: info.num_pending, held: info.num_ack_pending, redelivered: info.num_redelivered };
       } catch (error) {
         if (isNotFound(error)) return undefined;
@@ -201,10 +222,11 @@ export class NatsJobBroker {
     });
   }
 
-  consumerExists(jobId: string): Promise<boolean> {
+  /** The commit point's witness (the reaper); a queue whose stream is missing has no consumer. */
+  consumerExists(queue: string, jobId: string): Promise<boolean> {
     return this.#run("job.consumer.info", async ({ jsm }) => {
       try {
-        await jsm.consumers.info(this.names.tasksStream, jobId);
+        await jsm.consumers.info(this.names.tasksStream(queue), jobId);
         return true;
       } catch (error) {
         if (isNotFound(error)) return false;
@@ -213,13 +235,21 @@ export class NatsJobBroker {
     });
   }
 
-  /** Deletes the job's consumer (workers' loops for it end) and purges its remaining tasks. */
+  /**
+   * Deletes the job's consumer (workers' loops for it end) and purges its
+   * remaining tasks. A queue whose stream is missing (a submit that failed
+   * before setting it up) holds nothing to remove.
+   */
   removeTasks(queue: string, jobId: string): Promise<void> {
     return this.#run("job.tasks.remove", async ({ jsm }) => {
-      await jsm.consumers.delete(this.names.tasksStream, jobId).catch((error) => {
+      const stream = this.names.tasksStream(queue);
+      const unlessNotFound = (error: unknown) => {
         if (!isNotFound(error)) throw error;
-      });
-      await jsm.streams.purge(this.names.tasksStream, { filter: this.names.tasksSubject(queue, jobId) });
+      };
+      await jsm.consumers.delete(stream, jobId).catch(unlessNotFound);
+      await jsm.streams
+        .purge(stream, { filter: this.names.tasksSubject(queue, jobId) })
+        .catch(unlessNotFound);
     });
   }
 
@@ -232,8 +262,8 @@ export class NatsJobBroker {
   // ---- results ----
 
   /** One results message per batch; the id makes a retried publish land once. */
-  publishResults(jobId: string, body: string, msgId: string): Promise<void> {
-    const subject = this.names.resultsSubject(jobId);
+  publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void> {
+    const subject = this.names.resultsSubject(queue, jobId);
     const publish = async ({ js }: Handles) => {
       await js.publish(subject, body, { msgID: msgId });
     };
@@ -253,6 +283,7 @@ export class NatsJobBroker {
    */
   async readResults(
     nc: NatsConnection,
+    queue: string,
     jobId: string,
     fromSeq: number,
     onMessage: (body: Uint8Array, seq: number, pending: number) => void,
@@ -262,7 +293,7 @@ export class NatsJobBroker {
   ): Promise<void> {
     const { js, jsm } = await this.handles(nc);
     const info = await jsm.consumers.add(this.names.resultsStream, {
-      filter_subject: this.names.resultsSubject(jobId),
+      filter_subject: this.names.resultsSubject(queue, jobId),
       ack_policy: AckPolicy.None,
       deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
       ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
@@ -289,15 +320,16 @@ export class NatsJobBroker {
    */
   async consumeTasks(
     nc: NatsConnection,
+    queue: string,
     jobId: string,
     maxMessages: number,
     onTask: (msg: JsMsg) => void | Promise<void>,
     signal: AbortSignal,
   ): Promise<"gone" | "ended"> {
-    const { js } = await this.handles(nc);
+    const { js } = await this.queueHandles(nc, queue);
     let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
     try {
-      consumer = await js.consumers.get(this.names.tasksStream, jobId);
+      consumer = await js.consumers.get(this.names.tasksStream(queue), jobId);
     } catch (error) {
       if (isNotFound(error)) return "gone";
       throw error;
@@ -331,33 +363,6 @@ export class NatsJobBroker {
     return gone ? "gone" : "ended";
   }
 }
-
-/**
- * Creates the stream unless it exists. An existing stream is used as it is
- * (another runtime may have made it with other limits); two runtimes racing
- * to create it both end up using the one that won.
- */
-export const ensureStream = async (
-  jsm: JetStreamManager,
-  config: Parameters<JetStreamManager["streams"]["add"]>[0],
-) => {
-  try {
-    await jsm.streams.info(config.name);
-    return;
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
-  try {
-    await jsm.streams.add(config);
-  } catch (error) {
-    // Lost the race to a runtime with other settings: theirs stands.
-    await jsm.streams.info(config.name).catch(() => Promise.reject(error));
-  }
-};
-
-export const isNotFound = (error: unknown): boolean =>
-  error instanceof JetStreamApiError &&
-  (error.code === 10014 || error.code === 10059 || error.status === 404);
 
 /** KV compare-and-set failures become `RevisionConflict`: the caller re-reads and re-decides. */
 const casConflict =

@@ -2,15 +2,16 @@ import { jobIdOfSubject, planCleanup } from "../../effects/cleanup-plan.ts";
 import type { RuntimeCore } from "../../runtime.ts";
 import type { CleanupOptions, CleanupReport } from "../broker.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
+import type { NatsJobLeases } from "./job-leases.ts";
+import { streamNamesStartingWith } from "./streams.ts";
 
 export type { CleanupOptions, CleanupReport } from "../broker.ts";
 
-import type { NatsJobLeases } from "./job-leases.ts";
-
 /**
  * Removes what finished jobs and crashed runs leave behind: consumers and
- * task messages of jobs that are over (or have no record), and — after the
- * retention period — the records, results and dead letters of finished jobs.
+ * task messages of jobs that are over (or have no record), on every queue's
+ * tasks stream, and — after the retention period — the records, results and
+ * dead letters of finished jobs.
  * A submit still in progress (`submitting`) is never touched: that is the
  * reaper's.
  */
@@ -35,15 +36,21 @@ export const cleanupJobs = async (
 
   await core.run("cleanup", async (nc) => {
     const { jsm } = await broker.handles(nc);
-    for await (const consumer of jsm.consumers.list(n.tasksStream)) {
-      if (over(consumer.name)) report.consumersDeleted.push(consumer.name);
+    // Every queue's tasks stream, whoever set it up: a queue no runtime uses any more still holds leftovers.
+    const tasksStreams = await streamNamesStartingWith(jsm, n.tasksStreamPrefix);
+    const consumers: Array<{ stream: string; name: string }> = [];
+    const subjects: Array<{ stream: string; subject: string }> = [];
+    for (const stream of tasksStreams) {
+      for await (const consumer of jsm.consumers.list(stream)) {
+        if (over(consumer.name)) consumers.push({ stream, name: consumer.name });
+      }
+      const tasks = await jsm.streams.info(stream, { subjects_filter: `${core.options.prefix}.tasks.>` });
+      for (const [subject, count] of Object.entries(tasks.state.subjects ?? {})) {
+        if (count > 0 && over(jobIdOfSubject(subject))) subjects.push({ stream, subject });
+      }
     }
-    const tasks = await jsm.streams.info(n.tasksStream, {
-      subjects_filter: `${core.options.prefix}.tasks.>`,
-    });
-    for (const [subject, count] of Object.entries(tasks.state.subjects ?? {})) {
-      if (count > 0 && over(jobIdOfSubject(subject))) report.tasksPurged.push(subject);
-    }
+    report.consumersDeleted.push(...consumers.map((c) => c.name));
+    report.tasksPurged.push(...subjects.map((s) => s.subject));
     const results = await jsm.streams.info(n.resultsStream, {
       subjects_filter: `${core.options.prefix}.results.>`,
     });
@@ -51,12 +58,13 @@ export const cleanupJobs = async (
       if (resultsGone(jobIdOfSubject(subject))) report.resultsPurged.push(subject);
     }
     if (dryRun) return;
-    for (const name of report.consumersDeleted)
-      await jsm.consumers.delete(n.tasksStream, name).catch(() => undefined);
-    for (const subject of report.tasksPurged) await jsm.streams.purge(n.tasksStream, { filter: subject });
+    for (const { stream, name } of consumers) await jsm.consumers.delete(stream, name).catch(() => undefined);
+    for (const { stream, subject } of subjects) await jsm.streams.purge(stream, { filter: subject });
     for (const subject of report.resultsPurged) await jsm.streams.purge(n.resultsStream, { filter: subject });
     for (const record of expired) {
-      await jsm.streams.purge(n.deadStream, { filter: n.deadSubject(record.id) }).catch(() => undefined);
+      await jsm.streams
+        .purge(n.deadStream, { filter: n.deadSubject(record.queue, record.id) })
+        .catch(() => undefined);
     }
   });
 

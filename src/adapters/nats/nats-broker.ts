@@ -7,6 +7,7 @@ import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
+import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
@@ -57,7 +58,7 @@ class JsTaskLease implements TaskLease {
  * current client instead of stopping it silently.
  */
 export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions): NatsBroker => {
-  const js = new NatsJobBroker(core, { resultsMaxAgeMs: options.retentionMs });
+  const js = new NatsJobBroker(core, { retentionMs: options.retentionMs });
   const dead = new NatsDeadLetters(core, js, options.retentionMs);
   const leases = new NatsJobLeases(core, js, options.holder);
   const log = childLogger(core.logger, { actor: "runtime" });
@@ -80,16 +81,23 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
 
     publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
-    consumerExists: (jobId) => js.consumerExists(jobId),
-    consumerCounts: (jobId) => js.consumerCounts(jobId),
+    consumerExists: (queue, jobId) => js.consumerExists(queue, jobId),
+    consumerCounts: (queue, jobId) => js.consumerCounts(queue, jobId),
     removeTasks: (queue, jobId) => js.removeTasks(queue, jobId),
     announceCreated: (queue, jobId) => js.announceCreated(queue, jobId),
-    consumeTasks: async (jobId, maxMessages, onTask, signal) => {
+    consumeTasks: async (queue, jobId, maxMessages, onTask, signal) => {
       let gone = false;
       await superviseLoop(
         port,
         async (nc, s) => {
-          const end = await js.consumeTasks(nc, jobId, maxMessages, (m) => onTask(new JsTaskLease(m)), s);
+          const end = await js.consumeTasks(
+            nc,
+            queue,
+            jobId,
+            maxMessages,
+            (m) => onTask(new JsTaskLease(m)),
+            s,
+          );
           gone = end === "gone";
           return gone ? "done" : end;
         },
@@ -99,8 +107,8 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
       return gone ? "gone" : "stopped";
     },
 
-    publishResults: (jobId, body, msgId) => js.publishResults(jobId, body, msgId),
-    readResults: (jobId, onMessage, signal, onCaughtUp) => {
+    publishResults: (queue, jobId, body, msgId) => js.publishResults(queue, jobId, body, msgId),
+    readResults: (queue, jobId, onMessage, signal, onCaughtUp) => {
       // A restarted reader goes on after the last message it handed over.
       let nextSeq = 1;
       return superviseLoop(
@@ -108,6 +116,7 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
         (nc, s) =>
           js.readResults(
             nc,
+            queue,
             jobId,
             nextSeq,
             (data, seq, pending) => {
@@ -122,19 +131,19 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
       );
     },
 
-    publishProgress: (jobId, body) => {
+    publishProgress: (queue, jobId, body) => {
       try {
-        core.connection.current()?.publish(js.names.progressSubject(jobId), body);
+        core.connection.current()?.publish(js.names.progressSubject(queue, jobId), body);
       } catch (error) {
         // Best effort by contract (too large, client closing): a lost note is no lost work.
         log.debug({ err: error, jobId }, "progress note dropped");
       }
     },
-    watchProgress: (jobId, onNote, signal) =>
+    watchProgress: (queue, jobId, onNote, signal) =>
       void superviseLoop(
         port,
         async (nc, s) => {
-          const sub = nc.subscribe(js.names.progressSubject(jobId));
+          const sub = nc.subscribe(js.names.progressSubject(queue, jobId));
           const stop = () => sub.unsubscribe();
           s.addEventListener("abort", stop, { once: true });
           try {
@@ -147,18 +156,37 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
         { name: `progress:${jobId}`, log },
       ),
 
-    ensureDeadLetters: () => dead.ensure(),
+    ensureDeadLetters: (queue) => dead.ensure(queue),
     storeDeadLetter: (letter, msgId) => dead.store(letter, msgId),
-    listDeadLetters: (jobId) => dead.list(jobId),
+    listDeadLetters: (queue, jobId) => dead.list(queue, jobId),
     removeDeadLetters: (seqs) => dead.remove(seqs),
     processExhausted: (signal, onUnhandled) =>
-      superviseLoop(port, (nc, s) => dead.process(nc, s, onUnhandled), signal, { name: "dead-letters", log }),
+      dead.processAll(
+        signal,
+        (queue) =>
+          superviseLoop(
+            port,
+            async (nc, s) => {
+              if ((await dead.process(nc, queue, s, onUnhandled)) === "ended") return "ended";
+              log.info({ queue }, "the queue's advisories stream is gone; its dead-letter processing ends");
+              return "done";
+            },
+            signal,
+            { name: `dead-letters:${queue}`, log },
+          ),
+        log,
+      ),
 
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
-    provision: async (_queues) => {
-      await core.run("broker.provision", (nc) => js.handles(nc));
-      await dead.ensure();
+    provision: async (queues) => {
+      // Results stream and jobs bucket; then dead letters, leases and agents; then each queue's streams.
+      await core.run("broker.provision", async (nc) => {
+        await js.handles(nc);
+        await openAgentBucket(nc, agentsBucketFor(core.options.prefix));
+      });
+      await dead.provision();
       await leases.provision();
+      for (const queue of queues) await dead.ensure(queue);
     },
     close: async () => undefined,
   };

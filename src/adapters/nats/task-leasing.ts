@@ -11,9 +11,9 @@ import type {
   RecordedAnswer,
   TaskLeasing,
 } from "../broker.ts";
+import { queueOfStream } from "../names.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-
-const nanos = (ms: number) => Math.round(ms * 1_000_000);
+import { nanos } from "./streams.ts";
 
 /**
  * How long an answer is remembered (the answers bucket's max age). A receipt
@@ -59,20 +59,29 @@ export class NatsTaskLeasing implements TaskLeasing {
     return kv;
   }
 
-  /** True if `reply` is a delivery of this job's tasks. */
-  isDeliveryOf(reply: string, jobId: string): boolean {
+  /** True if `reply` is a delivery of this job's tasks, from its queue's tasks stream. */
+  isDeliveryOf(reply: string, queue: string, jobId: string): boolean {
     const lease = leaseInfo(reply);
-    return lease?.stream === this.#broker.names.tasksStream && lease.consumer === jobId;
+    return lease?.stream === this.#broker.names.tasksStream(queue) && lease.consumer === jobId;
   }
 
-  /** The payload of the task a delivery (by its reply subject) carries, read from the tasks stream. */
+  /** The tasks stream a delivery came from, if it is one of this runtime's (any queue's). */
+  #tasksStreamOf(reply: string): { stream: string; streamSeq: number } | undefined {
+    const lease = leaseInfo(reply);
+    if (!lease || queueOfStream(lease.stream, this.#broker.names.tasksStreamPrefix) === undefined)
+      return undefined;
+    return lease;
+  }
+
+  /** The payload of the task a delivery (by its reply subject) carries, read from its queue's tasks stream. */
   taskPayload(reply: string): Promise<unknown> {
-    const seq = leaseInfo(reply)?.streamSeq;
-    if (seq === undefined)
-      return Promise.reject(new Error(`taskPayload: ${JSON.stringify(reply)} is not a delivery`));
+    const lease = this.#tasksStreamOf(reply);
+    if (lease === undefined)
+      return Promise.reject(new Error(`taskPayload: ${JSON.stringify(reply)} is not a task delivery`));
+    const { stream, streamSeq: seq } = lease;
     return this.#core.run("job.tasks.payload", async (nc) => {
       const { jsm } = await this.#broker.handles(nc);
-      const stored = await jsm.streams.getMessage(this.#broker.names.tasksStream, { seq });
+      const stored = await jsm.streams.getMessage(stream, { seq });
       if (!stored) throw new Error(`task at sequence ${seq} is gone`);
       return (stored.json() as { p?: unknown }).p;
     });
@@ -87,17 +96,19 @@ export class NatsTaskLeasing implements TaskLeasing {
    * (harmless, the first lease just runs out, but wasteful). A missing
    * consumer does not answer at all; `timeoutMs` bounds that wait.
    */
-  fetchTasks(jobId: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
+  fetchTasks(queue: string, jobId: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
     return this.#core.run(
       "job.tasks.fetch",
       async (nc) => {
+        // The first lease of a queue here may be the first use of the queue on this client.
+        await this.#broker.queueHandles(nc, queue);
         const inbox = createInbox();
         const sub = nc.subscribe(inbox);
         const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);
         const tasks: LeasedTask[] = [];
         try {
           nc.publish(
-            `$JS.API.CONSUMER.MSG.NEXT.${this.#broker.names.tasksStream}.${jobId}`,
+            `$JS.API.CONSUMER.MSG.NEXT.${this.#broker.names.tasksStream(queue)}.${jobId}`,
             JSON.stringify({ batch: max, no_wait: true }),
             { reply: inbox },
           );
@@ -130,7 +141,7 @@ export class NatsTaskLeasing implements TaskLeasing {
    */
   settle(settles: readonly LeaseSettle[]): Promise<void> {
     for (const s of settles) {
-      if (leaseInfo(s.ref)?.stream !== this.#broker.names.tasksStream) {
+      if (this.#tasksStreamOf(s.ref) === undefined) {
         throw new Error(`settle: ${JSON.stringify(s.ref)} is not a task delivery of this runtime`);
       }
     }

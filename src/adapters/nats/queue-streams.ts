@@ -1,0 +1,95 @@
+import { AckPolicy, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { BrokerNames } from "../names.ts";
+import { ensureStream, isNotFound, nanos } from "./streams.ts";
+
+/** The durable consumer on each queue's advisories stream that dead-letter processing pulls from. */
+export const deadLettersConsumer = "dead-letters";
+
+/**
+ * A queue's own streams: its tasks stream and the advisories stream that
+ * captures the MAX_DELIVERIES advisories of its job consumers (with the
+ * consumer dead-letter processing pulls from). Each queue has its own so
+ * that NATS permissions can be given per queue (see names.ts).
+ *
+ * Set up together, once per client and queue, on the queue's first use by
+ * this runtime and before any job consumer of the queue is made: an advisory
+ * sent while no stream captures it is lost, and its task would never end.
+ * Existing streams are only looked at, never changed, so a process that may
+ * read a queue but not create streams (a worker) works once they exist.
+ */
+export class QueueStreams {
+  readonly #names: BrokerNames;
+  readonly #advisoriesMaxAgeMs: number;
+  readonly #ready = new WeakMap<NatsConnection, Map<string, Promise<void>>>();
+  readonly #listeners = new Set<(queue: string) => void>();
+
+  constructor(names: BrokerNames, advisoriesMaxAgeMs: number) {
+    this.#names = names;
+    this.#advisoriesMaxAgeMs = advisoriesMaxAgeMs;
+  }
+
+  /** Sets the queue's streams up on this client unless done already; a failed setup is tried again on next use. */
+  ensure(nc: NatsConnection, jsm: JetStreamManager, queue: string): Promise<void> {
+    let byQueue = this.#ready.get(nc);
+    if (!byQueue) {
+      byQueue = new Map();
+      this.#ready.set(nc, byQueue);
+    }
+    let ready = byQueue.get(queue);
+    if (!ready) {
+      ready = this.#setup(jsm, queue);
+      const cache = byQueue;
+      ready.catch(() => cache.delete(queue));
+      cache.set(queue, ready);
+    }
+    return ready;
+  }
+
+  /** Calls `listener` with each queue this runtime sets up from now on; returns the unsubscribe. */
+  onSetUp(listener: (queue: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async #setup(jsm: JetStreamManager, queue: string): Promise<void> {
+    const n = this.#names;
+    // Advisories first: whenever the tasks stream exists, its advisories are captured.
+    await ensureStream(jsm, {
+      name: n.advisoriesStream(queue),
+      subjects: [n.maxDeliveriesSubject(queue)],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      max_age: nanos(this.#advisoriesMaxAgeMs),
+    });
+    await ensureConsumer(jsm, n.advisoriesStream(queue), {
+      durable_name: deadLettersConsumer,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(30_000),
+    });
+    await ensureStream(jsm, {
+      name: n.tasksStream(queue),
+      subjects: n.tasksStreamSubjects(queue),
+      // Each task is removed once acked/termed: the stream holds only open work.
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      duplicate_window: nanos(120_000),
+    });
+    for (const listener of this.#listeners) listener(queue);
+  }
+}
+
+/** Creates the durable consumer unless it exists (looked at first: adding needs a permission reading does not). */
+const ensureConsumer = async (
+  jsm: JetStreamManager,
+  stream: string,
+  config: Parameters<JetStreamManager["consumers"]["add"]>[1] & { durable_name: string },
+) => {
+  try {
+    await jsm.consumers.info(stream, config.durable_name);
+    return;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  await jsm.consumers.add(stream, config);
+};

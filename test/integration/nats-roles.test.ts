@@ -1,0 +1,191 @@
+/**
+ * Least privilege, end to end: a nats-server whose users have exactly the
+ * permissions `natsPermissions()` gives their roles. An admin provisions, a
+ * submitter submits, a supervisor turns an unanswered task into a dead
+ * letter, and one worker per queue answers. The oracles are independent of
+ * jetstate: the server's own log of permission violations (none but the ones
+ * provoked here), the handlers' ledgers (which worker saw which task), and
+ * the tasks stream read raw as an admin.
+ */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RoleNotHeld } from "../../src/errors.ts";
+import { natsPermissions, type PermissionsRequest } from "../../src/permissions.ts";
+import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { type AuthFiles, authFiles } from "../harness/nats-auth.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay } from "../harness/wait.ts";
+
+const prefix = "perm";
+const password = "s3cret-for-tests";
+const users: Record<string, PermissionsRequest> = {
+  admin: { role: "admin", queues: ["A", "B"], prefix },
+  submitter: { role: "submitter", queues: ["A", "B"], prefix },
+  supervisor: { role: "supervisor", queues: ["A", "B"], prefix },
+  workerA: { role: "worker", queues: ["A"], prefix },
+  workerB: { role: "worker", queues: ["B"], prefix },
+};
+
+const usersConfig = (logFile: string): string =>
+  [
+    `log_file: ${JSON.stringify(logFile)}`,
+    "authorization {",
+    "  users: [",
+    ...Object.entries(users).map(
+      ([user, request]) =>
+        `    { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}, permissions: ${JSON.stringify(natsPermissions(request))} }`,
+    ),
+    "  ]",
+    "}",
+    "",
+  ].join("\n");
+
+/** Permission violations as the server logged them: `{ user, subject }` (the server's words, not jetstate's). */
+const violations = async (logFile: string): Promise<Array<{ user: string; subject: string }>> => {
+  const log = await readFile(logFile, "utf8").catch(() => "");
+  return [...log.matchAll(/Violation - User "([^"]+)", Subject "([^"]+)"/g)].map(([, user, subject]) => ({
+    user: user ?? "",
+    subject: subject ?? "",
+  }));
+};
+
+describe("least-privilege roles on a server with users", () => {
+  let files: AuthFiles;
+  let server: NatsServerHandle;
+  let logFile: string;
+  const runtimes: Runtime[] = [];
+  const runtimeAs = async (user: keyof typeof users, extra: Parameters<typeof createRuntime>[0] = {}) => {
+    const request = users[user];
+    const rt = await createRuntime({
+      servers: server.url,
+      prefix,
+      auth: { user, pass: password },
+      roles: request?.role,
+      name: user,
+      connection: { operationTimeoutMs: 4000, retry: { attempts: 1 } },
+      jobs: { leaseMs: 1000, reapIntervalMs: 200, cleanupIntervalMs: 200, ...extra.jobs },
+      ...extra,
+    });
+    runtimes.push(rt);
+    return rt;
+  };
+  const rawAs = (user: string): Promise<NatsConnection> =>
+    connect({ servers: server.url, user, pass: password, name: `raw-${user}` });
+
+  beforeAll(async () => {
+    files = await authFiles();
+    logFile = path.join(files.dir, "server.log");
+    server = await startNatsServer({ args: ["-c", await files.file("users.conf", usersConfig(logFile))] });
+  });
+  afterAll(async () => {
+    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
+    await server?.dispose();
+    await files?.remove();
+  });
+
+  it("runs jobs on two queues, each role with only its permissions; a worker of A is denied B", async () => {
+    const admin = await runtimeAs("admin");
+    await admin.admin.provision(["A", "B"]);
+    await runtimeAs("supervisor");
+    const submitter = await runtimeAs("submitter");
+    const workerA = await runtimeAs("workerA");
+    const workerB = await runtimeAs("workerB");
+
+    // A worker-only runtime holds no other role's calls.
+    await expect(workerA.jobs.submit({ queue: "A", tasks: [1] })).rejects.toBeInstanceOf(RoleNotHeld);
+    await expect(workerA.admin.cleanup()).rejects.toBeInstanceOf(RoleNotHeld);
+    expect(() => submitter.workers.start({ queue: "A", handler: () => 1 })).toThrow(RoleNotHeld);
+
+    // Which worker ran which task: the handlers' own ledger.
+    const seen: Array<{ worker: string; queue: string; index: number }> = [];
+    const jobB = await submitter.jobs.submit({ queue: "B", tasks: [0, 1, 2, 3, 4, 5] });
+
+    // The worker of A, asked to work queue B, gets nothing of it.
+    const stray = workerA.workers.start<number, number>({
+      queue: "B",
+      handler: (task) => {
+        seen.push({ worker: "workerA", queue: "B", index: task.index });
+        return task.payload;
+      },
+    });
+    const rawA = await rawAs("workerA");
+    const denied = await rawA
+      .request(`$JS.API.CONSUMER.MSG.NEXT.${prefix}_tasks_B.${jobB.id}`, JSON.stringify({ batch: 1 }), {
+        timeout: 2000,
+      })
+      .then(
+        () => "answered",
+        (error: Error) => error.message,
+      );
+    expect(denied).toMatch(/permission/i);
+    // A forged result for B's job is refused by the server.
+    rawA.publish(`${prefix}.results.B.${jobB.id}`, JSON.stringify([{ i: 0, ok: true, r: 666 }]));
+    await rawA.flush();
+    await delay(1000);
+    const jsmAdmin = await jetstreamManager(await rawAs("admin"));
+    const pendingB = await jsmAdmin.consumers.info(`${prefix}_tasks_B`, jobB.id);
+    expect(pendingB.num_pending + pendingB.num_ack_pending).toBe(6);
+    await stray.stop();
+    await rawA.close();
+
+    const hangs = new Promise<never>(() => undefined);
+    const a = workerA.workers.start<number, number>({
+      queue: "A",
+      concurrency: 4,
+      stopTimeoutMs: 100,
+      maxTaskMs: 300,
+      handler: (task) => {
+        seen.push({ worker: "workerA", queue: "A", index: task.index });
+        if (task.index === 1) return hangs; // nobody answers: the supervisor's advisory path
+        if (task.index === 2) throw new Error("always fails"); // the worker's own dead letter
+        return task.payload * 10;
+      },
+    });
+    const b = workerB.workers.start<number, number>({
+      queue: "B",
+      handler: (task) => {
+        seen.push({ worker: "workerB", queue: "B", index: task.index });
+        return task.payload * 10;
+      },
+    });
+    const jobA = await submitter.jobs.submit({
+      queue: "A",
+      tasks: [0, 1, 2, 3, 4, 5, 6, 7],
+      maxDeliver: 2,
+      ackWaitMs: 400,
+      maxFailures: 0.3,
+    });
+    const [endA, endB] = await Promise.all([jobA.done(), jobB.done()]);
+    expect(endA).toMatchObject({ status: "succeeded", done: 6, dead: 2 });
+    expect(endB).toMatchObject({ status: "succeeded", done: 6, dead: 0 });
+    const letters = await submitter.jobs.deadLetters(jobA.id);
+    expect(letters.map((l) => [l.index, l.source]).sort()).toEqual([
+      [1, "advisory"],
+      [2, "worker"],
+    ]);
+    const resultsB = [];
+    for await (const r of jobB.results()) resultsB.push(r);
+    expect(resultsB.map((r) => (r.ok ? r.result : r.error)).sort((x, y) => Number(x) - Number(y))).toEqual([
+      0, 10, 20, 30, 40, 50,
+    ]);
+
+    // Each queue's tasks went to its own worker only.
+    expect(seen.filter((s) => s.worker === "workerA").every((s) => s.queue === "A")).toBe(true);
+    expect(new Set(seen.filter((s) => s.queue === "B").map((s) => s.worker))).toEqual(new Set(["workerB"]));
+
+    // Let every background loop (reaper, cleanup, takeover scans) run a few times.
+    await delay(1500);
+    await Promise.all([a.stop(), b.stop()]);
+    const logged = await violations(logFile);
+    // Provoked above: the worker of A asked for queue B (its stray worker, the raw pull, the forged result).
+    const provoked = (v: { user: string; subject: string }) =>
+      v.user === "workerA" && /(perm_(tasks|advisories)_B(\.|$)|^perm\.results\.B\.)/.test(v.subject);
+    console.info("violations the server logged:", JSON.stringify(logged));
+    expect(logged.filter((v) => !provoked(v))).toEqual([]);
+    // The provoked ones were seen by the server: the oracle can see a violation at all.
+    expect(logged.some(provoked)).toBe(true);
+  });
+});
