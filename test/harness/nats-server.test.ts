@@ -98,6 +98,34 @@ describe("startNatsServer", () => {
     }
   });
 
+  it("restartEmpty comes back on the same port with no stream, and a connected client reconnects", async () => {
+    const server = await startNatsServer();
+    try {
+      const nc = await connect({ servers: server.url, reconnectTimeWait: 50, maxReconnectAttempts: -1 });
+      try {
+        const jsm = await jetstreamManager(nc);
+        await jsm.streams.add({ name: "LOST", subjects: ["lost.>"], storage: StorageType.File });
+        const port = server.port;
+        await server.restartEmpty();
+        expect(server.port).toBe(port);
+        expect(existsSync(server.storeDir)).toBe(true);
+        // The same client, reconnected: the stream it made is gone with the store.
+        await waitUntil(
+          async () => {
+            const names: string[] = [];
+            for await (const name of jsm.streams.names()) names.push(name);
+            return names.length === 0;
+          },
+          { timeoutMs: 10_000, message: "the reconnected client to list no stream" },
+        );
+      } finally {
+        await nc.close();
+      }
+    } finally {
+      await server.dispose();
+    }
+  });
+
   it("a server that cannot start fails with the tail of its stderr", async () => {
     const started = startNatsServer({ args: ["--no-such-flag"] });
     await expect(started).rejects.toThrow(/flag provided but not defined/);

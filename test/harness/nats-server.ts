@@ -14,7 +14,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants, rmSync } from "node:fs";
-import { access, mkdtemp, readFile, rm } from "node:fs/promises";
+import { access, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -34,6 +34,12 @@ export interface NatsServerHandle {
   stop(): Promise<void>; // SIGTERM, wait for exit; idempotent
   kill(): Promise<void>; // SIGKILL, wait for exit (store kept)
   restart(): Promise<void>; // start again on the SAME client port and SAME store dir; resolves when it accepts TCP connections and JetStream is ready (/jsz or /healthz ok)
+  /**
+   * Stops the server, empties its store dir (a lost disk, a new node in its
+   * place) and starts it again on the SAME client port: clients reconnect to
+   * a server that has no stream, consumer or bucket.
+   */
+  restartEmpty(): Promise<void>;
   /** stop + remove the temporary store dir; idempotent */
   dispose(): Promise<void>;
 }
@@ -214,6 +220,10 @@ async function makeStoreDir(): Promise<string> {
   syncExitHook();
   return dir;
 }
+/** Removes everything in the store dir, keeping the dir itself (a bind mount in container mode). */
+async function emptyStoreDir(dir: string): Promise<void> {
+  for (const entry of await readdir(dir)) await rm(path.join(dir, entry), { recursive: true, force: true });
+}
 async function removeStoreDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   liveDirs.delete(dir);
@@ -356,6 +366,13 @@ class BinaryServer implements NatsServerHandle {
         await delay(50);
       }
     }
+  }
+
+  async restartEmpty(): Promise<void> {
+    if (this.disposed) throw new Error("nats-server handle was disposed; start a new one");
+    await this.stop();
+    await emptyStoreDir(this.storeDir);
+    await this.restart();
   }
 
   async dispose(): Promise<void> {
@@ -561,6 +578,14 @@ async function startContainerServer(options: StartOptions): Promise<NatsServerHa
       if (disposed) throw new Error("nats container handle was disposed; start a new one");
       await handle.stop();
       await started.restart(); // starts the stopped container: same bind mount, same host ports
+      running = true;
+      await waitReady();
+    },
+    async restartEmpty() {
+      if (disposed) throw new Error("nats container handle was disposed; start a new one");
+      await handle.stop();
+      await emptyStoreDir(storeDir);
+      await started.restart();
       running = true;
       await waitReady();
     },
