@@ -1,11 +1,11 @@
 import { type Actor, createActor, fromCallback, fromPromise } from "xstate";
 import type { Broker } from "./adapters/broker.ts";
 import { every } from "./clock.ts";
-import { finalizeJob, recordProgress } from "./effects/finalize-job.ts";
-import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
+import { finalizeJob, recordProgress, updateRecordWith } from "./effects/finalize-job.ts";
+import { isFinal, type JobRecord, type JobStatus, maxCounts, SubmitPhase } from "./effects/job-record.ts";
 import { type SubmitHooks, submitJob } from "./effects/submit-job.ts";
 import { sleep } from "./effects/supervise-loop.ts";
-import { PermanentBrokerError } from "./errors.ts";
+import { PermanentBrokerError, RevisionConflict } from "./errors.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import { childLogger, type Logger } from "./logger.ts";
 import { type JobMachine, jobMachine, type ResultEntry } from "./machines/job.machine.ts";
@@ -229,9 +229,29 @@ export const startJobActor = (
       });
   });
 
+  // A stalled job may be stalled for good: its tasks gone with the server's store.
+  let checking = false;
+  const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
+  const stopLostCheck = every(clock, lostCheckMs, () => {
+    if (checking || snapshotOf(actor).status !== "stalled" || !leases.holds(jobId, clock.now())) return;
+    checking = true;
+    lostReason(broker, record.queue, jobId)
+      .then(async (reason) => {
+        if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
+        log.error({ reason }, "job's tasks are lost; the job fails");
+        const stored = await recordLost(broker, record, snapshotOf(actor), reason, clock.now());
+        actor.send(recordEvent(stored));
+      })
+      .catch((error) => log.warn({ err: error }, "lost-tasks check failed; tried again later"))
+      .finally(() => {
+        checking = false;
+      });
+  });
+
   const stopPersisting = persistAndLog(deps, actor, log);
   actor.subscribe({
     complete: () => {
+      stopLostCheck();
       stopLease();
       stopping.abort();
       void leases.release(jobId);
@@ -252,6 +272,66 @@ export const startJobActor = (
     submitError: () => submitError,
     existing,
   };
+};
+
+/**
+ * Why the job's tasks can never be answered, if they cannot: its consumer is
+ * gone, and its record is gone too (the server came back with an empty
+ * store) or still says it runs (every end and cancel is written to the
+ * record before the consumer is deleted, so a running job has a consumer).
+ * Undefined while the consumer exists, or when the record says it ended.
+ */
+export const lostReason = async (
+  broker: Broker,
+  queue: string,
+  jobId: string,
+): Promise<string | undefined> => {
+  if (await broker.consumerExists(queue, jobId)) return undefined;
+  const found = await broker.getRecord(jobId);
+  if (found === undefined)
+    return "tasks lost: the server's store was reset (the job's record and consumer are gone)";
+  if (found.record.status === "running" || found.record.status === "stalled")
+    return "tasks lost: the job's consumer is gone (deleted, or the server's store was reset)";
+  return undefined;
+};
+
+/**
+ * Writes the lost job's end: onto its record, or, when the record went with
+ * the store, as a new record (what the job was, failed, with the reason), so
+ * that `get()` anywhere says how it ended. Resolves with the record as stored
+ * (another end, written first, stands).
+ */
+const recordLost = async (
+  broker: Broker,
+  record: JobRecord,
+  counts: { done: number; failed: number; dead: number },
+  reason: string,
+  now: number,
+): Promise<JobRecord> => {
+  const ended = (r: JobRecord): JobRecord => ({
+    ...r,
+    status: "failed",
+    phase: SubmitPhase.committed,
+    counts: maxCounts(r.counts, { done: counts.done, failed: counts.failed, dead: counts.dead }),
+    reason,
+    updatedAt: now,
+    finishedAt: now,
+  });
+  const updated = await updateRecordWith(broker, record.id, (r) =>
+    isFinal(r.status) ? undefined : ended(r),
+  );
+  if (updated) return updated;
+  const remade = ended({ ...record, counts: { done: 0, failed: 0, dead: 0 } });
+  try {
+    await broker.createRecord(remade);
+    return remade;
+  } catch (error) {
+    // Made again meanwhile (another runtime recorded the loss): its end stands.
+    if (!(error instanceof RevisionConflict)) throw error;
+    const found = await broker.getRecord(record.id);
+    if (!found) throw error;
+    return found.record;
+  }
 };
 
 /** One log line per state change; progress written by the supervisor at most once a second. */

@@ -63,6 +63,15 @@ export interface ConnectionOptions {
    * @defaultValue `{ attempts: 3, initialDelayMs: 500 }`
    */
   readonly retry?: Partial<RetryPolicy>;
+  /**
+   * How long a worker keeps retrying a results message that fails
+   * transiently (no stream leader during an election, a server restarting),
+   * in ms. Long enough for a leader election: a batch given up is released
+   * and its tasks run again. Its tasks keep their leases meanwhile, and are
+   * acked only once the results are stored.
+   * @defaultValue 15000
+   */
+  readonly publishRetryMs?: number;
 }
 
 /** Anything with an XState `inspect` observer, e.g. `createBrowserInspector()` or a test spy. */
@@ -106,6 +115,15 @@ export interface RuntimeOptions {
    * @defaultValue `"jetstate"`
    */
   readonly prefix?: string;
+  /**
+   * Replicas of every stream and KV bucket jetstate creates (results, dead
+   * letters, each queue's tasks and advisories streams, the jobs, leases,
+   * answers and agents buckets), 1 to 5; consumers inherit their stream's.
+   * Streams that exist already are never changed: one with another count
+   * is reported once (a warning with the `nats stream edit` command).
+   * @defaultValue `JETSTATE_REPLICAS`, else 1
+   */
+  readonly replicas?: number;
   /** The connection's timeouts, reconnects, backoff and retries (each field has its own default). */
   readonly connection?: ConnectionOptions;
   /** Leases, reaping, retention and cleanup of jobs (each field has its own default). */
@@ -195,12 +213,15 @@ export interface ResolvedConnectionOptions {
   readonly backoff: BackoffPolicy;
   readonly operationTimeoutMs: number;
   readonly retry: RetryPolicy;
+  readonly publishRetryMs: number;
 }
 
 export interface ResolvedOptions {
   readonly servers: readonly string[];
   readonly name: string;
   readonly prefix: string;
+  /** Replicas of the streams and buckets jetstate creates. */
+  readonly replicas: number;
   readonly connection: ResolvedConnectionOptions;
   readonly jobs: Required<JobRuntimeOptions>;
   readonly roles: ReadonlySet<Role>;
@@ -221,6 +242,7 @@ const runtimeKeys = [
   "auth",
   "tls",
   "roles",
+  "replicas",
 ] as const;
 const jobKeys = [
   "leaseMs",
@@ -240,6 +262,7 @@ const connectionKeys = [
   "backoff",
   "operationTimeoutMs",
   "retry",
+  "publishRetryMs",
 ] as const;
 const backoffKeys = ["initialMs", "maxMs", "multiplier", "jitter"] as const;
 const retryKeys = ["attempts", "initialDelayMs"] as const;
@@ -268,6 +291,8 @@ const Shapes = {
   multiplier: number(1, maxMultiplier),
   jitter: number(0, 1),
   retryAttempts: number(1, maxRetryAttempts, { integer: true }),
+  // JetStream's own bound: a stream has at most 5 replicas.
+  replicas: number(1, 5, { integer: true }),
 } as const;
 
 const objectOrFail = (value: unknown, field: string): Record<string, unknown> => {
@@ -354,11 +379,23 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
     servers,
     name,
     prefix,
+    replicas: resolveReplicas(options.replicas),
     connection: resolveConnection(objectOrFail(options.connection ?? {}, "connection")),
     jobs: resolveJobs(objectOrFail(options.jobs ?? {}, "jobs")),
     roles: new Set(options.roles === undefined ? allRoles : rolesOf(options.roles, "roles")),
     security: resolveSecurity(options.auth, options.tls, split),
   };
+};
+
+/** `replicas`, else `JETSTATE_REPLICAS` (named in the error when it is the one that is wrong), else 1. */
+const resolveReplicas = (given: unknown): number => {
+  if (given !== undefined) return checkOr(Shapes.replicas, given, "replicas", 1);
+  const fromEnv = process.env.JETSTATE_REPLICAS;
+  if (fromEnv === undefined || fromEnv.trim() === "") return 1;
+  const replicas = Number(fromEnv);
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5)
+    fail("replicas", `JETSTATE_REPLICAS=${JSON.stringify(fromEnv)} must be an integer from 1 to 5`);
+  return replicas;
 };
 
 const resolveJobs = (j: JobRuntimeOptions): Required<JobRuntimeOptions> => {
@@ -410,5 +447,6 @@ const resolveConnection = (c: ConnectionOptions): ResolvedConnectionOptions => {
       attempts: checkOr(Shapes.retryAttempts, r.attempts, "connection.retry.attempts", 3),
       initialDelayMs: checkOr(Shapes.timer, r.initialDelayMs, "connection.retry.initialDelayMs", 500),
     },
+    publishRetryMs: checkOr(Shapes.timer, c.publishRetryMs, "connection.publishRetryMs", 15_000),
   };
 };

@@ -4,8 +4,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Broker, CleanupOptions, CleanupReport } from "./adapters/broker.ts";
 import { createMemoryBroker } from "./adapters/memory/memory-broker.ts";
 import { classifyNatsError } from "./adapters/nats/classify-error.ts";
+import { describeServer } from "./adapters/nats/describe-server.ts";
 import { supervisedAgentStore } from "./adapters/nats/kv-agent-store.ts";
-import { createNatsBroker } from "./adapters/nats/nats-broker.ts";
+import { createNatsBroker, type NatsBroker } from "./adapters/nats/nats-broker.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
 import { type Clock, realClock } from "./clock.ts";
 import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
@@ -159,12 +160,14 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
   const core = await createRuntimeCore(options, { connect: brokerOption === "nats" });
   const jobOptions = core.options.jobs;
   const holder = `${core.options.name}.${randomUUID().slice(0, 8)}`;
-  const broker: Broker =
+  const nats: NatsBroker | undefined =
     brokerOption === "nats"
       ? createNatsBroker(core, { retentionMs: jobOptions.retentionMs, holder })
-      : brokerOption === "memory"
-        ? createMemoryBroker({ holder, prefix: core.options.prefix, clock: core.clock })
-        : brokerOption;
+      : undefined;
+  const broker: Broker =
+    typeof brokerOption === "object"
+      ? brokerOption
+      : (nats ?? createMemoryBroker({ holder, prefix: core.options.prefix, clock: core.clock }));
   childLogger(core.logger, { actor: "runtime" }).info(
     // Servers without their credentials, and only the auth method's name: no secret in a log line.
     {
@@ -180,8 +183,13 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
   const jobs = new Jobs(core, broker, jobOptions);
   const agents = createAgentRegistry({
     logger: core.logger,
-    store: broker.kind === "nats" ? supervisedAgentStore(core) : memoryAgentStore(),
+    store:
+      broker.kind === "nats"
+        ? // One set of setups with the broker: a bucket found missing has everything set up again.
+          supervisedAgentStore(core, nats?.jetstream)
+        : memoryAgentStore(),
   });
+  if (nats) void describeServer(core, nats.jetstream.replicas.wanted);
   const workers = new Set<Worker>();
   let stopped: Promise<void> | undefined;
   const runtime: Runtime = {

@@ -112,6 +112,9 @@ class TaskSettle implements Settle {
   lost(): void {
     this.#release(this.#msg);
   }
+  keep(): void {
+    this.#msg.working();
+  }
 }
 
 interface ActiveJob {
@@ -244,6 +247,8 @@ export const startWorker = <Payload, Result>(
     },
     idPrefix: `${id}.${Date.now().toString(36)}`,
     onError: (error, jobId) => log.warn({ err: error, jobId }, "results not stored; tasks released"),
+    // While a batch's publish is retried its tasks keep their leases, as while their handlers ran.
+    keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),
   });
 
   const release = (msg: TaskLease, delayMs?: number) => {

@@ -7,6 +7,11 @@
  *
  * A result stored but not acked (crash in between) is redelivered and
  * answered again; the job counts each task once, so that is harmless.
+ *
+ * A publish may be retried for a while (a leader election: see
+ * `connection.publishRetryMs`); meanwhile the batch's tasks keep their
+ * leases (`keep`, every `keepEveryMs`), or the server would hand them to
+ * another worker and they would run again while their results are on the way.
  */
 
 export interface Settle {
@@ -14,6 +19,8 @@ export interface Settle {
   readonly stored: () => void;
   /** The batch could not be stored: release the task for redelivery. */
   readonly lost: () => void;
+  /** The batch is still being published: extend the task's lease. */
+  readonly keep?: () => void;
 }
 
 export type PublishBatch = (jobId: string, body: string, msgId: string) => Promise<void>;
@@ -32,6 +39,8 @@ export interface BatcherOptions {
   /** Unique per worker: message ids `<idPrefix>.<n>` make a retried publish land once. */
   readonly idPrefix: string;
   readonly onError: (error: unknown, jobId: string) => void;
+  /** How often the leases of a batch still being published are extended (a third of the job's ack wait). */
+  readonly keepEveryMs?: (jobId: string) => number;
 }
 
 export class ResultBatcher {
@@ -95,11 +104,20 @@ export class ResultBatcher {
     }
     const body = `[${batch.entries.join(",")}]`;
     const msgId = `${this.#options.idPrefix}.${this.#seq++}`;
+    const keepEveryMs = this.#options.keepEveryMs?.(jobId);
+    const keeper =
+      keepEveryMs === undefined
+        ? undefined
+        : setInterval(() => {
+            for (const settle of batch.settles) settle.keep?.();
+          }, keepEveryMs);
     const sent = this.#publish(jobId, body, msgId).then(
       () => {
+        clearInterval(keeper);
         for (const settle of batch.settles) settle.stored();
       },
       (error) => {
+        clearInterval(keeper);
         this.#options.onError(error, jobId);
         for (const settle of batch.settles) settle.lost();
       },

@@ -1,4 +1,4 @@
-import { Effect, Schedule } from "effect";
+import { Duration, Effect, Schedule } from "effect";
 import {
   type BrokerError,
   ConnectionUnavailable,
@@ -25,6 +25,8 @@ export interface RetryPolicy {
   readonly attempts: number;
   /** First retry delay; each next one doubles (default 500 ms → 0.5 s, 1 s). */
   readonly initialDelayMs: number;
+  /** Longest pause between two attempts (default: no cap), for retries bounded by the deadline. */
+  readonly maxDelayMs?: number;
 }
 
 export const defaultRetry: RetryPolicy = { attempts: 3, initialDelayMs: 500 };
@@ -72,9 +74,19 @@ export const runOperation = <C, A>(
       catch: (error) => classify(error, options.name),
     });
   });
+  const doubling = Schedule.exponential(`${retry.initialDelayMs} millis`, 2);
+  const maxDelay = retry.maxDelayMs;
+  const schedule =
+    maxDelay === undefined
+      ? doubling
+      : doubling.pipe(
+          Schedule.modifyDelay(({ duration }) =>
+            Effect.succeed(Duration.min(duration, Duration.millis(maxDelay))),
+          ),
+        );
   return attempt.pipe(
     Effect.retry({
-      schedule: Schedule.exponential(`${retry.initialDelayMs} millis`, 2),
+      schedule,
       times: Math.max(0, retry.attempts - 1),
       while: (error) => isTransient(error),
     }),

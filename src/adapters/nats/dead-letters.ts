@@ -16,7 +16,7 @@ import type { RuntimeCore } from "../../runtime.ts";
 import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
-import type { NatsJobBroker } from "./job-broker.ts";
+import { isConsumerGone, type NatsJobBroker, pullLoop } from "./job-broker.ts";
 import { deadLettersConsumer } from "./queue-streams.ts";
 import { ensureStream, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
 
@@ -66,12 +66,13 @@ export class NatsDeadLetters {
   readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
   readonly #maxAgeMs: number;
-  readonly #ready = new WeakMap<NatsConnection, Promise<JetStreamManager>>();
+  readonly #ready: WeakMap<NatsConnection, Promise<JetStreamManager>>;
 
   constructor(core: RuntimeCore, broker: NatsJobBroker, maxAgeMs: number) {
     this.#core = core;
     this.#broker = broker;
     this.#maxAgeMs = maxAgeMs;
+    this.#ready = broker.setups.cache();
   }
 
   /** The dead-letter stream (shared by every queue), set up once per client. */
@@ -82,32 +83,39 @@ export class NatsDeadLetters {
         const { jsm } = await this.#broker.handles(nc);
         const n = this.#broker.names;
         const subjects = `${this.#core.options.prefix}.dead.>`;
-        const stream = await ensureStream(jsm, {
-          name: n.deadStream,
-          subjects: [subjects],
-          retention: RetentionPolicy.Limits,
-          storage: StorageType.File,
-          max_age: nanos(this.#maxAgeMs),
-        });
+        const stream = await ensureStream(
+          jsm,
+          {
+            name: n.deadStream,
+            subjects: [subjects],
+            retention: RetentionPolicy.Limits,
+            storage: StorageType.File,
+            max_age: nanos(this.#maxAgeMs),
+          },
+          this.#broker.replicas,
+        );
         assertCaptures(stream, subjects);
         return jsm;
       })();
-      ready.catch(() => this.#ready.delete(nc));
-      this.#ready.set(nc, ready);
+      const made = ready;
+      made.catch(() => {
+        if (this.#ready.get(nc) === made) this.#ready.delete(nc);
+      });
+      this.#ready.set(nc, made);
     }
     return ready;
   }
 
   /** Creates the dead-letter stream unless it exists (`rt.admin.provision()`). */
   provision(): Promise<void> {
-    return this.#core.run("dead-letters.provision", async (nc) => {
+    return this.#broker.run("dead-letters.provision", async (nc) => {
       await this.#setup(nc);
     });
   }
 
   /** Makes sure the queue's advisories are captured from now on (before any job of it could exhaust a task). */
   ensure(queue: string): Promise<void> {
-    return this.#core.run("dead-letters.setup", async (nc) => {
+    return this.#broker.run("dead-letters.setup", async (nc) => {
       await this.#setup(nc);
       await this.#broker.queueHandles(nc, queue);
     });
@@ -115,7 +123,7 @@ export class NatsDeadLetters {
 
   /** Stores a dead letter; its id makes a retried store land once. */
   store(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void> {
-    return this.#core.run("dead-letters.store", async (nc) => {
+    return this.#broker.run("dead-letters.store", async (nc) => {
       await this.#setup(nc);
       const subject = this.#broker.names.deadSubject(letter.queue, letter.jobId);
       await jetstream(nc).publish(subject, encodeDeadLetter(letter), { msgID: msgId });
@@ -123,7 +131,7 @@ export class NatsDeadLetters {
   }
 
   list(queue: string, jobId: string): Promise<DeadLetter[]> {
-    return this.#core.run("dead-letters.list", async (nc) => {
+    return this.#broker.run("dead-letters.list", async (nc) => {
       const jsm = await this.#setup(nc);
       const subject = this.#broker.names.deadSubject(queue, jobId);
       const info = await jsm.streams.info(this.#broker.names.deadStream, { subjects_filter: subject });
@@ -153,7 +161,7 @@ export class NatsDeadLetters {
   }
 
   remove(seqs: readonly number[]): Promise<void> {
-    return this.#core.run("dead-letters.remove", async (nc) => {
+    return this.#broker.run("dead-letters.remove", async (nc) => {
       const jsm = await this.#setup(nc);
       for (const seq of seqs) {
         await jsm.streams.deleteMessage(this.#broker.names.deadStream, seq).catch((error) => {
@@ -211,7 +219,7 @@ export class NatsDeadLetters {
 
   /** Queues that have an advisories stream, whoever set them up. */
   #listQueues(signal: AbortSignal): Promise<string[]> {
-    return this.#core.run(
+    return this.#broker.run(
       "dead-letters.queues",
       async (nc) => {
         const { jsm } = await this.#broker.handles(nc);
@@ -235,32 +243,27 @@ export class NatsDeadLetters {
     signal: AbortSignal,
     onUnhandled?: (failure: UnhandledExhausted) => void,
   ): Promise<"gone" | "ended"> {
-    await this.#setup(nc);
     const n = this.#broker.names;
-    const { js, jsm } = await this.#broker.queueHandles(nc, queue);
+    let js: JetStreamClient;
+    let jsm: JetStreamManager;
     let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
     try {
+      await this.#setup(nc);
+      ({ js, jsm } = await this.#broker.queueHandles(nc, queue));
       consumer = await js.consumers.get(n.advisoriesStream(queue), deadLettersConsumer);
     } catch (error) {
-      // Deleted since it was set up here (the queue was removed): a later listing finds it if it is made again.
-      if (isNotFound(error)) return "gone";
-      throw error;
+      // Deleted since it was set up here (the queue was removed, or lost with the server's
+      // store): a later listing, or this runtime setting the queue up again, starts it again.
+      if (isNotFound(error)) {
+        this.#broker.setups.forget(nc);
+        return "gone";
+      }
+      throw this.#broker.setups.afterFailure(nc, error, "dead-letters.process");
     }
-    const messages = await consumer.consume({ max_messages: 64 });
-    let gone = false;
+    const messages = await consumer.consume({ max_messages: 64, ...pullLoop });
     const stop = () => void messages.close();
     signal.addEventListener("abort", stop, { once: true });
     void nc.closed().then(stop);
-    // nats.js goes on pulling from a deleted consumer without a word: its status says so.
-    void (async () => {
-      for await (const s of messages.status()) {
-        if (s.type === "consumer_deleted" || s.type === "consumer_not_found") {
-          gone = true;
-          stop();
-          return;
-        }
-      }
-    })();
     try {
       for await (const m of messages) {
         let advisory: MaxDeliveriesAdvisory;
@@ -295,10 +298,15 @@ export class NatsDeadLetters {
           m.term();
         }
       }
+    } catch (error) {
+      // Its consumer or stream deleted, or lost with the server's store.
+      if (!isConsumerGone(error)) throw error;
+      this.#broker.setups.forget(nc);
+      return "gone";
     } finally {
       signal.removeEventListener("abort", stop);
     }
-    return gone ? "gone" : "ended";
+    return "ended";
   }
 
   /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */

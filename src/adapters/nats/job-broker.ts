@@ -10,15 +10,17 @@ import {
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
-import { type KV, Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
 import { RevisionConflict } from "../../errors.ts";
+import { childLogger } from "../../logger.ts";
 import type { RunOptions, RuntimeCore } from "../../runtime.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
+import { ClientSetups } from "./client-setups.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import { QueueStreams } from "./queue-streams.ts";
-import { ensureStream, isNotFound, nanos } from "./streams.ts";
+import { ensureBucket, ensureStream, isNotFound, nanos, Replicas } from "./streams.ts";
 
 const encoder = new TextEncoder();
 
@@ -34,38 +36,79 @@ export interface BrokerSettings {
 }
 
 /**
+ * How jetstate's pull loops (a worker's tasks, a job's results feed, a
+ * queue's advisories, the job-record watch) notice that their consumer is
+ * lost: a new leader elected elsewhere, the consumer or its stream deleted,
+ * a server back with an empty store. nats.js counts two missed idle
+ * heartbeats, then looks the consumer up; with `abort_on_missing_resource`
+ * a consumer or stream that is gone ends the loop, and `superviseLoop`
+ * starts it again (or the loop says "gone"). With nats.js's defaults (30 s
+ * expiry, a heartbeat every 15 s, 30 s between failed look-ups) that took
+ * 30–45 s; with these a lost consumer is noticed in ~2 s, and a failed
+ * look-up (no leader yet) is tried again every few seconds. The cost is an
+ * idle loop's heartbeat every second and a pull request every 3 s; the hot
+ * path's pulls are sized by `max_messages`, not by the expiry (`npm run bench`).
+ */
+export const pullLoop = { expires: 3000, idle_heartbeat: 1000, abort_on_missing_resource: true } as const;
+
+/** A pull loop's end because its consumer or stream is gone (deleted, or lost with the server's store). */
+export const isConsumerGone = (error: unknown): boolean => {
+  if (isNotFound(error)) return true;
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  return code === 409 && typeof message === "string" && /(consumer|stream) deleted/.test(message);
+};
+
+/** JetStream "stream not found": the stream itself is gone, not just a consumer. */
+export const isStreamGone = (error: unknown): boolean =>
+  error instanceof JetStreamApiError && error.code === 10059;
+
+/**
  * JetStream and KV operations of the job protocol. Each public method is one
  * operation run through the supervised connection (deadline, retry of
  * transient errors); the shared streams, bucket and handles are set up once
- * per client, a queue's own streams once per client and queue (`QueueStreams`).
+ * per client, a queue's own streams once per client and queue (`QueueStreams`),
+ * and all of it again after an operation found something missing (`setups`).
  */
 export class NatsJobBroker {
   readonly names: BrokerNames;
   /** Each queue's tasks and advisories streams. */
   readonly queues: QueueStreams;
+  /** Everything set up per client, by this broker and its parts; forgotten together. */
+  readonly setups = new ClientSetups();
+  /** The replica count of what jetstate creates, and the report of existing streams that differ. */
+  readonly replicas: Replicas;
   readonly #core: RuntimeCore;
   readonly #settings: BrokerSettings;
-  readonly #handles = new WeakMap<NatsConnection, Promise<Handles>>();
+  readonly #handles = this.setups.cache<Promise<Handles>>();
   /** The same handles once set up, for hot paths that must not await. */
-  readonly #ready = new WeakMap<NatsConnection, Handles>();
+  readonly #ready = this.setups.cache<Handles>();
 
   constructor(core: RuntimeCore, settings: BrokerSettings) {
     this.#core = core;
     this.#settings = settings;
     this.names = brokerNames(core.options.prefix);
-    this.queues = new QueueStreams(this.names, settings.retentionMs);
+    this.replicas = new Replicas(core.options.replicas, childLogger(core.logger, { actor: "runtime" }));
+    this.queues = new QueueStreams(this.names, settings.retentionMs, this.setups, this.replicas);
   }
 
-  /** Streams, bucket and API handles for this client; created on first use and after a new client. */
+  /**
+   * Streams, bucket and API handles for this client; set up on first use,
+   * after a new client, and again after an operation found something missing.
+   */
   handles(nc: NatsConnection): Promise<Handles> {
     let handles = this.#handles.get(nc);
     if (!handles) {
-      handles = this.#setup(nc);
-      handles.then(
-        (ready) => this.#ready.set(nc, ready),
-        () => this.#handles.delete(nc),
+      const made = this.#setup(nc);
+      made.then(
+        (ready) => {
+          if (this.#handles.get(nc) === made) this.#ready.set(nc, ready);
+        },
+        () => {
+          if (this.#handles.get(nc) === made) this.#handles.delete(nc);
+        },
       );
-      this.#handles.set(nc, handles);
+      this.#handles.set(nc, made);
+      handles = made;
     }
     return handles;
   }
@@ -73,16 +116,35 @@ export class NatsJobBroker {
   async #setup(nc: NatsConnection): Promise<Handles> {
     const jsm = await jetstreamManager(nc);
     const n = this.names;
-    await ensureStream(jsm, {
-      name: n.resultsStream,
-      subjects: [`${this.#core.options.prefix}.results.>`],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      max_age: nanos(this.#settings.retentionMs),
-      duplicate_window: nanos(120_000),
-    });
-    const kv = await new Kvm(nc).create(n.jobsBucket, { history: 1, storage: StorageType.File });
+    await ensureStream(
+      jsm,
+      {
+        name: n.resultsStream,
+        subjects: [`${this.#core.options.prefix}.results.>`],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        max_age: nanos(this.#settings.retentionMs),
+        duplicate_window: nanos(120_000),
+      },
+      this.replicas,
+    );
+    const kv = await ensureBucket(
+      nc,
+      jsm,
+      n.jobsBucket,
+      { history: 1, storage: StorageType.File },
+      this.replicas,
+    );
     return { js: jetstream(nc), jsm, kv };
+  }
+
+  /**
+   * Runs `op` through the supervised connection (deadline, retry of
+   * transient errors); an attempt that finds something set up missing makes
+   * the next attempt set it up again (`ClientSetups`).
+   */
+  run<A>(name: string, op: (nc: NatsConnection, signal: AbortSignal) => Promise<A>, options?: RunOptions) {
+    return this.setups.run(this.#core, name, op, options);
   }
 
   /** The handles, with the queue's own streams set up on this client (info only when they exist). */
@@ -93,7 +155,7 @@ export class NatsJobBroker {
   }
 
   #run<A>(name: string, op: (h: Handles, nc: NatsConnection) => Promise<A>, options?: RunOptions) {
-    return this.#core.run(name, async (nc) => op(await this.handles(nc), nc), options);
+    return this.run(name, async (nc) => op(await this.handles(nc), nc), options);
   }
 
   /** As `#run`, for operations on a queue's own streams: they are set up first. */
@@ -103,7 +165,7 @@ export class NatsJobBroker {
     op: (h: Handles, nc: NatsConnection) => Promise<A>,
     options?: RunOptions,
   ) {
-    return this.#core.run(name, async (nc) => op(await this.queueHandles(nc, queue), nc), options);
+    return this.run(name, async (nc) => op(await this.queueHandles(nc, queue), nc), options);
   }
 
   // ---- job records (KV, compare-and-set on the revision) ----
@@ -145,18 +207,40 @@ export class NatsJobBroker {
     });
   }
 
-  /** Calls `onRecord` with every current record, then with every change, until the client or signal ends. */
+  /**
+   * Calls `onRecord` with every current record, then with every change, until
+   * the client or signal ends. Not `kv.watch()`: its ordered consumer, once
+   * the bucket is lost (a server back with an empty store), waits for the
+   * bucket to come back and then goes on from the old sequence, skipping
+   * every record written to the new bucket. This one ends instead when its
+   * stream or consumer is gone (`pullLoop`), and the next one reads from the
+   * start again.
+   */
   async watchRecords(nc: NatsConnection, onRecord: (record: JobRecord) => void, signal: AbortSignal) {
-    const { kv } = await this.handles(nc);
-    const iter = await kv.watch();
-    const stop = () => iter.stop();
-    signal.addEventListener("abort", stop, { once: true });
+    const { js } = await this.handles(nc);
+    const bucket = `KV_${this.names.jobsBucket}`;
     try {
-      for await (const entry of iter) {
-        if (entry.operation === "PUT") onRecord(decodeRecord(entry.string()));
+      const consumer = await js.consumers.get(bucket, {
+        // One subject as a string: a list needs nats-server 2.10.
+        filter_subjects: `$KV.${this.names.jobsBucket}.>`,
+        deliver_policy: DeliverPolicy.LastPerSubject,
+      });
+      const messages = await consumer.consume({ ...pullLoop });
+      const stop = () => void messages.close();
+      signal.addEventListener("abort", stop, { once: true });
+      void nc.closed().then(stop);
+      try {
+        for await (const m of messages) {
+          // A deleted or purged key is a marker without a record.
+          const operation = m.headers?.get("KV-Operation");
+          if (operation === "DEL" || operation === "PURGE" || m.data.length === 0) continue;
+          onRecord(decodeRecord(m.string()));
+        }
+      } finally {
+        signal.removeEventListener("abort", stop);
       }
-    } finally {
-      signal.removeEventListener("abort", stop);
+    } catch (error) {
+      throw this.setups.afterFailure(nc, error, "job.record.watch");
     }
   }
 
@@ -261,7 +345,13 @@ export class NatsJobBroker {
 
   // ---- results ----
 
-  /** One results message per batch; the id makes a retried publish land once. */
+  /**
+   * One results message per batch; the id makes a retried publish land once.
+   * A transient failure is retried for `connection.publishRetryMs` (default
+   * 15 s, a leader election takes ~5 s), pausing 100 ms doubling up to 1 s,
+   * with the same message id every time: a batch given up is released and
+   * its tasks run again.
+   */
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void> {
     const subject = this.names.resultsSubject(queue, jobId);
     const publish = async ({ js }: Handles) => {
@@ -273,8 +363,20 @@ export class NatsJobBroker {
     // the retry can only land once.
     const nc = this.#core.connection.current();
     const ready = nc && this.#ready.get(nc);
-    if (!ready) return this.#run("job.results.publish", publish);
-    return publish(ready).catch(() => this.#run("job.results.publish", publish));
+    if (!ready) return this.#publishResultsRetrying(publish);
+    return publish(ready).catch((error) => {
+      this.setups.afterFailure(nc, error, "job.results.publish");
+      return this.#publishResultsRetrying(publish);
+    });
+  }
+
+  #publishResultsRetrying(publish: (h: Handles) => Promise<void>): Promise<void> {
+    const budgetMs = this.#core.options.connection.publishRetryMs;
+    return this.#run("job.results.publish", publish, {
+      timeoutMs: budgetMs,
+      // Bounded by the budget, not by a count.
+      retry: { attempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 100, maxDelayMs: 1000 },
+    });
   }
 
   /**
@@ -291,7 +393,9 @@ export class NatsJobBroker {
     /** Called at once when there is nothing to read yet. */
     onCaughtUp?: () => void,
   ): Promise<void> {
-    const { js, jsm } = await this.handles(nc);
+    const { js, jsm } = await this.handles(nc).catch((error) =>
+      Promise.reject(this.setups.afterFailure(nc, error, "job.results.read")),
+    );
     const info = await jsm.consumers.add(this.names.resultsStream, {
       filter_subject: this.names.resultsSubject(queue, jobId),
       ack_policy: AckPolicy.None,
@@ -301,12 +405,14 @@ export class NatsJobBroker {
     });
     if (info.num_pending === 0) onCaughtUp?.();
     const consumer = await js.consumers.get(this.names.resultsStream, info.name);
-    const messages = await consumer.consume({ max_messages: 256 });
+    const messages = await consumer.consume({ max_messages: 256, ...pullLoop });
     const stop = () => void messages.close();
     signal.addEventListener("abort", stop, { once: true });
     void nc.closed().then(stop);
     try {
       for await (const m of messages) onMessage(m.data, m.seq, m.info.pending);
+    } catch (error) {
+      throw this.setups.afterFailure(nc, error, "job.results.read");
     } finally {
       signal.removeEventListener("abort", stop);
       jsm.consumers.delete(this.names.resultsStream, info.name).catch(() => undefined);
@@ -331,6 +437,7 @@ export class NatsJobBroker {
     try {
       consumer = await js.consumers.get(this.names.tasksStream(queue), jobId);
     } catch (error) {
+      if (isStreamGone(error)) this.setups.forget(nc);
       if (isNotFound(error)) return "gone";
       throw error;
     }
@@ -341,26 +448,22 @@ export class NatsJobBroker {
     const messages = await consumer.consume({
       max_messages: maxMessages,
       threshold_messages: Math.max(1, Math.floor(maxMessages / 2)),
+      ...pullLoop,
     });
-    let gone = false;
     const stop = () => void messages.close();
     signal.addEventListener("abort", stop, { once: true });
     void nc.closed().then(stop);
-    void (async () => {
-      for await (const s of messages.status()) {
-        if (s.type === "consumer_deleted" || s.type === "consumer_not_found") {
-          gone = true;
-          stop();
-          return;
-        }
-      }
-    })();
     try {
       for await (const m of messages) await onTask(m);
+    } catch (error) {
+      // The job's consumer deleted (the job ended) or lost with its stream: nothing left to pull.
+      if (!isConsumerGone(error)) throw error;
+      if (isStreamGone(error)) this.setups.forget(nc);
+      return "gone";
     } finally {
       signal.removeEventListener("abort", stop);
     }
-    return gone ? "gone" : "ended";
+    return "ended";
   }
 }
 

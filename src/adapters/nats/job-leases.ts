@@ -1,8 +1,9 @@
-import { JetStreamApiError, StorageType } from "@nats-io/jetstream";
-import { type KV, Kvm } from "@nats-io/kv";
+import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { RuntimeCore } from "../../runtime.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
+import { ensureBucket } from "./streams.ts";
 
 /** Who supervises a job, until when. Versioned like every persisted record. */
 export interface LeaseRecord {
@@ -20,7 +21,7 @@ export interface LeaseRecord {
 export class NatsJobLeases {
   readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
-  readonly #kv = new WeakMap<NatsConnection, Promise<KV>>();
+  readonly #kv: WeakMap<NatsConnection, Promise<KV>>;
   /** Each lease this runtime wrote last: its revision and the `until` it wrote. */
   readonly #held = new Map<string, { readonly revision: number; readonly until: number }>();
   readonly holder: string;
@@ -29,19 +30,31 @@ export class NatsJobLeases {
     this.#core = core;
     this.#broker = broker;
     this.holder = holder;
+    this.#kv = broker.setups.cache();
   }
 
   /** Creates the leases bucket unless it exists. */
   async provision(): Promise<void> {
-    await this.#core.run("job.leases.provision", (nc) => this.#bucket(nc));
+    await this.#broker.run("job.leases.provision", (nc) => this.#bucket(nc));
   }
 
   #bucket(nc: NatsConnection): Promise<KV> {
     let kv = this.#kv.get(nc);
     if (!kv) {
-      kv = new Kvm(nc).create(this.#broker.names.leasesBucket, { history: 1, storage: StorageType.File });
-      kv.catch(() => this.#kv.delete(nc));
-      this.#kv.set(nc, kv);
+      const made = jetstreamManager(nc).then((jsm) =>
+        ensureBucket(
+          nc,
+          jsm,
+          this.#broker.names.leasesBucket,
+          { history: 1, storage: StorageType.File },
+          this.#broker.replicas,
+        ),
+      );
+      made.catch(() => {
+        if (this.#kv.get(nc) === made) this.#kv.delete(nc);
+      });
+      this.#kv.set(nc, made);
+      kv = made;
     }
     return kv;
   }
@@ -59,7 +72,7 @@ export class NatsJobLeases {
 
   /** Takes the lease if free, expired or already ours; true when this runtime now holds it. */
   acquire(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
-    return this.#core.run("lease.acquire", async (nc) => {
+    return this.#broker.run("lease.acquire", async (nc) => {
       const kv = await this.#bucket(nc);
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
@@ -87,7 +100,7 @@ export class NatsJobLeases {
   renew(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
     const revision = this.#held.get(jobId)?.revision;
     if (revision === undefined) return Promise.resolve(false);
-    return this.#core.run("lease.renew", async (nc) => {
+    return this.#broker.run("lease.renew", async (nc) => {
       const kv = await this.#bucket(nc);
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
@@ -109,7 +122,7 @@ export class NatsJobLeases {
     const revision = this.#held.get(jobId)?.revision;
     this.#held.delete(jobId);
     if (revision === undefined) return;
-    await this.#core
+    await this.#broker
       .run("lease.release", async (nc) => (await this.#bucket(nc)).delete(jobId, { previousSeq: revision }), {
         timeoutMs: 2000,
       })
@@ -118,7 +131,7 @@ export class NatsJobLeases {
 
   /** Every lease on the server (cleanup). */
   list(): Promise<Array<{ jobId: string; lease: LeaseRecord }>> {
-    return this.#core.run("lease.list", async (nc) => {
+    return this.#broker.run("lease.list", async (nc) => {
       const kv = await this.#bucket(nc);
       const out: Array<{ jobId: string; lease: LeaseRecord }> = [];
       for await (const key of await kv.keys()) {
@@ -130,6 +143,6 @@ export class NatsJobLeases {
   }
 
   remove(jobId: string): Promise<void> {
-    return this.#core.run("lease.remove", async (nc) => (await this.#bucket(nc)).purge(jobId));
+    return this.#broker.run("lease.remove", async (nc) => (await this.#bucket(nc)).purge(jobId));
   }
 }

@@ -1,4 +1,4 @@
-import { JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
@@ -8,8 +8,11 @@ import {
   type StoredAgent,
 } from "../../effects/agent-store.ts";
 import { InvalidArgument, RevisionConflict } from "../../errors.ts";
+import { childLogger } from "../../logger.ts";
 import type { RuntimeCore } from "../../runtime.ts";
 import { classifyNatsError } from "./classify-error.ts";
+import { ClientSetups } from "./client-setups.ts";
+import { ensureBucket, Replicas } from "./streams.ts";
 
 /**
  * Agent records in a NATS KV bucket, one key per agent. The KV revision is
@@ -78,9 +81,19 @@ export const kvAgentStore = (kv: KV): AgentStore => ({
 /** The runtime's agents bucket: `jetstate_agents` under the default prefix. */
 export const agentsBucketFor = (prefix: string): string => `${prefix}_agents`;
 
-/** Opens (creating if needed) the agents bucket; history 1 because only the latest record matters. */
-export const openAgentBucket = (nc: NatsConnection, bucket: string = AGENTS_BUCKET): Promise<KV> =>
-  new Kvm(nc).create(bucket, { history: 1 });
+/**
+ * Opens (creating if needed) the agents bucket; history 1 because only the
+ * latest record matters. With `replicas`, a new bucket gets its count and an
+ * existing one is checked against it.
+ */
+export const openAgentBucket = async (
+  nc: NatsConnection,
+  bucket: string = AGENTS_BUCKET,
+  replicas?: Replicas,
+): Promise<KV> =>
+  replicas === undefined
+    ? new Kvm(nc).create(bucket, { history: 1 })
+    : ensureBucket(nc, await jetstreamManager(nc), bucket, { history: 1 }, replicas);
 
 const sameRecord = (a: AgentRecord, b: AgentRecord): boolean => JSON.stringify(a) === JSON.stringify(b);
 
@@ -88,25 +101,34 @@ const sameRecord = (a: AgentRecord, b: AgentRecord): boolean => JSON.stringify(a
  * The agent store over the runtime's one supervised connection. Every call
  * runs through `core.run`: it waits for `connected`, has a deadline and
  * retries transient errors (a `RevisionConflict` is permanent, so the lock
- * re-reads and re-decides instead). The bucket is opened once per client, and
- * again for the next client after a reconnect gave up.
+ * re-reads and re-decides instead). The bucket is opened once per client,
+ * again for the next client after a reconnect gave up, and again after an
+ * operation found it missing (`setups`: the NATS broker's, so that one
+ * missing stream has everything set up again).
  */
 export const supervisedAgentStore = (
   core: RuntimeCore,
+  shared: { readonly setups: ClientSetups; readonly replicas: Replicas } = {
+    setups: new ClientSetups(),
+    replicas: new Replicas(core.options.replicas, childLogger(core.logger, { actor: "runtime" })),
+  },
   bucket = agentsBucketFor(core.options.prefix),
 ): AgentStore => {
-  const stores = new WeakMap<NatsConnection, Promise<AgentStore>>();
+  const stores = shared.setups.cache<Promise<AgentStore>>();
   const storeFor = (nc: NatsConnection): Promise<AgentStore> => {
     let store = stores.get(nc);
     if (!store) {
-      store = openAgentBucket(nc, bucket).then(kvAgentStore);
-      store.catch(() => stores.delete(nc));
-      stores.set(nc, store);
+      const made = openAgentBucket(nc, bucket, shared.replicas).then(kvAgentStore);
+      made.catch(() => {
+        if (stores.get(nc) === made) stores.delete(nc);
+      });
+      stores.set(nc, made);
+      store = made;
     }
     return store;
   };
   const run = <A>(name: string, op: (store: AgentStore) => Promise<A>): Promise<A> =>
-    core.run(name, async (nc) => op(await storeFor(nc)));
+    shared.setups.run(core, name, async (nc) => op(await storeFor(nc)));
   return {
     read: (agentId) => run("agents.read", (store) => store.read(agentId)),
     create: (agentId, record) => run("agents.create", (store) => store.create(agentId, record)),

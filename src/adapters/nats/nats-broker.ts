@@ -68,8 +68,8 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
     kind: "nats",
     jetstream: js,
     leases,
-    taskLeasing: new NatsTaskLeasing(core, js),
-    maxPayload: () => core.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024),
+    taskLeasing: new NatsTaskLeasing(js),
+    maxPayload: () => js.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024),
 
     createRecord: (record) => js.createRecord(record),
     getRecord: (id) => js.getRecord(id),
@@ -180,9 +180,9 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
     provision: async (queues) => {
       // Results stream and jobs bucket; then dead letters, leases and agents; then each queue's streams.
-      await core.run("broker.provision", async (nc) => {
+      await js.run("broker.provision", async (nc) => {
         await js.handles(nc);
-        await openAgentBucket(nc, agentsBucketFor(core.options.prefix));
+        await openAgentBucket(nc, agentsBucketFor(core.options.prefix), js.replicas);
       });
       await dead.provision();
       await leases.provision();

@@ -1,7 +1,8 @@
 import { AckPolicy, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { BrokerNames } from "../names.ts";
-import { ensureStream, isNotFound, nanos } from "./streams.ts";
+import type { ClientSetups } from "./client-setups.ts";
+import { ensureStream, isNotFound, nanos, type Replicas } from "./streams.ts";
 
 /** The durable consumer on each queue's advisories stream that dead-letter processing pulls from. */
 export const deadLettersConsumer = "dead-letters";
@@ -12,7 +13,8 @@ export const deadLettersConsumer = "dead-letters";
  * consumer dead-letter processing pulls from). Each queue has its own so
  * that NATS permissions can be given per queue (see names.ts).
  *
- * Set up together, once per client and queue, on the queue's first use by
+ * Set up together, once per client and queue (and again once an operation
+ * found something missing: `ClientSetups`), on the queue's first use by
  * this runtime and before any job consumer of the queue is made: an advisory
  * sent while no stream captures it is lost, and its task would never end.
  * Existing streams are only looked at, never changed, so a process that may
@@ -21,12 +23,15 @@ export const deadLettersConsumer = "dead-letters";
 export class QueueStreams {
   readonly #names: BrokerNames;
   readonly #advisoriesMaxAgeMs: number;
-  readonly #ready = new WeakMap<NatsConnection, Map<string, Promise<void>>>();
+  readonly #replicas: Replicas;
+  readonly #ready: WeakMap<NatsConnection, Map<string, Promise<void>>>;
   readonly #listeners = new Set<(queue: string) => void>();
 
-  constructor(names: BrokerNames, advisoriesMaxAgeMs: number) {
+  constructor(names: BrokerNames, advisoriesMaxAgeMs: number, setups: ClientSetups, replicas: Replicas) {
     this.#names = names;
     this.#advisoriesMaxAgeMs = advisoriesMaxAgeMs;
+    this.#replicas = replicas;
+    this.#ready = setups.cache();
   }
 
   /** Sets the queue's streams up on this client unless done already; a failed setup is tried again on next use. */
@@ -55,26 +60,35 @@ export class QueueStreams {
   async #setup(jsm: JetStreamManager, queue: string): Promise<void> {
     const n = this.#names;
     // Advisories first: whenever the tasks stream exists, its advisories are captured.
-    await ensureStream(jsm, {
-      name: n.advisoriesStream(queue),
-      subjects: [n.maxDeliveriesSubject(queue)],
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      max_age: nanos(this.#advisoriesMaxAgeMs),
-    });
+    await ensureStream(
+      jsm,
+      {
+        name: n.advisoriesStream(queue),
+        subjects: [n.maxDeliveriesSubject(queue)],
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        max_age: nanos(this.#advisoriesMaxAgeMs),
+      },
+      this.#replicas,
+    );
+    // num_replicas not given (0): the consumer has its stream's replicas.
     await ensureConsumer(jsm, n.advisoriesStream(queue), {
       durable_name: deadLettersConsumer,
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(30_000),
     });
-    await ensureStream(jsm, {
-      name: n.tasksStream(queue),
-      subjects: n.tasksStreamSubjects(queue),
-      // Each task is removed once acked/termed: the stream holds only open work.
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      duplicate_window: nanos(120_000),
-    });
+    await ensureStream(
+      jsm,
+      {
+        name: n.tasksStream(queue),
+        subjects: n.tasksStreamSubjects(queue),
+        // Each task is removed once acked/termed: the stream holds only open work.
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        duplicate_window: nanos(120_000),
+      },
+      this.#replicas,
+    );
     for (const listener of this.#listeners) listener(queue);
   }
 }

@@ -1,16 +1,68 @@
 import { JetStreamApiError, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { type KV, Kvm, type KvOptions } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "../../logger.ts";
 
 /** JetStream durations are nanoseconds. */
 export const nanos = (ms: number) => Math.round(ms * 1_000_000);
 
 /**
- * Creates the stream unless it exists. An existing stream is used as it is
- * (another runtime may have made it with other limits), and only looked at:
- * a process allowed to read a stream but not to create one works once it
- * exists. Two runtimes racing to create it both end up using the one that won.
- * Resolves with the stream as it is.
+ * The replica count jetstate gives every stream and bucket it creates, and
+ * the report of existing ones that have another: jetstate never changes an
+ * existing stream (another runtime or an operator made it, maybe on
+ * purpose), but a stream left at R1 on a cluster loses its data with one
+ * disk, so it is said once per stream and runtime, with the command that
+ * changes it.
+ */
+export class Replicas {
+  readonly wanted: number;
+  readonly #log: Logger;
+  readonly #reported = new Set<string>();
+
+  constructor(wanted: number, log: Logger) {
+    this.wanted = wanted;
+    this.#log = log;
+  }
+
+  /** Warns (once per stream) when the stream's replica count is not the one wanted. */
+  check(stream: StreamInfo): void {
+    const name = stream.config.name;
+    // 0 is the server's "not given": one replica.
+    const replicas = stream.config.num_replicas || 1;
+    if (replicas === this.wanted || this.#reported.has(name)) return;
+    this.#reported.add(name);
+    this.#log.warn(
+      {
+        stream: name,
+        replicas,
+        wanted: this.wanted,
+        fix: `nats stream edit ${name} --replicas ${this.wanted}`,
+      },
+      `stream ${name} has ${replicas} replica(s), not the ${this.wanted} this runtime wants; ` +
+        `jetstate never changes an existing stream: run \`nats stream edit ${name} --replicas ${this.wanted}\``,
+    );
+  }
+}
+
+/**
+ * Creates the stream unless it exists, with the wanted replica count. An
+ * existing stream is used as it is (another runtime may have made it with
+ * other limits), and only looked at: a process allowed to read a stream but
+ * not to create one works once it exists. Two runtimes racing to create it
+ * both end up using the one that won. A replica count other than the one
+ * wanted is reported (`Replicas.check`). Resolves with the stream as it is.
  */
 export const ensureStream = async (
+  jsm: JetStreamManager,
+  config: Parameters<JetStreamManager["streams"]["add"]>[0],
+  replicas: Replicas,
+): Promise<StreamInfo> => {
+  const stream = await findOrAddStream(jsm, { ...config, num_replicas: replicas.wanted });
+  replicas.check(stream);
+  return stream;
+};
+
+const findOrAddStream = async (
   jsm: JetStreamManager,
   config: Parameters<JetStreamManager["streams"]["add"]>[0],
 ): Promise<StreamInfo> => {
@@ -25,6 +77,22 @@ export const ensureStream = async (
     // Lost the race to a runtime with other settings: theirs stands.
     return await jsm.streams.info(config.name).catch(() => Promise.reject(error));
   }
+};
+
+/**
+ * Opens the KV bucket, creating it (with the wanted replica count) unless it
+ * exists; an existing bucket's stream is checked like any other stream.
+ */
+export const ensureBucket = async (
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  bucket: string,
+  options: Partial<KvOptions>,
+  replicas: Replicas,
+): Promise<KV> => {
+  const kv = await new Kvm(nc).create(bucket, { ...options, replicas: replicas.wanted });
+  replicas.check(await jsm.streams.info(`KV_${bucket}`));
+  return kv;
 };
 
 /** Stream, consumer or message not found. */

@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
-import { JetStreamApiError, StorageType } from "@nats-io/jetstream";
-import { type KV, Kvm } from "@nats-io/kv";
+import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
-import type { RuntimeCore } from "../../runtime.ts";
 import type {
   AnswerClaim,
   AnswerStatus,
@@ -13,7 +12,7 @@ import type {
 } from "../broker.ts";
 import { queueOfStream } from "../names.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { nanos } from "./streams.ts";
+import { ensureBucket, nanos } from "./streams.ts";
 
 /**
  * How long an answer is remembered (the answers bucket's max age). A receipt
@@ -36,25 +35,31 @@ const decoder = new TextDecoder();
  * delivery must be refused before it reaches the server.
  */
 export class NatsTaskLeasing implements TaskLeasing {
-  readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
-  readonly #kv = new WeakMap<NatsConnection, Promise<KV>>();
+  readonly #kv: WeakMap<NatsConnection, Promise<KV>>;
 
-  constructor(core: RuntimeCore, broker: NatsJobBroker) {
-    this.#core = core;
+  constructor(broker: NatsJobBroker) {
     this.#broker = broker;
+    this.#kv = broker.setups.cache();
   }
 
   #bucket(nc: NatsConnection): Promise<KV> {
     let kv = this.#kv.get(nc);
     if (!kv) {
-      kv = new Kvm(nc).create(this.#broker.names.answersBucket, {
-        history: 1,
-        storage: StorageType.File,
-        ttl: answerMemoryMs,
+      const made = jetstreamManager(nc).then((jsm) =>
+        ensureBucket(
+          nc,
+          jsm,
+          this.#broker.names.answersBucket,
+          { history: 1, storage: StorageType.File, ttl: answerMemoryMs },
+          this.#broker.replicas,
+        ),
+      );
+      made.catch(() => {
+        if (this.#kv.get(nc) === made) this.#kv.delete(nc);
       });
-      kv.catch(() => this.#kv.delete(nc));
-      this.#kv.set(nc, kv);
+      this.#kv.set(nc, made);
+      kv = made;
     }
     return kv;
   }
@@ -79,7 +84,7 @@ export class NatsTaskLeasing implements TaskLeasing {
     if (lease === undefined)
       return Promise.reject(new Error(`taskPayload: ${JSON.stringify(reply)} is not a task delivery`));
     const { stream, streamSeq: seq } = lease;
-    return this.#core.run("job.tasks.payload", async (nc) => {
+    return this.#broker.run("job.tasks.payload", async (nc) => {
       const { jsm } = await this.#broker.handles(nc);
       const stored = await jsm.streams.getMessage(stream, { seq });
       if (!stored) throw new Error(`task at sequence ${seq} is gone`);
@@ -97,7 +102,7 @@ export class NatsTaskLeasing implements TaskLeasing {
    * consumer does not answer at all; `timeoutMs` bounds that wait.
    */
   fetchTasks(queue: string, jobId: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
-    return this.#core.run(
+    return this.#broker.run(
       "job.tasks.fetch",
       async (nc) => {
         // The first lease of a queue here may be the first use of the queue on this client.
@@ -145,7 +150,7 @@ export class NatsTaskLeasing implements TaskLeasing {
         throw new Error(`settle: ${JSON.stringify(s.ref)} is not a task delivery of this runtime`);
       }
     }
-    return this.#core.run(
+    return this.#broker.run(
       "job.tasks.settle",
       async (nc) => {
         for (const s of settles) nc.publish(s.ref, leasePayload(s));
@@ -161,7 +166,7 @@ export class NatsTaskLeasing implements TaskLeasing {
    */
   claimAnswer(ref: string, digest: string): Promise<AnswerClaim> {
     const key = answerKey(ref);
-    return this.#core.run(
+    return this.#broker.run(
       "job.tasks.answer.claim",
       async (nc): Promise<AnswerClaim> => {
         const kv = await this.#bucket(nc);
@@ -183,14 +188,14 @@ export class NatsTaskLeasing implements TaskLeasing {
   }
 
   answerOf(ref: string): Promise<RecordedAnswer | undefined> {
-    return this.#core.run("job.tasks.answer.get", async (nc) => {
+    return this.#broker.run("job.tasks.answer.get", async (nc) => {
       const entry = await (await this.#bucket(nc)).get(answerKey(ref));
       return entry?.operation === "PUT" ? decodeAnswer(entry.value) : undefined;
     });
   }
 
   recordAnswer(ref: string, answer: RecordedAnswer, revision: number): Promise<void> {
-    return this.#core.run("job.tasks.answer.record", async (nc) => {
+    return this.#broker.run("job.tasks.answer.record", async (nc) => {
       const kv = await this.#bucket(nc);
       await kv.update(answerKey(ref), encodeAnswer(answer), revision).catch(async (error) => {
         // A retry whose first attempt landed: ours if it says what we wrote.
@@ -202,7 +207,7 @@ export class NatsTaskLeasing implements TaskLeasing {
   }
 
   releaseAnswer(ref: string, revision: number): Promise<void> {
-    return this.#core.run("job.tasks.answer.release", async (nc) => {
+    return this.#broker.run("job.tasks.answer.release", async (nc) => {
       const kv = await this.#bucket(nc);
       await kv.delete(answerKey(ref), { previousSeq: revision }).catch(() => undefined);
     });

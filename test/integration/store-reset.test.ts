@@ -1,0 +1,126 @@
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { natsRawResults, tally } from "../harness/raw-results.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+
+/**
+ * "Outgrowing one machine", item 4: the server comes back on the same port
+ * with an empty store (lost disk, a new node in its place). The runtime's
+ * client reconnects to a server without any stream, consumer or bucket.
+ * A job in flight cannot finish (its tasks are gone) and must end, failed
+ * with a reason that says so; the same runtime must take new jobs without
+ * a manual `rt.connection.reset()`.
+ */
+describe("nats-server restarted with an empty store mid-job", () => {
+  let server: NatsServerHandle;
+  let rt: Runtime;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    rt = await createRuntime({
+      servers: server.url,
+      logger,
+      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
+      jobs: { leaseMs: 2000, cleanupIntervalMs: 0 },
+    });
+  });
+  afterAll(async () => {
+    await rt?.stop();
+    await server?.dispose();
+  });
+
+  it("fails the lost job with a reason naming the lost store, and a new job runs exact", async () => {
+    const queue = "reset";
+    // The handlers' own ledger: job id → index → times handled.
+    const ledger = new Map<string, number[]>();
+    let holdFrom = 5; // tasks from this index on wait until the gate opens
+    let openGate: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      openGate = resolve;
+    });
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 4,
+      handler: async (task, ctx) => {
+        const seen = ledger.get(task.jobId) ?? [];
+        seen.push(task.index);
+        ledger.set(task.jobId, seen);
+        if (task.index >= holdFrom)
+          await Promise.race([
+            gate,
+            new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true })),
+          ]);
+        return task.payload * 2;
+      },
+    });
+    const lost = await rt.jobs.submit({
+      queue,
+      tasks: Array.from({ length: 20 }, (_, n) => n),
+      ackWaitMs: 2000,
+      stallAfterMs: 1000,
+    });
+    await waitUntil(() => lost.snapshot().done >= 5, { timeoutMs: 20_000, message: "five tasks done" });
+    expect(lost.snapshot().status).toBe("running");
+
+    await server.restartEmpty();
+    // Independent witness: the server really holds nothing of jetstate any more.
+    const raw = await connect({ servers: server.url, name: "raw" });
+    try {
+      const names: string[] = [];
+      for await (const name of (await jetstreamManager(raw)).streams.names()) names.push(name);
+      expect(names.filter((n) => n.startsWith("jetstate_") || n.startsWith("KV_jetstate_"))).toEqual([]);
+    } finally {
+      await raw.close();
+    }
+    openGate();
+
+    // done() resolves (generous bound: "at all"), failed, and the reason names the lost store.
+    const ended = await Promise.race([
+      lost.done(),
+      new Promise<"never">((resolve) => setTimeout(() => resolve("never"), 45_000).unref()),
+    ]);
+    expect(ended).not.toBe("never");
+    expect(ended).toMatchObject({ status: "failed" });
+    expect((ended as { reason?: string }).reason).toMatch(/tasks lost: the server's store was reset/);
+
+    // A new job on the same runtime, no manual reset: it commits and completes exact.
+    holdFrom = Number.POSITIVE_INFINITY;
+    const total = 30;
+    const fresh = await rt.jobs.submit({ queue, tasks: Array.from({ length: total }, (_, n) => n) });
+    const final = await fresh.done();
+    expect(final).toMatchObject({ status: "succeeded", done: total, failed: 0, dead: 0, total });
+    await worker.stop();
+
+    const reader = await connect({ servers: server.url, name: "raw-results" });
+    try {
+      const stored = await natsRawResults(reader, queue, fresh.id);
+      const all = Array.from({ length: total }, (_, n) => n);
+      expect([...tally(stored.map((e) => e.i)).keys()].sort((a, b) => a - b)).toEqual(all);
+      expect(stored.every((e) => e.ok === true)).toBe(true);
+      // The record as the server holds it, read raw.
+      const jsm = await jetstreamManager(reader);
+      const names = brokerNames("jetstate");
+      const entry = await jsm.streams.getMessage(`KV_${names.jobsBucket}`, {
+        last_by_subj: `$KV.${names.jobsBucket}.${fresh.id}`,
+      });
+      expect(entry?.json()).toMatchObject({
+        status: "succeeded",
+        counts: { done: total, failed: 0, dead: 0 },
+      });
+    } finally {
+      await reader.close();
+    }
+    // Every task of the new job reached a handler.
+    expect([...new Set(ledger.get(fresh.id))].sort((a, b) => a - b)).toEqual(
+      Array.from({ length: total }, (_, n) => n),
+    );
+    // The client reconnected; nothing replaced it (no reset, manual or not).
+    expect(rt.connection.snapshot().generation).toBe(1);
+  }, 120_000);
+});
