@@ -33,7 +33,7 @@ export interface NatsServerHandle {
   version(): Promise<string>;
   stop(): Promise<void>; // SIGTERM, wait for exit; idempotent
   kill(): Promise<void>; // SIGKILL, wait for exit (store kept)
-  restart(): Promise<void>; // start again on the SAME client port and SAME store dir; resolves when it accepts TCP connections and JetStream is ready (/jsz or /healthz ok)
+  restart(options?: RestartOptions): Promise<void>; // start again on the SAME client port and SAME store dir; resolves when it accepts TCP connections and JetStream is ready (/jsz or /healthz ok)
   /**
    * Stops the server, empties its store dir (a lost disk, a new node in its
    * place) and starts it again on the SAME client port: clients reconnect to
@@ -42,6 +42,15 @@ export interface NatsServerHandle {
   restartEmpty(): Promise<void>;
   /** stop + remove the temporary store dir; idempotent */
   dispose(): Promise<void>;
+}
+
+export interface RestartOptions {
+  /**
+   * false: this run without JetStream (clients connect, every JetStream call
+   * gets no answer: like a cluster between two stream leaders). Binary mode
+   * only. Default: as started.
+   */
+  jetstream?: boolean;
 }
 
 export interface StartOptions {
@@ -350,14 +359,15 @@ class BinaryServer implements NatsServerHandle {
     return this.proc.terminate("SIGKILL");
   }
 
-  async restart(): Promise<void> {
+  async restart(options: RestartOptions = {}): Promise<void> {
     if (this.disposed) throw new Error("nats-server handle was disposed; start a new one");
     await this.stop();
     const fixed = { port: this.port, monitorPort: this.monitorPort };
+    const runOptions = { ...this.options, jetstream: options.jetstream ?? this.options.jetstream };
     const deadline = Date.now() + STARTUP_TIMEOUT_MS;
     for (;;) {
       try {
-        this.proc = (await launch(this.bin, this.options, this.storeDir, fixed)).proc;
+        this.proc = (await launch(this.bin, runOptions, this.storeDir, fixed)).proc;
         return;
       } catch (err) {
         // The port we just freed can be taken for a moment (TIME_WAIT, another test's
@@ -574,8 +584,10 @@ async function startContainerServer(options: StartOptions): Promise<NatsServerHa
       await docker.kill({ signal: "SIGKILL" });
       await docker.wait();
     },
-    async restart() {
+    async restart(options: RestartOptions = {}) {
       if (disposed) throw new Error("nats container handle was disposed; start a new one");
+      if (options.jetstream !== undefined && options.jetstream !== jetstream)
+        throw new Error("restart({ jetstream }) needs binary mode (NATS_SERVER_BIN or nats-server on PATH)");
       await handle.stop();
       await started.restart(); // starts the stopped container: same bind mount, same host ports
       running = true;
