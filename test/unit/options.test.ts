@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BearerTokens } from "../../src/adapters/http/bearer-tokens.ts";
 import { InvalidArgument } from "../../src/errors.ts";
 import { silentLogger } from "../../src/logger.ts";
-import type { RuntimeOptions } from "../../src/options.ts";
+import { type RuntimeOptions, resolveOptions } from "../../src/options.ts";
 import { createRuntime } from "../../src/runtime.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -84,6 +84,15 @@ describe("createRuntime refuses bad options before connecting", () => {
     ["bare host:port with port 65536", () => ({ servers: "127.0.0.1:65536" }), "servers[0]"],
     ["a bad second server", () => ({ servers: [url, "nats://127.0.0.1:99999"] }), "servers[1]"],
     ["a bad second server in a list string", () => ({ servers: `${url},http://x` }), "servers[1]"],
+    ["replicas 0", () => ({ replicas: 0 }), "replicas"],
+    ["replicas 6 (JetStream keeps at most 5)", () => ({ replicas: 6 }), "replicas"],
+    ["replicas 2.5", () => ({ replicas: 2.5 }), "replicas"],
+    ['replicas "3" (a string)', () => ({ replicas: "3" }), "replicas"],
+    [
+      "connection.publishRetryMs 0",
+      () => ({ connection: { publishRetryMs: 0 } }),
+      "connection.publishRetryMs",
+    ],
     [
       "connection.operationTimeoutMs 0",
       () => ({ connection: { operationTimeoutMs: 0 } }),
@@ -271,4 +280,41 @@ describe("HTTP API tokens are refused at startup", () => {
     expect(tokens.identify(good)).toMatchObject({ identity: "worker-1", role: "worker" });
     expect(tokens.identify(`${good}x`)).toBeUndefined();
   });
+});
+
+describe("replicas", () => {
+  const withEnv = <T>(value: string | undefined, run: () => T): T => {
+    const before = process.env.JETSTATE_REPLICAS;
+    if (value === undefined) delete process.env.JETSTATE_REPLICAS;
+    else process.env.JETSTATE_REPLICAS = value;
+    try {
+      return run();
+    } finally {
+      if (before === undefined) delete process.env.JETSTATE_REPLICAS;
+      else process.env.JETSTATE_REPLICAS = before;
+    }
+  };
+
+  it("defaults to 1, else JETSTATE_REPLICAS; the option wins over the variable", () => {
+    expect(withEnv(undefined, () => resolveOptions({}).replicas)).toBe(1);
+    expect(withEnv("3", () => resolveOptions({}).replicas)).toBe(3);
+    expect(withEnv("3", () => resolveOptions({ replicas: 5 }).replicas)).toBe(5);
+  });
+
+  it.each(["0", "6", "2.5", "three"])(
+    "JETSTATE_REPLICAS=%s → InvalidArgument naming replicas and the variable",
+    (value) => {
+      const error = withEnv(value, () => {
+        try {
+          resolveOptions({});
+        } catch (e) {
+          return e;
+        }
+        return undefined;
+      });
+      expect(error).toBeInstanceOf(InvalidArgument);
+      expect(error).toMatchObject({ field: "replicas" });
+      expect((error as Error).message).toContain("JETSTATE_REPLICAS");
+    },
+  );
 });
