@@ -94,6 +94,25 @@ export interface ChaosScenario {
   inject(ctx: ChaosContext): Promise<void>;
 }
 
+/**
+ * ms from now until the cluster names a leader of `stream` other than `old`
+ * (polled from /jsz, so to within ~50 ms); undefined if none within `timeoutMs`.
+ */
+export const newLeaderAfter = async (
+  cluster: NatsCluster,
+  stream: string,
+  old: string,
+  timeoutMs = 30_000,
+): Promise<number | undefined> => {
+  const start = Date.now();
+  while (Date.now() - start < timeoutMs) {
+    const leader = await cluster.streamLeader(stream);
+    if (leader !== undefined && leader !== old) return Date.now() - start;
+    await delay(50);
+  }
+  return undefined;
+};
+
 /** CHAOS_RUNS, default 3. */
 export const chaosRuns = (): number => {
   const raw = process.env.CHAOS_RUNS;

@@ -1,7 +1,8 @@
 /**
  * (f) A worker process is SIGKILLed every second, and a new one started in
  * its place, until the job ends: tasks a dead worker held come back after
- * the job's ackWait (5 s) and are answered by another.
+ * the job's ackWait (5 s) and are answered by another. Only workers that are
+ * working are killed (a process still starting holds no task).
  */
 import { delay } from "../harness/wait.ts";
 import { describeChaos } from "./chaos-run.ts";
@@ -16,8 +17,8 @@ describeChaos({
   inject: async (ctx) => {
     let kills = 0;
     while (!ctx.jobEnded() && kills < MAX_KILLS) {
-      const alive = ctx.workers.alive;
-      const victim = alive[Math.floor(Math.random() * alive.length)];
+      const working = ctx.workers.alive.filter((w) => w.working);
+      const victim = working[Math.floor(Math.random() * working.length)];
       if (victim !== undefined) {
         kills++;
         await ctx.fault(`kill worker ${victim.seq}`, () => ctx.workers.kill(victim));
@@ -26,5 +27,6 @@ describeChaos({
       await delay(EVERY_MS);
     }
     ctx.note("workersKilled", kills);
+    ctx.note("workersWorkingAtEnd", ctx.workers.alive.filter((w) => w.working).length);
   },
 });

@@ -27,6 +27,8 @@ export interface WorkerProcess {
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
   readonly alive: boolean;
+  /** Started and not exited: handling tasks. */
+  readonly working: boolean;
 }
 
 class Worker implements WorkerProcess {
@@ -35,6 +37,7 @@ class Worker implements WorkerProcess {
   readonly exited: Promise<void>;
   #exit: string | undefined;
   #stderr = "";
+  #ready = false;
 
   constructor(
     readonly seq: number,
@@ -54,10 +57,22 @@ class Worker implements WorkerProcess {
       }),
     );
     this.ready = this.#readyLine();
+    // Whoever waits for the worker gets the rejection; a worker killed (or stopped) while it
+    // was starting, whose start nobody waits for, is no unhandled error of the test.
+    this.ready.then(
+      () => {
+        this.#ready = true;
+      },
+      () => undefined,
+    );
   }
 
   get alive(): boolean {
     return this.#exit === undefined;
+  }
+
+  get working(): boolean {
+    return this.#ready && this.alive;
   }
 
   /** Why the worker is gone, with the tail of its stderr. */
