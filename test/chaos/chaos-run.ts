@@ -50,6 +50,7 @@ const ACK_WAIT_MS = 5_000;
 /** Generous: the job must end within this after the scenario's last fault. */
 const DONE_BOUND_MS = 180_000;
 const RUN_TIMEOUT_MS = 10 * 60_000;
+const RAW_READ_TIMEOUT_MS = 30_000;
 
 export interface ChaosSettings {
   /** Tasks in the job (default 3000). */
@@ -264,8 +265,12 @@ const runOnce = async (
     const ended = endedAt ?? lastFaultAt;
     await pool.stopAll();
 
+    notes.final = `${final.status} done=${final.done} failed=${final.failed} dead=${final.dead}`;
     const ledger = await readLedgers(pool.ledgerFiles);
-    const messages = await natsRawResultsMessages(raw, QUEUE, job.id, PREFIX);
+    const rawNc = raw;
+    const messages = await readRaw("the raw results", () =>
+      natsRawResultsMessages(rawNc, QUEUE, job.id, PREFIX),
+    );
     const expected = countsFromRawResults(messages);
     measured = report({
       jobMs: ended - submittedAt,
@@ -275,7 +280,7 @@ const runOnce = async (
       workersStarted: pool.started,
     });
     checkRun({ total: settings.tasks, final, ledger: handledIndexes(ledger), expected, faults, ended });
-    checkRecord(await readRecordRaw(raw, job.id), expected);
+    checkRecord(await readRaw("the job's record", () => readRecordRaw(rawNc, job.id)), expected);
     reports.push({ ...measured, pass: true });
   } catch (error) {
     // The run is reported failed with whatever was measured before the failed check.
@@ -327,6 +332,25 @@ const checkRun = ({
     failed: expected.failed,
     dead: expected.dead,
   });
+};
+
+/**
+ * A read of the test's own witnesses (raw results, the record), tried again
+ * for up to 30 s: right after a fault the cluster may answer "JetStream system
+ * temporarily unavailable" for a while, which says nothing about the job.
+ * Every failed attempt is printed; the last error is thrown at the deadline.
+ */
+const readRaw = async <A>(what: string, read: () => Promise<A>): Promise<A> => {
+  const deadline = Date.now() + RAW_READ_TIMEOUT_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await read();
+    } catch (error) {
+      if (Date.now() >= deadline) throw error;
+      console.log(`reading ${what} failed (attempt ${attempt}), trying again: ${String(error)}`);
+      await delay(500);
+    }
+  }
 };
 
 /** The record as stored in the jobs bucket, read past the runtime. */

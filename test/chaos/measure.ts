@@ -97,7 +97,8 @@ export interface FaultRecovery {
   readonly firstResultMs: number | undefined;
   /**
    * The longest time without a results message stored, from the fault until
-   * the next fault or the job's end: how long the work stood still
+   * the next fault (a stretch that goes on past it is cut there) or the job's
+   * end: how long the work stood still
    * (undefined when the run failed before the results were read).
    */
   readonly longestGapMs: number | undefined;
@@ -124,9 +125,9 @@ export const recoveries = (
     for (const t of times) {
       if (t <= fault.at) continue;
       firstResultMs ??= t - fault.at;
-      longestGapMs = Math.max(longestGapMs, t - last);
+      // A stretch that goes on past the next fault counts up to that fault: the rest is the next one's.
+      longestGapMs = Math.max(longestGapMs, Math.min(t, until) - last);
       last = t;
-      // The first result past the window closes its last gap, however long it was.
       if (t > until) {
         closed = true;
         break;
