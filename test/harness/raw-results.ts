@@ -40,17 +40,25 @@ export const storedCount = async (jsm: JetStreamManager, stream: string, subject
   }
 };
 
+/** One results message as the server stores it: its entries and when the server stored it. */
+export interface RawResultsMessage {
+  /** The server's timestamp of the message, in ms since the epoch. */
+  readonly at: number;
+  readonly entries: readonly RawResult[];
+}
+
 /**
- * Every results entry stored for the job on a nats-server, in order: a
- * consumer of its own on `<prefix>_results`, filtered on
- * `<prefix>.results.<queue>.<jobId>`, as the job oracle test reads them.
+ * Every results message stored for the job on a nats-server, in order, with
+ * the server's timestamps: a consumer of its own on `<prefix>_results`,
+ * filtered on `<prefix>.results.<queue>.<jobId>`, as the job oracle test
+ * reads them.
  */
-export const natsRawResults = async (
+export const natsRawResultsMessages = async (
   nc: NatsConnection,
   queue: string,
   jobId: string,
   prefix = "jetstate",
-): Promise<RawResult[]> => {
+): Promise<RawResultsMessage[]> => {
   const names = brokerNames(prefix);
   const subject = names.resultsSubject(queue, jobId);
   const jsm = await jetstreamManager(nc);
@@ -63,17 +71,25 @@ export const natsRawResults = async (
   });
   try {
     const consumer = await jetstream(nc).consumers.get(names.resultsStream, name);
-    const entries: RawResult[] = [];
+    const messages: RawResultsMessage[] = [];
     for (let n = 0; n < stored; n++) {
       const msg = await consumer.next({ expires: 5_000 });
       if (!msg) throw new Error(`results message ${n + 1} of ${stored} of ${jobId} not delivered`);
-      entries.push(...msg.json<RawResult[]>());
+      messages.push({ at: msg.info.timestampNanos / 1_000_000, entries: msg.json<RawResult[]>() });
     }
-    return entries;
+    return messages;
   } finally {
     await jsm.consumers.delete(names.resultsStream, name);
   }
 };
+
+/** Every results entry stored for the job on a nats-server, in order (see natsRawResultsMessages). */
+export const natsRawResults = async (
+  nc: NatsConnection,
+  queue: string,
+  jobId: string,
+  prefix = "jetstate",
+): Promise<RawResult[]> => (await natsRawResultsMessages(nc, queue, jobId, prefix)).flatMap((m) => m.entries);
 
 /** Every results entry the memory server stores for the job: its own log, not a broker's reader. */
 export const memoryRawResults = (server: MemoryServer, queue: string, jobId: string): RawResult[] =>
