@@ -32,9 +32,12 @@ export async function freshRuntime(
   kind: string,
   rep: number | string,
   create: CreateRuntime = createRuntime,
+  replicas = 1,
 ): Promise<Runtime> {
   const rt = await create({
     servers: url,
+    // Only when asked: another checkout's createRuntime (bench/compare.ts) may not know the option.
+    ...(replicas !== 1 ? { replicas } : {}),
     logger: silent,
     prefix: uniqueName(kind, rep),
     name: `bench-${kind}`,
@@ -52,7 +55,7 @@ export interface JetstateRunOptions extends RunOptions {
 
 export async function runJetstate(options: JetstateRunOptions): Promise<ThroughputRun> {
   const { url, n, rep, shape, serverCpu, hooks = {} } = options;
-  const rt = await freshRuntime(url, "js", rep, options.createRuntime);
+  const rt = await freshRuntime(url, "js", rep, options.createRuntime, options.replicas);
   try {
     const queue = uniqueName("q", rep);
     const seenAt = new Float64Array(n).fill(-1);

@@ -30,9 +30,9 @@ export interface RawRunOptions extends RunOptions {
 }
 
 export async function runRaw(options: RawRunOptions): Promise<ThroughputRun> {
-  const { url, n, rep, serverCpu, hooks = {}, pipelined = false } = options;
+  const { url, n, rep, serverCpu, hooks = {}, pipelined = false, replicas = 1 } = options;
   const stream = uniqueName("raw", rep);
-  const nc = await connect({ servers: url, name: "bench-raw", noAsyncTraces: true });
+  const nc = await connect({ servers: url.split(","), name: "bench-raw", noAsyncTraces: true });
   try {
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({
@@ -40,6 +40,7 @@ export async function runRaw(options: RawRunOptions): Promise<ThroughputRun> {
       subjects: [`${stream}.>`],
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
+      num_replicas: replicas,
     });
     await jsm.consumers.add(stream, {
       durable_name: "work",

@@ -44,6 +44,18 @@ export interface BenchDocument {
   readonly connections?: ConnectionsResult;
   readonly submitLatency?: readonly SubmitLatency[];
   readonly memory?: { readonly job100k?: unknown; readonly idleJobs?: unknown };
+  /** The same job on a 3-node cluster, every stream at `replicas`. */
+  readonly cluster?: {
+    readonly replicas: number;
+    readonly runs: readonly ThroughputRun[];
+    readonly raw: SideSummary;
+    readonly jetstate: SideSummary;
+    /** jetstate ÷ raw, both on the cluster. */
+    readonly ratio: RatioSummary;
+    /** Cluster ÷ single server, tasks/s medians of the same run (null without the throughput section). */
+    readonly jetstateToSingle: number | null;
+    readonly rawToSingle: number | null;
+  };
   readonly notes: readonly string[];
 }
 
@@ -135,6 +147,19 @@ export function markdown(doc: BenchDocument): string {
     );
     for (const s of doc.submitLatency) lines.push(`| ${s.tasks} | ${s.medianMs} | ${s.ms.join(", ")} |`);
     lines.push("");
+  }
+  const k = doc.cluster;
+  if (k) {
+    lines.push(`## 3-node cluster, streams at R${k.replicas} (medians)`, "");
+    lines.push("| | tasks/s | s | latency p50 ms | latency p99 ms | ÷ the same side on one server |");
+    lines.push("| --- | ---: | ---: | ---: | ---: | ---: |");
+    lines.push(
+      `| raw JetStream | ${k.raw.tasksPerSec} | ${k.raw.seconds} | ${k.raw.latencyP50Ms} | ${k.raw.latencyP99Ms} | ${cell(k.rawToSingle)} |`,
+      `| jetstate | ${k.jetstate.tasksPerSec} | ${k.jetstate.seconds} | ${k.jetstate.latencyP50Ms} | ${k.jetstate.latencyP99Ms} | ${cell(k.jetstateToSingle)} |`,
+      "",
+      `jetstate ÷ raw on the cluster: median of ratios ${k.ratio.medianOfRatios}, ratio of medians ${k.ratio.ratioOfMedians} (per rep ${k.ratio.perRep.join(", ")}).`,
+      "",
+    );
   }
   const mem = doc.memory;
   if (mem) {

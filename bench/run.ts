@@ -5,17 +5,20 @@
  *                (raw, jetstate, raw, jetstate, …), fresh streams per run;
  *   connections  a 1000-task job with 8 workers: connections the server saw;
  *   submit       submit latency for 1, 100 and 10 000 tasks;
- *   memory       a 100k-task job and 1000 idle jobs, each in a child process.
+ *   memory       a 100k-task job and 1000 idle jobs, each in a child process;
+ *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
+ *                interleaved, beside the single server's figures of the same run.
  * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory,
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory[,cluster],
  * --mem-tasks (100000), --idle-jobs (1000), --target (0.85).
  */
 import { execFileSync } from "node:child_process";
 import os from "node:os";
 import { parseArgs } from "node:util";
+import { startNatsCluster } from "../test/harness/nats-cluster.ts";
 import { startNatsServer } from "../test/harness/nats-server.ts";
 import { measureConnections } from "./connections.ts";
 import { runJetstate } from "./jetstate-e2e.ts";
@@ -27,7 +30,9 @@ import { runRaw } from "./raw-jetstream.ts";
 import { type BenchDocument, markdown, writeResults } from "./report.ts";
 import { measureSubmitLatency } from "./submit-latency.ts";
 
-const allSections = ["throughput", "connections", "submit", "memory"] as const;
+const allSections = ["throughput", "connections", "submit", "memory", "cluster"] as const;
+/** Sections run unless `--only` names others: the cluster one starts three more servers, so it is asked for. */
+const defaultSections = ["throughput", "connections", "submit", "memory"];
 
 const { values } = parseArgs({
   options: {
@@ -35,7 +40,7 @@ const { values } = parseArgs({
     reps: { type: "string", default: "3" },
     workers: { type: "string", default: "1" },
     concurrency: { type: "string", default: "50" },
-    only: { type: "string", default: allSections.join(",") },
+    only: { type: "string", default: defaultSections.join(",") },
     "mem-tasks": { type: "string", default: "100000" },
     "idle-jobs": { type: "string", default: "1000" },
     target: { type: "string", default: "0.85" },
@@ -79,6 +84,47 @@ const describe = (r: ThroughputRun) =>
   `(${r.publishCpuMicrosPerTask} in publish/submit), ` +
   `server ${r.serverCpuMicrosPerTask ?? "?"} µs/task, latency p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms; ` +
   `phases ms: publish ${r.phasesMs.publish}, to first ${r.phasesMs.toFirst}, tasks ${r.phasesMs.tasks}, tail ${r.phasesMs.tail}`;
+
+/**
+ * The same big job on a 3-node cluster with every stream at R3 (raw and
+ * jetstate interleaved, as on one server), and each side's ratio to its own
+ * single-server median of this run: what replication costs.
+ */
+async function measureCluster(
+  singleJetstate: number | undefined,
+  singleRaw: number | undefined,
+): Promise<NonNullable<BenchDocument["cluster"]>> {
+  const nodes = await startNatsCluster();
+  try {
+    const url = nodes.urls.join(",");
+    const replicas = 3;
+    await runRaw({ url, n: Math.min(n, 2000), rep: -1, replicas });
+    await runJetstate({ url, n: Math.min(n, 2000), rep: -1, shape, replicas });
+    const raw: ThroughputRun[] = [];
+    const jetstate: ThroughputRun[] = [];
+    for (let rep = 0; rep < reps; rep++) {
+      raw.push(await runRaw({ url, n, rep, replicas }));
+      log(`cluster ${describe(raw.at(-1)!)}`);
+      jetstate.push(await runJetstate({ url, n, rep, shape, replicas }));
+      log(`cluster ${describe(jetstate.at(-1)!)}`);
+    }
+    const rawSummary = summarise(raw);
+    const jetstateSummary = summarise(jetstate);
+    const toSingle = (clusterRate: number, single: number | undefined) =>
+      single ? Math.round((clusterRate / single) * 1000) / 1000 : null;
+    return {
+      replicas,
+      runs: raw.flatMap((r, k) => [r, jetstate[k]!]),
+      raw: rawSummary,
+      jetstate: jetstateSummary,
+      ratio: ratios(raw, jetstate, Number(values.target)),
+      jetstateToSingle: toSingle(jetstateSummary.tasksPerSec, singleJetstate),
+      rawToSingle: toSingle(rawSummary.tasksPerSec, singleRaw),
+    };
+  } finally {
+    await nodes.dispose();
+  }
+}
 
 const startedAt = new Date().toISOString();
 const server = await startNatsServer();
@@ -148,6 +194,11 @@ try {
     log(`memory, idle jobs: ${JSON.stringify(idleJobs)}`);
     memory = { job100k, idleJobs };
   }
+  let cluster: BenchDocument["cluster"];
+  if (wants("cluster")) {
+    cluster = await measureCluster(throughput?.jetstate.tasksPerSec, throughput?.raw.tasksPerSec);
+    log(`cluster: ${JSON.stringify({ ...cluster, runs: undefined })}`);
+  }
   doc = {
     version: 1,
     startedAt,
@@ -165,6 +216,7 @@ try {
     ...(connections ? { connections } : {}),
     ...(submitLatency ? { submitLatency } : {}),
     ...(memory ? { memory } : {}),
+    ...(cluster ? { cluster } : {}),
     notes,
   };
 } finally {
@@ -175,6 +227,13 @@ const files = writeResults(doc);
 console.log(markdown(doc));
 log(`wrote ${files.json} and ${files.md}`);
 const t = doc.throughput;
+const c = doc.cluster;
+if (c) {
+  console.log(
+    `cluster (R3): jetstate/raw ${c.ratio.medianOfRatios} (median of ratios); jetstate cluster/single ` +
+      `${c.jetstateToSingle ?? "–"}, raw cluster/single ${c.rawToSingle ?? "–"}`,
+  );
+}
 if (t) {
   const p = t.ratioToPipelined;
   console.log(

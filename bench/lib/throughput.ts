@@ -62,7 +62,10 @@ export interface RunHooks {
 
 /** What a throughput run needs; `serverCpu` and `hooks` are optional. */
 export interface RunOptions {
+  /** A server URL, or several comma-separated (a cluster). */
   readonly url: string;
+  /** Replicas of the streams the run makes (default 1; 3 on the 3-node cluster). */
+  readonly replicas?: number;
   readonly n: number;
   /** Repetition number, for names and the report (-1: warm-up). */
   readonly rep: number;
