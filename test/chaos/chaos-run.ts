@@ -19,7 +19,6 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
@@ -369,12 +368,21 @@ const readRaw = async <A>(what: string, read: () => Promise<A>): Promise<A> => {
 };
 
 /** The record as stored in the jobs bucket, read past the runtime. */
+/**
+ * The job's record as its bucket's stream leader has it. Not a KV get: on a
+ * bucket that allows direct gets, a replica that is behind (catching up after
+ * a restart) may answer one with an old revision.
+ */
 const readRecordRaw = async (nc: NatsConnection, jobId: string): Promise<JobRecord> => {
-  const kv = await new Kvm(nc).open(brokerNames(PREFIX).jobsBucket);
-  const entry = await kv.get(jobId);
-  if (entry === null || entry.operation !== "PUT")
-    throw new Error(`no record of job ${jobId} in the jobs bucket`);
-  return entry.json<JobRecord>();
+  const bucket = brokerNames(PREFIX).jobsBucket;
+  const jsm = await jetstreamManager(nc);
+  const stored = await jsm.streams
+    .getMessage(`KV_${bucket}`, { last_by_subj: `$KV.${bucket}.${jobId}` })
+    .catch((error: unknown) => {
+      throw new Error(`no record of job ${jobId} in the jobs bucket`, { cause: error });
+    });
+  if (stored === null) throw new Error(`no record of job ${jobId} in the jobs bucket`);
+  return stored.json<JobRecord>();
 };
 
 const checkRecord = (record: JobRecord, expected: ReturnType<typeof countsFromRawResults>) => {

@@ -70,6 +70,9 @@ describe("replicas", () => {
       "jetstate_tasks_b",
     ]);
     expect(Object.values(made).every((n) => n === 1)).toBe(true);
+    // Every bucket's reads go to its leader: no direct get a lagging replica could answer.
+    for (const bucket of ["KV_jetstate_agents", "KV_jetstate_jobs", "KV_jetstate_leases"])
+      expect((await jsm.streams.info(bucket)).config.allow_direct, bucket).toBe(false);
     // The start line describes the server: its name and version, no cluster.
     const described = first.lines.find((l) => l.level === info && /^connected to /.test(l.msg));
     expect(described?.msg).toContain(await server.version());

@@ -92,7 +92,7 @@ export const openAgentBucket = async (
   replicas?: Replicas,
 ): Promise<KV> =>
   replicas === undefined
-    ? new Kvm(nc).create(bucket, { history: 1 })
+    ? new Kvm(nc).create(bucket, { history: 1, allow_direct: false }) // reads from the leader: see ensureBucket
     : ensureBucket(nc, await jetstreamManager(nc), bucket, { history: 1 }, replicas);
 
 const sameRecord = (a: AgentRecord, b: AgentRecord): boolean => JSON.stringify(a) === JSON.stringify(b);

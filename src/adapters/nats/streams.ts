@@ -82,6 +82,15 @@ const findOrAddStream = async (
 /**
  * Opens the KV bucket, creating it (with the wanted replica count) unless it
  * exists; an existing bucket's stream is checked like any other stream.
+ *
+ * Reads go to the bucket's stream leader, never a direct get: on a
+ * replicated bucket a direct get may be answered by a replica that is behind
+ * (one catching up after a restart). The chaos suite read a job's record as
+ * `running` there after the job's end had been stored, and a compare-and-set
+ * built on such a read fails until the replica catches up. Made this way, the
+ * bucket's stream refuses direct gets to every client, and nats.js reads
+ * through the leader (`$JS.API.STREAM.MSG.GET`) even on a bucket made by
+ * someone else with direct gets allowed.
  */
 export const ensureBucket = async (
   nc: NatsConnection,
@@ -90,7 +99,7 @@ export const ensureBucket = async (
   options: Partial<KvOptions>,
   replicas: Replicas,
 ): Promise<KV> => {
-  const kv = await new Kvm(nc).create(bucket, { ...options, replicas: replicas.wanted });
+  const kv = await new Kvm(nc).create(bucket, { ...options, replicas: replicas.wanted, allow_direct: false });
   replicas.check(await jsm.streams.info(`KV_${bucket}`));
   return kv;
 };
