@@ -93,6 +93,62 @@ describe("a consumer or JetStream lost for a while", () => {
     expect(stored).toHaveLength(10);
   }, 60_000);
 
+  it("a job's task consumer gone for a moment (as during an election) does not end the job for its workers", async () => {
+    const rt = await start();
+    const queue = "blink";
+    // Two tasks held at the gate, two slots free: the worker keeps a pull open on the consumer.
+    const gated = gatedHandler(5);
+    const worker = rt.workers.start<number, number>({ queue, concurrency: 4, handler: gated.handler });
+    const job = await rt.jobs.submit({ queue, tasks: Array.from({ length: 7 }, (_, n) => n) });
+    await waitUntil(() => job.snapshot().done === 5 && gated.ledger.size === 7, {
+      timeoutMs: 20_000,
+      message: "five tasks done, two held",
+    });
+
+    // The server says "consumer not found" while a consumer's new leader is elected. Made here
+    // by deleting the job's consumer under the worker and making it again as it was: the job
+    // runs on (its record says so), and the worker must go on pulling.
+    raw = await connect({ servers: server.url, name: "raw" });
+    const jsm = await jetstreamManager(raw);
+    const stream = names.tasksStream(queue);
+    // The record has the five (progress is written at most once a second): after this, no
+    // record change is due until a held task answers.
+    await waitUntil(
+      async () => {
+        const stored = await jsm.streams.getMessage(`KV_${names.jobsBucket}`, {
+          last_by_subj: `$KV.${names.jobsBucket}.${job.id}`,
+        });
+        return stored?.json<{ counts: { done: number } }>().counts.done === 5;
+      },
+      { timeoutMs: 10_000, message: "the record to say five done" },
+    );
+    await delay(1200);
+    const { config } = await jsm.consumers.info(stream, job.id);
+    await jsm.consumers.delete(stream, job.id);
+    await delay(500);
+    await jsm.consumers.add(stream, config);
+    // Nothing answers meanwhile (the held tasks wait at the gate), so no record change can
+    // send the worker back to the job: it must come back by itself. The server's view: a pull
+    // registered, or tasks delivered, on the consumer made again. Before, the worker took the
+    // deletion for the job's end and never pulled it again.
+    await waitUntil(
+      async () => {
+        const info = await jsm.consumers.info(stream, job.id);
+        return info.num_waiting + info.num_ack_pending > 0;
+      },
+      { timeoutMs: 10_000, message: "the worker pulling from the job's consumer again" },
+    );
+    gated.open();
+
+    const final = await within(job.done(), 20_000);
+    expect(final).toMatchObject({ status: "succeeded", done: 7, failed: 0, dead: 0 });
+    await worker.stop();
+    // The held two ran again from the consumer made again (their first leases went with the old one).
+    expect([...gated.ledger.keys()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    const stored = await natsRawResults(raw, queue, job.id);
+    expect(new Set(stored.map((e) => e.i)).size).toBe(7);
+  }, 60_000);
+
   it("results published while JetStream does not answer land once: no task runs twice", async () => {
     const rt = await start();
     const queue = "nojs";

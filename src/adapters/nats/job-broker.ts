@@ -51,6 +51,9 @@ export interface BrokerSettings {
  */
 export const pullLoop = { expires: 3000, idle_heartbeat: 1000, abort_on_missing_resource: true } as const;
 
+/** How long a task loop may have nothing before it checks that it still has a pull at its consumer. */
+export const stuckCheckMs = 5000;
+
 /** A pull loop's end because its consumer or stream is gone (deleted, or lost with the server's store). */
 export const isConsumerGone = (error: unknown): boolean => {
   if (isNotFound(error)) return true;
@@ -453,17 +456,55 @@ export class NatsJobBroker {
     const stop = () => void messages.close();
     signal.addEventListener("abort", stop, { once: true });
     void nc.closed().then(stop);
+    const idle = { since: Date.now(), busy: false };
+    const watchdog = setInterval(() => this.#restartIfNotPulling(consumer, jobId, idle, stop), stuckCheckMs);
     try {
-      for await (const m of messages) await onTask(m);
+      for await (const m of messages) {
+        idle.busy = true; // waiting for a free slot is not being stuck
+        await onTask(m);
+        idle.since = Date.now();
+        idle.busy = false;
+      }
     } catch (error) {
       // The job's consumer deleted (the job ended) or lost with its stream: nothing left to pull.
       if (!isConsumerGone(error)) throw error;
       if (isStreamGone(error)) this.setups.forget(nc);
       return "gone";
     } finally {
+      clearInterval(watchdog);
       signal.removeEventListener("abort", stop);
     }
     return "ended";
+  }
+
+  /**
+   * Ends a task loop that has had nothing for `stuckCheckMs` while its job's
+   * tasks wait and no pull at all is registered at the consumer: its pulls
+   * were lost (the consumer's leader moved) and nats.js did not notice. Seen
+   * in the chaos suite: a node killed, every worker still running, the job
+   * stalled for good with "4 tasks wait, 0 held". The loop's supervisor
+   * starts it again, with a new pull. Nothing happens while messages flow or
+   * the loop waits for a free slot (a busy worker does not pull).
+   */
+  #restartIfNotPulling(
+    consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>,
+    jobId: string,
+    idle: { since: number; busy: boolean },
+    restart: () => void,
+  ): void {
+    if (idle.busy || Date.now() - idle.since < stuckCheckMs) return;
+    consumer.info().then(
+      (info) => {
+        if (info.num_pending === 0 || info.num_waiting > 0) return;
+        this.#core.logger.warn(
+          { jobId, waiting: info.num_pending, held: info.num_ack_pending },
+          "task loop has no pull at its consumer while tasks wait; pulling again",
+        );
+        restart();
+      },
+      // No answer (an election going on): the consume's own heartbeats handle that.
+      (error) => this.#core.logger.debug({ jobId, err: error }, "task loop check failed"),
+    );
   }
 }
 

@@ -1,4 +1,5 @@
 import type { JsMsg } from "@nats-io/jetstream";
+import { isFinal, SubmitPhase } from "../../effects/job-record.ts";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { childLogger } from "../../logger.ts";
 import type { RuntimeCore } from "../../runtime.ts";
@@ -64,6 +65,14 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
   const log = childLogger(core.logger, { actor: "runtime" });
   const port = core.connection;
 
+  /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
+  const runsStill = async (jobId: string): Promise<boolean> => {
+    const found = await js.getRecord(jobId);
+    return (
+      found !== undefined && found.record.phase === SubmitPhase.committed && !isFinal(found.record.status)
+    );
+  };
+
   return {
     kind: "nats",
     jetstream: js,
@@ -98,6 +107,11 @@ export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions):
             (m) => onTask(new JsTaskLease(m)),
             s,
           );
+          // While a consumer's leader is being elected the server may say it is not found: the
+          // record says whether the job really ended (an end or a cancel is written before its
+          // consumer is deleted). A worker that took such an answer for the end stopped pulling
+          // a running job for good (chaos suite: a node killed, the job stalled at 2998/3000).
+          if (end === "gone" && (await runsStill(jobId))) return "ended";
           gone = end === "gone";
           return gone ? "done" : end;
         },
