@@ -31,13 +31,16 @@ export const mutations: readonly Mutation[] = [
     search: [
       "    const sent = this.#publish(jobId, body, msgId).then(",
       "      () => {",
+      "        clearInterval(keeper);",
       "        for (const settle of batch.settles) settle.stored();",
       "      },",
     ].join("\n"),
     replace: [
       "    for (const settle of batch.settles) settle.stored();",
       "    const sent = this.#publish(jobId, body, msgId).then(",
-      "      () => {},",
+      "      () => {",
+      "        clearInterval(keeper);",
+      "      },",
     ].join("\n"),
     tests: [faults],
   },
