@@ -4,29 +4,12 @@
  * /proc), so a run shows whether the client or the server was the limit.
  */
 import { readdirSync, readFileSync } from "node:fs";
-import http from "node:http";
+import { httpGetJson } from "../../test/harness/nats-process.ts";
 import type { NatsServerHandle } from "../../test/harness/nats-server.ts";
 
-export const getJson = (url: string): Promise<Record<string, unknown>> =>
-  new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, headers: { connection: "close" } }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => {
-        body += chunk;
-      });
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(body) as Record<string, unknown>);
-        } catch (error) {
-          reject(error);
-        }
-      });
-      res.on("error", reject);
-    });
-    req.setTimeout(2000, () => req.destroy(new Error(`GET ${url}: timed out`)));
-    req.on("error", reject);
-  });
+/** A monitoring endpoint's JSON (the harness' GET: no keep-alive, a 2 s bound). */
+export const getJson = async (url: string): Promise<Record<string, unknown>> =>
+  (await httpGetJson(url)) as Record<string, unknown>;
 
 /** `/varz`: `connections` (open now) and `total_connections` (accepted since start). */
 export const varzConnections = async (server: NatsServerHandle): Promise<{ open: number; total: number }> => {
