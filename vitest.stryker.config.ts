@@ -11,11 +11,12 @@ import { defineConfig } from "vitest/config";
  * milliseconds.
  *
  * The list is found, not written down: a test file is left out when its text
- * reaches for a real server (the harness that starts nats-server, or the
+ * reaches for a real server (the harnesses that start nats-server or a cluster, the chaos runner, or the
  * runtime helper built on it). A new fast test is picked up without editing
  * this file.
  */
-const needsNatsServer = /startNatsServer|useNatsRuntime|harness\/nats-server|harness\/runtime/;
+const needsNatsServer =
+  /startNatsServer|startNatsCluster|useNatsRuntime|harness\/nats-server|harness\/nats-cluster|harness\/runtime|chaos-run/;
 
 const root = fileURLToPath(new URL(".", import.meta.url));
 

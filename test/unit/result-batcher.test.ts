@@ -218,4 +218,42 @@ describe("ResultBatcher", () => {
     expect(published.map((p) => [p.jobId, p.body])).toEqual([["other", "[3]"]]);
     expect(events).toEqual(["1:lost", "2:lost"]);
   });
+
+  it("extends the leases of a batch every keepEveryMs while its publish is on the way, and stops once it settles", async () => {
+    const { pending, publish } = ledger();
+    const keeps: string[] = [];
+    const settle = (name: string): Settle => ({
+      stored: () => keeps.push(`${name}:stored`),
+      lost: () => keeps.push(`${name}:lost`),
+      keep: () => keeps.push(`${name}:keep`),
+    });
+    const batcher = new ResultBatcher(publish, options({ maxDelayMs: 5, keepEveryMs: () => 100 }));
+    batcher.add("job", "1", settle("1"));
+    batcher.add("job", "2", settle("2"));
+    await vi.advanceTimersByTimeAsync(5); // the batch is sent; its PubAck does not come
+    expect(keeps).toEqual([]);
+    await vi.advanceTimersByTimeAsync(250);
+    expect(keeps).toEqual(["1:keep", "2:keep", "1:keep", "2:keep"]);
+    pending[0]?.resolve();
+    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(keeps).toEqual(["1:keep", "2:keep", "1:keep", "2:keep", "1:stored", "2:stored"]);
+  });
+
+  it("stops extending the leases of a batch whose publish failed", async () => {
+    const { pending, publish } = ledger();
+    const keeps: string[] = [];
+    const settle: Settle = {
+      stored: () => keeps.push("stored"),
+      lost: () => keeps.push("lost"),
+      keep: () => keeps.push("keep"),
+    };
+    const batcher = new ResultBatcher(publish, options({ maxDelayMs: 5, keepEveryMs: () => 100 }));
+    batcher.add("job", "1", settle);
+    await vi.advanceTimersByTimeAsync(105);
+    pending[0]?.reject(new Error("no stream leader"));
+    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(keeps).toEqual(["keep", "lost"]);
+  });
 });

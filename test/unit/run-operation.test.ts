@@ -5,7 +5,7 @@
  * fake port and the fake operation: how often each was called, with what,
  * and when.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { runOperationPromise } from "../../src/effects/run-operation.ts";
 import {
   type BrokerError,
@@ -93,6 +93,30 @@ describe("runOperation", () => {
     expect(n).toBe(3);
     expect(port.signals).toHaveLength(3);
     expect(calls.map((c) => c.operation)).toEqual(["publish", "publish"]);
+  });
+
+  it("with maxDelayMs, the pauses between attempts double up to it and stay there", async () => {
+    vi.useFakeTimers({ now: 0 });
+    try {
+      const { classify } = classifier();
+      const at: number[] = [];
+      const result = runOperationPromise(
+        connectedPort(),
+        async () => {
+          at.push(Date.now());
+          if (at.length < 6) throw transient(at.length);
+          return "stored";
+        },
+        classify,
+        { name: "publish", timeoutMs: 10_000, retry: { attempts: 10, initialDelayMs: 20, maxDelayMs: 50 } },
+      );
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(await result).toBe("stored");
+      // 20, 40, then 50 each time (uncapped: 80, 160, 320).
+      expect(at).toEqual([0, 20, 60, 110, 160, 210]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("gives up after `attempts` calls in all with the last transient error", async () => {
