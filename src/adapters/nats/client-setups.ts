@@ -43,6 +43,24 @@ export class ClientSetups {
     return cache;
   }
 
+  /**
+   * A setup made once per client: the function returned gives, for `nc`, the same promise
+   * until it fails (the next use tries again) or `forget` drops it.
+   */
+  once<T>(): (nc: NatsConnection, make: () => Promise<T>) => Promise<T> {
+    const made = this.cache<Promise<T>>();
+    return (nc, make) => {
+      const known = made.get(nc);
+      if (known) return known;
+      const setUp = make();
+      made.set(nc, setUp);
+      setUp.catch(() => {
+        if (made.get(nc) === setUp) made.delete(nc);
+      });
+      return setUp;
+    };
+  }
+
   /** Drops everything set up for `nc`: the next use looks at the server again. */
   forget(nc: NatsConnection): void {
     for (const cache of this.#caches) cache.delete(nc);

@@ -66,44 +66,35 @@ export class NatsDeadLetters {
   readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
   readonly #maxAgeMs: number;
-  readonly #ready: WeakMap<NatsConnection, Promise<JetStreamManager>>;
+  readonly #ready: (nc: NatsConnection, make: () => Promise<JetStreamManager>) => Promise<JetStreamManager>;
 
   constructor(core: RuntimeCore, broker: NatsJobBroker, maxAgeMs: number) {
     this.#core = core;
     this.#broker = broker;
     this.#maxAgeMs = maxAgeMs;
-    this.#ready = broker.setups.cache();
+    this.#ready = broker.setups.once();
   }
 
   /** The dead-letter stream (shared by every queue), set up once per client. */
   #setup(nc: NatsConnection): Promise<JetStreamManager> {
-    let ready = this.#ready.get(nc);
-    if (!ready) {
-      ready = (async () => {
-        const { jsm } = await this.#broker.handles(nc);
-        const n = this.#broker.names;
-        const subjects = `${this.#core.options.prefix}.dead.>`;
-        const stream = await ensureStream(
-          jsm,
-          {
-            name: n.deadStream,
-            subjects: [subjects],
-            retention: RetentionPolicy.Limits,
-            storage: StorageType.File,
-            max_age: nanos(this.#maxAgeMs),
-          },
-          this.#broker.replicas,
-        );
-        assertCaptures(stream, subjects);
-        return jsm;
-      })();
-      const made = ready;
-      made.catch(() => {
-        if (this.#ready.get(nc) === made) this.#ready.delete(nc);
-      });
-      this.#ready.set(nc, made);
-    }
-    return ready;
+    return this.#ready(nc, async () => {
+      const { jsm } = await this.#broker.handles(nc);
+      const n = this.#broker.names;
+      const subjects = `${this.#core.options.prefix}.dead.>`;
+      const stream = await ensureStream(
+        jsm,
+        {
+          name: n.deadStream,
+          subjects: [subjects],
+          retention: RetentionPolicy.Limits,
+          storage: StorageType.File,
+          max_age: nanos(this.#maxAgeMs),
+        },
+        this.#broker.replicas,
+      );
+      assertCaptures(stream, subjects);
+      return jsm;
+    });
   }
 
   /** Creates the dead-letter stream unless it exists (`rt.admin.provision()`). */

@@ -21,7 +21,7 @@ export interface LeaseRecord {
 export class NatsJobLeases {
   readonly #core: RuntimeCore;
   readonly #broker: NatsJobBroker;
-  readonly #kv: WeakMap<NatsConnection, Promise<KV>>;
+  readonly #kv: (nc: NatsConnection, make: () => Promise<KV>) => Promise<KV>;
   /** Each lease this runtime wrote last: its revision and the `until` it wrote. */
   readonly #held = new Map<string, { readonly revision: number; readonly until: number }>();
   readonly holder: string;
@@ -30,7 +30,7 @@ export class NatsJobLeases {
     this.#core = core;
     this.#broker = broker;
     this.holder = holder;
-    this.#kv = broker.setups.cache();
+    this.#kv = broker.setups.once();
   }
 
   /** Creates the leases bucket unless it exists. */
@@ -39,24 +39,15 @@ export class NatsJobLeases {
   }
 
   #bucket(nc: NatsConnection): Promise<KV> {
-    let kv = this.#kv.get(nc);
-    if (!kv) {
-      const made = jetstreamManager(nc).then((jsm) =>
-        ensureBucket(
-          nc,
-          jsm,
-          this.#broker.names.leasesBucket,
-          { history: 1, storage: StorageType.File },
-          this.#broker.replicas,
-        ),
-      );
-      made.catch(() => {
-        if (this.#kv.get(nc) === made) this.#kv.delete(nc);
-      });
-      this.#kv.set(nc, made);
-      kv = made;
-    }
-    return kv;
+    return this.#kv(nc, async () =>
+      ensureBucket(
+        nc,
+        await jetstreamManager(nc),
+        this.#broker.names.leasesBucket,
+        { history: 1, storage: StorageType.File },
+        this.#broker.replicas,
+      ),
+    );
   }
 
   /**

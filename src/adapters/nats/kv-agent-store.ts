@@ -114,19 +114,9 @@ export const supervisedAgentStore = (
   },
   bucket = agentsBucketFor(core.options.prefix),
 ): AgentStore => {
-  const stores = shared.setups.cache<Promise<AgentStore>>();
-  const storeFor = (nc: NatsConnection): Promise<AgentStore> => {
-    let store = stores.get(nc);
-    if (!store) {
-      const made = openAgentBucket(nc, bucket, shared.replicas).then(kvAgentStore);
-      made.catch(() => {
-        if (stores.get(nc) === made) stores.delete(nc);
-      });
-      stores.set(nc, made);
-      store = made;
-    }
-    return store;
-  };
+  const stores = shared.setups.once<AgentStore>();
+  const storeFor = (nc: NatsConnection): Promise<AgentStore> =>
+    stores(nc, () => openAgentBucket(nc, bucket, shared.replicas).then(kvAgentStore));
   const run = <A>(name: string, op: (store: AgentStore) => Promise<A>): Promise<A> =>
     shared.setups.run(core, name, async (nc) => op(await storeFor(nc)));
   return {

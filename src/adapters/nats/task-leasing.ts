@@ -36,32 +36,23 @@ const decoder = new TextDecoder();
  */
 export class NatsTaskLeasing implements TaskLeasing {
   readonly #broker: NatsJobBroker;
-  readonly #kv: WeakMap<NatsConnection, Promise<KV>>;
+  readonly #kv: (nc: NatsConnection, make: () => Promise<KV>) => Promise<KV>;
 
   constructor(broker: NatsJobBroker) {
     this.#broker = broker;
-    this.#kv = broker.setups.cache();
+    this.#kv = broker.setups.once();
   }
 
   #bucket(nc: NatsConnection): Promise<KV> {
-    let kv = this.#kv.get(nc);
-    if (!kv) {
-      const made = jetstreamManager(nc).then((jsm) =>
-        ensureBucket(
-          nc,
-          jsm,
-          this.#broker.names.answersBucket,
-          { history: 1, storage: StorageType.File, ttl: answerMemoryMs },
-          this.#broker.replicas,
-        ),
-      );
-      made.catch(() => {
-        if (this.#kv.get(nc) === made) this.#kv.delete(nc);
-      });
-      this.#kv.set(nc, made);
-      kv = made;
-    }
-    return kv;
+    return this.#kv(nc, async () =>
+      ensureBucket(
+        nc,
+        await jetstreamManager(nc),
+        this.#broker.names.answersBucket,
+        { history: 1, storage: StorageType.File, ttl: answerMemoryMs },
+        this.#broker.replicas,
+      ),
+    );
   }
 
   /** True if `reply` is a delivery of this job's tasks, from its queue's tasks stream. */
