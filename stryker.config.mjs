@@ -2,7 +2,7 @@
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   // Globs, not a file list: a new machine or effect is mutated without editing this file.
-  mutate: ["src/machines/**/*.ts", "src/effects/**/*.ts"],
+  mutate: ["src/kernel/**/*.ts", "src/machines/**/*.ts", "src/effects/**/*.ts"],
   testRunner: "vitest",
   vitest: {
     // Only the tests that need no nats-server (found by that file, not listed by hand).

@@ -3,6 +3,8 @@
  */
 
 export type { Broker, CleanupOptions, CleanupReport, DeadLetter } from "./adapters/broker.ts";
+export type { AuthOptions, TlsOptions } from "./adapters/nats/security.ts";
+export type { ConnectionHandle, ConnectionView } from "./adapters/nats/supervised-connection.ts";
 export type {
   AgentOptions,
   AgentState,
@@ -10,14 +12,28 @@ export type {
   FailureOutcome,
   FailureReport,
   SwitchNotice,
-} from "./agents.ts";
-export type { Clock } from "./clock.ts";
-export type { ConnectionHandle, ConnectionView } from "./connection.ts";
-export type { SkipEntry, SwitchSummary } from "./effects/agent-store.ts";
-export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./effects/job-record.ts";
+} from "./api/agents.ts";
+export {
+  createHttpApi,
+  type HttpApi,
+  type HttpApiOptions,
+  type TokenConfig,
+  type TokenRole,
+  type TokenScopeOptions,
+} from "./api/http.ts";
+export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
+export type { ConnectionOptions, InspectorLike, JobRuntimeOptions, RuntimeOptions } from "./api/options.ts";
+export {
+  type NatsPermissions,
+  natsPermissions,
+  type PermissionsRequest,
+  type Role,
+} from "./api/permissions.ts";
+export { createRuntime, type Runtime } from "./api/runtime.ts";
+export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./api/workers.ts";
 export type { SubmitRequest } from "./effects/plan-submit.ts";
-export { PermanentError } from "./effects/task-outcome.ts";
-export type { TaskProgress } from "./effects/task-progress.ts";
+export type { SkipEntry, SwitchSummary } from "./kernel/agent-record.ts";
+export type { Clock } from "./kernel/clock.ts";
 export {
   ConnectionUnavailable,
   IdempotencyConflict,
@@ -34,21 +50,10 @@ export {
   TargetUnavailable,
   TransientBrokerError,
   UnknownAgent,
-} from "./errors.ts";
-export {
-  createHttpApi,
-  type HttpApi,
-  type HttpApiOptions,
-  type TokenConfig,
-  type TokenRole,
-  type TokenScopeOptions,
-} from "./http.ts";
-export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./jobs.ts";
-export type { Logger } from "./logger.ts";
+} from "./kernel/errors.ts";
+export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./kernel/job-record.ts";
+export type { Logger } from "./kernel/logger.ts";
+export { defineQueue, type Queue, type Schema, type StandardSchema } from "./kernel/queue.ts";
+export { PermanentError } from "./kernel/task-outcome.ts";
+export type { TaskProgress } from "./kernel/task-progress.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";
-export type { ConnectionOptions, InspectorLike, JobRuntimeOptions, RuntimeOptions } from "./options.ts";
-export { type NatsPermissions, natsPermissions, type PermissionsRequest, type Role } from "./permissions.ts";
-export { defineQueue, type Queue, type Schema, type StandardSchema } from "./queue.ts";
-export { createRuntime, type Runtime } from "./runtime.ts";
-export type { AuthOptions, TlsOptions } from "./security.ts";
-export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./workers.ts";

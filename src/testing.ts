@@ -10,17 +10,17 @@
  * ```
  */
 import type { Broker } from "./adapters/broker.ts";
-import type { Clock } from "./clock.ts";
+import type { JobSnapshot } from "./api/job-handle.ts";
+import type { RuntimeOptions } from "./api/options.ts";
+import { createTestRuntime } from "./api/runtime.ts";
 import type { SubmitRequest } from "./effects/plan-submit.ts";
-import type { JobSnapshot } from "./job-handle.ts";
-import { silentLogger } from "./logger.ts";
-import type { RuntimeOptions } from "./options.ts";
-import type { Queue } from "./queue.ts";
-import { createTestRuntime } from "./runtime.ts";
+import type { Clock } from "./kernel/clock.ts";
+import { silentLogger } from "./kernel/logger.ts";
+import type { Queue } from "./kernel/queue.ts";
 
 export { createTestRuntime };
 
-import type { WorkerOptions } from "./workers.ts";
+import type { WorkerOptions } from "./api/workers.ts";
 
 export type { Broker, DeadLetter, TaskLease } from "./adapters/broker.ts";
 export {
@@ -31,7 +31,7 @@ export {
   MemoryServer,
   type MemoryServerOptions,
 } from "./adapters/memory/memory-broker.ts";
-export { type Clock, ManualClock, realClock } from "./clock.ts";
+export { type Clock, ManualClock, realClock } from "./kernel/clock.ts";
 
 /** A runtime on the memory broker: anything `createRuntime` takes, plus the broker and the clock. */
 export type TestRuntimeOptions = RuntimeOptions & {

@@ -1,5 +1,5 @@
-import type { JobPort } from "../effects/job-port.ts";
-import type { JobRecord, JobSettings } from "../effects/job-record.ts";
+import type { JobRecord, JobSettings } from "../kernel/job-record.ts";
+import type { JobPort } from "./job-port.ts";
 
 /**
  * The broker port: everything jobs, workers and the job actor need from a

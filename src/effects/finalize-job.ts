@@ -1,6 +1,5 @@
-import { RevisionConflict } from "../errors.ts";
-import type { FinalizeInput } from "../machines/job.machine.ts";
-import type { JobPort } from "./job-port.ts";
+import type { JobPort } from "../adapters/job-port.ts";
+import { RevisionConflict } from "../kernel/errors.ts";
 import {
   isFinal,
   type JobCounts,
@@ -9,7 +8,8 @@ import {
   maxCounts,
   movesBackwards,
   SubmitPhase,
-} from "./job-record.ts";
+} from "../kernel/job-record.ts";
+import type { FinalizeInput } from "../machines/job.machine.ts";
 
 /**
  * Writes a record change with compare-and-set, re-reading on a conflict so a

@@ -1,10 +1,17 @@
 import { createHash, randomUUID } from "node:crypto";
-import { IdempotencyConflict, InvalidArgument } from "../errors.ts";
-import { rejectUnknownKeys } from "../options.ts";
-import { type Queue, validateWith } from "../queue.ts";
-import { check, checkOr, IdempotencyKey, maxTimerMs, number, SubjectToken } from "../validation.ts";
-import { deadLetterRoomBytes } from "./dead-letter.ts";
-import { type JobRecord, type JobSettings, SubmitPhase } from "./job-record.ts";
+import { deadLetterRoomBytes } from "../kernel/dead-letter.ts";
+import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
+import { type JobRecord, type JobSettings, SubmitPhase } from "../kernel/job-record.ts";
+import { type Queue, validateWith } from "../kernel/queue.ts";
+import {
+  check,
+  checkOr,
+  IdempotencyKey,
+  maxTimerMs,
+  number,
+  rejectUnknownKeys,
+  SubjectToken,
+} from "../kernel/validation.ts";
 
 export interface SubmitRequest<Task = unknown, Result = unknown> {
   /** A queue name or a queue made with `defineQueue` (typed, optionally validated). */

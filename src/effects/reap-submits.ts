@@ -1,6 +1,6 @@
-import { RevisionConflict } from "../errors.ts";
-import type { JobPort } from "./job-port.ts";
-import { type JobRecord, SubmitPhase } from "./job-record.ts";
+import type { JobPort } from "../adapters/job-port.ts";
+import { RevisionConflict } from "../kernel/errors.ts";
+import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { rollBack } from "./submit-job.ts";
 
 export interface ReapReport {

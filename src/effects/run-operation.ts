@@ -5,7 +5,7 @@ import {
   isTransient,
   OperationTimeout,
   RuntimeStopped,
-} from "../errors.ts";
+} from "../kernel/errors.ts";
 
 /**
  * What an operation needs from the connection actor: the current client once

@@ -1,4 +1,4 @@
-import type { Logger } from "../logger.ts";
+import type { Logger } from "../kernel/logger.ts";
 import type { ConnectionPort } from "./run-operation.ts";
 
 export interface LoopOptions {

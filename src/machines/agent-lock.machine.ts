@@ -1,8 +1,8 @@
 import { assign, emit, fromPromise, setup } from "xstate";
 // Type-only imports: the machine shares the record and decision shapes with
 // the effects that produce them, but never runs effect code itself.
-import type { AgentRecord } from "../effects/agent-store.ts";
-import type { Decision } from "../effects/choose-target.ts";
+import type { AgentRecord } from "../kernel/agent-record.ts";
+import type { Decision } from "../kernel/choose-target.ts";
 
 /**
  * One lock actor per agent. Its mailbox is the lock: failures are queued in

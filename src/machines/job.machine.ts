@@ -1,6 +1,6 @@
 import { and, assign, fromCallback, fromPromise, setup } from "xstate";
-import type { JobCounts, JobSettings, JobStatus } from "../effects/job-record.ts";
-import { withinTolerance } from "../effects/job-record.ts";
+import type { JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
+import { withinTolerance } from "../kernel/job-record.ts";
 
 /**
  * The life of one job: `queuing → running ⇄ stalled → succeeded | failed`.

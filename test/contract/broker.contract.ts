@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
-import type { JobRecord, JobSettings } from "../../src/effects/job-record.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
-import { RevisionConflict } from "../../src/errors.ts";
+import { RevisionConflict } from "../../src/kernel/errors.ts";
+import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
 import {
   type BrokerHarness,
   eventually,

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Broker, TaskLease } from "../../src/adapters/broker.ts";
-import type { ManualClock } from "../../src/clock.ts";
-import type { JobRecord, JobSettings } from "../../src/effects/job-record.ts";
+import type { ManualClock } from "../../src/kernel/clock.ts";
+import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** What a contract run needs of one broker implementation. */

@@ -4,8 +4,8 @@ import {
   createMemoryServer,
   type MemoryBroker,
 } from "../../src/adapters/memory/memory-broker.ts";
-import { ManualClock } from "../../src/clock.ts";
-import { InvalidArgument, RuntimeStopped } from "../../src/errors.ts";
+import { ManualClock } from "../../src/kernel/clock.ts";
+import { InvalidArgument, RuntimeStopped } from "../../src/kernel/errors.ts";
 import { brokerContract } from "./broker.contract.ts";
 import { newRecord, taskBodies } from "./contract-helpers.ts";
 

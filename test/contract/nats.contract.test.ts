@@ -2,7 +2,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { createRuntimeCore } from "../../src/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 import { brokerContract } from "./broker.contract.ts";

@@ -1,6 +1,6 @@
 import type { Broker, SupervisionLeases, TaskLease } from "../../src/adapters/broker.ts";
-import { isFinal } from "../../src/effects/job-record.ts";
-import { TransientBrokerError } from "../../src/errors.ts";
+import { TransientBrokerError } from "../../src/kernel/errors.ts";
+import { isFinal } from "../../src/kernel/job-record.ts";
 
 /**
  * Fault injection on the broker port, for tests on either broker: wraps a

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll } from "vitest";
-import type { RuntimeOptions } from "../../src/options.ts";
-import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import type { RuntimeOptions } from "../../src/api/options.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.ts";
 
 /**

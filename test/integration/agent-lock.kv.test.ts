@@ -11,10 +11,10 @@ import type { KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { kvAgentStore, openAgentBucket } from "../../src/adapters/nats/kv-agent-store.ts";
-import { createAgentRegistry } from "../../src/agents.ts";
-import { initialAgentRecord } from "../../src/effects/agent-store.ts";
-import { InvalidArgument, RevisionConflict } from "../../src/errors.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { createAgentRegistry } from "../../src/api/agents.ts";
+import { initialAgentRecord } from "../../src/kernel/agent-record.ts";
+import { InvalidArgument, RevisionConflict } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 

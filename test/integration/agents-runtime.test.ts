@@ -13,7 +13,7 @@ import {
   TargetUnavailable,
   UnknownAgent,
 } from "../../src/index.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 

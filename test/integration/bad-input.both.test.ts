@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { partsOf } from "../../src/api/runtime.ts";
 import { createRuntime, type Runtime } from "../../src/index.ts";
-import { silentLogger } from "../../src/logger.ts";
-import { partsOf } from "../../src/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 import { badSubmits, long } from "../harness/bad-submits.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";

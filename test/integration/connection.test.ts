@@ -10,17 +10,18 @@ import { jetstream, jetstreamManager, type PubAck } from "@nats-io/jetstream";
 import { TimeoutError } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { waitFor } from "xstate";
+import type { ConnectionOptions } from "../../src/api/options.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import {
   ConnectionUnavailable,
   OperationTimeout,
   PermanentBrokerError,
   RuntimeStopped,
-} from "../../src/errors.ts";
-import { silentLogger } from "../../src/logger.ts";
+} from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import type { ConnectionState } from "../../src/machines/connection.machine.ts";
 import { connectionStateName } from "../../src/machines/connection.machine.ts";
-import type { ConnectionOptions } from "../../src/options.ts";
-import { createRuntime, createRuntimeCore } from "../../src/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 

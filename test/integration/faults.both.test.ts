@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ManualClock } from "../../src/clock.ts";
-import type { JobHandle, JobSnapshot } from "../../src/jobs.ts";
-import type { TaskContext, Worker } from "../../src/workers.ts";
+import type { JobHandle, JobSnapshot } from "../../src/api/jobs.ts";
+import type { TaskContext, Worker } from "../../src/api/workers.ts";
+import { ManualClock } from "../../src/kernel/clock.ts";
 import {
   type FaultBench,
   type FaultyRuntime,

@@ -5,9 +5,9 @@
  */
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ConnectionUnavailable, InvalidArgument } from "../../src/errors.ts";
-import { silentLogger } from "../../src/logger.ts";
-import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { ConnectionUnavailable, InvalidArgument } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** A loopback port nothing listens on (bound, then released). */

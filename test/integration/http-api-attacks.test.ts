@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
 import { createHttpApi, createRuntime, type HttpApi, type JobHandle, type Runtime } from "../../src/index.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { createTestRuntime } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";

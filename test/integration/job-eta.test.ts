@@ -7,8 +7,8 @@
  */
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import type { JobSnapshot } from "../../src/jobs.ts";
-import type { Runtime } from "../../src/runtime.ts";
+import type { JobSnapshot } from "../../src/api/jobs.ts";
+import type { Runtime } from "../../src/api/runtime.ts";
 import { useNatsRuntime } from "../harness/runtime.ts";
 import { waitUntil } from "../harness/wait.ts";
 

@@ -14,20 +14,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InspectionEvent } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import type { Clock } from "../../src/clock.ts";
-import { decodeRecord, type JobRecord } from "../../src/effects/job-record.ts";
+import { createHttpApi } from "../../src/api/http.ts";
+import { Jobs } from "../../src/api/jobs.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
-import { PermanentBrokerError } from "../../src/errors.ts";
-import { createHttpApi } from "../../src/http.ts";
-import { Jobs } from "../../src/jobs.ts";
-import { silentLogger } from "../../src/logger.ts";
-import {
-  createRuntime,
-  createRuntimeCore,
-  partsOf,
-  type Runtime,
-  type RuntimeCore,
-} from "../../src/runtime.ts";
+import type { Clock } from "../../src/kernel/clock.ts";
+import { PermanentBrokerError } from "../../src/kernel/errors.ts";
+import { decodeRecord, type JobRecord } from "../../src/kernel/job-record.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import {
   createMemoryBroker,
   createMemoryServer,

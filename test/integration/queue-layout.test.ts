@@ -2,8 +2,8 @@ import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jet
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JobHandle } from "../../src/job-handle.ts";
-import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import type { JobHandle } from "../../src/api/job-handle.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";

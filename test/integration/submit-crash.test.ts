@@ -3,9 +3,10 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { Jobs } from "../../src/api/jobs.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
-import { Jobs } from "../../src/jobs.ts";
-import { createRuntime, createRuntimeCore, type Runtime } from "../../src/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });

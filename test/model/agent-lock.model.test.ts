@@ -1,7 +1,7 @@
 import type { StatePath } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
 import { type Actor, createActor, fromPromise, type InspectionEvent } from "xstate";
-import type { Decision } from "../../src/effects/choose-target.ts";
+import type { Decision } from "../../src/kernel/choose-target.ts";
 import {
   type AgentLockEmitted,
   type AgentLockEvent,

@@ -1,5 +1,5 @@
-import type { AgentRecord } from "../../src/effects/agent-store.ts";
-import type { Decision } from "../../src/effects/choose-target.ts";
+import type { AgentRecord } from "../../src/kernel/agent-record.ts";
+import type { Decision } from "../../src/kernel/choose-target.ts";
 
 /**
  * A reference model of one agent lock, written from the lock's rules and not

@@ -1,8 +1,8 @@
 import { getShortestPaths, getSimplePaths, type StatePath } from "@xstate/graph";
 import { type SnapshotFrom, transition } from "xstate";
-import type { AgentRecord } from "../../src/effects/agent-store.ts";
-import type { Decision } from "../../src/effects/choose-target.ts";
-import { RevisionConflict } from "../../src/errors.ts";
+import type { AgentRecord } from "../../src/kernel/agent-record.ts";
+import type { Decision } from "../../src/kernel/choose-target.ts";
+import { RevisionConflict } from "../../src/kernel/errors.ts";
 import { type AgentLockEvent, agentLockMachine } from "../../src/machines/agent-lock.machine.ts";
 
 /**

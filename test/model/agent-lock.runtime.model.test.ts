@@ -3,11 +3,11 @@ import { connect } from "@nats-io/transport-node";
 import type { StatePath } from "@xstate/graph";
 import { type Logger, pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { AgentRecord } from "../../src/effects/agent-store.ts";
-import type { Decision } from "../../src/effects/choose-target.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
 import type { FailureOutcome, Runtime } from "../../src/index.ts";
+import type { AgentRecord } from "../../src/kernel/agent-record.ts";
+import type { Decision } from "../../src/kernel/choose-target.ts";
 import type { AgentLockEvent, AgentLockState } from "../../src/machines/agent-lock.machine.ts";
-import { createRuntime } from "../../src/runtime.ts";
 import { createTestRuntime } from "../../src/testing.ts";
 import { startNatsServer } from "../harness/nats-server.ts";
 

@@ -29,7 +29,9 @@ import {
   type StateNode,
   waitFor,
 } from "xstate";
-import { silentLogger } from "../../src/logger.ts";
+import type { ConnectionOptions } from "../../src/api/options.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import {
   type BackoffPolicy,
   type ConnectionEvent,
@@ -37,8 +39,6 @@ import {
   connectionMachine,
   connectionStateName,
 } from "../../src/machines/connection.machine.ts";
-import type { ConnectionOptions } from "../../src/options.ts";
-import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 import { transitionRecorder, transitionsOf } from "./coverage.ts";

@@ -3,9 +3,9 @@ import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
 import { PermanentError, type Runtime } from "../../src/index.ts";
-import { silentLogger } from "../../src/logger.ts";
-import { createRuntime } from "../../src/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createTestRuntime } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 

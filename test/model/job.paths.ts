@@ -1,6 +1,6 @@
 import { getShortestPaths } from "@xstate/graph";
 import type { SnapshotFrom } from "xstate";
-import type { JobSettings } from "../../src/effects/job-record.ts";
+import type { JobSettings } from "../../src/kernel/job-record.ts";
 import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
 /**

@@ -96,7 +96,7 @@ export const mutations: readonly Mutation[] = [
   {
     id: "g",
     what: "failure tolerance Math.floor → Math.round (withinTolerance)",
-    file: "src/effects/job-record.ts",
+    file: "src/kernel/job-record.ts",
     search: "Math.floor(maxFailures * total + 1e-9)",
     replace: "Math.round(maxFailures * total + 1e-9)",
     tests: [guards],
@@ -120,7 +120,7 @@ export const mutations: readonly Mutation[] = [
   {
     id: "j",
     what: "the agent lock's default 2 h skip window changed (to 3 h)",
-    file: "src/agents.ts",
+    file: "src/api/agents.ts",
     search: "export const DEFAULT_SKIP_FOR_MS = 2 * 60 * 60 * 1000;",
     replace: "export const DEFAULT_SKIP_FOR_MS = 3 * 60 * 60 * 1000;",
     tests: [guards],

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { createActor, fromPromise } from "xstate";
-import type { Decision } from "../../src/effects/choose-target.ts";
+import type { Decision } from "../../src/kernel/choose-target.ts";
 import {
   type AgentLockEmitted,
   agentLockMachine,

@@ -1,5 +1,7 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import type { AgentStore } from "../../src/adapters/agent-store.ts";
+import { memoryAgentStore } from "../../src/adapters/memory/memory-agent-store.ts";
 import {
   type AgentOptions,
   type AgentRegistry,
@@ -8,10 +10,9 @@ import {
   type FailureOutcome,
   TargetUnavailable,
   UnknownAgent,
-} from "../../src/agents.ts";
-import { type AgentStore, memoryAgentStore } from "../../src/effects/agent-store.ts";
-import { InvalidArgument, isTransient, RevisionConflict, RuntimeStopped } from "../../src/errors.ts";
-import { silentLogger } from "../../src/logger.ts";
+} from "../../src/api/agents.ts";
+import { InvalidArgument, isTransient, RevisionConflict, RuntimeStopped } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 
 const HOUR = 60 * 60 * 1000;
 

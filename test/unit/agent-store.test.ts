@@ -4,13 +4,9 @@
  * the memory store's compare-and-set contract, with copies in and out.
  */
 import { describe, expect, it } from "vitest";
-import {
-  type AgentRecord,
-  initialAgentRecord,
-  memoryAgentStore,
-  parseAgentRecord,
-} from "../../src/effects/agent-store.ts";
-import { PermanentBrokerError, RevisionConflict } from "../../src/errors.ts";
+import { memoryAgentStore } from "../../src/adapters/memory/memory-agent-store.ts";
+import { type AgentRecord, initialAgentRecord, parseAgentRecord } from "../../src/kernel/agent-record.ts";
+import { PermanentBrokerError, RevisionConflict } from "../../src/kernel/errors.ts";
 
 const good: AgentRecord = { v: 1, current: "A", skips: [{ target: "B", until: 5 }], switches: 2 };
 

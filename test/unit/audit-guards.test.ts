@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise } from "xstate";
-import { createAgentRegistry } from "../../src/agents.ts";
-import { memoryAgentStore } from "../../src/effects/agent-store.ts";
-import { type JobSettings, withinTolerance } from "../../src/effects/job-record.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { memoryAgentStore } from "../../src/adapters/memory/memory-agent-store.ts";
+import { createAgentRegistry } from "../../src/api/agents.ts";
+import { type JobSettings, withinTolerance } from "../../src/kernel/job-record.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import {
   type FinalizeInput,
   type JobEvent,

@@ -5,7 +5,7 @@
  * record is written out by hand.
  */
 import { describe, expect, it } from "vitest";
-import type { AgentRecord } from "../../src/effects/agent-store.ts";
+import type { AgentRecord } from "../../src/kernel/agent-record.ts";
 import {
   activeSkips,
   chooseTarget,
@@ -13,7 +13,7 @@ import {
   describeFailure,
   eligibleTargets,
   isStale,
-} from "../../src/effects/choose-target.ts";
+} from "../../src/kernel/choose-target.ts";
 
 const base: AgentRecord = { v: 1, current: "A", skips: [], switches: 0 };
 

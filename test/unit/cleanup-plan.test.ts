@@ -4,7 +4,7 @@
  * check, the tolerance rule. Expected values are written out by hand.
  */
 import { describe, expect, it } from "vitest";
-import { jobIdOfSubject, planCleanup } from "../../src/effects/cleanup-plan.ts";
+import { jobIdOfSubject, planCleanup } from "../../src/kernel/cleanup-plan.ts";
 import {
   answered,
   decodeRecord,
@@ -12,7 +12,7 @@ import {
   isFinal,
   type JobRecord,
   withinTolerance,
-} from "../../src/effects/job-record.ts";
+} from "../../src/kernel/job-record.ts";
 import { record } from "./fake-job-port.ts";
 
 const job = (id: string, overrides: Partial<JobRecord> = {}) => record({ id, ...overrides });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { boundError, maxErrorChars } from "../../src/effects/dead-letter.ts";
+import { boundError, maxErrorChars } from "../../src/kernel/dead-letter.ts";
 
 describe("boundError", () => {
   it("keeps 256 characters as they are", () => {

@@ -1,6 +1,6 @@
-import type { JobPort } from "../../src/effects/job-port.ts";
-import type { JobRecord, JobSettings } from "../../src/effects/job-record.ts";
-import { RevisionConflict } from "../../src/errors.ts";
+import type { JobPort } from "../../src/adapters/job-port.ts";
+import { RevisionConflict } from "../../src/kernel/errors.ts";
+import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
 
 /**
  * A JobPort kept in a Map, with compare-and-set revisions like KV's, a log

@@ -3,7 +3,7 @@ import { BearerTokens } from "../../src/adapters/http/bearer-tokens.ts";
 import { createHttpApp } from "../../src/adapters/http/http-app.ts";
 import { openApiDocument } from "../../src/adapters/http/openapi.ts";
 import type { TaskLeases } from "../../src/adapters/http/task-leases.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 
 const limits = { maxBatchSize: 50, maxResults: 1000, maxBodyBytes: 4096 };
 

@@ -2,7 +2,7 @@ import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { BearerTokens, bearerToken } from "../../src/adapters/http/bearer-tokens.ts";
 import { type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/receipts.ts";
-import { InvalidArgument } from "../../src/errors.ts";
+import { InvalidArgument } from "../../src/kernel/errors.ts";
 
 const claims: ReceiptClaims = {
   v: 2,

@@ -3,8 +3,8 @@ import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
-import { type JobRecord, SubmitPhase } from "../../src/effects/job-record.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 
 const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
   v: 1,

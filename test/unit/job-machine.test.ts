@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise, waitFor } from "xstate";
-import type { JobSettings } from "../../src/effects/job-record.ts";
+import type { JobSettings } from "../../src/kernel/job-record.ts";
 import {
   type FinalizeInput,
   type JobEvent,

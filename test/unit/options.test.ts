@@ -6,10 +6,10 @@
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BearerTokens } from "../../src/adapters/http/bearer-tokens.ts";
-import { InvalidArgument } from "../../src/errors.ts";
-import { silentLogger } from "../../src/logger.ts";
-import { type RuntimeOptions, resolveOptions } from "../../src/options.ts";
-import { createRuntime } from "../../src/runtime.ts";
+import { type RuntimeOptions, resolveOptions } from "../../src/api/options.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { InvalidArgument } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** A TCP listener that counts connections (and drops them), told apart from its own probes. */

@@ -13,7 +13,7 @@ import {
   requestDigest,
   type SubmitRequest,
 } from "../../src/effects/plan-submit.ts";
-import { IdempotencyConflict, InvalidArgument } from "../../src/errors.ts";
+import { IdempotencyConflict, InvalidArgument } from "../../src/kernel/errors.ts";
 import { record, settings } from "./fake-job-port.ts";
 
 const refusal = async (request: unknown): Promise<InvalidArgument> => {

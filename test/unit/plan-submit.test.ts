@@ -6,8 +6,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { jobIdFor, maxTasksPerJob, planSubmit, type SubmitRequest } from "../../src/effects/plan-submit.ts";
-import { InvalidArgument } from "../../src/errors.ts";
-import { defineQueue } from "../../src/queue.ts";
+import { InvalidArgument } from "../../src/kernel/errors.ts";
+import { defineQueue } from "../../src/kernel/queue.ts";
 
 const maxPayload = 1024 * 1024;
 

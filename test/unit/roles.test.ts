@@ -6,10 +6,10 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
-import { InvalidArgument, RoleNotHeld } from "../../src/errors.ts";
-import { silentLogger } from "../../src/logger.ts";
-import { natsPermissions, type Role } from "../../src/permissions.ts";
-import { createRuntime } from "../../src/runtime.ts";
+import { natsPermissions, type Role } from "../../src/api/permissions.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { InvalidArgument, RoleNotHeld } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { delay } from "../harness/wait.ts";
 
 /** The memory broker behind a proxy that counts each method called on it. */

@@ -14,7 +14,7 @@ import {
   PermanentBrokerError,
   RuntimeStopped,
   TransientBrokerError,
-} from "../../src/errors.ts";
+} from "../../src/kernel/errors.ts";
 
 const transient = (n: number) => new TransientBrokerError({ message: `blip ${n}`, operation: "op" });
 const permanent = new PermanentBrokerError({ message: "refused", operation: "op" });

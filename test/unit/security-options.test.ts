@@ -9,9 +9,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { inspect } from "node:util";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { InvalidArgument } from "../../src/errors.ts";
-import { type RuntimeOptions, resolveOptions } from "../../src/options.ts";
-import { stripUserInfo } from "../../src/security.ts";
+import { stripUserInfo } from "../../src/adapters/nats/security.ts";
+import { type RuntimeOptions, resolveOptions } from "../../src/api/options.ts";
+import { InvalidArgument } from "../../src/kernel/errors.ts";
 
 const secret = "hunter2-Secret";
 const dir = mkdtempSync(path.join(tmpdir(), "jetstate-security-"));

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { finalizeJob, recordProgress, updateRecordWith } from "../../src/effects/finalize-job.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { rollBack, SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
-import { RevisionConflict } from "../../src/errors.ts";
+import { RevisionConflict } from "../../src/kernel/errors.ts";
 import { fakeJobPort, record } from "./fake-job-port.ts";
 
 const clock = (start: number) => {

@@ -9,7 +9,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { sleep, superviseLoop } from "../../src/effects/supervise-loop.ts";
-import type { Logger } from "../../src/logger.ts";
+import type { Logger } from "../../src/kernel/logger.ts";
 
 /** A logger that only records what it was asked to log. */
 const recordingLog = () => {

@@ -5,8 +5,8 @@
  * are not Errors are worded, and deliveries past maxDeliver.
  */
 import { describe, expect, it } from "vitest";
-import { decideOutcome, type OutcomeContext, PermanentError } from "../../src/effects/task-outcome.ts";
-import { TargetUnavailable } from "../../src/errors.ts";
+import { TargetUnavailable } from "../../src/kernel/errors.ts";
+import { decideOutcome, type OutcomeContext, PermanentError } from "../../src/kernel/task-outcome.ts";
 
 const context = (over: Partial<OutcomeContext> = {}): OutcomeContext => ({
   attempt: 1,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decodeProgress, encodeProgress } from "../../src/effects/task-progress.ts";
+import { decodeProgress, encodeProgress } from "../../src/kernel/task-progress.ts";
 
 describe("encodeProgress", () => {
   it("writes the index and the info as JSON", () => {

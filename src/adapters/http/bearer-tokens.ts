@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Schema } from "effect";
-import { InvalidArgument } from "../../errors.ts";
-import { BearerToken } from "../../validation.ts";
+import { InvalidArgument } from "../../kernel/errors.ts";
+import { BearerToken } from "../../kernel/validation.ts";
 import { parseScope, type TokenConfig, type TokenScope } from "./token-scopes.ts";
 
 /** Shortest token accepted in the configuration: a guessable token is no lock. */

@@ -1,7 +1,7 @@
 import { type Context, Hono } from "hono";
-import type { JobRecord, JobStatus } from "../../effects/job-record.ts";
-import { InvalidArgument, isTransient, RuntimeStopped } from "../../errors.ts";
-import type { Logger } from "../../logger.ts";
+import { InvalidArgument, isTransient, RuntimeStopped } from "../../kernel/errors.ts";
+import type { JobRecord, JobStatus } from "../../kernel/job-record.ts";
+import type { Logger } from "../../kernel/logger.ts";
 import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
 import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
 import { openApiDocument } from "./openapi.ts";

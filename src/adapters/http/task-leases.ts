@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
-import { isFinal, type JobRecord, SubmitPhase } from "../../effects/job-record.ts";
-import { decideOutcome, PermanentError } from "../../effects/task-outcome.ts";
-import type { Logger } from "../../logger.ts";
+import { isFinal, type JobRecord, SubmitPhase } from "../../kernel/job-record.ts";
+import type { Logger } from "../../kernel/logger.ts";
+import { decideOutcome, PermanentError } from "../../kernel/task-outcome.ts";
 import type { AnswerStatus, LeaseSettle, RecordedAnswer, TaskLeasing } from "../broker.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import { LeaseBook } from "./lease-book.ts";

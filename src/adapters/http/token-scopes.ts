@@ -1,6 +1,6 @@
 import { Schema } from "effect";
-import { InvalidArgument } from "../../errors.ts";
-import { SubjectToken, WorkerIdentity } from "../../validation.ts";
+import { InvalidArgument } from "../../kernel/errors.ts";
+import { SubjectToken, WorkerIdentity } from "../../kernel/validation.ts";
 
 /**
  * What a bearer token may do. `worker`: reserve, answer and heartbeat tasks

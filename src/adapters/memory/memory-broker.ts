@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
-import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
-import { InvalidArgument, RuntimeStopped } from "../../errors.ts";
+import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
+import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
 import type {
   Broker,
   CleanupOptions,

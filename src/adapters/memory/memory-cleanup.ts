@@ -1,5 +1,5 @@
-import { jobIdOfSubject, planCleanup } from "../../effects/cleanup-plan.ts";
-import { decodeRecord } from "../../effects/job-record.ts";
+import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
+import { decodeRecord } from "../../kernel/job-record.ts";
 import type { CleanupOptions, CleanupReport } from "../broker.ts";
 import type { MemoryLeases } from "./memory-leases.ts";
 import type { MemoryServer } from "./memory-server.ts";

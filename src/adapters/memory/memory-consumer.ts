@@ -1,5 +1,28 @@
+import type { Clock } from "../../kernel/clock.ts";
 import type { TaskLease } from "../broker.ts";
-import type { TaskStream } from "./task-stream.ts";
+
+export interface StoredTask {
+  readonly seq: number;
+  readonly subject: string;
+  readonly body: string;
+}
+
+/** What JetStream's MAX_DELIVERIES advisory says: which consumer, which message, how many deliveries. */
+export interface ExhaustedTask {
+  readonly consumer: string;
+  readonly seq: number;
+  readonly deliveries: number;
+}
+
+/** What a consumer needs from the stream it reads: the stream implements it. */
+export interface ConsumerSource {
+  readonly clock: Clock;
+  get(seq: number): StoredTask | undefined;
+  count(subject: string): number;
+  seqsOf(subject: string): readonly number[];
+  remove(seq: number): void;
+  exhausted(task: ExhaustedTask): void;
+}
 
 export interface ConsumerSettings {
   readonly ackWaitMs: number;
@@ -41,7 +64,7 @@ export class MemoryConsumer {
   readonly name: string;
   #subject: string;
   #settings: ConsumerSettings;
-  readonly #stream: TaskStream;
+  readonly #stream: ConsumerSource;
   /** Delivered tasks still stored, by stream sequence. */
   readonly #deliveries = new Map<number, Delivery>();
   #redeliver: number[] = [];
@@ -53,7 +76,7 @@ export class MemoryConsumer {
   readonly #waiters: Array<(next: Next) => void> = [];
   #deleted = false;
 
-  constructor(stream: TaskStream, name: string, subject: string, settings: ConsumerSettings) {
+  constructor(stream: ConsumerSource, name: string, subject: string, settings: ConsumerSettings) {
     this.#stream = stream;
     this.name = name;
     this.#subject = subject;

@@ -1,4 +1,4 @@
-import { boundError, encodeDeadLetter } from "../../effects/dead-letter.ts";
+import { boundError, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { checkToken, type MemoryServer } from "./memory-server.ts";
 

@@ -1,4 +1,4 @@
-import { PermanentBrokerError, RevisionConflict } from "../../errors.ts";
+import { PermanentBrokerError, RevisionConflict } from "../../kernel/errors.ts";
 
 /** One key's latest entry; `value` undefined: deleted or purged (a marker with its own revision, as in NATS KV). */
 export interface KvEntry {

@@ -1,4 +1,4 @@
-import { RevisionConflict } from "../../errors.ts";
+import { RevisionConflict } from "../../kernel/errors.ts";
 import type { SupervisionLeases } from "../broker.ts";
 import type { MemoryServer } from "./memory-server.ts";
 

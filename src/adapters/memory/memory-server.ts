@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
-import { type Clock, realClock } from "../../clock.ts";
-import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../errors.ts";
+import { type Clock, realClock } from "../../kernel/clock.ts";
+import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../kernel/errors.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
 import { MemoryKv } from "./memory-kv.ts";
 import { MessageLog } from "./message-log.ts";

@@ -1,4 +1,4 @@
-import { PermanentBrokerError } from "../../errors.ts";
+import { PermanentBrokerError } from "../../kernel/errors.ts";
 import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../broker.ts";
 import type { MemoryServer } from "./memory-server.ts";
 

@@ -1,4 +1,4 @@
-import type { Clock } from "../../clock.ts";
+import type { Clock } from "../../kernel/clock.ts";
 
 /** JetStream's default duplicate window, and the one jetstate sets on its streams. */
 export const duplicateWindowMs = 120_000;

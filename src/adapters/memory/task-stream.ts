@@ -1,20 +1,16 @@
-import type { Clock } from "../../clock.ts";
-import { PermanentBrokerError } from "../../errors.ts";
-import { type ConsumerSettings, MemoryConsumer } from "./memory-consumer.ts";
+import type { Clock } from "../../kernel/clock.ts";
+import { PermanentBrokerError } from "../../kernel/errors.ts";
+import {
+  type ConsumerSettings,
+  type ConsumerSource,
+  type ExhaustedTask,
+  MemoryConsumer,
+  type StoredTask,
+} from "./memory-consumer.ts";
+
+export type { ExhaustedTask, StoredTask } from "./memory-consumer.ts";
+
 import { DedupeWindow } from "./message-log.ts";
-
-export interface StoredTask {
-  readonly seq: number;
-  readonly subject: string;
-  readonly body: string;
-}
-
-/** What JetStream's MAX_DELIVERIES advisory says: which consumer, which message, how many deliveries. */
-export interface ExhaustedTask {
-  readonly consumer: string;
-  readonly seq: number;
-  readonly deliveries: number;
-}
 
 const noSeqs: readonly number[] = Object.freeze([]);
 
@@ -24,7 +20,7 @@ const noSeqs: readonly number[] = Object.freeze([]);
  * A message stays until a consumer acks or terms it, or it is purged or
  * deleted; messages on a subject without a consumer are stored but invisible.
  */
-export class TaskStream {
+export class TaskStream implements ConsumerSource {
   readonly clock: Clock;
   readonly #messages = new Map<number, StoredTask>();
   /** Per subject: its sequences in order (append-only until the subject empties) and how many are stored. */

@@ -18,7 +18,7 @@ import {
   PermanentBrokerError,
   type RuntimeStopped,
   TransientBrokerError,
-} from "../../errors.ts";
+} from "../../kernel/errors.ts";
 
 /** JetStream API codes that mean "not now" rather than "never" (server restarting, no leader yet). */
 const transientApiCodes = new Set([10008 /* temporarily unavailable */, 10023 /* insufficient resources */]);

@@ -1,7 +1,7 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { TransientBrokerError } from "../../errors.ts";
-import type { RunOptions, RuntimeCore } from "../../runtime.ts";
+import { TransientBrokerError } from "../../kernel/errors.ts";
+import type { NatsContext, RunOptions } from "./nats-context.ts";
 
 /** JetStream API "stream not found". */
 const streamNotFound = 10059;
@@ -85,7 +85,7 @@ export class ClientSetups {
 
   /** `core.run`, with a failure that finds a setup missing handled by `afterFailure`. */
   run<A>(
-    core: Pick<RuntimeCore, "run">,
+    core: Pick<NatsContext, "run">,
     name: string,
     op: (nc: NatsConnection, signal: AbortSignal) => Promise<A>,
     options?: RunOptions,

@@ -8,15 +8,15 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { boundError, encodeDeadLetter } from "../../effects/dead-letter.ts";
 import { sleep } from "../../effects/supervise-loop.ts";
-import { PermanentBrokerError, Retry } from "../../errors.ts";
-import type { Logger } from "../../logger.ts";
-import type { RuntimeCore } from "../../runtime.ts";
+import { boundError, encodeDeadLetter } from "../../kernel/dead-letter.ts";
+import { PermanentBrokerError, Retry } from "../../kernel/errors.ts";
+import type { Logger } from "../../kernel/logger.ts";
 import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
 import { isConsumerGone, type NatsJobBroker, pullLoop } from "./job-broker.ts";
+import type { NatsContext } from "./nats-context.ts";
 import { deadLettersConsumer } from "./queue-streams.ts";
 import { ensureStream, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
 
@@ -63,12 +63,12 @@ type Exhausted = MaxDeliveriesAdvisory & { readonly queue: string };
  * `dead` result is stored for the job, and the message leaves the tasks stream.
  */
 export class NatsDeadLetters {
-  readonly #core: RuntimeCore;
+  readonly #core: NatsContext;
   readonly #broker: NatsJobBroker;
   readonly #maxAgeMs: number;
   readonly #ready: (nc: NatsConnection, make: () => Promise<JetStreamManager>) => Promise<JetStreamManager>;
 
-  constructor(core: RuntimeCore, broker: NatsJobBroker, maxAgeMs: number) {
+  constructor(core: NatsContext, broker: NatsJobBroker, maxAgeMs: number) {
     this.#core = core;
     this.#broker = broker;
     this.#maxAgeMs = maxAgeMs;

@@ -1,7 +1,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { childLogger } from "../../logger.ts";
-import type { RuntimeCore } from "../../runtime.ts";
+import { childLogger } from "../../kernel/logger.ts";
+import type { NatsContext } from "./nats-context.ts";
 
 /** What the first server a runtime reaches says about itself and its cluster. */
 export interface ServerDescription {
@@ -38,7 +38,7 @@ export const serverDescription = async (nc: NatsConnection): Promise<ServerDescr
  * servers to hold them (the server refuses to create such a stream).
  * Waits for the connection as long as the runtime lives; never fails the runtime.
  */
-export const describeServer = async (core: RuntimeCore, replicas: number): Promise<void> => {
+export const describeServer = async (core: NatsContext, replicas: number): Promise<void> => {
   const log = childLogger(core.logger, { actor: "runtime" });
   let nc: NatsConnection;
   try {

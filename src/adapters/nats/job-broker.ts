@@ -12,12 +12,12 @@ import {
 } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../effects/job-record.ts";
-import { RevisionConflict } from "../../errors.ts";
-import { childLogger } from "../../logger.ts";
-import type { RunOptions, RuntimeCore } from "../../runtime.ts";
+import { RevisionConflict } from "../../kernel/errors.ts";
+import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
+import { childLogger } from "../../kernel/logger.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
 import { ClientSetups } from "./client-setups.ts";
+import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import { QueueStreams } from "./queue-streams.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos, Replicas } from "./streams.ts";
@@ -80,13 +80,13 @@ export class NatsJobBroker {
   readonly setups = new ClientSetups();
   /** The replica count of what jetstate creates, and the report of existing streams that differ. */
   readonly replicas: Replicas;
-  readonly #core: RuntimeCore;
+  readonly #core: NatsContext;
   readonly #settings: BrokerSettings;
   readonly #handles = this.setups.cache<Promise<Handles>>();
   /** The same handles once set up, for hot paths that must not await. */
   readonly #ready = this.setups.cache<Handles>();
 
-  constructor(core: RuntimeCore, settings: BrokerSettings) {
+  constructor(core: NatsContext, settings: BrokerSettings) {
     this.#core = core;
     this.#settings = settings;
     this.names = brokerNames(core.options.prefix);

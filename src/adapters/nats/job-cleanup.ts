@@ -1,8 +1,8 @@
-import { jobIdOfSubject, planCleanup } from "../../effects/cleanup-plan.ts";
-import type { RuntimeCore } from "../../runtime.ts";
+import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
 import type { CleanupOptions, CleanupReport } from "../broker.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
+import type { NatsContext } from "./nats-context.ts";
 import { streamNamesStartingWith } from "./streams.ts";
 
 export type { CleanupOptions, CleanupReport } from "../broker.ts";
@@ -16,7 +16,7 @@ export type { CleanupOptions, CleanupReport } from "../broker.ts";
  * reaper's.
  */
 export const cleanupJobs = async (
-  core: RuntimeCore,
+  core: NatsContext,
   broker: NatsJobBroker,
   leases: NatsJobLeases,
   options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },

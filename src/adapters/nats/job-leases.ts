@@ -1,8 +1,8 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { RuntimeCore } from "../../runtime.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
+import type { NatsContext } from "./nats-context.ts";
 import { ensureBucket } from "./streams.ts";
 
 /** Who supervises a job, until when. Versioned like every persisted record. */
@@ -19,14 +19,14 @@ export interface LeaseRecord {
  * `until` has passed. Nothing is held that a dead process could leave behind.
  */
 export class NatsJobLeases {
-  readonly #core: RuntimeCore;
+  readonly #core: NatsContext;
   readonly #broker: NatsJobBroker;
   readonly #kv: (nc: NatsConnection, make: () => Promise<KV>) => Promise<KV>;
   /** Each lease this runtime wrote last: its revision and the `until` it wrote. */
   readonly #held = new Map<string, { readonly revision: number; readonly until: number }>();
   readonly holder: string;
 
-  constructor(core: RuntimeCore, broker: NatsJobBroker, holder: string) {
+  constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
     this.#core = core;
     this.#broker = broker;
     this.holder = holder;

@@ -1,17 +1,13 @@
 import { JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import {
-  type AgentRecord,
-  type AgentStore,
-  parseAgentRecord,
-  type StoredAgent,
-} from "../../effects/agent-store.ts";
-import { InvalidArgument, RevisionConflict } from "../../errors.ts";
-import { childLogger } from "../../logger.ts";
-import type { RuntimeCore } from "../../runtime.ts";
+import { type AgentRecord, parseAgentRecord } from "../../kernel/agent-record.ts";
+import { InvalidArgument, RevisionConflict } from "../../kernel/errors.ts";
+import { childLogger } from "../../kernel/logger.ts";
+import type { AgentStore, StoredAgent } from "../agent-store.ts";
 import { classifyNatsError } from "./classify-error.ts";
 import { ClientSetups } from "./client-setups.ts";
+import type { NatsContext } from "./nats-context.ts";
 import { ensureBucket, Replicas } from "./streams.ts";
 
 /**
@@ -107,7 +103,7 @@ const sameRecord = (a: AgentRecord, b: AgentRecord): boolean => JSON.stringify(a
  * missing stream has everything set up again).
  */
 export const supervisedAgentStore = (
-  core: RuntimeCore,
+  core: NatsContext,
   shared: { readonly setups: ClientSetups; readonly replicas: Replicas } = {
     setups: new ClientSetups(),
     replicas: new Replicas(core.options.replicas, childLogger(core.logger, { actor: "runtime" })),

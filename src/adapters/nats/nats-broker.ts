@@ -1,14 +1,14 @@
 import type { JsMsg } from "@nats-io/jetstream";
-import { isFinal, SubmitPhase } from "../../effects/job-record.ts";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
-import { childLogger } from "../../logger.ts";
-import type { RuntimeCore } from "../../runtime.ts";
+import { isFinal, SubmitPhase } from "../../kernel/job-record.ts";
+import { childLogger } from "../../kernel/logger.ts";
 import type { Broker, TaskLease } from "../broker.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
+import type { NatsContext } from "./nats-context.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
@@ -58,7 +58,7 @@ class JsTaskLease implements TaskLease {
  * reconnect, a server restart or a replaced client restarts it on the
  * current client instead of stopping it silently.
  */
-export const createNatsBroker = (core: RuntimeCore, options: NatsBrokerOptions): NatsBroker => {
+export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions): NatsBroker => {
   const js = new NatsJobBroker(core, { retentionMs: options.retentionMs });
   const dead = new NatsDeadLetters(core, js, options.retentionMs);
   const leases = new NatsJobLeases(core, js, options.holder);

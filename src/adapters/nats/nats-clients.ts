@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import type { NatsConnection, NodeConnectionOptions, Status } from "@nats-io/transport-node";
 import { connect, credsAuthenticator, nkeyAuthenticator } from "@nats-io/transport-node";
-import type { Logger } from "../../logger.ts";
+import type { Logger } from "../../kernel/logger.ts";
 import type { ConnectionEvent } from "../../machines/connection.machine.ts";
-import type { ConnectionSecurity } from "../../security.ts";
+import type { ConnectionSecurity } from "./security.ts";
 
 export interface ClientSettings {
   readonly servers: readonly string[];

@@ -1,7 +1,7 @@
 import { JetStreamApiError, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { type KV, Kvm, type KvOptions } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "../../logger.ts";
+import type { Logger } from "../../kernel/logger.ts";
 
 /** JetStream durations are nanoseconds. */
 export const nanos = (ms: number) => Math.round(ms * 1_000_000);

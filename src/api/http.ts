@@ -1,16 +1,16 @@
-import { BearerTokens } from "./adapters/http/bearer-tokens.ts";
-import { createHttpApp, type JobView } from "./adapters/http/http-app.ts";
-import { openApiDocument } from "./adapters/http/openapi.ts";
-import { ReceiptSigner } from "./adapters/http/receipts.ts";
-import { TaskLeases } from "./adapters/http/task-leases.ts";
-import type { TokenConfig } from "./adapters/http/token-scopes.ts";
-import { maxCounts } from "./effects/job-record.ts";
-import { InvalidArgument } from "./errors.ts";
-import { childLogger } from "./logger.ts";
-import { rejectUnknownKeys } from "./options.ts";
+import { BearerTokens } from "../adapters/http/bearer-tokens.ts";
+import { createHttpApp, type JobView } from "../adapters/http/http-app.ts";
+import { openApiDocument } from "../adapters/http/openapi.ts";
+import { ReceiptSigner } from "../adapters/http/receipts.ts";
+import { TaskLeases } from "../adapters/http/task-leases.ts";
+import type { TokenConfig } from "../adapters/http/token-scopes.ts";
+import { InvalidArgument } from "../kernel/errors.ts";
+import { maxCounts } from "../kernel/job-record.ts";
+import { childLogger } from "../kernel/logger.ts";
+import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
 
-export type { TokenConfig, TokenRole, TokenScopeOptions } from "./adapters/http/token-scopes.ts";
+export type { TokenConfig, TokenRole, TokenScopeOptions } from "../adapters/http/token-scopes.ts";
 
 export interface HttpApiOptions {
   /**

@@ -1,25 +1,24 @@
 import { type Actor, createActor, fromPromise } from "xstate";
+import type { AgentStore } from "../adapters/agent-store.ts";
 import {
   type AgentRecord,
-  type AgentStore,
   initialAgentRecord,
   type SkipEntry,
   type SwitchSummary,
-} from "./effects/agent-store.ts";
-import { activeSkips, decide, describeFailure, eligibleTargets, isStale } from "./effects/choose-target.ts";
-import { InvalidArgument, RevisionConflict, RuntimeStopped, UnknownAgent } from "./errors.ts";
-import { childLogger, type Logger } from "./logger.ts";
+} from "../kernel/agent-record.ts";
+import { activeSkips, decide, describeFailure, eligibleTargets, isStale } from "../kernel/choose-target.ts";
+import { InvalidArgument, RevisionConflict, RuntimeStopped, UnknownAgent } from "../kernel/errors.ts";
+import { childLogger, type Logger } from "../kernel/logger.ts";
+import { AgentId, check, checkOr, Label, number, rejectUnknownKeys } from "../kernel/validation.ts";
 import {
   type AgentLockState,
   agentLockMachine,
   type EvaluateInput,
   type FailureOutcome,
-} from "./machines/agent-lock.machine.ts";
-import { rejectUnknownKeys } from "./options.ts";
-import { AgentId, check, checkOr, Label, number } from "./validation.ts";
+} from "../machines/agent-lock.machine.ts";
 
-export { TargetUnavailable, UnknownAgent } from "./errors.ts";
-export type { FailureOutcome } from "./machines/agent-lock.machine.ts";
+export { TargetUnavailable, UnknownAgent } from "../kernel/errors.ts";
+export type { FailureOutcome } from "../machines/agent-lock.machine.ts";
 
 /** Two hours: long enough for a provider outage to clear, short enough to come back on its own. */
 export const DEFAULT_SKIP_FOR_MS = 2 * 60 * 60 * 1000;

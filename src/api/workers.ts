@@ -1,18 +1,17 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
-import type { Broker, TaskLease } from "./adapters/broker.ts";
+import type { Broker, TaskLease } from "../adapters/broker.ts";
+import { ResultBatcher, type Settle } from "../effects/result-batcher.ts";
+import { InvalidArgument, UnknownAgent } from "../kernel/errors.ts";
+import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { childLogger, type Logger } from "../kernel/logger.ts";
+import { assertToken, type Queue, validateWith } from "../kernel/queue.ts";
+import { FairSlots } from "../kernel/slots.ts";
+import { decideOutcome, PermanentError, type TaskOutcome } from "../kernel/task-outcome.ts";
+import { encodeProgress } from "../kernel/task-progress.ts";
+import { AgentId, checkOr, number, rejectUnknownKeys, TimerMs, TimerMsOrZero } from "../kernel/validation.ts";
 import type { AgentRegistry } from "./agents.ts";
-import { type JobRecord, SubmitPhase } from "./effects/job-record.ts";
-import { ResultBatcher, type Settle } from "./effects/result-batcher.ts";
-import { decideOutcome, PermanentError, type TaskOutcome } from "./effects/task-outcome.ts";
-import { encodeProgress } from "./effects/task-progress.ts";
-import { InvalidArgument, UnknownAgent } from "./errors.ts";
-import { childLogger, type Logger } from "./logger.ts";
-import { rejectUnknownKeys } from "./options.ts";
-import { assertToken, type Queue, validateWith } from "./queue.ts";
-import type { RuntimeCore } from "./runtime.ts";
-import { FairSlots } from "./slots.ts";
-import { AgentId, checkOr, number, TimerMs, TimerMsOrZero } from "./validation.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
 
 export interface Task<Payload> {
   /** `<jobId>.<index>`: stable across redeliveries. */

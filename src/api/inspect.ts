@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import type { StatelyInspectionEvent } from "@statelyai/inspect";
 import type { InspectionEvent } from "xstate";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../kernel/logger.ts";
 import type { RuntimeOptions } from "./options.ts";
 
 export interface RuntimeInspector {

@@ -1,4 +1,4 @@
-import type { JobRecord, JobSettings } from "./job-record.ts";
+import type { JobRecord, JobSettings } from "../kernel/job-record.ts";
 
 /**
  * What the job effects need from a broker. The NATS adapter implements it

@@ -1,17 +1,18 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type Actor, createActor, type InspectionEvent, type Observer } from "xstate";
-import { connectionActors } from "./adapters/nats/connection-actors.ts";
-import { NatsClients } from "./adapters/nats/nats-clients.ts";
-import type { ConnectionPort } from "./effects/run-operation.ts";
-import { RuntimeStopped } from "./errors.ts";
-import { childLogger, type Logger } from "./logger.ts";
+import type { ConnectionPort } from "../../effects/run-operation.ts";
+import { RuntimeStopped } from "../../kernel/errors.ts";
+import { childLogger, type Logger } from "../../kernel/logger.ts";
 import {
+  type BackoffPolicy,
   type ConnectionMachine,
   type ConnectionState,
   connectionMachine,
   connectionStateName,
-} from "./machines/connection.machine.ts";
-import type { ResolvedOptions } from "./options.ts";
+} from "../../machines/connection.machine.ts";
+import { connectionActors } from "./connection-actors.ts";
+import { type ClientSettings, NatsClients } from "./nats-clients.ts";
+import type { ConnectionSecurity } from "./security.ts";
 
 export interface ConnectionView {
   readonly state: ConnectionState;
@@ -33,6 +34,16 @@ export interface ConnectionHandle {
   readonly actor: Actor<ConnectionMachine>;
 }
 
+/** What the connection needs of the runtime's resolved options. */
+export interface ConnectionSettings {
+  readonly servers: readonly string[];
+  readonly name: string;
+  readonly security: ConnectionSecurity;
+  readonly connection: Omit<ClientSettings, "servers" | "name" | "security"> & {
+    readonly backoff: BackoffPolicy;
+  };
+}
+
 type InspectObserver = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 
 /**
@@ -47,7 +58,7 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
   #stopped = false;
   #lastState: ConnectionState = "idle";
 
-  constructor(options: ResolvedOptions, logger: Logger, inspect: InspectObserver | undefined) {
+  constructor(options: ConnectionSettings, logger: Logger, inspect: InspectObserver | undefined) {
     this.#log = childLogger(logger, { actor: "connection" });
     const c = options.connection;
     this.#clients = new NatsClients(

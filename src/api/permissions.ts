@@ -1,8 +1,8 @@
-import { brokerNames } from "./adapters/names.ts";
-import { agentsBucketFor } from "./adapters/nats/kv-agent-store.ts";
-import { deadLettersConsumer } from "./adapters/nats/queue-streams.ts";
-import { InvalidArgument, RoleNotHeld } from "./errors.ts";
-import { check, checkOr, Prefix, SubjectToken } from "./validation.ts";
+import { brokerNames } from "../adapters/names.ts";
+import { agentsBucketFor } from "../adapters/nats/kv-agent-store.ts";
+import { deadLettersConsumer } from "../adapters/nats/queue-streams.ts";
+import { InvalidArgument, RoleNotHeld } from "../kernel/errors.ts";
+import { check, checkOr, Prefix, SubjectToken } from "../kernel/validation.ts";
 
 /**
  * What a runtime does (`createRuntime({ roles })`); a runtime may take several.

@@ -1,11 +1,11 @@
 import type { Actor } from "xstate";
-import type { Broker } from "./adapters/broker.ts";
-import { cancelJob } from "./effects/finalize-job.ts";
-import { isFinal, type JobRecord, type JobStatus } from "./effects/job-record.ts";
-import { decodeProgress, type TaskProgress } from "./effects/task-progress.ts";
-import { RuntimeStopped } from "./errors.ts";
-import type { JobMachine } from "./machines/job.machine.ts";
-import type { RuntimeCore } from "./runtime.ts";
+import type { Broker } from "../adapters/broker.ts";
+import { cancelJob } from "../effects/finalize-job.ts";
+import { RuntimeStopped } from "../kernel/errors.ts";
+import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
+import { decodeProgress, type TaskProgress } from "../kernel/task-progress.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
 
 export interface JobSnapshot {
   readonly id: string;

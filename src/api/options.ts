@@ -1,20 +1,20 @@
 import { hostname } from "node:os";
 import type { InspectionEvent } from "xstate";
-import type { Broker } from "./adapters/broker.ts";
-import type { Clock } from "./clock.ts";
-import type { RetryPolicy } from "./effects/run-operation.ts";
-import { InvalidArgument } from "./errors.ts";
-import type { Logger } from "./logger.ts";
-import { type BackoffPolicy, defaultBackoff } from "./machines/connection.machine.ts";
-import { allRoles, type Role, rolesOf } from "./permissions.ts";
+import type { Broker } from "../adapters/broker.ts";
 import {
   type AuthOptions,
   type ConnectionSecurity,
   resolveSecurity,
   stripUserInfo,
   type TlsOptions,
-} from "./security.ts";
-import { checkOr, Label, maxTimerMs, number, Prefix } from "./validation.ts";
+} from "../adapters/nats/security.ts";
+import type { RetryPolicy } from "../effects/run-operation.ts";
+import type { Clock } from "../kernel/clock.ts";
+import { InvalidArgument } from "../kernel/errors.ts";
+import type { Logger } from "../kernel/logger.ts";
+import { checkOr, Label, maxTimerMs, number, Prefix, rejectUnknownKeys } from "../kernel/validation.ts";
+import { type BackoffPolicy, defaultBackoff } from "../machines/connection.machine.ts";
+import { allRoles, type Role, rolesOf } from "./permissions.ts";
 
 /** The one supervised NATS connection: how it dials, notices a dead link, backs off and drains. */
 export interface ConnectionOptions {
@@ -269,13 +269,6 @@ const retryKeys = ["attempts", "initialDelayMs"] as const;
 
 const fail = (field: string, message: string): never => {
   throw new InvalidArgument({ message: `${field}: ${message}`, field });
-};
-
-export const rejectUnknownKeys = (value: object, known: readonly string[], path: string): void => {
-  for (const key of Object.keys(value)) {
-    if (!known.includes(key))
-      fail(path ? `${path}.${key}` : key, `unknown option (known: ${known.join(", ")})`);
-  }
 };
 
 /** Longest whole-client backoff multiplier and retry count: beyond them a typo, not a policy. */

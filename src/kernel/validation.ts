@@ -1,6 +1,6 @@
 import { Cause, Exit, Schema } from "effect";
-import { JobStatus } from "./effects/job-record.ts";
 import { InvalidArgument } from "./errors.ts";
+import { JobStatus } from "./job-record.ts";
 
 /**
  * The shapes of everything a user hands jetstate: ids, keys, names, tokens,
@@ -143,4 +143,14 @@ export const checkCleanupOptions = (options: unknown): void => {
     throw new InvalidArgument({ message: "dryRun: must be a boolean", field: "dryRun" });
   }
   if (retentionMs !== undefined) check(RetentionMs, retentionMs, "retentionMs");
+};
+
+/** Options objects are closed: a misspelt key is an error naming it, not a silently ignored setting. */
+export const rejectUnknownKeys = (value: object, known: readonly string[], path: string): void => {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      const field = path ? `${path}.${key}` : key;
+      throw new InvalidArgument({ field, message: `${field}: unknown option (known: ${known.join(", ")})` });
+    }
+  }
 };

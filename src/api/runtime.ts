@@ -1,49 +1,21 @@
 import { randomUUID } from "node:crypto";
-import { setMaxListeners } from "node:events";
-import type { NatsConnection } from "@nats-io/transport-node";
-import type { Broker, CleanupOptions, CleanupReport } from "./adapters/broker.ts";
-import { createMemoryBroker } from "./adapters/memory/memory-broker.ts";
-import { classifyNatsError } from "./adapters/nats/classify-error.ts";
-import { describeServer } from "./adapters/nats/describe-server.ts";
-import { supervisedAgentStore } from "./adapters/nats/kv-agent-store.ts";
-import { createNatsBroker, type NatsBroker } from "./adapters/nats/nats-broker.ts";
+import type { Broker, CleanupOptions, CleanupReport } from "../adapters/broker.ts";
+import { memoryAgentStore } from "../adapters/memory/memory-agent-store.ts";
+import { createMemoryBroker } from "../adapters/memory/memory-broker.ts";
+import { describeServer } from "../adapters/nats/describe-server.ts";
+import { supervisedAgentStore } from "../adapters/nats/kv-agent-store.ts";
+import { createNatsBroker, type NatsBroker } from "../adapters/nats/nats-broker.ts";
+import type { ConnectionHandle } from "../adapters/nats/supervised-connection.ts";
+import { sleep } from "../effects/supervise-loop.ts";
+import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
+import { childLogger, type Logger, silentLogger } from "../kernel/logger.ts";
+import { check, checkCleanupOptions, SubjectToken } from "../kernel/validation.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
-import { type Clock, realClock } from "./clock.ts";
-import { type ConnectionHandle, SupervisedConnection } from "./connection.ts";
-import { memoryAgentStore } from "./effects/agent-store.ts";
-import { type OperationOptions, runOperationPromise } from "./effects/run-operation.ts";
-import { sleep } from "./effects/supervise-loop.ts";
-import { ConnectionUnavailable, InvalidArgument, RuntimeStopped } from "./errors.ts";
-import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { Jobs } from "./jobs.ts";
-import { childLogger, defaultLogger, type Logger, silentLogger } from "./logger.ts";
-import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
+import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
-import { check, checkCleanupOptions, SubjectToken } from "./validation.ts";
+import { createRuntimeCore, type RuntimeCore } from "./runtime-core.ts";
 import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
-
-export type RunOptions = Partial<Pick<OperationOptions, "timeoutMs" | "retry" | "signal">>;
-
-/**
- * What the parts of a runtime (jobs, workers, agents, the HTTP API) share:
- * one connection and one way to run an operation on it.
- */
-export interface RuntimeCore {
-  readonly options: ResolvedOptions;
-  /** Time for job actors and leases: real, or a `ManualClock` in tests. */
-  readonly clock: Clock;
-  readonly logger: Logger;
-  readonly connection: SupervisedConnection;
-  readonly inspect: RuntimeInspector | undefined;
-  /** Runs `op` on the connection with the runtime's deadline and retry policy. */
-  run<A>(
-    name: string,
-    op: (nc: NatsConnection, signal: AbortSignal) => Promise<A>,
-    options?: RunOptions,
-  ): Promise<A>;
-  /** Aborted when the runtime stops: every long-lived loop listens to it. */
-  readonly stopping: AbortSignal;
-}
 
 export interface Runtime {
   readonly name: string;
@@ -72,66 +44,6 @@ export interface Runtime {
   /** Drain: finish what is in flight, flush, close the one connection. Bounded even when NATS is down. */
   stop(): Promise<void>;
 }
-
-export const createRuntimeCore = async (
-  options: RuntimeOptions = {},
-  { connect = true }: { connect?: boolean } = {},
-): Promise<RuntimeCore & { stop(): Promise<void> }> => {
-  // Validate everything before anything connects.
-  const resolved = resolveOptions(options);
-  const logger = options.logger ?? defaultLogger("jetstate");
-  const log = childLogger(logger, { actor: "runtime" });
-  const inspect = await createInspector(options.inspect, log);
-  const connection = new SupervisedConnection(resolved, logger, inspect?.inspect);
-  const stopping = new AbortController();
-  // Every operation in flight listens to it (and lets go when it ends): a busy
-  // runtime has hundreds, which is not the leak Node's default limit of 10 warns about.
-  setMaxListeners(0, stopping.signal);
-  // An in-memory runtime has no NATS: its connection actor stays `idle`.
-  if (connect) connection.start();
-  return {
-    options: resolved,
-    clock: options.clock ?? realClock,
-    logger,
-    connection,
-    inspect,
-    stopping: stopping.signal,
-    run: (name, op, runOptions = {}) => {
-      const signal = runOptions.signal
-        ? AbortSignal.any([runOptions.signal, stopping.signal])
-        : stopping.signal;
-      return runOperationPromise(connection, op, classifyNatsError, {
-        name,
-        timeoutMs: runOptions.timeoutMs ?? resolved.connection.operationTimeoutMs,
-        retry: runOptions.retry ?? resolved.connection.retry,
-        signal,
-      }).catch((error: unknown) => {
-        throw error instanceof ConnectionUnavailable
-          ? explainUnavailable(error, resolved, connection)
-          : error;
-      });
-    },
-    /** Aborts every loop, drains the connection, stops the inspector. */
-    stop: async () => {
-      stopping.abort();
-      await connection.stop();
-      await inspect?.stop();
-      log.info({ runtime: resolved.name }, "runtime stopped");
-    },
-  };
-};
-
-/** "No NATS connection" alone sends people hunting: say which servers, in what state, and why. */
-const explainUnavailable = (
-  error: ConnectionUnavailable,
-  options: ResolvedOptions,
-  connection: SupervisedConnection,
-): ConnectionUnavailable => {
-  const { state, lastError } = connection.snapshot();
-  const context = `servers ${options.servers.join(", ")}, connection ${state}`;
-  const message = `${error.message} (${context}${lastError ? `; last error: ${lastError}` : ""})`;
-  return new ConnectionUnavailable({ message, state });
-};
 
 /**
  * NATS when a server is given, else memory — except in production, where

@@ -1,4 +1,4 @@
-import type { AgentRecord, SkipEntry } from "./agent-store.ts";
+import type { AgentRecord, SkipEntry } from "./agent-record.ts";
 
 /**
  * The switch decision, as pure functions of a freshly read record. The lock

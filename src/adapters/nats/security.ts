@@ -9,7 +9,7 @@
  */
 import { accessSync, constants } from "node:fs";
 import { inspect } from "node:util";
-import { InvalidArgument } from "./errors.ts";
+import { InvalidArgument } from "../../kernel/errors.ts";
 
 /**
  * How the runtime authenticates to NATS. Give one method: `user` with `pass`,

@@ -1,15 +1,15 @@
 import { type Actor, createActor, fromCallback, fromPromise } from "xstate";
-import type { Broker } from "./adapters/broker.ts";
-import { every } from "./clock.ts";
-import { finalizeJob, recordProgress, updateRecordWith } from "./effects/finalize-job.ts";
-import { isFinal, type JobRecord, type JobStatus, maxCounts, SubmitPhase } from "./effects/job-record.ts";
-import { type SubmitHooks, submitJob } from "./effects/submit-job.ts";
-import { sleep } from "./effects/supervise-loop.ts";
-import { PermanentBrokerError, RevisionConflict } from "./errors.ts";
+import type { Broker } from "../adapters/broker.ts";
+import { finalizeJob, recordProgress, updateRecordWith } from "../effects/finalize-job.ts";
+import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
+import { sleep } from "../effects/supervise-loop.ts";
+import { every } from "../kernel/clock.ts";
+import { PermanentBrokerError, RevisionConflict } from "../kernel/errors.ts";
+import { isFinal, type JobRecord, type JobStatus, maxCounts, SubmitPhase } from "../kernel/job-record.ts";
+import { childLogger, type Logger } from "../kernel/logger.ts";
+import { type JobMachine, jobMachine, type ResultEntry } from "../machines/job.machine.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
-import { childLogger, type Logger } from "./logger.ts";
-import { type JobMachine, jobMachine, type ResultEntry } from "./machines/job.machine.ts";
-import type { RuntimeCore } from "./runtime.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
 
 export interface JobActorDeps {
   readonly core: RuntimeCore;

@@ -1,24 +1,24 @@
 import { randomUUID } from "node:crypto";
-import type { Broker, DeadLetter } from "./adapters/broker.ts";
-import { updateRecordWith } from "./effects/finalize-job.ts";
-import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "./effects/job-record.ts";
+import type { Broker, DeadLetter } from "../adapters/broker.ts";
+import { updateRecordWith } from "../effects/finalize-job.ts";
 import {
   assertSameRequest,
   isLegacyJobFor,
   legacyJobIdFor,
   planSubmit,
   type SubmitRequest,
-} from "./effects/plan-submit.ts";
-import { reapSubmits } from "./effects/reap-submits.ts";
-import type { SubmitHooks } from "./effects/submit-job.ts";
-import { sleep } from "./effects/supervise-loop.ts";
-import { InvalidArgument, RuntimeStopped } from "./errors.ts";
+} from "../effects/plan-submit.ts";
+import { reapSubmits } from "../effects/reap-submits.ts";
+import type { SubmitHooks } from "../effects/submit-job.ts";
+import { sleep } from "../effects/supervise-loop.ts";
+import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
+import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
+import { childLogger, type Logger } from "../kernel/logger.ts";
+import { check, checkListFilter, SubjectToken, taskIndexes } from "../kernel/validation.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
-import { childLogger, type Logger } from "./logger.ts";
 import { requireRole } from "./permissions.ts";
-import type { RuntimeCore } from "./runtime.ts";
-import { check, checkListFilter, SubjectToken, taskIndexes } from "./validation.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
 
 export type { JobHandle, JobSnapshot, TaskResult } from "./job-handle.ts";
 

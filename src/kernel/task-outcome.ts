@@ -1,5 +1,5 @@
-import { Retry, type TargetUnavailable } from "../errors.ts";
 import { boundError } from "./dead-letter.ts";
+import { Retry, type TargetUnavailable } from "./errors.ts";
 
 /**
  * Throw this from a handler when retrying can never help (a broken image
