@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { ConnectionsResult } from "./connections.ts";
 import { mib } from "./lib/stats.ts";
 import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.ts";
+import type { SmallJobsResult } from "./small-jobs.ts";
 import type { SubmitLatency } from "./submit-latency.ts";
 
 export interface BenchDocument {
@@ -44,6 +45,8 @@ export interface BenchDocument {
   readonly connections?: ConnectionsResult;
   readonly submitLatency?: readonly SubmitLatency[];
   readonly memory?: { readonly job100k?: unknown; readonly idleJobs?: unknown };
+  /** 1-task jobs: jetstate, raw JetStream doing the minimum, BullMQ (bench/small-jobs.ts). */
+  readonly smallJobs?: SmallJobsResult;
   /** The same job on a 3-node cluster, every stream at `replicas`. */
   readonly cluster?: {
     readonly replicas: number;
@@ -147,6 +150,29 @@ export function markdown(doc: BenchDocument): string {
     );
     for (const s of doc.submitLatency) lines.push(`| ${s.tasks} | ${s.medianMs} | ${s.ms.join(", ")} |`);
     lines.push("");
+  }
+  const small = doc.smallJobs;
+  if (small) {
+    const { jobs, inFlight, serial } = small.shape;
+    lines.push(
+      `## Small jobs: 1-task jobs (${jobs} with ${inFlight} in flight; ${serial} one at a time; medians)`,
+      "",
+      "| side | jobs/s in flight | submit p50 ms | submit → result p50 ms |",
+      "| --- | ---: | ---: | ---: |",
+    );
+    for (const [name, side] of [
+      ["jetstate", small.jetstate],
+      ["raw JetStream, the minimum", small.raw],
+      ["BullMQ (Redis)", small.bullmq],
+    ] as const) {
+      if (side) lines.push(`| ${name} | ${side.jobsPerSec} | ${side.submitP50Ms} | ${side.roundTripP50Ms} |`);
+    }
+    const ratio = (r: typeof small.ratioToRaw) => (r ? `${r.median} (per rep ${r.perRep.join(", ")})` : "–");
+    lines.push(
+      "",
+      `jetstate ÷ raw (jobs/s in flight): ${ratio(small.ratioToRaw)}; jetstate ÷ BullMQ: ${ratio(small.ratioToBullmq)}.`,
+      "",
+    );
   }
   const k = doc.cluster;
   if (k) {

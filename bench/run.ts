@@ -6,14 +6,16 @@
  *   connections  a 1000-task job with 8 workers: connections the server saw;
  *   submit       submit latency for 1, 100 and 10 000 tasks;
  *   memory       a 100k-task job and 1000 idle jobs, each in a child process;
+ *   small        1-task jobs, 64 in flight and one at a time: jetstate, raw JetStream
+ *                doing the minimum, and BullMQ when a Redis answers (bench/small-jobs.ts);
  *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
  *                interleaved, beside the single server's figures of the same run.
  * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory[,cluster],
- * --mem-tasks (100000), --idle-jobs (1000), --target (0.85).
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small[,cluster],
+ * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --target (0.85).
  */
 import { execFileSync } from "node:child_process";
 import os from "node:os";
@@ -28,11 +30,12 @@ import { ratios, summarise, type ThroughputRun } from "./lib/throughput.ts";
 import { runMemoryChild } from "./memory.ts";
 import { runRaw } from "./raw-jetstream.ts";
 import { type BenchDocument, markdown, writeResults } from "./report.ts";
+import { measureSmallJobs } from "./small-jobs.ts";
 import { measureSubmitLatency } from "./submit-latency.ts";
 
-const allSections = ["throughput", "connections", "submit", "memory", "cluster"] as const;
+const allSections = ["throughput", "connections", "submit", "memory", "small", "cluster"] as const;
 /** Sections run unless `--only` names others: the cluster one starts three more servers, so it is asked for. */
-const defaultSections = ["throughput", "connections", "submit", "memory"];
+const defaultSections = ["throughput", "connections", "submit", "memory", "small"];
 
 const { values } = parseArgs({
   options: {
@@ -44,6 +47,7 @@ const { values } = parseArgs({
     "mem-tasks": { type: "string", default: "100000" },
     "idle-jobs": { type: "string", default: "1000" },
     target: { type: "string", default: "0.85" },
+    "small-jobs": { type: "string", default: "2000" },
   },
 });
 
@@ -194,6 +198,11 @@ try {
     log(`memory, idle jobs: ${JSON.stringify(idleJobs)}`);
     memory = { job100k, idleJobs };
   }
+  let smallJobs: BenchDocument["smallJobs"];
+  if (wants("small")) {
+    const shape = { jobs: int(values["small-jobs"], "small-jobs"), inFlight: 64, serial: 200 };
+    smallJobs = await measureSmallJobs(server.url, shape, reps, log);
+  }
   let cluster: BenchDocument["cluster"];
   if (wants("cluster")) {
     cluster = await measureCluster(throughput?.jetstate.tasksPerSec, throughput?.raw.tasksPerSec);
@@ -216,6 +225,7 @@ try {
     ...(connections ? { connections } : {}),
     ...(submitLatency ? { submitLatency } : {}),
     ...(memory ? { memory } : {}),
+    ...(smallJobs ? { smallJobs } : {}),
     ...(cluster ? { cluster } : {}),
     notes,
   };
