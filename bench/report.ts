@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { ConnectionsResult } from "./connections.ts";
 import { mib } from "./lib/stats.ts";
 import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.ts";
+import type { ManyJobsResult } from "./many-jobs.ts";
 import type { SmallJobsResult } from "./small-jobs.ts";
 import type { SubmitLatency } from "./submit-latency.ts";
 
@@ -47,6 +48,8 @@ export interface BenchDocument {
   readonly memory?: { readonly job100k?: unknown; readonly idleJobs?: unknown };
   /** 1-task jobs: jetstate, raw JetStream doing the minimum, BullMQ (bench/small-jobs.ts). */
   readonly smallJobs?: SmallJobsResult;
+  /** 50 jobs of 100 tasks against one of 5,000 (bench/many-jobs.ts). */
+  readonly manyJobs?: ManyJobsResult;
   /** The same job on a 3-node cluster, every stream at `replicas`. */
   readonly cluster?: {
     readonly replicas: number;
@@ -171,6 +174,17 @@ export function markdown(doc: BenchDocument): string {
     lines.push(
       "",
       `jetstate ÷ raw (jobs/s in flight): ${ratio(small.ratioToRaw)}; jetstate ÷ BullMQ: ${ratio(small.ratioToBullmq)}.`,
+      "",
+    );
+  }
+  const many = doc.manyJobs;
+  if (many) {
+    const { jobs, tasksPerJob } = many.shape;
+    lines.push(
+      `## Many jobs: ${jobs} concurrent jobs of ${tasksPerJob} tasks against one of ${jobs * tasksPerJob}`,
+      "",
+      `tasks/s per rep: many ${many.many.join(", ")}; one ${many.one.join(", ")}. ` +
+        `Many ÷ one: ${many.ratio} (per rep ${many.perRep.join(", ")}).`,
       "",
     );
   }

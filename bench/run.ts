@@ -8,13 +8,14 @@
  *   memory       a 100k-task job and 1000 idle jobs, each in a child process;
  *   small        1-task jobs, 64 in flight and one at a time: jetstate, raw JetStream
  *                doing the minimum, and BullMQ when a Redis answers (bench/small-jobs.ts);
+ *   many         50 concurrent jobs of 100 tasks against one job of 5,000 (bench/many-jobs.ts);
  *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
  *                interleaved, beside the single server's figures of the same run.
  * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small[,cluster],
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many[,cluster],
  * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --target (0.85).
  */
 import { execFileSync } from "node:child_process";
@@ -27,15 +28,16 @@ import { runJetstate } from "./jetstate-e2e.ts";
 import { serverCpuClock } from "./lib/server.ts";
 import { typicalBodyBytes } from "./lib/tasks.ts";
 import { ratios, summarise, type ThroughputRun } from "./lib/throughput.ts";
+import { measureManyJobs } from "./many-jobs.ts";
 import { runMemoryChild } from "./memory.ts";
 import { runRaw } from "./raw-jetstream.ts";
 import { type BenchDocument, markdown, writeResults } from "./report.ts";
 import { measureSmallJobs } from "./small-jobs.ts";
 import { measureSubmitLatency } from "./submit-latency.ts";
 
-const allSections = ["throughput", "connections", "submit", "memory", "small", "cluster"] as const;
+const allSections = ["throughput", "connections", "submit", "memory", "small", "many", "cluster"] as const;
 /** Sections run unless `--only` names others: the cluster one starts three more servers, so it is asked for. */
-const defaultSections = ["throughput", "connections", "submit", "memory", "small"];
+const defaultSections = ["throughput", "connections", "submit", "memory", "small", "many"];
 
 const { values } = parseArgs({
   options: {
@@ -203,6 +205,10 @@ try {
     const shape = { jobs: int(values["small-jobs"], "small-jobs"), inFlight: 64, serial: 200 };
     smallJobs = await measureSmallJobs(server.url, shape, reps, log);
   }
+  let manyJobs: BenchDocument["manyJobs"];
+  if (wants("many")) {
+    manyJobs = await measureManyJobs(server.url, { jobs: 50, tasksPerJob: 100, concurrency: 50 }, reps, log);
+  }
   let cluster: BenchDocument["cluster"];
   if (wants("cluster")) {
     cluster = await measureCluster(throughput?.jetstate.tasksPerSec, throughput?.raw.tasksPerSec);
@@ -226,6 +232,7 @@ try {
     ...(submitLatency ? { submitLatency } : {}),
     ...(memory ? { memory } : {}),
     ...(smallJobs ? { smallJobs } : {}),
+    ...(manyJobs ? { manyJobs } : {}),
     ...(cluster ? { cluster } : {}),
     notes,
   };

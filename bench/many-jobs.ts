@@ -1,0 +1,61 @@
+/**
+ * Many jobs: the same 5,000 tasks as 50 concurrent jobs of 100, against one
+ * job of 5,000, on one runtime with the same workers, interleaved per
+ * repetition. Timed from the first `submit()` to the last `done()`. The
+ * ratio many ÷ one says what a job's fixed cost does to throughput.
+ */
+import { freshRuntime } from "./jetstate-e2e.ts";
+import { median, round, sleep } from "./lib/stats.ts";
+import { makePayloads, uniqueName } from "./lib/tasks.ts";
+
+export interface ManyJobsShape {
+  readonly jobs: number;
+  readonly tasksPerJob: number;
+  readonly concurrency: number;
+}
+
+const run = async (url: string, rep: number, jobs: number, tasksPerJob: number, concurrency: number) => {
+  const rt = await freshRuntime(url, "many", rep);
+  try {
+    const queue = uniqueName("q", rep);
+    await rt.admin.provision([queue]);
+    const worker = rt.workers.start({ queue, concurrency, handler: () => null });
+    await sleep(200); // the worker's record watch is up before the clock starts
+    const payloads = makePayloads(tasksPerJob);
+    const started = performance.now();
+    const ends = await Promise.all(
+      Array.from({ length: jobs }, async () => (await rt.jobs.submit({ queue, tasks: payloads })).done()),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    await worker.stop();
+    const done = ends.reduce((sum, end) => sum + (end.status === "succeeded" ? end.done : 0), 0);
+    if (done !== jobs * tasksPerJob)
+      throw new Error(`many jobs: ${done} of ${jobs * tasksPerJob} tasks done`);
+    return Math.round(done / seconds);
+  } finally {
+    await rt.stop();
+  }
+};
+
+export async function measureManyJobs(
+  url: string,
+  shape: ManyJobsShape,
+  reps: number,
+  log: (line: string) => void,
+) {
+  const { jobs, tasksPerJob, concurrency } = shape;
+  await run(url, -1, Math.min(jobs, 5), tasksPerJob, concurrency);
+  const many: number[] = [];
+  const one: number[] = [];
+  for (let rep = 0; rep < reps; rep++) {
+    many.push(await run(url, rep, jobs, tasksPerJob, concurrency));
+    one.push(await run(url, rep, 1, jobs * tasksPerJob, concurrency));
+    log(
+      `many jobs rep ${rep}: ${jobs} × ${tasksPerJob} tasks ${many.at(-1)} tasks/s, 1 × ${jobs * tasksPerJob} ${one.at(-1)} tasks/s`,
+    );
+  }
+  const perRep = many.map((m, k) => round(m / (one[k] ?? Number.NaN), 3));
+  return { shape, many, one, perRep, ratio: round(median(perRep), 3) };
+}
+
+export type ManyJobsResult = Awaited<ReturnType<typeof measureManyJobs>>;
