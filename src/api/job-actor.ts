@@ -5,9 +5,10 @@ import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import { every } from "../kernel/clock.ts";
 import { PermanentBrokerError, RevisionConflict } from "../kernel/errors.ts";
+import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord, type JobStatus, maxCounts, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
-import { type JobMachine, jobMachine, type ResultEntry } from "../machines/job.machine.ts";
+import { type JobMachine, jobMachine } from "../machines/job.machine.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 

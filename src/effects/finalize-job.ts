@@ -1,6 +1,7 @@
 import type { JobPort } from "../adapters/job-port.ts";
 import { RevisionConflict } from "../kernel/errors.ts";
 import {
+  type FinalizeInput,
   isFinal,
   type JobCounts,
   type JobRecord,
@@ -9,7 +10,6 @@ import {
   movesBackwards,
   SubmitPhase,
 } from "../kernel/job-record.ts";
-import type { FinalizeInput } from "../machines/job.machine.ts";
 
 /**
  * Writes a record change with compare-and-set, re-reading on a conflict so a

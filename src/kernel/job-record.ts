@@ -60,6 +60,15 @@ export interface JobCounts {
   readonly dead: number;
 }
 
+/** A job's end as its supervisor writes it: what the job machine hands to finalize. */
+export interface FinalizeInput {
+  readonly jobId: string;
+  readonly queue: string;
+  readonly status: typeof JobStatus.succeeded | typeof JobStatus.failed;
+  readonly reason: string | null;
+  readonly counts: JobCounts;
+}
+
 export interface JobRecordV1 {
   readonly v: 1;
   readonly id: string;

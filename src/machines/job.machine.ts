@@ -1,5 +1,6 @@
 import { and, assign, fromCallback, fromPromise, setup } from "xstate";
-import type { JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
+import { afterResults, type JobProgress, type ResultEntry, remaining } from "../kernel/job-progress.ts";
+import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
 import { withinTolerance } from "../kernel/job-record.ts";
 
 /**
@@ -11,45 +12,13 @@ import { withinTolerance } from "../kernel/job-record.ts";
  * process loses nothing.
  */
 
-/** One answered task, as read from a results message. */
-export interface ResultEntry {
-  /** Task index within the job. */
-  readonly i: number;
-  /** Absent on a redrive marker (`{ i, redrive: true }`, as `jobs.redrive` writes it). */
-  readonly ok?: boolean;
-  /** Exhausted its deliveries (a dead letter), rather than failed permanently. */
-  readonly dead?: boolean;
-  /** The dead task was sent back to the workers: forget its answer. */
-  readonly redrive?: boolean;
-}
-
-export interface JobContext {
+/** The progress fields (counts, bitmaps, rate, ETA: see kernel/job-progress.ts) and the job's own. */
+export interface JobContext extends JobProgress {
   readonly jobId: string;
   readonly queue: string;
-  readonly total: number;
   readonly settings: JobSettings;
-  readonly done: number;
-  readonly failed: number;
-  readonly dead: number;
-  /**
-   * One bit per task: answered already. Replaced (copy on write), never
-   * mutated, so snapshots stay values (model-based tests rely on it); the copy
-   * is a few KB per results batch of up to 100 results.
-   */
-  readonly answered: Uint8Array;
-  /** The subset of `answered` that died: only those may be redriven. */
-  readonly deadBits: Uint8Array;
   readonly startedAt: number;
-  readonly lastProgressAt: number;
   readonly stalledSince: number | null;
-  /** Tasks answered per second, exponentially weighted (time constant 10 s). */
-  readonly throughput: number;
-  /** When the rate was last sampled; null until the first answer (the rate's clock starts there). */
-  readonly throughputAt: number | null;
-  /** Decayed sums behind `throughput`: tasks and milliseconds, from the first answer on (0 before it). */
-  readonly rateTasks: number;
-  readonly rateMs: number;
-  readonly etaMs: number | null;
   readonly reason: string | null;
   /** Status of the record when this actor took over supervision (null: it submits). */
   readonly resumeFrom: JobStatus | null;
@@ -60,7 +29,6 @@ export interface JobContext {
    * Decisions use the counted answers only.
    */
   readonly recorded: JobCounts;
-  readonly now: number;
 }
 
 export type JobEvent =
@@ -97,54 +65,7 @@ export interface JobInput {
   readonly reason?: string;
 }
 
-export interface FinalizeInput {
-  readonly jobId: string;
-  readonly queue: string;
-  readonly status: "succeeded" | "failed";
-  readonly reason: string | null;
-  readonly counts: JobCounts;
-}
-
-const tauMs = 10_000;
-
-const remaining = (c: JobContext) => c.total - c.done - c.failed - c.dead;
-
-/** Counts the entries not seen before, in copies of the bitmaps. */
-const countNew = (context: JobContext, entries: readonly ResultEntry[]) => {
-  let done = 0;
-  let failed = 0;
-  let dead = 0;
-  let added = 0;
-  let changed = false;
-  const bits = context.answered.slice();
-  const deadBits = context.deadBits.slice();
-  for (const entry of entries) {
-    const i = entry.i;
-    if (!Number.isInteger(i) || i < 0 || i >= context.total) continue;
-    const byte = i >> 3;
-    const mask = 1 << (i & 7);
-    if (entry.redrive) {
-      if ((deadBits[byte]! & mask) === 0) continue;
-      deadBits[byte] = deadBits[byte]! & ~mask;
-      bits[byte] = bits[byte]! & ~mask;
-      dead--;
-      changed = true;
-      continue;
-    }
-    if ((bits[byte]! & mask) !== 0) continue; // a redelivered task answered twice counts once
-    bits[byte] = bits[byte]! | mask;
-    changed = true;
-    added++;
-    if (entry.ok) done++;
-    else if (entry.dead) {
-      dead++;
-      deadBits[byte] = deadBits[byte]! | mask;
-    } else failed++;
-  }
-  return { done, failed, dead, added, bits, deadBits, changed };
-};
-
-export const jobMachine = setup({
+const jobSetup = setup({
   types: {
     context: {} as JobContext,
     events: {} as JobEvent,
@@ -185,50 +106,11 @@ export const jobMachine = setup({
       context.lastProgressAt >= (context.stalledSince ?? Number.POSITIVE_INFINITY),
   },
   actions: {
-    countResults: assign(({ context, event }) => {
-      if (event.type !== "results.received") return {};
-      const fresh = countNew(context, event.entries);
-      const n = fresh.added;
-      const now = Math.max(context.now, event.at);
-      if (!fresh.changed) return { now };
-      const left = remaining(context) - fresh.done - fresh.failed - fresh.dead;
-      const counts = {
-        answered: fresh.bits,
-        deadBits: fresh.deadBits,
-        done: context.done + fresh.done,
-        failed: context.failed + fresh.failed,
-        dead: context.dead + fresh.dead,
-        now,
-      };
-      // Only redrives: answers forgotten, no progress made.
-      if (n === 0) return counts;
-      // The rate is measured from the first answer on, not from the commit: until then the
-      // workers were finding the job and running their first tasks, a delay that does not
-      // come back and that made the early ETA far too long. A replay says nothing about
-      // the rate either. Both are counted and start the rate's clock.
-      if (event.replay || context.throughputAt === null) {
-        return {
-          ...counts,
-          lastProgressAt: event.at,
-          throughputAt: event.at,
-          ...(left === 0 ? { etaMs: 0 } : {}),
-        };
-      }
-      const dt = Math.max(1, event.at - context.throughputAt);
-      const decay = Math.exp(-dt / tauMs);
-      const rateTasks = context.rateTasks * decay + n;
-      const rateMs = context.rateMs * decay + dt;
-      const throughput = (rateTasks * 1000) / rateMs;
-      return {
-        ...counts,
-        lastProgressAt: event.at,
-        throughput,
-        throughputAt: event.at,
-        rateTasks,
-        rateMs,
-        etaMs: left === 0 ? 0 : throughput > 0 ? Math.round((left / throughput) * 1000) : null,
-      };
-    }),
+    countResults: assign(({ context, event }) =>
+      event.type === "results.received"
+        ? afterResults(context, event.entries, event.at, event.replay === true)
+        : {},
+    ),
     /**
      * The stall clock starts when the tasks became visible, not when the actor
      * was created: a submit that took longer than `stallAfterMs` (a big job)
@@ -276,7 +158,39 @@ export const jobMachine = setup({
         `stalled: no progress for ${context.now - context.lastProgressAt} ms with ${remaining(context)} tasks left`,
     }),
   },
-}).createMachine({
+});
+
+/** One state of the job's chart, as `createMachine` types it (actors, guards and actions by name). */
+type JobStateConfig = NonNullable<Parameters<typeof jobSetup.createMachine>[0]["states"]>[string];
+
+/**
+ * An end, `succeeded` or `failed`: finalize writes it to the record (deletes
+ * the consumer, purges what is left), then the job is `recorded`. `satisfies`
+ * types the config where it is written, as the inline literal was, and keeps
+ * its literal type, so `createMachine` still infers the state values
+ * (`{ succeeded: "recorded" }`) from it.
+ */
+const endState = (status: FinalizeInput["status"]) =>
+  ({
+    initial: "recording",
+    states: {
+      recording: {
+        invoke: {
+          id: "finalize",
+          src: "finalize",
+          input: ({ context }) => finalizeInput(context, status),
+          onDone: "recorded",
+          onError: "recorded",
+        },
+        // The same end in the record (this write's echo, or another runtime's): finalize
+        // still deletes the consumer and purges what is left before the job is recorded.
+        on: { "record.changed": { guard: status === "succeeded" ? "recordSucceeded" : "recordFailed" } },
+      },
+      recorded: { type: "final", on: { "record.changed": {} } },
+    },
+  }) satisfies JobStateConfig;
+
+export const jobMachine = jobSetup.createMachine({
   id: "job",
   context: ({ input }) => ({
     jobId: input.jobId,
@@ -376,42 +290,8 @@ export const jobMachine = setup({
         "job.cancel": { target: "failed", actions: "rememberCancel" },
       },
     },
-    succeeded: {
-      initial: "recording",
-      states: {
-        recording: {
-          invoke: {
-            id: "finalize",
-            src: "finalize",
-            input: ({ context }) => finalizeInput(context, "succeeded"),
-            onDone: "recorded",
-            onError: "recorded",
-          },
-          // The same end in the record (this write's echo, or another runtime's): finalize
-          // still deletes the consumer and purges what is left before the job is recorded.
-          on: { "record.changed": { guard: "recordSucceeded" } },
-        },
-        recorded: { type: "final", on: { "record.changed": {} } },
-      },
-    },
-    failed: {
-      initial: "recording",
-      states: {
-        recording: {
-          invoke: {
-            id: "finalize",
-            src: "finalize",
-            input: ({ context }) => finalizeInput(context, "failed"),
-            onDone: "recorded",
-            onError: "recorded",
-          },
-          // The same end in the record (this write's echo, or another runtime's): finalize
-          // still deletes the consumer and purges what is left before the job is recorded.
-          on: { "record.changed": { guard: "recordFailed" } },
-        },
-        recorded: { type: "final", on: { "record.changed": {} } },
-      },
-    },
+    succeeded: endState("succeeded"),
+    failed: endState("failed"),
   },
 });
 
@@ -420,7 +300,7 @@ const finishedCounts = (input: JobInput): JobCounts =>
     ? input.counts
     : { done: 0, failed: 0, dead: 0 };
 
-const finalizeInput = (context: JobContext, status: "succeeded" | "failed"): FinalizeInput => ({
+const finalizeInput = (context: JobContext, status: FinalizeInput["status"]): FinalizeInput => ({
   jobId: context.jobId,
   queue: context.queue,
   status,

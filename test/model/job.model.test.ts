@@ -1,12 +1,8 @@
 import { getShortestPaths } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise, type InspectionEvent } from "xstate";
-import {
-  type FinalizeInput,
-  type JobEvent,
-  type JobInput,
-  jobMachine,
-} from "../../src/machines/job.machine.ts";
+import type { FinalizeInput } from "../../src/kernel/job-record.ts";
+import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 import { transitionRecorder, transitionsOf } from "./coverage.ts";
 import { fromMachineEvent, initialModel, stepModel } from "./job.oracle.ts";
 import {
@@ -32,7 +28,8 @@ import {
  * The last test asserts that the replays took every transition of the machine.
  */
 
-const topState = (value: unknown) => (typeof value === "string" ? value : Object.keys(value as object)[0]);
+const topState = (value: unknown): string =>
+  typeof value === "string" ? value : (Object.keys(value as object)[0] ?? "");
 
 const paths = getShortestPaths(jobMachine, {
   events,
@@ -147,8 +144,8 @@ describe("job machine, model-based", () => {
       const actor = createActor(jobMachine.provide({ actors: idle }), { input }).start();
       for (const step of path.steps.slice(1)) actor.send(step.event as JobEvent);
       const open = [0, 1, 2].find((i) => !bit(actor.getSnapshot().context.answered, i));
-      expect(open).toBeDefined(); // stalled means tasks are left
-      actor.send({ type: "results.received", entries: [ok(open!)], at: 9000 });
+      if (open === undefined) throw new Error("stalled with every task answered"); // stalled means tasks are left
+      actor.send({ type: "results.received", entries: [ok(open)], at: 9000 });
       const c = actor.getSnapshot().context;
       const top = topState(actor.getSnapshot().value);
       if (c.done + c.failed + c.dead < c.total) {
@@ -161,7 +158,7 @@ describe("job machine, model-based", () => {
     expect(resumed).toBeGreaterThan(0);
     const stalledFailed = paths.find((p) => p.state.context.reason?.startsWith("stalled: no progress"));
     expect(stalledFailed, "a path failing by the stall timeout").toBeDefined();
-    expect(stalledFailed!.steps.map((s) => topState(s.state.value))).toContain("stalled");
+    expect(stalledFailed?.steps.map((s) => topState(s.state.value))).toContain("stalled");
   });
 
   it("a job whose last task died finishes by its tolerance instead of hanging", () => {
@@ -171,9 +168,9 @@ describe("job machine, model-based", () => {
       path.steps.forEach((step, n) => {
         const event = step.event as JobEvent;
         if (event.type !== "results.received" || !event.entries.some((e) => e.dead)) return;
-        const before = n === 0 ? undefined : path.steps[n - 1]!.state;
+        const before = path.steps[n - 1]?.state;
         const c = step.state.context;
-        if (!before || !["running", "stalled"].includes(topState(before.value)!)) return;
+        if (!before || !["running", "stalled"].includes(topState(before.value))) return;
         if (c.done + c.failed + c.dead !== c.total) return;
         endedByDeath++;
         const top = topState(step.state.value);
@@ -207,9 +204,11 @@ describe("job machine, model-based", () => {
       path.steps.forEach((step, n) => {
         const event = step.event as JobEvent;
         if (event.type !== "results.received" || !event.entries.some((e) => e.redrive)) return;
-        const before = path.steps[n - 1]!.state.context;
+        const previous = path.steps[n - 1]?.state;
+        if (!previous) throw new Error("a path starts with a results batch");
+        const before = previous.context;
         const after = step.state.context;
-        if (!["running", "stalled"].includes(topState(path.steps[n - 1]!.state.value)!)) return;
+        if (!["running", "stalled"].includes(topState(previous.value))) return;
         if (bit(before.deadBits, 2)) {
           redriven++;
           expect(after.dead).toBe(before.dead - 1);
@@ -310,7 +309,7 @@ describe("job machine: transition coverage", () => {
   });
 });
 
-const bit = (bits: Uint8Array, i: number) => (bits[i >> 3]! & (1 << (i & 7))) !== 0;
+const bit = (bits: Uint8Array, i: number) => ((bits[i >> 3] ?? 0) & (1 << (i & 7))) !== 0;
 const popcount = (bits: Uint8Array) => {
   let n = 0;
   for (const byte of bits) for (let b = byte; b; b >>= 1) n += b & 1;

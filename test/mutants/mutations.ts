@@ -48,9 +48,8 @@ export const mutations: readonly Mutation[] = [
     id: "b",
     what: "finalize's onError removed in the job machine (a failed finalize hangs the job)",
     file: "src/machines/job.machine.ts",
-    search: '            onError: "recorded",\n',
+    search: '          onError: "recorded",\n',
     replace: "",
-    all: true,
     tests: [faults],
   },
   {
@@ -112,8 +111,8 @@ export const mutations: readonly Mutation[] = [
   {
     id: "i",
     what: "a result index ≥ total is accepted",
-    file: "src/machines/job.machine.ts",
-    search: "if (!Number.isInteger(i) || i < 0 || i >= context.total) continue;",
+    file: "src/kernel/job-progress.ts",
+    search: "if (!Number.isInteger(i) || i < 0 || i >= progress.total) continue;",
     replace: "if (!Number.isInteger(i) || i < 0) continue;",
     tests: [guards],
   },

@@ -2,14 +2,9 @@ import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise } from "xstate";
 import { memoryAgentStore } from "../../src/adapters/memory/memory-agent-store.ts";
 import { createAgentRegistry } from "../../src/api/agents.ts";
-import { type JobSettings, withinTolerance } from "../../src/kernel/job-record.ts";
+import { type FinalizeInput, type JobSettings, withinTolerance } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import {
-  type FinalizeInput,
-  type JobEvent,
-  type JobInput,
-  jobMachine,
-} from "../../src/machines/job.machine.ts";
+import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
 /**
  * Guards an audit changed without any test noticing (issue #13): each case

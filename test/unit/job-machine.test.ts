@@ -7,14 +7,9 @@
  */
 import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise, waitFor } from "xstate";
-import type { JobSettings } from "../../src/kernel/job-record.ts";
-import {
-  type FinalizeInput,
-  type JobEvent,
-  type JobInput,
-  jobMachine,
-  type ResultEntry,
-} from "../../src/machines/job.machine.ts";
+import type { ResultEntry } from "../../src/kernel/job-progress.ts";
+import type { FinalizeInput, JobSettings } from "../../src/kernel/job-record.ts";
+import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
 const settings: JobSettings = {
   maxFailures: 0,

@@ -1,0 +1,168 @@
+import type { JobCounts } from "./job-record.ts";
+
+/**
+ * A job's progress as its answers arrive: which tasks are answered (each
+ * counted once), how fast they come, and the estimated time to the end.
+ * Pure arithmetic on values: the job machine keeps these fields in its
+ * context and hands each results batch to `afterResults`.
+ */
+
+/** One answered task, as read from a results message. */
+export interface ResultEntry {
+  /** Task index within the job. */
+  readonly i: number;
+  /** Absent on a redrive marker (`{ i, redrive: true }`, as `jobs.redrive` writes it). */
+  readonly ok?: boolean;
+  /** Exhausted its deliveries (a dead letter), rather than failed permanently. */
+  readonly dead?: boolean;
+  /** The dead task was sent back to the workers: forget its answer. */
+  readonly redrive?: boolean;
+}
+
+export interface JobProgress extends JobCounts {
+  readonly total: number;
+  /**
+   * One bit per task: answered already. Replaced (copy on write), never
+   * mutated, so snapshots stay values (model-based tests rely on it); the copy
+   * is a few KB per results batch of up to 100 results.
+   */
+  readonly answered: Uint8Array;
+  /** The subset of `answered` that died: only those may be redriven. */
+  readonly deadBits: Uint8Array;
+  readonly lastProgressAt: number;
+  /** Tasks answered per second, exponentially weighted (time constant 10 s). */
+  readonly throughput: number;
+  /** When the rate was last sampled; null until the first answer (the rate's clock starts there). */
+  readonly throughputAt: number | null;
+  /** Decayed sums behind `throughput`: tasks and milliseconds, from the first answer on (0 before it). */
+  readonly rateTasks: number;
+  readonly rateMs: number;
+  readonly etaMs: number | null;
+  readonly now: number;
+}
+
+/** The rate's memory: a sample this long ago weighs 1/e of a fresh one. */
+const rateTauMs = 10_000;
+
+/** Tasks not answered yet. */
+export const remaining = (p: JobCounts & { readonly total: number }): number =>
+  p.total - p.done - p.failed - p.dead;
+
+/** What a batch added: answers new to the bitmaps, and the bitmaps with them (copies). */
+export interface CountedAnswers extends JobCounts {
+  /** Answers not seen before; a redrive is not one (it takes an answer back: `dead` goes down). */
+  readonly added: number;
+  readonly answered: Uint8Array;
+  readonly deadBits: Uint8Array;
+  /** False when the batch changed no bit (only duplicates, unknown indexes, redrives of live tasks). */
+  readonly changed: boolean;
+}
+
+// Every index is checked against `total` first, so its byte exists: `?? 0` only satisfies the type.
+const hasBit = (bits: Uint8Array, i: number) => ((bits[i >> 3] ?? 0) & (1 << (i & 7))) !== 0;
+const setBit = (bits: Uint8Array, i: number, on: boolean) => {
+  const byte = i >> 3;
+  const mask = 1 << (i & 7);
+  const old = bits[byte] ?? 0;
+  bits[byte] = on ? old | mask : old & ~mask;
+};
+
+/** Counts the entries not seen before, in copies of the bitmaps (the inputs stay as they were). */
+export const countAnswers = (
+  progress: Pick<JobProgress, "total" | "answered" | "deadBits">,
+  entries: readonly ResultEntry[],
+): CountedAnswers => {
+  let done = 0;
+  let failed = 0;
+  let dead = 0;
+  let added = 0;
+  let changed = false;
+  const answered = progress.answered.slice();
+  const deadBits = progress.deadBits.slice();
+  for (const entry of entries) {
+    const i = entry.i;
+    if (!Number.isInteger(i) || i < 0 || i >= progress.total) continue;
+    if (entry.redrive) {
+      if (!hasBit(deadBits, i)) continue;
+      setBit(deadBits, i, false);
+      setBit(answered, i, false);
+      dead--;
+      changed = true;
+      continue;
+    }
+    if (hasBit(answered, i)) continue; // a redelivered task answered twice counts once
+    setBit(answered, i, true);
+    changed = true;
+    added++;
+    if (entry.ok) done++;
+    else if (entry.dead) {
+      dead++;
+      setBit(deadBits, i, true);
+    } else failed++;
+  }
+  return { done, failed, dead, added, answered, deadBits, changed };
+};
+
+/**
+ * The rate after `tasks` answers came `dt` ms after the last sample: both
+ * sums decay by e^(−dt/τ), then take the new sample; the rate is their
+ * ratio, in tasks per second.
+ */
+export const sampleRate = (
+  rate: Pick<JobProgress, "rateTasks" | "rateMs">,
+  tasks: number,
+  dt: number,
+): Pick<JobProgress, "rateTasks" | "rateMs" | "throughput"> => {
+  const decay = Math.exp(-dt / rateTauMs);
+  const rateTasks = rate.rateTasks * decay + tasks;
+  const rateMs = rate.rateMs * decay + dt;
+  return { rateTasks, rateMs, throughput: (rateTasks * 1000) / rateMs };
+};
+
+/** Milliseconds until `left` tasks are answered at `throughput` per second; null without a rate. */
+export const estimateEtaMs = (left: number, throughput: number): number | null =>
+  left === 0 ? 0 : throughput > 0 ? Math.round((left / throughput) * 1000) : null;
+
+/**
+ * The progress fields after a batch of answers stamped `at` (only those that
+ * change). `replay`: answers stored before the reader started (a takeover, a
+ * restart): counted, but no rate sample, which would otherwise read as
+ * thousands of tasks in a millisecond.
+ */
+export const afterResults = (
+  progress: JobProgress,
+  entries: readonly ResultEntry[],
+  at: number,
+  replay: boolean,
+): Partial<JobProgress> => {
+  const fresh = countAnswers(progress, entries);
+  const now = Math.max(progress.now, at);
+  if (!fresh.changed) return { now };
+  const left = remaining(progress) - fresh.done - fresh.failed - fresh.dead;
+  const counts = {
+    answered: fresh.answered,
+    deadBits: fresh.deadBits,
+    done: progress.done + fresh.done,
+    failed: progress.failed + fresh.failed,
+    dead: progress.dead + fresh.dead,
+    now,
+  };
+  // Only redrives: answers forgotten, no progress made.
+  if (fresh.added === 0) return counts;
+  // The rate is measured from the first answer on, not from the commit: until then the
+  // workers were finding the job and running their first tasks, a delay that does not
+  // come back and that made the early ETA far too long. A replay says nothing about
+  // the rate either. Both are counted and start the rate's clock.
+  if (replay || progress.throughputAt === null) {
+    return { ...counts, lastProgressAt: at, throughputAt: at, ...(left === 0 ? { etaMs: 0 } : {}) };
+  }
+  // Two batches in the same millisecond count as 1 ms apart: no division by zero.
+  const rate = sampleRate(progress, fresh.added, Math.max(1, at - progress.throughputAt));
+  return {
+    ...counts,
+    ...rate,
+    lastProgressAt: at,
+    throughputAt: at,
+    etaMs: estimateEtaMs(left, rate.throughput),
+  };
+};

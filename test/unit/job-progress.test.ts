@@ -1,0 +1,209 @@
+/**
+ * A job's progress arithmetic (src/kernel/job-progress.ts), checked against
+ * numbers worked out by hand: which answers count, the decayed rate (time
+ * constant 10 s: a sample dt ms old weighs e^(−dt/10000)) and the ETA. The
+ * expected values are written out here, never computed with the code under
+ * test; test/unit/job-machine.test.ts checks the same rules on a live actor.
+ */
+import { describe, expect, it } from "vitest";
+import {
+  afterResults,
+  countAnswers,
+  estimateEtaMs,
+  type JobProgress,
+  type ResultEntry,
+  remaining,
+  sampleRate,
+} from "../../src/kernel/job-progress.ts";
+
+/** A job of `total` tasks with nothing answered, at time 0. */
+const fresh = (total: number, overrides: Partial<JobProgress> = {}): JobProgress => ({
+  total,
+  done: 0,
+  failed: 0,
+  dead: 0,
+  answered: new Uint8Array(Math.ceil(total / 8)),
+  deadBits: new Uint8Array(Math.ceil(total / 8)),
+  lastProgressAt: 0,
+  throughput: 0,
+  throughputAt: null,
+  rateTasks: 0,
+  rateMs: 0,
+  etaMs: null,
+  now: 0,
+  ...overrides,
+});
+
+const ok = (...indexes: number[]): ResultEntry[] => indexes.map((i) => ({ i, ok: true }));
+
+describe("remaining", () => {
+  it("is the tasks not answered: total minus done, failed and dead", () => {
+    expect(remaining({ total: 10, done: 3, failed: 2, dead: 1 })).toBe(4);
+    expect(remaining({ total: 5, done: 5, failed: 0, dead: 0 })).toBe(0);
+  });
+});
+
+describe("countAnswers", () => {
+  it("counts each new index once by kind, and ignores duplicates and indexes outside 0..total-1", () => {
+    const before = fresh(10);
+    const counted = countAnswers(before, [
+      { i: 0, ok: true },
+      { i: 3, ok: false },
+      { i: 9, ok: false, dead: true },
+      { i: 0, ok: true },
+      { i: 3, ok: true },
+      { i: 10, ok: true },
+      { i: -1, ok: true },
+      { i: 1.5, ok: true },
+    ]);
+    expect(counted).toMatchObject({ done: 1, failed: 1, dead: 1, added: 3, changed: true });
+    // Bits 0 and 3 of byte 0, bit 1 of byte 1 (task 9).
+    expect([...counted.answered]).toEqual([0b0000_1001, 0b0000_0010]);
+    expect([...counted.deadBits]).toEqual([0, 0b0000_0010]);
+    // Copies: the bitmaps handed in are unchanged.
+    expect([...before.answered]).toEqual([0, 0]);
+    expect([...before.deadBits]).toEqual([0, 0]);
+  });
+
+  it("a redrive takes back a dead answer only, so the task can be answered again", () => {
+    const died = fresh(10, {
+      answered: Uint8Array.from([0b0000_0001, 0b0000_0010]),
+      deadBits: Uint8Array.from([0, 0b0000_0010]),
+    });
+    const redriven = countAnswers(died, [{ i: 9, redrive: true }]);
+    expect(redriven).toMatchObject({ done: 0, failed: 0, dead: -1, added: 0, changed: true });
+    expect([...redriven.answered]).toEqual([0b0000_0001, 0]);
+    expect([...redriven.deadBits]).toEqual([0, 0]);
+
+    // Task 0 answered ok: not dead, so its redrive is ignored.
+    const ignored = countAnswers(died, [{ i: 0, redrive: true }]);
+    expect(ignored).toMatchObject({ done: 0, failed: 0, dead: 0, added: 0, changed: false });
+
+    // Redriven, then answered again in the same batch.
+    const again = countAnswers(died, [{ i: 9, redrive: true }, ...ok(9)]);
+    expect(again).toMatchObject({ done: 1, dead: -1, added: 1, changed: true });
+    expect([...again.answered]).toEqual([0b0000_0001, 0b0000_0010]);
+    expect([...again.deadBits]).toEqual([0, 0]);
+  });
+
+  it("only duplicates: nothing changed", () => {
+    const seen = fresh(3, { answered: Uint8Array.from([0b0000_0111]) });
+    expect(countAnswers(seen, ok(0, 1, 2))).toMatchObject({ done: 0, added: 0, changed: false });
+  });
+});
+
+describe("sampleRate", () => {
+  it("the first sample is the rate itself: 2 tasks in 1000 ms are 2 per second", () => {
+    expect(sampleRate({ rateTasks: 0, rateMs: 0 }, 2, 1000)).toEqual({
+      rateTasks: 2,
+      rateMs: 1000,
+      throughput: 2,
+    });
+  });
+
+  it("older sums decay by e^(−dt/10 s) before the new sample is added", () => {
+    // dt 2000: e^(−0.2) = 0.8187307531; tasks 2·d + 1 = 2.6374615062, ms 1000·d + 2000 = 2818.7307531.
+    const later = sampleRate({ rateTasks: 2, rateMs: 1000 }, 1, 2000);
+    expect(later.rateTasks).toBeCloseTo(2.6374615062, 9);
+    expect(later.rateMs).toBeCloseTo(2818.7307531, 6);
+    expect(later.throughput).toBeCloseTo(0.9356911806, 9);
+
+    // dt one time constant: e^(−1) = 0.3678794412; tasks 10/e + 5, ms 5000/e + 10000.
+    const tau = sampleRate({ rateTasks: 10, rateMs: 5000 }, 5, 10_000);
+    expect(tau.rateTasks).toBeCloseTo(8.6787944117, 9);
+    expect(tau.rateMs).toBeCloseTo(11839.3972059, 6);
+    expect(tau.throughput).toBeCloseTo(0.7330436052, 9);
+  });
+});
+
+describe("estimateEtaMs", () => {
+  it("is the tasks left at the rate, in whole milliseconds", () => {
+    expect(estimateEtaMs(7, 2)).toBe(3500);
+    // 6 / 0.9356911806 s = 6412.372 ms.
+    expect(estimateEtaMs(6, 0.9356911806)).toBe(6412);
+    // 1/3 s and 2/3 s, rounded to the nearest millisecond.
+    expect(estimateEtaMs(1, 3)).toBe(333);
+    expect(estimateEtaMs(2, 3)).toBe(667);
+  });
+
+  it("is 0 with nothing left, with or without a rate, and unknown without a rate", () => {
+    expect(estimateEtaMs(0, 0)).toBe(0);
+    expect(estimateEtaMs(0, 5)).toBe(0);
+    expect(estimateEtaMs(7, 0)).toBeNull();
+  });
+});
+
+describe("afterResults", () => {
+  it("the first answer counts and starts the rate's clock, without a rate or an ETA", () => {
+    const next = afterResults(fresh(10), ok(0), 2000, false);
+    expect(next).toMatchObject({
+      done: 1,
+      failed: 0,
+      dead: 0,
+      now: 2000,
+      lastProgressAt: 2000,
+      throughputAt: 2000,
+    });
+    expect(next).not.toHaveProperty("throughput");
+    expect(next).not.toHaveProperty("etaMs");
+  });
+
+  it("the first answer that is also the last sets the ETA to 0", () => {
+    expect(afterResults(fresh(1), ok(0), 50, false)).toMatchObject({ done: 1, etaMs: 0 });
+  });
+
+  it("a later batch is a rate sample: 2 answers 1000 ms after the first, 7 left → 3.5 s", () => {
+    const started = fresh(10, { done: 1, answered: Uint8Array.from([1, 0]), throughputAt: 2000, now: 2000 });
+    expect(afterResults(started, ok(1, 2), 3000, false)).toMatchObject({
+      done: 3,
+      rateTasks: 2,
+      rateMs: 1000,
+      throughput: 2,
+      etaMs: 3500,
+      throughputAt: 3000,
+      lastProgressAt: 3000,
+      now: 3000,
+    });
+  });
+
+  it("two batches in the same millisecond count as 1 ms apart: 1 task in 1 ms, 8 left → 8 ms", () => {
+    const started = fresh(10, { done: 1, answered: Uint8Array.from([1, 0]), throughputAt: 100, now: 100 });
+    expect(afterResults(started, ok(1), 100, false)).toMatchObject({ throughput: 1000, etaMs: 8 });
+  });
+
+  it("a replay is counted and moves the clocks, but leaves the rate as it was", () => {
+    const running = fresh(10, {
+      done: 1,
+      answered: Uint8Array.from([1, 0]),
+      throughput: 1,
+      throughputAt: 5000,
+      rateTasks: 1,
+      rateMs: 1000,
+      etaMs: 9000,
+      now: 5000,
+    });
+    const next = afterResults(running, ok(4, 5, 6), 6000, true);
+    expect(next).toMatchObject({ done: 4, throughputAt: 6000, lastProgressAt: 6000, now: 6000 });
+    for (const kept of ["rateTasks", "rateMs", "throughput", "etaMs"]) expect(next).not.toHaveProperty(kept);
+  });
+
+  it("duplicates change only `now`, and never move it back", () => {
+    const seen = fresh(2, { done: 1, answered: Uint8Array.from([1]), now: 900 });
+    expect(afterResults(seen, ok(0), 1500, false)).toEqual({ now: 1500 });
+    expect(afterResults(seen, ok(0), 700, false)).toEqual({ now: 900 });
+  });
+
+  it("a redrive alone lowers `dead` and is no progress", () => {
+    const died = fresh(2, {
+      dead: 1,
+      answered: Uint8Array.from([0b10]),
+      deadBits: Uint8Array.from([0b10]),
+      lastProgressAt: 400,
+      now: 400,
+    });
+    const next = afterResults(died, [{ i: 1, redrive: true }], 800, false);
+    expect(next).toMatchObject({ done: 0, failed: 0, dead: 0, now: 800 });
+    expect([...(next.answered ?? [])]).toEqual([0]);
+    expect(next).not.toHaveProperty("lastProgressAt");
+  });
+});
