@@ -1,0 +1,101 @@
+import type { Actor } from "xstate";
+import type { Broker } from "../adapters/broker.ts";
+import { recordProgress } from "../effects/finalize-job.ts";
+import type { Clock } from "../kernel/clock.ts";
+import { isFinal, type JobStatus } from "../kernel/job-record.ts";
+import type { Logger } from "../kernel/logger.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
+
+/**
+ * What the job's host does with each snapshot: one log line per state change;
+ * progress written by the supervisor at most once a second; the actor stopped
+ * once its end is recorded. Returns what cancels a pending progress write.
+ */
+export const persistAndLog = (
+  broker: Broker,
+  clock: Clock,
+  actor: Actor<JobMachine>,
+  log: Logger,
+): (() => void) => {
+  const leases = broker.leases;
+  let last: JobStatus | undefined;
+  let timer: unknown;
+  const write = () => {
+    timer = undefined;
+    const s = snapshotOf(actor);
+    // While queuing the submitter owns the record: its commit is a compare-and-set of its own.
+    if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id, clock.now())) return;
+    recordProgress(broker, s.id, s.status, s, clock.now()).catch((error) =>
+      log.warn({ err: error }, "progress not recorded"),
+    );
+  };
+  actor.subscribe({
+    next: (snapshot) => {
+      const s = snapshotOf(actor);
+      if (s.status !== last) {
+        log.info(
+          {
+            state: s.status,
+            from: last ?? null,
+            done: s.done,
+            failed: s.failed,
+            dead: s.dead,
+            total: s.total,
+            ...(s.reason ? { reason: s.reason } : {}),
+          },
+          `job ${last ?? "new"} → ${s.status}`,
+        );
+        if (s.status === "stalled") void logStall(broker, s, clock.now(), log);
+        last = s.status;
+        if (s.status !== "queuing" && !isFinal(s.status)) {
+          cancelTimer(); // written now: a pending write would only repeat it
+          write();
+        }
+      } else if (!timer && !isFinal(s.status) && snapshot.status === "active") {
+        timer = clock.setTimeout(write, 1000);
+      }
+      // The end is written by finalize; a pending progress write has nothing left to say.
+      if (isFinal(s.status)) cancelTimer();
+      // Once the end is recorded nothing is left to supervise: stop the feed, clock and lease.
+      if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(() => actor.stop());
+    },
+    complete: () => cancelTimer(),
+  });
+  const cancelTimer = () => {
+    if (timer !== undefined) clock.clearTimeout(timer);
+    timer = undefined;
+  };
+  return cancelTimer;
+};
+
+/**
+ * "No task picked up in X": how long, how many tasks wait, how many a worker
+ * holds. The job's own count of tasks left is exact; the consumer's counts
+ * are not disjoint: nats-server 2.9 counts a released (nak'd) task both in
+ * `num_pending` (it rewinds) and in `num_ack_pending` until it is delivered
+ * again, so a stopped worker's released tasks would read as held. Held is
+ * therefore what is left beyond the pending ones, at most `num_ack_pending`.
+ */
+const logStall = async (broker: Broker, s: JobSnapshot, now: number, log: Logger) => {
+  const counts = await broker.consumerCounts(s.queue, s.id).catch(() => undefined);
+  const idleMs = now - s.lastProgressAt;
+  const left = s.total - s.done - s.failed - s.dead;
+  const idle = `job stalled: no task answered for ${formatDuration(idleMs)}`;
+  if (!counts) return log.warn({ idleMs, left }, idle);
+  const held = Math.max(0, Math.min(counts.held, left - counts.waiting));
+  const waiting = left - held;
+  log.warn(
+    { idleMs, left, waiting, held, redelivered: counts.redelivered },
+    `${idle}; ${waiting} tasks wait, ${held} held by workers` +
+      (held > 0 ? " (a worker holds tasks but answers none)" : " (no worker is pulling)"),
+  );
+};
+
+/** 0.3 s, 42 s, 7 min: the stall threshold may be well under a second. */
+const formatDuration = (ms: number): string =>
+  ms < 10_000
+    ? `${(ms / 1000).toFixed(1)} s`
+    : ms < 120_000
+      ? `${Math.round(ms / 1000)} s`
+      : `${Math.round(ms / 60_000)} min`;
