@@ -55,5 +55,5 @@ export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./kernel/job-
 export type { Logger } from "./kernel/logger.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./kernel/queue.ts";
 export { PermanentError } from "./kernel/task-outcome.ts";
-export type { TaskProgress } from "./kernel/task-progress.ts";
+export type { TaskProgress } from "./kernel/wire.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";

@@ -8,6 +8,7 @@ import { PermanentBrokerError } from "../kernel/errors.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
+import { decodeResults } from "../kernel/wire.ts";
 import { type JobMachine, jobMachine } from "../machines/job.machine.ts";
 import { snapshotOf } from "./job-handle.ts";
 
@@ -41,15 +42,6 @@ export const recordEvent = (record: JobRecord) =>
     counts: record.counts,
     reason: record.reason ?? null,
   }) as const;
-
-const parseEntries = (body: string): ResultEntry[] | undefined => {
-  try {
-    const value = JSON.parse(body);
-    return Array.isArray(value) ? (value as ResultEntry[]) : undefined;
-  } catch {
-    return undefined;
-  }
-};
 
 /**
  * The job machine with its actors' real I/O provided: `submit`, `feed` (the
@@ -128,8 +120,12 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
             record.queue,
             jobId,
             (body, pending) => {
-              const entries = parseEntries(body);
-              if (entries) backlog.push(...entries);
+              try {
+                backlog.push(...decodeResults(body));
+              } catch (error) {
+                // Not written by jetstate: nothing in it to count.
+                log.warn({ err: error }, "results message skipped");
+              }
               // The first time through, hand over everything stored in one event once caught
               // up: a redrive marker must be counted before the job decides it is over.
               if (!caughtUp && pending > 0) return;

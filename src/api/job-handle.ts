@@ -3,7 +3,7 @@ import type { Broker } from "../adapters/broker.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
-import { decodeProgress, type TaskProgress } from "../kernel/task-progress.ts";
+import { decodeProgress, decodeResults, type ResultRecord, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
@@ -150,15 +150,6 @@ const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot)
   };
 };
 
-interface RawResult {
-  readonly i: number;
-  readonly ok?: boolean;
-  readonly r?: unknown;
-  readonly e?: string;
-  readonly dead?: boolean;
-  readonly redrive?: boolean;
-}
-
 /**
  * Reads the job's results stream from the start and yields each task's
  * answer once. Successes are final and stream out as they are read; failures
@@ -182,7 +173,15 @@ async function* readAllResults<Result>(
       queue,
       jobId,
       (body, pending) => {
-        for (const raw of JSON.parse(body) as RawResult[]) {
+        let entries: ResultRecord[];
+        try {
+          entries = decodeResults(body);
+        } catch (error) {
+          // Not written by jetstate: nothing to read in it (the job's counts skip it too).
+          core.logger.warn({ err: error, jobId }, "results message skipped");
+          entries = [];
+        }
+        for (const raw of entries) {
           const i = raw.i;
           if (raw.redrive) {
             if (failures.delete(i)) seen.delete(i);
@@ -289,8 +288,13 @@ export const makeHandle = (core: RuntimeCore, broker: Broker, source: HandleSour
         queue,
         jobId,
         (body) => {
-          const note = decodeProgress(jobId, body);
-          if (note) listener(note);
+          let note: TaskProgress;
+          try {
+            note = decodeProgress(jobId, body);
+          } catch {
+            return; // someone else's message on the subject
+          }
+          listener(note);
         },
         AbortSignal.any([watching.signal, core.stopping]),
       );

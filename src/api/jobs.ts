@@ -15,6 +15,7 @@ import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListFilter, SubjectToken, taskIndexes } from "../kernel/validation.ts";
+import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { requireRole } from "./permissions.ts";
@@ -216,10 +217,10 @@ export class Jobs {
     await this.#broker.publishResults(
       record.queue,
       id,
-      JSON.stringify(chosen.map((l) => ({ i: l.index, redrive: true }))),
+      encodeBatch(chosen.map((l) => encodeRedrive(l.index))),
       `redrive.${id}.${nonce}`,
     );
-    const bodies = chosen.map((l) => `{"i":${l.index},"p":${JSON.stringify(l.payload ?? null)}}`);
+    const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
     await this.#broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, this.#core.stopping);
     await updateRecordWith(this.#broker, id, (r) => {
       const { reason: _reason, finishedAt: _finished, ...rest } = r;

@@ -12,6 +12,7 @@ import {
   rejectUnknownKeys,
   SubjectToken,
 } from "../kernel/validation.ts";
+import { encodeTask } from "../kernel/wire.ts";
 
 export interface SubmitRequest<Task = unknown, Result = unknown> {
   /** A queue name or a queue made with `defineQueue` (typed, optionally validated). */
@@ -72,7 +73,7 @@ export const maxTasksPerJob = 1_000_000;
 
 export interface SubmitPlan {
   readonly record: JobRecord;
-  /** One message body per task: `{"i":n,"p":<payload>}`. */
+  /** One message body per task (kernel/wire.ts `encodeTask`). */
   readonly bodies: readonly string[];
 }
 
@@ -198,14 +199,12 @@ export const planSubmit = async <Task, Result>(
   const limit = maxPayload - deadLetterRoomBytes;
   for (let n = 0; n < tasks.length; n++) {
     const task = schema ? await validateWith(schema, tasks[n], `tasks[${n}]`) : tasks[n];
-    let json: string | undefined;
+    let body = "";
     try {
-      json = JSON.stringify(task);
+      body = encodeTask(n, task);
     } catch (error) {
-      bad(`tasks[${n}]`, `cannot be serialised to JSON (${error instanceof Error ? error.message : error})`);
+      bad(`tasks[${n}]`, error instanceof Error ? error.message : String(error));
     }
-    if (json === undefined) bad(`tasks[${n}]`, "cannot be serialised to JSON (undefined or a function)");
-    const body = `{"i":${n},"p":${json}}`;
     if (Buffer.byteLength(body) > limit) {
       bad(`tasks[${n}]`, `is ${Buffer.byteLength(body)} bytes; the server's max payload allows ${limit}`);
     }

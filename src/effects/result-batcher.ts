@@ -1,3 +1,5 @@
+import { emptyBatchBytes, encodeBatch, entryBytes } from "../kernel/wire.ts";
+
 /**
  * Batches task results: one results message per batch (≤ `maxEntries`
  * results, ≤ `maxBytes`, or `maxDelayMs` after the first), then — only after
@@ -25,47 +27,54 @@ export interface Settle {
 
 export type PublishBatch = (jobId: string, body: string, msgId: string) => Promise<void>;
 
-interface Batch {
+interface Batch<S extends Settle> {
   entries: string[];
-  settles: Settle[];
+  settles: S[];
   bytes: number;
 }
 
-export interface BatcherOptions {
+export interface BatcherOptions<S extends Settle = Settle> {
   readonly maxEntries: number;
   readonly maxDelayMs: number;
   /** Largest body of one results message, in bytes (UTF-8): under the server's max payload. */
   readonly maxBytes: number;
   /** Unique per worker: message ids `<idPrefix>.<n>` make a retried publish land once. */
   readonly idPrefix: string;
+  /**
+   * The message id of a batch, instead of `<idPrefix>.<n>`: the HTTP API
+   * derives it from the batch's deliveries, so a POST retried after an unknown
+   * outcome is stored once.
+   */
+  readonly messageId?: (jobId: string, settles: readonly S[]) => string;
   readonly onError: (error: unknown, jobId: string) => void;
   /** How often the leases of a batch still being published are extended (a third of the job's ack wait). */
   readonly keepEveryMs?: (jobId: string) => number;
 }
 
-export class ResultBatcher {
+export class ResultBatcher<S extends Settle = Settle> {
   readonly #publish: PublishBatch;
-  readonly #options: BatcherOptions;
-  readonly #batches = new Map<string, Batch>();
+  readonly #options: BatcherOptions<S>;
+  readonly #batches = new Map<string, Batch<S>>();
   readonly #inFlight = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   #seq = 0;
 
-  constructor(publish: PublishBatch, options: BatcherOptions) {
+  constructor(publish: PublishBatch, options: BatcherOptions<S>) {
     this.#publish = publish;
     this.#options = options;
   }
 
-  add(jobId: string, entry: string, settle: Settle): void {
+  /** Adds one result entry (kernel/wire.ts) of the job; `settle` is told what became of it. */
+  add(jobId: string, entry: string, settle: S): void {
     // Bytes, not characters: a result with non-ASCII text takes up to three bytes per character.
-    const bytes = Buffer.byteLength(entry) + 1;
+    const bytes = entryBytes(entry);
     let batch = this.#batches.get(jobId);
     if (batch && batch.bytes + bytes > this.#options.maxBytes) {
       this.#send(jobId);
       batch = undefined;
     }
     if (!batch) {
-      batch = { entries: [], settles: [], bytes: 2 };
+      batch = { entries: [], settles: [], bytes: emptyBatchBytes };
       this.#batches.set(jobId, batch);
     }
     batch.entries.push(entry);
@@ -102,8 +111,9 @@ export class ResultBatcher {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    const body = `[${batch.entries.join(",")}]`;
-    const msgId = `${this.#options.idPrefix}.${this.#seq++}`;
+    const body = encodeBatch(batch.entries);
+    const msgId =
+      this.#options.messageId?.(jobId, batch.settles) ?? `${this.#options.idPrefix}.${this.#seq++}`;
     const keepEveryMs = this.#options.keepEveryMs?.(jobId);
     const keeper =
       keepEveryMs === undefined

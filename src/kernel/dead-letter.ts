@@ -1,6 +1,9 @@
+import { MalformedMessage } from "./errors.ts";
+
 /**
  * The dead-letter wire format, owned here for both brokers, and the room a
- * dead letter needs next to its task's payload.
+ * dead letter needs next to its task's payload (the task, results and
+ * progress formats are wire.ts').
  *
  * A dead letter is a copy of the task's payload with the job, index, error,
  * deliveries, time and source around it, stored under its own message id.
@@ -41,6 +44,33 @@ export const encodeDeadLetter = (letter: DeadLetterFields): string =>
     error: boundError(letter.error),
     taskId: `${letter.jobId}.${letter.index}`,
   });
+
+/** A stored dead letter, as `encodeDeadLetter` wrote it; throws `MalformedMessage` for anything else. */
+export const decodeDeadLetter = (body: string): DeadLetterFields & { readonly taskId: string } => {
+  const malformed = (why: string) =>
+    new MalformedMessage({
+      format: "dead letter",
+      message: `not a dead letter (${why}): ${body.length > 80 ? `${body.slice(0, 80)}…` : body}`,
+    });
+  let letter: Partial<Record<keyof DeadLetterFields | "taskId", unknown>> | null;
+  try {
+    letter = JSON.parse(body);
+  } catch (error) {
+    throw malformed(error instanceof Error ? error.message : String(error));
+  }
+  if (
+    typeof letter !== "object" ||
+    letter === null ||
+    typeof letter.queue !== "string" ||
+    typeof letter.jobId !== "string" ||
+    !Number.isSafeInteger(letter.index) ||
+    typeof letter.error !== "string" ||
+    typeof letter.taskId !== "string"
+  ) {
+    throw malformed("fields missing");
+  }
+  return letter as DeadLetterFields & { readonly taskId: string };
+};
 
 /** Headers of a message with only a message id, as both brokers count them against the max payload. */
 const headerBytes = (msgId: string) => Buffer.byteLength(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`);

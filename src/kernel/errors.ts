@@ -109,6 +109,19 @@ export class TargetUnavailable extends Data.TaggedError("TargetUnavailable")<{
   readonly retry: RetryDecision = Retry.transient;
 }
 
+/**
+ * A message body that is not what jetstate writes there (src/kernel/wire.ts
+ * and dead-letter.ts own the formats), or a value that JSON cannot carry. Permanent: the same
+ * bytes never read differently.
+ */
+export class MalformedMessage extends Data.TaggedError("MalformedMessage")<{
+  readonly message: string;
+  /** Which format: a task, a result (entry or batch), a progress note, a dead letter. */
+  readonly format: "task" | "result" | "progress" | "dead letter";
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
 /** The runtime was created without the role the call needs (`createRuntime({ roles })`). */
 export class RoleNotHeld extends Data.TaggedError("RoleNotHeld")<{
   readonly message: string;

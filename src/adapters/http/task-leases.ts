@@ -1,68 +1,22 @@
-import { createHash } from "node:crypto";
 import { isFinal, type JobRecord, SubmitPhase } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
-import { decideOutcome, PermanentError } from "../../kernel/task-outcome.ts";
-import type { AnswerStatus, LeaseSettle, RecordedAnswer, TaskLeasing } from "../broker.ts";
+import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
+import type { LeaseSettle } from "../broker.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import { LeaseBook } from "./lease-book.ts";
+import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort, ReservedTask } from "./lease-port.ts";
+import { ReceiptAnswers } from "./receipt-answers.ts";
 import type { ReceiptClaims, ReceiptSigner } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
-import type { TokenScope } from "./token-scopes.ts";
 
-/** What the leases need from the broker (the port's task leasing, records and results; unit tests fake it). */
-export interface LeasePort
-  extends Pick<
-    TaskLeasing,
-    "isDeliveryOf" | "fetchTasks" | "settle" | "claimAnswer" | "answerOf" | "recordAnswer" | "releaseAnswer"
-  > {
-  getRecord(id: string): Promise<{ record: JobRecord } | undefined>;
-  listRecords(): Promise<JobRecord[]>;
-  publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
-  /**
-   * Keeps a task that died on its last delivery (payload read from the task
-   * store, last error) as a dead letter, so it can be redriven like one that
-   * died at a native worker.
-   */
-  storeDeadLetter(letter: {
-    queue: string;
-    jobId: string;
-    index: number;
-    ref: string;
-    error: string;
-    deliveries: number;
-  }): Promise<void>;
-}
-
-/** Who calls: the token's identity and scope. */
-export type Caller = Pick<TokenScope, "identity" | "allows">;
-
-export interface ReservedTask {
-  readonly id: string;
-  readonly jobId: string;
-  readonly index: number;
-  readonly attempt: number;
-  readonly payload: unknown;
-  readonly receipt: string;
-  /** The lease ends this many ms after the answer is sent (heartbeat before). */
-  readonly leaseMs: number;
-}
-
-export type ItemStatus = AnswerStatus | "expired" | "pending" | "conflict";
-
-export interface ItemOutcome {
-  readonly id: string;
-  readonly status: ItemStatus;
-  /** This receipt was answered before with the same answer: nothing was done again; `status` is the first answer's. */
-  readonly duplicate?: true;
-  /** For `conflict`: the delivery was answered before, differently; what the first answer did. */
-  readonly answered?: AnswerStatus | "pending";
-  /** For `retry`: when the task is offered again. */
-  readonly retryInMs?: number;
-}
-
-export type HeartbeatOutcome =
-  | { readonly id: string; readonly status: "extended"; readonly receipt: string; readonly leaseMs: number }
-  | { readonly id: string; readonly status: "expired" | "settled" };
+export type {
+  Caller,
+  HeartbeatOutcome,
+  ItemOutcome,
+  ItemStatus,
+  LeasePort,
+  ReservedTask,
+} from "./lease-port.ts";
 
 export interface TaskLeasesOptions {
   readonly signer: ReceiptSigner;
@@ -74,9 +28,6 @@ export interface TaskLeasesOptions {
   readonly maxLeasesPerToken?: number;
 }
 
-/** Same limit as the native worker: one result must leave room in a results message. */
-const maxResultBytes = 256 * 1024 - 64;
-const maxResultsMessageBytes = 256 * 1024;
 /**
  * Longest lease one receipt carries: below the time the broker keeps a
  * delivery's answer (24 h), so an answered receipt is refused for as long as
@@ -100,28 +51,18 @@ const isActive = (record: JobRecord) =>
 /** A reserved task with what this instance keeps of its lease. */
 type Leased = ReservedTask & { readonly ref: string; readonly until: number };
 
-/** One answer being settled by this process; concurrent requests for the same delivery wait for it. */
-type InFlight = Promise<RecordedAnswer | undefined>;
-
 /**
  * The lease contract of native workers, held by HTTP workers through signed
- * receipts: reserve tasks, store their results (one results message per
- * request; its PubAck before any ack), then ack or term; a non-permanent
- * error naks with the job's backoff unless it was the last delivery (then a
- * dead result and term) — the same `decideOutcome` as native workers.
- *
- * Each delivery is answered once, by the broker's record of it
- * (`claimAnswer`), not by this process's memory: a receipt replayed after a
- * restart, or on another instance sharing the secret, finds the first answer
- * and does nothing. The same answer again is a `duplicate` (a retried POST);
- * a different one is a `conflict`.
+ * receipts: reserve tasks (each with a receipt naming its delivery and its
+ * lease's end), extend them (heartbeat), answer them (receipt-answers.ts:
+ * the native worker's answer path, each delivery answered once).
  */
 export class TaskLeases {
   readonly #port: LeasePort;
   readonly #signer: ReceiptSigner;
   readonly #log: Logger;
   readonly #now: () => number;
-  readonly #inFlight = new Map<string, InFlight>();
+  readonly #answers: ReceiptAnswers;
   readonly #book: LeaseBook;
   readonly #jobListTtlMs: number;
   #jobList: { at: number; records: Promise<JobRecord[]> } | undefined;
@@ -134,6 +75,7 @@ export class TaskLeases {
     this.#now = options.now ?? Date.now;
     this.#jobListTtlMs = options.jobListTtlMs ?? 1000;
     this.#book = new LeaseBook(options.maxLeasesPerToken ?? 100);
+    this.#answers = new ReceiptAnswers(port, this.#book, this.#log, this.#now);
   }
 
   /** Up to `max` tasks of the job, at once; none if nothing is ready. 404 unknown job (or not the caller's), 410 finished. */
@@ -171,159 +113,7 @@ export class TaskLeases {
     const claims = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
     const record = await this.#openRecord(jobId, caller);
     this.#assertDeliveries(record, claims, field);
-    const now = this.#now();
-    const outcomes: Promise<ItemOutcome>[] = [];
-    const mine: Answering[] = [];
-    for (const [n, item] of items.entries()) {
-      const c = claims[n]!;
-      const id = `${jobId}.${c.i}`;
-      const digest = answerDigest(item);
-      const running = this.#inFlight.get(c.r);
-      if (running) {
-        // Answered by a request of this process right now (or earlier in this one): its outcome decides.
-        outcomes.push(running.then((first) => repeated(id, digest, first)));
-        continue;
-      }
-      if (c.x <= now) {
-        outcomes.push(Promise.resolve({ id, status: "expired" }));
-        continue;
-      }
-      let finish!: (answer: RecordedAnswer | undefined) => void;
-      const done: InFlight = new Promise((resolve) => {
-        finish = resolve;
-      });
-      this.#inFlight.set(c.r, done);
-      const answering: Answering = {
-        c,
-        id,
-        digest,
-        item,
-        revision: 0,
-        finish: (answer) => {
-          if (this.#inFlight.get(c.r) === done) this.#inFlight.delete(c.r);
-          finish(answer);
-        },
-        // A failed settle is thrown for the whole request (below); its outcome is never shown.
-        outcome: done.then((answer) =>
-          answering.failed ? { id, status: "expired" } : (answering.result ?? repeated(id, digest, answer)),
-        ),
-      };
-      mine.push(answering);
-      outcomes.push(answering.outcome);
-    }
-    const failures: unknown[] = [];
-    // The broker's record of each delivery decides who answers it: one claim per delivery, ever.
-    const claimed: Answering[] = [];
-    await Promise.all(
-      mine.map(async (a) => {
-        try {
-          const claim = await this.#port.claimAnswer(a.c.r, a.digest);
-          if (claim.claimed) {
-            a.revision = claim.revision;
-            claimed.push(a);
-          } else {
-            this.#book.release(caller.identity, a.c.r);
-            a.finish(claim.answer);
-          }
-        } catch (error) {
-          failures.push(error);
-          a.failed = true;
-          a.finish(undefined);
-        }
-      }),
-    );
-    const entries: { entry: string; decided: Decision; a: Answering }[] = [];
-    const naks: { decided: Decision; a: Answering }[] = [];
-    for (const a of claimed) {
-      const decided = decide(a.item, a.c, record);
-      a.result = {
-        id: a.id,
-        status: decided.status,
-        ...(decided.retryInMs === undefined ? {} : { retryInMs: decided.retryInMs }),
-      };
-      if (decided.entry === undefined) naks.push({ decided, a });
-      else entries.push({ entry: decided.entry, decided, a });
-    }
-    const settled = async (part: readonly { decided: Decision; a: Answering }[]) => {
-      await Promise.all(
-        part.map(({ decided, a }) =>
-          this.#port
-            .recordAnswer(a.c.r, { status: decided.status, digest: a.digest, at: this.#now() }, a.revision)
-            .catch((error) => this.#log.warn({ err: error, jobId }, "answer settled but not recorded")),
-        ),
-      );
-      for (const { decided, a } of part) {
-        this.#book.release(caller.identity, a.c.r);
-        a.finish({ status: decided.status, digest: a.digest, at: this.#now() });
-      }
-    };
-    const unsettled = (part: readonly { a: Answering }[], error: unknown) => {
-      failures.push(error);
-      for (const { a } of part) {
-        a.failed = true;
-        this.#port.releaseAnswer(a.c.r, a.revision).catch(() => undefined);
-        a.finish(undefined);
-      }
-    };
-    // A dead letter before its dead result: once the task is termed its payload is gone.
-    for (const e of entries.filter((x) => x.decided.deadError !== undefined)) {
-      try {
-        await this.#port.storeDeadLetter({
-          queue: record.queue,
-          jobId,
-          ref: e.a.c.r,
-          index: e.a.c.i,
-          error: e.decided.deadError!,
-          deliveries: e.a.c.d,
-        });
-      } catch (error) {
-        // Not answered: its lease runs out and the MAX_DELIVERIES advisory path takes it.
-        unsettled([e], error);
-        entries.splice(entries.indexOf(e), 1);
-      }
-    }
-    // Results first, each message's PubAck before its tasks are acked: a task is never acked without its result.
-    await Promise.all(
-      chunk(entries, (e) => e.entry.length + 1, maxResultsMessageBytes).map(async (part) => {
-        const body = `[${part.map((e) => e.entry).join(",")}]`;
-        try {
-          await this.#port.publishResults(
-            record.queue,
-            jobId,
-            body,
-            messageId(
-              jobId,
-              part.map((e) => e.a.c.r),
-            ),
-          );
-          await this.#port.settle(part.map((e) => e.decided.settle));
-        } catch (error) {
-          unsettled(part, error);
-          return;
-        }
-        await settled(part);
-      }),
-    );
-    if (naks.length > 0) {
-      try {
-        await this.#port.settle(naks.map((e) => e.decided.settle));
-        await settled(naks);
-      } catch (error) {
-        unsettled(naks, error);
-      }
-    }
-    const answered = await Promise.all(outcomes);
-    this.#log.info(
-      {
-        jobId,
-        workerId: caller.identity,
-        ...countStatuses(answered),
-        tasks: answered.map((o) => o.id.slice(jobId.length + 1)),
-      },
-      "results received",
-    );
-    if (failures.length > 0) throw failures[0];
-    return answered;
+    return this.#answers.submit(record, items, claims, caller);
   }
 
   /** Extends the leases of the receipts; each still open one gets a fresh receipt. */
@@ -336,7 +126,8 @@ export class TaskLeases {
     // Answered already (here or on another instance): nothing to extend.
     const answered = await Promise.all(
       claims.map(
-        async (c) => this.#inFlight.has(c.r) || (c.x > now && (await this.#port.answerOf(c.r)) !== undefined),
+        async (c) =>
+          this.#answers.answering(c.r) || (c.x > now && (await this.#port.answerOf(c.r)) !== undefined),
       ),
     );
     const open = claims.filter((c, n) => c.x > now && !answered[n]);
@@ -452,21 +243,23 @@ export class TaskLeases {
     const unreadable: LeaseSettle[] = [];
     const leaseMs = expires - this.#now();
     for (const t of leased) {
-      const body = parseTask(t.body);
-      if (!body) {
+      let body: TaskBody;
+      try {
+        body = decodeTask(t.body);
+      } catch {
         unreadable.push({ ref: t.ref, action: "term" });
         continue;
       }
       tasks.push({
-        id: `${record.id}.${body.i}`,
+        id: `${record.id}.${body.index}`,
         jobId: record.id,
-        index: body.i,
+        index: body.index,
         attempt: t.deliveryCount,
-        payload: body.p,
+        payload: body.payload,
         receipt: this.#signer.sign({
           v: 2,
           j: record.id,
-          i: body.i,
+          i: body.index,
           r: t.ref,
           w: caller.identity,
           d: t.deliveryCount,
@@ -521,145 +314,5 @@ export class TaskLeases {
   }
 }
 
-/** One item this request answers (it holds the delivery's in-flight slot). */
-interface Answering {
-  readonly c: ReceiptClaims;
-  readonly id: string;
-  readonly digest: string;
-  readonly item: ResultItem;
-  revision: number;
-  /** Set once this request settled the delivery itself. */
-  result?: ItemOutcome;
-  /** Claiming or settling it failed: the request fails (and the holder may try again). */
-  failed?: boolean;
-  finish(answer: RecordedAnswer | undefined): void;
-  readonly outcome: Promise<ItemOutcome>;
-}
-
-/** A delivery answered before: the same answer is a duplicate, another one a conflict. */
-const repeated = (id: string, digest: string, first: RecordedAnswer | undefined): ItemOutcome => {
-  if (first === undefined) {
-    // The first attempt failed to store it and released the lease: this one must be retried.
-    throw new HttpError(
-      503,
-      ErrorCode.unavailable,
-      "a concurrent request for the same receipt failed; try again",
-    );
-  }
-  if (first.digest === digest) return { id, status: first.status, duplicate: true };
-  return { id, status: "conflict", answered: first.status };
-};
-
-/** What was answered, so a retried POST (same answer) can be told from a different answer. */
-const answerDigest = (item: ResultItem): string =>
-  createHash("sha256")
-    .update(item.ok ? `ok\n${item.json}` : `error\n${item.permanent}\n${item.message}`)
-    .digest("base64url")
-    .slice(0, 22);
-
-interface Decision {
-  readonly status: AnswerStatus;
-  /** The results entry to store; none for a retry. */
-  readonly entry?: string;
-  readonly settle: LeaseSettle;
-  readonly retryInMs?: number;
-  /** The last error of a task that died here (kept as its dead letter). */
-  readonly deadError?: string;
-}
-
-/** The native worker's rules (task-outcome.ts) applied to one posted answer. */
-const decide = (item: ResultItem, c: ReceiptClaims, record: JobRecord): Decision => {
-  let error: Error | undefined;
-  if (item.ok) {
-    const json = item.json;
-    if (json.length <= maxResultBytes) {
-      return {
-        status: "done",
-        entry: `{"i":${c.i},"ok":true,"r":${json}}`,
-        settle: { ref: c.r, action: "ack" },
-      };
-    }
-    error = new PermanentError(`result of task ${c.i} is too large (${json.length} bytes)`);
-  } else {
-    error = item.permanent ? new PermanentError(item.message) : new Error(item.message);
-  }
-  const outcome = decideOutcome(error, {
-    attempt: c.d,
-    maxDeliver: record.settings.maxDeliver,
-    backoffMs: record.settings.backoffMs,
-  });
-  switch (outcome.kind) {
-    case "nak":
-      return {
-        status: "retry",
-        settle: { ref: c.r, action: "nak", delayMs: outcome.delayMs },
-        retryInMs: outcome.delayMs,
-      };
-    case "dead":
-      return {
-        status: "dead",
-        entry: `{"i":${c.i},"ok":false,"e":${JSON.stringify(outcome.error)},"dead":true}`,
-        settle: { ref: c.r, action: "term" },
-        deadError: outcome.error,
-      };
-    default:
-      // "term" (an error is never "ack"): counted failed, never redelivered.
-      return {
-        status: "failed",
-        entry: `{"i":${c.i},"ok":false,"e":${JSON.stringify(outcome.kind === "term" ? outcome.error : error.message)}}`,
-        settle: { ref: c.r, action: "term" },
-      };
-  }
-};
-
-const countStatuses = (outcomes: readonly ItemOutcome[]) => {
-  const counts = { done: 0, failed: 0, dead: 0, retry: 0, expired: 0, pending: 0, conflict: 0, duplicate: 0 };
-  for (const o of outcomes) {
-    if (o.duplicate) counts.duplicate++;
-    else counts[o.status]++;
-  }
-  return counts;
-};
-
-/**
- * The same deliveries always give the same message id, so a POST retried
- * after an unknown outcome is stored once (JetStream's duplicate window).
- */
 const invalidReceipt = (field: string) =>
   new HttpError(400, ErrorCode.invalidReceipt, `${field}: not a receipt issued by this service`, { field });
-
-const messageId = (jobId: string, replies: readonly string[]): string =>
-  `${jobId}.http.${createHash("sha256")
-    .update([...replies].sort().join("\n"))
-    .digest("base64url")
-    .slice(0, 32)}`;
-
-/** Splits items into runs whose sizes add up to at most `max` (an item larger than `max` goes alone). */
-const chunk = <T>(items: readonly T[], size: (item: T) => number, max: number): T[][] => {
-  const parts: T[][] = [];
-  let current: T[] = [];
-  let bytes = 2;
-  for (const item of items) {
-    const s = size(item);
-    if (current.length > 0 && bytes + s > max) {
-      parts.push(current);
-      current = [];
-      bytes = 2;
-    }
-    current.push(item);
-    bytes += s;
-  }
-  if (current.length > 0) parts.push(current);
-  return parts;
-};
-
-const parseTask = (text: string): { i: number; p: unknown } | undefined => {
-  try {
-    const body = JSON.parse(text) as { i?: unknown; p?: unknown };
-    return Number.isSafeInteger(body.i) && (body.i as number) >= 0
-      ? { i: body.i as number, p: body.p }
-      : undefined;
-  } catch {
-    return undefined;
-  }
-};

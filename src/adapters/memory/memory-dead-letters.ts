@@ -1,4 +1,5 @@
-import { boundError, encodeDeadLetter } from "../../kernel/dead-letter.ts";
+import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
+import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { checkToken, type MemoryServer } from "./memory-server.ts";
 
@@ -47,7 +48,7 @@ export const listDeadLetters = (server: MemoryServer, queue: string, jobId: stri
   // A task can die twice (worker and advisory): keep the first, as on NATS.
   const byIndex = new Map<number, DeadLetter>();
   for (const m of server.deadLetters.read(server.names.deadSubject(queue, jobId))) {
-    const letter = { ...(JSON.parse(m.body) as Omit<DeadLetter, "seq">), seq: m.seq };
+    const letter = { ...decodeDeadLetter(m.body), seq: m.seq };
     if (!byIndex.has(letter.index)) byIndex.set(letter.index, letter);
   }
   return [...byIndex.values()].sort((a, b) => a.index - b.index);
@@ -86,15 +87,15 @@ export const processExhausted = async (
     const error = `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`;
     let index: number | undefined;
     try {
-      const body = JSON.parse(stored.body) as { i: number; p: unknown };
-      index = body.i;
+      const body = decodeTask(stored.body);
+      index = body.index;
       storeDeadLetter(
         server,
         {
           queue,
           jobId,
-          index: body.i,
-          payload: body.p,
+          index: body.index,
+          payload: body.payload,
           error,
           deliveries: advisory.deliveries,
           at: server.clock.now(),
@@ -102,7 +103,13 @@ export const processExhausted = async (
         },
         `dead.${jobId}.${advisory.seq}`,
       );
-      appendResults(server, queue, jobId, deadResult(body.i, error), `deadresult.${jobId}.${advisory.seq}`);
+      appendResults(
+        server,
+        queue,
+        jobId,
+        encodeDeadResult(body.index, error),
+        `deadresult.${jobId}.${advisory.seq}`,
+      );
     } catch (failure) {
       if (stop.aborted) return;
       let countedDead = false;
@@ -113,7 +120,7 @@ export const processExhausted = async (
             server,
             queue,
             jobId,
-            deadResult(index, reason),
+            encodeDeadResult(index, reason),
             `deadresult.${jobId}.${advisory.seq}`,
           );
           countedDead = true;
@@ -130,6 +137,3 @@ export const processExhausted = async (
 /** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>`. */
 const queueOfTask = (server: MemoryServer, subject: string): string =>
   subject.slice(`${server.prefix}.tasks.`.length, subject.lastIndexOf("."));
-
-const deadResult = (index: number, error: string) =>
-  JSON.stringify([{ i: index, ok: false, dead: true, e: boundError(error) }]);

@@ -1,4 +1,5 @@
 import { PermanentBrokerError } from "../../kernel/errors.ts";
+import { decodeTask } from "../../kernel/wire.ts";
 import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../broker.ts";
 import type { MemoryServer } from "./memory-server.ts";
 
@@ -97,7 +98,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
         operation: "job.tasks.payload",
       });
     }
-    return (JSON.parse(stored.body) as { p?: unknown }).p;
+    return decodeTask(stored.body).payload;
   }
 
   async claimAnswer(ref: string, digest: string): Promise<AnswerClaim> {

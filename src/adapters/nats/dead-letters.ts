@@ -9,9 +9,10 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { sleep } from "../../effects/supervise-loop.ts";
-import { boundError, encodeDeadLetter } from "../../kernel/dead-letter.ts";
+import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { PermanentBrokerError, Retry } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
+import { decodeTask, encodeDeadResult, type TaskBody } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
@@ -138,7 +139,7 @@ export class NatsDeadLetters {
         const reader = await jetstream(nc).consumers.get(this.#broker.names.deadStream, consumer.name);
         const batch = await reader.fetch({ max_messages: count, expires: 2000 });
         for await (const m of batch) {
-          letters.push({ ...(m.json() as Omit<DeadLetter, "seq">), seq: m.seq });
+          letters.push({ ...decodeDeadLetter(m.string()), seq: m.seq });
           if (m.info.pending === 0) break;
         }
       } finally {
@@ -273,8 +274,8 @@ export class NatsDeadLetters {
             .catch((error) => (isNotFound(error) ? null : Promise.reject(error)));
           // Gone: answered (an answered task leaves the work-queue stream), or already handled.
           if (stored) {
-            const body = JSON.parse(decoder.decode(stored.data)) as { i: number; p: unknown };
-            index = body.i;
+            const body = decodeTask(decoder.decode(stored.data));
+            index = body.index;
             await this.#deadLetter(js, jsm, exhausted, body);
           }
           m.ack();
@@ -301,19 +302,14 @@ export class NatsDeadLetters {
   }
 
   /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */
-  async #deadLetter(
-    js: JetStreamClient,
-    jsm: JetStreamManager,
-    exhausted: Exhausted,
-    body: { i: number; p: unknown },
-  ) {
+  async #deadLetter(js: JetStreamClient, jsm: JetStreamManager, exhausted: Exhausted, body: TaskBody) {
     const n = this.#broker.names;
     const { queue, consumer: jobId } = exhausted;
     const letter = {
       queue,
       jobId,
-      index: body.i,
-      payload: body.p,
+      index: body.index,
+      payload: body.payload,
       error: `no answer after ${exhausted.deliveries} deliveries (worker died or its lease ran out)`,
       deliveries: exhausted.deliveries,
       at: Date.now(),
@@ -322,17 +318,15 @@ export class NatsDeadLetters {
     await js.publish(n.deadSubject(queue, jobId), encodeDeadLetter(letter), {
       msgID: `dead.${jobId}.${exhausted.stream_seq}`,
     });
-    await this.#deadResult(js, exhausted, body.i, letter.error);
+    await this.#deadResult(js, exhausted, body.index, letter.error);
     await jsm.streams.deleteMessage(n.tasksStream(queue), exhausted.stream_seq).catch(() => undefined);
   }
 
   #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string) {
     const { queue, consumer: jobId } = exhausted;
-    return js.publish(
-      this.#broker.names.resultsSubject(queue, jobId),
-      JSON.stringify([{ i: index, ok: false, dead: true, e: boundError(error) }]),
-      { msgID: `deadresult.${jobId}.${exhausted.stream_seq}` },
-    );
+    return js.publish(this.#broker.names.resultsSubject(queue, jobId), encodeDeadResult(index, error), {
+      msgID: `deadresult.${jobId}.${exhausted.stream_seq}`,
+    });
   }
 
   /**

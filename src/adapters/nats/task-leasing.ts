@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
+import { decodeTask } from "../../kernel/wire.ts";
 import type {
   AnswerClaim,
   AnswerStatus,
@@ -79,7 +80,7 @@ export class NatsTaskLeasing implements TaskLeasing {
       const { jsm } = await this.#broker.handles(nc);
       const stored = await jsm.streams.getMessage(stream, { seq });
       if (!stored) throw new Error(`task at sequence ${seq} is gone`);
-      return (stored.json() as { p?: unknown }).p;
+      return decodeTask(stored.string()).payload;
     });
   }
 

@@ -1,0 +1,63 @@
+import type { JobRecord } from "../../kernel/job-record.ts";
+import type { AnswerStatus, TaskLeasing } from "../broker.ts";
+import type { TokenScope } from "./token-scopes.ts";
+
+/**
+ * What the HTTP pull API's leases need from the broker, and what they
+ * answer: reserved tasks, per-item outcomes of posted results, heartbeats.
+ */
+
+/** What the leases need from the broker (the port's task leasing, records and results; unit tests fake it). */
+export interface LeasePort
+  extends Pick<
+    TaskLeasing,
+    "isDeliveryOf" | "fetchTasks" | "settle" | "claimAnswer" | "answerOf" | "recordAnswer" | "releaseAnswer"
+  > {
+  getRecord(id: string): Promise<{ record: JobRecord } | undefined>;
+  listRecords(): Promise<JobRecord[]>;
+  publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
+  /**
+   * Keeps a task that died on its last delivery (payload read from the task
+   * store, last error) as a dead letter, so it can be redriven like one that
+   * died at a native worker.
+   */
+  storeDeadLetter(letter: {
+    queue: string;
+    jobId: string;
+    index: number;
+    ref: string;
+    error: string;
+    deliveries: number;
+  }): Promise<void>;
+}
+
+/** Who calls: the token's identity and scope. */
+export type Caller = Pick<TokenScope, "identity" | "allows">;
+
+export interface ReservedTask {
+  readonly id: string;
+  readonly jobId: string;
+  readonly index: number;
+  readonly attempt: number;
+  readonly payload: unknown;
+  readonly receipt: string;
+  /** The lease ends this many ms after the answer is sent (heartbeat before). */
+  readonly leaseMs: number;
+}
+
+export type ItemStatus = AnswerStatus | "expired" | "pending" | "conflict";
+
+export interface ItemOutcome {
+  readonly id: string;
+  readonly status: ItemStatus;
+  /** This receipt was answered before with the same answer: nothing was done again; `status` is the first answer's. */
+  readonly duplicate?: true;
+  /** For `conflict`: the delivery was answered before, differently; what the first answer did. */
+  readonly answered?: AnswerStatus | "pending";
+  /** For `retry`: when the task is offered again. */
+  readonly retryInMs?: number;
+}
+
+export type HeartbeatOutcome =
+  | { readonly id: string; readonly status: "extended"; readonly receipt: string; readonly leaseMs: number }
+  | { readonly id: string; readonly status: "expired" | "settled" };

@@ -1,0 +1,326 @@
+import { createHash } from "node:crypto";
+import { answerTask, type Delivery, type HandlerAnswer, planAnswer } from "../../effects/answer-task.ts";
+import { ResultBatcher } from "../../effects/result-batcher.ts";
+import type { JobRecord } from "../../kernel/job-record.ts";
+import type { Logger } from "../../kernel/logger.ts";
+import { PermanentError, type TaskOutcome } from "../../kernel/task-outcome.ts";
+import { encodeDoneJson } from "../../kernel/wire.ts";
+import type { AnswerStatus, LeaseSettle, RecordedAnswer } from "../broker.ts";
+import { ErrorCode, HttpError } from "./http-errors.ts";
+import type { LeaseBook } from "./lease-book.ts";
+import type { Caller, ItemOutcome, LeasePort } from "./lease-port.ts";
+import type { ReceiptClaims } from "./receipts.ts";
+import type { ResultItem } from "./request-bodies.ts";
+
+/** Same limit as the native worker's default: one results message of at most this. */
+const maxResultsMessageBytes = 256 * 1024;
+
+/** One answer being settled by this process; concurrent requests for the same delivery wait for it. */
+type InFlight = Promise<RecordedAnswer | undefined>;
+
+/** One item this request answers (it holds the delivery's in-flight slot). */
+interface Answering {
+  readonly c: ReceiptClaims;
+  readonly id: string;
+  readonly digest: string;
+  readonly item: ResultItem;
+  revision: number;
+  /** Set once this request settled the delivery itself. */
+  result?: ItemOutcome;
+  /** Claiming or settling it failed: the request fails (and the holder may try again). */
+  failed?: boolean;
+  finish(answer: RecordedAnswer | undefined): void;
+  readonly outcome: Promise<ItemOutcome>;
+}
+
+/** What one request's deliveries came to once their results were stored (or not). */
+interface Settling {
+  readonly stored: ReceiptDelivery[];
+  readonly retries: ReceiptDelivery[];
+  readonly failures: unknown[];
+  unsettled(a: Answering): void;
+}
+
+const statusOf: Record<TaskOutcome["kind"], AnswerStatus> = {
+  ack: "done",
+  term: "failed",
+  dead: "dead",
+  nak: "retry",
+  failover: "retry",
+};
+
+/** A delivery answered through a receipt: its settle is sent by reference once the request's results are stored. */
+class ReceiptDelivery implements Delivery {
+  readonly a: Answering;
+  readonly status: AnswerStatus;
+  readonly #request: Settling;
+  settle: LeaseSettle;
+  constructor(a: Answering, outcome: TaskOutcome, request: Settling) {
+    this.a = a;
+    this.status = statusOf[outcome.kind];
+    this.#request = request;
+    this.settle = { ref: a.c.r, action: outcome.kind === "ack" ? "ack" : "term" };
+  }
+  stored(): void {
+    this.#request.stored.push(this);
+  }
+  lost(): void {
+    this.#request.unsettled(this.a);
+  }
+  retry(delayMs: number): void {
+    this.settle = { ref: this.a.c.r, action: "nak", delayMs };
+    this.#request.retries.push(this);
+  }
+  deadLetterLost(error: unknown): void {
+    // Not answered: its lease runs out and the MAX_DELIVERIES advisory path takes it.
+    this.#request.failures.push(error);
+    this.#request.unsettled(this.a);
+  }
+}
+
+/**
+ * The answers posted through receipts: each delivery is answered once, by
+ * the broker's record of it (`claimAnswer`), not by this process's memory:
+ * a receipt replayed after a restart, or on another instance sharing the
+ * secret, finds the first answer and does nothing. The same answer again is
+ * a `duplicate` (a retried POST); a different one is a `conflict`. What a
+ * claimed answer does is the native worker's answer path
+ * (effects/answer-task.ts): results stored (one message per request and
+ * 256 KB, its PubAck before any ack), then acked or termed; retries naked.
+ */
+export class ReceiptAnswers {
+  readonly #port: LeasePort;
+  readonly #book: LeaseBook;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #inFlight = new Map<string, InFlight>();
+
+  constructor(port: LeasePort, book: LeaseBook, log: Logger, now: () => number) {
+    this.#port = port;
+    this.#book = book;
+    this.#log = log;
+    this.#now = now;
+  }
+
+  /** True while a request of this process answers the delivery. */
+  answering(ref: string): boolean {
+    return this.#inFlight.has(ref);
+  }
+
+  /** Stores the results, then settles the leases; per item what became of it. Receipts are verified. */
+  async submit(
+    record: JobRecord,
+    items: readonly ResultItem[],
+    claims: readonly ReceiptClaims[],
+    caller: Caller,
+  ): Promise<ItemOutcome[]> {
+    const jobId = record.id;
+    const now = this.#now();
+    const outcomes: Promise<ItemOutcome>[] = [];
+    const mine: Answering[] = [];
+    for (const [n, item] of items.entries()) {
+      const c = claims[n];
+      if (c === undefined) throw new Error(`results[${n}]: no verified receipt`);
+      const id = `${jobId}.${c.i}`;
+      const digest = answerDigest(item);
+      const running = this.#inFlight.get(c.r);
+      if (running) {
+        // Answered by a request of this process right now (or earlier in this one): its outcome decides.
+        outcomes.push(running.then((first) => repeated(id, digest, first)));
+        continue;
+      }
+      if (c.x <= now) {
+        outcomes.push(Promise.resolve({ id, status: "expired" }));
+        continue;
+      }
+      const answering = this.#open(c, id, digest, item);
+      mine.push(answering);
+      outcomes.push(answering.outcome);
+    }
+    const failures: unknown[] = [];
+    const claimed = await this.#claim(mine, caller, failures);
+    const request: Settling = {
+      stored: [],
+      retries: [],
+      failures,
+      unsettled: (a) => {
+        a.failed = true;
+        this.#port.releaseAnswer(a.c.r, a.revision).catch(() => undefined);
+        a.finish(undefined);
+      },
+    };
+    const batcher = new ResultBatcher<ReceiptDelivery>(
+      (_jobId, body, msgId) => this.#port.publishResults(record.queue, jobId, body, msgId),
+      {
+        maxEntries: Number.POSITIVE_INFINITY,
+        // Sent by flush() below, once every answer of the request is in.
+        maxDelayMs: 60_000,
+        maxBytes: maxResultsMessageBytes,
+        idPrefix: jobId,
+        messageId: (id, deliveries) =>
+          messageId(
+            id,
+            deliveries.map((d) => d.a.c.r),
+          ),
+        onError: (error) => failures.push(error),
+      },
+    );
+    await Promise.all(
+      claimed.map((a) => {
+        const plan = planAnswer(a.c.i, handlerAnswer(a.c.i, a.item), {
+          attempt: a.c.d,
+          maxDeliver: record.settings.maxDeliver,
+          backoffMs: record.settings.backoffMs,
+          maxBatchBytes: maxResultsMessageBytes,
+        });
+        const delivery = new ReceiptDelivery(a, plan.outcome, request);
+        const retryInMs = plan.outcome.kind === "nak" ? plan.outcome.delayMs : undefined;
+        a.result = { id: a.id, status: delivery.status, ...(retryInMs === undefined ? {} : { retryInMs }) };
+        return answerTask(jobId, plan, delivery, batcher, (error) =>
+          this.#port.storeDeadLetter({
+            queue: record.queue,
+            jobId,
+            ref: a.c.r,
+            index: a.c.i,
+            error,
+            deliveries: a.c.d,
+          }),
+        );
+      }),
+    );
+    // Results first, each message's PubAck before its tasks are acked: a task is never acked without its result.
+    await batcher.flush();
+    await this.#settle(request.stored, request, caller);
+    await this.#settle(request.retries, request, caller);
+    const answered = await Promise.all(outcomes);
+    this.#log.info(
+      {
+        jobId,
+        workerId: caller.identity,
+        ...countStatuses(answered),
+        tasks: answered.map((o) => o.id.slice(jobId.length + 1)),
+      },
+      "results received",
+    );
+    if (failures.length > 0) throw failures[0];
+    return answered;
+  }
+
+  /** Takes the delivery's in-flight slot in this process. */
+  #open(c: ReceiptClaims, id: string, digest: string, item: ResultItem): Answering {
+    let finish: (answer: RecordedAnswer | undefined) => void = () => undefined;
+    const done: InFlight = new Promise((resolve) => {
+      finish = resolve;
+    });
+    this.#inFlight.set(c.r, done);
+    const answering: Answering = {
+      c,
+      id,
+      digest,
+      item,
+      revision: 0,
+      finish: (answer) => {
+        if (this.#inFlight.get(c.r) === done) this.#inFlight.delete(c.r);
+        finish(answer);
+      },
+      // A failed settle is thrown for the whole request; its outcome is never shown.
+      outcome: done.then((answer) =>
+        answering.failed ? { id, status: "expired" } : (answering.result ?? repeated(id, digest, answer)),
+      ),
+    };
+    return answering;
+  }
+
+  /** The broker's record of each delivery decides who answers it: one claim per delivery, ever. */
+  async #claim(mine: readonly Answering[], caller: Caller, failures: unknown[]): Promise<Answering[]> {
+    const claimed: Answering[] = [];
+    await Promise.all(
+      mine.map(async (a) => {
+        try {
+          const claim = await this.#port.claimAnswer(a.c.r, a.digest);
+          if (claim.claimed) {
+            a.revision = claim.revision;
+            claimed.push(a);
+          } else {
+            this.#book.release(caller.identity, a.c.r);
+            a.finish(claim.answer);
+          }
+        } catch (error) {
+          failures.push(error);
+          a.failed = true;
+          a.finish(undefined);
+        }
+      }),
+    );
+    return claimed;
+  }
+
+  /** Settles the deliveries by reference, then records their answers. */
+  async #settle(part: readonly ReceiptDelivery[], request: Settling, caller: Caller): Promise<void> {
+    if (part.length === 0) return;
+    try {
+      await this.#port.settle(part.map((d) => d.settle));
+    } catch (error) {
+      request.failures.push(error);
+      for (const d of part) request.unsettled(d.a);
+      return;
+    }
+    await Promise.all(
+      part.map(({ a, status }) =>
+        this.#port
+          .recordAnswer(a.c.r, { status, digest: a.digest, at: this.#now() }, a.revision)
+          .catch((error) => this.#log.warn({ err: error, jobId: a.c.j }, "answer settled but not recorded")),
+      ),
+    );
+    for (const { a, status } of part) {
+      this.#book.release(caller.identity, a.c.r);
+      a.finish({ status, digest: a.digest, at: this.#now() });
+    }
+  }
+}
+
+/** A posted answer as the answer path takes it: the result entry, or the error. */
+const handlerAnswer = (index: number, item: ResultItem): HandlerAnswer =>
+  item.ok
+    ? { ok: true, entry: encodeDoneJson(index, item.json) }
+    : { ok: false, error: item.permanent ? new PermanentError(item.message) : new Error(item.message) };
+
+/** A delivery answered before: the same answer is a duplicate, another one a conflict. */
+const repeated = (id: string, digest: string, first: RecordedAnswer | undefined): ItemOutcome => {
+  if (first === undefined) {
+    // The first attempt failed to store it and released the lease: this one must be retried.
+    throw new HttpError(
+      503,
+      ErrorCode.unavailable,
+      "a concurrent request for the same receipt failed; try again",
+    );
+  }
+  if (first.digest === digest) return { id, status: first.status, duplicate: true };
+  return { id, status: "conflict", answered: first.status };
+};
+
+/** What was answered, so a retried POST (same answer) can be told from a different answer. */
+const answerDigest = (item: ResultItem): string =>
+  createHash("sha256")
+    .update(item.ok ? `ok\n${item.json}` : `error\n${item.permanent}\n${item.message}`)
+    .digest("base64url")
+    .slice(0, 22);
+
+const countStatuses = (outcomes: readonly ItemOutcome[]) => {
+  const counts = { done: 0, failed: 0, dead: 0, retry: 0, expired: 0, pending: 0, conflict: 0, duplicate: 0 };
+  for (const o of outcomes) {
+    if (o.duplicate) counts.duplicate++;
+    else counts[o.status]++;
+  }
+  return counts;
+};
+
+/**
+ * The same deliveries always give the same message id, so a POST retried
+ * after an unknown outcome is stored once (JetStream's duplicate window).
+ */
+const messageId = (jobId: string, replies: readonly string[]): string =>
+  `${jobId}.http.${createHash("sha256")
+    .update([...replies].sort().join("\n"))
+    .digest("base64url")
+    .slice(0, 32)}`;

@@ -1,0 +1,215 @@
+import type { TaskLease } from "../adapters/broker.ts";
+import type { Delivery } from "../effects/answer-task.ts";
+import type { JobRecord } from "../kernel/job-record.ts";
+import type { Logger } from "../kernel/logger.ts";
+import type { FairSlots } from "../kernel/slots.ts";
+
+/** A job a worker follows. */
+export interface ActiveJob {
+  readonly record: JobRecord;
+  /** Aborted when the job ends: its handlers stop and their results are dropped. */
+  readonly ended: AbortController;
+  /** Tasks whose handler runs: their leases are extended by `keeper`. */
+  readonly running: Set<RunningTask>;
+  /** Extends the running tasks' leases every third of the job's ack wait; set while any runs. */
+  keeper: NodeJS.Timeout | undefined;
+}
+
+/**
+ * A task whose handler runs. It is settled once, by whichever comes first:
+ * the handler's end, the hang check (`maxTaskMs`), the job's end or stop's
+ * timeout; what comes later finds it settled and does nothing, so a handler
+ * that ignored its signal cannot answer a task twice.
+ */
+export class RunningTask {
+  readonly msg: TaskLease;
+  readonly job: ActiveJob;
+  readonly startedAt = Date.now();
+  index = -1;
+  settled = false;
+  /** Why it was settled before its handler ended, if it was. */
+  givenUp: "hung" | "stop" | "job ended" | undefined;
+  /** Made on first read of the handler's signal: most handlers never look at it. */
+  #abort: AbortController | undefined;
+  #signal: AbortSignal | undefined;
+  constructor(msg: TaskLease, job: ActiveJob) {
+    this.msg = msg;
+    this.job = job;
+  }
+  signal(stopping: AbortSignal): AbortSignal {
+    if (!this.#signal) {
+      this.#abort = new AbortController();
+      if (this.settled) this.#abort.abort();
+      this.#signal = AbortSignal.any([stopping, this.job.ended.signal, this.#abort.signal]);
+    }
+    return this.#signal;
+  }
+  abort(): void {
+    this.#abort?.abort();
+  }
+}
+
+/**
+ * The handlers a worker runs now: counted (stop() waits until none is
+ * left), each in its job's set for the lease keeper, each settled once.
+ * Each is a small RunningTask; its AbortController and AbortSignal.any() are
+ * made only when the handler reads its signal: those cost ~15 µs of CPU per
+ * task (bench/README.md).
+ */
+export class RunningTasks {
+  readonly #slots: FairSlots;
+  readonly #maxTaskMs: number;
+  readonly #log: Logger;
+  /** Jobs with running tasks (a job stays here after its pull loop ended, until they settle). */
+  readonly #busyJobs = new Set<ActiveJob>();
+  #count = 0;
+  #onIdle: (() => void) | undefined;
+
+  constructor(slots: FairSlots, maxTaskMs: number, log: Logger) {
+    this.#slots = slots;
+    this.#maxTaskMs = maxTaskMs;
+    this.#log = log;
+  }
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Counts the task (its slot is taken) and keeps its lease until it is settled. */
+  start(task: RunningTask): void {
+    this.#count++;
+    const job = task.job;
+    job.running.add(task);
+    this.#busyJobs.add(job);
+    job.keeper ??= setInterval(() => this.#keepLeases(job), Math.max(10, job.record.settings.ackWaitMs / 3));
+  }
+
+  /** True for the first caller only: it decides what happens to the task (and calls `done`). */
+  settle(task: RunningTask): boolean {
+    if (task.settled) return false;
+    task.settled = true;
+    const job = task.job;
+    job.running.delete(task);
+    if (job.running.size === 0) {
+      this.#busyJobs.delete(job);
+      clearInterval(job.keeper);
+      job.keeper = undefined;
+    }
+    return true;
+  }
+
+  /** The settled task's slot is free. */
+  done(): void {
+    this.#count--;
+    this.#slots.release();
+    if (this.#count === 0) this.#onIdle?.();
+  }
+
+  /** Settles every running task of the job now; `release`: hand them back (stop), else drop them (job over). */
+  settleAll(job: ActiveJob, release?: (msg: TaskLease) => void): void {
+    for (const task of [...job.running]) {
+      if (!this.settle(task)) continue;
+      task.givenUp = release ? "stop" : "job ended";
+      task.abort();
+      release?.(task.msg);
+      this.done();
+    }
+  }
+
+  /** Hands every running task back now, whether or not its handler heeds its signal. */
+  releaseAll(release: (msg: TaskLease) => void): void {
+    for (const job of [...this.#busyJobs]) this.settleAll(job, release);
+  }
+
+  /** A handler answered after its task was settled (hung, or released by stop): ignored. */
+  lateAnswer(task: RunningTask): void {
+    // A finished job's handlers are expected to answer into the void; a hung or released task's are worth a look.
+    (task.givenUp === "job ended" ? this.#log.debug : this.#log.warn).call(
+      this.#log,
+      {
+        jobId: task.job.record.id,
+        index: task.index,
+        attempt: task.msg.deliveryCount,
+        givenUp: task.givenUp,
+      },
+      "late answer of a task already given up; ignored",
+    );
+  }
+
+  /** Resolves once no handler runs. */
+  async idle(): Promise<void> {
+    while (this.#count > 0) {
+      await new Promise<void>((resolve) => {
+        this.#onIdle = resolve;
+      });
+    }
+    this.#onIdle = undefined;
+  }
+
+  /** Extends the leases of the job's running tasks; a task past `maxTaskMs` is hung instead. */
+  #keepLeases(job: ActiveJob): void {
+    const now = Date.now();
+    for (const task of job.running) {
+      if (now - task.startedAt < this.#maxTaskMs) task.msg.working();
+      else if (this.settle(task)) {
+        task.givenUp = "hung";
+        task.abort();
+        this.#log.warn(
+          {
+            jobId: job.record.id,
+            index: task.index,
+            attempt: task.msg.deliveryCount,
+            maxTaskMs: this.#maxTaskMs,
+          },
+          "task hung: handler still running after maxTaskMs; signal aborted, lease left to run out",
+        );
+        this.done();
+      }
+    }
+  }
+}
+
+/**
+ * A native worker's delivery: acked (or termed) once its result is stored,
+ * released when that failed. One small object per task instead of closures:
+ * this is the hot path.
+ */
+export class TaskDelivery implements Delivery {
+  readonly #task: RunningTask;
+  readonly #ok: boolean;
+  readonly #release: (msg: TaskLease, delayMs?: number) => void;
+  readonly #log: Logger;
+  constructor(
+    task: RunningTask,
+    ok: boolean,
+    release: (msg: TaskLease, delayMs?: number) => void,
+    log: Logger,
+  ) {
+    this.#task = task;
+    this.#ok = ok;
+    this.#release = release;
+    this.#log = log;
+  }
+  stored(): void {
+    if (this.#ok) this.#task.msg.ack();
+    else this.#task.msg.term();
+  }
+  lost(): void {
+    this.#release(this.#task.msg);
+  }
+  keep(): void {
+    this.#task.msg.working();
+  }
+  retry(delayMs: number): void {
+    this.#release(this.#task.msg, delayMs);
+  }
+  deadLetterLost(error: unknown): void {
+    // Released at once: it was the last delivery, so the server's MAX_DELIVERIES advisory takes it.
+    const { job, index } = this.#task;
+    this.#log.warn(
+      { err: error, jobId: job.record.id, index },
+      "dead letter not stored; the advisory path will catch the task",
+    );
+    this.#release(this.#task.msg);
+  }
+}

@@ -1,0 +1,191 @@
+import { boundError } from "./dead-letter.ts";
+import { MalformedMessage } from "./errors.ts";
+
+/**
+ * The message formats of the tasks and results streams and of the progress
+ * subject, written and read here only (dead letters: dead-letter.ts):
+ *
+ * - a task: `{"i":<index>,"p":<payload>}`;
+ * - a result entry: `{"i":n,"ok":true,"r":<result>}`, `{"i":n,"ok":false,"e":"<error>"}`
+ *   (`,"dead":true` when its last delivery failed), or a redrive marker
+ *   `{"i":n,"redrive":true}` ("forget the dead answer of task n");
+ * - a results message: a JSON array of entries, many tasks per message;
+ * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored.
+ *
+ * Writers concatenate strings and stringify only the user's value: the
+ * entries of a batch are joined as they are, never parsed and written again
+ * (the worker's hot path). Readers validate and throw `MalformedMessage`.
+ */
+
+/** A task as a worker reads it. */
+export interface TaskBody {
+  readonly index: number;
+  readonly payload: unknown;
+}
+
+/** One entry of a results message, as read. */
+export type ResultRecord =
+  | { readonly i: number; readonly ok: true; readonly r?: unknown; readonly redrive?: undefined }
+  | {
+      readonly i: number;
+      readonly ok: false;
+      readonly e?: string;
+      readonly dead?: boolean;
+      readonly redrive?: undefined;
+    }
+  | { readonly i: number; readonly redrive: true; readonly ok?: undefined };
+
+/** One progress note of one task. */
+export interface TaskProgress {
+  readonly taskId: string;
+  readonly index: number;
+  /** What the handler passed to `ctx.progress`, as JSON carries it. */
+  readonly info: unknown;
+}
+
+const reason = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+/** The start of a body, for an error message: bodies can be megabytes. */
+const excerpt = (body: string) => (body.length > 80 ? `${body.slice(0, 80)}…` : body);
+
+const parse = (body: string, format: MalformedMessage["format"]): unknown => {
+  try {
+    return JSON.parse(body);
+  } catch (error) {
+    throw new MalformedMessage({ format, message: `${format} message is not JSON (${reason(error)})` });
+  }
+};
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+const isIndex = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
+
+/** The task's message; throws `MalformedMessage` for a payload JSON cannot carry (cycle, BigInt, undefined, a function). */
+export const encodeTask = (index: number, payload: unknown): string => {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(payload);
+  } catch (error) {
+    throw new MalformedMessage({
+      format: "task",
+      message: `cannot be serialised to JSON (${reason(error)})`,
+    });
+  }
+  if (json === undefined) {
+    throw new MalformedMessage({
+      format: "task",
+      message: "cannot be serialised to JSON (undefined or a function)",
+    });
+  }
+  return `{"i":${index},"p":${json}}`;
+};
+
+export const decodeTask = (body: string): TaskBody => {
+  const task = parse(body, "task");
+  if (!isObject(task) || !isIndex(task.i) || !("p" in task)) {
+    throw new MalformedMessage({
+      format: "task",
+      message: `not a task message ({"i":<index>,"p":<payload>}): ${excerpt(body)}`,
+    });
+  }
+  return { index: task.i, payload: task.p };
+};
+
+/**
+ * A success entry; `undefined` is stored as null. A value JSON.stringify
+ * throws on (a cycle, a BigInt) throws that TypeError, as any handler error;
+ * one it turns into nothing (a function, a symbol) is a `MalformedMessage`,
+ * which is permanent: it would break the whole results message.
+ */
+export const encodeDone = (index: number, value: unknown): string => {
+  const json = JSON.stringify(value ?? null);
+  if (json === undefined) {
+    throw new MalformedMessage({
+      format: "result",
+      message: `result of task ${index} cannot be serialised to JSON (a function or a symbol)`,
+    });
+  }
+  return `{"i":${index},"ok":true,"r":${json}}`;
+};
+
+/** A success entry whose result is JSON text already (checked by whoever parsed it: the HTTP API). */
+export const encodeDoneJson = (index: number, json: string): string => `{"i":${index},"ok":true,"r":${json}}`;
+
+/** A failure entry: `dead` when the task's last delivery failed (counted dead, may be redriven). */
+export const encodeFailed = (index: number, error: string, dead: boolean): string =>
+  `{"i":${index},"ok":false,"e":${JSON.stringify(error)}${dead ? ',"dead":true' : ""}}`;
+
+/** The results message of a task that died unanswered (its error bounded like a dead letter's). */
+export const encodeDeadResult = (index: number, error: string): string =>
+  encodeBatch([encodeFailed(index, boundError(error), true)]);
+
+/** "Forget the dead answer of task `index`": written before the task is sent again. */
+export const encodeRedrive = (index: number): string => `{"i":${index},"redrive":true}`;
+
+/** One results message of entries written by the encoders above. */
+export const encodeBatch = (entries: readonly string[]): string => `[${entries.join(",")}]`;
+
+/** Bytes of a results message with no entry (its brackets). */
+export const emptyBatchBytes = 2;
+
+/** Bytes (UTF-8) one entry adds to a results message, its comma included. */
+export const entryBytes = (entry: string): number => Buffer.byteLength(entry) + 1;
+
+/** True if a results message of this entry alone takes at most `maxBytes`. */
+export const fitsAlone = (entry: string, maxBytes: number): boolean =>
+  // At most three bytes per UTF-16 unit: most entries are counted without encoding them.
+  entry.length * 3 + emptyBatchBytes <= maxBytes || Buffer.byteLength(entry) + emptyBatchBytes <= maxBytes;
+
+const isResult = (entry: unknown): entry is ResultRecord => {
+  if (!isObject(entry) || !isIndex(entry.i)) return false;
+  if (entry.redrive === true) return entry.ok === undefined;
+  if (entry.redrive !== undefined) return false;
+  if (entry.ok === true) return true;
+  return (
+    entry.ok === false &&
+    (entry.e === undefined || typeof entry.e === "string") &&
+    (entry.dead === undefined || typeof entry.dead === "boolean")
+  );
+};
+
+/** The entries of one results message; a message with any entry that is not one is refused whole. */
+export const decodeResults = (body: string): ResultRecord[] => {
+  const entries = parse(body, "result");
+  if (!Array.isArray(entries)) {
+    throw new MalformedMessage({
+      format: "result",
+      message: `results message is not an array: ${excerpt(body)}`,
+    });
+  }
+  for (const [n, entry] of entries.entries()) {
+    if (!isResult(entry)) {
+      throw new MalformedMessage({
+        format: "result",
+        message: `results message entry ${n} is not a result: ${excerpt(JSON.stringify(entry) ?? "undefined")}`,
+      });
+    }
+  }
+  return entries;
+};
+
+/** The note's body, or undefined when `info` cannot be sent as JSON (a note is best effort: dropped). */
+export const encodeProgress = (index: number, info: unknown): string | undefined => {
+  try {
+    const json = JSON.stringify(info ?? null);
+    return json === undefined ? undefined : `{"i":${index},"info":${json}}`;
+  } catch {
+    return undefined;
+  }
+};
+
+export const decodeProgress = (jobId: string, body: string): TaskProgress => {
+  const note = parse(body, "progress");
+  if (!isObject(note) || !isIndex(note.i)) {
+    throw new MalformedMessage({
+      format: "progress",
+      message: `not a progress note ({"i":<index>,"info":<info>}): ${excerpt(body)}`,
+    });
+  }
+  return { taskId: `${jobId}.${note.i}`, index: note.i, info: note.info };
+};

@@ -1,0 +1,211 @@
+import { describe, expect, it } from "vitest";
+import { decodeDeadLetter, encodeDeadLetter, maxErrorChars } from "../../src/kernel/dead-letter.ts";
+import { MalformedMessage } from "../../src/kernel/errors.ts";
+import {
+  decodeProgress,
+  decodeResults,
+  decodeTask,
+  encodeBatch,
+  encodeDeadResult,
+  encodeDone,
+  encodeDoneJson,
+  encodeFailed,
+  encodeProgress,
+  encodeRedrive,
+  encodeTask,
+  fitsAlone,
+} from "../../src/kernel/wire.ts";
+
+/** Payloads that must come back as they went: quotes, unicode, nested JSON as text and as values. */
+const awkward: unknown[] = [
+  "say \"hi\" \\ and 'bye'",
+  "ünïcødé ✓ 日本語 😀 \u0000 \u2028",
+  '{"i":7,"p":"not me"}',
+  { nested: { deeper: [1, { i: 3, ok: false }], json: '["a",{"b":null}]' } },
+  [null, true, 0, -1.5e-7, ""],
+  null,
+];
+
+const malformed = (fn: () => unknown, format: MalformedMessage["format"]) => {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (error) {
+    thrown = error;
+  }
+  expect(thrown).toBeInstanceOf(MalformedMessage);
+  expect((thrown as MalformedMessage).format).toBe(format);
+  return thrown as MalformedMessage;
+};
+
+describe("task messages", () => {
+  it("are written as {i, p}", () => {
+    expect(encodeTask(3, { url: "x" })).toBe('{"i":3,"p":{"url":"x"}}');
+    expect(encodeTask(0, null)).toBe('{"i":0,"p":null}');
+  });
+
+  it.each(awkward.map((p) => [p]))("round-trip %j", (payload) => {
+    expect(decodeTask(encodeTask(41, payload))).toEqual({ index: 41, payload });
+  });
+
+  it("refuse a payload JSON cannot carry, saying why", () => {
+    const cyclic: { self?: unknown } = {};
+    cyclic.self = cyclic;
+    expect(malformed(() => encodeTask(1, cyclic), "task").message).toMatch(
+      /^cannot be serialised to JSON \(.*circular.*\)$/is,
+    );
+    expect(malformed(() => encodeTask(1, 10n), "task").message).toMatch(/BigInt/);
+    expect(malformed(() => encodeTask(1, undefined), "task").message).toBe(
+      "cannot be serialised to JSON (undefined or a function)",
+    );
+  });
+
+  it.each([
+    ["not json", "{i:1"],
+    ["not an object", "[1,2]"],
+    ["null", "null"],
+    ["no index", '{"p":1}'],
+    ["a string index", '{"i":"1","p":1}'],
+    ["a negative index", '{"i":-1,"p":1}'],
+    ["a fractional index", '{"i":1.5,"p":1}'],
+    ["no payload", '{"i":1}'],
+  ])("refuse %s", (_, body) => {
+    malformed(() => decodeTask(body), "task");
+  });
+});
+
+describe("results messages", () => {
+  it("are arrays of entries joined as written", () => {
+    const body = encodeBatch([
+      encodeDone(0, { n: 1 }),
+      encodeDoneJson(1, '"two"'),
+      encodeFailed(2, "bad input", false),
+      encodeFailed(3, "busy (after 3 deliveries)", true),
+      encodeRedrive(4),
+    ]);
+    expect(body).toBe(
+      '[{"i":0,"ok":true,"r":{"n":1}},{"i":1,"ok":true,"r":"two"},{"i":2,"ok":false,"e":"bad input"},' +
+        '{"i":3,"ok":false,"e":"busy (after 3 deliveries)","dead":true},{"i":4,"redrive":true}]',
+    );
+    expect(decodeResults(body)).toEqual([
+      { i: 0, ok: true, r: { n: 1 } },
+      { i: 1, ok: true, r: "two" },
+      { i: 2, ok: false, e: "bad input" },
+      { i: 3, ok: false, e: "busy (after 3 deliveries)", dead: true },
+      { i: 4, redrive: true },
+    ]);
+    expect(decodeResults(encodeBatch([]))).toEqual([]);
+  });
+
+  it("round-trip awkward results and error texts", () => {
+    const body = encodeBatch(
+      awkward.flatMap((value, i) => [
+        encodeDone(2 * i, value),
+        encodeFailed(2 * i + 1, String(value), false),
+      ]),
+    );
+    const read = decodeResults(body);
+    awkward.forEach((value, i) => {
+      expect(read[2 * i]).toEqual({ i: 2 * i, ok: true, r: value });
+      expect(read[2 * i + 1]).toEqual({ i: 2 * i + 1, ok: false, e: String(value) });
+    });
+  });
+
+  it("store undefined as null; a value JSON turns into nothing is malformed, one it throws on throws", () => {
+    expect(encodeDone(0, undefined)).toBe('{"i":0,"ok":true,"r":null}');
+    malformed(() => encodeDone(0, () => 1), "result");
+    malformed(() => encodeDone(0, Symbol("s")), "result");
+    expect(() => encodeDone(0, 1n)).toThrow(TypeError);
+  });
+
+  it("a dead result bounds its error like a dead letter", () => {
+    const [entry] = decodeResults(encodeDeadResult(5, "x".repeat(1000)));
+    expect(entry).toMatchObject({ i: 5, ok: false, dead: true });
+    expect(entry?.ok === false && entry.e?.length).toBe(maxErrorChars);
+  });
+
+  it.each([
+    ["not json", "[{"],
+    ["not an array", '{"i":0,"ok":true}'],
+    ["an entry that is not an object", '[{"i":0,"ok":true},7]'],
+    ["an entry without index", '[{"ok":true}]'],
+    ["an entry with neither ok nor redrive", '[{"i":0}]'],
+    ["an ok that is not a boolean", '[{"i":0,"ok":"yes"}]'],
+    ["an error that is not a string", '[{"i":0,"ok":false,"e":{}}]'],
+    ["a redrive marker with an answer", '[{"i":0,"redrive":true,"ok":true}]'],
+  ])("refuse %s whole", (_, body) => {
+    malformed(() => decodeResults(body), "result");
+  });
+
+  it("fitsAlone counts UTF-8 bytes and the brackets", () => {
+    const ascii = encodeDoneJson(0, `"${"a".repeat(100)}"`);
+    expect(fitsAlone(ascii, ascii.length + 2)).toBe(true);
+    expect(fitsAlone(ascii, ascii.length + 1)).toBe(false);
+    const wide = encodeDone(0, "€".repeat(100)); // three bytes each
+    expect(fitsAlone(wide, Buffer.byteLength(wide) + 2)).toBe(true);
+    expect(fitsAlone(wide, wide.length + 2)).toBe(false);
+  });
+});
+
+describe("progress notes", () => {
+  it("write the index and the info as JSON", () => {
+    expect(encodeProgress(3, { pct: 50 })).toBe('{"i":3,"info":{"pct":50}}');
+    expect(encodeProgress(0, "half")).toBe('{"i":0,"info":"half"}');
+  });
+
+  it("send no info as null", () => {
+    expect(encodeProgress(1, undefined)).toBe('{"i":1,"info":null}');
+    expect(encodeProgress(1, null)).toBe('{"i":1,"info":null}');
+  });
+
+  it("keep falsy info as it is", () => {
+    expect(encodeProgress(2, 0)).toBe('{"i":2,"info":0}');
+    expect(encodeProgress(2, false)).toBe('{"i":2,"info":false}');
+  });
+
+  it("give undefined for info JSON cannot carry (the note is dropped)", () => {
+    const cyclic: { self?: unknown } = {};
+    cyclic.self = cyclic;
+    expect(encodeProgress(1, cyclic)).toBeUndefined();
+    expect(encodeProgress(1, () => 1)).toBeUndefined();
+    expect(encodeProgress(1, Symbol("s"))).toBeUndefined();
+  });
+
+  it("read a note back with its task id", () => {
+    expect(decodeProgress("job-7", '{"i":4,"info":{"pct":80}}')).toEqual({
+      taskId: "job-7.4",
+      index: 4,
+      info: { pct: 80 },
+    });
+  });
+
+  it.each(awkward.map((p) => [p]))("round-trip %j", (info) => {
+    const body = encodeProgress(12, info);
+    expect(body).toBeDefined();
+    expect(decodeProgress("j", body as string)).toEqual({ taskId: "j.12", index: 12, info });
+  });
+
+  it.each(["not json", "null", '{"info":1}', '{"i":"3","info":1}', "7"])("refuse %s", (body) => {
+    malformed(() => decodeProgress("j", body), "progress");
+  });
+});
+
+describe("dead letters", () => {
+  it("round-trip, with the task id derived", () => {
+    const letter = {
+      queue: "q",
+      jobId: "j",
+      index: 2,
+      payload: awkward,
+      error: 'said "no"',
+      deliveries: 3,
+      at: 1,
+      source: "worker" as const,
+    };
+    expect(decodeDeadLetter(encodeDeadLetter(letter))).toEqual({ ...letter, taskId: "j.2" });
+  });
+
+  it.each(["nope", "[]", '{"queue":"q"}'])("refuse %s", (body) => {
+    malformed(() => decodeDeadLetter(body), "dead letter");
+  });
+});
