@@ -214,9 +214,9 @@ async function* readAllResults<Result>(
   let yielded = 0;
   try {
     for (;;) {
-      while (ready.length > 0) {
+      for (let next = ready.shift(); next !== undefined; next = ready.shift()) {
         yielded++;
-        yield ready.shift()!;
+        yield next;
       }
       const c = actor.getSnapshot().context;
       const over = isRecorded(actor) || actor.getSnapshot().status === "stopped";

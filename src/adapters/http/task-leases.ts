@@ -97,9 +97,11 @@ export class TaskLeases {
       const tasks: Leased[] = [];
       const start = (this.#cursors.get(queue) ?? 0) % candidates.length;
       this.#cursors.set(queue, start + 1);
-      for (let k = 0; k < candidates.length && tasks.length < slots && !signal?.aborted; k++) {
+      const ordered = [...candidates.slice(start), ...candidates.slice(0, start)];
+      for (const candidate of ordered) {
+        if (tasks.length >= slots || signal?.aborted) break;
         // The list may be a second old: re-read the record, a finished job's consumer is gone.
-        const fresh = await this.#port.getRecord(candidates[(start + k) % candidates.length]!.id);
+        const fresh = await this.#port.getRecord(candidate.id);
         if (!fresh || !isActive(fresh.record)) continue;
         tasks.push(...(await this.#lease(fresh.record, slots - tasks.length, caller, signal)));
       }

@@ -139,7 +139,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
 }
 
 const parseRef = (ref: string): { jobId: string; seq: number; delivery: number } | undefined => {
-  const match = /^mem\.([A-Za-z0-9_-]+)\.(\d{1,15})\.(\d{1,15})$/.exec(ref);
-  if (!match) return undefined;
-  return { jobId: match[1]!, seq: Number(match[2]), delivery: Number(match[3]) };
+  const [, jobId, seq, delivery] = /^mem\.([A-Za-z0-9_-]+)\.(\d{1,15})\.(\d{1,15})$/.exec(ref) ?? [];
+  if (jobId === undefined) return undefined;
+  return { jobId, seq: Number(seq), delivery: Number(delivery) };
 };

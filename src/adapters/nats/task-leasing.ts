@@ -255,5 +255,7 @@ export const leaseInfo = (
   const streamSeq = Number(tokens[7]);
   if (!Number.isSafeInteger(deliveryCount) || deliveryCount < 1 || !Number.isSafeInteger(streamSeq))
     return undefined;
-  return { stream: tokens[4]!, consumer: tokens[5]!, deliveryCount, streamSeq };
+  const [stream, consumer] = [tokens[4], tokens[5]];
+  if (stream === undefined || consumer === undefined) return undefined;
+  return { stream, consumer, deliveryCount, streamSeq };
 };
