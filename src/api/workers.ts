@@ -13,14 +13,7 @@ import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./runni
 import type { RuntimeCore } from "./runtime-core.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 
-export type {
-  Task,
-  TaskContext,
-  Worker,
-  WorkerAgents,
-  WorkerOptions,
-  WorkerStats,
-} from "./worker-options.ts";
+export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
 
 /**
  * A worker pool on one queue: pulls from the consumers of the queue's active
@@ -72,6 +65,12 @@ export const startWorker = <Payload, Result>(
     // While a batch's publish is retried its tasks keep their leases, as while their handlers ran.
     keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),
   });
+
+  /** What decides an error's outcome besides the delivery: the same for every task. */
+  const outcomeOptions = {
+    ...(settings.isPermanent ? { isPermanent: settings.isPermanent } : {}),
+    ...(agentId === undefined ? {} : { agentId }),
+  };
 
   const release = (msg: TaskLease, delayMs?: number) => {
     stats.released++;
@@ -170,19 +169,18 @@ export const startWorker = <Payload, Result>(
             maxDeliver: job.record.settings.maxDeliver,
             backoffMs: job.record.settings.backoffMs,
             maxBatchBytes: maxBytes,
-            ...(settings.isPermanent ? { isPermanent: settings.isPermanent } : {}),
-            ...(agentId === undefined ? {} : { agentId }),
+            ...outcomeOptions,
           });
     if (!running.settle(task)) return running.lateAnswer(task);
     try {
-      await settle(task, plan, payload, failure, target);
+      await finish(task, plan, payload, failure, target);
     } finally {
       running.done();
     }
   };
 
   /** The native worker's side of the answer path: counts, failover, the unreadable message. */
-  const settle = async (
+  const finish = async (
     task: RunningTask,
     plan: AnswerPlan,
     payload: Payload | undefined,

@@ -13,7 +13,6 @@ export type {
   Caller,
   HeartbeatOutcome,
   ItemOutcome,
-  ItemStatus,
   LeasePort,
   ReservedTask,
 } from "./lease-port.ts";
