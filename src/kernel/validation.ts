@@ -1,4 +1,4 @@
-import { Cause, Exit, Schema } from "effect";
+import { Cause, Exit, Schema, SchemaAST, SchemaIssue } from "effect";
 import { InvalidArgument } from "./errors.ts";
 import { JobStatus } from "./job-record.ts";
 
@@ -78,17 +78,127 @@ export const number = (min: number, max: number, { integer = false } = {}) => {
 export const TimerMs = number(1, maxTimerMs);
 export const TimerMsOrZero = number(0, maxTimerMs);
 
-const messageOf = (error: unknown): string => {
-  const message = (error as { message?: unknown })?.message;
-  return typeof message === "string" && message !== "" ? message : "is invalid";
+/** A decoded value, or the first thing wrong with it: the field (path included) and why. */
+export type Decoded<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly field: string; readonly message: string };
+
+/**
+ * Decodes `value` with `shape`: objects are closed (an unknown key is named,
+ * with the known ones), and the first issue becomes a field and a message.
+ * `field` is where `value` sits (`connection`), the issue's path is appended
+ * (`connection.backoff.initialMs`, `results[0].receipt`). The input is only
+ * described by its kind, never printed: options carry credentials.
+ */
+export const decode = <T>(
+  shape: Schema.Decoder<T>,
+  value: unknown,
+  field: string,
+  wording: Wording = {},
+): Decoded<T> => {
+  const result = Schema.decodeUnknownExit(shape)(value, { onExcessProperty: "error", reportInput: true });
+  if (Exit.isSuccess(result)) return { ok: true, value: result.value };
+  const error = Cause.squash(result.cause);
+  if (!Schema.isSchemaError(error)) throw error;
+  const { path, leaf } = firstLeaf(error.issue, []);
+  return { ok: false, field: path.reduce<string>(joinPath, field), message: describe(leaf, wording) };
 };
 
-/** The value if it has the shape; else throws `InvalidArgument` naming `field`. */
+/** How a message words what is not a filter's own message. */
+export interface Wording {
+  /** What an unknown key is called: `unknown option` (the default), `unknown field`. */
+  readonly unknownKey?: string;
+  /** Name the kind of a value of the wrong type (`expected number, got a string`). */
+  readonly kind?: boolean;
+}
+
+const joinPath = (field: string, key: PropertyKey): string =>
+  typeof key === "number" ? `${field}[${key}]` : field === "" ? String(key) : `${field}.${String(key)}`;
+
+/** Errors stop at the first issue (the decoder's default): follow it down to its leaf. */
+const firstLeaf = (
+  issue: SchemaIssue.Issue,
+  path: readonly PropertyKey[],
+): { path: readonly PropertyKey[]; leaf: SchemaIssue.Issue } => {
+  switch (issue._tag) {
+    case "Pointer":
+      return firstLeaf(issue.issue, [...path, ...issue.path]);
+    case "Composite":
+      return firstLeaf(issue.issues[0], path);
+    case "Encoding":
+      return firstLeaf(issue.issue, path);
+    case "AnyOf": {
+      const [first] = issue.issues;
+      return first === undefined ? { path, leaf: issue } : firstLeaf(first, path);
+    }
+    default:
+      return { path, leaf: issue };
+  }
+};
+
+const describe = (issue: SchemaIssue.Issue, wording: Wording): string => {
+  const got = wording.kind && SchemaIssue.hasInput(issue) ? `, got ${kindOf(issue.input)}` : "";
+  switch (issue._tag) {
+    case "MissingKey":
+      return "is required";
+    case "UnexpectedKey": {
+      const known = SchemaAST.isObjects(issue.ast)
+        ? issue.ast.propertySignatures.map((p) => String(p.name))
+        : [];
+      return `${wording.unknownKey ?? "unknown option"} (known: ${known.join(", ")})`;
+    }
+    case "InvalidType":
+    case "AnyOf":
+      return `expected ${expected(issue.ast)}${got}`;
+    case "Filter":
+      return annotated(issue.filter.annotations) ?? describe(issue.issue, wording);
+    case "InvalidValue":
+    case "Forbidden":
+      return annotated(issue.annotations) ?? "is invalid";
+    default:
+      return "is invalid";
+  }
+};
+
+const annotated = (annotations: { readonly message?: unknown } | undefined): string | undefined =>
+  typeof annotations?.message === "string" ? annotations.message : undefined;
+
+const expected = (ast: SchemaAST.AST): string => {
+  switch (ast._tag) {
+    case "String":
+    case "Number":
+    case "Boolean":
+    case "Null":
+      return ast._tag.toLowerCase();
+    case "Objects":
+      return "object";
+    case "Arrays":
+      return "array";
+    case "Literal":
+      return JSON.stringify(ast.literal);
+    case "Union":
+      return ast.types.map(expected).join(" | ");
+    default:
+      return "a valid value";
+  }
+};
+
+const kindOf = (value: unknown): string =>
+  value === null
+    ? "null"
+    : Array.isArray(value)
+      ? "an array"
+      : typeof value === "object"
+        ? "an object"
+        : typeof value === "undefined"
+          ? "undefined"
+          : `a ${typeof value}`;
+
+/** The value if it has the shape; else throws `InvalidArgument` naming the field. */
 export const check = <T>(shape: Schema.Decoder<T>, value: unknown, field: string): T => {
-  const result = Schema.decodeUnknownExit(shape)(value);
-  if (Exit.isSuccess(result)) return result.value;
-  const reason = messageOf(Cause.squash(result.cause)).replace(/^Expected /, "expected ");
-  throw new InvalidArgument({ message: `${field}: ${reason}`, field });
+  const result = decode(shape, value, field);
+  if (result.ok) return result.value;
+  throw new InvalidArgument({ message: `${result.field}: ${result.message}`, field: result.field });
 };
 
 /** `check` for an optional value: the fallback when undefined. */

@@ -43,8 +43,11 @@ describe("OpenAPI document", () => {
       const name = ref.replace("#/components/schemas/", "");
       expect(doc.components.schemas, ref).toHaveProperty(name);
     }
-    expect(doc.components.schemas.ReserveRequest.properties.batch_size.maximum).toBe(50);
-    expect(doc.components.schemas.ResultsRequest.properties.results.maxItems).toBe(1000);
+    expect(doc.components.schemas).toMatchObject({
+      ReserveRequest: { properties: { batch_size: { maximum: 50 } } },
+      ResultsRequest: { properties: { results: { maxItems: 1000 } } },
+      HeartbeatRequest: { properties: { receipts: { maxItems: 1000 } } },
+    });
     expect(JSON.parse(JSON.stringify(doc))).toEqual(doc);
   });
 

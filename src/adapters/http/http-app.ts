@@ -3,6 +3,14 @@ import { InvalidArgument, isTransient, RuntimeStopped } from "../../kernel/error
 import type { JobRecord, JobStatus } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
+import type {
+  HealthBody,
+  HeartbeatOutcomeBody,
+  ItemOutcomeBody,
+  JobBody,
+  JobSummaryBody,
+  ReservedTaskBody,
+} from "./bodies.ts";
 import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parseHeartbeat, parseReserve, parseResults, readJson } from "./request-bodies.ts";
@@ -77,7 +85,8 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   app.get("/healthz", (c) => {
     const connection = deps.connectionState();
     const ok = connection === "connected" || connection === "memory";
-    return c.json({ status: ok ? "ok" : "unavailable", connection }, ok ? 200 : 503);
+    const body: HealthBody = { status: ok ? "ok" : "unavailable", connection };
+    return c.json(body, ok ? 200 : 503);
   });
   app.get("/openapi.json", (c) => c.json(openapi));
 
@@ -112,18 +121,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
     const scope = caller(c, "read");
     const job = await deps.getJob(jobIdParam(c), scope.allows);
     if (!job) throw new HttpError(404, ErrorCode.jobNotFound, `no job ${c.req.param("id")}`);
-    return c.json({
-      id: job.id,
-      queue: job.queue,
-      status: job.status,
-      total: job.total,
-      done: job.done,
-      failed: job.failed,
-      dead: job.dead,
-      throughput: job.throughput,
-      eta_ms: job.etaMs,
-      reason: job.reason,
-    });
+    return c.json(jobBody(job));
   });
 
   app.post("/jobs/:id/tasks", async (c) => {
@@ -242,7 +240,20 @@ const jobIdParam = (c: Context<Env>): string => {
   return id;
 };
 
-const reservedTask = (t: ReservedTask) => ({
+const jobBody = (job: JobView): JobBody => ({
+  id: job.id,
+  queue: job.queue,
+  status: job.status,
+  total: job.total,
+  done: job.done,
+  failed: job.failed,
+  dead: job.dead,
+  throughput: job.throughput,
+  eta_ms: job.etaMs,
+  reason: job.reason,
+});
+
+const reservedTask = (t: ReservedTask): ReservedTaskBody => ({
   id: t.id,
   job_id: t.jobId,
   index: t.index,
@@ -252,7 +263,7 @@ const reservedTask = (t: ReservedTask) => ({
   lease_ms: t.leaseMs,
 });
 
-const itemOutcome = (o: ItemOutcome) => ({
+const itemOutcome = (o: ItemOutcome): ItemOutcomeBody => ({
   id: o.id,
   status: o.status,
   ...(o.duplicate ? { duplicate: true } : {}),
@@ -260,12 +271,12 @@ const itemOutcome = (o: ItemOutcome) => ({
   ...(o.retryInMs === undefined ? {} : { retry_in_ms: o.retryInMs }),
 });
 
-const heartbeatOutcome = (o: HeartbeatOutcome) =>
+const heartbeatOutcome = (o: HeartbeatOutcome): HeartbeatOutcomeBody =>
   o.status === "extended"
     ? { id: o.id, status: o.status, receipt: o.receipt, lease_ms: o.leaseMs }
     : { id: o.id, status: o.status };
 
-const jobSummary = (r: JobRecord) => ({
+const jobSummary = (r: JobRecord): JobSummaryBody => ({
   id: r.id,
   queue: r.queue,
   status: r.status,

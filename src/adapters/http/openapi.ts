@@ -1,7 +1,10 @@
+import { JsonSchema, Schema } from "effect";
+import { type BodyLimits, requestBodies, responseBodies } from "./bodies.ts";
+
 /**
- * The OpenAPI 3.1 document of the HTTP pull API, served at `GET /openapi.json`.
- * request-bodies.ts checks the same shapes by hand (with errors that name the
- * field); test/unit/http-openapi.test.ts keeps the two in step.
+ * The OpenAPI 3.1 document of the HTTP pull API, served at `GET /openapi.json`:
+ * paths, operations and security here; the bodies' schemas are generated
+ * from bodies.ts, the schemas request-bodies.ts decodes with.
  */
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -50,11 +53,33 @@ const queueName = {
   schema: { type: "string", pattern: "^[A-Za-z0-9_-]{1,128}$" },
 };
 
-export const openApiDocument = (limits: {
-  maxBatchSize: number;
-  maxResults: number;
-  maxBodyBytes: number;
-}) => ({
+/**
+ * The components, by identifier. Requests are closed (`additionalProperties:
+ * false`, as the decoder refuses unknown fields); responses stay open, so a
+ * field added later breaks no client that validates them.
+ */
+const componentSchemas = (limits: BodyLimits): JsonSchema.Definitions => {
+  const definitions: Record<string, JsonSchema.JsonSchema> = {};
+  const add = (schemas: readonly Schema.Top[], onExcessProperty: "error" | "ignore") => {
+    for (const schema of schemas) {
+      for (const [name, definition] of Object.entries(
+        Schema.toJsonSchemaDocument(schema, { onExcessProperty }).definitions,
+      )) {
+        const known = definitions[name];
+        if (known !== undefined && JSON.stringify(known) !== JSON.stringify(definition))
+          throw new Error(`two body schemas are named ${name}`);
+        definitions[name] = definition;
+      }
+    }
+  };
+  add(Object.values(requestBodies(limits)), "error");
+  add(Object.values(responseBodies), "ignore");
+  // Rewrites the `#/$defs/` references to `#/components/schemas/`.
+  return JsonSchema.toMultiDocumentOpenApi3_1({ dialect: "draft-2020-12", schemas: [{}], definitions })
+    .definitions;
+};
+
+export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) => ({
   openapi: "3.1.0",
   info: {
     title: "jetstate HTTP pull API",
@@ -109,11 +134,7 @@ export const openApiDocument = (limits: {
         responses: {
           "200": {
             description: "The jobs",
-            content: json({
-              type: "object",
-              required: ["jobs"],
-              properties: { jobs: { type: "array", items: ref("JobSummary") } },
-            }),
+            content: json(ref("JobList")),
           },
           "400": error("A query parameter is invalid (`invalid_request`)."),
           ...commonErrors,
@@ -221,206 +242,6 @@ export const openApiDocument = (limits: {
     securitySchemes: {
       bearer: { type: "http", scheme: "bearer", description: "A token from the service's configuration." },
     },
-    schemas: {
-      Error: {
-        type: "object",
-        required: ["error"],
-        properties: {
-          error: {
-            type: "object",
-            required: ["code", "message"],
-            properties: {
-              code: { type: "string" },
-              message: { type: "string" },
-              field: { type: "string", description: "The offending field, for invalid_request." },
-            },
-          },
-        },
-      },
-      Health: {
-        type: "object",
-        required: ["status", "connection"],
-        properties: { status: { enum: ["ok", "unavailable"] }, connection: { type: "string" } },
-      },
-      JobStatus: { enum: ["queuing", "running", "stalled", "succeeded", "failed"] },
-      JobSummary: {
-        type: "object",
-        required: ["id", "queue", "status", "total", "done", "failed", "dead", "created_at", "updated_at"],
-        properties: {
-          id: { type: "string" },
-          queue: { type: "string" },
-          status: ref("JobStatus"),
-          total: { type: "integer" },
-          done: { type: "integer" },
-          failed: { type: "integer" },
-          dead: { type: "integer" },
-          created_at: { type: "integer", description: "ms since the epoch" },
-          updated_at: { type: "integer", description: "ms since the epoch" },
-        },
-      },
-      Job: {
-        type: "object",
-        required: [
-          "id",
-          "queue",
-          "status",
-          "total",
-          "done",
-          "failed",
-          "dead",
-          "throughput",
-          "eta_ms",
-          "reason",
-        ],
-        properties: {
-          id: { type: "string" },
-          queue: { type: "string" },
-          status: ref("JobStatus"),
-          total: { type: "integer" },
-          done: { type: "integer" },
-          failed: { type: "integer" },
-          dead: { type: "integer" },
-          throughput: { type: ["number", "null"], description: "Tasks answered per second (EWMA)." },
-          eta_ms: {
-            type: ["integer", "null"],
-            description: "Estimated time to the end; null until there is a rate.",
-          },
-          reason: { type: ["string", "null"] },
-        },
-      },
-      ReserveRequest: {
-        type: "object",
-        required: ["batch_size"],
-        additionalProperties: false,
-        properties: { batch_size: { type: "integer", minimum: 1, maximum: limits.maxBatchSize } },
-      },
-      ReservedTasks: {
-        type: "object",
-        required: ["tasks"],
-        properties: { tasks: { type: "array", items: ref("ReservedTask") } },
-      },
-      ReservedTask: {
-        type: "object",
-        required: ["id", "job_id", "index", "attempt", "payload", "receipt", "lease_ms"],
-        properties: {
-          id: { type: "string", description: "`<job_id>.<index>`, stable across deliveries" },
-          job_id: { type: "string" },
-          index: { type: "integer", minimum: 0 },
-          attempt: { type: "integer", minimum: 1, description: "Delivery number" },
-          payload: { description: "The task as submitted" },
-          receipt: { type: "string", description: "Post it with the result; valid for this delivery only" },
-          lease_ms: { type: "integer", description: "Post the result (or heartbeat) within this many ms" },
-        },
-      },
-      ResultsRequest: {
-        type: "object",
-        required: ["results"],
-        additionalProperties: false,
-        properties: {
-          results: {
-            type: "array",
-            minItems: 1,
-            maxItems: limits.maxResults,
-            items: { oneOf: [ref("TaskResult"), ref("TaskError")] },
-          },
-        },
-      },
-      TaskResult: {
-        type: "object",
-        required: ["receipt", "result"],
-        additionalProperties: false,
-        properties: { receipt: ref("Receipt"), result: { description: "Any JSON value (at most 256 KiB)" } },
-      },
-      TaskError: {
-        type: "object",
-        required: ["receipt", "error"],
-        additionalProperties: false,
-        properties: {
-          receipt: ref("Receipt"),
-          error: {
-            type: "object",
-            required: ["message"],
-            additionalProperties: false,
-            properties: {
-              message: {
-                type: "string",
-                minLength: 1,
-                description:
-                  "Stored truncated to 256 characters, with a note of its length (the body limit bounds what is read).",
-              },
-              permanent: {
-                type: "boolean",
-                default: false,
-                description: "true: never retry (counted failed); false: retried with the job's backoff",
-              },
-            },
-          },
-        },
-      },
-      Receipt: { type: "string", minLength: 1, maxLength: 1024 },
-      ResultsResponse: {
-        type: "object",
-        required: ["results"],
-        properties: {
-          results: {
-            type: "array",
-            items: {
-              type: "object",
-              required: ["id", "status"],
-              properties: {
-                id: { type: "string" },
-                status: {
-                  enum: ["done", "failed", "dead", "retry", "expired", "pending", "conflict"],
-                  description:
-                    "done: result stored, task acked; failed: error stored, task terminated; dead: the last " +
-                    "delivery failed; retry: handed back, offered again after retry_in_ms; expired: the lease had " +
-                    "ended, nothing was done; pending: a concurrent request is storing the same answer; " +
-                    "conflict: the delivery was answered before with another answer, nothing was done",
-                },
-                duplicate: {
-                  type: "boolean",
-                  description: "Answered before with the same answer: status is the first answer's",
-                },
-                answered: {
-                  enum: ["done", "failed", "dead", "retry", "pending"],
-                  description: "For conflict: what the first answer did",
-                },
-                retry_in_ms: { type: "integer" },
-              },
-            },
-          },
-        },
-      },
-      HeartbeatRequest: {
-        type: "object",
-        required: ["receipts"],
-        additionalProperties: false,
-        properties: {
-          receipts: { type: "array", minItems: 1, maxItems: limits.maxResults, items: ref("Receipt") },
-        },
-      },
-      HeartbeatResponse: {
-        type: "object",
-        required: ["receipts"],
-        properties: {
-          receipts: {
-            type: "array",
-            items: {
-              type: "object",
-              required: ["id", "status"],
-              properties: {
-                id: { type: "string" },
-                status: {
-                  enum: ["extended", "expired", "settled"],
-                  description: "settled: already answered; expired: the lease had ended",
-                },
-                receipt: { type: "string", description: "For extended: use this receipt from now on" },
-                lease_ms: { type: "integer" },
-              },
-            },
-          },
-        },
-      },
-    },
+    schemas: componentSchemas(limits),
   },
 });

@@ -1,10 +1,13 @@
+import type { Schema } from "effect";
+import { decode } from "../../kernel/validation.ts";
+import { requestBodies } from "./bodies.ts";
 import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
 
 /**
  * Reading and checking request bodies: bounded in bytes (the declared
- * Content-Length and the bytes actually read), parsed as JSON, then checked
- * field by field so a 400 names the field. The OpenAPI document
- * (openapi.ts) describes the same shapes; a unit test keeps them in step.
+ * Content-Length and the bytes actually read), parsed as JSON, then decoded
+ * with the schemas of bodies.ts (the ones the OpenAPI document shows) so a
+ * 400 names the field.
  */
 
 /**
@@ -66,47 +69,31 @@ const readAtMost = async (request: Request, maxBytes: number): Promise<Uint8Arra
   return bytes;
 };
 
-// ---- field checks ----
-
-type Fields = Readonly<Record<string, unknown>>;
-
-const kind = (value: unknown): string =>
-  value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
-
-const objectWith = (value: unknown, field: string, keys: readonly string[]): Fields => {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw badRequest(field, `must be an object, not ${kind(value)}`);
-  }
-  for (const key of Object.keys(value)) {
-    if (!keys.includes(key)) throw badRequest(field === "body" ? key : `${field}.${key}`, "unknown field");
-  }
-  return value as Fields;
-};
-
-const arrayOf = (value: unknown, field: string, min: number, max: number): readonly unknown[] => {
-  if (!Array.isArray(value)) throw badRequest(field, `must be an array, not ${kind(value)}`);
-  if (value.length < min || value.length > max) throw badRequest(field, `must have ${min}–${max} items`);
-  return value;
-};
-
-const integerIn = (value: unknown, field: string, min: number, max: number): number => {
-  if (typeof value !== "number" || !Number.isInteger(value)) {
-    throw badRequest(field, `must be an integer, not ${kind(value)}`);
-  }
-  if (value < min || value > max) throw badRequest(field, `must be between ${min} and ${max}`);
-  return value;
-};
-
-const stringOf = (value: unknown, field: string, maxLength: number): string => {
-  if (typeof value !== "string") throw badRequest(field, `must be a string, not ${kind(value)}`);
-  if (value.length === 0 || value.length > maxLength)
-    throw badRequest(field, `must have 1–${maxLength} characters`);
-  return value;
-};
-
 // ---- the bodies ----
 
-export const maxReceiptChars = 1024;
+/** The body decoded with `shape`; else a 400 naming the field (`body` for the body itself). */
+const decodeBody = <T>(shape: Schema.Decoder<T>, body: unknown): T => {
+  const decoded = decode(shape, body, "", { unknownKey: "unknown field", kind: true });
+  if (decoded.ok) return decoded.value;
+  throw badRequest(decoded.field || "body", decoded.message);
+};
+
+/** A schema built for the last limit asked for: a service has one configuration. */
+const forLimit = <T>(make: (limit: number) => T): ((limit: number) => T) => {
+  let last: { limit: number; schema: T } | undefined;
+  return (limit) => {
+    if (last?.limit !== limit) last = { limit, schema: make(limit) };
+    return last.schema;
+  };
+};
+const reserveShape = forLimit(
+  (maxBatchSize) => requestBodies({ maxBatchSize, maxResults: 1 }).ReserveRequest,
+);
+const resultsShape = forLimit((maxResults) => requestBodies({ maxBatchSize: 1, maxResults }).ResultsRequest);
+const heartbeatShape = forLimit(
+  (maxResults) => requestBodies({ maxBatchSize: 1, maxResults }).HeartbeatRequest,
+);
+
 export const maxErrorMessageChars = 8192;
 
 /**
@@ -124,9 +111,7 @@ export interface ReserveRequest {
 }
 
 export const parseReserve = (body: unknown, maxBatchSize: number): ReserveRequest => {
-  const o = objectWith(body, "body", ["batch_size"]);
-  if (!("batch_size" in o)) throw badRequest("batch_size", "is required");
-  return { batchSize: integerIn(o.batch_size, "batch_size", 1, maxBatchSize) };
+  return { batchSize: decodeBody(reserveShape(maxBatchSize), body).batch_size };
 };
 
 /** One answered task: a result, or an error that is permanent (counted failed) or not (retried). */
@@ -136,22 +121,9 @@ export type ResultItem =
   | { readonly receipt: string; readonly ok: false; readonly message: string; readonly permanent: boolean };
 
 export const parseResults = (body: unknown, maxItems: number): ResultItem[] => {
-  const o = objectWith(body, "body", ["results"]);
-  return arrayOf(o.results, "results", 1, maxItems).map((raw, n): ResultItem => {
-    const field = `results[${n}]`;
-    const item = objectWith(raw, field, ["receipt", "result", "error"]);
-    const receipt = stringOf(item.receipt, `${field}.receipt`, maxReceiptChars);
-    const hasResult = "result" in item;
-    const hasError = "error" in item;
-    if (hasResult === hasError) throw badRequest(field, 'must have exactly one of "result" and "error"');
-    if (hasResult) return { receipt, ok: true, json: serialise(item.result, `${field}.result`) };
-    const error = objectWith(item.error, `${field}.error`, ["message", "permanent"]);
-    const message = truncated(stringOf(error.message, `${field}.error.message`, Number.POSITIVE_INFINITY));
-    const permanent = error.permanent ?? false;
-    if (typeof permanent !== "boolean") {
-      throw badRequest(`${field}.error.permanent`, `must be a boolean, not ${kind(permanent)}`);
-    }
-    return { receipt, ok: false, message, permanent };
+  return decodeBody(resultsShape(maxItems), body).results.map(({ receipt, result, error }, n): ResultItem => {
+    if (error === undefined) return { receipt, ok: true, json: serialise(result, `results[${n}].result`) };
+    return { receipt, ok: false, message: truncated(error.message), permanent: error.permanent ?? false };
   });
 };
 
@@ -165,8 +137,5 @@ const serialise = (value: unknown, field: string): string => {
 };
 
 export const parseHeartbeat = (body: unknown, maxItems: number): string[] => {
-  const o = objectWith(body, "body", ["receipts"]);
-  return arrayOf(o.receipts, "receipts", 1, maxItems).map((r, n) =>
-    stringOf(r, `receipts[${n}]`, maxReceiptChars),
-  );
+  return [...decodeBody(heartbeatShape(maxItems), body).receipts];
 };
