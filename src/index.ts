@@ -13,6 +13,7 @@ export type {
   FailureReport,
   SwitchNotice,
 } from "./api/agents.ts";
+export type { ConnectionOptions } from "./api/connection-options.ts";
 export {
   createHttpApi,
   type HttpApi,
@@ -21,8 +22,9 @@ export {
   type TokenRole,
   type TokenScopeOptions,
 } from "./api/http.ts";
+export type { JobRuntimeOptions } from "./api/job-options.ts";
 export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
-export type { ConnectionOptions, InspectorLike, JobRuntimeOptions, RuntimeOptions } from "./api/options.ts";
+export type { InspectorLike, RuntimeOptions } from "./api/options.ts";
 export {
   type NatsPermissions,
   natsPermissions,

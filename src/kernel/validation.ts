@@ -1,4 +1,4 @@
-import { Cause, Exit, Schema, SchemaAST, SchemaIssue } from "effect";
+import { Cause, Effect, Exit, Option, Schema, SchemaAST, SchemaGetter, SchemaIssue } from "effect";
 import { InvalidArgument } from "./errors.ts";
 import { JobStatus } from "./job-record.ts";
 
@@ -78,6 +78,25 @@ export const number = (min: number, max: number, { integer = false } = {}) => {
 export const TimerMs = number(1, maxTimerMs);
 export const TimerMsOrZero = number(0, maxTimerMs);
 
+/** An optional field that decodes to `value` when absent or undefined. */
+export const withDefault = <S extends Schema.Top>(shape: S, value: S["Encoded"]) =>
+  shape.pipe(Schema.withDecodingDefault(Effect.succeed(value)));
+
+/**
+ * A nested options object (`connection`, `connection.backoff`): absent,
+ * undefined or null decodes as `{}`, so each of its fields takes its default.
+ */
+export const section = <S extends Schema.Top>(shape: S) =>
+  Schema.optional(Schema.Unknown).pipe(
+    Schema.decodeTo(shape, {
+      decode: SchemaGetter.transformOptional(
+        (given: Option.Option<unknown>) =>
+          Option.some(Option.getOrNull(given) ?? {}) as Option.Option<S["Encoded"]>,
+      ),
+      encode: SchemaGetter.passthrough({ strict: false }),
+    }),
+  );
+
 /** A decoded value, or the first thing wrong with it: the field (path included) and why. */
 export type Decoded<T> =
   | { readonly ok: true; readonly value: T }
@@ -127,6 +146,9 @@ const firstLeaf = (
       return firstLeaf(issue.issues[0], path);
     case "Encoding":
       return firstLeaf(issue.issue, path);
+    case "Filter":
+      // A check on an object may place its issue on one of the object's fields.
+      return issue.issue._tag === "Pointer" ? firstLeaf(issue.issue, path) : { path, leaf: issue };
     case "AnyOf": {
       const [first] = issue.issues;
       return first === undefined ? { path, leaf: issue } : firstLeaf(first, path);
@@ -150,8 +172,13 @@ const describe = (issue: SchemaIssue.Issue, wording: Wording): string => {
     case "InvalidType":
     case "AnyOf":
       return `expected ${expected(issue.ast)}${got}`;
-    case "Filter":
-      return annotated(issue.filter.annotations) ?? describe(issue.issue, wording);
+    case "Filter": {
+      const wanted = issue.filter.annotations?.expected;
+      return (
+        annotated(issue.filter.annotations) ??
+        (typeof wanted === "string" ? `expected ${wanted}` : describe(issue.issue, wording))
+      );
+    }
     case "InvalidValue":
     case "Forbidden":
       return annotated(issue.annotations) ?? "is invalid";
@@ -177,7 +204,11 @@ const expected = (ast: SchemaAST.AST): string => {
     case "Literal":
       return JSON.stringify(ast.literal);
     case "Union":
-      return ast.types.map(expected).join(" | ");
+      // An optional field's `undefined` is no advice: name what it may be.
+      return ast.types
+        .filter((t) => t._tag !== "Undefined")
+        .map(expected)
+        .join(" | ");
     default:
       return "a valid value";
   }

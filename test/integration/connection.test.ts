@@ -10,7 +10,7 @@ import { jetstream, jetstreamManager, type PubAck } from "@nats-io/jetstream";
 import { TimeoutError } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { waitFor } from "xstate";
-import type { ConnectionOptions } from "../../src/api/options.ts";
+import type { ConnectionOptions } from "../../src/api/connection-options.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import {

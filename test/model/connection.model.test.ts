@@ -29,7 +29,7 @@ import {
   type StateNode,
   waitFor,
 } from "xstate";
-import type { ConnectionOptions } from "../../src/api/options.ts";
+import type { ConnectionOptions } from "../../src/api/connection-options.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import {

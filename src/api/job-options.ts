@@ -1,0 +1,46 @@
+import { Schema } from "effect";
+import { number, TimerMs, TimerMsOrZero, withDefault } from "../kernel/validation.ts";
+
+/** How the runtime supervises, reaps and cleans up jobs. */
+export interface JobRuntimeOptions {
+  /**
+   * Supervision lease, in ms: a job whose supervising runtime died is taken over after it.
+   * @defaultValue 10000
+   */
+  readonly leaseMs?: number;
+  /**
+   * Take over jobs whose supervisor died.
+   * @defaultValue true
+   */
+  readonly takeOver?: boolean;
+  /**
+   * How often to look for submits that died before committing, in ms.
+   * @defaultValue 15000
+   */
+  readonly reapIntervalMs?: number;
+  /**
+   * Margin after a submit's commit deadline before it is rolled back, in ms.
+   * @defaultValue 10000
+   */
+  readonly reapGraceMs?: number;
+  /**
+   * How long finished jobs' records, results and dead letters are kept, in ms.
+   * @defaultValue 604800000 (7 days)
+   */
+  readonly retentionMs?: number;
+  /**
+   * How often finished and abandoned jobs are cleaned up, in ms; 0: only on demand (`rt.admin.cleanup()`).
+   * @defaultValue 600000 (10 min)
+   */
+  readonly cleanupIntervalMs?: number;
+}
+
+/** `jobs`: each field's default is the one its documentation states. */
+export const JobsShape = Schema.Struct({
+  leaseMs: withDefault(TimerMs, 10_000),
+  takeOver: withDefault(Schema.Boolean, true),
+  reapIntervalMs: withDefault(TimerMs, 15_000),
+  reapGraceMs: withDefault(TimerMsOrZero, 10_000),
+  retentionMs: withDefault(number(1, Number.MAX_SAFE_INTEGER), 7 * 24 * 3600_000),
+  cleanupIntervalMs: withDefault(TimerMsOrZero, 600_000),
+} satisfies Record<keyof JobRuntimeOptions, Schema.Top>);
