@@ -9,9 +9,10 @@ import {
   type TlsOptions,
 } from "../adapters/nats/security.ts";
 import type { Clock } from "../kernel/clock.ts";
+import { decode } from "../kernel/decode.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import type { Logger } from "../kernel/logger.ts";
-import { decode, Label, number, Prefix, section, withDefault } from "../kernel/validation.ts";
+import { Label, number, Prefix, section, withDefault } from "../kernel/validation.ts";
 import {
   type ConnectionOptions,
   ConnectionShape,

@@ -1,3 +1,5 @@
+import { Schema } from "effect";
+import { decode } from "./decode.ts";
 import { PermanentBrokerError } from "./errors.ts";
 
 /**
@@ -40,26 +42,37 @@ export const initialAgentRecord = (current: string): AgentRecord => ({
   switches: 0,
 });
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
+const SkipEntryShape = Schema.Struct({ target: Schema.String, until: Schema.Number });
 
-const isSkipEntry = (value: unknown): value is SkipEntry =>
-  isObject(value) && typeof value.target === "string" && typeof value.until === "number";
+/** The stored shape; open, so a field a later writer of the same version adds is kept. */
+const AgentRecordShape = Schema.Struct({
+  v: Schema.Literal(AGENT_RECORD_VERSION),
+  current: Schema.String,
+  skips: Schema.Array(SkipEntryShape),
+  switches: Schema.Number,
+  lastSwitch: Schema.optionalKey(
+    Schema.Struct({ from: Schema.String, to: Schema.String, at: Schema.Number, reason: Schema.String }),
+  ),
+  exhausted: Schema.optionalKey(Schema.Struct({ target: Schema.String, at: Schema.Number })),
+} satisfies Record<keyof AgentRecord, Schema.Top>);
 
 /**
- * Validates a record read from storage. Persisted data outlives the code that
- * wrote it, so an unknown version fails loudly instead of being misread.
+ * Validates a record read from storage and returns it as it was read (a
+ * field it does not know is written back unchanged). Persisted data outlives
+ * the code that wrote it, so an unknown version fails loudly instead of being
+ * misread.
  */
 export const parseAgentRecord = (agentId: string, value: unknown): AgentRecord => {
-  const invalid = (why: string) =>
-    new PermanentBrokerError({
-      operation: "agents.read",
-      message: `agent record for ${agentId} is unreadable: ${why}`,
-    });
-  if (!isObject(value)) throw invalid("not an object");
-  if (value.v !== AGENT_RECORD_VERSION) throw invalid(`unsupported version ${String(value.v)}`);
-  if (typeof value.current !== "string") throw invalid("current is not a string");
-  if (!Array.isArray(value.skips) || !value.skips.every(isSkipEntry)) throw invalid("bad skip list");
-  if (typeof value.switches !== "number") throw invalid("switches is not a number");
-  return value as unknown as AgentRecord;
+  const decoded = decode(AgentRecordShape, value, "", { open: true });
+  if (decoded.ok) return value as AgentRecord;
+  const why =
+    decoded.field === ""
+      ? "not an object"
+      : decoded.field === "v"
+        ? `unsupported version ${String((value as { v?: unknown }).v)}`
+        : `${decoded.field}: ${decoded.message}`;
+  throw new PermanentBrokerError({
+    operation: "agents.read",
+    message: `agent record for ${agentId} is unreadable: ${why}`,
+  });
 };

@@ -23,6 +23,9 @@ const refusal = (value: unknown): PermanentBrokerError => {
 describe("parseAgentRecord", () => {
   it("returns a well-formed version 1 record as it is", () => {
     expect(parseAgentRecord("a", good)).toBe(good);
+    // A field a later writer adds is kept, to be written back.
+    const extended = { ...good, note: "x" };
+    expect(parseAgentRecord("a", extended)).toBe(extended);
     expect(initialAgentRecord("X")).toEqual({ v: 1, current: "X", skips: [], switches: 0 });
     expect(parseAgentRecord("a", initialAgentRecord("X"))).toEqual(initialAgentRecord("X"));
   });
@@ -33,12 +36,14 @@ describe("parseAgentRecord", () => {
       [[good], "not an object"],
       ["text", "not an object"],
       [{ ...good, v: 2 }, "unsupported version 2"],
-      [{ ...good, current: 3 }, "current is not a string"],
-      [{ ...good, skips: "B" }, "bad skip list"],
-      [{ ...good, skips: [{ target: "B" }] }, "bad skip list"],
-      [{ ...good, skips: [{ target: 1, until: 5 }] }, "bad skip list"],
-      [{ ...good, skips: [null] }, "bad skip list"],
-      [{ ...good, switches: "2" }, "switches is not a number"],
+      [{ ...good, v: 2, current: 3 }, "unsupported version 2"],
+      [{ ...good, current: 3 }, "current: expected string"],
+      [{ ...good, skips: "B" }, "skips: expected array"],
+      [{ ...good, skips: [{ target: "B" }] }, "skips[0].until: is required"],
+      [{ ...good, skips: [{ target: 1, until: 5 }] }, "skips[0].target: expected string"],
+      [{ ...good, skips: [null] }, "skips[0]: expected object"],
+      [{ ...good, switches: "2" }, "switches: expected number"],
+      [{ ...good, lastSwitch: { from: "A", to: "B", at: 1 } }, "lastSwitch.reason: is required"],
     ];
     for (const [value, why] of cases) {
       const error = refusal(value);

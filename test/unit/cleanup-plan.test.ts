@@ -82,6 +82,18 @@ describe("job record", () => {
     expect(() => decodeRecord('{"id":"j"}')).toThrow("unsupported job record version undefined");
   });
 
+  it("refuses a version 1 record with a field missing or mistyped, and keeps fields it does not know", () => {
+    const r = job("j", { status: "running" });
+    const { counts: _, ...withoutCounts } = r;
+    expect(() => decodeRecord(JSON.stringify(withoutCounts))).toThrow(
+      "job record j is unreadable: counts: is required",
+    );
+    expect(() => decodeRecord(JSON.stringify({ ...r, status: "lost" }))).toThrow(
+      "job record j is unreadable: status:",
+    );
+    expect(decodeRecord(JSON.stringify({ ...r, later: 1 }))).toEqual({ ...r, later: 1 });
+  });
+
   it("answered counts every kind of answer", () => {
     expect(answered({ done: 3, failed: 2, dead: 1 })).toBe(6);
   });

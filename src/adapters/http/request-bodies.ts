@@ -1,5 +1,5 @@
 import type { Schema } from "effect";
-import { decode } from "../../kernel/validation.ts";
+import { decode } from "../../kernel/decode.ts";
 import { requestBodies } from "./bodies.ts";
 import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
 
