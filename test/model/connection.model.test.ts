@@ -57,6 +57,13 @@ const atomicStates = (node: StateNode<never, never> = connectionMachine.root as 
 };
 const allStates = atomicStates();
 
+/** The one element of `list`; fails naming `what` when there is not exactly one. */
+const theOne = <T>(list: readonly T[], what: string): T => {
+  const [first] = list;
+  if (list.length !== 1 || first === undefined) throw new Error(`expected one ${what}, found ${list.length}`);
+  return first;
+};
+
 /** The done/error events of each invoked actor and the delayed events, read from the machine. */
 const stateNodes = (
   node: StateNode<never, never> = connectionMachine.root as never,
@@ -82,7 +89,7 @@ const failed = (src: keyof typeof invokeIds) => `xstate.error.actor.${invokeIds[
 const backoffElapsed = (() => {
   const delayed = stateNodes().flatMap((node) => node.after.map((t) => t.eventType));
   if (delayed.length !== 1) throw new Error(`expected one delayed transition, found ${delayed.join(", ")}`);
-  return delayed[0]!;
+  return theOne(delayed, "delayed transition");
 })();
 
 const E = {
@@ -192,7 +199,9 @@ const graphEdges = new Set(
 
 /** Walks the graph from the initial state along `types`; fails if one is not a transition there. */
 const walkGraph = (types: readonly string[]): ConnectionState[] => {
-  const initial = Object.values(adjacency)[0]!.state;
+  const [first] = Object.values(adjacency);
+  if (first === undefined) throw new Error("the graph has no states");
+  const initial = first.state;
   let state = initial;
   const trace = [flat(state)];
   for (const type of types) {
@@ -284,7 +293,7 @@ class FakeWorld {
   open<I, O>(list: Pending<I, O>[], what: string): Pending<I, O> {
     const open = list.filter((p) => !p.settled && !p.signal.aborted);
     expect(open, `exactly one ${what} in flight`).toHaveLength(1);
-    return open[0]!;
+    return theOne(open, `${what} in flight`);
   }
 }
 
@@ -418,9 +427,10 @@ const checkInvariants = (world: FakeWorld, now: ConnectionSnapshot, where: strin
   const online = state === "connected" || state === "reconnecting";
   expect(world.watchers.size, `${where}: a status watcher exactly while online`).toBe(online ? 1 : 0);
   if (online) {
-    expect([...world.watchers][0]!.clientId, `${where}: the watcher watches the current client`).toBe(
-      now.context.clientId,
-    );
+    expect(
+      theOne([...world.watchers], "watcher").clientId,
+      `${where}: the watcher watches the current client`,
+    ).toBe(now.context.clientId);
     expect(world.live.has(now.context.clientId!), `${where}: the current client is alive`).toBe(true);
   }
   if (state === "connected") expect(now.context.resetPending, `${where}: no reset left pending`).toBe(false);
@@ -468,8 +478,9 @@ const deliver = async (
       // Status events only ever come from the watcher of the live client.
       const watchers = [...world.watchers];
       expect(watchers, `a watcher to send ${event.type}`).toHaveLength(1);
-      if (event.type === E.closed) world.live.delete(watchers[0]!.clientId);
-      watchers[0]!.sendBack(event as ConnectionEvent);
+      const watcher = theOne(watchers, "watcher");
+      if (event.type === E.closed) world.live.delete(watcher.clientId);
+      watcher.sendBack(event as ConnectionEvent);
       break;
     }
     case E.connected: {

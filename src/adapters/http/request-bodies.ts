@@ -94,7 +94,7 @@ const heartbeatShape = forLimit(
   (maxResults) => requestBodies({ maxBatchSize: 1, maxResults }).HeartbeatRequest,
 );
 
-export const maxErrorMessageChars = 8192;
+const maxErrorMessageChars = 8192;
 
 /**
  * An error message is kept to `maxErrorMessageChars`: a worker's 10 MB stack
