@@ -26,12 +26,13 @@ export const decode = <T>(
   field: string,
   options: DecodeOptions = {},
 ): Decoded<T> => {
-  const result = Schema.decodeUnknownExit(shape)(value, {
-    onExcessProperty: options.open ? "ignore" : "error",
-    reportInput: true,
-  });
+  const onExcessProperty = options.open ? "ignore" : "error";
+  const result = Schema.decodeUnknownExit(shape)(value, { onExcessProperty });
   if (Exit.isSuccess(result)) return { ok: true, value: result.value };
-  const error = Cause.squash(result.cause);
+  // Again, keeping the inputs this time (it costs): the message names the kind of a wrong one.
+  const failed = Schema.decodeUnknownExit(shape)(value, { onExcessProperty, reportInput: true });
+  if (Exit.isSuccess(failed)) return { ok: true, value: failed.value };
+  const error = Cause.squash(failed.cause);
   if (!Schema.isSchemaError(error)) throw error;
   const { path, leaf } = firstLeaf(error.issue, []);
   return { ok: false, field: path.reduce<string>(joinPath, field), message: describe(leaf, options) };
