@@ -10,7 +10,6 @@ import {
 } from "../effects/plan-submit.ts";
 import { reapSubmits } from "../effects/reap-submits.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
-import { sleep } from "../effects/supervise-loop.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -67,25 +66,25 @@ export class Jobs {
     // Each background loop belongs to a role: a runtime without it runs none of its work, so
     // its NATS user needs none of its permissions.
     const roles = core.options.roles;
-    if (roles.has("admin")) void this.#every(options.reapIntervalMs, () => this.#reapOnce());
+    const loops = core.loops;
+    if (roles.has("admin")) loops.every("reaper", options.reapIntervalMs, () => this.#reapOnce());
     if (roles.has("supervisor")) {
-      if (options.takeOver) void this.#every(Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
-      void broker
-        .processExhausted(core.stopping, ({ jobId, index, error, countedDead }) =>
+      if (options.takeOver)
+        loops.every("takeover", Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
+      loops.run("dead-letters", (signal) =>
+        broker.processExhausted(signal, ({ jobId, index, error, countedDead }) =>
           this.#log.error(
             { jobId, index, err: error, countedDead },
             "exhausted task could not be dead-lettered; given up, not retried",
           ),
-        )
-        .catch((error) => this.#log.warn({ err: error }, "dead-letter processing failed"));
+        ),
+      );
     }
     // One record watch per runtime: an end written elsewhere (the supervisor finished, anyone
     // cancelled) reaches this runtime's actor for the job at once. Only submitters and
     // supervisors run job actors.
     if (roles.has("submitter") || roles.has("supervisor"))
-      void broker
-        .watchRecords((record) => this.#onRecord(record), core.stopping)
-        .catch((error) => this.#log.warn({ err: error }, "job record watch failed"));
+      loops.run("job-records", (signal) => broker.watchRecords((record) => this.#onRecord(record), signal));
   }
 
   #onRecord(record: JobRecord): void {
@@ -341,18 +340,6 @@ export class Jobs {
     const report = await this.reap();
     if (report.rolledBack.length + report.rolledForward.length > 0) {
       this.#log.warn({ ...report }, "reaper finished submits that died");
-    }
-  }
-
-  async #every(ms: number, pass: () => Promise<void>): Promise<void> {
-    const stopping = this.#core.stopping;
-    while (!stopping.aborted) {
-      try {
-        await pass();
-      } catch (error) {
-        if (!stopping.aborted) this.#log.debug({ err: error }, "periodic pass failed");
-      }
-      await sleep(ms, stopping);
     }
   }
 }

@@ -1,7 +1,7 @@
-import { setMaxListeners } from "node:events";
 import { classifyNatsError } from "../adapters/nats/classify-error.ts";
 import type { NatsContext } from "../adapters/nats/nats-context.ts";
 import { SupervisedConnection } from "../adapters/nats/supervised-connection.ts";
+import { LoopGroup } from "../effects/loop-group.ts";
 import { runOperationPromise } from "../effects/run-operation.ts";
 import { realClock } from "../kernel/clock.ts";
 import { ConnectionUnavailable } from "../kernel/errors.ts";
@@ -18,6 +18,8 @@ export interface RuntimeCore extends NatsContext {
   readonly options: ResolvedOptions;
   readonly connection: SupervisedConnection;
   readonly inspect: RuntimeInspector | undefined;
+  /** The runtime's background loops; `stop()` ends them and waits for them. Its signal is `stopping`. */
+  readonly loops: LoopGroup;
 }
 
 export const createRuntimeCore = async (
@@ -30,10 +32,8 @@ export const createRuntimeCore = async (
   const log = childLogger(logger, { actor: "runtime" });
   const inspect = await createInspector(options.inspect, log);
   const connection = new SupervisedConnection(resolved, logger, inspect?.inspect);
-  const stopping = new AbortController();
-  // Every operation in flight listens to it (and lets go when it ends): a busy
-  // runtime has hundreds, which is not the leak Node's default limit of 10 warns about.
-  setMaxListeners(0, stopping.signal);
+  // Every loop and every operation in flight listens to its signal, `stopping`.
+  const loops = new LoopGroup(log);
   // An in-memory runtime has no NATS: its connection actor stays `idle`.
   if (connect) connection.start();
   return {
@@ -42,11 +42,10 @@ export const createRuntimeCore = async (
     logger,
     connection,
     inspect,
-    stopping: stopping.signal,
+    loops,
+    stopping: loops.signal,
     run: (name, op, runOptions = {}) => {
-      const signal = runOptions.signal
-        ? AbortSignal.any([runOptions.signal, stopping.signal])
-        : stopping.signal;
+      const signal = runOptions.signal ? AbortSignal.any([runOptions.signal, loops.signal]) : loops.signal;
       return runOperationPromise(connection, op, classifyNatsError, {
         name,
         timeoutMs: runOptions.timeoutMs ?? resolved.connection.operationTimeoutMs,
@@ -58,9 +57,9 @@ export const createRuntimeCore = async (
           : error;
       });
     },
-    /** Aborts every loop, drains the connection, stops the inspector. */
+    /** Ends every loop (and waits for them), drains the connection, stops the inspector. */
     stop: async () => {
-      stopping.abort();
+      await loops.close();
       await connection.stop();
       await inspect?.stop();
       log.info({ runtime: resolved.name }, "runtime stopped");

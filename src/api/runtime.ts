@@ -6,7 +6,6 @@ import { describeServer } from "../adapters/nats/describe-server.ts";
 import { supervisedAgentStore } from "../adapters/nats/kv-agent-store.ts";
 import { createNatsBroker, type NatsBroker } from "../adapters/nats/nats-broker.ts";
 import type { ConnectionHandle } from "../adapters/nats/supervised-connection.ts";
-import { sleep } from "../effects/supervise-loop.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { childLogger, type Logger, silentLogger } from "../kernel/logger.ts";
 import { check, checkCleanupOptions, SubjectToken } from "../kernel/validation.ts";
@@ -101,7 +100,8 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
           supervisedAgentStore(core, nats?.jetstream)
         : memoryAgentStore(),
   });
-  if (nats) void describeServer(core, nats.jetstream.replicas.wanted);
+  // A log line about the server, once: in the loop group so that stop() waits for it too.
+  if (nats) core.loops.run("describe-server", () => describeServer(core, nats.jetstream.replicas.wanted));
   const workers = new Set<Worker>();
   let stopped: Promise<void> | undefined;
   const runtime: Runtime = {
@@ -152,7 +152,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
   };
   runtimeParts.set(runtime, { core, broker, jobs });
   if (jobOptions.cleanupIntervalMs > 0 && core.options.roles.has("admin"))
-    void cleanupPeriodically(core, runtime, jobOptions.cleanupIntervalMs);
+    core.loops.every("cleanup", jobOptions.cleanupIntervalMs, cleanupPass(core, runtime), "later");
   return runtime;
 };
 
@@ -163,19 +163,13 @@ const checkQueues = (queues: unknown): string[] => {
 };
 
 /** Every admin runtime cleans up now and then; the operations are idempotent, so several may. */
-const cleanupPeriodically = async (core: RuntimeCore, runtime: Runtime, everyMs: number) => {
+const cleanupPass = (core: RuntimeCore, runtime: Runtime) => {
   const log = childLogger(core.logger, { actor: "reaper" });
-  for (;;) {
-    await sleep(everyMs, core.stopping);
-    if (core.stopping.aborted) return;
-    try {
-      const report = await runtime.admin.cleanup();
-      const removed = Object.values(report).filter((v) => Array.isArray(v) && v.length > 0);
-      if (removed.length > 0) log.info({ ...report }, "cleaned up finished and abandoned jobs");
-    } catch (error) {
-      if (!core.stopping.aborted) log.debug({ err: error }, "cleanup pass failed");
-    }
-  }
+  return async () => {
+    const report = await runtime.admin.cleanup();
+    const removed = Object.values(report).filter((v) => Array.isArray(v) && v.length > 0);
+    if (removed.length > 0) log.info({ ...report }, "cleaned up finished and abandoned jobs");
+  };
 };
 
 /** What `createHttpApi(rt)` and other add-ons need of a runtime beyond its public face. */

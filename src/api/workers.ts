@@ -22,7 +22,7 @@ export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./wo
  * answer path it shares with the HTTP API).
  */
 export const startWorker = <Payload, Result>(
-  core: Pick<RuntimeCore, "logger" | "stopping">,
+  core: Pick<RuntimeCore, "logger" | "stopping" | "loops">,
   broker: Broker,
   agents: WorkerAgents,
   options: WorkerOptions<Payload, Result>,
@@ -235,20 +235,23 @@ export const startWorker = <Payload, Result>(
     const job: ActiveJob = { record, ended: new AbortController(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
     log.info({ jobId: record.id }, "pulling tasks of job");
-    void payloadKnown
-      .then(() =>
-        broker.consumeTasks(
-          record.queue,
-          record.id,
-          Math.min(concurrency, 256),
-          (m) => onTask(m, job),
-          AbortSignal.any([pulling, job.ended.signal]),
-        ),
-      )
-      .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
-      .finally(() => {
-        if (jobs.get(record.id) === job) jobs.delete(record.id);
-      });
+    // A fiber of the runtime's loops: rt.stop() waits for it (it ends once `pulling` aborts).
+    core.loops.run(`tasks:${record.id}`, () =>
+      payloadKnown
+        .then(() =>
+          broker.consumeTasks(
+            record.queue,
+            record.id,
+            Math.min(concurrency, 256),
+            (m) => onTask(m, job),
+            AbortSignal.any([pulling, job.ended.signal]),
+          ),
+        )
+        .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
+        .finally(() => {
+          if (jobs.get(record.id) === job) jobs.delete(record.id);
+        }),
+    );
   };
 
   const onRecord = (record: JobRecord) => {
@@ -267,7 +270,9 @@ export const startWorker = <Payload, Result>(
     }
   };
 
-  void broker.watchRecords(onRecord, pulling).catch((error) => log.warn({ err: error }, "job watch failed"));
+  core.loops.run(`worker-jobs:${id}`, () =>
+    broker.watchRecords(onRecord, pulling).catch((error) => log.warn({ err: error }, "job watch failed")),
+  );
 
   let stopped: Promise<void> | undefined;
   return {

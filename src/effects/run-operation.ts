@@ -1,4 +1,4 @@
-import { Duration, Effect, Schedule } from "effect";
+import { Effect } from "effect";
 import {
   type BrokerError,
   ConnectionUnavailable,
@@ -6,6 +6,7 @@ import {
   OperationTimeout,
   RuntimeStopped,
 } from "../kernel/errors.ts";
+import { defaultRetry, type RetryPolicy, retryWith } from "./retry.ts";
 
 /**
  * What an operation needs from the connection actor: the current client once
@@ -20,16 +21,7 @@ export interface ConnectionPort<C> {
   whenConnected(signal: AbortSignal): Promise<C>;
 }
 
-export interface RetryPolicy {
-  /** Total attempts, the first included (default 3). */
-  readonly attempts: number;
-  /** First retry delay; each next one doubles (default 500 ms → 0.5 s, 1 s). */
-  readonly initialDelayMs: number;
-  /** Longest pause between two attempts (default: no cap), for retries bounded by the deadline. */
-  readonly maxDelayMs?: number;
-}
-
-export const defaultRetry: RetryPolicy = { attempts: 3, initialDelayMs: 500 };
+export type { RetryPolicy } from "./retry.ts";
 
 export interface OperationOptions {
   /** For errors and logs, e.g. `publish`, `kv.update`. */
@@ -74,22 +66,8 @@ export const runOperation = <C, A>(
       catch: (error) => classify(error, options.name),
     });
   });
-  const doubling = Schedule.exponential(`${retry.initialDelayMs} millis`, 2);
-  const maxDelay = retry.maxDelayMs;
-  const schedule =
-    maxDelay === undefined
-      ? doubling
-      : doubling.pipe(
-          Schedule.modifyDelay(({ duration }) =>
-            Effect.succeed(Duration.min(duration, Duration.millis(maxDelay))),
-          ),
-        );
   return attempt.pipe(
-    Effect.retry({
-      schedule,
-      times: Math.max(0, retry.attempts - 1),
-      while: (error) => isTransient(error),
-    }),
+    retryWith<BrokerError | RuntimeStopped>(retry, isTransient),
     Effect.timeoutOrElse({
       duration: `${options.timeoutMs} millis`,
       orElse: () =>

@@ -1,4 +1,7 @@
+import { Effect } from "effect";
 import type { Logger } from "../kernel/logger.ts";
+import { untilSettled } from "./loop-group.ts";
+import { backoffSchedule } from "./retry.ts";
 import type { ConnectionPort } from "./run-operation.ts";
 
 export interface LoopOptions {
@@ -9,12 +12,24 @@ export interface LoopOptions {
   readonly maxPauseMs?: number;
 }
 
+/** A body that ran longer than this was working: it starts again after the base pause. */
+const longRunMs = 5000;
+
+/** A round that ended within `longRunMs`: the next start waits longer (`Effect.retry`'s schedule). */
+class EndedQuickly {
+  readonly _tag = "EndedQuickly";
+}
+
 /**
  * Keeps a consume loop alive. Pull consumers are known to stop silently after
  * a reconnect or a server restart, so every loop runs under this: when its
  * body returns or throws (iterator ended, client replaced, consumer gone), it
  * waits for `connected` and starts the body again on the current client.
- * The body returns `"done"` to end supervision for good.
+ * The body returns `"done"` to end supervision for good. A body that keeps
+ * ending quickly is started again after pauses from `backoffSchedule`
+ * (2·pauseMs, doubling, capped at maxPauseMs); one that ran for a while,
+ * after `pauseMs`. Aborting `signal` interrupts the pause at once and waits
+ * for a running body to return.
  */
 export const superviseLoop = async <C>(
   port: ConnectionPort<C>,
@@ -22,27 +37,41 @@ export const superviseLoop = async <C>(
   signal: AbortSignal,
   options: LoopOptions,
 ): Promise<void> => {
+  if (signal.aborted) return;
   const base = options.pauseMs ?? 100;
-  let pause = base;
-  while (!signal.aborted) {
+  const round = async (): Promise<"stop" | "long" | "quick"> => {
     let client: C;
     try {
       client = await port.whenConnected(signal);
     } catch {
-      return; // stopped
+      // It rejects only when the runtime stops or `signal` aborts: the loop's end, not a failure.
+      return "stop";
     }
     const started = Date.now();
     try {
-      if ((await body(client, signal)) === "done") return;
-      if (!signal.aborted) options.log.debug({ loop: options.name }, "loop ended; restarting");
+      if ((await body(client, signal)) === "done" || signal.aborted) return "stop";
+      options.log.debug({ loop: options.name }, "loop ended; restarting");
     } catch (error) {
-      if (signal.aborted) return;
+      if (signal.aborted) return "stop";
       options.log.warn({ loop: options.name, err: error }, "loop failed; restarting");
     }
-    // A loop that ran for a while starts again quickly; one that keeps failing backs off.
-    pause = Date.now() - started > 5000 ? base : Math.min(pause * 2, options.maxPauseMs ?? 5000);
-    await sleep(pause, signal);
-  }
+    return Date.now() - started > longRunMs ? "long" : "quick";
+  };
+  // The body's own signal is `signal`: the round's controller is left alone.
+  const rounds = untilSettled(round).pipe(
+    Effect.flatMap((ended) => (ended === "quick" ? Effect.fail(new EndedQuickly()) : Effect.succeed(ended))),
+    Effect.retry({
+      schedule: backoffSchedule({ initialMs: base * 2, maxMs: options.maxPauseMs ?? 5000 }),
+      while: (error) => error instanceof EndedQuickly,
+    }),
+  );
+  const supervised = Effect.gen(function* () {
+    while ((yield* rounds) === "long") yield* Effect.sleep(`${base} millis`);
+  });
+  await Effect.runPromise(supervised, { signal }).catch((error: unknown) => {
+    // Aborted: the interruption is the loop's end. Anything else is a bug to see.
+    if (!signal.aborted) throw error;
+  });
 };
 
 export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>

@@ -1,0 +1,100 @@
+import { setMaxListeners } from "node:events";
+import { Effect, Exit, Schedule, Scope } from "effect";
+import type { Logger } from "../kernel/logger.ts";
+
+/**
+ * A promise-returning function as an effect whose interruption waits for the
+ * promise to settle: on interrupt, `signal` aborts and the fiber ends only
+ * once the function has returned. (`Effect.tryPromise` lets go at once, which
+ * would let `stop()` return while a loop still runs.)
+ */
+export const untilSettled = <A>(
+  run: (signal: AbortSignal) => Promise<A>,
+  controller = new AbortController(),
+): Effect.Effect<A, unknown> =>
+  Effect.callback<A, unknown>((resume) => {
+    const running = run(controller.signal);
+    running.then(
+      (value) => resume(Effect.succeed(value)),
+      (error: unknown) => resume(Effect.fail(error)),
+    );
+    return Effect.promise(async () => {
+      controller.abort();
+      // Its failure after the abort is the interruption's, not news: the fiber is ending anyway.
+      await running.catch(() => undefined);
+    });
+  });
+
+/**
+ * The runtime's background loops (record watch, reaper, takeover, dead
+ * letters, cleanup, a worker's pull loops) as fibers of one Effect `Scope`.
+ * Each loop listens to `signal`; `close()` aborts it, interrupts every fiber
+ * and resolves only once every loop has ended: after `rt.stop()` no loop body
+ * runs again and no timer of theirs is pending.
+ */
+export class LoopGroup {
+  readonly #controller: AbortController;
+  readonly #scope = Effect.runSync(Scope.make());
+  readonly #log: Logger;
+  #closed: Promise<void> | undefined;
+
+  constructor(log: Logger, controller = new AbortController()) {
+    this.#log = log;
+    this.#controller = controller;
+    // Every loop and every operation in flight listens to it: many listeners, no leak.
+    setMaxListeners(0, controller.signal);
+  }
+
+  /** Aborted by `close()`: every loop and operation of the group listens to it. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /**
+   * Runs `loop` until it returns or the group closes (then its signal aborts
+   * and `close()` waits for it). A loop that throws is logged (it is not
+   * started again: loops that must survive failures run under `superviseLoop`).
+   */
+  run(name: string, loop: (signal: AbortSignal) => Promise<unknown>): void {
+    this.#fork(
+      untilSettled(() => loop(this.signal)).pipe(
+        Effect.catch((error) =>
+          Effect.sync(() => {
+            if (!this.signal.aborted) this.#log.warn({ loop: name, err: error }, "loop failed");
+          }),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Runs `pass` every `everyMs` (the pause counted from the end of the last
+   * pass), first at once or after one pause. A failed pass is logged and the
+   * next one runs on time.
+   */
+  every(name: string, everyMs: number, pass: () => Promise<void>, first: "now" | "later" = "now"): void {
+    const once = untilSettled(pass).pipe(
+      Effect.catch((error) =>
+        Effect.sync(() => {
+          if (!this.signal.aborted) this.#log.debug({ loop: name, err: error }, "periodic pass failed");
+        }),
+      ),
+    );
+    const repeated = once.pipe(Effect.repeat(Schedule.spaced(`${everyMs} millis`)));
+    this.#fork(first === "now" ? repeated : Effect.andThen(Effect.sleep(`${everyMs} millis`), repeated));
+  }
+
+  #fork(loop: Effect.Effect<unknown>): void {
+    if (this.signal.aborted) return;
+    Effect.runFork(Effect.forkIn(loop, this.#scope));
+  }
+
+  /** Aborts the signal, interrupts every loop and resolves once all have ended. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      this.#controller.abort();
+      await Effect.runPromise(Scope.close(this.#scope, Exit.void));
+    })();
+    return this.#closed;
+  }
+}

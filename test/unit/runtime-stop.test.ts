@@ -1,0 +1,90 @@
+/**
+ * `rt.stop()` ends every background loop of the runtime (record watch,
+ * reaper, takeover, dead letters, cleanup, a worker's pull loops) and waits
+ * for each to return: once it resolves no loop body runs again and none of
+ * their timers is pending. The loops are observed at the broker port.
+ */
+import { describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { delay } from "../harness/wait.ts";
+
+/** Pending timers (Node's `Timeout` resources) right now. */
+const pendingTimers = () => process.getActiveResourcesInfo().filter((name) => name === "Timeout").length;
+
+/**
+ * The memory broker, each call counted; its long-running loops (record
+ * watches, dead-letter processing) end only when the test lets them, some
+ * time after their signal aborted (as a NATS loop closing its consumer does).
+ */
+const slowToEndBroker = () => {
+  const inner = createMemoryBroker({ prefix: "jetstate" });
+  const calls = new Map<string, number>();
+  /** The loops that run, each with the function that lets it end once its signal aborted. */
+  const running = new Map<string, () => void>();
+  const endsWhenLet = (name: string, signal: AbortSignal) =>
+    new Promise<void>((resolve) => {
+      running.set(name, () => {
+        expect(signal.aborted).toBe(true);
+        running.delete(name);
+        resolve();
+      });
+    });
+  const broker = new Proxy(inner, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== "function" || typeof key !== "string") return value;
+      return (...args: unknown[]) => {
+        calls.set(key, (calls.get(key) ?? 0) + 1);
+        const n = calls.get(key);
+        if (key === "watchRecords") return endsWhenLet(`watch${n}`, args[1] as AbortSignal);
+        if (key === "processExhausted") return endsWhenLet(`dead${n}`, args[0] as AbortSignal);
+        return value.apply(target, args);
+      };
+    },
+  }) as Broker;
+  return { broker, calls, running };
+};
+
+describe("rt.stop()", () => {
+  // watch1: the runtime's record watch; watch2: the worker's; dead1: the dead-letter processing.
+  // Each in turn is the last to end: stop() must wait for that one too.
+  it.each(["watch1", "watch2", "dead1"])(
+    "ends every background loop and waits for each (%s last): no loop body runs afterwards, no timer is left",
+    async (last) => {
+      const timersBefore = pendingTimers();
+      const { broker, calls, running } = slowToEndBroker();
+      const rt = await createRuntime({
+        broker,
+        logger: silentLogger(),
+        jobs: { reapIntervalMs: 5, cleanupIntervalMs: 5, leaseMs: 20 },
+      });
+      rt.workers.start({ queue: "q", handler: async () => "ok" });
+      await delay(60);
+      // Every loop ran: the reaper and the takeover list records, the cleanup cleans up.
+      expect(calls.get("listRecords") ?? 0).toBeGreaterThan(2);
+      expect(calls.get("cleanup") ?? 0).toBeGreaterThan(1);
+      expect([...running.keys()].sort()).toEqual(["dead1", "watch1", "watch2"]);
+
+      let stopped = false;
+      const stopping = rt.stop().then(() => {
+        stopped = true;
+      });
+      for (const name of ["watch1", "watch2", "dead1"].filter((n) => n !== last)) {
+        await delay(20);
+        running.get(name)?.();
+      }
+      await delay(20);
+      expect(stopped).toBe(false);
+      running.get(last)?.();
+      await stopping;
+      expect(running.size).toBe(0);
+      const after = new Map(calls);
+      expect(pendingTimers()).toBeLessThanOrEqual(timersBefore);
+      await delay(50);
+      expect(calls).toEqual(after);
+    },
+  );
+});
