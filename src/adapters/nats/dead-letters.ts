@@ -16,8 +16,9 @@ import { decodeTask, encodeDeadResult, type TaskBody } from "../../kernel/wire.t
 import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
 import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
-import { isConsumerGone, type NatsJobBroker, pullLoop } from "./job-broker.ts";
+import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
+import { isConsumerGone, pullLoop } from "./pull-loops.ts";
 import { deadLettersConsumer } from "./queue-streams.ts";
 import { ensureStream, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
 

@@ -4,7 +4,6 @@ import {
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
-  type JsMsg,
   jetstream,
   jetstreamManager,
   RetentionPolicy,
@@ -34,36 +33,6 @@ export interface BrokerSettings {
   /** How long results (and so `job.results()`) and captured advisories are kept (default 7 days). */
   readonly retentionMs: number;
 }
-
-/**
- * How jetstate's pull loops (a worker's tasks, a job's results feed, a
- * queue's advisories, the job-record watch) notice that their consumer is
- * lost: a new leader elected elsewhere, the consumer or its stream deleted,
- * a server back with an empty store. nats.js counts two missed idle
- * heartbeats, then looks the consumer up; with `abort_on_missing_resource`
- * a consumer or stream that is gone ends the loop, and `superviseLoop`
- * starts it again (or the loop says "gone"). With nats.js's defaults (30 s
- * expiry, a heartbeat every 15 s, 30 s between failed look-ups) that took
- * 30–45 s; with these a lost consumer is noticed in ~2 s, and a failed
- * look-up (no leader yet) is tried again every few seconds. The cost is an
- * idle loop's heartbeat every second and a pull request every 3 s; the hot
- * path's pulls are sized by `max_messages`, not by the expiry (`npm run bench`).
- */
-export const pullLoop = { expires: 3000, idle_heartbeat: 1000, abort_on_missing_resource: true } as const;
-
-/** How long a task loop may have nothing before it checks that it still has a pull at its consumer. */
-export const stuckCheckMs = 5000;
-
-/** A pull loop's end because its consumer or stream is gone (deleted, or lost with the server's store). */
-export const isConsumerGone = (error: unknown): boolean => {
-  if (isNotFound(error)) return true;
-  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-  return code === 409 && typeof message === "string" && /(consumer|stream) deleted/.test(message);
-};
-
-/** JetStream "stream not found": the stream itself is gone, not just a consumer. */
-export const isStreamGone = (error: unknown): boolean =>
-  error instanceof JetStreamApiError && error.code === 10059;
 
 /**
  * JetStream and KV operations of the job protocol. Each public method is one
@@ -210,43 +179,6 @@ export class NatsJobBroker {
     });
   }
 
-  /**
-   * Calls `onRecord` with every current record, then with every change, until
-   * the client or signal ends. Not `kv.watch()`: its ordered consumer, once
-   * the bucket is lost (a server back with an empty store), waits for the
-   * bucket to come back and then goes on from the old sequence, skipping
-   * every record written to the new bucket. This one ends instead when its
-   * stream or consumer is gone (`pullLoop`), and the next one reads from the
-   * start again.
-   */
-  async watchRecords(nc: NatsConnection, onRecord: (record: JobRecord) => void, signal: AbortSignal) {
-    const { js } = await this.handles(nc);
-    const bucket = `KV_${this.names.jobsBucket}`;
-    try {
-      const consumer = await js.consumers.get(bucket, {
-        // One subject as a string: a list needs nats-server 2.10.
-        filter_subjects: `$KV.${this.names.jobsBucket}.>`,
-        deliver_policy: DeliverPolicy.LastPerSubject,
-      });
-      const messages = await consumer.consume({ ...pullLoop });
-      const stop = () => void messages.close();
-      signal.addEventListener("abort", stop, { once: true });
-      void nc.closed().then(stop);
-      try {
-        for await (const m of messages) {
-          // A deleted or purged key is a marker without a record.
-          const operation = m.headers?.get("KV-Operation");
-          if (operation === "DEL" || operation === "PURGE" || m.data.length === 0) continue;
-          onRecord(decodeRecord(m.string()));
-        }
-      } finally {
-        signal.removeEventListener("abort", stop);
-      }
-    } catch (error) {
-      throw this.setups.afterFailure(nc, error, "job.record.watch");
-    }
-  }
-
   // ---- tasks ----
 
   /**
@@ -380,131 +312,6 @@ export class NatsJobBroker {
       // Bounded by the budget, not by a count.
       retry: { attempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 100, maxDelayMs: 1000 },
     });
-  }
-
-  /**
-   * Reads the job's results from stream sequence `fromSeq` on with a
-   * throw-away consumer (no acks), until the client closes or `signal` aborts.
-   */
-  async readResults(
-    nc: NatsConnection,
-    queue: string,
-    jobId: string,
-    fromSeq: number,
-    onMessage: (body: Uint8Array, seq: number, pending: number) => void,
-    signal: AbortSignal,
-    /** Called at once when there is nothing to read yet. */
-    onCaughtUp?: () => void,
-  ): Promise<void> {
-    const { js, jsm } = await this.handles(nc).catch((error) =>
-      Promise.reject(this.setups.afterFailure(nc, error, "job.results.read")),
-    );
-    const info = await jsm.consumers.add(this.names.resultsStream, {
-      filter_subject: this.names.resultsSubject(queue, jobId),
-      ack_policy: AckPolicy.None,
-      deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
-      ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
-      inactive_threshold: nanos(60_000),
-    });
-    if (info.num_pending === 0) onCaughtUp?.();
-    const consumer = await js.consumers.get(this.names.resultsStream, info.name);
-    const messages = await consumer.consume({ max_messages: 256, ...pullLoop });
-    const stop = () => void messages.close();
-    signal.addEventListener("abort", stop, { once: true });
-    void nc.closed().then(stop);
-    try {
-      for await (const m of messages) onMessage(m.data, m.seq, m.info.pending);
-    } catch (error) {
-      throw this.setups.afterFailure(nc, error, "job.results.read");
-    } finally {
-      signal.removeEventListener("abort", stop);
-      jsm.consumers.delete(this.names.resultsStream, info.name).catch(() => undefined);
-    }
-  }
-
-  /**
-   * Delivers the job's tasks to `onTask` until the consumer is deleted (the
-   * job finished or was cancelled: returns "gone"), the client closes or
-   * `signal` aborts. `maxMessages` bounds the leases held but not yet started.
-   */
-  async consumeTasks(
-    nc: NatsConnection,
-    queue: string,
-    jobId: string,
-    maxMessages: number,
-    onTask: (msg: JsMsg) => void | Promise<void>,
-    signal: AbortSignal,
-  ): Promise<"gone" | "ended"> {
-    const { js } = await this.queueHandles(nc, queue);
-    let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
-    try {
-      consumer = await js.consumers.get(this.names.tasksStream(queue), jobId);
-    } catch (error) {
-      if (isStreamGone(error)) this.setups.forget(nc);
-      if (isNotFound(error)) return "gone";
-      throw error;
-    }
-    // Refill when half the leases are used, in pulls of half the window
-    // (nats.js: at a quarter, pulls of a quarter): half the pull requests for
-    // the same bound on leases held. With 50 leases the consume phase took
-    // 8-23 % less time with a CPU hog running, the same without (bench/README.md).
-    const messages = await consumer.consume({
-      max_messages: maxMessages,
-      threshold_messages: Math.max(1, Math.floor(maxMessages / 2)),
-      ...pullLoop,
-    });
-    const stop = () => void messages.close();
-    signal.addEventListener("abort", stop, { once: true });
-    void nc.closed().then(stop);
-    const idle = { since: Date.now(), busy: false };
-    const watchdog = setInterval(() => this.#restartIfNotPulling(consumer, jobId, idle, stop), stuckCheckMs);
-    try {
-      for await (const m of messages) {
-        idle.busy = true; // waiting for a free slot is not being stuck
-        await onTask(m);
-        idle.since = Date.now();
-        idle.busy = false;
-      }
-    } catch (error) {
-      // The job's consumer deleted (the job ended) or lost with its stream: nothing left to pull.
-      if (!isConsumerGone(error)) throw error;
-      if (isStreamGone(error)) this.setups.forget(nc);
-      return "gone";
-    } finally {
-      clearInterval(watchdog);
-      signal.removeEventListener("abort", stop);
-    }
-    return "ended";
-  }
-
-  /**
-   * Ends a task loop that has had nothing for `stuckCheckMs` while its job's
-   * tasks wait and no pull at all is registered at the consumer: its pulls
-   * were lost (the consumer's leader moved) and nats.js did not notice. Seen
-   * in the chaos suite: a node killed, every worker still running, the job
-   * stalled for good with "4 tasks wait, 0 held". The loop's supervisor
-   * starts it again, with a new pull. Nothing happens while messages flow or
-   * the loop waits for a free slot (a busy worker does not pull).
-   */
-  #restartIfNotPulling(
-    consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>,
-    jobId: string,
-    idle: { since: number; busy: boolean },
-    restart: () => void,
-  ): void {
-    if (idle.busy || Date.now() - idle.since < stuckCheckMs) return;
-    consumer.info().then(
-      (info) => {
-        if (info.num_pending === 0 || info.num_waiting > 0) return;
-        this.#core.logger.warn(
-          { jobId, waiting: info.num_pending, held: info.num_ack_pending },
-          "task loop has no pull at its consumer while tasks wait; pulling again",
-        );
-        restart();
-      },
-      // No answer (an election going on): the consume's own heartbeats handle that.
-      (error) => this.#core.logger.debug({ jobId, err: error }, "task loop check failed"),
-    );
   }
 }
 

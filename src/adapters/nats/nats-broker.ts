@@ -9,6 +9,7 @@ import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import type { NatsContext } from "./nats-context.ts";
+import { consumeTasks, readResults, watchRecords } from "./pull-loops.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
@@ -86,7 +87,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     deleteRecord: (id, revision) => js.deleteRecord(id, revision),
     listRecords: () => js.listRecords(),
     watchRecords: (onRecord, signal) =>
-      superviseLoop(port, (nc, s) => js.watchRecords(nc, onRecord, s), signal, { name: "job-records", log }),
+      superviseLoop(port, (nc, s) => watchRecords(js, nc, onRecord, s), signal, { name: "job-records", log }),
 
     publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
@@ -99,13 +100,15 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await superviseLoop(
         port,
         async (nc, s) => {
-          const end = await js.consumeTasks(
+          const end = await consumeTasks(
+            js,
             nc,
             queue,
             jobId,
             maxMessages,
             (m) => onTask(new JsTaskLease(m)),
             s,
+            core.logger,
           );
           // While a consumer's leader is being elected the server may say it is not found: the
           // record says whether the job really ended (an end or a cancel is written before its
@@ -128,7 +131,8 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       return superviseLoop(
         port,
         (nc, s) =>
-          js.readResults(
+          readResults(
+            js,
             nc,
             queue,
             jobId,
@@ -138,6 +142,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
               onMessage(decoder.decode(data), pending);
             },
             s,
+            log,
             onCaughtUp,
           ),
         signal,
