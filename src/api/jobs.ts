@@ -92,6 +92,7 @@ export class Jobs {
     if (!local) return;
     void local.then(
       (supervised) => supervised.started.onRecord(record),
+      // A submit that failed has no actor to tell; its error went to its submitter.
       () => undefined,
     );
   }
@@ -132,6 +133,7 @@ export class Jobs {
     }
     const created = this.#start(plan.record, undefined, plan.bodies);
     this.#jobs.set(plan.record.id, created);
+    // Its error reaches the caller through the await below; here it only frees the id.
     created.catch(() => this.#jobs.delete(plan.record.id));
     return (await created).handle as JobHandle<Result>;
   }
@@ -254,7 +256,12 @@ export class Jobs {
     requireRole(this.#core.options.roles, "admin", "rt.jobs.reap()");
     const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs);
     // A rolled-back submit has no supervisor: free its lease for a resubmit at once.
-    for (const id of report.rolledBack) await this.#broker.leases.remove(id).catch(() => undefined);
+    for (const id of report.rolledBack)
+      await this.#broker.leases
+        .remove(id)
+        .catch((error: unknown) =>
+          this.#log.debug({ jobId: id, err: error }, "lease of a rolled-back submit not removed; it expires"),
+        );
     return report;
   }
 
@@ -279,6 +286,7 @@ export class Jobs {
         };
         // The key named a job another submit (maybe another runtime's) committed: supervise or
         // watch that one, as recorded, not a job of this request's tasks.
+        // Never rejects: it resolves only when the key named a committed job.
         void started.existing.then((record) => {
           sub.unsubscribe();
           resolve(record);
@@ -306,6 +314,7 @@ export class Jobs {
   async #watching(id: string): Promise<boolean> {
     const local = this.#jobs.get(id);
     if (!local) return false;
+    // A submit that failed watches nothing; its error went to its submitter.
     const supervised = await local.catch(() => undefined);
     return supervised?.handle.actor.getSnapshot().status === "active";
   }
@@ -324,7 +333,11 @@ export class Jobs {
       if (await this.#watching(listed.id)) continue;
       // The list is older than the lease: a supervisor that finished (or a cancel) in between
       // released the lease, and a job adopted from the stale record would be watched forever.
-      const found = await this.#broker.getRecord(listed.id).catch(() => undefined);
+      const found = await this.#broker.getRecord(listed.id).catch((error: unknown) => {
+        // Not read: the lease is given back below and the next pass tries again.
+        this.#log.debug({ jobId: listed.id, err: error }, "record of an orphan not read; not taken over now");
+        return undefined;
+      });
       if (await this.#watching(listed.id)) continue;
       if (!found || isFinal(found.record.status)) {
         await this.#broker.leases.release(listed.id);

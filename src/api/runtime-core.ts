@@ -22,6 +22,9 @@ export interface RuntimeCore extends NatsContext {
   readonly loops: LoopGroup;
 }
 
+/** How long stop() waits for the loops before it closes the connection under them. */
+const loopsStopWaitMs = 10_000;
+
 export const createRuntimeCore = async (
   options: RuntimeOptions = {},
   { connect = true }: { connect?: boolean } = {},
@@ -59,8 +62,21 @@ export const createRuntimeCore = async (
     },
     /** Ends every loop (and waits for them), drains the connection, stops the inspector. */
     stop: async () => {
-      await loops.close();
+      const ended = loops.close();
+      // A loop that does not heed its signal must not keep the runtime from stopping: closing
+      // the client (below) ends every pull loop, so it is waited for once more after that.
+      const timer = { id: undefined as NodeJS.Timeout | undefined };
+      const late = await Promise.race([
+        ended.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer.id = setTimeout(() => resolve(true), loopsStopWaitMs);
+        }),
+      ]);
+      clearTimeout(timer.id);
+      if (late)
+        log.warn({ loops: loops.running() }, "loops still running after stop; closing the connection");
       await connection.stop();
+      await ended;
       await inspect?.stop();
       log.info({ runtime: resolved.name }, "runtime stopped");
     },

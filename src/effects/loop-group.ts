@@ -36,6 +36,8 @@ export class LoopGroup {
   readonly #controller: AbortController;
   readonly #scope = Effect.runSync(Scope.make());
   readonly #log: Logger;
+  /** Names of the loops running now, for the log line of a stop that waits too long. */
+  readonly #running = new Map<string, number>();
   #closed: Promise<void> | undefined;
 
   constructor(log: Logger, controller = new AbortController()) {
@@ -57,6 +59,7 @@ export class LoopGroup {
    */
   run(name: string, loop: (signal: AbortSignal) => Promise<unknown>): void {
     this.#fork(
+      name,
       untilSettled(() => loop(this.signal)).pipe(
         Effect.catch((error) =>
           Effect.sync(() => {
@@ -81,12 +84,29 @@ export class LoopGroup {
       ),
     );
     const repeated = once.pipe(Effect.repeat(Schedule.spaced(`${everyMs} millis`)));
-    this.#fork(first === "now" ? repeated : Effect.andThen(Effect.sleep(`${everyMs} millis`), repeated));
+    this.#fork(
+      name,
+      first === "now" ? repeated : Effect.andThen(Effect.sleep(`${everyMs} millis`), repeated),
+    );
   }
 
-  #fork(loop: Effect.Effect<unknown>): void {
+  #fork(name: string, loop: Effect.Effect<unknown>): void {
     if (this.signal.aborted) return;
-    Effect.runFork(Effect.forkIn(loop, this.#scope));
+    this.#running.set(name, (this.#running.get(name) ?? 0) + 1);
+    const counted = Effect.ensuring(
+      loop,
+      Effect.sync(() => {
+        const left = (this.#running.get(name) ?? 1) - 1;
+        if (left > 0) this.#running.set(name, left);
+        else this.#running.delete(name);
+      }),
+    );
+    Effect.runFork(Effect.forkIn(counted, this.#scope));
+  }
+
+  /** The loops running now, by name. */
+  running(): string[] {
+    return [...this.#running.keys()];
   }
 
   /** Aborts the signal, interrupts every loop and resolves once all have ended. */

@@ -133,6 +133,7 @@ export class ResultBatcher<S extends Settle = Settle> {
       },
     );
     this.#inFlight.add(sent);
+    // `sent` never rejects (both outcomes are settled above); flush() awaits what is in flight.
     void sent.finally(() => this.#inFlight.delete(sent));
   }
 }

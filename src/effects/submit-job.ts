@@ -65,7 +65,8 @@ export const submitJob = async (port: JobPort, input: SubmitInput): Promise<Subm
     };
     revision = await port.updateRecord(committed, revision);
     await hooks?.afterStep?.(SubmitStep.recordCommitted);
-    // Only now may the rest of the system hear of the job.
+    // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
+    // job is committed either way, and every watcher finds it in the records bucket too.
     await port.announceCreated(record.queue, record.id).catch(() => undefined);
     return { kind: "committed", record: committed };
   } catch (error) {

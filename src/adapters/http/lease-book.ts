@@ -72,6 +72,7 @@ export class LeaseBook {
     if (!mine || now - (this.#refreshedAt.get(identity) ?? 0) < 1000) return;
     this.#refreshedAt.set(identity, now);
     const refs = [...mine.keys()];
+    // Unknown (no answer from NATS) counts as not answered: the lease stays, the next refresh asks again.
     const answered = await Promise.all(refs.map((ref) => isAnswered(ref).catch(() => false)));
     refs.forEach((ref, n) => {
       if (answered[n]) this.release(identity, ref);

@@ -62,6 +62,7 @@ export class ReceiptSigner {
       const claims = JSON.parse(Buffer.from(body, "base64url").toString("utf8")) as Partial<ReceiptClaims>;
       return isClaims(claims) ? claims : undefined;
     } catch {
+      // Signed by us but not readable (a format of another version): not a receipt we honour.
       return undefined;
     }
   }

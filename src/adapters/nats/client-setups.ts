@@ -54,6 +54,7 @@ export class ClientSetups {
       if (known) return known;
       const setUp = make();
       made.set(nc, setUp);
+      // The caller sees the failure through the promise returned; here it only un-caches it.
       setUp.catch(() => {
         if (made.get(nc) === setUp) made.delete(nc);
       });

@@ -18,7 +18,7 @@ import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { isConsumerGone, pullLoop } from "./pull-loops.ts";
+import { closeWhenEnded, isConsumerGone, pullLoop } from "./pull-loops.ts";
 import { deadLettersConsumer } from "./queue-streams.ts";
 import { ensureStream, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
 
@@ -144,6 +144,7 @@ export class NatsDeadLetters {
           if (m.info.pending === 0) break;
         }
       } finally {
+        // An ephemeral consumer: the server removes one left behind once it is inactive.
         await jsm.consumers.delete(this.#broker.names.deadStream, consumer.name).catch(() => undefined);
       }
       // A task can die twice (worker and advisory): keep the first.
@@ -254,9 +255,7 @@ export class NatsDeadLetters {
       throw this.#broker.setups.afterFailure(nc, error, "dead-letters.process");
     }
     const messages = await consumer.consume({ max_messages: 64, ...pullLoop });
-    const stop = () => void messages.close();
-    signal.addEventListener("abort", stop, { once: true });
-    void nc.closed().then(stop);
+    const stopped = closeWhenEnded(messages, nc, signal);
     try {
       for await (const m of messages) {
         let advisory: MaxDeliveriesAdvisory;
@@ -297,7 +296,7 @@ export class NatsDeadLetters {
       this.#broker.setups.forget(nc);
       return "gone";
     } finally {
-      signal.removeEventListener("abort", stop);
+      stopped.dispose();
     }
     return "ended";
   }
@@ -320,6 +319,7 @@ export class NatsDeadLetters {
       msgID: `dead.${jobId}.${exhausted.stream_seq}`,
     });
     await this.#deadResult(js, exhausted, body.index, letter.error);
+    // The letter is stored: a task left in the stream is only a leftover, its consumer long past it.
     await jsm.streams.deleteMessage(n.tasksStream(queue), exhausted.stream_seq).catch(() => undefined);
   }
 
@@ -354,6 +354,8 @@ export class NatsDeadLetters {
         () => false,
       );
     }
+    // Reported through onUnhandled just below, with the error that matters; a leftover task
+    // message is past its consumer's reach.
     await jsm.streams
       .deleteMessage(this.#broker.names.tasksStream(queue), exhausted.stream_seq)
       .catch(() => undefined);

@@ -58,12 +58,14 @@ export const cleanupJobs = async (
       if (resultsGone(jobIdOfSubject(subject))) report.resultsPurged.push(subject);
     }
     if (dryRun) return;
+    // Deleted meanwhile (the job's own end) or not now: the next cleanup finds what is left.
     for (const { stream, name } of consumers) await jsm.consumers.delete(stream, name).catch(() => undefined);
     for (const { stream, subject } of subjects) await jsm.streams.purge(stream, { filter: subject });
     for (const subject of report.resultsPurged) await jsm.streams.purge(n.resultsStream, { filter: subject });
     for (const record of expired) {
       await jsm.streams
         .purge(n.deadStream, { filter: n.deadSubject(record.queue, record.id) })
+        // No dead-letter stream (none ever stored) or not now: its max age removes them anyway.
         .catch(() => undefined);
     }
   });
@@ -75,6 +77,7 @@ export const cleanupJobs = async (
     for (const jobId of report.leasesRemoved) await leases.remove(jobId);
     for (const record of expired) {
       const found = await broker.getRecord(record.id);
+      // Changed since it was read (a redrive: no longer expired), or not now: the next cleanup looks again.
       if (found) await broker.deleteRecord(record.id, found.revision).catch(() => undefined);
     }
   }

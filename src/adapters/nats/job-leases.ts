@@ -117,7 +117,10 @@ export class NatsJobLeases {
       .run("lease.release", async (nc) => (await this.#bucket(nc)).delete(jobId, { previousSeq: revision }), {
         timeoutMs: 2000,
       })
-      .catch(() => undefined);
+      // Best effort by contract (runtime stopping, NATS down): an unreleased lease expires after its TTL.
+      .catch((error: unknown) =>
+        this.#core.logger.debug({ jobId, err: error }, "lease not released; it expires"),
+      );
   }
 
   /** Every lease on the server (cleanup). */

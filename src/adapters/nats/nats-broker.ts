@@ -158,12 +158,15 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
         log.debug({ err: error, jobId }, "progress note dropped");
       }
     },
+    // The port returns nothing here: the loop ends with `signal` (its handle's, tied to the
+    // runtime's stopping) and its body holds only a core subscription, dropped on abort.
     watchProgress: (queue, jobId, onNote, signal) =>
       void superviseLoop(
         port,
         async (nc, s) => {
           const sub = nc.subscribe(js.names.progressSubject(queue, jobId));
           const stop = () => sub.unsubscribe();
+          if (s.aborted) stop();
           s.addEventListener("abort", stop, { once: true });
           try {
             for await (const m of sub) onNote(m.string());

@@ -94,6 +94,7 @@ export class NatsClients {
     }
     if (signal.aborted) {
       // The runtime stopped while we dialled: do not leak the late client.
+      // Closing a client nobody uses: its failure changes nothing.
       await nc.close().catch(() => undefined);
       throw new Error("connect aborted");
     }
@@ -134,6 +135,7 @@ export class NatsClients {
     const entry = id === null ? undefined : this.#entries.get(id);
     if (!entry || id === null) return;
     this.#entries.delete(id);
+    // A broken client is dropped either way; the actor makes a new one.
     await entry.nc.close().catch(() => undefined);
   }
 
@@ -148,9 +150,11 @@ export class NatsClients {
       timer = setTimeout(resolve, this.#settings.drainTimeoutMs);
     });
     try {
+      // A drain that fails falls through to close() below, which is what stop must reach.
       if (!nc.isClosed()) await Promise.race([nc.drain().catch(() => undefined), bound]);
     } finally {
       clearTimeout(timer);
+      // Stopping: nothing is left to do with a client that fails to close.
       if (!nc.isClosed()) await nc.close().catch(() => undefined);
     }
   }

@@ -229,12 +229,15 @@ const restartIfNotPulling = (
  * the abort listener; the client's `closed()` promise lives as long as the
  * client and only closes an iterator that has ended already.
  */
-const closeWhenEnded = (messages: ConsumerMessages, nc: NatsConnection, signal: AbortSignal) => {
+export const closeWhenEnded = (messages: ConsumerMessages, nc: NatsConnection, signal: AbortSignal) => {
   const close = () => {
     // `close()` reports a failure to stop the pull as its value; the iterator ends either way.
     void messages.close();
   };
-  signal.addEventListener("abort", close, { once: true });
+  // Aborted while the loop set its consumer up: no abort event will come, and a loop left
+  // running would hold up stop(), which waits for it before it closes the client.
+  if (signal.aborted) close();
+  else signal.addEventListener("abort", close, { once: true });
   void nc.closed().then(close);
   return { close, dispose: () => signal.removeEventListener("abort", close) };
 };

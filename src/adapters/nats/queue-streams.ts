@@ -45,6 +45,7 @@ export class QueueStreams {
     if (!ready) {
       ready = this.#setup(jsm, queue);
       const cache = byQueue;
+      // The caller sees the failure through `ready`; here it only un-caches it.
       ready.catch(() => cache.delete(queue));
       cache.set(queue, ready);
     }

@@ -152,6 +152,7 @@ export const stripUserInfo = <T>(server: T): { server: T; user?: string; pass?: 
     try {
       return decodeURIComponent(s);
     } catch {
+      // Not percent-encoded after all (a bare `%`): the text as written is the credential.
       return s;
     }
   };

@@ -74,7 +74,8 @@ const findOrAddStream = async (
   try {
     return await jsm.streams.add(config);
   } catch (error) {
-    // Lost the race to a runtime with other settings: theirs stands.
+    // Lost the race to a runtime with other settings: theirs stands. No such stream after all:
+    // the add's own error is the one that explains.
     return await jsm.streams.info(config.name).catch(() => Promise.reject(error));
   }
 };

@@ -201,6 +201,7 @@ export class NatsTaskLeasing implements TaskLeasing {
   releaseAnswer(ref: string, revision: number): Promise<void> {
     return this.#broker.run("job.tasks.answer.release", async (nc) => {
       const kv = await this.#bucket(nc);
+      // Lost the CAS (the answer was rewritten) or gone already: either way not ours to release.
       await kv.delete(answerKey(ref), { previousSeq: revision }).catch(() => undefined);
     });
   }
@@ -221,6 +222,7 @@ const decodeAnswer = (value: Uint8Array): RecordedAnswer | undefined => {
     if (o.v !== 1 || !statuses.includes(o.s as AnswerStatus) || typeof o.h !== "string") return undefined;
     return { status: o.s as AnswerStatus, digest: o.h, at: typeof o.at === "number" ? o.at : 0 };
   } catch {
+    // Not JSON: not an answer this version wrote, read as none (as the checks above do).
     return undefined;
   }
 };
