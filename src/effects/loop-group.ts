@@ -101,7 +101,8 @@ export class LoopGroup {
         else this.#running.delete(name);
       }),
     );
-    Effect.runFork(Effect.forkIn(counted, this.#scope));
+    // Started at once, as a plain call would be: a close() right after still finds it running.
+    Effect.runFork(Effect.forkIn(counted, this.#scope, { startImmediately: true }));
   }
 
   /** The loops running now, by name. */
