@@ -235,23 +235,22 @@ export const startWorker = <Payload, Result>(
     const job: ActiveJob = { record, ended: new AbortController(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
     log.info({ jobId: record.id }, "pulling tasks of job");
-    // A fiber of the runtime's loops: rt.stop() waits for it (it ends once `pulling` aborts).
-    core.loops.run(`tasks:${record.id}`, () =>
-      payloadKnown
-        .then(() =>
-          broker.consumeTasks(
-            record.queue,
-            record.id,
-            Math.min(concurrency, 256),
-            (m) => onTask(m, job),
-            AbortSignal.any([pulling, job.ended.signal]),
-          ),
-        )
-        .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
-        .finally(() => {
-          if (jobs.get(record.id) === job) jobs.delete(record.id);
-        }),
-    );
+    const pulled = payloadKnown
+      .then(() =>
+        broker.consumeTasks(
+          record.queue,
+          record.id,
+          Math.min(concurrency, 256),
+          (m) => onTask(m, job),
+          AbortSignal.any([pulling, job.ended.signal]),
+        ),
+      )
+      .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
+      .finally(() => {
+        if (jobs.get(record.id) === job) jobs.delete(record.id);
+      });
+    // One of the runtime's loops: rt.stop() waits for it (it ends once `pulling` aborts).
+    core.loops.run(`tasks:${record.id}`, () => pulled);
   };
 
   const onRecord = (record: JobRecord) => {
@@ -270,9 +269,10 @@ export const startWorker = <Payload, Result>(
     }
   };
 
-  core.loops.run(`worker-jobs:${id}`, () =>
-    broker.watchRecords(onRecord, pulling).catch((error) => log.warn({ err: error }, "job watch failed")),
-  );
+  const watched = broker
+    .watchRecords(onRecord, pulling)
+    .catch((error) => log.warn({ err: error }, "job watch failed"));
+  core.loops.run(`worker-jobs:${id}`, () => watched);
 
   let stopped: Promise<void> | undefined;
   return {
