@@ -62,21 +62,16 @@ export const createRuntimeCore = async (
     },
     /** Ends every loop (and waits for them), drains the connection, stops the inspector. */
     stop: async () => {
-      const ended = loops.close();
       // A loop that does not heed its signal must not keep the runtime from stopping: closing
-      // the client (below) ends every pull loop, so it is waited for once more after that.
-      const timer = { id: undefined as NodeJS.Timeout | undefined };
-      const late = await Promise.race([
-        ended.then(() => false),
-        new Promise<boolean>((resolve) => {
-          timer.id = setTimeout(() => resolve(true), loopsStopWaitMs);
-        }),
-      ]);
-      clearTimeout(timer.id);
-      if (late)
+      // the client ends every pull loop, so the connection closes under what is left.
+      if (!(await loops.closeWithin(loopsStopWaitMs)))
         log.warn({ loops: loops.running() }, "loops still running after stop; closing the connection");
       await connection.stop();
-      await ended;
+      if (!(await loops.closeWithin(loopsStopWaitMs)))
+        log.error(
+          { loops: loops.running() },
+          "loops still running after the connection closed; not waited for",
+        );
       await inspect?.stop();
       log.info({ runtime: resolved.name }, "runtime stopped");
     },

@@ -118,4 +118,20 @@ export class LoopGroup {
     })();
     return this.#closed;
   }
+
+  /**
+   * `close()`, waited for at most `waitMs`: true once every loop has ended,
+   * false when some still run then (`running()` names them).
+   */
+  async closeWithin(waitMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), waitMs);
+    });
+    try {
+      return await Promise.race([this.close().then(() => true as const), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }

@@ -52,6 +52,25 @@ describe("LoopGroup", () => {
     expect(group.running()).toEqual([]);
   });
 
+  it("closeWithin(): false after the wait when a loop ignores its signal, naming it; true once all ended", async () => {
+    const { log } = recordingLog();
+    const group = new LoopGroup(log);
+    let release: (() => void) | undefined;
+    group.run("stubborn", () => new Promise<void>((resolve) => (release = resolve)));
+    group.run(
+      "polite",
+      (signal) => new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve())),
+    );
+    const first = group.closeWithin(1000);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await first).toBe(false);
+    expect(group.running()).toEqual(["stubborn"]);
+    release?.();
+    expect(await group.closeWithin(1000)).toBe(true);
+    expect(group.running()).toEqual([]);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it("every(): passes spaced from the end of the last, a failed one logged, none after close and no timer left", async () => {
     const { log, lines } = recordingLog();
     const group = new LoopGroup(log);
