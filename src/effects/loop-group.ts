@@ -33,18 +33,17 @@ export const untilSettled = <A>(
  * runs again and no timer of theirs is pending.
  */
 export class LoopGroup {
-  readonly #controller: AbortController;
+  readonly #controller = new AbortController();
   readonly #scope = Effect.runSync(Scope.make());
   readonly #log: Logger;
   /** Names of the loops running now, for the log line of a stop that waits too long. */
   readonly #running = new Map<string, number>();
   #closed: Promise<void> | undefined;
 
-  constructor(log: Logger, controller = new AbortController()) {
+  constructor(log: Logger) {
     this.#log = log;
-    this.#controller = controller;
     // Every loop and every operation in flight listens to it: many listeners, no leak.
-    setMaxListeners(0, controller.signal);
+    setMaxListeners(0, this.#controller.signal);
   }
 
   /** Aborted by `close()`: every loop and operation of the group listens to it. */
