@@ -1,7 +1,7 @@
 import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
-import { RuntimeStopped } from "../kernel/errors.ts";
+import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { decodeProgress, decodeResults, type ResultRecord, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
@@ -55,9 +55,18 @@ export interface JobHandle<Result = unknown> {
   onProgress(listener: (progress: TaskProgress) => void): () => void;
   /** Ends the job as `failed` with the reason: remaining tasks purged, consumer deleted. */
   cancel(reason: string): Promise<JobSnapshot>;
-  /** The XState actor, for the inspector and tests. */
-  readonly actor: Actor<JobMachine>;
 }
+
+/** Each handle's actor, kept off the public type: only the runtime and tests reach it. */
+const actors = new WeakMap<JobHandle<unknown>, Actor<JobMachine>>();
+
+/** The XState actor behind a handle a runtime made: for tests, never on the public type. */
+export const jobActorOf = (handle: JobHandle<unknown>): Actor<JobMachine> => {
+  const actor = actors.get(handle);
+  if (!actor)
+    throw new InvalidArgument({ message: "handle: must be a job handle made by a runtime", field: "handle" });
+  return actor;
+};
 
 const maxUpdatesPerSecond = 10;
 
@@ -273,10 +282,9 @@ const cancel = async (core: RuntimeCore, broker: Broker, source: HandleSource, r
 export const makeHandle = (core: RuntimeCore, broker: Broker, source: HandleSource): JobHandle => {
   const { actor } = source;
   const { jobId, queue } = actor.getSnapshot().context;
-  return {
+  const handle: JobHandle = {
     id: jobId,
     queue,
-    actor,
     snapshot: () => snapshotOf(actor),
     subscribe: (listener) => throttledSubscribe(actor, listener),
     done: () => whenRecorded(actor),
@@ -301,4 +309,6 @@ export const makeHandle = (core: RuntimeCore, broker: Broker, source: HandleSour
       return () => watching.abort();
     },
   };
+  actors.set(handle, actor);
+  return handle;
 };

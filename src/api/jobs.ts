@@ -40,8 +40,41 @@ interface Supervised {
   readonly started: StartedJobActor;
 }
 
-/** `rt.jobs`: submit, find, cancel and redrive jobs. One actor per job this runtime watches. */
-export class Jobs {
+/** `rt.jobs`: submit, find and redrive jobs; a job's handle watches and cancels it. */
+export interface Jobs {
+  /**
+   * Validates, then submits atomically; resolves once the job is committed
+   * (workers can see it) with its handle. A failed submit is rolled back and
+   * rejects. The same idempotency key gives the same job.
+   */
+  submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>>;
+  /** The job with this id, watched by this runtime from now on; undefined if unknown. */
+  get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined>;
+  /** Job records, all or those of a status or queue. */
+  list(filter?: { status?: JobStatus; queue?: string }): Promise<JobRecord[]>;
+  /** Tasks of the job that exhausted their deliveries, with payload and last error. */
+  deadLetters(id: string): Promise<DeadLetter[]>;
+  /**
+   * Sends dead tasks back to the workers (all, or those named by index or
+   * task id). A finished job is reopened and supervised again.
+   */
+  redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle>;
+}
+
+/** `rt.jobs` as users see it: the registry's public calls, none of its upkeep (stop, reap). */
+export const jobsFace = (registry: JobRegistry): Jobs => ({
+  submit: (request) => registry.submit(request),
+  get: (id) => registry.get(id),
+  list: (filter) => registry.list(filter),
+  deadLetters: (id) => registry.deadLetters(id),
+  redrive: (id, taskIds) => registry.redrive(id, taskIds),
+});
+
+/**
+ * The jobs this runtime watches, one actor each, and the background loops
+ * of its roles (reaper, takeover, dead letters). Internal: users get `Jobs`.
+ */
+export class JobRegistry implements Jobs {
   readonly #core: RuntimeCore;
   readonly #broker: Broker;
   readonly #deps: JobActorDeps;
@@ -51,7 +84,6 @@ export class Jobs {
   /** The actors of `#jobs` once started, for answers that must not wait or start one. */
   readonly #started = new Map<string, StartedJobActor>();
 
-  /** @internal The runtime builds it; left out of the published types (they would mention nats.js). */
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
     this.#broker = broker;
@@ -97,11 +129,6 @@ export class Jobs {
     );
   }
 
-  /**
-   * Validates, then submits atomically; resolves once the job is committed
-   * (workers can see it) with its handle. A failed submit is rolled back and
-   * rejects. The same idempotency key gives the same job.
-   */
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.submit()");
     const maxPayload = await this.#broker.maxPayload();
@@ -138,7 +165,6 @@ export class Jobs {
     return (await created).handle as JobHandle<Result>;
   }
 
-  /** The job with this id, watched by this runtime from now on; undefined if unknown. */
   async get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.get()");
     check(SubjectToken, id, "id");
@@ -146,7 +172,7 @@ export class Jobs {
     if (local) {
       const supervised = await local;
       // A finished job's actor has stopped; a redriven one is running again: look again.
-      if (supervised.handle.actor.getSnapshot().status === "active")
+      if (supervised.started.actor.getSnapshot().status === "active")
         return supervised.handle as JobHandle<Result>;
     }
     const found = await this.#broker.getRecord(id);
@@ -179,7 +205,6 @@ export class Jobs {
     );
   }
 
-  /** Tasks of the job that exhausted their deliveries, with payload and last error. */
   async deadLetters(id: string): Promise<DeadLetter[]> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.deadLetters()");
     check(SubjectToken, id, "id");
@@ -194,10 +219,6 @@ export class Jobs {
     return { record, letters: await this.#broker.listDeadLetters(record.queue, id) };
   }
 
-  /**
-   * Sends dead tasks back to the workers (all, or those named by index or
-   * task id). A finished job is reopened and supervised again.
-   */
   async redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.redrive()");
     check(SubjectToken, id, "id");
@@ -309,16 +330,16 @@ export class Jobs {
     return { handle, started };
   }
 
-  /** Jobs still running whose supervisor stopped renewing its lease: watch them here (the actor takes the lease). */
   /** True while this runtime has a live actor for the job (a stopped one, e.g. of a job since redriven, does not count). */
   async #watching(id: string): Promise<boolean> {
     const local = this.#jobs.get(id);
     if (!local) return false;
     // A submit that failed watches nothing; its error went to its submitter.
     const supervised = await local.catch(() => undefined);
-    return supervised?.handle.actor.getSnapshot().status === "active";
+    return supervised?.started.actor.getSnapshot().status === "active";
   }
 
+  /** Jobs still running whose supervisor stopped renewing its lease: watch them here (the actor takes the lease). */
   async #adoptOrphans(): Promise<void> {
     for (const listed of await this.#broker.listRecords()) {
       if (

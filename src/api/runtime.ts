@@ -5,12 +5,12 @@ import { createMemoryBroker } from "../adapters/memory/memory-broker.ts";
 import { describeServer } from "../adapters/nats/describe-server.ts";
 import { supervisedAgentStore } from "../adapters/nats/kv-agent-store.ts";
 import { createNatsBroker, type NatsBroker } from "../adapters/nats/nats-broker.ts";
-import type { ConnectionHandle } from "../adapters/nats/supervised-connection.ts";
+import { type ConnectionHandle, connectionHandle } from "../adapters/nats/supervised-connection.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { childLogger, type Logger, silentLogger } from "../kernel/logger.ts";
 import { check, checkCleanupOptions, SubjectToken } from "../kernel/validation.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
-import { Jobs } from "./jobs.ts";
+import { JobRegistry, type Jobs, jobsFace } from "./jobs.ts";
 import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
 import { createRuntimeCore, type RuntimeCore } from "./runtime-core.ts";
@@ -91,7 +91,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       ? "jetstate on NATS"
       : "jetstate in memory (no NATS): one process, nothing persisted",
   );
-  const jobs = new Jobs(core, broker, jobOptions);
+  const jobs = new JobRegistry(core, broker, jobOptions);
   const agents = createAgentRegistry({
     logger: core.logger,
     store:
@@ -107,8 +107,8 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
   const runtime: Runtime = {
     name: core.options.name,
     logger: core.logger,
-    connection: core.connection,
-    jobs,
+    connection: connectionHandle(core.connection),
+    jobs: jobsFace(jobs),
     broker: broker.kind,
     agents: {
       register: agents.register,
@@ -176,7 +176,7 @@ const cleanupPass = (core: RuntimeCore, runtime: Runtime) => {
 export interface RuntimeParts {
   readonly core: RuntimeCore;
   readonly broker: Broker;
-  readonly jobs: Jobs;
+  readonly jobs: JobRegistry;
 }
 
 const runtimeParts = new WeakMap<Runtime, RuntimeParts>();

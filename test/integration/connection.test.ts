@@ -11,7 +11,7 @@ import { TimeoutError } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { waitFor } from "xstate";
 import type { ConnectionOptions } from "../../src/api/connection-options.ts";
-import { createRuntime } from "../../src/api/runtime.ts";
+import { createRuntime, partsOf } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import {
   ConnectionUnavailable,
@@ -297,7 +297,7 @@ describe("the runtime's connection on a real nats-server", () => {
       logger: silentLogger(),
       connection: { reconnectTimeWaitMs: 100 },
     });
-    await waitFor(rt.connection.actor, (s) => connectionStateName(s.value) === "connected", {
+    await waitFor(partsOf(rt).core.connection.actor, (s) => connectionStateName(s.value) === "connected", {
       timeout: 15_000,
     });
     expect(await server.connectionCount()).toBe(1);

@@ -9,6 +9,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import { jobActorOf } from "../../src/api/job-handle.ts";
 import type { JobHandle, JobSnapshot } from "../../src/api/jobs.ts";
 import type { Runtime } from "../../src/api/runtime.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
@@ -46,12 +47,12 @@ const collect = async <R>(results: AsyncIterable<R>) => {
 const trackStatuses = (job: JobHandle) => {
   const seen: string[] = [];
   const note = () => {
-    const value = job.actor.getSnapshot().value;
+    const value = jobActorOf(job).getSnapshot().value;
     const status = typeof value === "string" ? value : Object.keys(value)[0]!;
     if (seen.at(-1) !== status) seen.push(status);
   };
   note();
-  job.actor.subscribe(note);
+  jobActorOf(job).subscribe(note);
   return seen;
 };
 

@@ -15,7 +15,7 @@ import type { InspectionEvent } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createHttpApi } from "../../src/api/http.ts";
-import { Jobs } from "../../src/api/jobs.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
@@ -261,7 +261,7 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     // the commit of the record and the job actor hearing of it.
     const clock = new ManualClock(Date.now());
     const { core, broker, stop } = await b.parts(clock, `slow-${b.name}`);
-    const jobs = new Jobs(core, broker, {
+    const jobs = new JobRegistry(core, broker, {
       reapIntervalMs: 3600_000,
       reapGraceMs: 10_000,
       leaseMs: 30_000,
@@ -339,12 +339,12 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     const a = await b.parts(clock, `a-${b.name}`);
     const c = await b.parts(clock, `b-${b.name}`);
     const options = { reapIntervalMs: 3600_000, reapGraceMs: 10_000, leaseMs, takeOver: true };
-    const first = new Jobs(
+    const first = new JobRegistry(
       a.core,
       ledgered(a.broker, "a", () => cutOff),
       options,
     );
-    const second = new Jobs(c.core, ledgered(c.broker, "b"), options);
+    const second = new JobRegistry(c.core, ledgered(c.broker, "b"), options);
     const queue = `q${++queues}`;
     const step = async (ms: number) => {
       clock.advance(ms);
@@ -459,7 +459,7 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
       );
       expect(error).toMatchObject({ _tag: "IdempotencyConflict" });
       // The loser's actor ends without writing: the winner's record stays its own.
-      await waitUntil(async () => racing.jobs.watchedSnapshot(winner.id) === undefined, {
+      await waitUntil(async () => partsOf(racing).jobs.watchedSnapshot(winner.id) === undefined, {
         timeoutMs,
         message: "the loser's job actor to stop",
       });

@@ -3,8 +3,8 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { Jobs } from "../../src/api/jobs.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -57,7 +57,7 @@ describe("a submit that crashes at every step", () => {
       const key = `upload-${step}`;
       const core = await createRuntimeCore({ servers: server.url, logger });
       const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
-      const crashing = new Jobs(core, broker, {
+      const crashing = new JobRegistry(core, broker, {
         reapIntervalMs: 3600_000,
         reapGraceMs: 10_000,
         // The dead submitter's supervision lease must run out before another runtime finishes
@@ -83,10 +83,10 @@ describe("a submit that crashes at every step", () => {
       );
 
       // Nothing happens before the commit deadline has passed by the grace...
-      expect(await rt.jobs.reap(() => Date.now())).toEqual({ rolledBack: [], rolledForward: [] });
+      expect(await partsOf(rt).jobs.reap(() => Date.now())).toEqual({ rolledBack: [], rolledForward: [] });
       // ...and after it the reaper finishes the submit one way or the other.
       const later = () => Date.now() + 10 * 60_000;
-      const report = await rt.jobs.reap(later);
+      const report = await partsOf(rt).jobs.reap(later);
       const [after] = await rt.jobs.list({ queue });
       const jobId = after!.id;
       if (expected === "rolledBack") {

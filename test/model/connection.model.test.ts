@@ -30,7 +30,7 @@ import {
   waitFor,
 } from "xstate";
 import type { ConnectionOptions } from "../../src/api/connection-options.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import {
   type BackoffPolicy,
@@ -695,7 +695,7 @@ describe("connection actor: scenarios on a real nats-server", () => {
     rt: Runtime,
     state: ConnectionState,
     also: (s: ConnectionSnapshot) => boolean = () => true,
-  ) => waitFor(rt.connection.actor, (s) => flat(s) === state && also(s), { timeout: 15_000 });
+  ) => waitFor(partsOf(rt).core.connection.actor, (s) => flat(s) === state && also(s), { timeout: 15_000 });
 
   /** The server back up, the runtime stopped, and the server sees no client left. */
   const finish = async (rt: Runtime) => {
@@ -776,12 +776,12 @@ describe("connection actor: scenarios on a real nats-server", () => {
         rt.connection.reset("deferred");
         rt.connection.reset("deferred again");
         expect(rt.connection.snapshot()).toMatchObject({ state: "reconnecting", generation });
-        expect(rt.connection.actor.getSnapshot().context.resetPending).toBe(true);
+        expect(partsOf(rt).core.connection.actor.getSnapshot().context.resetPending).toBe(true);
         const downUntil = Date.now();
         await restart();
         await reach(rt, "connected", (s) => s.context.generation > generation);
         expect(rt.connection.snapshot().generation, "exactly one new client").toBe(generation + 1);
-        expect(rt.connection.actor.getSnapshot().context.resetPending).toBe(false);
+        expect(partsOf(rt).core.connection.actor.getSnapshot().context.resetPending).toBe(false);
         const whileDown = trace.slice(resetAt).filter((t) => t.at < downUntil);
         expect(
           whileDown.filter((t) => t.state === "resetting" || t.generation !== generation),
@@ -848,7 +848,7 @@ describe("connection actor: scenarios on a real nats-server", () => {
         const took = performance.now() - started;
         expect(took).toBeLessThan(drainTimeoutMs + 2_000);
         expect(rt.connection.state).toBe("closed");
-        expect(rt.connection.actor.getSnapshot().status).toBe("done");
+        expect(partsOf(rt).core.connection.actor.getSnapshot().status).toBe("done");
         checkTrace(name, trace);
       } finally {
         await finish(rt);

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AnyActorRef, type InspectionEvent, transition, waitFor } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { jobActorOf } from "../../src/api/job-handle.ts";
 import type { JobHandle, JobSnapshot } from "../../src/api/jobs.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
@@ -29,7 +30,7 @@ import { events, input, serializeState } from "./job.paths.ts";
  * real workers, real submit/finalize, on the memory broker with a
  * `ManualClock` and on a nats-server with real time and short thresholds.
  * The sequence of top-level states the live actor went through (every
- * snapshot, from the runtime's inspector, and from `handle.actor.subscribe`
+ * snapshot, from the runtime's inspector, and from `jobActorOf(handle).subscribe`
  * once the handle exists) must be the scenario's route.
  */
 
@@ -121,13 +122,13 @@ type Recorder = ReturnType<typeof jobStateRecorder>;
 
 interface Watched {
   readonly handle: JobHandle;
-  /** What `handle.actor.subscribe` saw, from the state the handle was handed over in. */
+  /** What `jobActorOf(handle).subscribe` saw, from the state the handle was handed over in. */
   readonly seen: Top[];
 }
 
 const watch = (handle: JobHandle): Watched => {
-  const seen = [topState(handle.actor.getSnapshot().value)];
-  handle.actor.subscribe((s) => {
+  const seen = [topState(jobActorOf(handle).getSnapshot().value)];
+  jobActorOf(handle).subscribe((s) => {
     const top = topState(s.value);
     if (seen.at(-1) !== top) seen.push(top);
   });
@@ -148,7 +149,7 @@ interface Backend {
 
 /** Waits for an answer (not time) to move the job: no clock moves on memory. */
 const reach = (handle: JobHandle, state: Top) =>
-  waitFor(handle.actor, (s) => topState(s.value) === state, { timeout: 10_000 });
+  waitFor(jobActorOf(handle), (s) => topState(s.value) === state, { timeout: 10_000 });
 
 const submit = async (b: Backend, request: SubmitRequest<number, number>) =>
   watch(await b.rt.jobs.submit(request));
@@ -380,11 +381,11 @@ const scenarios: Scenario[] = [
           return t.index;
         },
       });
-      await waitFor(job.handle.actor, (s) => s.context.dead === 1, { timeout: 10_000 });
+      await waitFor(jobActorOf(job.handle), (s) => s.context.dead === 1, { timeout: 10_000 });
       healed = true;
       const redriven = await b.rt.jobs.redrive(job.handle.id);
-      expect(redriven.actor).toBe(job.handle.actor); // the same supervision goes on
-      await waitFor(job.handle.actor, (s) => s.context.done === 1 && s.context.dead === 0, {
+      expect(jobActorOf(redriven)).toBe(jobActorOf(job.handle)); // the same supervision goes on
+      await waitFor(jobActorOf(job.handle), (s) => s.context.done === 1 && s.context.dead === 0, {
         timeout: 10_000,
       });
       first.open();
@@ -565,7 +566,7 @@ describe("job routes on the memory broker (ManualClock)", () => {
       clock,
       stall,
       async elapseUntil(handle, state) {
-        for (let ticks = 0; topState(handle.actor.getSnapshot().value) !== state; ticks++) {
+        for (let ticks = 0; topState(jobActorOf(handle).getSnapshot().value) !== state; ticks++) {
           if (ticks > 100) throw new Error(`the job did not reach ${state} in 100 ticks`);
           clock.advance(tickMs);
           await settle();
@@ -624,7 +625,7 @@ describe("job routes on NATS (real time)", () => {
       recorder,
       stall: { stallAfterMs: 500, stalledTimeoutMs: 500 },
       elapseUntil: async (handle, state) => {
-        await waitFor(handle.actor, (s) => topState(s.value) === state, { timeout: 10_000 });
+        await waitFor(jobActorOf(handle), (s) => topState(s.value) === state, { timeout: 10_000 });
       },
       async refusing() {
         // The NATS broker on a connection of its own, behind a proxy that refuses the tasks.

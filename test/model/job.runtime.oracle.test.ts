@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AnyActorRef, InspectionEvent } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { jobActorOf } from "../../src/api/job-handle.ts";
 import type { JobHandle } from "../../src/api/jobs.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
@@ -77,7 +78,7 @@ const paths = [
 const oracleInput = (handle: JobHandle): OracleInput => ({
   total: 3,
   settings,
-  now: handle.actor.getSnapshot().context.startedAt,
+  now: jobActorOf(handle).getSnapshot().context.startedAt,
 });
 
 const modelOf = (b: Backend, handle: JobHandle): JobModel => {
@@ -94,7 +95,7 @@ const top = (value: unknown) => (typeof value === "string" ? value : Object.keys
 
 const compare = (b: Backend, handle: JobHandle, where: string) => {
   const model = modelOf(b, handle);
-  const live = handle.actor.getSnapshot();
+  const live = jobActorOf(handle).getSnapshot();
   expect(
     {
       status: top(live.value),
@@ -150,7 +151,7 @@ const drive = async (b: Backend, path: JobPath) => {
       const before = seen();
       await b.broker.publishResults(queue, handle.id, JSON.stringify(event.entries), `${handle.id}.${n}`);
       published.push(...event.entries);
-      if (handle.actor.getSnapshot().status === "active")
+      if (jobActorOf(handle).getSnapshot().status === "active")
         await waitUntil(() => seen() > before, {
           timeoutMs: 10_000,
           message: `${where}: the answer reached the job`,
@@ -175,7 +176,7 @@ const drive = async (b: Backend, path: JobPath) => {
               updatedAt: r.updatedAt + 1,
             },
       );
-      if (written && handle.actor.getSnapshot().status === "active")
+      if (written && jobActorOf(handle).getSnapshot().status === "active")
         await waitUntil(() => heard() > before, {
           timeoutMs: 10_000,
           message: `${where}: the record reached the job`,
@@ -199,7 +200,7 @@ const drive = async (b: Backend, path: JobPath) => {
   }
   // The raw results stream holds every answer stored, duplicates included (the job counts each task once).
   expect(await b.rawResults(queue, handle.id)).toEqual(published);
-  if (handle.actor.getSnapshot().status === "active") {
+  if (jobActorOf(handle).getSnapshot().status === "active") {
     await handle.cancel("path over");
     await recorded(handle);
   }
@@ -207,7 +208,7 @@ const drive = async (b: Backend, path: JobPath) => {
 
 /** The runtime stops a job's actor once its end is recorded. */
 const recorded = (handle: JobHandle) =>
-  waitUntil(() => handle.actor.getSnapshot().status !== "active", {
+  waitUntil(() => jobActorOf(handle).getSnapshot().status !== "active", {
     timeoutMs: 10_000,
     message: "the end recorded",
   });
@@ -260,9 +261,9 @@ describe("job paths through a runtime on the memory broker (ManualClock), agains
       received,
       rawResults: (queue, jobId) => readRaw(broker, queue, jobId),
       async elapse(handle, atMs) {
-        const start = handle.actor.getSnapshot().context.startedAt;
+        const start = jobActorOf(handle).getSnapshot().context.startedAt;
         // The job's clock ticks every quarter of stallAfterMs: step through them.
-        while (clock.now() < start + atMs && handle.actor.getSnapshot().status === "active") {
+        while (clock.now() < start + atMs && jobActorOf(handle).getSnapshot().status === "active") {
           clock.advance(Math.min(250, start + atMs - clock.now()));
           await settle();
         }

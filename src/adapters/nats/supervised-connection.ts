@@ -30,9 +30,17 @@ export interface ConnectionHandle {
   subscribe(listener: (view: ConnectionView) => void): () => void;
   /** Replace the client (deferred while it is reconnecting; racing resets give one new client). */
   reset(reason?: string): void;
-  /** The XState actor, for the inspector and tests. */
-  readonly actor: Actor<ConnectionMachine>;
 }
+
+/** `rt.connection`: the handle's calls only, not the connection's lifecycle (start, stop) nor its actor. */
+export const connectionHandle = (connection: SupervisedConnection): ConnectionHandle => ({
+  get state() {
+    return connection.state;
+  },
+  snapshot: () => connection.snapshot(),
+  subscribe: (listener) => connection.subscribe(listener),
+  reset: (reason) => connection.reset(reason),
+});
 
 /** What the connection needs of the runtime's resolved options. */
 export interface ConnectionSettings {
@@ -51,6 +59,7 @@ type InspectObserver = Observer<InspectionEvent> | ((event: InspectionEvent) => 
  * `ConnectionPort` every operation waits on.
  */
 export class SupervisedConnection implements ConnectionHandle, ConnectionPort<NatsConnection> {
+  /** The XState actor, for tests (`partsOf(rt).core.connection.actor`). */
   readonly actor: Actor<ConnectionMachine>;
   readonly #clients: NatsClients;
   readonly #log: Logger;
