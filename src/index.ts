@@ -2,7 +2,9 @@
  * jetstate's public API: nothing else is exported. See docs/architecture.md.
  */
 
-export type { Broker, CleanupOptions, CleanupReport, DeadLetter } from "./adapters/broker.ts";
+export type { Broker } from "./adapters/broker.ts";
+export type { CleanupOptions, CleanupReport } from "./adapters/broker-admin.ts";
+export type { DeadLetter } from "./adapters/dead-letters.ts";
 export type { AuthOptions, TlsOptions } from "./adapters/nats/security.ts";
 export type { ConnectionHandle, ConnectionView } from "./adapters/nats/supervised-connection.ts";
 export type {

@@ -22,7 +22,8 @@ export { createTestRuntime };
 
 import type { WorkerOptions } from "./api/workers.ts";
 
-export type { Broker, DeadLetter, TaskLease } from "./adapters/broker.ts";
+export type { Broker } from "./adapters/broker.ts";
+export type { DeadLetter } from "./adapters/dead-letters.ts";
 export {
   createMemoryBroker,
   createMemoryServer,
@@ -31,6 +32,7 @@ export {
   MemoryServer,
   type MemoryServerOptions,
 } from "./adapters/memory/memory-broker.ts";
+export type { TaskLease } from "./adapters/task-queue.ts";
 export { type Clock, ManualClock, realClock } from "./kernel/clock.ts";
 
 /** A runtime on the memory broker: anything `createRuntime` takes, plus the broker and the clock. */

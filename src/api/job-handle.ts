@@ -1,5 +1,6 @@
 import type { Actor } from "xstate";
-import type { Broker } from "../adapters/broker.ts";
+import type { JobPort } from "../adapters/job-port.ts";
+import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
@@ -167,7 +168,7 @@ const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot)
  */
 async function* readAllResults<Result>(
   core: RuntimeCore,
-  broker: Broker,
+  broker: JobResults,
   actor: Actor<JobMachine>,
 ): AsyncIterable<TaskResult<Result>> {
   const { jobId, queue } = actor.getSnapshot().context;
@@ -263,7 +264,7 @@ export interface HandleSource {
  * runtime's actor for the job, its supervisor's included, sees the end in its
  * record watch.
  */
-const cancel = async (core: RuntimeCore, broker: Broker, source: HandleSource, reason: string) => {
+const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, reason: string) => {
   const { actor } = source;
   const snapshot = actor.getSnapshot();
   if (snapshot.status === "active" && snapshot.matches({ queuing: "submitting" })) {
@@ -279,7 +280,11 @@ const cancel = async (core: RuntimeCore, broker: Broker, source: HandleSource, r
   return whenRecorded(actor);
 };
 
-export const makeHandle = (core: RuntimeCore, broker: Broker, source: HandleSource): JobHandle => {
+export const makeHandle = (
+  core: RuntimeCore,
+  broker: JobPort & JobResults,
+  source: HandleSource,
+): JobHandle => {
   const { actor } = source;
   const { jobId, queue } = actor.getSnapshot().context;
   const handle: JobHandle = {

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { Broker, DeadLetter } from "../adapters/broker.ts";
+import type { Broker } from "../adapters/broker.ts";
+import type { DeadLetter } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/finalize-job.ts";
 import {
   assertSameRequest,

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { Broker, CleanupOptions, CleanupReport } from "../adapters/broker.ts";
+import type { Broker } from "../adapters/broker.ts";
+import type { CleanupOptions, CleanupReport } from "../adapters/broker-admin.ts";
 import { memoryAgentStore } from "../adapters/memory/memory-agent-store.ts";
 import { createMemoryBroker } from "../adapters/memory/memory-broker.ts";
 import { describeServer } from "../adapters/nats/describe-server.ts";

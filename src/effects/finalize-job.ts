@@ -1,4 +1,5 @@
 import type { JobPort } from "../adapters/job-port.ts";
+import type { JobRecords } from "../adapters/job-records.ts";
 import { RevisionConflict } from "../kernel/errors.ts";
 import {
   type FinalizeInput,
@@ -17,7 +18,7 @@ import {
  * blindly. `change` returns undefined when nothing needs writing.
  */
 export const updateRecordWith = async (
-  port: JobPort,
+  port: JobRecords,
   id: string,
   change: (record: JobRecord) => JobRecord | undefined,
   attempts = 10,
@@ -45,7 +46,7 @@ export const updateRecordWith = async (
  * compare-and-set would then fail) and never onto an end.
  */
 export const recordProgress = (
-  port: JobPort,
+  port: JobRecords,
   id: string,
   status: JobStatus,
   counts: JobCounts,

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { Broker, TaskLease } from "../../src/adapters/broker.ts";
+import type { Broker } from "../../src/adapters/broker.ts";
+import type { TaskLease } from "../../src/adapters/task-queue.ts";
 import type { ManualClock } from "../../src/kernel/clock.ts";
 import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
 import { waitUntil } from "../harness/wait.ts";

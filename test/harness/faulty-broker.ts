@@ -1,4 +1,6 @@
-import type { Broker, SupervisionLeases, TaskLease } from "../../src/adapters/broker.ts";
+import type { Broker } from "../../src/adapters/broker.ts";
+import type { SupervisionLeases } from "../../src/adapters/supervision-leases.ts";
+import type { TaskLease } from "../../src/adapters/task-queue.ts";
 import { TransientBrokerError } from "../../src/kernel/errors.ts";
 import { isFinal } from "../../src/kernel/job-record.ts";
 

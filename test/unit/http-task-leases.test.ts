@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/broker.ts";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
+import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
 import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 

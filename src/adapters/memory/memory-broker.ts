@@ -2,14 +2,10 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
-import type {
-  Broker,
-  CleanupOptions,
-  CleanupReport,
-  DeadLetter,
-  TaskLease,
-  UnhandledExhausted,
-} from "../broker.ts";
+import type { Broker } from "../broker.ts";
+import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
+import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
+import type { TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";

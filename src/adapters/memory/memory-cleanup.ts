@@ -1,6 +1,6 @@
 import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
 import { decodeRecord } from "../../kernel/job-record.ts";
-import type { CleanupOptions, CleanupReport } from "../broker.ts";
+import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import type { MemoryLeases } from "./memory-leases.ts";
 import type { MemoryServer } from "./memory-server.ts";
 

@@ -1,5 +1,5 @@
 import type { Clock } from "../../kernel/clock.ts";
-import type { TaskLease } from "../broker.ts";
+import type { TaskLease } from "../task-queue.ts";
 
 export interface StoredTask {
   readonly seq: number;

@@ -1,6 +1,6 @@
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
-import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
+import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import { checkToken, type MemoryServer } from "./memory-server.ts";
 
 /** One results message, de-duplicated by `msgId` within the duplicate window. */

@@ -1,5 +1,5 @@
 import { RevisionConflict } from "../../kernel/errors.ts";
-import type { SupervisionLeases } from "../broker.ts";
+import type { SupervisionLeases } from "../supervision-leases.ts";
 import type { MemoryServer } from "./memory-server.ts";
 
 /** Who supervises a job, until when: the same versioned value as on NATS. */

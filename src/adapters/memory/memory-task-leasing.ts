@@ -1,6 +1,6 @@
 import { PermanentBrokerError } from "../../kernel/errors.ts";
 import { decodeTask } from "../../kernel/wire.ts";
-import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../broker.ts";
+import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../task-leasing.ts";
 import type { MemoryServer } from "./memory-server.ts";
 
 /** How long an answer is remembered: as on NATS (the answers bucket's max age). */

@@ -13,7 +13,7 @@ import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts"
 import { PermanentBrokerError, Retry } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, encodeDeadResult, type TaskBody } from "../../kernel/wire.ts";
-import type { DeadLetter, UnhandledExhausted } from "../broker.ts";
+import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
@@ -22,7 +22,7 @@ import { closeWhenEnded, isConsumerGone, pullLoop } from "./pull-loops.ts";
 import { deadLettersConsumer } from "./queue-streams.ts";
 import { ensureStream, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
 
-export type { DeadLetter } from "../broker.ts";
+export type { DeadLetter } from "../dead-letters.ts";
 
 /**
  * A dead-letter stream made by 0.2 captures `<prefix>.dead.*`, one token

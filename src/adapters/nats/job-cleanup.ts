@@ -1,11 +1,11 @@
 import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
-import type { CleanupOptions, CleanupReport } from "../broker.ts";
+import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { streamNamesStartingWith } from "./streams.ts";
 
-export type { CleanupOptions, CleanupReport } from "../broker.ts";
+export type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 
 /**
  * Removes what finished jobs and crashed runs leave behind: consumers and

@@ -3,6 +3,7 @@ import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetst
 import type { KV } from "@nats-io/kv";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { decodeTask } from "../../kernel/wire.ts";
+import { queueOfStream } from "../names.ts";
 import type {
   AnswerClaim,
   AnswerStatus,
@@ -10,8 +11,7 @@ import type {
   LeaseSettle,
   RecordedAnswer,
   TaskLeasing,
-} from "../broker.ts";
-import { queueOfStream } from "../names.ts";
+} from "../task-leasing.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { ensureBucket, nanos } from "./streams.ts";
 

@@ -1,0 +1,45 @@
+/** A task that exhausted its deliveries, kept with its payload so it can be redriven. */
+export interface DeadLetter {
+  readonly queue: string;
+  readonly jobId: string;
+  readonly index: number;
+  readonly taskId: string;
+  /** The task's payload, as submitted. */
+  readonly payload: unknown;
+  readonly error: string;
+  readonly deliveries: number;
+  readonly at: number;
+  /** `worker`: the handler failed on the last delivery; `advisory`: nobody answered it (worker died, lease ran out). */
+  readonly source: "worker" | "advisory";
+  /** Position in the dead-letter store (for removal on redrive). */
+  readonly seq: number;
+}
+
+/** An exhausted task whose dead letter could not be stored (a permanent error). */
+export interface UnhandledExhausted {
+  readonly queue: string;
+  readonly jobId: string;
+  /** The task's index; undefined when its message is not a task of jetstate's. */
+  readonly index: number | undefined;
+  readonly error: unknown;
+  /** Whether its `dead` result was stored, so the job counts it and can end. */
+  readonly countedDead: boolean;
+}
+
+/** Tasks that exhausted their deliveries: captured, stored, listed for a redrive, removed after it. */
+export interface DeadLetters {
+  /** Makes sure the queue's exhausted tasks are captured from now on (before a job of it could exhaust one). */
+  ensureDeadLetters(queue: string): Promise<void>;
+  /** Stores a dead letter; `msgId` makes a retried store land once. */
+  storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void>;
+  listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]>;
+  removeDeadLetters(seqs: readonly number[]): Promise<void>;
+  /**
+   * Turns tasks that exhausted their deliveries unanswered into dead letters
+   * and `dead` results, on every queue (those set up by any runtime, found as
+   * they appear), until `signal` aborts. An exhausted task that cannot
+   * be dead-lettered for a reason a retry cannot fix is never retried: it is
+   * counted dead for its job if it can be, removed, and told to `onUnhandled`.
+   */
+  processExhausted(signal: AbortSignal, onUnhandled?: (failure: UnhandledExhausted) => void): Promise<void>;
+}

@@ -1,0 +1,30 @@
+/**
+ * What tasks answered (stored, in order) and how far they got (never
+ * stored): the results stream and the progress notes of a job.
+ */
+export interface JobResults {
+  /** One results message (a JSON array); `msgId` makes a retried publish land once. */
+  publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
+
+  /**
+   * Reads the job's results messages in order from the start, until `signal`
+   * aborts. `pending` is how many more are stored right now (0: caught up);
+   * `onCaughtUp` is called at once when there is nothing to read yet.
+   */
+  readResults(
+    queue: string,
+    jobId: string,
+    onMessage: (body: string, pending: number) => void,
+    signal: AbortSignal,
+    onCaughtUp?: () => void,
+  ): Promise<void>;
+
+  /**
+   * Best effort, never stored: one task's progress note to whoever watches
+   * the job right now (core NATS, `<prefix>.progress.<queue>.<jobId>`).
+   * Dropped while disconnected, or when too large; never throws.
+   */
+  publishProgress(queue: string, jobId: string, body: string): void;
+  /** Calls `onNote` with each progress note of the job published from now on, until `signal` aborts. */
+  watchProgress(queue: string, jobId: string, onNote: (body: string) => void, signal: AbortSignal): void;
+}

@@ -1,0 +1,61 @@
+/**
+ * One delivery of a task leased by reference (the HTTP pull API): `ref`
+ * names the delivery, so any process on the same broker can settle it.
+ */
+export interface LeasedTask {
+  readonly ref: string;
+  /** The task message: `{"i":<index>,"p":<payload>}`. */
+  readonly body: string;
+  readonly deliveryCount: number;
+}
+
+export type LeaseSettle =
+  | { readonly ref: string; readonly action: "ack" | "term" | "working" }
+  | { readonly ref: string; readonly action: "nak"; readonly delayMs: number };
+
+/** What became of a delivery once its holder answered. */
+export type AnswerStatus = "done" | "failed" | "dead" | "retry";
+
+/** The answer recorded for one delivery, kept with the task on the broker. */
+export interface RecordedAnswer {
+  /** `pending` while the answering request runs (or if it died before it recorded the outcome). */
+  readonly status: AnswerStatus | "pending";
+  /** Digest of the answer given (result or error), to tell a retried POST from a different answer. */
+  readonly digest: string;
+  /** When it was recorded, ms since the epoch. */
+  readonly at: number;
+}
+
+export type AnswerClaim =
+  | { readonly claimed: true; readonly revision: number }
+  | { readonly claimed: false; readonly answer: RecordedAnswer };
+
+/**
+ * Tasks leased by reference, and the answer given for each delivery, kept on
+ * the broker: any process serving the HTTP API (another instance, the same
+ * one restarted) sees that a delivery was answered, so a receipt cannot be
+ * replayed there.
+ */
+export interface TaskLeasing {
+  /** True if `ref` names a delivery of this job's tasks (on its queue). */
+  isDeliveryOf(ref: string, queue: string, jobId: string): boolean;
+  /** Up to `max` of the job's tasks, leased at once; none if nothing is ready (never waits for one). */
+  fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]>;
+  /** Acks, terms, naks or extends deliveries by reference; once this resolves the broker has them. */
+  settle(settles: readonly LeaseSettle[]): Promise<void>;
+  /** The payload of the task a delivery carries (the reference says where the task is stored). */
+  taskPayload(ref: string): Promise<unknown>;
+  /**
+   * Claims the right to answer a delivery: `claimed` if nobody answered it
+   * yet, else the answer recorded first (maybe still `pending`: a claim
+   * whose process died stays, which only blocks that old delivery; the task
+   * itself is redelivered once its lease runs out).
+   */
+  claimAnswer(ref: string, digest: string): Promise<AnswerClaim>;
+  /** The answer recorded for a delivery, if any. */
+  answerOf(ref: string): Promise<RecordedAnswer | undefined>;
+  /** Records the outcome of a claimed answer. */
+  recordAnswer(ref: string, answer: RecordedAnswer, revision: number): Promise<void>;
+  /** Gives a claim up (settling failed): the holder may answer again. */
+  releaseAnswer(ref: string, revision: number): Promise<void>;
+}
