@@ -99,7 +99,7 @@ export const isRecorded = (actor: Actor<JobMachine>): boolean => {
 };
 
 /** Resolves with the final snapshot; rejects with `RuntimeStopped` if supervision stops first. */
-export const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
+const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
   new Promise((resolve, reject) => {
     if (isRecorded(actor)) return resolve(snapshotOf(actor));
     if (actor.getSnapshot().status === "stopped") {

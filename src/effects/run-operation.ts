@@ -44,7 +44,7 @@ export type ErrorClassifier = (error: unknown, operation: string) => BrokerError
  * permanent ones at once. A caller that publishes must give the message a
  * stable id, so that a retry of an "unknown" outcome can never duplicate.
  */
-export const runOperation = <C, A>(
+const runOperation = <C, A>(
   port: ConnectionPort<C>,
   op: (client: C, signal: AbortSignal) => Promise<A>,
   classify: ErrorClassifier,

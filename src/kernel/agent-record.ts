@@ -7,7 +7,7 @@ import { PermanentBrokerError } from "./errors.ts";
  * which targets it must avoid until when. It is the unit of compare-and-set
  * across processes, so everything a switch decision reads lives in it.
  */
-export const AGENT_RECORD_VERSION = 1 as const;
+const AGENT_RECORD_VERSION = 1 as const;
 
 /** A target that must not be switched to before `until` (epoch ms). */
 export interface SkipEntry {

@@ -8,7 +8,7 @@ import { check, SubjectToken } from "./validation.ts";
  * throws.
  */
 
-export interface StandardSchemaIssue {
+interface StandardSchemaIssue {
   readonly message: string;
   readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }>;
 }

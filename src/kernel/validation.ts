@@ -50,7 +50,7 @@ export const Label = text(1, 256, printable, "1–256 characters, no control cha
 export const IdempotencyKey = text(1, 512, printable, "1–512 characters, no control characters");
 
 /** A task named for redrive: its index, or its id `<jobId>.<index>` (or the index as text). */
-export const TaskRef = Schema.Union([
+const TaskRef = Schema.Union([
   Schema.Number.check(
     Schema.isInt({ message: "a task index must be an integer ≥ 0" }),
     Schema.isGreaterThanOrEqualTo(0, { message: "a task index must be an integer ≥ 0" }),

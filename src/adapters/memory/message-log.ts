@@ -1,7 +1,7 @@
 import type { Clock } from "../../kernel/clock.ts";
 
 /** JetStream's default duplicate window, and the one jetstate sets on its streams. */
-export const duplicateWindowMs = 120_000;
+const duplicateWindowMs = 120_000;
 
 /**
  * Message ids seen within the duplicate window. A message whose id was seen

@@ -139,7 +139,7 @@ export class TaskStream implements ConsumerSource {
 }
 
 /** A FIFO whose readers wait for items; each item goes to one reader. */
-export class AsyncQueue<T> {
+class AsyncQueue<T> {
   #items: T[] = [];
   readonly #readers: Array<(item: T | undefined) => void> = [];
   #closed = false;

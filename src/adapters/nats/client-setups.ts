@@ -13,7 +13,7 @@ const streamNotFound = 10059;
  * as a timeout or "no responders"). The server may have come back with an
  * empty store, or someone deleted it.
  */
-export const isMissingSetup = (error: unknown): boolean => {
+const isMissingSetup = (error: unknown): boolean => {
   for (let e = error, depth = 0; e instanceof Error && depth < 4; depth++) {
     if (e instanceof JetStreamApiError) return e.code === streamNotFound;
     if (e.name === "TimeoutError" || e.name === "NoRespondersError" || e.name === "JetStreamNotEnabled")

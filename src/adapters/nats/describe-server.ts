@@ -4,7 +4,7 @@ import { childLogger } from "../../kernel/logger.ts";
 import type { NatsContext } from "./nats-context.ts";
 
 /** What the first server a runtime reaches says about itself and its cluster. */
-export interface ServerDescription {
+interface ServerDescription {
   readonly server: string | undefined;
   readonly version: string | undefined;
   readonly cluster: string | undefined;
@@ -18,7 +18,7 @@ export interface ServerDescription {
  * account's JetStream info: a client sees its cluster's servers as the
  * client URLs the server gossips (`connect_urls`), itself included.
  */
-export const serverDescription = async (nc: NatsConnection): Promise<ServerDescription> => {
+const serverDescription = async (nc: NatsConnection): Promise<ServerDescription> => {
   const info = nc.info;
   const account = await (await jetstreamManager(nc)).getAccountInfo();
   const cluster = info?.cluster;

@@ -17,7 +17,7 @@ import { ensureBucket, Replicas } from "./streams.ts";
  * "another process decided first" signal the lock protocol re-reads on.
  */
 
-export const AGENTS_BUCKET = "jetstate_agents";
+const AGENTS_BUCKET = "jetstate_agents";
 
 /** JetStream "wrong last sequence": the CAS expectation did not hold. */
 const WRONG_LAST_SEQUENCE = 10071;

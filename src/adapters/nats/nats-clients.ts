@@ -25,7 +25,7 @@ export interface ClientSettings {
  * creds files are read at every (re)connect, so a rotated file takes effect
  * without a restart.
  */
-export const securityOptions = (security: ConnectionSecurity): Partial<NodeConnectionOptions> => {
+const securityOptions = (security: ConnectionSecurity): Partial<NodeConnectionOptions> => {
   const secrets = security.reveal();
   const auth: Partial<NodeConnectionOptions> =
     secrets.method === "user-password"

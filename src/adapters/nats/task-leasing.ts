@@ -21,7 +21,7 @@ import { ensureBucket, nanos } from "./streams.ts";
  * heartbeat renews), so a delivery's answer is known for as long as any
  * receipt of it is valid.
  */
-export const answerMemoryMs = 24 * 3600_000;
+const answerMemoryMs = 24 * 3600_000;
 const wrongLastSequence = 10071;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -246,7 +246,7 @@ const leasePayload = (s: LeaseSettle): string => {
  * `$JS.ACK.<stream>.<consumer>.<deliveries>.<streamSeq>.<deliverySeq>.<ts>.<pending>`,
  * or with `<domain>.<accountHash>` after `ACK` (and a random token at the end) on newer servers.
  */
-export const leaseInfo = (
+const leaseInfo = (
   reply: string,
 ): { stream: string; consumer: string; deliveryCount: number; streamSeq: number } | undefined => {
   const tokens = reply.split(".");
