@@ -134,8 +134,10 @@ class MemoryJobBroker implements MemoryBroker {
     // Handed over asynchronously and in order, as a KV watch delivers them.
     const flush = () => {
       scheduled = false;
-      while (head < queue.length && !stop.aborted) {
-        const value = queue[head++]!;
+      while (!stop.aborted) {
+        const value = queue[head];
+        if (value === undefined) break;
+        head++;
         try {
           onRecord(decodeRecord(value));
         } catch {
@@ -288,8 +290,8 @@ class MemoryJobBroker implements MemoryBroker {
       for (;;) {
         const messages = log.read(subject);
         const at = indexAfter(messages, last);
-        if (at >= messages.length || stop.aborted) break;
-        const message = messages[at]!;
+        const message = messages[at];
+        if (message === undefined || stop.aborted) break;
         last = message.seq;
         try {
           onMessage(message.body, messages.length - at - 1);

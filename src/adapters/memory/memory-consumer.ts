@@ -1,4 +1,5 @@
 import type { Clock } from "../../kernel/clock.ts";
+import { PermanentBrokerError } from "../../kernel/errors.ts";
 import type { TaskLease } from "../task-queue.ts";
 
 export interface StoredTask {
@@ -134,10 +135,13 @@ export class MemoryConsumer {
 
   /** Hands tasks that became deliverable to whoever waits. */
   pump(): void {
-    while (this.#waiters.length > 0 && !this.#deleted) {
+    while (!this.#deleted) {
+      const waiter = this.#waiters[0];
+      if (!waiter) return;
       const seq = this.#pick();
       if (seq === undefined) return;
-      this.#waiters.shift()!(this.#lease(seq));
+      this.#waiters.shift();
+      waiter(this.#lease(seq));
     }
   }
 
@@ -209,8 +213,10 @@ export class MemoryConsumer {
   }
 
   #pick(): number | undefined {
-    while (this.#redeliverHead < this.#redeliver.length) {
-      const seq = this.#redeliver[this.#redeliverHead++]!;
+    for (;;) {
+      const seq = this.#redeliver[this.#redeliverHead];
+      if (seq === undefined) break;
+      this.#redeliverHead++;
       if (this.#redeliverHead > 1024 && this.#redeliverHead * 2 > this.#redeliver.length) {
         this.#redeliver = this.#redeliver.slice(this.#redeliverHead);
         this.#redeliverHead = 0;
@@ -230,8 +236,10 @@ export class MemoryConsumer {
       this.#seqs = seqs;
       this.#cursor = 0;
     }
-    while (this.#cursor < seqs.length) {
-      const seq = seqs[this.#cursor++]!;
+    for (;;) {
+      const seq = seqs[this.#cursor];
+      if (seq === undefined) break;
+      this.#cursor++;
       if (seq >= this.#nextSeq && this.#stream.get(seq)) {
         this.#nextSeq = seq + 1;
         return seq;
@@ -241,6 +249,13 @@ export class MemoryConsumer {
   }
 
   #lease(seq: number): TaskLease {
+    const task = this.#stream.get(seq);
+    if (!task) {
+      throw new PermanentBrokerError({
+        message: `task ${seq} of consumer ${this.name} is no longer stored`,
+        operation: "consumer.next",
+      });
+    }
     let d = this.#deliveries.get(seq);
     if (!d) {
       d = { count: 0, state: "leased", timer: undefined };
@@ -249,7 +264,7 @@ export class MemoryConsumer {
     d.count++;
     d.state = "leased";
     this.#arm(seq, d, this.#settings.ackWaitMs);
-    return new MemoryTaskLease(this, seq, this.#stream.get(seq)!.body, d.count);
+    return new MemoryTaskLease(this, seq, task.body, d.count);
   }
 
   /** One timer per delivery: the lease's end, or the end of a nak's delay; either releases it. */

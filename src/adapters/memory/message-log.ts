@@ -79,7 +79,7 @@ export class MessageLog {
     if (!messages) return [];
     const cutoff = this.#clock.now() - this.#maxAgeMs;
     let expired = 0;
-    while (expired < messages.length && messages[expired]!.at <= cutoff) expired++;
+    while ((messages[expired]?.at ?? Number.POSITIVE_INFINITY) <= cutoff) expired++;
     if (expired > 0) {
       for (const m of messages.splice(0, expired)) this.#subjectOf.delete(m.seq);
       if (messages.length === 0) this.#subjects.delete(subject);
@@ -111,7 +111,7 @@ export class MessageLog {
   /** Resolves once the subject holds a message after `seq`, or when `signal` aborts. */
   next(subject: string, seq: number, signal: AbortSignal): Promise<void> {
     const messages = this.read(subject);
-    if (signal.aborted || (messages.length > 0 && messages[messages.length - 1]!.seq > seq)) {
+    if (signal.aborted || (messages.at(-1)?.seq ?? seq) > seq) {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
@@ -139,7 +139,8 @@ export const indexAfter = (messages: readonly LoggedMessage[], seq: number): num
   let hi = messages.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (messages[mid]!.seq <= seq) lo = mid + 1;
+    // `mid` < `hi` ≤ length: always a message.
+    if ((messages[mid]?.seq ?? Number.POSITIVE_INFINITY) <= seq) lo = mid + 1;
     else hi = mid;
   }
   return lo;

@@ -78,11 +78,14 @@ export const publishPipelined = (nc: NatsConnection, p: PipelinedPublish): Promi
 
     const pump = () => {
       try {
-        while (next < total && next - done < p.window) {
-          const n = next++;
+        while (next - done < p.window) {
+          const n = next;
+          const body = p.bodies[n];
+          if (body === undefined) break; // all published
+          next++;
           const h = headers();
           h.set("Nats-Msg-Id", p.msgId(n));
-          nc.publish(p.subject, p.bodies[n]!, { reply: `${inbox}.${n}`, headers: h });
+          nc.publish(p.subject, body, { reply: `${inbox}.${n}`, headers: h });
         }
       } catch (error) {
         finish(error);

@@ -144,8 +144,8 @@ const userInfoPattern = /^((?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?)([^/?#]*)@/;
 export const stripUserInfo = <T>(server: T): { server: T; user?: string; pass?: string } => {
   if (typeof server !== "string") return { server };
   const match = userInfoPattern.exec(server);
-  if (!match) return { server };
-  const userInfo = match[2]!;
+  const userInfo = match?.[2];
+  if (!match || userInfo === undefined) return { server };
   const stripped = `${match[1]}${server.slice(match[0].length)}` as T;
   const colon = userInfo.indexOf(":");
   const decode = (s: string) => {
@@ -167,8 +167,7 @@ const text = (value: unknown, field: string): string | undefined => {
   return value;
 };
 
-const readable = (file: string | undefined, field: string): string | undefined => {
-  if (file === undefined) return undefined;
+const readable = (file: string, field: string): string => {
   try {
     accessSync(file, constants.R_OK);
   } catch {
@@ -217,11 +216,9 @@ const resolveSecrets = (
   const methods = (["user", "token", "nkeyFile", "credsFile"] as const).filter(
     (key) => source[key] !== undefined || (key === "user" && source.pass !== undefined),
   );
-  if (methods.length > 1) {
-    fail(
-      where(methods[0]!),
-      `give one way to authenticate, not ${methods.map((m) => where(m)).join(" and ")}`,
-    );
+  const [first, second] = methods;
+  if (first !== undefined && second !== undefined) {
+    fail(where(first), `give one way to authenticate, not ${methods.map((m) => where(m)).join(" and ")}`);
   }
   if (source.user !== undefined || source.pass !== undefined) {
     if (source.user === undefined || source.user === "")
@@ -232,9 +229,9 @@ const resolveSecrets = (
   }
   if (source.token !== undefined) return { method: "token", token: source.token };
   if (source.nkeyFile !== undefined)
-    return { method: "nkey", nkeyFile: readable(source.nkeyFile, where("nkeyFile"))! };
+    return { method: "nkey", nkeyFile: readable(source.nkeyFile, where("nkeyFile")) };
   if (source.credsFile !== undefined)
-    return { method: "creds", credsFile: readable(source.credsFile, where("credsFile"))! };
+    return { method: "creds", credsFile: readable(source.credsFile, where("credsFile")) };
   return { method: "none" };
 };
 
@@ -263,9 +260,9 @@ const resolveTls = (tls: boolean | TlsOptions | undefined): ResolvedTls | undefi
     );
   }
   return {
-    ...(raw.caFile !== undefined ? { caFile: readable(raw.caFile, where("caFile"))! } : {}),
-    ...(raw.certFile !== undefined ? { certFile: readable(raw.certFile, where("certFile"))! } : {}),
-    ...(raw.keyFile !== undefined ? { keyFile: readable(raw.keyFile, where("keyFile"))! } : {}),
+    ...(raw.caFile !== undefined ? { caFile: readable(raw.caFile, where("caFile")) } : {}),
+    ...(raw.certFile !== undefined ? { certFile: readable(raw.certFile, where("certFile")) } : {}),
+    ...(raw.keyFile !== undefined ? { keyFile: readable(raw.keyFile, where("keyFile")) } : {}),
   };
 };
 
