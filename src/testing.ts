@@ -29,7 +29,7 @@ export {
   createMemoryServer,
   type MemoryBroker,
   type MemoryBrokerOptions,
-  MemoryServer,
+  type MemoryServer,
   type MemoryServerOptions,
 } from "./adapters/memory/memory-broker.ts";
 export type { TaskLease } from "./adapters/task-queue.ts";

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import type { RuntimeOptions } from "../../src/api/options.ts";
@@ -57,7 +58,7 @@ export const memoryBench = async (): Promise<FaultBench> => {
       return handle;
     },
     rawResults: async (queue, jobId) => memoryRawResults(server, queue, jobId),
-    rawTasks: async (queue, jobId) => server.tasks.count(names.tasksSubject(queue, jobId)),
+    rawTasks: async (queue, jobId) => memoryServerState(server).tasks.count(names.tasksSubject(queue, jobId)),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       server.close();

@@ -7,7 +7,7 @@ import {
   jetstreamManager,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { MemoryServer } from "../../src/adapters/memory/memory-server.ts";
+import { type MemoryServer, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
 
 /**
@@ -92,10 +92,12 @@ export const natsRawResults = async (
 ): Promise<RawResult[]> => (await natsRawResultsMessages(nc, queue, jobId, prefix)).flatMap((m) => m.entries);
 
 /** Every results entry the memory server stores for the job: its own log, not a broker's reader. */
-export const memoryRawResults = (server: MemoryServer, queue: string, jobId: string): RawResult[] =>
-  server.results
-    .read(server.names.resultsSubject(queue, jobId))
+export const memoryRawResults = (server: MemoryServer, queue: string, jobId: string): RawResult[] => {
+  const state = memoryServerState(server);
+  return state.results
+    .read(state.names.resultsSubject(queue, jobId))
     .flatMap((m) => JSON.parse(m.body) as RawResult[]);
+};
 
 /** How many times each task index appears. */
 export const tally = (indexes: readonly number[]): Map<number, number> => {

@@ -13,6 +13,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InspectionEvent } from "xstate";
 import type { Broker } from "../../src/adapters/broker.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createHttpApi } from "../../src/api/http.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
@@ -65,9 +66,10 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
     name: "memory",
     async start() {
       const server: MemoryServer = createMemoryServer();
+      const state = memoryServerState(server);
       const runtimes: Runtime[] = [];
       const written: Array<readonly [string, string]> = [];
-      server.records.watch((entry) => {
+      state.records.watch((entry) => {
         if (entry.value !== undefined) written.push([entry.key, decodeRecord(entry.value).status]);
       });
       return {
@@ -88,7 +90,7 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
           return rt;
         },
         async record(id) {
-          const entry = server.records.get("test.read", id);
+          const entry = state.records.get("test.read", id);
           return entry?.value === undefined ? undefined : decodeRecord(entry.value);
         },
         async stop() {

@@ -2,6 +2,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createRuntime, type Runtime } from "../../src/index.ts";
 import { createMemoryBroker, createTestRuntime, type MemoryBroker } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -66,7 +67,7 @@ describe.each(["memory", "nats"] as const)("worker leases and stop (%s)", (kind)
   /** Results messages stored for the job, read from the store itself. */
   const storedResultMessages = async (queue: string, jobId: string): Promise<number> => {
     const subject = `jetstate.results.${queue}.${jobId}`;
-    if (memory) return memory.server.results.read(subject).length;
+    if (memory) return memoryServerState(memory.server).results.read(subject).length;
     const jsm = await jetstreamManager(nc!);
     const info = await jsm.streams.info("jetstate_results", { subjects_filter: subject });
     return info.state.subjects?.[subject] ?? 0;

@@ -11,11 +11,17 @@ import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import * as progress from "./memory-progress.ts";
-import { checkToken, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
+import {
+  checkToken,
+  type MemoryServer,
+  type MemoryServerOptions,
+  MemoryServerState,
+  memoryServerState,
+} from "./memory-server.ts";
 import { MemoryTaskLeasing } from "./memory-task-leasing.ts";
 import { indexAfter } from "./message-log.ts";
 
-export { createMemoryServer, MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
+export { createMemoryServer, type MemoryServer, type MemoryServerOptions } from "./memory-server.ts";
 
 export interface MemoryBrokerOptions extends MemoryServerOptions {
   /**
@@ -51,22 +57,20 @@ export const createMemoryBroker = (options: MemoryBrokerOptions = {}): MemoryBro
   if (holder !== undefined && (typeof holder !== "string" || holder === "")) {
     throw new InvalidArgument({ message: "holder: must be a non-empty string", field: "holder" });
   }
-  if (shared !== undefined) {
-    if (!(shared instanceof MemoryServer)) {
-      throw new InvalidArgument({ message: "server: must be made by createMemoryServer()", field: "server" });
-    }
+  const state = shared === undefined ? undefined : memoryServerState(shared);
+  if (state !== undefined) {
     const [field] = Object.keys(serverOptions);
     if (field !== undefined) {
       throw new InvalidArgument({ message: `${field}: set it on the shared server instead`, field });
     }
   }
-  const server = shared ?? new MemoryServer(serverOptions);
-  return new MemoryJobBroker(server, holder ?? `memory.${randomUUID().slice(0, 8)}`, shared === undefined);
+  const server = state ?? new MemoryServerState(serverOptions);
+  return new MemoryJobBroker(server, holder ?? `memory.${randomUUID().slice(0, 8)}`, state === undefined);
 };
 
 class MemoryJobBroker implements MemoryBroker {
   readonly kind = "memory" as const;
-  readonly server: MemoryServer;
+  readonly server: MemoryServerState;
   readonly leases: MemoryLeases;
   readonly taskLeasing: MemoryTaskLeasing;
   readonly #ownsServer: boolean;
@@ -74,7 +78,7 @@ class MemoryJobBroker implements MemoryBroker {
   /** Aborted when this broker or its server closes: every long-running method ends then. */
   readonly #stop: AbortSignal;
 
-  constructor(server: MemoryServer, holder: string, ownsServer: boolean) {
+  constructor(server: MemoryServerState, holder: string, ownsServer: boolean) {
     this.server = server;
     this.#ownsServer = ownsServer;
     this.#stop = AbortSignal.any([this.#closing.signal, server.closed]);

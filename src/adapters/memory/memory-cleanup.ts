@@ -2,7 +2,7 @@ import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
 import { decodeRecord } from "../../kernel/job-record.ts";
 import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import type { MemoryLeases } from "./memory-leases.ts";
-import type { MemoryServer } from "./memory-server.ts";
+import type { MemoryServerState } from "./memory-server.ts";
 
 /**
  * What src/adapters/nats/job-cleanup.ts does on NATS, on the memory server,
@@ -11,7 +11,7 @@ import type { MemoryServer } from "./memory-server.ts";
  * letters of finished jobs go too. A submit still in progress is the reaper's.
  */
 export const cleanupMemory = async (
-  server: MemoryServer,
+  server: MemoryServerState,
   leases: MemoryLeases,
   options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
 ): Promise<CleanupReport> => {

@@ -1,11 +1,11 @@
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
-import { checkToken, type MemoryServer } from "./memory-server.ts";
+import { checkToken, type MemoryServerState } from "./memory-server.ts";
 
 /** One results message, de-duplicated by `msgId` within the duplicate window. */
 export const appendResults = (
-  server: MemoryServer,
+  server: MemoryServerState,
   queue: string,
   jobId: string,
   body: string,
@@ -21,7 +21,7 @@ export const appendResults = (
 
 /** Stored as on NATS: the letter with its task id, de-duplicated by `msgId`. */
 export const storeDeadLetter = (
-  server: MemoryServer,
+  server: MemoryServerState,
   letter: Omit<DeadLetter, "seq" | "taskId">,
   msgId: string,
 ): void => {
@@ -34,7 +34,7 @@ export const storeDeadLetter = (
   server.deadLetters.append(server.names.deadSubject(letter.queue, letter.jobId), body, msgId);
 };
 
-export const listDeadLetters = (server: MemoryServer, queue: string, jobId: string): DeadLetter[] => {
+export const listDeadLetters = (server: MemoryServerState, queue: string, jobId: string): DeadLetter[] => {
   const op = "dead-letters.list";
   server.assertOpen(op);
   // No job has a queue or id that is not a subject token, so none has dead letters: NATS, asked
@@ -54,7 +54,7 @@ export const listDeadLetters = (server: MemoryServer, queue: string, jobId: stri
   return [...byIndex.values()].sort((a, b) => a.index - b.index);
 };
 
-export const removeDeadLetters = (server: MemoryServer, seqs: readonly number[]): void => {
+export const removeDeadLetters = (server: MemoryServerState, seqs: readonly number[]): void => {
   server.assertOpen("dead-letters.remove");
   for (const seq of seqs) server.deadLetters.delete(seq);
 };
@@ -69,7 +69,7 @@ export const removeDeadLetters = (server: MemoryServer, seqs: readonly number[])
  * counted dead if it can be, removed and told to `onUnhandled`, as on NATS.
  */
 export const processExhausted = async (
-  server: MemoryServer,
+  server: MemoryServerState,
   signal: AbortSignal,
   onUnhandled?: (failure: UnhandledExhausted) => void,
 ): Promise<void> => {
@@ -135,5 +135,5 @@ export const processExhausted = async (
 };
 
 /** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>`. */
-const queueOfTask = (server: MemoryServer, subject: string): string =>
+const queueOfTask = (server: MemoryServerState, subject: string): string =>
   subject.slice(`${server.prefix}.tasks.`.length, subject.lastIndexOf("."));

@@ -1,6 +1,6 @@
 import { RevisionConflict } from "../../kernel/errors.ts";
 import type { SupervisionLeases } from "../supervision-leases.ts";
-import type { MemoryServer } from "./memory-server.ts";
+import type { MemoryServerState } from "./memory-server.ts";
 
 /** Who supervises a job, until when: the same versioned value as on NATS. */
 interface LeaseRecord {
@@ -17,13 +17,13 @@ interface LeaseRecord {
  */
 export class MemoryLeases implements SupervisionLeases {
   readonly holder: string;
-  readonly #server: MemoryServer;
+  readonly #server: MemoryServerState;
   /** Revision and expiry of each lease this holder holds. */
   readonly #held = new Map<string, { revision: number; until: number }>();
   /** Throws `RuntimeStopped` once the broker (or its server) is closed. */
   readonly #assertOpen: (operation: string) => void;
 
-  constructor(server: MemoryServer, holder: string, assertOpen: (operation: string) => void) {
+  constructor(server: MemoryServerState, holder: string, assertOpen: (operation: string) => void) {
     this.#server = server;
     this.holder = holder;
     this.#assertOpen = assertOpen;

@@ -1,4 +1,4 @@
-import type { MemoryServer } from "./memory-server.ts";
+import type { MemoryServerState } from "./memory-server.ts";
 
 type Listener = (body: string) => void;
 
@@ -7,9 +7,9 @@ type Listener = (body: string) => void;
  * listens on the job's progress subject right now, on the same server (so
  * runtimes sharing a memory server see each other's notes), never stored.
  */
-const listeners = new WeakMap<MemoryServer, Map<string, Set<Listener>>>();
+const listeners = new WeakMap<MemoryServerState, Map<string, Set<Listener>>>();
 
-export const publishProgress = (server: MemoryServer, subject: string, body: string): void => {
+export const publishProgress = (server: MemoryServerState, subject: string, body: string): void => {
   for (const listener of [...(listeners.get(server)?.get(subject) ?? [])]) {
     // Asynchronous like a network delivery: a handler's progress() never runs watchers inline.
     queueMicrotask(() => listener(body));
@@ -17,7 +17,7 @@ export const publishProgress = (server: MemoryServer, subject: string, body: str
 };
 
 export const watchProgress = (
-  server: MemoryServer,
+  server: MemoryServerState,
   subject: string,
   onNote: Listener,
   signal: AbortSignal,

@@ -32,12 +32,26 @@ export const checkToken = (operation: string, field: string, value: string, cons
 };
 
 /**
+ * A memory server as users hold it (`jetstate-jobs/testing`): made by
+ * `createMemoryServer()`, passed to `createMemoryBroker({ server })` to give
+ * several brokers the same jobs, like runtimes connected to one NATS server.
+ */
+export interface MemoryServer {
+  readonly clock: Clock;
+  readonly maxPayload: number;
+  readonly prefix: string;
+  readonly retentionMs: number;
+  /** Clears every timer and ends every waiting reader; operations fail with `RuntimeStopped` from now on. */
+  close(): void;
+}
+
+/**
  * What a nats-server holds for jetstate, in memory: the job records and
  * supervision leases (KV buckets), the tasks stream with its consumers, the
- * results and dead-letter streams, captured advisories. Brokers made on one
- * server see the same jobs, like runtimes connected to one NATS server.
+ * results and dead-letter streams, captured advisories. Internal: users hold
+ * it as a `MemoryServer`.
  */
-export class MemoryServer {
+export class MemoryServerState implements MemoryServer {
   readonly clock: Clock;
   readonly maxPayload: number;
   readonly prefix: string;
@@ -104,7 +118,14 @@ export class MemoryServer {
 
 /** A server of its own for a test or an embedded runtime; share it to give several brokers the same jobs. */
 export const createMemoryServer = (options: MemoryServerOptions = {}): MemoryServer =>
-  new MemoryServer(options);
+  new MemoryServerState(options);
+
+/** The state behind a server made by `createMemoryServer()` (the memory broker, tests); throws for anything else. */
+export const memoryServerState = (server: MemoryServer): MemoryServerState => {
+  if (!(server instanceof MemoryServerState))
+    throw new InvalidArgument({ message: "server: must be made by createMemoryServer()", field: "server" });
+  return server;
+};
 
 const bad = (field: string, message: string): never => {
   throw new InvalidArgument({ message: `${field}: ${message}`, field });

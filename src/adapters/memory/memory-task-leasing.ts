@@ -1,7 +1,7 @@
 import { PermanentBrokerError } from "../../kernel/errors.ts";
 import { decodeTask } from "../../kernel/wire.ts";
 import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../task-leasing.ts";
-import type { MemoryServer } from "./memory-server.ts";
+import type { MemoryServerState } from "./memory-server.ts";
 
 /** How long an answer is remembered: as on NATS (the answers bucket's max age). */
 const answerMemoryMs = 24 * 3600_000;
@@ -22,8 +22,8 @@ class AnswerStore {
   }
 }
 
-const stores = new WeakMap<MemoryServer, AnswerStore>();
-const storeOf = (server: MemoryServer): AnswerStore => {
+const stores = new WeakMap<MemoryServerState, AnswerStore>();
+const storeOf = (server: MemoryServerState): AnswerStore => {
   let store = stores.get(server);
   if (!store) {
     store = new AnswerStore();
@@ -40,10 +40,10 @@ const storeOf = (server: MemoryServer): AnswerStore => {
  * JetStream ack does; the answers live on the server, not in one runtime.
  */
 export class MemoryTaskLeasing implements TaskLeasing {
-  readonly #server: MemoryServer;
+  readonly #server: MemoryServerState;
   readonly #open: (operation: string) => void;
 
-  constructor(server: MemoryServer, open: (operation: string) => void) {
+  constructor(server: MemoryServerState, open: (operation: string) => void) {
     this.#server = server;
     this.#open = open;
   }
