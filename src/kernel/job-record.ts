@@ -72,6 +72,7 @@ export interface FinalizeInput {
   readonly counts: JobCounts;
 }
 
+/** @public Exported for the published declarations: `JobRecord` names it. */
 export interface JobRecordV1 {
   readonly v: 1;
   readonly id: string;
