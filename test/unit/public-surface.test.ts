@@ -1,0 +1,50 @@
+/**
+ * What a runtime hands its users is the documented calls and nothing more:
+ * the registry's upkeep (stop, reap), the job and connection actors and the
+ * memory server's stores stay inside src/ (tests reach them through
+ * `partsOf`, `jobActorOf` and `memoryServerState`).
+ */
+import { describe, expect, it } from "vitest";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { jobActorOf } from "../../src/api/job-handle.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
+import { partsOf } from "../../src/api/runtime.ts";
+import { createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+
+describe("the public surface", () => {
+  it("rt.jobs, a job handle and rt.connection carry only their documented members", async () => {
+    const rt = await createTestRuntime();
+    try {
+      expect(Object.keys(rt.jobs).sort()).toEqual(["deadLetters", "get", "list", "redrive", "submit"]);
+      expect(rt.jobs).not.toBeInstanceOf(JobRegistry);
+      expect(partsOf(rt).jobs).toBeInstanceOf(JobRegistry);
+      expect(Object.keys(rt.connection).sort()).toEqual(["reset", "snapshot", "state", "subscribe"]);
+      expect(rt.connection.state).toBe("idle");
+
+      const job = await rt.jobs.submit({ queue: "surface", tasks: [1] });
+      expect(Object.keys(job).sort()).toEqual([
+        "cancel",
+        "done",
+        "id",
+        "onProgress",
+        "queue",
+        "results",
+        "snapshot",
+        "subscribe",
+      ]);
+      expect(jobActorOf(job).getSnapshot().context.jobId).toBe(job.id);
+      expect(() => jobActorOf({ ...job })).toThrow(/must be a job handle/);
+      await job.cancel("done looking");
+    } finally {
+      await rt.stop();
+    }
+  });
+
+  it("a memory server shows its settings and close(), its stores only to the adapter", () => {
+    const server = createMemoryServer({ prefix: "surface" });
+    expect(server.prefix).toBe("surface");
+    expect(memoryServerState(server).prefix).toBe("surface");
+    expect(() => memoryServerState({ ...server })).toThrow(/createMemoryServer/);
+    server.close();
+  });
+});
