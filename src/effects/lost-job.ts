@@ -1,4 +1,5 @@
-import type { Broker } from "../adapters/broker.ts";
+import type { JobPort } from "../adapters/job-port.ts";
+import type { JobRecords } from "../adapters/job-records.ts";
 import { RevisionConflict } from "../kernel/errors.ts";
 import { isFinal, type JobCounts, type JobRecord, maxCounts, SubmitPhase } from "../kernel/job-record.ts";
 import { updateRecordWith } from "./finalize-job.ts";
@@ -11,7 +12,7 @@ import { updateRecordWith } from "./finalize-job.ts";
  * Undefined while the consumer exists, or when the record says it ended.
  */
 export const lostReason = async (
-  broker: Broker,
+  broker: JobPort,
   queue: string,
   jobId: string,
 ): Promise<string | undefined> => {
@@ -31,7 +32,7 @@ export const lostReason = async (
  * (another end, written first, stands).
  */
 export const recordLost = async (
-  broker: Broker,
+  broker: JobRecords,
   record: JobRecord,
   counts: JobCounts,
   reason: string,
