@@ -71,17 +71,19 @@ export interface AgentRegistryOptions {
   readonly now?: () => number;
 }
 
-export interface AgentRegistry {
+/** `rt.agents`: agents whose upstream target switches on failure, one lock per agent. */
+export interface Agents {
   register(options: AgentOptions): Promise<AgentState>;
   /** Resolves once the lock handled the failure (after the switch and its onSwitch). */
   reportFailure(agentId: string, report: FailureReport): Promise<FailureOutcome>;
   get(agentId: string): AgentState | undefined;
   subscribe(listener: (state: AgentState) => void): () => void;
-  stop(): Promise<void>;
 }
 
-/** The registry as `rt.agents`: the runtime stops it with itself. */
-export type Agents = Omit<AgentRegistry, "stop">;
+/** The agents of a runtime, which stops them with itself. */
+export interface AgentRegistry extends Agents {
+  stop(): Promise<void>;
+}
 
 interface Waiter {
   readonly reason: string;
