@@ -30,7 +30,7 @@ import { isNotFound, nanos } from "./streams.ts";
 export const pullLoop = { expires: 3000, idle_heartbeat: 1000, abort_on_missing_resource: true } as const;
 
 /** How long a task loop may have nothing before it checks that it still has a pull at its consumer. */
-export const stuckCheckMs = 5000;
+const stuckCheckMs = 5000;
 
 /** A pull loop's end because its consumer or stream is gone (deleted, or lost with the server's store). */
 export const isConsumerGone = (error: unknown): boolean => {
@@ -40,8 +40,7 @@ export const isConsumerGone = (error: unknown): boolean => {
 };
 
 /** JetStream "stream not found": the stream itself is gone, not just a consumer. */
-export const isStreamGone = (error: unknown): boolean =>
-  error instanceof JetStreamApiError && error.code === 10059;
+const isStreamGone = (error: unknown): boolean => error instanceof JetStreamApiError && error.code === 10059;
 
 /**
  * Calls `onRecord` with every current record, then with every change, until
