@@ -34,7 +34,10 @@ export const untilSettled = <A>(
  */
 export class LoopGroup {
   readonly #controller = new AbortController();
-  readonly #scope = Effect.runSync(Scope.make());
+  // Parallel: each loop is interrupted at once, not after the ones started later have ended.
+  // A periodic loop ends only when interrupted: behind a loop waiting for the server it would
+  // run its passes on, and be named among the loops still running.
+  readonly #scope = Effect.runSync(Scope.make("parallel"));
   readonly #log: Logger;
   /** Names of the loops running now, for the log line of a stop that waits too long. */
   readonly #running = new Map<string, number>();
@@ -119,16 +122,21 @@ export class LoopGroup {
   }
 
   /**
-   * `close()`, waited for at most `waitMs`: true once every loop has ended,
-   * false when some still run then (`running()` names them).
+   * `close()`, waited for at most `waitMs`, or until `stopWaiting` settles:
+   * true once every loop has ended, false when some still run then
+   * (`running()` names them).
    */
-  async closeWithin(waitMs: number): Promise<boolean> {
+  async closeWithin(waitMs: number, stopWaiting?: Promise<unknown>): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), waitMs);
     });
+    const given = stopWaiting?.then(
+      () => false as const,
+      () => false as const,
+    );
     try {
-      return await Promise.race([this.close().then(() => true as const), late]);
+      return await Promise.race([this.close().then(() => true as const), late, ...(given ? [given] : [])]);
     } finally {
       clearTimeout(timer);
     }

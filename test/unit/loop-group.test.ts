@@ -71,6 +71,42 @@ describe("LoopGroup", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it("a loop slow to end holds up no other loop's end: no pass runs after close(), running() names only it", async () => {
+    const { log } = recordingLog();
+    const group = new LoopGroup(log);
+    let passes = 0;
+    let release: (() => void) | undefined;
+    group.every("reaper", 10, async () => {
+      passes++;
+    });
+    // Started last, so interrupted first were the loops ended one after the other: a periodic
+    // loop ends only when interrupted, and would run its passes meanwhile.
+    group.run("stubborn", () => new Promise<void>((resolve) => (release = resolve)));
+    const closing = group.closeWithin(1000);
+    const before = passes;
+    await vi.advanceTimersByTimeAsync(100);
+    expect(passes).toBe(before);
+    expect(group.running()).toEqual(["stubborn"]);
+    release?.();
+    expect(await closing).toBe(true);
+  });
+
+  it("closeWithin(): stops waiting when the promise it is given settles, the loops still ending", async () => {
+    const { log } = recordingLog();
+    const group = new LoopGroup(log);
+    let release: (() => void) | undefined;
+    group.run("stubborn", () => new Promise<void>((resolve) => (release = resolve)));
+    let giveUp: (() => void) | undefined;
+    const waiting = group.closeWithin(1000, new Promise<void>((resolve) => (giveUp = resolve)));
+    await vi.advanceTimersByTimeAsync(10);
+    giveUp?.();
+    expect(await waiting).toBe(false);
+    expect(group.running()).toEqual(["stubborn"]);
+    release?.();
+    expect(await group.closeWithin(1000)).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it("every(): passes spaced from the end of the last, a failed one logged, none after close and no timer left", async () => {
     const { log, lines } = recordingLog();
     const group = new LoopGroup(log);
