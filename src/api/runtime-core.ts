@@ -63,9 +63,19 @@ export const createRuntimeCore = async (
     /** Ends every loop (and waits for them), drains the connection, stops the inspector. */
     stop: async () => {
       // A loop that does not heed its signal must not keep the runtime from stopping: closing
-      // the client ends every pull loop, so the connection closes under what is left.
-      if (!(await loops.closeWithin(loopsStopWaitMs)))
-        log.warn({ loops: loops.running() }, "loops still running after stop; closing the connection");
+      // the client ends every pull loop, so the connection closes under what is left. While the
+      // server is away, what a loop awaits (a request the client holds while it reconnects)
+      // can only time out: the connection is closed under the loops at once then, which fails
+      // those requests; stop() still waits for every loop below.
+      const down = connect ? whenDown(connection) : undefined;
+      const ended = await loops.closeWithin(loopsStopWaitMs, down?.promise);
+      down?.cancel();
+      if (!ended) {
+        const left = { loops: loops.running() };
+        if (down && connection.state !== "connected")
+          log.debug(left, "connection down; closing it under the loops still running");
+        else log.warn(left, "loops still running after stop; closing the connection");
+      }
       await connection.stop();
       if (!(await loops.closeWithin(loopsStopWaitMs)))
         log.error(
@@ -76,6 +86,18 @@ export const createRuntimeCore = async (
       log.info({ runtime: resolved.name }, "runtime stopped");
     },
   };
+};
+
+/** Resolves once `connection` is not `connected` (at once if it is not now); `cancel` stops watching. */
+const whenDown = (connection: SupervisedConnection): { promise: Promise<void>; cancel: () => void } => {
+  let cancel = () => {};
+  const promise = new Promise<void>((resolve) => {
+    if (connection.state !== "connected") return resolve();
+    cancel = connection.subscribe(({ state }) => {
+      if (state !== "connected") resolve();
+    });
+  });
+  return { promise, cancel };
 };
 
 /** "No NATS connection" alone sends people hunting: say which servers, in what state, and why. */
