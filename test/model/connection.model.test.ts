@@ -847,6 +847,8 @@ describe("connection actor: scenarios on a real nats-server", () => {
         await rt.stop();
         const took = performance.now() - started;
         expect(took).toBeLessThan(drainTimeoutMs + 2_000);
+        // Prompt, and still after every loop ended: the client was closed under them, not left.
+        expect(partsOf(rt).core.loops.running()).toEqual([]);
         expect(rt.connection.state).toBe("closed");
         expect(partsOf(rt).core.connection.actor.getSnapshot().status).toBe("done");
         checkTrace(name, trace);
