@@ -260,5 +260,4 @@ export const agentLockMachine = setup({
   },
 });
 
-export type AgentLockMachine = typeof agentLockMachine;
 export type AgentLockState = "idle" | "evaluating" | "writing" | "notifying";

@@ -13,7 +13,7 @@ import { withinTolerance } from "../kernel/job-record.ts";
  */
 
 /** The progress fields (counts, bitmaps, rate, ETA: see kernel/job-progress.ts) and the job's own. */
-export interface JobContext extends JobProgress {
+interface JobContext extends JobProgress {
   readonly jobId: string;
   readonly queue: string;
   readonly settings: JobSettings;

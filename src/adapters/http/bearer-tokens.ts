@@ -5,7 +5,7 @@ import { BearerToken } from "../../kernel/validation.ts";
 import { parseScope, type TokenConfig, type TokenScope } from "./token-scopes.ts";
 
 /** Shortest token accepted in the configuration: a guessable token is no lock. */
-export const minTokenLength = 16;
+const minTokenLength = 16;
 
 interface Entry {
   readonly digest: Buffer;

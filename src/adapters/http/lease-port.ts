@@ -45,7 +45,7 @@ export interface ReservedTask {
   readonly leaseMs: number;
 }
 
-export type ItemStatus = AnswerStatus | "expired" | "pending" | "conflict";
+type ItemStatus = AnswerStatus | "expired" | "pending" | "conflict";
 
 export interface ItemOutcome {
   readonly id: string;
