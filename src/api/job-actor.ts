@@ -2,7 +2,7 @@ import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
-import { every } from "../kernel/clock.ts";
+import { everyUntil } from "../kernel/clock.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
@@ -69,6 +69,7 @@ export const startJobActor = (
     ...(resumeFrom ? { resumeFrom } : {}),
     ...(bodies ? { bodies } : {}),
     signal,
+    loops: core.loops,
     log,
     self: () => actor,
     foundExisting: (found) => foundExisting(found),
@@ -89,61 +90,59 @@ export const startJobActor = (
   });
 
   // The lease: renewed while held; taken over by this watcher when it runs out (unless
-  // `takeOver` is off).
+  // `takeOver` is off). This loop and the lost-task check are the runtime's (`core.loops`):
+  // they end with the actor or the runtime (`signal`), and `rt.stop()` waits for a renewal or
+  // check still in flight. On the runtime's clock, not the group's timers: tests drive leases
+  // and stalls with a manual clock.
   let supervised = false;
-  let renewing = false;
-  const stopLease = every(clock, Math.max(20, Math.floor(leaseMs / 3)), () => {
-    // One step at a time: two renewals in flight with the same revision, the second loses
-    // its compare-and-set to the first and this runtime would think it lost the lease.
-    if (renewing || isFinal(snapshotOf(actor).status)) return;
+  const renewEveryMs = Math.max(20, Math.floor(leaseMs / 3));
+  const renewLease = (): Promise<void> | undefined => {
+    if (isFinal(snapshotOf(actor).status)) return undefined;
     const held = leases.holds(jobId, clock.now());
-    if (!held && !supervised && !takeOver) return;
-    renewing = true;
+    if (!held && !supervised && !takeOver) return undefined;
     const step = held
       ? leases.renew(jobId, leaseMs, clock.now())
       : leases.acquire(jobId, leaseMs, clock.now());
-    step
-      .then(
-        (ok) => {
-          if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
-          if (!held && ok && !supervised)
-            log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
-          if (ok) supervised = true;
-          else if (held) supervised = false;
-        },
-        (error) => log.debug({ err: error }, "lease renewal failed"),
-      )
-      .finally(() => {
-        renewing = false;
-      });
-  });
+    return step.then(
+      (ok) => {
+        if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
+        if (!held && ok && !supervised)
+          log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
+        if (ok) supervised = true;
+        else if (held) supervised = false;
+      },
+      // Tried again on the next tick; a lease not renewed in time is lost like any other.
+      (error) => log.debug({ err: error }, "lease renewal failed"),
+    );
+  };
+
+  // One step at a time: two renewals in flight with the same revision, the second loses
+  // its compare-and-set to the first and this runtime would think it lost the lease.
+  core.loops.run(`job-lease:${jobId}`, () => everyUntil(clock, renewEveryMs, renewLease, signal));
 
   // A stalled job may be stalled for good: its tasks gone with the server's store.
-  let checking = false;
   const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
-  const stopLostCheck = every(clock, lostCheckMs, () => {
-    if (checking || snapshotOf(actor).status !== "stalled" || !leases.holds(jobId, clock.now())) return;
-    checking = true;
-    lostReason(broker, record.queue, jobId)
+  const checkLost = (): Promise<void> | undefined => {
+    if (snapshotOf(actor).status !== "stalled" || !leases.holds(jobId, clock.now())) return undefined;
+    return lostReason(broker, record.queue, jobId)
       .then(async (reason) => {
         if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
         log.error({ reason }, "job's tasks are lost; the job fails");
         const stored = await recordLost(broker, record, snapshotOf(actor), reason, clock.now());
         actor.send(recordEvent(stored));
       })
-      .catch((error) => log.warn({ err: error }, "lost-tasks check failed; tried again later"))
-      .finally(() => {
-        checking = false;
-      });
-  });
+      .catch((error) => log.warn({ err: error }, "lost-tasks check failed; tried again later"));
+  };
+  core.loops.run(`job-lost-check:${jobId}`, () => everyUntil(clock, lostCheckMs, checkLost, signal));
 
-  const stopPersisting = persistAndLog(broker, clock, actor, log);
+  const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops);
   actor.subscribe({
     complete: () => {
-      stopLostCheck();
-      stopLease();
-      stopping.abort();
-      void leases.release(jobId);
+      stopping.abort(); // ends the lease and lost-task loops
+      // Never rejects (a lease not released expires after its TTL). Started whether or not the
+      // runtime's loops still run; while they do, `rt.stop()` waits for it.
+      const released = leases.release(jobId);
+      core.loops.run(`job-lease-release:${jobId}`, () => released);
     },
   });
   actor.start();

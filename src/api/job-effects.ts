@@ -1,6 +1,7 @@
 import { type Actor, fromCallback, fromPromise } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { finalizeJob } from "../effects/finalize-job.ts";
+import type { LoopGroup } from "../effects/loop-group.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import { type Clock, every } from "../kernel/clock.ts";
@@ -27,6 +28,8 @@ export interface JobEffectsEnv {
   readonly bodies?: readonly string[];
   /** Aborted when the actor or its runtime stops. */
   readonly signal: AbortSignal;
+  /** The runtime's loops: `rt.stop()` waits for the job's results feed. */
+  readonly loops: Pick<LoopGroup, "run">;
   readonly log: Logger;
   /** The actor the effects run in (made from them, so handed over later). */
   readonly self: () => Actor<JobMachine>;
@@ -55,6 +58,13 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
   let submitError: unknown;
   // A resumed job's first batch is what was answered before this actor: not a rate sample.
   let replay = env.resumeFrom !== undefined;
+
+  /** The lease for a watcher waiting for the end: a failed try is tried again on the next turn. */
+  const takeLease = () =>
+    leases.acquire(jobId, leaseMs, clock.now()).catch((error: unknown) => {
+      log.debug({ err: error }, "supervision lease not taken while waiting for the job's end; tried again");
+      return false;
+    });
 
   const machine = jobMachine.provide({
     actors: {
@@ -115,7 +125,7 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
           replay = false;
         };
         const leftQueuing = self().subscribe(() => flush());
-        void broker
+        const feeding = broker
           .readResults(
             record.queue,
             jobId,
@@ -138,11 +148,17 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
             },
           )
           .catch((error) => log.warn({ err: error }, "results feed failed"));
+        // Ends when the feed is left or the actor or runtime stops; started whether or not the
+        // runtime's loops still run, and while they do, `rt.stop()` waits for it to end.
+        env.loops.run(`job-results:${jobId}`, () => feeding);
         return () => {
           leftQueuing.unsubscribe();
           ac.abort();
         };
       }),
+      // Not one of the runtime's loops: a timer of the statechart's own, stopped by XState when
+      // the state that invokes it is left or the actor stops (`jobs.stop()` stops every actor
+      // before the runtime's loops close), with no I/O in flight to wait for.
       clock: fromCallback(({ sendBack, input }) =>
         every(clock, input.everyMs, () => sendBack({ type: "clock.tick", now: clock.now() })),
       ),
@@ -150,11 +166,17 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
         // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
         // claim to another request): the record under this id is not this actor's to end.
         if (submitError !== undefined) return;
-        // Only the supervisor writes the end; a watcher waits for it (or for the lease).
-        while (!leases.holds(jobId, clock.now()) && !signal.aborted) {
-          const found = await broker.getRecord(jobId).catch(() => undefined);
+        // Only the supervisor writes the end; a watcher waits for it (or for the lease). The wait
+        // ends as soon as the actor or the runtime stops (`sleep` and every read heed `signal`):
+        // a watcher stopped meanwhile leaves the end to the supervisor, or to whoever takes over.
+        while (!leases.holds(jobId, clock.now())) {
+          if (signal.aborted) return;
+          const found = await broker.getRecord(jobId).catch((error: unknown) => {
+            log.debug({ err: error }, "record not read while waiting for the job's end; read again");
+            return undefined;
+          });
           if (found && isFinal(found.record.status)) return;
-          if (env.takeOver && (await leases.acquire(jobId, leaseMs, clock.now()).catch(() => false))) break;
+          if (env.takeOver && (await takeLease())) break;
           await sleep(Math.min(500, leaseMs / 4), signal);
         }
         const stored = await finalizeJob(broker, input, () => clock.now());

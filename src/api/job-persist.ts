@@ -1,6 +1,7 @@
 import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { recordProgress } from "../effects/finalize-job.ts";
+import type { LoopGroup } from "../effects/loop-group.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { isFinal, type JobStatus } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
@@ -17,6 +18,7 @@ export const persistAndLog = (
   clock: Clock,
   actor: Actor<JobMachine>,
   log: Logger,
+  loops: Pick<LoopGroup, "run">,
 ): (() => void) => {
   const leases = broker.leases;
   let last: JobStatus | undefined;
@@ -26,8 +28,12 @@ export const persistAndLog = (
     const s = snapshotOf(actor);
     // While queuing the submitter owns the record: its commit is a compare-and-set of its own.
     if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id, clock.now())) return;
-    recordProgress(broker, s.id, s.status, s, clock.now()).catch((error) =>
-      log.warn({ err: error }, "progress not recorded"),
+    // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
+    // (the runtime is stopping: the next supervisor writes progress).
+    loops.run(`job-progress:${s.id}`, () =>
+      recordProgress(broker, s.id, s.status, s, clock.now()).catch((error) =>
+        log.warn({ err: error }, "progress not recorded; written again with the next change"),
+      ),
     );
   };
   actor.subscribe({
@@ -46,7 +52,9 @@ export const persistAndLog = (
           },
           `job ${last ?? "new"} → ${s.status}`,
         );
-        if (s.status === "stalled") void logStall(broker, s, clock.now(), log);
+        // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
+        if (s.status === "stalled")
+          loops.run(`job-stall-log:${s.id}`, () => logStall(broker, s, clock.now(), log));
         last = s.status;
         if (s.status !== "queuing" && !isFinal(s.status)) {
           cancelTimer(); // written now: a pending write would only repeat it
@@ -78,7 +86,10 @@ export const persistAndLog = (
  * therefore what is left beyond the pending ones, at most `num_ack_pending`.
  */
 const logStall = async (broker: Broker, s: JobSnapshot, now: number, log: Logger) => {
-  const counts = await broker.consumerCounts(s.queue, s.id).catch(() => undefined);
+  const counts = await broker.consumerCounts(s.queue, s.id).catch((error: unknown) => {
+    log.debug({ err: error }, "consumer counts not read; the stall is logged without them");
+    return undefined;
+  });
   const idleMs = now - s.lastProgressAt;
   const left = s.total - s.done - s.failed - s.dead;
   const idle = `job stalled: no task answered for ${formatDuration(idleMs)}`;

@@ -228,7 +228,15 @@ export const startWorker = <Payload, Result>(
     }
     const task = new RunningTask(msg, job);
     running.start(task);
-    void handle(task);
+    // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
+    // It settles every failure of the handler itself: one that still escapes is a bug to see,
+    // and the task's lease runs out like a crashed worker's.
+    handle(task).catch((error: unknown) =>
+      log.warn(
+        { err: error, jobId: job.record.id, index: task.index },
+        "task not answered: its handling failed",
+      ),
+    );
   };
 
   const follow = (record: JobRecord) => {

@@ -75,3 +75,43 @@ export const every = (clock: Clock, ms: number, fn: () => void): (() => void) =>
     clock.clearTimeout(handle);
   };
 };
+
+/**
+ * `every` as a loop with an end: calls `step` every `ms` on `clock`, skipping
+ * ticks while the last step is still running, until `signal` aborts; resolves
+ * once that step has settled too (a loop of the runtime's `LoopGroup` then
+ * holds `rt.stop()` until it has). `step` returns undefined when it has nothing
+ * to do; a step that rejects ends the loop with its error.
+ */
+export const everyUntil = (
+  clock: Clock,
+  ms: number,
+  step: () => Promise<void> | undefined,
+  signal: AbortSignal,
+): Promise<void> =>
+  new Promise<void>((resolve, reject) => {
+    let running: Promise<void> | undefined;
+    const end = (error?: unknown) => {
+      stop();
+      signal.removeEventListener("abort", onAbort);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const stop = every(clock, ms, () => {
+      if (running || signal.aborted) return;
+      const started = step();
+      if (!started) return;
+      running = started.then(
+        () => {
+          running = undefined;
+          if (signal.aborted) end();
+        },
+        (error: unknown) => end(error ?? new Error("loop step failed")),
+      );
+    });
+    const onAbort = () => {
+      if (!running) end();
+    };
+    if (signal.aborted) end();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });

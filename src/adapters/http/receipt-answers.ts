@@ -38,6 +38,8 @@ interface Settling {
   readonly stored: ReceiptDelivery[];
   readonly retries: ReceiptDelivery[];
   readonly failures: unknown[];
+  /** Claims given back (`unsettled`): the request answers once they are, so its retry can claim again. */
+  readonly releases: Promise<void>[];
   unsettled(a: Answering): void;
 }
 
@@ -143,9 +145,19 @@ export class ReceiptAnswers {
       stored: [],
       retries: [],
       failures,
+      releases: [],
       unsettled: (a) => {
         a.failed = true;
-        this.#port.releaseAnswer(a.c.r, a.revision).catch(() => undefined);
+        request.releases.push(
+          this.#port
+            .releaseAnswer(a.c.r, a.revision)
+            .catch((error: unknown) =>
+              this.#log.warn(
+                { err: error, jobId: a.c.j },
+                "answer claim not given back: a retry of this receipt finds it pending",
+              ),
+            ),
+        );
         a.finish(undefined);
       },
     };
@@ -192,6 +204,7 @@ export class ReceiptAnswers {
     await batcher.flush();
     await this.#settle(request.stored, request, caller);
     await this.#settle(request.retries, request, caller);
+    await Promise.all(request.releases);
     const answered = await Promise.all(outcomes);
     this.#log.info(
       {

@@ -248,6 +248,7 @@ export class TaskLeases {
       try {
         body = decodeTask(t.body);
       } catch {
+        // Not written by jetstate: nothing in it to run. Terminated below, logged with the count.
         unreadable.push({ ref: t.ref, action: "term" });
         continue;
       }
@@ -273,13 +274,25 @@ export class TaskLeases {
     }
     if (unreadable.length > 0) {
       this.#log.error({ jobId: record.id, count: unreadable.length }, "unreadable task messages terminated");
-      await this.#port.settle(unreadable).catch(() => undefined);
+      await this.#port
+        .settle(unreadable)
+        .catch((error: unknown) =>
+          this.#log.warn(
+            { jobId: record.id, err: error },
+            "unreadable task messages not terminated; offered again once their lease runs out",
+          ),
+        );
     }
     if (signal?.aborted && tasks.length > 0) {
       // The worker went away before it got them: hand them back now rather than after the lease.
       await this.#port
         .settle(tasks.map((t) => ({ ref: t.ref, action: "nak", delayMs: 0 })))
-        .catch(() => undefined);
+        .catch((error: unknown) =>
+          this.#log.debug(
+            { jobId: record.id, err: error },
+            "tasks of a worker gone away not handed back; offered again once their lease runs out",
+          ),
+        );
       return [];
     }
     if (tasks.length > 0) {
@@ -306,6 +319,7 @@ export class TaskLeases {
         .then((all) =>
           all.filter(isActive).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1)),
         );
+      // Callers see the failure through the promise returned; here it only drops the cached list.
       records.catch(() => {
         if (this.#jobList?.records === records) this.#jobList = undefined;
       });
