@@ -110,6 +110,7 @@ export const everyUntil = (
       );
     });
     const onAbort = () => {
+      stop(); // no tick after the abort; the step in flight ends the loop once it settles
       if (!running) end();
     };
     if (signal.aborted) end();

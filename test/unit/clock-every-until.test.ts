@@ -1,0 +1,90 @@
+/**
+ * `everyUntil`: the job actor's lease renewal and lost-task check as loops
+ * of the runtime's `LoopGroup`. One step at a time on the runtime's clock,
+ * and an end that waits for the step in flight.
+ */
+import { describe, expect, it } from "vitest";
+import { everyUntil, ManualClock } from "../../src/kernel/clock.ts";
+
+/** A step that stays in flight until the test lets it end. */
+const heldStep = () => {
+  const ends: Array<() => void> = [];
+  let calls = 0;
+  const step = () => {
+    calls++;
+    return new Promise<void>((resolve) => ends.push(resolve));
+  };
+  return { step, calls: () => calls, endOne: () => ends.shift()?.() };
+};
+
+const settled = async (promise: Promise<unknown>) => {
+  let done = false;
+  void promise.then(
+    () => {
+      done = true;
+    },
+    () => {
+      done = true;
+    },
+  );
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  return done;
+};
+
+describe("everyUntil", () => {
+  it("ticks on the clock and skips ticks while a step is in flight", async () => {
+    const clock = new ManualClock();
+    const ac = new AbortController();
+    const { step, calls, endOne } = heldStep();
+    const loop = everyUntil(clock, 100, step, ac.signal);
+    clock.advance(99);
+    expect(calls()).toBe(0);
+    clock.advance(1);
+    expect(calls()).toBe(1);
+    clock.advance(300); // still in flight: no second step
+    expect(calls()).toBe(1);
+    endOne();
+    await Promise.resolve();
+    clock.advance(100);
+    expect(calls()).toBe(2);
+    endOne();
+    ac.abort();
+    await loop;
+    expect(clock.pending).toBe(0);
+  });
+
+  it("ends only once the step in flight has settled, and runs none after the abort", async () => {
+    const clock = new ManualClock();
+    const ac = new AbortController();
+    const { step, calls, endOne } = heldStep();
+    const loop = everyUntil(clock, 10, step, ac.signal);
+    clock.advance(10);
+    ac.abort();
+    expect(await settled(loop)).toBe(false);
+    expect(clock.pending).toBe(0);
+    endOne();
+    expect(await settled(loop)).toBe(true);
+    clock.advance(100);
+    expect(calls()).toBe(1);
+  });
+
+  it("a step with nothing to do (undefined) keeps the loop going; one that rejects ends it with its error", async () => {
+    const clock = new ManualClock();
+    let n = 0;
+    const loop = everyUntil(
+      clock,
+      10,
+      () => (++n < 3 ? undefined : Promise.reject(new Error("broken"))),
+      new AbortController().signal,
+    );
+    clock.advance(30);
+    await expect(loop).rejects.toThrow("broken");
+    expect(clock.pending).toBe(0);
+  });
+
+  it("an aborted signal ends it at once", async () => {
+    const clock = new ManualClock();
+    await everyUntil(clock, 10, () => Promise.resolve(), AbortSignal.abort());
+    expect(clock.pending).toBe(0);
+  });
+});
