@@ -87,4 +87,15 @@ describe("rt.stop()", () => {
       expect(calls).toEqual(after);
     },
   );
+
+  it("ends the loops of a job's actor (lease renewal, lost-task check, results feed): no timer is left", async () => {
+    const timersBefore = pendingTimers();
+    const broker = createMemoryBroker({ prefix: "jetstate" });
+    const rt = await createRuntime({ broker, logger: silentLogger(), jobs: { leaseMs: 30 } });
+    // No worker: the job stays running, its lease renewed every 20 ms.
+    await rt.jobs.submit({ queue: "q", tasks: [1, 2], stallAfterMs: 10 });
+    await delay(80);
+    await rt.stop();
+    expect(pendingTimers()).toBeLessThanOrEqual(timersBefore);
+  });
 });
