@@ -32,7 +32,7 @@ export const persistAndLog = (
     // (the runtime is stopping: the next supervisor writes progress).
     loops.run(`job-progress:${s.id}`, () =>
       recordProgress(broker, s.id, s.status, s, clock.now()).catch((error) =>
-        log.warn({ err: error }, "progress not recorded; written again with the next change"),
+        log.warn({ err: error }, "progress not recorded; the next write, or the end, carries it"),
       ),
     );
   };
