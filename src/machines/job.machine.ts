@@ -12,8 +12,12 @@ import { withinTolerance } from "../kernel/job-record.ts";
  * process loses nothing.
  */
 
-/** The progress fields (counts, bitmaps, rate, ETA: see kernel/job-progress.ts) and the job's own. */
-interface JobContext extends JobProgress {
+/**
+ * The progress fields (counts, bitmaps, rate, ETA: see kernel/job-progress.ts) and the job's own.
+ * Exported for the published declarations only (the machine's type names it); no module imports it.
+ * @public
+ */
+export interface JobContext extends JobProgress {
   readonly jobId: string;
   readonly queue: string;
   readonly settings: JobSettings;
