@@ -19,7 +19,7 @@ import { ClientSetups } from "./client-setups.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import { QueueStreams } from "./queue-streams.ts";
-import { ensureBucket, ensureStream, isNotFound, nanos, Replicas } from "./streams.ts";
+import { ensureBucket, ensureStream, isNotFound, nanos, Replicas, scanBucket } from "./streams.ts";
 
 const encoder = new TextEncoder();
 
@@ -169,14 +169,9 @@ export class NatsJobBroker {
   }
 
   listRecords(): Promise<JobRecord[]> {
-    return this.#run("job.record.list", async ({ kv }) => {
-      const records: JobRecord[] = [];
-      for await (const key of await kv.keys()) {
-        const entry = await kv.get(key);
-        if (entry && entry.operation === "PUT") records.push(decodeRecord(entry.string()));
-      }
-      return records;
-    });
+    return this.#run("job.record.list", async ({ js, jsm }) =>
+      [...(await scanBucket(js, jsm, this.names.jobsBucket)).values()].map(decodeRecord),
+    );
   }
 
   // ---- tasks ----

@@ -1,9 +1,9 @@
-import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { ensureBucket } from "./streams.ts";
+import { ensureBucket, scanBucket } from "./streams.ts";
 
 /** Who supervises a job, until when. Versioned like every persisted record. */
 export interface LeaseRecord {
@@ -126,13 +126,13 @@ export class NatsJobLeases {
   /** Every lease on the server (cleanup). */
   list(): Promise<Array<{ jobId: string; lease: LeaseRecord }>> {
     return this.#broker.run("lease.list", async (nc) => {
-      const kv = await this.#bucket(nc);
-      const out: Array<{ jobId: string; lease: LeaseRecord }> = [];
-      for await (const key of await kv.keys()) {
-        const entry = await kv.get(key);
-        if (entry?.operation === "PUT") out.push({ jobId: key, lease: entry.json<LeaseRecord>() });
-      }
-      return out;
+      await this.#bucket(nc);
+      const leases = await scanBucket(
+        jetstream(nc),
+        await jetstreamManager(nc),
+        this.#broker.names.leasesBucket,
+      );
+      return [...leases].map(([jobId, value]) => ({ jobId, lease: JSON.parse(value) as LeaseRecord }));
     });
   }
 

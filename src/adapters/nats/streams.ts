@@ -1,4 +1,10 @@
-import { JetStreamApiError, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
+import {
+  DeliverPolicy,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type StreamInfo,
+} from "@nats-io/jetstream";
 import { type KV, Kvm, type KvOptions } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../kernel/logger.ts";
@@ -118,4 +124,44 @@ export const streamNamesStartingWith = async (
   const names: string[] = [];
   for await (const name of jsm.streams.names()) if (name.startsWith(namePrefix)) names.push(name);
   return names;
+};
+
+/**
+ * Every key's latest value in a KV bucket, read as one pass over its stream
+ * (an ordered consumer, last message per subject). The pass reads as many
+ * messages as the consumer had pending at its first delivery, so writes
+ * during the pass cannot make it run forever; a key written meanwhile is seen
+ * with the value it had then or later. `kv.keys()` and one `get` per key was
+ * N round trips, and the keys iterator of nats.js 3 was seen never to end
+ * while keys were being written.
+ */
+export const scanBucket = async (
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  bucket: string,
+): Promise<Map<string, string>> => {
+  const stream = `KV_${bucket}`;
+  const prefix = `$KV.${bucket}.`;
+  const values = new Map<string, string>();
+  const { state } = await jsm.streams.info(stream);
+  if (state.messages === 0) return values;
+  const consumer = await js.consumers.get(stream, {
+    filter_subjects: `${prefix}>`,
+    deliver_policy: DeliverPolicy.LastPerSubject,
+  });
+  const messages = await consumer.consume();
+  try {
+    let left: number | undefined;
+    for await (const m of messages) {
+      const key = m.subject.slice(prefix.length);
+      const operation = m.headers?.get("KV-Operation");
+      if (operation === "DEL" || operation === "PURGE") values.delete(key);
+      else values.set(key, m.string());
+      left = left === undefined ? m.info.pending : left - 1;
+      if (left <= 0) break;
+    }
+  } finally {
+    await messages.close();
+  }
+  return values;
 };
