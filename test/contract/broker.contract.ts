@@ -469,6 +469,49 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await a.renew(uid("j"), 1000)).toBe(false); // never held
     });
 
+    it("cleanup running while jobs are submitted never touches a job that started during its pass", async () => {
+      // Cleanup reads the records and lists the leftovers at different moments: a job whose record
+      // is written between the two must not look like one without a record. Ledger: what each
+      // job was given (its tasks, consumer and lease), read back after the passes.
+      let passes = 0;
+      let stop = false;
+      const cleaning = (async () => {
+        while (!stop) {
+          await broker.cleanup({ retentionMs: 3600_000 });
+          passes += 1;
+          // The memory broker's pass never waits on I/O: let the submits' timers run between passes.
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })();
+      const jobs: JobRecord[] = [];
+      try {
+        for (let k = 0; k < 30; k++) {
+          const job = await openJob(2);
+          await change(job.id, { status: "running", phase: "committed" });
+          await broker.leases.acquire(job.id, 60_000);
+          jobs.push(job);
+        }
+        const passesWhileSubmitting = passes;
+        await eventually(() => passes >= passesWhileSubmitting + 2); // two whole passes after the last
+      } finally {
+        stop = true;
+        await cleaning;
+      }
+      expect(passes).toBeGreaterThan(2);
+      const held = new Set((await broker.leases.list()).map((l) => l.jobId));
+      for (const job of jobs) {
+        expect({ id: job.id, consumer: await broker.consumerExists(job.queue, job.id) }).toEqual({
+          id: job.id,
+          consumer: true,
+        });
+        expect({ id: job.id, counts: await counts(job) }).toEqual({
+          id: job.id,
+          counts: { waiting: 2, held: 0, redelivered: 0 },
+        });
+        expect({ id: job.id, lease: held.has(job.id) }).toEqual({ id: job.id, lease: true });
+      }
+    });
+
     it("cleanup: a dry run only reports; a real run removes what finished and unknown jobs left", async () => {
       const prefix = h.prefix ?? "jetstate";
       const now = Date.now();

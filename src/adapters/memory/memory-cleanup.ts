@@ -19,6 +19,9 @@ export const cleanupMemory = async (
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? server.clock.now();
   const { names, tasks } = server;
+  // The only await comes first: from here on nothing else runs, so the leftovers and the
+  // records below are one consistent view (on NATS the leftovers are looked at first).
+  const leased = await leases.list();
   const { over, expired, resultsGone } = planCleanup(
     server.records.live().map((entry) => decodeRecord(entry.value as string)),
     options.retentionMs,
@@ -30,11 +33,8 @@ export const cleanupMemory = async (
     tasksPurged: tasks.subjects().filter((subject) => over(jobIdOfSubject(subject))),
     recordsRemoved: expired.map((r) => r.id),
     resultsPurged: server.results.subjects().filter((subject) => resultsGone(jobIdOfSubject(subject))),
-    leasesRemoved: [],
+    leasesRemoved: leased.filter(({ jobId }) => over(jobId)).map(({ jobId }) => jobId),
   };
-  for (const { jobId } of await leases.list()) {
-    if (over(jobId)) report.leasesRemoved.push(jobId);
-  }
   if (dryRun) return report;
 
   for (const name of report.consumersDeleted) tasks.deleteConsumer(name);

@@ -24,55 +24,64 @@ export const cleanupJobs = async (
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? Date.now();
   const n = broker.names;
-  const { over, expired, resultsGone } = planCleanup(await broker.listRecords(), options.retentionMs, now);
-  const report: CleanupReport = {
-    dryRun,
-    consumersDeleted: [],
-    tasksPurged: [],
-    recordsRemoved: expired.map((r) => r.id),
-    resultsPurged: [],
-    leasesRemoved: [],
-  };
-
-  await core.run("cleanup", async (nc) => {
+  // What is left is looked at before the records are read: a job's record is written before
+  // anything else of it, so every job seen here has its record in the list read after (unless
+  // it is gone), and a job submitted during the pass is simply not seen. Read the other way
+  // round, a job started between the two reads looked like one without a record.
+  const seen = await core.run("cleanup.survey", async (nc) => {
     const { jsm } = await broker.handles(nc);
     // Every queue's tasks stream, whoever set it up: a queue no runtime uses any more still holds leftovers.
     const tasksStreams = await streamNamesStartingWith(jsm, n.tasksStreamPrefix);
     const consumers: Array<{ stream: string; name: string }> = [];
-    const subjects: Array<{ stream: string; subject: string }> = [];
+    const subjects: Array<{ stream: string; subject: string; below: number }> = [];
     for (const stream of tasksStreams) {
-      for await (const consumer of jsm.consumers.list(stream)) {
-        if (over(consumer.name)) consumers.push({ stream, name: consumer.name });
-      }
+      for await (const consumer of jsm.consumers.list(stream))
+        consumers.push({ stream, name: consumer.name });
       const tasks = await jsm.streams.info(stream, { subjects_filter: `${core.options.prefix}.tasks.>` });
       for (const [subject, count] of Object.entries(tasks.state.subjects ?? {})) {
-        if (count > 0 && over(jobIdOfSubject(subject))) subjects.push({ stream, subject });
+        if (count > 0) subjects.push({ stream, subject, below: tasks.state.last_seq + 1 });
       }
     }
-    report.consumersDeleted.push(...consumers.map((c) => c.name));
-    report.tasksPurged.push(...subjects.map((s) => s.subject));
     const results = await jsm.streams.info(n.resultsStream, {
       subjects_filter: `${core.options.prefix}.results.>`,
     });
-    for (const subject of Object.keys(results.state.subjects ?? {})) {
-      if (resultsGone(jobIdOfSubject(subject))) report.resultsPurged.push(subject);
-    }
-    if (dryRun) return;
-    // Deleted meanwhile (the job's own end) or not now: the next cleanup finds what is left.
-    for (const { stream, name } of consumers) await jsm.consumers.delete(stream, name).catch(() => undefined);
-    for (const { stream, subject } of subjects) await jsm.streams.purge(stream, { filter: subject });
-    for (const subject of report.resultsPurged) await jsm.streams.purge(n.resultsStream, { filter: subject });
-    for (const record of expired) {
-      await jsm.streams
-        .purge(n.deadStream, { filter: n.deadSubject(record.queue, record.id) })
-        // No dead-letter stream (none ever stored) or not now: its max age removes them anyway.
-        .catch(() => undefined);
-    }
+    const resultSubjects = Object.keys(results.state.subjects ?? {});
+    return { consumers, subjects, resultSubjects, resultsBelow: results.state.last_seq + 1 };
   });
+  const leased = await leases.list();
+  const { over, expired, resultsGone } = planCleanup(await broker.listRecords(), options.retentionMs, now);
+  const consumers = seen.consumers.filter((c) => over(c.name));
+  const subjects = seen.subjects.filter((s) => over(jobIdOfSubject(s.subject)));
+  const report: CleanupReport = {
+    dryRun,
+    consumersDeleted: consumers.map((c) => c.name),
+    tasksPurged: subjects.map((s) => s.subject),
+    recordsRemoved: expired.map((r) => r.id),
+    resultsPurged: seen.resultSubjects.filter((subject) => resultsGone(jobIdOfSubject(subject))),
+    leasesRemoved: leased.filter(({ jobId }) => over(jobId)).map(({ jobId }) => jobId),
+  };
 
-  for (const { jobId } of await leases.list()) {
-    if (over(jobId)) report.leasesRemoved.push(jobId);
+  if (!dryRun) {
+    await core.run("cleanup", async (nc) => {
+      const { jsm } = await broker.handles(nc);
+      // Deleted meanwhile (the job's own end) or not now: the next cleanup finds what is left.
+      for (const { stream, name } of consumers)
+        await jsm.consumers.delete(stream, name).catch(() => undefined);
+      // Only what was there when it was looked at: a redrive's tasks published since stay.
+      for (const { stream, subject, below } of subjects)
+        await jsm.streams.purge(stream, { filter: subject, seq: below });
+      for (const subject of report.resultsPurged) {
+        await jsm.streams.purge(n.resultsStream, { filter: subject, seq: seen.resultsBelow });
+      }
+      for (const record of expired) {
+        await jsm.streams
+          .purge(n.deadStream, { filter: n.deadSubject(record.queue, record.id) })
+          // No dead-letter stream (none ever stored) or not now: its max age removes them anyway.
+          .catch(() => undefined);
+      }
+    });
   }
+
   if (!dryRun) {
     for (const jobId of report.leasesRemoved) await leases.remove(jobId);
     for (const record of expired) {
