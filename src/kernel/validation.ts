@@ -24,16 +24,17 @@ const text = (min: number, max: number, pattern: RegExp, rule: string) =>
 /** Printable text: no control characters (newlines, NUL…), which logs and headers would mangle. */
 const printable = /^[^\p{Cc}]*$/u;
 
+/** The characters of a subject token as jetstate names things (queues, job ids, the prefix): the one definition. */
+export const tokenChars = "A-Za-z0-9_-";
+const tokens = new RegExp(`^[${tokenChars}]+$`);
+/** A queue name or job id, for code outside a schema (route parameters, OpenAPI patterns). */
+export const subjectTokenPattern = new RegExp(`^[${tokenChars}]{1,128}$`);
+
 /** Queue names, job ids: one subject token, which is also a KV key and a consumer name. */
-export const SubjectToken = text(
-  1,
-  128,
-  /^[A-Za-z0-9_-]+$/,
-  '1–128 of A–Z a–z 0–9 _ -; no ".", "*", ">" or spaces',
-);
+export const SubjectToken = text(1, 128, tokens, '1–128 of A–Z a–z 0–9 _ -; no ".", "*", ">" or spaces');
 
 /** The runtime's prefix: the first token of every stream and bucket name, kept short so theirs stay valid. */
-export const Prefix = text(1, 64, /^[A-Za-z0-9_-]+$/, "1–64 of A–Z a–z 0–9 _ -");
+export const Prefix = text(1, 64, tokens, "1–64 of A–Z a–z 0–9 _ -");
 
 /** Agent ids are KV keys on every store: the same id is good or bad on NATS and in memory. */
 export const AgentId = text(
@@ -55,7 +56,12 @@ const TaskRef = Schema.Union([
     Schema.isInt({ message: "a task index must be an integer ≥ 0" }),
     Schema.isGreaterThanOrEqualTo(0, { message: "a task index must be an integer ≥ 0" }),
   ),
-  text(1, 140, /^(?:[A-Za-z0-9_-]{1,128}\.)?\d{1,9}$/, "a task index or a task id <jobId>.<index>"),
+  text(
+    1,
+    140,
+    new RegExp(`^(?:[${tokenChars}]{1,128}\\.)?\\d{1,9}$`),
+    "a task index or a task id <jobId>.<index>",
+  ),
 ]);
 
 /** A bearer token of the HTTP API: what RFC 6750 allows in the header (visible ASCII, no spaces). */

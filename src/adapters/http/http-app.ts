@@ -2,6 +2,7 @@ import { type Context, Hono } from "hono";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobRecord, JobStatus } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
+import { subjectTokenPattern } from "../../kernel/validation.ts";
 import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
 import type {
   HealthBody,
@@ -47,7 +48,7 @@ export interface HttpAppDeps {
 
 type Env = { Variables: { scope: TokenScope } };
 
-const namePattern = /^[A-Za-z0-9_-]{1,128}$/;
+const namePattern = subjectTokenPattern;
 const statuses = ["queuing", "running", "stalled", "succeeded", "failed"] as const;
 
 /**

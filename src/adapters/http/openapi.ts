@@ -1,4 +1,5 @@
 import { JsonSchema, Schema } from "effect";
+import { subjectTokenPattern } from "../../kernel/validation.ts";
 import { type BodyLimits, requestBodies, responseBodies } from "./bodies.ts";
 
 /**
@@ -44,13 +45,13 @@ const jobId = {
   name: "id",
   in: "path",
   required: true,
-  schema: { type: "string", pattern: "^[A-Za-z0-9_-]{1,128}$" },
+  schema: { type: "string", pattern: subjectTokenPattern.source },
 };
 const queueName = {
   name: "queue",
   in: "path",
   required: true,
-  schema: { type: "string", pattern: "^[A-Za-z0-9_-]{1,128}$" },
+  schema: { type: "string", pattern: subjectTokenPattern.source },
 };
 
 /**
@@ -118,7 +119,7 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
         operationId: "listJobs",
         summary: "Jobs of the token's queues, oldest first (a `read` token)",
         parameters: [
-          { name: "queue", in: "query", schema: { type: "string", pattern: "^[A-Za-z0-9_-]{1,128}$" } },
+          { name: "queue", in: "query", schema: { type: "string", pattern: subjectTokenPattern.source } },
           {
             name: "status",
             in: "query",

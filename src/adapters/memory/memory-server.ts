@@ -1,6 +1,7 @@
 import { setMaxListeners } from "node:events";
 import { type Clock, realClock } from "../../kernel/clock.ts";
 import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../kernel/errors.ts";
+import { tokenChars } from "../../kernel/validation.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
 import { MemoryKv } from "./memory-kv.ts";
 import { MessageLog } from "./message-log.ts";
@@ -77,7 +78,7 @@ export class MemoryServerState implements MemoryServer {
     this.maxPayload = positiveInteger(options.maxPayload, "maxPayload", 1024 * 1024);
     this.retentionMs = positiveInteger(options.retentionMs, "retentionMs", 7 * 24 * 3600_000);
     this.prefix = options.prefix ?? "jetstate";
-    if (typeof this.prefix !== "string" || !/^[A-Za-z0-9_-]+$/.test(this.prefix)) {
+    if (typeof this.prefix !== "string" || !new RegExp(`^[${tokenChars}]+$`).test(this.prefix)) {
       bad("prefix", "must be a subject token (letters, digits, _ and -)");
     }
     this.names = brokerNames(this.prefix);

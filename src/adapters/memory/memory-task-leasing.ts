@@ -1,4 +1,5 @@
 import { PermanentBrokerError } from "../../kernel/errors.ts";
+import { tokenChars } from "../../kernel/validation.ts";
 import { decodeTask } from "../../kernel/wire.ts";
 import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../task-leasing.ts";
 import type { MemoryServerState } from "./memory-server.ts";
@@ -138,8 +139,10 @@ export class MemoryTaskLeasing implements TaskLeasing {
   }
 }
 
+const refPattern = new RegExp(`^mem\\.([${tokenChars}]+)\\.(\\d{1,15})\\.(\\d{1,15})$`);
+
 const parseRef = (ref: string): { jobId: string; seq: number; delivery: number } | undefined => {
-  const [, jobId, seq, delivery] = /^mem\.([A-Za-z0-9_-]+)\.(\d{1,15})\.(\d{1,15})$/.exec(ref) ?? [];
+  const [, jobId, seq, delivery] = refPattern.exec(ref) ?? [];
   if (jobId === undefined) return undefined;
   return { jobId, seq: Number(seq), delivery: Number(delivery) };
 };
