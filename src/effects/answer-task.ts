@@ -70,6 +70,7 @@ export interface Delivery extends Settle {
  * (the batcher calls `stored`). A failover is the caller's to report first;
  * here it is a retry after `delayMs` like a nak.
  */
+// A plain async function, unlike the job operations: it runs once per task, and an Effect run per task costs throughput.
 export const answerTask = async <D extends Delivery>(
   jobId: string,
   plan: AnswerPlan,

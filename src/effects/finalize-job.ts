@@ -1,3 +1,4 @@
+import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { JobRecords } from "../adapters/job-records.ts";
 import { RevisionConflict } from "../kernel/errors.ts";
@@ -11,32 +12,43 @@ import {
   movesBackwards,
   SubmitPhase,
 } from "../kernel/job-record.ts";
+import { fromPort, fromThrowing, isConflict, type PortFailure } from "./port-call.ts";
 
 /**
  * Writes a record change with compare-and-set, re-reading on a conflict so a
  * concurrent writer (another supervisor, the reaper) is never overwritten
  * blindly. `change` returns undefined when nothing needs writing.
  */
-export const updateRecordWith = async (
+export const updateRecordWithEffect = (
   port: JobRecords,
   id: string,
   change: (record: JobRecord) => JobRecord | undefined,
   attempts = 10,
-): Promise<JobRecord | undefined> => {
-  for (let i = 0; i < attempts; i++) {
-    const found = await port.getRecord(id);
+): Effect.Effect<JobRecord | undefined, PortFailure> => {
+  const attempt = Effect.gen(function* () {
+    const found = yield* fromPort(() => port.getRecord(id));
     if (!found) return undefined;
-    const next = change(found.record);
+    const next = yield* fromThrowing(() => change(found.record));
     if (!next) return found.record;
-    try {
-      await port.updateRecord(next, found.revision);
-      return next;
-    } catch (error) {
-      if (!(error instanceof RevisionConflict)) throw error;
-    }
-  }
-  throw new RevisionConflict({ message: `job record ${id} kept changing`, key: id });
+    yield* fromPort(() => port.updateRecord(next, found.revision));
+    return next;
+  });
+  const keptChanging = Effect.fail(
+    new RevisionConflict({ message: `job record ${id} kept changing`, key: id }),
+  );
+  if (attempts <= 0) return keptChanging;
+  return attempt.pipe(
+    Effect.retry({ times: attempts - 1, while: isConflict }),
+    Effect.catchTag("RevisionConflict", () => keptChanging),
+  );
 };
+
+export const updateRecordWith = (
+  port: JobRecords,
+  id: string,
+  change: (record: JobRecord) => JobRecord | undefined,
+  attempts = 10,
+): Promise<JobRecord | undefined> => Effect.runPromise(updateRecordWithEffect(port, id, change, attempts));
 
 /**
  * Progress written while the job runs, as a compare-and-set on the revision
@@ -72,51 +84,68 @@ export const recordProgress = (
  * record watch and stops. Resolves with the stored record (an end already
  * recorded is left as it is).
  */
-export const cancelJob = async (
+const cancelJobEffect = (
   port: JobPort,
   id: string,
   reason: string,
   counts: JobCounts,
   now: number,
-): Promise<JobRecord | undefined> => {
-  const stored = await updateRecordWith(port, id, (record) => {
-    if (isFinal(record.status) || record.phase !== SubmitPhase.committed) return undefined;
-    return {
-      ...record,
-      status: "failed",
-      counts: maxCounts(record.counts, counts),
-      reason: `cancelled: ${reason}`,
-      updatedAt: now,
-      finishedAt: now,
-    };
+): Effect.Effect<JobRecord | undefined, PortFailure> =>
+  Effect.gen(function* () {
+    const stored = yield* updateRecordWithEffect(port, id, (record) => {
+      if (isFinal(record.status) || record.phase !== SubmitPhase.committed) return undefined;
+      return {
+        ...record,
+        status: "failed",
+        counts: maxCounts(record.counts, counts),
+        reason: `cancelled: ${reason}`,
+        updatedAt: now,
+        finishedAt: now,
+      };
+    });
+    if (stored && stored.phase === SubmitPhase.committed)
+      yield* fromPort(() => port.removeTasks(stored.queue, id));
+    return stored;
   });
-  if (stored && stored.phase === SubmitPhase.committed) await port.removeTasks(stored.queue, id);
-  return stored;
-};
+
+export const cancelJob = (
+  port: JobPort,
+  id: string,
+  reason: string,
+  counts: JobCounts,
+  now: number,
+): Promise<JobRecord | undefined> => Effect.runPromise(cancelJobEffect(port, id, reason, counts, now));
 
 /**
  * The end of a job: the record says how it ended, then its consumer is deleted
  * (workers' loops for it end) and any task left is purged. Results stay for
  * `results()` until the results stream's retention removes them.
  */
-export const finalizeJob = async (
+const finalizeJobEffect = (
   port: JobPort,
   input: FinalizeInput,
   now: () => number,
-): Promise<JobRecord | undefined> => {
-  const stored = await updateRecordWith(port, input.jobId, (record) => {
-    // An end is written once: another runtime's (or a cancel's) stays.
-    if (isFinal(record.status)) return undefined;
-    return {
-      ...record,
-      status: input.status,
-      counts: maxCounts(record.counts, input.counts),
-      ...(input.reason ? { reason: input.reason } : {}),
-      ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
-      updatedAt: now(),
-      finishedAt: now(),
-    };
+): Effect.Effect<JobRecord | undefined, PortFailure> =>
+  Effect.gen(function* () {
+    const stored = yield* updateRecordWithEffect(port, input.jobId, (record) => {
+      // An end is written once: another runtime's (or a cancel's) stays.
+      if (isFinal(record.status)) return undefined;
+      return {
+        ...record,
+        status: input.status,
+        counts: maxCounts(record.counts, input.counts),
+        ...(input.reason ? { reason: input.reason } : {}),
+        ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
+        updatedAt: now(),
+        finishedAt: now(),
+      };
+    });
+    yield* fromPort(() => port.removeTasks(input.queue, input.jobId));
+    return stored;
   });
-  await port.removeTasks(input.queue, input.jobId);
-  return stored;
-};
+
+export const finalizeJob = (
+  port: JobPort,
+  input: FinalizeInput,
+  now: () => number,
+): Promise<JobRecord | undefined> => Effect.runPromise(finalizeJobEffect(port, input, now));

@@ -1,7 +1,8 @@
+import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
-import { RevisionConflict } from "../kernel/errors.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
-import { rollBack } from "./submit-job.ts";
+import { fromPort, type PortFailure } from "./port-call.ts";
+import { rollBackEffect } from "./submit-job.ts";
 
 export interface ReapReport {
   /** Submits that died before their commit point: tasks purged, record failed. */
@@ -10,6 +11,22 @@ export interface ReapReport {
   readonly rolledForward: readonly string[];
 }
 
+/** Commits a submit whose consumer exists; false when it was no longer submitting or changed meanwhile. */
+const rollForward = (port: JobPort, record: JobRecord, now: () => number) =>
+  Effect.gen(function* () {
+    const found = yield* fromPort(() => port.getRecord(record.id));
+    if (!found || found.record.phase !== SubmitPhase.submitting) return false;
+    return yield* fromPort(() =>
+      port.updateRecord(
+        { ...found.record, phase: SubmitPhase.committed, status: "running", updatedAt: now() },
+        found.revision,
+      ),
+    ).pipe(
+      Effect.as(true),
+      Effect.catchTag("RevisionConflict", () => Effect.succeed(false)),
+    );
+  });
+
 /**
  * Finishes the submits that did not finish themselves. The consumer is the
  * commit point: a submit whose consumer exists is rolled forward, any other
@@ -17,37 +34,35 @@ export interface ReapReport {
  * `graceMs`, and a submitter checks that deadline before it commits, so the
  * two never undo each other's work.
  */
-export const reapSubmits = async (
+const reapSubmitsEffect = (
   port: JobPort,
   now: () => number,
   graceMs: number,
   records?: readonly JobRecord[],
-): Promise<ReapReport> => {
-  const rolledBack: string[] = [];
-  const rolledForward: string[] = [];
-  for (const record of records ?? (await port.listRecords())) {
-    if (record.phase !== SubmitPhase.submitting || now() < record.commitDeadline + graceMs) continue;
-    if (await port.consumerExists(record.queue, record.id)) {
-      const found = await port.getRecord(record.id);
-      if (!found || found.record.phase !== SubmitPhase.submitting) continue;
-      try {
-        await port.updateRecord(
-          { ...found.record, phase: SubmitPhase.committed, status: "running", updatedAt: now() },
-          found.revision,
+): Effect.Effect<ReapReport, PortFailure> =>
+  Effect.gen(function* () {
+    const rolledBack: string[] = [];
+    const rolledForward: string[] = [];
+    for (const record of records ?? (yield* fromPort(() => port.listRecords()))) {
+      if (record.phase !== SubmitPhase.submitting || now() < record.commitDeadline + graceMs) continue;
+      if (yield* fromPort(() => port.consumerExists(record.queue, record.id))) {
+        if (yield* rollForward(port, record, now)) rolledForward.push(record.id);
+      } else {
+        yield* rollBackEffect(
+          port,
+          record,
+          "submit did not commit before its deadline (rolled back by the reaper)",
+          now,
         );
-        rolledForward.push(record.id);
-      } catch (error) {
-        if (!(error instanceof RevisionConflict)) throw error;
+        rolledBack.push(record.id);
       }
-    } else {
-      await rollBack(
-        port,
-        record,
-        "submit did not commit before its deadline (rolled back by the reaper)",
-        now,
-      );
-      rolledBack.push(record.id);
     }
-  }
-  return { rolledBack, rolledForward };
-};
+    return { rolledBack, rolledForward };
+  });
+
+export const reapSubmits = (
+  port: JobPort,
+  now: () => number,
+  graceMs: number,
+  records?: readonly JobRecord[],
+): Promise<ReapReport> => Effect.runPromise(reapSubmitsEffect(port, now, graceMs, records));

@@ -1,8 +1,8 @@
+import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
-import { RevisionConflict } from "../kernel/errors.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { assertSameRequest } from "./plan-submit.ts";
-import { sleep } from "./supervise-loop.ts";
+import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 
 /** The steps of a submit, in order; tests inject a crash after each one. */
 export const SubmitStep = {
@@ -36,6 +36,10 @@ export interface SubmitInput {
   readonly hooks?: SubmitHooks;
 }
 
+/** Runs a test hook; a throw (sync or async) is the step's failure. */
+const afterStep = (hooks: SubmitHooks | undefined, step: SubmitStep) =>
+  fromPort(() => hooks?.afterStep?.(step));
+
 /**
  * Atomic submit. Record first (CAS create: the idempotency key is the key),
  * then the tasks (message id `<jobId>.<submitId>.<n>`, so a retry cannot duplicate),
@@ -43,43 +47,54 @@ export interface SubmitInput {
  * see a task. A submit that fails is rolled back here; one that dies is
  * rolled back by the reaper once its commit deadline has passed.
  */
-export const submitJob = async (port: JobPort, input: SubmitInput): Promise<SubmitOutcome> => {
-  const { record, hooks } = input;
-  const claim = await claimRecord(port, input);
-  if ("existing" in claim) return { kind: "existing", record: claim.existing };
-  let revision = claim.revision;
-  try {
-    await hooks?.afterStep?.(SubmitStep.recordCreated);
-    await port.publishTasks(record, input.bodies, input.signal);
-    await hooks?.afterStep?.(SubmitStep.tasksPublished);
-    if (input.now() > record.commitDeadline) {
-      throw new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`);
-    }
-    await port.createConsumer(record.queue, record.id, record.settings);
-    await hooks?.afterStep?.(SubmitStep.consumerCreated);
-    const committed: JobRecord = {
-      ...record,
-      phase: SubmitPhase.committed,
-      status: "running",
-      updatedAt: input.now(),
-    };
-    revision = await port.updateRecord(committed, revision);
-    await hooks?.afterStep?.(SubmitStep.recordCommitted);
-    // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
-    // job is committed either way, and every watcher finds it in the records bucket too.
-    await port.announceCreated(record.queue, record.id).catch(() => undefined);
-    return { kind: "committed", record: committed };
-  } catch (error) {
-    if (error instanceof SimulatedCrash) throw error;
-    await rollBack(
-      port,
-      record,
-      `submit failed: ${error instanceof Error ? error.message : String(error)}`,
-      input.now,
+const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<SubmitOutcome, PortFailure> =>
+  Effect.gen(function* () {
+    const { record, hooks } = input;
+    const claim = yield* claimRecord(port, input);
+    if ("existing" in claim) return { kind: "existing", record: claim.existing } as const;
+    const commit = Effect.gen(function* () {
+      yield* afterStep(hooks, SubmitStep.recordCreated);
+      yield* fromPort(() => port.publishTasks(record, input.bodies, input.signal));
+      yield* afterStep(hooks, SubmitStep.tasksPublished);
+      if (input.now() > record.commitDeadline) {
+        return yield* Effect.fail(
+          new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`),
+        );
+      }
+      yield* fromPort(() => port.createConsumer(record.queue, record.id, record.settings));
+      yield* afterStep(hooks, SubmitStep.consumerCreated);
+      const committed: JobRecord = {
+        ...record,
+        phase: SubmitPhase.committed,
+        status: "running",
+        updatedAt: input.now(),
+      };
+      yield* fromPort(() => port.updateRecord(committed, claim.revision));
+      yield* afterStep(hooks, SubmitStep.recordCommitted);
+      // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
+      // job is committed either way, and every watcher finds it in the records bucket too.
+      yield* fromPort(() => port.announceCreated(record.queue, record.id)).pipe(Effect.ignore);
+      return { kind: "committed", record: committed } as const;
+    });
+    return yield* commit.pipe(
+      Effect.catch((error) =>
+        // A simulated crash skips the clean-up, as a dead process would: the reaper must undo it.
+        error instanceof SimulatedCrash
+          ? Effect.fail(error)
+          : rollBackEffect(
+              port,
+              record,
+              `submit failed: ${error instanceof Error ? error.message : String(error)}`,
+              input.now,
+            ).pipe(Effect.andThen(Effect.fail(error))),
+      ),
     );
-    throw error;
-  }
-};
+  });
+
+export const submitJob = (port: JobPort, input: SubmitInput): Promise<SubmitOutcome> =>
+  Effect.runPromise(submitJobEffect(port, input));
+
+type Claim = { readonly revision: number } | { readonly existing: JobRecord };
 
 /**
  * Creates the record, or finds the job the idempotency key already names
@@ -87,49 +102,46 @@ export const submitJob = async (port: JobPort, input: SubmitInput): Promise<Subm
  * A record left by a rolled-back submit is taken over, so resubmitting with
  * the same key works; one still being submitted elsewhere is waited for.
  */
-const claimRecord = async (
-  port: JobPort,
-  input: SubmitInput,
-): Promise<{ readonly revision: number } | { readonly existing: JobRecord }> => {
-  const { record } = input;
-  for (;;) {
-    try {
-      return { revision: await port.createRecord(record) };
-    } catch (error) {
-      if (!(error instanceof RevisionConflict)) throw error;
-    }
-    const found = await port.getRecord(record.id);
-    if (!found) continue; // deleted meanwhile: try to create again
-    const { record: other, revision } = found;
-    // The key names this job only if it was asked for the same tasks and settings.
-    assertSameRequest(other, record);
-    if (other.phase === SubmitPhase.committed) return { existing: other };
-    if (other.phase === SubmitPhase.rolledBack) {
-      try {
-        return { revision: await port.updateRecord(record, revision) };
-      } catch (error) {
-        if (error instanceof RevisionConflict) continue;
-        throw error;
+const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, PortFailure> =>
+  Effect.gen(function* () {
+    const { record } = input;
+    for (;;) {
+      const created = yield* fromPort(() => port.createRecord(record)).pipe(
+        Effect.map((revision): Claim | undefined => ({ revision })),
+        Effect.catchTag("RevisionConflict", () => Effect.succeed(undefined)),
+      );
+      if (created) return created;
+      const found = yield* fromPort(() => port.getRecord(record.id));
+      if (!found) continue; // deleted meanwhile: try to create again
+      const { record: other, revision } = found;
+      // The key names this job only if it was asked for the same tasks and settings.
+      yield* fromThrowing(() => assertSameRequest(other, record));
+      if (other.phase === SubmitPhase.committed) return { existing: other };
+      if (other.phase === SubmitPhase.rolledBack) {
+        const taken = yield* fromPort(() => port.updateRecord(record, revision)).pipe(
+          Effect.map((next): Claim | undefined => ({ revision: next })),
+          Effect.catchTag("RevisionConflict", () => Effect.succeed(undefined)),
+        );
+        if (taken) return taken;
+        continue;
       }
+      // Another submit of the same key is in flight: its outcome decides.
+      if (input.now() > other.commitDeadline + 60_000) {
+        return yield* Effect.fail(
+          new Error(`job ${record.id} is stuck in submit; the reaper will roll it back`),
+        );
+      }
+      yield* pauseUnlessAborted(200, input.signal);
     }
-    // Another submit of the same key is in flight: its outcome decides.
-    if (input.now() > other.commitDeadline + 60_000) {
-      throw new Error(`job ${record.id} is stuck in submit; the reaper will roll it back`);
-    }
-    await sleep(200, input.signal);
-    if (input.signal.aborted) throw input.signal.reason;
-  }
-};
+  });
 
-/** Undoes a submit: no task stays visible, the record says why it failed. */
-export const rollBack = async (port: JobPort, record: JobRecord, reason: string, now: () => number) => {
-  await port.removeTasks(record.queue, record.id);
-  for (let tries = 0; tries < 5; tries++) {
-    const found = await port.getRecord(record.id);
-    // Only a submit that never committed is undone; a committed job is supervised instead.
+/** Marks a submit that never committed rolled back; a committed job is supervised instead. */
+const markRolledBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
+  Effect.gen(function* () {
+    const found = yield* fromPort(() => port.getRecord(record.id));
     if (!found || found.record.phase !== SubmitPhase.submitting) return;
-    try {
-      await port.updateRecord(
+    yield* fromPort(() =>
+      port.updateRecord(
         {
           ...found.record,
           phase: SubmitPhase.rolledBack,
@@ -139,10 +151,28 @@ export const rollBack = async (port: JobPort, record: JobRecord, reason: string,
           finishedAt: now(),
         },
         found.revision,
-      );
-      return;
-    } catch (error) {
-      if (!(error instanceof RevisionConflict)) throw error;
-    }
-  }
-};
+      ),
+    );
+  });
+
+/**
+ * Undoes a submit: no task stays visible, the record says why it failed. The
+ * record is re-read and written up to 5 times against concurrent writers;
+ * after that the writer that kept winning decides.
+ */
+export const rollBackEffect = (
+  port: JobPort,
+  record: JobRecord,
+  reason: string,
+  now: () => number,
+): Effect.Effect<void, PortFailure> =>
+  Effect.gen(function* () {
+    yield* fromPort(() => port.removeTasks(record.queue, record.id));
+    yield* markRolledBack(port, record, reason, now).pipe(
+      Effect.retry({ times: 4, while: isConflict }),
+      Effect.catchTag("RevisionConflict", () => Effect.void),
+    );
+  });
+
+export const rollBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
+  Effect.runPromise(rollBackEffect(port, record, reason, now));
