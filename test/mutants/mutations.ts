@@ -56,8 +56,8 @@ export const mutations: readonly Mutation[] = [
     id: "c",
     what: "the submitter's commit-deadline check removed",
     file: "src/effects/submit-job.ts",
-    search: "    if (input.now() > record.commitDeadline) {",
-    replace: "    if (false) {",
+    search: "      if (input.now() > record.commitDeadline) {",
+    replace: "      if (false) {",
     tests: [faults],
   },
   {
@@ -128,16 +128,19 @@ export const mutations: readonly Mutation[] = [
     id: "k",
     what: "finalize no longer purges the tasks left (a job that ends by itself keeps them on the server)",
     file: "src/effects/finalize-job.ts",
-    search: "  await port.removeTasks(input.queue, input.jobId);\n  return stored;\n};",
-    replace: "  return stored;\n};",
+    search:
+      "    yield* fromPort(() => port.removeTasks(input.queue, input.jobId));\n    return stored;\n  });",
+    replace: "    return stored;\n  });",
     tests: [faults],
   },
   {
     id: "k2",
     what: "a cancel no longer purges the tasks left (they stay on the server)",
     file: "src/effects/finalize-job.ts",
-    search:
-      "  if (stored && stored.phase === SubmitPhase.committed) await port.removeTasks(stored.queue, id);",
+    search: [
+      "    if (stored && stored.phase === SubmitPhase.committed)",
+      "      yield* fromPort(() => port.removeTasks(stored.queue, id));",
+    ].join("\n"),
     replace: "",
     tests: [faults],
   },
