@@ -94,7 +94,8 @@ const Health = Schema.Struct({
 
 const JobStatus = Schema.Literals(Object.values(JobStatuses)).annotate({ identifier: "JobStatus" });
 
-const JobSummary = Schema.Struct({
+/** What every view of a job shows: who it is and its counts. */
+const jobCounts = {
   id: Schema.String,
   queue: Schema.String,
   status: JobStatus,
@@ -102,6 +103,10 @@ const JobSummary = Schema.Struct({
   done: Count,
   failed: Count,
   dead: Count,
+};
+
+const JobSummary = Schema.Struct({
+  ...jobCounts,
   created_at: countOf("ms since the epoch"),
   updated_at: countOf("ms since the epoch"),
 }).annotate({ identifier: "JobSummary" });
@@ -109,13 +114,7 @@ const JobSummary = Schema.Struct({
 const JobList = Schema.Struct({ jobs: Schema.Array(JobSummary) }).annotate({ identifier: "JobList" });
 
 const Job = Schema.Struct({
-  id: Schema.String,
-  queue: Schema.String,
-  status: JobStatus,
-  total: Count,
-  done: Count,
-  failed: Count,
-  dead: Count,
+  ...jobCounts,
   throughput: Schema.NullOr(Schema.Finite).annotate({ description: "Tasks answered per second (EWMA)." }),
   eta_ms: Schema.NullOr(Count).annotate({
     description: "Estimated time to the end; null until there is a rate.",
