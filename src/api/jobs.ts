@@ -84,6 +84,8 @@ export class JobRegistry implements Jobs {
   readonly #jobs = new Map<string, Promise<Supervised>>();
   /** The actors of `#jobs` once started, for answers that must not wait or start one. */
   readonly #started = new Map<string, StartedJobActor>();
+  /** Set by `stop()`: a takeover pass or a `get` still running then must not start an actor nobody stops. */
+  #stopping = false;
 
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
@@ -261,8 +263,9 @@ export class JobRegistry implements Jobs {
     return handle;
   }
 
-  /** Stops watching (jobs go on; another runtime or a restart takes them over). */
+  /** Stops watching (jobs go on; another runtime or a restart takes them over); no actor starts after it. */
   async stop(): Promise<void> {
+    this.#stopping = true;
     const all = await Promise.allSettled(this.#jobs.values());
     for (const s of all) if (s.status === "fulfilled") s.value.started.stop();
     this.#jobs.clear();
@@ -288,6 +291,7 @@ export class JobRegistry implements Jobs {
   }
 
   async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
+    if (this.#stopping) throw new RuntimeStopped({ message: "runtime stopped" });
     const started = startJobActor(this.#deps, record, resumeFrom, bodies);
     this.#started.set(record.id, started);
     started.actor.subscribe({
@@ -343,6 +347,7 @@ export class JobRegistry implements Jobs {
   /** Jobs still running whose supervisor stopped renewing its lease: watch them here (the actor takes the lease). */
   async #adoptOrphans(): Promise<void> {
     for (const listed of await this.#broker.listRecords()) {
+      if (this.#stopping) return;
       if (
         listed.phase !== SubmitPhase.committed ||
         isFinal(listed.status) ||
@@ -361,7 +366,8 @@ export class JobRegistry implements Jobs {
         return undefined;
       });
       if (await this.#watching(listed.id)) continue;
-      if (!found || isFinal(found.record.status)) {
+      // Stopping: the lease just won is given back, for another runtime to take the job over at once.
+      if (!found || isFinal(found.record.status) || this.#stopping) {
         await this.#broker.leases.release(listed.id);
         continue;
       }
