@@ -131,7 +131,9 @@ export const streamNamesStartingWith = async (
  * (an ordered consumer, last message per subject). The pass reads as many
  * messages as the consumer had pending at its first delivery, so writes
  * during the pass cannot make it run forever; a key written meanwhile is seen
- * with the value it had then or later. `kv.keys()` and one `get` per key was
+ * with the value it had then or later; it also ends when it has caught up
+ * (nothing pending) or the server goes idle for a second (a heartbeat).
+ * `kv.keys()` and one `get` per key was
  * N round trips, and the keys iterator of nats.js 3 was seen never to end
  * while keys were being written.
  */
@@ -149,7 +151,13 @@ export const scanBucket = async (
     filter_subjects: `${prefix}>`,
     deliver_policy: DeliverPolicy.LastPerSubject,
   });
-  const messages = await consumer.consume();
+  const messages = await consumer.consume({ idle_heartbeat: 1000, expires: 3000 });
+  // A heartbeat means the server has nothing more for this pass right now: it is complete.
+  void (async () => {
+    for await (const status of messages.status()) {
+      if (status.type === "heartbeat") return messages.close();
+    }
+  })().catch(() => undefined); // the pass ends either way: its messages close in the finally below
   try {
     let left: number | undefined;
     for await (const m of messages) {
@@ -157,8 +165,9 @@ export const scanBucket = async (
       const operation = m.headers?.get("KV-Operation");
       if (operation === "DEL" || operation === "PURGE") values.delete(key);
       else values.set(key, m.string());
+      // Caught up (nothing pending now), or as many read as were pending at the start.
       left = left === undefined ? m.info.pending : left - 1;
-      if (left <= 0) break;
+      if (m.info.pending === 0 || left <= 0) break;
     }
   } finally {
     await messages.close();
