@@ -128,14 +128,17 @@ export const streamNamesStartingWith = async (
 
 /**
  * Every key's latest value in a KV bucket, read as one pass over its stream
- * (an ordered consumer, last message per subject). The pass reads as many
- * messages as the consumer had pending at its first delivery, so writes
- * during the pass cannot make it run forever; a key written meanwhile is seen
- * with the value it had then or later; it also ends when it has caught up
- * (nothing pending) or the server goes idle for a second (a heartbeat).
- * `kv.keys()` and one `get` per key was
- * N round trips, and the keys iterator of nats.js 3 was seen never to end
- * while keys were being written.
+ * (an ordered consumer, last message per subject, in sequence order). A key
+ * rewritten during the pass moves to the end of the stream (one message per
+ * key is kept), so the pass reads up to the stream's last sequence, then asks
+ * for it again and goes on until it has read up to a last sequence that did
+ * not move: every key that lived through the pass is then read at its place
+ * or at its new one. (Stopping at a count read at the start, or at the
+ * consumer's pending count, which nats-server 2.9 reports too low for this
+ * kind of consumer, missed such keys.) The run's deadline bounds a pass that
+ * never catches up; its consumer is deleted at the end rather than left to
+ * expire. `kv.keys()` and one `get` per key was N round trips, and the keys
+ * iterator of nats.js 3 was seen never to end while keys were being written.
  */
 export const scanBucket = async (
   js: JetStreamClient,
@@ -145,32 +148,29 @@ export const scanBucket = async (
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
   const values = new Map<string, string>();
-  const { state } = await jsm.streams.info(stream);
-  if (state.messages === 0) return values;
+  const lastSeq = async () => (await jsm.streams.info(stream)).state.last_seq;
+  let target = await lastSeq();
+  if (target === 0) return values;
   const consumer = await js.consumers.get(stream, {
     filter_subjects: `${prefix}>`,
     deliver_policy: DeliverPolicy.LastPerSubject,
   });
-  const messages = await consumer.consume({ idle_heartbeat: 1000, expires: 3000 });
-  // A heartbeat means the server has nothing more for this pass right now: it is complete.
-  void (async () => {
-    for await (const status of messages.status()) {
-      if (status.type === "heartbeat") return messages.close();
-    }
-  })().catch(() => undefined); // the pass ends either way: its messages close in the finally below
+  const messages = await consumer.consume();
   try {
-    let left: number | undefined;
     for await (const m of messages) {
       const key = m.subject.slice(prefix.length);
       const operation = m.headers?.get("KV-Operation");
       if (operation === "DEL" || operation === "PURGE") values.delete(key);
       else values.set(key, m.string());
-      // Caught up (nothing pending now), or as many read as were pending at the start.
-      left = left === undefined ? m.info.pending : left - 1;
-      if (m.info.pending === 0 || left <= 0) break;
+      if (m.seq < target) continue;
+      target = await lastSeq();
+      if (m.seq >= target) break;
     }
   } finally {
     await messages.close();
+    const name = (await consumer.info(true).catch(() => undefined))?.name;
+    // Not deleted (gone already, or not now): an ordered consumer expires by itself when idle.
+    if (name) await jsm.consumers.delete(stream, name).catch(() => undefined);
   }
   return values;
 };
