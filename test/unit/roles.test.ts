@@ -4,33 +4,22 @@
  * it), not through the runtime's own account of itself.
  */
 import { describe, expect, it } from "vitest";
-import type { Broker } from "../../src/adapters/broker.ts";
 import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
 import { natsPermissions, type Role } from "../../src/api/permissions.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { InvalidArgument, RoleNotHeld } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
 import { delay } from "../harness/wait.ts";
 
 /** The memory broker behind a proxy that counts each method called on it. */
-const spiedBroker = () => {
-  const calls = new Map<string, number>();
-  const inner = createMemoryBroker({ prefix: "jetstate" });
-  const broker = new Proxy(inner, {
-    get(target, key, receiver) {
-      const value = Reflect.get(target, key, receiver);
-      if (typeof value !== "function" || typeof key !== "string") return value;
-      return (...args: unknown[]) => {
-        calls.set(key, (calls.get(key) ?? 0) + 1);
-        return value.apply(target, args);
-      };
-    },
-  }) as Broker;
+const spiedMemoryBroker = () => {
+  const { broker, calls } = spiedBroker(createMemoryBroker({ prefix: "jetstate" }));
   return { broker, calls: (name: string) => calls.get(name) ?? 0 };
 };
 
 const runtimeWith = async (roles: Role[] | undefined) => {
-  const spy = spiedBroker();
+  const spy = spiedMemoryBroker();
   const rt = await createRuntime({
     broker: spy.broker,
     logger: silentLogger(),

@@ -5,10 +5,10 @@
  * their timers is pending. The loops are observed at the broker port.
  */
 import { describe, expect, it } from "vitest";
-import type { Broker } from "../../src/adapters/broker.ts";
 import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
 import { delay } from "../harness/wait.ts";
 
 /** Pending timers (Node's `Timeout` resources) right now. */
@@ -20,8 +20,6 @@ const pendingTimers = () => process.getActiveResourcesInfo().filter((name) => na
  * time after their signal aborted (as a NATS loop closing its consumer does).
  */
 const slowToEndBroker = () => {
-  const inner = createMemoryBroker({ prefix: "jetstate" });
-  const calls = new Map<string, number>();
   /** The loops that run, each with the function that lets it end once its signal aborted. */
   const running = new Map<string, () => void>();
   const endsWhenLet = (name: string, signal: AbortSignal) =>
@@ -32,19 +30,11 @@ const slowToEndBroker = () => {
         resolve();
       });
     });
-  const broker = new Proxy(inner, {
-    get(target, key, receiver) {
-      const value = Reflect.get(target, key, receiver);
-      if (typeof value !== "function" || typeof key !== "string") return value;
-      return (...args: unknown[]) => {
-        calls.set(key, (calls.get(key) ?? 0) + 1);
-        const n = calls.get(key);
-        if (key === "watchRecords") return endsWhenLet(`watch${n}`, args[1] as AbortSignal);
-        if (key === "processExhausted") return endsWhenLet(`dead${n}`, args[0] as AbortSignal);
-        return value.apply(target, args);
-      };
-    },
-  }) as Broker;
+  const { broker, calls } = spiedBroker(createMemoryBroker({ prefix: "jetstate" }), (key, n, args, call) => {
+    if (key === "watchRecords") return endsWhenLet(`watch${n}`, args[1] as AbortSignal);
+    if (key === "processExhausted") return endsWhenLet(`dead${n}`, args[0] as AbortSignal);
+    return call();
+  });
   return { broker, calls, running };
 };
 
