@@ -1,4 +1,4 @@
-import { JetStreamApiError, jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { NatsJobBroker } from "./job-broker.ts";
@@ -130,11 +130,9 @@ export class NatsJobLeases {
   list(): Promise<Array<{ jobId: string; lease: LeaseRecord }>> {
     return this.#broker.run("lease.list", async (nc) => {
       await this.#bucket(nc);
-      const leases = await scanBucket(
-        jetstream(nc),
-        await jetstreamManager(nc),
-        this.#broker.names.leasesBucket,
-      );
+      // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
+      const { js, jsm } = await this.#broker.handles(nc);
+      const leases = await scanBucket(js, jsm, this.#broker.names.leasesBucket);
       return [...leases].map(([jobId, value]) => ({ jobId, lease: JSON.parse(value) as LeaseRecord }));
     });
   }
