@@ -161,10 +161,8 @@ export class JobRegistry implements Jobs {
       assertSameRequest((await this.#broker.getRecord(plan.record.id))?.record, plan.record);
       return handle as JobHandle<Result>;
     }
-    const created = this.#start(plan.record, undefined, plan.bodies);
-    this.#jobs.set(plan.record.id, created);
-    // Its error reaches the caller through the await below; here it only frees the id.
-    created.catch(() => this.#jobs.delete(plan.record.id));
+    // Its error reaches the caller through the await; `#track` only frees the id.
+    const created = this.#track(plan.record.id, this.#start(plan.record, undefined, plan.bodies));
     return (await created).handle as JobHandle<Result>;
   }
 
@@ -174,7 +172,7 @@ export class JobRegistry implements Jobs {
     const local = this.#jobs.get(id);
     if (local) {
       const supervised = await local;
-      // A finished job's actor has stopped; a redriven one is running again: look again.
+      // Its actor may have ended since (it is then dropped): a finished job is read from its record.
       if (supervised.started.actor.getSnapshot().status === "active")
         return supervised.handle as JobHandle<Result>;
     }
@@ -184,8 +182,8 @@ export class JobRegistry implements Jobs {
     // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
     const meanwhile = this.#jobs.get(id);
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;
-    const started = this.#start(found.record, found.record.status);
-    this.#jobs.set(id, started);
+    // A finished job's actor ends at once, as recorded, and is dropped: its handle still answers.
+    const started = this.#track(id, this.#start(found.record, found.record.status));
     return (await started).handle as JobHandle<Result>;
   }
 
@@ -272,8 +270,27 @@ export class JobRegistry implements Jobs {
     this.#started.clear();
   }
 
-  #forget(id: string, started: StartedJobActor): void {
-    if (this.#started.get(id) === started) this.#started.delete(id);
+  /**
+   * Registers the job's actor under its id until it ends: an actor that
+   * ended (its end recorded, its runtime or a replacement stopped it) is
+   * dropped, so a runtime keeps only the jobs it watches now, never the ones
+   * it has finished. A handle given out keeps its actor, and still answers.
+   */
+  #track(id: string, supervised: Promise<Supervised>): Promise<Supervised> {
+    this.#jobs.set(id, supervised);
+    const forget = () => {
+      if (this.#jobs.get(id) === supervised) this.#jobs.delete(id);
+    };
+    supervised.then(
+      ({ started }) => {
+        // Ended already (a finished job resumed from its record ends as it starts).
+        if (started.actor.getSnapshot().status !== "active") return forget();
+        started.actor.subscribe({ complete: forget, error: forget });
+      },
+      // A submit that failed: its error went to its submitter; the id is free again.
+      () => forget(),
+    );
+    return supervised;
   }
 
   /** Runs one reaper pass now (tests, admin). */
@@ -293,11 +310,14 @@ export class JobRegistry implements Jobs {
   async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
     if (this.#stopping) throw new RuntimeStopped({ message: "runtime stopped" });
     const started = startJobActor(this.#deps, record, resumeFrom, bodies);
-    this.#started.set(record.id, started);
-    started.actor.subscribe({
-      complete: () => this.#forget(record.id, started),
-      error: () => this.#forget(record.id, started),
-    });
+    // Until it ends (a finished job resumed from its record ends as it starts: never kept).
+    const forget = () => {
+      if (this.#started.get(record.id) === started) this.#started.delete(record.id);
+    };
+    if (started.actor.getSnapshot().status === "active") {
+      this.#started.set(record.id, started);
+      started.actor.subscribe({ complete: forget, error: forget });
+    }
     const handle = makeHandle(this.#core, this.#broker, started);
     if (!resumeFrom) {
       // Resolve once committed; a submit that failed rejects with its typed error (it was rolled back).
@@ -373,7 +393,7 @@ export class JobRegistry implements Jobs {
       }
       const { record } = found;
       this.#log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
-      this.#jobs.set(record.id, this.#start(record, record.status));
+      this.#track(record.id, this.#start(record, record.status));
     }
   }
 

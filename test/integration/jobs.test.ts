@@ -2,7 +2,7 @@ import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import type { Runtime } from "../../src/api/runtime.ts";
+import { partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { defineQueue, PermanentError } from "../../src/index.ts";
 import { badSubmits } from "../harness/bad-submits.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
@@ -239,6 +239,36 @@ describe("jobs over JetStream", () => {
     const worker = rt.workers.start<number, number>({ queue: "idem", handler: (t) => t.payload });
     expect((await a.done()).done).toBe(30);
     await worker.stop();
+  });
+
+  it("a finished job is dropped by its runtime; its handle, get() and a resubmit of its key still answer", async () => {
+    const request = { queue: "forgotten", tasks: range(5), idempotencyKey: "forgotten-1" };
+    const worker = rt.workers.start<number, number>({ queue: "forgotten", handler: (t) => t.payload * 2 });
+    const job = await rt.jobs.submit(request);
+    const final = await job.done();
+    await worker.stop();
+    expect(final).toMatchObject({ status: "succeeded", done: 5 });
+    // Not watched here any more: the registry let go of it once its end was recorded.
+    const registry = partsOf(rt).jobs;
+    await waitUntil(() => registry.watchedSnapshot(job.id) === undefined, {
+      timeoutMs: 5000,
+      message: "job dropped",
+    });
+    // The handle a user holds still answers, from its own (ended) actor and the results stream.
+    expect(job.snapshot()).toMatchObject({ status: "succeeded", done: 5 });
+    expect(await job.done()).toEqual(final);
+    const results = await collect(job.results());
+    expect(results.map((r) => r.ok && r.result).sort((a, b) => Number(a) - Number(b))).toEqual([
+      0, 2, 4, 6, 8,
+    ]);
+    // get() and a resubmit with the key answer from the record, and are not kept either.
+    const got = await rt.jobs.get(job.id);
+    expect(got?.snapshot()).toMatchObject({ status: "succeeded", done: 5, failed: 0, dead: 0 });
+    expect(await got?.done()).toMatchObject({ status: "succeeded", done: 5 });
+    const again = await rt.jobs.submit(request);
+    expect(again.id).toBe(job.id);
+    expect(await again.done()).toMatchObject({ status: "succeeded", done: 5 });
+    expect(registry.watchedSnapshot(job.id)).toBeUndefined();
   });
 
   it("a typed queue with a schema validates tasks at submit and results at the worker", async () => {

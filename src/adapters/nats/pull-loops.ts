@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import {
   AckPolicy,
   type ConsumerMessages,
@@ -222,21 +223,47 @@ const restartIfNotPulling = (
   );
 };
 
+/** One signal per client, aborted when it closes: loops listen to it, and let go of it when they end. */
+const closedSignals = new WeakMap<NatsConnection, AbortSignal>();
+
+const closedSignal = (nc: NatsConnection): AbortSignal => {
+  let closed = closedSignals.get(nc);
+  if (!closed) {
+    const controller = new AbortController();
+    // Every loop of the client listens: many listeners, no leak.
+    setMaxListeners(0, controller.signal);
+    void nc.closed().then(() => controller.abort());
+    closed = controller.signal;
+    closedSignals.set(nc, closed);
+  }
+  return closed;
+};
+
 /**
  * Closes a pull loop's `messages` when `signal` aborts or the client closes,
  * which ends its `for await`. `dispose` (in the loop's `finally`) lets go of
- * the abort listener; the client's `closed()` promise lives as long as the
- * client and only closes an iterator that has ended already.
+ * both listeners. Not a reaction on the client's `closed()` promise per loop:
+ * that lives as long as the client, and kept every ended loop's iterator (and
+ * through it the job actor reading it) until the client closed.
  */
 export const closeWhenEnded = (messages: ConsumerMessages, nc: NatsConnection, signal: AbortSignal) => {
   const close = () => {
     // `close()` reports a failure to stop the pull as its value; the iterator ends either way.
     void messages.close();
   };
+  const closed = closedSignal(nc);
   // Aborted while the loop set its consumer up: no abort event will come, and a loop left
   // running would hold up stop(), which waits for it before it closes the client.
-  if (signal.aborted) close();
-  else signal.addEventListener("abort", close, { once: true });
-  void nc.closed().then(close);
-  return { close, dispose: () => signal.removeEventListener("abort", close) };
+  if (signal.aborted || closed.aborted) close();
+  else {
+    signal.addEventListener("abort", close, { once: true });
+    closed.addEventListener("abort", close, { once: true });
+  }
+  return {
+    close,
+    dispose: () => {
+      signal.removeEventListener("abort", close);
+      closed.removeEventListener("abort", close);
+    },
+  };
 };
