@@ -1,8 +1,9 @@
 import type { Broker } from "../../src/adapters/broker.ts";
 
 /**
- * A broker behind a proxy that counts every method called on it, by name:
- * the ledger tests read to see which background loops ran. `around` may
+ * A broker behind a proxy that counts every method called on it, by name
+ * (its supervision leases' methods as `leases.<name>`): the ledger tests
+ * read to see which background loops ran and what they read. `around` may
  * replace a call (the call's count `n` starts at 1; `call` runs the real one).
  */
 export const spiedBroker = (
@@ -10,17 +11,22 @@ export const spiedBroker = (
   around?: (key: string, n: number, args: unknown[], call: () => unknown) => unknown,
 ) => {
   const calls = new Map<string, number>();
-  const broker = new Proxy(inner, {
-    get(target, key, receiver) {
-      const value = Reflect.get(target, key, receiver);
-      if (typeof value !== "function" || typeof key !== "string") return value;
-      return (...args: unknown[]) => {
-        const n = (calls.get(key) ?? 0) + 1;
-        calls.set(key, n);
-        const call = () => value.apply(target, args);
-        return around ? around(key, n, args, call) : call();
-      };
-    },
-  }) as Broker;
+  const spy = <T extends object>(target: T, prefix: string): T =>
+    new Proxy(target, {
+      get(obj, key, receiver) {
+        const value = Reflect.get(obj, key, receiver);
+        if (prefix === "" && key === "leases") return leases;
+        if (typeof value !== "function" || typeof key !== "string") return value;
+        return (...args: unknown[]) => {
+          const name = `${prefix}${key}`;
+          const n = (calls.get(name) ?? 0) + 1;
+          calls.set(name, n);
+          const call = () => value.apply(obj, args);
+          return around ? around(name, n, args, call) : call();
+        };
+      },
+    });
+  const leases = spy(inner.leases, "leases.");
+  const broker = spy(inner, "");
   return { broker, calls };
 };

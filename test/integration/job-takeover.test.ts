@@ -7,10 +7,6 @@
  * has run out (never before: the lease history in KV is checked), and finish
  * it with every task counted exactly once.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
-import path from "node:path";
-import { createInterface } from "node:readline";
 import { StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -20,116 +16,20 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import type { Worker } from "../../src/api/workers.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults, tally } from "../harness/raw-results.ts";
+import {
+  type Child,
+  killAll,
+  killAndWait,
+  startChild as startSupervisor,
+} from "../harness/supervisor-child.ts";
 import { waitUntil } from "../harness/wait.ts";
 
-const root = path.resolve(import.meta.dirname, "../..");
-const FIXTURE = path.join(root, "test/fixtures/job-supervisor.ts");
-const CHILD_DEADLINE_MS = 30_000;
 const leaseMs = 1000;
 const total = 400;
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 
-type Line = Record<string, unknown>;
-
-interface Child {
-  readonly process: ChildProcessWithoutNullStreams;
-  readonly pid: number;
-  readonly exited: Promise<void>;
-  /** Processes the child started (esbuild's service under tsx): they must go with it. */
-  readonly descendants: Set<number>;
-  waitFor(match: (line: Line) => boolean, what: string): Promise<Line>;
-}
-
 const children: Child[] = [];
-
-/** Child processes of `pid`, and theirs, from /proc. */
-const descendantsOf = (pid: number): number[] => {
-  const parentOf = new Map<number, number>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ")".
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      parentOf.set(Number(entry), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const found: number[] = [];
-  const walk = (p: number) => {
-    for (const [child, parent] of parentOf) {
-      if (parent === p) {
-        found.push(child);
-        walk(child);
-      }
-    }
-  };
-  walk(pid);
-  return found;
-};
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-const startChild = (args: string[]): Child => {
-  // `node --import tsx`, not the tsx CLI: the CLI runs the script in a second node process,
-  // which a SIGKILL to the CLI would orphan instead of killing.
-  const child = spawn(process.execPath, ["--import", "tsx", FIXTURE, ...args], {
-    cwd: root,
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  const lines: Line[] = [];
-  let stderr = "";
-  let exit: string | undefined;
-  createInterface({ input: child.stdout }).on("line", (text) => {
-    try {
-      lines.push(JSON.parse(text) as Line);
-    } catch {
-      lines.push({ text });
-    }
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const exited = new Promise<void>((resolve) =>
-    child.on("exit", (code, signal) => {
-      exit = `code ${code} signal ${signal}`;
-      resolve();
-    }),
-  );
-  const handle: Child = {
-    process: child,
-    pid: child.pid!,
-    exited,
-    descendants: new Set(),
-    waitFor: async (match, what) => {
-      await waitUntil(
-        () => {
-          for (const d of descendantsOf(handle.pid)) handle.descendants.add(d);
-          if (lines.some(match)) return true;
-          // A child that died cannot print it any more: say why instead of timing out.
-          if (exit !== undefined) throw new Error(`child ${child.pid} exited (${exit}): ${stderr}`);
-          return false;
-        },
-        { timeoutMs: CHILD_DEADLINE_MS, message: `child ${child.pid}: ${what}` },
-      );
-      return lines.find(match)!;
-    },
-  };
-  children.push(handle);
-  return handle;
-};
-
-const killAndWait = async (child: Child, signal: NodeJS.Signals) => {
-  if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill(signal);
-  await child.exited;
-};
+const startChild = (args: string[]) => startSupervisor(args, children);
 
 interface LeaseWrite {
   readonly op: string;
@@ -186,7 +86,7 @@ describe("takeover of a job whose supervising process was killed", () => {
   });
 
   afterAll(async () => {
-    for (const child of children) await killAndWait(child, "SIGKILL");
+    await killAll(children);
     await worker?.stop();
     await rt?.stop();
     await nc?.close();
@@ -197,12 +97,6 @@ describe("takeover of a job whose supervising process was killed", () => {
           `job end after SIGKILL: ${endMs.join(", ")} ms (median ${median(endMs)})`,
       );
     }
-    // Nothing is left running: the children, and whatever they started.
-    const all = children.flatMap((c) => [c.pid, ...c.descendants]);
-    await waitUntil(() => all.every((pid) => !alive(pid)), {
-      timeoutMs: 5000,
-      message: `child processes gone (${all.filter(alive).join(", ")})`,
-    });
   });
 
   it.each([1, 2, 3])(
