@@ -17,6 +17,12 @@ export interface CleanupReport {
   readonly resultsPurged: string[];
   /** Supervision leases of finished or unknown jobs. */
   readonly leasesRemoved: string[];
+  /**
+   * Jobs not over that had no supervision lease (written by a version before
+   * 0.4, or a submit that lost its lease to a race): given a run-out one, so
+   * takeover and the reaper, which look at the leases only, find them.
+   */
+  readonly leasesAdded: string[];
 }
 
 /** `rt.admin`'s side of the broker: what must exist before anyone runs, and what is left after. */

@@ -1,4 +1,16 @@
-/** Who supervises a job, until when. */
+/** A lease as stored: who supervises the job, until when (0: nobody; given back, or never taken). */
+export interface Lease {
+  readonly holder: string;
+  readonly until: number;
+}
+
+/**
+ * Who supervises a job, until when: one key per job, taken and renewed with
+ * compare-and-set on the revision. The bucket is also the index of the jobs
+ * that are not over: a key is written before the job's record, and goes only
+ * once the job has ended (or its submit was rolled back), so takeover and the
+ * reaper look at the leases, never at every record kept.
+ */
 export interface SupervisionLeases {
   readonly holder: string;
   /** True until the expiry last written (`now`: the runtime's clock); a holder whose renewals fail stops holding. */
@@ -7,7 +19,21 @@ export interface SupervisionLeases {
   acquire(jobId: string, ttlMs: number, now?: number): Promise<boolean>;
   /** Extends a held lease; false (and no longer held) when another runtime took it. */
   renew(jobId: string, ttlMs: number, now?: number): Promise<boolean>;
+  /** The job is over: the lease held here goes, and nothing of it stays in the bucket. */
   release(jobId: string): Promise<void>;
-  list(): Promise<Array<{ jobId: string; lease: { holder: string; until: number } }>>;
-  remove(jobId: string): Promise<void>;
+  /**
+   * Stops supervising a job that goes on (the runtime stops): the lease held
+   * here is written as run out (`until` 0), so another runtime takes the job
+   * over at once, and its key stays for it to be found. Best effort.
+   */
+  giveBack(jobId: string): Promise<void>;
+  /** Every lease on the server, with its revision. */
+  list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>>;
+  /**
+   * Removes the job's lease whoever holds it (its job is over or gone);
+   * with `revision`, only up to that revision: a lease written since stays.
+   */
+  remove(jobId: string, revision?: number): Promise<void>;
+  /** Writes a run-out lease for a job that has none, so takeover finds it; false when it has one. */
+  enrol(jobId: string): Promise<boolean>;
 }

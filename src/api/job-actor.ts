@@ -7,7 +7,7 @@ import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts
 import { childLogger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { provideJobEffects, recordEvent } from "./job-effects.ts";
-import { snapshotOf } from "./job-handle.ts";
+import { isRecorded, snapshotOf } from "./job-handle.ts";
 import { persistAndLog } from "./job-persist.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
@@ -21,7 +21,7 @@ export interface JobActorDeps {
 
 export interface StartedJobActor {
   readonly actor: Actor<JobMachine>;
-  /** Stops the actor, its timers and loops; releases the lease. */
+  /** Stops the actor, its timers and loops; gives the lease back (the job goes on). */
   stop(): void;
   /** The job's record as the runtime's record watch saw it change (older ones are ignored). */
   onRecord(record: JobRecord): void;
@@ -139,9 +139,15 @@ export const startJobActor = (
   actor.subscribe({
     complete: () => {
       stopping.abort(); // ends the lease and lost-task loops
-      // Never rejects (a lease not released expires after its TTL). Started whether or not the
-      // runtime's loops still run; while they do, `rt.stop()` waits for it.
-      const released = leases.release(jobId);
+      // Over (its end recorded, not a submit that failed): the lease goes, and with it the job
+      // from the leases bucket. Stopped before its end (the runtime stops, the actor was
+      // replaced) or a submit that failed (rolled back, or not if the rollback failed too): the
+      // lease is given back and stays, run out, for another runtime to take the job over at
+      // once, or the reaper to find the submit; one left for a job that is over is removed by
+      // the next takeover pass. Never rejects (a lease not written back runs out by its TTL).
+      // Started whether or not the runtime's loops still run; while they do, `rt.stop()` waits.
+      const over = isRecorded(actor) && effects.submitError() === undefined;
+      const released = over ? leases.release(jobId) : leases.giveBack(jobId);
       core.loops.run(`job-lease-release:${jobId}`, () => released);
     },
   });

@@ -293,14 +293,23 @@ export class JobRegistry implements Jobs {
     return supervised;
   }
 
-  /** Runs one reaper pass now (tests, admin). */
+  /**
+   * Runs one reaper pass now (tests, admin). Its candidates are the records
+   * of the supervision leases (a submit takes its lease before it writes its
+   * record), not every record kept: the pass costs O(jobs not over).
+   */
   async reap(now: () => number = () => this.#core.clock.now()) {
     requireRole(this.#core.options.roles, "admin", "rt.jobs.reap()");
-    const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs);
-    // A rolled-back submit has no supervisor: free its lease for a resubmit at once.
+    const leased = await this.#broker.leases.list();
+    const revisions = new Map(leased.map(({ jobId, revision }) => [jobId, revision]));
+    const submits = (await inBatches(leased, ({ jobId }) => this.#broker.getRecord(jobId)))
+      .map((found) => found?.record)
+      .filter((record): record is JobRecord => record?.phase === SubmitPhase.submitting);
+    const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs, submits);
+    // A rolled-back submit has no supervisor: its lease goes (a resubmit's, written since, stays).
     for (const id of report.rolledBack)
       await this.#broker.leases
-        .remove(id)
+        .remove(id, revisions.get(id))
         .catch((error: unknown) =>
           this.#log.debug({ jobId: id, err: error }, "lease of a rolled-back submit not removed; it expires"),
         );
@@ -364,37 +373,52 @@ export class JobRegistry implements Jobs {
     return supervised?.started.actor.getSnapshot().status === "active";
   }
 
-  /** Jobs still running whose supervisor stopped renewing its lease: watch them here (the actor takes the lease). */
+  /**
+   * Jobs still running whose supervisor stopped renewing its lease: watch
+   * them here (the actor takes the lease). Found from the leases, one per job
+   * not over, never from every record kept: a pass reads the leases (one
+   * scan) and the record of each that ran out.
+   */
   async #adoptOrphans(): Promise<void> {
-    for (const listed of await this.#broker.listRecords()) {
+    const now = this.#core.clock.now();
+    for (const { jobId, lease, revision } of await this.#broker.leases.list()) {
       if (this.#stopping) return;
-      if (
-        listed.phase !== SubmitPhase.committed ||
-        isFinal(listed.status) ||
-        (await this.#watching(listed.id))
-      )
-        continue;
-      if (!(await this.#broker.leases.acquire(listed.id, this.#options.leaseMs, this.#core.clock.now())))
-        continue;
-      // A `get` here may have started watching it meanwhile: that actor now holds the lease.
-      if (await this.#watching(listed.id)) continue;
-      // The list is older than the lease: a supervisor that finished (or a cancel) in between
-      // released the lease, and a job adopted from the stale record would be watched forever.
-      const found = await this.#broker.getRecord(listed.id).catch((error: unknown) => {
-        // Not read: the lease is given back below and the next pass tries again.
-        this.#log.debug({ jobId: listed.id, err: error }, "record of an orphan not read; not taken over now");
-        return undefined;
-      });
-      if (await this.#watching(listed.id)) continue;
-      // Stopping: the lease just won is given back, for another runtime to take the job over at once.
-      if (!found || isFinal(found.record.status) || this.#stopping) {
-        await this.#broker.leases.release(listed.id);
-        continue;
-      }
-      const { record } = found;
-      this.#log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
-      this.#track(record.id, this.#start(record, record.status));
+      if (lease.until > now || (await this.#watching(jobId))) continue;
+      await this.#adopt(jobId, revision).catch((error: unknown) =>
+        // Not now (a read or the lease failed): the lease stays, and the next pass tries again.
+        this.#log.debug({ jobId, err: error }, "orphan not taken over now; tried again"),
+      );
     }
+  }
+
+  /** One lease that ran out: its job taken over if it runs, the lease removed if the job is over or gone. */
+  async #adopt(jobId: string, revision: number): Promise<void> {
+    const found = await this.#broker.getRecord(jobId);
+    if (!found || isOver(found.record)) {
+      // Stale (its supervisor died after the end, a cancel ended it meanwhile, the record is
+      // gone): removed, so the bucket holds the jobs not over. Up to the revision listed: a
+      // lease written since (a resubmit of the key) stays.
+      await this.#broker.leases.remove(jobId, revision);
+      return;
+    }
+    if (found.record.phase === SubmitPhase.submitting) return; // a submit that died: the reaper's
+    if (!(await this.#broker.leases.acquire(jobId, this.#options.leaseMs, this.#core.clock.now()))) return;
+    // A `get` here may have started watching it meanwhile: that actor now holds the lease.
+    if (await this.#watching(jobId)) return;
+    // Read again now that the lease is held: a supervisor that finished (or a cancel) between
+    // the read and the lease released it, and a job adopted from the stale record would be
+    // watched forever.
+    const again = await this.#broker.getRecord(jobId).catch((error: unknown) => {
+      this.#log.debug({ jobId, err: error }, "record of an orphan not read; not taken over now");
+      return null;
+    });
+    if (await this.#watching(jobId)) return;
+    if (again === undefined || (again && isOver(again.record))) return this.#broker.leases.release(jobId);
+    // Not read, or stopping: given back, for the next pass or another runtime to take it over at once.
+    if (again === null || this.#stopping) return this.#broker.leases.giveBack(jobId);
+    const { record } = again;
+    this.#log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
+    this.#track(record.id, this.#start(record, record.status));
   }
 
   async #reapOnce(): Promise<void> {
@@ -404,3 +428,15 @@ export class JobRegistry implements Jobs {
     }
   }
 }
+
+/** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */
+const isOver = (record: JobRecord): boolean =>
+  record.phase !== SubmitPhase.submitting && isFinal(record.status);
+
+/** `read` for each item, 32 at a time: a pass over many leases is not one round trip after another. */
+const inBatches = async <T, R>(items: readonly T[], read: (item: T) => Promise<R>): Promise<R[]> => {
+  const out: R[] = [];
+  for (let from = 0; from < items.length; from += 32)
+    out.push(...(await Promise.all(items.slice(from, from + 32).map(read))));
+  return out;
+};

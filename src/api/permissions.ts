@@ -153,6 +153,8 @@ const answer = (n: Layout, queue: string) => [
 const supervise = (n: Layout, queues: readonly string[]): string[] => [
   ...kvWrite(n.jobsBucket),
   ...kvWrite(n.leasesBucket),
+  // A lease that goes (its job over) is purged from the bucket's stream, marker and all.
+  `$JS.API.STREAM.PURGE.KV_${n.leasesBucket}`,
   ...streamInfo(n.resultsStream),
   ...manageConsumers(n.resultsStream),
   ...streamInfo(n.deadStream),

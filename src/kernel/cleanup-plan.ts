@@ -14,6 +14,11 @@ export interface CleanupPlan {
   readonly expired: readonly JobRecord[];
   /** True when a job's results may go: no record, or an expired one. */
   resultsGone(jobId: string): boolean;
+  /**
+   * Jobs not over (running, or a submit in progress) that have no lease:
+   * takeover and the reaper look at the leases only, so these get one.
+   */
+  unleased(leased: ReadonlySet<string>): JobRecord[];
 }
 
 export const planCleanup = (records: readonly JobRecord[], retentionMs: number, now: number): CleanupPlan => {
@@ -29,6 +34,7 @@ export const planCleanup = (records: readonly JobRecord[], retentionMs: number, 
     },
     expired,
     resultsGone: (jobId) => !byId.has(jobId) || expiredIds.has(jobId),
+    unleased: (leased) => records.filter((r) => !finished(r) && !leased.has(r.id)),
   };
 };
 

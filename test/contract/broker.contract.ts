@@ -556,6 +556,8 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         recordsRemoved: [old.id],
         resultsPurged: [results(old), results(orphan)].sort(),
         leasesRemoved: [old.id, recent.id, unknown.id].sort(),
+        // Not over and without a lease: given a run-out one, for takeover and the reaper to find.
+        leasesAdded: [submitting.id],
       };
       const sorted = (report: Awaited<ReturnType<Broker["cleanup"]>>) => ({
         dryRun: report.dryRun,
@@ -564,6 +566,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         recordsRemoved: [...report.recordsRemoved].sort(),
         resultsPurged: [...report.resultsPurged].sort(),
         leasesRemoved: [...report.leasesRemoved].sort(),
+        leasesAdded: [...report.leasesAdded].sort(),
       });
       expect(sorted(await broker.cleanup({ dryRun: true, retentionMs, now }))).toEqual({
         dryRun: true,
@@ -581,7 +584,10 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.getRecord(recent.id)).toBeDefined();
       expect(await broker.getRecord(submitting.id)).toBeDefined();
       expect(await broker.listDeadLetters(old.queue, old.id)).toEqual([]);
-      expect((await broker.leases.list()).map((l) => l.jobId)).toEqual([running.id]);
+      expect((await broker.leases.list()).map((l) => l.jobId).sort()).toEqual(
+        [running.id, submitting.id].sort(),
+      );
+      expect((await broker.leases.list()).find((l) => l.jobId === submitting.id)?.lease.until).toBe(0);
       const readers = [old, orphan, recent, running].map((job) => loops.read(broker, job));
       await eventually(() => readers[2]!.messages.length === 1 && readers[3]!.messages.length === 1);
       await eventually(() => readers[0]!.state.caughtUp === 1 && readers[1]!.state.caughtUp === 1);
@@ -597,6 +603,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         recordsRemoved: [],
         resultsPurged: [],
         leasesRemoved: [],
+        leasesAdded: [],
       });
     });
   });

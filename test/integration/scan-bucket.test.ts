@@ -72,4 +72,44 @@ describe("scanBucket", () => {
     // Each pass deleted its consumer.
     expect((await jsm.consumers.list("KV_scan").next()).length).toBe(0);
   });
+
+  it("ends when the bucket's last keys were purged from its stream, before and during the pass", async () => {
+    // A lease that goes is purged from the stream, marker and all: the stream's last sequence then
+    // names no message, and a pass that waited to read up to it never ended.
+    const kv = await new Kvm(nc).create("scan_purged", { history: 1 });
+    const js = jetstream(nc);
+    const jsm = await jetstreamManager(nc);
+    const purge = (key: string) => jsm.streams.purge("KV_scan_purged", { filter: `$KV.scan_purged.${key}` });
+    const ledger = new Map<string, string>();
+    for (let i = 0; i < 50; i++) {
+      await kv.put(`k${i}`, `v${i}`);
+      ledger.set(`k${i}`, `v${i}`);
+    }
+    await purge("k49");
+    ledger.delete("k49");
+    const bounded = (pass: Promise<Map<string, string>>) =>
+      Promise.race([pass, new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 10_000))]);
+    expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(ledger);
+    // The last keys go while passes run: each pass ends, with every key that lived through it.
+    let purging = true;
+    const purger = (async () => {
+      for (let i = 48; i >= 30; i--) {
+        await purge(`k${i}`);
+        ledger.delete(`k${i}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      purging = false;
+    })();
+    let passes = 0;
+    while (purging || passes === 0) {
+      const pass = await bounded(scanBucket(js, jsm, "scan_purged"));
+      if (pass === "hung") throw new Error(`pass ${passes + 1} did not end`);
+      for (let i = 0; i < 30; i++) expect(pass.get(`k${i}`)).toBe(`v${i}`);
+      passes += 1;
+    }
+    await purger;
+    expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(ledger);
+    await purge(">");
+    expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(new Map());
+  });
 });

@@ -11,7 +11,7 @@
  * records stored (a takeover pass reads the leases, one per live job, and
  * the record of a lease that ran out — not every record).
  */
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
@@ -23,6 +23,7 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.ts";
 import type { Worker } from "../../src/api/workers.ts";
 import { encodeRecord, type JobRecord } from "../../src/kernel/job-record.ts";
+import { finishedRecord } from "../harness/finished-records.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults, tally } from "../harness/raw-results.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
@@ -33,30 +34,6 @@ const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const leaseMs = 1000;
 const total = 400;
 const finishedRecords = Number(process.env.FINISHED_RECORDS ?? 20_000);
-
-/** A job that ended long ago, as a supervisor leaves its record. */
-const finishedRecord = (n: number, at: number): JobRecord => ({
-  v: 1,
-  id: `old${n}x${at.toString(36)}`,
-  queue: "takeover",
-  status: "succeeded",
-  phase: "committed",
-  total: 10,
-  submitId: `s${n}`,
-  settings: {
-    maxFailures: 0,
-    ackWaitMs: 30_000,
-    maxDeliver: 5,
-    backoffMs: [1000],
-    stallAfterMs: 60_000,
-    stalledTimeoutMs: 0,
-  },
-  counts: { done: 10, failed: 0, dead: 0 },
-  createdAt: at,
-  updatedAt: at,
-  commitDeadline: at + 60_000,
-  finishedAt: at,
-});
 
 /** Writes the records pipelined, 1,000 puts in flight at most. */
 const writeRecords = async (nc: NatsConnection, records: readonly JobRecord[]) => {
@@ -104,7 +81,7 @@ describe(`takeover with ${finishedRecords} finished records kept`, () => {
     const started = Date.now();
     await writeRecords(
       nc,
-      Array.from({ length: finishedRecords }, (_, n) => finishedRecord(n, started - 3600_000)),
+      Array.from({ length: finishedRecords }, (_, n) => finishedRecord(n, started - 3600_000, "takeover")),
     );
     console.log(`${finishedRecords} finished records written in ${Date.now() - started} ms`);
     const watch = await (await new Kvm(nc).open("jetstate_leases")).watch();
@@ -203,6 +180,15 @@ describe(`takeover with ${finishedRecords} finished records kept`, () => {
     expect(holders.slice(0, fromB).every((h) => h === "child-A")).toBe(true);
     expect(holders.slice(fromB).every((h) => h === "B")).toBe(true);
     expect(puts[fromB]!.at).toBeGreaterThanOrEqual(puts[fromB - 1]!.until!);
+    // At the end B released it, purged: the leases bucket holds no key of a finished job.
+    const leases = await new Kvm(nc).open("jetstate_leases");
+    await waitUntil(async () => (await leases.get(jobId)) === null, {
+      timeoutMs: 5000,
+      message: "B released the lease at the end",
+    });
+    expect(
+      (await jetstreamManager(nc).then((jsm) => jsm.streams.info("KV_jetstate_leases"))).state.messages,
+    ).toBe(0);
 
     console.log(
       `${finishedRecords} finished records: B took over ${tookAfterMs} ms after the kill ` +

@@ -34,7 +34,8 @@ describe("roles", () => {
     const { rt, calls } = await runtimeWith(["worker"]);
     await delay(150);
     await rt.stop();
-    // The reaper and the takeover scan list records; cleanup and dead letters have their own calls.
+    // The reaper and the takeover scan list the leases; cleanup and dead letters have their own calls.
+    expect(calls("leases.list")).toBe(0);
     expect(calls("listRecords")).toBe(0);
     expect(calls("cleanup")).toBe(0);
     expect(calls("processExhausted")).toBe(0);
@@ -45,7 +46,7 @@ describe("roles", () => {
     const { rt, calls } = await runtimeWith(undefined);
     await delay(150);
     await rt.stop();
-    expect(calls("listRecords")).toBeGreaterThan(1);
+    expect(calls("leases.list")).toBeGreaterThan(1);
     expect(calls("cleanup")).toBeGreaterThan(1);
     expect(calls("processExhausted")).toBe(1);
     expect(calls("watchRecords")).toBe(1);
@@ -60,7 +61,7 @@ describe("roles", () => {
     expect(admin.calls("processExhausted")).toBe(0);
     expect(supervisor.calls("cleanup")).toBe(0);
     expect(supervisor.calls("processExhausted")).toBe(1);
-    expect(supervisor.calls("listRecords")).toBeGreaterThan(1);
+    expect(supervisor.calls("leases.list")).toBeGreaterThan(1);
   });
 
   it("a call that needs a role the runtime lacks throws RoleNotHeld, naming the role", async () => {

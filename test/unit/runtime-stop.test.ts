@@ -53,8 +53,8 @@ describe("rt.stop()", () => {
       });
       rt.workers.start({ queue: "q", handler: async () => "ok" });
       await delay(60);
-      // Every loop ran: the reaper and the takeover list records, the cleanup cleans up.
-      expect(calls.get("listRecords") ?? 0).toBeGreaterThan(2);
+      // Every loop ran: the reaper and the takeover list the leases, the cleanup cleans up.
+      expect(calls.get("leases.list") ?? 0).toBeGreaterThan(2);
       expect(calls.get("cleanup") ?? 0).toBeGreaterThan(1);
       expect([...running.keys()].sort()).toEqual(["dead1", "watch1", "watch2"]);
 

@@ -22,7 +22,7 @@ export const cleanupMemory = async (
   // The only await comes first: from here on nothing else runs, so the leftovers and the
   // records below are one consistent view (on NATS the leftovers are looked at first).
   const leased = await leases.list();
-  const { over, expired, resultsGone } = planCleanup(
+  const { over, expired, resultsGone, unleased } = planCleanup(
     server.records.live().map((entry) => decodeRecord(entry.value as string)),
     options.retentionMs,
     now,
@@ -34,14 +34,18 @@ export const cleanupMemory = async (
     recordsRemoved: expired.map((r) => r.id),
     resultsPurged: server.results.subjects().filter((subject) => resultsGone(jobIdOfSubject(subject))),
     leasesRemoved: leased.filter(({ jobId }) => over(jobId)).map(({ jobId }) => jobId),
+    leasesAdded: [],
   };
-  if (dryRun) return report;
+  const leaseless = unleased(new Set(leased.map((l) => l.jobId))).map((r) => r.id);
+  if (dryRun) return { ...report, leasesAdded: leaseless };
 
   for (const name of report.consumersDeleted) tasks.deleteConsumer(name);
   for (const subject of report.tasksPurged) tasks.purge(subject);
   for (const subject of report.resultsPurged) server.results.purge(subject);
   for (const record of expired) server.deadLetters.purge(names.deadSubject(record.queue, record.id));
-  for (const jobId of report.leasesRemoved) await leases.remove(jobId);
+  for (const { jobId, revision } of leased) if (over(jobId)) await leases.remove(jobId, revision);
+  // As on NATS: never over a lease a job took meanwhile (a create).
+  for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);
   for (const record of expired) {
     const entry = server.records.get("job.record.delete", record.id);
     if (entry?.value !== undefined) server.records.delete("job.record.delete", record.id, entry.revision);

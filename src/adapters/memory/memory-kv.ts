@@ -63,6 +63,17 @@ export class MemoryKv {
     this.#write(key, undefined);
   }
 
+  /**
+   * Removes the key's entry, marker and all, as a purge of its subject on the
+   * bucket's stream does (`upTo`: only if its revision is not later). No
+   * watcher hears of it: the stream's purge sends nothing either.
+   */
+  erase(operation: string, key: string, upTo?: number): void {
+    this.#check(operation, key);
+    const entry = this.#entries.get(key);
+    if (entry && (upTo === undefined || entry.revision <= upTo)) this.#entries.delete(key);
+  }
+
   /** Live entries, in key creation order. */
   live(): KvEntry[] {
     return [...this.#entries.values()].filter((e) => e.value !== undefined);

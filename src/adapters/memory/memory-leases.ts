@@ -1,19 +1,18 @@
 import { RevisionConflict } from "../../kernel/errors.ts";
-import type { SupervisionLeases } from "../supervision-leases.ts";
+import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
 /** Who supervises a job, until when: the same versioned value as on NATS. */
-interface LeaseRecord {
+interface LeaseRecord extends Lease {
   readonly v: 1;
-  readonly holder: string;
-  readonly until: number;
 }
 
 /**
  * Supervision leases in the server's leases bucket, one key per job, taken
  * and renewed with compare-and-set on the revision, exactly as
  * src/adapters/nats/job-leases.ts does on NATS KV: held only while renewed,
- * taken over by another holder once `until` has passed.
+ * taken over by another holder once `until` has passed. A lease that goes
+ * leaves nothing behind (on NATS: purged from the stream, marker and all).
  */
 export class MemoryLeases implements SupervisionLeases {
   readonly holder: string;
@@ -81,22 +80,54 @@ export class MemoryLeases implements SupervisionLeases {
     if (revision === undefined) return;
     try {
       this.#assertOpen("lease.release");
-      this.#server.leases.delete("lease.release", jobId, revision);
+      // Only our write of it: a later one (another holder's) stays.
+      this.#server.leases.erase("lease.release", jobId, revision);
     } catch {
-      // As on NATS: a lease taken over meanwhile, or a closed broker, is not ours to release.
+      // As on NATS: a closed broker leaves the lease to run out.
     }
   }
 
-  async list(): Promise<Array<{ jobId: string; lease: { holder: string; until: number } }>> {
-    this.#assertOpen("lease.list");
-    return this.#server.leases
-      .live()
-      .map((entry) => ({ jobId: entry.key, lease: JSON.parse(entry.value as string) as LeaseRecord }));
+  async giveBack(jobId: string): Promise<void> {
+    const revision = this.#held.get(jobId)?.revision;
+    this.#held.delete(jobId);
+    if (revision === undefined) return;
+    try {
+      this.#assertOpen("lease.giveBack");
+      const value = JSON.stringify({ v: 1, holder: this.holder, until: 0 } satisfies LeaseRecord);
+      this.#server.leases.update("lease.giveBack", jobId, value, revision);
+    } catch {
+      // As on NATS: a lease taken over meanwhile, or a closed broker, is not ours to give back.
+    }
   }
 
-  async remove(jobId: string): Promise<void> {
+  async list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>> {
+    this.#assertOpen("lease.list");
+    return this.#server.leases.live().map((entry) => ({
+      jobId: entry.key,
+      lease: JSON.parse(entry.value as string) as LeaseRecord,
+      revision: entry.revision,
+    }));
+  }
+
+  async remove(jobId: string, revision?: number): Promise<void> {
     this.#assertOpen("lease.remove");
-    this.#server.leases.purge("lease.remove", jobId);
+    this.#server.leases.erase("lease.remove", jobId, revision);
+  }
+
+  async enrol(jobId: string): Promise<boolean> {
+    const op = "lease.enrol";
+    this.#assertOpen(op);
+    try {
+      this.#server.leases.create(
+        op,
+        jobId,
+        JSON.stringify({ v: 1, holder: "", until: 0 } satisfies LeaseRecord),
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof RevisionConflict) return false; // it has one
+      throw error;
+    }
   }
 
   #value(ttlMs: number, now: number): string {

@@ -49,7 +49,12 @@ export const cleanupJobs = async (
     return { consumers, subjects, resultSubjects, resultsBelow: results.state.last_seq + 1 };
   });
   const leased = await leases.list();
-  const { over, expired, resultsGone } = planCleanup(await broker.listRecords(), options.retentionMs, now);
+  const { over, expired, resultsGone, unleased } = planCleanup(
+    await broker.listRecords(),
+    options.retentionMs,
+    now,
+  );
+  const leaseless = unleased(new Set(leased.map((l) => l.jobId))).map((r) => r.id);
   const consumers = seen.consumers.filter((c) => over(c.name));
   const subjects = seen.subjects.filter((s) => over(jobIdOfSubject(s.subject)));
   const report: CleanupReport = {
@@ -59,6 +64,8 @@ export const cleanupJobs = async (
     recordsRemoved: expired.map((r) => r.id),
     resultsPurged: seen.resultSubjects.filter((subject) => resultsGone(jobIdOfSubject(subject))),
     leasesRemoved: leased.filter(({ jobId }) => over(jobId)).map(({ jobId }) => jobId),
+    // What a real pass adds is known once it ran: a job may have taken its lease meanwhile.
+    leasesAdded: dryRun ? leaseless : [],
   };
 
   if (!dryRun) {
@@ -83,7 +90,13 @@ export const cleanupJobs = async (
   }
 
   if (!dryRun) {
-    for (const jobId of report.leasesRemoved) await leases.remove(jobId);
+    // Up to the revision seen: a lease written since (a resubmit of the key) stays.
+    for (const { jobId, revision } of leased) if (over(jobId)) await leases.remove(jobId, revision);
+    // A job whose record was read without a lease: given a run-out one (never over one it took
+    // meanwhile: a create), so takeover and the reaper find it. Then the markers older versions
+    // left, each one more message every lease listing reads.
+    for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);
+    await leases.purgeMarkers();
     for (const record of expired) {
       const found = await broker.getRecord(record.id);
       // Changed since it was read (a redrive: no longer expired), or not now: the next cleanup looks again.

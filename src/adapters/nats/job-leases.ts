@@ -1,15 +1,14 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { ensureBucket, scanBucket } from "./streams.ts";
+import { ensureBucket, scanBucketEntries } from "./streams.ts";
 
 /** Who supervises a job, until when. Versioned like every persisted record. */
-export interface LeaseRecord {
+export interface LeaseRecord extends Lease {
   readonly v: 1;
-  readonly holder: string;
-  readonly until: number;
 }
 
 /**
@@ -17,8 +16,10 @@ export interface LeaseRecord {
  * compare-and-set on the revision. A lease is held only while renewed: a
  * runtime that dies stops renewing and another takes the job over once
  * `until` has passed. Nothing is held that a dead process could leave behind.
+ * A lease that goes is purged from the stream, marker and all: the bucket
+ * holds the jobs not over, never one message per job ever run.
  */
-export class NatsJobLeases {
+export class NatsJobLeases implements SupervisionLeases {
   readonly #core: NatsContext;
   readonly #broker: NatsJobBroker;
   readonly #kv: (nc: NatsConnection, make: () => Promise<KV>) => Promise<KV>;
@@ -108,36 +109,104 @@ export class NatsJobLeases {
     });
   }
 
-  /** Gives the lease up (job finished, runtime stopping). */
+  /** The job is over: our lease goes (only our write of it: a later one, another holder's, stays). */
   async release(jobId: string): Promise<void> {
     const revision = this.#held.get(jobId)?.revision;
     this.#held.delete(jobId);
     if (revision === undefined) return;
     await this.#broker
-      .run("lease.release", async (nc) => (await this.#bucket(nc)).delete(jobId, { previousSeq: revision }), {
-        timeoutMs: 2000,
-      })
-      // Best effort by contract (runtime stopping, NATS down): an unreleased lease expires after its TTL.
-      // On a clean stop the delete is already sent when the stop aborts the wait for its answer,
-      // and the server applies it (test/integration/job-lease-release.test.ts): not worth a line.
-      .catch((error: unknown) => {
-        if (this.#core.stopping.aborted) return;
-        this.#core.logger.debug({ jobId, err: error }, "lease not released; it expires");
-      });
+      .run("lease.release", (nc) => this.#purge(nc, jobId, revision), { timeoutMs: 2000 })
+      // Best effort by contract (runtime stopping, NATS down): a lease left behind has run out
+      // by its TTL, and the next takeover pass removes it (its record says the job is over).
+      .catch((error: unknown) => this.#notDone("lease not released; it expires", jobId, error));
   }
 
-  /** Every lease on the server (cleanup). */
-  list(): Promise<Array<{ jobId: string; lease: LeaseRecord }>> {
+  /** Stops supervising a job that goes on: written as run out, so another runtime takes it over at once. */
+  async giveBack(jobId: string): Promise<void> {
+    const revision = this.#held.get(jobId)?.revision;
+    this.#held.delete(jobId);
+    if (revision === undefined) return;
+    const value = JSON.stringify({ v: 1, holder: this.holder, until: 0 } satisfies LeaseRecord);
+    await this.#broker
+      .run("lease.giveBack", async (nc) => (await this.#bucket(nc)).update(jobId, value, revision), {
+        timeoutMs: 2000,
+      })
+      // On a clean stop the write is already sent when the stop aborts the wait for its answer,
+      // and the server applies it (test/integration/job-lease-release.test.ts). Not applied
+      // (another runtime took the lease, NATS down): the lease runs out by its TTL instead.
+      .catch((error: unknown) => this.#notDone("lease not given back; it expires", jobId, error));
+  }
+
+  #notDone(message: string, jobId: string, error: unknown): void {
+    if (this.#core.stopping.aborted) return;
+    this.#core.logger.debug({ jobId, err: error }, message);
+  }
+
+  /** Every lease on the server, with its revision (takeover, the reaper, cleanup). */
+  list(): Promise<Array<{ jobId: string; lease: LeaseRecord; revision: number }>> {
     return this.#broker.run("lease.list", async (nc) => {
       await this.#bucket(nc);
       // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
       const { js, jsm } = await this.#broker.handles(nc);
-      const leases = await scanBucket(js, jsm, this.#broker.names.leasesBucket);
-      return [...leases].map(([jobId, value]) => ({ jobId, lease: JSON.parse(value) as LeaseRecord }));
+      const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
+      const leases: Array<{ jobId: string; lease: LeaseRecord; revision: number }> = [];
+      for (const [jobId, { value, revision }] of entries)
+        if (value !== undefined) leases.push({ jobId, lease: JSON.parse(value) as LeaseRecord, revision });
+      return leases;
     });
   }
 
-  remove(jobId: string): Promise<void> {
-    return this.#broker.run("lease.remove", async (nc) => (await this.#bucket(nc)).purge(jobId));
+  /**
+   * Purges the job's lease from the stream (up to `revision` when given),
+   * marker and all; markers that older versions left (a release was a
+   * delete) go the same way, from `purgeMarkers`.
+   */
+  remove(jobId: string, revision?: number): Promise<void> {
+    return this.#broker.run("lease.remove", (nc) => this.#purge(nc, jobId, revision));
+  }
+
+  /** Writes a run-out lease for a job without one (KV create: never over an existing lease). */
+  enrol(jobId: string): Promise<boolean> {
+    const value = JSON.stringify({ v: 1, holder: "", until: 0 } satisfies LeaseRecord);
+    return this.#broker.run("lease.enrol", async (nc) => {
+      try {
+        await (await this.#bucket(nc)).create(jobId, value);
+        return true;
+      } catch (error) {
+        if (error instanceof JetStreamApiError && error.code === 10071) return false; // it has one
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * Purges the delete and purge markers in the bucket (left by versions whose
+   * release was a KV delete, or by a purge that failed): each is one more
+   * message every lease listing reads. Returns how many keys it purged.
+   */
+  purgeMarkers(): Promise<number> {
+    return this.#broker.run("lease.purgeMarkers", async (nc) => {
+      await this.#bucket(nc);
+      const { js, jsm } = await this.#broker.handles(nc);
+      const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
+      let purged = 0;
+      for (const [jobId, { value, revision }] of entries) {
+        if (value !== undefined) continue;
+        await this.#purge(nc, jobId, revision);
+        purged++;
+      }
+      return purged;
+    });
+  }
+
+  /** Removes the key's messages up to `revision` (all without it): a write made since stays. */
+  async #purge(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
+    await this.#bucket(nc);
+    const { jsm } = await this.#broker.handles(nc);
+    const bucket = this.#broker.names.leasesBucket;
+    await jsm.streams.purge(`KV_${bucket}`, {
+      filter: `$KV.${bucket}.${jobId}`,
+      ...(revision === undefined ? {} : { seq: revision + 1 }),
+    });
   }
 }

@@ -145,32 +145,83 @@ export const scanBucket = async (
   jsm: JetStreamManager,
   bucket: string,
 ): Promise<Map<string, string>> => {
+  const values = new Map<string, string>();
+  for (const [key, entry] of await scanBucketEntries(js, jsm, bucket))
+    if (entry.value !== undefined) values.set(key, entry.value);
+  return values;
+};
+
+/** One key as `scanBucketEntries` read it: its value (none: a delete or purge marker) and revision. */
+export interface BucketEntry {
+  readonly value: string | undefined;
+  readonly revision: number;
+}
+
+/**
+ * `scanBucket` with each key's revision, markers included (their value
+ * undefined). "Up to the last sequence" is the bucket's last message, not
+ * the stream's last sequence: a purge of the last key (a lease that goes)
+ * leaves that sequence behind with no message to deliver, and a message
+ * awaited there is purged before it is delivered — so when nothing has come
+ * for a while, the pass asks again for the last message, and ends once it
+ * has read up to it.
+ */
+export const scanBucketEntries = async (
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  bucket: string,
+): Promise<Map<string, BucketEntry>> => {
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
-  const values = new Map<string, string>();
-  const lastSeq = async () => (await jsm.streams.info(stream)).state.last_seq;
+  const entries = new Map<string, BucketEntry>();
+  const lastSeq = async () =>
+    (await jsm.streams.getMessage(stream, { last_by_subj: `${prefix}>` }))?.seq ?? 0;
   let target = await lastSeq();
-  if (target === 0) return values;
+  if (target === 0) return entries;
   const consumer = await js.consumers.get(stream, {
     filter_subjects: `${prefix}>`,
     deliver_policy: DeliverPolicy.LastPerSubject,
   });
   const messages = await consumer.consume();
+  let read = 0;
+  let quietSince = Date.now();
+  let asking = false;
+  const quiet = setInterval(() => {
+    if (asking || Date.now() - quietSince < quietMs) return;
+    asking = true;
+    lastSeq()
+      .then((last) => {
+        target = last;
+        if (read >= last) void messages.close();
+      })
+      // Not answered: asked again after the next quiet spell; the run's deadline bounds the pass.
+      .catch(() => undefined)
+      .finally(() => {
+        asking = false;
+        quietSince = Date.now();
+      });
+  }, quietMs / 2);
   try {
     for await (const m of messages) {
+      quietSince = Date.now();
       const key = m.subject.slice(prefix.length);
       const operation = m.headers?.get("KV-Operation");
-      if (operation === "DEL" || operation === "PURGE") values.delete(key);
-      else values.set(key, m.string());
+      const marker = operation === "DEL" || operation === "PURGE";
+      entries.set(key, { value: marker ? undefined : m.string(), revision: m.seq });
+      read = m.seq;
       if (m.seq < target) continue;
       target = await lastSeq();
       if (m.seq >= target) break;
     }
   } finally {
+    clearInterval(quiet);
     await messages.close();
     const name = (await consumer.info(true).catch(() => undefined))?.name;
     // Not deleted (gone already, or not now): an ordered consumer expires by itself when idle.
     if (name) await jsm.consumers.delete(stream, name).catch(() => undefined);
   }
-  return values;
+  return entries;
 };
+
+/** How long a bucket scan waits for a message before it asks whether one is still to come. */
+const quietMs = 200;
