@@ -133,7 +133,12 @@ describe("takeover and the reaper find their candidates among the leases", () =>
 
   it("a job's lease goes when it ends: the bucket holds no lease of a finished job", async () => {
     const server = createMemoryServer();
-    const rt = await createRuntime({ broker: createMemoryBroker({ server }), logger: silentLogger() });
+    // No takeover passes here: a lease left behind would stay (a pass would remove it as stale).
+    const rt = await createRuntime({
+      broker: createMemoryBroker({ server }),
+      logger: silentLogger(),
+      jobs: { takeOver: false },
+    });
     try {
       rt.workers.start<number, number>({ queue: "q", handler: (t) => t.payload });
       const jobs = await Promise.all([1, 2, 3].map(() => rt.jobs.submit({ queue: "q", tasks: [1, 2] })));
