@@ -11,6 +11,7 @@ import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.
 import type { ManyJobsResult } from "./many-jobs.ts";
 import type { SmallJobsResult } from "./small-jobs.ts";
 import type { SubmitLatency } from "./submit-latency.ts";
+import type { TakeoverResult } from "./takeover.ts";
 
 export interface BenchDocument {
   readonly version: 1;
@@ -50,6 +51,8 @@ export interface BenchDocument {
   readonly smallJobs?: SmallJobsResult;
   /** 50 jobs of 100 tasks against one of 5,000 (bench/many-jobs.ts). */
   readonly manyJobs?: ManyJobsResult;
+  /** A job taken over after its supervisor's SIGKILL, many finished records kept (bench/takeover.ts). */
+  readonly takeover?: TakeoverResult;
   /** The same job on a 3-node cluster, every stream at `replicas`. */
   readonly cluster?: {
     readonly replicas: number;
@@ -185,6 +188,18 @@ export function markdown(doc: BenchDocument): string {
       "",
       `tasks/s per rep: many ${many.many.join(", ")}; one ${many.one.join(", ")}. ` +
         `Many ÷ one: ${many.ratio} (per rep ${many.perRep.join(", ")}).`,
+      "",
+    );
+  }
+  const takeover = doc.takeover;
+  if (takeover) {
+    lines.push(
+      `## Takeover with ${takeover.shape.records} finished job records kept`,
+      "",
+      `From the supervisor's SIGKILL to another runtime's first write of the job's lease ` +
+        `(leaseMs ${takeover.shape.leaseMs}): ${takeover.takeoverMs.join(", ")} ms (median ${takeover.medianMs}). ` +
+        `Idle, a supervising runtime up and no job running: CPU ms per second, bench process ` +
+        `${takeover.idle.clientCpuMsPerSec}, nats-server ${takeover.idle.serverCpuMsPerSec ?? "?"}.`,
       "",
     );
   }
