@@ -18,8 +18,8 @@ export interface CleanupReport {
   /** Supervision leases of finished or unknown jobs. */
   readonly leasesRemoved: string[];
   /**
-   * Jobs not over that had no supervision lease (written by a version before
-   * 0.4, or a submit that lost its lease to a race): given a run-out one, so
+   * Jobs not over that had no supervision lease (a record written by 0.2,
+   * or a submit that lost its lease to a race): given a run-out one, so
    * takeover and the reaper, which look at the leases only, find them.
    */
   readonly leasesAdded: string[];
