@@ -139,14 +139,17 @@ export const startJobActor = (
   actor.subscribe({
     complete: () => {
       stopping.abort(); // ends the lease and lost-task loops
-      // Over (its end recorded, not a submit that failed): the lease goes, and with it the job
-      // from the leases bucket. Stopped before its end (the runtime stops, the actor was
-      // replaced) or a submit that failed (rolled back, or not if the rollback failed too): the
-      // lease is given back and stays, run out, for another runtime to take the job over at
-      // once, or the reaper to find the submit; one left for a job that is over is removed by
-      // the next takeover pass. Never rejects (a lease not written back runs out by its TTL).
-      // Started whether or not the runtime's loops still run; while they do, `rt.stop()` waits.
-      const over = isRecorded(actor) && effects.submitError() === undefined;
+      // Over (its end recorded, not a submit that failed, not an end whose write failed): the
+      // lease goes, and with it the job from the leases bucket. Stopped before its end (the
+      // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the
+      // rollback failed too) or an end not written: the lease is given back and stays, run out,
+      // for another runtime (or this one's next takeover pass) to take the job over at once and
+      // write the end, or the reaper to find the submit; one left for a job that is over is
+      // removed by the next takeover pass. Never rejects (a lease not written back runs out by
+      // its TTL). Started whether or not the runtime's loops still run; while they do,
+      // `rt.stop()` waits.
+      const over =
+        isRecorded(actor) && effects.submitError() === undefined && effects.finalizeError() === undefined;
       const released = over ? leases.release(jobId) : leases.giveBack(jobId);
       core.loops.run(`job-lease-release:${jobId}`, () => released);
     },

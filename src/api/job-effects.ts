@@ -49,13 +49,16 @@ export const recordEvent = (record: JobRecord) =>
 /**
  * The job machine with its actors' real I/O provided: `submit`, `feed` (the
  * job's results), `clock` and `finalize`. `submitError()` is why the submit
- * failed, as the typed error it failed with (undefined: it did not).
+ * failed, as the typed error it failed with (undefined: it did not);
+ * `finalizeError()` why the job's end was not written.
  */
 export const provideJobEffects = (env: JobEffectsEnv) => {
   const { broker, clock, leaseMs, record, signal, log, self } = env;
   const leases = broker.leases;
   const jobId = record.id;
   let submitError: unknown;
+  /** Why the end was not written (undefined: it was, or nothing was to be). */
+  let finalizeError: unknown;
   // A resumed job's first batch is what was answered before this actor: not a rate sample.
   let replay = env.resumeFrom !== undefined;
 
@@ -170,7 +173,10 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
         // ends as soon as the actor or the runtime stops (`sleep` and every read heed `signal`):
         // a watcher stopped meanwhile leaves the end to the supervisor, or to whoever takes over.
         while (!leases.holds(jobId, clock.now())) {
-          if (signal.aborted) return;
+          if (signal.aborted) {
+            finalizeError = "stopped before the end was written";
+            return;
+          }
           const found = await broker.getRecord(jobId).catch((error: unknown) => {
             log.debug({ err: error }, "record not read while waiting for the job's end; read again");
             return undefined;
@@ -179,12 +185,17 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
           if (env.takeOver && (await takeLease())) break;
           await sleep(Math.min(500, leaseMs / 4), signal);
         }
-        const stored = await finalizeJob(broker, input, () => clock.now());
+        const stored = await finalizeJob(broker, input, () => clock.now()).catch((error: unknown) => {
+          // The machine ends `recorded` either way; the record still says the job runs, so its
+          // lease must stay for a takeover pass to find the job and write the end.
+          finalizeError = error;
+          throw error;
+        });
         // Another runtime recorded another end first (a cancel): that is how the job ended.
         if (stored && isFinal(stored.status) && stored.status !== input.status)
           self().send(recordEvent(stored));
       }),
     },
   });
-  return { machine, submitError: () => submitError };
+  return { machine, submitError: () => submitError, finalizeError: () => finalizeError };
 };
