@@ -6,7 +6,7 @@ import { everyUntil } from "../kernel/clock.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
-import { provideJobEffects, recordEvent } from "./job-effects.ts";
+import { type JobEffects, provideJobEffects, recordEvent } from "./job-effects.ts";
 import { snapshotOf } from "./job-handle.ts";
 import { persistAndLog } from "./job-persist.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -30,6 +30,24 @@ export interface StartedJobActor {
   /** Resolves when the submit found the job already made (idempotency key): this actor must be replaced. */
   readonly existing: Promise<JobRecord>;
 }
+
+/** The job machine with its effects, provided once per runtime (its deps) and shared by its jobs. */
+const effectsByRuntime = new WeakMap<JobActorDeps, JobEffects>();
+const effectsOf = (deps: JobActorDeps): JobEffects => {
+  let effects = effectsByRuntime.get(deps);
+  if (!effects) {
+    effects = provideJobEffects({
+      broker: deps.broker,
+      clock: deps.core.clock,
+      leaseMs: deps.leaseMs,
+      takeOver: deps.core.options.jobs.takeOver,
+      ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
+      loops: deps.core.loops,
+    });
+    effectsByRuntime.set(deps, effects);
+  }
+  return effects;
+};
 
 /**
  * Creates and starts the actor of one job with its real I/O. Only the holder
@@ -59,22 +77,7 @@ export const startJobActor = (
   // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
   let seenUpdatedAt = record.updatedAt;
 
-  const effects = provideJobEffects({
-    broker,
-    clock,
-    leaseMs,
-    takeOver,
-    ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
-    record,
-    ...(resumeFrom ? { resumeFrom } : {}),
-    ...(bodies ? { bodies } : {}),
-    signal,
-    loops: core.loops,
-    log,
-    self: () => actor,
-    foundExisting: (found) => foundExisting(found),
-  });
-
+  const effects = effectsOf(deps);
   const actor = createActor(effects.machine, {
     id: `job:${jobId}`,
     input: {
@@ -87,6 +90,15 @@ export const startJobActor = (
       ...(record.reason ? { reason: record.reason } : {}),
     },
     ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
+  });
+  const run = effects.attach(actor, {
+    record,
+    ...(resumeFrom ? { resumeFrom } : {}),
+    ...(bodies ? { bodies } : {}),
+    signal,
+    log,
+    self: () => actor,
+    foundExisting: (found) => foundExisting(found),
   });
 
   // The lease: renewed while held; taken over by this watcher when it runs out (unless
@@ -157,7 +169,7 @@ export const startJobActor = (
       seenUpdatedAt = changed.updatedAt;
       actor.send(recordEvent(changed));
     },
-    submitError: effects.submitError,
+    submitError: run.submitError,
     existing,
   };
 };
