@@ -2,10 +2,10 @@ import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
-import { everyUntil } from "../kernel/clock.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
+import { JobChores } from "./job-chores.ts";
 import { type JobEffects, provideJobEffects, recordEvent } from "./job-effects.ts";
 import { snapshotOf } from "./job-handle.ts";
 import { persistAndLog } from "./job-persist.ts";
@@ -31,23 +31,37 @@ export interface StartedJobActor {
   readonly existing: Promise<JobRecord>;
 }
 
-/** The job machine with its effects, provided once per runtime (its deps) and shared by its jobs. */
-const effectsByRuntime = new WeakMap<JobActorDeps, JobEffects>();
-const effectsOf = (deps: JobActorDeps): JobEffects => {
-  let effects = effectsByRuntime.get(deps);
-  if (!effects) {
-    effects = provideJobEffects({
-      broker: deps.broker,
-      clock: deps.core.clock,
-      leaseMs: deps.leaseMs,
-      takeOver: deps.core.options.jobs.takeOver,
-      ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
-      loops: deps.core.loops,
-    });
-    effectsByRuntime.set(deps, effects);
+/** What a runtime's jobs share: the job machine with its effects, and one timer for their periodic steps. */
+interface JobHost {
+  readonly effects: JobEffects;
+  readonly chores: JobChores;
+}
+
+/** Made on a runtime's first job, keyed by its deps (one object per runtime). */
+const hosts = new WeakMap<JobActorDeps, JobHost>();
+const hostOf = (deps: JobActorDeps): JobHost => {
+  let host = hosts.get(deps);
+  if (!host) {
+    const { core } = deps;
+    host = {
+      effects: provideJobEffects({
+        broker: deps.broker,
+        clock: core.clock,
+        leaseMs: deps.leaseMs,
+        takeOver: core.options.jobs.takeOver,
+        ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
+        loops: core.loops,
+      }),
+      // Half the renewal period: a renewal runs at most half a period late.
+      chores: new JobChores(core.clock, core.loops, renewEveryMs(deps.leaseMs) / 2),
+    };
+    hosts.set(deps, host);
   }
-  return effects;
+  return host;
 };
+
+/** A supervisor renews its lease every third of it. */
+const renewEveryMs = (leaseMs: number) => Math.max(20, Math.floor(leaseMs / 3));
 
 /**
  * Creates and starts the actor of one job with its real I/O. Only the holder
@@ -77,7 +91,7 @@ export const startJobActor = (
   // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
   let seenUpdatedAt = record.updatedAt;
 
-  const effects = effectsOf(deps);
+  const { effects, chores } = hostOf(deps);
   const actor = createActor(effects.machine, {
     id: `job:${jobId}`,
     input: {
@@ -102,12 +116,10 @@ export const startJobActor = (
   });
 
   // The lease: renewed while held; taken over by this watcher when it runs out (unless
-  // `takeOver` is off). This loop and the lost-task check are the runtime's (`core.loops`):
-  // they end with the actor or the runtime (`signal`), and `rt.stop()` waits for a renewal or
-  // check still in flight. On the runtime's clock, not the group's timers: tests drive leases
-  // and stalls with a manual clock.
+  // `takeOver` is off). The renewal and the lost-task check are steps on the runtime's
+  // timer for its jobs (`chores`): removed when the actor ends; `rt.stop()` waits for one
+  // still in flight.
   let supervised = false;
-  const renewEveryMs = Math.max(20, Math.floor(leaseMs / 3));
   const renewLease = (): Promise<void> | undefined => {
     if (isFinal(snapshotOf(actor).status)) return undefined;
     const held = leases.holds(jobId, clock.now());
@@ -128,9 +140,11 @@ export const startJobActor = (
     );
   };
 
-  // One step at a time: two renewals in flight with the same revision, the second loses
-  // its compare-and-set to the first and this runtime would think it lost the lease.
-  core.loops.run(`job-lease:${jobId}`, () => everyUntil(clock, renewEveryMs, renewLease, signal));
+  const stopRenewing = chores.add({
+    name: `job-lease:${jobId}`,
+    everyMs: renewEveryMs(leaseMs),
+    run: renewLease,
+  });
 
   // A stalled job may be stalled for good: its tasks gone with the server's store.
   const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
@@ -145,12 +159,14 @@ export const startJobActor = (
       })
       .catch((error) => log.warn({ err: error }, "lost-tasks check failed; tried again later"));
   };
-  core.loops.run(`job-lost-check:${jobId}`, () => everyUntil(clock, lostCheckMs, checkLost, signal));
+  const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
   const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops);
   actor.subscribe({
     complete: () => {
-      stopping.abort(); // ends the lease and lost-task loops
+      stopRenewing();
+      stopChecking();
+      stopping.abort();
       // Never rejects (a lease not released expires after its TTL). Started whether or not the
       // runtime's loops still run; while they do, `rt.stop()` waits for it.
       const released = leases.release(jobId);
