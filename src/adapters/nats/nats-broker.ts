@@ -10,7 +10,8 @@ import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { consumeTasks, readResults, watchRecords } from "./pull-loops.ts";
+import { consumeTasks, watchRecords } from "./pull-loops.ts";
+import { ResultsFeeds } from "./results-feed.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
@@ -18,6 +19,8 @@ export interface NatsBrokerOptions {
   readonly retentionMs: number;
   /** This runtime's name in supervision leases. */
   readonly holder: string;
+  /** How long a queue's results feed runs on with no job of the queue read (default 30 s). */
+  readonly resultsFeedIdleMs?: number;
 }
 
 export interface NatsBroker extends Broker {
@@ -66,6 +69,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const leases = new NatsJobLeases(core, js, options.holder);
   const log = childLogger(core.logger, { actor: "runtime" });
   const port = core.connection;
+  const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -126,30 +130,8 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     },
 
     publishResults: (queue, jobId, body, msgId) => js.publishResults(queue, jobId, body, msgId),
-    readResults: (queue, jobId, onMessage, signal, onCaughtUp) => {
-      // A restarted reader goes on after the last message it handed over.
-      let nextSeq = 1;
-      return superviseLoop(
-        port,
-        (nc, s) =>
-          readResults(
-            js,
-            nc,
-            queue,
-            jobId,
-            nextSeq,
-            (data, seq, pending) => {
-              nextSeq = seq + 1;
-              onMessage(decoder.decode(data), pending);
-            },
-            s,
-            log,
-            onCaughtUp,
-          ),
-        signal,
-        { name: `results:${jobId}`, log },
-      );
-    },
+    readResults: (queue, jobId, onMessage, signal, onCaughtUp) =>
+      feeds.read(queue, jobId, (data, pending) => onMessage(decoder.decode(data), pending), signal, onCaughtUp),
 
     publishProgress: (queue, jobId, body) => {
       try {
