@@ -14,7 +14,7 @@ import type { Broker } from "../../src/adapters/broker.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { jobActorOf } from "../../src/api/job-handle.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults, tally } from "../harness/raw-results.ts";
@@ -117,6 +117,26 @@ describe("results feed: server consumers per job", () => {
     );
   }, 60_000);
 
+  it("the queue's feed is one of the runtime's loops: rt.stop() waits for it, and its consumer goes", async () => {
+    const rt = await createRuntime({ servers: server.url, logger, jobs: { cleanupIntervalMs: 0 } });
+    const queue = "stopping";
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 2,
+      handler: (task) => task.payload,
+    });
+    await (await rt.jobs.submit({ queue, tasks: [1, 2, 3] })).done();
+    await worker.stop();
+    expect(partsOf(rt).core.loops.running()).toContain(`results-feed:${queue}`);
+    expect(await resultsFilters(raw)).toContain(`jetstate.results.${queue}.>`);
+    await rt.stop();
+    expect(partsOf(rt).core.loops.running()).toEqual([]);
+    await waitUntil(async () => !(await resultsFilters(raw)).includes(`jetstate.results.${queue}.>`), {
+      timeoutMs: 5_000,
+      message: "the stopped runtime's feed consumer deleted",
+    });
+  }, 30_000);
+
   it("a job watched mid-way from another runtime counts every answer once, and its catch-up consumer goes", async () => {
     const a = await runtime();
     const b = await runtime({ takeOver: false });
@@ -196,10 +216,10 @@ describe("results feed: server consumers per job", () => {
     const watched = await b.jobs.get<number>(job.id);
     if (!watched) throw new Error("job not found from the other runtime");
     const actor = jobActorOf(watched);
-    await waitUntil(
-      () => actor.getSnapshot().context.done === 3 && actor.getSnapshot().context.dead === 1,
-      { timeoutMs: 10_000, message: "the watcher counted the stored answers" },
-    );
+    await waitUntil(() => actor.getSnapshot().context.done === 3 && actor.getSnapshot().context.dead === 1, {
+      timeoutMs: 10_000,
+      message: "the watcher counted the stored answers",
+    });
     // The redrive's marker and the new answer reach B through its queue's feed.
     down = false;
     await a.jobs.redrive(job.id, [2]);
@@ -231,7 +251,7 @@ describe("results feed: no gap, no duplicate", () => {
     server = await startNatsServer();
     raw = await connect({ servers: server.url, name: "raw" });
     core = await createRuntimeCore({ servers: server.url, logger, prefix });
-    broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "gap" });
+    broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "gap", resultsFeedIdleMs: 500 });
     await broker.provision([]);
   });
   afterAll(async () => {
@@ -283,7 +303,7 @@ describe("results feed: no gap, no duplicate", () => {
     await Promise.all(readers.map((r) => r.ended));
   }, 60_000);
 
-  it("a reader of a job whose results are stored catches up with a consumer it then deletes; the feed goes when idle", async () => {
+  it("a reader of a job whose results are stored catches up with a consumer it then deletes; the queue's feed goes when idle and comes back", async () => {
     const queue = "idle";
     const jobId = "stored";
     for (let i = 0; i < 5; i++)
@@ -305,5 +325,103 @@ describe("results feed: no gap, no duplicate", () => {
     );
     stop.abort();
     await reader.ended;
+
+    // No job of the queue read any more: after the idle time its feed goes.
+    const queueFilters = async () =>
+      (await consumersOf(raw, gapNames.resultsStream))
+        .map((c) => c.config.filter_subject)
+        .filter((f) => f?.startsWith(`${prefix}.results.${queue}.`));
+    await waitUntil(async () => (await queueFilters()).length === 0, {
+      timeoutMs: 10_000,
+      message: "the idle queue's feed gone from the server",
+    });
+    // A new reader of the queue starts it again: the stored six, then a live one.
+    const again = new AbortController();
+    const second = read(queue, jobId, again.signal);
+    await waitUntil(() => second.seen.length === 6, { timeoutMs: 10_000, message: "the stored six again" });
+    await waitUntil(async () => (await queueFilters()).join() === feedOnly.join(), {
+      timeoutMs: 10_000,
+      message: "the feed made again",
+    });
+    await broker.publishResults(queue, jobId, JSON.stringify([{ i: 6, ok: true }]), "m6");
+    await waitUntil(() => second.seen.length === 7, { timeoutMs: 10_000, message: "a live one again" });
+    expect(second.seen).toEqual(range(7));
+    again.abort();
+    await second.ended;
   }, 60_000);
+});
+
+describe("results feed: a server back with an empty store", () => {
+  let server: NatsServerHandle;
+  let raw: NatsConnection | undefined;
+  let core: RuntimeCore & { stop(): Promise<void> };
+  let broker: Broker;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    core = await createRuntimeCore({
+      servers: server.url,
+      logger,
+      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
+    });
+    broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "reset" });
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await core?.stop();
+    await raw?.close();
+    await server?.dispose();
+  });
+
+  it("a live reader gets what the new stream stored before the feed read it again, though the feed was far into the old one", async () => {
+    const queue = "reset";
+    const stop = new AbortController();
+    const seen: number[] = [];
+    let caughtUp = false;
+    const reading = broker.readResults(
+      queue,
+      "watched",
+      (body) => {
+        for (const e of JSON.parse(body) as Array<{ i: number }>) seen.push(e.i);
+      },
+      stop.signal,
+      () => {
+        caughtUp = true;
+      },
+    );
+    await waitUntil(() => caughtUp, { timeoutMs: 10_000, message: "the reader live (nothing stored)" });
+    // The feed reads far into the stream: 300 messages of a job nobody watches.
+    raw = await connect({ servers: server.url, name: "raw" });
+    for (let i = 0; i < 300; i++)
+      raw.publish(names.resultsSubject(queue, "elsewhere"), `[{"i":${i},"ok":true}]`);
+    await raw.flush();
+    const { state } = await (await jetstreamManager(raw)).streams.info(names.resultsStream);
+    await waitUntil(
+      async () =>
+        (await consumersOf(raw as NatsConnection, names.resultsStream)).some(
+          (c) =>
+            c.config.filter_subject === `jetstate.results.${queue}.>` &&
+            c.delivered.stream_seq >= state.last_seq,
+        ),
+      { timeoutMs: 10_000, message: "the feed read the 300 (the server's view of its consumer)" },
+    );
+    await raw.close();
+    raw = undefined;
+
+    await server.restartEmpty();
+    // Stored at once in the new stream, from sequence 1: before the feed notices its consumer is
+    // gone (two missed heartbeats) and makes it again. Made again where the feed was, the server
+    // starts it after the new stream's last message: these five would never be read.
+    for (let i = 0; i < 5; i++)
+      await broker.publishResults(queue, "watched", `[{"i":${i},"ok":true}]`, `w${i}`);
+    raw = await connect({ servers: server.url, name: "raw" });
+    expect(await resultsFilters(raw), "the feed had not read the new stream yet").toEqual([]);
+    await waitUntil(() => seen.length >= 5, {
+      timeoutMs: 20_000,
+      message: "the five stored after the reset",
+    });
+    await delay(300);
+    expect(seen).toEqual(range(5));
+    stop.abort();
+    await reading;
+  }, 90_000);
 });

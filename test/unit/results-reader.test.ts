@@ -75,7 +75,11 @@ describe("JobResultsReader", () => {
   it("where the catch-up and the feed overlap, each sequence is handed once: a redrive marker is not followed by the dead answer again", async () => {
     // The feed had read up to 1 when the reader registered: it delivers 2 and 3, which the
     // catch-up (up to 3, the last stored when asked) also reads; 4 is stored during the catch-up.
-    const s = stream({ 1: '[{"i":2,"ok":false,"dead":true}]', 2: '[{"i":0,"ok":true}]', 3: '[{"i":2,"redrive":true}]' });
+    const s = stream({
+      1: '[{"i":2,"ok":false,"dead":true}]',
+      2: '[{"i":0,"ok":true}]',
+      3: '[{"i":2,"redrive":true}]',
+    });
     const x = reader();
     x.r.deliver(s.message(2));
     x.r.deliver(s.message(3));

@@ -131,7 +131,13 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
 
     publishResults: (queue, jobId, body, msgId) => js.publishResults(queue, jobId, body, msgId),
     readResults: (queue, jobId, onMessage, signal, onCaughtUp) =>
-      feeds.read(queue, jobId, (data, pending) => onMessage(decoder.decode(data), pending), signal, onCaughtUp),
+      feeds.read(
+        queue,
+        jobId,
+        (data, pending) => onMessage(decoder.decode(data), pending),
+        signal,
+        onCaughtUp,
+      ),
 
     publishProgress: (queue, jobId, body) => {
       try {

@@ -1,5 +1,4 @@
 import {
-  AckPolicy,
   type ConsumerMessages,
   DeliverPolicy,
   JetStreamApiError,
@@ -11,10 +10,10 @@ import { Effect, Fiber } from "effect";
 import { decodeRecord, type JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { isNotFound, nanos } from "./streams.ts";
+import { isNotFound } from "./streams.ts";
 
 /**
- * How jetstate's pull loops (a worker's tasks, a job's results feed, a
+ * How jetstate's pull loops (a worker's tasks, a queue's results feed, a
  * queue's advisories, the job-record watch) notice that their consumer is
  * lost: a new leader elected elsewhere, the consumer or its stream deleted,
  * a server back with an empty store. nats.js counts two missed idle

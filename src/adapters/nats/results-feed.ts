@@ -1,4 +1,10 @@
-import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  DeliverPolicy,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import type { Logger } from "../../kernel/logger.ts";
@@ -9,7 +15,7 @@ import { JobResultsReader, type StoredResults, type StoredResultsSource } from "
 import { nanos } from "./streams.ts";
 
 /** How long a queue's feed runs on with no job of the queue read here before it stops. */
-export const feedIdleMs = 30_000;
+const feedIdleMs = 30_000;
 
 /** A consumer left by a client that went away is removed by the server after this. */
 const inactiveThresholdMs = 60_000;
@@ -43,14 +49,23 @@ class QueueFeed {
   readonly #stop = new AbortController();
   #idleTimer: NodeJS.Timeout | undefined;
   readonly #subjectBase: string;
+  readonly #broker: NatsJobBroker;
+  readonly #idleMs: number;
+  /** Called once the feed stops (idle, or with the runtime): a new reader of the queue starts a new one. */
+  readonly #onEnd: () => void;
+  readonly #log: Logger;
 
   constructor(
     readonly queue: string,
-    private readonly broker: NatsJobBroker,
-    private readonly idleMs: number,
-    private readonly onIdle: () => void,
-    private readonly log: Logger,
+    broker: NatsJobBroker,
+    idleMs: number,
+    onEnd: () => void,
+    log: Logger,
   ) {
+    this.#broker = broker;
+    this.#idleMs = idleMs;
+    this.#onEnd = onEnd;
+    this.#log = log;
     this.#subjectBase = broker.names.resultsSubject(queue, "");
   }
 
@@ -65,7 +80,7 @@ class QueueFeed {
       if (!readers.delete(reader)) return;
       if (readers.size === 0 && this.#readers.get(jobId) === readers) this.#readers.delete(jobId);
       if (--this.#registered === 0) {
-        this.#idleTimer = setTimeout(() => this.#stopIfIdle(), this.idleMs);
+        this.#idleTimer = setTimeout(() => this.#stopIfIdle(), this.#idleMs);
         this.#idleTimer.unref();
       }
     };
@@ -89,25 +104,25 @@ class QueueFeed {
     try {
       await superviseLoop(port, (nc, s) => this.#round(nc, s), AbortSignal.any([signal, this.#stop.signal]), {
         name: `results-feed:${this.queue}`,
-        log: this.log,
+        log: this.#log,
       });
     } finally {
       clearTimeout(this.#idleTimer);
-      this.onIdle();
+      this.#onEnd();
     }
   }
 
   #stopIfIdle(): void {
     if (this.#registered > 0) return;
-    this.log.debug({ queue: this.queue }, "no job of the queue read for a while; its results feed stops");
-    this.onIdle();
+    this.#log.debug({ queue: this.queue }, "no job of the queue read for a while; its results feed stops");
+    this.#onEnd();
     this.#stop.abort();
   }
 
   async #round(nc: NatsConnection, signal: AbortSignal): Promise<void> {
-    const { broker } = this;
+    const broker = this.#broker;
     const stream = broker.names.resultsStream;
-    let consumer: string | undefined;
+    let made: (() => void) | undefined;
     try {
       const { js, jsm } = await broker.handles(nc);
       const before = await jsm.streams.info(stream);
@@ -121,7 +136,7 @@ class QueueFeed {
         inactive_threshold: nanos(inactiveThresholdMs),
         ...startAt(this.#next),
       });
-      consumer = info.name;
+      made = () => deleteConsumer(jsm, stream, info.name, this.#log);
       // Replaced between the two looks: the consumer may sit on the old stream. Start again.
       if ((await jsm.streams.info(stream)).created !== before.created)
         throw new Error("results stream replaced while its feed started");
@@ -131,14 +146,18 @@ class QueueFeed {
         this.#next = info.delivered.stream_seq + 1;
         this.#markStarted();
       }
-      const messages = await js.consumers.getConsumerFromInfo(info).consume({ max_messages: 256, ...pullLoop });
+      const messages = await js.consumers
+        .getConsumerFromInfo(info)
+        .consume({ max_messages: 256, ...pullLoop });
       const stopped = closeWhenEnded(messages, nc, signal);
       let delivered = info.delivered.consumer_seq;
       try {
         for await (const m of messages) {
           // No acks: a delivery lost on the way (a slow client) would be a hole for good.
           if (m.info.deliverySequence !== ++delivered)
-            throw new Error(`results feed missed deliveries (got ${m.info.deliverySequence}, expected ${delivered})`);
+            throw new Error(
+              `results feed missed deliveries (got ${m.info.deliverySequence}, expected ${delivered})`,
+            );
           this.#dispatch(m);
           this.#next = m.seq + 1;
         }
@@ -148,7 +167,7 @@ class QueueFeed {
     } catch (error) {
       throw broker.setups.afterFailure(nc, error, "job.results.feed");
     } finally {
-      if (consumer !== undefined) deleteConsumer(broker, nc, consumer, this.log);
+      made?.();
     }
   }
 
@@ -161,7 +180,10 @@ class QueueFeed {
 
   /** The stream was replaced: its sequences start again, and so do the feed and its readers. */
   #readFromStart(created: string): void {
-    this.log.warn({ queue: this.queue }, "results stream replaced (a store reset?); its feed reads it from the start");
+    this.#log.warn(
+      { queue: this.queue },
+      "results stream replaced (a store reset?); its feed reads it from the start",
+    );
     this.#next = 1;
     this.#streamCreated = created;
     for (const readers of this.#readers.values()) for (const reader of readers) reader.reset();
@@ -176,20 +198,27 @@ const startAt = (next: number | undefined): Partial<ConsumerConfig> => {
 };
 
 /** Not awaited: a loop's end need not wait for the server; a consumer left behind expires. */
-const deleteConsumer = (broker: NatsJobBroker, nc: NatsConnection, name: string, log: Logger): void => {
-  void broker
-    .handles(nc)
-    .then(({ jsm }) => jsm.consumers.delete(broker.names.resultsStream, name))
-    .catch((error: unknown) => log.debug({ err: error, consumer: name }, "results consumer not deleted; it expires"));
+const deleteConsumer = (jsm: JetStreamManager, stream: string, name: string, log: Logger): void => {
+  jsm.consumers
+    .delete(stream, name)
+    .catch((error: unknown) =>
+      log.debug({ err: error, consumer: name }, "results consumer not deleted; it expires"),
+    );
 };
 
 /**
  * What was stored for one job before its reader listened, read on `nc`: its
- * last stored message by a direct get (`STREAM.MSG.GET`, last by subject),
+ * last stored message, by one request (`STREAM.MSG.GET`, last by subject),
  * and, only when there is one the reader has not handed, a throw-away
  * consumer filtered on the job's subject, deleted once caught up.
  */
-const storedOn = (broker: NatsJobBroker, nc: NatsConnection, queue: string, jobId: string, log: Logger): StoredResultsSource => {
+const storedOn = (
+  broker: NatsJobBroker,
+  nc: NatsConnection,
+  queue: string,
+  jobId: string,
+  log: Logger,
+): StoredResultsSource => {
   const stream = broker.names.resultsStream;
   const subject = broker.names.resultsSubject(queue, jobId);
   const failed = (error: unknown) => broker.setups.afterFailure(nc, error, "job.results.read");
@@ -204,7 +233,7 @@ const storedOn = (broker: NatsJobBroker, nc: NatsConnection, queue: string, jobI
       }
     },
     read: async (fromSeq, toSeq, onMessage, signal) => {
-      let consumer: string | undefined;
+      let made: (() => void) | undefined;
       try {
         const { js, jsm } = await broker.handles(nc);
         const info = await jsm.consumers.add(stream, {
@@ -215,9 +244,11 @@ const storedOn = (broker: NatsJobBroker, nc: NatsConnection, queue: string, jobI
             ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq }
             : { deliver_policy: DeliverPolicy.All }),
         });
-        consumer = info.name;
+        made = () => deleteConsumer(jsm, stream, info.name, log);
         if (info.num_pending === 0) return;
-        const messages = await js.consumers.getConsumerFromInfo(info).consume({ max_messages: 256, ...pullLoop });
+        const messages = await js.consumers
+          .getConsumerFromInfo(info)
+          .consume({ max_messages: 256, ...pullLoop });
         const stopped = closeWhenEnded(messages, nc, signal);
         try {
           for await (const m of messages) {
@@ -231,7 +262,7 @@ const storedOn = (broker: NatsJobBroker, nc: NatsConnection, queue: string, jobI
       } catch (error) {
         throw failed(error);
       } finally {
-        if (consumer !== undefined) deleteConsumer(broker, nc, consumer, log);
+        made?.();
       }
     },
   };
@@ -285,7 +316,8 @@ export class ResultsFeeds {
       await superviseLoop(
         this.#core.connection,
         async (nc, s) => {
-          if (await feed.started(s)) await reader.catchUp(storedOn(this.#broker, nc, queue, jobId, this.#log), s);
+          if (await feed.started(s))
+            await reader.catchUp(storedOn(this.#broker, nc, queue, jobId, this.#log), s);
           return "done";
         },
         until,

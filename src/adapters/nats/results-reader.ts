@@ -70,7 +70,11 @@ export class JobResultsReader {
   readonly #onCaughtUp: (() => void) | undefined;
   readonly #log: Logger;
 
-  constructor(onMessage: (data: Uint8Array, pending: number) => void, onCaughtUp: (() => void) | undefined, log: Logger) {
+  constructor(
+    onMessage: (data: Uint8Array, pending: number) => void,
+    onCaughtUp: (() => void) | undefined,
+    log: Logger,
+  ) {
     this.#onMessage = onMessage;
     this.#onCaughtUp = onCaughtUp;
     this.#log = log;
