@@ -18,4 +18,19 @@ export interface JobRecords {
 export interface RecordWatch {
   /** Calls `onRecord` with every record, then with every change, until `signal` aborts. */
   watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void>;
+  /**
+   * Calls `onRecord` with every record written from the start of the watch
+   * on (no record as it was before; deletes are not records), in the order
+   * written, until `signal` aborts. `onWatching` is called once the watch is
+   * in place: every write after that call is delivered.
+   * While a promise `onRecord` returned is pending, nothing more is handed
+   * over; meanwhile, and while the watch reconnects, a record written several
+   * times may be delivered at its latest revision only (the bucket keeps one
+   * revision per key), never skipped.
+   */
+  watchRecordChanges(
+    onRecord: (record: JobRecord) => void | Promise<void>,
+    signal: AbortSignal,
+    onWatching?: () => void,
+  ): Promise<void>;
 }

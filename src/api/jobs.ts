@@ -17,6 +17,7 @@ import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListFilter, SubjectToken, taskIndexes } from "../kernel/validation.ts";
 import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
+import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -60,6 +61,15 @@ export interface Jobs {
    * task id). A finished job is reopened and supervised again.
    */
   redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle>;
+  /**
+   * The events of every job (or of `queue`'s) from now on (created, progress,
+   * stalled, reopened, succeeded, failed, cancelled), read from the job
+   * records: any process may read them, and reading supervises nothing.
+   * Each job's end comes once. Ends with `break`, `signal` or `rt.stop()`.
+   * @example
+   * for await (const e of rt.jobs.events({ queue: "detect" })) console.log(e.type, e.jobId, e.counts);
+   */
+  events(options?: JobEventsOptions): JobEvents;
 }
 
 /** `rt.jobs` as users see it: the registry's public calls, none of its upkeep (stop, reap). */
@@ -69,6 +79,7 @@ export const jobsFace = (registry: JobRegistry): Jobs => ({
   list: (filter) => registry.list(filter),
   deadLetters: (id) => registry.deadLetters(id),
   redrive: (id, taskIds) => registry.redrive(id, taskIds),
+  events: (options) => registry.events(options),
 });
 
 /**
@@ -261,6 +272,11 @@ export class JobRegistry implements Jobs {
     const handle = await this.get(id);
     if (!handle) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
     return handle;
+  }
+
+  events(options?: JobEventsOptions): JobEvents {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.events()");
+    return jobEvents(this.#core, this.#broker, options);
   }
 
   /** Stops watching (jobs go on; another runtime or a restart takes them over); no actor starts after it. */

@@ -166,6 +166,53 @@ class MemoryJobBroker implements MemoryBroker {
     unwatch();
   }
 
+  /**
+   * Every record written from now on, in order and asynchronously, as a KV
+   * watch delivers them. While a promise `onRecord` returned is pending,
+   * writes wait in memory (every revision: the records live in memory anyway).
+   */
+  async watchRecordChanges(
+    onRecord: (record: JobRecord) => void | Promise<void>,
+    signal: AbortSignal,
+    onWatching?: () => void,
+  ): Promise<void> {
+    this.#open("job.record.changes");
+    const stop = AbortSignal.any([signal, this.#stop]);
+    if (stop.aborted) return;
+    const written: string[] = [];
+    let wake: (() => void) | undefined;
+    const stopped = new Promise<void>((resolve) =>
+      stop.addEventListener("abort", () => resolve(), { once: true }),
+    );
+    const unwatch = this.server.records.watch((entry) => {
+      if (entry.value === undefined) return; // a delete is not a record, as on NATS
+      written.push(entry.value);
+      wake?.();
+    });
+    onWatching?.();
+    try {
+      let head = 0;
+      while (!stop.aborted) {
+        const value = written[head];
+        if (value === undefined) {
+          written.length = head = 0;
+          await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
+          wake = undefined;
+          continue;
+        }
+        head++;
+        try {
+          const room = onRecord(decodeRecord(value));
+          if (room) await Promise.race([room, stopped]);
+        } catch {
+          // A record that cannot be read, or a throwing listener, loses that record only (as on NATS).
+        }
+      }
+    } finally {
+      unwatch();
+    }
+  }
+
   // ---- tasks ----
 
   async publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {

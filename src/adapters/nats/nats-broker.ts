@@ -11,6 +11,7 @@ import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
+import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
 
@@ -93,6 +94,16 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     listRecords: () => js.listRecords(),
     watchRecords: (onRecord, signal) =>
       superviseLoop(port, (nc, s) => watchRecords(js, nc, onRecord, s), signal, { name: "job-records", log }),
+    watchRecordChanges: (onRecord, signal, onWatching) => {
+      // Shared by the rounds: a restarted round goes on after the last record handed over.
+      const cursor: ChangeCursor = {};
+      return superviseLoop(
+        port,
+        (nc, s) => watchRecordChanges(js, nc, cursor, onRecord, s, log, onWatching),
+        signal,
+        { name: "job-record-changes", log },
+      );
+    },
 
     publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
