@@ -335,6 +335,67 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await watching;
     });
 
+    it("watchRecordChanges: only writes after onWatching, in order, not deletes; a held reader gets each key's latest", async () => {
+      const before = newRecord(1, ack);
+      await broker.createRecord(before);
+      const seen: JobRecord[] = [];
+      let held: Promise<void> | undefined;
+      let started = () => {};
+      const ready = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      const watched = broker.watchRecordChanges(
+        (record) => {
+          seen.push(record);
+          return held;
+        },
+        loops.signal(),
+        () => started(),
+      );
+      await ready;
+      await change(before.id, { status: "running" });
+      const b = newRecord(1, ack);
+      const revB = await broker.createRecord(b);
+      await broker.deleteRecord(b.id, revB);
+      const c = newRecord(1, ack);
+      await broker.createRecord(c);
+      await eventually(() => seen.some((x) => x.id === c.id));
+      const mine = (records: JobRecord[]) => records.map((x) => [x.id, x.status]);
+      // The record as written before the watch is not delivered: its change is.
+      expect(mine(seen)).toEqual([
+        [before.id, "running"],
+        [b.id, "queuing"],
+        [c.id, "queuing"],
+      ]);
+
+      // The reader holds the watch with a pending promise: nothing more is handed over until it settles.
+      let release = () => {};
+      held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await change(c.id, { status: "running" });
+      await eventually(() => seen.length === 4);
+      held = undefined;
+      await change(c.id, { status: "stalled" });
+      await change(c.id, { status: "failed" });
+      const d = newRecord(1, ack);
+      await broker.createRecord(d);
+      await h.advance(300);
+      expect(seen).toHaveLength(4);
+      release();
+      await eventually(() => seen.some((x) => x.id === d.id));
+      const after = mine(seen.slice(4));
+      // Each key at least at its latest revision, in the order written (on NATS the bucket kept
+      // only c's latest; the memory broker delivers every revision).
+      expect(after.at(-1)).toEqual([d.id, "queuing"]);
+      expect(after.filter(([id]) => id === c.id).at(-1)).toEqual([c.id, "failed"]);
+      expect([["stalled"], ["failed"], ["stalled", "failed"]]).toContainEqual(
+        after.filter(([id]) => id === c.id).map(([, status]) => status),
+      );
+      loops.abortAll();
+      await watched;
+    });
+
     // ---- results and dead letters ----
 
     it("readResults: in order from the start, pending = stored after it, onCaughtUp when empty; then live", async () => {

@@ -172,9 +172,9 @@ describe("job events from record revisions", () => {
     expect(ends.map((e) => e.jobId)).toEqual(["a", "b", "c"]);
     expect(translator.remembered).toBe(2);
     // b and c are remembered: their ends are not repeated; a was forgotten, so its end is news again.
-    expect([job("b"), job("c"), job("a")].flatMap((r) => translator.translate(r)).map((e) => e.jobId)).toEqual([
-      "a",
-    ]);
+    expect(
+      [job("b"), job("c"), job("a")].flatMap((r) => translator.translate(r)).map((e) => e.jobId),
+    ).toEqual(["a"]);
     expect(translator.remembered).toBe(2);
   });
 });

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeRecord, type JobRecord } from "../../kernel/job-record.ts";
@@ -17,6 +18,9 @@ export interface ChangeCursor {
 }
 
 const operation = "job.record.changes";
+
+/** What a reader's consumers are named on the bucket's stream (nats.js adds `_<n>`): an operator can tell them. */
+const consumerName = () => `events_${randomUUID().replaceAll("-", "")}`;
 
 /**
  * One round of `watchRecordChanges` (the port's): an ordered consumer on the
@@ -89,6 +93,7 @@ const readChanges = async (
   { log, onWatching }: { log: Logger; onWatching?: () => void },
 ): Promise<{ room: Promise<void> } | undefined> => {
   const consumer = await js.consumers.get(stream, {
+    name_prefix: consumerName(),
     // One subject as a string: a list needs nats-server 2.10.
     filter_subjects: `$KV.${bucket}.>`,
     deliver_policy: DeliverPolicy.StartSequence,
