@@ -11,13 +11,13 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import type { Role } from "../../src/api/permissions.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
 import type { JobEvent, JobEventType } from "../../src/kernel/job-event.ts";
 import { encodeRecord, type JobRecord } from "../../src/kernel/job-record.ts";
@@ -55,6 +55,30 @@ interface Backend {
 }
 
 const jobsOptions = { leaseMs: 30_000, cleanupIntervalMs: 0 };
+
+/** A committed job's record, as its supervisor writes it: running with one answer, or succeeded. */
+const record = (id: string, queue: string, status: "running" | "succeeded", at: number): JobRecord => ({
+  v: 1,
+  id,
+  queue,
+  status,
+  phase: "committed",
+  total: 2,
+  submitId: "s",
+  settings: {
+    maxFailures: 0,
+    ackWaitMs: 30_000,
+    maxDeliver: 5,
+    backoffMs: [0],
+    stallAfterMs: 60_000,
+    stalledTimeoutMs: 0,
+  },
+  counts: { done: status === "running" ? 1 : 2, failed: 0, dead: 0 },
+  createdAt: at,
+  updatedAt: at,
+  commitDeadline: at + 30_000,
+  ...(status === "succeeded" ? { finishedAt: at } : {}),
+});
 
 const memoryBackend = async (): Promise<Backend> => {
   const server = createMemoryServer();
@@ -407,41 +431,22 @@ describe.each(backends)("job events on $name", ({ name, start }) => {
     const events = rt.jobs.events({ queue: "held" });
     await events.ready;
     const now = Date.now();
-    const record = (n: number, status: "running" | "succeeded"): JobRecord => ({
-      v: 1,
-      id: `held-${n}`,
-      queue: "held",
-      status,
-      phase: "committed",
-      total: 2,
-      submitId: "s",
-      settings: {
-        maxFailures: 0,
-        ackWaitMs: 30_000,
-        maxDeliver: 5,
-        backoffMs: [0],
-        stallAfterMs: 60_000,
-        stalledTimeoutMs: 0,
-      },
-      counts: { done: status === "running" ? 1 : 2, failed: 0, dead: 0 },
-      createdAt: now,
-      updatedAt: now + n,
-      commitDeadline: now + 30_000,
-      ...(status === "succeeded" ? { finishedAt: now + n } : {}),
-    });
     // More progress than a reader holds unread (1000 events): the watch pauses.
     const jobs = 1200;
-    for (let n = 0; n < jobs; n++) await b.put(record(n, "running"));
+    for (let n = 0; n < jobs; n++) await b.put(record(`held-${n}`, "held", "running", now + n));
     // Paused on NATS: its consumer is gone until the reader has room again.
     if (name === "nats")
       await waitUntil(async () => (await b.readerConsumers())?.length === before, {
         timeoutMs,
         message: "the paused reader's consumer deleted",
       });
-    for (let n = 0; n < jobs; n++) await b.put(record(n, "succeeded"));
+    for (let n = 0; n < jobs; n++) await b.put(record(`held-${n}`, "held", "succeeded", now + n));
     const read: JobEvent[] = [];
+    const deadline = Date.now() + timeoutMs;
     while (read.filter((e) => e.type === "succeeded").length < jobs) {
-      const next = await events.next();
+      const late = delay(deadline - Date.now()).then(() => "late" as const);
+      const next = await Promise.race([events.next(), late]);
+      if (next === "late") throw new Error(`${read.length} events read by the deadline`);
       if (next.done) throw new Error("reader ended");
       read.push(next.value);
     }
@@ -465,6 +470,19 @@ describe.each(backends)("job events on $name", ({ name, start }) => {
     const first = rt.jobs.events({ signal: aborted.signal });
     await first.ready;
     if (name === "nats") expect(await b.readerConsumers()).toHaveLength((before ?? 0) + 1);
+    // Reading a job's events starts no job actor in the reader's runtime.
+    const submitter = await b.runtime();
+    const quiet = await startWorker("quiet");
+    const job = await submitter.jobs.submit<Work, string>({ queue: "quiet", tasks: [{ kind: "ok", ms: 1 }] });
+    const seen: string[] = [];
+    while (!seen.includes("succeeded")) {
+      const next = await first.next();
+      if (next.done) throw new Error("reader ended");
+      if (next.value.jobId === job.id) seen.push(next.value.type);
+    }
+    expect(seen).toEqual(["created", "succeeded"]);
+    expect(partsOf(rt).jobs.watchedSnapshot(job.id)).toBeUndefined();
+    await quiet.worker.stop();
     const pending = first.next();
     aborted.abort();
     expect(await pending).toEqual({ done: true, value: undefined });
@@ -490,5 +508,101 @@ describe.each(backends)("job events on $name", ({ name, start }) => {
     expect(() => worker.jobs.events()).toThrow(RoleNotHeld);
     expect(() => rt.jobs.events({ queue: "a.b" })).toThrow(/queue/);
     expect(() => rt.jobs.events({ quue: "a" } as never)).toThrow(/quue: unknown option/);
+  });
+});
+
+describe("job events on nats: a restart and a store reset", () => {
+  let server: NatsServerHandle;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    nc = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await server?.dispose();
+  });
+
+  /** Writes raw, again until the server answers (the test's client reconnects too). */
+  const put = (r: JobRecord) =>
+    waitUntil(
+      async () => {
+        const kv = await new Kvm(nc).create("jetstate_jobs", { history: 1, storage: StorageType.File });
+        await kv.put(r.id, encodeRecord(r));
+        return true;
+      },
+      { timeoutMs, message: `record ${r.id} written` },
+    );
+
+  it("goes on after the last record it read across a server restart", async () => {
+    const rt = await createRuntime({
+      servers: server.url,
+      logger: silentLogger(),
+      roles: ["submitter"],
+      jobs: jobsOptions,
+    });
+    const events = rt.jobs.events();
+    const read: JobEvent[] = [];
+    const reading = (async () => {
+      for await (const e of events) read.push(e);
+    })();
+    await events.ready;
+    const ids = Array.from({ length: 10 }, (_, n) => `r-${n}`);
+    const now = Date.now();
+    for (const id of ids) await put(record(id, "reset", "running", now));
+    await waitUntil(() => read.length === ids.length, { timeoutMs, message: "progress of every job read" });
+
+    // The same store after a restart: half the jobs end while the reader reconnects, and are read.
+    await server.restart();
+    for (const id of ids.slice(0, 5)) await put(record(id, "reset", "succeeded", now + 1));
+    await waitUntil(() => read.filter((e) => e.type === "succeeded").length === 5, {
+      timeoutMs,
+      message: "the ends written across the restart read",
+    });
+
+    expect(read.map((e) => `${e.jobId} ${e.type}`).sort()).toEqual(
+      [...ids.map((id) => `${id} progress`), ...ids.slice(0, 5).map((id) => `${id} succeeded`)].sort(),
+    );
+    await events.return();
+    await reading;
+    await rt.stop();
+  });
+
+  it("a watch held across a store reset reads the new bucket from its start", async () => {
+    const rt = await createRuntime({ servers: server.url, logger: silentLogger(), roles: ["submitter"] });
+    const seen: string[] = [];
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started = () => {};
+    const watching = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const stop = new AbortController();
+    const watched = partsOf(rt).broker.watchRecordChanges(
+      (r) => {
+        seen.push(r.id);
+        return seen.length === 1 ? held : undefined;
+      },
+      stop.signal,
+      () => started(),
+    );
+    await watching;
+    const now = Date.now();
+    await put(record("before-reset", "reset", "running", now));
+    await waitUntil(() => seen.length === 1, { timeoutMs, message: "the first record read" });
+    // While the reader holds the watch (no consumer), the store is lost and a new bucket written.
+    await server.restartEmpty();
+    for (const id of ["new-1", "new-2", "new-3"]) await put(record(id, "reset", "running", now));
+    release();
+    await waitUntil(() => seen.length === 4, {
+      timeoutMs,
+      message: `the new bucket read (${seen.join(" ")})`,
+    });
+    expect(seen).toEqual(["before-reset", "new-1", "new-2", "new-3"]);
+    stop.abort();
+    await watched;
+    await rt.stop();
   });
 });
