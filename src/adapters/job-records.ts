@@ -1,4 +1,5 @@
 import type { JobRecord } from "../kernel/job-record.ts";
+import type { RecordFilter } from "../kernel/list-page.ts";
 
 /**
  * Job records (a KV bucket on NATS): read and written with compare-and-set
@@ -33,4 +34,33 @@ export interface RecordWatch {
     signal: AbortSignal,
     onWatching?: () => void,
   ): Promise<void>;
+}
+
+/** One page of records: read in the order they were last written, from just after `after`. */
+export interface RecordsPageQuery extends RecordFilter {
+  /** The position the previous page ended at (its `next`); from the first record when absent. */
+  readonly after?: number;
+  /** Records at most (≥ 1). */
+  readonly limit: number;
+  /** Stored entries read at most, matching or not (default `scanBound(limit)`): a call is always bounded. */
+  readonly maxScan?: number;
+}
+
+export interface RecordsPage {
+  readonly records: JobRecord[];
+  /**
+   * Where the next page starts; absent when this page read up to the end.
+   * A page cut by `limit` or `maxScan` has it, and the one after it may be empty.
+   */
+  readonly next?: number;
+}
+
+/**
+ * Records a page at a time, each page costing what it reads, not what is
+ * stored. A record rewritten during a walk moves to the end (NATS keeps one
+ * message per key, at its last write): it may be listed twice, and a record
+ * that existed throughout the walk is listed at least once.
+ */
+export interface RecordPages {
+  listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage>;
 }

@@ -2,9 +2,11 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
+import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
+import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
@@ -124,6 +126,28 @@ class MemoryJobBroker implements MemoryBroker {
   async listRecords(): Promise<JobRecord[]> {
     this.#open("job.record.list");
     return this.server.records.live().map((entry) => decodeRecord(entry.value as string));
+  }
+
+  /**
+   * As on NATS: entries in the order of their last write (revisions are the
+   * stream's sequences), delete markers read and skipped, at most `maxScan`
+   * read; `next` only when something follows the page. Costs a pass over
+   * the bucket here: the memory broker holds what one process can.
+   */
+  async listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
+    this.#open("job.record.page");
+    const maxScan = query.maxScan ?? scanBound(query.limit);
+    const entries = this.server.records.writtenAfter(query.after ?? 0);
+    const records: JobRecord[] = [];
+    let last = query.after ?? 0;
+    for (const [read, entry] of entries.entries()) {
+      if (records.length === query.limit || read === maxScan) return { records, next: last };
+      last = entry.revision;
+      if (entry.value === undefined) continue;
+      const record = decodeRecord(entry.value);
+      if (matchesFilter(record, query)) records.push(record);
+    }
+    return { records };
   }
 
   /** Every current record, then every change (deletes are not records: not passed on, as on NATS). */

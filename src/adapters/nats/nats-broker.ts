@@ -92,6 +92,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     updateRecord: (record, revision) => js.updateRecord(record, revision),
     deleteRecord: (id, revision) => js.deleteRecord(id, revision),
     listRecords: () => js.listRecords(),
+    listRecordsPage: (query) => js.listRecordsPage(query),
     watchRecords: (onRecord, signal) =>
       superviseLoop(port, (nc, s) => watchRecords(js, nc, onRecord, s), signal, { name: "job-records", log }),
     watchRecordChanges: (onRecord, signal, onWatching) => {
