@@ -26,7 +26,7 @@ export {
 } from "./api/http.ts";
 export type { JobEvents, JobEventsOptions } from "./api/job-events.ts";
 export type { JobRuntimeOptions } from "./api/job-options.ts";
-export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
+export type { JobHandle, JobListQuery, JobPage, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
 export type { InspectorLike, RuntimeOptions } from "./api/options.ts";
 export {
   type NatsPermissions,
