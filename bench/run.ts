@@ -9,14 +9,16 @@
  *   small        1-task jobs, 64 in flight and one at a time: jetstate, raw JetStream
  *                doing the minimum, and BullMQ when a Redis answers (bench/small-jobs.ts);
  *   many         50 concurrent jobs of 100 tasks against one job of 5,000 (bench/many-jobs.ts);
+ *   list         rt.jobs.list() pages over 100,000 stored job records, against one full
+ *                listRecords() (bench/list-jobs.ts);
  *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
  *                interleaved, beside the single server's figures of the same run.
  * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many[,cluster],
- * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --target (0.85).
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list[,cluster],
+ * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --list-records (100000), --target (0.85).
  */
 import { execFileSync } from "node:child_process";
 import os from "node:os";
@@ -28,6 +30,7 @@ import { runJetstate } from "./jetstate-e2e.ts";
 import { serverCpuClock } from "./lib/server.ts";
 import { typicalBodyBytes } from "./lib/tasks.ts";
 import { ratios, summarise, type ThroughputRun } from "./lib/throughput.ts";
+import { measureList } from "./list-jobs.ts";
 import { measureManyJobs } from "./many-jobs.ts";
 import { runMemoryChild } from "./memory.ts";
 import { runRaw } from "./raw-jetstream.ts";
@@ -35,9 +38,18 @@ import { type BenchDocument, markdown, writeResults } from "./report.ts";
 import { measureSmallJobs } from "./small-jobs.ts";
 import { measureSubmitLatency } from "./submit-latency.ts";
 
-const allSections = ["throughput", "connections", "submit", "memory", "small", "many", "cluster"] as const;
+const allSections = [
+  "throughput",
+  "connections",
+  "submit",
+  "memory",
+  "small",
+  "many",
+  "list",
+  "cluster",
+] as const;
 /** Sections run unless `--only` names others: the cluster one starts three more servers, so it is asked for. */
-const defaultSections = ["throughput", "connections", "submit", "memory", "small", "many"];
+const defaultSections = ["throughput", "connections", "submit", "memory", "small", "many", "list"];
 
 const { values } = parseArgs({
   options: {
@@ -50,6 +62,7 @@ const { values } = parseArgs({
     "idle-jobs": { type: "string", default: "1000" },
     target: { type: "string", default: "0.85" },
     "small-jobs": { type: "string", default: "2000" },
+    "list-records": { type: "string", default: "100000" },
   },
 });
 
@@ -209,6 +222,14 @@ try {
   if (wants("many")) {
     manyJobs = await measureManyJobs(server.url, { jobs: 50, tasksPerJob: 100, concurrency: 50 }, reps, log);
   }
+  let list: BenchDocument["list"];
+  if (wants("list")) {
+    list = await measureList(
+      server.url,
+      { records: int(values["list-records"], "list-records"), calls: 50 },
+      log,
+    );
+  }
   let cluster: BenchDocument["cluster"];
   if (wants("cluster")) {
     cluster = await measureCluster(throughput?.jetstate.tasksPerSec, throughput?.raw.tasksPerSec);
@@ -233,6 +254,7 @@ try {
     ...(memory ? { memory } : {}),
     ...(smallJobs ? { smallJobs } : {}),
     ...(manyJobs ? { manyJobs } : {}),
+    ...(list ? { list } : {}),
     ...(cluster ? { cluster } : {}),
     notes,
   };
