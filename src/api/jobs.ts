@@ -88,7 +88,7 @@ export interface JobListQuery {
    * @defaultValue 100
    */
   readonly limit?: number;
-  /** The `next` of the page before; from the start when absent. */
+  /** The `next` of the page before, given with the same filter; from the start when absent. */
   readonly cursor?: string;
 }
 
