@@ -280,7 +280,8 @@ const dropConsumer = (jsm: JetStreamManager, stream: string, name: string): Prom
  * Up to `batch` messages the consumer has now. `drained`: the server said
  * it had no more (a 404 or 408 status after what it had), rather than
  * stopping at `batch`. A consumer that is gone answers nothing: after
- * `timeoutMs` that is a transient error, and the retry makes another.
+ * `timeoutMs` that is a transient error, as is any other status, and the
+ * operation's retry reads the page again with another consumer.
  */
 const pullNow = async (
   nc: NatsConnection,
@@ -297,14 +298,20 @@ const pullNow = async (
     sub.unsubscribe();
   }, timeoutMs);
   const messages: { seq: number; msg: Msg }[] = [];
+  let status = "";
   try {
     nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify({ batch, no_wait: true }), {
       reply: inbox,
     });
     for await (const msg of sub) {
       const seq = msg.reply ? streamSequenceOf(msg.reply) : undefined;
-      // Anything else is a status (404 no messages, 408 request done): the consumer is drained.
-      if (seq === undefined) return { messages, drained: true };
+      if (seq === undefined) {
+        // 404 no messages, 408 request done: drained. Another status (409 consumer deleted…) says nothing of the end.
+        const code = msg.headers?.code;
+        if (code === 404 || code === 408) return { messages, drained: true };
+        status = `${code ?? "?"} ${msg.headers?.description ?? ""}`.trim();
+        break;
+      }
       messages.push({ seq, msg });
       if (messages.length >= batch) return { messages, drained: false };
     }
@@ -312,11 +319,11 @@ const pullNow = async (
     clearTimeout(timer);
     sub.unsubscribe();
   }
-  // Ended without the server's word (no answer, or the connection closed): not known to be drained.
+  // Ended without the server's word that it had no more (no answer, another status, the
+  // connection closed): not known to be drained, so not the end of the page.
+  const why = timedOut ? `no answer in ${timeoutMs} ms` : status ? `status ${status}` : "ended early";
   throw new TransientBrokerError({
-    message: timedOut
-      ? `no answer from consumer ${consumer} of ${stream} in ${timeoutMs} ms`
-      : `pull from consumer ${consumer} of ${stream} ended early`,
+    message: `pull from consumer ${consumer} of ${stream}: ${why}`,
     operation: "kv.page.pull",
   });
 };
