@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { ConnectionsResult } from "./connections.ts";
 import { mib } from "./lib/stats.ts";
 import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.ts";
+import type { ListResult } from "./list-jobs.ts";
 import type { ManyJobsResult } from "./many-jobs.ts";
 import type { SmallJobsResult } from "./small-jobs.ts";
 import type { SubmitLatency } from "./submit-latency.ts";
@@ -53,6 +54,8 @@ export interface BenchDocument {
   readonly manyJobs?: ManyJobsResult;
   /** A job taken over after its supervisor's SIGKILL, many finished records kept (bench/takeover.ts). */
   readonly takeover?: TakeoverResult;
+  /** `rt.jobs.list()` pages over many stored records, against one full scan (bench/list-jobs.ts). */
+  readonly list?: ListResult;
   /** The same job on a 3-node cluster, every stream at `replicas`. */
   readonly cluster?: {
     readonly replicas: number;
@@ -200,6 +203,30 @@ export function markdown(doc: BenchDocument): string {
         `(leaseMs ${takeover.shape.leaseMs}): ${takeover.takeoverMs.join(", ")} ms (median ${takeover.medianMs}). ` +
         `Idle, a supervising runtime up and no job running: CPU ms per second, bench process ` +
         `${takeover.idle.clientCpuMsPerSec}, nats-server ${takeover.idle.serverCpuMsPerSec ?? "?"}.`,
+      "",
+    );
+  }
+  const l = doc.list;
+  if (l) {
+    lines.push(
+      `## Listing jobs: pages of 100 over ${l.records} stored records`,
+      "",
+      "| call | calls | p50 ms | p90 ms | max ms | jobs per page (median) |",
+      "| --- | ---: | ---: | ---: | ---: | ---: |",
+    );
+    for (const [name, t] of [
+      ["first page", l.firstPage],
+      ["page from a random cursor", l.randomPages],
+      ["first page, queue filter (1 in 10)", l.firstPageQueue],
+      ["random cursor, queue filter (1 in 10)", l.randomPagesQueue],
+    ] as const) {
+      lines.push(`| ${name} | ${t.calls} | ${t.p50Ms} | ${t.p90Ms} | ${t.maxMs} | ${t.jobsPerPage} |`);
+    }
+    lines.push(
+      "",
+      `One full \`listRecords()\` of every record (how \`list()\` worked before pages): ${l.fullScanMs} ms. ` +
+        `Consumers on the bucket's stream before the pages: ${l.consumersBefore}, after: ${l.consumersAfter}. ` +
+        `Records written in ${l.writeSeconds} s.`,
       "",
     );
   }

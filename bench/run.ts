@@ -11,15 +11,17 @@
  *   many         50 concurrent jobs of 100 tasks against one job of 5,000 (bench/many-jobs.ts);
  *   takeover     a job taken over after its supervisor's SIGKILL with 100,000 finished job
  *                records kept (bench/takeover.ts);
+ *   list         rt.jobs.list() pages over 100,000 stored job records, against one full
+ *                listRecords() (bench/list-jobs.ts);
  *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
  *                interleaved, beside the single server's figures of the same run.
  * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,takeover[,cluster],
- * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --takeover-records (100000),
- * --target (0.85).
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover[,cluster],
+ * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --list-records (100000),
+ * --takeover-records (100000), --target (0.85).
  */
 import { execFileSync } from "node:child_process";
 import os from "node:os";
@@ -31,6 +33,7 @@ import { runJetstate } from "./jetstate-e2e.ts";
 import { serverCpuClock } from "./lib/server.ts";
 import { typicalBodyBytes } from "./lib/tasks.ts";
 import { ratios, summarise, type ThroughputRun } from "./lib/throughput.ts";
+import { measureList } from "./list-jobs.ts";
 import { measureManyJobs } from "./many-jobs.ts";
 import { runMemoryChild } from "./memory.ts";
 import { runRaw } from "./raw-jetstream.ts";
@@ -46,11 +49,21 @@ const allSections = [
   "memory",
   "small",
   "many",
+  "list",
   "takeover",
   "cluster",
 ] as const;
 /** Sections run unless `--only` names others: the cluster one starts three more servers, so it is asked for. */
-const defaultSections = ["throughput", "connections", "submit", "memory", "small", "many", "takeover"];
+const defaultSections = [
+  "throughput",
+  "connections",
+  "submit",
+  "memory",
+  "small",
+  "many",
+  "list",
+  "takeover",
+];
 
 const { values } = parseArgs({
   options: {
@@ -64,6 +77,7 @@ const { values } = parseArgs({
     target: { type: "string", default: "0.85" },
     "small-jobs": { type: "string", default: "2000" },
     "takeover-records": { type: "string", default: "100000" },
+    "list-records": { type: "string", default: "100000" },
   },
 });
 
@@ -229,6 +243,14 @@ try {
     const shape = { records, leaseMs: 1000, tasks: 400 };
     takeover = await measureTakeover(server.url, shape, reps, log, serverCpu);
   }
+  let list: BenchDocument["list"];
+  if (wants("list")) {
+    list = await measureList(
+      server.url,
+      { records: int(values["list-records"], "list-records"), calls: 50 },
+      log,
+    );
+  }
   let cluster: BenchDocument["cluster"];
   if (wants("cluster")) {
     cluster = await measureCluster(throughput?.jetstate.tasksPerSec, throughput?.raw.tasksPerSec);
@@ -254,6 +276,7 @@ try {
     ...(smallJobs ? { smallJobs } : {}),
     ...(manyJobs ? { manyJobs } : {}),
     ...(takeover ? { takeover } : {}),
+    ...(list ? { list } : {}),
     ...(cluster ? { cluster } : {}),
     notes,
   };

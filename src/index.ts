@@ -24,8 +24,9 @@ export {
   type TokenRole,
   type TokenScopeOptions,
 } from "./api/http.ts";
+export type { JobEvents, JobEventsOptions } from "./api/job-events.ts";
 export type { JobRuntimeOptions } from "./api/job-options.ts";
-export type { JobHandle, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
+export type { JobHandle, JobListQuery, JobPage, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
 export type { InspectorLike, RuntimeOptions } from "./api/options.ts";
 export {
   type NatsPermissions,
@@ -55,6 +56,7 @@ export {
   TransientBrokerError,
   UnknownAgent,
 } from "./kernel/errors.ts";
+export type { JobEvent, JobEventType } from "./kernel/job-event.ts";
 export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./kernel/job-record.ts";
 export type { Logger } from "./kernel/logger.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./kernel/queue.ts";

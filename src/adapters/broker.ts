@@ -1,7 +1,7 @@
 import type { BrokerAdmin } from "./broker-admin.ts";
 import type { DeadLetters } from "./dead-letters.ts";
 import type { JobPort } from "./job-port.ts";
-import type { RecordWatch } from "./job-records.ts";
+import type { RecordPages, RecordWatch } from "./job-records.ts";
 import type { JobResults } from "./job-results.ts";
 import type { SupervisionLeases } from "./supervision-leases.ts";
 import type { TaskLeasing } from "./task-leasing.ts";
@@ -21,7 +21,14 @@ import type { TaskDelivery } from "./task-queue.ts";
  * `processExhausted`) run until their signal aborts (or the job's consumer
  * is gone) and keep themselves alive across reconnects.
  */
-export interface Broker extends JobPort, RecordWatch, TaskDelivery, JobResults, DeadLetters, BrokerAdmin {
+export interface Broker
+  extends JobPort,
+    RecordPages,
+    RecordWatch,
+    TaskDelivery,
+    JobResults,
+    DeadLetters,
+    BrokerAdmin {
   readonly kind: "nats" | "memory";
   /** Largest message the broker takes, in bytes. */
   maxPayload(): Promise<number>;

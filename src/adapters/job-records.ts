@@ -1,4 +1,5 @@
 import type { JobRecord } from "../kernel/job-record.ts";
+import type { RecordFilter } from "../kernel/list-page.ts";
 
 /**
  * Job records (a KV bucket on NATS): read and written with compare-and-set
@@ -18,4 +19,48 @@ export interface JobRecords {
 export interface RecordWatch {
   /** Calls `onRecord` with every record, then with every change, until `signal` aborts. */
   watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void>;
+  /**
+   * Calls `onRecord` with every record written from the start of the watch
+   * on (no record as it was before; deletes are not records), in the order
+   * written, until `signal` aborts. `onWatching` is called once the watch is
+   * in place: every write after that call is delivered.
+   * While a promise `onRecord` returned is pending, nothing more is handed
+   * over; meanwhile, and while the watch reconnects, a record written several
+   * times may be delivered at its latest revision only (the bucket keeps one
+   * revision per key), never skipped.
+   */
+  watchRecordChanges(
+    onRecord: (record: JobRecord) => void | Promise<void>,
+    signal: AbortSignal,
+    onWatching?: () => void,
+  ): Promise<void>;
+}
+
+/** One page of records: read in the order they were last written, from just after `after`. */
+export interface RecordsPageQuery extends RecordFilter {
+  /** The position the previous page ended at (its `next`); from the first record when absent. */
+  readonly after?: number;
+  /** Records at most (≥ 1). */
+  readonly limit: number;
+  /** Stored entries read at most, matching or not (default `scanBound(limit)`): a call is always bounded. */
+  readonly maxScan?: number;
+}
+
+export interface RecordsPage {
+  readonly records: JobRecord[];
+  /**
+   * Where the next page starts; absent when this page read up to the end.
+   * A page cut by `limit` or `maxScan` has it, and the one after it may be empty.
+   */
+  readonly next?: number;
+}
+
+/**
+ * Records a page at a time, each page costing what it reads, not what is
+ * stored. A record rewritten during a walk moves to the end (NATS keeps one
+ * message per key, at its last write): it may be listed twice, and a record
+ * that existed throughout the walk is listed at least once.
+ */
+export interface RecordPages {
+  listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage>;
 }

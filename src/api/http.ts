@@ -131,7 +131,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
     maxBatchSize,
     maxResults: maxResultsPerRequest,
     maxBodyBytes,
-    listJobs: (filter) => jobs.list(filter),
+    listJobs: (query) => broker.listRecordsPage(query),
     getJob: async (id, visible): Promise<JobView | undefined> => {
       const found = await broker.getRecord(id);
       if (!found || !visible(found.record.queue)) return undefined;

@@ -2,11 +2,11 @@ import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
-import { everyUntil } from "../kernel/clock.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
-import { provideJobEffects, recordEvent } from "./job-effects.ts";
+import { JobChores } from "./job-chores.ts";
+import { type JobEffects, provideJobEffects, recordEvent } from "./job-effects.ts";
 import { isRecorded, snapshotOf } from "./job-handle.ts";
 import { persistAndLog } from "./job-persist.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -30,6 +30,38 @@ export interface StartedJobActor {
   /** Resolves when the submit found the job already made (idempotency key): this actor must be replaced. */
   readonly existing: Promise<JobRecord>;
 }
+
+/** What a runtime's jobs share: the job machine with its effects, and one timer for their periodic steps. */
+interface JobHost {
+  readonly effects: JobEffects;
+  readonly chores: JobChores;
+}
+
+/** Made on a runtime's first job, keyed by its deps (one object per runtime). */
+const hosts = new WeakMap<JobActorDeps, JobHost>();
+const hostOf = (deps: JobActorDeps): JobHost => {
+  let host = hosts.get(deps);
+  if (!host) {
+    const { core } = deps;
+    host = {
+      effects: provideJobEffects({
+        broker: deps.broker,
+        clock: core.clock,
+        leaseMs: deps.leaseMs,
+        takeOver: core.options.jobs.takeOver,
+        ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
+        loops: core.loops,
+      }),
+      // Half the renewal period: a renewal runs at most half a period late.
+      chores: new JobChores(core.clock, core.loops, renewEveryMs(deps.leaseMs) / 2),
+    };
+    hosts.set(deps, host);
+  }
+  return host;
+};
+
+/** A supervisor renews its lease every third of it. */
+const renewEveryMs = (leaseMs: number) => Math.max(20, Math.floor(leaseMs / 3));
 
 /**
  * Creates and starts the actor of one job with its real I/O. Only the holder
@@ -59,22 +91,7 @@ export const startJobActor = (
   // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
   let seenUpdatedAt = record.updatedAt;
 
-  const effects = provideJobEffects({
-    broker,
-    clock,
-    leaseMs,
-    takeOver,
-    ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
-    record,
-    ...(resumeFrom ? { resumeFrom } : {}),
-    ...(bodies ? { bodies } : {}),
-    signal,
-    loops: core.loops,
-    log,
-    self: () => actor,
-    foundExisting: (found) => foundExisting(found),
-  });
-
+  const { effects, chores } = hostOf(deps);
   const actor = createActor(effects.machine, {
     id: `job:${jobId}`,
     input: {
@@ -88,14 +105,21 @@ export const startJobActor = (
     },
     ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
   });
+  const run = effects.attach(actor, {
+    record,
+    ...(resumeFrom ? { resumeFrom } : {}),
+    ...(bodies ? { bodies } : {}),
+    signal,
+    log,
+    self: () => actor,
+    foundExisting: (found) => foundExisting(found),
+  });
 
   // The lease: renewed while held; taken over by this watcher when it runs out (unless
-  // `takeOver` is off). This loop and the lost-task check are the runtime's (`core.loops`):
-  // they end with the actor or the runtime (`signal`), and `rt.stop()` waits for a renewal or
-  // check still in flight. On the runtime's clock, not the group's timers: tests drive leases
-  // and stalls with a manual clock.
+  // `takeOver` is off). The renewal and the lost-task check are steps on the runtime's
+  // timer for its jobs (`chores`): removed when the actor ends; `rt.stop()` waits for one
+  // still in flight.
   let supervised = false;
-  const renewEveryMs = Math.max(20, Math.floor(leaseMs / 3));
   const renewLease = (): Promise<void> | undefined => {
     if (isFinal(snapshotOf(actor).status)) return undefined;
     const held = leases.holds(jobId, clock.now());
@@ -116,9 +140,11 @@ export const startJobActor = (
     );
   };
 
-  // One step at a time: two renewals in flight with the same revision, the second loses
-  // its compare-and-set to the first and this runtime would think it lost the lease.
-  core.loops.run(`job-lease:${jobId}`, () => everyUntil(clock, renewEveryMs, renewLease, signal));
+  const stopRenewing = chores.add({
+    name: `job-lease:${jobId}`,
+    everyMs: renewEveryMs(leaseMs),
+    run: renewLease,
+  });
 
   // A stalled job may be stalled for good: its tasks gone with the server's store.
   const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
@@ -133,12 +159,14 @@ export const startJobActor = (
       })
       .catch((error) => log.warn({ err: error }, "lost-tasks check failed; tried again later"));
   };
-  core.loops.run(`job-lost-check:${jobId}`, () => everyUntil(clock, lostCheckMs, checkLost, signal));
+  const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
   const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops);
   actor.subscribe({
     complete: () => {
-      stopping.abort(); // ends the lease and lost-task loops
+      stopRenewing();
+      stopChecking();
+      stopping.abort();
       // Over (its end recorded, not a submit that failed, not an end whose write failed): the
       // lease goes, and with it the job from the leases bucket. Stopped before its end (the
       // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the
@@ -148,8 +176,7 @@ export const startJobActor = (
       // removed by the next takeover pass. Never rejects (a lease not written back runs out by
       // its TTL). Started whether or not the runtime's loops still run; while they do,
       // `rt.stop()` waits.
-      const over =
-        isRecorded(actor) && effects.submitError() === undefined && effects.finalizeError() === undefined;
+      const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
       const released = over ? leases.release(jobId) : leases.giveBack(jobId);
       core.loops.run(`job-lease-release:${jobId}`, () => released);
     },
@@ -166,7 +193,7 @@ export const startJobActor = (
       seenUpdatedAt = changed.updatedAt;
       actor.send(recordEvent(changed));
     },
-    submitError: effects.submitError,
+    submitError: run.submitError,
     existing,
   };
 };

@@ -13,14 +13,20 @@ import { decodeResults } from "../kernel/wire.ts";
 import { type JobMachine, jobMachine } from "../machines/job.machine.ts";
 import { snapshotOf } from "./job-handle.ts";
 
-/** What the job machine's actors reach: one job's record, its runtime's broker and clock. */
-export interface JobEffectsEnv {
+/** What every job's actors share in one runtime: its broker, clock, settings and loops. */
+export interface JobEffectsShared {
   readonly broker: Broker;
   readonly clock: Clock;
   readonly leaseMs: number;
   /** `jobs.takeOver`: off, this runtime never supervises a job it did not submit. */
   readonly takeOver: boolean;
   readonly submitHooks?: SubmitHooks;
+  /** The runtime's loops: `rt.stop()` waits for each job's results feed. */
+  readonly loops: Pick<LoopGroup, "run">;
+}
+
+/** What one job's actors reach besides the shared parts: its record and its actor. */
+export interface JobRun {
   readonly record: JobRecord;
   /** Status the job was resumed from (undefined: this actor submits it). */
   readonly resumeFrom?: JobStatus;
@@ -28,13 +34,20 @@ export interface JobEffectsEnv {
   readonly bodies?: readonly string[];
   /** Aborted when the actor or its runtime stops. */
   readonly signal: AbortSignal;
-  /** The runtime's loops: `rt.stop()` waits for the job's results feed. */
-  readonly loops: Pick<LoopGroup, "run">;
   readonly log: Logger;
-  /** The actor the effects run in (made from them, so handed over later). */
+  /** The actor the effects run in (made from the machine, so handed over later). */
   readonly self: () => Actor<JobMachine>;
   /** The submit found the job already made (idempotency key): this actor must be replaced. */
   readonly foundExisting: (record: JobRecord) => void;
+}
+
+/** A job's run as its effects keep it: why its submit failed, whether its next batch is a replay. */
+interface RunState {
+  readonly run: JobRun;
+  submitError: unknown;
+  /** Why the end was not written (undefined: it was, or nothing was to be). */
+  finalizeError: unknown;
+  replay: boolean;
 }
 
 /** The event that hands a stored record to the job machine. */
@@ -47,23 +60,25 @@ export const recordEvent = (record: JobRecord) =>
   }) as const;
 
 /**
- * The job machine with its actors' real I/O provided: `submit`, `feed` (the
- * job's results), `clock` and `finalize`. `submitError()` is why the submit
- * failed, as the typed error it failed with (undefined: it did not);
- * `finalizeError()` why the job's end was not written.
+ * The job machine with its actors' real I/O provided, once per runtime:
+ * `submit`, `feed` (the job's results), `clock` and `finalize`. Each job's
+ * actor is `attach`ed to its run before it starts; its actors find the run
+ * by the actor's system (one per root actor). Providing per job rebuilt the
+ * whole statechart (every state node, transition and closure) for each job:
+ * about half of the heap a live job took.
  */
-export const provideJobEffects = (env: JobEffectsEnv) => {
-  const { broker, clock, leaseMs, record, signal, log, self } = env;
+export const provideJobEffects = (shared: JobEffectsShared) => {
+  const { broker, clock, leaseMs } = shared;
   const leases = broker.leases;
-  const jobId = record.id;
-  let submitError: unknown;
-  /** Why the end was not written (undefined: it was, or nothing was to be). */
-  let finalizeError: unknown;
-  // A resumed job's first batch is what was answered before this actor: not a rate sample.
-  let replay = env.resumeFrom !== undefined;
+  const runs = new WeakMap<object, RunState>();
+  const stateOf = (system: object): RunState => {
+    const state = runs.get(system);
+    if (!state) throw new Error("job actor started without its run attached");
+    return state;
+  };
 
   /** The lease for a watcher waiting for the end: a failed try is tried again on the next turn. */
-  const takeLease = () =>
+  const takeLease = (jobId: string, log: Logger) =>
     leases.acquire(jobId, leaseMs, clock.now()).catch((error: unknown) => {
       log.debug({ err: error }, "supervision lease not taken while waiting for the job's end; tried again");
       return false;
@@ -71,8 +86,11 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
 
   const machine = jobMachine.provide({
     actors: {
-      submit: fromPromise(async ({ signal: aborted }) => {
-        if (!env.bodies) throw new Error("nothing to submit");
+      submit: fromPromise(async ({ signal: aborted, system }) => {
+        const state = stateOf(system);
+        const { record, log, signal } = state.run;
+        const jobId = record.id;
+        if (!state.run.bodies) throw new Error("nothing to submit");
         try {
           // The queue's streams, advisories included: exhausted tasks must be captured before one
           // can exhaust. Inside the try: a queue that cannot be set up fails the submit, typed.
@@ -80,17 +98,17 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
           await leases.acquire(jobId, leaseMs, clock.now());
           const outcome = await submitJob(broker, {
             record,
-            bodies: env.bodies,
+            bodies: state.run.bodies,
             now: () => clock.now(),
             signal: AbortSignal.any([aborted, signal]),
-            ...(env.submitHooks ? { hooks: env.submitHooks } : {}),
+            ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
           });
           if (outcome.kind === "existing") {
             // Another submit (maybe another runtime's) made this job, with its own tasks and
             // settings: this actor is not its actor. `jobs` replaces it with one resumed from
             // the record; until then it stays queuing (nothing counted, nothing written).
             log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
-            env.foundExisting(outcome.record);
+            state.run.foundExisting(outcome.record);
             await new Promise<void>((resolve) => {
               if (signal.aborted) resolve();
               else signal.addEventListener("abort", () => resolve(), { once: true });
@@ -98,7 +116,7 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
           }
         } catch (error) {
           // The caller gets the typed error the submit failed with; anything else is wrapped in one.
-          submitError =
+          state.submitError =
             typeof error === "object" && error !== null && "_tag" in error
               ? error
               : new PermanentBrokerError({
@@ -110,8 +128,11 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
         }
         return clock.now(); // committed: the job's rate and stall clocks start here
       }),
-      feed: fromCallback(({ sendBack }) => {
-        if (env.resumeFrom && isFinal(env.resumeFrom)) return () => undefined;
+      feed: fromCallback(({ sendBack, system }) => {
+        const state = stateOf(system);
+        const { record, log, signal, self, resumeFrom } = state.run;
+        const jobId = record.id;
+        if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
         const ac = new AbortController();
         const backlog: ResultEntry[] = [];
         let caughtUp = false;
@@ -123,9 +144,9 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
             type: "results.received",
             entries: backlog.splice(0),
             at: clock.now(),
-            ...(replay ? { replay } : {}),
+            ...(state.replay ? { replay: true } : {}),
           });
-          replay = false;
+          state.replay = false;
         };
         const leftQueuing = self().subscribe(() => flush());
         const feeding = broker
@@ -153,7 +174,7 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
           .catch((error) => log.warn({ err: error }, "results feed failed"));
         // Ends when the feed is left or the actor or runtime stops; started whether or not the
         // runtime's loops still run, and while they do, `rt.stop()` waits for it to end.
-        env.loops.run(`job-results:${jobId}`, () => feeding);
+        shared.loops.run(`job-results:${jobId}`, () => feeding);
         return () => {
           leftQueuing.unsubscribe();
           ac.abort();
@@ -165,16 +186,19 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
       clock: fromCallback(({ sendBack, input }) =>
         every(clock, input.everyMs, () => sendBack({ type: "clock.tick", now: clock.now() })),
       ),
-      finalize: fromPromise(async ({ input }) => {
+      finalize: fromPromise(async ({ input, system }) => {
+        const state = stateOf(system);
+        const { record, log, signal, self } = state.run;
+        const jobId = record.id;
         // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
         // claim to another request): the record under this id is not this actor's to end.
-        if (submitError !== undefined) return;
+        if (state.submitError !== undefined) return;
         // Only the supervisor writes the end; a watcher waits for it (or for the lease). The wait
         // ends as soon as the actor or the runtime stops (`sleep` and every read heed `signal`):
         // a watcher stopped meanwhile leaves the end to the supervisor, or to whoever takes over.
         while (!leases.holds(jobId, clock.now())) {
           if (signal.aborted) {
-            finalizeError = "stopped before the end was written";
+            state.finalizeError = "stopped before the end was written";
             return;
           }
           const found = await broker.getRecord(jobId).catch((error: unknown) => {
@@ -182,13 +206,13 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
             return undefined;
           });
           if (found && isFinal(found.record.status)) return;
-          if (env.takeOver && (await takeLease())) break;
+          if (shared.takeOver && (await takeLease(jobId, log))) break;
           await sleep(Math.min(500, leaseMs / 4), signal);
         }
         const stored = await finalizeJob(broker, input, () => clock.now()).catch((error: unknown) => {
           // The machine ends `recorded` either way; the record still says the job runs, so its
           // lease must stay for a takeover pass to find the job and write the end.
-          finalizeError = error;
+          state.finalizeError = error;
           throw error;
         });
         // Another runtime recorded another end first (a cancel): that is how the job ended.
@@ -197,5 +221,24 @@ export const provideJobEffects = (env: JobEffectsEnv) => {
       }),
     },
   });
-  return { machine, submitError: () => submitError, finalizeError: () => finalizeError };
+
+  /**
+   * Binds a job's actor (by its system, before it starts) to its run; `submitError()` is why
+   * its submit failed, as the typed error it failed with (undefined: it did not);
+   * `finalizeError()` why the job's end was not written.
+   */
+  const attach = (actor: Actor<JobMachine>, run: JobRun) => {
+    // A resumed job's first batch is what was answered before this actor: not a rate sample.
+    const state: RunState = {
+      run,
+      submitError: undefined,
+      finalizeError: undefined,
+      replay: run.resumeFrom !== undefined,
+    };
+    runs.set(actor.system, state);
+    return { submitError: () => state.submitError, finalizeError: () => state.finalizeError };
+  };
+  return { machine, attach };
 };
+
+export type JobEffects = ReturnType<typeof provideJobEffects>;

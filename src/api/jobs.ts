@@ -13,10 +13,12 @@ import { reapSubmits } from "../effects/reap-submits.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
+import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
-import { check, checkListFilter, SubjectToken, taskIndexes } from "../kernel/validation.ts";
+import { check, checkListQuery, SubjectToken, taskIndexes } from "../kernel/validation.ts";
 import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
+import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -51,8 +53,12 @@ export interface Jobs {
   submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>>;
   /** The job with this id, watched by this runtime from now on; undefined if unknown. */
   get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined>;
-  /** Job records, all or those of a status or queue. */
-  list(filter?: { status?: JobStatus; queue?: string }): Promise<JobRecord[]>;
+  /**
+   * Job records a page at a time, in the order they were last written; all,
+   * or those of a status or queue. Pass a page's `next` as `cursor` to get
+   * the page after it; no `next`: the listing reached the end.
+   */
+  list(query?: JobListQuery): Promise<JobPage>;
   /** Tasks of the job that exhausted their deliveries, with payload and last error. */
   deadLetters(id: string): Promise<DeadLetter[]>;
   /**
@@ -60,15 +66,53 @@ export interface Jobs {
    * task id). A finished job is reopened and supervised again.
    */
   redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle>;
+  /**
+   * The events of every job (or of `queue`'s) from now on (created, progress,
+   * stalled, reopened, succeeded, failed, cancelled), read from the job
+   * records: any process may read them, and reading supervises nothing.
+   * Each job's end comes once. Ends with `break`, `signal` or `rt.stop()`.
+   * @example
+   * for await (const e of rt.jobs.events({ queue: "detect" })) console.log(e.type, e.jobId, e.counts);
+   */
+  events(options?: JobEventsOptions): JobEvents;
+}
+
+/** What `rt.jobs.list()` lists: every field optional. */
+export interface JobListQuery {
+  /** Only jobs of this status. */
+  readonly status?: JobStatus;
+  /** Only jobs of this queue. */
+  readonly queue?: string;
+  /**
+   * Jobs per page at most, 1 to 1,000.
+   * @defaultValue 100
+   */
+  readonly limit?: number;
+  /** The `next` of the page before, given with the same filter; from the start when absent. */
+  readonly cursor?: string;
+}
+
+/**
+ * One page of `rt.jobs.list()`. A page reads at most 10 × `limit` stored
+ * records (at least 1,000), so with a filter that few jobs match it may hold
+ * fewer than `limit`, or none, and still have a `next`. A job rewritten
+ * while you page (its status or counts changed) moves to the end: it can be
+ * listed twice, and a job that existed throughout the walk is never missed.
+ */
+export interface JobPage {
+  readonly jobs: JobRecord[];
+  /** The cursor of the page after this one; absent when this page reached the end. */
+  readonly next?: string;
 }
 
 /** `rt.jobs` as users see it: the registry's public calls, none of its upkeep (stop, reap). */
 export const jobsFace = (registry: JobRegistry): Jobs => ({
   submit: (request) => registry.submit(request),
   get: (id) => registry.get(id),
-  list: (filter) => registry.list(filter),
+  list: (query) => registry.list(query),
   deadLetters: (id) => registry.deadLetters(id),
   redrive: (id, taskIds) => registry.redrive(id, taskIds),
+  events: (options) => registry.events(options),
 });
 
 /**
@@ -197,13 +241,18 @@ export class JobRegistry implements Jobs {
     return started && started.actor.getSnapshot().status === "active" ? snapshotOf(started.actor) : undefined;
   }
 
-  async list(filter: { status?: JobStatus; queue?: string } = {}): Promise<JobRecord[]> {
+  async list(query: JobListQuery = {}): Promise<JobPage> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.list()");
-    checkListFilter(filter);
-    const records = await this.#broker.listRecords();
-    return records.filter(
-      (r) => (!filter.status || r.status === filter.status) && (!filter.queue || r.queue === filter.queue),
-    );
+    const { status, queue, limit, after } = checkListQuery(query);
+    const page = await this.#broker.listRecordsPage({
+      limit,
+      ...(after === undefined ? {} : { after }),
+      ...(queue === undefined ? {} : { queues: [queue] }),
+      ...(status === undefined ? {} : { statuses: [status] }),
+    });
+    return page.next === undefined
+      ? { jobs: page.records }
+      : { jobs: page.records, next: encodeCursor(page.next) };
   }
 
   async deadLetters(id: string): Promise<DeadLetter[]> {
@@ -259,6 +308,11 @@ export class JobRegistry implements Jobs {
     const handle = await this.get(id);
     if (!handle) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
     return handle;
+  }
+
+  events(options?: JobEventsOptions): JobEvents {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.events()");
+    return jobEvents(this.#core, this.#broker, options);
   }
 
   /** Stops watching (jobs go on; another runtime or a restart takes them over); no actor starts after it. */

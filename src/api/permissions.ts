@@ -157,6 +157,8 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
   `$JS.API.STREAM.PURGE.KV_${n.leasesBucket}`,
   ...streamInfo(n.resultsStream),
   ...manageConsumers(n.resultsStream),
+  // Whether a job has results stored yet (its last message by subject), before reading them.
+  `$JS.API.STREAM.MSG.GET.${n.resultsStream}`,
   ...streamInfo(n.deadStream),
   ...manageConsumers(n.deadStream),
   ...messages(n.deadStream),

@@ -3,6 +3,7 @@ import type { Delivery } from "../effects/answer-task.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { FairSlots } from "../kernel/slots.ts";
+import { backoffDelayMs } from "../kernel/task-outcome.ts";
 
 /** A job a worker follows. */
 export interface ActiveJob {
@@ -195,7 +196,10 @@ export class TaskDelivery implements Delivery {
     else this.#task.msg.term();
   }
   lost(): void {
-    this.#release(this.#task.msg);
+    // After the job's backoff, as for a failed handler: released at once, a store that keeps
+    // failing redelivered the task as fast as it failed, up to its last delivery.
+    const { msg, job } = this.#task;
+    this.#release(msg, backoffDelayMs(job.record.settings.backoffMs, msg.deliveryCount));
   }
   keep(): void {
     this.#task.msg.working();

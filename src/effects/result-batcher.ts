@@ -47,6 +47,13 @@ export interface BatcherOptions<S extends Settle = Settle> {
    */
   readonly messageId?: (jobId: string, settles: readonly S[]) => string;
   readonly onError: (error: unknown, jobId: string) => void;
+  /**
+   * True when no other result is on its way (the worker runs no other
+   * handler): the batch is sent at once instead of after `maxDelayMs`,
+   * which nothing would join. One task at a time then pays no batching delay
+   * (a 1-task job's round trip was 5 ms longer); under load, batches fill.
+   */
+  readonly sendAtOnce?: () => boolean;
   /** How often the leases of a batch still being published are extended (a third of the job's ack wait). */
   readonly keepEveryMs?: (jobId: string) => number;
 }
@@ -80,7 +87,7 @@ export class ResultBatcher<S extends Settle = Settle> {
     batch.entries.push(entry);
     batch.settles.push(settle);
     batch.bytes += bytes;
-    if (batch.entries.length >= this.#options.maxEntries) this.#send(jobId);
+    if (batch.entries.length >= this.#options.maxEntries || this.#options.sendAtOnce?.()) this.#send(jobId);
     else this.#timer ??= setTimeout(() => this.#sendAll(), this.#options.maxDelayMs);
   }
 

@@ -53,6 +53,10 @@ const isTargetUnavailable = (error: unknown): error is TargetUnavailable =>
  * "permanent"`, `TargetUnavailable`), so nothing parses messages. The last
  * delivery is dead whatever the error: JetStream will not deliver it again.
  */
+/** The pause before the next delivery of a task that failed on delivery `attempt` (from 1). */
+export const backoffDelayMs = (backoffMs: readonly number[], attempt: number): number =>
+  backoffMs[Math.min(attempt - 1, backoffMs.length - 1)] ?? 0;
+
 export const decideOutcome = (error: unknown, context: OutcomeContext): TaskOutcome => {
   if (error === undefined) return { kind: "ack" };
   const permanent =
@@ -64,8 +68,7 @@ export const decideOutcome = (error: unknown, context: OutcomeContext): TaskOutc
   if (context.attempt >= context.maxDeliver) {
     return { kind: "dead", error: `${text(error)} (after ${context.attempt} deliveries)` };
   }
-  const delays = context.backoffMs;
-  const delayMs = delays[Math.min(context.attempt - 1, delays.length - 1)] ?? 0;
+  const delayMs = backoffDelayMs(context.backoffMs, context.attempt);
   // Only for the bound agent: an error naming another agent is an ordinary transient one.
   if (context.agentId !== undefined && isTargetUnavailable(error) && error.agentId === context.agentId) {
     return { kind: "failover", agentId: context.agentId, delayMs, error: text(error) };

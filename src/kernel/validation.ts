@@ -2,6 +2,7 @@ import { Effect, Option, Schema, SchemaGetter } from "effect";
 import { decode } from "./decode.ts";
 import { InvalidArgument } from "./errors.ts";
 import { JobStatus } from "./job-record.ts";
+import { decodeCursor, defaultPageLimit, maxPageLimit } from "./list-page.ts";
 
 /**
  * The shapes of everything a user hands jetstate: ids, keys, names, tokens,
@@ -133,14 +134,40 @@ const maxTasksNamed = 1_000_000;
 
 const Status = Schema.Literals(Object.values(JobStatus));
 
-/** `rt.jobs.list(filter)`: a status jetstate knows and a queue name, each optional. */
-export const checkListFilter = (filter: unknown): void => {
-  if (typeof filter !== "object" || filter === null) {
-    throw new InvalidArgument({ message: "filter: must be an object", field: "filter" });
+/** `rt.jobs.list(query)` once checked: the position to start after is the cursor decoded. */
+export interface ListQuery {
+  readonly status?: JobStatus;
+  readonly queue?: string;
+  readonly limit: number;
+  readonly after?: number;
+}
+
+const PageLimit = number(1, maxPageLimit, { integer: true });
+
+/**
+ * `rt.jobs.list(query)`: a status jetstate knows, a queue name, a page size
+ * and a cursor from an earlier page, each optional, nothing else (a misspelt
+ * `cursor` would list the first page again and again).
+ */
+export const checkListQuery = (query: unknown): ListQuery => {
+  if (typeof query !== "object" || query === null) {
+    throw new InvalidArgument({ message: "query: must be an object", field: "query" });
   }
-  const { status, queue } = filter as { status?: unknown; queue?: unknown };
-  if (status !== undefined) check(Status, status, "status");
-  if (queue !== undefined) check(SubjectToken, queue, "queue");
+  rejectUnknownKeys(query, ["status", "queue", "limit", "cursor"], "");
+  const { status, queue, limit, cursor } = query as Record<string, unknown>;
+  const after = cursor === undefined ? undefined : decodeCursor(cursor);
+  if (cursor !== undefined && after === undefined) {
+    throw new InvalidArgument({
+      message: "cursor: not a cursor jetstate gave (pass the `next` of the page before)",
+      field: "cursor",
+    });
+  }
+  return {
+    ...(status === undefined ? {} : { status: check(Status, status, "status") }),
+    ...(queue === undefined ? {} : { queue: check(SubjectToken, queue, "queue") }),
+    limit: checkOr(PageLimit, limit, "limit", defaultPageLimit),
+    ...(after === undefined ? {} : { after }),
+  };
 };
 
 const RetentionMs = number(0, Number.MAX_SAFE_INTEGER);

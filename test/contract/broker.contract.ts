@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
+import type { RecordsPage, RecordsPageQuery } from "../../src/adapters/job-records.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
@@ -260,6 +261,127 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect((await broker.listRecords()).filter((x) => x.id === r.id)).toEqual([r]);
     });
 
+    /** Every page of a walk from the start, each checked against the page's bounds. */
+    const walk = async (
+      query: Omit<RecordsPageQuery, "after">,
+      between?: (page: number) => Promise<void>,
+    ) => {
+      const pages: RecordsPage[] = [];
+      let after: number | undefined;
+      do {
+        const page = await broker.listRecordsPage({ ...query, ...(after === undefined ? {} : { after }) });
+        expect(page.records.length).toBeLessThanOrEqual(query.limit);
+        pages.push(page);
+        after = page.next;
+        if (pages.length > 500) throw new Error("the walk does not end");
+        await between?.(pages.length);
+      } while (after !== undefined);
+      return pages;
+    };
+    const idsOf = (pages: readonly RecordsPage[]) => pages.flatMap((p) => p.records.map((r) => r.id));
+
+    it("record pages: in the order of the last write, deletes skipped, filters, next only while more follows", async () => {
+      // The ledger: what was written, in the order written.
+      const written: JobRecord[] = [];
+      for (let i = 0; i < 9; i++) {
+        const r = { ...newRecord(1, ack), queue: i % 3 === 0 ? "qa" : "qb" };
+        await broker.createRecord(r);
+        written.push(r);
+      }
+      const [first, second] = written as [JobRecord, JobRecord];
+      // Deleted: its marker is read and skipped. Rewritten: moves to the end.
+      const found = await broker.getRecord(second.id);
+      await broker.deleteRecord(second.id, found?.revision ?? 0);
+      await change(first.id, { status: "running" });
+      const order = [...written.slice(2), { ...first, status: "running" as const }];
+
+      const pages = await walk({ limit: 3 });
+      expect(idsOf(pages)).toEqual(order.map((r) => r.id));
+      expect(pages.flatMap((p) => p.records)).toEqual(order);
+      // 8 records in pages of 3: the last page says it reached the end.
+      expect(pages.map((p) => [p.records.length, p.next !== undefined])).toEqual([
+        [3, true],
+        [3, true],
+        [2, false],
+      ]);
+      // A page that ends exactly at the end has no next either.
+      expect((await broker.listRecordsPage({ limit: 8 })).next).toBeUndefined();
+      expect((await broker.listRecordsPage({ limit: 7 })).next).toBeDefined();
+
+      const qa = order.filter((r) => r.queue === "qa");
+      expect(idsOf(await walk({ limit: 2, queues: ["qa"] }))).toEqual(qa.map((r) => r.id));
+      expect(idsOf(await walk({ limit: 100, statuses: ["running"] }))).toEqual([first.id]);
+      expect(idsOf(await walk({ limit: 100, queues: ["qa"], statuses: ["queuing"] }))).toEqual(
+        qa.filter((r) => r.status === "queuing").map((r) => r.id),
+      );
+      expect(idsOf(await walk({ limit: 100, queues: ["none"] }))).toEqual([]);
+      // A page starting past the end is empty and final.
+      const end = pages.at(-2)?.next ?? 0;
+      expect(await broker.listRecordsPage({ limit: 5, after: end + 1_000_000 })).toEqual({ records: [] });
+    });
+
+    it("record pages: maxScan bounds what one call reads; a sparse filter goes on with next", async () => {
+      const written: JobRecord[] = [];
+      for (let i = 0; i < 7; i++) {
+        const r = newRecord(1, ack);
+        await broker.createRecord(r);
+        written.push(r);
+      }
+      const wanted = written.at(-1) as JobRecord;
+      // Only the last record matches: each call reads 2 stored records at most and returns none
+      // of the others, so the walk takes ⌈7 / 2⌉ calls, every one but the last with a next.
+      const pages = await walk({ limit: 10, maxScan: 2, queues: [wanted.queue] });
+      expect(pages.map((p) => [p.records.map((r) => r.id), p.next !== undefined])).toEqual([
+        [[], true],
+        [[], true],
+        [[], true],
+        [[wanted.id], false],
+      ]);
+    });
+
+    it("record pages: a record rewritten during a walk may come twice, one that existed throughout never misses", async () => {
+      // The oracle: the ids written before the walk and never deleted, not the broker's listing.
+      const before: JobRecord[] = [];
+      for (let i = 0; i < 40; i++) {
+        const r = newRecord(1, ack);
+        await broker.createRecord(r);
+        before.push(r);
+      }
+      const doomed = new Set(before.filter((_, i) => i % 9 === 4).map((r) => r.id));
+      const added: string[] = [];
+      let rewrites = 0;
+      const pages = await walk({ limit: 6 }, async (page) => {
+        // Between the first pages: rewrite records behind the cursor and ahead of it, add new
+        // ones, delete some. (Rewriting more than a page each time, for good, the walk never ends.)
+        if (page > 8) return;
+        for (const [i, r] of before.entries()) {
+          if (doomed.has(r.id) || (i + page) % 5 !== 0) continue;
+          await change(r.id, { updatedAt: r.updatedAt + page });
+          rewrites += 1;
+        }
+        if (page === 2) {
+          for (const id of doomed) {
+            const found = await broker.getRecord(id);
+            if (found) await broker.deleteRecord(id, found.revision);
+          }
+        }
+        if (page < 4) {
+          const r = newRecord(1, ack);
+          await broker.createRecord(r);
+          added.push(r.id);
+        }
+      });
+      expect(rewrites).toBeGreaterThan(20);
+      const seen = idsOf(pages);
+      const throughout = before.filter((r) => !doomed.has(r.id)).map((r) => r.id);
+      expect(throughout.filter((id) => !seen.includes(id))).toEqual([]);
+      // Rewritten behind the cursor: listed again at its new place.
+      expect(seen.length).toBeGreaterThan(new Set(seen).size);
+      // Nothing listed that was never written.
+      const known = new Set([...before.map((r) => r.id), ...added]);
+      expect(seen.filter((id) => !known.has(id))).toEqual([]);
+    });
+
     it("atomic submit: a crash after publishing is rolled back by the reaper; a resubmit works", async () => {
       const r = newRecord(3, ack);
       const crash = (step: string) => {
@@ -333,6 +455,67 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       ]);
       loops.abortAll();
       await watching;
+    });
+
+    it("watchRecordChanges: only writes after onWatching, in order, not deletes; a held reader gets each key's latest", async () => {
+      const before = newRecord(1, ack);
+      await broker.createRecord(before);
+      const seen: JobRecord[] = [];
+      let held: Promise<void> | undefined;
+      let started = () => {};
+      const ready = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      const watched = broker.watchRecordChanges(
+        (record) => {
+          seen.push(record);
+          return held;
+        },
+        loops.signal(),
+        () => started(),
+      );
+      await ready;
+      await change(before.id, { status: "running" });
+      const b = newRecord(1, ack);
+      const revB = await broker.createRecord(b);
+      await broker.deleteRecord(b.id, revB);
+      const c = newRecord(1, ack);
+      await broker.createRecord(c);
+      await eventually(() => seen.some((x) => x.id === c.id));
+      const mine = (records: JobRecord[]) => records.map((x) => [x.id, x.status]);
+      // The record as written before the watch is not delivered: its change is.
+      expect(mine(seen)).toEqual([
+        [before.id, "running"],
+        [b.id, "queuing"],
+        [c.id, "queuing"],
+      ]);
+
+      // The reader holds the watch with a pending promise: nothing more is handed over until it settles.
+      let release = () => {};
+      held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await change(c.id, { status: "running" });
+      await eventually(() => seen.length === 4);
+      held = undefined;
+      await change(c.id, { status: "stalled" });
+      await change(c.id, { status: "failed" });
+      const d = newRecord(1, ack);
+      await broker.createRecord(d);
+      await h.advance(300);
+      expect(seen).toHaveLength(4);
+      release();
+      await eventually(() => seen.some((x) => x.id === d.id));
+      const after = mine(seen.slice(4));
+      // Each key at least at its latest revision, in the order written (on NATS the bucket kept
+      // only c's latest; the memory broker delivers every revision).
+      expect(after.at(-1)).toEqual([d.id, "queuing"]);
+      expect(after.filter(([id]) => id === c.id).at(-1)).toEqual([c.id, "failed"]);
+      expect([["stalled"], ["failed"], ["stalled", "failed"]]).toContainEqual(
+        after.filter(([id]) => id === c.id).map(([, status]) => status),
+      );
+      loops.abortAll();
+      await watched;
     });
 
     // ---- results and dead letters ----

@@ -57,8 +57,8 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
   });
 
   it("the bad submits left nothing behind on either", async () => {
-    expect(await memory.jobs.list()).toEqual([]);
-    expect(await nats.jobs.list()).toEqual([]);
+    expect((await memory.jobs.list()).jobs).toEqual([]);
+    expect((await nats.jobs.list()).jobs).toEqual([]);
   });
 
   const handler = () => 1;
@@ -224,6 +224,17 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
       ["jobs.redrive with taskIds not a list", (rt) => rt.jobs.redrive("nope", "1" as never), "taskIds"],
       ["jobs.list with a 5,000-character queue", (rt) => rt.jobs.list({ queue: long }), "queue"],
       ["jobs.list with an unknown status", (rt) => rt.jobs.list({ status: "done" as never }), "status"],
+      ["jobs.list with a limit of 0", (rt) => rt.jobs.list({ limit: 0 }), "limit"],
+      ["jobs.list with a limit over 1,000", (rt) => rt.jobs.list({ limit: 1001 }), "limit"],
+      ["jobs.list with a fractional limit", (rt) => rt.jobs.list({ limit: 2.5 }), "limit"],
+      ["jobs.list with a cursor jetstate did not give", (rt) => rt.jobs.list({ cursor: "nope" }), "cursor"],
+      [
+        "jobs.list with a cursor of a negative position",
+        (rt) => rt.jobs.list({ cursor: Buffer.from("v1:-1").toString("base64url") }),
+        "cursor",
+      ],
+      ["jobs.list with a cursor not a string", (rt) => rt.jobs.list({ cursor: 7 as never }), "cursor"],
+      ["jobs.list with a misspelt cursor", (rt) => rt.jobs.list({ cursr: "x" } as never), "cursr"],
       [
         "agents.register with a 5,000-character agent id",
         (rt) => rt.agents.register({ agentId: long, targets: ["A"], current: "A" }),
@@ -259,7 +270,7 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
 
     it("the NATS runtime kept its one connection: no drop, no reconnect, no new client", async () => {
       // An operation after all of them still works on the same connection.
-      expect(Array.isArray(await nats.jobs.list())).toBe(true);
+      expect(Array.isArray((await nats.jobs.list()).jobs)).toBe(true);
       expect(views, "connection state changes while the bad calls ran").toEqual([]);
       expect(nats.connection.snapshot()).toMatchObject({ state: "connected", generation });
       expect(await server.connectionCount()).toBe(1);
@@ -285,7 +296,7 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
    */
   describe("idempotency keys", () => {
     const recordsWithKey = async (rt: Runtime, key: string) =>
-      (await rt.jobs.list())
+      (await rt.jobs.list()).jobs
         .filter((r) => r.idempotencyKey === key)
         .map((r) => ({ queue: r.queue, id: r.id }));
 

@@ -71,7 +71,9 @@ describe("dead letters: a job never hangs on a task that exhausted its deliverie
     for await (const r of again.results()) results.push(r);
     expect(results).toHaveLength(5);
     expect(results.find((r) => r.index === 2)).toMatchObject({ ok: true, result: 20 });
-    const [record] = await rt.jobs.list({ queue: "flaky" });
+    const {
+      jobs: [record],
+    } = await rt.jobs.list({ queue: "flaky" });
     expect(record).toMatchObject({ status: "succeeded", counts: { done: 5, failed: 0, dead: 0 } });
   });
 
@@ -179,7 +181,7 @@ describe("cleanup", () => {
     );
     expect((await jsm.consumers.info("jetstate_tasks_clean", "jghost")).name).toBe("jghost");
     expect((await jsm.consumers.info("jetstate_tasks_clean2", "jghost2")).name).toBe("jghost2");
-    expect((await rt.jobs.list()).map((r) => r.id)).toContain(finished.id);
+    expect((await rt.jobs.list()).jobs.map((r) => r.id)).toContain(finished.id);
 
     const done = await rt.admin.cleanup({ retentionMs: 0 });
     expect(done.recordsRemoved.sort()).toEqual([finished.id, finishedElsewhere.id].sort());
@@ -198,7 +200,7 @@ describe("cleanup", () => {
     expect(tasksElsewhere.state.messages).toBe(0);
     const results = await jsm.streams.info("jetstate_results", { subjects_filter: "jetstate.results.>" });
     expect(Object.keys(results.state.subjects ?? {})).toEqual([]);
-    expect((await rt.jobs.list()).map((r) => r.id)).toEqual([running.id]);
+    expect((await rt.jobs.list()).jobs.map((r) => r.id)).toEqual([running.id]);
     // A second pass finds nothing more to do.
     const again = await rt.admin.cleanup({ retentionMs: 0 });
     expect(again).toMatchObject({

@@ -255,7 +255,9 @@ describe.each([
     const request = { queue: "commit-fails", tasks: indexes(total), idempotencyKey: "commit-fails-1" };
     await expect(r.rt.jobs.submit(request)).rejects.toThrow(/injected fault: createConsumer/);
 
-    const [rolledBack] = await r.rt.jobs.list({ queue: "commit-fails" });
+    const {
+      jobs: [rolledBack],
+    } = await r.rt.jobs.list({ queue: "commit-fails" });
     expect(rolledBack).toMatchObject({ status: "failed", phase: "rolledBack" });
     expect(await bench.rawTasks("commit-fails", rolledBack!.id)).toBe(0);
 
@@ -273,7 +275,9 @@ describe.each([
     await expect(r.rt.jobs.submit({ queue: "too-late", tasks: indexes(3) })).rejects.toThrow(
       /commit deadline/,
     );
-    const [record] = await r.rt.jobs.list({ queue: "too-late" });
+    const {
+      jobs: [record],
+    } = await r.rt.jobs.list({ queue: "too-late" });
     expect(record).toMatchObject({ status: "failed", phase: "rolledBack" });
     expect(await r.broker.consumerExists(record!.queue, record!.id)).toBe(false);
     expect(await bench.rawTasks("too-late", record!.id)).toBe(0);

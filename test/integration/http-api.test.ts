@@ -445,6 +445,31 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
       expect(Object.keys(doc.json.paths)).toContain("/jobs/{id}/results");
     });
 
+    it("GET /jobs pages with limit and cursor; a page's next leads to the rest, a bad cursor is 400", async () => {
+      // The oracle: the ids submit() returned.
+      const submitted = await Promise.all(
+        [0, 1, 2].map(() => rt.jobs.submit({ queue: "paging", tasks: [{ n: 0 }] })),
+      );
+      const ids: string[] = [];
+      let path = "/jobs?queue=paging&limit=1";
+      for (let pages = 1; ; pages++) {
+        const answer = await call("GET", path);
+        expect(answer.status).toBe(200);
+        expect(answer.json.jobs.length).toBeLessThanOrEqual(1);
+        ids.push(...answer.json.jobs.map((j: { id: string }) => j.id));
+        if (answer.json.next === undefined) break;
+        expect(pages).toBeLessThan(10);
+        path = `/jobs?queue=paging&limit=1&cursor=${answer.json.next}`;
+      }
+      expect(ids.sort()).toEqual(submitted.map((j) => j.id).sort());
+      const bad = await call("GET", "/jobs?cursor=djE6LTE");
+      expect(bad).toMatchObject({
+        status: 400,
+        json: { error: { code: "invalid_request", field: "cursor" } },
+      });
+      for (const job of submitted) await job.cancel("test over");
+    });
+
     it("the example remote worker drains two jobs of its queue, round robin, with nothing but fetch", async () => {
       const jobs = await Promise.all(
         ["a", "b"].map(() =>
@@ -701,6 +726,7 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
         ],
         ["an unknown status filter", "GET", "/jobs?status=lost", undefined, 400, "invalid_request"],
         ["a limit of 0", "GET", "/jobs?limit=0", undefined, 400, "invalid_request"],
+        ["a cursor the service did not give", "GET", "/jobs?cursor=nope", undefined, 400, "invalid_request"],
         ["a malformed queue", "POST", "/queues/a.b/tasks", { batch_size: 1 }, 400, "invalid_request"],
         ["an unknown route", "GET", "/nothing/here", undefined, 404, "not_found"],
         ["a wrong method", "DELETE", j, undefined, 405, "method_not_allowed"],

@@ -151,7 +151,9 @@ describe("stalled jobs", () => {
     expect(results.every((r) => r.ok && r.result === r.index * 2)).toBe(true);
     expect(handled.size).toBe(total);
     // The record says so too.
-    const [record] = await rt.jobs.list({ queue: "stall" });
+    const {
+      jobs: [record],
+    } = await rt.jobs.list({ queue: "stall" });
     expect(record).toMatchObject({ status: "succeeded", counts: { done: total, failed: 0, dead: 0 } });
   });
 
@@ -173,7 +175,9 @@ describe("stalled jobs", () => {
     const line = await stallLine(job.id);
     expect(line).toMatchObject({ waiting: 5, held: 0 });
     expect(line.msg).toContain("5 tasks wait, 0 held by workers (no worker is pulling)");
-    const [record] = await rt.jobs.list({ queue: "nobody" });
+    const {
+      jobs: [record],
+    } = await rt.jobs.list({ queue: "nobody" });
     expect(record).toMatchObject({ status: "failed", reason: final.reason });
     // The failed job's tasks are gone with its consumer.
     const nc = await connect({ servers: server.url });

@@ -131,7 +131,7 @@ describe("takeover of a job whose supervising process was killed", () => {
       const tookAt = Number(took.time);
       const final = await watched.done();
       expect(final).toMatchObject({ status: "succeeded", total, done: total, failed: 0, dead: 0 });
-      const record = (await rt.jobs.list()).find((r) => r.id === jobId);
+      const record = (await rt.jobs.list()).jobs.find((r) => r.id === jobId);
       expect(record).toMatchObject({ status: "succeeded", counts: { done: total, failed: 0, dead: 0 } });
 
       // Every index counted once, against witnesses that do not de-duplicate (results() does, by

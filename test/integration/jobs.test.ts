@@ -48,7 +48,9 @@ describe("jobs over JetStream", () => {
     await Promise.all(workers.map((w) => w.stop()));
     expect(handled.size).toBe(1000);
     // The record holds the versioned end state.
-    const [record] = await rt.jobs.list({ queue: "detect" });
+    const {
+      jobs: [record],
+    } = await rt.jobs.list({ queue: "detect" });
     expect(record).toMatchObject({ v: 1, status: "succeeded", counts: { done: 1000, failed: 0, dead: 0 } });
   });
 
@@ -271,6 +273,46 @@ describe("jobs over JetStream", () => {
     expect(registry.watchedSnapshot(job.id)).toBeUndefined();
   });
 
+  it("list() pages through jobs with a cursor, filtered by queue and status, and leaves no consumer behind", async () => {
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    // The runtime's own record watch is a consumer of the bucket's stream: listing adds none.
+    const consumers = async () =>
+      (await jsm.consumers.list("KV_jetstate_jobs").next()).map((c) => c.name).sort();
+    const submitted = await Promise.all(range(5).map(() => rt.jobs.submit({ queue: "paged", tasks: [1] })));
+    const before = await consumers();
+    const cancelled = submitted.slice(0, 2);
+    for (const job of cancelled) await job.cancel("paging test");
+    const walk = async (query: { queue?: string; status?: "failed" }, limit: number) => {
+      const ids: string[] = [];
+      let cursor: string | undefined;
+      for (let pages = 1; ; pages++) {
+        const page = await rt.jobs.list({ ...query, limit, ...(cursor === undefined ? {} : { cursor }) });
+        expect(page.jobs.length).toBeLessThanOrEqual(limit);
+        ids.push(...page.jobs.map((j) => j.id));
+        if (page.next === undefined) return { ids, pages };
+        expect(page.next).toMatch(/^[A-Za-z0-9_-]+$/);
+        expect(pages, "the walk ends").toBeLessThan(50);
+        cursor = page.next;
+      }
+    };
+    // The oracle: the ids submit() returned. Records are rewritten as jobs end: each is listed at
+    // its last write, once here (nothing is written during the walk).
+    const paged = await walk({ queue: "paged" }, 2);
+    expect(paged.ids.sort()).toEqual(submitted.map((j) => j.id).sort());
+    expect(paged.pages).toBeGreaterThanOrEqual(3);
+    expect((await walk({ queue: "paged", status: "failed" }, 100)).ids.sort()).toEqual(
+      cancelled.map((j) => j.id).sort(),
+    );
+    // Unfiltered, the other tests' jobs too, each once.
+    const all = await walk({}, 3);
+    expect(new Set(all.ids).size).toBe(all.ids.length);
+    expect(all.ids).toEqual(expect.arrayContaining(submitted.map((j) => j.id)));
+    expect(await consumers()).toEqual(before);
+    await nc.close();
+    for (const job of submitted.slice(2)) await job.cancel("test over");
+  });
+
   it("a typed queue with a schema validates tasks at submit and results at the worker", async () => {
     const images = defineQueue<{ url: string }, { boxes: number }>("typed", {
       schema: {
@@ -325,7 +367,7 @@ describe("bad submit input: a typed error and nothing written to NATS", () => {
   });
 
   it("left no record, stream message or consumer behind", async () => {
-    expect(await rt.jobs.list()).toEqual([]);
+    expect((await rt.jobs.list()).jobs).toEqual([]);
     const nc = await connect({ servers: server.url });
     const jsm = await jetstreamManager(nc);
     // Every queue's tasks stream there is (a refused submit sets none up) holds nothing.

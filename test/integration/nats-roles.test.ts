@@ -17,7 +17,7 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
 import { type AuthFiles, authFiles } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { delay } from "../harness/wait.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
 
 const prefix = "perm";
 const password = "s3cret-for-tests";
@@ -91,6 +91,14 @@ describe("least-privilege roles on a server with users", () => {
     await admin.admin.provision(["A", "B"]);
     await runtimeAs("supervisor");
     const submitter = await runtimeAs("submitter");
+    // Job events read with the submitter's permissions: a watch of the records bucket of its own.
+    const events = submitter.jobs.events();
+    const ended: string[] = [];
+    const reading = (async () => {
+      for await (const e of events)
+        if (e.type === "succeeded" || e.type === "failed") ended.push(`${e.jobId} ${e.type}`);
+    })();
+    await events.ready;
     const workerA = await runtimeAs("workerA");
     const workerB = await runtimeAs("workerB");
 
@@ -175,6 +183,11 @@ describe("least-privilege roles on a server with users", () => {
     // Each queue's tasks went to its own worker only.
     expect(seen.filter((s) => s.worker === "workerA").every((s) => s.queue === "A")).toBe(true);
     expect(new Set(seen.filter((s) => s.queue === "B").map((s) => s.worker))).toEqual(new Set(["workerB"]));
+
+    await waitUntil(() => ended.length >= 2, { timeoutMs: 10_000, message: "both ends read as events" });
+    expect(ended.sort()).toEqual([`${jobA.id} succeeded`, `${jobB.id} succeeded`].sort());
+    await events.return();
+    await reading;
 
     // Let every background loop (reaper, cleanup, takeover scans) run a few times.
     await delay(1500);

@@ -246,6 +246,6 @@ describe("stream and subject layout: per queue", () => {
       _tag: "PermanentBrokerError",
       message: expect.stringContaining("run `nats stream edit old_dead --subjects 'old.dead.>'`"),
     });
-    expect(await rt.jobs.list()).toEqual([]);
+    expect((await rt.jobs.list()).jobs).toEqual([]);
   });
 });

@@ -2,13 +2,14 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { scanBucket } from "../../src/adapters/nats/streams.ts";
+import { pageBucket, scanBucket } from "../../src/adapters/nats/streams.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 /**
- * Listing job records and leases (`scanBucket`) while other processes write
- * them: every pass ends (the keys iterator of nats.js was seen to hang here),
- * and a pass after the writes equals the writer's own ledger of live keys.
+ * Listing job records and leases (`scanBucket`, and a page at a time with
+ * `pageBucket`) while other processes write them: every pass ends (the keys
+ * iterator of nats.js was seen to hang here), and a pass after the writes
+ * equals the writer's own ledger of live keys.
  */
 describe("scanBucket", () => {
   let server: NatsServerHandle;
@@ -111,5 +112,57 @@ describe("scanBucket", () => {
     expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(ledger);
     await purge(">");
     expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(new Map());
+  });
+
+  // Keys are also purged meanwhile: on nats-server < 2.10.11 a KV purge moved every page's
+  // consumer to the purge marker, and walks skipped the keys between (failed 3/3 before the guard).
+  it("pageBucket: walks end while keys are written and purged; each walk has every key that lived through it; no consumer is left", async () => {
+    const kv = await new Kvm(nc).create("pages", { history: 1 });
+    const jsm = await jetstreamManager(nc);
+    const consumers = async () => (await jsm.consumers.list("KV_pages").next()).length;
+    const limit = 25;
+    /** One walk from the start: every key read, each page checked against its bounds. */
+    const walk = async () => {
+      const keys: string[] = [];
+      let after = 0;
+      for (let pages = 1; ; pages++) {
+        const page = await pageBucket(nc, jsm, "pages", { after, limit, maxScan: 1000, pick: (v) => v });
+        expect(page.items.length).toBeLessThanOrEqual(limit);
+        keys.push(...page.items);
+        if (page.next === undefined) return keys;
+        after = page.next;
+        if (pages > 2000) throw new Error("the walk does not end");
+      }
+    };
+    expect(await walk()).toEqual([]);
+    // The ledger: keys written by the writer below (each value is its key), never deleted ones apart.
+    const lasting = new Set<string>();
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; i < 300; i++) {
+        await kv.put(`k${i}`, `k${i}`);
+        if (i % 7 === 0) await kv.delete(`k${i}`);
+        else if (i % 11 === 0) await kv.purge(`k${i}`);
+        else lasting.add(`k${i}`);
+        // Rewrite an older lasting key: its one message moves to the end of the stream.
+        const older = `k${Math.floor(Math.random() * i)}`;
+        if (lasting.has(older)) await kv.put(older, older);
+      }
+      writing = false;
+    })();
+    let walks = 0;
+    while (writing) {
+      const before = [...lasting];
+      const seen = new Set(await walk());
+      expect(before.filter((key) => !seen.has(key))).toEqual([]);
+      walks += 1;
+    }
+    await writer;
+    expect(walks).toBeGreaterThan(3);
+    const last = await walk();
+    expect(new Set(last)).toEqual(lasting);
+    expect(last).toHaveLength(lasting.size); // nothing rewritten since: each key once
+    // Each page deleted its consumer.
+    expect(await consumers()).toBe(0);
   });
 });

@@ -77,7 +77,9 @@ describe("a submit that crashes at every step", () => {
       await crashing.stop();
       await core.stop();
 
-      const [before] = await rt.jobs.list({ queue });
+      const {
+        jobs: [before],
+      } = await rt.jobs.list({ queue });
       expect(before?.status).toBe(
         expected === "committed" && step === SubmitStep.recordCommitted ? "running" : "queuing",
       );
@@ -87,7 +89,9 @@ describe("a submit that crashes at every step", () => {
       // ...and after it the reaper finishes the submit one way or the other.
       const later = () => Date.now() + 10 * 60_000;
       const report = await partsOf(rt).jobs.reap(later);
-      const [after] = await rt.jobs.list({ queue });
+      const {
+        jobs: [after],
+      } = await rt.jobs.list({ queue });
       const jobId = after!.id;
       if (expected === "rolledBack") {
         expect(report.rolledBack).toEqual([jobId]);
@@ -98,7 +102,7 @@ describe("a submit that crashes at every step", () => {
         expect(after).toMatchObject({ status: "running", phase: "committed" });
         expect(await visibleTasks(queue, jobId)).toEqual({ stored: tasks.length, consumer: true });
       }
-      expect((await rt.jobs.list()).filter((r) => r.status === "queuing")).toEqual([]);
+      expect((await rt.jobs.list()).jobs.filter((r) => r.status === "queuing")).toEqual([]);
 
       // Submitting again with the same key: a new submit (rolled back) or the same job (committed).
       const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });

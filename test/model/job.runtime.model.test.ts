@@ -534,12 +534,14 @@ const replayRefused = async (b: Backend) => {
     );
     // The caller gets the typed error the submit failed with; the record says why it ended.
     expect(error).toMatchObject({ _tag: "PermanentBrokerError", message: "publish refused" });
-    const [refused] = await refusing.rt.jobs.list({ queue: "refused" });
+    const {
+      jobs: [refused],
+    } = await refusing.rt.jobs.list({ queue: "refused" });
     expect(endingOf(refused?.reason)).toBe(submitRefused.ending);
     const sessions = refusing.recorder.all();
     expect(sessions.map((s) => s.states)).toEqual([submitRefused.route]);
     // Rolled back before the submit rejected.
-    expect(await refusing.rt.jobs.list({ queue: "refused" })).toMatchObject([
+    expect((await refusing.rt.jobs.list({ queue: "refused" })).jobs).toMatchObject([
       { status: "failed", phase: "rolledBack" },
     ]);
   } finally {

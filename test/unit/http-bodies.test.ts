@@ -59,7 +59,8 @@ const app = createHttpApp({
   leases,
   tokens: new BearerTokens({ [WORKER]: "w", [READER]: { identity: "r", role: "read", queues: "*" } }),
   log: silentLogger(),
-  listJobs: async () => [record],
+  // A page with more after it: the answer has a `next`, which the document must describe.
+  listJobs: async () => ({ records: [record], next: 7 }),
   getJob: async (id) =>
     id === "j"
       ? { ...record, done: 1, failed: 0, dead: 0, throughput: 2.5, etaMs: null, reason: null }
@@ -208,6 +209,7 @@ describe("the served document and the decoder agree on every body", () => {
     const cases: [string, string, string | null, string][] = [
       ["/healthz", "Health", null, "200"],
       ["/jobs", "JobList", READER, "200"],
+      ["/jobs?cursor=not-a-cursor", "Error", READER, "400"],
       ["/jobs/j", "Job", READER, "200"],
       ["/jobs/nope", "Error", READER, "404"],
       ["/jobs", "Error", null, "401"],

@@ -12,7 +12,7 @@ const app = createHttpApp({
   leases: {} as TaskLeases,
   tokens: new BearerTokens({ "a-token-of-16-chars": "w" }),
   log: silentLogger(),
-  listJobs: async () => [],
+  listJobs: async () => ({ records: [] }),
   getJob: async () => undefined,
   connectionState: () => "connected",
 });

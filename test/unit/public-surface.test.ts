@@ -15,7 +15,14 @@ describe("the public surface", () => {
   it("rt.jobs, a job handle and rt.connection carry only their documented members", async () => {
     const rt = await createTestRuntime();
     try {
-      expect(Object.keys(rt.jobs).sort()).toEqual(["deadLetters", "get", "list", "redrive", "submit"]);
+      expect(Object.keys(rt.jobs).sort()).toEqual([
+        "deadLetters",
+        "events",
+        "get",
+        "list",
+        "redrive",
+        "submit",
+      ]);
       expect(rt.jobs).not.toBeInstanceOf(JobRegistry);
       expect(partsOf(rt).jobs).toBeInstanceOf(JobRegistry);
       expect(Object.keys(rt.connection).sort()).toEqual(["reset", "snapshot", "state", "subscribe"]);

@@ -94,6 +94,25 @@ describe("ResultBatcher", () => {
     ]);
   });
 
+  it("sends at once, with no timer, while sendAtOnce says no other result is on its way; batches again when it does not", async () => {
+    const { published, publish } = ledger();
+    const { settle } = settles();
+    let alone = true;
+    const batcher = new ResultBatcher(publish, options({ sendAtOnce: () => alone }));
+    batcher.add("a", "1", settle("1"));
+    expect(published.map((p) => [p.body, p.at])).toEqual([["[1]", 0]]);
+    expect(vi.getTimerCount()).toBe(0);
+    alone = false;
+    batcher.add("a", "2", settle("2"));
+    batcher.add("a", "3", settle("3"));
+    expect(published).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(published.map((p) => [p.body, p.at])).toEqual([
+      ["[1]", 0],
+      ["[2,3]", 5],
+    ]);
+  });
+
   it("keeps one batch per job, all sent by the same timer", async () => {
     const { published, publish } = ledger();
     const { settle } = settles();

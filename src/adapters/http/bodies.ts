@@ -111,7 +111,12 @@ const JobSummary = Schema.Struct({
   updated_at: countOf("ms since the epoch"),
 }).annotate({ identifier: "JobSummary" });
 
-const JobList = Schema.Struct({ jobs: Schema.Array(JobSummary) }).annotate({ identifier: "JobList" });
+const JobList = Schema.Struct({
+  jobs: Schema.Array(JobSummary),
+  next: Schema.optionalKey(
+    text("Pass it as `cursor` for the page after this one; absent when this page reached the end."),
+  ),
+}).annotate({ identifier: "JobList" });
 
 const Job = Schema.Struct({
   ...jobCounts,
@@ -185,7 +190,7 @@ export const responseBodies = {
 };
 
 export type JobBody = typeof Job.Type;
-export type JobSummaryBody = typeof JobSummary.Type;
+export type JobListBody = typeof JobList.Type;
 export type ReservedTaskBody = typeof ReservedTask.Type;
 export type ItemOutcomeBody = typeof ItemOutcome.Type;
 export type HeartbeatOutcomeBody = typeof HeartbeatOutcome.Type;

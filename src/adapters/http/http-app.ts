@@ -1,15 +1,17 @@
 import { type Context, Hono } from "hono";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobRecord, JobStatus } from "../../kernel/job-record.ts";
+import { decodeCursor, defaultPageLimit, encodeCursor, maxPageLimit } from "../../kernel/list-page.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { subjectTokenPattern } from "../../kernel/validation.ts";
+import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
 import type {
   HealthBody,
   HeartbeatOutcomeBody,
   ItemOutcomeBody,
   JobBody,
-  JobSummaryBody,
+  JobListBody,
   ReservedTaskBody,
 } from "./bodies.ts";
 import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
@@ -39,7 +41,8 @@ export interface HttpAppDeps {
   readonly maxBatchSize: number;
   readonly maxResults: number;
   readonly maxBodyBytes: number;
-  listJobs(filter: { queue?: string; status?: JobStatus }): Promise<JobRecord[]>;
+  /** One page of job records (the broker's `listRecordsPage`). */
+  listJobs(query: RecordsPageQuery): Promise<RecordsPage>;
   /** Undefined for an unknown job, or one of a queue `visible` says no to (checked before anything else). */
   getJob(id: string, visible: (queue: string) => boolean): Promise<JobView | undefined>;
   /** The NATS connection's state; `connected` is healthy. */
@@ -95,7 +98,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
     const scope = caller(c, "read");
     const queue = c.req.query("queue");
     const status = c.req.query("status");
-    const limitText = c.req.query("limit") ?? "100";
+    const limitText = c.req.query("limit") ?? String(defaultPageLimit);
     if (queue !== undefined && !namePattern.test(queue))
       throw badRequest("queue", "is not a valid queue name");
     if (queue !== undefined && !scope.allows(queue))
@@ -104,18 +107,27 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
       throw badRequest("status", `must be one of active, ${statuses.join(", ")}`);
     }
     const limit = /^\d{1,4}$/.test(limitText) ? Number(limitText) : Number.NaN;
-    if (!(limit >= 1 && limit <= 1000)) throw badRequest("limit", "must be an integer between 1 and 1000");
-    const records = await deps.listJobs({
-      ...(queue === undefined ? {} : { queue }),
-      ...(status === undefined || status === "active" ? {} : { status: status as JobStatus }),
+    if (!(limit >= 1 && limit <= maxPageLimit))
+      throw badRequest("limit", `must be an integer between 1 and ${maxPageLimit}`);
+    const cursor = c.req.query("cursor");
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    if (cursor !== undefined && after === undefined)
+      throw badRequest("cursor", "is not a cursor this service gave (pass the `next` of the page before)");
+    // The token's queues are the filter when it names none: a page holds only jobs it may see.
+    const queues = queue === undefined ? scope.queues && [...scope.queues] : [queue];
+    const wanted: JobStatus[] | undefined =
+      status === undefined ? undefined : status === "active" ? ["running", "stalled"] : [status as JobStatus];
+    const page = await deps.listJobs({
+      limit,
+      ...(after === undefined ? {} : { after }),
+      ...(queues === undefined ? {} : { queues }),
+      ...(wanted === undefined ? {} : { statuses: wanted }),
     });
-    const jobs = records
-      .filter((r) => scope.allows(r.queue))
-      .filter((r) => status !== "active" || r.status === "running" || r.status === "stalled")
-      .sort((a, b) => a.createdAt - b.createdAt)
-      .slice(0, limit)
-      .map(jobSummary);
-    return c.json({ jobs });
+    const body: JobListBody = {
+      jobs: page.records.filter((r) => scope.allows(r.queue)).map(jobSummary),
+      ...(page.next === undefined ? {} : { next: encodeCursor(page.next) }),
+    };
+    return c.json(body);
   });
 
   app.get("/jobs/:id", async (c) => {
@@ -277,7 +289,7 @@ const heartbeatOutcome = (o: HeartbeatOutcome): HeartbeatOutcomeBody =>
     ? { id: o.id, status: o.status, receipt: o.receipt, lease_ms: o.leaseMs }
     : { id: o.id, status: o.status };
 
-const jobSummary = (r: JobRecord): JobSummaryBody => ({
+const jobSummary = (r: JobRecord): JobListBody["jobs"][number] => ({
   id: r.id,
   queue: r.queue,
   status: r.status,

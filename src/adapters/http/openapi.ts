@@ -117,7 +117,13 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
     "/jobs": {
       get: {
         operationId: "listJobs",
-        summary: "Jobs of the token's queues, oldest first (a `read` token)",
+        summary: "Jobs of the token's queues, a page at a time (a `read` token)",
+        description:
+          "Jobs in the order they were last written. Pass the answer's `next` as `cursor` for the page " +
+          "after it; no `next`: the listing reached the end. A page reads at most 10 × `limit` stored " +
+          "jobs (at least 1,000), so with a filter it may hold fewer than `limit`, or none, and still " +
+          "have a `next`. A job updated while you page moves to the end: it can be listed twice, and a " +
+          "job that existed throughout is never missed.",
         parameters: [
           { name: "queue", in: "query", schema: { type: "string", pattern: subjectTokenPattern.source } },
           {
@@ -131,13 +137,19 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
             in: "query",
             schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 },
           },
+          {
+            name: "cursor",
+            in: "query",
+            description: "The `next` of the page before; from the start when absent.",
+            schema: { type: "string" },
+          },
         ],
         responses: {
           "200": {
             description: "The jobs",
             content: json(ref("JobList")),
           },
-          "400": error("A query parameter is invalid (`invalid_request`)."),
+          "400": error("A query parameter is invalid (`invalid_request`), `cursor` included."),
           ...commonErrors,
           "403": error("Not a `read` token, or `queue` is not one of the token's (`forbidden`)."),
         },

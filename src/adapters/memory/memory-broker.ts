@@ -2,9 +2,11 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
+import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
+import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
@@ -126,6 +128,28 @@ class MemoryJobBroker implements MemoryBroker {
     return this.server.records.live().map((entry) => decodeRecord(entry.value as string));
   }
 
+  /**
+   * As on NATS: entries in the order of their last write (revisions are the
+   * stream's sequences), delete markers read and skipped, at most `maxScan`
+   * read; `next` only when something follows the page. Costs a pass over
+   * the bucket here: the memory broker holds what one process can.
+   */
+  async listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
+    this.#open("job.record.page");
+    const maxScan = query.maxScan ?? scanBound(query.limit);
+    const entries = this.server.records.writtenAfter(query.after ?? 0);
+    const records: JobRecord[] = [];
+    let last = query.after ?? 0;
+    for (const [read, entry] of entries.entries()) {
+      if (records.length === query.limit || read === maxScan) return { records, next: last };
+      last = entry.revision;
+      if (entry.value === undefined) continue;
+      const record = decodeRecord(entry.value);
+      if (matchesFilter(record, query)) records.push(record);
+    }
+    return { records };
+  }
+
   /** Every current record, then every change (deletes are not records: not passed on, as on NATS). */
   async watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void> {
     this.#open("job.record.watch");
@@ -164,6 +188,53 @@ class MemoryJobBroker implements MemoryBroker {
     schedule();
     await new Promise<void>((resolve) => stop.addEventListener("abort", () => resolve(), { once: true }));
     unwatch();
+  }
+
+  /**
+   * Every record written from now on, in order and asynchronously, as a KV
+   * watch delivers them. While a promise `onRecord` returned is pending,
+   * writes wait in memory (every revision: the records live in memory anyway).
+   */
+  async watchRecordChanges(
+    onRecord: (record: JobRecord) => void | Promise<void>,
+    signal: AbortSignal,
+    onWatching?: () => void,
+  ): Promise<void> {
+    this.#open("job.record.changes");
+    const stop = AbortSignal.any([signal, this.#stop]);
+    if (stop.aborted) return;
+    const written: string[] = [];
+    let wake: (() => void) | undefined;
+    const stopped = new Promise<void>((resolve) =>
+      stop.addEventListener("abort", () => resolve(), { once: true }),
+    );
+    const unwatch = this.server.records.watch((entry) => {
+      if (entry.value === undefined) return; // a delete is not a record, as on NATS
+      written.push(entry.value);
+      wake?.();
+    });
+    onWatching?.();
+    try {
+      let head = 0;
+      while (!stop.aborted) {
+        const value = written[head];
+        if (value === undefined) {
+          written.length = head = 0;
+          await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
+          wake = undefined;
+          continue;
+        }
+        head++;
+        try {
+          const room = onRecord(decodeRecord(value));
+          if (room) await Promise.race([room, stopped]);
+        } catch {
+          // A record that cannot be read, or a throwing listener, loses that record only (as on NATS).
+        }
+      }
+    } finally {
+      unwatch();
+    }
   }
 
   // ---- tasks ----

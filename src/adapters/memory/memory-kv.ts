@@ -79,6 +79,16 @@ export class MemoryKv {
     return [...this.#entries.values()].filter((e) => e.value !== undefined);
   }
 
+  /**
+   * Every key's latest entry written after `revision` (markers included), in
+   * the order written: NATS KV's stream of history 1 read from a sequence on.
+   */
+  writtenAfter(revision: number): KvEntry[] {
+    return [...this.#entries.values()]
+      .filter((e) => e.revision > revision)
+      .sort((a, b) => a.revision - b.revision);
+  }
+
   /** Calls `listener` with every write from now on (markers included); returns the unsubscribe. */
   watch(listener: (entry: KvEntry) => void): () => void {
     this.#watchers.add(listener);

@@ -13,13 +13,23 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
+import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import { childLogger } from "../../kernel/logger.ts";
+import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
 import { ClientSetups } from "./client-setups.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import { QueueStreams } from "./queue-streams.ts";
-import { ensureBucket, ensureStream, isNotFound, nanos, Replicas, scanBucket } from "./streams.ts";
+import {
+  ensureBucket,
+  ensureStream,
+  isNotFound,
+  nanos,
+  pageBucket,
+  Replicas,
+  scanBucket,
+} from "./streams.ts";
 
 const encoder = new TextEncoder();
 
@@ -172,6 +182,22 @@ export class NatsJobBroker {
     return this.#run("job.record.list", async ({ js, jsm }) =>
       [...(await scanBucket(js, jsm, this.names.jobsBucket)).values()].map(decodeRecord),
     );
+  }
+
+  /** One page of records, in the order of their last write (`pageBucket`). */
+  listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
+    return this.#run("job.record.page", async ({ jsm }, nc) => {
+      const { items, next } = await pageBucket(nc, jsm, this.names.jobsBucket, {
+        after: query.after ?? 0,
+        limit: query.limit,
+        maxScan: query.maxScan ?? scanBound(query.limit),
+        pick: (value) => {
+          const record = decodeRecord(value);
+          return matchesFilter(record, query) ? record : undefined;
+        },
+      });
+      return next === undefined ? { records: items } : { records: items, next };
+    });
   }
 
   // ---- tasks ----

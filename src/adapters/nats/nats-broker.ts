@@ -10,7 +10,9 @@ import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { consumeTasks, readResults, watchRecords } from "./pull-loops.ts";
+import { consumeTasks, watchRecords } from "./pull-loops.ts";
+import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
+import { ResultsFeeds } from "./results-feed.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
@@ -18,6 +20,8 @@ export interface NatsBrokerOptions {
   readonly retentionMs: number;
   /** This runtime's name in supervision leases. */
   readonly holder: string;
+  /** How long a queue's results feed runs on with no job of the queue read (default 30 s). */
+  readonly resultsFeedIdleMs?: number;
 }
 
 export interface NatsBroker extends Broker {
@@ -66,6 +70,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const leases = new NatsJobLeases(core, js, options.holder);
   const log = childLogger(core.logger, { actor: "runtime" });
   const port = core.connection;
+  const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -87,8 +92,19 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     updateRecord: (record, revision) => js.updateRecord(record, revision),
     deleteRecord: (id, revision) => js.deleteRecord(id, revision),
     listRecords: () => js.listRecords(),
+    listRecordsPage: (query) => js.listRecordsPage(query),
     watchRecords: (onRecord, signal) =>
       superviseLoop(port, (nc, s) => watchRecords(js, nc, onRecord, s), signal, { name: "job-records", log }),
+    watchRecordChanges: (onRecord, signal, onWatching) => {
+      // Shared by the rounds: a restarted round goes on after the last record handed over.
+      const cursor: ChangeCursor = {};
+      return superviseLoop(
+        port,
+        (nc, s) => watchRecordChanges(js, nc, cursor, onRecord, s, log, onWatching),
+        signal,
+        { name: "job-record-changes", log },
+      );
+    },
 
     publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
@@ -126,30 +142,14 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     },
 
     publishResults: (queue, jobId, body, msgId) => js.publishResults(queue, jobId, body, msgId),
-    readResults: (queue, jobId, onMessage, signal, onCaughtUp) => {
-      // A restarted reader goes on after the last message it handed over.
-      let nextSeq = 1;
-      return superviseLoop(
-        port,
-        (nc, s) =>
-          readResults(
-            js,
-            nc,
-            queue,
-            jobId,
-            nextSeq,
-            (data, seq, pending) => {
-              nextSeq = seq + 1;
-              onMessage(decoder.decode(data), pending);
-            },
-            s,
-            log,
-            onCaughtUp,
-          ),
+    readResults: (queue, jobId, onMessage, signal, onCaughtUp) =>
+      feeds.read(
+        queue,
+        jobId,
+        (data, pending) => onMessage(decoder.decode(data), pending),
         signal,
-        { name: `results:${jobId}`, log },
-      );
-    },
+        onCaughtUp,
+      ),
 
     publishProgress: (queue, jobId, body) => {
       try {

@@ -1,4 +1,5 @@
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { LoopGroup } from "../../effects/loop-group.ts";
 import type { ConnectionPort, OperationOptions } from "../../effects/run-operation.ts";
 import type { Clock } from "../../kernel/clock.ts";
 import type { Logger } from "../../kernel/logger.ts";
@@ -36,4 +37,6 @@ export interface NatsContext {
   ): Promise<A>;
   /** Aborted when the runtime stops: every long-lived loop listens to it. */
   readonly stopping: AbortSignal;
+  /** The runtime's loops: what the adapter runs for the whole runtime (a queue's results feed) runs here, so `stop()` waits for it. */
+  readonly loops: Pick<LoopGroup, "run">;
 }

@@ -1,6 +1,5 @@
 import { setMaxListeners } from "node:events";
 import {
-  AckPolicy,
   type ConsumerMessages,
   DeliverPolicy,
   JetStreamApiError,
@@ -12,10 +11,10 @@ import { Effect, Fiber } from "effect";
 import { decodeRecord, type JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { isNotFound, nanos } from "./streams.ts";
+import { isNotFound } from "./streams.ts";
 
 /**
- * How jetstate's pull loops (a worker's tasks, a job's results feed, a
+ * How jetstate's pull loops (a worker's tasks, a queue's results feed, a
  * queue's advisories, the job-record watch) notice that their consumer is
  * lost: a new leader elected elsewhere, the consumer or its stream deleted,
  * a server back with an empty store. nats.js counts two missed idle
@@ -80,52 +79,6 @@ export const watchRecords = async (
     }
   } catch (error) {
     throw broker.setups.afterFailure(nc, error, "job.record.watch");
-  }
-};
-
-/**
- * Reads the job's results from stream sequence `fromSeq` on with a
- * throw-away consumer (no acks), until the client closes or `signal` aborts.
- */
-export const readResults = async (
-  broker: NatsJobBroker,
-  nc: NatsConnection,
-  queue: string,
-  jobId: string,
-  fromSeq: number,
-  onMessage: (body: Uint8Array, seq: number, pending: number) => void,
-  signal: AbortSignal,
-  log: Logger,
-  /** Called at once when there is nothing to read yet. */
-  onCaughtUp?: () => void,
-): Promise<void> => {
-  const { js, jsm } = await broker
-    .handles(nc)
-    .catch((error) => Promise.reject(broker.setups.afterFailure(nc, error, "job.results.read")));
-  const info = await jsm.consumers.add(broker.names.resultsStream, {
-    filter_subject: broker.names.resultsSubject(queue, jobId),
-    ack_policy: AckPolicy.None,
-    deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
-    ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
-    inactive_threshold: nanos(60_000),
-  });
-  if (info.num_pending === 0) onCaughtUp?.();
-  const consumer = await js.consumers.get(broker.names.resultsStream, info.name);
-  const messages = await consumer.consume({ max_messages: 256, ...pullLoop });
-  const stopped = closeWhenEnded(messages, nc, signal);
-  try {
-    for await (const m of messages) onMessage(m.data, m.seq, m.info.pending);
-  } catch (error) {
-    throw broker.setups.afterFailure(nc, error, "job.results.read");
-  } finally {
-    stopped.dispose();
-    // Not awaited: the feed's end need not wait for the server. A consumer left behind (the
-    // client gone, say) is removed by the server after its `inactive_threshold`.
-    jsm.consumers
-      .delete(broker.names.resultsStream, info.name)
-      .catch((error: unknown) =>
-        log.debug({ err: error, jobId }, "results consumer not deleted; it expires"),
-      );
   }
 };
 

@@ -1,4 +1,5 @@
 import {
+  AckPolicy,
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
@@ -6,7 +7,8 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { type KV, Kvm, type KvOptions } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import { TransientBrokerError } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
 
 /** JetStream durations are nanoseconds. */
@@ -225,3 +227,162 @@ export const scanBucketEntries = async (
 
 /** How long a bucket scan waits for a message before it asks whether one is still to come. */
 const quietMs = 200;
+
+/** What `pageBucket` reads: where to start, how much to keep and read, which values to keep. */
+export interface BucketPage<T> {
+  /** The stream sequence the previous page ended at (0: from the start). */
+  readonly after: number;
+  /** Items kept at most. */
+  readonly limit: number;
+  /** Messages read at most, kept or not. */
+  readonly maxScan: number;
+  /** The item a stored value gives, or undefined to skip it. */
+  readonly pick: (value: string) => T | undefined;
+}
+
+/**
+ * One page of a KV bucket of history 1, in the order its keys were last
+ * written: every message still in its stream is a key's current value (or
+ * a delete marker, skipped), so reading the stream from sequence `after + 1`
+ * on reads the current values that follow the last page, and the cost is
+ * what the page reads, not what the bucket holds. A throw-away consumer
+ * (start sequence, no acks, in memory) is pulled with `no_wait` in growing
+ * batches (the server answers at once with what it has, then a status: the
+ * end of the stream for now) and deleted when the page is read; if that
+ * delete fails it expires after 30 s without pulls. `next` is the sequence
+ * of the last message read; it is absent when the read reached the end. A
+ * key rewritten while pages are read moves past the cursor: it is read
+ * again, never skipped.
+ *
+ * A KV purge (a subject rollup) moves every unfiltered consumer of the
+ * stream to the purge's marker on nats-server before 2.10.11 (fixed by
+ * "properly handle filtered purge with a consumer with a wider filtered
+ * subject"): the keys between would be skipped. So a purge marker not seen
+ * before, read after a gap, makes the page read on from the last message it
+ * read with a new consumer, which that purge, done before, cannot move.
+ */
+export const pageBucket = async <T>(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  bucket: string,
+  page: BucketPage<T>,
+): Promise<{ items: T[]; next?: number }> => {
+  const stream = `KV_${bucket}`;
+  const items: T[] = [];
+  let read = 0;
+  let last = page.after;
+  let asked = 0;
+  /** The last purge marker read: a consumer made after reading it was not moved by it. */
+  let purgeSeen = 0;
+  let consumer = await pageConsumer(jsm, stream, last);
+  try {
+    for (;;) {
+      const room = Math.min(page.maxScan - read, page.limit - items.length);
+      // One more than the page may take: a page that stops just before the stream's end says
+      // so (no `next`). Batches double while a filter keeps few: a sparse page takes a few
+      // pulls, not one per record.
+      asked = room === 0 ? 1 : Math.min(page.maxScan - read, Math.max(room, asked * 2)) + 1;
+      const { messages, drained } = await pullNow(nc, stream, consumer, asked);
+      let movedBy = 0;
+      for (const m of messages) {
+        if (items.length === page.limit || read === page.maxScan) return { items, next: last };
+        const operation = m.msg.headers?.get("KV-Operation");
+        if (operation === "PURGE" && m.seq > purgeSeen && m.seq > last + 1) {
+          movedBy = m.seq;
+          break;
+        }
+        read++;
+        last = m.seq;
+        if (operation === "DEL" || operation === "PURGE") continue;
+        const item = page.pick(m.msg.string());
+        if (item !== undefined) items.push(item);
+      }
+      if (movedBy > 0) {
+        purgeSeen = movedBy;
+        await dropConsumer(jsm, stream, consumer);
+        consumer = await pageConsumer(jsm, stream, last);
+        asked = 0;
+      } else if (drained) return { items };
+    }
+  } finally {
+    await dropConsumer(jsm, stream, consumer);
+  }
+};
+
+/** A consumer that reads the stream from `after + 1` on, once, without acks. */
+const pageConsumer = async (jsm: JetStreamManager, stream: string, after: number): Promise<string> => {
+  // No filter subject: the bucket's stream holds only its keys, and the server counts an
+  // unfiltered consumer's pending messages without walking the stream.
+  const { name } = await jsm.consumers.add(stream, {
+    ack_policy: AckPolicy.None,
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: after + 1,
+    mem_storage: true,
+    inactive_threshold: nanos(30_000),
+  });
+  return name;
+};
+
+// Not deleted now (connection lost): it expires by itself once idle.
+const dropConsumer = (jsm: JetStreamManager, stream: string, name: string): Promise<unknown> =>
+  jsm.consumers.delete(stream, name).catch(() => undefined);
+
+/**
+ * Up to `batch` messages the consumer has now. `drained`: the server said
+ * it had no more (a 404 or 408 status after what it had), rather than
+ * stopping at `batch`. A consumer that is gone answers nothing: after
+ * `timeoutMs` that is a transient error, as is any other status, and the
+ * operation's retry reads the page again with another consumer.
+ */
+const pullNow = async (
+  nc: NatsConnection,
+  stream: string,
+  consumer: string,
+  batch: number,
+  timeoutMs = 5000,
+): Promise<{ messages: { seq: number; msg: Msg }[]; drained: boolean }> => {
+  const inbox = createInbox();
+  const sub = nc.subscribe(inbox);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    sub.unsubscribe();
+  }, timeoutMs);
+  const messages: { seq: number; msg: Msg }[] = [];
+  let status = "";
+  try {
+    nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify({ batch, no_wait: true }), {
+      reply: inbox,
+    });
+    for await (const msg of sub) {
+      const seq = msg.reply ? streamSequenceOf(msg.reply) : undefined;
+      if (seq === undefined) {
+        // 404 no messages, 408 request done: drained. Another status (409 consumer deleted…) says nothing of the end.
+        const code = msg.headers?.code;
+        if (code === 404 || code === 408) return { messages, drained: true };
+        status = `${code ?? "?"} ${msg.headers?.description ?? ""}`.trim();
+        break;
+      }
+      messages.push({ seq, msg });
+      if (messages.length >= batch) return { messages, drained: false };
+    }
+  } finally {
+    clearTimeout(timer);
+    sub.unsubscribe();
+  }
+  // Ended without the server's word that it had no more (no answer, another status, the
+  // connection closed): not known to be drained, so not the end of the page.
+  const why = timedOut ? `no answer in ${timeoutMs} ms` : status ? `status ${status}` : "ended early";
+  throw new TransientBrokerError({
+    message: `pull from consumer ${consumer} of ${stream}: ${why}`,
+    operation: "kv.page.pull",
+  });
+};
+
+/** The stream sequence in a delivery's reply subject (`$JS.ACK.[<domain>.<account>.]<stream>.<consumer>.<delivered>.<sseq>.…`). */
+const streamSequenceOf = (reply: string): number | undefined => {
+  const tokens = reply.split(".");
+  if (tokens[0] !== "$JS" || tokens[1] !== "ACK") return undefined;
+  const seq = Number(tokens[tokens.length === 9 ? 5 : 7]);
+  return Number.isSafeInteger(seq) && seq > 0 ? seq : undefined;
+};

@@ -1,0 +1,141 @@
+import { randomUUID } from "node:crypto";
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { decodeRecord, type JobRecord } from "../../kernel/job-record.ts";
+import type { Logger } from "../../kernel/logger.ts";
+import type { NatsJobBroker } from "./job-broker.ts";
+import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
+
+/**
+ * Where a change watch goes on from after a pause, a lost consumer or a
+ * reconnect: the last stream sequence handed over, and which stream that
+ * sequence belongs to (its creation time: a bucket made again after the
+ * server's store was reset starts its sequences over).
+ */
+export interface ChangeCursor {
+  created?: string;
+  seq?: number;
+}
+
+const operation = "job.record.changes";
+
+/** What a reader's consumers are named on the bucket's stream (nats.js adds `_<n>`): an operator can tell them. */
+const consumerName = () => `events_${randomUUID().replaceAll("-", "")}`;
+
+/**
+ * One round of `watchRecordChanges` (the port's): an ordered consumer on the
+ * records bucket's stream from the cursor on. Not `DeliverPolicy.New`: the
+ * ordered consumer, recreated by nats.js before it delivered anything, would
+ * start again from sequence 1 and hand over every record; a start sequence
+ * read from the stream keeps its place. When `onRecord` returns a promise
+ * (the reader is full), the consumer is deleted, and made again from the
+ * cursor once the promise settles: nothing piles up in nats.js's buffer
+ * meanwhile, and a key written several times meanwhile is read at its
+ * latest revision. Each consumer is deleted when it is done with (one left
+ * behind by a process that died expires after a minute idle).
+ */
+export const watchRecordChanges = async (
+  broker: NatsJobBroker,
+  nc: NatsConnection,
+  cursor: ChangeCursor,
+  onRecord: (record: JobRecord) => void | Promise<void>,
+  signal: AbortSignal,
+  log: Logger,
+  onWatching?: () => void,
+): Promise<void> => {
+  const { js, jsm } = await broker
+    .handles(nc)
+    .catch((error) => Promise.reject(broker.setups.afterFailure(nc, error, operation)));
+  const stream = `KV_${broker.names.jobsBucket}`;
+  try {
+    while (!signal.aborted) {
+      await placeCursor(jsm, stream, cursor);
+      const paused = await readChanges(
+        js,
+        jsm,
+        nc,
+        stream,
+        broker.names.jobsBucket,
+        cursor,
+        onRecord,
+        signal,
+        {
+          log,
+          ...(onWatching ? { onWatching } : {}),
+        },
+      );
+      if (!paused) return;
+      await settledOrAborted(paused.room, signal);
+    }
+  } catch (error) {
+    throw broker.setups.afterFailure(nc, error, operation);
+  }
+};
+
+/** The first round starts at the stream's end ("from now on"); a stream made again, at its start. */
+const placeCursor = async (jsm: JetStreamManager, stream: string, cursor: ChangeCursor): Promise<void> => {
+  const info = await jsm.streams.info(stream);
+  if (cursor.created === info.created && cursor.seq !== undefined) return;
+  cursor.seq = cursor.created === undefined ? info.state.last_seq : 0;
+  cursor.created = info.created;
+};
+
+/** Reads until the consumer is lost or `signal` aborts (undefined), or until the reader is full. */
+const readChanges = async (
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  nc: NatsConnection,
+  stream: string,
+  bucket: string,
+  cursor: ChangeCursor,
+  onRecord: (record: JobRecord) => void | Promise<void>,
+  signal: AbortSignal,
+  { log, onWatching }: { log: Logger; onWatching?: () => void },
+): Promise<{ room: Promise<void> } | undefined> => {
+  const consumer = await js.consumers.get(stream, {
+    name_prefix: consumerName(),
+    // One subject as a string: a list needs nats-server 2.10.
+    filter_subjects: `$KV.${bucket}.>`,
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: (cursor.seq ?? 0) + 1,
+    inactive_threshold: 60_000,
+  });
+  try {
+    const messages = await consumer.consume({ ...pullLoop });
+    const stopped = closeWhenEnded(messages, nc, signal);
+    onWatching?.();
+    try {
+      for await (const m of messages) {
+        // Moved first: a record that cannot be read fails this round, and the next goes on after it.
+        cursor.seq = m.seq;
+        const kvOperation = m.headers?.get("KV-Operation");
+        if (kvOperation === "DEL" || kvOperation === "PURGE" || m.data.length === 0) continue;
+        const room = onRecord(decodeRecord(m.string()));
+        if (room) return { room };
+      }
+    } finally {
+      stopped.dispose();
+      await messages.close();
+    }
+  } finally {
+    const name = (await consumer.info(true).catch(() => undefined))?.name;
+    if (name)
+      await jsm.consumers
+        .delete(stream, name)
+        .catch((error: unknown) =>
+          log.debug({ err: error, consumer: name }, "record-changes consumer not deleted; it expires"),
+        );
+  }
+  return undefined;
+};
+
+const settledOrAborted = (room: Promise<void>, signal: AbortSignal): Promise<void> =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", done, { once: true });
+    room.then(done, done);
+  });
