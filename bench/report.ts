@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ConnectionsResult } from "./connections.ts";
+import type { FairnessResult } from "./fairness.ts";
 import { mib } from "./lib/stats.ts";
 import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.ts";
 import type { ListResult } from "./list-jobs.ts";
@@ -56,6 +57,8 @@ export interface BenchDocument {
   readonly takeover?: TakeoverResult;
   /** `rt.jobs.list()` pages over many stored records, against one full scan (bench/list-jobs.ts). */
   readonly list?: ListResult;
+  /** 1-task jobs while a big job keeps the worker busy (bench/fairness.ts). */
+  readonly fairness?: FairnessResult;
   /** The same job on a 3-node cluster, every stream at `replicas`. */
   readonly cluster?: {
     readonly replicas: number;
@@ -227,6 +230,17 @@ export function markdown(doc: BenchDocument): string {
       `One full \`listRecords()\` of every record (how \`list()\` worked before pages): ${l.fullScanMs} ms. ` +
         `Consumers on the bucket's stream before the pages: ${l.consumersBefore}, after: ${l.consumersAfter}. ` +
         `Records written in ${l.writeSeconds} s.`,
+      "",
+    );
+  }
+  const f = doc.fairness;
+  if (f) {
+    lines.push(
+      `## Fairness: 1-task jobs while a ${f.shape.bigTasks}-task job runs (concurrency ${f.shape.concurrency})`,
+      "",
+      `submit() → done() of each small job: p50 ${f.smallP50Ms} ms, p90 ${f.smallP90Ms} ms, max ${f.smallMaxMs} ms. ` +
+        `The big job still had ${f.bigLeftAtLastSmall} tasks left when the last small one ended ` +
+        `(it ran ${f.bigSeconds} s in all).`,
       "",
     );
   }

@@ -13,14 +13,16 @@
  *                records kept (bench/takeover.ts);
  *   list         rt.jobs.list() pages over 100,000 stored job records, against one full
  *                listRecords() (bench/list-jobs.ts);
+ *   fairness     1-task jobs submitted while a 200,000-task job keeps the worker busy:
+ *                their submit → done() (bench/fairness.ts);
  *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
  *                interleaved, beside the single server's figures of the same run.
  * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover[,cluster],
- * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --list-records (100000),
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover,fairness[,cluster],
+ * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --list-records (100000), --fair-tasks (200000),
  * --takeover-records (100000), --target (0.85).
  */
 import { execFileSync } from "node:child_process";
@@ -29,6 +31,7 @@ import { parseArgs } from "node:util";
 import { startNatsCluster } from "../test/harness/nats-cluster.ts";
 import { startNatsServer } from "../test/harness/nats-server.ts";
 import { measureConnections } from "./connections.ts";
+import { measureFairness } from "./fairness.ts";
 import { runJetstate } from "./jetstate-e2e.ts";
 import { serverCpuClock } from "./lib/server.ts";
 import { typicalBodyBytes } from "./lib/tasks.ts";
@@ -51,6 +54,7 @@ const allSections = [
   "many",
   "list",
   "takeover",
+  "fairness",
   "cluster",
 ] as const;
 /** Sections run unless `--only` names others: the cluster one starts three more servers, so it is asked for. */
@@ -63,6 +67,7 @@ const defaultSections = [
   "many",
   "list",
   "takeover",
+  "fairness",
 ];
 
 const { values } = parseArgs({
@@ -78,6 +83,7 @@ const { values } = parseArgs({
     "small-jobs": { type: "string", default: "2000" },
     "takeover-records": { type: "string", default: "100000" },
     "list-records": { type: "string", default: "100000" },
+    "fair-tasks": { type: "string", default: "200000" },
   },
 });
 
@@ -251,6 +257,15 @@ try {
       log,
     );
   }
+  let fairness: BenchDocument["fairness"];
+  if (wants("fairness")) {
+    fairness = await measureFairness(server.url, {
+      bigTasks: int(values["fair-tasks"], "fair-tasks"),
+      smallJobs: 50,
+      concurrency: shape.concurrency,
+    });
+    log(`fairness: ${JSON.stringify(fairness)}`);
+  }
   let cluster: BenchDocument["cluster"];
   if (wants("cluster")) {
     cluster = await measureCluster(throughput?.jetstate.tasksPerSec, throughput?.raw.tasksPerSec);
@@ -277,6 +292,7 @@ try {
     ...(manyJobs ? { manyJobs } : {}),
     ...(takeover ? { takeover } : {}),
     ...(list ? { list } : {}),
+    ...(fairness ? { fairness } : {}),
     ...(cluster ? { cluster } : {}),
     notes,
   };
