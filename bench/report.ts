@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ConnectionsResult } from "./connections.ts";
 import type { FairnessResult } from "./fairness.ts";
+import { type JobPlaneResult, planeMarkdown } from "./job-plane.ts";
 import { mib } from "./lib/stats.ts";
 import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.ts";
 import type { ListResult } from "./list-jobs.ts";
@@ -71,6 +72,8 @@ export interface BenchDocument {
     readonly jetstateToSingle: number | null;
     readonly rawToSingle: number | null;
   };
+  /** The small-job plane's designs with raw nats.js, and what per-job consumers and actors cost (bench/job-plane.ts). */
+  readonly jobPlane?: JobPlaneResult;
   readonly notes: readonly string[];
 }
 
@@ -257,6 +260,7 @@ export function markdown(doc: BenchDocument): string {
       "",
     );
   }
+  if (doc.jobPlane) lines.push(...planeMarkdown(doc.jobPlane));
   const mem = doc.memory;
   if (mem) {
     lines.push(

@@ -16,14 +16,18 @@
  *   fairness     1-task jobs submitted while a 200,000-task job keeps the worker busy:
  *                their submit → done() (bench/fairness.ts);
  *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
- *                interleaved, beside the single server's figures of the same run.
+ *                interleaved, beside the single server's figures of the same run;
+ *   plane        (only with --only plane) the per-job protocol of the small-job plane's
+ *                designs with raw nats.js, consumer churn, idle consumers and actors
+ *                (bench/job-plane.ts; ~3 min).
  * Writes bench/results/<timestamp>.json and .md, and bench/results/latest.md.
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover,fairness[,cluster],
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover,fairness[,cluster][,plane],
  * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --list-records (100000), --fair-tasks (200000),
- * --takeover-records (100000), --target (0.85).
+ * --takeover-records (100000), --target (0.85),
+ * --plane-jobs (1000), --plane-consumers (1000: churn and live), --plane-parts designs,checks,steps,churn,live,actors (all).
  */
 import { execFileSync } from "node:child_process";
 import os from "node:os";
@@ -33,6 +37,7 @@ import { startNatsServer } from "../test/harness/nats-server.ts";
 import { measureConnections } from "./connections.ts";
 import { measureFairness } from "./fairness.ts";
 import { runJetstate } from "./jetstate-e2e.ts";
+import { measureJobPlane } from "./job-plane.ts";
 import { serverCpuClock } from "./lib/server.ts";
 import { typicalBodyBytes } from "./lib/tasks.ts";
 import { ratios, summarise, type ThroughputRun } from "./lib/throughput.ts";
@@ -56,8 +61,12 @@ const allSections = [
   "takeover",
   "fairness",
   "cluster",
+  "plane",
 ] as const;
-/** Sections run unless `--only` names others: the cluster one starts three more servers, so it is asked for. */
+/**
+ * Sections run unless `--only` names others: the cluster one starts three more servers, and the
+ * plane one takes ~3 min, so they are asked for.
+ */
 const defaultSections = [
   "throughput",
   "connections",
@@ -84,6 +93,9 @@ const { values } = parseArgs({
     "takeover-records": { type: "string", default: "100000" },
     "list-records": { type: "string", default: "100000" },
     "fair-tasks": { type: "string", default: "200000" },
+    "plane-jobs": { type: "string", default: "1000" },
+    "plane-consumers": { type: "string", default: "1000" },
+    "plane-parts": { type: "string", default: "designs,checks,steps,churn,live,actors" },
   },
 });
 
@@ -266,6 +278,19 @@ try {
     });
     log(`fairness: ${JSON.stringify(fairness)}`);
   }
+  let jobPlane: BenchDocument["jobPlane"];
+  if (wants("plane")) {
+    const shape = {
+      jobs: int(values["plane-jobs"], "plane-jobs"),
+      minSeconds: 2,
+      inFlight: 64,
+      serial: 200,
+      consumers: int(values["plane-consumers"], "plane-consumers"),
+      actors: 10_000,
+    };
+    const parts = values["plane-parts"].split(",").map((s) => s.trim());
+    jobPlane = await measureJobPlane(server, { shape, reps, parts }, log);
+  }
   let cluster: BenchDocument["cluster"];
   if (wants("cluster")) {
     cluster = await measureCluster(throughput?.jetstate.tasksPerSec, throughput?.raw.tasksPerSec);
@@ -294,6 +319,7 @@ try {
     ...(list ? { list } : {}),
     ...(fairness ? { fairness } : {}),
     ...(cluster ? { cluster } : {}),
+    ...(jobPlane ? { jobPlane } : {}),
     notes,
   };
 } finally {

@@ -18,7 +18,7 @@ export const varzConnections = async (server: NatsServerHandle): Promise<{ open:
 };
 
 /** The nats-server pid, from the ports file the harness asks it to write into its store dir. */
-const serverPid = (server: NatsServerHandle): number | undefined => {
+export const serverPid = (server: NatsServerHandle): number | undefined => {
   try {
     const file = readdirSync(server.storeDir).find((f) => /^nats-server_\d+\.ports$/.test(f));
     return file ? Number(file.slice("nats-server_".length, -".ports".length)) : undefined;
