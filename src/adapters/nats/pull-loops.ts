@@ -4,6 +4,7 @@ import {
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
+  type JetStreamManager,
   type JsMsg,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -57,13 +58,16 @@ export const watchRecords = async (
   onRecord: (record: JobRecord) => void,
   signal: AbortSignal,
 ): Promise<void> => {
-  const { js } = await broker.handles(nc);
+  const { js, jsm } = await broker.handles(nc);
   const bucket = `KV_${broker.names.jobsBucket}`;
+  let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>> | undefined;
   try {
-    const consumer = await js.consumers.get(bucket, {
+    consumer = await js.consumers.get(bucket, {
       // One subject as a string: a list needs nats-server 2.10.
       filter_subjects: `$KV.${broker.names.jobsBucket}.>`,
       deliver_policy: DeliverPolicy.LastPerSubject,
+      // nats.js's default for an ordered consumer is 5 min: one left by a process that died goes sooner.
+      inactive_threshold: 60_000,
     });
     const messages = await consumer.consume({ ...pullLoop });
     const stopped = closeWhenEnded(messages, nc, signal);
@@ -79,7 +83,23 @@ export const watchRecords = async (
     }
   } catch (error) {
     throw broker.setups.afterFailure(nc, error, "job.record.watch");
+  } finally {
+    // Left on the server, every runtime that ever stopped kept a consumer there until it expired.
+    // Awaited on a stop (before the connection closes); not on a failure, whose retry must not
+    // wait for a delete the server may not answer yet.
+    const deleted = deleteOrderedConsumer(jsm, bucket, consumer);
+    if (signal.aborted) await deleted;
   }
+};
+
+/** Deletes an ordered consumer's current server consumer; best effort (it expires otherwise). */
+const deleteOrderedConsumer = async (
+  jsm: JetStreamManager,
+  stream: string,
+  consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>> | undefined,
+): Promise<void> => {
+  const name = (await consumer?.info(true).catch(() => undefined))?.name;
+  if (name) await jsm.consumers.delete(stream, name).catch(() => undefined);
 };
 
 /**
