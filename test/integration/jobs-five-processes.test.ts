@@ -58,7 +58,10 @@ const submitInFlight = 8;
 const workerConcurrency = 16;
 const plan: FivePlan = {
   cancel: ["a-10", "b-10", "k-10", "a-100", "b-100", "k-40"],
-  watch: ["a-5", "a-80", "a-160", "b-5", "b-80", "b-160", "k-5", "k-30", "k-50"],
+  watch: ["a-5", "a-80", "a-160", "b-5", "b-80", "b-160", "k-5", "k-20", "k-30", "k-50"],
+  // Committed early, its last task running when k dies: one job certain to be taken over.
+  slow: ["k-20"],
+  slowMs: 15_000,
 };
 /** The kill comes once `k` has committed a third of its jobs, its planned ones among them. */
 const killAfterCommitted = Math.ceil(submitters.k / 3);
@@ -211,6 +214,7 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
     await reader.waitFor(isReady, "ready", 45_000);
     const ready = Date.now();
 
+    const kv = await new Kvm(nc).open("jetstate_jobs");
     // ---- Submit at once; kill `k` a third of the way through its jobs, while tasks run.
     for (const s of Object.values(subs)) s.send("go");
     const go = Date.now();
@@ -218,27 +222,55 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
       s.lines.filter((l) => l.event === "committed").map((l) => String(l.key));
     const kPlanned = [...plan.cancel, ...plan.watch].filter((key) => key.startsWith("k-"));
     const kIds = new Set(keysOf("k").map(idOf));
+    let submittingAtKill: string[] = [];
+    let slowEnded = false;
     await waitUntil(
-      () => {
+      async () => {
         const done = new Set(committedBy(subs.k));
         if (done.size < killAfterCommitted || !kPlanned.every((key) => done.has(key))) return false;
         // Tasks run: some of k's jobs have answers, and not all the work is done.
         const ledger = readLedger(ledgers);
-        return ledger.some((l) => kIds.has(l.jobId)) && ledger.length < (allKeys.length * tasksPerJob) / 2;
+        if (!ledger.some((l) => kIds.has(l.jobId)) || ledger.length >= (allKeys.length * tasksPerJob) / 2)
+          return false;
+        const slowDone = (key: string) =>
+          ledger.some((l) => l.jobId === idOf(key) && l.index === tasksPerJob - 1);
+        // Too late for the kill the test is about: said below, rather than waited out.
+        slowEnded = plan.slow.some(slowDone);
+        if (slowEnded) return true;
+        // A submit midway: its record written, not committed (the lanes take keys in order).
+        const next = keysOf("k")
+          .filter((key) => !done.has(key))
+          .slice(0, submitInFlight * 2);
+        const found = await Promise.all(next.map(async (key) => ({ key, entry: await kv.get(idOf(key)) })));
+        submittingAtKill = found
+          .filter(
+            ({ entry }) => entry?.operation === "PUT" && (entry.json() as JobRecord).phase === "submitting",
+          )
+          .map(({ key }) => key);
+        return submittingAtKill.length > 0;
       },
       {
         timeoutMs: 45_000,
         intervalMs: 10,
-        message: `k committed ${killAfterCommitted} jobs with tasks running`,
+        message: `k committed ${killAfterCommitted} jobs with tasks running and a submit midway`,
       },
     );
+    expect(slowEnded, "a slow job of k ended before the kill").toBe(false);
     await subs.k.kill("SIGKILL");
     const killedAt = Date.now();
     const committedBeforeKill = new Set(committedBy(subs.k));
     const ledgerAtKill = readLedger(ledgers).length;
+    // Submits k left midway, read after its death: only the reaper can finish them.
+    const orphaned: string[] = [];
+    for (const key of keysOf("k")) {
+      const entry = await kv.get(idOf(key));
+      if (entry?.operation === "PUT" && (entry.json() as JobRecord).phase === "submitting")
+        orphaned.push(key);
+    }
     console.info(
       `k SIGKILLed ${since(killedAt)} after start (${since(go)} to go): ${committedBeforeKill.size}/${submitters.k} ` +
-        `of its jobs committed, ${ledgerAtKill}/${allKeys.length * tasksPerJob} tasks handled`,
+        `of its jobs committed, ${submittingAtKill.length} read submitting just before, ${orphaned.length} after, ` +
+        `${ledgerAtKill}/${allKeys.length * tasksPerJob} tasks handled`,
     );
 
     // ---- The survivors submit all theirs; every planned job settles (an end, rolled back, or none).
@@ -246,7 +278,6 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
       await s.waitFor((l) => l.event === "all-submitted", "all submitted", 60_000);
     const failedSubmits = [subs.a, subs.b].flatMap((s) => s.lines.filter((l) => l.event === "submit-failed"));
     expect(failedSubmits).toEqual([]);
-    const kv = await new Kvm(nc).open("jetstate_jobs");
     let records = new Map<string, JobRecord | undefined>();
     const unsettled = () =>
       [...records].filter(([key, r]) =>
@@ -274,14 +305,20 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
 
     // ---- Raw records: which submits committed, and how each job ended.
     const committed = new Set([...records].filter(([, r]) => r?.phase === "committed").map(([key]) => key));
-    const kOutcome = { committedBeforeKill: 0, rolledForward: 0, rolledBack: 0, neverCreated: 0 };
+    const kOutcome = { reported: 0, unreported: 0, rolledForward: 0, rolledBack: 0, neverCreated: 0 };
     for (const key of keysOf("k")) {
       const r = records.get(key);
       if (r === undefined) kOutcome.neverCreated++;
       else if (r.phase === "rolledBack") kOutcome.rolledBack++;
-      else if (committedBeforeKill.has(key)) kOutcome.committedBeforeKill++;
-      else kOutcome.rolledForward++;
+      else if (committedBeforeKill.has(key)) kOutcome.reported++;
+      else if (orphaned.includes(key)) kOutcome.rolledForward++;
+      // Its commit landed as k died, before k could print it.
+      else kOutcome.unreported++;
     }
+    // The kill left submits midway, and the reaper finished each: rolled back, or forward when its
+    // consumer existed (then it ran like any job; checked below with the others).
+    expect(orphaned.length).toBeGreaterThan(0);
+    for (const key of orphaned) expect(["rolledBack", "committed"], key).toContain(records.get(key)?.phase);
     // Every job the survivors submitted committed; k's: those it said committed, and maybe more.
     for (const key of [...keysOf("a"), ...keysOf("b"), ...committedBeforeKill])
       expect(committed.has(key), key).toBe(true);
@@ -308,8 +345,11 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
       }
     }
     // No record but the planned ones.
-    const keysInBucket: string[] = [];
-    for await (const id of await kv.keys()) keysInBucket.push(id);
+    // No record but the planned ones (the keys as the server counts its subjects: no consumer).
+    const jsm = await jetstreamManager(nc);
+    const subjects =
+      (await jsm.streams.info("KV_jetstate_jobs", { subjects_filter: ">" })).state.subjects ?? {};
+    const keysInBucket = Object.keys(subjects).map((subject) => subject.slice("$KV.jetstate_jobs.".length));
     expect(keysInBucket.filter((id) => !keyOfId.has(id))).toEqual([]);
 
     // ---- The ledger: every task of every committed job not cancelled was handled; nothing else was.
@@ -416,11 +456,17 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
 
     // ---- Takeover: each of k's jobs a survivor finished was taken over by a survivor.
     const takeovers = new Map<string, number>();
-    for (const s of [subs.a, subs.b])
-      for (const l of s.lines)
+    const takeoverCount = new Map<string, number>();
+    const takeoversBy: Record<"a" | "b", number[]> = { a: [], b: [] };
+    for (const name of ["a", "b"] as const)
+      for (const l of subs[name].lines)
         if (takeoverMessages.some((m) => String(l.msg).startsWith(m)) && typeof l.jobId === "string") {
           const at = Number(l.time);
           takeovers.set(l.jobId, Math.min(at, takeovers.get(l.jobId) ?? at));
+          if (String(l.msg).startsWith(takeoverMessages[0] as string)) {
+            takeoverCount.set(l.jobId, (takeoverCount.get(l.jobId) ?? 0) + 1);
+            takeoversBy[name].push(at - killedAt);
+          }
         }
     const finishedAfterKill = keysOf("k").filter((key) => {
       const r = records.get(key);
@@ -433,25 +479,43 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
     expect(takeoverMs.length).toBeGreaterThan(0);
     const lastEndOfK = Math.max(
       ...finishedAfterKill
-        .filter((key) => committedBeforeKill.has(key))
-        .map((key) => records.get(key)?.finishedAt ?? 0),
+        .filter((key) => committedBeforeKill.has(key) && !plan.slow.includes(key))
+        .map((key) => records.get(key)?.finishedAt ?? killedAt),
+      killedAt,
     );
 
     // ---- Consumers left: none on the tasks stream; on the results stream only queue feeds.
-    const jsm = await jetstreamManager(nc);
+    // A job's end is written before its consumer is deleted: a job k finished just before it died
+    // may keep its consumer, which only cleanup removes. Any other is a leak.
+    const tasksConsumers = async () =>
+      ((await consumersOnServer(jsm)).get("jetstate_tasks_five") ?? []).map((c) => c.name).sort();
+    const cutByTheKill = (id: string) => {
+      const r = records.get(keyOfId.get(id) ?? "");
+      return kIds.has(id) && r?.finishedAt !== undefined && r.finishedAt <= killedAt;
+    };
+    let leftByK: string[] = [];
     await waitUntil(
-      async () => ((await consumersOnServer(jsm)).get("jetstate_tasks_five") ?? []).length === 0,
+      async () => {
+        leftByK = await tasksConsumers();
+        return leftByK.every(cutByTheKill);
+      },
       {
         timeoutMs: 10_000,
-        message: "no consumer left on the tasks stream",
+        message: "no consumer left on the tasks stream but of jobs k ended before it died",
       },
-    ).catch(async (error: unknown) => {
-      const left = (await consumersOnServer(jsm)).get("jetstate_tasks_five") ?? [];
-      const which = left.map(
-        (c) => `${keyOfId.get(c.name) ?? c.name}: ${records.get(keyOfId.get(c.name) ?? "")?.status}`,
-      );
+    ).catch((error: unknown) => {
+      const which = leftByK.map((id) => {
+        const r = records.get(keyOfId.get(id) ?? "");
+        return `${keyOfId.get(id) ?? id}: ${r?.status}, ended ${r?.finishedAt === undefined ? "never" : `${r.finishedAt - killedAt} ms after the kill`}`;
+      });
       throw new Error(`${String(error)}: ${which.join(", ")}`);
     });
+    // Cleanup (run here by a survivor) removes exactly those.
+    subs.a.send("cleanup");
+    const cleanup = await subs.a.waitFor((l) => String(l.event).startsWith("cleanup"), "cleanup report");
+    expect(cleanup.event).toBe("cleanup");
+    expect([...(cleanup.consumersDeleted as string[])].sort()).toEqual(leftByK);
+    expect(await tasksConsumers()).toEqual([]);
     const feedFilter = `jetstate.results.${queue}.>`;
     const describe = (all: Awaited<ReturnType<typeof consumersOnServer>>) =>
       [...all]
@@ -476,7 +540,21 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
       );
     const afterStop = await consumersOnServer(jsm);
     expect(afterStop.get("jetstate_tasks_five")).toEqual([]);
-    expect((afterStop.get("jetstate_results") ?? []).filter((c) => c.created >= killedAt)).toEqual([]);
+    // What is left is the killed runtime's, which expires: its results feed, and ordered consumers
+    // (its record watch, scans of the records it was making), named by nats.js with one NUID
+    // prefix per process. Besides, the queue's durable `dead-letters` consumer.
+    const leftover = [...afterStop].flatMap(([stream, list]) =>
+      list.filter((c) => c.name !== "dead-letters").map((c) => ({ stream, ...c })),
+    );
+    expect(leftover.filter((c) => c.created >= killedAt)).toEqual([]);
+    const ordered = leftover.filter((c) => /^[0-9A-Z]{22}_\d+$/.test(c.name));
+    expect(new Set(ordered.map((c) => c.name.slice(0, 12))).size, describe(afterStop)).toBeLessThanOrEqual(1);
+    const others = leftover.filter((c) => !ordered.includes(c));
+    expect(
+      others.filter((c) => c.stream !== "jetstate_results"),
+      describe(afterStop),
+    ).toEqual([]);
+    expect(others.length, describe(afterStop)).toBeLessThanOrEqual(1);
     const finished = Date.now();
 
     const dupCount = duplicates.reduce((sum, [, lines]) => sum + lines.length - 1, 0);
@@ -486,7 +564,11 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
         `ready ${since(ready)}, go ${since(go)}, k killed ${since(killedAt)}, all settled ${since(settled)}, total ${since(finished)}`,
         `k: ${JSON.stringify(kOutcome)}; jobs committed ${committed.size}, cancelled ${plan.cancel.length}`,
         `takeover after the SIGKILL (${takeoverMs.length} jobs committed before it): min ${Math.min(...takeoverMs)} ms, ` +
-          `median ${median(takeoverMs)} ms, max ${Math.max(...takeoverMs)} ms; the last of them ended ${lastEndOfK - killedAt} ms after the kill`,
+          `median ${median(takeoverMs)} ms, max ${Math.max(...takeoverMs)} ms; the last of them (not slow) ended ` +
+          `${lastEndOfK - killedAt} ms after the kill; by a: ${takeoversBy.a.length}, by b: ${takeoversBy.b.length}, ` +
+          `taken over more than once: ${[...takeoverCount].filter(([, n]) => n > 1).length}`,
+        `takeover passes (ms after the kill, per survivor): a [${takeoversBy.a.join(", ")}], b [${takeoversBy.b.join(", ")}]`,
+        `tasks consumers k left (finalize cut by the kill), removed by cleanup: ${leftByK.map((id) => keyOfId.get(id)).join(", ") || "none"}`,
         `handler runs ${ledger.length}, tasks handled more than once ${duplicates.length} (${dupCount} extra runs)` +
           (duplicates.length > 0
             ? `: ${duplicates
