@@ -435,14 +435,18 @@ export class JobRegistry implements Jobs {
    */
   async #adoptOrphans(): Promise<void> {
     const now = this.#core.clock.now();
-    for (const { jobId, lease, revision } of await this.#broker.leases.list()) {
+    const runOut = [];
+    for (const listed of await this.#broker.leases.list())
+      if (listed.lease.until <= now && !(await this.#watching(listed.jobId))) runOut.push(listed);
+    // 32 at a time: the jobs of a dead supervisor were taken over one after the other, each a
+    // few round trips, so the last of 24 came a second after the first (five-processes test).
+    await inBatches(runOut, async ({ jobId, revision }) => {
       if (this.#stopping) return;
-      if (lease.until > now || (await this.#watching(jobId))) continue;
       await this.#adopt(jobId, revision).catch((error: unknown) =>
         // Not now (a read or the lease failed): the lease stays, and the next pass tries again.
         this.#log.debug({ jobId, err: error }, "orphan not taken over now; tried again"),
       );
-    }
+    });
   }
 
   /** One lease that ran out: its job taken over if it runs, the lease removed if the job is over or gone. */
