@@ -61,8 +61,7 @@ export const startWorker = <Payload, Result>(
       return maxBytes;
     },
     idPrefix: `${id}.${Date.now().toString(36)}`,
-    // The task being answered is still counted as running: alone, nothing else can join its batch.
-    sendAtOnce: () => running.count <= 1,
+    sendWhenIdle: true,
     onError: (error, jobId) => log.warn({ err: error, jobId }, "results not stored; tasks released"),
     // While a batch's publish is retried its tasks keep their leases, as while their handlers ran.
     keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),

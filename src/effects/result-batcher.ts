@@ -48,12 +48,17 @@ export interface BatcherOptions<S extends Settle = Settle> {
   readonly messageId?: (jobId: string, settles: readonly S[]) => string;
   readonly onError: (error: unknown, jobId: string) => void;
   /**
-   * True when no other result is on its way (the worker runs no other
-   * handler): the batch is sent at once instead of after `maxDelayMs`,
-   * which nothing would join. One task at a time then pays no batching delay
-   * (a 1-task job's round trip was 5 ms longer); under load, batches fill.
+   * Send a result at once, instead of after `maxDelayMs`, when it comes
+   * after a quiet spell: no result added for `maxDelayMs` and no publish of
+   * this batcher in flight. One task at a time then pays no batching delay
+   * (a 1-task job's submit → done was 5 ms longer); a steady stream of
+   * results is batched as before. Measured against the rule without the
+   * quiet spell (Nagle's: at once whenever nothing is in flight), which
+   * alternated single results and batches under load: a 20,000-task job
+   * 14 % slower; and against "no other handler running", which sent nearly
+   * every result alone: 9,400 tasks/s instead of 29,000.
    */
-  readonly sendAtOnce?: () => boolean;
+  readonly sendWhenIdle?: boolean;
   /** How often the leases of a batch still being published are extended (a third of the job's ack wait). */
   readonly keepEveryMs?: (jobId: string) => number;
 }
@@ -65,6 +70,8 @@ export class ResultBatcher<S extends Settle = Settle> {
   readonly #inFlight = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   #seq = 0;
+  /** When the last result was added (for `sendWhenIdle`). */
+  #lastAddAt = Number.NEGATIVE_INFINITY;
 
   constructor(publish: PublishBatch, options: BatcherOptions<S>) {
     this.#publish = publish;
@@ -73,6 +80,9 @@ export class ResultBatcher<S extends Settle = Settle> {
 
   /** Adds one result entry (kernel/wire.ts) of the job; `settle` is told what became of it. */
   add(jobId: string, entry: string, settle: S): void {
+    const now = Date.now();
+    const quiet = now - this.#lastAddAt >= this.#options.maxDelayMs;
+    this.#lastAddAt = now;
     // Bytes, not characters: a result with non-ASCII text takes up to three bytes per character.
     const bytes = entryBytes(entry);
     let batch = this.#batches.get(jobId);
@@ -87,7 +97,11 @@ export class ResultBatcher<S extends Settle = Settle> {
     batch.entries.push(entry);
     batch.settles.push(settle);
     batch.bytes += bytes;
-    if (batch.entries.length >= this.#options.maxEntries || this.#options.sendAtOnce?.()) this.#send(jobId);
+    if (
+      batch.entries.length >= this.#options.maxEntries ||
+      (this.#options.sendWhenIdle && quiet && this.#inFlight.size === 0)
+    )
+      this.#send(jobId);
     else this.#timer ??= setTimeout(() => this.#sendAll(), this.#options.maxDelayMs);
   }
 

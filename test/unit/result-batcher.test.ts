@@ -94,23 +94,35 @@ describe("ResultBatcher", () => {
     ]);
   });
 
-  it("sends at once, with no timer, while sendAtOnce says no other result is on its way; batches again when it does not", async () => {
-    const { published, publish } = ledger();
+  it("sendWhenIdle: a result after a quiet spell goes at once; while a publish is in flight or results keep coming, they gather for maxDelayMs", async () => {
+    const { published, pending, publish } = ledger();
     const { settle } = settles();
-    let alone = true;
-    const batcher = new ResultBatcher(publish, options({ sendAtOnce: () => alone }));
+    const batcher = new ResultBatcher(publish, options({ sendWhenIdle: true }));
     batcher.add("a", "1", settle("1"));
     expect(published.map((p) => [p.body, p.at])).toEqual([["[1]", 0]]);
     expect(vi.getTimerCount()).toBe(0);
-    alone = false;
+    // [1] is on its way: these wait, as without the option.
     batcher.add("a", "2", settle("2"));
-    batcher.add("a", "3", settle("3"));
+    batcher.add("b", "3", settle("3"));
     expect(published).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(5);
-    expect(published.map((p) => [p.body, p.at])).toEqual([
-      ["[1]", 0],
-      ["[2,3]", 5],
+    expect(published.map((p) => [p.jobId, p.body, p.at])).toEqual([
+      ["a", "[1]", 0],
+      ["a", "[2]", 5],
+      ["b", "[3]", 5],
     ]);
+    // A quiet spell (nothing added for maxDelayMs) with nothing in flight: at once again.
+    for (const p of pending) p.resolve();
+    await vi.advanceTimersByTimeAsync(1);
+    batcher.add("a", "4", settle("4"));
+    expect(published.at(-1)).toMatchObject({ body: "[4]", at: 6 });
+    // Nothing in flight, but a result came 1 ms ago: a steady stream is batched.
+    for (const p of pending) p.resolve();
+    await vi.advanceTimersByTimeAsync(1);
+    batcher.add("a", "5", settle("5"));
+    expect(published).toHaveLength(4);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(published.at(-1)).toMatchObject({ body: "[5]", at: 12 });
   });
 
   it("keeps one batch per job, all sent by the same timer", async () => {
