@@ -8,11 +8,14 @@
  * consumer list, read with a manager of the test's own.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Role } from "../../src/api/permissions.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
+import { encodeRecord } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { finishedRecord } from "../harness/finished-records.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -70,4 +73,47 @@ describe("the job-record watch on NATS", () => {
       expect(await consumers()).toEqual(before);
     },
   );
+
+  it("a runtime that runs job actors does not read the records kept when it starts, and still hears of changes", async () => {
+    // 2,000 jobs that ended long ago, written raw: a watch that started with every record would
+    // have them delivered. The oracle is the server's own count of what its consumer delivered.
+    const kv = await new Kvm(nc).create("jetstate_jobs", { history: 1 });
+    const at = Date.now();
+    for (let from = 0; from < 2000; from += 500)
+      await Promise.all(
+        Array.from({ length: 500 }, (_, k) => {
+          const r = finishedRecord(from + k, at, "kept");
+          return kv.put(r.id, encodeRecord(r));
+        }),
+      );
+    const before = new Set(await consumers());
+    const rt = await createRuntime({
+      servers: server.url,
+      logger: silentLogger(),
+      roles: ["submitter", "supervisor"],
+      jobs: { cleanupIntervalMs: 0 },
+    });
+    const jsm = await jetstreamManager(nc);
+    let watch = "";
+    await waitUntil(
+      async () => {
+        watch = (await consumers()).find((name) => !before.has(name)) ?? "";
+        return watch !== "";
+      },
+      { timeoutMs: 10_000, message: "the runtime's watch consumer" },
+    );
+    // A job cancelled by another runtime still reaches this runtime's actor through the watch.
+    const job = await rt.jobs.submit({ queue: "watched-start", tasks: [1] });
+    const other = await createRuntime({ servers: server.url, logger: silentLogger(), roles: ["submitter"] });
+    await (await other.jobs.get(job.id))?.cancel("from elsewhere");
+    await expect(job.done()).resolves.toMatchObject({
+      status: "failed",
+      reason: "cancelled: from elsewhere",
+    });
+    const info = await jsm.consumers.info(recordsStream, watch);
+    // What it delivered: this job's few writes, not the 2,000 records kept.
+    expect(info.delivered.consumer_seq).toBeLessThan(20);
+    await other.stop();
+    await rt.stop();
+  });
 });

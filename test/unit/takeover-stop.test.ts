@@ -50,7 +50,7 @@ const gatedBroker = (server: MemoryServer, gated: "leases.acquire" | "getRecord"
         const value = Reflect.get(obj, key, receiver);
         if (typeof value !== "function") return value;
         return async (...args: unknown[]) => {
-          if (key === "watchRecords")
+          if (key === "watchRecordChanges")
             (args[1] as AbortSignal).addEventListener("abort", () => stopping.fire(), { once: true });
           if (`${prefix}${String(key)}` === gated && ++calls === 1) {
             asked.fire();
