@@ -27,12 +27,15 @@ export interface RecordWatch {
    * While a promise `onRecord` returned is pending, nothing more is handed
    * over; meanwhile, and while the watch reconnects, a record written several
    * times may be delivered at its latest revision only (the bucket keeps one
-   * revision per key), never skipped.
+   * revision per key), never skipped. `label` says what the watch is for,
+   * where the broker names a resource after it (NATS: its consumers are
+   * `<label>_<id>`, default `events`), so an operator can tell them apart.
    */
   watchRecordChanges(
     onRecord: (record: JobRecord) => void | Promise<void>,
     signal: AbortSignal,
     onWatching?: () => void,
+    label?: string,
   ): Promise<void>;
 }
 

@@ -171,6 +171,7 @@ export class JobRegistry implements Jobs {
           (record) => this.#onRecord(record),
           signal,
           () => this.#watchPlaced(),
+          "records",
         ),
       );
   }

@@ -95,12 +95,12 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     listRecordsPage: (query) => js.listRecordsPage(query),
     watchRecords: (onRecord, signal) =>
       superviseLoop(port, (nc, s) => watchRecords(js, nc, onRecord, s), signal, { name: "job-records", log }),
-    watchRecordChanges: (onRecord, signal, onWatching) => {
+    watchRecordChanges: (onRecord, signal, onWatching, label) => {
       // Shared by the rounds: a restarted round goes on after the last record handed over.
       const cursor: ChangeCursor = {};
       return superviseLoop(
         port,
-        (nc, s) => watchRecordChanges(js, nc, cursor, onRecord, s, log, onWatching),
+        (nc, s) => watchRecordChanges(js, nc, cursor, onRecord, s, log, onWatching, label),
         signal,
         { name: "job-record-changes", log },
       );

@@ -20,7 +20,7 @@ export interface ChangeCursor {
 const operation = "job.record.changes";
 
 /** What a reader's consumers are named on the bucket's stream (nats.js adds `_<n>`): an operator can tell them. */
-const consumerName = () => `events_${randomUUID().replaceAll("-", "")}`;
+const consumerName = (label: string) => `${label}_${randomUUID().replaceAll("-", "")}`;
 
 /**
  * One round of `watchRecordChanges` (the port's): an ordered consumer on the
@@ -42,6 +42,7 @@ export const watchRecordChanges = async (
   signal: AbortSignal,
   log: Logger,
   onWatching?: () => void,
+  label = "events",
 ): Promise<void> => {
   const { js, jsm } = await broker
     .handles(nc)
@@ -61,6 +62,7 @@ export const watchRecordChanges = async (
         signal,
         {
           log,
+          label,
           ...(onWatching ? { onWatching } : {}),
         },
       );
@@ -90,10 +92,10 @@ const readChanges = async (
   cursor: ChangeCursor,
   onRecord: (record: JobRecord) => void | Promise<void>,
   signal: AbortSignal,
-  { log, onWatching }: { log: Logger; onWatching?: () => void },
+  { log, onWatching, label }: { log: Logger; onWatching?: () => void; label: string },
 ): Promise<{ room: Promise<void> } | undefined> => {
   const consumer = await js.consumers.get(stream, {
-    name_prefix: consumerName(),
+    name_prefix: consumerName(label),
     // One subject as a string: a list needs nats-server 2.10.
     filter_subjects: `$KV.${bucket}.>`,
     deliver_policy: DeliverPolicy.StartSequence,
