@@ -1,11 +1,13 @@
+import type { Broker } from "../adapters/broker.ts";
 import { BearerTokens } from "../adapters/http/bearer-tokens.ts";
 import { createHttpApp, type JobView } from "../adapters/http/http-app.ts";
 import { openApiDocument } from "../adapters/http/openapi.ts";
 import { ReceiptSigner } from "../adapters/http/receipts.ts";
 import { TaskLeases } from "../adapters/http/task-leases.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
+import { inBatches } from "../kernel/batches.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
-import { maxCounts } from "../kernel/job-record.ts";
+import { type JobRecord, maxCounts, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
@@ -79,6 +81,28 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * });
  * serve({ fetch: api.fetch, port: 8080 }); // @hono/node-server, or any Fetch-API server
  */
+/**
+ * The jobs HTTP workers may reserve from: those holding a supervision lease
+ * (the leases bucket keeps one key per job not over), each record read once
+ * while it runs and kept until its lease goes. It was every record kept, read
+ * again every second while HTTP workers polled: with 100,000 kept, 1.4 s a
+ * listing. A record not yet committed is read again on the next listing.
+ */
+const activeJobsOf = (broker: Broker): (() => Promise<JobRecord[]>) => {
+  const known = new Map<string, JobRecord>();
+  return async () => {
+    const leased = new Set((await broker.leases.list()).map((l) => l.jobId));
+    for (const id of known.keys()) if (!leased.has(id)) known.delete(id);
+    const unread = [...leased].filter((id) => !known.has(id));
+    for (const found of await inBatches(unread, (id) => broker.getRecord(id)))
+      if (found && isRunning(found.record)) known.set(found.record.id, found.record);
+    return [...known.values()];
+  };
+};
+
+const isRunning = (record: JobRecord) =>
+  record.phase === SubmitPhase.committed && (record.status === "running" || record.status === "stalled");
+
 export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => {
   const parts = partsOf(rt);
   const { core, jobs, broker } = parts;
@@ -105,7 +129,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   const leases = new TaskLeases(
     {
       getRecord: (id) => broker.getRecord(id),
-      listRecords: () => broker.listRecords(),
+      activeJobs: activeJobsOf(broker),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
       isDeliveryOf: (ref, queue, jobId) => leasing.isDeliveryOf(ref, queue, jobId),
       fetchTasks: (queue, jobId, max) => leasing.fetchTasks(queue, jobId, max),

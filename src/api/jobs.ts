@@ -11,6 +11,7 @@ import {
 } from "../effects/plan-submit.ts";
 import { reapSubmits } from "../effects/reap-submits.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
+import { inBatches } from "../kernel/batches.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
@@ -513,11 +514,3 @@ export class JobRegistry implements Jobs {
 /** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */
 const isOver = (record: JobRecord): boolean =>
   record.phase !== SubmitPhase.submitting && isFinal(record.status);
-
-/** `read` for each item, 32 at a time: a pass over many leases is not one round trip after another. */
-const inBatches = async <T, R>(items: readonly T[], read: (item: T) => Promise<R>): Promise<R[]> => {
-  const out: R[] = [];
-  for (let from = 0; from < items.length; from += 32)
-    out.push(...(await Promise.all(items.slice(from, from + 32).map(read))));
-  return out;
-};

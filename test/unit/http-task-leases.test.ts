@@ -40,7 +40,7 @@ const fakePort = (records: JobRecord[]) => {
   let revision = 0;
   const port: LeasePort = {
     getRecord: async (id) => (byId.has(id) ? { record: byId.get(id)! } : undefined),
-    listRecords: async () => [...byId.values()],
+    activeJobs: async () => [...byId.values()],
     fetchTasks: async (_queue, jobId, max) => {
       calls.push(`fetch ${jobId} ${max}`);
       return (queues.get(jobId) ?? []).splice(0, max);

@@ -14,7 +14,12 @@ export interface LeasePort
     "isDeliveryOf" | "fetchTasks" | "settle" | "claimAnswer" | "answerOf" | "recordAnswer" | "releaseAnswer"
   > {
   getRecord(id: string): Promise<{ record: JobRecord } | undefined>;
-  listRecords(): Promise<JobRecord[]>;
+  /**
+   * The jobs that may be running: candidates, each read again before its
+   * tasks are leased. Not every record kept: what it costs must not grow
+   * with the jobs that ended.
+   */
+  activeJobs(): Promise<JobRecord[]>;
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
   /**
    * Keeps a task that died on its last delivery (payload read from the task

@@ -310,12 +310,12 @@ export class TaskLeases {
     return tasks;
   }
 
-  /** Active jobs, from a list at most `maxAgeMs` old (one KV scan shared by concurrent callers). */
+  /** Active jobs, from a list at most `maxAgeMs` old (one listing shared by concurrent callers). */
   #jobsList(maxAgeMs: number): Promise<JobRecord[]> {
     const now = this.#now();
     if (!this.#jobList || now - this.#jobList.at > maxAgeMs) {
       const records = this.#port
-        .listRecords()
+        .activeJobs()
         .then((all) =>
           all.filter(isActive).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1)),
         );
