@@ -173,10 +173,8 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
 const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
   worker: (n, queues) => ({
     publish: [
-      // Finds its queue's jobs by watching the records, and the jobs running when it starts through
-      // their supervision leases (read only: no payloads there).
+      // Finds its queue's jobs by watching the records (read only: no payloads there).
       ...kvRead(n.jobsBucket),
-      ...kvRead(n.leasesBucket),
       ...kvWrite(n.agentsBucket),
       ...streamInfo(n.resultsStream),
       ...streamInfo(n.deadStream),

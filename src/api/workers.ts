@@ -3,7 +3,6 @@ import { setMaxListeners } from "node:events";
 import type { Broker, TaskLease } from "../adapters/broker.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { inBatches } from "../kernel/batches.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -279,39 +278,8 @@ export const startWorker = <Payload, Result>(
     }
   };
 
-  // The jobs to follow: the record changes from the worker's start on, and, once that watch is in
-  // place (again, after a reconnect), the jobs running then, found through their supervision
-  // leases (one key per job not over). Not a watch of every record kept: with 100,000 kept, each
-  // worker's start read them all. While the running ones are read, a record the watch hands
-  // over is newer than the one read for the same job: the read one is then dropped.
-  const changedMeanwhile = new Map<string, number>();
-  let loading = 0;
-  const onChange = (record: JobRecord) => {
-    if (loading > 0) changedMeanwhile.set(record.id, record.updatedAt);
-    onRecord(record);
-  };
-  const loadRunning = async () => {
-    loading++;
-    try {
-      const leased = await broker.leases.list();
-      for (const found of await inBatches(leased, ({ jobId }) => broker.getRecord(jobId))) {
-        if (!found || pulling.aborted) continue;
-        const newer = changedMeanwhile.get(found.record.id);
-        if (newer === undefined || newer < found.record.updatedAt) onRecord(found.record);
-      }
-    } catch (error) {
-      log.warn({ err: error }, "running jobs not read; found as their records change");
-    } finally {
-      if (--loading === 0) changedMeanwhile.clear();
-    }
-  };
   const watched = broker
-    .watchRecordChanges(
-      onChange,
-      pulling,
-      () => core.loops.run(`worker-running:${id}`, loadRunning),
-      "worker",
-    )
+    .watchRecords(onRecord, pulling)
     .catch((error) => log.warn({ err: error }, "job watch failed"));
   core.loops.run(`worker-jobs:${id}`, () => watched);
 

@@ -433,6 +433,30 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       ]);
     });
 
+    it("watchRecords: every record now, then every change (not deletes)", async () => {
+      const a = newRecord(1, ack);
+      await broker.createRecord(a);
+      const seen: JobRecord[] = [];
+      const watching = broker.watchRecords((record) => seen.push(record), loops.signal());
+      await eventually(() => seen.some((x) => x.id === a.id));
+      await change(a.id, { status: "running" });
+      const b = newRecord(1, ack);
+      const revB = await broker.createRecord(b);
+      await broker.deleteRecord(b.id, revB);
+      const c = newRecord(1, ack);
+      await broker.createRecord(c);
+      await eventually(() => seen.some((x) => x.id === c.id));
+      const mine = seen.filter((x) => [a.id, b.id, c.id].includes(x.id)).map((x) => [x.id, x.status]);
+      expect(mine).toEqual([
+        [a.id, "queuing"],
+        [a.id, "running"],
+        [b.id, "queuing"],
+        [c.id, "queuing"],
+      ]);
+      loops.abortAll();
+      await watching;
+    });
+
     it("watchRecordChanges: only writes after onWatching, in order, not deletes; a held reader gets each key's latest", async () => {
       const before = newRecord(1, ack);
       await broker.createRecord(before);

@@ -1,5 +1,5 @@
 /**
- * The job-record watch every runtime with a job role runs (`watchRecordChanges`:
+ * The job-record watch every runtime with a job role runs (`watchRecords`:
  * one per runtime for its job actors, one per worker runtime) is a consumer
  * on the records bucket's stream. A runtime that stops must take it away: a
  * consumer left behind stays on the server until it expires, one per
@@ -115,38 +115,5 @@ describe("the job-record watch on NATS", () => {
     expect(info.delivered.consumer_seq).toBeLessThan(20);
     await other.stop();
     await rt.stop();
-  });
-
-  it("a worker started after a job began finds it through the leases, without reading the records kept", async () => {
-    // The 2,000 records kept by the test above are there; a job runs before any worker does.
-    const submitter = await createRuntime({
-      servers: server.url,
-      logger: silentLogger(),
-      roles: ["submitter", "supervisor"],
-      jobs: { cleanupIntervalMs: 0 },
-    });
-    const job = await submitter.jobs.submit({ queue: "late-worker", tasks: [1, 2, 3] });
-    const before = new Set(await consumers());
-    const rt = await createRuntime({ servers: server.url, logger: silentLogger(), roles: ["worker"] });
-    const handled: number[] = [];
-    const worker = rt.workers.start<number, number>({
-      queue: "late-worker",
-      handler: (t) => {
-        handled.push(t.payload);
-        return t.payload;
-      },
-    });
-    // The oracle: the handlers' own ledger and the record the supervisor writes.
-    await expect(job.done()).resolves.toMatchObject({ status: "succeeded", done: 3 });
-    expect(handled.sort()).toEqual([1, 2, 3]);
-    const jsm = await jetstreamManager(nc);
-    const mine = (await consumers()).filter((name) => !before.has(name) && name.startsWith("worker_"));
-    expect(mine).toHaveLength(1);
-    // What the worker's watch delivered: this job's few writes, not the 2,000 records kept.
-    const info = await jsm.consumers.info(recordsStream, mine[0] ?? "");
-    expect(info.delivered.consumer_seq).toBeLessThan(20);
-    await worker.stop();
-    await rt.stop();
-    await submitter.stop();
   });
 });

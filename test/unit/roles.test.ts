@@ -39,6 +39,7 @@ describe("roles", () => {
     expect(calls("listRecords")).toBe(0);
     expect(calls("cleanup")).toBe(0);
     expect(calls("processExhausted")).toBe(0);
+    expect(calls("watchRecords")).toBe(0);
     expect(calls("watchRecordChanges")).toBe(0);
   });
 
@@ -49,8 +50,9 @@ describe("roles", () => {
     expect(calls("leases.list")).toBeGreaterThan(1);
     expect(calls("cleanup")).toBeGreaterThan(1);
     expect(calls("processExhausted")).toBe(1);
-    // The runtime's record watch; no worker runs, so no worker's watch.
+    // The runtime's record watch (changes from its start); no worker runs, so no worker's watch.
     expect(calls("watchRecordChanges")).toBe(1);
+    expect(calls("watchRecords")).toBe(0);
   });
 
   it("admin alone reaps and cleans up; supervisor alone takes over and dead-letters", async () => {

@@ -10,7 +10,7 @@ import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { consumeTasks } from "./pull-loops.ts";
+import { consumeTasks, watchRecords } from "./pull-loops.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
@@ -93,6 +93,8 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     deleteRecord: (id, revision) => js.deleteRecord(id, revision),
     listRecords: () => js.listRecords(),
     listRecordsPage: (query) => js.listRecordsPage(query),
+    watchRecords: (onRecord, signal) =>
+      superviseLoop(port, (nc, s) => watchRecords(js, nc, onRecord, s), signal, { name: "job-records", log }),
     watchRecordChanges: (onRecord, signal, onWatching, label) => {
       // Shared by the rounds: a restarted round goes on after the last record handed over.
       const cursor: ChangeCursor = {};
