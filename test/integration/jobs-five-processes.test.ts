@@ -321,8 +321,10 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
       else kOutcome.unreported++;
     }
     // The kill left submits midway, and the reaper finished each: rolled back, or forward when its
-    // consumer existed (then it ran like any job; checked below with the others).
-    expect(orphaned.length).toBeGreaterThan(0);
+    // consumer existed (then it ran like any job; checked below with the others). Usually some
+    // (3–8 in the runs that made this test); not asserted: the submits read midway can commit
+    // before the SIGKILL lands in the other process (a CI run found 0). The reaper's own
+    // crash tests are test/integration/submit-crash.test.ts.
     for (const key of orphaned) expect(["rolledBack", "committed"], key).toContain(records.get(key)?.phase);
     // Every job the survivors submitted committed; k's: those it said committed, and maybe more.
     for (const key of [...keysOf("a"), ...keysOf("b"), ...committedBeforeKill])
