@@ -67,17 +67,7 @@ const allSections = [
  * Sections run unless `--only` names others: the cluster one starts three more servers, and the
  * plane one takes ~3 min, so they are asked for.
  */
-const defaultSections = [
-  "throughput",
-  "connections",
-  "submit",
-  "memory",
-  "small",
-  "many",
-  "list",
-  "takeover",
-  "fairness",
-];
+const defaultSections: string[] = allSections.filter((s) => s !== "cluster" && s !== "plane");
 
 const { values } = parseArgs({
   options: {

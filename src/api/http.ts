@@ -7,7 +7,7 @@ import { TaskLeases } from "../adapters/http/task-leases.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
-import { type JobRecord, maxCounts, SubmitPhase } from "../kernel/job-record.ts";
+import { isRunning, type JobRecord, maxCounts } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
@@ -99,9 +99,6 @@ const activeJobsOf = (broker: Broker): (() => Promise<JobRecord[]>) => {
     return [...known.values()];
   };
 };
-
-const isRunning = (record: JobRecord) =>
-  record.phase === SubmitPhase.committed && (record.status === "running" || record.status === "stalled");
 
 export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => {
   const parts = partsOf(rt);

@@ -3,7 +3,7 @@ import { setMaxListeners } from "node:events";
 import type { Broker, TaskLease } from "../adapters/broker.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { isRunning, type JobRecord } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import { FairSlots } from "../kernel/slots.ts";
@@ -264,8 +264,7 @@ export const startWorker = <Payload, Result>(
 
   const onRecord = (record: JobRecord) => {
     if (record.queue !== queueName) return;
-    const active =
-      record.phase === SubmitPhase.committed && (record.status === "running" || record.status === "stalled");
+    const active = isRunning(record);
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
     if (!active && job) {

@@ -105,6 +105,11 @@ export interface JobRecordV1 {
 
 export type JobRecord = JobRecordV1;
 
+/** Committed and not over: a job workers follow and HTTP workers reserve from. */
+export const isRunning = (record: JobRecord): boolean =>
+  record.phase === SubmitPhase.committed &&
+  (record.status === JobStatus.running || record.status === JobStatus.stalled);
+
 export const encodeRecord = (record: JobRecord): string => JSON.stringify(record);
 
 const Count = Schema.Number;

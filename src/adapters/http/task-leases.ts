@@ -1,4 +1,4 @@
-import { isFinal, type JobRecord, SubmitPhase } from "../../kernel/job-record.ts";
+import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
@@ -44,9 +44,6 @@ const leaseMargin = (ackWaitMs: number) => Math.min(2000, Math.ceil(ackWaitMs / 
 const leaseEnd = (startedAt: number, ackWaitMs: number) =>
   startedAt + Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);
 
-const isActive = (record: JobRecord) =>
-  record.phase === SubmitPhase.committed && (record.status === "running" || record.status === "stalled");
-
 /** A reserved task with what this instance keeps of its lease. */
 type Leased = ReservedTask & { readonly ref: string; readonly until: number };
 
@@ -80,13 +77,13 @@ export class TaskLeases {
   /** Up to `max` tasks of the job, at once; none if nothing is ready. 404 unknown job (or not the caller's), 410 finished. */
   async reserve(jobId: string, max: number, caller: Caller, signal?: AbortSignal): Promise<ReservedTask[]> {
     const record = await this.#openRecord(jobId, caller);
-    if (!isActive(record)) return [];
+    if (!isRunning(record)) return [];
     return this.#withSlots(caller, max, (slots) => this.#lease(record, slots, caller, signal));
   }
 
   /** Up to `max` tasks from the queue's active jobs, starting with a different job each call (round robin). */
   async reserveFromQueue(queue: string, max: number, caller: Caller, signal?: AbortSignal) {
-    const ofQueue = (records: JobRecord[]) => records.filter((r) => r.queue === queue && isActive(r));
+    const ofQueue = (records: JobRecord[]) => records.filter((r) => r.queue === queue && isRunning(r));
     let candidates = ofQueue(await this.#jobsList(this.#jobListTtlMs));
     // Nothing known for this queue: look again sooner, a job may have just been submitted.
     if (candidates.length === 0)
@@ -101,7 +98,7 @@ export class TaskLeases {
         if (tasks.length >= slots || signal?.aborted) break;
         // The list may be a second old: re-read the record, a finished job's consumer is gone.
         const fresh = await this.#port.getRecord(candidate.id);
-        if (!fresh || !isActive(fresh.record)) continue;
+        if (!fresh || !isRunning(fresh.record)) continue;
         tasks.push(...(await this.#lease(fresh.record, slots - tasks.length, caller, signal)));
       }
       return tasks;
@@ -317,7 +314,7 @@ export class TaskLeases {
       const records = this.#port
         .activeJobs()
         .then((all) =>
-          all.filter(isActive).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1)),
+          all.filter(isRunning).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1)),
         );
       // Callers see the failure through the promise returned; here it only drops the cached list.
       records.catch(() => {
