@@ -23,18 +23,32 @@ export const persistAndLog = (
   const leases = broker.leases;
   let last: JobStatus | undefined;
   let timer: unknown;
+  /** When progress was last written (the record's `updatedAt`). */
+  let writtenAt = Number.NEGATIVE_INFINITY;
   const write = () => {
     timer = undefined;
     const s = snapshotOf(actor);
     // While queuing the submitter owns the record: its commit is a compare-and-set of its own.
     if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id, clock.now())) return;
+    writtenAt = clock.now();
+    const at = writtenAt;
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
     // (the runtime is stopping: the next supervisor writes progress).
     loops.run(`job-progress:${s.id}`, () =>
-      recordProgress(broker, s.id, s.status, s, clock.now()).catch((error) =>
+      recordProgress(broker, s.id, s.status, s, at).catch((error) =>
         log.warn({ err: error }, "progress not recorded; the next write, or the end, carries it"),
       ),
     );
+  };
+  /**
+   * The timer's write, once a second has passed on the clock the record is stamped with: a
+   * timer may fire a millisecond before that clock says so (progress events 999 ms apart
+   * were seen in test/integration/job-events.both.test.ts).
+   */
+  const writeWhenDue = () => {
+    const wait = writtenAt + 1000 - clock.now();
+    if (wait > 0) timer = clock.setTimeout(writeWhenDue, wait);
+    else write();
   };
   actor.subscribe({
     next: (snapshot) => {
@@ -61,7 +75,7 @@ export const persistAndLog = (
           write();
         }
       } else if (!timer && !isFinal(s.status) && snapshot.status === "active") {
-        timer = clock.setTimeout(write, 1000);
+        timer = clock.setTimeout(writeWhenDue, 1000);
       }
       // The end is written by finalize; a pending progress write has nothing left to say.
       if (isFinal(s.status)) cancelTimer();
