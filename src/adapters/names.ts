@@ -18,6 +18,13 @@ export const brokerNames = (prefix: string) => ({
   tasksStreamPrefix: `${prefix}_tasks_`,
   tasksStreamSubjects: (queue: string) => [`${prefix}.tasks.${queue}.>`],
   tasksSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.${jobId}`,
+  /**
+   * A lane job's task: one token more than a job's own subject, so the
+   * lane's filter (`laneFilter`) never overlaps a job consumer's (a job id is
+   * one token, and never `lane`: ids start with `j` or `k`).
+   */
+  laneSubject: (queue: string, jobId: string) => `${prefix}.tasks.${queue}.lane.${jobId}`,
+  laneFilter: (queue: string) => `${prefix}.tasks.${queue}.lane.>`,
   resultsStream: `${prefix}_results`,
   resultsSubject: (queue: string, jobId: string) => `${prefix}.results.${queue}.${jobId}`,
   jobsBucket: `${prefix}_jobs`,
@@ -38,6 +45,13 @@ export const brokerNames = (prefix: string) => ({
   answersBucket: `${prefix}_answers`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
+
+/** The durable consumer on each queue's tasks stream that serves every lane job of the queue. */
+export const laneConsumer = "lane";
+
+/** Where a job's tasks are published: its own subject, or the queue's lane. */
+export const taskSubjectOf = (names: BrokerNames, job: { queue: string; id: string; lane?: true }): string =>
+  job.lane ? names.laneSubject(job.queue, job.id) : names.tasksSubject(job.queue, job.id);
 
 /** The queue a stream belongs to, from its name (`<namePrefix><queue>`); undefined for any other stream. */
 export const queueOfStream = (streamName: string, namePrefix: string): string | undefined =>

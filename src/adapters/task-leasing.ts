@@ -1,9 +1,13 @@
+import type { JobTasksRef } from "../kernel/job-record.ts";
+
 /**
  * One delivery of a task leased by reference (the HTTP pull API): `ref`
  * names the delivery, so any process on the same broker can settle it.
  */
 export interface LeasedTask {
   readonly ref: string;
+  /** The job whose task this is (a lane's deliveries are of many jobs). */
+  readonly jobId: string;
   /** The task message: `{"i":<index>,"p":<payload>}`. */
   readonly body: string;
   readonly deliveryCount: number;
@@ -37,10 +41,16 @@ export type AnswerClaim =
  * replayed there.
  */
 export interface TaskLeasing {
-  /** True if `ref` names a delivery of this job's tasks (on its queue). */
-  isDeliveryOf(ref: string, queue: string, jobId: string): boolean;
+  /**
+   * True if `ref` names a delivery of this job's tasks (on its queue); for a
+   * lane job, a delivery of its queue's lane (which job's it is, the signed
+   * receipt says).
+   */
+  isDeliveryOf(ref: string, job: JobTasksRef): boolean;
   /** Up to `max` of the job's tasks, leased at once; none if nothing is ready (never waits for one). */
   fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]>;
+  /** Up to `max` tasks of the queue's lane jobs, as `fetchTasks`; each names its job. */
+  fetchLane(queue: string, max: number): Promise<LeasedTask[]>;
   /** Acks, terms, naks or extends deliveries by reference; once this resolves the broker has them. */
   settle(settles: readonly LeaseSettle[]): Promise<void>;
   /** The payload of the task a delivery carries (the reference says where the task is stored). */

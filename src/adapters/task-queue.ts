@@ -1,12 +1,22 @@
-import type { JobRecord, JobSettings } from "../kernel/job-record.ts";
+import type { JobRecord, JobSettings, JobTasksRef } from "../kernel/job-record.ts";
 
-/** A job's tasks on the broker: published at submit, then one consumer per job (the commit point). */
+/**
+ * A job's tasks on the broker: published at submit, then one consumer per
+ * job (the commit point); a lane job's one task goes to its queue's lane
+ * instead, and its publish is the commit point.
+ */
 export interface TaskSetup {
+  /** On the job's own subject, or on the queue's lane for a lane job (`record.lane`). */
   publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void>;
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void>;
-  consumerExists(queue: string, jobId: string): Promise<boolean>;
-  /** Purges the job's tasks left and deletes its consumer. */
-  removeTasks(queue: string, jobId: string): Promise<void>;
+  /**
+   * The commit point's witness: the job's consumer exists; for a lane job,
+   * its task or a result of it is stored (a worker stores the result before
+   * it acks, so one of the two is there once the task was published).
+   */
+  tasksCommitted(job: JobTasksRef): Promise<boolean>;
+  /** Purges the job's tasks left and deletes its consumer (a lane job has none). */
+  removeTasks(job: JobTasksRef): Promise<void>;
   /** Tells workers of the queue that a job is there to pull. */
   announceCreated(queue: string, jobId: string): Promise<void>;
 }
@@ -27,6 +37,11 @@ export interface TaskLease {
   working(): void;
 }
 
+/** A delivery from a queue's lane: the lane serves many jobs, each message names its own. */
+export interface LaneLease extends TaskLease {
+  readonly jobId: string;
+}
+
 /** The workers' side of a job's tasks: deliveries and what is still waiting. */
 export interface TaskDelivery {
   /**
@@ -42,9 +57,22 @@ export interface TaskDelivery {
     signal: AbortSignal,
   ): Promise<"gone" | "stopped">;
 
-  /** Tasks waiting and tasks held by workers (leased, not answered); undefined when the consumer is gone. */
-  consumerCounts(
+  /**
+   * Delivers the tasks of the queue's lane jobs to `onTask`, as
+   * `consumeTasks` does a job's, until `signal` aborts. The lane delivers
+   * without a limit: whoever takes a delivery past its job's `maxDeliver`
+   * dead-letters it instead of running it.
+   */
+  consumeLane(
     queue: string,
-    jobId: string,
-  ): Promise<{ waiting: number; held: number; redelivered: number } | undefined>;
+    maxMessages: number,
+    onTask: (lease: LaneLease) => void | Promise<void>,
+    signal: AbortSignal,
+  ): Promise<"stopped">;
+
+  /**
+   * Tasks waiting and tasks held by workers (leased, not answered); undefined
+   * when the consumer is gone, and for a lane job (the lane's counts are every lane job's).
+   */
+  consumerCounts(job: JobTasksRef): Promise<{ waiting: number; held: number; redelivered: number } | undefined>;
 }

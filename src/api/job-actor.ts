@@ -150,7 +150,7 @@ export const startJobActor = (
   const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
   const checkLost = (): Promise<void> | undefined => {
     if (snapshotOf(actor).status !== "stalled" || !leases.holds(jobId, clock.now())) return undefined;
-    return lostReason(broker, record.queue, jobId)
+    return lostReason(broker, record)
       .then(async (reason) => {
         if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
         log.error({ reason }, "job's tasks are lost; the job fails");
@@ -161,7 +161,7 @@ export const startJobActor = (
   };
   const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
-  const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops);
+  const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops, record);
   actor.subscribe({
     complete: () => {
       stopRenewing();

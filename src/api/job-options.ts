@@ -33,6 +33,15 @@ export interface JobRuntimeOptions {
    * @defaultValue 600000 (10 min)
    */
   readonly cleanupIntervalMs?: number;
+  /**
+   * Put each job of one task (with the default 30 s ack wait) on its queue's
+   * lane: one consumer per queue serves them all, so a small job costs no
+   * consumer of its own. Off: every job gets its own consumer, as before the
+   * lane. HTTP workers take lane jobs' tasks from the queue
+   * (`POST /queues/{queue}/tasks/reserve`).
+   * @defaultValue false
+   */
+  readonly lane?: boolean;
 }
 
 /** `jobs`: each field's default is the one its documentation states. */
@@ -43,4 +52,5 @@ export const JobsShape = Schema.Struct({
   reapGraceMs: withDefault(TimerMsOrZero, 10_000),
   retentionMs: withDefault(number(1, Number.MAX_SAFE_INTEGER), 7 * 24 * 3600_000),
   cleanupIntervalMs: withDefault(TimerMsOrZero, 600_000),
+  lane: withDefault(Schema.Boolean, false),
 } satisfies Record<keyof JobRuntimeOptions, Schema.Top>);

@@ -3,7 +3,7 @@ import type { Broker } from "../adapters/broker.ts";
 import { recordProgress } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import type { Clock } from "../kernel/clock.ts";
-import { isFinal, type JobStatus } from "../kernel/job-record.ts";
+import { isFinal, type JobStatus, type JobTasksRef } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
@@ -19,6 +19,7 @@ export const persistAndLog = (
   actor: Actor<JobMachine>,
   log: Logger,
   loops: Pick<LoopGroup, "run">,
+  tasks: JobTasksRef,
 ): (() => void) => {
   const leases = broker.leases;
   let last: JobStatus | undefined;
@@ -68,7 +69,7 @@ export const persistAndLog = (
         );
         // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
         if (s.status === "stalled")
-          loops.run(`job-stall-log:${s.id}`, () => logStall(broker, s, clock.now(), log));
+          loops.run(`job-stall-log:${s.id}`, () => logStall(broker, tasks, s, clock.now(), log));
         last = s.status;
         if (s.status !== "queuing" && !isFinal(s.status)) {
           cancelTimer(); // written now: a pending write would only repeat it
@@ -99,8 +100,8 @@ export const persistAndLog = (
  * again, so a stopped worker's released tasks would read as held. Held is
  * therefore what is left beyond the pending ones, at most `num_ack_pending`.
  */
-const logStall = async (broker: Broker, s: JobSnapshot, now: number, log: Logger) => {
-  const counts = await broker.consumerCounts(s.queue, s.id).catch((error: unknown) => {
+const logStall = async (broker: Broker, tasks: JobTasksRef, s: JobSnapshot, now: number, log: Logger) => {
+  const counts = await broker.consumerCounts(tasks).catch((error: unknown) => {
     log.debug({ err: error }, "consumer counts not read; the stall is logged without them");
     return undefined;
   });

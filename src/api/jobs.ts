@@ -203,7 +203,7 @@ export class JobRegistry implements Jobs {
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.submit()");
     const maxPayload = await this.#broker.maxPayload();
-    const plan = await planSubmit(request, maxPayload, this.#core.clock.now());
+    const plan = await planSubmit(request, maxPayload, this.#core.clock.now(), this.#core.options.jobs.lane);
     // A key reused for another request is refused before any actor starts (the submit
     // itself checks again, for a race between two submits of the key).
     const key = plan.record.idempotencyKey;
@@ -307,8 +307,8 @@ export class JobRegistry implements Jobs {
     }
     const nonce = randomUUID().slice(0, 8);
     // Consumer, marker and tasks first, the record last: workers follow a job once its
-    // record says running, and must then find its consumer.
-    await this.#broker.createConsumer(record.queue, id, record.settings);
+    // record says running, and must then find its consumer (a lane job's is its queue's lane).
+    if (!record.lane) await this.#broker.createConsumer(record.queue, id, record.settings);
     // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
     await this.#broker.publishResults(
       record.queue,

@@ -104,7 +104,7 @@ const cancelJobEffect = (
       };
     });
     if (stored && stored.phase === SubmitPhase.committed)
-      yield* fromPort(() => port.removeTasks(stored.queue, id));
+      yield* fromPort(() => port.removeTasks(stored));
     return stored;
   });
 
@@ -140,7 +140,8 @@ const finalizeJobEffect = (
         finishedAt: now(),
       };
     });
-    yield* fromPort(() => port.removeTasks(input.queue, input.jobId));
+    // The stored record says where the tasks are (a lane job's are on its queue's lane).
+    yield* fromPort(() => port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }));
     return stored;
   });
 

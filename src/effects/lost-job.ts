@@ -1,7 +1,14 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { JobRecords } from "../adapters/job-records.ts";
-import { isFinal, type JobCounts, type JobRecord, maxCounts, SubmitPhase } from "../kernel/job-record.ts";
+import {
+  isFinal,
+  type JobCounts,
+  type JobRecord,
+  type JobTasksRef,
+  maxCounts,
+  SubmitPhase,
+} from "../kernel/job-record.ts";
 import { updateRecordWithEffect } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
 
@@ -12,14 +19,10 @@ import { fromPort, type PortFailure } from "./port-call.ts";
  * record before the consumer is deleted, so a running job has a consumer).
  * Undefined while the consumer exists, or when the record says it ended.
  */
-const lostReasonEffect = (
-  broker: JobPort,
-  queue: string,
-  jobId: string,
-): Effect.Effect<string | undefined, PortFailure> =>
+const lostReasonEffect = (broker: JobPort, job: JobTasksRef): Effect.Effect<string | undefined, PortFailure> =>
   Effect.gen(function* () {
-    if (yield* fromPort(() => broker.consumerExists(queue, jobId))) return undefined;
-    const found = yield* fromPort(() => broker.getRecord(jobId));
+    if (yield* fromPort(() => broker.tasksCommitted(job))) return undefined;
+    const found = yield* fromPort(() => broker.getRecord(job.id));
     if (found === undefined)
       return "tasks lost: the server's store was reset (the job's record and consumer are gone)";
     if (found.record.status === "running" || found.record.status === "stalled")
@@ -27,8 +30,8 @@ const lostReasonEffect = (
     return undefined;
   });
 
-export const lostReason = (broker: JobPort, queue: string, jobId: string): Promise<string | undefined> =>
-  Effect.runPromise(lostReasonEffect(broker, queue, jobId));
+export const lostReason = (broker: JobPort, job: JobTasksRef): Promise<string | undefined> =>
+  Effect.runPromise(lostReasonEffect(broker, job));
 
 /**
  * Writes the lost job's end: onto its record, or, when the record went with

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { deadLetterRoomBytes } from "../kernel/dead-letter.ts";
 import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
-import { type JobRecord, type JobSettings, SubmitPhase } from "../kernel/job-record.ts";
+import { fitsLane, type JobRecord, type JobSettings, SubmitPhase } from "../kernel/job-record.ts";
 import { type Queue, validateWith } from "../kernel/queue.ts";
 import {
   check,
@@ -167,6 +167,7 @@ export const planSubmit = async <Task, Result>(
   request: SubmitRequest<Task, Result>,
   maxPayload: number,
   now: number,
+  lane = false,
 ): Promise<SubmitPlan> => {
   if (typeof request !== "object" || request === null) return bad("request", "must be an object");
   rejectUnknownKeys(request, requestKeys, "");
@@ -226,6 +227,7 @@ export const planSubmit = async <Task, Result>(
     updatedAt: now,
     // Generous for big jobs: ~20k tasks/s publish plus a fixed margin.
     commitDeadline: now + 30_000 + Math.ceil(tasks.length / 5),
+    ...(lane && fitsLane(tasks.length, settings) ? { lane: true } : {}),
   };
   return { record, bodies };
 };

@@ -7,7 +7,7 @@ import { rollBackEffect } from "./submit-job.ts";
 export interface ReapReport {
   /** Submits that died before their commit point: tasks purged, record failed. */
   readonly rolledBack: readonly string[];
-  /** Submits that died after the consumer existed: the commit stands, the record says running. */
+  /** Submits that died after their commit point: the commit stands, the record says running. */
   readonly rolledForward: readonly string[];
 }
 
@@ -29,8 +29,8 @@ const rollForward = (port: JobPort, record: JobRecord, now: () => number) =>
 
 /**
  * Finishes the submits that did not finish themselves. The consumer is the
- * commit point: a submit whose consumer exists is rolled forward, any other
- * is rolled back. It only touches records whose commit deadline passed by
+ * commit point (a lane job's: its task, or a result of it, stored): a submit
+ * past it is rolled forward, any other is rolled back. It only touches records whose commit deadline passed by
  * `graceMs`, and a submitter checks that deadline before it commits, so the
  * two never undo each other's work.
  */
@@ -45,7 +45,7 @@ const reapSubmitsEffect = (
     const rolledForward: string[] = [];
     for (const record of records ?? (yield* fromPort(() => port.listRecords()))) {
       if (record.phase !== SubmitPhase.submitting || now() < record.commitDeadline + graceMs) continue;
-      if (yield* fromPort(() => port.consumerExists(record.queue, record.id))) {
+      if (yield* fromPort(() => port.tasksCommitted(record))) {
         if (yield* rollForward(port, record, now)) rolledForward.push(record.id);
       } else {
         yield* rollBackEffect(

@@ -4,7 +4,7 @@ import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 
-/** The steps of a submit, in order; tests inject a crash after each one. */
+/** The steps of a submit, in order; tests inject a crash after each one (a lane job has no consumer step). */
 export const SubmitStep = {
   recordCreated: "recordCreated",
   tasksPublished: "tasksPublished",
@@ -44,8 +44,11 @@ const afterStep = (hooks: SubmitHooks | undefined, step: SubmitStep) =>
  * Atomic submit. Record first (CAS create: the idempotency key is the key),
  * then the tasks (message id `<jobId>.<submitId>.<n>`, so a retry cannot duplicate),
  * then the job's consumer: that is the commit point. Before it no worker can
- * see a task. A submit that fails is rolled back here; one that dies is
- * rolled back by the reaper once its commit deadline has passed.
+ * see a task. A lane job's one task is its commit point (one message is
+ * stored whole or not at all); a worker that takes it before the record says
+ * committed runs it all the same. A submit that fails is rolled back here;
+ * one that dies is rolled back (or, once committed, forward) by the reaper
+ * once its commit deadline has passed.
  */
 const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<SubmitOutcome, PortFailure> =>
   Effect.gen(function* () {
@@ -61,8 +64,11 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
           new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`),
         );
       }
-      yield* fromPort(() => port.createConsumer(record.queue, record.id, record.settings));
-      yield* afterStep(hooks, SubmitStep.consumerCreated);
+      // A lane job's publish was its commit point: the queue's lane consumer serves it.
+      if (!record.lane) {
+        yield* fromPort(() => port.createConsumer(record.queue, record.id, record.settings));
+        yield* afterStep(hooks, SubmitStep.consumerCreated);
+      }
       const committed: JobRecord = {
         ...record,
         phase: SubmitPhase.committed,
@@ -167,7 +173,7 @@ export const rollBackEffect = (
   now: () => number,
 ): Effect.Effect<void, PortFailure> =>
   Effect.gen(function* () {
-    yield* fromPort(() => port.removeTasks(record.queue, record.id));
+    yield* fromPort(() => port.removeTasks(record));
     yield* markRolledBack(port, record, reason, now).pipe(
       Effect.retry({ times: 4, while: isConflict }),
       Effect.catchTag("RevisionConflict", () => Effect.void),

@@ -101,9 +101,25 @@ export interface JobRecordV1 {
   readonly commitDeadline: number;
   readonly finishedAt?: number;
   readonly reason?: string;
+  /**
+   * The job's one task is on its queue's lane (one consumer serves every
+   * such job; the task's publish is the commit point) instead of a consumer
+   * of its own. Absent: a consumer of its own, as every job before the lane.
+   */
+  readonly lane?: true;
 }
 
 export type JobRecord = JobRecordV1;
+
+/** Where a job's tasks are: its queue, its id, and whether it is on the queue's lane. */
+export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane">;
+
+/** Only jobs of one task, with the lane's ack wait, go on the lane: its consumer has one ack wait for all. */
+export const laneAckWaitMs = 30_000;
+
+/** Whether a job of these tasks and settings goes on its queue's lane. */
+export const fitsLane = (total: number, settings: JobSettings): boolean =>
+  total === 1 && settings.ackWaitMs === laneAckWaitMs;
 
 /** Committed and not over: a job workers follow and HTTP workers reserve from. */
 export const isRunning = (record: JobRecord): boolean =>
@@ -139,6 +155,7 @@ const JobRecordShape = Schema.Struct({
   commitDeadline: Schema.Number,
   finishedAt: Schema.optionalKey(Schema.Number),
   reason: Schema.optionalKey(Schema.String),
+  lane: Schema.optionalKey(Schema.Literal(true)),
 } satisfies Record<keyof JobRecordV1, Schema.Top>);
 
 /**
