@@ -166,6 +166,8 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
     ...streamInfo(n.tasksStream(q)),
     ...manageConsumers(n.tasksStream(q)),
     `$JS.API.STREAM.PURGE.${n.tasksStream(q)}`,
+    // Whether a lane job's task is stored (its commit point's witness).
+    `$JS.API.STREAM.MSG.GET.${n.tasksStream(q)}`,
     ...streamInfo(n.advisoriesStream(q)),
   ]),
 ];
@@ -197,6 +199,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         ...streamCreate(n.advisoriesStream(q)),
         ...manageConsumers(n.advisoriesStream(q)),
         n.tasksSubject(q, "*"),
+        n.laneSubject(q, "*"),
         n.jobCreatedSubject(q),
       ]),
     ],

@@ -1,14 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { Broker, TaskLease } from "../adapters/broker.ts";
+import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { isRunning, type JobRecord } from "../kernel/job-record.ts";
+import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
-import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
+import { decodeTask, encodeDone, encodeFailed, encodeProgress } from "../kernel/wire.ts";
 import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
@@ -16,10 +17,18 @@ import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } fr
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
 
 /**
+ * A job whose tasks a worker takes: running, or a lane job whose submit has
+ * not marked it committed yet (its task's publish was the commit point).
+ */
+const followable = (record: JobRecord): boolean =>
+  isRunning(record) ||
+  (record.lane === true && record.phase === SubmitPhase.submitting && !isFinal(record.status));
+
+/**
  * A worker pool on one queue: pulls from the consumers of the queue's active
- * jobs (round robin, via a FIFO of slots), runs the handler, stores results
- * in batches and acks after they are stored (effects/answer-task.ts, the
- * answer path it shares with the HTTP API).
+ * jobs and from the queue's lane (round robin, via a FIFO of slots), runs the
+ * handler, stores results in batches and acks after they are stored
+ * (effects/answer-task.ts, the answer path it shares with the HTTP API).
  */
 export const startWorker = <Payload, Result>(
   core: Pick<RuntimeCore, "logger" | "stopping" | "loops">,
@@ -119,10 +128,18 @@ export const startWorker = <Payload, Result>(
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
     let payload: Payload | undefined;
     let answer: HandlerAnswer;
+    /** Why a lane delivery past its job's maxDeliver is dead without running (undefined: it runs). */
+    let exhausted: string | undefined;
     try {
       const body = decodeTask(msg.body);
       task.index = body.index;
       payload = body.payload as Payload;
+      if (job.record.lane && attempt > job.record.settings.maxDeliver) {
+        // The lane delivers without a limit: this delivery is what the exhausted-task advisory
+        // is for a job's own consumer. The task is dead, its payload kept in its dead letter.
+        exhausted = `no answer after ${attempt - 1} deliveries (worker died or its lease ran out)`;
+        throw new Error(exhausted);
+      }
       if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
       const result = await settings.handler(
         { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
@@ -157,21 +174,23 @@ export const startWorker = <Payload, Result>(
     }
     const failure = answer.ok ? undefined : answer.error;
     const plan: AnswerPlan =
-      task.index < 0
-        ? {
-            outcome: {
-              kind: "term",
-              error: `unreadable task message: ${failure instanceof Error ? failure.message : String(failure)}`,
-            },
-            entry: undefined,
-          }
-        : planAnswer(task.index, answer, {
-            attempt,
-            maxDeliver: job.record.settings.maxDeliver,
-            backoffMs: job.record.settings.backoffMs,
-            maxBatchBytes: maxBytes,
-            ...outcomeOptions,
-          });
+      exhausted !== undefined
+        ? { outcome: { kind: "dead", error: exhausted }, entry: encodeFailed(task.index, exhausted, true) }
+        : task.index < 0
+          ? {
+              outcome: {
+                kind: "term",
+                error: `unreadable task message: ${failure instanceof Error ? failure.message : String(failure)}`,
+              },
+              entry: undefined,
+            }
+          : planAnswer(task.index, answer, {
+              attempt,
+              maxDeliver: job.record.settings.maxDeliver,
+              backoffMs: job.record.settings.backoffMs,
+              maxBatchBytes: maxBytes,
+              ...outcomeOptions,
+            });
     if (!running.settle(task)) return running.lateAnswer(task);
     try {
       await finish(task, plan, payload, failure, target);
@@ -240,9 +259,11 @@ export const startWorker = <Payload, Result>(
     );
   };
 
-  const follow = (record: JobRecord) => {
+  const follow = (record: JobRecord): ActiveJob => {
     const job: ActiveJob = { record, ended: new AbortController(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
+    // Its task comes through the queue's lane loop.
+    if (record.lane) return job;
     log.info({ jobId: record.id }, "pulling tasks of job");
     const pulled = payloadKnown
       .then(() =>
@@ -260,11 +281,45 @@ export const startWorker = <Payload, Result>(
       });
     // One of the runtime's loops: rt.stop() waits for it (it ends once `pulling` aborts).
     core.loops.run(`tasks:${record.id}`, () => pulled);
+    return job;
+  };
+
+  /**
+   * The job a lane delivery is of: known from the record watch, or read now
+   * (the task can arrive before the watch shows its record). A task of a job
+   * that is over, rolled back or has no record never runs: it is removed. A
+   * record that cannot be read now: the task goes back, to come again.
+   */
+  const laneJobOf = async (lease: LaneLease): Promise<ActiveJob | undefined> => {
+    const known = jobs.get(lease.jobId);
+    if (known) return known;
+    let record: JobRecord | undefined;
+    try {
+      record = (await broker.getRecord(lease.jobId))?.record;
+    } catch (error) {
+      log.debug({ err: error, jobId: lease.jobId }, "lane task's job not read; the task goes back");
+      release(lease, 1000);
+      return undefined;
+    }
+    const followed = jobs.get(lease.jobId);
+    if (followed) return followed;
+    if (record?.queue === queueName && followable(record)) return follow(record);
+    log.info(
+      { jobId: lease.jobId, status: record?.status },
+      "lane task of a job that is not running; removed",
+    );
+    lease.term();
+    return undefined;
+  };
+
+  const onLaneTask = async (lease: LaneLease) => {
+    const job = await laneJobOf(lease);
+    if (job) await onTask(lease, job);
   };
 
   const onRecord = (record: JobRecord) => {
     if (record.queue !== queueName) return;
-    const active = isRunning(record);
+    const active = followable(record);
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
     if (!active && job) {
@@ -281,6 +336,10 @@ export const startWorker = <Payload, Result>(
     .watchRecords(onRecord, pulling)
     .catch((error) => log.warn({ err: error }, "job watch failed"));
   core.loops.run(`worker-jobs:${id}`, () => watched);
+  const laned = payloadKnown
+    .then(() => broker.consumeLane(queueName, Math.min(concurrency, 256), onLaneTask, pulling))
+    .catch((error) => log.warn({ err: error }, "pulling the queue's lane failed"));
+  core.loops.run(`worker-lane:${id}`, () => laned);
 
   let stopped: Promise<void> | undefined;
   return {

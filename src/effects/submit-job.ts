@@ -79,7 +79,8 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       yield* afterStep(hooks, SubmitStep.recordCommitted);
       // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
       // job is committed either way, and every watcher finds it in the records bucket too.
-      yield* fromPort(() => port.announceCreated(record.queue, record.id)).pipe(Effect.ignore);
+      if (!record.lane)
+        yield* fromPort(() => port.announceCreated(record.queue, record.id)).pipe(Effect.ignore);
       return { kind: "committed", record: committed } as const;
     });
     return yield* commit.pipe(

@@ -12,11 +12,17 @@ import {
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
-import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
+import {
+  decodeRecord,
+  encodeRecord,
+  type JobRecord,
+  type JobSettings,
+  type JobTasksRef,
+} from "../../kernel/job-record.ts";
 import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import { childLogger } from "../../kernel/logger.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
-import { type BrokerNames, brokerNames } from "../names.ts";
+import { type BrokerNames, brokerNames, taskSubjectOf } from "../names.ts";
 import { ClientSetups } from "./client-setups.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
@@ -206,24 +212,27 @@ export class NatsJobBroker {
    * Publishes the job's tasks, pipelined, each with message id
    * `<jobId>.<submitId>.<n>`: a retried batch (after a timeout whose outcome
    * is unknown) cannot duplicate a task. Invisible to workers until the
-   * consumer exists.
+   * consumer exists; a lane job's task is visible at once (its lane consumer
+   * is set up first: the publish is the job's commit point).
    */
   publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
-    const subject = this.names.tasksSubject(record.queue, record.id);
+    const subject = taskSubjectOf(this.names, record);
     const idPrefix = `${record.id}.${record.submitId}`;
     return this.#runOnQueue(
       "job.tasks.publish",
       record.queue,
       // Not js.publish() per task: its per-request machinery was most of a submit's CPU.
-      (_h, nc) =>
-        publishPipelined(nc, {
+      async ({ jsm }, nc) => {
+        if (record.lane) await this.queues.ensureLane(nc, jsm, record.queue);
+        await publishPipelined(nc, {
           subject,
           bodies,
           msgId: (n) => `${idPrefix}.${n}`,
           window: 256,
           ackTimeoutMs: 5000, // js.publish()'s default timeout
           signal,
-        }),
+        });
+      },
       { timeoutMs: Math.max(30_000, bodies.length * 2), signal },
     );
   }
@@ -248,12 +257,13 @@ export class NatsJobBroker {
    * stall log. A queue whose stream is missing has no consumer: nothing is set up.
    */
   consumerCounts(
-    queue: string,
-    jobId: string,
+    job: JobTasksRef,
   ): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
+    // The lane's counts are every lane job's of the queue: none of them is this job's.
+    if (job.lane) return Promise.resolve(undefined);
     return this.#run("job.consumer.counts", async ({ jsm }) => {
       try {
-        const info = await jsm.consumers.info(this.names.tasksStream(queue), jobId);
+        const info = await jsm.consumers.info(this.names.tasksStream(job.queue), job.id);
         return { waiting: info.num_pending, held: info.num_ack_pending, redelivered: info.num_redelivered };
       } catch (error) {
         if (isNotFound(error)) return undefined;
@@ -262,33 +272,45 @@ export class NatsJobBroker {
     });
   }
 
-  /** The commit point's witness (the reaper); a queue whose stream is missing has no consumer. */
-  consumerExists(queue: string, jobId: string): Promise<boolean> {
-    return this.#run("job.consumer.info", async ({ jsm }) => {
-      try {
-        await jsm.consumers.info(this.names.tasksStream(queue), jobId);
-        return true;
-      } catch (error) {
-        if (isNotFound(error)) return false;
-        throw error;
-      }
+  /**
+   * The commit point's witness (the reaper, the lost-task check): the job's
+   * consumer; for a lane job, its task or a result of it stored (a worker
+   * stores the result before it acks). A queue whose stream is missing has neither.
+   */
+  tasksCommitted(job: JobTasksRef): Promise<boolean> {
+    const n = this.names;
+    return this.#run("job.tasks.committed", async ({ jsm }) => {
+      // A message looked up that is not there is null or a 404, by client version: either is "no".
+      const found = <A>(lookUp: Promise<A>) =>
+        lookUp.then(
+          (value) => value !== null,
+          (error: unknown) => (isNotFound(error) ? false : Promise.reject(error)),
+        );
+      const stream = n.tasksStream(job.queue);
+      if (!job.lane) return found(jsm.consumers.info(stream, job.id));
+      return (
+        (await found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) }))) ||
+        found(jsm.streams.getMessage(n.resultsStream, { last_by_subj: n.resultsSubject(job.queue, job.id) }))
+      );
     });
   }
 
   /**
    * Deletes the job's consumer (workers' loops for it end) and purges its
-   * remaining tasks. A queue whose stream is missing (a submit that failed
-   * before setting it up) holds nothing to remove.
+   * remaining tasks; a lane job's task is deleted from its queue's lane. A
+   * queue whose stream is missing (a submit that failed before setting it
+   * up) holds nothing to remove.
    */
-  removeTasks(queue: string, jobId: string): Promise<void> {
+  removeTasks(job: JobTasksRef): Promise<void> {
     return this.#run("job.tasks.remove", async ({ jsm }) => {
-      const stream = this.names.tasksStream(queue);
+      const stream = this.names.tasksStream(job.queue);
       const unlessNotFound = (error: unknown) => {
         if (!isNotFound(error)) throw error;
       };
-      await jsm.consumers.delete(stream, jobId).catch(unlessNotFound);
+      if (job.lane) return deleteLaneTasks(jsm, stream, this.names.laneSubject(job.queue, job.id));
+      await jsm.consumers.delete(stream, job.id).catch(unlessNotFound);
       await jsm.streams
-        .purge(stream, { filter: this.names.tasksSubject(queue, jobId) })
+        .purge(stream, { filter: this.names.tasksSubject(job.queue, job.id) })
         .catch(unlessNotFound);
     });
   }
@@ -335,6 +357,31 @@ export class NatsJobBroker {
     });
   }
 }
+
+/**
+ * Deletes a lane job's task messages one by one, never with a filtered
+ * purge: nats-server 2.9 moves every consumer whose filter covers the purged
+ * subject past the stream's last message, so one lane job's purge made the
+ * lane skip every other lane job's task stored then (they stayed in the
+ * stream, never delivered: 252 of 300 jobs hung in `test/integration/lane.test.ts`).
+ * A lane subject holds one task; a few more (a redrive raced) are bounded.
+ */
+export const deleteLaneTasks = async (
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+): Promise<void> => {
+  for (let n = 0; n < 16; n++) {
+    const stored = await jsm.streams.getMessage(stream, { last_by_subj: subject }).catch((error: unknown) => {
+      if (isNotFound(error)) return null;
+      throw error;
+    });
+    if (!stored) return;
+    await jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
+      if (!isNotFound(error)) throw error;
+    });
+  }
+};
 
 /** KV compare-and-set failures become `RevisionConflict`: the caller re-reads and re-decides. */
 const casConflict =

@@ -1,6 +1,7 @@
 import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
 import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
-import type { NatsJobBroker } from "./job-broker.ts";
+import { laneConsumer, queueOfStream } from "../names.ts";
+import { deleteLaneTasks, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { streamNamesStartingWith } from "./streams.ts";
@@ -24,6 +25,11 @@ export const cleanupJobs = async (
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? Date.now();
   const n = broker.names;
+  /** A task of a lane job (`<prefix>.tasks.<queue>.lane.<jobId>`), on its queue's stream. */
+  const isLaneSubject = (stream: string, subject: string): boolean => {
+    const queue = queueOfStream(stream, n.tasksStreamPrefix);
+    return queue !== undefined && subject.startsWith(n.laneSubject(queue, ""));
+  };
   // What is left is looked at before the records are read: a job's record is written before
   // anything else of it, so every job seen here has its record in the list read after (unless
   // it is gone), and a job submitted during the pass is simply not seen. Read the other way
@@ -55,7 +61,8 @@ export const cleanupJobs = async (
     now,
   );
   const leaseless = unleased(new Set(leased.map((l) => l.jobId))).map((r) => r.id);
-  const consumers = seen.consumers.filter((c) => over(c.name));
+  // The lane is every lane job's consumer, never one job's leftover.
+  const consumers = seen.consumers.filter((c) => c.name !== laneConsumer && over(c.name));
   const subjects = seen.subjects.filter((s) => over(jobIdOfSubject(s.subject)));
   const report: CleanupReport = {
     dryRun,
@@ -75,8 +82,11 @@ export const cleanupJobs = async (
       for (const { stream, name } of consumers)
         await jsm.consumers.delete(stream, name).catch(() => undefined);
       // Only what was there when it was looked at: a redrive's tasks published since stay.
-      for (const { stream, subject, below } of subjects)
-        await jsm.streams.purge(stream, { filter: subject, seq: below });
+      for (const { stream, subject, below } of subjects) {
+        // A lane subject is never purged: the lane consumer would skip every lane task stored.
+        if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject);
+        else await jsm.streams.purge(stream, { filter: subject, seq: below });
+      }
       for (const subject of report.resultsPurged) {
         await jsm.streams.purge(n.resultsStream, { filter: subject, seq: seen.resultsBelow });
       }

@@ -1,9 +1,11 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
+import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { isFinal, SubmitPhase } from "../../kernel/job-record.ts";
 import { childLogger } from "../../kernel/logger.ts";
 import type { Broker } from "../broker.ts";
-import type { TaskLease } from "../task-queue.ts";
+import { laneConsumer } from "../names.ts";
+import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
@@ -58,6 +60,15 @@ class JsTaskLease implements TaskLease {
   }
 }
 
+/** A delivery from a queue's lane: its job is the last token of its subject. */
+class JsLaneLease extends JsTaskLease implements LaneLease {
+  readonly jobId: string;
+  constructor(msg: JsMsg) {
+    super(msg);
+    this.jobId = jobIdOfSubject(msg.subject);
+  }
+}
+
 /**
  * The broker port on NATS JetStream, over the runtime's one supervised
  * connection. Every long-running loop runs under `superviseLoop`, so a
@@ -108,9 +119,9 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
 
     publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
-    consumerExists: (queue, jobId) => js.consumerExists(queue, jobId),
-    consumerCounts: (queue, jobId) => js.consumerCounts(queue, jobId),
-    removeTasks: (queue, jobId) => js.removeTasks(queue, jobId),
+    tasksCommitted: (job) => js.tasksCommitted(job),
+    consumerCounts: (job) => js.consumerCounts(job),
+    removeTasks: (job) => js.removeTasks(job),
     announceCreated: (queue, jobId) => js.announceCreated(queue, jobId),
     consumeTasks: async (queue, jobId, maxMessages, onTask, signal) => {
       let gone = false;
@@ -139,6 +150,32 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
         { name: `tasks:${jobId}`, log },
       );
       return gone ? "gone" : "stopped";
+    },
+
+    consumeLane: async (queue, maxMessages, onTask, signal) => {
+      await superviseLoop(
+        port,
+        async (nc, s) => {
+          // Set up (or looked up) on each round: a worker may start before any submitter made it.
+          const { jsm } = await js.handles(nc);
+          await js.queues.ensureLane(nc, jsm, queue);
+          await consumeTasks(
+            js,
+            nc,
+            queue,
+            laneConsumer,
+            maxMessages,
+            (m) => onTask(new JsLaneLease(m)),
+            s,
+            core.logger,
+          );
+          // Gone (deleted by hand, or lost with the server's store): made again on the next round.
+          return "ended";
+        },
+        signal,
+        { name: `lane:${queue}`, log },
+      );
+      return "stopped";
     },
 
     publishResults: (queue, jobId, body, msgId) => js.publishResults(queue, jobId, body, msgId),

@@ -103,15 +103,16 @@ const deleteOrderedConsumer = async (
 };
 
 /**
- * Delivers the job's tasks to `onTask` until the consumer is deleted (the
- * job finished or was cancelled: returns "gone"), the client closes or
- * `signal` aborts. `maxMessages` bounds the leases held but not yet started.
+ * Delivers the tasks of a consumer on the queue's tasks stream (a job's,
+ * named by its id, or the queue's lane) to `onTask` until the consumer is
+ * deleted (the job finished or was cancelled: returns "gone"), the client
+ * closes or `signal` aborts. `maxMessages` bounds the leases held but not yet started.
  */
 export const consumeTasks = async (
   broker: NatsJobBroker,
   nc: NatsConnection,
   queue: string,
-  jobId: string,
+  consumerName: string,
   maxMessages: number,
   onTask: (msg: JsMsg) => void | Promise<void>,
   signal: AbortSignal,
@@ -120,7 +121,7 @@ export const consumeTasks = async (
   const { js } = await broker.queueHandles(nc, queue);
   let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
   try {
-    consumer = await js.consumers.get(broker.names.tasksStream(queue), jobId);
+    consumer = await js.consumers.get(broker.names.tasksStream(queue), consumerName);
   } catch (error) {
     if (isStreamGone(error)) broker.setups.forget(nc);
     if (isNotFound(error)) return "gone";
@@ -142,7 +143,9 @@ export const consumeTasks = async (
   // close an iterator that has ended already.
   const watchdog = Effect.runFork(
     Effect.sleep(`${stuckCheckMs} millis`).pipe(
-      Effect.andThen(Effect.promise(() => restartIfNotPulling(consumer, jobId, idle, stopped.close, log))),
+      Effect.andThen(
+        Effect.promise(() => restartIfNotPulling(consumer, consumerName, idle, stopped.close, log)),
+      ),
       Effect.forever,
     ),
   );
@@ -176,7 +179,7 @@ export const consumeTasks = async (
  */
 const restartIfNotPulling = (
   consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>,
-  jobId: string,
+  consumerName: string,
   idle: { since: number; busy: boolean },
   restart: () => void,
   log: Logger,
@@ -186,13 +189,13 @@ const restartIfNotPulling = (
     (info) => {
       if (info.num_pending === 0 || info.num_waiting > 0) return;
       log.warn(
-        { jobId, waiting: info.num_pending, held: info.num_ack_pending },
+        { consumer: consumerName, waiting: info.num_pending, held: info.num_ack_pending },
         "task loop has no pull at its consumer while tasks wait; pulling again",
       );
       restart();
     },
     // No answer (an election going on): the consume's own heartbeats handle that.
-    (error) => log.debug({ jobId, err: error }, "task loop check failed"),
+    (error) => log.debug({ consumer: consumerName, err: error }, "task loop check failed"),
   );
 };
 

@@ -1,6 +1,7 @@
 import { AckPolicy, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { BrokerNames } from "../names.ts";
+import { laneAckWaitMs } from "../../kernel/job-record.ts";
+import { type BrokerNames, laneConsumer } from "../names.ts";
 import type { ClientSetups } from "./client-setups.ts";
 import { ensureStream, isNotFound, nanos, type Replicas } from "./streams.ts";
 
@@ -25,6 +26,7 @@ export class QueueStreams {
   readonly #advisoriesMaxAgeMs: number;
   readonly #replicas: Replicas;
   readonly #ready: WeakMap<NatsConnection, Map<string, Promise<void>>>;
+  readonly #lanes: WeakMap<NatsConnection, Map<string, Promise<void>>>;
   readonly #listeners = new Set<(queue: string) => void>();
 
   constructor(names: BrokerNames, advisoriesMaxAgeMs: number, setups: ClientSetups, replicas: Replicas) {
@@ -32,24 +34,34 @@ export class QueueStreams {
     this.#advisoriesMaxAgeMs = advisoriesMaxAgeMs;
     this.#replicas = replicas;
     this.#ready = setups.cache();
+    this.#lanes = setups.cache();
   }
 
   /** Sets the queue's streams up on this client unless done already; a failed setup is tried again on next use. */
   ensure(nc: NatsConnection, jsm: JetStreamManager, queue: string): Promise<void> {
-    let byQueue = this.#ready.get(nc);
-    if (!byQueue) {
-      byQueue = new Map();
-      this.#ready.set(nc, byQueue);
-    }
-    let ready = byQueue.get(queue);
-    if (!ready) {
-      ready = this.#setup(jsm, queue);
-      const cache = byQueue;
-      // The caller sees the failure through `ready`; here it only un-caches it.
-      ready.catch(() => cache.delete(queue));
-      cache.set(queue, ready);
-    }
-    return ready;
+    return once(this.#ready, nc, queue, () => this.#setup(jsm, queue));
+  }
+
+  /**
+   * The queue's lane consumer (after its streams), unless set up on this
+   * client already: one durable consumer serving every lane job of the
+   * queue. It delivers without a limit (whoever takes a delivery past its
+   * job's `maxDeliver` dead-letters it) with the lane's one ack wait. Made
+   * by the first submitter or worker of the queue allowed to; a worker that
+   * may not create consumers waits for a submitter to.
+   */
+  ensureLane(nc: NatsConnection, jsm: JetStreamManager, queue: string): Promise<void> {
+    return once(this.#lanes, nc, queue, async () => {
+      await this.ensure(nc, jsm, queue);
+      await ensureConsumer(jsm, this.#names.tasksStream(queue), {
+        durable_name: laneConsumer,
+        filter_subject: this.#names.laneFilter(queue),
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(laneAckWaitMs),
+        max_deliver: -1,
+        max_ack_pending: 20_000,
+      });
+    });
   }
 
   /** Calls `listener` with each queue this runtime sets up from now on; returns the unsubscribe. */
@@ -93,6 +105,29 @@ export class QueueStreams {
     for (const listener of this.#listeners) listener(queue);
   }
 }
+
+/** The setup cached per client and queue; a failed one is un-cached, to be tried again on next use. */
+const once = (
+  cache: WeakMap<NatsConnection, Map<string, Promise<void>>>,
+  nc: NatsConnection,
+  queue: string,
+  setup: () => Promise<void>,
+): Promise<void> => {
+  let byQueue = cache.get(nc);
+  if (!byQueue) {
+    byQueue = new Map();
+    cache.set(nc, byQueue);
+  }
+  let ready = byQueue.get(queue);
+  if (!ready) {
+    ready = setup();
+    const mine = byQueue;
+    // The caller sees the failure through `ready`; here it only un-caches it.
+    ready.catch(() => mine.delete(queue));
+    mine.set(queue, ready);
+  }
+  return ready;
+};
 
 /** Creates the durable consumer unless it exists (looked at first: adding needs a permission reading does not). */
 const ensureConsumer = async (

@@ -1,0 +1,231 @@
+/**
+ * The lane on a real nats-server: jobs of one task share one consumer per
+ * queue, and the task's publish is their commit point. The oracles are the
+ * server's own view (its consumer list, the stream's stored subjects, read
+ * with a connection of the test's own) and the handlers' ledger of what
+ * they ran, never jetstate's view of itself.
+ */
+import { type ConsumerInfo, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { decodeRecord } from "../../src/kernel/job-record.ts";
+import { encodeTask } from "../../src/kernel/wire.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+const names = brokerNames("jetstate");
+
+describe("the lane: one consumer per queue for jobs of one task", () => {
+  let server: NatsServerHandle;
+  let rt: Runtime;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    rt = await createRuntime({ servers: server.url, logger, jobs: { lane: true } });
+    nc = await connect({ servers: server.url, name: "oracle" });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await rt?.stop();
+    await server?.dispose();
+  });
+
+  /** The server's consumers on the queue's tasks stream. */
+  const consumersOf = async (queue: string): Promise<ConsumerInfo[]> => {
+    const jsm = await jetstreamManager(nc);
+    const all: ConsumerInfo[] = [];
+    for await (const c of jsm.consumers.list(names.tasksStream(queue))) all.push(c);
+    return all;
+  };
+  /** Messages stored on a subject of the queue's tasks stream, as the server counts them. */
+  const stored = async (queue: string, subject: string): Promise<number> => {
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info(names.tasksStream(queue), { subjects_filter: subject });
+    return info.state.subjects?.[subject] ?? 0;
+  };
+  /** The job's record as stored in the bucket, read raw. */
+  const storedRecord = async (id: string) => {
+    const jsm = await jetstreamManager(nc);
+    const m = await jsm.streams.getMessage(`KV_${names.jobsBucket}`, {
+      last_by_subj: `$KV.${names.jobsBucket}.${id}`,
+    });
+    return m ? decodeRecord(m.string()) : undefined;
+  };
+
+  it("runs 300 one-task jobs, each task once, with no consumer of their own", async () => {
+    const queue = "lane_many";
+    const ran = new Map<number, number>();
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      concurrency: 16,
+      handler: (t) => {
+        ran.set(t.payload.n, (ran.get(t.payload.n) ?? 0) + 1);
+        return t.payload.n * 2;
+      },
+    });
+    const handles = await Promise.all(
+      Array.from({ length: Number(process.env.LANE_JOBS ?? 300) }, (_, n) => rt.jobs.submit({ queue, tasks: [{ n }] })),
+    );
+    // While they run: the lane and nothing else (a job's own consumer is named by its id).
+    expect((await consumersOf(queue)).map((c) => c.name)).toEqual(["lane"]);
+    const ends = await Promise.all(handles.map((h) => h.done()));
+    expect(ends.every((e) => e.status === "succeeded" && e.done === 1)).toBe(true);
+    expect([...ran.values()].every((count) => count === 1)).toBe(true);
+    expect(ran.size).toBe(handles.length);
+    const firstResult = async (h: (typeof handles)[number]) => {
+      for await (const r of h.results()) return r.ok ? r.result : undefined;
+    };
+    expect(await Promise.all(handles.slice(0, 5).map(firstResult))).toEqual([0, 2, 4, 6, 8]);
+    expect((await storedRecord(handles[0]!.id))?.lane).toBe(true);
+    expect(await stored(queue, names.laneFilter(queue))).toBe(0);
+    expect((await consumersOf(queue)).map((c) => c.name)).toEqual(["lane"]);
+    await worker.stop();
+  });
+
+  it("keeps jobs of many tasks, or of another ack wait, on consumers of their own", async () => {
+    const queue = "lane_mixed";
+    const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
+    const big = await rt.jobs.submit({ queue, tasks: [{ n: 1 }, { n: 2 }] });
+    const slow = await rt.jobs.submit({ queue, tasks: [{ n: 3 }], ackWaitMs: 60_000 });
+    const small = await rt.jobs.submit({ queue, tasks: [{ n: 4 }] });
+    expect((await storedRecord(big.id))?.lane).toBeUndefined();
+    expect((await storedRecord(slow.id))?.lane).toBeUndefined();
+    expect((await storedRecord(small.id))?.lane).toBe(true);
+    const ends = await Promise.all([big.done(), slow.done(), small.done()]);
+    expect(ends.map((e) => e.status)).toEqual(["succeeded", "succeeded", "succeeded"]);
+    await worker.stop();
+  });
+
+  it("cancel removes a waiting lane task: a worker started later never runs it", async () => {
+    const queue = "lane_cancel";
+    const job = await rt.jobs.submit({ queue, tasks: [{ n: 1 }] });
+    const subject = names.laneSubject(queue, job.id);
+    expect(await stored(queue, subject)).toBe(1);
+    await job.cancel("not wanted");
+    expect(await stored(queue, subject)).toBe(0);
+    const ran: number[] = [];
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      handler: (t) => {
+        ran.push(t.payload.n);
+        return 0;
+      },
+    });
+    const other = await rt.jobs.submit({ queue, tasks: [{ n: 2 }] });
+    await other.done();
+    await worker.stop();
+    expect(ran).toEqual([2]);
+    expect((await job.done()).status).toBe("failed");
+  });
+
+  it("a lane task whose job is over is removed, never run", async () => {
+    const queue = "lane_orphan";
+    const job = await rt.jobs.submit({ queue, tasks: [{ n: 1 }] });
+    await job.cancel("over");
+    // A task that lands after its job ended (a publish that outlived its submit's rollback).
+    await jetstream(nc).publish(names.laneSubject(queue, job.id), encodeTask(0, { n: 1 }));
+    expect(await stored(queue, names.laneSubject(queue, job.id))).toBe(1);
+    const ran: number[] = [];
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      handler: (t) => {
+        ran.push(t.payload.n);
+        return 0;
+      },
+    });
+    await waitUntil(async () => (await stored(queue, names.laneSubject(queue, job.id))) === 0, {
+      timeoutMs: 5000,
+      message: "the orphan lane task removed",
+    });
+    await worker.stop();
+    expect(ran).toEqual([]);
+  });
+
+  it("a delivery past maxDeliver is dead without running, its payload in the dead letter", async () => {
+    const queue = "lane_exhausted";
+    const job = await rt.jobs.submit({ queue, tasks: [{ n: 7 }], maxDeliver: 2 });
+    const runs: number[] = [];
+    // Each worker is stopped while its handler hangs: the task is handed back, one delivery spent.
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      let started: () => void = () => undefined;
+      const running = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      const worker = rt.workers.start<{ n: number }, number>({
+        queue,
+        stopTimeoutMs: 100,
+        handler: async (t) => {
+          runs.push(t.attempt);
+          started();
+          await new Promise(() => undefined);
+          return 0;
+        },
+      });
+      await running;
+      await worker.stop();
+    }
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      handler: (t) => {
+        runs.push(t.attempt);
+        return 0;
+      },
+    });
+    const end = await job.done();
+    await worker.stop();
+    expect(runs).toEqual([1, 2]);
+    expect(end).toMatchObject({ status: "failed", dead: 1, done: 0 });
+    const letters = await rt.jobs.deadLetters(job.id);
+    expect(letters.map((l) => [l.index, l.payload, l.deliveries])).toEqual([[0, { n: 7 }, 3]]);
+  });
+
+  it.each([
+    [SubmitStep.recordCreated, "rolledBack"],
+    [SubmitStep.tasksPublished, "committed"],
+    [SubmitStep.recordCommitted, "committed"],
+  ] as const)("a submit that dies after %s is %s by the reaper", async (step, expected) => {
+    const queue = `lane_crash_${step}`;
+    const core = await createRuntimeCore({ servers: server.url, logger, jobs: { lane: true } });
+    const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
+    const crashing = new JobRegistry(core, broker, {
+      reapIntervalMs: 3600_000,
+      reapGraceMs: 10_000,
+      leaseMs: 300,
+      takeOver: false,
+      submitHooks: {
+        afterStep: (at) => {
+          if (at === step) throw new SimulatedCrash(`process died after ${at}`);
+        },
+      },
+    });
+    await expect(crashing.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(/process died after/);
+    await crashing.stop();
+    await core.stop();
+    const {
+      jobs: [before],
+    } = await rt.jobs.list({ queue });
+    const jobId = before!.id;
+    const report = await partsOf(rt).jobs.reap(() => Date.now() + 10 * 60_000);
+    const after = await storedRecord(jobId);
+    if (expected === "rolledBack") {
+      expect(report.rolledBack).toEqual([jobId]);
+      expect(after).toMatchObject({ status: "failed", phase: "rolledBack" });
+      expect(await stored(queue, names.laneSubject(queue, jobId))).toBe(0);
+      return;
+    }
+    if (step === SubmitStep.tasksPublished) expect(report.rolledForward).toEqual([jobId]);
+    expect(after).toMatchObject({ status: "running", phase: "committed" });
+    const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
+    const handle = await rt.jobs.get(jobId);
+    expect(await handle!.done()).toMatchObject({ status: "succeeded", done: 1 });
+    await worker.stop();
+  });
+});
