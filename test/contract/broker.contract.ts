@@ -43,7 +43,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await h.dispose();
     });
 
-    const counts = (job: JobRef) => broker.consumerCounts(job.queue, job.id);
+    const counts = (job: JobRef) => broker.consumerCounts(job);
     /** A committed job: record, tasks, consumer (of `total` tasks, or of the record given). */
     const openJob = async (job: number | JobRecord, settings: Partial<JobSettings> = {}) => {
       const record = typeof job === "number" ? newRecord(job, ack, settings) : job;
@@ -65,14 +65,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = newRecord(2, ack);
       await broker.createRecord(r);
       await broker.publishTasks(r, taskBodies(2), never);
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await counts(r)).toBeUndefined();
       const early = loops.consume(broker, r);
       expect(await early.ended).toBe("gone");
       expect(early.leases).toEqual([]);
 
       await broker.createConsumer(r.queue, r.id, r.settings);
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(true);
+      expect(await broker.tasksCommitted(r)).toBe(true);
       expect(await counts(r)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
       const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 2);
@@ -83,13 +83,13 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = await openJob(1);
       const elsewhere: JobRef = { queue: uid("q"), id: r.id };
       await broker.publishResults(r.queue, r.id, '[{"i":0,"ok":true}]', uid("m"));
-      expect(await broker.consumerExists(elsewhere.queue, elsewhere.id)).toBe(false);
+      expect(await broker.tasksCommitted(elsewhere)).toBe(false);
       expect(await counts(elsewhere)).toBeUndefined();
       expect(await loops.consume(broker, elsewhere).ended).toBe("gone");
       const reader = loops.read(broker, elsewhere);
       await eventually(() => reader.state.caughtUp === 1);
       expect(reader.messages).toEqual([]);
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(true);
+      expect(await broker.tasksCommitted(r)).toBe(true);
       expect(await counts(r)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
     });
 
@@ -225,9 +225,9 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = await openJob(3);
       const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 3);
-      await broker.removeTasks(r.queue, r.id);
+      await broker.removeTasks(r);
       expect(await worker.ended).toBe("gone");
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await counts(r)).toBeUndefined();
       expect(await loops.consume(broker, r).ended).toBe("gone");
       worker.leases[0]!.ack(); // answering a dropped lease is harmless
@@ -400,14 +400,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         phase: "submitting",
         status: "queuing",
       });
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await loops.consume(broker, r).ended).toBe("gone"); // no worker can see a task
 
       expect(await reapSubmits(broker, Date.now, 10_000)).toEqual({ rolledBack: [], rolledForward: [] });
       const later = () => r.commitDeadline + 10_001;
       expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
 
       const again: JobRecord = { ...r, submitId: uid("s") };
       const outcome = await submitJob(broker, {
@@ -683,7 +683,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(passes).toBeGreaterThan(2);
       const held = new Set((await broker.leases.list()).map((l) => l.jobId));
       for (const job of jobs) {
-        expect({ id: job.id, consumer: await broker.consumerExists(job.queue, job.id) }).toEqual({
+        expect({ id: job.id, consumer: await broker.tasksCommitted(job) }).toEqual({
           id: job.id,
           consumer: true,
         });
@@ -755,13 +755,12 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         dryRun: true,
         ...expected,
       });
-      expect(await broker.consumerExists(old.queue, old.id)).toBe(true);
+      expect(await broker.tasksCommitted(old)).toBe(true);
       expect(await broker.getRecord(old.id)).toBeDefined();
       expect(await broker.listDeadLetters(old.queue, old.id)).toHaveLength(1);
 
       expect(sorted(await broker.cleanup({ retentionMs, now }))).toEqual({ dryRun: false, ...expected });
-      for (const job of [old, recent, unknown])
-        expect(await broker.consumerExists(job.queue, job.id)).toBe(false);
+      for (const job of [old, recent, unknown]) expect(await broker.tasksCommitted(job)).toBe(false);
       expect(await counts(running)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
       expect(await broker.getRecord(old.id)).toBeUndefined();
       expect(await broker.getRecord(recent.id)).toBeDefined();

@@ -106,7 +106,7 @@ describe("memory broker: beyond the contract", () => {
     await settle();
     // Its advisory went nowhere: not dead-lettered, not delivered again, still stored.
     expect(await broker.listDeadLetters(record.queue, record.id)).toEqual([]);
-    expect(await broker.consumerCounts(record.queue, record.id)).toEqual({
+    expect(await broker.consumerCounts(record)).toEqual({
       waiting: 0,
       held: 0,
       redelivered: 0,
@@ -155,7 +155,7 @@ describe("memory broker: beyond the contract", () => {
     void broker.processExhausted(stop.signal);
     await settle();
     expect(await broker.listDeadLetters(record.queue, record.id)).toEqual([]);
-    expect(await broker.consumerCounts(record.queue, record.id)).toEqual({
+    expect(await broker.consumerCounts(record)).toEqual({
       waiting: 0,
       held: 0,
       redelivered: 0,
