@@ -117,3 +117,7 @@ export const record = (overrides: Partial<JobRecord> = {}): JobRecord => ({
   commitDeadline: 31_000,
   ...overrides,
 });
+
+/** A lane job's record: one task, the lane's ack wait. */
+export const laneRecord = (overrides: Partial<JobRecord> = {}): JobRecord =>
+  record({ total: 1, lane: true, ...overrides });
