@@ -96,36 +96,25 @@ export class Loops {
 
   /** A worker that records every lease it is handed (and answers none unless told to). */
   consume(broker: Broker, job: JobRef, onTask?: (lease: TaskLease) => void) {
-    const controller = new AbortController();
-    this.#controllers.add(controller);
-    const leases: TaskLease[] = [];
-    const ended = broker.consumeTasks(
-      job.queue,
-      job.id,
-      16,
-      (lease) => {
-        leases.push(lease);
-        onTask?.(lease);
-      },
-      controller.signal,
-    );
-    return { leases, ended, stop: () => controller.abort() };
+    return this.#worker((take, signal) => broker.consumeTasks(job.queue, job.id, 16, take, signal), onTask);
   }
 
-  /** A worker on the queue's lane that records every lease it is handed (and answers none unless told to). */
+  /** The same on the queue's lane: each lease names its job. */
   consumeLane(broker: Broker, queue: string, onTask?: (lease: LaneLease) => void) {
+    return this.#worker((take, signal) => broker.consumeLane(queue, 16, take, signal), onTask);
+  }
+
+  #worker<Lease, End>(
+    start: (take: (lease: Lease) => void, signal: AbortSignal) => Promise<End>,
+    onTask?: (lease: Lease) => void,
+  ) {
     const controller = new AbortController();
     this.#controllers.add(controller);
-    const leases: LaneLease[] = [];
-    const ended = broker.consumeLane(
-      queue,
-      16,
-      (lease) => {
-        leases.push(lease);
-        onTask?.(lease);
-      },
-      controller.signal,
-    );
+    const leases: Lease[] = [];
+    const ended = start((lease) => {
+      leases.push(lease);
+      onTask?.(lease);
+    }, controller.signal);
     return { leases, ended, stop: () => controller.abort() };
   }
 
