@@ -12,6 +12,7 @@ import {
   type JobRef,
   Loops,
   newJobRef,
+  newLaneRecord,
   newRecord,
   taskBodies,
   uid,
@@ -43,7 +44,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await h.dispose();
     });
 
-    const counts = (job: JobRef) => broker.consumerCounts(job.queue, job.id);
+    const counts = (job: JobRef) => broker.consumerCounts(job);
     /** A committed job: record, tasks, consumer (of `total` tasks, or of the record given). */
     const openJob = async (job: number | JobRecord, settings: Partial<JobSettings> = {}) => {
       const record = typeof job === "number" ? newRecord(job, ack, settings) : job;
@@ -65,14 +66,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = newRecord(2, ack);
       await broker.createRecord(r);
       await broker.publishTasks(r, taskBodies(2), never);
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await counts(r)).toBeUndefined();
       const early = loops.consume(broker, r);
       expect(await early.ended).toBe("gone");
       expect(early.leases).toEqual([]);
 
       await broker.createConsumer(r.queue, r.id, r.settings);
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(true);
+      expect(await broker.tasksCommitted(r)).toBe(true);
       expect(await counts(r)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
       const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 2);
@@ -83,13 +84,13 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = await openJob(1);
       const elsewhere: JobRef = { queue: uid("q"), id: r.id };
       await broker.publishResults(r.queue, r.id, '[{"i":0,"ok":true}]', uid("m"));
-      expect(await broker.consumerExists(elsewhere.queue, elsewhere.id)).toBe(false);
+      expect(await broker.tasksCommitted(elsewhere)).toBe(false);
       expect(await counts(elsewhere)).toBeUndefined();
       expect(await loops.consume(broker, elsewhere).ended).toBe("gone");
       const reader = loops.read(broker, elsewhere);
       await eventually(() => reader.state.caughtUp === 1);
       expect(reader.messages).toEqual([]);
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(true);
+      expect(await broker.tasksCommitted(r)).toBe(true);
       expect(await counts(r)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
     });
 
@@ -225,9 +226,9 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = await openJob(3);
       const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 3);
-      await broker.removeTasks(r.queue, r.id);
+      await broker.removeTasks(r);
       expect(await worker.ended).toBe("gone");
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await counts(r)).toBeUndefined();
       expect(await loops.consume(broker, r).ended).toBe("gone");
       worker.leases[0]!.ack(); // answering a dropped lease is harmless
@@ -239,6 +240,145 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
     });
 
     // ---- records ----
+
+    // ---- the lane: one consumer per queue serves every lane job's one task ----
+
+    /** A lane job's record and task stored, as a submit leaves them at its commit point. */
+    const openLaneJob = async (queue?: string) => {
+      const record = newLaneRecord(queue);
+      await broker.createRecord(record);
+      await broker.publishTasks(record, taskBodies(1), never);
+      return record;
+    };
+
+    it("lane: a lane job's task comes from consumeLane, naming its job (the lane made at need), never from consumeTasks", async () => {
+      const queue = uid("q");
+      const lane = loops.consumeLane(broker, queue); // before any lane publish of the queue
+      const r = await openLaneJob(queue);
+      await eventually(() => lane.leases.length === 1);
+      expect(lane.leases[0]).toMatchObject({ jobId: r.id, body: taskBodies(1)[0], deliveryCount: 1 });
+      expect(await loops.consume(broker, r).ended).toBe("gone"); // the job has no consumer of its own
+      expect(await counts(r)).toBeUndefined();
+      lane.stop();
+      expect(await lane.ended).toBe("stopped");
+    });
+
+    it("lane: two lane jobs and a job of its own on one queue never see each other's tasks; another queue's lane neither", async () => {
+      const a = await openLaneJob();
+      const own = await openJob({ ...newRecord(2, ack), queue: a.queue });
+      const elsewhere = await openLaneJob();
+      const b = await openLaneJob(a.queue);
+      const lane = loops.consumeLane(broker, a.queue);
+      const worker = loops.consume(broker, own);
+      await eventually(() => lane.leases.length === 2 && worker.leases.length === 2);
+      expect(lane.leases.map((l) => [l.jobId, l.deliveryCount])).toEqual([
+        [a.id, 1],
+        [b.id, 1],
+      ]); // in the order they were published
+      expect(worker.leases.map(indexOf)).toEqual([0, 1]);
+      const other = loops.consumeLane(broker, elsewhere.queue);
+      await eventually(() => other.leases.length === 1);
+      expect(other.leases[0]!.jobId).toBe(elsewhere.id);
+      await h.advance(ack / 2);
+      expect(lane.leases).toHaveLength(2);
+      expect(worker.leases).toHaveLength(2);
+      expect(other.leases).toHaveLength(1);
+    });
+
+    it("lane: tasksCommitted is the task stored, or a result of it; a lane lease's ack removes the task", async () => {
+      const r = newLaneRecord();
+      expect(await broker.tasksCommitted(r)).toBe(false); // never published
+      await broker.createRecord(r);
+      await broker.publishTasks(r, taskBodies(1), never);
+      expect(await broker.tasksCommitted(r)).toBe(true);
+      const s = await openLaneJob(r.queue);
+      const lane = loops.consumeLane(broker, r.queue);
+      await eventually(() => lane.leases.length === 2);
+      // r answered as a worker does (its result stored, then its task acked); s acked with no result.
+      await broker.publishResults(r.queue, r.id, '[{"i":0,"ok":true}]', uid("m"));
+      for (const lease of lane.leases) lease.ack();
+      // s's task leaves the stream; r's, acked before it, went too: its result is what stays.
+      await eventually(async () => (await broker.tasksCommitted(s)) === false);
+      expect(await broker.tasksCommitted(r)).toBe(true);
+      expect(lane.leases).toHaveLength(2);
+    });
+
+    it("lane: removeTasks purges that job's task only (then it is not committed); the lane goes on", async () => {
+      const a = await openLaneJob();
+      const b = await openLaneJob(a.queue);
+      await broker.removeTasks(a);
+      expect(await broker.tasksCommitted(a)).toBe(false);
+      expect(await broker.tasksCommitted(b)).toBe(true);
+      const lane = loops.consumeLane(broker, a.queue);
+      await eventually(() => lane.leases.length === 1);
+      expect(lane.leases[0]).toMatchObject({ jobId: b.id, deliveryCount: 1 });
+      await broker.removeTasks(b); // while a worker holds it
+      expect(await broker.tasksCommitted(b)).toBe(false);
+      lane.leases[0]!.nak(); // a purged task is not delivered again
+      const c = await openLaneJob(a.queue);
+      await eventually(() => lane.leases.length === 2);
+      expect(lane.leases[1]).toMatchObject({ jobId: c.id, deliveryCount: 1 });
+    });
+
+    it("lane: redelivers past any maxDeliver, deliveryCount growing (no advisory: whoever takes it dead-letters it)", async () => {
+      const r = newLaneRecord();
+      expect(r.settings.maxDeliver).toBe(5);
+      await broker.ensureDeadLetters(r.queue);
+      void broker.processExhausted(loops.signal());
+      await broker.createRecord(r);
+      await broker.publishTasks(r, taskBodies(1), never);
+      const lane = loops.consumeLane(broker, r.queue, (lease) => {
+        if (lease.deliveryCount < 7) lease.nak();
+      });
+      await eventually(() => lane.leases.length === 7);
+      expect(lane.leases.map((l) => [l.jobId, l.deliveryCount])).toEqual(
+        [1, 2, 3, 4, 5, 6, 7].map((n) => [r.id, n]),
+      );
+      expect(await broker.listDeadLetters(r.queue, r.id)).toEqual([]);
+      expect(await broker.tasksCommitted(r)).toBe(true);
+    });
+
+    it("lane: a crashed lane submit is rolled forward by the reaper once its task is stored", async () => {
+      const r = newLaneRecord();
+      await expect(
+        submitJob(broker, {
+          record: r,
+          bodies: taskBodies(1),
+          now: Date.now,
+          signal: never,
+          hooks: {
+            afterStep: (step) => {
+              if (step === SubmitStep.tasksPublished) throw new SimulatedCrash("died after publishing");
+            },
+          },
+        }),
+      ).rejects.toBeInstanceOf(SimulatedCrash);
+      const later = () => r.commitDeadline + 10_001;
+      expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [], rolledForward: [r.id] });
+      expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "committed", status: "running" });
+      const lane = loops.consumeLane(broker, r.queue);
+      await eventually(() => lane.leases.length === 1);
+      expect(lane.leases[0]!.jobId).toBe(r.id);
+    });
+
+    it("lane: cleanup purges the lane tasks of jobs that are over and never removes the lane", async () => {
+      const prefix = h.prefix ?? "jetstate";
+      const done = await openLaneJob();
+      const live = await openLaneJob(done.queue);
+      await change(done.id, { status: "succeeded", phase: "committed", finishedAt: Date.now() });
+      await change(live.id, { status: "running", phase: "committed" });
+      for (const job of [done, live]) await broker.leases.acquire(job.id, 60_000);
+      expect(await broker.cleanup({ retentionMs: 3600_000 })).toMatchObject({
+        consumersDeleted: [],
+        tasksPurged: [`${prefix}.tasks.${done.queue}.lane.${done.id}`],
+      });
+      const lane = loops.consumeLane(broker, done.queue);
+      await eventually(() => lane.leases.length === 1);
+      expect(lane.leases[0]!.jobId).toBe(live.id);
+      const next = await openLaneJob(done.queue);
+      await eventually(() => lane.leases.length === 2);
+      expect(lane.leases[1]!.jobId).toBe(next.id);
+    });
 
     it("records: compare-and-set on create, update and delete; a deleted record is gone", async () => {
       const r = newRecord(1, ack);
@@ -400,14 +540,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         phase: "submitting",
         status: "queuing",
       });
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await loops.consume(broker, r).ended).toBe("gone"); // no worker can see a task
 
       expect(await reapSubmits(broker, Date.now, 10_000)).toEqual({ rolledBack: [], rolledForward: [] });
       const later = () => r.commitDeadline + 10_001;
       expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
-      expect(await broker.consumerExists(r.queue, r.id)).toBe(false);
+      expect(await broker.tasksCommitted(r)).toBe(false);
 
       const again: JobRecord = { ...r, submitId: uid("s") };
       const outcome = await submitJob(broker, {
@@ -683,7 +823,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(passes).toBeGreaterThan(2);
       const held = new Set((await broker.leases.list()).map((l) => l.jobId));
       for (const job of jobs) {
-        expect({ id: job.id, consumer: await broker.consumerExists(job.queue, job.id) }).toEqual({
+        expect({ id: job.id, consumer: await broker.tasksCommitted(job) }).toEqual({
           id: job.id,
           consumer: true,
         });
@@ -755,13 +895,12 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         dryRun: true,
         ...expected,
       });
-      expect(await broker.consumerExists(old.queue, old.id)).toBe(true);
+      expect(await broker.tasksCommitted(old)).toBe(true);
       expect(await broker.getRecord(old.id)).toBeDefined();
       expect(await broker.listDeadLetters(old.queue, old.id)).toHaveLength(1);
 
       expect(sorted(await broker.cleanup({ retentionMs, now }))).toEqual({ dryRun: false, ...expected });
-      for (const job of [old, recent, unknown])
-        expect(await broker.consumerExists(job.queue, job.id)).toBe(false);
+      for (const job of [old, recent, unknown]) expect(await broker.tasksCommitted(job)).toBe(false);
       expect(await counts(running)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
       expect(await broker.getRecord(old.id)).toBeUndefined();
       expect(await broker.getRecord(recent.id)).toBeDefined();

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Broker } from "../../src/adapters/broker.ts";
-import type { TaskLease } from "../../src/adapters/task-queue.ts";
+import type { LaneLease, TaskLease } from "../../src/adapters/task-queue.ts";
 import type { ManualClock } from "../../src/kernel/clock.ts";
-import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
+import { type JobRecord, type JobSettings, laneAckWaitMs } from "../../src/kernel/job-record.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** What a contract run needs of one broker implementation. */
@@ -69,6 +69,12 @@ export const newRecord = (
   };
 };
 
+/** A lane job of one task (the lane's ack wait), on `queue` or a queue of its own. */
+export const newLaneRecord = (queue?: string): JobRecord => {
+  const record = newRecord(1, laneAckWaitMs);
+  return { ...record, queue: queue ?? record.queue, lane: true };
+};
+
 /** Polls until `check` stops returning false or throwing (an `expect` inside it): never a fixed sleep. */
 export const eventually = (check: () => unknown, message = "the expected broker state", timeoutMs = 8000) =>
   waitUntil(async () => (await check()) !== false, { timeoutMs, intervalMs: 10, message });
@@ -90,19 +96,25 @@ export class Loops {
 
   /** A worker that records every lease it is handed (and answers none unless told to). */
   consume(broker: Broker, job: JobRef, onTask?: (lease: TaskLease) => void) {
+    return this.#worker((take, signal) => broker.consumeTasks(job.queue, job.id, 16, take, signal), onTask);
+  }
+
+  /** The same on the queue's lane: each lease names its job. */
+  consumeLane(broker: Broker, queue: string, onTask?: (lease: LaneLease) => void) {
+    return this.#worker((take, signal) => broker.consumeLane(queue, 16, take, signal), onTask);
+  }
+
+  #worker<Lease, End>(
+    start: (take: (lease: Lease) => void, signal: AbortSignal) => Promise<End>,
+    onTask?: (lease: Lease) => void,
+  ) {
     const controller = new AbortController();
     this.#controllers.add(controller);
-    const leases: TaskLease[] = [];
-    const ended = broker.consumeTasks(
-      job.queue,
-      job.id,
-      16,
-      (lease) => {
-        leases.push(lease);
-        onTask?.(lease);
-      },
-      controller.signal,
-    );
+    const leases: Lease[] = [];
+    const ended = start((lease) => {
+      leases.push(lease);
+      onTask?.(lease);
+    }, controller.signal);
     return { leases, ended, stop: () => controller.abort() };
   }
 

@@ -4,6 +4,8 @@ import {
   createMemoryServer,
   type MemoryBroker,
 } from "../../src/adapters/memory/memory-broker.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import type { LaneLease } from "../../src/adapters/task-queue.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
 import { InvalidArgument, RuntimeStopped } from "../../src/kernel/errors.ts";
 import { brokerContract } from "./broker.contract.ts";
@@ -106,7 +108,7 @@ describe("memory broker: beyond the contract", () => {
     await settle();
     // Its advisory went nowhere: not dead-lettered, not delivered again, still stored.
     expect(await broker.listDeadLetters(record.queue, record.id)).toEqual([]);
-    expect(await broker.consumerCounts(record.queue, record.id)).toEqual({
+    expect(await broker.consumerCounts(record)).toEqual({
       waiting: 0,
       held: 0,
       redelivered: 0,
@@ -155,11 +157,59 @@ describe("memory broker: beyond the contract", () => {
     void broker.processExhausted(stop.signal);
     await settle();
     expect(await broker.listDeadLetters(record.queue, record.id)).toEqual([]);
-    expect(await broker.consumerCounts(record.queue, record.id)).toEqual({
+    expect(await broker.consumerCounts(record)).toEqual({
       waiting: 0,
       held: 0,
       redelivered: 0,
     });
+    stop.abort();
+    await broker.close();
+  });
+
+  it("a wildcard consumer made after its tasks were stored delivers them, in stream order, and only those under it", () => {
+    const stream = memoryServerState(createMemoryServer({ clock: new ManualClock() })).tasks;
+    stream.publish("p.tasks.q.lane.j1", "1", "m1");
+    stream.publish("p.tasks.q.j2", "2", "m2");
+    stream.publish("p.tasks.r.lane.j3", "3", "m3");
+    stream.publish("p.tasks.q.lane.j4", "4", "m4");
+    const lane = stream.putConsumer("lane.q", "p.tasks.q.lane.>", { ackWaitMs: 1000, maxDeliver: -1 });
+    stream.publish("p.tasks.q.lane.j5", "5", "m5");
+    const taken = [lane.takeNow(), lane.takeNow(), lane.takeNow(), lane.takeNow()];
+    expect(taken.map((t) => t && [t.jobId, t.body])).toEqual([
+      ["j1", "1"],
+      ["j4", "4"],
+      ["j5", "5"],
+      undefined,
+    ]);
+    expect(stream.subjectConsumerNames()).toEqual([]); // a lane is not a job's consumer
+  });
+
+  it("a lane whose index is rebuilt (most of it gone) delivers each task left once, in order, and redelivers the held", async () => {
+    const clock = new ManualClock();
+    const broker = createMemoryBroker({ clock });
+    const queue = "q";
+    const publish = async (n: number) => {
+      const record = { ...newRecord(1, 30_000), queue, lane: true as const };
+      await broker.publishTasks(record, [`{"i":0,"p":${n}}`], new AbortController().signal);
+      return record;
+    };
+    const records = [];
+    for (let n = 0; n < 200; n++) records.push(await publish(n));
+    for (const record of records.slice(0, 120)) await broker.removeTasks(record); // past half: rebuilt
+    const leases: LaneLease[] = [];
+    const stop = new AbortController();
+    void broker.consumeLane(queue, 8, (lease) => void leases.push(lease), stop.signal);
+    await settle();
+    const delivered = (from: number) =>
+      leases.slice(from).map((l) => [JSON.parse(l.body).p, l.deliveryCount]);
+    expect(delivered(0)).toEqual(Array.from({ length: 80 }, (_, k) => [120 + k, 1]));
+    for (const lease of leases.slice(0, 60)) lease.ack(); // rebuilt again, under the lane reading it
+    for (let n = 200; n < 210; n++) await publish(n);
+    await settle();
+    expect(delivered(80)).toEqual(Array.from({ length: 10 }, (_, k) => [200 + k, 1]));
+    for (const lease of leases.slice(60, 65)) lease.nak();
+    await settle();
+    expect(delivered(90)).toEqual([180, 181, 182, 183, 184].map((p) => [p, 2]));
     stop.abort();
     await broker.close();
   });

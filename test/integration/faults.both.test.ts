@@ -279,7 +279,7 @@ describe.each([
       jobs: [record],
     } = await r.rt.jobs.list({ queue: "too-late" });
     expect(record).toMatchObject({ status: "failed", phase: "rolledBack" });
-    expect(await r.broker.consumerExists(record!.queue, record!.id)).toBe(false);
+    expect(await r.broker.tasksCommitted(record!)).toBe(false);
     expect(await bench.rawTasks("too-late", record!.id)).toBe(0);
   });
 

@@ -129,7 +129,7 @@ export const mutations: readonly Mutation[] = [
     what: "finalize no longer purges the tasks left (a job that ends by itself keeps them on the server)",
     file: "src/effects/finalize-job.ts",
     search:
-      "    yield* fromPort(() => port.removeTasks(input.queue, input.jobId));\n    return stored;\n  });",
+      "    yield* fromPort(() => port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }));\n    return stored;\n  });",
     replace: "    return stored;\n  });",
     tests: [faults],
   },
@@ -139,7 +139,7 @@ export const mutations: readonly Mutation[] = [
     file: "src/effects/finalize-job.ts",
     search: [
       "    if (stored && stored.phase === SubmitPhase.committed)",
-      "      yield* fromPort(() => port.removeTasks(stored.queue, id));",
+      "      yield* fromPort(() => port.removeTasks(stored));",
     ].join("\n"),
     replace: "",
     tests: [faults],

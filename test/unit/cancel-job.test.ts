@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { cancelJob } from "../../src/effects/finalize-job.ts";
-import { fakeJobPort, record } from "./fake-job-port.ts";
+import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
 describe("cancelJob", () => {
   it("ends a committed job as failed, counts kept as the larger, then removes its tasks", async () => {
@@ -18,6 +18,13 @@ describe("cancelJob", () => {
     expect(stored).toMatchObject(expected);
     expect(fake.records.get("j1")!.record).toMatchObject(expected);
     expect(fake.calls).toEqual(["getRecord j1", "updateRecord j1 committed failed", "removeTasks q j1"]);
+  });
+
+  it("removes a lane job's task from its lane", async () => {
+    const fake = fakeJobPort();
+    fake.put(laneRecord({ phase: "committed", status: "running" }));
+    await cancelJob(fake.port, "j1", "user asked", { done: 0, failed: 0, dead: 0 }, 7000);
+    expect(fake.calls.at(-1)).toBe("removeTasks q j1 lane");
   });
 
   it("leaves an end already recorded as it is, and still removes the tasks", async () => {

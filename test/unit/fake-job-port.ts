@@ -1,16 +1,20 @@
 import type { JobPort } from "../../src/adapters/job-port.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
-import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
+import type { JobRecord, JobSettings, JobTasksRef } from "../../src/kernel/job-record.ts";
 
 /**
  * A JobPort kept in a Map, with compare-and-set revisions like KV's, a log
  * of every call, and hooks to make one call fail. It is the oracle of the
- * job-effect tests: what the effects left in it is read back raw.
+ * job-effect tests: what the effects left in it is read back raw. A lane
+ * job has no consumer: its stored task, or a result of it (`answered`: a
+ * worker stores the result, then acks the task away), is its commit.
  */
 export const fakeJobPort = () => {
   const records = new Map<string, { record: JobRecord; revision: number }>();
   const consumers = new Set<string>();
   const tasks = new Map<string, readonly string[]>();
+  /** Jobs a result of which is stored. */
+  const answered = new Set<string>();
   const calls: string[] = [];
   let sequence = 0;
   const failures: Partial<Record<keyof JobPort, (() => unknown)[]>> = {};
@@ -68,23 +72,26 @@ export const fakeJobPort = () => {
       hook("createConsumer");
       consumers.add(jobId);
     },
-    consumerExists: async (queue, jobId) => {
-      calls.push(`consumerExists ${queue} ${jobId}`);
-      return consumers.has(jobId);
+    tasksCommitted: async (job) => {
+      calls.push(`tasksCommitted ${named(job)}`);
+      return job.lane ? tasks.has(job.id) || answered.has(job.id) : consumers.has(job.id);
     },
-    removeTasks: async (queue, jobId) => {
-      calls.push(`removeTasks ${queue} ${jobId}`);
+    removeTasks: async (job) => {
+      calls.push(`removeTasks ${named(job)}`);
       hook("removeTasks");
-      tasks.delete(jobId);
-      consumers.delete(jobId);
+      tasks.delete(job.id);
+      if (!job.lane) consumers.delete(job.id);
     },
     announceCreated: async (queue, jobId) => {
       calls.push(`announceCreated ${queue} ${jobId}`);
       hook("announceCreated");
     },
   };
-  return { port, records, consumers, tasks, calls, failNext, put };
+  return { port, records, consumers, tasks, answered, calls, failNext, put };
 };
+
+/** A job as the call log names it: `<queue> <id>`, and ` lane` for a lane job. */
+const named = (job: JobTasksRef) => `${job.queue} ${job.id}${job.lane ? " lane" : ""}`;
 
 export const settings: JobSettings = {
   maxFailures: 0,
@@ -110,3 +117,7 @@ export const record = (overrides: Partial<JobRecord> = {}): JobRecord => ({
   commitDeadline: 31_000,
   ...overrides,
 });
+
+/** A lane job's record: one task, the lane's ack wait. */
+export const laneRecord = (overrides: Partial<JobRecord> = {}): JobRecord =>
+  record({ total: 1, lane: true, ...overrides });

@@ -2,14 +2,16 @@
  * The job effects on a fake port whose store is read back raw: the atomic
  * submit (record, tasks, consumer = commit point, committed record, then the
  * announcement), its rollback, the reaper that finishes dead submits, and
- * the compare-and-set record updates behind progress and finalize.
+ * the compare-and-set record updates behind progress and finalize; for a
+ * lane job, whose task's publish is the commit point, the same.
  */
 import { describe, expect, it } from "vitest";
 import { finalizeJob, recordProgress, updateRecordWith } from "../../src/effects/finalize-job.ts";
+import { lostReason } from "../../src/effects/lost-job.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { rollBack, SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
-import { fakeJobPort, record } from "./fake-job-port.ts";
+import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
 const clock = (start: number) => {
   let t = start;
@@ -52,6 +54,27 @@ describe("submitJob", () => {
     expect(stored).toMatchObject({ phase: "committed", status: "running", updatedAt: 5000, createdAt: 1000 });
     expect(outcome).toEqual({ kind: "committed", record: stored });
     expect(fake.tasks.get("j1")).toEqual(['{"i":0,"p":1}', '{"i":1,"p":2}']);
+  });
+
+  it("a lane job: record, its task (the commit point), the committed record, the announcement; no consumer", async () => {
+    const fake = fakeJobPort();
+    const steps: string[] = [];
+    const outcome = await submitJob(fake.port, {
+      record: laneRecord(),
+      bodies: ['{"i":0,"p":1}'],
+      now: () => 5000,
+      signal: new AbortController().signal,
+      hooks: { afterStep: (step) => void steps.push(step) },
+    });
+    expect(fake.calls).toEqual([
+      "createRecord j1",
+      "publishTasks j1 1",
+      "updateRecord j1 committed running",
+      "announceCreated q j1",
+    ]);
+    expect(steps).toEqual([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.recordCommitted]);
+    expect(outcome).toMatchObject({ kind: "committed", record: { lane: true, phase: "committed" } });
+    expect(fake.consumers.size).toBe(0);
   });
 
   it("hooks without afterStep are fine; a simulated crash is named as such", async () => {
@@ -401,6 +424,71 @@ describe("reapSubmits", () => {
   });
 });
 
+describe("reapSubmits: lane jobs (the task's publish is the commit point)", () => {
+  /** A lane submit that died after `step`, its commit deadline (1000) long past at 6000. */
+  const crashedAfter = async (step: SubmitStep) => {
+    const fake = fakeJobPort();
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: laneRecord({ commitDeadline: 1000 }),
+        bodies: ['{"i":0,"p":1}'],
+        now: () => 7,
+        signal: new AbortController().signal,
+        hooks: {
+          afterStep: (done) => {
+            if (done === step) throw new SimulatedCrash("killed");
+          },
+        },
+      }),
+    );
+    expect(error).toBeInstanceOf(SimulatedCrash);
+    expect(fake.records.get("j1")!.record.phase).toBe("submitting");
+    return fake;
+  };
+
+  it("one that died after publishing its task is rolled forward: the task is stored", async () => {
+    const fake = await crashedAfter(SubmitStep.tasksPublished);
+    expect(await reapSubmits(fake.port, () => 6000, 1000)).toEqual({ rolledBack: [], rolledForward: ["j1"] });
+    expect(fake.records.get("j1")!.record).toMatchObject({
+      phase: "committed",
+      status: "running",
+      lane: true,
+    });
+    expect(fake.tasks.get("j1")).toEqual(['{"i":0,"p":1}']);
+    expect(fake.calls).toContain("tasksCommitted q j1 lane");
+  });
+
+  it("one whose task was answered meanwhile (result stored, task acked) is rolled forward", async () => {
+    const fake = await crashedAfter(SubmitStep.tasksPublished);
+    fake.tasks.delete("j1");
+    fake.answered.add("j1");
+    expect(await reapSubmits(fake.port, () => 6000, 1000)).toEqual({ rolledBack: [], rolledForward: ["j1"] });
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
+  });
+
+  it("one that died before publishing is rolled back, its lane task purged", async () => {
+    const fake = await crashedAfter(SubmitStep.recordCreated);
+    expect(await reapSubmits(fake.port, () => 6000, 1000)).toEqual({ rolledBack: ["j1"], rolledForward: [] });
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+    expect(fake.calls).toContain("removeTasks q j1 lane");
+  });
+});
+
+describe("lostReason: lane jobs", () => {
+  it("a running lane job is lost once neither its task nor a result of it is stored", async () => {
+    const fake = fakeJobPort();
+    const running = laneRecord({ phase: "committed", status: "running" });
+    fake.put(running);
+    fake.tasks.set("j1", ['{"i":0,"p":1}']);
+    expect(await lostReason(fake.port, running)).toBeUndefined();
+    fake.tasks.delete("j1");
+    fake.answered.add("j1");
+    expect(await lostReason(fake.port, running)).toBeUndefined();
+    fake.answered.delete("j1");
+    expect(await lostReason(fake.port, running)).toMatch(/tasks lost/);
+  });
+});
+
 describe("record updates", () => {
   it("updateRecordWith re-reads after a conflict and applies the change to the fresh record", async () => {
     const fake = fakeJobPort();
@@ -521,6 +609,17 @@ describe("finalizeJob", () => {
       finishedAt: 101,
     });
     expect(fake.calls.at(-1)).toBe("removeTasks q j1");
+  });
+
+  it("removes a lane job's task from its lane: the stored record says where its tasks are", async () => {
+    const fake = fakeJobPort();
+    fake.put(laneRecord({ phase: "committed", status: "running" }));
+    await finalizeJob(
+      fake.port,
+      { jobId: "j1", queue: "q", status: "succeeded", reason: null, counts: { done: 1, failed: 0, dead: 0 } },
+      () => 5,
+    );
+    expect(fake.calls.at(-1)).toBe("removeTasks q j1 lane");
   });
 
   it("writes no reason when there is none, and marks a submit that never committed as rolled back", async () => {

@@ -1,13 +1,20 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
-import { decodeRecord, encodeRecord, type JobRecord, type JobSettings } from "../../kernel/job-record.ts";
+import {
+  decodeRecord,
+  encodeRecord,
+  type JobRecord,
+  type JobSettings,
+  type JobTasksRef,
+} from "../../kernel/job-record.ts";
 import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
-import type { TaskLease } from "../task-queue.ts";
+import { taskSubjectOf } from "../names.ts";
+import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
@@ -239,14 +246,13 @@ class MemoryJobBroker implements MemoryBroker {
 
   // ---- tasks ----
 
+  /** A lane job's task goes to its queue's lane, whose consumer is made first if need be. */
   async publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
     const op = "job.tasks.publish";
     this.#open(op);
     if (signal.aborted) throw new RuntimeStopped({ message: `${op}: aborted` });
-    const subject = this.server.names.tasksSubject(
-      checkToken(op, "queue", record.queue),
-      checkToken(op, "jobId", record.id),
-    );
+    const subject = this.#tasksSubject(op, record);
+    if (record.lane) this.server.lane(record.queue);
     const idPrefix = `${record.id}.${record.submitId}`;
     // In order, failing at the first body too large: the ones before it are stored, as on NATS.
     bodies.forEach((body, n) => {
@@ -270,15 +276,38 @@ class MemoryJobBroker implements MemoryBroker {
     });
   }
 
-  async consumerExists(queue: string, jobId: string): Promise<boolean> {
-    return this.#consumerOf("job.consumer.info", queue, jobId) !== undefined;
+  /**
+   * A job's consumer exists; a lane job's task is stored, or a result of it
+   * (a worker stores the result before it acks the task).
+   */
+  async tasksCommitted(job: JobTasksRef): Promise<boolean> {
+    const op = "job.tasks.committed";
+    if (!job.lane) return this.#consumerOf(op, job.queue, job.id) !== undefined;
+    this.#open(op);
+    const { tasks, results, names } = this.server;
+    return (
+      tasks.count(this.#tasksSubject(op, job)) > 0 ||
+      results.read(names.resultsSubject(job.queue, job.id)).length > 0
+    );
   }
 
+  /** A lane job has none of its own: the lane's counts are every lane job's. */
   async consumerCounts(
-    queue: string,
-    jobId: string,
+    job: JobTasksRef,
   ): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
-    return this.#consumerOf("job.consumer.counts", queue, jobId)?.counts();
+    const op = "job.consumer.counts";
+    if (!job.lane) return this.#consumerOf(op, job.queue, job.id)?.counts();
+    this.#open(op);
+    return undefined;
+  }
+
+  /** Where the job's tasks are: its own subject, or its queue's lane. */
+  #tasksSubject(op: string, job: JobTasksRef): string {
+    return taskSubjectOf(this.server.names, {
+      ...job,
+      queue: checkToken(op, "queue", job.queue),
+      id: checkToken(op, "jobId", job.id),
+    });
   }
 
   /**
@@ -293,14 +322,12 @@ class MemoryJobBroker implements MemoryBroker {
     return consumer?.subject === subject ? consumer : undefined;
   }
 
-  async removeTasks(queue: string, jobId: string): Promise<void> {
+  /** A lane job's task only: the lane consumer serves the queue's other lane jobs. */
+  async removeTasks(job: JobTasksRef): Promise<void> {
     const op = "job.tasks.remove";
     this.#open(op);
-    const subject = this.server.names.tasksSubject(
-      checkToken(op, "queue", queue),
-      checkToken(op, "jobId", jobId),
-    );
-    this.server.tasks.deleteConsumer(jobId);
+    const subject = this.#tasksSubject(op, job);
+    if (!job.lane) this.server.tasks.deleteConsumer(job.id);
     this.server.tasks.purge(subject);
   }
 
@@ -323,6 +350,28 @@ class MemoryJobBroker implements MemoryBroker {
   ): Promise<"gone" | "stopped"> {
     const consumer = this.#consumerOf("job.tasks.consume", queue, jobId);
     if (!consumer) return "gone";
+    return this.#deliver(consumer, onTask, signal);
+  }
+
+  /** As `consumeTasks`, from the queue's lane (made if need be); each lease names its job. */
+  async consumeLane(
+    queue: string,
+    _maxMessages: number,
+    onTask: (lease: LaneLease) => void | Promise<void>,
+    signal: AbortSignal,
+  ): Promise<"stopped"> {
+    const op = "job.lane.consume";
+    this.#open(op);
+    await this.#deliver(this.server.lane(checkToken(op, "queue", queue)), onTask, signal);
+    // Never "gone": nothing deletes a lane consumer.
+    return "stopped";
+  }
+
+  async #deliver(
+    consumer: MemoryConsumer,
+    onTask: (lease: LaneLease) => void | Promise<void>,
+    signal: AbortSignal,
+  ): Promise<"gone" | "stopped"> {
     const stop = AbortSignal.any([signal, this.#stop]);
     for (;;) {
       const next = await consumer.take(stop);

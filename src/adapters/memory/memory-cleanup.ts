@@ -7,8 +7,9 @@ import type { MemoryServerState } from "./memory-server.ts";
 /**
  * What src/adapters/nats/job-cleanup.ts does on NATS, on the memory server,
  * with the same report: consumers and tasks of jobs that are over (or have
- * no record) go; after the retention period the records, results and dead
- * letters of finished jobs go too. A submit still in progress is the reaper's.
+ * no record) go, lane jobs' tasks too (a lane subject's last token is its
+ * job); after the retention period the records, results and dead letters
+ * of finished jobs go too. A submit still in progress is the reaper's.
  */
 export const cleanupMemory = async (
   server: MemoryServerState,
@@ -29,7 +30,8 @@ export const cleanupMemory = async (
   );
   const report: CleanupReport = {
     dryRun,
-    consumersDeleted: tasks.consumerNames().filter(over),
+    // A queue's lane is not a job's consumer: it stays (its jobs' tasks go with the subjects below).
+    consumersDeleted: tasks.subjectConsumerNames().filter(over),
     tasksPurged: tasks.subjects().filter((subject) => over(jobIdOfSubject(subject))),
     recordsRemoved: expired.map((r) => r.id),
     resultsPurged: server.results.subjects().filter((subject) => resultsGone(jobIdOfSubject(subject))),

@@ -1,6 +1,7 @@
+import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import type { Clock } from "../../kernel/clock.ts";
 import { PermanentBrokerError } from "../../kernel/errors.ts";
-import type { TaskLease } from "../task-queue.ts";
+import type { LaneLease } from "../task-queue.ts";
 
 export interface StoredTask {
   readonly seq: number;
@@ -19,8 +20,10 @@ export interface ExhaustedTask {
 export interface ConsumerSource {
   readonly clock: Clock;
   get(seq: number): StoredTask | undefined;
-  count(subject: string): number;
-  seqsOf(subject: string): readonly number[];
+  /** Tasks stored on the consumer's filter (a subject, or a wildcard over subjects). */
+  count(filter: string): number;
+  /** Their sequences in stream order; a new array once the stream rebuilt it (delivered ones are skipped by sequence). */
+  seqsOf(filter: string): readonly number[];
   remove(seq: number): void;
   exhausted(task: ExhaustedTask): void;
 }
@@ -45,11 +48,12 @@ interface Delivery {
   timer: unknown;
 }
 
-type Next = TaskLease | "gone" | "stopped";
+type Next = LaneLease | "gone" | "stopped";
 
 /**
- * A job's durable consumer on the tasks stream, with JetStream's pull
- * semantics as nats-server 2.9 has them:
+ * A durable consumer on the tasks stream (a job's, on its subject, or a
+ * queue's lane, on a wildcard over its lane jobs' subjects), with
+ * JetStream's pull semantics as nats-server 2.9 has them:
  * - tasks go out in stream order, redeliveries first, each to one waiting
  *   `take` at a time (waiters are served in turn: round robin);
  * - a delivery is leased for `ackWaitMs`; `working()` restarts the lease,
@@ -70,7 +74,7 @@ export class MemoryConsumer {
   readonly #deliveries = new Map<number, Delivery>();
   #redeliver: number[] = [];
   #redeliverHead = 0;
-  /** The subject's sequences as last seen, and how far they were delivered. */
+  /** The filter's sequences as last seen, and how far they were delivered. */
   #seqs: readonly number[] = [];
   #cursor = 0;
   #nextSeq = 1;
@@ -84,6 +88,7 @@ export class MemoryConsumer {
     this.#settings = settings;
   }
 
+  /** The filter: one subject, or `<prefix>.>` for every subject under it. */
   get subject(): string {
     return this.#subject;
   }
@@ -125,12 +130,12 @@ export class MemoryConsumer {
    * The next deliverable task, leased, or undefined at once if none is ready
    * (a `no_wait` pull request): leasing by reference for the HTTP API.
    */
-  takeNow(): { seq: number; body: string; deliveryCount: number } | undefined {
+  takeNow(): { seq: number; jobId: string; body: string; deliveryCount: number } | undefined {
     if (this.#deleted) return undefined;
     const seq = this.#pick();
     if (seq === undefined) return undefined;
     const lease = this.#lease(seq);
-    return { seq, body: lease.body, deliveryCount: lease.deliveryCount };
+    return { seq, jobId: lease.jobId, body: lease.body, deliveryCount: lease.deliveryCount };
   }
 
   /** Hands tasks that became deliverable to whoever waits. */
@@ -248,7 +253,7 @@ export class MemoryConsumer {
     return undefined;
   }
 
-  #lease(seq: number): TaskLease {
+  #lease(seq: number): LaneLease {
     const task = this.#stream.get(seq);
     if (!task) {
       throw new PermanentBrokerError({
@@ -264,7 +269,7 @@ export class MemoryConsumer {
     d.count++;
     d.state = "leased";
     this.#arm(seq, d, this.#settings.ackWaitMs);
-    return new MemoryTaskLease(this, seq, task.body, d.count);
+    return new MemoryTaskLease(this, seq, jobIdOfSubject(task.subject), task.body, d.count);
   }
 
   /** One timer per delivery: the lease's end, or the end of a nak's delay; either releases it. */
@@ -286,16 +291,18 @@ export class MemoryConsumer {
   }
 }
 
-/** One delivery of a task, as the port hands it to a worker. */
-class MemoryTaskLease implements TaskLease {
+/** One delivery of a task, as the port hands it to a worker; it names its job (a lane serves many). */
+class MemoryTaskLease implements LaneLease {
+  readonly jobId: string;
   readonly body: string;
   readonly deliveryCount: number;
   readonly #consumer: MemoryConsumer;
   readonly #seq: number;
 
-  constructor(consumer: MemoryConsumer, seq: number, body: string, deliveryCount: number) {
+  constructor(consumer: MemoryConsumer, seq: number, jobId: string, body: string, deliveryCount: number) {
     this.#consumer = consumer;
     this.#seq = seq;
+    this.jobId = jobId;
     this.body = body;
     this.deliveryCount = deliveryCount;
   }

@@ -1,8 +1,10 @@
 import { setMaxListeners } from "node:events";
 import { type Clock, realClock } from "../../kernel/clock.ts";
 import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../kernel/errors.ts";
+import { laneAckWaitMs } from "../../kernel/job-record.ts";
 import { tokenChars } from "../../kernel/validation.ts";
-import { type BrokerNames, brokerNames } from "../names.ts";
+import { type BrokerNames, brokerNames, laneConsumer } from "../names.ts";
+import type { MemoryConsumer } from "./memory-consumer.ts";
 import { MemoryKv } from "./memory-kv.ts";
 import { MessageLog } from "./message-log.ts";
 import { TaskStream } from "./task-stream.ts";
@@ -96,6 +98,20 @@ export class MemoryServerState implements MemoryServer {
   /** Throws `RuntimeStopped` once closed, as operations on a stopped runtime do. */
   assertOpen(operation: string): void {
     if (this.#closing.signal.aborted) throw new RuntimeStopped({ message: `${operation}: broker closed` });
+  }
+
+  /**
+   * The queue's lane consumer, made when first needed and never deleted:
+   * every lane job's task, without a delivery limit (whoever takes one past
+   * its job's `maxDeliver` dead-letters it). One stream holds every queue's
+   * tasks here, so its name says the queue (a job id has no dot).
+   */
+  lane(queue: string): MemoryConsumer {
+    const name = `${laneConsumer}.${queue}`;
+    return (
+      this.tasks.consumer(name) ??
+      this.tasks.putConsumer(name, this.names.laneFilter(queue), { ackWaitMs: laneAckWaitMs, maxDeliver: -1 })
+    );
   }
 
   /** A message over `maxPayload` fails before it is stored, as nats.js refuses it before sending. */

@@ -14,19 +14,33 @@ import { DedupeWindow } from "./message-log.ts";
 
 const noSeqs: readonly number[] = Object.freeze([]);
 
+/** A subject's or a filter's tasks: sequences in stream order, and how many of them are still stored. */
+interface SeqIndex {
+  seqs: number[];
+  count: number;
+}
+
+/** An index this long or more is rebuilt once less than half of it is stored (a lane never empties). */
+const compactFrom = 64;
+
 /**
  * The work-queue tasks stream: messages by subject (one per job), one
  * sequence counter, a duplicate window, and at most one consumer per subject.
- * A message stays until a consumer acks or terms it, or it is purged or
- * deleted; messages on a subject without a consumer are stored but invisible.
+ * A consumer filters one subject (a job's) or every subject under a prefix
+ * (`<prefix>.>`, a queue's lane). A message stays until a consumer acks or
+ * terms it, or it is purged or deleted; messages on a subject without a
+ * consumer are stored but invisible.
  */
 export class TaskStream implements ConsumerSource {
   readonly clock: Clock;
   readonly #messages = new Map<number, StoredTask>();
-  /** Per subject: its sequences in order (append-only until the subject empties) and how many are stored. */
-  readonly #subjects = new Map<string, { seqs: number[]; count: number }>();
+  /** Per subject: its sequences (append-only until the subject empties, but for compaction). */
+  readonly #subjects = new Map<string, SeqIndex>();
+  /** Per wildcard filter a consumer reads: the sequences of every subject it matches, likewise. */
+  readonly #filters = new Map<string, SeqIndex>();
   readonly #dedupe: DedupeWindow;
   readonly #consumers = new Map<string, MemoryConsumer>();
+  /** Consumers by filter: a subject, or a wildcard. */
   readonly #bySubject = new Map<string, MemoryConsumer>();
   /** Exhausted tasks reported while dead letters are set up (the advisories stream on NATS). */
   readonly advisories = new AsyncQueue<ExhaustedTask>();
@@ -44,26 +58,24 @@ export class TaskStream implements ConsumerSource {
     if (!this.#dedupe.admit(msgId)) return;
     const task: StoredTask = { seq: ++this.#seq, subject, body };
     this.#messages.set(task.seq, task);
-    let entry = this.#subjects.get(subject);
-    if (!entry) {
-      entry = { seqs: [], count: 0 };
-      this.#subjects.set(subject, entry);
-    }
-    entry.seqs.push(task.seq);
-    entry.count++;
-    this.#bySubject.get(subject)?.pump();
+    append(this.#subjects, subject, task.seq);
+    const consumer = this.#consumerOf(subject);
+    if (!consumer) return;
+    if (consumer.subject !== subject) append(this.#filters, consumer.subject, task.seq);
+    consumer.pump();
   }
 
   get(seq: number): StoredTask | undefined {
     return this.#messages.get(seq);
   }
 
-  count(subject: string): number {
-    return this.#subjects.get(subject)?.count ?? 0;
+  /** Tasks stored on a subject, or under a consumer's wildcard filter. */
+  count(filter: string): number {
+    return (this.#subjects.get(filter) ?? this.#filters.get(filter))?.count ?? 0;
   }
 
-  seqsOf(subject: string): readonly number[] {
-    return this.#subjects.get(subject)?.seqs ?? noSeqs;
+  seqsOf(filter: string): readonly number[] {
+    return (this.#subjects.get(filter) ?? this.#filters.get(filter))?.seqs ?? noSeqs;
   }
 
   /** Subjects that hold tasks. */
@@ -75,29 +87,44 @@ export class TaskStream implements ConsumerSource {
     const task = this.#messages.get(seq);
     if (!task) return;
     this.#messages.delete(seq);
-    const entry = this.#subjects.get(task.subject);
-    if (entry && --entry.count === 0) this.#subjects.delete(task.subject);
-    this.#bySubject.get(task.subject)?.forget(seq);
+    this.#removed(this.#subjects, task.subject, 1);
+    const consumer = this.#consumerOf(task.subject);
+    if (consumer && consumer.subject !== task.subject) this.#removed(this.#filters, consumer.subject, 1);
+    consumer?.forget(seq);
   }
 
   purge(subject: string): void {
     const entry = this.#subjects.get(subject);
     if (!entry) return;
-    for (const seq of entry.seqs) this.#messages.delete(seq);
     this.#subjects.delete(subject);
-    this.#bySubject.get(subject)?.forgetAll();
+    const consumer = this.#consumerOf(subject);
+    if (consumer?.subject === subject) {
+      for (const seq of entry.seqs) this.#messages.delete(seq);
+      consumer.forgetAll();
+      return;
+    }
+    // One subject among the filter's: only its own tasks are forgotten.
+    for (const seq of entry.seqs) {
+      if (!this.#messages.delete(seq)) continue;
+      consumer?.forget(seq);
+    }
+    if (consumer) this.#removed(this.#filters, consumer.subject, entry.count);
   }
 
   consumer(name: string): MemoryConsumer | undefined {
     return this.#consumers.get(name);
   }
 
-  consumerNames(): string[] {
-    return [...this.#consumers.keys()].sort();
+  /** Consumers of one subject each (a job's; a lane's filter is a wildcard). */
+  subjectConsumerNames(): string[] {
+    return [...this.#consumers.values()]
+      .filter((consumer) => !isWildcard(consumer.subject))
+      .map((consumer) => consumer.name)
+      .sort();
   }
 
   /** Creates the consumer, or updates it if it exists (as `consumers.add` does on nats-server 2.9). */
-  putConsumer(name: string, subject: string, settings: ConsumerSettings): void {
+  putConsumer(name: string, subject: string, settings: ConsumerSettings): MemoryConsumer {
     const holder = this.#bySubject.get(subject);
     if (holder && holder.name !== name) {
       // A work-queue stream takes one consumer per subject.
@@ -109,21 +136,24 @@ export class TaskStream implements ConsumerSource {
     }
     let consumer = this.#consumers.get(name);
     if (consumer) {
-      if (consumer.subject !== subject) this.#bySubject.delete(consumer.subject);
+      if (consumer.subject !== subject) this.#unfilter(consumer.subject);
+      this.#filter(subject);
       this.#bySubject.set(subject, consumer);
       consumer.configure(subject, settings);
-      return;
+      return consumer;
     }
+    this.#filter(subject);
     consumer = new MemoryConsumer(this, name, subject, settings);
     this.#consumers.set(name, consumer);
     this.#bySubject.set(subject, consumer);
+    return consumer;
   }
 
   deleteConsumer(name: string): void {
     const consumer = this.#consumers.get(name);
     if (!consumer) return;
     this.#consumers.delete(name);
-    this.#bySubject.delete(consumer.subject);
+    this.#unfilter(consumer.subject);
     consumer.delete();
   }
 
@@ -136,7 +166,55 @@ export class TaskStream implements ConsumerSource {
     for (const consumer of this.#consumers.values()) consumer.close();
     this.advisories.close();
   }
+
+  /** The consumer of a subject: the one filtering it alone, else one whose wildcard matches it. */
+  #consumerOf(subject: string): MemoryConsumer | undefined {
+    const own = this.#bySubject.get(subject);
+    if (own) return own;
+    for (let dot = subject.indexOf("."); dot >= 0; dot = subject.indexOf(".", dot + 1)) {
+      const wildcard = this.#bySubject.get(`${subject.slice(0, dot + 1)}>`);
+      if (wildcard) return wildcard;
+    }
+    return undefined;
+  }
+
+  /** A wildcard filter's index, from the tasks stored now (a consumer delivers those made before it). */
+  #filter(filter: string): void {
+    if (!isWildcard(filter) || this.#bySubject.has(filter)) return;
+    const under = filter.slice(0, -1);
+    const seqs: number[] = [];
+    for (const [subject, entry] of this.#subjects)
+      if (subject.startsWith(under))
+        for (const seq of entry.seqs) if (this.#messages.has(seq)) seqs.push(seq);
+    if (seqs.length > 0) this.#filters.set(filter, { seqs: seqs.sort((a, b) => a - b), count: seqs.length });
+  }
+
+  #unfilter(filter: string): void {
+    this.#bySubject.delete(filter);
+    this.#filters.delete(filter);
+  }
+
+  /** `n` of the key's tasks left the stream: an index emptied goes, one mostly gone is rebuilt. */
+  #removed(index: Map<string, SeqIndex>, key: string, n: number): void {
+    const entry = index.get(key);
+    if (!entry) return;
+    entry.count -= n;
+    if (entry.count <= 0) index.delete(key);
+    else if (entry.seqs.length >= compactFrom && entry.count * 2 < entry.seqs.length)
+      // A new array: its consumer starts over on it, skipping what it delivered already.
+      index.set(key, { seqs: entry.seqs.filter((seq) => this.#messages.has(seq)), count: entry.count });
+  }
 }
+
+const isWildcard = (filter: string): boolean => filter.endsWith(".>");
+
+const append = (index: Map<string, SeqIndex>, key: string, seq: number): void => {
+  const entry = index.get(key);
+  if (entry) {
+    entry.seqs.push(seq);
+    entry.count++;
+  } else index.set(key, { seqs: [seq], count: 1 });
+};
 
 /** A FIFO whose readers wait for items; each item goes to one reader. */
 class AsyncQueue<T> {
