@@ -1,10 +1,10 @@
+import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
 import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
 import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
 
 const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
   v: 1,
@@ -121,15 +121,17 @@ const setup = (records = [record("j1"), record("j2")], maxLeasesPerToken = 100) 
   const fake = fakePort(records);
   let now = 1_000_000;
   const signer = new ReceiptSigner();
+  const logs: { msg: string; [key: string]: unknown }[] = [];
+  const log = pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line)) });
   const make = () =>
     new TaskLeases(fake.port, {
       signer,
-      log: silentLogger(),
+      log,
       now: () => now,
       jobListTtlMs: 0,
       maxLeasesPerToken,
     });
-  return { ...fake, leases: make(), restart: make, advance: (ms: number) => (now += ms) };
+  return { ...fake, logs, leases: make(), restart: make, advance: (ms: number) => (now += ms) };
 };
 
 const ok = (receipt: string, value: unknown): ResultItem => ({
@@ -381,6 +383,32 @@ describe("TaskLeases", () => {
       ]);
       // Its answer is recorded as the delivery's: nothing else answers it.
       expect(await t.port.answerOf("$JS.ACK.t.lane.q.4.1.1.0.0")).toMatchObject({ status: "dead" });
+    });
+
+    it("a task past maxDeliver whose dead result is not stored is left to its lease, and is dead-lettered when it comes back", async () => {
+      const t = mixed();
+      t.offerLane("L1", 4);
+      t.offerLane("L2");
+      t.failNextPublishes(1);
+      const tasks = await t.leases.reserveFromQueue("q", 5, W1);
+      expect(tasks.map((x) => x.id)).toEqual(["L2.0"]);
+      // Not termed, and its answer claim given back: nothing lost, nothing settled.
+      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
+        expect.stringMatching(/^dead-letter L1 0 3 /),
+      ]);
+      expect(await t.port.answerOf("$JS.ACK.t.lane.q.4.1.1.0.0")).toBeUndefined();
+      expect(t.logs.find((l) => l.jobId === "L1" && l.msg.includes("maxDeliver"))?.msg).toMatch(
+        /not dead-lettered/,
+      );
+      t.calls.length = 0;
+      t.offerLane("L1", 5);
+      expect(await t.leases.reserveFromQueue("q", 5, W1)).toEqual([]);
+      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
+        // The same letter (deliveries past maxDeliver never run), under the same message id.
+        `dead-letter L1 0 3 no answer after 3 deliveries (worker died or its lease ran out)`,
+        expect.stringMatching(/^publish L1 .*"dead":true/),
+        "term $JS.ACK.t.lane.q.5.3.3.0.0",
+      ]);
     });
 
     it("a lane job's task is not reserved by its job id: 409 job_in_lane, nothing fetched", async () => {

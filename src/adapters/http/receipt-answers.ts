@@ -175,16 +175,17 @@ export class ReceiptAnswers {
    * does with it, so the job counts it dead and the dead letter keeps its
    * payload. Its answer is claimed like a posted one, by `caller` (nobody
    * holds a receipt of it). Throws if it was not stored: the delivery comes
-   * back once its lease runs out, and is dead-lettered then.
+   * back once its lease runs out, and is dead-lettered then (under the same
+   * message id: the deliveries that ran are `maxDeliver` whichever came past).
    */
   async deadOnArrival(
     record: JobRecord,
-    delivery: { readonly ref: string; readonly index: number; readonly deliveryCount: number },
+    delivery: { readonly ref: string; readonly index: number },
     caller: Caller,
   ): Promise<void> {
     const { ref, index } = delivery;
-    // The delivery in hand is not run: the ones before it went unanswered.
-    const deliveries = delivery.deliveryCount - 1;
+    // Deliveries past maxDeliver are never run: the ones that ran went unanswered.
+    const deliveries = record.settings.maxDeliver;
     const error = `no answer after ${deliveries} deliveries (worker died or its lease ran out)`;
     const c: ReceiptClaims = {
       v: 2,

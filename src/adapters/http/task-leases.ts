@@ -317,10 +317,10 @@ export class TaskLeases {
     }
     if (over.length > 0) await this.#endOver(queue, over, records);
     for (const { t, body, record } of exhausted) {
-      await this.#answers.deadOnArrival(record, { ...t, index: body.index }, caller).then(
+      await this.#answers.deadOnArrival(record, { ref: t.ref, index: body.index }, caller).then(
         () =>
           this.#log.warn(
-            { jobId: record.id, queue, index: body.index, deliveries: t.deliveryCount - 1 },
+            { jobId: record.id, queue, index: body.index, delivery: t.deliveryCount },
             "lane task past its job's maxDeliver dead-lettered, not run",
           ),
         (error: unknown) =>
