@@ -84,6 +84,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
     while (consumer && tasks.length < max) {
       const next = consumer.takeNow();
       if (!next) break;
+      // Stored: takeNow just leased it.
       const subject = this.#server.tasks.get(next.seq)?.subject ?? "";
       tasks.push({
         ref: `mem.${consumer.name}.${next.seq}.${next.deliveryCount}`,
