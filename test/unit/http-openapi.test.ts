@@ -76,5 +76,6 @@ describe("OpenAPI document", () => {
     expect(responses("/jobs/{id}/tasks", "post")).toContain("429");
     expect(responses("/queues/{queue}/tasks", "post")).toContain("429");
     expect(responses("/jobs/{id}/results", "post")).toContain("409");
+    expect(responses("/jobs/{id}/tasks", "post")).toContain("409");
   });
 });

@@ -1,10 +1,10 @@
+import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
 import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
 import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
 
 const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
   v: 1,
@@ -29,11 +29,23 @@ const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
   ...over,
 });
 
-/** A broker that records every call in order; tasks are `{i}` bodies with made-up reply subjects. */
+/** A job on its queue's lane: one task, the lane's ack wait. */
+const laneRecord = (id: string, over: Partial<JobRecord> = {}): JobRecord => {
+  const base = record(id, { lane: true, total: 1 });
+  return { ...base, settings: { ...base.settings, ackWaitMs: 30_000 }, ...over };
+};
+
+/**
+ * A broker that records every call in order; tasks are `{i}` bodies with
+ * made-up reply subjects: `$JS.ACK.t.<jobId>.…` for a job's own consumer,
+ * `$JS.ACK.t.lane.<queue>.…` for its queue's lane.
+ */
 const fakePort = (records: JobRecord[]) => {
   const calls: string[] = [];
   const byId = new Map(records.map((r) => [r.id, r]));
   const queues = new Map(records.map((r) => [r.id, [] as LeasedTask[]]));
+  const lanes = new Map<string, LeasedTask[]>();
+  let laneSeq = 0;
   let publishFails = 0;
   /** The broker's record of answers: survives a new TaskLeases (an API restart). */
   const answers = new Map<string, { answer: RecordedAnswer; revision: number }>();
@@ -44,6 +56,10 @@ const fakePort = (records: JobRecord[]) => {
     fetchTasks: async (_queue, jobId, max) => {
       calls.push(`fetch ${jobId} ${max}`);
       return (queues.get(jobId) ?? []).splice(0, max);
+    },
+    fetchLane: async (queue, max) => {
+      calls.push(`fetch lane ${queue} ${max}`);
+      return (lanes.get(queue) ?? []).splice(0, max);
     },
     settle: async (settles: readonly LeaseSettle[]) => {
       for (const s of settles)
@@ -70,7 +86,8 @@ const fakePort = (records: JobRecord[]) => {
       }
       calls.push(`publish ${jobId} ${body} ${msgId.startsWith(`${jobId}.http.`)}`);
     },
-    isDeliveryOf: (ref, _queue, jobId) => ref.startsWith(`$JS.ACK.t.${jobId}.`),
+    isDeliveryOf: (ref, job) =>
+      ref.startsWith(job.lane ? `$JS.ACK.t.lane.${job.queue}.` : `$JS.ACK.t.${job.id}.`),
     storeDeadLetter: async (letter) => {
       calls.push(`dead-letter ${letter.jobId} ${letter.index} ${letter.deliveries} ${letter.error}`);
     },
@@ -78,10 +95,23 @@ const fakePort = (records: JobRecord[]) => {
   const offer = (jobId: string, index: number, delivery = 1) =>
     queues.get(jobId)!.push({
       ref: `$JS.ACK.t.${jobId}.${delivery}.${index + 1}.${index + 1}.0.0`,
+      jobId,
       body: JSON.stringify({ i: index, p: { n: index } }),
       deliveryCount: delivery,
     });
-  return { port, calls, offer, byId, failNextPublishes: (n: number) => (publishFails = n) };
+  /** A lane job's one task on the lane of `queue` (its job may be unknown). */
+  const offerLane = (jobId: string, delivery = 1, queue = "q") => {
+    const lane = lanes.get(queue) ?? [];
+    lanes.set(queue, lane);
+    laneSeq++;
+    lane.push({
+      ref: `$JS.ACK.t.lane.${queue}.${delivery}.${laneSeq}.${laneSeq}.0.0`,
+      jobId,
+      body: JSON.stringify({ i: 0, p: { job: jobId } }),
+      deliveryCount: delivery,
+    });
+  };
+  return { port, calls, offer, offerLane, byId, failNextPublishes: (n: number) => (publishFails = n) };
 };
 
 const W1: Caller = { identity: "w1", allows: () => true };
@@ -91,15 +121,17 @@ const setup = (records = [record("j1"), record("j2")], maxLeasesPerToken = 100) 
   const fake = fakePort(records);
   let now = 1_000_000;
   const signer = new ReceiptSigner();
+  const logs: { msg: string; [key: string]: unknown }[] = [];
+  const log = pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line)) });
   const make = () =>
     new TaskLeases(fake.port, {
       signer,
-      log: silentLogger(),
+      log,
       now: () => now,
       jobListTtlMs: 0,
       maxLeasesPerToken,
     });
-  return { ...fake, leases: make(), restart: make, advance: (ms: number) => (now += ms) };
+  return { ...fake, logs, leases: make(), restart: make, advance: (ms: number) => (now += ms) };
 };
 
 const ok = (receipt: string, value: unknown): ResultItem => ({
@@ -273,6 +305,143 @@ describe("TaskLeases", () => {
       { id: "j1.0", status: "settled" },
     ]);
     expect(t.calls).toEqual([]);
+  });
+
+  describe("the lane", () => {
+    /** Jobs a and b with consumers of their own, lane jobs L1 and L2 on queue q. */
+    const mixed = () =>
+      setup([
+        record("a", { createdAt: 1 }),
+        record("b", { createdAt: 2 }),
+        laneRecord("L1", { createdAt: 3 }),
+        laneRecord("L2", { createdAt: 4 }),
+      ]);
+
+    it("takes its turn in the queue's round robin; each task names its own job and has the lane's lease", async () => {
+      const t = mixed();
+      for (const i of [0, 1]) {
+        t.offer("a", i);
+        t.offer("b", i);
+      }
+      t.offerLane("L1");
+      t.offerLane("L2");
+      const turns = [];
+      for (let n = 0; n < 3; n++) turns.push(await t.leases.reserveFromQueue("q", 1, W1));
+      expect(turns.map((tasks) => tasks.map((x) => x.id))).toEqual([["a.0"], ["b.0"], ["L1.0"]]);
+      const [laneTask] = turns[2]!;
+      expect(laneTask).toMatchObject({
+        jobId: "L1",
+        index: 0,
+        attempt: 1,
+        payload: { job: "L1" },
+        leaseMs: 28_000,
+      });
+      // Once the jobs of its turn are drained, a turn goes on to the next source.
+      expect((await t.leases.reserveFromQueue("q", 3, W1)).map((x) => x.id)).toEqual(["a.1", "b.1", "L2.0"]);
+      // The lane is never asked for one job by id: the jobs' own consumers are.
+      expect(t.calls.filter((c) => c.startsWith("fetch L"))).toEqual([]);
+    });
+
+    it("is not asked on a queue with no lane job running", async () => {
+      const t = setup([record("a"), laneRecord("L1", { status: "succeeded" })]);
+      t.offerLane("L1");
+      await t.leases.reserveFromQueue("q", 3, W1);
+      await t.leases.reserveFromQueue("q", 3, W1);
+      expect(t.calls).toEqual(["fetch a 3", "fetch a 3"]);
+    });
+
+    it("terms, never hands out, a task whose job is over, rolled back or unknown; a committing lane submit's runs", async () => {
+      const t = setup([
+        laneRecord("L1"),
+        laneRecord("over", { status: "succeeded" }),
+        laneRecord("gone-wrong", { status: "failed", phase: SubmitPhase.rolledBack }),
+        laneRecord("committing", { status: "queuing", phase: SubmitPhase.submitting }),
+      ]);
+      for (const id of ["over", "gone-wrong", "unknown", "committing", "L1"]) t.offerLane(id);
+      const tasks = await t.leases.reserveFromQueue("q", 5, W1);
+      expect(tasks.map((x) => x.id)).toEqual(["committing.0", "L1.0"]);
+      expect(t.calls).toEqual([
+        "fetch lane q 5",
+        "term $JS.ACK.t.lane.q.1.1.1.0.0",
+        "term $JS.ACK.t.lane.q.1.2.2.0.0",
+        "term $JS.ACK.t.lane.q.1.3.3.0.0",
+      ]);
+    });
+
+    it("dead-letters, never hands out, a task past its job's maxDeliver; the last delivery allowed runs", async () => {
+      const t = mixed();
+      t.offerLane("L1", 4);
+      t.offerLane("L2", 3);
+      const tasks = await t.leases.reserveFromQueue("q", 5, W1);
+      expect(tasks.map((x) => [x.id, x.attempt])).toEqual([["L2.0", 3]]);
+      const error = "no answer after 3 deliveries (worker died or its lease ran out)";
+      // The dead letter first (the payload is gone once termed), then the dead result, then the term.
+      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
+        `dead-letter L1 0 3 ${error}`,
+        `publish L1 [{"i":0,"ok":false,"e":"${error}","dead":true}] true`,
+        "term $JS.ACK.t.lane.q.4.1.1.0.0",
+      ]);
+      // Its answer is recorded as the delivery's: nothing else answers it.
+      expect(await t.port.answerOf("$JS.ACK.t.lane.q.4.1.1.0.0")).toMatchObject({ status: "dead" });
+    });
+
+    it("a task past maxDeliver whose dead result is not stored is left to its lease, and is dead-lettered when it comes back", async () => {
+      const t = mixed();
+      t.offerLane("L1", 4);
+      t.offerLane("L2");
+      t.failNextPublishes(1);
+      const tasks = await t.leases.reserveFromQueue("q", 5, W1);
+      expect(tasks.map((x) => x.id)).toEqual(["L2.0"]);
+      // Not termed, and its answer claim given back: nothing lost, nothing settled.
+      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
+        expect.stringMatching(/^dead-letter L1 0 3 /),
+      ]);
+      expect(await t.port.answerOf("$JS.ACK.t.lane.q.4.1.1.0.0")).toBeUndefined();
+      expect(t.logs.find((l) => l.jobId === "L1" && l.msg.includes("maxDeliver"))?.msg).toMatch(
+        /not dead-lettered/,
+      );
+      t.calls.length = 0;
+      t.offerLane("L1", 5);
+      expect(await t.leases.reserveFromQueue("q", 5, W1)).toEqual([]);
+      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
+        // The same letter (deliveries past maxDeliver never run), under the same message id.
+        `dead-letter L1 0 3 no answer after 3 deliveries (worker died or its lease ran out)`,
+        expect.stringMatching(/^publish L1 .*"dead":true/),
+        "term $JS.ACK.t.lane.q.5.3.3.0.0",
+      ]);
+    });
+
+    it("a lane job's task is not reserved by its job id: 409 job_in_lane, nothing fetched", async () => {
+      const t = mixed();
+      t.offerLane("L1");
+      await expect(t.leases.reserve("L1", 1, W1)).rejects.toMatchObject({
+        status: 409,
+        code: "job_in_lane",
+        details: { queue: "q" },
+      });
+      expect(t.calls).toEqual([]);
+    });
+
+    it("answers and heartbeats of a lane task go to its own job's endpoints, with its receipt", async () => {
+      const t = mixed();
+      t.offerLane("L1");
+      t.offerLane("L2");
+      const [one, two] = await t.leases.reserveFromQueue("q", 2, W1);
+      t.calls.length = 0;
+      await expect(t.leases.submitResults("L2", [ok(one!.receipt, 1)], W1)).rejects.toMatchObject({
+        code: "receipt_wrong_job",
+      });
+      const [beat] = await t.leases.heartbeat("L2", [two!.receipt], W1);
+      expect(beat).toMatchObject({ id: "L2.0", status: "extended", leaseMs: 28_000 });
+      await expect(t.leases.submitResults("L1", [ok(one!.receipt, 1)], W1)).resolves.toEqual([
+        { id: "L1.0", status: "done" },
+      ]);
+      expect(t.calls).toEqual([
+        "working $JS.ACK.t.lane.q.1.2.2.0.0",
+        'publish L1 [{"i":0,"ok":true,"r":1}] true',
+        "ack $JS.ACK.t.lane.q.1.1.1.0.0",
+      ]);
+    });
   });
 
   it("a receipt is its token's; a job of a queue out of scope is not found; leases per token are capped", async () => {

@@ -17,6 +17,7 @@ export const ErrorCode = {
   leaseExpired: "lease_expired",
   jobNotFound: "job_not_found",
   jobFinished: "job_finished",
+  jobInLane: "job_in_lane",
   notFound: "not_found",
   methodNotAllowed: "method_not_allowed",
   unavailable: "unavailable",

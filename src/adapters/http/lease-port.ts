@@ -11,7 +11,14 @@ import type { TokenScope } from "./token-scopes.ts";
 export interface LeasePort
   extends Pick<
     TaskLeasing,
-    "isDeliveryOf" | "fetchTasks" | "settle" | "claimAnswer" | "answerOf" | "recordAnswer" | "releaseAnswer"
+    | "isDeliveryOf"
+    | "fetchTasks"
+    | "fetchLane"
+    | "settle"
+    | "claimAnswer"
+    | "answerOf"
+    | "recordAnswer"
+    | "releaseAnswer"
   > {
   getRecord(id: string): Promise<{ record: JobRecord } | undefined>;
   /**

@@ -177,6 +177,10 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
           "200": { description: "The reserved tasks", content: json(ref("ReservedTasks")) },
           ...bodyErrors,
           ...jobErrors,
+          "409": error(
+            "The job's one task is on its queue's lane (`job_in_lane`, with `queue`): reserve it from " +
+              "`POST /queues/{queue}/tasks`.",
+          ),
           ...commonErrors,
           "429": tooManyLeases,
         },
@@ -186,6 +190,9 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
       post: {
         operationId: "reserveQueueTasks",
         summary: "Reserve up to batch_size tasks from the active jobs of a queue (round robin across jobs)",
+        description:
+          "The only way to reserve the task of a job on the queue's lane (a job of one task may be put there " +
+          "instead of getting a consumer of its own): the lane takes its turn among the queue's jobs.",
         parameters: [queueName],
         requestBody: { required: true, content: json(ref("ReserveRequest")) },
         responses: {

@@ -1,7 +1,8 @@
-import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../../kernel/job-record.ts";
+import { isFinal, isRunning, type JobRecord, laneAckWaitMs, SubmitPhase } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
+import type { LeasedTask } from "../task-leasing.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import { LeaseBook } from "./lease-book.ts";
 import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort, ReservedTask } from "./lease-port.ts";
@@ -47,6 +48,21 @@ const leaseEnd = (startedAt: number, ackWaitMs: number) =>
 /** A reserved task with what this instance keeps of its lease. */
 type Leased = ReservedTask & { readonly ref: string; readonly until: number };
 
+/** A delivery whose task message could be read, with the record of its job. */
+type Readable = { readonly t: LeasedTask; readonly body: TaskBody; readonly record: JobRecord };
+
+/** What `reserveFromQueue` takes tasks from in turn: a job's own consumer, or the queue's lane. */
+type Source = JobRecord | typeof lane;
+const lane = "lane";
+
+/**
+ * A lane delivery may be run while its job runs, or once its lane submit
+ * published it (the publish is the commit point: the record's commit mark
+ * may not be written yet); any other job's is over, or never was.
+ */
+const mayRunLaneTask = (record: JobRecord): boolean =>
+  isRunning(record) || (record.lane === true && record.phase === SubmitPhase.submitting);
+
 /**
  * The lease contract of native workers, held by HTTP workers through signed
  * receipts: reserve tasks (each with a receipt naming its delivery and its
@@ -74,16 +90,37 @@ export class TaskLeases {
     this.#answers = new ReceiptAnswers(port, this.#book, this.#log, this.#now);
   }
 
-  /** Up to `max` tasks of the job, at once; none if nothing is ready. 404 unknown job (or not the caller's), 410 finished. */
+  /**
+   * Up to `max` tasks of the job, at once; none if nothing is ready. 404
+   * unknown job (or not the caller's), 410 finished, 409 a lane job (its
+   * task is reserved from its queue).
+   */
   async reserve(jobId: string, max: number, caller: Caller, signal?: AbortSignal): Promise<ReservedTask[]> {
     const record = await this.#openRecord(jobId, caller);
+    if (record.lane) {
+      throw new HttpError(
+        409,
+        ErrorCode.jobInLane,
+        `job ${jobId}'s one task is on its queue's lane: reserve it from POST /queues/${record.queue}/tasks`,
+        { queue: record.queue },
+      );
+    }
     if (!isRunning(record)) return [];
     return this.#withSlots(caller, max, (slots) => this.#lease(record, slots, caller, signal));
   }
 
-  /** Up to `max` tasks from the queue's active jobs, starting with a different job each call (round robin). */
+  /**
+   * Up to `max` tasks from the queue's active jobs, starting with a different
+   * job each call (round robin); the queue's lane, which serves its lane
+   * jobs, takes its turn among them while one of them runs.
+   */
   async reserveFromQueue(queue: string, max: number, caller: Caller, signal?: AbortSignal) {
-    const ofQueue = (records: JobRecord[]) => records.filter((r) => r.queue === queue && isRunning(r));
+    const ofQueue = (records: JobRecord[]): Source[] => {
+      const running = records.filter((r) => r.queue === queue && isRunning(r));
+      const own = running.filter((r) => !r.lane);
+      // No lane job listed: its lane is not asked (a queue that has none may not have the consumer).
+      return own.length < running.length ? [...own, lane] : own;
+    };
     let candidates = ofQueue(await this.#jobsList(this.#jobListTtlMs));
     // Nothing known for this queue: look again sooner, a job may have just been submitted.
     if (candidates.length === 0)
@@ -96,6 +133,10 @@ export class TaskLeases {
       const ordered = [...candidates.slice(start), ...candidates.slice(0, start)];
       for (const candidate of ordered) {
         if (tasks.length >= slots || signal?.aborted) break;
+        if (candidate === lane) {
+          tasks.push(...(await this.#leaseLane(queue, slots - tasks.length, caller, signal)));
+          continue;
+        }
         // The list may be a second old: re-read the record, a finished job's consumer is gone.
         const fresh = await this.#port.getRecord(candidate.id);
         if (!fresh || !isRunning(fresh.record)) continue;
@@ -187,11 +228,12 @@ export class TaskLeases {
 
   /**
    * Each receipt names a delivery of the job's tasks, on its queue's tasks
-   * (checked once the record says which queue: the receipt does not carry it).
+   * (checked once the record says which queue, and whether the job is on the
+   * lane: the receipt does not carry it).
    */
   #assertDeliveries(record: JobRecord, claims: readonly ReceiptClaims[], field: (n: number) => string): void {
     for (const [n, c] of claims.entries()) {
-      if (!this.#port.isDeliveryOf(c.r, record.queue, c.j)) throw invalidReceipt(field(n));
+      if (!this.#port.isDeliveryOf(c.r, record)) throw invalidReceipt(field(n));
     }
   }
 
@@ -236,20 +278,125 @@ export class TaskLeases {
   async #lease(record: JobRecord, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
     const startedAt = this.#now();
     const leased = await this.#port.fetchTasks(record.queue, record.id, max);
-    const expires = leaseEnd(startedAt, record.settings.ackWaitMs);
-    const tasks: Leased[] = [];
+    const readable = await this.#readable(leased, { jobId: record.id });
+    const tasks = await this.#handOut(
+      readable.map(({ t, body }) => ({ t, body, record })),
+      leaseEnd(startedAt, record.settings.ackWaitMs),
+      caller,
+      signal,
+    );
+    this.#logReserved(record.id, record.queue, tasks, caller);
+    return tasks;
+  }
+
+  /**
+   * Up to `max` tasks of the queue's lane jobs. The lane serves every lane
+   * job of the queue, over or not, without a delivery limit: a task whose
+   * job is over (or gone) is termed, never run; one past its job's
+   * `maxDeliver` is dead-lettered, as a native worker does.
+   */
+  async #leaseLane(queue: string, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
+    const startedAt = this.#now();
+    const leased = await this.#port.fetchLane(queue, max);
+    const readable = await this.#readable(leased, { queue });
+    const records = new Map(
+      await Promise.all(
+        [...new Set(readable.map(({ t }) => t.jobId))].map(
+          async (id) => [id, (await this.#port.getRecord(id))?.record] as const,
+        ),
+      ),
+    );
+    const over: LeasedTask[] = [];
+    const exhausted: Readable[] = [];
+    const runnable: Readable[] = [];
+    for (const { t, body } of readable) {
+      const record = records.get(t.jobId);
+      if (!record || !mayRunLaneTask(record)) over.push(t);
+      else if (t.deliveryCount > record.settings.maxDeliver) exhausted.push({ t, body, record });
+      else runnable.push({ t, body, record });
+    }
+    if (over.length > 0) await this.#endOver(queue, over, records);
+    for (const { t, body, record } of exhausted) {
+      await this.#answers.deadOnArrival(record, { ref: t.ref, index: body.index }, caller).then(
+        () =>
+          this.#log.warn(
+            { jobId: record.id, queue, index: body.index, delivery: t.deliveryCount },
+            "lane task past its job's maxDeliver dead-lettered, not run",
+          ),
+        (error: unknown) =>
+          this.#log.warn(
+            { jobId: record.id, queue, err: error },
+            "lane task past its job's maxDeliver not dead-lettered; tried again once its lease runs out",
+          ),
+      );
+    }
+    const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
+    // A lane job has one task.
+    for (const task of tasks) this.#logReserved(task.jobId, queue, [task], caller);
+    return tasks;
+  }
+
+  /** Terms lane tasks of jobs that are over (or have no record): nothing may run them. */
+  async #endOver(
+    queue: string,
+    over: readonly LeasedTask[],
+    records: ReadonlyMap<string, JobRecord | undefined>,
+  ) {
+    this.#log.info(
+      {
+        queue,
+        jobs: over.map((t) => ({ jobId: t.jobId, status: records.get(t.jobId)?.status ?? "unknown" })),
+      },
+      "lane tasks of jobs that are over terminated, not run",
+    );
+    await this.#port
+      .settle(over.map((t) => ({ ref: t.ref, action: "term" })))
+      .catch((error: unknown) =>
+        this.#log.warn(
+          { queue, err: error },
+          "lane tasks of jobs that are over not terminated; offered again once their lease runs out",
+        ),
+      );
+  }
+
+  /** The deliveries whose task message is jetstate's; the others are terminated (nothing in them to run). */
+  async #readable(
+    leased: readonly LeasedTask[],
+    where: { jobId: string } | { queue: string },
+  ): Promise<{ t: LeasedTask; body: TaskBody }[]> {
+    const readable: { t: LeasedTask; body: TaskBody }[] = [];
     const unreadable: LeaseSettle[] = [];
-    const leaseMs = expires - this.#now();
     for (const t of leased) {
-      let body: TaskBody;
       try {
-        body = decodeTask(t.body);
+        readable.push({ t, body: decodeTask(t.body) });
       } catch {
-        // Not written by jetstate: nothing in it to run. Terminated below, logged with the count.
         unreadable.push({ ref: t.ref, action: "term" });
-        continue;
       }
-      tasks.push({
+    }
+    if (unreadable.length > 0) {
+      this.#log.error({ ...where, count: unreadable.length }, "unreadable task messages terminated");
+      await this.#port
+        .settle(unreadable)
+        .catch((error: unknown) =>
+          this.#log.warn(
+            { ...where, err: error },
+            "unreadable task messages not terminated; offered again once their lease runs out",
+          ),
+        );
+    }
+    return readable;
+  }
+
+  /** Signs a receipt for each delivery, leased until `expires`; hands them back if the worker went away. */
+  async #handOut(
+    deliveries: readonly Readable[],
+    expires: number,
+    caller: Caller,
+    signal?: AbortSignal,
+  ): Promise<Leased[]> {
+    const leaseMs = expires - this.#now();
+    const tasks = deliveries.map(
+      ({ t, body, record }): Leased => ({
         id: `${record.id}.${body.index}`,
         jobId: record.id,
         index: body.index,
@@ -267,44 +414,36 @@ export class TaskLeases {
         leaseMs,
         ref: t.ref,
         until: expires,
-      });
-    }
-    if (unreadable.length > 0) {
-      this.#log.error({ jobId: record.id, count: unreadable.length }, "unreadable task messages terminated");
-      await this.#port
-        .settle(unreadable)
-        .catch((error: unknown) =>
-          this.#log.warn(
-            { jobId: record.id, err: error },
-            "unreadable task messages not terminated; offered again once their lease runs out",
-          ),
-        );
-    }
+      }),
+    );
     if (signal?.aborted && tasks.length > 0) {
       // The worker went away before it got them: hand them back now rather than after the lease.
       await this.#port
         .settle(tasks.map((t) => ({ ref: t.ref, action: "nak", delayMs: 0 })))
         .catch((error: unknown) =>
           this.#log.debug(
-            { jobId: record.id, err: error },
+            { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error },
             "tasks of a worker gone away not handed back; offered again once their lease runs out",
           ),
         );
       return [];
     }
-    if (tasks.length > 0) {
-      this.#log.info(
-        {
-          jobId: record.id,
-          queue: record.queue,
-          workerId: caller.identity,
-          tasks: tasks.map((t) => t.index),
-          attempts: tasks.map((t) => t.attempt),
-        },
-        "tasks reserved",
-      );
-    }
     return tasks;
+  }
+
+  /** The worker's identity is logged with every reservation, per job. */
+  #logReserved(jobId: string, queue: string, tasks: readonly Leased[], caller: Caller): void {
+    if (tasks.length === 0) return;
+    this.#log.info(
+      {
+        jobId,
+        queue,
+        workerId: caller.identity,
+        tasks: tasks.map((t) => t.index),
+        attempts: tasks.map((t) => t.attempt),
+      },
+      "tasks reserved",
+    );
   }
 
   /** Active jobs, from a list at most `maxAgeMs` old (one listing shared by concurrent callers). */

@@ -1,7 +1,11 @@
+import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { PermanentBrokerError } from "../../kernel/errors.ts";
+import type { JobTasksRef } from "../../kernel/job-record.ts";
 import { tokenChars } from "../../kernel/validation.ts";
 import { decodeTask } from "../../kernel/wire.ts";
+import { laneConsumer } from "../names.ts";
 import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../task-leasing.ts";
+import type { MemoryConsumer } from "./memory-consumer.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
 /** How long an answer is remembered: as on NATS (the answers bucket's max age). */
@@ -35,10 +39,11 @@ const storeOf = (server: MemoryServerState): AnswerStore => {
 
 /**
  * Leasing by reference on the memory broker, with the NATS adapter's
- * semantics: a delivery's reference names the job's consumer, the task's
- * sequence and the delivery number (`mem.<jobId>.<seq>.<delivery>`), and a
- * settle acts on the task by its sequence whoever holds it now, as a late
- * JetStream ack does; the answers live on the server, not in one runtime.
+ * semantics: a delivery's reference names its consumer (the job's, or its
+ * queue's lane), the task's sequence and the delivery number
+ * (`mem.<consumer>.<seq>.<delivery>`), and a settle acts on the task by its
+ * sequence whoever holds it now, as a late JetStream ack does; the answers
+ * live on the server, not in one runtime.
  */
 export class MemoryTaskLeasing implements TaskLeasing {
   readonly #server: MemoryServerState;
@@ -49,22 +54,41 @@ export class MemoryTaskLeasing implements TaskLeasing {
     this.#open = open;
   }
 
-  /** The reference names the job only: one stream holds every queue's tasks here, and job ids are unique. */
-  isDeliveryOf(ref: string, _queue: string, jobId: string): boolean {
-    return parseRef(ref)?.jobId === jobId;
+  /**
+   * The reference names the consumer only: one stream holds every queue's
+   * tasks here, job ids are unique, and a lane's name says its queue.
+   */
+  isDeliveryOf(ref: string, job: JobTasksRef): boolean {
+    return parseRef(ref)?.consumer === (job.lane ? laneName(job.queue) : job.id);
   }
 
   async fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]> {
     this.#open("job.tasks.fetch");
     const found = this.#server.tasks.consumer(jobId);
     // As on NATS, where the consumer is looked for on the queue's own stream.
-    const consumer = found?.subject === this.#server.names.tasksSubject(queue, jobId) ? found : undefined;
+    return this.#take(
+      found?.subject === this.#server.names.tasksSubject(queue, jobId) ? found : undefined,
+      max,
+    );
+  }
+
+  /** None before the queue's first lane job made its lane (on NATS, a pull with no consumer gets none). */
+  async fetchLane(queue: string, max: number): Promise<LeasedTask[]> {
+    this.#open("job.tasks.fetch");
+    return this.#take(this.#server.tasks.consumer(laneName(queue)), max);
+  }
+
+  /** Up to `max` deliveries of the consumer, at once; each names its job by its task's subject. */
+  #take(consumer: MemoryConsumer | undefined, max: number): LeasedTask[] {
     const tasks: LeasedTask[] = [];
     while (consumer && tasks.length < max) {
       const next = consumer.takeNow();
       if (!next) break;
+      // Stored: takeNow just leased it.
+      const subject = this.#server.tasks.get(next.seq)?.subject ?? "";
       tasks.push({
-        ref: `mem.${jobId}.${next.seq}.${next.deliveryCount}`,
+        ref: `mem.${consumer.name}.${next.seq}.${next.deliveryCount}`,
+        jobId: jobIdOfSubject(subject),
         body: next.body,
         deliveryCount: next.deliveryCount,
       });
@@ -81,7 +105,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
     });
     for (const { s, ref } of parsed) {
       // A deleted consumer takes nothing, as a publish to a gone delivery's reply subject does nothing.
-      const consumer = this.#server.tasks.consumer(ref.jobId);
+      const consumer = this.#server.tasks.consumer(ref.consumer);
       if (!consumer) continue;
       if (s.action === "ack" || s.action === "term") consumer.settle(ref.seq);
       else if (s.action === "nak") consumer.release(ref.seq, s.delayMs);
@@ -139,10 +163,18 @@ export class MemoryTaskLeasing implements TaskLeasing {
   }
 }
 
-const refPattern = new RegExp(`^mem\\.([${tokenChars}]+)\\.(\\d{1,15})\\.(\\d{1,15})$`);
+/**
+ * A queue's lane consumer: one stream holds every queue's tasks here, so its
+ * name says the queue (`lane.<queue>`; a job id has no dot, and is never `lane`).
+ */
+const laneName = (queue: string): string => `${laneConsumer}.${queue}`;
 
-const parseRef = (ref: string): { jobId: string; seq: number; delivery: number } | undefined => {
-  const [, jobId, seq, delivery] = refPattern.exec(ref) ?? [];
-  if (jobId === undefined) return undefined;
-  return { jobId, seq: Number(seq), delivery: Number(delivery) };
+const refPattern = new RegExp(
+  `^mem\\.((?:${laneConsumer}\\.)?[${tokenChars}]+)\\.(\\d{1,15})\\.(\\d{1,15})$`,
+);
+
+const parseRef = (ref: string): { consumer: string; seq: number; delivery: number } | undefined => {
+  const [, consumer, seq, delivery] = refPattern.exec(ref) ?? [];
+  if (consumer === undefined) return undefined;
+  return { consumer, seq: Number(seq), delivery: Number(delivery) };
 };

@@ -2,8 +2,10 @@ import { createHash } from "node:crypto";
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
+import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
+import type { JobTasksRef } from "../../kernel/job-record.ts";
 import { decodeTask } from "../../kernel/wire.ts";
-import { queueOfStream } from "../names.ts";
+import { laneConsumer, queueOfStream } from "../names.ts";
 import type {
   AnswerClaim,
   AnswerStatus,
@@ -56,10 +58,16 @@ export class NatsTaskLeasing implements TaskLeasing {
     );
   }
 
-  /** True if `reply` is a delivery of this job's tasks, from its queue's tasks stream. */
-  isDeliveryOf(reply: string, queue: string, jobId: string): boolean {
+  /**
+   * True if `reply` is a delivery of this job's tasks, from its queue's tasks
+   * stream: by its own consumer, or for a lane job by the queue's lane.
+   */
+  isDeliveryOf(reply: string, job: JobTasksRef): boolean {
     const lease = leaseInfo(reply);
-    return lease?.stream === this.#broker.names.tasksStream(queue) && lease.consumer === jobId;
+    return (
+      lease?.stream === this.#broker.names.tasksStream(job.queue) &&
+      lease.consumer === (job.lane ? laneConsumer : job.id)
+    );
   }
 
   /** The tasks stream a delivery came from, if it is one of this runtime's (any queue's). */
@@ -84,16 +92,33 @@ export class NatsTaskLeasing implements TaskLeasing {
     });
   }
 
-  /**
-   * Leases up to `max` of the job's tasks and returns at once with what is
-   * ready (maybe none). nats.js `fetch()` cannot do this: its `expires` is at
-   * least 1 s and it waits that long whenever fewer than `max` tasks are
-   * ready. A pull request with `no_wait` is answered at once: the ready
-   * messages, then a 404/408 status. Not retried: a retry could lease twice
-   * (harmless, the first lease just runs out, but wasteful). A missing
-   * consumer does not answer at all; `timeoutMs` bounds that wait.
-   */
+  /** Leases up to `max` of the job's tasks and returns at once with what is ready (maybe none): see `#pull`. */
   fetchTasks(queue: string, jobId: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
+    return this.#pull(queue, jobId, max, () => jobId, timeoutMs);
+  }
+
+  /** As `fetchTasks`, from the queue's lane: each task's job is the last token of its subject. */
+  fetchLane(queue: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
+    return this.#pull(queue, laneConsumer, max, jobIdOfSubject, timeoutMs);
+  }
+
+  /**
+   * Leases up to `max` tasks of a consumer of the queue's tasks stream and
+   * returns at once with what is ready (maybe none). nats.js `fetch()`
+   * cannot do this: its `expires` is at least 1 s and it waits that long
+   * whenever fewer than `max` tasks are ready. A pull request with `no_wait`
+   * is answered at once: the ready messages, then a 404/408 status. Not
+   * retried: a retry could lease twice (harmless, the first lease just runs
+   * out, but wasteful). A missing consumer does not answer at all;
+   * `timeoutMs` bounds that wait.
+   */
+  #pull(
+    queue: string,
+    consumer: string,
+    max: number,
+    jobOf: (subject: string) => string,
+    timeoutMs: number,
+  ): Promise<LeasedTask[]> {
     return this.#broker.run(
       "job.tasks.fetch",
       async (nc) => {
@@ -105,7 +130,7 @@ export class NatsTaskLeasing implements TaskLeasing {
         const tasks: LeasedTask[] = [];
         try {
           nc.publish(
-            `$JS.API.CONSUMER.MSG.NEXT.${this.#broker.names.tasksStream(queue)}.${jobId}`,
+            `$JS.API.CONSUMER.MSG.NEXT.${this.#broker.names.tasksStream(queue)}.${consumer}`,
             JSON.stringify({ batch: max, no_wait: true }),
             { reply: inbox },
           );
@@ -115,6 +140,7 @@ export class NatsTaskLeasing implements TaskLeasing {
             if (!lease) break;
             tasks.push({
               ref: m.reply as string,
+              jobId: jobOf(m.subject),
               body: decoder.decode(m.data),
               deliveryCount: lease.deliveryCount,
             });
@@ -207,7 +233,11 @@ export class NatsTaskLeasing implements TaskLeasing {
   }
 }
 
-/** A KV key per delivery: reply subjects hold characters keys may not. */
+/**
+ * A KV key per delivery: reply subjects hold characters keys may not. The
+ * prefix is the delivery's consumer (a job id, or `lane` for every lane
+ * job's): only for reading the bucket, nothing looks keys up by it.
+ */
 const answerKey = (ref: string): string =>
   `${leaseInfo(ref)?.consumer ?? "_"}.${createHash("sha256").update(ref).digest("base64url").slice(0, 32)}`;
 
