@@ -74,5 +74,7 @@ export interface TaskDelivery {
    * Tasks waiting and tasks held by workers (leased, not answered); undefined
    * when the consumer is gone, and for a lane job (the lane's counts are every lane job's).
    */
-  consumerCounts(job: JobTasksRef): Promise<{ waiting: number; held: number; redelivered: number } | undefined>;
+  consumerCounts(
+    job: JobTasksRef,
+  ): Promise<{ waiting: number; held: number; redelivered: number } | undefined>;
 }

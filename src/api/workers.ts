@@ -9,7 +9,7 @@ import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
-import { decodeTask, encodeDone, encodeFailed, encodeProgress } from "../kernel/wire.ts";
+import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
@@ -128,18 +128,10 @@ export const startWorker = <Payload, Result>(
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
     let payload: Payload | undefined;
     let answer: HandlerAnswer;
-    /** Why a lane delivery past its job's maxDeliver is dead without running (undefined: it runs). */
-    let exhausted: string | undefined;
     try {
       const body = decodeTask(msg.body);
       task.index = body.index;
       payload = body.payload as Payload;
-      if (job.record.lane && attempt > job.record.settings.maxDeliver) {
-        // The lane delivers without a limit: this delivery is what the exhausted-task advisory
-        // is for a job's own consumer. The task is dead, its payload kept in its dead letter.
-        exhausted = `no answer after ${attempt - 1} deliveries (worker died or its lease ran out)`;
-        throw new Error(exhausted);
-      }
       if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
       const result = await settings.handler(
         { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
@@ -174,23 +166,21 @@ export const startWorker = <Payload, Result>(
     }
     const failure = answer.ok ? undefined : answer.error;
     const plan: AnswerPlan =
-      exhausted !== undefined
-        ? { outcome: { kind: "dead", error: exhausted }, entry: encodeFailed(task.index, exhausted, true) }
-        : task.index < 0
-          ? {
-              outcome: {
-                kind: "term",
-                error: `unreadable task message: ${failure instanceof Error ? failure.message : String(failure)}`,
-              },
-              entry: undefined,
-            }
-          : planAnswer(task.index, answer, {
-              attempt,
-              maxDeliver: job.record.settings.maxDeliver,
-              backoffMs: job.record.settings.backoffMs,
-              maxBatchBytes: maxBytes,
-              ...outcomeOptions,
-            });
+      task.index < 0
+        ? {
+            outcome: {
+              kind: "term",
+              error: `unreadable task message: ${failure instanceof Error ? failure.message : String(failure)}`,
+            },
+            entry: undefined,
+          }
+        : planAnswer(task.index, answer, {
+            attempt,
+            maxDeliver: job.record.settings.maxDeliver,
+            backoffMs: job.record.settings.backoffMs,
+            maxBatchBytes: maxBytes,
+            ...outcomeOptions,
+          });
     if (!running.settle(task)) return running.lateAnswer(task);
     try {
       await finish(task, plan, payload, failure, target);

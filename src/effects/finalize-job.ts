@@ -103,8 +103,7 @@ const cancelJobEffect = (
         finishedAt: now,
       };
     });
-    if (stored && stored.phase === SubmitPhase.committed)
-      yield* fromPort(() => port.removeTasks(stored));
+    if (stored && stored.phase === SubmitPhase.committed) yield* fromPort(() => port.removeTasks(stored));
     return stored;
   });
 

@@ -19,7 +19,10 @@ import { fromPort, type PortFailure } from "./port-call.ts";
  * record before the consumer is deleted, so a running job has a consumer).
  * Undefined while the consumer exists, or when the record says it ended.
  */
-const lostReasonEffect = (broker: JobPort, job: JobTasksRef): Effect.Effect<string | undefined, PortFailure> =>
+const lostReasonEffect = (
+  broker: JobPort,
+  job: JobTasksRef,
+): Effect.Effect<string | undefined, PortFailure> =>
   Effect.gen(function* () {
     if (yield* fromPort(() => broker.tasksCommitted(job))) return undefined;
     const found = yield* fromPort(() => broker.getRecord(job.id));

@@ -114,12 +114,19 @@ export type JobRecord = JobRecordV1;
 /** Where a job's tasks are: its queue, its id, and whether it is on the queue's lane. */
 export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane">;
 
-/** Only jobs of one task, with the lane's ack wait, go on the lane: its consumer has one ack wait for all. */
+/** The lane consumer's ack wait and delivery limit: one for every lane job (the defaults of a job's). */
 export const laneAckWaitMs = 30_000;
+export const laneMaxDeliver = 5;
 
-/** Whether a job of these tasks and settings goes on its queue's lane. */
+/**
+ * Whether a job of these tasks and settings goes on its queue's lane: one
+ * task, and the lane's ack wait and delivery limit. The server enforces the
+ * limit (its count of deliveries is kept across naks; the count a delivery
+ * reports is not always, on nats-server 2.9), and its MAX_DELIVERIES
+ * advisory dead-letters the task as it does a job consumer's.
+ */
 export const fitsLane = (total: number, settings: JobSettings): boolean =>
-  total === 1 && settings.ackWaitMs === laneAckWaitMs;
+  total === 1 && settings.ackWaitMs === laneAckWaitMs && settings.maxDeliver === laneMaxDeliver;
 
 /** Committed and not over: a job workers follow and HTTP workers reserve from. */
 export const isRunning = (record: JobRecord): boolean =>

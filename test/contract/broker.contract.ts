@@ -4,7 +4,7 @@ import type { RecordsPage, RecordsPageQuery } from "../../src/adapters/job-recor
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
-import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
+import { type JobRecord, type JobSettings, laneMaxDeliver } from "../../src/kernel/job-record.ts";
 import {
   type BrokerHarness,
   eventually,
@@ -320,22 +320,38 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(lane.leases[1]).toMatchObject({ jobId: c.id, deliveryCount: 1 });
     });
 
-    it("lane: redelivers past any maxDeliver, deliveryCount growing (no advisory: whoever takes it dead-letters it)", async () => {
+    it("lane: delivers a task up to the lane's maxDeliver, then its advisory dead-letters it under its own job", async () => {
       const r = newLaneRecord();
-      expect(r.settings.maxDeliver).toBe(5);
+      expect(r.settings.maxDeliver).toBe(laneMaxDeliver);
       await broker.ensureDeadLetters(r.queue);
       void broker.processExhausted(loops.signal());
       await broker.createRecord(r);
       await broker.publishTasks(r, taskBodies(1), never);
+      const results = loops.read(broker, r);
       const lane = loops.consumeLane(broker, r.queue, (lease) => {
-        if (lease.deliveryCount < 7) lease.nak();
+        if (lease.jobId === r.id) lease.nak();
       });
-      await eventually(() => lane.leases.length === 7);
+      await eventually(async () => expect(await broker.listDeadLetters(r.queue, r.id)).toHaveLength(1));
       expect(lane.leases.map((l) => [l.jobId, l.deliveryCount])).toEqual(
-        [1, 2, 3, 4, 5, 6, 7].map((n) => [r.id, n]),
+        [1, 2, 3, 4, 5].map((n) => [r.id, n]),
       );
-      expect(await broker.listDeadLetters(r.queue, r.id)).toEqual([]);
-      expect(await broker.tasksCommitted(r)).toBe(true);
+      expect((await broker.listDeadLetters(r.queue, r.id))[0]).toMatchObject({
+        queue: r.queue,
+        jobId: r.id,
+        index: 0,
+        payload: { n: 0 },
+        deliveries: laneMaxDeliver,
+        source: "advisory",
+      });
+      await eventually(() => results.messages.length === 1);
+      expect(JSON.parse(results.messages[0]!.body)).toMatchObject([{ i: 0, ok: false, dead: true }]);
+      // The task left the lane: the next lane job's task is what comes next.
+      const next = await openLaneJob(r.queue);
+      await eventually(() => lane.leases.length === laneMaxDeliver + 1);
+      expect(lane.leases.map((l) => [l.jobId === next.id, l.deliveryCount])).toEqual([
+        ...[1, 2, 3, 4, 5].map((n) => [false, n]),
+        [true, 1],
+      ]);
     });
 
     it("lane: a crashed lane submit is rolled forward by the reaper once its task is stored", async () => {

@@ -72,7 +72,9 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
       },
     });
     const handles = await Promise.all(
-      Array.from({ length: Number(process.env.LANE_JOBS ?? 300) }, (_, n) => rt.jobs.submit({ queue, tasks: [{ n }] })),
+      Array.from({ length: Number(process.env.LANE_JOBS ?? 300) }, (_, n) =>
+        rt.jobs.submit({ queue, tasks: [{ n }] }),
+      ),
     );
     // While they run: the lane and nothing else (a job's own consumer is named by its id).
     expect((await consumersOf(queue)).map((c) => c.name)).toEqual(["lane"]);
@@ -149,42 +151,31 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     expect(ran).toEqual([]);
   });
 
-  it("a delivery past maxDeliver is dead without running, its payload in the dead letter", async () => {
+  it("a task whose every delivery went unanswered is dead-lettered under its job, its payload kept", async () => {
     const queue = "lane_exhausted";
-    const job = await rt.jobs.submit({ queue, tasks: [{ n: 7 }], maxDeliver: 2 });
-    const runs: number[] = [];
-    // Each worker is stopped while its handler hangs: the task is handed back, one delivery spent.
-    for (let attempt = 1; attempt <= 2; attempt++) {
-      let started: () => void = () => undefined;
-      const running = new Promise<void>((resolve) => {
-        started = resolve;
-      });
-      const worker = rt.workers.start<{ n: number }, number>({
-        queue,
-        stopTimeoutMs: 100,
-        handler: async (t) => {
-          runs.push(t.attempt);
-          started();
-          await new Promise(() => undefined);
-          return 0;
-        },
-      });
-      await running;
-      await worker.stop();
+    const job = await rt.jobs.submit({ queue, tasks: [{ n: 7 }] });
+    // Workers that die holding the task, one after the other: each delivery taken, never answered
+    // (a nak stands for its lease running out), through a raw client of the test's own.
+    const lane = await jetstream(nc).consumers.get(names.tasksStream(queue), "lane");
+    const deliveries: number[] = [];
+    for (let n = 0; n < 6 && deliveries.length < 5; n++) {
+      for await (const m of await lane.fetch({ max_messages: 1, expires: 1000 })) {
+        deliveries.push(m.info.deliveryCount);
+        m.nak();
+      }
     }
-    const worker = rt.workers.start<{ n: number }, number>({
-      queue,
-      handler: (t) => {
-        runs.push(t.attempt);
-        return 0;
-      },
+    expect(deliveries).toEqual([1, 2, 3, 4, 5]);
+    // The server's next attempt is its MAX_DELIVERIES advisory: the runtime dead-letters the task.
+    await lane.fetch({ max_messages: 1, expires: 1000 }).then(async (batch) => {
+      for await (const m of batch) throw new Error(`delivered again: ${m.info.deliveryCount}`);
     });
     const end = await job.done();
-    await worker.stop();
-    expect(runs).toEqual([1, 2]);
     expect(end).toMatchObject({ status: "failed", dead: 1, done: 0 });
     const letters = await rt.jobs.deadLetters(job.id);
-    expect(letters.map((l) => [l.index, l.payload, l.deliveries])).toEqual([[0, { n: 7 }, 3]]);
+    expect(letters.map((l) => [l.index, l.payload, l.deliveries, l.source])).toEqual([
+      [0, { n: 7 }, 5, "advisory"],
+    ]);
+    expect(await stored(queue, names.laneSubject(queue, job.id))).toBe(0);
   });
 
   it.each([

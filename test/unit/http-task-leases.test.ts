@@ -368,49 +368,6 @@ describe("TaskLeases", () => {
       ]);
     });
 
-    it("dead-letters, never hands out, a task past its job's maxDeliver; the last delivery allowed runs", async () => {
-      const t = mixed();
-      t.offerLane("L1", 4);
-      t.offerLane("L2", 3);
-      const tasks = await t.leases.reserveFromQueue("q", 5, W1);
-      expect(tasks.map((x) => [x.id, x.attempt])).toEqual([["L2.0", 3]]);
-      const error = "no answer after 3 deliveries (worker died or its lease ran out)";
-      // The dead letter first (the payload is gone once termed), then the dead result, then the term.
-      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
-        `dead-letter L1 0 3 ${error}`,
-        `publish L1 [{"i":0,"ok":false,"e":"${error}","dead":true}] true`,
-        "term $JS.ACK.t.lane.q.4.1.1.0.0",
-      ]);
-      // Its answer is recorded as the delivery's: nothing else answers it.
-      expect(await t.port.answerOf("$JS.ACK.t.lane.q.4.1.1.0.0")).toMatchObject({ status: "dead" });
-    });
-
-    it("a task past maxDeliver whose dead result is not stored is left to its lease, and is dead-lettered when it comes back", async () => {
-      const t = mixed();
-      t.offerLane("L1", 4);
-      t.offerLane("L2");
-      t.failNextPublishes(1);
-      const tasks = await t.leases.reserveFromQueue("q", 5, W1);
-      expect(tasks.map((x) => x.id)).toEqual(["L2.0"]);
-      // Not termed, and its answer claim given back: nothing lost, nothing settled.
-      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
-        expect.stringMatching(/^dead-letter L1 0 3 /),
-      ]);
-      expect(await t.port.answerOf("$JS.ACK.t.lane.q.4.1.1.0.0")).toBeUndefined();
-      expect(t.logs.find((l) => l.jobId === "L1" && l.msg.includes("maxDeliver"))?.msg).toMatch(
-        /not dead-lettered/,
-      );
-      t.calls.length = 0;
-      t.offerLane("L1", 5);
-      expect(await t.leases.reserveFromQueue("q", 5, W1)).toEqual([]);
-      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
-        // The same letter (deliveries past maxDeliver never run), under the same message id.
-        `dead-letter L1 0 3 no answer after 3 deliveries (worker died or its lease ran out)`,
-        expect.stringMatching(/^publish L1 .*"dead":true/),
-        "term $JS.ACK.t.lane.q.5.3.3.0.0",
-      ]);
-    });
-
     it("a lane job's task is not reserved by its job id: 409 job_in_lane, nothing fetched", async () => {
       const t = mixed();
       t.offerLane("L1");

@@ -1,16 +1,10 @@
 import { createHash } from "node:crypto";
-import {
-  type AnswerPlan,
-  answerTask,
-  type Delivery,
-  type HandlerAnswer,
-  planAnswer,
-} from "../../effects/answer-task.ts";
+import { answerTask, type Delivery, type HandlerAnswer, planAnswer } from "../../effects/answer-task.ts";
 import { ResultBatcher } from "../../effects/result-batcher.ts";
 import type { JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { PermanentError, type TaskOutcome } from "../../kernel/task-outcome.ts";
-import { encodeDoneJson, encodeFailed } from "../../kernel/wire.ts";
+import { encodeDoneJson } from "../../kernel/wire.ts";
 import type { AnswerStatus, LeaseSettle, RecordedAnswer } from "../broker.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import type { LeaseBook } from "./lease-book.ts";
@@ -29,8 +23,7 @@ interface Answering {
   readonly c: ReceiptClaims;
   readonly id: string;
   readonly digest: string;
-  /** What the answer does: decided before it is claimed, carried out once it is. */
-  readonly plan: AnswerPlan;
+  readonly item: ResultItem;
   revision: number;
   /** Set once this request settled the delivery itself. */
   result?: ItemOutcome;
@@ -142,78 +135,12 @@ export class ReceiptAnswers {
         outcomes.push(Promise.resolve({ id, status: "expired" }));
         continue;
       }
-      const plan = planAnswer(c.i, handlerAnswer(c.i, item), {
-        attempt: c.d,
-        maxDeliver: record.settings.maxDeliver,
-        backoffMs: record.settings.backoffMs,
-        maxBatchBytes: maxResultsMessageBytes,
-      });
-      const answering = this.#open(c, id, digest, plan);
+      const answering = this.#open(c, id, digest, item);
       mine.push(answering);
       outcomes.push(answering.outcome);
     }
     const failures: unknown[] = [];
     const claimed = await this.#claim(mine, caller, failures);
-    await this.#answer(record, claimed, caller, failures);
-    const answered = await Promise.all(outcomes);
-    this.#log.info(
-      {
-        jobId,
-        workerId: caller.identity,
-        ...countStatuses(answered),
-        tasks: answered.map((o) => o.id.slice(jobId.length + 1)),
-      },
-      "results received",
-    );
-    if (failures.length > 0) throw failures[0];
-    return answered;
-  }
-
-  /**
-   * Dead-letters, without running it, a delivery that came past its job's
-   * `maxDeliver` (the lane delivers without a limit): what a native worker
-   * does with it, so the job counts it dead and the dead letter keeps its
-   * payload. Its answer is claimed like a posted one, by `caller` (nobody
-   * holds a receipt of it). Throws if it was not stored: the delivery comes
-   * back once its lease runs out, and is dead-lettered then (under the same
-   * message id: the deliveries that ran are `maxDeliver` whichever came past).
-   */
-  async deadOnArrival(
-    record: JobRecord,
-    delivery: { readonly ref: string; readonly index: number },
-    caller: Caller,
-  ): Promise<void> {
-    const { ref, index } = delivery;
-    // Deliveries past maxDeliver are never run: the ones that ran went unanswered.
-    const deliveries = record.settings.maxDeliver;
-    const error = `no answer after ${deliveries} deliveries (worker died or its lease ran out)`;
-    const c: ReceiptClaims = {
-      v: 2,
-      j: record.id,
-      i: index,
-      r: ref,
-      w: caller.identity,
-      d: deliveries,
-      x: 0,
-    };
-    const plan: AnswerPlan = { outcome: { kind: "dead", error }, entry: encodeFailed(index, error, true) };
-    const failures: unknown[] = [];
-    const claimed = await this.#claim(
-      [this.#open(c, `${record.id}.${index}`, unansweredDigest, plan)],
-      caller,
-      failures,
-    );
-    await this.#answer(record, claimed, caller, failures);
-    if (failures.length > 0) throw failures[0];
-  }
-
-  /**
-   * Carries out claimed answers by the answer path (effects/answer-task.ts):
-   * dead letters, then the results (one message per request and 256 KB,
-   * its PubAck before any ack), then acks or terms, then naks; failures are
-   * added to `failures` and their claims given back.
-   */
-  async #answer(record: JobRecord, claimed: readonly Answering[], caller: Caller, failures: unknown[]) {
     const request: Settling = {
       stored: [],
       retries: [],
@@ -234,7 +161,6 @@ export class ReceiptAnswers {
         a.finish(undefined);
       },
     };
-    const jobId = record.id;
     const batcher = new ResultBatcher<ReceiptDelivery>(
       (_jobId, body, msgId) => this.#port.publishResults(record.queue, jobId, body, msgId),
       {
@@ -253,7 +179,12 @@ export class ReceiptAnswers {
     );
     await Promise.all(
       claimed.map((a) => {
-        const { plan } = a;
+        const plan = planAnswer(a.c.i, handlerAnswer(a.c.i, a.item), {
+          attempt: a.c.d,
+          maxDeliver: record.settings.maxDeliver,
+          backoffMs: record.settings.backoffMs,
+          maxBatchBytes: maxResultsMessageBytes,
+        });
         const delivery = new ReceiptDelivery(a, plan.outcome, request);
         const retryInMs = plan.outcome.kind === "nak" ? plan.outcome.delayMs : undefined;
         a.result = { id: a.id, status: delivery.status, ...(retryInMs === undefined ? {} : { retryInMs }) };
@@ -274,10 +205,22 @@ export class ReceiptAnswers {
     await this.#settle(request.stored, request, caller);
     await this.#settle(request.retries, request, caller);
     await Promise.all(request.releases);
+    const answered = await Promise.all(outcomes);
+    this.#log.info(
+      {
+        jobId,
+        workerId: caller.identity,
+        ...countStatuses(answered),
+        tasks: answered.map((o) => o.id.slice(jobId.length + 1)),
+      },
+      "results received",
+    );
+    if (failures.length > 0) throw failures[0];
+    return answered;
   }
 
   /** Takes the delivery's in-flight slot in this process. */
-  #open(c: ReceiptClaims, id: string, digest: string, plan: AnswerPlan): Answering {
+  #open(c: ReceiptClaims, id: string, digest: string, item: ResultItem): Answering {
     let finish: (answer: RecordedAnswer | undefined) => void = () => undefined;
     const done: InFlight = new Promise((resolve) => {
       finish = resolve;
@@ -287,7 +230,7 @@ export class ReceiptAnswers {
       c,
       id,
       digest,
-      plan,
+      item,
       revision: 0,
       finish: (answer) => {
         if (this.#inFlight.get(c.r) === done) this.#inFlight.delete(c.r);
@@ -368,9 +311,6 @@ const repeated = (id: string, digest: string, first: RecordedAnswer | undefined)
   if (first.digest === digest) return { id, status: first.status, duplicate: true };
   return { id, status: "conflict", answered: first.status };
 };
-
-/** The digest of a delivery dead-lettered on arrival: no posted answer has it (theirs are hashes). */
-const unansweredDigest = "unanswered";
 
 /** What was answered, so a retried POST (same answer) can be told from a different answer. */
 const answerDigest = (item: ResultItem): string =>

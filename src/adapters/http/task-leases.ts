@@ -291,9 +291,9 @@ export class TaskLeases {
 
   /**
    * Up to `max` tasks of the queue's lane jobs. The lane serves every lane
-   * job of the queue, over or not, without a delivery limit: a task whose
-   * job is over (or gone) is termed, never run; one past its job's
-   * `maxDeliver` is dead-lettered, as a native worker does.
+   * job of the queue, over or not: a task whose job is over (or gone) is
+   * termed, never run. Its delivery limit is the server's, as a job
+   * consumer's: an exhausted task is dead-lettered from its advisory.
    */
   async #leaseLane(queue: string, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
     const startedAt = this.#now();
@@ -307,29 +307,13 @@ export class TaskLeases {
       ),
     );
     const over: LeasedTask[] = [];
-    const exhausted: Readable[] = [];
     const runnable: Readable[] = [];
     for (const { t, body } of readable) {
       const record = records.get(t.jobId);
       if (!record || !mayRunLaneTask(record)) over.push(t);
-      else if (t.deliveryCount > record.settings.maxDeliver) exhausted.push({ t, body, record });
       else runnable.push({ t, body, record });
     }
     if (over.length > 0) await this.#endOver(queue, over, records);
-    for (const { t, body, record } of exhausted) {
-      await this.#answers.deadOnArrival(record, { ref: t.ref, index: body.index }, caller).then(
-        () =>
-          this.#log.warn(
-            { jobId: record.id, queue, index: body.index, delivery: t.deliveryCount },
-            "lane task past its job's maxDeliver dead-lettered, not run",
-          ),
-        (error: unknown) =>
-          this.#log.warn(
-            { jobId: record.id, queue, err: error },
-            "lane task past its job's maxDeliver not dead-lettered; tried again once its lease runs out",
-          ),
-      );
-    }
     const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
     // A lane job has one task.
     for (const task of tasks) this.#logReserved(task.jobId, queue, [task], caller);

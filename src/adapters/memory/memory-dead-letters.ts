@@ -1,3 +1,4 @@
+import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
@@ -83,7 +84,8 @@ export const processExhausted = async (
     const stored = tasks.get(advisory.seq);
     if (!stored) continue;
     const queue = queueOfTask(server, stored.subject);
-    const jobId = advisory.consumer;
+    // From the task's subject: the advisory names a consumer, the job's own or its queue's lane.
+    const jobId = jobIdOfSubject(stored.subject);
     const error = `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`;
     let index: number | undefined;
     try {
@@ -134,6 +136,6 @@ export const processExhausted = async (
   }
 };
 
-/** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>`. */
+/** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>` or `….<queue>.lane.<jobId>`. */
 const queueOfTask = (server: MemoryServerState, subject: string): string =>
-  subject.slice(`${server.prefix}.tasks.`.length, subject.lastIndexOf("."));
+  subject.slice(`${server.prefix}.tasks.`.length).split(".")[0] ?? "";

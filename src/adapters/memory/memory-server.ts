@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import { type Clock, realClock } from "../../kernel/clock.ts";
 import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../kernel/errors.ts";
-import { laneAckWaitMs } from "../../kernel/job-record.ts";
+import { laneAckWaitMs, laneMaxDeliver } from "../../kernel/job-record.ts";
 import { tokenChars } from "../../kernel/validation.ts";
 import { type BrokerNames, brokerNames, laneConsumer } from "../names.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
@@ -54,6 +54,12 @@ export interface MemoryServer {
  * results and dead-letter streams, captured advisories. Internal: users hold
  * it as a `MemoryServer`.
  */
+/**
+ * A queue's lane consumer: one stream holds every queue's tasks here, so its
+ * name says the queue (`lane.<queue>`; a job id has no dot, and is never `lane`).
+ */
+export const memoryLaneName = (queue: string): string => `${laneConsumer}.${queue}`;
+
 export class MemoryServerState implements MemoryServer {
   readonly clock: Clock;
   readonly maxPayload: number;
@@ -102,15 +108,16 @@ export class MemoryServerState implements MemoryServer {
 
   /**
    * The queue's lane consumer, made when first needed and never deleted:
-   * every lane job's task, without a delivery limit (whoever takes one past
-   * its job's `maxDeliver` dead-letters it). One stream holds every queue's
-   * tasks here, so its name says the queue (a job id has no dot).
+   * every lane job's task, with the lane's ack wait and delivery limit.
    */
   lane(queue: string): MemoryConsumer {
-    const name = `${laneConsumer}.${queue}`;
+    const name = memoryLaneName(queue);
     return (
       this.tasks.consumer(name) ??
-      this.tasks.putConsumer(name, this.names.laneFilter(queue), { ackWaitMs: laneAckWaitMs, maxDeliver: -1 })
+      this.tasks.putConsumer(name, this.names.laneFilter(queue), {
+        ackWaitMs: laneAckWaitMs,
+        maxDeliver: laneMaxDeliver,
+      })
     );
   }
 

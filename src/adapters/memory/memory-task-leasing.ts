@@ -6,7 +6,7 @@ import { decodeTask } from "../../kernel/wire.ts";
 import { laneConsumer } from "../names.ts";
 import type { AnswerClaim, LeasedTask, LeaseSettle, RecordedAnswer, TaskLeasing } from "../task-leasing.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
-import type { MemoryServerState } from "./memory-server.ts";
+import { type MemoryServerState, memoryLaneName } from "./memory-server.ts";
 
 /** How long an answer is remembered: as on NATS (the answers bucket's max age). */
 const answerMemoryMs = 24 * 3600_000;
@@ -59,7 +59,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
    * tasks here, job ids are unique, and a lane's name says its queue.
    */
   isDeliveryOf(ref: string, job: JobTasksRef): boolean {
-    return parseRef(ref)?.consumer === (job.lane ? laneName(job.queue) : job.id);
+    return parseRef(ref)?.consumer === (job.lane ? memoryLaneName(job.queue) : job.id);
   }
 
   async fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]> {
@@ -75,7 +75,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
   /** None before the queue's first lane job made its lane (on NATS, a pull with no consumer gets none). */
   async fetchLane(queue: string, max: number): Promise<LeasedTask[]> {
     this.#open("job.tasks.fetch");
-    return this.#take(this.#server.tasks.consumer(laneName(queue)), max);
+    return this.#take(this.#server.tasks.consumer(memoryLaneName(queue)), max);
   }
 
   /** Up to `max` deliveries of the consumer, at once; each names its job by its task's subject. */
@@ -162,12 +162,6 @@ export class MemoryTaskLeasing implements TaskLeasing {
     if (store.entries.get(ref)?.revision === revision) store.entries.delete(ref);
   }
 }
-
-/**
- * A queue's lane consumer: one stream holds every queue's tasks here, so its
- * name says the queue (`lane.<queue>`; a job id has no dot, and is never `lane`).
- */
-const laneName = (queue: string): string => `${laneConsumer}.${queue}`;
 
 const refPattern = new RegExp(
   `^mem\\.((?:${laneConsumer}\\.)?[${tokenChars}]+)\\.(\\d{1,15})\\.(\\d{1,15})$`,

@@ -9,6 +9,7 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { sleep } from "../../effects/supervise-loop.ts";
+import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { PermanentBrokerError, Retry } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
@@ -52,8 +53,8 @@ interface MaxDeliveriesAdvisory {
   readonly deliveries: number;
 }
 
-/** An advisory with the queue whose advisories stream it came from. */
-type Exhausted = MaxDeliveriesAdvisory & { readonly queue: string };
+/** An advisory with the queue whose advisories stream it came from, and the job of its task. */
+type Exhausted = MaxDeliveriesAdvisory & { readonly queue: string; readonly jobId: string };
 
 /**
  * Dead letters on NATS. JetStream's MAX_DELIVERIES advisory is sent once, and
@@ -266,7 +267,8 @@ export class NatsDeadLetters {
           m.term();
           continue;
         }
-        const exhausted = { ...advisory, queue };
+        // Until the task is read, the consumer's name: a job's own consumer is named by its id.
+        let exhausted: Exhausted = { ...advisory, queue, jobId: advisory.consumer };
         let index: number | undefined;
         try {
           const stored = await jsm.streams
@@ -274,6 +276,9 @@ export class NatsDeadLetters {
             .catch((error) => (isNotFound(error) ? null : Promise.reject(error)));
           // Gone: answered (an answered task leaves the work-queue stream), or already handled.
           if (stored) {
+            // The job is the task subject's last token: the advisory names a consumer, which is
+            // the job's own or the queue's lane.
+            exhausted = { ...exhausted, jobId: jobIdOfSubject(stored.subject) };
             const body = decodeTask(decoder.decode(stored.data));
             index = body.index;
             await this.#deadLetter(js, jsm, exhausted, body);
@@ -304,7 +309,7 @@ export class NatsDeadLetters {
   /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */
   async #deadLetter(js: JetStreamClient, jsm: JetStreamManager, exhausted: Exhausted, body: TaskBody) {
     const n = this.#broker.names;
-    const { queue, consumer: jobId } = exhausted;
+    const { queue, jobId } = exhausted;
     const letter = {
       queue,
       jobId,
@@ -324,7 +329,7 @@ export class NatsDeadLetters {
   }
 
   #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string) {
-    const { queue, consumer: jobId } = exhausted;
+    const { queue, jobId } = exhausted;
     return js.publish(this.#broker.names.resultsSubject(queue, jobId), encodeDeadResult(index, error), {
       msgID: `deadresult.${jobId}.${exhausted.stream_seq}`,
     });
@@ -345,7 +350,7 @@ export class NatsDeadLetters {
     error: unknown,
     onUnhandled?: (failure: UnhandledExhausted) => void,
   ): Promise<void> {
-    const { queue, consumer: jobId } = exhausted;
+    const { queue, jobId } = exhausted;
     let countedDead = false;
     if (index !== undefined) {
       const reason = `no answer after ${exhausted.deliveries} deliveries; dead letter not stored: ${String(error instanceof Error ? error.message : error)}`;

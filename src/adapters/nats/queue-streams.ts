@@ -1,6 +1,6 @@
 import { AckPolicy, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { laneAckWaitMs } from "../../kernel/job-record.ts";
+import { laneAckWaitMs, laneMaxDeliver } from "../../kernel/job-record.ts";
 import { type BrokerNames, laneConsumer } from "../names.ts";
 import type { ClientSetups } from "./client-setups.ts";
 import { ensureStream, isNotFound, nanos, type Replicas } from "./streams.ts";
@@ -45,8 +45,7 @@ export class QueueStreams {
   /**
    * The queue's lane consumer (after its streams), unless set up on this
    * client already: one durable consumer serving every lane job of the
-   * queue. It delivers without a limit (whoever takes a delivery past its
-   * job's `maxDeliver` dead-letters it) with the lane's one ack wait. Made
+   * queue, with the lane's ack wait and delivery limit (`fitsLane`). Made
    * by the first submitter or worker of the queue allowed to; a worker that
    * may not create consumers waits for a submitter to.
    */
@@ -58,7 +57,7 @@ export class QueueStreams {
         filter_subject: this.#names.laneFilter(queue),
         ack_policy: AckPolicy.Explicit,
         ack_wait: nanos(laneAckWaitMs),
-        max_deliver: -1,
+        max_deliver: laneMaxDeliver,
         max_ack_pending: 20_000,
       });
     });
