@@ -307,8 +307,25 @@ export const startWorker = <Payload, Result>(
     if (job) await onTask(lease, job);
   };
 
+  let pullingLane = false;
+  /**
+   * Pulls the queue's lane from the first lane job on (a queue whose jobs
+   * never use it costs no lane loop), for as long as the worker runs.
+   */
+  const pullLane = () => {
+    if (pullingLane) return;
+    pullingLane = true;
+    log.info("pulling the queue's lane");
+    const laned = payloadKnown
+      .then(() => broker.consumeLane(queueName, Math.min(concurrency, 256), onLaneTask, pulling))
+      .catch((error) => log.warn({ err: error }, "pulling the queue's lane failed"));
+    core.loops.run(`worker-lane:${id}`, () => laned);
+  };
+
   const onRecord = (record: JobRecord) => {
     if (record.queue !== queueName) return;
+    // Any lane job of the queue, over or not: a task left on the lane by one that is over is removed.
+    if (record.lane) pullLane();
     const active = followable(record);
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
@@ -326,10 +343,6 @@ export const startWorker = <Payload, Result>(
     .watchRecords(onRecord, pulling)
     .catch((error) => log.warn({ err: error }, "job watch failed"));
   core.loops.run(`worker-jobs:${id}`, () => watched);
-  const laned = payloadKnown
-    .then(() => broker.consumeLane(queueName, Math.min(concurrency, 256), onLaneTask, pulling))
-    .catch((error) => log.warn({ err: error }, "pulling the queue's lane failed"));
-  core.loops.run(`worker-lane:${id}`, () => laned);
 
   let stopped: Promise<void> | undefined;
   return {

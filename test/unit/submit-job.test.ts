@@ -56,7 +56,7 @@ describe("submitJob", () => {
     expect(fake.tasks.get("j1")).toEqual(['{"i":0,"p":1}', '{"i":1,"p":2}']);
   });
 
-  it("a lane job: record, its task (the commit point), the committed record, the announcement; no consumer", async () => {
+  it("a lane job: record, its task (the commit point), the committed record; no consumer, no announcement", async () => {
     const fake = fakeJobPort();
     const steps: string[] = [];
     const outcome = await submitJob(fake.port, {
@@ -66,12 +66,7 @@ describe("submitJob", () => {
       signal: new AbortController().signal,
       hooks: { afterStep: (step) => void steps.push(step) },
     });
-    expect(fake.calls).toEqual([
-      "createRecord j1",
-      "publishTasks j1 1",
-      "updateRecord j1 committed running",
-      "announceCreated q j1",
-    ]);
+    expect(fake.calls).toEqual(["createRecord j1", "publishTasks j1 1", "updateRecord j1 committed running"]);
     expect(steps).toEqual([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.recordCommitted]);
     expect(outcome).toMatchObject({ kind: "committed", record: { lane: true, phase: "committed" } });
     expect(fake.consumers.size).toBe(0);

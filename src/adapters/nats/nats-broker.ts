@@ -156,9 +156,12 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await superviseLoop(
         port,
         async (nc, s) => {
-          // Set up (or looked up) on each round: a worker may start before any submitter made it.
+          // Made here if it may be (a worker's role may only look it up; its submitter makes it
+          // before the queue's first lane task): each round looks again, after a pause.
           const { jsm } = await js.handles(nc);
-          await js.queues.ensureLane(nc, jsm, queue);
+          await js.queues
+            .ensureLane(nc, jsm, queue)
+            .catch((error: unknown) => log.debug({ err: error, queue }, "lane not set up here"));
           await consumeTasks(
             js,
             nc,
