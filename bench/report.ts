@@ -177,6 +177,7 @@ export function markdown(doc: BenchDocument): string {
     );
     for (const [name, side] of [
       ["jetstate", small.jetstate],
+      ["jetstate, `jobs.lane`", small.lane],
       ["raw JetStream, the minimum", small.raw],
       ["BullMQ (Redis)", small.bullmq],
     ] as const) {
@@ -186,6 +187,7 @@ export function markdown(doc: BenchDocument): string {
     lines.push(
       "",
       `jetstate ÷ raw (jobs/s in flight): ${ratio(small.ratioToRaw)}; jetstate ÷ BullMQ: ${ratio(small.ratioToBullmq)}.`,
+      `With \`jobs.lane\`: ÷ raw ${ratio(small.laneRatioToRaw)}; ÷ BullMQ: ${ratio(small.laneRatioToBullmq)}.`,
       "",
     );
   }

@@ -6,7 +6,8 @@
  *     (jobs/s from the first submit to the last result);
  *   - one at a time: `serial` jobs in a row (p50 of submit and of
  *     submit → result).
- * Sides: jetstate (`submit()` → `done()`), raw JetStream doing the minimum for
+ * Sides: jetstate (`submit()` → `done()`) with its defaults and with
+ * `jobs.lane` (each 1-task job on its queue's lane, no consumer of its own), raw JetStream doing the minimum for
  * the same work (publish the task with its PubAck, a pull consumer takes it,
  * the worker publishes the result with its PubAck and acks the task, the
  * submitter reads the result from one subscription), and BullMQ when a Redis
@@ -14,6 +15,7 @@
  */
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { createRuntime } from "../src/index.ts";
 import { freshRuntime } from "./jetstate-e2e.ts";
 import { median, round } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
@@ -25,7 +27,7 @@ export interface SmallJobsShape {
 }
 
 export interface SmallJobsRun {
-  readonly side: "jetstate" | "raw" | "bullmq";
+  readonly side: "jetstate" | "jetstate-lane" | "raw" | "bullmq";
   readonly rep: number;
   readonly jobsPerSec: number;
   readonly submitP50Ms: number;
@@ -70,8 +72,10 @@ const measure = async (side: Side, shape: SmallJobsShape, rep: number): Promise<
   };
 };
 
-const jetstateSide = async (url: string, rep: number, concurrency: number): Promise<Side> => {
-  const rt = await freshRuntime(url, "small", rep);
+const jetstateSide = async (url: string, rep: number, concurrency: number, lane = false): Promise<Side> => {
+  const rt = await freshRuntime(url, lane ? "smalllane" : "small", rep, (options) =>
+    createRuntime({ ...options, jobs: { lane } }),
+  );
   const queue = uniqueName("q", rep);
   await rt.admin.provision([queue]);
   const worker = rt.workers.start<number, number>({
@@ -80,7 +84,7 @@ const jetstateSide = async (url: string, rep: number, concurrency: number): Prom
     handler: (task) => task.payload * 2,
   });
   return {
-    name: "jetstate",
+    name: lane ? "jetstate-lane" : "jetstate",
     submit: async (n) => {
       const job = await rt.jobs.submit<number, number>({ queue, tasks: [n] });
       const result = (async () => {
@@ -194,6 +198,7 @@ export async function measureSmallJobs(
   const sides = (rep: number) => [
     () => rawSide(url, rep, concurrency),
     () => jetstateSide(url, rep, concurrency),
+    () => jetstateSide(url, rep, concurrency, true),
     () => bullmqSide(rep, concurrency),
   ];
   // Warm-up of each side, untimed.
@@ -211,7 +216,7 @@ export async function measureSmallJobs(
         const run = await measure(side, shape, rep);
         runs.push(run);
         log(
-          `small jobs ${run.side.padEnd(8)} rep ${rep}: ${run.jobsPerSec} jobs/s (${shape.inFlight} in flight), ` +
+          `small jobs ${run.side.padEnd(13)} rep ${rep}: ${run.jobsPerSec} jobs/s (${shape.inFlight} in flight), ` +
             `one at a time: submit p50 ${run.submitP50Ms} ms, submit→result p50 ${run.roundTripP50Ms} ms`,
         );
       } finally {
@@ -229,8 +234,8 @@ export async function measureSmallJobs(
       roundTripP50Ms: median(mine.map((r) => r.roundTripP50Ms)),
     };
   };
-  const ratioTo = (side: SmallJobsRun["side"]) => {
-    const perRep = of("jetstate").map((j) => {
+  const ratioTo = (side: SmallJobsRun["side"], of_: SmallJobsRun["side"] = "jetstate") => {
+    const perRep = of(of_).map((j) => {
       const other = runs.find((r) => r.side === side && r.rep === j.rep);
       return other ? round(j.jobsPerSec / other.jobsPerSec, 3) : Number.NaN;
     });
@@ -242,10 +247,13 @@ export async function measureSmallJobs(
     shape,
     runs,
     jetstate: summary("jetstate"),
+    lane: summary("jetstate-lane"),
     raw: summary("raw"),
     bullmq: summary("bullmq"),
     ratioToRaw: ratioTo("raw"),
     ratioToBullmq: ratioTo("bullmq"),
+    laneRatioToRaw: ratioTo("raw", "jetstate-lane"),
+    laneRatioToBullmq: ratioTo("bullmq", "jetstate-lane"),
   };
 }
 
