@@ -172,8 +172,8 @@ export function markdown(doc: BenchDocument): string {
     lines.push(
       `## Small jobs: 1-task jobs (${jobs} with ${inFlight} in flight; ${serial} one at a time; medians)`,
       "",
-      "| side | jobs/s in flight | submit p50 ms | submit → result p50 ms |",
-      "| --- | ---: | ---: | ---: |",
+      "| side | jobs/s in flight | CPU µs/job in flight: bench process, nats-server | submit p50 ms | submit → result p50 ms |",
+      "| --- | ---: | ---: | ---: | ---: |",
     );
     for (const [name, side] of [
       ["jetstate", small.jetstate],
@@ -181,7 +181,10 @@ export function markdown(doc: BenchDocument): string {
       ["raw JetStream, the minimum", small.raw],
       ["BullMQ (Redis)", small.bullmq],
     ] as const) {
-      if (side) lines.push(`| ${name} | ${side.jobsPerSec} | ${side.submitP50Ms} | ${side.roundTripP50Ms} |`);
+      if (side)
+        lines.push(
+          `| ${name} | ${side.jobsPerSec} | ${side.clientCpuMicrosPerJob}, ${side.serverCpuMicrosPerJob ?? "?"} | ${side.submitP50Ms} | ${side.roundTripP50Ms} |`,
+        );
     }
     const ratio = (r: typeof small.ratioToRaw) => (r ? `${r.median} (per rep ${r.perRep.join(", ")})` : "–");
     lines.push(

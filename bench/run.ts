@@ -239,7 +239,7 @@ try {
   let smallJobs: BenchDocument["smallJobs"];
   if (wants("small")) {
     const shape = { jobs: int(values["small-jobs"], "small-jobs"), inFlight: 64, serial: 200 };
-    smallJobs = await measureSmallJobs(server.url, shape, reps, log);
+    smallJobs = await measureSmallJobs(server.url, shape, reps, log, serverCpu);
   }
   let manyJobs: BenchDocument["manyJobs"];
   if (wants("many")) {

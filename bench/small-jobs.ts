@@ -30,6 +30,9 @@ export interface SmallJobsRun {
   readonly side: "jetstate" | "jetstate-lane" | "raw" | "bullmq";
   readonly rep: number;
   readonly jobsPerSec: number;
+  /** CPU per job while in flight: this process (submitter and worker), and nats-server when known. */
+  readonly clientCpuMicrosPerJob: number;
+  readonly serverCpuMicrosPerJob?: number;
   readonly submitP50Ms: number;
   readonly roundTripP50Ms: number;
 }
@@ -42,8 +45,15 @@ interface Side {
   close(): Promise<void>;
 }
 
-const measure = async (side: Side, shape: SmallJobsShape, rep: number): Promise<SmallJobsRun> => {
+const measure = async (
+  side: Side,
+  shape: SmallJobsShape,
+  rep: number,
+  serverCpu?: () => number,
+): Promise<SmallJobsRun> => {
   let next = 0;
+  const cpu = process.cpuUsage();
+  const serverCpuStart = serverCpu?.();
   const started = performance.now();
   const lane = async () => {
     while (next < shape.jobs) {
@@ -54,6 +64,8 @@ const measure = async (side: Side, shape: SmallJobsShape, rep: number): Promise<
   };
   await Promise.all(Array.from({ length: shape.inFlight }, lane));
   const jobsPerSec = Math.round(shape.jobs / ((performance.now() - started) / 1000));
+  const used = process.cpuUsage(cpu);
+  const serverMicros = serverCpuStart === undefined ? undefined : serverCpu!() - serverCpuStart;
   const submitMs: number[] = [];
   const roundTripMs: number[] = [];
   for (let k = 0; k < shape.serial; k++) {
@@ -67,6 +79,8 @@ const measure = async (side: Side, shape: SmallJobsShape, rep: number): Promise<
     side: side.name,
     rep,
     jobsPerSec,
+    clientCpuMicrosPerJob: Math.round((used.user + used.system) / shape.jobs),
+    ...(serverMicros === undefined ? {} : { serverCpuMicrosPerJob: Math.round(serverMicros / shape.jobs) }),
     submitP50Ms: round(median(submitMs), 2),
     roundTripP50Ms: round(median(roundTripMs), 2),
   };
@@ -192,6 +206,7 @@ export async function measureSmallJobs(
   shape: SmallJobsShape,
   reps: number,
   log: (line: string) => void,
+  serverCpu?: () => number,
 ) {
   const runs: SmallJobsRun[] = [];
   const concurrency = shape.inFlight;
@@ -213,10 +228,11 @@ export async function measureSmallJobs(
       const side = await make();
       if (!side) continue;
       try {
-        const run = await measure(side, shape, rep);
+        const run = await measure(side, shape, rep, serverCpu);
         runs.push(run);
         log(
-          `small jobs ${run.side.padEnd(13)} rep ${rep}: ${run.jobsPerSec} jobs/s (${shape.inFlight} in flight), ` +
+          `small jobs ${run.side.padEnd(13)} rep ${rep}: ${run.jobsPerSec} jobs/s (${shape.inFlight} in flight; ` +
+            `CPU/job client ${run.clientCpuMicrosPerJob} µs, server ${run.serverCpuMicrosPerJob ?? "?"} µs), ` +
             `one at a time: submit p50 ${run.submitP50Ms} ms, submit→result p50 ${run.roundTripP50Ms} ms`,
         );
       } finally {
@@ -228,8 +244,11 @@ export async function measureSmallJobs(
   const summary = (side: SmallJobsRun["side"]) => {
     const mine = of(side);
     if (mine.length === 0) return null;
+    const serverCpus = mine.flatMap((r) => r.serverCpuMicrosPerJob ?? []);
     return {
       jobsPerSec: median(mine.map((r) => r.jobsPerSec)),
+      clientCpuMicrosPerJob: median(mine.map((r) => r.clientCpuMicrosPerJob)),
+      serverCpuMicrosPerJob: serverCpus.length === mine.length ? median(serverCpus) : null,
       submitP50Ms: median(mine.map((r) => r.submitP50Ms)),
       roundTripP50Ms: median(mine.map((r) => r.roundTripP50Ms)),
     };
