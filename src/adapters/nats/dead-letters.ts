@@ -70,12 +70,15 @@ export class NatsDeadLetters {
   readonly #broker: NatsJobBroker;
   readonly #maxAgeMs: number;
   readonly #ready: (nc: NatsConnection, make: () => Promise<JetStreamManager>) => Promise<JetStreamManager>;
+  /** The queues `ensure` set up on each client: a submit's call is then no operation at all. */
+  readonly #ensured: WeakMap<NatsConnection, Set<string>>;
 
   constructor(core: NatsContext, broker: NatsJobBroker, maxAgeMs: number) {
     this.#core = core;
     this.#broker = broker;
     this.#maxAgeMs = maxAgeMs;
     this.#ready = broker.setups.once();
+    this.#ensured = broker.setups.cache();
   }
 
   /** The dead-letter stream (shared by every queue), set up once per client. */
@@ -107,11 +110,24 @@ export class NatsDeadLetters {
     });
   }
 
-  /** Makes sure the queue's advisories are captured from now on (before any job of it could exhaust a task). */
+  /**
+   * Makes sure the queue's advisories are captured from now on (before any
+   * job of it could exhaust a task). Every submit asks: once done on the
+   * current client it answers at once, without an operation (~0.2 ms of a
+   * small job's submit); forgotten with the client's other setups.
+   */
   ensure(queue: string): Promise<void> {
+    const current = this.#core.connection.current();
+    if (current && this.#ensured.get(current)?.has(queue)) return Promise.resolve();
     return this.#broker.run("dead-letters.setup", async (nc) => {
       await this.#setup(nc);
       await this.#broker.queueHandles(nc, queue);
+      let queues = this.#ensured.get(nc);
+      if (!queues) {
+        queues = new Set();
+        this.#ensured.set(nc, queues);
+      }
+      queues.add(queue);
     });
   }
 

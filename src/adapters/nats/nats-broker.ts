@@ -96,7 +96,14 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     jetstream: js,
     leases,
     taskLeasing: new NatsTaskLeasing(js),
-    maxPayload: () => js.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024),
+    // Read on every submit: from the current client at once, through an operation only while
+    // there is none (it waits for the connection).
+    maxPayload: () => {
+      const info = core.connection.current()?.info;
+      return info
+        ? Promise.resolve(info.max_payload)
+        : js.run("server.info", async (nc) => nc.info?.max_payload ?? 1024 * 1024);
+    },
 
     createRecord: (record) => js.createRecord(record),
     getRecord: (id) => js.getRecord(id),
