@@ -7,13 +7,14 @@
  * handlers' ledger and the results the server holds, read raw.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { natsRawResults } from "../harness/raw-results.ts";
+import { natsRawResults, storedCount } from "../harness/raw-results.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -126,6 +127,7 @@ describe("cleanup never makes a queue's results feed skip what it had not read y
     // The supervisor's connection is held: its feed reads no further than the pulls it had
     // asked for (256 messages at most). An orphan (results, no record: a crashed run's) stores
     // more than that, then the job's other answers are stored behind them.
+    const jsm = await jetstreamManager(raw);
     relay.hold();
     const orphan = names.resultsSubject(queue, "jorphan");
     for (let i = 0; i < 300; i++) raw.publish(orphan, "[]");
@@ -135,8 +137,11 @@ describe("cleanup never makes a queue's results feed skip what it had not read y
       timeoutMs: 10_000,
       message: "every answer stored",
     });
-    await workers.admin.cleanup();
+    const report = await workers.admin.cleanup();
     relay.release();
+    // The orphan's results are still removed, one message at a time.
+    expect(report.resultsPurged).toEqual([orphan]);
+    expect(await storedCount(jsm, names.resultsStream, orphan)).toBe(0);
 
     const final = await Promise.race([job.done(), delay(8000).then(() => job.snapshot())]);
     await worker.stop();
