@@ -13,7 +13,11 @@ export interface CleanupReport {
   readonly tasksPurged: string[];
   /** Finished jobs past the retention period: record, results and dead letters removed. */
   readonly recordsRemoved: string[];
-  /** Results of jobs that have no record any more. */
+  /**
+   * Results subjects of jobs that have no record, or whose record expired:
+   * their messages deleted one by one (never a filtered purge, which made
+   * the queue's results feed skip what it had not read yet).
+   */
   readonly resultsPurged: string[];
   /** Supervision leases of finished or unknown jobs. */
   readonly leasesRemoved: string[];

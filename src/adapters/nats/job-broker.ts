@@ -28,6 +28,7 @@ import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import { QueueStreams } from "./queue-streams.ts";
 import {
+  deleteSubjectMessages,
   ensureBucket,
   ensureStream,
   isNotFound,
@@ -360,28 +361,13 @@ export class NatsJobBroker {
 
 /**
  * Deletes a lane job's task messages one by one, never with a filtered
- * purge: nats-server 2.9 moves every consumer whose filter covers the purged
- * subject past the stream's last message, so one lane job's purge made the
- * lane skip every other lane job's task stored then (they stayed in the
- * stream, never delivered: 252 of 300 jobs hung in `test/integration/lane.test.ts`).
+ * purge (see `deleteSubjectMessages`): a purge made the lane skip every
+ * other lane job's task stored then (they stayed in the stream, never
+ * delivered: 252 of 300 jobs hung in `test/integration/lane.test.ts`).
  * A lane subject holds one task; a few more (a redrive raced) are bounded.
  */
-export const deleteLaneTasks = async (
-  jsm: JetStreamManager,
-  stream: string,
-  subject: string,
-): Promise<void> => {
-  for (let n = 0; n < 16; n++) {
-    const stored = await jsm.streams.getMessage(stream, { last_by_subj: subject }).catch((error: unknown) => {
-      if (isNotFound(error)) return null;
-      throw error;
-    });
-    if (!stored) return;
-    await jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
-      if (!isNotFound(error)) throw error;
-    });
-  }
-};
+export const deleteLaneTasks = (jsm: JetStreamManager, stream: string, subject: string): Promise<void> =>
+  deleteSubjectMessages(jsm, stream, subject, { max: 16 });
 
 /** KV compare-and-set failures become `RevisionConflict`: the caller re-reads and re-decides. */
 const casConflict =

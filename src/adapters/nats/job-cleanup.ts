@@ -4,7 +4,7 @@ import { laneConsumer, queueOfStream } from "../names.ts";
 import { deleteLaneTasks, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { streamNamesStartingWith } from "./streams.ts";
+import { deleteSubjectMessages, streamNamesStartingWith } from "./streams.ts";
 
 export type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 
@@ -51,8 +51,12 @@ export const cleanupJobs = async (
     const results = await jsm.streams.info(n.resultsStream, {
       subjects_filter: `${core.options.prefix}.results.>`,
     });
-    const resultSubjects = Object.keys(results.state.subjects ?? {});
-    return { consumers, subjects, resultSubjects, resultsBelow: results.state.last_seq + 1 };
+    return {
+      consumers,
+      subjects,
+      resultSubjects: results.state.subjects ?? {},
+      resultsBelow: results.state.last_seq + 1,
+    };
   });
   const leased = await leases.list();
   const { over, expired, resultsGone, unleased } = planCleanup(
@@ -69,7 +73,7 @@ export const cleanupJobs = async (
     consumersDeleted: consumers.map((c) => c.name),
     tasksPurged: subjects.map((s) => s.subject),
     recordsRemoved: expired.map((r) => r.id),
-    resultsPurged: seen.resultSubjects.filter((subject) => resultsGone(jobIdOfSubject(subject))),
+    resultsPurged: Object.keys(seen.resultSubjects).filter((subject) => resultsGone(jobIdOfSubject(subject))),
     leasesRemoved: leased.filter(({ jobId }) => over(jobId)).map(({ jobId }) => jobId),
     // What a real pass adds is known once it ran: a job may have taken its lease meanwhile.
     leasesAdded: dryRun ? leaseless : [],
@@ -87,8 +91,14 @@ export const cleanupJobs = async (
         if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject);
         else await jsm.streams.purge(stream, { filter: subject, seq: below });
       }
+      // Deleted one by one, never purged: a purge moved the queue's results feed past every
+      // result stored then, and a running job of the queue missed its own. Results would age
+      // out by themselves (the stream's max age), but the record of a job with an idempotency
+      // key goes here, maybe sooner (a shorter retention asked), and a resubmit of the key
+      // (same job id) must not read the old job's results.
       for (const subject of report.resultsPurged) {
-        await jsm.streams.purge(n.resultsStream, { filter: subject, seq: seen.resultsBelow });
+        const max = seen.resultSubjects[subject] ?? 0;
+        await deleteSubjectMessages(jsm, n.resultsStream, subject, { max, below: seen.resultsBelow });
       }
       for (const record of expired) {
         await jsm.streams
