@@ -19,6 +19,8 @@ export interface ConnectionPort<C> {
    * runtime stops, and when `signal` aborts.
    */
   whenConnected(signal: AbortSignal): Promise<C>;
+  /** The client, if the connection is `connected` right now: the first attempt then starts at once. */
+  current?(): C | undefined;
 }
 
 export type { RetryPolicy } from "./retry.ts";
@@ -86,15 +88,17 @@ const runOperation = <C, A>(
   );
 };
 
-/** Promise form for the runtime's public API; rejects with the tagged error itself. */
-export const runOperationPromise = <C, A>(
+const runFull = <C, A>(
   port: ConnectionPort<C>,
   op: (client: C, signal: AbortSignal) => Promise<A>,
   classify: ErrorClassifier,
   options: OperationOptions,
+  pauseFirstMs = 0,
 ): Promise<A> =>
   Effect.runPromise(
-    runOperation(port, op, classify, options),
+    pauseFirstMs > 0
+      ? Effect.sleep(`${pauseFirstMs} millis`).pipe(Effect.andThen(runOperation(port, op, classify, options)))
+      : runOperation(port, op, classify, options),
     options.signal ? { signal: options.signal } : undefined,
   ).catch((error: unknown) => {
     if (options.signal?.aborted && !(error instanceof Error && "_tag" in error)) {
@@ -102,3 +106,69 @@ export const runOperationPromise = <C, A>(
     }
     throw error;
   });
+
+/** The first attempt's deadline passed: the whole operation's, since it started at once. */
+class FirstAttemptTimedOut {}
+
+const noSignal = new AbortController().signal;
+
+/**
+ * Promise form for the runtime's public API; rejects with the tagged error
+ * itself. While the connection is `connected` the first attempt runs at
+ * once on the current client, bounded by the deadline with one timer, and
+ * only a transient failure goes on to the Effect program of `runOperation`
+ * (the pause before the next attempt, the schedule, the rest of the
+ * deadline). That program per operation, its fiber, signals and timeout,
+ * cost about 0.15 ms more than the call itself: about ten operations of a
+ * small job each paid it, succeeding at once nearly every time.
+ */
+export const runOperationPromise = <C, A>(
+  port: ConnectionPort<C>,
+  op: (client: C, signal: AbortSignal) => Promise<A>,
+  classify: ErrorClassifier,
+  options: OperationOptions,
+): Promise<A> => {
+  const client = port.current?.();
+  const signal = options.signal ?? noSignal;
+  if (client === undefined || signal.aborted) return runFull(port, op, classify, options);
+  const started = Date.now();
+  const first = new Promise<A>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new FirstAttemptTimedOut()), options.timeoutMs);
+    op(client, signal).then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+  return first.catch((error: unknown) => {
+    if (error instanceof FirstAttemptTimedOut)
+      throw new OperationTimeout({
+        message: `${options.name}: no answer within ${options.timeoutMs} ms (outcome unknown)`,
+        operation: options.name,
+        timeoutMs: options.timeoutMs,
+      });
+    if (signal.aborted) throw new RuntimeStopped({ message: `${options.name}: aborted` });
+    const failure = classify(error, options.name);
+    const retry = options.retry ?? defaultRetry;
+    // The attempts left, from the pause that would have followed this one, within the deadline.
+    const pauseMs = Math.min(retry.initialDelayMs, retry.maxDelayMs ?? Number.POSITIVE_INFINITY);
+    const leftMs = options.timeoutMs - (Date.now() - started) - pauseMs;
+    if (!isTransient(failure) || retry.attempts <= 1 || leftMs <= 0) throw failure;
+    return runFull(
+      port,
+      op,
+      classify,
+      {
+        ...options,
+        timeoutMs: leftMs,
+        retry: { ...retry, attempts: retry.attempts - 1, initialDelayMs: retry.initialDelayMs * 2 },
+      },
+      pauseMs,
+    );
+  });
+};

@@ -339,3 +339,114 @@ describe("runOperation", () => {
     expect(error).toBe(bug);
   });
 });
+
+/**
+ * The first attempt on a client already connected runs at once, outside the
+ * Effect program: the same outcomes as above, and the ledger shows the port
+ * was not waited on for it.
+ */
+describe("runOperation, first attempt on the current client", () => {
+  const currentPort = (client = "now") => {
+    const port = connectedPort("later");
+    return { ...port, current: () => client };
+  };
+
+  it("runs on the current client without waiting for the connection", async () => {
+    const { classify } = classifier();
+    const port = currentPort("now");
+    const seen: string[] = [];
+    const value = await runOperationPromise(
+      port,
+      async (client) => {
+        seen.push(client);
+        return 7;
+      },
+      classify,
+      { name: "kv.get", timeoutMs: 5_000, retry: fast },
+    );
+    expect(value).toBe(7);
+    expect(seen).toEqual(["now"]);
+    expect(port.signals).toEqual([]);
+  });
+
+  it("retries a transient failure through the connection, within the attempts left", async () => {
+    const { classify } = classifier();
+    const port = currentPort("now");
+    const seen: string[] = [];
+    let n = 0;
+    const error = await rejection(
+      runOperationPromise(
+        port,
+        async (client) => {
+          seen.push(client);
+          throw transient(++n);
+        },
+        classify,
+        { name: "kv.get", timeoutMs: 5_000, retry: fast },
+      ),
+    );
+    // Three attempts in all: the first at once, two more after waiting for the connection.
+    expect(seen).toEqual(["now", "later", "later"]);
+    expect(port.signals).toHaveLength(2);
+    expect(error).toBeInstanceOf(TransientBrokerError);
+    expect((error as TransientBrokerError).message).toBe("blip 3");
+  });
+
+  it("fails a permanent failure at once, typed, and retries nothing with one attempt", async () => {
+    const { classify } = classifier();
+    const port = currentPort();
+    let calls = 0;
+    expect(
+      await rejection(
+        runOperationPromise(
+          port,
+          async () => {
+            calls++;
+            throw permanent;
+          },
+          classify,
+          { name: "kv.get", timeoutMs: 5_000, retry: fast },
+        ),
+      ),
+    ).toBe(permanent);
+    expect(
+      await rejection(
+        runOperationPromise(
+          port,
+          async () => {
+            calls++;
+            throw transient(1);
+          },
+          classify,
+          { name: "fetch", timeoutMs: 5_000, retry: { attempts: 1, initialDelayMs: 0 } },
+        ),
+      ),
+    ).toBeInstanceOf(TransientBrokerError);
+    expect(calls).toBe(2);
+    expect(port.signals).toEqual([]);
+  });
+
+  it("turns its deadline into OperationTimeout, and an aborted signal into RuntimeStopped", async () => {
+    const { classify } = classifier();
+    const aborted: AbortSignal[] = [];
+    const timedOut = await rejection(
+      runOperationPromise(currentPort(), (_c, s) => never(s, aborted), classify, {
+        name: "kv.get",
+        timeoutMs: 20,
+        retry: fast,
+      }),
+    );
+    expect(timedOut).toBeInstanceOf(OperationTimeout);
+    const stop = new AbortController();
+    const stopped = runOperationPromise(
+      currentPort(),
+      async () => {
+        stop.abort();
+        throw transient(1);
+      },
+      classify,
+      { name: "kv.get", timeoutMs: 5_000, retry: fast, signal: stop.signal },
+    );
+    expect(await rejection(stopped)).toBeInstanceOf(RuntimeStopped);
+  });
+});
