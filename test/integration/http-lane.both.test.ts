@@ -179,18 +179,20 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
       () => new Set(ofTheseJobs().map((t) => t.job_id)).size === jobs.length,
       "every lane job's task handed out",
     );
+    // Each task handed out once, by the client's ledger.
+    expect(
+      ofTheseJobs()
+        .map((t) => [t.job_id, t.index, t.attempt])
+        .sort(),
+    ).toEqual(jobs.map((j) => [j.id, 0, 1]).sort());
     for (const task of ofTheseJobs()) {
       const answered = await answer(task, task.payload.n * 2);
       expect(answered.json).toEqual({ results: [{ id: task.id, status: "done" }] });
     }
     const ends = await Promise.all(jobs.map((j) => j.done()));
     expect(ends.map((e) => [e.status, e.done, e.total])).toEqual(jobs.map(() => ["succeeded", 1, 1]));
-    // Each task handed out once, by the client's ledger; each answer stored once, by the server's.
-    expect(
-      ofTheseJobs()
-        .map((t) => [t.job_id, t.index, t.attempt])
-        .sort(),
-    ).toEqual(jobs.map((j) => [j.id, 0, 1]).sort());
+    // Each answer stored once, by the server's count; and still nothing handed out twice.
+    expect(ofTheseJobs()).toHaveLength(jobs.length);
     for (const job of jobs) expect((await rawResults(queue, job.id)).map((e) => e.i)).toEqual([0]);
     expect(await Promise.all(jobs.map(firstResult))).toEqual(jobs.map((_, n) => n * 2));
     expect(await stored(queue, names.laneFilter(queue))).toBe(0);
@@ -225,11 +227,11 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     await reserveUntil(queue, () => handedOf(live.id).length > 0, "the live lane job's task handed out");
     // The next reserve: whatever the lane still had of the over job was termed, not handed out.
     await reserveFromQueue(queue, 10);
+    expect(handedOf(cancelled.id)).toEqual([]);
     await waitUntil(async () => (await stored(queue, subject)) === 0, {
       timeoutMs: 5000,
       message: "the over job's lane task removed",
     });
-    expect(handedOf(cancelled.id)).toEqual([]);
     await answer(handedOf(live.id)[0]!, 4);
     expect(await live.done()).toMatchObject({ status: "succeeded", done: 1 });
     expect((await cancelled.done()).status).toBe("failed");
