@@ -247,7 +247,9 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     const ref: string = JSON.parse(Buffer.from(task!.receipt.split(".")[0]!, "base64url").toString()).r;
     const acks: string[] = [];
     const sub = nc?.subscribe(`$JS.ACK.${names.tasksStream(queue)}.lane.>`, {
-      callback: (_error, m) => acks.push(`${m.subject} ${m.string()}`),
+      callback: (_error, m) => {
+        acks.push(`${m.subject} ${m.string()}`);
+      },
     });
     await nc?.flush();
     // Memory: two thirds of the lane's 30 s ack wait pass before the heartbeat, as many after it.
