@@ -291,6 +291,20 @@ describe("least-privilege roles on a server with users", () => {
     expect(ran("B")).toEqual([0, 1, 2, 3, 4, 5].map((n) => `workerB ${n}`));
     await Promise.all([a.stop(), b.stop()]);
 
+    // The lane lost (deleted by hand, or with the server's store): the next worker of A, a
+    // runtime that holds the worker role only, makes it again and runs A's next lane job.
+    await jsm.consumers.delete(names.tasksStream("A"), "lane");
+    const again = (await runtimeAs("workerA")).workers.start<number, number>({
+      queue: "A",
+      handler: handler("workerA", "A"),
+    });
+    const late = await submitter.jobs.submit({ queue: "A", tasks: [6] });
+    const lateEnd = await Promise.race([late.done(), delay(10_000).then(() => "still waiting for a lane")]);
+    expect(lateEnd).toMatchObject({ status: "succeeded", done: 1 });
+    expect(await consumersOf("A")).toEqual(["lane"]);
+    expect(seen.filter((s) => s.n === 6)).toEqual([{ worker: "workerA", queue: "A", n: 6 }]);
+    await again.stop();
+
     // No violation for a queue a worker may use; B's, asked by the worker of A, were seen by the server.
     const fresh = (await violations(logFile)).slice(logged);
     console.info("violations the server logged (lane):", JSON.stringify(fresh));
