@@ -1,4 +1,4 @@
-import { brokerNames } from "../adapters/names.ts";
+import { brokerNames, laneConsumer } from "../adapters/names.ts";
 import { agentsBucketFor } from "../adapters/nats/kv-agent-store.ts";
 import { deadLettersConsumer } from "../adapters/nats/queue-streams.ts";
 import { InvalidArgument, RoleNotHeld } from "../kernel/errors.ts";
@@ -187,6 +187,12 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         // Before its first pull it checks that the queue's advisories are captured (looks only).
         ...streamInfo(n.advisoriesStream(q)),
         `$JS.API.CONSUMER.INFO.${n.advisoriesStream(q)}.${deadLettersConsumer}`,
+        // Its queue's lane, and that consumer only, it makes when it finds it missing: lost with
+        // the server's store or deleted by hand, nothing else makes it again (a submitter sets it
+        // up once per connection), and a worker that reaches it before its submitter does is
+        // refused (a violation in the server's log). No reach beyond the queue's tasks it pulls.
+        `$JS.API.CONSUMER.CREATE.${n.tasksStream(q)}.${laneConsumer}.>`,
+        `$JS.API.CONSUMER.DURABLE.CREATE.${n.tasksStream(q)}.${laneConsumer}`,
       ]),
     ],
   }),

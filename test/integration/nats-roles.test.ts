@@ -9,14 +9,16 @@
  */
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames } from "../../src/adapters/names.ts";
 import { natsPermissions, type PermissionsRequest } from "../../src/api/permissions.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
 import { type AuthFiles, authFiles } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { storedCount } from "../harness/raw-results.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
 const prefix = "perm";
@@ -57,7 +59,10 @@ describe("least-privilege roles on a server with users", () => {
   let server: NatsServerHandle;
   let logFile: string;
   const runtimes: Runtime[] = [];
-  const runtimeAs = async (user: keyof typeof users, extra: Parameters<typeof createRuntime>[0] = {}) => {
+  const runtimeAs = async (
+    user: keyof typeof users,
+    { jobs, ...extra }: Parameters<typeof createRuntime>[0] = {},
+  ) => {
     const request = users[user];
     const rt = await createRuntime({
       servers: server.url,
@@ -66,8 +71,9 @@ describe("least-privilege roles on a server with users", () => {
       roles: request?.role,
       name: user,
       connection: { operationTimeoutMs: 4000, retry: { attempts: 1 } },
-      jobs: { leaseMs: 1000, reapIntervalMs: 200, cleanupIntervalMs: 200, ...extra.jobs },
       ...extra,
+      // Extra job options add to these, never replace them.
+      jobs: { leaseMs: 1000, reapIntervalMs: 200, cleanupIntervalMs: 200, ...jobs },
     });
     runtimes.push(rt);
     return rt;
@@ -200,5 +206,111 @@ describe("least-privilege roles on a server with users", () => {
     expect(logged.filter((v) => !provoked(v))).toEqual([]);
     // The provoked ones were seen by the server: the oracle can see a violation at all.
     expect(logged.some(provoked)).toBe(true);
+  });
+  it("runs lane jobs with a worker that holds the worker role only; a worker of A is denied B's lane", async () => {
+    const names = brokerNames(prefix);
+    // Provisioned here too, so this case also runs on its own.
+    await (await runtimeAs("admin")).admin.provision(["A", "B"]);
+    await runtimeAs("supervisor");
+    const submitter = await runtimeAs("submitter", { jobs: { lane: true } });
+    const workerA = await runtimeAs("workerA");
+    const workerB = await runtimeAs("workerB");
+    const jsm: JetStreamManager = await jetstreamManager(await rawAs("admin"));
+    const consumersOf = async (queue: string) => {
+      const found: string[] = [];
+      for await (const c of jsm.consumers.list(names.tasksStream(queue))) found.push(c.name);
+      return found.sort();
+    };
+    const logged = (await violations(logFile)).length;
+
+    // Which worker ran which job's task: the handlers' own ledger.
+    const seen: Array<{ worker: string; queue: string; n: number }> = [];
+    const handler =
+      (worker: string, queue: string) =>
+      (task: { payload: number }): number => {
+        seen.push({ worker, queue, n: task.payload });
+        return task.payload * 10;
+      };
+    // The worker of A is up before the queue's first lane job, and is asked to work B as well.
+    const a = workerA.workers.start<number, number>({
+      queue: "A",
+      concurrency: 4,
+      handler: handler("workerA", "A"),
+    });
+    const stray = workerA.workers.start<number, number>({ queue: "B", handler: handler("workerA", "B") });
+    const jobsA = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map((n) => submitter.jobs.submit({ queue: "A", tasks: [n] })),
+    );
+    const jobsB = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map((n) => submitter.jobs.submit({ queue: "B", tasks: [n] })),
+    );
+    // On the lane, as the server sees it: no consumer of any job's own.
+    expect(await consumersOf("A")).toEqual(["lane"]);
+    expect(await consumersOf("B")).toEqual(["lane"]);
+    const endsA = await Promise.all(jobsA.map((j) => j.done()));
+    expect(endsA.map((e) => [e.status, e.done])).toEqual(jobsA.map(() => ["succeeded", 1]));
+
+    // B's lane, pulled by the worker of A, raw: the server refuses.
+    const rawA = await rawAs("workerA");
+    const denied = await rawA
+      .request(
+        `$JS.API.CONSUMER.MSG.NEXT.${names.tasksStream("B")}.lane`,
+        JSON.stringify({ batch: 1, expires: 500_000_000 }),
+        { timeout: 2000 },
+      )
+      .then(
+        () => "answered",
+        (error: Error) => error.message,
+      );
+    expect(denied).toMatch(/permission/i);
+    await rawA.close();
+    // Nothing of B was taken meanwhile: its tasks wait on its lane, as the server stores them.
+    await delay(500);
+    let waitingB = 0;
+    for (const job of jobsB)
+      waitingB += await storedCount(jsm, names.tasksStream("B"), names.laneSubject("B", job.id));
+    expect(waitingB).toBe(jobsB.length);
+    await stray.stop();
+
+    const b = workerB.workers.start<number, number>({ queue: "B", handler: handler("workerB", "B") });
+    const endsB = await Promise.all(jobsB.map((j) => j.done()));
+    expect(endsB.map((e) => [e.status, e.done])).toEqual(jobsB.map(() => ["succeeded", 1]));
+    const results = await Promise.all(
+      [...jobsA, ...jobsB].map(async (job) => {
+        for await (const r of job.results()) return r.ok ? r.result : r.error;
+      }),
+    );
+    expect(results).toEqual([0, 10, 20, 30, 40, 50, 0, 10, 20, 30, 40, 50]);
+    // Each task ran once, on its own queue's worker.
+    const ran = (queue: string) =>
+      seen
+        .filter((s) => s.queue === queue)
+        .map((s) => `${s.worker} ${s.n}`)
+        .sort();
+    expect(ran("A")).toEqual([0, 1, 2, 3, 4, 5].map((n) => `workerA ${n}`));
+    expect(ran("B")).toEqual([0, 1, 2, 3, 4, 5].map((n) => `workerB ${n}`));
+    await Promise.all([a.stop(), b.stop()]);
+
+    // The lane lost (deleted by hand, or with the server's store): the next worker of A, a
+    // runtime that holds the worker role only, makes it again and runs A's next lane job.
+    await jsm.consumers.delete(names.tasksStream("A"), "lane");
+    const again = (await runtimeAs("workerA")).workers.start<number, number>({
+      queue: "A",
+      handler: handler("workerA", "A"),
+    });
+    const late = await submitter.jobs.submit({ queue: "A", tasks: [6] });
+    const lateEnd = await Promise.race([late.done(), delay(10_000).then(() => "still waiting for a lane")]);
+    expect(lateEnd).toMatchObject({ status: "succeeded", done: 1 });
+    expect(await consumersOf("A")).toEqual(["lane"]);
+    expect(seen.filter((s) => s.n === 6)).toEqual([{ worker: "workerA", queue: "A", n: 6 }]);
+    await again.stop();
+
+    // No violation for a queue a worker may use; B's, asked by the worker of A, were seen by the server.
+    const fresh = (await violations(logFile)).slice(logged);
+    console.info("violations the server logged (lane):", JSON.stringify(fresh));
+    const provoked = (v: { user: string; subject: string }) =>
+      v.user === "workerA" && /perm_(tasks|advisories)_B(\.|$)/.test(v.subject);
+    expect(fresh.filter((v) => !provoked(v))).toEqual([]);
+    expect(fresh.some(provoked)).toBe(true);
   });
 });

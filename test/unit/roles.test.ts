@@ -117,6 +117,9 @@ describe("natsPermissions", () => {
     expect(allowed(publish.allow, "$JS.API.CONSUMER.MSG.NEXT.p_tasks_A.job1")).toBe(true);
     expect(allowed(publish.allow, "$JS.ACK.p_tasks_A.job1.1.2.3.4.5")).toBe(true);
     expect(allowed(publish.allow, "p.results.A.job1")).toBe(true);
+    // Its queue's lane, if it finds it missing (and no other consumer).
+    expect(allowed(publish.allow, "$JS.API.CONSUMER.CREATE.p_tasks_A.lane.p.tasks.A.lane.>")).toBe(true);
+    expect(allowed(publish.allow, "$JS.API.CONSUMER.DURABLE.CREATE.p_tasks_A.lane")).toBe(true);
     for (const subject of [
       "$JS.API.CONSUMER.MSG.NEXT.p_tasks_B.job2",
       "$JS.ACK.p_tasks_B.job2.1.2.3.4.5",
@@ -126,6 +129,10 @@ describe("natsPermissions", () => {
       "p.tasks.A.job1",
       "$JS.API.STREAM.CREATE.p_tasks_A",
       "$JS.API.CONSUMER.DELETE.p_tasks_A.job1",
+      "$JS.API.CONSUMER.CREATE.p_tasks_A.job1.p.tasks.A.job1",
+      "$JS.API.CONSUMER.DURABLE.CREATE.p_tasks_A.job1",
+      "$JS.API.CONSUMER.CREATE.p_tasks_B.lane.p.tasks.B.lane.>",
+      "$JS.API.CONSUMER.DURABLE.CREATE.p_tasks_B.lane",
       "$KV.p_jobs.job1",
     ])
       expect(allowed(publish.allow, subject), subject).toBe(false);

@@ -1,0 +1,279 @@
+/**
+ * The lane through the HTTP pull API, on both brokers (a real nats-server,
+ * and the memory broker of `jetstate/testing`): lane jobs are reserved from
+ * their queue, never by job id, a lane task of a job that is over is never
+ * handed out, and a heartbeat extends a lane lease. The oracles are the
+ * server's own view (its consumers and stored subjects, read with a
+ * connection of the test's own on NATS, the memory server's state on
+ * memory), the wire (the acks the server is sent) and the HTTP client's
+ * ledger of what it was handed, never jetstate's view of itself.
+ */
+import { type ServerType, serve } from "@hono/node-server";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryLaneName, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { createHttpApi, createRuntime, type JobHandle, type Runtime } from "../../src/index.ts";
+import { encodeTask } from "../../src/kernel/wire.ts";
+import {
+  createMemoryBroker,
+  createMemoryServer,
+  createTestRuntime,
+  ManualClock,
+  type MemoryServer,
+} from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { memoryRawResults, natsRawResults, type RawResult, storedCount } from "../harness/raw-results.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const TOKEN = "token-lane-worker-0123456789";
+const names = brokerNames("jetstate");
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+
+interface Reserved {
+  id: string;
+  job_id: string;
+  index: number;
+  attempt: number;
+  payload: { n: number };
+  receipt: string;
+  lease_ms: number;
+}
+
+interface Answer {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field
+  json: any;
+}
+
+describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broker", (broker) => {
+  let server: NatsServerHandle | undefined;
+  /** The test's own connection to the server (NATS). */
+  let nc: NatsConnection | undefined;
+  /** The memory server, read directly (memory); its clock moves only when the test says. */
+  let memory: MemoryServer | undefined;
+  const clock = new ManualClock(Date.now());
+  let rt: Runtime;
+  let http: ServerType;
+  let baseUrl: string;
+  /** The HTTP client's ledger: every task any reserve of this file was handed. */
+  const handed: Reserved[] = [];
+
+  beforeAll(async () => {
+    if (broker === "nats") {
+      server = await startNatsServer();
+      rt = await createRuntime({ servers: server.url, logger, jobs: { lane: true } });
+      nc = await connect({ servers: server.url, name: "oracle" });
+    } else {
+      memory = createMemoryServer({ prefix: "jetstate", clock });
+      rt = await createTestRuntime({
+        logger,
+        broker: createMemoryBroker({ server: memory }),
+        jobs: { lane: true },
+      });
+    }
+    const api = createHttpApi(rt, { tokens: { [TOKEN]: "lane-worker" } });
+    await new Promise<void>((resolve) => {
+      http = serve({ fetch: api.fetch, hostname: "127.0.0.1", port: 0 }, (info) => {
+        baseUrl = `http://127.0.0.1:${info.port}`;
+        resolve();
+      });
+    });
+  });
+
+  afterAll(async () => {
+    await new Promise<void>((resolve) => {
+      if (!http) return resolve();
+      http.close(() => resolve());
+      (http as { closeAllConnections?: () => void }).closeAllConnections?.();
+    });
+    await rt?.stop();
+    await nc?.close();
+    memory?.close();
+    await server?.dispose();
+  });
+
+  const post = async (path: string, body: unknown): Promise<Answer> => {
+    const response = await fetch(`${baseUrl}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return { status: response.status, json: await response.json() };
+  };
+
+  /** One reserve from the queue; what it hands out goes to the ledger. */
+  const reserveFromQueue = async (queue: string, batchSize: number): Promise<Reserved[]> => {
+    const answer = await post(`/queues/${queue}/tasks`, { batch_size: batchSize });
+    expect(answer.status, JSON.stringify(answer.json)).toBe(200);
+    handed.push(...answer.json.tasks);
+    return answer.json.tasks;
+  };
+
+  /** Reserves from the queue until `until` says the ledger holds what it waits for. */
+  const reserveUntil = async (queue: string, until: () => boolean, message: string) =>
+    waitUntil(
+      async () => {
+        await reserveFromQueue(queue, 10);
+        return until();
+      },
+      { timeoutMs: 10_000, intervalMs: 50, message },
+    );
+
+  const handedOf = (jobId: string) => handed.filter((t) => t.job_id === jobId);
+
+  /** The consumers on the queue's tasks, as the server holds them (`lane` for the queue's lane). */
+  const consumersOf = async (queue: string): Promise<string[]> => {
+    if (nc) {
+      const jsm = await jetstreamManager(nc);
+      const found: string[] = [];
+      for await (const c of jsm.consumers.list(names.tasksStream(queue))) found.push(c.name);
+      return found.sort();
+    }
+    const tasks = memoryServerState(memory!).tasks;
+    const own = tasks
+      .subjectConsumerNames()
+      .filter((name) => tasks.consumer(name)?.subject.startsWith(names.tasksSubject(queue, "")));
+    return [...own, ...(tasks.consumer(memoryLaneName(queue)) ? ["lane"] : [])].sort();
+  };
+
+  /** Task messages the server stores on a subject (a wildcard counts every subject under it). */
+  const stored = async (queue: string, subject: string): Promise<number> => {
+    if (!nc) return memoryServerState(memory!).tasks.count(subject);
+    const jsm = await jetstreamManager(nc);
+    if (!subject.endsWith(">")) return storedCount(jsm, names.tasksStream(queue), subject);
+    const info = await jsm.streams.info(names.tasksStream(queue), { subjects_filter: subject });
+    return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
+  };
+
+  /** A task message published straight to the server, past the runtime. */
+  const rawPublish = async (subject: string, body: string) => {
+    if (nc) await jetstream(nc).publish(subject, body);
+    else memoryServerState(memory!).tasks.publish(subject, body, `raw.${subject}`);
+  };
+
+  const rawResults = async (queue: string, jobId: string): Promise<RawResult[]> =>
+    nc ? natsRawResults(nc, queue, jobId) : memoryRawResults(memory!, queue, jobId);
+
+  const firstResult = async <R>(job: JobHandle<R>) => {
+    for await (const r of job.results()) return r.ok ? r.result : r.error;
+  };
+
+  const answer = (task: Reserved, result: unknown) =>
+    post(`/jobs/${task.job_id}/results`, { results: [{ receipt: task.receipt, result }] });
+
+  it("runs one-task jobs reserved from their queue, each task handed out once, with no consumer per job", async () => {
+    const queue = "hl_run";
+    const jobs = await Promise.all(
+      Array.from({ length: 20 }, (_, n) => rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n }] })),
+    );
+    // Before any worker came: the lane, and no consumer of any job's own.
+    expect(await consumersOf(queue)).toEqual(["lane"]);
+    expect(await stored(queue, names.laneFilter(queue))).toBe(20);
+    const ids = new Set(jobs.map((j) => j.id));
+    const ofTheseJobs = () => handed.filter((t) => ids.has(t.job_id));
+    await reserveUntil(
+      queue,
+      () => new Set(ofTheseJobs().map((t) => t.job_id)).size === jobs.length,
+      "every lane job's task handed out",
+    );
+    // Each task handed out once, by the client's ledger.
+    expect(
+      ofTheseJobs()
+        .map((t) => [t.job_id, t.index, t.attempt])
+        .sort(),
+    ).toEqual(jobs.map((j) => [j.id, 0, 1]).sort());
+    for (const task of ofTheseJobs()) {
+      const answered = await answer(task, task.payload.n * 2);
+      expect(answered.json).toEqual({ results: [{ id: task.id, status: "done" }] });
+    }
+    const ends = await Promise.all(jobs.map((j) => j.done()));
+    expect(ends.map((e) => [e.status, e.done, e.total])).toEqual(jobs.map(() => ["succeeded", 1, 1]));
+    // Each answer stored once, by the server's count; and still nothing handed out twice.
+    expect(ofTheseJobs()).toHaveLength(jobs.length);
+    for (const job of jobs) expect((await rawResults(queue, job.id)).map((e) => e.i)).toEqual([0]);
+    expect(await Promise.all(jobs.map(firstResult))).toEqual(jobs.map((_, n) => n * 2));
+    expect(await stored(queue, names.laneFilter(queue))).toBe(0);
+    expect(await consumersOf(queue)).toEqual(["lane"]);
+  });
+
+  it("a lane job is not reserved by its id: 409 job_in_lane, naming its queue; its task stays", async () => {
+    const queue = "hl_byid";
+    const job = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 5 }] });
+    const refused = await post(`/jobs/${job.id}/tasks`, { batch_size: 1 });
+    expect(refused.status).toBe(409);
+    expect(refused.json.error).toMatchObject({ code: "job_in_lane", queue });
+    expect(await stored(queue, names.laneSubject(queue, job.id))).toBe(1);
+    await reserveUntil(queue, () => handedOf(job.id).length > 0, "the lane job's task handed out");
+    await answer(handedOf(job.id)[0]!, 10);
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
+    expect(handedOf(job.id)).toHaveLength(1);
+  });
+
+  it("a lane task whose job is over is never handed out: deleted by the cancel, termed if it comes back", async () => {
+    const queue = "hl_over";
+    const cancelled = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 1 }] });
+    const subject = names.laneSubject(queue, cancelled.id);
+    expect(await stored(queue, subject)).toBe(1);
+    await cancelled.cancel("not wanted");
+    expect(await stored(queue, subject)).toBe(0);
+    // A live lane job, so the queue's lane is asked; then the cancelled job's task lands again
+    // (a publish that outlived its job), behind the live one.
+    const live = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 2 }] });
+    await rawPublish(subject, encodeTask(0, { n: 1 }));
+    expect(await stored(queue, subject)).toBe(1);
+    await reserveUntil(queue, () => handedOf(live.id).length > 0, "the live lane job's task handed out");
+    // The next reserve: whatever the lane still had of the over job was termed, not handed out.
+    await reserveFromQueue(queue, 10);
+    expect(handedOf(cancelled.id)).toEqual([]);
+    await waitUntil(async () => (await stored(queue, subject)) === 0, {
+      timeoutMs: 5000,
+      message: "the over job's lane task removed",
+    });
+    await answer(handedOf(live.id)[0]!, 4);
+    expect(await live.done()).toMatchObject({ status: "succeeded", done: 1 });
+    expect((await cancelled.done()).status).toBe("failed");
+    expect(handed.filter((t) => t.job_id === cancelled.id || t.job_id === live.id)).toHaveLength(1);
+  });
+
+  it("a heartbeat extends a lane lease: the server is told, and nobody else gets the task", async () => {
+    const queue = "hl_beat";
+    const job = await rt.jobs.submit<{ n: number }, string>({ queue, tasks: [{ n: 0 }] });
+    await reserveUntil(queue, () => handedOf(job.id).length > 0, "the lane job's task handed out");
+    const [task] = handedOf(job.id);
+    // The delivery the receipt names (its claims are the client's to read).
+    const ref: string = JSON.parse(Buffer.from(task!.receipt.split(".")[0]!, "base64url").toString()).r;
+    const acks: string[] = [];
+    const sub = nc?.subscribe(`$JS.ACK.${names.tasksStream(queue)}.lane.>`, {
+      callback: (_error, m) => {
+        acks.push(`${m.subject} ${m.string()}`);
+      },
+    });
+    await nc?.flush();
+    // Memory: two thirds of the lane's 30 s ack wait pass before the heartbeat, as many after it.
+    clock.advance(20_000);
+    const beat = await post(`/jobs/${job.id}/heartbeat`, { receipts: [task!.receipt] });
+    expect(beat.status).toBe(200);
+    expect(beat.json.receipts).toEqual([
+      { id: `${job.id}.0`, status: "extended", receipt: expect.any(String), lease_ms: expect.any(Number) },
+    ]);
+    clock.advance(20_000);
+    if (nc) {
+      // NATS: the server was told the delivery is being worked on (+WPI restarts its ack wait).
+      await waitUntil(() => acks.length > 0, { timeoutMs: 5000, message: "the working ack sent" });
+      expect(acks).toEqual([`${ref} +WPI`]);
+      sub?.unsubscribe();
+    }
+    // Past the first lease's end on memory: the task is not offered to anyone else.
+    expect(await reserveFromQueue(queue, 10)).toEqual([]);
+    const done = await post(`/jobs/${job.id}/results`, {
+      results: [{ receipt: beat.json.receipts[0].receipt, result: "kept" }],
+    });
+    expect(done.json).toEqual({ results: [{ id: `${job.id}.0`, status: "done" }] });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
+    expect(await firstResult(job)).toBe("kept");
+    expect(handedOf(job.id)).toHaveLength(1);
+  });
+});
