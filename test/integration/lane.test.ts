@@ -178,6 +178,26 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     expect(await stored(queue, names.laneSubject(queue, job.id))).toBe(0);
   });
 
+  it("a lane consumer deleted under a running worker is made again, and the next lane job runs", async () => {
+    const queue = "lane_lost";
+    const ran: number[] = [];
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      handler: (t) => {
+        ran.push(t.payload.n);
+        return 0;
+      },
+    });
+    await (await rt.jobs.submit({ queue, tasks: [{ n: 1 }] })).done();
+    await (await jetstreamManager(nc)).consumers.delete(names.tasksStream(queue), "lane");
+    expect((await consumersOf(queue)).map((c) => c.name)).toEqual([]);
+    const next = await rt.jobs.submit({ queue, tasks: [{ n: 2 }] });
+    expect(await next.done()).toMatchObject({ status: "succeeded", done: 1 });
+    expect(ran).toEqual([1, 2]);
+    expect((await consumersOf(queue)).map((c) => c.name)).toEqual(["lane"]);
+    await worker.stop();
+  });
+
   it.each([
     [SubmitStep.recordCreated, "rolledBack"],
     [SubmitStep.tasksPublished, "committed"],

@@ -169,7 +169,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
           await js.queues
             .ensureLane(nc, jsm, queue)
             .catch((error: unknown) => log.debug({ err: error, queue }, "lane not set up here"));
-          await consumeTasks(
+          const end = await consumeTasks(
             js,
             nc,
             queue,
@@ -179,7 +179,9 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             s,
             core.logger,
           );
-          // Gone (deleted by hand, or lost with the server's store): made again on the next round.
+          // Gone (deleted by hand, or lost with the server's store): made again on the next round,
+          // here and by this runtime's next lane submit of the queue.
+          if (end === "gone") js.queues.forgetLane(nc, queue);
           return "ended";
         },
         signal,

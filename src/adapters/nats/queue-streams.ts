@@ -63,6 +63,11 @@ export class QueueStreams {
     });
   }
 
+  /** The queue's lane was found gone (deleted, or lost with its stream): the next `ensureLane` makes it again. */
+  forgetLane(nc: NatsConnection, queue: string): void {
+    this.#lanes.get(nc)?.delete(queue);
+  }
+
   /** Calls `listener` with each queue this runtime sets up from now on; returns the unsubscribe. */
   onSetUp(listener: (queue: string) => void): () => void {
     this.#listeners.add(listener);
