@@ -117,6 +117,51 @@ describe("results feed: server consumers per job", () => {
     );
   }, 60_000);
 
+  it("results() of a finished job reads a few stored messages by gets, and makes a consumer only for more", async () => {
+    const rt = await runtime();
+    const queue = "afterwards";
+    // One at a time, each answer after a pause: every result goes in a results message of its own.
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 1,
+      handler: async (task) => {
+        await delay(15);
+        return task.payload * 2;
+      },
+    });
+    const small = await Promise.all(range(5).map((n) => rt.jobs.submit({ queue, tasks: [n] })));
+    for (const job of small) await job.done();
+    // More results messages than a catch-up reads one by one.
+    const big = await rt.jobs.submit({ queue, tasks: range(12) });
+    await big.done();
+    await worker.stop();
+    // The server's own word on every consumer made on the results stream from here on.
+    const created: string[] = [];
+    const advisories = raw.subscribe(`$JS.EVENT.ADVISORY.CONSUMER.CREATED.${names.resultsStream}.>`, {
+      callback: (_e, m) => {
+        created.push(m.subject);
+      },
+    });
+    await raw.flush();
+    const reader = await runtime();
+    const read = async (id: string) => {
+      const handle = await reader.jobs.get(id);
+      const results: unknown[] = [];
+      for await (const r of handle!.results()) results.push(r.ok ? r.result : r.error);
+      return results;
+    };
+    for (const [n, job] of small.entries()) expect(await read(job.id)).toEqual([n * 2]);
+    await raw.flush();
+    const afterSmall = created.length;
+    expect((await read(big.id)).sort((a, b) => Number(a) - Number(b))).toEqual(range(12).map((n) => n * 2));
+    await raw.flush();
+    advisories.unsubscribe();
+    // The reading runtime's feed of the queue, and nothing per small job: their results came by gets.
+    expect(afterSmall).toBe(1);
+    // The big job's first messages by gets, the rest through one throw-away consumer.
+    expect(created.length - afterSmall).toBe(1);
+  }, 30_000);
+
   it("the queue's feed is one of the runtime's loops: rt.stop() waits for it, and its consumer goes", async () => {
     const rt = await createRuntime({ servers: server.url, logger, jobs: { cleanupIntervalMs: 0 } });
     const queue = "stopping";

@@ -5,6 +5,7 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type MsgRequest,
+  type StoredMsg,
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { type KV, Kvm, type KvOptions } from "@nats-io/kv";
@@ -131,6 +132,21 @@ export const isNotFound = (error: unknown): boolean =>
  * though older ones are left). Stops after `max` deletions, and at a message
  * at or past `below` (stored since the caller looked: it stays).
  */
+/** The first message stored on `subject` at or after sequence `from`; null when there is none. */
+export const nextOnSubject = (
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  from: number,
+): Promise<StoredMsg | null> =>
+  // The server takes `next_by_subj` on STREAM.MSG.GET since 2.9; nats.js types it for direct gets only.
+  jsm.streams
+    .getMessage(stream, { seq: from, next_by_subj: subject } as unknown as MsgRequest)
+    .catch((error: unknown) => {
+      if (isNotFound(error)) return null;
+      throw error;
+    });
+
 export const deleteSubjectMessages = async (
   jsm: JetStreamManager,
   stream: string,
@@ -139,12 +155,7 @@ export const deleteSubjectMessages = async (
 ): Promise<void> => {
   let from = 1;
   for (let n = 0; n < max; n++) {
-    // The server takes `next_by_subj` on STREAM.MSG.GET since 2.9; nats.js types it for direct gets only.
-    const next = { seq: from, next_by_subj: subject } as unknown as MsgRequest;
-    const stored = await jsm.streams.getMessage(stream, next).catch((error: unknown) => {
-      if (isNotFound(error)) return null;
-      throw error;
-    });
+    const stored = await nextOnSubject(jsm, stream, subject, from);
     if (!stored || stored.seq >= below) return;
     await jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
       if (!isNotFound(error)) throw error;
