@@ -160,6 +160,11 @@ describe("results feed: server consumers per job", () => {
     expect(afterSmall).toBe(1);
     // The big job's first messages by gets, the rest through one throw-away consumer.
     expect(created.length - afterSmall).toBe(1);
+    // Their feeds would stay on the results stream, where the next tests count consumers.
+    for (const done of [reader, rt]) {
+      await done.stop();
+      runtimes.splice(runtimes.indexOf(done), 1);
+    }
   }, 30_000);
 
   it("the queue's feed is one of the runtime's loops: rt.stop() waits for it, and its consumer goes", async () => {
