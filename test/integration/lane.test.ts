@@ -51,6 +51,18 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     const info = await jsm.streams.info(names.tasksStream(queue), { subjects_filter: subject });
     return info.state.subjects?.[subject] ?? 0;
   };
+  /** A worker of `queue` whose handler writes down each payload it runs: the ledger. */
+  const ledgerWorker = (queue: string) => {
+    const ran: number[] = [];
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      handler: (t) => {
+        ran.push(t.payload.n);
+        return 0;
+      },
+    });
+    return { ran, worker };
+  };
   /** The job's record as stored in the bucket, read raw. */
   const storedRecord = async (id: string) => {
     const jsm = await jetstreamManager(nc);
@@ -113,14 +125,7 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     expect(await stored(queue, subject)).toBe(1);
     await job.cancel("not wanted");
     expect(await stored(queue, subject)).toBe(0);
-    const ran: number[] = [];
-    const worker = rt.workers.start<{ n: number }, number>({
-      queue,
-      handler: (t) => {
-        ran.push(t.payload.n);
-        return 0;
-      },
-    });
+    const { ran, worker } = ledgerWorker(queue);
     const other = await rt.jobs.submit({ queue, tasks: [{ n: 2 }] });
     await other.done();
     await worker.stop();
@@ -135,14 +140,7 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     // A task that lands after its job ended (a publish that outlived its submit's rollback).
     await jetstream(nc).publish(names.laneSubject(queue, job.id), encodeTask(0, { n: 1 }));
     expect(await stored(queue, names.laneSubject(queue, job.id))).toBe(1);
-    const ran: number[] = [];
-    const worker = rt.workers.start<{ n: number }, number>({
-      queue,
-      handler: (t) => {
-        ran.push(t.payload.n);
-        return 0;
-      },
-    });
+    const { ran, worker } = ledgerWorker(queue);
     await waitUntil(async () => (await stored(queue, names.laneSubject(queue, job.id))) === 0, {
       timeoutMs: 5000,
       message: "the orphan lane task removed",
@@ -180,14 +178,7 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
 
   it("a lane consumer deleted under a running worker is made again, and the next lane job runs", async () => {
     const queue = "lane_lost";
-    const ran: number[] = [];
-    const worker = rt.workers.start<{ n: number }, number>({
-      queue,
-      handler: (t) => {
-        ran.push(t.payload.n);
-        return 0;
-      },
-    });
+    const { ran, worker } = ledgerWorker(queue);
     await (await rt.jobs.submit({ queue, tasks: [{ n: 1 }] })).done();
     await (await jetstreamManager(nc)).consumers.delete(names.tasksStream(queue), "lane");
     expect((await consumersOf(queue)).map((c) => c.name)).toEqual([]);
