@@ -62,12 +62,25 @@ export class NatsJobLeases implements SupervisionLeases {
     return held !== undefined && held.until > now;
   }
 
-  /** Takes the lease if free, expired or already ours; true when this runtime now holds it. */
+  /**
+   * Takes the lease if free, expired or already ours; true when this runtime
+   * now holds it. A create first: a new job's lease (every submit takes one)
+   * is one request, not a read and a create; a lease that exists (a
+   * takeover) costs the failed create more.
+   */
   acquire(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
     return this.#broker.run("lease.acquire", async (nc) => {
       const kv = await this.#bucket(nc);
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
+      try {
+        this.#held.set(jobId, { revision: await kv.create(jobId, value), until });
+        return true;
+      } catch (error) {
+        // Taken, or a marker left: the read below decides.
+        if (!(error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)))
+          throw error;
+      }
       const entry = await kv.get(jobId);
       try {
         if (entry?.operation !== "PUT") {
