@@ -137,7 +137,8 @@ export const mutations: readonly Mutation[] = [
     id: "k2",
     what: "a cancel no longer purges the tasks left (they stay on the server)",
     file: "src/effects/finalize-job.ts",
-    search: "    if (stored && stored.phase === SubmitPhase.committed) yield* fromPort(() => port.removeTasks(stored));",
+    search:
+      "    if (stored && stored.phase === SubmitPhase.committed) yield* fromPort(() => port.removeTasks(stored));",
     replace: "",
     tests: [faults],
   },
