@@ -28,7 +28,6 @@ import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import { QueueStreams } from "./queue-streams.ts";
 import {
-  deleteSubjectMessages,
   ensureBucket,
   ensureStream,
   isNotFound,
@@ -37,6 +36,7 @@ import {
   Replicas,
   scanBucket,
 } from "./streams.ts";
+import { deleteSubjectMessages } from "./subject-messages.ts";
 
 const encoder = new TextEncoder();
 

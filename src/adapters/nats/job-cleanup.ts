@@ -4,7 +4,8 @@ import { laneConsumer, queueOfStream } from "../names.ts";
 import { deleteLaneTasks, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { deleteSubjectMessages, streamNamesStartingWith } from "./streams.ts";
+import { streamNamesStartingWith } from "./streams.ts";
+import { deleteSubjectMessages } from "./subject-messages.ts";
 
 export type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 

@@ -12,7 +12,8 @@ import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 import { JobResultsReader, type StoredResults, type StoredResultsSource } from "./results-reader.ts";
-import { nanos, nextOnSubject } from "./streams.ts";
+import { nanos } from "./streams.ts";
+import { nextOnSubject } from "./subject-messages.ts";
 
 /** How long a queue's feed runs on with no job of the queue read here before it stops. */
 const feedIdleMs = 30_000;

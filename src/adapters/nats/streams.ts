@@ -4,8 +4,6 @@ import {
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
-  type MsgRequest,
-  type StoredMsg,
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { type KV, Kvm, type KvOptions } from "@nats-io/kv";
@@ -119,50 +117,6 @@ export const ensureBucket = async (
 export const isNotFound = (error: unknown): boolean =>
   error instanceof JetStreamApiError &&
   (error.code === 10014 || error.code === 10059 || error.status === 404);
-
-/**
- * Deletes the messages `stream` holds on `subject` one by one, oldest first,
- * never with a filtered purge: nats-server 2.9 moves every consumer whose
- * filter covers a purged subject past the stream's last message and forgets
- * its pending acks (server/stream.go `purge` → consumer.go `purge`), so a
- * queue's lane or results feed would skip everything stored then, for good.
- * A deleted message is only skipped. Each next message is found by subject
- * from the last one deleted (`next_by_subj`: on nats-server 2.9.10 a
- * `last_by_subj` after the subject's last message was deleted finds none
- * though older ones are left). Stops after `max` deletions, and at a message
- * at or past `below` (stored since the caller looked: it stays).
- */
-/** The first message stored on `subject` at or after sequence `from`; null when there is none. */
-export const nextOnSubject = (
-  jsm: JetStreamManager,
-  stream: string,
-  subject: string,
-  from: number,
-): Promise<StoredMsg | null> =>
-  // The server takes `next_by_subj` on STREAM.MSG.GET since 2.9; nats.js types it for direct gets only.
-  jsm.streams
-    .getMessage(stream, { seq: from, next_by_subj: subject } as unknown as MsgRequest)
-    .catch((error: unknown) => {
-      if (isNotFound(error)) return null;
-      throw error;
-    });
-
-export const deleteSubjectMessages = async (
-  jsm: JetStreamManager,
-  stream: string,
-  subject: string,
-  { max, below = Number.POSITIVE_INFINITY }: { readonly max: number; readonly below?: number },
-): Promise<void> => {
-  let from = 1;
-  for (let n = 0; n < max; n++) {
-    const stored = await nextOnSubject(jsm, stream, subject, from);
-    if (!stored || stored.seq >= below) return;
-    await jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
-      if (!isNotFound(error)) throw error;
-    });
-    from = stored.seq + 1;
-  }
-};
 
 /** Names of the streams whose name starts with `namePrefix` (one queue's stream each). */
 export const streamNamesStartingWith = async (
