@@ -70,8 +70,11 @@ export const persistAndLog = (
         // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
         if (s.status === "stalled")
           loops.run(`job-stall-log:${s.id}`, () => logStall(broker, tasks, s, clock.now(), log));
+        // Just committed with nothing answered yet: the submit's commit wrote exactly this.
+        const committedAsIs =
+          last === "queuing" && s.status === "running" && s.done + s.failed + s.dead === 0;
         last = s.status;
-        if (s.status !== "queuing" && !isFinal(s.status)) {
+        if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs) {
           cancelTimer(); // written now: a pending write would only repeat it
           write();
         }
