@@ -4,7 +4,7 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { type JobRecord, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import { FairSlots } from "../kernel/slots.ts";
@@ -15,14 +15,6 @@ import type { RuntimeCore } from "./runtime-core.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
-
-/**
- * A job whose tasks a worker takes: running, or a lane job whose submit has
- * not marked it committed yet (its task's publish was the commit point).
- */
-const followable = (record: JobRecord): boolean =>
-  isRunning(record) ||
-  (record.lane === true && record.phase === SubmitPhase.submitting && !isFinal(record.status));
 
 /**
  * A worker pool on one queue: pulls from the consumers of the queue's active
@@ -293,7 +285,7 @@ export const startWorker = <Payload, Result>(
     }
     const followed = jobs.get(lease.jobId);
     if (followed) return followed;
-    if (record?.queue === queueName && followable(record)) return follow(record);
+    if (record?.queue === queueName && takesTasks(record)) return follow(record);
     log.info(
       { jobId: lease.jobId, status: record?.status },
       "lane task of a job that is not running; removed",
@@ -326,7 +318,7 @@ export const startWorker = <Payload, Result>(
     if (record.queue !== queueName) return;
     // Any lane job of the queue, over or not: a task left on the lane by one that is over is removed.
     if (record.lane) pullLane();
-    const active = followable(record);
+    const active = takesTasks(record);
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
     if (!active && job) {

@@ -133,6 +133,15 @@ export const isRunning = (record: JobRecord): boolean =>
   record.phase === SubmitPhase.committed &&
   (record.status === JobStatus.running || record.status === JobStatus.stalled);
 
+/**
+ * A job whose tasks a worker may run: one that runs, or a lane job whose
+ * submit has not marked it committed yet (its task's publish was its commit
+ * point). Native workers and the HTTP API's lane reserve decide by it.
+ */
+export const takesTasks = (record: JobRecord): boolean =>
+  isRunning(record) ||
+  (record.lane === true && record.phase === SubmitPhase.submitting && !isFinal(record.status));
+
 export const encodeRecord = (record: JobRecord): string => JSON.stringify(record);
 
 const Count = Schema.Number;

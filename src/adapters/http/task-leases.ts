@@ -1,4 +1,11 @@
-import { isFinal, isRunning, type JobRecord, laneAckWaitMs, SubmitPhase } from "../../kernel/job-record.ts";
+import {
+  isFinal,
+  isRunning,
+  type JobRecord,
+  laneAckWaitMs,
+  SubmitPhase,
+  takesTasks,
+} from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
@@ -54,14 +61,6 @@ type Readable = { readonly t: LeasedTask; readonly body: TaskBody; readonly reco
 /** What `reserveFromQueue` takes tasks from in turn: a job's own consumer, or the queue's lane. */
 type Source = JobRecord | typeof lane;
 const lane = "lane";
-
-/**
- * A lane delivery may be run while its job runs, or once its lane submit
- * published it (the publish is the commit point: the record's commit mark
- * may not be written yet); any other job's is over, or never was.
- */
-const mayRunLaneTask = (record: JobRecord): boolean =>
-  isRunning(record) || (record.lane === true && record.phase === SubmitPhase.submitting);
 
 /**
  * The lease contract of native workers, held by HTTP workers through signed
@@ -310,7 +309,7 @@ export class TaskLeases {
     const runnable: Readable[] = [];
     for (const { t, body } of readable) {
       const record = records.get(t.jobId);
-      if (!record || !mayRunLaneTask(record)) over.push(t);
+      if (!record || !takesTasks(record)) over.push(t);
       else runnable.push({ t, body, record });
     }
     if (over.length > 0) await this.#endOver(queue, over, records);
