@@ -365,9 +365,15 @@ export class NatsJobBroker {
  * other lane job's task stored then (they stayed in the stream, never
  * delivered: 252 of 300 jobs hung in `test/integration/lane.test.ts`).
  * A lane subject holds one task; a few more (a redrive raced) are bounded.
+ * Only below `below` when given: a task published since the caller looked stays.
  */
-export const deleteLaneTasks = (jsm: JetStreamManager, stream: string, subject: string): Promise<void> =>
-  deleteSubjectMessages(jsm, stream, subject, { max: 16 });
+export const deleteLaneTasks = (
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  below?: number,
+): Promise<void> =>
+  deleteSubjectMessages(jsm, stream, subject, { max: 16, ...(below === undefined ? {} : { below }) });
 
 /** KV compare-and-set failures become `RevisionConflict`: the caller re-reads and re-decides. */
 const casConflict =

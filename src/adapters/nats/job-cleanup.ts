@@ -89,7 +89,7 @@ export const cleanupJobs = async (
       // Only what was there when it was looked at: a redrive's tasks published since stay.
       for (const { stream, subject, below } of subjects) {
         // A lane subject is never purged: the lane consumer would skip every lane task stored.
-        if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject);
+        if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject, below);
         else await jsm.streams.purge(stream, { filter: subject, seq: below });
       }
       // Deleted one by one, never purged: a purge moved the queue's results feed past every
