@@ -1,4 +1,8 @@
-/** A lease as stored: who supervises the job, until when (0: nobody; given back, or never taken). */
+/**
+ * A lease: who supervises the job, until when (0: nobody; given back, or
+ * never taken). As `list()` gives it, `until` is the later of the lease's own
+ * and its holder's heartbeat: when another runtime may take the job over.
+ */
 export interface Lease {
   readonly holder: string;
   readonly until: number;
@@ -6,10 +10,13 @@ export interface Lease {
 
 /**
  * Who supervises a job, until when: one key per job, taken and renewed with
- * compare-and-set on the revision. The bucket is also the index of the jobs
- * that are not over: a key is written before the job's record, and goes only
- * once the job has ended (or its submit was rolled back), so takeover and the
- * reaper look at the leases, never at every record kept.
+ * compare-and-set on the revision. A runtime renews all the leases it holds
+ * with one write, its heartbeat (`heartbeat()`, every third of the lease): a
+ * lease is run out once its own `until` and its holder's heartbeat both have
+ * (`held-leases.ts`). The bucket is also the index of the jobs that are not
+ * over: a key is written before the job's record, and goes only once the job
+ * has ended (or its submit was rolled back), so takeover and the reaper look
+ * at the leases, never at every record kept.
  */
 export interface SupervisionLeases {
   readonly holder: string;
@@ -17,7 +24,18 @@ export interface SupervisionLeases {
   holds(jobId: string, now?: number): boolean;
   /** Takes the lease if free, expired or already ours; true when held now. */
   acquire(jobId: string, ttlMs: number, now?: number): Promise<boolean>;
-  /** Extends a held lease; false (and no longer held) when another runtime took it. */
+  /**
+   * True while this runtime's heartbeat renews the lease: `renew` has nothing
+   * to write. False for a lease taken before the heartbeat streak now running
+   * began and not renewed since (its holder's heartbeat had run out meanwhile).
+   */
+  coveredByHeartbeat(jobId: string, now?: number): boolean;
+  /**
+   * Writes this runtime's heartbeat, renewing every lease it holds that the
+   * heartbeat covers; nothing when it holds none.
+   */
+  heartbeat(ttlMs: number, now?: number): Promise<void>;
+  /** Extends a held lease with a write of its own; false (and no longer held) when another runtime took it. */
   renew(jobId: string, ttlMs: number, now?: number): Promise<boolean>;
   /** The job is over: the lease held here goes, and nothing of it stays in the bucket. */
   release(jobId: string): Promise<void>;
@@ -27,7 +45,7 @@ export interface SupervisionLeases {
    * over at once, and its key stays for it to be found. Best effort.
    */
   giveBack(jobId: string): Promise<void>;
-  /** Every lease on the server, with its revision. */
+  /** Every job's lease on the server, with its revision; `until`: with its holder's heartbeat. */
   list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>>;
   /**
    * Removes the job's lease whoever holds it (its job is over or gone);

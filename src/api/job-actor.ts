@@ -37,12 +37,22 @@ interface JobHost {
   readonly chores: JobChores;
 }
 
-/** Made on a runtime's first job, keyed by its deps (one object per runtime). */
+/**
+ * Made on a runtime's first job, keyed by its deps (one object per runtime),
+ * with the runtime's heartbeat: one write every third of the lease renews
+ * every lease the runtime holds (each job's own renewal then writes nothing).
+ */
 const hosts = new WeakMap<JobActorDeps, JobHost>();
 const hostOf = (deps: JobActorDeps): JobHost => {
   let host = hosts.get(deps);
   if (!host) {
-    const { core } = deps;
+    const { core, broker, leaseMs } = deps;
+    const log = childLogger(core.logger, { actor: "runtime" });
+    const beat = () =>
+      broker.leases
+        .heartbeat(leaseMs, core.clock.now())
+        // Tried again on the next tick; leases it covered run out like any not renewed in time.
+        .catch((error: unknown) => log.debug({ err: error }, "heartbeat not written"));
     host = {
       effects: provideJobEffects({
         broker: deps.broker,
@@ -56,6 +66,7 @@ const hostOf = (deps: JobActorDeps): JobHost => {
       chores: new JobChores(core.clock, core.loops, renewEveryMs(deps.leaseMs) / 2),
     };
     hosts.set(deps, host);
+    host.chores.add({ name: "lease-heartbeat", everyMs: renewEveryMs(leaseMs), run: beat });
   }
   return host;
 };
@@ -123,6 +134,7 @@ export const startJobActor = (
   const renewLease = (): Promise<void> | undefined => {
     if (isFinal(snapshotOf(actor).status)) return undefined;
     const held = leases.holds(jobId, clock.now());
+    if (held && leases.coveredByHeartbeat(jobId, clock.now())) return undefined; // the heartbeat renews it
     if (!held && !supervised && !takeOver) return undefined;
     const step = held
       ? leases.renew(jobId, leaseMs, clock.now())

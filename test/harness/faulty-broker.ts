@@ -12,7 +12,8 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  *
  * - `publishResults`: a results message is not stored (nothing reaches the broker);
  * - `finalize`: the write of a job's end to its record fails;
- * - `lease`: a supervision lease renewal (and re-acquire) fails — the lease store is unreachable;
+ * - `lease`: a supervision lease renewal (and re-acquire), and the runtime's heartbeat that renews
+ *   every lease it holds, fail — the lease store is unreachable;
  * - `ack`: a task's ack after its result was stored never reaches the broker (it is redelivered);
  * - `createConsumer`: the commit point of a submit fails;
  * - `publishTasks`: a submit's task publish (the `before` hook runs first, e.g. to move a clock).
@@ -50,17 +51,18 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const hooks = new Map<FaultPoint, (jobId: string) => void | Promise<void>>();
   const counts = new Map<FaultPoint, number>();
 
-  /** True when this operation must fail (and counts it). */
-  const take = (point: FaultPoint, jobId: string): boolean => {
+  /** True when this operation must fail (and counts it); a `jobId` undefined is an operation on every job. */
+  const take = (point: FaultPoint, jobId: string | undefined): boolean => {
     const fault = armed.get(point);
-    if (!fault || fault.left <= 0 || (fault.jobId !== undefined && fault.jobId !== jobId)) return false;
+    if (!fault || fault.left <= 0) return false;
+    if (fault.jobId !== undefined && jobId !== undefined && fault.jobId !== jobId) return false;
     fault.left--;
     counts.set(point, (counts.get(point) ?? 0) + 1);
     return true;
   };
-  const gate = async (point: FaultPoint, jobId: string): Promise<void> => {
-    await hooks.get(point)?.(jobId);
-    if (take(point, jobId)) throw transient(point, jobId);
+  const gate = async (point: FaultPoint, jobId: string | undefined): Promise<void> => {
+    if (jobId !== undefined) await hooks.get(point)?.(jobId);
+    if (take(point, jobId)) throw transient(point, jobId ?? "every job");
   };
 
   const faults: Faults = {
@@ -104,6 +106,11 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     renew: async (jobId: string, ttlMs: number, now?: number) => {
       await gate("lease", jobId);
       return innerLeases.renew(jobId, ttlMs, now);
+    },
+    // It renews the leases of every job this runtime holds: a fault on any job's lease fails it.
+    heartbeat: async (ttlMs: number, now?: number) => {
+      await gate("lease", undefined);
+      return innerLeases.heartbeat(ttlMs, now);
     },
   });
 

@@ -324,7 +324,7 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
             return new Proxy(target.leases, {
               get(leases, name) {
                 // The lease store is out of reach for this runtime: a re-acquire fails like a renewal.
-                if ((name === "renew" || name === "acquire") && failRenew())
+                if ((name === "renew" || name === "acquire" || name === "heartbeat") && failRenew())
                   return () =>
                     Promise.reject(
                       new PermanentBrokerError({ operation: "lease.renew", message: "cut off" }),
@@ -364,6 +364,14 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
       }
       expect(tookOverAt).toBeDefined();
       expect(a.broker.leases.holds(job.id, clock.now())).toBe(false);
+      // `a` reaches the lease store again: its heartbeat is written anew, and must not make
+      // it the job's supervisor again (B took the lease in the gap).
+      cutOff = false;
+      for (let i = 0; i < 10; i++) await step(leaseMs / 3);
+      expect(a.broker.leases.holds(job.id, clock.now())).toBe(false);
+      expect((await c.broker.leases.list()).find((l) => l.jobId === job.id)?.lease.holder).toBe(
+        `b-${b.name}`,
+      );
       // Workers answer; the job ends with one supervisor writing.
       const rt = await b.runtime({ takeOver: false });
       const worker = rt.workers.start<number, number>({ queue, handler: (t) => t.index });

@@ -177,23 +177,32 @@ describe(`takeover with ${finishedRecords} finished records kept`, () => {
     const runs = tally(handled.get(jobId) ?? []);
     expect([...runs.keys()].sort((x, y) => x - y)).toEqual(all);
     expect([...runs].filter(([, n]) => n !== 1)).toEqual([]);
-    // The lease went from A to B, never back, and only after A's last `until`.
+    // The lease went from A to B, never back, and only after A's last `until`: its own, and
+    // A's heartbeat (which renewed it).
     const puts = (leaseWrites.get(jobId) ?? []).filter((w) => w.op === "PUT");
+    const aBeats = [...leaseWrites]
+      .filter(([key]) => key.startsWith("heartbeat."))
+      .flatMap(([, writes]) => writes)
+      .filter((w) => w.op === "PUT" && w.holder?.startsWith("child-A."));
+    expect(aBeats.length).toBeGreaterThan(0);
     const holders = puts.map((w) => w.holder!.split(".")[0]);
     const fromB = holders.indexOf("B");
     expect(fromB).toBeGreaterThan(0);
     expect(holders.slice(0, fromB).every((h) => h === "child-A")).toBe(true);
     expect(holders.slice(fromB).every((h) => h === "B")).toBe(true);
     expect(puts[fromB]!.at).toBeGreaterThanOrEqual(puts[fromB - 1]!.until!);
+    expect(puts[fromB]!.at).toBeGreaterThanOrEqual(Math.max(...aBeats.map((w) => w.until!)));
     // At the end B released it, purged: the leases bucket holds no key of a finished job.
     const leases = await new Kvm(nc).open("jetstate_leases");
     await waitUntil(async () => (await leases.get(jobId)) === null, {
       timeoutMs: 5000,
       message: "B released the lease at the end",
     });
-    expect(
-      (await jetstreamManager(nc).then((jsm) => jsm.streams.info("KV_jetstate_leases"))).state.messages,
-    ).toBe(0);
+    // Only the runtimes' heartbeats are left (A's ran out; cleanup removes it).
+    const left = await jetstreamManager(nc).then((jsm) =>
+      jsm.streams.info("KV_jetstate_leases", { subjects_filter: "$KV.jetstate_leases.>" }),
+    );
+    expect(Object.keys(left.state.subjects ?? {}).filter((s) => !s.includes(".heartbeat."))).toEqual([]);
 
     console.log(`B read ${recordsRead} job records in all`);
     // O(live jobs), not O(records stored): a handful of reads of the live job's record.

@@ -48,6 +48,7 @@ export const cleanupMemory = async (
   for (const { jobId, revision } of leased) if (over(jobId)) await leases.remove(jobId, revision);
   // As on NATS: never over a lease a job took meanwhile (a create).
   for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);
+  leases.purgeRunOutHeartbeats(now);
   for (const record of expired) {
     const entry = server.records.get("job.record.delete", record.id);
     if (entry?.value !== undefined) server.records.delete("job.record.delete", record.id, entry.revision);

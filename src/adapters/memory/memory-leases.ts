@@ -1,4 +1,5 @@
 import { RevisionConflict } from "../../kernel/errors.ts";
+import { HeldLeases, heartbeatKey, isHeartbeatKey, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
@@ -9,16 +10,18 @@ interface LeaseRecord extends Lease {
 
 /**
  * Supervision leases in the server's leases bucket, one key per job, taken
- * and renewed with compare-and-set on the revision, exactly as
- * src/adapters/nats/job-leases.ts does on NATS KV: held only while renewed,
- * taken over by another holder once `until` has passed. A lease that goes
- * leaves nothing behind (on NATS: purged from the stream, marker and all).
+ * and renewed with compare-and-set on the revision, with the holder's
+ * heartbeat renewing all it holds, exactly as src/adapters/nats/job-leases.ts
+ * does on NATS KV: held only while renewed, taken over by another holder once
+ * both the lease's `until` and its holder's heartbeat have passed. A lease
+ * that goes leaves nothing behind (on NATS: purged from the stream, marker
+ * and all).
  */
 export class MemoryLeases implements SupervisionLeases {
   readonly holder: string;
   readonly #server: MemoryServerState;
-  /** Revision and expiry of each lease this holder holds. */
-  readonly #held = new Map<string, { revision: number; until: number }>();
+  /** Each lease this holder wrote last, and its heartbeat. */
+  readonly #held = new HeldLeases();
   /** Throws `RuntimeStopped` once the broker (or its server) is closed. */
   readonly #assertOpen: (operation: string) => void;
 
@@ -30,8 +33,27 @@ export class MemoryLeases implements SupervisionLeases {
 
   /** As on NATS: held only until the `until` last written, so a holder whose renewals stop stops supervising. */
   holds(jobId: string, now = this.#server.clock.now()): boolean {
-    const held = this.#held.get(jobId);
-    return held !== undefined && held.until > now;
+    return this.#held.holds(jobId, now);
+  }
+
+  coveredByHeartbeat(jobId: string, now = this.#server.clock.now()): boolean {
+    return this.#held.coveredByHeartbeat(jobId, now);
+  }
+
+  /** As on NATS: compare-and-set on the heartbeat's key; a key not ours any more starts a streak covering nothing. */
+  async heartbeat(ttlMs: number, now = this.#server.clock.now()): Promise<void> {
+    if (this.#held.size === 0) return;
+    const op = "lease.heartbeat";
+    this.#assertOpen(op);
+    const kv = this.#server.leases;
+    const key = heartbeatKey(this.holder);
+    const value = this.#value(ttlMs, now);
+    const known = this.#held.heartbeatRevision;
+    const current = kv.get(op, key);
+    const unbroken = (current?.value === undefined ? undefined : current.revision) === known;
+    const revision =
+      current?.value === undefined ? kv.create(op, key, value) : kv.update(op, key, value, current.revision);
+    this.#held.beat(now + ttlMs, revision, now, unbroken); // answered as it was asked: nothing awaited
   }
 
   async acquire(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
@@ -43,12 +65,13 @@ export class MemoryLeases implements SupervisionLeases {
     try {
       if (entry?.value === undefined) {
         const revision = entry ? kv.update(op, jobId, value, entry.revision) : kv.create(op, jobId, value);
-        this.#held.set(jobId, { revision, until: now + ttlMs });
+        this.#held.wrote(jobId, revision, now + ttlMs, now);
         return true;
       }
       const lease = JSON.parse(entry.value) as LeaseRecord;
-      if (lease.holder !== this.holder && lease.until > now) return false;
-      this.#held.set(jobId, { revision: kv.update(op, jobId, value, entry.revision), until: now + ttlMs });
+      if (lease.holder !== this.holder && leaseRunsUntil(lease, this.#heartbeatOf(lease.holder)) > now)
+        return false;
+      this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), now + ttlMs, now);
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) return false; // another holder won
@@ -56,18 +79,23 @@ export class MemoryLeases implements SupervisionLeases {
     }
   }
 
+  #heartbeatOf(holder: string): number | undefined {
+    const value = this.#server.leases.get("lease.acquire", heartbeatKey(holder))?.value;
+    return value === undefined ? undefined : (JSON.parse(value) as LeaseRecord).until;
+  }
+
   async renew(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
-    const revision = this.#held.get(jobId)?.revision;
+    const revision = this.#held.revisionOf(jobId);
     if (revision === undefined) return false;
     const op = "lease.renew";
     this.#assertOpen(op);
     try {
       const next = this.#server.leases.update(op, jobId, this.#value(ttlMs, now), revision);
-      this.#held.set(jobId, { revision: next, until: now + ttlMs });
+      this.#held.wrote(jobId, next, now + ttlMs, now);
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) {
-        this.#held.delete(jobId);
+        this.#held.forget(jobId);
         return false;
       }
       throw error;
@@ -75,8 +103,8 @@ export class MemoryLeases implements SupervisionLeases {
   }
 
   async release(jobId: string): Promise<void> {
-    const revision = this.#held.get(jobId)?.revision;
-    this.#held.delete(jobId);
+    const revision = this.#held.revisionOf(jobId);
+    this.#held.forget(jobId);
     if (revision === undefined) return;
     try {
       this.#assertOpen("lease.release");
@@ -88,8 +116,8 @@ export class MemoryLeases implements SupervisionLeases {
   }
 
   async giveBack(jobId: string): Promise<void> {
-    const revision = this.#held.get(jobId)?.revision;
-    this.#held.delete(jobId);
+    const revision = this.#held.revisionOf(jobId);
+    this.#held.forget(jobId);
     if (revision === undefined) return;
     try {
       this.#assertOpen("lease.giveBack");
@@ -102,11 +130,29 @@ export class MemoryLeases implements SupervisionLeases {
 
   async list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>> {
     this.#assertOpen("lease.list");
-    return this.#server.leases.live().map((entry) => ({
-      jobId: entry.key,
-      lease: JSON.parse(entry.value as string) as LeaseRecord,
-      revision: entry.revision,
-    }));
+    const entries = this.#server.leases.live();
+    const heartbeats = new Map<string, number>();
+    for (const entry of entries) {
+      const beat = JSON.parse(entry.value as string) as LeaseRecord;
+      if (isHeartbeatKey(entry.key)) heartbeats.set(beat.holder, beat.until);
+    }
+    return entries
+      .filter((entry) => !isHeartbeatKey(entry.key))
+      .map((entry) => {
+        const lease = JSON.parse(entry.value as string) as LeaseRecord;
+        return {
+          jobId: entry.key,
+          lease: { ...lease, until: leaseRunsUntil(lease, heartbeats.get(lease.holder)) },
+          revision: entry.revision,
+        };
+      });
+  }
+
+  /** As on NATS: the heartbeats that ran out (runtimes gone) go. */
+  purgeRunOutHeartbeats(now = this.#server.clock.now()): void {
+    for (const entry of this.#server.leases.live())
+      if (isHeartbeatKey(entry.key) && (JSON.parse(entry.value as string) as LeaseRecord).until <= now)
+        this.#server.leases.erase("lease.purgeMarkers", entry.key, entry.revision);
   }
 
   async remove(jobId: string, revision?: number): Promise<void> {

@@ -1,6 +1,7 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { HeldLeases, heartbeatKey, isHeartbeatKey, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -13,18 +14,20 @@ export interface LeaseRecord extends Lease {
 
 /**
  * Supervision leases in KV, one key per job, taken and renewed with
- * compare-and-set on the revision. A lease is held only while renewed: a
- * runtime that dies stops renewing and another takes the job over once
- * `until` has passed. Nothing is held that a dead process could leave behind.
- * A lease that goes is purged from the stream, marker and all: the bucket
- * holds the jobs not over, never one message per job ever run.
+ * compare-and-set on the revision, and the runtime's heartbeat
+ * (`heartbeat.<hash of the holder>`, same bucket) that renews all of them at
+ * once (`held-leases.ts`). A lease is held only while renewed: a runtime that
+ * dies stops its heartbeat and another takes the job over once both have
+ * run out. Nothing is held that a dead process could leave behind. A lease
+ * that goes is purged from the stream, marker and all: the bucket holds the
+ * jobs not over, never one message per job ever run.
  */
 export class NatsJobLeases implements SupervisionLeases {
   readonly #core: NatsContext;
   readonly #broker: NatsJobBroker;
   readonly #kv: (nc: NatsConnection, make: () => Promise<KV>) => Promise<KV>;
-  /** Each lease this runtime wrote last: its revision and the `until` it wrote. */
-  readonly #held = new Map<string, { readonly revision: number; readonly until: number }>();
+  /** Each lease this runtime wrote last, and its heartbeat. */
+  readonly #held = new HeldLeases();
   readonly holder: string;
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
@@ -58,8 +61,42 @@ export class NatsJobLeases implements SupervisionLeases {
    * or both would supervise the job once that one takes over.
    */
   holds(jobId: string, now = this.#core.clock.now()): boolean {
-    const held = this.#held.get(jobId);
-    return held !== undefined && held.until > now;
+    return this.#held.holds(jobId, now);
+  }
+
+  coveredByHeartbeat(jobId: string, now = this.#core.clock.now()): boolean {
+    return this.#held.coveredByHeartbeat(jobId, now);
+  }
+
+  /**
+   * Writes the heartbeat (compare-and-set on the revision this runtime wrote
+   * last): one write renews every lease it covers. A key removed or changed
+   * meanwhile is written anew, and starts a streak that covers no lease
+   * (each is renewed on its own first).
+   */
+  heartbeat(ttlMs: number, now = this.#core.clock.now()): Promise<void> {
+    if (this.#held.size === 0) return Promise.resolve();
+    return this.#broker.run("lease.heartbeat", async (nc) => {
+      const kv = await this.#bucket(nc);
+      const askedAt = this.#core.clock.now();
+      const key = heartbeatKey(this.holder);
+      const until = now + ttlMs;
+      const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
+      const known = this.#held.heartbeatRevision;
+      let revision: number;
+      let unbroken = true;
+      try {
+        revision = known === undefined ? await kv.create(key, value) : await kv.update(key, value, known);
+      } catch (error) {
+        if (!(error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)))
+          throw error;
+        unbroken = false;
+        const entry = await kv.get(key);
+        revision = entry ? await kv.update(key, value, entry.revision) : await kv.create(key, value);
+      }
+      // Answered when the write came back, on the clock `now` is on.
+      this.#held.beat(until, revision, now + (this.#core.clock.now() - askedAt), unbroken);
+    });
   }
 
   /**
@@ -74,7 +111,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#held.set(jobId, { revision: await kv.create(jobId, value), until });
+        this.#held.wrote(jobId, await kv.create(jobId, value), until, now);
         return true;
       } catch (error) {
         // Taken, or a marker left: the read below decides.
@@ -87,12 +124,16 @@ export class NatsJobLeases implements SupervisionLeases {
           const revision = entry
             ? await kv.update(jobId, value, entry.revision)
             : await kv.create(jobId, value);
-          this.#held.set(jobId, { revision, until });
+          this.#held.wrote(jobId, revision, until, now);
           return true;
         }
         const lease = entry.json<LeaseRecord>();
-        if (lease.holder !== this.holder && lease.until > now) return false;
-        this.#held.set(jobId, { revision: await kv.update(jobId, value, entry.revision), until });
+        if (
+          lease.holder !== this.holder &&
+          leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
+        )
+          return false;
+        this.#held.wrote(jobId, await kv.update(jobId, value, entry.revision), until, now);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) return false; // another runtime won
@@ -101,20 +142,27 @@ export class NatsJobLeases implements SupervisionLeases {
     });
   }
 
-  /** Extends a held lease; false (and no longer held) when another runtime took it. */
+  /** The `until` of the heartbeat of a lease's holder, read only when the lease's own has run out. */
+  async #heartbeatOf(kv: KV, lease: LeaseRecord, now: number): Promise<number | undefined> {
+    if (lease.until === 0 || lease.until > now) return undefined;
+    const entry = await kv.get(heartbeatKey(lease.holder));
+    return entry?.operation === "PUT" ? entry.json<LeaseRecord>().until : undefined;
+  }
+
+  /** Extends a held lease with a write of its own; false (and no longer held) when another runtime took it. */
   renew(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
-    const revision = this.#held.get(jobId)?.revision;
+    const revision = this.#held.revisionOf(jobId);
     if (revision === undefined) return Promise.resolve(false);
     return this.#broker.run("lease.renew", async (nc) => {
       const kv = await this.#bucket(nc);
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#held.set(jobId, { revision: await kv.update(jobId, value, revision), until });
+        this.#held.wrote(jobId, await kv.update(jobId, value, revision), until, now);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) {
-          this.#held.delete(jobId);
+          this.#held.forget(jobId);
           return false;
         }
         throw error;
@@ -124,8 +172,8 @@ export class NatsJobLeases implements SupervisionLeases {
 
   /** The job is over: our lease goes (only our write of it: a later one, another holder's, stays). */
   async release(jobId: string): Promise<void> {
-    const revision = this.#held.get(jobId)?.revision;
-    this.#held.delete(jobId);
+    const revision = this.#held.revisionOf(jobId);
+    this.#held.forget(jobId);
     if (revision === undefined) return;
     await this.#broker
       .run("lease.release", (nc) => this.#purge(nc, jobId, revision), { timeoutMs: 2000 })
@@ -136,8 +184,8 @@ export class NatsJobLeases implements SupervisionLeases {
 
   /** Stops supervising a job that goes on: written as run out, so another runtime takes it over at once. */
   async giveBack(jobId: string): Promise<void> {
-    const revision = this.#held.get(jobId)?.revision;
-    this.#held.delete(jobId);
+    const revision = this.#held.revisionOf(jobId);
+    this.#held.forget(jobId);
     if (revision === undefined) return;
     const value = JSON.stringify({ v: 1, holder: this.holder, until: 0 } satisfies LeaseRecord);
     await this.#broker
@@ -155,17 +203,29 @@ export class NatsJobLeases implements SupervisionLeases {
     this.#core.logger.debug({ jobId, err: error }, message);
   }
 
-  /** Every lease on the server, with its revision (takeover, the reaper, cleanup). */
+  /**
+   * Every job's lease on the server, with its revision (takeover, the
+   * reaper, cleanup); `until` is the later of its own and its holder's
+   * heartbeat, read in the same scan.
+   */
   list(): Promise<Array<{ jobId: string; lease: LeaseRecord; revision: number }>> {
     return this.#broker.run("lease.list", async (nc) => {
       await this.#bucket(nc);
       // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
       const { js, jsm } = await this.#broker.handles(nc);
       const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
+      const heartbeats = new Map<string, number>();
       const leases: Array<{ jobId: string; lease: LeaseRecord; revision: number }> = [];
-      for (const [jobId, { value, revision }] of entries)
-        if (value !== undefined) leases.push({ jobId, lease: JSON.parse(value) as LeaseRecord, revision });
-      return leases;
+      for (const [key, { value, revision }] of entries) {
+        if (value === undefined) continue;
+        const lease = JSON.parse(value) as LeaseRecord;
+        if (isHeartbeatKey(key)) heartbeats.set(lease.holder, lease.until);
+        else leases.push({ jobId: key, lease, revision });
+      }
+      return leases.map((listed) => ({
+        ...listed,
+        lease: { ...listed.lease, until: leaseRunsUntil(listed.lease, heartbeats.get(listed.lease.holder)) },
+      }));
     });
   }
 
@@ -194,18 +254,22 @@ export class NatsJobLeases implements SupervisionLeases {
 
   /**
    * Purges the delete and purge markers in the bucket (left by versions whose
-   * release was a KV delete, or by a purge that failed): each is one more
-   * message every lease listing reads. Returns how many keys it purged.
+   * release was a KV delete, or by a purge that failed), and the heartbeats
+   * that ran out (runtimes gone): each is one more message every lease
+   * listing reads. Returns how many keys it purged. A runtime whose
+   * heartbeat was purged and that still runs writes it anew, and renews its
+   * leases one by one first (`held-leases.ts`).
    */
-  purgeMarkers(): Promise<number> {
+  purgeMarkers(now = this.#core.clock.now()): Promise<number> {
     return this.#broker.run("lease.purgeMarkers", async (nc) => {
       await this.#bucket(nc);
       const { js, jsm } = await this.#broker.handles(nc);
       const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
       let purged = 0;
-      for (const [jobId, { value, revision }] of entries) {
-        if (value !== undefined) continue;
-        await this.#purge(nc, jobId, revision);
+      for (const [key, { value, revision }] of entries) {
+        if (value !== undefined && !(isHeartbeatKey(key) && (JSON.parse(value) as LeaseRecord).until <= now))
+          continue;
+        await this.#purge(nc, key, revision);
         purged++;
       }
       return purged;

@@ -1,0 +1,106 @@
+import { createHash } from "node:crypto";
+import type { Lease } from "./supervision-leases.ts";
+
+/**
+ * The key of a runtime's heartbeat in the leases bucket. It has a dot, and a
+ * job id is one subject token without one: a heartbeat is never read as a
+ * job's lease. Hashed: a holder is the runtime's name (any label) and a few
+ * random characters, and a KV key allows fewer characters than a label.
+ */
+export const heartbeatKey = (holder: string): string =>
+  `heartbeat.${createHash("sha256").update(holder).digest("hex").slice(0, 24)}`;
+
+export const isHeartbeatKey = (key: string): boolean => key.startsWith("heartbeat.");
+
+/**
+ * Until when another runtime must leave a job to the lease's holder: the
+ * later of the lease's own `until` and the holder's heartbeat. A lease given
+ * back (`until` 0) is run out whatever the heartbeat says.
+ */
+export const leaseRunsUntil = (lease: Lease, heartbeatUntil: number | undefined): number =>
+  lease.until === 0 ? 0 : Math.max(lease.until, heartbeatUntil ?? 0);
+
+interface Held {
+  readonly revision: number;
+  /** The `until` this runtime wrote in the job's own lease. */
+  readonly until: number;
+  /** The heartbeat streak that covers it (-1: none; its own `until` does until a renewal). */
+  streak: number;
+}
+
+/**
+ * The leases one runtime holds, and its heartbeat: what lets a runtime renew
+ * every job it supervises with one write. A job's lease names its holder; the
+ * holder writes its heartbeat every third of the lease, and another runtime
+ * takes a job over only once both the lease's own `until` and the holder's
+ * heartbeat have run out.
+ *
+ * A lease is covered by the heartbeat from its last write (a take or a
+ * renewal, each a compare-and-set: proof that this runtime held it then) for
+ * as long as the heartbeats follow each other without a gap: a streak. A
+ * heartbeat written after the last one ran out, or whose compare-and-set
+ * failed (its key removed, a server that lost its store), starts a new
+ * streak; a lease whose own `until` ran out before that is no longer covered,
+ * and is held again only after its own compare-and-set renewal, which fails
+ * if another runtime took the job over in the gap. Shared by both brokers.
+ */
+export class HeldLeases {
+  readonly #held = new Map<string, Held>();
+  #streak = 0;
+  /** The `until` of the last heartbeat written (0: none yet). */
+  #heartbeatUntil = 0;
+  /** The heartbeat key's revision when this runtime wrote it last. */
+  heartbeatRevision: number | undefined;
+
+  get size(): number {
+    return this.#held.size;
+  }
+
+  /** The lease's last write is this runtime's, with this revision. */
+  revisionOf(jobId: string): number | undefined {
+    return this.#held.get(jobId)?.revision;
+  }
+
+  /** True until its own `until`, and while a heartbeat streak covers it. */
+  holds(jobId: string, now: number): boolean {
+    const held = this.#held.get(jobId);
+    return held !== undefined && (held.until > now || this.#covers(held, now));
+  }
+
+  /** Held by the heartbeat: a renewal of its own has nothing to add. */
+  coveredByHeartbeat(jobId: string, now: number): boolean {
+    const held = this.#held.get(jobId);
+    return held !== undefined && this.#covers(held, now);
+  }
+
+  #covers(held: Held, now: number): boolean {
+    return held.streak === this.#streak && this.#heartbeatUntil > now;
+  }
+
+  /** This runtime wrote the lease (a take or a renewal) at `now`. */
+  wrote(jobId: string, revision: number, until: number, now: number): void {
+    this.#held.set(jobId, { revision, until, streak: this.#heartbeatUntil > now ? this.#streak : -1 });
+  }
+
+  forget(jobId: string): void {
+    this.#held.delete(jobId);
+  }
+
+  /**
+   * A heartbeat written with `until`, answered at `answeredAt`; `unbroken`:
+   * its compare-and-set held (the key is the one this runtime wrote last).
+   * When the last heartbeat ran out before this one was answered, or the key
+   * was not ours any more, a new streak starts: it covers only the leases
+   * whose own `until` had not run out by then.
+   */
+  beat(until: number, revision: number, answeredAt: number, unbroken: boolean): void {
+    const gap = !unbroken || answeredAt >= this.#heartbeatUntil;
+    this.heartbeatRevision = revision;
+    this.#heartbeatUntil = until;
+    if (!gap) return;
+    this.#streak++;
+    // Not after a broken key: the leases' keys may have gone with it (a server that lost its store).
+    if (!unbroken) return;
+    for (const held of this.#held.values()) if (held.until > answeredAt) held.streak = this.#streak;
+  }
+}
