@@ -4,7 +4,7 @@ import { finalizeJob } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
-import { type Clock, every } from "../kernel/clock.ts";
+import type { Clock } from "../kernel/clock.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
@@ -182,10 +182,25 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       }),
       // Not one of the runtime's loops: a timer of the statechart's own, stopped by XState when
       // the state that invokes it is left or the actor stops (`jobs.stop()` stops every actor
-      // before the runtime's loops close), with no I/O in flight to wait for.
-      clock: fromCallback(({ sendBack, input }) =>
-        every(clock, input.everyMs, () => sendBack({ type: "clock.tick", now: clock.now() })),
-      ),
+      // before the runtime's loops close), with no I/O in flight to wait for. It wakes when the
+      // job's stall (or its stalled timeout) may be due, never sooner than `everyMs`: a job
+      // that nothing answers ticks once a `stallAfterMs`, not once a second (10,000 live jobs
+      // were 10,000 timer wakes and statechart events a second).
+      clock: fromCallback(({ sendBack, input, system }) => {
+        const job = stateOf(system).run.self();
+        let timer: unknown;
+        let stopped = false;
+        const wake = () => {
+          if (stopped) return;
+          sendBack({ type: "clock.tick", now: clock.now() });
+          timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), input.everyMs));
+        };
+        timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), input.everyMs));
+        return () => {
+          stopped = true;
+          clock.clearTimeout(timer);
+        };
+      }),
       finalize: fromPromise(async ({ input, system }) => {
         const state = stateOf(system);
         const { record, log, signal, self } = state.run;
@@ -242,3 +257,26 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
 };
 
 export type JobEffects = ReturnType<typeof provideJobEffects>;
+
+/** The longest a job's clock sleeps. */
+const idleWakeMs = 60_000;
+
+/**
+ * How long the job's clock may sleep: until the stall is due (running), or
+ * the stalled timeout (stalled), at least `everyMs` (the tick period the
+ * machine asks for: how late a stall may be seen). At most `stallAfterMs`
+ * (and a minute): a stalled job without a timeout that makes progress and
+ * stalls again is seen stalling on time. Before the job runs: `everyMs`.
+ */
+const untilDue = (snapshot: ReturnType<Actor<JobMachine>["getSnapshot"]>, now: number, everyMs: number) => {
+  const { context } = snapshot;
+  const dueAt = snapshot.matches("running")
+    ? context.lastProgressAt + context.settings.stallAfterMs
+    : snapshot.matches("stalled")
+      ? context.settings.stalledTimeoutMs > 0 && context.stalledSince !== null
+        ? context.stalledSince + context.settings.stalledTimeoutMs
+        : Number.POSITIVE_INFINITY
+      : now + everyMs;
+  const longest = Math.max(everyMs, Math.min(idleWakeMs, context.settings.stallAfterMs));
+  return Math.min(Math.max(everyMs, dueAt - now), longest);
+};

@@ -3,15 +3,24 @@ import type { Broker } from "../adapters/broker.ts";
 import { recordProgress } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import type { Clock } from "../kernel/clock.ts";
-import { isFinal, type JobStatus, type JobTasksRef } from "../kernel/job-record.ts";
+import {
+  isFinal,
+  type JobCounts,
+  type JobRecord,
+  type JobStatus,
+  type JobTasksRef,
+} from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
 
 /**
  * What the job's host does with each snapshot: one log line per state change;
- * progress written by the supervisor at most once a second; the actor stopped
- * once its end is recorded. Returns what cancels a pending progress write.
+ * progress written by the supervisor at most once a second, and only when it
+ * differs from what the record was last seen to say (a live job that nothing
+ * answers writes and reads nothing: with 10,000 of them, a read each second
+ * each was the runtime's main load); the actor stopped once its end is
+ * recorded. Returns what cancels a pending progress write.
  */
 export const persistAndLog = (
   broker: Broker,
@@ -19,9 +28,16 @@ export const persistAndLog = (
   actor: Actor<JobMachine>,
   log: Logger,
   loops: Pick<LoopGroup, "run">,
-  tasks: JobTasksRef,
+  record: JobRecord,
 ): (() => void) => {
   const leases = broker.leases;
+  /** What the record says, as this runtime last read or wrote it. */
+  let recorded: { readonly status: JobStatus; readonly counts: JobCounts } = record;
+  const recordSays = (s: JobSnapshot) =>
+    recorded.status === s.status &&
+    recorded.counts.done === s.done &&
+    recorded.counts.failed === s.failed &&
+    recorded.counts.dead === s.dead;
   let last: JobStatus | undefined;
   let timer: unknown;
   /** When progress was last written (the record's `updatedAt`). */
@@ -36,8 +52,11 @@ export const persistAndLog = (
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
     // (the runtime is stopping: the next supervisor writes progress).
     loops.run(`job-progress:${s.id}`, () =>
-      recordProgress(broker, s.id, s.status, s, at).catch((error) =>
-        log.warn({ err: error }, "progress not recorded; the next write, or the end, carries it"),
+      recordProgress(broker, s.id, s.status, s, at).then(
+        (stored) => {
+          if (stored) recorded = stored;
+        },
+        (error) => log.warn({ err: error }, "progress not recorded; the next write, or the end, carries it"),
       ),
     );
   };
@@ -69,16 +88,17 @@ export const persistAndLog = (
         );
         // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
         if (s.status === "stalled")
-          loops.run(`job-stall-log:${s.id}`, () => logStall(broker, tasks, s, clock.now(), log));
+          loops.run(`job-stall-log:${s.id}`, () => logStall(broker, record, s, clock.now(), log));
         // Just committed with nothing answered yet: the submit's commit wrote exactly this.
         const committedAsIs =
           last === "queuing" && s.status === "running" && s.done + s.failed + s.dead === 0;
+        if (committedAsIs) recorded = { status: s.status, counts: { done: 0, failed: 0, dead: 0 } };
         last = s.status;
         if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs) {
           cancelTimer(); // written now: a pending write would only repeat it
           write();
         }
-      } else if (!timer && !isFinal(s.status) && snapshot.status === "active") {
+      } else if (!timer && !isFinal(s.status) && snapshot.status === "active" && !recordSays(s)) {
         timer = clock.setTimeout(writeWhenDue, 1000);
       }
       // The end is written by finalize; a pending progress write has nothing left to say.
