@@ -6,8 +6,13 @@
  *                           and after it ended.
  *   idle-jobs <url> [jobs]  1000 submitted 1-task jobs that no worker serves:
  *                           1000 live job actors; bytes per job.
+ *   live-jobs <url> [jobs]  10,000 1-task jobs on the lane submitted (64 in
+ *                           flight) before a worker starts: all live at once
+ *                           in one runtime, then all run; every one must
+ *                           succeed. Times, heap, and the job statuses.
  * Baselines are taken with the runtime connected and set up, after gc().
  */
+import { createRuntime } from "../src/index.ts";
 import { freshRuntime } from "./jetstate-e2e.ts";
 import { sleep } from "./lib/stats.ts";
 import { makePayloads, uniqueName } from "./lib/tasks.ts";
@@ -33,7 +38,7 @@ const settled = async (): Promise<Usage> => {
 };
 
 const [mode, url, countArg] = process.argv.slice(2);
-if (!url) throw new Error("usage: memory-child.ts job-100k|idle-jobs <url> [count]");
+if (!url) throw new Error("usage: memory-child.ts job-100k|idle-jobs|live-jobs <url> [count]");
 
 const bigJob = async (tasks: number) => {
   const rt = await freshRuntime(url, "mem", 0);
@@ -99,12 +104,67 @@ const idleJobs = async (jobs: number) => {
   };
 };
 
+const liveJobs = async (jobs: number) => {
+  const rt = await freshRuntime(url, "live", 0, (options) =>
+    createRuntime({
+      ...options,
+      jobs: { ...options?.jobs, lane: true, ...(process.env.NOREAP ? { reapIntervalMs: 3_600_000 } : {}) },
+    }),
+  );
+  const queue = uniqueName("q", "live");
+  const baseline = await settled();
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  const handles: Array<Awaited<ReturnType<typeof rt.jobs.submit>>> = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      while (next < jobs) {
+        const n = next++;
+        handles.push(await rt.jobs.submit({ queue, tasks: [{ n }] }));
+      }
+    }),
+  );
+  const submitSeconds = (performance.now() - started) / 1000;
+  const live = await settled();
+  const ran = new Set<number>();
+  const worker = rt.workers.start<{ n: number }, number>({
+    queue,
+    concurrency: 64,
+    handler: (task) => {
+      ran.add(task.payload.n);
+      return task.payload.n;
+    },
+  });
+  const ends = await Promise.all(handles.map((h) => h.done()));
+  const doneSeconds = (performance.now() - started) / 1000 - submitSeconds;
+  const used = process.cpuUsage(cpu);
+  await worker.stop();
+  await rt.stop();
+  const statuses: Record<string, number> = {};
+  for (const end of ends) statuses[end.status] = (statuses[end.status] ?? 0) + 1;
+  return {
+    mode: "live-jobs",
+    jobs,
+    submitSeconds,
+    doneSeconds,
+    ran: ran.size,
+    statuses,
+    cpuSeconds: (used.user + used.system) / 1e6,
+    heapPerLiveJob: Math.round((live.heapUsed - baseline.heapUsed) / jobs),
+    baseline,
+    live,
+  };
+};
+
 const result =
   mode === "job-100k"
     ? await bigJob(Number(countArg ?? 100_000))
     : mode === "idle-jobs"
       ? await idleJobs(Number(countArg ?? 1000))
-      : undefined;
+      : mode === "live-jobs"
+        ? await liveJobs(Number(countArg ?? 10_000))
+        : undefined;
 if (!result) throw new Error(`unknown mode ${mode}`);
 process.stdout.write(`${JSON.stringify(result)}\n`);
 // A stopped runtime leaves nothing running, but the bench must not hang on a leak it does not measure.

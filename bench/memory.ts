@@ -5,7 +5,11 @@ import { fileURLToPath } from "node:url";
 const childFile = fileURLToPath(new URL("./memory-child.ts", import.meta.url));
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 
-export function runMemoryChild(mode: "job-100k" | "idle-jobs", url: string, count: number): Promise<unknown> {
+export function runMemoryChild(
+  mode: "job-100k" | "idle-jobs" | "live-jobs",
+  url: string,
+  count: number,
+): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,

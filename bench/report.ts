@@ -49,7 +49,7 @@ export interface BenchDocument {
   };
   readonly connections?: ConnectionsResult;
   readonly submitLatency?: readonly SubmitLatency[];
-  readonly memory?: { readonly job100k?: unknown; readonly idleJobs?: unknown };
+  readonly memory?: { readonly job100k?: unknown; readonly idleJobs?: unknown; readonly liveJobs?: unknown };
   /** 1-task jobs: jetstate, raw JetStream doing the minimum, BullMQ (bench/small-jobs.ts). */
   readonly smallJobs?: SmallJobsResult;
   /** 50 jobs of 100 tasks against one of 5,000 (bench/many-jobs.ts). */
@@ -300,6 +300,28 @@ export function markdown(doc: BenchDocument): string {
       );
       lines.push(
         `| per idle job | ${(idle.perJob.rss / 1024).toFixed(1)} KiB | ${(idle.perJob.heapUsed / 1024).toFixed(1)} KiB | |`,
+      );
+    }
+    const live = mem.liveJobs as
+      | {
+          jobs: number;
+          submitSeconds: number;
+          doneSeconds: number;
+          ran: number;
+          statuses: Record<string, number>;
+          cpuSeconds: number;
+          heapPerLiveJob: number;
+          live: MemoryUsage;
+        }
+      | undefined;
+    if (live) {
+      const ended = Object.entries(live.statuses)
+        .map(([status, n]) => `${n} ${status}`)
+        .join(", ");
+      lines.push(
+        `| ${live.jobs} live lane jobs, all submitted before a worker runs | ${mib(live.live.rss)} | ${mib(live.live.heapUsed)} | ` +
+          `submitted in ${live.submitSeconds.toFixed(1)} s, run in ${live.doneSeconds.toFixed(1)} s: ${ended}, ${live.ran} tasks run; ` +
+          `${((live.cpuSeconds / live.jobs) * 1000).toFixed(2)} ms of client CPU and ${(live.heapPerLiveJob / 1024).toFixed(1)} KiB of heap per job |`,
       );
     }
     lines.push("");

@@ -25,7 +25,7 @@
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
  * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover,fairness[,cluster][,plane],
- * --mem-tasks (100000), --idle-jobs (1000), --small-jobs (2000), --list-records (100000), --fair-tasks (200000),
+ * --mem-tasks (100000), --idle-jobs (1000), --live-jobs (10000), --small-jobs (2000), --list-records (100000), --fair-tasks (200000),
  * --takeover-records (100000), --target (0.85),
  * --plane-jobs (1000), --plane-consumers (1000: churn and live), --plane-parts designs,checks,steps,churn,live,actors (all).
  */
@@ -78,6 +78,7 @@ const { values } = parseArgs({
     only: { type: "string", default: defaultSections.join(",") },
     "mem-tasks": { type: "string", default: "100000" },
     "idle-jobs": { type: "string", default: "1000" },
+    "live-jobs": { type: "string", default: "10000" },
     target: { type: "string", default: "0.85" },
     "small-jobs": { type: "string", default: "2000" },
     "takeover-records": { type: "string", default: "100000" },
@@ -234,7 +235,9 @@ try {
     log(`memory, big job: ${JSON.stringify(job100k)}`);
     const idleJobs = await runMemoryChild("idle-jobs", server.url, int(values["idle-jobs"], "idle-jobs"));
     log(`memory, idle jobs: ${JSON.stringify(idleJobs)}`);
-    memory = { job100k, idleJobs };
+    const liveJobs = await runMemoryChild("live-jobs", server.url, int(values["live-jobs"], "live-jobs"));
+    log(`memory, live jobs: ${JSON.stringify(liveJobs)}`);
+    memory = { job100k, idleJobs, liveJobs };
   }
   let smallJobs: BenchDocument["smallJobs"];
   if (wants("small")) {
