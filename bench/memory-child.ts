@@ -108,7 +108,7 @@ const liveJobs = async (jobs: number) => {
   const rt = await freshRuntime(url, "live", 0, (options) =>
     createRuntime({
       ...options,
-      jobs: { ...options?.jobs, lane: true, ...(process.env.NOREAP ? { reapIntervalMs: 3_600_000 } : {}) },
+      jobs: { ...options?.jobs, lane: true },
     }),
   );
   const queue = uniqueName("q", "live");
