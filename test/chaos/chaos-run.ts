@@ -13,8 +13,10 @@
  *    ledgers, the job's final counts and its record (read raw from KV) exact
  *    against the results stream read raw, `done()` within a bound;
  * 5. reported: stall after each fault (from the results stream's timestamps),
- *    duplicate handler runs (ledgers) and duplicate stored results, printed
- *    next to the targets (never asserted) and written to test/chaos/results/.
+ *    the stream and consumer leaders the cluster elected after it (the
+ *    servers' advisories, heard on a connection to each node), duplicate
+ *    handler runs (ledgers) and duplicate stored results, printed next to
+ *    the targets (never asserted) and written to test/chaos/results/.
  */
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
@@ -32,6 +34,8 @@ import { delay, waitUntil } from "../harness/wait.ts";
 import {
   countsFromRawResults,
   duplicateRuns,
+  type Election,
+  electionsAfter,
   type Fault,
   type FaultRecovery,
   handledIndexes,
@@ -192,6 +196,8 @@ const runOnce = async (
   });
   const cluster = await startNatsCluster();
   const runtimes: Runtime[] = [];
+  const elections: Election[] = [];
+  const listeners = await watchElections(cluster, elections);
   let raw: NatsConnection | undefined;
   let workers: WorkerPool | undefined;
   let submittedAt = Date.now();
@@ -286,9 +292,13 @@ const runOnce = async (
       natsRawResultsMessages(rawNc, QUEUE, job.id, PREFIX),
     );
     const expected = countsFromRawResults(messages);
+    const elected = electionsAfter(faults, elections);
     measured = report({
       jobMs: ended - submittedAt,
-      faults: recoveries(faults, messages, submittedAt, ended),
+      faults: recoveries(faults, messages, submittedAt, ended).map((f, n) => ({
+        ...f,
+        elections: elected[n],
+      })),
       duplicateRuns: duplicateRuns(ledger),
       storedDuplicates: expected.storedDuplicates,
       workersStarted: pool.started,
@@ -306,8 +316,47 @@ const runOnce = async (
     await workers?.stopAll();
     for (const rt of runtimes) await rt.stop();
     await raw?.close();
+    for (const nc of listeners) await nc.close().catch(() => undefined);
     await cluster.dispose();
   }
+};
+
+/**
+ * Listens to the leader-elected advisories of every stream and consumer, on
+ * a connection to each node (one whose node is killed hears nothing until it
+ * reconnects; the others do), each election kept once, with the time its
+ * server stamped on it.
+ */
+const watchElections = async (cluster: NatsCluster, into: Election[]): Promise<NatsConnection[]> => {
+  const seen = new Set<string>();
+  const connections: NatsConnection[] = [];
+  for (const url of cluster.urls) {
+    const nc = await connect({ servers: url, name: "chaos-elections", reconnect: false });
+    connections.push(nc);
+    nc.subscribe("$JS.EVENT.ADVISORY.*.LEADER_ELECTED.>", {
+      callback: (error, m) => {
+        if (error) return;
+        const advisory = m.json<{
+          stream?: string;
+          consumer?: string;
+          leader?: string;
+          timestamp?: string;
+        }>();
+        const of = advisory.consumer
+          ? `consumer ${advisory.stream}/${advisory.consumer}`
+          : `stream ${advisory.stream}`;
+        const key = `${of} ${advisory.leader} ${advisory.timestamp}`;
+        if (seen.has(key)) return;
+        seen.add(key);
+        into.push({
+          of,
+          leader: advisory.leader ?? "?",
+          at: Date.parse(advisory.timestamp ?? "") || Date.now(),
+        });
+      },
+    });
+  }
+  return connections;
 };
 
 /** The job's end, counts and every task against the ledgers and the raw results. */

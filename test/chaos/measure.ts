@@ -102,6 +102,8 @@ export interface FaultRecovery {
    * (undefined when the run failed before the results were read).
    */
   readonly longestGapMs: number | undefined;
+  /** The leader elections after it (`electionsAfter`), when they were watched. */
+  readonly elections?: string;
 }
 
 /**
@@ -143,3 +145,27 @@ export const recoveries = (
     };
   });
 };
+
+/** A stream or consumer leader elected (the server's advisory), with the server's time. */
+export interface Election {
+  /** `stream <name>` or `consumer <stream>/<name>`. */
+  readonly of: string;
+  readonly leader: string;
+  readonly at: number;
+}
+
+/**
+ * The leader elections that followed each fault (until the next one): what
+ * the cluster itself took to serve again, beside the stall the job saw. A
+ * stall much longer than the last election is the client's; one that ends
+ * with it is the server's. Each as `<what> +<ms>` from the fault.
+ */
+export const electionsAfter = (faults: readonly Fault[], elections: readonly Election[]): string[] =>
+  faults.map((fault, n) => {
+    const until = faults[n + 1]?.at ?? Number.POSITIVE_INFINITY;
+    const seen = elections
+      .filter((e) => e.at > fault.at && e.at <= until)
+      .sort((a, b) => a.at - b.at)
+      .map((e) => `${e.of} → ${e.leader} +${Math.round(e.at - fault.at)} ms`);
+    return seen.length === 0 ? "none" : seen.join(", ");
+  });

@@ -54,7 +54,8 @@ export const printReports = (title: string, reports: readonly RunReport[]): void
     const faults = r.faults
       .map(
         (f) =>
-          `${f.what} @${f.atMs} ms: 1st result +${f.firstResultMs ?? "none"} ms, stall ${f.longestGapMs ?? "-"} ms`,
+          `${f.what} @${f.atMs} ms: 1st result +${f.firstResultMs ?? "none"} ms, stall ${f.longestGapMs ?? "-"} ms` +
+          (f.elections === undefined ? "" : `; leaders elected: ${f.elections}`),
       )
       .join("; ");
     console.log(`run ${r.run}: ${faults}`);
