@@ -271,6 +271,8 @@ export function markdown(doc: BenchDocument): string {
     lines.push(
       "## Memory (child processes, after gc)",
       "",
+      `Measured on ${(mem.idleJobs as { measured?: string } | undefined)?.measured === "dist" ? "the package's build (`dist/`)" : "the sources through tsx (no up-to-date `dist/`: run `npm run build` first to measure what users install; tsx adds ~9 KB per job)"}.`,
+      "",
       "| case | RSS MiB | heap used MiB | note |",
       "| --- | ---: | ---: | --- |",
     );
