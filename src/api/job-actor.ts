@@ -190,7 +190,7 @@ export const startJobActor = (
       // `rt.stop()` waits.
       const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
       const released = over ? leases.release(jobId) : leases.giveBack(jobId);
-      core.loops.run(`job-lease-release:${jobId}`, () => released);
+      core.loops.track(`job-lease-release:${jobId}`, () => released);
     },
   });
   actor.start();

@@ -21,8 +21,8 @@ export interface JobEffectsShared {
   /** `jobs.takeOver`: off, this runtime never supervises a job it did not submit. */
   readonly takeOver: boolean;
   readonly submitHooks?: SubmitHooks;
-  /** The runtime's loops: `rt.stop()` waits for each job's results feed. */
-  readonly loops: Pick<LoopGroup, "run">;
+  /** The runtime's loops: `rt.stop()` waits for each job's results feed (tracked, not a fiber). */
+  readonly loops: Pick<LoopGroup, "track">;
 }
 
 /** What one job's actors reach besides the shared parts: its record and its actor. */
@@ -174,7 +174,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           .catch((error) => log.warn({ err: error }, "results feed failed"));
         // Ends when the feed is left or the actor or runtime stops; started whether or not the
         // runtime's loops still run, and while they do, `rt.stop()` waits for it to end.
-        shared.loops.run(`job-results:${jobId}`, () => feeding);
+        shared.loops.track(`job-results:${jobId}`, () => feeding);
         return () => {
           leftQueuing.unsubscribe();
           ac.abort();

@@ -27,7 +27,7 @@ export const persistAndLog = (
   clock: Clock,
   actor: Actor<JobMachine>,
   log: Logger,
-  loops: Pick<LoopGroup, "run">,
+  loops: Pick<LoopGroup, "track">,
   record: JobRecord,
 ): (() => void) => {
   const leases = broker.leases;
@@ -51,7 +51,7 @@ export const persistAndLog = (
     const at = writtenAt;
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
     // (the runtime is stopping: the next supervisor writes progress).
-    loops.run(`job-progress:${s.id}`, () =>
+    loops.track(`job-progress:${s.id}`, () =>
       recordProgress(broker, s.id, s.status, s, at).then(
         (stored) => {
           if (stored) recorded = stored;
@@ -88,7 +88,7 @@ export const persistAndLog = (
         );
         // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
         if (s.status === "stalled")
-          loops.run(`job-stall-log:${s.id}`, () => logStall(broker, record, s, clock.now(), log));
+          loops.track(`job-stall-log:${s.id}`, () => logStall(broker, record, s, clock.now(), log));
         // Just committed with nothing answered yet: the submit's commit wrote exactly this.
         const committedAsIs =
           last === "queuing" && s.status === "running" && s.done + s.failed + s.dead === 0;

@@ -52,6 +52,44 @@ describe("LoopGroup", () => {
     expect(group.running()).toEqual([]);
   });
 
+  it("track(): close() waits for work started elsewhere, named while it runs; a rejection is logged", async () => {
+    const { log, lines } = recordingLog();
+    const group = new LoopGroup(log);
+    let ended = false;
+    const work = new Promise<void>((resolve) =>
+      group.signal.addEventListener("abort", () =>
+        setTimeout(() => {
+          ended = true;
+          resolve();
+        }, 100),
+      ),
+    );
+    group.track("job-results:a", () => work);
+    group.track("job-results:b", () => Promise.reject(new Error("boom")));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(group.running()).toEqual(["job-results:a"]);
+    expect(lines.map((l) => [l.level, l.fields.loop, l.msg])).toEqual([
+      ["warn", "job-results:b", "loop failed"],
+    ]);
+    let closed = false;
+    const closing = group.close().then(() => {
+      closed = true;
+    });
+    await vi.advanceTimersByTimeAsync(99);
+    expect(closed).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    await closing;
+    expect(ended).toBe(true);
+    expect(group.running()).toEqual([]);
+    // Once closed, nothing more is started (nothing would wait for it).
+    let started = false;
+    group.track("late", async () => {
+      started = true;
+    });
+    expect(started).toBe(false);
+    expect(group.running()).toEqual([]);
+  });
+
   it("closeWithin(): false after the wait when a loop ignores its signal, naming it; true once all ended", async () => {
     const { log } = recordingLog();
     const group = new LoopGroup(log);
