@@ -133,7 +133,6 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         const { record, log, signal, self, resumeFrom } = state.run;
         const jobId = record.id;
         if (resumeFrom && isFinal(resumeFrom)) return () => undefined;
-        const ac = new AbortController();
         const backlog: ResultEntry[] = [];
         let caughtUp = false;
         const flush = () => {
@@ -148,7 +147,13 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           });
           state.replay = false;
         };
-        const leftQueuing = self().subscribe(() => flush());
+        // Answers read while queuing are handed over once it has left: then nothing more to wait
+        // for (one observer less on every live job).
+        const leftQueuing = self().subscribe((s) => {
+          if (s.matches("queuing")) return;
+          leftQueuing.unsubscribe();
+          flush();
+        });
         const feeding = broker
           .readResults(
             record.queue,
@@ -166,7 +171,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
               caughtUp = true;
               flush();
             },
-            AbortSignal.any([ac.signal, signal]),
+            // The job's own: it aborts as the actor stops (its `complete`), which is also when
+            // XState stops this feed. No signal of the feed's own (two signals a live job).
+            signal,
             () => {
               caughtUp = true;
             },
@@ -175,10 +182,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         // Ends when the feed is left or the actor or runtime stops; started whether or not the
         // runtime's loops still run, and while they do, `rt.stop()` waits for it to end.
         shared.loops.track(`job-results:${jobId}`, () => feeding);
-        return () => {
-          leftQueuing.unsubscribe();
-          ac.abort();
-        };
+        return () => leftQueuing.unsubscribe();
       }),
       // Not one of the runtime's loops: a timer of the statechart's own, stopped by XState when
       // the state that invokes it is left or the actor stops (`jobs.stop()` stops every actor
