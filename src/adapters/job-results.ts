@@ -8,7 +8,8 @@ export interface JobResults {
 
   /**
    * Reads the job's results messages in order from the start, until `signal`
-   * aborts. `pending` is 0 once the reader is caught up (the last message
+   * aborts; a signal that aborts when the runtime stops, or `rt.stop()`
+   * waits for the read. `pending` is 0 once the reader is caught up (the last message
    * stored when it started, and every one after), more than 0 before: how
    * many more are stored, or at least 1 where the broker does not count them
    * (NATS reads a few stored messages one get at a time).

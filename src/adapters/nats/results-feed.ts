@@ -317,9 +317,12 @@ export class ResultsFeeds {
 
   /**
    * The port's `readResults`: the job's messages in order from the start,
-   * until `signal` aborts or the runtime stops. Registered with the queue's
-   * feed first; then caught up (`JobResultsReader.catchUp`, run again after
-   * a failure until it is done); then live.
+   * until `signal` aborts (the callers' signals abort with the runtime: a job
+   * actor's, a `results()` reader's). Registered with the queue's feed first;
+   * then caught up (`JobResultsReader.catchUp`, run again after a failure
+   * until it is done); then live. No signal of its own joining the runtime's
+   * stop: an abort signal is ~1 KB of heap (its own hidden class, two maps,
+   * a set), and a live job had five.
    */
   async read(
     queue: string,
@@ -328,8 +331,7 @@ export class ResultsFeeds {
     signal: AbortSignal,
     onCaughtUp?: () => void,
   ): Promise<void> {
-    const until = AbortSignal.any([signal, this.#core.stopping]);
-    if (until.aborted) return;
+    if (signal.aborted) return;
     const reader = new JobResultsReader(onMessage, onCaughtUp, this.#log);
     const feed = this.#join(queue);
     const leave = feed.register(jobId, reader);
@@ -341,10 +343,10 @@ export class ResultsFeeds {
             await reader.catchUp(storedOn(this.#broker, nc, queue, jobId, this.#log), s);
           return "done";
         },
-        until,
+        signal,
         { name: `results:${jobId}`, log: this.#log },
       );
-      await aborted(until);
+      await aborted(signal);
     } finally {
       leave();
     }
