@@ -25,21 +25,22 @@ describe("LoopGroup", () => {
     vi.useRealTimers();
   });
 
-  it("close() waits for a loop that ends some time after its signal aborted", async () => {
-    const { log } = recordingLog();
-    const group = new LoopGroup(log);
+  /** Work that ends 100 ms after `signal` aborts; `ended()` says whether it has. */
+  const endingLate = (signal: AbortSignal) => {
     let ended = false;
-    group.run("slow", (signal) => {
-      return new Promise<void>((resolve) =>
-        signal.addEventListener("abort", () =>
-          setTimeout(() => {
-            ended = true;
-            resolve();
-          }, 100),
-        ),
-      );
-    });
-    expect(group.running()).toEqual(["slow"]);
+    const work = new Promise<void>((resolve) =>
+      signal.addEventListener("abort", () =>
+        setTimeout(() => {
+          ended = true;
+          resolve();
+        }, 100),
+      ),
+    );
+    return { work, ended: () => ended };
+  };
+
+  /** close() is still waiting at 99 ms and done at 100, once the work has ended. */
+  const expectCloseWaitsFor = async (group: LoopGroup, ended: () => boolean) => {
     let closed = false;
     const closing = group.close().then(() => {
       closed = true;
@@ -48,22 +49,26 @@ describe("LoopGroup", () => {
     expect(closed).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
     await closing;
-    expect(ended).toBe(true);
+    expect(ended()).toBe(true);
     expect(group.running()).toEqual([]);
+  };
+
+  it("close() waits for a loop that ends some time after its signal aborted", async () => {
+    const { log } = recordingLog();
+    const group = new LoopGroup(log);
+    let slow: ReturnType<typeof endingLate> | undefined;
+    group.run("slow", (signal) => {
+      slow = endingLate(signal);
+      return slow.work;
+    });
+    expect(group.running()).toEqual(["slow"]);
+    await expectCloseWaitsFor(group, () => slow?.ended() ?? false);
   });
 
   it("track(): close() waits for work started elsewhere, named while it runs; a rejection is logged", async () => {
     const { log, lines } = recordingLog();
     const group = new LoopGroup(log);
-    let ended = false;
-    const work = new Promise<void>((resolve) =>
-      group.signal.addEventListener("abort", () =>
-        setTimeout(() => {
-          ended = true;
-          resolve();
-        }, 100),
-      ),
-    );
+    const { work, ended } = endingLate(group.signal);
     group.track("job-results:a", () => work);
     group.track("job-results:b", () => Promise.reject(new Error("boom")));
     await vi.advanceTimersByTimeAsync(0);
@@ -71,16 +76,7 @@ describe("LoopGroup", () => {
     expect(lines.map((l) => [l.level, l.fields.loop, l.msg])).toEqual([
       ["warn", "job-results:b", "loop failed"],
     ]);
-    let closed = false;
-    const closing = group.close().then(() => {
-      closed = true;
-    });
-    await vi.advanceTimersByTimeAsync(99);
-    expect(closed).toBe(false);
-    await vi.advanceTimersByTimeAsync(1);
-    await closing;
-    expect(ended).toBe(true);
-    expect(group.running()).toEqual([]);
+    await expectCloseWaitsFor(group, ended);
     // Once closed, nothing more is started (nothing would wait for it).
     let started = false;
     group.track("late", async () => {
