@@ -61,7 +61,7 @@ export class ManualClock implements Clock {
 }
 
 /** Calls `fn` every `ms` on `clock` until the returned function is called. */
-export const every = (clock: Clock, ms: number, fn: () => void): (() => void) => {
+const every = (clock: Clock, ms: number, fn: () => void): (() => void) => {
   let handle: unknown;
   let stopped = false;
   const tick = () => {
