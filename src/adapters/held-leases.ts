@@ -35,14 +35,16 @@ interface Held {
  * takes a job over only once both the lease's own `until` and the holder's
  * heartbeat have run out.
  *
- * A lease is covered by the heartbeat from its last write (a take or a
- * renewal, each a compare-and-set: proof that this runtime held it then) for
- * as long as the heartbeats follow each other without a gap: a streak. A
- * heartbeat written after the last one ran out, or whose compare-and-set
- * failed (its key removed, a server that lost its store), starts a new
- * streak; a lease whose own `until` ran out before that is no longer covered,
- * and is held again only after its own compare-and-set renewal, which fails
- * if another runtime took the job over in the gap. Shared by both brokers.
+ * A lease's last write (a take or a renewal, each a compare-and-set) proves
+ * this runtime held it then, and its own `until` covers it from there. The
+ * first heartbeat answered before that `until` carries it on, for as long as
+ * the heartbeats follow each other without a gap: a streak. A heartbeat
+ * answered after the last one ran out (the time it waited for a connection
+ * counts), or whose compare-and-set failed (its key removed, a server that
+ * lost its store), starts a new streak; a lease whose own `until` ran out
+ * before that is no longer covered, and is held again only after its own
+ * compare-and-set renewal, which fails if another runtime took the job over
+ * in the gap. Shared by both brokers.
  */
 export class HeldLeases {
   readonly #held = new Map<string, Held>();
@@ -77,9 +79,9 @@ export class HeldLeases {
     return held.streak === this.#streak && this.#heartbeatUntil > now;
   }
 
-  /** This runtime wrote the lease (a take or a renewal) at `now`. */
-  wrote(jobId: string, revision: number, until: number, now: number): void {
-    this.#held.set(jobId, { revision, until, streak: this.#heartbeatUntil > now ? this.#streak : -1 });
+  /** This runtime wrote the lease (a take or a renewal): its own `until` covers it until the next heartbeat. */
+  wrote(jobId: string, revision: number, until: number): void {
+    this.#held.set(jobId, { revision, until, streak: -1 });
   }
 
   forget(jobId: string): void {
@@ -87,20 +89,22 @@ export class HeldLeases {
   }
 
   /**
-   * A heartbeat written with `until`, answered at `answeredAt`; `unbroken`:
-   * its compare-and-set held (the key is the one this runtime wrote last).
-   * When the last heartbeat ran out before this one was answered, or the key
-   * was not ours any more, a new streak starts: it covers only the leases
-   * whose own `until` had not run out by then.
+   * A heartbeat written with `until`, answered at `answeredAt` (on the
+   * clock of the leases' `until`, counted from when it was asked, waits for
+   * a connection included); `unbroken`: its compare-and-set held (the key is
+   * the one this runtime wrote last). When the last heartbeat ran out before
+   * this one was answered, or the key was not ours any more, a new streak
+   * starts. The streak takes on every lease not in it whose own `until` had
+   * not run out by the answer: the heartbeat was stored before then.
    */
   beat(until: number, revision: number, answeredAt: number, unbroken: boolean): void {
-    const gap = !unbroken || answeredAt >= this.#heartbeatUntil;
+    if (!unbroken || answeredAt >= this.#heartbeatUntil) this.#streak++;
     this.heartbeatRevision = revision;
     this.#heartbeatUntil = until;
-    if (!gap) return;
-    this.#streak++;
-    // Not after a broken key: the leases' keys may have gone with it (a server that lost its store).
+    // Not after a broken key: the leases' keys may have gone with it (a server that lost its
+    // store). Each is renewed on its own first, and the next heartbeat takes it on.
     if (!unbroken) return;
-    for (const held of this.#held.values()) if (held.until > answeredAt) held.streak = this.#streak;
+    for (const held of this.#held.values())
+      if (held.streak !== this.#streak && held.until > answeredAt) held.streak = this.#streak;
   }
 }

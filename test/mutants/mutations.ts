@@ -72,10 +72,9 @@ export const mutations: readonly Mutation[] = [
     id: "d-streak",
     what: "a heartbeat after a gap covers every lease again, even one taken over in the gap",
     file: "src/adapters/held-leases.ts",
-    search:
-      "    for (const held of this.#held.values()) if (held.until > answeredAt) held.streak = this.#streak;",
-    replace: "    for (const held of this.#held.values()) held.streak = this.#streak;",
-    tests: ["test/integration/jobs-multiprocess.both.test.ts"],
+    search: "      if (held.streak !== this.#streak && held.until > answeredAt) held.streak = this.#streak;",
+    replace: "      held.streak = this.#streak;",
+    tests: ["test/integration/jobs-multiprocess.both.test.ts", "test/unit/held-leases.test.ts"],
   },
   {
     id: "e",

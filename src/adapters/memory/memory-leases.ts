@@ -65,13 +65,13 @@ export class MemoryLeases implements SupervisionLeases {
     try {
       if (entry?.value === undefined) {
         const revision = entry ? kv.update(op, jobId, value, entry.revision) : kv.create(op, jobId, value);
-        this.#held.wrote(jobId, revision, now + ttlMs, now);
+        this.#held.wrote(jobId, revision, now + ttlMs);
         return true;
       }
       const lease = JSON.parse(entry.value) as LeaseRecord;
       if (lease.holder !== this.holder && leaseRunsUntil(lease, this.#heartbeatOf(lease.holder)) > now)
         return false;
-      this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), now + ttlMs, now);
+      this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), now + ttlMs);
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) return false; // another holder won
@@ -91,7 +91,7 @@ export class MemoryLeases implements SupervisionLeases {
     this.#assertOpen(op);
     try {
       const next = this.#server.leases.update(op, jobId, this.#value(ttlMs, now), revision);
-      this.#held.wrote(jobId, next, now + ttlMs, now);
+      this.#held.wrote(jobId, next, now + ttlMs);
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) {

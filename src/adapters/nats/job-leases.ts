@@ -28,6 +28,12 @@ export class NatsJobLeases implements SupervisionLeases {
   readonly #kv: (nc: NatsConnection, make: () => Promise<KV>) => Promise<KV>;
   /** Each lease this runtime wrote last, and its heartbeat. */
   readonly #held = new HeldLeases();
+  /**
+   * Releases and give-backs not written (NATS down, no answer in time): the
+   * lease still names this runtime, and its heartbeat would keep it alive
+   * for as long as the runtime runs. Each heartbeat writes them again.
+   */
+  readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
   readonly holder: string;
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
@@ -76,9 +82,10 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   heartbeat(ttlMs: number, now = this.#core.clock.now()): Promise<void> {
     if (this.#held.size === 0) return Promise.resolve();
+    // Before the operation: its wait for a connection is part of how late the answer is.
+    const askedAt = this.#core.clock.now();
     return this.#broker.run("lease.heartbeat", async (nc) => {
       const kv = await this.#bucket(nc);
-      const askedAt = this.#core.clock.now();
       const key = heartbeatKey(this.holder);
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
@@ -96,7 +103,27 @@ export class NatsJobLeases implements SupervisionLeases {
       }
       // Answered when the write came back, on the clock `now` is on.
       this.#held.beat(until, revision, now + (this.#core.clock.now() - askedAt), unbroken);
+      await this.#payOwed(nc, kv);
     });
+  }
+
+  /** The releases and give-backs owed, written now; one that fails again stays owed. */
+  async #payOwed(nc: NatsConnection, kv: KV): Promise<void> {
+    for (const [jobId, { revision, over }] of this.#owed) {
+      try {
+        if (over) await this.#purge(nc, jobId, revision);
+        else await kv.update(jobId, this.#givenBack(), revision);
+        this.#owed.delete(jobId);
+      } catch (error) {
+        // Written by another runtime since: not ours to give back any more.
+        if (error instanceof JetStreamApiError && error.code === 10071) this.#owed.delete(jobId);
+        else this.#core.logger.debug({ jobId, err: error }, "lease still not given back; tried again");
+      }
+    }
+  }
+
+  #givenBack(): string {
+    return JSON.stringify({ v: 1, holder: this.holder, until: 0 } satisfies LeaseRecord);
   }
 
   /**
@@ -111,7 +138,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#held.wrote(jobId, await kv.create(jobId, value), until, now);
+        this.#held.wrote(jobId, await kv.create(jobId, value), until);
         return true;
       } catch (error) {
         // Taken, or a marker left: the read below decides.
@@ -124,7 +151,7 @@ export class NatsJobLeases implements SupervisionLeases {
           const revision = entry
             ? await kv.update(jobId, value, entry.revision)
             : await kv.create(jobId, value);
-          this.#held.wrote(jobId, revision, until, now);
+          this.#held.wrote(jobId, revision, until);
           return true;
         }
         const lease = entry.json<LeaseRecord>();
@@ -133,7 +160,7 @@ export class NatsJobLeases implements SupervisionLeases {
           leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
         )
           return false;
-        this.#held.wrote(jobId, await kv.update(jobId, value, entry.revision), until, now);
+        this.#held.wrote(jobId, await kv.update(jobId, value, entry.revision), until);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) return false; // another runtime won
@@ -158,7 +185,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#held.wrote(jobId, await kv.update(jobId, value, revision), until, now);
+        this.#held.wrote(jobId, await kv.update(jobId, value, revision), until);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) {
@@ -177,9 +204,10 @@ export class NatsJobLeases implements SupervisionLeases {
     if (revision === undefined) return;
     await this.#broker
       .run("lease.release", (nc) => this.#purge(nc, jobId, revision), { timeoutMs: 2000 })
-      // Best effort by contract (runtime stopping, NATS down): a lease left behind has run out
-      // by its TTL, and the next takeover pass removes it (its record says the job is over).
-      .catch((error: unknown) => this.#notDone("lease not released; it expires", jobId, error));
+      // Best effort by contract (runtime stopping, NATS down): a lease left behind runs out with
+      // the runtime's heartbeat, which writes it again meanwhile; the next takeover pass removes
+      // one left (its record says the job is over).
+      .catch((error: unknown) => this.#owe(jobId, revision, true, error));
   }
 
   /** Stops supervising a job that goes on: written as run out, so another runtime takes it over at once. */
@@ -187,20 +215,34 @@ export class NatsJobLeases implements SupervisionLeases {
     const revision = this.#held.revisionOf(jobId);
     this.#held.forget(jobId);
     if (revision === undefined) return;
-    const value = JSON.stringify({ v: 1, holder: this.holder, until: 0 } satisfies LeaseRecord);
     await this.#broker
-      .run("lease.giveBack", async (nc) => (await this.#bucket(nc)).update(jobId, value, revision), {
-        timeoutMs: 2000,
-      })
+      .run(
+        "lease.giveBack",
+        async (nc) => {
+          try {
+            await (await this.#bucket(nc)).update(jobId, this.#givenBack(), revision);
+          } catch (error) {
+            // Another runtime took the lease: nothing to give back.
+            if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
+          }
+        },
+        { timeoutMs: 2000 },
+      )
       // On a clean stop the write is already sent when the stop aborts the wait for its answer,
       // and the server applies it (test/integration/job-lease-release.test.ts). Not applied
-      // (another runtime took the lease, NATS down): the lease runs out by its TTL instead.
-      .catch((error: unknown) => this.#notDone("lease not given back; it expires", jobId, error));
+      // otherwise (NATS down, no answer in time): owed to the next heartbeat.
+      .catch((error: unknown) => this.#owe(jobId, revision, false, error));
   }
 
-  #notDone(message: string, jobId: string, error: unknown): void {
+  /**
+   * A release or give-back not written: the next heartbeat writes it (while
+   * this runtime runs, its heartbeat would keep the lease alive). Not when the
+   * runtime stops: its heartbeat stops too, and the lease runs out with it.
+   */
+  #owe(jobId: string, revision: number, over: boolean, error: unknown): void {
     if (this.#core.stopping.aborted) return;
-    this.#core.logger.debug({ jobId, err: error }, message);
+    this.#owed.set(jobId, { revision, over });
+    this.#core.logger.debug({ jobId, err: error }, "lease not given back now; the next heartbeat does");
   }
 
   /**

@@ -1,0 +1,133 @@
+/**
+ * The heartbeat that renews a runtime's leases (src/adapters/held-leases.ts),
+ * on a manual clock: a heartbeat answered after the last one ran out must not
+ * carry a lease whose own `until` ran out meanwhile (another runtime may have
+ * taken the job in the gap), and on NATS the time the heartbeat waited for a
+ * connection counts toward how late it was answered. The NATS leases run
+ * against a KV of the test's own (a map with revisions) behind a broker whose
+ * operations wait as long as the test says, as one waits for a reconnect.
+ */
+import { describe, expect, it } from "vitest";
+import { HeldLeases } from "../../src/adapters/held-leases.ts";
+import type { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
+import { NatsJobLeases } from "../../src/adapters/nats/job-leases.ts";
+import type { NatsContext } from "../../src/adapters/nats/nats-context.ts";
+import { ManualClock } from "../../src/kernel/clock.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+
+const leaseMs = 10_000;
+
+describe("HeldLeases", () => {
+  it("a heartbeat after a gap carries only the leases whose own until still holds", () => {
+    const held = new HeldLeases();
+    held.wrote("old", 1, 10_000); // taken at 0
+    held.beat(10_000, 1, 0, true); // answered at 0: carries it
+    expect(held.coveredByHeartbeat("old", 5_000)).toBe(true);
+    held.wrote("new", 2, 19_000); // taken at 9,000
+    // Answered at 11,000: the heartbeat that ran out at 10,000 left a gap.
+    held.beat(21_000, 3, 11_000, true);
+    expect(held.holds("old", 11_000)).toBe(false); // another runtime may hold it now
+    expect(held.holds("new", 11_000)).toBe(true); // its own until held across the gap
+    expect(held.coveredByHeartbeat("new", 20_000)).toBe(true);
+  });
+
+  it("a heartbeat whose key was not ours any more carries no lease (a store lost with it)", () => {
+    const held = new HeldLeases();
+    held.wrote("j", 1, 10_000);
+    held.beat(10_000, 1, 0, true);
+    held.beat(13_000, 7, 3_000, false);
+    expect(held.coveredByHeartbeat("j", 3_000)).toBe(false);
+    expect(held.holds("j", 10_000)).toBe(false);
+  });
+});
+
+describe("NatsJobLeases.heartbeat", () => {
+  /** A KV of the test's own: create, update on the revision, get. */
+  const memoryKv = () => {
+    const entries = new Map<string, { value: string; revision: number }>();
+    let revision = 0;
+    return {
+      create: async (key: string, value: string) => {
+        if (entries.has(key)) throw new Error(`exists: ${key}`);
+        entries.set(key, { value, revision: ++revision });
+        return revision;
+      },
+      update: async (key: string, value: string, expected: number) => {
+        if (entries.get(key)?.revision !== expected) throw new Error(`wrong revision: ${key}`);
+        entries.set(key, { value, revision: ++revision });
+        return revision;
+      },
+      get: async (key: string) => {
+        const entry = entries.get(key);
+        return entry && { operation: "PUT", revision: entry.revision, json: () => JSON.parse(entry.value) };
+      },
+    };
+  };
+
+  it("counts the wait for a connection: a heartbeat that lands after its predecessor ran out carries nothing", async () => {
+    const clock = new ManualClock(0);
+    const kv = memoryKv();
+    /** How long the next operation waits for a connection before it runs. */
+    let waitMs = 0;
+    const broker = {
+      setups: { once: () => async () => kv },
+      run: async <A>(_name: string, op: (nc: unknown) => Promise<A>) => {
+        clock.advance(waitMs);
+        waitMs = 0;
+        return op({});
+      },
+    } as unknown as NatsJobBroker;
+    const core = {
+      clock,
+      logger: silentLogger(),
+      stopping: new AbortController().signal,
+    } as unknown as NatsContext;
+    const leases = new NatsJobLeases(core, broker, "A");
+
+    expect(await leases.acquire("J", leaseMs, clock.now())).toBe(true);
+    await leases.heartbeat(leaseMs, clock.now()); // answered at once: J is carried, until 10,000
+    clock.advance(9_000);
+    expect(leases.coveredByHeartbeat("J")).toBe(true);
+    // Asked at 9,000 (in time), answered at 11,000 after waiting for a reconnect: meanwhile the
+    // heartbeat that covered J ran out, and another runtime may have taken J over.
+    waitMs = 2_000;
+    await leases.heartbeat(leaseMs, clock.now());
+    expect(clock.now()).toBe(11_000);
+    expect(leases.holds("J")).toBe(false);
+    expect(leases.coveredByHeartbeat("J")).toBe(false);
+  });
+
+  it("writes a give-back that failed with the next heartbeat, which would otherwise keep the lease alive", async () => {
+    const clock = new ManualClock(0);
+    const kv = memoryKv();
+    let failNext = false;
+    const broker = {
+      setups: { once: () => async () => kv },
+      run: async <A>(name: string, op: (nc: unknown) => Promise<A>) => {
+        if (failNext) {
+          failNext = false;
+          throw new Error(`${name}: no answer (NATS down)`);
+        }
+        return op({});
+      },
+    } as unknown as NatsJobBroker;
+    const core = {
+      clock,
+      logger: silentLogger(),
+      stopping: new AbortController().signal,
+    } as unknown as NatsContext;
+    const leases = new NatsJobLeases(core, broker, "A");
+    expect(await leases.acquire("J", leaseMs, clock.now())).toBe(true);
+    expect(await leases.acquire("K", leaseMs, clock.now())).toBe(true);
+    const until = async (key: string) => (await kv.get(key))?.json().until as number;
+
+    failNext = true;
+    await leases.giveBack("J"); // not written: J still says A, until 10,000
+    expect(await until("J")).toBe(leaseMs);
+    // A still holds K, so its heartbeat goes on; without the owed write, J would stay alive with it.
+    await leases.heartbeat(leaseMs, clock.now());
+    expect(await until("J")).toBe(0);
+    expect(leases.holds("J")).toBe(false);
+    expect(leases.holds("K")).toBe(true);
+  });
+});
