@@ -16,6 +16,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import type { JobHandle } from "../../src/api/job-handle.ts";
 import type { Role } from "../../src/api/permissions.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
@@ -298,7 +299,7 @@ describe.each(backends)("job events on $name", ({ name, start }) => {
     /** The oracle: each job's id and the end it must have, from what the test asked for. */
     const ledger = new Map<string, JobEventType>();
     const long = new Set<string>();
-    const submitted = [];
+    const submitted: JobHandle<string>[] = [];
     for (let k = 0; k < 50; k++) {
       const kind: JobEventType = k === 7 ? "cancelled" : k % 5 === 1 && k >= 3 ? "failed" : "succeeded";
       // Three long jobs, their answers spread over 4 s: several progress writes each.
@@ -324,21 +325,36 @@ describe.each(backends)("job events on $name", ({ name, start }) => {
       timeoutMs,
       message: "the job to cancel has a task running",
     });
-    const handle = await canceller.jobs.get(cancelled);
-    await handle?.cancel("by the test");
+    // Each step bounded and named, with the jobs not ended then: this test hung twice in a full
+    // run (60 s, not reproduced alone), and a bare timeout said nothing of where.
+    const step = async <A>(what: string, promise: Promise<A>): Promise<A> => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const left = submitted
+            .map((job) => job.snapshot())
+            .filter((s) => s.status !== "succeeded" && s.status !== "failed")
+            .map((s) => `${s.id} ${s.status} done=${s.done} failed=${s.failed} total=${s.total}`);
+          reject(new Error(`${what}: not within 20 s; jobs not ended: ${left.join(", ") || "none"}`));
+        }, 20_000);
+      });
+      return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+    };
+    const handle = await step("get the job to cancel", canceller.jobs.get(cancelled));
+    if (handle) await step("cancel", handle.cancel("by the test"));
     // The jobs ended as the test set them up to (the submitter's own view, not the oracle).
-    const ends = await Promise.all(submitted.map((job) => job.done()));
+    const ends = await step("every job's done()", Promise.all(submitted.map((job) => job.done())));
     expect(ends.map((s) => (s.reason?.startsWith("cancelled: ") ? "cancelled" : s.status))).toEqual([
       ...ledger.values(),
     ]);
 
     // Ended records written again, unchanged (one of each end): no news for the reader.
     const again = [...ledger].filter(([, kind], n) => n < 6 || kind === "cancelled").map(([id]) => id);
-    for (const id of again) await b.rewrite(id);
+    for (const id of again) await step(`rewrite ${id}`, b.rewrite(id));
     // The last job: the reader reads in order, so once it has this end it has read the rewrites.
     const last = await submitter.jobs.submit<Work, string>({ queue, tasks: [{ kind: "ok", ms: 10 }] });
     ledger.set(last.id, "succeeded");
-    await last.done();
+    await step("the last job's done()", last.done());
     await waitUntil(() => reader.events.some((e) => e.jobId === last.id && e.type === "succeeded"), {
       timeoutMs,
       message: "the reader has the last job's end",
