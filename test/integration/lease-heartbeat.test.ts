@@ -15,9 +15,11 @@ import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.t
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-const leaseMs = 600;
+// Long enough that a loaded machine (a full test run on 2 cores) rarely answers a heartbeat
+// after the last one ran out: such a gap renews every lease once on its own (below).
+const leaseMs = 1500;
 const jobs = 40;
-const watchMs = 3000;
+const watchMs = 4500;
 
 describe("lease renewals of a runtime holding many jobs", () => {
   let server: NatsServerHandle;
@@ -61,10 +63,12 @@ describe("lease renewals of a runtime holding many jobs", () => {
       `${jobs} jobs held for ${watchMs} ms (lease ${leaseMs} ms): ${written} writes to the leases bucket`,
     );
 
-    // A renewal per job per third of the lease would be jobs × watchMs / (leaseMs / 3) = 600.
+    // A renewal per job per third of the lease would be jobs × watchMs / (leaseMs / 3) = 360.
+    // One heartbeat a third of the lease is 9; one late heartbeat (a gap) adds a renewal of
+    // each lease, once: the bound allows that, not a renewal per job per period.
     const periods = watchMs / (leaseMs / 3);
     expect(written).toBeGreaterThan(0); // the heartbeat is written
-    expect(written).toBeLessThanOrEqual(periods + 3);
+    expect(written).toBeLessThanOrEqual(periods + 3 + jobs);
     // Still held by the runtime, and not run out for another one: the lease's own `until` is
     // long past (never rewritten), its holder's heartbeat is not.
     expect(await heldByRt()).toBe(jobs);
