@@ -106,8 +106,13 @@ export class LoopGroup {
   track(name: string, work: () => Promise<unknown>): void {
     if (this.signal.aborted) return;
     this.#started(name);
-    const settled = Promise.resolve()
-      .then(work)
+    let started: Promise<unknown>;
+    try {
+      started = work();
+    } catch (error) {
+      started = Promise.reject(error); // a bug: logged like a failed loop
+    }
+    const settled = started
       .catch((error: unknown) => {
         if (!this.signal.aborted) this.#log.warn({ loop: name, err: error }, "loop failed");
       })
