@@ -10,7 +10,7 @@ import type { Lease } from "./supervision-leases.ts";
 export const heartbeatKey = (holder: string): string =>
   `heartbeat.${createHash("sha256").update(holder).digest("hex").slice(0, 24)}`;
 
-export const isHeartbeatKey = (key: string): boolean => key.startsWith("heartbeat.");
+const isHeartbeatKey = (key: string): boolean => key.startsWith("heartbeat.");
 
 /**
  * Until when another runtime must leave a job to the lease's holder: the
@@ -19,6 +19,39 @@ export const isHeartbeatKey = (key: string): boolean => key.startsWith("heartbea
  */
 export const leaseRunsUntil = (lease: Lease, heartbeatUntil: number | undefined): number =>
   lease.until === 0 ? 0 : Math.max(lease.until, heartbeatUntil ?? 0);
+
+/** An entry of the leases bucket as a broker stores it (`value` undefined: a delete or purge marker). */
+export interface StoredLease {
+  readonly key: string;
+  readonly value: string | undefined;
+  readonly revision: number;
+}
+
+/**
+ * The jobs' leases among the bucket's entries (markers and heartbeats left
+ * out), each `until` as another runtime must read it: with its holder's
+ * heartbeat, from the same entries (`leaseRunsUntil`). Both brokers' `list()`.
+ */
+export const jobLeases = (
+  entries: Iterable<StoredLease>,
+): Array<{ jobId: string; lease: Lease; revision: number }> => {
+  const heartbeats = new Map<string, number>();
+  const leases: Array<{ jobId: string; lease: Lease; revision: number }> = [];
+  for (const { key, value, revision } of entries) {
+    if (value === undefined) continue;
+    const lease = JSON.parse(value) as Lease;
+    if (isHeartbeatKey(key)) heartbeats.set(lease.holder, lease.until);
+    else leases.push({ jobId: key, lease, revision });
+  }
+  return leases.map((listed) => ({
+    ...listed,
+    lease: { ...listed.lease, until: leaseRunsUntil(listed.lease, heartbeats.get(listed.lease.holder)) },
+  }));
+};
+
+/** A runtime's heartbeat that ran out by `now` (the runtime is gone): cleanup removes it. */
+export const isRunOutHeartbeat = ({ key, value }: StoredLease, now: number): boolean =>
+  value !== undefined && isHeartbeatKey(key) && (JSON.parse(value) as Lease).until <= now;
 
 interface Held {
   readonly revision: number;

@@ -1,5 +1,5 @@
 import { RevisionConflict } from "../../kernel/errors.ts";
-import { HeldLeases, heartbeatKey, isHeartbeatKey, leaseRunsUntil } from "../held-leases.ts";
+import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
@@ -130,28 +130,13 @@ export class MemoryLeases implements SupervisionLeases {
 
   async list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>> {
     this.#assertOpen("lease.list");
-    const entries = this.#server.leases.live();
-    const heartbeats = new Map<string, number>();
-    for (const entry of entries) {
-      const beat = JSON.parse(entry.value as string) as LeaseRecord;
-      if (isHeartbeatKey(entry.key)) heartbeats.set(beat.holder, beat.until);
-    }
-    return entries
-      .filter((entry) => !isHeartbeatKey(entry.key))
-      .map((entry) => {
-        const lease = JSON.parse(entry.value as string) as LeaseRecord;
-        return {
-          jobId: entry.key,
-          lease: { ...lease, until: leaseRunsUntil(lease, heartbeats.get(lease.holder)) },
-          revision: entry.revision,
-        };
-      });
+    return jobLeases(this.#server.leases.live());
   }
 
   /** As on NATS: the heartbeats that ran out (runtimes gone) go. */
   purgeRunOutHeartbeats(now = this.#server.clock.now()): void {
     for (const entry of this.#server.leases.live())
-      if (isHeartbeatKey(entry.key) && (JSON.parse(entry.value as string) as LeaseRecord).until <= now)
+      if (isRunOutHeartbeat(entry, now))
         this.#server.leases.erase("lease.purgeMarkers", entry.key, entry.revision);
   }
 

@@ -1,7 +1,7 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { HeldLeases, heartbeatKey, isHeartbeatKey, leaseRunsUntil } from "../held-leases.ts";
+import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -250,24 +250,13 @@ export class NatsJobLeases implements SupervisionLeases {
    * reaper, cleanup); `until` is the later of its own and its holder's
    * heartbeat, read in the same scan.
    */
-  list(): Promise<Array<{ jobId: string; lease: LeaseRecord; revision: number }>> {
+  list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>> {
     return this.#broker.run("lease.list", async (nc) => {
       await this.#bucket(nc);
       // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
       const { js, jsm } = await this.#broker.handles(nc);
       const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
-      const heartbeats = new Map<string, number>();
-      const leases: Array<{ jobId: string; lease: LeaseRecord; revision: number }> = [];
-      for (const [key, { value, revision }] of entries) {
-        if (value === undefined) continue;
-        const lease = JSON.parse(value) as LeaseRecord;
-        if (isHeartbeatKey(key)) heartbeats.set(lease.holder, lease.until);
-        else leases.push({ jobId: key, lease, revision });
-      }
-      return leases.map((listed) => ({
-        ...listed,
-        lease: { ...listed.lease, until: leaseRunsUntil(listed.lease, heartbeats.get(listed.lease.holder)) },
-      }));
+      return jobLeases([...entries].map(([key, entry]) => ({ key, ...entry })));
     });
   }
 
@@ -309,8 +298,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
       let purged = 0;
       for (const [key, { value, revision }] of entries) {
-        if (value !== undefined && !(isHeartbeatKey(key) && (JSON.parse(value) as LeaseRecord).until <= now))
-          continue;
+        if (value !== undefined && !isRunOutHeartbeat({ key, value, revision }, now)) continue;
         await this.#purge(nc, key, revision);
         purged++;
       }
