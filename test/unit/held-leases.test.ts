@@ -64,16 +64,17 @@ describe("NatsJobLeases.heartbeat", () => {
     };
   };
 
-  it("counts the wait for a connection: a heartbeat that lands after its predecessor ran out carries nothing", async () => {
+  /**
+   * Runtime A's NATS leases over the test's KV, on a manual clock; each
+   * operation first runs `beforeOp` (a wait for a connection, a failure).
+   */
+  const natsLeases = (beforeOp: (name: string, clock: ManualClock) => void) => {
     const clock = new ManualClock(0);
     const kv = memoryKv();
-    /** How long the next operation waits for a connection before it runs. */
-    let waitMs = 0;
     const broker = {
       setups: { once: () => async () => kv },
-      run: async <A>(_name: string, op: (nc: unknown) => Promise<A>) => {
-        clock.advance(waitMs);
-        waitMs = 0;
+      run: async <A>(name: string, op: (nc: unknown) => Promise<A>) => {
+        beforeOp(name, clock);
         return op({});
       },
     } as unknown as NatsJobBroker;
@@ -82,7 +83,16 @@ describe("NatsJobLeases.heartbeat", () => {
       logger: silentLogger(),
       stopping: new AbortController().signal,
     } as unknown as NatsContext;
-    const leases = new NatsJobLeases(core, broker, "A");
+    return { clock, kv, leases: new NatsJobLeases(core, broker, "A") };
+  };
+
+  it("counts the wait for a connection: a heartbeat that lands after its predecessor ran out carries nothing", async () => {
+    /** How long the next operation waits for a connection before it runs. */
+    let waitMs = 0;
+    const { clock, leases } = natsLeases((_name, clock) => {
+      clock.advance(waitMs);
+      waitMs = 0;
+    });
 
     expect(await leases.acquire("J", leaseMs, clock.now())).toBe(true);
     await leases.heartbeat(leaseMs, clock.now()); // answered at once: J is carried, until 10,000
@@ -98,25 +108,12 @@ describe("NatsJobLeases.heartbeat", () => {
   });
 
   it("writes a give-back that failed with the next heartbeat, which would otherwise keep the lease alive", async () => {
-    const clock = new ManualClock(0);
-    const kv = memoryKv();
     let failNext = false;
-    const broker = {
-      setups: { once: () => async () => kv },
-      run: async <A>(name: string, op: (nc: unknown) => Promise<A>) => {
-        if (failNext) {
-          failNext = false;
-          throw new Error(`${name}: no answer (NATS down)`);
-        }
-        return op({});
-      },
-    } as unknown as NatsJobBroker;
-    const core = {
-      clock,
-      logger: silentLogger(),
-      stopping: new AbortController().signal,
-    } as unknown as NatsContext;
-    const leases = new NatsJobLeases(core, broker, "A");
+    const { clock, kv, leases } = natsLeases((name) => {
+      if (!failNext) return;
+      failNext = false;
+      throw new Error(`${name}: no answer (NATS down)`);
+    });
     expect(await leases.acquire("J", leaseMs, clock.now())).toBe(true);
     expect(await leases.acquire("K", leaseMs, clock.now())).toBe(true);
     const until = async (key: string) => (await kv.get(key))?.json().until as number;
