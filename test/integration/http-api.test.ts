@@ -4,7 +4,7 @@
  * mixed native and HTTP workers, duplicate and expired receipts, heartbeats,
  * retries, a table of bad requests, and junk that must never get a 5xx.
  */
-import { type ServerType, serve } from "@hono/node-server";
+
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +17,7 @@ import {
   createTestRuntime,
   type MemoryServer,
 } from "../../src/testing.ts";
+import { type ServedApp, serveOnLoopback } from "../harness/http-server.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { memoryRawResults, natsRawResults, type RawResult, tally } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
@@ -49,7 +50,7 @@ let reader: NatsConnection | undefined;
 /** The memory broker's server, read directly (memory). */
 let memory: MemoryServer | undefined;
 let rt: Runtime;
-let http: ServerType;
+let http: ServedApp | undefined;
 let baseUrl: string;
 const logs: Record<string, unknown>[] = [];
 /** Every status any request of this file got: none may be 5xx. */
@@ -164,20 +165,12 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
         [READER]: { identity: "dashboard", role: "read", queues: "*" },
       },
     });
-    await new Promise<void>((resolve) => {
-      http = serve({ fetch: api.fetch, hostname: "127.0.0.1", port: 0 }, (info) => {
-        baseUrl = `http://127.0.0.1:${info.port}`;
-        resolve();
-      });
-    });
+    http = await serveOnLoopback(api.fetch);
+    baseUrl = http.baseUrl;
   });
 
   afterAll(async () => {
-    await new Promise<void>((resolve) => {
-      if (!http) return resolve();
-      http.close(() => resolve());
-      (http as { closeAllConnections?: () => void }).closeAllConnections?.();
-    });
+    await http?.close();
     await rt?.stop();
     await reader?.close();
     reader = undefined;

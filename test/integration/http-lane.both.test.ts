@@ -8,7 +8,7 @@
  * memory), the wire (the acks the server is sent) and the HTTP client's
  * ledger of what it was handed, never jetstate's view of itself.
  */
-import { type ServerType, serve } from "@hono/node-server";
+
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
@@ -24,6 +24,7 @@ import {
   ManualClock,
   type MemoryServer,
 } from "../../src/testing.ts";
+import { type ServedApp, serveOnLoopback } from "../harness/http-server.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { memoryRawResults, natsRawResults, type RawResult, storedCount } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
@@ -56,7 +57,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
   let memory: MemoryServer | undefined;
   const clock = new ManualClock(Date.now());
   let rt: Runtime;
-  let http: ServerType;
+  let http: ServedApp | undefined;
   let baseUrl: string;
   /** The HTTP client's ledger: every task any reserve of this file was handed. */
   const handed: Reserved[] = [];
@@ -75,20 +76,12 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
       });
     }
     const api = createHttpApi(rt, { tokens: { [TOKEN]: "lane-worker" } });
-    await new Promise<void>((resolve) => {
-      http = serve({ fetch: api.fetch, hostname: "127.0.0.1", port: 0 }, (info) => {
-        baseUrl = `http://127.0.0.1:${info.port}`;
-        resolve();
-      });
-    });
+    http = await serveOnLoopback(api.fetch);
+    baseUrl = http.baseUrl;
   });
 
   afterAll(async () => {
-    await new Promise<void>((resolve) => {
-      if (!http) return resolve();
-      http.close(() => resolve());
-      (http as { closeAllConnections?: () => void }).closeAllConnections?.();
-    });
+    await http?.close();
     await rt?.stop();
     await nc?.close();
     memory?.close();
