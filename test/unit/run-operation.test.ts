@@ -6,6 +6,7 @@
  * and when.
  */
 import { describe, expect, it, vi } from "vitest";
+import type { RetryPolicy } from "../../src/effects/retry.ts";
 import { runOperationPromise } from "../../src/effects/run-operation.ts";
 import {
   type BrokerError,
@@ -396,32 +397,23 @@ describe("runOperation, first attempt on the current client", () => {
     const { classify } = classifier();
     const port = currentPort();
     let calls = 0;
-    expect(
-      await rejection(
+    /** The operation `name` whose every attempt throws `error`, as it ends. */
+    const failing = (name: string, error: unknown, retry: RetryPolicy) =>
+      rejection(
         runOperationPromise(
           port,
           async () => {
             calls++;
-            throw permanent;
+            throw error;
           },
           classify,
-          { name: "kv.get", timeoutMs: 5_000, retry: fast },
+          { name, timeoutMs: 5_000, retry },
         ),
-      ),
-    ).toBe(permanent);
-    expect(
-      await rejection(
-        runOperationPromise(
-          port,
-          async () => {
-            calls++;
-            throw transient(1);
-          },
-          classify,
-          { name: "fetch", timeoutMs: 5_000, retry: { attempts: 1, initialDelayMs: 0 } },
-        ),
-      ),
-    ).toBeInstanceOf(TransientBrokerError);
+      );
+    expect(await failing("kv.get", permanent, fast)).toBe(permanent);
+    expect(await failing("fetch", transient(1), { attempts: 1, initialDelayMs: 0 })).toBeInstanceOf(
+      TransientBrokerError,
+    );
     expect(calls).toBe(2);
     expect(port.signals).toEqual([]);
   });
