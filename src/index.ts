@@ -34,7 +34,7 @@ export {
   type PermissionsRequest,
   type Role,
 } from "./api/permissions.ts";
-export { createRuntime, type Runtime } from "./api/runtime.ts";
+export { createRuntime, type Runtime, type WorkerListQuery } from "./api/runtime.ts";
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./api/workers.ts";
 export type { SubmitRequest } from "./effects/plan-submit.ts";
 export type { SkipEntry, SwitchSummary } from "./kernel/agent-record.ts";
@@ -59,6 +59,7 @@ export {
 export type { JobEvent, JobEventType } from "./kernel/job-event.ts";
 export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./kernel/job-record.ts";
 export type { Logger } from "./kernel/logger.ts";
+export type { AgentInfo, WorkerInfo } from "./kernel/presence.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./kernel/queue.ts";
 export { PermanentError } from "./kernel/task-outcome.ts";
 export type { TaskProgress } from "./kernel/wire.ts";

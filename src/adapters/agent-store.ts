@@ -12,6 +12,8 @@ export interface StoredAgent {
  */
 export interface AgentStore {
   read(agentId: string): Promise<StoredAgent | undefined>;
+  /** Every stored agent, by id. */
+  list(): Promise<Array<{ readonly agentId: string; readonly record: AgentRecord }>>;
   /** Creates the record; throws `RevisionConflict` when it already exists. */
   create(agentId: string, record: AgentRecord): Promise<number>;
   /** Replaces the record at `revision`; throws `RevisionConflict` when another writer got there first. */

@@ -3,6 +3,7 @@ import type { DeadLetters } from "./dead-letters.ts";
 import type { JobPort } from "./job-port.ts";
 import type { RecordPages, RecordWatch } from "./job-records.ts";
 import type { JobResults } from "./job-results.ts";
+import type { Presence } from "./presence.ts";
 import type { SupervisionLeases } from "./supervision-leases.ts";
 import type { TaskLeasing } from "./task-leasing.ts";
 import type { TaskDelivery } from "./task-queue.ts";
@@ -34,6 +35,8 @@ export interface Broker
   maxPayload(): Promise<number>;
 
   readonly leases: SupervisionLeases;
+  /** What live workers say of themselves (`rt.workers.list()`). */
+  readonly presence: Presence;
   /** Leasing by reference and recorded answers, for the HTTP pull API. */
   readonly taskLeasing: TaskLeasing;
 

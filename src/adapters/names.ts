@@ -43,6 +43,8 @@ export const brokerNames = (prefix: string) => ({
   leasesBucket: `${prefix}_leases`,
   /** The answer given for each delivery leased through the HTTP API. */
   answersBucket: `${prefix}_answers`,
+  /** Live workers' announcements (`rt.workers.list()`). */
+  presenceBucket: `${prefix}_presence`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 

@@ -9,6 +9,7 @@ import {
 import { activeSkips, decide, describeFailure, eligibleTargets, isStale } from "../kernel/choose-target.ts";
 import { InvalidArgument, RevisionConflict, RuntimeStopped, UnknownAgent } from "../kernel/errors.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
+import type { AgentInfo } from "../kernel/presence.ts";
 import { AgentId, check, checkOr, Label, number, rejectUnknownKeys } from "../kernel/validation.ts";
 import {
   type AgentLockState,
@@ -78,6 +79,11 @@ export interface Agents {
   reportFailure(agentId: string, report: FailureReport): Promise<FailureOutcome>;
   get(agentId: string): AgentState | undefined;
   subscribe(listener: (state: AgentState) => void): () => void;
+  /**
+   * Every agent in the store, registered in this process or another: its
+   * current target, skip list and switches, as last written.
+   */
+  list(): Promise<AgentInfo[]>;
 }
 
 /** The agents of a runtime, which stops them with itself. */
@@ -294,6 +300,10 @@ export const createAgentRegistry = (registryOptions: AgentRegistryOptions): Agen
   return {
     register,
     reportFailure,
+    list: async () =>
+      (await store.list())
+        .map(({ agentId, record: { v: _v, ...record } }): AgentInfo => ({ agentId, ...record }))
+        .sort((a, b) => a.agentId.localeCompare(b.agentId)),
     get: (agentId) => {
       const agent = agents.get(agentId);
       return agent && stateOf(agent);

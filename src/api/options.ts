@@ -72,6 +72,13 @@ export interface RuntimeOptions {
    * @defaultValue `JETSTATE_REPLICAS`, else 1
    */
   readonly replicas?: number;
+  /**
+   * How long a worker's announcement of itself stands (`rt.workers.list()`):
+   * it is rewritten every third of this, and a worker whose process died
+   * leaves the list once it has run out.
+   * @defaultValue 15000
+   */
+  readonly presenceMs?: number;
   /** The connection's timeouts, reconnects, backoff and retries (each field has its own default). */
   readonly connection?: ConnectionOptions;
   /** Leases, reaping, retention and cleanup of jobs (each field has its own default). */
@@ -123,6 +130,7 @@ export interface ResolvedOptions {
   readonly prefix: string;
   /** Replicas of the streams and buckets jetstate creates. */
   readonly replicas: number;
+  readonly presenceMs: number;
   readonly connection: ResolvedConnectionOptions;
   readonly jobs: typeof JobsShape.Type;
   readonly roles: ReadonlySet<Role>;
@@ -182,6 +190,8 @@ const RuntimeShape = Schema.Struct({
   ),
   inspect: Schema.optional(Inspect),
   prefix: withDefault(Prefix, "jetstate"),
+  // At least 300 ms: announced every third of it, a busy event loop must not make a worker flicker.
+  presenceMs: withDefault(number(300, 24 * 3600_000, { integer: true }), 15_000),
   connection: section(ConnectionShape),
   jobs: section(JobsShape),
   broker: Schema.optional(BrokerChoice),
@@ -210,6 +220,7 @@ export const resolveOptions = (options: RuntimeOptions = {}): ResolvedOptions =>
     name: o.name,
     prefix: o.prefix,
     replicas: o.replicas ?? replicasFromEnv(),
+    presenceMs: o.presenceMs,
     connection: o.connection,
     jobs: o.jobs,
     roles: new Set(o.roles === undefined ? allRoles : rolesOf(o.roles, "roles")),

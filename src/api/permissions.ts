@@ -151,6 +151,9 @@ const answer = (n: Layout, queue: string) => [
 
 /** Supervising a job: its record, lease, results and dead letters, and removing its tasks at the end. */
 const supervise = (n: Layout, queues: readonly string[]): string[] => [
+  // rt.workers.list() and rt.agents.list(): who serves the queues (read only).
+  ...kvRead(n.presenceBucket),
+  ...kvRead(n.agentsBucket),
   ...kvWrite(n.jobsBucket),
   ...kvWrite(n.leasesBucket),
   // A lease that goes (its job over) is purged from the bucket's stream, marker and all.
@@ -178,6 +181,8 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
       // Finds its queue's jobs by watching the records (read only: no payloads there).
       ...kvRead(n.jobsBucket),
       ...kvWrite(n.agentsBucket),
+      // Announces itself while it lives (rt.workers.list()).
+      ...kvWrite(n.presenceBucket),
       ...streamInfo(n.resultsStream),
       ...streamInfo(n.deadStream),
       ...queues.flatMap((q) => [
@@ -227,7 +232,9 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
     const streams = [
       n.resultsStream,
       n.deadStream,
-      ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket].map((b) => `KV_${b}`),
+      ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
+        (b) => `KV_${b}`,
+      ),
       ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
     ];
     return {
@@ -241,7 +248,9 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
           `$JS.API.CONSUMER.NAMES.${s}`,
           ...messages(s),
         ]),
-        ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket].map((b) => `$KV.${b}.>`),
+        ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
+          (b) => `$KV.${b}.>`,
+        ),
       ],
     };
   },

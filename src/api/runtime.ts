@@ -2,19 +2,21 @@ import { randomUUID } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import type { CleanupOptions, CleanupReport } from "../adapters/broker-admin.ts";
 import { memoryAgentStore } from "../adapters/memory/memory-agent-store.ts";
-import { createMemoryBroker } from "../adapters/memory/memory-broker.ts";
+import { createMemoryBroker, memoryAgentsOf } from "../adapters/memory/memory-broker.ts";
 import { describeServer } from "../adapters/nats/describe-server.ts";
 import { supervisedAgentStore } from "../adapters/nats/kv-agent-store.ts";
 import { createNatsBroker, type NatsBroker } from "../adapters/nats/nats-broker.ts";
 import { type ConnectionHandle, connectionHandle } from "../adapters/nats/supervised-connection.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { childLogger, type Logger, silentLogger } from "../kernel/logger.ts";
-import { check, checkCleanupOptions, SubjectToken } from "../kernel/validation.ts";
+import type { WorkerInfo } from "../kernel/presence.ts";
+import { check, checkCleanupOptions, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
 import { JobRegistry, type Jobs, jobsFace } from "./jobs.ts";
 import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
 import { createRuntimeCore, type RuntimeCore } from "./runtime-core.ts";
+import { listWorkers } from "./worker-presence.ts";
 import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 
 export interface Runtime {
@@ -40,6 +42,12 @@ export interface Runtime {
   };
   readonly workers: {
     start<Payload, Result>(options: WorkerOptions<Payload, Result>): Worker;
+    /**
+     * Every live worker of every process (or of `queue`'s): what it runs, how
+     * busy it is, what it answered. A worker leaves the list when it stops,
+     * or within `presenceMs` after its process died.
+     */
+    list(query?: WorkerListQuery): Promise<WorkerInfo[]>;
   };
   /** Drain: finish what is in flight, flush, close the one connection. Bounded even when NATS is down. */
   stop(): Promise<void>;
@@ -99,7 +107,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       broker.kind === "nats"
         ? // One set of setups with the broker: a bucket found missing has everything set up again.
           supervisedAgentStore(core, nats?.jetstream)
-        : memoryAgentStore(),
+        : (memoryAgentsOf(broker) ?? memoryAgentStore()),
   });
   // A log line about the server, once: in the loop group so that stop() waits for it too.
   if (nats) core.loops.run("describe-server", () => describeServer(core, nats.jetstream.replicas.wanted));
@@ -116,6 +124,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       reportFailure: agents.reportFailure,
       get: agents.get,
       subscribe: agents.subscribe,
+      list: agents.list,
     },
     admin: {
       cleanup: async (cleanupOptions = {}) => {
@@ -137,6 +146,10 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         workers.add(worker);
         return worker;
       },
+      list: async (query = {}) => {
+        const { queue } = checkWorkerQuery(query);
+        return listWorkers(broker.presence, core.clock.now(), queue);
+      },
     },
     stop: () => {
       stopped ??= (async () => {
@@ -155,6 +168,20 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
   if (jobOptions.cleanupIntervalMs > 0 && core.options.roles.has("admin"))
     core.loops.every("cleanup", jobOptions.cleanupIntervalMs, cleanupPass(core, runtime), "later");
   return runtime;
+};
+
+/** What `rt.workers.list()` takes. */
+export interface WorkerListQuery {
+  /** Only the workers of this queue. */
+  readonly queue?: string;
+}
+
+const checkWorkerQuery = (query: unknown): WorkerListQuery => {
+  if (typeof query !== "object" || query === null)
+    throw new InvalidArgument({ field: "query", message: "query: must be an object" });
+  rejectUnknownKeys(query, ["queue"], "");
+  const { queue } = query as WorkerListQuery;
+  return queue === undefined ? {} : { queue: check(SubjectToken, queue, "queue") };
 };
 
 const checkQueues = (queues: unknown): string[] => {

@@ -13,6 +13,7 @@ import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
+import { announceWorker } from "./worker-presence.ts";
 
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
 
@@ -23,7 +24,7 @@ export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./wo
  * (effects/answer-task.ts, the answer path it shares with the HTTP API).
  */
 export const startWorker = <Payload, Result>(
-  core: Pick<RuntimeCore, "logger" | "stopping" | "loops">,
+  core: Pick<RuntimeCore, "logger" | "stopping" | "loops" | "options" | "clock">,
   broker: Broker,
   agents: WorkerAgents,
   options: WorkerOptions<Payload, Result>,
@@ -336,10 +337,19 @@ export const startWorker = <Payload, Result>(
     .catch((error) => log.warn({ err: error }, "job watch failed"));
   core.loops.run(`worker-jobs:${id}`, () => watched);
 
+  const statsNow = () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size });
+  const presence = announceWorker(core, broker.presence, {
+    id,
+    queue: queueName,
+    concurrency,
+    agent: agentId,
+    stats: statsNow,
+    target: () => (agentId === undefined ? undefined : agents.get(agentId)?.current),
+  });
   let stopped: Promise<void> | undefined;
   return {
     id,
-    stats: () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size }),
+    stats: statsNow,
     stop: () => {
       stopped ??= (async () => {
         stopping.abort();
@@ -353,6 +363,7 @@ export const startWorker = <Payload, Result>(
         await running.idle();
         clearTimeout(timeout);
         await batcher.flush();
+        presence.stop();
         log.info({ ...stats }, "worker stopped");
       })();
       return stopped;

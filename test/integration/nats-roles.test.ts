@@ -172,6 +172,15 @@ describe("least-privilege roles on a server with users", () => {
       ackWaitMs: 400,
       maxFailures: 0.3,
     });
+    // Each worker-only runtime announces itself under its own permissions; the submitter reads them.
+    await waitUntil(async () => (await submitter.workers.list()).length === 2, {
+      timeoutMs: 10_000,
+      message: "both workers listed by the submitter",
+    });
+    expect((await submitter.workers.list()).map((w) => [w.queue, w.id])).toEqual([
+      ["A", a.id],
+      ["B", b.id],
+    ]);
     const [endA, endB] = await Promise.all([jobA.done(), jobB.done()]);
     expect(endA).toMatchObject({ status: "succeeded", done: 6, dead: 2 });
     expect(endB).toMatchObject({ status: "succeeded", done: 6, dead: 0 });

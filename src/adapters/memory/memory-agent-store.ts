@@ -27,6 +27,8 @@ export const memoryAgentStore = (): MemoryAgentStore => {
       const entry = entries.get(agentId);
       return entry && { record: structuredClone(entry.record), revision: entry.revision };
     },
+    list: async () =>
+      [...entries].map(([agentId, entry]) => ({ agentId, record: structuredClone(entry.record) })),
     create: async (agentId, record) => {
       if (entries.has(agentId)) throw conflict(agentId, "record already exists");
       return put(agentId, record);

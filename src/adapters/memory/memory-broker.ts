@@ -9,16 +9,19 @@ import {
   type JobTasksRef,
 } from "../../kernel/job-record.ts";
 import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
+import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
+import type { Presence } from "../presence.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
+import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
 import {
   checkToken,
@@ -77,11 +80,16 @@ export const createMemoryBroker = (options: MemoryBrokerOptions = {}): MemoryBro
   return new MemoryJobBroker(server, holder ?? `memory.${randomUUID().slice(0, 8)}`, state === undefined);
 };
 
+/** The agents' store of a memory broker's server, shared by its runtimes; undefined for any other broker. */
+export const memoryAgentsOf = (broker: Broker): AgentStore | undefined =>
+  broker instanceof MemoryJobBroker ? broker.server.agents : undefined;
+
 class MemoryJobBroker implements MemoryBroker {
   readonly kind = "memory" as const;
   readonly server: MemoryServerState;
   readonly leases: MemoryLeases;
   readonly taskLeasing: MemoryTaskLeasing;
+  readonly presence: Presence;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -94,6 +102,7 @@ class MemoryJobBroker implements MemoryBroker {
     setMaxListeners(0, this.#closing.signal);
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
+    this.presence = memoryPresence(server.presence, (op) => this.#open(op));
   }
 
   #open(operation: string): void {

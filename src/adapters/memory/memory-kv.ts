@@ -39,6 +39,12 @@ export class MemoryKv {
     return this.#write(key, value);
   }
 
+  /** Writes whatever is there (NATS KV's `put`). */
+  put(operation: string, key: string, value: string): number {
+    this.#check(operation, key);
+    return this.#write(key, value);
+  }
+
   update(operation: string, key: string, value: string, revision: number): number {
     this.#check(operation, key);
     if (!(revision > 0)) {

@@ -4,6 +4,7 @@ import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../ker
 import { laneAckWaitMs, laneMaxDeliver } from "../../kernel/job-record.ts";
 import { tokenChars } from "../../kernel/validation.ts";
 import { type BrokerNames, brokerNames, laneConsumer } from "../names.ts";
+import { memoryAgentStore } from "./memory-agent-store.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import { MemoryKv } from "./memory-kv.ts";
 import { MessageLog } from "./message-log.ts";
@@ -68,6 +69,9 @@ export class MemoryServerState implements MemoryServer {
   readonly names: BrokerNames;
   readonly records = new MemoryKv((key) => `job record ${key}`);
   readonly leases = new MemoryKv((key) => `lease ${key}`);
+  readonly presence = new MemoryKv((key) => `presence ${key}`);
+  /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
+  readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;
   readonly results: MessageLog;
   readonly deadLetters: MessageLog;

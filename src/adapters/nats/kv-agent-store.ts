@@ -64,6 +64,17 @@ export const kvAgentStore = (kv: KV): AgentStore => ({
       const record = parseAgentRecord(agentId, JSON.parse(decoder.decode(entry.value)));
       return { record, revision: entry.revision };
     }),
+  // Keys, then one read each: agents are few and their keys are rarely written.
+  list: () =>
+    attempt("*", "agents.list", async () => {
+      const agents: Array<{ agentId: string; record: AgentRecord }> = [];
+      for await (const agentId of await kv.keys()) {
+        const entry = await kv.get(agentId);
+        if (entry === null || entry.operation !== "PUT") continue;
+        agents.push({ agentId, record: parseAgentRecord(agentId, JSON.parse(decoder.decode(entry.value))) });
+      }
+      return agents;
+    }),
   create: (agentId, record: AgentRecord) =>
     attempt(agentId, "agents.create", () =>
       kv.create(keyFor(agentId), encoder.encode(JSON.stringify(record))),
@@ -117,6 +128,7 @@ export const supervisedAgentStore = (
     shared.setups.run(core, name, async (nc) => op(await storeFor(nc)));
   return {
     read: (agentId) => run("agents.read", (store) => store.read(agentId)),
+    list: () => run("agents.list", (store) => store.list()),
     create: (agentId, record) => run("agents.create", (store) => store.create(agentId, record)),
     update: (agentId, record, revision) => {
       let attempts = 0;

@@ -11,6 +11,7 @@ import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
+import { natsPresence } from "./kv-presence.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
@@ -82,6 +83,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const log = childLogger(core.logger, { actor: "runtime" });
   const port = core.connection;
   const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
+  const presence = natsPresence(js);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -96,6 +98,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     jetstream: js,
     leases,
     taskLeasing: new NatsTaskLeasing(js),
+    presence,
     // Read on every submit: from the current client at once, through an operation only while
     // there is none (it waits for the connection).
     maxPayload: () => {
@@ -251,13 +254,14 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
 
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
     provision: async (queues) => {
-      // Results stream and jobs bucket; then dead letters, leases and agents; then each queue's streams.
+      // Results stream and jobs bucket, agents; then dead letters, leases, presence; then each queue's streams.
       await js.run("broker.provision", async (nc) => {
         await js.handles(nc);
         await openAgentBucket(nc, agentsBucketFor(core.options.prefix), js.replicas);
       });
       await dead.provision();
       await leases.provision();
+      await presence.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
     close: async () => undefined,
