@@ -66,7 +66,7 @@ export interface RuntimeOptions {
   /**
    * Replicas of every stream and KV bucket jetstate creates (results, dead
    * letters, each queue's tasks and advisories streams, the jobs, leases,
-   * answers and agents buckets), 1 to 5; consumers inherit their stream's.
+   * answers, agents and presence buckets), 1 to 5; consumers inherit their stream's.
    * Streams that exist already are never changed: one with another count
    * is reported once (a warning with the `nats stream edit` command).
    * @defaultValue `JETSTATE_REPLICAS`, else 1

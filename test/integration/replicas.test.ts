@@ -62,6 +62,7 @@ describe("replicas", () => {
       "KV_jetstate_agents",
       "KV_jetstate_jobs",
       "KV_jetstate_leases",
+      "KV_jetstate_presence",
       "jetstate_advisories_a",
       "jetstate_advisories_b",
       "jetstate_dead",
@@ -71,7 +72,12 @@ describe("replicas", () => {
     ]);
     expect(Object.values(made).every((n) => n === 1)).toBe(true);
     // Every bucket's reads go to its leader: no direct get a lagging replica could answer.
-    for (const bucket of ["KV_jetstate_agents", "KV_jetstate_jobs", "KV_jetstate_leases"])
+    for (const bucket of [
+      "KV_jetstate_agents",
+      "KV_jetstate_jobs",
+      "KV_jetstate_leases",
+      "KV_jetstate_presence",
+    ])
       expect((await jsm.streams.info(bucket)).config.allow_direct, bucket).toBe(false);
     // The start line describes the server: its name and version, no cluster.
     const described = first.lines.find((l) => l.level === info && /^connected to /.test(l.msg));
@@ -97,6 +103,7 @@ describe("replicas", () => {
         "KV_jetstate_agents",
         "KV_jetstate_jobs",
         "KV_jetstate_leases",
+        "KV_jetstate_presence",
         "jetstate_advisories_a",
         "jetstate_advisories_b",
         "jetstate_dead",
