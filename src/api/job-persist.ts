@@ -13,6 +13,7 @@ import {
 import type { Logger } from "../kernel/logger.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { isRecorded, type JobSnapshot, snapshotOf } from "./job-handle.ts";
+import { listWorkers } from "./worker-presence.ts";
 
 /**
  * What the job's host does with each snapshot: one log line per state change;
@@ -117,27 +118,41 @@ export const persistAndLog = (
 
 /**
  * "No task picked up in X": how long, how many tasks wait, how many a worker
- * holds. The job's own count of tasks left is exact; the consumer's counts
+ * holds, how many workers are alive on the queue (`rt.workers.list()`). The job's own count of tasks left is exact; the consumer's counts
  * are not disjoint: nats-server 2.9 counts a released (nak'd) task both in
  * `num_pending` (it rewinds) and in `num_ack_pending` until it is delivered
  * again, so a stopped worker's released tasks would read as held. Held is
  * therefore what is left beyond the pending ones, at most `num_ack_pending`.
  */
 const logStall = async (broker: Broker, tasks: JobTasksRef, s: JobSnapshot, now: number, log: Logger) => {
-  const counts = await broker.consumerCounts(tasks).catch((error: unknown) => {
-    log.debug({ err: error }, "consumer counts not read; the stall is logged without them");
-    return undefined;
-  });
+  const [counts, alive] = await Promise.all([
+    broker.consumerCounts(tasks).catch((error: unknown) => {
+      log.debug({ err: error }, "consumer counts not read; the stall is logged without them");
+      return undefined;
+    }),
+    // Who could be pulling: the queue's live workers in every process (none: the likeliest why).
+    listWorkers(broker.presence, now, tasks.queue).then(
+      (workers) => workers.length,
+      (error: unknown) => {
+        log.debug({ err: error }, "live workers not listed; the stall is logged without them");
+        return undefined;
+      },
+    ),
+  ]);
   const idleMs = now - s.lastProgressAt;
   const left = s.total - s.done - s.failed - s.dead;
   const idle = `job stalled: no task answered for ${formatDuration(idleMs)}`;
-  if (!counts) return log.warn({ idleMs, left }, idle);
+  const workers =
+    alive === undefined ? "" : `; ${alive} worker${alive === 1 ? "" : "s"} alive on queue ${tasks.queue}`;
+  const fields = { idleMs, left, ...(alive === undefined ? {} : { workersAlive: alive }) };
+  if (!counts) return log.warn(fields, `${idle}${workers}`);
   const held = Math.max(0, Math.min(counts.held, left - counts.waiting));
   const waiting = left - held;
   log.warn(
-    { idleMs, left, waiting, held, redelivered: counts.redelivered },
+    { ...fields, waiting, held, redelivered: counts.redelivered },
     `${idle}; ${waiting} tasks wait, ${held} held by workers` +
-      (held > 0 ? " (a worker holds tasks but answers none)" : " (no worker is pulling)"),
+      (held > 0 ? " (a worker holds tasks but answers none)" : " (no worker is pulling)") +
+      workers,
   );
 };
 

@@ -175,8 +175,11 @@ describe("stalled jobs", () => {
     expect(statuses).toEqual(["running", "stalled", "failed"]);
     // Nobody pulled: all five waited, none was held.
     const line = await stallLine(job.id);
-    expect(line).toMatchObject({ waiting: 5, held: 0 });
-    expect(line.msg).toContain("5 tasks wait, 0 held by workers (no worker is pulling)");
+    // And no worker was alive on its queue: the test started none there.
+    expect(line).toMatchObject({ waiting: 5, held: 0, workersAlive: 0 });
+    expect(line.msg).toContain(
+      "5 tasks wait, 0 held by workers (no worker is pulling); 0 workers alive on queue nobody",
+    );
     const {
       jobs: [record],
     } = await rt.jobs.list({ queue: "nobody" });
@@ -220,7 +223,10 @@ describe("stalled jobs", () => {
     expect(held).toBeGreaterThanOrEqual(2);
     expect(waiting + held).toBe(total);
     expect(await tasksInStream(server.url, "hang", job.id)).toBe(total);
-    expect(line.msg).toContain(`${held} held by workers (a worker holds tasks but answers none)`);
+    expect(line.msg).toContain(
+      `${held} held by workers (a worker holds tasks but answers none); 1 worker alive on queue hang`,
+    );
+    expect(line).toMatchObject({ workersAlive: 1 });
     expect(heartbeats).toBeGreaterThan(0);
     expect(job.snapshot().done).toBe(0);
     const final = await job.cancel("test over");
