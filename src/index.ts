@@ -16,6 +16,7 @@ export type {
   SwitchNotice,
 } from "./api/agents.ts";
 export type { ConnectionOptions } from "./api/connection-options.ts";
+export { createDashboard, type Dashboard, type DashboardOptions } from "./api/dashboard.ts";
 export {
   createHttpApi,
   type HttpApi,

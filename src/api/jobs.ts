@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/finalize-job.ts";
@@ -18,6 +19,7 @@ import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken, taskIndexes } from "../kernel/validation.ts";
 import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
@@ -263,6 +265,16 @@ export class JobRegistry implements Jobs {
   watchedSnapshot(id: string): JobSnapshot | undefined {
     const started = this.#started.get(id);
     return started && started.actor.getSnapshot().status === "active" ? snapshotOf(started.actor) : undefined;
+  }
+
+  /**
+   * The actor of a job this runtime watches now (it submits or supervises
+   * it, or someone here called `get`), undefined otherwise; never starts one.
+   * The dashboard draws its full state from it.
+   */
+  watchedActor(id: string): Actor<JobMachine> | undefined {
+    const started = this.#started.get(id);
+    return started && started.actor.getSnapshot().status === "active" ? started.actor : undefined;
   }
 
   async list(query: JobListQuery = {}): Promise<JobPage> {

@@ -18,7 +18,7 @@ import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parseHeartbeat, parseReserve, parseResults, readJson } from "./request-bodies.ts";
 import type { HeartbeatOutcome, ItemOutcome, ReservedTask, TaskLeases } from "./task-leases.ts";
-import type { TokenRole, TokenScope } from "./token-scopes.ts";
+import { roleGrants, type TokenRole, type TokenScope } from "./token-scopes.ts";
 
 /** A job as `GET /jobs/:id` shows it. */
 export interface JobView {
@@ -74,10 +74,10 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
     c.set("scope", scope);
     await next();
   };
-  /** The caller's token must have `role`: 403 otherwise. */
+  /** The caller's token must have `role` (or one that includes it: `operate` reads): 403 otherwise. */
   const caller = (c: Context<Env>, role: TokenRole): TokenScope => {
     const scope = c.get("scope");
-    if (scope.role !== role) {
+    if (!roleGrants(scope.role, role)) {
       throw new HttpError(403, ErrorCode.forbidden, `this token's role is ${scope.role}; this needs ${role}`);
     }
     return scope;
@@ -237,7 +237,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   return app;
 };
 
-const toHttpError = (error: unknown): HttpError => {
+export const toHttpError = (error: unknown): HttpError => {
   if (error instanceof HttpError) return error;
   if (error instanceof InvalidArgument) return badRequest(error.field ?? "request", error.message);
   if (error instanceof RuntimeStopped)

@@ -16,7 +16,7 @@ const commonErrors = {
   "401": error("No bearer token (`missing_token`) or an unknown one (`invalid_token`)."),
   "403": error(
     "The token's role does not allow this (`forbidden`: `worker` tokens reserve, answer and heartbeat; " +
-      "`read` tokens list and show jobs), or the queue is not one of the token's (`forbidden`).",
+      "`read` and `operate` tokens list and show jobs), or the queue is not one of the token's (`forbidden`).",
   ),
   "503": error("NATS is unavailable or the runtime is stopping (`unavailable`); retry later."),
 };
@@ -90,7 +90,7 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
       "workers: reserve, process, post the result (stored before the task is acked), heartbeat long tasks. " +
       "Every receipt is signed and names one delivery of one task of one job and the token that reserved it; " +
       "it expires with its lease, and the answer given for a delivery is kept by the broker, so a receipt is " +
-      "answered once, whichever API instance it is posted to. Tokens have a role (`worker` or `read`) and queues. " +
+      "answered once, whichever API instance it is posted to. Tokens have a role (`worker`, `read`, or `operate`: `read` plus the dashboard's cancel and redrive) and queues. " +
       `Bodies are JSON of at most ${limits.maxBodyBytes} bytes. Every error is \`{ error: { code, message } }\`.`,
   },
   security: [{ bearer: [] }],

@@ -73,7 +73,7 @@ const readAtMost = async (request: Request, maxBytes: number): Promise<Uint8Arra
 // ---- the bodies ----
 
 /** The body decoded with `shape`; else a 400 naming the field (`body` for the body itself). */
-const decodeBody = <T>(shape: Schema.Decoder<T>, body: unknown): T => {
+export const decodeBody = <T>(shape: Schema.Decoder<T>, body: unknown): T => {
   const decoded = decode(shape, body, "", { unknownKey: "unknown field", kind: true });
   if (decoded.ok) return decoded.value;
   throw badRequest(decoded.field || "body", decoded.message);

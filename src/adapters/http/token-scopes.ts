@@ -4,9 +4,15 @@ import { SubjectToken, WorkerIdentity } from "../../kernel/validation.ts";
 
 /**
  * What a bearer token may do. `worker`: reserve, answer and heartbeat tasks
- * of jobs in its queues. `read`: list and show jobs of its queues.
+ * of jobs in its queues. `read`: list and show jobs of its queues (and look
+ * at the dashboard). `operate`: what `read` may, and cancel jobs and redrive
+ * their dead tasks from the dashboard.
  */
-export type TokenRole = "worker" | "read";
+export type TokenRole = "worker" | "read" | "operate";
+
+/** True if a token of role `held` may do what needs `needed`: `operate` includes `read`. */
+export const roleGrants = (held: TokenRole, needed: TokenRole): boolean =>
+  held === needed || (held === "operate" && needed === "read");
 
 /** A token's configuration: the worker identity it names, its role and its queues (`"*"`: every queue). */
 export interface TokenScopeOptions {
@@ -45,7 +51,8 @@ export const parseScope = (config: unknown, n: number): TokenScope => {
   if (typeof o.identity !== "string" || !isIdentity(o.identity)) {
     bad(n, "the identity must be 1–128 of letters, digits and _ . @ : / -");
   }
-  if (o.role !== "worker" && o.role !== "read") bad(n, 'role: must be "worker" or "read"');
+  if (o.role !== "worker" && o.role !== "read" && o.role !== "operate")
+    bad(n, 'role: must be "worker", "read" or "operate"');
   const queues = o.queues;
   if (queues !== "*" && !(Array.isArray(queues) && queues.length > 0 && queues.every((q) => isQueue(q)))) {
     bad(n, 'queues: must be "*" or a non-empty array of queue names');

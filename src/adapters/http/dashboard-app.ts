@@ -1,0 +1,230 @@
+import { Schema } from "effect";
+import { type Context, Hono } from "hono";
+import type { JobStatus } from "../../kernel/job-record.ts";
+import type { Logger } from "../../kernel/logger.ts";
+import { Label, number, subjectTokenPattern } from "../../kernel/validation.ts";
+import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
+import type { Chart } from "./dashboard-chart.ts";
+import { dashboardPage } from "./dashboard-page.ts";
+import { type Emit, eventStream } from "./dashboard-stream.ts";
+import { toHttpError } from "./http-app.ts";
+import { ErrorCode, HttpError } from "./http-errors.ts";
+import { decodeBody, readJson } from "./request-bodies.ts";
+import { roleGrants, type TokenRole, type TokenScope } from "./token-scopes.ts";
+
+/** A job as the dashboard shows it: its record, with this runtime's live rate and ETA when it watches it. */
+export interface DashboardJob {
+  readonly id: string;
+  readonly queue: string;
+  readonly status: JobStatus;
+  readonly total: number;
+  readonly done: number;
+  readonly failed: number;
+  readonly dead: number;
+  readonly throughput: number | null;
+  readonly etaMs: number | null;
+  readonly reason: string | null;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** True when this runtime has the job's actor: its chart shows the full state, not the record's status. */
+  readonly live: boolean;
+}
+
+/** A worker as presence lists it; only `queue` is read here (a token sees its queues' workers). */
+export interface DashboardWorker {
+  readonly queue: string;
+  readonly agent?: string;
+}
+
+/** An agent as presence lists it. */
+export interface DashboardAgent {
+  readonly agentId: string;
+}
+
+export interface DashboardDeadLetter {
+  readonly index: number;
+  readonly taskId: string;
+  readonly error: string;
+  readonly deliveries: number;
+  readonly at: number;
+  readonly source: string;
+}
+
+export interface DashboardDeps {
+  readonly tokens: BearerTokens;
+  readonly log: Logger;
+  readonly charts: { readonly job: Chart; readonly connection: Chart };
+  /** The most recently written jobs of these queues (undefined: every queue). */
+  listJobs(queues: readonly string[] | undefined): Promise<DashboardJob[]>;
+  getJob(id: string): Promise<DashboardJob | undefined>;
+  deadLetters(id: string): Promise<DashboardDeadLetter[]>;
+  cancel(id: string, reason: string): Promise<void>;
+  redrive(id: string, tasks: readonly number[] | undefined): Promise<void>;
+  workers(): Promise<readonly DashboardWorker[]>;
+  agents(): Promise<readonly DashboardAgent[]>;
+  /** The connection's state name and its actor's full state value. */
+  connection(): { readonly state: string; readonly value: unknown };
+  /** Job events of the queues `visible` allows and every connection transition, until `signal` aborts. */
+  streamOverview(visible: (queue: string) => boolean, emit: Emit, signal: AbortSignal): Promise<void>;
+  /** The job's transitions and progress, until `signal` aborts. */
+  streamJob(job: DashboardJob, emit: Emit, signal: AbortSignal): Promise<void>;
+  /** Aborts when the runtime stops: every open stream ends. */
+  readonly stopping: AbortSignal;
+}
+
+type Env = { Variables: { scope: TokenScope } };
+
+const maxBodyBytes = 64 * 1024;
+const CancelBody = Schema.Struct({ reason: Schema.optional(Label) });
+const RedriveBody = Schema.Struct({
+  tasks: Schema.optional(Schema.Array(number(0, 2 ** 31, { integer: true }))),
+});
+
+/**
+ * The dashboard's routes (docs/architecture.md, "The dashboard"): the page
+ * at `/` (no data in it, so no token), and under `/api/` the JSON and the
+ * event streams it reads, behind the HTTP API's bearer tokens. `read` looks,
+ * `operate` also cancels and redrives; a token's queues are all it sees.
+ */
+export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
+  const app = new Hono<Env>();
+
+  app.use("/api/*", async (c, next) => {
+    const header = c.req.header("authorization");
+    if (header === undefined)
+      throw new HttpError(401, ErrorCode.missingToken, "an Authorization: Bearer token is required");
+    const token = bearerToken(header);
+    const scope = token === undefined ? undefined : deps.tokens.identify(token);
+    if (scope === undefined)
+      throw new HttpError(401, ErrorCode.invalidToken, "the bearer token is not valid");
+    c.set("scope", scope);
+    await next();
+  });
+  const caller = (c: Context<Env>, role: TokenRole): TokenScope => {
+    const scope = c.get("scope");
+    if (!roleGrants(scope.role, role))
+      throw new HttpError(403, ErrorCode.forbidden, `this token's role is ${scope.role}; this needs ${role}`);
+    return scope;
+  };
+  /** The job, if the token may see its queue: one of another queue is 404, like an unknown one. */
+  const visibleJob = async (c: Context<Env>, scope: TokenScope): Promise<DashboardJob> => {
+    const id = c.req.param("id") ?? "";
+    const job = subjectTokenPattern.test(id) ? await deps.getJob(id) : undefined;
+    if (!job || !scope.allows(job.queue)) throw new HttpError(404, ErrorCode.jobNotFound, `no job ${id}`);
+    return job;
+  };
+
+  app.get("/", (c) => {
+    c.header(
+      "content-security-policy",
+      "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+    );
+    return c.html(dashboardPage);
+  });
+
+  app.get("/api/charts", (c) => {
+    caller(c, "read");
+    return c.json(deps.charts);
+  });
+
+  app.get("/api/overview", async (c) => {
+    const scope = caller(c, "read");
+    const [jobs, allWorkers, allAgents] = await Promise.all([
+      deps.listJobs(scope.queues && [...scope.queues]),
+      deps.workers(),
+      deps.agents(),
+    ]);
+    const workers = allWorkers.filter((w) => scope.allows(w.queue));
+    // An agent is no queue's: a token limited to some queues sees those its queues' workers are bound to.
+    const bound = new Set(workers.map((w) => w.agent));
+    const agents = scope.queues ? allAgents.filter((a) => bound.has(a.agentId)) : allAgents;
+    return c.json({
+      identity: scope.identity,
+      role: scope.role,
+      connection: deps.connection(),
+      queues: queuesOf(
+        jobs.filter((j) => scope.allows(j.queue)),
+        workers,
+      ),
+      jobs: jobs.filter((j) => scope.allows(j.queue)),
+      workers,
+      agents,
+    });
+  });
+
+  app.get("/api/jobs/:id", async (c) => c.json(await visibleJob(c, caller(c, "read"))));
+
+  app.get("/api/jobs/:id/dead-letters", async (c) => {
+    const job = await visibleJob(c, caller(c, "read"));
+    return c.json({ deadLetters: await deps.deadLetters(job.id) });
+  });
+
+  app.post("/api/jobs/:id/cancel", async (c) => {
+    const scope = caller(c, "operate");
+    const body = decodeBody(CancelBody, await readJson(c.req.raw, maxBodyBytes));
+    const job = await visibleJob(c, scope);
+    deps.log.info({ jobId: job.id, identity: scope.identity }, "job cancelled from the dashboard");
+    await deps.cancel(job.id, body.reason ?? `from the dashboard by ${scope.identity}`);
+    return c.json(await visibleJob(c, scope));
+  });
+
+  app.post("/api/jobs/:id/redrive", async (c) => {
+    const scope = caller(c, "operate");
+    const body = decodeBody(RedriveBody, await readJson(c.req.raw, maxBodyBytes));
+    const job = await visibleJob(c, scope);
+    deps.log.info({ jobId: job.id, identity: scope.identity }, "dead tasks redriven from the dashboard");
+    await deps.redrive(job.id, body.tasks);
+    return c.json(await visibleJob(c, scope));
+  });
+
+  app.get("/api/stream", (c) => {
+    const scope = caller(c, "read");
+    return eventStream(AbortSignal.any([c.req.raw.signal, deps.stopping]), deps.log, (emit, signal) =>
+      deps.streamOverview(scope.allows, emit, signal),
+    );
+  });
+
+  app.get("/api/jobs/:id/stream", async (c) => {
+    const job = await visibleJob(c, caller(c, "read"));
+    return eventStream(AbortSignal.any([c.req.raw.signal, deps.stopping]), deps.log, (emit, signal) =>
+      deps.streamJob(job, emit, signal),
+    );
+  });
+
+  app.notFound((c) =>
+    c.json(new HttpError(404, ErrorCode.notFound, `no route ${c.req.method} ${c.req.path}`).body(), 404),
+  );
+  app.onError((error, c) => {
+    const known = toHttpError(error);
+    if (known.status >= 500) deps.log.warn({ err: error, path: c.req.path }, "dashboard request failed");
+    if (known.status === 401) c.header("WWW-Authenticate", 'Bearer realm="jetstate"');
+    return c.json(known.body(), known.status);
+  });
+  return app;
+};
+
+/**
+ * The queues seen in the jobs listed and among the workers, each with its
+ * active jobs and the tasks they have not answered yet (waiting or running:
+ * the records count answers, not deliveries, so the two are not told apart).
+ */
+const queuesOf = (jobs: readonly DashboardJob[], workers: readonly DashboardWorker[]) => {
+  const queues = new Map<string, { name: string; activeJobs: number; unanswered: number; workers: number }>();
+  const of = (name: string) => {
+    let q = queues.get(name);
+    if (!q) {
+      q = { name, activeJobs: 0, unanswered: 0, workers: 0 };
+      queues.set(name, q);
+    }
+    return q;
+  };
+  for (const job of jobs) {
+    const q = of(job.queue);
+    if (job.status === "running" || job.status === "stalled" || job.status === "queuing") {
+      q.activeJobs++;
+      q.unanswered += Math.max(0, job.total - job.done - job.failed - job.dead);
+    }
+  }
+  for (const worker of workers) of(worker.queue).workers++;
+  return [...queues.values()].sort((a, b) => a.name.localeCompare(b.name));
+};

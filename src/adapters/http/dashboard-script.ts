@@ -1,0 +1,292 @@
+/**
+ * The dashboard page's script, plain browser JavaScript (no build step, no
+ * library). Data comes from `/api/` with the bearer token in a header; the
+ * event streams are read with `fetch` and a small server-sent-events parser,
+ * because `EventSource` cannot send a header. Written without template
+ * literals so it can sit in this string as it is.
+ */
+export const dashboardScript = String.raw`
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { token: "", charts: null, jobs: new Map(), selected: null, jobStream: null, overviewStream: null, samples: new Map(), lastValue: null };
+const svgNs = "http://www.w3.org/2000/svg";
+
+function el(tag, attrs, ...children) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(svgNs, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "onclick") node.addEventListener("click", v);
+    else if (v !== undefined && v !== null) node.setAttribute(k, String(v));
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+const showError = (message) => { $("error").textContent = message || ""; };
+const auth = () => ({ authorization: "Bearer " + state.token });
+
+async function api(path, init) {
+  const res = await fetch(path, { ...(init || {}), headers: { ...auth(), "content-type": "application/json" } });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error((body.error && body.error.message) || res.status + " " + res.statusText);
+  return body;
+}
+
+/** Reads a text/event-stream with fetch; calls onEvent(name, data) per event until the stream ends. */
+async function readEvents(path, signal, onEvent) {
+  const res = await fetch(path, { headers: auth(), signal });
+  if (!res.ok) throw new Error("stream " + path + ": " + res.status);
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) name = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      if (data) onEvent(name, JSON.parse(data));
+    }
+  }
+}
+
+/** Keeps a stream open: read again one second after it ends or fails, until aborted. */
+function follow(path, onEvent) {
+  const ac = new AbortController();
+  (async () => {
+    while (!ac.signal.aborted) {
+      try { await readEvents(path, ac.signal, onEvent); }
+      catch (e) { if (!ac.signal.aborted) showError(e.message); }
+      if (!ac.signal.aborted) await new Promise((r) => setTimeout(r, 1000));
+    }
+  })();
+  return ac;
+}
+
+// ---- statecharts ----
+
+function layout(node, depth) {
+  if (node.children.length === 0) return { node, w: Math.max(84, node.key.length * 7 + 20), h: 32, kids: [] };
+  const kids = node.children.map((c) => layout(c, depth + 1));
+  const pad = 12, head = 22, gap = depth === 0 ? 44 : 18, across = depth % 2 === 0;
+  let x = pad, y = head, w = 0, h = 0;
+  for (const k of kids) {
+    k.x = x; k.y = y;
+    if (across) { x += k.w + gap; h = Math.max(h, k.h); } else { y += k.h + gap; w = Math.max(w, k.w); }
+  }
+  if (across) { w = x - gap + pad; h = head + h + pad; } else { w = pad + w + pad; h = y - gap + pad; }
+  return { node, w: Math.max(w, node.key.length * 7 + 24), h, kids };
+}
+
+function drawChart(svg, chart) {
+  svg.replaceChildren();
+  const root = layout(chart.root, 0);
+  const boxes = new Map();
+  const defs = el("svg:defs", {},
+    el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" }, el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#9aa5b1" })),
+    el("svg:marker", { id: "arrow-fired", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" }, el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#1c7ed6" })));
+  svg.append(defs);
+  const place = (box, ox, oy, parent) => {
+    const x = ox + (box.x || 0), y = oy + (box.y || 0);
+    boxes.set(box.node.id, { x, y, w: box.w, h: box.h });
+    const g = el("svg:g", { class: box.kids.length ? "compound" : "atomic", "data-group": box.node.id });
+    g.append(el("svg:rect", { class: "state" + (box.node.type === "final" ? " final" : ""), "data-state": box.node.id, x, y, width: box.w, height: box.h, rx: 8 }));
+    g.append(el("svg:text", { x: x + 8, y: y + (box.kids.length ? 15 : 20) }, box.node.key));
+    parent.append(g);
+    for (const k of box.kids) place(k, x, y, g);
+  };
+  place({ ...root, x: 6, y: 6 }, 0, 0, svg);
+  const edgeLayer = el("svg:g", { class: "edges" });
+  chart.edges.forEach((e, n) => {
+    const a = boxes.get(e.source), b = boxes.get(e.target);
+    if (!a || !b) return;
+    const ax = a.x + a.w / 2, ay = a.y + a.h, bx = b.x + b.w / 2, by = b.y + b.h;
+    // Arcs below the boxes, deeper for longer jumps and spread per edge so labels part.
+    const depth = 18 + Math.abs(bx - ax) / 6 + (n % 4) * 7;
+    const cx = (ax + bx) / 2, cy = Math.max(ay, by) + depth;
+    const d = "M" + ax + "," + ay + " Q" + cx + "," + cy + " " + bx + "," + by;
+    const attrs = { "data-source": e.source, "data-target": e.target, "data-event": e.event };
+    edgeLayer.append(el("svg:path", { class: "edge", d, ...attrs }, el("svg:title", {}, e.event + (e.guard ? " [" + e.guard + "]" : ""))));
+    edgeLayer.append(el("svg:text", { class: "edge-label", x: cx, y: (Math.max(ay, by) + cy) / 2 + 3, "text-anchor": "middle", ...attrs }, e.event));
+  });
+  svg.append(edgeLayer);
+  const height = root.h + 12 + 18 + root.w / 6 + 30;
+  svg.setAttribute("viewBox", "0 0 " + (root.w + 12) + " " + height);
+  svg.dataset.root = chart.root.id;
+}
+
+/** The ids of the state nodes a state value makes active: the root, and each node on the way down. */
+function activeIds(rootId, value) {
+  const ids = [rootId];
+  const walk = (prefix, v) => {
+    if (typeof v === "string") ids.push(prefix + "." + v);
+    else if (v && typeof v === "object") for (const [k, sub] of Object.entries(v)) { ids.push(prefix + "." + k); walk(prefix + "." + k, sub); }
+  };
+  walk(rootId, value);
+  return ids;
+}
+
+function light(svg, value, event, before) {
+  const rootId = svg.dataset.root;
+  if (!rootId) return;
+  const now = new Set(activeIds(rootId, value));
+  for (const r of svg.querySelectorAll("rect.state")) r.setAttribute("data-active", String(now.has(r.dataset.state)));
+  if (!event || before === null || before === undefined) return;
+  const was = new Set(activeIds(rootId, before));
+  // The edge taken: from a state that was active to one that is now, on this event (or eventless).
+  for (const e of svg.querySelectorAll("[data-event]")) {
+    const fired = was.has(e.dataset.source) && now.has(e.dataset.target) && !was.has(e.dataset.target) && (e.dataset.event === event || e.dataset.event === "always");
+    e.setAttribute("data-fired", String(fired));
+  }
+}
+
+// ---- tables ----
+
+const fmtMs = (ms) => ms === null || ms === undefined ? "–" : ms < 1000 ? ms + " ms" : ms < 120000 ? (ms / 1000).toFixed(1) + " s" : Math.round(ms / 60000) + " min";
+const ago = (t) => fmtMs(Date.now() - t) + " ago";
+
+/** Rate and ETA: the runtime's when it watches the job, else from the answers the page saw (last 10 s). */
+function rateOf(job) {
+  if (job.throughput !== null && job.throughput !== undefined) return { rate: job.throughput, eta: job.etaMs };
+  const s = state.samples.get(job.id) || [];
+  const answered = job.done + job.failed + job.dead;
+  s.push({ t: Date.now(), n: answered });
+  while (s.length > 1 && Date.now() - s[0].t > 10000) s.shift();
+  state.samples.set(job.id, s);
+  const first = s[0], dt = (Date.now() - first.t) / 1000;
+  const rate = dt > 0.5 ? (answered - first.n) / dt : null;
+  const left = job.total - answered;
+  return { rate, eta: rate && rate > 0 && left > 0 ? Math.round((left / rate) * 1000) : null };
+}
+
+function renderJobs() {
+  const body = $("jobs").tBodies[0];
+  body.replaceChildren();
+  const jobs = [...state.jobs.values()].sort((a, b) => b.updatedAt - a.updatedAt);
+  for (const job of jobs) {
+    const { rate, eta } = rateOf(job);
+    body.append(el("tr", { class: "job" + (job.id === state.selected ? " selected" : ""), "data-job": job.id, onclick: () => select(job.id) },
+      el("td", {}, job.id), el("td", {}, job.queue), el("td", { class: "status-" + job.status }, job.status),
+      el("td", {}, job.done), el("td", {}, job.failed), el("td", {}, job.dead), el("td", {}, job.total),
+      el("td", {}, rate === null ? "–" : rate.toFixed(1)), el("td", {}, fmtMs(eta)), el("td", { class: "muted" }, job.live ? "watched here" : "")));
+  }
+}
+
+function renderOverview(o) {
+  $("who").textContent = o.identity + " (" + o.role + ")";
+  $("cancel").disabled = $("redrive").disabled = o.role !== "operate";
+  state.role = o.role;
+  setConnection(o.connection);
+  const q = $("queues").tBodies[0];
+  q.replaceChildren(...o.queues.map((x) => el("tr", {}, el("td", {}, x.name), el("td", {}, x.activeJobs), el("td", {}, x.unanswered), el("td", {}, x.workers))));
+  const w = $("workers").tBodies[0];
+  w.replaceChildren(...o.workers.map((x) => el("tr", {}, el("td", {}, x.id), el("td", {}, x.runtime), el("td", {}, x.queue), el("td", {}, x.inFlight + "/" + x.concurrency),
+    el("td", {}, x.processed), el("td", {}, x.failed), el("td", {}, x.agent ? x.agent + " → " + (x.target || "?") : "–"), el("td", {}, x.host + ":" + x.pid), el("td", {}, ago(x.seenAt)))));
+  const a = $("agents").tBodies[0];
+  a.replaceChildren(...o.agents.map((x) => el("tr", {}, el("td", {}, x.agentId), el("td", {}, x.current), el("td", {}, x.switches),
+    el("td", {}, x.skips.map((s) => s.target).join(", ") || "–"), el("td", {}, x.lastSwitch ? x.lastSwitch.from + " → " + x.lastSwitch.to + " (" + x.lastSwitch.reason + ")" : "–"))));
+  for (const job of o.jobs) state.jobs.set(job.id, { ...state.jobs.get(job.id), ...job });
+  renderJobs();
+}
+
+function setConnection(c) {
+  $("connection-state").textContent = c.state;
+  const svg = $("connection-chart");
+  light(svg, c.value, c.event, svg.dataset.before ? JSON.parse(svg.dataset.before) : null);
+  svg.dataset.before = JSON.stringify(c.value);
+}
+
+// ---- the selected job ----
+
+function showJob(job) {
+  state.jobs.set(job.id, { ...state.jobs.get(job.id), ...job });
+  const { rate, eta } = rateOf(state.jobs.get(job.id));
+  $("job-status").textContent = job.status;
+  $("job-status").className = "status-" + job.status;
+  for (const k of ["done", "failed", "dead", "total"]) $("job-" + k).textContent = job[k];
+  $("job-rate").textContent = rate === null ? "–" : rate.toFixed(1);
+  $("job-eta").textContent = fmtMs(eta);
+  $("job-reason").textContent = job.reason || "";
+  renderJobs();
+}
+
+async function loadDeadLetters(id) {
+  const { deadLetters } = await api("/api/jobs/" + encodeURIComponent(id) + "/dead-letters");
+  if (state.selected !== id) return;
+  $("dead-letters").tBodies[0].replaceChildren(...deadLetters.map((d) => el("tr", { "data-task": d.index },
+    el("td", {}, d.taskId), el("td", {}, d.deliveries), el("td", {}, d.error), el("td", {}, d.source), el("td", {}, ago(d.at)),
+    el("td", {}, el("button", { class: "redrive-one", disabled: state.role === "operate" ? null : "", onclick: () => act("redrive", { tasks: [d.index] }) }, "redrive")))));
+  $("redrive").disabled = state.role !== "operate" || deadLetters.length === 0;
+}
+
+async function act(action, body) {
+  try {
+    showError("");
+    const job = await api("/api/jobs/" + encodeURIComponent(state.selected) + "/" + action, { method: "POST", body: JSON.stringify(body) });
+    showJob(job);
+    await loadDeadLetters(job.id);
+  } catch (e) { showError(e.message); }
+}
+
+function select(id) {
+  if (state.jobStream) state.jobStream.abort();
+  state.selected = id;
+  state.lastValue = null;
+  $("job-panel").hidden = false;
+  $("job-id").textContent = id;
+  $("transitions").replaceChildren();
+  $("dead-letters").tBodies[0].replaceChildren();
+  drawChart($("job-chart"), state.charts.job);
+  let lastDead = -1;
+  state.jobStream = follow("/api/jobs/" + encodeURIComponent(id) + "/stream", (name, data) => {
+    if (state.selected !== id) return;
+    if (name === "transition") {
+      $("job-source").textContent = data.source === "actor" ? "(its actor runs here: full state)" : "(from its record: top-level state)";
+      light($("job-chart"), data.value, data.event, state.lastValue);
+      state.lastValue = data.value;
+      $("transitions").append(el("li", { "data-value": JSON.stringify(data.value) }, new Date(data.at).toISOString().slice(11, 23) + "  " + (data.event || "(now)") + " → " + JSON.stringify(data.value)));
+    } else if (name === "progress") {
+      showJob(data);
+      if (data.dead !== lastDead) { lastDead = data.dead; loadDeadLetters(id).catch((e) => showError(e.message)); }
+    }
+  });
+}
+
+async function start() {
+  state.token = $("token").value.trim();
+  sessionStorage.setItem("jetstate-token", state.token);
+  try {
+    showError("");
+    state.charts = await api("/api/charts");
+    drawChart($("connection-chart"), state.charts.connection);
+    renderOverview(await api("/api/overview"));
+  } catch (e) { showError(e.message); return; }
+  if (state.overviewStream) state.overviewStream.abort();
+  state.overviewStream = follow("/api/stream", (name, data) => {
+    if (name === "connection") setConnection(data);
+    else if (name === "job") {
+      state.jobs.set(data.id, { ...state.jobs.get(data.id), ...data });
+      renderJobs();
+    }
+  });
+  clearInterval(state.poll);
+  state.poll = setInterval(() => api("/api/overview").then(renderOverview, (e) => showError(e.message)), 3000);
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("job");
+  if (wanted) select(wanted);
+}
+
+$("use-token").addEventListener("click", start);
+$("cancel").addEventListener("click", () => act("cancel", { reason: "cancelled from the dashboard" }));
+$("redrive").addEventListener("click", () => act("redrive", {}));
+{
+  // A token in the fragment (never sent to the server) is taken and removed from the address bar.
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const token = hash.get("token") || sessionStorage.getItem("jetstate-token");
+  if (hash.has("token")) { hash.delete("token"); history.replaceState(null, "", "#" + hash.toString()); }
+  if (token) { $("token").value = token; start(); }
+}
+`;

@@ -1,0 +1,218 @@
+import type { Actor, AnyActorRef, InspectionEvent } from "xstate";
+import type { Broker } from "../adapters/broker.ts";
+import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
+import type { Emit } from "../adapters/http/dashboard-stream.ts";
+import type { JobEvent } from "../kernel/job-event.ts";
+import type { JobRecord } from "../kernel/job-record.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+import { type JobSnapshot, snapshotOf } from "./job-handle.ts";
+import type { JobRegistry } from "./jobs.ts";
+import type { Runtime } from "./runtime.ts";
+
+/**
+ * What the dashboard's event streams send (docs/architecture.md, "The
+ * dashboard"). A job's chart is lit from its actor when this runtime has
+ * one (the full state value, every transition with the event that took it),
+ * else from its record's changes (the status only: another runtime's actor
+ * is not visible from here).
+ */
+
+/** Progress updates of a live actor, at most this many a second (the end always goes). */
+const progressPerSecond = 10;
+
+const topOf = (value: unknown): string =>
+  typeof value === "string" ? value : (Object.keys((value ?? {}) as object)[0] ?? "");
+
+export const jobFromRecord = (record: JobRecord, live: JobSnapshot | undefined): DashboardJob => ({
+  id: record.id,
+  queue: record.queue,
+  status: live?.status ?? record.status,
+  total: record.total,
+  done: Math.max(record.counts.done, live?.done ?? 0),
+  failed: Math.max(record.counts.failed, live?.failed ?? 0),
+  dead: Math.max(record.counts.dead, live?.dead ?? 0),
+  throughput: live?.throughput ?? null,
+  etaMs: live?.etaMs ?? null,
+  reason: record.reason ?? null,
+  createdAt: record.createdAt,
+  updatedAt: record.updatedAt,
+  live: live !== undefined,
+});
+
+const progressOfActor = (s: JobSnapshot) => ({
+  id: s.id,
+  queue: s.queue,
+  status: s.status,
+  total: s.total,
+  done: s.done,
+  failed: s.failed,
+  dead: s.dead,
+  throughput: s.throughput,
+  etaMs: s.etaMs,
+  reason: s.reason,
+  live: true,
+});
+
+const progressOfEvent = (e: JobEvent) => ({
+  id: e.jobId,
+  queue: e.queue,
+  status: e.status,
+  total: e.total,
+  done: e.counts.done,
+  failed: e.counts.failed,
+  dead: e.counts.dead,
+  throughput: null,
+  etaMs: null,
+  reason: e.reason ?? null,
+  updatedAt: e.at,
+  live: false,
+});
+
+/** Calls `listener` with each event an actor processes and the snapshot it left (XState's inspection). */
+const inspectActor = (
+  actor: AnyActorRef,
+  listener: (eventType: string, value: unknown) => void,
+): (() => void) => {
+  const sub = actor.system.inspect((ev: InspectionEvent) => {
+    if (ev.type !== "@xstate.snapshot" || ev.actorRef !== actor) return;
+    listener(ev.event.type, (ev.snapshot as { value?: unknown }).value);
+  });
+  return () => sub.unsubscribe();
+};
+
+/**
+ * One job's stream: `transition` events (`source` actor or record, the
+ * event's type, the new state value) each time the state changes, and
+ * `progress` events (counts, rate, ETA). Record changes are watched first
+ * (`ready`), then the state read, so no change falls between the two.
+ */
+export const streamJob = async (
+  rt: Runtime,
+  registry: JobRegistry,
+  broker: Broker,
+  job: DashboardJob,
+  emit: Emit,
+  signal: AbortSignal,
+): Promise<void> => {
+  const events = rt.jobs.events({ queue: job.queue, signal });
+  await events.ready;
+  let last: unknown;
+  const transition = (source: "actor" | "record", event: string | null, value: unknown) => {
+    if (JSON.stringify(value) === JSON.stringify(last)) return;
+    // The record trails the actor: its status says no more than the actor's state already did.
+    if (source === "record" && last !== undefined && topOf(last) === value) return;
+    last = value;
+    emit("transition", { source, event, value, at: Date.now() });
+  };
+
+  let attached: Actor<JobMachine> | undefined;
+  let detach = () => {};
+  /** Follows this runtime's actor of the job, if it has one now; true if it does. */
+  const attach = (): boolean => {
+    const actor = registry.watchedActor(job.id);
+    if (!actor) return false;
+    if (actor === attached) return true;
+    detach();
+    attached = actor;
+    transition("actor", null, actor.getSnapshot().value);
+    let sentAt = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const progress = () => {
+      clearTimeout(timer);
+      timer = undefined;
+      sentAt = Date.now();
+      emit("progress", progressOfActor(snapshotOf(actor)));
+    };
+    const stopInspecting = inspectActor(actor, (eventType, value) => {
+      const before = last;
+      transition("actor", eventType, value);
+      if (last !== before) return progress();
+      const wait = 1000 / progressPerSecond - (Date.now() - sentAt);
+      if (wait <= 0) progress();
+      else timer ??= setTimeout(progress, wait);
+    });
+    // Ended (its end recorded, or stopped): the next record change looks for an actor again.
+    const sub = actor.subscribe({ complete: () => detach(), error: () => detach() });
+    detach = () => {
+      stopInspecting();
+      sub.unsubscribe();
+      if (timer) progress();
+      attached = undefined;
+      detach = () => {};
+    };
+    progress();
+    return true;
+  };
+
+  try {
+    if (!attach()) {
+      const found = await broker.getRecord(job.id);
+      if (found) {
+        transition("record", null, found.record.status);
+        emit("progress", jobFromRecord(found.record, undefined));
+      }
+    }
+    for await (const event of events) {
+      if (event.jobId !== job.id) continue;
+      if (attach() && attached) emit("progress", progressOfActor(snapshotOf(attached)));
+      else {
+        transition("record", event.type, event.status);
+        emit("progress", progressOfEvent(event));
+      }
+    }
+  } finally {
+    detach();
+  }
+};
+
+/**
+ * The overview's stream: `job` for each job event of a queue the token
+ * sees (with this runtime's live rate and ETA when it watches the job), and
+ * `connection` for each transition of the runtime's connection actor.
+ */
+export const streamOverview = async (
+  rt: Runtime,
+  registry: JobRegistry,
+  connection: AnyActorRef,
+  visible: (queue: string) => boolean,
+  emit: Emit,
+  signal: AbortSignal,
+): Promise<void> => {
+  let last = JSON.stringify(connection.getSnapshot().value);
+  const stopInspecting = inspectActor(connection, (eventType, value) => {
+    const key = JSON.stringify(value);
+    if (key === last) return;
+    last = key;
+    emit("connection", { state: rt.connection.state, value, event: eventType });
+  });
+  try {
+    for await (const event of rt.jobs.events({ signal })) {
+      if (!visible(event.queue)) continue;
+      const live = registry.watchedSnapshot(event.jobId);
+      emit("job", live ? { ...progressOfEvent(event), ...progressOfActor(live) } : progressOfEvent(event));
+    }
+  } finally {
+    stopInspecting();
+  }
+};
+
+/**
+ * The jobs the dashboard lists: those not over (one per supervision lease)
+ * and the last `keep` whose events it saw end or change since it started.
+ * Not every record kept: a store of 100,000 finished jobs would be read on
+ * every refresh.
+ */
+export const recentJobs = (rt: Runtime, broker: Broker, keep = 100) => {
+  const recent = new Map<string, JobEvent>();
+  void (async () => {
+    for await (const event of rt.jobs.events()) {
+      recent.delete(event.jobId);
+      recent.set(event.jobId, event);
+      if (recent.size > keep) recent.delete(recent.keys().next().value as string);
+    }
+  })().catch((error: unknown) => rt.logger.warn({ err: error }, "dashboard's job events ended"));
+  return async (): Promise<string[]> => {
+    const leased = (await broker.leases.list()).map((l) => l.jobId);
+    return [...new Set([...leased, ...[...recent.keys()].reverse()])];
+  };
+};

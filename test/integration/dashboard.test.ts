@@ -1,0 +1,250 @@
+/**
+ * The dashboard's JSON and event-stream routes against a real nats-server:
+ * bearer tokens (401 without one, 403 for an action with a `read` token, a
+ * token's queues are all it sees), and a job's transitions streamed in order
+ * up to its end, both from this runtime's actor (the full state value) and,
+ * on a runtime that has none, from the record's changes (the status). The
+ * oracles are the test's own: the ledger of what its handlers did, the job
+ * record read raw from the server with the test's own connection, and the
+ * moment it released the handlers.
+ */
+
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { partsOf } from "../../src/api/runtime.ts";
+import { createDashboard, createRuntime, type Runtime } from "../../src/index.ts";
+import { type ServedApp, serveOnLoopback } from "../harness/http-server.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+const names = brokerNames("jetstate");
+const READ = "dashboard-read-token-0123456789";
+const OPERATE = "dashboard-operate-token-0123456789";
+const WORKER = "dashboard-worker-token-0123456789";
+const OTHER_QUEUE = "dashboard-other-queue-token-0123";
+const tokens = {
+  [READ]: { identity: "viewer", role: "read", queues: "*" },
+  [OPERATE]: { identity: "operator", role: "operate", queues: "*" },
+  [WORKER]: "a-worker",
+  [OTHER_QUEUE]: { identity: "elsewhere", role: "operate", queues: ["not-this-one"] },
+} as const;
+
+interface StreamEvent {
+  name: string;
+  // biome-ignore lint/suspicious/noExplicitAny: event bodies are checked field by field
+  data: any;
+  /** When the test's reader got it. */
+  at: number;
+}
+
+/** Reads a server-sent-event stream into `events` until aborted: the test's own parser. */
+const readStream = async (url: string, token: string, signal: AbortSignal, events: StreamEvent[]) => {
+  const res = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal });
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  void (async () => {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        buffer += value;
+        for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const name = /^event: (.*)$/m.exec(block)?.[1];
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (name && data) events.push({ name, data: JSON.parse(data), at: Date.now() });
+        }
+      }
+    } catch {
+      // aborted
+    }
+  })();
+};
+
+describe("the dashboard's routes on NATS", () => {
+  let server: NatsServerHandle;
+  /** Submits, works and supervises: its dashboard has each job's actor. */
+  let rtA: Runtime;
+  /** Never submits nor supervises (`takeOver: false`): its dashboard sees the records only. */
+  let rtB: Runtime;
+  let nc: NatsConnection;
+  let httpA: ServedApp;
+  let httpB: ServedApp;
+
+  /** The job's record as stored, read raw with the test's connection and parsed here. */
+  const storedRecord = async (id: string) => {
+    const jsm = await jetstreamManager(nc);
+    const m = await jsm.streams.getMessage(`KV_${names.jobsBucket}`, {
+      last_by_subj: `$KV.${names.jobsBucket}.${id}`,
+    });
+    return m
+      ? (JSON.parse(m.string()) as { status: string; reason?: string; counts: { done: number } })
+      : undefined;
+  };
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field
+  const json = async (res: Response): Promise<any> => res.json();
+  const call = (base: string, path: string, token?: string, body?: unknown) =>
+    fetch(`${base}${path}`, {
+      method: body === undefined ? "GET" : "POST",
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+
+  /** A worker whose handlers wait for `release()`; `handled` is the ledger of tasks they answered. */
+  const gatedWorker = (rt: Runtime, queue: string) => {
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const handled: number[] = [];
+    let releasedAt = 0;
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      concurrency: 8,
+      handler: async (task) => {
+        await gate;
+        handled.push(task.index);
+        return task.payload.n;
+      },
+    });
+    return {
+      worker,
+      handled,
+      releasedAt: () => releasedAt,
+      release: () => {
+        releasedAt = Date.now();
+        open();
+      },
+    };
+  };
+
+  beforeAll(async () => {
+    server = await startNatsServer();
+    rtA = await createRuntime({ servers: server.url, logger, name: "a" });
+    rtB = await createRuntime({ servers: server.url, logger, name: "b", jobs: { takeOver: false } });
+    nc = await connect({ servers: server.url, name: "oracle" });
+    httpA = await serveOnLoopback(createDashboard(rtA, { tokens }).fetch);
+    httpB = await serveOnLoopback(createDashboard(rtB, { tokens }).fetch);
+  });
+  afterAll(async () => {
+    await httpA?.close();
+    await httpB?.close();
+    await nc?.close();
+    await rtA?.stop();
+    await rtB?.stop();
+    await server?.dispose();
+  });
+
+  it("asks for a bearer token, lets `read` look and only `operate` act, within the token's queues", async () => {
+    const page = await call(httpA.baseUrl, "/");
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('<svg id="job-chart"');
+    // Nothing loaded from elsewhere: no script or style source, and the policy forbids it.
+    expect(html).not.toMatch(/<(script|link|img)[^>]+(src|href)=/);
+    expect(page.headers.get("content-security-policy")).toContain("default-src 'self'");
+
+    const work = gatedWorker(rtA, "dash_auth");
+    const job = await rtA.jobs.submit({ queue: "dash_auth", tasks: [{ n: 1 }] });
+    expect((await call(httpA.baseUrl, "/api/overview")).status).toBe(401);
+    expect((await call(httpA.baseUrl, "/api/overview", "not-a-token-0123456789")).status).toBe(401);
+    expect((await call(httpA.baseUrl, `/api/jobs/${job.id}/stream`)).status).toBe(401);
+    expect((await call(httpA.baseUrl, "/api/overview", WORKER)).status).toBe(403);
+    const overview = await json(await call(httpA.baseUrl, "/api/overview", READ));
+    expect(overview.jobs.map((j: { id: string }) => j.id)).toContain(job.id);
+
+    for (const action of ["cancel", "redrive"]) {
+      const refused = await call(httpA.baseUrl, `/api/jobs/${job.id}/${action}`, READ, {});
+      expect(refused.status).toBe(403);
+      expect((await json(refused)).error.code).toBe("forbidden");
+    }
+    expect((await storedRecord(job.id))?.status).toBe("running");
+
+    // A token of other queues does not see the job at all.
+    const scoped = await json(await call(httpA.baseUrl, "/api/overview", OTHER_QUEUE));
+    expect(scoped.jobs.map((j: { id: string }) => j.id)).not.toContain(job.id);
+    expect((await call(httpA.baseUrl, `/api/jobs/${job.id}`, OTHER_QUEUE)).status).toBe(404);
+    expect((await call(httpA.baseUrl, `/api/jobs/${job.id}/cancel`, OTHER_QUEUE, {})).status).toBe(404);
+    expect((await storedRecord(job.id))?.status).toBe("running");
+
+    const cancelled = await call(httpB.baseUrl, `/api/jobs/${job.id}/cancel`, OPERATE, {
+      reason: "ops said so",
+    });
+    expect(cancelled.status).toBe(200);
+    expect(await storedRecord(job.id)).toMatchObject({ status: "failed", reason: "cancelled: ops said so" });
+    work.release();
+    await work.worker.stop();
+  });
+
+  it("streams the transitions of a job this runtime supervises from its actor, in order, to succeeded", async () => {
+    const work = gatedWorker(rtA, "dash_actor");
+    const job = await rtA.jobs.submit({ queue: "dash_actor", tasks: [0, 1, 2, 3, 4].map((n) => ({ n })) });
+    const events: StreamEvent[] = [];
+    const ac = new AbortController();
+    await readStream(`${httpA.baseUrl}/api/jobs/${job.id}/stream`, READ, ac.signal, events);
+    const transitions = () => events.filter((e) => e.name === "transition");
+    await waitUntil(() => transitions().length >= 1, { timeoutMs: 5000, message: "the first transition" });
+    work.release();
+    await waitUntil(() => JSON.stringify(transitions().at(-1)?.data.value) === '{"succeeded":"recorded"}', {
+      timeoutMs: 10_000,
+      message: "the job's end on the stream",
+    });
+    ac.abort();
+    await work.worker.stop();
+
+    expect(transitions().map((t) => [t.data.source, t.data.event, t.data.value])).toEqual([
+      ["actor", null, "running"],
+      ["actor", "results.received", { succeeded: "recording" }],
+      ["actor", "xstate.done.actor.finalize", { succeeded: "recorded" }],
+    ]);
+    // The stream said succeeded only after the test let the handlers go, and all of them had answered.
+    const succeededAt = transitions()[1]!.at;
+    expect(succeededAt).toBeGreaterThanOrEqual(work.releasedAt());
+    expect(work.handled.slice().sort()).toEqual([0, 1, 2, 3, 4]);
+    const lastProgress = events.filter((e) => e.name === "progress").at(-1)!.data;
+    expect(lastProgress).toMatchObject({ status: "succeeded", done: 5, total: 5, live: true });
+    expect(await storedRecord(job.id)).toMatchObject({ status: "succeeded", counts: { done: 5 } });
+  });
+
+  it("streams a job supervised elsewhere from its record's changes: the top-level state", async () => {
+    const work = gatedWorker(rtA, "dash_record");
+    const job = await rtA.jobs.submit({ queue: "dash_record", tasks: [0, 1, 2].map((n) => ({ n })) });
+    const events: StreamEvent[] = [];
+    const ac = new AbortController();
+    await readStream(`${httpB.baseUrl}/api/jobs/${job.id}/stream`, READ, ac.signal, events);
+    const transitions = () => events.filter((e) => e.name === "transition");
+    await waitUntil(() => transitions().length >= 1, { timeoutMs: 5000, message: "the first transition" });
+    work.release();
+    await waitUntil(() => transitions().at(-1)?.data.value === "succeeded", {
+      timeoutMs: 10_000,
+      message: "the job's end on the stream",
+    });
+    ac.abort();
+    await work.worker.stop();
+
+    expect(transitions().map((t) => [t.data.source, t.data.event, t.data.value])).toEqual([
+      ["record", null, "running"],
+      ["record", "succeeded", "succeeded"],
+    ]);
+    expect(transitions()[1]!.at).toBeGreaterThanOrEqual(work.releasedAt());
+    expect(work.handled.slice().sort()).toEqual([0, 1, 2]);
+    expect(events.filter((e) => e.name === "progress").at(-1)!.data).toMatchObject({
+      status: "succeeded",
+      done: 3,
+      live: false,
+    });
+    expect(await storedRecord(job.id)).toMatchObject({ status: "succeeded", counts: { done: 3 } });
+    // Looking never made runtime B watch the job.
+    expect(partsOf(rtB).jobs.watchedActor(job.id)).toBeUndefined();
+  });
+});
