@@ -19,6 +19,8 @@ import type { Runtime } from "./runtime.ts";
 
 /** Progress updates of a live actor, at most this many a second (the end always goes). */
 const progressPerSecond = 10;
+/** How often a job's stream without an actor looks for one this runtime started since (a map lookup). */
+const lookForActorMs = 100;
 
 const topOf = (value: unknown): string =>
   typeof value === "string" ? value : (Object.keys((value ?? {}) as object)[0] ?? "");
@@ -144,6 +146,11 @@ export const streamJob = async (
     return true;
   };
 
+  // An actor that starts here later (a redrive, a takeover, a `get`) is found within this,
+  // not only at the job's next record change, which may come after its first transitions.
+  const looking = setInterval(() => {
+    if (!attached) attach();
+  }, lookForActorMs);
   try {
     if (!attach()) {
       const found = await broker.getRecord(job.id);
@@ -161,6 +168,7 @@ export const streamJob = async (
       }
     }
   } finally {
+    clearInterval(looking);
     detach();
   }
 };

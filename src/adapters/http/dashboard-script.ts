@@ -82,14 +82,20 @@ function layout(node, depth) {
   return { node, w: Math.max(w, node.key.length * 7 + 24), h, kids };
 }
 
+/** A short label for XState's own event names: "done: submit", "after backoff". */
+function label(event) {
+  const m = /^xstate\.(done|error)\.actor\.(.*)$/.exec(event);
+  if (m) return m[1] + (/^\d+\./.test(m[2]) ? "" : ": " + m[2]);
+  const after = /^xstate\.after\.([^.]+)\./.exec(event);
+  return after ? "after " + after[1] : event;
+}
+
 function drawChart(svg, chart) {
   svg.replaceChildren();
   const root = layout(chart.root, 0);
   const boxes = new Map();
-  const defs = el("svg:defs", {},
-    el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" }, el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#9aa5b1" })),
-    el("svg:marker", { id: "arrow-fired", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" }, el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#1c7ed6" })));
-  svg.append(defs);
+  const marker = (id, fill) => el("svg:marker", { id, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" }, el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill }));
+  svg.append(el("svg:defs", {}, marker("arrow", "#9aa5b1"), marker("arrow-fired", "#1c7ed6")));
   const place = (box, ox, oy, parent) => {
     const x = ox + (box.x || 0), y = oy + (box.y || 0);
     boxes.set(box.node.id, { x, y, w: box.w, h: box.h });
@@ -99,23 +105,44 @@ function drawChart(svg, chart) {
     parent.append(g);
     for (const k of box.kids) place(k, x, y, g);
   };
-  place({ ...root, x: 6, y: 6 }, 0, 0, svg);
+  place({ ...root, x: 0, y: 0 }, 0, 0, svg);
+  // One arrow per pair of states, labelled with every event that takes it.
+  const pairs = new Map();
+  for (const e of chart.edges) {
+    const key = e.source + " " + e.target;
+    if (!pairs.has(key)) pairs.set(key, { source: e.source, target: e.target, events: [] });
+    if (!pairs.get(key).events.includes(e.event)) pairs.get(key).events.push(e.event);
+  }
+  let minY = 0, maxY = root.h;
   const edgeLayer = el("svg:g", { class: "edges" });
-  chart.edges.forEach((e, n) => {
-    const a = boxes.get(e.source), b = boxes.get(e.target);
+  [...pairs.values()].forEach((p, n) => {
+    const a = boxes.get(p.source), b = boxes.get(p.target);
     if (!a || !b) return;
-    const ax = a.x + a.w / 2, ay = a.y + a.h, bx = b.x + b.w / 2, by = b.y + b.h;
-    // Arcs below the boxes, deeper for longer jumps and spread per edge so labels part.
-    const depth = 18 + Math.abs(bx - ax) / 6 + (n % 4) * 7;
-    const cx = (ax + bx) / 2, cy = Math.max(ay, by) + depth;
-    const d = "M" + ax + "," + ay + " Q" + cx + "," + cy + " " + bx + "," + by;
-    const attrs = { "data-source": e.source, "data-target": e.target, "data-event": e.event };
-    edgeLayer.append(el("svg:path", { class: "edge", d, ...attrs }, el("svg:title", {}, e.event + (e.guard ? " [" + e.guard + "]" : ""))));
-    edgeLayer.append(el("svg:text", { class: "edge-label", x: cx, y: (Math.max(ay, by) + cy) / 2 + 3, "text-anchor": "middle", ...attrs }, e.event));
+    const ax = a.x + a.w / 2, bx = b.x + b.w / 2;
+    let x0, y0, x1, y1, cx, cy;
+    if (p.target.startsWith(p.source + ".")) {
+      // From a parent to a state inside it (an event handled at the parent): a short arrow in from above.
+      x0 = b.x + 10; y0 = b.y - 16; x1 = b.x + 18; y1 = b.y; cx = x0; cy = y1 - 4;
+    } else if (a.x < b.x + b.w && b.x < a.x + a.w && (b.y >= a.y + a.h || a.y >= b.y + b.h)) {
+      // One above the other: straight down or up, side by side when both ways exist.
+      const down = b.y >= a.y + a.h, shift = down ? -8 : 8;
+      x0 = ax + shift; x1 = bx + shift; y0 = down ? a.y + a.h : a.y; y1 = down ? b.y : b.y + b.h;
+      cx = (x0 + x1) / 2; cy = (y0 + y1) / 2;
+    } else {
+      // Rightwards over the top, leftwards under the bottom: the two directions never share a path.
+      const right = bx > ax, depth = 16 + Math.min(90, Math.abs(bx - ax) / 5) + (n % 3) * 8;
+      x0 = ax + (right ? 6 : -6); x1 = bx + (right ? -6 : 6);
+      y0 = right ? a.y : a.y + a.h; y1 = right ? b.y : b.y + b.h;
+      cx = (x0 + x1) / 2; cy = right ? Math.min(y0, y1) - depth : Math.max(y0, y1) + depth;
+    }
+    const mx = (x0 + 2 * cx + x1) / 4, my = (y0 + 2 * cy + y1) / 4;
+    minY = Math.min(minY, my - 14); maxY = Math.max(maxY, my + 14);
+    const attrs = { "data-source": p.source, "data-target": p.target, "data-events": p.events.join(" ") };
+    edgeLayer.append(el("svg:path", { class: "edge", d: "M" + x0 + "," + y0 + " Q" + cx + "," + cy + " " + x1 + "," + y1, ...attrs }, el("svg:title", {}, p.events.join(", "))));
+    edgeLayer.append(el("svg:text", { class: "edge-label", x: mx, y: my + (my < y0 ? -3 : 9), "text-anchor": "middle", ...attrs }, p.events.map(label).join(" | ")));
   });
   svg.append(edgeLayer);
-  const height = root.h + 12 + 18 + root.w / 6 + 30;
-  svg.setAttribute("viewBox", "0 0 " + (root.w + 12) + " " + height);
+  svg.setAttribute("viewBox", "-10 " + (minY - 6) + " " + (root.w + 20) + " " + (maxY - minY + 12));
   svg.dataset.root = chart.root.id;
 }
 
@@ -138,8 +165,9 @@ function light(svg, value, event, before) {
   if (!event || before === null || before === undefined) return;
   const was = new Set(activeIds(rootId, before));
   // The edge taken: from a state that was active to one that is now, on this event (or eventless).
-  for (const e of svg.querySelectorAll("[data-event]")) {
-    const fired = was.has(e.dataset.source) && now.has(e.dataset.target) && !was.has(e.dataset.target) && (e.dataset.event === event || e.dataset.event === "always");
+  for (const e of svg.querySelectorAll("[data-events]")) {
+    const events = e.dataset.events.split(" ");
+    const fired = was.has(e.dataset.source) && now.has(e.dataset.target) && !was.has(e.dataset.target) && (events.includes(event) || events.includes("always"));
     e.setAttribute("data-fired", String(fired));
   }
 }
@@ -151,6 +179,7 @@ const ago = (t) => fmtMs(Date.now() - t) + " ago";
 
 /** Rate and ETA: the runtime's when it watches the job, else from the answers the page saw (last 10 s). */
 function rateOf(job) {
+  if (job.status === "succeeded" || job.status === "failed") return { rate: null, eta: null };
   if (job.throughput !== null && job.throughput !== undefined) return { rate: job.throughput, eta: job.etaMs };
   const s = state.samples.get(job.id) || [];
   const answered = job.done + job.failed + job.dead;
@@ -226,8 +255,8 @@ async function loadDeadLetters(id) {
 async function act(action, body) {
   try {
     showError("");
+    // The answer is not shown: the job's stream may already have said more than this read of it.
     const job = await api("/api/jobs/" + encodeURIComponent(state.selected) + "/" + action, { method: "POST", body: JSON.stringify(body) });
-    showJob(job);
     await loadDeadLetters(job.id);
   } catch (e) { showError(e.message); }
 }
@@ -248,7 +277,7 @@ function select(id) {
       $("job-source").textContent = data.source === "actor" ? "(its actor runs here: full state)" : "(from its record: top-level state)";
       light($("job-chart"), data.value, data.event, state.lastValue);
       state.lastValue = data.value;
-      $("transitions").append(el("li", { "data-value": JSON.stringify(data.value) }, new Date(data.at).toISOString().slice(11, 23) + "  " + (data.event || "(now)") + " → " + JSON.stringify(data.value)));
+      $("transitions").append(el("li", { "data-value": JSON.stringify(data.value) }, new Date(data.at).toISOString().slice(11, 23) + "  " + (data.event || "(as first seen)") + " → " + JSON.stringify(data.value)));
     } else if (name === "progress") {
       showJob(data);
       if (data.dead !== lastDead) { lastDead = data.dead; loadDeadLetters(id).catch((e) => showError(e.message)); }
