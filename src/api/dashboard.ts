@@ -95,9 +95,8 @@ export const createDashboard = (rt: Runtime, options: DashboardOptions): Dashboa
     redrive: async (id, tasks) => {
       await rt.jobs.redrive(id, tasks);
     },
-    // TEMP until presence lands on main: rebase, then call rt.workers.list() / rt.agents.list().
-    workers: async () => (rt.workers as unknown as { list?: () => Promise<[]> }).list?.() ?? [],
-    agents: async () => (rt.agents as unknown as { list?: () => Promise<[]> }).list?.() ?? [],
+    workers: () => rt.workers.list(),
+    agents: () => rt.agents.list(),
     connection: () => ({
       state: broker.kind === "memory" ? "memory" : rt.connection.state,
       value: connection.getSnapshot().value,

@@ -123,6 +123,8 @@ describe.skipIf(!hasChromium)(
       await page.click(`#jobs tr[data-job="${job.id}"]`, { timeout: 10_000 });
       await waitLit("job.running");
       expect(await page.textContent("#job-status")).toBe("running");
+      // The test's worker, as presence lists it (the overview is read again every 3 s).
+      await page.waitForSelector("#workers td:text-is('browser_ok')", { timeout: 8000 });
       await shot("running");
 
       open();

@@ -162,6 +162,14 @@ describe("the dashboard's routes on NATS", () => {
     expect((await call(httpA.baseUrl, "/api/overview", WORKER)).status).toBe(403);
     const overview = await json(await call(httpA.baseUrl, "/api/overview", READ));
     expect(overview.jobs.map((j: { id: string }) => j.id)).toContain(job.id);
+    // The worker the test started is listed (presence: it announces itself when it starts).
+    await waitUntil(
+      async () =>
+        (await json(await call(httpA.baseUrl, "/api/overview", READ))).workers.some(
+          (w: { queue: string; runtime: string }) => w.queue === "dash_auth" && w.runtime === "a",
+        ),
+      { timeoutMs: 5000, message: "the test's worker in the overview" },
+    );
 
     for (const action of ["cancel", "redrive"]) {
       const refused = await call(httpA.baseUrl, `/api/jobs/${job.id}/${action}`, READ, {});
@@ -173,6 +181,8 @@ describe("the dashboard's routes on NATS", () => {
     // A token of other queues does not see the job at all.
     const scoped = await json(await call(httpA.baseUrl, "/api/overview", OTHER_QUEUE));
     expect(scoped.jobs.map((j: { id: string }) => j.id)).not.toContain(job.id);
+    expect(scoped.workers).toEqual([]);
+    expect(scoped.queues).toEqual([]);
     expect((await call(httpA.baseUrl, `/api/jobs/${job.id}`, OTHER_QUEUE)).status).toBe(404);
     expect((await call(httpA.baseUrl, `/api/jobs/${job.id}/cancel`, OTHER_QUEUE, {})).status).toBe(404);
     expect((await storedRecord(job.id))?.status).toBe("running");
