@@ -31,17 +31,17 @@ export interface DashboardJob {
 }
 
 /** A worker as presence lists it; only `queue` is read here (a token sees its queues' workers). */
-export interface DashboardWorker {
+interface DashboardWorker {
   readonly queue: string;
   readonly agent?: string;
 }
 
 /** An agent as presence lists it. */
-export interface DashboardAgent {
+interface DashboardAgent {
   readonly agentId: string;
 }
 
-export interface DashboardDeadLetter {
+interface DashboardDeadLetter {
   readonly index: number;
   readonly taskId: string;
   readonly error: string;

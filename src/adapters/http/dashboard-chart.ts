@@ -21,7 +21,7 @@ interface TransitionLike {
   readonly guard?: unknown;
 }
 
-export interface ChartNode {
+interface ChartNode {
   readonly id: string;
   readonly key: string;
   /** `atomic`, `compound`, `parallel`, `final` or `history`. */
@@ -32,7 +32,7 @@ export interface ChartNode {
 }
 
 /** A transition that moves to another state; `event` is `always` for eventless ones. */
-export interface ChartEdge {
+interface ChartEdge {
   readonly source: string;
   readonly target: string;
   readonly event: string;
