@@ -138,9 +138,50 @@ describe.skipIf(!hasChromium)(
       expect(await page.textContent("#job-status")).toBe("succeeded");
       expect(handled.slice().sort()).toEqual([0, 1, 2, 3]);
       expect(await storedRecord(job.id)).toMatchObject({ status: "succeeded", counts: { done: 4 } });
-      // The transition that ended it is drawn as taken.
-      expect(await page.locator('#job-chart path[data-fired="true"]').count()).toBeGreaterThan(0);
+      // The transition that ended it (finalize done: recording → recorded) is drawn as taken.
+      const fired = page.locator('#job-chart path[data-fired="true"]');
+      expect(await fired.count()).toBe(1);
+      expect([await fired.getAttribute("data-source"), await fired.getAttribute("data-target")]).toEqual([
+        "job.succeeded.recording",
+        "job.succeeded.recorded",
+      ]);
       expect(foreign).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    }, 25_000);
+
+    it("cancels a running job with the cancel button", async () => {
+      let open: () => void = () => {};
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      const worker = rt.workers.start<{ n: number }, number>({
+        queue: "browser_cancel",
+        concurrency: 2,
+        handler: async (task) => {
+          await gate;
+          return task.payload.n;
+        },
+      });
+      const job = await rt.jobs.submit({ queue: "browser_cancel", tasks: [0, 1].map((n) => ({ n })) });
+      await page.click(`#jobs tr[data-job="${job.id}"]`, { timeout: 10_000 });
+      await waitLit("job.running");
+      await page.click("#cancel");
+      await waitLit("job.failed");
+      await shot("cancelled");
+      // The cancel reaches the actor as the record's end: the one edge drawn as taken is that one.
+      const fired = page.locator('#job-chart path[data-fired="true"]');
+      expect(await fired.count()).toBe(1);
+      expect([await fired.getAttribute("data-source"), await fired.getAttribute("data-target")]).toEqual([
+        "job",
+        "job.failed.recorded",
+      ]);
+      open();
+      await worker.stop();
+      expect(await storedRecord(job.id)).toMatchObject({
+        status: "failed",
+        reason: "cancelled: cancelled from the dashboard",
+      });
+      expect(await page.textContent("#job-reason")).toBe("cancelled: cancelled from the dashboard");
       expect(pageErrors).toEqual([]);
     }, 25_000);
 

@@ -164,12 +164,14 @@ function light(svg, value, event, before) {
   for (const r of svg.querySelectorAll("rect.state")) r.setAttribute("data-active", String(now.has(r.dataset.state)));
   if (!event || before === null || before === undefined) return;
   const was = new Set(activeIds(rootId, before));
-  // The edge taken: from a state that was active to one that is now, on this event (or eventless).
-  for (const e of svg.querySelectorAll("[data-events]")) {
-    const events = e.dataset.events.split(" ");
-    const fired = was.has(e.dataset.source) && now.has(e.dataset.target) && !was.has(e.dataset.target) && (events.includes(event) || events.includes("always"));
-    e.setAttribute("data-fired", String(fired));
-  }
+  // The edge taken: from a state that was active to one that is now, on this event; an
+  // eventless one only when no edge names the event (results.received, then "always" to the end).
+  const edges = [...svg.querySelectorAll("[data-events]")];
+  const moved = (e) => was.has(e.dataset.source) && now.has(e.dataset.target) && !was.has(e.dataset.target);
+  const on = (e, name) => e.dataset.events.split(" ").includes(name);
+  const named = edges.filter((e) => moved(e) && on(e, event));
+  const fired = new Set(named.length > 0 ? named : edges.filter((e) => moved(e) && on(e, "always")));
+  for (const e of edges) e.setAttribute("data-fired", String(fired.has(e)));
 }
 
 // ---- tables ----
