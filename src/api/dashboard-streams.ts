@@ -2,6 +2,7 @@ import type { Actor, AnyActorRef, InspectionEvent } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import type { Emit } from "../adapters/http/dashboard-stream.ts";
+import { inBatches } from "../kernel/batches.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
@@ -25,21 +26,40 @@ const lookForActorMs = 100;
 const topOf = (value: unknown): string =>
   typeof value === "string" ? value : (Object.keys((value ?? {}) as object)[0] ?? "");
 
-export const jobFromRecord = (record: JobRecord, live: JobSnapshot | undefined): DashboardJob => ({
-  id: record.id,
-  queue: record.queue,
-  status: live?.status ?? record.status,
-  total: record.total,
-  done: Math.max(record.counts.done, live?.done ?? 0),
-  failed: Math.max(record.counts.failed, live?.failed ?? 0),
-  dead: Math.max(record.counts.dead, live?.dead ?? 0),
-  throughput: live?.throughput ?? null,
-  etaMs: live?.etaMs ?? null,
-  reason: record.reason ?? null,
-  createdAt: record.createdAt,
-  updatedAt: record.updatedAt,
-  live: live !== undefined,
-});
+/** A job as last seen, with this runtime's live counts, rate and ETA when it watches it (never below what was seen). */
+export const withLive = (job: DashboardJob, live: JobSnapshot | undefined): DashboardJob =>
+  live === undefined
+    ? job
+    : {
+        ...job,
+        status: live.status,
+        done: Math.max(job.done, live.done),
+        failed: Math.max(job.failed, live.failed),
+        dead: Math.max(job.dead, live.dead),
+        throughput: live.throughput,
+        etaMs: live.etaMs,
+        live: true,
+      };
+
+export const jobFromRecord = (record: JobRecord, live: JobSnapshot | undefined): DashboardJob =>
+  withLive(
+    {
+      id: record.id,
+      queue: record.queue,
+      status: record.status,
+      total: record.total,
+      done: record.counts.done,
+      failed: record.counts.failed,
+      dead: record.counts.dead,
+      throughput: null,
+      etaMs: null,
+      reason: record.reason ?? null,
+      createdAt: record.createdAt,
+      updatedAt: record.updatedAt,
+      live: false,
+    },
+    live,
+  );
 
 const progressOfActor = (s: JobSnapshot) => ({
   id: s.id,
@@ -55,7 +75,7 @@ const progressOfActor = (s: JobSnapshot) => ({
   live: true,
 });
 
-const progressOfEvent = (e: JobEvent) => ({
+const progressOfEvent = (e: JobEvent): Omit<DashboardJob, "createdAt"> => ({
   id: e.jobId,
   queue: e.queue,
   status: e.status,
@@ -205,22 +225,40 @@ export const streamOverview = async (
 };
 
 /**
- * The jobs the dashboard lists: those not over (one per supervision lease)
- * and the last `keep` whose events it saw end or change since it started.
- * Not every record kept: a store of 100,000 finished jobs would be read on
- * every refresh.
+ * The jobs the dashboard lists: those not over (one supervision lease each)
+ * and the last `keep` it saw end since it was created, not every record
+ * kept. Each is kept as last seen, from its own `rt.jobs.events()` reader;
+ * a job is read from the server only when first met (a job not over that
+ * changed nothing since the dashboard started), so a refresh costs one read
+ * of the leases, not one read per job. An event always wins over a read: the
+ * watch delivers every revision in order (or, behind, the latest), so the
+ * last event seen is never older than what a read racing it returned.
  */
-export const recentJobs = (rt: Runtime, broker: Broker, keep = 100) => {
-  const recent = new Map<string, JobEvent>();
+export const jobBook = (rt: Runtime, broker: Broker, keep = 100) => {
+  const known = new Map<string, DashboardJob>();
+  const ended = new Set<string>();
   void (async () => {
     for await (const event of rt.jobs.events()) {
-      recent.delete(event.jobId);
-      recent.set(event.jobId, event);
-      if (recent.size > keep) recent.delete(recent.keys().next().value as string);
+      const before = known.get(event.jobId);
+      known.set(event.jobId, {
+        ...progressOfEvent(event),
+        createdAt: before?.createdAt ?? event.at,
+      });
+      ended.delete(event.jobId);
+      if (event.status === "succeeded" || event.status === "failed") ended.add(event.jobId);
+      for (const oldest of ended) {
+        if (ended.size <= keep) break;
+        ended.delete(oldest);
+      }
     }
   })().catch((error: unknown) => rt.logger.warn({ err: error }, "dashboard's job events ended"));
-  return async (): Promise<string[]> => {
-    const leased = (await broker.leases.list()).map((l) => l.jobId);
-    return [...new Set([...leased, ...[...recent.keys()].reverse()])];
+  return async (): Promise<DashboardJob[]> => {
+    const leased = new Set((await broker.leases.list()).map((l) => l.jobId));
+    const unread = [...leased].filter((id) => !known.has(id));
+    for (const found of await inBatches(unread, (id) => broker.getRecord(id)))
+      if (found && !known.has(found.record.id))
+        known.set(found.record.id, jobFromRecord(found.record, undefined));
+    for (const id of known.keys()) if (!leased.has(id) && !ended.has(id)) known.delete(id);
+    return [...known.values()];
   };
 };

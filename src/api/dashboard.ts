@@ -2,13 +2,12 @@ import { BearerTokens } from "../adapters/http/bearer-tokens.ts";
 import { createDashboardApp } from "../adapters/http/dashboard-app.ts";
 import { chartOf } from "../adapters/http/dashboard-chart.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
-import { inBatches } from "../kernel/batches.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { connectionMachine } from "../machines/connection.machine.ts";
 import { jobMachine } from "../machines/job.machine.ts";
-import { jobFromRecord, recentJobs, streamJob, streamOverview } from "./dashboard-streams.ts";
+import { jobBook, jobFromRecord, streamJob, streamOverview, withLive } from "./dashboard-streams.ts";
 import { requireRole } from "./permissions.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
 
@@ -55,7 +54,7 @@ export const createDashboard = (rt: Runtime, options: DashboardOptions): Dashboa
   // The dashboard is an HTTP surface of the runtime: its lines carry the HTTP API's actor key.
   const log = childLogger(core.logger, { actor: "http" });
   const connection = core.connection.actor;
-  const listed = recentJobs(rt, broker);
+  const listed = jobBook(rt, broker);
 
   const getJob = async (id: string) => {
     const found = await broker.getRecord(id);
@@ -68,12 +67,10 @@ export const createDashboard = (rt: Runtime, options: DashboardOptions): Dashboa
     charts: { job: chartOf(jobMachine.root), connection: chartOf(connectionMachine.root) },
     stopping: core.stopping,
     listJobs: async (queues) => {
-      const ids = await listed();
-      const found = await inBatches(ids, (id) => broker.getRecord(id));
       const wanted = queues && new Set(queues);
-      return found
-        .flatMap((f) => (f && (!wanted || wanted.has(f.record.queue)) ? [f.record] : []))
-        .map((record) => jobFromRecord(record, jobs.watchedSnapshot(record.id)))
+      return (await listed())
+        .filter((job) => !wanted || wanted.has(job.queue))
+        .map((job) => withLive(job, jobs.watchedSnapshot(job.id)))
         .sort((a, b) => b.updatedAt - a.updatedAt)
         .slice(0, maxListed);
     },
