@@ -88,6 +88,11 @@ describe("the dashboard's routes on NATS", () => {
       ? (JSON.parse(m.string()) as { status: string; reason?: string; counts: { done: number } })
       : undefined;
   };
+  /** The names of the consumers on the job records' stream, as the server lists them. */
+  const recordConsumers = async () => {
+    const jsm = await jetstreamManager(nc);
+    return new Set((await jsm.consumers.list(`KV_${names.jobsBucket}`).next()).map((c) => c.name));
+  };
   // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field
   const json = async (res: Response): Promise<any> => res.json();
   const call = (base: string, path: string, token?: string, body?: unknown) =>
@@ -229,11 +234,15 @@ describe("the dashboard's routes on NATS", () => {
   it("streams a job supervised elsewhere from its record's changes: the top-level state", async () => {
     const work = gatedWorker(rtA, "dash_record");
     const job = await rtA.jobs.submit({ queue: "dash_record", tasks: [0, 1, 2].map((n) => ({ n })) });
+    const baseline = await recordConsumers();
     const events: StreamEvent[] = [];
     const ac = new AbortController();
     await readStream(`${httpB.baseUrl}/api/jobs/${job.id}/stream`, READ, ac.signal, events);
     const transitions = () => events.filter((e) => e.name === "transition");
     await waitUntil(() => transitions().length >= 1, { timeoutMs: 5000, message: "the first transition" });
+    // The stream reads the records with a consumer of its own on the server.
+    const streams = [...(await recordConsumers())].filter((name) => !baseline.has(name));
+    expect(streams).toHaveLength(1);
     work.release();
     await waitUntil(() => transitions().at(-1)?.data.value === "succeeded", {
       timeoutMs: 10_000,
@@ -241,6 +250,11 @@ describe("the dashboard's routes on NATS", () => {
     });
     ac.abort();
     await work.worker.stop();
+    // The page went away: its consumer goes too.
+    await waitUntil(async () => !(await recordConsumers()).has(streams[0]!), {
+      timeoutMs: 5000,
+      message: "the stream's consumer removed after the client left",
+    });
 
     expect(transitions().map((t) => [t.data.source, t.data.event, t.data.value])).toEqual([
       ["record", null, "running"],
