@@ -29,6 +29,26 @@ export interface CleanupReport {
   readonly leasesAdded: string[];
 }
 
+/** One queue's backlog, as `createMetrics` reads it at scrape time. */
+export interface QueueStats {
+  readonly queue: string;
+  /**
+   * Tasks stored and never delivered yet, over the queue's job consumers and
+   * its lane (JetStream's `num_pending`). A task released for another try is
+   * not counted, nor the tasks of a submit not committed yet.
+   */
+  readonly waiting: number;
+  /** When the oldest of them was stored (ms since epoch, the broker's clock); undefined when none waits. */
+  readonly oldestWaitingAt: number | undefined;
+}
+
+export interface QueueStatsQuery {
+  /** These queues (each reported, with 0 when nothing waits); default: every queue the broker holds tasks streams or consumers for. */
+  readonly queues?: readonly string[];
+  /** The whole read's deadline: a scrape must not hang on a slow server. */
+  readonly timeoutMs: number;
+}
+
 /** `rt.admin`'s side of the broker: what must exist before anyone runs, and what is left after. */
 export interface BrokerAdmin {
   cleanup(
@@ -37,4 +57,7 @@ export interface BrokerAdmin {
 
   /** Creates the shared streams and buckets, and those of `queues`, unless they exist. */
   provision(queues: readonly string[]): Promise<void>;
+
+  /** Each queue's waiting tasks and the age of the oldest, read once within `timeoutMs` (no retry). */
+  queueStats(query: QueueStatsQuery): Promise<QueueStats[]>;
 }

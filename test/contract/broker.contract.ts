@@ -251,6 +251,45 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       return record;
     };
 
+    it("queueStats: tasks never delivered by a queue's job consumers and lane, and when the oldest was stored", async () => {
+      const now = () => h.clock?.now() ?? Date.now();
+      const t0 = now();
+      const first = await openLaneJob();
+      const t1 = now();
+      const queue = first.queue;
+      await h.advance(50);
+      const t2 = now();
+      const own = await openJob({ ...newRecord(3, ack), queue });
+      await openLaneJob(queue);
+      // Stored, not committed (no consumer): not waiting for any worker yet.
+      const uncommitted = { ...newRecord(2, ack), queue };
+      await broker.createRecord(uncommitted);
+      await broker.publishTasks(uncommitted, taskBodies(2), never);
+      const empty = uid("q");
+      const stats = await broker.queueStats({ queues: [queue, empty], timeoutMs: 5000 });
+      expect(stats).toEqual([
+        { queue, waiting: 5, oldestWaitingAt: expect.any(Number) },
+        { queue: empty, waiting: 0, oldestWaitingAt: undefined },
+      ]);
+      expect(stats[0]!.oldestWaitingAt).toBeGreaterThanOrEqual(t0);
+      expect(stats[0]!.oldestWaitingAt).toBeLessThanOrEqual(t1);
+      // Without a list: every queue the broker holds, this one among them.
+      const all = await broker.queueStats({ timeoutMs: 5000 });
+      expect(all.find((s) => s.queue === queue)?.waiting).toBe(5);
+      // The lane's tasks taken, one released again: neither counts; the oldest is now the job's.
+      const lane = loops.consumeLane(broker, queue);
+      await eventually(() => lane.leases.length === 2);
+      lane.leases[0]!.nak(60_000);
+      const [after] = await broker.queueStats({ queues: [queue], timeoutMs: 5000 });
+      expect(after?.waiting).toBe(3);
+      expect(after?.oldestWaitingAt).toBeGreaterThanOrEqual(t2);
+      const worker = loops.consume(broker, own);
+      await eventually(() => worker.leases.length === 3);
+      expect(await broker.queueStats({ queues: [queue], timeoutMs: 5000 })).toEqual([
+        { queue, waiting: 0, oldestWaitingAt: undefined },
+      ]);
+    });
+
     it("lane: a lane job's task comes from consumeLane, naming its job (the lane made at need), never from consumeTasks", async () => {
       const queue = uid("q");
       const lane = loops.consumeLane(broker, queue); // before any lane publish of the queue

@@ -11,7 +11,7 @@ import {
 import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
-import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
+import type { CleanupOptions, CleanupReport, QueueStats, QueueStatsQuery } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
@@ -23,6 +23,7 @@ import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
+import { memoryQueueStats } from "./memory-queue-stats.ts";
 import {
   checkToken,
   type MemoryServer,
@@ -490,6 +491,11 @@ class MemoryJobBroker implements MemoryBroker {
   /** Ends this broker's loops; a server of its own is closed too (every timer cleared). */
   /** Nothing to create: the memory broker's stores exist from the start. */
   async provision(_queues: readonly string[]): Promise<void> {}
+
+  async queueStats(query: QueueStatsQuery): Promise<QueueStats[]> {
+    this.#open("queue.stats");
+    return memoryQueueStats(this.server, query);
+  }
 
   async close(): Promise<void> {
     this.#closing.abort();

@@ -7,6 +7,8 @@ export interface StoredTask {
   readonly seq: number;
   readonly subject: string;
   readonly body: string;
+  /** When it was stored, by the server's clock (a JetStream message's timestamp). */
+  readonly at: number;
 }
 
 /** What JetStream's MAX_DELIVERIES advisory says: which consumer, which message, how many deliveries. */
@@ -215,6 +217,26 @@ export class MemoryConsumer {
     }
     const fresh = this.#stream.count(this.#subject) - this.#deliveries.size;
     return { waiting: fresh + released, held, redelivered };
+  }
+
+  /** Stored and never delivered (JetStream's `num_pending`), and the first of them (the oldest). */
+  pending(): { count: number; first: StoredTask | undefined } {
+    const count = this.#stream.count(this.#subject) - this.#deliveries.size;
+    if (this.#deleted || count <= 0) return { count: 0, first: undefined };
+    // Fresh tasks go out in stream order: the first not delivered is the first stored from #nextSeq.
+    const seqs = this.#stream.seqsOf(this.#subject);
+    let low = 0;
+    let high = seqs.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if ((seqs[mid] ?? 0) < this.#nextSeq) low = mid + 1;
+      else high = mid;
+    }
+    for (let i = low; i < seqs.length; i++) {
+      const task = this.#stream.get(seqs[i] ?? 0);
+      if (task) return { count, first: task };
+    }
+    return { count, first: undefined };
   }
 
   #pick(): number | undefined {

@@ -56,7 +56,7 @@ export class TaskStream implements ConsumerSource {
   /** Stores a task unless its message id is a duplicate; a consumer on its subject may deliver it at once. */
   publish(subject: string, body: string, msgId: string): void {
     if (!this.#dedupe.admit(msgId)) return;
-    const task: StoredTask = { seq: ++this.#seq, subject, body };
+    const task: StoredTask = { seq: ++this.#seq, subject, body, at: this.clock.now() };
     this.#messages.set(task.seq, task);
     append(this.#subjects, subject, task.seq);
     const consumer = this.#consumerOf(subject);
@@ -113,6 +113,11 @@ export class TaskStream implements ConsumerSource {
 
   consumer(name: string): MemoryConsumer | undefined {
     return this.#consumers.get(name);
+  }
+
+  /** Every consumer: each job's and each queue's lane. */
+  consumers(): MemoryConsumer[] {
+    return [...this.#consumers.values()];
   }
 
   /** Consumers of one subject each (a job's; a lane's filter is a wildcard). */

@@ -14,6 +14,7 @@ import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { natsPresence } from "./kv-presence.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
+import { natsQueueStats } from "./queue-stats.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
 import { NatsTaskLeasing } from "./task-leasing.ts";
@@ -264,6 +265,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await presence.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
+    queueStats: (query) => natsQueueStats(js, query),
     close: async () => undefined,
   };
 };
