@@ -71,6 +71,13 @@ module.exports = {
       to: { path: "node_modules/(hono|@hono)/" },
     },
     {
+      name: "prom-client-in-the-metrics",
+      comment: "Only the metrics files (src/api/metrics*.ts) import prom-client: the rest of jetstate reports through core.telemetry.",
+      severity: "error",
+      from: { path: "^src/", pathNot: "^src/api/metrics[^/]*\\.ts$" },
+      to: { path: "node_modules/prom-client/" },
+    },
+    {
       name: "no-orphans",
       comment: "A file nothing imports is dead code (the entry points excepted).",
       severity: "error",

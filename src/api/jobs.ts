@@ -25,6 +25,7 @@ import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.t
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
+import { inSubmitSpan } from "./tracing.ts";
 
 export type { JobHandle, JobSnapshot, TaskResult } from "./job-handle.ts";
 
@@ -110,7 +111,7 @@ export interface JobPage {
 
 /** `rt.jobs` as users see it: the registry's public calls, none of its upkeep (stop, reap). */
 export const jobsFace = (registry: JobRegistry): Jobs => ({
-  submit: (request) => registry.submit(request),
+  submit: (request) => inSubmitSpan(request, () => registry.submit(request)),
   get: (id) => registry.get(id),
   list: (query) => registry.list(query),
   deadLetters: (id) => registry.deadLetters(id),

@@ -3,7 +3,8 @@ import type { Delivery } from "../effects/answer-task.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { FairSlots } from "../kernel/slots.ts";
-import { backoffDelayMs } from "../kernel/task-outcome.ts";
+import { backoffDelayMs, type TaskOutcome } from "../kernel/task-outcome.ts";
+import type { Telemetry } from "./telemetry.ts";
 
 /** A job a worker follows. */
 export interface ActiveJob {
@@ -177,23 +178,33 @@ export class RunningTasks {
  */
 export class TaskDelivery implements Delivery {
   readonly #task: RunningTask;
-  readonly #ok: boolean;
+  readonly #outcome: TaskOutcome["kind"];
   readonly #release: (msg: TaskLease, delayMs?: number) => void;
   readonly #log: Logger;
+  readonly #telemetry: Telemetry;
   constructor(
     task: RunningTask,
-    ok: boolean,
+    outcome: TaskOutcome["kind"],
     release: (msg: TaskLease, delayMs?: number) => void,
     log: Logger,
+    telemetry: Telemetry,
   ) {
     this.#task = task;
-    this.#ok = ok;
+    this.#outcome = outcome;
     this.#release = release;
     this.#log = log;
+    this.#telemetry = telemetry;
   }
   stored(): void {
-    if (this.#ok) this.#task.msg.ack();
+    const done = this.#outcome === "ack";
+    if (done) this.#task.msg.ack();
     else this.#task.msg.term();
+    if (this.#telemetry.active)
+      this.#telemetry.emit({
+        type: "task.answered",
+        queue: this.#task.job.record.queue,
+        outcome: done ? "done" : this.#outcome === "dead" ? "dead" : "failed",
+      });
   }
   lost(): void {
     // After the job's backoff, as for a failed handler: released at once, a store that keeps

@@ -8,6 +8,7 @@ import { ConnectionUnavailable } from "../kernel/errors.ts";
 import { childLogger, defaultLogger } from "../kernel/logger.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
+import { Telemetry } from "./telemetry.ts";
 
 /**
  * What the parts of a runtime (jobs, workers, agents, the HTTP API) share:
@@ -20,6 +21,8 @@ export interface RuntimeCore extends NatsContext {
   readonly inspect: RuntimeInspector | undefined;
   /** The runtime's background loops; `stop()` ends them and waits for them. Its signal is `stopping`. */
   readonly loops: LoopGroup;
+  /** What workers tell whoever measures them (`createMetrics`); costs nothing while nobody listens. */
+  readonly telemetry: Telemetry;
 }
 
 /** How long stop() waits for the loops before it closes the connection under them. */
@@ -46,6 +49,7 @@ export const createRuntimeCore = async (
     connection,
     inspect,
     loops,
+    telemetry: new Telemetry(),
     stopping: loops.signal,
     run: (name, op, runOptions = {}) => {
       // A signal of its own per operation, never the runtime's one stop signal: each run adds an

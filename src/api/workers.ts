@@ -12,6 +12,7 @@ import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
+import { observedHandler } from "./telemetry.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
 
@@ -24,7 +25,7 @@ export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./wo
  * (effects/answer-task.ts, the answer path it shares with the HTTP API).
  */
 export const startWorker = <Payload, Result>(
-  core: Pick<RuntimeCore, "logger" | "stopping" | "loops" | "options" | "clock">,
+  core: Pick<RuntimeCore, "logger" | "stopping" | "loops" | "options" | "clock" | "telemetry">,
   broker: Broker,
   agents: WorkerAgents,
   options: WorkerOptions<Payload, Result>,
@@ -44,6 +45,7 @@ export const startWorker = <Payload, Result>(
   const giveUp = new AbortController();
   setMaxListeners(0, giveUp.signal);
   const stats = { processed: 0, failed: 0, released: 0 };
+  const runHandler = observedHandler(settings.handler, queueName, core.telemetry);
   // A results message must fit the server's max payload (with its message id header), whatever
   // that is: known before the first task is pulled (`follow` waits for it).
   let maxBytes = 256 * 1024;
@@ -126,7 +128,7 @@ export const startWorker = <Payload, Result>(
       task.index = body.index;
       payload = body.payload as Payload;
       if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
-      const result = await settings.handler(
+      const result = await runHandler(
         { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
         {
           get signal() {
@@ -203,7 +205,7 @@ export const startWorker = <Payload, Result>(
     else if (outcome.kind === "ack") stats.processed++;
     else stats.failed++;
     if (index < 0) return msg.term();
-    const delivery = new TaskDelivery(task, outcome.kind === "ack", release, log);
+    const delivery = new TaskDelivery(task, outcome.kind, release, log, core.telemetry);
     // Keep the payload and the last error where `redrive` can find them.
     await answerTask(jobId, plan, delivery, batcher, (error) =>
       broker.storeDeadLetter(

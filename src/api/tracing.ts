@@ -1,0 +1,80 @@
+import { type Attributes, context, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+
+/**
+ * OpenTelemetry spans, on the API package only: with no SDK registered every
+ * call here is a no-op (a non-recording span, the current context). The
+ * tracer is looked up per span: a provider registered (or replaced) after
+ * the runtime started is the one used.
+ */
+const tracerName = "jetstate-jobs";
+
+const failed = (span: Span, error: unknown): void => {
+  span.recordException(error instanceof Error ? error : String(error));
+  span.setStatus({
+    code: SpanStatusCode.ERROR,
+    message: error instanceof Error ? error.message : String(error),
+  });
+};
+
+/** Runs `op` inside a span (current in its context, so the spans it starts nest under it); ends it either way. */
+const inSpan = async <A>(
+  name: string,
+  kind: SpanKind,
+  attributes: Attributes,
+  op: (span: Span) => Promise<A>,
+): Promise<A> => {
+  const span = trace.getTracer(tracerName).startSpan(name, { kind, attributes });
+  try {
+    return await context.with(trace.setSpan(context.active(), span), () => op(span));
+  } catch (error) {
+    failed(span, error);
+    throw error;
+  } finally {
+    span.end();
+  }
+};
+
+/** `jetstate.task`: one handler run of one delivery. */
+export const inTaskSpan = <A>(
+  queue: string,
+  jobId: string,
+  index: number,
+  attempt: number,
+  run: () => Promise<A>,
+): Promise<A> =>
+  inSpan(
+    "jetstate.task",
+    SpanKind.CONSUMER,
+    {
+      "jetstate.queue": queue,
+      "jetstate.job.id": jobId,
+      "jetstate.task.index": index,
+      "jetstate.task.attempt": attempt,
+    },
+    run,
+  );
+
+/** `jetstate.submit`: one `rt.jobs.submit()`, validation included; the job id once it is known. */
+export const inSubmitSpan = <A extends { readonly id: string }>(
+  request: unknown,
+  submit: () => Promise<A>,
+): Promise<A> => {
+  const { queue, tasks } = (typeof request === "object" && request !== null ? request : {}) as {
+    queue?: unknown;
+    tasks?: unknown;
+  };
+  const name = typeof queue === "string" ? queue : (queue as { name?: unknown } | undefined)?.name;
+  return inSpan(
+    "jetstate.submit",
+    SpanKind.PRODUCER,
+    {
+      ...(typeof name === "string" ? { "jetstate.queue": name } : {}),
+      ...(Array.isArray(tasks) ? { "jetstate.job.tasks": tasks.length } : {}),
+    },
+    async (span) => {
+      const handle = await submit();
+      span.setAttribute("jetstate.job.id", handle.id);
+      return handle;
+    },
+  );
+};
