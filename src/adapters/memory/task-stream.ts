@@ -46,6 +46,8 @@ export class TaskStream implements ConsumerSource {
   readonly advisories = new AsyncQueue<ExhaustedTask>();
   /** Advisories are captured only once someone set dead letters up, as on NATS. */
   capturing = false;
+  /** Queues that ever had a task or a consumer here (NATS keeps a queue's tasks stream): `<prefix>.tasks.<queue>.…`. */
+  readonly queues = new Set<string>();
   #seq = 0;
 
   constructor(clock: Clock) {
@@ -56,6 +58,7 @@ export class TaskStream implements ConsumerSource {
   /** Stores a task unless its message id is a duplicate; a consumer on its subject may deliver it at once. */
   publish(subject: string, body: string, msgId: string): void {
     if (!this.#dedupe.admit(msgId)) return;
+    this.#knowQueue(subject);
     const task: StoredTask = { seq: ++this.#seq, subject, body, at: this.clock.now() };
     this.#messages.set(task.seq, task);
     append(this.#subjects, subject, task.seq);
@@ -130,6 +133,7 @@ export class TaskStream implements ConsumerSource {
 
   /** Creates the consumer, or updates it if it exists (as `consumers.add` does on nats-server 2.9). */
   putConsumer(name: string, subject: string, settings: ConsumerSettings): MemoryConsumer {
+    this.#knowQueue(subject);
     const holder = this.#bySubject.get(subject);
     if (holder && holder.name !== name) {
       // A work-queue stream takes one consumer per subject.
@@ -170,6 +174,11 @@ export class TaskStream implements ConsumerSource {
   close(): void {
     for (const consumer of this.#consumers.values()) consumer.close();
     this.advisories.close();
+  }
+
+  #knowQueue(subject: string): void {
+    const queue = subject.split(".")[2];
+    if (queue !== undefined && !this.queues.has(queue)) this.queues.add(queue);
   }
 
   /** The consumer of a subject: the one filtering it alone, else one whose wildcard matches it. */

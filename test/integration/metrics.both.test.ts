@@ -1,0 +1,227 @@
+/**
+ * `createMetrics(rt)` scraped over its Fetch handler and read with the test's
+ * own parser of the exposition format (test/harness/exposition.ts), on a real
+ * nats-server and on the memory broker. The oracles: the test's own ledger of
+ * every handler run (counters, redeliveries, the histogram's count), what the
+ * test submitted with no worker on the queue (waiting tasks) and the time it
+ * measured since (the oldest's age), the job's own end (jobs by status), and
+ * on NATS the server the test stops and starts again (connection state).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createMetrics, type Metrics } from "../../src/api/metrics.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { PermanentError } from "../../src/kernel/task-outcome.ts";
+import { createTestRuntime } from "../../src/testing.ts";
+import { parseExposition, type Sample, sampleValue } from "../harness/exposition.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const timeoutMs = 20_000;
+
+interface Backend {
+  readonly rt: Runtime;
+  /** The nats-server, on NATS. */
+  readonly server?: NatsServerHandle;
+  stop(): Promise<void>;
+}
+
+const memoryBackend = async (): Promise<Backend> => {
+  const rt = await createTestRuntime({ jobs: { cleanupIntervalMs: 0 } });
+  return { rt, stop: () => rt.stop() };
+};
+
+const natsBackend = async (): Promise<Backend> => {
+  const server = await startNatsServer();
+  const rt = await createRuntime({
+    servers: server.url,
+    logger: silentLogger(),
+    jobs: { cleanupIntervalMs: 0 },
+    connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 600 },
+  });
+  return {
+    rt,
+    server,
+    stop: async () => {
+      await rt.stop();
+      await server.dispose();
+    },
+  };
+};
+
+/** One handler run, as the handler saw it. */
+interface Run {
+  readonly index: number;
+  readonly attempt: number;
+  readonly outcome: "ok" | "permanent" | "error";
+}
+
+/**
+ * What each task does, by its index: 0 mod 4 fails for good, 1 mod 4 fails
+ * its first attempt and then succeeds, 2 mod 4 fails every attempt (dead on
+ * the last of `maxDeliver`), 3 mod 4 succeeds.
+ */
+const plan = (index: number, attempt: number): Run["outcome"] =>
+  index % 4 === 0 ? "permanent" : index % 4 === 2 || (index % 4 === 1 && attempt === 1) ? "error" : "ok";
+
+describe.each([
+  { name: "nats", start: natsBackend },
+  { name: "memory", start: memoryBackend },
+])("metrics on $name", ({ name, start }) => {
+  let backend: Backend;
+  let metrics: Metrics;
+
+  beforeAll(async () => {
+    backend = await start();
+    metrics = createMetrics(backend.rt, { scrapeTimeoutMs: 1000 });
+  });
+  afterAll(async () => {
+    await metrics?.stop();
+    await backend?.stop();
+  });
+
+  const scrape = async (): Promise<Sample[]> => {
+    const response = await metrics.fetch(new Request("http://metrics.test/metrics"));
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
+    return parseExposition(await response.text());
+  };
+  const scrapeUntil = async (what: string, ok: (samples: Sample[]) => boolean): Promise<Sample[]> => {
+    let last: Sample[] = [];
+    await waitUntil(
+      async () => {
+        last = await scrape();
+        return ok(last);
+      },
+      { timeoutMs, intervalMs: 50, message: what },
+    );
+    return last;
+  };
+
+  it("task counters, redeliveries and the duration histogram's count equal the handler ledger; the job is counted running, then by its end", async () => {
+    const { rt } = backend;
+    const queue = `m-${name}`;
+    const total = 16;
+    const maxDeliver = 3;
+    const ledger: Run[] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      concurrency: 4,
+      handler: async (task) => {
+        await gate;
+        const outcome = plan(task.index, task.attempt);
+        ledger.push({ index: task.index, attempt: task.attempt, outcome });
+        if (outcome === "permanent") throw new PermanentError(`task ${task.index}: for good`);
+        if (outcome === "error") throw new Error(`task ${task.index}: attempt ${task.attempt}`);
+        return task.payload.n;
+      },
+    });
+    const job = await rt.jobs.submit({
+      queue,
+      tasks: Array.from({ length: total }, (_, n) => ({ n })),
+      maxFailures: 1,
+      maxDeliver,
+      backoff: [0],
+    });
+    // During: the job runs, its handlers wait at the gate, nothing is answered yet.
+    const during = await scrapeUntil(
+      "the job counted running",
+      (s) => sampleValue(s, "jetstate_jobs", { queue, status: "running" }) === 1,
+    );
+    expect(sampleValue(during, "jetstate_tasks_done_total", { queue })).toBeUndefined();
+    open();
+    const end = await job.done();
+    const ended = end.status;
+    expect(ended).toBe("succeeded"); // maxFailures: every failure allowed
+    const runs = () => ledger.length;
+    const expected = {
+      done: new Set(ledger.filter((r) => r.outcome === "ok").map((r) => r.index)).size,
+      failed: new Set(ledger.filter((r) => r.outcome === "permanent").map((r) => r.index)).size,
+      dead: new Set(
+        ledger.filter((r) => r.outcome === "error" && r.attempt === maxDeliver).map((r) => r.index),
+      ).size,
+      redeliveries: ledger.filter((r) => r.attempt > 1).length,
+    };
+    // The plan's own arithmetic, so the ledger is the one the test meant.
+    expect(expected).toEqual({ done: 8, failed: 4, dead: 4, redeliveries: 4 + 4 * (maxDeliver - 1) });
+    const after = await scrapeUntil(
+      "every answer counted and the job's end seen",
+      (s) =>
+        (sampleValue(s, "jetstate_tasks_done_total", { queue }) ?? 0) +
+          (sampleValue(s, "jetstate_tasks_failed_total", { queue }) ?? 0) +
+          (sampleValue(s, "jetstate_tasks_dead_total", { queue }) ?? 0) >=
+          total && sampleValue(s, "jetstate_jobs_finished_total", { queue, status: ended }) === 1,
+    );
+    expect({
+      done: sampleValue(after, "jetstate_tasks_done_total", { queue }),
+      failed: sampleValue(after, "jetstate_tasks_failed_total", { queue }),
+      dead: sampleValue(after, "jetstate_tasks_dead_total", { queue }),
+      redeliveries: sampleValue(after, "jetstate_task_redeliveries_total", { queue }),
+    }).toEqual(expected);
+    expect(sampleValue(after, "jetstate_task_duration_seconds_count", { queue })).toBe(runs());
+    expect(sampleValue(after, "jetstate_task_duration_seconds_bucket", { queue, le: "+Inf" })).toBe(runs());
+    expect(sampleValue(after, "jetstate_jobs", { queue, status: "running" })).toBeUndefined();
+    await worker.stop();
+  });
+
+  it("waiting tasks with no worker equal what was submitted; the oldest's age is at least the time waited", async () => {
+    const { rt } = backend;
+    const queue = `idle-${name}`;
+    const total = 7;
+    const beforeSubmit = Date.now();
+    await rt.jobs.submit({ queue, tasks: Array.from({ length: total }, (_, n) => ({ n })) });
+    const committedAt = Date.now();
+    let scrapeStartedAt = 0;
+    let scrapeEndedAt = 0;
+    let samples: Sample[] = [];
+    await waitUntil(
+      async () => {
+        scrapeStartedAt = Date.now();
+        samples = await scrape();
+        scrapeEndedAt = Date.now();
+        return scrapeStartedAt - committedAt >= 1000;
+      },
+      { timeoutMs, intervalMs: 100, message: "a scrape a second after the submit" },
+    );
+    expect(sampleValue(samples, "jetstate_queue_waiting_tasks", { queue })).toBe(total);
+    const ageMs = (sampleValue(samples, "jetstate_queue_oldest_waiting_seconds", { queue }) ?? 0) * 1000;
+    // Stored before the submit resolved, after the test started it: bounds measured by the test.
+    expect(ageMs).toBeGreaterThanOrEqual(scrapeStartedAt - committedAt - 1);
+    expect(ageMs).toBeLessThanOrEqual(scrapeEndedAt - beforeSubmit + 1);
+    const worker = rt.workers.start({ queue, handler: () => "ok" });
+    const drained = await scrapeUntil(
+      "the queue drained by a worker",
+      (s) => sampleValue(s, "jetstate_queue_waiting_tasks", { queue }) === 0,
+    );
+    expect(sampleValue(drained, "jetstate_queue_oldest_waiting_seconds", { queue })).toBe(0);
+    await worker.stop();
+  });
+
+  it.runIf(name === "nats")(
+    "connection state follows a stop and a start of the server; the reconnect is counted",
+    async () => {
+      const server = backend.server as NatsServerHandle;
+      const state = (s: Sample[]) =>
+        s.filter((x) => x.name === "jetstate_connection_state" && x.value === 1).map((x) => x.labels.state);
+      const up = await scrape();
+      expect(state(up)).toEqual(["connected"]);
+      const reconnectsBefore = sampleValue(up, "jetstate_connection_reconnects_total") ?? 0;
+      await server.stop();
+      const down = await scrapeUntil("the connection seen down", (s) => !state(s).includes("connected"));
+      expect(state(down)).toHaveLength(1);
+      // The scrape answered though the queues could not be read (bounded by scrapeTimeoutMs).
+      await scrapeUntil(
+        "a failed queue read counted",
+        (s) => (sampleValue(s, "jetstate_queue_read_errors_total") ?? 0) >= 1,
+      );
+      await server.restart();
+      const back = await scrapeUntil("the connection seen back", (s) => state(s).includes("connected"));
+      expect(state(back)).toEqual(["connected"]);
+      expect(sampleValue(back, "jetstate_connection_reconnects_total")).toBe(reconnectsBefore + 1);
+    },
+  );
+});
