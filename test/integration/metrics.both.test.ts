@@ -207,7 +207,7 @@ describe.each([
       const server = backend.server as NatsServerHandle;
       const state = (s: Sample[]) =>
         s.filter((x) => x.name === "jetstate_connection_state" && x.value === 1).map((x) => x.labels.state);
-      const up = await scrape();
+      const up = await scrapeUntil("the connection seen up", (s) => state(s).includes("connected"));
       expect(state(up)).toEqual(["connected"]);
       const reconnectsBefore = sampleValue(up, "jetstate_connection_reconnects_total") ?? 0;
       await server.stop();
