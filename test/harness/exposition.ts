@@ -41,3 +41,20 @@ export const sampleValue = (
   if (found.length > 1) throw new Error(`${found.length} samples of ${name} ${JSON.stringify(labels)}`);
   return found[0]?.value;
 };
+
+/** The metric families a scrape declares (`# TYPE <name> <type>`), each with its type. */
+export const familiesOf = (text: string): Map<string, string> => {
+  const families = new Map<string, string>();
+  for (const raw of text.split("\n")) {
+    const match = /^# TYPE (\S+) (\S+)$/.exec(raw.trim());
+    if (match) families.set(match[1] as string, match[2] as string);
+  }
+  return families;
+};
+
+/** True when `name` is a family of the scrape, or a series of one of its histograms (`_bucket`, `_sum`, `_count`). */
+export const isScraped = (families: ReadonlyMap<string, string>, name: string): boolean => {
+  if (families.has(name)) return true;
+  const stem = /^(.*)_(bucket|sum|count)$/.exec(name)?.[1];
+  return stem !== undefined && families.get(stem) === "histogram";
+};

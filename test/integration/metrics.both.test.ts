@@ -7,13 +7,16 @@
  * measured since (the oldest's age), the job's own end (jobs by status), and
  * on NATS the server the test stops and starts again (connection state).
  */
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
 import { createMetrics, type Metrics } from "../../src/api/metrics.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
 import { createTestRuntime } from "../../src/testing.ts";
-import { parseExposition, type Sample, sampleValue } from "../harness/exposition.ts";
+import { familiesOf, isScraped, parseExposition, type Sample, sampleValue } from "../harness/exposition.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -222,6 +225,41 @@ describe.each([
       const back = await scrapeUntil("the connection seen back", (s) => state(s).includes("connected"));
       expect(state(back)).toEqual(["connected"]);
       expect(sampleValue(back, "jetstate_connection_reconnects_total")).toBe(reconnectsBefore + 1);
+    },
+  );
+
+  it.runIf(name === "nats")(
+    "every metric the Grafana dashboard and the alert rules use is a family of a real scrape; both files parse",
+    async () => {
+      const root = path.resolve(import.meta.dirname, "../..");
+      const dashboard = JSON.parse(readFileSync(path.join(root, "deploy/grafana/jetstate.json"), "utf8")) as {
+        panels: Array<{ targets: Array<{ expr: string }> }>;
+        templating: { list: Array<{ definition?: string }> };
+      };
+      const rules = parseYaml(
+        readFileSync(path.join(root, "deploy/prometheus/jetstate-alerts.yml"), "utf8"),
+      ) as {
+        groups: Array<{ rules: Array<{ alert: string; expr: string; for?: string }> }>;
+      };
+      const alerts = rules.groups.flatMap((g) => g.rules);
+      expect(alerts.map((r) => r.alert).sort()).toEqual([
+        "JetstateDeadTasks",
+        "JetstateNoWorker",
+        "JetstateTaskNotPickedUp",
+      ]);
+      const expressions = [
+        ...dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)),
+        ...dashboard.templating.list.flatMap((v) => (v.definition ? [v.definition] : [])),
+        ...alerts.map((r) => r.expr),
+      ];
+      const used = new Set(expressions.flatMap((e) => e.match(/\bjetstate_[a-z_]+\b/g) ?? []));
+      expect(used.size).toBeGreaterThanOrEqual(12);
+      // A worker alive, so that the scrape is what a running deployment serves.
+      const worker = backend.rt.workers.start({ queue: "deploy-check", handler: () => "ok" });
+      const response = await metrics.fetch(new Request("http://metrics.test/metrics"));
+      const families = familiesOf(await response.text());
+      await worker.stop();
+      expect([...used].filter((n) => !isScraped(families, n))).toEqual([]);
     },
   );
 });
