@@ -1,10 +1,10 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { QueueStats } from "../adapters/broker-admin.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import type { ConnectionState } from "../machines/connection.machine.ts";
 import { JobsMetrics } from "./metrics-jobs.ts";
+import { registerScrapeGauges } from "./metrics-scrape.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
 
 export interface MetricsOptions {
@@ -15,13 +15,14 @@ export interface MetricsOptions {
    */
   readonly registry?: Registry;
   /**
-   * Queues whose waiting tasks are read at each scrape.
+   * Queues whose waiting tasks are read at each scrape (and reported with 0
+   * workers when none is alive).
    * @defaultValue every queue the broker holds (a tasks stream on NATS)
    */
   readonly queues?: readonly string[];
   /**
    * Deadline of the queue read at each scrape: past it, the scrape goes on
-   * without the queue series and `jetstate_queue_read_errors_total` counts it.
+   * without the queue series (or the workers') and `jetstate_scrape_read_errors_total` counts it.
    * @defaultValue 5000
    */
   readonly scrapeTimeoutMs?: number;
@@ -49,8 +50,6 @@ const connectionStates: readonly ConnectionState[] = [
   "draining",
   "closed",
 ];
-/** One queue read serves the scrape that asked (its two gauges), and any scrape in the next second. */
-const queueReadReuseMs = 1000;
 
 const checkOptions = (
   options: unknown,
@@ -159,65 +158,18 @@ export const createMetrics = (rt: Runtime, options: MetricsOptions = {}): Metric
       });
   });
 
-  let lastRead: { at: number; stats: Promise<QueueStats[] | undefined> } | undefined;
-  const readErrors = named(
-    "jetstate_queue_read_errors_total",
-    (name) =>
-      new Counter({
-        name,
-        help: "Scrapes whose read of the queues' waiting tasks failed or passed scrapeTimeoutMs.",
-        registers,
-      }),
-  );
-  const readQueues = (): Promise<QueueStats[] | undefined> => {
-    const now = Date.now();
-    if (lastRead && now - lastRead.at < queueReadReuseMs) return lastRead.stats;
-    const stats = broker
-      .queueStats({
+  registerScrapeGauges(registry, named, {
+    readQueues: () =>
+      broker.queueStats({
         ...(settings.queues ? { queues: settings.queues } : {}),
         timeoutMs: settings.scrapeTimeoutMs,
-      })
-      .catch((error: unknown) => {
-        readErrors.inc();
-        log.warn({ err: error }, "queues' waiting tasks not read for this scrape");
-        return undefined;
-      });
-    lastRead = { at: now, stats };
-    return stats;
-  };
-  named(
-    "jetstate_queue_waiting_tasks",
-    (name) =>
-      new Gauge({
-        name,
-        help: "Tasks stored and never delivered to a worker yet, by queue (read at scrape time).",
-        labelNames: ["queue"],
-        registers,
-        async collect() {
-          this.reset();
-          for (const s of (await readQueues()) ?? []) this.set({ queue: s.queue }, s.waiting);
-        },
       }),
-  );
-  named(
-    "jetstate_queue_oldest_waiting_seconds",
-    (name) =>
-      new Gauge({
-        name,
-        help: "Age of the oldest task never delivered yet, by queue; 0 when none waits (read at scrape time).",
-        labelNames: ["queue"],
-        registers,
-        async collect() {
-          this.reset();
-          const now = core.clock.now();
-          for (const s of (await readQueues()) ?? [])
-            this.set(
-              { queue: s.queue },
-              s.oldestWaitingAt === undefined ? 0 : Math.max(0, now - s.oldestWaitingAt) / 1000,
-            );
-        },
-      }),
-  );
+    listWorkers: () => rt.workers.list(),
+    now: () => core.clock.now(),
+    ...(settings.queues ? { queues: settings.queues } : {}),
+    timeoutMs: settings.scrapeTimeoutMs,
+    log,
+  });
 
   // The memory broker has no connection: no connection series there.
   let unsubscribe = () => {};

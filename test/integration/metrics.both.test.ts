@@ -4,8 +4,9 @@
  * nats-server and on the memory broker. The oracles: the test's own ledger of
  * every handler run (counters, redeliveries, the histogram's count), what the
  * test submitted with no worker on the queue (waiting tasks) and the time it
- * measured since (the oldest's age), the job's own end (jobs by status), and
- * on NATS the server the test stops and starts again (connection state).
+ * measured since (the oldest's age), the job's own end (jobs by status), the
+ * workers the test started (workers alive), and on NATS the server the test
+ * stops and starts again (connection state).
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -201,7 +202,13 @@ describe.each([
       (s) => sampleValue(s, "jetstate_queue_waiting_tasks", { queue }) === 0,
     );
     expect(sampleValue(drained, "jetstate_queue_oldest_waiting_seconds", { queue })).toBe(0);
+    // Workers alive on the queue: the ones the test started, and none once they stopped.
+    expect(sampleValue(samples, "jetstate_workers", { queue })).toBeUndefined();
+    const second = rt.workers.start({ queue, handler: () => "ok" });
+    await scrapeUntil("two workers seen", (s) => sampleValue(s, "jetstate_workers", { queue }) === 2);
     await worker.stop();
+    await second.stop();
+    await scrapeUntil("no worker seen", (s) => sampleValue(s, "jetstate_workers", { queue }) === undefined);
   });
 
   it.runIf(name === "nats")(
@@ -219,7 +226,7 @@ describe.each([
       // The scrape answered though the queues could not be read (bounded by scrapeTimeoutMs).
       await scrapeUntil(
         "a failed queue read counted",
-        (s) => (sampleValue(s, "jetstate_queue_read_errors_total") ?? 0) >= 1,
+        (s) => (sampleValue(s, "jetstate_scrape_read_errors_total", { read: "queues" }) ?? 0) >= 1,
       );
       await server.restart();
       const back = await scrapeUntil("the connection seen back", (s) => state(s).includes("connected"));
