@@ -27,8 +27,8 @@ export {
 } from "./api/http.ts";
 export type { JobEvents, JobEventsOptions } from "./api/job-events.ts";
 export type { JobRuntimeOptions } from "./api/job-options.ts";
-export { createMetrics, type Metrics, type MetricsOptions } from "./api/metrics.ts";
 export type { JobHandle, JobListQuery, JobPage, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
+export { createMetrics, type Metrics, type MetricsOptions } from "./api/metrics.ts";
 export type { InspectorLike, RuntimeOptions } from "./api/options.ts";
 export {
   type NatsPermissions,

@@ -15,7 +15,7 @@ export type TelemetryEvent =
   /** A task's answer was stored and its delivery acked (done) or termed (failed, dead). */
   | { readonly type: "task.answered"; readonly queue: string; readonly outcome: TaskAnswer };
 
-export type TaskAnswer = "done" | "failed" | "dead";
+type TaskAnswer = "done" | "failed" | "dead";
 
 export class Telemetry {
   readonly #listeners = new Set<(event: TelemetryEvent) => void>();
