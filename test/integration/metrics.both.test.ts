@@ -10,6 +10,7 @@
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { createMetrics, type Metrics } from "../../src/api/metrics.ts";
@@ -192,6 +193,16 @@ describe.each([
       { timeoutMs, intervalMs: 100, message: "a scrape a second after the submit" },
     );
     expect(sampleValue(samples, "jetstate_queue_waiting_tasks", { queue })).toBe(total);
+    // Metrics started after the submit: nothing answered, so no record change tells them of the job;
+    // the one page of live records they read at their start does.
+    const late = createMetrics(rt, { registry: new Registry(), queues: [queue] });
+    await waitUntil(
+      async () =>
+        sampleValue(parseExposition(await late.metrics()), "jetstate_jobs", { queue, status: "running" }) ===
+        1,
+      { timeoutMs, message: "the job live before the metrics started counted running" },
+    );
+    await late.stop();
     const ageMs = (sampleValue(samples, "jetstate_queue_oldest_waiting_seconds", { queue }) ?? 0) * 1000;
     // Stored before the submit resolved, after the test started it: bounds measured by the test.
     expect(ageMs).toBeGreaterThanOrEqual(scrapeStartedAt - committedAt - 1);
