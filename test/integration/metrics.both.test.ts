@@ -222,6 +222,29 @@ describe.each([
     await scrapeUntil("no worker seen", (s) => sampleValue(s, "jetstate_workers", { queue }) === undefined);
   });
 
+  it("a job nothing answers for stallAfterMs is counted stalled once, and running again once answered", async () => {
+    const { rt } = backend;
+    const queue = `stall-${name}`;
+    const job = await rt.jobs.submit({ queue, tasks: [1, 2], stallAfterMs: 300 });
+    const stalled = await scrapeUntil(
+      "the stall counted",
+      (s) => sampleValue(s, "jetstate_job_stalls_total", { queue }) === 1,
+    );
+    // The job's own actor says stalled too (the metrics read the records, not the actor).
+    expect(job.snapshot().status).toBe("stalled");
+    expect(sampleValue(stalled, "jetstate_jobs", { queue, status: "stalled" })).toBe(1);
+    expect(sampleValue(stalled, "jetstate_jobs", { queue, status: "running" })).toBeUndefined();
+    const worker = rt.workers.start({ queue, handler: () => "ok" });
+    expect((await job.done()).status).toBe("succeeded");
+    const ended = await scrapeUntil(
+      "the end seen",
+      (s) => sampleValue(s, "jetstate_jobs_finished_total", { queue, status: "succeeded" }) === 1,
+    );
+    expect(sampleValue(ended, "jetstate_job_stalls_total", { queue })).toBe(1);
+    expect(sampleValue(ended, "jetstate_jobs", { queue, status: "stalled" })).toBeUndefined();
+    await worker.stop();
+  });
+
   it.runIf(name === "nats")(
     "connection state follows a stop and a start of the server; the reconnect is counted",
     async () => {
