@@ -49,18 +49,30 @@ export const registerScrapeGauges = (registry: Registry, named: Named, sources: 
         registers,
       }),
   );
+  // One warning per spell of failures (a process without the permissions fails every scrape).
+  const failing = { queues: false, workers: false };
   const failed = (read: "queues" | "workers") => (error: unknown) => {
     errors.inc({ read });
-    log.warn({ err: error, read }, "not read for this scrape");
+    (failing[read] ? log.debug : log.warn).call(log, { err: error, read }, "not read for this scrape");
+    failing[read] = true;
     return undefined;
   };
+  const succeeded =
+    (read: "queues" | "workers") =>
+    <A>(value: A): A => {
+      failing[read] = false;
+      return value;
+    };
 
   let lastRead: { at: number; stats: Promise<QueueStats[] | undefined> } | undefined;
   const readQueues = (): Promise<QueueStats[] | undefined> => {
     const now = Date.now();
     if (lastRead && now - lastRead.at < queueReadReuseMs) return lastRead.stats;
     // The broker bounds its own read (NATS: the operation's deadline); this bounds the rest.
-    const stats = within(sources.readQueues, sources.timeoutMs, "queue stats").catch(failed("queues"));
+    const stats = within(sources.readQueues, sources.timeoutMs, "queue stats").then(
+      succeeded("queues"),
+      failed("queues"),
+    );
     lastRead = { at: now, stats };
     return stats;
   };
@@ -107,7 +119,8 @@ export const registerScrapeGauges = (registry: Registry, named: Named, sources: 
         registers,
         async collect() {
           this.reset();
-          const workers = await within(sources.listWorkers, sources.timeoutMs, "workers").catch(
+          const workers = await within(sources.listWorkers, sources.timeoutMs, "workers").then(
+            succeeded("workers"),
             failed("workers"),
           );
           if (!workers) return;
