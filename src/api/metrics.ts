@@ -90,6 +90,12 @@ export const createMetrics = (rt: Runtime, options: MetricsOptions = {}): Metric
   const { core, broker } = partsOf(rt);
   const settings = checkOptions(options);
   const registry = settings.registry ?? new Registry();
+  // prom-client would throw a plain Error on the first name taken, after nothing else was registered.
+  if (registry.getSingleMetric("jetstate_tasks_done_total"))
+    throw new InvalidArgument({
+      message: "registry: already holds jetstate's metrics (stop() the metrics registered there first)",
+      field: "registry",
+    });
   const log = childLogger(core.logger, { actor: "metrics" });
   const registers = [registry];
   const names: string[] = [];

@@ -50,6 +50,7 @@ describe("createMetrics", () => {
     const mine = new Counter({ name: "app_things_total", help: "the app's own", registers: [registry] });
     mine.inc(3);
     const metrics = createMetrics(rt, { registry, queues: ["face"] });
+    expect(() => createMetrics(rt, { registry })).toThrow(InvalidArgument);
     expect(metrics.registry).toBe(registry);
     const get = await metrics.fetch(new Request("http://x/metrics"));
     expect(get.status).toBe(200);
