@@ -12,6 +12,7 @@ import { childLogger, type Logger, silentLogger } from "../kernel/logger.ts";
 import type { WorkerInfo } from "../kernel/presence.ts";
 import { check, checkCleanupOptions, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
+import { type Diagnosis, diagnose } from "./diagnose.ts";
 import { JobRegistry, type Jobs, jobsFace } from "./jobs.ts";
 import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
@@ -39,6 +40,15 @@ export interface Runtime {
      * to create them (workers, supervisors) find them. Idempotent.
      */
     provision(queues?: readonly string[]): Promise<void>;
+    /**
+     * Reads the server and reports what is wrong: JetStream off, a stream or
+     * bucket of jetstate's missing or with another replica count, an identity
+     * allowed no role's calls, this host's clock off the server's. Reads
+     * only; needs no role (it checks what each role may do). NATS only.
+     * @example
+     * for (const p of (await rt.admin.diagnose()).problems) console.log(p.what, "→", p.fix);
+     */
+    diagnose(): Promise<Diagnosis>;
   };
   readonly workers: {
     start<Payload, Result>(options: WorkerOptions<Payload, Result>): Worker;
@@ -136,6 +146,14 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         requireRole(core.options.roles, "admin", "rt.admin.provision()");
         const names = checkQueues(queues);
         await broker.provision(names);
+      },
+      diagnose: async () => {
+        if (!nats)
+          throw new InvalidArgument({
+            field: "broker",
+            message: "rt.admin.diagnose(): reads a NATS server; this runtime runs in memory",
+          });
+        return diagnose(core, Math.min(2000, core.options.connection.operationTimeoutMs));
       },
     },
     workers: {

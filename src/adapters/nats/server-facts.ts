@@ -1,0 +1,135 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  type StreamInfo,
+} from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsContext } from "./nats-context.ts";
+import { nanos } from "./streams.ts";
+
+/** One stream on the server (a KV bucket is a stream named `KV_<bucket>`). */
+export interface StreamFacts {
+  readonly name: string;
+  readonly replicas: number;
+  readonly consumers: number;
+  readonly messages: number;
+}
+
+/** What `rt.admin.diagnose()` reads from the server; the API decides what is a problem. */
+export interface ServerFacts {
+  readonly server: {
+    readonly name: string | undefined;
+    readonly version: string | undefined;
+    readonly cluster: string | undefined;
+    /** The server says JetStream is on, and its API answered this account. */
+    readonly jetstream: boolean;
+    readonly jetstreamError?: string;
+  };
+  /** Streams whose names start with one of the prefixes asked for. */
+  readonly streams: readonly StreamFacts[];
+  /** Expected streams whose info this identity could not read (neither found nor reported missing). */
+  readonly unreadable: readonly string[];
+  /** Server time minus this host's, measured at the middle of one round trip. */
+  readonly clock: { readonly skewMs: number; readonly roundTripMs: number } | { readonly error: string };
+}
+
+export interface FactsRequest {
+  readonly streamPrefixes: readonly string[];
+  /** Read one by one when this identity may not list streams. */
+  readonly expected: readonly string[];
+  /** A stream whose new consumer's `created` stamp gives the server's time (an ephemeral consumer, removed at once). */
+  readonly clockStream: string;
+}
+
+const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+/** `2026-12-02T01:03:36.443004941Z`: nanoseconds cut to the milliseconds Date reads. */
+const parseServerTime = (stamp: string): number => Date.parse(stamp.replace(/(\.\d{3})\d+/, "$1"));
+
+const measureClock = async (nc: NatsConnection, stream: string): Promise<ServerFacts["clock"]> => {
+  const jsm = await jetstreamManager(nc);
+  const sentAt = Date.now();
+  const consumer = await jsm.consumers.add(stream, {
+    ack_policy: AckPolicy.None,
+    deliver_policy: DeliverPolicy.New,
+    // Removed below; if this process dies first, the server removes it after 5 s.
+    inactive_threshold: nanos(5000),
+  });
+  const answeredAt = Date.now();
+  await jsm.consumers.delete(stream, consumer.name).catch(() => undefined);
+  const serverAt = parseServerTime(consumer.created);
+  return { skewMs: Math.round(serverAt - (sentAt + answeredAt) / 2), roundTripMs: answeredAt - sentAt };
+};
+
+/**
+ * Of these read-only API subjects (info, names, list, message get; a direct get with no body gets no answer at all), those the server
+ * refuses to this identity. Each is sent a request; an answer of any kind
+ * (an error, no responders, a timeout) means allowed, and nats.js rejects a
+ * refused publish with a `PermissionViolationError`.
+ */
+export const deniedSubjects = (
+  core: NatsContext,
+  subjects: readonly string[],
+  timeoutMs: number,
+): Promise<string[]> =>
+  core.run("admin.diagnose.permissions", (nc) => deniedOf(nc, subjects, timeoutMs), {
+    timeoutMs: timeoutMs * (subjects.length + 1),
+  });
+
+const deniedOf = async (nc: NatsConnection, subjects: readonly string[], timeoutMs: number) => {
+  const denied: string[] = [];
+  // One at a time: nats.js pairs a violation with the first request pending on its subject.
+  for (const subject of subjects) {
+    try {
+      await nc.request(subject, "", { timeout: timeoutMs });
+    } catch (error) {
+      if ((error as { name?: unknown }).name === "PermissionViolationError") denied.push(subject);
+    }
+  }
+  return denied;
+};
+
+/** Reads the server, its jetstate streams, its clock and this identity's permissions; fails only on no connection. */
+export const readServerFacts = (core: NatsContext, request: FactsRequest): Promise<ServerFacts> =>
+  core.run("admin.diagnose", async (nc) => {
+    const info = nc.info;
+    const server = { name: info?.server_name, version: info?.version, cluster: info?.cluster };
+    let jsm: Awaited<ReturnType<typeof jetstreamManager>>;
+    try {
+      jsm = await jetstreamManager(nc);
+    } catch (error) {
+      const off = { ...server, jetstream: false, jetstreamError: message(error) };
+      return { server: off, streams: [], unreadable: [], clock: { error: "JetStream is off" } };
+    }
+    const streams: StreamFacts[] = [];
+    const unreadable: string[] = [];
+    const facts = (s: StreamInfo): StreamFacts => ({
+      name: s.config.name,
+      replicas: s.config.num_replicas,
+      consumers: s.state.consumer_count,
+      messages: s.state.messages,
+    });
+    try {
+      for await (const s of jsm.streams.list())
+        if (request.streamPrefixes.some((p) => s.config.name.startsWith(p))) streams.push(facts(s));
+    } catch {
+      // Listing is an admin's grant; the others may still read the streams they use.
+      streams.length = 0;
+      for (const name of request.expected) {
+        try {
+          streams.push(facts(await jsm.streams.info(name)));
+        } catch (error) {
+          if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound))
+            unreadable.push(name);
+        }
+      }
+    }
+    streams.sort((a, b) => a.name.localeCompare(b.name));
+    const clock = streams.some((s) => s.name === request.clockStream)
+      ? await measureClock(nc, request.clockStream).catch((error: unknown) => ({ error: message(error) }))
+      : { error: `not measured: stream ${request.clockStream} is missing` };
+    return { server: { ...server, jetstream: info?.jetstream === true }, streams, unreadable, clock };
+  });
