@@ -31,10 +31,16 @@ const newest = async (dir: string): Promise<number> => {
 
 /** dist/ as built from the current sources: `npm test` builds first; alone, this builds when stale. */
 const ensureBuilt = async () => {
-  const built = await stat(path.join(repo, "dist/index.js")).then(
-    (s) => s.mtimeMs,
-    () => 0,
+  // The library's entry and the bin's: a build from before the bin existed is stale too.
+  const mtimes = await Promise.all(
+    ["dist/index.js", "dist/cli.js"].map((file) =>
+      stat(path.join(repo, file)).then(
+        (s) => s.mtimeMs,
+        () => 0,
+      ),
+    ),
   );
+  const built = Math.min(...mtimes);
   const sources = Math.max(
     await newest(path.join(repo, "src")),
     (await stat(path.join(repo, "package.json"))).mtimeMs,
@@ -187,6 +193,22 @@ describe("the packed package in a fresh project", () => {
     const tree = JSON.stringify(JSON.parse(stdout));
     expect(tree).toContain('"jetstate-jobs"');
     expect(tree).not.toContain("@nats-io/");
+  });
+
+  it("installs the jetstate-jobs bin: it runs by its shebang, prints its help and reads a server", async () => {
+    const bin = path.join(project, "node_modules/.bin/jetstate-jobs");
+    const env = { ...process.env };
+    delete env.NATS_URL;
+    const help = await run(bin, ["--help"], { cwd: project, env, timeout: 30_000 });
+    expect(help.stdout).toMatch(/^Usage: jetstate-jobs/m);
+    expect(help.stdout).toMatch(/^\s+4\s+NATS unreachable/m);
+    // Against the test's server: one JSON document, a page of job records.
+    const listed = await run(bin, ["jobs", "ls", "--json"], {
+      cwd: project,
+      env: { ...env, NATS_URL: server.url },
+      timeout: 30_000,
+    });
+    expect(JSON.parse(listed.stdout)).toMatchObject({ jobs: expect.any(Array) });
   });
 
   const entry = {

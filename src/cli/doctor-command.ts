@@ -1,0 +1,57 @@
+import type { Command } from "commander";
+import type { Diagnosis } from "../index.ts";
+import { ExitCode } from "./exit-codes.ts";
+import { fields, print, printJson, table } from "./format.ts";
+import { type GlobalOptions, withRuntime } from "./session.ts";
+
+const report = (d: Diagnosis): string => {
+  const clock =
+    "skewMs" in d.clock
+      ? `${d.clock.skewMs > 0 ? "+" : ""}${d.clock.skewMs} ms (server minus this host; round trip ${d.clock.roundTripMs} ms)`
+      : d.clock.error;
+  const parts = [
+    fields([
+      [
+        "server",
+        `${d.server.name ?? "?"} (nats-server ${d.server.version ?? "?"})${d.server.cluster ? `, cluster ${d.server.cluster}` : ""}`,
+      ],
+      ["jetstream", d.server.jetstream ? "on" : "OFF"],
+      ["replicas wanted", String(d.replicasWanted)],
+      ["clock skew", clock],
+    ]),
+    table(
+      ["STREAM", "QUEUE", "PRESENT", "REPLICAS", "CONSUMERS", "MESSAGES"],
+      d.stores.map((s) => [
+        s.name,
+        s.queue ?? "-",
+        s.present ? "yes" : "MISSING",
+        s.replicas === undefined ? "-" : String(s.replicas),
+        s.consumers === undefined ? "-" : String(s.consumers),
+        s.messages === undefined ? "-" : String(s.messages),
+      ]),
+    ),
+    table(
+      ["ROLE", "ALLOWED", "DENIED"],
+      d.roles.map((r) => [r.role, r.allowed ? "yes" : "no", r.denied.join(" ") || "-"]),
+    ),
+    d.problems.length === 0
+      ? "no problem found"
+      : d.problems.map((p) => `PROBLEM: ${p.what}\n  fix: ${p.fix}`).join("\n"),
+  ];
+  return parts.join("\n\n");
+};
+
+export const registerDoctor = (program: Command, globals: () => GlobalOptions): void => {
+  program
+    .command("doctor")
+    .description(
+      "check the server, JetStream, jetstate's streams and buckets, this identity's permissions and the clock; exit 5 on a problem",
+    )
+    .action(async () => {
+      const g = globals();
+      const diagnosis = await withRuntime(g, "read", (rt) => rt.admin.diagnose());
+      if (g.json) printJson(diagnosis);
+      else print(report(diagnosis));
+      if (diagnosis.problems.length > 0) process.exitCode = ExitCode.problems;
+    });
+};

@@ -1,0 +1,109 @@
+import { hostname, userInfo } from "node:os";
+import type { Command } from "commander";
+import type { JobRecord, JobSnapshot, JobStatus } from "../index.ts";
+import { explainStill, type Reason } from "./diagnosis.ts";
+import { ExitCode } from "./exit-codes.ts";
+import { clip, duration, fields, print, printJson, table, when } from "./format.ts";
+import { type GlobalOptions, jobOrNotFound, withRuntime } from "./session.ts";
+import { watchJob } from "./watch.ts";
+
+const isOver = (status: JobStatus) => status === "succeeded" || status === "failed";
+
+const listRows = (jobs: readonly JobRecord[], now: number) =>
+  table(
+    ["ID", "QUEUE", "STATUS", "DONE/TOTAL", "FAILED", "DEAD", "UPDATED", "REASON"],
+    jobs.map((j) => [
+      j.id,
+      j.queue,
+      j.status,
+      `${j.counts.done + j.counts.failed + j.counts.dead}/${j.total}`,
+      String(j.counts.failed),
+      String(j.counts.dead),
+      `${duration(now - j.updatedAt)} ago`,
+      clip(j.reason ?? "", 60),
+    ]),
+  );
+
+const snapshotFields = (s: JobSnapshot, now: number) =>
+  fields([
+    ["job", s.id],
+    ["queue", s.queue],
+    ["status", s.status],
+    ["tasks", `${s.total} (done ${s.done}, failed ${s.failed}, dead ${s.dead})`],
+    ["rate", `${s.throughput} tasks/s`],
+    ["eta", s.etaMs === null ? "-" : duration(s.etaMs)],
+    ["started", when(s.startedAt, now)],
+    ["last progress", when(s.lastProgressAt, now)],
+    ...(s.reason ? ([["reason", s.reason]] as const) : []),
+  ]);
+
+const reasonLines = (reasons: readonly Reason[]): string =>
+  reasons.map((r) => `why: ${r.message}${r.next ? `\n  next: ${r.next}` : ""}`).join("\n");
+
+export const registerJobs = (program: Command, globals: () => GlobalOptions): void => {
+  const jobs = program.command("jobs").description("list, show, watch and cancel jobs");
+
+  jobs
+    .command("ls")
+    .description("list jobs, most recently written last")
+    .option("--queue <queue>", "only jobs of this queue")
+    .option("--status <status>", "only jobs of this status (queuing, running, stalled, succeeded, failed)")
+    .option("--limit <n>", "jobs per page, 1 to 1000 (default 100)")
+    .option("--cursor <cursor>", "the `next` cursor of the page before")
+    .action(async (o: { queue?: string; status?: string; limit?: string; cursor?: string }) => {
+      const g = globals();
+      const page = await withRuntime(g, "jobs", (rt) =>
+        rt.jobs.list({
+          ...(o.queue === undefined ? {} : { queue: o.queue }),
+          ...(o.status === undefined ? {} : { status: o.status as JobStatus }),
+          // Passed as given: the runtime's InvalidArgument names what is wrong with it.
+          ...(o.limit === undefined ? {} : { limit: Number(o.limit) }),
+          ...(o.cursor === undefined ? {} : { cursor: o.cursor }),
+        }),
+      );
+      if (g.json) return printJson(page);
+      print(page.jobs.length === 0 ? "no jobs" : listRows(page.jobs, Date.now()));
+      if (page.next) print(`more: --cursor ${page.next}`);
+    });
+
+  jobs
+    .command("show <id>")
+    .description("a job's counts, rate and ETA; when it is not moving, why")
+    .action(async (id: string) => {
+      const g = globals();
+      const shown = await withRuntime(g, "jobs", async (rt) => {
+        const handle = await jobOrNotFound(rt, id);
+        const snapshot = handle.snapshot();
+        const reasons =
+          isOver(snapshot.status) && snapshot.dead === 0 ? [] : await explainStill(rt, snapshot);
+        return { job: snapshot, reasons };
+      });
+      if (g.json) return printJson(shown);
+      print(snapshotFields(shown.job, Date.now()));
+      if (shown.reasons.length > 0) print(reasonLines(shown.reasons));
+    });
+
+  jobs
+    .command("watch <id>")
+    .description(
+      "follow a job until it ends: a progress bar on a terminal, one line per change otherwise; exit 0 if it succeeded, 1 if it failed",
+    )
+    .action(async (id: string) => {
+      const g = globals();
+      const final = await withRuntime(g, "jobs", (rt) => watchJob(rt, id, g), false);
+      if (g.json) printJson(final);
+      if (final.status !== "succeeded") process.exitCode = ExitCode.failed;
+    });
+
+  jobs
+    .command("cancel <id>")
+    .description("end a job as failed: its remaining tasks are removed")
+    .option("--reason <reason>", "recorded as the job's reason")
+    .action(async (id: string, o: { reason?: string }) => {
+      const g = globals();
+      const reason = o.reason ?? `cancelled with jetstate-jobs by ${userInfo().username}@${hostname()}`;
+      const final = await withRuntime(g, "jobs", async (rt) => (await jobOrNotFound(rt, id)).cancel(reason));
+      if (g.json) return printJson(final);
+      print(snapshotFields(final, Date.now()));
+    });
+};
