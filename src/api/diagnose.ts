@@ -71,7 +71,9 @@ const probeSubjects = (prefix: string, role: Role, queues: readonly string[]): s
 export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promise<Diagnosis> => {
   const prefix = core.options.prefix;
   const n = brokerNames(prefix);
-  const buckets = [n.jobsBucket, n.leasesBucket, agentsBucketFor(prefix)].map((b) => `KV_${b}`);
+  const buckets = [n.jobsBucket, n.leasesBucket, agentsBucketFor(prefix), n.presenceBucket].map(
+    (b) => `KV_${b}`,
+  );
   const shared = [n.resultsStream, n.deadStream, ...buckets];
   // Queues are found from their streams: listing first, then the probes need their names.
   const first = await readServerFacts(core, {

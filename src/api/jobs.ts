@@ -340,6 +340,10 @@ export class JobRegistry implements Jobs {
         updatedAt: this.#core.clock.now(),
       };
     });
+    // A finished job's lease went with its end: a run-out one now, once the record says running
+    // (a takeover pass that read it finished would remove it), so that a supervisor takes the
+    // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).
+    await this.#broker.leases.enrol(id);
     await this.#broker.removeDeadLetters(chosen.map((l) => l.seq));
     this.#log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
     const handle = await this.get(id);

@@ -68,7 +68,8 @@ describe("jetstate-jobs CLI", () => {
 
   beforeAll(async () => {
     [server, cli] = await Promise.all([startNatsServer(), buildCli()]);
-    rt = await createRuntime({ servers: server.url, logger: silentLogger() });
+    // A short lease: a job the CLI redrives (it supervises nothing) is taken over by this runtime soon.
+    rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { leaseMs: 2000 } });
     await rt.admin.provision(["cli", "spare"]);
     nc = await connect({ servers: server.url });
     jsm = await jetstreamManager(nc);
