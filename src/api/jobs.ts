@@ -58,6 +58,15 @@ export interface Jobs {
   /** The job with this id, watched by this runtime from now on; undefined if unknown. */
   get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined>;
   /**
+   * The job's record as stored now (status, counts, reason, times), read
+   * once: nothing is watched, unlike `get`. Undefined if unknown or not
+   * committed yet.
+   * @example
+   * const record = await rt.jobs.record(id);
+   * if (record?.status === "stalled") console.log("stalled since", new Date(record.updatedAt));
+   */
+  record(id: string): Promise<JobRecord | undefined>;
+  /**
    * Job records a page at a time, in the order they were last written; all,
    * or those of a status or queue. Pass a page's `next` as `cursor` to get
    * the page after it; no `next`: the listing reached the end.
@@ -113,6 +122,7 @@ export interface JobPage {
 export const jobsFace = (registry: JobRegistry): Jobs => ({
   submit: (request) => inSubmitSpan(request, () => registry.submit(request)),
   get: (id) => registry.get(id),
+  record: (id) => registry.record(id),
   list: (query) => registry.list(query),
   deadLetters: (id) => registry.deadLetters(id),
   redrive: (id, taskIds) => registry.redrive(id, taskIds),
@@ -256,6 +266,14 @@ export class JobRegistry implements Jobs {
     // A finished job's actor ends at once, as recorded, and is dropped: its handle still answers.
     const started = this.#track(id, this.#start(found.record, found.record.status));
     return (await started).handle as JobHandle<Result>;
+  }
+
+  async record(id: string): Promise<JobRecord | undefined> {
+    requireRole(this.#core.options.roles, "submitter", "rt.jobs.record()");
+    check(SubjectToken, id, "id");
+    const found = await this.#broker.getRecord(id);
+    // Not committed: not a job yet (as `get` answers).
+    return found && found.record.phase !== SubmitPhase.submitting ? found.record : undefined;
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { JobSnapshot, Runtime } from "../index.ts";
+import type { JobRecord, Runtime } from "../index.ts";
 import { duration } from "./format.ts";
 
 /** Why a job is not moving, and what to do about it. */
@@ -11,10 +11,11 @@ export interface Reason {
 /**
  * Why a job that is not over is not moving (and, for one that ended, its
  * dead tasks): nobody pulls its queue, its tasks exhausted their
- * deliveries, or its supervisor found it stalled. Presence is read from the
- * workers' own announcements (`rt.workers.list`), not from the job.
+ * deliveries, or its supervisor found it stalled. Read from the stored
+ * record, and presence from the workers' own announcements
+ * (`rt.workers.list`): nothing is watched.
  */
-export const explainStill = async (rt: Runtime, job: JobSnapshot, now = Date.now()): Promise<Reason[]> => {
+export const explainStill = async (rt: Runtime, job: JobRecord, now = Date.now()): Promise<Reason[]> => {
   const reasons: Reason[] = [];
   const over = job.status === "succeeded" || job.status === "failed";
   if (!over) {
@@ -26,19 +27,19 @@ export const explainStill = async (rt: Runtime, job: JobSnapshot, now = Date.now
         next: `start a worker of queue ${job.queue} (rt.workers.start({ queue: "${job.queue}", ... })); \`jetstate-jobs workers ls\` lists the live ones`,
       });
   }
-  if (job.dead > 0)
+  const dead = job.counts.dead;
+  if (dead > 0)
     reasons.push({
       kind: "dead-tasks",
-      message: `${job.dead} dead task${job.dead === 1 ? "" : "s"} (exhausted their deliveries)`,
+      message: `${dead} dead task${dead === 1 ? "" : "s"} (exhausted their deliveries)`,
       next: `\`jetstate-jobs dlq ls ${job.id}\` for their errors, then \`jetstate-jobs dlq redrive ${job.id}\` once the cause is fixed`,
     });
+  // The supervisor writes the stall into the record: its last write is when it stalled.
   if (job.status === "stalled")
     reasons.push({
       kind: "stalled",
-      message:
-        job.lastProgressAt > 0
-          ? `stalled: no task answered since ${new Date(job.lastProgressAt).toISOString()} (${duration(now - job.lastProgressAt)} ago)`
-          : "stalled: no task answered since it started",
+      message: `stalled since ${new Date(job.updatedAt).toISOString()} (${duration(now - job.updatedAt)} ago)${job.reason ? `: ${job.reason}` : ""}`,
+      next: "a stalled job resumes when a worker answers one of its tasks; it fails if stalledTimeoutMs is set and runs out",
     });
   return reasons;
 };

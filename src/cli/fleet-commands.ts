@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import type { CleanupReport, DeadLetter } from "../index.ts";
 import { notFound } from "./exit-codes.ts";
 import { clip, duration, print, printJson, table } from "./format.ts";
-import { type GlobalOptions, jobOrNotFound, withRuntime } from "./session.ts";
+import { type GlobalOptions, recordOrNotFound, withRuntime } from "./session.ts";
 
 /** `3` is a task index, anything else a task id: as `rt.jobs.redrive()` takes them. */
 const taskRef = (value: string): string | number => (/^\d+$/.test(value) ? Number(value) : value);
@@ -29,7 +29,7 @@ export const registerDlq = (program: Command, globals: () => GlobalOptions): voi
     .action(async (id: string) => {
       const g = globals();
       const letters = await withRuntime(g, "jobs", async (rt) => {
-        await jobOrNotFound(rt, id);
+        await recordOrNotFound(rt, id);
         return rt.jobs.deadLetters(id);
       });
       if (g.json) return printJson(letters);
@@ -43,7 +43,7 @@ export const registerDlq = (program: Command, globals: () => GlobalOptions): voi
       const g = globals();
       const refs = tasks.map(taskRef);
       const redriven = await withRuntime(g, "jobs", async (rt) => {
-        await jobOrNotFound(rt, id);
+        await recordOrNotFound(rt, id);
         const letters = await rt.jobs.deadLetters(id);
         if (letters.length === 0) throw notFound(`no dead task in job ${id} to redrive`);
         const handle = await rt.jobs.redrive(id, refs.length === 0 ? undefined : refs);

@@ -4,7 +4,7 @@ import type { JobRecord, JobSnapshot, JobStatus } from "../index.ts";
 import { explainStill, type Reason } from "./diagnosis.ts";
 import { ExitCode } from "./exit-codes.ts";
 import { clip, duration, fields, print, printJson, table, when } from "./format.ts";
-import { type GlobalOptions, jobOrNotFound, withRuntime } from "./session.ts";
+import { type GlobalOptions, jobOrNotFound, recordOrNotFound, withRuntime } from "./session.ts";
 import { watchJob } from "./watch.ts";
 
 const isOver = (status: JobStatus) => status === "succeeded" || status === "failed";
@@ -24,16 +24,25 @@ const listRows = (jobs: readonly JobRecord[], now: number) =>
     ]),
   );
 
-const snapshotFields = (s: JobSnapshot, now: number) =>
+/** A job as stored: counts and times (live rate and ETA are `jobs watch`'s). */
+const recordFields = (j: JobRecord, now: number) =>
+  fields([
+    ["job", j.id],
+    ["queue", j.queue],
+    ["status", j.status],
+    ["tasks", `${j.total} (done ${j.counts.done}, failed ${j.counts.failed}, dead ${j.counts.dead})`],
+    ["created", when(j.createdAt, now)],
+    ["updated", when(j.updatedAt, now)],
+    ...(j.finishedAt === undefined ? [] : ([["finished", when(j.finishedAt, now)]] as const)),
+    ...(j.reason ? ([["reason", j.reason]] as const) : []),
+  ]);
+
+const snapshotFields = (s: JobSnapshot) =>
   fields([
     ["job", s.id],
     ["queue", s.queue],
     ["status", s.status],
     ["tasks", `${s.total} (done ${s.done}, failed ${s.failed}, dead ${s.dead})`],
-    ["rate", `${s.throughput} tasks/s`],
-    ["eta", s.etaMs === null ? "-" : duration(s.etaMs)],
-    ["started", when(s.startedAt, now)],
-    ["last progress", when(s.lastProgressAt, now)],
     ...(s.reason ? ([["reason", s.reason]] as const) : []),
   ]);
 
@@ -68,18 +77,16 @@ export const registerJobs = (program: Command, globals: () => GlobalOptions): vo
 
   jobs
     .command("show <id>")
-    .description("a job's counts, rate and ETA; when it is not moving, why")
+    .description("a job as stored (counts, times, reason); when it is not moving, why")
     .action(async (id: string) => {
       const g = globals();
       const shown = await withRuntime(g, "jobs", async (rt) => {
-        const handle = await jobOrNotFound(rt, id);
-        const snapshot = handle.snapshot();
-        const reasons =
-          isOver(snapshot.status) && snapshot.dead === 0 ? [] : await explainStill(rt, snapshot);
-        return { job: snapshot, reasons };
+        const job = await recordOrNotFound(rt, id);
+        const reasons = isOver(job.status) && job.counts.dead === 0 ? [] : await explainStill(rt, job);
+        return { job, reasons };
       });
       if (g.json) return printJson(shown);
-      print(snapshotFields(shown.job, Date.now()));
+      print(recordFields(shown.job, Date.now()));
       if (shown.reasons.length > 0) print(reasonLines(shown.reasons));
     });
 
@@ -104,6 +111,6 @@ export const registerJobs = (program: Command, globals: () => GlobalOptions): vo
       const reason = o.reason ?? `cancelled with jetstate-jobs by ${userInfo().username}@${hostname()}`;
       const final = await withRuntime(g, "jobs", async (rt) => (await jobOrNotFound(rt, id)).cancel(reason));
       if (g.json) return printJson(final);
-      print(snapshotFields(final, Date.now()));
+      print(snapshotFields(final));
     });
 };

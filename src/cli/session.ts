@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { createRuntime, type JobHandle, type Role, type Runtime } from "../index.ts";
+import { createRuntime, type JobHandle, type JobRecord, type Role, type Runtime } from "../index.ts";
 import { cliLogger } from "./cli-logger.ts";
 import { CliFailure, ExitCode, notFound } from "./exit-codes.ts";
 
@@ -85,6 +85,13 @@ export const withRuntime = async <A>(
 };
 
 export { within };
+
+/** The job's record as stored, or exit 3; nothing is watched. */
+export const recordOrNotFound = async (rt: Runtime, id: string): Promise<JobRecord> => {
+  const record = await rt.jobs.record(id);
+  if (!record) throw notFound(`no job ${id}`);
+  return record;
+};
 
 /** The job, watched by this runtime (which never takes it over), or exit 3. */
 export const jobOrNotFound = async (rt: Runtime, id: string): Promise<JobHandle> => {

@@ -8,6 +8,7 @@
 
 import { createServer } from "node:net";
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
@@ -15,6 +16,7 @@ import type { Worker } from "../../src/api/worker-options.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type BuiltCli, buildCli, type CliRun, runCli } from "../harness/cli.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const closedPort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -44,6 +46,13 @@ describe("jetstate-jobs CLI", () => {
   let broken = true;
   const failing = new Set([1, 4]);
   const workers: Worker[] = [];
+  /** Every holder ever written to the leases bucket, read raw from a watch of the test's own. */
+  const leaseHolders = new Set<string>();
+  /** The job record as stored, read raw. */
+  const rawRecord = async (id: string) => {
+    const entry = await (await new Kvm(nc).open("jetstate_jobs")).get(id);
+    return entry?.json<{ status: string; updatedAt: number }>();
+  };
 
   const run = (args: readonly string[], env: Record<string, string> = {}): Promise<CliRun> =>
     runCli(cli.bin, args, { NATS_URL: server.url, ...env });
@@ -70,9 +79,17 @@ describe("jetstate-jobs CLI", () => {
     [server, cli] = await Promise.all([startNatsServer(), buildCli()]);
     // A short lease: a job the CLI redrives (it supervises nothing) is taken over by this runtime soon.
     rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { leaseMs: 2000 } });
-    await rt.admin.provision(["cli", "spare"]);
+    await rt.admin.provision(["cli", "spare", "stall"]);
     nc = await connect({ servers: server.url });
     jsm = await jetstreamManager(nc);
+    const watch = await (await new Kvm(nc).open("jetstate_leases")).watch({ include: "history" });
+    void (async () => {
+      for await (const e of watch)
+        if (e.value.length > 0) {
+          const holder = (e.json() as { holder?: unknown }).holder;
+          if (typeof holder === "string") leaseHolders.add(holder);
+        }
+    })();
   }, 60_000);
 
   afterAll(async () => {
@@ -224,6 +241,27 @@ describe("jetstate-jobs CLI", () => {
     expect(listed.find((w) => w.id === worker.id)).toMatchObject({ queue: "cli", pid: process.pid });
     const report = json<{ dryRun: boolean }>(await run(["cleanup", "--dry-run", "--json"]));
     expect(report.dryRun).toBe(true);
+  });
+
+  it("a stalled job: jobs show says since when, from the record as stored", async () => {
+    const job = await rt.jobs.submit({ queue: "stall", tasks: [1], stallAfterMs: 300 });
+    await waitUntil(async () => (await rawRecord(job.id))?.status === "stalled", {
+      timeoutMs: 15_000,
+      message: "the job's record says stalled",
+    });
+    const raw = await rawRecord(job.id);
+    const r = await run(["jobs", "show", job.id, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const shown = json<{ reasons: { kind: string; message: string }[] }>(r);
+    expect(shown.reasons.map((x) => x.kind).sort()).toEqual(["no-worker", "stalled"]);
+    expect(shown.reasons.find((x) => x.kind === "stalled")?.message).toContain(
+      `stalled since ${new Date(raw?.updatedAt ?? 0).toISOString()}`,
+    );
+  });
+
+  it("no CLI run ever held a supervision lease (the leases bucket, watched raw)", () => {
+    expect(leaseHolders.size).toBeGreaterThan(0);
+    expect([...leaseHolders].filter((h) => h.startsWith("jetstate-cli-"))).toEqual([]);
   });
 
   it("doctor: a healthy server is exit 0, with the streams and consumers the server reports raw", async () => {

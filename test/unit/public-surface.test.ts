@@ -20,6 +20,7 @@ describe("the public surface", () => {
         "events",
         "get",
         "list",
+        "record",
         "redrive",
         "submit",
       ]);
