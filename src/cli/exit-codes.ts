@@ -15,6 +15,8 @@ export const ExitCode = {
   unreachable: 4,
   /** `doctor` found at least one problem. */
   problems: 5,
+  /** Interrupted (Ctrl-C): 128 + SIGINT, as shells report it. */
+  interrupted: 130,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -26,6 +28,7 @@ Exit codes:
   3  not found: no such job
   4  NATS unreachable or not authorised within --timeout
   5  doctor found problems
+  130  interrupted (Ctrl-C)
 `;
 
 /** An outcome the CLI reports itself (not a runtime error): its message and exit code. */

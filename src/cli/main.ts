@@ -85,6 +85,9 @@ const main = async (argv: readonly string[]): Promise<void> => {
     if (error.code === "EPIPE") process.exit(process.exitCode ?? ExitCode.ok);
     throw error;
   });
+  // Ctrl-C (a `jobs watch` left running): the CLI holds no lease and owns no job, so there is
+  // nothing to hand back; the server drops the connection.
+  process.once("SIGINT", () => process.exit(ExitCode.interrupted));
   try {
     await buildProgram().parseAsync([...argv]);
   } catch (error) {

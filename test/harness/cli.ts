@@ -50,12 +50,13 @@ export const buildCli = async (): Promise<BuiltCli> => {
 /** Variables the CLI reads: none leaks in from the environment running the tests. */
 const cliVariables = /^(NATS_|JETSTATE_|LOG_LEVEL$|NODE_ENV$)/;
 
-/** Runs the CLI with `args` and these variables; killed (code null) after `boundMs`. */
+/** Runs the CLI with `args` and these variables; killed (code null) after `boundMs`, or sent `interrupt` first. */
 export const runCli = (
   bin: string,
   args: readonly string[],
   env: Record<string, string>,
   boundMs = 30_000,
+  interrupt?: { readonly afterMs: number; readonly signal: NodeJS.Signals },
 ): Promise<CliRun> => {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !cliVariables.test(k)));
   const started = Date.now();
@@ -73,8 +74,10 @@ export const runCli = (
   });
   return new Promise((resolve) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), boundMs);
+    const early = interrupt && setTimeout(() => child.kill(interrupt.signal), interrupt.afterMs);
     child.once("close", (code) => {
       clearTimeout(timer);
+      clearTimeout(early);
       resolve({ code, stdout, stderr, ms: Date.now() - started });
     });
   });

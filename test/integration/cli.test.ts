@@ -259,6 +259,41 @@ describe("jetstate-jobs CLI", () => {
     );
   });
 
+  it("jobs watch of a job nobody supervises watches only; Ctrl-C ends it with 130", async () => {
+    // Another prefix, where no runtime takes jobs over: its submitter stops, its lease runs out.
+    const orphaner = await createRuntime({
+      servers: server.url,
+      prefix: "orphan",
+      logger: silentLogger(),
+      roles: "submitter",
+      jobs: { leaseMs: 300 },
+    });
+    const job = await orphaner.jobs.submit({ queue: "orphan", tasks: [1] });
+    await orphaner.stop();
+    const holders: string[] = [];
+    const watch = await (await new Kvm(nc).open("orphan_leases")).watch({ include: "history" });
+    void (async () => {
+      for await (const e of watch)
+        if (e.value.length > 0) holders.push(String(e.json<{ holder?: string }>().holder));
+    })();
+    // Longer than a third of the CLI's lease (10 s): a runtime taking jobs over would have renewed by then.
+    const r = await runCli(
+      cli.bin,
+      ["--prefix", "orphan", "jobs", "watch", job.id],
+      { NATS_URL: server.url },
+      20_000,
+      {
+        afterMs: 6000,
+        signal: "SIGINT",
+      },
+    );
+    watch.stop();
+    expect(r.code, r.stderr).toBe(130);
+    expect(r.stdout).toMatch(/^running 0\/1 /);
+    expect(holders.length).toBeGreaterThan(0);
+    expect(holders.filter((h) => h.startsWith("jetstate-cli-"))).toEqual([]);
+  });
+
   it("no CLI run ever held a supervision lease (the leases bucket, watched raw)", () => {
     expect(leaseHolders.size).toBeGreaterThan(0);
     expect([...leaseHolders].filter((h) => h.startsWith("jetstate-cli-"))).toEqual([]);
