@@ -10,7 +10,8 @@ export interface StoreCheck {
   readonly name: string;
   /** The queue it belongs to, for a queue's tasks and advisories streams. */
   readonly queue?: string;
-  readonly present: boolean;
+  /** null: this identity may not read it (nor list streams), so whether it exists is not known. */
+  readonly present: boolean | null;
   readonly replicas?: number;
   readonly consumers?: number;
   readonly messages?: number;
@@ -104,7 +105,7 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
     return {
       name,
       ...(queue === undefined ? {} : { queue }),
-      present: s !== undefined,
+      present: s !== undefined ? true : first.unreadable.includes(name) ? null : false,
       ...(s ? { replicas: s.replicas, consumers: s.consumers, messages: s.messages } : {}),
     };
   };
@@ -122,12 +123,9 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
   const replicasWanted = core.options.replicas;
   if (server.jetstream) {
     for (const s of stores) {
-      if (first.unreadable.includes(s.name))
-        problems.push({
-          what: `stream ${s.name} could not be read by this identity`,
-          fix: "run doctor with an admin's credentials to see it",
-        });
-      else if (!s.present)
+      // Not readable with these credentials: not known to be wrong (doctor as an admin sees it).
+      if (s.present === null) continue;
+      if (!s.present)
         problems.push({
           what: `stream ${s.name} is missing`,
           fix: `run \`rt.admin.provision(${s.queue ? `["${s.queue}"]` : ""})\` with an admin's credentials (an admin runtime also creates it on first use)`,

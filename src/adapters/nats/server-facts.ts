@@ -67,8 +67,8 @@ const measureClock = async (nc: NatsConnection, stream: string): Promise<ServerF
 /**
  * Of these read-only API subjects (info, names, list, message get; a direct get with no body gets no answer at all), those the server
  * refuses to this identity. Each is sent a request; an answer of any kind
- * (an error, no responders, a timeout) means allowed, and nats.js rejects a
- * refused publish with a `PermissionViolationError`.
+ * (an error, no responders, a timeout) means allowed; a refused publish
+ * rejects with the server's permissions violation.
  */
 export const deniedSubjects = (
   core: NatsContext,
@@ -79,6 +79,12 @@ export const deniedSubjects = (
     timeoutMs: timeoutMs * (subjects.length + 1),
   });
 
+/** nats.js 3 rejects the request with a `RequestError` whose cause is the `PermissionViolationError`. */
+const isPermissionViolation = (error: unknown): boolean =>
+  error instanceof Error &&
+  (error.name === "PermissionViolationError" ||
+    (error.cause instanceof Error && error.cause.name === "PermissionViolationError"));
+
 const deniedOf = async (nc: NatsConnection, subjects: readonly string[], timeoutMs: number) => {
   const denied: string[] = [];
   // One at a time: nats.js pairs a violation with the first request pending on its subject.
@@ -86,7 +92,7 @@ const deniedOf = async (nc: NatsConnection, subjects: readonly string[], timeout
     try {
       await nc.request(subject, "", { timeout: timeoutMs });
     } catch (error) {
-      if ((error as { name?: unknown }).name === "PermissionViolationError") denied.push(subject);
+      if (isPermissionViolation(error)) denied.push(subject);
     }
   }
   return denied;

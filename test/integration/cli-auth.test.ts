@@ -1,0 +1,145 @@
+/**
+ * `jetstate-jobs doctor` and the credential variables, on a nats-server
+ * whose users have exactly the permissions `natsPermissions()` gives their
+ * roles (and one user with none of them). The CLI reads `NATS_USER` and
+ * `NATS_PASSWORD` as the runtime does. The oracle for "which roles does
+ * this identity allow" is the server's own log of permission violations:
+ * every subject the CLI calls denied was refused by the server to that user,
+ * and every refusal it logged during the run is one the CLI reports.
+ */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { natsPermissions, type PermissionsRequest } from "../../src/api/permissions.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { type BuiltCli, buildCli, type CliRun, runCli } from "../harness/cli.ts";
+import { type AuthFiles, authFiles } from "../harness/nats-auth.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const password = "cli-s3cret";
+const users: Record<string, PermissionsRequest> = {
+  admin: { role: "admin", queues: ["A"] },
+  workerA: { role: "worker", queues: ["A"] },
+};
+
+const usersConfig = (logFile: string): string =>
+  [
+    `log_file: ${JSON.stringify(logFile)}`,
+    "authorization {",
+    "  users: [",
+    ...Object.entries(users).map(
+      ([user, request]) =>
+        `    { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}, permissions: ${JSON.stringify(natsPermissions(request))} }`,
+    ),
+    // Replies only: allowed none of jetstate's calls.
+    `    { user: "nobody", password: ${JSON.stringify(password)}, permissions: { publish: { allow: ["_INBOX.>"] }, subscribe: { allow: ["_INBOX.>"] } } }`,
+    "  ]",
+    "}",
+    "",
+  ].join("\n");
+
+interface Diagnosis {
+  roles: { role: string; allowed: boolean; denied: string[] }[];
+  stores: { name: string; present: boolean | null }[];
+  problems: { what: string; fix: string }[];
+  clock: { skewMs: number } | { error: string };
+}
+
+describe("jetstate-jobs doctor with the server's users", () => {
+  let files: AuthFiles;
+  let logFile: string;
+  let server: NatsServerHandle;
+  let cli: BuiltCli;
+
+  /** Violations the server logged for `user`, in its own words. */
+  const violations = async (user: string): Promise<string[]> => {
+    const log = await readFile(logFile, "utf8").catch(() => "");
+    return [...log.matchAll(/Violation - User "([^"]+)", Subject "([^"]+)"/g)]
+      .filter(([, who]) => who === user)
+      .map(([, , subject]) => subject ?? "");
+  };
+  const doctorAs = (user: string, pass = password): Promise<CliRun> =>
+    runCli(cli.bin, ["--timeout", "3", "doctor", "--json"], {
+      NATS_URL: server.url,
+      NATS_USER: user,
+      NATS_PASSWORD: pass,
+    });
+
+  beforeAll(async () => {
+    files = await authFiles();
+    logFile = path.join(files.dir, "server.log");
+    [server, cli] = await Promise.all([
+      (async () => startNatsServer({ args: ["-c", await files.file("users.conf", usersConfig(logFile))] }))(),
+      buildCli(),
+    ]);
+    const admin = await createRuntime({
+      servers: server.url,
+      auth: { user: "admin", pass: password },
+      roles: "admin",
+      logger: silentLogger(),
+    });
+    await admin.admin.provision(["A"]);
+    await admin.stop();
+  }, 60_000);
+
+  afterAll(async () => {
+    await server?.dispose();
+    await files?.remove();
+    await cli?.remove();
+  });
+
+  /** Each user's run checked against the server's log of what it refused that user. */
+  const checkAgainstLog = async (user: string, d: Diagnosis) => {
+    const denied = d.roles.flatMap((r) => r.denied);
+    // The server logs asynchronously to its file: wait for every refusal the CLI reports.
+    await waitUntil(async () => denied.every((s) => violations(user).then((v) => v.includes(s))), {
+      timeoutMs: 5000,
+      message: `the server logged every subject the CLI says ${user} is denied`,
+    }).catch(() => undefined);
+    const logged = new Set(await violations(user));
+    for (const s of denied) expect(logged, `${user} denied ${s}`).toContain(s);
+    // Nothing else was refused but doctor's own two reads (the stream list, the clock's
+    // consumer; they have their fallbacks): a refused probe the CLI missed would be here.
+    const own = ["$JS.API.STREAM.LIST", "$JS.API.CONSUMER.CREATE.jetstate_results"];
+    for (const s of logged)
+      if (!own.includes(s)) expect(denied, `${user}: the server refused ${s}`).toContain(s);
+    if (logged.has("$JS.API.CONSUMER.CREATE.jetstate_results")) expect(d.clock).toHaveProperty("error");
+  };
+
+  it("an admin: allowed the admin role, every stream present, exit 0", async () => {
+    const r = await doctorAs("admin");
+    expect(r.code, r.stderr).toBe(0);
+    const d = JSON.parse(r.stdout) as Diagnosis;
+    expect(d.roles.find((x) => x.role === "admin")?.allowed).toBe(true);
+    expect(d.stores.every((s) => s.present === true)).toBe(true);
+    await checkAgainstLog("admin", d);
+  });
+
+  it("a worker of queue A: allowed the worker role and not the admin's; nothing it cannot read called missing", async () => {
+    const r = await doctorAs("workerA");
+    const d = JSON.parse(r.stdout) as Diagnosis;
+    expect(r.code, `${r.stderr}\n${JSON.stringify(d.problems)}`).toBe(0);
+    const allowed = Object.fromEntries(d.roles.map((x) => [x.role, x.allowed]));
+    expect(allowed).toMatchObject({ worker: true, admin: false });
+    expect(d.problems).toEqual([]);
+    await checkAgainstLog("workerA", d);
+  });
+
+  it("an identity allowed no role's calls: a problem saying so, exit 5", async () => {
+    const r = await doctorAs("nobody");
+    expect(r.code, r.stderr).toBe(5);
+    const d = JSON.parse(r.stdout) as Diagnosis;
+    expect(d.roles, JSON.stringify(d.roles, null, 1)).toEqual(d.roles.map((x) => ({ ...x, allowed: false })));
+    expect(d.problems.map((p) => p.what)).toContain("this identity may not make the calls of any role");
+    await checkAgainstLog("nobody", d);
+  });
+
+  it("a wrong password: exit 4 within the timeout, one line on stderr", async () => {
+    const r = await doctorAs("admin", "wrong");
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).not.toContain("wrong");
+  });
+});
