@@ -232,7 +232,16 @@ describe("jetstate-jobs CLI", () => {
     expect(seen).toMatchObject({ status: "failed", reason: "cancelled: operator says stop" });
   });
 
-  it("workers ls lists the test's live worker; cleanup --dry-run removes nothing", async () => {
+  it("agents ls lists an agent registered by the test's runtime, with its target", async () => {
+    await rt.agents.register({ agentId: "cli-agent", targets: ["east", "west"], current: "west" });
+    const r = await run(["agents", "ls", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(json<{ agentId: string; current: string }[]>(r)).toContainEqual(
+      expect.objectContaining({ agentId: "cli-agent", current: "west" }),
+    );
+  });
+
+  it("workers ls lists the test's live worker; cleanup --dry-run answers as a dry run", async () => {
     const worker = workers[0] ?? startWorker("cli");
     const listed = json<{ id: string; queue: string; pid: number }[]>(
       await run(["workers", "ls", "--queue", "cli", "--json"]),
@@ -299,7 +308,7 @@ describe("jetstate-jobs CLI", () => {
     expect([...leaseHolders].filter((h) => h.startsWith("jetstate-cli-"))).toEqual([]);
   });
 
-  it("doctor: a healthy server is exit 0, with the streams and consumers the server reports raw", async () => {
+  it("doctor: a healthy server is exit 0, with the streams and replica counts the server reports raw", async () => {
     const r = await run(["doctor", "--json"]);
     expect(r.code, r.stderr).toBe(0);
     const d = json<{
