@@ -57,10 +57,28 @@ export const runCli = (
   env: Record<string, string>,
   boundMs = 30_000,
   interrupt?: { readonly afterMs: number; readonly signal: NodeJS.Signals },
+): Promise<CliRun> => runProcess(process.execPath, [bin, ...args], env, boundMs, interrupt);
+
+/** The same on a pseudo-terminal, as from an engineer's shell: script(1) runs it, stdout is the terminal's output. */
+export const runCliOnTerminal = (
+  bin: string,
+  args: readonly string[],
+  env: Record<string, string>,
+): Promise<CliRun> => {
+  const command = [process.execPath, bin, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+  return runProcess("script", ["-qec", command, "/dev/null"], env, 30_000);
+};
+
+const runProcess = (
+  file: string,
+  args: readonly string[],
+  env: Record<string, string>,
+  boundMs: number,
+  interrupt?: { readonly afterMs: number; readonly signal: NodeJS.Signals },
 ): Promise<CliRun> => {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !cliVariables.test(k)));
   const started = Date.now();
-  const child = spawn(process.execPath, [bin, ...args], {
+  const child = spawn(file, args, {
     env: { ...clean, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import type { Worker } from "../../src/api/worker-options.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import { type BuiltCli, buildCli, type CliRun, runCli } from "../harness/cli.ts";
+import { type BuiltCli, buildCli, type CliRun, runCli, runCliOnTerminal } from "../harness/cli.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -79,7 +79,7 @@ describe("jetstate-jobs CLI", () => {
     [server, cli] = await Promise.all([startNatsServer(), buildCli()]);
     // A short lease: a job the CLI redrives (it supervises nothing) is taken over by this runtime soon.
     rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { leaseMs: 2000 } });
-    await rt.admin.provision(["cli", "spare", "stall"]);
+    await rt.admin.provision(["cli", "spare", "stall", "tty"]);
     nc = await connect({ servers: server.url });
     jsm = await jetstreamManager(nc);
     const watch = await (await new Kvm(nc).open("jetstate_leases")).watch({ include: "history" });
@@ -218,6 +218,34 @@ describe("jetstate-jobs CLI", () => {
     expect(listed.jobs.map((j) => j.id)).toContain(job.id);
     expect(listed.jobs.every((j) => j.status === "failed")).toBe(true);
     broken = false;
+  });
+
+  it("jobs watch on a terminal redraws one line: the bar, counts that only grow, then the end", async () => {
+    const slow = rt.workers.start<number, number>({
+      queue: "tty",
+      concurrency: 1,
+      // A job that takes a few seconds, so that the watch sees it move.
+      handler: (task) => new Promise((resolve) => setTimeout(() => resolve(task.payload), 50)),
+    });
+    workers.push(slow);
+    const job = await rt.jobs.submit({ queue: "tty", tasks: Array.from({ length: 60 }, (_, i) => i) });
+    const r = await runCliOnTerminal(cli.bin, ["jobs", "watch", job.id], { NATS_URL: server.url });
+    expect(r.code, r.stdout).toBe(0);
+    const frames = r.stdout.split("\r\x1b[2K").slice(1);
+    const answered = frames.map((f) => Number(/\] +\d+% \w+ (\d+)\/60 /.exec(f)?.[1]));
+    expect(frames.length, r.stdout).toBeGreaterThan(1);
+    expect(answered.every((n, i) => Number.isInteger(n) && (i === 0 || n >= (answered[i - 1] ?? 0)))).toBe(
+      true,
+    );
+    // While it ran, a rate and an ETA (its value is the job machine's; here only that it is shown).
+    expect(
+      frames.some((f) => / [1-9][\d.]* tasks\/s eta \d+ (ms|s)$/.test(f.trim())),
+      r.stdout,
+    ).toBe(true);
+    expect(frames.at(-1)).toMatch(
+      /^\[#{30}\] 100% succeeded 60\/60 done 60 failed 0 dead 0 .* tasks\/s eta /,
+    );
+    expect((await job.done()).status).toBe("succeeded");
   });
 
   it("jobs cancel ends the job with the reason given, as the submitter's handle sees it", async () => {
