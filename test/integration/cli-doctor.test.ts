@@ -1,5 +1,6 @@
 /**
- * `jetstate-jobs doctor` and the credential variables, on a nats-server
+ * `jetstate-jobs doctor` on a server without JetStream, and with the
+ * credential variables on a nats-server
  * whose users have exactly the permissions `natsPermissions()` gives their
  * roles (and one user with none of them). The CLI reads `NATS_USER` and
  * `NATS_PASSWORD` as the runtime does. The oracle for "which roles does
@@ -134,6 +135,21 @@ describe("jetstate-jobs doctor with the server's users", () => {
     expect(d.roles, JSON.stringify(d.roles, null, 1)).toEqual(d.roles.map((x) => ({ ...x, allowed: false })));
     expect(d.problems.map((p) => p.what)).toContain("this identity may not make the calls of any role");
     await checkAgainstLog("nobody", d);
+  });
+
+  it("a server without JetStream: a problem saying so with what to do, exit 5", async () => {
+    const bare = await startNatsServer({ jetstream: false });
+    try {
+      const r = await runCli(cli.bin, ["--timeout", "3", "doctor", "--json"], { NATS_URL: bare.url });
+      expect(r.code, r.stderr).toBe(5);
+      const d = JSON.parse(r.stdout) as Diagnosis & { server: { jetstream: boolean; version: string } };
+      // The oracle: the server's own monitoring endpoint.
+      expect(d.server).toMatchObject({ jetstream: false, version: await bare.version() });
+      expect(d.problems[0]?.what).toMatch(/^JetStream is off/);
+      expect(d.problems[0]?.fix).toMatch(/-js/);
+    } finally {
+      await bare.dispose();
+    }
   });
 
   it("a wrong password: exit 4 within the timeout, one line on stderr", async () => {
