@@ -54,7 +54,6 @@ const buildProgram = (): Command => {
 Environment: NATS_URL (as --servers), NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, NATS_CREDS,
 NATS_CA/NATS_CERT/NATS_KEY (TLS), JETSTATE_LOG_LEVEL (runtime log lines on stderr; default silent).`,
     )
-    .showHelpAfterError("(--help for usage)")
     .exitOverride();
   const globals = (): GlobalOptions => {
     const o = program.opts<{ servers?: string; prefix: string; timeout: string; json: boolean }>();
