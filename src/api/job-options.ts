@@ -14,7 +14,9 @@ export interface JobRuntimeOptions {
    */
   readonly takeOver?: boolean;
   /**
-   * How often to look for submits that died before committing, in ms.
+   * How often to look for submits that died before committing, in ms; 0:
+   * never in this runtime (another admin runtime must, or `rt.admin.cleanup()`
+   * finds their leftovers only after the retention).
    * @defaultValue 15000
    */
   readonly reapIntervalMs?: number;
@@ -48,7 +50,7 @@ export interface JobRuntimeOptions {
 export const JobsShape = Schema.Struct({
   leaseMs: withDefault(TimerMs, 10_000),
   takeOver: withDefault(Schema.Boolean, true),
-  reapIntervalMs: withDefault(TimerMs, 15_000),
+  reapIntervalMs: withDefault(TimerMsOrZero, 15_000),
   reapGraceMs: withDefault(TimerMsOrZero, 10_000),
   retentionMs: withDefault(number(1, Number.MAX_SAFE_INTEGER), 7 * 24 * 3600_000),
   cleanupIntervalMs: withDefault(TimerMsOrZero, 600_000),

@@ -160,7 +160,9 @@ export class JobRegistry implements Jobs {
     // its NATS user needs none of its permissions.
     const roles = core.options.roles;
     const loops = core.loops;
-    if (roles.has("admin")) loops.every("reaper", options.reapIntervalMs, () => this.#reapOnce());
+    // 0: no reaper here (a short-lived admin, e.g. the CLI's `cleanup --dry-run`, must change nothing).
+    if (roles.has("admin") && options.reapIntervalMs > 0)
+      loops.every("reaper", options.reapIntervalMs, () => this.#reapOnce());
     if (roles.has("supervisor")) {
       if (options.takeOver)
         loops.every("takeover", Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());

@@ -34,7 +34,8 @@ const openRuntime = (options: GlobalOptions, need: Need): Promise<Runtime> =>
     name: `jetstate-cli-${hostname()}-${process.pid}`,
     logger: cliLogger(),
     roles: rolesFor[need],
-    jobs: { takeOver: false, cleanupIntervalMs: 0 },
+    // No reaper and no cleanup loop: a CLI run changes only what its command says.
+    jobs: { takeOver: false, cleanupIntervalMs: 0, reapIntervalMs: 0 },
     connection: {
       operationTimeoutMs: options.timeout,
       connectTimeoutMs: Math.min(options.timeout, 5000),

@@ -18,13 +18,16 @@ const spiedMemoryBroker = () => {
   return { broker, calls: (name: string) => calls.get(name) ?? 0 };
 };
 
-const runtimeWith = async (roles: Role[] | undefined) => {
+const runtimeWith = async (
+  roles: Role[] | undefined,
+  jobs = { reapIntervalMs: 20, cleanupIntervalMs: 20 },
+) => {
   const spy = spiedMemoryBroker();
   const rt = await createRuntime({
     broker: spy.broker,
     logger: silentLogger(),
     ...(roles ? { roles } : {}),
-    jobs: { reapIntervalMs: 20, cleanupIntervalMs: 20, leaseMs: 100 },
+    jobs: { ...jobs, leaseMs: 100 },
   });
   return { rt, ...spy };
 };
@@ -65,6 +68,15 @@ describe("roles", () => {
     expect(supervisor.calls("cleanup")).toBe(0);
     expect(supervisor.calls("processExhausted")).toBe(1);
     expect(supervisor.calls("leases.list")).toBeGreaterThan(1);
+  });
+
+  it("an admin with reapIntervalMs and cleanupIntervalMs 0 (the CLI's) reaps and cleans up nothing by itself", async () => {
+    const admin = await runtimeWith(["admin"], { reapIntervalMs: 0, cleanupIntervalMs: 0 });
+    await delay(150);
+    await admin.rt.stop();
+    // The reaper's pass lists the leases; it would have run at once and every 20 ms.
+    expect(admin.calls("leases.list")).toBe(0);
+    expect(admin.calls("cleanup")).toBe(0);
   });
 
   it("a call that needs a role the runtime lacks throws RoleNotHeld, naming the role", async () => {
