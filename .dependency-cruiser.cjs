@@ -66,9 +66,16 @@ module.exports = {
     },
     {
       name: "hono-in-its-adapter",
+      comment: "Hono, the router, only in the HTTP adapter; the CLI may serve a Fetch handler with @hono/node-server.",
       severity: "error",
       from: { path: "^src/", pathNot: "^src/adapters/http/" },
-      to: { path: "node_modules/(hono|@hono)/" },
+      to: { path: "node_modules/(hono|@hono)/", pathNot: "node_modules/@hono/node-server/" },
+    },
+    {
+      name: "node-server-in-the-cli",
+      severity: "error",
+      from: { path: "^src/", pathNot: "^src/(adapters/http|cli)/" },
+      to: { path: "node_modules/@hono/node-server/" },
     },
     {
       name: "prom-client-in-the-metrics",
@@ -86,12 +93,12 @@ module.exports = {
     },
     {
       name: "cli-libraries",
-      comment: "The CLI's only library is commander; the runtime's libraries it reaches through the public API.",
+      comment: "The CLI's libraries are commander and, to serve the dashboard, @hono/node-server; the runtime's it reaches through the public API.",
       severity: "error",
       from: { path: "^src/cli/" },
       to: {
         dependencyTypes: ["npm", "npm-dev", "npm-optional", "npm-peer", "npm-no-pkg", "npm-unknown"],
-        pathNot: "node_modules/commander/",
+        pathNot: "node_modules/(commander|@hono/node-server)/",
       },
     },
     {

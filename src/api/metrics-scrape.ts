@@ -114,7 +114,7 @@ export const registerScrapeGauges = (registry: Registry, named: Named, sources: 
     (name) =>
       new Gauge({
         name,
-        help: "Workers alive per queue, of every process (rt.workers.list(), read at scrape time).",
+        help: "Workers alive per queue, of every process (rt.workers.list(), read at scrape time); 0 for a known queue none serves.",
         labelNames: ["queue"],
         registers,
         async collect() {
@@ -124,7 +124,10 @@ export const registerScrapeGauges = (registry: Registry, named: Named, sources: 
             failed("workers"),
           );
           if (!workers) return;
-          for (const queue of sources.queues ?? []) this.set({ queue }, 0);
+          // Every queue known gets its series, 0 when no worker is alive on it: the number on call
+          // looks for (the same read as the queue gauges, reused within the scrape).
+          const queues = sources.queues ?? ((await readQueues()) ?? []).map((s) => s.queue);
+          for (const queue of queues) this.set({ queue }, 0);
           for (const worker of workers) this.inc({ queue: worker.queue });
         },
       }),

@@ -5,6 +5,7 @@
  * means something (exit-codes.ts).
  */
 import { Command, CommanderError, Option } from "commander";
+import { registerDashboard } from "./dashboard-command.ts";
 import { registerDoctor } from "./doctor-command.ts";
 import { CliFailure, ExitCode, exitCodesHelp } from "./exit-codes.ts";
 import { registerAgents, registerCleanup, registerDlq, registerWorkers } from "./fleet-commands.ts";
@@ -70,6 +71,7 @@ NATS_CA/NATS_CERT/NATS_KEY (TLS), JETSTATE_LOG_LEVEL (runtime log lines on stder
   registerAgents(program, globals);
   registerCleanup(program, globals);
   registerDoctor(program, globals);
+  registerDashboard(program, globals);
   // Subcommands exit through the same override: a usage error anywhere is exit 2.
   for (const command of program.commands) {
     command.exitOverride();

@@ -25,7 +25,7 @@ export type Need = "read" | "jobs" | "admin";
 
 const rolesFor: Record<Need, Role> = { read: "worker", jobs: "submitter", admin: "admin" };
 
-const openRuntime = (options: GlobalOptions, need: Need): Promise<Runtime> =>
+export const openRuntime = (options: GlobalOptions, need: Need): Promise<Runtime> =>
   createRuntime({
     // Always NATS: without a server and NATS_URL the runtime would pick the memory broker.
     broker: "nats",

@@ -213,13 +213,14 @@ describe.each([
       (s) => sampleValue(s, "jetstate_queue_waiting_tasks", { queue }) === 0,
     );
     expect(sampleValue(drained, "jetstate_queue_oldest_waiting_seconds", { queue })).toBe(0);
-    // Workers alive on the queue: the ones the test started, and none once they stopped.
-    expect(sampleValue(samples, "jetstate_workers", { queue })).toBeUndefined();
+    // Workers alive on the queue: none before the test started one (the queue known: 0), the ones
+    // the test started, and none once they stopped.
+    expect(sampleValue(samples, "jetstate_workers", { queue })).toBe(0);
     const second = rt.workers.start({ queue, handler: () => "ok" });
     await scrapeUntil("two workers seen", (s) => sampleValue(s, "jetstate_workers", { queue }) === 2);
     await worker.stop();
     await second.stop();
-    await scrapeUntil("no worker seen", (s) => sampleValue(s, "jetstate_workers", { queue }) === undefined);
+    await scrapeUntil("no worker seen", (s) => sampleValue(s, "jetstate_workers", { queue }) === 0);
   });
 
   it("a job nothing answers for stallAfterMs is counted stalled once, and running again once answered", async () => {
