@@ -3,14 +3,15 @@ import { type Context, Hono } from "hono";
 import type { JobStatus } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { Label, number, subjectTokenPattern } from "../../kernel/validation.ts";
-import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
+import type { BearerTokens } from "./bearer-tokens.ts";
 import type { Chart } from "./dashboard-chart.ts";
 import { dashboardPage } from "./dashboard-page.ts";
 import { type Emit, eventStream } from "./dashboard-stream.ts";
 import { toHttpError } from "./http-app.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import { decodeBody, readJson } from "./request-bodies.ts";
-import { roleGrants, type TokenRole, type TokenScope } from "./token-scopes.ts";
+import { authenticateWith, callerWith, type ScopedEnv } from "./token-auth.ts";
+import type { TokenScope } from "./token-scopes.ts";
 
 /** A job as the dashboard shows it: its record, with this runtime's live rate and ETA when it watches it. */
 export interface DashboardJob {
@@ -72,7 +73,7 @@ export interface DashboardDeps {
   readonly stopping: AbortSignal;
 }
 
-type Env = { Variables: { scope: TokenScope } };
+type Env = ScopedEnv;
 
 const maxBodyBytes = 64 * 1024;
 const CancelBody = Schema.Struct({ reason: Schema.optional(Label) });
@@ -89,23 +90,7 @@ const RedriveBody = Schema.Struct({
 export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
   const app = new Hono<Env>();
 
-  app.use("/api/*", async (c, next) => {
-    const header = c.req.header("authorization");
-    if (header === undefined)
-      throw new HttpError(401, ErrorCode.missingToken, "an Authorization: Bearer token is required");
-    const token = bearerToken(header);
-    const scope = token === undefined ? undefined : deps.tokens.identify(token);
-    if (scope === undefined)
-      throw new HttpError(401, ErrorCode.invalidToken, "the bearer token is not valid");
-    c.set("scope", scope);
-    await next();
-  });
-  const caller = (c: Context<Env>, role: TokenRole): TokenScope => {
-    const scope = c.get("scope");
-    if (!roleGrants(scope.role, role))
-      throw new HttpError(403, ErrorCode.forbidden, `this token's role is ${scope.role}; this needs ${role}`);
-    return scope;
-  };
+  app.use("/api/*", authenticateWith(deps.tokens));
   /** The job, if the token may see its queue: one of another queue is 404, like an unknown one. */
   const visibleJob = async (c: Context<Env>, scope: TokenScope): Promise<DashboardJob> => {
     const id = c.req.param("id") ?? "";
@@ -123,12 +108,12 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
   });
 
   app.get("/api/charts", (c) => {
-    caller(c, "read");
+    callerWith(c, "read");
     return c.json(deps.charts);
   });
 
   app.get("/api/overview", async (c) => {
-    const scope = caller(c, "read");
+    const scope = callerWith(c, "read");
     const [jobs, allWorkers, allAgents] = await Promise.all([
       deps.listJobs(scope.queues && [...scope.queues]),
       deps.workers(),
@@ -152,15 +137,15 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
     });
   });
 
-  app.get("/api/jobs/:id", async (c) => c.json(await visibleJob(c, caller(c, "read"))));
+  app.get("/api/jobs/:id", async (c) => c.json(await visibleJob(c, callerWith(c, "read"))));
 
   app.get("/api/jobs/:id/dead-letters", async (c) => {
-    const job = await visibleJob(c, caller(c, "read"));
+    const job = await visibleJob(c, callerWith(c, "read"));
     return c.json({ deadLetters: await deps.deadLetters(job.id) });
   });
 
   app.post("/api/jobs/:id/cancel", async (c) => {
-    const scope = caller(c, "operate");
+    const scope = callerWith(c, "operate");
     const body = decodeBody(CancelBody, await readJson(c.req.raw, maxBodyBytes));
     const job = await visibleJob(c, scope);
     deps.log.info({ jobId: job.id, identity: scope.identity }, "job cancelled from the dashboard");
@@ -169,7 +154,7 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
   });
 
   app.post("/api/jobs/:id/redrive", async (c) => {
-    const scope = caller(c, "operate");
+    const scope = callerWith(c, "operate");
     const body = decodeBody(RedriveBody, await readJson(c.req.raw, maxBodyBytes));
     const job = await visibleJob(c, scope);
     deps.log.info({ jobId: job.id, identity: scope.identity }, "dead tasks redriven from the dashboard");
@@ -178,14 +163,14 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
   });
 
   app.get("/api/stream", (c) => {
-    const scope = caller(c, "read");
+    const scope = callerWith(c, "read");
     return eventStream(AbortSignal.any([c.req.raw.signal, deps.stopping]), deps.log, (emit, signal) =>
       deps.streamOverview(scope.allows, emit, signal),
     );
   });
 
   app.get("/api/jobs/:id/stream", async (c) => {
-    const job = await visibleJob(c, caller(c, "read"));
+    const job = await visibleJob(c, callerWith(c, "read"));
     return eventStream(AbortSignal.any([c.req.raw.signal, deps.stopping]), deps.log, (emit, signal) =>
       deps.streamJob(job, emit, signal),
     );

@@ -5,7 +5,7 @@ import { decodeCursor, defaultPageLimit, encodeCursor, maxPageLimit } from "../.
 import type { Logger } from "../../kernel/logger.ts";
 import { subjectTokenPattern } from "../../kernel/validation.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
-import { type BearerTokens, bearerToken } from "./bearer-tokens.ts";
+import type { BearerTokens } from "./bearer-tokens.ts";
 import type {
   HealthBody,
   HeartbeatOutcomeBody,
@@ -18,7 +18,7 @@ import { badRequest, ErrorCode, HttpError } from "./http-errors.ts";
 import { openApiDocument } from "./openapi.ts";
 import { parseHeartbeat, parseReserve, parseResults, readJson } from "./request-bodies.ts";
 import type { HeartbeatOutcome, ItemOutcome, ReservedTask, TaskLeases } from "./task-leases.ts";
-import { roleGrants, type TokenRole, type TokenScope } from "./token-scopes.ts";
+import { authenticateWith, callerWith, type ScopedEnv } from "./token-auth.ts";
 
 /** A job as `GET /jobs/:id` shows it. */
 export interface JobView {
@@ -49,7 +49,7 @@ export interface HttpAppDeps {
   connectionState(): string;
 }
 
-type Env = { Variables: { scope: TokenScope } };
+type Env = ScopedEnv;
 
 const namePattern = subjectTokenPattern;
 const statuses = ["queuing", "running", "stalled", "succeeded", "failed"] as const;
@@ -63,25 +63,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   const app = new Hono<Env>();
   const openapi = openApiDocument(deps);
 
-  const authenticate = async (c: Context<Env>, next: () => Promise<void>) => {
-    const header = c.req.header("authorization");
-    if (header === undefined)
-      throw new HttpError(401, ErrorCode.missingToken, "an Authorization: Bearer token is required");
-    const token = bearerToken(header);
-    const scope = token === undefined ? undefined : deps.tokens.identify(token);
-    if (scope === undefined)
-      throw new HttpError(401, ErrorCode.invalidToken, "the bearer token is not valid");
-    c.set("scope", scope);
-    await next();
-  };
-  /** The caller's token must have `role` (or one that includes it: `operate` reads): 403 otherwise. */
-  const caller = (c: Context<Env>, role: TokenRole): TokenScope => {
-    const scope = c.get("scope");
-    if (!roleGrants(scope.role, role)) {
-      throw new HttpError(403, ErrorCode.forbidden, `this token's role is ${scope.role}; this needs ${role}`);
-    }
-    return scope;
-  };
+  const authenticate = authenticateWith(deps.tokens);
   app.use("/jobs", authenticate);
   app.use("/jobs/*", authenticate);
   app.use("/queues/*", authenticate);
@@ -95,7 +77,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   app.get("/openapi.json", (c) => c.json(openapi));
 
   app.get("/jobs", async (c) => {
-    const scope = caller(c, "read");
+    const scope = callerWith(c, "read");
     const queue = c.req.query("queue");
     const status = c.req.query("status");
     const limitText = c.req.query("limit") ?? String(defaultPageLimit);
@@ -131,7 +113,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   });
 
   app.get("/jobs/:id", async (c) => {
-    const scope = caller(c, "read");
+    const scope = callerWith(c, "read");
     const job = await deps.getJob(jobIdParam(c), scope.allows);
     if (!job) throw new HttpError(404, ErrorCode.jobNotFound, `no job ${c.req.param("id")}`);
     return c.json(jobBody(job));
@@ -139,14 +121,14 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
 
   app.post("/jobs/:id/tasks", async (c) => {
     const body = parseReserve(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxBatchSize);
-    const scope = caller(c, "worker");
+    const scope = callerWith(c, "worker");
     const tasks = await deps.leases.reserve(jobIdParam(c), body.batchSize, scope, c.req.raw.signal);
     return c.json({ tasks: tasks.map(reservedTask) });
   });
 
   app.post("/queues/:queue/tasks", async (c) => {
     const queue = c.req.param("queue");
-    const scope = caller(c, "worker");
+    const scope = callerWith(c, "worker");
     if (!namePattern.test(queue)) throw badRequest("queue", "is not a valid queue name");
     if (!scope.allows(queue))
       throw new HttpError(403, ErrorCode.forbidden, `this token may not use queue ${queue}`);
@@ -156,7 +138,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   });
 
   app.post("/jobs/:id/results", async (c) => {
-    const scope = caller(c, "worker");
+    const scope = callerWith(c, "worker");
     const items = parseResults(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxResults);
     const outcomes = (await deps.leases.submitResults(jobIdParam(c), items, scope)).map(itemOutcome);
     if (
@@ -184,7 +166,7 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   });
 
   app.post("/jobs/:id/heartbeat", async (c) => {
-    const scope = caller(c, "worker");
+    const scope = callerWith(c, "worker");
     const receipts = parseHeartbeat(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxResults);
     const outcomes = (await deps.leases.heartbeat(jobIdParam(c), receipts, scope)).map(heartbeatOutcome);
     if (outcomes.every((o) => o.status === "expired")) {
