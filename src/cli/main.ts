@@ -9,6 +9,7 @@ import { registerDashboard } from "./dashboard-command.ts";
 import { registerDoctor } from "./doctor-command.ts";
 import { CliFailure, ExitCode, exitCodesHelp } from "./exit-codes.ts";
 import { registerAgents, registerCleanup, registerDlq, registerWorkers } from "./fleet-commands.ts";
+import { printable } from "./format.ts";
 import { registerJobs } from "./jobs-commands.ts";
 import type { GlobalOptions } from "./session.ts";
 
@@ -99,7 +100,7 @@ const main = async (argv: readonly string[]): Promise<void> => {
           ? ExitCode.ok
           : ExitCode.usage;
     } else {
-      process.stderr.write(`${describe(error)}\n`);
+      process.stderr.write(`${printable(describe(error))}\n`);
       process.exitCode = exitCodeOf(error);
     }
   }

@@ -1,5 +1,5 @@
 import type { JobSnapshot, Runtime } from "../index.ts";
-import { bar, duration } from "./format.ts";
+import { bar, duration, printable } from "./format.ts";
 import { type GlobalOptions, jobOrNotFound, within } from "./session.ts";
 
 const answered = (s: JobSnapshot) => s.done + s.failed + s.dead;
@@ -25,7 +25,7 @@ export const watchJob = async (rt: Runtime, id: string, g: GlobalOptions): Promi
     const line = tty ? `${bar(s.total === 0 ? 1 : answered(s) / s.total)} ${summary(s)}` : summary(s);
     if (line === last) return;
     last = line;
-    process.stdout.write(tty ? `\r\x1b[2K${line}` : `${line}\n`);
+    process.stdout.write(tty ? `\r\x1b[2K${printable(line)}` : `${printable(line)}\n`);
   };
   show(handle.snapshot());
   const unsubscribe = handle.subscribe(show);
@@ -33,7 +33,7 @@ export const watchJob = async (rt: Runtime, id: string, g: GlobalOptions): Promi
     const final = await handle.done();
     show(final);
     if (tty) process.stdout.write("\n");
-    if (!g.json && final.reason) process.stdout.write(`reason: ${final.reason}\n`);
+    if (!g.json && final.reason) process.stdout.write(`reason: ${printable(final.reason)}\n`);
     return final;
   } finally {
     unsubscribe();

@@ -2,8 +2,8 @@
  * The CLI's text for people (src/cli/format.ts): columns that line up for
  * `awk`, durations, the progress bar. Expected strings written by hand.
  */
-import { describe, expect, it } from "vitest";
-import { bar, clip, duration, table } from "../../src/cli/format.ts";
+import { describe, expect, it, vi } from "vitest";
+import { bar, clip, duration, print, table } from "../../src/cli/format.ts";
 
 describe("cli format", () => {
   it("aligns columns two spaces apart, the last one unpadded, cells wider than headers", () => {
@@ -42,5 +42,20 @@ describe("cli format", () => {
   it("clips a long cell with a mark", () => {
     expect(clip("abcdef", 4)).toBe("abc…");
     expect(clip("abc", 4)).toBe("abc");
+  });
+
+  it("prints what tasks wrote without its control characters: a handler's error cannot drive the terminal", () => {
+    const written: string[] = [];
+    const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      // Retitles the terminal (OSC 0, ended by BEL), then turns the text red (CSI).
+      print(table(["ERROR"], [["\x1b]0;PWNED\x07\x1b[31mRED\tx"]]));
+    } finally {
+      write.mockRestore();
+    }
+    expect(written).toEqual(["ERROR\n\\x1b]0;PWNED\\x07\\x1b[31mRED\\x09x\n"]);
   });
 });
