@@ -75,9 +75,13 @@ describe("the on-call story: CLI, dashboard and metrics agree", () => {
 
   it("a stalled job: every surface says no worker is alive and its tasks wait; redriven from the dashboard, it ends succeeded", async () => {
     // The dashboard and its metrics, served by the CLI as an engineer would start them.
-    const child = spawn(process.execPath, [cli.bin, "dashboard", "--port", "0", "--metrics", "--json"], {
-      env: { ...process.env, NATS_URL: server.url },
-    });
+    const child = spawn(
+      process.execPath,
+      [cli.bin, "dashboard", "--port", "0", "--metrics-port", "0", "--json"],
+      {
+        env: { ...process.env, NATS_URL: server.url },
+      },
+    );
     dashboard = child;
     let out = "";
     let err = "";
@@ -104,6 +108,9 @@ describe("the on-call story: CLI, dashboard and metrics agree", () => {
       return (await response.json()) as T;
     };
     const scrape = async () => parseExposition(await (await fetch(served.metrics)).text());
+    // The metrics have a listener of their own: the dashboard's port serves none without a token.
+    expect(new URL(served.metrics).port).not.toBe(base.port);
+    expect((await fetch(new URL("/metrics", base))).status).not.toBe(200);
     // Without the token, the dashboard answers nothing.
     expect((await fetch(new URL("/api/overview", base))).status).toBe(401);
 
@@ -194,10 +201,11 @@ describe("the on-call story: CLI, dashboard and metrics agree", () => {
 
     // 3. The handler fixed; the dashboard's redrive (an operate token's action); the CLI watches it end.
     broken = false;
-    const watching = run(["jobs", "watch", job.id]);
     await api(`/api/jobs/${job.id}/redrive`, { method: "POST", body: "{}" });
-    const watched = await watching;
+    // Started after the redrive answered: the job it follows is the reopened one, to its new end.
+    const watched = await run(["jobs", "watch", job.id]);
     expect(watched.code, watched.stderr).toBe(0);
+    expect(watched.stdout.trim().split("\n").at(-1)).toMatch(/^succeeded 6\/6 done 6 failed 0 dead 0 /);
     expect(
       ledger
         .filter((r) => r.ok && r.index >= 4)
