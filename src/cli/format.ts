@@ -55,6 +55,9 @@ export const printJson = (value: unknown): void => {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 };
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point.
+const controlCharacters = /[\x00-\x09\x0b-\x1f\x7f-\x9f]/g;
+
 /**
  * Control characters (ESC, BEL, the C1 set…) written as `\xNN`, newlines
  * kept: what tasks, handlers and other processes wrote (errors, reasons,
@@ -62,11 +65,7 @@ export const printJson = (value: unknown): void => {
  * lines, writes the clipboard). `--json` needs none of it: JSON escapes them.
  */
 export const printable = (text: string): string =>
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point.
-  text.replace(
-    /[\x00-\x09\x0b-\x1f\x7f-\x9f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+  text.replace(controlCharacters, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 
 export const print = (text: string): void => {
   process.stdout.write(`${printable(text)}\n`);
