@@ -75,7 +75,7 @@ export interface RuntimeOptions {
   /**
    * How long a worker's announcement of itself stands (`rt.workers.list()`):
    * it is rewritten every third of this, and a worker whose process died
-   * leaves the list once it has run out.
+   * leaves the list once it has run out. 300 ms to 20 min.
    * @defaultValue 15000
    */
   readonly presenceMs?: number;
@@ -191,7 +191,8 @@ const RuntimeShape = Schema.Struct({
   inspect: Schema.optional(Inspect),
   prefix: withDefault(Prefix, "jetstate"),
   // At least 300 ms: announced every third of it, a busy event loop must not make a worker flicker.
-  presenceMs: withDefault(number(300, 24 * 3600_000, { integer: true }), 15_000),
+  // At most 20 min: the presence bucket keeps a key an hour (kv-presence.ts), three rewrites' worth.
+  presenceMs: withDefault(number(300, 20 * 60_000, { integer: true }), 15_000),
   connection: section(ConnectionShape),
   jobs: section(JobsShape),
   broker: Schema.optional(BrokerChoice),

@@ -43,8 +43,9 @@ export interface Runtime {
     /**
      * Reads the server and reports what is wrong: JetStream off, a stream or
      * bucket of jetstate's missing or with another replica count, an identity
-     * allowed no role's calls, this host's clock off the server's. Reads
-     * only; needs no role (it checks what each role may do). NATS only.
+     * allowed no role's calls, this host's clock off the server's. Needs no
+     * role (it checks what each role may do). It writes nothing of jetstate's;
+     * measuring the clock creates one ephemeral consumer and deletes it. NATS only.
      * @example
      * for (const p of (await rt.admin.diagnose()).problems) console.log(p.what, "→", p.fix);
      */

@@ -58,11 +58,13 @@ export const announceWorker = (
     };
     return presence.announce(keyOf(worker.id), JSON.stringify(info));
   };
+  let announcing: Promise<unknown> = Promise.resolve();
   core.loops.run(`presence:${worker.id}`, async (group) => {
     const signal = AbortSignal.any([group, stopping.signal]);
     while (!signal.aborted) {
       // Not announced this time: the next one may be; a reader sees the worker gone meanwhile.
-      await announce().catch((error) => log.debug({ err: error }, "worker not announced"));
+      announcing = announce().catch((error) => log.debug({ err: error }, "worker not announced"));
+      await announcing;
       await sleep(presenceMs / 3, undefined, { signal }).catch(() => undefined);
     }
   });
@@ -70,7 +72,11 @@ export const announceWorker = (
     stop: () => {
       if (stopping.signal.aborted) return;
       stopping.abort();
-      core.loops.track(`presence-withdraw:${worker.id}`, () => presence.withdraw(keyOf(worker.id)));
+      // After the announcement in flight (if any): written after the withdraw, it would list a
+      // stopped worker for presenceMs.
+      core.loops.track(`presence-withdraw:${worker.id}`, () =>
+        announcing.then(() => presence.withdraw(keyOf(worker.id))),
+      );
     },
   };
 };

@@ -364,8 +364,11 @@ export const startWorker = <Payload, Result>(
         }, settings.stopTimeoutMs);
         await running.idle();
         clearTimeout(timeout);
-        await batcher.flush();
-        presence.stop();
+        try {
+          await batcher.flush();
+        } finally {
+          presence.stop();
+        }
         log.info({ ...stats }, "worker stopped");
       })();
       return stopped;

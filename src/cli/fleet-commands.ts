@@ -46,6 +46,8 @@ export const registerDlq = (program: Command, globals: () => GlobalOptions): voi
         await recordOrNotFound(rt, id);
         const letters = await rt.jobs.deadLetters(id);
         if (letters.length === 0) throw notFound(`no dead task in job ${id} to redrive`);
+        const notDead = refs.filter((ref) => !letters.some((l) => l.index === ref || l.taskId === ref));
+        if (notDead.length > 0) throw notFound(`task ${notDead.join(", ")} of job ${id} is not dead`);
         const handle = await rt.jobs.redrive(id, refs.length === 0 ? undefined : refs);
         const chosen = letters.filter(
           (l) => refs.length === 0 || refs.includes(l.index) || refs.includes(l.taskId),

@@ -1,4 +1,14 @@
 import { hostname, userInfo } from "node:os";
+
+/** The user's name; a container's uid without a passwd entry has none (userInfo() throws): its uid. */
+const whoAmI = (): string => {
+  try {
+    return userInfo().username;
+  } catch {
+    return process.env.USER ?? `uid ${process.getuid?.() ?? "?"}`;
+  }
+};
+
 import type { Command } from "commander";
 import type { JobRecord, JobSnapshot, JobStatus } from "../index.ts";
 import { explainStill, type Reason } from "./diagnosis.ts";
@@ -108,7 +118,7 @@ export const registerJobs = (program: Command, globals: () => GlobalOptions): vo
     .option("--reason <reason>", "recorded as the job's reason")
     .action(async (id: string, o: { reason?: string }) => {
       const g = globals();
-      const reason = o.reason ?? `cancelled with jetstate-jobs by ${userInfo().username}@${hostname()}`;
+      const reason = o.reason ?? `cancelled with jetstate-jobs by ${whoAmI()}@${hostname()}`;
       const final = await withRuntime(g, "jobs", async (rt) => (await jobOrNotFound(rt, id)).cancel(reason));
       if (g.json) return printJson(final);
       print(snapshotFields(final));

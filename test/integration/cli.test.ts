@@ -185,6 +185,11 @@ describe("jetstate-jobs CLI", () => {
     // The handler is fixed; the dead tasks go back; `jobs watch` follows the job to its success.
     broken = false;
     const before = ledger.length;
+    // A task that did not die (the ledger: 0 succeeded) is not redriven: exit 3, nothing sent back.
+    const notDead = await run(["dlq", "redrive", job.id, "0", "1"]);
+    expect(notDead.code, notDead.stderr).toBe(3);
+    expect(notDead.stderr).toContain("task 0 of job");
+    expect(ledger.length).toBe(before);
     const redrive = await run(["dlq", "redrive", job.id, "--json"]);
     expect(redrive.code, redrive.stderr).toBe(0);
     expect(json<{ redriven: number[] }>(redrive).redriven.sort()).toEqual([1, 4]);
