@@ -227,18 +227,21 @@ export const streamOverview = async (
 /**
  * The jobs the dashboard lists: those not over (one supervision lease each)
  * and the last `keep` it saw end since it was created, not every record
- * kept. Each is kept as last seen, from its own `rt.jobs.events()` reader;
- * a job is read from the server only when first met (a job not over that
- * changed nothing since the dashboard started), so a refresh costs one read
- * of the leases, not one read per job. An event always wins over a read: the
- * watch delivers every revision in order (or, behind, the latest), so the
- * last event seen is never older than what a read racing it returned.
+ * kept: an older ended job is dropped as the next one ends, whether or not
+ * a page asks. Each is kept as last seen, from its own `rt.jobs.events()`
+ * reader (ended by `stop()`); a job is read from the server only when first
+ * met (a job not over that changed nothing since the dashboard started), so
+ * a refresh costs one read of the leases, not one read per job. An event
+ * always wins over a read: the watch delivers every revision in order (or,
+ * behind, the latest), so the last event seen is never older than what a
+ * read racing it returned.
  */
 export const jobBook = (rt: Runtime, broker: Broker, keep = 100) => {
   const known = new Map<string, DashboardJob>();
   const ended = new Set<string>();
-  void (async () => {
-    for await (const event of rt.jobs.events()) {
+  const reading = new AbortController();
+  const done = (async () => {
+    for await (const event of rt.jobs.events({ signal: reading.signal })) {
       const before = known.get(event.jobId);
       known.set(event.jobId, {
         ...progressOfEvent(event),
@@ -249,10 +252,11 @@ export const jobBook = (rt: Runtime, broker: Broker, keep = 100) => {
       for (const oldest of ended) {
         if (ended.size <= keep) break;
         ended.delete(oldest);
+        known.delete(oldest);
       }
     }
   })().catch((error: unknown) => rt.logger.warn({ err: error }, "dashboard's job events ended"));
-  return async (): Promise<DashboardJob[]> => {
+  const listed = async (): Promise<DashboardJob[]> => {
     const leased = new Set((await broker.leases.list()).map((l) => l.jobId));
     const unread = [...leased].filter((id) => !known.has(id));
     for (const found of await inBatches(unread, (id) => broker.getRecord(id)))
@@ -260,5 +264,15 @@ export const jobBook = (rt: Runtime, broker: Broker, keep = 100) => {
         known.set(found.record.id, jobFromRecord(found.record, undefined));
     for (const id of known.keys()) if (!leased.has(id) && !ended.has(id)) known.delete(id);
     return [...known.values()];
+  };
+  return {
+    listed,
+    /** The jobs kept now, and how many of them ended: for tests. */
+    size: () => ({ all: known.size, ended: ended.size }),
+    /** Ends the events reader (its consumer on NATS); resolves when it has. */
+    stop: async (): Promise<void> => {
+      reading.abort();
+      await done;
+    },
   };
 };

@@ -1,6 +1,8 @@
 import { BearerTokens } from "../adapters/http/bearer-tokens.ts";
+import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import { createDashboardApp } from "../adapters/http/dashboard-app.ts";
 import { chartOf } from "../adapters/http/dashboard-chart.ts";
+import { StreamSlots } from "../adapters/http/dashboard-stream.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { childLogger } from "../kernel/logger.ts";
@@ -24,11 +26,23 @@ export interface DashboardOptions {
 export interface Dashboard {
   /** The Fetch-API handler: mount it in any server (`@hono/node-server`, Bun, Deno…). */
   fetch(request: Request): Promise<Response>;
+  /**
+   * Ends the dashboard's own job-events reader and every stream it has open
+   * (each an ordered consumer on NATS); resolves once they have. Later
+   * streams end at once. `rt.stop()` does the same.
+   */
+  stop(): Promise<void>;
 }
 
 const optionKeys = ["tokens"] as const;
-/** Jobs listed at most: the active ones first, then the most recent. */
-const maxListed = 200;
+/** Event streams open at once per token identity: each is a reader (an ordered consumer on NATS). */
+const streamsPerIdentity = 8;
+
+const isActive = (job: DashboardJob) =>
+  job.status === "queuing" || job.status === "running" || job.status === "stalled";
+/** Active jobs first, then the most recently changed. */
+const listOrder = (a: DashboardJob, b: DashboardJob) =>
+  Number(isActive(b)) - Number(isActive(a)) || b.updatedAt - a.updatedAt;
 
 /**
  * A live web dashboard of the runtime's jobs, queues, workers and agents,
@@ -54,7 +68,9 @@ export const createDashboard = (rt: Runtime, options: DashboardOptions): Dashboa
   // The dashboard is an HTTP surface of the runtime: its lines carry the HTTP API's actor key.
   const log = childLogger(core.logger, { actor: "http" });
   const connection = core.connection.actor;
-  const listed = jobBook(rt, broker);
+  const book = jobBook(rt, broker);
+  const closing = new AbortController();
+  const streams = new StreamSlots(streamsPerIdentity);
 
   const getJob = async (id: string) => {
     const found = await broker.getRecord(id);
@@ -65,14 +81,14 @@ export const createDashboard = (rt: Runtime, options: DashboardOptions): Dashboa
     tokens,
     log,
     charts: { job: chartOf(jobMachine.root), connection: chartOf(connectionMachine.root) },
-    stopping: core.stopping,
+    stopping: AbortSignal.any([core.stopping, closing.signal]),
+    streams,
     listJobs: async (queues) => {
       const wanted = queues && new Set(queues);
-      return (await listed())
+      return (await book.listed())
         .filter((job) => !wanted || wanted.has(job.queue))
         .map((job) => withLive(job, jobs.watchedSnapshot(job.id)))
-        .sort((a, b) => b.updatedAt - a.updatedAt)
-        .slice(0, maxListed);
+        .sort(listOrder);
     },
     getJob,
     deadLetters: async (id) =>
@@ -101,5 +117,11 @@ export const createDashboard = (rt: Runtime, options: DashboardOptions): Dashboa
     streamOverview: (visible, emit, signal) => streamOverview(rt, jobs, connection, visible, emit, signal),
     streamJob: (job, emit, signal) => streamJob(rt, jobs, broker, job, emit, signal),
   });
-  return { fetch: async (request) => app.fetch(request) };
+  return {
+    fetch: async (request) => app.fetch(request),
+    stop: async () => {
+      closing.abort();
+      await Promise.all([book.stop(), streams.settled()]);
+    },
+  };
 };

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { Schema } from "effect";
 import { type Context, Hono } from "hono";
 import type { JobStatus } from "../../kernel/job-record.ts";
@@ -6,7 +7,8 @@ import { Label, number, subjectTokenPattern } from "../../kernel/validation.ts";
 import type { BearerTokens } from "./bearer-tokens.ts";
 import type { Chart } from "./dashboard-chart.ts";
 import { dashboardPage } from "./dashboard-page.ts";
-import { type Emit, eventStream } from "./dashboard-stream.ts";
+import { dashboardScript } from "./dashboard-script.ts";
+import { type Emit, eventStream, type StreamSlots } from "./dashboard-stream.ts";
 import { toHttpError } from "./http-app.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import { decodeBody, readJson } from "./request-bodies.ts";
@@ -55,7 +57,7 @@ export interface DashboardDeps {
   readonly tokens: BearerTokens;
   readonly log: Logger;
   readonly charts: { readonly job: Chart; readonly connection: Chart };
-  /** The most recently written jobs of these queues (undefined: every queue). */
+  /** Every job listed of these queues (undefined: every queue), active first, then the most recent. */
   listJobs(queues: readonly string[] | undefined): Promise<DashboardJob[]>;
   getJob(id: string): Promise<DashboardJob | undefined>;
   deadLetters(id: string): Promise<DashboardDeadLetter[]>;
@@ -69,13 +71,30 @@ export interface DashboardDeps {
   streamOverview(visible: (queue: string) => boolean, emit: Emit, signal: AbortSignal): Promise<void>;
   /** The job's transitions and progress, until `signal` aborts. */
   streamJob(job: DashboardJob, emit: Emit, signal: AbortSignal): Promise<void>;
-  /** Aborts when the runtime stops: every open stream ends. */
+  /** Aborts when the runtime or the dashboard stops: every open stream ends. */
   readonly stopping: AbortSignal;
+  /** The streams open per identity (429 beyond the cap). */
+  readonly streams: StreamSlots;
 }
 
 type Env = ScopedEnv;
 
 const maxBodyBytes = 64 * 1024;
+/** Jobs sent in an overview at most (the queue table counts them all). */
+const maxListed = 200;
+/**
+ * The page's one script is allowed by its hash, not by `'unsafe-inline'`:
+ * an injected script would not run. The hash is of the text between the
+ * page's `<script>` tags, which is `dashboardScript` as it is.
+ */
+const contentSecurityPolicy = [
+  "default-src 'self'",
+  `script-src 'sha256-${createHash("sha256").update(dashboardScript).digest("base64")}'`,
+  "style-src 'unsafe-inline'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+  "object-src 'none'",
+].join("; ");
 const CancelBody = Schema.Struct({ reason: Schema.optional(Label) });
 const RedriveBody = Schema.Struct({
   tasks: Schema.optional(Schema.Array(number(0, 2 ** 31, { integer: true }))),
@@ -100,10 +119,8 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
   };
 
   app.get("/", (c) => {
-    c.header(
-      "content-security-policy",
-      "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-    );
+    c.header("content-security-policy", contentSecurityPolicy);
+    c.header("x-content-type-options", "nosniff");
     return c.html(dashboardPage);
   });
 
@@ -114,7 +131,7 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
 
   app.get("/api/overview", async (c) => {
     const scope = callerWith(c, "read");
-    const [jobs, allWorkers, allAgents] = await Promise.all([
+    const [all, allWorkers, allAgents] = await Promise.all([
       deps.listJobs(scope.queues && [...scope.queues]),
       deps.workers(),
       deps.agents(),
@@ -123,15 +140,13 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
     // An agent is no queue's: a token limited to some queues sees those its queues' workers are bound to.
     const bound = new Set(workers.map((w) => w.agent));
     const agents = scope.queues ? allAgents.filter((a) => bound.has(a.agentId)) : allAgents;
+    const jobs = all.filter((j) => scope.allows(j.queue));
     return c.json({
       identity: scope.identity,
       role: scope.role,
       connection: deps.connection(),
-      queues: queuesOf(
-        jobs.filter((j) => scope.allows(j.queue)),
-        workers,
-      ),
-      jobs: jobs.filter((j) => scope.allows(j.queue)),
+      queues: queuesOf(jobs, workers),
+      jobs: jobs.slice(0, maxListed),
       workers,
       agents,
     });
@@ -149,7 +164,9 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
     const body = decodeBody(CancelBody, await readJson(c.req.raw, maxBodyBytes));
     const job = await visibleJob(c, scope);
     deps.log.info({ jobId: job.id, identity: scope.identity }, "job cancelled from the dashboard");
-    await deps.cancel(job.id, body.reason ?? `from the dashboard by ${scope.identity}`);
+    // The record says who, whatever reason the caller gave.
+    const by = scope.identity;
+    await deps.cancel(job.id, body.reason ? `${body.reason} (by ${by})` : `from the dashboard by ${by}`);
     return c.json(await visibleJob(c, scope));
   });
 
@@ -164,15 +181,24 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
 
   app.get("/api/stream", (c) => {
     const scope = callerWith(c, "read");
-    return eventStream(AbortSignal.any([c.req.raw.signal, deps.stopping]), deps.log, (emit, signal) =>
-      deps.streamOverview(scope.allows, emit, signal),
+    const started = deps.streams.take(scope.identity);
+    return eventStream(
+      AbortSignal.any([c.req.raw.signal, deps.stopping]),
+      deps.log,
+      (emit, signal) => deps.streamOverview(scope.allows, emit, signal),
+      started,
     );
   });
 
   app.get("/api/jobs/:id/stream", async (c) => {
-    const job = await visibleJob(c, callerWith(c, "read"));
-    return eventStream(AbortSignal.any([c.req.raw.signal, deps.stopping]), deps.log, (emit, signal) =>
-      deps.streamJob(job, emit, signal),
+    const scope = callerWith(c, "read");
+    const job = await visibleJob(c, scope);
+    const started = deps.streams.take(scope.identity);
+    return eventStream(
+      AbortSignal.any([c.req.raw.signal, deps.stopping]),
+      deps.log,
+      (emit, signal) => deps.streamJob(job, emit, signal),
+      started,
     );
   });
 
@@ -183,6 +209,7 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
     const known = toHttpError(error);
     if (known.status >= 500) deps.log.warn({ err: error, path: c.req.path }, "dashboard request failed");
     if (known.status === 401) c.header("WWW-Authenticate", 'Bearer realm="jetstate"');
+    if (known.status === 429) c.header("Retry-After", "1");
     return c.json(known.body(), known.status);
   });
   return app;

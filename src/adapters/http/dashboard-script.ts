@@ -220,7 +220,9 @@ function renderOverview(o) {
   const a = $("agents").tBodies[0];
   a.replaceChildren(...o.agents.map((x) => el("tr", {}, el("td", {}, x.agentId), el("td", {}, x.current), el("td", {}, x.switches),
     el("td", {}, x.skips.map((s) => s.target).join(", ") || "–"), el("td", {}, x.lastSwitch ? x.lastSwitch.from + " → " + x.lastSwitch.to + " (" + x.lastSwitch.reason + ")" : "–"))));
-  for (const job of o.jobs) state.jobs.set(job.id, { ...state.jobs.get(job.id), ...job });
+  // The overview's list is the list: jobs it no longer has are dropped, with their samples.
+  state.jobs = new Map(o.jobs.map((job) => [job.id, { ...state.jobs.get(job.id), ...job }]));
+  for (const id of state.samples.keys()) if (!state.jobs.has(id) && id !== state.selected) state.samples.delete(id);
   renderJobs();
 }
 
@@ -234,8 +236,9 @@ function setConnection(c) {
 // ---- the selected job ----
 
 function showJob(job) {
-  state.jobs.set(job.id, { ...state.jobs.get(job.id), ...job });
-  const { rate, eta } = rateOf(state.jobs.get(job.id));
+  const merged = { ...state.jobs.get(job.id), ...job };
+  if (state.jobs.has(job.id)) state.jobs.set(job.id, merged);
+  const { rate, eta } = rateOf(merged);
   $("job-status").textContent = job.status;
   $("job-status").className = "status-" + job.status;
   for (const k of ["done", "failed", "dead", "total"]) $("job-" + k).textContent = job[k];
@@ -288,6 +291,16 @@ function select(id) {
 }
 
 async function start() {
+  // Another token may see other queues: nothing the last one saw is kept.
+  if (state.overviewStream) state.overviewStream.abort();
+  if (state.jobStream) state.jobStream.abort();
+  clearInterval(state.poll);
+  state.jobs = new Map();
+  state.samples = new Map();
+  state.selected = null;
+  state.lastValue = null;
+  $("job-panel").hidden = true;
+  renderJobs();
   state.token = $("token").value.trim();
   sessionStorage.setItem("jetstate-token", state.token);
   try {
@@ -296,15 +309,14 @@ async function start() {
     drawChart($("connection-chart"), state.charts.connection);
     renderOverview(await api("/api/overview"));
   } catch (e) { showError(e.message); return; }
-  if (state.overviewStream) state.overviewStream.abort();
   state.overviewStream = follow("/api/stream", (name, data) => {
     if (name === "connection") setConnection(data);
-    else if (name === "job") {
+    else if (name === "job" && state.jobs.has(data.id)) {
+      // Only jobs the overview listed: a new one shows at the next overview.
       state.jobs.set(data.id, { ...state.jobs.get(data.id), ...data });
       renderJobs();
     }
   });
-  clearInterval(state.poll);
   state.poll = setInterval(() => api("/api/overview").then(renderOverview, (e) => showError(e.message)), 3000);
   const wanted = new URLSearchParams(location.hash.slice(1)).get("job");
   if (wanted) select(wanted);

@@ -8,6 +8,7 @@ export const ErrorCode = {
   forbidden: "forbidden",
   receiptNotYours: "receipt_not_yours",
   tooManyLeases: "too_many_leases",
+  tooManyStreams: "too_many_streams",
   alreadyAnswered: "already_answered",
   invalidJson: "invalid_json",
   invalidRequest: "invalid_request",
