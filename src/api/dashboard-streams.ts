@@ -269,6 +269,8 @@ export const jobBook = (rt: Runtime, broker: Broker, keep = 100) => {
     listed,
     /** The jobs kept now, and how many of them ended: for tests. */
     size: () => ({ all: known.size, ended: ended.size }),
+    /** The job as kept now: for tests. */
+    seen: (id: string): DashboardJob | undefined => known.get(id),
     /** Ends the events reader (its consumer on NATS); resolves when it has. */
     stop: async (): Promise<void> => {
       reading.abort();

@@ -157,7 +157,14 @@ describe("the dashboard's routes on NATS", () => {
     expect(html).toContain('<svg id="job-chart"');
     // Nothing loaded from elsewhere: no script or style source, and the policy forbids it.
     expect(html).not.toMatch(/<(script|link|img)[^>]+(src|href)=/);
-    expect(page.headers.get("content-security-policy")).toContain("default-src 'self'");
+    const csp = page.headers.get("content-security-policy") ?? "";
+    expect(csp).toContain("default-src 'self'");
+    // The one inline script is allowed by its hash (the browser test runs it under this policy).
+    expect(csp).toMatch(/script-src 'sha256-[A-Za-z0-9+/]{43}='/);
+    expect(csp).not.toMatch(/script-src[^;]*unsafe-inline/);
+    for (const directive of ["frame-ancestors 'none'", "base-uri 'none'", "object-src 'none'"])
+      expect(csp).toContain(directive);
+    expect(page.headers.get("x-content-type-options")).toBe("nosniff");
 
     const work = gatedWorker(rtA, "dash_auth");
     const job = await rtA.jobs.submit({ queue: "dash_auth", tasks: [{ n: 1 }] });
@@ -190,13 +197,20 @@ describe("the dashboard's routes on NATS", () => {
     expect(scoped.queues).toEqual([]);
     expect((await call(httpA.baseUrl, `/api/jobs/${job.id}`, OTHER_QUEUE)).status).toBe(404);
     expect((await call(httpA.baseUrl, `/api/jobs/${job.id}/cancel`, OTHER_QUEUE, {})).status).toBe(404);
+    expect((await call(httpA.baseUrl, `/api/jobs/${job.id}/redrive`, OTHER_QUEUE, {})).status).toBe(404);
+    expect((await call(httpA.baseUrl, `/api/jobs/${job.id}/dead-letters`, OTHER_QUEUE)).status).toBe(404);
+    expect((await call(httpA.baseUrl, `/api/jobs/${job.id}/stream`, OTHER_QUEUE)).status).toBe(404);
     expect((await storedRecord(job.id))?.status).toBe("running");
 
     const cancelled = await call(httpB.baseUrl, `/api/jobs/${job.id}/cancel`, OPERATE, {
       reason: "ops said so",
     });
     expect(cancelled.status).toBe(200);
-    expect(await storedRecord(job.id)).toMatchObject({ status: "failed", reason: "cancelled: ops said so" });
+    // The record names who cancelled, whatever reason the caller gave.
+    expect(await storedRecord(job.id)).toMatchObject({
+      status: "failed",
+      reason: "cancelled: ops said so (by operator)",
+    });
     work.release();
     await work.worker.stop();
   });
@@ -270,5 +284,108 @@ describe("the dashboard's routes on NATS", () => {
     expect(await storedRecord(job.id)).toMatchObject({ status: "succeeded", counts: { done: 3 } });
     // Looking never made runtime B watch the job.
     expect(partsOf(rtB).jobs.watchedActor(job.id)).toBeUndefined();
+  });
+
+  it("sends a token of other queues nothing of a queue's jobs on the overview's stream", async () => {
+    const work = gatedWorker(rtA, "dash_scope");
+    const all: StreamEvent[] = [];
+    const scoped: StreamEvent[] = [];
+    const ac = new AbortController();
+    await readStream(`${httpA.baseUrl}/api/stream`, READ, ac.signal, all);
+    await readStream(`${httpA.baseUrl}/api/stream`, OTHER_QUEUE, ac.signal, scoped);
+    const job = await rtA.jobs.submit({ queue: "dash_scope", tasks: [0, 1].map((n) => ({ n })) });
+    work.release();
+    // The `*` token's stream is the witness that the job's events went out.
+    await waitUntil(
+      () => all.some((e) => e.name === "job" && e.data.id === job.id && e.data.status === "succeeded"),
+      {
+        timeoutMs: 10_000,
+        message: "the job's end on the * token's stream",
+      },
+    );
+    expect((await storedRecord(job.id))?.status).toBe("succeeded");
+    ac.abort();
+    await work.worker.stop();
+    expect(scoped.filter((e) => e.name === "job")).toEqual([]);
+  });
+
+  it("opens at most 8 streams per identity (429 beyond) while another identity still gets its own", async () => {
+    const opened: AbortController[] = [];
+    const open = async (token: string) => {
+      const ac = new AbortController();
+      const res = await fetch(`${httpA.baseUrl}/api/stream`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: ac.signal,
+      });
+      if (res.status === 200) opened.push(ac);
+      return res;
+    };
+    try {
+      for (let n = 0; n < 8; n++) expect((await open(READ)).status).toBe(200);
+      const refused = await open(READ);
+      expect(refused.status).toBe(429);
+      expect((await json(refused)).error.code).toBe("too_many_streams");
+      expect((await open(OPERATE)).status).toBe(200);
+      // A job's stream counts against the same identity.
+      const job = await rtA.jobs.submit({ queue: "dash_cap", tasks: [{ n: 1 }] });
+      const jobStream = await call(httpA.baseUrl, `/api/jobs/${job.id}/stream`, READ);
+      expect(jobStream.status).toBe(429);
+      await job.cancel("cap test");
+
+      // Closing one frees its slot once the server has seen the client go.
+      opened.shift()!.abort();
+      let again: Response | undefined;
+      await waitUntil(
+        async () => {
+          again = await open(READ);
+          return again.status === 200;
+        },
+        { timeoutMs: 5000, message: "a slot freed by the closed stream" },
+      );
+      expect((await open(READ)).status).toBe(429);
+    } finally {
+      for (const ac of opened) ac.abort();
+    }
+  });
+
+  it("stop() ends the dashboard's own reader and its open streams: no consumer of it is left", async () => {
+    const baseline = await recordConsumers();
+    const dashboard = createDashboard(rtB, { tokens });
+    const http = await serveOnLoopback(dashboard.fetch);
+    try {
+      const res = await fetch(`${http.baseUrl}/api/stream`, { headers: { authorization: `Bearer ${READ}` } });
+      expect(res.status).toBe(200);
+      // Its book's reader and the stream's, as the server lists them.
+      await waitUntil(
+        async () => [...(await recordConsumers())].filter((c) => !baseline.has(c)).length === 2,
+        {
+          timeoutMs: 5000,
+          message: "the dashboard's two consumers on the server",
+        },
+      );
+      const reader = res.body!.getReader();
+      const ended = (async () => {
+        try {
+          for (;;) if ((await reader.read()).done) return "ended";
+        } catch {
+          return "ended";
+        }
+      })();
+      await dashboard.stop();
+      expect(await ended).toBe("ended");
+      await waitUntil(async () => [...(await recordConsumers())].every((c) => baseline.has(c)), {
+        timeoutMs: 5000,
+        message: "no consumer of the stopped dashboard left",
+      });
+      // A stream asked for after stop() ends at once.
+      const late = await fetch(`${http.baseUrl}/api/stream`, {
+        headers: { authorization: `Bearer ${READ}` },
+      });
+      expect(late.status).toBe(200);
+      expect(await late.text()).toBe("");
+      expect([...(await recordConsumers())].filter((c) => !baseline.has(c))).toEqual([]);
+    } finally {
+      await http.close();
+    }
   });
 });
