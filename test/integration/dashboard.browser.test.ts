@@ -179,9 +179,9 @@ describe.skipIf(!hasChromium)(
       await worker.stop();
       expect(await storedRecord(job.id)).toMatchObject({
         status: "failed",
-        reason: "cancelled: cancelled from the dashboard",
+        reason: "cancelled: cancelled from the dashboard (by ops)",
       });
-      expect(await page.textContent("#job-reason")).toBe("cancelled: cancelled from the dashboard");
+      expect(await page.textContent("#job-reason")).toBe("cancelled: cancelled from the dashboard (by ops)");
       expect(pageErrors).toEqual([]);
     }, 25_000);
 

@@ -349,6 +349,8 @@ describe("the dashboard's routes on NATS", () => {
   });
 
   it("stop() ends the dashboard's own reader and its open streams: no consumer of it is left", async () => {
+    // A job first, so the records' stream exists when this test runs alone.
+    await (await rtA.jobs.submit({ queue: "dash_stop", tasks: [{ n: 1 }] })).cancel("stop test");
     const baseline = await recordConsumers();
     const dashboard = createDashboard(rtB, { tokens });
     const http = await serveOnLoopback(dashboard.fetch);
