@@ -128,6 +128,12 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       getRecord: (id) => broker.getRecord(id),
       activeJobs: activeJobsOf(broker),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
+      // Remote workers' answers count in the metrics as native workers' do (no duration: it ran elsewhere).
+      answered: (queue, outcome, attempt) => {
+        if (!core.telemetry.active) return;
+        if (attempt > 1) core.telemetry.emit({ type: "task.redelivered", queue, attempt });
+        core.telemetry.emit({ type: "task.answered", queue, outcome });
+      },
       isDeliveryOf: (ref, job) => leasing.isDeliveryOf(ref, job),
       fetchTasks: (queue, jobId, max) => leasing.fetchTasks(queue, jobId, max),
       fetchLane: (queue, max) => leasing.fetchLane(queue, max),

@@ -13,6 +13,7 @@ import path from "node:path";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
+import { createHttpApi } from "../../src/api/http.ts";
 import { createMetrics, type Metrics } from "../../src/api/metrics.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
@@ -221,6 +222,63 @@ describe.each([
     await worker.stop();
     await second.stop();
     await scrapeUntil("no worker seen", (s) => sampleValue(s, "jetstate_workers", { queue }) === 0);
+  });
+
+  it("tasks answered through the HTTP API count as a native worker's: the remote worker's own ledger", async () => {
+    const { rt } = backend;
+    const queue = `h-${name}`;
+    const api = createHttpApi(rt, {
+      tokens: { "remote-worker-token-1234": { identity: "gpu-box", role: "worker", queues: "*" } },
+    });
+    const post = async (path: string, body: unknown) => {
+      const response = await api.fetch(
+        new Request(`http://api.test${path}`, {
+          method: "POST",
+          headers: { authorization: "Bearer remote-worker-token-1234", "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }),
+      );
+      return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+    };
+    // Task 0 fails for good, task 1 fails once then succeeds, tasks 2 and 3 succeed.
+    const job = await rt.jobs.submit({ queue, tasks: [0, 1, 2, 3], maxFailures: 1, backoff: [0] });
+    const ledger: Array<{ index: number; attempt: number; answer: "result" | "permanent" | "retry" }> = [];
+    await waitUntil(
+      async () => {
+        const reserved = await post(`/jobs/${job.id}/tasks`, { batch_size: 10 });
+        expect(reserved.status, JSON.stringify(reserved.json)).toBe(200);
+        const tasks = reserved.json.tasks as Array<{ index: number; attempt: number; receipt: string }>;
+        if (tasks.length === 0) return ledger.filter((l) => l.answer !== "retry").length === 4;
+        const results = tasks.map((t) => {
+          const answer = t.index === 0 ? "permanent" : t.index === 1 && t.attempt === 1 ? "retry" : "result";
+          ledger.push({ index: t.index, attempt: t.attempt, answer });
+          return answer === "result"
+            ? { receipt: t.receipt, result: t.index }
+            : {
+                receipt: t.receipt,
+                error: { message: `task ${t.index}`, permanent: answer === "permanent" },
+              };
+        });
+        const answered = await post(`/jobs/${job.id}/results`, { results });
+        expect(answered.status, JSON.stringify(answered.json)).toBe(200);
+        return ledger.filter((l) => l.answer !== "retry").length === 4;
+      },
+      { timeoutMs, intervalMs: 50, message: "every task answered by the remote worker" },
+    );
+    expect(await job.done()).toMatchObject({ done: 3, failed: 1 });
+    const samples = await scrapeUntil(
+      "the remote answers counted",
+      (s) => sampleValue(s, "jetstate_tasks_done_total", { queue }) === 3,
+    );
+    expect(sampleValue(samples, "jetstate_tasks_done_total", { queue })).toBe(
+      ledger.filter((l) => l.answer === "result").length,
+    );
+    expect(sampleValue(samples, "jetstate_tasks_failed_total", { queue })).toBe(
+      ledger.filter((l) => l.answer === "permanent").length,
+    );
+    expect(sampleValue(samples, "jetstate_task_redeliveries_total", { queue })).toBe(
+      ledger.filter((l) => l.attempt > 1).length,
+    );
   });
 
   it("a job nothing answers for stallAfterMs is counted stalled once, and running again once answered", async () => {

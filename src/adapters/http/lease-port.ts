@@ -29,6 +29,12 @@ export interface LeasePort
   activeJobs(): Promise<JobRecord[]>;
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
   /**
+   * A remote worker's answer was stored (`done`, `failed` or `dead`; its task
+   * is acked or termed next), on its `attempt`th delivery: what the metrics
+   * count of native workers, told of the HTTP API's too.
+   */
+  answered?(queue: string, status: "done" | "failed" | "dead", attempt: number): void;
+  /**
    * Keeps a task that died on its last delivery (payload read from the task
    * store, last error) as a dead letter, so it can be redriven like one that
    * died at a native worker.

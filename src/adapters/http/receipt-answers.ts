@@ -41,6 +41,8 @@ interface Settling {
   /** Claims given back (`unsettled`): the request answers once they are, so its retry can claim again. */
   readonly releases: Promise<void>[];
   unsettled(a: Answering): void;
+  /** Its results are stored: told to the port (the metrics). */
+  answered(delivery: ReceiptDelivery): void;
 }
 
 const statusOf: Record<TaskOutcome["kind"], AnswerStatus> = {
@@ -65,6 +67,7 @@ class ReceiptDelivery implements Delivery {
   }
   stored(): void {
     this.#request.stored.push(this);
+    this.#request.answered(this);
   }
   lost(): void {
     this.#request.unsettled(this.a);
@@ -159,6 +162,10 @@ export class ReceiptAnswers {
             ),
         );
         a.finish(undefined);
+      },
+      answered: (d) => {
+        if (d.status === "done" || d.status === "failed" || d.status === "dead")
+          this.#port.answered?.(record.queue, d.status, d.a.c.d);
       },
     };
     const batcher = new ResultBatcher<ReceiptDelivery>(
