@@ -5,6 +5,7 @@
  * retries, a table of bad requests, and junk that must never get a 5xx.
  */
 
+import { request as httpRequest } from "node:http";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -69,12 +70,15 @@ const call = async (
     ...options.headers,
   };
   const payload = options.raw ?? (body === undefined ? undefined : JSON.stringify(body));
-  const response = await fetch(`${baseUrl}${path}`, {
-    method,
-    headers,
-    ...(payload === undefined ? {} : { body: payload }),
-    ...(payload instanceof ReadableStream ? { duplex: "half" } : {}),
-  } as RequestInit);
+  const oversized =
+    payload instanceof ReadableStream || (typeof payload === "string" && payload.length > 64 * 1024);
+  const response = oversized
+    ? await sendWhileAnswered(`${baseUrl}${path}`, method, headers, payload)
+    : await fetch(`${baseUrl}${path}`, {
+        method,
+        headers,
+        ...(payload === undefined ? {} : { body: payload }),
+      } as RequestInit);
   const text = await response.text();
   statuses.push({ status: response.status, what: `${method} ${path.slice(0, 80)}` });
   let json: unknown = text;
@@ -85,6 +89,52 @@ const call = async (
   }
   return { status: response.status, json, type: response.headers.get("content-type") };
 };
+
+/**
+ * A body the server refuses before reading it all (413): it answers, then
+ * closes the connection while the client still writes. fetch (undici) then
+ * fails with EPIPE even when the answer had arrived (seen on a loaded CI
+ * run); node:http hands over the answer and the write error is ignored.
+ */
+const sendWhileAnswered = (
+  url: string,
+  method: string,
+  headers: Record<string, string>,
+  payload: string | ReadableStream<Uint8Array>,
+): Promise<Response> =>
+  new Promise((resolve, reject) => {
+    let answered = false;
+    const request = httpRequest(url, { method, headers }, (incoming) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      incoming.on("data", (chunk: Buffer) => chunks.push(chunk));
+      incoming.on("end", () =>
+        resolve(
+          new Response(Buffer.concat(chunks), {
+            status: incoming.statusCode ?? 0,
+            headers: { "content-type": String(incoming.headers["content-type"] ?? "") },
+          }),
+        ),
+      );
+    });
+    request.on("error", (error) => {
+      if (!answered) reject(error);
+    });
+    if (typeof payload === "string") {
+      request.end(payload);
+      return;
+    }
+    void (async () => {
+      const reader = payload.getReader();
+      while (!answered && !request.destroyed) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (!request.write(value)) await new Promise((r) => request.once("drain", r).once("close", r));
+      }
+      await reader.cancel();
+      request.end();
+    })().catch(() => undefined);
+  });
 
 const reserve = async (jobId: string, batchSize: number): Promise<Reserved[]> => {
   const answer = await call("POST", `/jobs/${jobId}/tasks`, { batch_size: batchSize });
