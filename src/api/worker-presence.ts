@@ -84,8 +84,10 @@ export const announceWorker = (
 /** Every worker whose announcement stands at `now`, of every runtime (or of `queue`'s). */
 export const listWorkers = async (presence: Presence, now: number, queue?: string): Promise<WorkerInfo[]> =>
   (await presence.list())
-    .flatMap((text) => {
-      const info = parseWorkerInfo(text);
-      return info && isPresent(info, now) && (queue === undefined || info.queue === queue) ? [info] : [];
+    .flatMap(({ value, storedAt }) => {
+      const info = parseWorkerInfo(value);
+      return info && isPresent(info, storedAt, now) && (queue === undefined || info.queue === queue)
+        ? [info]
+        : [];
     })
     .sort(byQueue);

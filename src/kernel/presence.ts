@@ -29,7 +29,7 @@ export interface WorkerInfo {
   readonly pid: number;
   /** Epoch ms. */
   readonly startedAt: number;
-  /** Epoch ms of its last announcement, by its own clock. */
+  /** Epoch ms of its last announcement, by its own clock (informative: expiry goes by the store's time). */
   readonly seenAt: number;
   /** How long its announcement stands: gone once `seenAt + presenceMs` has passed. */
   readonly presenceMs: number;
@@ -76,8 +76,14 @@ export const parseWorkerInfo = (text: string): WorkerInfo | undefined => {
   return decoded.ok ? decoded.value : undefined;
 };
 
-/** Still standing at `now`: its last announcement has not run out. */
-export const isPresent = (info: WorkerInfo, now: number): boolean => now < info.seenAt + info.presenceMs;
+/**
+ * Still standing at `now`: its last announcement, stored at `storedAt` by the
+ * store's clock, has not run out. Not `seenAt`, the announcing host's own
+ * clock: two hosts' skew would hide a live worker or keep a dead one; the
+ * store's time leaves only the reader's skew to the server (`doctor` shows it).
+ */
+export const isPresent = (info: WorkerInfo, storedAt: number, now: number): boolean =>
+  now < storedAt + info.presenceMs;
 
 /** Live workers first by queue, then by runtime and id: a stable order for people and for diffs. */
 export const byQueue = (a: WorkerInfo, b: WorkerInfo): number =>

@@ -205,4 +205,50 @@ describe("presence on nats: a worker whose process died", () => {
       await rt.stop();
     }
   });
+
+  it("goes by the store's time, not the announcing host's clock: an hour off either way changes nothing", async () => {
+    const rt = await createRuntime({
+      servers: nats.url,
+      name: "skew-reader",
+      presenceMs: crashPresenceMs,
+      logger: silentLogger(),
+    });
+    try {
+      // Two workers of hosts whose clocks are an hour ahead and an hour behind, written raw.
+      const kv = await new Kvm(kvClient).open("jetstate_presence");
+      const announce = (id: string, seenAt: number) =>
+        kv.put(
+          `worker.${id}`,
+          JSON.stringify({
+            id,
+            runtime: "skewed",
+            queue: "skew",
+            concurrency: 1,
+            inFlight: 0,
+            processed: 0,
+            failed: 0,
+            version: "0.3.0",
+            host: "elsewhere",
+            pid: 1,
+            startedAt: seenAt,
+            seenAt,
+            presenceMs: crashPresenceMs,
+          }),
+        );
+      const written = Date.now();
+      await announce("ahead", written + 3_600_000);
+      await announce("behind", written - 3_600_000);
+      // Just written: both stand (the one behind would be long gone by its own clock)...
+      expect((await rt.workers.list({ queue: "skew" })).map((w) => w.id)).toEqual(["ahead", "behind"]);
+      // ...and both run out once presenceMs has passed since the store wrote them (the one ahead
+      // would stand another hour by its own clock).
+      await waitUntil(async () => (await rt.workers.list({ queue: "skew" })).length === 0, {
+        timeoutMs: crashPresenceMs + 3_000,
+        message: "both run out by the store's time",
+      });
+      expect(Date.now() - written).toBeGreaterThanOrEqual(crashPresenceMs - 50);
+    } finally {
+      await rt.stop();
+    }
+  });
 });

@@ -103,7 +103,7 @@ class MemoryJobBroker implements MemoryBroker {
     setMaxListeners(0, this.#closing.signal);
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
-    this.presence = memoryPresence(server.presence, (op) => this.#open(op));
+    this.presence = memoryPresence(server.presence, server.clock, (op) => this.#open(op));
   }
 
   #open(operation: string): void {

@@ -3,7 +3,7 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Presence } from "../presence.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket, scanBucket } from "./streams.ts";
+import { ensureBucket, scanBucketEntries } from "./streams.ts";
 
 /**
  * How long a stored announcement is kept at most (the bucket's max age):
@@ -17,8 +17,8 @@ const encoder = new TextEncoder();
 
 /**
  * Presence in a KV bucket (`<prefix>_presence`), one key per worker. Listing
- * reads the bucket in one pass (`scanBucket`): O(live and recently dead
- * workers), never O(jobs).
+ * reads the bucket in one pass (`scanBucketEntries`, with each key's server
+ * timestamp): O(live and recently dead workers), never O(jobs).
  */
 export const natsPresence = (broker: NatsJobBroker): Presence & { provision(): Promise<void> } => {
   const buckets = broker.setups.once<KV>();
@@ -47,7 +47,10 @@ export const natsPresence = (broker: NatsJobBroker): Presence & { provision(): P
       broker.run("presence.list", async (nc) => {
         await bucket(nc);
         const { js, jsm } = await broker.handles(nc);
-        return [...(await scanBucket(js, jsm, broker.names.presenceBucket)).values()];
+        const entries = await scanBucketEntries(js, jsm, broker.names.presenceBucket);
+        return [...entries.values()].flatMap(({ value, storedAt }) =>
+          value === undefined ? [] : [{ value, storedAt }],
+        );
       }),
   };
 };

@@ -157,6 +157,8 @@ export const scanBucket = async (
 export interface BucketEntry {
   readonly value: string | undefined;
   readonly revision: number;
+  /** When the server stored it, by the server's clock (epoch ms). */
+  readonly storedAt: number;
 }
 
 /**
@@ -209,7 +211,11 @@ export const scanBucketEntries = async (
       const key = m.subject.slice(prefix.length);
       const operation = m.headers?.get("KV-Operation");
       const marker = operation === "DEL" || operation === "PURGE";
-      entries.set(key, { value: marker ? undefined : m.string(), revision: m.seq });
+      entries.set(key, {
+        value: marker ? undefined : m.string(),
+        revision: m.seq,
+        storedAt: Math.floor(m.info.timestampNanos / 1e6),
+      });
       read = m.seq;
       if (m.seq < target) continue;
       target = await lastSeq();
