@@ -4,7 +4,7 @@ import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import type { Emit } from "../adapters/http/dashboard-stream.ts";
 import { inBatches } from "../kernel/batches.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
-import type { JobRecord } from "../kernel/job-record.ts";
+import { type JobRecord, maxCounts } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import type { JobRegistry } from "./jobs.ts";
@@ -33,9 +33,7 @@ export const withLive = (job: DashboardJob, live: JobSnapshot | undefined): Dash
     : {
         ...job,
         status: live.status,
-        done: Math.max(job.done, live.done),
-        failed: Math.max(job.failed, live.failed),
-        dead: Math.max(job.dead, live.dead),
+        ...maxCounts(job, live),
         throughput: live.throughput,
         etaMs: live.etaMs,
         live: true,

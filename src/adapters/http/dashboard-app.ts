@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { Schema } from "effect";
 import { type Context, Hono } from "hono";
-import type { JobStatus } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { Label, number, subjectTokenPattern } from "../../kernel/validation.ts";
 import type { BearerTokens } from "./bearer-tokens.ts";
@@ -9,24 +8,14 @@ import type { Chart } from "./dashboard-chart.ts";
 import { dashboardPage } from "./dashboard-page.ts";
 import { dashboardScript } from "./dashboard-script.ts";
 import { type Emit, eventStream, type StreamSlots } from "./dashboard-stream.ts";
-import { toHttpError } from "./http-app.ts";
+import { type JobView, toHttpError } from "./http-app.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import { decodeBody, readJson } from "./request-bodies.ts";
 import { authenticateWith, callerWith, type ScopedEnv } from "./token-auth.ts";
 import type { TokenScope } from "./token-scopes.ts";
 
 /** A job as the dashboard shows it: its record, with this runtime's live rate and ETA when it watches it. */
-export interface DashboardJob {
-  readonly id: string;
-  readonly queue: string;
-  readonly status: JobStatus;
-  readonly total: number;
-  readonly done: number;
-  readonly failed: number;
-  readonly dead: number;
-  readonly throughput: number | null;
-  readonly etaMs: number | null;
-  readonly reason: string | null;
+export interface DashboardJob extends JobView {
   readonly createdAt: number;
   readonly updatedAt: number;
   /** True when this runtime has the job's actor: its chart shows the full state, not the record's status. */
