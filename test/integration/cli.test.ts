@@ -6,7 +6,6 @@
  * its handles, the handler's own ledger, and a raw NATS connection.
  */
 
-import { createServer } from "node:net";
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -15,18 +14,9 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import type { Worker } from "../../src/api/worker-options.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type BuiltCli, buildCli, type CliRun, runCli, runCliOnTerminal } from "../harness/cli.ts";
+import { freePort as closedPort } from "../harness/nats-process.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
-
-const closedPort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 /** What the handler did, by its own hand: one entry per run, before it answers. */
 interface Run {

@@ -3,23 +3,12 @@
  * reach NATS. A production process must not end up in memory by accident (its jobs
  * would vanish with it), and "no NATS connection" must say which server and why.
  */
-import { createServer } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { ConnectionUnavailable, InvalidArgument } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { freePort as closedPort } from "../harness/nats-process.ts";
 import { waitUntil } from "../harness/wait.ts";
-
-/** A loopback port nothing listens on (bound, then released). */
-const closedPort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 const runtimes: Runtime[] = [];
 afterEach(async () => {

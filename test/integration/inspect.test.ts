@@ -8,11 +8,11 @@
  */
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { createInspectorServer } from "@statelyai/inspect/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../harness/nats-process.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const root = path.resolve(import.meta.dirname, "../..");
@@ -33,16 +33,6 @@ const { WebSocket } = createRequire(import.meta.url)("ws") as {
 };
 
 type Line = Record<string, unknown>;
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 /** Runs the fixture; resolves once it exited by itself, or kills it after the bound and says so. */
 const runChild = async (inspectorUrl: string) => {

@@ -6,9 +6,9 @@
  * starts is checked over real HTTP, against a nats-server of this test's own.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createServer } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort as closedPort } from "../harness/nats-process.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -16,16 +16,6 @@ const root = path.resolve(import.meta.dirname, "../..");
 const SERVE = path.join(root, "examples/serve.ts");
 const BOUND_MS = 30_000;
 const VARIABLES = ["NATS_URL", "HOST", "PORT", "JETSTATE_TOKENS", "JETSTATE_RECEIPT_SECRET"];
-
-const closedPort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 interface Run {
   readonly child: ChildProcess;
