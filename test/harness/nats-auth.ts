@@ -5,7 +5,7 @@
  * with them. Everything lives in a temporary directory the caller removes.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
@@ -18,6 +18,7 @@ import {
   fmtCreds,
 } from "@nats-io/jwt";
 import { createUser as createNKeyUser } from "@nats-io/nkeys";
+import { natsPermissions, type PermissionsRequest } from "../../src/api/permissions.ts";
 
 export interface AuthFiles {
   readonly dir: string;
@@ -43,6 +44,42 @@ const q = (value: string): string => JSON.stringify(value);
 
 export const userPasswordConfig = (user: string, password: string): string =>
   `authorization { user: ${q(user)}, password: ${q(password)} }\n`;
+
+/**
+ * A server config (logging to `logFile`) whose users each have the NATS
+ * permissions `natsPermissions()` gives their request, all with `password`;
+ * `extraUsers`: further user entries as they go in the config.
+ */
+export const roleUsersConfig = (
+  logFile: string,
+  password: string,
+  users: Readonly<Record<string, PermissionsRequest>>,
+  extraUsers: readonly string[] = [],
+): string =>
+  [
+    `log_file: ${JSON.stringify(logFile)}`,
+    "authorization {",
+    "  users: [",
+    ...Object.entries(users).map(
+      ([user, request]) =>
+        `    { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}, permissions: ${JSON.stringify(natsPermissions(request))} }`,
+    ),
+    ...extraUsers.map((entry) => `    ${entry}`),
+    "  ]",
+    "}",
+    "",
+  ].join("\n");
+
+/** Permission violations as the server logged them in `logFile`: `{ user, subject }` (the server's words, not jetstate's). */
+export const loggedViolations = async (
+  logFile: string,
+): Promise<Array<{ user: string; subject: string }>> => {
+  const log = await readFile(logFile, "utf8").catch(() => "");
+  return [...log.matchAll(/Violation - User "([^"]+)", Subject "([^"]+)"/g)].map(([, user, subject]) => ({
+    user: user ?? "",
+    subject: subject ?? "",
+  }));
+};
 
 export const tokenConfig = (token: string): string => `authorization { token: ${q(token)} }\n`;
 

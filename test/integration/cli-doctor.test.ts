@@ -8,14 +8,13 @@
  * every subject the CLI calls denied was refused by the server to that user,
  * and every refusal it logged during the run is one the CLI reports.
  */
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { natsPermissions, type PermissionsRequest } from "../../src/api/permissions.ts";
+import type { PermissionsRequest } from "../../src/api/permissions.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type BuiltCli, buildCli, type CliRun, runCli } from "../harness/cli.ts";
-import { type AuthFiles, authFiles } from "../harness/nats-auth.ts";
+import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -26,20 +25,10 @@ const users: Record<string, PermissionsRequest> = {
 };
 
 const usersConfig = (logFile: string): string =>
-  [
-    `log_file: ${JSON.stringify(logFile)}`,
-    "authorization {",
-    "  users: [",
-    ...Object.entries(users).map(
-      ([user, request]) =>
-        `    { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}, permissions: ${JSON.stringify(natsPermissions(request))} }`,
-    ),
+  roleUsersConfig(logFile, password, users, [
     // Replies only: allowed none of jetstate's calls.
-    `    { user: "nobody", password: ${JSON.stringify(password)}, permissions: { publish: { allow: ["_INBOX.>"] }, subscribe: { allow: ["_INBOX.>"] } } }`,
-    "  ]",
-    "}",
-    "",
-  ].join("\n");
+    `{ user: "nobody", password: ${JSON.stringify(password)}, permissions: { publish: { allow: ["_INBOX.>"] }, subscribe: { allow: ["_INBOX.>"] } } }`,
+  ]);
 
 interface Diagnosis {
   roles: { role: string; allowed: boolean; denied: string[] }[];
@@ -55,12 +44,8 @@ describe("jetstate-jobs doctor with the server's users", () => {
   let cli: BuiltCli;
 
   /** Violations the server logged for `user`, in its own words. */
-  const violations = async (user: string): Promise<string[]> => {
-    const log = await readFile(logFile, "utf8").catch(() => "");
-    return [...log.matchAll(/Violation - User "([^"]+)", Subject "([^"]+)"/g)]
-      .filter(([, who]) => who === user)
-      .map(([, , subject]) => subject ?? "");
-  };
+  const violations = async (user: string): Promise<string[]> =>
+    (await loggedViolations(logFile)).filter((v) => v.user === user).map((v) => v.subject);
   const doctorAs = (user: string, pass = password): Promise<CliRun> =>
     runCli(cli.bin, ["--timeout", "3", "doctor", "--json"], {
       NATS_URL: server.url,

@@ -7,16 +7,15 @@
  * provoked here), the handlers' ledgers (which worker saw which task), and
  * the tasks stream read raw as an admin.
  */
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
-import { natsPermissions, type PermissionsRequest } from "../../src/api/permissions.ts";
+import type { PermissionsRequest } from "../../src/api/permissions.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
-import { type AuthFiles, authFiles } from "../harness/nats-auth.ts";
+import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { storedCount } from "../harness/raw-results.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
@@ -31,28 +30,7 @@ const users: Record<string, PermissionsRequest> = {
   workerB: { role: "worker", queues: ["B"], prefix },
 };
 
-const usersConfig = (logFile: string): string =>
-  [
-    `log_file: ${JSON.stringify(logFile)}`,
-    "authorization {",
-    "  users: [",
-    ...Object.entries(users).map(
-      ([user, request]) =>
-        `    { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}, permissions: ${JSON.stringify(natsPermissions(request))} }`,
-    ),
-    "  ]",
-    "}",
-    "",
-  ].join("\n");
-
-/** Permission violations as the server logged them: `{ user, subject }` (the server's words, not jetstate's). */
-const violations = async (logFile: string): Promise<Array<{ user: string; subject: string }>> => {
-  const log = await readFile(logFile, "utf8").catch(() => "");
-  return [...log.matchAll(/Violation - User "([^"]+)", Subject "([^"]+)"/g)].map(([, user, subject]) => ({
-    user: user ?? "",
-    subject: subject ?? "",
-  }));
-};
+const usersConfig = (logFile: string): string => roleUsersConfig(logFile, password, users);
 
 describe("least-privilege roles on a server with users", () => {
   let files: AuthFiles;
@@ -207,7 +185,7 @@ describe("least-privilege roles on a server with users", () => {
     // Let every background loop (reaper, cleanup, takeover scans) run a few times.
     await delay(1500);
     await Promise.all([a.stop(), b.stop()]);
-    const logged = await violations(logFile);
+    const logged = await loggedViolations(logFile);
     // Provoked above: the worker of A asked for queue B (its stray worker, the raw pull, the forged result).
     const provoked = (v: { user: string; subject: string }) =>
       v.user === "workerA" && /(perm_(tasks|advisories)_B(\.|$)|^perm\.results\.B\.)/.test(v.subject);
@@ -230,7 +208,7 @@ describe("least-privilege roles on a server with users", () => {
       for await (const c of jsm.consumers.list(names.tasksStream(queue))) found.push(c.name);
       return found.sort();
     };
-    const logged = (await violations(logFile)).length;
+    const logged = (await loggedViolations(logFile)).length;
 
     // Which worker ran which job's task: the handlers' own ledger.
     const seen: Array<{ worker: string; queue: string; n: number }> = [];
@@ -315,7 +293,7 @@ describe("least-privilege roles on a server with users", () => {
     await again.stop();
 
     // No violation for a queue a worker may use; B's, asked by the worker of A, were seen by the server.
-    const fresh = (await violations(logFile)).slice(logged);
+    const fresh = (await loggedViolations(logFile)).slice(logged);
     console.info("violations the server logged (lane):", JSON.stringify(fresh));
     const provoked = (v: { user: string; subject: string }) =>
       v.user === "workerA" && /perm_(tasks|advisories)_B(\.|$)/.test(v.subject);
