@@ -4,7 +4,7 @@ import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import type { Emit } from "../adapters/http/dashboard-stream.ts";
 import { inBatches } from "../kernel/batches.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
-import { type JobRecord, maxCounts } from "../kernel/job-record.ts";
+import { type JobRecord, maxCounts, priorityOf } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import type { JobRegistry } from "./jobs.ts";
@@ -54,6 +54,7 @@ export const jobFromRecord = (record: JobRecord, live: JobSnapshot | undefined):
       reason: record.reason ?? null,
       createdAt: record.createdAt,
       updatedAt: record.updatedAt,
+      priority: priorityOf(record.settings),
       live: false,
     },
     live,
@@ -244,6 +245,7 @@ export const jobBook = (rt: Runtime, broker: Broker, keep = 100) => {
       known.set(event.jobId, {
         ...progressOfEvent(event),
         createdAt: before?.createdAt ?? event.at,
+        ...(before?.priority === undefined ? {} : { priority: before.priority }),
       });
       ended.delete(event.jobId);
       if (event.status === "succeeded" || event.status === "failed") ended.add(event.jobId);

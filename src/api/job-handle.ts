@@ -3,7 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
-import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord, type JobStatus, priorityOf } from "../kernel/job-record.ts";
 import { decodeProgress, decodeResults, type ResultRecord, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -21,6 +21,8 @@ export interface JobSnapshot {
   /** Estimated time to the end, null until there is a rate. */
   readonly etaMs: number | null;
   readonly reason: string | null;
+  /** Higher runs first on a busy worker (`submit({ priority })`, −100..100). */
+  readonly priority: number;
   readonly startedAt: number;
   /** Last time a task was answered (ms since epoch). */
   readonly lastProgressAt: number;
@@ -88,6 +90,7 @@ export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
     throughput: Math.round(c.throughput * 10) / 10,
     etaMs: c.etaMs,
     reason: c.reason,
+    priority: priorityOf(c.settings),
     startedAt: c.startedAt,
     lastProgressAt: c.lastProgressAt,
   };

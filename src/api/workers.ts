@@ -4,7 +4,7 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { type JobRecord, takesTasks } from "../kernel/job-record.ts";
+import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import { FairSlots } from "../kernel/slots.ts";
@@ -225,7 +225,7 @@ export const startWorker = <Payload, Result>(
   };
 
   const onTask = async (msg: TaskLease, job: ActiveJob) => {
-    await slots.acquire();
+    await slots.acquire(priorityOf(job.record.settings));
     if (pulling.aborted || job.ended.signal.aborted) {
       slots.release();
       if (!job.ended.signal.aborted) release(msg);

@@ -21,11 +21,12 @@ const isOver = (status: JobStatus) => status === "succeeded" || status === "fail
 
 const listRows = (jobs: readonly JobRecord[], now: number) =>
   table(
-    ["ID", "QUEUE", "STATUS", "DONE/TOTAL", "FAILED", "DEAD", "UPDATED", "REASON"],
+    ["ID", "QUEUE", "STATUS", "PRIORITY", "DONE/TOTAL", "FAILED", "DEAD", "UPDATED", "REASON"],
     jobs.map((j) => [
       j.id,
       j.queue,
       j.status,
+      String(j.settings.priority ?? 0),
       `${j.counts.done + j.counts.failed + j.counts.dead}/${j.total}`,
       String(j.counts.failed),
       String(j.counts.dead),
@@ -40,6 +41,7 @@ const recordFields = (j: JobRecord, now: number) =>
     ["job", j.id],
     ["queue", j.queue],
     ["status", j.status],
+    ["priority", String(j.settings.priority ?? 0)],
     ["tasks", `${j.total} (done ${j.counts.done}, failed ${j.counts.failed}, dead ${j.counts.dead})`],
     ["created", when(j.createdAt, now)],
     ["updated", when(j.updatedAt, now)],
@@ -52,6 +54,7 @@ const snapshotFields = (s: JobSnapshot) =>
     ["job", s.id],
     ["queue", s.queue],
     ["status", s.status],
+    ["priority", String(s.priority)],
     ["tasks", `${s.total} (done ${s.done}, failed ${s.failed}, dead ${s.dead})`],
     ...(s.reason ? ([["reason", s.reason]] as const) : []),
   ]);

@@ -55,6 +55,14 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
    * @defaultValue 0: never
    */
   readonly stalledTimeoutMs?: number;
+  /**
+   * An integer from −100 to 100: workers start the tasks of higher-priority
+   * jobs first, while every job keeps at least one start in eight of a busy
+   * worker's (the longest-waiting job's turn, `kernel/slots.ts`). Part of what
+   * an idempotency key compares.
+   * @defaultValue 0
+   */
+  readonly priority?: number;
 }
 
 const requestKeys = [
@@ -67,6 +75,7 @@ const requestKeys = [
   "backoff",
   "stallAfterMs",
   "stalledTimeoutMs",
+  "priority",
 ] as const;
 
 export const maxTasksPerJob = 1_000_000;
@@ -89,6 +98,7 @@ const Settings = {
   backoffDelay: number(0, maxTimerMs),
   stallAfterMs: number(1, maxTimerMs, { integer: true }),
   stalledTimeoutMs: number(0, maxTimerMs, { integer: true }),
+  priority: number(-100, 100, { integer: true }),
 } as const;
 const maxBackoffSteps = 100;
 const defaultBackoff: readonly number[] = [1000, 5000, 15_000];
@@ -185,7 +195,7 @@ export const planSubmit = async <Task, Result>(
   if (tasks.length === 0) return bad("tasks", "a job needs at least one task");
   if (tasks.length > maxTasksPerJob) return bad("tasks", `at most ${maxTasksPerJob} tasks per job`);
   const key = checkOr(IdempotencyKey, request.idempotencyKey, "idempotencyKey", undefined);
-  const settings: JobSettings = {
+  let settings: JobSettings = {
     maxFailures: checkOr(Settings.maxFailures, request.maxFailures, "maxFailures", 0),
     ackWaitMs: checkOr(Settings.ackWaitMs, request.ackWaitMs, "ackWaitMs", 30_000),
     maxDeliver: checkOr(Settings.maxDeliver, request.maxDeliver, "maxDeliver", 5),
@@ -193,6 +203,10 @@ export const planSubmit = async <Task, Result>(
     stallAfterMs: checkOr(Settings.stallAfterMs, request.stallAfterMs, "stallAfterMs", 60_000),
     stalledTimeoutMs: checkOr(Settings.stalledTimeoutMs, request.stalledTimeoutMs, "stalledTimeoutMs", 0),
   };
+  // Stored only when not 0: a priority-0 job's settings, and so its request digest, stay
+  // what they were before priorities (a keyed resubmit after an upgrade matches).
+  const priority = checkOr(Settings.priority, request.priority, "priority", 0);
+  if (priority !== 0) settings = { ...settings, priority };
   const bodies: string[] = new Array(tasks.length);
   // The task must fit, and so must its dead letter (the payload plus its fields, far more
   // than the task's own envelope and message id): a task whose dead letter cannot be

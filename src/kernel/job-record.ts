@@ -55,6 +55,11 @@ export interface JobSettings {
   readonly stallAfterMs: number;
   /** Stalled for this long → `failed` (0: never). */
   readonly stalledTimeoutMs: number;
+  /**
+   * Workers take higher-priority tasks first (`kernel/slots.ts`), an integer
+   * in [−100, 100]. Absent: 0, as in every record written before priorities.
+   */
+  readonly priority?: number;
 }
 
 export interface JobCounts {
@@ -126,7 +131,18 @@ export const laneMaxDeliver = 5;
  * advisory dead-letters the task as it does a job consumer's.
  */
 export const fitsLane = (total: number, settings: JobSettings): boolean =>
-  total === 1 && settings.ackWaitMs === laneAckWaitMs && settings.maxDeliver === laneMaxDeliver;
+  total === 1 &&
+  settings.ackWaitMs === laneAckWaitMs &&
+  settings.maxDeliver === laneMaxDeliver &&
+  priorityOf(settings) === 0;
+
+/**
+ * A job's priority (0 when the record has none). A job of another priority
+ * never goes on the lane: the lane is one FIFO, and a priority-10 job there
+ * would wait behind every lane task stored before it. With a consumer of its
+ * own it waits for a worker's slot only, and the slot order puts it first.
+ */
+export const priorityOf = (settings: JobSettings): number => settings.priority ?? 0;
 
 /** Committed and not over: a job workers follow and HTTP workers reserve from. */
 export const isRunning = (record: JobRecord): boolean =>
@@ -164,6 +180,7 @@ const JobRecordShape = Schema.Struct({
     backoffMs: Schema.Array(Schema.Number),
     stallAfterMs: Schema.Number,
     stalledTimeoutMs: Schema.Number,
+    priority: Schema.optionalKey(Schema.Number),
   } satisfies Record<keyof JobSettings, Schema.Top>),
   counts: Schema.Struct({ done: Count, failed: Count, dead: Count }),
   createdAt: Schema.Number,

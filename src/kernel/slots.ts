@@ -1,35 +1,110 @@
 /**
- * A counting semaphore that grants slots first-come, first-served. Each job's
- * consume loop waits here for a free slot with its next task, so a job with
- * 100k tasks and one with 10 alternate instead of the big one starving the
- * small one: round robin falls out of the FIFO.
+ * A counting semaphore that grants slots by priority, without starving
+ * anyone. Each job's consume loop waits here for a free slot with its next
+ * task (at most one waiter per loop), so:
+ *
+ * - a higher priority is granted first;
+ * - among equal priorities the longest-waiting is granted first: a loop that
+ *   got its slot waits again behind the others, so jobs of one priority take
+ *   turns (round robin), a job with 100k tasks and one with 10 alternate;
+ * - **no starvation**: every `oldestEvery`-th contested grant goes to the
+ *   longest-waiting waiter whatever its priority. A waiter with `n` waiters
+ *   older than it is granted within `(n + 1) × oldestEvery` contested grants;
+ *   a priority-0 job alone under a continuous stream of higher-priority work
+ *   gets one grant in `oldestEvery`.
+ *
+ * Grants with no one waiting (a free slot) are not contested and not counted.
  */
 export class FairSlots {
   #free: number;
-  readonly #waiting: Array<() => void> = [];
   #closed = false;
+  /** Waiters per priority, each list oldest first. */
+  readonly #levels = new Map<number, Waiter[]>();
+  /** The priorities that have waiters, highest first. */
+  readonly #order: number[] = [];
+  #waiting = 0;
+  #arrivals = 0;
+  #contested = 0;
 
   constructor(size: number) {
     this.#free = size;
   }
 
-  acquire(): Promise<void> {
-    if (this.#closed || (this.#free > 0 && this.#waiting.length === 0)) {
+  /** Resolves when the caller holds a slot (at once after `close()`). Higher `priority` is granted first. */
+  acquire(priority = 0): Promise<void> {
+    if (this.#closed || (this.#free > 0 && this.#waiting === 0)) {
       if (!this.#closed) this.#free--;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.#waiting.push(resolve));
+    return new Promise((wake) => this.#enqueue(priority, { arrival: this.#arrivals++, wake }));
   }
 
   release(): void {
-    const next = this.#waiting.shift();
-    if (next) next();
-    else this.#free++;
+    if (this.#waiting === 0) {
+      this.#free++;
+      return;
+    }
+    this.#contested++;
+    const priority = this.#contested % oldestEvery === 0 ? this.#oldestLevel() : (this.#order[0] as number);
+    this.#dequeue(priority).wake();
   }
 
   /** Wakes every waiter (they see the worker is stopping and hand their task back). */
   close(): void {
     this.#closed = true;
-    for (const wake of this.#waiting.splice(0)) wake();
+    for (const priority of this.#order.splice(0)) {
+      for (const waiter of this.#levels.get(priority) ?? []) waiter.wake();
+    }
+    this.#levels.clear();
+    this.#waiting = 0;
+  }
+
+  #enqueue(priority: number, waiter: Waiter): void {
+    const level = this.#levels.get(priority);
+    this.#waiting++;
+    if (level) {
+      level.push(waiter);
+      return;
+    }
+    this.#levels.set(priority, [waiter]);
+    const at = this.#order.findIndex((p) => p < priority);
+    this.#order.splice(at < 0 ? this.#order.length : at, 0, priority);
+  }
+
+  #dequeue(priority: number): Waiter {
+    const level = this.#levels.get(priority) as Waiter[];
+    const waiter = level.shift() as Waiter;
+    this.#waiting--;
+    if (level.length === 0) {
+      this.#levels.delete(priority);
+      this.#order.splice(this.#order.indexOf(priority), 1);
+    }
+    return waiter;
+  }
+
+  /** The priority whose first waiter came first: each level is oldest first, so only the heads count. */
+  #oldestLevel(): number {
+    let oldest = this.#order[0] as number;
+    let arrival = Number.POSITIVE_INFINITY;
+    for (const priority of this.#order) {
+      const head = (this.#levels.get(priority) as Waiter[])[0] as Waiter;
+      if (head.arrival < arrival) {
+        arrival = head.arrival;
+        oldest = priority;
+      }
+    }
+    return oldest;
   }
 }
+
+interface Waiter {
+  readonly arrival: number;
+  readonly wake: () => void;
+}
+
+/**
+ * One contested grant in this many goes to the longest-waiting waiter: the
+ * share a low-priority job keeps under higher-priority work (1/8), and the
+ * bound on how long any waiter waits.
+ */
+export const oldestEvery = 8;

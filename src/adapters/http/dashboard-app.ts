@@ -18,6 +18,11 @@ import type { TokenScope } from "./token-scopes.ts";
 export interface DashboardJob extends JobView {
   readonly createdAt: number;
   readonly updatedAt: number;
+  /**
+   * `submit({ priority })`: higher runs first on a busy worker. Absent for a
+   * job the list only met through its events (they do not carry it).
+   */
+  readonly priority?: number;
   /** True when this runtime has the job's actor: its chart shows the full state, not the record's status. */
   readonly live: boolean;
 }

@@ -67,7 +67,7 @@ export const dashboardPage = `<!doctype html>
     <h2>Job <span id="job-id"></span> <span id="job-source" class="muted"></span></h2>
     <div class="row kv">
       <span>status <b id="job-status"></b></span><span>done <b id="job-done"></b></span><span>failed <b id="job-failed"></b></span>
-      <span>dead <b id="job-dead"></b></span><span>total <b id="job-total"></b></span><span>rate <b id="job-rate"></b>/s</span><span>ETA <b id="job-eta"></b></span>
+      <span>dead <b id="job-dead"></b></span><span>total <b id="job-total"></b></span><span>rate <b id="job-rate"></b>/s</span><span>ETA <b id="job-eta"></b></span><span>priority <b id="job-priority"></b></span>
       <span id="job-reason" class="muted"></span>
       <button id="cancel" class="danger">cancel</button>
     </div>

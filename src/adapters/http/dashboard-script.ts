@@ -245,6 +245,7 @@ function showJob(job) {
   $("job-rate").textContent = rate === null ? "–" : rate.toFixed(1);
   $("job-eta").textContent = fmtMs(eta);
   $("job-reason").textContent = job.reason || "";
+  $("job-priority").textContent = merged.priority ?? 0;
   renderJobs();
 }
 
