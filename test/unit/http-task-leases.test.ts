@@ -288,6 +288,22 @@ describe("TaskLeases", () => {
     expect(t.calls.some((c) => c.startsWith("fetch c"))).toBe(false);
   });
 
+  it("reserves from the higher-priority job first; every 8th pull of the queue is the plain round robin", async () => {
+    const priority = (p: number) => ({ settings: { ...record("x").settings, priority: p } });
+    const t = setup([record("low", { createdAt: 1 }), record("high", { createdAt: 2, ...priority(10) })]);
+    for (let i = 0; i < 20; i++) {
+      t.offer("low", i);
+      t.offer("high", i);
+    }
+    const firsts: string[] = [];
+    for (let n = 0; n < 16; n++) firsts.push((await t.leases.reserveFromQueue("q", 1, W1))[0]!.jobId);
+    // Pulls 8 and 16 (turns 7 and 15): the round robin of both, low first then high.
+    expect(firsts).toEqual([...Array(7).fill("high"), "low", ...Array(7).fill("high"), "high"]);
+    // A pull for more than the high job still holds (5 of 20) takes the rest from the low one.
+    const more = await t.leases.reserveFromQueue("q", 8, W1);
+    expect(more.map((x) => x.jobId)).toEqual([...Array(5).fill("high"), ...Array(3).fill("low")]);
+  });
+
   it("a delivery answered before a restart is refused after it: the broker's record decides, not memory", async () => {
     const t = setup();
     t.offer("j1", 0);

@@ -3,10 +3,12 @@ import {
   isRunning,
   type JobRecord,
   laneAckWaitMs,
+  priorityOf,
   SubmitPhase,
   takesTasks,
 } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
+import { priorityTurn } from "../../kernel/priority-turns.ts";
 import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
 import type { LeasedTask } from "../task-leasing.ts";
@@ -109,9 +111,11 @@ export class TaskLeases {
   }
 
   /**
-   * Up to `max` tasks from the queue's active jobs, starting with a different
-   * job each call (round robin); the queue's lane, which serves its lane
-   * jobs, takes its turn among them while one of them runs.
+   * Up to `max` tasks from the queue's active jobs, higher priorities first,
+   * starting with a different job of a priority each call (round robin), and
+   * every 8th call with the round robin of all of them (`kernel/priority-turns.ts`);
+   * the queue's lane, which serves its lane jobs (all of priority 0), takes
+   * its turn among them while one of them runs.
    */
   async reserveFromQueue(queue: string, max: number, caller: Caller, signal?: AbortSignal) {
     const ofQueue = (records: JobRecord[]): Source[] => {
@@ -127,9 +131,10 @@ export class TaskLeases {
     if (candidates.length === 0) return [];
     return this.#withSlots(caller, max, async (slots) => {
       const tasks: Leased[] = [];
-      const start = (this.#cursors.get(queue) ?? 0) % candidates.length;
-      this.#cursors.set(queue, start + 1);
-      const ordered = [...candidates.slice(start), ...candidates.slice(0, start)];
+      const turn = this.#cursors.get(queue) ?? 0;
+      this.#cursors.set(queue, turn + 1);
+      // Lane jobs are all of priority 0 (a job of another priority never goes on the lane).
+      const ordered = priorityTurn(candidates, (c) => (c === lane ? 0 : priorityOf(c.settings)), turn);
       for (const candidate of ordered) {
         if (tasks.length >= slots || signal?.aborted) break;
         if (candidate === lane) {
