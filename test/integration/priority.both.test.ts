@@ -77,8 +77,9 @@ describe.each([
   it("starts a priority-10 job's tasks before a priority-0 job's, which still gets its turns and ends", async () => {
     const backend = make();
     try {
+      // The worker's runtime is not the submitter's: the priority reaches it through the record.
       const rt = await backend.runtime("prio-worker");
-      const reader = await backend.runtime("prio-reader");
+      const submitter = await backend.runtime("prio-submitter");
       const ledger: Array<{ job: string; index: number }> = [];
       const worker = rt.workers.start<number, number>({
         queue: "prio",
@@ -89,18 +90,18 @@ describe.each([
           return task.index;
         },
       });
-      const low = await rt.jobs.submit({
+      const low = await submitter.jobs.submit({
         queue: "prio",
         tasks: Array.from({ length: lowTasks }, (_, i) => i),
       });
       await waitUntil(() => ledger.length >= 3, { timeoutMs: 10_000, message: "the low job's first tasks" });
-      const high = await rt.jobs.submit({
+      const high = await submitter.jobs.submit({
         queue: "prio",
         tasks: Array.from({ length: highTasks }, (_, i) => i),
         priority: 10,
       });
       // Another runtime sees the priority (from the record).
-      const seen = await reader.jobs.get(high.id);
+      const seen = await rt.jobs.get(high.id);
       expect(seen?.snapshot().priority).toBe(10);
       expect(low.snapshot().priority).toBe(0);
 
