@@ -30,6 +30,8 @@ interface Backend {
   runtime(): Promise<TestRuntime>;
   /** Held tasks of the job as the broker stores them, read without jetstate. */
   heldStored(queue: string, jobId: string): Promise<number>;
+  /** Task messages stored on the job's own subject (moved there, not yet acked), read without jetstate. */
+  tasksStored(queue: string, jobId: string): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -47,6 +49,9 @@ const memoryBackend = (): Backend => {
     },
     async heldStored(queue, jobId) {
       return memoryServerState(server).delayed.count(`jetstate.delayed.${queue}.${jobId}`);
+    },
+    async tasksStored(queue, jobId) {
+      return memoryServerState(server).tasks.count(`jetstate.tasks.${queue}.${jobId}`);
     },
     async stop() {
       for (const stop of stops.splice(0)) await stop();
@@ -85,6 +90,12 @@ const natsBackend = (): Backend => {
       const jsm = await jetstreamManager(raw);
       const subject = `jetstate.delayed.${queue}.${jobId}`;
       const info = await jsm.streams.info("jetstate_delayed", { subjects_filter: subject });
+      return info.state.subjects?.[subject] ?? 0;
+    },
+    async tasksStored(queue, jobId) {
+      const jsm = await jetstreamManager(raw);
+      const subject = `jetstate.tasks.${queue}.${jobId}`;
+      const info = await jsm.streams.info(`jetstate_tasks_${queue}`, { subjects_filter: subject });
       return info.state.subjects?.[subject] ?? 0;
     },
     async stop() {
@@ -172,6 +183,9 @@ describe.each([
     expect(await control.done()).toMatchObject({ status: "succeeded" });
     await worker.stop();
     expect(ledger.filter((h) => h.job === doomed.id)).toEqual([]);
+    // Not moved either: nothing of it waits on its own subject for a consumer that is gone.
+    expect(await backend.tasksStored("cancelled", doomed.id)).toBe(0);
+    expect(await backend.heldStored("cancelled", doomed.id)).toBe(0);
     expect((await doomed.done()).status).toBe("failed");
   });
 
@@ -199,5 +213,7 @@ describe.each([
     expect(await control.done()).toMatchObject({ status: "succeeded" });
     await worker.stop();
     expect(ledger.filter((h) => h.job !== control.id)).toEqual([]);
+    expect(await backend.tasksStored("rolled", rolledBack!.id)).toBe(0);
+    expect(await backend.heldStored("rolled", rolledBack!.id)).toBe(0);
   });
 });
