@@ -1,6 +1,12 @@
 import type { JobRecord } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 
+/**
+ * Held tasks one mover handles at once: many fall due together (a job held by
+ * one `delayMs`), and each waits for a record read and a publish.
+ */
+export const moversInFlight = 64;
+
 /** One task held until it is due, as the delayed stream delivers it to a mover. */
 export interface HeldTask extends HeldTaskBody {
   readonly queue: string;

@@ -1,7 +1,8 @@
 import { RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobRecord, JobTasksRef } from "../../kernel/job-record.ts";
 import { decodeHeld, encodeHeld, type HeldTaskBody } from "../../kernel/wire.ts";
-import type { DelayedTasks, HeldAnswer, HeldTask } from "../delayed-tasks.ts";
+import { type DelayedTasks, type HeldAnswer, type HeldTask, moversInFlight } from "../delayed-tasks.ts";
+import type { LaneLease } from "../task-queue.ts";
 import { checkToken, type MemoryServerState } from "./memory-server.ts";
 
 /**
@@ -38,23 +39,35 @@ export class MemoryDelayedTasks implements DelayedTasks {
     this.#open("job.tasks.move");
     const stop = AbortSignal.any([signal, this.#stop]);
     const due = this.#server.due();
-    for (;;) {
-      const lease = await due.take(stop);
-      if (lease === "gone" || lease === "stopped") return;
-      let task: HeldTask;
-      try {
-        task = { ...decodeHeld(lease.body), jobId: lease.jobId };
-      } catch {
-        lease.term(); // nothing jetstate wrote: never handed over
-        continue;
+    // Side by side, as on NATS (adapters/nats/delayed-tasks.ts).
+    const inFlight = new Set<Promise<void>>();
+    try {
+      for (;;) {
+        const lease = await due.take(stop);
+        if (lease === "gone" || lease === "stopped") return;
+        const handled = this.#handle(lease, onHeld).finally(() => inFlight.delete(handled));
+        inFlight.add(handled);
+        if (inFlight.size >= moversInFlight) await Promise.race(inFlight);
       }
-      try {
-        const answer = await onHeld(task);
-        if (answer.kind === "done") lease.ack();
-        else lease.nak(answer.ms);
-      } catch {
-        lease.nak(1000);
-      }
+    } finally {
+      await Promise.all(inFlight);
+    }
+  }
+
+  async #handle(lease: LaneLease, onHeld: (task: HeldTask) => Promise<HeldAnswer>): Promise<void> {
+    let task: HeldTask;
+    try {
+      task = { ...decodeHeld(lease.body), jobId: lease.jobId };
+    } catch {
+      lease.term(); // nothing jetstate wrote: never handed over
+      return;
+    }
+    try {
+      const answer = await onHeld(task);
+      if (answer.kind === "done") lease.ack();
+      else lease.nak(answer.ms);
+    } catch {
+      lease.nak(1000);
     }
   }
 

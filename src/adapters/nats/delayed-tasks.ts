@@ -11,7 +11,7 @@ import { superviseLoop } from "../../effects/supervise-loop.ts";
 import type { JobRecord, JobTasksRef } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeHeld, encodeHeld, type HeldTaskBody } from "../../kernel/wire.ts";
-import type { DelayedTasks, HeldAnswer, HeldTask } from "../delayed-tasks.ts";
+import { type DelayedTasks, type HeldAnswer, type HeldTask, moversInFlight } from "../delayed-tasks.ts";
 import { dueConsumer } from "../names.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -118,13 +118,21 @@ export class NatsDelayedTasks implements DelayedTasks {
     const consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream, dueConsumer);
     const messages = await consumer.consume({ max_messages: 256, threshold_messages: 128, ...pullLoop });
     const stopped = closeWhenEnded(messages, nc, signal);
+    // Many tasks fall due at once (a job held by one `delayMs`): each waits for a record read
+    // and a publish, so they are moved side by side, not one after the other.
+    const inFlight = new Set<Promise<void>>();
     try {
-      for await (const m of messages) await this.#handle(m, onHeld);
+      for await (const m of messages) {
+        const handled = this.#handle(m, onHeld).finally(() => inFlight.delete(handled));
+        inFlight.add(handled);
+        if (inFlight.size >= moversInFlight) await Promise.race(inFlight);
+      }
     } catch (error) {
       if (!isConsumerGone(error)) throw error;
       // Deleted, or lost with the server's store: made again on the next round.
       this.#js.setups.forget(nc);
     } finally {
+      await Promise.all(inFlight);
       stopped.dispose();
     }
     return "ended";
