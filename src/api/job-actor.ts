@@ -116,6 +116,7 @@ export const startJobActor = (
       ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
       ...(record.reason ? { reason: record.reason } : {}),
       ...(record.dueUntil === undefined ? {} : { dueUntil: record.dueUntil }),
+      ...(record.runAt === undefined ? {} : { runAt: record.runAt }),
     },
     ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
   });

@@ -39,6 +39,8 @@ export interface JobContext extends JobProgress {
    * stall clock does not run before it (kernel/held-task.ts `stallClockFrom`).
    */
   readonly dueUntil: number | null;
+  /** When its first held (delayed) task is due; null: none held (the record's `runAt`). */
+  readonly runAt: number | null;
 }
 
 export type JobEvent =
@@ -75,6 +77,8 @@ export interface JobInput {
   readonly reason?: string;
   /** When its last held (delayed) task is due (the record's `dueUntil`). */
   readonly dueUntil?: number;
+  /** When its first held (delayed) task is due (the record's `runAt`). */
+  readonly runAt?: number;
 }
 
 const jobSetup = setup({
@@ -225,6 +229,7 @@ export const jobMachine = jobSetup.createMachine({
     recorded: input.counts ?? { done: 0, failed: 0, dead: 0 },
     reason: input.reason ?? null,
     dueUntil: input.dueUntil ?? null,
+    runAt: input.runAt ?? null,
     now: input.now,
   }),
   // The results of a job are read for its whole life; the feed dedupes nothing,

@@ -175,6 +175,11 @@ describe.each([
     });
     const runAt = Date.now() + 800;
     const doomed = await rt.jobs.submit({ queue: "cancelled", tasks: [{ n: 1 }, { n: 2 }, { n: 3 }], runAt });
+    // Its time, as the handle and the record show it (from any runtime).
+    expect(doomed.snapshot().runAt).toBe(runAt);
+    expect((await rt.jobs.record(doomed.id))?.runAt).toBe(runAt);
+    const { rt: other } = await backend.runtime();
+    expect((await other.jobs.get(doomed.id))?.snapshot()).toMatchObject({ runAt, status: "running" });
     expect(await backend.heldStored("cancelled", doomed.id)).toBe(3);
     await doomed.cancel("changed my mind");
     expect(await backend.heldStored("cancelled", doomed.id)).toBe(0);
