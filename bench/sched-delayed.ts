@@ -1,10 +1,11 @@
 /**
  * Delayed tasks: how late a held task starts after its due time. One job of
  * `tasks` tasks whose due times are spread evenly over `spreadMs` (per-task
- * `taskRunAt`), and `wholeJobs` jobs with a `delayMs` each, on a runtime and
- * its worker. Each handler start is stamped (Date.now(), the clock the due
- * times are in) against its task's due time: lateness = start − due. An
- * early start (lateness < 0) is a bug; the target is p99 ≤ 100 ms late.
+ * `taskRunAt`), and `wholeJobs` jobs held by a `delayMs` each (their due time
+ * is the one the runtime computed, read from the handle's `runAt`), on a
+ * runtime and its worker. Each handler start is stamped (Date.now(), the
+ * clock the due times are in) against its task's due time: lateness = start
+ * − due. An early start (lateness < 0) is a bug; the target is p99 ≤ 100 ms.
  */
 import { freshRuntime } from "./jetstate-e2e.ts";
 import { round } from "./lib/stats.ts";
@@ -55,13 +56,12 @@ export async function measureDelayed(
   try {
     const queue = uniqueName("q", "delayed");
     await rt.admin.provision([queue]);
-    const dueOf = new Map<string, number>();
-    const late: { whole: boolean; ms: number }[] = [];
-    rt.workers.start<{ due: number; whole: boolean }, null>({
+    const starts: { jobId: string; due: number; at: number }[] = [];
+    rt.workers.start<{ due: number }, null>({
       queue,
       concurrency: shape.concurrency,
       handler: (task) => {
-        late.push({ whole: task.payload.whole, ms: Date.now() - task.payload.due });
+        starts.push({ jobId: task.jobId, due: task.payload.due, at: Date.now() });
         return null;
       },
     });
@@ -72,34 +72,33 @@ export async function measureDelayed(
       (_, i) => first + Math.round((i * shape.spreadMs) / shape.tasks),
     );
     const t0 = performance.now();
-    const spread = await rt.jobs.submit({
-      queue,
-      tasks: due.map((at) => ({ due: at, whole: false })),
-      taskRunAt: due,
-    });
+    const spread = await rt.jobs.submit({ queue, tasks: due.map((at) => ({ due: at })), taskRunAt: due });
     const submitMs = performance.now() - t0;
-    dueOf.set(spread.id, first);
+    // Held by `delayMs`: due when the runtime says (its handle's `runAt`), not when this side guesses.
+    const wholeDue = new Map<string, number>();
     const wholes = [];
     for (let j = 0; j < shape.wholeJobs; j++) {
-      const at = Date.now() + shape.delayMs;
-      // The payload carries the due time as this side computed it; the runtime's own is a few µs later.
       const job = await rt.jobs.submit({
         queue,
-        tasks: Array.from({ length: shape.wholeTasks }, () => ({ due: at, whole: true })),
-        runAt: at,
+        tasks: Array.from({ length: shape.wholeTasks }, () => ({ due: 0 })),
+        delayMs: shape.delayMs,
       });
+      wholeDue.set(job.id, job.snapshot().runAt ?? Number.NaN);
       wholes.push(job);
     }
     await spread.done();
     for (const job of wholes) await job.done();
-    const spreadLate = late
-      .filter((l) => !l.whole)
-      .map((l) => l.ms)
-      .sort((a, b) => a - b);
-    const wholeLate = late
-      .filter((l) => l.whole)
-      .map((l) => l.ms)
-      .sort((a, b) => a - b);
+    const late = starts.map((s) => ({
+      whole: wholeDue.has(s.jobId),
+      ms: s.at - (wholeDue.get(s.jobId) ?? s.due),
+    }));
+    const sorted = (whole: boolean) =>
+      late
+        .filter((l) => l.whole === whole)
+        .map((l) => l.ms)
+        .sort((a, b) => a - b);
+    const spreadLate = sorted(false);
+    const wholeLate = sorted(true);
     return {
       shape,
       handled: late.length,

@@ -3,7 +3,7 @@ import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/finalize-job.ts";
-import { moveHeld } from "../effects/move-held.ts";
+import { mover } from "../effects/move-held.ts";
 import {
   assertSameRequest,
   isLegacyJobFor,
@@ -187,9 +187,8 @@ export class JobRegistry implements Jobs {
     // one consumer is pulled by all of them, so one alive is enough (effects/move-held.ts).
     if (roles.has("submitter") || roles.has("supervisor")) {
       const moverLog = childLogger(core.logger, { actor: "mover" });
-      loops.run("mover", (signal) =>
-        broker.consumeHeld((task) => moveHeld(broker, task, () => core.clock.now(), moverLog), signal),
-      );
+      const onHeld = mover(broker, () => core.clock.now(), moverLog);
+      loops.run("mover", (signal) => broker.consumeHeld(onHeld, signal));
     }
     if (roles.has("submitter") || roles.has("supervisor"))
       loops.run("job-records", (signal) =>

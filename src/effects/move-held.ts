@@ -41,3 +41,26 @@ export const moveHeld = async (
   if (state.status === "done") return { kind: "done" };
   return { kind: "later", ms: Math.max(0, state.context.retryAt - state.context.now) };
 };
+
+/**
+ * The runtime's mover: `moveHeld` for each delivery, with the record reads
+ * of deliveries in flight at once shared per job (a job held by one
+ * `delayMs` falls due all at once: one read for its tasks, not one each).
+ * A read is shared only while it is in flight: each is as fresh as its own.
+ */
+export const mover = (
+  ports: MoverPorts,
+  now: () => number,
+  log: Logger,
+): ((task: HeldTask) => Promise<HeldAnswer>) => {
+  const reading = new Map<string, ReturnType<MoverPorts["getRecord"]>>();
+  const getRecord: MoverPorts["getRecord"] = (id) => {
+    const known = reading.get(id);
+    if (known) return known;
+    const read = ports.getRecord(id).finally(() => reading.delete(id));
+    reading.set(id, read);
+    return read;
+  };
+  const shared: MoverPorts = { getRecord, releaseHeld: (task) => ports.releaseHeld(task) };
+  return (task) => moveHeld(shared, task, now, log);
+};
