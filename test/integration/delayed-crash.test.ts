@@ -25,7 +25,6 @@ describe("a delayed submit that dies before its commit", () => {
   let nc: NatsConnection;
   beforeAll(async () => {
     server = await startNatsServer();
-    rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { reapIntervalMs: 0 } });
     nc = await connect({ servers: server.url });
   });
   afterAll(async () => {
@@ -63,6 +62,8 @@ describe("a delayed submit that dies before its commit", () => {
     await crashing.stop();
     await core.stop();
     const jobId = jobIdFor(queue, "dies");
+    // A runtime started after: its mover finds the delayed stream the crashed submit made.
+    rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { reapIntervalMs: 0 } });
     expect(await stored("jetstate_delayed", `jetstate.delayed.${queue}.${jobId}`)).toBe(3);
 
     // The live runtime's mover looks at them again and again once due (the server counts its

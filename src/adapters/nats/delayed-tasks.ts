@@ -31,6 +31,13 @@ const decoder = new TextDecoder();
  */
 const dueMaxAckPending = 1_000_000;
 
+/**
+ * How often a mover looks for the delayed stream while there is none (a
+ * consumer info each time): a task held by another runtime is moved by that
+ * runtime's mover meanwhile.
+ */
+const lookAgainMs = 10_000;
+
 /** A mover that died with a delivery: the server gives it to another after this. */
 const dueAckWaitMs = 30_000;
 
@@ -41,6 +48,8 @@ export class NatsDelayedTasks implements DelayedTasks {
   readonly #log: Logger;
   /** The stream and its consumer, set up once per client and forgotten with the broker's other setups. */
   readonly #setUpOnce: (nc: NatsConnection, make: () => Promise<void>) => Promise<void>;
+  /** Movers waiting for the delayed stream to exist. */
+  readonly #waiters = new Set<() => void>();
 
   constructor(core: NatsContext, js: NatsJobBroker, log: Logger) {
     this.#core = core;
@@ -97,9 +106,29 @@ export class NatsDelayedTasks implements DelayedTasks {
           ackTimeoutMs: 5000,
           signal,
         });
+        this.#wake();
       },
       { timeoutMs: Math.max(30_000, held.length * 2), signal },
     );
+  }
+
+  /** Resolves after `ms`, when `signal` aborts, or once this runtime holds a task. */
+  #heldHereOr(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+      this.#waiters.add(done);
+    });
+  }
+
+  #wake(): void {
+    for (const waiter of [...this.#waiters]) waiter();
   }
 
   consumeHeld(onHeld: (task: HeldTask) => Promise<HeldAnswer>, signal: AbortSignal): Promise<void> {
@@ -114,7 +143,17 @@ export class NatsDelayedTasks implements DelayedTasks {
     onHeld: (task: HeldTask) => Promise<HeldAnswer>,
     signal: AbortSignal,
   ): Promise<"ended"> {
-    await this.#stream(nc);
+    // Made by the first hold, never by a mover: a deployment without delayed tasks has no
+    // delayed stream. Until it exists, look again every `lookAgainMs`, or at once after a hold here.
+    const { jsm } = await this.#js.handles(nc);
+    const exists = await jsm.consumers.info(this.#js.names.delayedStream, dueConsumer).then(
+      () => true,
+      (error: unknown) => (isNotFound(error) ? false : Promise.reject(error)),
+    );
+    if (!exists) {
+      await this.#heldHereOr(lookAgainMs, signal);
+      return "ended";
+    }
     const consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream, dueConsumer);
     const messages = await consumer.consume({ max_messages: 256, threshold_messages: 128, ...pullLoop });
     const stopped = closeWhenEnded(messages, nc, signal);
