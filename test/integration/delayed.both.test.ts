@@ -163,6 +163,18 @@ describe.each([
     expect(await backend.heldStored("later", job.id)).toBe(0);
   });
 
+  it("a job whose tasks are not due yet does not stall", async () => {
+    const { rt } = await backend.runtime();
+    const worker = rt.workers.start<number, number>({ queue: "patient", handler: (task) => task.payload });
+    // Stalls after 200 ms without progress, but its tasks are held for 1.2 s.
+    const job = await rt.jobs.submit({ queue: "patient", tasks: [1, 2], delayMs: 1200, stallAfterMs: 200 });
+    const statuses = new Set<string>();
+    job.subscribe((s) => statuses.add(s.status));
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 2 });
+    await worker.stop();
+    expect([...statuses].filter((s) => s === "stalled")).toEqual([]);
+  });
+
   it("a job cancelled before its time never runs, and nothing of it stays held", async () => {
     const { rt } = await backend.runtime();
     const ledger: Handled[] = [];
