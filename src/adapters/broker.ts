@@ -1,5 +1,6 @@
 import type { BrokerAdmin } from "./broker-admin.ts";
 import type { DeadLetters } from "./dead-letters.ts";
+import type { DelayedTasks } from "./delayed-tasks.ts";
 import type { JobPort } from "./job-port.ts";
 import type { RecordPages, RecordWatch } from "./job-records.ts";
 import type { JobResults } from "./job-results.ts";
@@ -29,6 +30,7 @@ export interface Broker
     TaskDelivery,
     JobResults,
     DeadLetters,
+    DelayedTasks,
     BrokerAdmin {
   readonly kind: "nats" | "memory";
   /** Largest message the broker takes, in bytes. */

@@ -45,8 +45,14 @@ export const brokerNames = (prefix: string) => ({
   answersBucket: `${prefix}_answers`,
   /** Live workers' announcements (`rt.workers.list()`). */
   presenceBucket: `${prefix}_presence`,
+  /** Tasks held until due (work-queue retention), every queue's: the movers of every runtime pull its one consumer. */
+  delayedStream: `${prefix}_delayed`,
+  delayedSubject: (queue: string, jobId: string) => `${prefix}.delayed.${queue}.${jobId}`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
+
+/** The one durable consumer of the delayed stream, pulled by every runtime's mover. */
+export const dueConsumer = "due";
 
 /** The durable consumer on each queue's tasks stream that serves every lane job of the queue. */
 export const laneConsumer = "lane";

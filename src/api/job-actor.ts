@@ -4,6 +4,7 @@ import { lostReason, recordLost } from "../effects/lost-job.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
+import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { JobChores } from "./job-chores.ts";
 import { type JobEffects, provideJobEffects, recordEvent } from "./job-effects.ts";
@@ -85,6 +86,7 @@ export const startJobActor = (
   record: JobRecord,
   resumeFrom?: JobStatus,
   bodies?: readonly string[],
+  held?: readonly HeldTaskBody[],
 ): StartedJobActor => {
   const { core, broker, leaseMs } = deps;
   const clock = core.clock;
@@ -113,6 +115,8 @@ export const startJobActor = (
       now: clock.now(),
       ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
       ...(record.reason ? { reason: record.reason } : {}),
+      ...(record.dueUntil === undefined ? {} : { dueUntil: record.dueUntil }),
+      ...(record.runAt === undefined ? {} : { runAt: record.runAt }),
     },
     ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
   });
@@ -120,6 +124,7 @@ export const startJobActor = (
     record,
     ...(resumeFrom ? { resumeFrom } : {}),
     ...(bodies ? { bodies } : {}),
+    ...(held?.length ? { held } : {}),
     signal,
     log,
     self: () => actor,

@@ -6,9 +6,11 @@ import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
+import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
+import type { HeldTaskBody } from "../kernel/wire.ts";
 import { decodeResults } from "../kernel/wire.ts";
 import { type JobMachine, jobMachine } from "../machines/job.machine.ts";
 import { snapshotOf } from "./job-handle.ts";
@@ -32,6 +34,8 @@ export interface JobRun {
   readonly resumeFrom?: JobStatus;
   /** The task bodies to submit; only a new job has them. */
   readonly bodies?: readonly string[];
+  /** The tasks it holds until due (delayed); only a new job has them. */
+  readonly held?: readonly HeldTaskBody[];
   /** Aborted when the actor or its runtime stops. */
   readonly signal: AbortSignal;
   readonly log: Logger;
@@ -99,6 +103,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           const outcome = await submitJob(broker, {
             record,
             bodies: state.run.bodies,
+            ...(state.run.held ? { held: state.run.held } : {}),
             now: () => clock.now(),
             signal: AbortSignal.any([aborted, signal]),
             ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
@@ -275,7 +280,8 @@ const idleWakeMs = 60_000;
 const untilDue = (snapshot: ReturnType<Actor<JobMachine>["getSnapshot"]>, now: number, everyMs: number) => {
   const { context } = snapshot;
   const dueAt = snapshot.matches("running")
-    ? context.lastProgressAt + context.settings.stallAfterMs
+    ? stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, now) +
+      context.settings.stallAfterMs
     : snapshot.matches("stalled")
       ? context.settings.stalledTimeoutMs > 0 && context.stalledSince !== null
         ? context.stalledSince + context.settings.stalledTimeoutMs

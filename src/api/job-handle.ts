@@ -26,6 +26,8 @@ export interface JobSnapshot {
   readonly startedAt: number;
   /** Last time a task was answered (ms since epoch). */
   readonly lastProgressAt: number;
+  /** A delayed job: when its first held task is due (ms since epoch). Absent: none was held. */
+  readonly runAt?: number;
 }
 
 export type TaskResult<Result> =
@@ -93,6 +95,7 @@ export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
     priority: priorityOf(c.settings),
     startedAt: c.startedAt,
     lastProgressAt: c.lastProgressAt,
+    ...(c.runAt === null ? {} : { runAt: c.runAt }),
   };
 };
 

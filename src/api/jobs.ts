@@ -3,6 +3,7 @@ import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/finalize-job.ts";
+import { mover } from "../effects/move-held.ts";
 import {
   assertSameRequest,
   isLegacyJobFor,
@@ -18,6 +19,7 @@ import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken, taskIndexes } from "../kernel/validation.ts";
+import type { HeldTaskBody } from "../kernel/wire.ts";
 import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
@@ -181,6 +183,13 @@ export class JobRegistry implements Jobs {
     // record when it starts, and a watch of every record made each runtime's start read them all
     // (~1.1 s of CPU with 100,000 kept). Once the watch is in place, actors started before it
     // get their record again: a change between their read and the watch would be missed.
+    // Every runtime that publishes tasks moves held (delayed) tasks once due: the delayed stream's
+    // one consumer is pulled by all of them, so one alive is enough (effects/move-held.ts).
+    if (roles.has("submitter") || roles.has("supervisor")) {
+      const moverLog = childLogger(core.logger, { actor: "mover" });
+      const onHeld = mover(broker, () => core.clock.now(), moverLog);
+      loops.run("mover", (signal) => broker.consumeHeld(onHeld, signal));
+    }
     if (roles.has("submitter") || roles.has("supervisor"))
       loops.run("job-records", (signal) =>
         broker.watchRecordChanges(
@@ -245,7 +254,7 @@ export class JobRegistry implements Jobs {
       return handle as JobHandle<Result>;
     }
     // Its error reaches the caller through the await; `#track` only frees the id.
-    const created = this.#track(plan.record.id, this.#start(plan.record, undefined, plan.bodies));
+    const created = this.#track(plan.record.id, this.#start(plan.record, undefined, plan.bodies, plan.held));
     return (await created).handle as JobHandle<Result>;
   }
 
@@ -431,9 +440,14 @@ export class JobRegistry implements Jobs {
     return report;
   }
 
-  async #start(record: JobRecord, resumeFrom?: JobStatus, bodies?: readonly string[]): Promise<Supervised> {
+  async #start(
+    record: JobRecord,
+    resumeFrom?: JobStatus,
+    bodies?: readonly string[],
+    held?: readonly HeldTaskBody[],
+  ): Promise<Supervised> {
     if (this.#stopping) throw new RuntimeStopped({ message: "runtime stopped" });
-    const started = startJobActor(this.#deps, record, resumeFrom, bodies);
+    const started = startJobActor(this.#deps, record, resumeFrom, bodies, held);
     // Until it ends (a finished job resumed from its record ends as it starts: never kept).
     const forget = () => {
       if (this.#started.get(record.id) === started) this.#started.delete(record.id);

@@ -175,6 +175,22 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
   ]),
 ];
 
+/**
+ * Holding delayed tasks and moving them once due (every submitter and
+ * supervisor runs a mover): the delayed stream, one for every queue, and its
+ * `due` consumer; held tasks removed one by one (a cancel, an end); a due
+ * task published to its job's subject. The stream holds every queue's held
+ * tasks, so its consumer delivers any queue's to any mover: one whose user
+ * may not publish to that queue's tasks fails the publish and the task goes
+ * to another mover after a second (docs/architecture.md, "Delayed tasks").
+ */
+const holdAndMove = (n: Layout, queues: readonly string[]): string[] => [
+  ...streamCreate(n.delayedStream),
+  ...manageConsumers(n.delayedStream),
+  ...messages(n.delayedStream),
+  ...queues.flatMap((q) => [n.delayedSubject(q, "*"), n.tasksSubject(q, "*")]),
+];
+
 const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
   worker: (n, queues) => ({
     publish: [
@@ -204,6 +220,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
   submitter: (n, queues) => ({
     publish: [
       ...supervise(n, queues),
+      ...holdAndMove(n, queues),
       ...queues.flatMap((q) => [
         // The first submit to a queue creates its streams.
         ...streamCreate(n.tasksStream(q)),
@@ -219,6 +236,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
   supervisor: (n, queues) => ({
     publish: [
       ...supervise(n, queues),
+      ...holdAndMove(n, queues),
       // Finds the queues whose exhausted tasks it turns into dead letters.
       "$JS.API.STREAM.NAMES",
       ...queues.flatMap((q) => [
@@ -232,6 +250,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
     const streams = [
       n.resultsStream,
       n.deadStream,
+      n.delayedStream,
       ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
         (b) => `KV_${b}`,
       ),

@@ -45,9 +45,18 @@ const recordFields = (j: JobRecord, now: number) =>
     ["tasks", `${j.total} (done ${j.counts.done}, failed ${j.counts.failed}, dead ${j.counts.dead})`],
     ["created", when(j.createdAt, now)],
     ["updated", when(j.updatedAt, now)],
+    // A delayed job: when its first held task is due, and its last (the stall clock waits for it).
+    ...(j.runAt === undefined ? [] : ([["runs at", dueWhen(j.runAt, now)]] as const)),
+    ...(j.dueUntil === undefined || j.dueUntil === j.runAt
+      ? []
+      : ([["last due", dueWhen(j.dueUntil, now)]] as const)),
     ...(j.finishedAt === undefined ? [] : ([["finished", when(j.finishedAt, now)]] as const)),
     ...(j.reason ? ([["reason", j.reason]] as const) : []),
   ]);
+
+/** A due time: "in …" while ahead, "… ago" once passed. */
+const dueWhen = (at: number, now: number): string =>
+  at > now ? `${new Date(at).toISOString()} (in ${duration(at - now)})` : when(at, now);
 
 const snapshotFields = (s: JobSnapshot) =>
   fields([

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { deadLetterRoomBytes } from "../kernel/dead-letter.ts";
 import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
+import { dueTimes, heldMsgId, heldSpan } from "../kernel/held-task.ts";
 import { fitsLane, type JobRecord, type JobSettings, SubmitPhase } from "../kernel/job-record.ts";
 import { type Queue, validateWith } from "../kernel/queue.ts";
 import {
@@ -12,7 +13,7 @@ import {
   rejectUnknownKeys,
   SubjectToken,
 } from "../kernel/validation.ts";
-import { encodeTask } from "../kernel/wire.ts";
+import { encodeTask, type HeldTaskBody } from "../kernel/wire.ts";
 
 export interface SubmitRequest<Task = unknown, Result = unknown> {
   /** A queue name or a queue made with `defineQueue` (typed, optionally validated). */
@@ -63,6 +64,26 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
    * @defaultValue 0
    */
   readonly priority?: number;
+  /**
+   * Hold every task this long (ms, 0 to a year) before workers may see it.
+   * Not with `runAt`.
+   * @defaultValue 0: visible at once
+   */
+  readonly delayMs?: number;
+  /**
+   * Hold every task until this time (a `Date` or ms since epoch; a time past
+   * is now; at most a year ahead). Not with `delayMs`.
+   * @defaultValue now
+   */
+  readonly runAt?: Date | number;
+  /**
+   * One time per task, in the order of `tasks` (a `Date` or ms since epoch;
+   * `null`: the job's time, `runAt` or `delayMs`). A list beside `tasks`,
+   * never a field of a task: a payload that is itself `{ payload, runAt }` is
+   * just a payload.
+   * @defaultValue the job's time for every task
+   */
+  readonly taskRunAt?: readonly (Date | number | null)[];
 }
 
 const requestKeys = [
@@ -76,14 +97,19 @@ const requestKeys = [
   "stallAfterMs",
   "stalledTimeoutMs",
   "priority",
+  "delayMs",
+  "runAt",
+  "taskRunAt",
 ] as const;
 
 export const maxTasksPerJob = 1_000_000;
 
 export interface SubmitPlan {
   readonly record: JobRecord;
-  /** One message body per task (kernel/wire.ts `encodeTask`). */
+  /** One message body per task visible at once (kernel/wire.ts `encodeTask`). */
   readonly bodies: readonly string[];
+  /** The tasks held until due: each one's due time, message id and body. */
+  readonly held: readonly HeldTaskBody[];
 }
 
 const bad = (field: string, message: string): never => {
@@ -141,8 +167,10 @@ export const isLegacyJobFor = (found: JobRecord | undefined, wanted: JobRecord):
 const digestVersion = "v1";
 
 /** What a submit asked for, for comparing two submits with the same idempotency key. */
-export const requestDigest = (settings: JobSettings, bodies: readonly string[]): string => {
+export const requestDigest = (settings: JobSettings, bodies: readonly string[], times?: string): string => {
   const hash = createHash("sha256").update(JSON.stringify(settings));
+  // Only a delayed request adds its times: every digest stored before them stays what it was.
+  if (times !== undefined) hash.update("\n").update(times);
   for (const body of bodies) hash.update("\n").update(body);
   return `${digestVersion}:${hash.digest("base64url")}`;
 };
@@ -207,6 +235,7 @@ export const planSubmit = async <Task, Result>(
   // what they were before priorities (a keyed resubmit after an upgrade matches).
   const priority = checkOr(Settings.priority, request.priority, "priority", 0);
   if (priority !== 0) settings = { ...settings, priority };
+  const times = dueTimes(request, tasks.length, now);
   const bodies: string[] = new Array(tasks.length);
   // The task must fit, and so must its dead letter (the payload plus its fields, far more
   // than the task's own envelope and message id): a task whose dead letter cannot be
@@ -226,6 +255,8 @@ export const planSubmit = async <Task, Result>(
     bodies[n] = body;
   }
   const id = jobIdFor(queue, key);
+  const submitId = randomUUID().slice(0, 8);
+  const span = heldSpan(times.dueAt, now);
   const record: JobRecord = {
     v: 1,
     id,
@@ -233,15 +264,28 @@ export const planSubmit = async <Task, Result>(
     status: "queuing",
     phase: SubmitPhase.submitting,
     total: tasks.length,
-    submitId: randomUUID().slice(0, 8),
-    ...(key === undefined ? {} : { idempotencyKey: key, requestDigest: requestDigest(settings, bodies) }),
+    submitId,
+    ...(key === undefined
+      ? {}
+      : { idempotencyKey: key, requestDigest: requestDigest(settings, bodies, times.asked) }),
     settings,
     counts: { done: 0, failed: 0, dead: 0 },
     createdAt: now,
     updatedAt: now,
     // Generous for big jobs: ~20k tasks/s publish plus a fixed margin.
     commitDeadline: now + 30_000 + Math.ceil(tasks.length / 5),
-    ...(lane && fitsLane(tasks.length, settings) ? { lane: true } : {}),
+    // A held task is not the lane's commit point: a delayed job has a consumer of its own.
+    ...(lane && !span && fitsLane(tasks.length, settings) ? { lane: true } : {}),
+    ...(span ? { runAt: span.runAt, dueUntil: span.dueUntil } : {}),
   };
-  return { record, bodies };
+  if (!span || !times.dueAt) return { record, bodies, held: [] };
+  const dueAt = times.dueAt;
+  const held: HeldTaskBody[] = [];
+  const visible: string[] = [];
+  bodies.forEach((body, n) => {
+    const at = dueAt[n] ?? now;
+    if (at <= now) visible.push(body);
+    else held.push({ dueAt: at, msgId: heldMsgId(id, submitId, n), body });
+  });
+  return { record, bodies: visible, held };
 };

@@ -1,6 +1,7 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import type { HeldTaskBody } from "../kernel/wire.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 
@@ -31,6 +32,8 @@ export type SubmitOutcome =
 export interface SubmitInput {
   readonly record: JobRecord;
   readonly bodies: readonly string[];
+  /** Tasks not due yet: stored on the delayed stream before the commit (adapters/delayed-tasks.ts). */
+  readonly held?: readonly HeldTaskBody[];
   readonly now: () => number;
   readonly signal: AbortSignal;
   readonly hooks?: SubmitHooks;
@@ -58,6 +61,10 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
     const commit = Effect.gen(function* () {
       yield* afterStep(hooks, SubmitStep.recordCreated);
       yield* fromPort(() => port.publishTasks(record, input.bodies, input.signal));
+      // Held before the commit: a rollback removes them (`removeTasks`), and a mover that finds
+      // one before the commit waits for it (machines/delayed.machine.ts).
+      const held = input.held;
+      if (held?.length) yield* fromPort(() => port.holdTasks(record, held, input.signal));
       yield* afterStep(hooks, SubmitStep.tasksPublished);
       if (input.now() > record.commitDeadline) {
         return yield* Effect.fail(

@@ -116,8 +116,8 @@ export class TargetUnavailable extends Data.TaggedError("TargetUnavailable")<{
  */
 export class MalformedMessage extends Data.TaggedError("MalformedMessage")<{
   readonly message: string;
-  /** Which format: a task, a result (entry or batch), a progress note, a dead letter. */
-  readonly format: "task" | "result" | "progress" | "dead letter";
+  /** Which format: a task, a held (delayed) task, a result (entry or batch), a progress note, a dead letter. */
+  readonly format: "task" | "held task" | "result" | "progress" | "dead letter";
 }> {
   readonly retry: RetryDecision = Retry.permanent;
 }

@@ -112,12 +112,19 @@ export interface JobRecordV1 {
    * of its own. Absent: a consumer of its own, as every job before the lane.
    */
   readonly lane?: true;
+  /**
+   * A delayed job (`delayMs`, `runAt` or `taskRunAt`): when its first held
+   * task is due (ms since epoch). Absent: every task was visible at its commit.
+   */
+  readonly runAt?: number;
+  /** When its last held task is due: the stall clock does not run before it (kernel/held-task.ts). */
+  readonly dueUntil?: number;
 }
 
 export type JobRecord = JobRecordV1;
 
-/** Where a job's tasks are: its queue, its id, and whether it is on the queue's lane. */
-export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane">;
+/** Where a job's tasks are: its queue, its id, whether it is on the queue's lane, and whether some are held (`runAt`). */
+export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane" | "runAt">;
 
 /** The lane consumer's ack wait and delivery limit: one for every lane job (the defaults of a job's). */
 export const laneAckWaitMs = 30_000;
@@ -189,6 +196,8 @@ const JobRecordShape = Schema.Struct({
   finishedAt: Schema.optionalKey(Schema.Number),
   reason: Schema.optionalKey(Schema.String),
   lane: Schema.optionalKey(Schema.Literal(true)),
+  runAt: Schema.optionalKey(Schema.Number),
+  dueUntil: Schema.optionalKey(Schema.Number),
 } satisfies Record<keyof JobRecordV1, Schema.Top>);
 
 /**

@@ -10,7 +10,9 @@ import { MalformedMessage } from "./errors.ts";
  *   (`,"dead":true` when its last delivery failed), or a redrive marker
  *   `{"i":n,"redrive":true}` ("forget the dead answer of task n");
  * - a results message: a JSON array of entries, many tasks per message;
- * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored.
+ * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored;
+ * - a held (delayed) task: `{"d":<due, ms since epoch>,"q":"<queue>","m":"<its task message id>","t":<task message>}`
+ *   on the delayed stream, until the mover publishes `t` with id `m` to its job's subject.
  *
  * Writers concatenate strings and stringify only the user's value: the
  * entries of a batch are joined as they are, never parsed and written again
@@ -188,4 +190,36 @@ export const decodeProgress = (jobId: string, body: string): TaskProgress => {
     });
   }
   return { taskId: `${jobId}.${note.i}`, index: note.i, info: note.info };
+};
+
+/** A delayed task as the delayed stream holds it: its due time, the message id it will be published with, its body. */
+export interface HeldTaskBody {
+  readonly dueAt: number;
+  readonly msgId: string;
+  readonly body: string;
+}
+
+/**
+ * The task body is a task message already: it is embedded as it is, not
+ * parsed again. The queue is in it because a memory delivery names only its
+ * job (its subject's last token).
+ */
+export const encodeHeld = (queue: string, held: HeldTaskBody): string =>
+  `{"d":${held.dueAt},"q":${JSON.stringify(queue)},"m":${JSON.stringify(held.msgId)},"t":${held.body}}`;
+
+export const decodeHeld = (text: string): HeldTaskBody & { readonly queue: string } => {
+  const held = parse(text, "held task");
+  if (
+    !isObject(held) ||
+    !Number.isFinite(held.d) ||
+    typeof held.q !== "string" ||
+    typeof held.m !== "string" ||
+    !isObject(held.t)
+  ) {
+    throw new MalformedMessage({
+      format: "held task",
+      message: `not a held task ({"d":<due>,"q":"<queue>","m":"<id>","t":<task>}): ${excerpt(text)}`,
+    });
+  }
+  return { dueAt: held.d as number, queue: held.q, msgId: held.m, body: JSON.stringify(held.t) };
 };

@@ -1,4 +1,5 @@
 import { and, assign, fromCallback, fromPromise, setup } from "xstate";
+import { stallClockFrom } from "../kernel/held-task.ts";
 import { afterResults, type JobProgress, type ResultEntry, remaining } from "../kernel/job-progress.ts";
 import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
 import { withinTolerance } from "../kernel/job-record.ts";
@@ -33,6 +34,13 @@ export interface JobContext extends JobProgress {
    * Decisions use the counted answers only.
    */
   readonly recorded: JobCounts;
+  /**
+   * When the job's last held (delayed) task is due; null: none held. The
+   * stall clock does not run before it (kernel/held-task.ts `stallClockFrom`).
+   */
+  readonly dueUntil: number | null;
+  /** When its first held (delayed) task is due; null: none held (the record's `runAt`). */
+  readonly runAt: number | null;
 }
 
 export type JobEvent =
@@ -67,6 +75,10 @@ export interface JobInput {
   /** Counts in the record: a finished job's counts, an active one's until its replay catches up. */
   readonly counts?: JobCounts;
   readonly reason?: string;
+  /** When its last held (delayed) task is due (the record's `dueUntil`). */
+  readonly dueUntil?: number;
+  /** When its first held (delayed) task is due (the record's `runAt`). */
+  readonly runAt?: number;
 }
 
 const jobSetup = setup({
@@ -98,7 +110,8 @@ const jobSetup = setup({
     stallDue: ({ context, event }) =>
       event.type === "clock.tick" &&
       remaining(context) > 0 &&
-      event.now - context.lastProgressAt >= context.settings.stallAfterMs,
+      event.now - stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, event.now) >=
+        context.settings.stallAfterMs,
     stalledTooLong: ({ context, event }) =>
       event.type === "clock.tick" &&
       context.settings.stalledTimeoutMs > 0 &&
@@ -215,6 +228,8 @@ export const jobMachine = jobSetup.createMachine({
     resumeFrom: input.resumeFrom ?? null,
     recorded: input.counts ?? { done: 0, failed: 0, dead: 0 },
     reason: input.reason ?? null,
+    dueUntil: input.dueUntil ?? null,
+    runAt: input.runAt ?? null,
     now: input.now,
   }),
   // The results of a job are read for its whole life; the feed dedupes nothing,

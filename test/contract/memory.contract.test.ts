@@ -8,15 +8,16 @@ import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import type { LaneLease } from "../../src/adapters/task-queue.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
 import { InvalidArgument, RuntimeStopped } from "../../src/kernel/errors.ts";
-import { brokerContract } from "./broker.contract.ts";
+import { type BrokerHarness, brokerContract } from "./broker.contract.ts";
 import { newRecord, taskBodies } from "./contract-helpers.ts";
+import { delayedContract } from "./delayed.contract.ts";
 
 /** Lets what the clock released run: resolved leases reach their consumers, loops wait again. */
 const settle = async () => {
   for (let i = 0; i < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 };
 
-brokerContract("memory", async () => {
+const harness = async (): Promise<BrokerHarness> => {
   const clock = new ManualClock();
   const server = createMemoryServer({ clock });
   const broker = createMemoryBroker({ server, holder: "contract-a" });
@@ -41,7 +42,10 @@ brokerContract("memory", async () => {
       expect(clock.pending).toBe(0); // every lease and delay timer cleared
     },
   };
-});
+};
+
+brokerContract("memory", harness);
+delayedContract("memory", harness);
 
 describe("memory broker: beyond the contract", () => {
   it("close() clears every timer of its own server, ends its loops, and later calls fail RuntimeStopped", async () => {

@@ -5,7 +5,8 @@ import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
-import { brokerContract } from "./broker.contract.ts";
+import { type BrokerHarness, brokerContract } from "./broker.contract.ts";
+import { delayedContract } from "./delayed.contract.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const retentionMs = 3600_000;
@@ -26,7 +27,7 @@ let cases = 0;
  * Time is real: `advance` waits (a poll against a deadline), and the suite's
  * assertions poll for the state they expect.
  */
-brokerContract("nats", async () => {
+const harness = async (): Promise<BrokerHarness> => {
   const prefix = `c${++cases}`;
   const core = await createRuntimeCore({ servers: server.url, logger, prefix });
   const broker = createNatsBroker(core, { retentionMs, holder: `${prefix}-a` });
@@ -54,4 +55,7 @@ brokerContract("nats", async () => {
       await core.stop();
     },
   };
-});
+};
+
+brokerContract("nats", harness);
+delayedContract("nats", harness);

@@ -67,6 +67,10 @@ export const fakeJobPort = () => {
       hook("publishTasks");
       tasks.set(record.id, [...bodies]);
     },
+    holdTasks: async (record, held) => {
+      calls.push(`holdTasks ${record.id} ${held.length}`);
+      hook("holdTasks");
+    },
     createConsumer: async (queue, jobId, _settings: JobSettings) => {
       calls.push(`createConsumer ${queue} ${jobId}`);
       hook("createConsumer");

@@ -9,10 +9,12 @@ import {
   type JobTasksRef,
 } from "../../kernel/job-record.ts";
 import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
+import type { HeldTaskBody } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport, QueueStats, QueueStatsQuery } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
+import type { HeldAnswer, HeldTask } from "../delayed-tasks.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
@@ -20,6 +22,7 @@ import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
+import { MemoryDelayedTasks } from "./memory-delayed.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
@@ -91,6 +94,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly leases: MemoryLeases;
   readonly taskLeasing: MemoryTaskLeasing;
   readonly presence: Presence;
+  readonly #delayed: MemoryDelayedTasks;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -104,6 +108,7 @@ class MemoryJobBroker implements MemoryBroker {
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
     this.presence = memoryPresence(server.presence, server.clock, (op) => this.#open(op));
+    this.#delayed = new MemoryDelayedTasks(server, (op) => this.#open(op), this.#stop);
   }
 
   #open(operation: string): void {
@@ -337,8 +342,27 @@ class MemoryJobBroker implements MemoryBroker {
     const op = "job.tasks.remove";
     this.#open(op);
     const subject = this.#tasksSubject(op, job);
+    if (job.runAt !== undefined) this.#delayed.unhold(job);
     if (!job.lane) this.server.tasks.deleteConsumer(job.id);
     this.server.tasks.purge(subject);
+  }
+
+  // ---- delayed tasks (memory-delayed.ts) ----
+
+  holdTasks(record: JobRecord, held: readonly HeldTaskBody[], signal: AbortSignal): Promise<void> {
+    return this.#delayed.holdTasks(record, held, signal);
+  }
+
+  consumeHeld(onHeld: (task: HeldTask) => Promise<HeldAnswer>, signal: AbortSignal): Promise<void> {
+    return this.#delayed.consumeHeld(onHeld, signal);
+  }
+
+  releaseHeld(task: HeldTask): Promise<void> {
+    return this.#delayed.releaseHeld(task);
+  }
+
+  heldCount(queue: string, jobId: string): Promise<number> {
+    return this.#delayed.heldCount(queue, jobId);
   }
 
   /** Nobody listens to job announcements in memory: every runtime on the server watches the records. */

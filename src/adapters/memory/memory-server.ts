@@ -3,7 +3,7 @@ import { type Clock, realClock } from "../../kernel/clock.ts";
 import { InvalidArgument, PermanentBrokerError, RuntimeStopped } from "../../kernel/errors.ts";
 import { laneAckWaitMs, laneMaxDeliver } from "../../kernel/job-record.ts";
 import { tokenChars } from "../../kernel/validation.ts";
-import { type BrokerNames, brokerNames, laneConsumer } from "../names.ts";
+import { type BrokerNames, brokerNames, dueConsumer, laneConsumer } from "../names.ts";
 import { memoryAgentStore } from "./memory-agent-store.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import { MemoryKv } from "./memory-kv.ts";
@@ -73,6 +73,8 @@ export class MemoryServerState implements MemoryServer {
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;
+  /** Tasks held until due, every queue's (the NATS broker's delayed stream). */
+  readonly delayed: TaskStream;
   readonly results: MessageLog;
   readonly deadLetters: MessageLog;
   readonly #closing = new AbortController();
@@ -95,6 +97,7 @@ export class MemoryServerState implements MemoryServer {
     }
     this.names = brokerNames(this.prefix);
     this.tasks = new TaskStream(clock);
+    this.delayed = new TaskStream(clock);
     this.results = new MessageLog(clock, this.retentionMs);
     this.deadLetters = new MessageLog(clock, this.retentionMs);
     setMaxListeners(0, this.#closing.signal);
@@ -125,6 +128,14 @@ export class MemoryServerState implements MemoryServer {
     );
   }
 
+  /** The delayed stream's one consumer, pulled by every runtime's mover: unlimited deliveries, as on NATS. */
+  due(): MemoryConsumer {
+    return (
+      this.delayed.consumer(dueConsumer) ??
+      this.delayed.putConsumer(dueConsumer, `${this.prefix}.delayed.>`, { ackWaitMs: 30_000, maxDeliver: -1 })
+    );
+  }
+
   /** A message over `maxPayload` fails before it is stored, as nats.js refuses it before sending. */
   checkPayload(operation: string, body: string, msgId: string): void {
     const bytes = Buffer.byteLength(body) + Buffer.byteLength(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`);
@@ -141,6 +152,7 @@ export class MemoryServerState implements MemoryServer {
     if (this.#closing.signal.aborted) return;
     this.#closing.abort();
     this.tasks.close();
+    this.delayed.close();
   }
 }
 

@@ -7,6 +7,7 @@ import type { Broker } from "../broker.ts";
 import { laneConsumer } from "../names.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
+import { NatsDelayedTasks } from "./delayed-tasks.ts";
 import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
@@ -85,6 +86,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const port = core.connection;
   const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
   const presence = natsPresence(js);
+  const delayed = new NatsDelayedTasks(core, js, log);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -132,7 +134,15 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
     tasksCommitted: (job) => js.tasksCommitted(job),
     consumerCounts: (job) => js.consumerCounts(job),
-    removeTasks: (job) => js.removeTasks(job),
+    removeTasks: async (job) => {
+      // Held tasks first: none of them is moved to a subject just purged.
+      if (job.runAt !== undefined) await delayed.unhold(job);
+      await js.removeTasks(job);
+    },
+    holdTasks: (record, held, signal) => delayed.holdTasks(record, held, signal),
+    consumeHeld: (onHeld, signal) => delayed.consumeHeld(onHeld, signal),
+    releaseHeld: (task) => delayed.releaseHeld(task),
+    heldCount: (queue, jobId) => delayed.heldCount(queue, jobId),
     announceCreated: (queue, jobId) => js.announceCreated(queue, jobId),
     consumeTasks: async (queue, jobId, maxMessages, onTask, signal) => {
       let gone = false;

@@ -1,0 +1,99 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import type { HeldAnswer, HeldTask } from "../../src/adapters/delayed-tasks.ts";
+import { heldMsgId } from "../../src/kernel/held-task.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { type BrokerHarness, eventually, Loops, newRecord, taskBodies } from "./contract-helpers.ts";
+
+/**
+ * The delayed-tasks part of the broker port (src/adapters/delayed-tasks.ts),
+ * run against every implementation beside the broker contract: held tasks
+ * stored and counted, delivered to the movers, redelivered no sooner than a
+ * `later` asks, removed by `done` and by `removeTasks` (only the job's own),
+ * and a due task published to its job's subject once per message id.
+ */
+export const delayedContract = (name: string, makeBroker: () => Promise<BrokerHarness>) =>
+  describe(`delayed-tasks contract: ${name}`, () => {
+    let h: BrokerHarness;
+    let broker: Broker;
+    const loops = new Loops();
+    const never = new AbortController().signal;
+    const now = () => h.clock?.now() ?? Date.now();
+
+    beforeEach(async () => {
+      h = await makeBroker();
+      broker = h.broker;
+    });
+    afterEach(async () => {
+      loops.abortAll();
+      await h.dispose();
+    });
+
+    /** A delayed job's record and its held tasks, due `inMs` from now. */
+    const holdJob = async (total: number, inMs: number) => {
+      const dueAt = now() + inMs;
+      const record: JobRecord = { ...newRecord(total, 300), runAt: dueAt, dueUntil: dueAt };
+      const held = taskBodies(total).map((body, n) => ({
+        dueAt,
+        msgId: heldMsgId(record.id, record.submitId, n),
+        body,
+      }));
+      await broker.createRecord(record);
+      await broker.holdTasks(record, held, never);
+      return { record, held };
+    };
+
+    /** A mover of the test's own: what it was handed, when, and what it answered. */
+    const mover = (answer: (task: HeldTask, delivery: number) => HeldAnswer, on: Broker = broker) => {
+      const seen: { task: HeldTask; at: number }[] = [];
+      void on.consumeHeld(async (task) => {
+        seen.push({ task, at: now() });
+        return answer(task, seen.filter((s) => s.task.msgId === task.msgId).length);
+      }, loops.signal());
+      return seen;
+    };
+
+    it("holds tasks until a mover says done; a later comes back no sooner than asked", async () => {
+      const { record, held } = await holdJob(2, 60_000);
+      expect(await broker.heldCount(record.queue, record.id)).toBe(2);
+      const seen = mover((_, delivery) => (delivery === 1 ? { kind: "later", ms: 400 } : { kind: "done" }));
+      await eventually(() => seen.length === 2, "both held tasks delivered");
+      const first = Math.max(...seen.map((s) => s.at));
+      expect(seen.map((s) => [s.task.queue, s.task.jobId, s.task.body, s.task.msgId, s.task.dueAt])).toEqual(
+        held.map((t) => [record.queue, record.id, t.body, t.msgId, t.dueAt]),
+      );
+      await h.advance(200);
+      expect(seen).toHaveLength(2);
+      await h.advance(400);
+      await eventually(() => seen.length === 4, "both delivered again after the later's delay");
+      for (const again of seen.slice(2)) expect(again.at - first).toBeGreaterThanOrEqual(390);
+      await eventually(
+        async () => (await broker.heldCount(record.queue, record.id)) === 0,
+        "done removes them",
+      );
+    });
+
+    it("releaseHeld puts a task on its job's subject once per message id", async () => {
+      const { record, held } = await holdJob(1, 0);
+      await broker.createConsumer(record.queue, record.id, record.settings);
+      const task = { ...(held[0] as (typeof held)[number]), queue: record.queue, jobId: record.id };
+      await broker.releaseHeld(task);
+      await broker.releaseHeld(task);
+      expect(await broker.consumerCounts(record)).toMatchObject({ waiting: 1 });
+    });
+
+    it("removeTasks of a delayed job removes its held tasks and no other job's", async () => {
+      const a = await holdJob(3, 60_000);
+      const b = await holdJob(2, 60_000);
+      // A mover holds them (delivered, not acked): removed all the same, and b's still come back.
+      const seen = mover(() => ({ kind: "later", ms: 300 }));
+      await eventually(() => seen.length === 5, "all held tasks delivered");
+      await broker.removeTasks(a.record);
+      expect(await broker.heldCount(a.record.queue, a.record.id)).toBe(0);
+      expect(await broker.heldCount(b.record.queue, b.record.id)).toBe(2);
+      await h.advance(400);
+      await eventually(() => seen.filter((s) => s.task.jobId === b.record.id).length >= 4, "b's come back");
+      await h.advance(400);
+      expect(seen.filter((s, n) => n >= 5 && s.task.jobId === a.record.id)).toEqual([]);
+    });
+  });
