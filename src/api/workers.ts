@@ -12,6 +12,7 @@ import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
+import { QueueGate } from "./queue-gate.ts";
 import { observedHandler } from "./telemetry.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
@@ -224,9 +225,21 @@ export const startWorker = <Payload, Result>(
     );
   };
 
+  // The queue's pause and limits (`rt.queues`), as every process sets them.
+  const gate = new QueueGate(broker.queueControls, queueName, log, pulling);
+  core.loops.run(`worker-queue:${id}`, () => gate.watching);
+
   const onTask = async (msg: TaskLease, job: ActiveJob) => {
     await slots.acquire();
-    if (pulling.aborted || job.ended.signal.aborted) {
+    const pass = await gate.enter(pulling);
+    if (pass === "paused") {
+      // Handed back untouched, not counted; this loop pulls no more until the queue is resumed.
+      slots.release();
+      msg.nak();
+      return gate.whenResumed(pulling);
+    }
+    if (pass === undefined || pulling.aborted || job.ended.signal.aborted) {
+      pass?.end();
       slots.release();
       if (!job.ended.signal.aborted) release(msg);
       return;
@@ -236,12 +249,14 @@ export const startWorker = <Payload, Result>(
     // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
     // It settles every failure of the handler itself: one that still escapes is a bug to see,
     // and the task's lease runs out like a crashed worker's.
-    handle(task).catch((error: unknown) =>
-      log.warn(
-        { err: error, jobId: job.record.id, index: task.index },
-        "task not answered: its handling failed",
-      ),
-    );
+    handle(task)
+      .catch((error: unknown) =>
+        log.warn(
+          { err: error, jobId: job.record.id, index: task.index },
+          "task not answered: its handling failed",
+        ),
+      )
+      .finally(() => pass.end());
   };
 
   const follow = (record: JobRecord): ActiveJob => {

@@ -16,12 +16,14 @@ import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
+import type { QueueControls } from "../queue-controls.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
+import { memoryQueueControls } from "./memory-queue-controls.ts";
 import * as progress from "./memory-progress.ts";
 import { memoryQueueStats } from "./memory-queue-stats.ts";
 import {
@@ -91,6 +93,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly leases: MemoryLeases;
   readonly taskLeasing: MemoryTaskLeasing;
   readonly presence: Presence;
+  readonly queueControls: QueueControls;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -104,6 +107,11 @@ class MemoryJobBroker implements MemoryBroker {
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
     this.presence = memoryPresence(server.presence, server.clock, (op) => this.#open(op));
+    this.queueControls = memoryQueueControls(
+      server.queues,
+      (queue, kind) => server.permitPool(queue, kind),
+      (op) => this.#open(op),
+    );
   }
 
   #open(operation: string): void {

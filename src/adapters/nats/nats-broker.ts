@@ -14,6 +14,7 @@ import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { natsPresence } from "./kv-presence.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
+import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
@@ -100,6 +101,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     leases,
     taskLeasing: new NatsTaskLeasing(js),
     presence,
+    queueControls: natsQueueControls(core, js, log),
     // Read on every submit: from the current client at once, through an operation only while
     // there is none (it waits for the connection).
     maxPayload: () => {
