@@ -48,13 +48,12 @@ export interface Queues {
 }
 
 /** A compare-and-set lost to another writer: read again and write again, a few times. */
-const casRetry = retryWith({ attempts: 8, initialDelayMs: 10, maxDelayMs: 200 }, (e: unknown) => e instanceof RevisionConflict);
+const casRetry = retryWith(
+  { attempts: 8, initialDelayMs: 10, maxDelayMs: 200 },
+  (e: unknown) => e instanceof RevisionConflict,
+);
 
-export const queuesFace = (
-  controls: QueueControls,
-  roles: ReadonlySet<Role>,
-  now: () => number,
-): Queues => {
+export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, now: () => number): Queues => {
   const read = async (queue: string) => {
     const found = await controls.getSettings(queue);
     return found

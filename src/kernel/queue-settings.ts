@@ -57,7 +57,11 @@ export const checkQueueLimits = (limits: unknown): QueueLimits => {
 };
 
 /** A queue never configured: running, no limits. */
-export const openQueue = (queue: string, updatedAt = 0): QueueSettings => ({ queue, paused: false, updatedAt });
+export const openQueue = (queue: string, updatedAt = 0): QueueSettings => ({
+  queue,
+  paused: false,
+  updatedAt,
+});
 
 /** The settings after `limits` (absent keeps, null lifts, a number sets). */
 export const withLimits = (current: QueueSettings, limits: QueueLimits, now: number): QueueSettings => {

@@ -23,8 +23,8 @@ import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
-import { memoryQueueControls } from "./memory-queue-controls.ts";
 import * as progress from "./memory-progress.ts";
+import { memoryQueueControls } from "./memory-queue-controls.ts";
 import { memoryQueueStats } from "./memory-queue-stats.ts";
 import {
   checkToken,

@@ -121,7 +121,7 @@ export const natsQueueControls = (core: NatsContext, broker: NatsJobBroker, log:
     getSettings: (queue) =>
       broker.run("queue.settings.get", async (nc) => {
         const entry = await (await bucket(nc)).get(queue);
-        if (!entry || entry.operation !== "PUT") return undefined;
+        if (entry?.operation !== "PUT") return undefined;
         return { value: entry.string(), revision: entry.revision };
       }),
     writeSettings: (queue, value, revision) =>
@@ -134,7 +134,10 @@ export const natsQueueControls = (core: NatsContext, broker: NatsJobBroker, log:
             // A key deleted by hand reads as absent: `create` writes over its marker.
             return await kv.create(queue, encoder.encode(value));
           } catch (error) {
-            if ((error as { code?: unknown })?.code === wrongLastSequence || /wrong last sequence/.test(String(error)))
+            if (
+              (error as { code?: unknown })?.code === wrongLastSequence ||
+              /wrong last sequence/.test(String(error))
+            )
               throw new RevisionConflict({ message: `queue ${queue} changed concurrently`, key: queue });
             throw error;
           }
