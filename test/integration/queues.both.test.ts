@@ -11,6 +11,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createHttpApi } from "../../src/api/http.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
@@ -249,5 +250,39 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     // Every index once: none lost, none run twice.
     expect(ran.map((r) => r.index).sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i));
     for (const w of workers) await w.stop();
+  });
+
+  it("the HTTP pull API leases no task of a paused queue, and leases again after resume", async () => {
+    const rt = await backend.runtime("http-p");
+    const token = "token-queues-worker-0123456789";
+    const api = createHttpApi(rt, { tokens: { [token]: "remote-worker" } });
+    const reserve = async (): Promise<unknown[]> => {
+      const response = await api.fetch(
+        new Request("http://api/queues/remote/tasks", {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify({ batch_size: 10 }),
+        }),
+      );
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { tasks: unknown[] }).tasks;
+    };
+    await rt.queues.pause("remote");
+    await rt.jobs.submit({ queue: "remote", tasks: [1, 2, 3] });
+    // Long enough for the job to be listed and any cached "running" answer to run out.
+    for (let i = 0; i < 5; i++) {
+      expect(await reserve()).toEqual([]);
+      await delay(200);
+    }
+    await rt.queues.resume("remote");
+    let got: unknown[] = [];
+    await waitUntil(
+      async () => {
+        got = await reserve();
+        return got.length > 0;
+      },
+      { timeoutMs: 5_000, message: "tasks leased after resume" },
+    );
+    expect(got.length).toBeGreaterThan(0);
   });
 });
