@@ -1,8 +1,10 @@
 import { setMaxListeners } from "node:events";
+import { createActor } from "xstate";
 import type { Permit, QueueControls } from "../adapters/queue-controls.ts";
 import { permitLeaseMs } from "../adapters/queue-controls.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
+import { queueMachine } from "../machines/queue.machine.ts";
 
 /** What a task holds while it runs: its concurrency permit, if the queue has a cap. */
 export interface GatePass {
@@ -28,6 +30,8 @@ const retryTakeMs = 500;
 export class QueueGate {
   #settings: QueueSettings;
   #revision = 0;
+  /** loading → open | limited | paused: what a task arriving now meets. */
+  readonly #life = createActor(queueMachine).start();
   readonly #ready: Promise<void>;
   #resumed = new AbortController();
   readonly #controls: QueueControls;
@@ -44,9 +48,16 @@ export class QueueGate {
     this.#ready = controls.getSettings(queue).then(
       (found) => {
         if (found) this.#apply(found.value, found.revision);
+        // Never configured: open, unless the watch said otherwise meanwhile.
+        else if (this.#life.getSnapshot().value === "loading")
+          this.#life.send({ type: "settings.seen", paused: false, limited: false });
       },
-      (error) => log.warn({ err: error }, "queue settings not read; the watch will bring them"),
+      (error) => {
+        log.warn({ err: error }, "queue settings not read; the watch will bring them");
+        this.#life.send({ type: "settings.unread" });
+      },
     );
+    signal.addEventListener("abort", () => this.#life.stop(), { once: true });
     this.watching = controls
       .watchSettings(queue, (value, revision) => this.#apply(value, revision), signal)
       .catch((error) => log.warn({ err: error }, "queue settings watch failed"));
@@ -54,10 +65,6 @@ export class QueueGate {
 
   /** The watch's loop: the worker's stop waits for it. */
   readonly watching: Promise<void>;
-
-  get settings(): QueueSettings {
-    return this.#settings;
-  }
 
   /**
    * Waits for what the queue's limits ask before a task starts: a
@@ -67,9 +74,10 @@ export class QueueGate {
    */
   async enter(signal: AbortSignal): Promise<GatePass | "paused" | undefined> {
     await this.#ready;
-    if (this.#settings.paused) return "paused";
+    const state = this.#life.getSnapshot().value;
+    if (state === "paused") return "paused";
+    if (state !== "limited") return noPermit;
     const { maxConcurrency, ratePerSecond } = this.#settings;
-    if (maxConcurrency === undefined && ratePerSecond === undefined) return noPermit;
     const held = maxConcurrency === undefined ? undefined : await this.#take("concurrency", signal);
     if (maxConcurrency !== undefined && held === undefined) return undefined;
     if (ratePerSecond !== undefined) {
@@ -80,7 +88,7 @@ export class QueueGate {
       }
       rate.release(1000);
     }
-    if (this.#settings.paused) {
+    if (this.#life.getSnapshot().value === "paused") {
       held?.release();
       return "paused";
     }
@@ -117,18 +125,24 @@ export class QueueGate {
   #apply(value: string | undefined, revision: number): void {
     if (revision <= this.#revision) return;
     this.#revision = revision;
-    const wasPaused = this.#settings.paused;
+    const wasPaused = this.#life.getSnapshot().value === "paused";
     if (value === undefined) this.#settings = openQueue(this.#queue);
     else {
       const { settings, readable } = decodeQueueSettings(this.#queue, value);
       if (!readable) this.#log.warn({ revision }, "queue settings unreadable; the queue runs without limits");
       this.#settings = settings;
     }
-    if (this.#settings.paused && !wasPaused) {
+    const { paused, ratePerSecond, maxConcurrency } = this.#settings;
+    this.#life.send({
+      type: "settings.seen",
+      paused,
+      limited: ratePerSecond !== undefined || maxConcurrency !== undefined,
+    });
+    if (paused && !wasPaused) {
       this.#resumed = new AbortController();
       setMaxListeners(0, this.#resumed.signal);
       this.#log.info("queue paused");
-    } else if (!this.#settings.paused && wasPaused) {
+    } else if (!paused && wasPaused) {
       this.#resumed.abort();
       this.#log.info("queue resumed");
     }
