@@ -86,6 +86,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const port = core.connection;
   const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
   const presence = natsPresence(js);
+  const queueControls = natsQueueControls(core, js, log);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -101,7 +102,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     leases,
     taskLeasing: new NatsTaskLeasing(js),
     presence,
-    queueControls: natsQueueControls(core, js, log),
+    queueControls,
     // Read on every submit: from the current client at once, through an operation only while
     // there is none (it waits for the connection).
     maxPayload: () => {
@@ -265,6 +266,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await dead.provision();
       await leases.provision();
       await presence.provision();
+      await queueControls.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
     queueStats: (query) => natsQueueStats(js, query),

@@ -53,7 +53,11 @@ class JsPermit implements Permit {
  * consumer per queue and kind (`max_deliver: -1`: a permit is never used
  * up; `ack_wait` = `permitLeaseMs`: a crashed holder's permit comes back).
  */
-export const natsQueueControls = (core: NatsContext, broker: NatsJobBroker, log: Logger): QueueControls => {
+export const natsQueueControls = (
+  core: NatsContext,
+  broker: NatsJobBroker,
+  log: Logger,
+): QueueControls & { provision(): Promise<void> } => {
   const names = broker.names;
   const buckets = broker.setups.once<KV>();
   const bucket = (nc: NatsConnection): Promise<KV> =>
@@ -118,6 +122,12 @@ export const natsQueueControls = (core: NatsContext, broker: NatsJobBroker, log:
   };
 
   return {
+    // The bucket and the permits stream, for runtimes that may not create them (workers).
+    provision: () =>
+      broker.run("queue.controls.provision", async (nc) => {
+        await bucket(nc);
+        await permitsStream(nc, (await broker.handles(nc)).jsm);
+      }),
     getSettings: (queue) =>
       broker.run("queue.settings.get", async (nc) => {
         const entry = await (await bucket(nc)).get(queue);
