@@ -236,7 +236,8 @@ export const startWorker = <Payload, Result>(
       // Handed back untouched, not counted; this loop pulls no more until the queue is resumed.
       slots.release();
       msg.nak();
-      return gate.whenResumed(pulling);
+      // Or until the job ends, so that its loop can end while the queue stays paused.
+      return gate.whenResumed(AbortSignal.any([pulling, job.ended.signal]));
     }
     if (pass === undefined || pulling.aborted || job.ended.signal.aborted) {
       pass?.end();

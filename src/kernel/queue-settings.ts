@@ -27,7 +27,7 @@ export interface QueueLimits {
 }
 
 /** The largest limit: each unit is one permit message in the permits stream. */
-export const maxQueueLimit = 10_000;
+const maxQueueLimit = 10_000;
 
 const Limit = number(1, maxQueueLimit, { integer: true });
 const LimitInput = Schema.Union([Limit, Schema.Null]);

@@ -10,7 +10,7 @@ import { setup } from "xstate";
  */
 
 /** What one write of a queue's settings says, as far as starting a task goes. */
-export interface QueueView {
+interface QueueView {
   readonly paused: boolean;
   /** A rate or a concurrency limit is set. */
   readonly limited: boolean;
