@@ -229,16 +229,35 @@ export const startWorker = <Payload, Result>(
   const gate = new QueueGate(broker.queueControls, queueName, log, pulling);
   core.loops.run(`worker-queue:${id}`, () => gate.watching);
 
-  const onTask = async (msg: TaskLease, job: ActiveJob) => {
+  /**
+   * A task pulled while its queue is paused: handed back untouched (not
+   * counted), and this loop pulls no more until the queue is resumed (or the
+   * job ends). On its last delivery a nak would spend it (the task would
+   * die unrun): that one is held instead, its lease kept, and tried again
+   * once the queue is resumed.
+   */
+  const pausedTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
+    slots.release();
+    const until = AbortSignal.any([pulling, job.ended.signal]);
+    if (msg.deliveryCount < job.record.settings.maxDeliver) {
+      msg.nak();
+      return gate.whenResumed(until);
+    }
+    const keeper = setInterval(() => msg.working(), Math.max(10, job.record.settings.ackWaitMs / 3));
+    try {
+      await gate.whenResumed(until);
+    } finally {
+      clearInterval(keeper);
+    }
+    // Stopping: handed back as every task a stopping worker holds; the job ended: nothing to run.
+    if (until.aborted) return job.ended.signal.aborted ? undefined : release(msg);
+    return onTask(msg, job);
+  };
+
+  const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
     await slots.acquire();
     const pass = await gate.enter(pulling);
-    if (pass === "paused") {
-      // Handed back untouched, not counted; this loop pulls no more until the queue is resumed.
-      slots.release();
-      msg.nak();
-      // Or until the job ends, so that its loop can end while the queue stays paused.
-      return gate.whenResumed(AbortSignal.any([pulling, job.ended.signal]));
-    }
+    if (pass === "paused") return pausedTask(msg, job);
     if (pass === undefined || pulling.aborted || job.ended.signal.aborted) {
       pass?.end();
       slots.release();

@@ -252,6 +252,32 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     for (const w of workers) await w.stop();
   });
 
+  it("a pause never spends a task's last delivery: with maxDeliver 1 every task still succeeds", async () => {
+    const [admin, w1] = [await backend.runtime("admin-l"), await backend.runtime("worker-l1")];
+    const ran: number[] = [];
+    const worker = w1.workers.start({
+      queue: "lastcall",
+      concurrency: 2,
+      handler: async (task) => {
+        ran.push(task.index);
+        await delay(20);
+        return "ok";
+      },
+    });
+    const job = await admin.jobs.submit({
+      queue: "lastcall",
+      maxDeliver: 1,
+      tasks: Array.from({ length: 60 }, (_, i) => i),
+    });
+    await waitUntil(() => ran.length >= 10, { timeoutMs: 10_000, message: "some tasks ran" });
+    await admin.queues.pause("lastcall");
+    await delay(500);
+    await admin.queues.resume("lastcall");
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 60, failed: 0, dead: 0 });
+    expect([...ran].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+    await worker.stop();
+  });
+
   it("the HTTP pull API leases no task of a paused queue, and leases again after resume", async () => {
     const rt = await backend.runtime("http-p");
     const token = "token-queues-worker-0123456789";
