@@ -14,6 +14,12 @@ export interface GatePass {
 
 const noPermit: GatePass = { end: () => undefined };
 
+/** How the task waiting at the gate keeps its own lease: `keep` every `everyMs`. */
+export interface TaskLeaseKeeper {
+  readonly keep: () => void;
+  readonly everyMs: number;
+}
+
 /** How often a held concurrency permit's lease is renewed: three times per lease. */
 const keepEveryMs = Math.floor(permitLeaseMs / 3);
 
@@ -72,11 +78,21 @@ export class QueueGate {
    * at once, free again in 1 s). "paused" when the queue is paused, before
    * or after the wait (a permit taken is given back then).
    */
-  async enter(signal: AbortSignal): Promise<GatePass | "paused" | undefined> {
+  async enter(signal: AbortSignal, lease?: TaskLeaseKeeper): Promise<GatePass | "paused" | undefined> {
     await this.#ready;
     const state = this.#life.getSnapshot().value;
     if (state === "paused") return "paused";
     if (state !== "limited") return noPermit;
+    // The task waits for its permits holding its lease: not redelivered meanwhile, no delivery spent.
+    const keeper = lease ? setInterval(lease.keep, lease.everyMs) : undefined;
+    try {
+      return await this.#permits(signal);
+    } finally {
+      clearInterval(keeper);
+    }
+  }
+
+  async #permits(signal: AbortSignal): Promise<GatePass | "paused" | undefined> {
     const { maxConcurrency, ratePerSecond } = this.#settings;
     const held = maxConcurrency === undefined ? undefined : await this.#take("concurrency", signal);
     if (maxConcurrency !== undefined && held === undefined) return undefined;

@@ -256,7 +256,10 @@ export const startWorker = <Payload, Result>(
 
   const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
     await slots.acquire();
-    const pass = await gate.enter(pulling);
+    const pass = await gate.enter(pulling, {
+      keep: () => msg.working(),
+      everyMs: Math.max(10, job.record.settings.ackWaitMs / 3),
+    });
     if (pass === "paused") return pausedTask(msg, job);
     if (pass === undefined || pulling.aborted || job.ended.signal.aborted) {
       pass?.end();

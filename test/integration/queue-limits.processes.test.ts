@@ -140,4 +140,43 @@ describe("queue limits across 3 worker processes (NATS)", () => {
     // Every index exactly once: nothing lost, nothing run twice.
     expect(indexesOf(ledger("pausable"))).toEqual(Array.from({ length: total }, (_, i) => i));
   }, 30_000);
+
+  it("a concurrency permit is kept while its handler runs past the lease, and comes back after its holder is killed", async () => {
+    await admin.queues.configure("crashq", { maxConcurrency: 1 });
+    const holder = startChild("queue-worker-crash", process.cwd(), "test/fixtures/queue-worker.ts", [
+      nats.url,
+      "crashq",
+      "1",
+    ]);
+    children.push(holder);
+    await holder.waitFor((l) => l.event === "ready", "crash worker ready", 20_000);
+    const long = await admin.jobs.submit({ queue: "crashq", tasks: [{ ms: 120_000 }], ackWaitMs: 60_000 });
+    await holder.waitFor((l) => l.event === "start" && l.queue === "crashq", "the long task started", 10_000);
+    // A second worker, in this process, with a job of its own: it must wait for the one permit.
+    const starts: number[] = [];
+    const worker = admin.workers.start({
+      queue: "crashq",
+      concurrency: 2,
+      handler: () => {
+        starts.push(Date.now());
+        return "ok";
+      },
+    });
+    // A short ack wait: if the holder's worker pulls this task (its one slot busy), it comes back soon.
+    const quick = await admin.jobs.submit({ queue: "crashq", tasks: [{}], ackWaitMs: 1000 });
+    // Longer than the permit's 5 s lease: the holder keeps it (working()), so nothing starts here.
+    await delay(6500);
+    expect(starts).toEqual([]);
+    await holder.kill("SIGKILL");
+    const killedAt = Date.now();
+    expect(await quick.done()).toMatchObject({ status: "succeeded", done: 1 });
+    // Back after the lease ran out: not before the kill, within the 5 s lease and a pull or two.
+    expect(starts[0]).toBeGreaterThanOrEqual(killedAt);
+    expect((starts[0] as number) - killedAt).toBeLessThan(8000);
+    // It waited for the permit 5+ s with a 1 s ack wait, holding its lease: run once, not redelivered.
+    await delay(1500);
+    expect(starts).toHaveLength(1);
+    await long.cancel("test over");
+    await worker.stop();
+  }, 40_000);
 });
