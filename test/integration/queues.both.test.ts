@@ -180,6 +180,11 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     // The cap, not something else, is the bound: 8 slots would run more than 3 at once.
     expect(most).toBe(3);
     for (const w of workers) await w.stop();
+    if (name === "nats") {
+      // Stopped workers leave no watch of theirs on the queues bucket.
+      const jsm = await jetstreamManager(raw);
+      expect((await jsm.consumers.list("KV_jetstate_queues").next()).length).toBe(0);
+    }
   });
 
   it("ratePerSecond bounds starts in every 1-second window", async () => {

@@ -168,22 +168,31 @@ export const natsQueueControls = (
         core.connection,
         async (nc, s) => {
           await bucket(nc);
-          const { js } = await broker.handles(nc);
-          const consumer = await js.consumers.get(`KV_${names.queuesBucket}`, {
+          const { js, jsm } = await broker.handles(nc);
+          const stream = `KV_${names.queuesBucket}`;
+          const consumer = await js.consumers.get(stream, {
             filter_subjects: `$KV.${names.queuesBucket}.${queue}`,
             deliver_policy: DeliverPolicy.LastPerSubject,
             inactive_threshold: 60_000,
           });
-          const messages = await consumer.consume({ ...pullLoop });
-          const stopped = closeWhenEnded(messages, nc, s);
           try {
-            for await (const m of messages) {
-              const operation = m.headers?.get("KV-Operation");
-              const gone = operation === "DEL" || operation === "PURGE" || m.data.length === 0;
-              onValue(gone ? undefined : m.string(), m.seq);
+            const messages = await consumer.consume({ ...pullLoop });
+            const stopped = closeWhenEnded(messages, nc, s);
+            try {
+              for await (const m of messages) {
+                const operation = m.headers?.get("KV-Operation");
+                const gone = operation === "DEL" || operation === "PURGE" || m.data.length === 0;
+                onValue(gone ? undefined : m.string(), m.seq);
+              }
+            } finally {
+              stopped.dispose();
             }
           } finally {
-            stopped.dispose();
+            // A stopped worker leaves no consumer behind (it would expire after a minute); best effort.
+            if (s.aborted) {
+              const name = (await consumer.info(true).catch(() => undefined))?.name;
+              if (name) await jsm.consumers.delete(stream, name).catch(() => undefined);
+            }
           }
         },
         signal,
