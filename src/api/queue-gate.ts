@@ -40,6 +40,8 @@ export class QueueGate {
   readonly #life = createActor(queueMachine).start();
   readonly #ready: Promise<void>;
   #resumed = new AbortController();
+  /** Aborted (and replaced) at each write of the settings seen. */
+  #changed = new AbortController();
   readonly #controls: QueueControls;
   readonly #queue: string;
   readonly #log: Logger;
@@ -80,13 +82,19 @@ export class QueueGate {
    */
   async enter(signal: AbortSignal, lease?: TaskLeaseKeeper): Promise<GatePass | "paused" | undefined> {
     await this.#ready;
-    const state = this.#life.getSnapshot().value;
-    if (state === "paused") return "paused";
-    if (state !== "limited") return noPermit;
-    // The task waits for its permits holding its lease: not redelivered meanwhile, no delivery spent.
-    const keeper = lease ? setInterval(lease.keep, lease.everyMs) : undefined;
+    let keeper: NodeJS.Timeout | undefined;
     try {
-      return await this.#permits(signal);
+      for (;;) {
+        const state = this.#life.getSnapshot().value;
+        if (state === "paused") return "paused";
+        if (state !== "limited") return noPermit;
+        // The task waits for its permits holding its lease: not redelivered meanwhile, no delivery spent.
+        if (lease && keeper === undefined) keeper = setInterval(lease.keep, lease.everyMs);
+        // A new write of the settings ends the wait: a limit lifted or changed, a pause, is obeyed
+        // by the tasks already waiting (a lifted limit's pool is purged: they would wait for good).
+        const passed = await this.#permits(AbortSignal.any([signal, this.#changed.signal]));
+        if (passed !== undefined || signal.aborted) return passed;
+      }
     } finally {
       clearInterval(keeper);
     }
@@ -154,6 +162,9 @@ export class QueueGate {
       paused,
       limited: ratePerSecond !== undefined || maxConcurrency !== undefined,
     });
+    this.#changed.abort();
+    this.#changed = new AbortController();
+    setMaxListeners(0, this.#changed.signal);
     if (paused && !wasPaused) {
       this.#resumed = new AbortController();
       setMaxListeners(0, this.#resumed.signal);

@@ -181,9 +181,12 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     expect(most).toBe(3);
     for (const w of workers) await w.stop();
     if (name === "nats") {
-      // Stopped workers leave no watch of theirs on the queues bucket.
+      // Stopped workers leave no watch of theirs on the queue's key (other readers' scans come and go).
       const jsm = await jetstreamManager(raw);
-      expect((await jsm.consumers.list("KV_jetstate_queues").next()).length).toBe(0);
+      const watches = (await jsm.consumers.list("KV_jetstate_queues").next()).filter(
+        (c) => (c.config.filter_subject ?? c.config.filter_subjects?.[0]) === "$KV.jetstate_queues.capped",
+      );
+      expect(watches).toEqual([]);
     }
   });
 
@@ -280,6 +283,35 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     await admin.queues.resume("lastcall");
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 60, failed: 0, dead: 0 });
     expect([...ran].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+    await worker.stop();
+  });
+
+  it("lifting a limit lets a task waiting for a permit start; pausing hands it back", async () => {
+    const [admin, w1] = [await backend.runtime("admin-w"), await backend.runtime("worker-w1")];
+    await admin.queues.configure("lifted", { maxConcurrency: 1 });
+    const started: number[] = [];
+    let unblock: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => {
+      unblock = resolve;
+    });
+    const worker = w1.workers.start({
+      queue: "lifted",
+      concurrency: 3,
+      handler: async (task) => {
+        started.push(task.index);
+        await blocked;
+        return "ok";
+      },
+    });
+    const job = await admin.jobs.submit({ queue: "lifted", tasks: [0, 1, 2] });
+    await waitUntil(() => started.length === 1, { timeoutMs: 5000, message: "one task started" });
+    await delay(300);
+    expect(started).toHaveLength(1);
+    // The others wait for the one permit; the limit is lifted: they start without one.
+    await admin.queues.configure("lifted", { maxConcurrency: null });
+    await waitUntil(() => started.length === 3, { timeoutMs: 3000, message: "the waiting tasks started" });
+    unblock();
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 3 });
     await worker.stop();
   });
 

@@ -56,8 +56,17 @@ export class MemoryPermitPool {
       release: (delayMs = 0) => {
         if (released) return;
         released = true;
-        if (delayMs > 0) this.#clock.setTimeout(() => this.#giveBack(generation), delayMs);
-        else this.#giveBack(generation);
+        if (delayMs <= 0) return this.#giveBack(generation);
+        // Not before its time by the clock: a Node timer may fire a few ms early (its loop time is
+        // stale when set in a busy turn), and a rate permit back early is an extra start in a second.
+        // 1 ms more for the clock's whole milliseconds.
+        const due = this.#clock.now() + delayMs + 1;
+        const check = () => {
+          const left = due - this.#clock.now();
+          if (left > 0) this.#clock.setTimeout(check, left);
+          else this.#giveBack(generation);
+        };
+        this.#clock.setTimeout(check, delayMs + 1);
       },
     };
   }
