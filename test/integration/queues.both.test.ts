@@ -286,7 +286,7 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     await worker.stop();
   });
 
-  it("lifting a limit lets a task waiting for a permit start; pausing hands it back", async () => {
+  it("lifting a limit lets the tasks waiting for a permit start", async () => {
     const [admin, w1] = [await backend.runtime("admin-w"), await backend.runtime("worker-w1")];
     await admin.queues.configure("lifted", { maxConcurrency: 1 });
     const started: number[] = [];
