@@ -37,6 +37,7 @@ export {
   type PermissionsRequest,
   type Role,
 } from "./api/permissions.ts";
+export type { QueueLimits, QueueSettings, Queues } from "./api/queues.ts";
 export { createRuntime, type Runtime, type WorkerListQuery } from "./api/runtime.ts";
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./api/workers.ts";
 export type { SubmitRequest } from "./effects/plan-submit.ts";

@@ -5,6 +5,7 @@ import type { JobPort } from "./job-port.ts";
 import type { RecordPages, RecordWatch } from "./job-records.ts";
 import type { JobResults } from "./job-results.ts";
 import type { Presence } from "./presence.ts";
+import type { QueueControls } from "./queue-controls.ts";
 import type { SupervisionLeases } from "./supervision-leases.ts";
 import type { TaskLeasing } from "./task-leasing.ts";
 import type { TaskDelivery } from "./task-queue.ts";
@@ -39,6 +40,8 @@ export interface Broker
   readonly leases: SupervisionLeases;
   /** What live workers say of themselves (`rt.workers.list()`). */
   readonly presence: Presence;
+  /** Each queue's settings and permits (`rt.queues`). */
+  readonly queueControls: QueueControls;
   /** Leasing by reference and recorded answers, for the HTTP pull API. */
   readonly taskLeasing: TaskLeasing;
 

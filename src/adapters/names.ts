@@ -48,6 +48,11 @@ export const brokerNames = (prefix: string) => ({
   /** Tasks held until due (work-queue retention), every queue's: the movers of every runtime pull its one consumer. */
   delayedStream: `${prefix}_delayed`,
   delayedSubject: (queue: string, jobId: string) => `${prefix}.delayed.${queue}.${jobId}`,
+  /** Each queue's controls (`rt.queues`): one key per queue, its settings. */
+  queuesBucket: `${prefix}_queues`,
+  /** A work-queue stream of permits: each queue's concurrency and rate pools, one subject each. */
+  permitsStream: `${prefix}_permits`,
+  permitsSubject: (queue: string, kind: "concurrency" | "rate") => `${prefix}.permits.${queue}.${kind}`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 
@@ -56,6 +61,9 @@ export const dueConsumer = "due";
 
 /** The durable consumer on each queue's tasks stream that serves every lane job of the queue. */
 export const laneConsumer = "lane";
+
+/** The durable consumer that hands out a queue's permits of one kind (a name has no dot). */
+export const permitsConsumer = (queue: string, kind: "concurrency" | "rate"): string => `${kind}_${queue}`;
 
 /** Where a job's tasks are published: its own subject, or the queue's lane. */
 export const taskSubjectOf = (names: BrokerNames, job: { queue: string; id: string; lane?: true }): string =>

@@ -9,6 +9,7 @@ import { inBatches } from "../kernel/batches.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { isRunning, type JobRecord, maxCounts } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
+import { decodeQueueSettings } from "../kernel/queue-settings.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
 
@@ -88,6 +89,29 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * again every second while HTTP workers polled: with 100,000 kept, 1.4 s a
  * listing. A record not yet committed is read again on the next listing.
  */
+/**
+ * Whether a queue is paused, read from its settings at most every 250 ms per
+ * queue: HTTP workers poll, and a pause is obeyed within a second.
+ */
+const pausedQueues = (broker: Broker): ((queue: string) => Promise<boolean>) => {
+  const known = new Map<string, { at: number; paused: Promise<boolean> }>();
+  return (queue) => {
+    const now = Date.now();
+    const cached = known.get(queue);
+    if (cached && now - cached.at < 250) return cached.paused;
+    const paused = broker.queueControls.getSettings(queue).then(
+      (found) => (found ? decodeQueueSettings(queue, found.value).settings.paused : false),
+      // A failed read is not kept, and does not block leasing.
+      () => {
+        known.delete(queue);
+        return false;
+      },
+    );
+    known.set(queue, { at: now, paused });
+    return paused;
+  };
+};
+
 const activeJobsOf = (broker: Broker): (() => Promise<JobRecord[]>) => {
   const known = new Map<string, JobRecord>();
   return async () => {
@@ -127,6 +151,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
     {
       getRecord: (id) => broker.getRecord(id),
       activeJobs: activeJobsOf(broker),
+      isPaused: pausedQueues(broker),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
       // Remote workers' answers count in the metrics as native workers' do (no duration: it ran elsewhere).
       answered: (queue, outcome, attempt) => {

@@ -177,6 +177,29 @@ export const createMetrics = (rt: Runtime, options: MetricsOptions = {}): Metric
     log,
   });
 
+  named(
+    "jetstate_queue_paused",
+    (name) =>
+      new Gauge({
+        name,
+        help: "1 for a paused queue, 0 for a running one, of every queue ever configured or paused (rt.queues, read at scrape time).",
+        labelNames: ["queue"],
+        registers,
+        async collect() {
+          this.reset();
+          let timer: NodeJS.Timeout | undefined;
+          const late = new Promise<undefined>((resolve) => {
+            timer = setTimeout(() => resolve(undefined), settings.scrapeTimeoutMs);
+            timer.unref();
+          });
+          // A read that fails or is late leaves no series for this scrape, as the other scrape gauges.
+          const queues = await Promise.race([rt.queues.list().catch(() => undefined), late]);
+          clearTimeout(timer);
+          for (const q of queues ?? []) this.set({ queue: q.queue }, q.paused ? 1 : 0);
+        },
+      }),
+  );
+
   // The memory broker has no connection: no connection series there.
   let unsubscribe = () => {};
   if (broker.kind === "nats") {

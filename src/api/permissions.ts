@@ -1,4 +1,4 @@
-import { brokerNames, laneConsumer } from "../adapters/names.ts";
+import { brokerNames, laneConsumer, permitsConsumer } from "../adapters/names.ts";
 import { agentsBucketFor } from "../adapters/nats/kv-agent-store.ts";
 import { deadLettersConsumer } from "../adapters/nats/queue-streams.ts";
 import { InvalidArgument, RoleNotHeld } from "../kernel/errors.ts";
@@ -142,6 +142,23 @@ const kvRead = (bucket: string) => [
 ];
 const kvWrite = (bucket: string) => [`$KV.${bucket}.>`, ...kvRead(bucket)];
 
+/**
+ * Take and give back the queue's permits (rt.queues limits): pull from and
+ * answer its two permit consumers only (`*`: every queue's).
+ */
+const permits = (n: Layout, queue: string) => {
+  const consumers =
+    queue === "*" ? ["*"] : [permitsConsumer(queue, "concurrency"), permitsConsumer(queue, "rate")];
+  return [
+    ...streamInfo(n.permitsStream),
+    ...consumers.flatMap((c) => [
+      `$JS.API.CONSUMER.INFO.${n.permitsStream}.${c}`,
+      `$JS.API.CONSUMER.MSG.NEXT.${n.permitsStream}.${c}`,
+      `$JS.ACK.${n.permitsStream}.${c}.>`,
+    ]),
+  ];
+};
+
 /** A job's messages, per queue: results, progress notes and dead letters. */
 const answer = (n: Layout, queue: string) => [
   n.resultsSubject(queue, "*"),
@@ -153,6 +170,8 @@ const answer = (n: Layout, queue: string) => [
 const supervise = (n: Layout, queues: readonly string[]): string[] => [
   // rt.workers.list() and rt.agents.list(): who serves the queues (read only).
   ...kvRead(n.presenceBucket),
+  // rt.queues.get() and list() (read only: pausing and limits are the admin's).
+  ...kvRead(n.queuesBucket),
   ...kvRead(n.agentsBucket),
   ...kvWrite(n.jobsBucket),
   ...kvWrite(n.leasesBucket),
@@ -199,12 +218,15 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
       ...kvWrite(n.agentsBucket),
       // Announces itself while it lives (rt.workers.list()).
       ...kvWrite(n.presenceBucket),
+      // Watches its queue's pause and limits (read only), and takes its permits.
+      ...kvRead(n.queuesBucket),
       ...streamInfo(n.resultsStream),
       ...streamInfo(n.deadStream),
       ...queues.flatMap((q) => [
         ...streamInfo(n.tasksStream(q)),
         ...consume(n.tasksStream(q)),
         ...answer(n, q),
+        ...permits(n, q),
         // Before its first pull it checks that the queue's advisories are captured (looks only).
         ...streamInfo(n.advisoriesStream(q)),
         `$JS.API.CONSUMER.INFO.${n.advisoriesStream(q)}.${deadLettersConsumer}`,
@@ -251,10 +273,17 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
       n.resultsStream,
       n.deadStream,
       n.delayedStream,
-      ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
-        (b) => `KV_${b}`,
-      ),
+      ...[
+        n.jobsBucket,
+        n.leasesBucket,
+        n.answersBucket,
+        n.agentsBucket,
+        n.presenceBucket,
+        n.queuesBucket,
+      ].map((b) => `KV_${b}`),
       ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
+      // rt.queues.configure() rewrites the permit pools: purge and publish.
+      n.permitsStream,
     ];
     return {
       publish: [
@@ -267,9 +296,15 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
           `$JS.API.CONSUMER.NAMES.${s}`,
           ...messages(s),
         ]),
-        ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
-          (b) => `$KV.${b}.>`,
-        ),
+        ...[
+          n.jobsBucket,
+          n.leasesBucket,
+          n.answersBucket,
+          n.agentsBucket,
+          n.presenceBucket,
+          n.queuesBucket,
+        ].map((b) => `$KV.${b}.>`),
+        ...queues.map((q) => `${n.prefix}.permits.${q}.*`),
       ],
     };
   },

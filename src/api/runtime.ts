@@ -16,6 +16,7 @@ import { type Diagnosis, diagnose } from "./diagnose.ts";
 import { JobRegistry, type Jobs, jobsFace } from "./jobs.ts";
 import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
+import { type Queues, queuesFace } from "./queues.ts";
 import { createRuntimeCore, type RuntimeCore } from "./runtime-core.ts";
 import { listWorkers } from "./worker-presence.ts";
 import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
@@ -51,6 +52,8 @@ export interface Runtime {
      */
     diagnose(): Promise<Diagnosis>;
   };
+  /** Pause, resume and limit queues across every worker of every process. */
+  readonly queues: Queues;
   readonly workers: {
     start<Payload, Result>(options: WorkerOptions<Payload, Result>): Worker;
     /**
@@ -157,6 +160,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         return diagnose(core, Math.min(2000, core.options.connection.operationTimeoutMs));
       },
     },
+    queues: queuesFace(broker.queueControls, core.options.roles, () => core.clock.now()),
     workers: {
       start: (workerOptions) => {
         if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });

@@ -10,6 +10,7 @@ import { validateWith } from "../kernel/queue.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
+import { QueueGate } from "./queue-gate.ts";
 import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
@@ -224,9 +225,44 @@ export const startWorker = <Payload, Result>(
     );
   };
 
-  const onTask = async (msg: TaskLease, job: ActiveJob) => {
+  // The queue's pause and limits (`rt.queues`), as every process sets them.
+  const gate = new QueueGate(broker.queueControls, queueName, log, pulling);
+  core.loops.run(`worker-queue:${id}`, () => gate.watching);
+
+  /**
+   * A task pulled while its queue is paused: handed back untouched (not
+   * counted), and this loop pulls no more until the queue is resumed (or the
+   * job ends). On its last delivery a nak would spend it (the task would
+   * die unrun): that one is held instead, its lease kept, and tried again
+   * once the queue is resumed.
+   */
+  const pausedTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
+    slots.release();
+    const until = AbortSignal.any([pulling, job.ended.signal]);
+    if (msg.deliveryCount < job.record.settings.maxDeliver) {
+      msg.nak();
+      return gate.whenResumed(until);
+    }
+    const keeper = setInterval(() => msg.working(), Math.max(10, job.record.settings.ackWaitMs / 3));
+    try {
+      await gate.whenResumed(until);
+    } finally {
+      clearInterval(keeper);
+    }
+    // Stopping: handed back as every task a stopping worker holds; the job ended: nothing to run.
+    if (until.aborted) return job.ended.signal.aborted ? undefined : release(msg);
+    return onTask(msg, job);
+  };
+
+  const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
     await slots.acquire(priorityOf(job.record.settings));
-    if (pulling.aborted || job.ended.signal.aborted) {
+    const pass = await gate.enter(pulling, {
+      keep: () => msg.working(),
+      everyMs: Math.max(10, job.record.settings.ackWaitMs / 3),
+    });
+    if (pass === "paused") return pausedTask(msg, job);
+    if (pass === undefined || pulling.aborted || job.ended.signal.aborted) {
+      pass?.end();
       slots.release();
       if (!job.ended.signal.aborted) release(msg);
       return;
@@ -236,12 +272,14 @@ export const startWorker = <Payload, Result>(
     // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
     // It settles every failure of the handler itself: one that still escapes is a bug to see,
     // and the task's lease runs out like a crashed worker's.
-    handle(task).catch((error: unknown) =>
-      log.warn(
-        { err: error, jobId: job.record.id, index: task.index },
-        "task not answered: its handling failed",
-      ),
-    );
+    handle(task)
+      .catch((error: unknown) =>
+        log.warn(
+          { err: error, jobId: job.record.id, index: task.index },
+          "task not answered: its handling failed",
+        ),
+      )
+      .finally(() => pass.end());
   };
 
   const follow = (record: JobRecord): ActiveJob => {

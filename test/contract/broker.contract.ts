@@ -808,6 +808,70 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect((await broker.listDeadLetters(queue, jobId)).map((l) => l.index)).toEqual([0]);
     });
 
+    // ---- queue controls (rt.queues) ----
+
+    it("queue settings: create, compare-and-set update, list, and a watch that sees the current value then each write", async () => {
+      const q = uid("qs");
+      expect(await broker.queueControls.getSettings(q)).toBeUndefined();
+      const seen: Array<string | undefined> = [];
+      const watching = new AbortController();
+      const watched = broker.queueControls.watchSettings(q, (value) => seen.push(value), watching.signal);
+      const r1 = await broker.queueControls.writeSettings(q, "one", undefined);
+      await expect(broker.queueControls.writeSettings(q, "again", undefined)).rejects.toBeInstanceOf(
+        RevisionConflict,
+      );
+      const r2 = await broker.queueControls.writeSettings(q, "two", r1);
+      await expect(broker.queueControls.writeSettings(q, "stale", r1)).rejects.toBeInstanceOf(
+        RevisionConflict,
+      );
+      expect(await broker.queueControls.getSettings(q)).toEqual({ value: "two", revision: r2 });
+      expect((await broker.queueControls.listSettings()).filter((e) => e.queue === q)).toEqual([
+        { queue: q, value: "two" },
+      ]);
+      await eventually(() => seen.at(-1) === "two");
+      expect(seen.filter((v) => v === "stale" || v === "again")).toEqual([]);
+      watching.abort();
+      await watched;
+    });
+
+    it("permits: a pool of N lends N at once; a release lends it again; a delayed release only after its delay", async () => {
+      const q = uid("qp");
+      const signal = new AbortController();
+      await broker.queueControls.setPermits(q, "concurrency", 2);
+      const a = await broker.queueControls.takePermit(q, "concurrency", signal.signal);
+      const b = await broker.queueControls.takePermit(q, "concurrency", signal.signal);
+      expect(a && b).toBeTruthy();
+      let third: unknown;
+      const waiting = broker.queueControls.takePermit(q, "concurrency", signal.signal).then((p) => {
+        third = p;
+        return p;
+      });
+      await h.advance(ack);
+      expect(third).toBeUndefined();
+      a?.release(ack * 4);
+      await h.advance(ack * 2);
+      expect(third).toBeUndefined();
+      await h.advance(ack * 3);
+      await eventually(() => third !== undefined);
+      b?.release();
+      (await waiting)?.release();
+      // A replaced pool: the permits held from the old one are gone, the new one lends its N.
+      const held = await broker.queueControls.takePermit(q, "concurrency", signal.signal);
+      await broker.queueControls.setPermits(q, "concurrency", 1);
+      held?.release();
+      const fresh = await broker.queueControls.takePermit(q, "concurrency", signal.signal);
+      let more: unknown;
+      const extra = broker.queueControls.takePermit(q, "concurrency", signal.signal).then((p) => {
+        more = p;
+      });
+      await h.advance(ack);
+      expect(fresh).toBeTruthy();
+      expect(more).toBeUndefined();
+      signal.abort();
+      await extra;
+      expect(more).toBeUndefined();
+    });
+
     it("maxPayload: a larger message is refused with a permanent error", async () => {
       const max = await broker.maxPayload();
       expect(max).toBeGreaterThanOrEqual(64 * 1024);

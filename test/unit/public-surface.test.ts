@@ -28,6 +28,7 @@ describe("the public surface", () => {
       expect(partsOf(rt).jobs).toBeInstanceOf(JobRegistry);
       expect(Object.keys(rt.connection).sort()).toEqual(["reset", "snapshot", "state", "subscribe"]);
       expect(rt.connection.state).toBe("idle");
+      expect(Object.keys(rt.queues).sort()).toEqual(["configure", "get", "list", "pause", "resume"]);
 
       const job = await rt.jobs.submit({ queue: "surface", tasks: [1] });
       expect(Object.keys(job).sort()).toEqual([

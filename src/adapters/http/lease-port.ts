@@ -27,6 +27,8 @@ export interface LeasePort
    * with the jobs that ended.
    */
   activeJobs(): Promise<JobRecord[]>;
+  /** True while the queue is paused (`rt.queues.pause`): none of its tasks is leased then. */
+  isPaused?(queue: string): Promise<boolean>;
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
   /**
    * A remote worker's answer was stored (`done`, `failed` or `dead`; its task

@@ -106,7 +106,7 @@ export class TaskLeases {
         { queue: record.queue },
       );
     }
-    if (!isRunning(record)) return [];
+    if (!isRunning(record) || (await this.#port.isPaused?.(record.queue))) return [];
     return this.#withSlots(caller, max, (slots) => this.#lease(record, slots, caller, signal));
   }
 
@@ -118,6 +118,7 @@ export class TaskLeases {
    * its turn among them while one of them runs.
    */
   async reserveFromQueue(queue: string, max: number, caller: Caller, signal?: AbortSignal) {
+    if (await this.#port.isPaused?.(queue)) return [];
     const ofQueue = (records: JobRecord[]): Source[] => {
       const running = records.filter((r) => r.queue === queue && isRunning(r));
       const own = running.filter((r) => !r.lane);

@@ -18,6 +18,7 @@ import type { HeldAnswer, HeldTask } from "../delayed-tasks.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
+import type { QueueControls } from "../queue-controls.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
@@ -26,6 +27,7 @@ import { MemoryDelayedTasks } from "./memory-delayed.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
+import { memoryQueueControls } from "./memory-queue-controls.ts";
 import { memoryQueueStats } from "./memory-queue-stats.ts";
 import {
   checkToken,
@@ -95,6 +97,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly taskLeasing: MemoryTaskLeasing;
   readonly presence: Presence;
   readonly #delayed: MemoryDelayedTasks;
+  readonly queueControls: QueueControls;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -109,6 +112,11 @@ class MemoryJobBroker implements MemoryBroker {
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
     this.presence = memoryPresence(server.presence, server.clock, (op) => this.#open(op));
     this.#delayed = new MemoryDelayedTasks(server, (op) => this.#open(op), this.#stop);
+    this.queueControls = memoryQueueControls(
+      server.queues,
+      (queue, kind) => server.permitPool(queue, kind),
+      (op) => this.#open(op),
+    );
   }
 
   #open(operation: string): void {

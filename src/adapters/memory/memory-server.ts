@@ -7,6 +7,7 @@ import { type BrokerNames, brokerNames, dueConsumer, laneConsumer } from "../nam
 import { memoryAgentStore } from "./memory-agent-store.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import { MemoryKv } from "./memory-kv.ts";
+import { MemoryPermitPool } from "./memory-queue-controls.ts";
 import { MessageLog } from "./message-log.ts";
 import { TaskStream } from "./task-stream.ts";
 
@@ -70,6 +71,9 @@ export class MemoryServerState implements MemoryServer {
   readonly records = new MemoryKv((key) => `job record ${key}`);
   readonly leases = new MemoryKv((key) => `lease ${key}`);
   readonly presence = new MemoryKv((key) => `presence ${key}`);
+  /** Each queue's controls (`rt.queues`) and its pools of permits, shared by every runtime on this server. */
+  readonly queues = new MemoryKv((key) => `queue ${key}`);
+  readonly #permitPools = new Map<string, MemoryPermitPool>();
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;
@@ -134,6 +138,17 @@ export class MemoryServerState implements MemoryServer {
       this.delayed.consumer(dueConsumer) ??
       this.delayed.putConsumer(dueConsumer, `${this.prefix}.delayed.>`, { ackWaitMs: 30_000, maxDeliver: -1 })
     );
+  }
+
+  /** The queue's pool of permits of `kind`, empty until set. */
+  permitPool(queue: string, kind: "concurrency" | "rate"): MemoryPermitPool {
+    const key = `${kind}.${queue}`;
+    let pool = this.#permitPools.get(key);
+    if (!pool) {
+      pool = new MemoryPermitPool(this.clock);
+      this.#permitPools.set(key, pool);
+    }
+    return pool;
   }
 
   /** A message over `maxPayload` fails before it is stored, as nats.js refuses it before sending. */

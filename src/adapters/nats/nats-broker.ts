@@ -15,6 +15,7 @@ import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { natsPresence } from "./kv-presence.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
+import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
@@ -87,6 +88,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
   const presence = natsPresence(js);
   const delayed = new NatsDelayedTasks(core, js, log);
+  const queueControls = natsQueueControls(core, js, log);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -102,6 +104,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     leases,
     taskLeasing: new NatsTaskLeasing(js),
     presence,
+    queueControls,
     // Read on every submit: from the current client at once, through an operation only while
     // there is none (it waits for the connection).
     maxPayload: () => {
@@ -273,6 +276,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await dead.provision();
       await leases.provision();
       await presence.provision();
+      await queueControls.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
     queueStats: (query) => natsQueueStats(js, query),

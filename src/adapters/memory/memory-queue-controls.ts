@@ -1,0 +1,122 @@
+import type { Clock } from "../../kernel/clock.ts";
+import type { Permit, PermitKind, QueueControls } from "../queue-controls.ts";
+import type { MemoryKv } from "./memory-kv.ts";
+
+/**
+ * One pool of permits in memory, with the NATS pool's rules: a permit is
+ * taken by the first waiter, given back now or after a delay, and a pool
+ * replaced by `reset` forgets the permits held from the old one (their
+ * release is ignored, as a nak of a purged message is). No lease: memory
+ * runtimes share one process and do not crash apart.
+ */
+export class MemoryPermitPool {
+  #free = 0;
+  #generation = 0;
+  readonly #waiting: Array<(generation: number) => void> = [];
+  readonly #clock: Clock;
+
+  constructor(clock: Clock) {
+    this.#clock = clock;
+  }
+
+  reset(count: number): void {
+    this.#generation++;
+    this.#free = count;
+    while (this.#free > 0 && this.#waiting.length > 0) {
+      this.#free--;
+      this.#waiting.shift()?.(this.#generation);
+    }
+  }
+
+  take(signal: AbortSignal): Promise<Permit | undefined> {
+    if (signal.aborted) return Promise.resolve(undefined);
+    if (this.#free > 0) {
+      this.#free--;
+      return Promise.resolve(this.#permit(this.#generation));
+    }
+    return new Promise((resolve) => {
+      const onAbort = () => {
+        const at = this.#waiting.indexOf(grant);
+        if (at >= 0) this.#waiting.splice(at, 1);
+        resolve(undefined);
+      };
+      const grant = (generation: number) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(this.#permit(generation));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#waiting.push(grant);
+    });
+  }
+
+  #permit(generation: number): Permit {
+    let released = false;
+    return {
+      keep: () => undefined,
+      release: (delayMs = 0) => {
+        if (released) return;
+        released = true;
+        if (delayMs <= 0) return this.#giveBack(generation);
+        // Not before its time by the clock: a Node timer may fire a few ms early (its loop time is
+        // stale when set in a busy turn), and a rate permit back early is an extra start in a second.
+        // 1 ms more for the clock's whole milliseconds.
+        const due = this.#clock.now() + delayMs + 1;
+        const check = () => {
+          const left = due - this.#clock.now();
+          if (left > 0) this.#clock.setTimeout(check, left);
+          else this.#giveBack(generation);
+        };
+        this.#clock.setTimeout(check, delayMs + 1);
+      },
+    };
+  }
+
+  #giveBack(generation: number): void {
+    if (generation !== this.#generation) return;
+    const next = this.#waiting.shift();
+    if (next) next(generation);
+    else this.#free++;
+  }
+}
+
+/** Queue controls on the memory server: its `queues` bucket and its pools, shared by every runtime on it. */
+export const memoryQueueControls = (
+  kv: MemoryKv,
+  pools: (queue: string, kind: PermitKind) => MemoryPermitPool,
+  open: (operation: string) => void,
+): QueueControls => ({
+  getSettings: async (queue) => {
+    open("queue.settings.get");
+    const entry = kv.get("queue.settings.get", queue);
+    return entry?.value === undefined ? undefined : { value: entry.value, revision: entry.revision };
+  },
+  writeSettings: async (queue, value, revision) => {
+    open("queue.settings.write");
+    return revision === undefined
+      ? kv.create("queue.settings.write", queue, value)
+      : kv.update("queue.settings.write", queue, value, revision);
+  },
+  listSettings: async () => {
+    open("queue.settings.list");
+    return kv.live().flatMap((e) => (e.value === undefined ? [] : [{ queue: e.key, value: e.value }]));
+  },
+  watchSettings: async (queue, onValue, signal) => {
+    open("queue.settings.watch");
+    if (signal.aborted) return;
+    const current = kv.get("queue.settings.watch", queue);
+    if (current) onValue(current.value, current.revision);
+    const unwatch = kv.watch((entry) => {
+      if (entry.key === queue) onValue(entry.value, entry.revision);
+    });
+    await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+    unwatch();
+  },
+  setPermits: async (queue, kind, count) => {
+    open("queue.permits.set");
+    pools(queue, kind).reset(count);
+  },
+  takePermit: async (queue, kind, signal) => {
+    open("queue.permit.take");
+    return pools(queue, kind).take(signal);
+  },
+});

@@ -1,0 +1,238 @@
+import { randomUUID } from "node:crypto";
+import {
+  AckPolicy,
+  type Consumer,
+  DeliverPolicy,
+  type JetStreamManager,
+  type JsMsg,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { superviseLoop } from "../../effects/supervise-loop.ts";
+import { RevisionConflict } from "../../kernel/errors.ts";
+import type { Logger } from "../../kernel/logger.ts";
+import { permitsConsumer } from "../names.ts";
+import { type Permit, type PermitKind, permitLeaseMs, type QueueControls } from "../queue-controls.ts";
+import type { NatsJobBroker } from "./job-broker.ts";
+import type { NatsContext } from "./nats-context.ts";
+import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
+import { ensureBucket, ensureStream, isNotFound, nanos, scanBucketEntries } from "./streams.ts";
+
+const encoder = new TextEncoder();
+
+/** How long one pull for a permit waits at the server before the taker asks again (and sees its signal). */
+const permitPullMs = 1000;
+
+/** Publishes of a pool's permits in flight at once: 10,000 permits in a few round trips, not 10,000. */
+const publishWindow = 500;
+
+/** JetStream "wrong last sequence": a compare-and-set lost. */
+const wrongLastSequence = 10071;
+
+/** A permit message: nak gives it back (with a delay for the rate pool), working keeps it. */
+class JsPermit implements Permit {
+  readonly #msg: JsMsg;
+  constructor(msg: JsMsg) {
+    this.#msg = msg;
+  }
+  keep(): void {
+    this.#msg.working();
+  }
+  release(delayMs?: number): void {
+    // A permit purged by `setPermits` meanwhile: the server ignores the nak.
+    this.#msg.nak(delayMs);
+  }
+}
+
+/**
+ * Queue controls on NATS: the settings in the KV bucket `<prefix>_queues`
+ * (file storage, history 1, key = queue), the permits in the work-queue
+ * stream `<prefix>_permits` (file storage), one subject and one durable pull
+ * consumer per queue and kind (`max_deliver: -1`: a permit is never used
+ * up; `ack_wait` = `permitLeaseMs`: a crashed holder's permit comes back).
+ */
+export const natsQueueControls = (
+  core: NatsContext,
+  broker: NatsJobBroker,
+  log: Logger,
+): QueueControls & { provision(): Promise<void> } => {
+  const names = broker.names;
+  const buckets = broker.setups.once<KV>();
+  const bucket = (nc: NatsConnection): Promise<KV> =>
+    buckets(nc, async () =>
+      ensureBucket(
+        nc,
+        (await broker.handles(nc)).jsm,
+        names.queuesBucket,
+        { history: 1, storage: StorageType.File },
+        broker.replicas,
+      ),
+    );
+  const streams = broker.setups.once<void>();
+  const permitsStream = (nc: NatsConnection, jsm: JetStreamManager): Promise<void> =>
+    streams(nc, async () => {
+      await ensureStream(
+        jsm,
+        {
+          name: names.permitsStream,
+          subjects: [`${core.options.prefix}.permits.>`],
+          retention: RetentionPolicy.Workqueue,
+          storage: StorageType.File,
+          duplicate_window: nanos(120_000),
+        },
+        broker.replicas,
+      );
+    });
+  const consumers = broker.setups.cache<Map<string, Promise<Consumer>>>();
+  /** The pool's consumer on this client: looked up once, made when missing. */
+  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> => {
+    let known = consumers.get(nc);
+    if (!known) {
+      known = new Map();
+      consumers.set(nc, known);
+    }
+    const name = permitsConsumer(queue, kind);
+    const found = known.get(name);
+    if (found) return found;
+    const made = (async () => {
+      const { js, jsm } = await broker.handles(nc);
+      await permitsStream(nc, jsm);
+      try {
+        await jsm.consumers.info(names.permitsStream, name);
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+        await jsm.consumers.add(names.permitsStream, {
+          durable_name: name,
+          filter_subject: names.permitsSubject(queue, kind),
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(permitLeaseMs),
+          max_deliver: -1,
+          max_ack_pending: 20_000,
+        });
+      }
+      return js.consumers.get(names.permitsStream, name);
+    })();
+    known.set(name, made);
+    made.catch(() => {
+      if (known.get(name) === made) known.delete(name);
+    });
+    return made;
+  };
+
+  return {
+    // The bucket and the permits stream, for runtimes that may not create them (workers).
+    provision: () =>
+      broker.run("queue.controls.provision", async (nc) => {
+        await bucket(nc);
+        await permitsStream(nc, (await broker.handles(nc)).jsm);
+      }),
+    getSettings: (queue) =>
+      broker.run("queue.settings.get", async (nc) => {
+        const entry = await (await bucket(nc)).get(queue);
+        if (entry?.operation !== "PUT") return undefined;
+        return { value: entry.string(), revision: entry.revision };
+      }),
+    writeSettings: (queue, value, revision) =>
+      broker.run(
+        "queue.settings.write",
+        async (nc) => {
+          const kv = await bucket(nc);
+          try {
+            if (revision !== undefined) return await kv.update(queue, encoder.encode(value), revision);
+            // A key deleted by hand reads as absent: `create` writes over its marker.
+            return await kv.create(queue, encoder.encode(value));
+          } catch (error) {
+            if (
+              (error as { code?: unknown })?.code === wrongLastSequence ||
+              /wrong last sequence/.test(String(error))
+            )
+              throw new RevisionConflict({ message: `queue ${queue} changed concurrently`, key: queue });
+            throw error;
+          }
+        },
+        { retry: { attempts: 1, initialDelayMs: 0 } },
+      ),
+    listSettings: () =>
+      broker.run("queue.settings.list", async (nc) => {
+        await bucket(nc);
+        const { js, jsm } = await broker.handles(nc);
+        const entries = await scanBucketEntries(js, jsm, names.queuesBucket);
+        return [...entries.entries()].flatMap(([queue, { value }]) =>
+          value === undefined ? [] : [{ queue, value }],
+        );
+      }),
+    watchSettings: (queue, onValue, signal) =>
+      superviseLoop(
+        core.connection,
+        async (nc, s) => {
+          await bucket(nc);
+          const { js, jsm } = await broker.handles(nc);
+          const stream = `KV_${names.queuesBucket}`;
+          const consumer = await js.consumers.get(stream, {
+            filter_subjects: `$KV.${names.queuesBucket}.${queue}`,
+            deliver_policy: DeliverPolicy.LastPerSubject,
+            inactive_threshold: 60_000,
+          });
+          try {
+            const messages = await consumer.consume({ ...pullLoop });
+            const stopped = closeWhenEnded(messages, nc, s);
+            try {
+              for await (const m of messages) {
+                const operation = m.headers?.get("KV-Operation");
+                const gone = operation === "DEL" || operation === "PURGE" || m.data.length === 0;
+                onValue(gone ? undefined : m.string(), m.seq);
+              }
+            } finally {
+              stopped.dispose();
+            }
+          } finally {
+            // A stopped worker leaves no consumer behind (it would expire after a minute); best effort.
+            if (s.aborted) {
+              const name = (await consumer.info(true).catch(() => undefined))?.name;
+              if (name) await jsm.consumers.delete(stream, name).catch(() => undefined);
+            }
+          }
+        },
+        signal,
+        { name: `queue-settings:${queue}`, log },
+      ),
+    setPermits: (queue, kind, count) =>
+      broker.run("queue.permits.set", async (nc) => {
+        const { js, jsm } = await broker.handles(nc);
+        await consumerOf(nc, queue, kind);
+        const subject = names.permitsSubject(queue, kind);
+        await jsm.streams.purge(names.permitsStream, { filter: subject });
+        // Ids of this rewrite: a publish retried after a timeout is not a second permit.
+        const round = randomUUID().slice(0, 8);
+        for (let from = 0; from < count; from += publishWindow) {
+          const to = Math.min(count, from + publishWindow);
+          const sent: Promise<unknown>[] = [];
+          for (let i = from; i < to; i++)
+            sent.push(js.publish(subject, `${i}`, { msgID: `${queue}.${kind}.${round}.${i}` }));
+          await Promise.all(sent);
+        }
+      }),
+    takePermit: async (queue, kind, signal) => {
+      while (!signal.aborted) {
+        let msg: JsMsg | null;
+        try {
+          msg = await broker.run(
+            "queue.permit.take",
+            async (nc) => (await consumerOf(nc, queue, kind)).next({ expires: permitPullMs }),
+            { signal },
+          );
+        } catch (error) {
+          if (signal.aborted) return undefined;
+          throw error;
+        }
+        if (msg) {
+          if (!signal.aborted) return new JsPermit(msg);
+          msg.nak();
+        }
+      }
+      return undefined;
+    },
+  };
+};

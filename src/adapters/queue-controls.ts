@@ -1,0 +1,49 @@
+/**
+ * A queue's controls (`rt.queues`): its settings, one key per queue that
+ * every process reads and watches, and its pools of permits, which every
+ * worker of the queue in every process takes from before it starts a task.
+ *
+ * Permits are messages (on NATS, in a work-queue stream): a pool of N has N.
+ * - `concurrency`: a worker holds its permit while the handler runs
+ *   (`keep()` renews the lease) and gives it back at once when the task
+ *   ends (`release()`); a crashed worker's permit comes back when its lease
+ *   runs out (`permitLeaseMs`).
+ * - `rate`: a worker gives its permit back at once with a delay of 1000 ms
+ *   (`release(1000)`), so no more than N tasks start in any one second.
+ * `setPermits` replaces a pool: permits held at that moment are gone (their
+ * release is ignored), and the new pool's N are free.
+ */
+export type PermitKind = "concurrency" | "rate";
+
+/** How long a permit stays held without `keep()` before it comes back by itself (a crashed worker's). */
+export const permitLeaseMs = 5000;
+
+export interface Permit {
+  /** Renews the lease on the permit (a long handler). */
+  keep(): void;
+  /** Gives the permit back, available to others after `delayMs` (default 0). */
+  release(delayMs?: number): void;
+}
+
+export interface QueueControls {
+  /** The stored settings of `queue` and their revision; undefined if never written. */
+  getSettings(queue: string): Promise<{ readonly value: string; readonly revision: number } | undefined>;
+  /** Writes the settings: creates the key when `revision` is undefined, else compare-and-set (`RevisionConflict`). */
+  writeSettings(queue: string, value: string, revision: number | undefined): Promise<number>;
+  /** Every stored queue's settings. */
+  listSettings(): Promise<Array<{ readonly queue: string; readonly value: string }>>;
+  /**
+   * Calls `onValue` with the current settings of `queue` (undefined: none),
+   * then with each write, with its revision, until `signal` aborts; kept
+   * alive across reconnects.
+   */
+  watchSettings(
+    queue: string,
+    onValue: (value: string | undefined, revision: number) => void,
+    signal: AbortSignal,
+  ): Promise<void>;
+  /** Replaces the pool of `kind` of `queue` with `count` free permits (0: empty). */
+  setPermits(queue: string, kind: PermitKind, count: number): Promise<void>;
+  /** Waits for a permit of the pool; undefined once `signal` aborts. */
+  takePermit(queue: string, kind: PermitKind, signal: AbortSignal): Promise<Permit | undefined>;
+}

@@ -1,0 +1,192 @@
+import { setMaxListeners } from "node:events";
+import { createActor } from "xstate";
+import type { Permit, QueueControls } from "../adapters/queue-controls.ts";
+import { permitLeaseMs } from "../adapters/queue-controls.ts";
+import type { Logger } from "../kernel/logger.ts";
+import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
+import { queueMachine } from "../machines/queue.machine.ts";
+
+/** What a task holds while it runs: its concurrency permit, if the queue has a cap. */
+export interface GatePass {
+  /** The task ended: its concurrency permit goes back at once. */
+  end(): void;
+}
+
+const noPermit: GatePass = { end: () => undefined };
+
+/** How the task waiting at the gate keeps its own lease: `keep` every `everyMs`. */
+export interface TaskLeaseKeeper {
+  readonly keep: () => void;
+  readonly everyMs: number;
+}
+
+/** How often a held concurrency permit's lease is renewed: three times per lease. */
+const keepEveryMs = Math.floor(permitLeaseMs / 3);
+
+/** Pause between two failed permit takes (the server away): the task waits, it is not dropped. */
+const retryTakeMs = 500;
+
+/**
+ * A worker's view of its queue's controls (src/machines/queue.machine.ts
+ * draws it): the settings, read once and then watched, and the permits taken
+ * before each task starts. `enter` answers "paused" (the task goes back),
+ * undefined (the worker stops) or a pass; an open queue with no limits gives
+ * its pass at once, with no round trip.
+ */
+export class QueueGate {
+  #settings: QueueSettings;
+  #revision = 0;
+  /** loading → open | limited | paused: what a task arriving now meets. */
+  readonly #life = createActor(queueMachine).start();
+  readonly #ready: Promise<void>;
+  #resumed = new AbortController();
+  /** Aborted (and replaced) at each write of the settings seen. */
+  #changed = new AbortController();
+  readonly #controls: QueueControls;
+  readonly #queue: string;
+  readonly #log: Logger;
+
+  constructor(controls: QueueControls, queue: string, log: Logger, signal: AbortSignal) {
+    this.#controls = controls;
+    this.#queue = queue;
+    this.#log = log;
+    this.#settings = openQueue(queue);
+    this.#resumed.abort();
+    // The stored settings before the first task: a paused queue never starts one by a race.
+    this.#ready = controls.getSettings(queue).then(
+      (found) => {
+        if (found) this.#apply(found.value, found.revision);
+        // Never configured: open, unless the watch said otherwise meanwhile.
+        else if (this.#life.getSnapshot().value === "loading")
+          this.#life.send({ type: "settings.seen", paused: false, limited: false });
+      },
+      (error) => {
+        log.warn({ err: error }, "queue settings not read; the watch will bring them");
+        this.#life.send({ type: "settings.unread" });
+      },
+    );
+    signal.addEventListener("abort", () => this.#life.stop(), { once: true });
+    this.watching = controls
+      .watchSettings(queue, (value, revision) => this.#apply(value, revision), signal)
+      .catch((error) => log.warn({ err: error }, "queue settings watch failed"));
+  }
+
+  /** The watch's loop: the worker's stop waits for it. */
+  readonly watching: Promise<void>;
+
+  /**
+   * Waits for what the queue's limits ask before a task starts: a
+   * concurrency permit (held until `end()`), then a rate permit (given back
+   * at once, free again in 1 s). "paused" when the queue is paused, before
+   * or after the wait (a permit taken is given back then).
+   */
+  async enter(signal: AbortSignal, lease?: TaskLeaseKeeper): Promise<GatePass | "paused" | undefined> {
+    await this.#ready;
+    let keeper: NodeJS.Timeout | undefined;
+    try {
+      for (;;) {
+        const state = this.#life.getSnapshot().value;
+        if (state === "paused") return "paused";
+        if (state !== "limited") return noPermit;
+        // The task waits for its permits holding its lease: not redelivered meanwhile, no delivery spent.
+        if (lease && keeper === undefined) keeper = setInterval(lease.keep, lease.everyMs);
+        // A new write of the settings ends the wait: a limit lifted or changed, a pause, is obeyed
+        // by the tasks already waiting (a lifted limit's pool is purged: they would wait for good).
+        const passed = await this.#permits(AbortSignal.any([signal, this.#changed.signal]));
+        if (passed !== undefined || signal.aborted) return passed;
+      }
+    } finally {
+      clearInterval(keeper);
+    }
+  }
+
+  async #permits(signal: AbortSignal): Promise<GatePass | "paused" | undefined> {
+    const { maxConcurrency, ratePerSecond } = this.#settings;
+    const held = maxConcurrency === undefined ? undefined : await this.#take("concurrency", signal);
+    if (maxConcurrency !== undefined && held === undefined) return undefined;
+    if (ratePerSecond !== undefined) {
+      const rate = await this.#take("rate", signal);
+      if (rate === undefined) {
+        held?.release();
+        return undefined;
+      }
+      rate.release(1000);
+    }
+    if (this.#life.getSnapshot().value === "paused") {
+      held?.release();
+      return "paused";
+    }
+    return held ? keptPass(held) : noPermit;
+  }
+
+  /** Resolves once the queue is not paused (or `signal` aborts). */
+  whenResumed(signal: AbortSignal): Promise<void> {
+    const resumed = this.#resumed.signal;
+    if (resumed.aborted || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        resumed.removeEventListener("abort", done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      resumed.addEventListener("abort", done, { once: true });
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  async #take(kind: "concurrency" | "rate", signal: AbortSignal): Promise<Permit | undefined> {
+    for (;;) {
+      try {
+        return await this.#controls.takePermit(this.#queue, kind, signal);
+      } catch (error) {
+        if (signal.aborted) return undefined;
+        this.#log.warn({ err: error, kind }, "permit not taken; trying again");
+        await new Promise((resolve) => setTimeout(resolve, retryTakeMs));
+      }
+    }
+  }
+
+  #apply(value: string | undefined, revision: number): void {
+    if (revision <= this.#revision) return;
+    this.#revision = revision;
+    const wasPaused = this.#life.getSnapshot().value === "paused";
+    if (value === undefined) this.#settings = openQueue(this.#queue);
+    else {
+      const { settings, readable } = decodeQueueSettings(this.#queue, value);
+      if (!readable) this.#log.warn({ revision }, "queue settings unreadable; the queue runs without limits");
+      this.#settings = settings;
+    }
+    const { paused, ratePerSecond, maxConcurrency } = this.#settings;
+    this.#life.send({
+      type: "settings.seen",
+      paused,
+      limited: ratePerSecond !== undefined || maxConcurrency !== undefined,
+    });
+    this.#changed.abort();
+    this.#changed = new AbortController();
+    setMaxListeners(0, this.#changed.signal);
+    if (paused && !wasPaused) {
+      this.#resumed = new AbortController();
+      setMaxListeners(0, this.#resumed.signal);
+      this.#log.info("queue paused");
+    } else if (!paused && wasPaused) {
+      this.#resumed.abort();
+      this.#log.info("queue resumed");
+    }
+  }
+}
+
+/** A held concurrency permit: renewed while the task runs, given back once when it ends. */
+const keptPass = (permit: Permit): GatePass => {
+  const keeper = setInterval(() => permit.keep(), keepEveryMs);
+  keeper.unref();
+  let ended = false;
+  return {
+    end: () => {
+      if (ended) return;
+      ended = true;
+      clearInterval(keeper);
+      permit.release();
+    },
+  };
+};

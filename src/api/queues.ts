@@ -1,0 +1,110 @@
+import { Effect } from "effect";
+import type { PermitKind, QueueControls } from "../adapters/queue-controls.ts";
+import { retryWith } from "../effects/retry.ts";
+import { RevisionConflict } from "../kernel/errors.ts";
+import {
+  checkQueueLimits,
+  checkQueueName,
+  decodeQueueSettings,
+  encodeQueueSettings,
+  openQueue,
+  type QueueLimits,
+  type QueueSettings,
+  withLimits,
+} from "../kernel/queue-settings.ts";
+import type { Role } from "./permissions.ts";
+import { requireRole } from "./permissions.ts";
+
+export type { QueueLimits, QueueSettings } from "../kernel/queue-settings.ts";
+
+/**
+ * Queue controls from any process (`rt.queues`): pause and resume a queue,
+ * cap its handlers across every worker, limit how many tasks start per
+ * second. Writes need the `admin` role; reading needs none.
+ */
+export interface Queues {
+  /**
+   * Sets the queue's limits across all workers of all processes: a number
+   * sets one, `null` lifts it, a key left out keeps it. Permits held when
+   * a limit changes are dropped: for at most the length of the tasks
+   * running then, the old and new limits add up.
+   * @example
+   * await rt.queues.configure("emails", { ratePerSecond: 100, maxConcurrency: 5 });
+   */
+  configure(queue: string, limits: QueueLimits): Promise<QueueSettings>;
+  /**
+   * Stops every worker of the queue, in every process, from starting its
+   * tasks within a second; running handlers finish, pulled tasks go back.
+   * @example
+   * await rt.queues.pause("emails");
+   */
+  pause(queue: string): Promise<QueueSettings>;
+  /** Lets the queue's workers start tasks again. @example await rt.queues.resume("emails"); */
+  resume(queue: string): Promise<QueueSettings>;
+  /** The queue's settings (an unconfigured queue: running, no limits). @example (await rt.queues.get("emails")).paused */
+  get(queue: string): Promise<QueueSettings>;
+  /** Every queue configured or paused at some time. @example for (const q of await rt.queues.list()) console.log(q.queue); */
+  list(): Promise<QueueSettings[]>;
+}
+
+/** A compare-and-set lost to another writer: read again and write again, a few times. */
+const casRetry = retryWith(
+  { attempts: 8, initialDelayMs: 10, maxDelayMs: 200 },
+  (e: unknown) => e instanceof RevisionConflict,
+);
+
+export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, now: () => number): Queues => {
+  const read = async (queue: string) => {
+    const found = await controls.getSettings(queue);
+    return found
+      ? { settings: decodeQueueSettings(queue, found.value).settings, revision: found.revision }
+      : { settings: openQueue(queue), revision: undefined };
+  };
+
+  /** Reads, changes and writes the queue's settings by compare-and-set; returns what was written and what was there. */
+  const change = (queue: string, next: (current: QueueSettings) => QueueSettings) =>
+    Effect.runPromise(
+      Effect.tryPromise({
+        try: async () => {
+          const { settings, revision } = await read(queue);
+          const written = next(settings);
+          await controls.writeSettings(queue, encodeQueueSettings(written), revision);
+          return { before: settings, written };
+        },
+        catch: (error) => error,
+      }).pipe(casRetry),
+    );
+
+  const setPaused = async (queue: unknown, paused: boolean, call: string) => {
+    requireRole(roles, "admin", call);
+    const name = checkQueueName(queue);
+    return (await change(name, (current) => ({ ...current, paused, updatedAt: now() }))).written;
+  };
+
+  return {
+    configure: async (queue, limits) => {
+      requireRole(roles, "admin", "rt.queues.configure()");
+      const name = checkQueueName(queue);
+      const checked = checkQueueLimits(limits);
+      const { before, written } = await change(name, (current) => withLimits(current, checked, now()));
+      // The pools after the record: a worker that sees the new limit finds its permits, or waits
+      // for them. A crash in between leaves the pool of the old limit: configure again repairs it.
+      const pools: Array<[PermitKind, number | undefined, number | undefined]> = [
+        ["concurrency", before.maxConcurrency, written.maxConcurrency],
+        ["rate", before.ratePerSecond, written.ratePerSecond],
+      ];
+      for (const [kind, was, is] of pools) {
+        if (was !== is || checked[kind === "rate" ? "ratePerSecond" : "maxConcurrency"] !== undefined)
+          await controls.setPermits(name, kind, is ?? 0);
+      }
+      return written;
+    },
+    pause: (queue) => setPaused(queue, true, "rt.queues.pause()"),
+    resume: (queue) => setPaused(queue, false, "rt.queues.resume()"),
+    get: async (queue) => (await read(checkQueueName(queue))).settings,
+    list: async () =>
+      (await controls.listSettings())
+        .map(({ queue, value }) => decodeQueueSettings(queue, value).settings)
+        .sort((a, b) => a.queue.localeCompare(b.queue)),
+  };
+};

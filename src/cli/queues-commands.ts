@@ -1,0 +1,73 @@
+import type { Command } from "commander";
+import type { QueueSettings } from "../index.ts";
+import { duration, print, printJson, table } from "./format.ts";
+import { type GlobalOptions, withRuntime } from "./session.ts";
+
+const rows = (queues: readonly QueueSettings[], now: number) =>
+  table(
+    ["QUEUE", "STATE", "RATE/S", "MAX CONCURRENCY", "UPDATED"],
+    queues.map((q) => [
+      q.queue,
+      q.paused ? "paused" : "running",
+      q.ratePerSecond === undefined ? "-" : String(q.ratePerSecond),
+      q.maxConcurrency === undefined ? "-" : String(q.maxConcurrency),
+      q.updatedAt === 0 ? "-" : `${duration(now - q.updatedAt)} ago`,
+    ]),
+  );
+
+/**
+ * A limit flag: a whole number, or `none` to lift the limit; anything else
+ * is left to the runtime to refuse. (Commander turns a parser's `null` into
+ * an empty string: `none` is mapped in the action.)
+ */
+const limit = (value: string): number | "none" => (value === "none" ? "none" : Number(value));
+const lifted = (value: number | "none"): number | null => (value === "none" ? null : value);
+
+/** `queues ls | pause | resume | configure`: the queues' pause and limits, from any machine (`rt.queues`). */
+export const registerQueues = (program: Command, globals: () => GlobalOptions): void => {
+  const queues = program.command("queues").description("pause, resume and limit queues across every worker");
+
+  queues
+    .command("ls")
+    .description("queues that were ever configured or paused, with their state and limits")
+    .action(async () => {
+      const g = globals();
+      const list = await withRuntime(g, "read", (rt) => rt.queues.list());
+      if (g.json) return printJson(list);
+      print(list.length === 0 ? "no queue configured" : rows(list, Date.now()));
+    });
+
+  for (const [name, what] of [
+    ["pause", "stop every worker of the queue from starting its tasks (running ones finish)"],
+    ["resume", "let the queue's workers start its tasks again"],
+  ] as const) {
+    queues
+      .command(`${name} <queue>`)
+      .description(what)
+      .action(async (queue: string) => {
+        const g = globals();
+        const settings = await withRuntime(g, "admin", (rt) =>
+          name === "pause" ? rt.queues.pause(queue) : rt.queues.resume(queue),
+        );
+        if (g.json) return printJson(settings);
+        print(`queue ${queue} ${settings.paused ? "paused" : "running"}`);
+      });
+  }
+
+  queues
+    .command("configure <queue>")
+    .description("set the queue's limits across every worker of every process")
+    .option("--rate <n>", "tasks started per second at most (none: no limit)", limit)
+    .option("--max-concurrency <n>", "handlers running at once at most (none: no limit)", limit)
+    .action(async (queue: string, o: { rate?: number | "none"; maxConcurrency?: number | "none" }) => {
+      const g = globals();
+      const settings = await withRuntime(g, "admin", (rt) =>
+        rt.queues.configure(queue, {
+          ...(o.rate === undefined ? {} : { ratePerSecond: lifted(o.rate) }),
+          ...(o.maxConcurrency === undefined ? {} : { maxConcurrency: lifted(o.maxConcurrency) }),
+        }),
+      );
+      if (g.json) return printJson(settings);
+      print(rows([settings], Date.now()));
+    });
+};

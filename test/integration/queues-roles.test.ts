@@ -1,0 +1,123 @@
+/**
+ * Queue controls under least privilege: a nats-server whose users have
+ * exactly the permissions `natsPermissions()` gives their roles. The admin
+ * provisions, configures and pauses; a worker of queue A, which may only
+ * read the queues bucket and take A's permits, obeys the limits and the
+ * pause; the submitter reads the settings. The oracles: the server's own
+ * log of permission violations, and the handlers' ledger.
+ */
+import path from "node:path";
+import { jetstream } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PermissionsRequest } from "../../src/api/permissions.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { RoleNotHeld } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
+
+const prefix = "permq";
+const password = "s3cret-for-tests";
+const users: Record<string, PermissionsRequest> = {
+  admin: { role: "admin", queues: ["A", "B"], prefix },
+  submitter: { role: "submitter", queues: ["A"], prefix },
+  workerA: { role: "worker", queues: ["A"], prefix },
+};
+
+describe("queue controls with least-privilege users", () => {
+  let files: AuthFiles;
+  let server: NatsServerHandle;
+  let logFile: string;
+  const runtimes: Runtime[] = [];
+  const runtimeAs = async (user: keyof typeof users) => {
+    const rt = await createRuntime({
+      servers: server.url,
+      prefix,
+      auth: { user, pass: password },
+      roles: users[user]?.role,
+      name: user,
+      logger: silentLogger(),
+      connection: { operationTimeoutMs: 4000, retry: { attempts: 1 } },
+      jobs: { cleanupIntervalMs: 0 },
+    });
+    runtimes.push(rt);
+    return rt;
+  };
+
+  beforeAll(async () => {
+    files = await authFiles();
+    logFile = path.join(files.dir, "server.log");
+    server = await startNatsServer({
+      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
+    });
+  });
+  afterAll(async () => {
+    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
+    await server?.dispose();
+    await files?.remove();
+  });
+
+  it("the admin configures and pauses; a worker of A obeys with its own permissions; others may only read", async () => {
+    const admin = await runtimeAs("admin");
+    await admin.admin.provision(["A", "B"]);
+    await admin.queues.configure("A", { maxConcurrency: 2, ratePerSecond: 50 });
+    await admin.queues.configure("B", { maxConcurrency: 1 });
+    const submitter = await runtimeAs("submitter");
+    const worker = await runtimeAs("workerA");
+
+    // Only the admin changes a queue; every role reads.
+    await expect(worker.queues.pause("A")).rejects.toBeInstanceOf(RoleNotHeld);
+    await expect(submitter.queues.configure("A", { maxConcurrency: 9 })).rejects.toBeInstanceOf(RoleNotHeld);
+    expect(await submitter.queues.get("A")).toMatchObject({ maxConcurrency: 2, ratePerSecond: 50 });
+    expect((await worker.queues.list()).map((q) => q.queue)).toEqual(["A", "B"]);
+
+    const intervals: Array<{ start: number; end: number }> = [];
+    let running = 0;
+    let most = 0;
+    worker.workers.start({
+      queue: "A",
+      concurrency: 6,
+      handler: async () => {
+        running++;
+        most = Math.max(most, running);
+        const start = Date.now();
+        await delay(40);
+        running--;
+        intervals.push({ start, end: Date.now() });
+        return "ok";
+      },
+    });
+    const job = await submitter.jobs.submit({ queue: "A", tasks: Array.from({ length: 20 }, (_, i) => i) });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 20 });
+    expect(most).toBe(2);
+
+    await admin.queues.pause("A");
+    await delay(1000);
+    const before = intervals.length;
+    const paused = await submitter.jobs.submit({ queue: "A", tasks: [0, 1, 2] });
+    await delay(1000);
+    expect(intervals.length).toBe(before);
+    await admin.queues.resume("A");
+    expect(await paused.done()).toMatchObject({ status: "succeeded", done: 3 });
+
+    // The worker of A's user may not take B's permits: refused by the server, which logs it.
+    const raw = await connect({ servers: server.url, user: "workerA", pass: password });
+    try {
+      const taken = jetstream(raw)
+        .consumers.get(`${prefix}_permits`, "concurrency_B")
+        .then((c) => c.next({ expires: 1000 }));
+      await expect(taken).rejects.toThrow();
+    } finally {
+      await raw.close();
+    }
+    await waitUntil(async () => (await loggedViolations(logFile)).length > 0, {
+      timeoutMs: 3000,
+      message: "the refused pull logged",
+    });
+    const violations = await loggedViolations(logFile);
+    // Nothing but what was provoked: every violation is the raw pull at B's permits.
+    expect(violations.every((v) => v.user === "workerA" && v.subject.includes("concurrency_B"))).toBe(true);
+  }, 30_000);
+});

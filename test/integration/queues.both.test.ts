@@ -1,0 +1,351 @@
+/**
+ * Queue controls (issue #19, items 4 and 5) through the public API, on the
+ * memory broker (runtimes sharing one memory server) and on NATS (runtimes
+ * on one nats-server): one runtime configures or pauses, the workers of the
+ * others obey. The oracles are the handlers' own ledger (which index ran,
+ * when it started and ended) and, on NATS, the raw KV entry and permits
+ * stream read by the test's own client. The 3-process checks are in
+ * queue-limits.processes.test.ts.
+ */
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createHttpApi } from "../../src/api/http.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
+
+interface Backend {
+  readonly name: string;
+  runtime(name: string): Promise<Runtime>;
+  stop(): Promise<void>;
+}
+
+const memoryBackend = (): Backend => {
+  const server = createMemoryServer();
+  const runtimes: Runtime[] = [];
+  return {
+    name: "memory",
+    async runtime(name) {
+      const rt = await createTestRuntime({ name, broker: createMemoryBroker({ server }) });
+      runtimes.push(rt);
+      return rt;
+    },
+    async stop() {
+      for (const rt of runtimes.splice(0)) await rt.stop();
+    },
+  };
+};
+
+const natsBackend = (server: NatsServerHandle): Backend => {
+  const runtimes: Runtime[] = [];
+  return {
+    name: "nats",
+    async runtime(name) {
+      const rt = await createRuntime({ servers: server.url, name, logger: silentLogger() });
+      runtimes.push(rt);
+      return rt;
+    },
+    async stop() {
+      for (const rt of runtimes.splice(0)) await rt.stop();
+    },
+  };
+};
+
+let nats: NatsServerHandle;
+let raw: NatsConnection;
+beforeAll(async () => {
+  nats = await startNatsServer();
+  raw = await connect({ servers: nats.url });
+});
+afterAll(async () => {
+  await raw?.close();
+  await nats?.dispose();
+});
+
+const backends: Array<{ name: string; make(): Backend }> = [
+  { name: "memory", make: memoryBackend },
+  { name: "nats", make: () => natsBackend(nats) },
+];
+
+/** The largest number of intervals open at once. */
+const maxOverlap = (intervals: ReadonlyArray<{ start: number; end: number }>): number => {
+  const edges = intervals.flatMap(({ start, end }) => [
+    { at: start, d: 1 },
+    { at: end, d: -1 },
+  ]);
+  // An end before a start at the same instant: touching intervals do not overlap.
+  edges.sort((a, b) => a.at - b.at || a.d - b.d);
+  let open = 0;
+  let most = 0;
+  for (const { d } of edges) {
+    open += d;
+    most = Math.max(most, open);
+  }
+  return most;
+};
+
+describe.each(backends)("queue controls on $name", ({ name, make }) => {
+  let backend: Backend;
+  beforeAll(() => {
+    backend = make();
+  });
+  afterAll(async () => {
+    await backend.stop();
+  });
+
+  it("bad input is refused naming the field, and nothing is stored", async () => {
+    const rt = await backend.runtime("admin-bad");
+    for (const [limits, field] of [
+      [{ ratePerSecond: 0 }, "limits.ratePerSecond"],
+      [{ maxConcurrency: 2.5 }, "limits.maxConcurrency"],
+      [{ maxConcurrency: "5" }, "limits.maxConcurrency"],
+      [{ rate: 5 }, "limits.rate"],
+      [null, "limits"],
+    ] as const) {
+      await expect(rt.queues.configure("badq", limits as never)).rejects.toMatchObject({
+        _tag: "InvalidArgument",
+        field,
+      });
+    }
+    await expect(rt.queues.pause("bad.queue")).rejects.toMatchObject({
+      _tag: "InvalidArgument",
+      field: "queue",
+    });
+    expect(await rt.queues.list()).toEqual([]);
+    if (name === "nats") {
+      const kv = await new Kvm(raw).open("jetstate_queues");
+      expect(await kv.get("badq")).toBeNull();
+    }
+  });
+
+  it("configure, pause and resume from one runtime are read by another", async () => {
+    const [a, b] = [await backend.runtime("admin-a"), await backend.runtime("reader-b")];
+    expect(await b.queues.get("fresh")).toEqual({ queue: "fresh", paused: false, updatedAt: 0 });
+    await a.queues.configure("mail", { ratePerSecond: 50, maxConcurrency: 3 });
+    expect(await b.queues.get("mail")).toMatchObject({
+      queue: "mail",
+      paused: false,
+      ratePerSecond: 50,
+      maxConcurrency: 3,
+    });
+    await a.queues.pause("mail");
+    await a.queues.configure("mail", { ratePerSecond: null });
+    const seen = await b.queues.get("mail");
+    expect(seen).toMatchObject({ paused: true, maxConcurrency: 3 });
+    expect(seen.ratePerSecond).toBeUndefined();
+    await a.queues.resume("mail");
+    expect((await b.queues.list()).map((q) => [q.queue, q.paused])).toEqual([["mail", false]]);
+    if (name === "nats") {
+      const kv = await new Kvm(raw).open("jetstate_queues");
+      expect(JSON.parse((await kv.get("mail"))?.string() ?? "{}")).toMatchObject({
+        v: 1,
+        paused: false,
+        maxConcurrency: 3,
+      });
+      // The pools as the server holds them: 3 concurrency permits, no rate permits.
+      const jsm = await jetstreamManager(raw);
+      const info = await jsm.streams.info("jetstate_permits", { subjects_filter: "jetstate.permits.mail.>" });
+      expect(info.state.subjects).toEqual({ "jetstate.permits.mail.concurrency": 3 });
+    }
+  });
+
+  it("maxConcurrency holds across the workers of two runtimes", async () => {
+    const [admin, w1, w2] = [
+      await backend.runtime("admin-c"),
+      await backend.runtime("worker-c1"),
+      await backend.runtime("worker-c2"),
+    ];
+    await admin.queues.configure("capped", { maxConcurrency: 3 });
+    const intervals: Array<{ start: number; end: number }> = [];
+    const handler = async () => {
+      const start = performance.timeOrigin + performance.now();
+      await delay(30);
+      intervals.push({ start, end: performance.timeOrigin + performance.now() });
+      return "ok";
+    };
+    const workers = [
+      w1.workers.start({ queue: "capped", concurrency: 4, handler }),
+      w2.workers.start({ queue: "capped", concurrency: 4, handler }),
+    ];
+    const job = await admin.jobs.submit({ queue: "capped", tasks: Array.from({ length: 40 }, (_, i) => i) });
+    const done = await job.done();
+    expect(done).toMatchObject({ status: "succeeded", done: 40, failed: 0 });
+    expect(intervals).toHaveLength(40);
+    const most = maxOverlap(intervals);
+    expect(most).toBeLessThanOrEqual(3);
+    // The cap, not something else, is the bound: 8 slots would run more than 3 at once.
+    expect(most).toBe(3);
+    for (const w of workers) await w.stop();
+    if (name === "nats") {
+      // Stopped workers leave no watch of theirs on the queue's key (other readers' scans come and go).
+      const jsm = await jetstreamManager(raw);
+      const watches = (await jsm.consumers.list("KV_jetstate_queues").next()).filter(
+        (c) => (c.config.filter_subject ?? c.config.filter_subjects?.[0]) === "$KV.jetstate_queues.capped",
+      );
+      expect(watches).toEqual([]);
+    }
+  });
+
+  it("ratePerSecond bounds starts in every 1-second window", async () => {
+    const [admin, w1, w2] = [
+      await backend.runtime("admin-r"),
+      await backend.runtime("worker-r1"),
+      await backend.runtime("worker-r2"),
+    ];
+    await admin.queues.configure("rated", { ratePerSecond: 10 });
+    const starts: number[] = [];
+    const handler = () => {
+      starts.push(performance.timeOrigin + performance.now());
+      return "ok";
+    };
+    const workers = [
+      w1.workers.start({ queue: "rated", concurrency: 8, handler }),
+      w2.workers.start({ queue: "rated", concurrency: 8, handler }),
+    ];
+    const job = await admin.jobs.submit({ queue: "rated", tasks: Array.from({ length: 25 }, (_, i) => i) });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 25, failed: 0 });
+    starts.sort((a, b) => a - b);
+    let most = 0;
+    for (let i = 0; i < starts.length; i++) {
+      let j = i;
+      while (j < starts.length && (starts[j] as number) < (starts[i] as number) + 1000) j++;
+      most = Math.max(most, j - i);
+    }
+    expect(most).toBeLessThanOrEqual(10);
+    // 25 tasks at 10 per second: at least two seconds from first to last start.
+    expect((starts.at(-1) as number) - (starts[0] as number)).toBeGreaterThanOrEqual(2000);
+    for (const w of workers) await w.stop();
+  });
+
+  it("pause stops every worker within a second; resume runs every task exactly once", async () => {
+    const [admin, w1, w2] = [
+      await backend.runtime("admin-p"),
+      await backend.runtime("worker-p1"),
+      await backend.runtime("worker-p2"),
+    ];
+    const ran: Array<{ index: number; start: number }> = [];
+    const handler = async (task: { index: number }) => {
+      ran.push({ index: task.index, start: Date.now() });
+      await delay(20);
+      return task.index;
+    };
+    const workers = [
+      w1.workers.start({ queue: "pausable", concurrency: 3, handler }),
+      w2.workers.start({ queue: "pausable", concurrency: 3, handler }),
+    ];
+    const job = await admin.jobs.submit({
+      queue: "pausable",
+      tasks: Array.from({ length: 300 }, (_, i) => i),
+    });
+    await waitUntil(() => ran.length >= 20, { timeoutMs: 10_000, message: "some tasks ran" });
+    await admin.queues.pause("pausable");
+    const paused = Date.now();
+    await delay(1000);
+    const startedLate = () => ran.filter((r) => r.start > paused + 1000);
+    const countAtPause = ran.length;
+    await delay(1500);
+    expect(startedLate()).toEqual([]);
+    expect(ran.length).toBeLessThan(300);
+    expect(job.snapshot().done).toBeLessThan(300);
+    expect(countAtPause).toBe(ran.length);
+    await admin.queues.resume("pausable");
+    const done = await job.done();
+    expect(done).toMatchObject({ status: "succeeded", done: 300, failed: 0, dead: 0 });
+    // Every index once: none lost, none run twice.
+    expect(ran.map((r) => r.index).sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    for (const w of workers) await w.stop();
+  });
+
+  it("a pause never spends a task's last delivery: with maxDeliver 1 every task still succeeds", async () => {
+    const [admin, w1] = [await backend.runtime("admin-l"), await backend.runtime("worker-l1")];
+    const ran: number[] = [];
+    const worker = w1.workers.start({
+      queue: "lastcall",
+      concurrency: 2,
+      handler: async (task) => {
+        ran.push(task.index);
+        await delay(20);
+        return "ok";
+      },
+    });
+    const job = await admin.jobs.submit({
+      queue: "lastcall",
+      maxDeliver: 1,
+      tasks: Array.from({ length: 60 }, (_, i) => i),
+    });
+    await waitUntil(() => ran.length >= 10, { timeoutMs: 10_000, message: "some tasks ran" });
+    await admin.queues.pause("lastcall");
+    await delay(500);
+    await admin.queues.resume("lastcall");
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 60, failed: 0, dead: 0 });
+    expect([...ran].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+    await worker.stop();
+  });
+
+  it("lifting a limit lets the tasks waiting for a permit start", async () => {
+    const [admin, w1] = [await backend.runtime("admin-w"), await backend.runtime("worker-w1")];
+    await admin.queues.configure("lifted", { maxConcurrency: 1 });
+    const started: number[] = [];
+    let unblock: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => {
+      unblock = resolve;
+    });
+    const worker = w1.workers.start({
+      queue: "lifted",
+      concurrency: 3,
+      handler: async (task) => {
+        started.push(task.index);
+        await blocked;
+        return "ok";
+      },
+    });
+    const job = await admin.jobs.submit({ queue: "lifted", tasks: [0, 1, 2] });
+    await waitUntil(() => started.length === 1, { timeoutMs: 5000, message: "one task started" });
+    await delay(300);
+    expect(started).toHaveLength(1);
+    // The others wait for the one permit; the limit is lifted: they start without one.
+    await admin.queues.configure("lifted", { maxConcurrency: null });
+    await waitUntil(() => started.length === 3, { timeoutMs: 3000, message: "the waiting tasks started" });
+    unblock();
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 3 });
+    await worker.stop();
+  });
+
+  it("the HTTP pull API leases no task of a paused queue, and leases again after resume", async () => {
+    const rt = await backend.runtime("http-p");
+    const token = "token-queues-worker-0123456789";
+    const api = createHttpApi(rt, { tokens: { [token]: "remote-worker" } });
+    const reserve = async (): Promise<unknown[]> => {
+      const response = await api.fetch(
+        new Request("http://api/queues/remote/tasks", {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify({ batch_size: 10 }),
+        }),
+      );
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { tasks: unknown[] }).tasks;
+    };
+    await rt.queues.pause("remote");
+    await rt.jobs.submit({ queue: "remote", tasks: [1, 2, 3] });
+    // Long enough for the job to be listed and any cached "running" answer to run out.
+    for (let i = 0; i < 5; i++) {
+      expect(await reserve()).toEqual([]);
+      await delay(200);
+    }
+    await rt.queues.resume("remote");
+    let got: unknown[] = [];
+    await waitUntil(
+      async () => {
+        got = await reserve();
+        return got.length > 0;
+      },
+      { timeoutMs: 5_000, message: "tasks leased after resume" },
+    );
+    expect(got.length).toBeGreaterThan(0);
+  });
+});
