@@ -45,6 +45,8 @@ export const brokerNames = (prefix: string) => ({
   answersBucket: `${prefix}_answers`,
   /** Live workers' announcements (`rt.workers.list()`). */
   presenceBucket: `${prefix}_presence`,
+  /** Flow records (`rt.flows`), key = flow id. */
+  flowsBucket: `${prefix}_flows`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 

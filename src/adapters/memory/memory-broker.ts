@@ -13,6 +13,7 @@ import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport, QueueStats, QueueStatsQuery } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
+import type { FlowStore } from "../flow-store.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
@@ -20,6 +21,7 @@ import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
+import { memoryFlows } from "./memory-flows.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
@@ -91,6 +93,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly leases: MemoryLeases;
   readonly taskLeasing: MemoryTaskLeasing;
   readonly presence: Presence;
+  readonly flows: FlowStore;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -104,6 +107,7 @@ class MemoryJobBroker implements MemoryBroker {
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
     this.presence = memoryPresence(server.presence, server.clock, (op) => this.#open(op));
+    this.flows = memoryFlows(server.flows, (op) => this.#open(op));
   }
 
   #open(operation: string): void {

@@ -70,6 +70,7 @@ export class MemoryServerState implements MemoryServer {
   readonly records = new MemoryKv((key) => `job record ${key}`);
   readonly leases = new MemoryKv((key) => `lease ${key}`);
   readonly presence = new MemoryKv((key) => `presence ${key}`);
+  readonly flows = new MemoryKv((key) => `flow record ${key}`);
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;

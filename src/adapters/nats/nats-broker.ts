@@ -11,6 +11,7 @@ import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
+import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
@@ -85,6 +86,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const port = core.connection;
   const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
   const presence = natsPresence(js);
+  const flows = natsFlows(js);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -100,6 +102,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     leases,
     taskLeasing: new NatsTaskLeasing(js),
     presence,
+    flows,
     // Read on every submit: from the current client at once, through an operation only while
     // there is none (it waits for the connection).
     maxPayload: () => {
@@ -263,6 +266,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await dead.provision();
       await leases.provision();
       await presence.provision();
+      await flows.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
     queueStats: (query) => natsQueueStats(js, query),
