@@ -3,7 +3,7 @@ import type { FlowRecord } from "../kernel/flow-record.ts";
 /**
  * Flow records (a KV bucket `<prefix>_flows` on NATS, key = flow id): read and
  * written with compare-and-set on the revision, so any number of drivers
- * (every runtime with the supervisor and submitter roles) step a flow without
+ * (every runtime with the submitter role) step a flow without
  * overwriting each other.
  */
 export interface FlowStore {

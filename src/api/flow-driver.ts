@@ -15,7 +15,10 @@ import type { Jobs } from "./jobs.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
-export const flowSweepMs = 2000;
+const flowSweepMs = 2000;
+
+/** Subscribes to the runtime's job record changes; returns the unsubscribe. */
+export type RecordChanges = (listener: (record: JobRecord) => void) => () => void;
 
 /** Where a driver is about to write: a test hook that throws there is a driver dying at that step. */
 export type FlowStepPoint = "record" | "submit" | "update" | "cancel";
@@ -38,7 +41,7 @@ export const onConflictAgain = <A>(decide: () => Promise<A>, signal: AbortSignal
   );
 
 /** How a node's job looks from its record: none (or rolled back), being submitted, running, ended. */
-export const observe = (found: JobRecord | undefined): ObservedJob => {
+const observe = (found: JobRecord | undefined): ObservedJob => {
   if (found === undefined || found.phase === SubmitPhase.rolledBack) return { kind: "none" };
   if (isFinal(found.status))
     return {
@@ -53,7 +56,7 @@ export const observe = (found: JobRecord | undefined): ObservedJob => {
  * Drives flows: steps a flow (`stepFlow`) from its record and its nodes' job
  * records, writes the record (compare-and-set; a conflict re-reads and steps
  * again), then submits and cancels what the step says. Stateless: every
- * runtime with the supervisor and submitter roles runs one, woken by the job
+ * runtime with the submitter role runs one, woken by the job
  * records of flow nodes as they change (their idempotency key names the flow)
  * and by a sweep of every flow not settled, so a flow whose driver died is
  * finished by another within `flowSweepMs`. Drivers racing on one flow do
@@ -69,7 +72,10 @@ export class FlowDriver {
   readonly #listeners = new Set<(record: FlowRecord) => void>();
   hook: FlowHook | undefined;
 
-  constructor(core: RuntimeCore, broker: Broker, jobs: Jobs) {
+  readonly #watch: RecordChanges;
+
+  constructor(core: RuntimeCore, broker: Broker, jobs: Jobs, watch: RecordChanges) {
+    this.#watch = watch;
     this.#core = core;
     this.#broker = broker;
     this.#jobs = jobs;
@@ -78,19 +84,15 @@ export class FlowDriver {
 
   /** Starts the wake-ups and the sweep, on a runtime that may drive flows. */
   start(): void {
-    const roles = this.#core.options.roles;
-    if (!roles.has("supervisor") || !roles.has("submitter")) return;
-    this.#core.loops.run("flow-wakes", (signal) =>
-      this.#broker.watchRecordChanges(
-        (record) => {
-          const node = flowNodeOfKey(record.idempotencyKey);
-          if (node) this.wake(node.flowId);
-        },
-        signal,
-        undefined,
-        "flows",
-      ),
-    );
+    // Stepping a flow submits its jobs: the submitter's calls and NATS grants (a supervisor's
+    // grants cannot publish tasks). Every runtime that may submit drives flows.
+    if (!this.#core.options.roles.has("submitter")) return;
+    // The runtime's one record watch (the job registry's): no watch of its own.
+    const unwatch = this.#watch((record) => {
+      const node = flowNodeOfKey(record.idempotencyKey);
+      if (node) void this.wake(node.flowId);
+    });
+    this.#core.stopping.addEventListener("abort", unwatch, { once: true });
     this.#core.loops.every("flow-sweep", flowSweepMs, () => this.#sweep(), "later");
   }
 

@@ -19,7 +19,7 @@ import {
 import type { JobStatus } from "../kernel/job-record.ts";
 import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
-import { FlowDriver, onConflictAgain } from "./flow-driver.ts";
+import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
 import type { Jobs, TaskResult } from "./jobs.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -88,7 +88,7 @@ export interface Flows {
   /**
    * Validates the whole flow, writes its record (the commit point), then
    * submits the jobs that depend on none; the rest are submitted as their
-   * dependencies end, by any runtime with the supervisor role.
+   * dependencies end, by any runtime with the submitter role.
    * @example
    * const flow = await rt.flows.submit({ parent: { queue: "sum", tasks: [{}] }, children: [{ queue: "count", tasks: [1, 2] }] });
    * console.log((await flow.done()).status);
@@ -175,11 +175,11 @@ export class FlowRegistry {
   readonly driver: FlowDriver;
   readonly #handles = new Map<string, FlowHandle>();
 
-  constructor(core: RuntimeCore, broker: Broker, jobs: Jobs) {
+  constructor(core: RuntimeCore, broker: Broker, jobs: Jobs, watch: RecordChanges) {
     this.#core = core;
     this.#broker = broker;
     this.#jobs = jobs;
-    this.driver = new FlowDriver(core, broker, jobs);
+    this.driver = new FlowDriver(core, broker, jobs, watch);
     this.driver.start();
   }
 
@@ -360,16 +360,18 @@ export class FlowRegistry {
         () => undefined,
       );
     }, watchMs);
+    const onStop = () => {
+      end();
+      actor.stop();
+    };
     const end = () => {
       clearInterval(poll);
       unlisten();
-      this.#handles.delete(id);
+      this.#core.stopping.removeEventListener("abort", onStop);
+      if (this.#handles.get(id) === handle) this.#handles.delete(id);
     };
     actor.subscribe({ complete: end, error: end });
-    this.#core.stopping.addEventListener("abort", () => {
-      end();
-      actor.stop();
-    });
+    this.#core.stopping.addEventListener("abort", onStop, { once: true });
     const snapshot = (): FlowSnapshot => {
       const { context } = actor.getSnapshot();
       return {

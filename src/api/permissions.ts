@@ -156,6 +156,8 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
   ...kvRead(n.agentsBucket),
   ...kvWrite(n.jobsBucket),
   ...kvWrite(n.leasesBucket),
+  // rt.flows: the flow records, written by their submitter and stepped by every driver.
+  ...kvWrite(n.flowsBucket),
   // A lease that goes (its job over) is purged from the bucket's stream, marker and all.
   `$JS.API.STREAM.PURGE.KV_${n.leasesBucket}`,
   ...streamInfo(n.resultsStream),
@@ -232,7 +234,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
     const streams = [
       n.resultsStream,
       n.deadStream,
-      ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
+      ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket, n.flowsBucket].map(
         (b) => `KV_${b}`,
       ),
       ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
@@ -248,9 +250,14 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
           `$JS.API.CONSUMER.NAMES.${s}`,
           ...messages(s),
         ]),
-        ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
-          (b) => `$KV.${b}.>`,
-        ),
+        ...[
+          n.jobsBucket,
+          n.leasesBucket,
+          n.answersBucket,
+          n.agentsBucket,
+          n.presenceBucket,
+          n.flowsBucket,
+        ].map((b) => `$KV.${b}.>`),
       ],
     };
   },

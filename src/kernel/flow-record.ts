@@ -38,10 +38,10 @@ export const NodeStatus = {
 } as const;
 export type NodeStatus = (typeof NodeStatus)[keyof typeof NodeStatus];
 
-export const isNodeFinal = (status: NodeStatus): boolean =>
+const isNodeFinal = (status: NodeStatus): boolean =>
   status === "succeeded" || status === "failed" || status === "skipped" || status === "cancelled";
 
-export const isFlowFinal = (status: FlowStatus): boolean => status !== FlowStatus.running;
+const isFlowFinal = (status: FlowStatus): boolean => status !== FlowStatus.running;
 
 /** What a failed dependency does to its dependents: `fail` skips them (default), `continue` runs them anyway. */
 export type OnChildFailure = "fail" | "continue";
@@ -80,7 +80,7 @@ export const flowNodeOfKey = (key: string | undefined): { flowId: string; name: 
 };
 
 /** The most nodes a flow may have: each node's job is read on every step of the flow. */
-export const maxFlowNodes = 1000;
+const maxFlowNodes = 1000;
 
 const NodeName = Schema.String.check(
   Schema.isPattern(/^[A-Za-z0-9_-]{1,64}$/, { message: "must be 1–64 of A–Z a–z 0–9 _ -" }),
@@ -249,7 +249,7 @@ const flowEnd = (record: FlowRecord): { status: FlowStatus; reason?: string } =>
 };
 
 /** The node names, each after its dependencies (the graph was checked acyclic). */
-export const topologicalOrder = (
+const topologicalOrder = (
   nodes: Readonly<Record<string, { readonly dependsOn: readonly string[] }>>,
 ) => {
   const order: string[] = [];

@@ -39,7 +39,7 @@ export interface FlowInput {
 export type FlowEvent = { readonly type: "flow.changed"; readonly record: FlowRecord };
 
 /** The nodes of a record as the machine shows them: no requests (their tasks may be large). */
-export const nodeViews = (record: FlowRecord): Record<string, FlowNodeView> =>
+const nodeViews = (record: FlowRecord): Record<string, FlowNodeView> =>
   Object.fromEntries(
     Object.entries(record.nodes).map(([name, node]) => [
       name,
