@@ -17,6 +17,9 @@ import type { RuntimeCore } from "./runtime-core.ts";
 /** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
 const flowSweepMs = 2000;
 
+/** Jobs a step submits at once. */
+const submitsAtOnce = 32;
+
 /** Subscribes to the runtime's job record changes; returns the unsubscribe. */
 export type RecordChanges = (listener: (record: JobRecord) => void) => () => void;
 
@@ -143,15 +146,18 @@ export class FlowDriver {
     if (!decided) return undefined;
     const { record, submit, cancel } = decided;
     this.seen(record);
-    for (const name of submit) {
-      const node = record.nodes[name];
-      if (!node) continue;
-      this.point("submit", flowId, name);
-      await this.#jobs.submit({
-        ...(node.request as { queue: string; tasks: unknown[] }),
-        idempotencyKey: flowNodeKey(flowId, name),
-      });
-    }
+    // The ready nodes' jobs together, as a user would submit independent jobs (at most 32 at once).
+    for (let at = 0; at < submit.length; at += submitsAtOnce)
+      await Promise.all(
+        submit.slice(at, at + submitsAtOnce).map((name) => {
+          const node = record.nodes[name] as FlowRecord["nodes"][string];
+          this.point("submit", flowId, name);
+          return this.#jobs.submit({
+            ...(node.request as { queue: string; tasks: unknown[] }),
+            idempotencyKey: flowNodeKey(flowId, name),
+          });
+        }),
+      );
     for (const jobId of cancel) {
       this.point("cancel", flowId);
       await (await this.#jobs.get(jobId))?.cancel("flow cancelled");
