@@ -249,9 +249,7 @@ const flowEnd = (record: FlowRecord): { status: FlowStatus; reason?: string } =>
 };
 
 /** The node names, each after its dependencies (the graph was checked acyclic). */
-const topologicalOrder = (
-  nodes: Readonly<Record<string, { readonly dependsOn: readonly string[] }>>,
-) => {
+const topologicalOrder = (nodes: Readonly<Record<string, { readonly dependsOn: readonly string[] }>>) => {
   const order: string[] = [];
   const seen = new Set<string>();
   const visit = (name: string): void => {
