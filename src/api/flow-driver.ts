@@ -1,6 +1,6 @@
 import { Effect, Schedule } from "effect";
 import type { Broker } from "../adapters/broker.ts";
-import { RevisionConflict } from "../kernel/errors.ts";
+import { isTransient, RevisionConflict } from "../kernel/errors.ts";
 import {
   type FlowRecord,
   flowNodeKey,
@@ -147,17 +147,43 @@ export class FlowDriver {
     const { record, submit, cancel } = decided;
     this.seen(record);
     // The ready nodes' jobs together, as a user would submit independent jobs (at most 32 at once).
+    const refused = new Map<string, string>();
     for (let at = 0; at < submit.length; at += submitsAtOnce)
       await Promise.all(
         submit.slice(at, at + submitsAtOnce).map((name) => {
           const node = record.nodes[name] as FlowRecord["nodes"][string];
           this.point("submit", flowId, name);
-          return this.#jobs.submit({
-            ...(node.request as { queue: string; tasks: unknown[] }),
-            idempotencyKey: flowNodeKey(flowId, name),
-          });
+          return this.#jobs
+            .submit({
+              ...(node.request as { queue: string; tasks: unknown[] }),
+              idempotencyKey: flowNodeKey(flowId, name),
+            })
+            .catch((error: unknown) => {
+              // A transient failure is tried again by the next step; one refused for good would be
+              // refused at every step: the node fails with it, and the flow goes on by its policy.
+              if (isTransient(error) || this.#core.stopping.aborted) throw error;
+              refused.set(name, error instanceof Error ? error.message : String(error));
+            });
         }),
       );
+    if (refused.size > 0) {
+      await onConflictAgain(async () => {
+        const found = await this.#broker.flows.getFlow(flowId);
+        if (!found) return;
+        const nodes = { ...found.record.nodes };
+        for (const [name, reason] of refused) {
+          const node = nodes[name];
+          if (node?.status === "submitting")
+            nodes[name] = { ...node, status: "failed", reason: `not submitted: ${reason}` };
+        }
+        this.point("update", flowId);
+        await this.#broker.flows.updateFlow(
+          { ...found.record, nodes, updatedAt: this.#core.clock.now() },
+          found.revision,
+        );
+      }, this.#core.stopping);
+      void this.wake(flowId);
+    }
     for (const jobId of cancel) {
       this.point("cancel", flowId);
       await (await this.#jobs.get(jobId))?.cancel("flow cancelled");
