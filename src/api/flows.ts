@@ -187,7 +187,11 @@ export class FlowRegistry {
     requireRole(this.#core.options.roles, "submitter", "rt.flows.submit()");
     const record = await this.#plan(request);
     const existing = await this.#broker.flows.getFlow(record.id);
-    if (existing) return this.#same(existing.record, record);
+    if (existing) {
+      const handle = this.#same(existing.record, record);
+      if (!isSettled(existing.record)) void this.driver.wake(record.id);
+      return handle;
+    }
     let writeError: unknown;
     const { handle, actor } = this.#watch(record.id, undefined, async () => {
       try {

@@ -10,7 +10,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
-import { InvalidArgument } from "../../src/kernel/errors.ts";
+import { IdempotencyConflict, InvalidArgument } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
 import {
@@ -251,6 +251,20 @@ for (const { name, make } of backends) {
       expect((await submitter.jobs.record(child))?.reason).toMatch(/flow cancelled/);
       expect(await submitter.jobs.record(end.nodes.parent?.jobId as string)).toBeUndefined();
       expect(ledger.filter((e) => e.jobId === end.nodes.parent?.jobId)).toHaveLength(0);
+    });
+
+    it("a flow id submitted again: the same request is the same flow (one job per node); another is refused", async () => {
+      const { submitter, worker, ledger } = parts;
+      const request = { id: "again", jobs: { a: { queue: "count", tasks: [{ n: 7 }] } } };
+      const first = await submitter.flows.submit(request);
+      const second = await worker.flows.submit(request);
+      expect(second.id).toBe(first.id);
+      expect((await second.done()).status).toBe("succeeded");
+      expect(ledger.filter((e) => e.jobId === first.snapshot().nodes.a?.jobId)).toHaveLength(1);
+      const other = await submitter.flows
+        .submit({ id: "again", jobs: { a: { queue: "count", tasks: [{ n: 8 }] } } })
+        .catch((e: unknown) => e);
+      expect(other).toBeInstanceOf(IdempotencyConflict);
     });
 
     it("bad flows are refused, naming the field, and nothing is stored", async () => {
