@@ -17,6 +17,9 @@ import type { RuntimeCore } from "./runtime-core.ts";
 /** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
 const flowSweepMs = 2000;
 
+/** A mark without its flow's record is left this long: the submit that wrote it may still write the record. */
+const orphanMarkMs = 60_000;
+
 /** Jobs a step submits at once. */
 const submitsAtOnce = 32;
 
@@ -146,6 +149,8 @@ export class FlowDriver {
     if (!decided) return undefined;
     const { record, submit, cancel } = decided;
     this.seen(record);
+    // Settled: nothing will happen to it any more, so the sweep need not read it again.
+    if (isSettled(record)) await this.#broker.flows.unmarkLive(flowId);
     // The ready nodes' jobs together, as a user would submit independent jobs (at most 32 at once).
     const refused = new Map<string, string>();
     for (let at = 0; at < submit.length; at += submitsAtOnce)
@@ -222,9 +227,21 @@ export class FlowDriver {
     return step;
   }
 
+  /**
+   * Steps every flow marked not settled. A mark whose flow settled (its
+   * driver died between the two writes) goes; one without a record (its
+   * submitter died before writing it) goes once older than `orphanMarkMs`,
+   * and only up to the revision read: the submitter marks again after its
+   * record is written, so a slow submit keeps its mark.
+   */
   async #sweep(): Promise<void> {
-    const flows = await this.#broker.flows.listFlows();
-    for (const record of flows) if (!isSettled(record)) await this.wake(record.id);
+    for (const mark of await this.#broker.flows.listLive()) {
+      const found = await this.#broker.flows.getFlow(mark.id);
+      if (found && !isSettled(found.record)) await this.wake(mark.id);
+      else if (found) await this.#broker.flows.unmarkLive(mark.id);
+      else if (this.#core.clock.now() - mark.markedAt > orphanMarkMs)
+        await this.#broker.flows.unmarkLive(mark.id, mark.revision);
+    }
   }
 
   /** Waits for the steps running here (the runtime stops). */

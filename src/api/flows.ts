@@ -196,7 +196,11 @@ export class FlowRegistry {
     const { handle, actor } = this.#watch(record.id, undefined, async () => {
       try {
         this.driver.point("record", record.id);
+        // The mark first: a record is never without it, so the sweep finds every flow not settled.
+        await this.#broker.flows.markLive(record.id, record.createdAt);
         await this.#broker.flows.createFlow(record);
+        // Again after the record: a sweep that took the first mark for an orphan cannot remove this one.
+        await this.#broker.flows.markLive(record.id, this.#core.clock.now());
         return record;
       } catch (error) {
         // Our own first write (a retry after an unknown outcome), or a racing submit of the same flow.

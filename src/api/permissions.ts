@@ -158,6 +158,8 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
   ...kvWrite(n.leasesBucket),
   // rt.flows: the flow records, written by their submitter and stepped by every driver.
   ...kvWrite(n.flowsBucket),
+  // A flow that settled has its mark (`live.<flowId>`) purged from the bucket's stream.
+  `$JS.API.STREAM.PURGE.KV_${n.flowsBucket}`,
   // A lease that goes (its job over) is purged from the bucket's stream, marker and all.
   `$JS.API.STREAM.PURGE.KV_${n.leasesBucket}`,
   ...streamInfo(n.resultsStream),

@@ -457,7 +457,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect((await broker.listRecords()).filter((x) => x.id === r.id)).toEqual([r]);
     });
 
-    it("flow records: compare-and-set on create and update; listed; read back as written", async () => {
+    it("flow records: compare-and-set on create and update, read back as written; live marks", async () => {
       const id = uid("f");
       const flow: FlowRecord = {
         v: 1,
@@ -480,7 +480,17 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         key: id,
       });
       expect(await broker.flows.getFlow(id)).toEqual({ record: next, revision: rev2 });
-      expect((await broker.flows.listFlows()).filter((f) => f.id === id)).toEqual([next]);
+      // Marks: listed with their revision, removed whole or only up to a revision.
+      await broker.flows.markLive(id, 5);
+      const marked = (await broker.flows.listLive()).find((m) => m.id === id);
+      expect(marked).toMatchObject({ id, markedAt: 5 });
+      expect(await broker.flows.getFlow(id)).toEqual({ record: next, revision: rev2 });
+      await broker.flows.markLive(id, 6);
+      await broker.flows.unmarkLive(id, marked?.revision);
+      expect((await broker.flows.listLive()).find((m) => m.id === id)).toMatchObject({ id, markedAt: 6 });
+      await broker.flows.unmarkLive(id);
+      expect((await broker.flows.listLive()).find((m) => m.id === id)).toBeUndefined();
+      expect(await broker.flows.getFlow(id)).toEqual({ record: next, revision: rev2 });
     });
 
     /** Every page of a walk from the start, each checked against the page's bounds. */

@@ -50,7 +50,10 @@ const memoryBackend = (): Backend => {
       const state = memoryServerState(server);
       return {
         jobs: state.records.live().map((e) => decodeRecord(e.value as string)),
-        flows: state.flows.live().map((e) => decodeFlowRecord(e.value as string).id),
+        flows: state.flows
+          .live()
+          .filter((e) => !e.key.startsWith("live."))
+          .map((e) => decodeFlowRecord(e.value as string).id),
       };
     },
     async stop() {
@@ -66,7 +69,9 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
     try {
       const kv = await new Kvm(nc).create(bucket);
       const out: string[] = [];
+      // Flow records and job records; a flow's mark (`live.<id>`) is no record.
       for await (const key of await kv.keys()) {
+        if (key.startsWith("live.")) continue;
         const entry = await kv.get(key);
         if (entry?.operation === "PUT") out.push(entry.string());
       }

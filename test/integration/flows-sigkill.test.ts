@@ -30,7 +30,9 @@ const keysWithValues = async (bucket: string) => {
   try {
     const kv = await new Kvm(nc).create(bucket);
     const out: Array<Record<string, unknown>> = [];
+    // Records only: a flow's mark (`live.<id>`) is none.
     for await (const key of await kv.keys()) {
+      if (key.startsWith("live.")) continue;
       const entry = await kv.get(key);
       if (entry?.operation === "PUT") out.push(entry.json());
     }

@@ -20,6 +20,7 @@ import {
   type MemoryServer,
 } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 interface Entry {
   readonly queue: string;
@@ -38,6 +39,8 @@ interface Backend {
   runtime(name: string): Promise<Runtime>;
   /** Flow ids stored, read raw. */
   storedFlows(): Promise<string[]>;
+  /** Flow ids marked not settled (`live.<id>`), read raw. */
+  marks(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -54,7 +57,14 @@ const memoryBackend = (): Backend => {
     storedFlows: async () =>
       memoryServerState(server)
         .flows.live()
-        .map((e) => e.key),
+        .map((e) => e.key)
+        .filter((key) => !key.startsWith("live.")),
+    marks: async () =>
+      memoryServerState(server)
+        .flows.live()
+        .map((e) => e.key)
+        .filter((key) => key.startsWith("live."))
+        .map((key) => key.slice(5)),
     async stop() {
       for (const rt of runtimes.splice(0)) await rt.stop();
     },
@@ -75,7 +85,18 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
       try {
         const kv = await new Kvm(nc).create(`${prefix}_flows`);
         const keys: string[] = [];
-        for await (const key of await kv.keys()) keys.push(key);
+        for await (const key of await kv.keys()) if (!key.startsWith("live.")) keys.push(key);
+        return keys;
+      } finally {
+        await nc.close();
+      }
+    },
+    async marks() {
+      const nc = await connect({ servers: nats.url });
+      try {
+        const kv = await new Kvm(nc).create(`${prefix}_flows`);
+        const keys: string[] = [];
+        for await (const key of await kv.keys("live.>")) keys.push(key.slice(5));
         return keys;
       } finally {
         await nc.close();
@@ -183,6 +204,12 @@ for (const { name, make } of backends) {
         expect(parent.deps?.[`child${c}`]).toEqual({ jobId, status: "succeeded", results: returned });
       }
       expect(parent.jobId).toBe(end.nodes.parent?.jobId);
+      // Settled: its mark is gone from the store (the sweep reads marks, not every flow kept),
+      // removed by the step that settled it: sooner than the first sweep (2 s), which would too.
+      await waitUntil(async () => !(await backend.marks()).includes(flow.id), {
+        timeoutMs: 1500,
+        message: "the settled flow's mark removed",
+      });
       // From another runtime: the same flow, ended.
       const seen = await (await backend.runtime("reader")).flows.get(flow.id);
       expect((await seen?.done())?.status).toBe("succeeded");

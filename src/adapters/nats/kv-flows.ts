@@ -3,9 +3,11 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { decodeFlowRecord, encodeFlowRecord } from "../../kernel/flow-record.ts";
-import type { FlowStore } from "../flow-store.ts";
+import type { FlowStore, LiveMark } from "../flow-store.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket, scanBucket } from "./streams.ts";
+import { ensureBucket } from "./streams.ts";
+
+const live = "live.";
 
 /** KV compare-and-set failures become `RevisionConflict`: the driver re-reads and steps again. */
 const casConflict =
@@ -53,11 +55,37 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
           .update(record.id, encodeFlowRecord(record), revision)
           .catch(casConflict(record.id)),
       ),
-    listFlows: () =>
-      broker.run("flow.list", async (nc) => {
+    markLive: (id, at) =>
+      broker.run("flow.mark", async (nc) => {
+        await (await bucket(nc)).put(`${live}${id}`, JSON.stringify({ v: 1, at }));
+      }),
+    // The marks' keys, then one read each: marks are the flows not settled, never every flow kept.
+    listLive: () =>
+      broker.run("flow.marks", async (nc) => {
+        const kv = await bucket(nc);
+        const marks: LiveMark[] = [];
+        for await (const key of await kv.keys(`${live}>`)) {
+          const entry = await kv.get(key);
+          if (entry?.operation !== "PUT") continue;
+          marks.push({
+            id: key.slice(live.length),
+            revision: entry.revision,
+            markedAt: entry.json<{ at: number }>().at,
+          });
+        }
+        return marks;
+      }),
+    // Purged from the stream, marker and all (up to `revision`: a mark written since stays), as a
+    // lease that goes is: the bucket keeps no message per flow that ever settled.
+    unmarkLive: (id, revision) =>
+      broker.run("flow.unmark", async (nc) => {
         await bucket(nc);
-        const { js, jsm } = await broker.handles(nc);
-        return [...(await scanBucket(js, jsm, broker.names.flowsBucket)).values()].map(decodeFlowRecord);
+        const { jsm } = await broker.handles(nc);
+        const name = broker.names.flowsBucket;
+        await jsm.streams.purge(`KV_${name}`, {
+          filter: `$KV.${name}.${live}${id}`,
+          ...(revision === undefined ? {} : { seq: revision + 1 }),
+        });
       }),
   };
 };
