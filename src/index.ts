@@ -18,6 +18,15 @@ export type {
 export type { ConnectionOptions } from "./api/connection-options.ts";
 export { createDashboard, type Dashboard, type DashboardOptions } from "./api/dashboard.ts";
 export type { Diagnosis, Problem, RoleCheck, StoreCheck } from "./api/diagnose.ts";
+export type {
+  FlowDependency,
+  FlowHandle,
+  FlowJobRequest,
+  FlowPolicy,
+  FlowRequest,
+  FlowSnapshot,
+  Flows,
+} from "./api/flows.ts";
 export {
   createHttpApi,
   type HttpApi,
@@ -60,6 +69,7 @@ export {
   TransientBrokerError,
   UnknownAgent,
 } from "./kernel/errors.ts";
+export type { FlowStatus, NodeStatus, OnChildFailure } from "./kernel/flow-record.ts";
 export type { JobEvent, JobEventType } from "./kernel/job-event.ts";
 export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./kernel/job-record.ts";
 export type { Logger } from "./kernel/logger.ts";
@@ -68,3 +78,4 @@ export { defineQueue, type Queue, type Schema, type StandardSchema } from "./ker
 export { PermanentError } from "./kernel/task-outcome.ts";
 export type { TaskProgress } from "./kernel/wire.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";
+export type { FlowNodeView } from "./machines/flow.machine.ts";

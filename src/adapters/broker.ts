@@ -1,6 +1,7 @@
 import type { BrokerAdmin } from "./broker-admin.ts";
 import type { DeadLetters } from "./dead-letters.ts";
 import type { DelayedTasks } from "./delayed-tasks.ts";
+import type { FlowStore } from "./flow-store.ts";
 import type { JobPort } from "./job-port.ts";
 import type { RecordPages, RecordWatch } from "./job-records.ts";
 import type { JobResults } from "./job-results.ts";
@@ -44,6 +45,8 @@ export interface Broker
   readonly queueControls: QueueControls;
   /** Leasing by reference and recorded answers, for the HTTP pull API. */
   readonly taskLeasing: TaskLeasing;
+  /** Flow records (`rt.flows`). */
+  readonly flows: FlowStore;
 
   /** Releases what the broker holds (timers, subscriptions); the runtime's connection is closed separately. */
   close(): Promise<void>;

@@ -53,6 +53,8 @@ export const brokerNames = (prefix: string) => ({
   /** A work-queue stream of permits: each queue's concurrency and rate pools, one subject each. */
   permitsStream: `${prefix}_permits`,
   permitsSubject: (queue: string, kind: "concurrency" | "rate") => `${prefix}.permits.${queue}.${kind}`,
+  /** Flow records (`rt.flows`), key = flow id. */
+  flowsBucket: `${prefix}_flows`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 

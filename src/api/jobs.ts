@@ -214,7 +214,16 @@ export class JobRegistry implements Jobs {
       );
   }
 
+  /** Every record change the runtime's one record watch delivers (flows step on their jobs' changes). */
+  onRecordChange(listener: (record: JobRecord) => void): () => void {
+    this.#recordListeners.add(listener);
+    return () => this.#recordListeners.delete(listener);
+  }
+
+  readonly #recordListeners = new Set<(record: JobRecord) => void>();
+
   #onRecord(record: JobRecord): void {
+    for (const listener of this.#recordListeners) listener(record);
     const local = this.#jobs.get(record.id);
     if (!local) return;
     void local.then(

@@ -175,6 +175,10 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
   ...kvRead(n.agentsBucket),
   ...kvWrite(n.jobsBucket),
   ...kvWrite(n.leasesBucket),
+  // rt.flows: the flow records, written by their submitter and stepped by every driver.
+  ...kvWrite(n.flowsBucket),
+  // A flow that settled has its mark (`live.<flowId>`) purged from the bucket's stream.
+  `$JS.API.STREAM.PURGE.KV_${n.flowsBucket}`,
   // A lease that goes (its job over) is purged from the bucket's stream, marker and all.
   `$JS.API.STREAM.PURGE.KV_${n.leasesBucket}`,
   ...streamInfo(n.resultsStream),
@@ -280,6 +284,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         n.agentsBucket,
         n.presenceBucket,
         n.queuesBucket,
+        n.flowsBucket,
       ].map((b) => `KV_${b}`),
       ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
       // rt.queues.configure() rewrites the permit pools: purge and publish.
@@ -303,6 +308,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
           n.agentsBucket,
           n.presenceBucket,
           n.queuesBucket,
+          n.flowsBucket,
         ].map((b) => `$KV.${b}.>`),
         ...queues.map((q) => `${n.prefix}.permits.${q}.*`),
       ],

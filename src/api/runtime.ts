@@ -13,6 +13,7 @@ import type { WorkerInfo } from "../kernel/presence.ts";
 import { check, checkCleanupOptions, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
 import { type Diagnosis, diagnose } from "./diagnose.ts";
+import { FlowRegistry, type Flows, flowsFace } from "./flows.ts";
 import { JobRegistry, type Jobs, jobsFace } from "./jobs.ts";
 import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
@@ -28,6 +29,8 @@ export interface Runtime {
   readonly connection: ConnectionHandle;
   /** Submit, find and cancel jobs. */
   readonly jobs: Jobs;
+  /** Jobs of jobs: a parent and its children, or a DAG, submitted atomically. */
+  readonly flows: Flows;
   /** `nats` (JetStream) or `memory` (in-process, nothing persisted). */
   readonly broker: "nats" | "memory";
   /** Agents whose upstream target switches on failure, one lock per agent (KV compare-and-set across processes). */
@@ -115,6 +118,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       : "jetstate in memory (no NATS): one process, nothing persisted",
   );
   const jobs = new JobRegistry(core, broker, jobOptions);
+  const flows = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.onRecordChange(listener));
   const agents = createAgentRegistry({
     logger: core.logger,
     store:
@@ -132,6 +136,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
     logger: core.logger,
     connection: connectionHandle(core.connection),
     jobs: jobsFace(jobs),
+    flows: flowsFace(flows),
     broker: broker.kind,
     agents: {
       register: agents.register,
@@ -180,6 +185,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         await Promise.allSettled([...workers].map((w) => w.stop()));
         // After the workers: their last failures may still be reporting to the locks.
         await agents.stop();
+        await flows.stop();
         await jobs.stop();
         await core.stop();
         await broker.close();
@@ -187,7 +193,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       return stopped;
     },
   };
-  runtimeParts.set(runtime, { core, broker, jobs });
+  runtimeParts.set(runtime, { core, broker, jobs, flows });
   if (jobOptions.cleanupIntervalMs > 0 && core.options.roles.has("admin"))
     core.loops.every("cleanup", jobOptions.cleanupIntervalMs, cleanupPass(core, runtime), "later");
   return runtime;
@@ -228,6 +234,7 @@ export interface RuntimeParts {
   readonly core: RuntimeCore;
   readonly broker: Broker;
   readonly jobs: JobRegistry;
+  readonly flows: FlowRegistry;
 }
 
 const runtimeParts = new WeakMap<Runtime, RuntimeParts>();

@@ -9,6 +9,7 @@ import { registerDashboard } from "./dashboard-command.ts";
 import { registerDoctor } from "./doctor-command.ts";
 import { CliFailure, ExitCode, exitCodesHelp } from "./exit-codes.ts";
 import { registerAgents, registerCleanup, registerDlq, registerWorkers } from "./fleet-commands.ts";
+import { registerFlows } from "./flows-commands.ts";
 import { printable } from "./format.ts";
 import { registerJobs } from "./jobs-commands.ts";
 import { registerQueues } from "./queues-commands.ts";
@@ -68,6 +69,7 @@ NATS_CA/NATS_CERT/NATS_KEY (TLS), JETSTATE_LOG_LEVEL (runtime log lines on stder
     };
   };
   registerJobs(program, globals);
+  registerFlows(program, globals);
   registerDlq(program, globals);
   registerWorkers(program, globals);
   registerAgents(program, globals);

@@ -13,7 +13,8 @@ export interface ActorLogKeys {
     | "http"
     | "reaper"
     | "metrics"
-    | "mover";
+    | "mover"
+    | "flow";
   readonly jobId?: string;
   readonly queue?: string;
   readonly agentId?: string;

@@ -4,6 +4,7 @@ import type { RecordsPage, RecordsPageQuery } from "../../src/adapters/job-recor
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
+import type { FlowRecord } from "../../src/kernel/flow-record.ts";
 import { type JobRecord, type JobSettings, laneMaxDeliver } from "../../src/kernel/job-record.ts";
 import {
   type BrokerHarness,
@@ -454,6 +455,42 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await expect(broker.updateRecord(r, rev2)).rejects.toBeInstanceOf(RevisionConflict);
       expect(await broker.createRecord(r)).toBeGreaterThan(rev2);
       expect((await broker.listRecords()).filter((x) => x.id === r.id)).toEqual([r]);
+    });
+
+    it("flow records: compare-and-set on create and update, read back as written; live marks", async () => {
+      const id = uid("f");
+      const flow: FlowRecord = {
+        v: 1,
+        id,
+        status: "running",
+        onChildFailure: "fail",
+        digest: "v1:x",
+        createdAt: 1,
+        updatedAt: 1,
+        nodes: { a: { request: { queue: "q", tasks: [1] }, dependsOn: [], jobId: "ja", status: "waiting" } },
+      };
+      expect(await broker.flows.getFlow(id)).toBeUndefined();
+      const rev1 = await broker.flows.createFlow(flow);
+      await expect(broker.flows.createFlow(flow)).rejects.toBeInstanceOf(RevisionConflict);
+      const next: FlowRecord = { ...flow, status: "cancelled", reason: "r", updatedAt: 2 };
+      const rev2 = await broker.flows.updateFlow(next, rev1);
+      expect(rev2).toBeGreaterThan(rev1);
+      await expect(broker.flows.updateFlow(flow, rev1)).rejects.toMatchObject({
+        _tag: "RevisionConflict",
+        key: id,
+      });
+      expect(await broker.flows.getFlow(id)).toEqual({ record: next, revision: rev2 });
+      // Marks: listed with their revision, removed whole or only up to a revision.
+      await broker.flows.markLive(id, 5);
+      const marked = (await broker.flows.listLive()).find((m) => m.id === id);
+      expect(marked).toMatchObject({ id, markedAt: 5 });
+      expect(await broker.flows.getFlow(id)).toEqual({ record: next, revision: rev2 });
+      await broker.flows.markLive(id, 6);
+      await broker.flows.unmarkLive(id, marked?.revision);
+      expect((await broker.flows.listLive()).find((m) => m.id === id)).toMatchObject({ id, markedAt: 6 });
+      await broker.flows.unmarkLive(id);
+      expect((await broker.flows.listLive()).find((m) => m.id === id)).toBeUndefined();
+      expect(await broker.flows.getFlow(id)).toEqual({ record: next, revision: rev2 });
     });
 
     /** Every page of a walk from the start, each checked against the page's bounds. */

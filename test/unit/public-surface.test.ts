@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { FlowRegistry, flowActorOf } from "../../src/api/flows.ts";
 import { jobActorOf } from "../../src/api/job-handle.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
 import { partsOf } from "../../src/api/runtime.ts";
@@ -44,6 +45,22 @@ describe("the public surface", () => {
       expect(jobActorOf(job).getSnapshot().context.jobId).toBe(job.id);
       expect(() => jobActorOf({ ...job })).toThrow(/must be a job handle/);
       await job.cancel("done looking");
+    } finally {
+      await rt.stop();
+    }
+  });
+
+  it("rt.flows and a flow handle carry only their documented members", async () => {
+    const rt = await createTestRuntime();
+    try {
+      expect(Object.keys(rt.flows).sort()).toEqual(["dependencies", "get", "submit"]);
+      expect(rt.flows).not.toBeInstanceOf(FlowRegistry);
+      expect(partsOf(rt).flows).toBeInstanceOf(FlowRegistry);
+      const flow = await rt.flows.submit({ jobs: { a: { queue: "surface", tasks: [1] } } });
+      expect(Object.keys(flow).sort()).toEqual(["cancel", "done", "id", "snapshot"]);
+      expect(flowActorOf(flow).getSnapshot().context.flowId).toBe(flow.id);
+      expect(() => flowActorOf({ ...flow })).toThrow(/must be a flow handle/);
+      await flow.cancel("done looking");
     } finally {
       await rt.stop();
     }

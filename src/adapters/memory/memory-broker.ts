@@ -15,6 +15,7 @@ import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport, QueueStats, QueueStatsQuery } from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { HeldAnswer, HeldTask } from "../delayed-tasks.ts";
+import type { FlowStore } from "../flow-store.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
@@ -24,6 +25,7 @@ import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
 import { MemoryDelayedTasks } from "./memory-delayed.ts";
+import { memoryFlows } from "./memory-flows.ts";
 import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
@@ -98,6 +100,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly presence: Presence;
   readonly #delayed: MemoryDelayedTasks;
   readonly queueControls: QueueControls;
+  readonly flows: FlowStore;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -117,6 +120,7 @@ class MemoryJobBroker implements MemoryBroker {
       (queue, kind) => server.permitPool(queue, kind),
       (op) => this.#open(op),
     );
+    this.flows = memoryFlows(server.flows, (op) => this.#open(op));
   }
 
   #open(operation: string): void {

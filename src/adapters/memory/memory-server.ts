@@ -74,6 +74,7 @@ export class MemoryServerState implements MemoryServer {
   /** Each queue's controls (`rt.queues`) and its pools of permits, shared by every runtime on this server. */
   readonly queues = new MemoryKv((key) => `queue ${key}`);
   readonly #permitPools = new Map<string, MemoryPermitPool>();
+  readonly flows = new MemoryKv((key) => `flow record ${key}`);
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;

@@ -12,6 +12,7 @@ import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
+import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
@@ -89,6 +90,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const presence = natsPresence(js);
   const delayed = new NatsDelayedTasks(core, js, log);
   const queueControls = natsQueueControls(core, js, log);
+  const flows = natsFlows(js);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -105,6 +107,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     taskLeasing: new NatsTaskLeasing(js),
     presence,
     queueControls,
+    flows,
     // Read on every submit: from the current client at once, through an operation only while
     // there is none (it waits for the connection).
     maxPayload: () => {
@@ -277,6 +280,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await leases.provision();
       await presence.provision();
       await queueControls.provision();
+      await flows.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
     queueStats: (query) => natsQueueStats(js, query),

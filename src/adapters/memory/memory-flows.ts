@@ -1,0 +1,46 @@
+import { decodeFlowRecord, encodeFlowRecord } from "../../kernel/flow-record.ts";
+import type { FlowStore } from "../flow-store.ts";
+import type { MemoryKv } from "./memory-kv.ts";
+
+const live = "live.";
+
+/** Flow records in the memory server's bucket: every runtime sharing the server drives the same flows. */
+export const memoryFlows = (kv: MemoryKv, open: (operation: string) => void): FlowStore => ({
+  createFlow: async (record) => {
+    open("flow.create");
+    return kv.create("flow.create", record.id, encodeFlowRecord(record));
+  },
+  getFlow: async (id) => {
+    open("flow.get");
+    const entry = kv.get("flow.get", id);
+    return entry?.value === undefined
+      ? undefined
+      : { record: decodeFlowRecord(entry.value), revision: entry.revision };
+  },
+  updateFlow: async (record, revision) => {
+    open("flow.update");
+    return kv.update("flow.update", record.id, encodeFlowRecord(record), revision);
+  },
+  markLive: async (id, at) => {
+    open("flow.mark");
+    kv.put("flow.mark", `${live}${id}`, JSON.stringify({ v: 1, at }));
+  },
+  listLive: async () => {
+    open("flow.marks");
+    return kv.live().flatMap((entry) =>
+      entry.key.startsWith(live) && entry.value !== undefined
+        ? [
+            {
+              id: entry.key.slice(live.length),
+              revision: entry.revision,
+              markedAt: (JSON.parse(entry.value) as { at: number }).at,
+            },
+          ]
+        : [],
+    );
+  },
+  unmarkLive: async (id, revision) => {
+    open("flow.unmark");
+    kv.erase("flow.unmark", `${live}${id}`, revision);
+  },
+});

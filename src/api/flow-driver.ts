@@ -1,0 +1,251 @@
+import { Effect, Schedule } from "effect";
+import type { Broker } from "../adapters/broker.ts";
+import { isTransient, RevisionConflict } from "../kernel/errors.ts";
+import {
+  type FlowRecord,
+  flowNodeKey,
+  flowNodeOfKey,
+  isSettled,
+  type ObservedJob,
+  stepFlow,
+} from "../kernel/flow-record.ts";
+import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { childLogger, type Logger } from "../kernel/logger.ts";
+import type { Jobs } from "./jobs.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
+
+/** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
+const flowSweepMs = 2000;
+
+/** A mark without its flow's record is left this long: the submit that wrote it may still write the record. */
+const orphanMarkMs = 60_000;
+
+/** Jobs a step submits at once. */
+const submitsAtOnce = 32;
+
+/** Subscribes to the runtime's job record changes; returns the unsubscribe. */
+export type RecordChanges = (listener: (record: JobRecord) => void) => () => void;
+
+/** Where a driver is about to write: a test hook that throws there is a driver dying at that step. */
+export type FlowStepPoint = "record" | "submit" | "update" | "cancel";
+export type FlowHook = (point: FlowStepPoint, flowId: string, node?: string) => void;
+
+/**
+ * Runs `decide` (read, decide, compare-and-set) again while another writer
+ * got there first: each try reads afresh, so no stale plan is ever written.
+ */
+export const onConflictAgain = <A>(decide: () => Promise<A>, signal: AbortSignal): Promise<A> =>
+  Effect.runPromise(
+    Effect.tryPromise({ try: decide, catch: (error) => error }).pipe(
+      Effect.retry({
+        schedule: Schedule.exponential("5 millis"),
+        times: 20,
+        while: (error) => error instanceof RevisionConflict,
+      }),
+    ),
+    { signal },
+  );
+
+/** How a node's job looks from its record: none (or rolled back), being submitted, running, ended. */
+const observe = (found: JobRecord | undefined): ObservedJob => {
+  if (found === undefined || found.phase === SubmitPhase.rolledBack) return { kind: "none" };
+  if (isFinal(found.status))
+    return {
+      kind: "ended",
+      status: found.status as "succeeded" | "failed",
+      ...(found.reason ? { reason: found.reason } : {}),
+    };
+  return found.phase === SubmitPhase.submitting ? { kind: "pending" } : { kind: "running" };
+};
+
+/**
+ * Drives flows: steps a flow (`stepFlow`) from its record and its nodes' job
+ * records, writes the record (compare-and-set; a conflict re-reads and steps
+ * again), then submits and cancels what the step says. Stateless: every
+ * runtime with the submitter role runs one, woken by the job
+ * records of flow nodes as they change (their idempotency key names the flow)
+ * and by a sweep of every flow not settled, so a flow whose driver died is
+ * finished by another within `flowSweepMs`. Drivers racing on one flow do
+ * the same step: a node's job is one job by its key.
+ */
+export class FlowDriver {
+  readonly #core: RuntimeCore;
+  readonly #broker: Broker;
+  readonly #jobs: Jobs;
+  readonly #log: Logger;
+  /** One step at a time per flow here; a wake during a step runs one more after it. */
+  readonly #stepping = new Map<string, { again: boolean; done: Promise<void> }>();
+  readonly #listeners = new Set<(record: FlowRecord) => void>();
+  hook: FlowHook | undefined;
+
+  readonly #watch: RecordChanges;
+
+  constructor(core: RuntimeCore, broker: Broker, jobs: Jobs, watch: RecordChanges) {
+    this.#watch = watch;
+    this.#core = core;
+    this.#broker = broker;
+    this.#jobs = jobs;
+    this.#log = childLogger(core.logger, { actor: "flow" });
+  }
+
+  /** Starts the wake-ups and the sweep, on a runtime that may drive flows. */
+  start(): void {
+    // Stepping a flow submits its jobs: the submitter's calls and NATS grants (a supervisor's
+    // grants cannot publish tasks). Every runtime that may submit drives flows.
+    if (!this.#core.options.roles.has("submitter")) return;
+    // The runtime's one record watch (the job registry's): no watch of its own.
+    const unwatch = this.#watch((record) => {
+      const node = flowNodeOfKey(record.idempotencyKey);
+      if (node) void this.wake(node.flowId);
+    });
+    this.#core.stopping.addEventListener("abort", unwatch, { once: true });
+    this.#core.loops.every("flow-sweep", flowSweepMs, () => this.#sweep(), "later");
+  }
+
+  /** Every record this runtime reads or writes, for the handles watching it here. */
+  onRecord(listener: (record: FlowRecord) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** A record read here: handed to the handles. */
+  seen(record: FlowRecord): void {
+    for (const listener of [...this.#listeners]) listener(record);
+  }
+
+  /** Steps the flow soon (at once, or after the step running here). */
+  wake(flowId: string): Promise<void> {
+    const running = this.#stepping.get(flowId);
+    if (running) {
+      running.again = true;
+      return running.done;
+    }
+    const entry = { again: false, done: Promise.resolve() };
+    entry.done = (async () => {
+      try {
+        do {
+          entry.again = false;
+          await this.step(flowId).catch((error: unknown) => {
+            if (this.#core.stopping.aborted) return;
+            this.#log.warn({ flowId, err: error }, "flow step failed; the next wake or sweep steps it again");
+          });
+        } while (entry.again && !this.#core.stopping.aborted);
+      } finally {
+        this.#stepping.delete(flowId);
+      }
+    })();
+    this.#stepping.set(flowId, entry);
+    return entry.done;
+  }
+
+  /** The hook, if any, at a write; throwing there stops the step as a crash would. */
+  point(point: FlowStepPoint, flowId: string, node?: string): void {
+    this.hook?.(point, flowId, node);
+  }
+
+  /** One step of the flow: read, decide, write, then submit and cancel. */
+  async step(flowId: string): Promise<FlowRecord | undefined> {
+    const decided = await onConflictAgain(() => this.#decide(flowId), this.#core.stopping);
+    if (!decided) return undefined;
+    const { record, submit, cancel } = decided;
+    this.seen(record);
+    // Settled: nothing will happen to it any more, so the sweep need not read it again.
+    if (isSettled(record)) await this.#broker.flows.unmarkLive(flowId);
+    // The ready nodes' jobs together, as a user would submit independent jobs (at most 32 at once).
+    const refused = new Map<string, string>();
+    for (let at = 0; at < submit.length; at += submitsAtOnce)
+      await Promise.all(
+        submit.slice(at, at + submitsAtOnce).map((name) => {
+          const node = record.nodes[name] as FlowRecord["nodes"][string];
+          this.point("submit", flowId, name);
+          return this.#jobs
+            .submit({
+              ...(node.request as { queue: string; tasks: unknown[] }),
+              idempotencyKey: flowNodeKey(flowId, name),
+            })
+            .catch((error: unknown) => {
+              // A transient failure is tried again by the next step; one refused for good would be
+              // refused at every step: the node fails with it, and the flow goes on by its policy.
+              if (isTransient(error) || this.#core.stopping.aborted) throw error;
+              refused.set(name, error instanceof Error ? error.message : String(error));
+            });
+        }),
+      );
+    if (refused.size > 0) {
+      await onConflictAgain(async () => {
+        const found = await this.#broker.flows.getFlow(flowId);
+        if (!found) return;
+        const nodes = { ...found.record.nodes };
+        for (const [name, reason] of refused) {
+          const node = nodes[name];
+          if (node?.status === "submitting")
+            nodes[name] = { ...node, status: "failed", reason: `not submitted: ${reason}` };
+        }
+        this.point("update", flowId);
+        await this.#broker.flows.updateFlow(
+          { ...found.record, nodes, updatedAt: this.#core.clock.now() },
+          found.revision,
+        );
+      }, this.#core.stopping);
+      void this.wake(flowId);
+    }
+    for (const jobId of cancel) {
+      this.point("cancel", flowId);
+      await (await this.#jobs.get(jobId))?.cancel("flow cancelled");
+    }
+    if (submit.length > 0) {
+      // A cancel may have landed meanwhile: a job submitted after it is cancelled here.
+      const now = await this.#broker.flows.getFlow(flowId);
+      if (now?.record.status === "cancelled") this.wake(flowId);
+    }
+    return record;
+  }
+
+  async #decide(
+    flowId: string,
+  ): Promise<{ record: FlowRecord; submit: readonly string[]; cancel: readonly string[] } | undefined> {
+    const found = await this.#broker.flows.getFlow(flowId);
+    if (!found) return undefined;
+    if (isSettled(found.record)) return { record: found.record, submit: [], cancel: [] };
+    const observed = new Map<string, ObservedJob>();
+    await Promise.all(
+      Object.entries(found.record.nodes).map(async ([name, node]) => {
+        if (node.status === "waiting" || node.status === "skipped" || node.status === "cancelled") return;
+        if (node.status === "succeeded" || node.status === "failed") return;
+        observed.set(name, observe((await this.#broker.getRecord(node.jobId))?.record));
+      }),
+    );
+    const step = stepFlow(
+      found.record,
+      (name) => observed.get(name) ?? { kind: "none" },
+      this.#core.clock.now(),
+    );
+    if (step.record !== found.record) {
+      this.point("update", flowId);
+      await this.#broker.flows.updateFlow(step.record, found.revision);
+    }
+    return step;
+  }
+
+  /**
+   * Steps every flow marked not settled. A mark whose flow settled (its
+   * driver died between the two writes) goes; one without a record (its
+   * submitter died before writing it) goes once older than `orphanMarkMs`,
+   * and only up to the revision read: the submitter marks again after its
+   * record is written, so a slow submit keeps its mark.
+   */
+  async #sweep(): Promise<void> {
+    for (const mark of await this.#broker.flows.listLive()) {
+      const found = await this.#broker.flows.getFlow(mark.id);
+      if (found && !isSettled(found.record)) await this.wake(mark.id);
+      else if (found) await this.#broker.flows.unmarkLive(mark.id);
+      else if (this.#core.clock.now() - mark.markedAt > orphanMarkMs)
+        await this.#broker.flows.unmarkLive(mark.id, mark.revision);
+    }
+  }
+
+  /** Waits for the steps running here (the runtime stops). */
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.#stepping.values()].map((entry) => entry.done));
+  }
+}

@@ -1,0 +1,434 @@
+import { createHash, randomUUID } from "node:crypto";
+import { type Actor, createActor, fromPromise, waitFor } from "xstate";
+import type { Broker } from "../adapters/broker.ts";
+import { planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
+import { decode } from "../kernel/decode.ts";
+import { IdempotencyConflict, InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
+import {
+  checkGraph,
+  encodeFlowRecord,
+  type FlowNode,
+  FlowPolicyShape,
+  type FlowRecord,
+  type FlowStatus,
+  flowNodeKey,
+  flowNodeOfKey,
+  isSettled,
+  type OnChildFailure,
+} from "../kernel/flow-record.ts";
+import type { JobStatus } from "../kernel/job-record.ts";
+import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
+import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
+import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
+import type { Jobs, TaskResult } from "./jobs.ts";
+import { requireRole } from "./permissions.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
+
+/** A job of a flow: a submit request (no idempotency key: the flow gives it one) and the jobs it waits for. */
+export interface FlowJobRequest extends Omit<SubmitRequest, "idempotencyKey"> {
+  /** Names of the flow's jobs that must end before this one is submitted. */
+  readonly dependsOn?: readonly string[];
+}
+
+export interface FlowPolicy {
+  /**
+   * A job whose dependency failed (or was skipped): `fail` skips it and the
+   * flow fails; `continue` runs it anyway, and the flow's end is that of the
+   * jobs nothing depends on (the parent).
+   * @defaultValue "fail"
+   */
+  readonly onChildFailure?: OnChildFailure;
+}
+
+/**
+ * `rt.flows.submit()`: a DAG of named jobs (`jobs`), or its sugar, a parent
+ * and its children (`parent` depends on every child; children are named
+ * `child0`, `child1`, …, the parent `parent`).
+ */
+export type FlowRequest =
+  | {
+      readonly id?: string;
+      readonly jobs: Readonly<Record<string, FlowJobRequest>>;
+      readonly policy?: FlowPolicy;
+    }
+  | {
+      readonly id?: string;
+      readonly parent: Omit<FlowJobRequest, "dependsOn">;
+      readonly children: ReadonlyArray<Omit<FlowJobRequest, "dependsOn">>;
+      readonly policy?: FlowPolicy;
+    };
+
+export interface FlowSnapshot {
+  readonly id: string;
+  /** `running` until every job of the flow ended; then `succeeded`, `failed` or `cancelled`. */
+  readonly status: FlowStatus;
+  readonly reason?: string;
+  /** Each job of the flow: its job id (its job exists once its status is past `waiting`), status and reason. */
+  readonly nodes: Readonly<Record<string, FlowNodeView>>;
+}
+
+export interface FlowHandle {
+  readonly id: string;
+  snapshot(): FlowSnapshot;
+  /** Settles once the flow ended (it does not reject for a failed flow). */
+  done(): Promise<FlowSnapshot>;
+  /** Cancels the flow: its running jobs are cancelled, its waiting ones never submitted. */
+  cancel(reason?: string): Promise<FlowSnapshot>;
+}
+
+/** A dependency of a flow's job as its handler sees it: its job, end and results. */
+export interface FlowDependency<Result = unknown> {
+  readonly jobId: string;
+  readonly status: JobStatus | "skipped" | "cancelled";
+  readonly results: ReadonlyArray<TaskResult<Result>>;
+}
+
+/** `rt.flows`: jobs of jobs. */
+export interface Flows {
+  /**
+   * Validates the whole flow, writes its record (the commit point), then
+   * submits the jobs that depend on none; the rest are submitted as their
+   * dependencies end, by any runtime with the submitter role.
+   * @example
+   * const flow = await rt.flows.submit({ parent: { queue: "sum", tasks: [{}] }, children: [{ queue: "count", tasks: [1, 2] }] });
+   * console.log((await flow.done()).status);
+   */
+  submit(request: FlowRequest): Promise<FlowHandle>;
+  /** The flow with this id, watched from now on; undefined if unknown. */
+  get(id: string): Promise<FlowHandle | undefined>;
+  /**
+   * For a handler of a flow's job (`task.jobId`): each job it depends on, by
+   * name, with its results. `{}` for a job that is no flow's or has no dependencies.
+   * @example
+   * const inputs = await rt.flows.dependencies(task.jobId);
+   * const total = Object.values(inputs).flatMap((d) => d.results).reduce((n, r) => n + (r.ok ? Number(r.result) : 0), 0);
+   */
+  dependencies<Result = unknown>(jobId: string): Promise<Record<string, FlowDependency<Result>>>;
+}
+
+/** How often a watched flow's record is read, for changes another runtime wrote. */
+const watchMs = 250;
+
+const bad = (field: string, message: string): never => {
+  throw new InvalidArgument({ field, message: `${field}: ${message}` });
+};
+
+/** The request in DAG form, checked field by field. */
+const normalise = (
+  request: unknown,
+): { id: string | undefined; jobs: Record<string, FlowJobRequest>; policy: FlowPolicy } => {
+  if (typeof request !== "object" || request === null) return bad("request", "must be an object");
+  const r = request as Record<string, unknown>;
+  let checkedPolicy: FlowPolicy = {};
+  if (r.policy !== undefined) {
+    const decoded = decode(FlowPolicyShape, r.policy, "policy");
+    if (!decoded.ok) return bad(decoded.field, decoded.message);
+    checkedPolicy = decoded.value;
+  }
+  const id = r.id === undefined ? undefined : check(SubjectToken, r.id, "id");
+  if ("jobs" in r) {
+    rejectUnknownKeys(r, ["id", "jobs", "policy"], "");
+    if (typeof r.jobs !== "object" || r.jobs === null || Array.isArray(r.jobs))
+      return bad("jobs", "must be an object of named jobs");
+    return { id, jobs: r.jobs as Record<string, FlowJobRequest>, policy: checkedPolicy };
+  }
+  rejectUnknownKeys(r, ["id", "parent", "children", "policy"], "");
+  if (typeof r.parent !== "object" || r.parent === null) return bad("parent", "must be a submit request");
+  if (!Array.isArray(r.children) || r.children.length === 0)
+    return bad("children", "must be a non-empty list of submit requests");
+  const jobs: Record<string, FlowJobRequest> = {};
+  r.children.forEach((child, n) => {
+    if (typeof child !== "object" || child === null) bad(`children[${n}]`, "must be a submit request");
+    if ("dependsOn" in child) bad(`children[${n}].dependsOn`, "unknown option in a parent/children flow");
+    jobs[`child${n}`] = child as FlowJobRequest;
+  });
+  if ("dependsOn" in r.parent) bad("parent.dependsOn", "unknown option: the parent depends on every child");
+  jobs.parent = { ...(r.parent as FlowJobRequest), dependsOn: Object.keys(jobs) };
+  return { id, jobs, policy: checkedPolicy };
+};
+
+/** The field of a node's request as the user wrote it (`children[1].tasks[0]` or `jobs.b.tasks[0]`). */
+const nodeField = (sugar: boolean, name: string, count: number, field: string): string => {
+  if (!sugar) return `jobs.${name}.${field}`;
+  if (name === "parent") return `parent.${field}`;
+  return name.startsWith("child") && Number(name.slice(5)) < count
+    ? `children[${name.slice(5)}].${field}`
+    : field;
+};
+
+/** Each handle's actor, kept off the public type (tests and the model replay reach it). */
+const actors = new WeakMap<FlowHandle, Actor<FlowMachine>>();
+export const flowActorOf = (handle: FlowHandle): Actor<FlowMachine> => {
+  const actor = actors.get(handle);
+  if (!actor)
+    throw new InvalidArgument({
+      field: "handle",
+      message: "handle: must be a flow handle made by a runtime",
+    });
+  return actor;
+};
+
+export class FlowRegistry {
+  readonly #core: RuntimeCore;
+  readonly #broker: Broker;
+  readonly #jobs: Jobs;
+  readonly driver: FlowDriver;
+  readonly #handles = new Map<string, FlowHandle>();
+
+  constructor(core: RuntimeCore, broker: Broker, jobs: Jobs, watch: RecordChanges) {
+    this.#core = core;
+    this.#broker = broker;
+    this.#jobs = jobs;
+    this.driver = new FlowDriver(core, broker, jobs, watch);
+    this.driver.start();
+  }
+
+  async submit(request: FlowRequest): Promise<FlowHandle> {
+    requireRole(this.#core.options.roles, "submitter", "rt.flows.submit()");
+    const record = await this.#plan(request);
+    const existing = await this.#broker.flows.getFlow(record.id);
+    if (existing) {
+      const handle = this.#same(existing.record, record);
+      if (!isSettled(existing.record)) void this.driver.wake(record.id);
+      return handle;
+    }
+    let writeError: unknown;
+    const { handle, actor } = this.#watch(record.id, undefined, async () => {
+      try {
+        this.driver.point("record", record.id);
+        // The mark first: a record is never without it, so the sweep finds every flow not settled.
+        await this.#broker.flows.markLive(record.id, record.createdAt);
+        await this.#broker.flows.createFlow(record);
+        // Again after the record: a sweep that took the first mark for an orphan cannot remove this one.
+        await this.#broker.flows.markLive(record.id, this.#core.clock.now());
+        return record;
+      } catch (error) {
+        // Our own first write (a retry after an unknown outcome), or a racing submit of the same flow.
+        const found =
+          error instanceof RevisionConflict ? await this.#broker.flows.getFlow(record.id) : undefined;
+        if (found && found.record.digest === record.digest) return found.record;
+        writeError = found ? this.#conflict(found.record) : error;
+        throw writeError;
+      }
+    });
+    await waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting"));
+    if (writeError !== undefined) {
+      actor.stop();
+      this.#handles.delete(record.id);
+      throw writeError;
+    }
+    await this.driver.wake(record.id);
+    return handle;
+  }
+
+  async get(id: string): Promise<FlowHandle | undefined> {
+    requireRole(this.#core.options.roles, "submitter", "rt.flows.get()");
+    check(SubjectToken, id, "id");
+    const local = this.#handles.get(id);
+    if (local) return local;
+    const found = await this.#broker.flows.getFlow(id);
+    if (!found) return undefined;
+    const { handle } = this.#watch(id, found.record);
+    if (!isSettled(found.record)) void this.driver.wake(id);
+    return handle;
+  }
+
+  async dependencies<Result>(jobId: string): Promise<Record<string, FlowDependency<Result>>> {
+    requireRole(this.#core.options.roles, "submitter", "rt.flows.dependencies()");
+    check(SubjectToken, jobId, "jobId");
+    const node = flowNodeOfKey((await this.#jobs.record(jobId))?.idempotencyKey);
+    if (!node) return {};
+    const flow = (await this.#broker.flows.getFlow(node.flowId))?.record;
+    const deps = flow?.nodes[node.name]?.dependsOn ?? [];
+    const entries = await Promise.all(
+      deps.map(async (name) => {
+        const dep = flow?.nodes[name] as FlowNode;
+        const job =
+          dep.status === "skipped" || dep.status === "cancelled"
+            ? undefined
+            : await this.#jobs.get<Result>(dep.jobId);
+        const results: TaskResult<Result>[] = [];
+        if (job) for await (const result of job.results()) results.push(result);
+        const status = job ? (job.snapshot().status as JobStatus) : (dep.status as "skipped" | "cancelled");
+        return [name, { jobId: dep.jobId, status, results }] as const;
+      }),
+    );
+    return Object.fromEntries(entries);
+  }
+
+  /** The flow record a request asks for, checked whole before anything is written. */
+  async #plan(request: FlowRequest): Promise<FlowRecord> {
+    const sugar = typeof request === "object" && request !== null && "parent" in request;
+    const { id: given, jobs, policy } = normalise(request);
+    const id = given ?? `f${randomUUID().replaceAll("-", "")}`;
+    const childCount = sugar ? Object.keys(jobs).length - 1 : 0;
+    for (const [name, node] of Object.entries(jobs))
+      if (typeof node !== "object" || node === null)
+        bad(nodeField(sugar, name, childCount, "").replace(/\.$/, ""), "must be a submit request");
+    checkGraph(jobs);
+    const maxPayload = await this.#broker.maxPayload();
+    const now = this.#core.clock.now();
+    const nodes: Record<string, FlowNode> = {};
+    for (const [name, node] of Object.entries(jobs)) {
+      const { dependsOn = [], ...submit } = node;
+      if ("idempotencyKey" in submit)
+        bad(
+          nodeField(sugar, name, childCount, "idempotencyKey"),
+          "a flow's job takes the flow's key (flow:<id>:<name>)",
+        );
+      const plan = await planSubmit(
+        { ...submit, idempotencyKey: flowNodeKey(id, name) },
+        maxPayload,
+        now,
+      ).catch((error: unknown) => {
+        if (!(error instanceof InvalidArgument)) throw error;
+        const field = nodeField(sugar, name, childCount, error.field ?? "request");
+        throw new InvalidArgument({ field, message: `${field}: ${error.message.replace(/^[^:]*: /, "")}` });
+      });
+      const queue = typeof submit.queue === "string" ? submit.queue : submit.queue.name;
+      nodes[name] = {
+        request: { ...submit, queue },
+        dependsOn: [...dependsOn],
+        jobId: plan.record.id,
+        status: "waiting",
+      };
+    }
+    const onChildFailure = policy.onChildFailure ?? "fail";
+    const digest = `v1:${createHash("sha256")
+      .update(
+        JSON.stringify({
+          onChildFailure,
+          nodes: Object.entries(nodes).map(([n, v]) => [n, v.request, v.dependsOn]),
+        }),
+      )
+      .digest("base64url")}`;
+    const record: FlowRecord = {
+      v: 1,
+      id,
+      status: "running",
+      onChildFailure,
+      nodes,
+      digest,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const size = Buffer.byteLength(encodeFlowRecord(record));
+    if (size > maxPayload)
+      bad(
+        sugar ? "children" : "jobs",
+        `the flow's record (every job's request) would be ${size} bytes; the server's max payload allows ${maxPayload}: ` +
+          "pass references to large inputs instead of the data",
+      );
+    return record;
+  }
+
+  /** A resubmit of a stored flow: the same request gets its handle, another one is refused. */
+  #same(found: FlowRecord, wanted: FlowRecord): FlowHandle {
+    if (found.digest !== wanted.digest) throw this.#conflict(found);
+    return this.#handles.get(found.id) ?? this.#watch(found.id, found).handle;
+  }
+
+  #conflict(found: FlowRecord): IdempotencyConflict {
+    return new IdempotencyConflict({
+      message: `id: flow ${found.id} exists, submitted with other jobs or policy`,
+      idempotencyKey: found.id,
+      queue: "",
+      jobId: found.id,
+    });
+  }
+
+  /** A handle and its actor, following the record written here and read every `watchMs`. */
+  #watch(
+    id: string,
+    record: FlowRecord | undefined,
+    write?: () => Promise<FlowRecord>,
+  ): { handle: FlowHandle; actor: Actor<FlowMachine> } {
+    const machine = flowMachine.provide({
+      actors: {
+        writeRecord: fromPromise(async () => {
+          if (!write) throw new Error("no record to write");
+          return write();
+        }),
+      },
+    });
+    const actor = createActor(machine, {
+      id: `flow:${id}`,
+      input: { flowId: id, ...(record ? { record } : {}) },
+      ...(this.#core.inspect ? { inspect: this.#core.inspect.inspect } : {}),
+    });
+    const follow = (changed: FlowRecord) => {
+      if (changed.id === id && actor.getSnapshot().status === "active")
+        actor.send({ type: "flow.changed", record: changed });
+    };
+    const unlisten = this.driver.onRecord(follow);
+    const poll = setInterval(() => {
+      if (actor.getSnapshot().matches("submitting")) return;
+      this.#broker.flows.getFlow(id).then(
+        (found) => found && follow(found.record),
+        () => undefined,
+      );
+    }, watchMs);
+    const onStop = () => {
+      end();
+      actor.stop();
+    };
+    const end = () => {
+      clearInterval(poll);
+      unlisten();
+      this.#core.stopping.removeEventListener("abort", onStop);
+      if (this.#handles.get(id) === handle) this.#handles.delete(id);
+    };
+    actor.subscribe({ complete: end, error: end });
+    this.#core.stopping.addEventListener("abort", onStop, { once: true });
+    const snapshot = (): FlowSnapshot => {
+      const { context } = actor.getSnapshot();
+      return {
+        id,
+        status: context.status,
+        nodes: context.nodes,
+        ...(context.reason === undefined ? {} : { reason: context.reason }),
+      };
+    };
+    const handle: FlowHandle = {
+      id,
+      snapshot,
+      done: () =>
+        new Promise((resolve) => {
+          const settle = () => {
+            if (actor.getSnapshot().status !== "active") resolve(snapshot());
+          };
+          actor.subscribe({ next: settle, complete: settle });
+          settle();
+        }),
+      cancel: async (reason = "cancelled") => {
+        requireRole(this.#core.options.roles, "submitter", "flow.cancel()");
+        await onConflictAgain(async () => {
+          const found = await this.#broker.flows.getFlow(id);
+          if (found?.record.status !== "running") return;
+          this.driver.point("update", id);
+          const now = this.#core.clock.now();
+          const cancelled: FlowRecord = { ...found.record, status: "cancelled", reason, updatedAt: now };
+          await this.#broker.flows.updateFlow(cancelled, found.revision);
+          this.driver.seen(cancelled);
+        }, this.#core.stopping);
+        await this.driver.wake(id);
+        return snapshot();
+      },
+    };
+    actors.set(handle, actor);
+    this.#handles.set(id, handle);
+    actor.start();
+    return { handle, actor };
+  }
+
+  async stop(): Promise<void> {
+    await this.driver.stop();
+  }
+}
+
+/** `rt.flows` as users see it. */
+export const flowsFace = (registry: FlowRegistry): Flows => ({
+  submit: (request) => registry.submit(request),
+  get: (id) => registry.get(id),
+  dependencies: (jobId) => registry.dependencies(jobId),
+});
