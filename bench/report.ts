@@ -12,6 +12,7 @@ import { mib } from "./lib/stats.ts";
 import type { RatioSummary, SideSummary, ThroughputRun } from "./lib/throughput.ts";
 import type { ListResult } from "./list-jobs.ts";
 import type { ManyJobsResult } from "./many-jobs.ts";
+import { type SchedulingResult, schedulingMarkdown } from "./scheduling.ts";
 import type { SmallJobsResult } from "./small-jobs.ts";
 import type { SubmitLatency } from "./submit-latency.ts";
 import type { TakeoverResult } from "./takeover.ts";
@@ -60,6 +61,8 @@ export interface BenchDocument {
   readonly list?: ListResult;
   /** 1-task jobs while a big job keeps the worker busy (bench/fairness.ts). */
   readonly fairness?: FairnessResult;
+  /** Delayed tasks, priorities, queue limits and pause, flows (bench/scheduling.ts). */
+  readonly scheduling?: SchedulingResult;
   /** The same job on a 3-node cluster, every stream at `replicas`. */
   readonly cluster?: {
     readonly replicas: number;
@@ -252,6 +255,7 @@ export function markdown(doc: BenchDocument): string {
       "",
     );
   }
+  if (doc.scheduling) lines.push(...schedulingMarkdown(doc.scheduling));
   const k = doc.cluster;
   if (k) {
     lines.push(`## 3-node cluster, streams at R${k.replicas} (medians)`, "");

@@ -15,6 +15,8 @@
  *                listRecords() (bench/list-jobs.ts);
  *   fairness     1-task jobs submitted while a 200,000-task job keeps the worker busy:
  *                their submit → done() (bench/fairness.ts);
+ *   scheduling   delayed tasks' lateness, priority behind a backlog, queue rate/concurrency
+ *                limits and pause across worker processes, flows (bench/scheduling.ts);
  *   cluster      (only with --only …,cluster) raw and jetstate on a 3-node cluster at R3,
  *                interleaved, beside the single server's figures of the same run;
  *   plane        (only with --only plane) the per-job protocol of the small-job plane's
@@ -24,7 +26,7 @@
  * The ratio jetstate ÷ raw is printed last. See bench/README.md.
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
- * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover,fairness[,cluster][,plane],
+ * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover,fairness,scheduling[,cluster][,plane],
  * --mem-tasks (100000), --idle-jobs (1000), --live-jobs (10000), --small-jobs (2000), --list-records (100000), --fair-tasks (200000),
  * --takeover-records (100000), --target (0.85),
  * --plane-jobs (1000), --plane-consumers (1000: churn and live), --plane-parts designs,checks,steps,churn,live,actors (all).
@@ -46,6 +48,7 @@ import { measureManyJobs } from "./many-jobs.ts";
 import { runMemoryChild } from "./memory.ts";
 import { runRaw } from "./raw-jetstream.ts";
 import { type BenchDocument, markdown, writeResults } from "./report.ts";
+import { measureScheduling } from "./scheduling.ts";
 import { measureSmallJobs } from "./small-jobs.ts";
 import { measureSubmitLatency } from "./submit-latency.ts";
 import { measureTakeover } from "./takeover.ts";
@@ -60,6 +63,7 @@ const allSections = [
   "list",
   "takeover",
   "fairness",
+  "scheduling",
   "cluster",
   "plane",
 ] as const;
@@ -271,6 +275,8 @@ try {
     });
     log(`fairness: ${JSON.stringify(fairness)}`);
   }
+  let scheduling: BenchDocument["scheduling"];
+  if (wants("scheduling")) scheduling = await measureScheduling(server.url, log);
   let jobPlane: BenchDocument["jobPlane"];
   if (wants("plane")) {
     const shape = {
@@ -311,6 +317,7 @@ try {
     ...(takeover ? { takeover } : {}),
     ...(list ? { list } : {}),
     ...(fairness ? { fairness } : {}),
+    ...(scheduling ? { scheduling } : {}),
     ...(cluster ? { cluster } : {}),
     ...(jobPlane ? { jobPlane } : {}),
     notes,
