@@ -45,6 +45,8 @@ export const brokerNames = (prefix: string) => ({
   answersBucket: `${prefix}_answers`,
   /** Live workers' announcements (`rt.workers.list()`). */
   presenceBucket: `${prefix}_presence`,
+  /** Recurring jobs (`rt.schedules`), one key per schedule id. */
+  schedulesBucket: `${prefix}_schedules`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 

@@ -204,6 +204,10 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
   submitter: (n, queues) => ({
     publish: [
       ...supervise(n, queues),
+      // rt.schedules and the scheduler: reads every schedule, moves lastTick, makes the bucket at
+      // the first upsert (schedules name any queue: submitting a tick's job needs that queue's grants).
+      ...kvWrite(n.schedulesBucket),
+      ...streamCreate(`KV_${n.schedulesBucket}`),
       ...queues.flatMap((q) => [
         // The first submit to a queue creates its streams.
         ...streamCreate(n.tasksStream(q)),
@@ -232,9 +236,14 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
     const streams = [
       n.resultsStream,
       n.deadStream,
-      ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
-        (b) => `KV_${b}`,
-      ),
+      ...[
+        n.jobsBucket,
+        n.leasesBucket,
+        n.answersBucket,
+        n.agentsBucket,
+        n.presenceBucket,
+        n.schedulesBucket,
+      ].map((b) => `KV_${b}`),
       ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
     ];
     return {
@@ -248,9 +257,14 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
           `$JS.API.CONSUMER.NAMES.${s}`,
           ...messages(s),
         ]),
-        ...[n.jobsBucket, n.leasesBucket, n.answersBucket, n.agentsBucket, n.presenceBucket].map(
-          (b) => `$KV.${b}.>`,
-        ),
+        ...[
+          n.jobsBucket,
+          n.leasesBucket,
+          n.answersBucket,
+          n.agentsBucket,
+          n.presenceBucket,
+          n.schedulesBucket,
+        ].map((b) => `$KV.${b}.>`),
       ],
     };
   },

@@ -4,7 +4,16 @@ export type { Logger } from "pino";
 
 /** Fixed keys every actor's child logger may carry; see docs/architecture.md. */
 export interface ActorLogKeys {
-  readonly actor: "connection" | "job" | "worker" | "agent-lock" | "runtime" | "http" | "reaper" | "metrics";
+  readonly actor:
+    | "connection"
+    | "job"
+    | "worker"
+    | "agent-lock"
+    | "runtime"
+    | "http"
+    | "reaper"
+    | "metrics"
+    | "scheduler";
   readonly jobId?: string;
   readonly queue?: string;
   readonly agentId?: string;

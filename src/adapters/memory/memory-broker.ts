@@ -16,6 +16,7 @@ import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
+import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
@@ -24,6 +25,7 @@ import { MemoryLeases } from "./memory-leases.ts";
 import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
 import { memoryQueueStats } from "./memory-queue-stats.ts";
+import { memoryScheduleStore } from "./memory-schedule-store.ts";
 import {
   checkToken,
   type MemoryServer,
@@ -85,12 +87,17 @@ export const createMemoryBroker = (options: MemoryBrokerOptions = {}): MemoryBro
 export const memoryAgentsOf = (broker: Broker): AgentStore | undefined =>
   broker instanceof MemoryJobBroker ? broker.server.agents : undefined;
 
+/** The schedules of a memory broker's server, shared by its runtimes; undefined for any other broker. */
+export const memorySchedulesOf = (broker: Broker): ScheduleStore | undefined =>
+  broker instanceof MemoryJobBroker ? broker.schedules : undefined;
+
 class MemoryJobBroker implements MemoryBroker {
   readonly kind = "memory" as const;
   readonly server: MemoryServerState;
   readonly leases: MemoryLeases;
   readonly taskLeasing: MemoryTaskLeasing;
   readonly presence: Presence;
+  readonly schedules: ScheduleStore;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -104,6 +111,7 @@ class MemoryJobBroker implements MemoryBroker {
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
     this.presence = memoryPresence(server.presence, server.clock, (op) => this.#open(op));
+    this.schedules = memoryScheduleStore(server.schedules, (op) => this.#open(op));
   }
 
   #open(operation: string): void {

@@ -70,6 +70,8 @@ export class MemoryServerState implements MemoryServer {
   readonly records = new MemoryKv((key) => `job record ${key}`);
   readonly leases = new MemoryKv((key) => `lease ${key}`);
   readonly presence = new MemoryKv((key) => `presence ${key}`);
+  /** Recurring jobs (`rt.schedules`): shared by every runtime on this server, as a KV bucket is. */
+  readonly schedules = new MemoryKv((key) => `schedule ${key}`);
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;

@@ -5,6 +5,7 @@ import { isFinal, SubmitPhase } from "../../kernel/job-record.ts";
 import { childLogger } from "../../kernel/logger.ts";
 import type { Broker } from "../broker.ts";
 import { laneConsumer } from "../names.ts";
+import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsJobBroker } from "./job-broker.ts";
@@ -12,6 +13,7 @@ import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { natsPresence } from "./kv-presence.ts";
+import { natsScheduleStore } from "./kv-schedule-store.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
 import { natsQueueStats } from "./queue-stats.ts";
@@ -32,6 +34,8 @@ export interface NatsBroker extends Broker {
   readonly kind: "nats";
   /** The JetStream-level operations. */
   readonly jetstream: NatsJobBroker;
+  /** Recurring jobs (`rt.schedules`), in the `<prefix>_schedules` bucket. */
+  readonly schedules: ScheduleStore;
 }
 
 const decoder = new TextDecoder();
@@ -85,6 +89,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const port = core.connection;
   const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
   const presence = natsPresence(js);
+  const schedules = natsScheduleStore(core, js, js.names.schedulesBucket);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -97,6 +102,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   return {
     kind: "nats",
     jetstream: js,
+    schedules,
     leases,
     taskLeasing: new NatsTaskLeasing(js),
     presence,
@@ -263,6 +269,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await dead.provision();
       await leases.provision();
       await presence.provision();
+      await schedules.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
     queueStats: (query) => natsQueueStats(js, query),
