@@ -1,4 +1,9 @@
-import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+  jetstreamManager,
+} from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
@@ -35,22 +40,20 @@ const entryOf = (id: string, entry: Awaited<ReturnType<KV["get"]>>): StoredSched
  */
 export const natsScheduleStore = (
   core: NatsContext,
-  shared: {
-    readonly setups: ClientSetups;
-    readonly replicas: Replicas;
-    handles(nc: NatsConnection): Promise<{ readonly jsm: JetStreamManager }>;
-  },
+  shared: { readonly setups: ClientSetups; readonly replicas: Replicas },
   bucketName: string,
 ): ScheduleStore & { provision(): Promise<void> } => {
+  // A manager of its own, not the broker's handles: those set up the job streams too, which a
+  // submitter may not create (an admin provisions them), and schedules need none of them.
+  const managers = shared.setups.once<JetStreamManager>();
+  const jsmOf = (nc: NatsConnection) => managers(nc, () => jetstreamManager(nc));
   const buckets = shared.setups.once<KV>();
   const bucket = (nc: NatsConnection): Promise<KV> =>
-    buckets(nc, async () =>
-      ensureBucket(nc, (await shared.handles(nc)).jsm, bucketName, { history: 1 }, shared.replicas),
-    );
+    buckets(nc, async () => ensureBucket(nc, await jsmOf(nc), bucketName, { history: 1 }, shared.replicas));
   /** The bucket if it exists; undefined (nothing made) if not. */
   const existing = async (nc: NatsConnection): Promise<KV | undefined> => {
     try {
-      await (await shared.handles(nc)).jsm.streams.info(`KV_${bucketName}`);
+      await (await jsmOf(nc)).streams.info(`KV_${bucketName}`);
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
