@@ -65,7 +65,13 @@ export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./kernel/job-
 export type { Logger } from "./kernel/logger.ts";
 export type { AgentInfo, WorkerInfo } from "./kernel/presence.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./kernel/queue.ts";
-export type { MissedTicks, ScheduledJob, ScheduleRecord, ScheduleRule } from "./kernel/schedule-record.ts";
+export {
+  type MissedTicks,
+  type ScheduledJob,
+  type ScheduleRecord,
+  type ScheduleRule,
+  scheduleOfJob,
+} from "./kernel/schedule-record.ts";
 export { PermanentError } from "./kernel/task-outcome.ts";
 export type { TaskProgress } from "./kernel/wire.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";

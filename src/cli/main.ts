@@ -11,6 +11,7 @@ import { CliFailure, ExitCode, exitCodesHelp } from "./exit-codes.ts";
 import { registerAgents, registerCleanup, registerDlq, registerWorkers } from "./fleet-commands.ts";
 import { printable } from "./format.ts";
 import { registerJobs } from "./jobs-commands.ts";
+import { registerSchedules } from "./schedules-commands.ts";
 import type { GlobalOptions } from "./session.ts";
 
 /** Typed runtime errors by their tag: what the exit status says about each. */
@@ -67,6 +68,7 @@ NATS_CA/NATS_CERT/NATS_KEY (TLS), JETSTATE_LOG_LEVEL (runtime log lines on stder
     };
   };
   registerJobs(program, globals);
+  registerSchedules(program, globals);
   registerDlq(program, globals);
   registerWorkers(program, globals);
   registerAgents(program, globals);

@@ -104,3 +104,15 @@ export const scheduleOfKey = (
   const tick = Date.parse(key.slice(colon + 1));
   return Number.isNaN(tick) ? undefined : { scheduleId: key.slice(keyPrefix.length, colon), tick };
 };
+
+/**
+ * The schedule and tick a job came from (`jobs ls` shows it), read from its
+ * idempotency key; undefined for a job no schedule submitted.
+ * @example
+ * const from = scheduleOfJob(await rt.jobs.record(id));
+ * if (from) console.log(`tick ${new Date(from.tick).toISOString()} of ${from.scheduleId}`);
+ */
+export const scheduleOfJob = (
+  record: { readonly idempotencyKey?: string } | undefined,
+): { readonly scheduleId: string; readonly tick: number } | undefined =>
+  scheduleOfKey(record?.idempotencyKey);
