@@ -1,4 +1,5 @@
 import { Effect } from "effect";
+import { initialTransition, type SnapshotFrom, transition } from "xstate";
 import type { ScheduleStore } from "../adapters/schedule-store.ts";
 import { backoffSchedule } from "../effects/retry.ts";
 import type { Clock } from "../kernel/clock.ts";
@@ -11,6 +12,7 @@ import {
 } from "../kernel/errors.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { type ScheduleRecord, tickKey } from "../kernel/schedule-record.ts";
+import { type FireAction, type ScheduleEvent, scheduleMachine } from "../machines/schedule.machine.ts";
 import { nextTick, ticksBetween } from "./schedule-rule.ts";
 
 /**
@@ -42,10 +44,12 @@ const maxCatchUp = 20;
 /** Submits of one tick before this runtime gives it up (other runtimes fire it too). */
 const fireAttempts = 12;
 
-/** What a scheduler keeps per schedule: the rule it saw, and the last tick it handled (fired or skipped). */
+type ScheduleSnapshot = SnapshotFrom<typeof scheduleMachine>;
+
+/** What a scheduler keeps per schedule: the rule it saw, and that schedule's statechart snapshot. */
 interface Seen {
   readonly since: number;
-  cursor: number;
+  snapshot: ScheduleSnapshot;
 }
 
 /** Errors no retry mends: the tick is given up here (logged). */
@@ -59,6 +63,8 @@ export class Scheduler {
   readonly #deps: SchedulerDeps;
   readonly #seen = new Map<string, Seen>();
   #startedAt = 0;
+  /** The run's signal: a fire retrying when the runtime stops ends with it. */
+  #signal: AbortSignal | undefined;
   #poke: (() => void) | undefined;
 
   constructor(deps: SchedulerDeps) {
@@ -69,6 +75,7 @@ export class Scheduler {
   async run(signal: AbortSignal): Promise<void> {
     const { clock, log } = this.#deps;
     this.#startedAt = clock.now();
+    this.#signal = signal;
     const refreshMs = this.#deps.refreshMs ?? 1000;
     while (!signal.aborted) {
       let wake = clock.now() + refreshMs;
@@ -95,16 +102,38 @@ export class Scheduler {
     for (const record of records) {
       present.add(record.id);
       const seen = this.#see(record);
-      seen.cursor = Math.max(seen.cursor, record.lastTick ?? Number.NEGATIVE_INFINITY);
-      const due = ticksBetween(record.rule, seen.cursor, now, maxCatchUp);
-      for (const tick of due) this.#fire(record, tick);
-      seen.cursor = due.at(-1) ?? seen.cursor;
-      const next = nextTick(record.rule, Math.max(seen.cursor, now));
+      if (record.lastTick !== undefined && record.lastTick > seen.snapshot.context.cursor)
+        this.#send(record, seen, { type: "tick.recorded", lastTick: record.lastTick });
+      const ticks = ticksBetween(record.rule, seen.snapshot.context.cursor, now, maxCatchUp);
+      if (ticks.length > 0) this.#send(record, seen, { type: "ticks.due", ticks });
+      const next = nextTick(record.rule, Math.max(seen.snapshot.context.cursor, now));
       if (next !== undefined) wake = Math.min(wake, next);
     }
-    // Removed: its ticks stop here.
-    for (const id of this.#seen.keys()) if (!present.has(id)) this.#seen.delete(id);
+    // Removed: its ticks stop here (fires in flight end on their own).
+    for (const [id, seen] of this.#seen)
+      if (!present.has(id)) {
+        seen.snapshot = transition(scheduleMachine, seen.snapshot, { type: "schedule.removed" })[0];
+        this.#seen.delete(id);
+      }
     return wake;
+  }
+
+  /** The state of each schedule this scheduler follows now (tests, the model replay). */
+  states(): Map<string, ScheduleSnapshot> {
+    return new Map([...this.#seen].map(([id, seen]) => [id, seen.snapshot]));
+  }
+
+  /** Moves the schedule's statechart and carries out what it says (fire these ticks). */
+  #send(record: ScheduleRecord, seen: Seen, event: ScheduleEvent): void {
+    const [snapshot, actions] = transition(scheduleMachine, seen.snapshot, event);
+    seen.snapshot = snapshot;
+    this.#act(record, seen, actions);
+  }
+
+  #act(record: ScheduleRecord, seen: Seen, actions: ReadonlyArray<{ readonly type: string }>): void {
+    for (const action of actions)
+      if (action.type === "fire")
+        for (const tick of (action as FireAction).params.ticks) this.#fire(record, seen, tick);
   }
 
   /**
@@ -117,23 +146,25 @@ export class Scheduler {
     const known = this.#seen.get(record.id);
     if (known && known.since === record.since) return known;
     const anchor = Math.max(record.since, record.lastTick ?? Number.NEGATIVE_INFINITY);
-    const seen: Seen = { since: record.since, cursor: Math.max(anchor, this.#startedAt) };
+    const [missedTick] = ticksBetween(record.rule, anchor, this.#startedAt, 1);
+    const [snapshot, actions] = initialTransition(scheduleMachine, {
+      missed: record.missed,
+      cursor: Math.max(anchor, this.#startedAt),
+      ...(missedTick === undefined ? {} : { missedTick }),
+    });
+    const seen: Seen = { since: record.since, snapshot };
     this.#seen.set(record.id, seen);
-    if (record.missed === "runOnce") {
-      const [latest] = ticksBetween(record.rule, anchor, this.#startedAt, 1);
-      if (latest !== undefined) {
-        this.#deps.log.info(
-          { schedule: record.id, tick: new Date(latest).toISOString() },
-          "firing the latest missed tick once",
-        );
-        this.#fire(record, latest);
-      }
-    }
+    if (missedTick !== undefined)
+      this.#deps.log.info(
+        { schedule: record.id, tick: new Date(missedTick).toISOString(), missed: record.missed },
+        record.missed === "runOnce" ? "firing the latest missed tick once" : "missed ticks skipped",
+      );
+    this.#act(record, seen, actions);
     return seen;
   }
 
   /** Submits the tick's job (retried), then moves the schedule's `lastTick` up to it. */
-  #fire(record: ScheduleRecord, tick: number): void {
+  #fire(record: ScheduleRecord, seen: Seen, tick: number): void {
     const { log, track } = this.#deps;
     const key = tickKey(record.id, tick);
     log.info({ schedule: record.id, tick: new Date(tick).toISOString(), key }, "firing tick");
@@ -148,14 +179,19 @@ export class Scheduler {
           while: (error) => !permanent(error),
         }),
       );
+      let ok = false;
       try {
-        await Effect.runPromise(submitted);
+        await Effect.runPromise(submitted, this.#signal ? { signal: this.#signal } : undefined);
+        await this.#recordTick(record.id, tick);
+        ok = true;
       } catch (error) {
-        if (error instanceof RuntimeStopped) return;
-        log.error({ schedule: record.id, key, err: error }, "tick not fired here; given up");
-        return;
+        if (!(error instanceof RuntimeStopped))
+          log.error({ schedule: record.id, key, err: error }, "tick not fired here; given up");
+      } finally {
+        // Told to the snapshot of the rule that fired it, if this scheduler still follows it.
+        if (this.#seen.get(record.id) === seen)
+          seen.snapshot = transition(scheduleMachine, seen.snapshot, { type: "fire.settled", ok })[0];
       }
-      await this.#recordTick(record.id, tick);
     });
   }
 

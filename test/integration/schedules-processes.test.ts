@@ -9,7 +9,6 @@
  * test/fixtures/scheduler-child.ts.
  */
 import path from "node:path";
-import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
@@ -18,19 +17,13 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
 import { alive, type Child, startChild } from "../harness/child-processes.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { rawJobRecords } from "../harness/raw-job-records.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const FIXTURE = path.join(root, "test/fixtures/scheduler-child.ts");
 const queue = "cron1s";
 const runMs = 12_000;
-
-interface RawRecord {
-  readonly id: string;
-  readonly queue: string;
-  readonly phase: string;
-  readonly idempotencyKey?: string;
-}
 
 describe("a 1-second schedule over three processes, one SIGKILLed mid-tick", () => {
   let server: NatsServerHandle;
@@ -55,15 +48,7 @@ describe("a 1-second schedule over three processes, one SIGKILLed mid-tick", () 
     await server?.dispose();
   });
 
-  const records = async (): Promise<RawRecord[]> => {
-    const kv = await new Kvm(nc).open("jetstate_jobs");
-    const found: RawRecord[] = [];
-    for await (const key of await kv.keys()) {
-      const entry = await kv.get(key);
-      if (entry?.operation === "PUT") found.push(entry.json<RawRecord>());
-    }
-    return found.filter((r) => r.queue === queue);
-  };
+  const records = async () => (await rawJobRecords(nc, "jetstate_jobs")).filter((r) => r.queue === queue);
 
   it("every tick in the window fired exactly once, by the raw records and the handlers' ledger", async () => {
     const handled: string[] = [];

@@ -6,7 +6,6 @@
  * ledger of the jobs they ran. Each tick must be one job, handled once, and
  * the ticks consecutive.
  */
-import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
@@ -23,17 +22,8 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { scheduleOfKey, tickKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer, type MemoryServer } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type RawRecord, rawJobRecords } from "../harness/raw-job-records.ts";
 import { waitUntil } from "../harness/wait.ts";
-
-/** A job record as read raw, with the fields these tests look at. */
-interface RawRecord {
-  readonly id: string;
-  readonly queue: string;
-  readonly phase: string;
-  readonly status: string;
-  readonly idempotencyKey?: string;
-  readonly submitId: string;
-}
 
 interface Backend {
   readonly name: string;
@@ -95,13 +85,18 @@ const memoryBackend = (): Backend => {
   };
 };
 
+let backendsMade = 0;
+
 const natsBackend = (server: NatsServerHandle, nc: NatsConnection): Backend => {
   const runtimes: Runtime[] = [];
+  // A prefix of its own per test: runtimes a failed test left running fire nothing of the next one's.
+  const prefix = `sched${++backendsMade}`;
   return {
     name: "nats",
     async runtime(name, options = {}) {
       const rt = await createRuntime({
         servers: server.url,
+        prefix,
         name,
         logger: silentLogger(),
         ...options,
@@ -111,7 +106,7 @@ const natsBackend = (server: NatsServerHandle, nc: NatsConnection): Backend => {
       return rt;
     },
     async crashing(step) {
-      const core = await createRuntimeCore({ servers: server.url, logger: silentLogger() });
+      const core = await createRuntimeCore({ servers: server.url, prefix, logger: silentLogger() });
       const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "crashing" });
       const registry = new JobRegistry(core, broker, crashAfter(step));
       const stop = async () => {
@@ -120,15 +115,7 @@ const natsBackend = (server: NatsServerHandle, nc: NatsConnection): Backend => {
       };
       return { registry, stop };
     },
-    async records() {
-      const kv = await new Kvm(nc).open("jetstate_jobs");
-      const found: RawRecord[] = [];
-      for await (const key of await kv.keys()) {
-        const entry = await kv.get(key);
-        if (entry?.operation === "PUT") found.push(entry.json<RawRecord>());
-      }
-      return found;
-    },
+    records: () => rawJobRecords(nc, `${prefix}_jobs`),
     async stop() {
       for (const rt of runtimes.splice(0)) await rt.stop();
     },
