@@ -146,10 +146,12 @@ export class Scheduler {
     const known = this.#seen.get(record.id);
     if (known && known.since === record.since) return known;
     const anchor = Math.max(record.since, record.lastTick ?? Number.NEGATIVE_INFINITY);
-    const [missedTick] = ticksBetween(record.rule, anchor, this.#startedAt, 1);
+    // Missed: before this scheduler started; a tick in its very first millisecond is due, not missed.
+    const started = this.#startedAt - 1;
+    const [missedTick] = ticksBetween(record.rule, anchor, started, 1);
     const [snapshot, actions] = initialTransition(scheduleMachine, {
       missed: record.missed,
-      cursor: Math.max(anchor, this.#startedAt),
+      cursor: Math.max(anchor, started),
       ...(missedTick === undefined ? {} : { missedTick }),
     });
     const seen: Seen = { since: record.since, snapshot };
