@@ -12,7 +12,7 @@ import { check, maxTimerMs, number, rejectUnknownKeys } from "../kernel/validati
  */
 
 /** The shortest period: below it a tick's submit (a few round trips) would not be over before the next. */
-export const minEveryMs = 100;
+const minEveryMs = 100;
 
 /** A schedule id is a KV key and part of every tick's idempotency key. */
 const ScheduleId = Schema.String.check(

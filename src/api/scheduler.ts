@@ -26,7 +26,7 @@ import { nextTick, ticksBetween } from "./schedule-rule.ts";
  */
 
 /** What firing a tick does: submit the schedule's job under the tick's key (`rt.jobs.submit`). */
-export type FireTick = (record: ScheduleRecord, tick: number, key: string) => Promise<void>;
+type FireTick = (record: ScheduleRecord, tick: number, key: string) => Promise<void>;
 
 export interface SchedulerDeps {
   readonly store: ScheduleStore;

@@ -30,7 +30,7 @@ export interface ScheduledJob {
   readonly stalledTimeoutMs?: number;
 }
 
-export const SCHEDULE_RECORD_VERSION = 1;
+const SCHEDULE_RECORD_VERSION = 1;
 
 export interface ScheduleRecord {
   readonly v: typeof SCHEDULE_RECORD_VERSION;

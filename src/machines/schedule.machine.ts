@@ -141,5 +141,3 @@ export const scheduleMachine = setup({
     removed: { type: "final" },
   },
 });
-
-export type ScheduleMachine = typeof scheduleMachine;
