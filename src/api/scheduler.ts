@@ -187,7 +187,8 @@ export class Scheduler {
         await this.#recordTick(record.id, tick);
         ok = true;
       } catch (error) {
-        if (!(error instanceof RuntimeStopped))
+        // Stopping is not giving up: another runtime, or this one started again, fires it.
+        if (!(error instanceof RuntimeStopped) && !this.#signal?.aborted)
           log.error({ schedule: record.id, key, err: error }, "tick not fired here; given up");
       } finally {
         // Told to the snapshot of the rule that fired it, if this scheduler still follows it.
