@@ -216,6 +216,8 @@ export class Scheduler {
   #sleepUntil(at: number, signal: AbortSignal): Promise<void> {
     const { clock } = this.#deps;
     return new Promise<void>((resolve) => {
+      // Stopped while the pass read the schedules: no timer, or it would be left behind.
+      if (signal.aborted) return resolve();
       const done = () => {
         clock.clearTimeout(timer);
         signal.removeEventListener("abort", done);
