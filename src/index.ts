@@ -48,6 +48,7 @@ export {
 } from "./api/permissions.ts";
 export type { QueueLimits, QueueSettings, Queues } from "./api/queues.ts";
 export { createRuntime, type Runtime, type WorkerListQuery } from "./api/runtime.ts";
+export type { ScheduleInfo, ScheduleRequest, Schedules } from "./api/schedules.ts";
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./api/workers.ts";
 export type { SubmitRequest } from "./effects/plan-submit.ts";
 export type { SkipEntry, SwitchSummary } from "./kernel/agent-record.ts";
@@ -75,6 +76,13 @@ export type { JobCounts, JobRecord, JobSettings, JobStatus } from "./kernel/job-
 export type { Logger } from "./kernel/logger.ts";
 export type { AgentInfo, WorkerInfo } from "./kernel/presence.ts";
 export { defineQueue, type Queue, type Schema, type StandardSchema } from "./kernel/queue.ts";
+export {
+  type MissedTicks,
+  type ScheduledJob,
+  type ScheduleRecord,
+  type ScheduleRule,
+  scheduleOfJob,
+} from "./kernel/schedule-record.ts";
 export { PermanentError } from "./kernel/task-outcome.ts";
 export type { TaskProgress } from "./kernel/wire.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";

@@ -55,6 +55,8 @@ export const brokerNames = (prefix: string) => ({
   permitsSubject: (queue: string, kind: "concurrency" | "rate") => `${prefix}.permits.${queue}.${kind}`,
   /** Flow records (`rt.flows`), key = flow id. */
   flowsBucket: `${prefix}_flows`,
+  /** Recurring jobs (`rt.schedules`), one key per schedule id. */
+  schedulesBucket: `${prefix}_schedules`,
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 

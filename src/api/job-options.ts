@@ -44,6 +44,14 @@ export interface JobRuntimeOptions {
    * @defaultValue false
    */
   readonly lane?: boolean;
+  /**
+   * Fire the ticks of the stored schedules (`rt.schedules`) from this
+   * runtime, when it has the submitter role. Every such runtime fires each
+   * tick, and the tick's idempotency key makes it one job; off: this runtime
+   * only manages schedules (the CLI).
+   * @defaultValue true
+   */
+  readonly scheduler?: boolean;
 }
 
 /** `jobs`: each field's default is the one its documentation states. */
@@ -55,4 +63,5 @@ export const JobsShape = Schema.Struct({
   retentionMs: withDefault(number(1, Number.MAX_SAFE_INTEGER), 7 * 24 * 3600_000),
   cleanupIntervalMs: withDefault(TimerMsOrZero, 600_000),
   lane: withDefault(Schema.Boolean, false),
+  scheduler: withDefault(Schema.Boolean, true),
 } satisfies Record<keyof JobRuntimeOptions, Schema.Top>);

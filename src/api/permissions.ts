@@ -247,6 +247,10 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
     publish: [
       ...supervise(n, queues),
       ...holdAndMove(n, queues),
+      // rt.schedules and the scheduler: reads every schedule, moves lastTick, makes the bucket at
+      // the first upsert (schedules name any queue: submitting a tick's job needs that queue's grants).
+      ...kvWrite(n.schedulesBucket),
+      ...streamCreate(`KV_${n.schedulesBucket}`),
       ...queues.flatMap((q) => [
         // The first submit to a queue creates its streams.
         ...streamCreate(n.tasksStream(q)),
@@ -285,6 +289,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         n.presenceBucket,
         n.queuesBucket,
         n.flowsBucket,
+        n.schedulesBucket,
       ].map((b) => `KV_${b}`),
       ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
       // rt.queues.configure() rewrites the permit pools: purge and publish.
@@ -309,6 +314,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
           n.presenceBucket,
           n.queuesBucket,
           n.flowsBucket,
+          n.schedulesBucket,
         ].map((b) => `$KV.${b}.>`),
         ...queues.map((q) => `${n.prefix}.permits.${q}.*`),
       ],

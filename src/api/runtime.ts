@@ -2,7 +2,9 @@ import { randomUUID } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import type { CleanupOptions, CleanupReport } from "../adapters/broker-admin.ts";
 import { memoryAgentStore } from "../adapters/memory/memory-agent-store.ts";
-import { createMemoryBroker, memoryAgentsOf } from "../adapters/memory/memory-broker.ts";
+import { createMemoryBroker, memoryAgentsOf, memorySchedulesOf } from "../adapters/memory/memory-broker.ts";
+import { MemoryKv } from "../adapters/memory/memory-kv.ts";
+import { memoryScheduleStore } from "../adapters/memory/memory-schedule-store.ts";
 import { describeServer } from "../adapters/nats/describe-server.ts";
 import { supervisedAgentStore } from "../adapters/nats/kv-agent-store.ts";
 import { createNatsBroker, type NatsBroker } from "../adapters/nats/nats-broker.ts";
@@ -19,6 +21,7 @@ import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
 import { type Queues, queuesFace } from "./queues.ts";
 import { createRuntimeCore, type RuntimeCore } from "./runtime-core.ts";
+import { createSchedules, type Schedules } from "./schedules.ts";
 import { listWorkers } from "./worker-presence.ts";
 import { startWorker, type Worker, type WorkerOptions } from "./workers.ts";
 
@@ -35,6 +38,8 @@ export interface Runtime {
   readonly broker: "nats" | "memory";
   /** Agents whose upstream target switches on failure, one lock per agent (KV compare-and-set across processes). */
   readonly agents: Agents;
+  /** Recurring jobs: each tick of a schedule submits its job once, across every runtime. */
+  readonly schedules: Schedules;
   readonly admin: {
     /** Removes what finished jobs and crashed runs left; `dryRun` only reports it. */
     cleanup(options?: CleanupOptions): Promise<CleanupReport>;
@@ -127,6 +132,15 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
           supervisedAgentStore(core, nats?.jetstream)
         : (memoryAgentsOf(broker) ?? memoryAgentStore()),
   });
+  const schedules = createSchedules(
+    core,
+    broker,
+    nats?.schedules ??
+      memorySchedulesOf(broker) ??
+      // A broker of the caller's own (a test's wrapper): schedules of this runtime only.
+      memoryScheduleStore(new MemoryKv((key) => `schedule ${key}`), () => undefined),
+    jobs,
+  );
   // A log line about the server, once: in the loop group so that stop() waits for it too.
   if (nats) core.loops.run("describe-server", () => describeServer(core, nats.jetstream.replicas.wanted));
   const workers = new Set<Worker>();
@@ -145,6 +159,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       subscribe: agents.subscribe,
       list: agents.list,
     },
+    schedules,
     admin: {
       cleanup: async (cleanupOptions = {}) => {
         requireRole(core.options.roles, "admin", "rt.admin.cleanup()");

@@ -10,7 +10,7 @@ const whoAmI = (): string => {
 };
 
 import type { Command } from "commander";
-import type { JobRecord, JobSnapshot, JobStatus } from "../index.ts";
+import { type JobRecord, type JobSnapshot, type JobStatus, scheduleOfJob } from "../index.ts";
 import { explainStill, type Reason } from "./diagnosis.ts";
 import { ExitCode } from "./exit-codes.ts";
 import { clip, duration, fields, print, printJson, table, when } from "./format.ts";
@@ -19,9 +19,15 @@ import { watchJob } from "./watch.ts";
 
 const isOver = (status: JobStatus) => status === "succeeded" || status === "failed";
 
+/** Where a job came from: the schedule and tick that submitted it, else `-`. */
+const fromOf = (j: JobRecord): string => {
+  const from = scheduleOfJob(j);
+  return from ? `schedule ${from.scheduleId} @ ${new Date(from.tick).toISOString()}` : "-";
+};
+
 const listRows = (jobs: readonly JobRecord[], now: number) =>
   table(
-    ["ID", "QUEUE", "STATUS", "PRIORITY", "DONE/TOTAL", "FAILED", "DEAD", "UPDATED", "REASON"],
+    ["ID", "QUEUE", "STATUS", "PRIORITY", "DONE/TOTAL", "FAILED", "DEAD", "UPDATED", "FROM", "REASON"],
     jobs.map((j) => [
       j.id,
       j.queue,
@@ -31,6 +37,7 @@ const listRows = (jobs: readonly JobRecord[], now: number) =>
       String(j.counts.failed),
       String(j.counts.dead),
       `${duration(now - j.updatedAt)} ago`,
+      fromOf(j),
       clip(j.reason ?? "", 60),
     ]),
   );

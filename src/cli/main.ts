@@ -13,6 +13,7 @@ import { registerFlows } from "./flows-commands.ts";
 import { printable } from "./format.ts";
 import { registerJobs } from "./jobs-commands.ts";
 import { registerQueues } from "./queues-commands.ts";
+import { registerSchedules } from "./schedules-commands.ts";
 import type { GlobalOptions } from "./session.ts";
 
 /** Typed runtime errors by their tag: what the exit status says about each. */
@@ -70,6 +71,7 @@ NATS_CA/NATS_CERT/NATS_KEY (TLS), JETSTATE_LOG_LEVEL (runtime log lines on stder
   };
   registerJobs(program, globals);
   registerFlows(program, globals);
+  registerSchedules(program, globals);
   registerDlq(program, globals);
   registerWorkers(program, globals);
   registerAgents(program, globals);

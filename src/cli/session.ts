@@ -34,8 +34,8 @@ export const openRuntime = (options: GlobalOptions, need: Need): Promise<Runtime
     name: `jetstate-cli-${hostname()}-${process.pid}`,
     logger: cliLogger(),
     roles: rolesFor[need],
-    // No reaper and no cleanup loop: a CLI run changes only what its command says.
-    jobs: { takeOver: false, cleanupIntervalMs: 0, reapIntervalMs: 0 },
+    // No reaper, no cleanup loop, no scheduler: a CLI run changes only what its command says.
+    jobs: { takeOver: false, cleanupIntervalMs: 0, reapIntervalMs: 0, scheduler: false },
     connection: {
       operationTimeoutMs: options.timeout,
       connectTimeoutMs: Math.min(options.timeout, 5000),

@@ -14,7 +14,8 @@ export interface ActorLogKeys {
     | "reaper"
     | "metrics"
     | "mover"
-    | "flow";
+    | "flow"
+    | "scheduler";
   readonly jobId?: string;
   readonly queue?: string;
   readonly agentId?: string;

@@ -27,6 +27,7 @@ describe("the public surface", () => {
       ]);
       expect(rt.jobs).not.toBeInstanceOf(JobRegistry);
       expect(partsOf(rt).jobs).toBeInstanceOf(JobRegistry);
+      expect(Object.keys(rt.schedules).sort()).toEqual(["get", "list", "remove", "upsert"]);
       expect(Object.keys(rt.connection).sort()).toEqual(["reset", "snapshot", "state", "subscribe"]);
       expect(rt.connection.state).toBe("idle");
       expect(Object.keys(rt.queues).sort()).toEqual(["configure", "get", "list", "pause", "resume"]);

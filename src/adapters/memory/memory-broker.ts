@@ -20,6 +20,7 @@ import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
 import type { QueueControls } from "../queue-controls.ts";
+import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
@@ -31,6 +32,7 @@ import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
 import { memoryQueueControls } from "./memory-queue-controls.ts";
 import { memoryQueueStats } from "./memory-queue-stats.ts";
+import { memoryScheduleStore } from "./memory-schedule-store.ts";
 import {
   checkToken,
   type MemoryServer,
@@ -92,6 +94,10 @@ export const createMemoryBroker = (options: MemoryBrokerOptions = {}): MemoryBro
 export const memoryAgentsOf = (broker: Broker): AgentStore | undefined =>
   broker instanceof MemoryJobBroker ? broker.server.agents : undefined;
 
+/** The schedules of a memory broker's server, shared by its runtimes; undefined for any other broker. */
+export const memorySchedulesOf = (broker: Broker): ScheduleStore | undefined =>
+  broker instanceof MemoryJobBroker ? broker.schedules : undefined;
+
 class MemoryJobBroker implements MemoryBroker {
   readonly kind = "memory" as const;
   readonly server: MemoryServerState;
@@ -101,6 +107,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly #delayed: MemoryDelayedTasks;
   readonly queueControls: QueueControls;
   readonly flows: FlowStore;
+  readonly schedules: ScheduleStore;
   readonly #ownsServer: boolean;
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
@@ -121,6 +128,7 @@ class MemoryJobBroker implements MemoryBroker {
       (op) => this.#open(op),
     );
     this.flows = memoryFlows(server.flows, (op) => this.#open(op));
+    this.schedules = memoryScheduleStore(server.schedules, (op) => this.#open(op));
   }
 
   #open(operation: string): void {

@@ -75,6 +75,8 @@ export class MemoryServerState implements MemoryServer {
   readonly queues = new MemoryKv((key) => `queue ${key}`);
   readonly #permitPools = new Map<string, MemoryPermitPool>();
   readonly flows = new MemoryKv((key) => `flow record ${key}`);
+  /** Recurring jobs (`rt.schedules`): shared by every runtime on this server, as a KV bucket is. */
+  readonly schedules = new MemoryKv((key) => `schedule ${key}`);
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;

@@ -5,6 +5,7 @@ import { isFinal, SubmitPhase } from "../../kernel/job-record.ts";
 import { childLogger } from "../../kernel/logger.ts";
 import type { Broker } from "../broker.ts";
 import { laneConsumer } from "../names.ts";
+import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsDelayedTasks } from "./delayed-tasks.ts";
@@ -14,6 +15,7 @@ import { NatsJobLeases } from "./job-leases.ts";
 import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
+import { natsScheduleStore } from "./kv-schedule-store.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumeTasks, watchRecords } from "./pull-loops.ts";
 import { natsQueueControls } from "./queue-controls.ts";
@@ -35,6 +37,8 @@ export interface NatsBroker extends Broker {
   readonly kind: "nats";
   /** The JetStream-level operations. */
   readonly jetstream: NatsJobBroker;
+  /** Recurring jobs (`rt.schedules`), in the `<prefix>_schedules` bucket. */
+  readonly schedules: ScheduleStore;
 }
 
 const decoder = new TextDecoder();
@@ -91,6 +95,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const delayed = new NatsDelayedTasks(core, js, log);
   const queueControls = natsQueueControls(core, js, log);
   const flows = natsFlows(js);
+  const schedules = natsScheduleStore(core, js, js.names.schedulesBucket);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -103,6 +108,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   return {
     kind: "nats",
     jetstream: js,
+    schedules,
     leases,
     taskLeasing: new NatsTaskLeasing(js),
     presence,
@@ -281,6 +287,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await presence.provision();
       await queueControls.provision();
       await flows.provision();
+      await schedules.provision();
       for (const queue of queues) await dead.ensure(queue);
     },
     queueStats: (query) => natsQueueStats(js, query),

@@ -1,0 +1,156 @@
+import { Cron } from "croner";
+import { Schema } from "effect";
+import { planSubmit } from "../effects/plan-submit.ts";
+import { InvalidArgument } from "../kernel/errors.ts";
+import type { MissedTicks, ScheduledJob, ScheduleRule } from "../kernel/schedule-record.ts";
+import { check, maxTimerMs, number, rejectUnknownKeys } from "../kernel/validation.ts";
+
+/**
+ * A schedule's rule as ticks (epoch ms): the one place that reads cron
+ * expressions (croner) and periods. Every runtime computes the same ticks
+ * from the same stored rule, so the same tick names the same job everywhere.
+ */
+
+/** The shortest period: below it a tick's submit (a few round trips) would not be over before the next. */
+const minEveryMs = 100;
+
+/** A schedule id is a KV key and part of every tick's idempotency key. */
+const ScheduleId = Schema.String.check(
+  Schema.isMinLength(1, { message: "must not be empty" }),
+  Schema.isMaxLength(128, { message: "is too long (1–128 of A–Z a–z 0–9 _ - = and inner dots)" }),
+  Schema.isPattern(/^[-=\w]+(?:\.[-=\w]+)*$/, {
+    message: "must be 1–128 of A–Z a–z 0–9 _ - = and single dots, not at either end",
+  }),
+);
+const EveryMs = number(minEveryMs, maxTimerMs, { integer: true });
+const Missed = Schema.Literals(["skip", "runOnce"]);
+
+/** What `rt.schedules.upsert` takes. */
+export interface ScheduleRequest {
+  /** The schedule's name: 1–128 of letters, digits, `_ - =` and single dots. */
+  readonly id: string;
+  /** A cron expression (5 fields, or 6 with seconds first), read in `timezone`. Give it or `everyMs`. */
+  readonly cron?: string;
+  /** Every this many ms (≥ 100), ticks at multiples of it since the epoch. Give it or `cron`. */
+  readonly everyMs?: number;
+  /**
+   * The IANA time zone of `cron` (e.g. `Europe/Berlin`).
+   * @defaultValue `UTC`
+   */
+  readonly timezone?: string;
+  /**
+   * Ticks that fell while no runtime ran: `skip` them, or fire the latest once (`runOnce`).
+   * @defaultValue `skip`
+   */
+  readonly missed?: MissedTicks;
+  /** The job each tick submits: what `rt.jobs.submit` takes, without `idempotencyKey` (the tick's). */
+  readonly job: ScheduledJob;
+}
+
+export interface CheckedSchedule {
+  readonly id: string;
+  readonly rule: ScheduleRule;
+  readonly missed: MissedTicks;
+  readonly job: ScheduledJob;
+}
+
+const bad = (field: string, message: string): never => {
+  throw new InvalidArgument({ field, message: `${field}: ${message}` });
+};
+
+const cronOf = (rule: { cron: string; timezone?: string }): Cron =>
+  new Cron(rule.cron, { paused: true, timezone: rule.timezone ?? "UTC" });
+
+const checkTimezone = (timezone: unknown): string => {
+  if (typeof timezone !== "string" || timezone === "") return bad("timezone", "must be an IANA time zone");
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: timezone });
+  } catch {
+    bad("timezone", `unknown time zone ${JSON.stringify(timezone)} (an IANA name, e.g. Europe/Berlin)`);
+  }
+  return timezone;
+};
+
+const checkRule = (request: ScheduleRequest): ScheduleRule => {
+  const hasCron = request.cron !== undefined;
+  if (hasCron === (request.everyMs !== undefined)) return bad("cron", "give either cron or everyMs (one)");
+  if (!hasCron) {
+    if (request.timezone !== undefined) bad("timezone", "only with cron");
+    return { everyMs: check(EveryMs, request.everyMs, "everyMs") };
+  }
+  if (typeof request.cron !== "string") return bad("cron", "must be a cron expression");
+  const rule = {
+    cron: request.cron,
+    ...(request.timezone === undefined ? {} : { timezone: checkTimezone(request.timezone) }),
+  };
+  try {
+    if (cronOf(rule).nextRun(new Date()) === null) bad("cron", "never ticks");
+  } catch (error) {
+    if (error instanceof InvalidArgument) throw error;
+    bad("cron", error instanceof Error ? error.message : String(error));
+  }
+  return rule;
+};
+
+/**
+ * Checks an upsert completely, the job as `rt.jobs.submit` would (every
+ * setting, every task against the queue's schema, the sizes): a bad request
+ * is an `InvalidArgument` naming the field (`job.tasks[2]`), and nothing is
+ * stored. The queue is kept by name: a schema cannot be stored.
+ */
+export const checkScheduleRequest = async (
+  request: unknown,
+  maxPayload: number,
+  now: number,
+): Promise<CheckedSchedule> => {
+  if (typeof request !== "object" || request === null) return bad("request", "must be an object");
+  rejectUnknownKeys(request, ["id", "cron", "everyMs", "timezone", "missed", "job"], "");
+  const given = request as ScheduleRequest;
+  const id = check(ScheduleId, given.id, "id");
+  const rule = checkRule(given);
+  const missed = given.missed === undefined ? "skip" : check(Missed, given.missed, "missed");
+  const job = given.job as unknown;
+  if (typeof job !== "object" || job === null) return bad("job", "must be a submit request");
+  if ("idempotencyKey" in job)
+    bad("job.idempotencyKey", "is the tick's (schedule:<id>:<tick>): leave it out");
+  try {
+    const plan = await planSubmit(
+      { ...(job as ScheduledJob), idempotencyKey: tickKeyProbe(id) },
+      maxPayload,
+      now,
+    );
+    const { queue: _queue, ...rest } = job as ScheduledJob;
+    return { id, rule, missed, job: { ...rest, queue: plan.record.queue } };
+  } catch (error) {
+    if (!(error instanceof InvalidArgument)) throw error;
+    const field = `job.${error.field ?? ""}`.replace(/\.$/, "");
+    throw new InvalidArgument({ field, message: `job.${error.message}` });
+  }
+};
+
+/** The longest key a tick of `id` gets: checked once at upsert, so no tick's key is refused later. */
+const tickKeyProbe = (id: string): string => `schedule:${id}:${new Date(0).toISOString()}`;
+
+/** The first tick after `after`; undefined if the rule never ticks again. */
+export const nextTick = (rule: ScheduleRule, after: number): number | undefined => {
+  if ("everyMs" in rule) return (Math.floor(after / rule.everyMs) + 1) * rule.everyMs;
+  return cronOf(rule).nextRun(new Date(after))?.getTime();
+};
+
+/** The ticks in (after, upTo], oldest first, at most the latest `limit` of them. */
+export const ticksBetween = (rule: ScheduleRule, after: number, upTo: number, limit: number): number[] => {
+  if (upTo <= after || limit <= 0) return [];
+  if ("everyMs" in rule) {
+    const last = Math.floor(upTo / rule.everyMs);
+    const first = Math.max(Math.floor(after / rule.everyMs) + 1, last - limit + 1);
+    const ticks: number[] = [];
+    for (let n = first; n <= last; n++) ticks.push(n * rule.everyMs);
+    return ticks;
+  }
+  // croner's previousRuns is strictly before its reference: +1 ms takes in a tick at upTo.
+  return cronOf(rule)
+    .previousRuns(limit, new Date(upTo + 1))
+    .map((d) => d.getTime())
+    .filter((t) => t > after)
+    .reverse();
+};

@@ -1,0 +1,232 @@
+import { Effect } from "effect";
+import { initialTransition, type SnapshotFrom, transition } from "xstate";
+import type { ScheduleStore } from "../adapters/schedule-store.ts";
+import { backoffSchedule } from "../effects/retry.ts";
+import type { Clock } from "../kernel/clock.ts";
+import {
+  IdempotencyConflict,
+  InvalidArgument,
+  RevisionConflict,
+  RoleNotHeld,
+  RuntimeStopped,
+} from "../kernel/errors.ts";
+import type { Logger } from "../kernel/logger.ts";
+import { type ScheduleRecord, tickKey } from "../kernel/schedule-record.ts";
+import { type FireAction, type ScheduleEvent, scheduleMachine } from "../machines/schedule.machine.ts";
+import { nextTick, ticksBetween } from "./schedule-rule.ts";
+
+/**
+ * One runtime's scheduler: one loop and one timer for every schedule. Each
+ * pass reads the schedules, fires the ticks that fell due since the last
+ * pass, and sleeps until the next tick of any schedule (at most `refreshMs`,
+ * so that schedules written elsewhere are seen within it). Every runtime with
+ * the submitter role runs one; each fires every tick, and the tick's job is
+ * the same job everywhere (its idempotency key names it), so a tick fires
+ * once whichever runtimes live, die or lag.
+ */
+
+/** What firing a tick does: submit the schedule's job under the tick's key (`rt.jobs.submit`). */
+type FireTick = (record: ScheduleRecord, tick: number, key: string) => Promise<void>;
+
+export interface SchedulerDeps {
+  readonly store: ScheduleStore;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly fire: FireTick;
+  /** Runs `work` as the runtime's work: `stop()` waits for it. */
+  readonly track: (name: string, work: () => Promise<unknown>) => void;
+  /** The longest sleep between two passes. @defaultValue 1000 */
+  readonly refreshMs?: number;
+}
+
+/** How many due ticks of one schedule a pass fires at most: a runtime that stalled longer fires the latest. */
+const maxCatchUp = 20;
+/** Submits of one tick before this runtime gives it up (other runtimes fire it too). */
+const fireAttempts = 12;
+
+type ScheduleSnapshot = SnapshotFrom<typeof scheduleMachine>;
+
+/** What a scheduler keeps per schedule: the rule it saw, and that schedule's statechart snapshot. */
+interface Seen {
+  readonly since: number;
+  snapshot: ScheduleSnapshot;
+}
+
+/** Errors no retry mends: the tick is given up here (logged). */
+const permanent = (error: unknown): boolean =>
+  error instanceof InvalidArgument ||
+  error instanceof IdempotencyConflict ||
+  error instanceof RoleNotHeld ||
+  error instanceof RuntimeStopped;
+
+export class Scheduler {
+  readonly #deps: SchedulerDeps;
+  readonly #seen = new Map<string, Seen>();
+  #startedAt = 0;
+  /** The run's signal: a fire retrying when the runtime stops ends with it. */
+  #signal: AbortSignal | undefined;
+  #poke: (() => void) | undefined;
+
+  constructor(deps: SchedulerDeps) {
+    this.#deps = deps;
+  }
+
+  /** Runs passes until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    const { clock, log } = this.#deps;
+    this.#startedAt = clock.now();
+    this.#signal = signal;
+    const refreshMs = this.#deps.refreshMs ?? 1000;
+    while (!signal.aborted) {
+      let wake = clock.now() + refreshMs;
+      try {
+        wake = Math.min(wake, this.#pass((await this.#deps.store.list()).map((s) => s.record)));
+      } catch (error) {
+        if (signal.aborted) return;
+        log.warn({ err: error }, "schedules not read; trying again");
+      }
+      await this.#sleepUntil(wake, signal);
+    }
+  }
+
+  /** A schedule changed here (upsert, remove): the next pass now, not at the next wake. */
+  poke(): void {
+    this.#poke?.();
+  }
+
+  /** Fires what fell due; returns when the next tick of any schedule falls. */
+  #pass(records: readonly ScheduleRecord[]): number {
+    const now = this.#deps.clock.now();
+    let wake = Number.POSITIVE_INFINITY;
+    const present = new Set<string>();
+    for (const record of records) {
+      present.add(record.id);
+      const seen = this.#see(record);
+      if (record.lastTick !== undefined && record.lastTick > seen.snapshot.context.cursor)
+        this.#send(record, seen, { type: "tick.recorded", lastTick: record.lastTick });
+      const ticks = ticksBetween(record.rule, seen.snapshot.context.cursor, now, maxCatchUp);
+      if (ticks.length > 0) this.#send(record, seen, { type: "ticks.due", ticks });
+      const next = nextTick(record.rule, Math.max(seen.snapshot.context.cursor, now));
+      if (next !== undefined) wake = Math.min(wake, next);
+    }
+    // Removed: its ticks stop here (fires in flight end on their own).
+    for (const [id, seen] of this.#seen)
+      if (!present.has(id)) {
+        seen.snapshot = transition(scheduleMachine, seen.snapshot, { type: "schedule.removed" })[0];
+        this.#seen.delete(id);
+      }
+    return wake;
+  }
+
+  /** The state of each schedule this scheduler follows now (tests, the model replay). */
+  states(): Map<string, ScheduleSnapshot> {
+    return new Map([...this.#seen].map(([id, seen]) => [id, seen.snapshot]));
+  }
+
+  /** Moves the schedule's statechart and carries out what it says (fire these ticks). */
+  #send(record: ScheduleRecord, seen: Seen, event: ScheduleEvent): void {
+    const [snapshot, actions] = transition(scheduleMachine, seen.snapshot, event);
+    seen.snapshot = snapshot;
+    this.#act(record, seen, actions);
+  }
+
+  #act(record: ScheduleRecord, seen: Seen, actions: ReadonlyArray<{ readonly type: string }>): void {
+    for (const action of actions)
+      if (action.type === "fire")
+        for (const tick of (action as FireAction).params.ticks) this.#fire(record, seen, tick);
+  }
+
+  /**
+   * What this runtime keeps of `record`, from its first sight of this rule.
+   * Its ticks up to the later of the rule's start and its last fired tick are
+   * done; those after that but before this scheduler started fell while it
+   * did not run: missed, skipped, or the latest one fired once (`runOnce`).
+   */
+  #see(record: ScheduleRecord): Seen {
+    const known = this.#seen.get(record.id);
+    if (known && known.since === record.since) return known;
+    const anchor = Math.max(record.since, record.lastTick ?? Number.NEGATIVE_INFINITY);
+    // Missed: before this scheduler started; a tick in its very first millisecond is due, not missed.
+    const started = this.#startedAt - 1;
+    const [missedTick] = ticksBetween(record.rule, anchor, started, 1);
+    const [snapshot, actions] = initialTransition(scheduleMachine, {
+      missed: record.missed,
+      cursor: Math.max(anchor, started),
+      ...(missedTick === undefined ? {} : { missedTick }),
+    });
+    const seen: Seen = { since: record.since, snapshot };
+    this.#seen.set(record.id, seen);
+    if (missedTick !== undefined)
+      this.#deps.log.info(
+        { schedule: record.id, tick: new Date(missedTick).toISOString(), missed: record.missed },
+        record.missed === "runOnce" ? "firing the latest missed tick once" : "missed ticks skipped",
+      );
+    this.#act(record, seen, actions);
+    return seen;
+  }
+
+  /** Submits the tick's job (retried), then moves the schedule's `lastTick` up to it. */
+  #fire(record: ScheduleRecord, seen: Seen, tick: number): void {
+    const { log, track } = this.#deps;
+    const key = tickKey(record.id, tick);
+    log.info({ schedule: record.id, tick: new Date(tick).toISOString(), key }, "firing tick");
+    track(`schedule.${record.id}`, async () => {
+      const submitted = Effect.tryPromise({
+        try: () => this.#deps.fire(record, tick, key),
+        catch: (error) => error,
+      }).pipe(
+        Effect.retry({
+          schedule: backoffSchedule({ initialMs: 200, maxMs: 5000, jitter: true }),
+          times: fireAttempts - 1,
+          while: (error) => !permanent(error),
+        }),
+      );
+      let ok = false;
+      try {
+        await Effect.runPromise(submitted, this.#signal ? { signal: this.#signal } : undefined);
+        await this.#recordTick(record.id, tick);
+        ok = true;
+      } catch (error) {
+        // Stopping is not giving up: another runtime, or this one started again, fires it.
+        if (!(error instanceof RuntimeStopped) && !this.#signal?.aborted)
+          log.error({ schedule: record.id, key, err: error }, "tick not fired here; given up");
+      } finally {
+        // Told to the snapshot of the rule that fired it, if this scheduler still follows it.
+        if (this.#seen.get(record.id) === seen)
+          seen.snapshot = transition(scheduleMachine, seen.snapshot, { type: "fire.settled", ok })[0];
+      }
+    });
+  }
+
+  /** `lastTick` moves up to `tick` by compare-and-set, never back; a lost race is read again. */
+  async #recordTick(id: string, tick: number): Promise<void> {
+    const { store, clock } = this.#deps;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const stored = await store.read(id);
+      if (!stored || (stored.record.lastTick ?? Number.NEGATIVE_INFINITY) >= tick) return;
+      try {
+        await store.update({ ...stored.record, lastTick: tick, updatedAt: clock.now() }, stored.revision);
+        return;
+      } catch (error) {
+        if (!(error instanceof RevisionConflict)) throw error;
+      }
+    }
+  }
+
+  #sleepUntil(at: number, signal: AbortSignal): Promise<void> {
+    const { clock } = this.#deps;
+    return new Promise<void>((resolve) => {
+      // Stopped while the pass read the schedules: no timer, or it would be left behind.
+      if (signal.aborted) return resolve();
+      const done = () => {
+        clock.clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.#poke = undefined;
+        resolve();
+      };
+      const timer = clock.setTimeout(done, Math.max(0, at - clock.now()));
+      this.#poke = done;
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}

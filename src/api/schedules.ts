@@ -1,0 +1,142 @@
+import type { Broker } from "../adapters/broker.ts";
+import type { ScheduleStore } from "../adapters/schedule-store.ts";
+import { jobIdFor } from "../effects/plan-submit.ts";
+import { InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
+import { SubmitPhase } from "../kernel/job-record.ts";
+import { childLogger } from "../kernel/logger.ts";
+import { type ScheduleRecord, sameRule } from "../kernel/schedule-record.ts";
+import type { JobRegistry } from "./jobs.ts";
+import { requireRole } from "./permissions.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
+import { checkScheduleRequest, nextTick, type ScheduleRequest } from "./schedule-rule.ts";
+import { Scheduler } from "./scheduler.ts";
+
+export type { ScheduleRequest } from "./schedule-rule.ts";
+
+/** A schedule as `rt.schedules` shows it: the stored record and its next tick. */
+export interface ScheduleInfo extends ScheduleRecord {
+  /** The next tick after now and after the last fired (epoch ms); absent if the rule never ticks again. */
+  readonly nextTick?: number;
+}
+
+/** `rt.schedules`: recurring jobs, fired once per tick by the runtimes with the submitter role. */
+export interface Schedules {
+  /**
+   * Creates or replaces a schedule (checked first as `rt.jobs.submit` checks
+   * a job: a bad one is an `InvalidArgument` naming the field, and nothing is
+   * stored). A new rule takes effect from its next tick; replacing only the
+   * job or the policy keeps the ticks as they were.
+   * @example
+   * await rt.schedules.upsert({ id: "nightly", cron: "0 3 * * *", timezone: "Europe/Berlin",
+   *   job: { queue: "reports", tasks: [{ kind: "daily" }] } });
+   */
+  upsert(request: ScheduleRequest): Promise<ScheduleInfo>;
+  /** The schedule with this id; undefined if there is none. */
+  get(id: string): Promise<ScheduleInfo | undefined>;
+  /** Every schedule. */
+  list(): Promise<ScheduleInfo[]>;
+  /** Removes the schedule: no tick of it fires after every runtime's next pass. False if there was none. */
+  remove(id: string): Promise<boolean>;
+}
+
+/** How often an upsert re-reads and writes again after losing a compare-and-set race. */
+const upsertAttempts = 5;
+
+const infoOf = (record: ScheduleRecord, now: number): ScheduleInfo => {
+  const next = nextTick(record.rule, Math.max(now, record.lastTick ?? now));
+  return next === undefined ? record : { ...record, nextTick: next };
+};
+
+const checkId = (id: unknown): string => {
+  if (typeof id !== "string" || id === "" || id.length > 128 || !/^[-=\w]+(?:\.[-=\w]+)*$/.test(id))
+    throw new InvalidArgument({
+      field: "id",
+      message: "id: must be a schedule id (1–128 of A–Z a–z 0–9 _ - = .)",
+    });
+  return id;
+};
+
+/**
+ * `rt.schedules` and, when this runtime submits (and `jobs.scheduler` is on),
+ * its scheduler loop in the runtime's loop group: it fires each tick by
+ * submitting the schedule's job with the tick's idempotency key.
+ */
+export const createSchedules = (
+  core: RuntimeCore,
+  broker: Broker,
+  store: ScheduleStore,
+  jobs: JobRegistry,
+): Schedules => {
+  const roles = core.options.roles;
+  const log = childLogger(core.logger, { actor: "scheduler" });
+  const scheduler =
+    roles.has("submitter") && core.options.jobs.scheduler
+      ? new Scheduler({
+          store,
+          clock: core.clock,
+          log,
+          track: (name, work) => core.loops.track(name, work),
+          fire: async (record, _tick, key) => {
+            // Committed already (another runtime fired it): nothing to submit, no actor to start.
+            const found = (await broker.getRecord(jobIdFor(record.job.queue, key)))?.record;
+            if (found?.phase === SubmitPhase.committed) return;
+            await jobs.submit({ ...record.job, idempotencyKey: key });
+          },
+        })
+      : undefined;
+  if (scheduler) core.loops.run("scheduler", (signal) => scheduler.run(signal));
+  const need = (call: string) => requireRole(roles, "submitter", call);
+  return {
+    upsert: async (request) => {
+      need("rt.schedules.upsert()");
+      const now = core.clock.now();
+      const checked = await checkScheduleRequest(request, await broker.maxPayload(), now);
+      for (let attempt = 1; ; attempt++) {
+        const stored = await store.read(checked.id);
+        const at = core.clock.now();
+        const record: ScheduleRecord = stored
+          ? {
+              ...stored.record,
+              ...checked,
+              since: sameRule(stored.record.rule, checked.rule) ? stored.record.since : at,
+              updatedAt: at,
+            }
+          : { v: 1, ...checked, since: at, createdAt: at, updatedAt: at };
+        try {
+          if (stored) await store.update(record, stored.revision);
+          else await store.create(record);
+          scheduler?.poke();
+          return infoOf(record, at);
+        } catch (error) {
+          if (!(error instanceof RevisionConflict) || attempt >= upsertAttempts) throw error;
+        }
+      }
+    },
+    get: async (id) => {
+      need("rt.schedules.get()");
+      const stored = await store.read(checkId(id));
+      return stored && infoOf(stored.record, core.clock.now());
+    },
+    list: async () => {
+      need("rt.schedules.list()");
+      const now = core.clock.now();
+      return (await store.list())
+        .map((s) => infoOf(s.record, now))
+        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    },
+    remove: async (id) => {
+      need("rt.schedules.remove()");
+      checkId(id);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const removed = await store.remove(id);
+          scheduler?.poke();
+          return removed;
+        } catch (error) {
+          // A scheduler moved its lastTick between the read and the delete: read it again.
+          if (!(error instanceof RevisionConflict) || attempt >= upsertAttempts) throw error;
+        }
+      }
+    },
+  };
+};

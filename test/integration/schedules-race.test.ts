@@ -1,0 +1,99 @@
+/**
+ * Two schedulers that fire the same tick at the same moment (on NATS they
+ * overlap by their round trips; here a shared `ManualClock` wakes both in one
+ * step, and both read the schedule before either has fired): each submits the
+ * tick's job, and the tick's idempotency key makes it one job. The oracle is
+ * the memory server's job records, read directly, and the submits each
+ * scheduler made.
+ */
+import { describe, expect, it } from "vitest";
+import { memoryScheduleStore } from "../../src/adapters/memory/memory-schedule-store.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { Scheduler } from "../../src/api/scheduler.ts";
+import { ManualClock } from "../../src/kernel/clock.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
+import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const period = 1000;
+const start = 1_800_000_000_500;
+
+describe("two schedulers racing on one tick", () => {
+  it("both submit it; one job per tick", async () => {
+    const clock = new ManualClock(start);
+    const server = createMemoryServer({ clock });
+    const store = memoryScheduleStore(memoryServerState(server).schedules, () => undefined);
+    await store.create({
+      v: 1,
+      id: "race",
+      rule: { everyMs: period },
+      missed: "skip",
+      job: { queue: "race", tasks: [1] },
+      since: start,
+      createdAt: start,
+      updatedAt: start,
+    });
+    const stops: Array<() => Promise<void>> = [];
+    const submits: string[][] = [[], []];
+    const tracked = new Set<Promise<unknown>>();
+    for (const n of [0, 1]) {
+      const core = await createRuntimeCore({ logger: silentLogger(), clock }, { connect: false });
+      const registry = new JobRegistry(core, createMemoryBroker({ server }), {
+        reapIntervalMs: 0,
+        reapGraceMs: 10_000,
+        leaseMs: 10_000,
+        takeOver: false,
+      });
+      const scheduler = new Scheduler({
+        store,
+        clock,
+        log: silentLogger(),
+        track: (_name, work) => {
+          const running = work();
+          tracked.add(running);
+          void running.finally(() => tracked.delete(running));
+        },
+        // The scheduler's fire as the runtime wires it, without the read that skips a committed job.
+        fire: async (record, _tick, key) => {
+          submits[n]!.push(key);
+          await registry.submit({ ...record.job, idempotencyKey: key });
+        },
+      });
+      const stop = new AbortController();
+      const running = scheduler.run(stop.signal);
+      stops.push(async () => {
+        stop.abort();
+        await running;
+        await registry.stop();
+        await core.stop();
+      });
+    }
+    try {
+      const asleep = () => waitUntil(() => clock.pending >= 2, { timeoutMs: 2000, message: "both asleep" });
+      for (let tick = 1; tick <= 3; tick++) {
+        await asleep();
+        clock.advance(period);
+        await waitUntil(() => submits.every((s) => s.length === tick) && tracked.size === 0, {
+          timeoutMs: 5000,
+          message: `tick ${tick} fired by both`,
+        });
+      }
+      // Each tick is one job...
+      const records = memoryServerState(server)
+        .records.live()
+        .map((e) => JSON.parse(e.value as string) as { idempotencyKey?: string; phase: string });
+      const ticks = records.map((r) => scheduleOfKey(r.idempotencyKey)?.tick);
+      expect(ticks.sort()).toEqual([1, 2, 3].map((n) => Math.floor(start / period) * period + n * period));
+      expect(records.every((r) => r.phase === "committed")).toBe(true);
+      expect((await store.read("race"))?.record.lastTick).toBe(ticks.at(-1));
+      // ...though both submitted every tick, under the same keys.
+      expect(submits[0]).toEqual(submits[1]);
+    } finally {
+      for (const stop of stops) await stop();
+      server.close();
+    }
+  });
+});

@@ -1,0 +1,85 @@
+/**
+ * Who may manage schedules, end to end on a server whose users have exactly
+ * the permissions `natsPermissions()` gives their roles: a submitter upserts
+ * and removes them and its runtime fires their ticks (it makes the bucket on
+ * the first upsert); a worker-only runtime may do neither (`RoleNotHeld`)
+ * and fires nothing. Oracles: the server's log of permission violations
+ * (none) and the worker's ledger.
+ */
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PermissionsRequest } from "../../src/api/permissions.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { RoleNotHeld } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const prefix = "sperm";
+const password = "s3cret-for-tests";
+const users: Record<string, PermissionsRequest> = {
+  admin: { role: "admin", queues: ["S"], prefix },
+  submitter: { role: "submitter", queues: ["S"], prefix },
+  worker: { role: "worker", queues: ["S"], prefix },
+};
+
+describe("schedules with least-privilege roles", () => {
+  let files: AuthFiles;
+  let server: NatsServerHandle;
+  let logFile: string;
+  const runtimes: Runtime[] = [];
+  const runtimeAs = async (user: keyof typeof users) => {
+    const rt = await createRuntime({
+      servers: server.url,
+      prefix,
+      auth: { user, pass: password },
+      roles: users[user]?.role,
+      name: user,
+      logger: silentLogger(),
+      connection: { operationTimeoutMs: 4000, retry: { attempts: 1 } },
+      jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0 },
+    });
+    runtimes.push(rt);
+    return rt;
+  };
+
+  beforeAll(async () => {
+    files = await authFiles();
+    logFile = path.join(files.dir, "server.log");
+    server = await startNatsServer({
+      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
+    });
+  });
+  afterAll(async () => {
+    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
+    await server?.dispose();
+    await files?.remove();
+  });
+
+  it("a submitter upserts, lists, fires and removes; a worker may not; no violation logged", async () => {
+    await (await runtimeAs("admin")).admin.provision(["S"]);
+    const submitter = await runtimeAs("submitter");
+    const worker = await runtimeAs("worker");
+    const handled: string[] = [];
+    worker.workers.start<unknown, null>({
+      queue: "S",
+      handler: (task) => {
+        handled.push(task.jobId);
+        return null;
+      },
+    });
+    const job = { queue: "S", tasks: [1] };
+    await expect(worker.schedules.upsert({ id: "w", everyMs: 500, job })).rejects.toBeInstanceOf(RoleNotHeld);
+    await expect(worker.schedules.list()).rejects.toBeInstanceOf(RoleNotHeld);
+    await expect(worker.schedules.remove("w")).rejects.toBeInstanceOf(RoleNotHeld);
+
+    await submitter.schedules.upsert({ id: "s", everyMs: 500, job });
+    expect((await submitter.schedules.list()).map((s) => s.id)).toEqual(["s"]);
+    await waitUntil(() => handled.length >= 2, { timeoutMs: 10_000, message: "two ticks handled" });
+    expect((await submitter.schedules.get("s"))?.lastTick).toBeGreaterThan(0);
+    expect(await submitter.schedules.remove("s")).toBe(true);
+    expect(await submitter.schedules.list()).toEqual([]);
+    expect(await loggedViolations(logFile)).toEqual([]);
+  }, 30_000);
+});

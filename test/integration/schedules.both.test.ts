@@ -1,0 +1,359 @@
+/**
+ * Recurring jobs (issue #19 item 2) on the memory broker (runtimes sharing
+ * one memory server) and on NATS (runtimes on one nats-server). The oracles
+ * are independent of the scheduler: the job records read raw (a nats.js KV
+ * client on the jobs bucket; the memory server's bucket) and the handlers'
+ * ledger of the jobs they ran. Each tick must be one job, handled once, and
+ * the ticks consecutive.
+ */
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { nextTick } from "../../src/api/schedule-rule.ts";
+import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import type { RuntimeOptions } from "../../src/index.ts";
+import { InvalidArgument } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { scheduleOfKey, tickKey } from "../../src/kernel/schedule-record.ts";
+import { createMemoryBroker, createMemoryServer, type MemoryServer } from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type RawRecord, rawJobRecords } from "../harness/raw-job-records.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+interface Backend {
+  readonly name: string;
+  runtime(name: string, options?: RuntimeOptions): Promise<Runtime>;
+  /** A registry that dies after `step` of every submit (no clean-up), on its own connection. */
+  crashing(step: SubmitStep): Promise<{ registry: JobRegistry; stop(): Promise<void> }>;
+  /** Every job record stored, read without jetstate's code. */
+  records(): Promise<RawRecord[]>;
+  stop(): Promise<void>;
+}
+
+const crashAfter = (step: SubmitStep) => ({
+  reapIntervalMs: 3600_000,
+  reapGraceMs: 10_000,
+  leaseMs: 300,
+  takeOver: false,
+  submitHooks: {
+    afterStep: (at: SubmitStep) => {
+      if (at === step) throw new SimulatedCrash(`process died after ${at}`);
+    },
+  },
+});
+
+const memoryBackend = (): Backend => {
+  const server: MemoryServer = createMemoryServer();
+  const runtimes: Runtime[] = [];
+  return {
+    name: "memory",
+    async runtime(name, options = {}) {
+      const rt = await createRuntime({
+        name,
+        logger: silentLogger(),
+        ...options,
+        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0, ...options.jobs },
+        broker: createMemoryBroker({ server }),
+      });
+      runtimes.push(rt);
+      return rt;
+    },
+    async crashing(step) {
+      const core = await createRuntimeCore({ logger: silentLogger() }, { connect: false });
+      const broker: Broker = createMemoryBroker({ server });
+      const registry = new JobRegistry(core, broker, crashAfter(step));
+      const stop = async () => {
+        await registry.stop();
+        await core.stop();
+      };
+      return { registry, stop };
+    },
+    async records() {
+      return memoryServerState(server)
+        .records.live()
+        .map((e) => JSON.parse(e.value as string) as RawRecord);
+    },
+    async stop() {
+      for (const rt of runtimes.splice(0)) await rt.stop();
+      server.close();
+    },
+  };
+};
+
+let backendsMade = 0;
+
+const natsBackend = (server: NatsServerHandle, nc: NatsConnection): Backend => {
+  const runtimes: Runtime[] = [];
+  // A prefix of its own per test: runtimes a failed test left running fire nothing of the next one's.
+  const prefix = `sched${++backendsMade}`;
+  return {
+    name: "nats",
+    async runtime(name, options = {}) {
+      const rt = await createRuntime({
+        servers: server.url,
+        prefix,
+        name,
+        logger: silentLogger(),
+        ...options,
+        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0, ...options.jobs },
+      });
+      runtimes.push(rt);
+      return rt;
+    },
+    async crashing(step) {
+      const core = await createRuntimeCore({ servers: server.url, prefix, logger: silentLogger() });
+      const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "crashing" });
+      const registry = new JobRegistry(core, broker, crashAfter(step));
+      const stop = async () => {
+        await registry.stop();
+        await core.stop();
+      };
+      return { registry, stop };
+    },
+    records: () => rawJobRecords(nc, `${prefix}_jobs`),
+    async stop() {
+      for (const rt of runtimes.splice(0)) await rt.stop();
+    },
+  };
+};
+
+let nats: NatsServerHandle;
+let nc: NatsConnection;
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+});
+afterAll(async () => {
+  await nc?.close();
+  await nats?.dispose();
+});
+
+const backends: Array<{ name: string; make(): Backend }> = [
+  { name: "memory", make: memoryBackend },
+  { name: "nats", make: () => natsBackend(nats, nc) },
+];
+
+/** The ticks of the committed jobs of `queue`, oldest first; throws for a job of the queue that no tick names. */
+const ticksOf = (records: readonly RawRecord[], queue: string): number[] =>
+  records
+    .filter((r) => r.queue === queue && r.phase === "committed")
+    .map((r) => {
+      const from = scheduleOfKey(r.idempotencyKey);
+      if (!from) throw new Error(`job ${r.id} of ${queue} has no tick key: ${r.idempotencyKey}`);
+      return from.tick;
+    })
+    .sort((a, b) => a - b);
+
+describe.each(backends)("schedules on $name", ({ make }) => {
+  it("an everyMs: 300 schedule fired by two runtimes: each tick one job, handled once, none missed", async () => {
+    const backend = make();
+    try {
+      const queue = "every300";
+      const handled: string[] = [];
+      const a = await backend.runtime("sched-a");
+      const b = await backend.runtime("sched-b");
+      for (const rt of [a, b])
+        rt.workers.start<unknown, null>({
+          queue,
+          concurrency: 4,
+          handler: (task) => {
+            handled.push(task.jobId);
+            return null;
+          },
+        });
+      const upserted = await a.schedules.upsert({ id: "every300", everyMs: 300, job: { queue, tasks: [1] } });
+      expect(await b.schedules.get("every300")).toMatchObject({ id: "every300", rule: { everyMs: 300 } });
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      const end = Date.now();
+      // Every tick in (upsert, end] is due: wait for each to be a committed job.
+      const expected: number[] = [];
+      for (let t = nextTick({ everyMs: 300 }, upserted.since); t! <= end; t = nextTick({ everyMs: 300 }, t!))
+        expected.push(t!);
+      await waitUntil(
+        async () => {
+          const ticks = ticksOf(await backend.records(), queue);
+          return expected.every((t) => ticks.includes(t));
+        },
+        { timeoutMs: 10_000, message: "every tick of the window committed" },
+      );
+      expect(await a.schedules.remove("every300")).toBe(true);
+      const removedAt = Date.now();
+      expect(await b.schedules.get("every300")).toBeUndefined();
+      // Nothing in flight: every job is handled.
+      await waitUntil(async () => handled.length >= ticksOf(await backend.records(), queue).length, {
+        timeoutMs: 10_000,
+        message: "every job handled",
+      });
+      const ticks = ticksOf(await backend.records(), queue);
+      expect(expected.length).toBeGreaterThanOrEqual(8);
+      // Each tick of the window once, none twice, consecutive (no gap) up to the remove.
+      expect(ticks.slice(0, expected.length)).toEqual(expected);
+      expect(new Set(ticks).size).toBe(ticks.length);
+      for (let n = 1; n < ticks.length; n++) expect(ticks[n]! - ticks[n - 1]!).toBe(300);
+      // The handlers ran each job once, and only those jobs.
+      const jobIds = (await backend.records())
+        .filter((r) => r.queue === queue && r.phase === "committed")
+        .map((r) => r.id)
+        .sort();
+      expect([...handled].sort()).toEqual(jobIds);
+      // Removed: no runtime fires a tick after its next pass (at most one pass in flight).
+      await waitUntil(() => Date.now() > removedAt + 1500, { timeoutMs: 5000, message: "five periods" });
+      const after = ticksOf(await backend.records(), queue).filter((t) => t > removedAt + 300);
+      expect(after).toEqual([]);
+    } finally {
+      await backend.stop();
+    }
+  }, 30_000);
+
+  it("a tick whose first submitter died mid-submit fires once: the reaper rolls it back, another runtime submits afresh", async () => {
+    const backend = make();
+    try {
+      const queue = "crashtick";
+      const handled: string[] = [];
+      const rt = await backend.runtime("survivor");
+      rt.workers.start<unknown, null>({
+        queue,
+        handler: (task) => {
+          handled.push(task.jobId);
+          return null;
+        },
+      });
+      const job = { queue, tasks: ["x"] };
+      const upserted = await rt.schedules.upsert({ id: "crash", everyMs: 2000, job });
+      const tick = nextTick({ everyMs: 2000 }, Math.max(upserted.since, Date.now()))!;
+      // The runtime that fired this tick first died after writing the record, before its commit.
+      const dead = await backend.crashing(SubmitStep.recordCreated);
+      await expect(dead.registry.submit({ ...job, idempotencyKey: tickKey("crash", tick) })).rejects.toThrow(
+        /process died/,
+      );
+      await dead.stop();
+      const [claimed] = (await backend.records()).filter((r) => r.queue === queue);
+      expect(claimed).toMatchObject({ phase: "submitting" });
+      // The survivor fires the tick and waits on the dead submit; once it is due, the reaper rolls it back.
+      await waitUntil(() => Date.now() > tick + 300, { timeoutMs: 5000, message: "tick passed" });
+      await partsOf(rt).jobs.reap(() => Date.now() + 10 * 60_000);
+      await waitUntil(async () => handled.length === 1, {
+        timeoutMs: 10_000,
+        message: "the tick's job handled",
+      });
+      const records = (await backend.records()).filter((r) => r.queue === queue);
+      const mine = records.filter((r) => scheduleOfKey(r.idempotencyKey)?.tick === tick);
+      expect(mine).toHaveLength(1);
+      expect(mine[0]).toMatchObject({ phase: "committed", id: claimed!.id });
+      // Taken over by another submit, not the dead one's.
+      expect(mine[0]!.submitId).not.toBe(claimed!.submitId);
+      expect(handled).toEqual([claimed!.id]);
+      await rt.schedules.remove("crash");
+    } finally {
+      await backend.stop();
+    }
+  }, 30_000);
+
+  it("an upsert with a new rule takes effect at its next tick, in every runtime", async () => {
+    const backend = make();
+    try {
+      const queue = "ruled";
+      const a = await backend.runtime("rule-a");
+      await backend.runtime("rule-b");
+      a.workers.start({ queue, handler: () => null });
+      await a.schedules.upsert({ id: "ruled", everyMs: 1000, job: { queue, tasks: [1] } });
+      await waitUntil(async () => ticksOf(await backend.records(), queue).length >= 1, {
+        timeoutMs: 5000,
+        message: "a tick of the first rule",
+      });
+      const changed = await a.schedules.upsert({ id: "ruled", everyMs: 700, job: { queue, tasks: [1] } });
+      const firstNew = nextTick({ everyMs: 700 }, changed.since)!;
+      expect(changed.nextTick).toBe(firstNew);
+      await waitUntil(async () => ticksOf(await backend.records(), queue).includes(firstNew + 700), {
+        timeoutMs: 5000,
+        message: "two ticks of the new rule",
+      });
+      await a.schedules.remove("ruled");
+      const ticks = ticksOf(await backend.records(), queue);
+      // Before the change: the old rule's; after it: the new rule's only, from its first tick on.
+      expect(ticks.filter((t) => t <= changed.since).every((t) => t % 1000 === 0)).toBe(true);
+      const later = ticks.filter((t) => t > changed.since);
+      expect(later.slice(0, 2)).toEqual([firstNew, firstNew + 700]);
+      expect(later.every((t) => t % 700 === 0)).toBe(true);
+      expect(new Set(ticks).size).toBe(ticks.length);
+    } finally {
+      await backend.stop();
+    }
+  }, 30_000);
+
+  it.each([
+    ["skip", 0],
+    ["runOnce", 1],
+  ] as const)(
+    "missed ticks while no runtime ran, missed: %s → %i job(s) for them",
+    async (missed, count) => {
+      const backend = make();
+      try {
+        const queue = `missed_${missed}`;
+        // A runtime that manages schedules but fires nothing (as the CLI): no scheduler ran.
+        const admin = await backend.runtime("manager", { jobs: { scheduler: false } });
+        const upserted = await admin.schedules.upsert({
+          id: queue,
+          everyMs: 400,
+          missed,
+          job: { queue, tasks: [1] },
+        });
+        // Three ticks fall with no scheduler running.
+        const third = upserted.since + 3 * 400 + 50;
+        await waitUntil(() => Date.now() > third, { timeoutMs: 5000, message: "three ticks passed" });
+        expect((await backend.records()).filter((r) => r.queue === queue)).toEqual([]);
+        const started = Date.now();
+        const rt = await backend.runtime("late");
+        // The next tick after the start fires as usual: then the missed ones are decided.
+        const next = nextTick({ everyMs: 400 }, Date.now())!;
+        await waitUntil(async () => ticksOf(await backend.records(), queue).includes(next), {
+          timeoutMs: 5000,
+          message: "the first tick after the start fired",
+        });
+        const ticks = ticksOf(await backend.records(), queue);
+        const before = ticks.filter((t) => t <= started);
+        expect(before).toHaveLength(count);
+        // runOnce: the latest missed tick, not an older one.
+        if (count === 1) expect(before[0]).toBe(Math.floor(started / 400) * 400);
+        await rt.schedules.remove(queue);
+      } finally {
+        await backend.stop();
+      }
+    },
+    30_000,
+  );
+
+  it("a bad schedule is refused naming the field, and nothing is stored", async () => {
+    const backend = make();
+    try {
+      const rt = await backend.runtime("checker", { jobs: { scheduler: false } });
+      const job = { queue: "q", tasks: [1] };
+      const cases: Array<[unknown, string]> = [
+        [{ id: "a", cron: "not a cron", job }, "cron"],
+        [{ id: "a", cron: "* * * * *", timezone: "Mars/Olympus", job }, "timezone"],
+        [{ id: "a", everyMs: 10, job }, "everyMs"],
+        [{ id: "a", everyMs: 1000, cron: "* * * * *", job }, "cron"],
+        [{ id: "a", job }, "cron"],
+        [{ id: "a b", everyMs: 1000, job }, "id"],
+        [{ id: "a", everyMs: 1000, missed: "sometimes", job }, "missed"],
+        [{ id: "a", everyMs: 1000, job: { queue: "q", tasks: [] } }, "job.tasks"],
+        [{ id: "a", everyMs: 1000, job: { queue: "q.x", tasks: [1] } }, "job.queue"],
+        [{ id: "a", everyMs: 1000, job: { queue: "q", tasks: [1], maxDeliver: 0 } }, "job.maxDeliver"],
+        [{ id: "a", everyMs: 1000, job: { ...job, idempotencyKey: "k" } }, "job.idempotencyKey"],
+      ];
+      for (const [request, field] of cases) {
+        const error = await rt.schedules.upsert(request as never).catch((e: unknown) => e);
+        expect(error, JSON.stringify(request)).toBeInstanceOf(InvalidArgument);
+        expect((error as InvalidArgument).field, JSON.stringify(request)).toBe(field);
+      }
+      expect(await rt.schedules.list()).toEqual([]);
+    } finally {
+      await backend.stop();
+    }
+  });
+});
