@@ -6,13 +6,20 @@ import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
 import { queueMachine } from "../machines/queue.machine.ts";
 
-/** What a task holds while it runs: its concurrency permit, if the queue has a cap. */
+/** What a task holds while it runs: its concurrency permit, if the queue has a cap, and its rate permit. */
 export interface GatePass {
-  /** The task ended: its concurrency permit goes back at once. */
+  /**
+   * The handler was called: the rate permit goes back, free again in 1 s.
+   * Not at the take: tasks that take their permits in one turn start one
+   * after the other, and a permit freed 1 s after its take could start a
+   * task less than 1 s after the start of the one that took it.
+   */
+  started(): void;
+  /** The task ended: its concurrency permit goes back at once (and a rate permit never started, in 1 s). */
   end(): void;
 }
 
-const noPermit: GatePass = { end: () => undefined };
+const noPermit: GatePass = { started: () => undefined, end: () => undefined };
 
 /** How the task waiting at the gate keeps its own lease: `keep` every `everyMs`. */
 export interface TaskLeaseKeeper {
@@ -104,19 +111,17 @@ export class QueueGate {
     const { maxConcurrency, ratePerSecond } = this.#settings;
     const held = maxConcurrency === undefined ? undefined : await this.#take("concurrency", signal);
     if (maxConcurrency !== undefined && held === undefined) return undefined;
-    if (ratePerSecond !== undefined) {
-      const rate = await this.#take("rate", signal);
-      if (rate === undefined) {
-        held?.release();
-        return undefined;
-      }
-      rate.release(1000);
+    const rate = ratePerSecond === undefined ? undefined : await this.#take("rate", signal);
+    if (ratePerSecond !== undefined && rate === undefined) {
+      held?.release();
+      return undefined;
     }
     if (this.#life.getSnapshot().value === "paused") {
       held?.release();
+      rate?.release(1000);
       return "paused";
     }
-    return held ? keptPass(held) : noPermit;
+    return held || rate ? permitsPass(held, rate) : noPermit;
   }
 
   /** Resolves once the queue is not paused (or `signal` aborts). */
@@ -176,17 +181,29 @@ export class QueueGate {
   }
 }
 
-/** A held concurrency permit: renewed while the task runs, given back once when it ends. */
-const keptPass = (permit: Permit): GatePass => {
-  const keeper = setInterval(() => permit.keep(), keepEveryMs);
-  keeper.unref();
+/**
+ * The permits a task holds: the concurrency permit renewed while the task
+ * runs and given back once when it ends; the rate permit given back, free in
+ * 1 s, once its handler was called.
+ */
+const permitsPass = (held: Permit | undefined, rate: Permit | undefined): GatePass => {
+  const keeper = held && setInterval(() => held.keep(), keepEveryMs);
+  keeper?.unref();
+  let started = false;
   let ended = false;
+  const start = () => {
+    if (started) return;
+    started = true;
+    rate?.release(1000);
+  };
   return {
+    started: start,
     end: () => {
       if (ended) return;
       ended = true;
       clearInterval(keeper);
-      permit.release();
+      held?.release();
+      start();
     },
   };
 };

@@ -116,7 +116,8 @@ export const startWorker = <Payload, Result>(
     else broker.publishProgress(queueName, jobId, body);
   };
 
-  const handle = async (task: RunningTask) => {
+  /** `started` is told once the handler was called (its queue's rate permit goes back then). */
+  const handle = async (task: RunningTask, started: () => void) => {
     const { msg, job } = task;
     const jobId = job.record.id;
     const attempt = msg.deliveryCount;
@@ -129,7 +130,7 @@ export const startWorker = <Payload, Result>(
       task.index = body.index;
       payload = body.payload as Payload;
       if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
-      const result = await runHandler(
+      const ran = runHandler(
         { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
         {
           get signal() {
@@ -146,6 +147,8 @@ export const startWorker = <Payload, Result>(
           target,
         },
       );
+      started();
+      const result = await ran;
       const value = resultSchema
         ? await validateWith(resultSchema, result, `result of task ${task.index}`)
         : result;
@@ -272,7 +275,7 @@ export const startWorker = <Payload, Result>(
     // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
     // It settles every failure of the handler itself: one that still escapes is a bug to see,
     // and the task's lease runs out like a crashed worker's.
-    handle(task)
+    handle(task, pass.started)
       .catch((error: unknown) =>
         log.warn(
           { err: error, jobId: job.record.id, index: task.index },

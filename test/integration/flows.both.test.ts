@@ -58,7 +58,8 @@ const memoryBackend = (): Backend => {
       memoryServerState(server)
         .flows.live()
         .map((e) => e.key)
-        .filter((key) => !key.startsWith("live.")),
+        .filter((key) => !key.startsWith("live."))
+        .sort(),
     marks: async () =>
       memoryServerState(server)
         .flows.live()
@@ -86,7 +87,8 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
         const kv = await new Kvm(nc).create(`${prefix}_flows`);
         const keys: string[] = [];
         for await (const key of await kv.keys()) if (!key.startsWith("live.")) keys.push(key);
-        return keys;
+        // In id order: the stream's order moves with each write of a flow still settling.
+        return keys.sort();
       } finally {
         await nc.close();
       }

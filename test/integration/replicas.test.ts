@@ -60,12 +60,16 @@ describe("replicas", () => {
     const made = await replicasOf();
     expect(Object.keys(made).sort()).toEqual([
       "KV_jetstate_agents",
+      "KV_jetstate_flows",
       "KV_jetstate_jobs",
       "KV_jetstate_leases",
       "KV_jetstate_presence",
+      "KV_jetstate_queues",
+      "KV_jetstate_schedules",
       "jetstate_advisories_a",
       "jetstate_advisories_b",
       "jetstate_dead",
+      "jetstate_permits",
       "jetstate_results",
       "jetstate_tasks_a",
       "jetstate_tasks_b",
@@ -74,9 +78,12 @@ describe("replicas", () => {
     // Every bucket's reads go to its leader: no direct get a lagging replica could answer.
     for (const bucket of [
       "KV_jetstate_agents",
+      "KV_jetstate_flows",
       "KV_jetstate_jobs",
       "KV_jetstate_leases",
       "KV_jetstate_presence",
+      "KV_jetstate_queues",
+      "KV_jetstate_schedules",
     ])
       expect((await jsm.streams.info(bucket)).config.allow_direct, bucket).toBe(false);
     // The start line describes the server: its name and version, no cluster.
@@ -101,12 +108,16 @@ describe("replicas", () => {
       for (const r of reports) byStream.set(r.stream ?? "", (byStream.get(r.stream ?? "") ?? 0) + 1);
       expect([...byStream.keys()].sort()).toEqual([
         "KV_jetstate_agents",
+        "KV_jetstate_flows",
         "KV_jetstate_jobs",
         "KV_jetstate_leases",
         "KV_jetstate_presence",
+        "KV_jetstate_queues",
+        "KV_jetstate_schedules",
         "jetstate_advisories_a",
         "jetstate_advisories_b",
         "jetstate_dead",
+        "jetstate_permits",
         "jetstate_results",
         "jetstate_tasks_a",
         "jetstate_tasks_b",

@@ -32,6 +32,17 @@ declare global {
   function myHandler(task: Task<{ url: string }>): Promise<{ boxes: number }>;
   const task1: { url: string };
   const task2: { url: string };
+  /** Images in groups, one child job per group (flows). */
+  const parts: { url: string }[][];
+  /** The task a handler runs (flows: a parent reads its children's results). */
+  const task: Task<unknown>;
+  const reminder: { to: string };
+  const digest: { to: string };
+  const a: { to: string };
+  const b: { to: string };
+  const c: { to: string };
+  const t1: Date;
+  const t3: Date;
 }
 export {};
 `;

@@ -5,7 +5,7 @@ import { RevisionConflict } from "../../kernel/errors.ts";
 import { decodeFlowRecord, encodeFlowRecord } from "../../kernel/flow-record.ts";
 import type { FlowStore, LiveMark } from "../flow-store.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket } from "./streams.ts";
+import { ensureBucket, scanBucketEntries } from "./streams.ts";
 
 const live = "live.";
 
@@ -59,18 +59,19 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
       broker.run("flow.mark", async (nc) => {
         await (await bucket(nc)).put(`${live}${id}`, JSON.stringify({ v: 1, at }));
       }),
-    // The marks' keys, then one read each: marks are the flows not settled, never every flow kept.
+    // The marks only, in one pass whose consumer is deleted at its end (none when there is no
+    // mark: they are purged, markers and all): marks are the flows not settled, never every flow.
     listLive: () =>
       broker.run("flow.marks", async (nc) => {
-        const kv = await bucket(nc);
+        await bucket(nc);
+        const { js, jsm } = await broker.handles(nc);
         const marks: LiveMark[] = [];
-        for await (const key of await kv.keys(`${live}>`)) {
-          const entry = await kv.get(key);
-          if (entry?.operation !== "PUT") continue;
+        for (const [key, entry] of await scanBucketEntries(js, jsm, broker.names.flowsBucket, `${live}>`)) {
+          if (entry.value === undefined) continue;
           marks.push({
             id: key.slice(live.length),
             revision: entry.revision,
-            markedAt: entry.json<{ at: number }>().at,
+            markedAt: (JSON.parse(entry.value) as { at: number }).at,
           });
         }
         return marks;

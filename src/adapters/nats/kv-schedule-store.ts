@@ -2,6 +2,7 @@ import {
   JetStreamApiCodes,
   JetStreamApiError,
   type JetStreamManager,
+  jetstream,
   jetstreamManager,
 } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
@@ -11,7 +12,7 @@ import { parseScheduleRecord, type ScheduleRecord } from "../../kernel/schedule-
 import type { ScheduleStore, StoredSchedule } from "../schedule-store.ts";
 import type { ClientSetups } from "./client-setups.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { ensureBucket, isNotFound, type Replicas } from "./streams.ts";
+import { ensureBucket, isNotFound, type Replicas, scanBucketEntries } from "./streams.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -60,15 +61,22 @@ export const natsScheduleStore = (
     }
     return bucket(nc);
   };
-  const run = <A>(name: string, id: string, op: (kv: KV) => Promise<A>, orElse?: () => A): Promise<A> =>
+  const run = <A>(
+    name: string,
+    id: string,
+    op: (kv: KV, nc: NatsConnection) => Promise<A>,
+    orElse?: () => A,
+  ): Promise<A> =>
     shared.setups.run(core, name, async (nc) => {
       try {
         const kv = orElse ? await existing(nc) : await bucket(nc);
-        return kv ? await op(kv) : (orElse as () => A)();
+        return kv ? await op(kv, nc) : (orElse as () => A)();
       } catch (error) {
         throw casLost(error, id, name);
       }
     });
+  /** The last list read, and the bucket's last sequence then. */
+  let listed: { stream: string; seq: number; schedules: StoredSchedule[] } | undefined;
   return {
     provision: () => run("schedules.provision", "*", async () => undefined),
     read: (id) =>
@@ -78,18 +86,27 @@ export const natsScheduleStore = (
         async (kv) => entryOf(id, await kv.get(id)),
         () => undefined,
       ),
-    // Keys, then one read each: schedules are few.
+    // One pass over the bucket (its consumer deleted at the end), and only when it changed since
+    // the last: a scheduler reads the schedules every second, and most seconds nothing changed.
     list: () =>
       run(
         "schedules.list",
         "*",
-        async (kv) => {
-          const found: StoredSchedule[] = [];
-          for await (const id of await kv.keys()) {
-            const stored = entryOf(id, await kv.get(id));
-            if (stored) found.push(stored);
-          }
-          return found;
+        async (_kv, nc) => {
+          const jsm = await jsmOf(nc);
+          const stream = `KV_${bucketName}`;
+          const last =
+            (await jsm.streams.getMessage(stream, { last_by_subj: `$KV.${bucketName}.>` }))?.seq ?? 0;
+          if (listed?.stream === stream && listed.seq === last) return listed.schedules;
+          const schedules: StoredSchedule[] = [];
+          for (const [id, entry] of await scanBucketEntries(jetstream(nc), jsm, bucketName))
+            if (entry.value !== undefined)
+              schedules.push({
+                record: parseScheduleRecord(id, JSON.parse(entry.value)),
+                revision: entry.revision,
+              });
+          listed = { stream, seq: last, schedules };
+          return schedules;
         },
         () => [],
       ),

@@ -174,16 +174,18 @@ export const scanBucketEntries = async (
   js: JetStreamClient,
   jsm: JetStreamManager,
   bucket: string,
+  /** Only the keys under this filter (`live.>`); every key by default. */
+  keys = ">",
 ): Promise<Map<string, BucketEntry>> => {
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
   const entries = new Map<string, BucketEntry>();
   const lastSeq = async () =>
-    (await jsm.streams.getMessage(stream, { last_by_subj: `${prefix}>` }))?.seq ?? 0;
+    (await jsm.streams.getMessage(stream, { last_by_subj: `${prefix}${keys}` }))?.seq ?? 0;
   let target = await lastSeq();
   if (target === 0) return entries;
   const consumer = await js.consumers.get(stream, {
-    filter_subjects: `${prefix}>`,
+    filter_subjects: `${prefix}${keys}`,
     deliver_policy: DeliverPolicy.LastPerSubject,
   });
   const messages = await consumer.consume();
