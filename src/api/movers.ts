@@ -1,0 +1,51 @@
+import type { LoopGroup } from "../effects/loop-group.ts";
+
+/**
+ * Which queues' held (delayed) tasks this runtime moves. Each queue has its
+ * own delayed stream (a user of queue A may not read B's), so a runtime
+ * cannot pull them all: it follows a queue while one of its job actors is
+ * the actor of a live job of that queue that holds tasks (its record has a
+ * `runAt`). The job actors of a runtime are the jobs it submitted and the
+ * ones it took over (docs/architecture.md, "Takeover"), so the rule is:
+ *
+ *   a held task is moved by every runtime that watches a live job of its
+ *   queue with held tasks; the job's own supervisor always is one.
+ *
+ * A submitter that dies after its commit leaves its job to the runtime that
+ * takes it over, which follows the queue from then on; the task is nak'ed
+ * until due on the server, so it is moved on time if the takeover came
+ * first, at once when it comes otherwise. A job's end (or its actor's stop)
+ * lets go of the queue; the last one to let go ends that queue's pull loop.
+ */
+export class Movers {
+  readonly #loops: LoopGroup;
+  readonly #consume: (queue: string, signal: AbortSignal) => Promise<void>;
+  /** The jobs each followed queue is followed for, and the stop of its pull loop. */
+  readonly #followed = new Map<string, { readonly jobs: Set<string>; readonly stop: AbortController }>();
+
+  constructor(loops: LoopGroup, consume: (queue: string, signal: AbortSignal) => Promise<void>) {
+    this.#loops = loops;
+    this.#consume = consume;
+  }
+
+  /** Moves the queue's held tasks while job `jobId` lives here; the function returned lets go. */
+  follow(queue: string, jobId: string): () => void {
+    let followed = this.#followed.get(queue);
+    if (!followed) {
+      const stop = new AbortController();
+      followed = { jobs: new Set(), stop };
+      this.#followed.set(queue, followed);
+      this.#loops.run(`mover:${queue}`, (signal) =>
+        this.#consume(queue, AbortSignal.any([signal, stop.signal])),
+      );
+    }
+    followed.jobs.add(jobId);
+    const mine = followed;
+    return () => {
+      mine.jobs.delete(jobId);
+      if (mine.jobs.size > 0 || this.#followed.get(queue) !== mine) return;
+      this.#followed.delete(queue);
+      mine.stop.abort();
+    };
+  }
+}
