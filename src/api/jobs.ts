@@ -467,11 +467,8 @@ export class JobRegistry implements Jobs {
     if (started.actor.getSnapshot().status === "active") {
       this.#started.set(record.id, started);
       started.actor.subscribe({ complete: forget, error: forget });
-      // A job that holds tasks: its queue's held tasks are moved here while it lives here.
-      if (record.runAt !== undefined && this.#movers) {
-        const letGo = this.#movers.follow(record.queue, record.id);
-        started.actor.subscribe({ complete: letGo, error: letGo });
-      }
+      // A job taken over or opened here: its queue's held tasks are moved here from now on.
+      if (resumeFrom) this.#follow(record, started);
     }
     const handle = makeHandle(this.#core, this.#broker, started);
     if (!resumeFrom) {
@@ -506,8 +503,22 @@ export class JobRegistry implements Jobs {
         started.stop();
         return this.#start(committed, committed.status);
       }
+      // A new job: followed once committed. A held task is not moved before its commit anyway,
+      // and a mover pulling while the submit holds slows the holding down (bench/sched-delayed.ts).
+      this.#follow(record, started);
     }
     return { handle, started };
+  }
+
+  /**
+   * A live job that holds tasks: its queue's held tasks are moved here while
+   * its actor lives (api/movers.ts says the rule).
+   */
+  #follow(record: JobRecord, started: StartedJobActor): void {
+    if (record.runAt === undefined || !this.#movers || started.actor.getSnapshot().status !== "active")
+      return;
+    const letGo = this.#movers.follow(record.queue, record.id);
+    started.actor.subscribe({ complete: letGo, error: letGo });
   }
 
   /** True while this runtime has a live actor for the job (a stopped one, e.g. of a job since redriven, does not count). */

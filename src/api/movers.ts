@@ -5,8 +5,9 @@ import type { LoopGroup } from "../effects/loop-group.ts";
  * own delayed stream (a user of queue A may not read B's), so a runtime
  * cannot pull them all: it follows a queue while one of its job actors is
  * the actor of a live job of that queue that holds tasks (its record has a
- * `runAt`). The job actors of a runtime are the jobs it submitted and the
- * ones it took over (docs/architecture.md, "Takeover"), so the rule is:
+ * `runAt`). The job actors of a runtime are the jobs it submitted (followed
+ * once committed: a held task is not moved before) and the ones it took over
+ * or opened (docs/architecture.md, "Takeover"), so the rule is:
  *
  *   a held task is moved by every runtime that watches a live job of its
  *   queue with held tasks; the job's own supervisor always is one.

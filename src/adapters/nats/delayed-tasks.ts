@@ -139,7 +139,7 @@ export class NatsDelayedTasks implements DelayedTasks {
     signal: AbortSignal,
   ): Promise<"ended"> {
     // A mover follows a queue only while a job of it holds tasks (api/movers.ts): the stream is
-    // there already, or made now (a mover that follows a job's queue before its submit holds).
+    // there already (its submit held them), or made now if it is gone (a server that lost its store).
     await this.#stream(nc, queue);
     const consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream(queue), dueConsumer);
     const messages = await consumer.consume({ max_messages: 256, threshold_messages: 128, ...pullLoop });
