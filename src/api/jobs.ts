@@ -517,7 +517,7 @@ export class JobRegistry implements Jobs {
   #follow(record: JobRecord, started: StartedJobActor): void {
     if (record.runAt === undefined || !this.#movers || started.actor.getSnapshot().status !== "active")
       return;
-    const letGo = this.#movers.follow(record.queue, record.id);
+    const letGo = this.#movers.follow(record.queue);
     started.actor.subscribe({ complete: letGo, error: letGo });
   }
 

@@ -21,30 +21,31 @@ import type { LoopGroup } from "../effects/loop-group.ts";
 export class Movers {
   readonly #loops: LoopGroup;
   readonly #consume: (queue: string, signal: AbortSignal) => Promise<void>;
-  /** The jobs each followed queue is followed for, and the stop of its pull loop. */
-  readonly #followed = new Map<string, { readonly jobs: Set<string>; readonly stop: AbortController }>();
+  /** Each followed queue's followers (one per job actor: a job redriven has two for a moment) and its loop's stop. */
+  readonly #followed = new Map<string, { readonly by: Set<object>; readonly stop: AbortController }>();
 
   constructor(loops: LoopGroup, consume: (queue: string, signal: AbortSignal) => Promise<void>) {
     this.#loops = loops;
     this.#consume = consume;
   }
 
-  /** Moves the queue's held tasks while job `jobId` lives here; the function returned lets go. */
-  follow(queue: string, jobId: string): () => void {
+  /** Moves the queue's held tasks until the function returned is called (once or more: the same). */
+  follow(queue: string): () => void {
     let followed = this.#followed.get(queue);
     if (!followed) {
       const stop = new AbortController();
-      followed = { jobs: new Set(), stop };
+      followed = { by: new Set(), stop };
       this.#followed.set(queue, followed);
       this.#loops.run(`mover:${queue}`, (signal) =>
         this.#consume(queue, AbortSignal.any([signal, stop.signal])),
       );
     }
-    followed.jobs.add(jobId);
+    const follower = {};
+    followed.by.add(follower);
     const mine = followed;
     return () => {
-      mine.jobs.delete(jobId);
-      if (mine.jobs.size > 0 || this.#followed.get(queue) !== mine) return;
+      mine.by.delete(follower);
+      if (mine.by.size > 0 || this.#followed.get(queue) !== mine) return;
       this.#followed.delete(queue);
       mine.stop.abort();
     };
