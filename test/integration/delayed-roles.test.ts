@@ -66,8 +66,8 @@ describe("delayed tasks with least-privilege roles", () => {
   });
 
   it("holds, moves and runs each queue's delayed tasks with no permission violation", async () => {
-    // The shared streams and buckets are the admin's to make (the delayed stream is not: the
-    // first submitter or mover makes it).
+    // The shared streams and buckets are the admin's to make; so are A's and B's delayed streams
+    // here (a queue's first hold makes it too, for a submitter allowed that queue).
     await (await runtimeAs("admin")).admin.provision(["A", "B"]);
     const submitter = await runtimeAs("submitter");
     await runtimeAs("supervisor");
