@@ -45,8 +45,11 @@ export const brokerNames = (prefix: string) => ({
   answersBucket: `${prefix}_answers`,
   /** Live workers' announcements (`rt.workers.list()`). */
   presenceBucket: `${prefix}_presence`,
-  /** Tasks held until due (work-queue retention), every queue's: the movers of every runtime pull its one consumer. */
-  delayedStream: `${prefix}_delayed`,
+  /**
+   * The queue's tasks held until due (work-queue retention), a stream per
+   * queue as the tasks are: a user allowed queue A only reads and pulls A's.
+   */
+  delayedStream: (queue: string) => `${prefix}_delayed_${queue}`,
   delayedSubject: (queue: string, jobId: string) => `${prefix}.delayed.${queue}.${jobId}`,
   /** Each queue's controls (`rt.queues`): one key per queue, its settings. */
   queuesBucket: `${prefix}_queues`,
@@ -60,7 +63,7 @@ export const brokerNames = (prefix: string) => ({
 });
 export type BrokerNames = ReturnType<typeof brokerNames>;
 
-/** The one durable consumer of the delayed stream, pulled by every runtime's mover. */
+/** The one durable consumer of each queue's delayed stream, pulled by the movers following the queue. */
 export const dueConsumer = "due";
 
 /** The durable consumer on each queue's tasks stream that serves every lane job of the queue. */

@@ -25,6 +25,7 @@ import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
+import { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { inSubmitSpan } from "./tracing.ts";
@@ -144,6 +145,8 @@ export class JobRegistry implements Jobs {
   readonly #jobs = new Map<string, Promise<Supervised>>();
   /** The actors of `#jobs` once started, for answers that must not wait or start one. */
   readonly #started = new Map<string, StartedJobActor>();
+  /** The queues whose held tasks this runtime moves (a submitter's or a supervisor's). */
+  #movers: Movers | undefined;
   /** Set by `stop()`: a takeover pass or a `get` still running then must not start an actor nobody stops. */
   #stopping = false;
 
@@ -183,12 +186,12 @@ export class JobRegistry implements Jobs {
     // record when it starts, and a watch of every record made each runtime's start read them all
     // (~1.1 s of CPU with 100,000 kept). Once the watch is in place, actors started before it
     // get their record again: a change between their read and the watch would be missed.
-    // Every runtime that publishes tasks moves held (delayed) tasks once due: the delayed stream's
-    // one consumer is pulled by all of them, so one alive is enough (effects/move-held.ts).
+    // Every runtime that publishes tasks moves held (delayed) tasks once due: those of the queues
+    // of the delayed jobs it watches (api/movers.ts), whose supervisor is always one of them.
     if (roles.has("submitter") || roles.has("supervisor")) {
       const moverLog = childLogger(core.logger, { actor: "mover" });
       const onHeld = mover(broker, () => core.clock.now(), moverLog);
-      loops.run("mover", (signal) => broker.consumeHeld(onHeld, signal));
+      this.#movers = new Movers(loops, (queue, signal) => broker.consumeHeld(queue, onHeld, signal));
     }
     if (roles.has("submitter") || roles.has("supervisor"))
       loops.run("job-records", (signal) =>
@@ -464,6 +467,8 @@ export class JobRegistry implements Jobs {
     if (started.actor.getSnapshot().status === "active") {
       this.#started.set(record.id, started);
       started.actor.subscribe({ complete: forget, error: forget });
+      // A job taken over or opened here: its queue's held tasks are moved here from now on.
+      if (resumeFrom) this.#follow(record, started);
     }
     const handle = makeHandle(this.#core, this.#broker, started);
     if (!resumeFrom) {
@@ -498,8 +503,22 @@ export class JobRegistry implements Jobs {
         started.stop();
         return this.#start(committed, committed.status);
       }
+      // A new job: followed once committed. A held task is not moved before its commit anyway,
+      // and a mover pulling while the submit holds slows the holding down (bench/sched-delayed.ts).
+      this.#follow(record, started);
     }
     return { handle, started };
+  }
+
+  /**
+   * A live job that holds tasks: its queue's held tasks are moved here while
+   * its actor lives (api/movers.ts says the rule).
+   */
+  #follow(record: JobRecord, started: StartedJobActor): void {
+    if (record.runAt === undefined || !this.#movers || started.actor.getSnapshot().status !== "active")
+      return;
+    const letGo = this.#movers.follow(record.queue);
+    started.actor.subscribe({ complete: letGo, error: letGo });
   }
 
   /** True while this runtime has a live actor for the job (a stopped one, e.g. of a job since redriven, does not count). */

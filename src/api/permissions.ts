@@ -99,6 +99,7 @@ const layout = (prefix: string) => {
     prefix,
     tasksStream: anyQueue(names.tasksStream),
     advisoriesStream: anyQueue(names.advisoriesStream),
+    delayedStream: anyQueue(names.delayedStream),
     agentsBucket: agentsBucketFor(prefix),
   };
 };
@@ -200,19 +201,20 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
 
 /**
  * Holding delayed tasks and moving them once due (every submitter and
- * supervisor runs a mover): the delayed stream, one for every queue, and its
- * `due` consumer; held tasks removed one by one (a cancel, an end); a due
- * task published to its job's subject. The stream holds every queue's held
- * tasks, so its consumer delivers any queue's to any mover: one whose user
- * may not publish to that queue's tasks fails the publish and the task goes
- * to another mover after a second (docs/architecture.md, "Delayed tasks").
+ * supervisor runs a mover): each of its queues' delayed stream and its `due`
+ * consumer; held tasks removed one by one (a cancel, an end); a due task
+ * published to its job's subject. A stream per queue: a user of queue A can
+ * neither read nor pull queue B's held tasks (docs/architecture.md,
+ * "Delayed tasks").
  */
-const holdAndMove = (n: Layout, queues: readonly string[]): string[] => [
-  ...streamCreate(n.delayedStream),
-  ...manageConsumers(n.delayedStream),
-  ...messages(n.delayedStream),
-  ...queues.flatMap((q) => [n.delayedSubject(q, "*"), n.tasksSubject(q, "*")]),
-];
+const holdAndMove = (n: Layout, queues: readonly string[]): string[] =>
+  queues.flatMap((q) => [
+    ...streamCreate(n.delayedStream(q)),
+    ...manageConsumers(n.delayedStream(q)),
+    ...messages(n.delayedStream(q)),
+    n.delayedSubject(q, "*"),
+    n.tasksSubject(q, "*"),
+  ]);
 
 const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
   worker: (n, queues) => ({
@@ -280,7 +282,6 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
     const streams = [
       n.resultsStream,
       n.deadStream,
-      n.delayedStream,
       ...[
         n.jobsBucket,
         n.leasesBucket,
@@ -291,7 +292,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         n.flowsBucket,
         n.schedulesBucket,
       ].map((b) => `KV_${b}`),
-      ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q)]),
+      ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q), n.delayedStream(q)]),
       // rt.queues.configure() rewrites the permit pools: purge and publish.
       n.permitsStream,
     ];

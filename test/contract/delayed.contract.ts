@@ -29,10 +29,11 @@ export const delayedContract = (name: string, makeBroker: () => Promise<BrokerHa
       await h.dispose();
     });
 
-    /** A delayed job's record and its held tasks, due `inMs` from now. */
-    const holdJob = async (total: number, inMs: number) => {
+    /** A delayed job's record and its held tasks, due `inMs` from now (on a queue of its own unless given). */
+    const holdJob = async (total: number, inMs: number, queue?: string) => {
       const dueAt = now() + inMs;
-      const record: JobRecord = { ...newRecord(total, 300), runAt: dueAt, dueUntil: dueAt };
+      const fresh = newRecord(total, 300);
+      const record: JobRecord = { ...fresh, queue: queue ?? fresh.queue, runAt: dueAt, dueUntil: dueAt };
       const held = taskBodies(total).map((body, n) => ({
         dueAt,
         msgId: heldMsgId(record.id, record.submitId, n),
@@ -43,20 +44,26 @@ export const delayedContract = (name: string, makeBroker: () => Promise<BrokerHa
       return { record, held };
     };
 
-    /** A mover of the test's own: what it was handed, when, and what it answered. */
-    const mover = (answer: (task: HeldTask, delivery: number) => HeldAnswer, on: Broker = broker) => {
+    /** A mover of the test's own, of one queue: what it was handed, when, and what it answered. */
+    const mover = (queue: string, answer: (task: HeldTask, delivery: number) => HeldAnswer) => {
       const seen: { task: HeldTask; at: number }[] = [];
-      void on.consumeHeld(async (task) => {
-        seen.push({ task, at: now() });
-        return answer(task, seen.filter((s) => s.task.msgId === task.msgId).length);
-      }, loops.signal());
+      void broker.consumeHeld(
+        queue,
+        async (task) => {
+          seen.push({ task, at: now() });
+          return answer(task, seen.filter((s) => s.task.msgId === task.msgId).length);
+        },
+        loops.signal(),
+      );
       return seen;
     };
 
     it("holds tasks until a mover says done; a later comes back no sooner than asked", async () => {
       const { record, held } = await holdJob(2, 60_000);
       expect(await broker.heldCount(record.queue, record.id)).toBe(2);
-      const seen = mover((_, delivery) => (delivery === 1 ? { kind: "later", ms: 400 } : { kind: "done" }));
+      const seen = mover(record.queue, (_, delivery) =>
+        delivery === 1 ? { kind: "later", ms: 400 } : { kind: "done" },
+      );
       await eventually(() => seen.length === 2, "both held tasks delivered");
       const first = Math.max(...seen.map((s) => s.at));
       expect(seen.map((s) => [s.task.queue, s.task.jobId, s.task.body, s.task.msgId, s.task.dueAt])).toEqual(
@@ -84,9 +91,9 @@ export const delayedContract = (name: string, makeBroker: () => Promise<BrokerHa
 
     it("removeTasks of a delayed job removes its held tasks and no other job's", async () => {
       const a = await holdJob(3, 60_000);
-      const b = await holdJob(2, 60_000);
+      const b = await holdJob(2, 60_000, a.record.queue);
       // A mover holds them (delivered, not acked): removed all the same, and b's still come back.
-      const seen = mover(() => ({ kind: "later", ms: 300 }));
+      const seen = mover(a.record.queue, () => ({ kind: "later", ms: 300 }));
       await eventually(() => seen.length === 5, "all held tasks delivered");
       await broker.removeTasks(a.record);
       expect(await broker.heldCount(a.record.queue, a.record.id)).toBe(0);
@@ -95,5 +102,19 @@ export const delayedContract = (name: string, makeBroker: () => Promise<BrokerHa
       await eventually(() => seen.filter((s) => s.task.jobId === b.record.id).length >= 4, "b's come back");
       await h.advance(400);
       expect(seen.filter((s, n) => n >= 5 && s.task.jobId === a.record.id)).toEqual([]);
+    });
+
+    it("a mover of one queue is handed that queue's held tasks only, even when it starts first", async () => {
+      const mine = newRecord(1, 300).queue;
+      // Before any hold of the queue: the mover makes its stream and consumer.
+      const seen = mover(mine, () => ({ kind: "later", ms: 60_000 }));
+      const other = await holdJob(2, 60_000);
+      const own = await holdJob(1, 60_000, mine);
+      await eventually(() => seen.length === 1, "its own queue's task delivered");
+      expect(seen.map((s) => s.task.jobId)).toEqual([own.record.id]);
+      const others = mover(other.record.queue, () => ({ kind: "later", ms: 60_000 }));
+      await eventually(() => others.length === 2, "the other queue's tasks go to its own mover");
+      expect(seen).toHaveLength(1);
+      expect(others.every((s) => s.task.jobId === other.record.id)).toBe(true);
     });
   });

@@ -62,16 +62,19 @@ describe("a delayed submit that dies before its commit", () => {
     await crashing.stop();
     await core.stop();
     const jobId = jobIdFor(queue, "dies");
-    // A runtime started after: its mover finds the delayed stream the crashed submit made.
+    // A runtime started after, with a delayed job of its own on the queue: its mover follows the
+    // queue (api/movers.ts) and finds the tasks the crashed submit held there.
     rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { reapIntervalMs: 0 } });
-    expect(await stored("jetstate_delayed", `jetstate.delayed.${queue}.${jobId}`)).toBe(3);
+    await rt.jobs.submit({ queue, tasks: ["later"], delayMs: 600_000 });
+    expect(await stored(`jetstate_delayed_${queue}`, `jetstate.delayed.${queue}.${jobId}`)).toBe(3);
 
     // The live runtime's mover looks at them again and again once due (the server counts its
-    // deliveries: 3 at the submit, 3 at their time, 3 more 200 ms after "still submitting")...
+    // deliveries: its own job's 1, then the crashed submit's 3 at their time, 3 more 200 ms after
+    // "still submitting", and so on)...
     const jsm = await jetstreamManager(nc);
     await waitUntil(
       async () =>
-        (await jsm.consumers.info("jetstate_delayed", "due")).delivered.consumer_seq >= 9 ||
+        (await jsm.consumers.info(`jetstate_delayed_${queue}`, "due")).delivered.consumer_seq >= 10 ||
         // Or moved already: the assertion below says so.
         (await stored(`jetstate_tasks_${queue}`, `jetstate.tasks.${queue}.${jobId}`)) > 0,
       {
@@ -85,7 +88,7 @@ describe("a delayed submit that dies before its commit", () => {
 
     const report = await partsOf(rt).jobs.reap(() => Date.now() + 10 * 60_000);
     expect(report.rolledBack).toEqual([jobId]);
-    expect(await stored("jetstate_delayed", `jetstate.delayed.${queue}.${jobId}`)).toBe(0);
+    expect(await stored(`jetstate_delayed_${queue}`, `jetstate.delayed.${queue}.${jobId}`)).toBe(0);
     expect(await stored(`jetstate_tasks_${queue}`, `jetstate.tasks.${queue}.${jobId}`)).toBe(0);
   });
 });

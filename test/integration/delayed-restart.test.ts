@@ -37,7 +37,7 @@ describe("delayed tasks across a restart of the server and of every runtime", ()
     try {
       const jsm = await jetstreamManager(nc);
       const subject = `jetstate.delayed.${queue}.${jobId}`;
-      const info = await jsm.streams.info("jetstate_delayed", { subjects_filter: subject });
+      const info = await jsm.streams.info(`jetstate_delayed_${queue}`, { subjects_filter: subject });
       return info.state.subjects?.[subject] ?? 0;
     } finally {
       await nc.close();

@@ -20,6 +20,7 @@ import { jobIdFor } from "../../src/effects/plan-submit.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type Faults, faultyBroker } from "../harness/faulty-broker.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 interface TestRuntime {
   readonly rt: Runtime;
@@ -27,7 +28,7 @@ interface TestRuntime {
 }
 
 interface Backend {
-  runtime(): Promise<TestRuntime>;
+  runtime(extra?: RuntimeOptions): Promise<TestRuntime>;
   /** Held tasks of the job as the broker stores them, read without jetstate. */
   heldStored(queue: string, jobId: string): Promise<number>;
   /** Task messages stored on the job's own subject (moved there, not yet acked), read without jetstate. */
@@ -41,9 +42,9 @@ const memoryBackend = (): Backend => {
   const server = createMemoryServer();
   const stops: (() => Promise<void>)[] = [];
   return {
-    async runtime() {
+    async runtime(extra = {}) {
       const faulty = faultyBroker(createMemoryBroker({ server }));
-      const rt = await createRuntime({ ...options, broker: faulty.broker });
+      const rt = await createRuntime({ ...options, ...extra, broker: faulty.broker });
       stops.push(() => rt.stop());
       return { rt, faults: faulty.faults };
     },
@@ -74,8 +75,8 @@ afterAll(async () => {
 const natsBackend = (): Backend => {
   const stops: (() => Promise<void>)[] = [];
   return {
-    async runtime() {
-      const merged = { ...options, servers: nats.url };
+    async runtime(extra = {}) {
+      const merged = { ...options, ...extra, servers: nats.url };
       const core = await createRuntimeCore(merged);
       const inner = createNatsBroker(core, {
         retentionMs: core.options.jobs.retentionMs,
@@ -89,7 +90,7 @@ const natsBackend = (): Backend => {
     async heldStored(queue, jobId) {
       const jsm = await jetstreamManager(raw);
       const subject = `jetstate.delayed.${queue}.${jobId}`;
-      const info = await jsm.streams.info("jetstate_delayed", { subjects_filter: subject });
+      const info = await jsm.streams.info(`jetstate_delayed_${queue}`, { subjects_filter: subject });
       return info.state.subjects?.[subject] ?? 0;
     },
     async tasksStored(queue, jobId) {
@@ -232,5 +233,39 @@ describe.each([
     expect(ledger.filter((h) => h.job !== control.id)).toEqual([]);
     expect(await backend.tasksStored("rolled", rolledBack!.id)).toBe(0);
     expect(await backend.heldStored("rolled", rolledBack!.id)).toBe(0);
+  });
+
+  it("a submitter stopped after its commit: the runtime that takes the job over moves its tasks on time", async () => {
+    // Short leases: the stopped submitter's job is taken over within a second or two.
+    const leases: RuntimeOptions = { jobs: { cleanupIntervalMs: 0, leaseMs: 400 } };
+    const { rt: submitter } = await backend.runtime(leases);
+    const { rt: taker } = await backend.runtime(leases);
+    const ledger: Handled[] = [];
+    const worker = taker.workers.start<{ n: number }, number>({
+      queue: "orphaned",
+      handler: (task) => {
+        ledger.push({ job: task.jobId, index: task.index, at: Date.now() });
+        return task.payload.n;
+      },
+    });
+    // Due after the takeover (moved at its time by the taker) and one due before it (moved once
+    // taken over): neither is moved by the submitter, stopped right after the commit.
+    const runAt = Date.now() + 2500;
+    const later = await submitter.jobs.submit({ queue: "orphaned", tasks: [{ n: 1 }, { n: 2 }], runAt });
+    const soon = await submitter.jobs.submit({ queue: "orphaned", tasks: [{ n: 3 }], delayMs: 50 });
+    await submitter.stop();
+    expect(await backend.heldStored("orphaned", later.id)).toBe(2);
+    // The taker's handles only once the tasks ran: a `get` would watch the job here by itself.
+    await waitUntil(() => ledger.length === 3, {
+      timeoutMs: 15_000,
+      message: "every task of the orphaned jobs handled",
+    });
+    await worker.stop();
+    const forLater = ledger.filter((h) => h.job === later.id);
+    expect(forLater.map((h) => h.index).sort()).toEqual([0, 1]);
+    for (const h of forLater) expect(h.at).toBeGreaterThanOrEqual(runAt);
+    expect(ledger.filter((h) => h.job === soon.id).map((h) => h.index)).toEqual([0]);
+    expect(await backend.heldStored("orphaned", later.id)).toBe(0);
+    expect((await taker.jobs.get(later.id))?.snapshot().status).toBe("succeeded");
   });
 });

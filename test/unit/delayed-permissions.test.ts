@@ -15,15 +15,18 @@ const matches = (pattern: string, subject: string): boolean => {
 const allowed = (subjects: readonly string[], subject: string) =>
   subjects.some((pattern) => matches(pattern, subject));
 
-const moverSubjects = [
-  "$JS.API.STREAM.CREATE.p_delayed",
-  "$JS.API.STREAM.INFO.p_delayed",
-  "$JS.API.CONSUMER.DURABLE.CREATE.p_delayed.due",
-  "$JS.API.CONSUMER.INFO.p_delayed.due",
-  "$JS.API.CONSUMER.MSG.NEXT.p_delayed.due",
-  "$JS.ACK.p_delayed.due.1.2.3.4.5",
-  "$JS.API.STREAM.MSG.GET.p_delayed",
-  "$JS.API.STREAM.MSG.DELETE.p_delayed",
+/** What a mover of queue `q` does on its queue's delayed stream. */
+const moverSubjects = (q: string) => [
+  `$JS.API.STREAM.CREATE.p_delayed_${q}`,
+  `$JS.API.STREAM.INFO.p_delayed_${q}`,
+  `$JS.API.CONSUMER.DURABLE.CREATE.p_delayed_${q}.due`,
+  `$JS.API.CONSUMER.INFO.p_delayed_${q}.due`,
+  `$JS.API.CONSUMER.MSG.NEXT.p_delayed_${q}.due`,
+  `$JS.ACK.p_delayed_${q}.due.1.2.3.4.5`,
+  `$JS.API.STREAM.MSG.GET.p_delayed_${q}`,
+  `$JS.API.STREAM.MSG.DELETE.p_delayed_${q}`,
+  `$JS.API.DIRECT.GET.p_delayed_${q}`,
+  `$JS.API.DIRECT.GET.p_delayed_${q}.p.delayed.${q}.job1`,
 ];
 
 describe("natsPermissions: delayed tasks", () => {
@@ -31,16 +34,27 @@ describe("natsPermissions: delayed tasks", () => {
     "a %s of A may hold A's tasks and move them, not B's",
     (role) => {
       const { publish } = natsPermissions({ role, queues: ["A"], prefix: "p" });
-      for (const subject of [...moverSubjects, "p.delayed.A.job1", "p.tasks.A.job1"])
+      for (const subject of [...moverSubjects("A"), "p.delayed.A.job1", "p.tasks.A.job1"])
         expect(allowed(publish.allow, subject), subject).toBe(true);
-      for (const subject of ["p.delayed.B.job1", "p.tasks.B.job1"])
+      // Queue B's held tasks: neither read, pulled, acked, deleted nor held.
+      for (const subject of [...moverSubjects("B"), "p.delayed.B.job1", "p.tasks.B.job1"])
         expect(allowed(publish.allow, subject), subject).toBe(false);
     },
   );
 
   it("a worker may not touch the delayed stream", () => {
     const { publish } = natsPermissions({ role: "worker", queues: ["A"], prefix: "p" });
-    for (const subject of [...moverSubjects, "p.delayed.A.job1"])
+    for (const subject of [...moverSubjects("A"), "p.delayed.A.job1"])
       expect(allowed(publish.allow, subject), subject).toBe(false);
+  });
+
+  it("an admin of A provisions A's delayed stream, not B's", () => {
+    const { publish } = natsPermissions({ role: "admin", queues: ["A"], prefix: "p" });
+    for (const subject of [
+      "$JS.API.STREAM.CREATE.p_delayed_A",
+      "$JS.API.CONSUMER.DURABLE.CREATE.p_delayed_A.due",
+    ])
+      expect(allowed(publish.allow, subject), subject).toBe(true);
+    expect(allowed(publish.allow, "$JS.API.STREAM.CREATE.p_delayed_B")).toBe(false);
   });
 });

@@ -373,8 +373,12 @@ class MemoryJobBroker implements MemoryBroker {
     return this.#delayed.holdTasks(record, held, signal);
   }
 
-  consumeHeld(onHeld: (task: HeldTask) => Promise<HeldAnswer>, signal: AbortSignal): Promise<void> {
-    return this.#delayed.consumeHeld(onHeld, signal);
+  consumeHeld(
+    queue: string,
+    onHeld: (task: HeldTask) => Promise<HeldAnswer>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    return this.#delayed.consumeHeld(queue, onHeld, signal);
   }
 
   releaseHeld(task: HeldTask): Promise<void> {

@@ -6,10 +6,11 @@ import type { LaneLease } from "../task-queue.ts";
 import { checkToken, type MemoryServerState } from "./memory-server.ts";
 
 /**
- * The delayed stream in memory: a second task stream on the server with one
- * consumer (`due`) of unlimited deliveries, whose nak delays run on the
- * server's clock, as the NATS one's run on the server's timers. Shared by
- * every runtime on the server, as the stream is on NATS.
+ * The delayed streams in memory: a second task stream on the server with a
+ * `due` consumer per queue (its filter that queue's held tasks) of unlimited
+ * deliveries, whose nak delays run on the server's clock, as the NATS ones
+ * run on the server's timers. Shared by every runtime on the server, as the
+ * streams are on NATS.
  */
 export class MemoryDelayedTasks implements DelayedTasks {
   readonly #server: MemoryServerState;
@@ -27,7 +28,7 @@ export class MemoryDelayedTasks implements DelayedTasks {
     this.#open(op);
     if (signal.aborted) throw new RuntimeStopped({ message: `${op}: aborted` });
     const subject = this.#subject(op, record);
-    this.#server.due();
+    this.#server.due(record.queue);
     for (const task of held) {
       const body = encodeHeld(record.queue, task);
       this.#server.checkPayload(op, body, `held.${task.msgId}`);
@@ -35,10 +36,15 @@ export class MemoryDelayedTasks implements DelayedTasks {
     }
   }
 
-  async consumeHeld(onHeld: (task: HeldTask) => Promise<HeldAnswer>, signal: AbortSignal): Promise<void> {
-    this.#open("job.tasks.move");
+  async consumeHeld(
+    queue: string,
+    onHeld: (task: HeldTask) => Promise<HeldAnswer>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const op = "job.tasks.move";
+    this.#open(op);
     const stop = AbortSignal.any([signal, this.#stop]);
-    const due = this.#server.due();
+    const due = this.#server.due(checkToken(op, "queue", queue));
     // Side by side, as on NATS (adapters/nats/delayed-tasks.ts).
     const inFlight = new Set<Promise<void>>();
     try {

@@ -80,7 +80,7 @@ export class MemoryServerState implements MemoryServer {
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;
-  /** Tasks held until due, every queue's (the NATS broker's delayed stream). */
+  /** Tasks held until due, a consumer per queue (the NATS broker's delayed stream per queue). */
   readonly delayed: TaskStream;
   readonly results: MessageLog;
   readonly deadLetters: MessageLog;
@@ -135,11 +135,18 @@ export class MemoryServerState implements MemoryServer {
     );
   }
 
-  /** The delayed stream's one consumer, pulled by every runtime's mover: unlimited deliveries, as on NATS. */
-  due(): MemoryConsumer {
+  /**
+   * The queue's `due` consumer, pulled by the movers following the queue:
+   * unlimited deliveries, as on NATS, and only that queue's held tasks.
+   */
+  due(queue: string): MemoryConsumer {
+    const name = `${dueConsumer}.${queue}`;
     return (
-      this.delayed.consumer(dueConsumer) ??
-      this.delayed.putConsumer(dueConsumer, `${this.prefix}.delayed.>`, { ackWaitMs: 30_000, maxDeliver: -1 })
+      this.delayed.consumer(name) ??
+      this.delayed.putConsumer(name, `${this.prefix}.delayed.${queue}.>`, {
+        ackWaitMs: 30_000,
+        maxDeliver: -1,
+      })
     );
   }
 

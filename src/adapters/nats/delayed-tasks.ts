@@ -23,53 +23,58 @@ import { deleteSubjectMessages } from "./subject-messages.ts";
 const decoder = new TextDecoder();
 
 /**
- * How many held tasks the `due` consumer may have delivered and not acked:
- * a task nak'ed with a delay stays pending on nats-server 2.9 until it is
- * delivered again, so this bounds the tasks held at once. Beyond it the
- * server delivers nothing new until one is acked (a task due sooner than
- * all the pending ones then waits: the limit of this design).
+ * How many held tasks a queue's `due` consumer may have delivered and not
+ * acked: a task nak'ed with a delay stays pending on nats-server 2.9 until it
+ * is delivered again, so this bounds the tasks of a queue held at once.
+ * Beyond it the server delivers nothing new until one is acked (a task due
+ * sooner than all the pending ones then waits: the limit of this design).
  */
 const dueMaxAckPending = 1_000_000;
-
-/**
- * How often a mover looks for the delayed stream while there is none (a
- * consumer info each time): a task held by another runtime is moved by that
- * runtime's mover meanwhile.
- */
-const lookAgainMs = 10_000;
 
 /** A mover that died with a delivery: the server gives it to another after this. */
 const dueAckWaitMs = 30_000;
 
-/** The delayed stream on NATS (adapters/delayed-tasks.ts says the design). */
+/** Each queue's delayed stream on NATS (adapters/delayed-tasks.ts says the design). */
 export class NatsDelayedTasks implements DelayedTasks {
   readonly #core: NatsContext;
   readonly #js: NatsJobBroker;
   readonly #log: Logger;
-  /** The stream and its consumer, set up once per client and forgotten with the broker's other setups. */
-  readonly #setUpOnce: (nc: NatsConnection, make: () => Promise<void>) => Promise<void>;
-  /** Movers waiting for the delayed stream to exist. */
-  readonly #waiters = new Set<() => void>();
+  /** Each queue's stream and consumer, set up once per client and forgotten with the broker's other setups. */
+  readonly #setUps: WeakMap<NatsConnection, Map<string, Promise<void>>>;
 
   constructor(core: NatsContext, js: NatsJobBroker, log: Logger) {
     this.#core = core;
     this.#js = js;
     this.#log = log;
-    this.#setUpOnce = js.setups.once<void>();
+    this.#setUps = js.setups.cache();
   }
 
-  #stream(nc: NatsConnection): Promise<void> {
-    return this.#setUpOnce(nc, () => this.#setUp(nc));
+  #stream(nc: NatsConnection, queue: string): Promise<void> {
+    let queues = this.#setUps.get(nc);
+    if (!queues) {
+      queues = new Map();
+      this.#setUps.set(nc, queues);
+    }
+    const known = queues.get(queue);
+    if (known) return known;
+    const setUp = this.#setUp(nc, queue);
+    queues.set(queue, setUp);
+    // The caller sees the failure; here it only un-caches it (the next use tries again).
+    setUp.catch(() => {
+      if (queues.get(queue) === setUp) queues.delete(queue);
+    });
+    return setUp;
   }
 
-  async #setUp(nc: NatsConnection): Promise<void> {
+  async #setUp(nc: NatsConnection, queue: string): Promise<void> {
     const { jsm } = await this.#js.handles(nc);
     const n = this.#js.names;
+    const stream = n.delayedStream(queue);
     await ensureStream(
       jsm,
       {
-        name: n.delayedStream,
-        subjects: [`${this.#core.options.prefix}.delayed.>`],
+        name: stream,
+        subjects: [n.delayedSubject(queue, "*")],
         retention: RetentionPolicy.Workqueue,
         storage: StorageType.File,
         duplicate_window: nanos(120_000),
@@ -77,10 +82,10 @@ export class NatsDelayedTasks implements DelayedTasks {
       this.#js.replicas,
     );
     try {
-      await jsm.consumers.info(n.delayedStream, dueConsumer);
+      await jsm.consumers.info(stream, dueConsumer);
     } catch (error) {
       if (!isNotFound(error)) throw error;
-      await jsm.consumers.add(n.delayedStream, {
+      await jsm.consumers.add(stream, {
         durable_name: dueConsumer,
         ack_policy: AckPolicy.Explicit,
         ack_wait: nanos(dueAckWaitMs),
@@ -91,12 +96,17 @@ export class NatsDelayedTasks implements DelayedTasks {
     }
   }
 
+  /** The queue's stream and `due` consumer made now (`rt.admin.provision([queue])`). */
+  provision(queue: string): Promise<void> {
+    return this.#js.run("delayed.provision", (nc) => this.#stream(nc, queue));
+  }
+
   holdTasks(record: JobRecord, held: readonly HeldTaskBody[], signal: AbortSignal): Promise<void> {
     const subject = this.#js.names.delayedSubject(record.queue, record.id);
     return this.#js.run(
       "job.tasks.hold",
       async (nc) => {
-        await this.#stream(nc);
+        await this.#stream(nc, record.queue);
         await publishPipelined(nc, {
           subject,
           bodies: held.map((task) => encodeHeld(record.queue, task)),
@@ -106,55 +116,32 @@ export class NatsDelayedTasks implements DelayedTasks {
           ackTimeoutMs: 5000,
           signal,
         });
-        this.#wake();
       },
       { timeoutMs: Math.max(30_000, held.length * 2), signal },
     );
   }
 
-  /** Resolves after `ms`, when `signal` aborts, or once this runtime holds a task. */
-  #heldHereOr(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.#waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-      this.#waiters.add(done);
-    });
-  }
-
-  #wake(): void {
-    for (const waiter of [...this.#waiters]) waiter();
-  }
-
-  consumeHeld(onHeld: (task: HeldTask) => Promise<HeldAnswer>, signal: AbortSignal): Promise<void> {
-    return superviseLoop(this.#core.connection, (nc, s) => this.#consume(nc, onHeld, s), signal, {
-      name: "mover",
+  consumeHeld(
+    queue: string,
+    onHeld: (task: HeldTask) => Promise<HeldAnswer>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    return superviseLoop(this.#core.connection, (nc, s) => this.#consume(nc, queue, onHeld, s), signal, {
+      name: `mover:${queue}`,
       log: this.#log,
     });
   }
 
   async #consume(
     nc: NatsConnection,
+    queue: string,
     onHeld: (task: HeldTask) => Promise<HeldAnswer>,
     signal: AbortSignal,
   ): Promise<"ended"> {
-    // Made by the first hold, never by a mover: a deployment without delayed tasks has no
-    // delayed stream. Until it exists, look again every `lookAgainMs`, or at once after a hold here.
-    const { jsm } = await this.#js.handles(nc);
-    const exists = await jsm.consumers.info(this.#js.names.delayedStream, dueConsumer).then(
-      () => true,
-      (error: unknown) => (isNotFound(error) ? false : Promise.reject(error)),
-    );
-    if (!exists) {
-      await this.#heldHereOr(lookAgainMs, signal);
-      return "ended";
-    }
-    const consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream, dueConsumer);
+    // A mover follows a queue only while a job of it holds tasks (api/movers.ts): the stream is
+    // there already (its submit held them), or made now if it is gone (a server that lost its store).
+    await this.#stream(nc, queue);
+    const consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream(queue), dueConsumer);
     const messages = await consumer.consume({ max_messages: 256, threshold_messages: 128, ...pullLoop });
     const stopped = closeWhenEnded(messages, nc, signal);
     // Many tasks fall due at once (a job held by one `delayMs`): each waits for a record read
@@ -210,7 +197,7 @@ export class NatsDelayedTasks implements DelayedTasks {
     return this.#js.run("job.tasks.held", async (nc) => {
       const { jsm } = await this.#js.handles(nc);
       try {
-        const info = await jsm.streams.info(this.#js.names.delayedStream, {
+        const info = await jsm.streams.info(this.#js.names.delayedStream(queue), {
           subjects_filter: this.#js.names.delayedSubject(queue, jobId),
         });
         return Object.values(info.state.subjects ?? {}).reduce((sum, count) => sum + count, 0);
@@ -224,16 +211,17 @@ export class NatsDelayedTasks implements DelayedTasks {
   /**
    * Removes the job's held tasks (a cancel, a rollback, its end): none of
    * them fires later. One by one, never a filtered purge: on nats-server 2.9
-   * that moves the `due` consumer (no filter: it covers every subject) past
-   * the stream's last message and forgets its pending acks, so every other
-   * job's held tasks would be skipped for good (subject-messages.ts).
+   * that moves the queue's `due` consumer (no filter: it covers every job of
+   * the queue) past the stream's last message and forgets its pending acks, so
+   * every other job's held tasks of the queue would be skipped for good
+   * (subject-messages.ts).
    */
   unhold(job: JobTasksRef): Promise<void> {
     return this.#js.run("job.tasks.unhold", async (nc) => {
       const { jsm } = await this.#js.handles(nc);
       await deleteSubjectMessages(
         jsm,
-        this.#js.names.delayedStream,
+        this.#js.names.delayedStream(job.queue),
         this.#js.names.delayedSubject(job.queue, job.id),
         { max: Number.MAX_SAFE_INTEGER },
       ).catch((error: unknown) => {

@@ -152,7 +152,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await js.removeTasks(job);
     },
     holdTasks: (record, held, signal) => delayed.holdTasks(record, held, signal),
-    consumeHeld: (onHeld, signal) => delayed.consumeHeld(onHeld, signal),
+    consumeHeld: (queue, onHeld, signal) => delayed.consumeHeld(queue, onHeld, signal),
     releaseHeld: (task) => delayed.releaseHeld(task),
     heldCount: (queue, jobId) => delayed.heldCount(queue, jobId),
     announceCreated: (queue, jobId) => js.announceCreated(queue, jobId),
@@ -288,7 +288,10 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await queueControls.provision();
       await flows.provision();
       await schedules.provision();
-      for (const queue of queues) await dead.ensure(queue);
+      for (const queue of queues) {
+        await dead.ensure(queue);
+        await delayed.provision(queue);
+      }
     },
     queueStats: (query) => natsQueueStats(js, query),
     close: async () => undefined,
