@@ -220,8 +220,9 @@ const natsBackend = async (): Promise<Backend> => {
     },
     async readerConsumers() {
       const names: string[] = [];
+      // A consumer deleted while the server lists them comes as null (nats-server 2.9).
       for await (const info of jsm.consumers.list("KV_jetstate_jobs"))
-        if (info.name.startsWith("events_")) names.push(info.name);
+        if (info?.name?.startsWith("events_")) names.push(info.name);
       return names;
     },
     async stop() {
