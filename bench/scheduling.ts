@@ -6,6 +6,7 @@
  * submitted by hand. Each part starts its own runtimes on the bench's server,
  * under a prefix of its own.
  */
+import { measureSchedCron, type SchedCronResult } from "./sched-cron.ts";
 import { type DelayedResult, measureDelayed } from "./sched-delayed.ts";
 import { measureSchedFlows, type SchedFlowsResult } from "./sched-flows.ts";
 import { measurePriority, type PriorityResult } from "./sched-priority.ts";
@@ -13,6 +14,7 @@ import { measureSchedQueues, type SchedQueuesResult } from "./sched-queues.ts";
 
 export interface SchedulingResult {
   readonly delayed: DelayedResult;
+  readonly cron: SchedCronResult;
   readonly priority: PriorityResult;
   readonly queues: SchedQueuesResult;
   readonly flows: SchedFlowsResult;
@@ -21,18 +23,20 @@ export interface SchedulingResult {
 export async function measureScheduling(url: string, log: (line: string) => void): Promise<SchedulingResult> {
   const delayed = await measureDelayed(url);
   log(`scheduling/delayed: ${JSON.stringify(delayed)}`);
+  const cron = await measureSchedCron(url);
+  log(`scheduling/cron: ${JSON.stringify(cron)}`);
   const priority = await measurePriority(url);
   log(`scheduling/priority: ${JSON.stringify(priority)}`);
   const queues = await measureSchedQueues(url);
   log(`scheduling/queues: ${JSON.stringify(queues)}`);
   const flows = await measureSchedFlows(url);
   log(`scheduling/flows: ${JSON.stringify(flows)}`);
-  return { delayed, priority, queues, flows };
+  return { delayed, cron, priority, queues, flows };
 }
 
 /** The section's markdown, each figure beside its target. */
 export const schedulingMarkdown = (s: SchedulingResult): string[] => {
-  const { delayed: d, priority: p, queues: q, flows: f } = s;
+  const { delayed: d, cron: c, priority: p, queues: q, flows: f } = s;
   const b = p.behindBacklog;
   const m = p.behindManyJobs;
   return [
@@ -42,6 +46,7 @@ export const schedulingMarkdown = (s: SchedulingResult): string[] => {
     "| --- | --- | --- |",
     `| delayed: ${d.handled} tasks due over time, handler start − due | ${d.early} early; p50 ${d.lateP50Ms} ms, p99 ${d.lateP99Ms} ms, max ${d.lateMaxMs} ms | none early, p99 ≤ 100 ms |`,
     `| delayed: jobs held by delayMs, start − due | p50 ${d.wholeLateP50Ms} ms, max ${d.wholeLateMaxMs} ms | |`,
+    `| a 1-second schedule for ${c.durationMs / 1000} s, 3 runtimes in child processes, one SIGKILLed${c.victimTick ? ` (firing ${c.victimTick})` : ""} | ${c.ticksFired} of ${c.ticksExpected} ticks fired, ${c.ticksDuplicated} twice, ${c.ticksMissed} missed; victim killed: ${c.victimKilled}; tick → job committed p50 ${c.latencyP50Ms} ms, p99 ${c.latencyP99Ms} ms | every tick exactly once |`,
     `| priority 10 behind one ${b.shape.backlogTasks}-task priority-0 job, submit → first start | p50 ${b.priority10.p50Ms} ms, max ${b.priority10.maxMs} ms (priority 0: p50 ${b.priority0.p50Ms} ms) | ≤ 100 ms |`,
     `| priority 10 behind ${m.shape.backlogJobs} priority-0 jobs, submit → first start | p50 ${m.priority10.p50Ms} ms, max ${m.priority10.maxMs} ms (priority 0: p50 ${m.priority0.p50Ms} ms) | |`,
     `| ratePerSecond ${q.rate.ratePerSecond}, 3 worker processes, ${q.rate.seconds} s | mean ${q.rate.meanPerSecond}/s, min ${q.rate.minPerSecond}, max ${q.rate.maxPerSecond}; most in any 1 s window ${q.rate.maxInAnyWindow} | 100 ± 5 per second |`,
