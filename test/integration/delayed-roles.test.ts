@@ -8,19 +8,14 @@
  * normal operation; the raw attempts, each), the handlers' ledger and B's
  * delayed stream read by the admin's own nats.js client.
  */
-import path from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type RoleServer, startRoleServer } from "../harness/role-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const prefix = "perm";
-const password = "s3cret-for-tests";
 const users: Record<string, PermissionsRequest> = {
   admin: { role: "admin", queues: ["A", "B"], prefix },
   submitter: { role: "submitter", queues: ["A", "B"], prefix },
@@ -34,35 +29,14 @@ const users: Record<string, PermissionsRequest> = {
 };
 
 describe("delayed tasks with least-privilege roles", () => {
-  let files: AuthFiles;
-  let server: NatsServerHandle;
-  let logFile: string;
-  const runtimes: Runtime[] = [];
-  const runtimeAs = async (user: keyof typeof users) => {
-    const rt = await createRuntime({
-      servers: server.url,
-      prefix,
-      auth: { user, pass: password },
-      roles: users[user]?.role,
-      name: user,
-      logger: silentLogger(),
-      jobs: { cleanupIntervalMs: 0 },
-    });
-    runtimes.push(rt);
-    return rt;
-  };
+  let roles: RoleServer;
+  const runtimeAs = (user: keyof typeof users) => roles.runtimeAs(user);
 
   beforeAll(async () => {
-    files = await authFiles();
-    logFile = path.join(files.dir, "server.log");
-    server = await startNatsServer({
-      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
-    });
+    roles = await startRoleServer(users, { prefix, jobs: { cleanupIntervalMs: 0 } });
   });
   afterAll(async () => {
-    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
-    await server?.dispose();
-    await files?.remove();
+    await roles?.stop();
   });
 
   it("holds, moves and runs each queue's delayed tasks with no permission violation", async () => {
@@ -111,7 +85,7 @@ describe("delayed tasks with least-privilege roles", () => {
         .sort(),
     ).toEqual([0, 1]);
     for (const h of ledger) expect(h.at).toBeGreaterThanOrEqual(runAt);
-    expect(await loggedViolations(logFile)).toEqual([]);
+    expect(await roles.violations()).toEqual([]);
   });
 
   it("a user of queue A alone moves A's held tasks and can neither read nor pull B's", async () => {
@@ -136,13 +110,13 @@ describe("delayed tasks with least-privilege roles", () => {
     // Normal operation: the server refused nothing of the delayed tasks to anyone. (Not ours: a
     // supervisor of A alone looks up B's advisories stream too, its dead-letter processing finding
     // the queues by the stream names; that one refusal is allowed here, and only that one.)
-    const normal = await loggedViolations(logFile);
+    const normal = await roles.violations();
     expect(normal.filter((v) => !v.subject.startsWith(`$JS.API.STREAM.INFO.${prefix}_advisories_`))).toEqual(
       [],
     );
 
     // The user of A, raw: B's delayed stream is refused to it, read, got, pulled or deleted.
-    const nc = await connect({ servers: server.url, user: "submitterA", pass: password, timeout: 2000 });
+    const nc = await connect({ servers: roles.url, user: "submitterA", pass: roles.password, timeout: 2000 });
     const stream = `${prefix}_delayed_B`;
     const subject = `${prefix}.delayed.B.${heldB.id}`;
     try {
@@ -163,11 +137,11 @@ describe("delayed tasks with least-privilege roles", () => {
     } finally {
       await nc.close();
     }
-    await waitUntil(
-      async () => (await loggedViolations(logFile)).some((v) => v.subject.includes("MSG.NEXT")),
-      { timeoutMs: 5000, message: "the server logged the refused attempts" },
-    );
-    const refused = (await loggedViolations(logFile)).slice(normal.length);
+    await waitUntil(async () => (await roles.violations()).some((v) => v.subject.includes("MSG.NEXT")), {
+      timeoutMs: 5000,
+      message: "the server logged the refused attempts",
+    });
+    const refused = (await roles.violations()).slice(normal.length);
     expect(refused.every((v) => v.user === "submitterA")).toBe(true);
     for (const verb of [
       "STREAM.INFO",
@@ -183,7 +157,7 @@ describe("delayed tasks with least-privilege roles", () => {
     expect(refused.some((v) => v.subject === subject)).toBe(true);
 
     // B's held tasks are all still there, untouched, as the admin reads them.
-    const admin = await connect({ servers: server.url, user: "admin", pass: password });
+    const admin = await connect({ servers: roles.url, user: "admin", pass: roles.password });
     try {
       const info = await (await jetstreamManager(admin)).streams.info(stream, { subjects_filter: subject });
       expect(info.state.subjects?.[subject]).toBe(2);

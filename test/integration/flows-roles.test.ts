@@ -5,17 +5,12 @@
  * supervisor supervises, one worker per queue answers. The oracles: the
  * server's own log of permission violations (none), and the handlers' ledger.
  */
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type RoleServer, startRoleServer } from "../harness/role-server.ts";
 
 const prefix = "permf";
-const password = "s3cret-for-tests";
 const users: Record<string, PermissionsRequest> = {
   admin: { role: "admin", queues: ["A", "B"], prefix },
   submitter: { role: "submitter", queues: ["A", "B"], prefix },
@@ -25,36 +20,18 @@ const users: Record<string, PermissionsRequest> = {
 };
 
 describe("flows with each role's permissions only", () => {
-  let files: AuthFiles;
-  let server: NatsServerHandle;
-  let logFile: string;
-  const runtimes: Runtime[] = [];
-  const runtimeAs = async (user: keyof typeof users) => {
-    const rt = await createRuntime({
-      servers: server.url,
+  let roles: RoleServer;
+  const runtimeAs = (user: keyof typeof users) => roles.runtimeAs(user);
+
+  beforeAll(async () => {
+    roles = await startRoleServer(users, {
       prefix,
-      auth: { user, pass: password },
-      roles: users[user]?.role,
-      name: user,
-      logger: silentLogger(),
       connection: { operationTimeoutMs: 4000, retry: { attempts: 1 } },
       jobs: { leaseMs: 1000 },
     });
-    runtimes.push(rt);
-    return rt;
-  };
-
-  beforeAll(async () => {
-    files = await authFiles();
-    logFile = path.join(files.dir, "server.log");
-    server = await startNatsServer({
-      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
-    });
   });
   afterAll(async () => {
-    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
-    await server?.dispose();
-    await files?.remove();
+    await roles?.stop();
   });
 
   it("a parent on B after two children on A: no permission violation", async () => {
@@ -94,6 +71,6 @@ describe("flows with each role's permissions only", () => {
     expect(ledger[3]).toBe("B parent");
     const read = await (await submitter.flows.get(flow.id))?.done();
     expect(read?.status).toBe("succeeded");
-    expect(await loggedViolations(logFile)).toEqual([]);
+    expect(await roles.violations()).toEqual([]);
   });
 });

@@ -6,20 +6,15 @@
  * pause; the submitter reads the settings. The oracles: the server's own
  * log of permission violations, and the handlers' ledger.
  */
-import path from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type RoleServer, startRoleServer } from "../harness/role-server.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
 const prefix = "permq";
-const password = "s3cret-for-tests";
 const users: Record<string, PermissionsRequest> = {
   admin: { role: "admin", queues: ["A", "B"], prefix },
   submitter: { role: "submitter", queues: ["A"], prefix },
@@ -27,36 +22,18 @@ const users: Record<string, PermissionsRequest> = {
 };
 
 describe("queue controls with least-privilege users", () => {
-  let files: AuthFiles;
-  let server: NatsServerHandle;
-  let logFile: string;
-  const runtimes: Runtime[] = [];
-  const runtimeAs = async (user: keyof typeof users) => {
-    const rt = await createRuntime({
-      servers: server.url,
+  let roles: RoleServer;
+  const runtimeAs = (user: keyof typeof users) => roles.runtimeAs(user);
+
+  beforeAll(async () => {
+    roles = await startRoleServer(users, {
       prefix,
-      auth: { user, pass: password },
-      roles: users[user]?.role,
-      name: user,
-      logger: silentLogger(),
       connection: { operationTimeoutMs: 4000, retry: { attempts: 1 } },
       jobs: { cleanupIntervalMs: 0 },
     });
-    runtimes.push(rt);
-    return rt;
-  };
-
-  beforeAll(async () => {
-    files = await authFiles();
-    logFile = path.join(files.dir, "server.log");
-    server = await startNatsServer({
-      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
-    });
   });
   afterAll(async () => {
-    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
-    await server?.dispose();
-    await files?.remove();
+    await roles?.stop();
   });
 
   it("the admin configures and pauses; a worker of A obeys with its own permissions; others may only read", async () => {
@@ -103,7 +80,7 @@ describe("queue controls with least-privilege users", () => {
     expect(await paused.done()).toMatchObject({ status: "succeeded", done: 3 });
 
     // The worker of A's user may not take B's permits: refused by the server, which logs it.
-    const raw = await connect({ servers: server.url, user: "workerA", pass: password });
+    const raw = await connect({ servers: roles.url, user: "workerA", pass: roles.password });
     try {
       const taken = jetstream(raw)
         .consumers.get(`${prefix}_permits`, "concurrency_B")
@@ -112,11 +89,11 @@ describe("queue controls with least-privilege users", () => {
     } finally {
       await raw.close();
     }
-    await waitUntil(async () => (await loggedViolations(logFile)).length > 0, {
+    await waitUntil(async () => (await roles.violations()).length > 0, {
       timeoutMs: 3000,
       message: "the refused pull logged",
     });
-    const violations = await loggedViolations(logFile);
+    const violations = await roles.violations();
     // Nothing but what was provoked: every violation is the raw pull at B's permits.
     expect(violations.every((v) => v.user === "workerA" && v.subject.includes("concurrency_B"))).toBe(true);
   }, 30_000);

@@ -6,18 +6,13 @@
  * and fires nothing. Oracles: the server's log of permission violations
  * (none) and the worker's ledger.
  */
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type RoleServer, startRoleServer } from "../harness/role-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const prefix = "sperm";
-const password = "s3cret-for-tests";
 const users: Record<string, PermissionsRequest> = {
   admin: { role: "admin", queues: ["S"], prefix },
   submitter: { role: "submitter", queues: ["S"], prefix },
@@ -25,36 +20,18 @@ const users: Record<string, PermissionsRequest> = {
 };
 
 describe("schedules with least-privilege roles", () => {
-  let files: AuthFiles;
-  let server: NatsServerHandle;
-  let logFile: string;
-  const runtimes: Runtime[] = [];
-  const runtimeAs = async (user: keyof typeof users) => {
-    const rt = await createRuntime({
-      servers: server.url,
+  let roles: RoleServer;
+  const runtimeAs = (user: keyof typeof users) => roles.runtimeAs(user);
+
+  beforeAll(async () => {
+    roles = await startRoleServer(users, {
       prefix,
-      auth: { user, pass: password },
-      roles: users[user]?.role,
-      name: user,
-      logger: silentLogger(),
       connection: { operationTimeoutMs: 4000, retry: { attempts: 1 } },
       jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0 },
     });
-    runtimes.push(rt);
-    return rt;
-  };
-
-  beforeAll(async () => {
-    files = await authFiles();
-    logFile = path.join(files.dir, "server.log");
-    server = await startNatsServer({
-      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
-    });
   });
   afterAll(async () => {
-    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
-    await server?.dispose();
-    await files?.remove();
+    await roles?.stop();
   });
 
   it("a submitter upserts, lists, fires and removes; a worker may not; no violation logged", async () => {
@@ -80,6 +57,6 @@ describe("schedules with least-privilege roles", () => {
     expect((await submitter.schedules.get("s"))?.lastTick).toBeGreaterThan(0);
     expect(await submitter.schedules.remove("s")).toBe(true);
     expect(await submitter.schedules.list()).toEqual([]);
-    expect(await loggedViolations(logFile)).toEqual([]);
+    expect(await roles.violations()).toEqual([]);
   }, 30_000);
 });

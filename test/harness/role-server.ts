@@ -1,0 +1,60 @@
+/**
+ * A nats-server whose users each hold one role's permissions
+ * (`natsPermissions()`, written by `roleUsersConfig`) and log every
+ * violation to a file, and runtimes connected as those users: the setup of
+ * the least-privilege tests of each part (queues, delayed tasks, schedules,
+ * flows).
+ */
+import path from "node:path";
+import type { RuntimeOptions } from "../../src/api/options.ts";
+import type { PermissionsRequest } from "../../src/api/permissions.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { authFiles, loggedViolations, roleUsersConfig } from "./nats-auth.ts";
+import { startNatsServer } from "./nats-server.ts";
+
+export interface RoleServer {
+  readonly url: string;
+  /** Every user's password. */
+  readonly password: string;
+  /** A runtime connected as `user`, with that user's role; stopped by `stop()`. */
+  runtimeAs(user: string): Promise<Runtime>;
+  /** The violations the server logged so far. */
+  violations(): ReturnType<typeof loggedViolations>;
+  stop(): Promise<void>;
+}
+
+export const startRoleServer = async (
+  users: Record<string, PermissionsRequest>,
+  options: Pick<RuntimeOptions, "prefix" | "jobs" | "connection">,
+): Promise<RoleServer> => {
+  const password = "s3cret-for-tests";
+  const files = await authFiles();
+  const logFile = path.join(files.dir, "server.log");
+  const server = await startNatsServer({
+    args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
+  });
+  const runtimes: Runtime[] = [];
+  return {
+    url: server.url,
+    password,
+    async runtimeAs(user) {
+      const rt = await createRuntime({
+        ...options,
+        servers: server.url,
+        auth: { user, pass: password },
+        roles: users[user]?.role,
+        name: user,
+        logger: silentLogger(),
+      });
+      runtimes.push(rt);
+      return rt;
+    },
+    violations: () => loggedViolations(logFile),
+    async stop() {
+      await Promise.allSettled(runtimes.map((rt) => rt.stop()));
+      await server.dispose();
+      await files.remove();
+    },
+  };
+};
