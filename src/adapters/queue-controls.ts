@@ -46,4 +46,10 @@ export interface QueueControls {
   setPermits(queue: string, kind: PermitKind, count: number): Promise<void>;
   /** Waits for a permit of the pool; undefined once `signal` aborts. */
   takePermit(queue: string, kind: PermitKind, signal: AbortSignal): Promise<Permit | undefined>;
+  /**
+   * Takes up to `max` of the pool's free permits and returns at once with
+   * them (maybe none): the HTTP pull API, which answers at once, never waits
+   * for a permit.
+   */
+  takeFreePermits(queue: string, kind: PermitKind, max: number): Promise<Permit[]>;
 }

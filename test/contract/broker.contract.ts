@@ -909,6 +909,27 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(more).toBeUndefined();
     });
 
+    it("permits: takeFreePermits lends what is free at once, none from an empty pool", async () => {
+      const q = uid("qf");
+      await broker.queueControls.setPermits(q, "concurrency", 3);
+      const first = await broker.queueControls.takeFreePermits(q, "concurrency", 2);
+      expect(first).toHaveLength(2);
+      const rest = await broker.queueControls.takeFreePermits(q, "concurrency", 5);
+      expect(rest).toHaveLength(1);
+      expect(await broker.queueControls.takeFreePermits(q, "concurrency", 5)).toEqual([]);
+      // A release lends it again; a delayed one only after its delay.
+      first[0]?.release();
+      rest[0]?.release(ack * 4);
+      await eventually(
+        async () => (await broker.queueControls.takeFreePermits(q, "concurrency", 5)).length === 1,
+      );
+      await h.advance(ack * 5);
+      await eventually(
+        async () => (await broker.queueControls.takeFreePermits(q, "concurrency", 5)).length === 1,
+      );
+      expect(await broker.queueControls.takeFreePermits(q, "concurrency", 5)).toEqual([]);
+    });
+
     it("maxPayload: a larger message is refused with a permanent error", async () => {
       const max = await broker.maxPayload();
       expect(max).toBeGreaterThanOrEqual(64 * 1024);

@@ -28,6 +28,13 @@ export class MemoryPermitPool {
     }
   }
 
+  /** Up to `max` free permits, at once. */
+  takeFree(max: number): Permit[] {
+    const count = Math.min(max, this.#free);
+    this.#free -= count;
+    return Array.from({ length: count }, () => this.#permit(this.#generation));
+  }
+
   take(signal: AbortSignal): Promise<Permit | undefined> {
     if (signal.aborted) return Promise.resolve(undefined);
     if (this.#free > 0) {
@@ -118,5 +125,9 @@ export const memoryQueueControls = (
   takePermit: async (queue, kind, signal) => {
     open("queue.permit.take");
     return pools(queue, kind).take(signal);
+  },
+  takeFreePermits: async (queue, kind, max) => {
+    open("queue.permit.take");
+    return pools(queue, kind).takeFree(max);
   },
 });

@@ -9,7 +9,7 @@ import {
   StorageType,
 } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
@@ -45,6 +45,29 @@ class JsPermit implements Permit {
     this.#msg.nak(delayMs);
   }
 }
+
+/** A permit taken by a raw pull (`takeFreePermits`): answered on its reply subject, as a JsMsg is. */
+class RawPermit implements Permit {
+  readonly #nc: NatsConnection;
+  readonly #reply: string;
+  constructor(nc: NatsConnection, reply: string) {
+    this.#nc = nc;
+    this.#reply = reply;
+  }
+  keep(): void {
+    this.#answer("+WPI");
+  }
+  release(delayMs?: number): void {
+    this.#answer(delayMs ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : "-NAK");
+  }
+  #answer(payload: string): void {
+    // A closed connection: the permit comes back by itself once its lease runs out.
+    if (!this.#nc.isClosed()) this.#nc.publish(this.#reply, payload);
+  }
+}
+
+/** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
+const freePullTimeoutMs = 2000;
 
 /**
  * Queue controls on NATS: the settings in the KV bucket `<prefix>_queues`
@@ -234,5 +257,36 @@ export const natsQueueControls = (
       }
       return undefined;
     },
+    // A pull with `no_wait`, as the HTTP leases' (nats/task-leasing.ts): nats.js `fetch()` waits at
+    // least 1 s when fewer than `max` are ready. Not retried: a second pull could take twice.
+    takeFreePermits: (queue, kind, max) =>
+      broker.run(
+        "queue.permit.take",
+        async (nc) => {
+          await consumerOf(nc, queue, kind);
+          const inbox = createInbox();
+          const sub = nc.subscribe(inbox);
+          const timer = setTimeout(() => sub.unsubscribe(), freePullTimeoutMs);
+          const permits: Permit[] = [];
+          try {
+            nc.publish(
+              `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
+              JSON.stringify({ batch: max, no_wait: true }),
+              { reply: inbox },
+            );
+            for await (const m of sub) {
+              // Anything else is a status (404 none free, 408 request done): this pull is over.
+              if (!m.reply?.startsWith("$JS.ACK.")) break;
+              permits.push(new RawPermit(nc, m.reply));
+              if (permits.length >= max) break;
+            }
+          } finally {
+            clearTimeout(timer);
+            sub.unsubscribe();
+          }
+          return permits;
+        },
+        { retry: { attempts: 1, initialDelayMs: 0 } },
+      ),
   };
 };
