@@ -53,6 +53,9 @@ export const brokerNames = (prefix: string) => ({
   /** A work-queue stream of permits: each queue's concurrency and rate pools, one subject each. */
   permitsStream: `${prefix}_permits`,
   permitsSubject: (queue: string, kind: "concurrency" | "rate") => `${prefix}.permits.${queue}.${kind}`,
+  /** The pools per agent target of a queue: one subject per target (its hash), round of the limit and kind. */
+  targetPermitsSubject: (queue: string, target: string, round: string, kind: "concurrency" | "rate") =>
+    `${prefix}.permits.${queue}.target.${target}.${round}.${kind}`,
   /** Flow records (`rt.flows`), key = flow id. */
   flowsBucket: `${prefix}_flows`,
   /** Recurring jobs (`rt.schedules`), one key per schedule id. */
@@ -68,6 +71,14 @@ export const laneConsumer = "lane";
 
 /** The durable consumer that hands out a queue's permits of one kind (a name has no dot). */
 export const permitsConsumer = (queue: string, kind: "concurrency" | "rate"): string => `${kind}_${queue}`;
+
+/** The durable consumer of one target's pool of a queue (`target`: the target's hash). */
+export const targetPermitsConsumer = (
+  queue: string,
+  target: string,
+  round: string,
+  kind: "concurrency" | "rate",
+): string => `target_${kind}_${queue}_${target}_${round}`;
 
 /** Where a job's tasks are published: its own subject, or the queue's lane. */
 export const taskSubjectOf = (names: BrokerNames, job: { queue: string; id: string; lane?: true }): string =>

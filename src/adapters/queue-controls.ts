@@ -25,6 +25,17 @@ export interface Permit {
   release(delayMs?: number): void;
 }
 
+/**
+ * One agent target's pool of a queue: the target's hash, the round of the
+ * per-target limit (a new round, new pools) and the pool's size, with which
+ * the first taker of any process fills it.
+ */
+export interface TargetPool {
+  readonly target: string;
+  readonly round: string;
+  readonly size: number;
+}
+
 export interface QueueControls {
   /** The stored settings of `queue` and their revision; undefined if never written. */
   getSettings(queue: string): Promise<{ readonly value: string; readonly revision: number } | undefined>;
@@ -52,4 +63,16 @@ export interface QueueControls {
    * for a permit.
    */
   takeFreePermits(queue: string, kind: PermitKind, max: number): Promise<Permit[]>;
+  /**
+   * Waits for a permit of the target's pool, which its first use by any
+   * process fills with `pool.size` permits; undefined once `signal` aborts.
+   */
+  takeTargetPermit(
+    queue: string,
+    pool: TargetPool,
+    kind: PermitKind,
+    signal: AbortSignal,
+  ): Promise<Permit | undefined>;
+  /** Drops every target pool of `round` of the queue (the per-target limit was changed or lifted). */
+  dropTargetPools(queue: string, round: string): Promise<void>;
 }

@@ -1,6 +1,7 @@
+import { createHash } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { createActor } from "xstate";
-import type { Permit, QueueControls } from "../adapters/queue-controls.ts";
+import type { Permit, PermitKind, QueueControls, TargetPool } from "../adapters/queue-controls.ts";
 import { permitLeaseMs } from "../adapters/queue-controls.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
@@ -80,7 +81,11 @@ export class QueueGate {
    * at once, free again in 1 s). "paused" when the queue is paused, before
    * or after the wait (a permit taken is given back then).
    */
-  async enter(signal: AbortSignal, lease?: TaskLeaseKeeper): Promise<GatePass | "paused" | undefined> {
+  async enter(
+    signal: AbortSignal,
+    lease?: TaskLeaseKeeper,
+    target?: string,
+  ): Promise<GatePass | "paused" | undefined> {
     await this.#ready;
     let keeper: NodeJS.Timeout | undefined;
     try {
@@ -92,7 +97,7 @@ export class QueueGate {
         if (lease && keeper === undefined) keeper = setInterval(lease.keep, lease.everyMs);
         // A new write of the settings ends the wait: a limit lifted or changed, a pause, is obeyed
         // by the tasks already waiting (a lifted limit's pool is purged: they would wait for good).
-        const passed = await this.#permits(AbortSignal.any([signal, this.#changed.signal]));
+        const passed = await this.#permits(AbortSignal.any([signal, this.#changed.signal]), target);
         if (passed !== undefined || signal.aborted) return passed;
       }
     } finally {
@@ -100,23 +105,44 @@ export class QueueGate {
     }
   }
 
-  async #permits(signal: AbortSignal): Promise<GatePass | "paused" | undefined> {
-    const { maxConcurrency, ratePerSecond } = this.#settings;
-    const held = maxConcurrency === undefined ? undefined : await this.#take("concurrency", signal);
-    if (maxConcurrency !== undefined && held === undefined) return undefined;
-    if (ratePerSecond !== undefined) {
-      const rate = await this.#take("rate", signal);
-      if (rate === undefined) {
-        held?.release();
-        return undefined;
-      }
-      rate.release(1000);
+  /**
+   * The concurrency permits first, the target's before the queue's (a task
+   * waiting for its target's holds none of the queue's, which other
+   * targets' tasks may take); the rate permits last, when nothing is left to
+   * wait for: each is spent at its task's start.
+   */
+  async #permits(signal: AbortSignal, target: string | undefined): Promise<GatePass | "paused" | undefined> {
+    const { maxConcurrency, ratePerSecond, perTarget } = this.#settings;
+    const held: Permit[] = [];
+    const rates: Permit[] = [];
+    const giveBack = () => {
+      for (const p of [...held, ...rates]) p.release();
+      return undefined;
+    };
+    const hash = perTarget && target !== undefined ? targetHash(target) : undefined;
+    const pool = (size: number | undefined): TargetPool | undefined =>
+      perTarget && hash !== undefined && size !== undefined
+        ? { target: hash, round: perTarget.round, size }
+        : undefined;
+    const wanted: Array<[PermitKind, number | undefined, TargetPool | undefined]> = [
+      ["concurrency", pool(perTarget?.maxConcurrency)?.size, pool(perTarget?.maxConcurrency)],
+      ["concurrency", maxConcurrency, undefined],
+      ["rate", pool(perTarget?.ratePerSecond)?.size, pool(perTarget?.ratePerSecond)],
+      ["rate", ratePerSecond, undefined],
+    ];
+    for (const [kind, limit, from] of wanted) {
+      if (limit === undefined) continue;
+      const permit = await this.#take(kind, signal, from);
+      if (permit === undefined) return giveBack();
+      (kind === "rate" ? rates : held).push(permit);
     }
+    // Spent at the start, now: free again in 1 s. The concurrency permits are held until the end.
+    for (const p of rates.splice(0)) p.release(1000);
     if (this.#life.getSnapshot().value === "paused") {
-      held?.release();
+      giveBack();
       return "paused";
     }
-    return held ? keptPass(held) : noPermit;
+    return held.length > 0 ? keptPass(held) : noPermit;
   }
 
   /** Resolves once the queue is not paused (or `signal` aborts). */
@@ -134,10 +160,12 @@ export class QueueGate {
     });
   }
 
-  async #take(kind: "concurrency" | "rate", signal: AbortSignal): Promise<Permit | undefined> {
+  async #take(kind: PermitKind, signal: AbortSignal, pool?: TargetPool): Promise<Permit | undefined> {
     for (;;) {
       try {
-        return await this.#controls.takePermit(this.#queue, kind, signal);
+        return pool
+          ? await this.#controls.takeTargetPermit(this.#queue, pool, kind, signal)
+          : await this.#controls.takePermit(this.#queue, kind, signal);
       } catch (error) {
         if (signal.aborted) return undefined;
         this.#log.warn({ err: error, kind }, "permit not taken; trying again");
@@ -156,11 +184,11 @@ export class QueueGate {
       if (!readable) this.#log.warn({ revision }, "queue settings unreadable; the queue runs without limits");
       this.#settings = settings;
     }
-    const { paused, ratePerSecond, maxConcurrency } = this.#settings;
+    const { paused, ratePerSecond, maxConcurrency, perTarget } = this.#settings;
     this.#life.send({
       type: "settings.seen",
       paused,
-      limited: ratePerSecond !== undefined || maxConcurrency !== undefined,
+      limited: ratePerSecond !== undefined || maxConcurrency !== undefined || perTarget !== undefined,
     });
     this.#changed.abort();
     this.#changed = new AbortController();
@@ -176,9 +204,11 @@ export class QueueGate {
   }
 }
 
-/** A held concurrency permit: renewed while the task runs, given back once when it ends. */
-const keptPass = (permit: Permit): GatePass => {
-  const keeper = setInterval(() => permit.keep(), keepEveryMs);
+/** Held concurrency permits (the target's, the queue's): renewed while the task runs, given back once when it ends. */
+const keptPass = (permits: readonly Permit[]): GatePass => {
+  const keeper = setInterval(() => {
+    for (const p of permits) p.keep();
+  }, keepEveryMs);
   keeper.unref();
   let ended = false;
   return {
@@ -186,7 +216,10 @@ const keptPass = (permit: Permit): GatePass => {
       if (ended) return;
       ended = true;
       clearInterval(keeper);
-      permit.release();
+      for (const p of permits) p.release();
     },
   };
 };
+
+/** A target's name in its pools' subjects: a hash (a target is a URL or any string), 16 hex digits. */
+const targetHash = (target: string): string => createHash("sha256").update(target).digest("hex").slice(0, 16);

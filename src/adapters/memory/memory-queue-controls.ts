@@ -1,5 +1,5 @@
 import type { Clock } from "../../kernel/clock.ts";
-import type { Permit, PermitKind, QueueControls } from "../queue-controls.ts";
+import type { Permit, PermitKind, QueueControls, TargetPool } from "../queue-controls.ts";
 import type { MemoryKv } from "./memory-kv.ts";
 
 /**
@@ -91,6 +91,7 @@ export const memoryQueueControls = (
   kv: MemoryKv,
   pools: (queue: string, kind: PermitKind) => MemoryPermitPool,
   open: (operation: string) => void,
+  targetPools: MemoryTargetPools,
 ): QueueControls => ({
   getSettings: async (queue) => {
     open("queue.settings.get");
@@ -126,8 +127,45 @@ export const memoryQueueControls = (
     open("queue.permit.take");
     return pools(queue, kind).take(signal);
   },
+  takeTargetPermit: async (queue, pool, kind, signal) => {
+    open("queue.permit.take");
+    return targetPools.pool(queue, pool, kind).take(signal);
+  },
+  dropTargetPools: async (queue, round) => {
+    open("queue.permits.set");
+    targetPools.drop(queue, round);
+  },
   takeFreePermits: async (queue, kind, max) => {
     open("queue.permit.take");
     return pools(queue, kind).takeFree(max);
   },
 });
+
+/** The target pools of a memory server, made full on first use, as on NATS. */
+export class MemoryTargetPools {
+  readonly #pools = new Map<string, MemoryPermitPool>();
+  readonly #clock: Clock;
+  constructor(clock: Clock) {
+    this.#clock = clock;
+  }
+
+  pool(queue: string, pool: TargetPool, kind: PermitKind): MemoryPermitPool {
+    const key = `${queue}/${pool.round}/${pool.target}/${kind}`;
+    let found = this.#pools.get(key);
+    if (!found) {
+      found = new MemoryPermitPool(this.#clock);
+      found.reset(pool.size);
+      this.#pools.set(key, found);
+    }
+    return found;
+  }
+
+  drop(queue: string, round: string): void {
+    for (const [key, pool] of this.#pools) {
+      if (!key.startsWith(`${queue}/${round}/`)) continue;
+      // Permits held from it are forgotten (their release ignored); waiters wait for the next round.
+      pool.reset(0);
+      this.#pools.delete(key);
+    }
+  }
+}

@@ -13,8 +13,14 @@ import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
-import { permitsConsumer } from "../names.ts";
-import { type Permit, type PermitKind, permitLeaseMs, type QueueControls } from "../queue-controls.ts";
+import { permitsConsumer, targetPermitsConsumer } from "../names.ts";
+import {
+  type Permit,
+  type PermitKind,
+  permitLeaseMs,
+  type QueueControls,
+  type TargetPool,
+} from "../queue-controls.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
@@ -109,14 +115,13 @@ export const natsQueueControls = (
       );
     });
   const consumers = broker.setups.cache<Map<string, Promise<Consumer>>>();
-  /** The pool's consumer on this client: looked up once, made when missing. */
-  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> => {
+  /** A pool's consumer on this client: looked up once, made when missing. */
+  const consumerFor = (nc: NatsConnection, name: string, subject: string): Promise<Consumer> => {
     let known = consumers.get(nc);
     if (!known) {
       known = new Map();
       consumers.set(nc, known);
     }
-    const name = permitsConsumer(queue, kind);
     const found = known.get(name);
     if (found) return found;
     const made = (async () => {
@@ -128,7 +133,7 @@ export const natsQueueControls = (
         if (!isNotFound(error)) throw error;
         await jsm.consumers.add(names.permitsStream, {
           durable_name: name,
-          filter_subject: names.permitsSubject(queue, kind),
+          filter_subject: subject,
           ack_policy: AckPolicy.Explicit,
           ack_wait: nanos(permitLeaseMs),
           max_deliver: -1,
@@ -137,11 +142,89 @@ export const natsQueueControls = (
       }
       return js.consumers.get(names.permitsStream, name);
     })();
-    known.set(name, made);
+    const cache = known;
+    cache.set(name, made);
     made.catch(() => {
-      if (known.get(name) === made) known.delete(name);
+      if (cache.get(name) === made) cache.delete(name);
     });
     return made;
+  };
+  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> =>
+    consumerFor(nc, permitsConsumer(queue, kind), names.permitsSubject(queue, kind));
+
+  /** Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a second permit. */
+  const publishPermits = async (nc: NatsConnection, subject: string, count: number, id: string) => {
+    const { js } = await broker.handles(nc);
+    for (let from = 0; from < count; from += publishWindow) {
+      const to = Math.min(count, from + publishWindow);
+      const sent: Promise<unknown>[] = [];
+      for (let i = from; i < to; i++) sent.push(js.publish(subject, `${i}`, { msgID: `${id}.${i}` }));
+      await Promise.all(sent);
+    }
+  };
+
+  const fills = broker.setups.cache<Map<string, Promise<void>>>();
+  /**
+   * A target pool, filled on its first use by any process: when its marker
+   * (`<subject>.filled`, which no consumer reads) is missing, its permits
+   * then the marker are published, with fixed ids: fillers at once within
+   * the server's duplicate window (2 min) publish one pool. Once per client.
+   */
+  const filledPool = (nc: NatsConnection, queue: string, pool: TargetPool, kind: PermitKind) => {
+    let known = fills.get(nc);
+    if (!known) {
+      known = new Map();
+      fills.set(nc, known);
+    }
+    const subject = names.targetPermitsSubject(queue, pool.target, pool.round, kind);
+    const found = known.get(subject);
+    if (found) return found;
+    const filled = (async () => {
+      const { js, jsm } = await broker.handles(nc);
+      await permitsStream(nc, jsm);
+      const marker = `${subject}.filled`;
+      const made = await jsm.streams
+        .getMessage(names.permitsStream, { last_by_subj: marker })
+        .catch((error) => {
+          if (isNotFound(error)) return null;
+          throw error;
+        });
+      if (made) return;
+      const id = `${queue}.${pool.target}.${pool.round}.${kind}`;
+      await publishPermits(nc, subject, pool.size, id);
+      await js.publish(marker, "", { msgID: `${id}.filled` });
+    })();
+    const cache = known;
+    cache.set(subject, filled);
+    filled.catch(() => {
+      if (cache.get(subject) === filled) cache.delete(subject);
+    });
+    return filled;
+  };
+
+  /** Waits for a message of the consumer `made` gives: the permit, or undefined once `signal` aborts. */
+  const takeFrom = async (
+    made: (nc: NatsConnection) => Promise<Consumer>,
+    signal: AbortSignal,
+  ): Promise<Permit | undefined> => {
+    while (!signal.aborted) {
+      let msg: JsMsg | null;
+      try {
+        msg = await broker.run(
+          "queue.permit.take",
+          async (nc) => (await made(nc)).next({ expires: permitPullMs }),
+          { signal },
+        );
+      } catch (error) {
+        if (signal.aborted) return undefined;
+        throw error;
+      }
+      if (msg) {
+        if (!signal.aborted) return new JsPermit(msg);
+        msg.nak();
+      }
+    }
+    return undefined;
   };
 
   return {
@@ -223,40 +306,39 @@ export const natsQueueControls = (
       ),
     setPermits: (queue, kind, count) =>
       broker.run("queue.permits.set", async (nc) => {
-        const { js, jsm } = await broker.handles(nc);
+        const { jsm } = await broker.handles(nc);
         await consumerOf(nc, queue, kind);
         const subject = names.permitsSubject(queue, kind);
         await jsm.streams.purge(names.permitsStream, { filter: subject });
         // Ids of this rewrite: a publish retried after a timeout is not a second permit.
-        const round = randomUUID().slice(0, 8);
-        for (let from = 0; from < count; from += publishWindow) {
-          const to = Math.min(count, from + publishWindow);
-          const sent: Promise<unknown>[] = [];
-          for (let i = from; i < to; i++)
-            sent.push(js.publish(subject, `${i}`, { msgID: `${queue}.${kind}.${round}.${i}` }));
-          await Promise.all(sent);
-        }
+        await publishPermits(nc, subject, count, `${queue}.${kind}.${randomUUID().slice(0, 8)}`);
       }),
-    takePermit: async (queue, kind, signal) => {
-      while (!signal.aborted) {
-        let msg: JsMsg | null;
-        try {
-          msg = await broker.run(
-            "queue.permit.take",
-            async (nc) => (await consumerOf(nc, queue, kind)).next({ expires: permitPullMs }),
-            { signal },
-          );
-        } catch (error) {
-          if (signal.aborted) return undefined;
-          throw error;
+    takePermit: (queue, kind, signal) => takeFrom((nc) => consumerOf(nc, queue, kind), signal),
+    takeTargetPermit: (queue, pool, kind, signal) =>
+      takeFrom(async (nc) => {
+        await filledPool(nc, queue, pool, kind);
+        const name = targetPermitsConsumer(queue, pool.target, pool.round, kind);
+        return consumerFor(nc, name, names.targetPermitsSubject(queue, pool.target, pool.round, kind));
+      }, signal),
+    // Its permits, markers and consumers; a worker still on the old round fills its pool again
+    // (it sees the new round within a second): that pool is dropped with the next change.
+    dropTargetPools: (queue, round) =>
+      broker.run("queue.permits.set", async (nc) => {
+        const { jsm } = await broker.handles(nc);
+        await permitsStream(nc, jsm);
+        await jsm.streams.purge(names.permitsStream, {
+          filter: `${core.options.prefix}.permits.${queue}.target.*.${round}.>`,
+        });
+        const ours = (name: string) =>
+          (name.startsWith(`target_concurrency_${queue}_`) || name.startsWith(`target_rate_${queue}_`)) &&
+          name.endsWith(`_${round}`);
+        for await (const c of jsm.consumers.list(names.permitsStream)) {
+          if (ours(c.name)) await jsm.consumers.delete(names.permitsStream, c.name).catch(() => undefined);
         }
-        if (msg) {
-          if (!signal.aborted) return new JsPermit(msg);
-          msg.nak();
-        }
-      }
-      return undefined;
-    },
+        consumers.get(nc)?.forEach((_, name) => {
+          if (ours(name)) consumers.get(nc)?.delete(name);
+        });
+      }),
     // A pull with `no_wait`, as the HTTP leases' (nats/task-leasing.ts): nats.js `fetch()` waits at
     // least 1 s when fewer than `max` are ready. Not retried: a second pull could take twice.
     takeFreePermits: (queue, kind, max) =>
