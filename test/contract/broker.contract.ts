@@ -930,6 +930,48 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.queueControls.takeFreePermits(q, "concurrency", 5)).toEqual([]);
     });
 
+    it("target pools: filled once on first use by any runtime; a dropped round lends no more", async () => {
+      const q = uid("qt");
+      const peer = await h.peer("contract-target-peer");
+      const signal = new AbortController();
+      const pool = { target: "0123456789abcdef", round: "r1", size: 2 };
+      const other = { target: "fedcba9876543210", round: "r1", size: 2 };
+      // Two runtimes each fill on their first use: one pool of 2, not 4.
+      const a = await broker.queueControls.takeTargetPermit(q, pool, "concurrency", signal.signal);
+      const b = await peer.queueControls.takeTargetPermit(q, pool, "concurrency", signal.signal);
+      expect(a && b).toBeTruthy();
+      let third: unknown;
+      const waiting = peer.queueControls.takeTargetPermit(q, pool, "concurrency", signal.signal).then((p) => {
+        third = p;
+        return p;
+      });
+      // Another target's pool is its own.
+      expect(
+        await broker.queueControls.takeTargetPermit(q, other, "concurrency", signal.signal),
+      ).toBeTruthy();
+      await h.advance(ack);
+      expect(third).toBeUndefined();
+      a?.release();
+      await eventually(() => third !== undefined);
+      // Dropped: the permits held from it are forgotten, a taker of the round waits.
+      await broker.queueControls.dropTargetPools(q, "r1");
+      b?.release();
+      (await waiting)?.release();
+      const round2 = { ...pool, round: "r2", size: 1 };
+      expect(await peer.queueControls.takeTargetPermit(q, round2, "concurrency", signal.signal)).toBeTruthy();
+      let more: unknown;
+      const extra = broker.queueControls
+        .takeTargetPermit(q, round2, "concurrency", signal.signal)
+        .then((p) => {
+          more = p;
+        });
+      await h.advance(ack);
+      expect(more).toBeUndefined();
+      signal.abort();
+      await extra;
+      expect(more).toBeUndefined();
+    });
+
     it("maxPayload: a larger message is refused with a permanent error", async () => {
       const max = await broker.maxPayload();
       expect(max).toBeGreaterThanOrEqual(64 * 1024);
