@@ -73,6 +73,10 @@ export interface QueueControls {
     kind: PermitKind,
     signal: AbortSignal,
   ): Promise<Permit | undefined>;
-  /** Drops every target pool of `round` of the queue (the per-target limit was changed or lifted). */
-  dropTargetPools(queue: string, round: string): Promise<void>;
+  /**
+   * Readies the queue's target pools (on NATS their stream, which workers
+   * may not make) and drops every pool of `oldRound` (the per-target limit
+   * was changed or lifted).
+   */
+  renewTargetPools(queue: string, oldRound: string | undefined): Promise<void>;
 }

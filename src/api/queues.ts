@@ -100,7 +100,7 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       const { before, written } = await change(name, (current) => withLimits(current, checked, now(), round));
       // The per-target pools of a changed limit: new ones, filled on first use; the old ones dropped.
       const old = before.perTarget?.round;
-      if (old !== undefined && old !== written.perTarget?.round) await controls.dropTargetPools(name, old);
+      if (old !== written.perTarget?.round) await controls.renewTargetPools(name, old);
       // The pools after the record: a worker that sees the new limit finds its permits, or waits
       // for them. A crash in between leaves the pool of the old limit: configure again repairs it.
       const pools: Array<[PermitKind, number | undefined, number | undefined]> = [

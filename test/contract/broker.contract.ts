@@ -933,6 +933,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
     it("target pools: filled once on first use by any runtime; a dropped round lends no more", async () => {
       const q = uid("qt");
       const peer = await h.peer("contract-target-peer");
+      await broker.queueControls.renewTargetPools(q, undefined);
       const signal = new AbortController();
       const pool = { target: "0123456789abcdef", round: "r1", size: 2 };
       const other = { target: "fedcba9876543210", round: "r1", size: 2 };
@@ -954,7 +955,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       a?.release();
       await eventually(() => third !== undefined);
       // Dropped: the permits held from it are forgotten, a taker of the round waits.
-      await broker.queueControls.dropTargetPools(q, "r1");
+      await broker.queueControls.renewTargetPools(q, "r1");
       b?.release();
       (await waiting)?.release();
       const round2 = { ...pool, round: "r2", size: 1 };

@@ -131,9 +131,9 @@ export const memoryQueueControls = (
     open("queue.permit.take");
     return targetPools.pool(queue, pool, kind).take(signal);
   },
-  dropTargetPools: async (queue, round) => {
+  renewTargetPools: async (queue, oldRound) => {
     open("queue.permits.set");
-    targetPools.drop(queue, round);
+    if (oldRound !== undefined) targetPools.drop(queue, oldRound);
   },
   takeFreePermits: async (queue, kind, max) => {
     open("queue.permit.take");

@@ -114,24 +114,58 @@ export const natsQueueControls = (
         broker.replicas,
       );
     });
+  const targetStreams = broker.setups.cache<Map<string, Promise<void>>>();
+  /** The queue's target permits stream: made by the admin's configure; a worker only looks it up. */
+  const targetStream = (nc: NatsConnection, jsm: JetStreamManager, queue: string): Promise<void> => {
+    let known = targetStreams.get(nc);
+    if (!known) {
+      known = new Map();
+      targetStreams.set(nc, known);
+    }
+    const found = known.get(queue);
+    if (found) return found;
+    const made = ensureStream(
+      jsm,
+      {
+        name: names.targetPermitsStream(queue),
+        subjects: [`${core.options.prefix}.tpermits.${queue}.>`],
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        duplicate_window: nanos(120_000),
+      },
+      broker.replicas,
+    ).then(() => undefined);
+    const cache = known;
+    cache.set(queue, made);
+    made.catch(() => {
+      if (cache.get(queue) === made) cache.delete(queue);
+    });
+    return made;
+  };
   const consumers = broker.setups.cache<Map<string, Promise<Consumer>>>();
-  /** A pool's consumer on this client: looked up once, made when missing. */
-  const consumerFor = (nc: NatsConnection, name: string, subject: string): Promise<Consumer> => {
+  /** A pool's consumer on this client: looked up once, made when missing (a worker may make its queue's). */
+  const consumerFor = (
+    nc: NatsConnection,
+    stream: string,
+    name: string,
+    subject: string,
+  ): Promise<Consumer> => {
     let known = consumers.get(nc);
     if (!known) {
       known = new Map();
       consumers.set(nc, known);
     }
-    const found = known.get(name);
+    const key = `${stream}/${name}`;
+    const found = known.get(key);
     if (found) return found;
     const made = (async () => {
       const { js, jsm } = await broker.handles(nc);
-      await permitsStream(nc, jsm);
+      if (stream === names.permitsStream) await permitsStream(nc, jsm);
       try {
-        await jsm.consumers.info(names.permitsStream, name);
+        await jsm.consumers.info(stream, name);
       } catch (error) {
         if (!isNotFound(error)) throw error;
-        await jsm.consumers.add(names.permitsStream, {
+        await jsm.consumers.add(stream, {
           durable_name: name,
           filter_subject: subject,
           ack_policy: AckPolicy.Explicit,
@@ -140,17 +174,17 @@ export const natsQueueControls = (
           max_ack_pending: 20_000,
         });
       }
-      return js.consumers.get(names.permitsStream, name);
+      return js.consumers.get(stream, name);
     })();
     const cache = known;
-    cache.set(name, made);
+    cache.set(key, made);
     made.catch(() => {
-      if (cache.get(name) === made) cache.delete(name);
+      if (cache.get(key) === made) cache.delete(key);
     });
     return made;
   };
   const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> =>
-    consumerFor(nc, permitsConsumer(queue, kind), names.permitsSubject(queue, kind));
+    consumerFor(nc, names.permitsStream, permitsConsumer(queue, kind), names.permitsSubject(queue, kind));
 
   /** Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a second permit. */
   const publishPermits = async (nc: NatsConnection, subject: string, count: number, id: string) => {
@@ -181,10 +215,10 @@ export const natsQueueControls = (
     if (found) return found;
     const filled = (async () => {
       const { js, jsm } = await broker.handles(nc);
-      await permitsStream(nc, jsm);
+      await targetStream(nc, jsm, queue);
       const marker = `${subject}.filled`;
       const made = await jsm.streams
-        .getMessage(names.permitsStream, { last_by_subj: marker })
+        .getMessage(names.targetPermitsStream(queue), { last_by_subj: marker })
         .catch((error) => {
           if (isNotFound(error)) return null;
           throw error;
@@ -317,27 +351,31 @@ export const natsQueueControls = (
     takeTargetPermit: (queue, pool, kind, signal) =>
       takeFrom(async (nc) => {
         await filledPool(nc, queue, pool, kind);
-        const name = targetPermitsConsumer(queue, pool.target, pool.round, kind);
-        return consumerFor(nc, name, names.targetPermitsSubject(queue, pool.target, pool.round, kind));
+        return consumerFor(
+          nc,
+          names.targetPermitsStream(queue),
+          targetPermitsConsumer(pool.target, pool.round, kind),
+          names.targetPermitsSubject(queue, pool.target, pool.round, kind),
+        );
       }, signal),
-    // Its permits, markers and consumers; a worker still on the old round fills its pool again
+    // The old round's permits, markers and consumers; a worker still on it fills its pool again
     // (it sees the new round within a second): that pool is dropped with the next change.
-    dropTargetPools: (queue, round) =>
+    renewTargetPools: (queue, oldRound) =>
       broker.run("queue.permits.set", async (nc) => {
         const { jsm } = await broker.handles(nc);
-        await permitsStream(nc, jsm);
-        await jsm.streams.purge(names.permitsStream, {
-          filter: `${core.options.prefix}.permits.${queue}.target.*.${round}.>`,
+        await targetStream(nc, jsm, queue);
+        if (oldRound === undefined) return;
+        const stream = names.targetPermitsStream(queue);
+        await jsm.streams.purge(stream, {
+          filter: `${core.options.prefix}.tpermits.${queue}.*.${oldRound}.>`,
         });
-        const ours = (name: string) =>
-          (name.startsWith(`target_concurrency_${queue}_`) || name.startsWith(`target_rate_${queue}_`)) &&
-          name.endsWith(`_${round}`);
-        for await (const c of jsm.consumers.list(names.permitsStream)) {
-          if (ours(c.name)) await jsm.consumers.delete(names.permitsStream, c.name).catch(() => undefined);
+        const ours = (name: string) => name.endsWith(`_${oldRound}`);
+        for await (const c of jsm.consumers.list(stream)) {
+          if (ours(c.name)) await jsm.consumers.delete(stream, c.name).catch(() => undefined);
         }
-        consumers.get(nc)?.forEach((_, name) => {
-          if (ours(name)) consumers.get(nc)?.delete(name);
-        });
+        const known = consumers.get(nc);
+        for (const key of [...(known?.keys() ?? [])])
+          if (key.startsWith(`${stream}/`) && ours(key)) known?.delete(key);
       }),
     // A pull with `no_wait`, as the HTTP leases' (nats/task-leasing.ts): nats.js `fetch()` waits at
     // least 1 s when fewer than `max` are ready. Not retried: a second pull could take twice.
