@@ -113,6 +113,22 @@ describe.each(["memory", "nats"])("a limit per agent target on %s", (broker) => 
     }
   });
 
+  it("bad per-target limits are refused naming the field, and nothing is stored", async () => {
+    const admin = await runtime("admin-bad");
+    for (const [limits, field] of [
+      [{ perTarget: { maxConcurrency: 0 } }, "limits.perTarget.maxConcurrency"],
+      [{ perTarget: { ratePerSecond: 1.5 } }, "limits.perTarget.ratePerSecond"],
+      [{ perTarget: { cap: 2 } }, "limits.perTarget.cap"],
+      [{ perTarget: 3 }, "limits.perTarget"],
+    ] as const) {
+      await expect(admin.queues.configure("llm-bad", limits as never)).rejects.toMatchObject({
+        _tag: "InvalidArgument",
+        field,
+      });
+    }
+    expect(await admin.queues.list()).not.toContainEqual(expect.objectContaining({ queue: "llm-bad" }));
+  });
+
   it("a changed per-target limit makes new pools; lifting it leaves targets unlimited", async () => {
     const [admin, one] = [await runtime("admin-c"), await runtime("one-c")];
     await admin.queues.configure("llm2", { perTarget: { maxConcurrency: 1 } });
