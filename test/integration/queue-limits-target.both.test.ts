@@ -113,6 +113,37 @@ describe.each(["memory", "nats"])("a limit per agent target on %s", (broker) => 
     }
   });
 
+  it("perTarget.ratePerSecond: 5 bounds each target's starts in every 1-second window across two runtimes", async () => {
+    const [admin, one, two] = [await runtime("admin-r"), await runtime("one-r"), await runtime("two-r")];
+    await admin.queues.configure("llm-rate", { perTarget: { ratePerSecond: 5 } });
+    await one.agents.register({ agentId: "r-one", targets: [A], current: A });
+    await two.agents.register({ agentId: "r-two", targets: [A], current: A });
+    const starts: number[] = [];
+    const handler = (task: { index: number }) => {
+      starts.push(now());
+      return task.index;
+    };
+    const workers = [
+      one.workers.start({ queue: "llm-rate", agent: "r-one", concurrency: 4, handler }),
+      two.workers.start({ queue: "llm-rate", agent: "r-two", concurrency: 4, handler }),
+    ];
+    const job = await admin.jobs.submit({
+      queue: "llm-rate",
+      tasks: Array.from({ length: 12 }, (_, i) => i),
+    });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 12 });
+    for (const w of workers) await w.stop();
+    starts.sort((a, b) => a - b);
+    let most = 0;
+    for (let i = 0; i < starts.length; i++) {
+      let j = i;
+      while (j < starts.length && (starts[j] as number) < (starts[i] as number) + 1000) j++;
+      most = Math.max(most, j - i);
+    }
+    expect(most).toBeLessThanOrEqual(5);
+    expect((starts.at(-1) as number) - (starts[0] as number)).toBeGreaterThanOrEqual(2000);
+  });
+
   it("bad per-target limits are refused naming the field, and nothing is stored", async () => {
     const admin = await runtime("admin-bad");
     for (const [limits, field] of [
