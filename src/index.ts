@@ -46,7 +46,13 @@ export {
   type PermissionsRequest,
   type Role,
 } from "./api/permissions.ts";
-export type { QueueLimits, QueueSettings, Queues } from "./api/queues.ts";
+export type {
+  PerTargetLimits,
+  PerTargetSettings,
+  QueueLimits,
+  QueueSettings,
+  Queues,
+} from "./api/queues.ts";
 export { createRuntime, type Runtime, type WorkerListQuery } from "./api/runtime.ts";
 export type { ScheduleInfo, ScheduleRequest, Schedules } from "./api/schedules.ts";
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./api/workers.ts";

@@ -56,6 +56,14 @@ export const brokerNames = (prefix: string) => ({
   /** A work-queue stream of permits: each queue's concurrency and rate pools, one subject each. */
   permitsStream: `${prefix}_permits`,
   permitsSubject: (queue: string, kind: "concurrency" | "rate") => `${prefix}.permits.${queue}.${kind}`,
+  /**
+   * A queue's pools per agent target (work-queue retention), a stream per
+   * queue so that a worker's permissions reach its queue's pools only: one
+   * subject per target (its hash), round of the limit and kind.
+   */
+  targetPermitsStream: (queue: string) => `${prefix}_tpermits_${queue}`,
+  targetPermitsSubject: (queue: string, target: string, round: string, kind: "concurrency" | "rate") =>
+    `${prefix}.tpermits.${queue}.${target}.${round}.${kind}`,
   /** Flow records (`rt.flows`), key = flow id. */
   flowsBucket: `${prefix}_flows`,
   /** Recurring jobs (`rt.schedules`), one key per schedule id. */
@@ -71,6 +79,10 @@ export const laneConsumer = "lane";
 
 /** The durable consumer that hands out a queue's permits of one kind (a name has no dot). */
 export const permitsConsumer = (queue: string, kind: "concurrency" | "rate"): string => `${kind}_${queue}`;
+
+/** The durable consumer of one target's pool, on its queue's target permits stream (`target`: the target's hash). */
+export const targetPermitsConsumer = (target: string, round: string, kind: "concurrency" | "rate"): string =>
+  `${kind}_${target}_${round}`;
 
 /** Where a job's tasks are published: its own subject, or the queue's lane. */
 export const taskSubjectOf = (names: BrokerNames, job: { queue: string; id: string; lane?: true }): string =>

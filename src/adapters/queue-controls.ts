@@ -25,6 +25,17 @@ export interface Permit {
   release(delayMs?: number): void;
 }
 
+/**
+ * One agent target's pool of a queue: the target's hash, the round of the
+ * per-target limit (a new round, new pools) and the pool's size, with which
+ * the first taker of any process fills it.
+ */
+export interface TargetPool {
+  readonly target: string;
+  readonly round: string;
+  readonly size: number;
+}
+
 export interface QueueControls {
   /** The stored settings of `queue` and their revision; undefined if never written. */
   getSettings(queue: string): Promise<{ readonly value: string; readonly revision: number } | undefined>;
@@ -46,4 +57,26 @@ export interface QueueControls {
   setPermits(queue: string, kind: PermitKind, count: number): Promise<void>;
   /** Waits for a permit of the pool; undefined once `signal` aborts. */
   takePermit(queue: string, kind: PermitKind, signal: AbortSignal): Promise<Permit | undefined>;
+  /**
+   * Takes up to `max` of the pool's free permits and returns at once with
+   * them (maybe none): the HTTP pull API, which answers at once, never waits
+   * for a permit.
+   */
+  takeFreePermits(queue: string, kind: PermitKind, max: number): Promise<Permit[]>;
+  /**
+   * Waits for a permit of the target's pool, which its first use by any
+   * process fills with `pool.size` permits; undefined once `signal` aborts.
+   */
+  takeTargetPermit(
+    queue: string,
+    pool: TargetPool,
+    kind: PermitKind,
+    signal: AbortSignal,
+  ): Promise<Permit | undefined>;
+  /**
+   * Readies the queue's target pools (on NATS their stream, which workers
+   * may not make) and drops every pool of `oldRound` (the per-target limit
+   * was changed or lifted).
+   */
+  renewTargetPools(queue: string, oldRound: string | undefined): Promise<void>;
 }

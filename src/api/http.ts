@@ -9,8 +9,8 @@ import { inBatches } from "../kernel/batches.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { isRunning, type JobRecord, maxCounts } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
-import { decodeQueueSettings } from "../kernel/queue-settings.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
+import { leaseLimits, queueSettingsOf } from "./lease-limits.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
 
 export type { TokenConfig, TokenRole, TokenScopeOptions } from "../adapters/http/token-scopes.ts";
@@ -89,29 +89,6 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * again every second while HTTP workers polled: with 100,000 kept, 1.4 s a
  * listing. A record not yet committed is read again on the next listing.
  */
-/**
- * Whether a queue is paused, read from its settings at most every 250 ms per
- * queue: HTTP workers poll, and a pause is obeyed within a second.
- */
-const pausedQueues = (broker: Broker): ((queue: string) => Promise<boolean>) => {
-  const known = new Map<string, { at: number; paused: Promise<boolean> }>();
-  return (queue) => {
-    const now = Date.now();
-    const cached = known.get(queue);
-    if (cached && now - cached.at < 250) return cached.paused;
-    const paused = broker.queueControls.getSettings(queue).then(
-      (found) => (found ? decodeQueueSettings(queue, found.value).settings.paused : false),
-      // A failed read is not kept, and does not block leasing.
-      () => {
-        known.delete(queue);
-        return false;
-      },
-    );
-    known.set(queue, { at: now, paused });
-    return paused;
-  };
-};
-
 const activeJobsOf = (broker: Broker): (() => Promise<JobRecord[]>) => {
   const known = new Map<string, JobRecord>();
   return async () => {
@@ -147,11 +124,13 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   const maxLeasesPerToken = boundedInt(options.maxLeasesPerToken, "maxLeasesPerToken", 100, 1, 100_000);
   const log = childLogger(core.logger, { actor: "http" });
   const leasing = broker.taskLeasing;
+  const settingsOf = queueSettingsOf(broker.queueControls);
   const leases = new TaskLeases(
     {
       getRecord: (id) => broker.getRecord(id),
       activeJobs: activeJobsOf(broker),
-      isPaused: pausedQueues(broker),
+      isPaused: async (queue) => (await settingsOf(queue)).paused,
+      limits: leaseLimits(broker.queueControls, settingsOf, log),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
       // Remote workers' answers count in the metrics as native workers' do (no duration: it ran elsewhere).
       answered: (queue, outcome, attempt) => {

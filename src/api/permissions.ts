@@ -98,6 +98,7 @@ const layout = (prefix: string) => {
     ...names,
     prefix,
     tasksStream: anyQueue(names.tasksStream),
+    targetPermitsStream: anyQueue(names.targetPermitsStream),
     advisoriesStream: anyQueue(names.advisoriesStream),
     delayedStream: anyQueue(names.delayedStream),
     agentsBucket: agentsBucketFor(prefix),
@@ -157,6 +158,23 @@ const permits = (n: Layout, queue: string) => {
       `$JS.API.CONSUMER.MSG.NEXT.${n.permitsStream}.${c}`,
       `$JS.ACK.${n.permitsStream}.${c}.>`,
     ]),
+  ];
+};
+
+/**
+ * The queue's pools per agent target (rt.queues perTarget), on its own
+ * stream: a worker fills a pool on its first use (publish, read its marker,
+ * make its consumer), takes and gives back its permits.
+ */
+const targetPermits = (n: Layout, queue: string) => {
+  const stream = n.targetPermitsStream(queue);
+  return [
+    ...streamInfo(stream),
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.*`,
+    ...consume(stream),
+    `${n.prefix}.tpermits.${queue}.>`,
   ];
 };
 
@@ -233,6 +251,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         ...consume(n.tasksStream(q)),
         ...answer(n, q),
         ...permits(n, q),
+        ...targetPermits(n, q),
         // Before its first pull it checks that the queue's advisories are captured (looks only).
         ...streamInfo(n.advisoriesStream(q)),
         `$JS.API.CONSUMER.INFO.${n.advisoriesStream(q)}.${deadLettersConsumer}`,
@@ -292,7 +311,12 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         n.flowsBucket,
         n.schedulesBucket,
       ].map((b) => `KV_${b}`),
-      ...queues.flatMap((q) => [n.tasksStream(q), n.advisoriesStream(q), n.delayedStream(q)]),
+      ...queues.flatMap((q) => [
+        n.tasksStream(q),
+        n.advisoriesStream(q),
+        n.delayedStream(q),
+        n.targetPermitsStream(q),
+      ]),
       // rt.queues.configure() rewrites the permit pools: purge and publish.
       n.permitsStream,
     ];

@@ -1,21 +1,22 @@
+import { createHash } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { createActor } from "xstate";
-import type { Permit, QueueControls } from "../adapters/queue-controls.ts";
+import type { Permit, PermitKind, QueueControls, TargetPool } from "../adapters/queue-controls.ts";
 import { permitLeaseMs } from "../adapters/queue-controls.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
 import { queueMachine } from "../machines/queue.machine.ts";
 
-/** What a task holds while it runs: its concurrency permit, if the queue has a cap, and its rate permit. */
+/** What a task holds while it runs: its concurrency permit, if the queue has a cap. */
 export interface GatePass {
   /**
-   * The handler was called: the rate permit goes back, free again in 1 s.
+   * The handler was called: the rate permits go back, free again in 1 s.
    * Not at the take: tasks that take their permits in one turn start one
    * after the other, and a permit freed 1 s after its take could start a
    * task less than 1 s after the start of the one that took it.
    */
   started(): void;
-  /** The task ended: its concurrency permit goes back at once (and a rate permit never started, in 1 s). */
+  /** The task ended: its concurrency permits go back at once (and rate permits never started, in 1 s). */
   end(): void;
 }
 
@@ -87,7 +88,11 @@ export class QueueGate {
    * at once, free again in 1 s). "paused" when the queue is paused, before
    * or after the wait (a permit taken is given back then).
    */
-  async enter(signal: AbortSignal, lease?: TaskLeaseKeeper): Promise<GatePass | "paused" | undefined> {
+  async enter(
+    signal: AbortSignal,
+    lease?: TaskLeaseKeeper,
+    target?: string,
+  ): Promise<GatePass | "paused" | undefined> {
     await this.#ready;
     let keeper: NodeJS.Timeout | undefined;
     try {
@@ -99,7 +104,7 @@ export class QueueGate {
         if (lease && keeper === undefined) keeper = setInterval(lease.keep, lease.everyMs);
         // A new write of the settings ends the wait: a limit lifted or changed, a pause, is obeyed
         // by the tasks already waiting (a lifted limit's pool is purged: they would wait for good).
-        const passed = await this.#permits(AbortSignal.any([signal, this.#changed.signal]));
+        const passed = await this.#permits(AbortSignal.any([signal, this.#changed.signal]), target);
         if (passed !== undefined || signal.aborted) return passed;
       }
     } finally {
@@ -107,21 +112,43 @@ export class QueueGate {
     }
   }
 
-  async #permits(signal: AbortSignal): Promise<GatePass | "paused" | undefined> {
-    const { maxConcurrency, ratePerSecond } = this.#settings;
-    const held = maxConcurrency === undefined ? undefined : await this.#take("concurrency", signal);
-    if (maxConcurrency !== undefined && held === undefined) return undefined;
-    const rate = ratePerSecond === undefined ? undefined : await this.#take("rate", signal);
-    if (ratePerSecond !== undefined && rate === undefined) {
-      held?.release();
+  /**
+   * The concurrency permits first, the target's before the queue's (a task
+   * waiting for its target's holds none of the queue's, which other
+   * targets' tasks may take); the rate permits last, when nothing is left to
+   * wait for: each is spent at its task's start.
+   */
+  async #permits(signal: AbortSignal, target: string | undefined): Promise<GatePass | "paused" | undefined> {
+    const { maxConcurrency, ratePerSecond, perTarget } = this.#settings;
+    const held: Permit[] = [];
+    const rates: Permit[] = [];
+    const giveBack = () => {
+      for (const p of [...held, ...rates]) p.release();
       return undefined;
+    };
+    const hash = perTarget && target !== undefined ? targetHash(target) : undefined;
+    const pool = (size: number | undefined): TargetPool | undefined =>
+      perTarget && hash !== undefined && size !== undefined
+        ? { target: hash, round: perTarget.round, size }
+        : undefined;
+    const wanted: Array<[PermitKind, number | undefined, TargetPool | undefined]> = [
+      ["concurrency", pool(perTarget?.maxConcurrency)?.size, pool(perTarget?.maxConcurrency)],
+      ["concurrency", maxConcurrency, undefined],
+      ["rate", pool(perTarget?.ratePerSecond)?.size, pool(perTarget?.ratePerSecond)],
+      ["rate", ratePerSecond, undefined],
+    ];
+    for (const [kind, limit, from] of wanted) {
+      if (limit === undefined) continue;
+      const permit = await this.#take(kind, signal, from);
+      if (permit === undefined) return giveBack();
+      (kind === "rate" ? rates : held).push(permit);
     }
     if (this.#life.getSnapshot().value === "paused") {
-      held?.release();
-      rate?.release(1000);
+      giveBack();
       return "paused";
     }
-    return held || rate ? permitsPass(held, rate) : noPermit;
+    // The rate permits are spent at the handler's start (`started`), the concurrency ones held to the end.
+    return held.length > 0 || rates.length > 0 ? permitsPass(held, rates) : noPermit;
   }
 
   /** Resolves once the queue is not paused (or `signal` aborts). */
@@ -139,10 +166,12 @@ export class QueueGate {
     });
   }
 
-  async #take(kind: "concurrency" | "rate", signal: AbortSignal): Promise<Permit | undefined> {
+  async #take(kind: PermitKind, signal: AbortSignal, pool?: TargetPool): Promise<Permit | undefined> {
     for (;;) {
       try {
-        return await this.#controls.takePermit(this.#queue, kind, signal);
+        return pool
+          ? await this.#controls.takeTargetPermit(this.#queue, pool, kind, signal)
+          : await this.#controls.takePermit(this.#queue, kind, signal);
       } catch (error) {
         if (signal.aborted) return undefined;
         this.#log.warn({ err: error, kind }, "permit not taken; trying again");
@@ -161,11 +190,11 @@ export class QueueGate {
       if (!readable) this.#log.warn({ revision }, "queue settings unreadable; the queue runs without limits");
       this.#settings = settings;
     }
-    const { paused, ratePerSecond, maxConcurrency } = this.#settings;
+    const { paused, ratePerSecond, maxConcurrency, perTarget } = this.#settings;
     this.#life.send({
       type: "settings.seen",
       paused,
-      limited: ratePerSecond !== undefined || maxConcurrency !== undefined,
+      limited: ratePerSecond !== undefined || maxConcurrency !== undefined || perTarget !== undefined,
     });
     this.#changed.abort();
     this.#changed = new AbortController();
@@ -182,19 +211,24 @@ export class QueueGate {
 }
 
 /**
- * The permits a task holds: the concurrency permit renewed while the task
- * runs and given back once when it ends; the rate permit given back, free in
- * 1 s, once its handler was called.
+ * The permits a task holds: its concurrency permits (the target's, the
+ * queue's) renewed while it runs and given back once when it ends; its rate
+ * permits given back, free again in 1 s, once its handler was called.
  */
-const permitsPass = (held: Permit | undefined, rate: Permit | undefined): GatePass => {
-  const keeper = held && setInterval(() => held.keep(), keepEveryMs);
+const permitsPass = (held: readonly Permit[], rates: readonly Permit[]): GatePass => {
+  const keeper =
+    held.length > 0
+      ? setInterval(() => {
+          for (const p of held) p.keep();
+        }, keepEveryMs)
+      : undefined;
   keeper?.unref();
   let started = false;
   let ended = false;
   const start = () => {
     if (started) return;
     started = true;
-    rate?.release(1000);
+    for (const p of rates) p.release(1000);
   };
   return {
     started: start,
@@ -202,8 +236,11 @@ const permitsPass = (held: Permit | undefined, rate: Permit | undefined): GatePa
       if (ended) return;
       ended = true;
       clearInterval(keeper);
-      held?.release();
+      for (const p of held) p.release();
       start();
     },
   };
 };
+
+/** A target's name in its pools' subjects: a hash (a target is a URL or any string), 16 hex digits. */
+const targetHash = (target: string): string => createHash("sha256").update(target).digest("hex").slice(0, 16);

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Effect } from "effect";
 import type { PermitKind, QueueControls } from "../adapters/queue-controls.ts";
 import { retryWith } from "../effects/retry.ts";
@@ -15,7 +16,12 @@ import {
 import type { Role } from "./permissions.ts";
 import { requireRole } from "./permissions.ts";
 
-export type { QueueLimits, QueueSettings } from "../kernel/queue-settings.ts";
+export type {
+  PerTargetLimits,
+  PerTargetSettings,
+  QueueLimits,
+  QueueSettings,
+} from "../kernel/queue-settings.ts";
 
 /**
  * Queue controls from any process (`rt.queues`): pause and resume a queue,
@@ -28,8 +34,12 @@ export interface Queues {
    * sets one, `null` lifts it, a key left out keeps it. Permits held when
    * a limit changes are dropped: for at most the length of the tasks
    * running then, the old and new limits add up.
+   * `perTarget` limits each agent target on its own, across every worker
+   * bound to an agent (`agent` option) whose current target it is, read when
+   * each task starts; a change makes new pools (the old ones are dropped).
    * @example
    * await rt.queues.configure("emails", { ratePerSecond: 100, maxConcurrency: 5 });
+   * await rt.queues.configure("llm", { perTarget: { maxConcurrency: 2 } });
    */
   configure(queue: string, limits: QueueLimits): Promise<QueueSettings>;
   /**
@@ -86,7 +96,11 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       requireRole(roles, "admin", "rt.queues.configure()");
       const name = checkQueueName(queue);
       const checked = checkQueueLimits(limits);
-      const { before, written } = await change(name, (current) => withLimits(current, checked, now()));
+      const round = randomUUID().slice(0, 8);
+      const { before, written } = await change(name, (current) => withLimits(current, checked, now(), round));
+      // The per-target pools of a changed limit: new ones, filled on first use; the old ones dropped.
+      const old = before.perTarget?.round;
+      if (old !== written.perTarget?.round) await controls.renewTargetPools(name, old);
       // The pools after the record: a worker that sees the new limit finds its permits, or waits
       // for them. A crash in between leaves the pool of the old limit: configure again repairs it.
       const pools: Array<[PermitKind, number | undefined, number | undefined]> = [

@@ -116,13 +116,15 @@ export const startWorker = <Payload, Result>(
     else broker.publishProgress(queueName, jobId, body);
   };
 
-  /** `started` is told once the handler was called (its queue's rate permit goes back then). */
-  const handle = async (task: RunningTask, started: () => void) => {
+  /**
+   * `target`: the agent's, read once at the start: limited per target, a
+   * failure reported against it. `started` is told once the handler was
+   * called (the queue's rate permits go back then).
+   */
+  const handle = async (task: RunningTask, target: string | undefined, started: () => void) => {
     const { msg, job } = task;
     const jobId = job.record.id;
     const attempt = msg.deliveryCount;
-    // Read once, at the start: a failure is reported against the target the task ran on.
-    const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
     let payload: Payload | undefined;
     let answer: HandlerAnswer;
     try {
@@ -259,10 +261,12 @@ export const startWorker = <Payload, Result>(
 
   const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
     await slots.acquire(priorityOf(job.record.settings));
-    const pass = await gate.enter(pulling, {
-      keep: () => msg.working(),
-      everyMs: Math.max(10, job.record.settings.ackWaitMs / 3),
-    });
+    const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
+    const pass = await gate.enter(
+      pulling,
+      { keep: () => msg.working(), everyMs: Math.max(10, job.record.settings.ackWaitMs / 3) },
+      target,
+    );
     if (pass === "paused") return pausedTask(msg, job);
     if (pass === undefined || pulling.aborted || job.ended.signal.aborted) {
       pass?.end();
@@ -275,7 +279,7 @@ export const startWorker = <Payload, Result>(
     // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
     // It settles every failure of the handler itself: one that still escapes is a bug to see,
     // and the task's lease runs out like a crashed worker's.
-    handle(task, pass.started)
+    handle(task, target, pass.started)
       .catch((error: unknown) =>
         log.warn(
           { err: error, jobId: job.record.id, index: task.index },

@@ -5,15 +5,27 @@ import { type GlobalOptions, withRuntime } from "./session.ts";
 
 const rows = (queues: readonly QueueSettings[], now: number) =>
   table(
-    ["QUEUE", "STATE", "RATE/S", "MAX CONCURRENCY", "UPDATED"],
+    ["QUEUE", "STATE", "RATE/S", "MAX CONCURRENCY", "PER TARGET", "UPDATED"],
     queues.map((q) => [
       q.queue,
       q.paused ? "paused" : "running",
       q.ratePerSecond === undefined ? "-" : String(q.ratePerSecond),
       q.maxConcurrency === undefined ? "-" : String(q.maxConcurrency),
+      perTargetText(q),
       q.updatedAt === 0 ? "-" : `${duration(now - q.updatedAt)} ago`,
     ]),
   );
+
+/** The per-target limits in one cell: `2 at once, 10/s`, or `-`. */
+const perTargetText = (q: QueueSettings): string => {
+  const t = q.perTarget;
+  if (!t) return "-";
+  const parts = [
+    ...(t.maxConcurrency === undefined ? [] : [`${t.maxConcurrency} at once`]),
+    ...(t.ratePerSecond === undefined ? [] : [`${t.ratePerSecond}/s`]),
+  ];
+  return parts.join(", ");
+};
 
 /**
  * A limit flag: a whole number, or `none` to lift the limit; anything else
@@ -22,6 +34,13 @@ const rows = (queues: readonly QueueSettings[], now: number) =>
  */
 const limit = (value: string): number | "none" => (value === "none" ? "none" : Number(value));
 const lifted = (value: number | "none"): number | null => (value === "none" ? null : value);
+
+interface ConfigureFlags {
+  readonly rate?: number | "none";
+  readonly maxConcurrency?: number | "none";
+  readonly perTargetRate?: number | "none";
+  readonly perTargetMaxConcurrency?: number | "none";
+}
 
 /** `queues ls | pause | resume | configure`: the queues' pause and limits, from any machine (`rt.queues`). */
 export const registerQueues = (program: Command, globals: () => GlobalOptions): void => {
@@ -59,12 +78,29 @@ export const registerQueues = (program: Command, globals: () => GlobalOptions): 
     .description("set the queue's limits across every worker of every process")
     .option("--rate <n>", "tasks started per second at most (none: no limit)", limit)
     .option("--max-concurrency <n>", "handlers running at once at most (none: no limit)", limit)
-    .action(async (queue: string, o: { rate?: number | "none"; maxConcurrency?: number | "none" }) => {
+    .option(
+      "--per-target-rate <n>",
+      "tasks started per second at most against each agent target (none: no limit)",
+      limit,
+    )
+    .option(
+      "--per-target-max-concurrency <n>",
+      "handlers running at once at most against each agent target (none: no limit)",
+      limit,
+    )
+    .action(async (queue: string, o: ConfigureFlags) => {
       const g = globals();
+      const perTarget = {
+        ...(o.perTargetRate === undefined ? {} : { ratePerSecond: lifted(o.perTargetRate) }),
+        ...(o.perTargetMaxConcurrency === undefined
+          ? {}
+          : { maxConcurrency: lifted(o.perTargetMaxConcurrency) }),
+      };
       const settings = await withRuntime(g, "admin", (rt) =>
         rt.queues.configure(queue, {
           ...(o.rate === undefined ? {} : { ratePerSecond: lifted(o.rate) }),
           ...(o.maxConcurrency === undefined ? {} : { maxConcurrency: lifted(o.maxConcurrency) }),
+          ...(Object.keys(perTarget).length === 0 ? {} : { perTarget }),
         }),
       );
       if (g.json) return printJson(settings);

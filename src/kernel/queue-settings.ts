@@ -16,14 +16,34 @@ export interface QueueSettings {
   readonly ratePerSecond?: number;
   /** At most this many handlers run at once, across every worker. */
   readonly maxConcurrency?: number;
+  /**
+   * Limits per agent target, across every worker bound to an agent whose
+   * current target is that one (each target its own pools).
+   */
+  readonly perTarget?: PerTargetSettings;
   /** When it was last written (epoch ms, the writer's clock). */
   readonly updatedAt: number;
+}
+
+/** The per-target limits, and the round that names their pools (a new one at each change of the limits). */
+export interface PerTargetSettings {
+  readonly ratePerSecond?: number;
+  readonly maxConcurrency?: number;
+  readonly round: string;
+}
+
+/** What `configure()` takes for the per-target limits: a number sets one, `null` lifts it, absent keeps it. */
+export interface PerTargetLimits {
+  readonly ratePerSecond?: number | null;
+  readonly maxConcurrency?: number | null;
 }
 
 /** What `rt.queues.configure()` takes: a number sets a limit, `null` lifts it, absent keeps it. */
 export interface QueueLimits {
   readonly ratePerSecond?: number | null;
   readonly maxConcurrency?: number | null;
+  /** Limits per agent target (`null` lifts both). */
+  readonly perTarget?: PerTargetLimits | null;
 }
 
 /** The largest limit: each unit is one permit message in the permits stream. */
@@ -32,9 +52,21 @@ const maxQueueLimit = 10_000;
 const Limit = number(1, maxQueueLimit, { integer: true });
 const LimitInput = Schema.Union([Limit, Schema.Null]);
 
+const PerTargetInput = Schema.Struct({
+  ratePerSecond: Schema.optional(LimitInput),
+  maxConcurrency: Schema.optional(LimitInput),
+});
+
 const LimitsInput = Schema.Struct({
   ratePerSecond: Schema.optional(LimitInput),
   maxConcurrency: Schema.optional(LimitInput),
+  perTarget: Schema.optional(Schema.Union([PerTargetInput, Schema.Null])),
+});
+
+const StoredPerTarget = Schema.Struct({
+  ratePerSecond: Schema.optional(Limit),
+  maxConcurrency: Schema.optional(Limit),
+  round: Schema.String,
 });
 
 const StoredSettings = Schema.Struct({
@@ -42,6 +74,7 @@ const StoredSettings = Schema.Struct({
   paused: Schema.Boolean,
   ratePerSecond: Schema.optional(Limit),
   maxConcurrency: Schema.optional(Limit),
+  perTarget: Schema.optional(StoredPerTarget),
   updatedAt: Schema.Number,
 });
 
@@ -52,7 +85,10 @@ export const checkQueueName = (queue: unknown): string => check(SubjectToken, qu
 export const checkQueueLimits = (limits: unknown): QueueLimits => {
   if (typeof limits !== "object" || limits === null || Array.isArray(limits))
     throw new InvalidArgument({ field: "limits", message: "limits: must be an object" });
-  rejectUnknownKeys(limits, ["ratePerSecond", "maxConcurrency"], "limits");
+  rejectUnknownKeys(limits, ["ratePerSecond", "maxConcurrency", "perTarget"], "limits");
+  const perTarget = (limits as { perTarget?: unknown }).perTarget;
+  if (typeof perTarget === "object" && perTarget !== null && !Array.isArray(perTarget))
+    rejectUnknownKeys(perTarget, ["ratePerSecond", "maxConcurrency"], "limits.perTarget");
   return check(LimitsInput, limits, "limits");
 };
 
@@ -63,15 +99,46 @@ export const openQueue = (queue: string, updatedAt = 0): QueueSettings => ({
   updatedAt,
 });
 
-/** The settings after `limits` (absent keeps, null lifts, a number sets). */
-export const withLimits = (current: QueueSettings, limits: QueueLimits, now: number): QueueSettings => {
-  const rate = limits.ratePerSecond === undefined ? current.ratePerSecond : limits.ratePerSecond;
-  const cap = limits.maxConcurrency === undefined ? current.maxConcurrency : limits.maxConcurrency;
+/** A value after a change: absent keeps it, null lifts it, a number sets it. */
+const changed = (was: number | undefined, to: number | null | undefined) => (to === undefined ? was : to);
+
+/**
+ * The per-target limits after `limits`; `round` names their pools when they
+ * change (the pools of the old round are dropped), else the old round stays.
+ */
+const withPerTarget = (
+  current: PerTargetSettings | undefined,
+  limits: PerTargetLimits | null | undefined,
+  round: string,
+): PerTargetSettings | undefined => {
+  if (limits === undefined) return current;
+  const rate = limits === null ? undefined : changed(current?.ratePerSecond, limits.ratePerSecond);
+  const cap = limits === null ? undefined : changed(current?.maxConcurrency, limits.maxConcurrency);
+  if (rate == null && cap == null) return undefined;
+  const same = current && current.ratePerSecond === rate && current.maxConcurrency === cap;
+  return {
+    ...(rate == null ? {} : { ratePerSecond: rate }),
+    ...(cap == null ? {} : { maxConcurrency: cap }),
+    round: same ? current.round : round,
+  };
+};
+
+/** The settings after `limits` (absent keeps, null lifts, a number sets); `round` names new per-target pools. */
+export const withLimits = (
+  current: QueueSettings,
+  limits: QueueLimits,
+  now: number,
+  round: string,
+): QueueSettings => {
+  const rate = changed(current.ratePerSecond, limits.ratePerSecond);
+  const cap = changed(current.maxConcurrency, limits.maxConcurrency);
+  const perTarget = withPerTarget(current.perTarget, limits.perTarget, round);
   return {
     queue: current.queue,
     paused: current.paused,
     ...(rate == null ? {} : { ratePerSecond: rate }),
     ...(cap == null ? {} : { maxConcurrency: cap }),
+    ...(perTarget === undefined ? {} : { perTarget }),
     updatedAt: now,
   };
 };
@@ -82,6 +149,7 @@ export const encodeQueueSettings = (settings: QueueSettings): string =>
     paused: settings.paused,
     ...(settings.ratePerSecond === undefined ? {} : { ratePerSecond: settings.ratePerSecond }),
     ...(settings.maxConcurrency === undefined ? {} : { maxConcurrency: settings.maxConcurrency }),
+    ...(settings.perTarget === undefined ? {} : { perTarget: settings.perTarget }),
     updatedAt: settings.updatedAt,
   });
 
@@ -102,13 +170,14 @@ export const decodeQueueSettings = (
   }
   const result = decode(StoredSettings, parsed, "queue settings", { open: true });
   if (!result.ok) return { settings: openQueue(queue), readable: false };
-  const { paused, ratePerSecond, maxConcurrency, updatedAt } = result.value;
+  const { paused, ratePerSecond, maxConcurrency, perTarget, updatedAt } = result.value;
   return {
     settings: {
       queue,
       paused,
       ...(ratePerSecond === undefined ? {} : { ratePerSecond }),
       ...(maxConcurrency === undefined ? {} : { maxConcurrency }),
+      ...(perTarget === undefined ? {} : { perTarget }),
       updatedAt,
     },
     readable: true,

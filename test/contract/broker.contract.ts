@@ -909,6 +909,70 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(more).toBeUndefined();
     });
 
+    it("permits: takeFreePermits lends what is free at once, none from an empty pool", async () => {
+      const q = uid("qf");
+      await broker.queueControls.setPermits(q, "concurrency", 3);
+      const first = await broker.queueControls.takeFreePermits(q, "concurrency", 2);
+      expect(first).toHaveLength(2);
+      const rest = await broker.queueControls.takeFreePermits(q, "concurrency", 5);
+      expect(rest).toHaveLength(1);
+      expect(await broker.queueControls.takeFreePermits(q, "concurrency", 5)).toEqual([]);
+      // A release lends it again; a delayed one only after its delay.
+      first[0]?.release();
+      rest[0]?.release(ack * 4);
+      await eventually(
+        async () => (await broker.queueControls.takeFreePermits(q, "concurrency", 5)).length === 1,
+      );
+      await h.advance(ack * 5);
+      await eventually(
+        async () => (await broker.queueControls.takeFreePermits(q, "concurrency", 5)).length === 1,
+      );
+      expect(await broker.queueControls.takeFreePermits(q, "concurrency", 5)).toEqual([]);
+    });
+
+    it("target pools: filled once on first use by any runtime; a dropped round lends no more", async () => {
+      const q = uid("qt");
+      const peer = await h.peer("contract-target-peer");
+      await broker.queueControls.renewTargetPools(q, undefined);
+      const signal = new AbortController();
+      const pool = { target: "0123456789abcdef", round: "r1", size: 2 };
+      const other = { target: "fedcba9876543210", round: "r1", size: 2 };
+      // Two runtimes each fill on their first use: one pool of 2, not 4.
+      const a = await broker.queueControls.takeTargetPermit(q, pool, "concurrency", signal.signal);
+      const b = await peer.queueControls.takeTargetPermit(q, pool, "concurrency", signal.signal);
+      expect(a && b).toBeTruthy();
+      let third: unknown;
+      const waiting = peer.queueControls.takeTargetPermit(q, pool, "concurrency", signal.signal).then((p) => {
+        third = p;
+        return p;
+      });
+      // Another target's pool is its own.
+      expect(
+        await broker.queueControls.takeTargetPermit(q, other, "concurrency", signal.signal),
+      ).toBeTruthy();
+      await h.advance(ack);
+      expect(third).toBeUndefined();
+      a?.release();
+      await eventually(() => third !== undefined);
+      // Dropped: the permits held from it are forgotten, a taker of the round waits.
+      await broker.queueControls.renewTargetPools(q, "r1");
+      b?.release();
+      (await waiting)?.release();
+      const round2 = { ...pool, round: "r2", size: 1 };
+      expect(await peer.queueControls.takeTargetPermit(q, round2, "concurrency", signal.signal)).toBeTruthy();
+      let more: unknown;
+      const extra = broker.queueControls
+        .takeTargetPermit(q, round2, "concurrency", signal.signal)
+        .then((p) => {
+          more = p;
+        });
+      await h.advance(ack);
+      expect(more).toBeUndefined();
+      signal.abort();
+      await extra;
+      expect(more).toBeUndefined();
+    });
+
     it("maxPayload: a larger message is refused with a permanent error", async () => {
       const max = await broker.maxPayload();
       expect(max).toBeGreaterThanOrEqual(64 * 1024);

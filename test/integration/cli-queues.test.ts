@@ -73,4 +73,28 @@ describe("jetstate-jobs queues", () => {
     const table = await run(["queues", "ls"]);
     expect(table.stdout).toMatch(/mail\s+running\s+-\s+2/);
   }, 60_000);
+
+  it("configures per-target limits; a bad one exits 2 and stores nothing; none lifts them", async () => {
+    const bad = await run(["queues", "configure", "llm", "--per-target-max-concurrency", "0", "--json"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/perTarget/);
+    expect(await stored("llm")).toBeUndefined();
+    const set = await run([
+      "queues",
+      "configure",
+      "llm",
+      "--per-target-max-concurrency",
+      "2",
+      "--per-target-rate",
+      "10",
+      "--json",
+    ]);
+    expect(set.code).toBe(0);
+    expect(await stored("llm")).toMatchObject({ perTarget: { maxConcurrency: 2, ratePerSecond: 10 } });
+    expect((await run(["queues", "ls"])).stdout).toMatch(/llm\s+running\s+-\s+-\s+2 at once, 10\/s/);
+    const lifted = await run(["queues", "configure", "llm", "--per-target-rate", "none", "--json"]);
+    expect(lifted.code).toBe(0);
+    expect((await stored("llm"))?.perTarget).toMatchObject({ maxConcurrency: 2 });
+    expect((await stored("llm"))?.perTarget).not.toHaveProperty("ratePerSecond");
+  }, 60_000);
 });

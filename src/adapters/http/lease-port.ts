@@ -29,6 +29,8 @@ export interface LeasePort
   activeJobs(): Promise<JobRecord[]>;
   /** True while the queue is paused (`rt.queues.pause`): none of its tasks is leased then. */
   isPaused?(queue: string): Promise<boolean>;
+  /** The queue's limits (`rt.queues.configure`), obeyed by leases as by native workers. */
+  readonly limits?: LeaseLimits;
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
   /**
    * A remote worker's answer was stored (`done`, `failed` or `dead`; its task
@@ -81,3 +83,26 @@ export interface ItemOutcome {
 export type HeartbeatOutcome =
   | { readonly id: string; readonly status: "extended"; readonly receipt: string; readonly leaseMs: number }
   | { readonly id: string; readonly status: "expired" | "settled" };
+
+/**
+ * The queue's limits as the HTTP leases take them: permits taken before the
+ * tasks are leased (none free: no task), a concurrency permit held for each
+ * lease's life.
+ */
+export interface LeaseLimits {
+  /**
+   * Up to `max` leases the queue's limits allow, waiting at most a second
+   * for the first (none: no task); `bind` must follow, with the tasks leased.
+   */
+  admit(queue: string, max: number, signal?: AbortSignal): Promise<LeaseAdmission>;
+  /** The lease was extended (heartbeat) until `until` (epoch ms): its permit is held until then. */
+  extend(ref: string, until: number): void;
+  /** The lease's task was answered (or its lease is over): its permit goes back. */
+  end(ref: string): void;
+}
+
+export interface LeaseAdmission {
+  readonly slots: number;
+  /** The tasks leased (at most `slots`), each holding a permit until its `until`; the others go back. */
+  bind(leases: ReadonlyArray<{ readonly ref: string; readonly until: number }>): void;
+}

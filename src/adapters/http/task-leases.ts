@@ -107,7 +107,9 @@ export class TaskLeases {
       );
     }
     if (!isRunning(record) || (await this.#port.isPaused?.(record.queue))) return [];
-    return this.#withSlots(caller, max, (slots) => this.#lease(record, slots, caller, signal));
+    return this.#withSlots(caller, max, (slots) =>
+      this.#limited(record.queue, slots, signal, (n) => this.#lease(record, n, caller, signal)),
+    );
   }
 
   /**
@@ -130,25 +132,48 @@ export class TaskLeases {
     if (candidates.length === 0)
       candidates = ofQueue(await this.#jobsList(Math.min(100, this.#jobListTtlMs)));
     if (candidates.length === 0) return [];
-    return this.#withSlots(caller, max, async (slots) => {
-      const tasks: Leased[] = [];
-      const turn = this.#cursors.get(queue) ?? 0;
-      this.#cursors.set(queue, turn + 1);
-      // Lane jobs are all of priority 0 (a job of another priority never goes on the lane).
-      const ordered = priorityTurn(candidates, (c) => (c === lane ? 0 : priorityOf(c.settings)), turn);
-      for (const candidate of ordered) {
-        if (tasks.length >= slots || signal?.aborted) break;
-        if (candidate === lane) {
-          tasks.push(...(await this.#leaseLane(queue, slots - tasks.length, caller, signal)));
-          continue;
+    return this.#withSlots(caller, max, (free) =>
+      this.#limited(queue, free, signal, async (slots) => {
+        const tasks: Leased[] = [];
+        const turn = this.#cursors.get(queue) ?? 0;
+        this.#cursors.set(queue, turn + 1);
+        // Lane jobs are all of priority 0 (a job of another priority never goes on the lane).
+        const ordered = priorityTurn(candidates, (c) => (c === lane ? 0 : priorityOf(c.settings)), turn);
+        for (const candidate of ordered) {
+          if (tasks.length >= slots || signal?.aborted) break;
+          if (candidate === lane) {
+            tasks.push(...(await this.#leaseLane(queue, slots - tasks.length, caller, signal)));
+            continue;
+          }
+          // The list may be a second old: re-read the record, a finished job's consumer is gone.
+          const fresh = await this.#port.getRecord(candidate.id);
+          if (!fresh || !isRunning(fresh.record)) continue;
+          tasks.push(...(await this.#lease(fresh.record, slots - tasks.length, caller, signal)));
         }
-        // The list may be a second old: re-read the record, a finished job's consumer is gone.
-        const fresh = await this.#port.getRecord(candidate.id);
-        if (!fresh || !isRunning(fresh.record)) continue;
-        tasks.push(...(await this.#lease(fresh.record, slots - tasks.length, caller, signal)));
-      }
+        return tasks;
+      }),
+    );
+  }
+
+  /**
+   * Runs `lease` with as many slots as the queue's limits allow (none: no
+   * task); each task leased holds its permits (lease-port.ts).
+   */
+  async #limited(
+    queue: string,
+    slots: number,
+    signal: AbortSignal | undefined,
+    lease: (slots: number) => Promise<Leased[]>,
+  ) {
+    const admission = await this.#port.limits?.admit(queue, slots, signal);
+    if (!admission) return lease(slots);
+    let tasks: Leased[] = [];
+    try {
+      if (admission.slots > 0) tasks = await lease(admission.slots);
       return tasks;
-    });
+    } finally {
+      admission.bind(tasks);
+    }
   }
 
   /** Stores the results, then settles the leases; per item what became of it. */
@@ -157,7 +182,10 @@ export class TaskLeases {
     const claims = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
     const record = await this.#openRecord(jobId, caller);
     this.#assertDeliveries(record, claims, field);
-    return this.#answers.submit(record, items, claims, caller);
+    const outcomes = await this.#answers.submit(record, items, claims, caller);
+    // Answered (or found answered, or expired): the lease is over, its permit goes back.
+    for (const c of claims) this.#port.limits?.end(c.r);
+    return outcomes;
   }
 
   /** Extends the leases of the receipts; each still open one gets a fresh receipt. */
@@ -181,9 +209,12 @@ export class TaskLeases {
     const leaseMs = x - this.#now();
     const outcomes = claims.map((c, n): HeartbeatOutcome => {
       const id = `${jobId}.${c.i}`;
-      if (answered[n]) return { id, status: "settled" };
-      if (c.x <= now) return { id, status: "expired" };
+      if (answered[n] || c.x <= now) {
+        this.#port.limits?.end(c.r);
+        return { id, status: answered[n] ? "settled" : "expired" };
+      }
       this.#book.extend(caller.identity, c.r, x);
+      this.#port.limits?.extend(c.r, x);
       return { id, status: "extended", receipt: this.#signer.sign({ ...c, x }), leaseMs };
     });
     this.#log.debug(

@@ -126,6 +126,7 @@ class MemoryJobBroker implements MemoryBroker {
       server.queues,
       (queue, kind) => server.permitPool(queue, kind),
       (op) => this.#open(op),
+      server.targetPools,
     );
     this.flows = memoryFlows(server.flows, (op) => this.#open(op));
     this.schedules = memoryScheduleStore(server.schedules, (op) => this.#open(op));

@@ -1,5 +1,5 @@
 import type { Clock } from "../../kernel/clock.ts";
-import type { Permit, PermitKind, QueueControls } from "../queue-controls.ts";
+import type { Permit, PermitKind, QueueControls, TargetPool } from "../queue-controls.ts";
 import type { MemoryKv } from "./memory-kv.ts";
 
 /**
@@ -26,6 +26,13 @@ export class MemoryPermitPool {
       this.#free--;
       this.#waiting.shift()?.(this.#generation);
     }
+  }
+
+  /** Up to `max` free permits, at once. */
+  takeFree(max: number): Permit[] {
+    const count = Math.min(max, this.#free);
+    this.#free -= count;
+    return Array.from({ length: count }, () => this.#permit(this.#generation));
   }
 
   take(signal: AbortSignal): Promise<Permit | undefined> {
@@ -84,6 +91,7 @@ export const memoryQueueControls = (
   kv: MemoryKv,
   pools: (queue: string, kind: PermitKind) => MemoryPermitPool,
   open: (operation: string) => void,
+  targetPools: MemoryTargetPools,
 ): QueueControls => ({
   getSettings: async (queue) => {
     open("queue.settings.get");
@@ -119,4 +127,45 @@ export const memoryQueueControls = (
     open("queue.permit.take");
     return pools(queue, kind).take(signal);
   },
+  takeTargetPermit: async (queue, pool, kind, signal) => {
+    open("queue.permit.take");
+    return targetPools.pool(queue, pool, kind).take(signal);
+  },
+  renewTargetPools: async (queue, oldRound) => {
+    open("queue.permits.set");
+    if (oldRound !== undefined) targetPools.drop(queue, oldRound);
+  },
+  takeFreePermits: async (queue, kind, max) => {
+    open("queue.permit.take");
+    return pools(queue, kind).takeFree(max);
+  },
 });
+
+/** The target pools of a memory server, made full on first use, as on NATS. */
+export class MemoryTargetPools {
+  readonly #pools = new Map<string, MemoryPermitPool>();
+  readonly #clock: Clock;
+  constructor(clock: Clock) {
+    this.#clock = clock;
+  }
+
+  pool(queue: string, pool: TargetPool, kind: PermitKind): MemoryPermitPool {
+    const key = `${queue}/${pool.round}/${pool.target}/${kind}`;
+    let found = this.#pools.get(key);
+    if (!found) {
+      found = new MemoryPermitPool(this.#clock);
+      found.reset(pool.size);
+      this.#pools.set(key, found);
+    }
+    return found;
+  }
+
+  drop(queue: string, round: string): void {
+    for (const [key, pool] of this.#pools) {
+      if (!key.startsWith(`${queue}/${round}/`)) continue;
+      // Permits held from it are forgotten (their release ignored); waiters wait for the next round.
+      pool.reset(0);
+      this.#pools.delete(key);
+    }
+  }
+}

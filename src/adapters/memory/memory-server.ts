@@ -7,7 +7,7 @@ import { type BrokerNames, brokerNames, dueConsumer, laneConsumer } from "../nam
 import { memoryAgentStore } from "./memory-agent-store.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import { MemoryKv } from "./memory-kv.ts";
-import { MemoryPermitPool } from "./memory-queue-controls.ts";
+import { MemoryPermitPool, MemoryTargetPools } from "./memory-queue-controls.ts";
 import { MessageLog } from "./message-log.ts";
 import { TaskStream } from "./task-stream.ts";
 
@@ -148,6 +148,13 @@ export class MemoryServerState implements MemoryServer {
         maxDeliver: -1,
       })
     );
+  }
+
+  #targetPools: MemoryTargetPools | undefined;
+  /** Each queue's pools per agent target, made on first use. */
+  get targetPools(): MemoryTargetPools {
+    this.#targetPools ??= new MemoryTargetPools(this.clock);
+    return this.#targetPools;
   }
 
   /** The queue's pool of permits of `kind`, empty until set. */

@@ -9,12 +9,18 @@ import {
   StorageType,
 } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
-import { permitsConsumer } from "../names.ts";
-import { type Permit, type PermitKind, permitLeaseMs, type QueueControls } from "../queue-controls.ts";
+import { permitsConsumer, targetPermitsConsumer } from "../names.ts";
+import {
+  type Permit,
+  type PermitKind,
+  permitLeaseMs,
+  type QueueControls,
+  type TargetPool,
+} from "../queue-controls.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
@@ -45,6 +51,29 @@ class JsPermit implements Permit {
     this.#msg.nak(delayMs);
   }
 }
+
+/** A permit taken by a raw pull (`takeFreePermits`): answered on its reply subject, as a JsMsg is. */
+class RawPermit implements Permit {
+  readonly #nc: NatsConnection;
+  readonly #reply: string;
+  constructor(nc: NatsConnection, reply: string) {
+    this.#nc = nc;
+    this.#reply = reply;
+  }
+  keep(): void {
+    this.#answer("+WPI");
+  }
+  release(delayMs?: number): void {
+    this.#answer(delayMs ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : "-NAK");
+  }
+  #answer(payload: string): void {
+    // A closed connection: the permit comes back by itself once its lease runs out.
+    if (!this.#nc.isClosed()) this.#nc.publish(this.#reply, payload);
+  }
+}
+
+/** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
+const freePullTimeoutMs = 2000;
 
 /**
  * Queue controls on NATS: the settings in the KV bucket `<prefix>_queues`
@@ -85,40 +114,151 @@ export const natsQueueControls = (
         broker.replicas,
       );
     });
+  const targetStreams = broker.setups.cache<Map<string, Promise<void>>>();
+  /** The queue's target permits stream: made by the admin's configure; a worker only looks it up. */
+  const targetStream = (nc: NatsConnection, jsm: JetStreamManager, queue: string): Promise<void> => {
+    let known = targetStreams.get(nc);
+    if (!known) {
+      known = new Map();
+      targetStreams.set(nc, known);
+    }
+    const found = known.get(queue);
+    if (found) return found;
+    const made = ensureStream(
+      jsm,
+      {
+        name: names.targetPermitsStream(queue),
+        subjects: [`${core.options.prefix}.tpermits.${queue}.>`],
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        duplicate_window: nanos(120_000),
+      },
+      broker.replicas,
+    ).then(() => undefined);
+    const cache = known;
+    cache.set(queue, made);
+    made.catch(() => {
+      if (cache.get(queue) === made) cache.delete(queue);
+    });
+    return made;
+  };
   const consumers = broker.setups.cache<Map<string, Promise<Consumer>>>();
-  /** The pool's consumer on this client: looked up once, made when missing. */
-  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> => {
+  /** A pool's consumer on this client: looked up once, made when missing (a worker may make its queue's). */
+  const consumerFor = (
+    nc: NatsConnection,
+    stream: string,
+    name: string,
+    subject: string,
+  ): Promise<Consumer> => {
     let known = consumers.get(nc);
     if (!known) {
       known = new Map();
       consumers.set(nc, known);
     }
-    const name = permitsConsumer(queue, kind);
-    const found = known.get(name);
+    const key = `${stream}/${name}`;
+    const found = known.get(key);
     if (found) return found;
     const made = (async () => {
       const { js, jsm } = await broker.handles(nc);
-      await permitsStream(nc, jsm);
+      if (stream === names.permitsStream) await permitsStream(nc, jsm);
       try {
-        await jsm.consumers.info(names.permitsStream, name);
+        await jsm.consumers.info(stream, name);
       } catch (error) {
         if (!isNotFound(error)) throw error;
-        await jsm.consumers.add(names.permitsStream, {
+        await jsm.consumers.add(stream, {
           durable_name: name,
-          filter_subject: names.permitsSubject(queue, kind),
+          filter_subject: subject,
           ack_policy: AckPolicy.Explicit,
           ack_wait: nanos(permitLeaseMs),
           max_deliver: -1,
           max_ack_pending: 20_000,
         });
       }
-      return js.consumers.get(names.permitsStream, name);
+      return js.consumers.get(stream, name);
     })();
-    known.set(name, made);
+    const cache = known;
+    cache.set(key, made);
     made.catch(() => {
-      if (known.get(name) === made) known.delete(name);
+      if (cache.get(key) === made) cache.delete(key);
     });
     return made;
+  };
+  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> =>
+    consumerFor(nc, names.permitsStream, permitsConsumer(queue, kind), names.permitsSubject(queue, kind));
+
+  /** Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a second permit. */
+  const publishPermits = async (nc: NatsConnection, subject: string, count: number, id: string) => {
+    const { js } = await broker.handles(nc);
+    for (let from = 0; from < count; from += publishWindow) {
+      const to = Math.min(count, from + publishWindow);
+      const sent: Promise<unknown>[] = [];
+      for (let i = from; i < to; i++) sent.push(js.publish(subject, `${i}`, { msgID: `${id}.${i}` }));
+      await Promise.all(sent);
+    }
+  };
+
+  const fills = broker.setups.cache<Map<string, Promise<void>>>();
+  /**
+   * A target pool, filled on its first use by any process: when its marker
+   * (`<subject>.filled`, which no consumer reads) is missing, its permits
+   * then the marker are published, with fixed ids: fillers at once within
+   * the server's duplicate window (2 min) publish one pool. Once per client.
+   */
+  const filledPool = (nc: NatsConnection, queue: string, pool: TargetPool, kind: PermitKind) => {
+    let known = fills.get(nc);
+    if (!known) {
+      known = new Map();
+      fills.set(nc, known);
+    }
+    const subject = names.targetPermitsSubject(queue, pool.target, pool.round, kind);
+    const found = known.get(subject);
+    if (found) return found;
+    const filled = (async () => {
+      const { js, jsm } = await broker.handles(nc);
+      await targetStream(nc, jsm, queue);
+      const marker = `${subject}.filled`;
+      const made = await jsm.streams
+        .getMessage(names.targetPermitsStream(queue), { last_by_subj: marker })
+        .catch((error) => {
+          if (isNotFound(error)) return null;
+          throw error;
+        });
+      if (made) return;
+      const id = `${queue}.${pool.target}.${pool.round}.${kind}`;
+      await publishPermits(nc, subject, pool.size, id);
+      await js.publish(marker, "", { msgID: `${id}.filled` });
+    })();
+    const cache = known;
+    cache.set(subject, filled);
+    filled.catch(() => {
+      if (cache.get(subject) === filled) cache.delete(subject);
+    });
+    return filled;
+  };
+
+  /** Waits for a message of the consumer `made` gives: the permit, or undefined once `signal` aborts. */
+  const takeFrom = async (
+    made: (nc: NatsConnection) => Promise<Consumer>,
+    signal: AbortSignal,
+  ): Promise<Permit | undefined> => {
+    while (!signal.aborted) {
+      let msg: JsMsg | null;
+      try {
+        msg = await broker.run(
+          "queue.permit.take",
+          async (nc) => (await made(nc)).next({ expires: permitPullMs }),
+          { signal },
+        );
+      } catch (error) {
+        if (signal.aborted) return undefined;
+        throw error;
+      }
+      if (msg) {
+        if (!signal.aborted) return new JsPermit(msg);
+        msg.nak();
+      }
+    }
+    return undefined;
   };
 
   return {
@@ -200,39 +340,73 @@ export const natsQueueControls = (
       ),
     setPermits: (queue, kind, count) =>
       broker.run("queue.permits.set", async (nc) => {
-        const { js, jsm } = await broker.handles(nc);
+        const { jsm } = await broker.handles(nc);
         await consumerOf(nc, queue, kind);
         const subject = names.permitsSubject(queue, kind);
         await jsm.streams.purge(names.permitsStream, { filter: subject });
         // Ids of this rewrite: a publish retried after a timeout is not a second permit.
-        const round = randomUUID().slice(0, 8);
-        for (let from = 0; from < count; from += publishWindow) {
-          const to = Math.min(count, from + publishWindow);
-          const sent: Promise<unknown>[] = [];
-          for (let i = from; i < to; i++)
-            sent.push(js.publish(subject, `${i}`, { msgID: `${queue}.${kind}.${round}.${i}` }));
-          await Promise.all(sent);
-        }
+        await publishPermits(nc, subject, count, `${queue}.${kind}.${randomUUID().slice(0, 8)}`);
       }),
-    takePermit: async (queue, kind, signal) => {
-      while (!signal.aborted) {
-        let msg: JsMsg | null;
-        try {
-          msg = await broker.run(
-            "queue.permit.take",
-            async (nc) => (await consumerOf(nc, queue, kind)).next({ expires: permitPullMs }),
-            { signal },
-          );
-        } catch (error) {
-          if (signal.aborted) return undefined;
-          throw error;
+    takePermit: (queue, kind, signal) => takeFrom((nc) => consumerOf(nc, queue, kind), signal),
+    takeTargetPermit: (queue, pool, kind, signal) =>
+      takeFrom(async (nc) => {
+        await filledPool(nc, queue, pool, kind);
+        return consumerFor(
+          nc,
+          names.targetPermitsStream(queue),
+          targetPermitsConsumer(pool.target, pool.round, kind),
+          names.targetPermitsSubject(queue, pool.target, pool.round, kind),
+        );
+      }, signal),
+    // The old round's permits, markers and consumers; a worker still on it fills its pool again
+    // (it sees the new round within a second): that pool is dropped with the next change.
+    renewTargetPools: (queue, oldRound) =>
+      broker.run("queue.permits.set", async (nc) => {
+        const { jsm } = await broker.handles(nc);
+        await targetStream(nc, jsm, queue);
+        if (oldRound === undefined) return;
+        const stream = names.targetPermitsStream(queue);
+        await jsm.streams.purge(stream, {
+          filter: `${core.options.prefix}.tpermits.${queue}.*.${oldRound}.>`,
+        });
+        const ours = (name: string) => name.endsWith(`_${oldRound}`);
+        for await (const c of jsm.consumers.list(stream)) {
+          if (ours(c.name)) await jsm.consumers.delete(stream, c.name).catch(() => undefined);
         }
-        if (msg) {
-          if (!signal.aborted) return new JsPermit(msg);
-          msg.nak();
-        }
-      }
-      return undefined;
-    },
+        const known = consumers.get(nc);
+        for (const key of [...(known?.keys() ?? [])])
+          if (key.startsWith(`${stream}/`) && ours(key)) known?.delete(key);
+      }),
+    // A pull with `no_wait`, as the HTTP leases' (nats/task-leasing.ts): nats.js `fetch()` waits at
+    // least 1 s when fewer than `max` are ready. Not retried: a second pull could take twice.
+    takeFreePermits: (queue, kind, max) =>
+      broker.run(
+        "queue.permit.take",
+        async (nc) => {
+          await consumerOf(nc, queue, kind);
+          const inbox = createInbox();
+          const sub = nc.subscribe(inbox);
+          const timer = setTimeout(() => sub.unsubscribe(), freePullTimeoutMs);
+          const permits: Permit[] = [];
+          try {
+            nc.publish(
+              `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
+              JSON.stringify({ batch: max, no_wait: true }),
+              { reply: inbox },
+            );
+            for await (const m of sub) {
+              // Anything else is a status (404 none free, 408 request done): this pull is over.
+              if (!m.reply?.startsWith("$JS.ACK.")) break;
+              permits.push(new RawPermit(nc, m.reply));
+              if (permits.length >= max) break;
+            }
+          } finally {
+            clearTimeout(timer);
+            sub.unsubscribe();
+          }
+          return permits;
+        },
+        { retry: { attempts: 1, initialDelayMs: 0 } },
+      ),
   };
 };

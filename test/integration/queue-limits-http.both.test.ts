@@ -1,0 +1,184 @@
+/**
+ * Queue limits shared by native workers and HTTP workers (the pull API,
+ * `POST /queues/{queue}/tasks`), on both brokers: one limit for both kinds.
+ * The oracle is the workers' own ledger: when each handler (native) or each
+ * remote holder of a lease (HTTP: from its pull until it answers) ran.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createHttpApi } from "../../src/api/http.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay } from "../harness/wait.ts";
+
+const token = "token-limits-worker-0123456789";
+
+interface Interval {
+  readonly start: number;
+  readonly end: number;
+  readonly by: "native" | "http";
+}
+
+let nats: NatsServerHandle;
+beforeAll(async () => {
+  nats = await startNatsServer();
+});
+afterAll(async () => {
+  await nats?.dispose();
+});
+
+const now = () => performance.timeOrigin + performance.now();
+
+/** The largest number of intervals open at once (touching ones do not overlap). */
+const maxOverlap = (intervals: readonly Interval[]): number => {
+  const edges = intervals.flatMap(({ start, end }) => [
+    { at: start, d: 1 },
+    { at: end, d: -1 },
+  ]);
+  edges.sort((a, b) => a.at - b.at || a.d - b.d);
+  let open = 0;
+  let most = 0;
+  for (const { d } of edges) {
+    open += d;
+    most = Math.max(most, open);
+  }
+  return most;
+};
+
+/** The most starts in any 1-second window. */
+const mostPerSecond = (starts: readonly number[]): number => {
+  const sorted = [...starts].sort((a, b) => a - b);
+  let most = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    let j = i;
+    while (j < sorted.length && (sorted[j] as number) < (sorted[i] as number) + 1000) j++;
+    most = Math.max(most, j - i);
+  }
+  return most;
+};
+
+describe.each(["memory", "nats"])("queue limits across native and HTTP workers on %s", (broker) => {
+  const runtimes: Runtime[] = [];
+  let memoryServer: ReturnType<typeof createMemoryServer> | undefined;
+  const runtime = async (name: string) => {
+    memoryServer ??= broker === "memory" ? createMemoryServer() : undefined;
+    const rt = memoryServer
+      ? await createTestRuntime({ name, broker: createMemoryBroker({ server: memoryServer }) })
+      : await createRuntime({ servers: nats.url, name, logger: silentLogger() });
+    runtimes.push(rt);
+    return rt;
+  };
+  afterAll(async () => {
+    for (const rt of runtimes.splice(0)) await rt.stop();
+  });
+
+  /**
+   * HTTP workers polling the queue until `stop`: each leases a batch, holds
+   * each task `holdMs`, then answers it; the ledger gets each lease's interval.
+   */
+  const httpWorkers = (rt: Runtime, queue: string, count: number, holdMs: number, ledger: Interval[]) => {
+    const api = createHttpApi(rt, { tokens: { [token]: "remote" } });
+    const post = async (path: string, body: unknown) => {
+      const response = await api.fetch(
+        new Request(`http://api${path}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }),
+      );
+      expect(response.status, path).toBe(200);
+      return response.json() as Promise<{ tasks: Array<{ job_id: string; receipt: string; index: number }> }>;
+    };
+    const stop = new AbortController();
+    const loops = Array.from({ length: count }, async () => {
+      while (!stop.signal.aborted) {
+        const { tasks } = await post(`/queues/${queue}/tasks`, { batch_size: 3 });
+        // The start is when the lease is handed out: its permits were taken before.
+        const start = now();
+        if (tasks.length === 0) {
+          await delay(10);
+          continue;
+        }
+        await Promise.all(
+          tasks.map(async (t) => {
+            await delay(holdMs);
+            ledger.push({ start, end: now(), by: "http" });
+            await post(`/jobs/${t.job_id}/results`, { results: [{ receipt: t.receipt, result: t.index }] });
+          }),
+        );
+      }
+    });
+    return async () => {
+      stop.abort();
+      await Promise.all(loops);
+    };
+  };
+
+  it("maxConcurrency: 3 bounds native handlers and HTTP leases together", async () => {
+    const [admin, native, remote] = [
+      await runtime("admin"),
+      await runtime("native"),
+      await runtime("remote"),
+    ];
+    await admin.queues.configure("mixed-cap", { maxConcurrency: 3 });
+    const ledger: Interval[] = [];
+    const worker = native.workers.start({
+      queue: "mixed-cap",
+      concurrency: 4,
+      handler: async (task: { index: number }) => {
+        const start = now();
+        await delay(40);
+        ledger.push({ start, end: now(), by: "native" });
+        return task.index;
+      },
+    });
+    const stopHttp = httpWorkers(remote, "mixed-cap", 2, 40, ledger);
+    const job = await admin.jobs.submit({
+      queue: "mixed-cap",
+      tasks: Array.from({ length: 40 }, (_, i) => i),
+    });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 40, failed: 0 });
+    await stopHttp();
+    await worker.stop();
+    expect(ledger).toHaveLength(40);
+    // Both kinds ran tasks: the bound is on the two together.
+    expect(ledger.filter((i) => i.by === "http").length).toBeGreaterThan(0);
+    expect(ledger.filter((i) => i.by === "native").length).toBeGreaterThan(0);
+    const most = maxOverlap(ledger);
+    expect(most).toBeLessThanOrEqual(3);
+    expect(most).toBe(3);
+  });
+
+  it("ratePerSecond: 10 bounds native and HTTP starts together in every 1-second window", async () => {
+    const [admin, native, remote] = [
+      await runtime("admin-r"),
+      await runtime("native-r"),
+      await runtime("remote-r"),
+    ];
+    await admin.queues.configure("mixed-rate", { ratePerSecond: 10 });
+    const ledger: Interval[] = [];
+    const worker = native.workers.start({
+      queue: "mixed-rate",
+      concurrency: 8,
+      handler: (task: { index: number }) => {
+        ledger.push({ start: now(), end: now(), by: "native" });
+        return task.index;
+      },
+    });
+    const stopHttp = httpWorkers(remote, "mixed-rate", 2, 0, ledger);
+    const job = await admin.jobs.submit({
+      queue: "mixed-rate",
+      tasks: Array.from({ length: 25 }, (_, i) => i),
+    });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 25, failed: 0 });
+    await stopHttp();
+    await worker.stop();
+    expect(ledger).toHaveLength(25);
+    expect(ledger.filter((i) => i.by === "http").length).toBeGreaterThan(0);
+    expect(ledger.filter((i) => i.by === "native").length).toBeGreaterThan(0);
+    const starts = ledger.map((i) => i.start);
+    expect(mostPerSecond(starts)).toBeLessThanOrEqual(10);
+    expect(Math.max(...starts) - Math.min(...starts)).toBeGreaterThanOrEqual(2000);
+  });
+});
