@@ -1,37 +1,86 @@
 /**
  * The queue machine's generated paths (queue.paths.ts) replayed on real
- * runtimes sharing one memory server: each event is made by the public API
- * of an admin runtime (configure / pause / resume), and after each the
- * state the machine says is checked against what a worker of another
- * runtime does with a probe job of two tasks whose handlers block: `open`
- * starts both (the worker has two slots), `limited` (maxConcurrency 1)
- * exactly one, `paused` none. The oracle is the handlers' own ledger.
+ * runtimes, on the memory broker (sharing one memory server) and on NATS:
+ * each event is made by the public API of an admin runtime (configure /
+ * pause / resume), and after each the state the machine says is checked
+ * against what a worker of another runtime does with a probe job of two
+ * tasks whose handlers block: `open` starts both (the worker has two
+ * slots), `limited` (maxConcurrency 1) exactly one, `paused` none. The
+ * oracle is the handlers' own ledger.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Runtime } from "../../src/api/runtime.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 import { events, queuePaths } from "./queue.paths.ts";
 
 const paths = queuePaths();
-const server = createMemoryServer();
-let admin: Runtime;
-let workerRt: Runtime;
 
-beforeAll(async () => {
-  admin = await createTestRuntime({ name: "queue-admin", broker: createMemoryBroker({ server }) });
-  workerRt = await createTestRuntime({ name: "queue-worker", broker: createMemoryBroker({ server }) });
-});
-afterAll(async () => {
-  await workerRt?.stop();
-  await admin?.stop();
-  server.close();
-});
+interface Backend {
+  readonly name: string;
+  /** Two runtimes on one server: the admin's and the worker's. */
+  start(): Promise<{ admin: Runtime; worker: Runtime; stop(): Promise<void> }>;
+  /** Long enough for a start that should not come: the memory watch is synchronous, a KV watch is not. */
+  readonly settleMs: number;
+}
+
+const backends: Backend[] = [
+  {
+    name: "memory",
+    settleMs: 150,
+    async start() {
+      const server = createMemoryServer();
+      const admin = await createTestRuntime({ name: "queue-admin", broker: createMemoryBroker({ server }) });
+      const worker = await createTestRuntime({
+        name: "queue-worker",
+        broker: createMemoryBroker({ server }),
+      });
+      return {
+        admin,
+        worker,
+        async stop() {
+          await worker.stop();
+          await admin.stop();
+          server.close();
+        },
+      };
+    },
+  },
+  {
+    name: "nats",
+    settleMs: 400,
+    async start() {
+      const nats: NatsServerHandle = await startNatsServer();
+      const open = (name: string) => createRuntime({ servers: nats.url, name, logger: silentLogger() });
+      const admin = await open("queue-admin");
+      const worker = await open("queue-worker");
+      return {
+        admin,
+        worker,
+        async stop() {
+          await worker.stop();
+          await admin.stop();
+          await nats.dispose();
+        },
+      };
+    },
+  },
+];
 
 /** Starts the handlers a state lets start: open 2, limited 1, paused 0. */
 const startsIn = { open: 2, limited: 1, paused: 0 } as Record<string, number>;
 
-describe("queue machine paths on the runtime (memory)", () => {
+describe.each(backends)("queue machine paths on the runtime ($name)", (backend) => {
+  let admin: Runtime;
+  let workerRt: Runtime;
+  let stop: () => Promise<void> = async () => undefined;
+  beforeAll(async () => {
+    ({ admin, worker: workerRt, stop } = await backend.start());
+  });
+  afterAll(() => stop());
+
   it("covers every state and every event", () => {
     const reached = new Set(paths.flatMap((p) => p.states));
     expect([...reached].sort()).toEqual(["limited", "open", "paused"]);
@@ -75,8 +124,8 @@ describe("queue machine paths on the runtime (memory)", () => {
             timeoutMs: 3000,
             message: `${state}: ${expected} started`,
           });
-        // Time for a start that should not come (the memory watch is synchronous; tasks arrive at once).
-        await delay(150);
+        // Time for a start that should not come.
+        await delay(backend.settleMs);
         expect({ state, started: started.length }).toEqual({ state, started: expected });
         await probe.cancel("probe over");
         unblock();
