@@ -149,12 +149,30 @@ export const consumeTasks = async (
       Effect.forever,
     ),
   );
+  // A task that waits this long to start (a busy worker, a paused queue, a permit) may leave the
+  // deliveries buffered behind it past their leases: the server gives them to another worker
+  // meanwhile, and run here afterwards they ran twice (seen: a queue paused for 36 s with a 30 s
+  // ack wait, a maxConcurrency 1 queue of handlers longer than the ack wait). After such a wait
+  // the loop drops what it buffered, unrun (the server redelivers each at its lease's end), and
+  // its supervisor pulls again.
+  const ackWaitMs = ((await consumer.info(true).catch(() => undefined))?.config.ack_wait ?? 30e9) / 1e6;
+  const staleAfterMs = ackWaitMs / 2;
+  let outwaited = false;
   try {
     for await (const m of messages) {
       idle.busy = true; // waiting for a free slot is not being stuck
+      const from = Date.now();
       await onTask(m);
       idle.since = Date.now();
       idle.busy = false;
+      if (idle.since - from > staleAfterMs && messages.getPending() > 0) {
+        log.debug(
+          { consumer: consumerName, waitedMs: idle.since - from, dropped: messages.getPending() },
+          "a task waited past half its lease: buffered deliveries dropped, pulling again",
+        );
+        outwaited = true;
+        break;
+      }
     }
   } catch (error) {
     // The job's consumer deleted (the job ended) or lost with its stream: nothing left to pull.
@@ -163,6 +181,7 @@ export const consumeTasks = async (
     return "gone";
   } finally {
     await Effect.runPromise(Fiber.interrupt(watchdog));
+    if (outwaited) stopped.close();
     stopped.dispose();
   }
   return "ended";
