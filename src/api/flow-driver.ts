@@ -1,6 +1,13 @@
 import { Effect, Schedule } from "effect";
 import type { Broker } from "../adapters/broker.ts";
-import { isTransient, RevisionConflict } from "../kernel/errors.ts";
+import {
+  IdempotencyConflict,
+  InvalidArgument,
+  MalformedMessage,
+  PermanentBrokerError,
+  RevisionConflict,
+  RoleNotHeld,
+} from "../kernel/errors.ts";
 import {
   type FlowRecord,
   flowNodeKey,
@@ -13,6 +20,21 @@ import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import type { Jobs } from "./jobs.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
+
+/**
+ * A submit refused for good: the same request would be refused at every
+ * step. Anything else, a plain error included (a submit rolled back for
+ * passing its commit deadline under load, a lost compare-and-set, the
+ * runtime stopping), is tried again by the next step, here or in another
+ * runtime: failing the node for it failed whole flows on a runtime's
+ * orderly stop (review finding).
+ */
+const refusedForGood = (error: unknown): boolean =>
+  error instanceof InvalidArgument ||
+  error instanceof IdempotencyConflict ||
+  error instanceof PermanentBrokerError ||
+  error instanceof RoleNotHeld ||
+  error instanceof MalformedMessage;
 
 /** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
 const flowSweepMs = 2000;
@@ -166,7 +188,7 @@ export class FlowDriver {
             .catch((error: unknown) => {
               // A transient failure is tried again by the next step; one refused for good would be
               // refused at every step: the node fails with it, and the flow goes on by its policy.
-              if (isTransient(error) || this.#core.stopping.aborted) throw error;
+              if (!refusedForGood(error) || this.#core.stopping.aborted) throw error;
               refused.set(name, error instanceof Error ? error.message : String(error));
             });
         }),
