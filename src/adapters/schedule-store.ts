@@ -13,8 +13,12 @@ export interface StoredSchedule {
  */
 export interface ScheduleStore {
   read(id: string): Promise<StoredSchedule | undefined>;
-  /** Every stored schedule. */
-  list(): Promise<StoredSchedule[]>;
+  /**
+   * Every stored schedule. A record this version cannot read (a newer
+   * version's, one edited by hand) is handed to `unreadable` and left out;
+   * without it, the list throws.
+   */
+  list(unreadable?: (id: string, error: unknown) => void): Promise<StoredSchedule[]>;
   /** Creates the record; throws `RevisionConflict` when it already exists. */
   create(record: ScheduleRecord): Promise<number>;
   /** Replaces the record at `revision`; throws `RevisionConflict` when another writer got there first. */

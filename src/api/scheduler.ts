@@ -80,13 +80,24 @@ export class Scheduler {
     while (!signal.aborted) {
       let wake = clock.now() + refreshMs;
       try {
-        wake = Math.min(wake, this.#pass((await this.#deps.store.list()).map((s) => s.record)));
+        const schedules = await this.#deps.store.list((id, error) => this.#unreadable(id, error));
+        wake = Math.min(wake, this.#pass(schedules.map((s) => s.record)));
       } catch (error) {
         if (signal.aborted) return;
         log.warn({ err: error }, "schedules not read; trying again");
       }
       await this.#sleepUntil(wake, signal);
     }
+  }
+
+  /** Records this scheduler could not read, each told once: the others fire on. */
+  readonly #told = new Set<string>();
+
+  #unreadable(id: string, error: unknown): void {
+    const what = `${id}\n${error instanceof Error ? error.message : String(error)}`;
+    if (this.#told.has(what)) return;
+    this.#told.add(what);
+    this.#deps.log.error({ schedule: id, err: error }, "schedule record unreadable; it does not fire here");
   }
 
   /** A schedule changed here (upsert, remove): the next pass now, not at the next wake. */

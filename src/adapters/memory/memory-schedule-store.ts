@@ -17,9 +17,17 @@ export const memoryScheduleStore = (kv: MemoryKv, open: (operation: string) => v
     open("schedules.read");
     return storedOf(kv.get("schedules.read", id));
   },
-  list: async () => {
+  list: async (unreadable) => {
     open("schedules.list");
-    return kv.live().flatMap((entry) => storedOf(entry) ?? []);
+    return kv.live().flatMap((entry) => {
+      try {
+        return storedOf(entry) ?? [];
+      } catch (error) {
+        if (!unreadable) throw error;
+        unreadable(entry.key, error);
+        return [];
+      }
+    });
   },
   create: async (record) => {
     open("schedules.create");

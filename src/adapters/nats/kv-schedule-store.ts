@@ -76,7 +76,9 @@ export const natsScheduleStore = (
       }
     });
   /** The last list read, and the bucket's last sequence then. */
-  let listed: { stream: string; seq: number; schedules: StoredSchedule[] } | undefined;
+  let listed:
+    | { stream: string; seq: number; schedules: StoredSchedule[]; bad: Array<{ id: string; error: unknown }> }
+    | undefined;
   return {
     provision: () => run("schedules.provision", "*", async () => undefined),
     read: (id) =>
@@ -88,7 +90,7 @@ export const natsScheduleStore = (
       ),
     // One pass over the bucket (its consumer deleted at the end), and only when it changed since
     // the last: a scheduler reads the schedules every second, and most seconds nothing changed.
-    list: () =>
+    list: (unreadable) =>
       run(
         "schedules.list",
         "*",
@@ -97,15 +99,26 @@ export const natsScheduleStore = (
           const stream = `KV_${bucketName}`;
           const last =
             (await jsm.streams.getMessage(stream, { last_by_subj: `$KV.${bucketName}.>` }))?.seq ?? 0;
-          if (listed?.stream === stream && listed.seq === last) return listed.schedules;
+          if (listed?.stream === stream && listed.seq === last && listed.bad.length === 0)
+            return listed.schedules;
           const schedules: StoredSchedule[] = [];
-          for (const [id, entry] of await scanBucketEntries(jetstream(nc), jsm, bucketName))
-            if (entry.value !== undefined)
+          const bad: Array<{ id: string; error: unknown }> = [];
+          for (const [id, entry] of await scanBucketEntries(jetstream(nc), jsm, bucketName)) {
+            if (entry.value === undefined) continue;
+            try {
               schedules.push({
                 record: parseScheduleRecord(id, JSON.parse(entry.value)),
                 revision: entry.revision,
               });
-          listed = { stream, seq: last, schedules };
+            } catch (error) {
+              bad.push({ id, error });
+            }
+          }
+          for (const { id, error } of bad) {
+            if (!unreadable) throw error;
+            unreadable(id, error);
+          }
+          listed = { stream, seq: last, schedules, bad };
           return schedules;
         },
         () => [],
