@@ -9,6 +9,7 @@
 import { measureSchedCron, type SchedCronResult } from "./sched-cron.ts";
 import { type DelayedResult, measureDelayed } from "./sched-delayed.ts";
 import { measureSchedFlows, type SchedFlowsResult } from "./sched-flows.ts";
+import { measureSchedLimits, type SchedLimitsResult } from "./sched-limits.ts";
 import { measurePriority, type PriorityResult } from "./sched-priority.ts";
 import { measureSchedQueues, type SchedQueuesResult } from "./sched-queues.ts";
 
@@ -17,6 +18,7 @@ export interface SchedulingResult {
   readonly cron: SchedCronResult;
   readonly priority: PriorityResult;
   readonly queues: SchedQueuesResult;
+  readonly limits: SchedLimitsResult;
   readonly flows: SchedFlowsResult;
 }
 
@@ -29,14 +31,16 @@ export async function measureScheduling(url: string, log: (line: string) => void
   log(`scheduling/priority: ${JSON.stringify(priority)}`);
   const queues = await measureSchedQueues(url);
   log(`scheduling/queues: ${JSON.stringify(queues)}`);
+  const limits = await measureSchedLimits(url);
+  log(`scheduling/limits: ${JSON.stringify(limits)}`);
   const flows = await measureSchedFlows(url);
   log(`scheduling/flows: ${JSON.stringify(flows)}`);
-  return { delayed, cron, priority, queues, flows };
+  return { delayed, cron, priority, queues, limits, flows };
 }
 
 /** The section's markdown, each figure beside its target. */
 export const schedulingMarkdown = (s: SchedulingResult): string[] => {
-  const { delayed: d, cron: c, priority: p, queues: q, flows: f } = s;
+  const { delayed: d, cron: c, priority: p, queues: q, limits: l, flows: f } = s;
   const b = p.behindBacklog;
   const m = p.behindManyJobs;
   return [
@@ -52,6 +56,9 @@ export const schedulingMarkdown = (s: SchedulingResult): string[] => {
     `| ratePerSecond ${q.rate.ratePerSecond}, 3 worker processes, ${q.rate.seconds} s | mean ${q.rate.meanPerSecond}/s, min ${q.rate.minPerSecond}, max ${q.rate.maxPerSecond}; most in any 1 s window ${q.rate.maxInAnyWindow} | 100 ± 5 per second |`,
     `| maxConcurrency ${q.concurrency.maxConcurrency}, 3 worker processes, ${q.concurrency.tasks} tasks | most handlers at once ${q.concurrency.maxOverlapSeen} | never above ${q.concurrency.maxConcurrency} |`,
     `| pause: last start after pause() returned, per process | ${q.pause.lastStartAfterPauseMs.join(", ")} ms; starts after 1 s: ${q.pause.startsAfterPause1s} | none after 1 s |`,
+    `| maxConcurrency ${l.mixedCap.maxConcurrency}, native and HTTP workers together, ${l.mixedCap.tasks} tasks | most at once ${l.mixedCap.maxOverlapSeen} | never above ${l.mixedCap.maxConcurrency} |`,
+    `| HTTP pull of one task (${l.httpPull.pulls} pulls) | unlimited median ${l.httpPull.unlimitedMedianMs} ms (p95 ${l.httpPull.unlimitedP95Ms}); under maxConcurrency median ${l.httpPull.cappedMedianMs} ms (p95 ${l.httpPull.cappedP95Ms}) | |`,
+    `| a worker bound to an agent, with a per-target cap too large to bind | ${l.perTarget.loosePerTargetTasksPerSecond} tasks/s against ${l.perTarget.unlimitedTasksPerSecond} unlimited; two workers on one target at perTarget.maxConcurrency ${l.perTarget.cap}: most at once ${l.perTarget.maxOverlapOnTarget} | never above ${l.perTarget.cap} |`,
     ...f.shapes.map(
       (x) =>
         `| flow of 1 parent + 10 children of ${x.tasksPerChild} task(s), submit → done | p50 ${x.flowP50Ms} ms; by hand ${x.handP50Ms} ms (×${x.ratio}) | |`,
