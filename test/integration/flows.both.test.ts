@@ -9,17 +9,12 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import type { Runtime } from "../../src/api/runtime.ts";
 import { IdempotencyConflict, InvalidArgument } from "../../src/kernel/errors.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
-import {
-  createMemoryBroker,
-  createMemoryServer,
-  createTestRuntime,
-  type MemoryServer,
-} from "../../src/testing.ts";
+import { createMemoryServer, type MemoryServer } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { memoryPool, natsPool } from "../harness/runtime-pools.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 interface Entry {
@@ -46,14 +41,8 @@ interface Backend {
 
 const memoryBackend = (): Backend => {
   const server: MemoryServer = createMemoryServer();
-  const runtimes: Runtime[] = [];
   return {
-    name: "memory",
-    async runtime(name) {
-      const rt = await createTestRuntime({ name, broker: createMemoryBroker({ server }) });
-      runtimes.push(rt);
-      return rt;
-    },
+    ...memoryPool({}, server),
     storedFlows: async () =>
       memoryServerState(server)
         .flows.live()
@@ -66,21 +55,12 @@ const memoryBackend = (): Backend => {
         .map((e) => e.key)
         .filter((key) => key.startsWith("live."))
         .map((key) => key.slice(5)),
-    async stop() {
-      for (const rt of runtimes.splice(0)) await rt.stop();
-    },
   };
 };
 
 const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
-  const runtimes: Runtime[] = [];
   return {
-    name: "nats",
-    async runtime(name) {
-      const rt = await createRuntime({ servers: nats.url, name, prefix, logger: silentLogger() });
-      runtimes.push(rt);
-      return rt;
-    },
+    ...natsPool(nats.url, { prefix }),
     async storedFlows() {
       const nc = await connect({ servers: nats.url });
       try {
@@ -103,9 +83,6 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
       } finally {
         await nc.close();
       }
-    },
-    async stop() {
-      for (const rt of runtimes.splice(0)) await rt.stop();
     },
   };
 };

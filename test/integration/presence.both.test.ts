@@ -10,12 +10,12 @@
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import type { WorkerInfo } from "../../src/kernel/presence.ts";
-import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 import { startChild } from "../harness/child-processes.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { memoryPool, natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** Long enough that a stopped worker gone within `withdrawnWithinMs` was withdrawn, not run out. */
@@ -24,42 +24,10 @@ const withdrawnWithinMs = 1_500;
 /** For the worker killed with SIGKILL: its announcement runs out soon. */
 const crashPresenceMs = 900;
 
-interface Backend {
-  readonly name: string;
-  runtime(name: string): Promise<Runtime>;
-  stop(): Promise<void>;
-}
+type Backend = RuntimePool;
 
-const memoryBackend = (): Backend => {
-  const server = createMemoryServer();
-  const runtimes: Runtime[] = [];
-  return {
-    name: "memory",
-    async runtime(name) {
-      const rt = await createTestRuntime({ name, presenceMs, broker: createMemoryBroker({ server }) });
-      runtimes.push(rt);
-      return rt;
-    },
-    async stop() {
-      for (const rt of runtimes.splice(0)) await rt.stop();
-    },
-  };
-};
-
-const natsBackend = (server: NatsServerHandle): Backend => {
-  const runtimes: Runtime[] = [];
-  return {
-    name: "nats",
-    async runtime(name) {
-      const rt = await createRuntime({ servers: server.url, name, presenceMs, logger: silentLogger() });
-      runtimes.push(rt);
-      return rt;
-    },
-    async stop() {
-      for (const rt of runtimes.splice(0)) await rt.stop();
-    },
-  };
-};
+const memoryBackend = (): Backend => memoryPool({ presenceMs });
+const natsBackend = (server: NatsServerHandle): Backend => natsPool(server.url, { presenceMs });
 
 let nats: NatsServerHandle;
 beforeAll(async () => {

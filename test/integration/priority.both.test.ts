@@ -8,46 +8,15 @@
  * starts (which job, which index, in order), never the runtime's word.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
 import { oldestEvery } from "../../src/kernel/slots.ts";
-import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { memoryPool, natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
 import { waitUntil } from "../harness/wait.ts";
 
-interface Backend {
-  runtime(name: string): Promise<Runtime>;
-  stop(): Promise<void>;
-}
+type Backend = RuntimePool;
 
-const memoryBackend = (): Backend => {
-  const server = createMemoryServer();
-  const runtimes: Runtime[] = [];
-  return {
-    async runtime(name) {
-      const rt = await createTestRuntime({ name, broker: createMemoryBroker({ server }) });
-      runtimes.push(rt);
-      return rt;
-    },
-    async stop() {
-      for (const rt of runtimes.splice(0)) await rt.stop();
-    },
-  };
-};
-
-const natsBackend = (server: NatsServerHandle): Backend => {
-  const runtimes: Runtime[] = [];
-  return {
-    async runtime(name) {
-      const rt = await createRuntime({ servers: server.url, name, logger: silentLogger() });
-      runtimes.push(rt);
-      return rt;
-    },
-    async stop() {
-      for (const rt of runtimes.splice(0)) await rt.stop();
-    },
-  };
-};
+const memoryBackend = (): Backend => memoryPool();
+const natsBackend = (server: NatsServerHandle): Backend => natsPool(server.url);
 
 let nats: NatsServerHandle;
 beforeAll(async () => {
