@@ -8,24 +8,20 @@
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
 import { delay } from "../harness/wait.ts";
 
 describe("queue controls across a server restart (NATS)", () => {
   let server: NatsServerHandle;
-  const runtimes: Runtime[] = [];
-  const runtime = async (name: string) => {
-    const rt = await createRuntime({ servers: server.url, name, logger: silentLogger() });
-    runtimes.push(rt);
-    return rt;
-  };
+  let runtimes: RuntimePool;
+  const runtime = (name: string) => runtimes.runtime(name);
   beforeAll(async () => {
     server = await startNatsServer();
+    runtimes = natsPool(server.url);
   });
   afterAll(async () => {
-    for (const rt of runtimes) await rt.stop();
+    await runtimes?.stop();
     await server?.dispose();
   });
 
