@@ -298,19 +298,20 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
     ],
   }),
   admin: (n, queues) => {
+    const buckets = [
+      n.jobsBucket,
+      n.leasesBucket,
+      n.answersBucket,
+      n.agentsBucket,
+      n.presenceBucket,
+      n.queuesBucket,
+      n.flowsBucket,
+      n.schedulesBucket,
+    ];
     const streams = [
       n.resultsStream,
       n.deadStream,
-      ...[
-        n.jobsBucket,
-        n.leasesBucket,
-        n.answersBucket,
-        n.agentsBucket,
-        n.presenceBucket,
-        n.queuesBucket,
-        n.flowsBucket,
-        n.schedulesBucket,
-      ].map((b) => `KV_${b}`),
+      ...buckets.map((b) => `KV_${b}`),
       ...queues.flatMap((q) => [
         n.tasksStream(q),
         n.advisoriesStream(q),
@@ -331,16 +332,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
           `$JS.API.CONSUMER.NAMES.${s}`,
           ...messages(s),
         ]),
-        ...[
-          n.jobsBucket,
-          n.leasesBucket,
-          n.answersBucket,
-          n.agentsBucket,
-          n.presenceBucket,
-          n.queuesBucket,
-          n.flowsBucket,
-          n.schedulesBucket,
-        ].map((b) => `$KV.${b}.>`),
+        ...buckets.map((b) => `$KV.${b}.>`),
         ...queues.map((q) => `${n.prefix}.permits.${q}.*`),
       ],
     };
