@@ -11,6 +11,7 @@
  * Figures from the bench's own ledger (timings, handler intervals).
  */
 import { createHttpApi, type Runtime } from "../src/index.ts";
+import { maxOverlap } from "../test/harness/intervals.ts";
 import { freshRuntime } from "./jetstate-e2e.ts";
 import { round } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
@@ -21,21 +22,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const quantile = (values: readonly number[], q: number) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
-};
-
-const maxOverlap = (intervals: ReadonlyArray<{ start: number; end: number }>): number => {
-  const edges = intervals.flatMap(({ start, end }) => [
-    { at: start, d: 1 },
-    { at: end, d: -1 },
-  ]);
-  edges.sort((a, b) => a.at - b.at || a.d - b.d);
-  let open = 0;
-  let most = 0;
-  for (const { d } of edges) {
-    open += d;
-    most = Math.max(most, open);
-  }
-  return most;
 };
 
 export interface SchedLimitsResult {

@@ -9,6 +9,7 @@ import { createHttpApi } from "../../src/api/http.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { maxOverlap, mostStartsPerSecond } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { delay } from "../harness/wait.ts";
 
@@ -29,34 +30,6 @@ afterAll(async () => {
 });
 
 const now = () => performance.timeOrigin + performance.now();
-
-/** The largest number of intervals open at once (touching ones do not overlap). */
-const maxOverlap = (intervals: readonly Interval[]): number => {
-  const edges = intervals.flatMap(({ start, end }) => [
-    { at: start, d: 1 },
-    { at: end, d: -1 },
-  ]);
-  edges.sort((a, b) => a.at - b.at || a.d - b.d);
-  let open = 0;
-  let most = 0;
-  for (const { d } of edges) {
-    open += d;
-    most = Math.max(most, open);
-  }
-  return most;
-};
-
-/** The most starts in any 1-second window. */
-const mostPerSecond = (starts: readonly number[]): number => {
-  const sorted = [...starts].sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0; i < sorted.length; i++) {
-    let j = i;
-    while (j < sorted.length && (sorted[j] as number) < (sorted[i] as number) + 1000) j++;
-    most = Math.max(most, j - i);
-  }
-  return most;
-};
 
 describe.each(["memory", "nats"])("queue limits across native and HTTP workers on %s", (broker) => {
   const runtimes: Runtime[] = [];
@@ -178,7 +151,7 @@ describe.each(["memory", "nats"])("queue limits across native and HTTP workers o
     expect(ledger.filter((i) => i.by === "http").length).toBeGreaterThan(0);
     expect(ledger.filter((i) => i.by === "native").length).toBeGreaterThan(0);
     const starts = ledger.map((i) => i.start);
-    expect(mostPerSecond(starts)).toBeLessThanOrEqual(10);
+    expect(mostStartsPerSecond(starts)).toBeLessThanOrEqual(10);
     expect(Math.max(...starts) - Math.min(...starts)).toBeGreaterThanOrEqual(2000);
   });
 });

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { maxOverlap, mostStartsPerSecond } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { delay } from "../harness/wait.ts";
 
@@ -37,22 +38,6 @@ afterAll(async () => {
 });
 
 const now = () => performance.timeOrigin + performance.now();
-
-/** The largest number of intervals open at once (touching ones do not overlap). */
-const maxOverlap = (intervals: readonly Run[]): number => {
-  const edges = intervals.flatMap(({ start, end }) => [
-    { at: start, d: 1 },
-    { at: end, d: -1 },
-  ]);
-  edges.sort((a, b) => a.at - b.at || a.d - b.d);
-  let open = 0;
-  let most = 0;
-  for (const { d } of edges) {
-    open += d;
-    most = Math.max(most, open);
-  }
-  return most;
-};
 
 describe.each(["memory", "nats"])("a limit per agent target on %s", (broker) => {
   const runtimes: Runtime[] = [];
@@ -134,12 +119,7 @@ describe.each(["memory", "nats"])("a limit per agent target on %s", (broker) => 
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 12 });
     for (const w of workers) await w.stop();
     starts.sort((a, b) => a - b);
-    let most = 0;
-    for (let i = 0; i < starts.length; i++) {
-      let j = i;
-      while (j < starts.length && (starts[j] as number) < (starts[i] as number) + 1000) j++;
-      most = Math.max(most, j - i);
-    }
+    const most = mostStartsPerSecond(starts);
     expect(most).toBeLessThanOrEqual(5);
     expect((starts.at(-1) as number) - (starts[0] as number)).toBeGreaterThanOrEqual(2000);
   });

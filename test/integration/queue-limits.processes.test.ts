@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type Child, type Line, startChild } from "../harness/child-processes.ts";
+import { mostStartsPerSecond } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
@@ -70,18 +71,8 @@ const maxOverlap = (entries: readonly Entry[]): number => {
 };
 
 /** Most starts in any window [t, t + 1000 ms). */
-const maxStartsPerSecond = (entries: readonly Entry[]): number => {
-  const starts = entries
-    .filter((e) => e.event === "start")
-    .map((e) => e.at)
-    .sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0, j = 0; i < starts.length; i++) {
-    while (j < starts.length && (starts[j] as number) < (starts[i] as number) + 1000) j++;
-    most = Math.max(most, j - i);
-  }
-  return most;
-};
+const maxStartsPerSecond = (entries: readonly Entry[]): number =>
+  mostStartsPerSecond(entries.filter((e) => e.event === "start").map((e) => e.at));
 
 const indexesOf = (entries: readonly Entry[]) =>
   entries

@@ -8,6 +8,7 @@
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { maxOverlap } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
 import { delay } from "../harness/wait.ts";
@@ -61,18 +62,7 @@ describe("queue controls across a server restart (NATS)", () => {
     expect(intervals).toEqual([]);
     await admin.queues.resume("rq");
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 16 });
-    const edges = intervals.flatMap((i) => [
-      { at: i.start, d: 1 },
-      { at: i.end, d: -1 },
-    ]);
-    edges.sort((a, b) => a.at - b.at || a.d - b.d);
-    let open = 0;
-    let most = 0;
-    for (const { d } of edges) {
-      open += d;
-      most = Math.max(most, open);
-    }
     // 8 slots across the two workers: the stored pool of 2 is the bound.
-    expect(most).toBe(2);
+    expect(maxOverlap(intervals)).toBe(2);
   }, 40_000);
 });

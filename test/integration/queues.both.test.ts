@@ -12,6 +12,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHttpApi } from "../../src/api/http.ts";
+import { maxOverlap, mostStartsPerSecond } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { memoryPool, natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
@@ -36,23 +37,6 @@ const backends: Array<{ name: string; make(): Backend }> = [
   { name: "memory", make: memoryBackend },
   { name: "nats", make: () => natsBackend(nats) },
 ];
-
-/** The largest number of intervals open at once. */
-const maxOverlap = (intervals: ReadonlyArray<{ start: number; end: number }>): number => {
-  const edges = intervals.flatMap(({ start, end }) => [
-    { at: start, d: 1 },
-    { at: end, d: -1 },
-  ]);
-  // An end before a start at the same instant: touching intervals do not overlap.
-  edges.sort((a, b) => a.at - b.at || a.d - b.d);
-  let open = 0;
-  let most = 0;
-  for (const { d } of edges) {
-    open += d;
-    most = Math.max(most, open);
-  }
-  return most;
-};
 
 describe.each(backends)("queue controls on $name", ({ name, make }) => {
   let backend: Backend;
@@ -175,12 +159,7 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     const job = await admin.jobs.submit({ queue: "rated", tasks: Array.from({ length: 25 }, (_, i) => i) });
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 25, failed: 0 });
     starts.sort((a, b) => a - b);
-    let most = 0;
-    for (let i = 0; i < starts.length; i++) {
-      let j = i;
-      while (j < starts.length && (starts[j] as number) < (starts[i] as number) + 1000) j++;
-      most = Math.max(most, j - i);
-    }
+    const most = mostStartsPerSecond(starts);
     expect(most).toBeLessThanOrEqual(10);
     // 25 tasks at 10 per second: at least two seconds from first to last start.
     expect((starts.at(-1) as number) - (starts[0] as number)).toBeGreaterThanOrEqual(2000);
