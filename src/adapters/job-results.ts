@@ -14,6 +14,8 @@ export interface JobResults {
    * many more are stored, or at least 1 where the broker does not count them
    * (NATS reads a few stored messages one get at a time).
    * `onCaughtUp` is called at once when there is nothing to read yet.
+   * `fresh`: the caller knows nothing of the job is stored yet (its submit
+   * has not published a task), so the broker may skip looking.
    */
   readResults(
     queue: string,
@@ -21,6 +23,7 @@ export interface JobResults {
     onMessage: (body: string, pending: number) => void,
     signal: AbortSignal,
     onCaughtUp?: () => void,
+    fresh?: boolean,
   ): Promise<void>;
 
   /**

@@ -1,5 +1,6 @@
 import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
+import type { RecordSeen } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
@@ -120,8 +121,11 @@ export const startJobActor = (
     },
     ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
   });
+  // The record as this actor last wrote it: its end is written without reading it first.
+  const seen: RecordSeen = {};
   const run = effects.attach(actor, {
     record,
+    seen,
     ...(resumeFrom ? { resumeFrom } : {}),
     ...(bodies ? { bodies } : {}),
     ...(held?.length ? { held } : {}),
@@ -178,7 +182,7 @@ export const startJobActor = (
   };
   const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
-  const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops, record);
+  const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops, record, seen);
   actor.subscribe({
     complete: () => {
       stopRenewing();

@@ -1,6 +1,6 @@
 import { type Actor, fromCallback, fromPromise } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { finalizeJob } from "../effects/finalize-job.ts";
+import { finalizeJob, type RecordSeen } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
@@ -43,6 +43,8 @@ export interface JobRun {
   readonly self: () => Actor<JobMachine>;
   /** The submit found the job already made (idempotency key): this actor must be replaced. */
   readonly foundExisting: (record: JobRecord) => void;
+  /** The record as this actor last wrote it (its commit, its progress): its end's write starts there. */
+  readonly seen: RecordSeen;
 }
 
 /** A job's run as its effects keep it: why its submit failed, whether its next batch is a replay. */
@@ -107,6 +109,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             now: () => clock.now(),
             signal: AbortSignal.any([aborted, signal]),
             ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
+            seen: state.run.seen,
           });
           if (outcome.kind === "existing") {
             // Another submit (maybe another runtime's) made this job, with its own tasks and
@@ -182,6 +185,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             () => {
               caughtUp = true;
             },
+            // A new submit: nothing of the job is stored before its tasks are published, after this.
+            state.run.bodies !== undefined,
           )
           .catch((error) => log.warn({ err: error }, "results feed failed"));
         // Ends when the feed is left or the actor or runtime stops; started whether or not the
@@ -233,12 +238,14 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           if (shared.takeOver && (await takeLease(jobId, log))) break;
           await sleep(Math.min(500, leaseMs / 4), signal);
         }
-        const stored = await finalizeJob(broker, input, () => clock.now()).catch((error: unknown) => {
-          // The machine ends `recorded` either way; the record still says the job runs, so its
-          // lease must stay for a takeover pass to find the job and write the end.
-          state.finalizeError = error;
-          throw error;
-        });
+        const stored = await finalizeJob(broker, input, () => clock.now(), state.run.seen).catch(
+          (error: unknown) => {
+            // The machine ends `recorded` either way; the record still says the job runs, so its
+            // lease must stay for a takeover pass to find the job and write the end.
+            state.finalizeError = error;
+            throw error;
+          },
+        );
         // Another runtime recorded another end first (a cancel): that is how the job ended.
         if (stored && isFinal(stored.status) && stored.status !== input.status)
           self().send(recordEvent(stored));

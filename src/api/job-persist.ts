@@ -1,6 +1,6 @@
 import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { recordProgress } from "../effects/finalize-job.ts";
+import { type RecordSeen, recordProgress } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import type { Clock } from "../kernel/clock.ts";
 import {
@@ -30,6 +30,7 @@ export const persistAndLog = (
   log: Logger,
   loops: Pick<LoopGroup, "track">,
   record: JobRecord,
+  seen?: RecordSeen,
 ): (() => void) => {
   const leases = broker.leases;
   /** What the record says, as this runtime last read or wrote it. */
@@ -53,7 +54,7 @@ export const persistAndLog = (
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
     // (the runtime is stopping: the next supervisor writes progress).
     loops.track(`job-progress:${s.id}`, () =>
-      recordProgress(broker, s.id, s.status, s, at).then(
+      recordProgress(broker, s.id, s.status, s, at, seen).then(
         (stored) => {
           if (stored) recorded = stored;
         },

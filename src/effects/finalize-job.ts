@@ -8,6 +8,7 @@ import {
   type JobCounts,
   type JobRecord,
   type JobStatus,
+  laneTaskAnswered,
   maxCounts,
   movesBackwards,
   SubmitPhase,
@@ -15,22 +16,38 @@ import {
 import { fromPort, fromThrowing, isConflict, type PortFailure } from "./port-call.ts";
 
 /**
+ * A job's record as its actor last wrote or read it, with that revision: the
+ * first compare-and-set of the next change is tried on it, without a read
+ * (a small job's end read the record it had written itself a few ms before).
+ */
+export interface RecordSeen {
+  last?: { readonly record: JobRecord; readonly revision: number };
+}
+
+/**
  * Writes a record change with compare-and-set, re-reading on a conflict so a
  * concurrent writer (another supervisor, the reaper) is never overwritten
- * blindly. `change` returns undefined when nothing needs writing.
+ * blindly. `change` returns undefined when nothing needs writing. With
+ * `seen`, the first try starts from the record seen last (a conflict means
+ * it is stale: the next tries read), and what is written is seen next.
  */
 export const updateRecordWithEffect = (
   port: JobRecords,
   id: string,
   change: (record: JobRecord) => JobRecord | undefined,
   attempts = 10,
+  seen?: RecordSeen,
 ): Effect.Effect<JobRecord | undefined, PortFailure> => {
+  let known = seen?.last;
   const attempt = Effect.gen(function* () {
-    const found = yield* fromPort(() => port.getRecord(id));
+    const kept = known;
+    known = undefined;
+    const found = kept ?? (yield* fromPort(() => port.getRecord(id)));
     if (!found) return undefined;
     const next = yield* fromThrowing(() => change(found.record));
     if (!next) return found.record;
-    yield* fromPort(() => port.updateRecord(next, found.revision));
+    const revision = yield* fromPort(() => port.updateRecord(next, found.revision));
+    if (seen) seen.last = { record: next, revision };
     return next;
   });
   const keptChanging = Effect.fail(
@@ -48,7 +65,9 @@ export const updateRecordWith = (
   id: string,
   change: (record: JobRecord) => JobRecord | undefined,
   attempts = 10,
-): Promise<JobRecord | undefined> => Effect.runPromise(updateRecordWithEffect(port, id, change, attempts));
+  seen?: RecordSeen,
+): Promise<JobRecord | undefined> =>
+  Effect.runPromise(updateRecordWithEffect(port, id, change, attempts, seen));
 
 /**
  * Progress written while the job runs, as a compare-and-set on the revision
@@ -63,18 +82,25 @@ export const recordProgress = (
   status: JobStatus,
   counts: JobCounts,
   now: number,
+  seen?: RecordSeen,
 ) =>
-  updateRecordWith(port, id, (record) => {
-    if (record.phase !== SubmitPhase.committed || isFinal(record.status)) return undefined;
-    const nextStatus = movesBackwards(record.status, status) ? record.status : status;
-    const nextCounts = maxCounts(record.counts, counts);
-    const same =
-      record.status === nextStatus &&
-      record.counts.done === nextCounts.done &&
-      record.counts.failed === nextCounts.failed &&
-      record.counts.dead === nextCounts.dead;
-    return same ? undefined : { ...record, status: nextStatus, counts: nextCounts, updatedAt: now };
-  });
+  updateRecordWith(
+    port,
+    id,
+    (record) => {
+      if (record.phase !== SubmitPhase.committed || isFinal(record.status)) return undefined;
+      const nextStatus = movesBackwards(record.status, status) ? record.status : status;
+      const nextCounts = maxCounts(record.counts, counts);
+      const same =
+        record.status === nextStatus &&
+        record.counts.done === nextCounts.done &&
+        record.counts.failed === nextCounts.failed &&
+        record.counts.dead === nextCounts.dead;
+      return same ? undefined : { ...record, status: nextStatus, counts: nextCounts, updatedAt: now };
+    },
+    10,
+    seen,
+  );
 
 /**
  * Cancels a job from any runtime: a compare-and-set of the record to
@@ -124,22 +150,30 @@ const finalizeJobEffect = (
   port: JobPort,
   input: FinalizeInput,
   now: () => number,
+  seen?: RecordSeen,
 ): Effect.Effect<JobRecord | undefined, PortFailure> =>
   Effect.gen(function* () {
-    const stored = yield* updateRecordWithEffect(port, input.jobId, (record) => {
-      // An end is written once: another runtime's (or a cancel's) stays.
-      if (isFinal(record.status)) return undefined;
-      return {
-        ...record,
-        status: input.status,
-        counts: maxCounts(record.counts, input.counts),
-        ...(input.reason ? { reason: input.reason } : {}),
-        ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
-        updatedAt: now(),
-        finishedAt: now(),
-      };
-    });
+    const stored = yield* updateRecordWithEffect(
+      port,
+      input.jobId,
+      (record) => {
+        // An end is written once: another runtime's (or a cancel's) stays.
+        if (isFinal(record.status)) return undefined;
+        return {
+          ...record,
+          status: input.status,
+          counts: maxCounts(record.counts, input.counts),
+          ...(input.reason ? { reason: input.reason } : {}),
+          ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
+          updatedAt: now(),
+          finishedAt: now(),
+        };
+      },
+      10,
+      seen,
+    );
     // The stored record says where the tasks are (a lane job's are on its queue's lane).
+    if (stored && laneTaskAnswered(stored)) return stored;
     yield* fromPort(() => port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }));
     return stored;
   });
@@ -148,4 +182,5 @@ export const finalizeJob = (
   port: JobPort,
   input: FinalizeInput,
   now: () => number,
-): Promise<JobRecord | undefined> => Effect.runPromise(finalizeJobEffect(port, input, now));
+  seen?: RecordSeen,
+): Promise<JobRecord | undefined> => Effect.runPromise(finalizeJobEffect(port, input, now, seen));

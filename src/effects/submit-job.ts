@@ -2,6 +2,7 @@ import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
+import type { RecordSeen } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 
@@ -37,6 +38,8 @@ export interface SubmitInput {
   readonly now: () => number;
   readonly signal: AbortSignal;
   readonly hooks?: SubmitHooks;
+  /** Gets the committed record and its revision: the job's next write starts from it. */
+  readonly seen?: RecordSeen;
 }
 
 /** Runs a test hook; a throw (sync or async) is the step's failure. */
@@ -82,7 +85,8 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
         status: "running",
         updatedAt: input.now(),
       };
-      yield* fromPort(() => port.updateRecord(committed, claim.revision));
+      const revision = yield* fromPort(() => port.updateRecord(committed, claim.revision));
+      if (input.seen) input.seen.last = { record: committed, revision };
       yield* afterStep(hooks, SubmitStep.recordCommitted);
       // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
       // job is committed either way, and every watcher finds it in the records bucket too.

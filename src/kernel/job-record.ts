@@ -144,6 +144,17 @@ export const fitsLane = (total: number, settings: JobSettings): boolean =>
   priorityOf(settings) === 0;
 
 /**
+ * A lane job whose task has its answer stored, done or failed (not dead: an
+ * exhausted task stays on the stream): its end need not look for the task.
+ * A worker acks a task once its answer is stored; one whose ack is lost is
+ * delivered again by the lane consumer, which stays, and termed unrun, its
+ * job being over. (A job's own consumer is deleted at its end: an ack in
+ * flight then is lost for good, so such a job's tasks are always purged.)
+ */
+export const laneTaskAnswered = (record: JobRecord): boolean =>
+  record.lane === true && record.counts.done + record.counts.failed === record.total;
+
+/**
  * A job's priority (0 when the record has none). A job of another priority
  * never goes on the lane: the lane is one FIFO, and a priority-10 job there
  * would wait behind every lane task stored before it. With a consumer of its

@@ -6,7 +6,12 @@
  * lane job, whose task's publish is the commit point, the same.
  */
 import { describe, expect, it } from "vitest";
-import { finalizeJob, recordProgress, updateRecordWith } from "../../src/effects/finalize-job.ts";
+import {
+  finalizeJob,
+  type RecordSeen,
+  recordProgress,
+  updateRecordWith,
+} from "../../src/effects/finalize-job.ts";
 import { lostReason } from "../../src/effects/lost-job.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { rollBack, SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
@@ -606,15 +611,70 @@ describe("finalizeJob", () => {
     expect(fake.calls.at(-1)).toBe("removeTasks q j1");
   });
 
-  it("removes a lane job's task from its lane: the stored record says where its tasks are", async () => {
+  it("removes a lane job's task left from its lane: the stored record says where its tasks are", async () => {
     const fake = fakeJobPort();
     fake.put(laneRecord({ phase: "committed", status: "running" }));
     await finalizeJob(
       fake.port,
-      { jobId: "j1", queue: "q", status: "succeeded", reason: null, counts: { done: 1, failed: 0, dead: 0 } },
+      {
+        jobId: "j1",
+        queue: "q",
+        status: "failed",
+        reason: "stalled",
+        counts: { done: 0, failed: 0, dead: 0 },
+      },
       () => 5,
     );
     expect(fake.calls.at(-1)).toBe("removeTasks q j1 lane");
+  });
+
+  it("looks for no task of a lane job whose task was answered (acked once stored), dead or not", async () => {
+    for (const [counts, removes] of [
+      [{ done: 1, failed: 0, dead: 0 }, false],
+      [{ done: 0, failed: 1, dead: 0 }, false],
+      // An exhausted task stays on the stream: it is removed.
+      [{ done: 0, failed: 0, dead: 1 }, true],
+    ] as const) {
+      const fake = fakeJobPort();
+      fake.put(laneRecord({ phase: "committed", status: "running" }));
+      await finalizeJob(
+        fake.port,
+        { jobId: "j1", queue: "q", status: "succeeded", reason: null, counts },
+        () => 5,
+      );
+      expect(
+        fake.calls.some((c) => c.startsWith("removeTasks")),
+        JSON.stringify(counts),
+      ).toBe(removes);
+    }
+  });
+
+  it("writes the end on the revision it last wrote, without reading; a stale one is read again", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "committed", status: "running" }));
+    const { record: stored, revision } = fake.records.get("j1")!;
+    const seen: RecordSeen = { last: { record: stored, revision } };
+    const end = {
+      jobId: "j1",
+      queue: "q",
+      status: "succeeded",
+      reason: null,
+      counts: { done: 2, failed: 0, dead: 0 },
+    } as const;
+    await finalizeJob(fake.port, end, () => 5, seen);
+    expect(fake.calls.filter((c) => c.startsWith("getRecord"))).toEqual([]);
+    expect(fake.records.get("j1")!.record).toMatchObject({ status: "succeeded", counts: { done: 2 } });
+    expect(seen.last).toEqual(fake.records.get("j1"));
+
+    // Another writer (a progress write elsewhere) moved the record on: the seen revision conflicts.
+    const other = fakeJobPort();
+    other.put(record({ phase: "committed", status: "running" }));
+    const before = other.records.get("j1")!;
+    other.put({ ...before.record, counts: { done: 1, failed: 0, dead: 0 }, reason: "moved on" });
+    const stale: RecordSeen = { last: before };
+    await finalizeJob(other.port, end, () => 5, stale);
+    expect(other.calls.filter((c) => c.startsWith("getRecord"))).toHaveLength(1);
+    expect(other.records.get("j1")!.record).toMatchObject({ status: "succeeded", reason: "moved on" });
   });
 
   it("writes no reason when there is none, and marks a submit that never committed as rolled back", async () => {

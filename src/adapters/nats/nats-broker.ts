@@ -217,13 +217,14 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     },
 
     publishResults: (queue, jobId, body, msgId) => js.publishResults(queue, jobId, body, msgId),
-    readResults: (queue, jobId, onMessage, signal, onCaughtUp) =>
+    readResults: (queue, jobId, onMessage, signal, onCaughtUp, fresh) =>
       feeds.read(
         queue,
         jobId,
         (data, pending) => onMessage(decoder.decode(data), pending),
         signal,
         onCaughtUp,
+        fresh,
       ),
 
     publishProgress: (queue, jobId, body) => {

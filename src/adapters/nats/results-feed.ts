@@ -87,6 +87,11 @@ class QueueFeed {
     };
   }
 
+  /** The feed has fixed where it reads from: a reader registered now is handed every message stored from now on. */
+  get positioned(): boolean {
+    return this.#next !== undefined;
+  }
+
   /** True once the feed has fixed where it starts; false when `signal` aborts first. */
   started(signal: AbortSignal): Promise<boolean> {
     if (signal.aborted) return Promise.resolve(false);
@@ -289,6 +294,12 @@ const storedOn = (
   };
 };
 
+/** What a fresh job's reader catches up with: nothing stored (the feed hands it everything). */
+const nothingBefore: StoredResultsSource = {
+  lastStored: async () => 0,
+  read: async () => undefined,
+};
+
 /** Resolves when `signal` aborts. */
 const aborted = (signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -323,6 +334,13 @@ export class ResultsFeeds {
    * until it is done); then live. No signal of its own joining the runtime's
    * stop: an abort signal is ~1 KB of heap (its own hidden class, two maps,
    * a set), and a live job had five.
+   *
+   * `fresh`: nothing of the job is stored yet (its submit has not published
+   * a task). Registered with a feed that has fixed where it reads, the reader
+   * is handed every message of the job from the feed: no catch-up, no
+   * request (a small job's submit made one, and its server a second for the
+   * audit advisory). A feed still starting (the queue's first job here) fixes
+   * its start later, and the job may be answered before: that one catches up.
    */
   async read(
     queue: string,
@@ -330,17 +348,22 @@ export class ResultsFeeds {
     onMessage: (data: Uint8Array, pending: number) => void,
     signal: AbortSignal,
     onCaughtUp?: () => void,
+    fresh = false,
   ): Promise<void> {
     if (signal.aborted) return;
     const reader = new JobResultsReader(onMessage, onCaughtUp, this.#log);
     const feed = this.#join(queue);
+    const nothingStored = fresh && feed.positioned;
     const leave = feed.register(jobId, reader);
     try {
       await superviseLoop(
         this.#core.connection,
         async (nc, s) => {
           if (await feed.started(s))
-            await reader.catchUp(storedOn(this.#broker, nc, queue, jobId, this.#log), s);
+            await reader.catchUp(
+              nothingStored ? nothingBefore : storedOn(this.#broker, nc, queue, jobId, this.#log),
+              s,
+            );
           return "done";
         },
         signal,

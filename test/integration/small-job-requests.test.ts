@@ -1,0 +1,81 @@
+/**
+ * What one small job asks of nats-server, counted by the server's side of
+ * the wire: a connection of the test's own subscribed to the JetStream API
+ * subjects sees every request any client sends (`$JS.API.>`), and the
+ * stream's own state says what is left. Not jetstate's view of itself.
+ *
+ * A lane job (one task), its queue's results feed already reading: its
+ * submit looks for no result stored before it (none can be: its task is
+ * not published yet), its end writes the record on the revision its commit
+ * wrote (no read) and looks for no task on the lane (its worker acks the
+ * task once its answer is stored). Each such lookup was one request and,
+ * for a get, an audit advisory the server publishes.
+ */
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const names = brokerNames("jetstate");
+
+describe("the requests of a small job on nats-server", () => {
+  let server: NatsServerHandle;
+  let rt: Runtime;
+  let oracle: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { lane: true } });
+    oracle = await connect({ servers: server.url, name: "oracle" });
+  });
+  afterAll(async () => {
+    await oracle?.close();
+    await rt?.stop();
+    await server?.dispose();
+  });
+
+  it("a lane job reads no record, no stored result and no lane task from submit to done", async () => {
+    const queue = "requests";
+    const worker = rt.workers.start<number, number>({ queue, handler: (t) => t.payload * 2 });
+    // The queue's streams, its lane and its results feed are set up by a first job.
+    const first = await rt.jobs.submit<number, number>({ queue, tasks: [1] });
+    expect(await first.done()).toMatchObject({ status: "succeeded", done: 1 });
+    // Its lease's release (sent after done()) is not counted.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const requests: string[] = [];
+    const sub = oracle.subscribe("$JS.API.>", {
+      callback: (_e, m) => {
+        requests.push(m.subject);
+      },
+    });
+    await oracle.flush();
+    const jobs = 5;
+    for (let n = 0; n < jobs; n++) {
+      const job = await rt.jobs.submit<number, number>({ queue, tasks: [n] });
+      expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
+    }
+    // Whatever the last job's end still sends (its lease's release) is counted too.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await oracle.flush();
+    sub.unsubscribe();
+
+    const gets = (stream: string) => requests.filter((s) => s === `$JS.API.STREAM.MSG.GET.${stream}`);
+    expect(gets(names.resultsStream), "stored results looked for").toEqual([]);
+    expect(gets(names.tasksStream(queue)), "lane tasks looked for").toEqual([]);
+    expect(gets(`KV_${names.jobsBucket}`), "records read").toEqual([]);
+    // Each job's lease is still released (a purge of its key): the count shows the oracle sees them.
+    expect(requests.filter((s) => s.startsWith("$JS.API.STREAM.PURGE."))).toHaveLength(jobs);
+
+    // And no task is left on the lane: each was acked once its answer was stored.
+    const jsm = await jetstreamManager(oracle);
+    await waitUntil(async () => (await jsm.streams.info(names.tasksStream(queue))).state.messages === 0, {
+      timeoutMs: 5000,
+      message: "every lane task acked away",
+    });
+    await worker.stop();
+  });
+});
