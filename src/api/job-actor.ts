@@ -3,6 +3,7 @@ import type { Broker } from "../adapters/broker.ts";
 import type { RecordSeen } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
+import { workOver } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
@@ -187,7 +188,7 @@ export const startJobActor = (
     complete: () => {
       stopRenewing();
       stopChecking();
-      stopping.abort();
+      stopping.abort(workOver);
       // Over (its end recorded, not a submit that failed, not an end whose write failed): the
       // lease goes, and with it the job from the leases bucket. Stopped before its end (the
       // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the

@@ -2,7 +2,7 @@ import type { Actor } from "xstate";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
-import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
+import { InvalidArgument, RuntimeStopped, workOver } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, priorityOf } from "../kernel/job-record.ts";
 import { decodeProgress, decodeResults, type ResultRecord, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
@@ -252,7 +252,7 @@ async function* readAllResults<Result>(
     }
   } finally {
     onChange.unsubscribe();
-    ac.abort();
+    ac.abort(workOver);
     await loop;
   }
 }

@@ -4,6 +4,7 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
+import { workOver } from "../kernel/errors.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -371,7 +372,7 @@ export const startWorker = <Payload, Result>(
     if (active && !job) follow(record);
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
-      job.ended.abort();
+      job.ended.abort(workOver);
       // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
       running.settleAll(job);
       batcher.drop(record.id);

@@ -1,5 +1,6 @@
 import { setMaxListeners } from "node:events";
 import { Effect, Exit, Schedule, Scope } from "effect";
+import { workOver } from "../kernel/errors.ts";
 import type { Logger } from "../kernel/logger.ts";
 
 /**
@@ -19,7 +20,7 @@ export const untilSettled = <A>(
       (error: unknown) => resume(Effect.fail(error)),
     );
     return Effect.promise(async () => {
-      controller.abort();
+      controller.abort(workOver);
       // Its failure after the abort is the interruption's, not news: the fiber is ending anyway.
       await running.catch(() => undefined);
     });

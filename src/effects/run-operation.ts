@@ -32,6 +32,15 @@ export interface OperationOptions {
   readonly timeoutMs: number;
   readonly retry?: RetryPolicy;
   readonly signal?: AbortSignal;
+  /**
+   * `signal` is shared by every operation (the runtime's stop): the Effect
+   * program listens on a signal of its own linked to it (`AbortSignal.any`
+   * adds no listener), never on it. Node's `addEventListener` walks the
+   * listeners already there; with thousands of operations in flight (the
+   * lease renewals of 5,000 live jobs) that was 10 % of the runtime's CPU
+   * (test/unit/runtime-core-signal.test.ts). The first attempt adds none.
+   */
+  readonly sharedSignal?: boolean;
 }
 
 /**
@@ -94,18 +103,20 @@ const runFull = <C, A>(
   classify: ErrorClassifier,
   options: OperationOptions,
   pauseFirstMs = 0,
-): Promise<A> =>
-  Effect.runPromise(
+): Promise<A> => {
+  const signal = options.signal && options.sharedSignal ? AbortSignal.any([options.signal]) : options.signal;
+  return Effect.runPromise(
     pauseFirstMs > 0
       ? Effect.sleep(`${pauseFirstMs} millis`).pipe(Effect.andThen(runOperation(port, op, classify, options)))
       : runOperation(port, op, classify, options),
-    options.signal ? { signal: options.signal } : undefined,
+    signal ? { signal } : undefined,
   ).catch((error: unknown) => {
-    if (options.signal?.aborted && !(error instanceof Error && "_tag" in error)) {
+    if (signal?.aborted && !(error instanceof Error && "_tag" in error)) {
       throw new RuntimeStopped({ message: `${options.name}: aborted` });
     }
     throw error;
   });
+};
 
 /** The first attempt's deadline passed: the whole operation's, since it started at once. */
 class FirstAttemptTimedOut {}

@@ -72,6 +72,31 @@ describe("JobResultsReader", () => {
     expect(empty.caughtUp.n).toBe(1);
   });
 
+  it("a fresh job's reader (no source: nothing stored before the feed) hands what the feed buffered, then live ones", async () => {
+    const s = stream({ 7: "a", 9: "b", 12: "c" });
+    const x = reader();
+    // The feed delivered two of the job's messages before the reader caught up.
+    x.r.deliver(s.message(7));
+    x.r.deliver(s.message(9));
+    expect(x.handed).toEqual([]);
+    expect(await x.r.catchUp(undefined, new AbortController().signal)).toBe(true);
+    expect(x.handed).toEqual([
+      { body: "a", pending: 1 },
+      { body: "b", pending: 0 },
+    ]);
+    expect(x.caughtUp.n).toBe(0);
+    x.r.deliver(s.message(12));
+    expect(x.bodies()).toEqual(["a", "b", "c"]);
+
+    const none = reader();
+    expect(await none.r.catchUp(undefined, new AbortController().signal)).toBe(true);
+    expect(none.caughtUp.n).toBe(1);
+    const aborted = reader();
+    aborted.r.deliver(s.message(7));
+    expect(await aborted.r.catchUp(undefined, AbortSignal.abort())).toBe(false);
+    expect(aborted.handed).toEqual([]);
+  });
+
   it("where the catch-up and the feed overlap, each sequence is handed once: a redrive marker is not followed by the dead answer again", async () => {
     // The feed had read up to 1 when the reader registered: it delivers 2 and 3, which the
     // catch-up (up to 3, the last stored when asked) also reads; 4 is stored during the catch-up.

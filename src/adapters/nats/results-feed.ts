@@ -294,12 +294,6 @@ const storedOn = (
   };
 };
 
-/** What a fresh job's reader catches up with: nothing stored (the feed hands it everything). */
-const nothingBefore: StoredResultsSource = {
-  lastStored: async () => 0,
-  read: async () => undefined,
-};
-
 /** Resolves when `signal` aborts. */
 const aborted = (signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -361,7 +355,7 @@ export class ResultsFeeds {
         async (nc, s) => {
           if (await feed.started(s))
             await reader.catchUp(
-              nothingStored ? nothingBefore : storedOn(this.#broker, nc, queue, jobId, this.#log),
+              nothingStored ? undefined : storedOn(this.#broker, nc, queue, jobId, this.#log),
               s,
             );
           return "done";

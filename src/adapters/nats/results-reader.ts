@@ -102,10 +102,18 @@ export class JobResultsReader {
    * it starts), hands over what the feed buffered meanwhile, and goes live.
    * Returns false when `signal` aborted first; throws `ReaderReset` when
    * `reset()` stopped it, or what `source` failed with: the caller runs it
-   * again, from after the last message handed.
+   * again, from after the last message handed. No `source`: nothing of the
+   * job was stored before the feed's start (a fresh job's), and nothing is
+   * read (no round, no signal made).
    */
-  async catchUp(source: StoredResultsSource, signal: AbortSignal): Promise<boolean> {
+  async catchUp(source: StoredResultsSource | undefined, signal: AbortSignal): Promise<boolean> {
     if (this.#live) return true;
+    if (source === undefined) {
+      if (signal.aborted) return false;
+      this.#lastPending = -1;
+      this.#goLive();
+      return true;
+    }
     const round = new AbortController();
     this.#round = round;
     const stop = AbortSignal.any([signal, round.signal]);
@@ -124,16 +132,21 @@ export class JobResultsReader {
         );
       if (round.signal.aborted) throw new ReaderReset();
       if (signal.aborted) return false;
-      const rest = this.#buffer.filter((m) => m.seq > this.#handed);
-      this.#buffer = [];
-      for (const [k, message] of rest.entries()) this.#hand(message, rest.length - 1 - k);
-      this.#live = true;
-      // Nothing handed, or the last one said more was due (it expired meanwhile): say it now.
-      if (this.#lastPending !== 0) this.#onCaughtUp?.();
+      this.#goLive();
       return true;
     } finally {
       this.#round = undefined;
     }
+  }
+
+  /** Hands over what the feed buffered meanwhile, and hands the feed's messages at once from now on. */
+  #goLive(): void {
+    const rest = this.#buffer.filter((m) => m.seq > this.#handed);
+    this.#buffer = [];
+    for (const [k, message] of rest.entries()) this.#hand(message, rest.length - 1 - k);
+    this.#live = true;
+    // Nothing handed, or the last one said more was due (it expired meanwhile): say it now.
+    if (this.#lastPending !== 0) this.#onCaughtUp?.();
   }
 
   #bufferedAfter(seq: number): number {
