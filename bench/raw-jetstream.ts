@@ -18,6 +18,7 @@
  */
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { PubAcks } from "../src/adapters/nats/pub-acks.ts";
 import { publishPipelined } from "../src/adapters/nats/publish-pipelined.ts";
 import { cpuMicrosSince, percentiles, round, sleep } from "./lib/stats.ts";
 import { bodyFor, makePayloads, uniqueName } from "./lib/tasks.ts";
@@ -61,12 +62,11 @@ export async function runRaw(options: RawRunOptions): Promise<ThroughputRun> {
       const bodies = payloads.map((p, i) => bodyFor(i, p));
       const msgId = (i: number) => `${stream}.${i}`;
       const signal = new AbortController().signal;
-      await publishPipelined(nc, {
+      await publishPipelined(new PubAcks(nc, 5000), {
         subject,
         bodies,
         msgId,
         window: publishWindow,
-        ackTimeoutMs: 5000,
         signal,
       });
     } else {

@@ -5,9 +5,16 @@ import {
   jetstream,
   jetstreamManager,
 } from "@nats-io/jetstream";
-import { connect, type NatsConnection, TimeoutError } from "@nats-io/transport-node";
+import {
+  ClosedConnectionError,
+  connect,
+  headers,
+  type NatsConnection,
+  TimeoutError,
+} from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { classifyNatsError } from "../../src/adapters/nats/classify-error.ts";
+import { PubAcks } from "../../src/adapters/nats/pub-acks.ts";
 import { type PipelinedPublish, publishPipelined } from "../../src/adapters/nats/publish-pipelined.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
@@ -28,11 +35,13 @@ describe("publishPipelined (the submit's task publish)", () => {
     await server?.dispose();
   });
 
-  const publish = (over: Partial<PipelinedPublish> & Pick<PipelinedPublish, "subject" | "bodies">) =>
-    publishPipelined(nc, {
+  const publish = (
+    over: Partial<PipelinedPublish> & Pick<PipelinedPublish, "subject" | "bodies">,
+    acks = new PubAcks(nc, 2000),
+  ) =>
+    publishPipelined(acks, {
       msgId: (n) => `id.${n}`,
       window: 16,
-      ackTimeoutMs: 2000,
       signal: new AbortController().signal,
       ...over,
     });
@@ -75,14 +84,16 @@ describe("publishPipelined (the submit's task publish)", () => {
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(JetStreamError);
     expect((error as Error).message).toBe((viaJs as Error).message);
+    // The name a setup gone missing is told by (client-setups.ts): it was "JetStreamError" before.
+    expect((error as Error).name).toBe((viaJs as Error).name);
     expect(classifyNatsError(error, "publish")._tag).toBe(classifyNatsError(viaJs, "publish")._tag);
   });
 
-  it("no PubAck within ackTimeoutMs: a TimeoutError (outcome unknown, retried by the caller)", async () => {
+  it("no PubAck within the PubAck timeout: a TimeoutError (outcome unknown, retried by the caller)", async () => {
     // A plain subscriber takes the messages and never answers.
     const silent = nc.subscribe("silent.>");
     try {
-      const error = await publish({ subject: "silent.a", bodies: bodies(3), ackTimeoutMs: 200 }).catch(
+      const error = await publish({ subject: "silent.a", bodies: bodies(3) }, new PubAcks(nc, 200)).catch(
         (e: unknown) => e,
       );
       expect(error).toBeInstanceOf(TimeoutError);
@@ -97,5 +108,71 @@ describe("publishPipelined (the submit's task publish)", () => {
     const reason = new Error("stopping");
     ac.abort(reason);
     await expect(publish({ subject: "ok.b", bodies: bodies(10), signal: ac.signal })).rejects.toBe(reason);
+  });
+
+  it("one reply subscription per client, whatever the publishes: none made and dropped per batch", async () => {
+    // The server's own count of this client's subscriptions (its monitoring endpoint), as the oracle.
+    const own = await connect({ servers: server.url, name: "subs-counted" });
+    const subscriptions = async () => {
+      const connz = (await (await fetch(`${server.monitorUrl}/connz?subs=1`)).json()) as {
+        connections: Array<{ name?: string; subscriptions?: number }>;
+      };
+      const mine = connz.connections.find((c) => c.name === "subs-counted");
+      if (!mine) throw new Error("the test's connection is not in /connz");
+      // Left out of the answer when 0.
+      return mine.subscriptions ?? 0;
+    };
+    const before = await subscriptions();
+    const acks = new PubAcks(own, 2000);
+    const counts: number[] = [];
+    // A SUB reaches the server before the publishes that follow it; a client's PING flushes both.
+    await Promise.all(
+      Array.from({ length: 20 }, (_, k) =>
+        publishPipelined(acks, {
+          subject: `ok.subs.${k}`,
+          bodies: bodies(3),
+          msgId: (n) => `subs.${k}.${n}`,
+          window: 2,
+          signal: new AbortController().signal,
+        }).then(async () => {
+          if (k % 5 === 0) counts.push(await subscriptions());
+        }),
+      ),
+    );
+    await own.flush();
+    expect(await subscriptions()).toBe(before + 1);
+    expect(Math.max(...counts)).toBe(before + 1);
+    await own.close();
+  });
+
+  it("PubAcks: a compare-and-set on the subject's last sequence answers as kv.update does; a close fails what waits", async () => {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "cas", subjects: ["cas.>"] });
+    const acks = new PubAcks(nc, 2000);
+    const cas = (previous: number) => {
+      const h = headers();
+      h.set("Nats-Expected-Last-Subject-Sequence", String(previous));
+      return acks.publish("cas.k", "v", h);
+    };
+    const first = await cas(0);
+    expect(first).toMatchObject({ stream: "cas", seq: 1, duplicate: false });
+    expect((await cas(first.seq)).seq).toBe(2);
+    const stale = await cas(first.seq).catch((e: unknown) => e);
+    expect(stale).toBeInstanceOf(JetStreamApiError);
+    expect((stale as JetStreamApiError).code).toBe(10071);
+
+    // A client closed while a PubAck is awaited: it fails at once, and so does every publish after.
+    const closing = await connect({ servers: server.url });
+    const doomed = new PubAcks(closing, 60_000);
+    const silent = nc.subscribe("silent.close");
+    await nc.flush();
+    const waiting = doomed.publish("silent.close", "x").catch((e: unknown) => e);
+    await closing.flush();
+    await closing.close();
+    expect(await waiting).toBeInstanceOf(ClosedConnectionError);
+    expect(await doomed.publish("ok.after", "x").catch((e: unknown) => e)).toBeInstanceOf(
+      ClosedConnectionError,
+    );
+    silent.unsubscribe();
   });
 });

@@ -73,6 +73,10 @@ describe("NatsJobLeases.heartbeat", () => {
     const kv = memoryKv();
     const broker = {
       setups: { once: () => async () => kv },
+      names: { leasesBucket: "leases" },
+      // A lease's first write: a create, as `kv.create` tries it.
+      writeKey: (_nc: unknown, _bucket: string, key: string, value: string, previous: number) =>
+        previous === 0 ? kv.create(key, value) : kv.update(key, value, previous),
       run: async <A>(name: string, op: (nc: unknown) => Promise<A>) => {
         beforeOp(name, clock);
         return op({});

@@ -107,13 +107,12 @@ export class NatsDelayedTasks implements DelayedTasks {
       "job.tasks.hold",
       async (nc) => {
         await this.#stream(nc, record.queue);
-        await publishPipelined(nc, {
+        await publishPipelined(this.#js.acks(nc), {
           subject,
           bodies: held.map((task) => encodeHeld(record.queue, task)),
           // The held message's own id: the task's (`msgId`) is for its publish once due.
           msgId: (n) => `held.${held[n]?.msgId}`,
           window: 256,
-          ackTimeoutMs: 5000,
           signal,
         });
       },

@@ -10,7 +10,7 @@ import {
   StorageType,
 } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import {
   decodeRecord,
@@ -25,6 +25,7 @@ import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { type BrokerNames, brokerNames, taskSubjectOf } from "../names.ts";
 import { ClientSetups } from "./client-setups.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
+import { PubAcks } from "./pub-acks.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import { QueueStreams } from "./queue-streams.ts";
 import {
@@ -69,6 +70,8 @@ export class NatsJobBroker {
   readonly #core: NatsContext;
   readonly #settings: BrokerSettings;
   readonly #handles = this.setups.cache<Promise<Handles>>();
+  /** Each client's PubAcks: kept for the client's life (a setup forgotten does not end its subscription). */
+  readonly #acks = new WeakMap<NatsConnection, PubAcks>();
   /** The same handles once set up, for hot paths that must not await. */
   readonly #ready = this.setups.cache<Handles>();
 
@@ -78,6 +81,28 @@ export class NatsJobBroker {
     this.names = brokerNames(core.options.prefix);
     this.replicas = new Replicas(core.options.replicas, childLogger(core.logger, { actor: "runtime" }));
     this.queues = new QueueStreams(this.names, settings.retentionMs, this.setups, this.replicas);
+  }
+
+  /** The client's PubAcks: one reply subscription for every publish this broker awaits on it. */
+  acks(nc: NatsConnection): PubAcks {
+    let acks = this.#acks.get(nc);
+    if (!acks) {
+      acks = new PubAcks(nc, pubAckTimeoutMs);
+      this.#acks.set(nc, acks);
+    }
+    return acks;
+  }
+
+  /**
+   * A compare-and-set write of a KV key through the client's PubAcks: the
+   * publish `kv.update` makes (`kv.create`'s first try with `previous` 0),
+   * without its request. Resolves with the key's new revision; a stale
+   * `previous` fails with the JetStreamApiError "wrong last sequence".
+   */
+  async writeKey(nc: NatsConnection, bucket: string, key: string, value: string, previous: number) {
+    const h = headers();
+    h.set("Nats-Expected-Last-Subject-Sequence", String(previous));
+    return (await this.acks(nc).publish(`$KV.${bucket}.${key}`, value, h)).seq;
   }
 
   /**
@@ -160,9 +185,18 @@ export class NatsJobBroker {
   // ---- job records (KV, compare-and-set on the revision) ----
 
   createRecord(record: JobRecord): Promise<number> {
-    return this.#run("job.record.create", ({ kv }) =>
-      kv.create(record.id, encodeRecord(record)).catch(casConflict(record.id)),
-    );
+    return this.#run("job.record.create", ({ kv }, nc) => {
+      const value = encodeRecord(record);
+      return (
+        this.writeKey(nc, this.names.jobsBucket, record.id, value, 0)
+          // Taken, or its last entry a delete marker: `kv.create` writes on a marker's revision.
+          .catch((error: unknown) => {
+            if (isWrongLastSequence(error)) return kv.create(record.id, value);
+            throw error;
+          })
+          .catch(casConflict(record.id))
+      );
+    });
   }
 
   getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
@@ -174,8 +208,10 @@ export class NatsJobBroker {
   }
 
   updateRecord(record: JobRecord, revision: number): Promise<number> {
-    return this.#run("job.record.update", ({ kv }) =>
-      kv.update(record.id, encodeRecord(record), revision).catch(casConflict(record.id)),
+    return this.#run("job.record.update", (_h, nc) =>
+      this.writeKey(nc, this.names.jobsBucket, record.id, encodeRecord(record), revision).catch(
+        casConflict(record.id),
+      ),
     );
   }
 
@@ -225,12 +261,11 @@ export class NatsJobBroker {
       // Not js.publish() per task: its per-request machinery was most of a submit's CPU.
       async ({ jsm }, nc) => {
         if (record.lane) await this.queues.ensureLane(nc, jsm, record.queue);
-        await publishPipelined(nc, {
+        await publishPipelined(this.acks(nc), {
           subject,
           bodies,
           msgId: (n) => `${idPrefix}.${n}`,
           window: 256,
-          ackTimeoutMs: 5000, // js.publish()'s default timeout
           signal,
         });
       },
@@ -333,8 +368,8 @@ export class NatsJobBroker {
    */
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void> {
     const subject = this.names.resultsSubject(queue, jobId);
-    const publish = async ({ js }: Handles) => {
-      await js.publish(subject, body, { msgID: msgId });
+    const publish = async (_h: Handles, nc: NatsConnection) => {
+      await this.acks(nc).publish(subject, body, msgIdHeader(msgId));
     };
     // Hot path, once per batch: when connected and set up, publish at once;
     // the operation wrapper (wait for connected, deadline, retry) cost more
@@ -343,13 +378,13 @@ export class NatsJobBroker {
     const nc = this.#core.connection.current();
     const ready = nc && this.#ready.get(nc);
     if (!ready) return this.#publishResultsRetrying(publish);
-    return publish(ready).catch((error) => {
+    return publish(ready, nc).catch((error) => {
       this.setups.afterFailure(nc, error, "job.results.publish");
       return this.#publishResultsRetrying(publish);
     });
   }
 
-  #publishResultsRetrying(publish: (h: Handles) => Promise<void>): Promise<void> {
+  #publishResultsRetrying(publish: (h: Handles, nc: NatsConnection) => Promise<void>): Promise<void> {
     const budgetMs = this.#core.options.connection.publishRetryMs;
     return this.#run("job.results.publish", publish, {
       timeoutMs: budgetMs,
@@ -374,6 +409,20 @@ export const deleteLaneTasks = (
   below?: number,
 ): Promise<void> =>
   deleteSubjectMessages(jsm, stream, subject, { max: 16, ...(below === undefined ? {} : { below }) });
+
+/** How long a PubAck is awaited, as nats.js's JetStream context does by default. */
+const pubAckTimeoutMs = 5000;
+
+/** The headers of a publish with a message id (the stream drops a second copy within its window). */
+export const msgIdHeader = (msgId: string) => {
+  const h = headers();
+  h.set("Nats-Msg-Id", msgId);
+  return h;
+};
+
+/** JetStream API "wrong last sequence" (10071), and its "unknown" form, as `kv.create` tells them. */
+export const isWrongLastSequence = (error: unknown): boolean =>
+  error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164);
 
 /** KV compare-and-set failures become `RevisionConflict`: the caller re-reads and re-decides. */
 const casConflict =

@@ -3,7 +3,7 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
-import type { NatsJobBroker } from "./job-broker.ts";
+import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { ensureBucket, scanBucketEntries } from "./streams.ts";
 
@@ -138,12 +138,13 @@ export class NatsJobLeases implements SupervisionLeases {
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#held.wrote(jobId, await kv.create(jobId, value), until);
+        // `kv.create`'s first try, through the client's PubAcks (no request of its own).
+        const revision = await this.#broker.writeKey(nc, this.#broker.names.leasesBucket, jobId, value, 0);
+        this.#held.wrote(jobId, revision, until);
         return true;
       } catch (error) {
         // Taken, or a marker left: the read below decides.
-        if (!(error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)))
-          throw error;
+        if (!isWrongLastSequence(error)) throw error;
       }
       const entry = await kv.get(jobId);
       try {

@@ -1,0 +1,144 @@
+import { JetStreamApiError, JetStreamError } from "@nats-io/jetstream";
+import {
+  ClosedConnectionError,
+  createInbox,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  TimeoutError,
+} from "@nats-io/transport-node";
+
+/** What a stream answered a publish with. */
+export interface PubAck {
+  readonly stream: string;
+  readonly seq: number;
+  readonly duplicate: boolean;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * A PubAck as `js.publish()` reads it, or the error it raises for it: a
+ * stream's refusal is a `JetStreamApiError`; no stream listening (a status
+ * 503: JetStream not up yet, or the stream gone) an error named
+ * `JetStreamNotEnabled` as nats.js names it (the class is not exported), so
+ * both are classified alike (`classify-error.ts`, `client-setups.ts`).
+ */
+export const readPubAck = (msg: Msg): PubAck | Error => {
+  if (msg.data.length === 0 && msg.headers?.code === 503)
+    return Object.assign(new JetStreamError("jetstream is not enabled"), { name: "JetStreamNotEnabled" });
+  let ack: {
+    stream?: string;
+    seq?: number;
+    duplicate?: boolean;
+    error?: { code: number; err_code: number; description: string };
+  };
+  try {
+    ack = JSON.parse(decoder.decode(msg.data));
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+  if (ack.error) return new JetStreamApiError(ack.error);
+  if (!ack.stream || ack.seq === undefined) return new JetStreamError("invalid ack response");
+  return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate === true };
+};
+
+/** Called once with the PubAck, or with why there is none. */
+export type OnPubAck = (error: unknown, ack?: PubAck) => void;
+
+interface Waiter {
+  readonly done: OnPubAck;
+  readonly until: number;
+}
+
+/** How often the waiters past their time are failed: a PubAck's timeout is late by at most this. */
+const sweepEveryMs = 250;
+
+/**
+ * The PubAcks of one client's JetStream publishes, on one reply
+ * subscription (`<inbox>.<n>`) for all of them. `js.publish()` makes a
+ * request each: an entry in the client's request mux, a timer, several
+ * promises, and an error object made with its stack when the request ends
+ * even when it was answered (nats.js `RequestOne.cancel`): ~4 % of a small
+ * job's CPU, six publishes a job. Here a publish is a map entry; one timer
+ * per client fails those past their time, with the `TimeoutError` nats.js
+ * raises; the client's close fails the rest.
+ */
+export class PubAcks {
+  readonly #nc: NatsConnection;
+  readonly #timeoutMs: number;
+  readonly #inbox: string;
+  readonly #waiting = new Map<number, Waiter>();
+  #next = 0;
+  #sweeper: NodeJS.Timeout | undefined;
+  #closed: unknown;
+
+  constructor(nc: NatsConnection, timeoutMs: number) {
+    this.#nc = nc;
+    this.#timeoutMs = timeoutMs;
+    this.#inbox = createInbox();
+    nc.subscribe(`${this.#inbox}.*`, {
+      // An error here ends the subscription (a permission refused): every publish after fails with it.
+      callback: (error, msg) => (error ? this.#failAll(error) : this.#answer(msg)),
+    });
+    void nc.closed().then(() => this.#failAll(new ClosedConnectionError()));
+  }
+
+  /** Publishes `body` to `subject` with `headers`; resolves with the stream's PubAck. */
+  publish(subject: string, body: string | Uint8Array, headers?: MsgHdrs): Promise<PubAck> {
+    return new Promise<PubAck>((resolve, reject) =>
+      this.send(subject, body, headers, (error, ack) => (ack ? resolve(ack) : reject(error))),
+    );
+  }
+
+  /** As `publish`, with a callback: no promise per message (a submit of 20,000 tasks sends 20,000). */
+  send(subject: string, body: string | Uint8Array, headers: MsgHdrs | undefined, done: OnPubAck): void {
+    if (this.#closed !== undefined) {
+      done(this.#closed);
+      return;
+    }
+    const n = this.#next++;
+    this.#waiting.set(n, { done, until: Date.now() + this.#timeoutMs });
+    try {
+      this.#nc.publish(subject, body, { reply: `${this.#inbox}.${n}`, ...(headers ? { headers } : {}) });
+    } catch (error) {
+      this.#waiting.delete(n);
+      done(error);
+      return;
+    }
+    if (this.#sweeper === undefined) {
+      this.#sweeper = setInterval(() => this.#sweep(), sweepEveryMs);
+      this.#sweeper.unref();
+    }
+  }
+
+  #answer(msg: Msg): void {
+    const n = Number(msg.subject.slice(this.#inbox.length + 1));
+    const waiter = this.#waiting.get(n);
+    if (!waiter) return; // timed out already, or not ours
+    this.#waiting.delete(n);
+    const ack = readPubAck(msg);
+    if (ack instanceof Error) waiter.done(ack);
+    else waiter.done(undefined, ack);
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [n, waiter] of this.#waiting) {
+      if (waiter.until > now) continue;
+      this.#waiting.delete(n);
+      waiter.done(new TimeoutError());
+    }
+    if (this.#waiting.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  }
+
+  #failAll(error: unknown): void {
+    this.#closed ??= error;
+    const waiting = [...this.#waiting.values()];
+    this.#waiting.clear();
+    for (const waiter of waiting) waiter.done(error);
+  }
+}
