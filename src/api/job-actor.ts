@@ -213,9 +213,23 @@ export const startJobActor = (
     onRecord: (changed) => {
       if (changed.updatedAt < seenUpdatedAt || actor.getSnapshot().status !== "active") return;
       seenUpdatedAt = changed.updatedAt;
+      // This actor's own write seen back (its commit, its progress, its end): nothing the
+      // machine does not know. Two of the three record events of a small job, each a
+      // macrostep of the statechart.
+      if (isOwnWrite(changed, seen.writing) || isOwnWrite(changed, seen.last?.record)) return;
+      if (bodies && isOwnWrite(changed, record)) return; // the record its submit created
       actor.send(recordEvent(changed));
     },
     submitError: run.submitError,
     existing,
   };
 };
+
+/** Whether `changed` is the record `written` (the same write: its time, status and counts). */
+const isOwnWrite = (changed: JobRecord, written: JobRecord | undefined): boolean =>
+  written !== undefined &&
+  changed.updatedAt === written.updatedAt &&
+  changed.status === written.status &&
+  changed.counts.done === written.counts.done &&
+  changed.counts.failed === written.counts.failed &&
+  changed.counts.dead === written.counts.dead;

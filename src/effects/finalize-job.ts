@@ -22,6 +22,8 @@ import { fromPort, fromThrowing, isConflict, type PortFailure } from "./port-cal
  */
 export interface RecordSeen {
   last?: { readonly record: JobRecord; readonly revision: number };
+  /** The record being written now: its watch may show it before its write is acknowledged. */
+  writing?: JobRecord;
 }
 
 /**
@@ -46,6 +48,7 @@ export const updateRecordWithEffect = (
     if (!found) return undefined;
     const next = yield* fromThrowing(() => change(found.record));
     if (!next) return found.record;
+    if (seen) seen.writing = next;
     const revision = yield* fromPort(() => port.updateRecord(next, found.revision));
     if (seen) seen.last = { record: next, revision };
     return next;

@@ -85,6 +85,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
         status: "running",
         updatedAt: input.now(),
       };
+      if (input.seen) input.seen.writing = committed;
       const revision = yield* fromPort(() => port.updateRecord(committed, claim.revision));
       if (input.seen) input.seen.last = { record: committed, revision };
       yield* afterStep(hooks, SubmitStep.recordCommitted);

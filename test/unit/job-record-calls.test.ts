@@ -8,6 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { createTestRuntime, partsOf } from "../../src/api/runtime.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
+import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
 
 /** Counts the record calls the runtime's broker receives, by name, from now on. */
 const countRecordCalls = (rt: Awaited<ReturnType<typeof createTestRuntime>>): string[] => {
@@ -85,6 +86,39 @@ describe("the clock of a live job that nothing answers", () => {
     expect(stalledAt! - started).toBeLessThanOrEqual(21_000);
     // 25 s of waiting: a wake at the stall (and the machine's few while it started), not 25.
     expect(ticks.length).toBeLessThanOrEqual(4);
+    await rt.stop();
+  });
+});
+
+describe("the record events of a job on the memory broker", () => {
+  it("are none of its own writes seen back; another runtime's cancel still reaches it", async () => {
+    const server = createMemoryServer();
+    const events: string[] = [];
+    const rt = await createTestRuntime({
+      name: "submitter",
+      broker: createMemoryBroker({ server }),
+      inspect: {
+        inspect: (event) => {
+          if (event.type === "@xstate.event" && event.event.type === "record.changed")
+            events.push(String((event.event as { status?: string }).status));
+        },
+      },
+    });
+    const worker = rt.workers.start<number, number>({ queue: "q", handler: (t) => t.payload * 2 });
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [21] });
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
+    await worker.stop();
+    // Its commit and its end, both written by its own actor: no event (they were two).
+    expect(events).toEqual([]);
+
+    // Another writer's record does reach the actor: a cancel from a second runtime.
+    const other = await createTestRuntime({ name: "other", broker: createMemoryBroker({ server }) });
+    const idle = await rt.jobs.submit({ queue: "nobody", tasks: [1, 2] });
+    const elsewhere = await other.jobs.get(idle.id);
+    await elsewhere?.cancel("from elsewhere");
+    expect(await idle.done()).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
+    expect(events).toEqual(["failed"]);
+    await other.stop();
     await rt.stop();
   });
 });

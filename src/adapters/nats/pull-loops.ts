@@ -9,7 +9,7 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Effect, Fiber } from "effect";
-import { decodeRecord, type JobRecord } from "../../kernel/job-record.ts";
+import type { JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { isNotFound } from "./streams.ts";
@@ -76,7 +76,7 @@ export const watchRecords = async (
         // A deleted or purged key is a marker without a record.
         const operation = m.headers?.get("KV-Operation");
         if (operation === "DEL" || operation === "PURGE" || m.data.length === 0) continue;
-        onRecord(decodeRecord(m.string()));
+        onRecord(broker.decodeWatched(m.string()));
       }
     } finally {
       stopped.dispose();

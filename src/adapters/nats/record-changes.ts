@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decodeRecord, type JobRecord } from "../../kernel/job-record.ts";
+import type { JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
@@ -63,6 +63,7 @@ export const watchRecordChanges = async (
         {
           log,
           label,
+          decode: (text) => broker.decodeWatched(text),
           ...(onWatching ? { onWatching } : {}),
         },
       );
@@ -92,7 +93,12 @@ const readChanges = async (
   cursor: ChangeCursor,
   onRecord: (record: JobRecord) => void | Promise<void>,
   signal: AbortSignal,
-  { log, onWatching, label }: { log: Logger; onWatching?: () => void; label: string },
+  {
+    log,
+    onWatching,
+    label,
+    decode,
+  }: { log: Logger; onWatching?: () => void; label: string; decode: (text: string) => JobRecord },
 ): Promise<{ room: Promise<void> } | undefined> => {
   const consumer = await js.consumers.get(stream, {
     name_prefix: consumerName(label),
@@ -112,7 +118,7 @@ const readChanges = async (
         cursor.seq = m.seq;
         const kvOperation = m.headers?.get("KV-Operation");
         if (kvOperation === "DEL" || kvOperation === "PURGE" || m.data.length === 0) continue;
-        const room = onRecord(decodeRecord(m.string()));
+        const room = onRecord(decode(m.string()));
         if (room) return { room };
       }
     } finally {
