@@ -433,7 +433,7 @@ const decodedKept = 128;
 const pubAckTimeoutMs = 5000;
 
 /** The headers of a publish with a message id (the stream drops a second copy within its window). */
-export const msgIdHeader = (msgId: string) => {
+const msgIdHeader = (msgId: string) => {
   const h = headers();
   h.set("Nats-Msg-Id", msgId);
   return h;

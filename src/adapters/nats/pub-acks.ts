@@ -24,7 +24,7 @@ const decoder = new TextDecoder();
  * `JetStreamNotEnabled` as nats.js names it (the class is not exported), so
  * both are classified alike (`classify-error.ts`, `client-setups.ts`).
  */
-export const readPubAck = (msg: Msg): PubAck | Error => {
+const readPubAck = (msg: Msg): PubAck | Error => {
   if (msg.data.length === 0 && msg.headers?.code === 503)
     return Object.assign(new JetStreamError("jetstream is not enabled"), { name: "JetStreamNotEnabled" });
   let ack: {
