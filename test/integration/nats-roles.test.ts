@@ -106,7 +106,8 @@ describe("least-privilege roles on a server with users", () => {
     const rawA = await rawAs("workerA");
     const denied = await rawA
       .request(`$JS.API.CONSUMER.MSG.NEXT.${prefix}_tasks_B.${jobB.id}`, JSON.stringify({ batch: 1 }), {
-        timeout: 2000,
+        // The refusal comes at once; a busy machine must not turn it into a timeout.
+        timeout: 10_000,
       })
       .then(
         () => "answered",
@@ -243,7 +244,8 @@ describe("least-privilege roles on a server with users", () => {
       .request(
         `$JS.API.CONSUMER.MSG.NEXT.${names.tasksStream("B")}.lane`,
         JSON.stringify({ batch: 1, expires: 500_000_000 }),
-        { timeout: 2000 },
+        // The refusal comes at once; a busy machine must not turn it into a timeout.
+        { timeout: 10_000 },
       )
       .then(
         () => "answered",
