@@ -350,19 +350,20 @@ export class ResultsFeeds {
     const nothingStored = fresh && feed.positioned;
     const leave = feed.register(jobId, reader);
     try {
-      await superviseLoop(
-        this.#core.connection,
-        async (nc, s) => {
-          if (await feed.started(s))
-            await reader.catchUp(
-              nothingStored ? undefined : storedOn(this.#broker, nc, queue, jobId, this.#log),
-              s,
-            );
-          return "done";
-        },
-        signal,
-        { name: `results:${jobId}`, log: this.#log },
-      );
+      // Nothing to read from the server: no supervised loop (an Effect program a job) to run it.
+      if (nothingStored) {
+        if (await feed.started(signal)) await reader.catchUp(undefined, signal);
+      } else
+        await superviseLoop(
+          this.#core.connection,
+          async (nc, s) => {
+            if (await feed.started(s))
+              await reader.catchUp(storedOn(this.#broker, nc, queue, jobId, this.#log), s);
+            return "done";
+          },
+          signal,
+          { name: `results:${jobId}`, log: this.#log },
+        );
       await aborted(signal);
     } finally {
       leave();
