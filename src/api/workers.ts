@@ -4,7 +4,6 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { workOver } from "../kernel/errors.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -372,7 +371,8 @@ export const startWorker = <Payload, Result>(
     if (active && !job) follow(record);
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
-      job.ended.abort(workOver);
+      // A reason of its own (the abort's DOMException): a handler's signal shows it to user code.
+      job.ended.abort();
       // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
       running.settleAll(job);
       batcher.drop(record.id);

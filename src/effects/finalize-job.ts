@@ -41,15 +41,25 @@ export const updateRecordWithEffect = (
   seen?: RecordSeen,
 ): Effect.Effect<JobRecord | undefined, PortFailure> => {
   let known = seen?.last;
+  const read = fromPort(() => port.getRecord(id));
   const attempt = Effect.gen(function* () {
     const kept = known;
     known = undefined;
-    const found = kept ?? (yield* fromPort(() => port.getRecord(id)));
+    let found = kept ?? (yield* read);
     if (!found) return undefined;
-    const next = yield* fromThrowing(() => change(found.record));
+    const first = found.record;
+    let next = yield* fromThrowing(() => change(first));
+    // "Nothing to write" is the store's to say: a write of this actor's may still be on its way.
+    if (!next && kept) {
+      found = yield* read;
+      if (!found) return undefined;
+      const stored = found.record;
+      next = yield* fromThrowing(() => change(stored));
+    }
     if (!next) return found.record;
+    const { revision: expected } = found;
     if (seen) seen.writing = next;
-    const revision = yield* fromPort(() => port.updateRecord(next, found.revision));
+    const revision = yield* fromPort(() => port.updateRecord(next, expected));
     if (seen) seen.last = { record: next, revision };
     return next;
   });

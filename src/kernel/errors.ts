@@ -150,11 +150,12 @@ export const isTransient = (error: unknown): boolean =>
   typeof error === "object" && error !== null && (error as { retry?: unknown }).retry === Retry.transient;
 
 /**
- * The reason given when a job's or a loop's own work is over and its signal
- * is aborted: made once. An abort without a reason makes a `DOMException`
- * with its stack each time, ~2 % of a small job's CPU (four such aborts a
- * job: its actor, its worker's record of it (a handler's signal), its
- * results reader, a loop).
+ * The reason given when a job's or a loop's own work is over and its
+ * internal signal is aborted: made once. An abort without a reason makes a
+ * `DOMException` with its stack each time, ~2 % of a small job's CPU (three
+ * such aborts a job: its actor, its results reader, a loop). Never for a
+ * signal user code sees (a handler's): one object shared by every abort
+ * would carry whatever a handler put on it to the next.
  */
 export const workOver: Error = Object.assign(new Error("This operation was aborted (its work is over)"), {
   // Named as the standard abort reason is, for a handler that tells an abort by its name.

@@ -10,12 +10,14 @@ import {
   connect,
   headers,
   type NatsConnection,
+  PermissionViolationError,
   TimeoutError,
 } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { classifyNatsError } from "../../src/adapters/nats/classify-error.ts";
 import { PubAcks } from "../../src/adapters/nats/pub-acks.ts";
 import { type PipelinedPublish, publishPipelined } from "../../src/adapters/nats/publish-pipelined.ts";
+import { type AuthFiles, authFiles } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 const bodies = (n: number) => Array.from({ length: n }, (_, i) => `{"i":${i}}`);
@@ -174,5 +176,59 @@ describe("publishPipelined (the submit's task publish)", () => {
       ClosedConnectionError,
     );
     silent.unsubscribe();
+  });
+});
+
+describe("PubAcks against a server that refuses a subject", () => {
+  let server: NatsServerHandle;
+  let files: AuthFiles;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    files = await authFiles();
+    // A user who may publish anywhere but `deny.>`; JetStream, inboxes and the rest allowed.
+    // And one who may not subscribe to inboxes: no PubAck can reach it.
+    const config = `authorization { users: [ { user: "u", password: "p", permissions: { publish: { allow: [">"], deny: ["deny.>"] } } }, { user: "nosub", password: "p", permissions: { subscribe: { deny: ["_INBOX.>"] } } } ] }\n`;
+    server = await startNatsServer({ args: ["-c", await files.file("deny.conf", config)] });
+    nc = await connect({ servers: server.url, user: "u", pass: "p", noAsyncTraces: true });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "denied", subjects: ["deny.>"] });
+    await jsm.streams.add({ name: "fine", subjects: ["fine.>"] });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await server?.dispose();
+    await files?.remove();
+  });
+
+  it("a refused publish fails at once with the permission error, classified as js.publish()'s (permanent)", async () => {
+    const acks = new PubAcks(nc, 10_000);
+    const started = Date.now();
+    const error = await acks.publish("deny.a", "x").catch((e: unknown) => e);
+    const tookMs = Date.now() - started;
+    const viaJs = await jetstream(nc)
+      .publish("deny.b", "x")
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PermissionViolationError);
+    expect(classifyNatsError(error, "publish")._tag).toBe("PermanentBrokerError");
+    expect(classifyNatsError(viaJs, "publish")._tag).toBe("PermanentBrokerError");
+    // Not the PubAck timeout: the server's refusal came back on the client's status.
+    expect(tookMs).toBeLessThan(5000);
+    // Other publishes on the same client are not failed by it.
+    expect(await acks.publish("fine.a", "x")).toMatchObject({ stream: "fine", seq: 1 });
+  });
+
+  it("a reply subscription the server refuses breaks that PubAcks (its owner makes another); a close does not", async () => {
+    const refused = await connect({ servers: server.url, user: "nosub", pass: "p" });
+    const acks = new PubAcks(refused, 10_000);
+    const error = await acks.publish("fine.b", "x").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PermissionViolationError);
+    expect(acks.broken).toBe(true);
+    await refused.close();
+
+    const closing = await connect({ servers: server.url, user: "u", pass: "p" });
+    const fine = new PubAcks(closing, 10_000);
+    await closing.close();
+    expect(await fine.publish("fine.c", "x").catch((e: unknown) => e)).toBeInstanceOf(ClosedConnectionError);
+    expect(fine.broken).toBe(false);
   });
 });

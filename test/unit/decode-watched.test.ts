@@ -28,6 +28,10 @@ describe("NatsJobBroker.decodeWatched", () => {
     expect(first).toEqual(record({ id: "j1" }));
     const other = b.decodeWatched(encodeRecord(record({ id: "j2" })));
     expect(other.id).toBe("j2");
+    // Shared, so frozen: one reader cannot change what the others see.
+    expect(Object.isFrozen(first) && Object.isFrozen(first.counts) && Object.isFrozen(first.settings)).toBe(
+      true,
+    );
   });
 
   it("keeps the last 128 texts only, and caches no failure", () => {

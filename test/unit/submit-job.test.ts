@@ -649,6 +649,18 @@ describe("finalizeJob", () => {
     }
   });
 
+  it("a record seen that needs no write is checked against the store: a write still on its way may differ", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "committed", status: "running" }));
+    const before = fake.records.get("j1")!;
+    // This actor's own `stalled` write landed; its answer (and so `seen`) has not come back yet.
+    fake.put({ ...before.record, status: "stalled" });
+    const seen: RecordSeen = { last: before };
+    await recordProgress(fake.port, "j1", "running", { done: 0, failed: 0, dead: 0 }, 9, seen);
+    expect(fake.calls.filter((c) => c.startsWith("getRecord"))).toHaveLength(1);
+    expect(fake.records.get("j1")!.record.status).toBe("running");
+  });
+
   it("writes the end on the revision it last wrote, without reading; a stale one is read again", async () => {
     const fake = fakeJobPort();
     fake.put(record({ phase: "committed", status: "running" }));

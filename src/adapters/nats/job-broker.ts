@@ -93,7 +93,8 @@ export class NatsJobBroker {
   decodeWatched(text: string): JobRecord {
     const known = this.#decoded.get(text);
     if (known) return known;
-    const record = decodeRecord(text);
+    // Frozen: every watch (and a job event's reader) is handed the same object.
+    const record = frozen(decodeRecord(text));
     this.#decoded.set(text, record);
     if (this.#decoded.size > decodedKept) this.#decoded.delete(this.#decoded.keys().next().value as string);
     return record;
@@ -102,7 +103,7 @@ export class NatsJobBroker {
   /** The client's PubAcks: one reply subscription for every publish this broker awaits on it. */
   acks(nc: NatsConnection): PubAcks {
     let acks = this.#acks.get(nc);
-    if (!acks) {
+    if (!acks || acks.broken) {
       acks = new PubAcks(nc, pubAckTimeoutMs);
       this.#acks.set(nc, acks);
     }
@@ -205,10 +206,12 @@ export class NatsJobBroker {
       const value = encodeRecord(record);
       return (
         this.writeKey(nc, this.names.jobsBucket, record.id, value, 0)
-          // Taken, or its last entry a delete marker: `kv.create` writes on a marker's revision.
-          .catch((error: unknown) => {
-            if (isWrongLastSequence(error)) return kv.create(record.id, value);
-            throw error;
+          // Taken, or its last entry a delete marker, on which `kv.create` writes (its second step).
+          .catch(async (error: unknown) => {
+            if (!isWrongLastSequence(error)) throw error;
+            const entry = await kv.get(record.id);
+            if (entry?.operation !== "DEL" && entry?.operation !== "PURGE") throw error;
+            return this.writeKey(nc, this.names.jobsBucket, record.id, value, entry.revision);
           })
           .catch(casConflict(record.id))
       );
@@ -425,6 +428,15 @@ export const deleteLaneTasks = (
   below?: number,
 ): Promise<void> =>
   deleteSubjectMessages(jsm, stream, subject, { max: 16, ...(below === undefined ? {} : { below }) });
+
+/** `value` and every object in it, frozen. */
+const frozen = <T>(value: T): T => {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    for (const inner of Object.values(value)) frozen(inner);
+    Object.freeze(value);
+  }
+  return value;
+};
 
 /** How many decoded records the watches share (a few ms of writes at a thousand small jobs a second). */
 const decodedKept = 128;

@@ -5,6 +5,7 @@ import {
   type Msg,
   type MsgHdrs,
   type NatsConnection,
+  PermissionViolationError,
   TimeoutError,
 } from "@nats-io/transport-node";
 
@@ -49,6 +50,8 @@ export type OnPubAck = (error: unknown, ack?: PubAck) => void;
 interface Waiter {
   readonly done: OnPubAck;
   readonly until: number;
+  /** Where it was published: the server names it when it refuses the publish. */
+  readonly subject: string;
 }
 
 /** How often the waiters past their time are failed: a PubAck's timeout is late by at most this. */
@@ -62,7 +65,12 @@ const sweepEveryMs = 250;
  * even when it was answered (nats.js `RequestOne.cancel`): ~4 % of a small
  * job's CPU, six publishes a job. Here a publish is a map entry; one timer
  * per client fails those past their time, with the `TimeoutError` nats.js
- * raises; the client's close fails the rest.
+ * raises; the client's close fails the rest. A publish the server refuses
+ * (`-ERR 'Permissions Violation for Publish to "<subject>"'`, which comes on
+ * the client's status, not as an answer) fails at once with that error, as
+ * nats.js fails a request to the subject: the waiters on the subject named.
+ * An error of the reply subscription itself ends this instance (`broken`):
+ * its owner makes another, as nats.js makes its request mux again.
  */
 export class PubAcks {
   readonly #nc: NatsConnection;
@@ -82,6 +90,27 @@ export class PubAcks {
       callback: (error, msg) => (error ? this.#failAll(error) : this.#answer(msg)),
     });
     void nc.closed().then(() => this.#failAll(new ClosedConnectionError()));
+    void this.#refusals(nc);
+  }
+
+  /** The reply subscription failed (not the client's close): publish through another. */
+  get broken(): boolean {
+    return this.#closed !== undefined && !(this.#closed instanceof ClosedConnectionError);
+  }
+
+  /** Fails at once the waiters whose publish the server refused; ends with the client. */
+  async #refusals(nc: NatsConnection): Promise<void> {
+    for await (const status of nc.status()) {
+      if (this.#closed !== undefined) return;
+      if (status.type !== "error") continue;
+      const error = status.error;
+      if (!(error instanceof PermissionViolationError) || error.operation !== "publish") continue;
+      for (const [n, waiter] of this.#waiting) {
+        if (waiter.subject !== error.subject) continue;
+        this.#waiting.delete(n);
+        waiter.done(error);
+      }
+    }
   }
 
   /** Publishes `body` to `subject` with `headers`; resolves with the stream's PubAck. */
@@ -98,7 +127,7 @@ export class PubAcks {
       return;
     }
     const n = this.#next++;
-    this.#waiting.set(n, { done, until: Date.now() + this.#timeoutMs });
+    this.#waiting.set(n, { done, until: Date.now() + this.#timeoutMs, subject });
     try {
       this.#nc.publish(subject, body, { reply: `${this.#inbox}.${n}`, ...(headers ? { headers } : {}) });
     } catch (error) {
