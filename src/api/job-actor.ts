@@ -32,6 +32,8 @@ export interface StartedJobActor {
   submitError(): unknown;
   /** Resolves when the submit found the job already made (idempotency key): this actor must be replaced. */
   readonly existing: Promise<JobRecord>;
+  /** The results messages the actor kept for `results()` (undefined: not kept). */
+  keptResults(): readonly string[] | undefined;
 }
 
 /** What a runtime's jobs share: the job machine with its effects, and one timer for their periodic steps. */
@@ -221,6 +223,7 @@ export const startJobActor = (
       actor.send(recordEvent(changed));
     },
     submitError: run.submitError,
+    keptResults: run.keptResults,
     existing,
   };
 };

@@ -54,7 +54,17 @@ interface RunState {
   /** Why the end was not written (undefined: it was, or nothing was to be). */
   finalizeError: unknown;
   replay: boolean;
+  /**
+   * Every results message the job's feed handed, in order from the first,
+   * while they are few and small (`keptBytes`); undefined when they are not
+   * kept (too many, or the feed did not read): `results()` reads the stream.
+   */
+  kept: string[] | undefined;
+  keptSize: number;
 }
+
+/** How much of a job's results its actor keeps for `results()` (a small job's: one message). */
+const keptBytes = 8192;
 
 /** The event that hands a stored record to the job machine. */
 export const recordEvent = (record: JobRecord) =>
@@ -162,11 +172,17 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           leftQueuing.unsubscribe();
           flush();
         });
+        state.kept = [];
         const feeding = broker
           .readResults(
             record.queue,
             jobId,
             (body, pending) => {
+              if (state.kept) {
+                state.keptSize += body.length;
+                if (state.keptSize <= keptBytes) state.kept.push(body);
+                else state.kept = undefined;
+              }
               try {
                 backlog.push(...decodeResults(body));
               } catch (error) {
@@ -265,9 +281,15 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       submitError: undefined,
       finalizeError: undefined,
       replay: run.resumeFrom !== undefined,
+      kept: undefined,
+      keptSize: 0,
     };
     runs.set(actor.system, state);
-    return { submitError: () => state.submitError, finalizeError: () => state.finalizeError };
+    return {
+      submitError: () => state.submitError,
+      finalizeError: () => state.finalizeError,
+      keptResults: () => state.kept,
+    };
   };
   return { machine, attach };
 };

@@ -174,7 +174,7 @@ const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot)
  */
 async function* readAllResults<Result>(
   core: RuntimeCore,
-  broker: JobResults,
+  broker: Pick<JobResults, "readResults">,
   actor: Actor<JobMachine>,
 ): AsyncIterable<TaskResult<Result>> {
   const { jobId, queue } = actor.getSnapshot().context;
@@ -261,7 +261,31 @@ async function* readAllResults<Result>(
 export interface HandleSource {
   readonly actor: Actor<JobMachine>;
   onRecord(record: JobRecord): void;
+  /** The results messages the job's actor kept, every one from the first (undefined: not kept). */
+  keptResults?(): readonly string[] | undefined;
 }
+
+/**
+ * Where `results()` reads: what the job's own actor kept, when the job
+ * succeeded whole (every answer a success, final: no redrive can change
+ * them) and the actor kept every message its feed handed; else the stream.
+ * A small job's `results()` after `done()` made two reads of the server.
+ */
+const resultsSource = (broker: JobResults, source: HandleSource): Pick<JobResults, "readResults"> => {
+  const { actor } = source;
+  const s = snapshotOf(actor);
+  const kept = source.keptResults?.();
+  if (!kept || !isRecorded(actor) || s.status !== "succeeded" || s.done !== s.total) return broker;
+  return {
+    readResults: async (_queue, _jobId, onMessage, signal, onCaughtUp) => {
+      await Promise.resolve(); // asynchronous, as a broker's read
+      if (kept.length === 0) onCaughtUp?.();
+      for (const [k, body] of kept.entries()) onMessage(body, kept.length - 1 - k);
+      if (signal.aborted) return;
+      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+    },
+  };
+};
 
 /**
  * Cancels from any runtime: while this runtime is still submitting the job
@@ -300,7 +324,7 @@ export const makeHandle = (
     subscribe: (listener) => throttledSubscribe(actor, listener),
     done: () => whenRecorded(actor),
     cancel: (reason) => cancel(core, broker, source, reason),
-    results: () => readAllResults(core, broker, actor),
+    results: () => readAllResults(core, resultsSource(broker, source), actor),
     onProgress: (listener) => {
       const watching = new AbortController();
       broker.watchProgress(

@@ -9,15 +9,18 @@
  * not published yet), its end writes the record on the revision its commit
  * wrote (no read) and looks for no task on the lane (its worker acks the
  * task once its answer is stored). Each such lookup was one request and,
- * for a get, an audit advisory the server publishes.
+ * for a get, an audit advisory the server publishes. Its `results()` after
+ * `done()` reads what its actor kept (two gets before).
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { PermanentError } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { natsRawResults } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const names = brokerNames("jetstate");
@@ -37,7 +40,7 @@ describe("the requests of a small job on nats-server", () => {
     await server?.dispose();
   });
 
-  it("a lane job reads no record, no stored result and no lane task from submit to done", async () => {
+  it("a lane job reads no record, no stored result and no lane task from submit to done and results()", async () => {
     const queue = "requests";
     const worker = rt.workers.start<number, number>({ queue, handler: (t) => t.payload * 2 });
     // The queue's streams, its lane and its results feed are set up by a first job.
@@ -57,6 +60,10 @@ describe("the requests of a small job on nats-server", () => {
     for (let n = 0; n < jobs; n++) {
       const job = await rt.jobs.submit<number, number>({ queue, tasks: [n] });
       expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
+      // Its result, from what its actor kept: the worker's answer, read without the server.
+      const results = [];
+      for await (const r of job.results()) results.push(r);
+      expect(results).toEqual([{ taskId: `${job.id}.0`, index: 0, ok: true, result: n * 2 }]);
     }
     // Whatever the last job's end still sends (its lease's release) is counted too.
     await new Promise((resolve) => setTimeout(resolve, 200));
@@ -76,6 +83,36 @@ describe("the requests of a small job on nats-server", () => {
       timeoutMs: 5000,
       message: "every lane task acked away",
     });
+    await worker.stop();
+  });
+
+  it("results() from what the actor kept says what the server stores; a job with a failure reads the server", async () => {
+    const queue = "kept";
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 8,
+      handler: (t) => {
+        if (t.payload < 0) throw new PermanentError("refused");
+        return t.payload * 3;
+      },
+    });
+    const whole = await rt.jobs.submit<number, number>({
+      queue,
+      tasks: Array.from({ length: 20 }, (_, i) => i),
+    });
+    expect(await whole.done()).toMatchObject({ status: "succeeded", done: 20 });
+    const mixed = await rt.jobs.submit<number, number>({ queue, tasks: [1, -1, 2], maxFailures: 1 });
+    expect(await mixed.done()).toMatchObject({ done: 2, failed: 1 });
+    for (const job of [whole, mixed]) {
+      const read: Array<{ i: number; ok: boolean }> = [];
+      for await (const r of job.results()) read.push({ i: r.index, ok: r.ok });
+      // The oracle: the entries the server stores for the job, read raw by the test's connection.
+      const raw = await natsRawResults(oracle, queue, job.id);
+      const stored = new Map(raw.map((e) => [e.i, e.ok === true]));
+      expect(read.sort((a, b) => a.i - b.i)).toEqual(
+        [...stored].sort(([a], [b]) => a - b).map(([i, ok]) => ({ i, ok })),
+      );
+    }
     await worker.stop();
   });
 });
