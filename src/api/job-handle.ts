@@ -265,6 +265,17 @@ export interface HandleSource {
   keptResults?(): readonly string[] | undefined;
 }
 
+/** How many tasks the results messages answer with a success (-1: one is not jetstate's). */
+const succeededIn = (bodies: readonly string[]): number => {
+  const done = new Set<number>();
+  try {
+    for (const body of bodies) for (const r of decodeResults(body)) if (r.ok) done.add(r.i);
+  } catch {
+    return -1;
+  }
+  return done.size;
+};
+
 /**
  * Where `results()` reads: what the job's own actor kept, when the job
  * succeeded whole (every answer a success, final: no redrive can change
@@ -276,6 +287,9 @@ const resultsSource = (broker: JobResults, source: HandleSource): Pick<JobResult
   const s = snapshotOf(actor);
   const kept = source.keptResults?.();
   if (!kept || !isRecorded(actor) || s.status !== "succeeded" || s.done !== s.total) return broker;
+  // Every task's success among them: an actor that learned the end from another runtime's record
+  // may not have read every answer yet (its counts are the record's).
+  if (succeededIn(kept) !== s.total) return broker;
   return {
     readResults: async (_queue, _jobId, onMessage, signal, onCaughtUp) => {
       await Promise.resolve(); // asynchronous, as a broker's read
