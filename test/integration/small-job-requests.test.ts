@@ -40,19 +40,23 @@ describe("the requests of a small job on nats-server", () => {
     await server?.dispose();
   });
 
-  it("a lane job reads no record, no stored result and no lane task from submit to done and results()", async () => {
+  it("a lane job's submitter reads no record, no stored result and no lane task from submit to done and results()", async () => {
     const queue = "requests";
-    const worker = rt.workers.start<number, number>({ queue, handler: (t) => t.payload * 2 });
+    // The worker in a runtime of its own: it may read a job's record when the task outruns its
+    // watch; what is counted is what the submitting runtime asks.
+    const workers = await createRuntime({ servers: server.url, logger: silentLogger(), name: "workers" });
+    const worker = workers.workers.start<number, number>({ queue, handler: (t) => t.payload * 2 });
     // The queue's streams, its lane and its results feed are set up by a first job.
     const first = await rt.jobs.submit<number, number>({ queue, tasks: [1] });
     expect(await first.done()).toMatchObject({ status: "succeeded", done: 1 });
     // Its lease's release (sent after done()) is not counted.
     await new Promise((resolve) => setTimeout(resolve, 200));
 
-    const requests: string[] = [];
+    // Each request with its reply subject: a client's requests answer to its own inbox prefix.
+    const requests: Array<{ subject: string; reply: string }> = [];
     const sub = oracle.subscribe("$JS.API.>", {
       callback: (_e, m) => {
-        requests.push(m.subject);
+        requests.push({ subject: m.subject, reply: m.reply ?? "" });
       },
     });
     await oracle.flush();
@@ -70,12 +74,20 @@ describe("the requests of a small job on nats-server", () => {
     await oracle.flush();
     sub.unsubscribe();
 
-    const gets = (stream: string) => requests.filter((s) => s === `$JS.API.STREAM.MSG.GET.${stream}`);
+    // Each job's lease is released by its submitter (a purge of its key): one a job, which also
+    // tells the submitter's inbox.
+    const purges = requests.filter((r) => r.subject.startsWith("$JS.API.STREAM.PURGE."));
+    expect(purges).toHaveLength(jobs);
+    const inboxOf = (reply: string) => reply.split(".").slice(0, 2).join(".");
+    const submitter = new Set(purges.map((r) => inboxOf(r.reply)));
+    expect(submitter.size).toBe(1);
+    const gets = (stream: string) =>
+      requests
+        .filter((r) => r.subject === `$JS.API.STREAM.MSG.GET.${stream}` && submitter.has(inboxOf(r.reply)))
+        .map((r) => r.subject);
     expect(gets(names.resultsStream), "stored results looked for").toEqual([]);
     expect(gets(names.tasksStream(queue)), "lane tasks looked for").toEqual([]);
     expect(gets(`KV_${names.jobsBucket}`), "records read").toEqual([]);
-    // Each job's lease is still released (a purge of its key): the count shows the oracle sees them.
-    expect(requests.filter((s) => s.startsWith("$JS.API.STREAM.PURGE."))).toHaveLength(jobs);
 
     // And no task is left on the lane: each was acked once its answer was stored.
     const jsm = await jetstreamManager(oracle);
@@ -84,6 +96,7 @@ describe("the requests of a small job on nats-server", () => {
       message: "every lane task acked away",
     });
     await worker.stop();
+    await workers.stop();
   });
 
   it("results() from what the actor kept says what the server stores; a job with a failure reads the server", async () => {
