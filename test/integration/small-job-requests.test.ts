@@ -20,7 +20,7 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { PermanentError } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { natsRawResults } from "../harness/raw-results.ts";
+import { natsRawResults, storedCount } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const names = brokerNames("jetstate");
@@ -49,8 +49,15 @@ describe("the requests of a small job on nats-server", () => {
     // The queue's streams, its lane and its results feed are set up by a first job.
     const first = await rt.jobs.submit<number, number>({ queue, tasks: [1] });
     expect(await first.done()).toMatchObject({ status: "succeeded", done: 1 });
-    // Its lease's release (sent after done()) is not counted.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Its lease's release (sent after done()) is not counted: gone from the leases bucket first.
+    const jsm = await jetstreamManager(oracle);
+    const leaseReleased = (jobId: string) =>
+      waitUntil(
+        async () =>
+          (await storedCount(jsm, `KV_${names.leasesBucket}`, `$KV.${names.leasesBucket}.${jobId}`)) === 0,
+        { timeoutMs: 5000, message: `the lease of ${jobId} released` },
+      );
+    await leaseReleased(first.id);
 
     // Each request with its reply subject: a client's requests answer to its own inbox prefix.
     const requests: Array<{ subject: string; reply: string }> = [];
@@ -61,8 +68,10 @@ describe("the requests of a small job on nats-server", () => {
     });
     await oracle.flush();
     const jobs = 5;
+    let last = first.id;
     for (let n = 0; n < jobs; n++) {
       const job = await rt.jobs.submit<number, number>({ queue, tasks: [n] });
+      last = job.id;
       expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
       // Its result, from what its actor kept: the worker's answer, read without the server.
       const results = [];
@@ -70,7 +79,7 @@ describe("the requests of a small job on nats-server", () => {
       expect(results).toEqual([{ taskId: `${job.id}.0`, index: 0, ok: true, result: n * 2 }]);
     }
     // Whatever the last job's end still sends (its lease's release) is counted too.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await leaseReleased(last);
     await oracle.flush();
     sub.unsubscribe();
 
@@ -90,7 +99,6 @@ describe("the requests of a small job on nats-server", () => {
     expect(gets(`KV_${names.jobsBucket}`), "records read").toEqual([]);
 
     // And no task is left on the lane: each was acked once its answer was stored.
-    const jsm = await jetstreamManager(oracle);
     await waitUntil(async () => (await jsm.streams.info(names.tasksStream(queue))).state.messages === 0, {
       timeoutMs: 5000,
       message: "every lane task acked away",
