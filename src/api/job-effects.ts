@@ -10,6 +10,7 @@ import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
+import { whenAborted } from "../kernel/signals.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { decodeResults } from "../kernel/wire.ts";
 import { type JobMachine, jobMachine } from "../machines/job.machine.ts";
@@ -127,10 +128,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             // the record; until then it stays queuing (nothing counted, nothing written).
             log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
             state.run.foundExisting(outcome.record);
-            await new Promise<void>((resolve) => {
-              if (signal.aborted) resolve();
-              else signal.addEventListener("abort", () => resolve(), { once: true });
-            });
+            await whenAborted(signal);
           }
         } catch (error) {
           // The caller gets the typed error the submit failed with; anything else is wrapped in one.

@@ -4,6 +4,7 @@ import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { InvalidArgument, RuntimeStopped, workOver } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, priorityOf } from "../kernel/job-record.ts";
+import { whenAborted } from "../kernel/signals.ts";
 import { decodeProgress, decodeResults, type ResultRecord, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -295,8 +296,7 @@ const resultsSource = (broker: JobResults, source: HandleSource): Pick<JobResult
       await Promise.resolve(); // asynchronous, as a broker's read
       if (kept.length === 0) onCaughtUp?.();
       for (const [k, body] of kept.entries()) onMessage(body, kept.length - 1 - k);
-      if (signal.aborted) return;
-      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      await whenAborted(signal);
     },
   };
 };

@@ -9,6 +9,7 @@ import {
   type JobTasksRef,
 } from "../../kernel/job-record.ts";
 import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
+import { whenAborted } from "../../kernel/signals.ts";
 import type { HeldTaskBody } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
@@ -229,7 +230,7 @@ class MemoryJobBroker implements MemoryBroker {
       schedule();
     });
     schedule();
-    await new Promise<void>((resolve) => stop.addEventListener("abort", () => resolve(), { once: true }));
+    await whenAborted(stop);
     unwatch();
   }
 
@@ -248,9 +249,7 @@ class MemoryJobBroker implements MemoryBroker {
     if (stop.aborted) return;
     const written: string[] = [];
     let wake: (() => void) | undefined;
-    const stopped = new Promise<void>((resolve) =>
-      stop.addEventListener("abort", () => resolve(), { once: true }),
-    );
+    const stopped = whenAborted(stop);
     const unwatch = this.server.records.watch((entry) => {
       if (entry.value === undefined) return; // a delete is not a record, as on NATS
       written.push(entry.value);

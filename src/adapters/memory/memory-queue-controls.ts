@@ -1,4 +1,5 @@
 import type { Clock } from "../../kernel/clock.ts";
+import { whenAborted } from "../../kernel/signals.ts";
 import type { Permit, PermitKind, QueueControls, TargetPool } from "../queue-controls.ts";
 import type { MemoryKv } from "./memory-kv.ts";
 
@@ -116,7 +117,7 @@ export const memoryQueueControls = (
     const unwatch = kv.watch((entry) => {
       if (entry.key === queue) onValue(entry.value, entry.revision);
     });
-    await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+    await whenAborted(signal);
     unwatch();
   },
   setPermits: async (queue, kind, count) => {

@@ -8,6 +8,7 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import type { Logger } from "../../kernel/logger.ts";
+import { whenAborted } from "../../kernel/signals.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
@@ -294,13 +295,6 @@ const storedOn = (
   };
 };
 
-/** Resolves when `signal` aborts. */
-const aborted = (signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener("abort", () => resolve(), { once: true });
-  });
-
 /**
  * The results reading of one NATS broker: a feed per queue, started with the
  * first reader of the queue, as one of the runtime's loops (`rt.stop()`
@@ -364,7 +358,7 @@ export class ResultsFeeds {
           signal,
           { name: `results:${jobId}`, log: this.#log },
         );
-      await aborted(signal);
+      await whenAborted(signal);
     } finally {
       leave();
     }
