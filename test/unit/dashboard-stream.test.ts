@@ -25,6 +25,8 @@ describe("a dashboard event stream", () => {
         }
         await new Promise((resolve) => setImmediate(resolve));
       }
+      // Slow to return once stopped, as a run awaiting a read is: the queue is not kept meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 300));
     });
     expect(res.status).toBe(200);
     await waitUntil(() => handed?.aborted === true || emitted >= 8 * maxQueuedBytes, {

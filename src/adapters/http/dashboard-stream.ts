@@ -87,6 +87,8 @@ export const eventStream = (
             );
             slow = true;
             gone.abort();
+            // Its queue is dropped now, not once `run` has heeded the abort: an error frees it.
+            controller.error(new Error("the client stopped reading"));
           }
         };
         const emit: Emit = (event, data) =>
@@ -103,9 +105,8 @@ export const eventStream = (
             clearInterval(beat);
             gone.abort();
             try {
-              // A slow client's queue is dropped, not drained: an error frees it now.
-              if (slow) controller.error(new Error("the client stopped reading"));
-              else controller.close();
+              // A slow client's stream has already ended in an error.
+              if (!slow) controller.close();
             } catch {
               // already closed by a cancel
             }
