@@ -78,7 +78,10 @@ export interface WorkerStats {
 export interface Worker {
   readonly id: string;
   stats(): WorkerStats;
-  /** Stops pulling, finishes (or after stopTimeoutMs releases) in-flight tasks, flushes results. Loses none. */
+  /**
+   * Stops pulling, finishes (or after stopTimeoutMs releases) in-flight tasks, flushes results.
+   * Loses none; resolves once its watches have deleted their server consumers.
+   */
   stop(): Promise<void>;
 }
 

@@ -415,6 +415,8 @@ export const startWorker = <Payload, Result>(
         } finally {
           presence.stop();
         }
+        // Their server consumers are deleted as they end: a stopped worker leaves none behind.
+        await Promise.all([gate.watching, watched]);
         log.info({ ...stats }, "worker stopped");
       })();
       return stopped;
