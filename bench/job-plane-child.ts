@@ -39,7 +39,7 @@ import {
   setup,
 } from "xstate";
 import type { FinalizeInput } from "../src/kernel/job-record.ts";
-import { type JobEvent, jobMachine } from "../src/machines/job.machine.ts";
+import { type FeedInput, type JobEvent, jobMachine } from "../src/machines/job.machine.ts";
 import { cpuMicrosSince, round, sleep } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
 
@@ -229,8 +229,8 @@ const stubJobMachine = (timers: Timers) =>
   jobMachine.provide({
     actors: {
       submit: fromPromise<number | undefined, { jobId: string }>(async () => Date.now()),
-      feed: fromCallback<JobEvent, { jobId: string; queue: string }>(() => () => undefined),
-      clock: fromCallback<JobEvent, { everyMs: number }>(
+      // The job's feed reads nothing here: it only ticks, as the runtime's does.
+      feed: fromCallback<JobEvent, FeedInput>(
         ticking(timers, () => ({ type: "clock.tick", now: Date.now() })),
       ),
       finalize: fromPromise<void, FinalizeInput>(async () => undefined),

@@ -6,6 +6,7 @@ import type { SubmitHooks } from "../effects/submit-job.ts";
 import { workOver } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
+import { LinkedControllers } from "../kernel/signals.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { JobChores } from "./job-chores.ts";
@@ -40,6 +41,8 @@ export interface StartedJobActor {
 interface JobHost {
   readonly effects: JobEffects;
   readonly chores: JobChores;
+  /** Each job's stop, aborted too when the runtime stops. */
+  readonly stops: LinkedControllers;
 }
 
 /**
@@ -69,6 +72,7 @@ const hostOf = (deps: JobActorDeps): JobHost => {
       }),
       // Half the renewal period: a renewal runs at most half a period late.
       chores: new JobChores(core.clock, core.loops, renewEveryMs(deps.leaseMs) / 2),
+      stops: new LinkedControllers(core.stopping),
     };
     hosts.set(deps, host);
     host.chores.add({ name: "lease-heartbeat", everyMs: renewEveryMs(leaseMs), run: beat });
@@ -99,8 +103,10 @@ export const startJobActor = (
   const takeOver = core.options.jobs.takeOver;
   const jobId = record.id;
   const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
-  const stopping = new AbortController();
-  const signal = AbortSignal.any([stopping.signal, core.stopping]);
+  const { effects, chores, stops } = hostOf(deps);
+  // Aborted when the actor completes or the runtime stops.
+  const stopping = stops.link();
+  const signal = stopping.signal;
   let foundExisting: (record: JobRecord) => void = () => undefined;
   const existing = new Promise<JobRecord>((resolve) => {
     foundExisting = resolve;
@@ -108,7 +114,6 @@ export const startJobActor = (
   // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
   let seenUpdatedAt = record.updatedAt;
 
-  const { effects, chores } = hostOf(deps);
   const actor = createActor(effects.machine, {
     id: `job:${jobId}`,
     input: {
@@ -191,6 +196,7 @@ export const startJobActor = (
       stopRenewing();
       stopChecking();
       stopping.abort(workOver);
+      stops.unlink(stopping);
       // Over (its end recorded, not a submit that failed, not an end whose write failed): the
       // lease goes, and with it the job from the leases bucket. Stopped before its end (the
       // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the

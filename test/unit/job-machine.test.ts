@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { createActor, fromCallback, fromPromise, waitFor } from "xstate";
 import type { ResultEntry } from "../../src/kernel/job-progress.ts";
 import type { FinalizeInput, JobSettings } from "../../src/kernel/job-record.ts";
-import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type FeedInput, type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
 const settings: JobSettings = {
   maxFailures: 0,
@@ -22,10 +22,9 @@ const settings: JobSettings = {
 
 /** Actors that never settle by themselves, and record the input each was started with. */
 const recorded = () => {
-  const inputs: { submit: unknown[]; feed: unknown[]; clock: unknown[]; finalize: FinalizeInput[] } = {
+  const inputs: { submit: unknown[]; feed: unknown[]; finalize: FinalizeInput[] } = {
     submit: [],
     feed: [],
-    clock: [],
     finalize: [],
   };
   const actors = {
@@ -37,11 +36,8 @@ const recorded = () => {
       inputs.finalize.push(input);
       return new Promise<void>(() => undefined);
     }),
-    feed: fromCallback<JobEvent, { jobId: string; queue: string }>(({ input }) => {
+    feed: fromCallback<JobEvent, FeedInput>(({ input }) => {
       inputs.feed.push(input);
-    }),
-    clock: fromCallback<JobEvent, { everyMs: number }>(({ input }) => {
-      inputs.clock.push(input);
     }),
   };
   return { inputs, actors };
@@ -450,8 +446,7 @@ describe("job machine: start and resume", () => {
     ];
     for (const [stallAfterMs, everyMs] of cases) {
       const { inputs } = start({ settings: { stallAfterMs } });
-      expect(inputs.clock).toEqual([{ everyMs }]);
-      expect(inputs.feed).toEqual([{ jobId: "j1", queue: "images" }]);
+      expect(inputs.feed).toEqual([{ jobId: "j1", queue: "images", everyMs }]);
       expect(inputs.submit).toEqual([{ jobId: "j1" }]);
     }
   });
