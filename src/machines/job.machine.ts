@@ -218,29 +218,38 @@ const endState = (status: FinalizeInput["status"]) =>
 
 export const jobMachine = jobSetup.createMachine({
   id: "job",
-  context: ({ input }) => ({
-    jobId: input.jobId,
-    queue: input.queue,
-    total: input.total,
-    settings: input.settings,
-    ...finishedCounts(input),
-    answered: new Uint8Array(Math.ceil(input.total / 8)),
-    deadBits: new Uint8Array(Math.ceil(input.total / 8)),
-    startedAt: input.now,
-    lastProgressAt: input.now,
-    stalledSince: null,
-    throughput: 0,
-    throughputAt: null,
-    rateTasks: 0,
-    rateMs: 0,
-    etaMs: null,
-    resumeFrom: input.resumeFrom ?? null,
-    recorded: input.counts ?? { done: 0, failed: 0, dead: 0 },
-    reason: input.reason ?? null,
-    dueUntil: input.dueUntil ?? null,
-    runAt: input.runAt ?? null,
-    now: input.now,
-  }),
+  context: ({ input }) => {
+    const counts = finishedCounts(input);
+    const context: JobContext = {
+      jobId: input.jobId,
+      queue: input.queue,
+      total: input.total,
+      settings: input.settings,
+      done: counts.done,
+      failed: counts.failed,
+      dead: counts.dead,
+      answered: new Uint8Array(Math.ceil(input.total / 8)),
+      deadBits: new Uint8Array(Math.ceil(input.total / 8)),
+      startedAt: input.now,
+      lastProgressAt: input.now,
+      stalledSince: null,
+      throughput: 0,
+      throughputAt: null,
+      rateTasks: 0,
+      rateMs: 0,
+      etaMs: null,
+      resumeFrom: input.resumeFrom ?? null,
+      recorded: input.counts ?? { done: 0, failed: 0, dead: 0 },
+      reason: input.reason ?? null,
+      dueUntil: input.dueUntil ?? null,
+      runAt: input.runAt ?? null,
+      now: input.now,
+    };
+    // A copy, not the literal: every `assign` copies the context (`Object.assign({}, context,
+    // update)`), and V8 makes that copy of a literal this large a dictionary, ~1.6 KB of heap on
+    // every live job and slower to copy again; a spread copy's copies keep fast properties.
+    return { ...context };
+  },
   // The results of a job are read for its whole life, and its clock ticks for it, in one
   // actor (each invoked actor is about 1.7 KB of heap on every live job); the feed dedupes
   // nothing, the bitmap does.
