@@ -36,8 +36,9 @@ export {
   type TokenScopeOptions,
 } from "./api/http.ts";
 export type { JobEvents, JobEventsOptions } from "./api/job-events.ts";
+export type { JobHandle, JobSnapshot, TaskResult } from "./api/job-handle.ts";
 export type { JobRuntimeOptions } from "./api/job-options.ts";
-export type { JobHandle, JobListQuery, JobPage, JobSnapshot, Jobs, TaskResult } from "./api/jobs.ts";
+export type { JobListQuery, JobPage, Jobs } from "./api/jobs-face.ts";
 export { createMetrics, type Metrics, type MetricsOptions } from "./api/metrics.ts";
 export type { InspectorLike, RuntimeOptions } from "./api/options.ts";
 export {

@@ -18,7 +18,7 @@ import {
 } from "../kernel/flow-record.ts";
 import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
-import type { Jobs } from "./jobs.ts";
+import type { Jobs } from "./jobs-face.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**

@@ -20,7 +20,8 @@ import type { JobStatus } from "../kernel/job-record.ts";
 import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
-import type { Jobs, TaskResult } from "./jobs.ts";
+import type { TaskResult } from "./job-handle.ts";
+import type { Jobs } from "./jobs-face.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 

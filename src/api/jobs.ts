@@ -1,8 +1,6 @@
-import { randomUUID } from "node:crypto";
 import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
-import { updateRecordWith } from "../effects/finalize-job.ts";
 import { mover } from "../effects/move-held.ts";
 import {
   assertSameRequest,
@@ -11,126 +9,28 @@ import {
   planSubmit,
   type SubmitRequest,
 } from "../effects/plan-submit.ts";
-import { reapSubmits } from "../effects/reap-submits.ts";
-import type { SubmitHooks } from "../effects/submit-job.ts";
-import { inBatches } from "../kernel/batches.ts";
+import type { ReapReport } from "../effects/reap-submits.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
-import { isFinal, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
+import { type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
-import { check, checkListQuery, SubjectToken, taskIndexes } from "../kernel/validation.ts";
+import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
-import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
+import { deadLettersOf, redriveDead } from "./job-redrive.ts";
+import { adoptOrphans, reapPass, type TakeoverHost } from "./job-takeover.ts";
+import type { JobListQuery, JobPage, Jobs, JobsOptions } from "./jobs-face.ts";
 import { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
-import { inSubmitSpan } from "./tracing.ts";
-
-export type { JobHandle, JobSnapshot, TaskResult } from "./job-handle.ts";
-
-export interface JobsOptions {
-  /** How often the reaper looks for submits that died (default 15 s). */
-  readonly reapIntervalMs: number;
-  /** Margin after a submit's commit deadline before the reaper undoes it (default 10 s). */
-  readonly reapGraceMs: number;
-  /** Supervision lease; a job whose supervisor died is taken over after it (default 10 s). */
-  readonly leaseMs: number;
-  /** Take over jobs whose supervisor died (default true). */
-  readonly takeOver: boolean;
-  /** Test hook: crash injection in submit. */
-  readonly submitHooks?: SubmitHooks;
-}
 
 interface Supervised {
   readonly handle: JobHandle;
   readonly started: StartedJobActor;
 }
-
-/** `rt.jobs`: submit, find and redrive jobs; a job's handle watches and cancels it. */
-export interface Jobs {
-  /**
-   * Validates, then submits atomically; resolves once the job is committed
-   * (workers can see it) with its handle. A failed submit is rolled back and
-   * rejects. The same idempotency key gives the same job.
-   */
-  submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>>;
-  /** The job with this id, watched by this runtime from now on; undefined if unknown. */
-  get<Result = unknown>(id: string): Promise<JobHandle<Result> | undefined>;
-  /**
-   * The job's record as stored now (status, counts, reason, times), read
-   * once: nothing is watched, unlike `get`. Undefined if unknown or not
-   * committed yet.
-   * @example
-   * const record = await rt.jobs.record(id);
-   * if (record?.status === "stalled") console.log("stalled since", new Date(record.updatedAt));
-   */
-  record(id: string): Promise<JobRecord | undefined>;
-  /**
-   * Job records a page at a time, in the order they were last written; all,
-   * or those of a status or queue. Pass a page's `next` as `cursor` to get
-   * the page after it; no `next`: the listing reached the end.
-   */
-  list(query?: JobListQuery): Promise<JobPage>;
-  /** Tasks of the job that exhausted their deliveries, with payload and last error. */
-  deadLetters(id: string): Promise<DeadLetter[]>;
-  /**
-   * Sends dead tasks back to the workers (all, or those named by index or
-   * task id). A finished job is reopened and supervised again.
-   */
-  redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle>;
-  /**
-   * The events of every job (or of `queue`'s) from now on (created, progress,
-   * stalled, reopened, succeeded, failed, cancelled), read from the job
-   * records: any process may read them, and reading supervises nothing.
-   * Each job's end comes once. Ends with `break`, `signal` or `rt.stop()`.
-   * @example
-   * for await (const e of rt.jobs.events({ queue: "detect" })) console.log(e.type, e.jobId, e.counts);
-   */
-  events(options?: JobEventsOptions): JobEvents;
-}
-
-/** What `rt.jobs.list()` lists: every field optional. */
-export interface JobListQuery {
-  /** Only jobs of this status. */
-  readonly status?: JobStatus;
-  /** Only jobs of this queue. */
-  readonly queue?: string;
-  /**
-   * Jobs per page at most, 1 to 1,000.
-   * @defaultValue 100
-   */
-  readonly limit?: number;
-  /** The `next` of the page before, given with the same filter; from the start when absent. */
-  readonly cursor?: string;
-}
-
-/**
- * One page of `rt.jobs.list()`. A page reads at most 10 × `limit` stored
- * records (at least 1,000), so with a filter that few jobs match it may hold
- * fewer than `limit`, or none, and still have a `next`. A job rewritten
- * while you page (its status or counts changed) moves to the end: it can be
- * listed twice, and a job that existed throughout the walk is never missed.
- */
-export interface JobPage {
-  readonly jobs: JobRecord[];
-  /** The cursor of the page after this one; absent when this page reached the end. */
-  readonly next?: string;
-}
-
-/** `rt.jobs` as users see it: the registry's public calls, none of its upkeep (stop, reap). */
-export const jobsFace = (registry: JobRegistry): Jobs => ({
-  submit: (request) => inSubmitSpan(request, () => registry.submit(request)),
-  get: (id) => registry.get(id),
-  record: (id) => registry.record(id),
-  list: (query) => registry.list(query),
-  deadLetters: (id) => registry.deadLetters(id),
-  redrive: (id, taskIds) => registry.redrive(id, taskIds),
-  events: (options) => registry.events(options),
-});
 
 /**
  * The jobs this runtime watches, one actor each, and the background loops
@@ -169,8 +69,18 @@ export class JobRegistry implements Jobs {
     if (roles.has("admin") && options.reapIntervalMs > 0)
       loops.every("reaper", options.reapIntervalMs, () => this.#reapOnce());
     if (roles.has("supervisor")) {
-      if (options.takeOver)
-        loops.every("takeover", Math.max(50, options.leaseMs / 2), () => this.#adoptOrphans());
+      if (options.takeOver) {
+        const host: TakeoverHost = {
+          core,
+          broker,
+          log: this.#log,
+          leaseMs: options.leaseMs,
+          watching: (id) => this.#watching(id),
+          supervise: (record) => void this.#track(record.id, this.#start(record, record.status)),
+          stopping: () => this.#stopping,
+        };
+        loops.every("takeover", Math.max(50, options.leaseMs / 2), () => adoptOrphans(host));
+      }
       loops.run("dead-letters", (signal) =>
         broker.processExhausted(signal, ({ jobId, index, error, countedDead }) =>
           this.#log.error(
@@ -336,57 +246,13 @@ export class JobRegistry implements Jobs {
   async deadLetters(id: string): Promise<DeadLetter[]> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.deadLetters()");
     check(SubjectToken, id, "id");
-    return (await this.#deadLettersOf(id)).letters;
-  }
-
-  /** The job's record and dead letters, stored under its queue; an unknown job has none. */
-  async #deadLettersOf(id: string): Promise<{ record?: JobRecord; letters: DeadLetter[] }> {
-    const found = await this.#broker.getRecord(id);
-    if (!found) return { letters: [] };
-    const { record } = found;
-    return { record, letters: await this.#broker.listDeadLetters(record.queue, id) };
+    return (await deadLettersOf(this.#broker, id)).letters;
   }
 
   async redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.redrive()");
     check(SubjectToken, id, "id");
-    const wanted = taskIndexes(taskIds);
-    const { record, letters } = await this.#deadLettersOf(id);
-    const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
-    if (!record || chosen.length === 0) {
-      throw new InvalidArgument({
-        message: `taskIds: no dead letter to redrive for job ${id}`,
-        field: "taskIds",
-      });
-    }
-    const nonce = randomUUID().slice(0, 8);
-    // Consumer, marker and tasks first, the record last: workers follow a job once its
-    // record says running, and must then find its consumer (a lane job's is its queue's lane).
-    if (!record.lane) await this.#broker.createConsumer(record.queue, id, record.settings);
-    // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
-    await this.#broker.publishResults(
-      record.queue,
-      id,
-      encodeBatch(chosen.map((l) => encodeRedrive(l.index))),
-      `redrive.${id}.${nonce}`,
-    );
-    const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
-    await this.#broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, this.#core.stopping);
-    await updateRecordWith(this.#broker, id, (r) => {
-      const { reason: _reason, finishedAt: _finished, ...rest } = r;
-      return {
-        ...rest,
-        status: isFinal(r.status) ? "running" : r.status,
-        counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
-        updatedAt: this.#core.clock.now(),
-      };
-    });
-    // A finished job's lease went with its end: a run-out one now, once the record says running
-    // (a takeover pass that read it finished would remove it), so that a supervisor takes the
-    // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).
-    await this.#broker.leases.enrol(id);
-    await this.#broker.removeDeadLetters(chosen.map((l) => l.seq));
-    this.#log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
+    await redriveDead(this.#core, this.#broker, this.#log, id, taskIds);
     const handle = await this.get(id);
     if (!handle) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
     return handle;
@@ -434,22 +300,9 @@ export class JobRegistry implements Jobs {
    * of the supervision leases (a submit takes its lease before it writes its
    * record), not every record kept: the pass costs O(jobs not over).
    */
-  async reap(now: () => number = () => this.#core.clock.now()) {
+  async reap(now: () => number = () => this.#core.clock.now()): Promise<ReapReport> {
     requireRole(this.#core.options.roles, "admin", "rt.jobs.reap()");
-    const leased = await this.#broker.leases.list();
-    const revisions = new Map(leased.map(({ jobId, revision }) => [jobId, revision]));
-    const submits = (await inBatches(leased, ({ jobId }) => this.#broker.getRecord(jobId)))
-      .map((found) => found?.record)
-      .filter((record): record is JobRecord => record?.phase === SubmitPhase.submitting);
-    const report = await reapSubmits(this.#broker, now, this.#options.reapGraceMs, submits);
-    // A rolled-back submit has no supervisor: its lease goes (a resubmit's, written since, stays).
-    for (const id of report.rolledBack)
-      await this.#broker.leases
-        .remove(id, revisions.get(id))
-        .catch((error: unknown) =>
-          this.#log.debug({ jobId: id, err: error }, "lease of a rolled-back submit not removed; it expires"),
-        );
-    return report;
+    return reapPass(this.#broker, this.#log, this.#options.reapGraceMs, now);
   }
 
   async #start(
@@ -530,58 +383,6 @@ export class JobRegistry implements Jobs {
     return supervised?.started.actor.getSnapshot().status === "active";
   }
 
-  /**
-   * Jobs still running whose supervisor stopped renewing its lease: watch
-   * them here (the actor takes the lease). Found from the leases, one per job
-   * not over, never from every record kept: a pass reads the leases (one
-   * scan) and the record of each that ran out.
-   */
-  async #adoptOrphans(): Promise<void> {
-    const now = this.#core.clock.now();
-    const runOut = [];
-    for (const listed of await this.#broker.leases.list())
-      if (listed.lease.until <= now && !(await this.#watching(listed.jobId))) runOut.push(listed);
-    // 32 at a time: the jobs of a dead supervisor were taken over one after the other, each a
-    // few round trips, so the last of 24 came a second after the first (five-processes test).
-    await inBatches(runOut, async ({ jobId, revision }) => {
-      if (this.#stopping) return;
-      await this.#adopt(jobId, revision).catch((error: unknown) =>
-        // Not now (a read or the lease failed): the lease stays, and the next pass tries again.
-        this.#log.debug({ jobId, err: error }, "orphan not taken over now; tried again"),
-      );
-    });
-  }
-
-  /** One lease that ran out: its job taken over if it runs, the lease removed if the job is over or gone. */
-  async #adopt(jobId: string, revision: number): Promise<void> {
-    const found = await this.#broker.getRecord(jobId);
-    if (!found || isOver(found.record)) {
-      // Stale (its supervisor died after the end, a cancel ended it meanwhile, the record is
-      // gone): removed, so the bucket holds the jobs not over. Up to the revision listed: a
-      // lease written since (a resubmit of the key) stays.
-      await this.#broker.leases.remove(jobId, revision);
-      return;
-    }
-    if (found.record.phase === SubmitPhase.submitting) return; // a submit that died: the reaper's
-    if (!(await this.#broker.leases.acquire(jobId, this.#options.leaseMs, this.#core.clock.now()))) return;
-    // A `get` here may have started watching it meanwhile: that actor now holds the lease.
-    if (await this.#watching(jobId)) return;
-    // Read again now that the lease is held: a supervisor that finished (or a cancel) between
-    // the read and the lease released it, and a job adopted from the stale record would be
-    // watched forever.
-    const again = await this.#broker.getRecord(jobId).catch((error: unknown) => {
-      this.#log.debug({ jobId, err: error }, "record of an orphan not read; not taken over now");
-      return null;
-    });
-    if (await this.#watching(jobId)) return;
-    if (again === undefined || (again && isOver(again.record))) return this.#broker.leases.release(jobId);
-    // Not read, or stopping: given back, for the next pass or another runtime to take it over at once.
-    if (again === null || this.#stopping) return this.#broker.leases.giveBack(jobId);
-    const { record } = again;
-    this.#log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
-    this.#track(record.id, this.#start(record, record.status));
-  }
-
   async #reapOnce(): Promise<void> {
     const report = await this.reap();
     if (report.rolledBack.length + report.rolledForward.length > 0) {
@@ -589,7 +390,3 @@ export class JobRegistry implements Jobs {
     }
   }
 }
-
-/** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */
-const isOver = (record: JobRecord): boolean =>
-  record.phase !== SubmitPhase.submitting && isFinal(record.status);

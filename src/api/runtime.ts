@@ -16,7 +16,8 @@ import { check, checkCleanupOptions, rejectUnknownKeys, SubjectToken } from "../
 import { type Agents, createAgentRegistry } from "./agents.ts";
 import { type Diagnosis, diagnose } from "./diagnose.ts";
 import { FlowRegistry, type Flows, flowsFace } from "./flows.ts";
-import { JobRegistry, type Jobs, jobsFace } from "./jobs.ts";
+import { JobRegistry } from "./jobs.ts";
+import { type Jobs, jobsFace } from "./jobs-face.ts";
 import type { RuntimeOptions } from "./options.ts";
 import { requireRole } from "./permissions.ts";
 import { type Queues, queuesFace } from "./queues.ts";

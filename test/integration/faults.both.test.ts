@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { JobHandle, JobSnapshot } from "../../src/api/jobs.ts";
+import type { JobHandle, JobSnapshot } from "../../src/api/job-handle.ts";
 import type { TaskContext, Worker } from "../../src/api/workers.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
 import {

@@ -7,7 +7,7 @@
  */
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import type { JobSnapshot } from "../../src/api/jobs.ts";
+import type { JobSnapshot } from "../../src/api/job-handle.ts";
 import type { Runtime } from "../../src/api/runtime.ts";
 import { useNatsRuntime } from "../harness/runtime.ts";
 import { waitUntil } from "../harness/wait.ts";

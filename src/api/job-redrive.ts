@@ -1,0 +1,71 @@
+import { randomUUID } from "node:crypto";
+import type { Broker } from "../adapters/broker.ts";
+import type { DeadLetter } from "../adapters/dead-letters.ts";
+import { updateRecordWith } from "../effects/finalize-job.ts";
+import { InvalidArgument } from "../kernel/errors.ts";
+import { isFinal, type JobRecord } from "../kernel/job-record.ts";
+import type { Logger } from "../kernel/logger.ts";
+import { taskIndexes } from "../kernel/validation.ts";
+import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
+
+/** The job's record and dead letters, stored under its queue; an unknown job has none. */
+export const deadLettersOf = async (
+  broker: Broker,
+  id: string,
+): Promise<{ record?: JobRecord; letters: DeadLetter[] }> => {
+  const found = await broker.getRecord(id);
+  if (!found) return { letters: [] };
+  const { record } = found;
+  return { record, letters: await broker.listDeadLetters(record.queue, id) };
+};
+
+/**
+ * Sends the job's dead tasks (all, or those named) back to the workers and
+ * reopens the job (`rt.jobs.redrive()`); `InvalidArgument` when none is dead.
+ */
+export const redriveDead = async (
+  core: RuntimeCore,
+  broker: Broker,
+  log: Logger,
+  id: string,
+  taskIds: ReadonlyArray<string | number> | undefined,
+): Promise<void> => {
+  const wanted = taskIndexes(taskIds);
+  const { record, letters } = await deadLettersOf(broker, id);
+  const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
+  if (!record || chosen.length === 0) {
+    throw new InvalidArgument({
+      message: `taskIds: no dead letter to redrive for job ${id}`,
+      field: "taskIds",
+    });
+  }
+  const nonce = randomUUID().slice(0, 8);
+  // Consumer, marker and tasks first, the record last: workers follow a job once its
+  // record says running, and must then find its consumer (a lane job's is its queue's lane).
+  if (!record.lane) await broker.createConsumer(record.queue, id, record.settings);
+  // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
+  await broker.publishResults(
+    record.queue,
+    id,
+    encodeBatch(chosen.map((l) => encodeRedrive(l.index))),
+    `redrive.${id}.${nonce}`,
+  );
+  const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
+  await broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping);
+  await updateRecordWith(broker, id, (r) => {
+    const { reason: _reason, finishedAt: _finished, ...rest } = r;
+    return {
+      ...rest,
+      status: isFinal(r.status) ? "running" : r.status,
+      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
+      updatedAt: core.clock.now(),
+    };
+  });
+  // A finished job's lease went with its end: a run-out one now, once the record says running
+  // (a takeover pass that read it finished would remove it), so that a supervisor takes the
+  // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).
+  await broker.leases.enrol(id);
+  await broker.removeDeadLetters(chosen.map((l) => l.seq));
+  log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
+};

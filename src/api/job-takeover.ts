@@ -1,0 +1,104 @@
+import type { Broker } from "../adapters/broker.ts";
+import { type ReapReport, reapSubmits } from "../effects/reap-submits.ts";
+import { inBatches } from "../kernel/batches.ts";
+import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import type { Logger } from "../kernel/logger.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
+
+/**
+ * One reaper pass. Its candidates are the records of the supervision leases
+ * (a submit takes its lease before it writes its record), not every record
+ * kept: the pass costs O(jobs not over).
+ */
+export const reapPass = async (
+  broker: Broker,
+  log: Logger,
+  graceMs: number,
+  now: () => number,
+): Promise<ReapReport> => {
+  const leased = await broker.leases.list();
+  const revisions = new Map(leased.map(({ jobId, revision }) => [jobId, revision]));
+  const submits = (await inBatches(leased, ({ jobId }) => broker.getRecord(jobId)))
+    .map((found) => found?.record)
+    .filter((record): record is JobRecord => record?.phase === SubmitPhase.submitting);
+  const report = await reapSubmits(broker, now, graceMs, submits);
+  // A rolled-back submit has no supervisor: its lease goes (a resubmit's, written since, stays).
+  for (const id of report.rolledBack)
+    await broker.leases
+      .remove(id, revisions.get(id))
+      .catch((error: unknown) =>
+        log.debug({ jobId: id, err: error }, "lease of a rolled-back submit not removed; it expires"),
+      );
+  return report;
+};
+
+/** What a takeover pass needs of the registry that runs it. */
+export interface TakeoverHost {
+  readonly core: RuntimeCore;
+  readonly broker: Broker;
+  readonly log: Logger;
+  readonly leaseMs: number;
+  /** True while the registry has a live actor for the job. */
+  watching(id: string): Promise<boolean>;
+  /** Starts (and tracks) an actor supervising the job from its record. */
+  supervise(record: JobRecord): void;
+  /** True once the registry stops: no actor may start then. */
+  stopping(): boolean;
+}
+
+/**
+ * Jobs still running whose supervisor stopped renewing its lease: watch
+ * them here (the actor takes the lease). Found from the leases, one per job
+ * not over, never from every record kept: a pass reads the leases (one
+ * scan) and the record of each that ran out.
+ */
+export const adoptOrphans = async (host: TakeoverHost): Promise<void> => {
+  const now = host.core.clock.now();
+  const runOut = [];
+  for (const listed of await host.broker.leases.list())
+    if (listed.lease.until <= now && !(await host.watching(listed.jobId))) runOut.push(listed);
+  // 32 at a time: the jobs of a dead supervisor were taken over one after the other, each a
+  // few round trips, so the last of 24 came a second after the first (five-processes test).
+  await inBatches(runOut, async ({ jobId, revision }) => {
+    if (host.stopping()) return;
+    await adopt(host, jobId, revision).catch((error: unknown) =>
+      // Not now (a read or the lease failed): the lease stays, and the next pass tries again.
+      host.log.debug({ jobId, err: error }, "orphan not taken over now; tried again"),
+    );
+  });
+};
+
+/** One lease that ran out: its job taken over if it runs, the lease removed if the job is over or gone. */
+const adopt = async (host: TakeoverHost, jobId: string, revision: number): Promise<void> => {
+  const { broker } = host;
+  const found = await broker.getRecord(jobId);
+  if (!found || isOver(found.record)) {
+    // Stale (its supervisor died after the end, a cancel ended it meanwhile, the record is
+    // gone): removed, so the bucket holds the jobs not over. Up to the revision listed: a
+    // lease written since (a resubmit of the key) stays.
+    await broker.leases.remove(jobId, revision);
+    return;
+  }
+  if (found.record.phase === SubmitPhase.submitting) return; // a submit that died: the reaper's
+  if (!(await broker.leases.acquire(jobId, host.leaseMs, host.core.clock.now()))) return;
+  // A `get` here may have started watching it meanwhile: that actor now holds the lease.
+  if (await host.watching(jobId)) return;
+  // Read again now that the lease is held: a supervisor that finished (or a cancel) between
+  // the read and the lease released it, and a job adopted from the stale record would be
+  // watched forever.
+  const again = await broker.getRecord(jobId).catch((error: unknown) => {
+    host.log.debug({ jobId, err: error }, "record of an orphan not read; not taken over now");
+    return null;
+  });
+  if (await host.watching(jobId)) return;
+  if (again === undefined || (again && isOver(again.record))) return broker.leases.release(jobId);
+  // Not read, or stopping: given back, for the next pass or another runtime to take it over at once.
+  if (again === null || host.stopping()) return broker.leases.giveBack(jobId);
+  const { record } = again;
+  host.log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
+  host.supervise(record);
+};
+
+/** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */
+const isOver = (record: JobRecord): boolean =>
+  record.phase !== SubmitPhase.submitting && isFinal(record.status);
