@@ -78,7 +78,7 @@ export const recordEvent = (record: JobRecord) =>
 
 /**
  * The job machine with its actors' real I/O provided, once per runtime:
- * `submit`, `feed` (the job's results), `clock` and `finalize`. Each job's
+ * `submit`, `feed` (the job's results and its clock) and `finalize`. Each job's
  * actor is `attach`ed to its run before it starts; its actors find the run
  * by the actor's system (one per root actor). Providing per job rebuilt the
  * whole statechart (every state node, transition and closure) for each job:

@@ -97,6 +97,20 @@ export const createRuntimeCore = async (
   };
 };
 
+/**
+ * Waits for `work` unless the NATS connection is (or goes) down meanwhile:
+ * what it waits on then (requests nats.js holds while it reconnects) could
+ * only time out. At once for an in-memory runtime (its connection stays idle).
+ */
+export const unlessDown = async (connection: SupervisedConnection, work: Promise<unknown>): Promise<void> => {
+  const down = whenDown(connection);
+  try {
+    await Promise.race([work, down.promise]);
+  } finally {
+    down.cancel();
+  }
+};
+
 /** Resolves once `connection` is not `connected` (at once if it is not now); `cancel` stops watching. */
 const whenDown = (connection: SupervisedConnection): { promise: Promise<void>; cancel: () => void } => {
   let cancel = () => {};

@@ -80,7 +80,8 @@ export interface Worker {
   stats(): WorkerStats;
   /**
    * Stops pulling, finishes (or after stopTimeoutMs releases) in-flight tasks, flushes results.
-   * Loses none; resolves once its watches have deleted their server consumers.
+   * Loses none; resolves once its watches have deleted their server consumers (not waited for
+   * while the connection is down: those expire after a minute without a reader).
    */
   stop(): Promise<void>;
 }

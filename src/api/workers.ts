@@ -12,7 +12,7 @@ import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { QueueGate } from "./queue-gate.ts";
 import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
-import type { RuntimeCore } from "./runtime-core.ts";
+import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
@@ -26,7 +26,7 @@ export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./wo
  * (effects/answer-task.ts, the answer path it shares with the HTTP API).
  */
 export const startWorker = <Payload, Result>(
-  core: Pick<RuntimeCore, "logger" | "stopping" | "loops" | "options" | "clock" | "telemetry">,
+  core: Pick<RuntimeCore, "logger" | "stopping" | "loops" | "options" | "clock" | "telemetry" | "connection">,
   broker: Broker,
   agents: WorkerAgents,
   options: WorkerOptions<Payload, Result>,
@@ -416,7 +416,9 @@ export const startWorker = <Payload, Result>(
           presence.stop();
         }
         // Their server consumers are deleted as they end: a stopped worker leaves none behind.
-        await Promise.all([gate.watching, watched]);
+        // Not waited for while the connection is down (the deletes could only time out, 5 s
+        // each): those consumers expire after a minute without a reader.
+        await unlessDown(core.connection, Promise.all([gate.watching, watched]));
         log.info({ ...stats }, "worker stopped");
       })();
       return stopped;

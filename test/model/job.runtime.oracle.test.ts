@@ -20,7 +20,7 @@ import { type JobPath, jobPaths, settings } from "./job.paths.ts";
 
 /**
  * The job machine's generated paths, driven through real runtimes: a real
- * job actor from `rt.jobs.submit` (real submit, feed, clock and finalize) on
+ * job actor from `rt.jobs.submit` (real submit, feed with its clock, and finalize) on
  * the memory broker with a `ManualClock` and on a nats-server. Each path's
  * steps become what causes them in production: an answer is a results
  * message stored in the broker, a tick is time passing, a cancel is
