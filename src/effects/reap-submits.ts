@@ -43,8 +43,12 @@ const reapSubmitsEffect = (
   Effect.gen(function* () {
     const rolledBack: string[] = [];
     const rolledForward: string[] = [];
-    for (const record of records ?? (yield* fromPort(() => port.listRecords()))) {
-      if (record.phase !== SubmitPhase.submitting || now() < record.commitDeadline + graceMs) continue;
+    for (const listed of records ?? (yield* fromPort(() => port.listRecords()))) {
+      if (listed.phase !== SubmitPhase.submitting || now() < listed.commitDeadline + graceMs) continue;
+      // Read again: by now the record may hold another submit of its key (this one rolled back
+      // by another reaper, then taken over), whose tasks and record are not this pass's to undo.
+      const record = (yield* fromPort(() => port.getRecord(listed.id)))?.record;
+      if (record?.phase !== SubmitPhase.submitting || record.submitId !== listed.submitId) continue;
       if (yield* fromPort(() => port.tasksCommitted(record))) {
         if (yield* rollForward(port, record, now)) rolledForward.push(record.id);
       } else {

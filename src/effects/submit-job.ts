@@ -154,11 +154,16 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
     }
   });
 
-/** Marks a submit that never committed rolled back; a committed job is supervised instead. */
+/**
+ * Marks a submit that never committed rolled back; a committed job is
+ * supervised instead, and another submit of the key that holds the record
+ * now (this one was rolled back, then the record taken over) is left alone.
+ */
 const markRolledBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
   Effect.gen(function* () {
     const found = yield* fromPort(() => port.getRecord(record.id));
-    if (!found || found.record.phase !== SubmitPhase.submitting) return;
+    if (!found || found.record.phase !== SubmitPhase.submitting || found.record.submitId !== record.submitId)
+      return;
     yield* fromPort(() =>
       port.updateRecord(
         {

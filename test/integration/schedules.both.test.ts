@@ -236,7 +236,9 @@ describe.each(backends)("schedules on $name", ({ make }) => {
       expect(claimed).toMatchObject({ phase: "submitting" });
       // The survivor fires the tick and waits on the dead submit; once it is due, the reaper rolls it back.
       await waitUntil(() => Date.now() > tick + 300, { timeoutMs: 5000, message: "tick passed" });
-      await partsOf(rt).jobs.reap(() => Date.now() + 10 * 60_000);
+      // The reaper's clock just past the dead submit's deadline and the default grace (10 s), not
+      // far beyond: a submit of the tick that took the record over meanwhile is not due yet.
+      await partsOf(rt).jobs.reap(() => Math.max(Date.now(), claimed!.commitDeadline + 10_000 + 1));
       await waitUntil(async () => handled.length === 1, {
         timeoutMs: 10_000,
         message: "the tick's job handled",

@@ -408,6 +408,27 @@ describe("reapSubmits", () => {
     expect(fake.records.get("b")!.record.phase).toBe("submitting");
   });
 
+  it("leaves a submit of the same key that holds the record now: not its tasks, not its record", async () => {
+    const fake = fakeJobPort();
+    // What the pass read: a dead submit, long past its deadline.
+    const judged = record({ id: "k", commitDeadline: 0, submitId: "dead" });
+    // Since then another reaper rolled it back and a new submit of the key took the record over.
+    fake.put(record({ id: "k", commitDeadline: 10_000, submitId: "new" }));
+    fake.tasks.set("k", ['{"i":0,"p":1}']);
+    const report = await reapSubmits(fake.port, () => 6000, 0, [judged]);
+    expect(report).toEqual({ rolledBack: [], rolledForward: [] });
+    expect(fake.records.get("k")!.record).toMatchObject({ phase: "submitting", submitId: "new" });
+    expect(fake.tasks.get("k")).toEqual(['{"i":0,"p":1}']);
+  });
+
+  it("does not mark rolled back a submit of the key that took the record over while the tasks were removed", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ id: "k", commitDeadline: 0, submitId: "dead" }));
+    fake.failNext("removeTasks", () => fake.put(record({ id: "k", commitDeadline: 10_000, submitId: "new" })));
+    await reapSubmits(fake.port, () => 6000, 0);
+    expect(fake.records.get("k")!.record).toMatchObject({ phase: "submitting", submitId: "new" });
+  });
+
   it("skips a record deleted meanwhile, and throws an error that is not a conflict", async () => {
     const fake = fakeJobPort();
     fake.consumers.add("gone");
