@@ -674,6 +674,9 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await change(a.id, { status: "running" });
       const b = newRecord(1, ack);
       const revB = await broker.createRecord(b);
+      // Seen before it is deleted: the bucket keeps a key's last write only, so a create the
+      // watch had not read yet when the delete came (a loaded machine) is gone for good.
+      await eventually(() => seen.some((x) => x.id === b.id));
       await broker.deleteRecord(b.id, revB);
       const c = newRecord(1, ack);
       await broker.createRecord(c);
@@ -710,6 +713,9 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await change(before.id, { status: "running" });
       const b = newRecord(1, ack);
       const revB = await broker.createRecord(b);
+      // Seen before it is deleted: the bucket keeps a key's last write only, so a create the
+      // watch had not read yet when the delete came (a loaded machine) is gone for good.
+      await eventually(() => seen.some((x) => x.id === b.id));
       await broker.deleteRecord(b.id, revB);
       const c = newRecord(1, ack);
       await broker.createRecord(c);
