@@ -16,6 +16,8 @@ export interface RawRecord {
   readonly status: string;
   readonly idempotencyKey?: string;
   readonly submitId: string;
+  /** When a submit still in progress counts as dead (ms since the epoch). */
+  readonly commitDeadline: number;
 }
 
 export const rawJobRecords = async (nc: NatsConnection, bucket: string): Promise<RawRecord[]> => {

@@ -424,7 +424,9 @@ describe("reapSubmits", () => {
   it("does not mark rolled back a submit of the key that took the record over while the tasks were removed", async () => {
     const fake = fakeJobPort();
     fake.put(record({ id: "k", commitDeadline: 0, submitId: "dead" }));
-    fake.failNext("removeTasks", () => fake.put(record({ id: "k", commitDeadline: 10_000, submitId: "new" })));
+    fake.failNext("removeTasks", () =>
+      fake.put(record({ id: "k", commitDeadline: 10_000, submitId: "new" })),
+    );
     await reapSubmits(fake.port, () => 6000, 0);
     expect(fake.records.get("k")!.record).toMatchObject({ phase: "submitting", submitId: "new" });
   });
