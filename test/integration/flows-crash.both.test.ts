@@ -23,6 +23,7 @@ import { decodeFlowRecord, flowNodeOfKey } from "../../src/kernel/flow-record.ts
 import { decodeRecord, isFinal, type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { liveKeys } from "../harness/kv-keys.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -70,7 +71,7 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
       const kv = await new Kvm(nc).create(bucket);
       const out: string[] = [];
       // Flow records and job records; a flow's mark (`live.<id>`) is no record.
-      for await (const key of await kv.keys()) {
+      for (const key of await liveKeys(nc, bucket)) {
         if (key.startsWith("live.")) continue;
         const entry = await kv.get(key);
         if (entry?.operation === "PUT") out.push(entry.string());

@@ -14,6 +14,7 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { flowNodeOfKey } from "../../src/kernel/flow-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { startChild } from "../harness/child-processes.ts";
+import { liveKeys } from "../harness/kv-keys.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -31,7 +32,7 @@ const keysWithValues = async (bucket: string) => {
     const kv = await new Kvm(nc).create(bucket);
     const out: Array<Record<string, unknown>> = [];
     // Records only: a flow's mark (`live.<id>`) is none.
-    for await (const key of await kv.keys()) {
+    for (const key of await liveKeys(nc, bucket)) {
       if (key.startsWith("live.")) continue;
       const entry = await kv.get(key);
       if (entry?.operation === "PUT") out.push(entry.json());

@@ -5,7 +5,6 @@
  * when it asked), and for bad input a raw reading of the flows store (a
  * nats.js KV client; the memory server's bucket), never the runtime's answer.
  */
-import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
@@ -13,6 +12,7 @@ import type { Runtime } from "../../src/api/runtime.ts";
 import { IdempotencyConflict, InvalidArgument } from "../../src/kernel/errors.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
 import { createMemoryServer, type MemoryServer } from "../../src/testing.ts";
+import { liveKeys } from "../harness/kv-keys.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { memoryPool, natsPool } from "../harness/runtime-pools.ts";
 import { waitUntil } from "../harness/wait.ts";
@@ -64,9 +64,7 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
     async storedFlows() {
       const nc = await connect({ servers: nats.url });
       try {
-        const kv = await new Kvm(nc).create(`${prefix}_flows`);
-        const keys: string[] = [];
-        for await (const key of await kv.keys()) if (!key.startsWith("live.")) keys.push(key);
+        const keys = (await liveKeys(nc, `${prefix}_flows`)).filter((key) => !key.startsWith("live."));
         // In id order: the stream's order moves with each write of a flow still settling.
         return keys.sort();
       } finally {
@@ -76,10 +74,7 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
     async marks() {
       const nc = await connect({ servers: nats.url });
       try {
-        const kv = await new Kvm(nc).create(`${prefix}_flows`);
-        const keys: string[] = [];
-        for await (const key of await kv.keys("live.>")) keys.push(key.slice(5));
-        return keys;
+        return (await liveKeys(nc, `${prefix}_flows`, "live.>")).map((key) => key.slice(5));
       } finally {
         await nc.close();
       }
