@@ -11,21 +11,20 @@ export interface ReapReport {
   readonly rolledForward: readonly string[];
 }
 
-/** Commits a submit whose consumer exists; false when it was no longer submitting or changed meanwhile. */
-const rollForward = (port: JobPort, record: JobRecord, now: () => number) =>
-  Effect.gen(function* () {
-    const found = yield* fromPort(() => port.getRecord(record.id));
-    if (!found || found.record.phase !== SubmitPhase.submitting) return false;
-    return yield* fromPort(() =>
-      port.updateRecord(
-        { ...found.record, phase: SubmitPhase.committed, status: "running", updatedAt: now() },
-        found.revision,
-      ),
-    ).pipe(
-      Effect.as(true),
-      Effect.catchTag("RevisionConflict", () => Effect.succeed(false)),
-    );
-  });
+/**
+ * Commits a submit whose consumer exists, as read at `revision` (still
+ * submitting); false when it changed since (the write's compare-and-set).
+ */
+const rollForward = (port: JobPort, record: JobRecord, revision: number, now: () => number) =>
+  fromPort(() =>
+    port.updateRecord(
+      { ...record, phase: SubmitPhase.committed, status: "running", updatedAt: now() },
+      revision,
+    ),
+  ).pipe(
+    Effect.as(true),
+    Effect.catchTag("RevisionConflict", () => Effect.succeed(false)),
+  );
 
 /**
  * Finishes the submits that did not finish themselves. The consumer is the
@@ -47,10 +46,12 @@ const reapSubmitsEffect = (
       if (listed.phase !== SubmitPhase.submitting || now() < listed.commitDeadline + graceMs) continue;
       // Read again: by now the record may hold another submit of its key (this one rolled back
       // by another reaper, then taken over), whose tasks and record are not this pass's to undo.
-      const record = (yield* fromPort(() => port.getRecord(listed.id)))?.record;
-      if (record?.phase !== SubmitPhase.submitting || record.submitId !== listed.submitId) continue;
+      const found = yield* fromPort(() => port.getRecord(listed.id));
+      if (found?.record.phase !== SubmitPhase.submitting || found.record.submitId !== listed.submitId)
+        continue;
+      const { record, revision } = found;
       if (yield* fromPort(() => port.tasksCommitted(record))) {
-        if (yield* rollForward(port, record, now)) rolledForward.push(record.id);
+        if (yield* rollForward(port, record, revision, now)) rolledForward.push(record.id);
       } else {
         yield* rollBackEffect(
           port,
