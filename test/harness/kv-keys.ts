@@ -1,23 +1,34 @@
 import { jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
+import { type KvEntry, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 
 /**
- * The keys of a KV bucket that hold a value now, read from the server's
- * stream (its subjects, then each key's last entry), not through nats.js
- * `kv.keys()`, whose ordered consumer a loaded run saw come back empty.
+ * The entries of a KV bucket that hold a value now, read from the server's
+ * stream (its subjects, one request, then each key's last entry), not
+ * through nats.js `kv.keys()`: its ordered consumer was seen to hang for half
+ * a minute on a bucket rewritten while it listed, and to come back empty in
+ * a loaded run.
  */
-export const liveKeys = async (nc: NatsConnection, bucket: string, filter = ">"): Promise<string[]> => {
+export const liveEntries = async (
+  nc: NatsConnection,
+  bucket: string,
+  filter = ">",
+): Promise<Array<{ key: string; entry: KvEntry }>> => {
   const jsm = await jetstreamManager(nc);
   const info = await jsm.streams
     .info(`KV_${bucket}`, { subjects_filter: `$KV.${bucket}.${filter}` })
     .catch(() => undefined);
   if (!info) return []; // no bucket yet: nothing stored
   const kv = await new Kvm(nc).open(bucket);
-  const keys: string[] = [];
+  const found: Array<{ key: string; entry: KvEntry }> = [];
   for (const subject of Object.keys(info.state.subjects ?? {})) {
     const key = subject.slice(`$KV.${bucket}.`.length);
-    if ((await kv.get(key))?.operation === "PUT") keys.push(key);
+    const entry = await kv.get(key);
+    if (entry?.operation === "PUT") found.push({ key, entry });
   }
-  return keys;
+  return found;
 };
+
+/** The keys of `liveEntries`. */
+export const liveKeys = async (nc: NatsConnection, bucket: string, filter = ">"): Promise<string[]> =>
+  (await liveEntries(nc, bucket, filter)).map(({ key }) => key);

@@ -12,7 +12,6 @@
  * - runtime B (any runtime with the supervisor role) finishes the flow, and
  *   W's ledger shows every node's job ran each task exactly once.
  */
-import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
@@ -23,7 +22,7 @@ import { decodeFlowRecord, flowNodeOfKey } from "../../src/kernel/flow-record.ts
 import { decodeRecord, isFinal, type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
-import { liveKeys } from "../harness/kv-keys.ts";
+import { liveEntries } from "../harness/kv-keys.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -68,15 +67,10 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): Backend => {
   const values = async (bucket: string): Promise<string[]> => {
     const nc = await connect({ servers: nats.url });
     try {
-      const kv = await new Kvm(nc).create(bucket);
-      const out: string[] = [];
       // Flow records and job records; a flow's mark (`live.<id>`) is no record.
-      for (const key of await liveKeys(nc, bucket)) {
-        if (key.startsWith("live.")) continue;
-        const entry = await kv.get(key);
-        if (entry?.operation === "PUT") out.push(entry.string());
-      }
-      return out;
+      return (await liveEntries(nc, bucket))
+        .filter(({ key }) => !key.startsWith("live."))
+        .map(({ entry }) => entry.string());
     } finally {
       await nc.close();
     }

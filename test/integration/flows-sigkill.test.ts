@@ -7,14 +7,13 @@
  * once, the parent after both children ended), and the jobs and flows
  * buckets read raw (no node's job without its flow).
  */
-import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { flowNodeOfKey } from "../../src/kernel/flow-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { startChild } from "../harness/child-processes.ts";
-import { liveKeys } from "../harness/kv-keys.ts";
+import { liveEntries } from "../harness/kv-keys.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -29,15 +28,10 @@ afterAll(async () => {
 const keysWithValues = async (bucket: string) => {
   const nc = await connect({ servers: nats.url });
   try {
-    const kv = await new Kvm(nc).create(bucket);
-    const out: Array<Record<string, unknown>> = [];
     // Records only: a flow's mark (`live.<id>`) is none.
-    for (const key of await liveKeys(nc, bucket)) {
-      if (key.startsWith("live.")) continue;
-      const entry = await kv.get(key);
-      if (entry?.operation === "PUT") out.push(entry.json());
-    }
-    return out;
+    return (await liveEntries(nc, bucket))
+      .filter(({ key }) => !key.startsWith("live."))
+      .map(({ entry }) => entry.json<Record<string, unknown>>());
   } finally {
     await nc.close();
   }
