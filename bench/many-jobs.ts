@@ -2,8 +2,12 @@
  * Many jobs: the same 5,000 tasks as 50 concurrent jobs of 100, against one
  * job of 5,000, on one runtime with the same workers, interleaved per
  * repetition. Timed from the first `submit()` to the last `done()`. The
- * ratio many ÷ one says what a job's fixed cost does to throughput.
+ * ratio many ÷ one says what a job's fixed cost does to throughput. The many
+ * jobs run a second time with `jobs.memoryConsumers` (their consumers in the
+ * server's memory: a third of the server's CPU to make and delete), against
+ * the same one job.
  */
+import { createRuntime } from "../src/index.ts";
 import { freshRuntime } from "./jetstate-e2e.ts";
 import { median, round, sleep } from "./lib/stats.ts";
 import { makePayloads, uniqueName } from "./lib/tasks.ts";
@@ -14,8 +18,17 @@ export interface ManyJobsShape {
   readonly concurrency: number;
 }
 
-const run = async (url: string, rep: number, jobs: number, tasksPerJob: number, concurrency: number) => {
-  const rt = await freshRuntime(url, "many", rep);
+const run = async (
+  url: string,
+  rep: number,
+  jobs: number,
+  tasksPerJob: number,
+  concurrency: number,
+  memoryConsumers = false,
+) => {
+  const rt = await freshRuntime(url, "many", rep, (options) =>
+    createRuntime({ ...options, jobs: { memoryConsumers } }),
+  );
   try {
     const queue = uniqueName("q", rep);
     await rt.admin.provision([queue]);
@@ -47,15 +60,28 @@ export async function measureManyJobs(
   await run(url, -1, Math.min(jobs, 5), tasksPerJob, concurrency);
   const many: number[] = [];
   const one: number[] = [];
+  const manyInMemory: number[] = [];
   for (let rep = 0; rep < reps; rep++) {
     many.push(await run(url, rep, jobs, tasksPerJob, concurrency));
     one.push(await run(url, rep, 1, jobs * tasksPerJob, concurrency));
+    manyInMemory.push(await run(url, rep, jobs, tasksPerJob, concurrency, true));
     log(
-      `many jobs rep ${rep}: ${jobs} × ${tasksPerJob} tasks ${many.at(-1)} tasks/s, 1 × ${jobs * tasksPerJob} ${one.at(-1)} tasks/s`,
+      `many jobs rep ${rep}: ${jobs} × ${tasksPerJob} tasks ${many.at(-1)} tasks/s (memoryConsumers ${manyInMemory.at(-1)}), 1 × ${jobs * tasksPerJob} ${one.at(-1)} tasks/s`,
     );
   }
-  const perRep = many.map((m, k) => round(m / (one[k] ?? Number.NaN), 3));
-  return { shape, many, one, perRep, ratio: round(median(perRep), 3) };
+  const ratios = (side: number[]) => side.map((m, k) => round(m / (one[k] ?? Number.NaN), 3));
+  const perRep = ratios(many);
+  const perRepInMemory = ratios(manyInMemory);
+  return {
+    shape,
+    many,
+    one,
+    perRep,
+    ratio: round(median(perRep), 3),
+    manyInMemory,
+    perRepInMemory,
+    ratioInMemory: round(median(perRepInMemory), 3),
+  };
 }
 
 export type ManyJobsResult = Awaited<ReturnType<typeof measureManyJobs>>;

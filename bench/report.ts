@@ -206,6 +206,14 @@ export function markdown(doc: BenchDocument): string {
       `tasks/s per rep: many ${many.many.join(", ")}; one ${many.one.join(", ")}. ` +
         `Many ÷ one: ${many.ratio} (per rep ${many.perRep.join(", ")}).`,
       "",
+      // Older result files have no memory side.
+      ...(many.manyInMemory
+        ? [
+            `With \`jobs.memoryConsumers\`: many ${many.manyInMemory.join(", ")}; ` +
+              `many ÷ one: ${many.ratioInMemory} (per rep ${many.perRepInMemory.join(", ")}).`,
+            "",
+          ]
+        : []),
     );
   }
   const takeover = doc.takeover;

@@ -10,16 +10,29 @@ export interface TaskSetup {
   publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void>;
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void>;
   /**
-   * The commit point's witness: the job's consumer exists; for a lane job,
-   * its task or a result of it is stored (a worker stores the result before
-   * it acks, so one of the two is there once the task was published).
+   * The commit point's witness: the job's consumer exists, or for a lane job
+   * its task is stored; or a result of the job is stored (a worker stores the
+   * result before it acks; a job's consumer is gone after a server restart).
    */
   tasksCommitted(job: JobTasksRef): Promise<boolean>;
+  /**
+   * Makes a job's consumer again when it is gone while tasks of the job are
+   * stored or held until due: a consumer kept in the server's memory
+   * (`jobs.memoryConsumers`) is gone after a restart that kept the tasks.
+   * Call it only for a job whose record says it runs (an end deletes the
+   * consumer). `present`: it was there; `restored`: made again; `empty`:
+   * gone, and no task of the job is stored or held. Not for a lane job (no
+   * consumer of its own).
+   */
+  restoreConsumer(job: JobTasksRef, settings: JobSettings): Promise<ConsumerRestore>;
   /** Purges the job's tasks left and deletes its consumer (a lane job has none). */
   removeTasks(job: JobTasksRef): Promise<void>;
   /** Tells workers of the queue that a job is there to pull. */
   announceCreated(queue: string, jobId: string): Promise<void>;
 }
+
+/** What `restoreConsumer` found: the consumer there, made again, or gone with no task left. */
+export type ConsumerRestore = "present" | "restored" | "empty";
 
 /** A task delivered to a worker, leased until answered, released or its lease runs out. */
 export interface TaskLease {

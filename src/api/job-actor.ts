@@ -13,6 +13,7 @@ import { JobChores } from "./job-chores.ts";
 import { type JobEffects, provideJobEffects, recordEvent } from "./job-effects.ts";
 import { isRecorded, snapshotOf } from "./job-handle.ts";
 import { persistAndLog } from "./job-persist.ts";
+import { restoreSupervised } from "./job-takeover.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 export interface JobActorDeps {
@@ -159,8 +160,11 @@ export const startJobActor = (
     return step.then(
       (ok) => {
         if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
-        if (!held && ok && !supervised)
+        if (!held && ok && !supervised) {
           log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
+          // Its supervisor may have died with the server restarting under it: its consumer too.
+          restoreSupervised(broker, log, clock.now(), record);
+        }
         if (ok) supervised = true;
         else if (held) supervised = false;
       },

@@ -1,4 +1,5 @@
 import type { Broker } from "../adapters/broker.ts";
+import { restoreConsumer } from "../effects/lost-job.ts";
 import { type ReapReport, reapSubmits } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
@@ -102,3 +103,23 @@ const adopt = async (host: TakeoverHost, jobId: string, revision: number): Promi
 /** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */
 const isOver = (record: JobRecord): boolean =>
   record.phase !== SubmitPhase.submitting && isFinal(record.status);
+
+/**
+ * A running job this runtime supervises gets its consumer made again if it
+ * is gone (a server restarted with its store, and the consumer lived in its
+ * memory: `jobs.memoryConsumers`); its workers' pull loops find it on their
+ * next round. A failure is
+ * left to the job's lost-task check, which restores too.
+ */
+export const restoreSupervised = (broker: Broker, log: Logger, now: number, record: JobRecord): void => {
+  const running = record.status === "running" || record.status === "stalled";
+  if (record.lane || !running || !broker.leases.holds(record.id, now)) return;
+  restoreConsumer(broker, record).then(
+    (restored) => {
+      if (restored === "restored")
+        log.warn({ jobId: record.id }, "job's consumer made again (the server lost it: restarted?)");
+    },
+    (error: unknown) =>
+      log.debug({ jobId: record.id, err: error }, "consumer not checked; the lost-task check will"),
+  );
+};

@@ -21,7 +21,7 @@ import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-ac
 import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
 import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
 import { deadLettersOf, redriveDead } from "./job-redrive.ts";
-import { adoptOrphans, reapPass, type TakeoverHost } from "./job-takeover.ts";
+import { adoptOrphans, reapPass, restoreSupervised, type TakeoverHost } from "./job-takeover.ts";
 import type { JobListQuery, JobPage, Jobs, JobsOptions } from "./jobs-face.ts";
 import { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
@@ -76,7 +76,11 @@ export class JobRegistry implements Jobs {
           log: this.#log,
           leaseMs: options.leaseMs,
           watching: (id) => this.#watching(id),
-          supervise: (record) => void this.#track(record.id, this.#start(record, record.status)),
+          supervise: (record) => {
+            void this.#track(record.id, this.#start(record, record.status));
+            // Its supervisor may have died with the server restarting under it: its consumer too.
+            restoreSupervised(broker, this.#log, core.clock.now(), record);
+          },
           stopping: () => this.#stopping,
         };
         loops.every("takeover", Math.max(50, options.leaseMs / 2), () => adoptOrphans(host));
@@ -114,12 +118,18 @@ export class JobRegistry implements Jobs {
       );
   }
 
-  /** The record watch is in place (again): every write from now on reaches the actors. */
+  /**
+   * The record watch is in place (again): every write from now on reaches
+   * the actors. The server may have restarted: each job supervised here gets
+   * its consumer made again if it is gone (`jobs.memoryConsumers`).
+   */
   #watchPlaced(): void {
     for (const [id, started] of this.#started)
       this.#broker.getRecord(id).then(
         (found) => {
-          if (found) started.onRecord(found.record);
+          if (!found) return;
+          started.onRecord(found.record);
+          restoreSupervised(this.#broker, this.#log, this.#core.clock.now(), found.record);
         },
         // The next write of the record comes through the watch.
         (error: unknown) =>

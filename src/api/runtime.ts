@@ -105,7 +105,11 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
   const holder = `${core.options.name}.${randomUUID().slice(0, 8)}`;
   const nats: NatsBroker | undefined =
     brokerOption === "nats"
-      ? createNatsBroker(core, { retentionMs: jobOptions.retentionMs, holder })
+      ? createNatsBroker(core, {
+          retentionMs: jobOptions.retentionMs,
+          holder,
+          memoryConsumers: jobOptions.memoryConsumers,
+        })
       : undefined;
   const broker: Broker =
     typeof brokerOption === "object"

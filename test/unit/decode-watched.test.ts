@@ -14,7 +14,7 @@ import { record } from "./fake-job-port.ts";
 const broker = () =>
   new NatsJobBroker(
     { options: { prefix: "jetstate", replicas: 1 }, logger: silentLogger() } as unknown as NatsContext,
-    { retentionMs: 60_000 },
+    { retentionMs: 60_000, memoryConsumers: false },
   );
 
 describe("NatsJobBroker.decodeWatched", () => {

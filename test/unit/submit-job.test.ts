@@ -355,6 +355,16 @@ describe("rollBack", () => {
 });
 
 describe("reapSubmits", () => {
+  it("rolls forward a submit whose consumer is gone (a server restart) when a result of it is stored", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ id: "answered", commitDeadline: 1000 }));
+    fake.put(record({ id: "silent", commitDeadline: 1000 }));
+    fake.answered.add("answered");
+    const report = await reapSubmits(fake.port, () => 6000, 1000);
+    expect(report).toEqual({ rolledBack: ["silent"], rolledForward: ["answered"] });
+    expect(fake.records.get("answered")!.record).toMatchObject({ phase: "committed", status: "running" });
+  });
+
   it("touches only submits past their deadline plus the grace: forward if the consumer exists, else back", async () => {
     const fake = fakeJobPort();
     fake.put(record({ id: "fresh", commitDeadline: 10_000 }));
@@ -509,6 +519,32 @@ describe("lostReason: lane jobs", () => {
     expect(await lostReason(fake.port, running)).toBeUndefined();
     fake.answered.delete("j1");
     expect(await lostReason(fake.port, running)).toMatch(/tasks lost/);
+  });
+});
+
+describe("lostReason: a job's own consumer", () => {
+  it("a running job whose consumer is gone over stored tasks gets it made again, and is not lost", async () => {
+    const fake = fakeJobPort();
+    const running = record({ phase: "committed", status: "running" });
+    fake.put(running);
+    fake.tasks.set("j1", ['{"i":0,"p":1}']);
+    // A server restarted with its store: the tasks are there, the consumer (kept in memory) is not.
+    expect(fake.consumers.has("j1")).toBe(false);
+    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(fake.consumers.has("j1")).toBe(true);
+    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(fake.calls.filter((c) => c.startsWith("restoreConsumer"))).toEqual(["restoreConsumer q j1"]);
+  });
+
+  it("one whose consumer and tasks are both gone is lost; an ended one's consumer is not made again", async () => {
+    const fake = fakeJobPort();
+    const running = record({ phase: "committed", status: "running" });
+    fake.put(running);
+    expect(await lostReason(fake.port, running)).toMatch(/tasks lost: the job's consumer is gone/);
+    fake.put(record({ phase: "committed", status: "failed", reason: "cancelled" }));
+    fake.tasks.set("j1", ['{"i":0,"p":1}']);
+    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(fake.consumers.has("j1")).toBe(false);
   });
 });
 

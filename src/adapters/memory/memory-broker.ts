@@ -22,7 +22,7 @@ import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
 import type { QueueControls } from "../queue-controls.ts";
 import type { ScheduleStore } from "../schedule-store.ts";
-import type { LaneLease, TaskLease } from "../task-queue.ts";
+import type { ConsumerRestore, LaneLease, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
@@ -317,13 +317,22 @@ class MemoryJobBroker implements MemoryBroker {
    */
   async tasksCommitted(job: JobTasksRef): Promise<boolean> {
     const op = "job.tasks.committed";
-    if (!job.lane) return this.#consumerOf(op, job.queue, job.id) !== undefined;
     this.#open(op);
-    const { tasks, results, names } = this.server;
-    return (
-      tasks.count(this.#tasksSubject(op, job)) > 0 ||
-      results.read(names.resultsSubject(job.queue, job.id)).length > 0
-    );
+    const committed = job.lane
+      ? this.server.tasks.count(this.#tasksSubject(op, job)) > 0
+      : this.#consumerOf(op, job.queue, job.id) !== undefined;
+    const { results, names } = this.server;
+    return committed || results.read(names.resultsSubject(job.queue, job.id)).length > 0;
+  }
+
+  /** Made again over the job's tasks stored or held (the memory server never loses one by itself). */
+  async restoreConsumer(job: JobTasksRef, settings: JobSettings): Promise<ConsumerRestore> {
+    const op = "job.consumer.restore";
+    if (this.#consumerOf(op, job.queue, job.id)) return "present";
+    const held = job.runAt !== undefined && (await this.heldCount(job.queue, job.id)) > 0;
+    if (!held && this.server.tasks.count(this.#tasksSubject(op, job)) === 0) return "empty";
+    await this.createConsumer(job.queue, job.id, settings);
+    return "restored";
   }
 
   /** A lane job has none of its own: the lane's counts are every lane job's. */

@@ -1,6 +1,4 @@
 import {
-  AckPolicy,
-  DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
@@ -23,7 +21,9 @@ import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import { childLogger } from "../../kernel/logger.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { type BrokerNames, brokerNames, taskSubjectOf } from "../names.ts";
+import type { ConsumerRestore } from "../task-queue.ts";
 import { ClientSetups } from "./client-setups.ts";
+import { found, jobConsumerConfig, restoreJobConsumer } from "./job-consumers.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { PubAcks } from "./pub-acks.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
@@ -50,6 +50,8 @@ interface Handles {
 export interface BrokerSettings {
   /** How long results (and so `job.results()`) and captured advisories are kept (default 7 days). */
   readonly retentionMs: number;
+  /** Each job's own consumer kept in the server's memory (`jobs.memoryConsumers`). */
+  readonly memoryConsumers: boolean;
 }
 
 /**
@@ -295,16 +297,19 @@ export class NatsJobBroker {
   /** The commit point of a submit: before it no worker can see a task of the job. */
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void> {
     return this.#runOnQueue("job.consumer.create", queue, async ({ jsm }) => {
-      await jsm.consumers.add(this.names.tasksStream(queue), {
-        durable_name: jobId,
-        filter_subject: this.names.tasksSubject(queue, jobId),
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: nanos(settings.ackWaitMs),
-        max_deliver: settings.maxDeliver,
-        max_ack_pending: 20_000,
-        deliver_policy: DeliverPolicy.All,
-      });
+      await jsm.consumers.add(this.names.tasksStream(queue), this.#consumerConfig(queue, jobId, settings));
     });
+  }
+
+  /** `held`: tasks of the job wait until due (delayed), so it is made again even with none stored. */
+  restoreConsumer(job: JobTasksRef, settings: JobSettings, held: boolean): Promise<ConsumerRestore> {
+    return this.#runOnQueue("job.consumer.restore", job.queue, ({ jsm }) =>
+      restoreJobConsumer(jsm, this.names, job, this.#consumerConfig(job.queue, job.id, settings), held),
+    );
+  }
+
+  #consumerConfig(queue: string, jobId: string, settings: JobSettings) {
+    return jobConsumerConfig(this.names, queue, jobId, settings, this.#settings.memoryConsumers);
   }
 
   /**
@@ -328,23 +333,20 @@ export class NatsJobBroker {
   }
 
   /**
-   * The commit point's witness (the reaper, the lost-task check): the job's
-   * consumer; for a lane job, its task or a result of it stored (a worker
-   * stores the result before it acks). A queue whose stream is missing has neither.
+   * The commit point's witness (the reaper): the job's consumer, or for a
+   * lane job its task; or a result of it stored (a worker stores the result
+   * before it acks; a job's consumer, kept in the server's memory, is gone
+   * after a restart). A queue whose stream is missing has none of them.
    */
   tasksCommitted(job: JobTasksRef): Promise<boolean> {
     const n = this.names;
     return this.#run("job.tasks.committed", async ({ jsm }) => {
-      // A message looked up that is not there is null or a 404, by client version: either is "no".
-      const found = <A>(lookUp: Promise<A>) =>
-        lookUp.then(
-          (value) => value !== null,
-          (error: unknown) => (isNotFound(error) ? false : Promise.reject(error)),
-        );
       const stream = n.tasksStream(job.queue);
-      if (!job.lane) return found(jsm.consumers.info(stream, job.id));
+      const committed = job.lane
+        ? found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) }))
+        : found(jsm.consumers.info(stream, job.id));
       return (
-        (await found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) }))) ||
+        (await committed) ||
         found(jsm.streams.getMessage(n.resultsStream, { last_by_subj: n.resultsSubject(job.queue, job.id) }))
       );
     });

@@ -31,6 +31,8 @@ export interface NatsBrokerOptions {
   readonly holder: string;
   /** How long a queue's results feed runs on with no job of the queue read (default 30 s). */
   readonly resultsFeedIdleMs?: number;
+  /** Each job's own consumer kept in the server's memory (`jobs.memoryConsumers`). */
+  readonly memoryConsumers?: boolean;
 }
 
 export interface NatsBroker extends Broker {
@@ -85,7 +87,10 @@ class JsLaneLease extends JsTaskLease implements LaneLease {
  * current client instead of stopping it silently.
  */
 export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions): NatsBroker => {
-  const js = new NatsJobBroker(core, { retentionMs: options.retentionMs });
+  const js = new NatsJobBroker(core, {
+    retentionMs: options.retentionMs,
+    memoryConsumers: options.memoryConsumers ?? false,
+  });
   const dead = new NatsDeadLetters(core, js, options.retentionMs);
   const leases = new NatsJobLeases(core, js, options.holder);
   const log = childLogger(core.logger, { actor: "runtime" });
@@ -145,6 +150,13 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
     tasksCommitted: (job) => js.tasksCommitted(job),
+    // Made again while tasks of the job are stored, or held until due (moved onto its subject later).
+    restoreConsumer: async (job, settings) =>
+      js.restoreConsumer(
+        job,
+        settings,
+        job.runAt !== undefined && (await delayed.heldCount(job.queue, job.id)) > 0,
+      ),
     consumerCounts: (job) => js.consumerCounts(job),
     removeTasks: async (job) => {
       // Held tasks first: none of them is moved to a subject just purged.
