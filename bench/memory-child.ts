@@ -5,12 +5,16 @@
  *                           (concurrency 50); baseline, peak while it runs,
  *                           and after it ended.
  *   idle-jobs <url> [jobs]  1000 submitted 1-task jobs that no worker serves:
- *                           1000 live job actors; bytes per job.
+ *                           1000 live job actors; bytes per job. Then a
+ *                           worker runs them all.
  *   live-jobs <url> [jobs]  10,000 1-task jobs on the lane submitted (64 in
  *                           flight) before a worker starts: all live at once
  *                           in one runtime, then all run; every one must
  *                           succeed. Times, heap, and the job statuses.
  * Baselines are taken with the runtime connected and set up, after gc().
+ * With `JETSTATE_BENCH_MONITOR` (the server's monitoring URL) the jobs modes
+ * also read the server's consumer count from `/jsz`: before the jobs, while
+ * they are live, and once they ended (the runtime still up).
  *
  * The runtime measured is the package's build (`dist/`) when memory.ts found
  * it up to date (`JETSTATE_BENCH_BUILD`), else the sources through tsx: tsx
@@ -48,6 +52,25 @@ const { createRuntime } = build ? ((await import(build)) as typeof source) : sou
 const measured = build ? "dist" : "src (tsx)";
 
 const [mode, url, countArg] = process.argv.slice(2);
+
+interface Jsz {
+  consumers: number;
+  account_details?: { stream_detail?: { name: string; consumer_detail?: { name: string }[] }[] }[];
+}
+
+/**
+ * From the server's `/jsz` (when its monitoring URL was given): every
+ * consumer on the server, and the consumers of the queue's tasks stream but
+ * its lane, which are the jobs' own.
+ */
+const monitor = process.env.JETSTATE_BENCH_MONITOR;
+const consumersOnServer = async (tasksStream: string) => {
+  if (!monitor) return undefined;
+  const jsz = (await (await fetch(`${monitor}/jsz?accounts=true&streams=true&consumers=true`)).json()) as Jsz;
+  const streams = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
+  const own = streams.find((s) => s.name === tasksStream)?.consumer_detail ?? [];
+  return { all: jsz.consumers, jobs: own.filter((c) => c.name !== "lane").length };
+};
 if (!url) throw new Error("usage: memory-child.ts job-100k|idle-jobs|live-jobs <url> [count]");
 
 const bigJob = async (tasks: number) => {
@@ -77,8 +100,15 @@ const bigJob = async (tasks: number) => {
   return { mode: "job-100k", tasks, seconds, baseline, peak: { rss: peakRss, heapUsed: peakHeap }, after };
 };
 
+/** The prefix `freshRuntime` gives a runtime: the names of its streams on the server. */
+let prefix = "";
+const withPrefix: typeof createRuntime = (options) => {
+  prefix = options?.prefix ?? "jetstate";
+  return createRuntime(options);
+};
+
 const idleJobs = async (jobs: number) => {
-  const rt = await freshRuntime(url, "idle", 0, createRuntime);
+  const rt = await freshRuntime(url, "idle", 0, withPrefix);
   const queue = uniqueName("q", "idle");
   // One job first, so the baseline has every lazily created part of the runtime.
   await rt.jobs.submit({ queue, tasks: [{ n: -1 }] });
@@ -87,11 +117,12 @@ const idleJobs = async (jobs: number) => {
   const started = performance.now();
   const parallel = 16;
   let next = 0;
+  const handles: Array<Awaited<ReturnType<typeof rt.jobs.submit>>> = [];
   await Promise.all(
     Array.from({ length: parallel }, async () => {
       while (next < jobs) {
         const n = next++;
-        await rt.jobs.submit({ queue, tasks: [{ n }] });
+        handles.push(await rt.jobs.submit({ queue, tasks: [{ n }] }));
       }
     }),
   );
@@ -99,6 +130,13 @@ const idleJobs = async (jobs: number) => {
   // Let every job's results feed and clock start before measuring.
   await sleep(1000);
   const after = await settled();
+  const stream = `${prefix}_tasks_${queue}`;
+  const consumersLive = await consumersOnServer(stream);
+  // Then they run: each job's consumer must go with its end.
+  const worker = rt.workers.start({ queue, concurrency: 64, handler: () => null });
+  await Promise.all(handles.map((h) => h.done()));
+  await worker.stop();
+  const consumersEnded = await consumersOnServer(stream);
   await rt.stop();
   return {
     mode: "idle-jobs",
@@ -106,6 +144,7 @@ const idleJobs = async (jobs: number) => {
     submitSeconds,
     baseline,
     after,
+    ...(consumersLive && consumersEnded ? { consumers: { live: consumersLive, ended: consumersEnded } } : {}),
     perJob: {
       rss: Math.round((after.rss - baseline.rss) / jobs),
       heapUsed: Math.round((after.heapUsed - baseline.heapUsed) / jobs),
@@ -116,13 +155,15 @@ const idleJobs = async (jobs: number) => {
 
 const liveJobs = async (jobs: number) => {
   const rt = await freshRuntime(url, "live", 0, (options) =>
-    createRuntime({
+    withPrefix({
       ...options,
       jobs: { ...options?.jobs, lane: true },
     }),
   );
   const queue = uniqueName("q", "live");
+  const stream = `${prefix}_tasks_${queue}`;
   const baseline = await settled();
+  const consumersBefore = await consumersOnServer(stream);
   const cpu = process.cpuUsage();
   const started = performance.now();
   const handles: Array<Awaited<ReturnType<typeof rt.jobs.submit>>> = [];
@@ -137,6 +178,7 @@ const liveJobs = async (jobs: number) => {
   );
   const submitSeconds = (performance.now() - started) / 1000;
   const live = await settled();
+  const consumersLive = await consumersOnServer(stream);
   const ran = new Set<number>();
   const worker = rt.workers.start<{ n: number }, number>({
     queue,
@@ -150,6 +192,7 @@ const liveJobs = async (jobs: number) => {
   const doneSeconds = (performance.now() - started) / 1000 - submitSeconds;
   const used = process.cpuUsage(cpu);
   await worker.stop();
+  const consumersEnded = await consumersOnServer(stream);
   await rt.stop();
   const statuses: Record<string, number> = {};
   for (const end of ends) statuses[end.status] = (statuses[end.status] ?? 0) + 1;
@@ -164,6 +207,9 @@ const liveJobs = async (jobs: number) => {
     heapPerLiveJob: Math.round((live.heapUsed - baseline.heapUsed) / jobs),
     baseline,
     live,
+    ...(consumersBefore && consumersLive && consumersEnded
+      ? { consumers: { before: consumersBefore, live: consumersLive, ended: consumersEnded } }
+      : {}),
   };
 };
 

@@ -34,6 +34,8 @@ export function runMemoryChild(
   mode: "job-100k" | "idle-jobs" | "live-jobs",
   url: string,
   count: number,
+  /** The server's monitoring URL: the child reads its consumer count from `/jsz`. */
+  monitorUrl?: string,
 ): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const child = spawn(
@@ -47,6 +49,7 @@ export function runMemoryChild(
           ...process.env,
           NODE_OPTIONS: "",
           ...(upToDateBuild() ? { JETSTATE_BENCH_BUILD: upToDateBuild() } : {}),
+          ...(monitorUrl ? { JETSTATE_BENCH_MONITOR: monitorUrl } : {}),
         },
       },
     );

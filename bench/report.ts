@@ -99,6 +99,18 @@ export function writeResults(doc: BenchDocument): { json: string; md: string } {
 
 const cell = (v: number | null | undefined): string => (v === null || v === undefined ? "–" : String(v));
 
+/** Server consumers counted from `/jsz` (bench/memory-child.ts): the jobs' own, and every one. */
+interface ConsumerCounts {
+  readonly all: number;
+  readonly jobs: number;
+}
+interface ConsumerCountsAt {
+  readonly before?: ConsumerCounts;
+  readonly live: ConsumerCounts;
+  readonly ended: ConsumerCounts;
+}
+const consumerCell = (c: ConsumerCounts | undefined) => (c ? `${c.jobs} / ${c.all}` : "–");
+
 interface MemoryUsage {
   rss: number;
   heapUsed: number;
@@ -302,8 +314,15 @@ export function markdown(doc: BenchDocument): string {
         `| ${big.tasks}-task job: after | ${mib(big.after.rss)} | ${mib(big.after.heapUsed)} | job done in ${big.seconds.toFixed(2)} s |`,
       );
     }
+    const consumerLines: string[] = [];
     const idle = mem.idleJobs as
-      | { jobs: number; baseline: MemoryUsage; after: MemoryUsage; perJob: { rss: number; heapUsed: number } }
+      | {
+          jobs: number;
+          baseline: MemoryUsage;
+          after: MemoryUsage;
+          perJob: { rss: number; heapUsed: number };
+          consumers?: ConsumerCountsAt;
+        }
       | undefined;
     if (idle) {
       lines.push(
@@ -315,6 +334,10 @@ export function markdown(doc: BenchDocument): string {
       lines.push(
         `| per idle job | ${(idle.perJob.rss / 1024).toFixed(1)} KiB | ${(idle.perJob.heapUsed / 1024).toFixed(1)} KiB | |`,
       );
+      if (idle.consumers)
+        consumerLines.push(
+          `| ${idle.jobs + 1} jobs with a consumer of their own (the idle jobs, then run) | – | ${consumerCell(idle.consumers.live)} | ${consumerCell(idle.consumers.ended)} |`,
+        );
     }
     const live = mem.liveJobs as
       | {
@@ -326,6 +349,7 @@ export function markdown(doc: BenchDocument): string {
           cpuSeconds: number;
           heapPerLiveJob: number;
           live: MemoryUsage;
+          consumers?: ConsumerCountsAt;
         }
       | undefined;
     if (live) {
@@ -337,8 +361,21 @@ export function markdown(doc: BenchDocument): string {
           `submitted in ${live.submitSeconds.toFixed(1)} s, run in ${live.doneSeconds.toFixed(1)} s: ${ended}, ${live.ran} tasks run; ` +
           `${((live.cpuSeconds / live.jobs) * 1000).toFixed(2)} ms of client CPU and ${(live.heapPerLiveJob / 1024).toFixed(1)} KiB of heap per job |`,
       );
+      if (live.consumers)
+        consumerLines.push(
+          `| ${live.jobs} live lane jobs | ${consumerCell(live.consumers.before)} | ${consumerCell(live.consumers.live)} | ${consumerCell(live.consumers.ended)} |`,
+        );
     }
     lines.push("");
+    if (consumerLines.length > 0)
+      lines.push(
+        "Server consumers, from nats-server's `/jsz`: the jobs' own (on the queue's tasks stream, its lane not counted) / every consumer on the server. Before the jobs, while all are live, once all ended (the runtime still up).",
+        "",
+        "| jobs | before | live | ended |",
+        "| --- | ---: | ---: | ---: |",
+        ...consumerLines,
+        "",
+      );
   }
   if (t) {
     const r = t.ratio;

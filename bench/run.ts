@@ -237,9 +237,19 @@ try {
   if (wants("memory")) {
     const job100k = await runMemoryChild("job-100k", server.url, int(values["mem-tasks"], "mem-tasks"));
     log(`memory, big job: ${JSON.stringify(job100k)}`);
-    const idleJobs = await runMemoryChild("idle-jobs", server.url, int(values["idle-jobs"], "idle-jobs"));
+    const idleJobs = await runMemoryChild(
+      "idle-jobs",
+      server.url,
+      int(values["idle-jobs"], "idle-jobs"),
+      server.monitorUrl,
+    );
     log(`memory, idle jobs: ${JSON.stringify(idleJobs)}`);
-    const liveJobs = await runMemoryChild("live-jobs", server.url, int(values["live-jobs"], "live-jobs"));
+    const liveJobs = await runMemoryChild(
+      "live-jobs",
+      server.url,
+      int(values["live-jobs"], "live-jobs"),
+      server.monitorUrl,
+    );
     log(`memory, live jobs: ${JSON.stringify(liveJobs)}`);
     memory = { job100k, idleJobs, liveJobs };
   }
