@@ -1,6 +1,6 @@
 import type { DelayedTasks } from "./delayed-tasks.ts";
 import type { JobRecords } from "./job-records.ts";
-import type { TaskDelivery, TaskSetup } from "./task-queue.ts";
+import type { TaskSetup } from "./task-queue.ts";
 
 /**
  * What the job effects (submit, finalize, cancel, reap) need from a broker:
@@ -8,8 +8,4 @@ import type { TaskDelivery, TaskSetup } from "./task-queue.ts";
  * tests fake it (test/unit/fake-job-port.ts). Every method is one
  * operation with its own deadline and retry of transient errors.
  */
-export interface JobPort
-  extends JobRecords,
-    TaskSetup,
-    Pick<DelayedTasks, "holdTasks">,
-    Pick<TaskDelivery, "consumerCounts"> {}
+export interface JobPort extends JobRecords, TaskSetup, Pick<DelayedTasks, "holdTasks"> {}

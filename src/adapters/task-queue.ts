@@ -10,9 +10,9 @@ export interface TaskSetup {
   publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void>;
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void>;
   /**
-   * The commit point's witness: the job's consumer exists, or for a lane job
-   * its task is stored; or a result of the job is stored (a worker stores the
-   * result before it acks; a job's consumer is gone after a server restart).
+   * The commit point's witness: the job's consumer exists; for a lane job,
+   * its task or a result of it is stored (a worker stores the result before
+   * it acks, so one of the two is there once the task was published).
    */
   tasksCommitted(job: JobTasksRef): Promise<boolean>;
   /**

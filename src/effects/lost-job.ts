@@ -1,7 +1,6 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { JobRecords } from "../adapters/job-records.ts";
-import type { ConsumerRestore } from "../adapters/task-queue.ts";
 import {
   isFinal,
   type JobCounts,
@@ -28,41 +27,19 @@ const lostReasonEffect = (
   job: JobTasksRef,
 ): Effect.Effect<string | undefined, PortFailure> =>
   Effect.gen(function* () {
-    // A job's own consumer there (its counts read), or a lane job's task or result stored.
-    const live = job.lane
-      ? yield* fromPort(() => broker.tasksCommitted(job))
-      : (yield* fromPort(() => broker.consumerCounts(job))) !== undefined;
-    if (live) return undefined;
+    if (yield* fromPort(() => broker.tasksCommitted(job))) return undefined;
     const found = yield* fromPort(() => broker.getRecord(job.id));
     if (found === undefined)
       return "tasks lost: the server's store was reset (the job's record and consumer are gone)";
     if (found.record.status === "running" || found.record.status === "stalled") {
-      if (!job.lane && (yield* restoreConsumerEffect(broker, found.record)) !== "empty") return undefined;
+      // Its consumer made again over tasks still stored or held (`restoreConsumer` says when).
+      const { record } = found;
+      if (!job.lane && (yield* fromPort(() => broker.restoreConsumer(record, record.settings))) !== "empty")
+        return undefined;
       return "tasks lost: the job's consumer is gone (deleted, or the server's store was reset)";
     }
     return undefined;
   });
-
-/**
- * A running job's consumer made again if it is gone over tasks still stored
- * or held (`restoreConsumer` on the port says when). The
- * record is read again after a restore: a job that ended meanwhile (a cancel
- * between the caller's read and the restore) has what was made removed.
- */
-const restoreConsumerEffect = (
-  broker: JobPort,
-  record: JobRecord,
-): Effect.Effect<ConsumerRestore, PortFailure> =>
-  Effect.gen(function* () {
-    const restored = yield* fromPort(() => broker.restoreConsumer(record, record.settings));
-    if (restored !== "restored") return restored;
-    const again = yield* fromPort(() => broker.getRecord(record.id));
-    if (again && isFinal(again.record.status)) yield* fromPort(() => broker.removeTasks(record));
-    return restored;
-  });
-
-export const restoreConsumer = (broker: JobPort, record: JobRecord): Promise<ConsumerRestore> =>
-  Effect.runPromise(restoreConsumerEffect(broker, record));
 
 export const lostReason = (broker: JobPort, job: JobTasksRef): Promise<string | undefined> =>
   Effect.runPromise(lostReasonEffect(broker, job));

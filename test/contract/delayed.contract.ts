@@ -104,6 +104,17 @@ export const delayedContract = (name: string, makeBroker: () => Promise<BrokerHa
       expect(seen.filter((s, n) => n >= 5 && s.task.jobId === a.record.id)).toEqual([]);
     });
 
+    it("restoreConsumer makes a delayed job's consumer again while its tasks are held, none stored yet", async () => {
+      const { record } = await holdJob(2, 60_000);
+      // A server restarted while every task was held: no consumer, nothing on the job's subject.
+      expect(await broker.consumerCounts(record)).toBeUndefined();
+      expect(await broker.restoreConsumer(record, record.settings)).toBe("restored");
+      expect(await broker.consumerCounts(record)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
+      await broker.removeTasks(record);
+      expect(await broker.heldCount(record.queue, record.id)).toBe(0);
+      expect(await broker.restoreConsumer(record, record.settings)).toBe("empty");
+    });
+
     it("a mover of one queue is handed that queue's held tasks only, even when it starts first", async () => {
       const mine = newRecord(1, 300).queue;
       // Before any hold of the queue: the mover makes its stream and consumer.

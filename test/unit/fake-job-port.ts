@@ -78,15 +78,10 @@ export const fakeJobPort = () => {
     },
     tasksCommitted: async (job) => {
       calls.push(`tasksCommitted ${named(job)}`);
-      return (job.lane ? tasks.has(job.id) : consumers.has(job.id)) || answered.has(job.id);
-    },
-    consumerCounts: async (job) => {
-      calls.push(`consumerCounts ${named(job)}`);
-      return !job.lane && consumers.has(job.id) ? { waiting: 0, held: 0, redelivered: 0 } : undefined;
+      return job.lane ? tasks.has(job.id) || answered.has(job.id) : consumers.has(job.id);
     },
     restoreConsumer: async (job) => {
       calls.push(`restoreConsumer ${named(job)}`);
-      hook("restoreConsumer");
       if (consumers.has(job.id)) return "present";
       if (!tasks.has(job.id)) return "empty";
       consumers.add(job.id);

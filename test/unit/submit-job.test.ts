@@ -355,16 +355,6 @@ describe("rollBack", () => {
 });
 
 describe("reapSubmits", () => {
-  it("rolls forward a submit whose consumer is gone (a server restart) when a result of it is stored", async () => {
-    const fake = fakeJobPort();
-    fake.put(record({ id: "answered", commitDeadline: 1000 }));
-    fake.put(record({ id: "silent", commitDeadline: 1000 }));
-    fake.answered.add("answered");
-    const report = await reapSubmits(fake.port, () => 6000, 1000);
-    expect(report).toEqual({ rolledBack: ["silent"], rolledForward: ["answered"] });
-    expect(fake.records.get("answered")!.record).toMatchObject({ phase: "committed", status: "running" });
-  });
-
   it("touches only submits past their deadline plus the grace: forward if the consumer exists, else back", async () => {
     const fake = fakeJobPort();
     fake.put(record({ id: "fresh", commitDeadline: 10_000 }));

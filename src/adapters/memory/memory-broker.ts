@@ -317,12 +317,13 @@ class MemoryJobBroker implements MemoryBroker {
    */
   async tasksCommitted(job: JobTasksRef): Promise<boolean> {
     const op = "job.tasks.committed";
+    if (!job.lane) return this.#consumerOf(op, job.queue, job.id) !== undefined;
     this.#open(op);
-    const committed = job.lane
-      ? this.server.tasks.count(this.#tasksSubject(op, job)) > 0
-      : this.#consumerOf(op, job.queue, job.id) !== undefined;
-    const { results, names } = this.server;
-    return committed || results.read(names.resultsSubject(job.queue, job.id)).length > 0;
+    const { tasks, results, names } = this.server;
+    return (
+      tasks.count(this.#tasksSubject(op, job)) > 0 ||
+      results.read(names.resultsSubject(job.queue, job.id)).length > 0
+    );
   }
 
   /** Made again over the job's tasks stored or held (the memory server never loses one by itself). */

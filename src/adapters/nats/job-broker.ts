@@ -333,20 +333,17 @@ export class NatsJobBroker {
   }
 
   /**
-   * The commit point's witness (the reaper): the job's consumer, or for a
-   * lane job its task; or a result of it stored (a worker stores the result
-   * before it acks; a job's consumer, kept in the server's memory, is gone
-   * after a restart). A queue whose stream is missing has none of them.
+   * The commit point's witness (the reaper, the lost-task check): the job's
+   * consumer; for a lane job, its task or a result of it stored (a worker
+   * stores the result before it acks). A queue whose stream is missing has neither.
    */
   tasksCommitted(job: JobTasksRef): Promise<boolean> {
     const n = this.names;
     return this.#run("job.tasks.committed", async ({ jsm }) => {
       const stream = n.tasksStream(job.queue);
-      const committed = job.lane
-        ? found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) }))
-        : found(jsm.consumers.info(stream, job.id));
+      if (!job.lane) return found(jsm.consumers.info(stream, job.id));
       return (
-        (await committed) ||
+        (await found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) }))) ||
         found(jsm.streams.getMessage(n.resultsStream, { last_by_subj: n.resultsSubject(job.queue, job.id) }))
       );
     });
