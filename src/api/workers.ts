@@ -67,6 +67,7 @@ export const startWorker = <Payload, Result>(
     },
     idPrefix: `${id}.${Date.now().toString(36)}`,
     sendWhenIdle: true,
+    quietMs: 2,
     onError: (error, jobId) => log.warn({ err: error, jobId }, "results not stored; tasks released"),
     // While a batch's publish is retried its tasks keep their leases, as while their handlers ran.
     keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),

@@ -49,7 +49,7 @@ export interface BatcherOptions<S extends Settle = Settle> {
   readonly onError: (error: unknown, jobId: string) => void;
   /**
    * Send a result at once, instead of after `maxDelayMs`, when it comes
-   * after a quiet spell: no result added for `maxDelayMs` and no publish of
+   * after a quiet spell: no result added for `quietMs` and no publish of
    * this batcher in flight. One task at a time then pays no batching delay
    * (a 1-task job's submit → done was 5 ms longer); a steady stream of
    * results is batched as before. Measured against the rule without the
@@ -59,6 +59,12 @@ export interface BatcherOptions<S extends Settle = Settle> {
    * every result alone: 9,400 tasks/s instead of 29,000.
    */
   readonly sendWhenIdle?: boolean;
+  /**
+   * The quiet spell `sendWhenIdle` waits for, in ms (default `maxDelayMs`).
+   * Shorter than the window when results one at a time come faster than it
+   * (a worker's: 1-task jobs one after the other, ~3 ms each).
+   */
+  readonly quietMs?: number;
   /** How often the leases of a batch still being published are extended (a third of the job's ack wait). */
   readonly keepEveryMs?: (jobId: string) => number;
 }
@@ -81,7 +87,7 @@ export class ResultBatcher<S extends Settle = Settle> {
   /** Adds one result entry (kernel/wire.ts) of the job; `settle` is told what became of it. */
   add(jobId: string, entry: string, settle: S): void {
     const now = Date.now();
-    const quiet = now - this.#lastAddAt >= this.#options.maxDelayMs;
+    const quiet = now - this.#lastAddAt >= (this.#options.quietMs ?? this.#options.maxDelayMs);
     this.#lastAddAt = now;
     // Bytes, not characters: a result with non-ASCII text takes up to three bytes per character.
     const bytes = entryBytes(entry);

@@ -125,6 +125,27 @@ describe("ResultBatcher", () => {
     expect(published.at(-1)).toMatchObject({ body: "[5]", at: 12 });
   });
 
+  it("sendWhenIdle with quietMs: a result 2 ms after the last goes at once, one 1 ms after waits for maxDelayMs", async () => {
+    const { published, pending, publish } = ledger();
+    const { settle } = settles();
+    const batcher = new ResultBatcher(publish, options({ sendWhenIdle: true, quietMs: 2 }));
+    batcher.add("a", "1", settle("1"));
+    for (const p of pending) p.resolve();
+    await vi.advanceTimersByTimeAsync(2);
+    // Quiet for 2 ms (less than the 5 ms window) with nothing in flight: at once.
+    batcher.add("a", "2", settle("2"));
+    expect(published.map((p) => [p.body, p.at])).toEqual([
+      ["[1]", 0],
+      ["[2]", 2],
+    ]);
+    for (const p of pending) p.resolve();
+    await vi.advanceTimersByTimeAsync(1);
+    batcher.add("a", "3", settle("3"));
+    expect(published).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(published.at(-1)).toMatchObject({ body: "[3]", at: 8 });
+  });
+
   it("keeps one batch per job, all sent by the same timer", async () => {
     const { published, publish } = ledger();
     const { settle } = settles();
