@@ -1,15 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
-import {
-  decodeRecord,
-  encodeRecord,
-  type JobRecord,
-  type JobSettings,
-  type JobTasksRef,
-} from "../../kernel/job-record.ts";
-import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
-import { whenAborted } from "../../kernel/signals.ts";
+import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
 import type { HeldTaskBody } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
@@ -33,6 +25,7 @@ import { memoryPresence } from "./memory-presence.ts";
 import * as progress from "./memory-progress.ts";
 import { memoryQueueControls } from "./memory-queue-controls.ts";
 import { memoryQueueStats } from "./memory-queue-stats.ts";
+import { MemoryJobRecords } from "./memory-records.ts";
 import { memoryScheduleStore } from "./memory-schedule-store.ts";
 import {
   checkToken,
@@ -106,6 +99,7 @@ class MemoryJobBroker implements MemoryBroker {
   readonly taskLeasing: MemoryTaskLeasing;
   readonly presence: Presence;
   readonly #delayed: MemoryDelayedTasks;
+  readonly #records: MemoryJobRecords;
   readonly queueControls: QueueControls;
   readonly flows: FlowStore;
   readonly schedules: ScheduleStore;
@@ -123,6 +117,7 @@ class MemoryJobBroker implements MemoryBroker {
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
     this.presence = memoryPresence(server.presence, server.clock, (op) => this.#open(op));
     this.#delayed = new MemoryDelayedTasks(server, (op) => this.#open(op), this.#stop);
+    this.#records = new MemoryJobRecords(server, (op) => this.#open(op), this.#stop);
     this.queueControls = memoryQueueControls(
       server.queues,
       (queue, kind) => server.permitPool(queue, kind),
@@ -143,140 +138,42 @@ class MemoryJobBroker implements MemoryBroker {
     return this.server.maxPayload;
   }
 
-  // ---- job records (KV, compare-and-set on the revision) ----
+  // ---- job records (memory-records.ts) ----
 
-  async createRecord(record: JobRecord): Promise<number> {
-    this.#open("job.record.create");
-    return this.server.records.create("job.record.create", record.id, encodeRecord(record));
+  createRecord(record: JobRecord): Promise<number> {
+    return this.#records.createRecord(record);
   }
 
-  async getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
-    this.#open("job.record.get");
-    const entry = this.server.records.get("job.record.get", id);
-    if (entry?.value === undefined) return undefined;
-    return { record: decodeRecord(entry.value), revision: entry.revision };
+  getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
+    return this.#records.getRecord(id);
   }
 
-  async updateRecord(record: JobRecord, revision: number): Promise<number> {
-    this.#open("job.record.update");
-    return this.server.records.update("job.record.update", record.id, encodeRecord(record), revision);
+  updateRecord(record: JobRecord, revision: number): Promise<number> {
+    return this.#records.updateRecord(record, revision);
   }
 
-  async deleteRecord(id: string, revision: number): Promise<void> {
-    this.#open("job.record.delete");
-    this.server.records.delete("job.record.delete", id, revision);
+  deleteRecord(id: string, revision: number): Promise<void> {
+    return this.#records.deleteRecord(id, revision);
   }
 
-  async listRecords(): Promise<JobRecord[]> {
-    this.#open("job.record.list");
-    return this.server.records.live().map((entry) => decodeRecord(entry.value as string));
+  listRecords(): Promise<JobRecord[]> {
+    return this.#records.listRecords();
   }
 
-  /**
-   * As on NATS: entries in the order of their last write (revisions are the
-   * stream's sequences), delete markers read and skipped, at most `maxScan`
-   * read; `next` only when something follows the page. Costs a pass over
-   * the bucket here: the memory broker holds what one process can.
-   */
-  async listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
-    this.#open("job.record.page");
-    const maxScan = query.maxScan ?? scanBound(query.limit);
-    const entries = this.server.records.writtenAfter(query.after ?? 0);
-    const records: JobRecord[] = [];
-    let last = query.after ?? 0;
-    for (const [read, entry] of entries.entries()) {
-      if (records.length === query.limit || read === maxScan) return { records, next: last };
-      last = entry.revision;
-      if (entry.value === undefined) continue;
-      const record = decodeRecord(entry.value);
-      if (matchesFilter(record, query)) records.push(record);
-    }
-    return { records };
+  listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
+    return this.#records.listRecordsPage(query);
   }
 
-  /** Every current record, then every change (deletes are not records: not passed on, as on NATS). */
-  async watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void> {
-    this.#open("job.record.watch");
-    const stop = AbortSignal.any([signal, this.#stop]);
-    if (stop.aborted) return;
-    const kv = this.server.records;
-    const queue = kv.live().map((entry) => entry.value as string);
-    let head = 0;
-    let scheduled = false;
-    // Handed over asynchronously and in order, as a KV watch delivers them.
-    const flush = () => {
-      scheduled = false;
-      while (!stop.aborted) {
-        const value = queue[head];
-        if (value === undefined) break;
-        head++;
-        try {
-          onRecord(decodeRecord(value));
-        } catch {
-          // A throwing listener loses that record only; on NATS its supervised loop restarts.
-        }
-      }
-      queue.splice(0, head);
-      head = 0;
-    };
-    const schedule = () => {
-      if (scheduled) return;
-      scheduled = true;
-      queueMicrotask(flush);
-    };
-    const unwatch = kv.watch((entry) => {
-      if (entry.value === undefined) return;
-      queue.push(entry.value);
-      schedule();
-    });
-    schedule();
-    await whenAborted(stop);
-    unwatch();
+  watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void> {
+    return this.#records.watchRecords(onRecord, signal);
   }
 
-  /**
-   * Every record written from now on, in order and asynchronously, as a KV
-   * watch delivers them. While a promise `onRecord` returned is pending,
-   * writes wait in memory (every revision: the records live in memory anyway).
-   */
-  async watchRecordChanges(
+  watchRecordChanges(
     onRecord: (record: JobRecord) => void | Promise<void>,
     signal: AbortSignal,
     onWatching?: () => void,
   ): Promise<void> {
-    this.#open("job.record.changes");
-    const stop = AbortSignal.any([signal, this.#stop]);
-    if (stop.aborted) return;
-    const written: string[] = [];
-    let wake: (() => void) | undefined;
-    const stopped = whenAborted(stop);
-    const unwatch = this.server.records.watch((entry) => {
-      if (entry.value === undefined) return; // a delete is not a record, as on NATS
-      written.push(entry.value);
-      wake?.();
-    });
-    onWatching?.();
-    try {
-      let head = 0;
-      while (!stop.aborted) {
-        const value = written[head];
-        if (value === undefined) {
-          written.length = head = 0;
-          await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
-          wake = undefined;
-          continue;
-        }
-        head++;
-        try {
-          const room = onRecord(decodeRecord(value));
-          if (room) await Promise.race([room, stopped]);
-        } catch {
-          // A record that cannot be read, or a throwing listener, loses that record only (as on NATS).
-        }
-      }
-    } finally {
-      unwatch();
-    }
+    return this.#records.watchRecordChanges(onRecord, signal, onWatching);
   }
 
   // ---- tasks ----

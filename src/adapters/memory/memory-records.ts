@@ -1,0 +1,157 @@
+import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
+import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
+import { whenAborted } from "../../kernel/signals.ts";
+import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
+import type { MemoryServerState } from "./memory-server.ts";
+
+/**
+ * The job records of the memory broker: its server's KV of records, with
+ * compare-and-set on the revision, pages and watches as on NATS
+ * (adapters/job-records.ts is the port).
+ */
+export class MemoryJobRecords {
+  readonly #server: MemoryServerState;
+  readonly #open: (operation: string) => void;
+  /** Aborted when the broker or its server closes: the watches end then. */
+  readonly #stop: AbortSignal;
+
+  constructor(server: MemoryServerState, open: (operation: string) => void, stop: AbortSignal) {
+    this.#server = server;
+    this.#open = open;
+    this.#stop = stop;
+  }
+
+  async createRecord(record: JobRecord): Promise<number> {
+    this.#open("job.record.create");
+    return this.#server.records.create("job.record.create", record.id, encodeRecord(record));
+  }
+
+  async getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
+    this.#open("job.record.get");
+    const entry = this.#server.records.get("job.record.get", id);
+    if (entry?.value === undefined) return undefined;
+    return { record: decodeRecord(entry.value), revision: entry.revision };
+  }
+
+  async updateRecord(record: JobRecord, revision: number): Promise<number> {
+    this.#open("job.record.update");
+    return this.#server.records.update("job.record.update", record.id, encodeRecord(record), revision);
+  }
+
+  async deleteRecord(id: string, revision: number): Promise<void> {
+    this.#open("job.record.delete");
+    this.#server.records.delete("job.record.delete", id, revision);
+  }
+
+  async listRecords(): Promise<JobRecord[]> {
+    this.#open("job.record.list");
+    return this.#server.records.live().map((entry) => decodeRecord(entry.value as string));
+  }
+
+  /**
+   * As on NATS: entries in the order of their last write (revisions are the
+   * stream's sequences), delete markers read and skipped, at most `maxScan`
+   * read; `next` only when something follows the page. Costs a pass over
+   * the bucket here: the memory broker holds what one process can.
+   */
+  async listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
+    this.#open("job.record.page");
+    const maxScan = query.maxScan ?? scanBound(query.limit);
+    const entries = this.#server.records.writtenAfter(query.after ?? 0);
+    const records: JobRecord[] = [];
+    let last = query.after ?? 0;
+    for (const [read, entry] of entries.entries()) {
+      if (records.length === query.limit || read === maxScan) return { records, next: last };
+      last = entry.revision;
+      if (entry.value === undefined) continue;
+      const record = decodeRecord(entry.value);
+      if (matchesFilter(record, query)) records.push(record);
+    }
+    return { records };
+  }
+
+  /** Every current record, then every change (deletes are not records: not passed on, as on NATS). */
+  async watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void> {
+    this.#open("job.record.watch");
+    const stop = AbortSignal.any([signal, this.#stop]);
+    if (stop.aborted) return;
+    const kv = this.#server.records;
+    const queue = kv.live().map((entry) => entry.value as string);
+    let head = 0;
+    let scheduled = false;
+    // Handed over asynchronously and in order, as a KV watch delivers them.
+    const flush = () => {
+      scheduled = false;
+      while (!stop.aborted) {
+        const value = queue[head];
+        if (value === undefined) break;
+        head++;
+        try {
+          onRecord(decodeRecord(value));
+        } catch {
+          // A throwing listener loses that record only; on NATS its supervised loop restarts.
+        }
+      }
+      queue.splice(0, head);
+      head = 0;
+    };
+    const schedule = () => {
+      if (scheduled) return;
+      scheduled = true;
+      queueMicrotask(flush);
+    };
+    const unwatch = kv.watch((entry) => {
+      if (entry.value === undefined) return;
+      queue.push(entry.value);
+      schedule();
+    });
+    schedule();
+    await whenAborted(stop);
+    unwatch();
+  }
+
+  /**
+   * Every record written from now on, in order and asynchronously, as a KV
+   * watch delivers them. While a promise `onRecord` returned is pending,
+   * writes wait in memory (every revision: the records live in memory anyway).
+   */
+  async watchRecordChanges(
+    onRecord: (record: JobRecord) => void | Promise<void>,
+    signal: AbortSignal,
+    onWatching?: () => void,
+  ): Promise<void> {
+    this.#open("job.record.changes");
+    const stop = AbortSignal.any([signal, this.#stop]);
+    if (stop.aborted) return;
+    const written: string[] = [];
+    let wake: (() => void) | undefined;
+    const stopped = whenAborted(stop);
+    const unwatch = this.#server.records.watch((entry) => {
+      if (entry.value === undefined) return; // a delete is not a record, as on NATS
+      written.push(entry.value);
+      wake?.();
+    });
+    onWatching?.();
+    try {
+      let head = 0;
+      while (!stop.aborted) {
+        const value = written[head];
+        if (value === undefined) {
+          written.length = head = 0;
+          await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
+          wake = undefined;
+          continue;
+        }
+        head++;
+        try {
+          const room = onRecord(decodeRecord(value));
+          if (room) await Promise.race([room, stopped]);
+        } catch {
+          // A record that cannot be read, or a throwing listener, loses that record only (as on NATS).
+        }
+      }
+    } finally {
+      unwatch();
+    }
+  }
+}
