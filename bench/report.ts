@@ -193,6 +193,8 @@ export function markdown(doc: BenchDocument): string {
     for (const [name, side] of [
       ["jetstate", small.jetstate],
       ["jetstate, `jobs.lane`", small.lane],
+      // Older result files have no memory side.
+      ["jetstate, `jobs.memoryConsumers`", small.memory ?? null],
       ["raw JetStream, the minimum", small.raw],
       ["BullMQ (Redis)", small.bullmq],
     ] as const) {

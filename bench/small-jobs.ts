@@ -6,8 +6,10 @@
  *     (jobs/s from the first submit to the last result);
  *   - one at a time: `serial` jobs in a row (p50 of submit and of
  *     submit → result).
- * Sides: jetstate (`submit()` → `done()`) with its defaults and with
- * `jobs.lane` (each 1-task job on its queue's lane, no consumer of its own), raw JetStream doing the minimum for
+ * Sides: jetstate (`submit()` → `done()`) with its defaults, with
+ * `jobs.lane` (each 1-task job on its queue's lane, no consumer of its own)
+ * and with `jobs.memoryConsumers` (a consumer of its own, in the server's
+ * memory), raw JetStream doing the minimum for
  * the same work (publish the task with its PubAck, a pull consumer takes it,
  * the worker publishes the result with its PubAck and acks the task, the
  * submitter reads the result from one subscription), and BullMQ when a Redis
@@ -27,7 +29,7 @@ export interface SmallJobsShape {
 }
 
 export interface SmallJobsRun {
-  readonly side: "jetstate" | "jetstate-lane" | "raw" | "bullmq";
+  readonly side: "jetstate" | "jetstate-lane" | "jetstate-memory" | "raw" | "bullmq";
   readonly rep: number;
   readonly jobsPerSec: number;
   /** CPU per job while in flight: this process (submitter and worker), and nats-server when known. */
@@ -86,9 +88,15 @@ const measure = async (
   };
 };
 
-const jetstateSide = async (url: string, rep: number, concurrency: number, lane = false): Promise<Side> => {
+const jetstateSide = async (
+  url: string,
+  rep: number,
+  concurrency: number,
+  lane = false,
+  memoryConsumers = false,
+): Promise<Side> => {
   const rt = await freshRuntime(url, lane ? "smalllane" : "small", rep, (options) =>
-    createRuntime({ ...options, jobs: { lane } }),
+    createRuntime({ ...options, jobs: { lane, memoryConsumers } }),
   );
   const queue = uniqueName("q", rep);
   await rt.admin.provision([queue]);
@@ -98,7 +106,7 @@ const jetstateSide = async (url: string, rep: number, concurrency: number, lane 
     handler: (task) => task.payload * 2,
   });
   return {
-    name: lane ? "jetstate-lane" : "jetstate",
+    name: lane ? "jetstate-lane" : memoryConsumers ? "jetstate-memory" : "jetstate",
     submit: async (n) => {
       const job = await rt.jobs.submit<number, number>({ queue, tasks: [n] });
       const result = (async () => {
@@ -214,6 +222,7 @@ export async function measureSmallJobs(
     () => rawSide(url, rep, concurrency),
     () => jetstateSide(url, rep, concurrency),
     () => jetstateSide(url, rep, concurrency, true),
+    () => jetstateSide(url, rep, concurrency, false, true),
     () => bullmqSide(rep, concurrency),
   ];
   // Warm-up of each side, untimed.
@@ -267,6 +276,7 @@ export async function measureSmallJobs(
     runs,
     jetstate: summary("jetstate"),
     lane: summary("jetstate-lane"),
+    memory: summary("jetstate-memory"),
     raw: summary("raw"),
     bullmq: summary("bullmq"),
     ratioToRaw: ratioTo("raw"),
