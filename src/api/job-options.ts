@@ -48,12 +48,12 @@ export interface JobRuntimeOptions {
    * Keep each job's own consumer in the NATS server's memory (`mem_storage`)
    * instead of on its disk: made and deleted for about a third of the
    * server's CPU, which is what many concurrent jobs pay (50 jobs of 100
-   * tasks against one job of 5,000: ~0.55 of its speed on disk, 0.71–0.81
-   * in memory, medians of two bench runs). The price is
-   * a server restart: the consumers are gone. Each job's supervisor makes its
-   * consumer again, but the tasks workers held then are delivered again, and
-   * may run twice. No effect on the memory broker, nor on lane jobs (no
-   * consumer of their own).
+   * tasks against one job of 5,000: 0.58–0.78 of its speed on disk and
+   * 0.71–0.96 in memory, medians of four bench runs). The price is a server
+   * restart: the consumers are gone. Each job's supervisor makes its consumer
+   * again, but the tasks workers held then are delivered again, and may run
+   * twice. No effect on the memory broker, nor on lane jobs (no consumer of
+   * their own).
    * @defaultValue false
    */
   readonly memoryConsumers?: boolean;

@@ -18,9 +18,10 @@ import { fromPort, type PortFailure } from "./port-call.ts";
  * store) or still says it runs with none of its tasks stored (every end and
  * cancel is written to the record before the consumer is deleted, so a
  * running job has a consumer). A running job's consumer gone over tasks
- * still stored (a server restarted with its store, and the consumer lived in
- * its memory: `jobs.memoryConsumers`) is made again: the job is not lost. Undefined while the
- * consumer exists, or when the record says it ended.
+ * still stored or held (a server restarted with its store, and the consumer
+ * lived in its memory: `jobs.memoryConsumers`) is made again: the job is
+ * not lost. Undefined while the consumer exists, or when the record says it
+ * ended.
  */
 const lostReasonEffect = (
   broker: JobPort,
