@@ -52,8 +52,9 @@ export interface JobRuntimeOptions {
    * 0.71–0.96 in memory, medians of four bench runs). The price is a server
    * restart: the consumers are gone. Each job's supervisor makes its consumer
    * again, but the tasks workers held then are delivered again, and may run
-   * twice. No effect on the memory broker, nor on lane jobs (no consumer of
-   * their own).
+   * twice (on a cluster, a node back with an empty store re-ran more than
+   * half of a job's tasks in the chaos suite). No effect on the memory
+   * broker, nor on lane jobs (no consumer of their own).
    * @defaultValue false
    */
   readonly memoryConsumers?: boolean;

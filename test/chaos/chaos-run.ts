@@ -129,6 +129,9 @@ export const newLeaderAfter = async (
   return undefined;
 };
 
+/** CHAOS_MEMORY_CONSUMERS=1: the runtimes keep each job's consumer in the servers' memory (`jobs.memoryConsumers`). */
+const memoryConsumers = process.env.CHAOS_MEMORY_CONSUMERS === "1";
+
 /** CHAOS_RUNS, default 3. */
 export const chaosRuns = (): number => {
   const raw = process.env.CHAOS_RUNS;
@@ -211,6 +214,7 @@ const runOnce = async (
       name: submitterName,
       prefix: PREFIX,
       replicas: REPLICAS,
+      jobs: { memoryConsumers },
       logger: fileLogger(path.join(dir, "submitter.log")),
     });
     runtimes.push(submitter);
@@ -222,6 +226,7 @@ const runOnce = async (
         name: "chaos-watcher",
         prefix: PREFIX,
         replicas: REPLICAS,
+        jobs: { memoryConsumers },
         logger: fileLogger(path.join(dir, "watcher.log")),
       }),
     );
