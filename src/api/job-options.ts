@@ -53,7 +53,7 @@ export interface JobRuntimeOptions {
    * restart: the consumers are gone. Each job's supervisor makes its consumer
    * again, but the tasks workers held then are delivered again, and may run
    * twice (on a cluster, a node back with an empty store re-ran more than
-   * half of a job's tasks in the chaos suite). No effect on the memory
+   * half of a job's tasks in one chaos run). No effect on the memory
    * broker, nor on lane jobs (no consumer of their own).
    * @defaultValue false
    */
