@@ -388,7 +388,22 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
       ).toBeLessThanOrEqual(1);
 
     // ---- The observer: counts never go down, never above the ledger, end at the ledger; cancels.
-    await observer.waitFor((l) => l.event === "observed", "observed everything", 30_000);
+    await observer
+      .waitFor((l) => l.event === "observed", "observed everything", 30_000)
+      .catch((error) => {
+        // Which of its jobs the observer still waits for, and the last it saw of each: why it hangs.
+        const ended = new Set(
+          observer.lines.filter((l) => l.event === "final" || l.event === "cancelled").map((l) => l.key),
+        );
+        const waiting = [...plan.watch, ...plan.cancel]
+          .filter((key) => !ended.has(key))
+          .map((key) => ({
+            key,
+            jobId: idOf(key),
+            lastSample: observer.lines.filter((l) => l.event === "sample" && l.key === key).at(-1),
+          }));
+        throw new Error(`${(error as Error).message}; still waiting for ${JSON.stringify(waiting)}`);
+      });
     const handledBy = (jobId: string, at: number) =>
       new Set(ledger.filter((l) => l.jobId === jobId && l.at <= at).map((l) => l.index)).size;
     for (const key of plan.watch) {
