@@ -227,8 +227,9 @@ class MemoryJobBroker implements MemoryBroker {
   async restoreConsumer(job: JobTasksRef, settings: JobSettings): Promise<ConsumerRestore> {
     const op = "job.consumer.restore";
     if (this.#consumerOf(op, job.queue, job.id)) return "present";
-    const held = job.runAt !== undefined && (await this.heldCount(job.queue, job.id)) > 0;
-    if (!held && this.server.tasks.count(this.#tasksSubject(op, job)) === 0) return "empty";
+    const stored = this.server.tasks.count(this.#tasksSubject(op, job)) > 0;
+    const held = () => job.runAt !== undefined && this.heldCount(job.queue, job.id).then((n) => n > 0);
+    if (!stored && !(await held())) return "empty";
     await this.createConsumer(job.queue, job.id, settings);
     return "restored";
   }

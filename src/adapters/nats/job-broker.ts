@@ -301,8 +301,12 @@ export class NatsJobBroker {
     });
   }
 
-  /** `held`: tasks of the job wait until due (delayed), so it is made again even with none stored. */
-  restoreConsumer(job: JobTasksRef, settings: JobSettings, held: boolean): Promise<ConsumerRestore> {
+  /** `held`: whether tasks of the job wait until due (delayed): then it is made again with none stored. */
+  restoreConsumer(
+    job: JobTasksRef,
+    settings: JobSettings,
+    held: () => Promise<boolean>,
+  ): Promise<ConsumerRestore> {
     return this.#runOnQueue("job.consumer.restore", job.queue, ({ jsm }) =>
       restoreJobConsumer(jsm, this.names, job, this.#consumerConfig(job.queue, job.id, settings), held),
     );

@@ -38,21 +38,22 @@ export const found = <A>(lookUp: Promise<A>): Promise<boolean> =>
 
 /**
  * The job's consumer made again when it is gone and tasks of the job are
- * still stored, or `held` until due (a job whose tasks went with the store is
- * lost, not restored). Only for a job whose record says it runs: its end
- * deletes the consumer.
+ * still stored, or `held` until due (asked only then: a job whose tasks went
+ * with the store is lost, not restored). Only for a job whose record says it
+ * runs: its end deletes the consumer.
  */
 export const restoreJobConsumer = async (
   jsm: JetStreamManager,
   names: BrokerNames,
   job: JobTasksRef,
   config: Partial<ConsumerConfig>,
-  held: boolean,
+  held: () => Promise<boolean>,
 ): Promise<ConsumerRestore> => {
   const stream = names.tasksStream(job.queue);
   if (await found(jsm.consumers.info(stream, job.id))) return "present";
   const subject = names.tasksSubject(job.queue, job.id);
-  if (!held && !(await found(jsm.streams.getMessage(stream, { last_by_subj: subject })))) return "empty";
+  const stored = await found(jsm.streams.getMessage(stream, { last_by_subj: subject }));
+  if (!stored && !(await held())) return "empty";
   await jsm.consumers.add(stream, config);
   return "restored";
 };

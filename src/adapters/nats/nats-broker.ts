@@ -151,11 +151,9 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
     tasksCommitted: (job) => js.tasksCommitted(job),
     // Made again while tasks of the job are stored, or held until due (moved onto its subject later).
-    restoreConsumer: async (job, settings) =>
-      js.restoreConsumer(
-        job,
-        settings,
-        job.runAt !== undefined && (await delayed.heldCount(job.queue, job.id)) > 0,
+    restoreConsumer: (job, settings) =>
+      js.restoreConsumer(job, settings, async () =>
+        job.runAt === undefined ? false : (await delayed.heldCount(job.queue, job.id)) > 0,
       ),
     consumerCounts: (job) => js.consumerCounts(job),
     removeTasks: async (job) => {
