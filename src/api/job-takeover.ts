@@ -1,7 +1,7 @@
 import type { Broker } from "../adapters/broker.ts";
 import { type ReapReport, reapSubmits } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
-import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
@@ -113,8 +113,7 @@ const isOver = (record: JobRecord): boolean =>
  * consumer for the ended job: the next cleanup pass removes it.
  */
 export const restoreSupervised = (broker: Broker, log: Logger, now: number, record: JobRecord): void => {
-  const running = record.status === "running" || record.status === "stalled";
-  if (record.lane || !running || !broker.leases.holds(record.id, now)) return;
+  if (record.lane || !isRunning(record) || !broker.leases.holds(record.id, now)) return;
   broker.restoreConsumer(record, record.settings).then(
     (restored) => {
       if (restored === "restored")

@@ -2,7 +2,7 @@ import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
-import { rollBackEffect } from "./submit-job.ts";
+import { isSameSubmit, rollBackEffect } from "./submit-job.ts";
 
 export interface ReapReport {
   /** Submits that died before their commit point: tasks purged, record failed. */
@@ -47,8 +47,7 @@ const reapSubmitsEffect = (
       // Read again: by now the record may hold another submit of its key (this one rolled back
       // by another reaper, then taken over), whose tasks and record are not this pass's to undo.
       const found = yield* fromPort(() => port.getRecord(listed.id));
-      if (found?.record.phase !== SubmitPhase.submitting || found.record.submitId !== listed.submitId)
-        continue;
+      if (!isSameSubmit(found, listed)) continue;
       const { record, revision } = found;
       if (yield* fromPort(() => port.tasksCommitted(record))) {
         if (yield* rollForward(port, record, revision, now)) rolledForward.push(record.id);

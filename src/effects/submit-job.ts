@@ -154,6 +154,12 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
     }
   });
 
+type RecordFound = { readonly record: JobRecord; readonly revision: number };
+
+/** Whether the record `found` still holds `record`'s submit, not committed, rolled back or replaced. */
+export const isSameSubmit = (found: RecordFound | undefined, record: JobRecord): found is RecordFound =>
+  found?.record.phase === SubmitPhase.submitting && found.record.submitId === record.submitId;
+
 /**
  * Marks a submit that never committed rolled back; a committed job is
  * supervised instead, and another submit of the key that holds the record
@@ -162,8 +168,7 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
 const markRolledBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
   Effect.gen(function* () {
     const found = yield* fromPort(() => port.getRecord(record.id));
-    if (!found || found.record.phase !== SubmitPhase.submitting || found.record.submitId !== record.submitId)
-      return;
+    if (!isSameSubmit(found, record)) return;
     yield* fromPort(() =>
       port.updateRecord(
         {
