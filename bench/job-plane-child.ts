@@ -39,7 +39,7 @@ import {
   setup,
 } from "xstate";
 import type { FinalizeInput } from "../src/kernel/job-record.ts";
-import { type FeedInput, type JobEvent, jobMachine } from "../src/machines/job.machine.ts";
+import { type JobEvent, jobMachine } from "../src/machines/job.machine.ts";
 import { cpuMicrosSince, round, sleep } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
 
@@ -225,14 +225,10 @@ const jobSettings = {
   stalledTimeoutMs: 0,
 };
 
-const stubJobMachine = (timers: Timers) =>
+const stubJobMachine = () =>
   jobMachine.provide({
     actors: {
       submit: fromPromise<number | undefined, { jobId: string }>(async () => Date.now()),
-      // The job's feed reads nothing here: it only ticks, as the runtime's does.
-      feed: fromCallback<JobEvent, FeedInput>(
-        ticking(timers, () => ({ type: "clock.tick", now: Date.now() })),
-      ),
       finalize: fromPromise<void, FinalizeInput>(async () => undefined),
     },
   });
@@ -242,16 +238,22 @@ const idleActors = async (mode: string, count: number) => {
   if (!["tiny", "job"].includes(kind) || !["none", "per", "per3", "shared"].includes(timers))
     throw new Error(`unknown actors mode ${mode}`);
   const tiny = tinyMachine(timers);
-  const job = stubJobMachine(timers);
+  const job = stubJobMachine();
   const start = (k: number): AnyActorRef => {
     if (kind === "tiny") {
       const actor = createActor(tiny).start();
       actor.send({ type: "start" });
       return actor;
     }
-    return createActor(job, {
+    const actor = createActor(job, {
       input: { jobId: `job-${k}`, queue: "q", total: 1, settings: jobSettings, now: Date.now() },
     }).start();
+    // The job's feed reads nothing here: it only ticks, beside the actor, as the runtime's does.
+    const stopTicking = ticking(timers, () => ({ type: "clock.tick", now: Date.now() }))({
+      sendBack: (event) => actor.send(event as JobEvent),
+    });
+    actor.subscribe({ complete: stopTicking });
+    return actor;
   };
   // A warm-up: every lazily made part of xstate exists before the baseline.
   for (let k = 0; k < 200; k++) start(k).stop();

@@ -195,8 +195,11 @@ export const startJobActor = (
   const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
   const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops, record, seen);
+  // Its results and its clock: started before the actor, so its reader is there before its tasks.
+  const stopFeed = run.startFeed();
   actor.subscribe({
     complete: () => {
+      stopFeed();
       stopRenewing();
       stopChecking();
       stopping.abort(workOver);

@@ -1,4 +1,4 @@
-import { type Actor, fromCallback, fromPromise } from "xstate";
+import { type Actor, fromPromise } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { finalizeJob, type RecordSeen } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
@@ -13,7 +13,7 @@ import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { decodeResults } from "../kernel/wire.ts";
-import { type FeedInput, type JobEvent, type JobMachine, jobMachine } from "../machines/job.machine.ts";
+import { type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
 import { snapshotOf } from "./job-handle.ts";
 
 /** What every job's actors share in one runtime: its broker, clock, settings and loops. */
@@ -78,7 +78,7 @@ export const recordEvent = (record: JobRecord) =>
 
 /**
  * The job machine with its actors' real I/O provided, once per runtime:
- * `submit`, `feed` (the job's results and its clock) and `finalize`. Each job's
+ * `submit` and `finalize`; beside it, each job's feed (its results and its clock). Each job's
  * actor is `attach`ed to its run before it starts; its actors find the run
  * by the actor's system (one per root actor). Providing per job rebuilt the
  * whole statechart (every state node, transition and closure) for each job:
@@ -103,25 +103,100 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
 
   /**
    * The job's clock: not one of the runtime's loops but a timer of the
-   * statechart's own, stopped with its feed when the actor stops (`jobs.stop()`
+   * job's own, stopped with its feed when the actor stops (`jobs.stop()`
    * stops every actor before the runtime's loops close), with no I/O in flight
    * to wait for. It wakes when the job's stall (or its stalled timeout) may be
    * due, never sooner than `everyMs`: a job that nothing answers ticks once a
    * `stallAfterMs`, not once a second (10,000 live jobs were 10,000 timer
    * wakes and statechart events a second). Returns its stop.
    */
-  const tick = (job: Actor<JobMachine>, sendBack: (event: JobEvent) => void, everyMs: number) => {
+  const tick = (job: Actor<JobMachine>, everyMs: number) => {
     let timer: unknown;
     let stopped = false;
     const wake = () => {
       if (stopped) return;
-      sendBack({ type: "clock.tick", now: clock.now() });
+      job.send({ type: "clock.tick", now: clock.now() });
       timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
     };
     timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
     return () => {
       stopped = true;
       clock.clearTimeout(timer);
+    };
+  };
+
+  /**
+   * The job's feed: its results, and its clock's ticks, sent to its actor as events for the
+   * actor's whole life. Not an actor invoked by the machine: an invoked actor is about 2 KB
+   * of heap more on every live job (its actor, mailbox, observers and scope), for nothing
+   * the machine decides. The feed dedupes nothing, the bitmap does. Returns its stop.
+   */
+  const feed = (state: RunState, everyMs: number): (() => void) => {
+    const { record, log, signal, self, resumeFrom } = state.run;
+    const job = self();
+    const jobId = record.id;
+    const stopTicking = tick(job, everyMs);
+    if (resumeFrom && isFinal(resumeFrom)) return stopTicking;
+    const backlog: ResultEntry[] = [];
+    let caughtUp = false;
+    const flush = () => {
+      // Answers read while the submit is still running (an idempotent resubmit of a job
+      // that has them) wait for it: the machine counts from `running` on.
+      if (!caughtUp || backlog.length === 0 || snapshotOf(job).status === "queuing") return;
+      job.send({
+        type: "results.received",
+        entries: backlog.splice(0),
+        at: clock.now(),
+        ...(state.replay ? { replay: true } : {}),
+      });
+      state.replay = false;
+    };
+    // Answers read while queuing are handed over once it has left: then nothing more to wait
+    // for (one observer less on every live job).
+    const leftQueuing = job.subscribe((s) => {
+      if (s.matches("queuing")) return;
+      leftQueuing.unsubscribe();
+      flush();
+    });
+    state.kept = [];
+    const feeding = broker
+      .readResults(
+        record.queue,
+        jobId,
+        (body, pending) => {
+          if (state.kept) {
+            state.keptSize += body.length;
+            if (state.keptSize <= keptBytes) state.kept.push(body);
+            else state.kept = undefined;
+          }
+          try {
+            backlog.push(...decodeResults(body));
+          } catch (error) {
+            // Not written by jetstate: nothing in it to count.
+            log.warn({ err: error }, "results message skipped");
+          }
+          // The first time through, hand over everything stored in one event once caught
+          // up: a redrive marker must be counted before the job decides it is over.
+          if (!caughtUp && pending > 0) return;
+          caughtUp = true;
+          flush();
+        },
+        // The job's own: it aborts as the actor stops (its `complete`), which is also when
+        // the feed is stopped. No signal of the feed's own (two signals a live job).
+        signal,
+        () => {
+          caughtUp = true;
+        },
+        // A new submit: nothing of the job is stored before its tasks are published, after this.
+        state.run.bodies !== undefined,
+      )
+      .catch((error) => log.warn({ err: error }, "results feed failed"));
+    // Ends when the actor or runtime stops; started whether or not the runtime's loops still
+    // run, and while they do, `rt.stop()` waits for it to end.
+    shared.loops.track(`job-results:${jobId}`, () => feeding);
+    return () => {
+      leftQueuing.unsubscribe();
+      stopTicking();
     };
   };
 
@@ -167,76 +242,6 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           throw error;
         }
         return clock.now(); // committed: the job's rate and stall clocks start here
-      }),
-      // The job's results and its clock, in one actor: an invoked actor each was about 1.7 KB of
-      // heap more on every live job.
-      feed: fromCallback<JobEvent, FeedInput>(({ sendBack, input, system }) => {
-        const state = stateOf(system);
-        const { record, log, signal, self, resumeFrom } = state.run;
-        const jobId = record.id;
-        const stopTicking = tick(self(), sendBack, input.everyMs);
-        if (resumeFrom && isFinal(resumeFrom)) return stopTicking;
-        const backlog: ResultEntry[] = [];
-        let caughtUp = false;
-        const flush = () => {
-          // Answers read while the submit is still running (an idempotent resubmit of a job
-          // that has them) wait for it: the machine counts from `running` on.
-          if (!caughtUp || backlog.length === 0 || snapshotOf(self()).status === "queuing") return;
-          sendBack({
-            type: "results.received",
-            entries: backlog.splice(0),
-            at: clock.now(),
-            ...(state.replay ? { replay: true } : {}),
-          });
-          state.replay = false;
-        };
-        // Answers read while queuing are handed over once it has left: then nothing more to wait
-        // for (one observer less on every live job).
-        const leftQueuing = self().subscribe((s) => {
-          if (s.matches("queuing")) return;
-          leftQueuing.unsubscribe();
-          flush();
-        });
-        state.kept = [];
-        const feeding = broker
-          .readResults(
-            record.queue,
-            jobId,
-            (body, pending) => {
-              if (state.kept) {
-                state.keptSize += body.length;
-                if (state.keptSize <= keptBytes) state.kept.push(body);
-                else state.kept = undefined;
-              }
-              try {
-                backlog.push(...decodeResults(body));
-              } catch (error) {
-                // Not written by jetstate: nothing in it to count.
-                log.warn({ err: error }, "results message skipped");
-              }
-              // The first time through, hand over everything stored in one event once caught
-              // up: a redrive marker must be counted before the job decides it is over.
-              if (!caughtUp && pending > 0) return;
-              caughtUp = true;
-              flush();
-            },
-            // The job's own: it aborts as the actor stops (its `complete`), which is also when
-            // XState stops this feed. No signal of the feed's own (two signals a live job).
-            signal,
-            () => {
-              caughtUp = true;
-            },
-            // A new submit: nothing of the job is stored before its tasks are published, after this.
-            state.run.bodies !== undefined,
-          )
-          .catch((error) => log.warn({ err: error }, "results feed failed"));
-        // Ends when the feed is left or the actor or runtime stops; started whether or not the
-        // runtime's loops still run, and while they do, `rt.stop()` waits for it to end.
-        shared.loops.track(`job-results:${jobId}`, () => feeding);
-        return () => {
-          leftQueuing.unsubscribe();
-          stopTicking();
-        };
       }),
       finalize: fromPromise(async ({ input, system }) => {
         const state = stateOf(system);
@@ -293,6 +298,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     };
     runs.set(actor.system, state);
     return {
+      /** Starts the job's feed (before the actor starts: its reader must be there before its tasks). */
+      startFeed: () => feed(state, tickEveryMs(run.record.settings)),
       submitError: () => state.submitError,
       finalizeError: () => state.finalizeError,
       keptResults: () => state.kept,

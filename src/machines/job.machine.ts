@@ -1,4 +1,4 @@
-import { and, assign, fromCallback, fromPromise, setup } from "xstate";
+import { and, assign, fromPromise, setup } from "xstate";
 import { stallClockFrom } from "../kernel/held-task.ts";
 import { afterResults, type JobProgress, type ResultEntry, remaining } from "../kernel/job-progress.ts";
 import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
@@ -7,10 +7,11 @@ import { withinTolerance } from "../kernel/job-record.ts";
 /**
  * The life of one job: `queuing → running ⇄ stalled → succeeded | failed`.
  *
- * No I/O here: `submit`, `feed` (the job's results and the clock's ticks)
- * and `finalize` are actors the runtime provides. Time comes in as `clock.tick` events and
- * every timer is a deadline in context, so a snapshot restored in another
- * process loses nothing.
+ * No I/O here: `submit` and `finalize` are actors the runtime provides; the
+ * job's results and its clock's ticks come in as events (`results.received`,
+ * `clock.tick`) from the job's feed, which the runtime runs beside the actor
+ * for its whole life. Every timer is a deadline in context, so a snapshot
+ * restored in another process loses nothing.
  */
 
 /**
@@ -44,14 +45,11 @@ export interface JobContext extends JobProgress {
 }
 
 /**
- * What the job's feed is started with: whose results to read, and how often
- * its clock must tick at least (how late a stall may be seen).
+ * How often the job's clock must tick at least: how late a stall may be seen
+ * (a quarter of `stallAfterMs`, between 20 ms and 1 s).
  */
-export interface FeedInput {
-  readonly jobId: string;
-  readonly queue: string;
-  readonly everyMs: number;
-}
+export const tickEveryMs = (settings: Pick<JobSettings, "stallAfterMs">): number =>
+  Math.max(20, Math.min(1000, settings.stallAfterMs / 4));
 
 export type JobEvent =
   | {
@@ -98,14 +96,13 @@ const jobSetup = setup({
     input: {} as JobInput,
     // Child ids named here: without them the inferred children map gets an
     // index signature that the published .d.ts cannot compile (TS2411).
-    children: {} as { feed: "feed"; submit: "submit"; finalize: "finalize" },
+    children: {} as { submit: "submit"; finalize: "finalize" },
   },
   actors: {
     /** Resolves with the commit time: tasks are visible to workers from then on. */
     submit: fromPromise<number | undefined, { jobId: string }>(async () => {
       throw new Error("submit actor not provided");
     }),
-    feed: fromCallback<JobEvent, FeedInput>(() => undefined),
     finalize: fromPromise<void, FinalizeInput>(async () => undefined),
   },
   guards: {
@@ -249,18 +246,6 @@ export const jobMachine = jobSetup.createMachine({
     // update)`), and V8 makes that copy of a literal this large a dictionary, ~1.6 KB of heap on
     // every live job and slower to copy again; a spread copy's copies keep fast properties.
     return { ...context };
-  },
-  // The results of a job are read for its whole life, and its clock ticks for it, in one
-  // actor (each invoked actor is about 1.7 KB of heap on every live job); the feed dedupes
-  // nothing, the bitmap does.
-  invoke: {
-    id: "feed",
-    src: "feed",
-    input: ({ context }) => ({
-      jobId: context.jobId,
-      queue: context.queue,
-      everyMs: Math.max(20, Math.min(1000, context.settings.stallAfterMs / 4)),
-    }),
   },
   // An end recorded by another runtime (its supervisor finished, or anyone cancelled) ends
   // the job here too; the final states' `recorded` children ignore it (they are over).

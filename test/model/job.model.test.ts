@@ -1,8 +1,8 @@
 import { getShortestPaths } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
-import { createActor, fromCallback, fromPromise, type InspectionEvent } from "xstate";
+import { createActor, fromPromise, type InspectionEvent } from "xstate";
 import type { FinalizeInput } from "../../src/kernel/job-record.ts";
-import { type FeedInput, type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 import { transitionRecorder, transitionsOf } from "./coverage.ts";
 import { fromMachineEvent, initialModel, stepModel } from "./job.oracle.ts";
 import {
@@ -45,7 +45,6 @@ const covered = new Set<JobPath>();
 const idle = {
   submit: fromPromise<number | undefined, { jobId: string }>(() => new Promise(() => undefined)),
   finalize: fromPromise<void, FinalizeInput>(() => new Promise<void>(() => undefined)),
-  feed: fromCallback<JobEvent, FeedInput>(() => undefined),
 };
 
 /** Replays one path on a live actor; every step is checked against the oracle. */

@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { createActor, fromCallback, fromPromise } from "xstate";
+import { createActor, fromPromise } from "xstate";
 import { memoryAgentStore } from "../../src/adapters/memory/memory-agent-store.ts";
 import { createAgentRegistry } from "../../src/api/agents.ts";
 import { type FinalizeInput, type JobSettings, withinTolerance } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import { type FeedInput, type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
 /**
  * Guards an audit changed without any test noticing (issue #13): each case
@@ -25,7 +25,6 @@ const settings: JobSettings = {
 /** The job machine with no I/O: a submit that never commits, no feed, no clock, a finalize that succeeds. */
 const quietActors = {
   submit: fromPromise<number | undefined, { jobId: string }>(() => new Promise(() => undefined)),
-  feed: fromCallback<JobEvent, FeedInput>(() => undefined),
   finalize: fromPromise<void, FinalizeInput>(async () => undefined),
 };
 

@@ -6,10 +6,10 @@
  * states the events lead to; these cover the values they leave behind.)
  */
 import { describe, expect, it } from "vitest";
-import { createActor, fromCallback, fromPromise, waitFor } from "xstate";
+import { createActor, fromPromise, waitFor } from "xstate";
 import type { ResultEntry } from "../../src/kernel/job-progress.ts";
 import type { FinalizeInput, JobSettings } from "../../src/kernel/job-record.ts";
-import { type FeedInput, type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type JobEvent, type JobInput, jobMachine, tickEveryMs } from "../../src/machines/job.machine.ts";
 
 const settings: JobSettings = {
   maxFailures: 0,
@@ -22,11 +22,7 @@ const settings: JobSettings = {
 
 /** Actors that never settle by themselves, and record the input each was started with. */
 const recorded = () => {
-  const inputs: { submit: unknown[]; feed: unknown[]; finalize: FinalizeInput[] } = {
-    submit: [],
-    feed: [],
-    finalize: [],
-  };
+  const inputs: { submit: unknown[]; finalize: FinalizeInput[] } = { submit: [], finalize: [] };
   const actors = {
     submit: fromPromise<number | undefined, { jobId: string }>(({ input }) => {
       inputs.submit.push(input);
@@ -35,9 +31,6 @@ const recorded = () => {
     finalize: fromPromise<void, FinalizeInput>(({ input }) => {
       inputs.finalize.push(input);
       return new Promise<void>(() => undefined);
-    }),
-    feed: fromCallback<JobEvent, FeedInput>(({ input }) => {
-      inputs.feed.push(input);
     }),
   };
   return { inputs, actors };
@@ -436,7 +429,7 @@ describe("job machine: how a job ends", () => {
 });
 
 describe("job machine: start and resume", () => {
-  it("hands its actors the job id, the queue and a clock period of stallAfterMs / 4, between 20 ms and 1 s", () => {
+  it("hands its submit the job id; its clock ticks every stallAfterMs / 4, between 20 ms and 1 s", () => {
     const cases: [number, number][] = [
       [60_000, 1000],
       [4000, 1000],
@@ -446,7 +439,7 @@ describe("job machine: start and resume", () => {
     ];
     for (const [stallAfterMs, everyMs] of cases) {
       const { inputs } = start({ settings: { stallAfterMs } });
-      expect(inputs.feed).toEqual([{ jobId: "j1", queue: "images", everyMs }]);
+      expect(tickEveryMs({ stallAfterMs })).toBe(everyMs);
       expect(inputs.submit).toEqual([{ jobId: "j1" }]);
     }
   });
