@@ -9,6 +9,7 @@ import { childLogger } from "../kernel/logger.ts";
 import { LinkedControllers } from "../kernel/signals.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
+import { jobsHostMachine } from "../machines/jobs-host.machine.ts";
 import { JobChores } from "./job-chores.ts";
 import { type JobEffects, provideJobEffects, recordEvent } from "./job-effects.ts";
 import { isRecorded, snapshotOf } from "./job-handle.ts";
@@ -38,9 +39,13 @@ export interface StartedJobActor {
   keptResults(): readonly string[] | undefined;
 }
 
-/** What a runtime's jobs share: the job machine with its effects, and one timer for their periodic steps. */
+/**
+ * What a runtime's jobs share: the job machine with its effects, the parent of their actors
+ * (one actor system), and one timer for their periodic steps.
+ */
 interface JobHost {
   readonly effects: JobEffects;
+  readonly parent: Actor<typeof jobsHostMachine>;
   readonly chores: JobChores;
   /** Each job's stop, aborted too when the runtime stops. */
   readonly stops: LinkedControllers;
@@ -71,6 +76,11 @@ const hostOf = (deps: JobActorDeps): JobHost => {
         ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
         loops: core.loops,
       }),
+      // The inspector sees every job's actor through their one system.
+      parent: createActor(jobsHostMachine, {
+        id: "jobs",
+        ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
+      }).start(),
       // Half the renewal period: a renewal runs at most half a period late.
       chores: new JobChores(core.clock, core.loops, renewEveryMs(deps.leaseMs) / 2),
       stops: new LinkedControllers(core.stopping),
@@ -104,7 +114,7 @@ export const startJobActor = (
   const takeOver = core.options.jobs.takeOver;
   const jobId = record.id;
   const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
-  const { effects, chores, stops } = hostOf(deps);
+  const { effects, chores, stops, parent } = hostOf(deps);
   // Aborted when the actor completes or the runtime stops.
   const stopping = stops.link();
   const signal = stopping.signal;
@@ -128,8 +138,9 @@ export const startJobActor = (
       ...(record.dueUntil === undefined ? {} : { dueUntil: record.dueUntil }),
       ...(record.runAt === undefined ? {} : { runAt: record.runAt }),
     },
-    ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
+    parent,
   });
+  const stopActor = () => parent.send({ type: "job.stop", job: actor });
   // The record as this actor last wrote it: its end is written without reading it first.
   const seen: RecordSeen = {};
   const run = effects.attach(actor, {
@@ -194,7 +205,7 @@ export const startJobActor = (
   };
   const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
-  const stopPersisting = persistAndLog(broker, clock, actor, log, core.loops, record, seen);
+  const stopPersisting = persistAndLog(broker, clock, actor, stopActor, log, core.loops, record, seen);
   // Its results and its clock: started before the actor, so its reader is there before its tasks.
   const stopFeed = run.startFeed();
   actor.subscribe({
@@ -222,7 +233,7 @@ export const startJobActor = (
   return {
     actor,
     stop: () => {
-      actor.stop();
+      stopActor();
       stopPersisting();
     },
     onRecord: (changed) => {

@@ -1,4 +1,4 @@
-import { type Actor, fromPromise } from "xstate";
+import { type Actor, type AnyActorRef, fromPromise } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { finalizeJob, type RecordSeen } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
@@ -80,16 +80,17 @@ export const recordEvent = (record: JobRecord) =>
  * The job machine with its actors' real I/O provided, once per runtime:
  * `submit` and `finalize`; beside it, each job's feed (its results and its clock). Each job's
  * actor is `attach`ed to its run before it starts; its actors find the run
- * by the actor's system (one per root actor). Providing per job rebuilt the
+ * by their parent, the job's actor. Providing per job rebuilt the
  * whole statechart (every state node, transition and closure) for each job:
  * about half of the heap a live job took.
  */
 export const provideJobEffects = (shared: JobEffectsShared) => {
   const { broker, clock, leaseMs } = shared;
   const leases = broker.leases;
-  const runs = new WeakMap<object, RunState>();
-  const stateOf = (system: object): RunState => {
-    const state = runs.get(system);
+  const runs = new WeakMap<AnyActorRef, RunState>();
+  /** The run of the job whose actor invoked `self` (a job's `submit` or `finalize`). */
+  const stateOf = (self: AnyActorRef): RunState => {
+    const state = self._parent && runs.get(self._parent);
     if (!state) throw new Error("job actor started without its run attached");
     return state;
   };
@@ -202,8 +203,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
 
   const machine = jobMachine.provide({
     actors: {
-      submit: fromPromise(async ({ signal: aborted, system }) => {
-        const state = stateOf(system);
+      submit: fromPromise(async ({ signal: aborted, self }) => {
+        const state = stateOf(self);
         const { record, log, signal } = state.run;
         const jobId = record.id;
         if (!state.run.bodies) throw new Error("nothing to submit");
@@ -243,8 +244,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         }
         return clock.now(); // committed: the job's rate and stall clocks start here
       }),
-      finalize: fromPromise(async ({ input, system }) => {
-        const state = stateOf(system);
+      finalize: fromPromise(async ({ input, self: finalizing }) => {
+        const state = stateOf(finalizing);
         const { record, log, signal, self } = state.run;
         const jobId = record.id;
         // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
@@ -282,7 +283,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
   });
 
   /**
-   * Binds a job's actor (by its system, before it starts) to its run; `submitError()` is why
+   * Binds a job's actor (before it starts) to its run; `submitError()` is why
    * its submit failed, as the typed error it failed with (undefined: it did not);
    * `finalizeError()` why the job's end was not written.
    */
@@ -296,7 +297,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       kept: undefined,
       keptSize: 0,
     };
-    runs.set(actor.system, state);
+    runs.set(actor, state);
     return {
       /** Starts the job's feed (before the actor starts: its reader must be there before its tasks). */
       startFeed: () => feed(state, tickEveryMs(run.record.settings)),

@@ -27,6 +27,8 @@ export const persistAndLog = (
   broker: Broker,
   clock: Clock,
   actor: Actor<JobMachine>,
+  /** Stops the actor (only its parent can). */
+  stop: () => void,
   log: Logger,
   loops: Pick<LoopGroup, "track">,
   record: JobRecord,
@@ -106,7 +108,7 @@ export const persistAndLog = (
       // The end is written by finalize; a pending progress write has nothing left to say.
       if (isFinal(s.status)) cancelTimer();
       // Once the end is recorded nothing is left to supervise: stop the feed, clock and lease.
-      if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(() => actor.stop());
+      if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(stop);
     },
     complete: () => cancelTimer(),
   });
