@@ -33,8 +33,14 @@ export interface StartedJobActor {
   onRecord(record: JobRecord): void;
   /** Why the submit failed, as the typed error it failed with (undefined: it did not). */
   submitError(): unknown;
-  /** Resolves when the submit found the job already made (idempotency key): this actor must be replaced. */
-  readonly existing: Promise<JobRecord>;
+  /**
+   * Calls `listener` when the submit found the job already made (idempotency key): this actor
+   * must be replaced. One listener at a time; undefined removes it (a found record not yet
+   * heard of is kept for the next one).
+   */
+  onExisting(listener: ((record: JobRecord) => void) | undefined): void;
+  /** Calls `listener` once the actor has ended (stopped, or failed); at once if it has. */
+  onEnd(listener: () => void): void;
   /** The results messages the actor kept for `results()` (undefined: not kept). */
   keptResults(): readonly string[] | undefined;
 }
@@ -118,10 +124,17 @@ export const startJobActor = (
   // Aborted when the actor completes or the runtime stops.
   const stopping = stops.link();
   const signal = stopping.signal;
-  let foundExisting: (record: JobRecord) => void = () => undefined;
-  const existing = new Promise<JobRecord>((resolve) => {
-    foundExisting = resolve;
-  });
+  // Who hears of a job the submit found already made, and that record until someone does.
+  let existingListener: ((record: JobRecord) => void) | undefined;
+  let existingFound: JobRecord | undefined;
+  const foundExisting = (found: JobRecord) => {
+    if (existingListener) existingListener(found);
+    else existingFound = found;
+  };
+  // Who hears of the actor's end: the runtime's registries (a few plain functions, not a
+  // subscription each: an observer is three bound functions on every live job).
+  let ended = false;
+  const endListeners: (() => void)[] = [];
   // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
   let seenUpdatedAt = record.updatedAt;
 
@@ -152,7 +165,7 @@ export const startJobActor = (
     signal,
     log,
     self: () => actor,
-    foundExisting: (found) => foundExisting(found),
+    foundExisting,
   });
 
   // The lease: renewed while held; taken over by this watcher when it runs out (unless
@@ -205,36 +218,40 @@ export const startJobActor = (
   };
   const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
-  const stopPersisting = persistAndLog(broker, clock, actor, stopActor, log, core.loops, record, seen);
+  const persisting = persistAndLog(broker, clock, actor, stopActor, log, core.loops, record, seen);
   // Its results and its clock: started before the actor, so its reader is there before its tasks.
   const stopFeed = run.startFeed();
-  actor.subscribe({
-    complete: () => {
-      stopFeed();
-      stopRenewing();
-      stopChecking();
-      stopping.abort(workOver);
-      stops.unlink(stopping);
-      // Over (its end recorded, not a submit that failed, not an end whose write failed): the
-      // lease goes, and with it the job from the leases bucket. Stopped before its end (the
-      // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the
-      // rollback failed too) or an end not written: the lease is given back and stays, run out,
-      // for another runtime (or this one's next takeover pass) to take the job over at once and
-      // write the end, or the reaper to find the submit; one left for a job that is over is
-      // removed by the next takeover pass. Never rejects (a lease not written back runs out by
-      // its TTL). Started whether or not the runtime's loops still run; while they do,
-      // `rt.stop()` waits.
-      const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
-      const released = over ? leases.release(jobId) : leases.giveBack(jobId);
-      core.loops.track(`job-lease-release:${jobId}`, () => released);
-    },
-  });
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    persisting.stop();
+    stopFeed();
+    stopRenewing();
+    stopChecking();
+    stopping.abort(workOver);
+    stops.unlink(stopping);
+    // Over (its end recorded, not a submit that failed, not an end whose write failed): the
+    // lease goes, and with it the job from the leases bucket. Stopped before its end (the
+    // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the
+    // rollback failed too) or an end not written: the lease is given back and stays, run out,
+    // for another runtime (or this one's next takeover pass) to take the job over at once and
+    // write the end, or the reaper to find the submit; one left for a job that is over is
+    // removed by the next takeover pass. Never rejects (a lease not written back runs out by
+    // its TTL). Started whether or not the runtime's loops still run; while they do,
+    // `rt.stop()` waits.
+    const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
+    const released = over ? leases.release(jobId) : leases.giveBack(jobId);
+    core.loops.track(`job-lease-release:${jobId}`, () => released);
+    for (const listener of endListeners.splice(0)) listener();
+  };
+  // The actor's one observer: its progress and log lines, and its end (stopped, or failed).
+  actor.subscribe({ next: persisting.next, complete: end, error: end });
   actor.start();
   return {
     actor,
     stop: () => {
       stopActor();
-      stopPersisting();
+      persisting.stop();
     },
     onRecord: (changed) => {
       if (changed.updatedAt < seenUpdatedAt || actor.getSnapshot().status !== "active") return;
@@ -248,7 +265,14 @@ export const startJobActor = (
     },
     submitError: run.submitError,
     keptResults: run.keptResults,
-    existing,
+    onExisting: (listener) => {
+      existingListener = listener;
+      if (listener && existingFound) listener(existingFound);
+    },
+    onEnd: (listener) => {
+      if (ended) listener();
+      else endListeners.push(listener);
+    },
   };
 };
 

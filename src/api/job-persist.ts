@@ -1,4 +1,4 @@
-import type { Actor } from "xstate";
+import type { Actor, SnapshotFrom } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { type RecordSeen, recordProgress } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
@@ -21,7 +21,9 @@ import { listWorkers } from "./worker-presence.ts";
  * differs from what the record was last seen to say (a live job that nothing
  * answers writes and reads nothing: with 10,000 of them, a read each second
  * each was the runtime's main load); the actor stopped once its end is
- * recorded. Returns what cancels a pending progress write.
+ * recorded. Returns the observer of the actor's snapshots (`next`; the job's
+ * host subscribes it with its own end) and what cancels a pending progress
+ * write (`stop`).
  */
 export const persistAndLog = (
   broker: Broker,
@@ -33,7 +35,7 @@ export const persistAndLog = (
   loops: Pick<LoopGroup, "track">,
   record: JobRecord,
   seen?: RecordSeen,
-): (() => void) => {
+): { next: (snapshot: SnapshotFrom<JobMachine>) => void; stop: () => void } => {
   const leases = broker.leases;
   /** What the record says, as this runtime last read or wrote it. */
   let recorded: { readonly status: JobStatus; readonly counts: JobCounts } = record;
@@ -74,49 +76,45 @@ export const persistAndLog = (
     if (wait > 0) timer = clock.setTimeout(writeWhenDue, wait);
     else write();
   };
-  actor.subscribe({
-    next: (snapshot) => {
-      const s = snapshotOf(actor);
-      if (s.status !== last) {
-        log.info(
-          {
-            state: s.status,
-            from: last ?? null,
-            done: s.done,
-            failed: s.failed,
-            dead: s.dead,
-            total: s.total,
-            ...(s.reason ? { reason: s.reason } : {}),
-          },
-          `job ${last ?? "new"} → ${s.status}`,
-        );
-        // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
-        if (s.status === "stalled")
-          loops.track(`job-stall-log:${s.id}`, () => logStall(broker, record, s, clock.now(), log));
-        // Just committed with nothing answered yet: the submit's commit wrote exactly this.
-        const committedAsIs =
-          last === "queuing" && s.status === "running" && s.done + s.failed + s.dead === 0;
-        if (committedAsIs) recorded = { status: s.status, counts: { done: 0, failed: 0, dead: 0 } };
-        last = s.status;
-        if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs) {
-          cancelTimer(); // written now: a pending write would only repeat it
-          write();
-        }
-      } else if (!timer && !isFinal(s.status) && snapshot.status === "active" && !recordSays(s)) {
-        timer = clock.setTimeout(writeWhenDue, 1000);
+  const next = (snapshot: SnapshotFrom<JobMachine>) => {
+    const s = snapshotOf(actor);
+    if (s.status !== last) {
+      log.info(
+        {
+          state: s.status,
+          from: last ?? null,
+          done: s.done,
+          failed: s.failed,
+          dead: s.dead,
+          total: s.total,
+          ...(s.reason ? { reason: s.reason } : {}),
+        },
+        `job ${last ?? "new"} → ${s.status}`,
+      );
+      // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
+      if (s.status === "stalled")
+        loops.track(`job-stall-log:${s.id}`, () => logStall(broker, record, s, clock.now(), log));
+      // Just committed with nothing answered yet: the submit's commit wrote exactly this.
+      const committedAsIs = last === "queuing" && s.status === "running" && s.done + s.failed + s.dead === 0;
+      if (committedAsIs) recorded = { status: s.status, counts: { done: 0, failed: 0, dead: 0 } };
+      last = s.status;
+      if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs) {
+        cancelTimer(); // written now: a pending write would only repeat it
+        write();
       }
-      // The end is written by finalize; a pending progress write has nothing left to say.
-      if (isFinal(s.status)) cancelTimer();
-      // Once the end is recorded nothing is left to supervise: stop the feed, clock and lease.
-      if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(stop);
-    },
-    complete: () => cancelTimer(),
-  });
+    } else if (!timer && !isFinal(s.status) && snapshot.status === "active" && !recordSays(s)) {
+      timer = clock.setTimeout(writeWhenDue, 1000);
+    }
+    // The end is written by finalize; a pending progress write has nothing left to say.
+    if (isFinal(s.status)) cancelTimer();
+    // Once the end is recorded nothing is left to supervise: stop the feed, clock and lease.
+    if (isRecorded(actor) && snapshot.status === "active") queueMicrotask(stop);
+  };
   const cancelTimer = () => {
     if (timer !== undefined) clock.clearTimeout(timer);
     timer = undefined;
   };
-  return cancelTimer;
+  return { next, stop: cancelTimer };
 };
 
 /**

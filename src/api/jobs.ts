@@ -294,11 +294,8 @@ export class JobRegistry implements Jobs {
       if (this.#jobs.get(id) === supervised) this.#jobs.delete(id);
     };
     supervised.then(
-      ({ started }) => {
-        // Ended already (a finished job resumed from its record ends as it starts).
-        if (started.actor.getSnapshot().status !== "active") return forget();
-        started.actor.subscribe({ complete: forget, error: forget });
-      },
+      // Ended already (a finished job resumed from its record ends as it starts): at once.
+      ({ started }) => started.onEnd(forget),
       // A submit that failed: its error went to its submitter; the id is free again.
       () => forget(),
     );
@@ -329,7 +326,7 @@ export class JobRegistry implements Jobs {
     };
     if (started.actor.getSnapshot().status === "active") {
       this.#started.set(record.id, started);
-      started.actor.subscribe({ complete: forget, error: forget });
+      started.onEnd(forget);
       // A job taken over or opened here: its queue's held tasks are moved here from now on.
       if (resumeFrom) this.#follow(record, started);
     }
@@ -348,19 +345,24 @@ export class JobRegistry implements Jobs {
         // The key named a job another submit (maybe another runtime's) committed: supervise or
         // watch that one, as recorded, not a job of this request's tasks.
         // Never rejects: it resolves only when the key named a committed job.
-        void started.existing.then((record) => {
+        started.onExisting((record) => {
           sub.unsubscribe();
           resolve(record);
         });
+        const settled = () => {
+          sub.unsubscribe();
+          started.onExisting(undefined);
+        };
         const sub = started.actor.subscribe({
           next: () => {
-            if (check()) sub.unsubscribe();
+            if (check()) settled();
           },
           complete: () => {
             if (!check()) reject(new RuntimeStopped({ message: "runtime stopped during submit" }));
+            started.onExisting(undefined);
           },
         });
-        if (check()) sub.unsubscribe();
+        if (check()) settled();
       });
       if (committed) {
         started.stop();
@@ -380,8 +382,7 @@ export class JobRegistry implements Jobs {
   #follow(record: JobRecord, started: StartedJobActor): void {
     if (record.runAt === undefined || !this.#movers || started.actor.getSnapshot().status !== "active")
       return;
-    const letGo = this.#movers.follow(record.queue);
-    started.actor.subscribe({ complete: letGo, error: letGo });
+    started.onEnd(this.#movers.follow(record.queue));
   }
 
   /** True while this runtime has a live actor for the job (a stopped one, e.g. of a job since redriven, does not count). */
