@@ -80,7 +80,6 @@ const hostOf = (deps: JobActorDeps): JobHost => {
         leaseMs: deps.leaseMs,
         takeOver: core.options.jobs.takeOver,
         ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
-        loops: core.loops,
       }),
       // The inspector sees every job's actor through their one system.
       parent: createActor(jobsHostMachine, {

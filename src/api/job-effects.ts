@@ -1,7 +1,6 @@
 import { type Actor, type AnyActorRef, fromPromise } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { finalizeJob, type RecordSeen } from "../effects/finalize-job.ts";
-import type { LoopGroup } from "../effects/loop-group.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
@@ -16,7 +15,7 @@ import { decodeResults } from "../kernel/wire.ts";
 import { type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
 import { snapshotOf } from "./job-handle.ts";
 
-/** What every job's actors share in one runtime: its broker, clock, settings and loops. */
+/** What every job's actors share in one runtime: its broker, clock and settings. */
 export interface JobEffectsShared {
   readonly broker: Broker;
   readonly clock: Clock;
@@ -24,8 +23,6 @@ export interface JobEffectsShared {
   /** `jobs.takeOver`: off, this runtime never supervises a job it did not submit. */
   readonly takeOver: boolean;
   readonly submitHooks?: SubmitHooks;
-  /** The runtime's loops: `rt.stop()` waits for each job's results feed (tracked, not a fiber). */
-  readonly loops: Pick<LoopGroup, "track">;
 }
 
 /** What one job's actors reach besides the shared parts: its record and its actor. */
@@ -160,7 +157,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       flush();
     });
     state.kept = [];
-    const feeding = broker
+    // Not one of the runtime's loops for the job's whole life: the broker tracks what it reads
+    // from the server (a catch-up), and a live reader ends as the actor stops.
+    broker
       .readResults(
         record.queue,
         jobId,
@@ -192,9 +191,6 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         state.run.bodies !== undefined,
       )
       .catch((error) => log.warn({ err: error }, "results feed failed"));
-    // Ends when the actor or runtime stops; started whether or not the runtime's loops still
-    // run, and while they do, `rt.stop()` waits for it to end.
-    shared.loops.track(`job-results:${jobId}`, () => feeding);
     return () => {
       leftQueuing.unsubscribe();
       stopTicking();

@@ -37,6 +37,10 @@ export interface NatsContext {
   ): Promise<A>;
   /** Aborted when the runtime stops: every long-lived loop listens to it. */
   readonly stopping: AbortSignal;
-  /** The runtime's loops: what the adapter runs for the whole runtime (a queue's results feed) runs here, so `stop()` waits for it. */
-  readonly loops: Pick<LoopGroup, "run">;
+  /**
+   * The runtime's loops: what the adapter runs for the whole runtime (a queue's results feed)
+   * runs here, and what it reads for a while (a job reader's catch-up) is tracked here, so
+   * `stop()` waits for them.
+   */
+  readonly loops: Pick<LoopGroup, "run" | "track">;
 }

@@ -8,7 +8,6 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import type { Logger } from "../../kernel/logger.ts";
-import { whenAborted } from "../../kernel/signals.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
@@ -38,7 +37,8 @@ const inactiveThresholdMs = 60_000;
  * job of the queue was registered for `idleMs`, or with the runtime.
  */
 class QueueFeed {
-  readonly #readers = new Map<string, Set<JobResultsReader>>();
+  /** Each job's readers: one alone (a job's own, nearly always), a set when there are more. */
+  readonly #readers = new Map<string, JobResultsReader | Set<JobResultsReader>>();
   #registered = 0;
   /** The stream sequence the feed reads next; undefined until its first consumer fixes where it starts. */
   #next: number | undefined;
@@ -75,12 +75,20 @@ class QueueFeed {
   register(jobId: string, reader: JobResultsReader): () => void {
     clearTimeout(this.#idleTimer);
     this.#registered++;
-    const readers = this.#readers.get(jobId) ?? new Set();
-    readers.add(reader);
-    this.#readers.set(jobId, readers);
+    const there = this.#readers.get(jobId);
+    if (there === undefined) this.#readers.set(jobId, reader);
+    else if (there instanceof Set) there.add(reader);
+    else this.#readers.set(jobId, new Set([there, reader]));
+    let registered = true;
     return () => {
-      if (!readers.delete(reader)) return;
-      if (readers.size === 0 && this.#readers.get(jobId) === readers) this.#readers.delete(jobId);
+      if (!registered) return;
+      registered = false;
+      const now = this.#readers.get(jobId);
+      if (now === reader) this.#readers.delete(jobId);
+      else if (now instanceof Set) {
+        now.delete(reader);
+        if (now.size === 0) this.#readers.delete(jobId);
+      }
       if (--this.#registered === 0) {
         this.#idleTimer = setTimeout(() => this.#stopIfIdle(), this.#idleMs);
         this.#idleTimer.unref();
@@ -182,7 +190,8 @@ class QueueFeed {
     const readers = this.#readers.get(m.subject.slice(this.#subjectBase.length));
     if (!readers) return;
     const message: StoredResults = { seq: m.seq, data: m.data };
-    for (const reader of readers) reader.deliver(message);
+    if (readers instanceof Set) for (const reader of readers) reader.deliver(message);
+    else readers.deliver(message);
   }
 
   /** The stream was replaced: its sequences start again, and so do the feed and its readers. */
@@ -193,7 +202,9 @@ class QueueFeed {
     );
     this.#next = 1;
     this.#streamCreated = created;
-    for (const readers of this.#readers.values()) for (const reader of readers) reader.reset();
+    for (const readers of this.#readers.values())
+      if (readers instanceof Set) for (const reader of readers) reader.reset();
+      else readers.reset();
   }
 }
 
@@ -330,7 +341,7 @@ export class ResultsFeeds {
    * audit advisory). A feed still starting (the queue's first job here) fixes
    * its start later, and the job may be answered before: that one catches up.
    */
-  async read(
+  read(
     queue: string,
     jobId: string,
     onMessage: (data: Uint8Array, pending: number) => void,
@@ -338,30 +349,50 @@ export class ResultsFeeds {
     onCaughtUp?: () => void,
     fresh = false,
   ): Promise<void> {
-    if (signal.aborted) return;
+    if (signal.aborted) return Promise.resolve();
     const reader = new JobResultsReader(onMessage, onCaughtUp, this.#log);
     const feed = this.#join(queue);
-    const nothingStored = fresh && feed.positioned;
     const leave = feed.register(jobId, reader);
-    try {
-      // Nothing to read from the server: no supervised loop (an Effect program a job) to run it.
-      if (nothingStored) {
-        if (await feed.started(signal)) await reader.catchUp(undefined, signal);
-      } else
-        await superviseLoop(
-          this.#core.connection,
-          async (nc, s) => {
-            if (await feed.started(s))
-              await reader.catchUp(storedOn(this.#broker, nc, queue, jobId, this.#log), s);
-            return "done";
-          },
-          signal,
-          { name: `results:${jobId}`, log: this.#log },
-        );
-      await whenAborted(signal);
-    } finally {
-      leave();
-    }
+    // Nothing to read from the server: no supervised loop (an Effect program a job) to run it.
+    const caughtUp =
+      fresh && feed.positioned
+        ? feed.started(signal).then((started) => started && reader.catchUp(undefined, signal))
+        : this.#catchUp(feed, jobId, reader, signal);
+    // Then live until `signal` aborts: a registration with the queue's feed and one listener on
+    // the signal, not an async function suspended for the job's whole life (~0.5 KB of heap on
+    // every live job). A catch-up that fails ends the read, as its error.
+    return new Promise<void>((resolve, reject) => {
+      let ended = false;
+      const end = () => {
+        if (ended) return;
+        ended = true;
+        signal.removeEventListener("abort", end);
+        caughtUp.then(() => resolve(), reject).finally(leave);
+      };
+      caughtUp.catch(end);
+      signal.addEventListener("abort", end, { once: true });
+    });
+  }
+
+  /**
+   * What the server stored of the job before its reader registered, read once the feed has
+   * fixed where it starts. One of the runtime's loops while it reads (`rt.stop()` waits for
+   * it); a live reader is only a registration.
+   */
+  #catchUp(feed: QueueFeed, jobId: string, reader: JobResultsReader, signal: AbortSignal): Promise<unknown> {
+    const { queue } = feed;
+    const reading = superviseLoop(
+      this.#core.connection,
+      async (nc, s) => {
+        if (await feed.started(s))
+          await reader.catchUp(storedOn(this.#broker, nc, queue, jobId, this.#log), s);
+        return "done";
+      },
+      signal,
+      { name: `results:${jobId}`, log: this.#log },
+    );
+    this.#core.loops.track(`results:${jobId}`, () => reading);
+    return reading;
   }
 
   /** The queue's feed, started now if it does not run. */
