@@ -3,10 +3,8 @@ import type { Broker } from "../adapters/broker.ts";
 import type { RecordSeen } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
-import { workOver } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
-import { LinkedControllers } from "../kernel/signals.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { jobsHostMachine } from "../machines/jobs-host.machine.ts";
@@ -53,8 +51,6 @@ interface JobHost {
   readonly effects: JobEffects;
   readonly parent: Actor<typeof jobsHostMachine>;
   readonly chores: JobChores;
-  /** Each job's stop, aborted too when the runtime stops. */
-  readonly stops: LinkedControllers;
 }
 
 /**
@@ -79,6 +75,7 @@ const hostOf = (deps: JobActorDeps): JobHost => {
         clock: core.clock,
         leaseMs: deps.leaseMs,
         takeOver: core.options.jobs.takeOver,
+        stopping: core.stopping,
         ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
       }),
       // The inspector sees every job's actor through their one system.
@@ -88,7 +85,6 @@ const hostOf = (deps: JobActorDeps): JobHost => {
       }).start(),
       // Half the renewal period: a renewal runs at most half a period late.
       chores: new JobChores(core.clock, core.loops, renewEveryMs(deps.leaseMs) / 2),
-      stops: new LinkedControllers(core.stopping),
     };
     hosts.set(deps, host);
     host.chores.add({ name: "lease-heartbeat", everyMs: renewEveryMs(leaseMs), run: beat });
@@ -119,10 +115,7 @@ export const startJobActor = (
   const takeOver = core.options.jobs.takeOver;
   const jobId = record.id;
   const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
-  const { effects, chores, stops, parent } = hostOf(deps);
-  // Aborted when the actor completes or the runtime stops.
-  const stopping = stops.link();
-  const signal = stopping.signal;
+  const { effects, chores, parent } = hostOf(deps);
   // Who hears of a job the submit found already made, and that record until someone does.
   let existingListener: ((record: JobRecord) => void) | undefined;
   let existingFound: JobRecord | undefined;
@@ -161,7 +154,6 @@ export const startJobActor = (
     ...(resumeFrom ? { resumeFrom } : {}),
     ...(bodies ? { bodies } : {}),
     ...(held?.length ? { held } : {}),
-    signal,
     log,
     self: () => actor,
     foundExisting,
@@ -227,8 +219,6 @@ export const startJobActor = (
     stopFeed();
     stopRenewing();
     stopChecking();
-    stopping.abort(workOver);
-    stops.unlink(stopping);
     // Over (its end recorded, not a submit that failed, not an end whose write failed): the
     // lease goes, and with it the job from the leases bucket. Stopped before its end (the
     // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the

@@ -23,6 +23,8 @@ export interface JobEffectsShared {
   /** `jobs.takeOver`: off, this runtime never supervises a job it did not submit. */
   readonly takeOver: boolean;
   readonly submitHooks?: SubmitHooks;
+  /** The runtime's stop: a submit or an end in flight heeds it as well as its actor's stop. */
+  readonly stopping: AbortSignal;
 }
 
 /** What one job's actors reach besides the shared parts: its record and its actor. */
@@ -34,8 +36,6 @@ export interface JobRun {
   readonly bodies?: readonly string[];
   /** The tasks it holds until due (delayed); only a new job has them. */
   readonly held?: readonly HeldTaskBody[];
-  /** Aborted when the actor or its runtime stops. */
-  readonly signal: AbortSignal;
   readonly log: Logger;
   /** The actor the effects run in (made from the machine, so handed over later). */
   readonly self: () => Actor<JobMachine>;
@@ -130,7 +130,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
    * the machine decides. The feed dedupes nothing, the bitmap does. Returns its stop.
    */
   const feed = (state: RunState, everyMs: number): (() => void) => {
-    const { record, log, signal, self, resumeFrom } = state.run;
+    const { record, log, self, resumeFrom } = state.run;
     const job = self();
     const jobId = record.id;
     const stopTicking = tick(job, everyMs);
@@ -159,41 +159,40 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     state.kept = [];
     // Not one of the runtime's loops for the job's whole life: the broker tracks what it reads
     // from the server (a catch-up), and a live reader ends as the actor stops.
-    broker
-      .readResults(
-        record.queue,
-        jobId,
-        (body, pending) => {
-          if (state.kept) {
-            state.keptSize += body.length;
-            if (state.keptSize <= keptBytes) state.kept.push(body);
-            else state.kept = undefined;
-          }
-          try {
-            backlog.push(...decodeResults(body));
-          } catch (error) {
-            // Not written by jetstate: nothing in it to count.
-            log.warn({ err: error }, "results message skipped");
-          }
-          // The first time through, hand over everything stored in one event once caught
-          // up: a redrive marker must be counted before the job decides it is over.
-          if (!caughtUp && pending > 0) return;
-          caughtUp = true;
-          flush();
-        },
-        // The job's own: it aborts as the actor stops (its `complete`), which is also when
-        // the feed is stopped. No signal of the feed's own (two signals a live job).
-        signal,
-        () => {
+    const stopReading = broker.followResults(
+      record.queue,
+      jobId,
+      (body, pending) => {
+        if (state.kept) {
+          state.keptSize += body.length;
+          if (state.keptSize <= keptBytes) state.kept.push(body);
+          else state.kept = undefined;
+        }
+        try {
+          backlog.push(...decodeResults(body));
+        } catch (error) {
+          // Not written by jetstate: nothing in it to count.
+          log.warn({ err: error }, "results message skipped");
+        }
+        // The first time through, hand over everything stored in one event once caught
+        // up: a redrive marker must be counted before the job decides it is over.
+        if (!caughtUp && pending > 0) return;
+        caughtUp = true;
+        flush();
+      },
+      {
+        onCaughtUp: () => {
           caughtUp = true;
         },
         // A new submit: nothing of the job is stored before its tasks are published, after this.
-        state.run.bodies !== undefined,
-      )
-      .catch((error) => log.warn({ err: error }, "results feed failed"));
+        fresh: state.run.bodies !== undefined,
+        onFailed: (error) => log.warn({ err: error }, "results feed failed"),
+      },
+    );
     return () => {
       leftQueuing.unsubscribe();
       stopTicking();
+      stopReading();
     };
   };
 
@@ -201,7 +200,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     actors: {
       submit: fromPromise(async ({ signal: aborted, self }) => {
         const state = stateOf(self);
-        const { record, log, signal } = state.run;
+        const { record, log } = state.run;
         const jobId = record.id;
         if (!state.run.bodies) throw new Error("nothing to submit");
         try {
@@ -214,7 +213,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             bodies: state.run.bodies,
             ...(state.run.held ? { held: state.run.held } : {}),
             now: () => clock.now(),
-            signal: AbortSignal.any([aborted, signal]),
+            signal: AbortSignal.any([aborted, shared.stopping]),
             ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
             seen: state.run.seen,
           });
@@ -224,7 +223,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             // the record; until then it stays queuing (nothing counted, nothing written).
             log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
             state.run.foundExisting(outcome.record);
-            await whenAborted(signal);
+            await whenAborted(aborted);
           }
         } catch (error) {
           // The caller gets the typed error the submit failed with; anything else is wrapped in one.
@@ -240,9 +239,10 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         }
         return clock.now(); // committed: the job's rate and stall clocks start here
       }),
-      finalize: fromPromise(async ({ input, self: finalizing }) => {
+      finalize: fromPromise(async ({ input, self: finalizing, signal: aborted }) => {
         const state = stateOf(finalizing);
-        const { record, log, signal, self } = state.run;
+        const { record, log, self } = state.run;
+        const signal = AbortSignal.any([aborted, shared.stopping]);
         const jobId = record.id;
         // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
         // claim to another request): the record under this id is not this actor's to end.

@@ -797,6 +797,64 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await Promise.all([early.ended, late.ended]);
     });
 
+    it("followResults: as readResults (a fresh follower and one that catches up), until its stop; nothing after", async () => {
+      const job = newJobRef();
+      const bodies = [0, 1, 2, 3, 4].map((i) => `[{"i":${i},"ok":true}]`);
+      const follow = (fresh: boolean) => {
+        const seen = {
+          messages: [] as Array<{ body: string; pending: number }>,
+          caughtUp: 0,
+          failed: [] as unknown[],
+        };
+        const stop = broker.followResults(
+          job.queue,
+          job.id,
+          (body, pending) => seen.messages.push({ body, pending }),
+          {
+            fresh,
+            onCaughtUp: () => seen.caughtUp++,
+            onFailed: (error) => seen.failed.push(error),
+          },
+        );
+        return { seen, stop };
+      };
+      // Another job's follower first: on NATS the queue's feed has then fixed where it reads,
+      // so the fresh one below takes the fresh path (no catch-up at all).
+      let primed = false;
+      const primer = broker.followResults(job.queue, uid("j"), () => undefined, {
+        onCaughtUp: () => {
+          primed = true;
+        },
+      });
+      await eventually(() => primed);
+      // Nothing stored yet: a fresh follower (a new submit's feed) is live at once.
+      const early = follow(true);
+      await eventually(() => early.seen.caughtUp === 1);
+      for (const [n, body] of bodies.slice(0, 3).entries())
+        await broker.publishResults(job.queue, job.id, body, `m${n}`);
+      await eventually(() => early.seen.messages.length === 3);
+      expect(early.seen.messages.map((m) => m.body)).toEqual(bodies.slice(0, 3));
+
+      const late = follow(false);
+      await eventually(() => late.seen.messages.length === 3);
+      expect(late.seen.messages.map((m) => ({ body: m.body, more: m.pending > 0 }))).toEqual(
+        bodies.slice(0, 3).map((body, i) => ({ body, more: i < 2 })),
+      );
+      await broker.publishResults(job.queue, job.id, bodies[3]!, "m3");
+      await eventually(() => early.seen.messages.length === 4 && late.seen.messages.length === 4);
+      expect(late.seen.messages[3]).toEqual({ body: bodies[3], pending: 0 });
+
+      // Stopped: the next message reaches the one still following, never the stopped one.
+      early.stop();
+      await broker.publishResults(job.queue, job.id, bodies[4]!, "m4");
+      await eventually(() => late.seen.messages.length === 5);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(early.seen.messages).toHaveLength(4);
+      late.stop();
+      primer();
+      expect([...early.seen.failed, ...late.seen.failed]).toEqual([]);
+    });
+
     it("duplicate results message is dropped (same msgId)", async () => {
       const { queue, id } = newJobRef();
       await broker.publishResults(queue, id, '[{"i":0,"ok":true}]', "r1");

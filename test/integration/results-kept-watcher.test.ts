@@ -21,7 +21,7 @@ describe("results() of a job a watcher saw end before reading its answers", () =
       release = resolve;
     });
     const { broker } = spiedBroker(createMemoryBroker({ server }), (name, n, args, call) => {
-      if (name !== "readResults" || n !== 1) return call();
+      if (name !== "followResults" || n !== 1) return call();
       const onMessage = args[2] as (body: string, pending: number) => void;
       args[2] = (body: string, pending: number) => void released.then(() => onMessage(body, pending));
       return call();

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
-import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
+import { InvalidArgument, RuntimeStopped, workOver } from "../../kernel/errors.ts";
 import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
 import type { HeldTaskBody } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
@@ -10,6 +10,7 @@ import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { HeldAnswer, HeldTask } from "../delayed-tasks.ts";
 import type { FlowStore } from "../flow-store.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
+import type { FollowOptions } from "../job-results.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
 import type { QueueControls } from "../queue-controls.ts";
@@ -391,6 +392,20 @@ class MemoryJobBroker implements MemoryBroker {
       }
       await log.next(subject, last, stop);
     }
+  }
+
+  followResults(
+    queue: string,
+    jobId: string,
+    onMessage: (body: string, pending: number) => void,
+    { onCaughtUp, onFailed }: FollowOptions,
+  ): () => void {
+    // Here a reader is a loop of its own: the signal it needs costs nothing that matters.
+    const following = new AbortController();
+    this.readResults(queue, jobId, onMessage, following.signal, onCaughtUp).catch((error: unknown) =>
+      onFailed?.(error),
+    );
+    return () => following.abort(workOver);
   }
 
   // ---- dead letters ----

@@ -236,6 +236,15 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
         onCaughtUp,
         fresh,
       ),
+    followResults: (queue, jobId, onMessage, { onCaughtUp, fresh = false, onFailed }) =>
+      feeds.follow(
+        queue,
+        jobId,
+        (data, pending) => onMessage(decoder.decode(data), pending),
+        onCaughtUp,
+        fresh,
+        (error) => (onFailed ? onFailed(error) : log.warn({ err: error, jobId }, "results follow failed")),
+      ),
 
     publishProgress: (queue, jobId, body) => {
       try {

@@ -7,6 +7,7 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
+import { workOver } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -327,19 +328,8 @@ export class ResultsFeeds {
 
   /**
    * The port's `readResults`: the job's messages in order from the start,
-   * until `signal` aborts (the callers' signals abort with the runtime: a job
-   * actor's, a `results()` reader's). Registered with the queue's feed first;
-   * then caught up (`JobResultsReader.catchUp`, run again after a failure
-   * until it is done); then live. No signal of its own joining the runtime's
-   * stop: an abort signal is ~1 KB of heap (its own hidden class, two maps,
-   * a set), and a live job had five.
-   *
-   * `fresh`: nothing of the job is stored yet (its submit has not published
-   * a task). Registered with a feed that has fixed where it reads, the reader
-   * is handed every message of the job from the feed: no catch-up, no
-   * request (a small job's submit made one, and its server a second for the
-   * audit advisory). A feed still starting (the queue's first job here) fixes
-   * its start later, and the job may be answered before: that one catches up.
+   * until `signal` aborts (the callers' signals abort with the runtime: a
+   * `results()` reader's). `follow` until the signal aborts.
    */
   read(
     queue: string,
@@ -350,28 +340,65 @@ export class ResultsFeeds {
     fresh = false,
   ): Promise<void> {
     if (signal.aborted) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const end = () => {
+        stop();
+        resolve();
+      };
+      const stop = this.follow(queue, jobId, onMessage, onCaughtUp, fresh, (error) => {
+        signal.removeEventListener("abort", end);
+        reject(error);
+      });
+      signal.addEventListener("abort", end, { once: true });
+    });
+  }
+
+  /**
+   * The port's `followResults`: registered with the queue's feed first; then
+   * caught up (`JobResultsReader.catchUp`, run again after a failure until it
+   * is done); then live, until the function returned is called. Live, a
+   * reader is only its registration: no signal, no async function suspended
+   * for the job's life (an abort signal is ~1 KB of heap: its own hidden
+   * class, two maps).
+   *
+   * `fresh`: nothing of the job is stored yet (its submit has not published
+   * a task). Registered with a feed that has fixed where it reads, the reader
+   * is handed every message of the job from the feed: no catch-up, no
+   * request (a small job's submit made one, and its server a second for the
+   * audit advisory). A feed still starting (the queue's first job here) fixes
+   * its start later, and the job may be answered before: that one catches up.
+   */
+  follow(
+    queue: string,
+    jobId: string,
+    onMessage: (data: Uint8Array, pending: number) => void,
+    onCaughtUp: (() => void) | undefined,
+    fresh: boolean,
+    onFailed: (error: unknown) => void,
+  ): () => void {
     const reader = new JobResultsReader(onMessage, onCaughtUp, this.#log);
     const feed = this.#join(queue);
     const leave = feed.register(jobId, reader);
-    // Nothing to read from the server: no supervised loop (an Effect program a job) to run it.
-    const caughtUp =
-      fresh && feed.positioned
-        ? feed.started(signal).then((started) => started && reader.catchUp(undefined, signal))
-        : this.#catchUp(feed, jobId, reader, signal);
-    // Then live until `signal` aborts: a registration with the queue's feed and one listener on
-    // the signal, not an async function suspended for the job's whole life (~0.5 KB of heap on
-    // every live job). A catch-up that fails ends the read, as its error.
-    return new Promise<void>((resolve, reject) => {
-      let ended = false;
-      const end = () => {
-        if (ended) return;
-        ended = true;
-        signal.removeEventListener("abort", end);
-        caughtUp.then(() => resolve(), reject).finally(leave);
-      };
-      caughtUp.catch(end);
-      signal.addEventListener("abort", end, { once: true });
-    });
+    if (fresh && feed.positioned) {
+      reader.live();
+      return leave;
+    }
+    // The catch-up's own stop, dropped once it is done (a live reader holds no signal).
+    let reading: AbortController | undefined = new AbortController();
+    this.#catchUp(feed, jobId, reader, reading.signal).then(
+      () => {
+        reading = undefined;
+      },
+      (error: unknown) => {
+        reading = undefined;
+        leave();
+        onFailed(error);
+      },
+    );
+    return () => {
+      reading?.abort(workOver);
+      leave();
+    };
   }
 
   /**

@@ -110,8 +110,7 @@ export class JobResultsReader {
     if (this.#live) return true;
     if (source === undefined) {
       if (signal.aborted) return false;
-      this.#lastPending = -1;
-      this.#goLive();
+      this.live();
       return true;
     }
     const round = new AbortController();
@@ -137,6 +136,17 @@ export class JobResultsReader {
     } finally {
       this.#round = undefined;
     }
+  }
+
+  /**
+   * Live at once, with nothing read from the server: nothing of the job was
+   * stored before the feed's start (a fresh job's, on a feed that had fixed
+   * where it reads).
+   */
+  live(): void {
+    if (this.#live) return;
+    this.#lastPending = -1;
+    this.#goLive();
   }
 
   /** Hands over what the feed buffered meanwhile, and hands the feed's messages at once from now on. */
