@@ -242,7 +242,6 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       finalize: fromPromise(async ({ input, self: finalizing, signal: aborted }) => {
         const state = stateOf(finalizing);
         const { record, log, self } = state.run;
-        const signal = AbortSignal.any([aborted, shared.stopping]);
         const jobId = record.id;
         // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
         // claim to another request): the record under this id is not this actor's to end.
@@ -250,7 +249,10 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         // Only the supervisor writes the end; a watcher waits for it (or for the lease). The wait
         // ends as soon as the actor or the runtime stops (`sleep` and every read heed `signal`):
         // a watcher stopped meanwhile leaves the end to the supervisor, or to whoever takes over.
+        // Made only for a watcher's wait: a supervisor, holding the lease, ends the job at once.
+        let signal: AbortSignal | undefined;
         while (!leases.holds(jobId, clock.now())) {
+          signal ??= AbortSignal.any([aborted, shared.stopping]);
           if (signal.aborted) {
             state.finalizeError = "stopped before the end was written";
             return;
