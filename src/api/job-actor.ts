@@ -248,7 +248,12 @@ export const startJobActor = (
       // This actor's own write seen back (its commit, its progress, its end): nothing the
       // machine does not know. Two of the three record events of a small job, each a
       // macrostep of the statechart.
-      if (isOwnWrite(changed, seen.writing) || isOwnWrite(changed, seen.last?.record)) return;
+      if (
+        isOwnWrite(changed, seen.writing) ||
+        isOwnWrite(changed, seen.last?.record) ||
+        isOwnWrite(changed, seen.before)
+      )
+        return;
       if (bodies && isOwnWrite(changed, record)) return; // the record its submit created
       actor.send(recordEvent(changed));
     },

@@ -140,7 +140,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     const flush = () => {
       // Answers read while the submit is still running (an idempotent resubmit of a job
       // that has them) wait for it: the machine counts from `running` on.
-      if (!caughtUp || backlog.length === 0 || snapshotOf(job).status === "queuing") return;
+      // A stopped actor takes nothing more (a catch-up's last read may land after its end).
+      if (!caughtUp || backlog.length === 0 || job.getSnapshot().status !== "active") return;
+      if (snapshotOf(job).status === "queuing") return;
       job.send({
         type: "results.received",
         entries: backlog.splice(0),

@@ -2,7 +2,7 @@ import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
-import type { RecordSeen } from "./finalize-job.ts";
+import { type RecordSeen, wrote } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 
@@ -87,7 +87,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       };
       if (input.seen) input.seen.writing = committed;
       const revision = yield* fromPort(() => port.updateRecord(committed, claim.revision));
-      if (input.seen) input.seen.last = { record: committed, revision };
+      if (input.seen) wrote(input.seen, committed, revision);
       yield* afterStep(hooks, SubmitStep.recordCommitted);
       // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
       // job is committed either way, and every watcher finds it in the records bucket too.
