@@ -75,7 +75,6 @@ const hostOf = (deps: JobActorDeps): JobHost => {
         clock: core.clock,
         leaseMs: deps.leaseMs,
         takeOver: core.options.jobs.takeOver,
-        stopping: core.stopping,
         ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
       }),
       // The inspector sees every job's actor through their one system.
@@ -231,7 +230,13 @@ export const startJobActor = (
     const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
     const released = over ? leases.release(jobId) : leases.giveBack(jobId);
     core.loops.track(`job-lease-release:${jobId}`, () => released);
-    for (const listener of endListeners.splice(0)) listener();
+    for (const listener of endListeners.splice(0))
+      try {
+        listener();
+      } catch (error) {
+        // One registry's failure must not keep the others from hearing of the end.
+        log.warn({ err: error }, "a listener of the job's end failed");
+      }
   };
   // The actor's one observer: its progress and log lines, and its end (stopped, or failed).
   actor.subscribe({ next: persisting.next, complete: end, error: end });

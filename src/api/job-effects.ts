@@ -23,8 +23,6 @@ export interface JobEffectsShared {
   /** `jobs.takeOver`: off, this runtime never supervises a job it did not submit. */
   readonly takeOver: boolean;
   readonly submitHooks?: SubmitHooks;
-  /** The runtime's stop: a submit or an end in flight heeds it as well as its actor's stop. */
-  readonly stopping: AbortSignal;
 }
 
 /** What one job's actors reach besides the shared parts: its record and its actor. */
@@ -215,7 +213,11 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             bodies: state.run.bodies,
             ...(state.run.held ? { held: state.run.held } : {}),
             now: () => clock.now(),
-            signal: AbortSignal.any([aborted, shared.stopping]),
+            // Its actor's stop (XState aborts it as the actor stops; `jobs.stop()` stops every
+            // actor when the runtime stops, and each broker operation heeds the runtime's stop
+            // too). Not an `AbortSignal.any` with the runtime's stop: on Node 20 every composite
+            // leaves a weak reference in its sources' signals for good.
+            signal: aborted,
             ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
             seen: state.run.seen,
           });
@@ -249,13 +251,11 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         // claim to another request): the record under this id is not this actor's to end.
         if (state.submitError !== undefined) return;
         // Only the supervisor writes the end; a watcher waits for it (or for the lease). The wait
-        // ends as soon as the actor or the runtime stops (`sleep` and every read heed `signal`):
-        // a watcher stopped meanwhile leaves the end to the supervisor, or to whoever takes over.
-        // Made only for a watcher's wait: a supervisor, holding the lease, ends the job at once.
-        let signal: AbortSignal | undefined;
+        // ends as soon as the actor stops, which the runtime's stop does too (`sleep` heeds
+        // `aborted`): a watcher stopped meanwhile leaves the end to the supervisor, or to
+        // whoever takes over.
         while (!leases.holds(jobId, clock.now())) {
-          signal ??= AbortSignal.any([aborted, shared.stopping]);
-          if (signal.aborted) {
+          if (aborted.aborted) {
             state.finalizeError = "stopped before the end was written";
             return;
           }
@@ -265,7 +265,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           });
           if (found && isFinal(found.record.status)) return;
           if (shared.takeOver && (await takeLease(jobId, log))) break;
-          await sleep(Math.min(500, leaseMs / 4), signal);
+          await sleep(Math.min(500, leaseMs / 4), aborted);
         }
         const stored = await finalizeJob(broker, input, () => clock.now(), state.run.seen).catch(
           (error: unknown) => {

@@ -321,8 +321,11 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
 };
 
 /**
- * A job's handle as a runtime makes it: a class, so that its methods are on
- * its prototype (six closures on every live job were ~400 bytes of heap).
+ * A job's handle as a runtime makes it: a class, so that a live job does not
+ * carry its methods as closures (six were ~400 bytes of heap a job). Each
+ * method is a getter on the prototype that returns the call bound to this
+ * handle: `const { done } = job` still works, as with the closures, and a
+ * closure is made only when a method is taken.
  */
 class RuntimeJobHandle implements JobHandle {
   readonly id: string;
@@ -345,46 +348,55 @@ class RuntimeJobHandle implements JobHandle {
     return handle.#source.actor;
   }
 
-  snapshot(): JobSnapshot {
-    return snapshotOf(this.#source.actor);
+  get snapshot(): () => JobSnapshot {
+    return () => snapshotOf(this.#source.actor);
   }
 
-  subscribe(listener: (snapshot: JobSnapshot) => void): () => void {
-    return throttledSubscribe(this.#source.actor, listener);
+  get subscribe(): (listener: (snapshot: JobSnapshot) => void) => () => void {
+    return (listener) => throttledSubscribe(this.#source.actor, listener);
   }
 
-  done(): Promise<JobSnapshot> {
-    return whenRecorded(this.#source.actor);
+  get done(): () => Promise<JobSnapshot> {
+    return () => whenRecorded(this.#source.actor);
   }
 
-  cancel(reason: string): Promise<JobSnapshot> {
-    return cancel(this.#core, this.#broker, this.#source, reason);
+  get cancel(): (reason: string) => Promise<JobSnapshot> {
+    return (reason) => cancel(this.#core, this.#broker, this.#source, reason);
   }
 
-  results<Result>(): AsyncIterable<TaskResult<Result>> {
-    return readAllResults(this.#core, resultsSource(this.#broker, this.#source), this.#source.actor);
+  get results(): <Result>() => AsyncIterable<TaskResult<Result>> {
+    return () => readAllResults(this.#core, resultsSource(this.#broker, this.#source), this.#source.actor);
   }
 
-  onProgress(listener: (progress: TaskProgress) => void): () => void {
-    const { id: jobId, queue } = this;
-    const watching = new AbortController();
-    this.#broker.watchProgress(
-      queue,
-      jobId,
-      (body) => {
-        let note: TaskProgress;
-        try {
-          note = decodeProgress(jobId, body);
-        } catch {
-          return; // someone else's message on the subject
-        }
-        listener(note);
-      },
-      AbortSignal.any([watching.signal, this.#core.stopping]),
-    );
-    return () => watching.abort();
+  get onProgress(): (listener: (progress: TaskProgress) => void) => () => void {
+    return (listener) => watchNotes(this.#core, this.#broker, this, listener);
   }
 }
+
+/** `onProgress`: the job's progress notes from now on, until the function returned is called. */
+const watchNotes = (
+  core: RuntimeCore,
+  broker: JobResults,
+  { id: jobId, queue }: { readonly id: string; readonly queue: string },
+  listener: (progress: TaskProgress) => void,
+): (() => void) => {
+  const watching = new AbortController();
+  broker.watchProgress(
+    queue,
+    jobId,
+    (body) => {
+      let note: TaskProgress;
+      try {
+        note = decodeProgress(jobId, body);
+      } catch {
+        return; // someone else's message on the subject
+      }
+      listener(note);
+    },
+    AbortSignal.any([watching.signal, core.stopping]),
+  );
+  return () => watching.abort();
+};
 
 export const makeHandle = (
   core: RuntimeCore,

@@ -4,7 +4,6 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { workOver } from "../kernel/errors.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -372,12 +371,10 @@ export const startWorker = <Payload, Result>(
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
     if (!active && job) {
-      // Finished or cancelled: abort its handlers, drop what they would answer. With handlers
-      // running, a reason of its own (the abort's DOMException): a handler's signal shows it to
-      // user code. With none (a small job's end, nearly always), nobody sees the reason: the
-      // shared one, not a DOMException made with its stack for every job (1 % of the CPU of
-      // small jobs run 64 at a time).
-      job.ended.abort(job.running.size > 0 ? undefined : workOver);
+      // Finished or cancelled: abort its handlers, drop what they would answer.
+      // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,
+      // also after the handler returned (work it started may hold the signal).
+      job.ended.abort();
       // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
       running.settleAll(job);
       batcher.drop(record.id);

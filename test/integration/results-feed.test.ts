@@ -399,6 +399,40 @@ describe("results feed: no gap, no duplicate", () => {
     again.abort();
     await second.ended;
   }, 60_000);
+
+  it("a fresh read whose caller aborts as it catches up (inside onCaughtUp) ends", async () => {
+    const queue = "caught-up-abort";
+    // Another job's reader first: the queue's feed has then fixed where it reads, so the read
+    // below takes the fresh path and is caught up before `readResults` returns.
+    const primer = new AbortController();
+    let primed = false;
+    const priming = broker.readResults(
+      queue,
+      "other",
+      () => undefined,
+      primer.signal,
+      () => {
+        primed = true;
+      },
+    );
+    await waitUntil(() => primed, { timeoutMs: 10_000, message: "the primer caught up" });
+    const reader = new AbortController();
+    const reading = broker.readResults(
+      queue,
+      "fresh",
+      () => undefined,
+      reader.signal,
+      () => reader.abort(),
+      true,
+    );
+    const outcome = await Promise.race([
+      reading.then(() => "ended"),
+      new Promise((resolve) => setTimeout(() => resolve("still reading after 2 s"), 2000)),
+    ]);
+    primer.abort();
+    await priming;
+    expect(outcome).toBe("ended");
+  });
 });
 
 describe("results feed: a server back with an empty store", () => {

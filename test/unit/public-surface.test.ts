@@ -48,8 +48,12 @@ describe("the public surface", () => {
         "subscribe",
       ]);
       expect(jobActorOf(job).getSnapshot().context.jobId).toBe(job.id);
+      // Its methods work taken off the handle, as they did when they were closures of its own.
+      const { snapshot, done, cancel } = job;
+      expect(snapshot().id).toBe(job.id);
+      await cancel("taken off the handle");
+      expect(await done()).toMatchObject({ status: "failed", reason: "cancelled: taken off the handle" });
       expect(() => jobActorOf({ ...job })).toThrow(/must be a job handle/);
-      await job.cancel("done looking");
     } finally {
       await rt.stop();
     }

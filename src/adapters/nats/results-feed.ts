@@ -341,15 +341,24 @@ export class ResultsFeeds {
   ): Promise<void> {
     if (signal.aborted) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
+      let stop: (() => void) | undefined;
+      let over = false;
       const end = () => {
-        stop();
+        if (over) return;
+        over = true;
+        stop?.();
         resolve();
       };
-      const stop = this.follow(queue, jobId, onMessage, onCaughtUp, fresh, (error) => {
+      // Listening first: the caller may abort from `onCaughtUp`, which a fresh reader calls
+      // before `follow` returns.
+      signal.addEventListener("abort", end, { once: true });
+      stop = this.follow(queue, jobId, onMessage, onCaughtUp, fresh, (error) => {
         signal.removeEventListener("abort", end);
+        if (over) return;
+        over = true;
         reject(error);
       });
-      signal.addEventListener("abort", end, { once: true });
+      if (over) stop();
     });
   }
 
