@@ -4,9 +4,11 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
+import { workOver } from "../kernel/errors.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
+import { LinkedControllers } from "../kernel/signals.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
@@ -37,6 +39,9 @@ export const startWorker = <Payload, Result>(
   const log = childLogger(core.logger, { actor: "worker", queue: queueName, workerId: id });
   const stopping = new AbortController();
   const pulling = AbortSignal.any([stopping.signal, core.stopping]);
+  // Each job's pull loop stops with the worker through one listener of `pulling`, not an
+  // `AbortSignal.any` each (kernel/signals.ts says why).
+  const pulls = new LinkedControllers(pulling);
   // One listener per followed job and per handler reading its signal: many, and no leak.
   setMaxListeners(0, pulling);
   const slots = new FairSlots(concurrency);
@@ -137,7 +142,7 @@ export const startWorker = <Payload, Result>(
         { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
         {
           get signal() {
-            return task.signal(giveUp.signal);
+            return task.signal();
           },
           heartbeat() {
             msg.working();
@@ -296,6 +301,9 @@ export const startWorker = <Payload, Result>(
     // Its task comes through the queue's lane loop.
     if (record.lane) return job;
     log.info({ jobId: record.id }, "pulling tasks of job");
+    // Until the worker stops (linked to `pulling`) or the job ends.
+    const pull = pulls.link();
+    job.ended.signal.addEventListener("abort", () => pull.abort(workOver), { once: true });
     const pulled = payloadKnown
       .then(() =>
         broker.consumeTasks(
@@ -303,11 +311,12 @@ export const startWorker = <Payload, Result>(
           record.id,
           Math.min(concurrency, 256),
           (m) => onTask(m, job),
-          AbortSignal.any([pulling, job.ended.signal]),
+          pull.signal,
         ),
       )
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
       .finally(() => {
+        pulls.unlink(pull);
         if (jobs.get(record.id) === job) jobs.delete(record.id);
       });
     // One of the runtime's loops: rt.stop() waits for it (it ends once `pulling` aborts).

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped, workOver } from "../../kernel/errors.ts";
 import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
+import { LinkedControllers } from "../../kernel/signals.ts";
 import type { HeldTaskBody } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
@@ -108,11 +109,14 @@ class MemoryJobBroker implements MemoryBroker {
   readonly #closing = new AbortController();
   /** Aborted when this broker or its server closes: every long-running method ends then. */
   readonly #stop: AbortSignal;
+  /** What a job's reader or task loop stops with besides its caller's signal (`#until`). */
+  readonly #stops: LinkedControllers;
 
   constructor(server: MemoryServerState, holder: string, ownsServer: boolean) {
     this.server = server;
     this.#ownsServer = ownsServer;
     this.#stop = AbortSignal.any([this.#closing.signal, server.closed]);
+    this.#stops = new LinkedControllers(this.#stop);
     setMaxListeners(0, this.#closing.signal);
     this.leases = new MemoryLeases(server, holder, (op) => this.#open(op));
     this.taskLeasing = new MemoryTaskLeasing(server, (op) => this.#open(op));
@@ -339,16 +343,40 @@ class MemoryJobBroker implements MemoryBroker {
     onTask: (lease: LaneLease) => void | Promise<void>,
     signal: AbortSignal,
   ): Promise<"gone" | "stopped"> {
-    const stop = AbortSignal.any([signal, this.#stop]);
-    for (;;) {
-      const next = await consumer.take(stop);
-      if (next === "gone" || next === "stopped") return next;
-      try {
-        await onTask(next);
-      } catch {
-        // As the supervised NATS loop does: the task stays leased until its lease runs out.
+    const { stop, done } = this.#until(signal);
+    try {
+      for (;;) {
+        const next = await consumer.take(stop);
+        if (next === "gone" || next === "stopped") return next;
+        try {
+          await onTask(next);
+        } catch {
+          // As the supervised NATS loop does: the task stays leased until its lease runs out.
+        }
       }
+    } finally {
+      done();
     }
+  }
+
+  /**
+   * A signal aborted with `signal` or when this broker closes, for one job's loop: linked to the
+   * broker's stop through one listener for all of them, not an `AbortSignal.any` each (on Node 20
+   * each leaves a weak reference in the broker's stop signal for good: one for every job).
+   * `done()` once the loop has ended.
+   */
+  #until(signal: AbortSignal): { stop: AbortSignal; done: () => void } {
+    const controller = this.#stops.link();
+    const abort = () => controller.abort(signal.reason);
+    if (signal.aborted) abort();
+    else signal.addEventListener("abort", abort, { once: true });
+    return {
+      stop: controller.signal,
+      done: () => {
+        signal.removeEventListener("abort", abort);
+        this.#stops.unlink(controller);
+      },
+    };
   }
 
   // ---- results ----
@@ -371,26 +399,30 @@ class MemoryJobBroker implements MemoryBroker {
       checkToken(op, "queue", queue),
       checkToken(op, "jobId", jobId),
     );
-    const stop = AbortSignal.any([signal, this.#stop]);
+    const { stop, done } = this.#until(signal);
     const log = this.server.results;
-    // Asynchronous from the first message on, as a consumer's deliveries are.
-    await Promise.resolve();
-    if (!stop.aborted && log.read(subject).length === 0) onCaughtUp?.();
-    let last = 0;
-    while (!stop.aborted) {
-      for (;;) {
-        const messages = log.read(subject);
-        const at = indexAfter(messages, last);
-        const message = messages[at];
-        if (message === undefined || stop.aborted) break;
-        last = message.seq;
-        try {
-          onMessage(message.body, messages.length - at - 1);
-        } catch {
-          // As on NATS, where the restarted reader goes on after the message it handed over.
+    try {
+      // Asynchronous from the first message on, as a consumer's deliveries are.
+      await Promise.resolve();
+      if (!stop.aborted && log.read(subject).length === 0) onCaughtUp?.();
+      let last = 0;
+      while (!stop.aborted) {
+        for (;;) {
+          const messages = log.read(subject);
+          const at = indexAfter(messages, last);
+          const message = messages[at];
+          if (message === undefined || stop.aborted) break;
+          last = message.seq;
+          try {
+            onMessage(message.body, messages.length - at - 1);
+          } catch {
+            // As on NATS, where the restarted reader goes on after the message it handed over.
+          }
         }
+        await log.next(subject, last, stop);
       }
-      await log.next(subject, last, stop);
+    } finally {
+      done();
     }
   }
 
@@ -400,7 +432,7 @@ class MemoryJobBroker implements MemoryBroker {
     onMessage: (body: string, pending: number) => void,
     { onCaughtUp, onFailed }: FollowOptions,
   ): () => void {
-    // Here a reader is a loop of its own: the signal it needs costs nothing that matters.
+    // Here a reader is a loop of its own, with a signal of its own (linked, `#until`).
     const following = new AbortController();
     this.readResults(queue, jobId, onMessage, following.signal, onCaughtUp).catch((error: unknown) =>
       onFailed?.(error),

@@ -1,0 +1,35 @@
+/**
+ * The controllers a worker's job pull loops share one stop listener through:
+ * each is aborted with the runtime's reason, at once when linked after it,
+ * and never once unlinked. Oracle: the controllers' own signals.
+ */
+import { describe, expect, it } from "vitest";
+import { LinkedControllers } from "../../src/kernel/signals.ts";
+
+describe("LinkedControllers", () => {
+  it("aborts every linked controller with the parent's reason, and one linked after at once", () => {
+    const parent = new AbortController();
+    const linked = new LinkedControllers(parent.signal);
+    const [a, b, gone] = [linked.link(), linked.link(), linked.link()];
+    linked.unlink(gone);
+    b.abort("own");
+    parent.abort("runtime stopped");
+    expect(a.signal.reason).toBe("runtime stopped");
+    expect(b.signal.reason).toBe("own");
+    expect(gone.signal.aborted).toBe(false);
+    expect(linked.link().signal.reason).toBe("runtime stopped");
+  });
+
+  it("adds one listener to the parent however many it links", () => {
+    const parent = new AbortController();
+    let listeners = 0;
+    const add = parent.signal.addEventListener.bind(parent.signal);
+    parent.signal.addEventListener = ((...args: Parameters<typeof add>) => {
+      listeners++;
+      return add(...args);
+    }) as typeof add;
+    const linked = new LinkedControllers(parent.signal);
+    for (let n = 0; n < 100; n++) linked.link();
+    expect(listeners).toBe(1);
+  });
+});

@@ -1,0 +1,42 @@
+/**
+ * On Node 20 every `AbortSignal.any` leaves a weak reference in each of its
+ * sources' signals, never pruned (~85 bytes). A worker that joined a signal
+ * of its own (or the runtime's) into a composite for every job it pulled, or
+ * every handler that read its signal, grew for its whole life; so did the
+ * memory broker's stop signal, for every job's results reader and task loop. Oracle: the
+ * composites the worker's code makes, read from the platform call itself,
+ * and how many of them each source signal feeds.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { createTestRuntime } from "../../src/testing.ts";
+
+const platformAny = AbortSignal.any;
+afterEach(() => {
+  AbortSignal.any = platformAny;
+});
+
+describe("the signals of a worker and of a job's feed", () => {
+  it("no signal of the worker, the broker or the runtime feeds a composite for each job or each handler", async () => {
+    const rt = await createTestRuntime();
+    const fed = new Map<AbortSignal, number>();
+    AbortSignal.any = (signals: Iterable<AbortSignal>) => {
+      const sources = [...signals];
+      const stack = new Error().stack ?? "";
+      // A worker's code, and a job's feed (its results reader).
+      if (/workers\.ts|running-tasks\.ts|job-effects\.ts/.test(stack))
+        for (const source of sources) fed.set(source, (fed.get(source) ?? 0) + 1);
+      return platformAny.call(AbortSignal, sources);
+    };
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      handler: (task, { signal }) => (signal.aborted ? -1 : task.payload),
+    });
+    const jobs = 40;
+    for (let n = 0; n < jobs; n++) await (await rt.jobs.submit({ queue: "q", tasks: [n, n + 1] })).done();
+    await worker.stop();
+    await rt.stop();
+    // Each composite's sources are the job's or the task's own: none is fed once per job.
+    expect(Math.max(0, ...fed.values())).toBeLessThan(jobs);
+    expect(fed.size).toBeGreaterThan(jobs); // the handlers did read their signals
+  });
+});
