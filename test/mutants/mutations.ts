@@ -129,8 +129,8 @@ export const mutations: readonly Mutation[] = [
     what: "finalize no longer purges the tasks left (a job that ends by itself keeps them on the server)",
     file: "src/effects/finalize-job.ts",
     search:
-      "    yield* fromPort(() => port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }));\n    return stored;\n  });",
-    replace: "    return stored;\n  });",
+      "  await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId });\n  return stored;\n};",
+    replace: "  return stored;\n};",
     tests: [faults],
   },
   {
