@@ -13,7 +13,6 @@ import { whenAborted } from "../kernel/signals.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { decodeResults } from "../kernel/wire.ts";
 import { type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
-import { snapshotOf } from "./job-handle.ts";
 
 /** What every job's actors share in one runtime: its broker, clock and settings. */
 export interface JobEffectsShared {
@@ -139,8 +138,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       // Answers read while the submit is still running (an idempotent resubmit of a job
       // that has them) wait for it: the machine counts from `running` on.
       // A stopped actor takes nothing more (a catch-up's last read may land after its end).
-      if (!caughtUp || backlog.length === 0 || job.getSnapshot().status !== "active") return;
-      if (snapshotOf(job).status === "queuing") return;
+      if (!caughtUp || backlog.length === 0) return;
+      const snapshot = job.getSnapshot();
+      if (snapshot.status !== "active" || snapshot.matches("queuing")) return;
       job.send({
         type: "results.received",
         entries: backlog.splice(0),

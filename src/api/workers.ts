@@ -4,7 +4,6 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { workOver } from "../kernel/errors.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -302,8 +301,7 @@ export const startWorker = <Payload, Result>(
     if (record.lane) return job;
     log.info({ jobId: record.id }, "pulling tasks of job");
     // Until the worker stops (linked to `pulling`) or the job ends.
-    const pull = pulls.link();
-    job.ended.signal.addEventListener("abort", () => pull.abort(workOver), { once: true });
+    const pull = pulls.link(job.ended.signal);
     const pulled = payloadKnown
       .then(() =>
         broker.consumeTasks(

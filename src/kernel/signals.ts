@@ -7,37 +7,49 @@ export const whenAborted = (signal: AbortSignal): Promise<void> =>
 
 /**
  * Controllers aborted with one parent signal through one listener of its:
- * what a worker's pull loops of its jobs share, instead of an
- * `AbortSignal.any` each. On Node 20 every composite leaves a weak reference
- * in its sources' signals (the worker's, the runtime's stop) that is never
- * pruned: ~50 bytes for every job a long-lived worker ever pulled. `link()`
- * a controller for each, `unlink` it once it is done with (or aborted).
+ * what a worker's pull loops of its jobs share, and the memory broker's
+ * loops, instead of an `AbortSignal.any` each. On Node 20 every composite
+ * leaves a weak reference in its sources' signals (the worker's, the
+ * runtime's stop) that is never pruned: ~50 bytes for every job a
+ * long-lived worker ever pulled. `link()` a controller for each, `unlink` it
+ * once it is done with (or aborted).
  */
 export class LinkedControllers {
   readonly #parent: AbortSignal;
-  readonly #live = new Set<AbortController>();
+  /** Each live controller, with what stops its listening to its own signal (`link(also)`). */
+  readonly #live = new Map<AbortController, (() => void) | undefined>();
 
   constructor(parent: AbortSignal) {
     this.#parent = parent;
     parent.addEventListener(
       "abort",
       () => {
-        for (const controller of this.#live) controller.abort(parent.reason);
+        for (const controller of this.#live.keys()) controller.abort(parent.reason);
         this.#live.clear();
       },
       { once: true },
     );
   }
 
-  /** A controller aborted, with the parent's reason, when the parent aborts (at once if it has). */
-  link(): AbortController {
+  /**
+   * A controller aborted, with the parent's reason, when the parent aborts (at once if it has);
+   * with `also`, aborted with its reason when it aborts first (one listener of its, removed by
+   * `unlink`).
+   */
+  link(also?: AbortSignal): AbortController {
     const controller = new AbortController();
     if (this.#parent.aborted) controller.abort(this.#parent.reason);
-    else this.#live.add(controller);
+    else if (also?.aborted) controller.abort(also.reason);
+    else if (also) {
+      const abort = () => controller.abort(also.reason);
+      also.addEventListener("abort", abort, { once: true });
+      this.#live.set(controller, () => also.removeEventListener("abort", abort));
+    } else this.#live.set(controller, undefined);
     return controller;
   }
 
   unlink(controller: AbortController): void {
+    this.#live.get(controller)?.();
     this.#live.delete(controller);
   }
 }

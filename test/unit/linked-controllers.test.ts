@@ -20,6 +20,22 @@ describe("LinkedControllers", () => {
     expect(linked.link().signal.reason).toBe("runtime stopped");
   });
 
+  it("with a signal of its own: aborted by it, with its reason, until unlinked", () => {
+    const parent = new AbortController();
+    const linked = new LinkedControllers(parent.signal);
+    const [own, other] = [new AbortController(), new AbortController()];
+    const a = linked.link(own.signal);
+    const gone = linked.link(other.signal);
+    linked.unlink(gone);
+    own.abort("job ended");
+    other.abort("job ended");
+    expect(a.signal.reason).toBe("job ended");
+    expect(gone.signal.aborted).toBe(false);
+    expect(linked.link(own.signal).signal.reason).toBe("job ended");
+    parent.abort("runtime stopped");
+    expect(linked.link(new AbortController().signal).signal.reason).toBe("runtime stopped");
+  });
+
   it("adds one listener to the parent however many it links", () => {
     const parent = new AbortController();
     let listeners = 0;

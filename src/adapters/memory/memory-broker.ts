@@ -366,17 +366,8 @@ class MemoryJobBroker implements MemoryBroker {
    * `done()` once the loop has ended.
    */
   #until(signal: AbortSignal): { stop: AbortSignal; done: () => void } {
-    const controller = this.#stops.link();
-    const abort = () => controller.abort(signal.reason);
-    if (signal.aborted) abort();
-    else signal.addEventListener("abort", abort, { once: true });
-    return {
-      stop: controller.signal,
-      done: () => {
-        signal.removeEventListener("abort", abort);
-        this.#stops.unlink(controller);
-      },
-    };
+    const controller = this.#stops.link(signal);
+    return { stop: controller.signal, done: () => this.#stops.unlink(controller) };
   }
 
   // ---- results ----
