@@ -203,13 +203,18 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         const { record, log } = state.run;
         const jobId = record.id;
         if (!state.run.bodies) throw new Error("nothing to submit");
+        let leased: Promise<boolean> | undefined;
         try {
           // The queue's streams, advisories included: exhausted tasks must be captured before one
           // can exhaust. Inside the try: a queue that cannot be set up fails the submit, typed.
           await broker.ensureDeadLetters(record.queue);
-          await leases.acquire(jobId, leaseMs, clock.now());
+          // Asked for beside the record's create (one round trip less), awaited before the commit
+          // (`leased`); settled before the submit ends either way, so a failed submit's lease
+          // write cannot land after the job's end released it.
+          leased = leases.acquire(jobId, leaseMs, clock.now());
           const outcome = await submitJob(broker, {
             record,
+            leased,
             bodies: state.run.bodies,
             ...(state.run.held ? { held: state.run.held } : {}),
             now: () => clock.now(),
@@ -221,6 +226,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
             seen: state.run.seen,
           });
+          await leased;
           if (outcome.kind === "existing") {
             // Another submit (maybe another runtime's) made this job, with its own tasks and
             // settings: this actor is not its actor. `jobs` replaces it with one resumed from
@@ -230,6 +236,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             await whenAborted(aborted);
           }
         } catch (error) {
+          await leased?.catch(() => undefined);
           // The caller gets the typed error the submit failed with; anything else is wrapped in one.
           state.submitError =
             typeof error === "object" && error !== null && "_tag" in error

@@ -40,6 +40,12 @@ export interface SubmitInput {
   readonly hooks?: SubmitHooks;
   /** Gets the committed record and its revision: the job's next write starts from it. */
   readonly seen?: RecordSeen;
+  /**
+   * The job's supervision lease, asked for beside the record's create (one
+   * round trip less per submit): awaited before the tasks are published, so a
+   * committed job always has its supervisor. Its failure rolls the submit back.
+   */
+  readonly leased?: Promise<unknown>;
 }
 
 /** Runs a test hook; a throw (sync or async) is the step's failure. */
@@ -63,6 +69,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
     if ("existing" in claim) return { kind: "existing", record: claim.existing } as const;
     const commit = Effect.gen(function* () {
       yield* afterStep(hooks, SubmitStep.recordCreated);
+      if (input.leased) yield* fromPort(() => input.leased);
       yield* fromPort(() => port.publishTasks(record, input.bodies, input.signal));
       // Held before the commit: a rollback removes them (`removeTasks`), and a mover that finds
       // one before the commit waits for it (machines/delayed.machine.ts).

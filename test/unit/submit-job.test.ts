@@ -77,6 +77,47 @@ describe("submitJob", () => {
     expect(fake.consumers.size).toBe(0);
   });
 
+  it("the lease asked for beside the record is waited for before the commit: no task before it", async () => {
+    const fake = fakeJobPort();
+    let grant!: (held: boolean) => void;
+    const leased = new Promise<boolean>((resolve) => (grant = resolve));
+    const submitted = submitJob(fake.port, {
+      record: laneRecord(),
+      bodies: ['{"i":0,"p":1}'],
+      now: () => 5000,
+      signal: new AbortController().signal,
+      leased,
+    });
+    for (let k = 0; k < 20; k++) await Promise.resolve();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // The record's create does not wait for the lease; the task, the commit point, does.
+    expect(fake.calls).toEqual(["createRecord j1"]);
+    grant(true);
+    expect((await submitted).kind).toBe("committed");
+    expect(fake.calls).toEqual(["createRecord j1", "publishTasks j1 1", "updateRecord j1 committed running"]);
+  });
+
+  it("a lease that fails rolls the submit back before any task: its error is the submit's", async () => {
+    const fake = fakeJobPort();
+    const refused = new Error("leases bucket refused the write");
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: record(),
+        bodies: ["a"],
+        now: () => 7,
+        signal: new AbortController().signal,
+        leased: Promise.reject(refused),
+      }),
+    );
+    expect(error).toBe(refused);
+    expect(fake.calls).not.toContain("publishTasks j1 1");
+    expect(fake.tasks.get("j1") ?? []).toEqual([]);
+    expect(fake.records.get("j1")!.record).toMatchObject({
+      phase: "rolledBack",
+      reason: "submit failed: leases bucket refused the write",
+    });
+  });
+
   it("hooks without afterStep are fine; a simulated crash is named as such", async () => {
     const fake = fakeJobPort();
     const outcome = await submitJob(fake.port, {
