@@ -4,7 +4,6 @@ import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { InvalidArgument, RuntimeStopped, workOver } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, priorityOf } from "../kernel/job-record.ts";
-import { whenAborted } from "../kernel/signals.ts";
 import { decodeProgress, decodeResults, type ResultRecord, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -262,40 +261,40 @@ export interface HandleSource {
   keptResults?(): readonly string[] | undefined;
 }
 
-/** How many tasks the results messages answer with a success (-1: one is not jetstate's). */
-const succeededIn = (bodies: readonly string[]): number => {
-  const done = new Set<number>();
-  try {
-    for (const body of bodies) for (const r of decodeResults(body)) if (r.ok) done.add(r.i);
-  } catch {
-    return -1;
-  }
-  return done.size;
-};
-
 /**
- * Where `results()` reads: what the job's own actor kept, when the job
+ * Every task's answer from what the job's own actor kept, when the job
  * succeeded whole (every answer a success, final: no redrive can change
- * them) and the actor kept every message its feed handed; else the stream.
- * A small job's `results()` after `done()` made two reads of the server.
+ * them) and the actor kept every message its feed handed; undefined: read
+ * the stream. A small job's `results()` after `done()` made two reads of the
+ * server, then a reader of the kept messages as of the stream's (a signal
+ * joined with the runtime's stop, a subscription to the actor) to yield one
+ * answer.
  */
-const resultsSource = (broker: JobResults, source: HandleSource): Pick<JobResults, "readResults"> => {
+const keptAnswers = <Result>(source: HandleSource): TaskResult<Result>[] | undefined => {
   const { actor } = source;
   const s = snapshotOf(actor);
   const kept = source.keptResults?.();
-  if (!kept || !isRecorded(actor) || s.status !== "succeeded" || s.done !== s.total) return broker;
+  if (!kept || !isRecorded(actor) || s.status !== "succeeded" || s.done !== s.total) return undefined;
+  const answers: TaskResult<Result>[] = [];
+  const seen = new Set<number>();
+  try {
+    for (const body of kept)
+      for (const r of decodeResults(body)) {
+        if (!r.ok || r.redrive || seen.has(r.i)) continue;
+        seen.add(r.i);
+        answers.push({ taskId: `${s.id}.${r.i}`, index: r.i, ok: true, result: r.r as Result });
+      }
+  } catch {
+    return undefined; // a message not jetstate's: the stream's reader skips it with a warning
+  }
   // Every task's success among them: an actor that learned the end from another runtime's record
   // may not have read every answer yet (its counts are the record's).
-  if (succeededIn(kept) !== s.total) return broker;
-  return {
-    readResults: async (_queue, _jobId, onMessage, signal, onCaughtUp) => {
-      await Promise.resolve(); // asynchronous, as a broker's read
-      if (kept.length === 0) onCaughtUp?.();
-      for (const [k, body] of kept.entries()) onMessage(body, kept.length - 1 - k);
-      await whenAborted(signal);
-    },
-  };
+  return answers.length === s.total ? answers : undefined;
 };
+
+async function* yieldAll<T>(items: readonly T[]): AsyncIterable<T> {
+  yield* items;
+}
 
 /**
  * Cancels from any runtime: while this runtime is still submitting the job
@@ -365,7 +364,10 @@ class RuntimeJobHandle implements JobHandle {
   }
 
   get results(): <Result>() => AsyncIterable<TaskResult<Result>> {
-    return () => readAllResults(this.#core, resultsSource(this.#broker, this.#source), this.#source.actor);
+    return <Result>() => {
+      const kept = keptAnswers<Result>(this.#source);
+      return kept ? yieldAll(kept) : readAllResults<Result>(this.#core, this.#broker, this.#source.actor);
+    };
   }
 
   get onProgress(): (listener: (progress: TaskProgress) => void) => () => void {

@@ -3,7 +3,8 @@
  * sources' signals, never pruned (~85 bytes). A worker that joined a signal
  * of its own (or the runtime's) into a composite for every job it pulled, or
  * every handler that read its signal, grew for its whole life; so did the
- * memory broker's stop signal, for every job's results reader and task loop. Oracle: the
+ * memory broker's stop signal, for every job's results reader and task loop;
+ * so did the runtime's stop signal for each `results()` of a job. Oracle: the
  * composites the worker's code makes, read from the platform call itself,
  * and how many of them each source signal feeds.
  */
@@ -38,5 +39,30 @@ describe("the signals of a worker and of a job's feed", () => {
     // Each composite's sources are the job's or the task's own: none is fed once per job.
     expect(Math.max(0, ...fed.values())).toBeLessThan(jobs);
     expect(fed.size).toBeGreaterThan(jobs); // the handlers did read their signals
+  });
+
+  it("results() of a job that succeeded whole, its answers kept by its actor, joins no signal of the runtime's", async () => {
+    const rt = await createTestRuntime();
+    let joined = 0;
+    AbortSignal.any = (signals: Iterable<AbortSignal>) => {
+      if (/job-handle\.ts/.test(new Error().stack ?? "")) joined++;
+      return platformAny.call(AbortSignal, signals);
+    };
+    const worker = rt.workers.start<number, number>({ queue: "q", handler: (task) => task.payload * 2 });
+    const jobs = 40;
+    for (let n = 0; n < jobs; n++) {
+      const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [n, n + 1] });
+      await job.done();
+      const answers: Array<[number, unknown]> = [];
+      for await (const r of job.results()) answers.push([r.index, r.ok ? r.result : r.error]);
+      // The answers themselves, from the payloads submitted.
+      expect(answers.sort((a, b) => a[0] - b[0])).toEqual([
+        [0, 2 * n],
+        [1, 2 * (n + 1)],
+      ]);
+    }
+    await worker.stop();
+    await rt.stop();
+    expect(joined).toBe(0);
   });
 });
