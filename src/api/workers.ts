@@ -12,7 +12,7 @@ import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { QueueGate } from "./queue-gate.ts";
-import { type ActiveJob, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
+import { type ActiveJob, JobEnd, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
@@ -162,10 +162,10 @@ export const startWorker = <Payload, Result>(
       answer = { ok: true, entry: encodeDone(task.index, value) };
     } catch (error) {
       if (task.settled) return running.lateAnswer(task);
-      if (giveUp.signal.aborted || job.ended.signal.aborted) {
+      if (giveUp.signal.aborted || job.ended.aborted) {
         // Cancelled job: nothing to answer. Stopping worker: hand the task back now.
         running.settle(task);
-        if (!job.ended.signal.aborted) release(msg);
+        if (!job.ended.aborted) release(msg);
         return running.done();
       }
       answer = { ok: false, error };
@@ -260,7 +260,7 @@ export const startWorker = <Payload, Result>(
       clearInterval(keeper);
     }
     // Stopping: handed back as every task a stopping worker holds; the job ended: nothing to run.
-    if (until.aborted) return job.ended.signal.aborted ? undefined : release(msg);
+    if (until.aborted) return job.ended.aborted ? undefined : release(msg);
     return onTask(msg, job);
   };
 
@@ -273,10 +273,10 @@ export const startWorker = <Payload, Result>(
       target,
     );
     if (pass === "paused") return pausedTask(msg, job);
-    if (pass === undefined || pulling.aborted || job.ended.signal.aborted) {
+    if (pass === undefined || pulling.aborted || job.ended.aborted) {
       pass?.end();
       slots.release();
-      if (!job.ended.signal.aborted) release(msg);
+      if (!job.ended.aborted) release(msg);
       return;
     }
     const task = new RunningTask(msg, job);
@@ -295,7 +295,7 @@ export const startWorker = <Payload, Result>(
   };
 
   const follow = (record: JobRecord): ActiveJob => {
-    const job: ActiveJob = { record, ended: new AbortController(), running: new Set(), keeper: undefined };
+    const job: ActiveJob = { record, ended: new JobEnd(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
     // Its task comes through the queue's lane loop.
     if (record.lane) return job;

@@ -62,7 +62,7 @@ describe("a submit's lease, asked for beside its record", () => {
           await new Promise((resolve) => setTimeout(resolve, 2));
         expect((await reader.getRecord(jobId))?.record.phase).toBe("submitting");
         await new Promise((resolve) => setTimeout(resolve, 20));
-        const ref = { id: jobId, queue: "q", lane };
+        const ref = lane ? { id: jobId, queue: "q", lane: true as const } : { id: jobId, queue: "q" };
         expect(await reader.tasksCommitted(ref)).toBe(false);
         answer({});
         const job = await submitted;

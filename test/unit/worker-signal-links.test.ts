@@ -9,11 +9,14 @@
  * and how many of them each source signal feeds.
  */
 import { afterEach, describe, expect, it } from "vitest";
+import { JobEnd } from "../../src/api/running-tasks.ts";
 import { createTestRuntime } from "../../src/testing.ts";
 
 const platformAny = AbortSignal.any;
+const PlatformController = globalThis.AbortController;
 afterEach(() => {
   AbortSignal.any = platformAny;
+  globalThis.AbortController = PlatformController;
 });
 
 describe("the signals of a worker and of a job's feed", () => {
@@ -46,7 +49,7 @@ describe("the signals of a worker and of a job's feed", () => {
     let joined = 0;
     AbortSignal.any = (signals: Iterable<AbortSignal>) => {
       if (/job-handle\.ts/.test(new Error().stack ?? "")) joined++;
-      return platformAny.call(AbortSignal, signals);
+      return platformAny.call(AbortSignal, [...signals]);
     };
     const worker = rt.workers.start<number, number>({ queue: "q", handler: (task) => task.payload * 2 });
     const jobs = 40;
@@ -64,5 +67,38 @@ describe("the signals of a worker and of a job's feed", () => {
     await worker.stop();
     await rt.stop();
     expect(joined).toBe(0);
+  });
+
+  it("a lane job's worker makes no abort controller for the job's end: nothing reads it", async () => {
+    const rt = await createTestRuntime({ jobs: { lane: true } });
+    let made = 0;
+    globalThis.AbortController = class extends PlatformController {
+      constructor() {
+        super();
+        if (/workers\.ts|running-tasks\.ts/.test(new Error().stack ?? "")) made++;
+      }
+    };
+    const worker = rt.workers.start<number, number>({ queue: "q", handler: (task) => task.payload * 2 });
+    const jobs = 40;
+    for (let n = 0; n < jobs; n++) await (await rt.jobs.submit({ queue: "q", tasks: [n] })).done();
+    await worker.stop();
+    await rt.stop();
+    expect(made).toBeLessThan(jobs);
+  });
+
+  it("a job's end: its signal, read before or after the end, is aborted once, with an AbortError", () => {
+    const before = new JobEnd();
+    const early = before.signal;
+    expect(early.aborted).toBe(false);
+    before.abort();
+    before.abort();
+    expect(before.aborted).toBe(true);
+    expect(early.aborted).toBe(true);
+    expect((early.reason as DOMException).name).toBe("AbortError");
+    const after = new JobEnd();
+    after.abort();
+    expect(after.signal.aborted).toBe(true);
+    expect(after.signal).toBe(after.signal);
+    expect(new JobEnd().aborted).toBe(false);
   });
 });
