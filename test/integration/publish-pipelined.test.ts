@@ -231,4 +231,24 @@ describe("PubAcks against a server that refuses a subject", () => {
     expect(await fine.publish("fine.c", "x").catch((e: unknown) => e)).toBeInstanceOf(ClosedConnectionError);
     expect(fine.broken).toBe(false);
   });
+
+  it("PubAcks.request: a stream purge answers as jsm.streams.purge does, its refusal the same JetStreamApiError", async () => {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "purged", subjects: ["purged.>"] });
+    const js = jetstream(nc);
+    for (const subject of ["purged.a", "purged.a", "purged.b"]) await js.publish(subject, "x");
+    const acks = new PubAcks(nc, 2000);
+    const answer = await acks.request<{ success: boolean; purged: number }>("$JS.API.STREAM.PURGE.purged", {
+      filter: "purged.a",
+    });
+    expect(answer).toMatchObject({ success: true, purged: 2 });
+    // The stream itself says what is left: purged.b only.
+    const info = await jsm.streams.info("purged", { subjects_filter: ">" });
+    expect(info.state.subjects).toEqual({ "purged.b": 1 });
+    const refused = await acks.request("$JS.API.STREAM.PURGE.nosuchstream", {}).catch((e: unknown) => e);
+    const raised = await jsm.streams.purge("nosuchstream").catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(JetStreamApiError);
+    expect((refused as JetStreamApiError).code).toBe((raised as JetStreamApiError).code);
+    expect(classifyNatsError(refused, "purge")._tag).toBe(classifyNatsError(raised, "purge")._tag);
+  });
 });

@@ -310,9 +310,9 @@ export class NatsJobLeases implements SupervisionLeases {
   /** Removes the key's messages up to `revision` (all without it): a write made since stays. */
   async #purge(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
     await this.#bucket(nc);
-    const { jsm } = await this.#broker.handles(nc);
     const bucket = this.#broker.names.leasesBucket;
-    await jsm.streams.purge(`KV_${bucket}`, {
+    // `jsm.streams.purge`'s request, through the client's PubAcks: no request of nats.js's a job.
+    await this.#broker.acks(nc).request(`$JS.API.STREAM.PURGE.KV_${bucket}`, {
       filter: `$KV.${bucket}.${jobId}`,
       ...(revision === undefined ? {} : { seq: revision + 1 }),
     });

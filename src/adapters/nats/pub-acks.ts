@@ -26,29 +26,33 @@ const decoder = new TextDecoder();
  * both are classified alike (`classify-error.ts`, `client-setups.ts`).
  */
 const readPubAck = (msg: Msg): PubAck | Error => {
+  const ack = readApiAnswer<{ stream?: string; seq?: number; duplicate?: boolean }>(msg);
+  if (ack instanceof Error) return ack;
+  if (!ack.stream || ack.seq === undefined) return new JetStreamError("invalid ack response");
+  return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate === true };
+};
+
+/** A JetStream answer's JSON (a PubAck, an API response), or the error it says, as nats.js raises it. */
+const readApiAnswer = <T>(msg: Msg): T | Error => {
   if (msg.data.length === 0 && msg.headers?.code === 503)
     return Object.assign(new JetStreamError("jetstream is not enabled"), { name: "JetStreamNotEnabled" });
-  let ack: {
-    stream?: string;
-    seq?: number;
-    duplicate?: boolean;
-    error?: { code: number; err_code: number; description: string };
-  };
+  let answer: T & { error?: { code: number; err_code: number; description: string } };
   try {
-    ack = JSON.parse(decoder.decode(msg.data));
+    answer = JSON.parse(decoder.decode(msg.data));
   } catch (error) {
     return error instanceof Error ? error : new Error(String(error));
   }
-  if (ack.error) return new JetStreamApiError(ack.error);
-  if (!ack.stream || ack.seq === undefined) return new JetStreamError("invalid ack response");
-  return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate === true };
+  return answer.error ? new JetStreamApiError(answer.error) : answer;
 };
 
 /** Called once with the PubAck, or with why there is none. */
 export type OnPubAck = (error: unknown, ack?: PubAck) => void;
 
 interface Waiter {
+  /** Called with the PubAck, or with why there is none; with neither when `read` took the answer. */
   readonly done: OnPubAck;
+  /** Reads the answer itself: an API request's, not a PubAck. */
+  readonly read?: (msg: Msg) => void;
   readonly until: number;
   /** Where it was published: the server names it when it refuses the publish. */
   readonly subject: string;
@@ -122,12 +126,38 @@ export class PubAcks {
 
   /** As `publish`, with a callback: no promise per message (a submit of 20,000 tasks sends 20,000). */
   send(subject: string, body: string | Uint8Array, headers: MsgHdrs | undefined, done: OnPubAck): void {
+    this.#send(subject, body, headers, done);
+  }
+
+  /**
+   * A JetStream API request (`$JS.API.…`) on the same reply subscription:
+   * resolves with the answer's JSON, or fails with the error it says
+   * (`JetStreamApiError`), as `jsm` would, without a request of the client's
+   * (a lease's release, one a job, is a stream purge).
+   */
+  request<T>(subject: string, body: unknown): Promise<T> {
+    return new Promise<T>((resolve, reject) =>
+      this.#send(subject, JSON.stringify(body), undefined, reject, (msg) => {
+        const answer = readApiAnswer<T>(msg);
+        if (answer instanceof Error) reject(answer);
+        else resolve(answer);
+      }),
+    );
+  }
+
+  #send(
+    subject: string,
+    body: string | Uint8Array,
+    headers: MsgHdrs | undefined,
+    done: OnPubAck,
+    read?: (msg: Msg) => void,
+  ): void {
     if (this.#closed !== undefined) {
       done(this.#closed);
       return;
     }
     const n = this.#next++;
-    this.#waiting.set(n, { done, until: Date.now() + this.#timeoutMs, subject });
+    this.#waiting.set(n, { done, until: Date.now() + this.#timeoutMs, subject, ...(read ? { read } : {}) });
     try {
       this.#nc.publish(subject, body, { reply: `${this.#inbox}.${n}`, ...(headers ? { headers } : {}) });
     } catch (error) {
@@ -146,6 +176,7 @@ export class PubAcks {
     const waiter = this.#waiting.get(n);
     if (!waiter) return; // timed out already, or not ours
     this.#waiting.delete(n);
+    if (waiter.read) return waiter.read(msg);
     const ack = readPubAck(msg);
     if (ack instanceof Error) waiter.done(ack);
     else waiter.done(undefined, ack);
