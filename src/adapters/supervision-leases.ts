@@ -14,9 +14,10 @@ export interface Lease {
  * with one write, its heartbeat (`heartbeat()`, every third of the lease): a
  * lease is run out once its own `until` and its holder's heartbeat both have
  * (`held-leases.ts`). The bucket is also the index of the jobs that are not
- * over: a key is written before the job's record, and goes only once the job
- * has ended (or its submit was rolled back), so takeover and the reaper look
- * at the leases, never at every record kept.
+ * over: a key is written beside the job's record (before its tasks), and
+ * goes only once the job has ended (or its submit was rolled back), so
+ * takeover and the reaper look at the leases, never at every record kept
+ * (a record whose lease's write failed is given one by the cleanup pass).
  */
 export interface SupervisionLeases {
   readonly holder: string;

@@ -212,6 +212,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
           // (`leased`); settled before the submit ends either way, so a failed submit's lease
           // write cannot land after the job's end released it.
           leased = leases.acquire(jobId, leaseMs, clock.now());
+          // Its failure is the submit's, read where it is awaited: the record's claim may still
+          // be out (or waiting for another submit of the key) when it comes, never unhandled.
+          leased.catch(() => undefined);
           const outcome = await submitJob(broker, {
             record,
             leased,

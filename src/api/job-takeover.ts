@@ -7,8 +7,8 @@ import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
  * One reaper pass. Its candidates are the records of the supervision leases
- * (a submit takes its lease before it writes its record), not every record
- * kept: the pass costs O(jobs not over).
+ * (a submit writes its lease beside its record), not every record kept: the
+ * pass costs O(jobs not over).
  */
 export const reapPass = async (
   broker: Broker,

@@ -304,8 +304,8 @@ export class JobRegistry implements Jobs {
 
   /**
    * Runs one reaper pass now (tests, admin). Its candidates are the records
-   * of the supervision leases (a submit takes its lease before it writes its
-   * record), not every record kept: the pass costs O(jobs not over).
+   * of the supervision leases (a submit writes its lease beside its record),
+   * not every record kept: the pass costs O(jobs not over).
    */
   async reap(now: () => number = () => this.#core.clock.now()): Promise<ReapReport> {
     requireRole(this.#core.options.roles, "admin", "rt.jobs.reap()");

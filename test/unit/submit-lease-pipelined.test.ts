@@ -100,4 +100,45 @@ describe("a submit's lease, asked for beside its record", () => {
       server.close();
     }
   });
+
+  it("a lease that fails while the record's create is still out: the submit rejects typed, nothing unhandled", async () => {
+    const server = createMemoryServer();
+    const { broker: leaseGated, asked, answer } = leaseGatedBroker(server);
+    let createRecord!: () => void;
+    const recordGate = new Promise<void>((resolve) => (createRecord = resolve));
+    const broker = new Proxy(leaseGated, {
+      get(target, key) {
+        const value = Reflect.get(target, key);
+        if (key !== "createRecord" || typeof value !== "function") return value;
+        return async (...args: unknown[]) => {
+          await recordGate;
+          return value(...args);
+        };
+      },
+    }) as Broker;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    const rt = await createRuntime({ broker, logger: silentLogger() });
+    try {
+      const submitted = rt.jobs.submit({ queue: "q", tasks: [1] }).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      await asked;
+      answer({ error: new Error("leases bucket refused the write") });
+      // The lease's failure is settled while the record's create still waits.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      createRecord();
+      expect(await submitted).toMatchObject({ message: expect.stringContaining("leases bucket refused") });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+      answer({});
+      createRecord();
+      await rt.stop();
+      server.close();
+    }
+  });
 });
