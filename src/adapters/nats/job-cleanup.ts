@@ -31,10 +31,11 @@ export const cleanupJobs = async (
     const queue = queueOfStream(stream, n.tasksStreamPrefix);
     return queue !== undefined && subject.startsWith(n.laneSubject(queue, ""));
   };
-  // What is left is looked at before the records are read: a job's record is written before
-  // anything else of it, so every job seen here has its record in the list read after (unless
-  // it is gone), and a job submitted during the pass is simply not seen. Read the other way
-  // round, a job started between the two reads looked like one without a record.
+  // What is left is looked at before the records are read: a job's record is written before its
+  // tasks and consumer, so every job seen here has its record in the list read after (unless it
+  // is gone), and a job submitted during the pass is simply not seen. Read the other way round,
+  // a job started between the two reads looked like one without a record. Its lease goes out
+  // with its record: a lease without one is read again below.
   const seen = await core.run("cleanup.survey", async (nc) => {
     const { jsm } = await broker.handles(nc);
     // Every queue's tasks stream, whoever set it up: a queue no runtime uses any more still holds leftovers.
@@ -60,12 +61,27 @@ export const cleanupJobs = async (
     };
   });
   const leased = await leases.list();
-  const { over, expired, resultsGone, unleased } = planCleanup(
+  const { over, expired, resultsGone, unleased, records } = planCleanup(
     await broker.listRecords(),
     options.retentionMs,
     now,
   );
   const leaseless = unleased(new Set(leased.map((l) => l.jobId))).map((r) => r.id);
+  // A submit writes its lease and its record together: a lease listed without its record may
+  // be a job's whose record landed while the records were read. Read again before it goes (a
+  // read each, for leases without a record only: leftovers of crashed submits, rare); one
+  // found now, or not read, is left to the next pass.
+  const leftovers: typeof leased = [];
+  for (const lease of leased) {
+    if (!over(lease.jobId)) continue;
+    const removable =
+      records.has(lease.jobId) ||
+      (await broker.getRecord(lease.jobId).then(
+        (found) => found === undefined,
+        () => false,
+      ));
+    if (removable) leftovers.push(lease);
+  }
   // The lane is every lane job's consumer, never one job's leftover.
   const consumers = seen.consumers.filter((c) => c.name !== laneConsumer && over(c.name));
   const subjects = seen.subjects.filter((s) => over(jobIdOfSubject(s.subject)));
@@ -75,7 +91,7 @@ export const cleanupJobs = async (
     tasksPurged: subjects.map((s) => s.subject),
     recordsRemoved: expired.map((r) => r.id),
     resultsPurged: Object.keys(seen.resultSubjects).filter((subject) => resultsGone(jobIdOfSubject(subject))),
-    leasesRemoved: leased.filter(({ jobId }) => over(jobId)).map(({ jobId }) => jobId),
+    leasesRemoved: leftovers.map(({ jobId }) => jobId),
     // What a real pass adds is known once it ran: a job may have taken its lease meanwhile.
     leasesAdded: dryRun ? leaseless : [],
   };
@@ -112,7 +128,7 @@ export const cleanupJobs = async (
 
   if (!dryRun) {
     // Up to the revision seen: a lease written since (a resubmit of the key) stays.
-    for (const { jobId, revision } of leased) if (over(jobId)) await leases.remove(jobId, revision);
+    for (const { jobId, revision } of leftovers) await leases.remove(jobId, revision);
     // A job whose record was read without a lease: given a run-out one (never over one it took
     // meanwhile: a create), so takeover and the reaper find it. Then the markers older versions
     // left, each one more message every lease listing reads.
