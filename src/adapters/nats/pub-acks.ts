@@ -176,7 +176,10 @@ export class PubAcks {
     const waiter = this.#waiting.get(n);
     if (!waiter) return; // timed out already, or not ours
     this.#waiting.delete(n);
-    if (waiter.read) return waiter.read(msg);
+    if (waiter.read) {
+      waiter.read(msg);
+      return;
+    }
     const ack = readPubAck(msg);
     if (ack instanceof Error) waiter.done(ack);
     else waiter.done(undefined, ack);
