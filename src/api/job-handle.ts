@@ -178,7 +178,9 @@ async function* readAllResults<Result>(
   const ready: TaskResult<Result>[] = [];
   const failures = new Map<number, TaskResult<Result>>();
   let wake: (() => void) | undefined;
-  const ac = new AbortController();
+  // Aborted as the runtime stops, or as this reader ends (an `AbortSignal.any` with the
+  // runtime's stop left a weak reference in it for good, one per call).
+  const ac = core.stopLinks.link();
   let caughtUp = false;
   const loop = broker
     .readResults(
@@ -215,7 +217,7 @@ async function* readAllResults<Result>(
         caughtUp = pending === 0;
         wake?.();
       },
-      AbortSignal.any([ac.signal, core.stopping]),
+      ac.signal,
       () => {
         caughtUp = true;
         wake?.();
@@ -249,6 +251,7 @@ async function* readAllResults<Result>(
   } finally {
     onChange.unsubscribe();
     ac.abort(workOver);
+    core.stopLinks.unlink(ac);
     await loop;
   }
 }
@@ -382,7 +385,7 @@ const watchNotes = (
   { id: jobId, queue }: { readonly id: string; readonly queue: string },
   listener: (progress: TaskProgress) => void,
 ): (() => void) => {
-  const watching = new AbortController();
+  const watching = core.stopLinks.link();
   broker.watchProgress(
     queue,
     jobId,
@@ -395,9 +398,12 @@ const watchNotes = (
       }
       listener(note);
     },
-    AbortSignal.any([watching.signal, core.stopping]),
+    watching.signal,
   );
-  return () => watching.abort();
+  return () => {
+    watching.abort();
+    core.stopLinks.unlink(watching);
+  };
 };
 
 export const makeHandle = (

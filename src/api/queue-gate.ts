@@ -5,6 +5,7 @@ import type { Permit, PermitKind, QueueControls, TargetPool } from "../adapters/
 import { permitLeaseMs } from "../adapters/queue-controls.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
+import { LinkedControllers } from "../kernel/signals.ts";
 import { queueMachine } from "../machines/queue.machine.ts";
 
 /** What a task holds while it runs: its concurrency permit, if the queue has a cap. */
@@ -50,6 +51,13 @@ export class QueueGate {
   #resumed = new AbortController();
   /** Aborted (and replaced) at each write of the settings seen. */
   #changed = new AbortController();
+  /**
+   * A task's wait for permits, ended by the worker's signal or by `#changed`: not an
+   * `AbortSignal.any` of the two, which left a weak reference in the worker's signal for
+   * good (Node 20), one per task of a limited queue. By the worker's signal: each wait
+   * listens to `#changed` (which takes any number of listeners) until it ends.
+   */
+  readonly #waitLinks = new WeakMap<AbortSignal, LinkedControllers>();
   readonly #controls: QueueControls;
   readonly #queue: string;
   readonly #log: Logger;
@@ -104,7 +112,10 @@ export class QueueGate {
         if (lease && keeper === undefined) keeper = setInterval(lease.keep, lease.everyMs);
         // A new write of the settings ends the wait: a limit lifted or changed, a pause, is obeyed
         // by the tasks already waiting (a lifted limit's pool is purged: they would wait for good).
-        const passed = await this.#permits(AbortSignal.any([signal, this.#changed.signal]), target);
+        let links = this.#waitLinks.get(signal);
+        if (!links) this.#waitLinks.set(signal, (links = new LinkedControllers(signal)));
+        const waiting = links.link(this.#changed.signal);
+        const passed = await this.#permits(waiting.signal, target).finally(() => links.unlink(waiting));
         if (passed !== undefined || signal.aborted) return passed;
       }
     } finally {

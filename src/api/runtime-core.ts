@@ -6,6 +6,7 @@ import { runOperationPromise } from "../effects/run-operation.ts";
 import { realClock } from "../kernel/clock.ts";
 import { ConnectionUnavailable } from "../kernel/errors.ts";
 import { childLogger, defaultLogger } from "../kernel/logger.ts";
+import { LinkedControllers } from "../kernel/signals.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
 import { type ResolvedOptions, type RuntimeOptions, resolveOptions } from "./options.ts";
 import { Telemetry } from "./telemetry.ts";
@@ -23,6 +24,13 @@ export interface RuntimeCore extends NatsContext {
   readonly loops: LoopGroup;
   /** What workers tell whoever measures them (`createMetrics`); costs nothing while nobody listens. */
   readonly telemetry: Telemetry;
+  /**
+   * Controllers aborted as the runtime stops, for what also has a signal of its own (an
+   * operation a caller may abort, a `results()` reader): not an `AbortSignal.any` with
+   * `stopping`, which on Node 20 leaves a weak reference in it for good, one per call.
+   * `unlink` each once it is done with.
+   */
+  readonly stopLinks: LinkedControllers;
 }
 
 /** How long stop() waits for the loops before it closes the connection under them. */
@@ -40,6 +48,7 @@ export const createRuntimeCore = async (
   const connection = new SupervisedConnection(resolved, logger, inspect?.inspect);
   // Every loop and every operation in flight listens to its signal, `stopping`.
   const loops = new LoopGroup(log);
+  const stopLinks = new LinkedControllers(loops.signal);
   // An in-memory runtime has no NATS: its connection actor stays `idle`.
   if (connect) connection.start();
   return {
@@ -51,23 +60,29 @@ export const createRuntimeCore = async (
     loops,
     telemetry: new Telemetry(),
     stopping: loops.signal,
+    stopLinks,
     run: (name, op, runOptions = {}) => {
       // The runtime's stop signal as it is (no signal made per operation: an `AbortSignal.any`
       // each was ~5 % of a small job's CPU): the first attempt adds no listener to it, and the
       // Effect program of a retry links one of its own (`sharedSignal`). Joined with the
-      // caller's signal when there is one.
-      const signal = runOptions.signal ? AbortSignal.any([runOptions.signal, loops.signal]) : loops.signal;
+      // caller's signal when there is one, through `stopLinks` (a submit's publish passes its
+      // own: an `AbortSignal.any` left a weak reference in `stopping` for every job).
+      const linked = runOptions.signal ? stopLinks.link(runOptions.signal) : undefined;
       return runOperationPromise(connection, op, classifyNatsError, {
         name,
         timeoutMs: runOptions.timeoutMs ?? resolved.connection.operationTimeoutMs,
         retry: runOptions.retry ?? resolved.connection.retry,
-        signal,
-        sharedSignal: runOptions.signal === undefined,
-      }).catch((error: unknown) => {
-        throw error instanceof ConnectionUnavailable
-          ? explainUnavailable(error, resolved, connection)
-          : error;
-      });
+        signal: linked?.signal ?? loops.signal,
+        sharedSignal: linked === undefined,
+      })
+        .catch((error: unknown) => {
+          throw error instanceof ConnectionUnavailable
+            ? explainUnavailable(error, resolved, connection)
+            : error;
+        })
+        .finally(() => {
+          if (linked) stopLinks.unlink(linked);
+        });
     },
     /** Ends every loop (and waits for them), drains the connection, stops the inspector. */
     stop: async () => {

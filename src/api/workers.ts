@@ -248,16 +248,22 @@ export const startWorker = <Payload, Result>(
    */
   const pausedTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
     slots.release();
-    const until = AbortSignal.any([pulling, job.ended.signal]);
-    if (msg.deliveryCount < job.record.settings.maxDeliver) {
-      msg.nak();
-      return gate.whenResumed(until);
-    }
-    const keeper = setInterval(() => msg.working(), Math.max(10, job.record.settings.ackWaitMs / 3));
+    // Until the worker stops or the job ends (linked, not an `AbortSignal.any` of `pulling`).
+    const waiting = pulls.link(job.ended.signal);
+    const until = waiting.signal;
     try {
-      await gate.whenResumed(until);
+      if (msg.deliveryCount < job.record.settings.maxDeliver) {
+        msg.nak();
+        return await gate.whenResumed(until);
+      }
+      const keeper = setInterval(() => msg.working(), Math.max(10, job.record.settings.ackWaitMs / 3));
+      try {
+        await gate.whenResumed(until);
+      } finally {
+        clearInterval(keeper);
+      }
     } finally {
-      clearInterval(keeper);
+      pulls.unlink(waiting);
     }
     // Stopping: handed back as every task a stopping worker holds; the job ended: nothing to run.
     if (until.aborted) return job.ended.aborted ? undefined : release(msg);
