@@ -58,6 +58,14 @@ export class QueueGate {
    * listens to `#changed` (which takes any number of listeners) until it ends.
    */
   readonly #waitLinks = new WeakMap<AbortSignal, LinkedControllers>();
+
+  #linksOf(signal: AbortSignal): LinkedControllers {
+    const known = this.#waitLinks.get(signal);
+    if (known) return known;
+    const links = new LinkedControllers(signal);
+    this.#waitLinks.set(signal, links);
+    return links;
+  }
   readonly #controls: QueueControls;
   readonly #queue: string;
   readonly #log: Logger;
@@ -112,8 +120,7 @@ export class QueueGate {
         if (lease && keeper === undefined) keeper = setInterval(lease.keep, lease.everyMs);
         // A new write of the settings ends the wait: a limit lifted or changed, a pause, is obeyed
         // by the tasks already waiting (a lifted limit's pool is purged: they would wait for good).
-        let links = this.#waitLinks.get(signal);
-        if (!links) this.#waitLinks.set(signal, (links = new LinkedControllers(signal)));
+        const links = this.#linksOf(signal);
         const waiting = links.link(this.#changed.signal);
         const passed = await this.#permits(waiting.signal, target).finally(() => links.unlink(waiting));
         if (passed !== undefined || signal.aborted) return passed;
