@@ -4,7 +4,7 @@ import { SupervisedConnection } from "../adapters/nats/supervised-connection.ts"
 import { LoopGroup } from "../effects/loop-group.ts";
 import { runOperationPromise } from "../effects/run-operation.ts";
 import { realClock } from "../kernel/clock.ts";
-import { ConnectionUnavailable } from "../kernel/errors.ts";
+import { ConnectionUnavailable, workOver } from "../kernel/errors.ts";
 import { childLogger, defaultLogger } from "../kernel/logger.ts";
 import { LinkedControllers } from "../kernel/signals.ts";
 import { createInspector, type RuntimeInspector } from "./inspect.ts";
@@ -81,7 +81,10 @@ export const createRuntimeCore = async (
             : error;
         })
         .finally(() => {
-          if (linked) stopLinks.unlink(linked);
+          if (!linked) return;
+          // What the operation left running (a first attempt past its deadline) ends with it.
+          linked.abort(workOver);
+          stopLinks.unlink(linked);
         });
     },
     /** Ends every loop (and waits for them), drains the connection, stops the inspector. */

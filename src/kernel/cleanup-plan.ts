@@ -21,9 +21,12 @@ export interface CleanupPlan {
   unleased(leased: ReadonlySet<string>): JobRecord[];
 }
 
+/** A job whose leftovers may go: it ended, and not in a submit still in progress (the reaper's). */
+export const isFinished = (r: JobRecord): boolean => isFinal(r.status) && r.phase !== SubmitPhase.submitting;
+
 export const planCleanup = (records: readonly JobRecord[], retentionMs: number, now: number): CleanupPlan => {
   const byId = new Map(records.map((r) => [r.id, r]));
-  const finished = (r: JobRecord) => isFinal(r.status) && r.phase !== SubmitPhase.submitting;
+  const finished = isFinished;
   const expired = records.filter((r) => finished(r) && (r.finishedAt ?? r.updatedAt) + retentionMs <= now);
   const expiredIds = new Set(expired.map((r) => r.id));
   return {

@@ -64,4 +64,36 @@ describe("a cleanup pass and a submit's lease", () => {
       await nc.close();
     }
   });
+
+  it("a lease listed before its key's rolled-back record was taken over by a new submit stays", async () => {
+    // A rolled-back submit of a key: its record stays, finished, and its lease went.
+    const old = record({ id: "jretaken", phase: "rolledBack", status: "failed", reason: "submit failed: x" });
+    const revision = await broker.createRecord(old);
+    // The key submitted again: its lease, then its take-over of the record, which lands while the
+    // records are read.
+    await broker.leases.acquire(old.id, 60_000);
+    const jet = broker.jetstream;
+    const racing = new Proxy(jet, {
+      get(target, key) {
+        const value = Reflect.get(target, key);
+        if (typeof value !== "function") return value;
+        if (key !== "listRecords") return value.bind(target);
+        return async () => {
+          const listed = await target.listRecords();
+          const again = record({ id: old.id, submitId: "again", commitDeadline: Date.now() + 60_000 });
+          await target.updateRecord(again, revision);
+          return listed;
+        };
+      },
+    }) as NatsJobBroker;
+    const report = await cleanupJobs(core, racing, broker.leases as NatsJobLeases, { retentionMs: 3600_000 });
+    expect(report.leasesRemoved).not.toContain(old.id);
+    const nc = await connect({ servers: server.url });
+    try {
+      const kv = await new Kvm(nc).open(brokerNames("clr").leasesBucket);
+      expect((await kv.get(old.id))?.operation).toBe("PUT");
+    } finally {
+      await nc.close();
+    }
+  });
 });

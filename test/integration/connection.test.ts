@@ -163,6 +163,32 @@ describe("the runtime's connection on a real nats-server", () => {
     await stop(core);
   });
 
+  it("an operation given a signal of its caller's hands its op one that ends with the operation", async () => {
+    const core = await open();
+    // Connected first: an operation issued before runs as an Effect program, whose op gets that
+    // program's signal (ended by its own timeout).
+    await core.run("connected", (nc) => nc.rtt());
+    const listenersBefore = getEventListeners(core.stopping, "abort").length;
+    const caller = new AbortController();
+    const seen: AbortSignal[] = [];
+    for (let k = 0; k < 20; k++)
+      await core.run(
+        "signal",
+        async (nc, signal) => {
+          seen.push(signal);
+          expect(signal.aborted).toBe(false);
+          return nc.rtt();
+        },
+        { signal: caller.signal },
+      );
+    // Whatever the op left running (a first attempt past its deadline) is told its work is over.
+    expect(seen.every((signal) => signal.aborted)).toBe(true);
+    // Nothing stays linked: no listener on the caller's signal, none more on the runtime's.
+    expect(getEventListeners(caller.signal, "abort")).toHaveLength(0);
+    expect(getEventListeners(core.stopping, "abort")).toHaveLength(listenersBefore);
+    await stop(core);
+  });
+
   it("an operation issued while the server is down completes once it is back, stored exactly once", async () => {
     const core = await open({ retry: { attempts: 5, initialDelayMs: 50 } });
     await core.run("stream.add", async (nc) =>

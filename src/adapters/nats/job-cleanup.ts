@@ -1,4 +1,4 @@
-import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
+import { isFinished, jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
 import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 import { laneConsumer, queueOfStream } from "../names.ts";
 import { deleteLaneTasks, type NatsJobBroker } from "./job-broker.ts";
@@ -61,25 +61,24 @@ export const cleanupJobs = async (
     };
   });
   const leased = await leases.list();
-  const { over, expired, resultsGone, unleased, records } = planCleanup(
+  const { over, expired, resultsGone, unleased } = planCleanup(
     await broker.listRecords(),
     options.retentionMs,
     now,
   );
   const leaseless = unleased(new Set(leased.map((l) => l.jobId))).map((r) => r.id);
-  // A submit writes its lease and its record together: a lease listed without its record may
-  // be a job's whose record landed while the records were read. Read again before it goes (a
-  // read each, for leases without a record only: leftovers of crashed submits, rare); one
-  // found now, or not read, is left to the next pass.
+  // A submit writes its lease and its record together: a lease listed with no record of its job,
+  // or with a finished one, may be a new submit's whose record (or whose take-over of a
+  // rolled-back record of its key) landed while the records were read. Read again before it
+  // goes (a read each, for the leases of jobs over only: leftovers, rare); a job not over now,
+  // or not read, is left to the next pass.
   const leftovers: typeof leased = [];
   for (const lease of leased) {
     if (!over(lease.jobId)) continue;
-    const removable =
-      records.has(lease.jobId) ||
-      (await broker.getRecord(lease.jobId).then(
-        (found) => found === undefined,
-        () => false,
-      ));
+    const removable = await broker.getRecord(lease.jobId).then(
+      (found) => found === undefined || isFinished(found.record),
+      () => false,
+    );
     if (removable) leftovers.push(lease);
   }
   // The lane is every lane job's consumer, never one job's leftover.
