@@ -225,31 +225,36 @@ describe.each(backends)("schedules on $name", ({ make }) => {
       });
       const job = { queue, tasks: ["x"] };
       const upserted = await rt.schedules.upsert({ id: "crash", everyMs: 2000, job });
-      const tick = nextTick({ everyMs: 2000 }, Math.max(upserted.since, Date.now()))!;
+      // A tick far enough ahead for the dead submit to claim it first: one due within a few
+      // milliseconds is the survivor's to fire (its job is another tick's, left out below).
+      let tick = nextTick({ everyMs: 2000 }, Math.max(upserted.since, Date.now()))!;
+      if (tick - Date.now() < 500) tick = nextTick({ everyMs: 2000 }, tick)!;
+      const ofTick = (r: { idempotencyKey?: string }) => scheduleOfKey(r.idempotencyKey)?.tick === tick;
       // The runtime that fired this tick first died after writing the record, before its commit.
       const dead = await backend.crashing(SubmitStep.recordCreated);
       await expect(dead.registry.submit({ ...job, idempotencyKey: tickKey("crash", tick) })).rejects.toThrow(
         /process died/,
       );
       await dead.stop();
-      const [claimed] = (await backend.records()).filter((r) => r.queue === queue);
+      const [claimed] = (await backend.records()).filter((r) => r.queue === queue && ofTick(r));
       expect(claimed).toMatchObject({ phase: "submitting" });
       // The survivor fires the tick and waits on the dead submit; once it is due, the reaper rolls it back.
       await waitUntil(() => Date.now() > tick + 300, { timeoutMs: 5000, message: "tick passed" });
       // The reaper's clock just past the dead submit's deadline and the default grace (10 s), not
       // far beyond: a submit of the tick that took the record over meanwhile is not due yet.
       await partsOf(rt).jobs.reap(() => Math.max(Date.now(), claimed!.commitDeadline + 10_000 + 1));
-      await waitUntil(async () => handled.length === 1, {
+      await waitUntil(async () => handled.includes(claimed!.id), {
         timeoutMs: 10_000,
         message: "the tick's job handled",
       });
       const records = (await backend.records()).filter((r) => r.queue === queue);
-      const mine = records.filter((r) => scheduleOfKey(r.idempotencyKey)?.tick === tick);
+      const mine = records.filter(ofTick);
       expect(mine).toHaveLength(1);
       expect(mine[0]).toMatchObject({ phase: "committed", id: claimed!.id });
       // Taken over by another submit, not the dead one's.
       expect(mine[0]!.submitId).not.toBe(claimed!.submitId);
-      expect(handled).toEqual([claimed!.id]);
+      // Handled once (a tick before it, fired by the survivor alone, is another job).
+      expect(handled.filter((id) => id === claimed!.id)).toEqual([claimed!.id]);
       await rt.schedules.remove("crash");
     } finally {
       await backend.stop();
