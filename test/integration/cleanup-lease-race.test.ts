@@ -34,35 +34,43 @@ describe("a cleanup pass and a submit's lease", () => {
     await server?.dispose();
   });
 
-  it("a lease listed before its record landed stays; a leftover lease without a record goes", async () => {
-    const fresh = record({ id: "jfresh", commitDeadline: Date.now() + 60_000 });
-    await broker.leases.acquire(fresh.id, 60_000);
-    await broker.leases.acquire("jleftover", 60_000);
-    // The records are read; the fresh job's record lands right after, before the pass goes on.
-    const jet = broker.jetstream;
-    const racing = new Proxy(jet, {
+  /** A cleanup pass during which `landing` is written just after the records were read. */
+  const cleanupWhile = (landing: (jet: NatsJobBroker) => Promise<unknown>) => {
+    const racing = new Proxy(broker.jetstream, {
       get(target, key) {
         const value = Reflect.get(target, key);
         if (typeof value !== "function") return value;
         if (key !== "listRecords") return value.bind(target);
         return async () => {
           const listed = await target.listRecords();
-          await target.createRecord(fresh);
+          await landing(target);
           return listed;
         };
       },
     }) as NatsJobBroker;
-    const report = await cleanupJobs(core, racing, broker.leases as NatsJobLeases, { retentionMs: 3600_000 });
-    expect(report.leasesRemoved).toEqual(["jleftover"]);
-    // The bucket itself: the fresh job's lease is there, the leftover's is gone.
+    return cleanupJobs(core, racing, broker.leases as NatsJobLeases, { retentionMs: 3600_000 });
+  };
+
+  /** The leases bucket's own entry of each job: its operation, or null when gone. */
+  const storedLeases = async (...jobIds: string[]) => {
     const nc = await connect({ servers: server.url });
     try {
       const kv = await new Kvm(nc).open(brokerNames("clr").leasesBucket);
-      expect((await kv.get(fresh.id))?.operation).toBe("PUT");
-      expect(await kv.get("jleftover")).toBeNull();
+      return await Promise.all(jobIds.map(async (id) => (await kv.get(id))?.operation ?? null));
     } finally {
       await nc.close();
     }
+  };
+
+  it("a lease listed before its record landed stays; a leftover lease without a record goes", async () => {
+    const fresh = record({ id: "jfresh", commitDeadline: Date.now() + 60_000 });
+    await broker.leases.acquire(fresh.id, 60_000);
+    await broker.leases.acquire("jleftover", 60_000);
+    // The records are read; the fresh job's record lands right after, before the pass goes on.
+    const report = await cleanupWhile((jet) => jet.createRecord(fresh));
+    expect(report.leasesRemoved).toEqual(["jleftover"]);
+    // The bucket itself: the fresh job's lease is there, the leftover's is gone.
+    expect(await storedLeases(fresh.id, "jleftover")).toEqual(["PUT", null]);
   });
 
   it("a lease listed before its key's rolled-back record was taken over by a new submit stays", async () => {
@@ -72,28 +80,9 @@ describe("a cleanup pass and a submit's lease", () => {
     // The key submitted again: its lease, then its take-over of the record, which lands while the
     // records are read.
     await broker.leases.acquire(old.id, 60_000);
-    const jet = broker.jetstream;
-    const racing = new Proxy(jet, {
-      get(target, key) {
-        const value = Reflect.get(target, key);
-        if (typeof value !== "function") return value;
-        if (key !== "listRecords") return value.bind(target);
-        return async () => {
-          const listed = await target.listRecords();
-          const again = record({ id: old.id, submitId: "again", commitDeadline: Date.now() + 60_000 });
-          await target.updateRecord(again, revision);
-          return listed;
-        };
-      },
-    }) as NatsJobBroker;
-    const report = await cleanupJobs(core, racing, broker.leases as NatsJobLeases, { retentionMs: 3600_000 });
+    const again = record({ id: old.id, submitId: "again", commitDeadline: Date.now() + 60_000 });
+    const report = await cleanupWhile((jet) => jet.updateRecord(again, revision));
     expect(report.leasesRemoved).not.toContain(old.id);
-    const nc = await connect({ servers: server.url });
-    try {
-      const kv = await new Kvm(nc).open(brokerNames("clr").leasesBucket);
-      expect((await kv.get(old.id))?.operation).toBe("PUT");
-    } finally {
-      await nc.close();
-    }
+    expect(await storedLeases(old.id)).toEqual(["PUT"]);
   });
 });
