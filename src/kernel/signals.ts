@@ -24,7 +24,11 @@ export class LinkedControllers {
     parent.addEventListener(
       "abort",
       () => {
-        for (const controller of this.#live.keys()) controller.abort(parent.reason);
+        // Each stops listening to its own signal too: a caller's signal outlives the runtime's stop.
+        for (const [controller, stopListening] of this.#live) {
+          stopListening?.();
+          controller.abort(parent.reason);
+        }
         this.#live.clear();
       },
       { once: true },

@@ -3,6 +3,7 @@
  * each is aborted with the runtime's reason, at once when linked after it,
  * and never once unlinked. Oracle: the controllers' own signals.
  */
+import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
 import { LinkedControllers } from "../../src/kernel/signals.ts";
 
@@ -47,5 +48,18 @@ describe("LinkedControllers", () => {
     const linked = new LinkedControllers(parent.signal);
     for (let n = 0; n < 100; n++) linked.link();
     expect(listeners).toBe(1);
+  });
+
+  it("the parent's abort also removes each controller's listener on its own signal", () => {
+    const parent = new AbortController();
+    const linked = new LinkedControllers(parent.signal);
+    const own = new AbortController();
+    const controllers = [linked.link(own.signal), linked.link(own.signal)];
+    expect(getEventListeners(own.signal, "abort")).toHaveLength(2);
+    parent.abort(new Error("stopping"));
+    expect(controllers.every((c) => c.signal.aborted)).toBe(true);
+    expect(getEventListeners(own.signal, "abort")).toHaveLength(0);
+    // Unlinked after the parent's abort: nothing left to remove, nothing thrown.
+    for (const controller of controllers) linked.unlink(controller);
   });
 });
