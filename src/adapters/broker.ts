@@ -21,7 +21,7 @@ import type { TaskDelivery } from "./task-queue.ts";
  * - in memory (src/adapters/memory/memory-broker.ts), the embedded default
  *   when no NATS is configured, and the base of `jetstate-jobs/testing`.
  *
- * Long-running methods (`consumeTasks`, `readResults`, `watchRecords`,
+ * Long-running methods (`consumeTasks`, `readResults`, `watchRecordChanges`,
  * `processExhausted`) run until their signal aborts (or the job's consumer
  * is gone) and keep themselves alive across reconnects.
  */

@@ -17,8 +17,6 @@ export interface JobRecords {
 
 /** Every record as it changes: how a runtime hears of an end written elsewhere. */
 export interface RecordWatch {
-  /** Calls `onRecord` with every record, then with every change, until `signal` aborts. */
-  watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void>;
   /**
    * Calls `onRecord` with every record written from the start of the watch
    * on (no record as it was before; deletes are not records), in the order

@@ -55,6 +55,13 @@ export interface LaneLease extends TaskLease {
   readonly jobId: string;
 }
 
+/** The consumers on a queue's tasks: each job's own (by job id), and the lane's. */
+export interface QueueConsumers {
+  readonly jobIds: readonly string[];
+  /** The lane's consumer is there, or lane tasks are stored without it (it was lost). */
+  readonly lane: boolean;
+}
+
 /** The workers' side of a job's tasks: deliveries and what is still waiting. */
 export interface TaskDelivery {
   /**
@@ -82,6 +89,13 @@ export interface TaskDelivery {
     onTask: (lease: LaneLease) => void | Promise<void>,
     signal: AbortSignal,
   ): Promise<"stopped">;
+
+  /**
+   * What a worker of the queue pulls, found without reading the records
+   * kept: the jobs with a consumer of their own, and whether the queue's
+   * lane is there.
+   */
+  queueConsumers(queue: string): Promise<QueueConsumers>;
 
   /**
    * Tasks waiting and tasks held by workers (leased, not answered); undefined

@@ -197,7 +197,7 @@ export const startJobActor = (
   const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
   const checkLost = (): Promise<void> | undefined => {
     if (snapshotOf(actor).status !== "stalled" || !leases.holds(jobId, clock.now())) return undefined;
-    return lostReason(broker, record)
+    return lostReason(broker, record, clock.now())
       .then(async (reason) => {
         if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
         log.error({ reason }, "job's tasks are lost; the job fails");

@@ -1,4 +1,5 @@
 import type { Broker } from "../adapters/broker.ts";
+import { restoreConsumer } from "../effects/lost-job.ts";
 import { type ReapReport, reapSubmits } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
@@ -107,14 +108,15 @@ const isOver = (record: JobRecord): boolean =>
  * A running job this runtime supervises gets its consumer made again if it
  * is gone (a server restarted with its store, and the consumer lived in its
  * memory: `jobs.memoryConsumers`); its workers' pull loops find it on their
- * next round. A failure is left to the job's lost-task check, which
+ * next round, and a worker that does not follow the job hears of it by the
+ * record write that tells of the restore. A failure is left to the job's lost-task check, which
  * restores too. A restore that races the job's end (read running, then
  * ended, its consumer deleted, before the restore) may leave an empty
  * consumer for the ended job: the next cleanup pass removes it.
  */
 export const restoreSupervised = (broker: Broker, log: Logger, now: number, record: JobRecord): void => {
   if (record.lane || !isRunning(record) || !broker.leases.holds(record.id, now)) return;
-  broker.restoreConsumer(record, record.settings).then(
+  restoreConsumer(broker, record, now).then(
     (restored) => {
       if (restored === "restored")
         log.warn({ jobId: record.id }, "job's consumer made again (the server lost it: restarted?)");

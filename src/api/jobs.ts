@@ -25,6 +25,7 @@ import { adoptOrphans, reapPass, restoreSupervised, type TakeoverHost } from "./
 import type { JobListQuery, JobPage, Jobs, JobsOptions } from "./jobs-face.ts";
 import { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
+import { RecordFeed } from "./record-feed.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 interface Supervised {
@@ -55,6 +56,7 @@ export class JobRegistry implements Jobs {
     this.#broker = broker;
     this.#log = childLogger(core.logger, { actor: "job" });
     this.#options = options;
+    this.records = new RecordFeed(core.loops, broker);
     this.#deps = {
       core,
       broker,
@@ -94,12 +96,6 @@ export class JobRegistry implements Jobs {
         ),
       );
     }
-    // One record watch per runtime: an end written elsewhere (the supervisor finished, anyone
-    // cancelled) reaches this runtime's actor for the job at once. Only submitters and
-    // supervisors run job actors. Changes from now on, not every record kept: an actor reads its
-    // record when it starts, and a watch of every record made each runtime's start read them all
-    // (~1.1 s of CPU with 100,000 kept). Once the watch is in place, actors started before it
-    // get their record again: a change between their read and the watch would be missed.
     // Every runtime that publishes tasks moves held (delayed) tasks once due: those of the queues
     // of the delayed jobs it watches (api/movers.ts), whose supervisor is always one of them.
     if (roles.has("submitter") || roles.has("supervisor")) {
@@ -107,16 +103,22 @@ export class JobRegistry implements Jobs {
       const onHeld = mover(broker, () => core.clock.now(), moverLog);
       this.#movers = new Movers(loops, (queue, signal) => broker.consumeHeld(queue, onHeld, signal));
     }
+    // One record watch per runtime, shared with its workers: an end written elsewhere (the
+    // supervisor finished, anyone cancelled) reaches this runtime's actor for the job at once.
+    // Only submitters and supervisors run job actors. Changes from now on, not every record
+    // kept: an actor reads its record when it starts, and a watch of every record made each
+    // runtime's start read them all (~1.1 s of CPU with 100,000 kept). Once the watch is in
+    // place, actors started before it get their record again: a change between their read and
+    // the watch would be missed.
     if (roles.has("submitter") || roles.has("supervisor"))
-      loops.run("job-records", (signal) =>
-        broker.watchRecordChanges(
-          (record) => this.#onRecord(record),
-          signal,
-          () => this.#watchPlaced(),
-          "records",
-        ),
-      );
+      this.records.listen({
+        onRecord: (record) => this.#onRecord(record),
+        onPlaced: () => this.#watchPlaced(),
+      });
   }
+
+  /** The runtime's record watch, which its workers read too. */
+  readonly records: RecordFeed;
 
   /**
    * The record watch is in place (again): every write from now on reaches

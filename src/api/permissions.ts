@@ -237,7 +237,7 @@ const holdAndMove = (n: Layout, queues: readonly string[]): string[] =>
 const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
   worker: (n, queues) => ({
     publish: [
-      // Finds its queue's jobs by watching the records (read only: no payloads there).
+      // Hears of its queue's jobs by watching the records (read only: no payloads there).
       ...kvRead(n.jobsBucket),
       ...kvWrite(n.agentsBucket),
       // Announces itself while it lives (rt.workers.list()).
@@ -249,6 +249,8 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
       ...queues.flatMap((q) => [
         ...streamInfo(n.tasksStream(q)),
         ...consume(n.tasksStream(q)),
+        // Finds what it pulls at its start: the queue's jobs with a consumer, and the lane.
+        `$JS.API.CONSUMER.LIST.${n.tasksStream(q)}`,
         ...answer(n, q),
         ...permits(n, q),
         ...targetPermits(n, q),

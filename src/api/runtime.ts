@@ -190,7 +190,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       start: (workerOptions) => {
         if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });
         requireRole(core.options.roles, "worker", "rt.workers.start()");
-        const worker = startWorker(core, broker, agents, workerOptions);
+        const worker = startWorker(core, broker, agents, workerOptions, jobs.records);
         workers.add(worker);
         return worker;
       },

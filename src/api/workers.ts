@@ -4,6 +4,9 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
+import { untilDone } from "../effects/retry.ts";
+import { inBatches } from "../kernel/batches.ts";
+import { isTransient } from "../kernel/errors.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -12,6 +15,7 @@ import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { QueueGate } from "./queue-gate.ts";
+import type { RecordFeed } from "./record-feed.ts";
 import { type ActiveJob, JobEnd, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
@@ -31,6 +35,7 @@ export const startWorker = <Payload, Result>(
   broker: Broker,
   agents: WorkerAgents,
   options: WorkerOptions<Payload, Result>,
+  records: RecordFeed,
 ): Worker => {
   const settings = workerSettings(options, agents);
   const { queue: queueName, concurrency, agentId, resultSchema } = settings;
@@ -376,6 +381,13 @@ export const startWorker = <Payload, Result>(
     core.loops.run(`worker-lane:${id}`, () => laned);
   };
 
+  /** The records the watch handed over while a `discover` ran, one set per pass: those it read are older. */
+  const discoveries = new Set<Set<string>>();
+  const onWatched = (record: JobRecord) => {
+    for (const heard of discoveries) heard.add(record.id);
+    onRecord(record);
+  };
+
   const onRecord = (record: JobRecord) => {
     if (record.queue !== queueName) return;
     // Any lane job of the queue, over or not: a task left on the lane by one that is over is removed.
@@ -395,10 +407,47 @@ export const startWorker = <Payload, Result>(
     }
   };
 
-  const watched = broker
-    .watchRecords(onRecord, pulling)
-    .catch((error) => log.warn({ err: error }, "job watch failed"));
-  core.loops.run(`worker-jobs:${id}`, () => watched);
+  /**
+   * What the worker pulls, read each time the runtime's record watch is (again) in place: the
+   * jobs of the queue with a consumer of their own, the jobs it follows (one may have ended
+   * meanwhile), and the lane if it is there. O(the queue's live jobs), never the records kept.
+   * A record the watch handed over meanwhile is newer than the one read here: that one is dropped.
+   */
+  const discover = async () => {
+    const heard = new Set<string>();
+    discoveries.add(heard);
+    try {
+      const found = await broker.queueConsumers(queueName);
+      if (pulling.aborted) return;
+      if (found.lane) pullLane();
+      await inBatches([...new Set([...found.jobIds, ...jobs.keys()])], async (jobId) => {
+        const read = await broker.getRecord(jobId);
+        // A stopped worker follows no job more (an interrupted pass may still be reading).
+        if (read && !heard.has(jobId) && !pulling.aborted) onRecord(read.record);
+      });
+    } finally {
+      discoveries.delete(heard);
+    }
+  };
+  const discovered = () =>
+    untilDone(discover, { initialMs: 500, maxMs: 5000, jitter: true }, pulling, isTransient, (error, again) =>
+      log.warn(
+        { err: error },
+        again
+          ? "the queue's jobs not read; trying again"
+          : "the queue's jobs not read; those running now are not pulled here",
+      ),
+    );
+  let discovering: Promise<void> | undefined;
+  const unlisten = records.listen({
+    onRecord: onWatched,
+    onPlaced: () => {
+      const pass = discovered();
+      discovering = pass;
+      core.loops.track(`worker-jobs:${id}`, () => pass);
+    },
+  });
+  pulling.addEventListener("abort", unlisten, { once: true });
 
   const statsNow = () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size });
   const presence = announceWorker(core, broker.presence, {
@@ -433,7 +482,7 @@ export const startWorker = <Payload, Result>(
         // Their server consumers are deleted as they end: a stopped worker leaves none behind.
         // Not waited for while the connection is down (the deletes could only time out, 5 s
         // each): those consumers expire after a minute without a reader.
-        await unlessDown(core.connection, Promise.all([gate.watching, watched]));
+        await unlessDown(core.connection, Promise.all([gate.watching, discovering]));
         log.info({ ...stats }, "worker stopped");
       })();
       return stopped;

@@ -1,8 +1,10 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { JobRecords } from "../adapters/job-records.ts";
+import type { ConsumerRestore } from "../adapters/task-queue.ts";
 import {
   isFinal,
+  isRunning,
   type JobCounts,
   type JobRecord,
   type JobTasksRef,
@@ -11,6 +13,35 @@ import {
 } from "../kernel/job-record.ts";
 import { updateRecordWithEffect } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
+
+/**
+ * Makes a running job's consumer again if it is gone (`restoreConsumer`),
+ * and once made again, writes its record (`updatedAt` only): workers find
+ * the jobs running when they start or reconnect by their consumers, so one
+ * that looked while this consumer was gone hears of the job only through
+ * its record watch. Best effort: a failed write leaves such a worker to its
+ * next reconnect (the job stalls meanwhile, if no other worker pulls it).
+ */
+const restoreConsumerEffect = (
+  broker: JobPort,
+  record: JobRecord,
+  now: number,
+): Effect.Effect<ConsumerRestore, PortFailure> =>
+  fromPort(() => broker.restoreConsumer(record, record.settings)).pipe(
+    Effect.tap((restored) =>
+      restored === "restored"
+        ? updateRecordWithEffect(
+            broker,
+            record.id,
+            (r) => (isRunning(r) ? { ...r, updatedAt: Math.max(now, r.updatedAt + 1) } : undefined),
+            3,
+          ).pipe(Effect.ignore)
+        : Effect.void,
+    ),
+  );
+
+export const restoreConsumer = (broker: JobPort, record: JobRecord, now: number): Promise<ConsumerRestore> =>
+  Effect.runPromise(restoreConsumerEffect(broker, record, now));
 
 /**
  * Why the job's tasks can never be answered, if they cannot: its consumer is
@@ -26,6 +57,7 @@ import { fromPort, type PortFailure } from "./port-call.ts";
 const lostReasonEffect = (
   broker: JobPort,
   job: JobTasksRef,
+  now: number,
 ): Effect.Effect<string | undefined, PortFailure> =>
   Effect.gen(function* () {
     if (yield* fromPort(() => broker.tasksCommitted(job))) return undefined;
@@ -35,15 +67,14 @@ const lostReasonEffect = (
     if (found.record.status === "running" || found.record.status === "stalled") {
       // Its consumer made again over tasks still stored or held (`restoreConsumer` says when).
       const { record } = found;
-      if (!job.lane && (yield* fromPort(() => broker.restoreConsumer(record, record.settings))) !== "empty")
-        return undefined;
+      if (!job.lane && (yield* restoreConsumerEffect(broker, record, now)) !== "empty") return undefined;
       return "tasks lost: the job's consumer is gone (deleted, or the server's store was reset)";
     }
     return undefined;
   });
 
-export const lostReason = (broker: JobPort, job: JobTasksRef): Promise<string | undefined> =>
-  Effect.runPromise(lostReasonEffect(broker, job));
+export const lostReason = (broker: JobPort, job: JobTasksRef, now: number): Promise<string | undefined> =>
+  Effect.runPromise(lostReasonEffect(broker, job, now));
 
 /**
  * Writes the lost job's end: onto its record, or, when the record went with

@@ -65,3 +65,23 @@ export const retryWith =
         while: retryable,
       }),
     );
+
+/**
+ * Calls `attempt` until it resolves or fails for good (`retryable` says no),
+ * pausing as `backoff` says after each failure (each told to `onFailure`,
+ * with whether it is tried again); gives up silently once `signal` aborts.
+ */
+export const untilDone = async (
+  attempt: () => Promise<void>,
+  backoff: Backoff,
+  signal: AbortSignal,
+  retryable: (error: unknown) => boolean,
+  onFailure: (error: unknown, again: boolean) => void,
+): Promise<void> => {
+  const again = (error: unknown) => !signal.aborted && retryable(error);
+  const tried = Effect.tryPromise({ try: attempt, catch: (error) => error }).pipe(
+    Effect.tapError((error) => Effect.sync(() => signal.aborted || onFailure(error, again(error)))),
+    Effect.retry({ schedule: backoffSchedule(backoff), while: again }),
+  );
+  await Effect.runPromise(tried, { signal }).catch(() => undefined);
+};

@@ -681,31 +681,23 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       ]);
     });
 
-    it("watchRecords: every record now, then every change (not deletes)", async () => {
-      const a = newRecord(1, ack);
-      await broker.createRecord(a);
-      const seen: JobRecord[] = [];
-      const watching = broker.watchRecords((record) => seen.push(record), loops.signal());
-      await eventually(() => seen.some((x) => x.id === a.id));
-      await change(a.id, { status: "running" });
-      const b = newRecord(1, ack);
-      const revB = await broker.createRecord(b);
-      // Seen before it is deleted: the bucket keeps a key's last write only, so a create the
-      // watch had not read yet when the delete came (a loaded machine) is gone for good.
-      await eventually(() => seen.some((x) => x.id === b.id));
-      await broker.deleteRecord(b.id, revB);
-      const c = newRecord(1, ack);
-      await broker.createRecord(c);
-      await eventually(() => seen.some((x) => x.id === c.id));
-      const mine = seen.filter((x) => [a.id, b.id, c.id].includes(x.id)).map((x) => [x.id, x.status]);
-      expect(mine).toEqual([
-        [a.id, "queuing"],
-        [a.id, "running"],
-        [b.id, "queuing"],
-        [c.id, "queuing"],
-      ]);
-      loops.abortAll();
-      await watching;
+    it("queueConsumers: the queue's jobs with a consumer of their own and its lane, not another queue's", async () => {
+      const queue = uid("q");
+      // No stream yet: nothing was ever submitted to the queue.
+      expect(await broker.queueConsumers(queue)).toEqual({ jobIds: [], lane: false });
+      const a = await openJob({ ...newRecord(1, ack), queue });
+      const b = await openJob({ ...newRecord(2, ack), queue });
+      await openJob(1); // another queue's
+      const uncommitted = { ...newRecord(1, ack), queue };
+      await broker.createRecord(uncommitted);
+      await broker.publishTasks(uncommitted, taskBodies(1), never);
+      let found = await broker.queueConsumers(queue);
+      expect([...found.jobIds].sort()).toEqual([a.id, b.id].sort());
+      expect(found.lane).toBe(false);
+      await openLaneJob(queue);
+      await broker.removeTasks(a);
+      found = await broker.queueConsumers(queue);
+      expect(found).toEqual({ jobIds: [b.id], lane: true });
     });
 
     it("watchRecordChanges: only writes after onWatching, in order, not deletes; a held reader gets each key's latest", async () => {

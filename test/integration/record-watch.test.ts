@@ -1,6 +1,6 @@
 /**
- * The job-record watch every runtime with a job role runs (`watchRecords`:
- * one per runtime for its job actors, one per worker runtime) is a consumer
+ * The job-record watch a runtime runs for its job actors and its workers
+ * (`watchRecordChanges`, one per runtime: api/record-feed.ts) is a consumer
  * on the records bucket's stream. A runtime that stops must take it away: a
  * consumer left behind stays on the server until it expires, one per
  * runtime that ever started (seen in test/integration/jobs-five-processes.test.ts:
@@ -45,11 +45,28 @@ describe("the job-record watch on NATS", () => {
     return names;
   };
 
+  /**
+   * 2,000 jobs that ended long ago, written raw: a watch that started with every record would
+   * have them delivered. The oracle is the server's own count of what its consumer delivered.
+   */
+  const keepRecords = async (tag: string) => {
+    const kv = await new Kvm(nc).create("jetstate_jobs", { history: 1 });
+    const at = Date.now();
+    for (let from = 0; from < 2000; from += 500)
+      await Promise.all(
+        Array.from({ length: 500 }, (_, k) => {
+          const r = finishedRecord(from + k, at, tag);
+          return kv.put(r.id, encodeRecord(r));
+        }),
+      );
+  };
+
   it.each<{ roles: Role[]; watches: number }>([
     { roles: ["submitter"], watches: 1 },
     { roles: ["supervisor"], watches: 1 },
     { roles: ["worker"], watches: 1 },
-    { roles: ["submitter", "supervisor", "worker", "admin"], watches: 2 },
+    // One watch, its job actors' and its worker's.
+    { roles: ["submitter", "supervisor", "worker", "admin"], watches: 1 },
   ])(
     "a runtime with roles $roles takes its watch consumers away when it stops",
     async ({ roles, watches }) => {
@@ -75,17 +92,7 @@ describe("the job-record watch on NATS", () => {
   );
 
   it("a runtime that runs job actors does not read the records kept when it starts, and still hears of changes", async () => {
-    // 2,000 jobs that ended long ago, written raw: a watch that started with every record would
-    // have them delivered. The oracle is the server's own count of what its consumer delivered.
-    const kv = await new Kvm(nc).create("jetstate_jobs", { history: 1 });
-    const at = Date.now();
-    for (let from = 0; from < 2000; from += 500)
-      await Promise.all(
-        Array.from({ length: 500 }, (_, k) => {
-          const r = finishedRecord(from + k, at, "kept");
-          return kv.put(r.id, encodeRecord(r));
-        }),
-      );
+    await keepRecords("kept");
     const before = new Set(await consumers());
     const rt = await createRuntime({
       servers: server.url,
@@ -115,5 +122,43 @@ describe("the job-record watch on NATS", () => {
     expect(info.delivered.consumer_seq).toBeLessThan(20);
     await other.stop();
     await rt.stop();
+  });
+
+  it("a worker does not read the records kept when it starts; it finds the jobs already there by their consumers", async () => {
+    await keepRecords("kept-w");
+    const queue = "worker-start";
+    const submitting = {
+      servers: server.url,
+      logger: silentLogger(),
+      roles: ["submitter", "supervisor"] as Role[],
+    };
+    const submitter = await createRuntime(submitting);
+    const laneSubmitter = await createRuntime({ ...submitting, jobs: { lane: true } });
+    // Before the worker: a job with a consumer of its own, and a lane job.
+    const own = await submitter.jobs.submit({ queue, tasks: [1, 2, 3] });
+    const laned = await laneSubmitter.jobs.submit({ queue, tasks: [4] });
+    const before = new Set(await consumers());
+    const rt = await createRuntime({ servers: server.url, logger: silentLogger(), roles: ["worker"] });
+    rt.workers.start<number, number>({ queue, handler: (task) => task.payload * 10 });
+    await expect(own.done()).resolves.toMatchObject({ status: "succeeded", done: 3 });
+    await expect(laned.done()).resolves.toMatchObject({ status: "succeeded", done: 1 });
+    // The worker's answers, each task's payload × 10: run by it, not by anyone else.
+    const values: unknown[] = [];
+    for await (const r of own.results()) if (r.ok) values.push(r.result);
+    expect(values.sort()).toEqual([10, 20, 30]);
+    // And one after it: the watch tells the worker.
+    const after = await submitter.jobs.submit({ queue, tasks: [5, 6] });
+    await expect(after.done()).resolves.toMatchObject({ status: "succeeded", done: 2 });
+    // What its watch delivered (every consumer it has on the records' stream): these jobs' few
+    // writes, not the records kept.
+    const jsm = await jetstreamManager(nc);
+    const watches = (await consumers()).filter((name) => !before.has(name));
+    expect(watches.length).toBeGreaterThan(0);
+    let delivered = 0;
+    for (const name of watches)
+      delivered += (await jsm.consumers.info(recordsStream, name)).delivered.consumer_seq;
+    expect(delivered).toBeLessThan(30);
+    await rt.stop();
+    await Promise.all([submitter.stop(), laneSubmitter.stop()]);
   });
 });

@@ -42,9 +42,20 @@ describe("roles", () => {
     expect(calls("listRecords")).toBe(0);
     expect(calls("cleanup")).toBe(0);
     expect(calls("processExhausted")).toBe(0);
-    expect(calls("watchRecords")).toBe(0);
     expect(calls("watchRecordChanges")).toBe(0);
   });
+
+  it.each<{ roles: Role[] | undefined }>([{ roles: ["worker"] }, { roles: undefined }])(
+    "a runtime with roles $roles and two workers runs one record watch, shared",
+    async ({ roles }) => {
+      const { rt, calls } = await runtimeWith(roles);
+      rt.workers.start({ queue: "a", handler: () => 1 });
+      rt.workers.start({ queue: "b", handler: () => 1 });
+      await delay(150);
+      await rt.stop();
+      expect(calls("watchRecordChanges")).toBe(1);
+    },
+  );
 
   it("a runtime with every role (the default) runs each of them", async () => {
     const { rt, calls } = await runtimeWith(undefined);
@@ -53,9 +64,8 @@ describe("roles", () => {
     expect(calls("leases.list")).toBeGreaterThan(1);
     expect(calls("cleanup")).toBeGreaterThan(1);
     expect(calls("processExhausted")).toBe(1);
-    // The runtime's record watch (changes from its start); no worker runs, so no worker's watch.
+    // The runtime's record watch (changes from its start).
     expect(calls("watchRecordChanges")).toBe(1);
-    expect(calls("watchRecords")).toBe(0);
   });
 
   it("admin alone reaps and cleans up; supervisor alone takes over and dead-letters", async () => {

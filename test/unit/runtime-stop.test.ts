@@ -35,7 +35,6 @@ const slowToEndBroker = () => {
     });
   const { broker, calls } = spiedBroker(createMemoryBroker({ prefix: "jetstate" }), (key, n, args, call) => {
     if (key === "watchRecordChanges") return endsWhenLet(`changes${n}`, args[1] as AbortSignal);
-    if (key === "watchRecords") return endsWhenLet(`watch${n}`, args[1] as AbortSignal);
     if (key === "processExhausted") return endsWhenLet(`dead${n}`, args[0] as AbortSignal);
     return call();
   });
@@ -43,9 +42,10 @@ const slowToEndBroker = () => {
 };
 
 describe("rt.stop()", () => {
-  // changes1: the runtime's record watch (changes from its start); watch1: the worker's; dead1:
-  // the dead-letter processing. Each in turn is the last to end: stop() must wait for that one too.
-  it.each(["changes1", "watch1", "dead1"])(
+  // changes1: the runtime's record watch (changes from its start), its job actors' and its
+  // worker's; dead1: the dead-letter processing. Each in turn is the last to end: stop() must
+  // wait for that one too.
+  it.each(["changes1", "dead1"])(
     "ends every background loop and waits for each (%s last): no loop body runs afterwards, no timer is left",
     async (last) => {
       const timersBefore = pendingTimers();
@@ -60,13 +60,13 @@ describe("rt.stop()", () => {
       // Every loop ran: the reaper and the takeover list the leases, the cleanup cleans up.
       expect(calls.get("leases.list") ?? 0).toBeGreaterThan(2);
       expect(calls.get("cleanup") ?? 0).toBeGreaterThan(1);
-      expect([...running.keys()].sort()).toEqual(["changes1", "dead1", "watch1"]);
+      expect([...running.keys()].sort()).toEqual(["changes1", "dead1"]);
 
       let stopped = false;
       const stopping = rt.stop().then(() => {
         stopped = true;
       });
-      for (const name of ["changes1", "watch1", "dead1"].filter((n) => n !== last)) {
+      for (const name of ["changes1", "dead1"].filter((n) => n !== last)) {
         await delay(20);
         running.get(name)?.();
       }

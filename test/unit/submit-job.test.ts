@@ -544,12 +544,12 @@ describe("lostReason: lane jobs", () => {
     const running = laneRecord({ phase: "committed", status: "running" });
     fake.put(running);
     fake.tasks.set("j1", ['{"i":0,"p":1}']);
-    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(await lostReason(fake.port, running, Date.now())).toBeUndefined();
     fake.tasks.delete("j1");
     fake.answered.add("j1");
-    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(await lostReason(fake.port, running, Date.now())).toBeUndefined();
     fake.answered.delete("j1");
-    expect(await lostReason(fake.port, running)).toMatch(/tasks lost/);
+    expect(await lostReason(fake.port, running, Date.now())).toMatch(/tasks lost/);
   });
 });
 
@@ -561,20 +561,26 @@ describe("lostReason: a job's own consumer", () => {
     fake.tasks.set("j1", ['{"i":0,"p":1}']);
     // A server restarted with its store: the tasks are there, the consumer (kept in memory) is not.
     expect(fake.consumers.has("j1")).toBe(false);
-    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(await lostReason(fake.port, running, Date.now())).toBeUndefined();
     expect(fake.consumers.has("j1")).toBe(true);
-    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(await lostReason(fake.port, running, Date.now())).toBeUndefined();
     expect(fake.calls.filter((c) => c.startsWith("restoreConsumer"))).toEqual(["restoreConsumer q j1"]);
+    // Made again, then its record written once (a worker that looked while the consumer was gone
+    // hears of the job through its record watch); not when the consumer was there.
+    const writes = fake.calls.filter((c) => c.startsWith("restoreConsumer") || c.startsWith("updateRecord"));
+    expect(writes).toEqual(["restoreConsumer q j1", "updateRecord j1 committed running"]);
   });
 
   it("one whose consumer and tasks are both gone is lost; an ended one's consumer is not made again", async () => {
     const fake = fakeJobPort();
     const running = record({ phase: "committed", status: "running" });
     fake.put(running);
-    expect(await lostReason(fake.port, running)).toMatch(/tasks lost: the job's consumer is gone/);
+    expect(await lostReason(fake.port, running, Date.now())).toMatch(
+      /tasks lost: the job's consumer is gone/,
+    );
     fake.put(record({ phase: "committed", status: "failed", reason: "cancelled" }));
     fake.tasks.set("j1", ['{"i":0,"p":1}']);
-    expect(await lostReason(fake.port, running)).toBeUndefined();
+    expect(await lostReason(fake.port, running, Date.now())).toBeUndefined();
     expect(fake.consumers.has("j1")).toBe(false);
   });
 });

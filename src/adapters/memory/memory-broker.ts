@@ -16,7 +16,7 @@ import { taskSubjectOf } from "../names.ts";
 import type { Presence } from "../presence.ts";
 import type { QueueControls } from "../queue-controls.ts";
 import type { ScheduleStore } from "../schedule-store.ts";
-import type { ConsumerRestore, LaneLease, TaskLease } from "../task-queue.ts";
+import type { ConsumerRestore, LaneLease, QueueConsumers, TaskLease } from "../task-queue.ts";
 import { cleanupMemory } from "./memory-cleanup.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
 import * as dead from "./memory-dead-letters.ts";
@@ -34,6 +34,7 @@ import {
   type MemoryServer,
   type MemoryServerOptions,
   MemoryServerState,
+  memoryLaneName,
   memoryServerState,
 } from "./memory-server.ts";
 import { MemoryTaskLeasing } from "./memory-task-leasing.ts";
@@ -169,10 +170,6 @@ class MemoryJobBroker implements MemoryBroker {
     return this.#records.listRecordsPage(query);
   }
 
-  watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void> {
-    return this.#records.watchRecords(onRecord, signal);
-  }
-
   watchRecordChanges(
     onRecord: (record: JobRecord) => void | Promise<void>,
     signal: AbortSignal,
@@ -237,6 +234,24 @@ class MemoryJobBroker implements MemoryBroker {
     if (!stored && !(await held())) return "empty";
     await this.createConsumer(job.queue, job.id, settings);
     return "restored";
+  }
+
+  /** Each job consumer of the queue (its subject is the job's), and its lane if made or holding tasks. */
+  async queueConsumers(queue: string): Promise<QueueConsumers> {
+    const op = "job.queue.consumers";
+    this.#open(op);
+    const { tasks, names } = this.server;
+    const jobIds = tasks
+      .consumers()
+      .filter(
+        (consumer) => consumer.subject === names.tasksSubject(checkToken(op, "queue", queue), consumer.name),
+      )
+      .map((consumer) => consumer.name);
+    const laneTask = names.laneSubject(queue, "");
+    const lane =
+      tasks.consumer(memoryLaneName(queue)) !== undefined ||
+      tasks.subjects().some((subject) => subject.startsWith(laneTask));
+    return { jobIds, lane };
   }
 
   /** A lane job has none of its own: the lane's counts are every lane job's. */

@@ -70,46 +70,6 @@ export class MemoryJobRecords {
     return { records };
   }
 
-  /** Every current record, then every change (deletes are not records: not passed on, as on NATS). */
-  async watchRecords(onRecord: (record: JobRecord) => void, signal: AbortSignal): Promise<void> {
-    this.#open("job.record.watch");
-    const stop = AbortSignal.any([signal, this.#stop]);
-    if (stop.aborted) return;
-    const kv = this.#server.records;
-    const queue = kv.live().map((entry) => entry.value as string);
-    let head = 0;
-    let scheduled = false;
-    // Handed over asynchronously and in order, as a KV watch delivers them.
-    const flush = () => {
-      scheduled = false;
-      while (!stop.aborted) {
-        const value = queue[head];
-        if (value === undefined) break;
-        head++;
-        try {
-          onRecord(decodeRecord(value));
-        } catch {
-          // A throwing listener loses that record only; on NATS its supervised loop restarts.
-        }
-      }
-      queue.splice(0, head);
-      head = 0;
-    };
-    const schedule = () => {
-      if (scheduled) return;
-      scheduled = true;
-      queueMicrotask(flush);
-    };
-    const unwatch = kv.watch((entry) => {
-      if (entry.value === undefined) return;
-      queue.push(entry.value);
-      schedule();
-    });
-    schedule();
-    await whenAborted(stop);
-    unwatch();
-  }
-
   /**
    * Every record written from now on, in order and asynchronously, as a KV
    * watch delivers them. While a promise `onRecord` returned is pending,

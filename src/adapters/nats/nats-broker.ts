@@ -17,7 +17,8 @@ import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import { natsScheduleStore } from "./kv-schedule-store.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { consumeTasks, watchRecords } from "./pull-loops.ts";
+import { consumeTasks } from "./pull-loops.ts";
+import { natsQueueConsumers } from "./queue-consumers.ts";
 import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
@@ -134,8 +135,6 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     deleteRecord: (id, revision) => js.deleteRecord(id, revision),
     listRecords: () => js.listRecords(),
     listRecordsPage: (query) => js.listRecordsPage(query),
-    watchRecords: (onRecord, signal) =>
-      superviseLoop(port, (nc, s) => watchRecords(js, nc, onRecord, s), signal, { name: "job-records", log }),
     watchRecordChanges: (onRecord, signal, onWatching, label) => {
       // Shared by the rounds: a restarted round goes on after the last record handed over.
       const cursor: ChangeCursor = {};
@@ -156,6 +155,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
         job.runAt === undefined ? false : (await delayed.heldCount(job.queue, job.id)) > 0,
       ),
     consumerCounts: (job) => js.consumerCounts(job),
+    queueConsumers: (queue) => natsQueueConsumers(js, queue),
     removeTasks: async (job) => {
       // Held tasks first: none of them is moved to a subject just purged.
       if (job.runAt !== undefined) await delayed.unhold(job);

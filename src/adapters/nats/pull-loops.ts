@@ -1,15 +1,12 @@
 import { setMaxListeners } from "node:events";
 import {
   type ConsumerMessages,
-  DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
-  type JetStreamManager,
   type JsMsg,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Effect, Fiber } from "effect";
-import type { JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { isNotFound } from "./streams.ts";
@@ -42,65 +39,6 @@ export const isConsumerGone = (error: unknown): boolean => {
 
 /** JetStream "stream not found": the stream itself is gone, not just a consumer. */
 const isStreamGone = (error: unknown): boolean => error instanceof JetStreamApiError && error.code === 10059;
-
-/**
- * Calls `onRecord` with every current record, then with every change, until
- * the client or signal ends. Not `kv.watch()`: its ordered consumer, once
- * the bucket is lost (a server back with an empty store), waits for the
- * bucket to come back and then goes on from the old sequence, skipping
- * every record written to the new bucket. This one ends instead when its
- * stream or consumer is gone (`pullLoop`), and the next one reads from the
- * start again.
- */
-export const watchRecords = async (
-  broker: NatsJobBroker,
-  nc: NatsConnection,
-  onRecord: (record: JobRecord) => void,
-  signal: AbortSignal,
-): Promise<void> => {
-  const { js, jsm } = await broker.handles(nc);
-  const bucket = `KV_${broker.names.jobsBucket}`;
-  let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>> | undefined;
-  try {
-    consumer = await js.consumers.get(bucket, {
-      // One subject as a string: a list needs nats-server 2.10.
-      filter_subjects: `$KV.${broker.names.jobsBucket}.>`,
-      deliver_policy: DeliverPolicy.LastPerSubject,
-      // nats.js's default for an ordered consumer is 5 min: one left by a process that died goes sooner.
-      inactive_threshold: 60_000,
-    });
-    const messages = await consumer.consume({ ...pullLoop });
-    const stopped = closeWhenEnded(messages, nc, signal);
-    try {
-      for await (const m of messages) {
-        // A deleted or purged key is a marker without a record.
-        const operation = m.headers?.get("KV-Operation");
-        if (operation === "DEL" || operation === "PURGE" || m.data.length === 0) continue;
-        onRecord(broker.decodeWatched(m.string()));
-      }
-    } finally {
-      stopped.dispose();
-    }
-  } catch (error) {
-    throw broker.setups.afterFailure(nc, error, "job.record.watch");
-  } finally {
-    // Left on the server, every runtime that ever stopped kept a consumer there until it expired.
-    // Awaited on a stop (before the connection closes); not on a failure, whose retry must not
-    // wait for a delete the server may not answer yet.
-    const deleted = deleteOrderedConsumer(jsm, bucket, consumer);
-    if (signal.aborted) await deleted;
-  }
-};
-
-/** Deletes an ordered consumer's current server consumer; best effort (it expires otherwise). */
-const deleteOrderedConsumer = async (
-  jsm: JetStreamManager,
-  stream: string,
-  consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>> | undefined,
-): Promise<void> => {
-  const name = (await consumer?.info(true).catch(() => undefined))?.name;
-  if (name) await jsm.consumers.delete(stream, name).catch(() => undefined);
-};
 
 /**
  * Delivers the tasks of a consumer on the queue's tasks stream (a job's,

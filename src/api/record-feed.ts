@@ -1,0 +1,65 @@
+import type { RecordWatch } from "../adapters/job-records.ts";
+import type { LoopGroup } from "../effects/loop-group.ts";
+import type { JobRecord } from "../kernel/job-record.ts";
+
+/** One reader of the runtime's record watch. */
+export interface RecordListener {
+  /** Every record written from the watch's start on, in the order written. */
+  onRecord(record: JobRecord): void;
+  /**
+   * The watch is in place: every write from now on reaches `onRecord`.
+   * Called again each time the watch is placed again (a reconnect, a server
+   * back with an empty store): what the listener holds may have changed
+   * meanwhile, so it reads it again. Called at once (asynchronously) for a
+   * listener that comes once the watch is in place.
+   */
+  onPlaced(): void;
+}
+
+/**
+ * The runtime's one watch of the job records, changes from its start on,
+ * shared by its job actors (and flows) and its workers: each record write
+ * reaches the process once, whoever in it reads it. It starts with its
+ * first listener, so a runtime with no job actor and no worker runs none.
+ * A watch of every record kept would make each start (and reconnect) read
+ * them all: a listener reads what it holds (`onPlaced`) instead.
+ */
+export class RecordFeed {
+  readonly #loops: LoopGroup;
+  readonly #watch: RecordWatch;
+  readonly #listeners = new Set<RecordListener>();
+  #started = false;
+  #placed = false;
+
+  constructor(loops: LoopGroup, watch: RecordWatch) {
+    this.#loops = loops;
+    this.#watch = watch;
+  }
+
+  /** Until the function it returns is called. */
+  listen(listener: RecordListener): () => void {
+    this.#listeners.add(listener);
+    if (this.#placed) queueMicrotask(() => this.#listeners.has(listener) && listener.onPlaced());
+    if (!this.#started) {
+      this.#started = true;
+      this.#loops.run("job-records", (signal) =>
+        this.#watch.watchRecordChanges(
+          (record) => this.#onRecord(record),
+          signal,
+          () => this.#onPlaced(),
+          "records",
+        ),
+      );
+    }
+    return () => this.#listeners.delete(listener);
+  }
+
+  #onRecord(record: JobRecord): void {
+    for (const listener of this.#listeners) listener.onRecord(record);
+  }
+
+  #onPlaced(): void {
+    this.#placed = true;
+    for (const listener of this.#listeners) listener.onPlaced();
+  }
+}
