@@ -41,8 +41,20 @@ export const redriveDead = async (
     });
   }
   const nonce = randomUUID().slice(0, 8);
+  const runAgain = () =>
+    updateRecordWith(broker, id, (r) => {
+      const { reason: _reason, finishedAt: _finished, ...rest } = r;
+      return {
+        ...rest,
+        status: isFinal(r.status) ? "running" : r.status,
+        counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
+        updatedAt: core.clock.now(),
+      };
+    });
   // Consumer, marker and tasks first, the record last: workers follow a job once its
-  // record says running, and must then find its consumer (a lane job's is its queue's lane).
+  // record says running, and must then find its consumer. A lane job's task goes to whoever
+  // pulls its queue's lane, who removes a task of a job that is over: its record says running
+  // before its task is published.
   if (!record.lane) await broker.createConsumer(record.queue, id, record.settings);
   // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
   await broker.publishResults(
@@ -51,17 +63,10 @@ export const redriveDead = async (
     encodeBatch(chosen.map((l) => encodeRedrive(l.index))),
     `redrive.${id}.${nonce}`,
   );
+  if (record.lane) await runAgain();
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
   await broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping);
-  await updateRecordWith(broker, id, (r) => {
-    const { reason: _reason, finishedAt: _finished, ...rest } = r;
-    return {
-      ...rest,
-      status: isFinal(r.status) ? "running" : r.status,
-      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
-      updatedAt: core.clock.now(),
-    };
-  });
+  if (!record.lane) await runAgain();
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).

@@ -1,0 +1,49 @@
+/**
+ * A lane job's dead task redriven while a worker pulls the lane: the task
+ * must run, not be removed as a task of a job that is over. The redrive
+ * published the task before its record said the job runs again, and a
+ * worker that took it first read the finished record and removed it; the
+ * job then waited for an answer that could never come. The oracle is the
+ * handler's own ledger of what it ran.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+
+describe("redrive of a lane job", () => {
+  let rt: Runtime | undefined;
+  afterEach(async () => {
+    await rt?.stop();
+  });
+
+  it("runs the redriven task on the lane, and the job succeeds", async () => {
+    rt = await createRuntime({
+      broker: createMemoryBroker({ prefix: "jetstate" }),
+      logger: silentLogger(),
+      jobs: { lane: true },
+    });
+    const ran: string[] = [];
+    let broken = true;
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      handler: (task) => {
+        ran.push(`${task.payload} ${broken ? "failed" : "ok"}`);
+        if (broken) throw new Error("model not loaded");
+        return task.payload * 2;
+      },
+    });
+    // A lane job's task dies after the lane's 5 deliveries.
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [21], backoff: [5] });
+    expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
+    broken = false;
+    const again = await rt.jobs.redrive(job.id);
+    const end = await Promise.race([
+      again.done(),
+      new Promise((resolve) => setTimeout(() => resolve("no end in 3 s"), 3000)),
+    ]);
+    expect(ran).toEqual([...Array.from({ length: 5 }, () => "21 failed"), "21 ok"]);
+    expect(end).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
+    await worker.stop();
+  });
+});
