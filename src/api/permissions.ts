@@ -250,7 +250,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         ...streamInfo(n.tasksStream(q)),
         ...consume(n.tasksStream(q)),
         // Finds what it pulls at its start: the queue's jobs with a consumer, and the lane.
-        `$JS.API.CONSUMER.LIST.${n.tasksStream(q)}`,
+        `$JS.API.CONSUMER.NAMES.${n.tasksStream(q)}`,
         ...answer(n, q),
         ...permits(n, q),
         ...targetPermits(n, q),

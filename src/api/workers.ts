@@ -412,22 +412,33 @@ export const startWorker = <Payload, Result>(
    * jobs of the queue with a consumer of their own, the jobs it follows (one may have ended
    * meanwhile), and the lane if it is there. O(the queue's live jobs), never the records kept.
    * A record the watch handed over meanwhile is newer than the one read here: that one is dropped.
+   * Each pass ends before the worker's stop does (`discovering`), and reads nothing after.
    */
-  const discover = async () => {
+  const discover = async (signal: AbortSignal) => {
     const heard = new Set<string>();
     discoveries.add(heard);
+    let failed: unknown;
     try {
       const found = await broker.queueConsumers(queueName);
-      if (pulling.aborted) return;
+      if (signal.aborted) return;
       if (found.lane) pullLane();
       await inBatches([...new Set([...found.jobIds, ...jobs.keys()])], async (jobId) => {
-        const read = await broker.getRecord(jobId);
-        // A stopped worker follows no job more (an interrupted pass may still be reading).
-        if (read && !heard.has(jobId) && !pulling.aborted) onRecord(read.record);
+        // A stopped worker reads no more records, and follows no job more.
+        if (signal.aborted) return;
+        try {
+          const read = await broker.getRecord(jobId);
+          if (read && !heard.has(jobId) && !signal.aborted) onRecord(read.record);
+        } catch (error) {
+          // One record not read (a newer version of it, say) keeps no other job from being followed.
+          if (isTransient(error)) failed ??= error;
+          else log.warn({ err: error, jobId }, "job's record not read; its tasks are not pulled here");
+        }
       });
     } finally {
       discoveries.delete(heard);
     }
+    // Read again in full after a pause: a record not read now may be of a job that runs.
+    if (failed !== undefined) throw failed;
   };
   const discovered = () =>
     untilDone(discover, { initialMs: 500, maxMs: 5000, jitter: true }, pulling, isTransient, (error, again) =>
@@ -438,12 +449,13 @@ export const startWorker = <Payload, Result>(
           : "the queue's jobs not read; those running now are not pulled here",
       ),
     );
-  let discovering: Promise<void> | undefined;
+  /** The passes running: the worker's stop waits for each. */
+  const discovering = new Set<Promise<void>>();
   const unlisten = records.listen({
     onRecord: onWatched,
     onPlaced: () => {
-      const pass = discovered();
-      discovering = pass;
+      const pass = discovered().finally(() => discovering.delete(pass));
+      discovering.add(pass);
       core.loops.track(`worker-jobs:${id}`, () => pass);
     },
   });
@@ -482,7 +494,7 @@ export const startWorker = <Payload, Result>(
         // Their server consumers are deleted as they end: a stopped worker leaves none behind.
         // Not waited for while the connection is down (the deletes could only time out, 5 s
         // each): those consumers expire after a minute without a reader.
-        await unlessDown(core.connection, Promise.all([gate.watching, discovering]));
+        await unlessDown(core.connection, Promise.all([gate.watching, ...discovering]));
         log.info({ ...stats }, "worker stopped");
       })();
       return stopped;

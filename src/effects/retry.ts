@@ -1,4 +1,5 @@
 import { Duration, Effect, Schedule } from "effect";
+import { untilSettled } from "./loop-group.ts";
 
 /**
  * The one way jetstate waits between two tries of the same thing: an
@@ -69,17 +70,19 @@ export const retryWith =
 /**
  * Calls `attempt` until it resolves or fails for good (`retryable` says no),
  * pausing as `backoff` says after each failure (each told to `onFailure`,
- * with whether it is tried again); gives up silently once `signal` aborts.
+ * with whether it is tried again). Once `signal` aborts, the attempt's own
+ * signal aborts and this resolves when the attempt has settled: nothing of
+ * it runs on after.
  */
 export const untilDone = async (
-  attempt: () => Promise<void>,
+  attempt: (signal: AbortSignal) => Promise<void>,
   backoff: Backoff,
   signal: AbortSignal,
   retryable: (error: unknown) => boolean,
   onFailure: (error: unknown, again: boolean) => void,
 ): Promise<void> => {
   const again = (error: unknown) => !signal.aborted && retryable(error);
-  const tried = Effect.tryPromise({ try: attempt, catch: (error) => error }).pipe(
+  const tried = untilSettled(attempt).pipe(
     Effect.tapError((error) => Effect.sync(() => signal.aborted || onFailure(error, again(error)))),
     Effect.retry({ schedule: backoffSchedule(backoff), while: again }),
   );

@@ -92,4 +92,28 @@ describe("rt.stop()", () => {
     await rt.stop();
     expect(pendingTimers()).toBeLessThanOrEqual(timersBefore);
   });
+
+  it("waits for a worker's pass over its queue's jobs, which reads no record after it", async () => {
+    // 200 jobs of the queue found by their consumers, each record read in 30 ms: a pass of seven
+    // batches, stopped in its first. `untilDone` once let go of it at the abort: rt.stop() took
+    // 4 ms, and 136 reads followed.
+    let stopped = false;
+    let readsAfter = 0;
+    const { broker } = spiedBroker(createMemoryBroker({ prefix: "jetstate" }), (key, _n, _args, call) => {
+      if (key === "queueConsumers")
+        return Promise.resolve({ jobIds: Array.from({ length: 200 }, (_, k) => `j${k}`), lane: false });
+      if (key === "getRecord") {
+        if (stopped) readsAfter++;
+        return delay(30).then(() => undefined);
+      }
+      return call();
+    });
+    const rt = await createRuntime({ broker, logger: silentLogger(), roles: ["worker"] });
+    rt.workers.start({ queue: "q", handler: () => "ok" });
+    await delay(50);
+    await rt.stop();
+    stopped = true;
+    await delay(300);
+    expect(readsAfter).toBe(0);
+  });
 });
