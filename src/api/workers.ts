@@ -4,9 +4,6 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { untilDone } from "../effects/retry.ts";
-import { inBatches } from "../kernel/batches.ts";
-import { isTransient } from "../kernel/errors.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -15,6 +12,7 @@ import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { QueueGate } from "./queue-gate.ts";
+import { QueueJobs } from "./queue-jobs.ts";
 import type { RecordFeed } from "./record-feed.ts";
 import { type ActiveJob, JobEnd, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
@@ -381,13 +379,6 @@ export const startWorker = <Payload, Result>(
     core.loops.run(`worker-lane:${id}`, () => laned);
   };
 
-  /** The records the watch handed over while a `discover` ran, one set per pass: those it read are older. */
-  const discoveries = new Set<Set<string>>();
-  const onWatched = (record: JobRecord) => {
-    for (const heard of discoveries) heard.add(record.id);
-    onRecord(record);
-  };
-
   const onRecord = (record: JobRecord) => {
     if (record.queue !== queueName) return;
     // Any lane job of the queue, over or not: a task left on the lane by one that is over is removed.
@@ -407,59 +398,15 @@ export const startWorker = <Payload, Result>(
     }
   };
 
-  /**
-   * What the worker pulls, read each time the runtime's record watch is (again) in place: the
-   * jobs of the queue with a consumer of their own, the jobs it follows (one may have ended
-   * meanwhile), and the lane if it is there. O(the queue's live jobs), never the records kept.
-   * A record the watch handed over meanwhile is newer than the one read here: that one is dropped.
-   * Each pass ends before the worker's stop does (`discovering`), and reads nothing after.
-   */
-  const discover = async (signal: AbortSignal) => {
-    const heard = new Set<string>();
-    discoveries.add(heard);
-    let failed: unknown;
-    try {
-      const found = await broker.queueConsumers(queueName);
-      if (signal.aborted) return;
-      if (found.lane) pullLane();
-      await inBatches([...new Set([...found.jobIds, ...jobs.keys()])], async (jobId) => {
-        // A stopped worker reads no more records, and follows no job more.
-        if (signal.aborted) return;
-        try {
-          const read = await broker.getRecord(jobId);
-          if (read && !heard.has(jobId) && !signal.aborted) onRecord(read.record);
-        } catch (error) {
-          // One record not read (a newer version of it, say) keeps no other job from being followed.
-          if (isTransient(error)) failed ??= error;
-          else log.warn({ err: error, jobId }, "job's record not read; its tasks are not pulled here");
-        }
-      });
-    } finally {
-      discoveries.delete(heard);
-    }
-    // Read again in full after a pause: a record not read now may be of a job that runs.
-    if (failed !== undefined) throw failed;
-  };
-  const discovered = () =>
-    untilDone(discover, { initialMs: 500, maxMs: 5000, jitter: true }, pulling, isTransient, (error, again) =>
-      log.warn(
-        { err: error },
-        again
-          ? "the queue's jobs not read; trying again"
-          : "the queue's jobs not read; those running now are not pulled here",
-      ),
-    );
-  /** The passes running: the worker's stop waits for each. */
-  const discovering = new Set<Promise<void>>();
-  const unlisten = records.listen({
-    onRecord: onWatched,
-    onPlaced: () => {
-      const pass = discovered().finally(() => discovering.delete(pass));
-      discovering.add(pass);
-      core.loops.track(`worker-jobs:${id}`, () => pass);
-    },
-  });
-  pulling.addEventListener("abort", unlisten, { once: true });
+  // What it hears of its queue's jobs: the runtime's record watch, and a pass over the jobs
+  // already there each time that watch is placed.
+  const queueJobs = new QueueJobs(
+    { broker, records, loops: core.loops, log },
+    queueName,
+    { onRecord, onLane: pullLane, followed: () => jobs.keys() },
+    pulling,
+    `worker-jobs:${id}`,
+  );
 
   const statsNow = () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size });
   const presence = announceWorker(core, broker.presence, {
@@ -494,7 +441,7 @@ export const startWorker = <Payload, Result>(
         // Their server consumers are deleted as they end: a stopped worker leaves none behind.
         // Not waited for while the connection is down (the deletes could only time out, 5 s
         // each): those consumers expire after a minute without a reader.
-        await unlessDown(core.connection, Promise.all([gate.watching, ...discovering]));
+        await unlessDown(core.connection, Promise.all([gate.watching, queueJobs.stopped()]));
         log.info({ ...stats }, "worker stopped");
       })();
       return stopped;

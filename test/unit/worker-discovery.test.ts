@@ -1,7 +1,7 @@
 /**
  * A worker finds the jobs already running on its queue when its runtime's
  * record watch is placed: from the consumers on the queue's tasks, reading
- * each one's record (api/workers.ts, `discover`). Two runtimes share one
+ * each one's record (api/queue-jobs.ts). Two runtimes share one
  * memory server: a submitter, and a worker whose broker is spied, so the
  * test decides what the worker's reads answer. The oracle is what the jobs
  * did (their ends, the worker's count of jobs it follows), never the pass.
