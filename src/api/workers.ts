@@ -4,6 +4,7 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
+import { pause } from "../kernel/clock.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -19,6 +20,9 @@ import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
+
+/** How long before a delayed job's first task is due its workers start pulling it. */
+const dueEarlyMs = 1000;
 
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
 
@@ -303,6 +307,23 @@ export const startWorker = <Payload, Result>(
       .finally(() => pass.end());
   };
 
+  /**
+   * A delayed job whose tasks are all held: nothing to pull before the first
+   * is due. Its loop starts then (less `dueEarlyMs`, for clocks that
+   * disagree), not at once: an idle loop asked the server every 3 s, for
+   * each such job and each worker of its queue, while its tasks were held.
+   * Tasks visible now (some were due at the submit), or counts not read:
+   * pulled at once, as any job's.
+   */
+  const untilDue = async (record: JobRecord, signal: AbortSignal): Promise<void> => {
+    const waitMs = (record.runAt ?? 0) - dueEarlyMs - core.clock.now();
+    if (waitMs <= 0) return;
+    const counts = await broker.consumerCounts(record).catch(() => undefined);
+    if (counts === undefined || counts.waiting + counts.held > 0) return;
+    log.debug({ jobId: record.id, runAt: record.runAt }, "delayed job: pulled once its first task is due");
+    await pause(core.clock, waitMs, signal);
+  };
+
   const follow = (record: JobRecord): ActiveJob => {
     const job: ActiveJob = { record, ended: new JobEnd(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
@@ -312,14 +333,18 @@ export const startWorker = <Payload, Result>(
     // Until the worker stops (linked to `pulling`) or the job ends.
     const pull = pulls.link(job.ended.signal);
     const pulled = payloadKnown
+      .then(() => untilDue(record, pull.signal))
       .then(() =>
-        broker.consumeTasks(
-          record.queue,
-          record.id,
-          Math.min(concurrency, 256),
-          (m) => onTask(m, job),
-          pull.signal,
-        ),
+        // Ended or stopped while it waited for its due time: no loop to start.
+        pull.signal.aborted
+          ? undefined
+          : broker.consumeTasks(
+              record.queue,
+              record.id,
+              Math.min(concurrency, 256),
+              (m) => onTask(m, job),
+              pull.signal,
+            ),
       )
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
       .finally(() => {

@@ -116,3 +116,31 @@ export const everyUntil = (
     if (signal.aborted) end();
     else signal.addEventListener("abort", onAbort, { once: true });
   });
+
+/** The longest a timer of Node's may wait (a longer one fires at once). */
+const longestTimerMs = 2 ** 31 - 1;
+
+/**
+ * Resolves once `ms` have passed on `clock` (true), or at once when `signal`
+ * aborts (false). A wait past Node's longest timer (24.8 days) is several.
+ */
+export const pause = (clock: Clock, ms: number, signal: AbortSignal): Promise<boolean> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve(false);
+    const until = clock.now() + ms;
+    let timer: unknown;
+    const aborted = () => {
+      clock.clearTimeout(timer);
+      resolve(false);
+    };
+    const wait = () => {
+      const left = until - clock.now();
+      if (left <= 0) {
+        signal.removeEventListener("abort", aborted);
+        return resolve(true);
+      }
+      timer = clock.setTimeout(wait, Math.min(left, longestTimerMs));
+    };
+    signal.addEventListener("abort", aborted, { once: true });
+    wait();
+  });

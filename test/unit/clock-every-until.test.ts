@@ -4,7 +4,7 @@
  * and an end that waits for the step in flight.
  */
 import { describe, expect, it } from "vitest";
-import { everyUntil, ManualClock } from "../../src/kernel/clock.ts";
+import { everyUntil, ManualClock, pause } from "../../src/kernel/clock.ts";
 
 /** A step that stays in flight until the test lets it end. */
 const heldStep = () => {
@@ -85,6 +85,43 @@ describe("everyUntil", () => {
   it("an aborted signal ends it at once", async () => {
     const clock = new ManualClock();
     await everyUntil(clock, 10, () => Promise.resolve(), AbortSignal.abort());
+    expect(clock.pending).toBe(0);
+  });
+});
+
+describe("pause", () => {
+  it("waits its time on the clock, past Node's longest timer in several, and leaves no timer", async () => {
+    const clock = new ManualClock();
+    const asked: number[] = [];
+    const set = clock.setTimeout.bind(clock);
+    clock.setTimeout = (fn, ms) => {
+      asked.push(ms);
+      return set(fn, ms);
+    };
+    let done: boolean | undefined;
+    const days30 = 30 * 24 * 3600 * 1000;
+    void pause(clock, days30, new AbortController().signal).then((passed) => {
+      done = passed;
+    });
+    // One timer at a time, none longer than 2^31 - 1 ms (a longer one would fire at once).
+    clock.advance(2 ** 31 - 2);
+    await Promise.resolve();
+    expect(done).toBeUndefined();
+    expect(clock.pending).toBe(1);
+    clock.advance(days30);
+    await Promise.resolve();
+    expect(done).toBe(true);
+    expect(clock.pending).toBe(0);
+    expect(asked.length).toBeGreaterThan(1);
+    expect(asked.filter((ms) => ms > 2 ** 31 - 1)).toEqual([]);
+  });
+
+  it("ends at once, false, when its signal aborts", async () => {
+    const clock = new ManualClock();
+    const stop = new AbortController();
+    const paused = pause(clock, 60_000, stop.signal);
+    stop.abort();
+    await expect(paused).resolves.toBe(false);
     expect(clock.pending).toBe(0);
   });
 });
