@@ -43,8 +43,8 @@ describe("a delayed job's workers before it is due", () => {
     return { seen, stop: () => sub.unsubscribe() };
   };
 
-  it("no pull before its first task is nearly due; every task runs once, none early", async () => {
-    const queue = "due-later";
+  /** A worker of `queue` whose handler writes down each payload it runs, and when: the ledger. */
+  const ledgerWorker = (queue: string) => {
     const ran: Array<{ n: number; at: number }> = [];
     const worker = rt.workers.start<number, number>({
       queue,
@@ -53,6 +53,12 @@ describe("a delayed job's workers before it is due", () => {
         return task.payload;
       },
     });
+    return { ran, worker };
+  };
+
+  it("no pull before its first task is nearly due; every task runs once, none early", async () => {
+    const queue = "due-later";
+    const { ran, worker } = ledgerWorker(queue);
     const runAt = Date.now() + 4500;
     const job = await rt.jobs.submit({ queue, tasks: [1, 2, 3], runAt });
     const pulls = pullsOf(queue, job.id);
@@ -73,14 +79,7 @@ describe("a delayed job's workers before it is due", () => {
 
   it("a delayed job with tasks due at its submit is pulled at once", async () => {
     const queue = "partly-due";
-    const ran: Array<{ n: number; at: number }> = [];
-    const worker = rt.workers.start<number, number>({
-      queue,
-      handler: (task) => {
-        ran.push({ n: task.payload, at: Date.now() });
-        return task.payload;
-      },
-    });
+    const { ran, worker } = ledgerWorker(queue);
     const later = Date.now() + 5000;
     const job = await rt.jobs.submit({ queue, tasks: [1, 2], taskRunAt: [null, later] });
     // Well before the other is due, even counting a worker's second early.
@@ -94,14 +93,7 @@ describe("a delayed job's workers before it is due", () => {
 
   it("a delayed job cancelled while its workers wait for its due time: no pull, nothing run, and the worker stops at once", async () => {
     const queue = "cancelled-later";
-    const ran: number[] = [];
-    const worker = rt.workers.start<number, number>({
-      queue,
-      handler: (task) => {
-        ran.push(task.payload);
-        return task.payload;
-      },
-    });
+    const { ran, worker } = ledgerWorker(queue);
     const runAt = Date.now() + 3000;
     const job = await rt.jobs.submit({ queue, tasks: [1], runAt });
     const pulls = pullsOf(queue, job.id);
