@@ -307,21 +307,36 @@ export const startWorker = <Payload, Result>(
       .finally(() => pass.end());
   };
 
+  /** The delayed jobs waiting for their due time, each with what wakes it early. */
+  const waking = new Map<string, () => void>();
+
   /**
    * A delayed job whose tasks are all held: nothing to pull before the first
    * is due. Its loop starts then (less `dueEarlyMs`, for clocks that
    * disagree), not at once: an idle loop asked the server every 3 s, for
    * each such job and each worker of its queue, while its tasks were held.
    * Tasks visible now (some were due at the submit), or counts not read:
-   * pulled at once, as any job's.
+   * pulled at once, as any job's. A write of the job's record (a redrive of
+   * a task of it, say) wakes the wait to count again.
    */
   const untilDue = async (record: JobRecord, signal: AbortSignal): Promise<void> => {
-    const waitMs = (record.runAt ?? 0) - dueEarlyMs - core.clock.now();
-    if (waitMs <= 0) return;
-    const counts = await broker.consumerCounts(record).catch(() => undefined);
-    if (counts === undefined || counts.waiting + counts.held > 0) return;
-    log.debug({ jobId: record.id, runAt: record.runAt }, "delayed job: pulled once its first task is due");
-    await pause(core.clock, waitMs, signal);
+    const dueAt = (record.runAt ?? 0) - dueEarlyMs;
+    while (dueAt > core.clock.now() && !signal.aborted) {
+      const counts = await broker.consumerCounts(record).catch(() => undefined);
+      if (counts === undefined || counts.waiting + counts.held > 0) return;
+      log.debug({ jobId: record.id, runAt: record.runAt }, "delayed job: pulled once its first task is due");
+      const wake = new AbortController();
+      const woken = () => wake.abort();
+      waking.set(record.id, woken);
+      signal.addEventListener("abort", woken, { once: true });
+      try {
+        // From now: the counts may have taken a while.
+        await pause(core.clock, dueAt - core.clock.now(), wake.signal);
+      } finally {
+        signal.removeEventListener("abort", woken);
+        if (waking.get(record.id) === woken) waking.delete(record.id);
+      }
+    }
   };
 
   const follow = (record: JobRecord): ActiveJob => {
@@ -411,6 +426,7 @@ export const startWorker = <Payload, Result>(
     const active = takesTasks(record);
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
+    if (active && job) waking.get(record.id)?.();
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
       // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,

@@ -117,12 +117,17 @@ export const everyUntil = (
     else signal.addEventListener("abort", onAbort, { once: true });
   });
 
-/** The longest a timer of Node's may wait (a longer one fires at once). */
-const longestTimerMs = 2 ** 31 - 1;
+/**
+ * The longest one timer of `pause` waits: Node's own longest is 24.8 days (a
+ * longer one fires at once), and a timer runs on the monotonic clock, which a
+ * suspended machine or a step of the wall clock leaves behind `now()`.
+ */
+const pauseStepMs = 60_000;
 
 /**
  * Resolves once `ms` have passed on `clock` (true), or at once when `signal`
- * aborts (false). A wait past Node's longest timer (24.8 days) is several.
+ * aborts (false). A long wait is several timers of a minute at most, each
+ * checking `clock.now()` again.
  */
 export const pause = (clock: Clock, ms: number, signal: AbortSignal): Promise<boolean> =>
   new Promise((resolve) => {
@@ -139,7 +144,7 @@ export const pause = (clock: Clock, ms: number, signal: AbortSignal): Promise<bo
         signal.removeEventListener("abort", aborted);
         return resolve(true);
       }
-      timer = clock.setTimeout(wait, Math.min(left, longestTimerMs));
+      timer = clock.setTimeout(wait, Math.min(left, pauseStepMs));
     };
     signal.addEventListener("abort", aborted, { once: true });
     wait();

@@ -110,4 +110,35 @@ describe("a delayed job's workers before it is due", () => {
     expect(pulls.seen).toEqual([]);
     expect(ran).toEqual([]);
   });
+
+  it("a redrive of a task of a delayed job still running wakes its waiting workers: the task runs at once", async () => {
+    const queue = "redriven-early";
+    // The first worker lets task 0 die (one delivery), task 1 is held for 20 s: the job runs on.
+    let broken = true;
+    const first = rt.workers.start<number, number>({
+      queue,
+      handler: (task) => {
+        if (broken) throw new Error("model not loaded");
+        return task.payload;
+      },
+    });
+    const later = Date.now() + 20_000;
+    const job = await rt.jobs.submit({ queue, tasks: [0, 1], taskRunAt: [null, later], maxDeliver: 1 });
+    await waitUntil(async () => (await rt.jobs.deadLetters(job.id)).length === 1, {
+      timeoutMs: 5000,
+      message: "task 0 dead",
+    });
+    await first.stop();
+    // A worker that follows the job now finds nothing to pull: it waits for task 1's time.
+    broken = false;
+    const { ran, worker } = ledgerWorker(queue);
+    await waitUntil(() => worker.stats().activeJobs === 1, { timeoutMs: 5000, message: "the job followed" });
+    await delay(300);
+    await rt.jobs.redrive(job.id);
+    await waitUntil(() => ran.length === 1, { timeoutMs: 5000, message: "the redriven task ran" });
+    expect(ran[0]!.n).toBe(0);
+    expect(ran[0]!.at).toBeLessThan(later - 10_000);
+    await job.cancel("the rest is not needed");
+    await worker.stop();
+  });
 });
