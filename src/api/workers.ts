@@ -4,7 +4,6 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { pause } from "../kernel/clock.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
@@ -12,6 +11,7 @@ import { LinkedControllers } from "../kernel/signals.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
+import { DueWaits } from "./due-waits.ts";
 import { QueueGate } from "./queue-gate.ts";
 import { QueueJobs } from "./queue-jobs.ts";
 import type { RecordFeed } from "./record-feed.ts";
@@ -20,9 +20,6 @@ import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
-
-/** How long before a delayed job's first task is due its workers start pulling it. */
-const dueEarlyMs = 1000;
 
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
 
@@ -307,37 +304,8 @@ export const startWorker = <Payload, Result>(
       .finally(() => pass.end());
   };
 
-  /** The delayed jobs waiting for their due time, each with what wakes it early. */
-  const waking = new Map<string, () => void>();
-
-  /**
-   * A delayed job whose tasks are all held: nothing to pull before the first
-   * is due. Its loop starts then (less `dueEarlyMs`, for clocks that
-   * disagree), not at once: an idle loop asked the server every 3 s, for
-   * each such job and each worker of its queue, while its tasks were held.
-   * Tasks visible now (some were due at the submit), or counts not read:
-   * pulled at once, as any job's. A write of the job's record (a redrive of
-   * a task of it, say) wakes the wait to count again.
-   */
-  const untilDue = async (record: JobRecord, signal: AbortSignal): Promise<void> => {
-    const dueAt = (record.runAt ?? 0) - dueEarlyMs;
-    while (dueAt > core.clock.now() && !signal.aborted) {
-      const counts = await broker.consumerCounts(record).catch(() => undefined);
-      if (counts === undefined || counts.waiting + counts.held > 0) return;
-      log.debug({ jobId: record.id, runAt: record.runAt }, "delayed job: pulled once its first task is due");
-      const wake = new AbortController();
-      const woken = () => wake.abort();
-      waking.set(record.id, woken);
-      signal.addEventListener("abort", woken, { once: true });
-      try {
-        // From now: the counts may have taken a while.
-        await pause(core.clock, dueAt - core.clock.now(), wake.signal);
-      } finally {
-        signal.removeEventListener("abort", woken);
-        if (waking.get(record.id) === woken) waking.delete(record.id);
-      }
-    }
-  };
+  // Each delayed job all of whose tasks are held is pulled from a second before its first is due.
+  const dueWaits = new DueWaits(broker, core.clock, log);
 
   const follow = (record: JobRecord): ActiveJob => {
     const job: ActiveJob = { record, ended: new JobEnd(), running: new Set(), keeper: undefined };
@@ -348,7 +316,7 @@ export const startWorker = <Payload, Result>(
     // Until the worker stops (linked to `pulling`) or the job ends.
     const pull = pulls.link(job.ended.signal);
     const pulled = payloadKnown
-      .then(() => untilDue(record, pull.signal))
+      .then(() => dueWaits.until(record, pull.signal))
       .then(() =>
         // Ended or stopped while it waited for its due time: no loop to start.
         pull.signal.aborted
@@ -426,7 +394,7 @@ export const startWorker = <Payload, Result>(
     const active = takesTasks(record);
     const job = jobs.get(record.id);
     if (active && !job) follow(record);
-    if (active && job) waking.get(record.id)?.();
+    if (active && job) dueWaits.wake(record.id);
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
       // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,

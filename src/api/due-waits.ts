@@ -1,0 +1,60 @@
+import type { TaskDelivery } from "../adapters/task-queue.ts";
+import { type Clock, pause } from "../kernel/clock.ts";
+import type { JobRecord } from "../kernel/job-record.ts";
+import type { Logger } from "../kernel/logger.ts";
+
+/** How long before a delayed job's first task is due its workers start pulling it. */
+const dueEarlyMs = 1000;
+
+/**
+ * A worker's waits for its delayed jobs' due times. A delayed job whose
+ * tasks are all held has nothing to pull before the first is due: its pull
+ * loop starts then (less `dueEarlyMs`, for clocks that disagree), not at
+ * once. An idle loop asked the server every 3 s, for each such job and each
+ * worker of its queue, while its tasks were held. Tasks visible now (some
+ * were due at the submit), or counts not read: pulled at once, as any
+ * job's. A write of the job's record (a redrive of a task of it, say) wakes
+ * the wait to count again (`wake`).
+ */
+export class DueWaits {
+  readonly #counts: Pick<TaskDelivery, "consumerCounts">;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  /** The jobs waiting, each with what wakes it early. */
+  readonly #waking = new Map<string, () => void>();
+
+  constructor(counts: Pick<TaskDelivery, "consumerCounts">, clock: Clock, log: Logger) {
+    this.#counts = counts;
+    this.#clock = clock;
+    this.#log = log;
+  }
+
+  /** Resolves once the job's tasks may be pulled, or once `signal` aborts. */
+  async until(record: JobRecord, signal: AbortSignal): Promise<void> {
+    const dueAt = (record.runAt ?? 0) - dueEarlyMs;
+    while (dueAt > this.#clock.now() && !signal.aborted) {
+      const counts = await this.#counts.consumerCounts(record).catch(() => undefined);
+      if (counts === undefined || counts.waiting + counts.held > 0) return;
+      this.#log.debug(
+        { jobId: record.id, runAt: record.runAt },
+        "delayed job: pulled once its first task is due",
+      );
+      const wake = new AbortController();
+      const woken = () => wake.abort();
+      this.#waking.set(record.id, woken);
+      signal.addEventListener("abort", woken, { once: true });
+      try {
+        // From now: the counts may have taken a while.
+        await pause(this.#clock, dueAt - this.#clock.now(), wake.signal);
+      } finally {
+        signal.removeEventListener("abort", woken);
+        if (this.#waking.get(record.id) === woken) this.#waking.delete(record.id);
+      }
+    }
+  }
+
+  /** The job's record was written: its wait, if any, counts again. */
+  wake(jobId: string): void {
+    this.#waking.get(jobId)?.();
+  }
+}
