@@ -241,11 +241,10 @@ class MemoryJobBroker implements MemoryBroker {
     const op = "job.queue.consumers";
     this.#open(op);
     const { tasks, names } = this.server;
+    checkToken(op, "queue", queue);
     const jobIds = tasks
       .consumers()
-      .filter(
-        (consumer) => consumer.subject === names.tasksSubject(checkToken(op, "queue", queue), consumer.name),
-      )
+      .filter((consumer) => consumer.subject === names.tasksSubject(queue, consumer.name))
       .map((consumer) => consumer.name);
     const laneTask = names.laneSubject(queue, "");
     const lane =
