@@ -23,7 +23,7 @@ import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
-import { NatsTaskLeasing } from "./task-leasing.ts";
+import { deliveryCountOf, NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
   /** How long results and dead letters are kept (the streams' max age). */
@@ -56,7 +56,9 @@ class JsTaskLease implements TaskLease {
     return decoder.decode(this.#msg.data);
   }
   get deliveryCount(): number {
-    return this.#msg.info.deliveryCount;
+    // `reply` is on nats.js's message class, not its `JsMsg` type; without it `info` has the count.
+    const { reply } = this.#msg as { readonly reply?: unknown };
+    return (typeof reply === "string" ? deliveryCountOf(reply) : undefined) ?? this.#msg.info.deliveryCount;
   }
   ack(): void {
     this.#msg.ack();

@@ -272,6 +272,27 @@ const leasePayload = (s: LeaseSettle): string => {
 };
 
 /**
+ * The delivery count in a delivery's reply subject (`leaseInfo`'s layout:
+ * the 5th token, or the 7th after `<domain>.<accountHash>`), read without
+ * splitting it: nats.js's `info` splits the subject and parses all its
+ * fields into a new object, ~5 % of a big job's client CPU when a worker
+ * read only this one. Undefined when it is not such a subject.
+ */
+export const deliveryCountOf = (reply: string): number | undefined => {
+  if (!reply.startsWith("$JS.ACK.")) return undefined;
+  let dots = 0;
+  for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === dot) dots++;
+  const token = dots === 8 ? 4 : dots >= 10 ? 6 : -1;
+  if (token < 0) return undefined;
+  let start = 0;
+  for (let seen = 0; seen < token; start++) if (reply.charCodeAt(start) === dot) seen++;
+  const count = Number(reply.slice(start, reply.indexOf(".", start)));
+  return Number.isSafeInteger(count) && count >= 1 ? count : undefined;
+};
+
+const dot = 46;
+
+/**
  * Stream, consumer and counts of a delivery from its reply subject:
  * `$JS.ACK.<stream>.<consumer>.<deliveries>.<streamSeq>.<deliverySeq>.<ts>.<pending>`,
  * or with `<domain>.<accountHash>` after `ACK` (and a random token at the end) on newer servers.
