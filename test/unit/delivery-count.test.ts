@@ -40,6 +40,7 @@ describe("deliveryCountOf", () => {
   it("answers undefined for what is not a delivery's reply subject", () => {
     expect(deliveryCountOf("_INBOX.abc.def")).toBeUndefined();
     expect(deliveryCountOf("$JS.ACK.s.c.1.2.3")).toBeUndefined();
+    expect(deliveryCountOf("$JS.ACK.d.s.c.1.2.3.4.5")).toBeUndefined(); // 10 tokens: neither layout
     expect(deliveryCountOf("$JS.ACK.s.c.x.2.3.4.5")).toBeUndefined();
     expect(deliveryCountOf("$JS.ACK.s.c.0.2.3.4.5")).toBeUndefined();
     expect(deliveryCountOf("$JS.ACK.a.b.s.c..2.3.4.5")).toBeUndefined();

@@ -280,17 +280,24 @@ const leasePayload = (s: LeaseSettle): string => {
  */
 export const deliveryCountOf = (reply: string): number | undefined => {
   if (!reply.startsWith("$JS.ACK.")) return undefined;
-  let dots = 0;
-  for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === dot) dots++;
-  const token = dots === 8 ? 4 : dots >= 10 ? 6 : -1;
-  if (token < 0) return undefined;
-  let start = 0;
-  for (let seen = 0; seen < token; start++) if (reply.charCodeAt(start) === dot) seen++;
-  const count = Number(reply.slice(start, reply.indexOf(".", start)));
-  return Number.isSafeInteger(count) && count >= 1 ? count : undefined;
+  // Where each dot is, up to the 10th: 8 dots is the 9-token layout, 10 or more the longer one.
+  const dots: number[] = [];
+  for (let at = reply.indexOf("."); at >= 0 && dots.length < 10; at = reply.indexOf(".", at + 1))
+    dots.push(at);
+  const token = dots.length === 8 ? 4 : dots.length === 10 ? 6 : -1;
+  const from = dots[token - 1];
+  const to = dots[token];
+  if (from === undefined || to === undefined || to - from < 2) return undefined;
+  let count = 0;
+  for (let i = from + 1; i < to; i++) {
+    const digit = reply.charCodeAt(i) - zero;
+    if (digit < 0 || digit > 9) return undefined;
+    count = count * 10 + digit;
+  }
+  return count >= 1 && Number.isSafeInteger(count) ? count : undefined;
 };
 
-const dot = 46;
+const zero = 48;
 
 /**
  * Stream, consumer and counts of a delivery from its reply subject:
