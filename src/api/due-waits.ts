@@ -33,17 +33,20 @@ export class DueWaits {
   async until(record: JobRecord, signal: AbortSignal): Promise<void> {
     const dueAt = (record.runAt ?? 0) - dueEarlyMs;
     while (dueAt > this.#clock.now() && !signal.aborted) {
-      const counts = await this.#counts.consumerCounts(record).catch(() => undefined);
-      if (counts === undefined || counts.waiting + counts.held > 0) return;
-      this.#log.debug(
-        { jobId: record.id, runAt: record.runAt },
-        "delayed job: pulled once its first task is due",
-      );
+      // Armed before the count: a stop, a cancel or a record write while the count is read
+      // (its answer may predate a redrive's task) is not lost. It counts again, or ends.
       const wake = new AbortController();
       const woken = () => wake.abort();
       this.#waking.set(record.id, woken);
       signal.addEventListener("abort", woken, { once: true });
       try {
+        const counts = await this.#counts.consumerCounts(record).catch(() => undefined);
+        if (counts === undefined || counts.waiting + counts.held > 0) return;
+        if (wake.signal.aborted) continue;
+        this.#log.debug(
+          { jobId: record.id, runAt: record.runAt },
+          "delayed job: pulled once its first task is due",
+        );
         // From now: the counts may have taken a while.
         await pause(this.#clock, dueAt - this.#clock.now(), wake.signal);
       } finally {
