@@ -63,14 +63,41 @@ export const redriveDead = async (
     encodeBatch(chosen.map((l) => encodeRedrive(l.index))),
     `redrive.${id}.${nonce}`,
   );
-  if (record.lane) await runAgain();
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
-  await broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping);
-  if (!record.lane) await runAgain();
+  const publish = () => broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping);
+  if (record.lane) {
+    const reopened = await runAgain();
+    // Not published: the record as it was. Left running, the job had nothing to run and no
+    // supervisor (its lease comes below), and the next redrive counted its dead off again.
+    await publish().catch(async (error: unknown) => {
+      await updateRecordWith(broker, id, (r) =>
+        r.updatedAt === reopened?.updatedAt ? reclosed(r, record, core.clock.now()) : undefined,
+      ).catch((undo: unknown) =>
+        log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
+      );
+      throw error;
+    });
+  } else {
+    await publish();
+    await runAgain();
+  }
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).
   await broker.leases.enrol(id);
   await broker.removeDeadLetters(chosen.map((l) => l.seq));
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
+};
+
+/** A record reopened by a redrive, put back as it was before (`was`): its status, end and dead count. */
+const reclosed = (r: JobRecord, was: JobRecord, now: number): JobRecord => {
+  const { reason: _reason, finishedAt: _finished, ...rest } = r;
+  return {
+    ...rest,
+    status: was.status,
+    ...(was.reason === undefined ? {} : { reason: was.reason }),
+    ...(was.finishedAt === undefined ? {} : { finishedAt: was.finishedAt }),
+    counts: { ...r.counts, dead: was.counts.dead },
+    updatedAt: Math.max(now, r.updatedAt),
+  };
 };
