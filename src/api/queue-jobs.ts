@@ -5,6 +5,7 @@ import { inBatches } from "../kernel/batches.ts";
 import { isTransient } from "../kernel/errors.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
+import { unlessAborted } from "../kernel/signals.ts";
 import type { RecordFeed } from "./record-feed.ts";
 
 /** What a worker does with what it hears of its queue's jobs. */
@@ -25,7 +26,7 @@ export interface QueueJobsReader {
  * queue's live jobs), never the records kept. A record the watch handed
  * over while a pass read is newer than the pass's: the pass's is dropped.
  * Each pass ends before `stopped()` does, and reads nothing after `signal`
- * aborts.
+ * aborts; a read in flight then is not waited for (its answer is dropped).
  */
 export class QueueJobs {
   readonly #broker: Broker;
@@ -91,14 +92,15 @@ export class QueueJobs {
     this.#heard.add(heard);
     let failed: unknown;
     try {
-      const found = await this.#broker.queueConsumers(this.#queue);
-      if (signal.aborted) return;
+      // A worker that stops waits for no read (a silent JetStream API answers at its timeout).
+      const found = await unlessAborted(this.#broker.queueConsumers(this.#queue), signal);
+      if (found === undefined || signal.aborted) return;
       if (found.lane) this.#reader.onLane();
       await inBatches([...new Set([...found.jobIds, ...this.#reader.followed()])], async (jobId) => {
         // A stopped worker reads no more records, and follows no job more.
         if (signal.aborted) return;
         try {
-          const read = await this.#broker.getRecord(jobId);
+          const read = await unlessAborted(this.#broker.getRecord(jobId), signal);
           if (read && !heard.has(jobId) && !signal.aborted) this.#reader.onRecord(read.record);
         } catch (error) {
           // One record not read (a newer version of it, say) keeps no other job from being followed.

@@ -57,3 +57,26 @@ export class LinkedControllers {
     this.#live.delete(controller);
   }
 }
+
+/**
+ * `work`'s value, or undefined once `signal` aborts first (at once if it
+ * has): for a read that cannot itself be aborted and whose answer is of no
+ * use after the abort. `work` goes on; a failure of it after that is ignored.
+ */
+export const unlessAborted = <T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> =>
+  new Promise<T | undefined>((resolve, reject) => {
+    const aborted = () => resolve(undefined);
+    const settle = () => signal.removeEventListener("abort", aborted);
+    work.then(
+      (value) => {
+        settle();
+        resolve(value);
+      },
+      (error: unknown) => {
+        settle();
+        reject(error);
+      },
+    );
+    if (signal.aborted) resolve(undefined);
+    else signal.addEventListener("abort", aborted, { once: true });
+  });
