@@ -179,13 +179,16 @@ const cancelJobEffect = (
   Effect.gen(function* () {
     const stored = yield* updateRecordWithEffect(port, id, (record) => {
       if (isFinal(record.status) || record.phase !== SubmitPhase.committed) return undefined;
+      // Never older than the write it follows: a reader drops a record older than one it has
+      // seen (a watch lagging behind), and this runtime's clock may be behind the supervisor's.
+      const at = Math.max(now, record.updatedAt + 1);
       return {
         ...record,
         status: "failed",
         counts: maxCounts(record.counts, counts),
         reason: `cancelled: ${reason}`,
-        updatedAt: now,
-        finishedAt: now,
+        updatedAt: at,
+        finishedAt: at,
       };
     });
     if (stored && stored.phase === SubmitPhase.committed) yield* fromPort(() => port.removeTasks(stored));

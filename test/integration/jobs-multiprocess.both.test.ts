@@ -42,6 +42,7 @@ interface Backend {
   runtime(options?: {
     takeOver?: boolean;
     leaseMs?: number;
+    clock?: Clock;
     inspect?: { inspect(event: InspectionEvent): void };
   }): Promise<Runtime>;
   /** The job record as the server holds it, read raw. */
@@ -80,10 +81,11 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
           const broker = createMemoryBroker({ server, holder });
           return { core, broker, stop: () => core.stop() };
         },
-        async runtime({ inspect, ...jobs } = {}) {
+        async runtime({ inspect, clock, ...jobs } = {}) {
           const rt = await createTestRuntime({
             broker: createMemoryBroker({ server }),
             ...(inspect ? { inspect } : {}),
+            ...(clock ? { clock } : {}),
             jobs: { leaseMs: 30_000, ...jobs },
           });
           runtimes.push(rt);
@@ -128,10 +130,11 @@ const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promi
             },
           };
         },
-        async runtime({ inspect, ...jobs } = {}) {
+        async runtime({ inspect, clock, ...jobs } = {}) {
           const rt = await createRuntime({
             servers: server.url,
             logger: silentLogger(),
+            ...(clock ? { clock } : {}),
             jobs: { leaseMs: 30_000, cleanupIntervalMs: 0, ...jobs },
             ...(inspect ? { inspect } : {}),
           });
@@ -256,6 +259,31 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     // The one task held at the gate may finish; nothing more is handed out.
     expect(handled.length).toBeLessThanOrEqual(startedBefore + 1);
     expect((await b.record(job.id))!.status).toBe("failed");
+  });
+
+  it("cancel from a runtime whose clock is behind the supervisor's still ends the job everywhere", async () => {
+    const { job, open, worker } = await halfDone(40, 8);
+    // Five seconds slow: its cancel, stamped by its own clock, is older than the supervisor's writes.
+    const slow: Clock = {
+      now: () => Date.now() - 5000,
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+    };
+    const other = await b.runtime({ takeOver: false, clock: slow });
+    const seen = await other.jobs.get(job.id);
+    const bounded = <T>(promise: Promise<T>) =>
+      Promise.race([
+        promise,
+        new Promise<string>((resolve) => setTimeout(() => resolve("no answer in 10 s"), 10_000)),
+      ]);
+    expect(await bounded(seen!.cancel("enough"))).toMatchObject({
+      status: "failed",
+      reason: "cancelled: enough",
+    });
+    expect(await bounded(job.done())).toMatchObject({ status: "failed", reason: "cancelled: enough" });
+    expect((await b.record(job.id))!).toMatchObject({ status: "failed", reason: "cancelled: enough" });
+    open();
+    await worker.stop();
   });
 
   it("a progress write planned while the job was queuing never moves it back once committed", async () => {
