@@ -74,7 +74,7 @@ const hostOf = (deps: JobActorDeps): JobHost => {
         broker: deps.broker,
         clock: core.clock,
         leaseMs: deps.leaseMs,
-        takeOver: core.options.jobs.takeOver,
+        takeOver: mayTakeOver(core),
         ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
       }),
       // The inspector sees every job's actor through their one system.
@@ -110,8 +110,9 @@ export const startJobActor = (
   const { core, broker, leaseMs } = deps;
   const clock = core.clock;
   const leases = broker.leases;
-  // `jobs.takeOver: false`: this runtime never supervises a job it did not submit; it only watches.
-  const takeOver = core.options.jobs.takeOver;
+  // `jobs.takeOver: false`, or no `supervisor` role (a submitter-only front end, say): this runtime
+  // never supervises a job it did not submit; it only watches.
+  const takeOver = mayTakeOver(core);
   const jobId = record.id;
   const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
   const { effects, chores, parent } = hostOf(deps);
@@ -274,6 +275,10 @@ export const startJobActor = (
     },
   };
 };
+
+/** Whether this runtime's watchers take over a job whose supervisor stopped renewing its lease. */
+const mayTakeOver = (core: RuntimeCore): boolean =>
+  core.options.jobs.takeOver && core.options.roles.has("supervisor");
 
 /** Whether `changed` is the record `written` (the same write: its time, status and counts). */
 const isOwnWrite = (changed: JobRecord, written: JobRecord | undefined): boolean =>

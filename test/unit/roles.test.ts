@@ -4,7 +4,7 @@
  * it), not through the runtime's own account of itself.
  */
 import { describe, expect, it } from "vitest";
-import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
+import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
 import { natsPermissions, type Role } from "../../src/api/permissions.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { InvalidArgument, RoleNotHeld } from "../../src/kernel/errors.ts";
@@ -87,6 +87,46 @@ describe("roles", () => {
     // The reaper's pass lists the leases; it would have run at once and every 20 ms.
     expect(admin.calls("leases.list")).toBe(0);
     expect(admin.calls("cleanup")).toBe(0);
+  });
+
+  it("a submitter without the supervisor role that watches a job never takes it over; a supervisor does", async () => {
+    const server = createMemoryServer();
+    const jobs = { leaseMs: 100, reapIntervalMs: 0, cleanupIntervalMs: 0 };
+    const a = await createRuntime({
+      broker: createMemoryBroker({ server, holder: "a" }),
+      logger: silentLogger(),
+      jobs,
+    });
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    a.workers.start<number, number>({ queue: "q", handler: async (task) => (await gate, task.payload) });
+    const job = await a.jobs.submit<number, number>({ queue: "q", tasks: [1, 2] });
+    const watcherBroker = createMemoryBroker({ server, holder: "watcher" });
+    const watcher = await createRuntime({
+      broker: watcherBroker,
+      logger: silentLogger(),
+      roles: ["submitter"],
+      jobs,
+    });
+    const watched = await watcher.jobs.get<number>(job.id);
+    // Its supervisor stops (its lease is given back, run out): the job is an orphan.
+    await a.stop();
+    await delay(600);
+    // The ledger: the leases as the store holds them.
+    const holders = (await watcherBroker.leases.list()).map((l) => l.lease.holder);
+    expect(holders).not.toContain("watcher");
+    // A supervisor takes it over; the watcher still sees it end.
+    const d = await createRuntime({
+      broker: createMemoryBroker({ server, holder: "d" }),
+      logger: silentLogger(),
+      jobs,
+    });
+    d.workers.start<number, number>({ queue: "q", handler: (task) => task.payload });
+    open();
+    expect(await watched!.done()).toMatchObject({ status: "succeeded", done: 2 });
+    await Promise.all([watcher.stop(), d.stop()]);
   });
 
   it("a call that needs a role the runtime lacks throws RoleNotHeld, naming the role", async () => {
