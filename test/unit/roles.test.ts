@@ -101,7 +101,13 @@ describe("roles", () => {
     const gate = new Promise<void>((resolve) => {
       open = resolve;
     });
-    a.workers.start<number, number>({ queue: "q", handler: async (task) => (await gate, task.payload) });
+    a.workers.start<number, number>({
+      queue: "q",
+      handler: async (task) => {
+        await gate;
+        return task.payload;
+      },
+    });
     const job = await a.jobs.submit<number, number>({ queue: "q", tasks: [1, 2] });
     const watcherBroker = createMemoryBroker({ server, holder: "watcher" });
     const watcher = await createRuntime({
