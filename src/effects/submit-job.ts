@@ -58,7 +58,9 @@ const afterStep = (hooks: SubmitHooks | undefined, step: SubmitStep) =>
  * then the job's consumer: that is the commit point. Before it no worker can
  * see a task. A lane job's one task is its commit point (one message is
  * stored whole or not at all); a worker that takes it before the record says
- * committed runs it all the same. A submit that fails is rolled back here;
+ * committed runs it all the same, so its deadline is checked before its
+ * publish, and a commit write the reaper's roll-forward beat stands as
+ * committed. A submit that fails is rolled back here;
  * one that dies is rolled back (or, once committed, forward) by the reaper
  * once its commit deadline has passed.
  */
@@ -70,17 +72,17 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
     const commit = Effect.gen(function* () {
       yield* afterStep(hooks, SubmitStep.recordCreated);
       if (input.leased) yield* fromPort(() => input.leased);
+      // A lane job's publish is its commit point: a worker may run its task at once. Its
+      // deadline is checked before, never after (a rollback then would say "failed" of a task
+      // that ran, or undo the reaper's roll-forward).
+      if (record.lane) yield* beforeDeadline(record, input.now);
       yield* fromPort(() => port.publishTasks(record, input.bodies, input.signal));
       // Held before the commit: a rollback removes them (`removeTasks`), and a mover that finds
       // one before the commit waits for it (machines/delayed.machine.ts).
       const held = input.held;
       if (held?.length) yield* fromPort(() => port.holdTasks(record, held, input.signal));
       yield* afterStep(hooks, SubmitStep.tasksPublished);
-      if (input.now() > record.commitDeadline) {
-        return yield* Effect.fail(
-          new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`),
-        );
-      }
+      if (!record.lane) yield* beforeDeadline(record, input.now);
       // A lane job's publish was its commit point: the queue's lane consumer serves it.
       if (!record.lane) {
         yield* fromPort(() => port.createConsumer(record.queue, record.id, record.settings));
@@ -93,14 +95,19 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
         updatedAt: input.now(),
       };
       if (input.seen) input.seen.writing = committed;
-      const revision = yield* fromPort(() => port.updateRecord(committed, claim.revision));
-      if (input.seen) wrote(input.seen, committed, revision);
+      const stored = yield* fromPort(() => port.updateRecord(committed, claim.revision)).pipe(
+        Effect.map((revision) => ({ record: committed, revision })),
+        Effect.catchTag("RevisionConflict", (conflict) =>
+          record.lane ? committedMeanwhile(port, record, conflict) : Effect.fail(conflict),
+        ),
+      );
+      if (input.seen) wrote(input.seen, stored.record, stored.revision);
       yield* afterStep(hooks, SubmitStep.recordCommitted);
       // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
       // job is committed either way, and every watcher finds it in the records bucket too.
       if (!record.lane)
         yield* fromPort(() => port.announceCreated(record.queue, record.id)).pipe(Effect.ignore);
-      return { kind: "committed", record: committed } as const;
+      return { kind: "committed", record: stored.record } as const;
     });
     return yield* commit.pipe(
       Effect.catch((error) =>
@@ -116,6 +123,26 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       ),
     );
   });
+
+/** Fails once the submit's commit deadline has passed: the reaper may roll it back from then on. */
+const beforeDeadline = (record: JobRecord, now: () => number): Effect.Effect<void, Error> =>
+  now() > record.commitDeadline
+    ? Effect.fail(new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`))
+    : Effect.void;
+
+/**
+ * A lane job whose commit write lost its compare-and-set after its task was
+ * stored: committed if the record now says so for this submit (the reaper
+ * rolled it forward), else the conflict stands.
+ */
+const committedMeanwhile = (port: JobPort, record: JobRecord, conflict: PortFailure) =>
+  fromPort(() => port.getRecord(record.id)).pipe(
+    Effect.flatMap((found) =>
+      found?.record.phase === SubmitPhase.committed && found.record.submitId === record.submitId
+        ? Effect.succeed(found)
+        : Effect.fail(conflict),
+    ),
+  );
 
 export const submitJob = (port: JobPort, input: SubmitInput): Promise<SubmitOutcome> =>
   Effect.runPromise(submitJobEffect(port, input));

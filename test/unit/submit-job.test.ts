@@ -188,6 +188,57 @@ describe("submitJob", () => {
     });
   });
 
+  it("a lane job whose task was stored after its deadline commits: the publish was its commit point", async () => {
+    // A worker may have run its task already: a rollback now would tell the caller it failed.
+    const fake = fakeJobPort();
+    const time = clock(1000);
+    const outcome = await submitJob(fake.port, {
+      record: laneRecord({ commitDeadline: 2000 }),
+      bodies: ["a"],
+      now: time.now,
+      signal: new AbortController().signal,
+      hooks: { afterStep: (step) => void (step === "tasksPublished" && time.set(2001)) },
+    });
+    expect(outcome.kind).toBe("committed");
+    expect(fake.tasks.get("j1")).toEqual(["a"]);
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
+  });
+
+  it("a lane job past its deadline before its publish is rolled back, nothing published", async () => {
+    const fake = fakeJobPort();
+    const time = clock(1000);
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: laneRecord({ commitDeadline: 2000 }),
+        bodies: ["a"],
+        now: time.now,
+        signal: new AbortController().signal,
+        hooks: { afterStep: (step) => void (step === "recordCreated" && time.set(2001)) },
+      }),
+    );
+    expect((error as Error).message).toBe("submit of 1 tasks passed its commit deadline; rolled back");
+    expect(fake.calls.filter((c) => c.startsWith("publishTasks"))).toEqual([]);
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+  });
+
+  it("a lane job the reaper rolled forward while its commit write was on its way stays committed, its task kept", async () => {
+    const fake = fakeJobPort();
+    // The reaper's roll-forward lands first: the submitter's compare-and-set then fails.
+    fake.failNext("updateRecord", () => {
+      const { record: stored } = fake.records.get("j1")!;
+      fake.put({ ...stored, phase: "committed", status: "running", updatedAt: 1500 });
+    });
+    const outcome = await submitJob(fake.port, {
+      record: laneRecord(),
+      bodies: ["a"],
+      now: () => 1000,
+      signal: new AbortController().signal,
+    });
+    expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed", status: "running" } });
+    expect(fake.tasks.get("j1")).toEqual(["a"]);
+    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
+  });
+
   it("commits at the deadline itself", async () => {
     const fake = fakeJobPort();
     const outcome = await submitJob(fake.port, {
