@@ -273,7 +273,12 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             log.debug({ err: error }, "record not read while waiting for the job's end; read again");
             return undefined;
           });
-          if (found && isFinal(found.record.status)) return;
+          if (found && isFinal(found.record.status)) {
+            // The end as recorded: another than this actor counted (a cancel that landed first)
+            // is how the job ended, as for a supervisor whose write found it below.
+            if (found.record.status !== input.status) self().send(recordEvent(found.record));
+            return;
+          }
           if (shared.takeOver && (await takeLease(jobId, log))) break;
           await sleep(Math.min(500, leaseMs / 4), aborted);
         }
