@@ -30,7 +30,7 @@ export class JobsMetrics {
   readonly #read: Promise<void>;
 
   constructor(
-    core: Pick<RuntimeCore, "loops" | "stopping">,
+    core: Pick<RuntimeCore, "loops" | "stopLinks">,
     broker: Broker,
     registry: Registry,
     log: Logger,

@@ -5,7 +5,8 @@
  * (a submit's task publish: one a job), and with a reader's for every
  * `results()` that read the stream and every `onProgress`; a worker of a
  * limited queue joined its own signal with the gate's for every task that
- * waited for a permit. Oracle: the composites made while jobs run, read from
+ * waited for a permit; each `rt.jobs.events()` reader joined it with the
+ * reader's own end and its caller's signal. Oracle: the composites made while jobs run, read from
  * the platform call itself, and how many of them each source signal feeds.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -99,4 +100,17 @@ describe("the signals a runtime on NATS joins per job", () => {
     await worker.stop();
     expect(Math.max(0, ...fed)).toBeLessThan(tasks / 2);
   });
+
+  it("rt.jobs.events() readers opened and closed feed no signal once per reader", async () => {
+    const readers = 30;
+    const fed = await composites(async () => {
+      for (let n = 0; n < readers; n++) {
+        const events = rt.jobs.events({ queue: "links", signal: new AbortController().signal });
+        await events.ready;
+        await events.return?.();
+      }
+    });
+    expect(Math.max(0, ...fed)).toBeLessThan(readers);
+  });
 });
+
