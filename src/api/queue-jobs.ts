@@ -5,7 +5,7 @@ import { inBatches } from "../kernel/batches.ts";
 import { isTransient } from "../kernel/errors.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
-import { unlessAborted } from "../kernel/signals.ts";
+import { abortRace } from "../kernel/signals.ts";
 import type { RecordFeed } from "./record-feed.ts";
 
 /** What a worker does with what it hears of its queue's jobs. */
@@ -90,17 +90,18 @@ export class QueueJobs {
   async #pass(signal: AbortSignal): Promise<void> {
     const heard = new Set<string>();
     this.#heard.add(heard);
+    // A worker that stops waits for no read (a silent JetStream API answers at its timeout).
+    const unlessStopped = abortRace(signal);
     let failed: unknown;
     try {
-      // A worker that stops waits for no read (a silent JetStream API answers at its timeout).
-      const found = await unlessAborted(this.#broker.queueConsumers(this.#queue), signal);
+      const found = await unlessStopped.race(this.#broker.queueConsumers(this.#queue));
       if (found === undefined || signal.aborted) return;
       if (found.lane) this.#reader.onLane();
       await inBatches([...new Set([...found.jobIds, ...this.#reader.followed()])], async (jobId) => {
         // A stopped worker reads no more records, and follows no job more.
         if (signal.aborted) return;
         try {
-          const read = await unlessAborted(this.#broker.getRecord(jobId), signal);
+          const read = await unlessStopped.race(this.#broker.getRecord(jobId));
           if (read && !heard.has(jobId) && !signal.aborted) this.#reader.onRecord(read.record);
         } catch (error) {
           // One record not read (a newer version of it, say) keeps no other job from being followed.
@@ -109,6 +110,7 @@ export class QueueJobs {
         }
       });
     } finally {
+      unlessStopped.release();
       this.#heard.delete(heard);
     }
     // Read again in full after a pause: a record not read now may be of a job that runs.

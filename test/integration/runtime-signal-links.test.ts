@@ -113,4 +113,3 @@ describe("the signals a runtime on NATS joins per job", () => {
     expect(Math.max(0, ...fed)).toBeLessThan(readers);
   });
 });
-

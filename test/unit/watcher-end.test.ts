@@ -33,7 +33,9 @@ describe("a watcher's end", () => {
       if (key !== "watchRecordChanges") return call();
       const [, signal, onWatching] = args as [unknown, AbortSignal, (() => void) | undefined];
       onWatching?.();
-      return new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      return new Promise<void>((resolve) =>
+        signal.addEventListener("abort", () => resolve(), { once: true }),
+      );
     });
     const runtimes: Runtime[] = [];
     const start = async (broker: ReturnType<typeof createMemoryBroker>, takeOver: boolean) => {

@@ -88,4 +88,22 @@ describe("a worker's pass over the jobs already there", () => {
     await delay(50);
     expect(worker.stats().activeJobs).toBe(0);
   });
+
+  it("a pass over more jobs than Node's listener limit adds no listener per read (no MaxListenersExceededWarning)", async () => {
+    const { submitter, workerRuntime } = await setUp(false);
+    const jobs = [];
+    for (let k = 0; k < 40; k++) jobs.push(await submitter.jobs.submit({ queue: "q", tasks: [k] }));
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on("warning", onWarning);
+    try {
+      const rt = await workerRuntime((_key, _n, _args, call) => call());
+      rt.workers.start<number, number>({ queue: "q", handler: (task) => task.payload });
+      await Promise.all(jobs.map((job) => job.done()));
+      await delay(20);
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(warnings.filter((name) => name === "MaxListenersExceededWarning")).toEqual([]);
+  });
 });
