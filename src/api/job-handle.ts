@@ -225,6 +225,10 @@ async function* readAllResults<Result>(
     )
     .catch((error) => core.logger.warn({ err: error, jobId }, "results reader failed"));
   const onChange = actor.subscribe({ next: () => wake?.(), complete: () => wake?.() });
+  // A job over before this reader started had every answer stored by then: once the reader has
+  // read what the stream holds, nothing more comes. Answers aged out of the stream (its
+  // retention) while the record still counts them were waited for, for good.
+  const overBefore = isRecorded(actor);
   let yielded = 0;
   try {
     for (;;) {
@@ -240,7 +244,7 @@ async function* readAllResults<Result>(
           yield failure;
         }
         failures.clear();
-        if (yielded >= c.done + c.failed + c.dead || !isRecorded(actor)) return;
+        if (yielded >= c.done + c.failed + c.dead || !isRecorded(actor) || overBefore) return;
       }
       if (core.stopping.aborted) return;
       await new Promise<void>((resolve) => {
