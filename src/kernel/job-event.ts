@@ -73,12 +73,19 @@ const endType = (record: JobRecord): JobEventType =>
       : "failed";
 
 /**
- * The commit's own write: running, nothing answered, no end. A reader that
- * missed the `submitting` revision (a history-1 bucket keeps only a key's
- * latest) still knows the job was created after it started watching.
+ * The commit's own write: running, nothing answered, no end, written by its
+ * deadline (a submitter does not commit after it). A reader that missed the
+ * `submitting` revision (a history-1 bucket keeps only a key's latest)
+ * still knows the job was created after it started watching. Later writes
+ * that look the same (the redrive of a job every task of which died, a
+ * consumer restore's touch of a job nobody answered yet) read as `created`
+ * before the deadline was asked.
  */
 const isCommitWrite = (record: JobRecord): boolean =>
-  record.status === "running" && answered(record.counts) === 0 && record.finishedAt === undefined;
+  record.status === "running" &&
+  answered(record.counts) === 0 &&
+  record.finishedAt === undefined &&
+  record.updatedAt <= record.commitDeadline;
 
 /**
  * Turns the revisions of job records, in the order written, into job events.

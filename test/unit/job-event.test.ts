@@ -128,6 +128,16 @@ describe("job events from record revisions", () => {
     expect(types(run([rev.committed]))).toEqual(["created"]);
   });
 
+  it("a write that looks like the commit but comes after its deadline is no created (a reader that never saw the job)", () => {
+    // The redrive of a job every task of which died: running, nothing answered, no end. Or a
+    // consumer restore's touch of a job nobody answered yet. The commit is written before its
+    // deadline (30 s after the submit); these come later.
+    const redriven: JobRecord = { ...rev.committed, updatedAt: 90_000 };
+    expect(types(run([redriven]))).toEqual(["progress"]);
+    // The commit itself, up to its deadline, still is.
+    expect(types(run([{ ...rev.committed, updatedAt: base.commitDeadline }]))).toEqual(["created"]);
+  });
+
   it("a redrive reopens the job (`reopened`), and its next end is delivered too", () => {
     const first = rev.failed(2, 5000);
     const reopened: JobRecord = {
