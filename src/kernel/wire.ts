@@ -171,6 +171,18 @@ export const decodeResults = (body: string): ResultRecord[] => {
   return entries;
 };
 
+/**
+ * Whether a results message holds an answer: not only redrive markers (a
+ * marker takes the answer before it back), and written by jetstate.
+ */
+export const holdsAnswer = (body: string): boolean => {
+  try {
+    return decodeResults(body).some((entry) => entry.redrive !== true);
+  } catch {
+    return false;
+  }
+};
+
 /** The note's body, or undefined when `info` cannot be sent as JSON (a note is best effort: dropped). */
 export const encodeProgress = (index: number, info: unknown): string | undefined => {
   try {

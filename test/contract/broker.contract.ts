@@ -359,6 +359,20 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(lane.leases).toHaveLength(2);
     });
 
+    it("lane: a result is the commit's witness only while it is not taken back by a redrive marker after it", async () => {
+      // A lane redrive that died between its marker and its task: the old dead answer, then the
+      // marker, and no task. Its job must read as not committed (lost), not as answered.
+      const r = newLaneRecord();
+      await broker.createRecord(r);
+      await broker.publishResults(r.queue, r.id, '[{"i":0,"ok":false,"e":"boom","dead":true}]', uid("m"));
+      expect(await broker.tasksCommitted(r)).toBe(true);
+      await broker.publishResults(r.queue, r.id, '[{"i":0,"redrive":true}]', uid("m"));
+      expect(await broker.tasksCommitted(r)).toBe(false);
+      // The redriven task's answer after it is a witness again.
+      await broker.publishResults(r.queue, r.id, '[{"i":0,"ok":true}]', uid("m"));
+      expect(await broker.tasksCommitted(r)).toBe(true);
+    });
+
     it("lane: removeTasks purges that job's task only (then it is not committed); the lane goes on", async () => {
       const a = await openLaneJob();
       const b = await openLaneJob(a.queue);

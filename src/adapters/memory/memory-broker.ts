@@ -3,7 +3,7 @@ import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped, workOver } from "../../kernel/errors.ts";
 import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
 import { LinkedControllers } from "../../kernel/signals.ts";
-import type { HeldTaskBody } from "../../kernel/wire.ts";
+import { type HeldTaskBody, holdsAnswer } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
 import type { CleanupOptions, CleanupReport, QueueStats, QueueStatsQuery } from "../broker-admin.ts";
@@ -219,10 +219,10 @@ class MemoryJobBroker implements MemoryBroker {
     if (!job.lane) return this.#consumerOf(op, job.queue, job.id) !== undefined;
     this.#open(op);
     const { tasks, results, names } = this.server;
-    return (
-      tasks.count(this.#tasksSubject(op, job)) > 0 ||
-      results.read(names.resultsSubject(job.queue, job.id)).length > 0
-    );
+    const stored = results.read(names.resultsSubject(job.queue, job.id));
+    const last = stored[stored.length - 1];
+    // Its last result, unless a redrive marker took it back (a redrive that died before its task).
+    return tasks.count(this.#tasksSubject(op, job)) > 0 || (last !== undefined && holdsAnswer(last.body));
   }
 
   /** Made again over the job's tasks stored or held (the memory server never loses one by itself). */

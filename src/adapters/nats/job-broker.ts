@@ -19,6 +19,7 @@ import {
 } from "../../kernel/job-record.ts";
 import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
 import { childLogger } from "../../kernel/logger.ts";
+import { holdsAnswer } from "../../kernel/wire.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { type BrokerNames, brokerNames, taskSubjectOf } from "../names.ts";
 import type { ConsumerRestore } from "../task-queue.ts";
@@ -358,10 +359,13 @@ export class NatsJobBroker {
     return this.#run("job.tasks.committed", async ({ jsm }) => {
       const stream = n.tasksStream(job.queue);
       if (!job.lane) return found(jsm.consumers.info(stream, job.id));
-      return (
-        (await found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) }))) ||
-        found(jsm.streams.getMessage(n.resultsStream, { last_by_subj: n.resultsSubject(job.queue, job.id) }))
-      );
+      if (await found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) })))
+        return true;
+      // Its last result, unless a redrive marker took it back (a redrive that died before its task).
+      const last = await jsm.streams
+        .getMessage(n.resultsStream, { last_by_subj: n.resultsSubject(job.queue, job.id) })
+        .catch((error: unknown) => (isNotFound(error) ? null : Promise.reject(error)));
+      return last !== null && holdsAnswer(last.string());
     });
   }
 
