@@ -3,6 +3,7 @@ import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nat
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
+import { abortRace } from "../../kernel/signals.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 
@@ -68,7 +69,9 @@ export const watchRecordChanges = async (
         },
       );
       if (!paused) return;
-      await settledOrAborted(paused.room, signal);
+      const untilRoom = abortRace(signal);
+      await untilRoom.race(paused.room.catch(() => undefined));
+      untilRoom.release();
     }
   } catch (error) {
     throw broker.setups.afterFailure(nc, error, operation);
@@ -136,14 +139,3 @@ const readChanges = async (
   }
   return undefined;
 };
-
-const settledOrAborted = (room: Promise<void>, signal: AbortSignal): Promise<void> =>
-  new Promise<void>((resolve) => {
-    const done = () => {
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    if (signal.aborted) return resolve();
-    signal.addEventListener("abort", done, { once: true });
-    room.then(done, done);
-  });
