@@ -13,6 +13,7 @@ import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memor
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 describe("a watcher's end", () => {
   it("is the end the record holds when the watcher reads another than it counted", async () => {
@@ -49,6 +50,12 @@ describe("a watcher's end", () => {
       const job = await supervisor.jobs.submit<number, number>({ queue: "q", tasks: [1, 2] });
       const watcher = await start(w.broker as ReturnType<typeof createMemoryBroker>, false);
       const watched = await watcher.jobs.get<number>(job.id);
+      // Both answered and counted first: a cancel that purged a task not answered yet would leave
+      // the watcher waiting for it (its watch tells it nothing), not reading the record's end.
+      await waitUntil(() => watched!.snapshot().done === 2, {
+        timeoutMs: 5000,
+        message: "both answers counted",
+      });
       const third = await start(createMemoryBroker({ server, holder: "c" }), false);
       await (await third.jobs.get(job.id))!.cancel("late");
       const end = await Promise.race([
