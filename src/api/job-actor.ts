@@ -215,6 +215,7 @@ export const startJobActor = (
   const end = () => {
     if (ended) return;
     ended = true;
+    run.abortEffects();
     persisting.stop();
     stopFeed();
     stopRenewing();

@@ -1,4 +1,4 @@
-import { type Actor, type AnyActorRef, fromPromise } from "xstate";
+import type { Actor, AnyActorRef } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { finalizeJob, type RecordSeen } from "../effects/finalize-job.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
@@ -7,12 +7,12 @@ import type { Clock } from "../kernel/clock.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
 import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
-import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
+import { type FinalizeInput, isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { decodeResults } from "../kernel/wire.ts";
-import { type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
+import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
 
 /** What every job's actors share in one runtime: its broker, clock and settings. */
 export interface JobEffectsShared {
@@ -56,7 +56,22 @@ interface RunState {
    */
   kept: string[] | undefined;
   keptSize: number;
+  /** The submit, once started. */
+  submitting: Effect | undefined;
+  /** The end's write, once started. */
+  finalizing: Effect | undefined;
 }
+
+/** One of a job's effects running beside its actor: its abort, and whether it has settled. */
+interface Effect {
+  readonly control: AbortController;
+  settled: boolean;
+}
+
+/** Aborts an effect still running (one settled has nothing left to abort: no abort made for it). */
+const abort = (effect: Effect | undefined) => {
+  if (effect && !effect.settled) effect.control.abort();
+};
 
 /** How much of a job's results its actor keeps for `results()` (a small job's: one message). */
 const keptBytes = 8192;
@@ -71,20 +86,21 @@ export const recordEvent = (record: JobRecord) =>
   }) as const;
 
 /**
- * The job machine with its actors' real I/O provided, once per runtime:
- * `submit` and `finalize`; beside it, each job's feed (its results and its clock). Each job's
- * actor is `attach`ed to its run before it starts; its actors find the run
- * by their parent, the job's actor. Providing per job rebuilt the
- * whole statechart (every state node, transition and closure) for each job:
- * about half of the heap a live job took.
+ * The job machine with its real I/O provided, once per runtime: the submit
+ * and the finalize, started by the machine's actions and run beside the
+ * actor (answering with an event); beside it too, each job's feed (its
+ * results and its clock). Each job's actor is `attach`ed to its run before
+ * it starts; the actions find the run by the actor. Providing per job
+ * rebuilt the whole statechart (every state node, transition and closure)
+ * for each job: about half of the heap a live job took.
  */
 export const provideJobEffects = (shared: JobEffectsShared) => {
   const { broker, clock, leaseMs } = shared;
   const leases = broker.leases;
   const runs = new WeakMap<AnyActorRef, RunState>();
-  /** The run of the job whose actor invoked `self` (a job's `submit` or `finalize`). */
+  /** The run of the job whose actor is `self`. */
   const stateOf = (self: AnyActorRef): RunState => {
-    const state = self._parent && runs.get(self._parent);
+    const state = runs.get(self);
     if (!state) throw new Error("job actor started without its run attached");
     return state;
   };
@@ -196,104 +212,149 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     };
   };
 
+  /** The submit: resolves with the commit time (tasks are visible to workers from then on). */
+  const submit = async (state: RunState, aborted: AbortSignal): Promise<number> => {
+    const { record, log } = state.run;
+    const jobId = record.id;
+    if (!state.run.bodies) throw new Error("nothing to submit");
+    let leased: Promise<boolean> | undefined;
+    try {
+      // The queue's streams, advisories included: exhausted tasks must be captured before one
+      // can exhaust. Inside the try: a queue that cannot be set up fails the submit, typed.
+      await broker.ensureDeadLetters(record.queue);
+      // Asked for beside the record's create (one round trip less), awaited before the commit
+      // (`leased`); settled before the submit ends either way, so a failed submit's lease
+      // write cannot land after the job's end released it.
+      leased = leases.acquire(jobId, leaseMs, clock.now());
+      // Its failure is the submit's, read where it is awaited: the record's claim may still
+      // be out (or waiting for another submit of the key) when it comes, never unhandled.
+      leased.catch(() => undefined);
+      const outcome = await submitJob(broker, {
+        record,
+        leased,
+        bodies: state.run.bodies,
+        ...(state.run.held ? { held: state.run.held } : {}),
+        now: () => clock.now(),
+        // Its actor's stop (XState aborts it as the actor stops; `jobs.stop()` stops every
+        // actor when the runtime stops, and each broker operation heeds the runtime's stop
+        // too). Not an `AbortSignal.any` with the runtime's stop: on Node 20 every composite
+        // leaves a weak reference in its sources' signals for good.
+        signal: aborted,
+        ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
+        seen: state.run.seen,
+      });
+      await leased;
+      if (outcome.kind === "existing") {
+        // Another submit (maybe another runtime's) made this job, with its own tasks and
+        // settings: this actor is not its actor. `jobs` replaces it with one resumed from
+        // the record; until then it stays queuing (nothing counted, nothing written).
+        log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
+        state.run.foundExisting(outcome.record);
+        await whenAborted(aborted);
+      }
+    } catch (error) {
+      await leased?.catch(() => undefined);
+      // The caller gets the typed error the submit failed with; anything else is wrapped in one.
+      state.submitError =
+        typeof error === "object" && error !== null && "_tag" in error
+          ? error
+          : new PermanentBrokerError({
+              message: `submit failed: ${error instanceof Error ? error.message : String(error)}`,
+              operation: "job.submit",
+              cause: error,
+            });
+      throw error;
+    }
+    return clock.now(); // committed: the job's rate and stall clocks start here
+  };
+
+  /** The end decided (`input`), written by the supervisor; a watcher waits for it, or takes over. */
+  const finalize = async (state: RunState, input: FinalizeInput, aborted: AbortSignal): Promise<void> => {
+    const { record, log, self } = state.run;
+    const jobId = record.id;
+    // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
+    // claim to another request): the record under this id is not this actor's to end.
+    if (state.submitError !== undefined) return;
+    // Only the supervisor writes the end; a watcher waits for it (or for the lease). The wait
+    // ends as soon as the actor stops, which the runtime's stop does too (`sleep` heeds
+    // `aborted`): a watcher stopped meanwhile leaves the end to the supervisor, or to
+    // whoever takes over.
+    while (!leases.holds(jobId, clock.now())) {
+      if (aborted.aborted) {
+        state.finalizeError = "stopped before the end was written";
+        return;
+      }
+      const found = await broker.getRecord(jobId).catch((error: unknown) => {
+        log.debug({ err: error }, "record not read while waiting for the job's end; read again");
+        return undefined;
+      });
+      if (found && isFinal(found.record.status)) {
+        // The end as recorded: another than this actor counted (a cancel that landed first)
+        // is how the job ended, as for a supervisor whose write found it below.
+        if (found.record.status !== input.status) self().send(recordEvent(found.record));
+        return;
+      }
+      if (shared.takeOver && (await takeLease(jobId, log))) break;
+      await sleep(Math.min(500, leaseMs / 4), aborted);
+    }
+    const stored = await finalizeJob(broker, input, () => clock.now(), state.run.seen).catch(
+      (error: unknown) => {
+        // The machine ends `recorded` either way; the record still says the job runs, so its
+        // lease must stay for a takeover pass to find the job and write the end.
+        state.finalizeError = error;
+        throw error;
+      },
+    );
+    // Another runtime recorded another end first (a cancel): that is how the job ended.
+    if (stored && isFinal(stored.status) && stored.status !== input.status) self().send(recordEvent(stored));
+  };
+
+  /**
+   * Runs one of a job's effects beside its actor and answers with the event
+   * it settles with. Aborted when its state is left or the actor stops: then
+   * its answer is dropped, as an invoked actor's is once it is stopped.
+   */
+  const start = <A>(
+    state: RunState,
+    effect: (signal: AbortSignal) => Promise<A>,
+    answer: (outcome: { ok: true; value: A } | { ok: false; error: unknown }) => JobEvent,
+  ): Effect => {
+    const control = new AbortController();
+    const running: Effect = { control, settled: false };
+    const settle = (outcome: { ok: true; value: A } | { ok: false; error: unknown }) => {
+      running.settled = true;
+      if (!control.signal.aborted) state.run.self().send(answer(outcome));
+    };
+    effect(control.signal).then(
+      (value) => settle({ ok: true, value }),
+      (error: unknown) => settle({ ok: false, error }),
+    );
+    return running;
+  };
+
   const machine = jobMachine.provide({
-    actors: {
-      submit: fromPromise(async ({ signal: aborted, self }) => {
+    actions: {
+      startSubmit: ({ self }) => {
         const state = stateOf(self);
-        const { record, log } = state.run;
-        const jobId = record.id;
-        if (!state.run.bodies) throw new Error("nothing to submit");
-        let leased: Promise<boolean> | undefined;
-        try {
-          // The queue's streams, advisories included: exhausted tasks must be captured before one
-          // can exhaust. Inside the try: a queue that cannot be set up fails the submit, typed.
-          await broker.ensureDeadLetters(record.queue);
-          // Asked for beside the record's create (one round trip less), awaited before the commit
-          // (`leased`); settled before the submit ends either way, so a failed submit's lease
-          // write cannot land after the job's end released it.
-          leased = leases.acquire(jobId, leaseMs, clock.now());
-          // Its failure is the submit's, read where it is awaited: the record's claim may still
-          // be out (or waiting for another submit of the key) when it comes, never unhandled.
-          leased.catch(() => undefined);
-          const outcome = await submitJob(broker, {
-            record,
-            leased,
-            bodies: state.run.bodies,
-            ...(state.run.held ? { held: state.run.held } : {}),
-            now: () => clock.now(),
-            // Its actor's stop (XState aborts it as the actor stops; `jobs.stop()` stops every
-            // actor when the runtime stops, and each broker operation heeds the runtime's stop
-            // too). Not an `AbortSignal.any` with the runtime's stop: on Node 20 every composite
-            // leaves a weak reference in its sources' signals for good.
-            signal: aborted,
-            ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
-            seen: state.run.seen,
-          });
-          await leased;
-          if (outcome.kind === "existing") {
-            // Another submit (maybe another runtime's) made this job, with its own tasks and
-            // settings: this actor is not its actor. `jobs` replaces it with one resumed from
-            // the record; until then it stays queuing (nothing counted, nothing written).
-            log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
-            state.run.foundExisting(outcome.record);
-            await whenAborted(aborted);
-          }
-        } catch (error) {
-          await leased?.catch(() => undefined);
-          // The caller gets the typed error the submit failed with; anything else is wrapped in one.
-          state.submitError =
-            typeof error === "object" && error !== null && "_tag" in error
-              ? error
-              : new PermanentBrokerError({
-                  message: `submit failed: ${error instanceof Error ? error.message : String(error)}`,
-                  operation: "job.submit",
-                  cause: error,
-                });
-          throw error;
-        }
-        return clock.now(); // committed: the job's rate and stall clocks start here
-      }),
-      finalize: fromPromise(async ({ input, self: finalizing, signal: aborted }) => {
-        const state = stateOf(finalizing);
-        const { record, log, self } = state.run;
-        const jobId = record.id;
-        // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
-        // claim to another request): the record under this id is not this actor's to end.
-        if (state.submitError !== undefined) return;
-        // Only the supervisor writes the end; a watcher waits for it (or for the lease). The wait
-        // ends as soon as the actor stops, which the runtime's stop does too (`sleep` heeds
-        // `aborted`): a watcher stopped meanwhile leaves the end to the supervisor, or to
-        // whoever takes over.
-        while (!leases.holds(jobId, clock.now())) {
-          if (aborted.aborted) {
-            state.finalizeError = "stopped before the end was written";
-            return;
-          }
-          const found = await broker.getRecord(jobId).catch((error: unknown) => {
-            log.debug({ err: error }, "record not read while waiting for the job's end; read again");
-            return undefined;
-          });
-          if (found && isFinal(found.record.status)) {
-            // The end as recorded: another than this actor counted (a cancel that landed first)
-            // is how the job ended, as for a supervisor whose write found it below.
-            if (found.record.status !== input.status) self().send(recordEvent(found.record));
-            return;
-          }
-          if (shared.takeOver && (await takeLease(jobId, log))) break;
-          await sleep(Math.min(500, leaseMs / 4), aborted);
-        }
-        const stored = await finalizeJob(broker, input, () => clock.now(), state.run.seen).catch(
-          (error: unknown) => {
-            // The machine ends `recorded` either way; the record still says the job runs, so its
-            // lease must stay for a takeover pass to find the job and write the end.
-            state.finalizeError = error;
-            throw error;
-          },
+        state.submitting = start(
+          state,
+          (signal) => submit(state, signal),
+          (outcome) =>
+            outcome.ok
+              ? { type: "submit.committed", at: outcome.value }
+              : { type: "submit.failed", error: outcome.error },
         );
-        // Another runtime recorded another end first (a cancel): that is how the job ended.
-        if (stored && isFinal(stored.status) && stored.status !== input.status)
-          self().send(recordEvent(stored));
-      }),
+      },
+      abortSubmit: ({ self }) => abort(stateOf(self).submitting),
+      startFinalize: ({ self }, end) => {
+        const state = stateOf(self);
+        state.finalizing = start(
+          state,
+          (signal) => finalize(state, end, signal),
+          () => ({ type: "finalize.settled" }),
+        );
+      },
+      abortFinalize: ({ self }) => abort(stateOf(self).finalizing),
     },
   });
 
@@ -311,11 +372,18 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       replay: run.resumeFrom !== undefined,
       kept: undefined,
       keptSize: 0,
+      submitting: undefined,
+      finalizing: undefined,
     };
     runs.set(actor, state);
     return {
       /** Starts the job's feed (before the actor starts: its reader must be there before its tasks). */
       startFeed: () => feed(state, tickEveryMs(run.record.settings)),
+      /** The actor stopped: its submit or finalize still running is aborted, its answer dropped. */
+      abortEffects: () => {
+        abort(state.submitting);
+        abort(state.finalizing);
+      },
       submitError: () => state.submitError,
       finalizeError: () => state.finalizeError,
       keptResults: () => state.kept,

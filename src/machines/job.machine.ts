@@ -1,4 +1,4 @@
-import { and, assign, fromPromise, setup } from "xstate";
+import { and, assign, setup } from "xstate";
 import { stallClockFrom } from "../kernel/held-task.ts";
 import { afterResults, type JobProgress, type ResultEntry, remaining } from "../kernel/job-progress.ts";
 import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
@@ -7,11 +7,15 @@ import { withinTolerance } from "../kernel/job-record.ts";
 /**
  * The life of one job: `queuing → running ⇄ stalled → succeeded | failed`.
  *
- * No I/O here: `submit` and `finalize` are actors the runtime provides; the
- * job's results and its clock's ticks come in as events (`results.received`,
- * `clock.tick`) from the job's feed, which the runtime runs beside the actor
- * for its whole life. Every timer is a deadline in context, so a snapshot
- * restored in another process loses nothing.
+ * No I/O here. Entering `submitting` and an end's `recording` starts the
+ * submit and the finalize (`startSubmit`, `startFinalize`: actions the
+ * runtime provides, which run beside the actor and answer with an event:
+ * `submit.committed` or `submit.failed`, `finalize.settled`); leaving them
+ * aborts what is left (`abortSubmit`, `abortFinalize`). The job's results and
+ * its clock's ticks come in as events (`results.received`, `clock.tick`)
+ * from the job's feed, which the runtime runs beside the actor for its whole
+ * life. Every timer is a deadline in context, so a snapshot restored in
+ * another process loses nothing.
  */
 
 /**
@@ -65,6 +69,12 @@ export type JobEvent =
     }
   | { type: "clock.tick"; now: number }
   | { type: "job.cancel"; reason: string }
+  /** The submit committed the job (`at`: when its tasks became visible to workers). */
+  | { type: "submit.committed"; at?: number }
+  /** The submit failed (and was rolled back, or wrote nothing). */
+  | { type: "submit.failed"; error: unknown }
+  /** The end was written, or could not be: the job is over either way. */
+  | { type: "finalize.settled" }
   /**
    * The job record as stored (read, watched, or found by an idempotent
    * resubmit). A final status ends the job here as recorded, without writing:
@@ -94,16 +104,6 @@ const jobSetup = setup({
     context: {} as JobContext,
     events: {} as JobEvent,
     input: {} as JobInput,
-    // Child ids named here: without them the inferred children map gets an
-    // index signature that the published .d.ts cannot compile (TS2411).
-    children: {} as { submit: "submit"; finalize: "finalize" },
-  },
-  actors: {
-    /** Resolves with the commit time: tasks are visible to workers from then on. */
-    submit: fromPromise<number | undefined, { jobId: string }>(async () => {
-      throw new Error("submit actor not provided");
-    }),
-    finalize: fromPromise<void, FinalizeInput>(async () => undefined),
   },
   guards: {
     resumeActive: ({ context }) => context.resumeFrom === "running" || context.resumeFrom === "stalled",
@@ -129,6 +129,17 @@ const jobSetup = setup({
       context.lastProgressAt >= (context.stalledSince ?? Number.POSITIVE_INFINITY),
   },
   actions: {
+    // The I/O, provided by the runtime (`api/job-effects.ts`); here they do nothing. Not actors
+    // invoked by the machine: two child actors a job (their actors, mailboxes, scopes and their
+    // own transitions) were about half of what XState cost a small job.
+    /** Starts the submit, which answers `submit.committed` or `submit.failed`. */
+    startSubmit: () => undefined,
+    /** The submit's state was left (a cancel): what the submit still does is aborted. */
+    abortSubmit: () => undefined,
+    /** Starts writing the end decided (`params`), which answers `finalize.settled`. */
+    startFinalize: (_, _end: FinalizeInput) => undefined,
+    /** The end's state was left for another end recorded: the finalize still running is aborted. */
+    abortFinalize: () => undefined,
     countResults: assign(({ context, event }) =>
       event.type === "results.received"
         ? afterResults(context, event.entries, event.at, event.replay === true)
@@ -140,9 +151,9 @@ const jobSetup = setup({
      * stalled the moment it committed.
      */
     markCommitted: assign(({ context, event }) => {
-      const output = (event as { output?: unknown }).output;
+      const committedAt = event.type === "submit.committed" ? event.at : undefined;
       const at =
-        typeof output === "number" ? Math.max(output, context.lastProgressAt) : context.lastProgressAt;
+        committedAt === undefined ? context.lastProgressAt : Math.max(committedAt, context.lastProgressAt);
       return { lastProgressAt: at, now: Math.max(context.now, at) };
     }),
     /**
@@ -198,16 +209,14 @@ const endState = (status: FinalizeInput["status"]) =>
     initial: "recording",
     states: {
       recording: {
-        invoke: {
-          id: "finalize",
-          src: "finalize",
-          input: ({ context }) => finalizeInput(context, status),
-          onDone: "recorded",
-          onError: "recorded",
+        entry: { type: "startFinalize", params: ({ context }) => finalizeInput(context, status) },
+        exit: "abortFinalize",
+        on: {
+          "finalize.settled": "recorded",
+          // The same end in the record (this write's echo, or another runtime's): finalize
+          // still deletes the consumer and purges what is left before the job is recorded.
+          "record.changed": { guard: status === "succeeded" ? "recordSucceeded" : "recordFailed" },
         },
-        // The same end in the record (this write's echo, or another runtime's): finalize
-        // still deletes the consumer and purges what is left before the job is recorded.
-        on: { "record.changed": { guard: status === "succeeded" ? "recordSucceeded" : "recordFailed" } },
       },
       recorded: { type: "final", on: { "record.changed": {} } },
     },
@@ -270,14 +279,15 @@ export const jobMachine = jobSetup.createMachine({
           ],
         },
         submitting: {
-          invoke: {
-            id: "submit",
-            src: "submit",
-            input: ({ context }) => ({ jobId: context.jobId }),
-            onDone: { target: "#job.running", actions: "markCommitted" },
-            onError: {
+          entry: "startSubmit",
+          exit: "abortSubmit",
+          on: {
+            "submit.committed": { target: "#job.running", actions: "markCommitted" },
+            "submit.failed": {
               target: "#job.failed",
-              actions: assign({ reason: ({ event }) => `submit failed: ${errorText(event.error)}` }),
+              actions: assign({
+                reason: ({ event }) => `submit failed: ${errorText(event.error)}`,
+              }),
             },
           },
         },

@@ -234,7 +234,7 @@ describe("the dashboard's routes on NATS", () => {
     expect(transitions().map((t) => [t.data.source, t.data.event, t.data.value])).toEqual([
       ["actor", null, "running"],
       ["actor", "results.received", { succeeded: "recording" }],
-      ["actor", "xstate.done.actor.finalize", { succeeded: "recorded" }],
+      ["actor", "finalize.settled", { succeeded: "recorded" }],
     ]);
     // The stream said succeeded only after the test let the handlers go, and all of them had answered.
     const succeededAt = transitions()[1]!.at;

@@ -1,6 +1,6 @@
 import { getShortestPaths } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
-import { createActor, fromPromise, type InspectionEvent } from "xstate";
+import { createActor, type InspectionEvent } from "xstate";
 import type { FinalizeInput } from "../../src/kernel/job-record.ts";
 import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 import { transitionRecorder, transitionsOf } from "./coverage.ts";
@@ -20,8 +20,8 @@ import {
 /**
  * Model-based tests of the job machine. Paths are generated from the machine
  * (job.paths.ts) only to get event sequences; each is replayed on a live
- * actor whose I/O actors never settle by themselves (the path sends their
- * done/error events), and after every step the actor is compared with the
+ * actor whose I/O never settles by itself (the path sends what the submit
+ * and the finalize answer), and after every step the actor is compared with the
  * reference model (job.oracle.ts), which knows the job's rules but not its
  * machine: status, counts, reason, the stall, and the side effects (submit
  * running exactly while queuing, finalize started once, with the model's end).
@@ -42,27 +42,25 @@ const replayed = jobPaths();
 const coverage = transitionRecorder(jobMachine);
 const covered = new Set<JobPath>();
 
-const idle = {
-  submit: fromPromise<number | undefined, { jobId: string }>(() => new Promise(() => undefined)),
-  finalize: fromPromise<void, FinalizeInput>(() => new Promise<void>(() => undefined)),
-};
-
 /** Replays one path on a live actor; every step is checked against the oracle. */
 const replayOnActor = (path: JobPath, inspect: (e: InspectionEvent) => void = () => undefined) => {
   const finalized: FinalizeInput[] = [];
   const submits: string[] = [];
+  // Started and not aborted; what it answers, the path sends.
+  let submitting = false;
   const actor = createActor(
     jobMachine.provide({
-      actors: {
-        ...idle,
-        submit: fromPromise<number | undefined, { jobId: string }>(({ input }) => {
-          submits.push(input.jobId);
-          return new Promise(() => undefined);
-        }),
-        finalize: fromPromise<void, FinalizeInput>(({ input }) => {
-          finalized.push(input);
-          return new Promise<void>(() => undefined);
-        }),
+      actions: {
+        startSubmit: ({ context }) => {
+          submits.push(context.jobId);
+          submitting = true;
+        },
+        abortSubmit: () => {
+          submitting = false;
+        },
+        startFinalize: (_, end) => {
+          finalized.push(end);
+        },
       },
     }),
     { input: path.input, inspect },
@@ -95,7 +93,7 @@ const replayOnActor = (path: JobPath, inspect: (e: InspectionEvent) => void = ()
       expect(c.stalledSince !== null, `${where}: stalled since`).toBe(model.status === "stalled");
     // Side effects: the submit runs exactly while queuing, and only for a new job …
     expect(submits, `${where}: submits`).toEqual(path.input.resumeFrom === undefined ? ["j1"] : []);
-    expect(live.children.submit !== undefined, `${where}: submit running`).toBe(model.status === "queuing");
+    expect(submitting, `${where}: submit running`).toBe(model.status === "queuing");
     // … the end is handed to finalize once, as the model decided it (never for a resumed end).
     // (An end adopted from the record is not written again.)
     expect(finalized, `${where}: finalize`).toEqual(
@@ -139,7 +137,7 @@ describe("job machine, model-based", () => {
     for (const path of stalledPaths) {
       // Extend each path that ends stalled by an answer that arrives later: the job runs again
       // (or ends, when that was its last task).
-      const actor = createActor(jobMachine.provide({ actors: idle }), { input }).start();
+      const actor = createActor(jobMachine, { input }).start();
       for (const step of path.steps.slice(1)) actor.send(step.event as JobEvent);
       const open = [0, 1, 2].find((i) => !bit(actor.getSnapshot().context.answered, i));
       if (open === undefined) throw new Error("stalled with every task answered"); // stalled means tasks are left
@@ -180,8 +178,8 @@ describe("job machine, model-based", () => {
     expect(endedByDeath).toBeGreaterThan(0);
     // Both ends are reached that way: one dead letter is tolerated, a dead and a failure are not.
     const run = (...entries: Array<Array<Record<string, unknown>>>) => {
-      const actor = createActor(jobMachine.provide({ actors: idle }), { input }).start();
-      actor.send({ type: "xstate.done.actor.submit" } as unknown as JobEvent);
+      const actor = createActor(jobMachine, { input }).start();
+      actor.send({ type: "submit.committed" });
       for (const [n, e] of entries.entries()) {
         actor.send({ type: "results.received", entries: e as never, at: 100 + n });
       }
@@ -219,8 +217,8 @@ describe("job machine, model-based", () => {
     }
     expect(redriven).toBeGreaterThan(0);
     // And replayed on a live actor: died, redriven, answered again → succeeded with no dead.
-    const actor = createActor(jobMachine.provide({ actors: idle }), { input }).start();
-    actor.send({ type: "xstate.done.actor.submit" } as unknown as JobEvent);
+    const actor = createActor(jobMachine, { input }).start();
+    actor.send({ type: "submit.committed" });
     actor.send({ type: "results.received", entries: [ok(0), died(2)], at: 100 });
     expect(actor.getSnapshot().context).toMatchObject({ done: 1, dead: 1 });
     actor.send({ type: "results.received", entries: [redrive(2)], at: 200 });
@@ -239,7 +237,7 @@ describe("job machine, model-based", () => {
       ["succeeded", { succeeded: "recorded" }],
       ["failed", { failed: "recorded" }],
     ] as const) {
-      const actor = createActor(jobMachine.provide({ actors: idle }), {
+      const actor = createActor(jobMachine, {
         input: { ...input, resumeFrom, counts: { done: 3, failed: 0, dead: 0 } },
       }).start();
       expect(actor.getSnapshot().value).toEqual(expected);
@@ -251,7 +249,7 @@ describe("job machine, model-based", () => {
 describe("job machine: rate, ETA and the stall clock", () => {
   const many: JobInput = { ...input, total: 1000, settings: { ...settings, stallAfterMs: 300 } };
   const start = () => {
-    const actor = createActor(jobMachine.provide({ actors: idle }), { input: many }).start();
+    const actor = createActor(jobMachine, { input: many }).start();
     return actor;
   };
   const answers = (from: number, to: number) => Array.from({ length: to - from }, (_, n) => ok(from + n));
@@ -259,7 +257,7 @@ describe("job machine: rate, ETA and the stall clock", () => {
   it("the stall clock starts at the commit, not when the actor was created", () => {
     const actor = start();
     // A submit that took longer than stallAfterMs: committed at 500.
-    actor.send({ type: "xstate.done.actor.submit", output: 500 } as unknown as JobEvent);
+    actor.send({ type: "submit.committed", at: 500 });
     actor.send({ type: "clock.tick", now: 600 });
     expect(actor.getSnapshot().value).toBe("running");
     actor.send({ type: "clock.tick", now: 800 });
@@ -269,7 +267,7 @@ describe("job machine: rate, ETA and the stall clock", () => {
 
   it("measures the rate from the first answer on: a steady job's ETA is right at once", () => {
     const actor = start();
-    actor.send({ type: "xstate.done.actor.submit", output: 0 } as unknown as JobEvent);
+    actor.send({ type: "submit.committed", at: 0 });
     // Workers took 400 ms to find the job and finish their first tasks; then 100 tasks per 100 ms.
     actor.send({ type: "results.received", entries: answers(0, 100), at: 400 });
     expect(actor.getSnapshot().context.etaMs).toBeNull();
@@ -280,7 +278,7 @@ describe("job machine: rate, ETA and the stall clock", () => {
   });
 
   it("a replayed backlog is counted but is not a rate sample", () => {
-    const actor = createActor(jobMachine.provide({ actors: idle }), {
+    const actor = createActor(jobMachine, {
       input: { ...many, now: 10_000, resumeFrom: "running" },
     }).start();
     actor.send({ type: "results.received", entries: answers(0, 600), at: 10_005, replay: true });
@@ -300,7 +298,7 @@ describe("job machine: transition coverage", () => {
     const recorder = coverage;
     // Paths no test above replayed (this test run alone, or a filter) are replayed here.
     for (const path of replayed) if (!covered.has(path)) replayOnActor(path, recorder.inspect);
-    expect(transitionsOf(jobMachine)).toHaveLength(31);
+    expect(transitionsOf(jobMachine)).toHaveLength(29);
     expect(recorder.missing(unreachable)).toEqual([]);
     // Nothing listed as unreachable is taken after all.
     for (const key of Object.keys(unreachable)) expect(recorder.taken.has(key), key).toBe(false);

@@ -221,16 +221,16 @@ export const jobOracle = (input: OracleInput, events: readonly OracleEvent[]): J
 };
 
 /**
- * The oracle's name for a machine event (`xstate.done.actor.submit` and the
+ * The oracle's name for a machine event (`submit.committed` and the
  * like), or undefined for events the job does not react to.
  */
 export const fromMachineEvent = (event: { type: string; [k: string]: unknown }): OracleEvent | undefined => {
   switch (event.type) {
-    case "xstate.done.actor.submit":
-      return typeof event.output === "number"
-        ? { type: "submit.committed", at: event.output }
+    case "submit.committed":
+      return typeof event.at === "number"
+        ? { type: "submit.committed", at: event.at }
         : { type: "submit.committed" };
-    case "xstate.error.actor.submit":
+    case "submit.failed":
       return { type: "submit.failed", message: (event.error as Error).message };
     case "results.received":
       return { type: "results", entries: event.entries as never, at: event.at as number };
@@ -245,8 +245,7 @@ export const fromMachineEvent = (event: { type: string; [k: string]: unknown }):
         counts: event.counts as { done: number; failed: number; dead: number },
         reason: (event.reason as string | null) ?? null,
       };
-    case "xstate.done.actor.finalize":
-    case "xstate.error.actor.finalize":
+    case "finalize.settled":
       return { type: "finalize.settled" };
     default:
       return undefined;

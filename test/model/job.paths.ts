@@ -24,8 +24,8 @@ export const died = (i: number) => ({ i, ok: false, dead: true });
 export const redrive = (i: number) => ({ i, redrive: true });
 
 export const events = [
-  { type: "xstate.done.actor.submit" },
-  { type: "xstate.error.actor.submit", error: new Error("publish refused") },
+  { type: "submit.committed" },
+  { type: "submit.failed", error: new Error("publish refused") },
   { type: "results.received", entries: [ok(0)], at: 100 },
   { type: "results.received", entries: [ok(0)], at: 200 }, // a duplicate: counted once
   { type: "results.received", entries: [ok(1), { i: 2, ok: false }], at: 300 },
@@ -40,9 +40,8 @@ export const events = [
   { type: "clock.tick", now: 1500 }, // > stallAfterMs since the last progress at 0 or 100
   { type: "clock.tick", now: 5000 }, // stalled longer than stalledTimeoutMs
   { type: "job.cancel", reason: "user" },
-  { type: "xstate.done.actor.finalize" },
-  // The end could not be written (the broker refused): the actor still ends.
-  { type: "xstate.error.actor.finalize", error: new Error("record update refused") },
+  // The end written, or not (the broker refused): the actor ends either way.
+  { type: "finalize.settled" },
 ] as unknown as JobEvent[];
 
 /**
@@ -85,17 +84,7 @@ export interface JobPath {
   readonly kind: "shortest" | "extended" | "resumed";
 }
 
-const describeEvents = (list: readonly JobEvent[]) =>
-  list
-    .map((e) => e.type.replace(/^xstate\.(done|error)\.actor\./, (_, k) => (k === "done" ? "" : "!")))
-    .join(" → ");
-
-/** An error event no active state handles would be thrown at the actor: those are left out. */
-const handles = (state: SnapshotFrom<typeof jobMachine>, event: JobEvent) =>
-  !event.type.startsWith("xstate.error.") ||
-  (state as unknown as { _nodes: Array<{ transitions: Map<string, unknown> }> })._nodes.some((node) =>
-    node.transitions.has(event.type),
-  );
+const describeEvents = (list: readonly JobEvent[]) => list.map((e) => e.type).join(" → ");
 
 /**
  * The paths every job replay takes: the shortest path to every (state,
@@ -106,11 +95,8 @@ const handles = (state: SnapshotFrom<typeof jobMachine>, event: JobEvent) =>
 export const jobPaths = (): JobPath[] => {
   const shortest = getShortestPaths(jobMachine, { events: oracleEvents, input, serializeState } as never);
   const heads = shortest.map((p) => p.steps.slice(1).map((s) => s.event as JobEvent));
-  // (The graph sees the initial state as "error": the machine's placeholder submit throws.)
   const extended = shortest.flatMap((p, n) =>
-    p.state.status !== "done"
-      ? oracleEvents.filter((e) => handles(p.state, e)).map((e) => [...heads[n]!, e])
-      : [],
+    p.state.status !== "done" ? oracleEvents.map((e) => [...heads[n]!, e]) : [],
   );
   const fresh = [...heads, ...extended].map((list, n) => ({
     name: describeEvents(list) || "(submitting)",

@@ -59,8 +59,7 @@ const receivedRecorder = () => {
 
 /** The paths a real runtime can take: submitted, then answers, time, cancel and the end written. */
 const runnable = (p: JobPath) =>
-  (p.events[0]?.type as string) === "xstate.done.actor.submit" &&
-  !p.events.some((e) => e.type.startsWith("xstate.error."));
+  p.events[0]?.type === "submit.committed" && !p.events.some((e) => e.type === "submit.failed");
 
 const all = jobPaths();
 const paths = [
@@ -182,7 +181,7 @@ const drive = async (b: Backend, path: JobPath) => {
           message: `${where}: the record reached the job`,
         });
     } else {
-      // xstate.done.actor.finalize: the runtime writes the end.
+      // finalize.settled: the runtime writes the end.
       await recorded(handle);
     }
     const model = compare(b, handle, where);
@@ -219,19 +218,16 @@ const recorded = (handle: JobHandle) =>
  */
 const notThroughTheRuntime: Record<string, string> = {
   "job.queuing job.cancel #0": "rt.jobs.submit hands out the handle once committed: nothing to cancel before",
-  "job.queuing.submitting xstate.error.actor.submit #0":
-    "a refused submit: job.runtime.model.test.ts takes it",
+  "job.queuing.submitting submit.failed #0": "a refused submit: job.runtime.model.test.ts takes it",
   "job.queuing.checking always #0": "a resumed job: job-takeover and jobs-restart tests",
   "job.queuing.checking always #1": "a resumed finished job",
   "job.queuing.checking always #2": "a resumed finished job",
-  "job.succeeded.recording xstate.error.actor.finalize #0": "a record write that fails: fault injection",
   "job.running job.cancel #0":
     "handle.cancel on a committed job is a record write: the job hears record.changed",
   "job.stalled job.cancel #0":
     "handle.cancel on a committed job is a record write: the job hears record.changed",
   "job.succeeded.recorded record.changed #0": "the runtime stops a job's actor once its end is recorded",
   "job.failed.recorded record.changed #0": "the runtime stops a job's actor once its end is recorded",
-  "job.failed.recording xstate.error.actor.finalize #0": "a record write that fails: fault injection",
   // The echo of the actor's own end write is no longer sent to it (api/job-actor.ts): only the
   // same end written by another runtime while this one writes it takes these, a race.
   "job.succeeded.recording record.changed #0": "another runtime's same end, during this one's write: a race",

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { createActor, fromPromise } from "xstate";
+import { createActor } from "xstate";
 import { memoryAgentStore } from "../../src/adapters/memory/memory-agent-store.ts";
 import { createAgentRegistry } from "../../src/api/agents.ts";
-import { type FinalizeInput, type JobSettings, withinTolerance } from "../../src/kernel/job-record.ts";
+import { type JobSettings, withinTolerance } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
 
@@ -22,14 +22,9 @@ const settings: JobSettings = {
   stalledTimeoutMs: 0,
 };
 
-/** The job machine with no I/O: a submit that never commits, no feed, no clock, a finalize that succeeds. */
-const quietActors = {
-  submit: fromPromise<number | undefined, { jobId: string }>(() => new Promise(() => undefined)),
-  finalize: fromPromise<void, FinalizeInput>(async () => undefined),
-};
-
+/** The job machine with no I/O: a submit and a finalize that never settle, no feed, no clock. */
 const startJob = (input: Partial<Omit<JobInput, "settings">> & { settings?: Partial<JobSettings> } = {}) =>
-  createActor(jobMachine.provide({ actors: quietActors }), {
+  createActor(jobMachine, {
     input: {
       jobId: "j1",
       queue: "q",

@@ -39,8 +39,8 @@ describe("the job machine's chart", () => {
         "job.queuing.checking -[always]-> job.succeeded.recorded",
         "job.queuing.checking -[always]-> job.failed.recorded",
         "job.queuing.checking -[always]-> job.queuing.submitting",
-        "job.queuing.submitting -[xstate.done.actor.submit]-> job.running",
-        "job.queuing.submitting -[xstate.error.actor.submit]-> job.failed",
+        "job.queuing.submitting -[submit.committed]-> job.running",
+        "job.queuing.submitting -[submit.failed]-> job.failed",
         "job.running -[clock.tick]-> job.stalled",
         "job.running -[job.cancel]-> job.failed",
         "job.running -[always]-> job.succeeded",
@@ -50,10 +50,8 @@ describe("the job machine's chart", () => {
         "job.stalled -[always]-> job.succeeded",
         "job.stalled -[always]-> job.failed",
         "job.stalled -[always]-> job.running",
-        "job.succeeded.recording -[xstate.done.actor.finalize]-> job.succeeded.recorded",
-        "job.succeeded.recording -[xstate.error.actor.finalize]-> job.succeeded.recorded",
-        "job.failed.recording -[xstate.done.actor.finalize]-> job.failed.recorded",
-        "job.failed.recording -[xstate.error.actor.finalize]-> job.failed.recorded",
+        "job.succeeded.recording -[finalize.settled]-> job.succeeded.recorded",
+        "job.failed.recording -[finalize.settled]-> job.failed.recorded",
       ].sort(),
     );
     const guards = chart.edges.filter((e) => e.source === "job.running" && e.event === "always");

@@ -1,12 +1,12 @@
 /**
  * The job machine's arithmetic and wording, checked on a live actor against
  * numbers worked out by hand: the decayed rate and ETA, the stall deadlines
- * and their boundaries, the end reasons, what the invoked actors are given,
+ * and their boundaries, the end reasons, what the submit and finalize are given,
  * and how a restarted actor resumes. (The model-based tests cover which
  * states the events lead to; these cover the values they leave behind.)
  */
 import { describe, expect, it } from "vitest";
-import { createActor, fromPromise, waitFor } from "xstate";
+import { createActor } from "xstate";
 import type { ResultEntry } from "../../src/kernel/job-progress.ts";
 import type { FinalizeInput, JobSettings } from "../../src/kernel/job-record.ts";
 import { type JobEvent, type JobInput, jobMachine, tickEveryMs } from "../../src/machines/job.machine.ts";
@@ -20,24 +20,22 @@ const settings: JobSettings = {
   stalledTimeoutMs: 0,
 };
 
-/** Actors that never settle by themselves, and record the input each was started with. */
+/** A submit and a finalize that never settle by themselves, and record what each was started with. */
 const recorded = () => {
   const inputs: { submit: unknown[]; finalize: FinalizeInput[] } = { submit: [], finalize: [] };
-  const actors = {
-    submit: fromPromise<number | undefined, { jobId: string }>(({ input }) => {
-      inputs.submit.push(input);
-      return new Promise(() => undefined);
-    }),
-    finalize: fromPromise<void, FinalizeInput>(({ input }) => {
-      inputs.finalize.push(input);
-      return new Promise<void>(() => undefined);
-    }),
+  const actions = {
+    startSubmit: ({ context }: { context: { jobId: string } }) => {
+      inputs.submit.push({ jobId: context.jobId });
+    },
+    startFinalize: (_: unknown, end: FinalizeInput) => {
+      inputs.finalize.push(end);
+    },
   };
-  return { inputs, actors };
+  return { inputs, actions };
 };
 
 const start = (overrides: Partial<Omit<JobInput, "settings">> & { settings?: Partial<JobSettings> } = {}) => {
-  const { inputs, actors } = recorded();
+  const { inputs, actions } = recorded();
   const input: JobInput = {
     jobId: "j1",
     queue: "images",
@@ -46,12 +44,15 @@ const start = (overrides: Partial<Omit<JobInput, "settings">> & { settings?: Par
     ...overrides,
     settings: { ...settings, ...overrides.settings },
   };
-  const actor = createActor(jobMachine.provide({ actors }), { input });
+  const actor = createActor(jobMachine.provide({ actions }), { input });
   actor.start();
   return { actor, inputs, ctx: () => actor.getSnapshot().context, value: () => actor.getSnapshot().value };
 };
 
-const committed = (output?: number) => ({ type: "xstate.done.actor.submit", output }) as unknown as JobEvent;
+const committed = (at?: number): JobEvent => ({
+  type: "submit.committed",
+  ...(at === undefined ? {} : { at }),
+});
 const results = (entries: ResultEntry[], at: number, replay?: boolean): JobEvent => ({
   type: "results.received",
   entries,
@@ -399,31 +400,23 @@ describe("job machine: how a job ends", () => {
 
   it("a failed submit says why, for an Error and for anything else thrown", () => {
     const error = start();
-    error.actor.send({
-      type: "xstate.error.actor.submit",
-      error: new Error("stream gone"),
-    } as unknown as JobEvent);
+    error.actor.send({ type: "submit.failed", error: new Error("stream gone") });
     expect(error.value()).toEqual({ failed: "recording" });
     expect(error.ctx().reason).toBe("submit failed: stream gone");
 
     const text = start();
-    text.actor.send({ type: "xstate.error.actor.submit", error: "refused" } as unknown as JobEvent);
+    text.actor.send({ type: "submit.failed", error: "refused" });
     expect(text.ctx().reason).toBe("submit failed: refused");
   });
 
-  it("the end is recorded whether finalize succeeds or fails", () => {
+  it("the end is recorded once finalize settles", () => {
     for (const status of ["succeeded", "failed"] as const) {
-      for (const settled of ["done", "error"] as const) {
-        const job = start({ total: 1, settings: { maxFailures: 0 } });
-        job.actor.send(committed(0));
-        job.actor.send(results([{ i: 0, ok: status === "succeeded" }], 10));
-        expect(job.value()).toEqual({ [status]: "recording" });
-        job.actor.send({
-          type: `xstate.${settled}.actor.finalize`,
-          error: new Error("kv down"),
-        } as unknown as JobEvent);
-        expect(job.value()).toEqual({ [status]: "recorded" });
-      }
+      const job = start({ total: 1, settings: { maxFailures: 0 } });
+      job.actor.send(committed(0));
+      job.actor.send(results([{ i: 0, ok: status === "succeeded" }], 10));
+      expect(job.value()).toEqual({ [status]: "recording" });
+      job.actor.send({ type: "finalize.settled" });
+      expect(job.value()).toEqual({ [status]: "recorded" });
     }
   });
 });
@@ -500,14 +493,14 @@ describe("job machine: start and resume", () => {
   });
 });
 
-describe("job machine: its own placeholder actors", () => {
-  it("without a submit provided, the job fails saying so, and the placeholder finalize records it", async () => {
+describe("job machine: its own placeholder actions", () => {
+  it("without I/O provided, a job waits for its submit and for its end's write", () => {
     const actor = createActor(jobMachine, {
       input: { jobId: "j", queue: "q", total: 1, settings, now: 0 },
-    });
-    actor.start();
-    await waitFor(actor, (s) => s.matches({ failed: "recorded" }), { timeout: 1000 });
-    expect(actor.getSnapshot().context.reason).toBe("submit failed: submit actor not provided");
+    }).start();
+    expect(actor.getSnapshot().value).toEqual({ queuing: "submitting" });
+    actor.send({ type: "job.cancel", reason: "x" });
+    expect(actor.getSnapshot().value).toEqual({ failed: "recording" });
     actor.stop();
   });
 });
