@@ -2,17 +2,19 @@ import { Cron } from "croner";
 import { Schema } from "effect";
 import { planSubmit } from "../effects/plan-submit.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
-import type { MissedTicks, ScheduledJob, ScheduleRule } from "../kernel/schedule-record.ts";
-import { check, maxTimerMs, number, rejectUnknownKeys } from "../kernel/validation.ts";
+import {
+  EveryMs,
+  type MissedTicks,
+  type ScheduledJob,
+  type ScheduleRule,
+} from "../kernel/schedule-record.ts";
+import { check, rejectUnknownKeys } from "../kernel/validation.ts";
 
 /**
  * A schedule's rule as ticks (epoch ms): the one place that reads cron
  * expressions (croner) and periods. Every runtime computes the same ticks
  * from the same stored rule, so the same tick names the same job everywhere.
  */
-
-/** The shortest period: below it a tick's submit (a few round trips) would not be over before the next. */
-const minEveryMs = 100;
 
 /** A schedule id is a KV key and part of every tick's idempotency key. */
 const ScheduleId = Schema.String.check(
@@ -22,7 +24,6 @@ const ScheduleId = Schema.String.check(
     message: "must be 1–128 of A–Z a–z 0–9 _ - = and single dots, not at either end",
   }),
 );
-const EveryMs = number(minEveryMs, maxTimerMs, { integer: true });
 const Missed = Schema.Literals(["skip", "runOnce"]);
 
 /** What `rt.schedules.upsert` takes. */

@@ -112,13 +112,19 @@ export class Scheduler {
     const present = new Set<string>();
     for (const record of records) {
       present.add(record.id);
-      const seen = this.#see(record);
-      if (record.lastTick !== undefined && record.lastTick > seen.snapshot.context.cursor)
-        this.#send(record, seen, { type: "tick.recorded", lastTick: record.lastTick });
-      const ticks = ticksBetween(record.rule, seen.snapshot.context.cursor, now, maxCatchUp);
-      if (ticks.length > 0) this.#send(record, seen, { type: "ticks.due", ticks });
-      const next = nextTick(record.rule, Math.max(seen.snapshot.context.cursor, now));
-      if (next !== undefined) wake = Math.min(wake, next);
+      try {
+        const seen = this.#see(record);
+        if (record.lastTick !== undefined && record.lastTick > seen.snapshot.context.cursor)
+          this.#send(record, seen, { type: "tick.recorded", lastTick: record.lastTick });
+        const ticks = ticksBetween(record.rule, seen.snapshot.context.cursor, now, maxCatchUp);
+        if (ticks.length > 0) this.#send(record, seen, { type: "ticks.due", ticks });
+        const next = nextTick(record.rule, Math.max(seen.snapshot.context.cursor, now));
+        if (next !== undefined) wake = Math.min(wake, next);
+      } catch (error) {
+        // A rule the store holds but this runtime cannot compute (a cron edited by hand, a time
+        // zone this Node does not know): that schedule does not fire here; the others do.
+        this.#unreadable(record.id, error);
+      }
     }
     // Removed: its ticks stop here (fires in flight end on their own).
     for (const [id, seen] of this.#seen)

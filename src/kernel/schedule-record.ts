@@ -1,6 +1,7 @@
 import { Schema } from "effect";
 import { decode } from "./decode.ts";
 import { PermanentBrokerError } from "./errors.ts";
+import { maxTimerMs, number } from "./validation.ts";
 
 /**
  * A recurring job as stored (`<prefix>_schedules`, one key per schedule id):
@@ -49,9 +50,17 @@ export interface ScheduleRecord {
   readonly updatedAt: number;
 }
 
+/**
+ * The shortest period of an `everyMs` rule (below it a tick's submit, a few round trips, would
+ * not be over before the next), and its type: what an upsert checks, a read checks too.
+ */
+const minEveryMs = 100;
+export const EveryMs = number(minEveryMs, maxTimerMs, { integer: true });
+
 const RuleShape = Schema.Union([
   Schema.Struct({ cron: Schema.String, timezone: Schema.optionalKey(Schema.String) }),
-  Schema.Struct({ everyMs: Schema.Number }),
+  // Checked on read as on upsert: a period of 0 (a record edited by hand) has ticks without end.
+  Schema.Struct({ everyMs: EveryMs }),
 ]);
 
 /** The stored shape; open, so a field a later writer of the same version adds is kept. */
