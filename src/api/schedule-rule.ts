@@ -114,6 +114,10 @@ export const checkScheduleRequest = async (
   if (typeof job !== "object" || job === null) return bad("job", "must be a submit request");
   if ("idempotencyKey" in job)
     bad("job.idempotencyKey", "is the tick's (schedule:<id>:<tick>): leave it out");
+  // A time of its own would be the same instant for every tick (and a Date stored comes back
+  // a string, which each tick's submit would refuse).
+  for (const field of ["runAt", "taskRunAt"])
+    if (field in job) bad(`job.${field}`, "a tick's job runs at its tick: leave it out");
   try {
     const plan = await planSubmit(
       { ...(job as ScheduledJob), idempotencyKey: tickKeyProbe(id) },

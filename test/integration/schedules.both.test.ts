@@ -352,6 +352,9 @@ describe.each(backends)("schedules on $name", ({ make }) => {
         [{ id: "a", everyMs: 1000, job: { queue: "q.x", tasks: [1] } }, "job.queue"],
         [{ id: "a", everyMs: 1000, job: { queue: "q", tasks: [1], maxDeliver: 0 } }, "job.maxDeliver"],
         [{ id: "a", everyMs: 1000, job: { ...job, idempotencyKey: "k" } }, "job.idempotencyKey"],
+        // A time of its own: a tick's job runs at its tick (a Date stored would come back a string).
+        [{ id: "a", everyMs: 1000, job: { ...job, runAt: new Date(Date.now() + 1000) } }, "job.runAt"],
+        [{ id: "a", everyMs: 1000, job: { ...job, taskRunAt: [Date.now() + 1000] } }, "job.taskRunAt"],
       ];
       for (const [request, field] of cases) {
         const error = await rt.schedules.upsert(request as never).catch((e: unknown) => e);
