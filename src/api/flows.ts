@@ -16,6 +16,7 @@ import {
   isSettled,
   type OnChildFailure,
 } from "../kernel/flow-record.ts";
+import { timesAsMs } from "../kernel/held-task.ts";
 import type { JobStatus } from "../kernel/job-record.ts";
 import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
@@ -288,7 +289,7 @@ export class FlowRegistry {
       });
       const queue = typeof submit.queue === "string" ? submit.queue : submit.queue.name;
       nodes[name] = {
-        request: { ...submit, queue },
+        request: timesAsMs({ ...submit, queue }),
         dependsOn: [...dependsOn],
         jobId: plan.record.id,
         status: "waiting",

@@ -101,12 +101,15 @@ export const checkGraph = (nodes: Readonly<Record<string, { readonly dependsOn?:
   for (const name of names) {
     const named = decode(NodeName, name, `jobs.${name}`);
     if (!named.ok) bad(`jobs.${name}`, `a job's name ${named.message}`);
+    // Assigned to a plain object, this name would set its prototype, not add a job.
+    if (name === "__proto__") bad(`jobs.${name}`, "a job's name cannot be __proto__");
     const deps = nodes[name]?.dependsOn;
     if (deps === undefined) continue;
     const decoded = decode(DependsOn, deps, `jobs.${name}.dependsOn`);
     if (!decoded.ok) throw invalid(decoded.field, decoded.message);
     decoded.value.forEach((dep, n) => {
-      if (!(dep in nodes))
+      // Its own jobs only: `in` also finds what every object inherits (`constructor`, `toString`).
+      if (!Object.hasOwn(nodes, dep))
         bad(`jobs.${name}.dependsOn[${n}]`, `no job named ${JSON.stringify(dep)} in the flow`);
       if (dep === name) bad(`jobs.${name}.dependsOn[${n}]`, "a job cannot depend on itself");
     });

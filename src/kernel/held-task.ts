@@ -122,3 +122,21 @@ export const waitFor = (dueAt: number, now: number): number => Math.min(maxTimer
  */
 export const stallClockFrom = (lastProgressAt: number, dueUntil: number | undefined, now: number): number =>
   dueUntil === undefined ? lastProgressAt : Math.max(lastProgressAt, Math.min(now, dueUntil));
+
+/**
+ * A submit request with its times as ms since epoch: a request kept in a
+ * store (a flow's node) is JSON, where a `Date` comes back a string that a
+ * later submit of it refuses. Called once the request is checked (an
+ * invalid `Date` is refused before).
+ */
+export const timesAsMs = <
+  T extends { readonly runAt?: Date | number; readonly taskRunAt?: readonly (Date | number | null)[] },
+>(
+  request: T,
+): T => ({
+  ...request,
+  ...(request.runAt instanceof Date ? { runAt: request.runAt.getTime() } : {}),
+  ...(request.taskRunAt?.some((t) => t instanceof Date)
+    ? { taskRunAt: request.taskRunAt.map((t) => (t instanceof Date ? t.getTime() : t)) }
+    : {}),
+});

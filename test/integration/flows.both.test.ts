@@ -204,6 +204,22 @@ for (const { name, make } of backends) {
       expect(of("d").startedAt).toBeGreaterThanOrEqual(Math.max(of("b").endedAt, of("c").endedAt));
     });
 
+    it("a job whose times are Dates runs at them: what the flow stores is read back as times", async () => {
+      const { submitter, ledger } = parts;
+      const at = Date.now() + 300;
+      const flow = await submitter.flows.submit({
+        jobs: {
+          held: { queue: "count", tasks: [{ n: 70 }], runAt: new Date(at) },
+          each: { queue: "count", tasks: [{ n: 71 }, { n: 72 }], taskRunAt: [new Date(at), null] },
+        },
+      });
+      const end = await flow.done();
+      expect(end.status).toBe("succeeded");
+      const held = ledger.find((e) => e.jobId === end.nodes.held?.jobId);
+      expect(held?.startedAt).toBeGreaterThanOrEqual(at);
+      expect(ledger.filter((e) => e.jobId === end.nodes.each?.jobId)).toHaveLength(2);
+    });
+
     it("a failing child: the parent is skipped and the flow fails with the reason; with continue the parent runs", async () => {
       const { submitter, ledger } = parts;
       const children = [

@@ -127,4 +127,12 @@ describe("checkGraph", () => {
     );
     expect(fieldOf({ a: {}, b: { dependsOn: ["a"] }, c: { dependsOn: ["a", "b"] } })).toBeUndefined();
   });
+
+  it("takes no inherited name for a job: a dependency on one would never be ready", () => {
+    for (const inherited of ["constructor", "toString", "hasOwnProperty", "__proto__"])
+      expect(fieldOf({ a: { dependsOn: [inherited] } }), inherited).toBe("jobs.a.dependsOn[0]");
+    // A job that is named so is its own (a plain object's key), but `__proto__` is never one.
+    expect(fieldOf({ constructor: {}, a: { dependsOn: ["constructor"] } })).toBeUndefined();
+    expect(fieldOf(JSON.parse('{"__proto__": {}}'))).toBe("jobs.__proto__");
+  });
 });
