@@ -258,12 +258,29 @@ export class FlowDriver {
    */
   async #sweep(): Promise<void> {
     for (const mark of await this.#broker.flows.listLive()) {
-      const found = await this.#broker.flows.getFlow(mark.id);
+      let found: Awaited<ReturnType<Broker["flows"]["getFlow"]>>;
+      try {
+        found = await this.#broker.flows.getFlow(mark.id);
+      } catch (error) {
+        // One flow it cannot read (a newer version's, one edited by hand) is left as it is: the
+        // flows marked after it are still swept. Said once, not every sweep.
+        this.#unreadable(mark.id, error);
+        continue;
+      }
       if (found && !isSettled(found.record)) await this.wake(mark.id);
       else if (found) await this.#broker.flows.unmarkLive(mark.id);
       else if (this.#core.clock.now() - mark.markedAt > orphanMarkMs)
         await this.#broker.flows.unmarkLive(mark.id, mark.revision);
     }
+  }
+
+  /** Flows whose record the sweep could not read, each told once. */
+  readonly #told = new Set<string>();
+
+  #unreadable(flowId: string, error: unknown): void {
+    if (this.#told.has(flowId)) return;
+    this.#told.add(flowId);
+    this.#log.error({ flowId, err: error }, "flow record unreadable; the sweep leaves it and goes on");
   }
 
   /** Waits for the steps running here (the runtime stops). */
