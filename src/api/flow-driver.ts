@@ -216,9 +216,20 @@ export class FlowDriver {
       await (await this.#jobs.get(jobId))?.cancel("flow cancelled");
     }
     if (submit.length > 0) {
-      // A cancel may have landed meanwhile: a job submitted after it is cancelled here.
+      // A cancel may have landed meanwhile. Its step found no job for a node still being
+      // submitted here, wrote it cancelled and settled the flow, which no step looks at again:
+      // the jobs this step submitted are cancelled by it.
       const now = await this.#broker.flows.getFlow(flowId);
-      if (now?.record.status === "cancelled") this.wake(flowId);
+      if (now?.record.status === "cancelled") {
+        for (const name of submit) {
+          if (refused.has(name)) continue;
+          this.point("cancel", flowId, name);
+          const jobId = (record.nodes[name] as FlowRecord["nodes"][string]).jobId;
+          await (await this.#jobs.get(jobId))?.cancel("flow cancelled");
+        }
+        // A cancel not stepped yet: the next step cancels the flow's other running jobs.
+        void this.wake(flowId);
+      }
     }
     return record;
   }

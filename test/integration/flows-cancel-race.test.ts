@@ -1,0 +1,62 @@
+/**
+ * A flow cancelled from another runtime while its driver is submitting one
+ * of its jobs: the cancel's step finds no job for the node yet and writes it
+ * cancelled, the flow settles; then the submit lands. The driver that
+ * submitted it must cancel that job: nothing else looks at a settled flow.
+ * Runtime A drives (its job records' creates are held 500 ms); runtime B
+ * cancels (its driver never submits). No worker: a job left running would
+ * run forever; the oracle is the job's record as stored.
+ */
+import { describe, expect, it } from "vitest";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { partsOf } from "../../src/api/runtime.ts";
+import { decodeFlowRecord } from "../../src/kernel/flow-record.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+describe("a flow cancelled while one of its jobs is being submitted", () => {
+  it("has that job cancelled once it lands", { timeout: 20_000 }, async () => {
+    const server = createMemoryServer();
+    const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, args, call) => {
+      if (name !== "createRecord" || (args[0] as JobRecord).queue !== "slow") return call();
+      return new Promise((resolve) => setTimeout(resolve, 500)).then(call);
+    });
+    const a = await createTestRuntime({ name: "a", broker });
+    const b = await createTestRuntime({ name: "b", broker: createMemoryBroker({ server }) });
+    partsOf(b).flows.driver.hook = (point) => {
+      if (point === "submit") throw new Error("B submits nothing here");
+    };
+    const flowOf = () => {
+      const stored = memoryServerState(server).flows.get("test", "f1")?.value;
+      return stored === undefined ? undefined : decodeFlowRecord(stored as string);
+    };
+    try {
+      // Not awaited: a submit returns once its first step (x's submit, held) is over.
+      const submitted = a.flows.submit({ id: "f1", jobs: { x: { queue: "slow", tasks: [1] } } });
+      await waitUntil(() => flowOf()?.nodes.x?.status === "submitting", {
+        timeoutMs: 5000,
+        message: "A submits x",
+      });
+      const cancelled = await (await b.flows.get("f1"))?.cancel("stop");
+      expect(cancelled?.status).toBe("cancelled");
+      await submitted;
+      const jobId = flowOf()?.nodes.x?.jobId as string;
+      // A's submit lands after the cancel: the job must end, cancelled.
+      await waitUntil(async () => (await a.jobs.get(jobId)) !== undefined, {
+        timeoutMs: 5000,
+        message: "x's job made",
+      });
+      const job = await b.jobs.get(jobId);
+      const end = await Promise.race([
+        job?.done(),
+        new Promise((resolve) => setTimeout(() => resolve("still running"), 5000)),
+      ]);
+      expect(end).toMatchObject({ status: "failed", reason: expect.stringContaining("flow cancelled") });
+    } finally {
+      await b.stop();
+      await a.stop();
+    }
+  });
+});
