@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
+import { planSubmit, type SubmitPlan, type SubmitRequest } from "../effects/plan-submit.ts";
 import { decode } from "../kernel/decode.ts";
 import { IdempotencyConflict, InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
 import {
@@ -19,6 +19,7 @@ import {
 import { timesAsMs } from "../kernel/held-task.ts";
 import type { JobStatus } from "../kernel/job-record.ts";
 import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
+import { decodeTask } from "../kernel/wire.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
 import type { TaskResult } from "./job-handle.ts";
@@ -289,7 +290,8 @@ export class FlowRegistry {
       });
       const queue = typeof submit.queue === "string" ? submit.queue : submit.queue.name;
       nodes[name] = {
-        request: timesAsMs({ ...submit, queue }),
+        // The tasks as the queue's schema made them: the driver submits by the queue's name.
+        request: timesAsMs({ ...submit, queue, tasks: checkedTasks(plan) }),
         dependsOn: [...dependsOn],
         jobId: plan.record.id,
         status: "waiting",
@@ -434,3 +436,13 @@ export const flowsFace = (registry: FlowRegistry): Flows => ({
   get: (id) => registry.get(id),
   dependencies: (jobId) => registry.dependencies(jobId),
 });
+
+/** A plan's tasks, in order, as validated (its bodies hold what the queue's schema returned). */
+const checkedTasks = (plan: SubmitPlan): unknown[] => {
+  const tasks: unknown[] = [];
+  for (const body of [...plan.bodies, ...plan.held.map((h) => h.body)]) {
+    const { index, payload } = decodeTask(body);
+    tasks[index] = payload;
+  }
+  return tasks;
+};

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import type { Runtime } from "../../src/api/runtime.ts";
 import { IdempotencyConflict, InvalidArgument } from "../../src/kernel/errors.ts";
+import { defineQueue } from "../../src/kernel/queue.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
 import { createMemoryServer, type MemoryServer } from "../../src/testing.ts";
 import { liveKeys } from "../harness/kv-keys.ts";
@@ -218,6 +219,22 @@ for (const { name, make } of backends) {
       const held = ledger.find((e) => e.jobId === end.nodes.held?.jobId);
       expect(held?.startedAt).toBeGreaterThanOrEqual(at);
       expect(ledger.filter((e) => e.jobId === end.nodes.each?.jobId)).toHaveLength(2);
+    });
+
+    it("a job of a typed queue runs on what its schema made of each task, as a direct submit does", async () => {
+      const { submitter, ledger } = parts;
+      // The schema fills in a default: the handler must see it, from the flow as from a submit.
+      const count = defineQueue<{ n: number; scale?: number }>("count", {
+        schema: { task: (value) => ({ scale: 3, ...(value as { n: number }) }) },
+      });
+      const direct = await submitter.jobs.submit({ queue: count, tasks: [{ n: 80 }] });
+      await direct.done();
+      const flow = await submitter.flows.submit({ jobs: { typed: { queue: count, tasks: [{ n: 81 }] } } });
+      const end = await flow.done();
+      expect(end.status).toBe("succeeded");
+      const payloadOf = (jobId: string | undefined) => ledger.find((e) => e.jobId === jobId)?.payload;
+      expect(payloadOf(direct.id)).toEqual({ scale: 3, n: 80 });
+      expect(payloadOf(end.nodes.typed?.jobId)).toEqual({ scale: 3, n: 81 });
     });
 
     it("a failing child: the parent is skipped and the flow fails with the reason; with continue the parent runs", async () => {
