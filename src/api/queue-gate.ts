@@ -155,11 +155,21 @@ export class QueueGate {
       ["rate", pool(perTarget?.ratePerSecond)?.size, pool(perTarget?.ratePerSecond)],
       ["rate", ratePerSecond, undefined],
     ];
-    for (const [kind, limit, from] of wanted) {
-      if (limit === undefined) continue;
-      const permit = await this.#take(kind, signal, from);
-      if (permit === undefined) return giveBack();
-      (kind === "rate" ? rates : held).push(permit);
+    // What is taken is renewed while the next is waited for (a permit is leased: one not renewed
+    // goes to another task after its lease, and one task more than the limit would run).
+    const keeper = setInterval(() => {
+      for (const p of [...held, ...rates]) p.keep();
+    }, keepEveryMs);
+    keeper.unref();
+    try {
+      for (const [kind, limit, from] of wanted) {
+        if (limit === undefined) continue;
+        const permit = await this.#take(kind, signal, from);
+        if (permit === undefined) return giveBack();
+        (kind === "rate" ? rates : held).push(permit);
+      }
+    } finally {
+      clearInterval(keeper);
     }
     if (this.#life.getSnapshot().value === "paused") {
       giveBack();

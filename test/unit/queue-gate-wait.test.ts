@@ -1,0 +1,51 @@
+/**
+ * A permit is leased (5 s on NATS) and renewed by its holder. A task that
+ * holds its concurrency permit and waits for a rate permit (or for the
+ * queue's slot after its target's) must renew what it holds meanwhile, or
+ * the permit goes to another task and the limit is exceeded. The memory
+ * controls under a spy: the rate permit comes 2 s after it is asked for;
+ * the concurrency permit's renewals are counted.
+ */
+import { describe, expect, it } from "vitest";
+import type { Permit, QueueControls } from "../../src/adapters/queue-controls.ts";
+import { QueueGate } from "../../src/api/queue-gate.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { encodeQueueSettings } from "../../src/kernel/queue-settings.ts";
+import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+
+describe("a task waiting for its next permit", () => {
+  it("renews the permits it already holds", { timeout: 10_000 }, async () => {
+    const inner = createMemoryBroker({ server: createMemoryServer() }).queueControls;
+    const kept: number[] = [];
+    const controls: QueueControls = new Proxy(inner, {
+      get(target, key, receiver) {
+        if (key !== "takePermit") return Reflect.get(target, key, receiver);
+        return async (...args: Parameters<QueueControls["takePermit"]>): Promise<Permit | undefined> => {
+          const permit = await target.takePermit(...args);
+          if (args[1] === "rate") {
+            await new Promise((resolve) => setTimeout(resolve, 2000));
+            return permit;
+          }
+          return permit && { keep: () => kept.push(Date.now()) && permit.keep(), release: permit.release };
+        };
+      },
+    });
+    const queue = "waits";
+    await controls.writeSettings(
+      queue,
+      encodeQueueSettings({ queue, paused: false, maxConcurrency: 2, ratePerSecond: 5, updatedAt: 0 }),
+      undefined,
+    );
+    await controls.setPermits(queue, "concurrency", 2);
+    await controls.setPermits(queue, "rate", 5);
+    const stop = new AbortController();
+    const gate = new QueueGate(controls, queue, silentLogger(), stop.signal);
+    const asked = Date.now();
+    const pass = await gate.enter(stop.signal);
+    expect(pass).toBeTypeOf("object");
+    // 2 s of waiting: renewed at least once (every third of the lease), none after the wait only.
+    expect(kept.filter((at) => at < asked + 2000).length).toBeGreaterThanOrEqual(1);
+    if (typeof pass === "object") pass.end();
+    stop.abort();
+  });
+});
