@@ -4,6 +4,7 @@ import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
 import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
+import { OperationTimeout } from "../../src/kernel/errors.ts";
 import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
 
 const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
@@ -50,11 +51,22 @@ const fakePort = (records: JobRecord[]) => {
   /** The broker's record of answers: survives a new TaskLeases (an API restart). */
   const answers = new Map<string, { answer: RecordedAnswer; revision: number }>();
   let revision = 0;
+  /** Run as a job's record is read, or its tasks fetched: what they return is thrown (set by a test). */
+  const failing = {
+    reads: new Map<string, () => unknown>(),
+    fetches: new Map<string, () => unknown>(),
+  };
   const port: LeasePort = {
-    getRecord: async (id) => (byId.has(id) ? { record: byId.get(id)! } : undefined),
+    getRecord: async (id) => {
+      const error = failing.reads.get(id)?.();
+      if (error !== undefined) throw error;
+      return byId.has(id) ? { record: byId.get(id)! } : undefined;
+    },
     activeJobs: async () => [...byId.values()],
     fetchTasks: async (_queue, jobId, max) => {
       calls.push(`fetch ${jobId} ${max}`);
+      const error = failing.fetches.get(jobId)?.();
+      if (error !== undefined) throw error;
       return (queues.get(jobId) ?? []).splice(0, max);
     },
     fetchLane: async (queue, max) => {
@@ -111,7 +123,15 @@ const fakePort = (records: JobRecord[]) => {
       deliveryCount: delivery,
     });
   };
-  return { port, calls, offer, offerLane, byId, failNextPublishes: (n: number) => (publishFails = n) };
+  return {
+    port,
+    calls,
+    offer,
+    offerLane,
+    byId,
+    failing,
+    failNextPublishes: (n: number) => (publishFails = n),
+  };
 };
 
 const W1: Caller = { identity: "w1", allows: () => true };
@@ -304,6 +324,70 @@ describe("TaskLeases", () => {
     expect(more.map((x) => x.jobId)).toEqual([...Array(5).fill("high"), ...Array(3).fill("low")]);
   });
 
+  describe("a reserve from a queue that fails part way", () => {
+    const timeout = () =>
+      new OperationTimeout({ message: "timed out", operation: "job.tasks.fetch", timeoutMs: 2000 });
+    const unreadable = () => new Error("unsupported job record version 2");
+
+    it.each([
+      ["its record cannot be decoded", "reads", unreadable],
+      ["its record's read times out", "reads", timeout],
+      ["its tasks' fetch times out", "fetches", timeout],
+    ] as const)(
+      "a job that fails (%s) is skipped: the tasks leased before and after it are handed out",
+      async (_what, where, error) => {
+        const t = setup([
+          record("j1", { createdAt: 1 }),
+          record("j2", { createdAt: 2 }),
+          record("j3", { createdAt: 3 }),
+        ]);
+        for (const id of ["j1", "j2", "j3"]) t.offer(id, 0);
+        t.offer("j1", 1);
+        t.failing[where].set("j2", error);
+        // Before: the request failed (a 5xx), and j1's tasks stayed leased, held by nobody, never nak'd.
+        const tasks = await t.leases.reserveFromQueue("q", 5, W1).catch((e: unknown) => e);
+        expect(tasks).toEqual([
+          expect.objectContaining({ id: "j1.0" }),
+          expect.objectContaining({ id: "j1.1" }),
+          expect.objectContaining({ id: "j3.0" }),
+        ]);
+        expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([]);
+      },
+    );
+
+    it("a record that cannot be decoded is said once at warn, not at every reserve; a timeout each time", async () => {
+      const t = setup([record("j1", { createdAt: 1 }), record("j2", { createdAt: 2 })]);
+      t.failing.reads.set("j2", unreadable);
+      for (let n = 0; n < 3; n++) await t.leases.reserveFromQueue("q", 5, W1);
+      const said = () => t.logs.filter((l) => l.msg.startsWith("job's record not read"));
+      expect(said()).toEqual([expect.objectContaining({ level: 40, jobId: "j2", queue: "q" })]);
+      t.failing.reads.set("j2", timeout);
+      for (let n = 0; n < 2; n++) await t.leases.reserveFromQueue("q", 5, W1);
+      expect(said()).toHaveLength(3);
+    });
+
+    it("a worker gone away between two jobs is handed nothing: what was leased goes back at once", async () => {
+      const t = setup([record("j1", { createdAt: 1 }), record("j2", { createdAt: 2 })], 3);
+      t.offer("j1", 0);
+      t.offer("j1", 1);
+      t.offer("j2", 0);
+      const gone = new AbortController();
+      // The worker goes away while j2's record is read, after j1's tasks were leased and signed.
+      t.failing.reads.set("j2", () => void gone.abort());
+      // Before: j1's two tasks were returned (to nobody) and left leased until their ack wait.
+      expect(await t.leases.reserveFromQueue("q", 5, W1, gone.signal)).toEqual([]);
+      expect(t.calls).toEqual([
+        "fetch j1 3",
+        "nak(0) $JS.ACK.t.j1.1.1.1.0.0",
+        "nak(0) $JS.ACK.t.j1.1.2.2.0.0",
+      ]);
+      // Nothing of it counts against the token's cap (3): it holds no lease.
+      t.failing.reads.delete("j2");
+      t.offer("j1", 0, 2);
+      expect(await t.leases.reserveFromQueue("q", 5, W1)).toHaveLength(2);
+    });
+  });
+
   it("a delivery answered before a restart is refused after it: the broker's record decides, not memory", async () => {
     const t = setup();
     t.offer("j1", 0);
@@ -382,6 +466,20 @@ describe("TaskLeases", () => {
         "term $JS.ACK.t.lane.q.1.2.2.0.0",
         "term $JS.ACK.t.lane.q.1.3.3.0.0",
       ]);
+    });
+
+    it("a lane task whose job's record cannot be read goes back after a second; the other jobs' are handed out", async () => {
+      const t = setup([laneRecord("L1"), laneRecord("L2"), laneRecord("L3")]);
+      for (const id of ["L1", "L2", "L3"]) t.offerLane(id);
+      t.failing.reads.set("L2", () => new Error("unsupported job record version 2"));
+      // Before: the whole request failed, and the three lane tasks stayed leased, held by nobody.
+      const tasks = await t.leases.reserveFromQueue("q", 5, W1).catch((e: unknown) => e);
+      expect(tasks).toEqual([
+        expect.objectContaining({ id: "L1.0" }),
+        expect.objectContaining({ id: "L3.0" }),
+      ]);
+      // As a native worker does (api/workers.ts laneJobOf): back with a delay, to be read again.
+      expect(t.calls).toEqual(["fetch lane q 5", "nak(1000) $JS.ACK.t.lane.q.1.2.2.0.0"]);
     });
 
     it("a lane job's task is not reserved by its job id: 409 job_in_lane, nothing fetched", async () => {

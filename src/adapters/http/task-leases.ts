@@ -1,3 +1,4 @@
+import { isTransient } from "../../kernel/errors.ts";
 import {
   isFinal,
   isRunning,
@@ -63,6 +64,8 @@ type Readable = { readonly t: LeasedTask; readonly body: TaskBody; readonly reco
 /** What `reserveFromQueue` takes tasks from in turn: a job's own consumer, or the queue's lane. */
 type Source = JobRecord | typeof lane;
 const lane = "lane";
+/** A lane task whose job's record was not read goes back for this long, as at a native worker (api/workers.ts `laneJobOf`). */
+const unreadJobDelayMs = 1000;
 
 /**
  * The lease contract of native workers, held by HTTP workers through signed
@@ -80,6 +83,8 @@ export class TaskLeases {
   readonly #jobListTtlMs: number;
   #jobList: { at: number; records: Promise<JobRecord[]> } | undefined;
   readonly #cursors = new Map<string, number>();
+  /** Jobs whose record could not be decoded, each said once while it is listed (workers poll every second). */
+  readonly #unreadable = new Set<string>();
 
   constructor(port: LeasePort, options: TaskLeasesOptions) {
     this.#port = port;
@@ -134,25 +139,61 @@ export class TaskLeases {
     if (candidates.length === 0) return [];
     return this.#withSlots(caller, max, (free) =>
       this.#limited(queue, free, signal, async (slots) => {
-        const tasks: Leased[] = [];
         const turn = this.#cursors.get(queue) ?? 0;
         this.#cursors.set(queue, turn + 1);
         // Lane jobs are all of priority 0 (a job of another priority never goes on the lane).
         const ordered = priorityTurn(candidates, (c) => (c === lane ? 0 : priorityOf(c.settings)), turn);
-        for (const candidate of ordered) {
-          if (tasks.length >= slots || signal?.aborted) break;
-          if (candidate === lane) {
-            tasks.push(...(await this.#leaseLane(queue, slots - tasks.length, caller, signal)));
-            continue;
+        const tasks: Leased[] = [];
+        let handed = false;
+        try {
+          for (const candidate of ordered) {
+            if (tasks.length >= slots || signal?.aborted) break;
+            tasks.push(...(await this.#leaseFrom(queue, candidate, slots - tasks.length, caller, signal)));
           }
-          // The list may be a second old: re-read the record, a finished job's consumer is gone.
-          const fresh = await this.#port.getRecord(candidate.id);
-          if (!fresh || !isRunning(fresh.record)) continue;
-          tasks.push(...(await this.#lease(fresh.record, slots - tasks.length, caller, signal)));
+          handed = !signal?.aborted;
+          return handed ? tasks : [];
+        } finally {
+          // Leased but not handed out (the worker went away between two jobs, or something
+          // failed): back to the queue now, not after an ack wait held by nobody.
+          if (!handed) await this.#handBack(tasks, 0, "tasks not handed out");
         }
-        return tasks;
       }),
     );
+  }
+
+  /**
+   * Up to `max` tasks of one job (or of the lane); none when they cannot be
+   * had now: one job's trouble (a record this version cannot read, a fetch
+   * that timed out) keeps the request from none of the others' tasks.
+   */
+  async #leaseFrom(queue: string, source: Source, max: number, caller: Caller, signal?: AbortSignal) {
+    try {
+      if (source === lane) return await this.#leaseLane(queue, max, caller, signal);
+      // The list may be a second old: re-read the record, a finished job's consumer is gone.
+      const fresh = await this.#port
+        .getRecord(source.id)
+        .catch((error) => this.#notRead(source.id, queue, error));
+      // A worker gone while the record was read: nothing more is leased for it.
+      if (!fresh || !isRunning(fresh.record) || signal?.aborted) return [];
+      return await this.#lease(fresh.record, max, caller, signal);
+    } catch (error) {
+      const jobId = source === lane ? undefined : source.id;
+      this.#log.warn({ queue, jobId, err: error }, "tasks not fetched; the other jobs' are reserved");
+      return [];
+    }
+  }
+
+  /**
+   * A job's record not read: said at warn, a timeout each time, a record
+   * this version cannot decode once while its job is listed (it reads no
+   * better at the next poll, a second later).
+   */
+  #notRead(jobId: string, queue: string, error: unknown): undefined {
+    if (!isTransient(error)) {
+      if (this.#unreadable.has(jobId)) return;
+      this.#unreadable.add(jobId);
+    }
+    this.#log.warn({ jobId, queue, err: error }, "job's record not read; its tasks are not reserved now");
   }
 
   /**
@@ -335,20 +376,27 @@ export class TaskLeases {
     const startedAt = this.#now();
     const leased = await this.#port.fetchLane(queue, max);
     const readable = await this.#readable(leased, { queue });
-    const records = new Map(
-      await Promise.all(
-        [...new Set(readable.map(({ t }) => t.jobId))].map(
-          async (id) => [id, (await this.#port.getRecord(id))?.record] as const,
-        ),
-      ),
+    const records = new Map<string, JobRecord | undefined>();
+    await Promise.all(
+      [...new Set(readable.map(({ t }) => t.jobId))].map(async (id) => {
+        try {
+          records.set(id, (await this.#port.getRecord(id))?.record);
+        } catch (error) {
+          // Left out of `records`: its task goes back, to come again (its job may well run).
+          this.#log.debug({ jobId: id, queue, err: error }, "lane task's job not read; the task goes back");
+        }
+      }),
     );
     const over: LeasedTask[] = [];
+    const notRead: LeasedTask[] = [];
     const runnable: Readable[] = [];
     for (const { t, body } of readable) {
       const record = records.get(t.jobId);
-      if (!record || !takesTasks(record)) over.push(t);
+      if (!records.has(t.jobId)) notRead.push(t);
+      else if (!record || !takesTasks(record)) over.push(t);
       else runnable.push({ t, body, record });
     }
+    await this.#handBack(notRead, unreadJobDelayMs, "lane tasks of jobs not read");
     if (over.length > 0) await this.#endOver(queue, over, records);
     const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
     // A lane job has one task.
@@ -436,19 +484,25 @@ export class TaskLeases {
         until: expires,
       }),
     );
-    if (signal?.aborted && tasks.length > 0) {
+    if (signal?.aborted) {
       // The worker went away before it got them: hand them back now rather than after the lease.
-      await this.#port
-        .settle(tasks.map((t) => ({ ref: t.ref, action: "nak", delayMs: 0 })))
-        .catch((error: unknown) =>
-          this.#log.debug(
-            { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error },
-            "tasks of a worker gone away not handed back; offered again once their lease runs out",
-          ),
-        );
+      await this.#handBack(tasks, 0, "tasks of a worker gone away");
       return [];
     }
     return tasks;
+  }
+
+  /** Releases leased tasks no worker gets (`what` they are, for the log if that fails): offered again after `delayMs`. */
+  async #handBack(tasks: readonly { ref: string; jobId: string }[], delayMs: number, what: string) {
+    if (tasks.length === 0) return;
+    await this.#port
+      .settle(tasks.map((t) => ({ ref: t.ref, action: "nak", delayMs })))
+      .catch((error: unknown) =>
+        this.#log.debug(
+          { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error },
+          `${what} not handed back; offered again once their lease runs out`,
+        ),
+      );
   }
 
   /** The worker's identity is logged with every reservation, per job. */
@@ -470,11 +524,12 @@ export class TaskLeases {
   #jobsList(maxAgeMs: number): Promise<JobRecord[]> {
     const now = this.#now();
     if (!this.#jobList || now - this.#jobList.at > maxAgeMs) {
-      const records = this.#port
-        .activeJobs()
-        .then((all) =>
-          all.filter(isRunning).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1)),
-        );
+      const records = this.#port.activeJobs().then((all) => {
+        // A job no longer listed is forgotten: said again should it come back unreadable.
+        const listed = new Set(all.map((r) => r.id));
+        for (const id of this.#unreadable) if (!listed.has(id)) this.#unreadable.delete(id);
+        return all.filter(isRunning).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+      });
       // Callers see the failure through the promise returned; here it only drops the cached list.
       records.catch(() => {
         if (this.#jobList?.records === records) this.#jobList = undefined;
