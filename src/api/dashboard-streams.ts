@@ -2,12 +2,12 @@ import type { Actor, AnyActorRef, InspectionEvent } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import type { Emit } from "../adapters/http/dashboard-stream.ts";
-import { inBatches } from "../kernel/batches.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
 import { type JobRecord, maxCounts, priorityOf } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import type { JobRegistry } from "./jobs.ts";
+import { leasedRecords } from "./leased-records.ts";
 import type { Runtime } from "./runtime.ts";
 
 /**
@@ -256,12 +256,13 @@ export const jobBook = (rt: Runtime, broker: Broker, keep = 100) => {
       }
     }
   })().catch((error: unknown) => rt.logger.warn({ err: error }, "dashboard's job events ended"));
+  // A record that cannot be read is not listed (read again at the next refresh); the others are.
+  const records = leasedRecords(broker, rt.logger, "it is not listed on the dashboard");
   const listed = async (): Promise<DashboardJob[]> => {
     const leased = new Set((await broker.leases.list()).map((l) => l.jobId));
-    const unread = [...leased].filter((id) => !known.has(id));
-    for (const found of await inBatches(unread, (id) => broker.getRecord(id)))
-      if (found && !known.has(found.record.id))
-        known.set(found.record.id, jobFromRecord(found.record, undefined));
+    records.leased(leased);
+    for (const record of await records.read([...leased].filter((id) => !known.has(id))))
+      if (!known.has(record.id)) known.set(record.id, jobFromRecord(record, undefined));
     for (const id of known.keys()) if (!leased.has(id) && !ended.has(id)) known.delete(id);
     return [...known.values()];
   };

@@ -5,12 +5,12 @@ import { openApiDocument } from "../adapters/http/openapi.ts";
 import { ReceiptSigner } from "../adapters/http/receipts.ts";
 import { TaskLeases } from "../adapters/http/task-leases.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
-import { inBatches } from "../kernel/batches.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { isRunning, type JobRecord, maxCounts } from "../kernel/job-record.ts";
-import { childLogger } from "../kernel/logger.ts";
+import { childLogger, type Logger } from "../kernel/logger.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { leaseLimits, queueSettingsOf } from "./lease-limits.ts";
+import { leasedRecords } from "./leased-records.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
 
 export type { TokenConfig, TokenRole, TokenScopeOptions } from "../adapters/http/token-scopes.ts";
@@ -87,16 +87,19 @@ const boundedInt = (value: unknown, field: string, fallback: number, min: number
  * (the leases bucket keeps one key per job not over), each record read once
  * while it runs and kept until its lease goes. It was every record kept, read
  * again every second while HTTP workers polled: with 100,000 kept, 1.4 s a
- * listing. A record not yet committed is read again on the next listing.
+ * listing. A record not yet committed, or not read (leased-records.ts: one
+ * this version cannot decode was a 500 for every queue), is read again on
+ * the next listing.
  */
-const activeJobsOf = (broker: Broker): (() => Promise<JobRecord[]>) => {
+const activeJobsOf = (broker: Broker, log: Logger): (() => Promise<JobRecord[]>) => {
   const known = new Map<string, JobRecord>();
+  const records = leasedRecords(broker, log, "its tasks are not reserved through the HTTP API");
   return async () => {
     const leased = new Set((await broker.leases.list()).map((l) => l.jobId));
     for (const id of known.keys()) if (!leased.has(id)) known.delete(id);
-    const unread = [...leased].filter((id) => !known.has(id));
-    for (const found of await inBatches(unread, (id) => broker.getRecord(id)))
-      if (found && isRunning(found.record)) known.set(found.record.id, found.record);
+    records.leased(leased);
+    for (const record of await records.read([...leased].filter((id) => !known.has(id))))
+      if (isRunning(record)) known.set(record.id, record);
     return [...known.values()];
   };
 };
@@ -128,7 +131,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   const leases = new TaskLeases(
     {
       getRecord: (id) => broker.getRecord(id),
-      activeJobs: activeJobsOf(broker),
+      activeJobs: activeJobsOf(broker, log),
       isPaused: async (queue) => (await settingsOf(queue)).paused,
       limits: leaseLimits(broker.queueControls, settingsOf, log),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
