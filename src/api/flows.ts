@@ -3,7 +3,7 @@ import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { planSubmit, type SubmitPlan, type SubmitRequest } from "../effects/plan-submit.ts";
 import { decode } from "../kernel/decode.ts";
-import { IdempotencyConflict, InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
+import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
 import {
   checkGraph,
   encodeFlowRecord,
@@ -197,22 +197,32 @@ export class FlowRegistry {
     }
     let writeError: unknown;
     const { handle, actor } = this.#watch(record.id, undefined, async () => {
+      let made = record;
       try {
         this.driver.point("record", record.id);
         // The mark first: a record is never without it, so the sweep finds every flow not settled.
         await this.#broker.flows.markLive(record.id, record.createdAt);
         await this.#broker.flows.createFlow(record);
-        // Again after the record: a sweep that took the first mark for an orphan cannot remove this one.
-        await this.#broker.flows.markLive(record.id, this.#core.clock.now());
-        return record;
       } catch (error) {
-        // Our own first write (a retry after an unknown outcome), or a racing submit of the same flow.
-        const found =
-          error instanceof RevisionConflict ? await this.#broker.flows.getFlow(record.id) : undefined;
-        if (found && found.record.digest === record.digest) return found.record;
-        writeError = found ? this.#conflict(found.record) : error;
-        throw writeError;
+        // The record is the commit point. Written after all (our own first write, its answer
+        // lost), or by a racing submit of the same flow: the flow is made. Otherwise the submit
+        // failed, and nothing of it runs.
+        const found = await this.#broker.flows.getFlow(record.id).catch(() => undefined);
+        if (!found || found.record.digest !== record.digest) {
+          writeError = found ? this.#conflict(found.record) : error;
+          throw writeError;
+        }
+        made = found.record;
       }
+      // Again after the record: a sweep that took the first mark for an orphan cannot remove this
+      // one. The flow is made whatever this write says: its driver here steps it at once, and a
+      // flow left unmarked is one no sweep finds should this runtime die (said at warn).
+      await this.#broker.flows
+        .markLive(record.id, this.#core.clock.now())
+        .catch((error: unknown) =>
+          this.#core.logger.warn({ flowId: record.id, err: error }, "flow not marked again after its record"),
+        );
+      return made;
     });
     await waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting"));
     if (writeError !== undefined) {

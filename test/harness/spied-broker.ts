@@ -2,7 +2,7 @@ import type { Broker } from "../../src/adapters/broker.ts";
 
 /**
  * A broker behind a proxy that counts every method called on it, by name
- * (its supervision leases' methods as `leases.<name>`): the ledger tests
+ * (its supervision leases' and flow store's methods as `leases.<name>`, `flows.<name>`): the ledger tests
  * read to see which background loops ran and what they read. `around` may
  * replace a call (the call's count `n` starts at 1; `call` runs the real one).
  */
@@ -16,6 +16,7 @@ export const spiedBroker = (
       get(obj, key, receiver) {
         const value = Reflect.get(obj, key, receiver);
         if (prefix === "" && key === "leases") return leases;
+        if (prefix === "" && key === "flows") return flows;
         if (typeof value !== "function" || typeof key !== "string") return value;
         return (...args: unknown[]) => {
           const name = `${prefix}${key}`;
@@ -27,6 +28,7 @@ export const spiedBroker = (
       },
     });
   const leases = spy(inner.leases, "leases.");
+  const flows = spy(inner.flows, "flows.");
   const broker = spy(inner, "");
   return { broker, calls };
 };
