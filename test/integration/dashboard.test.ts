@@ -309,6 +309,31 @@ describe("the dashboard's routes on NATS", () => {
     expect(scoped.filter((e) => e.name === "job")).toEqual([]);
   });
 
+  it("a stream joins no long-lived signal: on Node 20 each AbortSignal.any stays in its sources", async () => {
+    const platformAny = AbortSignal.any;
+    const fed = new Map<AbortSignal, number>();
+    AbortSignal.any = (signals: Iterable<AbortSignal>) => {
+      const sources = [...signals];
+      for (const source of sources) fed.set(source, (fed.get(source) ?? 0) + 1);
+      return platformAny.call(AbortSignal, sources);
+    };
+    try {
+      for (let n = 0; n < 6; n++) {
+        const ac = new AbortController();
+        const res = await fetch(`${httpA.baseUrl}/api/stream`, {
+          headers: { authorization: `Bearer ${OPERATE}` },
+          signal: ac.signal,
+        });
+        expect(res.status).toBe(200);
+        ac.abort();
+      }
+    } finally {
+      AbortSignal.any = platformAny;
+    }
+    // One composite per stream at most, of that stream's own signals: none fed by every stream.
+    expect(Math.max(0, ...fed.values())).toBeLessThan(6);
+  });
+
   it("opens at most 8 streams per identity (429 beyond) while another identity still gets its own", async () => {
     const opened: AbortController[] = [];
     const open = async (token: string) => {

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { Schema } from "effect";
 import { type Context, Hono } from "hono";
 import type { Logger } from "../../kernel/logger.ts";
+import { LinkedControllers } from "../../kernel/signals.ts";
 import { Label, number, subjectTokenPattern } from "../../kernel/validation.ts";
 import type { BearerTokens } from "./bearer-tokens.ts";
 import type { Chart } from "./dashboard-chart.ts";
@@ -173,27 +174,34 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
     return c.json(await visibleJob(c, scope));
   });
 
+  /**
+   * A stream's signal: its request's, or the dashboard's stop, through one controller linked to
+   * both and freed when the stream ends. Not an `AbortSignal.any` with the stop: on Node 20 each
+   * leaves a weak reference in the long-lived signal for good, one per stream ever opened.
+   */
+  const streamLinks = new LinkedControllers(deps.stopping);
+  const stream = (
+    c: Context<Env>,
+    identity: string,
+    run: (emit: Emit, signal: AbortSignal) => Promise<void>,
+  ): Response => {
+    const started = deps.streams.take(identity);
+    const link = streamLinks.link(c.req.raw.signal);
+    return eventStream(link.signal, deps.log, run, (running) => {
+      started(running);
+      void running.finally(() => streamLinks.unlink(link));
+    });
+  };
+
   app.get("/api/stream", (c) => {
     const scope = callerWith(c, "read");
-    const started = deps.streams.take(scope.identity);
-    return eventStream(
-      AbortSignal.any([c.req.raw.signal, deps.stopping]),
-      deps.log,
-      (emit, signal) => deps.streamOverview(scope.allows, emit, signal),
-      started,
-    );
+    return stream(c, scope.identity, (emit, signal) => deps.streamOverview(scope.allows, emit, signal));
   });
 
   app.get("/api/jobs/:id/stream", async (c) => {
     const scope = callerWith(c, "read");
     const job = await visibleJob(c, scope);
-    const started = deps.streams.take(scope.identity);
-    return eventStream(
-      AbortSignal.any([c.req.raw.signal, deps.stopping]),
-      deps.log,
-      (emit, signal) => deps.streamJob(job, emit, signal),
-      started,
-    );
+    return stream(c, scope.identity, (emit, signal) => deps.streamJob(job, emit, signal));
   });
 
   app.notFound((c) =>
