@@ -11,9 +11,10 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 import { maxOverlap, mostStartsPerSecond } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { delay } from "../harness/wait.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
 
 const token = "token-limits-worker-0123456789";
+const otherToken = "token-limits-other-0123456789";
 
 interface Interval {
   readonly start: number;
@@ -158,5 +159,99 @@ describe.each(["memory", "nats"])("queue limits across native and HTTP workers o
     const starts = ledger.map((i) => i.start);
     expect(mostStartsPerSecond(starts)).toBeLessThanOrEqual(10);
     expect(Math.max(...starts) - Math.min(...starts)).toBeGreaterThanOrEqual(2000);
+  });
+
+  describe("a lease whose job is over gives its permit and its token's slot back", () => {
+    interface Answer {
+      readonly status: number;
+      readonly json: {
+        tasks?: Array<{ job_id: string; receipt: string; index: number }>;
+        error?: { code: string };
+      };
+    }
+    /** An API of `rt` whose tokens hold at most one lease each, and a POST through it. */
+    const oneLeaseApi = (rt: Runtime) => {
+      const api = createHttpApi(rt, {
+        tokens: { [token]: "remote", [otherToken]: "other" },
+        maxLeasesPerToken: 1,
+      });
+      return async (as: string, path: string, body: unknown): Promise<Answer> => {
+        const response = await api.fetch(
+          new Request(`http://api${path}`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${as}`, "content-type": "application/json" },
+            body: JSON.stringify(body),
+          }),
+        );
+        return { status: response.status, json: (await response.json()) as Answer["json"] };
+      };
+    };
+
+    /**
+     * A queue of `maxConcurrency: 1` whose one permit is held by a lease of
+     * `token` (its one slot) on a job of a 10-minute ack wait, then that job
+     * cancelled; and a job B of the queue, waiting for a worker.
+     */
+    const cancelledWhileLeased = async (queue: string) => {
+      const [admin, remote] = [await runtime(`admin-${queue}`), await runtime(`remote-${queue}`)];
+      await admin.queues.configure(queue, { maxConcurrency: 1 });
+      const post = oneLeaseApi(remote);
+      const a = await admin.jobs.submit({ queue, tasks: [0, 1], ackWaitMs: 600_000 });
+      const reserved = await post(token, `/queues/${queue}/tasks`, { batch_size: 2 });
+      expect(reserved.status).toBe(200);
+      expect(reserved.json.tasks).toHaveLength(1);
+      const [leased] = reserved.json.tasks!;
+      expect(leased!.job_id).toBe(a.id);
+      expect(await a.cancel("operator")).toMatchObject({ status: "failed" });
+      const b = await admin.jobs.submit({ queue, tasks: [0] });
+      return { post, a, b, leased: leased! };
+    };
+
+    /** Reserves from `queue` as `as` until it gets a task of `jobId` (in at most 5 s). */
+    const reservesTaskOf = async (
+      post: Awaited<ReturnType<typeof oneLeaseApi>>,
+      as: string,
+      queue: string,
+      jobId: string,
+    ) => {
+      let last: Answer | undefined;
+      await waitUntil(
+        async () => {
+          last = await post(as, `/queues/${queue}/tasks`, { batch_size: 1 });
+          return last.json.tasks?.[0]?.job_id === jobId;
+        },
+        { timeoutMs: 5000, intervalMs: 50, message: `a task of ${jobId} reserved` },
+      ).catch((error: unknown) => {
+        throw new Error(
+          `${(error as Error).message}; last answer ${last?.status} ${JSON.stringify(last?.json)}`,
+        );
+      });
+    };
+
+    it("when its results are answered 410: another token's reserve gets the queue's permit", async () => {
+      const queue = "over-results";
+      const { post, a, b, leased } = await cancelledWhileLeased(queue);
+      const answered = await post(token, `/jobs/${a.id}/results`, {
+        results: [{ receipt: leased.receipt, result: 1 }],
+      });
+      expect([answered.status, answered.json.error?.code]).toEqual([410, "job_finished"]);
+      // The queue's one permit: held by the cancelled job's lease until its end (10 min) before the fix.
+      await reservesTaskOf(post, otherToken, queue, b.id);
+    });
+
+    it("when its heartbeat is answered 410: the token at its cap reserves again, and gets the permit", async () => {
+      const queue = "over-heartbeat";
+      const { post, a, b, leased } = await cancelledWhileLeased(queue);
+      const beat = await post(token, `/jobs/${a.id}/heartbeat`, { receipts: [leased.receipt] });
+      expect([beat.status, beat.json.error?.code]).toEqual([410, "job_finished"]);
+      // Its one slot: taken by the cancelled job's lease until its end before the fix (429).
+      await reservesTaskOf(post, token, queue, b.id);
+    });
+
+    it("when the API sees the job gone from its list of jobs, without an answer of the lease", async () => {
+      const queue = "over-unanswered";
+      const { post, b } = await cancelledWhileLeased(queue);
+      await reservesTaskOf(post, otherToken, queue, b.id);
+    });
   });
 });

@@ -1,5 +1,6 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import type { LeaseLimits } from "../../src/adapters/http/lease-port.ts";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
@@ -137,14 +138,14 @@ const fakePort = (records: JobRecord[]) => {
 const W1: Caller = { identity: "w1", allows: () => true };
 const W2: Caller = { identity: "w2", allows: (queue) => queue === "other" };
 
-const setup = (records = [record("j1"), record("j2")], maxLeasesPerToken = 100) => {
+const setup = (records = [record("j1"), record("j2")], maxLeasesPerToken = 100, limits?: LeaseLimits) => {
   const fake = fakePort(records);
   let now = 1_000_000;
   const signer = new ReceiptSigner();
   const logs: { msg: string; [key: string]: unknown }[] = [];
   const log = pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line)) });
   const make = () =>
-    new TaskLeases(fake.port, {
+    new TaskLeases(limits ? { ...fake.port, limits } : fake.port, {
       signer,
       log,
       now: () => now,
@@ -152,6 +153,24 @@ const setup = (records = [record("j1"), record("j2")], maxLeasesPerToken = 100) 
       maxLeasesPerToken,
     });
   return { ...fake, logs, leases: make(), restart: make, advance: (ms: number) => (now += ms) };
+};
+
+/** Limits that admit every slot, with the leases whose concurrency permit is held (bound, not ended). */
+const heldPermits = () => {
+  const held = new Set<string>();
+  const limits: LeaseLimits = {
+    admit: async (_queue, max) => ({
+      slots: max,
+      bind: (leases) => {
+        for (const l of leases) held.add(l.ref);
+      },
+    }),
+    extend: () => undefined,
+    end: (ref) => {
+      held.delete(ref);
+    },
+  };
+  return { limits, held };
 };
 
 const ok = (receipt: string, value: unknown): ResultItem => ({
@@ -533,5 +552,62 @@ describe("TaskLeases", () => {
     expect(await t.leases.reserve("j2", 1, W2)).toHaveLength(1);
     await t.leases.submitResults("j1", [ok(held[0]!.receipt, 1)], W1);
     expect(await t.leases.reserve("j1", 5, W1)).toHaveLength(1);
+  });
+
+  describe("a lease whose job is over gives its permit and its token's slot back", () => {
+    it("when its results are answered 410 (job finished) or its heartbeat 404 (record gone)", async () => {
+      const { limits, held } = heldPermits();
+      const t = setup([record("j1"), record("j2"), record("j3")], 1, limits);
+      for (const id of ["j1", "j2", "j3"]) t.offer(id, 0);
+      const [first] = await t.leases.reserve("j1", 1, W1);
+      expect([...held]).toEqual(["$JS.ACK.t.j1.1.1.1.0.0"]);
+      t.byId.set("j1", record("j1", { status: "failed" }));
+      await expect(t.leases.submitResults("j1", [ok(first!.receipt, 1)], W1)).rejects.toMatchObject({
+        status: 410,
+        code: "job_finished",
+      });
+      expect([...held]).toEqual([]);
+      // Its one slot is free: 429 too_many_leases before the fix.
+      const [second] = await t.leases.reserve("j2", 1, W1);
+      expect(second?.jobId).toBe("j2");
+      t.byId.delete("j2");
+      await expect(t.leases.heartbeat("j2", [second!.receipt], W1)).rejects.toMatchObject({
+        status: 404,
+        code: "job_not_found",
+      });
+      expect([...held]).toEqual([]);
+      expect((await t.leases.reserve("j3", 1, W1)).map((x) => x.jobId)).toEqual(["j3"]);
+      // Nothing was settled on the broker for the leases of jobs that are over.
+      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([]);
+    });
+
+    it("when the queue's list no longer shows the job running, its record read again says so", async () => {
+      const { limits, held } = heldPermits();
+      const t = setup([record("j1"), record("j2")], 1, limits);
+      t.offer("j1", 0);
+      t.offer("j2", 0);
+      await t.leases.reserve("j1", 1, W1);
+      t.byId.set("j1", record("j1", { status: "failed" }));
+      expect((await t.leases.reserveFromQueue("q", 1, W1)).map((x) => x.jobId)).toEqual(["j2"]);
+      expect([...held]).toEqual(["$JS.ACK.t.j2.1.1.1.0.0"]);
+    });
+
+    it("not while its record cannot be read, nor while it runs", async () => {
+      const { limits, held } = heldPermits();
+      const t = setup([record("j1"), record("j2")], 1, limits);
+      t.offer("j1", 0);
+      t.offer("j2", 0);
+      await t.leases.reserve("j1", 1, W1);
+      t.byId.set("j1", record("j1", { status: "failed" }));
+      t.failing.reads.set(
+        "j1",
+        () => new OperationTimeout({ message: "timed out", operation: "job.record.get", timeoutMs: 2000 }),
+      );
+      await expect(t.leases.reserveFromQueue("q", 1, W1)).rejects.toMatchObject({ status: 429 });
+      t.failing.reads.clear();
+      t.byId.set("j1", record("j1"));
+      await expect(t.leases.reserveFromQueue("q", 1, W1)).rejects.toMatchObject({ status: 429 });
+      expect([...held]).toEqual(["$JS.ACK.t.j1.1.1.1.0.0"]);
+    });
   });
 });

@@ -6,12 +6,15 @@
  * together. Kept per instance: behind several instances a token can hold up
  * to `max` at each. A lease answered through another instance is seen when
  * the token reaches its cap here (`refresh`: the broker's recorded answers,
- * read at most once a second per token).
+ * read at most once a second per token). The leases of a job that is over
+ * are dropped at once (`endJob`), whoever holds them.
  */
 export class LeaseBook {
   readonly #max: number;
-  /** Per identity: each open lease's reference and lease end. */
-  readonly #held = new Map<string, Map<string, number>>();
+  /** Per identity: each open lease's reference, with its job and its lease end. */
+  readonly #held = new Map<string, Map<string, { readonly jobId: string; until: number }>>();
+  /** Per job: its open leases' references, with the identity holding each. */
+  readonly #ofJob = new Map<string, Map<string, string>>();
   /** Per identity: slots taken by reservations in progress. */
   readonly #taking = new Map<string, number>();
   /** Per identity: when its leases were last checked against the broker. */
@@ -35,7 +38,11 @@ export class LeaseBook {
   }
 
   /** Ends a `take`: the slots it got become the leases actually made. */
-  fill(identity: string, granted: number, leases: readonly { ref: string; until: number }[]): void {
+  fill(
+    identity: string,
+    granted: number,
+    leases: readonly { ref: string; jobId: string; until: number }[],
+  ): void {
     const left = (this.#taking.get(identity) ?? 0) - granted;
     if (left > 0) this.#taking.set(identity, left);
     else this.#taking.delete(identity);
@@ -45,21 +52,41 @@ export class LeaseBook {
       mine = new Map();
       this.#held.set(identity, mine);
     }
-    for (const l of leases) mine.set(l.ref, l.until);
+    for (const l of leases) {
+      mine.set(l.ref, { jobId: l.jobId, until: l.until });
+      const ofJob = this.#ofJob.get(l.jobId) ?? new Map<string, string>();
+      this.#ofJob.set(l.jobId, ofJob.set(l.ref, identity));
+    }
   }
 
   /** A heartbeat moved the lease's end. */
   extend(identity: string, ref: string, until: number): void {
-    const mine = this.#held.get(identity);
-    if (mine?.has(ref)) mine.set(ref, until);
+    const lease = this.#held.get(identity)?.get(ref);
+    if (lease) lease.until = until;
   }
 
   /** The lease was answered (or refused for good). */
   release(identity: string, ref: string): void {
     const mine = this.#held.get(identity);
-    if (!mine) return;
+    const lease = mine?.get(ref);
+    if (!mine || !lease) return;
     mine.delete(ref);
     if (mine.size === 0) this.#held.delete(identity);
+    const ofJob = this.#ofJob.get(lease.jobId);
+    ofJob?.delete(ref);
+    if (ofJob?.size === 0) this.#ofJob.delete(lease.jobId);
+  }
+
+  /** The jobs of the open leases (and of some whose end passed, not dropped yet). */
+  jobs(): IterableIterator<string> {
+    return this.#ofJob.keys();
+  }
+
+  /** The job is over: its leases are dropped, whoever holds them; their references. */
+  endJob(jobId: string): string[] {
+    const refs = [...(this.#ofJob.get(jobId) ?? [])];
+    for (const [ref, identity] of refs) this.release(identity, ref);
+    return refs.map(([ref]) => ref);
   }
 
   /**
@@ -83,8 +110,7 @@ export class LeaseBook {
   #prune(identity: string, now: number): number {
     const mine = this.#held.get(identity);
     if (!mine) return 0;
-    for (const [ref, until] of mine) if (until <= now) mine.delete(ref);
-    if (mine.size === 0) this.#held.delete(identity);
+    for (const [ref, { until }] of mine) if (until <= now) this.release(identity, ref);
     return mine.size;
   }
 }

@@ -97,7 +97,7 @@ export interface LeaseLimits {
   admit(queue: string, max: number, signal?: AbortSignal): Promise<LeaseAdmission>;
   /** The lease was extended (heartbeat) until `until` (epoch ms): its permit is held until then. */
   extend(ref: string, until: number): void;
-  /** The lease's task was answered (or its lease is over): its permit goes back. */
+  /** The lease's task was answered (or its lease, or its job, is over): its permit goes back. */
   end(ref: string): void;
 }
 

@@ -221,7 +221,7 @@ export class TaskLeases {
   async submitResults(jobId: string, items: readonly ResultItem[], caller: Caller): Promise<ItemOutcome[]> {
     const field = (n: number) => `results[${n}].receipt`;
     const claims = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
-    const record = await this.#openRecord(jobId, caller);
+    const record = await this.#openRecord(jobId, caller, claims);
     this.#assertDeliveries(record, claims, field);
     const outcomes = await this.#answers.submit(record, items, claims, caller);
     // Answered (or found answered, or expired): the lease is over, its permit goes back.
@@ -233,7 +233,7 @@ export class TaskLeases {
   async heartbeat(jobId: string, receipts: readonly string[], caller: Caller): Promise<HeartbeatOutcome[]> {
     const field = (n: number) => `receipts[${n}]`;
     const claims = receipts.map((r, n) => this.#verify(r, jobId, field(n), caller));
-    const record = await this.#openRecord(jobId, caller);
+    const record = await this.#openRecord(jobId, caller, claims);
     this.#assertDeliveries(record, claims, field);
     const now = this.#now();
     // Answered already (here or on another instance): nothing to extend.
@@ -265,23 +265,65 @@ export class TaskLeases {
     return outcomes;
   }
 
-  /** The job's record if it may still take answers: 404 unknown (or of a queue the caller may not use), 410 finished. */
-  async #openRecord(jobId: string, caller: Caller): Promise<JobRecord> {
+  /**
+   * The job's record if it may still take answers: 404 unknown (or of a
+   * queue the caller may not use), 410 finished. A job that is over ends
+   * the leases of it held here, and those of the receipts (`claims`) given.
+   */
+  async #openRecord(
+    jobId: string,
+    caller: Caller,
+    claims: readonly ReceiptClaims[] = [],
+  ): Promise<JobRecord> {
     const found = await this.#port.getRecord(jobId);
-    if (!found || !caller.allows(found.record.queue))
+    if (found && !caller.allows(found.record.queue))
       throw new HttpError(404, ErrorCode.jobNotFound, `no job ${jobId}`);
-    const { record } = found;
-    if (isFinal(record.status) || record.phase === SubmitPhase.rolledBack) {
-      throw new HttpError(
-        410,
-        ErrorCode.jobFinished,
-        `job ${jobId} is ${record.status}; it takes no more work`,
-        {
-          status: record.status,
-        },
+    if (found && !isOver(found)) return found.record;
+    this.#jobOver(
+      jobId,
+      claims.map((c) => c.r),
+    );
+    if (!found) throw new HttpError(404, ErrorCode.jobNotFound, `no job ${jobId}`);
+    const { status } = found.record;
+    throw new HttpError(410, ErrorCode.jobFinished, `job ${jobId} is ${status}; it takes no more work`, {
+      status,
+    });
+  }
+
+  /**
+   * The job is over (its record gone, finished, rolled back): the leases of
+   * it held here, whoever holds them, and the ones named by `refs`, give
+   * back their concurrency permits and their tokens' slots now, as a native
+   * worker frees its slots when a job ends. Their holders hear of it at
+   * their next answer or heartbeat (404 or 410).
+   */
+  #jobOver(jobId: string, refs: readonly string[] = []): void {
+    const ended = new Set([...this.#book.endJob(jobId), ...refs]);
+    for (const ref of ended) this.#port.limits?.end(ref);
+    if (ended.size > 0)
+      this.#log.info(
+        { jobId, leases: ended.size },
+        "leases of a job that is over ended: permits and slots given back",
       );
-    }
-    return record;
+  }
+
+  /**
+   * The jobs this instance holds leases of that the list of active jobs
+   * does not show running: each record is read again, and the leases of
+   * those over end (a job cancelled while its tasks are leased, before their
+   * holders answer). A record not read keeps its job's leases.
+   */
+  async #endLeasesOfJobsOver(running: ReadonlySet<string>): Promise<void> {
+    const unlisted = [...this.#book.jobs()].filter((id) => !running.has(id));
+    await Promise.all(
+      unlisted.map(async (jobId) => {
+        try {
+          if (isOver(await this.#port.getRecord(jobId))) this.#jobOver(jobId);
+        } catch (error) {
+          this.#log.debug({ jobId, err: error }, "leased job's record not read; its leases are kept");
+        }
+      }),
+    );
   }
 
   #verify(receipt: string, jobId: string, field: string, caller: Caller): ReceiptClaims {
@@ -347,7 +389,7 @@ export class TaskLeases {
       this.#book.fill(
         caller.identity,
         slots,
-        tasks.map((t) => ({ ref: t.ref, until: t.until })),
+        tasks.map((t) => ({ ref: t.ref, jobId: t.jobId, until: t.until })),
       );
     }
   }
@@ -524,11 +566,13 @@ export class TaskLeases {
   #jobsList(maxAgeMs: number): Promise<JobRecord[]> {
     const now = this.#now();
     if (!this.#jobList || now - this.#jobList.at > maxAgeMs) {
-      const records = this.#port.activeJobs().then((all) => {
+      const records = this.#port.activeJobs().then(async (all) => {
         // A job no longer listed is forgotten: said again should it come back unreadable.
         const listed = new Set(all.map((r) => r.id));
         for (const id of this.#unreadable) if (!listed.has(id)) this.#unreadable.delete(id);
-        return all.filter(isRunning).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+        const running = all.filter(isRunning);
+        await this.#endLeasesOfJobsOver(new Set(running.map((r) => r.id)));
+        return running.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
       });
       // Callers see the failure through the promise returned; here it only drops the cached list.
       records.catch(() => {
@@ -539,6 +583,10 @@ export class TaskLeases {
     return this.#jobList.records;
   }
 }
+
+/** Over for good: no record, or finished, or its submit rolled back (no answer is taken any more). */
+const isOver = (found: { record: JobRecord } | undefined): boolean =>
+  !found || isFinal(found.record.status) || found.record.phase === SubmitPhase.rolledBack;
 
 const invalidReceipt = (field: string) =>
   new HttpError(400, ErrorCode.invalidReceipt, `${field}: not a receipt issued by this service`, { field });
