@@ -1,5 +1,5 @@
 import type { JobRecord } from "../kernel/job-record.ts";
-import type { RecordFilter } from "../kernel/list-page.ts";
+import type { RecordFilter, UnreadableRecord } from "../kernel/list-page.ts";
 
 /**
  * Job records (a KV bucket on NATS): read and written with compare-and-set
@@ -54,6 +54,15 @@ export interface RecordsPage {
    * A page cut by `limit` or `maxScan` has it, and the one after it may be empty.
    */
   readonly next?: number;
+  /**
+   * The stored records this page read and could not decode (a newer
+   * version's, a field this version cannot read), in the order read; absent
+   * when there were none. They are not in `records` whatever the filter
+   * (their queue and status are not known), count toward `maxScan` but not
+   * `limit`, and the page's `next` is past them: one such record keeps no
+   * page from being read.
+   */
+  readonly unreadable?: readonly UnreadableRecord[];
 }
 
 /**

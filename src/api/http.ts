@@ -12,6 +12,7 @@ import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { leaseLimits, queueSettingsOf } from "./lease-limits.ts";
 import { leasedRecords } from "./leased-records.ts";
 import { partsOf, type Runtime } from "./runtime.ts";
+import { unreadableListed } from "./unreadable-listed.ts";
 
 export type { TokenConfig, TokenRole, TokenScopeOptions } from "../adapters/http/token-scopes.ts";
 
@@ -126,6 +127,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   const maxBodyBytes = boundedInt(options.maxBodyBytes, "maxBodyBytes", 1024 * 1024, 1024, 64 * 1024 * 1024);
   const maxLeasesPerToken = boundedInt(options.maxLeasesPerToken, "maxLeasesPerToken", 100, 1, 100_000);
   const log = childLogger(core.logger, { actor: "http" });
+  const unreadable = unreadableListed(log, "it is left out of GET /jobs");
   const leasing = broker.taskLeasing;
   const settingsOf = queueSettingsOf(broker.queueControls);
   const leases = new TaskLeases(
@@ -166,7 +168,11 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
     maxBatchSize,
     maxResults: maxResultsPerRequest,
     maxBodyBytes,
-    listJobs: (query) => broker.listRecordsPage(query),
+    listJobs: async (query) => {
+      const page = await broker.listRecordsPage(query);
+      unreadable(page);
+      return page;
+    },
     getJob: async (id, visible): Promise<JobView | undefined> => {
       const found = await broker.getRecord(id);
       if (!found || !visible(found.record.queue)) return undefined;

@@ -83,6 +83,8 @@ export interface JobListQuery {
  * fewer than `limit`, or none, and still have a `next`. A job rewritten
  * while you page (its status or counts changed) moves to the end: it can be
  * listed twice, and a job that existed throughout the walk is never missed.
+ * A stored record this version cannot read (a newer version's, say) is left
+ * out, the cursor going past it, and said once at warn in the runtime's log.
  */
 export interface JobPage {
   readonly jobs: JobRecord[];

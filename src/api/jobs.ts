@@ -1,6 +1,7 @@
 import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
+import type { RecordsPage } from "../adapters/job-records.ts";
 import { mover } from "../effects/move-held.ts";
 import {
   assertSameRequest,
@@ -27,6 +28,7 @@ import { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
 import { RecordFeed } from "./record-feed.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
+import { unreadableListed } from "./unreadable-listed.ts";
 
 interface Supervised {
   readonly handle: JobHandle;
@@ -50,11 +52,14 @@ export class JobRegistry implements Jobs {
   #movers: Movers | undefined;
   /** Set by `stop()`: a takeover pass or a `get` still running then must not start an actor nobody stops. */
   #stopping = false;
+  /** Says once each record `list()` left out (one this version cannot decode). */
+  readonly #unreadableListed: (page: RecordsPage) => void;
 
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
     this.#broker = broker;
     this.#log = childLogger(core.logger, { actor: "job" });
+    this.#unreadableListed = unreadableListed(this.#log, "it is left out of rt.jobs.list()");
     this.#options = options;
     this.records = new RecordFeed(core.loops, broker);
     this.#deps = {
@@ -250,6 +255,7 @@ export class JobRegistry implements Jobs {
       ...(queue === undefined ? {} : { queues: [queue] }),
       ...(status === undefined ? {} : { statuses: [status] }),
     });
+    this.#unreadableListed(page);
     return page.next === undefined
       ? { jobs: page.records }
       : { jobs: page.records, next: encodeCursor(page.next) };

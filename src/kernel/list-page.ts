@@ -1,4 +1,4 @@
-import type { JobRecord, JobStatus } from "./job-record.ts";
+import { decodeRecord, type JobRecord, type JobStatus } from "./job-record.ts";
 
 /**
  * Listing job records a page at a time (`rt.jobs.list()`, `GET /jobs`):
@@ -24,9 +24,35 @@ export interface RecordFilter {
   readonly statuses?: readonly JobStatus[];
 }
 
-export const matchesFilter = (record: JobRecord, filter: RecordFilter): boolean =>
+const matchesFilter = (record: JobRecord, filter: RecordFilter): boolean =>
   (filter.queues === undefined || filter.queues.includes(record.queue)) &&
   (filter.statuses === undefined || filter.statuses.includes(record.status));
+
+/** A stored record a page left out: its key (the job's id) and why `decodeRecord` refused it. */
+export interface UnreadableRecord {
+  readonly id: string;
+  readonly error: unknown;
+}
+
+/**
+ * What a page keeps of each stored record it reads, the same on every
+ * broker: the record if it decodes and matches `filter`. One that does not
+ * decode (a newer version's, a field this version cannot read, not JSON) is
+ * added to `unreadable` and skipped, whatever the filter (its queue is not
+ * known): it keeps no page, and no cursor, from going past it.
+ */
+export const recordPicker =
+  (filter: RecordFilter, unreadable: UnreadableRecord[]) =>
+  (id: string, text: string): JobRecord | undefined => {
+    let record: JobRecord;
+    try {
+      record = decodeRecord(text);
+    } catch (error) {
+      unreadable.push({ id, error });
+      return undefined;
+    }
+    return matchesFilter(record, filter) ? record : undefined;
+  };
 
 // Versioned, so the position can change meaning later without old cursors being misread.
 const cursorPattern = /^v1:(0|[1-9]\d{0,15})$/;

@@ -601,6 +601,60 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       ]);
     });
 
+    it("record pages: a record this version cannot read is left out and named by the page that read it; the walk goes past it", async () => {
+      // The ledger: readable records and unreadable ones (a later version's, one not JSON), interleaved.
+      const readable: JobRecord[] = [];
+      const raw = { jnewer: '{"v":2,"id":"jnewer"}', jgarbled: "{ not json", jlast: '{"v":2}' };
+      const writeReadable = async () => {
+        const r = newRecord(1, ack);
+        await broker.createRecord(r);
+        readable.push(r);
+      };
+      await writeReadable();
+      await h.writeRawRecord("jnewer", raw.jnewer);
+      await writeReadable();
+      await h.writeRawRecord("jgarbled", raw.jgarbled);
+      await writeReadable();
+      await h.writeRawRecord("jlast", raw.jlast);
+      const [a, b, c] = readable.map((r) => r.id);
+      const shape = (pages: readonly RecordsPage[]) =>
+        pages.map((p) => [
+          p.records.map((r) => r.id),
+          (p.unreadable ?? []).map((u) => u.id),
+          p.next !== undefined,
+        ]);
+
+      // Before: the page that read one threw, whatever its filter; no cursor got past it.
+      // An unreadable record is not a record: it counts toward what a page reads, not its limit.
+      expect(shape(await walk({ limit: 1 }))).toEqual([
+        [[a], [], true],
+        [[b], ["jnewer"], true],
+        [[c], ["jgarbled"], true],
+        [[], ["jlast"], false],
+      ]);
+      expect(shape(await walk({ limit: 10, maxScan: 2 }))).toEqual([
+        [[a], ["jnewer"], true],
+        [[b], ["jgarbled"], true],
+        [[c], ["jlast"], false],
+      ]);
+      // Its queue and status are not known: a filtered page names it too.
+      expect(
+        shape(await walk({ limit: 10, queues: [readable[1]?.queue ?? ""], statuses: ["queuing"] })),
+      ).toEqual([[[b], ["jnewer", "jgarbled", "jlast"], false]]);
+      const said = (await walk({ limit: 10 })).flatMap((p) => p.unreadable ?? []);
+      expect(said.map((u) => [u.id, u.error instanceof Error])).toEqual([
+        ["jnewer", true],
+        ["jgarbled", true],
+        ["jlast", true],
+      ]);
+      expect(String(said[0]?.error)).toMatch(/unsupported job record version 2/);
+      // A page that read none has no `unreadable`.
+      expect(await broker.listRecordsPage({ limit: 1 })).toEqual({
+        records: [readable[0]],
+        next: expect.any(Number),
+      });
+    });
+
     it("record pages: a record rewritten during a walk may come twice, one that existed throughout never misses", async () => {
       // The oracle: the ids written before the walk and never deleted, not the broker's listing.
       const before: JobRecord[] = [];

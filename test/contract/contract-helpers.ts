@@ -16,6 +16,8 @@ export interface BrokerHarness {
   peer(holder: string): Promise<Broker>;
   /** First token of the broker's names (default `jetstate`). */
   readonly prefix?: string;
+  /** Writes `text` as the job record of `id`, past the broker (a raw KV put): a record it may not read. */
+  writeRawRecord(id: string, text: string): Promise<void>;
   /** The lease of test jobs (default 300 ms; real time on NATS). */
   readonly ackWaitMs?: number;
   /** Stops everything the harness started (loops are aborted before). */

@@ -26,6 +26,9 @@ const harness = async (): Promise<BrokerHarness> => {
     broker,
     clock,
     ackWaitMs: 300,
+    writeRawRecord: async (id, text) => {
+      memoryServerState(server).records.put("test", id, text);
+    },
     advance: async (ms) => {
       clock.advance(ms);
       await settle();

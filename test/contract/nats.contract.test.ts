@@ -1,6 +1,9 @@
+import { Kvm } from "@nats-io/kv";
+import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
+import { brokerNames } from "../../src/adapters/names.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -36,6 +39,14 @@ const harness = async (): Promise<BrokerHarness> => {
     broker,
     prefix,
     ackWaitMs: 300,
+    writeRawRecord: async (id, text) => {
+      const nc = await connect({ servers: server.url, name: "raw-record" });
+      try {
+        await (await new Kvm(nc).open(brokerNames(prefix).jobsBucket)).put(id, text);
+      } finally {
+        await nc.close();
+      }
+    },
     advance: async (ms) => {
       const until = Date.now() + ms;
       await waitUntil(() => Date.now() >= until, {

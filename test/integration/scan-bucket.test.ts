@@ -126,7 +126,12 @@ describe("scanBucket", () => {
       const keys: string[] = [];
       let after = 0;
       for (let pages = 1; ; pages++) {
-        const page = await pageBucket(nc, jsm, "pages", { after, limit, maxScan: 1000, pick: (v) => v });
+        const page = await pageBucket(nc, jsm, "pages", {
+          after,
+          limit,
+          maxScan: 1000,
+          pick: (_key, v) => v,
+        });
         expect(page.items.length).toBeLessThanOrEqual(limit);
         keys.push(...page.items);
         if (page.next === undefined) return keys;

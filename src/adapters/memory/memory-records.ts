@@ -1,5 +1,5 @@
 import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
-import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
+import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
 import { whenAborted } from "../../kernel/signals.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { MemoryServerState } from "./memory-server.ts";
@@ -59,15 +59,22 @@ export class MemoryJobRecords {
     const maxScan = query.maxScan ?? scanBound(query.limit);
     const entries = this.#server.records.writtenAfter(query.after ?? 0);
     const records: JobRecord[] = [];
+    const unreadable: UnreadableRecord[] = [];
+    const pick = recordPicker(query, unreadable);
+    const page = (next?: number): RecordsPage => ({
+      records,
+      ...(next === undefined ? {} : { next }),
+      ...(unreadable.length === 0 ? {} : { unreadable }),
+    });
     let last = query.after ?? 0;
     for (const [read, entry] of entries.entries()) {
-      if (records.length === query.limit || read === maxScan) return { records, next: last };
+      if (records.length === query.limit || read === maxScan) return page(last);
       last = entry.revision;
       if (entry.value === undefined) continue;
-      const record = decodeRecord(entry.value);
-      if (matchesFilter(record, query)) records.push(record);
+      const record = pick(entry.key, entry.value);
+      if (record !== undefined) records.push(record);
     }
-    return { records };
+    return page();
   }
 
   /**

@@ -17,7 +17,7 @@ import {
   type JobSettings,
   type JobTasksRef,
 } from "../../kernel/job-record.ts";
-import { matchesFilter, scanBound } from "../../kernel/list-page.ts";
+import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
 import { childLogger } from "../../kernel/logger.ts";
 import { holdsAnswer } from "../../kernel/wire.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
@@ -264,16 +264,19 @@ export class NatsJobBroker {
   /** One page of records, in the order of their last write (`pageBucket`). */
   listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
     return this.#run("job.record.page", async ({ jsm }, nc) => {
+      // Filled afresh by each try of the operation (a retry reads the page again).
+      const unreadable: UnreadableRecord[] = [];
       const { items, next } = await pageBucket(nc, jsm, this.names.jobsBucket, {
         after: query.after ?? 0,
         limit: query.limit,
         maxScan: query.maxScan ?? scanBound(query.limit),
-        pick: (value) => {
-          const record = decodeRecord(value);
-          return matchesFilter(record, query) ? record : undefined;
-        },
+        pick: recordPicker(query, unreadable),
       });
-      return next === undefined ? { records: items } : { records: items, next };
+      return {
+        records: items,
+        ...(next === undefined ? {} : { next }),
+        ...(unreadable.length === 0 ? {} : { unreadable }),
+      };
     });
   }
 

@@ -244,8 +244,8 @@ export interface BucketPage<T> {
   readonly limit: number;
   /** Messages read at most, kept or not. */
   readonly maxScan: number;
-  /** The item a stored value gives, or undefined to skip it. */
-  readonly pick: (value: string) => T | undefined;
+  /** The item a stored value of `key` gives, or undefined to skip it. */
+  readonly pick: (key: string, value: string) => T | undefined;
 }
 
 /**
@@ -276,6 +276,8 @@ export const pageBucket = async <T>(
   page: BucketPage<T>,
 ): Promise<{ items: T[]; next?: number }> => {
   const stream = `KV_${bucket}`;
+  /** A key's subject is `$KV.<bucket>.<key>`. */
+  const keyAt = `$KV.${bucket}.`.length;
   const items: T[] = [];
   let read = 0;
   let last = page.after;
@@ -302,7 +304,7 @@ export const pageBucket = async <T>(
         read++;
         last = m.seq;
         if (operation === "DEL" || operation === "PURGE") continue;
-        const item = page.pick(m.msg.string());
+        const item = page.pick(m.msg.subject.slice(keyAt), m.msg.string());
         if (item !== undefined) items.push(item);
       }
       if (movedBy > 0) {
