@@ -19,7 +19,16 @@ export const reapPass = async (
 ): Promise<ReapReport> => {
   const leased = await broker.leases.list();
   const revisions = new Map(leased.map(({ jobId, revision }) => [jobId, revision]));
-  const submits = (await inBatches(leased, ({ jobId }) => broker.getRecord(jobId)))
+  const submits = (
+    await inBatches(leased, ({ jobId }) =>
+      // One record not read (a newer version's, a read that timed out) keeps no other submit
+      // from being finished: it is read again at the next pass.
+      broker.getRecord(jobId).catch((error: unknown) => {
+        log.debug({ jobId, err: error }, "record not read by the reaper; read again at its next pass");
+        return undefined;
+      }),
+    )
+  )
     .map((found) => found?.record)
     .filter((record): record is JobRecord => record?.phase === SubmitPhase.submitting);
   const report = await reapSubmits(broker, now, graceMs, submits);
