@@ -14,6 +14,7 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { PermanentError } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { composites } from "../harness/signal-composites.ts";
 
 const platformAny = AbortSignal.any;
 
@@ -35,22 +36,6 @@ describe("the signals a runtime on NATS joins per job", () => {
     await rt?.stop();
     await server?.dispose();
   });
-
-  /** Counts, per source signal, the composites made while `run` runs. */
-  const composites = async (run: () => Promise<void>): Promise<number[]> => {
-    const fed = new Map<AbortSignal, number>();
-    AbortSignal.any = (signals: Iterable<AbortSignal>) => {
-      const sources = [...signals];
-      for (const source of sources) fed.set(source, (fed.get(source) ?? 0) + 1);
-      return platformAny.call(AbortSignal, sources);
-    };
-    try {
-      await run();
-    } finally {
-      AbortSignal.any = platformAny;
-    }
-    return [...fed.values()];
-  };
 
   it("submits, done(), results() of failed jobs and onProgress feed no signal once per job", async () => {
     const worker = rt.workers.start<number, number>({
