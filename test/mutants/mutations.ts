@@ -46,10 +46,10 @@ export const mutations: readonly Mutation[] = [
   },
   {
     id: "b",
-    what: "finalize's onError removed in the job machine (a failed finalize hangs the job)",
-    file: "src/machines/job.machine.ts",
-    search: '          onError: "recorded",\n',
-    replace: "",
+    what: "a finalize that failed no longer settles (a failed end write hangs the job in recording)",
+    file: "src/api/job-effects.ts",
+    search: '          () => ({ type: "finalize.settled" }),',
+    replace: '          (outcome) => (outcome.ok ? { type: "finalize.settled" } : { type: "clock.tick", now: 0 }),',
     tests: [faults],
   },
   {
