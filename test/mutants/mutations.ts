@@ -49,7 +49,8 @@ export const mutations: readonly Mutation[] = [
     what: "a finalize that failed no longer settles (a failed end write hangs the job in recording)",
     file: "src/api/job-effects.ts",
     search: '          () => ({ type: "finalize.settled" }),',
-    replace: '          (outcome) => (outcome.ok ? { type: "finalize.settled" } : { type: "clock.tick", now: 0 }),',
+    replace:
+      '          (outcome) => (outcome.ok ? { type: "finalize.settled" } : { type: "clock.tick", now: 0 }),',
     tests: [faults],
   },
   {
