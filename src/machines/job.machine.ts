@@ -131,7 +131,7 @@ const jobSetup = setup({
   actions: {
     // The I/O, provided by the runtime (`api/job-effects.ts`); here they do nothing. Not actors
     // invoked by the machine: two child actors a job (their actors, mailboxes, scopes and their
-    // own transitions) were about half of what XState cost a small job.
+    // own transitions) were about half of what the machine alone cost a one-task job.
     /** Starts the submit, which answers `submit.committed` or `submit.failed`. */
     startSubmit: () => undefined,
     /** The submit's state was left (a cancel): what the submit still does is aborted. */
