@@ -8,6 +8,7 @@ import {
   RevisionConflict,
   RoleNotHeld,
 } from "../kernel/errors.ts";
+import { firstTime } from "../kernel/first-time.ts";
 import {
   type FlowRecord,
   flowNodeKey,
@@ -286,11 +287,10 @@ export class FlowDriver {
   }
 
   /** Flows whose record the sweep could not read, each told once. */
-  readonly #told = new Set<string>();
+  readonly #firstTold = firstTime();
 
   #unreadable(flowId: string, error: unknown): void {
-    if (this.#told.has(flowId)) return;
-    this.#told.add(flowId);
+    if (!this.#firstTold(flowId)) return;
     this.#log.error({ flowId, err: error }, "flow record unreadable; the sweep leaves it and goes on");
   }
 

@@ -10,6 +10,7 @@ import {
   RoleNotHeld,
   RuntimeStopped,
 } from "../kernel/errors.ts";
+import { firstTime } from "../kernel/first-time.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { type ScheduleRecord, tickKey } from "../kernel/schedule-record.ts";
 import { type FireAction, type ScheduleEvent, scheduleMachine } from "../machines/schedule.machine.ts";
@@ -90,13 +91,11 @@ export class Scheduler {
     }
   }
 
-  /** Records this scheduler could not read, each told once: the others fire on. */
-  readonly #told = new Set<string>();
+  /** Records this scheduler could not read, each told once (per reason): the others fire on. */
+  readonly #firstTold = firstTime();
 
   #unreadable(id: string, error: unknown): void {
-    const what = `${id}\n${error instanceof Error ? error.message : String(error)}`;
-    if (this.#told.has(what)) return;
-    this.#told.add(what);
+    if (!this.#firstTold(`${id}\n${error instanceof Error ? error.message : String(error)}`)) return;
     this.#deps.log.error({ schedule: id, err: error }, "schedule record unreadable; it does not fire here");
   }
 
