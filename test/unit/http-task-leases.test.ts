@@ -581,24 +581,25 @@ describe("TaskLeases", () => {
       expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([]);
     });
 
-    it("when the queue's list no longer shows the job running, its record read again says so", async () => {
+    /** j1 leased (its permit held) and then over, j2 waiting: what a later reserve from the queue finds. */
+    const leasedThenOver = async () => {
       const { limits, held } = heldPermits();
       const t = setup([record("j1"), record("j2")], 1, limits);
       t.offer("j1", 0);
       t.offer("j2", 0);
       await t.leases.reserve("j1", 1, W1);
       t.byId.set("j1", record("j1", { status: "failed" }));
+      return { t, held };
+    };
+
+    it("when the queue's list no longer shows the job running, its record read again says so", async () => {
+      const { t, held } = await leasedThenOver();
       expect((await t.leases.reserveFromQueue("q", 1, W1)).map((x) => x.jobId)).toEqual(["j2"]);
       expect([...held]).toEqual(["$JS.ACK.t.j2.1.1.1.0.0"]);
     });
 
     it("not while its record cannot be read, nor while it runs", async () => {
-      const { limits, held } = heldPermits();
-      const t = setup([record("j1"), record("j2")], 1, limits);
-      t.offer("j1", 0);
-      t.offer("j2", 0);
-      await t.leases.reserve("j1", 1, W1);
-      t.byId.set("j1", record("j1", { status: "failed" }));
+      const { t, held } = await leasedThenOver();
       t.failing.reads.set(
         "j1",
         () => new OperationTimeout({ message: "timed out", operation: "job.record.get", timeoutMs: 2000 }),
