@@ -8,10 +8,10 @@
  * node_modules (a symlink will do).
  */
 import { parseArgs } from "node:util";
-import { createRuntime } from "../src/index.ts";
 import { startNatsServer } from "../test/harness/nats-server.ts";
 import { runJetstate } from "./jetstate-e2e.ts";
 import { loadCheckout } from "./lib/checkout.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 import { serverCpuClock } from "./lib/server.ts";
 import { median, round } from "./lib/stats.ts";
 import type { ThroughputRun } from "./lib/throughput.ts";

@@ -10,7 +10,8 @@
  * called). It includes the submit, during which no task is visible yet.
  */
 import { pino } from "pino";
-import { createRuntime, type Runtime } from "../src/index.ts";
+import type { Runtime } from "../src/index.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 import { cpuMicrosSince, percentiles, round, sleep } from "./lib/stats.ts";
 import { type BenchPayload, makePayloads, uniqueName } from "./lib/tasks.ts";
 import { perTask, phases, type RunOptions, type ThroughputRun } from "./lib/throughput.ts";

@@ -7,8 +7,9 @@
  * server's memory: a third of the server's CPU to make and delete), against
  * the same one job.
  */
-import { createRuntime } from "../src/index.ts";
+
 import { freshRuntime } from "./jetstate-e2e.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 import { median, round, sleep } from "./lib/stats.ts";
 import { makePayloads, uniqueName } from "./lib/tasks.ts";
 

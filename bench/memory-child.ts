@@ -16,13 +16,13 @@
  * also read the server's consumer count from `/jsz`: before the jobs, while
  * they are live, and once they ended (the runtime still up).
  *
- * The runtime measured is the package's build (`dist/`) when memory.ts found
- * it up to date (`JETSTATE_BENCH_BUILD`), else the sources through tsx: tsx
+ * The runtime measured is the package's build (`dist/`, bench/lib/jetstate.ts),
+ * unless `JETSTATE_BENCH_SOURCES=1` asks for the sources through tsx: tsx
  * keeps every function's name as a property of its own, ~9 KB more heap
  * per job than the build users install.
  */
-import * as source from "../src/index.ts";
 import { freshRuntime } from "./jetstate-e2e.ts";
+import { createRuntime, measured } from "./lib/jetstate.ts";
 import { sleep } from "./lib/stats.ts";
 import { makePayloads, uniqueName } from "./lib/tasks.ts";
 
@@ -45,11 +45,6 @@ const settled = async (): Promise<Usage> => {
   const { rss, heapUsed, heapTotal, external, arrayBuffers } = process.memoryUsage();
   return { rss, heapUsed, heapTotal, external, arrayBuffers };
 };
-
-const build = process.env.JETSTATE_BENCH_BUILD;
-const { createRuntime } = build ? ((await import(build)) as typeof source) : source;
-/** What was measured: the build's file, or the sources. */
-const measured = build ? "dist" : "src (tsx)";
 
 const [mode, url, countArg] = process.argv.slice(2);
 

@@ -28,6 +28,8 @@ export interface BenchDocument {
     readonly cpuModel: string;
     readonly natsServer: string;
     readonly git: string | null;
+    /** Which jetstate ran: the build (`dist`) or the sources through tsx; absent in older documents. */
+    readonly measured?: string;
   };
   readonly config: {
     readonly n: number;
@@ -121,7 +123,7 @@ export function markdown(doc: BenchDocument): string {
   const { machine: m, config: c } = doc;
   lines.push(`# jetstate bench — ${doc.startedAt}`, "");
   lines.push(
-    `Node ${m.node}, ${m.platform}, ${m.cpus} × ${m.cpuModel}, nats-server ${m.natsServer}, git ${m.git ?? "?"}. ` +
+    `Node ${m.node}, ${m.platform}, ${m.cpus} × ${m.cpuModel}, nats-server ${m.natsServer}, git ${m.git ?? "?"}, jetstate from ${m.measured ?? "src (tsx)"}. ` +
       `N = ${c.n}, ${c.reps} repetitions interleaved (raw, jetstate, raw pipelined, …), ` +
       `task body ${c.taskBodyBytes} B, ` +
       `${c.workers} worker(s) × concurrency ${c.concurrencyPerWorker}.`,
@@ -297,7 +299,7 @@ export function markdown(doc: BenchDocument): string {
     lines.push(
       "## Memory (child processes, after gc)",
       "",
-      `Measured on ${(mem.idleJobs as { measured?: string } | undefined)?.measured === "dist" ? "the package's build (`dist/`)" : "the sources through tsx (no up-to-date `dist/`: run `npm run build` first to measure what users install; tsx adds ~9 KB per job)"}.`,
+      `Measured on ${(mem.idleJobs as { measured?: string } | undefined)?.measured === "dist" ? "the package's build (`dist/`)" : "the sources through tsx (`JETSTATE_BENCH_SOURCES=1`; tsx adds ~9 KB per job)"}.`,
       "",
       "| case | RSS MiB | heap used MiB | note |",
       "| --- | ---: | ---: | --- |",

@@ -40,6 +40,7 @@ import { measureConnections } from "./connections.ts";
 import { measureFairness } from "./fairness.ts";
 import { runJetstate } from "./jetstate-e2e.ts";
 import { measureJobPlane } from "./job-plane.ts";
+import { measured } from "./lib/jetstate.ts";
 import { serverCpuClock } from "./lib/server.ts";
 import { typicalBodyBytes } from "./lib/tasks.ts";
 import { ratios, summarise, type ThroughputRun } from "./lib/throughput.ts";
@@ -192,6 +193,7 @@ try {
     cpuModel: os.cpus()[0]?.model.trim() ?? "?",
     natsServer: await server.version(),
     git: gitDescribe(),
+    measured,
   };
   log(
     `nats-server ${machine.natsServer} at ${server.url}; N = ${n}, ${reps} reps, sections: ${sections.join(", ")}`,

@@ -10,9 +10,10 @@
  *   under `perTarget.maxConcurrency: 2` with two workers (two agents) on it.
  * Figures from the bench's own ledger (timings, handler intervals).
  */
-import { createHttpApi, type Runtime } from "../src/index.ts";
+import type { Runtime } from "../src/index.ts";
 import { maxOverlap } from "../test/harness/intervals.ts";
 import { freshRuntime } from "./jetstate-e2e.ts";
+import { createHttpApi } from "./lib/jetstate.ts";
 import { round } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
 

@@ -17,8 +17,9 @@
  *   longest waiting).
  */
 import { randomUUID } from "node:crypto";
-import { createRuntime, type JobHandle, type Runtime } from "../src/index.ts";
+import type { JobHandle, Runtime } from "../src/index.ts";
 import { silentLogger } from "../src/kernel/logger.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 import { median, round } from "./lib/stats.ts";
 
 export interface PriorityShape {

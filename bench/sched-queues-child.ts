@@ -9,7 +9,7 @@
  */
 import { createInterface } from "node:readline";
 import { pino } from "pino";
-import { createRuntime } from "../src/index.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 
 const [url, prefix, queues, concurrency] = process.argv.slice(2);
 if (!url || !prefix || !queues || !concurrency)

@@ -10,8 +10,8 @@
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { createRuntime } from "../src/index.ts";
 import { silent } from "./jetstate-e2e.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 import { round } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
 

@@ -17,8 +17,8 @@
  */
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { createRuntime } from "../src/index.ts";
 import { freshRuntime } from "./jetstate-e2e.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 import { median, round } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
 

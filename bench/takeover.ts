@@ -15,12 +15,12 @@
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
-import { createRuntime } from "../src/api/runtime.ts";
 import { encodeRecord } from "../src/kernel/job-record.ts";
 import { silentLogger } from "../src/kernel/logger.ts";
 import { finishedRecord } from "../test/harness/finished-records.ts";
 import { type Child, killAll, startChild } from "../test/harness/supervisor-child.ts";
 import { waitUntil } from "../test/harness/wait.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 import { median } from "./lib/stats.ts";
 
 export interface TakeoverShape {

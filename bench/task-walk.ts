@@ -11,8 +11,8 @@
 import { Session } from "node:inspector/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createRuntime } from "../src/index.ts";
 import { startNatsServer } from "../test/harness/nats-server.ts";
+import { createRuntime } from "./lib/jetstate.ts";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const session = new Session();
