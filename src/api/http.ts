@@ -6,7 +6,7 @@ import { ReceiptSigner } from "../adapters/http/receipts.ts";
 import { TaskLeases } from "../adapters/http/task-leases.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
-import { isRunning, type JobRecord, maxCounts } from "../kernel/job-record.ts";
+import { type JobRecord, maxCounts, takesTasks } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
 import { leaseLimits, queueSettingsOf } from "./lease-limits.ts";
@@ -100,7 +100,7 @@ const activeJobsOf = (broker: Broker, log: Logger): (() => Promise<JobRecord[]>)
     for (const id of known.keys()) if (!leased.has(id)) known.delete(id);
     records.leased(leased);
     for (const record of await records.read([...leased].filter((id) => !known.has(id))))
-      if (isRunning(record)) known.set(record.id, record);
+      if (takesTasks(record)) known.set(record.id, record);
     return [...known.values()];
   };
 };

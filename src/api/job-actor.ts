@@ -147,7 +147,9 @@ export const startJobActor = (
   });
   const stopActor = () => parent.send({ type: "job.stop", job: actor });
   // The record as this actor last wrote it: its end is written without reading it first.
-  const seen: RecordSeen = {};
+  // A lane job watched from its record is committed (`get` opens one whose commit is not
+  // written yet only once its task is read stored).
+  const seen: RecordSeen = resumeFrom && record.lane ? { laneSubmit: record.submitId } : {};
   const run = effects.attach(actor, {
     record,
     seen,

@@ -94,11 +94,15 @@ export const persistAndLog = (
       // Never rejects; a log line, so none once the runtime's loops closed (it is stopping).
       if (s.status === "stalled")
         loops.track(`job-stall-log:${s.id}`, () => logStall(broker, record, s, clock.now(), log));
-      // Just committed with nothing answered yet: the submit's commit wrote exactly this.
+      // Just committed with nothing answered yet: the submit's commit wrote exactly this. A lane
+      // job's commit is not written by its submit: its end writes it, or this write a second on.
       const committedAsIs = last === "queuing" && s.status === "running" && s.done + s.failed + s.dead === 0;
-      if (committedAsIs) recorded = { status: s.status, counts: { done: 0, failed: 0, dead: 0 } };
+      const commitUnwritten = committedAsIs && seen?.laneSubmit !== undefined;
+      if (committedAsIs && !commitUnwritten)
+        recorded = { status: s.status, counts: { done: 0, failed: 0, dead: 0 } };
       last = s.status;
-      if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs) {
+      if (commitUnwritten) timer = clock.setTimeout(writeWhenDue, 1000);
+      else if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs) {
         cancelTimer(); // written now: a pending write would only repeat it
         write();
       }

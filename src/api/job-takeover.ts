@@ -1,6 +1,6 @@
 import type { Broker } from "../adapters/broker.ts";
 import { restoreConsumer } from "../effects/lost-job.ts";
-import { type ReapReport, reapSubmits } from "../effects/reap-submits.ts";
+import { type ReapReport, reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
@@ -89,7 +89,13 @@ const adopt = async (host: TakeoverHost, jobId: string, revision: number): Promi
     await broker.leases.remove(jobId, revision);
     return;
   }
-  if (found.record.phase === SubmitPhase.submitting) return; // a submit that died: the reaper's
+  // A submit that died: the reaper's, once its deadline passed. A lane job whose task is stored
+  // committed; its commit is written with its next write, which its submitter did not make.
+  if (
+    found.record.phase === SubmitPhase.submitting &&
+    !(await rollLaneForward(broker, found, () => host.core.clock.now()))
+  )
+    return;
   if (!(await broker.leases.acquire(jobId, host.leaseMs, host.core.clock.now()))) return;
   // A `get` here may have started watching it meanwhile: that actor now holds the lease.
   if (await host.watching(jobId)) return;

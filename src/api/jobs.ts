@@ -2,6 +2,7 @@ import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
 import type { RecordsPage } from "../adapters/job-records.ts";
+import { laneSubmitCommitted } from "../effects/finalize-job.ts";
 import { mover } from "../effects/move-held.ts";
 import {
   assertSameRequest,
@@ -12,7 +13,7 @@ import {
 } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
-import { type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
+import { asCommittedLane, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
@@ -207,23 +208,32 @@ export class JobRegistry implements Jobs {
       if (supervised.started.actor.getSnapshot().status === "active")
         return supervised.handle as JobHandle<Result>;
     }
-    const found = await this.#broker.getRecord(id);
-    if (!found) return undefined;
-    if (found.record.phase === SubmitPhase.submitting) return undefined; // not committed: not a job yet
+    const record = await this.#committedRecord(id);
+    if (!record) return undefined;
     // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
     const meanwhile = this.#jobs.get(id);
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;
     // A finished job's actor ends at once, as recorded, and is dropped: its handle still answers.
-    const started = this.#track(id, this.#start(found.record, found.record.status));
+    const started = this.#track(id, this.#start(record, record.status));
     return (await started).handle as JobHandle<Result>;
   }
 
   async record(id: string): Promise<JobRecord | undefined> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.record()");
     check(SubjectToken, id, "id");
+    return this.#committedRecord(id);
+  }
+
+  /**
+   * The job's record once its submit committed; undefined before (not a job
+   * yet) or when none is stored. A lane job's commit is written with its next
+   * write: until then its stored task, or a result of it, says it committed.
+   */
+  async #committedRecord(id: string): Promise<JobRecord | undefined> {
     const found = await this.#broker.getRecord(id);
-    // Not committed: not a job yet (as `get` answers).
-    return found && found.record.phase !== SubmitPhase.submitting ? found.record : undefined;
+    if (!found || found.record.phase !== SubmitPhase.submitting) return found?.record;
+    const laneSubmit = await laneSubmitCommitted(this.#broker, found.record);
+    return laneSubmit === undefined ? undefined : asCommittedLane(found.record, laneSubmit);
   }
 
   /**

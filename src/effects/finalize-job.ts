@@ -3,6 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { JobRecords } from "../adapters/job-records.ts";
 import { RevisionConflict } from "../kernel/errors.ts";
 import {
+  asCommittedLane,
   type FinalizeInput,
   isFinal,
   type JobCounts,
@@ -29,6 +30,12 @@ export interface RecordSeen {
    * acknowledged (a small job's commit, seen after its end).
    */
   before?: JobRecord;
+  /**
+   * The submit of this lane job known committed (`asCommittedLane`): its
+   * record, still `submitting` until its next write, is written from as
+   * committed.
+   */
+  laneSubmit?: string;
 }
 
 /** Remembers a write acknowledged at `revision`: the record seen last, and the one before it. */
@@ -80,6 +87,21 @@ const updateRetried = (
   );
 };
 
+/**
+ * The change of a stored record. A lane job whose commit is not written yet
+ * (`seen.laneSubmit`) is changed as committed, and its commit is written
+ * even by a change that has nothing else to say (the progress write a
+ * second after its submit, of a job nothing answered yet).
+ */
+const changeFrom = (
+  stored: JobRecord,
+  change: (record: JobRecord) => JobRecord | undefined,
+  seen: RecordSeen | undefined,
+): JobRecord | undefined => {
+  const from = asCommittedLane(stored, seen?.laneSubmit);
+  return change(from) ?? (from === stored ? undefined : from);
+};
+
 /** One compare-and-set of the change, from `kept` (the record seen last) or from a read. */
 const updateOnce = async (
   port: JobRecords,
@@ -90,12 +112,12 @@ const updateOnce = async (
 ): Promise<JobRecord | undefined> => {
   let found = kept ?? (await port.getRecord(id));
   if (!found) return undefined;
-  let next = change(found.record);
+  let next = changeFrom(found.record, change, seen);
   // "Nothing to write" is the store's to say: a write of this actor's may still be on its way.
   if (!next && kept) {
     found = await port.getRecord(id);
     if (!found) return undefined;
-    next = change(found.record);
+    next = changeFrom(found.record, change, seen);
   }
   if (!next) return found.record;
   if (seen) seen.writing = next;
@@ -177,7 +199,7 @@ const cancelJobEffect = (
   now: number,
 ): Effect.Effect<JobRecord | undefined, PortFailure> =>
   Effect.gen(function* () {
-    const stored = yield* updateRecordWithEffect(port, id, (record) => {
+    const change = (record: JobRecord): JobRecord | undefined => {
       if (isFinal(record.status) || record.phase !== SubmitPhase.committed) return undefined;
       // Never older than the write it follows: a reader drops a record older than one it has
       // seen (a watch lagging behind), and this runtime's clock may be behind the supervisor's.
@@ -190,10 +212,29 @@ const cancelJobEffect = (
         updatedAt: at,
         finishedAt: at,
       };
-    });
+    };
+    const first = yield* updateRecordWithEffect(port, id, change);
+    // A lane job whose commit is not written yet (its record says `submitting`): cancelled as
+    // committed once its task, or a result of it, is read stored.
+    const laneSubmit = first ? yield* fromPort(() => laneSubmitCommitted(port, first)) : undefined;
+    const stored =
+      laneSubmit === undefined ? first : yield* updateRecordWithEffect(port, id, change, 10, { laneSubmit });
     if (stored && stored.phase === SubmitPhase.committed) yield* fromPort(() => port.removeTasks(stored));
     return stored;
   });
+
+/**
+ * The submit of a lane job whose record still says `submitting` while its
+ * task, or a result of it, is stored: committed (`asCommittedLane`).
+ * Undefined for any other record, or one whose task is not stored.
+ */
+export const laneSubmitCommitted = async (
+  port: Pick<JobPort, "tasksCommitted">,
+  record: JobRecord,
+): Promise<string | undefined> =>
+  record.lane === true && record.phase === SubmitPhase.submitting && (await port.tasksCommitted(record))
+    ? record.submitId
+    : undefined;
 
 export const cancelJob = (
   port: JobPort,

@@ -70,3 +70,21 @@ export const reapSubmits = (
   graceMs: number,
   records?: readonly JobRecord[],
 ): Promise<ReapReport> => Effect.runPromise(reapSubmitsEffect(port, now, graceMs, records));
+
+/**
+ * Commits a lane job whose submitter stopped before the job's first write
+ * after its publish (that write carries a lane job's commit): committed if
+ * its task, or a result of it, is stored. Safe before the commit deadline,
+ * unlike a roll back: the submitter, if it still runs, would write the same
+ * commit (its compare-and-set then reads this one). False when its task is
+ * not stored, or the record changed since `found` was read.
+ */
+export const rollLaneForward = async (
+  port: JobPort,
+  found: { readonly record: JobRecord; readonly revision: number },
+  now: () => number,
+): Promise<boolean> =>
+  found.record.lane === true &&
+  found.record.phase === SubmitPhase.submitting &&
+  (await port.tasksCommitted(found.record)) &&
+  Effect.runPromise(rollForward(port, found.record, found.revision, now));

@@ -1,8 +1,8 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
-import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { asCommittedLane, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
-import { type RecordSeen, wrote } from "./finalize-job.ts";
+import { laneSubmitCommitted, type RecordSeen, wrote } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 
@@ -57,10 +57,10 @@ const afterStep = (hooks: SubmitHooks | undefined, step: SubmitStep) =>
  * then the tasks (message id `<jobId>.<submitId>.<n>`, so a retry cannot duplicate),
  * then the job's consumer: that is the commit point. Before it no worker can
  * see a task. A lane job's one task is its commit point (one message is
- * stored whole or not at all); a worker that takes it before the record says
- * committed runs it all the same, so its deadline is checked before its
- * publish, and a commit write the reaper's roll-forward beat stands as
- * committed. A submit that fails is rolled back here;
+ * stored whole or not at all), so its deadline is checked before its
+ * publish, and its record keeps saying `submitting` until the job's next
+ * write (`laneCommitted` in `kernel/job-record.ts` reads it as committed
+ * meanwhile). A submit that fails is rolled back here;
  * one that dies is rolled back (or, once committed, forward) by the reaper
  * once its commit deadline has passed.
  */
@@ -94,20 +94,24 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
         status: "running",
         updatedAt: input.now(),
       };
+      // A lane job's commit is not written now: its stored task (or a result of it) says it
+      // committed. Its next write (its end, most often a few milliseconds later, or the first
+      // progress write a second on) writes the commit with it, from the create's revision.
+      if (record.lane) {
+        if (input.seen) {
+          wrote(input.seen, committed, claim.revision);
+          input.seen.laneSubmit = record.submitId;
+        }
+        return { kind: "committed", record: committed } as const;
+      }
       if (input.seen) input.seen.writing = committed;
-      const stored = yield* fromPort(() => port.updateRecord(committed, claim.revision)).pipe(
-        Effect.map((revision) => ({ record: committed, revision })),
-        Effect.catchTag("RevisionConflict", (conflict) =>
-          record.lane ? committedMeanwhile(port, record, conflict) : Effect.fail(conflict),
-        ),
-      );
-      if (input.seen) wrote(input.seen, stored.record, stored.revision);
+      const revision = yield* fromPort(() => port.updateRecord(committed, claim.revision));
+      if (input.seen) wrote(input.seen, committed, revision);
       yield* afterStep(hooks, SubmitStep.recordCommitted);
       // Only now may the rest of the system hear of the job. A core NATS note, best effort: the
       // job is committed either way, and every watcher finds it in the records bucket too.
-      if (!record.lane)
-        yield* fromPort(() => port.announceCreated(record.queue, record.id)).pipe(Effect.ignore);
-      return { kind: "committed", record: stored.record } as const;
+      yield* fromPort(() => port.announceCreated(record.queue, record.id)).pipe(Effect.ignore);
+      return { kind: "committed", record: committed } as const;
     });
     return yield* commit.pipe(
       Effect.catch((error) =>
@@ -129,20 +133,6 @@ const beforeDeadline = (record: JobRecord, now: () => number): Effect.Effect<voi
   now() > record.commitDeadline
     ? Effect.fail(new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`))
     : Effect.void;
-
-/**
- * A lane job whose commit write lost its compare-and-set after its task was
- * stored: committed if the record now says so for this submit (the reaper
- * rolled it forward), else the conflict stands.
- */
-const committedMeanwhile = (port: JobPort, record: JobRecord, conflict: PortFailure) =>
-  fromPort(() => port.getRecord(record.id)).pipe(
-    Effect.flatMap((found) =>
-      found?.record.phase === SubmitPhase.committed && found.record.submitId === record.submitId
-        ? Effect.succeed(found)
-        : Effect.fail(conflict),
-    ),
-  );
 
 export const submitJob = (port: JobPort, input: SubmitInput): Promise<SubmitOutcome> =>
   Effect.runPromise(submitJobEffect(port, input));
@@ -170,6 +160,9 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
       // The key names this job only if it was asked for the same tasks and settings.
       yield* fromThrowing(() => assertSameRequest(other, record));
       if (other.phase === SubmitPhase.committed) return { existing: other };
+      // A lane job whose commit is not written yet: committed once its task is stored.
+      const laneSubmit = yield* fromPort(() => laneSubmitCommitted(port, other));
+      if (laneSubmit !== undefined) return { existing: asCommittedLane(other, laneSubmit) };
       if (other.phase === SubmitPhase.rolledBack) {
         const taken = yield* fromPort(() => port.updateRecord(record, revision)).pipe(
           Effect.map((next): Claim | undefined => ({ revision: next })),

@@ -126,6 +126,22 @@ export type JobRecord = JobRecordV1;
 /** Where a job's tasks are: its queue, its id, whether it is on the queue's lane, and whether some are held (`runAt`). */
 export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane" | "runAt">;
 
+/**
+ * A lane job's record as committed once its submit is known to have
+ * committed: its task's publish (the commit point) was acknowledged, or its
+ * task or a result of it was read stored. Its commit is not written then
+ * (one record write less per small job): the record says `submitting` until
+ * the job's next write, which writes the commit with it. Any other record,
+ * another submit's of the key included, is as stored.
+ */
+export const asCommittedLane = (record: JobRecord, laneSubmit: string | undefined): JobRecord =>
+  laneSubmit !== undefined &&
+  record.lane === true &&
+  record.phase === SubmitPhase.submitting &&
+  record.submitId === laneSubmit
+    ? { ...record, phase: SubmitPhase.committed, status: "running" }
+    : record;
+
 /** The lane consumer's ack wait and delivery limit: one for every lane job (the defaults of a job's). */
 export const laneAckWaitMs = 30_000;
 export const laneMaxDeliver = 5;

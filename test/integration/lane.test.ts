@@ -192,7 +192,6 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
   it.each([
     [SubmitStep.recordCreated, "rolledBack"],
     [SubmitStep.tasksPublished, "committed"],
-    [SubmitStep.recordCommitted, "committed"],
   ] as const)("a submit that dies after %s is %s by the reaper", async (step, expected) => {
     const queue = `lane_crash_${step}`;
     const core = await createRuntimeCore({ servers: server.url, logger, jobs: { lane: true } });
@@ -223,11 +222,119 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
       expect(await stored(queue, names.laneSubject(queue, jobId))).toBe(0);
       return;
     }
-    if (step === SubmitStep.tasksPublished) expect(report.rolledForward).toEqual([jobId]);
+    expect(report.rolledForward).toEqual([jobId]);
     expect(after).toMatchObject({ status: "running", phase: "committed" });
     const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
     const handle = await rt.jobs.get(jobId);
     expect(await handle!.done()).toMatchObject({ status: "succeeded", done: 1 });
     await worker.stop();
+  });
+  it("a lane job whose submitter died after its publish is taken over within the lease, not left to the reaper", async () => {
+    // Its record says `submitting` until the job's next write (its commit is written with it):
+    // the submitter died before that one, 30 s before the reaper may touch the record.
+    const queue = "lane_crash_takeover";
+    const core = await createRuntimeCore({ servers: server.url, logger, jobs: { lane: true } });
+    const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
+    const crashing = new JobRegistry(core, broker, {
+      reapIntervalMs: 3600_000,
+      reapGraceMs: 10_000,
+      leaseMs: 300,
+      takeOver: false,
+      submitHooks: {
+        afterStep: (at) => {
+          if (at === SubmitStep.tasksPublished) throw new SimulatedCrash(`process died after ${at}`);
+        },
+      },
+    });
+    await expect(crashing.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(/process died after/);
+    await crashing.stop();
+    await core.stop();
+    const {
+      jobs: [submitted],
+    } = await rt.jobs.list({ queue });
+    const jobId = submitted!.id;
+    expect(await storedRecord(jobId)).toMatchObject({ phase: "submitting" });
+    const taker = await createRuntime({
+      servers: server.url,
+      logger,
+      jobs: { lane: true, leaseMs: 300, reapIntervalMs: 3600_000 },
+    });
+    const { ran, worker } = ledgerWorker(queue);
+    try {
+      await waitUntil(async () => (await storedRecord(jobId))?.status === "succeeded", {
+        timeoutMs: 5000,
+        message: "the job was not taken over and ended",
+      });
+      expect(await storedRecord(jobId)).toMatchObject({ phase: "committed", counts: { done: 1 } });
+      expect(ran).toEqual([1]);
+    } finally {
+      await worker.stop();
+      await taker.stop();
+    }
+  });
+  it("another runtime gets and cancels a lane job whose commit is not written yet", async () => {
+    const queue = "lane_window";
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      handler: async (_task, { signal }) => {
+        started();
+        await Promise.race([held, new Promise((resolve) => signal.addEventListener("abort", resolve))]);
+        return 0;
+      },
+    });
+    const other = await createRuntime({ servers: server.url, logger, jobs: { lane: true } });
+    try {
+      const job = await rt.jobs.submit({ queue, tasks: [{ n: 1 }] });
+      await running;
+      // Its task runs; its record, read raw, still says what its create wrote.
+      expect(await storedRecord(job.id)).toMatchObject({ phase: "submitting" });
+      const seen = await other.jobs.get(job.id);
+      expect(seen?.snapshot()).toMatchObject({ status: "running" });
+      expect(await other.jobs.record(job.id)).toMatchObject({ phase: "committed", status: "running" });
+      await seen!.cancel("not wanted");
+      expect(await job.done()).toMatchObject({ status: "failed", reason: "cancelled: not wanted" });
+      expect(await storedRecord(job.id)).toMatchObject({
+        phase: "committed",
+        status: "failed",
+        reason: "cancelled: not wanted",
+      });
+    } finally {
+      release();
+      await worker.stop();
+      await other.stop();
+    }
+  });
+  it("a lane job still running a second after its submit has its commit written", async () => {
+    const queue = "lane_commit_write";
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let running = false;
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue,
+      handler: async () => {
+        running = true;
+        await held;
+        return 0;
+      },
+    });
+    try {
+      const job = await rt.jobs.submit({ queue, tasks: [{ n: 1 }] });
+      await waitUntil(async () => (await storedRecord(job.id))?.phase === "committed", {
+        timeoutMs: 3000,
+        message: "the commit was not written",
+      });
+      expect(running).toBe(true);
+      expect(await storedRecord(job.id)).toMatchObject({ status: "running", counts: { done: 0 } });
+      release();
+      expect(await job.done()).toMatchObject({ status: "succeeded" });
+      expect(await storedRecord(job.id)).toMatchObject({ phase: "committed", status: "succeeded" });
+    } finally {
+      release();
+      await worker.stop();
+    }
   });
 });

@@ -40,7 +40,7 @@ describe("the requests of a small job on nats-server", () => {
     await server?.dispose();
   });
 
-  it("a lane job's submitter reads no record, no stored result and no lane task from submit to done and results()", async () => {
+  it("a lane job's submitter reads no record, no stored result and no lane task from submit to done and results(), and writes its record twice", async () => {
     const queue = "requests";
     // The worker in a runtime of its own: it may read a job's record when the task outruns its
     // watch; what is counted is what the submitting runtime asks.
@@ -66,6 +66,13 @@ describe("the requests of a small job on nats-server", () => {
         requests.push({ subject: m.subject, reply: m.reply ?? "" });
       },
     });
+    // Each write of a record, as the server receives it (a KV write is a publish to its key).
+    const recordWrites: string[] = [];
+    const writes = oracle.subscribe(`$KV.${names.jobsBucket}.>`, {
+      callback: (_e, m) => {
+        recordWrites.push(m.subject);
+      },
+    });
     await oracle.flush();
     const jobs = 5;
     const ids: string[] = [];
@@ -84,6 +91,16 @@ describe("the requests of a small job on nats-server", () => {
     for (const id of ids) await leaseReleased(id);
     await oracle.flush();
     sub.unsubscribe();
+    writes.unsubscribe();
+
+    // Each record is written twice: its create and its end, which carries its commit.
+    for (const id of ids) {
+      expect(recordWrites.filter((subject) => subject === `$KV.${names.jobsBucket}.${id}`)).toHaveLength(2);
+      const stored = await jsm.streams.getMessage(`KV_${names.jobsBucket}`, {
+        last_by_subj: `$KV.${names.jobsBucket}.${id}`,
+      });
+      expect(stored?.json()).toMatchObject({ phase: "committed", status: "succeeded" });
+    }
 
     // Each job's lease is released by its submitter (a purge of its key): one a job, which also
     // tells the submitter's inbox.

@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import {
+  cancelJob,
   finalizeJob,
   type RecordSeen,
   recordProgress,
@@ -61,20 +62,63 @@ describe("submitJob", () => {
     expect(fake.tasks.get("j1")).toEqual(['{"i":0,"p":1}', '{"i":1,"p":2}']);
   });
 
-  it("a lane job: record, its task (the commit point), the committed record; no consumer, no announcement", async () => {
+  it("a lane job: record, its task (the commit point); no commit write, no consumer, no announcement", async () => {
     const fake = fakeJobPort();
     const steps: string[] = [];
+    const seen: RecordSeen = {};
     const outcome = await submitJob(fake.port, {
       record: laneRecord(),
       bodies: ['{"i":0,"p":1}'],
       now: () => 5000,
       signal: new AbortController().signal,
       hooks: { afterStep: (step) => void steps.push(step) },
+      seen,
     });
-    expect(fake.calls).toEqual(["createRecord j1", "publishTasks j1 1", "updateRecord j1 committed running"]);
-    expect(steps).toEqual([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.recordCommitted]);
+    expect(fake.calls).toEqual(["createRecord j1", "publishTasks j1 1"]);
+    expect(steps).toEqual([SubmitStep.recordCreated, SubmitStep.tasksPublished]);
     expect(outcome).toMatchObject({ kind: "committed", record: { lane: true, phase: "committed" } });
+    // Stored as created; the job's next write starts from the create's revision, as committed.
+    const stored = fake.records.get("j1")!;
+    expect(stored.record).toMatchObject({ phase: "submitting", status: "queuing" });
+    expect(seen.last).toEqual({ record: outcome.record, revision: stored.revision });
+    expect(seen.laneSubmit).toBe(stored.record.submitId);
     expect(fake.consumers.size).toBe(0);
+  });
+
+  it("a lane job's next write carries its commit: its end, or a progress write with nothing new", async () => {
+    for (const write of ["end", "progress"] as const) {
+      const fake = fakeJobPort();
+      const seen: RecordSeen = {};
+      await submitJob(fake.port, {
+        record: laneRecord(),
+        bodies: ["a"],
+        now: () => 5000,
+        signal: new AbortController().signal,
+        seen,
+      });
+      const created = fake.records.get("j1")!.revision;
+      if (write === "end")
+        await finalizeJob(
+          fake.port,
+          {
+            jobId: "j1",
+            queue: "q",
+            status: "succeeded",
+            reason: null,
+            counts: { done: 1, failed: 0, dead: 0 },
+          },
+          () => 5007,
+          seen,
+        );
+      else await recordProgress(fake.port, "j1", "running", { done: 0, failed: 0, dead: 0 }, 6000, seen);
+      const stored = fake.records.get("j1")!;
+      expect(stored.revision).toBe(created + 1);
+      expect(stored.record).toMatchObject(
+        write === "end"
+          ? { phase: "committed", status: "succeeded", counts: { done: 1 } }
+          : { phase: "committed", status: "running", counts: { done: 0 } },
+      );
+    }
   });
 
   it("the lease asked for beside the record is waited for before the commit: no task before it", async () => {
@@ -94,7 +138,7 @@ describe("submitJob", () => {
     expect(fake.calls).toEqual(["createRecord j1"]);
     grant(true);
     expect((await submitted).kind).toBe("committed");
-    expect(fake.calls).toEqual(["createRecord j1", "publishTasks j1 1", "updateRecord j1 committed running"]);
+    expect(fake.calls).toEqual(["createRecord j1", "publishTasks j1 1"]);
   });
 
   it("a lease that fails rolls the submit back before any task: its error is the submit's", async () => {
@@ -201,7 +245,9 @@ describe("submitJob", () => {
     });
     expect(outcome.kind).toBe("committed");
     expect(fake.tasks.get("j1")).toEqual(["a"]);
-    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
+    // Not rolled back: its commit is written with its next write.
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "submitting" });
+    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
   });
 
   it("a lane job past its deadline before its publish is rolled back, nothing published", async () => {
@@ -219,24 +265,6 @@ describe("submitJob", () => {
     expect((error as Error).message).toBe("submit of 1 tasks passed its commit deadline; rolled back");
     expect(fake.calls.filter((c) => c.startsWith("publishTasks"))).toEqual([]);
     expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
-  });
-
-  it("a lane job the reaper rolled forward while its commit write was on its way stays committed, its task kept", async () => {
-    const fake = fakeJobPort();
-    // The reaper's roll-forward lands first: the submitter's compare-and-set then fails.
-    fake.failNext("updateRecord", () => {
-      const { record: stored } = fake.records.get("j1")!;
-      fake.put({ ...stored, phase: "committed", status: "running", updatedAt: 1500 });
-    });
-    const outcome = await submitJob(fake.port, {
-      record: laneRecord(),
-      bodies: ["a"],
-      now: () => 1000,
-      signal: new AbortController().signal,
-    });
-    expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed", status: "running" } });
-    expect(fake.tasks.get("j1")).toEqual(["a"]);
-    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
   });
 
   it("commits at the deadline itself", async () => {
@@ -728,6 +756,34 @@ describe("record updates", () => {
       await recordProgress(fake.port, "j1", "running", { done: 9, failed: 0, dead: 0 }, 50);
       expect(fake.records.get("j1")!.record.status).toBe(status);
     }
+  });
+});
+
+describe("cancelJob: a lane job whose commit is not written yet", () => {
+  const submitted = async (publish: boolean) => {
+    const fake = fakeJobPort();
+    fake.put(laneRecord({ phase: "submitting", status: "queuing", updatedAt: 10 }));
+    if (publish) await fake.port.publishTasks(laneRecord(), ["a"], new AbortController().signal);
+    return fake;
+  };
+
+  it("is cancelled as committed once its task is stored, the task removed", async () => {
+    const fake = await submitted(true);
+    const stored = await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50);
+    expect(stored).toMatchObject({
+      phase: "committed",
+      status: "failed",
+      reason: "cancelled: no longer wanted",
+    });
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "failed" });
+    expect(fake.calls.at(-1)).toBe("removeTasks q j1 lane");
+  });
+
+  it("is left alone while its task is not stored: its submit decides", async () => {
+    const fake = await submitted(false);
+    await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50);
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "submitting", status: "queuing" });
+    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
   });
 });
 

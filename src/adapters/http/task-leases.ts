@@ -127,7 +127,7 @@ export class TaskLeases {
   async reserveFromQueue(queue: string, max: number, caller: Caller, signal?: AbortSignal) {
     if (await this.#port.isPaused?.(queue)) return [];
     const ofQueue = (records: JobRecord[]): Source[] => {
-      const running = records.filter((r) => r.queue === queue && isRunning(r));
+      const running = records.filter((r) => r.queue === queue && takesTasks(r));
       const own = running.filter((r) => !r.lane);
       // No lane job listed: its lane is not asked (a queue that has none may not have the consumer).
       return own.length < running.length ? [...own, lane] : own;
@@ -570,7 +570,8 @@ export class TaskLeases {
         // A job no longer listed is forgotten: said again should it come back unreadable.
         const listed = new Set(all.map((r) => r.id));
         for (const id of this.#unreadable) if (!listed.has(id)) this.#unreadable.delete(id);
-        const running = all.filter(isRunning);
+        // A lane job whose commit is not written yet runs too (its record says `submitting`).
+        const running = all.filter(takesTasks);
         await this.#endLeasesOfJobsOver(new Set(running.map((r) => r.id)));
         return running.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
       });
