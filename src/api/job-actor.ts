@@ -255,8 +255,8 @@ export const startJobActor = (
       if (changed.updatedAt < seenUpdatedAt || actor.getSnapshot().status !== "active") return;
       seenUpdatedAt = changed.updatedAt;
       // This actor's own write seen back (its commit, its progress, its end): nothing the
-      // machine does not know. Two of the three record events of a small job, each a
-      // macrostep of the statechart.
+      // machine does not know. Each of a small job's record events (its create and its end,
+      // which carries a lane job's commit) would be a macrostep of the statechart.
       if (
         isOwnWrite(changed, seen.writing) ||
         isOwnWrite(changed, seen.last?.record) ||

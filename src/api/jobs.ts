@@ -2,7 +2,7 @@ import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
 import type { RecordsPage } from "../adapters/job-records.ts";
-import { laneSubmitCommitted } from "../effects/finalize-job.ts";
+import { committedRecord } from "../effects/finalize-job.ts";
 import { mover } from "../effects/move-held.ts";
 import {
   assertSameRequest,
@@ -13,7 +13,7 @@ import {
 } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
-import { asCommittedLane, type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
+import { type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
@@ -230,10 +230,7 @@ export class JobRegistry implements Jobs {
    * write: until then its stored task, or a result of it, says it committed.
    */
   async #committedRecord(id: string): Promise<JobRecord | undefined> {
-    const found = await this.#broker.getRecord(id);
-    if (!found || found.record.phase !== SubmitPhase.submitting) return found?.record;
-    const laneSubmit = await laneSubmitCommitted(this.#broker, found.record);
-    return laneSubmit === undefined ? undefined : asCommittedLane(found.record, laneSubmit);
+    return (await committedRecord(this.#broker, await this.#broker.getRecord(id)))?.record;
   }
 
   /**

@@ -155,7 +155,9 @@ export const updateRecordWith = async (
  * read. It never moves the job backwards: not to a lower status (a write
  * planned while the job was queuing lands after its commit), never below the
  * stored counts, never onto a submit not yet committed (the submitter's own
- * compare-and-set would then fail) and never onto an end.
+ * compare-and-set would then fail; a lane job's whose task its actor knows
+ * stored is committed, and the write carries its commit: `changeFrom`) and
+ * never onto an end.
  */
 export const recordProgress = (
   port: JobRecords,
@@ -225,8 +227,11 @@ const cancelJobEffect = (
 
 /**
  * The submit of a lane job whose record still says `submitting` while its
- * task, or a result of it, is stored: committed (`asCommittedLane`).
- * Undefined for any other record, or one whose task is not stored.
+ * task, or a result of it, is stored (`tasksCommitted`): committed
+ * (`asCommittedLane`). Undefined for any other record, or one with neither
+ * stored. A result names its job, not its submit: one stored by an earlier
+ * submit of the same key (rolled back after its task ran) is an answer to
+ * the same tasks (the key names one request), and reads as this one's.
  */
 export const laneSubmitCommitted = async (
   port: Pick<JobPort, "tasksCommitted">,
@@ -235,6 +240,28 @@ export const laneSubmitCommitted = async (
   record.lane === true && record.phase === SubmitPhase.submitting && (await port.tasksCommitted(record))
     ? record.submitId
     : undefined;
+
+type RecordFound = { readonly record: JobRecord; readonly revision: number };
+
+/**
+ * A job's record as a reader takes it: as stored, unless it says
+ * `submitting`, which is no job yet, but for a lane job whose task is
+ * stored (`laneSubmitCommitted`): that one is committed, its record read
+ * again (it may have moved on, to its end or a cancel, while the task was
+ * looked for) and taken as committed while it still says `submitting`.
+ */
+export const committedRecord = async (
+  port: Pick<JobPort, "getRecord" | "tasksCommitted">,
+  found: RecordFound | undefined,
+): Promise<RecordFound | undefined> => {
+  if (found?.record.phase !== SubmitPhase.submitting) return found;
+  const laneSubmit = await laneSubmitCommitted(port, found.record);
+  if (laneSubmit === undefined) return undefined;
+  const again = await port.getRecord(found.record.id);
+  if (!again || again.record.phase !== SubmitPhase.submitting) return again;
+  const record = asCommittedLane(again.record, laneSubmit);
+  return record === again.record ? undefined : { record, revision: again.revision };
+};
 
 export const cancelJob = (
   port: JobPort,

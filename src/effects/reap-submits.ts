@@ -1,6 +1,7 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { laneSubmitCommitted } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
 import { isSameSubmit, rollBackEffect } from "./submit-job.ts";
 
@@ -74,17 +75,17 @@ export const reapSubmits = (
 /**
  * Commits a lane job whose submitter stopped before the job's first write
  * after its publish (that write carries a lane job's commit): committed if
- * its task, or a result of it, is stored. Safe before the commit deadline,
- * unlike a roll back: the submitter, if it still runs, would write the same
- * commit (its compare-and-set then reads this one). False when its task is
- * not stored, or the record changed since `found` was read.
+ * its task, as its submit published it, is stored (`laneSubmitCommitted`).
+ * Safe before the commit deadline, unlike a roll back: the submitter, if it
+ * still runs, writes the same commit (its compare-and-set then reads this
+ * one), or, its publish failed though the task was stored, finds it
+ * committed before it would remove the task (`rollBackLane`). False when
+ * its task is not stored, or the record changed since `found` was read.
  */
 export const rollLaneForward = async (
   port: JobPort,
   found: { readonly record: JobRecord; readonly revision: number },
   now: () => number,
 ): Promise<boolean> =>
-  found.record.lane === true &&
-  found.record.phase === SubmitPhase.submitting &&
-  (await port.tasksCommitted(found.record)) &&
+  (await laneSubmitCommitted(port, found.record)) !== undefined &&
   Effect.runPromise(rollForward(port, found.record, found.revision, now));

@@ -1,12 +1,12 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
-import { asCommittedLane, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
-import { laneSubmitCommitted, type RecordSeen, wrote } from "./finalize-job.ts";
+import { committedRecord, type RecordSeen, wrote } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 
-/** The steps of a submit, in order; tests inject a crash after each one (a lane job has no consumer step). */
+/** The steps of a submit, in order; tests inject a crash after each one (a lane job has no consumer or commit step). */
 export const SubmitStep = {
   recordCreated: "recordCreated",
   tasksPublished: "tasksPublished",
@@ -59,7 +59,7 @@ const afterStep = (hooks: SubmitHooks | undefined, step: SubmitStep) =>
  * see a task. A lane job's one task is its commit point (one message is
  * stored whole or not at all), so its deadline is checked before its
  * publish, and its record keeps saying `submitting` until the job's next
- * write (`laneCommitted` in `kernel/job-record.ts` reads it as committed
+ * write (`asCommittedLane` in `kernel/job-record.ts` reads it as committed
  * meanwhile). A submit that fails is rolled back here;
  * one that dies is rolled back (or, once committed, forward) by the reaper
  * once its commit deadline has passed.
@@ -114,18 +114,42 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       return { kind: "committed", record: committed } as const;
     });
     return yield* commit.pipe(
-      Effect.catch((error) =>
+      Effect.catch((error) => {
         // A simulated crash skips the clean-up, as a dead process would: the reaper must undo it.
-        error instanceof SimulatedCrash
-          ? Effect.fail(error)
-          : rollBackEffect(
-              port,
-              record,
-              `submit failed: ${error instanceof Error ? error.message : String(error)}`,
-              input.now,
-            ).pipe(Effect.andThen(Effect.fail(error))),
-      ),
+        if (error instanceof SimulatedCrash) return Effect.fail(error);
+        const reason = `submit failed: ${error instanceof Error ? error.message : String(error)}`;
+        if (record.lane) return rollBackLane(port, input, reason, error);
+        return rollBackEffect(port, record, reason, input.now).pipe(Effect.andThen(Effect.fail(error)));
+      }),
     );
+  });
+
+/**
+ * A lane submit that failed: its record is marked rolled back first, and its
+ * task removed only then. Its publish may have been stored though its
+ * answer never came (cut off from the server), and a takeover that found
+ * the task then wrote the commit (`rollLaneForward`): the submit stands
+ * committed, its task kept. Removing the task first would leave a committed
+ * job without it.
+ */
+const rollBackLane = (port: JobPort, input: SubmitInput, reason: string, error: PortFailure) =>
+  Effect.gen(function* () {
+    const { record } = input;
+    yield* markRolledBack(port, record, reason, input.now).pipe(
+      Effect.retry({ times: 4, while: isConflict }),
+      Effect.catchTag("RevisionConflict", () => Effect.void),
+    );
+    const found = yield* fromPort(() => port.getRecord(record.id));
+    if (found?.record.submitId === record.submitId && found.record.phase === SubmitPhase.committed) {
+      if (input.seen) {
+        wrote(input.seen, found.record, found.revision);
+        input.seen.laneSubmit = record.submitId;
+      }
+      return { kind: "committed", record: found.record } as const;
+    }
+    // Rolled back (or the key taken by another submit since, whose task is not this one's to remove).
+    if (found?.record.submitId === record.submitId) yield* fromPort(() => port.removeTasks(record));
+    return yield* Effect.fail(error);
   });
 
 /** Fails once the submit's commit deadline has passed: the reaper may roll it back from then on. */
@@ -161,8 +185,8 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
       yield* fromThrowing(() => assertSameRequest(other, record));
       if (other.phase === SubmitPhase.committed) return { existing: other };
       // A lane job whose commit is not written yet: committed once its task is stored.
-      const laneSubmit = yield* fromPort(() => laneSubmitCommitted(port, other));
-      if (laneSubmit !== undefined) return { existing: asCommittedLane(other, laneSubmit) };
+      const view = yield* fromPort(() => committedRecord(port, found));
+      if (view?.record.phase === SubmitPhase.committed) return { existing: view.record };
       if (other.phase === SubmitPhase.rolledBack) {
         const taken = yield* fromPort(() => port.updateRecord(record, revision)).pipe(
           Effect.map((next): Claim | undefined => ({ revision: next })),

@@ -34,8 +34,10 @@ export const maxCounts = (a: JobCounts, b: JobCounts): JobCounts => ({
 
 /**
  * Where a submit is: `submitting` (tasks being published, invisible to
- * workers), `committed` (the consumer exists: workers may see tasks) or
- * `rolledBack` (the reaper or the submitter undid it).
+ * workers; a lane job's one task is visible once published, and its record
+ * says `submitting` until its next write: `asCommittedLane`), `committed`
+ * (the consumer exists: workers may see tasks) or `rolledBack` (the reaper
+ * or the submitter undid it).
  */
 export const SubmitPhase = {
   submitting: "submitting",

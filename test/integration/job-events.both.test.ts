@@ -43,7 +43,8 @@ interface Reader {
 }
 
 interface Backend {
-  runtime(roles?: Role[]): Promise<Runtime>;
+  /** A runtime; `lane`: its 1-task jobs go on their queue's lane. */
+  runtime(roles?: Role[], lane?: boolean): Promise<Runtime>;
   /** A reader of job events, started and watching (on NATS, in another process). */
   reader(queue?: string): Promise<Reader>;
   /** Writes the job's record again, unchanged: a new revision with the same end. */
@@ -85,10 +86,10 @@ const memoryBackend = async (): Promise<Backend> => {
   const server = createMemoryServer();
   const records = memoryServerState(server).records;
   const runtimes: Runtime[] = [];
-  const runtime = async (roles?: Role[]) => {
+  const runtime = async (roles?: Role[], lane = false) => {
     const rt = await createTestRuntime({
       broker: createMemoryBroker({ server }),
-      jobs: jobsOptions,
+      jobs: { ...jobsOptions, lane },
       ...(roles ? { roles } : {}),
     });
     runtimes.push(rt);
@@ -139,11 +140,11 @@ const natsBackend = async (): Promise<Backend> => {
   const jsm: JetStreamManager = await jetstreamManager(nc);
   const runtimes: Runtime[] = [];
   const children: ChildProcessWithoutNullStreams[] = [];
-  const runtime = async (roles?: Role[]) => {
+  const runtime = async (roles?: Role[], lane = false) => {
     const rt = await createRuntime({
       servers: server.url,
       logger: silentLogger(),
-      jobs: jobsOptions,
+      jobs: { ...jobsOptions, lane },
       ...(roles ? { roles } : {}),
     });
     runtimes.push(rt);
@@ -397,6 +398,43 @@ describe.each(backends)("job events on $name", ({ name, start }) => {
 
     await reader.end();
     if (name === "nats") expect(await b.readerConsumers()).toHaveLength(before);
+    await reader.close();
+    await worker.stop();
+  });
+
+  it("lane jobs: created once and their end once, the commit carried by the end or written a second on", async () => {
+    const queue = "ev-lane";
+    const reader = await b.reader(queue);
+    const submitter = await b.runtime(undefined, true);
+    const { worker } = await startWorker(queue);
+    // Quick ones (the end carries the commit) and one held past a second (its commit written alone).
+    const quick = [];
+    for (let k = 0; k < 5; k++)
+      quick.push(await submitter.jobs.submit<Work, string>({ queue, tasks: [{ kind: "ok", ms: 1 }] }));
+    const slow = await submitter.jobs.submit<Work, string>({ queue, tasks: [{ kind: "ok", ms: 1500 }] });
+    const ids = [...quick, slow].map((job) => job.id);
+    await Promise.all([...quick, slow].map((job) => job.done()));
+    await waitUntil(
+      () => ids.every((id) => reader.events.some((e) => e.jobId === id && endTypes.has(e.type))),
+      {
+        timeoutMs,
+        message: "the reader has every lane job's end",
+      },
+    );
+    await delay(200); // a repeat would come now
+    for (const id of ids) {
+      const types = reader.events.filter((e) => e.jobId === id).map((e) => e.type);
+      expect(
+        types.filter((t) => t === "created"),
+        id,
+      ).toHaveLength(1);
+      expect(
+        types.filter((t) => endTypes.has(t)),
+        id,
+      ).toEqual(["succeeded"]);
+      expect(types[0], id).toBe("created");
+    }
+    await reader.end();
     await reader.close();
     await worker.stop();
   });

@@ -63,6 +63,25 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     });
     return { ran, worker };
   };
+  /** A lane submit of one task in a runtime of its own that dies after `step` (nothing cleaned up). */
+  const submitThenDie = async (queue: string, step: SubmitStep) => {
+    const core = await createRuntimeCore({ servers: server.url, logger, jobs: { lane: true } });
+    const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
+    const crashing = new JobRegistry(core, broker, {
+      reapIntervalMs: 3600_000,
+      reapGraceMs: 10_000,
+      leaseMs: 300,
+      takeOver: false,
+      submitHooks: {
+        afterStep: (at) => {
+          if (at === step) throw new SimulatedCrash(`process died after ${at}`);
+        },
+      },
+    });
+    await expect(crashing.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(/process died after/);
+    await crashing.stop();
+    await core.stop();
+  };
   /** The job's record as stored in the bucket, read raw. */
   const storedRecord = async (id: string) => {
     const jsm = await jetstreamManager(nc);
@@ -194,22 +213,7 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     [SubmitStep.tasksPublished, "committed"],
   ] as const)("a submit that dies after %s is %s by the reaper", async (step, expected) => {
     const queue = `lane_crash_${step}`;
-    const core = await createRuntimeCore({ servers: server.url, logger, jobs: { lane: true } });
-    const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
-    const crashing = new JobRegistry(core, broker, {
-      reapIntervalMs: 3600_000,
-      reapGraceMs: 10_000,
-      leaseMs: 300,
-      takeOver: false,
-      submitHooks: {
-        afterStep: (at) => {
-          if (at === step) throw new SimulatedCrash(`process died after ${at}`);
-        },
-      },
-    });
-    await expect(crashing.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(/process died after/);
-    await crashing.stop();
-    await core.stop();
+    await submitThenDie(queue, step);
     const {
       jobs: [before],
     } = await rt.jobs.list({ queue });
@@ -233,22 +237,7 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     // Its record says `submitting` until the job's next write (its commit is written with it):
     // the submitter died before that one, 30 s before the reaper may touch the record.
     const queue = "lane_crash_takeover";
-    const core = await createRuntimeCore({ servers: server.url, logger, jobs: { lane: true } });
-    const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
-    const crashing = new JobRegistry(core, broker, {
-      reapIntervalMs: 3600_000,
-      reapGraceMs: 10_000,
-      leaseMs: 300,
-      takeOver: false,
-      submitHooks: {
-        afterStep: (at) => {
-          if (at === SubmitStep.tasksPublished) throw new SimulatedCrash(`process died after ${at}`);
-        },
-      },
-    });
-    await expect(crashing.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(/process died after/);
-    await crashing.stop();
-    await core.stop();
+    await submitThenDie(queue, SubmitStep.tasksPublished);
     const {
       jobs: [submitted],
     } = await rt.jobs.list({ queue });

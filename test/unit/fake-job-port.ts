@@ -78,6 +78,7 @@ export const fakeJobPort = () => {
     },
     tasksCommitted: async (job) => {
       calls.push(`tasksCommitted ${named(job)}`);
+      hook("tasksCommitted");
       return job.lane ? tasks.has(job.id) || answered.has(job.id) : consumers.has(job.id);
     },
     restoreConsumer: async (job) => {

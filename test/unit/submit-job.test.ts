@@ -8,6 +8,7 @@
 import { describe, expect, it } from "vitest";
 import {
   cancelJob,
+  committedRecord,
   finalizeJob,
   type RecordSeen,
   recordProgress,
@@ -265,6 +266,47 @@ describe("submitJob", () => {
     expect((error as Error).message).toBe("submit of 1 tasks passed its commit deadline; rolled back");
     expect(fake.calls.filter((c) => c.startsWith("publishTasks"))).toEqual([]);
     expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+  });
+
+  it("a lane job whose publish was stored, its answer lost, and a takeover committed it meanwhile stays committed, its task kept", async () => {
+    const fake = fakeJobPort();
+    const seen: RecordSeen = {};
+    fake.failNext("publishTasks", () => {
+      // Stored on the server; the answer never comes, and another runtime's takeover finds the
+      // task and writes the commit before the submitter gives up.
+      fake.tasks.set("j1", ["a"]);
+      const { record: stored } = fake.records.get("j1")!;
+      fake.put({ ...stored, phase: "committed", status: "running", updatedAt: 1500 });
+      throw new Error("no answer from the server");
+    });
+    const outcome = await submitJob(fake.port, {
+      record: laneRecord(),
+      bodies: ["a"],
+      now: () => 1000,
+      signal: new AbortController().signal,
+      seen,
+    });
+    expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed", status: "running" } });
+    expect(fake.tasks.get("j1")).toEqual(["a"]);
+    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
+    expect(seen.last?.revision).toBe(fake.records.get("j1")!.revision);
+  });
+
+  it("a lane job whose publish failed is marked rolled back, then its task removed", async () => {
+    const fake = fakeJobPort();
+    fake.failNext("publishTasks", () => {
+      throw new Error("no answer from the server");
+    });
+    await expect(
+      submitJob(fake.port, {
+        record: laneRecord(),
+        bodies: ["a"],
+        now: () => 1000,
+        signal: new AbortController().signal,
+      }),
+    ).rejects.toThrow(/no answer/);
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+    expect(fake.calls.at(-1)).toBe("removeTasks q j1 lane");
   });
 
   it("commits at the deadline itself", async () => {
@@ -784,6 +826,46 @@ describe("cancelJob: a lane job whose commit is not written yet", () => {
     await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50);
     expect(fake.records.get("j1")!.record).toMatchObject({ phase: "submitting", status: "queuing" });
     expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
+  });
+});
+
+describe("committedRecord", () => {
+  it("reads a lane record again once its task is found: an end written meanwhile is what it answers", async () => {
+    const fake = fakeJobPort();
+    fake.put(laneRecord({ phase: "submitting", status: "queuing" }));
+    fake.tasks.set("j1", ["a"]);
+    const found = fake.records.get("j1")!;
+    // The end lands while the task is looked for.
+    fake.failNext("tasksCommitted", () => {
+      fake.put({
+        ...found.record,
+        phase: "committed",
+        status: "failed",
+        reason: "cancelled: x",
+        updatedAt: 9,
+      });
+    });
+    expect((await committedRecord(fake.port, found))?.record).toMatchObject({
+      phase: "committed",
+      status: "failed",
+      reason: "cancelled: x",
+    });
+  });
+
+  it("answers a lane record still submitting as committed once its task is stored, else as no job", async () => {
+    const fake = fakeJobPort();
+    fake.put(laneRecord({ phase: "submitting", status: "queuing" }));
+    expect(await committedRecord(fake.port, fake.records.get("j1"))).toBeUndefined();
+    fake.tasks.set("j1", ["a"]);
+    const view = await committedRecord(fake.port, fake.records.get("j1"));
+    expect(view).toEqual({
+      record: expect.objectContaining({ phase: "committed", status: "running" }),
+      revision: fake.records.get("j1")!.revision,
+    });
+    // Another submit's record (not a lane job's) is as stored.
+    const plain = fakeJobPort();
+    plain.put(record({ phase: "submitting", status: "queuing" }));
+    expect(await committedRecord(plain.port, plain.records.get("j1"))).toBeUndefined();
   });
 });
 
