@@ -173,6 +173,10 @@ const liveJobs = async (jobs: number) => {
   );
   const submitSeconds = (performance.now() - started) / 1000;
   const live = await settled();
+  // And once each job's first second is over: a lane job's commit is written then (its first
+  // write after its submit), so the heap right after the submits holds those writes in flight.
+  await sleep(2500);
+  const liveSettled = await settled();
   const consumersLive = await consumersOnServer(stream);
   const ran = new Set<number>();
   const worker = rt.workers.start<{ n: number }, number>({
@@ -200,6 +204,7 @@ const liveJobs = async (jobs: number) => {
     statuses,
     cpuSeconds: (used.user + used.system) / 1e6,
     heapPerLiveJob: Math.round((live.heapUsed - baseline.heapUsed) / jobs),
+    heapPerLiveJobSettled: Math.round((liveSettled.heapUsed - baseline.heapUsed) / jobs),
     baseline,
     live,
     ...(consumersBefore && consumersLive && consumersEnded

@@ -352,6 +352,8 @@ export function markdown(doc: BenchDocument): string {
           statuses: Record<string, number>;
           cpuSeconds: number;
           heapPerLiveJob: number;
+          /** 2.5 s after the last submit (absent in documents before it). */
+          heapPerLiveJobSettled?: number;
           live: MemoryUsage;
           consumers?: ConsumerCountsAt;
         }
@@ -363,7 +365,8 @@ export function markdown(doc: BenchDocument): string {
       lines.push(
         `| ${live.jobs} live lane jobs, all submitted before a worker runs | ${mib(live.live.rss)} | ${mib(live.live.heapUsed)} | ` +
           `submitted in ${live.submitSeconds.toFixed(1)} s, run in ${live.doneSeconds.toFixed(1)} s: ${ended}, ${live.ran} tasks run; ` +
-          `${((live.cpuSeconds / live.jobs) * 1000).toFixed(2)} ms of client CPU and ${(live.heapPerLiveJob / 1024).toFixed(1)} KiB of heap per job |`,
+          `${((live.cpuSeconds / live.jobs) * 1000).toFixed(2)} ms of client CPU and ${(live.heapPerLiveJob / 1024).toFixed(1)} KiB of heap per job` +
+          `${live.heapPerLiveJobSettled === undefined ? "" : ` (${(live.heapPerLiveJobSettled / 1024).toFixed(1)} KiB 2.5 s later, their commits written)`} |`,
       );
       if (live.consumers)
         consumerLines.push(

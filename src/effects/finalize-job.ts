@@ -36,12 +36,19 @@ export interface RecordSeen {
    * committed.
    */
   laneSubmit?: string;
+  /**
+   * `last` is a lane job's commit as its submit took it, never written (at
+   * its create's revision): no watch shows it, so it is not kept as
+   * `before` (a record more on every live lane job).
+   */
+  lastUnwritten?: boolean;
 }
 
 /** Remembers a write acknowledged at `revision`: the record seen last, and the one before it. */
 export const wrote = (seen: RecordSeen, record: JobRecord, revision: number): void => {
-  if (seen.last) seen.before = seen.last.record;
+  if (seen.last && !seen.lastUnwritten) seen.before = seen.last.record;
   seen.last = { record, revision };
+  if (seen.lastUnwritten) seen.lastUnwritten = false;
 };
 
 /**
@@ -113,6 +120,9 @@ const updateOnce = async (
   let found = kept ?? (await port.getRecord(id));
   if (!found) return undefined;
   let next = changeFrom(found.record, change, seen);
+  // A lane job's commit that its submit took and never wrote is written as it is, by a change
+  // with nothing else to say, with no read: `kept` is at the create's revision.
+  if (!next && kept && seen?.lastUnwritten) next = kept.record;
   // "Nothing to write" is the store's to say: a write of this actor's may still be on its way.
   if (!next && kept) {
     found = await port.getRecord(id);

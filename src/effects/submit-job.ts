@@ -99,7 +99,8 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       // progress write a second on) writes the commit with it, from the create's revision.
       if (record.lane) {
         if (input.seen) {
-          wrote(input.seen, committed, claim.revision);
+          input.seen.last = { record: committed, revision: claim.revision };
+          input.seen.lastUnwritten = true;
           input.seen.laneSubmit = record.submitId;
         }
         return { kind: "committed", record: committed } as const;

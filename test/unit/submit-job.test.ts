@@ -114,6 +114,13 @@ describe("submitJob", () => {
       else await recordProgress(fake.port, "j1", "running", { done: 0, failed: 0, dead: 0 }, 6000, seen);
       const stored = fake.records.get("j1")!;
       expect(stored.revision).toBe(created + 1);
+      // Written from what the submit took, at the create's revision: no read.
+      expect(
+        fake.calls.filter((c) => c.startsWith("getRecord")),
+        write,
+      ).toEqual([]);
+      // What the submit took was never written: no watch shows it, so it is not kept as `before`.
+      expect(seen.before, write).toBeUndefined();
       expect(stored.record).toMatchObject(
         write === "end"
           ? { phase: "committed", status: "succeeded", counts: { done: 1 } }
