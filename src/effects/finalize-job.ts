@@ -95,18 +95,21 @@ const updateRetried = (
 };
 
 /**
- * The change of a stored record. A lane job whose commit is not written yet
- * (`seen.laneSubmit`) is changed as committed, and its commit is written
- * even by a change that has nothing else to say (the progress write a
- * second after its submit, of a job nothing answered yet).
+ * The change of a record. A lane job whose commit is not written yet is
+ * changed as committed (`seen.laneSubmit`: the stored record still says
+ * `submitting`; `unwritten`: the record is the commit its submit took, at
+ * the create's revision), and its commit is written even by a change that
+ * has nothing else to say (the progress write a second after its submit, of
+ * a job nothing answered yet).
  */
 const changeFrom = (
-  stored: JobRecord,
+  record: JobRecord,
   change: (record: JobRecord) => JobRecord | undefined,
   seen: RecordSeen | undefined,
+  unwritten = false,
 ): JobRecord | undefined => {
-  const from = asCommittedLane(stored, seen?.laneSubmit);
-  return change(from) ?? (from === stored ? undefined : from);
+  const from = asCommittedLane(record, seen?.laneSubmit);
+  return change(from) ?? (unwritten || from !== record ? from : undefined);
 };
 
 /** One compare-and-set of the change, from `kept` (the record seen last) or from a read. */
@@ -119,10 +122,8 @@ const updateOnce = async (
 ): Promise<JobRecord | undefined> => {
   let found = kept ?? (await port.getRecord(id));
   if (!found) return undefined;
-  let next = changeFrom(found.record, change, seen);
-  // A lane job's commit that its submit took and never wrote is written as it is, by a change
-  // with nothing else to say, with no read: `kept` is at the create's revision.
-  if (!next && kept && seen?.lastUnwritten) next = kept.record;
+  // From `kept` that is a lane job's commit its submit never wrote: written with no read.
+  let next = changeFrom(found.record, change, seen, kept !== undefined && seen?.lastUnwritten === true);
   // "Nothing to write" is the store's to say: a write of this actor's may still be on its way.
   if (!next && kept) {
     found = await port.getRecord(id);
