@@ -9,13 +9,11 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { JobRegistry } from "../../src/api/jobs.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { jobIdFor } from "../../src/effects/plan-submit.ts";
-import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { crashingSubmitter } from "../harness/crashing-submitter.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -41,26 +39,16 @@ describe("a delayed submit that dies before its commit", () => {
 
   it("is never moved while submitting, and its rollback leaves nothing held", async () => {
     const queue = "crashed";
-    const core = await createRuntimeCore({ servers: server.url, logger: silentLogger() });
-    const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "crashing" });
-    const crashing = new JobRegistry(core, broker, {
-      reapIntervalMs: 3600_000,
-      reapGraceMs: 10_000,
-      leaseMs: 300,
-      takeOver: false,
-      submitHooks: {
-        afterStep: (at) => {
-          if (at === SubmitStep.tasksPublished) throw new SimulatedCrash("process died after holding");
-        },
-      },
+    // Dies once its tasks are published and held.
+    const crashing = await crashingSubmitter(server.url, SubmitStep.tasksPublished, {
+      retentionMs: 3600_000,
     });
     // Due at once after the crash: every mover (the live runtime's) finds it due while submitting.
     const runAt = Date.now() + 300;
-    await expect(crashing.submit({ queue, tasks: [1, 2, 3], runAt, idempotencyKey: "dies" })).rejects.toThrow(
-      /process died/,
-    );
+    await expect(
+      crashing.registry.submit({ queue, tasks: [1, 2, 3], runAt, idempotencyKey: "dies" }),
+    ).rejects.toThrow(/process died/);
     await crashing.stop();
-    await core.stop();
     const jobId = jobIdFor(queue, "dies");
     // A runtime started after, with a delayed job of its own on the queue: its mover follows the
     // queue (api/movers.ts) and finds the tasks the crashed submit held there.

@@ -10,13 +10,11 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { JobRegistry } from "../../src/api/jobs.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { decodeRecord } from "../../src/kernel/job-record.ts";
 import { encodeTask } from "../../src/kernel/wire.ts";
+import { crashingSubmitter } from "../harness/crashing-submitter.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -65,22 +63,11 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
   };
   /** A lane submit of one task in a runtime of its own that dies after `step` (nothing cleaned up). */
   const submitThenDie = async (queue: string, step: SubmitStep) => {
-    const core = await createRuntimeCore({ servers: server.url, logger, jobs: { lane: true } });
-    const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
-    const crashing = new JobRegistry(core, broker, {
-      reapIntervalMs: 3600_000,
-      reapGraceMs: 10_000,
-      leaseMs: 300,
-      takeOver: false,
-      submitHooks: {
-        afterStep: (at) => {
-          if (at === step) throw new SimulatedCrash(`process died after ${at}`);
-        },
-      },
-    });
-    await expect(crashing.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(/process died after/);
+    const crashing = await crashingSubmitter(server.url, step, { logger, lane: true });
+    await expect(crashing.registry.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(
+      /process died after/,
+    );
     await crashing.stop();
-    await core.stop();
   };
   /** The job's record as stored in the bucket, read raw. */
   const storedRecord = async (id: string) => {

@@ -2,11 +2,9 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { JobRegistry } from "../../src/api/jobs.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { SubmitStep } from "../../src/effects/submit-job.ts";
+import { crashingSubmitter } from "../harness/crashing-submitter.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -55,27 +53,13 @@ describe("a submit that crashes at every step", () => {
     async (step, expected) => {
       const queue = `crash_${step}`;
       const key = `upload-${step}`;
-      const core = await createRuntimeCore({ servers: server.url, logger });
-      const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
-      const crashing = new JobRegistry(core, broker, {
-        reapIntervalMs: 3600_000,
-        reapGraceMs: 10_000,
-        // The dead submitter's supervision lease must run out before another runtime finishes
-        // a committed job: short here, so the test does not wait out the default.
-        leaseMs: 300,
-        takeOver: false,
-        submitHooks: {
-          afterStep: (at) => {
-            if (at === step) throw new SimulatedCrash(`process died after ${at}`);
-          },
-        },
-      });
-      await expect(crashing.submit({ queue, tasks, idempotencyKey: key })).rejects.toThrow(
+      // Its supervision lease (300 ms) runs out before another runtime finishes a committed job.
+      const crashing = await crashingSubmitter(server.url, step, { logger });
+      await expect(crashing.registry.submit({ queue, tasks, idempotencyKey: key })).rejects.toThrow(
         /process died after/,
       );
       // The crashed process is gone: nothing of it runs any more.
       await crashing.stop();
-      await core.stop();
 
       const {
         jobs: [before],
