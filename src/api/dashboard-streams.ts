@@ -2,6 +2,7 @@ import type { Actor, AnyActorRef, InspectionEvent } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import type { Emit } from "../adapters/http/dashboard-stream.ts";
+import { shownRecord } from "../effects/finalize-job.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
 import { type JobRecord, maxCounts, priorityOf } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
@@ -172,7 +173,7 @@ export const streamJob = async (
   }, lookForActorMs);
   try {
     if (!attach()) {
-      const found = await broker.getRecord(job.id);
+      const found = await shownRecord(broker, job.id);
       if (found) {
         transition("record", null, found.record.status);
         emit("progress", jobFromRecord(found.record, undefined));

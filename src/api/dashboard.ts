@@ -4,6 +4,7 @@ import { createDashboardApp } from "../adapters/http/dashboard-app.ts";
 import { chartOf } from "../adapters/http/dashboard-chart.ts";
 import { StreamSlots } from "../adapters/http/dashboard-stream.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
+import { shownRecord } from "../effects/finalize-job.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { rejectUnknownKeys } from "../kernel/validation.ts";
@@ -73,7 +74,8 @@ export const createDashboard = (rt: Runtime, options: DashboardOptions): Dashboa
   const streams = new StreamSlots(streamsPerIdentity);
 
   const getJob = async (id: string) => {
-    const found = await broker.getRecord(id);
+    // A lane job whose commit is not written yet shows as running, as `rt.jobs.get()` has it.
+    const found = await shownRecord(broker, id);
     return found ? jobFromRecord(found.record, jobs.watchedSnapshot(id)) : undefined;
   };
 

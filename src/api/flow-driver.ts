@@ -1,5 +1,6 @@
 import { Effect, Schedule } from "effect";
 import type { Broker } from "../adapters/broker.ts";
+import { shownRecord } from "../effects/finalize-job.ts";
 import {
   IdempotencyConflict,
   InvalidArgument,
@@ -246,7 +247,8 @@ export class FlowDriver {
       Object.entries(found.record.nodes).map(async ([name, node]) => {
         if (node.status === "waiting" || node.status === "skipped" || node.status === "cancelled") return;
         if (node.status === "succeeded" || node.status === "failed") return;
-        observed.set(name, observe((await this.#broker.getRecord(node.jobId))?.record));
+        // A lane job whose commit is not written yet is running; a submit under way, pending.
+        observed.set(name, observe((await shownRecord(this.#broker, node.jobId))?.record));
       }),
     );
     const step = stepFlow(

@@ -5,6 +5,7 @@ import { openApiDocument } from "../adapters/http/openapi.ts";
 import { ReceiptSigner } from "../adapters/http/receipts.ts";
 import { TaskLeases } from "../adapters/http/task-leases.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
+import { shownRecord } from "../effects/finalize-job.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { type JobRecord, maxCounts, takesTasks } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -174,7 +175,8 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       return page;
     },
     getJob: async (id, visible): Promise<JobView | undefined> => {
-      const found = await broker.getRecord(id);
+      // A lane job whose commit is not written yet shows as running, as `rt.jobs.get()` has it.
+      const found = await shownRecord(broker, id);
       if (!found || !visible(found.record.queue)) return undefined;
       const { record } = found;
       // Answered from the record: a request must not leave a job actor running here. A job

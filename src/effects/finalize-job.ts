@@ -274,6 +274,20 @@ export const committedRecord = async (
   return record === again.record ? undefined : { record, revision: again.revision };
 };
 
+/**
+ * A job's record as it is shown (`GET /jobs/:id`, the dashboard, a flow's
+ * node): committed when `committedRecord` finds it so (a lane job whose
+ * commit is not written yet), otherwise as stored, a submit still under way
+ * included.
+ */
+export const shownRecord = async (
+  port: Pick<JobPort, "getRecord" | "tasksCommitted">,
+  id: string,
+): Promise<RecordFound | undefined> => {
+  const found = await port.getRecord(id);
+  return (await committedRecord(port, found)) ?? found;
+};
+
 export const cancelJob = (
   port: JobPort,
   id: string,

@@ -10,6 +10,8 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { createDashboard } from "../../src/api/dashboard.ts";
+import { createHttpApi } from "../../src/api/http.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { decodeRecord } from "../../src/kernel/job-record.ts";
@@ -268,6 +270,48 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
       await running;
       // Its task runs; its record, read raw, still says what its create wrote.
       expect(await storedRecord(job.id)).toMatchObject({ phase: "submitting" });
+      // The HTTP API and the dashboard of the other runtime show it as its `get` does.
+      const tokens = { "reader-token-0123456789": { identity: "ops", role: "read", queues: "*" } } as const;
+      const shown = async (fetch: (request: Request) => Promise<Response>, path: string) => {
+        const res = await fetch(
+          new Request(`http://test${path}`, { headers: { authorization: "Bearer reader-token-0123456789" } }),
+        );
+        expect(res.status).toBe(200);
+        return res.json();
+      };
+      /** The first `progress` event of a dashboard stream (server-sent events). */
+      const firstProgress = async (fetch: (request: Request) => Promise<Response>, path: string) => {
+        const ac = new AbortController();
+        const res = await fetch(
+          new Request(`http://test${path}`, {
+            headers: { authorization: "Bearer reader-token-0123456789" },
+            signal: ac.signal,
+          }),
+        );
+        const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+        let text = "";
+        try {
+          for (;;) {
+            const block = /event: progress\ndata: (.*)\n\n/.exec(text);
+            if (block) return JSON.parse(block[1]!);
+            const { done, value } = await reader.read();
+            if (done) throw new Error(`the stream ended before a progress event: ${text}`);
+            text += value;
+          }
+        } finally {
+          ac.abort();
+          await reader.cancel().catch(() => undefined);
+        }
+      };
+      const dashboard = createDashboard(other, { tokens });
+      expect(await shown(createHttpApi(other, { tokens }).fetch, `/jobs/${job.id}`)).toMatchObject({
+        status: "running",
+      });
+      expect(await shown(dashboard.fetch, `/api/jobs/${job.id}`)).toMatchObject({ status: "running" });
+      expect(await firstProgress(dashboard.fetch, `/api/jobs/${job.id}/stream`)).toMatchObject({
+        status: "running",
+      });
+      await dashboard.stop();
       const seen = await other.jobs.get(job.id);
       expect(seen?.snapshot()).toMatchObject({ status: "running" });
       expect(await other.jobs.record(job.id)).toMatchObject({ phase: "committed", status: "running" });
