@@ -1,4 +1,12 @@
-import { type Attributes, context, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  type Attributes,
+  context,
+  isSpanContextValid,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
 
 /**
  * OpenTelemetry spans, on the API package only: with no SDK registered every
@@ -16,14 +24,25 @@ const failed = (span: Span, error: unknown): void => {
   });
 };
 
-/** Runs `op` inside a span (current in its context, so the spans it starts nest under it); ends it either way. */
-const inSpan = async <A>(
+/**
+ * Runs `op` inside a span (current in its context, so the spans it starts
+ * nest under it); ends it either way. A span that records nothing and
+ * belongs to no trace (no SDK registered) is not made current: there is
+ * nothing to nest under it, and a context per task, its `with` and an await
+ * were ~0.7 µs of a task's CPU.
+ */
+const inSpan = <A>(
   name: string,
   kind: SpanKind,
   attributes: Attributes,
   op: (span: Span) => Promise<A>,
 ): Promise<A> => {
   const span = trace.getTracer(tracerName).startSpan(name, { kind, attributes });
+  if (!span.isRecording() && !isSpanContextValid(span.spanContext())) return op(span);
+  return inCurrentSpan(span, op);
+};
+
+const inCurrentSpan = async <A>(span: Span, op: (span: Span) => Promise<A>): Promise<A> => {
   try {
     return await context.with(trace.setSpan(context.active(), span), () => op(span));
   } catch (error) {
