@@ -9,27 +9,41 @@ const settingsTtlMs = 250;
 /** How often held permits are renewed (three times per permit lease), and the ended ones given back. */
 const keepEveryMs = Math.floor(permitLeaseMs / 3);
 
+/** A queue's settings, read or reused; `cached()`: how many queues' settings are kept now. */
+export type SettingsOf = ((queue: string) => Promise<QueueSettings>) & { readonly cached: () => number };
+
 /**
  * A queue's settings as the HTTP API reads them: at most every 250 ms per
  * queue (HTTP workers poll; no watch is kept per queue a request named).
+ * Only the queues asked for within the last 250 ms are kept: a `*` token may
+ * name any queue, and a cache of every name ever asked for grew without end.
  */
-export const queueSettingsOf = (controls: QueueControls): ((queue: string) => Promise<QueueSettings>) => {
+export const queueSettingsOf = (controls: QueueControls): SettingsOf => {
+  // In the order read: an entry is made again only once it ran out, so the run-out ones come first.
   const known = new Map<string, { at: number; settings: Promise<QueueSettings> }>();
-  return (queue) => {
+  const forgetRunOut = (now: number) => {
+    for (const [queue, entry] of known) {
+      if (now - entry.at < settingsTtlMs) return;
+      known.delete(queue);
+    }
+  };
+  const read = (queue: string) => {
     const now = Date.now();
+    forgetRunOut(now);
     const cached = known.get(queue);
-    if (cached && now - cached.at < settingsTtlMs) return cached.settings;
-    const settings = controls.getSettings(queue).then(
+    if (cached) return cached.settings;
+    const settings: Promise<QueueSettings> = controls.getSettings(queue).then(
       (found) => (found ? decodeQueueSettings(queue, found.value).settings : openQueue(queue)),
-      // A failed read is not kept, and does not block leasing.
+      // A failed read is not kept (a later one, made meanwhile, is), and does not block leasing.
       () => {
-        known.delete(queue);
+        if (known.get(queue)?.settings === settings) known.delete(queue);
         return openQueue(queue);
       },
     );
     known.set(queue, { at: now, settings });
     return settings;
   };
+  return Object.assign(read, { cached: () => known.size });
 };
 
 /**

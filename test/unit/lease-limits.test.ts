@@ -7,7 +7,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Permit, PermitKind, QueueControls } from "../../src/adapters/queue-controls.ts";
-import { leaseLimits } from "../../src/api/lease-limits.ts";
+import { leaseLimits, queueSettingsOf } from "../../src/api/lease-limits.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { openQueue, type QueueSettings } from "../../src/kernel/queue-settings.ts";
 
@@ -102,5 +102,35 @@ describe("HTTP lease limits", () => {
     expect(ledger[0]?.released).toBe(0);
     // No permit free: no slot, and nothing held.
     expect((await limits.admit("q", 1)).slots).toBe(0);
+  });
+});
+
+describe("the HTTP API's cache of queue settings", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("reads a queue once per 250 ms, and keeps only the queues asked for within that", async () => {
+    const reads: string[] = [];
+    const controls = {
+      getSettings: async (queue: string) => {
+        reads.push(queue);
+        return undefined;
+      },
+    } as Partial<QueueControls> as QueueControls;
+    const settingsOf = queueSettingsOf(controls);
+    await settingsOf("a");
+    await settingsOf("a");
+    expect(reads).toEqual(["a"]);
+    // A `*` token may name any queue: 5,000 names asked for once each.
+    for (let n = 0; n < 5000; n++) await settingsOf(`q${n}`);
+    expect(reads).toHaveLength(5001);
+    vi.advanceTimersByTime(300);
+    await settingsOf("a");
+    expect(reads).toHaveLength(5002);
+    expect(settingsOf.cached()).toBe(1);
   });
 });
