@@ -318,8 +318,10 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
       expect(final).toMatchObject({ status: "succeeded", done: 4, failed: 0, total: 4 });
       await expectCountedOnce(final, ran);
       expect([...(await resultsOf(job)).values()].map((r) => r.value).sort()).toEqual([0, 1, 2, 3]);
-      // Once the job is over, a retried POST hears that it is over.
-      expect((await call("POST", `/jobs/${job.id}/results`, body)).json.error.code).toBe("job_finished");
+      // Once the job is over, a retried POST (its response lost) still hears what became of its answers.
+      const late = await call("POST", `/jobs/${job.id}/results`, body);
+      expect(late.status).toBe(200);
+      expect(late.json.results).toEqual(tasks.map((t) => ({ id: t.id, status: "done", duplicate: true })));
     });
 
     it("a receipt whose lease expired is refused; the task is processed once, by its new holder", async () => {
@@ -564,6 +566,13 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
         results: [{ receipt: finishedTask!.receipt, result: 0 }],
       });
       await finished.done();
+      // A job cancelled while a task of it was leased: that receipt was never answered.
+      const cancelled = await rt.jobs.submit<{ n: number }, number>({
+        queue: "bad-cancelled",
+        tasks: [{ n: 0 }],
+      });
+      const [cancelledTask] = await reserve(cancelled.id, 1);
+      await cancelled.cancel("bad requests");
 
       const r0 = held[0]!.receipt;
       const [body, mac] = r0.split(".") as [string, string];
@@ -752,12 +761,20 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
           "job_finished",
         ],
         [
-          "a finished job: results",
+          "a finished job: results of a receipt never answered",
+          "POST",
+          `/jobs/${cancelled.id}/results`,
+          results({ receipt: cancelledTask!.receipt, result: 1 }),
+          410,
+          "job_finished",
+        ],
+        [
+          "a finished job: another answer than the one stored",
           "POST",
           `/jobs/${finished.id}/results`,
           results({ receipt: finishedTask!.receipt, result: 1 }),
-          410,
-          "job_finished",
+          409,
+          "already_answered",
         ],
         [
           "a finished job: heartbeat",

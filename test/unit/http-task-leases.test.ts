@@ -285,6 +285,58 @@ describe("TaskLeases", () => {
     ]);
   });
 
+  it("a POST retried after its lease ended finds the answer its first try stored: a duplicate, not expired", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    t.offer("j1", 1);
+    const [first, second] = await t.leases.reserve("j1", 2, W1);
+    await expect(t.leases.submitResults("j1", [ok(first!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "done" },
+    ]);
+    t.advance(10_000);
+    t.calls.length = 0;
+    // The same answer again (its first response lost), another one, and a receipt never answered.
+    await expect(
+      t.leases.submitResults(
+        "j1",
+        [ok(first!.receipt, 1), ok(first!.receipt, 7), ok(second!.receipt, 2)],
+        W1,
+      ),
+    ).resolves.toEqual([
+      { id: "j1.0", status: "done", duplicate: true },
+      { id: "j1.0", status: "conflict", answered: "done" },
+      { id: "j1.1", status: "expired" },
+    ]);
+    expect(t.calls).toEqual([]);
+  });
+
+  it("a POST retried after it finished the job finds the answers it stored: duplicates, not 410", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "done" },
+    ]);
+    // That answer was the job's last: its supervisor recorded its end.
+    t.byId.set("j1", record("j1", { status: "succeeded" }));
+    t.calls.length = 0;
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "done", duplicate: true },
+    ]);
+    // Another answer is a conflict; a receipt never answered is told the job is over.
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 2)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "conflict", answered: "done" },
+    ]);
+    t.offer("j2", 0);
+    const [other] = await t.leases.reserve("j2", 1, W1);
+    t.byId.set("j2", record("j2", { status: "failed" }));
+    await expect(t.leases.submitResults("j2", [ok(other!.receipt, 1)], W1)).rejects.toMatchObject({
+      status: 410,
+      code: "job_finished",
+    });
+    expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([]);
+  });
+
   it("refuses forged receipts, receipts of another job, unknown and finished jobs before touching anything", async () => {
     const t = setup([record("j1"), record("j2"), record("done", { status: "succeeded" })]);
     t.offer("j1", 0);

@@ -135,7 +135,7 @@ export class ReceiptAnswers {
         continue;
       }
       if (c.x <= now) {
-        outcomes.push(Promise.resolve({ id, status: "expired" }));
+        outcomes.push(this.#afterItsLease(id, digest, c.r));
         continue;
       }
       const answering = this.#open(c, id, digest, item);
@@ -273,6 +273,41 @@ export class ReceiptAnswers {
       }),
     );
     return claimed;
+  }
+
+  /**
+   * A receipt whose lease ended does nothing, but a POST retried after its
+   * first try stored the answer (the response lost) finds that answer: the
+   * same one is a duplicate, another a conflict. No answer recorded, one
+   * still pending, or none readable: expired.
+   */
+  async #afterItsLease(id: string, digest: string, ref: string): Promise<ItemOutcome> {
+    return (await this.#recordedOutcome(id, digest, ref)) ?? { id, status: "expired" };
+  }
+
+  /**
+   * What a POST retried after its job ended (its first try answered the
+   * job's last task, the response lost) is told: each item's recorded
+   * answer, a duplicate or a conflict. Undefined when an item has none.
+   */
+  async recorded(
+    jobId: string,
+    items: readonly ResultItem[],
+    claims: readonly ReceiptClaims[],
+  ): Promise<ItemOutcome[] | undefined> {
+    const outcomes = await Promise.all(
+      items.map((item, n) => {
+        const c = claims[n];
+        return c && this.#recordedOutcome(`${jobId}.${c.i}`, answerDigest(item), c.r);
+      }),
+    );
+    return outcomes.every((o) => o !== undefined) ? outcomes : undefined;
+  }
+
+  /** The delivery's answer recorded by an earlier request, told against this one; undefined with none (or pending). */
+  async #recordedOutcome(id: string, digest: string, ref: string): Promise<ItemOutcome | undefined> {
+    const first = await this.#port.answerOf(ref).catch(() => undefined);
+    return first && first.status !== "pending" ? repeated(id, digest, first) : undefined;
   }
 
   /** Settles the deliveries by reference, then records their answers. */

@@ -221,7 +221,18 @@ export class TaskLeases {
   async submitResults(jobId: string, items: readonly ResultItem[], caller: Caller): Promise<ItemOutcome[]> {
     const field = (n: number) => `results[${n}].receipt`;
     const claims = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
-    const record = await this.#openRecord(jobId, caller, claims);
+    let record: JobRecord;
+    try {
+      record = await this.#openRecord(jobId, caller, claims);
+    } catch (error) {
+      // Over, maybe by this request's first try (its response lost): the answers it stored are told.
+      const told =
+        error instanceof HttpError && error.code === ErrorCode.jobFinished
+          ? await this.#answers.recorded(jobId, items, claims)
+          : undefined;
+      if (told) return told;
+      throw error;
+    }
     this.#assertDeliveries(record, claims, field);
     const outcomes = await this.#answers.submit(record, items, claims, caller);
     // Answered (or found answered, or expired): the lease is over, its permit goes back.
