@@ -49,6 +49,7 @@ const fakePort = (records: JobRecord[]) => {
   const lanes = new Map<string, LeasedTask[]>();
   let laneSeq = 0;
   let publishFails = 0;
+  let publishDelayMs = 0;
   /** The broker's record of answers: survives a new TaskLeases (an API restart). */
   const answers = new Map<string, { answer: RecordedAnswer; revision: number }>();
   let revision = 0;
@@ -93,6 +94,7 @@ const fakePort = (records: JobRecord[]) => {
       if (answers.get(ref)?.revision === rev) answers.delete(ref);
     },
     publishResults: async (_queue, jobId, body, msgId) => {
+      if (publishDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, publishDelayMs));
       if (publishFails > 0) {
         publishFails--;
         throw new Error("publish timed out");
@@ -132,6 +134,7 @@ const fakePort = (records: JobRecord[]) => {
     byId,
     failing,
     failNextPublishes: (n: number) => (publishFails = n),
+    delayPublishes: (ms: number) => (publishDelayMs = ms),
   };
 };
 
@@ -283,6 +286,23 @@ describe("TaskLeases", () => {
       { id: "j1.0", status: "expired" },
       { id: "j1.1", status: "settled" },
     ]);
+  });
+
+  it("while its results are being published, the delivery's lease is kept (+WPI), then it is acked", async () => {
+    // An ack wait of 90 ms: kept every 30 ms; the publish takes 200 ms (retried through a leader election).
+    const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })]);
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    t.calls.length = 0;
+    t.delayPublishes(200);
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "done" },
+    ]);
+    const ref = "$JS.ACK.t.j1.1.1.1.0.0";
+    const kept = t.calls.filter((c) => c === `working ${ref}`);
+    expect(kept.length).toBeGreaterThanOrEqual(3);
+    // Every keep came before the result was stored and the delivery acked.
+    expect(t.calls.slice(kept.length)).toEqual(['publish j1 [{"i":0,"ok":true,"r":1}] true', `ack ${ref}`]);
   });
 
   it("a POST retried after its lease ended finds the answer its first try stored: a duplicate, not expired", async () => {

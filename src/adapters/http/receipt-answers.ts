@@ -43,6 +43,8 @@ interface Settling {
   unsettled(a: Answering): void;
   /** Its results are stored: told to the port (the metrics). */
   answered(delivery: ReceiptDelivery): void;
+  /** Its results are still being published: its lease on the server is extended. */
+  keep(delivery: ReceiptDelivery): void;
 }
 
 const statusOf: Record<TaskOutcome["kind"], AnswerStatus> = {
@@ -71,6 +73,15 @@ class ReceiptDelivery implements Delivery {
   }
   lost(): void {
     this.#request.unsettled(this.a);
+  }
+  /**
+   * The results are still being published (a publish retried through a
+   * leader election): the delivery's lease is extended, or the server would
+   * hand the task to another worker meanwhile and this ack would end that
+   * worker's delivery.
+   */
+  keep(): void {
+    this.#request.keep(this);
   }
   retry(delayMs: number): void {
     this.settle = { ref: this.a.c.r, action: "nak", delayMs };
@@ -167,6 +178,13 @@ export class ReceiptAnswers {
         if (d.status === "done" || d.status === "failed" || d.status === "dead")
           this.#port.answered?.(record.queue, d.status, d.a.c.d);
       },
+      keep: (d) => {
+        this.#port
+          .settle([{ ref: d.a.c.r, action: "working" }])
+          .catch((error: unknown) =>
+            this.#log.debug({ err: error, jobId }, "lease not extended while the results were published"),
+          );
+      },
     };
     const batcher = new ResultBatcher<ReceiptDelivery>(
       (_jobId, body, msgId) => this.#port.publishResults(record.queue, jobId, body, msgId),
@@ -175,6 +193,8 @@ export class ReceiptAnswers {
         // Sent by flush() below, once every answer of the request is in.
         maxDelayMs: 60_000,
         maxBytes: maxResultsMessageBytes,
+        // As a native worker's batcher: three times per ack wait while a publish is retried.
+        keepEveryMs: () => Math.max(10, record.settings.ackWaitMs / 3),
         idPrefix: jobId,
         messageId: (id, deliveries) =>
           messageId(
