@@ -91,7 +91,7 @@ export class QueueGate {
     );
     signal.addEventListener("abort", () => this.#life.stop(), { once: true });
     this.watching = controls
-      .watchSettings(queue, (value, revision) => this.#apply(value, revision), signal)
+      .watchSettings(queue, (value, revision) => this.#apply(value, revision, "watch"), signal)
       .catch((error) => log.warn({ err: error }, "queue settings watch failed"));
   }
 
@@ -208,8 +208,20 @@ export class QueueGate {
     }
   }
 
-  #apply(value: string | undefined, revision: number): void {
-    if (revision <= this.#revision) return;
+  /**
+   * Applies the settings of `revision`, unless an equal or later one was.
+   * The watch delivers in the store's order, so a revision below the last
+   * one applied coming from it means the store was made again (a server
+   * back with an empty store): the order starts again from it. A read
+   * (`getSettings`, at the start) may be older than what the watch brought.
+   */
+  #apply(value: string | undefined, revision: number, from: "read" | "watch" = "read"): void {
+    if (revision === this.#revision || (revision < this.#revision && from === "read")) return;
+    if (revision < this.#revision)
+      this.#log.info(
+        { revision, before: this.#revision },
+        "queue settings' revision went back (the store was made again): applied",
+      );
     this.#revision = revision;
     const wasPaused = this.#life.getSnapshot().value === "paused";
     if (value === undefined) this.#settings = openQueue(this.#queue);

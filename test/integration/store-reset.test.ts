@@ -123,4 +123,56 @@ describe("nats-server restarted with an empty store mid-job", () => {
     // The client reconnected; nothing replaced it (no reset, manual or not).
     expect(rt.connection.snapshot().generation).toBe(1);
   }, 120_000);
+
+  /**
+   * A long-lived worker whose server comes back with an empty store: the
+   * queue's settings written after it start again at revision 1, below the
+   * last one the worker applied before. A pause written then must still stop
+   * the worker. The oracle is the handler's own ledger of what it ran.
+   */
+  it("a pause written after the reset stops the worker, and a resume starts it again", async () => {
+    const queue = "reset_settings";
+    const ran: number[] = [];
+    const worker = rt.workers.start<number, number>({
+      queue,
+      handler: (task) => {
+        ran.push(task.payload);
+        return task.payload;
+      },
+    });
+    try {
+      // Six writes before the reset: the worker has applied revision 6.
+      for (let n = 0; n < 3; n++) {
+        await rt.queues.pause(queue);
+        await rt.queues.resume(queue);
+      }
+      expect(await (await rt.jobs.submit({ queue, tasks: [1] })).done()).toMatchObject({
+        status: "succeeded",
+      });
+
+      await server.restartEmpty();
+      // The runtime works again: a job submitted now runs.
+      await waitUntil(
+        async () => {
+          const job = await rt.jobs.submit({ queue, tasks: [2] }).catch(() => undefined);
+          return (await job?.done())?.status === "succeeded";
+        },
+        { timeoutMs: 30_000, intervalMs: 500, message: "a job run after the reset" },
+      );
+
+      await rt.queues.pause(queue);
+      // Read back raw by another client of the store: the pause is written, at a revision below 6.
+      expect(await rt.queues.get(queue)).toMatchObject({ paused: true });
+      const held = await rt.jobs.submit({ queue, tasks: [3] });
+      // Nothing tells that a pause was seen: a paused worker only runs nothing. 1.5 s is many
+      // times what a worker takes to see a write and to run a task of an open queue.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(ran).not.toContain(3);
+      await rt.queues.resume(queue);
+      expect(await held.done()).toMatchObject({ status: "succeeded" });
+      expect(ran.filter((n) => n === 3)).toHaveLength(1);
+    } finally {
+      await worker.stop();
+    }
+  });
 });
