@@ -28,7 +28,8 @@ export const queueSettingsOf = (controls: QueueControls): SettingsOf => {
     }
   };
   const read = (queue: string) => {
-    const now = Date.now();
+    // A monotonic clock: with the wall clock set back, entries stamped later would stay first.
+    const now = performance.now();
     forgetRunOut(now);
     const cached = known.get(queue);
     if (cached) return cached.settings;

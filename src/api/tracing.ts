@@ -38,7 +38,13 @@ const inSpan = <A>(
   op: (span: Span) => Promise<A>,
 ): Promise<A> => {
   const span = trace.getTracer(tracerName).startSpan(name, { kind, attributes });
-  if (!span.isRecording() && !isSpanContextValid(span.spanContext())) return op(span);
+  if (!span.isRecording() && !isSpanContextValid(span.spanContext())) {
+    try {
+      return op(span);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
   return inCurrentSpan(span, op);
 };
 

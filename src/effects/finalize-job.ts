@@ -260,33 +260,34 @@ type RecordFound = { readonly record: JobRecord; readonly revision: number };
  * stored (`laneSubmitCommitted`): that one is committed, its record read
  * again (it may have moved on, to its end or a cancel, while the task was
  * looked for) and taken as committed while it still says `submitting`.
+ * `uncommitted: "as stored"` answers a record that is no job yet as it was
+ * read (the last read), not undefined.
  */
 export const committedRecord = async (
   port: Pick<JobPort, "getRecord" | "tasksCommitted">,
   found: RecordFound | undefined,
+  uncommitted: "none" | "as stored" = "none",
 ): Promise<RecordFound | undefined> => {
+  const notYet = (read: RecordFound) => (uncommitted === "none" ? undefined : read);
   if (found?.record.phase !== SubmitPhase.submitting) return found;
   const laneSubmit = await laneSubmitCommitted(port, found.record);
-  if (laneSubmit === undefined) return undefined;
+  if (laneSubmit === undefined) return notYet(found);
   const again = await port.getRecord(found.record.id);
   if (!again || again.record.phase !== SubmitPhase.submitting) return again;
   const record = asCommittedLane(again.record, laneSubmit);
-  return record === again.record ? undefined : { record, revision: again.revision };
+  return record === again.record ? notYet(again) : { record, revision: again.revision };
 };
 
 /**
  * A job's record as it is shown (`GET /jobs/:id`, the dashboard, a flow's
  * node): committed when `committedRecord` finds it so (a lane job whose
- * commit is not written yet), otherwise as stored, a submit still under way
- * included.
+ * commit is not written yet), otherwise as last read, a submit still under
+ * way included.
  */
 export const shownRecord = async (
   port: Pick<JobPort, "getRecord" | "tasksCommitted">,
   id: string,
-): Promise<RecordFound | undefined> => {
-  const found = await port.getRecord(id);
-  return (await committedRecord(port, found)) ?? found;
-};
+): Promise<RecordFound | undefined> => committedRecord(port, await port.getRecord(id), "as stored");
 
 export const cancelJob = (
   port: JobPort,

@@ -312,6 +312,8 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
         status: "running",
       });
       await dashboard.stop();
+      // Still not written: what they showed came from the task, not from a commit written meanwhile.
+      expect(await storedRecord(job.id)).toMatchObject({ phase: "submitting" });
       const seen = await other.jobs.get(job.id);
       expect(seen?.snapshot()).toMatchObject({ status: "running" });
       expect(await other.jobs.record(job.id)).toMatchObject({ phase: "committed", status: "running" });

@@ -132,5 +132,14 @@ describe("the HTTP API's cache of queue settings", () => {
     await settingsOf("a");
     expect(reads).toHaveLength(5002);
     expect(settingsOf.cached()).toBe(1);
+    // Only the run-out front goes: "a" (read 200 ms ago) stays beside "b"; 100 ms on, "a" goes.
+    vi.advanceTimersByTime(200);
+    await settingsOf("b");
+    expect(settingsOf.cached()).toBe(2);
+    vi.advanceTimersByTime(100);
+    await settingsOf("c");
+    expect(settingsOf.cached()).toBe(2);
+    await settingsOf("b");
+    expect(reads.slice(-2)).toEqual(["b", "c"]);
   });
 });

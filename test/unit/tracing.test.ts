@@ -5,14 +5,11 @@
  * the recorder saw: names, attributes, parents, status and exceptions; and
  * the handlers' own ledger of which task failed.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import {
   type Attributes,
   type AttributeValue,
   type Context,
-  type ContextManager,
   context,
-  ROOT_CONTEXT,
   type Span,
   type SpanContext,
   type SpanOptions,
@@ -26,6 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Runtime } from "../../src/api/runtime.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
 import { createTestRuntime } from "../../src/testing.ts";
+import { StorageContextManager } from "../harness/storage-context.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 interface Recorded {
@@ -102,26 +100,6 @@ class RecordingTracer implements Tracer {
 }
 
 const provider: TracerProvider = { getTracer: () => new RecordingTracer() };
-
-/** Context carried across awaits, as the SDK's AsyncLocalStorage manager does. */
-class StorageContextManager implements ContextManager {
-  readonly #storage = new AsyncLocalStorage<Context>();
-  active = () => this.#storage.getStore() ?? ROOT_CONTEXT;
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F> {
-    return this.#storage.run(ctx, () => fn.call(thisArg, ...args));
-  }
-  bind = <T>(_ctx: Context, target: T): T => target;
-  enable = () => this;
-  disable = () => {
-    this.#storage.disable();
-    return this;
-  };
-}
 
 describe("spans", () => {
   let rt: Runtime;

@@ -216,8 +216,9 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
           "instance, before or after a restart: the same answer posted again is not applied again (its item " +
           "says `duplicate` with the first answer's status, `pending` while a concurrent request stores it); a " +
           "different answer is refused (`conflict`, with what the first one did in `answered`), also once the " +
-          "receipt's lease expired or the job ended (a POST retried after its response was lost). A receipt " +
-          "whose lease expired and that was never answered is ignored (`expired`); if every item of the request " +
+          "receipt's lease expired or (every item answered before) the job ended: a POST retried after its " +
+          "response was lost. A receipt whose lease expired and whose answer is not recorded (never answered, " +
+          "or still `pending`) is ignored (`expired`); if every item of the request " +
           "expired the answer is 410 `lease_expired`, if none was taken and one conflicts, 409 " +
           "`already_answered`. An error message " +
           "longer than 256 characters is stored truncated, with a note of its length.",
