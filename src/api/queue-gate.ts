@@ -45,6 +45,8 @@ const retryTakeMs = 500;
 export class QueueGate {
   #settings: QueueSettings;
   #revision = 0;
+  /** What the last settings applied said (undefined: none stored). */
+  #value: string | undefined;
   /** loading → open | limited | paused: what a task arriving now meets. */
   readonly #life = createActor(queueMachine).start();
   readonly #ready: Promise<void>;
@@ -209,14 +211,19 @@ export class QueueGate {
   }
 
   /**
-   * Applies the settings of `revision`, unless an equal or later one was.
+   * Applies the settings of `revision`, unless a later one was, or this one.
    * The watch delivers in the store's order, so a revision below the last
    * one applied coming from it means the store was made again (a server
-   * back with an empty store): the order starts again from it. A read
-   * (`getSettings`, at the start) may be older than what the watch brought.
+   * back with an empty store): the order starts again from it. A revision is
+   * the bucket's sequence, shared by every queue, so after such a reset an
+   * equal one may be another write: it is one only with the same value. A
+   * read (`getSettings`, at the start) may be older than what the watch
+   * brought.
    */
   #apply(value: string | undefined, revision: number, from: "read" | "watch" = "read"): void {
-    if (revision === this.#revision || (revision < this.#revision && from === "read")) return;
+    if (revision === this.#revision && value === this.#value) return;
+    if (revision < this.#revision && from === "read") return;
+    this.#value = value;
     if (revision < this.#revision)
       this.#log.info(
         { revision, before: this.#revision },

@@ -305,6 +305,18 @@ describe("TaskLeases", () => {
     expect(t.calls.slice(kept.length)).toEqual(['publish j1 [{"i":0,"ok":true,"r":1}] true', `ack ${ref}`]);
   });
 
+  it("a delivery whose lease is near its end when its answer comes is kept at once, before its result is stored", async () => {
+    // An ack wait of 90 ms (a lease of 81): kept every 30 ms; the answer comes 21 ms before the lease's end.
+    const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })]);
+    t.offer("j1", 0);
+    const [near] = await t.leases.reserve("j1", 1, W1);
+    t.advance(60);
+    t.calls.length = 0;
+    await t.leases.submitResults("j1", [ok(near!.receipt, 1)], W1);
+    const ref = "$JS.ACK.t.j1.1.1.1.0.0";
+    expect(t.calls).toEqual([`working ${ref}`, 'publish j1 [{"i":0,"ok":true,"r":1}] true', `ack ${ref}`]);
+  });
+
   it("a POST retried after its lease ended finds the answer its first try stored: a duplicate, not expired", async () => {
     const t = setup();
     t.offer("j1", 0);

@@ -49,3 +49,41 @@ describe("a task waiting for its next permit", () => {
     stop.abort();
   });
 });
+
+describe("the settings a gate applies", () => {
+  it("after a store reset: a revision that goes back, or an equal one that says otherwise, is applied", async () => {
+    let push!: (value: string | undefined, revision: number) => void;
+    const controls = {
+      getSettings: async () => undefined,
+      watchSettings: (_queue: string, onValue: typeof push, signal: AbortSignal) => {
+        push = onValue;
+        return new Promise<void>((resolve) =>
+          signal.addEventListener("abort", () => resolve(), { once: true }),
+        );
+      },
+    } as Partial<QueueControls> as QueueControls;
+    const stop = new AbortController();
+    const gate = new QueueGate(controls, "q", silentLogger(), stop.signal);
+    const written = (paused: boolean) => encodeQueueSettings({ queue: "q", paused, updatedAt: 0 });
+    /** What a task arriving now meets: "paused", or a pass (given back at once). */
+    const meets = async () => {
+      const pass = await gate.enter(stop.signal);
+      if (typeof pass === "object") {
+        pass.end();
+        return "pass";
+      }
+      return pass;
+    };
+    push(written(false), 3);
+    expect(await meets()).toBe("pass");
+    // The store made again: this queue's pause is written at the bucket's sequence 3 again.
+    push(written(true), 3);
+    expect(await meets()).toBe("paused");
+    // The same write seen again changes nothing; a resume at a revision below is applied.
+    push(written(true), 3);
+    expect(await meets()).toBe("paused");
+    push(written(false), 1);
+    expect(await meets()).toBe("pass");
+    stop.abort();
+  });
+});

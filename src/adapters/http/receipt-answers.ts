@@ -43,8 +43,6 @@ interface Settling {
   unsettled(a: Answering): void;
   /** Its results are stored: told to the port (the metrics). */
   answered(delivery: ReceiptDelivery): void;
-  /** Its results are still being published: its lease on the server is extended. */
-  keep(delivery: ReceiptDelivery): void;
 }
 
 const statusOf: Record<TaskOutcome["kind"], AnswerStatus> = {
@@ -73,15 +71,6 @@ class ReceiptDelivery implements Delivery {
   }
   lost(): void {
     this.#request.unsettled(this.a);
-  }
-  /**
-   * The results are still being published (a publish retried through a
-   * leader election): the delivery's lease is extended, or the server would
-   * hand the task to another worker meanwhile and this ack would end that
-   * worker's delivery.
-   */
-  keep(): void {
-    this.#request.keep(this);
   }
   retry(delayMs: number): void {
     this.settle = { ref: this.a.c.r, action: "nak", delayMs };
@@ -178,13 +167,6 @@ export class ReceiptAnswers {
         if (d.status === "done" || d.status === "failed" || d.status === "dead")
           this.#port.answered?.(record.queue, d.status, d.a.c.d);
       },
-      keep: (d) => {
-        this.#port
-          .settle([{ ref: d.a.c.r, action: "working" }])
-          .catch((error: unknown) =>
-            this.#log.debug({ err: error, jobId }, "lease not extended while the results were published"),
-          );
-      },
     };
     const batcher = new ResultBatcher<ReceiptDelivery>(
       (_jobId, body, msgId) => this.#port.publishResults(record.queue, jobId, body, msgId),
@@ -193,8 +175,6 @@ export class ReceiptAnswers {
         // Sent by flush() below, once every answer of the request is in.
         maxDelayMs: 60_000,
         maxBytes: maxResultsMessageBytes,
-        // As a native worker's batcher: three times per ack wait while a publish is retried.
-        keepEveryMs: () => Math.max(10, record.settings.ackWaitMs / 3),
         idPrefix: jobId,
         messageId: (id, deliveries) =>
           messageId(
@@ -204,31 +184,12 @@ export class ReceiptAnswers {
         onError: (error) => failures.push(error),
       },
     );
-    await Promise.all(
-      claimed.map((a) => {
-        const plan = planAnswer(a.c.i, handlerAnswer(a.c.i, a.item), {
-          attempt: a.c.d,
-          maxDeliver: record.settings.maxDeliver,
-          backoffMs: record.settings.backoffMs,
-          maxBatchBytes: maxResultsMessageBytes,
-        });
-        const delivery = new ReceiptDelivery(a, plan.outcome, request);
-        const retryInMs = plan.outcome.kind === "nak" ? plan.outcome.delayMs : undefined;
-        a.result = { id: a.id, status: delivery.status, ...(retryInMs === undefined ? {} : { retryInMs }) };
-        return answerTask(jobId, plan, delivery, batcher, (error) =>
-          this.#port.storeDeadLetter({
-            queue: record.queue,
-            jobId,
-            ref: a.c.r,
-            index: a.c.i,
-            error,
-            deliveries: a.c.d,
-          }),
-        );
-      }),
-    );
-    // Results first, each message's PubAck before its tasks are acked: a task is never acked without its result.
-    await batcher.flush();
+    const stopKeeping = this.#keepWhileStoring(claimed, record.settings.ackWaitMs, now, jobId);
+    try {
+      await this.#store(claimed, record, request, batcher);
+    } finally {
+      stopKeeping();
+    }
     await this.#settle(request.stored, request, caller);
     await this.#settle(request.retries, request, caller);
     await Promise.all(request.releases);
@@ -328,6 +289,69 @@ export class ReceiptAnswers {
   async #recordedOutcome(id: string, digest: string, ref: string): Promise<ItemOutcome | undefined> {
     const first = await this.#port.answerOf(ref).catch(() => undefined);
     return first && first.status !== "pending" ? repeated(id, digest, first) : undefined;
+  }
+
+  /** Plans each claimed answer and stores its results (and dead letters); nothing is settled yet. */
+  async #store(
+    claimed: readonly Answering[],
+    record: JobRecord,
+    request: Settling,
+    batcher: ResultBatcher<ReceiptDelivery>,
+  ): Promise<void> {
+    const jobId = record.id;
+    await Promise.all(
+      claimed.map((a) => {
+        const plan = planAnswer(a.c.i, handlerAnswer(a.c.i, a.item), {
+          attempt: a.c.d,
+          maxDeliver: record.settings.maxDeliver,
+          backoffMs: record.settings.backoffMs,
+          maxBatchBytes: maxResultsMessageBytes,
+        });
+        const delivery = new ReceiptDelivery(a, plan.outcome, request);
+        const retryInMs = plan.outcome.kind === "nak" ? plan.outcome.delayMs : undefined;
+        a.result = { id: a.id, status: delivery.status, ...(retryInMs === undefined ? {} : { retryInMs }) };
+        return answerTask(jobId, plan, delivery, batcher, (error) =>
+          this.#port.storeDeadLetter({
+            queue: record.queue,
+            jobId,
+            ref: a.c.r,
+            index: a.c.i,
+            error,
+            deliveries: a.c.d,
+          }),
+        );
+      }),
+    );
+    // Results first, each message's PubAck before its tasks are acked: a task is never acked without its result.
+    await batcher.flush();
+  }
+
+  /**
+   * While a request's results are stored (a publish may be retried through a
+   * leader election for up to 15 s), its deliveries' leases are extended on
+   * the server three times per ack wait, and at once for those ending
+   * within that: a lease that ran out meanwhile would hand the task to
+   * another worker, whose delivery this request's ack would then end. Kept
+   * for the whole request, every batch of it, until the last is stored.
+   */
+  #keepWhileStoring(
+    claimed: readonly Answering[],
+    ackWaitMs: number,
+    now: number,
+    jobId: string,
+  ): () => void {
+    const everyMs = Math.max(10, ackWaitMs / 3);
+    const keep = (which: readonly Answering[]) => {
+      if (which.length === 0) return;
+      this.#port
+        .settle(which.map((a) => ({ ref: a.c.r, action: "working" as const })))
+        .catch((error: unknown) =>
+          this.#log.debug({ err: error, jobId }, "leases not extended while the results were stored"),
+        );
+    };
+    keep(claimed.filter((a) => a.c.x - now < everyMs));
+    const keeper = setInterval(() => keep(claimed), everyMs);
+    return () => clearInterval(keeper);
   }
 
   /** Settles the deliveries by reference, then records their answers. */
