@@ -148,7 +148,7 @@ export class ResultBatcher<S extends Settle = Settle> {
         : setInterval(() => {
             for (const settle of batch.settles) settle.keep?.();
           }, keepEveryMs);
-    const sent = this.#publish(jobId, body, msgId).then(
+    const sent = this.#publishing(jobId, body, msgId).then(
       () => {
         clearInterval(keeper);
         for (const settle of batch.settles) settle.stored();
@@ -162,5 +162,14 @@ export class ResultBatcher<S extends Settle = Settle> {
     this.#inFlight.add(sent);
     // `sent` never rejects (both outcomes are settled above); flush() awaits what is in flight.
     void sent.finally(() => this.#inFlight.delete(sent));
+  }
+
+  /** The publish; one that throws at once is a failed publish like any other (its batch released). */
+  #publishing(jobId: string, body: string, msgId: string): Promise<void> {
+    try {
+      return this.#publish(jobId, body, msgId);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 }

@@ -308,4 +308,27 @@ describe("ResultBatcher", () => {
     await vi.advanceTimersByTimeAsync(500);
     expect(keeps).toEqual(["keep", "lost"]);
   });
+
+  it("a publish that throws at once is a failed publish: the batch is released, its leases no longer kept", async () => {
+    const events: string[] = [];
+    const settle: Settle = {
+      stored: () => events.push("stored"),
+      lost: () => events.push("lost"),
+      keep: () => events.push("keep"),
+    };
+    const errors: unknown[] = [];
+    const boom = new Error("no subject for this queue");
+    const publish = () => {
+      throw boom;
+    };
+    const batcher = new ResultBatcher(
+      publish,
+      options({ maxEntries: 1, keepEveryMs: () => 100, onError: (error) => errors.push(error) }),
+    );
+    expect(() => batcher.add("job", "1", settle)).not.toThrow();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(errors).toEqual([boom]);
+    expect(events).toEqual(["lost"]);
+    await batcher.flush();
+  });
 });
