@@ -29,7 +29,7 @@ export const mutations: readonly Mutation[] = [
     what: "result batcher acks (or terms) tasks before their results are stored",
     file: "src/effects/result-batcher.ts",
     search: [
-      "    const sent = this.#publish(jobId, body, msgId).then(",
+      "    const sent = this.#publishing(jobId, body, msgId).then(",
       "      () => {",
       "        clearInterval(keeper);",
       "        for (const settle of batch.settles) settle.stored();",
@@ -37,7 +37,7 @@ export const mutations: readonly Mutation[] = [
     ].join("\n"),
     replace: [
       "    for (const settle of batch.settles) settle.stored();",
-      "    const sent = this.#publish(jobId, body, msgId).then(",
+      "    const sent = this.#publishing(jobId, body, msgId).then(",
       "      () => {",
       "        clearInterval(keeper);",
       "      },",
