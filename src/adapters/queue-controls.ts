@@ -44,9 +44,10 @@ export interface QueueControls {
   /** Every stored queue's settings. */
   listSettings(): Promise<Array<{ readonly queue: string; readonly value: string }>>;
   /**
-   * Calls `onValue` with the current settings of `queue` (undefined: none),
-   * then with each write, with its revision, until `signal` aborts; kept
-   * alive across reconnects.
+   * Calls `onValue` with the current settings of `queue` (undefined: none;
+   * revision 0: nothing stored), then with each write, with its revision,
+   * until `signal` aborts; kept alive across reconnects, where it starts
+   * again with the current settings.
    */
   watchSettings(
     queue: string,

@@ -175,4 +175,41 @@ describe("nats-server restarted with an empty store mid-job", () => {
       await worker.stop();
     }
   });
+
+  /**
+   * The other side of the reset: a queue paused before it has no settings
+   * in the new store (nobody wrote them again), so it is open there
+   * (`rt.queues.get`), and its worker, which applied the pause, must run
+   * its tasks again.
+   */
+  it("a pause lost with the store no longer holds the worker", async () => {
+    const queue = "reset_lost_pause";
+    const ran: number[] = [];
+    const worker = rt.workers.start<number, number>({
+      queue,
+      handler: (task) => {
+        ran.push(task.payload);
+        return task.payload;
+      },
+    });
+    try {
+      expect(await (await rt.jobs.submit({ queue, tasks: [1] })).done()).toMatchObject({
+        status: "succeeded",
+      });
+      await rt.queues.pause(queue);
+      await server.restartEmpty();
+      // The store says the queue is open; a job submitted now runs.
+      await waitUntil(async () => (await rt.queues.get(queue).catch(() => undefined))?.paused === false, {
+        timeoutMs: 30_000,
+        intervalMs: 200,
+        message: "the queue's settings read after the reset",
+      });
+      const job = await rt.jobs.submit({ queue, tasks: [2] });
+      await waitUntil(() => ran.includes(2), { timeoutMs: 10_000, message: "the task run after the reset" });
+      expect(await job.done()).toMatchObject({ status: "succeeded" });
+      expect(ran).toEqual([1, 2]);
+    } finally {
+      await worker.stop();
+    }
+  }, 60_000);
 });

@@ -114,6 +114,7 @@ export const memoryQueueControls = (
     if (signal.aborted) return;
     const current = kv.get("queue.settings.watch", queue);
     if (current) onValue(current.value, current.revision);
+    else onValue(undefined, 0);
     const unwatch = kv.watch((entry) => {
       if (entry.key === queue) onValue(entry.value, entry.revision);
     });

@@ -307,7 +307,10 @@ export const natsQueueControls = (
       superviseLoop(
         core.connection,
         async (nc, s) => {
-          await bucket(nc);
+          // Nothing stored for the queue (never written, or a store made again since this
+          // watch was placed): the consumer below delivers nothing, so that is said first
+          // (revision 0); a write made meanwhile is still delivered by the consumer after it.
+          if (!(await (await bucket(nc)).get(queue))) onValue(undefined, 0);
           const { js, jsm } = await broker.handles(nc);
           const stream = `KV_${names.queuesBucket}`;
           const consumer = await js.consumers.get(stream, {
