@@ -124,14 +124,8 @@ describe("nats-server restarted with an empty store mid-job", () => {
     expect(rt.connection.snapshot().generation).toBe(1);
   }, 120_000);
 
-  /**
-   * A long-lived worker whose server comes back with an empty store: the
-   * queue's settings written after it start again at revision 1, below the
-   * last one the worker applied before. A pause written then must still stop
-   * the worker. The oracle is the handler's own ledger of what it ran.
-   */
-  it("a pause written after the reset stops the worker, and a resume starts it again", async () => {
-    const queue = "reset_settings";
+  /** A worker of `queue` whose handler writes down each payload it runs: the ledger. */
+  const ledgerWorker = (queue: string) => {
     const ran: number[] = [];
     const worker = rt.workers.start<number, number>({
       queue,
@@ -140,6 +134,18 @@ describe("nats-server restarted with an empty store mid-job", () => {
         return task.payload;
       },
     });
+    return { ran, worker };
+  };
+
+  /**
+   * A long-lived worker whose server comes back with an empty store: the
+   * queue's settings written after it start again at revision 1, below the
+   * last one the worker applied before. A pause written then must still stop
+   * the worker. The oracle is the handler's own ledger of what it ran.
+   */
+  it("a pause written after the reset stops the worker, and a resume starts it again", async () => {
+    const queue = "reset_settings";
+    const { ran, worker } = ledgerWorker(queue);
     try {
       // Six writes before the reset: the worker has applied revision 6.
       for (let n = 0; n < 3; n++) {
@@ -184,14 +190,7 @@ describe("nats-server restarted with an empty store mid-job", () => {
    */
   it("a pause lost with the store no longer holds the worker", async () => {
     const queue = "reset_lost_pause";
-    const ran: number[] = [];
-    const worker = rt.workers.start<number, number>({
-      queue,
-      handler: (task) => {
-        ran.push(task.payload);
-        return task.payload;
-      },
-    });
+    const { ran, worker } = ledgerWorker(queue);
     try {
       expect(await (await rt.jobs.submit({ queue, tasks: [1] })).done()).toMatchObject({
         status: "succeeded",
