@@ -136,10 +136,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
 const rollBackLane = (port: JobPort, input: SubmitInput, reason: string, error: PortFailure) =>
   Effect.gen(function* () {
     const { record } = input;
-    yield* markRolledBack(port, record, reason, input.now).pipe(
-      Effect.retry({ times: 4, while: isConflict }),
-      Effect.catchTag("RevisionConflict", () => Effect.void),
-    );
+    yield* markRolledBackSettled(port, record, reason, input.now);
     const found = yield* fromPort(() => port.getRecord(record.id));
     if (found?.record.submitId === record.submitId && found.record.phase === SubmitPhase.committed) {
       if (input.seen) {
@@ -249,11 +246,19 @@ export const rollBackEffect = (
 ): Effect.Effect<void, PortFailure> =>
   Effect.gen(function* () {
     yield* fromPort(() => port.removeTasks(record));
-    yield* markRolledBack(port, record, reason, now).pipe(
-      Effect.retry({ times: 4, while: isConflict }),
-      Effect.catchTag("RevisionConflict", () => Effect.void),
-    );
+    yield* markRolledBackSettled(port, record, reason, now);
   });
+
+/**
+ * `markRolledBack`, tried again on a conflict (a concurrent progress or
+ * takeover write) up to four more times, then left: what the record says
+ * then is another writer's, which the caller reads or leaves.
+ */
+const markRolledBackSettled = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
+  markRolledBack(port, record, reason, now).pipe(
+    Effect.retry({ times: 4, while: isConflict }),
+    Effect.catchTag("RevisionConflict", () => Effect.void),
+  );
 
 export const rollBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
   Effect.runPromise(rollBackEffect(port, record, reason, now));
