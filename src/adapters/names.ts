@@ -31,6 +31,8 @@ export const brokerNames = (prefix: string) => ({
   jobCreatedSubject: (queue: string) => `${prefix}.events.job.created.${queue}`,
   /** Core NATS, not a stream: progress notes are best effort and never stored. */
   progressSubject: (queue: string, jobId: string) => `${prefix}.progress.${queue}.${jobId}`,
+  /** Core NATS, not a stream: notes between the HTTP API's instances about a queue's leases. */
+  leaseNotesSubject: (queue: string) => `${prefix}.leasenotes.${queue}`,
   deadStream: `${prefix}_dead`,
   deadSubject: (queue: string, jobId: string) => `${prefix}.dead.${queue}.${jobId}`,
   /** One work-queue stream per queue, capturing the MAX_DELIVERIES advisories of its tasks stream. */

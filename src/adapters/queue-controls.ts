@@ -80,4 +80,14 @@ export interface QueueControls {
    * was changed or lifted).
    */
   renewTargetPools(queue: string, oldRound: string | undefined): Promise<void>;
+  /**
+   * Tells every instance of the HTTP API about a lease of `queue`: its end
+   * moved, or it came (api/lease-limits.ts encodes the note). The instance
+   * that leased the task holds its concurrency permit; the heartbeat or the
+   * answer may come through another. Best effort: never stored (on NATS a
+   * core message), heard only by the instances listening now.
+   */
+  noteLease(queue: string, note: string): void;
+  /** Calls `onNote` with each note about `queue`'s leases, until `signal` aborts. */
+  watchLeaseNotes(queue: string, onNote: (note: string) => void, signal: AbortSignal): void;
 }

@@ -1,5 +1,7 @@
+import { Schema } from "effect";
 import type { LeaseAdmission, LeaseLimits } from "../adapters/http/lease-port.ts";
 import { type Permit, permitLeaseMs, type QueueControls } from "../adapters/queue-controls.ts";
+import { decode } from "../kernel/decode.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
 
@@ -56,43 +58,112 @@ const permitWaitMs = 1000;
 const unlimited = (slots: number): LeaseAdmission => ({ slots, bind: () => undefined });
 
 /**
+ * A note between the API's instances about a lease whose permit one of them
+ * holds (`QueueControls.noteLease`): its end moved to `until` (a heartbeat),
+ * or it came (an answer).
+ */
+const LeaseNote = Schema.Union([
+  Schema.Struct({ ref: Schema.String, until: Schema.Number }),
+  Schema.Struct({ ref: Schema.String, ended: Schema.Literal(true) }),
+]);
+type LeaseNote = typeof LeaseNote.Type;
+
+const readNote = (text: string): LeaseNote | undefined => {
+  try {
+    const decoded = decode(LeaseNote, JSON.parse(text), "lease note");
+    return decoded.ok ? decoded.value : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/**
  * The queue limits of HTTP leases, from the pools native workers take from
  * (queue-gate.ts): a lease takes a concurrency permit, held until its task
  * is answered or its lease ends (a heartbeat moves that end), and a rate
  * permit, free again 1 s after. Permits are taken without waiting: a pull
  * that finds none leases nothing. A queue without limits costs no round trip.
  *
- * The held permits live in this process: an answer through another instance
- * of the API gives the permit back only when the lease ends; a crash of this
- * process gives it back within `permitLeaseMs`.
+ * The held permits live in the process that leased the task. A heartbeat or
+ * an answer through another instance of the API reaches it as a lease note
+ * (`noteLease`): that instance holds no permit of the lease, so it tells the
+ * others, and the holder, which listens to the notes of the queues it holds
+ * permits of, moves the lease's end or gives the permit back. A note lost
+ * leaves the permit to the lease's end; a crash of the holder gives it back
+ * within `permitLeaseMs`.
  */
 export const leaseLimits = (
   controls: QueueControls,
   settingsOf: (queue: string) => Promise<QueueSettings>,
   log: Logger,
 ): LeaseLimits => {
-  const held = new Map<string, { readonly permit: Permit; until: number }>();
+  const held = new Map<string, { readonly permit: Permit; readonly queue: string; until: number }>();
+  /** The queues whose lease notes are heard: those with a permit held here (dropped at the tick after the last). */
+  const hearing = new Map<string, AbortController>();
   let keeper: NodeJS.Timeout | undefined;
   const tick = () => {
     const now = Date.now();
+    const queues = new Set<string>();
     for (const [ref, h] of held) {
       if (h.until <= now) {
         held.delete(ref);
         h.permit.release();
-      } else h.permit.keep();
+      } else {
+        h.permit.keep();
+        queues.add(h.queue);
+      }
+    }
+    for (const [queue, listening] of hearing) {
+      if (queues.has(queue)) continue;
+      listening.abort();
+      hearing.delete(queue);
     }
     if (held.size === 0) {
       clearInterval(keeper);
       keeper = undefined;
     }
   };
-  const hold = (ref: string, permit: Permit, until: number) => {
-    held.set(ref, { permit, until });
+  const release = (ref: string) => {
+    const h = held.get(ref);
+    if (!h) return false;
+    held.delete(ref);
+    h.permit.release();
+    return true;
+  };
+  /** An end moved by a heartbeat, here or on another instance: never back (notes come in any order). */
+  const extendHeld = (ref: string, until: number) => {
+    const h = held.get(ref);
+    if (h) h.until = Math.max(h.until, until);
+    return h !== undefined;
+  };
+  const hear = (queue: string) => {
+    if (hearing.has(queue)) return;
+    const listening = new AbortController();
+    hearing.set(queue, listening);
+    controls.watchLeaseNotes(
+      queue,
+      (text) => {
+        const note = readNote(text);
+        if (!note) log.debug({ queue }, "lease note unreadable; ignored");
+        else if ("ended" in note) release(note.ref);
+        else extendHeld(note.ref, note.until);
+      },
+      listening.signal,
+    );
+  };
+  const hold = (ref: string, permit: Permit, queue: string, until: number) => {
+    held.set(ref, { permit, queue, until });
+    hear(queue);
     if (keeper === undefined) {
       keeper = setInterval(tick, keepEveryMs);
       keeper.unref();
     }
   };
+  /** A lease this process holds no permit of: the one that does hears of it, if the queue has a cap. */
+  const tell = (queue: string, note: LeaseNote) =>
+    void settingsOf(queue).then(({ maxConcurrency }) => {
+      if (maxConcurrency !== undefined) controls.noteLease(queue, JSON.stringify(note));
+    });
   /**
    * The first permit waits its turn among the workers waiting for one (a
    * native worker waits: were the pull only to take free ones, native
@@ -136,7 +207,7 @@ export const leaseLimits = (
         bind: (leases) => {
           for (const [n, p] of (caps ?? []).entries()) {
             const lease = leases[n];
-            if (lease) hold(lease.ref, p, lease.until);
+            if (lease) hold(lease.ref, p, queue, lease.until);
             else p.release();
           }
           // A rate permit spent is free again in 1 s; one not spent at once.
@@ -144,15 +215,11 @@ export const leaseLimits = (
         },
       };
     },
-    extend: (ref, until) => {
-      const h = held.get(ref);
-      if (h) h.until = until;
+    extend: (ref, until, queue) => {
+      if (!extendHeld(ref, until) && queue !== undefined) tell(queue, { ref, until });
     },
-    end: (ref) => {
-      const h = held.get(ref);
-      if (!h) return;
-      held.delete(ref);
-      h.permit.release();
+    end: (ref, queue) => {
+      if (!release(ref) && queue !== undefined) tell(queue, { ref, ended: true });
     },
   };
 };

@@ -158,6 +158,9 @@ const permits = (n: Layout, queue: string) => {
       `$JS.API.CONSUMER.MSG.NEXT.${n.permitsStream}.${c}`,
       `$JS.ACK.${n.permitsStream}.${c}.>`,
     ]),
+    // An HTTP API instance tells the others of a heartbeat or an answer of a lease whose permit
+    // one of them holds (core NATS; heard on the same subject, below).
+    n.leaseNotesSubject(queue),
   ];
 };
 
@@ -265,6 +268,7 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         `$JS.API.CONSUMER.DURABLE.CREATE.${n.tasksStream(q)}.${laneConsumer}`,
       ]),
     ],
+    subscribe: queues.map((q) => n.leaseNotesSubject(q)),
   }),
   submitter: (n, queues) => ({
     publish: [

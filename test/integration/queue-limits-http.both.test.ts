@@ -254,4 +254,98 @@ describe.each(["memory", "nats"])("queue limits across native and HTTP workers o
       await reservesTaskOf(post, otherToken, queue, b.id);
     });
   });
+
+  /**
+   * Two instances of the API (two runtimes, one receipt secret): a lease taken
+   * through one holds the queue's permit in that one's process; its heartbeat
+   * or its answer may come through the other.
+   */
+  describe("a lease taken through one instance, heartbeated or answered through another", () => {
+    const secret = "a-receipt-secret-shared-by-both-instances";
+    const instance = (rt: Runtime) => {
+      const api = createHttpApi(rt, {
+        tokens: { [token]: "remote", [otherToken]: "other" },
+        receiptSecret: secret,
+      });
+      return async (as: string, path: string, body: unknown) => {
+        const response = await api.fetch(
+          new Request(`http://api${path}`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${as}`, "content-type": "application/json" },
+            body: JSON.stringify(body),
+          }),
+        );
+        return {
+          status: response.status,
+          json: (await response.json()) as {
+            tasks?: Array<{ job_id: string; receipt: string; index: number }>;
+            receipts?: Array<{ status: string; receipt?: string }>;
+          },
+        };
+      };
+    };
+    /** A queue of `maxConcurrency: 1`, a job of two tasks, and its first task leased through `one`. */
+    const leasedThroughOne = async (queue: string, ackWaitMs: number) => {
+      const [admin, rtOne, rtTwo] = [
+        await runtime(`admin-${queue}`),
+        await runtime(`one-${queue}`),
+        await runtime(`two-${queue}`),
+      ];
+      await admin.queues.configure(queue, { maxConcurrency: 1 });
+      const [one, two] = [instance(rtOne), instance(rtTwo)];
+      const job = await admin.jobs.submit({ queue, tasks: [0, 1], ackWaitMs });
+      const reserved = await one(token, `/queues/${queue}/tasks`, { batch_size: 2 });
+      expect(reserved.json.tasks).toHaveLength(1);
+      return { one, two, job, leased: reserved.json.tasks![0]! };
+    };
+
+    it("heartbeats through the other instance keep the queue's one permit held past the first lease end", async () => {
+      const queue = "beat-elsewhere";
+      const ackWaitMs = 1500;
+      const { one, two, job, leased } = await leasedThroughOne(queue, ackWaitMs);
+      // The ledger: this test holds one task, its lease kept by heartbeats; no other may be leased
+      // meanwhile, through either instance (before the fix: the holder's instance gave the permit
+      // back at the first lease end, and the job's other task was leased, two running at a cap of 1).
+      let receipt = leased.receipt;
+      const until = Date.now() + 3 * ackWaitMs;
+      let pulling = true;
+      const beats = (async () => {
+        while (pulling) {
+          const beat = await two(token, `/jobs/${job.id}/heartbeat`, { receipts: [receipt] });
+          expect(beat.json.receipts?.[0]?.status).toBe("extended");
+          receipt = beat.json.receipts![0]!.receipt!;
+          await delay(ackWaitMs / 5);
+        }
+      })();
+      // Each pull waits up to 1 s for the permit: a few pulls through each instance.
+      const others = [];
+      while (Date.now() < until)
+        for (const via of [one, two])
+          others.push(
+            ...((await via(otherToken, `/queues/${queue}/tasks`, { batch_size: 1 })).json.tasks ?? []),
+          );
+      pulling = false;
+      await beats;
+      expect(others, "a second task leased at a cap of 1").toEqual([]);
+      const answered = await two(token, `/jobs/${job.id}/results`, { results: [{ receipt, result: 0 }] });
+      expect(answered.status).toBe(200);
+    });
+
+    it("an answer through the other instance gives the permit back at once, not at the lease end", async () => {
+      const queue = "answer-elsewhere";
+      const { two, job, leased } = await leasedThroughOne(queue, 600_000);
+      const answered = await two(token, `/jobs/${job.id}/results`, {
+        results: [{ receipt: leased.receipt, result: 0 }],
+      });
+      expect(answered.status).toBe(200);
+      // The job's other task, leased within 5 s (before the fix: the permit came back in 10 min).
+      await waitUntil(
+        async () => {
+          const next = await two(otherToken, `/queues/${queue}/tasks`, { batch_size: 1 });
+          return next.json.tasks?.[0]?.index === 1;
+        },
+        { timeoutMs: 5000, intervalMs: 50, message: "the job's second task leased" },
+      );
+    });
+  });
 });

@@ -17,6 +17,18 @@ interface Ledger {
   released?: number;
 }
 
+/** Lease notes as core NATS carries them: to whoever listens now, on any instance sharing the bus. */
+const notesBus = (listeners = new Set<{ queue: string; onNote: (note: string) => void }>()) => ({
+  noteLease: (queue: string, note: string) => {
+    for (const l of listeners) if (l.queue === queue) l.onNote(note);
+  },
+  watchLeaseNotes: (queue: string, onNote: (note: string) => void, signal: AbortSignal) => {
+    const listener = { queue, onNote };
+    listeners.add(listener);
+    signal.addEventListener("abort", () => listeners.delete(listener), { once: true });
+  },
+});
+
 const fakeControls = (free: Record<PermitKind, number>, ledger: Ledger[]): QueueControls => {
   const permit = (kind: PermitKind): Permit => {
     const entry: Ledger = { kind, keeps: 0 };
@@ -38,6 +50,7 @@ const fakeControls = (free: Record<PermitKind, number>, ledger: Ledger[]): Queue
   return {
     takePermit: async (_q, kind) => take(kind, 1)[0],
     takeFreePermits: async (_q, kind, max) => take(kind, max),
+    ...notesBus(),
   } as Partial<QueueControls> as QueueControls;
 };
 
@@ -102,6 +115,61 @@ describe("HTTP lease limits", () => {
     expect(ledger[0]?.released).toBe(0);
     // No permit free: no slot, and nothing held.
     expect((await limits.admit("q", 1)).slots).toBe(0);
+  });
+
+  it("a heartbeat or an answer through another instance reaches the instance holding the permit", async () => {
+    const ledger: Ledger[] = [];
+    const listeners = new Set<{ queue: string; onNote: (note: string) => void }>();
+    const bus = notesBus(listeners);
+    const capped = settings({ maxConcurrency: 2 });
+    const holder = leaseLimits(
+      { ...fakeControls({ concurrency: 2, rate: 0 }, ledger), ...bus },
+      capped,
+      silentLogger(),
+    );
+    const other = leaseLimits(
+      { ...fakeControls({ concurrency: 0, rate: 0 }, []), ...bus },
+      capped,
+      silentLogger(),
+    );
+    holder.admit("q", 2).then((a) =>
+      a.bind([
+        { ref: "r1", until: Date.now() + 3000 },
+        { ref: "r2", until: Date.now() + 3000 },
+      ]),
+    );
+    await vi.advanceTimersByTimeAsync(0);
+    expect(listeners.size).toBe(1);
+    // r1's heartbeat through the other instance: kept past its first end; a note naming an earlier
+    // end (notes come in any order) and an unreadable one change nothing.
+    other.extend("r1", Date.now() + 10_000, "q");
+    await vi.advanceTimersByTimeAsync(0);
+    bus.noteLease("q", JSON.stringify({ ref: "r1", until: Date.now() }));
+    bus.noteLease("q", "{not json");
+    bus.noteLease("q", JSON.stringify({ ref: "r1" }));
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(ledger.map((e) => e.released)).toEqual([undefined, 0]);
+    // r1's answer through the other instance: given back at once, not at its end 5 s on.
+    other.end("r1", "q");
+    await vi.advanceTimersByTimeAsync(0);
+    expect(ledger.map((e) => e.released)).toEqual([0, 0]);
+    // With no permit of the queue held any more, its notes are not listened to after the next round.
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(listeners.size).toBe(0);
+  });
+
+  it("an instance holding no permit tells nothing of a queue without a concurrency cap", async () => {
+    const told: string[] = [];
+    const controls = {
+      ...fakeControls({ concurrency: 0, rate: 0 }, []),
+      noteLease: (_queue: string, note: string) => told.push(note),
+    } as QueueControls;
+    const limits = leaseLimits(controls, settings({ ratePerSecond: 5 }), silentLogger());
+    limits.extend("r1", Date.now() + 1000, "q");
+    limits.end("r1", "q");
+    limits.end("r2");
+    await vi.advanceTimersByTimeAsync(0);
+    expect(told).toEqual([]);
   });
 });
 

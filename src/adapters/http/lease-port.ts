@@ -95,10 +95,14 @@ export interface LeaseLimits {
    * for the first (none: no task); `bind` must follow, with the tasks leased.
    */
   admit(queue: string, max: number, signal?: AbortSignal): Promise<LeaseAdmission>;
-  /** The lease was extended (heartbeat) until `until` (epoch ms): its permit is held until then. */
-  extend(ref: string, until: number): void;
-  /** The lease's task was answered (or its lease, or its job, is over): its permit goes back. */
-  end(ref: string): void;
+  /**
+   * The lease was extended (heartbeat) until `until` (epoch ms): its permit
+   * is held until then, by whichever instance holds it (`queue` given: one
+   * that holds none tells the others).
+   */
+  extend(ref: string, until: number, queue?: string): void;
+  /** The lease's task was answered (or its lease, or its job, is over): its permit goes back, wherever held. */
+  end(ref: string, queue?: string): void;
 }
 
 export interface LeaseAdmission {

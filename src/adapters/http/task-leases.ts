@@ -236,7 +236,7 @@ export class TaskLeases {
     this.#assertDeliveries(record, claims, field);
     const outcomes = await this.#answers.submit(record, items, claims, caller);
     // Answered (or found answered, or expired): the lease is over, its permit goes back.
-    for (const c of claims) this.#port.limits?.end(c.r);
+    for (const c of claims) this.#port.limits?.end(c.r, record.queue);
     return outcomes;
   }
 
@@ -262,11 +262,11 @@ export class TaskLeases {
     const outcomes = claims.map((c, n): HeartbeatOutcome => {
       const id = `${jobId}.${c.i}`;
       if (answered[n] || c.x <= now) {
-        this.#port.limits?.end(c.r);
+        this.#port.limits?.end(c.r, record.queue);
         return { id, status: answered[n] ? "settled" : "expired" };
       }
       this.#book.extend(caller.identity, c.r, x);
-      this.#port.limits?.extend(c.r, x);
+      this.#port.limits?.extend(c.r, x, record.queue);
       return { id, status: "extended", receipt: this.#signer.sign({ ...c, x }), leaseMs };
     });
     this.#log.debug(

@@ -23,8 +23,8 @@ import * as dead from "./memory-dead-letters.ts";
 import { MemoryDelayedTasks } from "./memory-delayed.ts";
 import { memoryFlows } from "./memory-flows.ts";
 import { MemoryLeases } from "./memory-leases.ts";
+import { publishNote, watchNotes } from "./memory-notes.ts";
 import { memoryPresence } from "./memory-presence.ts";
-import * as progress from "./memory-progress.ts";
 import { memoryQueueControls } from "./memory-queue-controls.ts";
 import { memoryQueueStats } from "./memory-queue-stats.ts";
 import { MemoryJobRecords } from "./memory-records.ts";
@@ -129,6 +129,18 @@ class MemoryJobBroker implements MemoryBroker {
       (queue, kind) => server.permitPool(queue, kind),
       (op) => this.#open(op),
       server.targetPools,
+      {
+        publish: (queue, note) => {
+          if (!this.#stop.aborted) publishNote(server, server.names.leaseNotesSubject(queue), note);
+        },
+        watch: (queue, onNote, signal) =>
+          watchNotes(
+            server,
+            server.names.leaseNotesSubject(queue),
+            onNote,
+            AbortSignal.any([signal, this.#stop]),
+          ),
+      },
     );
     this.flows = memoryFlows(server.flows, (op) => this.#open(op));
     this.schedules = memoryScheduleStore(server.schedules, (op) => this.#open(op));
@@ -471,12 +483,12 @@ class MemoryJobBroker implements MemoryBroker {
 
   publishProgress(queue: string, jobId: string, body: string): void {
     if (this.#stop.aborted) return;
-    progress.publishProgress(this.server, this.server.names.progressSubject(queue, jobId), body);
+    publishNote(this.server, this.server.names.progressSubject(queue, jobId), body);
   }
 
   watchProgress(queue: string, jobId: string, onNote: (body: string) => void, signal: AbortSignal): void {
     const subject = this.server.names.progressSubject(queue, jobId);
-    progress.watchProgress(this.server, subject, onNote, AbortSignal.any([signal, this.#stop]));
+    watchNotes(this.server, subject, onNote, AbortSignal.any([signal, this.#stop]));
   }
 
   async processExhausted(

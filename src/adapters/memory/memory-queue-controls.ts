@@ -93,7 +93,13 @@ export const memoryQueueControls = (
   pools: (queue: string, kind: PermitKind) => MemoryPermitPool,
   open: (operation: string) => void,
   targetPools: MemoryTargetPools,
+  leaseNotes: {
+    readonly publish: QueueControls["noteLease"];
+    readonly watch: QueueControls["watchLeaseNotes"];
+  },
 ): QueueControls => ({
+  noteLease: (queue, note) => leaseNotes.publish(queue, note),
+  watchLeaseNotes: (queue, onNote, signal) => leaseNotes.watch(queue, onNote, signal),
   getSettings: async (queue) => {
     open("queue.settings.get");
     const entry = kv.get("queue.settings.get", queue);

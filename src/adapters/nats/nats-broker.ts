@@ -7,6 +7,7 @@ import type { Broker } from "../broker.ts";
 import { laneConsumer } from "../names.ts";
 import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
+import { publishNote, watchNotes } from "./core-notes.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsDelayedTasks } from "./delayed-tasks.ts";
 import { NatsJobBroker } from "./job-broker.ts";
@@ -248,33 +249,15 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
         (error) => (onFailed ? onFailed(error) : log.warn({ err: error, jobId }, "results follow failed")),
       ),
 
-    publishProgress: (queue, jobId, body) => {
-      try {
-        core.connection.current()?.publish(js.names.progressSubject(queue, jobId), body);
-      } catch (error) {
-        // Best effort by contract (too large, client closing): a lost note is no lost work.
-        log.debug({ err: error, jobId }, "progress note dropped");
-      }
-    },
+    publishProgress: (queue, jobId, body) =>
+      publishNote(port, js.names.progressSubject(queue, jobId), body, log),
     // The port returns nothing here: the loop ends with `signal` (its handle's, tied to the
     // runtime's stopping) and its body holds only a core subscription, dropped on abort.
     watchProgress: (queue, jobId, onNote, signal) =>
-      void superviseLoop(
-        port,
-        async (nc, s) => {
-          const sub = nc.subscribe(js.names.progressSubject(queue, jobId));
-          const stop = () => sub.unsubscribe();
-          if (s.aborted) stop();
-          s.addEventListener("abort", stop, { once: true });
-          try {
-            for await (const m of sub) onNote(m.string());
-          } finally {
-            s.removeEventListener("abort", stop);
-          }
-        },
-        signal,
-        { name: `progress:${jobId}`, log },
-      ),
+      watchNotes(port, js.names.progressSubject(queue, jobId), onNote, signal, {
+        name: `progress:${jobId}`,
+        log,
+      }),
 
     ensureDeadLetters: (queue) => dead.ensure(queue),
     storeDeadLetter: (letter, msgId) => dead.store(letter, msgId),

@@ -21,6 +21,7 @@ import {
   type QueueControls,
   type TargetPool,
 } from "../queue-controls.ts";
+import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
@@ -411,5 +412,11 @@ export const natsQueueControls = (
         },
         { retry: { attempts: 1, initialDelayMs: 0 } },
       ),
+    noteLease: (queue, note) => publishNote(core.connection, names.leaseNotesSubject(queue), note, log),
+    watchLeaseNotes: (queue, onNote, signal) =>
+      watchNotes(core.connection, names.leaseNotesSubject(queue), onNote, signal, {
+        name: `lease-notes:${queue}`,
+        log,
+      }),
   };
 };

@@ -3,20 +3,21 @@ import type { MemoryServerState } from "./memory-server.ts";
 type Listener = (body: string) => void;
 
 /**
- * Progress notes in memory, as core NATS carries them: delivered to whoever
- * listens on the job's progress subject right now, on the same server (so
- * runtimes sharing a memory server see each other's notes), never stored.
+ * Notes in memory (a job's progress, the HTTP API's lease notes), as core
+ * NATS carries them: delivered to whoever listens on the subject right now,
+ * on the same server (so runtimes sharing a memory server see each other's
+ * notes), never stored.
  */
 const listeners = new WeakMap<MemoryServerState, Map<string, Set<Listener>>>();
 
-export const publishProgress = (server: MemoryServerState, subject: string, body: string): void => {
+export const publishNote = (server: MemoryServerState, subject: string, body: string): void => {
   for (const listener of [...(listeners.get(server)?.get(subject) ?? [])]) {
     // Asynchronous like a network delivery: a handler's progress() never runs watchers inline.
     queueMicrotask(() => listener(body));
   }
 };
 
-export const watchProgress = (
+export const watchNotes = (
   server: MemoryServerState,
   subject: string,
   onNote: Listener,
