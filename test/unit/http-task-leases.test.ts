@@ -7,6 +7,7 @@ import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http
 import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
 import { OperationTimeout } from "../../src/kernel/errors.ts";
 import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+import { delay } from "../harness/wait.ts";
 
 const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
   v: 1,
@@ -303,6 +304,42 @@ describe("TaskLeases", () => {
     expect(kept.length).toBeGreaterThanOrEqual(3);
     // Every keep came before the result was stored and the delivery acked.
     expect(t.calls.slice(kept.length)).toEqual(['publish j1 [{"i":0,"ok":true,"r":1}] true', `ack ${ref}`]);
+  });
+
+  it("while its results are being published past its lease's end, its permit stays held", async () => {
+    // An ack wait of 90 ms (a lease of 81): the publish takes 300 ms. Another instance's permit ledger.
+    const permits = new Map<string, number>();
+    const limits: LeaseLimits = {
+      admit: async (_queue, max) => ({
+        slots: max,
+        bind: (leases) => {
+          for (const l of leases) permits.set(l.ref, l.until);
+        },
+      }),
+      extend: (ref, until) => {
+        if (permits.has(ref)) permits.set(ref, until);
+      },
+      end: (ref) => {
+        permits.delete(ref);
+      },
+    };
+    const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })], 100, limits);
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    const ref = "$JS.ACK.t.j1.1.1.1.0.0";
+    t.delayPublishes(300);
+    const answering = t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1);
+    // This instance's clock moves with the real one (the keeper's timer), 200 ms: past the lease's end.
+    let now = 0;
+    for (let step = 0; step < 8; step++) {
+      await delay(25);
+      now = t.advance(25);
+    }
+    // Still running: the permit is held past now (before the fix: given back at the lease's end,
+    // and a second task could start at the cap).
+    expect(permits.get(ref)).toBeGreaterThan(now);
+    await expect(answering).resolves.toEqual([{ id: "j1.0", status: "done" }]);
+    expect(permits.has(ref)).toBe(false);
   });
 
   it("a delivery whose lease is near its end when its answer comes is kept at once, before its result is stored", async () => {

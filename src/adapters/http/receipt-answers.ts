@@ -7,7 +7,7 @@ import type { AnswerStatus, LeaseSettle, RecordedAnswer } from "../broker.ts";
 import { answerDigest, countStatuses, handlerAnswer, messageId, repeated } from "./answer-outcomes.ts";
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, ItemOutcome, LeasePort } from "./lease-port.ts";
-import type { ReceiptClaims } from "./receipts.ts";
+import { leaseEnd, type ReceiptClaims } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
 /** Same limit as the native worker's default: one results message of at most this. */
@@ -182,7 +182,7 @@ export class ReceiptAnswers {
         onError: (error) => failures.push(error),
       },
     );
-    const stopKeeping = this.#keepWhileStoring(claimed, record.settings.ackWaitMs, now, jobId);
+    const stopKeeping = this.#keepWhileStoring(claimed, record, now);
     try {
       await this.#store(claimed, record, request, batcher);
     } finally {
@@ -332,20 +332,26 @@ export class ReceiptAnswers {
    * another worker, whose delivery this request's ack would then end. Kept
    * for the whole request, every batch of it, until the last is stored.
    */
-  #keepWhileStoring(
-    claimed: readonly Answering[],
-    ackWaitMs: number,
-    now: number,
-    jobId: string,
-  ): () => void {
+  #keepWhileStoring(claimed: readonly Answering[], record: JobRecord, now: number): () => void {
+    const { ackWaitMs } = record.settings;
     const everyMs = Math.max(10, ackWaitMs / 3);
     const keep = (which: readonly Answering[]) => {
       if (which.length === 0) return;
-      this.#port
-        .settle(which.map((a) => ({ ref: a.c.r, action: "working" as const })))
-        .catch((error: unknown) =>
-          this.#log.debug({ err: error, jobId }, "leases not extended while the results were stored"),
-        );
+      const sentAt = this.#now();
+      this.#port.settle(which.map((a) => ({ ref: a.c.r, action: "working" as const }))).then(
+        () => {
+          // Kept at the server: the queue's permit is held as long (given back at the lease's
+          // first end, another task could start at the cap while this one is stored). The
+          // token's slot is not: its answer is in, it hoards nothing.
+          const until = leaseEnd(sentAt, ackWaitMs);
+          for (const a of which) this.#port.limits?.extend(a.c.r, until, record.queue);
+        },
+        (error: unknown) =>
+          this.#log.debug(
+            { err: error, jobId: record.id },
+            "leases not extended while the results were stored",
+          ),
+      );
     };
     keep(claimed.filter((a) => a.c.x - now < everyMs));
     const keeper = setInterval(() => keep(claimed), everyMs);

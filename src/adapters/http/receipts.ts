@@ -84,3 +84,20 @@ const isClaims = (c: Partial<ReceiptClaims> | null): c is ReceiptClaims =>
   Number.isSafeInteger(c.d) &&
   (c.d as number) >= 1 &&
   Number.isSafeInteger(c.x);
+
+/**
+ * Longest lease one receipt carries: below the time the broker keeps a
+ * delivery's answer (24 h), so an answered receipt is refused for as long as
+ * it is valid. A longer ack wait is held by heartbeats, each renewing it.
+ */
+const maxReceiptLeaseMs = 20 * 3600_000;
+
+/**
+ * Our lease ends a little before the server's: we start counting when the
+ * pull request leaves (before the server delivers), and take off a margin
+ * for the time an ack needs to arrive. A receipt is refused once it passes,
+ * so its holder can never ack the delivery of the task's next holder.
+ */
+const leaseMargin = (ackWaitMs: number) => Math.min(2000, Math.ceil(ackWaitMs / 10));
+export const leaseEnd = (startedAt: number, ackWaitMs: number) =>
+  startedAt + Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);

@@ -17,7 +17,7 @@ import { ErrorCode, HttpError } from "./http-errors.ts";
 import { LeaseBook } from "./lease-book.ts";
 import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort, ReservedTask } from "./lease-port.ts";
 import { ReceiptAnswers } from "./receipt-answers.ts";
-import type { ReceiptClaims, ReceiptSigner } from "./receipts.ts";
+import { leaseEnd, type ReceiptClaims, type ReceiptSigner } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
 export type {
@@ -37,23 +37,6 @@ export interface TaskLeasesOptions {
   /** Open leases one token may hold through this instance (default 100). */
   readonly maxLeasesPerToken?: number;
 }
-
-/**
- * Longest lease one receipt carries: below the time the broker keeps a
- * delivery's answer (24 h), so an answered receipt is refused for as long as
- * it is valid. A longer ack wait is held by heartbeats, each renewing it.
- */
-const maxReceiptLeaseMs = 20 * 3600_000;
-
-/**
- * Our lease ends a little before the server's: we start counting when the
- * pull request leaves (before the server delivers), and take off a margin
- * for the time an ack needs to arrive. A receipt is refused once it passes,
- * so its holder can never ack the delivery of the task's next holder.
- */
-const leaseMargin = (ackWaitMs: number) => Math.min(2000, Math.ceil(ackWaitMs / 10));
-const leaseEnd = (startedAt: number, ackWaitMs: number) =>
-  startedAt + Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);
 
 /** A reserved task with what this instance keeps of its lease. */
 type Leased = ReservedTask & { readonly ref: string; readonly until: number };
