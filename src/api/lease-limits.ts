@@ -57,13 +57,20 @@ const permitWaitMs = 1000;
 
 const unlimited = (slots: number): LeaseAdmission => ({ slots, bind: () => undefined });
 
+/** The longest a note may move a lease's end: the longest lease a receipt carries (20 h). */
+const maxNoteLeaseMs = 20 * 3600_000;
+
 /**
  * A note between the API's instances about a lease whose permit one of them
- * holds (`QueueControls.noteLease`): its end moved to `until` (a heartbeat),
- * or it came (an answer).
+ * holds (`QueueControls.noteLease`): it lasts `leftMs` more (a heartbeat;
+ * a duration, not a time: the instances' clocks may differ), or it ended
+ * (an answer).
  */
 const LeaseNote = Schema.Union([
-  Schema.Struct({ ref: Schema.String, until: Schema.Number }),
+  Schema.Struct({
+    ref: Schema.String,
+    leftMs: Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: maxNoteLeaseMs })),
+  }),
   Schema.Struct({ ref: Schema.String, ended: Schema.Literal(true) }),
 ]);
 type LeaseNote = typeof LeaseNote.Type;
@@ -146,7 +153,7 @@ export const leaseLimits = (
         const note = readNote(text);
         if (!note) log.debug({ queue }, "lease note unreadable; ignored");
         else if ("ended" in note) release(note.ref);
-        else extendHeld(note.ref, note.until);
+        else extendHeld(note.ref, Date.now() + note.leftMs);
       },
       listening.signal,
     );
@@ -216,7 +223,8 @@ export const leaseLimits = (
       };
     },
     extend: (ref, until, queue) => {
-      if (!extendHeld(ref, until) && queue !== undefined) tell(queue, { ref, until });
+      if (!extendHeld(ref, until) && queue !== undefined)
+        tell(queue, { ref, leftMs: Math.max(0, until - Date.now()) });
     },
     end: (ref, queue) => {
       if (!release(ref) && queue !== undefined) tell(queue, { ref, ended: true });

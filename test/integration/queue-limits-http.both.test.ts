@@ -296,7 +296,7 @@ describe.each(["memory", "nats"])("queue limits across native and HTTP workers o
       const job = await admin.jobs.submit({ queue, tasks: [0, 1], ackWaitMs });
       const reserved = await one(token, `/queues/${queue}/tasks`, { batch_size: 2 });
       expect(reserved.json.tasks).toHaveLength(1);
-      return { one, two, job, leased: reserved.json.tasks![0]! };
+      return { admin, one, two, job, leased: reserved.json.tasks![0]! };
     };
 
     it("heartbeats through the other instance keep the queue's one permit held past the first lease end", async () => {
@@ -329,6 +329,24 @@ describe.each(["memory", "nats"])("queue limits across native and HTTP workers o
       expect(others, "a second task leased at a cap of 1").toEqual([]);
       const answered = await two(token, `/jobs/${job.id}/results`, { results: [{ receipt, result: 0 }] });
       expect(answered.status).toBe(200);
+    });
+
+    it("an answer through the other instance of a job cancelled meanwhile (410) gives the permit back", async () => {
+      const queue = "cancelled-elsewhere";
+      const { two, job, leased, admin } = await leasedThroughOne(queue, 600_000);
+      expect(await job.cancel("operator")).toMatchObject({ status: "failed" });
+      const next = await admin.jobs.submit({ queue, tasks: [0] });
+      const answered = await two(token, `/jobs/${job.id}/results`, {
+        results: [{ receipt: leased.receipt, result: 0 }],
+      });
+      expect(answered.status).toBe(410);
+      // Through the instance that does not hold it (before the fix: held by the other to the lease's end).
+      await waitUntil(
+        async () =>
+          (await two(otherToken, `/queues/${queue}/tasks`, { batch_size: 1 })).json.tasks?.[0]?.job_id ===
+          next.id,
+        { timeoutMs: 5000, intervalMs: 50, message: "the next job's task leased" },
+      );
     });
 
     it("an answer through the other instance gives the permit back at once, not at the lease end", async () => {

@@ -342,6 +342,30 @@ describe("TaskLeases", () => {
     expect(permits.has(ref)).toBe(false);
   });
 
+  it("a heartbeat, or the same POST through another instance, while the results are stored leaves the permit held", async () => {
+    const { limits, held: permits } = heldPermits();
+    const t = setup([record("j1")], 100, limits);
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    const ref = "$JS.ACK.t.j1.1.1.1.0.0";
+    t.delayPublishes(300);
+    const answering = t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1);
+    await delay(25);
+    // The worker's heartbeat timer still runs: told the lease is settled, but the task's answer is
+    // not stored yet (before the fix: its permit was given back, and another task could start).
+    await expect(t.leases.heartbeat("j1", [task!.receipt], W1)).resolves.toEqual([
+      { id: "j1.0", status: "settled" },
+    ]);
+    expect(permits.has(ref)).toBe(true);
+    // The same POST retried through another instance finds the answer pending: same.
+    await expect(t.restart().submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "pending", duplicate: true },
+    ]);
+    expect(permits.has(ref)).toBe(true);
+    await expect(answering).resolves.toEqual([{ id: "j1.0", status: "done" }]);
+    expect(permits.has(ref)).toBe(false);
+  });
+
   it("a delivery whose lease is near its end when its answer comes is kept at once, before its result is stored", async () => {
     // An ack wait of 90 ms (a lease of 81): kept every 30 ms; the answer comes 21 ms before the lease's end.
     const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })]);

@@ -144,9 +144,12 @@ describe("HTTP lease limits", () => {
     // end (notes come in any order) and an unreadable one change nothing.
     other.extend("r1", Date.now() + 10_000, "q");
     await vi.advanceTimersByTimeAsync(0);
-    bus.noteLease("q", JSON.stringify({ ref: "r1", until: Date.now() }));
+    bus.noteLease("q", JSON.stringify({ ref: "r1", leftMs: 0 }));
     bus.noteLease("q", "{not json");
     bus.noteLease("q", JSON.stringify({ ref: "r1" }));
+    // Out of bounds (past the longest lease a receipt carries): ignored, r2 ends at its own end.
+    bus.noteLease("q", JSON.stringify({ ref: "r2", leftMs: 21 * 3600_000 }));
+    bus.noteLease("q", JSON.stringify({ ref: "r2", leftMs: -1 }));
     await vi.advanceTimersByTimeAsync(5000);
     expect(ledger.map((e) => e.released)).toEqual([undefined, 0]);
     // r1's answer through the other instance: given back at once, not at its end 5 s on.

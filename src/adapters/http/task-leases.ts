@@ -218,8 +218,12 @@ export class TaskLeases {
     }
     this.#assertDeliveries(record, claims, field);
     const outcomes = await this.#answers.submit(record, items, claims, caller);
-    // Answered (or found answered, or expired): the lease is over, its permit goes back.
-    for (const c of claims) this.#port.limits?.end(c.r, record.queue);
+    // Answered (or found answered, or expired): the lease is over, its permit goes back. Not
+    // while another request still stores its answer (`pending`): that one gives it back.
+    claims.forEach((c, n) => {
+      const o = outcomes[n];
+      if (o?.status !== "pending" && o?.answered !== "pending") this.#port.limits?.end(c.r, record.queue);
+    });
     return outcomes;
   }
 
@@ -230,12 +234,13 @@ export class TaskLeases {
     const record = await this.#openRecord(jobId, caller, claims);
     this.#assertDeliveries(record, claims, field);
     const now = this.#now();
-    // Answered already (here or on another instance): nothing to extend.
+    // Answered already (here or on another instance), or being answered: nothing to extend.
     const answered = await Promise.all(
-      claims.map(
-        async (c) =>
-          this.#answers.answering(c.r) || (c.x > now && (await this.#port.answerOf(c.r)) !== undefined),
-      ),
+      claims.map(async (c): Promise<"answering" | "answered" | undefined> => {
+        if (this.#answers.answering(c.r)) return "answering";
+        const found = c.x > now ? await this.#port.answerOf(c.r) : undefined;
+        return found === undefined ? undefined : found.status === "pending" ? "answering" : "answered";
+      }),
     );
     const open = claims.filter((c, n) => c.x > now && !answered[n]);
     const sentAt = this.#now();
@@ -245,7 +250,8 @@ export class TaskLeases {
     const outcomes = claims.map((c, n): HeartbeatOutcome => {
       const id = `${jobId}.${c.i}`;
       if (answered[n] || c.x <= now) {
-        this.#port.limits?.end(c.r, record.queue);
+        // Being answered: the request storing the answer keeps the permit and gives it back.
+        if (answered[n] !== "answering") this.#port.limits?.end(c.r, record.queue);
         return { id, status: answered[n] ? "settled" : "expired" };
       }
       this.#book.extend(caller.identity, c.r, x);
@@ -276,6 +282,7 @@ export class TaskLeases {
     this.#jobOver(
       jobId,
       claims.map((c) => c.r),
+      found?.record.queue,
     );
     if (!found) throw new HttpError(404, ErrorCode.jobNotFound, `no job ${jobId}`);
     const { status } = found.record;
@@ -291,9 +298,9 @@ export class TaskLeases {
    * worker frees its slots when a job ends. Their holders hear of it at
    * their next answer or heartbeat (404 or 410).
    */
-  #jobOver(jobId: string, refs: readonly string[] = []): void {
+  #jobOver(jobId: string, refs: readonly string[] = [], queue?: string): void {
     const ended = new Set([...this.#book.endJob(jobId), ...refs]);
-    for (const ref of ended) this.#port.limits?.end(ref);
+    for (const ref of ended) this.#port.limits?.end(ref, queue);
     if (ended.size > 0)
       this.#log.info(
         { jobId, leases: ended.size },
