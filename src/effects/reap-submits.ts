@@ -3,7 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { laneSubmitCommitted } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
-import { isSameSubmit, rollBackEffect } from "./submit-job.ts";
+import { isSameSubmit, rollBackEffect, rollForward } from "./submit-job.ts";
 
 export interface ReapReport {
   /** Submits that died before their commit point: tasks purged, record failed. */
@@ -11,21 +11,6 @@ export interface ReapReport {
   /** Submits that died after their commit point: the commit stands, the record says running. */
   readonly rolledForward: readonly string[];
 }
-
-/**
- * Commits a submit whose consumer exists, as read at `revision` (still
- * submitting); false when it changed since (the write's compare-and-set).
- */
-const rollForward = (port: JobPort, record: JobRecord, revision: number, now: () => number) =>
-  fromPort(() =>
-    port.updateRecord(
-      { ...record, phase: SubmitPhase.committed, status: "running", updatedAt: now() },
-      revision,
-    ),
-  ).pipe(
-    Effect.as(true),
-    Effect.catchTag("RevisionConflict", () => Effect.succeed(false)),
-  );
 
 /**
  * Finishes the submits that did not finish themselves. The consumer is the
@@ -88,4 +73,4 @@ export const rollLaneForward = async (
   now: () => number,
 ): Promise<boolean> =>
   (await laneSubmitCommitted(port, found.record)) !== undefined &&
-  Effect.runPromise(rollForward(port, found.record, found.revision, now));
+  (await Effect.runPromise(rollForward(port, found.record, found.revision, now))) !== undefined;

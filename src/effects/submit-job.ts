@@ -182,9 +182,16 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
       // The key names this job only if it was asked for the same tasks and settings.
       yield* fromThrowing(() => assertSameRequest(other, record));
       if (other.phase === SubmitPhase.committed) return { existing: other };
-      // A lane job whose commit is not written yet: committed once its task is stored.
+      // A lane job whose commit is not written yet: committed once its task is stored. The commit
+      // is written before this submit answers with the job: its own submitter, whose publish was
+      // stored though its answer was lost, would otherwise roll back the job handed out here
+      // (and a later submit of the key run its task again). It finds the commit and stands.
       const view = yield* fromPort(() => committedRecord(port, found));
-      if (view?.record.phase === SubmitPhase.committed) return { existing: view.record };
+      if (view?.record.phase === SubmitPhase.committed) {
+        const committed = yield* rollForward(port, other, revision, input.now);
+        if (committed) return { existing: committed };
+        continue; // changed since read (its end, or its commit, written): read again
+      }
       if (other.phase === SubmitPhase.rolledBack) {
         const taken = yield* fromPort(() => port.updateRecord(record, revision)).pipe(
           Effect.map((next): Claim | undefined => ({ revision: next })),
@@ -204,6 +211,25 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
   });
 
 type RecordFound = { readonly record: JobRecord; readonly revision: number };
+
+/**
+ * Commits a submit past its commit point (its consumer made; a lane job's
+ * task stored) whose record, read at `revision`, still says `submitting`:
+ * the committed record, or undefined when it changed since (the write's
+ * compare-and-set).
+ */
+export const rollForward = (port: JobPort, record: JobRecord, revision: number, now: () => number) => {
+  const committed: JobRecord = {
+    ...record,
+    phase: SubmitPhase.committed,
+    status: "running",
+    updatedAt: now(),
+  };
+  return fromPort(() => port.updateRecord(committed, revision)).pipe(
+    Effect.as<JobRecord | undefined>(committed),
+    Effect.catchTag("RevisionConflict", () => Effect.succeed(undefined)),
+  );
+};
 
 /** Whether the record `found` still holds `record`'s submit, not committed, rolled back or replaced. */
 export const isSameSubmit = (found: RecordFound | undefined, record: JobRecord): found is RecordFound =>

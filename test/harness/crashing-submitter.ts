@@ -22,7 +22,16 @@ export interface CrashingSubmitter {
 export const crashingSubmitter = async (
   url: string,
   step: SubmitStep,
-  options: { readonly logger?: Logger; readonly lane?: boolean; readonly retentionMs?: number } = {},
+  options: {
+    readonly logger?: Logger;
+    readonly lane?: boolean;
+    readonly retentionMs?: number;
+    /**
+     * What happens after `step` instead of the crash: a failure the submit
+     * sees (it rolls back), e.g. a publish stored whose answer was lost.
+     */
+    readonly failure?: () => Promise<never>;
+  } = {},
 ): Promise<CrashingSubmitter> => {
   const core = await createRuntimeCore({
     servers: url,
@@ -39,8 +48,10 @@ export const crashingSubmitter = async (
     leaseMs: 300,
     takeOver: false,
     submitHooks: {
-      afterStep: (at) => {
-        if (at === step) throw new SimulatedCrash(`process died after ${at}`);
+      afterStep: async (at) => {
+        if (at !== step) return;
+        if (options.failure) await options.failure();
+        throw new SimulatedCrash(`process died after ${at}`);
       },
     },
   });

@@ -222,6 +222,49 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     expect(await handle!.done()).toMatchObject({ status: "succeeded", done: 1 });
     await worker.stop();
   });
+  it("an idempotent resubmit meets a submit whose stored publish lost its answer: one job, committed for both, its task run once", async () => {
+    const queue = "lane_resubmit_lost";
+    const once = { queue, tasks: [{ n: 1 }], idempotencyKey: "once" };
+    let reached!: () => void;
+    const atPublish = new Promise<void>((resolve) => {
+      reached = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // Its task is stored, but its submit hears no answer (cut off, a timeout): it rolls back.
+    const first = await crashingSubmitter(server.url, SubmitStep.tasksPublished, {
+      logger,
+      lane: true,
+      failure: async () => {
+        reached();
+        await held;
+        throw new Error("publish answer lost");
+      },
+    });
+    const { ran, worker } = ledgerWorker(queue);
+    try {
+      const submitting = first.registry.submit(once);
+      await atPublish;
+      await waitUntil(() => ran.length === 1, { timeoutMs: 5000, message: "the task ran" });
+      const resubmitted = await rt.jobs.submit(once);
+      release();
+      // Before the fix: the first submit rolled the job back after the resubmit had answered with
+      // it; the resubmit's job then failed ("submit failed"), and the key's next submit ran the task again.
+      expect((await submitting).id).toBe(resubmitted.id);
+      expect(await resubmitted.done()).toMatchObject({ status: "succeeded", done: 1 });
+      expect(await storedRecord(resubmitted.id)).toMatchObject({ phase: "committed", status: "succeeded" });
+      const again = await rt.jobs.submit(once);
+      expect(await again.done()).toMatchObject({ status: "succeeded", done: 1 });
+      expect(ran).toEqual([1]);
+    } finally {
+      release();
+      await worker.stop();
+      await first.stop();
+    }
+  });
+
   it("a lane job whose submitter died after its publish is taken over within the lease, not left to the reaper", async () => {
     // Its record says `submitting` until the job's next write (its commit is written with it):
     // the submitter died before that one, 30 s before the reaper may touch the record.
