@@ -2,9 +2,10 @@ import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { RecordSeen } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
-import type { SubmitHooks } from "../effects/submit-job.ts";
+import { rollLaneForward } from "../effects/reap-submits.ts";
+import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
-import { childLogger } from "../kernel/logger.ts";
+import { childLogger, type Logger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { jobsHostMachine } from "../machines/jobs-host.machine.ts";
@@ -181,6 +182,10 @@ export const startJobActor = (
           log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
           // Its supervisor may have died with the server restarting under it: its consumer too.
           restoreSupervised(broker, log, clock.now(), record);
+          // A lane job's commit is written with its next write, which its submitter may have
+          // died before: written now, as a takeover of an orphan does (`adopt`), not with the
+          // job's end or by the reaper, 40 s on.
+          if (record.lane) commitTakenLane(broker, log, record, () => clock.now());
         }
         if (ok) supervised = true;
         else if (held) supervised = false;
@@ -291,3 +296,12 @@ const isOwnWrite = (changed: JobRecord, written: JobRecord | undefined): boolean
   changed.counts.done === written.counts.done &&
   changed.counts.failed === written.counts.failed &&
   changed.counts.dead === written.counts.dead;
+
+/** Writes the commit of a lane job taken over whose record still holds its submit, if its task is stored. */
+const commitTakenLane = (broker: Broker, log: Logger, record: JobRecord, now: () => number): void =>
+  void broker
+    .getRecord(record.id)
+    .then((found) => (isSameSubmit(found, record) ? rollLaneForward(broker, found, now) : false))
+    .catch((error: unknown) =>
+      log.debug({ err: error }, "commit of a lane job taken over not written; its next write carries it"),
+    );

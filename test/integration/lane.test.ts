@@ -265,6 +265,37 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     }
   });
 
+  it("a lane job watched from another runtime when its submitter died after its publish: the watcher's takeover writes its commit", async () => {
+    const queue = "lane_crash_watched";
+    const taker = await createRuntime({
+      servers: server.url,
+      logger,
+      jobs: { lane: true, leaseMs: 1000, reapIntervalMs: 3600_000 },
+    });
+    try {
+      await submitThenDie(queue, SubmitStep.tasksPublished);
+      const {
+        jobs: [submitted],
+      } = await taker.jobs.list({ queue });
+      // Watched before its lease runs out: the watcher takes it over, not a pass over orphans.
+      const watched = await taker.jobs.get(submitted!.id);
+      expect(watched?.snapshot().status).toBe("running");
+      // No worker: the job runs on. Before the fix its record said `submitting` until its end or
+      // the reaper (its deadline + grace: ~40 s): `list()`, `GET /jobs` and events saw no commit.
+      await waitUntil(async () => (await storedRecord(submitted!.id))?.phase === "committed", {
+        timeoutMs: 5000,
+        message: "the commit written by the watcher's takeover",
+      });
+      expect(await storedRecord(submitted!.id)).toMatchObject({ status: "running" });
+      const { ran, worker } = ledgerWorker(queue);
+      expect(await watched!.done()).toMatchObject({ status: "succeeded", done: 1 });
+      await worker.stop();
+      expect(ran).toEqual([1]);
+    } finally {
+      await taker.stop();
+    }
+  });
+
   it("a lane job whose submitter died after its publish is taken over within the lease, not left to the reaper", async () => {
     // Its record says `submitting` until the job's next write (its commit is written with it):
     // the submitter died before that one, 30 s before the reaper may touch the record.
