@@ -291,7 +291,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       if (found && isFinal(found.record.status)) {
         // The end as recorded: another than this actor counted (a cancel that landed first)
         // is how the job ended, as for a supervisor whose write found it below.
-        if (found.record.status !== input.status) self().send(recordEvent(found.record));
+        if (found.record.status !== input.status && !aborted.aborted) self().send(recordEvent(found.record));
         return;
       }
       if (shared.takeOver && (await takeLease(jobId, log))) break;
@@ -306,7 +306,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       },
     );
     // Another runtime recorded another end first (a cancel): that is how the job ended.
-    if (stored && isFinal(stored.status) && stored.status !== input.status) self().send(recordEvent(stored));
+    // Not to an actor stopped meanwhile (XState warns of an event sent to a stopped actor).
+    if (stored && isFinal(stored.status) && stored.status !== input.status && !aborted.aborted)
+      self().send(recordEvent(stored));
   };
 
   /**
