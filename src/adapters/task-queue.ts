@@ -40,6 +40,11 @@ export interface TaskLease {
   readonly body: string;
   /** This delivery's number, from 1. */
   readonly deliveryCount: number;
+  /**
+   * The task message's sequence in its stream: the same for every delivery
+   * of it, another for a copy published again (a redrive).
+   */
+  readonly seq: number;
   /** Done: remove the task. */
   ack(): void;
   /** Release for redelivery after `delayMs` (at once without). */

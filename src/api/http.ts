@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import { BearerTokens } from "../adapters/http/bearer-tokens.ts";
 import { createHttpApp, type JobView } from "../adapters/http/http-app.ts";
@@ -156,7 +157,8 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
         const payload = await leasing.taskPayload(ref);
         await broker.storeDeadLetter(
           { queue, jobId, index, payload, error, deliveries, at: Date.now(), source: "worker" },
-          `deadh.${jobId}.${index}.${deliveries}`,
+          // Named by the delivery (its reference): a redriven copy that dies again is another letter.
+          `deadh.${jobId}.${index}.${deliveries}.${createHash("sha256").update(ref).digest("base64url").slice(0, 16)}`,
         );
       },
     },

@@ -234,7 +234,10 @@ export const startWorker = <Payload, Result>(
           at: Date.now(),
           source: "worker",
         },
-        `deadw.${jobId}.${index}.${attempt}`,
+        // The task message's sequence: a redriven copy that dies again, within the dead-letter
+        // stream's duplicate window, is another letter (by job, task and delivery alone it was
+        // dropped as a duplicate of the first).
+        `deadw.${jobId}.${index}.${attempt}.${msg.seq}`,
       ),
     );
   };

@@ -87,6 +87,9 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     get deliveryCount() {
       return lease.deliveryCount;
     },
+    get seq() {
+      return lease.seq;
+    },
     ack: () => {
       if (!take("ack", jobId)) lease.ack();
     },

@@ -77,6 +77,39 @@ describe("dead letters: a job never hangs on a task that exhausted its deliverie
     expect(record).toMatchObject({ status: "succeeded", counts: { done: 5, failed: 0, dead: 0 } });
   });
 
+  it("a task that dies again after its redrive has a dead letter again, and can be redriven again", async () => {
+    let upstreamDown = true;
+    const ran: string[] = [];
+    const worker = rt.workers.start<{ n: number }, number>({
+      queue: "dies-twice",
+      handler: (task) => {
+        ran.push(`${task.attempt} ${upstreamDown ? "failed" : "ok"}`);
+        if (upstreamDown) throw new Error("upstream busy");
+        return task.payload.n;
+      },
+    });
+    const job = await rt.jobs.submit({ queue: "dies-twice", tasks: [{ n: 7 }], maxDeliver: 2, backoff: [5] });
+    expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
+    expect(await rt.jobs.deadLetters(job.id)).toHaveLength(1);
+    // Redriven while the upstream is still down: it dies again on its 2nd delivery, within the
+    // dead-letter stream's 2-minute duplicate window. Before the fix its letter went under the same
+    // message id as the first one's (job, task, delivery) and the server dropped it: no letter,
+    // its payload gone, and a second redrive refused ("no dead letter").
+    const again = await (await rt.jobs.redrive(job.id)).done();
+    expect(again).toMatchObject({ status: "failed", dead: 1 });
+    const letters = await rt.jobs.deadLetters(job.id);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ index: 0, payload: { n: 7 }, deliveries: 2 });
+    upstreamDown = false;
+    expect(await (await rt.jobs.redrive(job.id)).done()).toMatchObject({
+      status: "succeeded",
+      done: 1,
+      dead: 0,
+    });
+    await worker.stop();
+    expect(ran).toEqual(["1 failed", "2 failed", "1 failed", "2 failed", "1 ok"]);
+  });
+
   it("a task nobody answers (worker hung, no heartbeat) is caught from the MAX_DELIVERIES advisory", async () => {
     const advisoryAt: number[] = [];
     const advisories = nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>", {

@@ -329,6 +329,10 @@ class MemoryTaskLease implements LaneLease {
     this.deliveryCount = deliveryCount;
   }
 
+  get seq(): number {
+    return this.#seq;
+  }
+
   ack(): void {
     this.#consumer.settle(this.#seq);
   }

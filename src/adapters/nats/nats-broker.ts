@@ -61,6 +61,9 @@ class JsTaskLease implements TaskLease {
     const { reply } = this.#msg as { readonly reply?: unknown };
     return (typeof reply === "string" ? deliveryCountOf(reply) : undefined) ?? this.#msg.info.deliveryCount;
   }
+  get seq(): number {
+    return this.#msg.seq;
+  }
   ack(): void {
     this.#msg.ack();
   }
