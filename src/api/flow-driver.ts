@@ -11,6 +11,7 @@ import {
 } from "../kernel/errors.ts";
 import { firstTime } from "../kernel/first-time.ts";
 import {
+  cancelledInSubmit,
   type FlowRecord,
   flowNodeKey,
   flowNodeOfKey,
@@ -241,7 +242,8 @@ export class FlowDriver {
   ): Promise<{ record: FlowRecord; submit: readonly string[]; cancel: readonly string[] } | undefined> {
     const found = await this.#broker.flows.getFlow(flowId);
     if (!found) return undefined;
-    if (isSettled(found.record)) return { record: found.record, submit: [], cancel: [] };
+    if (isSettled(found.record))
+      return { record: found.record, submit: [], cancel: await this.#landedAfterCancel(found.record) };
     const observed = new Map<string, ObservedJob>();
     await Promise.all(
       Object.entries(found.record.nodes).map(async ([name, node]) => {
@@ -261,6 +263,28 @@ export class FlowDriver {
       await this.#broker.flows.updateFlow(step.record, found.revision);
     }
     return step;
+  }
+
+  /**
+   * The jobs of a cancelled flow's nodes that run though the cancel wrote
+   * them cancelled: their submit landed after it, and the driver that made
+   * it stopped before it cancelled them. A flow woken by such a job's
+   * record (every runtime is) cancels it here. A submit still under way is
+   * left to the next wake (its commit's). Only the nodes that were being
+   * submitted at the cancel are read (a few): a wake of a big cancelled
+   * flow, one per job it cancels, does not read every node's job.
+   */
+  async #landedAfterCancel(record: FlowRecord): Promise<string[]> {
+    if (record.status !== "cancelled") return [];
+    const running = await Promise.all(
+      Object.values(record.nodes).map(async (node) => {
+        // Only a node cancelled while its job was being submitted may have one landing after.
+        if (node.status !== "cancelled" || node.reason !== cancelledInSubmit) return undefined;
+        const seen = observe((await shownRecord(this.#broker, node.jobId))?.record);
+        return seen.kind === "running" ? node.jobId : undefined;
+      }),
+    );
+    return running.filter((id): id is string => id !== undefined);
   }
 
   /**

@@ -159,6 +159,12 @@ export type ObservedJob =
   | { readonly kind: "running" }
   | { readonly kind: "ended"; readonly status: "succeeded" | "failed"; readonly reason?: string };
 
+/**
+ * The reason of a node cancelled with its flow while its job was being
+ * submitted: that submit may still land, and its job is then cancelled.
+ */
+export const cancelledInSubmit = "flow cancelled while its job was being submitted";
+
 /** One step of a flow: the record as it should now be, the nodes to submit, the jobs to cancel. */
 export interface FlowStep {
   readonly record: FlowRecord;
@@ -201,7 +207,7 @@ export const stepFlow = (
       if (cancelled) cancel.push(node.jobId);
     } else if (job.kind === "none" && node.status !== NodeStatus.waiting) {
       // Submitting (or running, and its record gone): submit again, or give up if cancelled.
-      if (cancelled) nodes[name] = { ...node, status: NodeStatus.cancelled, reason: "flow cancelled" };
+      if (cancelled) nodes[name] = { ...node, status: NodeStatus.cancelled, reason: cancelledInSubmit };
       else submit.push(name);
     }
   }

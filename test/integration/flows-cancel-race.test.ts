@@ -17,7 +17,12 @@ import { spiedBroker } from "../harness/spied-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 describe("a flow cancelled while one of its jobs is being submitted", () => {
-  it("has that job cancelled once it lands", { timeout: 20_000 }, async () => {
+  /**
+   * A drives, B cancels; `aStopsAtCancel`: A fails at its step's cancel (as
+   * if it died after its submit landed): no step of A cancels the job, the
+   * runtimes woken by its record must.
+   */
+  const race = async (aStopsAtCancel: boolean) => {
     const server = createMemoryServer();
     const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, args, call) => {
       if (name !== "createRecord" || (args[0] as JobRecord).queue !== "slow") return call();
@@ -25,6 +30,10 @@ describe("a flow cancelled while one of its jobs is being submitted", () => {
     });
     const a = await createTestRuntime({ name: "a", broker });
     const b = await createTestRuntime({ name: "b", broker: createMemoryBroker({ server }) });
+    if (aStopsAtCancel)
+      partsOf(a).flows.driver.hook = (point) => {
+        if (point === "cancel") throw new Error("A died after its submit landed");
+      };
     partsOf(b).flows.driver.hook = (point) => {
       if (point === "submit") throw new Error("B submits nothing here");
     };
@@ -41,7 +50,7 @@ describe("a flow cancelled while one of its jobs is being submitted", () => {
       });
       const cancelled = await (await b.flows.get("f1"))?.cancel("stop");
       expect(cancelled?.status).toBe("cancelled");
-      await submitted;
+      await submitted.catch(() => undefined);
       const jobId = flowOf()?.nodes.x?.jobId as string;
       // A's submit lands after the cancel: the job must end, cancelled.
       await waitUntil(async () => (await a.jobs.get(jobId)) !== undefined, {
@@ -58,5 +67,13 @@ describe("a flow cancelled while one of its jobs is being submitted", () => {
       await b.stop();
       await a.stop();
     }
-  });
+  };
+
+  it("has that job cancelled once it lands", { timeout: 20_000 }, () => race(false));
+
+  it(
+    "has that job cancelled by another runtime when its driver stops before its cancel",
+    { timeout: 20_000 },
+    () => race(true),
+  );
 });
