@@ -98,7 +98,12 @@ export const createSchedules = (
           ? {
               ...stored.record,
               ...checked,
-              since: sameRule(stored.record.rule, checked.rule) ? stored.record.since : at,
+              // A new rule starts anew; so does a job moved to another queue: a tick's job id is per
+              // queue, and a tick being fired on the old one would be fired again on the new one.
+              since:
+                sameRule(stored.record.rule, checked.rule) && stored.record.job.queue === checked.job.queue
+                  ? stored.record.since
+                  : at,
               updatedAt: at,
             }
           : { v: 1, ...checked, since: at, createdAt: at, updatedAt: at };

@@ -9,13 +9,10 @@
 import { describe, expect, it } from "vitest";
 import { memoryScheduleStore } from "../../src/adapters/memory/memory-schedule-store.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import { JobRegistry } from "../../src/api/jobs.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { Scheduler } from "../../src/api/scheduler.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
 import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
-import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+import { createMemoryServer } from "../../src/testing.ts";
+import { startMemoryScheduler } from "../harness/memory-scheduler.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const period = 1000;
@@ -36,41 +33,17 @@ describe("two schedulers racing on one tick", () => {
       createdAt: start,
       updatedAt: start,
     });
-    const stops: Array<() => Promise<void>> = [];
     const submits: string[][] = [[], []];
-    const tracked = new Set<Promise<unknown>>();
-    for (const n of [0, 1]) {
-      const core = await createRuntimeCore({ logger: silentLogger(), clock }, { connect: false });
-      const registry = new JobRegistry(core, createMemoryBroker({ server }), {
-        reapIntervalMs: 0,
-        reapGraceMs: 10_000,
-        leaseMs: 10_000,
-        takeOver: false,
-      });
-      const scheduler = new Scheduler({
-        store,
-        clock,
-        log: silentLogger(),
-        track: (_name, work) => {
-          const running = work();
-          tracked.add(running);
-          void running.finally(() => tracked.delete(running));
-        },
-        // The scheduler's fire as the runtime wires it, without the read that skips a committed job.
-        fire: async (record, _tick, key) => {
-          submits[n]!.push(key);
-          await registry.submit({ ...record.job, idempotencyKey: key });
-        },
-      });
-      const stop = new AbortController();
-      const running = scheduler.run(stop.signal);
-      stops.push(async () => {
-        stop.abort();
-        await running;
-        await registry.stop();
-        await core.stop();
-      });
-    }
+    const schedulers = await Promise.all(
+      [0, 1].map((n) =>
+        startMemoryScheduler(server, clock, store, (_record, key) => void submits[n]!.push(key)),
+      ),
+    );
+    const tracked = {
+      get size() {
+        return schedulers.reduce((sum, s) => sum + s.tracked.size, 0);
+      },
+    };
     try {
       const asleep = () => waitUntil(() => clock.pending >= 2, { timeoutMs: 2000, message: "both asleep" });
       for (let tick = 1; tick <= 3; tick++) {
@@ -92,7 +65,7 @@ describe("two schedulers racing on one tick", () => {
       // ...though both submitted every tick, under the same keys.
       expect(submits[0]).toEqual(submits[1]);
     } finally {
-      for (const stop of stops) await stop();
+      for (const s of schedulers) await s.stop();
       server.close();
     }
   });

@@ -1,0 +1,90 @@
+/**
+ * A schedule whose job moves to another queue while one of its ticks is
+ * being fired: job ids are per queue, so the tick's idempotency key would
+ * name another job on the new queue. Scheduler A fires tick T with the old
+ * record (its submit held); the schedule is upserted with a new queue; then
+ * scheduler B starts and sees T unfired (`lastTick` still before it) and,
+ * under `missed: "runOnce"`, fires it. The oracle is the memory server's job
+ * records, read directly: one job for T.
+ */
+import { describe, expect, it } from "vitest";
+import { memoryScheduleStore } from "../../src/adapters/memory/memory-schedule-store.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { ManualClock } from "../../src/kernel/clock.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
+import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+import { startMemoryScheduler, type TestScheduler } from "../harness/memory-scheduler.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const period = 1000;
+const start = 1_800_000_000_500;
+
+describe("a schedule's job moved to another queue while a tick is being fired", () => {
+  it("fires that tick once, on the queue it was fired on", async () => {
+    const clock = new ManualClock(start);
+    const server = createMemoryServer({ clock });
+    const store = memoryScheduleStore(memoryServerState(server).schedules, () => undefined);
+    const admin = await createRuntime({
+      broker: createMemoryBroker({ server }),
+      logger: silentLogger(),
+      clock,
+      jobs: { scheduler: false },
+    });
+    await admin.schedules.upsert({
+      id: "moved",
+      everyMs: period,
+      missed: "runOnce",
+      job: { queue: "q1", tasks: [1] },
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const fired: string[] = [];
+    const schedulers: TestScheduler[] = [];
+    const scheduler = async (holdFirst: boolean) =>
+      schedulers.push(
+        await startMemoryScheduler(server, clock, store, async (record, key) => {
+          fired.push(`${record.job.queue} ${key}`);
+          if (holdFirst) await held;
+        }),
+      );
+    try {
+      await scheduler(true);
+      await waitUntil(() => clock.pending >= 1, { timeoutMs: 2000, message: "A asleep" });
+      clock.advance(period);
+      await waitUntil(() => fired.length === 1, { timeoutMs: 2000, message: "A fires the tick" });
+      // The job moves to q2 while A's submit of the tick is under way.
+      clock.advance(100);
+      await admin.schedules.upsert({
+        id: "moved",
+        everyMs: period,
+        missed: "runOnce",
+        job: { queue: "q2", tasks: [1] },
+      });
+      clock.advance(100);
+      await scheduler(false);
+      release();
+      await waitUntil(() => memoryServerState(server).records.live().length >= 1, {
+        timeoutMs: 2000,
+        message: "A's job recorded",
+      });
+      // B's pass (a second on: its first list is made at its start).
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const ticks = memoryServerState(server)
+        .records.live()
+        .map((e) => JSON.parse(e.value as string) as { idempotencyKey?: string; queue: string })
+        .map((r) => `${r.queue} ${scheduleOfKey(r.idempotencyKey)?.tick}`);
+      // Before the fix: the tick fired by A on q1, and again by B on q2 (another job id).
+      expect(ticks).toHaveLength(1);
+      expect(ticks[0]).toMatch(/^q1 /);
+    } finally {
+      release();
+      for (const s of schedulers) await s.stop();
+      await admin.stop();
+      server.close();
+    }
+  });
+});
