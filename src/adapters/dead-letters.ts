@@ -32,6 +32,11 @@ export interface DeadLetters {
   ensureDeadLetters(queue: string): Promise<void>;
   /** Stores a dead letter; `msgId` makes a retried store land once. */
   storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void>;
+  /**
+   * Every stored letter of the job, in the order stored: a task can have
+   * two (its worker's, and the advisory path's when the worker's term was
+   * lost); `firstLetters` keeps one per task.
+   */
   listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]>;
   removeDeadLetters(seqs: readonly number[]): Promise<void>;
   /**
@@ -43,3 +48,10 @@ export interface DeadLetters {
    */
   processExhausted(signal: AbortSignal, onUnhandled?: (failure: UnhandledExhausted) => void): Promise<void>;
 }
+
+/** One letter per task, the first stored (`listDeadLetters` gives them all), in task order. */
+export const firstLetters = (letters: readonly DeadLetter[]): DeadLetter[] => {
+  const byIndex = new Map<number, DeadLetter>();
+  for (const l of letters) if (!byIndex.has(l.index)) byIndex.set(l.index, l);
+  return [...byIndex.values()].sort((a, b) => a.index - b.index);
+};

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
-import type { DeadLetter } from "../adapters/dead-letters.ts";
+import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/finalize-job.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
@@ -9,15 +9,20 @@ import { taskIndexes } from "../kernel/validation.ts";
 import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
-/** The job's record and dead letters, stored under its queue; an unknown job has none. */
+/**
+ * The job's record and dead letters, stored under its queue, one per task
+ * (`letters`), and every one stored (`all`: a task may have two); an
+ * unknown job has none.
+ */
 export const deadLettersOf = async (
   broker: Broker,
   id: string,
-): Promise<{ record?: JobRecord; letters: DeadLetter[] }> => {
+): Promise<{ record?: JobRecord; letters: DeadLetter[]; all: DeadLetter[] }> => {
   const found = await broker.getRecord(id);
-  if (!found) return { letters: [] };
+  if (!found) return { letters: [], all: [] };
   const { record } = found;
-  return { record, letters: await broker.listDeadLetters(record.queue, id) };
+  const all = await broker.listDeadLetters(record.queue, id);
+  return { record, letters: firstLetters(all), all };
 };
 
 /**
@@ -32,7 +37,7 @@ export const redriveDead = async (
   taskIds: ReadonlyArray<string | number> | undefined,
 ): Promise<void> => {
   const wanted = taskIndexes(taskIds);
-  const { record, letters } = await deadLettersOf(broker, id);
+  const { record, letters, all } = await deadLettersOf(broker, id);
   const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
   if (!record || chosen.length === 0) {
     throw new InvalidArgument({
@@ -85,7 +90,10 @@ export const redriveDead = async (
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).
   await broker.leases.enrol(id);
-  await broker.removeDeadLetters(chosen.map((l) => l.seq));
+  // Every letter of the tasks redriven: one left behind listed the task dead still, and the
+  // next redrive ran it again.
+  const redriven = new Set(chosen.map((l) => l.index));
+  await broker.removeDeadLetters(all.filter((l) => redriven.has(l.index)).map((l) => l.seq));
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
 };
 

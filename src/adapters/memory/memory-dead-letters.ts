@@ -46,13 +46,9 @@ export const listDeadLetters = (server: MemoryServerState, queue: string, jobId:
   } catch {
     return [];
   }
-  // A task can die twice (worker and advisory): keep the first, as on NATS.
-  const byIndex = new Map<number, DeadLetter>();
-  for (const m of server.deadLetters.read(server.names.deadSubject(queue, jobId))) {
-    const letter = { ...decodeDeadLetter(m.body), seq: m.seq };
-    if (!byIndex.has(letter.index)) byIndex.set(letter.index, letter);
-  }
-  return [...byIndex.values()].sort((a, b) => a.index - b.index);
+  return server.deadLetters
+    .read(server.names.deadSubject(queue, jobId))
+    .map((m) => ({ ...decodeDeadLetter(m.body), seq: m.seq }));
 };
 
 export const removeDeadLetters = (server: MemoryServerState, seqs: readonly number[]): void => {

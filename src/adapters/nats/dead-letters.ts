@@ -164,10 +164,7 @@ export class NatsDeadLetters {
         // An ephemeral consumer: the server removes one left behind once it is inactive.
         await jsm.consumers.delete(this.#broker.names.deadStream, consumer.name).catch(() => undefined);
       }
-      // A task can die twice (worker and advisory): keep the first.
-      const byIndex = new Map<number, DeadLetter>();
-      for (const l of letters) if (!byIndex.has(l.index)) byIndex.set(l.index, l);
-      return [...byIndex.values()].sort((a, b) => a.index - b.index);
+      return letters;
     });
   }
 
