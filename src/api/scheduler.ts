@@ -38,11 +38,13 @@ export interface SchedulerDeps {
   readonly track: (name: string, work: () => Promise<unknown>) => void;
   /** The longest sleep between two passes. @defaultValue 1000 */
   readonly refreshMs?: number;
+  /** Submits of one tick's fire before it is given up (and fired again by a later pass). @defaultValue 12 */
+  readonly fireAttempts?: number;
 }
 
 /** How many due ticks of one schedule a pass fires at most: a runtime that stalled longer fires the latest. */
 const maxCatchUp = 20;
-/** Submits of one tick before this runtime gives it up (other runtimes fire it too). */
+/** Submits of one tick's fire before this runtime gives it up (a later pass fires it again). */
 const fireAttempts = 12;
 
 type ScheduleSnapshot = SnapshotFrom<typeof scheduleMachine>;
@@ -193,23 +195,36 @@ export class Scheduler {
       }).pipe(
         Effect.retry({
           schedule: backoffSchedule({ initialMs: 200, maxMs: 5000, jitter: true }),
-          times: fireAttempts - 1,
+          times: (this.#deps.fireAttempts ?? fireAttempts) - 1,
           while: (error) => !permanent(error),
         }),
       );
       let ok = false;
+      /** Given up on a failure a later attempt may mend (the server away): fired again by a later pass. */
+      let again: number | undefined;
       try {
         await Effect.runPromise(submitted, this.#signal ? { signal: this.#signal } : undefined);
         await this.#recordTick(record.id, tick);
         ok = true;
       } catch (error) {
         // Stopping is not giving up: another runtime, or this one started again, fires it.
-        if (!(error instanceof RuntimeStopped) && !this.#signal?.aborted)
-          log.error({ schedule: record.id, key, err: error }, "tick not fired here; given up");
+        if (!(error instanceof RuntimeStopped) && !this.#signal?.aborted) {
+          again = permanent(error) ? undefined : tick;
+          log.error(
+            { schedule: record.id, key, err: error },
+            again === undefined
+              ? "tick not fired here; given up"
+              : "tick not fired yet; the next pass fires it again",
+          );
+        }
       } finally {
         // Told to the snapshot of the rule that fired it, if this scheduler still follows it.
         if (this.#seen.get(record.id) === seen)
-          seen.snapshot = transition(scheduleMachine, seen.snapshot, { type: "fire.settled", ok })[0];
+          seen.snapshot = transition(scheduleMachine, seen.snapshot, {
+            type: "fire.settled",
+            ok,
+            ...(again === undefined ? {} : { again }),
+          })[0];
       }
     });
   }

@@ -43,8 +43,13 @@ export type ScheduleEvent =
   | { readonly type: "ticks.due"; readonly ticks: readonly number[] }
   /** Another runtime recorded `lastTick`: the ticks up to it are done. */
   | { readonly type: "tick.recorded"; readonly lastTick: number }
-  /** One fire ended: its job committed and its tick recorded (`ok`), or given up. */
-  | { readonly type: "fire.settled"; readonly ok: boolean }
+  /**
+   * One fire ended: its job committed and its tick recorded (`ok`), or given
+   * up; `again`: on a failure a later attempt may mend, so the cursor goes
+   * back before that tick and a later pass fires it again (the ticks after
+   * it that fired meanwhile fire again as no-ops: their jobs exist).
+   */
+  | { readonly type: "fire.settled"; readonly ok: boolean; readonly again?: number }
   | { readonly type: "schedule.removed" };
 
 /** The action the scheduler carries out: fire each tick (submit its job, then record it). */
@@ -79,6 +84,7 @@ export const scheduleMachine = setup({
             inFlight: context.inFlight - 1,
             fired: context.fired + (event.ok ? 1 : 0),
             givenUp: context.givenUp + (event.ok ? 0 : 1),
+            ...(event.again === undefined ? {} : { cursor: Math.min(context.cursor, event.again - 1) }),
           }
         : {},
     ),

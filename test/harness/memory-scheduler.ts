@@ -24,6 +24,7 @@ export const startMemoryScheduler = async (
   clock: ManualClock,
   store: ScheduleStore,
   before: (record: ScheduleRecord, key: string) => void | Promise<void>,
+  options: { readonly fireAttempts?: number } = {},
 ): Promise<TestScheduler> => {
   const core = await createRuntimeCore({ logger: silentLogger(), clock }, { connect: false });
   const registry = new JobRegistry(core, createMemoryBroker({ server }), {
@@ -37,6 +38,7 @@ export const startMemoryScheduler = async (
     store,
     clock,
     log: silentLogger(),
+    ...options,
     track: (_name, work) => {
       const running = work();
       tracked.add(running);
