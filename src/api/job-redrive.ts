@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/finalize-job.ts";
@@ -45,7 +45,14 @@ export const redriveDead = async (
       field: "taskIds",
     });
   }
-  const nonce = randomUUID().slice(0, 8);
+  // Named by the letters it sends back: the same redrive made twice at once (two operators, a
+  // call retried after a failure) publishes its marker and tasks under the same ids, which the
+  // server keeps once (2-minute duplicate window); each under ids of its own ran the task twice.
+  const nonce = createHash("sha256")
+    .update(chosen.map((l) => l.seq).join(","))
+    .digest("base64url")
+    .replace(/[-_]/g, "")
+    .slice(0, 8);
   const runAgain = () =>
     updateRecordWith(broker, id, (r) => {
       const { reason: _reason, finishedAt: _finished, ...rest } = r;

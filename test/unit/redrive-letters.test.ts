@@ -9,7 +9,7 @@ import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 
-describe("a redriven task that had two dead letters", () => {
+describe("redrives and their dead letters", () => {
   let rt: Runtime | undefined;
   afterEach(async () => {
     await rt?.stop();
@@ -48,6 +48,38 @@ describe("a redriven task that had two dead letters", () => {
     expect(await rt.jobs.deadLetters(job.id)).toEqual([]);
     await expect(rt.jobs.redrive(job.id)).rejects.toThrow(/no dead letter/);
     await worker.stop();
+    expect(ran).toEqual(["failed", "ok"]);
+  });
+
+  it("the same dead task redriven twice at once (two operators, a retried call) runs once", async () => {
+    rt = await createTestRuntime();
+    let broken = true;
+    const ran: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      concurrency: 4,
+      handler: async (task) => {
+        ran.push(broken ? "failed" : "ok");
+        if (broken) throw new Error("model not loaded");
+        await held;
+        return task.payload;
+      },
+    });
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [7], maxDeliver: 1 });
+    expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
+    broken = false;
+    const [first] = await Promise.all([rt.jobs.redrive(job.id), rt.jobs.redrive(job.id)]);
+    // Both published the task before either ran it: held, the second copy would be delivered too.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    release();
+    expect(await first.done()).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await worker.stop();
+    // Before the fix each redrive published the task under ids of its own: it ran twice.
     expect(ran).toEqual(["failed", "ok"]);
   });
 });
