@@ -6,6 +6,7 @@ import type { Clock } from "../kernel/clock.ts";
 import {
   IdempotencyConflict,
   InvalidArgument,
+  isTransient,
   RevisionConflict,
   RoleNotHeld,
   RuntimeStopped,
@@ -53,7 +54,12 @@ type ScheduleSnapshot = SnapshotFrom<typeof scheduleMachine>;
 interface Seen {
   readonly since: number;
   snapshot: ScheduleSnapshot;
+  /** Ticks fired again after a transient failure gave them up, and how many times. */
+  readonly again: Map<number, number>;
 }
+
+/** Rounds of a tick's fire (each of `fireAttempts` submits) after which it is given up for good. */
+const fireRounds = 10;
 
 /** Errors no retry mends: the tick is given up here (logged). */
 const permanent = (error: unknown): boolean =>
@@ -172,7 +178,7 @@ export class Scheduler {
       cursor: Math.max(anchor, started),
       ...(missedTick === undefined ? {} : { missedTick }),
     });
-    const seen: Seen = { since: record.since, snapshot };
+    const seen: Seen = { since: record.since, snapshot, again: new Map() };
     this.#seen.set(record.id, seen);
     if (missedTick !== undefined)
       this.#deps.log.info(
@@ -206,12 +212,19 @@ export class Scheduler {
         await Effect.runPromise(submitted, this.#signal ? { signal: this.#signal } : undefined);
         await this.#recordTick(record.id, tick);
         ok = true;
+        seen.again.delete(tick);
       } catch (error) {
         // Stopping is not giving up: another runtime, or this one started again, fires it.
         if (!(error instanceof RuntimeStopped) && !this.#signal?.aborted) {
-          again = permanent(error) ? undefined : tick;
+          // Only a failure a later try may mend (the server away), and a few rounds at most: one
+          // that never can (a queue this user may not publish to) was otherwise fired for good.
+          const rounds = (seen.again.get(tick) ?? 0) + 1;
+          if (isTransient(error) && rounds < fireRounds) {
+            again = tick;
+            seen.again.set(tick, rounds);
+          } else seen.again.delete(tick);
           log.error(
-            { schedule: record.id, key, err: error },
+            { schedule: record.id, key, err: error, rounds },
             again === undefined
               ? "tick not fired here; given up"
               : "tick not fired yet; the next pass fires it again",

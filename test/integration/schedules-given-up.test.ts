@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { memoryScheduleStore } from "../../src/adapters/memory/memory-schedule-store.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
+import { ConnectionUnavailable, PermanentBrokerError } from "../../src/kernel/errors.ts";
 import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryServer } from "../../src/testing.ts";
 import { startMemoryScheduler } from "../harness/memory-scheduler.ts";
@@ -18,7 +19,8 @@ const period = 60_000;
 const start = 1_800_000_000_500;
 
 describe("a tick whose fire gave up", () => {
-  it("is fired again by a later pass, once the submits go through", async () => {
+  /** One schedule, one scheduler whose submits run `failing` first (two attempts a round). */
+  const setUp = async (failing: (key: string) => void) => {
     const clock = new ManualClock(start);
     const server = createMemoryServer({ clock });
     const store = memoryScheduleStore(memoryServerState(server).schedules, () => undefined);
@@ -32,18 +34,9 @@ describe("a tick whose fire gave up", () => {
       createdAt: start,
       updatedAt: start,
     });
-    let away = true;
-    const tried: string[] = [];
-    const scheduler = await startMemoryScheduler(
-      server,
-      clock,
-      store,
-      (_record, key) => {
-        tried.push(key);
-        if (away) throw new Error("no NATS connection (the server restarting)");
-      },
-      { fireAttempts: 2 },
-    );
+    const scheduler = await startMemoryScheduler(server, clock, store, (_record, key) => failing(key), {
+      fireAttempts: 2,
+    });
     const jobs = () =>
       memoryServerState(server)
         .records.live()
@@ -52,28 +45,68 @@ describe("a tick whose fire gave up", () => {
             scheduleOfKey((JSON.parse(e.value as string) as { idempotencyKey?: string }).idempotencyKey)
               ?.tick,
         );
-    try {
+    const tick = Math.floor(start / period) * period + period;
+    /** To the tick, then until its first round of attempts settled. */
+    const fireTick = async (tried: () => number) => {
       await waitUntil(() => clock.pending >= 1, { timeoutMs: 2000, message: "asleep" });
-      const tick = Math.floor(start / period) * period + period;
       clock.advance(tick - start);
-      await waitUntil(() => tried.length === 2 && scheduler.tracked.size === 0, {
+      await waitUntil(() => tried() >= 2 && scheduler.tracked.size === 0, {
         timeoutMs: 5000,
         message: "both attempts made, the fire given up",
       });
-      expect(jobs()).toEqual([]);
-      away = false;
-      // The next pass (a second on), well before the next tick. Before the fix the tick stayed
-      // behind the cursor: no job for it, ever.
-      for (let pass = 0; pass < 3 && jobs().length === 0; pass++) {
+    };
+    /** `count` more passes, a second apart (the next tick is a minute on). */
+    const passes = async (count: number, until: () => boolean = () => false) => {
+      for (let pass = 0; pass < count && !until(); pass++) {
         await waitUntil(() => clock.pending >= 1, { timeoutMs: 2000, message: "asleep again" });
         clock.advance(1000);
         await waitUntil(() => scheduler.tracked.size === 0, { timeoutMs: 5000, message: "fires settled" });
       }
-      expect(jobs()).toEqual([tick]);
-      expect((await store.read("away"))?.record.lastTick).toBe(tick);
-    } finally {
+    };
+    const stop = async () => {
       await scheduler.stop();
       server.close();
+    };
+    return { store, jobs, tick, fireTick, passes, stop };
+  };
+
+  it("is fired again by a later pass, once the submits go through", async () => {
+    let away = true;
+    const tried: string[] = [];
+    const t = await setUp((key) => {
+      tried.push(key);
+      if (away) throw new ConnectionUnavailable({ message: "no NATS connection (the server restarting)" });
+    });
+    try {
+      await t.fireTick(() => tried.length);
+      expect(t.jobs()).toEqual([]);
+      away = false;
+      // Before the fix the tick stayed behind the cursor: no job for it, ever.
+      await t.passes(3, () => t.jobs().length > 0);
+      expect(t.jobs()).toEqual([t.tick]);
+      expect((await t.store.read("away"))?.record.lastTick).toBe(t.tick);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it("on an error no retry mends, is given up once, not fired pass after pass", async () => {
+    const tried: string[] = [];
+    const t = await setUp((key) => {
+      tried.push(key);
+      throw new PermanentBrokerError({
+        message: "permissions violation for publish to jetstate.tasks.away.*",
+        operation: "job.tasks.publish",
+      });
+    });
+    try {
+      await t.fireTick(() => tried.length);
+      await t.passes(5);
+      // Its one round's attempts only (a permanent error is not even retried within it).
+      expect(tried.length).toBeLessThanOrEqual(2);
+      expect(t.jobs()).toEqual([]);
+    } finally {
+      await t.stop();
     }
   });
 });

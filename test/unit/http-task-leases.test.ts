@@ -362,6 +362,16 @@ describe("TaskLeases", () => {
       { id: "j1.0", status: "pending", duplicate: true },
     ]);
     expect(permits.has(ref)).toBe(true);
+    // Retried once its receipt's lease is over (the first request keeps the delivery meanwhile):
+    // told expired, but the answer being stored elsewhere still holds the permit.
+    t.advance(20_000);
+    await expect(t.restart().submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "expired" },
+    ]);
+    await expect(t.restart().heartbeat("j1", [task!.receipt], W1)).resolves.toEqual([
+      { id: "j1.0", status: "settled" },
+    ]);
+    expect(permits.has(ref)).toBe(true);
     await expect(answering).resolves.toEqual([{ id: "j1.0", status: "done" }]);
     expect(permits.has(ref)).toBe(false);
   });

@@ -219,11 +219,16 @@ export class TaskLeases {
     this.#assertDeliveries(record, claims, field);
     const outcomes = await this.#answers.submit(record, items, claims, caller);
     // Answered (or found answered, or expired): the lease is over, its permit goes back. Not
-    // while another request still stores its answer (`pending`): that one gives it back.
-    claims.forEach((c, n) => {
-      const o = outcomes[n];
-      if (o?.status !== "pending" && o?.answered !== "pending") this.#port.limits?.end(c.r, record.queue);
-    });
+    // while another request still stores its answer (`pending`; an expired receipt's too, its
+    // delivery kept by that request): that one gives it back.
+    await Promise.all(
+      claims.map(async (c, n) => {
+        const o = outcomes[n];
+        if (o?.status === "pending" || o?.answered === "pending") return;
+        if (o?.status === "expired" && (await this.#beingAnswered(c.r))) return;
+        this.#port.limits?.end(c.r, record.queue);
+      }),
+    );
     return outcomes;
   }
 
@@ -237,8 +242,9 @@ export class TaskLeases {
     // Answered already (here or on another instance), or being answered: nothing to extend.
     const answered = await Promise.all(
       claims.map(async (c): Promise<"answering" | "answered" | undefined> => {
+        if (c.x <= now) return (await this.#beingAnswered(c.r)) ? "answering" : undefined;
         if (this.#answers.answering(c.r)) return "answering";
-        const found = c.x > now ? await this.#port.answerOf(c.r) : undefined;
+        const found = await this.#port.answerOf(c.r);
         return found === undefined ? undefined : found.status === "pending" ? "answering" : "answered";
       }),
     );
@@ -263,6 +269,12 @@ export class TaskLeases {
       "leases extended",
     );
     return outcomes;
+  }
+
+  /** Whether a request (here, or on another instance: its claim `pending`) is storing the delivery's answer. */
+  async #beingAnswered(ref: string): Promise<boolean> {
+    if (this.#answers.answering(ref)) return true;
+    return (await this.#port.answerOf(ref).catch(() => undefined))?.status === "pending";
   }
 
   /**
