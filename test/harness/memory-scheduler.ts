@@ -1,11 +1,52 @@
+import { memoryScheduleStore } from "../../src/adapters/memory/memory-schedule-store.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import type { ScheduleStore } from "../../src/adapters/schedule-store.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { Scheduler } from "../../src/api/scheduler.ts";
-import type { ManualClock } from "../../src/kernel/clock.ts";
+import { ManualClock } from "../../src/kernel/clock.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import type { ScheduleRecord } from "../../src/kernel/schedule-record.ts";
-import { createMemoryBroker, type createMemoryServer } from "../../src/testing.ts";
+import { type MissedTicks, type ScheduleRecord, scheduleOfKey } from "../../src/kernel/schedule-record.ts";
+import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+
+/**
+ * A memory server on a manual clock set at `start`, its schedules store,
+ * and the oracle: every job record it stores, read raw (queue, phase, and
+ * the schedule tick its idempotency key names).
+ */
+export const memorySchedulesAt = (start: number) => {
+  const clock = new ManualClock(start);
+  const server = createMemoryServer({ clock });
+  const store = memoryScheduleStore(memoryServerState(server).schedules, () => undefined);
+  const jobs = () =>
+    memoryServerState(server)
+      .records.live()
+      .map((e) => {
+        const r = JSON.parse(e.value as string) as JobRecord;
+        return { queue: r.queue, phase: r.phase, tick: scheduleOfKey(r.idempotencyKey)?.tick };
+      });
+  return { clock, server, store, jobs };
+};
+
+/** Stores schedule `id`: a one-task job on queue `id` every `everyMs`, set at `at`. */
+export const storeEverySchedule = (
+  store: ScheduleStore,
+  id: string,
+  everyMs: number,
+  at: number,
+  missed: MissedTicks = "skip",
+) =>
+  store.create({
+    v: 1,
+    id,
+    rule: { everyMs },
+    missed,
+    job: { queue: id, tasks: [1] },
+    since: at,
+    createdAt: at,
+    updatedAt: at,
+  });
 
 /** A scheduler as a runtime runs it, on a memory server and a manual clock; `stop` ends it and its fires. */
 export interface TestScheduler {

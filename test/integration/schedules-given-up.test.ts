@@ -6,13 +6,8 @@
  * job records, read directly.
  */
 import { describe, expect, it } from "vitest";
-import { memoryScheduleStore } from "../../src/adapters/memory/memory-schedule-store.ts";
-import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import { ManualClock } from "../../src/kernel/clock.ts";
 import { ConnectionUnavailable, PermanentBrokerError } from "../../src/kernel/errors.ts";
-import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
-import { createMemoryServer } from "../../src/testing.ts";
-import { startMemoryScheduler } from "../harness/memory-scheduler.ts";
+import { memorySchedulesAt, startMemoryScheduler, storeEverySchedule } from "../harness/memory-scheduler.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const period = 60_000;
@@ -21,30 +16,12 @@ const start = 1_800_000_000_500;
 describe("a tick whose fire gave up", () => {
   /** One schedule, one scheduler whose submits run `failing` first (two attempts a round). */
   const setUp = async (failing: (key: string) => void) => {
-    const clock = new ManualClock(start);
-    const server = createMemoryServer({ clock });
-    const store = memoryScheduleStore(memoryServerState(server).schedules, () => undefined);
-    await store.create({
-      v: 1,
-      id: "away",
-      rule: { everyMs: period },
-      missed: "skip",
-      job: { queue: "away", tasks: [1] },
-      since: start,
-      createdAt: start,
-      updatedAt: start,
-    });
+    const { clock, server, store, jobs: stored } = memorySchedulesAt(start);
+    await storeEverySchedule(store, "away", period, start);
     const scheduler = await startMemoryScheduler(server, clock, store, (_record, key) => failing(key), {
       fireAttempts: 2,
     });
-    const jobs = () =>
-      memoryServerState(server)
-        .records.live()
-        .map(
-          (e) =>
-            scheduleOfKey((JSON.parse(e.value as string) as { idempotencyKey?: string }).idempotencyKey)
-              ?.tick,
-        );
+    const jobs = () => stored().map((j) => j.tick);
     const tick = Math.floor(start / period) * period + period;
     /** To the tick, then until its first round of attempts settled. */
     const fireTick = async (tried: () => number) => {

@@ -7,12 +7,7 @@
  * scheduler made.
  */
 import { describe, expect, it } from "vitest";
-import { memoryScheduleStore } from "../../src/adapters/memory/memory-schedule-store.ts";
-import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import { ManualClock } from "../../src/kernel/clock.ts";
-import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
-import { createMemoryServer } from "../../src/testing.ts";
-import { startMemoryScheduler } from "../harness/memory-scheduler.ts";
+import { memorySchedulesAt, startMemoryScheduler, storeEverySchedule } from "../harness/memory-scheduler.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const period = 1000;
@@ -20,19 +15,8 @@ const start = 1_800_000_000_500;
 
 describe("two schedulers racing on one tick", () => {
   it("both submit it; one job per tick", async () => {
-    const clock = new ManualClock(start);
-    const server = createMemoryServer({ clock });
-    const store = memoryScheduleStore(memoryServerState(server).schedules, () => undefined);
-    await store.create({
-      v: 1,
-      id: "race",
-      rule: { everyMs: period },
-      missed: "skip",
-      job: { queue: "race", tasks: [1] },
-      since: start,
-      createdAt: start,
-      updatedAt: start,
-    });
+    const { clock, server, store, jobs } = memorySchedulesAt(start);
+    await storeEverySchedule(store, "race", period, start);
     const submits: string[][] = [[], []];
     const schedulers = await Promise.all(
       [0, 1].map((n) =>
@@ -55,10 +39,8 @@ describe("two schedulers racing on one tick", () => {
         });
       }
       // Each tick is one job...
-      const records = memoryServerState(server)
-        .records.live()
-        .map((e) => JSON.parse(e.value as string) as { idempotencyKey?: string; phase: string });
-      const ticks = records.map((r) => scheduleOfKey(r.idempotencyKey)?.tick);
+      const records = jobs();
+      const ticks = records.map((r) => r.tick);
       expect(ticks.sort()).toEqual([1, 2, 3].map((n) => Math.floor(start / period) * period + n * period));
       expect(records.every((r) => r.phase === "committed")).toBe(true);
       expect((await store.read("race"))?.record.lastTick).toBe(ticks.at(-1));
