@@ -243,9 +243,7 @@ export class TaskLeases {
     const answered = await Promise.all(
       claims.map(async (c): Promise<"answering" | "answered" | undefined> => {
         if (c.x <= now) return (await this.#beingAnswered(c.r)) ? "answering" : undefined;
-        if (this.#answers.answering(c.r)) return "answering";
-        const found = await this.#port.answerOf(c.r);
-        return found === undefined ? undefined : found.status === "pending" ? "answering" : "answered";
+        return this.#answerState(c.r);
       }),
     );
     const open = claims.filter((c, n) => c.x > now && !answered[n]);
@@ -271,10 +269,19 @@ export class TaskLeases {
     return outcomes;
   }
 
-  /** Whether a request (here, or on another instance: its claim `pending`) is storing the delivery's answer. */
+  /**
+   * Where the delivery's answer is: being stored by a request (here, or on
+   * another instance: its claim `pending`), stored, or none.
+   */
+  async #answerState(ref: string): Promise<"answering" | "answered" | undefined> {
+    if (this.#answers.answering(ref)) return "answering";
+    const found = await this.#port.answerOf(ref);
+    return found === undefined ? undefined : found.status === "pending" ? "answering" : "answered";
+  }
+
+  /** Whether a request is storing the delivery's answer; an unreadable answer counts as none. */
   async #beingAnswered(ref: string): Promise<boolean> {
-    if (this.#answers.answering(ref)) return true;
-    return (await this.#port.answerOf(ref).catch(() => undefined))?.status === "pending";
+    return (await this.#answerState(ref).catch(() => undefined)) === "answering";
   }
 
   /**
