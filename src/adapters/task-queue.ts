@@ -25,8 +25,19 @@ export interface TaskSetup {
    * consumer of its own).
    */
   restoreConsumer(job: JobTasksRef, settings: JobSettings): Promise<ConsumerRestore>;
-  /** Purges the job's tasks left and deletes its consumer (a lane job has none). */
-  removeTasks(job: JobTasksRef): Promise<void>;
+  /**
+   * Where the job's tasks stream is now: every message stored on it is below
+   * the sequence returned (`removeTasks`' `below`); 0 when the stream does not
+   * exist. Read before a job's end is written, it marks the tasks that end
+   * cleans up: a redrive, which publishes once it reads the end, stores its
+   * tasks past it.
+   */
+  tasksMark(job: JobTasksRef): Promise<number>;
+  /**
+   * Deletes the job's consumer (a lane job has none) and removes its tasks
+   * left: those stored below `below` only, when given (`tasksMark`).
+   */
+  removeTasks(job: JobTasksRef, below?: number): Promise<void>;
   /** Tells workers of the queue that a job is there to pull. */
   announceCreated(queue: string, jobId: string): Promise<void>;
 }

@@ -9,6 +9,7 @@ import {
   type JobCounts,
   type JobRecord,
   type JobStatus,
+  type JobTasksRef,
   laneTaskAnswered,
   maxCounts,
   movesBackwards,
@@ -226,13 +227,24 @@ const cancelJobEffect = (
         finishedAt: at,
       };
     };
-    const first = yield* updateRecordWithEffect(port, id, change);
+    // The mark needs the job's queue and kind, from its record: the write starts from that read.
+    const read = yield* fromPort(() => port.getRecord(id));
+    if (!read) return undefined;
+    // A submit not committed has nothing to clean up (a lane one may be, once its task is read).
+    const cleans = read.record.phase === SubmitPhase.committed || read.record.lane === true;
+    const below = cleans ? yield* Effect.promise(() => tasksMarkOr(port, read.record)) : undefined;
+    // Written from that read (nothing to write: the record as read).
+    const first =
+      change(read.record) === undefined
+        ? read.record
+        : yield* updateRecordWithEffect(port, id, change, 10, { last: read });
     // A lane job whose commit is not written yet (its record says `submitting`): cancelled as
     // committed once its task, or a result of it, is read stored.
     const laneSubmit = first ? yield* fromPort(() => laneSubmitCommitted(port, first)) : undefined;
     const stored =
       laneSubmit === undefined ? first : yield* updateRecordWithEffect(port, id, change, 10, { laneSubmit });
-    if (stored && stored.phase === SubmitPhase.committed) yield* fromPort(() => port.removeTasks(stored));
+    if (stored && stored.phase === SubmitPhase.committed)
+      yield* fromPort(() => port.removeTasks(stored, below));
     return stored;
   });
 
@@ -310,6 +322,12 @@ export const finalizeJob = async (
   now: () => number,
   seen?: RecordSeen,
 ): Promise<JobRecord | undefined> => {
+  const known = seen?.last?.record;
+  // A lane job whose task is answered leaves nothing to remove (below): no mark read.
+  const answered = known?.lane === true && input.counts.done + input.counts.failed === known.total;
+  const below = answered
+    ? undefined
+    : await tasksMarkOr(port, known ?? { queue: input.queue, id: input.jobId });
   const stored = await updateRecordWith(
     port,
     input.jobId,
@@ -331,6 +349,17 @@ export const finalizeJob = async (
   );
   // The stored record says where the tasks are (a lane job's are on its queue's lane).
   if (stored && laneTaskAnswered(stored)) return stored;
-  await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId });
+  await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }, below);
   return stored;
 };
+
+/**
+ * The job's tasks stream's mark (`tasksMark`), read before its end or
+ * cancel is written: the clean-up that follows the write removes only what
+ * was stored before it. A redrive reads the end, then publishes the dead
+ * tasks again, and the clean-up, which may come later (a slow supervisor),
+ * purged them too: the job ran again with nothing to run. Undefined when the
+ * read fails: the clean-up then removes every task of the job, as before.
+ */
+const tasksMarkOr = (port: Pick<JobPort, "tasksMark">, job: JobTasksRef): Promise<number | undefined> =>
+  port.tasksMark(job).catch(() => undefined);

@@ -257,6 +257,32 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await counts(r)).toEqual({ waiting: 0, held: 0, redelivered: 0 });
     });
 
+    it("removeTasks below a tasksMark removes what was stored before it only (a redrive's task stays)", async () => {
+      const r = await openJob(2);
+      const mark = await broker.tasksMark(r);
+      expect(mark).toBeGreaterThan(0);
+      // Published once the end was read, as a redrive does: its own submit id, so no duplicate.
+      await broker.publishTasks({ ...r, submitId: "redrive" }, taskBodies(1, 5), never);
+      await broker.removeTasks(r, mark);
+      expect(await counts(r)).toBeUndefined();
+      await broker.createConsumer(r.queue, r.id, r.settings);
+      expect(await counts(r)).toEqual({ waiting: 1, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r);
+      await eventually(() => worker.leases.length === 1);
+      expect(indexOf(worker.leases[0]!)).toBe(5);
+
+      const lane = newLaneRecord();
+      await broker.createRecord(lane);
+      await broker.publishTasks(lane, taskBodies(1), never);
+      const laneMark = await broker.tasksMark(lane);
+      await broker.publishTasks({ ...lane, submitId: "redrive" }, taskBodies(1, 7), never);
+      await broker.removeTasks(lane, laneMark);
+      const laneWorker = loops.consumeLane(broker, lane.queue);
+      await eventually(() => laneWorker.leases.length === 1);
+      expect(laneWorker.leases[0]).toMatchObject({ jobId: lane.id });
+      expect(indexOf(laneWorker.leases[0]!)).toBe(7);
+    });
+
     // ---- records ----
 
     // ---- the lane: one consumer per queue serves every lane job's one task ----

@@ -17,7 +17,12 @@ describe("cancelJob", () => {
     };
     expect(stored).toMatchObject(expected);
     expect(fake.records.get("j1")!.record).toMatchObject(expected);
-    expect(fake.calls).toEqual(["getRecord j1", "updateRecord j1 committed failed", "removeTasks q j1"]);
+    expect(fake.calls).toEqual([
+      "getRecord j1",
+      "tasksMark q j1",
+      "updateRecord j1 committed failed",
+      "removeTasks q j1",
+    ]);
   });
 
   it("removes a lane job's task from its lane", async () => {
@@ -34,7 +39,7 @@ describe("cancelJob", () => {
     const stored = await cancelJob(fake.port, "j1", "late", { done: 9, failed: 9, dead: 9 }, 7000);
     expect(stored).toEqual(ended);
     expect(fake.records.get("j1")!.record).toEqual(ended);
-    expect(fake.calls).toEqual(["getRecord j1", "removeTasks q j1"]);
+    expect(fake.calls).toEqual(["getRecord j1", "tasksMark q j1", "removeTasks q j1"]);
   });
 
   it("writes nothing and removes nothing for a submit not committed", async () => {

@@ -88,6 +88,11 @@ export const fakeJobPort = () => {
       consumers.add(job.id);
       return "restored";
     },
+    tasksMark: async (job) => {
+      calls.push(`tasksMark ${named(job)}`);
+      hook("tasksMark");
+      return sequence + 1;
+    },
     removeTasks: async (job) => {
       calls.push(`removeTasks ${named(job)}`);
       hook("removeTasks");

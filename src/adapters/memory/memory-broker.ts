@@ -296,14 +296,20 @@ class MemoryJobBroker implements MemoryBroker {
     return consumer?.subject === subject ? consumer : undefined;
   }
 
+  /** One stream holds every queue's tasks here: its next sequence. */
+  async tasksMark(_job: JobTasksRef): Promise<number> {
+    this.#open("job.tasks.mark");
+    return this.server.tasks.nextSeq;
+  }
+
   /** A lane job's task only: the lane consumer serves the queue's other lane jobs. */
-  async removeTasks(job: JobTasksRef): Promise<void> {
+  async removeTasks(job: JobTasksRef, below?: number): Promise<void> {
     const op = "job.tasks.remove";
     this.#open(op);
     const subject = this.#tasksSubject(op, job);
     if (job.runAt !== undefined) this.#delayed.unhold(job);
     if (!job.lane) this.server.tasks.deleteConsumer(job.id);
-    this.server.tasks.purge(subject);
+    this.server.tasks.purge(subject, below);
   }
 
   // ---- delayed tasks (memory-delayed.ts) ----

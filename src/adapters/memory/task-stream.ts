@@ -96,7 +96,17 @@ export class TaskStream implements ConsumerSource {
     consumer?.forget(seq);
   }
 
-  purge(subject: string): void {
+  /** The sequence the next task stored gets: every task stored now is below it. */
+  get nextSeq(): number {
+    return this.#seq + 1;
+  }
+
+  /** Removes the subject's tasks; with `below`, only those stored below that sequence. */
+  purge(subject: string, below?: number): void {
+    if (below !== undefined) {
+      for (const seq of [...this.seqsOf(subject)]) if (seq < below) this.remove(seq);
+      return;
+    }
     const entry = this.#subjects.get(subject);
     if (!entry) return;
     this.#subjects.delete(subject);

@@ -378,16 +378,32 @@ export class NatsJobBroker {
    * queue whose stream is missing (a submit that failed before setting it
    * up) holds nothing to remove.
    */
-  removeTasks(job: JobTasksRef): Promise<void> {
+  tasksMark(job: JobTasksRef): Promise<number> {
+    return this.#run("job.tasks.mark", async ({ jsm }) => {
+      const info = await jsm.streams.info(this.names.tasksStream(job.queue)).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+        return undefined;
+      });
+      return info ? info.state.last_seq + 1 : 0;
+    });
+  }
+
+  removeTasks(job: JobTasksRef, below?: number): Promise<void> {
     return this.#run("job.tasks.remove", async ({ jsm }) => {
       const stream = this.names.tasksStream(job.queue);
       const unlessNotFound = (error: unknown) => {
         if (!isNotFound(error)) throw error;
       };
-      if (job.lane) return deleteLaneTasks(jsm, stream, this.names.laneSubject(job.queue, job.id));
+      if (job.lane) return deleteLaneTasks(jsm, stream, this.names.laneSubject(job.queue, job.id), below);
       await jsm.consumers.delete(stream, job.id).catch(unlessNotFound);
+      // Below the mark only: a task stored since (a redrive's) stays, and the purge moves a
+      // consumer of the subject (the redrive's) to it, not past it (nats-server 2.9 `purge`).
+      if (below !== undefined && below <= 1) return;
       await jsm.streams
-        .purge(stream, { filter: this.names.tasksSubject(job.queue, job.id) })
+        .purge(stream, {
+          filter: this.names.tasksSubject(job.queue, job.id),
+          ...(below === undefined ? {} : { seq: below }),
+        })
         .catch(unlessNotFound);
     });
   }

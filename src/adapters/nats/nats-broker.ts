@@ -162,10 +162,11 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       ),
     consumerCounts: (job) => js.consumerCounts(job),
     queueConsumers: (queue) => natsQueueConsumers(js, queue),
-    removeTasks: async (job) => {
+    tasksMark: (job) => js.tasksMark(job),
+    removeTasks: async (job, below) => {
       // Held tasks first: none of them is moved to a subject just purged.
       if (job.runAt !== undefined) await delayed.unhold(job);
-      await js.removeTasks(job);
+      await js.removeTasks(job, below);
     },
     holdTasks: (record, held, signal) => delayed.holdTasks(record, held, signal),
     consumeHeld: (queue, onHeld, signal) => delayed.consumeHeld(queue, onHeld, signal),
