@@ -53,13 +53,17 @@ export const redriveDead = async (
     .digest("base64url")
     .replace(/[-_]/g, "")
     .slice(0, 8);
+  // Written once per redrive: the same redrive made again (its tasks and marker published once)
+  // finds its id in the record and leaves the count; it lowered `dead` twice.
   const runAgain = () =>
     updateRecordWith(broker, id, (r) => {
+      if (r.redrive === nonce) return undefined;
       const { reason: _reason, finishedAt: _finished, ...rest } = r;
       return {
         ...rest,
         status: isFinal(r.status) ? "running" : r.status,
         counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
+        redrive: nonce,
         updatedAt: core.clock.now(),
       };
     });
@@ -104,14 +108,19 @@ export const redriveDead = async (
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
 };
 
-/** A record reopened by a redrive, put back as it was before (`was`): its status, end and dead count. */
+/**
+ * A record reopened by a redrive, put back as it was before (`was`): its
+ * status, end, dead count and last redrive (the same redrive made again
+ * must reopen it).
+ */
 const reclosed = (r: JobRecord, was: JobRecord, now: number): JobRecord => {
-  const { reason: _reason, finishedAt: _finished, ...rest } = r;
+  const { reason: _reason, finishedAt: _finished, redrive: _redrive, ...rest } = r;
   return {
     ...rest,
     status: was.status,
     ...(was.reason === undefined ? {} : { reason: was.reason }),
     ...(was.finishedAt === undefined ? {} : { finishedAt: was.finishedAt }),
+    ...(was.redrive === undefined ? {} : { redrive: was.redrive }),
     counts: { ...r.counts, dead: was.counts.dead },
     updatedAt: Math.max(now, r.updatedAt),
   };

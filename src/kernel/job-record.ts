@@ -121,6 +121,11 @@ export interface JobRecordV1 {
   readonly runAt?: number;
   /** When its last held task is due: the stall clock does not run before it (kernel/held-task.ts). */
   readonly dueUntil?: number;
+  /**
+   * The id of the last redrive that reopened the job (derived from the dead
+   * letters it sent back): the same redrive made again lowers `dead` once.
+   */
+  readonly redrive?: string;
 }
 
 export type JobRecord = JobRecordV1;
@@ -227,6 +232,7 @@ const JobRecordShape = Schema.Struct({
   lane: Schema.optionalKey(Schema.Literal(true)),
   runAt: Schema.optionalKey(Schema.Number),
   dueUntil: Schema.optionalKey(Schema.Number),
+  redrive: Schema.optionalKey(Schema.String),
 } satisfies Record<keyof JobRecordV1, Schema.Top>);
 
 /**

@@ -82,4 +82,23 @@ describe("redrives and their dead letters", () => {
     // Before the fix each redrive published the task under ids of its own: it ran twice.
     expect(ran).toEqual(["failed", "ok"]);
   });
+
+  it("the same redrive made twice at once lowers the record's dead count once", async () => {
+    const server = createMemoryServer();
+    // No supervisor after the redrive (a CLI's runtime): nothing writes the count back.
+    rt = await createTestRuntime({ broker: createMemoryBroker({ server }), jobs: { takeOver: false } });
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      handler: () => {
+        throw new Error("model not loaded");
+      },
+    });
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [1, 2], maxDeliver: 1 });
+    expect(await job.done()).toMatchObject({ status: "failed", dead: 2 });
+    await worker.stop();
+    await Promise.all([rt.jobs.redrive(job.id, [0]), rt.jobs.redrive(job.id, [0])]);
+    // The stored record, read without the runtime: one task sent back, one dead left.
+    const stored = memoryServerState(server).records.get("test", job.id)?.value as string;
+    expect(JSON.parse(stored)).toMatchObject({ status: "running", counts: { dead: 1 } });
+  });
 });
