@@ -308,8 +308,9 @@ class MemoryJobBroker implements MemoryBroker {
     this.#open(op);
     const subject = this.#tasksSubject(op, job);
     if (job.runAt !== undefined) this.#delayed.unhold(job);
-    if (!job.lane) this.server.tasks.deleteConsumer(job.id);
+    // The purge first, as on NATS.
     this.server.tasks.purge(subject, below);
+    if (!job.lane) this.server.tasks.deleteConsumer(job.id);
   }
 
   // ---- delayed tasks (memory-delayed.ts) ----

@@ -395,16 +395,19 @@ export class NatsJobBroker {
         if (!isNotFound(error)) throw error;
       };
       if (job.lane) return deleteLaneTasks(jsm, stream, this.names.laneSubject(job.queue, job.id), below);
+      // Below the mark only: a task stored since (a redrive's) stays. The purge first: on
+      // nats-server 2.9 it moves a consumer of the subject to the first task left and forgets
+      // the deliveries in flight (`consumer.purge`), so a redrive's task already handed to a
+      // worker would never come again while that consumer lived. The consumer is deleted after
+      // it, and made again over the tasks still stored (the lost-task check, a takeover).
+      if (below === undefined || below > 1)
+        await jsm.streams
+          .purge(stream, {
+            filter: this.names.tasksSubject(job.queue, job.id),
+            ...(below === undefined ? {} : { seq: below }),
+          })
+          .catch(unlessNotFound);
       await jsm.consumers.delete(stream, job.id).catch(unlessNotFound);
-      // Below the mark only: a task stored since (a redrive's) stays, and the purge moves a
-      // consumer of the subject (the redrive's) to it, not past it (nats-server 2.9 `purge`).
-      if (below !== undefined && below <= 1) return;
-      await jsm.streams
-        .purge(stream, {
-          filter: this.names.tasksSubject(job.queue, job.id),
-          ...(below === undefined ? {} : { seq: below }),
-        })
-        .catch(unlessNotFound);
     });
   }
 

@@ -164,7 +164,8 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     queueConsumers: (queue) => natsQueueConsumers(js, queue),
     tasksMark: (job) => js.tasksMark(job),
     removeTasks: async (job, below) => {
-      // Held tasks first: none of them is moved to a subject just purged.
+      // Held tasks first: none of them is moved to a subject just purged (one a mover published
+      // after the end's mark, `below`, stays until the cleanup pass).
       if (job.runAt !== undefined) await delayed.unhold(job);
       await js.removeTasks(job, below);
     },
