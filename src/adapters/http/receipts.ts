@@ -9,7 +9,7 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
  * use another token's; and it carries its expiry, so a holder whose lease ran
  * out cannot ack the delivery of the task's next holder (JetStream acks by
  * stream sequence, whoever holds the delivery now). A delivery answered once
- * is refused after that by the answer the broker keeps (task-leases.ts).
+ * is refused after that by the answer the broker keeps (receipt-leases.ts).
  *
  * Format: base64url(JSON claims) "." base64url(HMAC-SHA256(secret, first part)).
  */

@@ -1,0 +1,167 @@
+import type { JobRecord } from "../../kernel/job-record.ts";
+import type { Logger } from "../../kernel/logger.ts";
+import { ErrorCode, HttpError } from "./http-errors.ts";
+import type { LeaseBook } from "./lease-book.ts";
+import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort } from "./lease-port.ts";
+import { ReceiptAnswers } from "./receipt-answers.ts";
+import { leaseEnd, type ReceiptClaims, type ReceiptSigner } from "./receipts.ts";
+import type { ResultItem } from "./request-bodies.ts";
+
+/** What `ReceiptLeases` works with: `TaskLeases`' own (task-leases.ts). */
+interface ReceiptLeasesOptions {
+  readonly port: LeasePort;
+  readonly signer: ReceiptSigner;
+  readonly log: Logger;
+  readonly now: () => number;
+  readonly book: LeaseBook;
+  /** The job's record if it may still take answers, else its 404 or 410 (`TaskLeases`' `#openRecord`). */
+  readonly openRecord: (
+    jobId: string,
+    caller: Caller,
+    claims: readonly ReceiptClaims[],
+  ) => Promise<JobRecord>;
+}
+
+/**
+ * The leases HTTP workers hold, through the receipts `TaskLeases` gave them:
+ * each receipt checked (signed here, of the job, of the caller's token,
+ * naming a delivery of the job's tasks), then its lease extended (heartbeat)
+ * or answered (receipt-answers.ts: the native worker's answer path, each
+ * delivery answered once).
+ */
+export class ReceiptLeases {
+  readonly #port: LeasePort;
+  readonly #signer: ReceiptSigner;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #book: LeaseBook;
+  readonly #answers: ReceiptAnswers;
+  readonly #openRecord: ReceiptLeasesOptions["openRecord"];
+
+  constructor(options: ReceiptLeasesOptions) {
+    this.#port = options.port;
+    this.#signer = options.signer;
+    this.#log = options.log;
+    this.#now = options.now;
+    this.#book = options.book;
+    this.#answers = new ReceiptAnswers(options.port, options.book, options.log, options.now);
+    this.#openRecord = options.openRecord;
+  }
+
+  /** Stores the results, then settles the leases; per item what became of it. */
+  async submitResults(jobId: string, items: readonly ResultItem[], caller: Caller): Promise<ItemOutcome[]> {
+    const field = (n: number) => `results[${n}].receipt`;
+    const claims = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
+    let record: JobRecord;
+    try {
+      record = await this.#openRecord(jobId, caller, claims);
+    } catch (error) {
+      // Over, maybe by this request's first try (its response lost): the answers it stored are told.
+      const told =
+        error instanceof HttpError && error.code === ErrorCode.jobFinished
+          ? await this.#answers.recorded(jobId, items, claims)
+          : undefined;
+      if (told) return told;
+      throw error;
+    }
+    this.#assertDeliveries(record, claims, field);
+    const outcomes = await this.#answers.submit(record, items, claims, caller);
+    // Answered (or found answered, or expired): the lease is over, its permit goes back. Not
+    // while another request still stores its answer (`pending`; an expired receipt's too, its
+    // delivery kept by that request): that one gives it back.
+    await Promise.all(
+      claims.map(async (c, n) => {
+        const o = outcomes[n];
+        if (o?.status === "pending" || o?.answered === "pending") return;
+        if (o?.status === "expired" && (await this.#beingAnswered(c.r))) return;
+        this.#port.limits?.end(c.r, record.queue);
+      }),
+    );
+    return outcomes;
+  }
+
+  /** Extends the leases of the receipts; each still open one gets a fresh receipt. */
+  async heartbeat(jobId: string, receipts: readonly string[], caller: Caller): Promise<HeartbeatOutcome[]> {
+    const field = (n: number) => `receipts[${n}]`;
+    const claims = receipts.map((r, n) => this.#verify(r, jobId, field(n), caller));
+    const record = await this.#openRecord(jobId, caller, claims);
+    this.#assertDeliveries(record, claims, field);
+    const now = this.#now();
+    // Answered already (here or on another instance), or being answered: nothing to extend.
+    const answered = await Promise.all(
+      claims.map(async (c): Promise<"answering" | "answered" | undefined> => {
+        if (c.x <= now) return (await this.#beingAnswered(c.r)) ? "answering" : undefined;
+        return this.#answerState(c.r);
+      }),
+    );
+    const open = claims.filter((c, n) => c.x > now && !answered[n]);
+    const sentAt = this.#now();
+    if (open.length > 0) await this.#port.settle(open.map((c) => ({ ref: c.r, action: "working" })));
+    const x = leaseEnd(sentAt, record.settings.ackWaitMs);
+    const leaseMs = x - this.#now();
+    const outcomes = claims.map((c, n): HeartbeatOutcome => {
+      const id = `${jobId}.${c.i}`;
+      if (answered[n] || c.x <= now) {
+        // Being answered: the request storing the answer keeps the permit and gives it back.
+        if (answered[n] !== "answering") this.#port.limits?.end(c.r, record.queue);
+        return { id, status: answered[n] ? "settled" : "expired" };
+      }
+      this.#book.extend(caller.identity, c.r, x);
+      this.#port.limits?.extend(c.r, x, record.queue);
+      return { id, status: "extended", receipt: this.#signer.sign({ ...c, x }), leaseMs };
+    });
+    this.#log.debug(
+      { jobId, workerId: caller.identity, extended: open.length, of: claims.length },
+      "leases extended",
+    );
+    return outcomes;
+  }
+
+  /**
+   * Where the delivery's answer is: being stored by a request (here, or on
+   * another instance: its claim `pending`), stored, or none.
+   */
+  async #answerState(ref: string): Promise<"answering" | "answered" | undefined> {
+    if (this.#answers.answering(ref)) return "answering";
+    const found = await this.#port.answerOf(ref);
+    return found === undefined ? undefined : found.status === "pending" ? "answering" : "answered";
+  }
+
+  /** Whether a request is storing the delivery's answer; an unreadable answer counts as none. */
+  async #beingAnswered(ref: string): Promise<boolean> {
+    return (await this.#answerState(ref).catch(() => undefined)) === "answering";
+  }
+
+  #verify(receipt: string, jobId: string, field: string, caller: Caller): ReceiptClaims {
+    const claims = this.#signer.verify(receipt);
+    if (!claims) throw invalidReceipt(field);
+    if (claims.j !== jobId) {
+      throw new HttpError(400, ErrorCode.receiptWrongJob, `${field}: the receipt belongs to another job`, {
+        field,
+      });
+    }
+    if (claims.w !== caller.identity) {
+      throw new HttpError(
+        403,
+        ErrorCode.receiptNotYours,
+        `${field}: the receipt was leased by another token; only that token may answer it`,
+        { field },
+      );
+    }
+    return claims;
+  }
+
+  /**
+   * Each receipt names a delivery of the job's tasks, on its queue's tasks
+   * (checked once the record says which queue, and whether the job is on the
+   * lane: the receipt does not carry it).
+   */
+  #assertDeliveries(record: JobRecord, claims: readonly ReceiptClaims[], field: (n: number) => string): void {
+    for (const [n, c] of claims.entries()) {
+      if (!this.#port.isDeliveryOf(c.r, record)) throw invalidReceipt(field(n));
+    }
+  }
+}
+
+const invalidReceipt = (field: string) =>
+  new HttpError(400, ErrorCode.invalidReceipt, `${field}: not a receipt issued by this service`, { field });

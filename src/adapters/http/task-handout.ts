@@ -1,0 +1,204 @@
+import { type JobRecord, laneAckWaitMs, takesTasks } from "../../kernel/job-record.ts";
+import type { Logger } from "../../kernel/logger.ts";
+import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
+import type { LeaseSettle } from "../broker.ts";
+import type { LeasedTask } from "../task-leasing.ts";
+import type { Caller, LeasePort, ReservedTask } from "./lease-port.ts";
+import { leaseEnd, type ReceiptSigner } from "./receipts.ts";
+
+/** A reserved task with what this instance keeps of its lease. */
+export type Leased = ReservedTask & { readonly ref: string; readonly until: number };
+
+/** A delivery whose task message could be read, with the record of its job. */
+type Readable = { readonly t: LeasedTask; readonly body: TaskBody; readonly record: JobRecord };
+
+/** A lane task whose job's record was not read goes back for this long, as at a native worker (api/workers.ts `laneJobOf`). */
+const unreadJobDelayMs = 1000;
+
+/**
+ * Takes tasks from the broker for a worker of `TaskLeases` (task-leases.ts),
+ * of one job or of a queue's lane, and hands them out, each with a receipt
+ * naming its delivery and its lease's end; hands back those no worker gets.
+ */
+export class TaskHandout {
+  readonly #port: LeasePort;
+  readonly #signer: ReceiptSigner;
+  readonly #log: Logger;
+  readonly #now: () => number;
+
+  constructor(port: LeasePort, signer: ReceiptSigner, log: Logger, now: () => number) {
+    this.#port = port;
+    this.#signer = signer;
+    this.#log = log;
+    this.#now = now;
+  }
+
+  /** Up to `max` tasks of the job (a job's own consumer). */
+  async lease(record: JobRecord, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
+    const startedAt = this.#now();
+    const leased = await this.#port.fetchTasks(record.queue, record.id, max);
+    const readable = await this.#readable(leased, { jobId: record.id });
+    const tasks = await this.#handOut(
+      readable.map(({ t, body }) => ({ t, body, record })),
+      leaseEnd(startedAt, record.settings.ackWaitMs),
+      caller,
+      signal,
+    );
+    this.#logReserved(record.id, record.queue, tasks, caller);
+    return tasks;
+  }
+
+  /**
+   * Up to `max` tasks of the queue's lane jobs. The lane serves every lane
+   * job of the queue, over or not: a task whose job is over (or gone) is
+   * termed, never run. Its delivery limit is the server's, as a job
+   * consumer's: an exhausted task is dead-lettered from its advisory.
+   */
+  async leaseLane(queue: string, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
+    const startedAt = this.#now();
+    const leased = await this.#port.fetchLane(queue, max);
+    const readable = await this.#readable(leased, { queue });
+    const records = new Map<string, JobRecord | undefined>();
+    await Promise.all(
+      [...new Set(readable.map(({ t }) => t.jobId))].map(async (id) => {
+        try {
+          records.set(id, (await this.#port.getRecord(id))?.record);
+        } catch (error) {
+          // Left out of `records`: its task goes back, to come again (its job may well run).
+          this.#log.debug({ jobId: id, queue, err: error }, "lane task's job not read; the task goes back");
+        }
+      }),
+    );
+    const over: LeasedTask[] = [];
+    const notRead: LeasedTask[] = [];
+    const runnable: Readable[] = [];
+    for (const { t, body } of readable) {
+      const record = records.get(t.jobId);
+      if (!records.has(t.jobId)) notRead.push(t);
+      else if (!record || !takesTasks(record)) over.push(t);
+      else runnable.push({ t, body, record });
+    }
+    await this.handBack(notRead, unreadJobDelayMs, "lane tasks of jobs not read");
+    if (over.length > 0) await this.#endOver(queue, over, records);
+    const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
+    // A lane job has one task.
+    for (const task of tasks) this.#logReserved(task.jobId, queue, [task], caller);
+    return tasks;
+  }
+
+  /** Terms lane tasks of jobs that are over (or have no record): nothing may run them. */
+  async #endOver(
+    queue: string,
+    over: readonly LeasedTask[],
+    records: ReadonlyMap<string, JobRecord | undefined>,
+  ) {
+    this.#log.info(
+      {
+        queue,
+        jobs: over.map((t) => ({ jobId: t.jobId, status: records.get(t.jobId)?.status ?? "unknown" })),
+      },
+      "lane tasks of jobs that are over terminated, not run",
+    );
+    await this.#port
+      .settle(over.map((t) => ({ ref: t.ref, action: "term" })))
+      .catch((error: unknown) =>
+        this.#log.warn(
+          { queue, err: error },
+          "lane tasks of jobs that are over not terminated; offered again once their lease runs out",
+        ),
+      );
+  }
+
+  /** The deliveries whose task message is jetstate's; the others are terminated (nothing in them to run). */
+  async #readable(
+    leased: readonly LeasedTask[],
+    where: { jobId: string } | { queue: string },
+  ): Promise<{ t: LeasedTask; body: TaskBody }[]> {
+    const readable: { t: LeasedTask; body: TaskBody }[] = [];
+    const unreadable: LeaseSettle[] = [];
+    for (const t of leased) {
+      try {
+        readable.push({ t, body: decodeTask(t.body) });
+      } catch {
+        unreadable.push({ ref: t.ref, action: "term" });
+      }
+    }
+    if (unreadable.length > 0) {
+      this.#log.error({ ...where, count: unreadable.length }, "unreadable task messages terminated");
+      await this.#port
+        .settle(unreadable)
+        .catch((error: unknown) =>
+          this.#log.warn(
+            { ...where, err: error },
+            "unreadable task messages not terminated; offered again once their lease runs out",
+          ),
+        );
+    }
+    return readable;
+  }
+
+  /** Signs a receipt for each delivery, leased until `expires`; hands them back if the worker went away. */
+  async #handOut(
+    deliveries: readonly Readable[],
+    expires: number,
+    caller: Caller,
+    signal?: AbortSignal,
+  ): Promise<Leased[]> {
+    const leaseMs = expires - this.#now();
+    const tasks = deliveries.map(
+      ({ t, body, record }): Leased => ({
+        id: `${record.id}.${body.index}`,
+        jobId: record.id,
+        index: body.index,
+        attempt: t.deliveryCount,
+        payload: body.payload,
+        receipt: this.#signer.sign({
+          v: 2,
+          j: record.id,
+          i: body.index,
+          r: t.ref,
+          w: caller.identity,
+          d: t.deliveryCount,
+          x: expires,
+        }),
+        leaseMs,
+        ref: t.ref,
+        until: expires,
+      }),
+    );
+    if (signal?.aborted) {
+      // The worker went away before it got them: hand them back now rather than after the lease.
+      await this.handBack(tasks, 0, "tasks of a worker gone away");
+      return [];
+    }
+    return tasks;
+  }
+
+  /** Releases leased tasks no worker gets (`what` they are, for the log if that fails): offered again after `delayMs`. */
+  async handBack(tasks: readonly { ref: string; jobId: string }[], delayMs: number, what: string) {
+    if (tasks.length === 0) return;
+    await this.#port
+      .settle(tasks.map((t) => ({ ref: t.ref, action: "nak", delayMs })))
+      .catch((error: unknown) =>
+        this.#log.debug(
+          { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error },
+          `${what} not handed back; offered again once their lease runs out`,
+        ),
+      );
+  }
+
+  /** The worker's identity is logged with every reservation, per job. */
+  #logReserved(jobId: string, queue: string, tasks: readonly Leased[], caller: Caller): void {
+    if (tasks.length === 0) return;
+    this.#log.info(
+      {
+        jobId,
+        queue,
+        workerId: caller.identity,
+        tasks: tasks.map((t) => t.index),
+        attempts: tasks.map((t) => t.attempt),
+      },
+      "tasks reserved",
+    );
+  }
+}
