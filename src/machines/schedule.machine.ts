@@ -14,7 +14,8 @@ import type { MissedTicks } from "../kernel/schedule-record.ts";
  * is: an event brings the ticks that fell due, the input the one missed tick.
  * A tick's fire is the submit of its job under the tick's key and the move
  * of `lastTick`; several may be in flight (`firing` counts them). A tick
- * another runtime recorded first moves the cursor without a fire. A new rule
+ * another runtime recorded first moves the cursor without a fire, never
+ * past a tick owed (given up on a failure a later attempt may mend). A new rule
  * starts a new snapshot: its ticks are those after it.
  */
 
@@ -36,6 +37,12 @@ export interface ScheduleContext {
   readonly fired: number;
   /** Fires given up (an error no retry mends, or the attempts ran out); other runtimes fire them too. */
   readonly givenUp: number;
+  /**
+   * Ticks given up on a failure a later attempt may mend, not handed out
+   * again yet: the cursor stays before the oldest, whatever `lastTick` a
+   * later tick recorded meanwhile.
+   */
+  readonly owed: readonly number[];
 }
 
 export type ScheduleEvent =
@@ -72,11 +79,16 @@ export const scheduleMachine = setup({
         ? {
             cursor: Math.max(context.cursor, ...event.ticks),
             inFlight: context.inFlight + event.ticks.length,
+            owed: context.owed.filter((tick) => !event.ticks.includes(tick)),
           }
         : {},
     ),
+    // Never past a tick owed: a later tick recorded (its fire went through once the server came
+    // back) moved the cursor past the one given up, and it never fired.
     recorded: assign(({ context, event }) =>
-      event.type === "tick.recorded" ? { cursor: Math.max(context.cursor, event.lastTick) } : {},
+      event.type === "tick.recorded"
+        ? { cursor: Math.max(context.cursor, Math.min(event.lastTick, Math.min(...context.owed) - 1)) }
+        : {},
     ),
     settle: assign(({ context, event }) =>
       event.type === "fire.settled"
@@ -84,7 +96,12 @@ export const scheduleMachine = setup({
             inFlight: context.inFlight - 1,
             fired: context.fired + (event.ok ? 1 : 0),
             givenUp: context.givenUp + (event.ok ? 0 : 1),
-            ...(event.again === undefined ? {} : { cursor: Math.min(context.cursor, event.again - 1) }),
+            ...(event.again === undefined
+              ? {}
+              : {
+                  cursor: Math.min(context.cursor, event.again - 1),
+                  owed: [...context.owed.filter((tick) => tick !== event.again), event.again],
+                }),
           }
         : {},
     ),
@@ -103,6 +120,7 @@ export const scheduleMachine = setup({
     inFlight: 0,
     fired: 0,
     givenUp: 0,
+    owed: [],
   }),
   initial: "starting",
   states: {

@@ -44,7 +44,7 @@ describe("a tick whose fire gave up", () => {
       await scheduler.stop();
       server.close();
     };
-    return { store, jobs, tick, fireTick, passes, stop };
+    return { clock, scheduler, store, jobs, tick, fireTick, passes, stop };
   };
 
   it("is fired again by a later pass, once the submits go through", async () => {
@@ -63,6 +63,45 @@ describe("a tick whose fire gave up", () => {
       expect(t.jobs()).toEqual([t.tick]);
       expect((await t.store.read("away"))?.record.lastTick).toBe(t.tick);
     } finally {
+      await t.stop();
+    }
+  });
+
+  it("is fired again though a later tick was recorded while it was still being tried", async () => {
+    // The server away: the tick's attempts hang, then fail. Meanwhile the next tick fires
+    // and records `lastTick` past it (the server back for it).
+    let away = true;
+    let letGo!: () => void;
+    const held = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    const tried: string[] = [];
+    const t = await setUp(async (key) => {
+      tried.push(key);
+      if (!key.endsWith(new Date(t.tick).toISOString())) return;
+      if (!away) return;
+      await held;
+      throw new ConnectionUnavailable({ message: "no NATS connection (the server restarting)" });
+    });
+    try {
+      await waitUntil(() => t.clock.pending >= 1, { timeoutMs: 2000, message: "asleep" });
+      t.clock.advance(t.tick - start);
+      await waitUntil(() => tried.length === 1, { timeoutMs: 2000, message: "the tick's first attempt" });
+      // The next tick, a period on: fired and recorded while the first still hangs.
+      for (let second = 0; second < period / 1000; second++) {
+        await waitUntil(() => t.clock.pending >= 1, { timeoutMs: 2000, message: "asleep again" });
+        t.clock.advance(1000);
+      }
+      await waitUntil(() => t.jobs().length === 1, { timeoutMs: 5000, message: "the next tick fired" });
+      expect((await t.store.read("away"))?.record.lastTick).toBe(t.tick + period);
+      letGo();
+      await waitUntil(() => t.scheduler.tracked.size === 0, { timeoutMs: 5000, message: "given up" });
+      away = false;
+      // Before the fix the recorded tick moved the cursor past it again: no job for it, ever.
+      await t.passes(3, () => t.jobs().length > 1);
+      expect(t.jobs().sort()).toEqual([t.tick, t.tick + period]);
+    } finally {
+      letGo();
       await t.stop();
     }
   });
