@@ -1,65 +1,24 @@
-import { createHash, randomUUID } from "node:crypto";
 import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { planSubmit, type SubmitPlan, type SubmitRequest } from "../effects/plan-submit.ts";
-import { decode } from "../kernel/decode.ts";
 import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
 import {
-  checkGraph,
-  encodeFlowRecord,
   type FlowNode,
-  FlowPolicyShape,
   type FlowRecord,
   type FlowStatus,
-  flowNodeKey,
   flowNodeOfKey,
   isSettled,
-  type OnChildFailure,
 } from "../kernel/flow-record.ts";
-import { timesAsMs } from "../kernel/held-task.ts";
 import type { JobStatus } from "../kernel/job-record.ts";
-import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
-import { decodeTask } from "../kernel/wire.ts";
+import { check, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
+import { type FlowRequest, planFlow } from "./flow-plan.ts";
 import type { TaskResult } from "./job-handle.ts";
 import type { Jobs } from "./jobs-face.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
-/** A job of a flow: a submit request (no idempotency key: the flow gives it one) and the jobs it waits for. */
-export interface FlowJobRequest extends Omit<SubmitRequest, "idempotencyKey"> {
-  /** Names of the flow's jobs that must end before this one is submitted. */
-  readonly dependsOn?: readonly string[];
-}
-
-export interface FlowPolicy {
-  /**
-   * A job whose dependency failed (or was skipped): `fail` skips it and the
-   * flow fails; `continue` runs it anyway, and the flow's end is that of the
-   * jobs nothing depends on (the parent).
-   * @defaultValue "fail"
-   */
-  readonly onChildFailure?: OnChildFailure;
-}
-
-/**
- * `rt.flows.submit()`: a DAG of named jobs (`jobs`), or its sugar, a parent
- * and its children (`parent` depends on every child; children are named
- * `child0`, `child1`, …, the parent `parent`).
- */
-export type FlowRequest =
-  | {
-      readonly id?: string;
-      readonly jobs: Readonly<Record<string, FlowJobRequest>>;
-      readonly policy?: FlowPolicy;
-    }
-  | {
-      readonly id?: string;
-      readonly parent: Omit<FlowJobRequest, "dependsOn">;
-      readonly children: ReadonlyArray<Omit<FlowJobRequest, "dependsOn">>;
-      readonly policy?: FlowPolicy;
-    };
+export type { FlowJobRequest, FlowPolicy, FlowRequest } from "./flow-plan.ts";
 
 export interface FlowSnapshot {
   readonly id: string;
@@ -112,53 +71,6 @@ export interface Flows {
 /** How often a watched flow's record is read, for changes another runtime wrote. */
 const watchMs = 250;
 
-const bad = (field: string, message: string): never => {
-  throw new InvalidArgument({ field, message: `${field}: ${message}` });
-};
-
-/** The request in DAG form, checked field by field. */
-const normalise = (
-  request: unknown,
-): { id: string | undefined; jobs: Record<string, FlowJobRequest>; policy: FlowPolicy } => {
-  if (typeof request !== "object" || request === null) return bad("request", "must be an object");
-  const r = request as Record<string, unknown>;
-  let checkedPolicy: FlowPolicy = {};
-  if (r.policy !== undefined) {
-    const decoded = decode(FlowPolicyShape, r.policy, "policy");
-    if (!decoded.ok) return bad(decoded.field, decoded.message);
-    checkedPolicy = decoded.value;
-  }
-  const id = r.id === undefined ? undefined : check(SubjectToken, r.id, "id");
-  if ("jobs" in r) {
-    rejectUnknownKeys(r, ["id", "jobs", "policy"], "");
-    if (typeof r.jobs !== "object" || r.jobs === null || Array.isArray(r.jobs))
-      return bad("jobs", "must be an object of named jobs");
-    return { id, jobs: r.jobs as Record<string, FlowJobRequest>, policy: checkedPolicy };
-  }
-  rejectUnknownKeys(r, ["id", "parent", "children", "policy"], "");
-  if (typeof r.parent !== "object" || r.parent === null) return bad("parent", "must be a submit request");
-  if (!Array.isArray(r.children) || r.children.length === 0)
-    return bad("children", "must be a non-empty list of submit requests");
-  const jobs: Record<string, FlowJobRequest> = {};
-  r.children.forEach((child, n) => {
-    if (typeof child !== "object" || child === null) bad(`children[${n}]`, "must be a submit request");
-    if ("dependsOn" in child) bad(`children[${n}].dependsOn`, "unknown option in a parent/children flow");
-    jobs[`child${n}`] = child as FlowJobRequest;
-  });
-  if ("dependsOn" in r.parent) bad("parent.dependsOn", "unknown option: the parent depends on every child");
-  jobs.parent = { ...(r.parent as FlowJobRequest), dependsOn: Object.keys(jobs) };
-  return { id, jobs, policy: checkedPolicy };
-};
-
-/** The field of a node's request as the user wrote it (`children[1].tasks[0]` or `jobs.b.tasks[0]`). */
-const nodeField = (sugar: boolean, name: string, count: number, field: string): string => {
-  if (!sugar) return `jobs.${name}.${field}`;
-  if (name === "parent") return `parent.${field}`;
-  return name.startsWith("child") && Number(name.slice(5)) < count
-    ? `children[${name.slice(5)}].${field}`
-    : field;
-};
-
 /** Each handle's actor, kept off the public type (tests and the model replay reach it). */
 const actors = new WeakMap<FlowHandle, Actor<FlowMachine>>();
 export const flowActorOf = (handle: FlowHandle): Actor<FlowMachine> => {
@@ -188,7 +100,7 @@ export class FlowRegistry {
 
   async submit(request: FlowRequest): Promise<FlowHandle> {
     requireRole(this.#core.options.roles, "submitter", "rt.flows.submit()");
-    const record = await this.#plan(request);
+    const record = await planFlow(request, this.#broker, this.#core.clock);
     const existing = await this.#broker.flows.getFlow(record.id);
     if (existing) {
       const handle = this.#same(existing.record, record);
@@ -267,73 +179,6 @@ export class FlowRegistry {
       }),
     );
     return Object.fromEntries(entries);
-  }
-
-  /** The flow record a request asks for, checked whole before anything is written. */
-  async #plan(request: FlowRequest): Promise<FlowRecord> {
-    const sugar = typeof request === "object" && request !== null && "parent" in request;
-    const { id: given, jobs, policy } = normalise(request);
-    const id = given ?? `f${randomUUID().replaceAll("-", "")}`;
-    const childCount = sugar ? Object.keys(jobs).length - 1 : 0;
-    for (const [name, node] of Object.entries(jobs))
-      if (typeof node !== "object" || node === null)
-        bad(nodeField(sugar, name, childCount, "").replace(/\.$/, ""), "must be a submit request");
-    checkGraph(jobs);
-    const maxPayload = await this.#broker.maxPayload();
-    const now = this.#core.clock.now();
-    const nodes: Record<string, FlowNode> = {};
-    for (const [name, node] of Object.entries(jobs)) {
-      const { dependsOn = [], ...submit } = node;
-      if ("idempotencyKey" in submit)
-        bad(
-          nodeField(sugar, name, childCount, "idempotencyKey"),
-          "a flow's job takes the flow's key (flow:<id>:<name>)",
-        );
-      const plan = await planSubmit(
-        { ...submit, idempotencyKey: flowNodeKey(id, name) },
-        maxPayload,
-        now,
-      ).catch((error: unknown) => {
-        if (!(error instanceof InvalidArgument)) throw error;
-        const field = nodeField(sugar, name, childCount, error.field ?? "request");
-        throw new InvalidArgument({ field, message: `${field}: ${error.message.replace(/^[^:]*: /, "")}` });
-      });
-      const queue = typeof submit.queue === "string" ? submit.queue : submit.queue.name;
-      nodes[name] = {
-        // The tasks as the queue's schema made them: the driver submits by the queue's name.
-        request: timesAsMs({ ...submit, queue, tasks: checkedTasks(plan) }),
-        dependsOn: [...dependsOn],
-        jobId: plan.record.id,
-        status: "waiting",
-      };
-    }
-    const onChildFailure = policy.onChildFailure ?? "fail";
-    const digest = `v1:${createHash("sha256")
-      .update(
-        JSON.stringify({
-          onChildFailure,
-          nodes: Object.entries(nodes).map(([n, v]) => [n, v.request, v.dependsOn]),
-        }),
-      )
-      .digest("base64url")}`;
-    const record: FlowRecord = {
-      v: 1,
-      id,
-      status: "running",
-      onChildFailure,
-      nodes,
-      digest,
-      createdAt: now,
-      updatedAt: now,
-    };
-    const size = Buffer.byteLength(encodeFlowRecord(record));
-    if (size > maxPayload)
-      bad(
-        sugar ? "children" : "jobs",
-        `the flow's record (every job's request) would be ${size} bytes; the server's max payload allows ${maxPayload}: ` +
-          "pass references to large inputs instead of the data",
-      );
-    return record;
   }
 
   /** A resubmit of a stored flow: the same request gets its handle, another one is refused. */
@@ -446,13 +291,3 @@ export const flowsFace = (registry: FlowRegistry): Flows => ({
   get: (id) => registry.get(id),
   dependencies: (jobId) => registry.dependencies(jobId),
 });
-
-/** A plan's tasks, in order, as validated (its bodies hold what the queue's schema returned). */
-const checkedTasks = (plan: SubmitPlan): unknown[] => {
-  const tasks: unknown[] = [];
-  for (const body of [...plan.bodies, ...plan.held.map((h) => h.body)]) {
-    const { index, payload } = decodeTask(body);
-    tasks[index] = payload;
-  }
-  return tasks;
-};
