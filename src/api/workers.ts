@@ -1,23 +1,20 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { Broker, TaskLease } from "../adapters/broker.ts";
-import type { LaneLease } from "../adapters/task-queue.ts";
-import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
-import { validateWith } from "../kernel/queue.ts";
 import { LinkedControllers } from "../kernel/signals.ts";
 import { FairSlots } from "../kernel/slots.ts";
-import type { TaskOutcome } from "../kernel/task-outcome.ts";
-import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
 import { DueWaits } from "./due-waits.ts";
 import { QueueGate } from "./queue-gate.ts";
 import { QueueJobs } from "./queue-jobs.ts";
 import type { RecordFeed } from "./record-feed.ts";
-import { type ActiveJob, JobEnd, RunningTask, RunningTasks, TaskDelivery } from "./running-tasks.ts";
+import { type ActiveJob, JobEnd, RunningTask, RunningTasks, type TaskDelivery } from "./running-tasks.ts";
 import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
+import { taskHandler } from "./worker-handle.ts";
+import { laneLoop } from "./worker-lane.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
 
@@ -37,7 +34,7 @@ export const startWorker = <Payload, Result>(
   records: RecordFeed,
 ): Worker => {
   const settings = workerSettings(options, agents);
-  const { queue: queueName, concurrency, agentId, resultSchema } = settings;
+  const { queue: queueName, concurrency, agentId } = settings;
   const id = `w${randomUUID().slice(0, 8)}`;
   const log = childLogger(core.logger, { actor: "worker", queue: queueName, workerId: id });
   const stopping = new AbortController();
@@ -81,166 +78,26 @@ export const startWorker = <Payload, Result>(
     keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),
   });
 
-  /** What decides an error's outcome besides the delivery: the same for every task. */
-  const outcomeOptions = {
-    ...(settings.isPermanent ? { isPermanent: settings.isPermanent } : {}),
-    ...(agentId === undefined ? {} : { agentId }),
-  };
-
   const release = (msg: TaskLease, delayMs?: number) => {
     stats.released++;
     msg.nak(delayMs);
   };
 
-  /**
-   * Reports the task's failed target to the agent's lock and waits for the
-   * lock's answer: when the agent moved on (this failure switched it, or an
-   * earlier one did) the task goes back at once, to run on the new target.
-   */
-  const failOver = async (
-    task: RunningTask,
-    outcome: Extract<TaskOutcome, { kind: "failover" }>,
-    target: string | undefined,
-    error: unknown,
-  ) => {
-    const context = { jobId: task.job.record.id, index: task.index, attempt: task.msg.deliveryCount };
-    let delayMs = outcome.delayMs;
-    // The lock may queue this report behind others: keep the lease meanwhile.
-    task.msg.working();
-    try {
-      // Always set: a bound worker starts only for a registered agent, and agents stay registered.
-      const result =
-        target === undefined ? undefined : await agents.reportFailure(outcome.agentId, { target, error });
-      if (result !== undefined && result.outcome !== "exhausted") delayMs = 0;
-      log.debug({ ...context, target, result, delayMs }, "target unavailable; task released");
-    } catch (reportError) {
-      log.warn({ ...context, target, err: reportError }, "target failure not reported; task retried later");
-    }
-    release(task.msg, delayMs);
-  };
-
-  const reportProgress = (jobId: string, index: number, info: unknown) => {
-    const body = encodeProgress(index, info);
-    if (body === undefined) log.debug({ jobId, index }, "progress note not JSON; dropped");
-    else broker.publishProgress(queueName, jobId, body);
-  };
-
-  /**
-   * `target`: the agent's, read once at the start: limited per target, a
-   * failure reported against it. `started` is told once the handler was
-   * called (the queue's rate permits go back then).
-   */
-  const handle = async (task: RunningTask, target: string | undefined, started: () => void) => {
-    const { msg, job } = task;
-    const jobId = job.record.id;
-    const attempt = msg.deliveryCount;
-    let payload: Payload | undefined;
-    let answer: HandlerAnswer;
-    try {
-      const body = decodeTask(msg.body);
-      task.index = body.index;
-      payload = body.payload as Payload;
-      if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
-      const ran = runHandler(
-        { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
-        {
-          get signal() {
-            return task.signal();
-          },
-          heartbeat() {
-            msg.working();
-          },
-          progress(info: unknown) {
-            msg.working();
-            reportProgress(jobId, task.index, info);
-          },
-          logger: log,
-          target,
-        },
-      );
-      started();
-      const result = await ran;
-      const value = resultSchema
-        ? await validateWith(resultSchema, result, `result of task ${task.index}`)
-        : result;
-      answer = { ok: true, entry: encodeDone(task.index, value) };
-    } catch (error) {
-      if (task.settled) return running.lateAnswer(task);
-      if (giveUp.signal.aborted || job.ended.aborted) {
-        // Cancelled job: nothing to answer. Stopping worker: hand the task back now.
-        running.settle(task);
-        if (!job.ended.aborted) release(msg);
-        return running.done();
-      }
-      answer = { ok: false, error };
-    }
-    const failure = answer.ok ? undefined : answer.error;
-    const plan: AnswerPlan =
-      task.index < 0
-        ? {
-            outcome: {
-              kind: "term",
-              error: `unreadable task message: ${failure instanceof Error ? failure.message : String(failure)}`,
-            },
-            entry: undefined,
-          }
-        : planAnswer(task.index, answer, {
-            attempt,
-            maxDeliver: job.record.settings.maxDeliver,
-            backoffMs: job.record.settings.backoffMs,
-            maxBatchBytes: maxBytes,
-            ...outcomeOptions,
-          });
-    if (!running.settle(task)) return running.lateAnswer(task);
-    try {
-      await finish(task, plan, payload, failure, target);
-    } finally {
-      running.done();
-    }
-  };
-
-  /** The native worker's side of the answer path: counts, failover, the unreadable message. */
-  const finish = async (
-    task: RunningTask,
-    plan: AnswerPlan,
-    payload: Payload | undefined,
-    failure: unknown,
-    target: string | undefined,
-  ) => {
-    const { msg, job, index } = task;
-    const jobId = job.record.id;
-    const attempt = msg.deliveryCount;
-    const { outcome } = plan;
-    if (outcome.kind === "nak") {
-      log.debug(
-        { jobId, index, attempt, delayMs: outcome.delayMs, error: outcome.error },
-        "task failed; retry later",
-      );
-    } else if (outcome.kind === "failover") return failOver(task, outcome, target, failure);
-    else if (outcome.kind === "ack") stats.processed++;
-    else stats.failed++;
-    if (index < 0) return msg.term();
-    const delivery = new TaskDelivery(task, outcome.kind, release, log, core.telemetry);
-    // Keep the payload and the last error where `redrive` can find them.
-    await answerTask(jobId, plan, delivery, batcher, (error) =>
-      broker.storeDeadLetter(
-        {
-          queue: queueName,
-          jobId,
-          index,
-          payload,
-          error,
-          deliveries: attempt,
-          at: Date.now(),
-          source: "worker",
-        },
-        // The task message's sequence: a redriven copy that dies again, within the dead-letter
-        // stream's duplicate window, is another letter (by job, task and delivery alone it was
-        // dropped as a duplicate of the first).
-        `deadw.${jobId}.${index}.${attempt}.${msg.seq}`,
-      ),
-    );
-  };
+  // Runs the handler and answers the task (worker-handle.ts).
+  const handle = taskHandler({
+    broker,
+    agents,
+    settings,
+    runHandler,
+    running,
+    batcher,
+    log,
+    telemetry: core.telemetry,
+    stats,
+    giveUp: giveUp.signal,
+    maxBytes: () => maxBytes,
+    release,
+  });
 
   // The queue's pause and limits (`rt.queues`), as every process sets them.
   const gate = new QueueGate(broker.queueControls, queueName, log, pulling);
@@ -342,53 +199,21 @@ export const startWorker = <Payload, Result>(
     return job;
   };
 
-  /**
-   * The job a lane delivery is of: known from the record watch, or read now
-   * (the task can arrive before the watch shows its record). A task of a job
-   * that is over, rolled back or has no record never runs: it is removed. A
-   * record that cannot be read now: the task goes back, to come again.
-   */
-  const laneJobOf = async (lease: LaneLease): Promise<ActiveJob | undefined> => {
-    const known = jobs.get(lease.jobId);
-    if (known) return known;
-    let record: JobRecord | undefined;
-    try {
-      record = (await broker.getRecord(lease.jobId))?.record;
-    } catch (error) {
-      log.debug({ err: error, jobId: lease.jobId }, "lane task's job not read; the task goes back");
-      release(lease, 1000);
-      return undefined;
-    }
-    const followed = jobs.get(lease.jobId);
-    if (followed) return followed;
-    if (record?.queue === queueName && takesTasks(record)) return follow(record);
-    log.info(
-      { jobId: lease.jobId, status: record?.status },
-      "lane task of a job that is not running; removed",
-    );
-    lease.term();
-    return undefined;
-  };
-
-  const onLaneTask = async (lease: LaneLease) => {
-    const job = await laneJobOf(lease);
-    if (job) await onTask(lease, job);
-  };
-
-  let pullingLane = false;
-  /**
-   * Pulls the queue's lane from the first lane job on (a queue whose jobs
-   * never use it costs no lane loop), for as long as the worker runs.
-   */
-  const pullLane = () => {
-    if (pullingLane) return;
-    pullingLane = true;
-    log.info("pulling the queue's lane");
-    const laned = payloadKnown
-      .then(() => broker.consumeLane(queueName, Math.min(concurrency, 256), onLaneTask, pulling))
-      .catch((error) => log.warn({ err: error }, "pulling the queue's lane failed"));
-    core.loops.run(`worker-lane:${id}`, () => laned);
-  };
+  // The queue's lane loop, started from the first lane job on (worker-lane.ts).
+  const pullLane = laneLoop({
+    broker,
+    queue: queueName,
+    concurrency,
+    jobs,
+    follow,
+    onTask,
+    release,
+    payloadKnown,
+    pulling,
+    loops: core.loops,
+    log,
+    name: `worker-lane:${id}`,
+  });
 
   const onRecord = (record: JobRecord) => {
     if (record.queue !== queueName) return;

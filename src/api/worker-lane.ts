@@ -1,0 +1,86 @@
+import type { Broker, TaskLease } from "../adapters/broker.ts";
+import type { LaneLease } from "../adapters/task-queue.ts";
+import type { LoopGroup } from "../effects/loop-group.ts";
+import { type JobRecord, takesTasks } from "../kernel/job-record.ts";
+import type { Logger } from "../kernel/logger.ts";
+import type { ActiveJob } from "./running-tasks.ts";
+
+/** What a worker's lane loop shares with the rest of the worker. */
+interface LaneDeps {
+  readonly broker: Pick<Broker, "getRecord" | "consumeLane">;
+  readonly queue: string;
+  readonly concurrency: number;
+  /** The jobs the worker follows, by id. */
+  readonly jobs: ReadonlyMap<string, ActiveJob>;
+  /** Follows a job the worker did not follow yet. */
+  readonly follow: (record: JobRecord) => ActiveJob;
+  /** Runs a pulled task of a followed job (through the slots and the queue's gate). */
+  readonly onTask: (msg: TaskLease, job: ActiveJob) => Promise<void>;
+  readonly release: (msg: TaskLease, delayMs?: number) => void;
+  /** Settled once the server's max payload is known: nothing is pulled before. */
+  readonly payloadKnown: Promise<void>;
+  /** Aborted when the worker stops pulling. */
+  readonly pulling: AbortSignal;
+  readonly loops: LoopGroup;
+  readonly log: Logger;
+  /** The name of its loop in `loops`. */
+  readonly name: string;
+}
+
+/**
+ * A worker's loop on its queue's lane; the function returned starts it,
+ * once (every call after the first does nothing).
+ */
+export const laneLoop = (deps: LaneDeps): (() => void) => {
+  const { broker, queue: queueName, concurrency, jobs, follow, onTask, release, log } = deps;
+
+  /**
+   * The job a lane delivery is of: known from the record watch, or read now
+   * (the task can arrive before the watch shows its record). A task of a job
+   * that is over, rolled back or has no record never runs: it is removed. A
+   * record that cannot be read now: the task goes back, to come again.
+   */
+  const laneJobOf = async (lease: LaneLease): Promise<ActiveJob | undefined> => {
+    const known = jobs.get(lease.jobId);
+    if (known) return known;
+    let record: JobRecord | undefined;
+    try {
+      record = (await broker.getRecord(lease.jobId))?.record;
+    } catch (error) {
+      log.debug({ err: error, jobId: lease.jobId }, "lane task's job not read; the task goes back");
+      release(lease, 1000);
+      return undefined;
+    }
+    const followed = jobs.get(lease.jobId);
+    if (followed) return followed;
+    if (record?.queue === queueName && takesTasks(record)) return follow(record);
+    log.info(
+      { jobId: lease.jobId, status: record?.status },
+      "lane task of a job that is not running; removed",
+    );
+    lease.term();
+    return undefined;
+  };
+
+  const onLaneTask = async (lease: LaneLease) => {
+    const job = await laneJobOf(lease);
+    if (job) await onTask(lease, job);
+  };
+
+  let pullingLane = false;
+  /**
+   * Pulls the queue's lane from the first lane job on (a queue whose jobs
+   * never use it costs no lane loop), for as long as the worker runs.
+   */
+  const pullLane = () => {
+    if (pullingLane) return;
+    pullingLane = true;
+    log.info("pulling the queue's lane");
+    const laned = deps.payloadKnown
+      .then(() => broker.consumeLane(queueName, Math.min(concurrency, 256), onLaneTask, deps.pulling))
+      .catch((error) => log.warn({ err: error }, "pulling the queue's lane failed"));
+    deps.loops.run(deps.name, () => laned);
+  };
+
+  return pullLane;
+};
