@@ -45,19 +45,26 @@ export const redriveDead = async (
       field: "taskIds",
     });
   }
-  // Named by the letters it sends back: the same redrive made twice at once (two operators, a
-  // call retried after a failure) publishes its marker and tasks under the same ids, which the
-  // server keeps once (2-minute duplicate window); each under ids of its own ran the task twice.
+  // Named by every letter of the tasks it sends back: the same redrive made twice at once (two
+  // operators, a call retried after a failure) publishes its marker and tasks under the same
+  // ids, which the server keeps once (2-minute duplicate window); each under ids of its own ran
+  // the task twice. Every letter, not the first of each task: a letter a redrive failed to
+  // remove named the next redrive of the task, after it died again, as that one.
+  const redriven = new Set(chosen.map((l) => l.index));
+  const sent = all.filter((l) => redriven.has(l.index));
   const nonce = createHash("sha256")
-    .update(chosen.map((l) => l.seq).join(","))
+    .update(sent.map((l) => l.seq).join(","))
     .digest("base64url")
     .replace(/[-_]/g, "")
     .slice(0, 8);
   // Written once per redrive: the same redrive made again (its tasks and marker published once)
-  // finds its id in the record and leaves the count; it lowered `dead` twice.
+  // finds its id in the record and leaves the count; it lowered `dead` twice. `reopened`: this
+  // call's change is the one written.
+  let reopened = false;
   const runAgain = () =>
     updateRecordWith(broker, id, (r) => {
-      if (r.redrive === nonce) return undefined;
+      reopened = r.redrive !== nonce;
+      if (!reopened) return undefined;
       const { reason: _reason, finishedAt: _finished, ...rest } = r;
       return {
         ...rest,
@@ -82,12 +89,16 @@ export const redriveDead = async (
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
   const publish = () => broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping);
   if (record.lane) {
-    const reopened = await runAgain();
+    const written = await runAgain();
+    // The same redrive reopened the job first: its publish (or its putting the record back)
+    // is that one's. Publishing here too left the task on the lane of a job that one put
+    // back as over, and a lane worker removed it.
+    if (!reopened) return;
     // Not published: the record as it was. Left running, the job had nothing to run and no
     // supervisor (its lease comes below), and the next redrive counted its dead off again.
     await publish().catch(async (error: unknown) => {
       await updateRecordWith(broker, id, (r) =>
-        r.updatedAt === reopened?.updatedAt ? reclosed(r, record, core.clock.now()) : undefined,
+        r.updatedAt === written?.updatedAt ? reclosed(r, record, core.clock.now()) : undefined,
       ).catch((undo: unknown) =>
         log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
       );
@@ -103,8 +114,7 @@ export const redriveDead = async (
   await broker.leases.enrol(id);
   // Every letter of the tasks redriven: one left behind listed the task dead still, and the
   // next redrive ran it again.
-  const redriven = new Set(chosen.map((l) => l.index));
-  await broker.removeDeadLetters(all.filter((l) => redriven.has(l.index)).map((l) => l.seq));
+  await broker.removeDeadLetters(sent.map((l) => l.seq));
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
 };
 

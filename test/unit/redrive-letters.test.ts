@@ -7,7 +7,9 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { partsOf, type Runtime } from "../../src/api/runtime.ts";
+import type { Clock } from "../../src/kernel/clock.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 describe("redrives and their dead letters", () => {
   let rt: Runtime | undefined;
@@ -100,5 +102,87 @@ describe("redrives and their dead letters", () => {
     // The stored record, read without the runtime: one task sent back, one dead left.
     const stored = memoryServerState(server).records.get("test", job.id)?.value as string;
     expect(JSON.parse(stored)).toMatchObject({ status: "running", counts: { dead: 1 } });
+  });
+
+  it("a redrive whose letters were not removed, then the task's new letter: the next redrive runs it", async () => {
+    // The server's clock runs ahead on demand: past the 2-minute duplicate window.
+    let ahead = 0;
+    const clock: Clock = {
+      now: () => Date.now() + ahead,
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+    };
+    const server = createMemoryServer({ clock });
+    const broker = createMemoryBroker({ server });
+    const remove = broker.removeDeadLetters.bind(broker);
+    let refuse = true;
+    broker.removeDeadLetters = async (seqs) => {
+      if (!refuse) return remove(seqs);
+      refuse = false;
+      throw new Error("dead letters: the server did not answer");
+    };
+    rt = await createTestRuntime({ broker });
+    let broken = true;
+    const ran: string[] = [];
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      handler: (task) => {
+        ran.push(broken ? "failed" : "ok");
+        if (broken) throw new Error("model not loaded");
+        return task.payload;
+      },
+    });
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [7], maxDeliver: 1 });
+    expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
+    // Published and reopened, but its letter stays: the task runs, and dies again.
+    await expect(rt.jobs.redrive(job.id)).rejects.toThrow(/did not answer/);
+    const logged = () => memoryServerState(server).deadLetters.read(`jetstate.dead.q.${job.id}`).length;
+    await waitUntil(() => logged() === 2, { timeoutMs: 10_000, message: "the task's second letter" });
+    await waitUntil(async () => (await rt!.jobs.get(job.id))?.snapshot().status === "failed", {
+      timeoutMs: 10_000,
+      message: "the job over again",
+    });
+    ahead = 130_000;
+    broken = false;
+    const again = await rt.jobs.redrive(job.id);
+    // Before the fix it took the first redrive's id from the stale letter: it wrote nothing,
+    // published nothing new, and removed both letters; the task never ran again.
+    expect(await again.done()).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
+    await worker.stop();
+    expect(ran).toEqual(["failed", "failed", "ok"]);
+  });
+
+  it("the same lane redrive twice at once, the one that reopened refused its publish: the task stays redrivable", async () => {
+    const broker = createMemoryBroker();
+    rt = await createTestRuntime({ broker, jobs: { lane: true } });
+    let broken = true;
+    const ran: string[] = [];
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      handler: (task) => {
+        ran.push(broken ? "failed" : "ok");
+        if (broken) throw new Error("model not loaded");
+        return task.payload * 2;
+      },
+    });
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [21], backoff: [5] });
+    expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
+    broken = false;
+    const publish = broker.publishTasks.bind(broker);
+    let publishes = 0;
+    broker.publishTasks = async (...args) => {
+      if (++publishes === 1) throw new Error("publish refused");
+      return publish(...args);
+    };
+    await Promise.allSettled([rt.jobs.redrive(job.id), rt.jobs.redrive(job.id)]);
+    // Before the fix the other one published the task while this one put the record back:
+    // the lane worker removed the task of a job over, and the letters went with it.
+    const letters = await rt.jobs.deadLetters(job.id);
+    expect(letters).toHaveLength(1);
+    expect((await rt.jobs.get(job.id))?.snapshot()).toMatchObject({ status: "failed", dead: 1 });
+    const end = await (await rt.jobs.redrive(job.id)).done();
+    expect(end).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
+    await worker.stop();
+    expect(ran.filter((r) => r === "ok")).toHaveLength(1);
   });
 });
