@@ -123,7 +123,13 @@ export class Scheduler {
         const seen = this.#see(record);
         if (record.lastTick !== undefined && record.lastTick > seen.snapshot.context.cursor)
           this.#send(record, seen, { type: "tick.recorded", lastTick: record.lastTick });
-        const ticks = ticksBetween(record.rule, seen.snapshot.context.cursor, now, maxCatchUp);
+        // The ticks that fell due, and those owed (given up on a failure a later attempt may
+        // mend): handed out whatever the cursor says. Going back to them by the cursor handed
+        // out only the latest `maxCatchUp` ticks after it, so on a short period a tick given
+        // up ~40 s on was never fired, and a later tick recorded moved the cursor past it.
+        const fresh = ticksBetween(record.rule, seen.snapshot.context.cursor, now, maxCatchUp);
+        const owed = seen.snapshot.context.owed;
+        const ticks = owed.length === 0 ? fresh : [...new Set([...owed, ...fresh])].sort((a, b) => a - b);
         if (ticks.length > 0) this.#send(record, seen, { type: "ticks.due", ticks });
         const next = nextTick(record.rule, Math.max(seen.snapshot.context.cursor, now));
         if (next !== undefined) wake = Math.min(wake, next);

@@ -14,8 +14,9 @@ import type { MissedTicks } from "../kernel/schedule-record.ts";
  * is: an event brings the ticks that fell due, the input the one missed tick.
  * A tick's fire is the submit of its job under the tick's key and the move
  * of `lastTick`; several may be in flight (`firing` counts them). A tick
- * another runtime recorded first moves the cursor without a fire, never
- * past a tick owed (given up on a failure a later attempt may mend). A new rule
+ * another runtime recorded first moves the cursor without a fire. A tick
+ * given up on a failure a later attempt may mend is owed: the next pass
+ * hands it out again, whatever the cursor and `lastTick` say. A new rule
  * starts a new snapshot: its ticks are those after it.
  */
 
@@ -39,8 +40,8 @@ export interface ScheduleContext {
   readonly givenUp: number;
   /**
    * Ticks given up on a failure a later attempt may mend, not handed out
-   * again yet: the cursor stays before the oldest, whatever `lastTick` a
-   * later tick recorded meanwhile.
+   * again yet, oldest first: the scheduler's next pass hands them out with
+   * the ticks that fell due, wherever the cursor is (at most `maxOwed`).
    */
   readonly owed: readonly number[];
 }
@@ -52,12 +53,20 @@ export type ScheduleEvent =
   | { readonly type: "tick.recorded"; readonly lastTick: number }
   /**
    * One fire ended: its job committed and its tick recorded (`ok`), or given
-   * up; `again`: on a failure a later attempt may mend, so the cursor goes
-   * back before that tick and a later pass fires it again (the ticks after
-   * it that fired meanwhile fire again as no-ops: their jobs exist).
+   * up; `again`: on a failure a later attempt may mend, so that tick is
+   * owed and the next pass fires it again.
    */
   | { readonly type: "fire.settled"; readonly ok: boolean; readonly again?: number }
   | { readonly type: "schedule.removed" };
+
+/** Ticks owed at most; past it the oldest is given up for good (a very long outage of a short period). */
+export const maxOwed = 1000;
+
+/** `owed` with `tick` added in order, the oldest dropped past `maxOwed`. */
+const owe = (owed: readonly number[], tick: number): readonly number[] => {
+  const next = [...owed.filter((t) => t !== tick), tick].sort((a, b) => a - b);
+  return next.length > maxOwed ? next.slice(next.length - maxOwed) : next;
+};
 
 /** The action the scheduler carries out: fire each tick (submit its job, then record it). */
 export interface FireAction {
@@ -83,12 +92,8 @@ export const scheduleMachine = setup({
           }
         : {},
     ),
-    // Never past a tick owed: a later tick recorded (its fire went through once the server came
-    // back) moved the cursor past the one given up, and it never fired.
     recorded: assign(({ context, event }) =>
-      event.type === "tick.recorded"
-        ? { cursor: Math.max(context.cursor, Math.min(event.lastTick, Math.min(...context.owed) - 1)) }
-        : {},
+      event.type === "tick.recorded" ? { cursor: Math.max(context.cursor, event.lastTick) } : {},
     ),
     settle: assign(({ context, event }) =>
       event.type === "fire.settled"
@@ -96,12 +101,7 @@ export const scheduleMachine = setup({
             inFlight: context.inFlight - 1,
             fired: context.fired + (event.ok ? 1 : 0),
             givenUp: context.givenUp + (event.ok ? 0 : 1),
-            ...(event.again === undefined
-              ? {}
-              : {
-                  cursor: Math.min(context.cursor, event.again - 1),
-                  owed: [...context.owed.filter((tick) => tick !== event.again), event.again],
-                }),
+            ...(event.again === undefined ? {} : { owed: owe(context.owed, event.again) }),
           }
         : {},
     ),
