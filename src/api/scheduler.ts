@@ -128,7 +128,8 @@ export class Scheduler {
         // out only the latest `maxCatchUp` ticks after it, so on a short period a tick given
         // up ~40 s on was never fired, and a later tick recorded moved the cursor past it.
         const fresh = ticksBetween(record.rule, seen.snapshot.context.cursor, now, maxCatchUp);
-        const owed = seen.snapshot.context.owed;
+        // The oldest owed first, as many as fresh ones at most: a pass starts at most twice that.
+        const owed = seen.snapshot.context.owed.slice(0, maxCatchUp);
         const ticks = owed.length === 0 ? fresh : [...new Set([...owed, ...fresh])].sort((a, b) => a - b);
         if (ticks.length > 0) this.#send(record, seen, { type: "ticks.due", ticks });
         const next = nextTick(record.rule, Math.max(seen.snapshot.context.cursor, now));
@@ -238,14 +239,30 @@ export class Scheduler {
         }
       } finally {
         // Told to the snapshot of the rule that fired it, if this scheduler still follows it.
-        if (this.#seen.get(record.id) === seen)
+        if (this.#seen.get(record.id) === seen) {
+          const owedBefore = seen.snapshot.context.owed;
           seen.snapshot = transition(scheduleMachine, seen.snapshot, {
             type: "fire.settled",
             ok,
             ...(again === undefined ? {} : { again }),
           })[0];
+          if (again !== undefined) this.#droppedFromOwed(record, seen, [...owedBefore, again]);
+        }
       }
     });
+  }
+
+  /** Ticks owed past the statechart's cap (its oldest): given up for good, and said so. */
+  #droppedFromOwed(record: ScheduleRecord, seen: Seen, owed: readonly number[]): void {
+    const kept = new Set(seen.snapshot.context.owed);
+    for (const tick of owed) {
+      if (kept.has(tick)) continue;
+      seen.again.delete(tick);
+      this.#deps.log.error(
+        { schedule: record.id, key: tickKey(record.id, tick), owed: kept.size },
+        "tick not fired here; given up (too many ticks owed)",
+      );
+    }
   }
 
   /** `lastTick` moves up to `tick` by compare-and-set, never back; a lost race is read again. */

@@ -47,7 +47,7 @@ export interface ScheduleContext {
 }
 
 export type ScheduleEvent =
-  /** These ticks fell due (after the cursor, oldest first). */
+  /** These ticks fell due (after the cursor), or are owed (before it); oldest first. */
   | { readonly type: "ticks.due"; readonly ticks: readonly number[] }
   /** Another runtime recorded `lastTick`: the ticks up to it are done. */
   | { readonly type: "tick.recorded"; readonly lastTick: number }
