@@ -1,0 +1,211 @@
+import type { JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
+import { holdsAnswer } from "../../kernel/wire.ts";
+import { type BrokerNames, taskSubjectOf } from "../names.ts";
+import type { ConsumerRestore } from "../task-queue.ts";
+import { found, jobConsumerConfig, restoreJobConsumer } from "./job-consumers.ts";
+import type { NatsContext, RunOptions } from "./nats-context.ts";
+import type { PubAcks } from "./pub-acks.ts";
+import { publishPipelined } from "./publish-pipelined.ts";
+import type { QueueStreams } from "./queue-streams.ts";
+import { isNotFound } from "./streams.ts";
+import { deleteSubjectMessages } from "./subject-messages.ts";
+
+const encoder = new TextEncoder();
+
+/** What the tasks use of their broker (`NatsJobBroker`): its names, queues, operations and handles. */
+interface TasksBroker extends Pick<NatsContext, "run"> {
+  readonly names: BrokerNames;
+  readonly queues: Pick<QueueStreams, "ensureLane">;
+  handles(nc: NatsConnection): Promise<TasksHandles>;
+  queueHandles(nc: NatsConnection, queue: string): Promise<TasksHandles>;
+  acks(nc: NatsConnection): PubAcks;
+}
+
+interface TasksHandles {
+  readonly jsm: JetStreamManager;
+}
+
+/**
+ * A job's tasks and its consumer on the queue's tasks stream; each method
+ * one operation run through the broker (`NatsJobBroker.run`), which
+ * delegates to it.
+ */
+export class NatsJobTasks {
+  readonly #broker: TasksBroker;
+  readonly #names: BrokerNames;
+  /** Each job's own consumer kept in the server's memory (`jobs.memoryConsumers`). */
+  readonly #memoryConsumers: boolean;
+
+  constructor(broker: TasksBroker, memoryConsumers: boolean) {
+    this.#broker = broker;
+    this.#names = broker.names;
+    this.#memoryConsumers = memoryConsumers;
+  }
+
+  #run<A>(name: string, op: (h: TasksHandles, nc: NatsConnection) => Promise<A>) {
+    return this.#broker.run(name, async (nc) => op(await this.#broker.handles(nc), nc));
+  }
+
+  /** As `#run`, for operations on a queue's own streams: they are set up first. */
+  #runOnQueue<A>(
+    name: string,
+    queue: string,
+    op: (h: TasksHandles, nc: NatsConnection) => Promise<A>,
+    options?: RunOptions,
+  ) {
+    return this.#broker.run(name, async (nc) => op(await this.#broker.queueHandles(nc, queue), nc), options);
+  }
+
+  /**
+   * Publishes the job's tasks, pipelined, each with message id
+   * `<jobId>.<submitId>.<n>`: a retried batch (after a timeout whose outcome
+   * is unknown) cannot duplicate a task. Invisible to workers until the
+   * consumer exists; a lane job's task is visible at once (its lane consumer
+   * is set up first: the publish is the job's commit point).
+   */
+  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
+    const subject = taskSubjectOf(this.#names, record);
+    const idPrefix = `${record.id}.${record.submitId}`;
+    return this.#runOnQueue(
+      "job.tasks.publish",
+      record.queue,
+      // Not js.publish() per task: its per-request machinery was most of a submit's CPU.
+      async ({ jsm }, nc) => {
+        if (record.lane) await this.#broker.queues.ensureLane(nc, jsm, record.queue);
+        await publishPipelined(this.#broker.acks(nc), {
+          subject,
+          bodies,
+          msgId: (n) => `${idPrefix}.${n}`,
+          window: 256,
+          signal,
+        });
+      },
+      { timeoutMs: Math.max(30_000, bodies.length * 2), signal },
+    );
+  }
+
+  /** The commit point of a submit: before it no worker can see a task of the job. */
+  createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void> {
+    return this.#runOnQueue("job.consumer.create", queue, async ({ jsm }) => {
+      await jsm.consumers.add(this.#names.tasksStream(queue), this.#consumerConfig(queue, jobId, settings));
+    });
+  }
+
+  /** `held`: whether tasks of the job wait until due (delayed): then it is made again with none stored. */
+  restoreConsumer(
+    job: JobTasksRef,
+    settings: JobSettings,
+    held: () => Promise<boolean>,
+  ): Promise<ConsumerRestore> {
+    return this.#runOnQueue("job.consumer.restore", job.queue, ({ jsm }) =>
+      restoreJobConsumer(jsm, this.#names, job, this.#consumerConfig(job.queue, job.id, settings), held),
+    );
+  }
+
+  #consumerConfig(queue: string, jobId: string, settings: JobSettings) {
+    return jobConsumerConfig(this.#names, queue, jobId, settings, this.#memoryConsumers);
+  }
+
+  /**
+   * Tasks waiting and tasks held by workers (leased, not answered), for the
+   * stall log. A queue whose stream is missing has no consumer: nothing is set up.
+   */
+  consumerCounts(
+    job: JobTasksRef,
+  ): Promise<{ waiting: number; held: number; redelivered: number } | undefined> {
+    // The lane's counts are every lane job's of the queue: none of them is this job's.
+    if (job.lane) return Promise.resolve(undefined);
+    return this.#run("job.consumer.counts", async ({ jsm }) => {
+      try {
+        const info = await jsm.consumers.info(this.#names.tasksStream(job.queue), job.id);
+        return { waiting: info.num_pending, held: info.num_ack_pending, redelivered: info.num_redelivered };
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * The commit point's witness (the reaper, the lost-task check): the job's
+   * consumer; for a lane job, its task or a result of it stored (a worker
+   * stores the result before it acks). A queue whose stream is missing has neither.
+   */
+  tasksCommitted(job: JobTasksRef): Promise<boolean> {
+    const n = this.#names;
+    return this.#run("job.tasks.committed", async ({ jsm }) => {
+      const stream = n.tasksStream(job.queue);
+      if (!job.lane) return found(jsm.consumers.info(stream, job.id));
+      if (await found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) })))
+        return true;
+      // Its last result, unless a redrive marker took it back (a redrive that died before its task).
+      const last = await jsm.streams
+        .getMessage(n.resultsStream, { last_by_subj: n.resultsSubject(job.queue, job.id) })
+        .catch((error: unknown) => (isNotFound(error) ? null : Promise.reject(error)));
+      return last !== null && holdsAnswer(last.string());
+    });
+  }
+
+  /**
+   * Deletes the job's consumer (workers' loops for it end) and purges its
+   * remaining tasks; a lane job's task is deleted from its queue's lane. A
+   * queue whose stream is missing (a submit that failed before setting it
+   * up) holds nothing to remove.
+   */
+  tasksMark(job: JobTasksRef): Promise<number> {
+    return this.#run("job.tasks.mark", async ({ jsm }) => {
+      const info = await jsm.streams.info(this.#names.tasksStream(job.queue)).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+        return undefined;
+      });
+      return info ? info.state.last_seq + 1 : 0;
+    });
+  }
+
+  removeTasks(job: JobTasksRef, below?: number): Promise<void> {
+    return this.#run("job.tasks.remove", async ({ jsm }) => {
+      const stream = this.#names.tasksStream(job.queue);
+      const unlessNotFound = (error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      };
+      if (job.lane) return deleteLaneTasks(jsm, stream, this.#names.laneSubject(job.queue, job.id), below);
+      // Below the mark only: a task stored since (a redrive's) stays. The purge first: on
+      // nats-server 2.9 it moves a consumer of the subject to the first task left and forgets
+      // the deliveries in flight (`consumer.purge`), so a redrive's task already handed to a
+      // worker would never come again while that consumer lived. The consumer is deleted after
+      // it, and made again over the tasks still stored (the lost-task check, a takeover).
+      if (below === undefined || below > 1)
+        await jsm.streams
+          .purge(stream, {
+            filter: this.#names.tasksSubject(job.queue, job.id),
+            ...(below === undefined ? {} : { seq: below }),
+          })
+          .catch(unlessNotFound);
+      await jsm.consumers.delete(stream, job.id).catch(unlessNotFound);
+    });
+  }
+
+  announceCreated(queue: string, jobId: string): Promise<void> {
+    return this.#run("job.announce", async (_h, nc) => {
+      nc.publish(this.#names.jobCreatedSubject(queue), encoder.encode(jobId));
+    });
+  }
+}
+
+/**
+ * Deletes a lane job's task messages one by one, never with a filtered
+ * purge (see `deleteSubjectMessages`): a purge made the lane skip every
+ * other lane job's task stored then (they stayed in the stream, never
+ * delivered: 252 of 300 jobs hung in `test/integration/lane.test.ts`).
+ * A lane subject holds one task; a few more (a redrive raced) are bounded.
+ * Only below `below` when given: a task published since the caller looked stays.
+ */
+export const deleteLaneTasks = (
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  below?: number,
+): Promise<void> =>
+  deleteSubjectMessages(jsm, stream, subject, { max: 16, ...(below === undefined ? {} : { below }) });
