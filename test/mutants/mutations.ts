@@ -130,7 +130,7 @@ export const mutations: readonly Mutation[] = [
     what: "finalize no longer purges the tasks left (a job that ends by itself keeps them on the server)",
     file: "src/effects/finalize-job.ts",
     search:
-      "  await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId });\n  return stored;\n};",
+      "  await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }, below);\n  return stored;\n};",
     replace: "  return stored;\n};",
     tests: [faults],
   },
@@ -139,7 +139,7 @@ export const mutations: readonly Mutation[] = [
     what: "a cancel no longer purges the tasks left (they stay on the server)",
     file: "src/effects/finalize-job.ts",
     search:
-      "    if (stored && stored.phase === SubmitPhase.committed) yield* fromPort(() => port.removeTasks(stored));",
+      "    if (stored && stored.phase === SubmitPhase.committed)\n      yield* fromPort(() => port.removeTasks(stored, below));",
     replace: "",
     tests: [faults],
   },
