@@ -11,6 +11,30 @@ import type { Clock } from "../../src/kernel/clock.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 import { waitUntil } from "../harness/wait.ts";
 
+/**
+ * A worker on queue "q" whose handler fails ("model not loaded") until
+ * `mend()`; `ran` is its ledger, "failed" or "ok" per run.
+ */
+const brokenWorker = (rt: Runtime, result: (payload: number) => number = (payload) => payload) => {
+  let broken = true;
+  const ran: string[] = [];
+  const worker = rt.workers.start<number, number>({
+    queue: "q",
+    handler: (task) => {
+      ran.push(broken ? "failed" : "ok");
+      if (broken) throw new Error("model not loaded");
+      return result(task.payload);
+    },
+  });
+  return {
+    worker,
+    ran,
+    mend: () => {
+      broken = false;
+    },
+  };
+};
+
 describe("redrives and their dead letters", () => {
   let rt: Runtime | undefined;
   afterEach(async () => {
@@ -20,16 +44,7 @@ describe("redrives and their dead letters", () => {
   it("leaves none behind, and is not redriven again", async () => {
     const server = createMemoryServer();
     rt = await createTestRuntime({ broker: createMemoryBroker({ server }) });
-    let broken = true;
-    const ran: string[] = [];
-    const worker = rt.workers.start<number, number>({
-      queue: "q",
-      handler: (task) => {
-        ran.push(broken ? "failed" : "ok");
-        if (broken) throw new Error("model not loaded");
-        return task.payload;
-      },
-    });
+    const { worker, ran, mend } = brokenWorker(rt);
     const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [7], maxDeliver: 1 });
     expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
     const [letter] = await rt.jobs.deadLetters(job.id);
@@ -39,7 +54,7 @@ describe("redrives and their dead letters", () => {
     const logged = () => memoryServerState(server).deadLetters.read(`jetstate.dead.q.${job.id}`).length;
     expect(logged()).toBe(2);
     expect(await rt.jobs.deadLetters(job.id)).toHaveLength(1);
-    broken = false;
+    mend();
     expect(await (await rt.jobs.redrive(job.id)).done()).toMatchObject({
       status: "succeeded",
       done: 1,
@@ -122,16 +137,7 @@ describe("redrives and their dead letters", () => {
       throw new Error("dead letters: the server did not answer");
     };
     rt = await createTestRuntime({ broker });
-    let broken = true;
-    const ran: string[] = [];
-    const worker = rt.workers.start<number, number>({
-      queue: "q",
-      handler: (task) => {
-        ran.push(broken ? "failed" : "ok");
-        if (broken) throw new Error("model not loaded");
-        return task.payload;
-      },
-    });
+    const { worker, ran, mend } = brokenWorker(rt);
     const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [7], maxDeliver: 1 });
     expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
     // Published and reopened, but its letter stays: the task runs, and dies again.
@@ -143,7 +149,7 @@ describe("redrives and their dead letters", () => {
       message: "the job over again",
     });
     ahead = 130_000;
-    broken = false;
+    mend();
     const again = await rt.jobs.redrive(job.id);
     // Before the fix it took the first redrive's id from the stale letter: it wrote nothing,
     // published nothing new, and removed both letters; the task never ran again.
@@ -155,19 +161,10 @@ describe("redrives and their dead letters", () => {
   it("the same lane redrive twice at once, the one that reopened refused its publish: the task stays redrivable", async () => {
     const broker = createMemoryBroker();
     rt = await createTestRuntime({ broker, jobs: { lane: true } });
-    let broken = true;
-    const ran: string[] = [];
-    const worker = rt.workers.start<number, number>({
-      queue: "q",
-      handler: (task) => {
-        ran.push(broken ? "failed" : "ok");
-        if (broken) throw new Error("model not loaded");
-        return task.payload * 2;
-      },
-    });
+    const { worker, ran, mend } = brokenWorker(rt, (payload) => payload * 2);
     const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [21], backoff: [5] });
     expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
-    broken = false;
+    mend();
     const publish = broker.publishTasks.bind(broker);
     let publishes = 0;
     broker.publishTasks = async (...args) => {
