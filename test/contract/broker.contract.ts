@@ -548,6 +548,12 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await broker.flows.unmarkLive(id);
       expect((await broker.flows.listLive()).find((m) => m.id === id)).toBeUndefined();
       expect(await broker.flows.getFlow(id)).toEqual({ record: next, revision: rev2 });
+      // Its own revision: that mark goes.
+      await broker.flows.markLive(id, 7);
+      const again = (await broker.flows.listLive()).find((m) => m.id === id);
+      expect(again).toMatchObject({ id, markedAt: 7 });
+      await broker.flows.unmarkLive(id, again?.revision);
+      expect((await broker.flows.listLive()).find((m) => m.id === id)).toBeUndefined();
     });
 
     /** Every page of a walk from the start, each checked against the page's bounds. */
@@ -1164,6 +1170,9 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(a.holder).not.toBe(b.holder);
       const jobId = uid("j");
       const t0 = Date.now();
+      // Stored before the job's lease: its replaced writes lie behind a message still stored.
+      const pinned = uid("j");
+      expect(await a.acquire(pinned, 60_000, t0)).toBe(true);
       expect(await a.acquire(jobId, 1000, t0)).toBe(true);
       expect(a.holds(jobId)).toBe(true);
       expect(await a.acquire(jobId, 1000, t0 + 100)).toBe(true); // ours already
@@ -1171,7 +1180,16 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(b.holds(jobId)).toBe(false);
       expect(await a.renew(jobId, 1000, t0 + 800)).toBe(true);
       expect(await b.acquire(jobId, 1000, t0 + 1500)).toBe(false); // renewed until t0 + 1800
+      const [before] = (await a.list()).filter((l) => l.jobId === jobId);
       expect(await b.acquire(jobId, 1000, t0 + 1900)).toBe(true); // ran out: taken over
+      // A removal or a release by the holder that lost it (it has not heard yet) removes only
+      // its own write, and is no error.
+      await a.remove(jobId, before?.revision);
+      await a.release(jobId);
+      expect((await b.list()).filter((l) => l.jobId === jobId)).toMatchObject([
+        { jobId, lease: { holder: b.holder, until: t0 + 2900 } },
+      ]);
+      expect(await a.acquire(jobId, 1000, t0 + 1950)).toBe(false);
       expect(await a.renew(jobId, 1000, t0 + 2000)).toBe(false);
       expect(a.holds(jobId)).toBe(false);
       expect(await b.renew(jobId, 1000, t0 + 2000)).toBe(true);
@@ -1185,6 +1203,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await a.remove(jobId);
       expect((await b.list()).map((l) => l.jobId)).not.toContain(jobId);
       expect(await a.renew(uid("j"), 1000)).toBe(false); // never held
+      await a.release(pinned);
     });
 
     it("cleanup running while jobs are submitted never touches a job that started during its pass", async () => {

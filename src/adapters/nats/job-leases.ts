@@ -5,7 +5,7 @@ import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil 
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { ensureBucket, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, isNoMessage, scanBucketEntries } from "./streams.ts";
 
 /** Who supervises a job, until when. Versioned like every persisted record. */
 export interface LeaseRecord extends Lease {
@@ -111,7 +111,7 @@ export class NatsJobLeases implements SupervisionLeases {
   async #payOwed(nc: NatsConnection, kv: KV): Promise<void> {
     for (const [jobId, { revision, over }] of this.#owed) {
       try {
-        if (over) await this.#purge(nc, jobId, revision);
+        if (over) await this.#purgeUpTo(nc, jobId, revision);
         else await kv.update(jobId, this.#givenBack(), revision);
         this.#owed.delete(jobId);
       } catch (error) {
@@ -204,7 +204,7 @@ export class NatsJobLeases implements SupervisionLeases {
     this.#held.forget(jobId);
     if (revision === undefined) return;
     await this.#broker
-      .run("lease.release", (nc) => this.#purge(nc, jobId, revision), { timeoutMs: 2000 })
+      .run("lease.release", (nc) => this.#deleteAt(nc, jobId, revision), { timeoutMs: 2000 })
       // Best effort by contract (runtime stopping, NATS down): a lease left behind runs out with
       // the runtime's heartbeat, which writes it again meanwhile; the next takeover pass removes
       // one left (its record says the job is over).
@@ -267,7 +267,7 @@ export class NatsJobLeases implements SupervisionLeases {
    * delete) go the same way, from `purgeMarkers`.
    */
   remove(jobId: string, revision?: number): Promise<void> {
-    return this.#broker.run("lease.remove", (nc) => this.#purge(nc, jobId, revision));
+    return this.#broker.run("lease.remove", (nc) => this.#deleteAt(nc, jobId, revision));
   }
 
   /** Writes a run-out lease for a job without one (KV create: never over an existing lease). */
@@ -300,18 +300,46 @@ export class NatsJobLeases implements SupervisionLeases {
       let purged = 0;
       for (const [key, { value, revision }] of entries) {
         if (value !== undefined && !isRunOutHeartbeat({ key, value, revision }, now)) continue;
-        await this.#purge(nc, key, revision);
+        await this.#deleteAt(nc, key, revision);
         purged++;
       }
       return purged;
     });
   }
 
-  /** Removes the key's messages up to `revision` (all without it): a write made since stays. */
-  async #purge(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
+  /**
+   * Removes the key's message written at `revision` (all of the key's
+   * without one): a write made since stays. The bucket keeps one message a
+   * key, so that is all there is up to it, and one written since has already
+   * replaced it (nothing is found, and nothing goes). A delete by sequence,
+   * not a filtered purge: on nats-server 2.9 the purge's cost grows with the
+   * deleted messages behind the stream's first (one long job's lease keeps
+   * them there), up to 300–650 µs of server CPU against 50–60 for the delete
+   * (architecture.md). One that is owed goes by purge (`#payOwed`).
+   */
+  async #deleteAt(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
+    if (revision === undefined) return this.#purgeUpTo(nc, jobId);
+    await this.#bucket(nc);
+    // Through the client's PubAcks: no request of nats.js's a job.
+    await this.#broker
+      .acks(nc)
+      .request(`$JS.API.STREAM.MSG.DELETE.KV_${this.#broker.names.leasesBucket}`, {
+        seq: revision,
+        no_erase: true,
+      })
+      .catch((error: unknown) => {
+        if (!isNoMessage(error)) throw error;
+      });
+  }
+
+  /**
+   * The same by a filtered purge, which the server answers whatever the
+   * revision: a clustered nats-server 2.9.10 never answers a delete past the
+   * stream's end, which a revision from before the store was reset is.
+   */
+  async #purgeUpTo(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
     await this.#bucket(nc);
     const bucket = this.#broker.names.leasesBucket;
-    // `jsm.streams.purge`'s request, through the client's PubAcks: no request of nats.js's a job.
     await this.#broker.acks(nc).request(`$JS.API.STREAM.PURGE.KV_${bucket}`, {
       filter: `$KV.${bucket}.${jobId}`,
       ...(revision === undefined ? {} : { seq: revision + 1 }),

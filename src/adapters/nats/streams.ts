@@ -118,6 +118,17 @@ export const isNotFound = (error: unknown): boolean =>
   error instanceof JetStreamApiError &&
   (error.code === 10014 || error.code === 10059 || error.status === 404);
 
+/**
+ * A message delete by sequence that found nothing there: removed already,
+ * replaced by a later write of its key (a history-1 bucket keeps one message a
+ * key), or past the stream's end. nats-server 2.9 says so three ways: 10043
+ * ("sequence N not found") behind a message still stored, 10057 ("no message
+ * found") before the first one, 10057 ("stream store EOF") past the last.
+ */
+export const isNoMessage = (error: unknown): boolean =>
+  error instanceof JetStreamApiError &&
+  (error.code === 10043 || (error.code === 10057 && /no message found|EOF/.test(error.message)));
+
 /** Names of the streams whose name starts with `namePrefix` (one queue's stream each). */
 export const streamNamesStartingWith = async (
   jsm: JetStreamManager,
