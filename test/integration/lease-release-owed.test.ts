@@ -10,11 +10,12 @@
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { partsOf, type Runtime } from "../../src/api/runtime.ts";
+import type { NatsServerHandle } from "../harness/nats-server.ts";
+import { useNatsRuntime } from "../harness/runtime.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -22,26 +23,16 @@ const leaseMs = 1500;
 
 describe("a lease release JetStream did not answer", () => {
   let server: NatsServerHandle;
-  let nc: NatsConnection | undefined;
-  let rt: Runtime | undefined;
-
-  beforeAll(async () => {
-    server = await startNatsServer();
-  });
-  afterAll(async () => {
-    await rt?.stop();
-    await nc?.close();
-    await server?.dispose();
-  });
+  let rt: Runtime;
+  // No takeover pass: it too removes a lease whose job has no record, and would hide the heartbeat's.
+  useNatsRuntime(
+    { name: "owner", logger, jobs: { leaseMs, takeOver: false, cleanupIntervalMs: 0 } },
+    (started) => {
+      ({ server, rt } = started);
+    },
+  );
 
   it("is written by the next heartbeat once it answers; the running job's lease stays", async () => {
-    // No takeover pass: it too removes a lease whose job has no record, and would hide the heartbeat's.
-    rt = await createRuntime({
-      servers: server.url,
-      name: "owner",
-      logger,
-      jobs: { leaseMs, takeOver: false, cleanupIntervalMs: 0 },
-    });
     const { leases } = partsOf(rt).broker;
     // A job that stays running (no worker) keeps the runtime's heartbeat going, which runs from
     // its first job on and only while a lease is held.
@@ -57,7 +48,8 @@ describe("a lease release JetStream did not answer", () => {
     expect(leases.holds(ended)).toBe(false);
     await server.restart();
 
-    nc = await connect({ servers: server.url, name: "lease-owed-test" });
+    const nc = await connect({ servers: server.url, name: "lease-owed-test" });
+    onTestFinished(() => nc.close());
     const bucket = await new Kvm(nc).open("jetstate_leases");
     const stored = async (key: string) => (await bucket.get(key))?.operation === "PUT";
     expect(await stored(ended)).toBe(true);

@@ -34,6 +34,14 @@ export class NatsJobLeases implements SupervisionLeases {
    * for as long as the runtime runs. Each heartbeat writes them again.
    */
   readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
+  /**
+   * Moves on with each client and each of its disconnects. A lease written
+   * over an earlier link may have a revision that names another key's
+   * message now (a server back with an empty store starts its sequences
+   * over): its release goes by the filtered purge, never by sequence.
+   */
+  #link = 0;
+  readonly #watched = new WeakSet<NatsConnection>();
   readonly holder: string;
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
@@ -49,15 +57,28 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   #bucket(nc: NatsConnection): Promise<KV> {
-    return this.#kv(nc, async () =>
-      ensureBucket(
+    return this.#kv(nc, async () => {
+      // Set up again: a new client, or the bucket found missing on this one.
+      this.#link++;
+      this.#watchLink(nc);
+      return ensureBucket(
         nc,
         await jetstreamManager(nc),
         this.#broker.names.leasesBucket,
         { history: 1, storage: StorageType.File },
         this.#broker.replicas,
-      ),
-    );
+      );
+    });
+  }
+
+  async #watchLink(nc: NatsConnection): Promise<void> {
+    if (this.#watched.has(nc)) return;
+    this.#watched.add(nc);
+    for await (const status of nc.status()) if (status.type === "disconnect") this.#link++;
+  }
+
+  #wrote(jobId: string, revision: number, until: number): void {
+    this.#held.wrote(jobId, revision, until, this.#link);
   }
 
   /**
@@ -140,7 +161,7 @@ export class NatsJobLeases implements SupervisionLeases {
       try {
         // `kv.create`'s first try, through the client's PubAcks (no request of its own).
         const revision = await this.#broker.writeKey(nc, this.#broker.names.leasesBucket, jobId, value, 0);
-        this.#held.wrote(jobId, revision, until);
+        this.#wrote(jobId, revision, until);
         return true;
       } catch (error) {
         // Taken, or a marker left: the read below decides.
@@ -152,7 +173,7 @@ export class NatsJobLeases implements SupervisionLeases {
           const revision = entry
             ? await kv.update(jobId, value, entry.revision)
             : await kv.create(jobId, value);
-          this.#held.wrote(jobId, revision, until);
+          this.#wrote(jobId, revision, until);
           return true;
         }
         const lease = entry.json<LeaseRecord>();
@@ -161,7 +182,7 @@ export class NatsJobLeases implements SupervisionLeases {
           leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
         )
           return false;
-        this.#held.wrote(jobId, await kv.update(jobId, value, entry.revision), until);
+        this.#wrote(jobId, await kv.update(jobId, value, entry.revision), until);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) return false; // another runtime won
@@ -186,7 +207,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#held.wrote(jobId, await kv.update(jobId, value, revision), until);
+        this.#wrote(jobId, await kv.update(jobId, value, revision), until);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) {
@@ -201,10 +222,16 @@ export class NatsJobLeases implements SupervisionLeases {
   /** The job is over: our lease goes (only our write of it: a later one, another holder's, stays). */
   async release(jobId: string): Promise<void> {
     const revision = this.#held.revisionOf(jobId);
+    const link = this.#held.linkOf(jobId);
     this.#held.forget(jobId);
     if (revision === undefined) return;
     await this.#broker
-      .run("lease.release", (nc) => this.#deleteAt(nc, jobId, revision), { timeoutMs: 2000 })
+      .run(
+        "lease.release",
+        (nc) =>
+          link === this.#link ? this.#deleteAt(nc, jobId, revision) : this.#purgeUpTo(nc, jobId, revision),
+        { timeoutMs: 2000 },
+      )
       // Best effort by contract (runtime stopping, NATS down): a lease left behind runs out with
       // the runtime's heartbeat, which writes it again meanwhile; the next takeover pass removes
       // one left (its record says the job is over).
