@@ -584,7 +584,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         written.push(r);
       }
       const [first, second] = written as [JobRecord, JobRecord];
-      // Deleted: its marker is read and skipped. Rewritten: moves to the end.
+      // Deleted: gone (a marker an older version left is read and skipped). Rewritten: moves to the end.
       const found = await broker.getRecord(second.id);
       await broker.deleteRecord(second.id, found?.revision ?? 0);
       await change(first.id, { status: "running" });

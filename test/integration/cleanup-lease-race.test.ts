@@ -40,9 +40,9 @@ describe("a cleanup pass and a submit's lease", () => {
       get(target, key) {
         const value = Reflect.get(target, key);
         if (typeof value !== "function") return value;
-        if (key !== "listRecords") return value.bind(target);
+        if (key !== "listRecordsAndMarkers") return value.bind(target);
         return async () => {
-          const listed = await target.listRecords();
+          const listed = await target.listRecordsAndMarkers();
           await landing(target);
           return listed;
         };

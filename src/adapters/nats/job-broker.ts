@@ -191,6 +191,15 @@ export class NatsJobBroker {
     return this.#records.listRecords();
   }
 
+  /** Every record and the delete markers older versions left (cleanup removes those). */
+  listRecordsAndMarkers(): ReturnType<NatsJobRecords["listRecordsAndMarkers"]> {
+    return this.#records.listRecordsAndMarkers();
+  }
+
+  removeRecordMarkers(markers: ReadonlyArray<{ id: string; revision: number }>): Promise<number> {
+    return this.#records.removeMarkers(markers);
+  }
+
   listRecordsPage(query: RecordsPageQuery): Promise<RecordsPage> {
     return this.#records.listRecordsPage(query);
   }

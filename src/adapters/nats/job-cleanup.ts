@@ -61,11 +61,8 @@ export const cleanupJobs = async (
     };
   });
   const leased = await leases.list();
-  const { over, expired, resultsGone, unleased } = planCleanup(
-    await broker.listRecords(),
-    options.retentionMs,
-    now,
-  );
+  const { records, markers } = await broker.listRecordsAndMarkers();
+  const { over, expired, resultsGone, unleased } = planCleanup(records, options.retentionMs, now);
   const leaseless = unleased(new Set(leased.map((l) => l.jobId))).map((r) => r.id);
   // A submit writes its lease and its record together: a lease listed with no record of its job,
   // or with a finished one, may be a new submit's whose record (or whose take-over of a
@@ -138,6 +135,9 @@ export const cleanupJobs = async (
       // Changed since it was read (a redrive: no longer expired), or not now: the next cleanup looks again.
       if (found) await broker.deleteRecord(record.id, found.revision).catch(() => undefined);
     }
+    // The delete markers versions before this one left (their cleanup was a KV delete): one
+    // message a job ever cleaned up, which every page and scan of the records read.
+    await broker.removeRecordMarkers(markers);
   }
   return report;
 };

@@ -6,7 +6,7 @@ import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-rec
 import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { pageBucket, scanBucket } from "./streams.ts";
+import { isNoMessage, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
 
 /** What the records use of their broker (`NatsJobBroker`): its operations, handles and compare-and-set write. */
 interface RecordsBroker extends Pick<NatsContext, "run"> {
@@ -99,16 +99,71 @@ export class NatsJobRecords {
     );
   }
 
+  /**
+   * Removes the record at `revision` from the bucket's stream, message and
+   * all: a delete of that message by sequence, not a KV delete, whose marker
+   * would be the key's message for good (one a job ever cleaned up, read by
+   * every page and scan). A record written since has replaced the message
+   * (history 1): nothing is found, and that is the compare-and-set's
+   * conflict.
+   */
   deleteRecord(id: string, revision: number): Promise<void> {
-    return this.#run("job.record.delete", ({ kv }) =>
-      kv.delete(id, { previousSeq: revision }).catch(casConflict(id)),
-    );
+    return this.#run("job.record.delete", ({ jsm }) => this.#deleteAt(jsm, id, revision));
+  }
+
+  async #deleteAt(jsm: JetStreamManager, id: string, revision: number): Promise<void> {
+    const stored = await jsm.streams.getMessage(`KV_${this.#bucket}`, { seq: revision }).catch(() => null);
+    // The sequence may hold another key's message after a reset store: only this key's goes.
+    if (stored?.subject !== `$KV.${this.#bucket}.${id}`)
+      throw new RevisionConflict({ message: `job record ${id} changed concurrently`, key: id });
+    await jsm.streams.deleteMessage(`KV_${this.#bucket}`, revision, false).catch((error: unknown) => {
+      if (isNoMessage(error))
+        throw new RevisionConflict({ message: `job record ${id} changed concurrently`, key: id });
+      throw error;
+    });
   }
 
   listRecords(): Promise<JobRecord[]> {
     return this.#run("job.record.list", async ({ js, jsm }) =>
       [...(await scanBucket(js, jsm, this.#bucket)).values()].map(decodeRecord),
     );
+  }
+
+  /**
+   * Every record, and the delete markers the bucket holds (left by versions
+   * whose cleanup was a KV delete), in one pass (`scanBucketEntries`).
+   */
+  listRecordsAndMarkers(): Promise<{
+    records: JobRecord[];
+    markers: Array<{ id: string; revision: number }>;
+  }> {
+    return this.#run("job.record.list", async ({ js, jsm }) => {
+      const records: JobRecord[] = [];
+      const markers: Array<{ id: string; revision: number }> = [];
+      for (const [id, { value, revision }] of await scanBucketEntries(js, jsm, this.#bucket)) {
+        if (value === undefined) markers.push({ id, revision });
+        else records.push(decodeRecord(value));
+      }
+      return { records, markers };
+    });
+  }
+
+  /** Removes delete markers by sequence (one rewritten since stays); how many went. */
+  removeMarkers(markers: ReadonlyArray<{ id: string; revision: number }>): Promise<number> {
+    return this.#run("job.record.markers", async ({ jsm }) => {
+      let removed = 0;
+      for (const { id, revision } of markers) {
+        const gone = await this.#deleteAt(jsm, id, revision).then(
+          () => true,
+          (error: unknown) => {
+            if (error instanceof RevisionConflict) return false;
+            throw error;
+          },
+        );
+        if (gone) removed++;
+      }
+      return removed;
+    });
   }
 
   /** One page of records, in the order of their last write (`pageBucket`). */
