@@ -59,8 +59,6 @@ interface Held {
   readonly until: number;
   /** The heartbeat streak that covers it (-1: none; its own `until` does until a renewal). */
   streak: number;
-  /** The broker's link to the server when written (`NatsJobLeases`: its revision names its message on that link only). */
-  readonly link: number;
 }
 
 /**
@@ -115,13 +113,8 @@ export class HeldLeases {
   }
 
   /** This runtime wrote the lease (a take or a renewal): its own `until` covers it until the next heartbeat. */
-  wrote(jobId: string, revision: number, until: number, link = 0): void {
-    this.#held.set(jobId, { revision, until, streak: -1, link });
-  }
-
-  /** The link the lease's last write went over (`wrote`). */
-  linkOf(jobId: string): number | undefined {
-    return this.#held.get(jobId)?.link;
+  wrote(jobId: string, revision: number, until: number): void {
+    this.#held.set(jobId, { revision, until, streak: -1 });
   }
 
   forget(jobId: string): void {

@@ -199,13 +199,9 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
   ...kvWrite(n.leasesBucket),
   // rt.flows: the flow records, written by their submitter and stepped by every driver.
   ...kvWrite(n.flowsBucket),
-  // A flow that settled has its mark (`live.<flowId>`) purged from the bucket's stream (deleted
-  // by its sequence when the sweep found it).
+  // A flow that settled has its mark (`live.<flowId>`) purged from the bucket's stream.
   `$JS.API.STREAM.PURGE.KV_${n.flowsBucket}`,
-  `$JS.API.STREAM.MSG.DELETE.KV_${n.flowsBucket}`,
-  // A lease that goes (its job over) is deleted from the bucket's stream by its sequence
-  // (purged, marker and all, when there is none to name).
-  `$JS.API.STREAM.MSG.DELETE.KV_${n.leasesBucket}`,
+  // A lease that goes (its job over) is purged from the bucket's stream, marker and all.
   `$JS.API.STREAM.PURGE.KV_${n.leasesBucket}`,
   ...streamInfo(n.resultsStream),
   ...manageConsumers(n.resultsStream),

@@ -1,9 +1,6 @@
 /**
  * A lease release that gets no answer (JetStream away) is owed: the
- * runtime's next heartbeat, once JetStream answers again, removes the lease
- * (a filtered purge up to the revision it wrote: a clustered nats-server
- * 2.9.10 never answers a delete past the stream's end, which this test's one
- * server does; it checks that the owed release is written, not how).
+ * runtime's next heartbeat, once JetStream answers again, removes the lease.
  * Without it, the heartbeat would keep renewing a lease whose job is over
  * for as long as the runtime holds any other. The oracle is the bucket as
  * stored, read through a connection of this test's own.

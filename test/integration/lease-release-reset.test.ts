@@ -1,10 +1,10 @@
 /**
- * A lease is released by deleting its message by sequence (its revision).
- * A server back with an empty store starts its sequences over, so the
- * revision of a lease written before may name another lease's message now:
- * such a release must go by the key (a filtered purge), never by sequence,
- * or it removes a lease another job's supervision rests on. The oracle is
- * the bucket as stored, read through a connection of this test's own.
+ * A lease is released up to the revision its holder wrote. A server back
+ * with an empty store starts its sequences over, so the revision of a lease
+ * written before may be another lease's sequence now: a release must name
+ * its key (a purge filtered by it), never remove by sequence alone, or it
+ * removes a lease another job's supervision rests on. The oracle is the
+ * bucket as stored, read through a connection of this test's own.
  */
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";

@@ -5,7 +5,7 @@ import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil 
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { ensureBucket, isNoMessage, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, scanBucketEntries } from "./streams.ts";
 
 /** Who supervises a job, until when. Versioned like every persisted record. */
 export interface LeaseRecord extends Lease {
@@ -34,14 +34,6 @@ export class NatsJobLeases implements SupervisionLeases {
    * for as long as the runtime runs. Each heartbeat writes them again.
    */
   readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
-  /**
-   * Moves on with each client and each of its disconnects. A lease written
-   * over an earlier link may have a revision that names another key's
-   * message now (a server back with an empty store starts its sequences
-   * over): its release goes by the filtered purge, never by sequence.
-   */
-  #link = 0;
-  readonly #watched = new WeakSet<NatsConnection>();
   readonly holder: string;
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
@@ -57,28 +49,15 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   #bucket(nc: NatsConnection): Promise<KV> {
-    return this.#kv(nc, async () => {
-      // Set up again: a new client, or the bucket found missing on this one.
-      this.#link++;
-      this.#watchLink(nc);
-      return ensureBucket(
+    return this.#kv(nc, async () =>
+      ensureBucket(
         nc,
         await jetstreamManager(nc),
         this.#broker.names.leasesBucket,
         { history: 1, storage: StorageType.File },
         this.#broker.replicas,
-      );
-    });
-  }
-
-  async #watchLink(nc: NatsConnection): Promise<void> {
-    if (this.#watched.has(nc)) return;
-    this.#watched.add(nc);
-    for await (const status of nc.status()) if (status.type === "disconnect") this.#link++;
-  }
-
-  #wrote(jobId: string, revision: number, until: number): void {
-    this.#held.wrote(jobId, revision, until, this.#link);
+      ),
+    );
   }
 
   /**
@@ -132,7 +111,7 @@ export class NatsJobLeases implements SupervisionLeases {
   async #payOwed(nc: NatsConnection, kv: KV): Promise<void> {
     for (const [jobId, { revision, over }] of this.#owed) {
       try {
-        if (over) await this.#purgeUpTo(nc, jobId, revision);
+        if (over) await this.#purge(nc, jobId, revision);
         else await kv.update(jobId, this.#givenBack(), revision);
         this.#owed.delete(jobId);
       } catch (error) {
@@ -161,7 +140,7 @@ export class NatsJobLeases implements SupervisionLeases {
       try {
         // `kv.create`'s first try, through the client's PubAcks (no request of its own).
         const revision = await this.#broker.writeKey(nc, this.#broker.names.leasesBucket, jobId, value, 0);
-        this.#wrote(jobId, revision, until);
+        this.#held.wrote(jobId, revision, until);
         return true;
       } catch (error) {
         // Taken, or a marker left: the read below decides.
@@ -173,7 +152,7 @@ export class NatsJobLeases implements SupervisionLeases {
           const revision = entry
             ? await kv.update(jobId, value, entry.revision)
             : await kv.create(jobId, value);
-          this.#wrote(jobId, revision, until);
+          this.#held.wrote(jobId, revision, until);
           return true;
         }
         const lease = entry.json<LeaseRecord>();
@@ -182,7 +161,7 @@ export class NatsJobLeases implements SupervisionLeases {
           leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
         )
           return false;
-        this.#wrote(jobId, await kv.update(jobId, value, entry.revision), until);
+        this.#held.wrote(jobId, await kv.update(jobId, value, entry.revision), until);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) return false; // another runtime won
@@ -207,7 +186,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const until = now + ttlMs;
       const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
       try {
-        this.#wrote(jobId, await kv.update(jobId, value, revision), until);
+        this.#held.wrote(jobId, await kv.update(jobId, value, revision), until);
         return true;
       } catch (error) {
         if (error instanceof JetStreamApiError && error.code === 10071) {
@@ -222,16 +201,10 @@ export class NatsJobLeases implements SupervisionLeases {
   /** The job is over: our lease goes (only our write of it: a later one, another holder's, stays). */
   async release(jobId: string): Promise<void> {
     const revision = this.#held.revisionOf(jobId);
-    const link = this.#held.linkOf(jobId);
     this.#held.forget(jobId);
     if (revision === undefined) return;
     await this.#broker
-      .run(
-        "lease.release",
-        (nc) =>
-          link === this.#link ? this.#deleteAt(nc, jobId, revision) : this.#purgeUpTo(nc, jobId, revision),
-        { timeoutMs: 2000 },
-      )
+      .run("lease.release", (nc) => this.#purge(nc, jobId, revision), { timeoutMs: 2000 })
       // Best effort by contract (runtime stopping, NATS down): a lease left behind runs out with
       // the runtime's heartbeat, which writes it again meanwhile; the next takeover pass removes
       // one left (its record says the job is over).
@@ -294,7 +267,7 @@ export class NatsJobLeases implements SupervisionLeases {
    * delete) go the same way, from `purgeMarkers`.
    */
   remove(jobId: string, revision?: number): Promise<void> {
-    return this.#broker.run("lease.remove", (nc) => this.#deleteAt(nc, jobId, revision));
+    return this.#broker.run("lease.remove", (nc) => this.#purge(nc, jobId, revision));
   }
 
   /** Writes a run-out lease for a job without one (KV create: never over an existing lease). */
@@ -327,46 +300,18 @@ export class NatsJobLeases implements SupervisionLeases {
       let purged = 0;
       for (const [key, { value, revision }] of entries) {
         if (value !== undefined && !isRunOutHeartbeat({ key, value, revision }, now)) continue;
-        await this.#deleteAt(nc, key, revision);
+        await this.#purge(nc, key, revision);
         purged++;
       }
       return purged;
     });
   }
 
-  /**
-   * Removes the key's message written at `revision` (all of the key's
-   * without one): a write made since stays. The bucket keeps one message a
-   * key, so that is all there is up to it, and one written since has already
-   * replaced it (nothing is found, and nothing goes). A delete by sequence,
-   * not a filtered purge: on nats-server 2.9 the purge's cost grows with the
-   * deleted messages behind the stream's first (one long job's lease keeps
-   * them there), up to 300–650 µs of server CPU against 50–60 for the delete
-   * (architecture.md). One that is owed goes by purge (`#payOwed`).
-   */
-  async #deleteAt(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
-    if (revision === undefined) return this.#purgeUpTo(nc, jobId);
-    await this.#bucket(nc);
-    // Through the client's PubAcks: no request of nats.js's a job.
-    await this.#broker
-      .acks(nc)
-      .request(`$JS.API.STREAM.MSG.DELETE.KV_${this.#broker.names.leasesBucket}`, {
-        seq: revision,
-        no_erase: true,
-      })
-      .catch((error: unknown) => {
-        if (!isNoMessage(error)) throw error;
-      });
-  }
-
-  /**
-   * The same by a filtered purge, which the server answers whatever the
-   * revision: a clustered nats-server 2.9.10 never answers a delete past the
-   * stream's end, which a revision from before the store was reset is.
-   */
-  async #purgeUpTo(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
+  /** Removes the key's messages up to `revision` (all without it): a write made since stays. */
+  async #purge(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
     await this.#bucket(nc);
     const bucket = this.#broker.names.leasesBucket;
+    // `jsm.streams.purge`'s request, through the client's PubAcks: no request of nats.js's a job.
     await this.#broker.acks(nc).request(`$JS.API.STREAM.PURGE.KV_${bucket}`, {
       filter: `$KV.${bucket}.${jobId}`,
       ...(revision === undefined ? {} : { seq: revision + 1 }),

@@ -8,6 +8,9 @@ import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { isNoMessage, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
 
+/** Delete markers removed per operation (two requests each). */
+const markersPerRun = 200;
+
 /** What the records use of their broker (`NatsJobBroker`): its operations, handles and compare-and-set write. */
 interface RecordsBroker extends Pick<NatsContext, "run"> {
   handles(
@@ -100,25 +103,40 @@ export class NatsJobRecords {
   }
 
   /**
-   * Removes the record at `revision` from the bucket's stream, message and
-   * all: a delete of that message by sequence, not a KV delete, whose marker
-   * would be the key's message for good (one a job ever cleaned up, read by
-   * every page and scan). A record written since has replaced the message
-   * (history 1): nothing is found, and that is the compare-and-set's
-   * conflict.
+   * Deletes the record at `revision` (compare-and-set): a KV delete, whose
+   * marker, stored like any write, is then the key's one message; right
+   * after, that marker goes by its sequence (`#removeMarker`). Left there, it
+   * stayed for good: one message per job ever cleaned up, which every page
+   * of `list()`, every scan and every start of the server reads. A server
+   * killed before it flushed forgets a delete by sequence (nats-server 2.9,
+   * no erasure): the marker comes back, which still says the record is
+   * deleted, and the next cleanup pass removes it.
    */
   deleteRecord(id: string, revision: number): Promise<void> {
-    return this.#run("job.record.delete", ({ jsm }) => this.#deleteAt(jsm, id, revision));
+    return this.#run("job.record.delete", async ({ kv, jsm }) => {
+      await kv.delete(id, { previousSeq: revision }).catch(casConflict(id));
+      await this.#removeMarker(jsm, id);
+    });
   }
 
-  async #deleteAt(jsm: JetStreamManager, id: string, revision: number): Promise<void> {
-    const stored = await jsm.streams.getMessage(`KV_${this.#bucket}`, { seq: revision }).catch(() => null);
-    // The sequence may hold another key's message after a reset store: only this key's goes.
-    if (stored?.subject !== `$KV.${this.#bucket}.${id}`)
-      throw new RevisionConflict({ message: `job record ${id} changed concurrently`, key: id });
-    await jsm.streams.deleteMessage(`KV_${this.#bucket}`, revision, false).catch((error: unknown) => {
-      if (isNoMessage(error))
-        throw new RevisionConflict({ message: `job record ${id} changed concurrently`, key: id });
+  /**
+   * Removes the key's delete marker, at `seq` when given (else its last
+   * message), by sequence; false when that message is not a marker of this
+   * key (written since, or, after a server came back with an empty store,
+   * another key's: its sequences start over). Read first for that reason,
+   * which also keeps the delete within the stream: a clustered nats-server
+   * 2.9.10 never answers a delete past the end and resets its stream group.
+   */
+  async #removeMarker(jsm: JetStreamManager, id: string, seq?: number): Promise<boolean> {
+    const stream = `KV_${this.#bucket}`;
+    const subject = `$KV.${this.#bucket}.${id}`;
+    const stored = await jsm.streams
+      .getMessage(stream, seq === undefined ? { last_by_subj: subject } : { seq })
+      .catch(() => null);
+    const operation = stored?.header?.get("KV-Operation");
+    if (stored?.subject !== subject || (operation !== "DEL" && operation !== "PURGE")) return false;
+    return jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
+      if (isNoMessage(error)) return false;
       throw error;
     });
   }
@@ -130,8 +148,9 @@ export class NatsJobRecords {
   }
 
   /**
-   * Every record, and the delete markers the bucket holds (left by versions
-   * whose cleanup was a KV delete), in one pass (`scanBucketEntries`).
+   * Every record, and the delete markers the bucket holds, in one pass
+   * (`scanBucketEntries`): markers a removal lost (above) or that versions
+   * before it left.
    */
   listRecordsAndMarkers(): Promise<{
     records: JobRecord[];
@@ -148,22 +167,30 @@ export class NatsJobRecords {
     });
   }
 
-  /** Removes delete markers by sequence (one rewritten since stays); how many went. */
-  removeMarkers(markers: ReadonlyArray<{ id: string; revision: number }>): Promise<number> {
-    return this.#run("job.record.markers", async ({ jsm }) => {
-      let removed = 0;
-      for (const { id, revision } of markers) {
-        const gone = await this.#deleteAt(jsm, id, revision).then(
-          () => true,
-          (error: unknown) => {
-            if (error instanceof RevisionConflict) return false;
-            throw error;
-          },
-        );
-        if (gone) removed++;
-      }
-      return removed;
-    });
+  /**
+   * Removes delete markers by sequence (one rewritten since stays), in runs
+   * of `markersPerRun` (each its own deadline: a backlog of an older
+   * version's goes over passes that each get somewhere); how many went. Only
+   * in a bucket that keeps one message a key: with more, the message behind
+   * a marker would be the key's value again.
+   */
+  async removeMarkers(markers: ReadonlyArray<{ id: string; revision: number }>): Promise<number> {
+    if (markers.length === 0) return 0;
+    const onePerKey = await this.#run(
+      "job.record.history",
+      async ({ jsm }) => (await jsm.streams.info(`KV_${this.#bucket}`)).config.max_msgs_per_subject === 1,
+    );
+    if (!onePerKey) return 0;
+    let removed = 0;
+    for (let from = 0; from < markers.length; from += markersPerRun) {
+      const run = markers.slice(from, from + markersPerRun);
+      removed += await this.#run("job.record.markers", async ({ jsm }) => {
+        let gone = 0;
+        for (const { id, revision } of run) if (await this.#removeMarker(jsm, id, revision)) gone++;
+        return gone;
+      });
+    }
+    return removed;
   }
 
   /** One page of records, in the order of their last write (`pageBucket`). */

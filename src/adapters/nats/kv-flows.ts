@@ -5,7 +5,7 @@ import { RevisionConflict } from "../../kernel/errors.ts";
 import { decodeFlowRecord, encodeFlowRecord } from "../../kernel/flow-record.ts";
 import type { FlowStore, LiveMark } from "../flow-store.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket, isNoMessage, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, scanBucketEntries } from "./streams.ts";
 
 const live = "live.";
 
@@ -76,21 +76,17 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
         }
         return marks;
       }),
-    // Gone from the stream, marker and all, as a lease that goes is: the bucket keeps no message
-    // per flow that ever settled. With `revision`, its message is deleted by sequence (a mark
-    // written since has replaced it and stays; not a filtered purge, whose cost on nats-server
-    // 2.9 grows with the deleted messages behind the stream's first, which the flow records keep).
+    // Purged from the stream, marker and all (up to `revision`: a mark written since stays), as a
+    // lease that goes is: the bucket keeps no message per flow that ever settled.
     unmarkLive: (id, revision) =>
       broker.run("flow.unmark", async (nc) => {
         await bucket(nc);
         const { jsm } = await broker.handles(nc);
-        const stream = `KV_${broker.names.flowsBucket}`;
-        if (revision === undefined)
-          await jsm.streams.purge(stream, { filter: `$KV.${broker.names.flowsBucket}.${live}${id}` });
-        else
-          await jsm.streams.deleteMessage(stream, revision, false).catch((error: unknown) => {
-            if (!isNoMessage(error)) throw error;
-          });
+        const name = broker.names.flowsBucket;
+        await jsm.streams.purge(`KV_${name}`, {
+          filter: `$KV.${name}.${live}${id}`,
+          ...(revision === undefined ? {} : { seq: revision + 1 }),
+        });
       }),
   };
 };
