@@ -4,8 +4,11 @@
  * bucket keeps one message a key, and a marker is that message), so a
  * service that ran a job a second kept a message a second for good, which
  * every page of `rt.jobs.list()`, every scan and every restart of the
- * server reads. The oracle is the server's own count of the messages stored
- * in the bucket's stream, read through a connection of this test's own.
+ * server reads. And it purges the dead letters of the jobs that have some,
+ * not one purge per job removed. The oracles are the server's own counts of
+ * the messages stored in the bucket's stream and in the dead-letter stream,
+ * and the purge requests it receives, read through a connection of this
+ * test's own.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -27,7 +30,7 @@ describe("cleanup of finished records", () => {
     ({ server, rt } = started);
   });
 
-  it("leaves no message of theirs in the jobs bucket's stream, removes the markers older versions left, keeps a running job's", async () => {
+  it("leaves no message of theirs in the jobs bucket's stream nor dead letters, with one purge for the one job that has them; removes older versions' markers; keeps a running job's", async () => {
     const worker = rt.workers.start<number, number>({ queue: "gone", handler: (t) => t.payload });
     const finished = [];
     for (let n = 0; n < 6; n++) {
@@ -35,6 +38,17 @@ describe("cleanup of finished records", () => {
       expect(await job.done()).toMatchObject({ status: "succeeded" });
       finished.push(job.id);
     }
+    // One with a dead letter: a task that fails on every delivery.
+    const dying = await rt.jobs.submit<number, number>({ queue: "dying", tasks: [1], maxDeliver: 1 });
+    const failing = rt.workers.start<number, number>({
+      queue: "dying",
+      handler: () => {
+        throw new Error("never works");
+      },
+    });
+    expect(await dying.done()).toMatchObject({ status: "failed", dead: 1 });
+    await failing.stop();
+    finished.push(dying.id);
     await worker.stop();
     // One job still running (no worker now): its record stays.
     const running = await rt.jobs.submit({ queue: "gone", tasks: [1] });
@@ -52,7 +66,23 @@ describe("cleanup of finished records", () => {
     expect((await bucket.get("jlegacy"))?.operation).toBe("DEL");
     expect((await subjects()).length).toBe(finished.length + 2);
 
+    const deadLetters = async () =>
+      Object.keys((await jsm.streams.info(names.deadStream, { subjects_filter: ">" })).state.subjects ?? {});
+    expect(await deadLetters()).toEqual([names.deadSubject("dying", dying.id)]);
+    // Each dead-letter purge the pass asks of the server, as the server receives it.
+    const purges: string[] = [];
+    const watch = nc.subscribe(`$JS.API.STREAM.PURGE.${names.deadStream}`, {
+      callback: (_e, m) => {
+        purges.push(m.string());
+      },
+    });
+    await nc.flush();
     const report = await rt.admin.cleanup({ retentionMs: 0 });
+    await nc.flush();
+    watch.unsubscribe();
+    // The dead letters of the one job that has them go, with one purge: not one per job removed.
+    expect(await deadLetters()).toEqual([]);
+    expect(purges).toHaveLength(1);
     expect([...report.recordsRemoved].sort()).toEqual([...finished].sort());
     // Nothing of theirs is stored: no record, no marker (the earlier version's gone too).
     expect(await subjects()).toEqual([`$KV.${names.jobsBucket}.${running.id}`]);

@@ -4,7 +4,7 @@ import { laneConsumer, queueOfStream } from "../names.ts";
 import { deleteLaneTasks, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { streamNamesStartingWith } from "./streams.ts";
+import { isNotFound, streamNamesStartingWith } from "./streams.ts";
 import { deleteSubjectMessages } from "./subject-messages.ts";
 
 export type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
@@ -53,11 +53,20 @@ export const cleanupJobs = async (
     const results = await jsm.streams.info(n.resultsStream, {
       subjects_filter: `${core.options.prefix}.results.>`,
     });
+    // The jobs that have dead letters: only theirs are purged below, not one purge per job
+    // removed (on nats-server 2.9 a filtered purge costs up to ~0.6 ms of server CPU).
+    const dead = await jsm.streams
+      .info(n.deadStream, { subjects_filter: `${core.options.prefix}.dead.>` })
+      .catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+        return undefined; // no dead letter ever stored
+      });
     return {
       consumers,
       subjects,
       resultSubjects: results.state.subjects ?? {},
       resultsBelow: results.state.last_seq + 1,
+      deadSubjects: new Set(Object.keys(dead?.state.subjects ?? {})),
     };
   });
   const leased = await leases.list();
@@ -114,6 +123,8 @@ export const cleanupJobs = async (
         await deleteSubjectMessages(jsm, n.resultsStream, subject, { max, below: seen.resultsBelow });
       }
       for (const record of expired) {
+        // Letters stored after the survey: the stream's max age removes them.
+        if (!seen.deadSubjects.has(n.deadSubject(record.queue, record.id))) continue;
         await jsm.streams
           .purge(n.deadStream, { filter: n.deadSubject(record.queue, record.id) })
           // No dead-letter stream (none ever stored) or not now: its max age removes them anyway.
