@@ -32,6 +32,8 @@ export class NatsJobRecords {
   readonly #decoded = new Map<string, JobRecord>();
   /** The last `decodedKept` record texts this broker wrote: a watch reads each back. */
   readonly #written = new Set<string>();
+  /** Whether the bucket keeps one message a key (`#onePerKey`). */
+  #historyOne: Promise<boolean> | undefined;
 
   constructor(broker: RecordsBroker, bucket: string) {
     this.#broker = broker;
@@ -103,39 +105,60 @@ export class NatsJobRecords {
   }
 
   /**
-   * Deletes the record at `revision` (compare-and-set): a KV delete, whose
-   * marker, stored like any write, is then the key's one message; right
-   * after, that marker goes by its sequence (`#removeMarker`). Left there, it
-   * stayed for good: one message per job ever cleaned up, which every page
-   * of `list()`, every scan and every start of the server reads. A server
-   * killed before it flushed forgets a delete by sequence (nats-server 2.9,
-   * no erasure): the marker comes back, which still says the record is
-   * deleted, and the next cleanup pass removes it.
+   * Deletes the record at `revision` (compare-and-set): its message is
+   * erased by sequence, after a read that finds this key's record there (a
+   * record written since has replaced it: the conflict). No KV delete: its
+   * marker stayed the key's one message for good, one per job ever cleaned
+   * up, which every page of `list()`, every scan and every start of the
+   * server reads. Erased, not only deleted: on nats-server 2.9 a delete
+   * without erasure is forgotten by a server killed before it flushes, and
+   * removing a marker right after its KV delete brought the record behind it
+   * back after such a kill (the limit's removal of the record, in an older
+   * block, was not flushed either). The read also keeps the delete on this
+   * key (a server back with an empty store starts its sequences over) and
+   * within the stream (a clustered 2.9.10 resets its stream group on a delete
+   * past the end). A bucket that keeps more than one message a key (made so
+   * outside jetstate) gets the KV delete: erasing would bring back the
+   * revision before.
    */
   deleteRecord(id: string, revision: number): Promise<void> {
     return this.#run("job.record.delete", async ({ kv, jsm }) => {
-      await kv.delete(id, { previousSeq: revision }).catch(casConflict(id));
-      await this.#removeMarker(jsm, id);
+      if (!(await this.#onePerKey(jsm))) {
+        await kv.delete(id, { previousSeq: revision }).catch(casConflict(id));
+        return;
+      }
+      if (!(await this.#eraseAt(jsm, id, revision, "record")))
+        throw new RevisionConflict({ message: `job record ${id} changed concurrently`, key: id });
     });
   }
 
-  /**
-   * Removes the key's delete marker, at `seq` when given (else its last
-   * message), by sequence; false when that message is not a marker of this
-   * key (written since, or, after a server came back with an empty store,
-   * another key's: its sequences start over). Read first for that reason,
-   * which also keeps the delete within the stream: a clustered nats-server
-   * 2.9.10 never answers a delete past the end and resets its stream group.
-   */
-  async #removeMarker(jsm: JetStreamManager, id: string, seq?: number): Promise<boolean> {
+  /** Whether the bucket keeps one message a key (asked once; again after a failed ask). */
+  #onePerKey(jsm: JetStreamManager): Promise<boolean> {
+    if (!this.#historyOne) {
+      const asked = jsm.streams
+        .info(`KV_${this.#bucket}`)
+        .then((info) => info.config.max_msgs_per_subject === 1);
+      asked.catch(() => {
+        if (this.#historyOne === asked) this.#historyOne = undefined;
+      });
+      this.#historyOne = asked;
+    }
+    return this.#historyOne;
+  }
+
+  /** Erases the message at `seq` when it is this key's record (or marker); false when it is not there. */
+  async #eraseAt(
+    jsm: JetStreamManager,
+    id: string,
+    seq: number,
+    what: "record" | "marker",
+  ): Promise<boolean> {
     const stream = `KV_${this.#bucket}`;
-    const subject = `$KV.${this.#bucket}.${id}`;
-    const stored = await jsm.streams
-      .getMessage(stream, seq === undefined ? { last_by_subj: subject } : { seq })
-      .catch(() => null);
+    const stored = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
     const operation = stored?.header?.get("KV-Operation");
-    if (stored?.subject !== subject || (operation !== "DEL" && operation !== "PURGE")) return false;
-    return jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
+    const marker = operation === "DEL" || operation === "PURGE";
+    if (stored?.subject !== `$KV.${this.#bucket}.${id}` || marker !== (what === "marker")) return false;
+    return jsm.streams.deleteMessage(stream, seq, true).catch((error: unknown) => {
       if (isNoMessage(error)) return false;
       throw error;
     });
@@ -148,9 +171,8 @@ export class NatsJobRecords {
   }
 
   /**
-   * Every record, and the delete markers the bucket holds, in one pass
-   * (`scanBucketEntries`): markers a removal lost (above) or that versions
-   * before it left.
+   * Every record, and the delete markers the bucket holds (versions before
+   * this one left them), in one pass (`scanBucketEntries`).
    */
   listRecordsAndMarkers(): Promise<{
     records: JobRecord[];
@@ -168,25 +190,22 @@ export class NatsJobRecords {
   }
 
   /**
-   * Removes delete markers by sequence (one rewritten since stays), in runs
-   * of `markersPerRun` (each its own deadline: a backlog of an older
-   * version's goes over passes that each get somewhere); how many went. Only
-   * in a bucket that keeps one message a key: with more, the message behind
-   * a marker would be the key's value again.
+   * Erases the delete markers older versions left (their cleanup was a KV
+   * delete), by sequence (one rewritten since stays), in runs of
+   * `markersPerRun` (each its own deadline: a backlog goes over passes that
+   * each get somewhere); how many went. Only in a bucket that keeps one
+   * message a key: with more, the message behind a marker would be the key's
+   * value again.
    */
   async removeMarkers(markers: ReadonlyArray<{ id: string; revision: number }>): Promise<number> {
     if (markers.length === 0) return 0;
-    const onePerKey = await this.#run(
-      "job.record.history",
-      async ({ jsm }) => (await jsm.streams.info(`KV_${this.#bucket}`)).config.max_msgs_per_subject === 1,
-    );
-    if (!onePerKey) return 0;
+    if (!(await this.#run("job.record.history", ({ jsm }) => this.#onePerKey(jsm)))) return 0;
     let removed = 0;
     for (let from = 0; from < markers.length; from += markersPerRun) {
       const run = markers.slice(from, from + markersPerRun);
       removed += await this.#run("job.record.markers", async ({ jsm }) => {
         let gone = 0;
-        for (const { id, revision } of run) if (await this.#removeMarker(jsm, id, revision)) gone++;
+        for (const { id, revision } of run) if (await this.#eraseAt(jsm, id, revision, "marker")) gone++;
         return gone;
       });
     }
