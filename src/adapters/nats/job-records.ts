@@ -6,7 +6,7 @@ import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-rec
 import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { isNoMessage, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
+import { isNoMessage, isNotFound, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
 
 /** Delete markers removed per operation (two requests each). */
 const markersPerRun = 200;
@@ -154,7 +154,10 @@ export class NatsJobRecords {
     what: "record" | "marker",
   ): Promise<boolean> {
     const stream = `KV_${this.#bucket}`;
-    const stored = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+    const stored = await jsm.streams.getMessage(stream, { seq }).catch((error: unknown) => {
+      if (isNotFound(error)) return null;
+      throw error; // not an answer (a timeout): the operation tries again
+    });
     const operation = stored?.header?.get("KV-Operation");
     const marker = operation === "DEL" || operation === "PURGE";
     if (stored?.subject !== `$KV.${this.#bucket}.${id}` || marker !== (what === "marker")) return false;
