@@ -118,9 +118,10 @@ describe("queue limits across 3 worker processes (NATS)", () => {
       message: "tasks running",
     });
     await admin.queues.pause("pausable");
-    const pausedAt = performance.timeOrigin + performance.now();
+    // On the children's clock (test/fixtures/queue-worker.ts): the host's monotonic one.
+    const pausedAt = Number(process.hrtime.bigint()) / 1e6;
     await delay(2500);
-    const resumedAt = performance.timeOrigin + performance.now();
+    const resumedAt = Number(process.hrtime.bigint()) / 1e6;
     await admin.queues.resume("pausable");
     const late = ledger("pausable").filter(
       (e) => e.event === "start" && e.at > pausedAt + 1000 && e.at < resumedAt,
