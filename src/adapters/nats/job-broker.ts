@@ -14,7 +14,7 @@ import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
 import type { ConsumerRestore } from "../task-queue.ts";
 import { ClientSetups } from "./client-setups.ts";
-import { NatsJobRecords } from "./job-records.ts";
+import { NatsJobRecords, type RecordMarker } from "./job-records.ts";
 import { NatsJobTasks } from "./job-tasks.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { PubAcks } from "./pub-acks.ts";
@@ -196,7 +196,7 @@ export class NatsJobBroker {
     return this.#records.listRecordsAndMarkers();
   }
 
-  removeRecordMarkers(markers: ReadonlyArray<{ id: string; revision: number }>): Promise<number> {
+  removeRecordMarkers(markers: readonly RecordMarker[]): Promise<number> {
     return this.#records.removeMarkers(markers);
   }
 

@@ -8,6 +8,12 @@ import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { isNoMessage, isNotFound, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
 
+/** A delete marker in the jobs bucket: the key's one message, at `revision`. */
+export interface RecordMarker {
+  readonly id: string;
+  readonly revision: number;
+}
+
 /** Delete markers removed per operation (two requests each). */
 const markersPerRun = 200;
 
@@ -177,13 +183,10 @@ export class NatsJobRecords {
    * Every record, and the delete markers the bucket holds (versions before
    * this one left them), in one pass (`scanBucketEntries`).
    */
-  listRecordsAndMarkers(): Promise<{
-    records: JobRecord[];
-    markers: Array<{ id: string; revision: number }>;
-  }> {
+  listRecordsAndMarkers(): Promise<{ records: JobRecord[]; markers: RecordMarker[] }> {
     return this.#run("job.record.list", async ({ js, jsm }) => {
       const records: JobRecord[] = [];
-      const markers: Array<{ id: string; revision: number }> = [];
+      const markers: RecordMarker[] = [];
       for (const [id, { value, revision }] of await scanBucketEntries(js, jsm, this.#bucket)) {
         if (value === undefined) markers.push({ id, revision });
         else records.push(decodeRecord(value));
@@ -200,7 +203,7 @@ export class NatsJobRecords {
    * message a key: with more, the message behind a marker would be the key's
    * value again.
    */
-  async removeMarkers(markers: ReadonlyArray<{ id: string; revision: number }>): Promise<number> {
+  async removeMarkers(markers: readonly RecordMarker[]): Promise<number> {
     if (markers.length === 0) return 0;
     if (!(await this.#run("job.record.history", ({ jsm }) => this.#onePerKey(jsm)))) return 0;
     let removed = 0;

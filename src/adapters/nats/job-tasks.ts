@@ -9,7 +9,7 @@ import type { NatsContext, RunOptions } from "./nats-context.ts";
 import type { PubAcks } from "./pub-acks.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import type { QueueStreams } from "./queue-streams.ts";
-import { isNotFound } from "./streams.ts";
+import { isNotFound, streamInfoIfAny } from "./streams.ts";
 import { deleteSubjectMessages } from "./subject-messages.ts";
 
 const encoder = new TextEncoder();
@@ -156,10 +156,7 @@ export class NatsJobTasks {
    */
   tasksMark(job: JobTasksRef): Promise<number> {
     return this.#run("job.tasks.mark", async ({ jsm }) => {
-      const info = await jsm.streams.info(this.#names.tasksStream(job.queue)).catch((error: unknown) => {
-        if (!isNotFound(error)) throw error;
-        return undefined;
-      });
+      const info = await streamInfoIfAny(jsm, this.#names.tasksStream(job.queue));
       return info ? info.state.last_seq + 1 : 0;
     });
   }

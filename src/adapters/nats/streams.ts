@@ -129,6 +129,17 @@ export const isNoMessage = (error: unknown): boolean =>
   error instanceof JetStreamApiError &&
   (error.code === 10043 || (error.code === 10057 && /no message found|EOF/.test(error.message)));
 
+/** A stream's info, or undefined when the stream is not there (any other failure is thrown). */
+export const streamInfoIfAny = (
+  jsm: JetStreamManager,
+  stream: string,
+  query?: Parameters<JetStreamManager["streams"]["info"]>[1],
+): Promise<StreamInfo | undefined> =>
+  jsm.streams.info(stream, query).catch((error: unknown) => {
+    if (!isNotFound(error)) throw error;
+    return undefined;
+  });
+
 /** Names of the streams whose name starts with `namePrefix` (one queue's stream each). */
 export const streamNamesStartingWith = async (
   jsm: JetStreamManager,
