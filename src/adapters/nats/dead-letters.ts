@@ -21,7 +21,7 @@ import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, isConsumerGone, pullLoop } from "./pull-loops.ts";
 import { deadLettersConsumer } from "./queue-streams.ts";
-import { ensureStream, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
+import { ensureStream, isNoMessage, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
 
 export type { DeadLetter } from "../dead-letters.ts";
 
@@ -172,8 +172,9 @@ export class NatsDeadLetters {
     return this.#broker.run("dead-letters.remove", async (nc) => {
       const jsm = await this.#setup(nc);
       for (const seq of seqs) {
+        // Removed already (the same redrive made twice at once, or retried): nothing to do.
         await jsm.streams.deleteMessage(this.#broker.names.deadStream, seq).catch((error) => {
-          if (!isNotFound(error)) throw error;
+          if (!isNoMessage(error) && !isNotFound(error)) throw error;
         });
       }
     });

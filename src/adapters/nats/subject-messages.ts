@@ -1,5 +1,5 @@
 import type { JetStreamManager, MsgRequest, StoredMsg } from "@nats-io/jetstream";
-import { isNotFound } from "./streams.ts";
+import { isNoMessage, isNotFound } from "./streams.ts";
 
 /** The first message stored on `subject` at or after sequence `from`; null when there is none. */
 export const nextOnSubject = (
@@ -38,8 +38,9 @@ export const deleteSubjectMessages = async (
   for (let n = 0; n < max; n++) {
     const stored = await nextOnSubject(jsm, stream, subject, from);
     if (!stored || stored.seq >= below) return;
+    // Gone since it was read (acked off a work-queue stream, deleted by another caller).
     await jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
-      if (!isNotFound(error)) throw error;
+      if (!isNoMessage(error) && !isNotFound(error)) throw error;
     });
     from = stored.seq + 1;
   }
