@@ -1,7 +1,7 @@
 export interface CleanupOptions {
   /** Only report what would be removed (default false). */
   readonly dryRun?: boolean;
-  /** Finished jobs older than this lose their record, results and dead letters (default: the runtime's retention). */
+  /** Finished jobs older than this lose their record, results and dead letters, settled flows their record (default: the runtime's retention). */
   readonly retentionMs?: number;
 }
 
@@ -27,6 +27,8 @@ export interface CleanupReport {
    * takeover and the reaper, which look at the leases only, find them.
    */
   readonly leasesAdded: string[];
+  /** Settled flows past the retention period: their records removed (`rt.flows.get()` no longer finds them). */
+  readonly flowsRemoved: string[];
 }
 
 /** One queue's backlog, as `createMetrics` reads it at scrape time. */
@@ -50,10 +52,19 @@ export interface QueueStatsQuery {
 }
 
 /** `rt.admin`'s side of the broker: what must exist before anyone runs, and what is left after. */
+/** What the runtime hands its broker's cleanup besides the user's options. */
+export interface BrokerCleanupOptions extends CleanupOptions {
+  readonly retentionMs: number;
+  readonly now?: number;
+  /** Flows not settled: their nodes' jobs are kept past retention (`planCleanup`). */
+  readonly liveFlows?: ReadonlySet<string>;
+}
+
+/** The broker's part of a cleanup pass: the jobs' (the flows' is the runtime's, `api/cleanup.ts`). */
+export type JobsCleanupReport = Omit<CleanupReport, "flowsRemoved">;
+
 export interface BrokerAdmin {
-  cleanup(
-    options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
-  ): Promise<CleanupReport>;
+  cleanup(options: BrokerCleanupOptions): Promise<JobsCleanupReport>;
 
   /** Creates the shared streams and buckets, and those of `queues`, unless they exist. */
   provision(queues: readonly string[]): Promise<void>;

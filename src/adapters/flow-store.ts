@@ -29,4 +29,11 @@ export interface FlowStore {
   listLive(): Promise<LiveMark[]>;
   /** Removes the flow's mark, nothing of it left; with `revision`, only up to it (a mark written since stays). */
   unmarkLive(id: string, revision?: number): Promise<void>;
+  /** Every flow record stored, marks and unreadable records left out: cleanup's pass, O(flows kept). */
+  listFlows(): Promise<Array<{ record: FlowRecord; revision: number }>>;
+  /**
+   * Removes the record, nothing of it left (no delete marker), when it is
+   * still at `revision`; false when it is not (written since, or gone).
+   */
+  removeFlow(id: string, revision: number): Promise<boolean>;
 }

@@ -26,7 +26,8 @@ export interface JobRuntimeOptions {
    */
   readonly reapGraceMs?: number;
   /**
-   * How long finished jobs' records, results and dead letters are kept, in ms.
+   * How long finished jobs' records, results and dead letters are kept, in ms,
+   * and settled flows' records (a flow not settled keeps its jobs' until it settles).
    * @defaultValue 604800000 (7 days)
    */
   readonly retentionMs?: number;

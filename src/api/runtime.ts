@@ -14,6 +14,7 @@ import { childLogger, type Logger, silentLogger } from "../kernel/logger.ts";
 import type { WorkerInfo } from "../kernel/presence.ts";
 import { check, checkCleanupOptions, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
+import { cleanupOnce } from "./cleanup.ts";
 import { type Diagnosis, diagnose } from "./diagnose.ts";
 import { FlowRegistry, type Flows, flowsFace } from "./flows.ts";
 import { JobRegistry } from "./jobs.ts";
@@ -42,7 +43,7 @@ export interface Runtime {
   /** Recurring jobs: each tick of a schedule submits its job once, across every runtime. */
   readonly schedules: Schedules;
   readonly admin: {
-    /** Removes what finished jobs and crashed runs left; `dryRun` only reports it. */
+    /** Removes what finished jobs, settled flows and crashed runs left; `dryRun` only reports it. */
     cleanup(options?: CleanupOptions): Promise<CleanupReport>;
     /**
      * Creates the shared streams and buckets, and those of `queues`, unless
@@ -169,7 +170,11 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       cleanup: async (cleanupOptions = {}) => {
         requireRole(core.options.roles, "admin", "rt.admin.cleanup()");
         checkCleanupOptions(cleanupOptions);
-        return broker.cleanup({ retentionMs: jobOptions.retentionMs, ...cleanupOptions });
+        return cleanupOnce(broker, {
+          retentionMs: jobOptions.retentionMs,
+          ...cleanupOptions,
+          now: core.clock.now(),
+        });
       },
       provision: async (queues = []) => {
         requireRole(core.options.roles, "admin", "rt.admin.provision()");

@@ -152,13 +152,14 @@ const cleanupKinds: readonly (keyof Omit<CleanupReport, "dryRun">)[] = [
   "resultsPurged",
   "leasesRemoved",
   "leasesAdded",
+  "flowsRemoved",
 ];
 
 export const registerCleanup = (program: Command, globals: () => GlobalOptions): void => {
   program
     .command("cleanup")
     .description(
-      "remove what finished jobs and crashed runs left (consumers, tasks, expired records, leases)",
+      "remove what finished jobs and crashed runs left (consumers, tasks, expired records, leases, flows)",
     )
     .option("--dry-run", "only report what would be removed", false)
     .action(async (o: { dryRun: boolean }) => {

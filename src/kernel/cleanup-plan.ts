@@ -1,3 +1,4 @@
+import { flowNodeOfKey } from "./flow-record.ts";
 import { isFinal, type JobRecord, SubmitPhase } from "./job-record.ts";
 
 /**
@@ -24,10 +25,26 @@ export interface CleanupPlan {
 /** A job whose leftovers may go: it ended, and not in a submit still in progress (the reaper's). */
 export const isFinished = (r: JobRecord): boolean => isFinal(r.status) && r.phase !== SubmitPhase.submitting;
 
-export const planCleanup = (records: readonly JobRecord[], retentionMs: number, now: number): CleanupPlan => {
+/**
+ * `liveFlows`: the flows not settled. A node's job of one of them is kept
+ * past retention: its flow's driver, not having seen its end yet, would
+ * read it as never submitted and submit it again (its tasks run twice).
+ */
+export const planCleanup = (
+  records: readonly JobRecord[],
+  retentionMs: number,
+  now: number,
+  liveFlows: ReadonlySet<string> = new Set(),
+): CleanupPlan => {
   const byId = new Map(records.map((r) => [r.id, r]));
   const finished = isFinished;
-  const expired = records.filter((r) => finished(r) && (r.finishedAt ?? r.updatedAt) + retentionMs <= now);
+  const inLiveFlow = (r: JobRecord): boolean => {
+    const node = flowNodeOfKey(r.idempotencyKey);
+    return node !== undefined && liveFlows.has(node.flowId);
+  };
+  const expired = records.filter(
+    (r) => finished(r) && (r.finishedAt ?? r.updatedAt) + retentionMs <= now && !inLiveFlow(r),
+  );
   const expiredIds = new Set(expired.map((r) => r.id));
   return {
     records: byId,

@@ -307,3 +307,12 @@ export const decodeFlowRecord = (text: string): FlowRecord => {
   if (v !== 1) throw new Error(`unsupported flow record version ${String(v)}`);
   throw new Error(`flow record is unreadable: ${decoded.field || "record"}: ${decoded.message}`);
 };
+
+/** The record, or undefined when it cannot be read (a newer version's, or damaged): a pass over every flow skips it. */
+export const decodeFlowIfReadable = (text: string): FlowRecord | undefined => {
+  try {
+    return decodeFlowRecord(text);
+  } catch {
+    return undefined;
+  }
+};

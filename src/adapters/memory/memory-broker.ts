@@ -5,7 +5,12 @@ import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-recor
 import type { HeldTaskBody } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
-import type { CleanupOptions, CleanupReport, QueueStats, QueueStatsQuery } from "../broker-admin.ts";
+import type {
+  BrokerCleanupOptions,
+  JobsCleanupReport,
+  QueueStats,
+  QueueStatsQuery,
+} from "../broker-admin.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import type { HeldAnswer, HeldTask } from "../delayed-tasks.ts";
 import type { FlowStore } from "../flow-store.ts";
@@ -315,9 +320,7 @@ class MemoryJobBroker implements MemoryBroker {
 
   // ---- housekeeping ----
 
-  async cleanup(
-    options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
-  ): Promise<CleanupReport> {
+  async cleanup(options: BrokerCleanupOptions): Promise<JobsCleanupReport> {
     this.#open("cleanup");
     return cleanupMemory(this.server, this.leases, options);
   }

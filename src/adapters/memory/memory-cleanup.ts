@@ -1,6 +1,6 @@
 import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
 import { decodeRecord } from "../../kernel/job-record.ts";
-import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
+import type { BrokerCleanupOptions, JobsCleanupReport } from "../broker-admin.ts";
 import type { MemoryLeases } from "./memory-leases.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
@@ -14,8 +14,8 @@ import type { MemoryServerState } from "./memory-server.ts";
 export const cleanupMemory = async (
   server: MemoryServerState,
   leases: MemoryLeases,
-  options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
-): Promise<CleanupReport> => {
+  options: BrokerCleanupOptions,
+): Promise<JobsCleanupReport> => {
   server.assertOpen("cleanup");
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? server.clock.now();
@@ -27,8 +27,9 @@ export const cleanupMemory = async (
     server.records.live().map((entry) => decodeRecord(entry.value as string)),
     options.retentionMs,
     now,
+    options.liveFlows,
   );
-  const report: CleanupReport = {
+  const report: JobsCleanupReport = {
     dryRun,
     // A queue's lane is not a job's consumer: it stays (its jobs' tasks go with the subjects below).
     consumersDeleted: tasks.subjectConsumerNames().filter(over),

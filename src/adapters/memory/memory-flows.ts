@@ -1,4 +1,4 @@
-import { decodeFlowRecord, encodeFlowRecord } from "../../kernel/flow-record.ts";
+import { decodeFlowIfReadable, decodeFlowRecord, encodeFlowRecord } from "../../kernel/flow-record.ts";
 import type { FlowStore } from "../flow-store.ts";
 import type { MemoryKv } from "./memory-kv.ts";
 
@@ -42,5 +42,18 @@ export const memoryFlows = (kv: MemoryKv, open: (operation: string) => void): Fl
   unmarkLive: async (id, revision) => {
     open("flow.unmark");
     kv.erase("flow.unmark", `${live}${id}`, revision);
+  },
+  listFlows: async () => {
+    open("flow.list");
+    return kv.live().flatMap((entry) => {
+      const record = entry.key.startsWith(live) ? undefined : decodeFlowIfReadable(entry.value as string);
+      return record ? [{ record, revision: entry.revision }] : [];
+    });
+  },
+  removeFlow: async (id, revision) => {
+    open("flow.remove");
+    if (kv.get("flow.remove", id)?.revision !== revision) return false;
+    kv.erase("flow.remove", id);
+    return true;
   },
 });

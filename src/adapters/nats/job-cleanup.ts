@@ -1,13 +1,11 @@
 import { isFinished, jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
-import type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
+import type { BrokerCleanupOptions, JobsCleanupReport } from "../broker-admin.ts";
 import { laneConsumer, queueOfStream } from "../names.ts";
 import { deleteLaneTasks, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { streamInfoIfAny, streamNamesStartingWith } from "./streams.ts";
 import { deleteSubjectMessages } from "./subject-messages.ts";
-
-export type { CleanupOptions, CleanupReport } from "../broker-admin.ts";
 
 /**
  * Removes what finished jobs and crashed runs leave behind: consumers and
@@ -21,8 +19,8 @@ export const cleanupJobs = async (
   core: NatsContext,
   broker: NatsJobBroker,
   leases: NatsJobLeases,
-  options: CleanupOptions & { readonly retentionMs: number; readonly now?: number },
-): Promise<CleanupReport> => {
+  options: BrokerCleanupOptions,
+): Promise<JobsCleanupReport> => {
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? Date.now();
   const n = broker.names;
@@ -69,7 +67,12 @@ export const cleanupJobs = async (
   });
   const leased = await leases.list();
   const { records, markers } = await broker.listRecordsAndMarkers();
-  const { over, expired, resultsGone, unleased } = planCleanup(records, options.retentionMs, now);
+  const { over, expired, resultsGone, unleased } = planCleanup(
+    records,
+    options.retentionMs,
+    now,
+    options.liveFlows,
+  );
   const leaseless = unleased(new Set(leased.map((l) => l.jobId))).map((r) => r.id);
   // A submit writes its lease and its record together: a lease listed with no record of its job,
   // or with a finished one, may be a new submit's whose record (or whose take-over of a
@@ -88,7 +91,7 @@ export const cleanupJobs = async (
   // The lane is every lane job's consumer, never one job's leftover.
   const consumers = seen.consumers.filter((c) => c.name !== laneConsumer && over(c.name));
   const subjects = seen.subjects.filter((s) => over(jobIdOfSubject(s.subject)));
-  const report: CleanupReport = {
+  const report: JobsCleanupReport = {
     dryRun,
     consumersDeleted: consumers.map((c) => c.name),
     tasksPurged: subjects.map((s) => s.subject),

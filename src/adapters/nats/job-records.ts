@@ -6,7 +6,7 @@ import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-rec
 import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { isNoMessage, isNotFound, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
+import { eraseEntryAt, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
 
 /** A delete marker in the jobs bucket: the key's one message, at `revision`. */
 export interface RecordMarker {
@@ -133,7 +133,7 @@ export class NatsJobRecords {
         await kv.delete(id, { previousSeq: revision }).catch(casConflict(id));
         return;
       }
-      if (!(await this.#eraseAt(jsm, id, revision, "record")))
+      if (!(await eraseEntryAt(jsm, this.#bucket, id, revision, "value")))
         throw new RevisionConflict({ message: `job record ${id} changed concurrently`, key: id });
     });
   }
@@ -150,27 +150,6 @@ export class NatsJobRecords {
       this.#historyOne = asked;
     }
     return this.#historyOne;
-  }
-
-  /** Erases the message at `seq` when it is this key's record (or marker); false when it is not there. */
-  async #eraseAt(
-    jsm: JetStreamManager,
-    id: string,
-    seq: number,
-    what: "record" | "marker",
-  ): Promise<boolean> {
-    const stream = `KV_${this.#bucket}`;
-    const stored = await jsm.streams.getMessage(stream, { seq }).catch((error: unknown) => {
-      if (isNotFound(error)) return null;
-      throw error; // not an answer (a timeout): the operation tries again
-    });
-    const operation = stored?.header?.get("KV-Operation");
-    const marker = operation === "DEL" || operation === "PURGE";
-    if (stored?.subject !== `$KV.${this.#bucket}.${id}` || marker !== (what === "marker")) return false;
-    return jsm.streams.deleteMessage(stream, seq, true).catch((error: unknown) => {
-      if (isNoMessage(error)) return false;
-      throw error;
-    });
   }
 
   listRecords(): Promise<JobRecord[]> {
@@ -211,7 +190,8 @@ export class NatsJobRecords {
       const run = markers.slice(from, from + markersPerRun);
       removed += await this.#run("job.record.markers", async ({ jsm }) => {
         let gone = 0;
-        for (const { id, revision } of run) if (await this.#eraseAt(jsm, id, revision, "marker")) gone++;
+        for (const { id, revision } of run)
+          if (await eraseEntryAt(jsm, this.#bucket, id, revision, "marker")) gone++;
         return gone;
       });
     }

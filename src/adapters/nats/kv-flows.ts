@@ -2,10 +2,15 @@ import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetst
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
-import { decodeFlowRecord, encodeFlowRecord } from "../../kernel/flow-record.ts";
+import {
+  decodeFlowIfReadable,
+  decodeFlowRecord,
+  encodeFlowRecord,
+  type FlowRecord,
+} from "../../kernel/flow-record.ts";
 import type { FlowStore, LiveMark } from "../flow-store.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, eraseEntryAt, scanBucketEntries } from "./streams.ts";
 
 const live = "live.";
 
@@ -87,6 +92,25 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
           filter: `$KV.${name}.${live}${id}`,
           ...(revision === undefined ? {} : { seq: revision + 1 }),
         });
+      }),
+    // A flow id is one token (no dot): `*` reads the records, never the marks.
+    listFlows: () =>
+      broker.run("flow.list", async (nc) => {
+        await bucket(nc);
+        const { js, jsm } = await broker.handles(nc);
+        const flows: Array<{ record: FlowRecord; revision: number }> = [];
+        for (const [, entry] of await scanBucketEntries(js, jsm, broker.names.flowsBucket, "*")) {
+          const record = entry.value === undefined ? undefined : decodeFlowIfReadable(entry.value);
+          if (record) flows.push({ record, revision: entry.revision });
+        }
+        return flows;
+      }),
+    // Erased by sequence, as an expired job record is: a KV delete would leave its marker for good.
+    removeFlow: (id, revision) =>
+      broker.run("flow.remove", async (nc) => {
+        await bucket(nc);
+        const { jsm } = await broker.handles(nc);
+        return eraseEntryAt(jsm, broker.names.flowsBucket, id, revision, "value");
       }),
   };
 };

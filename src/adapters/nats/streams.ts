@@ -129,6 +129,34 @@ export const isNoMessage = (error: unknown): boolean =>
   error instanceof JetStreamApiError &&
   (error.code === 10043 || (error.code === 10057 && /no message found|EOF/.test(error.message)));
 
+/**
+ * Erases the message at `seq` of `bucket`'s stream when it is `key`'s value
+ * (or, with `what: "marker"`, its delete marker); false when it is not there
+ * (rewritten since, removed, or another key's). An erase, not a KV delete:
+ * no marker is left behind, and a server killed right after does not bring
+ * the message back (a delete without erasure may come back).
+ */
+export const eraseEntryAt = async (
+  jsm: JetStreamManager,
+  bucket: string,
+  key: string,
+  seq: number,
+  what: "value" | "marker",
+): Promise<boolean> => {
+  const stream = `KV_${bucket}`;
+  const stored = await jsm.streams.getMessage(stream, { seq }).catch((error: unknown) => {
+    if (isNotFound(error)) return null;
+    throw error; // not an answer (a timeout): the operation tries again
+  });
+  const operation = stored?.header?.get("KV-Operation");
+  const marker = operation === "DEL" || operation === "PURGE";
+  if (stored?.subject !== `$KV.${bucket}.${key}` || marker !== (what === "marker")) return false;
+  return jsm.streams.deleteMessage(stream, seq, true).catch((error: unknown) => {
+    if (isNoMessage(error)) return false;
+    throw error;
+  });
+};
+
 /** A stream's info, or undefined when the stream is not there (any other failure is thrown). */
 export const streamInfoIfAny = (
   jsm: JetStreamManager,
