@@ -9,6 +9,8 @@
  * and every refusal it logged during the run is one the CLI reports.
  */
 import path from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
@@ -134,6 +136,27 @@ describe("jetstate-jobs doctor with the server's users", () => {
       expect(d.problems[0]?.fix).toMatch(/-js/);
     } finally {
       await bare.dispose();
+    }
+  });
+
+  it("a stream listing the server does not answer is not read as nothing listed: never exit 0 with a queue's stream missing", async () => {
+    // The account maps the listing to a subject nobody answers: JetStream answers everything else.
+    const conf = await files.file("unlisted.conf", 'mappings = { "$JS.API.STREAM.LIST": "nowhere.list" }\n');
+    const unlisted = await startNatsServer({ args: ["-c", conf] });
+    try {
+      const admin = await createRuntime({ servers: unlisted.url, roles: "admin", logger: silentLogger() });
+      await admin.admin.provision(["A"]);
+      await admin.stop();
+      const nc = await connect({ servers: unlisted.url });
+      await (await jetstreamManager(nc)).streams.delete("jetstate_advisories_A");
+      await nc.close();
+      const r = await runCli(cli.bin, ["--timeout", "3", "doctor", "--json"], { NATS_URL: unlisted.url });
+      // Not a diagnosis at all (nothing on stdout): NATS did not answer within the timeout.
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(4);
+      expect(r.stdout).toBe("");
+      expect(r.stderr).toMatch(/^TransientBrokerError: admin\.diagnose: /);
+    } finally {
+      await unlisted.dispose();
     }
   });
 
