@@ -1,18 +1,16 @@
 import type { Actor, AnyActorRef } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { finalizeJob, type RecordSeen } from "../effects/finalize-job.ts";
+import { finalizeJob } from "../effects/finalize-job.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
-import { stallClockFrom } from "../kernel/held-task.ts";
-import type { ResultEntry } from "../kernel/job-progress.ts";
-import { type FinalizeInput, isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
+import { type FinalizeInput, isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
-import type { HeldTaskBody } from "../kernel/wire.ts";
-import { decodeResults } from "../kernel/wire.ts";
 import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
+import { jobFeed } from "./job-feed.ts";
+import type { Effect, JobRun, RunState } from "./job-run.ts";
 
 /** What every job's actors share in one runtime: its broker, clock and settings. */
 export interface JobEffectsShared {
@@ -24,57 +22,10 @@ export interface JobEffectsShared {
   readonly submitHooks?: SubmitHooks;
 }
 
-/** What one job's actors reach besides the shared parts: its record and its actor. */
-export interface JobRun {
-  readonly record: JobRecord;
-  /** Status the job was resumed from (undefined: this actor submits it). */
-  readonly resumeFrom?: JobStatus;
-  /** The task bodies to submit; only a new job has them. */
-  readonly bodies?: readonly string[];
-  /** The tasks it holds until due (delayed); only a new job has them. */
-  readonly held?: readonly HeldTaskBody[];
-  readonly log: Logger;
-  /** The actor the effects run in (made from the machine, so handed over later). */
-  readonly self: () => Actor<JobMachine>;
-  /** The submit found the job already made (idempotency key): this actor must be replaced. */
-  readonly foundExisting: (record: JobRecord) => void;
-  /** The record as this actor last wrote it (its commit, its progress): its end's write starts there. */
-  readonly seen: RecordSeen;
-}
-
-/** A job's run as its effects keep it: why its submit failed, whether its next batch is a replay. */
-interface RunState {
-  readonly run: JobRun;
-  submitError: unknown;
-  /** Why the end was not written (undefined: it was, or nothing was to be). */
-  finalizeError: unknown;
-  replay: boolean;
-  /**
-   * Every results message the job's feed handed, in order from the first,
-   * while they are few and small (`keptBytes`); undefined when they are not
-   * kept (too many, or the feed did not read): `results()` reads the stream.
-   */
-  kept: string[] | undefined;
-  keptSize: number;
-  /** The submit, once started. */
-  submitting: Effect | undefined;
-  /** The end's write, once started. */
-  finalizing: Effect | undefined;
-}
-
-/** One of a job's effects running beside its actor: its abort, and whether it has settled. */
-interface Effect {
-  readonly control: AbortController;
-  settled: boolean;
-}
-
 /** Aborts an effect still running (one settled has nothing left to abort: no abort made for it). */
 const abort = (effect: Effect | undefined) => {
   if (effect && !effect.settled) effect.control.abort();
 };
-
-/** How much of a job's results its actor keeps for `results()` (a small job's: one message). */
-const keptBytes = 8192;
 
 /** The event that hands a stored record to the job machine. */
 export const recordEvent = (record: JobRecord) =>
@@ -111,106 +62,6 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       log.debug({ err: error }, "supervision lease not taken while waiting for the job's end; tried again");
       return false;
     });
-
-  /**
-   * The job's clock: not one of the runtime's loops but a timer of the
-   * job's own, stopped with its feed when the actor stops (`jobs.stop()`
-   * stops every actor before the runtime's loops close), with no I/O in flight
-   * to wait for. It wakes when the job's stall (or its stalled timeout) may be
-   * due, never sooner than `everyMs`: a job that nothing answers ticks once a
-   * `stallAfterMs`, not once a second (10,000 live jobs were 10,000 timer
-   * wakes and statechart events a second). Returns its stop.
-   */
-  const tick = (job: Actor<JobMachine>, everyMs: number) => {
-    let timer: unknown;
-    let stopped = false;
-    const wake = () => {
-      if (stopped) return;
-      job.send({ type: "clock.tick", now: clock.now() });
-      timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
-    };
-    timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
-    return () => {
-      stopped = true;
-      clock.clearTimeout(timer);
-    };
-  };
-
-  /**
-   * The job's feed: its results, and its clock's ticks, sent to its actor as events for the
-   * actor's whole life. Not an actor invoked by the machine: an invoked actor is about 2 KB
-   * of heap more on every live job (its actor, mailbox, observers and scope), for nothing
-   * the machine decides. The feed dedupes nothing, the bitmap does. Returns its stop.
-   */
-  const feed = (state: RunState, everyMs: number): (() => void) => {
-    const { record, log, self, resumeFrom } = state.run;
-    const job = self();
-    const jobId = record.id;
-    const stopTicking = tick(job, everyMs);
-    if (resumeFrom && isFinal(resumeFrom)) return stopTicking;
-    const backlog: ResultEntry[] = [];
-    let caughtUp = false;
-    const flush = () => {
-      // Answers read while the submit is still running (an idempotent resubmit of a job
-      // that has them) wait for it: the machine counts from `running` on.
-      // A stopped actor takes nothing more (a catch-up's last read may land after its end).
-      if (!caughtUp || backlog.length === 0) return;
-      const snapshot = job.getSnapshot();
-      if (snapshot.status !== "active" || snapshot.matches("queuing")) return;
-      job.send({
-        type: "results.received",
-        entries: backlog.splice(0),
-        at: clock.now(),
-        ...(state.replay ? { replay: true } : {}),
-      });
-      state.replay = false;
-    };
-    // Answers read while queuing are handed over once it has left: then nothing more to wait
-    // for (one observer less on every live job).
-    const leftQueuing = job.subscribe((s) => {
-      if (s.matches("queuing")) return;
-      leftQueuing.unsubscribe();
-      flush();
-    });
-    state.kept = [];
-    // Not one of the runtime's loops for the job's whole life: the broker tracks what it reads
-    // from the server (a catch-up), and a live reader ends as the actor stops.
-    const stopReading = broker.followResults(
-      record.queue,
-      jobId,
-      (body, pending) => {
-        if (state.kept) {
-          state.keptSize += body.length;
-          if (state.keptSize <= keptBytes) state.kept.push(body);
-          else state.kept = undefined;
-        }
-        try {
-          backlog.push(...decodeResults(body));
-        } catch (error) {
-          // Not written by jetstate: nothing in it to count.
-          log.warn({ err: error }, "results message skipped");
-        }
-        // The first time through, hand over everything stored in one event once caught
-        // up: a redrive marker must be counted before the job decides it is over.
-        if (!caughtUp && pending > 0) return;
-        caughtUp = true;
-        flush();
-      },
-      {
-        onCaughtUp: () => {
-          caughtUp = true;
-        },
-        // A new submit: nothing of the job is stored before its tasks are published, after this.
-        fresh: state.run.bodies !== undefined,
-        onFailed: (error) => log.warn({ err: error }, "results feed failed"),
-      },
-    );
-    return () => {
-      leftQueuing.unsubscribe();
-      stopTicking();
-      stopReading();
-    };
-  };
 
   /** The submit: resolves with the commit time (tasks are visible to workers from then on). */
   const submit = async (state: RunState, aborted: AbortSignal): Promise<number> => {
@@ -380,7 +231,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     runs.set(actor, state);
     return {
       /** Starts the job's feed (before the actor starts: its reader must be there before its tasks). */
-      startFeed: () => feed(state, tickEveryMs(run.record.settings)),
+      startFeed: () => jobFeed(broker, clock, state, tickEveryMs(run.record.settings)),
       /** The actor stopped: its submit or finalize still running is aborted, its answer dropped. */
       abortEffects: () => {
         abort(state.submitting);
@@ -395,27 +246,3 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
 };
 
 export type JobEffects = ReturnType<typeof provideJobEffects>;
-
-/** The longest a job's clock sleeps. */
-const idleWakeMs = 60_000;
-
-/**
- * How long the job's clock may sleep: until the stall is due (running), or
- * the stalled timeout (stalled), at least `everyMs` (the tick period the
- * machine asks for: how late a stall may be seen). At most `stallAfterMs`
- * (and a minute): a stalled job without a timeout that makes progress and
- * stalls again is seen stalling on time. Before the job runs: `everyMs`.
- */
-const untilDue = (snapshot: ReturnType<Actor<JobMachine>["getSnapshot"]>, now: number, everyMs: number) => {
-  const { context } = snapshot;
-  const dueAt = snapshot.matches("running")
-    ? stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, now) +
-      context.settings.stallAfterMs
-    : snapshot.matches("stalled")
-      ? context.settings.stalledTimeoutMs > 0 && context.stalledSince !== null
-        ? context.stalledSince + context.settings.stalledTimeoutMs
-        : Number.POSITIVE_INFINITY
-      : now + everyMs;
-  const longest = Math.max(everyMs, Math.min(idleWakeMs, context.settings.stallAfterMs));
-  return Math.min(Math.max(everyMs, dueAt - now), longest);
-};

@@ -3,17 +3,10 @@ import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
 import type { RecordsPage } from "../adapters/job-records.ts";
 import { committedRecord } from "../effects/finalize-job.ts";
-import { mover } from "../effects/move-held.ts";
-import {
-  assertSameRequest,
-  isLegacyJobFor,
-  legacyJobIdFor,
-  planSubmit,
-  type SubmitRequest,
-} from "../effects/plan-submit.ts";
+import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
-import { type JobRecord, type JobStatus, SubmitPhase } from "../kernel/job-record.ts";
+import type { JobRecord, JobStatus } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
@@ -21,14 +14,17 @@ import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
-import { type JobHandle, type JobSnapshot, makeHandle, snapshotOf } from "./job-handle.ts";
+import { type JobHandle, type JobSnapshot, snapshotOf } from "./job-handle.ts";
+import { startJobLoops } from "./job-loops.ts";
 import { deadLettersOf, redriveDead } from "./job-redrive.ts";
-import { adoptOrphans, reapPass, restoreSupervised, type TakeoverHost } from "./job-takeover.ts";
+import { jobOfKey, whenCommitted } from "./job-submit.ts";
+import { reapPass, restoreSupervised, type TakeoverHost } from "./job-takeover.ts";
 import type { JobListQuery, JobPage, Jobs, JobsOptions } from "./jobs-face.ts";
-import { Movers } from "./movers.ts";
+import type { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
 import { RecordFeed } from "./record-feed.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
+import { makeHandle } from "./runtime-job-handle.ts";
 import { unreadableListed } from "./unreadable-listed.ts";
 
 interface Supervised {
@@ -69,46 +65,24 @@ export class JobRegistry implements Jobs {
       leaseMs: options.leaseMs,
       ...(options.submitHooks ? { submitHooks: options.submitHooks } : {}),
     };
-    // Each background loop belongs to a role: a runtime without it runs none of its work, so
-    // its NATS user needs none of its permissions.
-    const roles = core.options.roles;
-    const loops = core.loops;
-    // 0: no reaper here (a short-lived admin, e.g. the CLI's `cleanup --dry-run`, must change nothing).
-    if (roles.has("admin") && options.reapIntervalMs > 0)
-      loops.every("reaper", options.reapIntervalMs, () => this.#reapOnce());
-    if (roles.has("supervisor")) {
-      if (options.takeOver) {
-        const host: TakeoverHost = {
-          core,
-          broker,
-          log: this.#log,
-          leaseMs: options.leaseMs,
-          watching: (id) => this.#watching(id),
-          supervise: (record) => {
-            void this.#track(record.id, this.#start(record, record.status));
-            // Its supervisor may have died with the server restarting under it: its consumer too.
-            restoreSupervised(broker, this.#log, core.clock.now(), record);
-          },
-          stopping: () => this.#stopping,
-        };
-        loops.every("takeover", Math.max(50, options.leaseMs / 2), () => adoptOrphans(host));
-      }
-      loops.run("dead-letters", (signal) =>
-        broker.processExhausted(signal, ({ jobId, index, error, countedDead }) =>
-          this.#log.error(
-            { jobId, index, err: error, countedDead },
-            "exhausted task could not be dead-lettered; given up, not retried",
-          ),
-        ),
-      );
-    }
-    // Every runtime that publishes tasks moves held (delayed) tasks once due: those of the queues
-    // of the delayed jobs it watches (api/movers.ts), whose supervisor is always one of them.
-    if (roles.has("submitter") || roles.has("supervisor")) {
-      const moverLog = childLogger(core.logger, { actor: "mover" });
-      const onHeld = mover(broker, () => core.clock.now(), moverLog);
-      this.#movers = new Movers(loops, (queue, signal) => broker.consumeHeld(queue, onHeld, signal));
-    }
+    const takeover: TakeoverHost = {
+      core,
+      broker,
+      log: this.#log,
+      leaseMs: options.leaseMs,
+      watching: (id) => this.#watching(id),
+      supervise: (record) => {
+        void this.#track(record.id, this.#start(record, record.status));
+        // Its supervisor may have died with the server restarting under it: its consumer too.
+        restoreSupervised(broker, this.#log, core.clock.now(), record);
+      },
+      stopping: () => this.#stopping,
+    };
+    this.#movers = startJobLoops(core, broker, options, {
+      log: this.#log,
+      reap: () => this.reap(),
+      takeover,
+    });
     // One record watch per runtime, shared with its workers: an end written elsewhere (the
     // supervisor finished, anyone cancelled) reaches this runtime's actor for the job at once.
     // Only submitters and supervisors run job actors. Changes from now on, not every record
@@ -116,6 +90,7 @@ export class JobRegistry implements Jobs {
     // runtime's start read them all (~1.1 s of CPU with 100,000 kept). Once the watch is in
     // place, actors started before it get their record again: a change between their read and
     // the watch would be missed.
+    const roles = core.options.roles;
     if (roles.has("submitter") || roles.has("supervisor"))
       this.records.listen({
         onRecord: (record) => this.#onRecord(record),
@@ -170,22 +145,8 @@ export class JobRegistry implements Jobs {
     const plan = await planSubmit(request, maxPayload, this.#core.clock.now(), this.#core.options.jobs.lane);
     // A key reused for another request is refused before any actor starts (the submit
     // itself checks again, for a race between two submits of the key).
-    const key = plan.record.idempotencyKey;
-    if (key !== undefined) {
-      const legacy = (await this.#broker.getRecord(legacyJobIdFor(key)))?.record;
-      if (isLegacyJobFor(legacy, plan.record)) {
-        const handle = await this.get<Result>(legacy.id);
-        if (handle) return handle;
-      }
-      const found = (await this.#broker.getRecord(plan.record.id))?.record;
-      assertSameRequest(found, plan.record);
-      // Already committed: watched like any job, its answers so far replayed. A submit actor
-      // would sit in `queuing` while workers answer, and miss those answers.
-      if (found?.phase === SubmitPhase.committed) {
-        const handle = await this.get<Result>(found.id);
-        if (handle) return handle;
-      }
-    }
+    const keyed = await jobOfKey(this.#broker, plan.record, (id) => this.get<Result>(id));
+    if (keyed) return keyed;
     const existing = this.#jobs.get(plan.record.id);
     if (existing) {
       // The same key submitted here a moment ago: once committed, its record says what it asked for.
@@ -348,37 +309,7 @@ export class JobRegistry implements Jobs {
     const handle = makeHandle(this.#core, this.#broker, started);
     if (!resumeFrom) {
       // Resolve once committed; a submit that failed rejects with its typed error (it was rolled back).
-      const committed = await new Promise<JobRecord | undefined>((resolve, reject) => {
-        const check = () => {
-          const s = started.actor.getSnapshot();
-          if (s.matches("queuing")) return false;
-          const error = started.submitError();
-          if (error !== undefined) reject(error);
-          else resolve(undefined);
-          return true;
-        };
-        // The key named a job another submit (maybe another runtime's) committed: supervise or
-        // watch that one, as recorded, not a job of this request's tasks.
-        // Never rejects: it resolves only when the key named a committed job.
-        started.onExisting((record) => {
-          sub.unsubscribe();
-          resolve(record);
-        });
-        const settled = () => {
-          sub.unsubscribe();
-          started.onExisting(undefined);
-        };
-        const sub = started.actor.subscribe({
-          next: () => {
-            if (check()) settled();
-          },
-          complete: () => {
-            if (!check()) reject(new RuntimeStopped({ message: "runtime stopped during submit" }));
-            started.onExisting(undefined);
-          },
-        });
-        if (check()) settled();
-      });
+      const committed = await whenCommitted(started);
       if (committed) {
         started.stop();
         return this.#start(committed, committed.status);
@@ -407,12 +338,5 @@ export class JobRegistry implements Jobs {
     // A submit that failed watches nothing; its error went to its submitter.
     const supervised = await local.catch(() => undefined);
     return supervised?.started.actor.getSnapshot().status === "active";
-  }
-
-  async #reapOnce(): Promise<void> {
-    const report = await this.reap();
-    if (report.rolledBack.length + report.rolledForward.length > 0) {
-      this.#log.warn({ ...report }, "reaper finished submits that died");
-    }
   }
 }

@@ -4,9 +4,9 @@ import { type AnyActorRef, type InspectionEvent, transition, waitFor } from "xst
 import type { Broker } from "../../src/adapters/broker.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import type { JobHandle, JobSnapshot } from "../../src/api/job-handle.ts";
-import { jobActorOf } from "../../src/api/job-handle.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
 import type { SubmitRequest } from "../../src/effects/plan-submit.ts";
 import { PermanentBrokerError, PermanentError } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";

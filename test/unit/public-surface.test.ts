@@ -7,9 +7,9 @@
 import { describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { FlowRegistry, flowActorOf } from "../../src/api/flows.ts";
-import { jobActorOf } from "../../src/api/job-handle.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
 import { partsOf } from "../../src/api/runtime.ts";
+import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
 import { createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 
 describe("the public surface", () => {

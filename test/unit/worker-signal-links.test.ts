@@ -27,7 +27,7 @@ describe("the signals of a worker and of a job's feed", () => {
       const sources = [...signals];
       const stack = new Error().stack ?? "";
       // A worker's code, and a job's feed (its results reader).
-      if (/workers\.ts|running-tasks\.ts|job-effects\.ts/.test(stack))
+      if (/workers\.ts|running-tasks\.ts|job-effects\.ts|job-feed\.ts/.test(stack))
         for (const source of sources) fed.set(source, (fed.get(source) ?? 0) + 1);
       return platformAny.call(AbortSignal, sources);
     };
@@ -48,7 +48,7 @@ describe("the signals of a worker and of a job's feed", () => {
     const rt = await createTestRuntime();
     let joined = 0;
     AbortSignal.any = (signals: Iterable<AbortSignal>) => {
-      if (/job-handle\.ts/.test(new Error().stack ?? "")) joined++;
+      if (/job-handle\.ts|job-answers\.ts/.test(new Error().stack ?? "")) joined++;
       return platformAny.call(AbortSignal, [...signals]);
     };
     const worker = rt.workers.start<number, number>({ queue: "q", handler: (task) => task.payload * 2 });

@@ -4,77 +4,30 @@ import {
   type Consumer,
   DeliverPolicy,
   type JetStreamManager,
-  type JsMsg,
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { createInbox, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { permitsConsumer, targetPermitsConsumer } from "../names.ts";
-import {
-  type Permit,
-  type PermitKind,
-  permitLeaseMs,
-  type QueueControls,
-  type TargetPool,
-} from "../queue-controls.ts";
+import { type PermitKind, permitLeaseMs, type QueueControls, type TargetPool } from "../queue-controls.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
+import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos, scanBucketEntries } from "./streams.ts";
 
 const encoder = new TextEncoder();
-
-/** How long one pull for a permit waits at the server before the taker asks again (and sees its signal). */
-const permitPullMs = 1000;
 
 /** Publishes of a pool's permits in flight at once: 10,000 permits in a few round trips, not 10,000. */
 const publishWindow = 500;
 
 /** JetStream "wrong last sequence": a compare-and-set lost. */
 const wrongLastSequence = 10071;
-
-/** A permit message: nak gives it back (with a delay for the rate pool), working keeps it. */
-class JsPermit implements Permit {
-  readonly #msg: JsMsg;
-  constructor(msg: JsMsg) {
-    this.#msg = msg;
-  }
-  keep(): void {
-    this.#msg.working();
-  }
-  release(delayMs?: number): void {
-    // A permit purged by `setPermits` meanwhile: the server ignores the nak.
-    this.#msg.nak(delayMs);
-  }
-}
-
-/** A permit taken by a raw pull (`takeFreePermits`): answered on its reply subject, as a JsMsg is. */
-class RawPermit implements Permit {
-  readonly #nc: NatsConnection;
-  readonly #reply: string;
-  constructor(nc: NatsConnection, reply: string) {
-    this.#nc = nc;
-    this.#reply = reply;
-  }
-  keep(): void {
-    this.#answer("+WPI");
-  }
-  release(delayMs?: number): void {
-    this.#answer(delayMs ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : "-NAK");
-  }
-  #answer(payload: string): void {
-    // A closed connection: the permit comes back by itself once its lease runs out.
-    if (!this.#nc.isClosed()) this.#nc.publish(this.#reply, payload);
-  }
-}
-
-/** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
-const freePullTimeoutMs = 2000;
 
 /**
  * Queue controls on NATS: the settings in the KV bucket `<prefix>_queues`
@@ -237,31 +190,6 @@ export const natsQueueControls = (
     return filled;
   };
 
-  /** Waits for a message of the consumer `made` gives: the permit, or undefined once `signal` aborts. */
-  const takeFrom = async (
-    made: (nc: NatsConnection) => Promise<Consumer>,
-    signal: AbortSignal,
-  ): Promise<Permit | undefined> => {
-    while (!signal.aborted) {
-      let msg: JsMsg | null;
-      try {
-        msg = await broker.run(
-          "queue.permit.take",
-          async (nc) => (await made(nc)).next({ expires: permitPullMs }),
-          { signal },
-        );
-      } catch (error) {
-        if (signal.aborted) return undefined;
-        throw error;
-      }
-      if (msg) {
-        if (!signal.aborted) return new JsPermit(msg);
-        msg.nak();
-      }
-    }
-    return undefined;
-  };
-
   return {
     // The bucket and the permits stream, for runtimes that may not create them (workers).
     provision: () =>
@@ -351,17 +279,21 @@ export const natsQueueControls = (
         // Ids of this rewrite: a publish retried after a timeout is not a second permit.
         await publishPermits(nc, subject, count, `${queue}.${kind}.${randomUUID().slice(0, 8)}`);
       }),
-    takePermit: (queue, kind, signal) => takeFrom((nc) => consumerOf(nc, queue, kind), signal),
+    takePermit: (queue, kind, signal) => takeFrom(broker, (nc) => consumerOf(nc, queue, kind), signal),
     takeTargetPermit: (queue, pool, kind, signal) =>
-      takeFrom(async (nc) => {
-        await filledPool(nc, queue, pool, kind);
-        return consumerFor(
-          nc,
-          names.targetPermitsStream(queue),
-          targetPermitsConsumer(pool.target, pool.round, kind),
-          names.targetPermitsSubject(queue, pool.target, pool.round, kind),
-        );
-      }, signal),
+      takeFrom(
+        broker,
+        async (nc) => {
+          await filledPool(nc, queue, pool, kind);
+          return consumerFor(
+            nc,
+            names.targetPermitsStream(queue),
+            targetPermitsConsumer(pool.target, pool.round, kind),
+            names.targetPermitsSubject(queue, pool.target, pool.round, kind),
+          );
+        },
+        signal,
+      ),
     // The old round's permits, markers and consumers; a worker still on it fills its pool again
     // (it sees the new round within a second): that pool is dropped with the next change.
     renewTargetPools: (queue, oldRound) =>
@@ -388,27 +320,11 @@ export const natsQueueControls = (
         "queue.permit.take",
         async (nc) => {
           await consumerOf(nc, queue, kind);
-          const inbox = createInbox();
-          const sub = nc.subscribe(inbox);
-          const timer = setTimeout(() => sub.unsubscribe(), freePullTimeoutMs);
-          const permits: Permit[] = [];
-          try {
-            nc.publish(
-              `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
-              JSON.stringify({ batch: max, no_wait: true }),
-              { reply: inbox },
-            );
-            for await (const m of sub) {
-              // Anything else is a status (404 none free, 408 request done): this pull is over.
-              if (!m.reply?.startsWith("$JS.ACK.")) break;
-              permits.push(new RawPermit(nc, m.reply));
-              if (permits.length >= max) break;
-            }
-          } finally {
-            clearTimeout(timer);
-            sub.unsubscribe();
-          }
-          return permits;
+          return pullFreePermits(
+            nc,
+            `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
+            max,
+          );
         },
         { retry: { attempts: 1, initialDelayMs: 0 } },
       ),

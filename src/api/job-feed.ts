@@ -1,0 +1,136 @@
+import type { Actor } from "xstate";
+import type { Broker } from "../adapters/broker.ts";
+import type { Clock } from "../kernel/clock.ts";
+import { stallClockFrom } from "../kernel/held-task.ts";
+import type { ResultEntry } from "../kernel/job-progress.ts";
+import { isFinal } from "../kernel/job-record.ts";
+import { decodeResults } from "../kernel/wire.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+import type { RunState } from "./job-run.ts";
+
+/** How much of a job's results its actor keeps for `results()` (a small job's: one message). */
+const keptBytes = 8192;
+
+/**
+ * The job's clock: not one of the runtime's loops but a timer of the
+ * job's own, stopped with its feed when the actor stops (`jobs.stop()`
+ * stops every actor before the runtime's loops close), with no I/O in flight
+ * to wait for. It wakes when the job's stall (or its stalled timeout) may be
+ * due, never sooner than `everyMs`: a job that nothing answers ticks once a
+ * `stallAfterMs`, not once a second (10,000 live jobs were 10,000 timer
+ * wakes and statechart events a second). Returns its stop.
+ */
+const tick = (clock: Clock, job: Actor<JobMachine>, everyMs: number) => {
+  let timer: unknown;
+  let stopped = false;
+  const wake = () => {
+    if (stopped) return;
+    job.send({ type: "clock.tick", now: clock.now() });
+    timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
+  };
+  timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
+  return () => {
+    stopped = true;
+    clock.clearTimeout(timer);
+  };
+};
+
+/**
+ * The job's feed: its results, and its clock's ticks, sent to its actor as events for the
+ * actor's whole life. Not an actor invoked by the machine: an invoked actor is about 2 KB
+ * of heap more on every live job (its actor, mailbox, observers and scope), for nothing
+ * the machine decides. The feed dedupes nothing, the bitmap does. Returns its stop.
+ */
+export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: number): (() => void) => {
+  const { record, log, self, resumeFrom } = state.run;
+  const job = self();
+  const jobId = record.id;
+  const stopTicking = tick(clock, job, everyMs);
+  if (resumeFrom && isFinal(resumeFrom)) return stopTicking;
+  const backlog: ResultEntry[] = [];
+  let caughtUp = false;
+  const flush = () => {
+    // Answers read while the submit is still running (an idempotent resubmit of a job
+    // that has them) wait for it: the machine counts from `running` on.
+    // A stopped actor takes nothing more (a catch-up's last read may land after its end).
+    if (!caughtUp || backlog.length === 0) return;
+    const snapshot = job.getSnapshot();
+    if (snapshot.status !== "active" || snapshot.matches("queuing")) return;
+    job.send({
+      type: "results.received",
+      entries: backlog.splice(0),
+      at: clock.now(),
+      ...(state.replay ? { replay: true } : {}),
+    });
+    state.replay = false;
+  };
+  // Answers read while queuing are handed over once it has left: then nothing more to wait
+  // for (one observer less on every live job).
+  const leftQueuing = job.subscribe((s) => {
+    if (s.matches("queuing")) return;
+    leftQueuing.unsubscribe();
+    flush();
+  });
+  state.kept = [];
+  // Not one of the runtime's loops for the job's whole life: the broker tracks what it reads
+  // from the server (a catch-up), and a live reader ends as the actor stops.
+  const stopReading = broker.followResults(
+    record.queue,
+    jobId,
+    (body, pending) => {
+      if (state.kept) {
+        state.keptSize += body.length;
+        if (state.keptSize <= keptBytes) state.kept.push(body);
+        else state.kept = undefined;
+      }
+      try {
+        backlog.push(...decodeResults(body));
+      } catch (error) {
+        // Not written by jetstate: nothing in it to count.
+        log.warn({ err: error }, "results message skipped");
+      }
+      // The first time through, hand over everything stored in one event once caught
+      // up: a redrive marker must be counted before the job decides it is over.
+      if (!caughtUp && pending > 0) return;
+      caughtUp = true;
+      flush();
+    },
+    {
+      onCaughtUp: () => {
+        caughtUp = true;
+      },
+      // A new submit: nothing of the job is stored before its tasks are published, after this.
+      fresh: state.run.bodies !== undefined,
+      onFailed: (error) => log.warn({ err: error }, "results feed failed"),
+    },
+  );
+  return () => {
+    leftQueuing.unsubscribe();
+    stopTicking();
+    stopReading();
+  };
+};
+
+/** The longest a job's clock sleeps. */
+const idleWakeMs = 60_000;
+
+/**
+ * How long the job's clock may sleep: until the stall is due (running), or
+ * the stalled timeout (stalled), at least `everyMs` (the tick period the
+ * machine asks for: how late a stall may be seen). At most `stallAfterMs`
+ * (and a minute): a stalled job without a timeout that makes progress and
+ * stalls again is seen stalling on time. Before the job runs: `everyMs`.
+ */
+const untilDue = (snapshot: ReturnType<Actor<JobMachine>["getSnapshot"]>, now: number, everyMs: number) => {
+  const { context } = snapshot;
+  const dueAt = snapshot.matches("running")
+    ? stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, now) +
+      context.settings.stallAfterMs
+    : snapshot.matches("stalled")
+      ? context.settings.stalledTimeoutMs > 0 && context.stalledSince !== null
+        ? context.stalledSince + context.settings.stalledTimeoutMs
+        : Number.POSITIVE_INFINITY
+      : now + everyMs;
+  const longest = Math.max(everyMs, Math.min(idleWakeMs, context.settings.stallAfterMs));
+  return Math.min(Math.max(everyMs, dueAt - now), longest);
+};

@@ -1,0 +1,50 @@
+import type { Actor } from "xstate";
+import type { RecordSeen } from "../effects/finalize-job.ts";
+import type { JobRecord, JobStatus } from "../kernel/job-record.ts";
+import type { Logger } from "../kernel/logger.ts";
+import type { HeldTaskBody } from "../kernel/wire.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+
+/** What one job's actors reach besides the shared parts: its record and its actor. */
+export interface JobRun {
+  readonly record: JobRecord;
+  /** Status the job was resumed from (undefined: this actor submits it). */
+  readonly resumeFrom?: JobStatus;
+  /** The task bodies to submit; only a new job has them. */
+  readonly bodies?: readonly string[];
+  /** The tasks it holds until due (delayed); only a new job has them. */
+  readonly held?: readonly HeldTaskBody[];
+  readonly log: Logger;
+  /** The actor the effects run in (made from the machine, so handed over later). */
+  readonly self: () => Actor<JobMachine>;
+  /** The submit found the job already made (idempotency key): this actor must be replaced. */
+  readonly foundExisting: (record: JobRecord) => void;
+  /** The record as this actor last wrote it (its commit, its progress): its end's write starts there. */
+  readonly seen: RecordSeen;
+}
+
+/** A job's run as its effects keep it: why its submit failed, whether its next batch is a replay. */
+export interface RunState {
+  readonly run: JobRun;
+  submitError: unknown;
+  /** Why the end was not written (undefined: it was, or nothing was to be). */
+  finalizeError: unknown;
+  replay: boolean;
+  /**
+   * Every results message the job's feed handed, in order from the first,
+   * while they are few and small (`keptBytes`, job-feed.ts); undefined when they are not
+   * kept (too many, or the feed did not read): `results()` reads the stream.
+   */
+  kept: string[] | undefined;
+  keptSize: number;
+  /** The submit, once started. */
+  submitting: Effect | undefined;
+  /** The end's write, once started. */
+  finalizing: Effect | undefined;
+}
+
+/** One of a job's effects running beside its actor: its abort, and whether it has settled. */
+export interface Effect {
+  readonly control: AbortController;
+  settled: boolean;
+}

@@ -1,0 +1,140 @@
+import type { Actor } from "xstate";
+import type { JobPort } from "../adapters/job-port.ts";
+import type { JobResults } from "../adapters/job-results.ts";
+import { cancelJob } from "../effects/finalize-job.ts";
+import { InvalidArgument } from "../kernel/errors.ts";
+import { isFinal } from "../kernel/job-record.ts";
+import { decodeProgress, type TaskProgress } from "../kernel/wire.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+import { keptAnswers, readAllResults, yieldAll } from "./job-answers.ts";
+import {
+  type HandleSource,
+  isRecorded,
+  type JobHandle,
+  type JobSnapshot,
+  snapshotOf,
+  type TaskResult,
+  throttledSubscribe,
+  whenRecorded,
+} from "./job-handle.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
+
+/** The XState actor behind a handle a runtime made: for tests, never on the public type. */
+export const jobActorOf = (handle: JobHandle<unknown>): Actor<JobMachine> => {
+  if (!(handle instanceof RuntimeJobHandle))
+    throw new InvalidArgument({ message: "handle: must be a job handle made by a runtime", field: "handle" });
+  return RuntimeJobHandle.actorOf(handle);
+};
+
+/**
+ * Cancels from any runtime: while this runtime is still submitting the job
+ * its actor rolls the submit back; otherwise the record is ended with a
+ * compare-and-set (counts kept), tasks purged and consumer deleted, and every
+ * runtime's actor for the job, its supervisor's included, sees the end in its
+ * record watch.
+ */
+const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, reason: string) => {
+  const { actor } = source;
+  const snapshot = actor.getSnapshot();
+  if (snapshot.status === "active" && snapshot.matches({ queuing: "submitting" })) {
+    actor.send({ type: "job.cancel", reason });
+    return whenRecorded(actor);
+  }
+  if (!isRecorded(actor)) {
+    const s = snapshotOf(actor);
+    const stored = await cancelJob(broker, s.id, reason, s, core.clock.now());
+    if (stored && isFinal(stored.status)) source.onRecord(stored);
+    else actor.send({ type: "job.cancel", reason });
+  }
+  return whenRecorded(actor);
+};
+
+/**
+ * A job's handle as a runtime makes it: a class, so that a live job does not
+ * carry its methods as closures (six were ~400 bytes of heap a job). Each
+ * method is a getter on the prototype that returns the call bound to this
+ * handle: `const { done } = job` still works, as with the closures, and a
+ * closure is made only when a method is taken.
+ */
+class RuntimeJobHandle implements JobHandle {
+  readonly id: string;
+  readonly queue: string;
+  readonly #core: RuntimeCore;
+  readonly #broker: JobPort & JobResults;
+  readonly #source: HandleSource;
+
+  constructor(core: RuntimeCore, broker: JobPort & JobResults, source: HandleSource) {
+    const { jobId, queue } = source.actor.getSnapshot().context;
+    this.id = jobId;
+    this.queue = queue;
+    this.#core = core;
+    this.#broker = broker;
+    this.#source = source;
+  }
+
+  /** The actor behind a handle: for tests only (`jobActorOf`), never on the handle itself. */
+  static actorOf(handle: RuntimeJobHandle): Actor<JobMachine> {
+    return handle.#source.actor;
+  }
+
+  get snapshot(): () => JobSnapshot {
+    return () => snapshotOf(this.#source.actor);
+  }
+
+  get subscribe(): (listener: (snapshot: JobSnapshot) => void) => () => void {
+    return (listener) => throttledSubscribe(this.#source.actor, listener);
+  }
+
+  get done(): () => Promise<JobSnapshot> {
+    return () => whenRecorded(this.#source.actor);
+  }
+
+  get cancel(): (reason: string) => Promise<JobSnapshot> {
+    return (reason) => cancel(this.#core, this.#broker, this.#source, reason);
+  }
+
+  get results(): <Result>() => AsyncIterable<TaskResult<Result>> {
+    return <Result>() => {
+      const kept = keptAnswers<Result>(this.#source);
+      return kept ? yieldAll(kept) : readAllResults<Result>(this.#core, this.#broker, this.#source.actor);
+    };
+  }
+
+  get onProgress(): (listener: (progress: TaskProgress) => void) => () => void {
+    return (listener) => watchNotes(this.#core, this.#broker, this, listener);
+  }
+}
+
+/** `onProgress`: the job's progress notes from now on, until the function returned is called. */
+const watchNotes = (
+  core: RuntimeCore,
+  broker: JobResults,
+  { id: jobId, queue }: { readonly id: string; readonly queue: string },
+  listener: (progress: TaskProgress) => void,
+): (() => void) => {
+  const watching = core.stopLinks.link();
+  broker.watchProgress(
+    queue,
+    jobId,
+    (body) => {
+      let note: TaskProgress;
+      try {
+        note = decodeProgress(jobId, body);
+      } catch {
+        return; // someone else's message on the subject
+      }
+      listener(note);
+    },
+    watching.signal,
+  );
+  return () => {
+    watching.abort();
+    core.stopLinks.unlink(watching);
+  };
+};
+
+export const makeHandle = (
+  core: RuntimeCore,
+  broker: JobPort & JobResults,
+  source: HandleSource,
+): JobHandle => new RuntimeJobHandle(core, broker, source);
