@@ -21,7 +21,14 @@ import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, isConsumerGone, pullLoop } from "./pull-loops.ts";
 import { deadLettersConsumer } from "./queue-streams.ts";
-import { ensureStream, isNoMessage, isNotFound, nanos, streamNamesStartingWith } from "./streams.ts";
+import {
+  duplicateWindowWithin,
+  ensureStream,
+  isNoMessage,
+  isNotFound,
+  nanos,
+  streamNamesStartingWith,
+} from "./streams.ts";
 
 export type { DeadLetter } from "../dead-letters.ts";
 
@@ -94,7 +101,7 @@ export class NatsDeadLetters {
           subjects: [subjects],
           retention: RetentionPolicy.Limits,
           storage: StorageType.File,
-          max_age: nanos(this.#maxAgeMs),
+          ...duplicateWindowWithin(this.#maxAgeMs),
         },
         this.#broker.replicas,
       );

@@ -19,7 +19,7 @@ import { NatsJobTasks } from "./job-tasks.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { PubAcks } from "./pub-acks.ts";
 import { QueueStreams } from "./queue-streams.ts";
-import { ensureBucket, ensureStream, nanos, Replicas } from "./streams.ts";
+import { duplicateWindowWithin, ensureBucket, ensureStream, Replicas } from "./streams.ts";
 
 // Moved with the records and the tasks; the rest of the adapter imports them from here.
 export { isWrongLastSequence } from "./job-records.ts";
@@ -134,8 +134,7 @@ export class NatsJobBroker {
         subjects: [`${this.#core.options.prefix}.results.>`],
         retention: RetentionPolicy.Limits,
         storage: StorageType.File,
-        max_age: nanos(this.#settings.retentionMs),
-        duplicate_window: nanos(120_000),
+        ...duplicateWindowWithin(this.#settings.retentionMs),
       },
       this.replicas,
     );

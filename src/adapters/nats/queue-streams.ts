@@ -3,7 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { laneAckWaitMs, laneMaxDeliver } from "../../kernel/job-record.ts";
 import { type BrokerNames, laneConsumer } from "../names.ts";
 import type { ClientSetups } from "./client-setups.ts";
-import { ensureStream, isNotFound, nanos, type Replicas } from "./streams.ts";
+import { duplicateWindowWithin, ensureStream, isNotFound, nanos, type Replicas } from "./streams.ts";
 
 /** The durable consumer on each queue's advisories stream that dead-letter processing pulls from. */
 export const deadLettersConsumer = "dead-letters";
@@ -84,7 +84,7 @@ export class QueueStreams {
         subjects: [n.maxDeliveriesSubject(queue)],
         retention: RetentionPolicy.Workqueue,
         storage: StorageType.File,
-        max_age: nanos(this.#advisoriesMaxAgeMs),
+        ...duplicateWindowWithin(this.#advisoriesMaxAgeMs),
       },
       this.#replicas,
     );

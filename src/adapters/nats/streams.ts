@@ -15,6 +15,17 @@ import type { Logger } from "../../kernel/logger.ts";
 export const nanos = (ms: number) => Math.round(ms * 1_000_000);
 
 /**
+ * A stream's duplicate window (the two minutes a retried publish with the
+ * same message id is kept once), never longer than its max age: the server
+ * refuses a window above the max age ("duplicates window can not be larger
+ * then max age"), which a `jobs.retentionMs` under two minutes asked for.
+ */
+export const duplicateWindowWithin = (maxAgeMs: number): { max_age: number; duplicate_window: number } => ({
+  max_age: nanos(maxAgeMs),
+  duplicate_window: nanos(Math.min(120_000, maxAgeMs)),
+});
+
+/**
  * The replica count jetstate gives every stream and bucket it creates, and
  * the report of existing ones that have another: jetstate never changes an
  * existing stream (another runtime or an operator made it, maybe on
