@@ -51,7 +51,6 @@ export interface QueueStatsQuery {
   readonly timeoutMs: number;
 }
 
-/** `rt.admin`'s side of the broker: what must exist before anyone runs, and what is left after. */
 /** What the runtime hands its broker's cleanup besides the user's options. */
 export interface BrokerCleanupOptions extends CleanupOptions {
   readonly retentionMs: number;
@@ -63,6 +62,7 @@ export interface BrokerCleanupOptions extends CleanupOptions {
 /** The broker's part of a cleanup pass: the jobs' (the flows' is the runtime's, `api/cleanup.ts`). */
 export type JobsCleanupReport = Omit<CleanupReport, "flowsRemoved">;
 
+/** `rt.admin`'s side of the broker: what must exist before anyone runs, and what is left after. */
 export interface BrokerAdmin {
   cleanup(options: BrokerCleanupOptions): Promise<JobsCleanupReport>;
 

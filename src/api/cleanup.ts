@@ -11,9 +11,12 @@ import { isSettled } from "../kernel/flow-record.ts";
  */
 export const cleanupOnce = async (
   broker: Broker,
-  options: BrokerCleanupOptions & { readonly now: number },
+  options: BrokerCleanupOptions,
+  /** The runtime's clock, for the flows' ages (the jobs' are the broker's: a memory server's own clock). */
+  now: number,
 ): Promise<CleanupReport> => {
-  const { now } = options;
+  // Read before the job records: a flow submitted after this read has no job past retention,
+  // unless the retention asked is about the pass's own length (`retentionMs: 0`).
   const liveFlows = new Set((await broker.flows.listLive()).map((mark) => mark.id));
   const jobs = await broker.cleanup({ ...options, liveFlows });
   // Still marked: its driver has not unmarked it yet (the next sweep does); the next pass removes it.

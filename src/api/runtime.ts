@@ -170,11 +170,11 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       cleanup: async (cleanupOptions = {}) => {
         requireRole(core.options.roles, "admin", "rt.admin.cleanup()");
         checkCleanupOptions(cleanupOptions);
-        return cleanupOnce(broker, {
-          retentionMs: jobOptions.retentionMs,
-          ...cleanupOptions,
-          now: core.clock.now(),
-        });
+        return cleanupOnce(
+          broker,
+          { retentionMs: jobOptions.retentionMs, ...cleanupOptions },
+          core.clock.now(),
+        );
       },
       provision: async (queues = []) => {
         requireRole(core.options.roles, "admin", "rt.admin.provision()");

@@ -1022,9 +1022,10 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await broker.removeDeadLetters([letters[0]!.seq]);
       // Had the retried store landed twice, task 1 would still be listed.
       expect((await broker.listDeadLetters(queue, jobId)).map((l) => l.index)).toEqual([0, 0]);
-      // Removed already (the same redrive made twice at once, or retried after a failure), or
-      // never stored: nothing to do, not a failure of the redrive that asks.
-      await broker.removeDeadLetters([letters[0]!.seq, letters[2]!.seq + 1_000_000]);
+      // Removed already (the same redrive made twice at once, or retried after a failure):
+      // nothing to do, not a failure of the redrive that asks. (Never a sequence past the
+      // stream's end: a clustered nats-server 2.9 does not answer that and resets the stream.)
+      await broker.removeDeadLetters([letters[0]!.seq]);
       expect((await broker.listDeadLetters(queue, jobId)).map((l) => l.index)).toEqual([0, 0]);
     });
 

@@ -11,7 +11,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import type { Runtime } from "../../src/api/runtime.ts";
+import { partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { createMemoryServer } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { memoryPool, natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
@@ -22,6 +22,8 @@ interface Stored {
   flowKeys(): Promise<string[]>;
   /** Keys of the jobs bucket that hold a record. */
   jobKeys(): Promise<string[]>;
+  /** Whether the flows bucket exists (the memory broker has no buckets to make: false). */
+  flowsBucket(): Promise<boolean>;
 }
 
 const memoryBackend = (): RuntimePool & Stored => {
@@ -31,6 +33,7 @@ const memoryBackend = (): RuntimePool & Stored => {
     ...memoryPool({ jobs: { cleanupIntervalMs: 0 } }, server),
     flowKeys: async () => state.flows.live().map((e) => e.key),
     jobKeys: async () => state.records.live().map((e) => e.key),
+    flowsBucket: async () => false,
   };
 };
 
@@ -40,8 +43,10 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): RuntimePool & Stor
     const nc = await connect({ servers: nats.url });
     try {
       const jsm = await jetstreamManager(nc);
-      const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `$KV.${bucket}.>` });
-      return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(`$KV.${bucket}.`.length));
+      const info = await jsm.streams
+        .info(`KV_${bucket}`, { subjects_filter: `$KV.${bucket}.>` })
+        .catch(() => undefined); // no bucket: nothing stored
+      return Object.keys(info?.state.subjects ?? {}).map((s) => s.slice(`$KV.${bucket}.`.length));
     } finally {
       await nc.close();
     }
@@ -50,6 +55,18 @@ const natsBackend = (nats: NatsServerHandle, prefix: string): RuntimePool & Stor
     ...natsPool(nats.url, { prefix, jobs: { cleanupIntervalMs: 0 } }),
     flowKeys: () => keys(`${prefix}_flows`),
     jobKeys: () => keys(`${prefix}_jobs`),
+    flowsBucket: async () => {
+      const nc = await connect({ servers: nats.url });
+      try {
+        const jsm = await jetstreamManager(nc);
+        return await jsm.streams.info(`KV_${prefix}_flows`).then(
+          () => true,
+          () => false,
+        );
+      } finally {
+        await nc.close();
+      }
+    },
   };
 };
 
@@ -61,34 +78,42 @@ afterAll(async () => {
   await nats?.dispose();
 });
 
+let prefixes = 0;
 describe.each([
   { name: "memory", make: memoryBackend },
-  { name: "nats", make: () => natsBackend(nats, "flc") },
+  { name: "nats", make: () => natsBackend(nats, `flc${++prefixes}`) },
 ])("flows cleanup ($name)", ({ make }) => {
-  it("removes a settled flow past retention, nothing of it left; keeps an open flow and its ended node's job; that node runs once", async () => {
+  it("removes a settled flow past retention, nothing of it left; keeps an open flow and the job of a node whose end its driver has not written; that node runs once", async () => {
     const backend = make();
     try {
       const rt: Runtime = await backend.runtime("all-roles");
+      // The driver cannot write the flow record for a while (as one dying at each step would).
+      let blocked = false;
+      let refused = 0;
+      partsOf(rt).flows.driver.hook = (point) => {
+        if (!blocked || point !== "update") return;
+        refused++;
+        throw new Error("the driver cannot write now");
+      };
       const ran: string[] = [];
-      let open!: () => void;
-      const gate = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      rt.workers.start({
-        queue: "count",
-        handler: (task) => {
+      const gate = () => {
+        let open!: () => void;
+        const opened = new Promise<void>((resolve) => {
+          open = resolve;
+        });
+        return { open, opened };
+      };
+      const [first, slow] = [gate(), gate()];
+      const handler =
+        (wait?: Promise<void>) =>
+        async (task: { jobId: string; payload: unknown }): Promise<unknown> => {
           ran.push(task.jobId);
+          await wait;
           return task.payload;
-        },
-      });
-      rt.workers.start({
-        queue: "slow",
-        handler: async (task) => {
-          ran.push(task.jobId);
-          await gate;
-          return task.payload;
-        },
-      });
+        };
+      rt.workers.start({ queue: "count", handler: handler() });
+      rt.workers.start({ queue: "first", handler: handler(first.opened) });
+      rt.workers.start({ queue: "slow", handler: handler(slow.opened) });
       const settled = await rt.flows.submit({
         parent: { queue: "count", tasks: [0] },
         children: [{ queue: "count", tasks: [1] }],
@@ -96,19 +121,24 @@ describe.each([
       const settledEnd = await settled.done();
       expect(settledEnd.status).toBe("succeeded");
       const settledJobs = Object.values(settledEnd.nodes).map((n) => n.jobId);
-      // a has ended, b runs until the gate opens, c waits for both.
+      // a ends while its driver cannot write it, b runs until its gate opens, c waits for both.
       const running = await rt.flows.submit({
         jobs: {
-          a: { queue: "count", tasks: [1] },
+          a: { queue: "first", tasks: [1] },
           b: { queue: "slow", tasks: [2] },
           c: { queue: "count", tasks: [3], dependsOn: ["a", "b"] },
         },
       });
-      await waitUntil(() => running.snapshot().nodes.a?.status === "succeeded", {
+      await waitUntil(() => running.snapshot().nodes.b?.status === "running", {
         timeoutMs: 10_000,
-        message: "node a stepped succeeded",
+        message: "a and b submitted",
       });
       const a = running.snapshot().nodes.a?.jobId as string;
+      blocked = true;
+      first.open();
+      expect(await (await rt.jobs.get(a))?.done()).toMatchObject({ status: "succeeded" });
+      await waitUntil(() => refused > 0, { timeoutMs: 10_000, message: "the driver tried to write a's end" });
+      expect(running.snapshot().nodes.a?.status).toBe("running");
       expect(await backend.flowKeys()).toEqual(expect.arrayContaining([settled.id, running.id]));
 
       const dry = await rt.admin.cleanup({ retentionMs: 0, dryRun: true });
@@ -127,7 +157,9 @@ describe.each([
       expect(report.recordsRemoved).not.toContain(a);
       expect(jobKeys).toContain(a);
 
-      open();
+      // The driver steps again: a read as never submitted would run again.
+      blocked = false;
+      slow.open();
       const end = await running.done();
       expect(end.status).toBe("succeeded");
       expect(ran.filter((id) => id === a)).toHaveLength(1);
@@ -138,6 +170,19 @@ describe.each([
       });
       expect((await rt.admin.cleanup({ retentionMs: 0 })).flowsRemoved).toEqual([running.id]);
       expect(await backend.jobKeys()).not.toContain(a);
+    } finally {
+      await backend.stop();
+    }
+  });
+
+  it("a pass on a server where no flow was ever submitted removes none, and does not make the flows bucket", async () => {
+    const backend = make();
+    try {
+      const rt = await backend.runtime("admin-only");
+      const report = await rt.admin.cleanup({ retentionMs: 0 });
+      expect(report.flowsRemoved).toEqual([]);
+      expect(await backend.flowKeys()).toEqual([]);
+      expect(await backend.flowsBucket()).toBe(false);
     } finally {
       await backend.stop();
     }

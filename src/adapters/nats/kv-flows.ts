@@ -1,4 +1,10 @@
-import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import {
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstreamManager,
+  StorageType,
+} from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
@@ -10,7 +16,7 @@ import {
 } from "../../kernel/flow-record.ts";
 import type { FlowStore, LiveMark } from "../flow-store.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket, eraseEntryAt, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, eraseEntryAt, isNotFound, scanBucketEntries } from "./streams.ts";
 
 const live = "live.";
 
@@ -42,6 +48,13 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
         broker.replicas,
       ),
     );
+  // Read without making the bucket: none yet (no flow ever submitted) is no flow, and a reader
+  // (a cleanup pass, a dry run included; a driver's sweep) changes nothing on the server.
+  const entriesIfAny = (js: JetStreamClient, jsm: JetStreamManager, keys: string) =>
+    scanBucketEntries(js, jsm, broker.names.flowsBucket, keys).catch((error: unknown) => {
+      if (isNotFound(error)) return new Map<string, never>();
+      throw error;
+    });
   return {
     provision: () => broker.run("flow.provision", async (nc) => void (await bucket(nc))),
     createFlow: (record) =>
@@ -68,10 +81,9 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
     // mark: they are purged, markers and all): marks are the flows not settled, never every flow.
     listLive: () =>
       broker.run("flow.marks", async (nc) => {
-        await bucket(nc);
         const { js, jsm } = await broker.handles(nc);
         const marks: LiveMark[] = [];
-        for (const [key, entry] of await scanBucketEntries(js, jsm, broker.names.flowsBucket, `${live}>`)) {
+        for (const [key, entry] of await entriesIfAny(js, jsm, `${live}>`)) {
           if (entry.value === undefined) continue;
           marks.push({
             id: key.slice(live.length),
@@ -96,10 +108,9 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
     // A flow id is one token (no dot): `*` reads the records, never the marks.
     listFlows: () =>
       broker.run("flow.list", async (nc) => {
-        await bucket(nc);
         const { js, jsm } = await broker.handles(nc);
         const flows: Array<{ record: FlowRecord; revision: number }> = [];
-        for (const [, entry] of await scanBucketEntries(js, jsm, broker.names.flowsBucket, "*")) {
+        for (const [, entry] of await entriesIfAny(js, jsm, "*")) {
           const record = entry.value === undefined ? undefined : decodeFlowIfReadable(entry.value);
           if (record) flows.push({ record, revision: entry.revision });
         }
@@ -108,7 +119,6 @@ export const natsFlows = (broker: NatsJobBroker): FlowStore & { provision(): Pro
     // Erased by sequence, as an expired job record is: a KV delete would leave its marker for good.
     removeFlow: (id, revision) =>
       broker.run("flow.remove", async (nc) => {
-        await bucket(nc);
         const { jsm } = await broker.handles(nc);
         return eraseEntryAt(jsm, broker.names.flowsBucket, id, revision, "value");
       }),

@@ -98,7 +98,7 @@ const deniedOf = async (nc: NatsConnection, subjects: readonly string[], timeout
   return denied;
 };
 
-/** Reads the server, its jetstate streams, its clock and this identity's permissions; fails only on no connection. */
+/** Reads the server, its jetstate streams, its clock and this identity's permissions; fails on no connection, or a stream listing not answered. */
 export const readServerFacts = (core: NatsContext, request: FactsRequest): Promise<ServerFacts> =>
   core.run("admin.diagnose", async (nc) => {
     const info = nc.info;
