@@ -154,6 +154,14 @@ export class Scheduler {
     return new Map([...this.#seen].map(([id, seen]) => [id, seen.snapshot]));
   }
 
+  /**
+   * Tests only: each followed schedule's rounds counted per tick fired again after a transient
+   * failure (a copy). A tick's count lives while the tick is owed or in flight, no longer.
+   */
+  rounds(): Map<string, ReadonlyMap<number, number>> {
+    return new Map([...this.#seen].map(([id, seen]) => [id, new Map(seen.again)]));
+  }
+
   /** Moves the schedule's statechart and carries out what it says (fire these ticks). */
   #send(record: ScheduleRecord, seen: Seen, event: ScheduleEvent): void {
     const [snapshot, actions] = transition(scheduleMachine, seen.snapshot, event);

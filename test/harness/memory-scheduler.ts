@@ -3,12 +3,13 @@ import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import type { ScheduleStore } from "../../src/adapters/schedule-store.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { Scheduler } from "../../src/api/scheduler.ts";
+import { Scheduler, type SchedulerDeps } from "../../src/api/scheduler.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type MissedTicks, type ScheduleRecord, scheduleOfKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+import { waitUntil } from "./wait.ts";
 
 /**
  * A memory server on a manual clock set at `start`, its schedules store,
@@ -55,6 +56,35 @@ export interface TestScheduler {
   stop(): Promise<void>;
 }
 
+/** A `Scheduler` running (until `stop`), its fires tracked as a runtime tracks its work. */
+export interface RunningScheduler extends TestScheduler {
+  readonly scheduler: Scheduler;
+}
+
+/** Runs a `Scheduler` on `deps`; `stop` aborts its run, then waits for it and for its fires under way. */
+export const runScheduler = (deps: Omit<SchedulerDeps, "track">): RunningScheduler => {
+  const tracked = new Set<Promise<unknown>>();
+  const scheduler = new Scheduler({
+    ...deps,
+    track: (_name, work) => {
+      const running = work();
+      tracked.add(running);
+      void running.finally(() => tracked.delete(running));
+    },
+  });
+  const stop = new AbortController();
+  const running = scheduler.run(stop.signal);
+  return {
+    scheduler,
+    tracked,
+    stop: async () => {
+      stop.abort();
+      await running;
+      await Promise.allSettled([...tracked]);
+    },
+  };
+};
+
 /**
  * Starts a `Scheduler` whose fire submits the tick's job through a registry
  * of its own (as the runtime wires it, without the read that skips a
@@ -74,32 +104,29 @@ export const startMemoryScheduler = async (
     leaseMs: 10_000,
     takeOver: false,
   });
-  const tracked = new Set<Promise<unknown>>();
-  const scheduler = new Scheduler({
+  const run = runScheduler({
     store,
     clock,
     log: silentLogger(),
     ...options,
-    track: (_name, work) => {
-      const running = work();
-      tracked.add(running);
-      void running.finally(() => tracked.delete(running));
-    },
     fire: async (record, _tick, key) => {
       await before(record, key);
       await registry.submit({ ...record.job, idempotencyKey: key });
     },
   });
-  const stop = new AbortController();
-  const running = scheduler.run(stop.signal);
   return {
-    tracked,
+    tracked: run.tracked,
     stop: async () => {
-      stop.abort();
-      await running;
-      await Promise.allSettled([...tracked]);
+      await run.stop();
       await registry.stop();
       await core.stop();
     },
   };
 };
+
+/**
+ * Until a scheduler whose clock no one else uses sleeps between two passes
+ * (its one timer on `clock`): the pass before is over, its fires started.
+ */
+export const schedulerAsleep = (clock: ManualClock, message = "the scheduler asleep") =>
+  waitUntil(() => clock.pending > 0, { timeoutMs: 2000, intervalMs: 1, message });
