@@ -1288,8 +1288,21 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const unknown = newRecord(1, ack); // consumer and tasks, no record
       await broker.publishTasks(unknown, taskBodies(1), never);
       await broker.createConsumer(unknown.queue, unknown.id, unknown.settings);
-      const orphan = newJobRef(); // results, no record
+      const orphan = newJobRef(); // results and a dead letter, no record
       await broker.publishResults(orphan.queue, orphan.id, "[]", uid("m"));
+      // A letter of a job with no record (stored after it went) goes; a running job's stays.
+      const letterOf = (job: JobRef) => ({
+        queue: job.queue,
+        jobId: job.id,
+        index: 0,
+        payload: 0,
+        error: "x",
+        deliveries: 1,
+        at: now,
+        source: "worker" as const,
+      });
+      await broker.storeDeadLetter(letterOf(orphan), uid("m"));
+      await broker.storeDeadLetter(letterOf(running), uid("m"));
       for (const id of [old.id, recent.id, running.id, unknown.id]) await broker.leases.acquire(id, 60_000);
 
       const expected = {
@@ -1325,6 +1338,8 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.getRecord(recent.id)).toBeDefined();
       expect(await broker.getRecord(submitting.id)).toBeDefined();
       expect(await broker.listDeadLetters(old.queue, old.id)).toEqual([]);
+      expect(await broker.listDeadLetters(orphan.queue, orphan.id)).toEqual([]);
+      expect(await broker.listDeadLetters(running.queue, running.id)).toHaveLength(1);
       expect((await broker.leases.list()).map((l) => l.jobId).sort()).toEqual(
         [running.id, submitting.id].sort(),
       );

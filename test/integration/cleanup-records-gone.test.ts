@@ -68,7 +68,17 @@ describe("cleanup of finished records", () => {
 
     const deadLetters = async () =>
       Object.keys((await jsm.streams.info(names.deadStream, { subjects_filter: ">" })).state.subjects ?? {});
-    expect(await deadLetters()).toEqual([names.deadSubject("dying", dying.id)]);
+    // A letter stored after its job's record went (the advisory handled late), and one of the
+    // running job: stored raw, as the dead-letter processor would.
+    await nc.request(names.deadSubject("dying", "jgone"), "{}");
+    await nc.request(names.deadSubject("gone", running.id), "{}");
+    expect((await deadLetters()).sort()).toEqual(
+      [
+        names.deadSubject("dying", dying.id),
+        names.deadSubject("dying", "jgone"),
+        names.deadSubject("gone", running.id),
+      ].sort(),
+    );
     // Each dead-letter purge the pass asks of the server, as the server receives it.
     const purges: string[] = [];
     const watch = nc.subscribe(`$JS.API.STREAM.PURGE.${names.deadStream}`, {
@@ -80,9 +90,10 @@ describe("cleanup of finished records", () => {
     const report = await rt.admin.cleanup({ retentionMs: 0 });
     await nc.flush();
     watch.unsubscribe();
-    // The dead letters of the one job that has them go, with one purge: not one per job removed.
-    expect(await deadLetters()).toEqual([]);
-    expect(purges).toHaveLength(1);
+    // The dead letters of the expired job that has some, and of the job with no record, go, a
+    // purge each: not one per job removed. The running job's stay.
+    expect(await deadLetters()).toEqual([names.deadSubject("gone", running.id)]);
+    expect(purges).toHaveLength(2);
     expect([...report.recordsRemoved].sort()).toEqual([...finished].sort());
     // Nothing of theirs is stored: no record, no marker (the earlier version's gone too).
     expect(await subjects()).toEqual([`$KV.${names.jobsBucket}.${running.id}`]);

@@ -19,7 +19,7 @@ export const cleanupMemory = async (
   server.assertOpen("cleanup");
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? server.clock.now();
-  const { names, tasks } = server;
+  const { tasks } = server;
   // The only await comes first: from here on nothing else runs, so the leftovers and the
   // records below are one consistent view (on NATS the leftovers are looked at first).
   const leased = await leases.list();
@@ -45,7 +45,9 @@ export const cleanupMemory = async (
   for (const name of report.consumersDeleted) tasks.deleteConsumer(name);
   for (const subject of report.tasksPurged) tasks.purge(subject);
   for (const subject of report.resultsPurged) server.results.purge(subject);
-  for (const record of expired) server.deadLetters.purge(names.deadSubject(record.queue, record.id));
+  // As on NATS: the letters of expired jobs and of jobs with no record (stored after it went).
+  for (const subject of server.deadLetters.subjects())
+    if (resultsGone(jobIdOfSubject(subject))) server.deadLetters.purge(subject);
   for (const { jobId, revision } of leased) if (over(jobId)) await leases.remove(jobId, revision);
   // As on NATS: never over a lease a job took meanwhile (a create).
   for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);

@@ -123,10 +123,11 @@ export const cleanupJobs = async (
         const max = seen.resultSubjects[subject] ?? 0;
         await deleteSubjectMessages(jsm, n.resultsStream, subject, { max, below: seen.resultsBelow });
       }
-      for (const record of expired) {
-        const letters = n.deadSubject(record.queue, record.id);
-        // Letters stored after the survey: the stream's max age removes them.
-        if (!seen.deadSubjects.has(letters)) continue;
+      // The letters of expired jobs, and of jobs with no record: a letter stored after its job's
+      // record went (its advisory handled late) stayed for the stream's max age. Letters stored
+      // after the survey wait for the next pass.
+      for (const letters of seen.deadSubjects) {
+        if (!resultsGone(jobIdOfSubject(letters))) continue;
         await jsm.streams
           .purge(n.deadStream, { filter: letters })
           // No dead-letter stream (none ever stored) or not now: its max age removes them anyway.
