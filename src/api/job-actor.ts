@@ -258,6 +258,10 @@ export const startJobActor = (
     },
     onRecord: (changed) => {
       if (changed.updatedAt < seenUpdatedAt || actor.getSnapshot().status !== "active") return;
+      // A submit's actor follows its own submit's record only. Another submit's write of the key
+      // seen late (a dead submit's rollback, which this submit then took over: its time may be
+      // ahead, written on another host's clock) ended this job as rolled back, its task running.
+      if (bodies && changed.submitId !== record.submitId) return;
       seenUpdatedAt = changed.updatedAt;
       // This actor's own write seen back (its commit, its progress, its end): nothing the
       // machine does not know. Each of a small job's record events (its create and its end,

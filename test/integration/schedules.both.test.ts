@@ -215,7 +215,10 @@ describe.each(backends)("schedules on $name", ({ make }) => {
     try {
       const queue = "crashtick";
       const handled: string[] = [];
-      const rt = await backend.runtime("survivor");
+      // On the lane: its submit's publish is its commit, so the rollback's write, seen late by
+      // the submit that took the key over, found the job running and ended it failed ("rolled
+      // back by the reaper") while its task ran; the record then said submitting for good.
+      const rt = await backend.runtime("survivor", { jobs: { lane: true } });
       rt.workers.start<unknown, null>({
         queue,
         handler: (task) => {
@@ -247,6 +250,12 @@ describe.each(backends)("schedules on $name", ({ make }) => {
         timeoutMs: 10_000,
         message: "the tick's job handled",
       });
+      // A lane job (the default for one task) writes its commit with its end, just after its
+      // handler returned.
+      await waitUntil(
+        async () => (await backend.records()).some((r) => ofTick(r) && r.phase === "committed"),
+        { timeoutMs: 10_000, message: "the tick's job committed in its record" },
+      );
       const records = (await backend.records()).filter((r) => r.queue === queue);
       const mine = records.filter(ofTick);
       expect(mine).toHaveLength(1);
