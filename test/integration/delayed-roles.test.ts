@@ -110,10 +110,10 @@ describe("delayed tasks with least-privilege roles", () => {
     // Normal operation: the server refused nothing of the delayed tasks to anyone. (Not ours: a
     // supervisor of A alone looks up B's advisories stream too, its dead-letter processing finding
     // the queues by the stream names; that one refusal is allowed here, and only that one.)
+    const allowed = (v: { subject: string }) =>
+      v.subject.startsWith(`$JS.API.STREAM.INFO.${prefix}_advisories_`);
     const normal = await roles.violations();
-    expect(normal.filter((v) => !v.subject.startsWith(`$JS.API.STREAM.INFO.${prefix}_advisories_`))).toEqual(
-      [],
-    );
+    expect(normal.filter((v) => !allowed(v))).toEqual([]);
 
     // The user of A, raw: B's delayed stream is refused to it, read, got, pulled or deleted.
     const nc = await connect({ servers: roles.url, user: "submitterA", pass: roles.password, timeout: 2000 });
@@ -141,7 +141,8 @@ describe("delayed tasks with least-privilege roles", () => {
       timeoutMs: 5000,
       message: "the server logged the refused attempts",
     });
-    const refused = (await roles.violations()).slice(normal.length);
+    // The allowed refusal may come again meanwhile (each listing of the queues looks B up): ci45.
+    const refused = (await roles.violations()).slice(normal.length).filter((v) => !allowed(v));
     expect(refused.every((v) => v.user === "submitterA")).toBe(true);
     for (const verb of [
       "STREAM.INFO",
