@@ -193,10 +193,10 @@ export function markdown(doc: BenchDocument): string {
       "| --- | ---: | ---: | ---: | ---: |",
     );
     for (const [name, side] of [
-      ["jetstate", small.jetstate],
-      ["jetstate, `jobs.lane`", small.lane],
+      ["jetstate, the lane (`jobs.lane`, the default since 0.3)", small.lane],
+      ["jetstate, a consumer per job (`lane: false`)", small.jetstate],
       // Older result files have no memory side.
-      ["jetstate, `jobs.memoryConsumers`", small.memory ?? null],
+      ["jetstate, `lane: false, memoryConsumers: true`", small.memory ?? null],
       ["raw JetStream, the minimum", small.raw],
       ["BullMQ (Redis)", small.bullmq],
     ] as const) {
@@ -208,8 +208,8 @@ export function markdown(doc: BenchDocument): string {
     const ratio = (r: typeof small.ratioToRaw) => (r ? `${r.median} (per rep ${r.perRep.join(", ")})` : "–");
     lines.push(
       "",
-      `jetstate ÷ raw (jobs/s in flight): ${ratio(small.ratioToRaw)}; jetstate ÷ BullMQ: ${ratio(small.ratioToBullmq)}.`,
-      `With \`jobs.lane\`: ÷ raw ${ratio(small.laneRatioToRaw)}; ÷ BullMQ: ${ratio(small.laneRatioToBullmq)}.`,
+      `jetstate with its defaults (the lane) ÷ raw (jobs/s in flight): ${ratio(small.laneRatioToRaw)}; ÷ BullMQ: ${ratio(small.laneRatioToBullmq)}.`,
+      `With a consumer per job (\`lane: false\`): ÷ raw ${ratio(small.ratioToRaw)}; ÷ BullMQ: ${ratio(small.ratioToBullmq)}.`,
       "",
     );
   }

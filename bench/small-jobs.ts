@@ -6,10 +6,11 @@
  *     (jobs/s from the first submit to the last result);
  *   - one at a time: `serial` jobs in a row (p50 of submit and of
  *     submit → result).
- * Sides: jetstate (`submit()` → `done()`) with its defaults, with
- * `jobs.lane` (each 1-task job on its queue's lane, no consumer of its own)
- * and with `jobs.memoryConsumers` (a consumer of its own, in the server's
- * memory), raw JetStream doing the minimum for
+ * Sides: jetstate (`submit()` → `done()`) with `jobs.lane` (its default
+ * since 0.3: each 1-task job on its queue's lane, no consumer of its own),
+ * with `lane: false` (a consumer per job, the side named `jetstate` in the
+ * result files) and with `lane: false, memoryConsumers: true` (that
+ * consumer in the server's memory), raw JetStream doing the minimum for
  * the same work (publish the task with its PubAck, a pull consumer takes it,
  * the worker publishes the result with its PubAck and acks the task, the
  * submitter reads the result from one subscription), and BullMQ when a Redis

@@ -37,12 +37,14 @@ export interface JobRuntimeOptions {
    */
   readonly cleanupIntervalMs?: number;
   /**
-   * Put each job of one task (with the default 30 s ack wait) on its queue's
-   * lane: one consumer per queue serves them all, so a small job costs no
-   * consumer of its own. Off: every job gets its own consumer, as before the
-   * lane. HTTP workers take lane jobs' tasks from the queue
-   * (`POST /queues/{queue}/tasks/reserve`).
-   * @defaultValue false
+   * Put each job of one task (with the default 30 s ack wait, 5 deliveries
+   * and priority 0) on its queue's lane: one consumer per queue serves them
+   * all, so a small job costs no consumer of its own and its task's publish
+   * commits it. HTTP workers take lane jobs' tasks from the queue
+   * (`POST /queues/{queue}/tasks`); a lane job's own reserve
+   * (`POST /jobs/{id}/tasks`) answers 409 `job_in_lane`. Off: every job gets
+   * its own consumer, as before 0.3.
+   * @defaultValue true
    */
   readonly lane?: boolean;
   /**
@@ -77,7 +79,7 @@ export const JobsShape = Schema.Struct({
   reapGraceMs: withDefault(TimerMsOrZero, 10_000),
   retentionMs: withDefault(number(1, Number.MAX_SAFE_INTEGER), 7 * 24 * 3600_000),
   cleanupIntervalMs: withDefault(TimerMsOrZero, 600_000),
-  lane: withDefault(Schema.Boolean, false),
+  lane: withDefault(Schema.Boolean, true),
   memoryConsumers: withDefault(Schema.Boolean, false),
   scheduler: withDefault(Schema.Boolean, true),
 } satisfies Record<keyof JobRuntimeOptions, Schema.Top>);

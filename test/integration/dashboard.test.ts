@@ -136,8 +136,15 @@ describe("the dashboard's routes on NATS", () => {
 
   beforeAll(async () => {
     server = await startNatsServer();
-    rtA = await createRuntime({ servers: server.url, logger, name: "a" });
-    rtB = await createRuntime({ servers: server.url, logger, name: "b", jobs: { takeOver: false } });
+    // Per-job reserves of 1-task jobs, and their stored record read as running: a consumer per
+    // job (a lane job's own reserve is a 409, and its record says submitting until its end).
+    rtA = await createRuntime({ servers: server.url, logger, name: "a", jobs: { lane: false } });
+    rtB = await createRuntime({
+      servers: server.url,
+      logger,
+      name: "b",
+      jobs: { takeOver: false, lane: false },
+    });
     nc = await connect({ servers: server.url, name: "oracle" });
     httpA = await serveOnLoopback(createDashboard(rtA, { tokens }).fetch);
     httpB = await serveOnLoopback(createDashboard(rtB, { tokens }).fetch);

@@ -59,8 +59,9 @@ interface Setup {
 const brokers: Record<string, () => Promise<Setup>> = {
   nats: async () => {
     const server: NatsServerHandle = await startNatsServer();
-    const rt1 = await createRuntime({ servers: server.url, logger: silentLogger() });
-    const rt2 = await createRuntime({ servers: server.url, logger: silentLogger() });
+    // Per-job reserves of 1-task jobs: a consumer per job (a lane job's own reserve is a 409).
+    const rt1 = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { lane: false } });
+    const rt2 = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { lane: false } });
     return {
       rt1,
       rt2,
@@ -73,8 +74,8 @@ const brokers: Record<string, () => Promise<Setup>> = {
   },
   memory: async () => {
     const server = createMemoryServer();
-    const rt1 = await createTestRuntime({ broker: createMemoryBroker({ server }) });
-    const rt2 = await createTestRuntime({ broker: createMemoryBroker({ server }) });
+    const rt1 = await createTestRuntime({ jobs: { lane: false }, broker: createMemoryBroker({ server }) });
+    const rt2 = await createTestRuntime({ jobs: { lane: false }, broker: createMemoryBroker({ server }) });
     return {
       rt1,
       rt2,

@@ -202,11 +202,16 @@ describe.each(["nats", "memory"])("the HTTP API on the %s broker", (broker) => {
     const logger = pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line)) });
     if (broker === "nats") {
       server = await startNatsServer();
-      rt = await createRuntime({ servers: server.url, logger });
+      // Per-job reserves of 1-task jobs: a consumer per job (a lane job's own reserve is a 409).
+      rt = await createRuntime({ servers: server.url, logger, jobs: { lane: false } });
       reader = await connect({ servers: server.url, name: "raw-results" });
     } else {
       memory = createMemoryServer({ prefix: "jetstate" });
-      rt = await createTestRuntime({ logger, broker: createMemoryBroker({ server: memory }) });
+      rt = await createTestRuntime({
+        logger,
+        jobs: { lane: false },
+        broker: createMemoryBroker({ server: memory }),
+      });
     }
     const api = createHttpApi(rt, {
       tokens: {

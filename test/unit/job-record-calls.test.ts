@@ -26,15 +26,23 @@ const countRecordCalls = (rt: Awaited<ReturnType<typeof createTestRuntime>>): st
 };
 
 describe("record calls of a one-task job on the memory broker", () => {
-  it("are the submit's create and commit, and the end's write on the commit's revision (no read)", async () => {
-    const rt = await createTestRuntime();
+  const run = async (lane: boolean): Promise<string[]> => {
+    const rt = await createTestRuntime({ jobs: { lane } });
     const calls = countRecordCalls(rt);
     const worker = rt.workers.start<number, number>({ queue: "q", handler: (t) => t.payload * 2 });
     const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [21] });
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
     await worker.stop();
     await rt.stop();
-    expect(calls).toEqual(["createRecord", "updateRecord", "updateRecord"]);
+    return calls;
+  };
+
+  it("with a consumer of its own: the submit's create and commit, and the end's write on the commit's revision (no read)", async () => {
+    expect(await run(false)).toEqual(["createRecord", "updateRecord", "updateRecord"]);
+  });
+
+  it("on the lane (the default): the submit's create, and the end's write that carries the commit (no read)", async () => {
+    expect(await run(true)).toEqual(["createRecord", "updateRecord"]);
   });
 });
 
