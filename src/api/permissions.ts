@@ -214,8 +214,10 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
     ...streamInfo(n.tasksStream(q)),
     ...manageConsumers(n.tasksStream(q)),
     `$JS.API.STREAM.PURGE.${n.tasksStream(q)}`,
-    // Whether a lane job's task is stored (its commit point's witness).
+    // Whether a lane job's task is stored (its commit point's witness), and its removal at the
+    // job's end, cancel or rollback: by sequence, never a filtered purge (subject-messages.ts).
     `$JS.API.STREAM.MSG.GET.${n.tasksStream(q)}`,
+    `$JS.API.STREAM.MSG.DELETE.${n.tasksStream(q)}`,
     ...streamInfo(n.advisoriesStream(q)),
   ]),
 ];

@@ -302,4 +302,28 @@ describe("least-privilege roles on a server with users", () => {
     expect(fresh.filter((v) => !provoked(v))).toEqual([]);
     expect(fresh.some(provoked)).toBe(true);
   });
+
+  it("a lane job cancelled before any worker took it, and one stalled too long, leave no task and no violation", async () => {
+    const names = brokerNames(prefix);
+    await (await runtimeAs("admin")).admin.provision(["A"]);
+    // The defaults: a job of one task goes on the queue's lane. No worker of A runs here.
+    const submitter = await runtimeAs("submitter");
+    const jsm: JetStreamManager = await jetstreamManager(await rawAs("admin"));
+    const logged = (await loggedViolations(logFile)).length;
+    const cancelled = await submitter.jobs.submit({ queue: "A", tasks: [1] });
+    const stalled = await submitter.jobs.submit({
+      queue: "A",
+      tasks: [2],
+      stallAfterMs: 300,
+      stalledTimeoutMs: 300,
+    });
+    // Its end removes its task by sequence ($JS.API.STREAM.MSG.DELETE): the submitter was
+    // refused that, the cancel rejected with the record already written, and both tasks stayed.
+    expect(await cancelled.cancel("not wanted")).toMatchObject({ status: "failed" });
+    expect(await stalled.done()).toMatchObject({ status: "failed" });
+    for (const job of [cancelled, stalled])
+      expect(await storedCount(jsm, names.tasksStream("A"), names.laneSubject("A", job.id))).toBe(0);
+    const fresh = (await loggedViolations(logFile)).slice(logged);
+    expect(fresh.filter((v) => v.user === "submitter")).toEqual([]);
+  });
 });
