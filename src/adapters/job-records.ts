@@ -1,6 +1,12 @@
 import type { JobRecord } from "../kernel/job-record.ts";
 import type { RecordFilter, UnreadableRecord } from "../kernel/list-page.ts";
 
+/** A record as read or written, with its revision: the order of its writes, whatever their clocks say. */
+export interface RecordFound {
+  readonly record: JobRecord;
+  readonly revision: number;
+}
+
 /**
  * Job records (a KV bucket on NATS): read and written with compare-and-set
  * on the revision, so concurrent writers (a supervisor, the reaper, a
@@ -8,7 +14,7 @@ import type { RecordFilter, UnreadableRecord } from "../kernel/list-page.ts";
  */
 export interface JobRecords {
   createRecord(record: JobRecord): Promise<number>;
-  getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined>;
+  getRecord(id: string): Promise<RecordFound | undefined>;
   /** Throws `RevisionConflict` when the record changed since `revision`. */
   updateRecord(record: JobRecord, revision: number): Promise<number>;
   deleteRecord(id: string, revision: number): Promise<void>;
@@ -20,8 +26,12 @@ export interface RecordWatch {
   /**
    * Calls `onRecord` with every record written from the start of the watch
    * on (no record as it was before; deletes are not records), in the order
-   * written, until `signal` aborts. `onWatching` is called once the watch is
-   * in place: every write after that call is delivered.
+   * written, with its revision (as `getRecord` reads it), until `signal`
+   * aborts. `onWatching` is called once the watch is in place: every write
+   * after that call is delivered. Its `restarted` is true when the store was
+   * made again since the watch's last round (a server back with an empty
+   * store): revisions start over, and one read before says nothing of the
+   * order of one read after.
    * While a promise `onRecord` returned is pending, nothing more is handed
    * over; meanwhile, and while the watch reconnects, a record written several
    * times may be delivered at its latest revision only (the bucket keeps one
@@ -30,9 +40,9 @@ export interface RecordWatch {
    * `<label>_<id>`, default `events`), so an operator can tell them apart.
    */
   watchRecordChanges(
-    onRecord: (record: JobRecord) => void | Promise<void>,
+    onRecord: (record: JobRecord, revision: number) => void | Promise<void>,
     signal: AbortSignal,
-    onWatching?: () => void,
+    onWatching?: (restarted: boolean) => void,
     label?: string,
   ): Promise<void>;
 }

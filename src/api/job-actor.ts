@@ -1,5 +1,6 @@
 import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
+import type { RecordFound } from "../adapters/job-records.ts";
 import type { RecordSeen } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { rollLaneForward } from "../effects/reap-submits.ts";
@@ -28,8 +29,14 @@ export interface StartedJobActor {
   readonly actor: Actor<JobMachine>;
   /** Stops the actor, its timers and loops; gives the lease back (the job goes on). */
   stop(): void;
-  /** The job's record as the runtime's record watch saw it change (older ones are ignored). */
-  onRecord(record: JobRecord): void;
+  /**
+   * The job's record at `revision`, as the runtime's record watch (or a read) saw it change:
+   * one at or below a revision this actor already knows (read, written or heard) is older
+   * news, and ignored.
+   */
+  onRecord(record: JobRecord, revision: number): void;
+  /** The store was made again (a server back empty): revisions known so far say nothing of the new ones. */
+  storeMadeAgain(): void;
   /** Why the submit failed, as the typed error it failed with (undefined: it did not). */
   submitError(): unknown;
   /**
@@ -37,7 +44,7 @@ export interface StartedJobActor {
    * must be replaced. One listener at a time; undefined removes it (a found record not yet
    * heard of is kept for the next one).
    */
-  onExisting(listener: ((record: JobRecord) => void) | undefined): void;
+  onExisting(listener: ((found: RecordFound) => void) | undefined): void;
   /** Calls `listener` once the actor has ended (stopped, or failed); at once if it has. */
   onEnd(listener: () => void): void;
   /** The results messages the actor kept for `results()` (undefined: not kept). */
@@ -107,6 +114,7 @@ export const startJobActor = (
   resumeFrom?: JobStatus,
   bodies?: readonly string[],
   held?: readonly HeldTaskBody[],
+  revision = 0,
 ): StartedJobActor => {
   const { core, broker, leaseMs } = deps;
   const clock = core.clock;
@@ -118,9 +126,9 @@ export const startJobActor = (
   const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
   const { effects, chores, parent } = hostOf(deps);
   // Who hears of a job the submit found already made, and that record until someone does.
-  let existingListener: ((record: JobRecord) => void) | undefined;
-  let existingFound: JobRecord | undefined;
-  const foundExisting = (found: JobRecord) => {
+  let existingListener: ((found: RecordFound) => void) | undefined;
+  let existingFound: RecordFound | undefined;
+  const foundExisting = (found: RecordFound) => {
     if (existingListener) existingListener(found);
     else existingFound = found;
   };
@@ -128,8 +136,6 @@ export const startJobActor = (
   // subscription each: an observer is three bound functions on every live job).
   let ended = false;
   const endListeners: (() => void)[] = [];
-  // Records older than the one this actor started from (a watch lagging behind a redrive) say nothing new.
-  let seenUpdatedAt = record.updatedAt;
 
   const actor = createActor(effects.machine, {
     id: `job:${jobId}`,
@@ -151,6 +157,13 @@ export const startJobActor = (
   // A lane job watched from its record is committed (`get` opens one whose commit is not
   // written yet only once its task is read stored).
   const seen: RecordSeen = resumeFrom && record.lane ? { laneSubmit: record.submitId } : {};
+  // The order of the record's writes is their revision's, never their time's (written on other
+  // hosts' clocks): a write at or below the last one this actor read (`revision`, where it
+  // started from), heard (`heard`) or wrote (`seen.last`) came before it, seen late.
+  let heard = revision;
+  // This actor's last write when the store was made again: its revision is of the old store.
+  let lastBeforeRestart: RecordSeen["last"];
+  const known = () => Math.max(heard, seen.last === lastBeforeRestart ? 0 : (seen.last?.revision ?? 0));
   const run = effects.attach(actor, {
     record,
     seen,
@@ -256,13 +269,13 @@ export const startJobActor = (
       stopActor();
       persisting.stop();
     },
-    onRecord: (changed) => {
-      if (changed.updatedAt < seenUpdatedAt || actor.getSnapshot().status !== "active") return;
+    onRecord: (changed, at) => {
+      if (at <= known() || actor.getSnapshot().status !== "active") return;
       // A submit's actor follows its own submit's record only. Another submit's write of the key
       // seen late (a dead submit's rollback, which this submit then took over: its time may be
       // ahead, written on another host's clock) ended this job as rolled back, its task running.
       if (bodies && changed.submitId !== record.submitId) return;
-      seenUpdatedAt = changed.updatedAt;
+      heard = at;
       // This actor's own write seen back (its commit, its progress, its end): nothing the
       // machine does not know. Each of a small job's record events (its create and its end,
       // which carries a lane job's commit) would be a macrostep of the statechart.
@@ -274,6 +287,10 @@ export const startJobActor = (
         return;
       if (bodies && isOwnWrite(changed, record)) return; // the record its submit created
       actor.send(recordEvent(changed));
+    },
+    storeMadeAgain: () => {
+      heard = 0;
+      lastBeforeRestart = seen.last;
     },
     submitError: run.submitError,
     keptResults: run.keptResults,

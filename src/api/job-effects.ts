@@ -99,8 +99,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         // Another submit (maybe another runtime's) made this job, with its own tasks and
         // settings: this actor is not its actor. `jobs` replaces it with one resumed from
         // the record; until then it stays queuing (nothing counted, nothing written).
-        log.info({ status: outcome.record.status }, "idempotency key matched an existing job");
-        state.run.foundExisting(outcome.record);
+        log.info({ status: outcome.found.record.status }, "idempotency key matched an existing job");
+        state.run.foundExisting(outcome.found);
         await whenAborted(aborted);
       }
     } catch (error) {

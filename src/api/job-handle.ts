@@ -154,7 +154,7 @@ export const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSn
 /** The actor of a job and how to hand it a record read from the server. */
 export interface HandleSource {
   readonly actor: Actor<JobMachine>;
-  onRecord(record: JobRecord): void;
+  onRecord(record: JobRecord, revision: number): void;
   /** The results messages the job's actor kept, every one from the first (undefined: not kept). */
   keptResults?(): readonly string[] | undefined;
 }

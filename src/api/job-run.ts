@@ -1,4 +1,5 @@
 import type { Actor } from "xstate";
+import type { RecordFound } from "../adapters/job-records.ts";
 import type { RecordSeen } from "../effects/finalize-job.ts";
 import type { JobRecord, JobStatus } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
@@ -18,7 +19,7 @@ export interface JobRun {
   /** The actor the effects run in (made from the machine, so handed over later). */
   readonly self: () => Actor<JobMachine>;
   /** The submit found the job already made (idempotency key): this actor must be replaced. */
-  readonly foundExisting: (record: JobRecord) => void;
+  readonly foundExisting: (found: RecordFound) => void;
   /** The record as this actor last wrote it (its commit, its progress): its end's write starts there. */
   readonly seen: RecordSeen;
 }

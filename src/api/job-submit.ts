@@ -1,4 +1,5 @@
 import type { Broker } from "../adapters/broker.ts";
+import type { RecordFound } from "../adapters/job-records.ts";
 import { assertSameRequest, isLegacyJobFor, legacyJobIdFor } from "../effects/plan-submit.ts";
 import { RuntimeStopped } from "../kernel/errors.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
@@ -41,8 +42,8 @@ export const jobOfKey = async <Result>(
  * submit committed; a submit that failed rejects with its typed error (it
  * was rolled back), one stopped first with `RuntimeStopped`.
  */
-export const whenCommitted = (started: StartedJobActor): Promise<JobRecord | undefined> =>
-  new Promise<JobRecord | undefined>((resolve, reject) => {
+export const whenCommitted = (started: StartedJobActor): Promise<RecordFound | undefined> =>
+  new Promise<RecordFound | undefined>((resolve, reject) => {
     const check = () => {
       const s = started.actor.getSnapshot();
       if (s.matches("queuing")) return false;
@@ -54,9 +55,9 @@ export const whenCommitted = (started: StartedJobActor): Promise<JobRecord | und
     // The key named a job another submit (maybe another runtime's) committed: supervise or
     // watch that one, as recorded, not a job of this request's tasks.
     // Never rejects: it resolves only when the key named a committed job.
-    started.onExisting((record) => {
+    started.onExisting((found) => {
       sub.unsubscribe();
-      resolve(record);
+      resolve(found);
     });
     const settled = () => {
       sub.unsubscribe();

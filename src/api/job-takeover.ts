@@ -50,8 +50,8 @@ export interface TakeoverHost {
   readonly leaseMs: number;
   /** True while the registry has a live actor for the job. */
   watching(id: string): Promise<boolean>;
-  /** Starts (and tracks) an actor supervising the job from its record. */
-  supervise(record: JobRecord): void;
+  /** Starts (and tracks) an actor supervising the job from its record, read at `revision`. */
+  supervise(record: JobRecord, revision: number): void;
   /** True once the registry stops: no actor may start then. */
   stopping(): boolean;
 }
@@ -112,7 +112,7 @@ const adopt = async (host: TakeoverHost, jobId: string, revision: number): Promi
   if (again === null || host.stopping()) return broker.leases.giveBack(jobId);
   const { record } = again;
   host.log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
-  host.supervise(record);
+  host.supervise(record, again.revision);
 };
 
 /** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */

@@ -71,8 +71,8 @@ export class JobRegistry implements Jobs {
       log: this.#log,
       leaseMs: options.leaseMs,
       watching: (id) => this.#watching(id),
-      supervise: (record) => {
-        void this.#track(record.id, this.#start(record, record.status));
+      supervise: (record, revision) => {
+        void this.#track(record.id, this.#start(record, record.status, undefined, undefined, revision));
         // Its supervisor may have died with the server restarting under it: its consumer too.
         restoreSupervised(broker, this.#log, core.clock.now(), record);
       },
@@ -93,8 +93,8 @@ export class JobRegistry implements Jobs {
     const roles = core.options.roles;
     if (roles.has("submitter") || roles.has("supervisor"))
       this.records.listen({
-        onRecord: (record) => this.#onRecord(record),
-        onPlaced: () => this.#watchPlaced(),
+        onRecord: (record, revision) => this.#onRecord(record, revision),
+        onPlaced: (restarted) => this.#watchPlaced(restarted),
       });
   }
 
@@ -104,20 +104,24 @@ export class JobRegistry implements Jobs {
   /**
    * The record watch is in place (again): every write from now on reaches
    * the actors. The server may have restarted: each job supervised here gets
-   * its consumer made again if it is gone (`jobs.memoryConsumers`).
+   * its consumer made again if it is gone (`jobs.memoryConsumers`). When its
+   * store was made again (`restarted`), the revisions the actors know are of
+   * the old store: forgotten before any write of the new one reaches them.
    */
-  #watchPlaced(): void {
-    for (const [id, started] of this.#started)
+  #watchPlaced(restarted: boolean): void {
+    for (const [id, started] of this.#started) {
+      if (restarted) started.storeMadeAgain();
       this.#broker.getRecord(id).then(
         (found) => {
           if (!found) return;
-          started.onRecord(found.record);
+          started.onRecord(found.record, found.revision);
           restoreSupervised(this.#broker, this.#log, this.#core.clock.now(), found.record);
         },
         // The next write of the record comes through the watch.
         (error: unknown) =>
           this.#log.debug({ jobId: id, err: error }, "record not read again; watch in place"),
       );
+    }
   }
 
   /** Every record change the runtime's one record watch delivers (flows step on their jobs' changes). */
@@ -128,12 +132,12 @@ export class JobRegistry implements Jobs {
 
   readonly #recordListeners = new Set<(record: JobRecord) => void>();
 
-  #onRecord(record: JobRecord): void {
+  #onRecord(record: JobRecord, revision: number): void {
     for (const listener of this.#recordListeners) listener(record);
     const local = this.#jobs.get(record.id);
     if (!local) return;
     void local.then(
-      (supervised) => supervised.started.onRecord(record),
+      (supervised) => supervised.started.onRecord(record, revision),
       // A submit that failed has no actor to tell; its error went to its submitter.
       () => undefined,
     );
@@ -169,13 +173,14 @@ export class JobRegistry implements Jobs {
       if (supervised.started.actor.getSnapshot().status === "active")
         return supervised.handle as JobHandle<Result>;
     }
-    const record = await this.#committedRecord(id);
-    if (!record) return undefined;
+    const found = await committedRecord(this.#broker, await this.#broker.getRecord(id));
+    if (!found) return undefined;
+    const { record, revision } = found;
     // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
     const meanwhile = this.#jobs.get(id);
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;
     // A finished job's actor ends at once, as recorded, and is dropped: its handle still answers.
-    const started = this.#track(id, this.#start(record, record.status));
+    const started = this.#track(id, this.#start(record, record.status, undefined, undefined, revision));
     return (await started).handle as JobHandle<Result>;
   }
 
@@ -293,9 +298,10 @@ export class JobRegistry implements Jobs {
     resumeFrom?: JobStatus,
     bodies?: readonly string[],
     held?: readonly HeldTaskBody[],
+    revision?: number,
   ): Promise<Supervised> {
     if (this.#stopping) throw new RuntimeStopped({ message: "runtime stopped" });
-    const started = startJobActor(this.#deps, record, resumeFrom, bodies, held);
+    const started = startJobActor(this.#deps, record, resumeFrom, bodies, held, revision);
     // Until it ends (a finished job resumed from its record ends as it starts: never kept).
     const forget = () => {
       if (this.#started.get(record.id) === started) this.#started.delete(record.id);
@@ -312,7 +318,13 @@ export class JobRegistry implements Jobs {
       const committed = await whenCommitted(started);
       if (committed) {
         started.stop();
-        return this.#start(committed, committed.status);
+        return this.#start(
+          committed.record,
+          committed.record.status,
+          undefined,
+          undefined,
+          committed.revision,
+        );
       }
       // A new job: followed once committed. A held task is not moved before its commit anyway,
       // and a mover pulling while the submit holds slows the holding down (bench/sched-delayed.ts).

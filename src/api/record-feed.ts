@@ -4,16 +4,18 @@ import type { JobRecord } from "../kernel/job-record.ts";
 
 /** One reader of the runtime's record watch. */
 export interface RecordListener {
-  /** Every record written from the watch's start on, in the order written. */
-  onRecord(record: JobRecord): void;
+  /** Every record written from the watch's start on, in the order written, with its revision. */
+  onRecord(record: JobRecord, revision: number): void;
   /**
    * The watch is in place: every write from now on reaches `onRecord`.
    * Called again each time the watch is placed again (a reconnect, a server
    * back with an empty store): what the listener holds may have changed
    * meanwhile, so it reads it again. Called at once (asynchronously) for a
-   * listener that comes once the watch is in place.
+   * listener that comes once the watch is in place. `restarted`: the store
+   * was made again (a server back empty), and its revisions started over;
+   * called before any record of the new store reaches `onRecord`.
    */
-  onPlaced(): void;
+  onPlaced(restarted: boolean): void;
 }
 
 /**
@@ -39,14 +41,14 @@ export class RecordFeed {
   /** Until the function it returns is called. */
   listen(listener: RecordListener): () => void {
     this.#listeners.add(listener);
-    if (this.#placed) queueMicrotask(() => this.#listeners.has(listener) && listener.onPlaced());
+    if (this.#placed) queueMicrotask(() => this.#listeners.has(listener) && listener.onPlaced(false));
     if (!this.#started) {
       this.#started = true;
       this.#loops.run("job-records", (signal) =>
         this.#watch.watchRecordChanges(
-          (record) => this.#onRecord(record),
+          (record, revision) => this.#onRecord(record, revision),
           signal,
-          () => this.#onPlaced(),
+          (restarted) => this.#onPlaced(restarted),
           "records",
         ),
       );
@@ -54,12 +56,12 @@ export class RecordFeed {
     return () => this.#listeners.delete(listener);
   }
 
-  #onRecord(record: JobRecord): void {
-    for (const listener of this.#listeners) listener.onRecord(record);
+  #onRecord(record: JobRecord, revision: number): void {
+    for (const listener of this.#listeners) listener.onRecord(record, revision);
   }
 
-  #onPlaced(): void {
+  #onPlaced(restarted: boolean): void {
     this.#placed = true;
-    for (const listener of this.#listeners) listener.onPlaced();
+    for (const listener of this.#listeners) listener.onPlaced(restarted);
   }
 }

@@ -43,7 +43,7 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
   if (!isRecorded(actor)) {
     const s = snapshotOf(actor);
     const stored = await cancelJob(broker, s.id, reason, s, core.clock.now());
-    if (stored && isFinal(stored.status)) source.onRecord(stored);
+    if (stored && isFinal(stored.record.status)) source.onRecord(stored.record, stored.revision);
     else actor.send({ type: "job.cancel", reason });
   }
   return whenRecorded(actor);

@@ -1,6 +1,6 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
-import type { JobRecords } from "../adapters/job-records.ts";
+import type { JobRecords, RecordFound } from "../adapters/job-records.ts";
 import { RevisionConflict } from "../kernel/errors.ts";
 import {
   asCommittedLane,
@@ -23,7 +23,7 @@ import { fromPort, isConflict, type PortFailure } from "./port-call.ts";
  * (a small job's end read the record it had written itself a few ms before).
  */
 export interface RecordSeen {
-  last?: { readonly record: JobRecord; readonly revision: number };
+  last?: RecordFound;
   /** The record being written now: its watch may show it before its write is acknowledged. */
   writing?: JobRecord;
   /**
@@ -203,7 +203,7 @@ export const recordProgress = (
  * purged and its consumer deleted. Workers stop handing out its tasks once
  * they see the record; its supervisor, wherever it runs, sees the end in its
  * record watch and stops. Resolves with the stored record (an end already
- * recorded is left as it is).
+ * recorded is left as it is) and its revision.
  */
 const cancelJobEffect = (
   port: JobPort,
@@ -211,7 +211,7 @@ const cancelJobEffect = (
   reason: string,
   counts: JobCounts,
   now: number,
-): Effect.Effect<JobRecord | undefined, PortFailure> =>
+): Effect.Effect<RecordFound | undefined, PortFailure> =>
   Effect.gen(function* () {
     const change = (record: JobRecord): JobRecord | undefined => {
       if (isFinal(record.status) || record.phase !== SubmitPhase.committed) return undefined;
@@ -234,18 +234,21 @@ const cancelJobEffect = (
     const cleans = read.record.phase === SubmitPhase.committed || read.record.lane === true;
     const below = cleans ? yield* Effect.promise(() => tasksMarkOr(port, read.record)) : undefined;
     // Written from that read (nothing to write: the record as read).
+    const seen: RecordSeen = { last: read };
     const first =
       change(read.record) === undefined
         ? read.record
-        : yield* updateRecordWithEffect(port, id, change, 10, { last: read });
+        : yield* updateRecordWithEffect(port, id, change, 10, seen);
     // A lane job whose commit is not written yet (its record says `submitting`): cancelled as
     // committed once its task, or a result of it, is read stored.
     const laneSubmit = first ? yield* fromPort(() => laneSubmitCommitted(port, first)) : undefined;
+    const laneSeen: RecordSeen = laneSubmit === undefined ? seen : { laneSubmit };
     const stored =
-      laneSubmit === undefined ? first : yield* updateRecordWithEffect(port, id, change, 10, { laneSubmit });
+      laneSubmit === undefined ? first : yield* updateRecordWithEffect(port, id, change, 10, laneSeen);
     if (stored && stored.phase === SubmitPhase.committed)
       yield* fromPort(() => port.removeTasks(stored, below));
-    return stored;
+    // Its revision as written; as first read when this call did not write it (a lower bound).
+    return stored && { record: stored, revision: (laneSeen.last ?? seen.last ?? read).revision };
   });
 
 /**
@@ -263,8 +266,6 @@ export const laneSubmitCommitted = async (
   record.lane === true && record.phase === SubmitPhase.submitting && (await port.tasksCommitted(record))
     ? record.submitId
     : undefined;
-
-type RecordFound = { readonly record: JobRecord; readonly revision: number };
 
 /**
  * A job's record as a reader takes it: as stored, unless it says
@@ -307,7 +308,7 @@ export const cancelJob = (
   reason: string,
   counts: JobCounts,
   now: number,
-): Promise<JobRecord | undefined> => Effect.runPromise(cancelJobEffect(port, id, reason, counts, now));
+): Promise<RecordFound | undefined> => Effect.runPromise(cancelJobEffect(port, id, reason, counts, now));
 
 /**
  * The end of a job: the record says how it ended, then its consumer is deleted

@@ -1,5 +1,6 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
+import type { RecordFound } from "../adapters/job-records.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { committedRecord, type RecordSeen, wrote } from "./finalize-job.ts";
@@ -28,7 +29,7 @@ export class SimulatedCrash extends Error {
 export type SubmitOutcome =
   | { readonly kind: "committed"; readonly record: JobRecord }
   /** The idempotency key named a job that already exists: nothing was written. */
-  | { readonly kind: "existing"; readonly record: JobRecord };
+  | { readonly kind: "existing"; readonly found: RecordFound };
 
 export interface SubmitInput {
   readonly record: JobRecord;
@@ -68,7 +69,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
   Effect.gen(function* () {
     const { record, hooks } = input;
     const claim = yield* claimRecord(port, input);
-    if ("existing" in claim) return { kind: "existing", record: claim.existing } as const;
+    if ("existing" in claim) return { kind: "existing", found: claim.existing } as const;
     const commit = Effect.gen(function* () {
       yield* afterStep(hooks, SubmitStep.recordCreated);
       if (input.leased) yield* fromPort(() => input.leased);
@@ -159,7 +160,7 @@ const beforeDeadline = (record: JobRecord, now: () => number): Effect.Effect<voi
 export const submitJob = (port: JobPort, input: SubmitInput): Promise<SubmitOutcome> =>
   Effect.runPromise(submitJobEffect(port, input));
 
-type Claim = { readonly revision: number } | { readonly existing: JobRecord };
+type Claim = { readonly revision: number } | { readonly existing: RecordFound };
 
 /**
  * Creates the record, or finds the job the idempotency key already names
@@ -181,7 +182,7 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
       const { record: other, revision } = found;
       // The key names this job only if it was asked for the same tasks and settings.
       yield* fromThrowing(() => assertSameRequest(other, record));
-      if (other.phase === SubmitPhase.committed) return { existing: other };
+      if (other.phase === SubmitPhase.committed) return { existing: found };
       // A lane job whose commit is not written yet: committed once its task is stored. The commit
       // is written before this submit answers with the job: its own submitter, whose publish was
       // stored though its answer was lost, would otherwise roll back the job handed out here
@@ -210,8 +211,6 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
     }
   });
 
-type RecordFound = { readonly record: JobRecord; readonly revision: number };
-
 /**
  * Commits a submit past its commit point (its consumer made; a lane job's
  * task stored) whose record, read at `revision`, still says `submitting`:
@@ -226,7 +225,7 @@ export const rollForward = (port: JobPort, record: JobRecord, revision: number, 
     updatedAt: now(),
   };
   return fromPort(() => port.updateRecord(committed, revision)).pipe(
-    Effect.as<JobRecord | undefined>(committed),
+    Effect.map((written): RecordFound | undefined => ({ record: committed, revision: written })),
     Effect.catchTag("RevisionConflict", () => Effect.succeed(undefined)),
   );
 };

@@ -67,6 +67,16 @@ describe("nats-server restarted with an empty store mid-job", () => {
     });
     await waitUntil(() => lost.snapshot().done >= 5, { timeoutMs: 20_000, message: "five tasks done" });
     expect(lost.snapshot().status).toBe("running");
+    // Another process watches the job (a `get`): the store's revisions start over after the
+    // reset, so the end written then has a revision below every one it knew.
+    const other = await createRuntime({
+      servers: server.url,
+      logger,
+      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
+      jobs: { leaseMs: 2000, cleanupIntervalMs: 0, takeOver: false },
+    });
+    const watched = await other.jobs.get(lost.id);
+    expect(watched?.snapshot().status).toBe("running");
 
     await server.restartEmpty();
     // Independent witness: the server really holds nothing of jetstate any more.
@@ -88,6 +98,13 @@ describe("nats-server restarted with an empty store mid-job", () => {
     expect(ended).not.toBe("never");
     expect(ended).toMatchObject({ status: "failed" });
     expect((ended as { reason?: string }).reason).toMatch(/tasks lost: the server's store was reset/);
+    // The watcher sees that end too.
+    const seenEnded = await Promise.race([
+      watched!.done(),
+      new Promise<"never">((resolve) => setTimeout(() => resolve("never"), 15_000).unref()),
+    ]);
+    await other.stop();
+    expect(seenEnded).toMatchObject({ status: "failed", reason: (ended as { reason?: string }).reason });
 
     // A new job on the same runtime, no manual reset: it commits and completes exact.
     holdFrom = Number.POSITIVE_INFINITY;

@@ -6,7 +6,10 @@ describe("cancelJob", () => {
   it("ends a committed job as failed, counts kept as the larger, then removes its tasks", async () => {
     const fake = fakeJobPort();
     fake.put(record({ phase: "committed", status: "running", counts: { done: 5, failed: 0, dead: 2 } }));
-    const stored = await cancelJob(fake.port, "j1", "user asked", { done: 3, failed: 1, dead: 2 }, 7000);
+    const cancelled = await cancelJob(fake.port, "j1", "user asked", { done: 3, failed: 1, dead: 2 }, 7000);
+    const stored = cancelled?.record;
+    // With the revision it was written at: a reader orders it by that, not by its time.
+    expect(cancelled?.revision).toBe(fake.records.get("j1")!.revision);
     const expected = {
       phase: "committed",
       status: "failed",
@@ -36,7 +39,7 @@ describe("cancelJob", () => {
     const fake = fakeJobPort();
     const ended = record({ phase: "committed", status: "succeeded", reason: undefined, updatedAt: 5000 });
     fake.put(ended);
-    const stored = await cancelJob(fake.port, "j1", "late", { done: 9, failed: 9, dead: 9 }, 7000);
+    const stored = (await cancelJob(fake.port, "j1", "late", { done: 9, failed: 9, dead: 9 }, 7000))?.record;
     expect(stored).toEqual(ended);
     expect(fake.records.get("j1")!.record).toEqual(ended);
     expect(fake.calls).toEqual(["getRecord j1", "tasksMark q j1", "removeTasks q j1"]);
@@ -47,7 +50,7 @@ describe("cancelJob", () => {
       const fake = fakeJobPort();
       const open = record({ phase, status: "queuing" });
       fake.put(open);
-      const stored = await cancelJob(fake.port, "j1", "why", { done: 1, failed: 0, dead: 0 }, 7000);
+      const stored = (await cancelJob(fake.port, "j1", "why", { done: 1, failed: 0, dead: 0 }, 7000))?.record;
       expect(stored).toEqual(open);
       expect(fake.records.get("j1")!.record).toEqual(open);
       expect(fake.calls).toEqual(["getRecord j1"]);

@@ -81,7 +81,10 @@ describe("submitJob", () => {
     // Stored as created; the job's next write starts from the create's revision, as committed.
     const stored = fake.records.get("j1")!;
     expect(stored.record).toMatchObject({ phase: "submitting", status: "queuing" });
-    expect(seen.last).toEqual({ record: outcome.record, revision: stored.revision });
+    expect(seen.last).toEqual({
+      record: outcome.kind === "committed" && outcome.record,
+      revision: stored.revision,
+    });
     expect(seen.laneSubmit).toBe(stored.record.submitId);
     expect(fake.consumers.size).toBe(0);
   });
@@ -197,7 +200,10 @@ describe("submitJob", () => {
       now: () => 500,
       signal: new AbortController().signal,
     });
-    expect(outcome).toMatchObject({ kind: "existing", record: { submitId: "first", phase: "committed" } });
+    expect(outcome).toMatchObject({
+      kind: "existing",
+      found: { record: { submitId: "first", phase: "committed" } },
+    });
     expect(fake.calls).toEqual(["createRecord j1", "getRecord j1", "createRecord j1", "getRecord j1"]);
   });
 
@@ -379,7 +385,10 @@ describe("submitJob", () => {
       now: () => 7,
       signal: new AbortController().signal,
     });
-    expect(outcome).toEqual({ kind: "existing", record: existing });
+    expect(outcome).toEqual({
+      kind: "existing",
+      found: { record: existing, revision: fake.records.get("j1")!.revision },
+    });
     expect(fake.calls).toEqual(["createRecord j1", "getRecord j1"]);
   });
 
@@ -421,7 +430,7 @@ describe("submitJob", () => {
       now: () => 7,
       signal: new AbortController().signal,
     });
-    expect(outcome).toMatchObject({ kind: "existing", record: { submitId: "winner" } });
+    expect(outcome).toMatchObject({ kind: "existing", found: { record: { submitId: "winner" } } });
   });
 
   it("an error other than a conflict while creating the record is thrown as it is, nothing else done", async () => {
@@ -818,7 +827,8 @@ describe("cancelJob: a lane job whose commit is not written yet", () => {
 
   it("is cancelled as committed once its task is stored, the task removed", async () => {
     const fake = await submitted(true);
-    const stored = await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50);
+    const stored = (await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50))
+      ?.record;
     expect(stored).toMatchObject({
       phase: "committed",
       status: "failed",

@@ -32,8 +32,12 @@ describe("a watcher's end", () => {
     // The watcher's record watch is placed and tells nothing.
     const w = spiedBroker(createMemoryBroker({ server, holder: "w" }), (key, _n, args, call) => {
       if (key !== "watchRecordChanges") return call();
-      const [, signal, onWatching] = args as [unknown, AbortSignal, (() => void) | undefined];
-      onWatching?.();
+      const [, signal, onWatching] = args as [
+        unknown,
+        AbortSignal,
+        ((restarted: boolean) => void) | undefined,
+      ];
+      onWatching?.(false);
       return new Promise<void>((resolve) =>
         signal.addEventListener("abort", () => resolve(), { once: true }),
       );

@@ -187,9 +187,9 @@ class MemoryJobBroker implements MemoryBroker {
   }
 
   watchRecordChanges(
-    onRecord: (record: JobRecord) => void | Promise<void>,
+    onRecord: (record: JobRecord, revision: number) => void | Promise<void>,
     signal: AbortSignal,
-    onWatching?: () => void,
+    onWatching?: (restarted: boolean) => void,
   ): Promise<void> {
     return this.#records.watchRecordChanges(onRecord, signal, onWatching);
   }

@@ -83,27 +83,28 @@ export class MemoryJobRecords {
    * writes wait in memory (every revision: the records live in memory anyway).
    */
   async watchRecordChanges(
-    onRecord: (record: JobRecord) => void | Promise<void>,
+    onRecord: (record: JobRecord, revision: number) => void | Promise<void>,
     signal: AbortSignal,
-    onWatching?: () => void,
+    onWatching?: (restarted: boolean) => void,
   ): Promise<void> {
     this.#open("job.record.changes");
     const stop = AbortSignal.any([signal, this.#stop]);
     if (stop.aborted) return;
-    const written: string[] = [];
+    const written: { readonly value: string; readonly revision: number }[] = [];
     let wake: (() => void) | undefined;
     const stopped = whenAborted(stop);
     const unwatch = this.#server.records.watch((entry) => {
       if (entry.value === undefined) return; // a delete is not a record, as on NATS
-      written.push(entry.value);
+      written.push({ value: entry.value, revision: entry.revision });
       wake?.();
     });
-    onWatching?.();
+    // The memory server's store is never made again.
+    onWatching?.(false);
     try {
       let head = 0;
       while (!stop.aborted) {
-        const value = written[head];
-        if (value === undefined) {
+        const entry = written[head];
+        if (entry === undefined) {
           written.length = head = 0;
           await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
           wake = undefined;
@@ -111,7 +112,7 @@ export class MemoryJobRecords {
         }
         head++;
         try {
-          const room = onRecord(decodeRecord(value));
+          const room = onRecord(decodeRecord(entry.value), entry.revision);
           if (room) await Promise.race([room, stopped]);
         } catch {
           // A record that cannot be read, or a throwing listener, loses that record only (as on NATS).

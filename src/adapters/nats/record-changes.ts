@@ -39,10 +39,10 @@ export const watchRecordChanges = async (
   broker: NatsJobBroker,
   nc: NatsConnection,
   cursor: ChangeCursor,
-  onRecord: (record: JobRecord) => void | Promise<void>,
+  onRecord: (record: JobRecord, revision: number) => void | Promise<void>,
   signal: AbortSignal,
   log: Logger,
-  onWatching?: () => void,
+  onWatching?: (restarted: boolean) => void,
   label = "events",
 ): Promise<void> => {
   const { js, jsm } = await broker
@@ -51,7 +51,7 @@ export const watchRecordChanges = async (
   const stream = `KV_${broker.names.jobsBucket}`;
   try {
     while (!signal.aborted) {
-      await placeCursor(jsm, stream, cursor);
+      const restarted = await placeCursor(jsm, stream, cursor);
       const paused = await readChanges(
         js,
         jsm,
@@ -65,7 +65,7 @@ export const watchRecordChanges = async (
           log,
           label,
           decode: (text) => broker.decodeWatched(text),
-          ...(onWatching ? { onWatching } : {}),
+          ...(onWatching ? { onWatching: () => onWatching(restarted) } : {}),
         },
       );
       if (!paused) return;
@@ -78,12 +78,17 @@ export const watchRecordChanges = async (
   }
 };
 
-/** The first round starts at the stream's end ("from now on"); a stream made again, at its start. */
-const placeCursor = async (jsm: JetStreamManager, stream: string, cursor: ChangeCursor): Promise<void> => {
+/**
+ * The first round starts at the stream's end ("from now on"); a stream made
+ * again, at its start. True when the stream was made again since the last round.
+ */
+const placeCursor = async (jsm: JetStreamManager, stream: string, cursor: ChangeCursor): Promise<boolean> => {
   const info = await jsm.streams.info(stream);
-  if (cursor.created === info.created && cursor.seq !== undefined) return;
-  cursor.seq = cursor.created === undefined ? info.state.last_seq : 0;
+  if (cursor.created === info.created && cursor.seq !== undefined) return false;
+  const restarted = cursor.created !== undefined;
+  cursor.seq = restarted ? 0 : info.state.last_seq;
   cursor.created = info.created;
+  return restarted;
 };
 
 /** Reads until the consumer is lost or `signal` aborts (undefined), or until the reader is full. */
@@ -94,7 +99,7 @@ const readChanges = async (
   stream: string,
   bucket: string,
   cursor: ChangeCursor,
-  onRecord: (record: JobRecord) => void | Promise<void>,
+  onRecord: (record: JobRecord, revision: number) => void | Promise<void>,
   signal: AbortSignal,
   {
     log,
@@ -121,7 +126,7 @@ const readChanges = async (
         cursor.seq = m.seq;
         const kvOperation = m.headers?.get("KV-Operation");
         if (kvOperation === "DEL" || kvOperation === "PURGE" || m.data.length === 0) continue;
-        const room = onRecord(decode(m.string()));
+        const room = onRecord(decode(m.string()), m.seq);
         if (room) return { room };
       }
     } finally {
