@@ -1,5 +1,6 @@
 import type { Broker } from "../adapters/broker.ts";
 import type { ScheduleStore } from "../adapters/schedule-store.ts";
+import { committedRecord } from "../effects/finalize-job.ts";
 import { jobIdFor } from "../effects/plan-submit.ts";
 import { InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
 import { SubmitPhase } from "../kernel/job-record.ts";
@@ -57,6 +58,26 @@ const checkId = (id: unknown): string => {
 };
 
 /**
+ * Fires one tick: submits its job with the tick's key, unless it is
+ * committed already (another runtime fired it): then nothing is submitted
+ * and no actor starts. A lane job whose commit is not written yet (its
+ * record says `submitting` until its next write, a second on) is committed
+ * once its task is stored (`committedRecord`): every runtime's scheduler
+ * fires every tick, and each submitted such a tick again, which found the
+ * job, wrote its commit and started an actor watching it.
+ */
+export const fireTick = async (
+  broker: Pick<Broker, "getRecord" | "tasksCommitted">,
+  jobs: Pick<JobRegistry, "submit">,
+  record: ScheduleRecord,
+  key: string,
+): Promise<void> => {
+  const found = await committedRecord(broker, await broker.getRecord(jobIdFor(record.job.queue, key)));
+  if (found?.record.phase === SubmitPhase.committed) return;
+  await jobs.submit({ ...record.job, idempotencyKey: key });
+};
+
+/**
  * `rt.schedules` and, when this runtime submits (and `jobs.scheduler` is on),
  * its scheduler loop in the runtime's loop group: it fires each tick by
  * submitting the schedule's job with the tick's idempotency key.
@@ -76,12 +97,7 @@ export const createSchedules = (
           clock: core.clock,
           log,
           track: (name, work) => core.loops.track(name, work),
-          fire: async (record, _tick, key) => {
-            // Committed already (another runtime fired it): nothing to submit, no actor to start.
-            const found = (await broker.getRecord(jobIdFor(record.job.queue, key)))?.record;
-            if (found?.phase === SubmitPhase.committed) return;
-            await jobs.submit({ ...record.job, idempotencyKey: key });
-          },
+          fire: (record, _tick, key) => fireTick(broker, jobs, record, key),
         })
       : undefined;
   if (scheduler) core.loops.run("scheduler", (signal) => scheduler.run(signal));

@@ -1,0 +1,65 @@
+/**
+ * A tick's fire in a runtime whose scheduler comes second: every runtime's
+ * scheduler fires every tick. A tick another runtime already fired as a
+ * lane job (its record says `submitting` until its write a second on; the
+ * clock here never gets there) must not be submitted again. The oracle is
+ * the second runtime's broker calls, counted by a proxy around it.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
+import { fireTick } from "../../src/api/schedules.ts";
+import { decodeRecord } from "../../src/kernel/job-record.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { type ScheduleRecord, tickKey } from "../../src/kernel/schedule-record.ts";
+import { createMemoryBroker, createMemoryServer, ManualClock } from "../../src/testing.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
+
+const at = 1_700_000_000_000;
+const schedule: ScheduleRecord = {
+  v: 1,
+  id: "nightly",
+  rule: { everyMs: 60_000 },
+  missed: "skip",
+  job: { queue: "ticks", tasks: [1] },
+  since: at,
+  createdAt: at,
+  updatedAt: at,
+};
+
+describe("fireTick", () => {
+  const server = createMemoryServer();
+  const runtimes: Runtime[] = [];
+  const runtime = async (broker: Broker = createMemoryBroker({ server })) => {
+    const rt = await createRuntime({ logger: silentLogger(), clock: new ManualClock(at), broker });
+    runtimes.push(rt);
+    return rt;
+  };
+  afterEach(async () => {
+    for (const rt of runtimes.splice(0)) await rt.stop();
+  });
+
+  it("submits nothing for a tick another runtime fired on the lane, its commit not written yet", async () => {
+    const key = tickKey(schedule.id, at + 60_000);
+    const first = await runtime();
+    const job = await first.jobs.submit({ ...schedule.job, idempotencyKey: key });
+    // As the server holds it: still `submitting`, its task stored on the lane.
+    const stored = memoryServerState(server).records.get("test.read", job.id);
+    expect(decodeRecord(stored!.value!)).toMatchObject({ phase: "submitting", lane: true });
+    const second = spiedBroker(createMemoryBroker({ server }));
+    const rt = await runtime(second.broker);
+    await fireTick(second.broker, partsOf(rt).jobs, schedule, key);
+    expect(second.calls.get("createRecord")).toBeUndefined();
+    expect(second.calls.get("updateRecord")).toBeUndefined();
+    expect(partsOf(rt).jobs.watchedSnapshot(job.id)).toBeUndefined();
+  });
+
+  it("submits a tick nobody fired", async () => {
+    const key = tickKey(schedule.id, at + 120_000);
+    const spied = spiedBroker(createMemoryBroker({ server }));
+    const rt = await runtime(spied.broker);
+    await fireTick(spied.broker, partsOf(rt).jobs, schedule, key);
+    expect(spied.calls.get("createRecord")).toBe(1);
+  });
+});
