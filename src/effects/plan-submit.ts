@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
+import { Schema } from "effect";
 import { deadLetterRoomBytes } from "../kernel/dead-letter.ts";
 import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
 import { dueTimes, heldMsgId, heldSpan } from "../kernel/held-task.ts";
@@ -84,6 +85,14 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
    * @defaultValue the job's time for every task
    */
   readonly taskRunAt?: readonly (Date | number | null)[];
+  /**
+   * `false`: this job gets a consumer of its own even when it fits its
+   * queue's lane (one task, the default ack wait, deliveries and priority),
+   * e.g. for an HTTP worker that reserves from the job (`POST /jobs/{id}/tasks`).
+   * `true` asks for the lane where it fits, whatever `jobs.lane` says.
+   * @defaultValue the runtime's `jobs.lane`
+   */
+  readonly lane?: boolean;
 }
 
 const requestKeys = [
@@ -100,6 +109,7 @@ const requestKeys = [
   "delayMs",
   "runAt",
   "taskRunAt",
+  "lane",
 ] as const;
 
 export const maxTasksPerJob = 1_000_000;
@@ -223,6 +233,7 @@ export const planSubmit = async <Task, Result>(
   if (tasks.length === 0) return bad("tasks", "a job needs at least one task");
   if (tasks.length > maxTasksPerJob) return bad("tasks", `at most ${maxTasksPerJob} tasks per job`);
   const key = checkOr(IdempotencyKey, request.idempotencyKey, "idempotencyKey", undefined);
+  const onLane = checkOr(Schema.Boolean, request.lane, "lane", lane);
   let settings: JobSettings = {
     maxFailures: checkOr(Settings.maxFailures, request.maxFailures, "maxFailures", 0),
     ackWaitMs: checkOr(Settings.ackWaitMs, request.ackWaitMs, "ackWaitMs", 30_000),
@@ -275,7 +286,7 @@ export const planSubmit = async <Task, Result>(
     // Generous for big jobs: ~20k tasks/s publish plus a fixed margin.
     commitDeadline: now + 30_000 + Math.ceil(tasks.length / 5),
     // A held task is not the lane's commit point: a delayed job has a consumer of its own.
-    ...(lane && !span && fitsLane(tasks.length, settings) ? { lane: true } : {}),
+    ...(onLane && !span && fitsLane(tasks.length, settings) ? { lane: true } : {}),
     ...(span ? { runAt: span.runAt, dueUntil: span.dueUntil } : {}),
   };
   if (!span || !times.dueAt) return { record, bodies, held: [] };

@@ -100,6 +100,19 @@ describe("planSubmit: a good request", () => {
     expect(error.message).toBe("tasks[1]: not a number");
   });
 
+  it("lane: the runtime's default unless the request says; only a job that fits goes on it", async () => {
+    const lanePlan = (request: Partial<SubmitRequest>, runtimeLane: boolean) =>
+      planSubmit({ queue: "q", tasks: [1], ...request } as SubmitRequest, maxPayload, 0, runtimeLane);
+    expect((await lanePlan({}, true)).record.lane).toBe(true);
+    expect((await lanePlan({}, false)).record.lane).toBeUndefined();
+    expect((await lanePlan({ lane: false }, true)).record.lane).toBeUndefined();
+    expect((await lanePlan({ lane: true }, false)).record.lane).toBe(true);
+    // Asked for, but two tasks, or a priority, do not fit the lane: a consumer of their own.
+    expect((await lanePlan({ lane: true, tasks: [1, 2] }, true)).record.lane).toBeUndefined();
+    expect((await lanePlan({ lane: true, priority: 3 }, true)).record.lane).toBeUndefined();
+    expect((await refusal({ queue: "q", tasks: [1], lane: "yes" })).field).toBe("lane");
+  });
+
   it("jobIdFor: a random id without a key, the same id for the same key on the same queue", () => {
     expect(jobIdFor("q", undefined)).not.toBe(jobIdFor("q", undefined));
     expect(jobIdFor("q", "k")).toBe(jobIdFor("q", "k"));

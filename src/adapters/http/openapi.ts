@@ -179,7 +179,7 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
           ...jobErrors,
           "409": error(
             "The job's one task is on its queue's lane (`job_in_lane`, with `queue`): reserve it from " +
-              "`POST /queues/{queue}/tasks`.",
+              "`POST /queues/{queue}/tasks`, or submit such a job with `lane: false`.",
           ),
           ...commonErrors,
           "429": tooManyLeases,

@@ -87,7 +87,8 @@ export class TaskLeases {
       throw new HttpError(
         409,
         ErrorCode.jobInLane,
-        `job ${jobId}'s one task is on its queue's lane: reserve it from POST /queues/${record.queue}/tasks`,
+        `job ${jobId}'s one task is on its queue's lane: reserve it from POST /queues/${record.queue}/tasks ` +
+          "(or submit such jobs with lane: false)",
         { queue: record.queue },
       );
     }
