@@ -184,6 +184,13 @@ export class Scheduler {
   #see(record: ScheduleRecord): Seen {
     const known = this.#seen.get(record.id);
     if (known && known.since === record.since) return known;
+    // A new rule (or queue) starts anew: the old rule's ticks still owed are not its ticks.
+    const dropped = known?.snapshot.context.owed ?? [];
+    if (dropped.length > 0)
+      this.#deps.log.warn(
+        { schedule: record.id, ticks: dropped.map((tick) => new Date(tick).toISOString()) },
+        "ticks owed under the schedule's old rule given up: the rule changed",
+      );
     const anchor = Math.max(record.since, record.lastTick ?? Number.NEGATIVE_INFINITY);
     // Missed: before this scheduler started; a tick in its very first millisecond is due, not missed.
     const started = this.#startedAt - 1;

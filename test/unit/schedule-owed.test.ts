@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { initialTransition, transition } from "xstate";
+import { nextTick } from "../../src/api/schedule-rule.ts";
 import { ConnectionUnavailable } from "../../src/kernel/errors.ts";
 import { scheduleOfKey, tickKey } from "../../src/kernel/schedule-record.ts";
 import { maxOwed, type ScheduleEvent, scheduleMachine } from "../../src/machines/schedule.machine.ts";
@@ -84,6 +85,15 @@ describe("owed ticks on the scheduler", () => {
     await schedulerAsleep(clock);
     return {
       asked,
+      /** Changes the schedule's rule to every `everyMs`, as an upsert with a new rule does. */
+      async changeRule(everyMs: number) {
+        const stored = (await store.read(id))!;
+        const at = clock.now();
+        await store.update(
+          { ...stored.record, rule: { everyMs }, since: at, updatedAt: at },
+          stored.revision,
+        );
+      },
       /** Lines logged with `msg`. */
       told: (msg: string) => log.lines.filter((line) => line.msg === msg),
       owed: () => run.scheduler.states().get(id)?.context.owed,
@@ -183,6 +193,29 @@ describe("owed ticks on the scheduler", () => {
       }
     },
   );
+
+  it("a rule changed while a tick is owed: the old rule's tick is given up, said once, never fired again", async () => {
+    const failing = tickAt(1);
+    const t = await setUp((tick) => {
+      if (tick === failing) throw unavailable();
+    });
+    try {
+      await t.pass(every, () => t.asked.length === 1);
+      await t.settled();
+      expect(t.owed()).toEqual([failing]);
+      await t.changeRule(3 * every);
+      // The next passes read the new rule; its first tick is its first after the change.
+      await t.pass(every);
+      await t.pass(3 * every, () => t.asked.length === 2);
+      await t.settled();
+      expect(t.asked).toEqual([failing, nextTick({ everyMs: 3 * every }, failing)]);
+      expect(t.owed()).toEqual([]);
+      const told = t.told("ticks owed under the schedule's old rule given up: the rule changed");
+      expect(told.map((line) => line.ticks)).toEqual([[new Date(failing).toISOString()]]);
+    } finally {
+      await t.stop();
+    }
+  });
 
   it(`a tick failing round after round is fired again once a pass, then given up after ${fireRounds} rounds`, async () => {
     const failing = tickAt(1);
