@@ -94,7 +94,7 @@ export class JobRegistry implements Jobs {
     if (roles.has("submitter") || roles.has("supervisor"))
       this.records.listen({
         onRecord: (record, revision) => this.#onRecord(record, revision),
-        onPlaced: (restarted) => this.#watchPlaced(restarted),
+        onPlaced: (forget) => this.#watchPlaced(forget),
       });
   }
 
@@ -105,12 +105,13 @@ export class JobRegistry implements Jobs {
    * The record watch is in place (again): every write from now on reaches
    * the actors. The server may have restarted: each job supervised here gets
    * its consumer made again if it is gone (`jobs.memoryConsumers`). When its
-   * store was made again (`restarted`), the revisions the actors know are of
-   * the old store: forgotten before any write of the new one reaches them.
+   * store may have been made again (`forget`: `RecordListener.onPlaced`), the
+   * revisions the actors know may be of the old store: forgotten before any
+   * write of the watch reaches them, and each record is read again.
    */
-  #watchPlaced(restarted: boolean): void {
+  #watchPlaced(forget: boolean): void {
     for (const [id, started] of this.#started) {
-      if (restarted) started.storeMadeAgain();
+      if (forget) started.storeMadeAgain();
       this.#broker.getRecord(id).then(
         (found) => {
           if (!found) return;

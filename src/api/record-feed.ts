@@ -11,11 +11,15 @@ export interface RecordListener {
    * Called again each time the watch is placed again (a reconnect, a server
    * back with an empty store): what the listener holds may have changed
    * meanwhile, so it reads it again. Called at once (asynchronously) for a
-   * listener that comes once the watch is in place. `restarted`: the store
-   * was made again (a server back empty), and its revisions started over;
-   * called before any record of the new store reaches `onRecord`.
+   * listener that comes once the watch is in place. `forget`: a revision the
+   * listener knew from before may not be compared with the watch's, since
+   * the store may have been made again meanwhile (a server back empty) and
+   * its revisions started over: true when the watch found it so, and on the
+   * watch's first placement (a read before it may be of a store lost since,
+   * which that placement cannot tell). Called before any record of the
+   * placement reaches `onRecord`.
    */
-  onPlaced(restarted: boolean): void;
+  onPlaced(forget: boolean): void;
 }
 
 /**
@@ -61,7 +65,8 @@ export class RecordFeed {
   }
 
   #onPlaced(restarted: boolean): void {
+    const forget = restarted || !this.#placed;
     this.#placed = true;
-    for (const listener of this.#listeners) listener.onPlaced(restarted);
+    for (const listener of this.#listeners) listener.onPlaced(forget);
   }
 }

@@ -247,8 +247,13 @@ const cancelJobEffect = (
       laneSubmit === undefined ? first : yield* updateRecordWithEffect(port, id, change, 10, laneSeen);
     if (stored && stored.phase === SubmitPhase.committed)
       yield* fromPort(() => port.removeTasks(stored, below));
-    // Its revision as written; as first read when this call did not write it (a lower bound).
-    return stored && { record: stored, revision: (laneSeen.last ?? seen.last ?? read).revision };
+    if (!stored) return undefined;
+    // As written here, or as first read (nothing to write).
+    const known = laneSeen.last ?? seen.last;
+    if (known?.record === stored) return known;
+    // Found over after a conflict (another writer's end): its revision is read, so a reader
+    // that knows the conflicting write does not take this one for an older one.
+    return yield* fromPort(() => port.getRecord(id));
   });
 
 /**

@@ -3,9 +3,12 @@ import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults, tally } from "../harness/raw-results.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -198,6 +201,73 @@ describe("nats-server restarted with an empty store mid-job", () => {
       await worker.stop();
     }
   });
+
+  /**
+   * A watcher in another process read the job before the reset, and its
+   * record watch is placed for the first time only after it: that first
+   * placement cannot tell the store was made again, so the revisions read
+   * before it are forgotten there too. The job's end, written in the new
+   * store at a revision below the one the watcher read, must reach it.
+   */
+  it("a watcher whose record watch is first placed after the reset hears the lost job's end", async () => {
+    const queue = "reset_first_watch";
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 2,
+      handler: async (task, ctx) => {
+        if (task.index >= 2)
+          await Promise.race([gate, new Promise((resolve) => ctx.signal.addEventListener("abort", resolve))]);
+        return task.payload;
+      },
+    });
+    let releaseWatch: () => void = () => undefined;
+    const watchHeld = new Promise<void>((resolve) => {
+      releaseWatch = resolve;
+    });
+    const options = {
+      servers: server.url,
+      logger,
+      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
+      jobs: { leaseMs: 2000, cleanupIntervalMs: 0, takeOver: false },
+    };
+    const core = await createRuntimeCore(options);
+    const inner = createNatsBroker(core, { retentionMs: 3600_000, holder: "watcher" });
+    // Its record watch starts only once released: the watcher's reads come before it.
+    const broker = spiedBroker(inner, (key, _n, _args, call) =>
+      key === "watchRecordChanges" ? watchHeld.then(call) : call(),
+    ).broker;
+    const other = await createRuntime({ ...options, broker });
+    try {
+      const lost = await rt.jobs.submit({
+        queue,
+        tasks: Array.from({ length: 20 }, (_, n) => n),
+        ackWaitMs: 2000,
+        stallAfterMs: 1000,
+      });
+      await waitUntil(() => lost.snapshot().done >= 2, { timeoutMs: 20_000, message: "two tasks done" });
+      const watched = await other.jobs.get(lost.id);
+      expect(watched?.snapshot().status).toBe("running");
+      await server.restartEmpty();
+      open();
+      const ended = await lost.done();
+      expect(ended).toMatchObject({ status: "failed" });
+      releaseWatch();
+      const seenEnded = await Promise.race([
+        watched!.done(),
+        new Promise<"never">((resolve) => setTimeout(() => resolve("never"), 15_000).unref()),
+      ]);
+      expect(seenEnded).toMatchObject({ status: "failed", reason: ended.reason });
+    } finally {
+      releaseWatch();
+      await worker.stop();
+      await other.stop();
+      await core.stop();
+    }
+  }, 60_000);
 
   /**
    * The other side of the reset: a queue paused before it has no settings

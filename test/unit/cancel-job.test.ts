@@ -28,6 +28,18 @@ describe("cancelJob", () => {
     ]);
   });
 
+  it("a supervisor's end written between its read and its write: that end, at its own revision", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "committed", status: "running" }));
+    const ended = record({ phase: "committed", status: "succeeded", reason: undefined, updatedAt: 6000 });
+    // The compare-and-set conflicts: the supervisor wrote the end after the cancel's read.
+    fake.failNext("updateRecord", () => fake.put(ended));
+    const cancelled = await cancelJob(fake.port, "j1", "late", { done: 0, failed: 0, dead: 0 }, 7000);
+    expect(cancelled?.record).toEqual(ended);
+    // A reader that heard that end drops a record at a revision below it as older news.
+    expect(cancelled?.revision).toBe(fake.records.get("j1")!.revision);
+  });
+
   it("removes a lane job's task from its lane", async () => {
     const fake = fakeJobPort();
     fake.put(laneRecord({ phase: "committed", status: "running" }));
