@@ -10,12 +10,14 @@ import type { RecordFeed } from "./record-feed.ts";
 
 /** What a worker does with what it hears of its queue's jobs. */
 export interface QueueJobsReader {
-  /** A record of any queue, from the runtime's watch or read by a pass. */
-  onRecord(record: JobRecord): void;
+  /** A record of any queue at its revision, from the runtime's watch or read by a pass. */
+  onRecord(record: JobRecord, revision: number): void;
   /** The lane is there (or lane tasks wait without it): pull it. */
   onLane(): void;
   /** The jobs followed now: a pass reads them again (one may have ended meanwhile). */
   followed(): Iterable<string>;
+  /** The revisions known may be of a store made again since (`RecordListener.onPlaced`): forgotten. */
+  forgetRevisions(): void;
 }
 
 /**
@@ -52,11 +54,12 @@ export class QueueJobs {
     this.#signal = signal;
     this.#log = deps.log;
     const unlisten = deps.records.listen({
-      onRecord: (record) => {
+      onRecord: (record, revision) => {
         for (const heard of this.#heard) heard.add(record.id);
-        reader.onRecord(record);
+        reader.onRecord(record, revision);
       },
-      onPlaced: () => {
+      onPlaced: (forget) => {
+        if (forget) reader.forgetRevisions();
         const pass = this.#passed().finally(() => this.#passes.delete(pass));
         this.#passes.add(pass);
         deps.loops.track(name, () => pass);
@@ -102,7 +105,7 @@ export class QueueJobs {
         if (signal.aborted) return;
         try {
           const read = await unlessStopped.race(this.#broker.getRecord(jobId));
-          if (read && !heard.has(jobId) && !signal.aborted) this.#reader.onRecord(read.record);
+          if (read && !heard.has(jobId) && !signal.aborted) this.#reader.onRecord(read.record, read.revision);
         } catch (error) {
           // One record not read (a newer version of it, say) keeps no other job from being followed.
           if (isTransient(error)) failed ??= error;

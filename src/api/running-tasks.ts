@@ -9,6 +9,11 @@ import type { Telemetry } from "./telemetry.ts";
 /** A job a worker follows. */
 export interface ActiveJob {
   readonly record: JobRecord;
+  /**
+   * The highest revision of its record the worker heard or read: a write at or below it,
+   * heard late, is older news (a rollback of an earlier submit of its key ended it there).
+   */
+  revision: number;
   /** Aborted when the job ends: its handlers stop and their results are dropped. */
   readonly ended: JobEnd;
   /** Tasks whose handler runs: their leases are extended by `keeper`. */

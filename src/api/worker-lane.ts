@@ -1,4 +1,5 @@
 import type { Broker, TaskLease } from "../adapters/broker.ts";
+import type { RecordFound } from "../adapters/job-records.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import { type JobRecord, takesTasks } from "../kernel/job-record.ts";
@@ -13,7 +14,7 @@ interface LaneDeps {
   /** The jobs the worker follows, by id. */
   readonly jobs: ReadonlyMap<string, ActiveJob>;
   /** Follows a job the worker did not follow yet. */
-  readonly follow: (record: JobRecord) => ActiveJob;
+  readonly follow: (record: JobRecord, revision: number) => ActiveJob;
   /** Runs a pulled task of a followed job (through the slots and the queue's gate). */
   readonly onTask: (msg: TaskLease, job: ActiveJob) => Promise<void>;
   readonly release: (msg: TaskLease, delayMs?: number) => void;
@@ -43,9 +44,9 @@ export const laneLoop = (deps: LaneDeps): (() => void) => {
   const laneJobOf = async (lease: LaneLease): Promise<ActiveJob | undefined> => {
     const known = jobs.get(lease.jobId);
     if (known) return known;
-    let record: JobRecord | undefined;
+    let found: RecordFound | undefined;
     try {
-      record = (await broker.getRecord(lease.jobId))?.record;
+      found = await broker.getRecord(lease.jobId);
     } catch (error) {
       log.debug({ err: error, jobId: lease.jobId }, "lane task's job not read; the task goes back");
       release(lease, 1000);
@@ -53,7 +54,9 @@ export const laneLoop = (deps: LaneDeps): (() => void) => {
     }
     const followed = jobs.get(lease.jobId);
     if (followed) return followed;
-    if (record?.queue === queueName && takesTasks(record)) return follow(record);
+    const record = found?.record;
+    if (found && record?.queue === queueName && takesTasks(found.record))
+      return follow(found.record, found.revision);
     log.info(
       { jobId: lease.jobId, status: record?.status },
       "lane task of a job that is not running; removed",

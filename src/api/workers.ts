@@ -167,8 +167,8 @@ export const startWorker = <Payload, Result>(
   // Each delayed job all of whose tasks are held is pulled from a second before its first is due.
   const dueWaits = new DueWaits(broker, core.clock, log);
 
-  const follow = (record: JobRecord): ActiveJob => {
-    const job: ActiveJob = { record, ended: new JobEnd(), running: new Set(), keeper: undefined };
+  const follow = (record: JobRecord, revision: number): ActiveJob => {
+    const job: ActiveJob = { record, revision, ended: new JobEnd(), running: new Set(), keeper: undefined };
     jobs.set(record.id, job);
     // Its task comes through the queue's lane loop.
     if (record.lane) return job;
@@ -215,13 +215,18 @@ export const startWorker = <Payload, Result>(
     name: `worker-lane:${id}`,
   });
 
-  const onRecord = (record: JobRecord) => {
+  const onRecord = (record: JobRecord, revision: number) => {
     if (record.queue !== queueName) return;
     // Any lane job of the queue, over or not: a task left on the lane by one that is over is removed.
     if (record.lane) pullLane();
     const active = takesTasks(record);
     const job = jobs.get(record.id);
-    if (active && !job) follow(record);
+    // Ordered by revision, never by time: a write heard late is not the job's news.
+    if (job) {
+      if (revision <= job.revision) return;
+      job.revision = revision;
+    }
+    if (active && !job) follow(record, revision);
     if (active && job) dueWaits.wake(record.id);
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
@@ -240,7 +245,15 @@ export const startWorker = <Payload, Result>(
   const queueJobs = new QueueJobs(
     { broker, records, loops: core.loops, log },
     queueName,
-    { onRecord, onLane: pullLane, followed: () => jobs.keys() },
+    {
+      onRecord,
+      onLane: pullLane,
+      followed: () => jobs.keys(),
+      // The store may have been made again: the revisions known are of the old one (a pass reads them again).
+      forgetRevisions: () => {
+        for (const job of jobs.values()) job.revision = 0;
+      },
+    },
     pulling,
     `worker-jobs:${id}`,
   );

@@ -206,6 +206,51 @@ describe.each([
     }
   });
 
+  it("a worker running the job's task: the rollback heard late does not abort its handler", async () => {
+    const side = await start();
+    try {
+      const watch = heldWatch();
+      const x = await side.runtime({ wrap: watch.wrap, takeOver: false });
+      const b = await side.runtime({ takeOver: false });
+      const queue = "staleworker";
+      const { job } = await staleHistory(side, b, queue, "k3");
+      let open: () => void = () => undefined;
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      const started: string[] = [];
+      const aborted: boolean[] = [];
+      // It hears of the job from its lane task (the job's record read then), not from its watch.
+      x.workers.start<string, string>({
+        queue,
+        handler: async (task, ctx) => {
+          started.push(task.payload);
+          await gate;
+          aborted.push(ctx.signal.aborted);
+          return "ok";
+        },
+      });
+      await waitUntil(() => started.length === 1, { timeoutMs: 10_000, message: "the task started" });
+      await waitUntil(async () => watch.held() >= 3, {
+        timeoutMs: 10_000,
+        message: "X's watch held the history",
+      });
+      watch.release();
+      // The history handed over, then the handler returns.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      open();
+      const bounded = Promise.race([
+        job.done(),
+        new Promise<string>((resolve) => setTimeout(() => resolve("no end in 10 s"), 10_000)),
+      ]);
+      expect(await bounded).toMatchObject({ status: "succeeded" });
+      expect(started).toEqual(["t"]);
+      expect(aborted).toEqual([false]);
+    } finally {
+      await side.dispose();
+    }
+  });
+
   it("a takeover: the supervisor that took the job over goes on to write its end", async () => {
     const side = await start();
     try {

@@ -270,6 +270,48 @@ describe("nats-server restarted with an empty store mid-job", () => {
   }, 60_000);
 
   /**
+   * The worker that runs the lost job's tasks hears its end, written in the
+   * new store at a revision below every one it knew of the job: its
+   * handlers' signals abort (their answers would be dropped anyway).
+   */
+  it("a worker holding the lost job's tasks hears its end: their handlers are aborted", async () => {
+    const queue = "reset_worker";
+    const aborted: number[] = [];
+    const started: number[] = [];
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 2,
+      handler: async (task, ctx) => {
+        started.push(task.index);
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+        aborted.push(task.index);
+        return task.payload;
+      },
+    });
+    try {
+      // Written several times before the reset: its revisions there are above its end's after it.
+      for (let n = 0; n < 5; n++)
+        await (await rt.jobs.submit({ queue: "reset_filler", tasks: [n] })).cancel("filler");
+      const lost = await rt.jobs.submit({
+        queue,
+        tasks: Array.from({ length: 20 }, (_, n) => n),
+        ackWaitMs: 2000,
+        stallAfterMs: 1000,
+      });
+      await waitUntil(() => started.length === 2, { timeoutMs: 20_000, message: "two tasks held" });
+      await server.restartEmpty();
+      expect(await lost.done()).toMatchObject({ status: "failed" });
+      await waitUntil(() => aborted.length === 2, {
+        timeoutMs: 15_000,
+        message: "the held handlers aborted by the job's end",
+      });
+      expect(aborted.sort()).toEqual([...started].sort());
+    } finally {
+      await worker.stop();
+    }
+  }, 60_000);
+
+  /**
    * The other side of the reset: a queue paused before it has no settings
    * in the new store (nobody wrote them again), so it is open there
    * (`rt.queues.get`), and its worker, which applied the pause, must run

@@ -39,7 +39,12 @@ describe("QueueJobs.stopped()", () => {
     const jobs = new QueueJobs(
       { broker, records: feed, loops, log },
       "q",
-      { onRecord: (r) => followed.push(r.id), onLane: () => followed.push("lane"), followed: () => [] },
+      {
+        onRecord: (r) => followed.push(r.id),
+        onLane: () => followed.push("lane"),
+        followed: () => [],
+        forgetRevisions: () => undefined,
+      },
       stop.signal,
       "worker-jobs:test",
     );
