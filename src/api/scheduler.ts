@@ -189,7 +189,7 @@ export class Scheduler {
     if (dropped.length > 0)
       this.#deps.log.warn(
         { schedule: record.id, ticks: dropped.map((tick) => new Date(tick).toISOString()) },
-        "ticks owed under the schedule's old rule given up: the rule changed",
+        "ticks owed under the schedule's old rule given up: its rule or queue changed",
       );
     const anchor = Math.max(record.since, record.lastTick ?? Number.NEGATIVE_INFINITY);
     // Missed: before this scheduler started; a tick in its very first millisecond is due, not missed.

@@ -1,7 +1,7 @@
 import type { Broker } from "../adapters/broker.ts";
 import type { ScheduleStore } from "../adapters/schedule-store.ts";
-import { committedRecord } from "../effects/finalize-job.ts";
 import { jobIdFor } from "../effects/plan-submit.ts";
+import { rollLaneForward } from "../effects/reap-submits.ts";
 import { InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
 import { SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
@@ -62,18 +62,25 @@ const checkId = (id: unknown): string => {
  * committed already (another runtime fired it): then nothing is submitted
  * and no actor starts. A lane job whose commit is not written yet (its
  * record says `submitting` until its next write, a second on) is committed
- * once its task is stored (`committedRecord`): every runtime's scheduler
- * fires every tick, and each submitted such a tick again, which found the
- * job, wrote its commit and started an actor watching it.
+ * once its task is stored (`rollLaneForward`), and its commit is written
+ * here, as a submit of the key writes it: its submitter, whose publish may
+ * have been stored with its answer lost, would roll the job back while a
+ * worker runs its task, and this runtime would have moved `lastTick` past
+ * the tick. Every runtime's scheduler fires every tick: each submitted
+ * such a tick again, which started an actor watching the job.
  */
 export const fireTick = async (
-  broker: Pick<Broker, "getRecord" | "tasksCommitted">,
+  broker: Broker,
   jobs: Pick<JobRegistry, "submit">,
   record: ScheduleRecord,
   key: string,
+  now: () => number,
 ): Promise<void> => {
-  const found = await committedRecord(broker, await broker.getRecord(jobIdFor(record.job.queue, key)));
-  if (found?.record.phase === SubmitPhase.committed) return;
+  const stored = await broker.getRecord(jobIdFor(record.job.queue, key));
+  if (stored?.record.phase === SubmitPhase.committed) return;
+  // Not written (no task stored, or the record changed since: its commit, its rollback): the
+  // submit reads it again, and waits for a submit still under way.
+  if (stored && (await rollLaneForward(broker, stored, now))) return;
   await jobs.submit({ ...record.job, idempotencyKey: key });
 };
 
@@ -97,7 +104,7 @@ export const createSchedules = (
           clock: core.clock,
           log,
           track: (name, work) => core.loops.track(name, work),
-          fire: (record, _tick, key) => fireTick(broker, jobs, record, key),
+          fire: (record, _tick, key) => fireTick(broker, jobs, record, key, () => core.clock.now()),
         })
       : undefined;
   if (scheduler) core.loops.run("scheduler", (signal) => scheduler.run(signal));

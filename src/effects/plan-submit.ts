@@ -89,7 +89,9 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
    * `false`: this job gets a consumer of its own even when it fits its
    * queue's lane (one task, the default ack wait, deliveries and priority),
    * e.g. for an HTTP worker that reserves from the job (`POST /jobs/{id}/tasks`).
-   * `true` asks for the lane where it fits, whatever `jobs.lane` says.
+   * `true` asks for the lane where it fits, whatever `jobs.lane` says. Not
+   * part of what an idempotency key compares: a resubmit of the key answers
+   * the job as it was made.
    * @defaultValue the runtime's `jobs.lane`
    */
   readonly lane?: boolean;

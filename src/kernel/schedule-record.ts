@@ -29,6 +29,8 @@ export interface ScheduledJob {
   readonly backoff?: readonly number[];
   readonly stallAfterMs?: number;
   readonly stalledTimeoutMs?: number;
+  readonly priority?: number;
+  readonly lane?: boolean;
 }
 
 const SCHEDULE_RECORD_VERSION = 1;

@@ -2,8 +2,9 @@
  * A tick's fire in a runtime whose scheduler comes second: every runtime's
  * scheduler fires every tick. A tick another runtime already fired as a
  * lane job (its record says `submitting` until its write a second on; the
- * clock here never gets there) must not be submitted again. The oracle is
- * the second runtime's broker calls, counted by a proxy around it.
+ * clock here never gets there) must not be submitted again, and its commit
+ * must be written. The oracles are the second runtime's broker calls,
+ * counted by a proxy around it, and the record as the server holds it.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
@@ -49,17 +50,21 @@ describe("fireTick", () => {
     expect(decodeRecord(stored!.value!)).toMatchObject({ phase: "submitting", lane: true });
     const second = spiedBroker(createMemoryBroker({ server }));
     const rt = await runtime(second.broker);
-    await fireTick(second.broker, partsOf(rt).jobs, schedule, key);
+    await fireTick(second.broker, partsOf(rt).jobs, schedule, key, () => at);
     expect(second.calls.get("createRecord")).toBeUndefined();
-    expect(second.calls.get("updateRecord")).toBeUndefined();
     expect(partsOf(rt).jobs.watchedSnapshot(job.id)).toBeUndefined();
+    // Its commit is written, as a submit of the key writes it: its submitter, its publish stored
+    // but its answer lost, would otherwise roll back a job whose task a worker may run.
+    expect(second.calls.get("updateRecord")).toBe(1);
+    const after = memoryServerState(server).records.get("test.read", job.id);
+    expect(decodeRecord(after!.value!)).toMatchObject({ phase: "committed", status: "running", lane: true });
   });
 
   it("submits a tick nobody fired", async () => {
     const key = tickKey(schedule.id, at + 120_000);
     const spied = spiedBroker(createMemoryBroker({ server }));
     const rt = await runtime(spied.broker);
-    await fireTick(spied.broker, partsOf(rt).jobs, schedule, key);
+    await fireTick(spied.broker, partsOf(rt).jobs, schedule, key, () => at);
     expect(spied.calls.get("createRecord")).toBe(1);
   });
 });
