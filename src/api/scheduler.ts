@@ -241,15 +241,19 @@ export class Scheduler {
           // Only a failure a later try may mend (the server away), and a few rounds at most: one
           // that never can (a queue this user may not publish to) was otherwise fired for good.
           const rounds = (seen.again.get(tick) ?? 0) + 1;
-          if (isTransient(error) && rounds < fireRounds) {
+          // A tick of a rule this scheduler no longer follows (its rule or queue changed meanwhile) is owed by none.
+          const followed = this.#seen.get(record.id) === seen;
+          if (followed && isTransient(error) && rounds < fireRounds) {
             again = tick;
             seen.again.set(tick, rounds);
           } else seen.again.delete(tick);
           log.error(
             { schedule: record.id, key, err: error, rounds },
-            again === undefined
-              ? "tick not fired here; given up"
-              : "tick not fired yet; the next pass fires it again",
+            again !== undefined
+              ? "tick not fired yet; the next pass fires it again"
+              : followed
+                ? "tick not fired here; given up"
+                : "tick of the schedule's old rule not fired; given up: its rule or queue changed",
           );
         }
       } finally {

@@ -217,6 +217,37 @@ describe("owed ticks on the scheduler", () => {
     }
   });
 
+  it("a fire of the old rule failing after the rule changed: given up and said so, never owed", async () => {
+    const failing = tickAt(1);
+    let fail: () => void = () => undefined;
+    const t = await setUp(async (tick) => {
+      if (tick !== failing) return;
+      // In flight until the test fails it, after the rule changed.
+      await new Promise<void>((resolve) => {
+        fail = resolve;
+      });
+      throw unavailable();
+    });
+    try {
+      await t.pass(every, () => t.asked.length === 1);
+      await t.changeRule(3 * every);
+      await t.pass(every);
+      fail();
+      await t.settled();
+      expect(t.told("tick not fired yet; the next pass fires it again")).toEqual([]);
+      expect(
+        t.told("tick of the schedule's old rule not fired; given up: its rule or queue changed"),
+      ).toHaveLength(1);
+      await t.pass(3 * every, () => t.asked.length === 2);
+      await t.settled();
+      expect(t.asked).toEqual([failing, nextTick({ everyMs: 3 * every }, failing)]);
+      expect(t.owed()).toEqual([]);
+    } finally {
+      fail();
+      await t.stop();
+    }
+  });
+
   it(`a tick failing round after round is fired again once a pass, then given up after ${fireRounds} rounds`, async () => {
     const failing = tickAt(1);
     const t = await setUp((tick) => {
