@@ -28,12 +28,23 @@ interface LaneDeps {
   readonly name: string;
 }
 
-/**
- * A worker's loop on its queue's lane; the function returned starts it,
- * once (every call after the first does nothing).
- */
-export const laneLoop = (deps: LaneDeps): (() => void) => {
+/** A worker's loop on its queue's lane. */
+export interface LaneLoop {
+  /** Starts it, once (every call after the first does nothing). */
+  readonly pull: () => void;
+  /** A record the worker's watch handed over: kept while a lane task's read of its job runs. */
+  readonly heard: (record: JobRecord, revision: number) => void;
+}
+
+export const laneLoop = (deps: LaneDeps): LaneLoop => {
   const { broker, queue: queueName, concurrency, jobs, follow, onTask, release, log } = deps;
+  // The newest record the watch handed over of each job a lane task's read is under way for.
+  const reading = new Map<string, { readers: number; heard?: RecordFound }>();
+  const heard = (record: JobRecord, revision: number) => {
+    const read = reading.get(record.id);
+    if (read && (read.heard === undefined || revision > read.heard.revision))
+      read.heard = { record, revision };
+  };
 
   /**
    * The job a lane delivery is of: known from the record watch, or read now
@@ -45,12 +56,20 @@ export const laneLoop = (deps: LaneDeps): (() => void) => {
     const known = jobs.get(lease.jobId);
     if (known) return known;
     let found: RecordFound | undefined;
+    const read = reading.get(lease.jobId) ?? { readers: 0 };
+    reading.set(lease.jobId, { readers: read.readers + 1, ...(read.heard ? { heard: read.heard } : {}) });
     try {
       found = await broker.getRecord(lease.jobId);
     } catch (error) {
       log.debug({ err: error, jobId: lease.jobId }, "lane task's job not read; the task goes back");
       release(lease, 1000);
       return undefined;
+    } finally {
+      const now = reading.get(lease.jobId);
+      if (now && now.readers > 1) now.readers -= 1;
+      else reading.delete(lease.jobId);
+      // Handed over while the read ran and newer than it (its end, written meanwhile): the job's news.
+      if (now?.heard && (found === undefined || now.heard.revision > found.revision)) found = now.heard;
     }
     const followed = jobs.get(lease.jobId);
     if (followed) return followed;
@@ -85,5 +104,5 @@ export const laneLoop = (deps: LaneDeps): (() => void) => {
     deps.loops.run(deps.name, () => laned);
   };
 
-  return pullLane;
+  return { pull: pullLane, heard };
 };

@@ -200,7 +200,7 @@ export const startWorker = <Payload, Result>(
   };
 
   // The queue's lane loop, started from the first lane job on (worker-lane.ts).
-  const pullLane = laneLoop({
+  const lane = laneLoop({
     broker,
     queue: queueName,
     concurrency,
@@ -218,7 +218,10 @@ export const startWorker = <Payload, Result>(
   const onRecord = (record: JobRecord, revision: number) => {
     if (record.queue !== queueName) return;
     // Any lane job of the queue, over or not: a task left on the lane by one that is over is removed.
-    if (record.lane) pullLane();
+    if (record.lane) {
+      lane.pull();
+      lane.heard(record, revision);
+    }
     const active = takesTasks(record);
     const job = jobs.get(record.id);
     // Ordered by revision, never by time: a write heard late is not the job's news.
@@ -247,7 +250,7 @@ export const startWorker = <Payload, Result>(
     queueName,
     {
       onRecord,
-      onLane: pullLane,
+      onLane: lane.pull,
       followed: () => jobs.keys(),
       // The store may have been made again: the revisions known are of the old one (a pass reads them again).
       forgetRevisions: () => {

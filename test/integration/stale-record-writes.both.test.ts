@@ -251,6 +251,48 @@ describe.each([
     }
   });
 
+  it("a worker reading a lane task's job as its end is written: the end it heard meanwhile wins", async () => {
+    const side = await start();
+    try {
+      const watch = heldWatch();
+      let reads = 0;
+      let answerRead: () => void = () => undefined;
+      const readHeld = new Promise<void>((resolve) => {
+        answerRead = resolve;
+      });
+      // X's read of the job (for its lane task) is made at once, and answered once released.
+      const x = await side.runtime({
+        wrap: (inner) =>
+          spiedBroker(watch.wrap(inner), (key, _n, _args, call) => {
+            if (key !== "getRecord") return call();
+            reads++;
+            return (call() as Promise<unknown>).then(async (found) => {
+              await readHeld;
+              return found;
+            });
+          }).broker,
+        takeOver: false,
+      });
+      const b = await side.runtime({ takeOver: false });
+      const queue = "stalelaneread";
+      const job = await b.jobs.submit({ queue, tasks: ["t"] });
+      const handled = ledgerWorker(x, queue);
+      await waitUntil(() => reads >= 1, { timeoutMs: 10_000, message: "X read the lane task's job" });
+      await job.cancel("no longer wanted");
+      // The job's create and its end, held by X's watch, then handed over before the read's answer.
+      await waitUntil(async () => watch.held() >= 2, {
+        timeoutMs: 10_000,
+        message: "X's watch held the end",
+      });
+      watch.release();
+      answerRead();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(handled).toEqual([]);
+    } finally {
+      await side.dispose();
+    }
+  });
+
   it("a takeover: the supervisor that took the job over goes on to write its end", async () => {
     const side = await start();
     try {
