@@ -1,7 +1,7 @@
 import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { DeadLetter } from "../adapters/dead-letters.ts";
-import type { RecordsPage } from "../adapters/job-records.ts";
+import type { RecordFound, RecordsPage } from "../adapters/job-records.ts";
 import { committedRecord } from "../effects/finalize-job.ts";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
@@ -174,7 +174,7 @@ export class JobRegistry implements Jobs {
       if (supervised.started.actor.getSnapshot().status === "active")
         return supervised.handle as JobHandle<Result>;
     }
-    const found = await committedRecord(this.#broker, await this.#broker.getRecord(id));
+    const found = await this.#committedRecord(id);
     if (!found) return undefined;
     const { record, revision } = found;
     // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
@@ -188,16 +188,17 @@ export class JobRegistry implements Jobs {
   async record(id: string): Promise<JobRecord | undefined> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.record()");
     check(SubjectToken, id, "id");
-    return this.#committedRecord(id);
+    return (await this.#committedRecord(id))?.record;
   }
 
   /**
    * The job's record once its submit committed; undefined before (not a job
    * yet) or when none is stored. A lane job's commit is written with its next
    * write: until then its stored task, or a result of it, says it committed.
+   * With the revision it was read at.
    */
-  async #committedRecord(id: string): Promise<JobRecord | undefined> {
-    return (await committedRecord(this.#broker, await this.#broker.getRecord(id)))?.record;
+  async #committedRecord(id: string): Promise<RecordFound | undefined> {
+    return committedRecord(this.#broker, await this.#broker.getRecord(id));
   }
 
   /**
