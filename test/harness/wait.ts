@@ -53,3 +53,20 @@ export async function waitUntil(
     await delay(Math.min(intervalMs, deadline - now));
   }
 }
+
+/** `promise`'s value, or `"never"` when it has not settled within `ms`: an assertion on it then says what did not end. */
+export function within<T>(promise: Promise<T>, ms: number): Promise<T | "never"> {
+  return Promise.race([
+    promise,
+    new Promise<"never">((resolve) => setTimeout(() => resolve("never"), ms).unref()),
+  ]);
+}
+
+/** A promise (`opened`) a test holds work behind, and the function that opens it. */
+export function gate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}

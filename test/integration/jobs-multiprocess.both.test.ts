@@ -32,7 +32,7 @@ import {
   type MemoryServer,
 } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 const timeoutMs = 10_000;
 
@@ -52,15 +52,6 @@ interface Backend {
   /** A runtime core and broker on the shared server, on this clock, for a `Jobs` made by hand. */
   parts(clock: Clock, holder: string): Promise<{ core: RuntimeCore; broker: Broker; stop(): Promise<void> }>;
 }
-
-/** Opens a gate the handlers wait behind: `passed` counts the tasks let through. */
-const gate = () => {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { opened, open };
-};
 
 const backends: Array<{ name: string; start(): Promise<Backend & { stop(): Promise<void> }> }> = [
   {

@@ -6,7 +6,7 @@ import { brokerNames } from "../../src/adapters/names.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults, tally } from "../harness/raw-results.ts";
-import { delay, waitUntil } from "../harness/wait.ts";
+import { delay, waitUntil, within } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const names = brokerNames("jetstate");
@@ -25,10 +25,6 @@ const gatedHandler = (holdFrom: number) => {
   };
   return { ledger, handler, open: () => open() };
 };
-
-/** Resolves with `promise`'s value, or "never" after `ms` (a generous bound for "resolves at all"). */
-const within = <T>(promise: Promise<T>, ms: number): Promise<T | "never"> =>
-  Promise.race([promise, new Promise<"never">((resolve) => setTimeout(() => resolve("never"), ms).unref())]);
 
 /**
  * "Outgrowing one machine", items 2 and 3, on one server: what a leader

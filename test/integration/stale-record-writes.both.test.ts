@@ -26,7 +26,7 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
 import { startNatsServer } from "../harness/nats-server.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { delay, gate, waitUntil, within } from "../harness/wait.ts";
 
 const leaseMs = 600;
 
@@ -194,11 +194,7 @@ describe.each([
       });
       watch.release();
       const handled = ledgerWorker(b, queue);
-      const bounded = Promise.race([
-        seen!.done(),
-        new Promise<string>((resolve) => setTimeout(() => resolve("no end in 10 s"), 10_000)),
-      ]);
-      expect(await bounded).toMatchObject({ status: "succeeded" });
+      expect(await within(seen!.done(), 10_000)).toMatchObject({ status: "succeeded" });
       expect(handled).toEqual(["t"]);
       expect(await side.record(job.id)).toMatchObject({ status: "succeeded", phase: "committed" });
     } finally {
@@ -214,10 +210,7 @@ describe.each([
       const b = await side.runtime({ takeOver: false });
       const queue = "staleworker";
       const { job } = await staleHistory(side, b, queue, "k3");
-      let open: () => void = () => undefined;
-      const gate = new Promise<void>((resolve) => {
-        open = resolve;
-      });
+      const held = gate();
       const started: string[] = [];
       const aborted: boolean[] = [];
       // It hears of the job from its lane task (the job's record read then), not from its watch.
@@ -225,7 +218,7 @@ describe.each([
         queue,
         handler: async (task, ctx) => {
           started.push(task.payload);
-          await gate;
+          await held.opened;
           aborted.push(ctx.signal.aborted);
           return "ok";
         },
@@ -236,14 +229,9 @@ describe.each([
         message: "X's watch held the history",
       });
       watch.release();
-      // The history handed over, then the handler returns.
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      open();
-      const bounded = Promise.race([
-        job.done(),
-        new Promise<string>((resolve) => setTimeout(() => resolve("no end in 10 s"), 10_000)),
-      ]);
-      expect(await bounded).toMatchObject({ status: "succeeded" });
+      // The history handed over (at once: the release calls the watch's reader), then the handler returns.
+      held.open();
+      expect(await within(job.done(), 10_000)).toMatchObject({ status: "succeeded" });
       expect(started).toEqual(["t"]);
       expect(aborted).toEqual([false]);
     } finally {
@@ -256,10 +244,7 @@ describe.each([
     try {
       const watch = heldWatch();
       let reads = 0;
-      let answerRead: () => void = () => undefined;
-      const readHeld = new Promise<void>((resolve) => {
-        answerRead = resolve;
-      });
+      const read = gate();
       // X's read of the job (for its lane task) is made at once, and answered once released.
       const x = await side.runtime({
         wrap: (inner) =>
@@ -267,7 +252,7 @@ describe.each([
             if (key !== "getRecord") return call();
             reads++;
             return (call() as Promise<unknown>).then(async (found) => {
-              await readHeld;
+              await read.opened;
               return found;
             });
           }).broker,
@@ -285,8 +270,9 @@ describe.each([
         message: "X's watch held the end",
       });
       watch.release();
-      answerRead();
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      read.open();
+      // Nothing marks a task not run: the time a run takes here many times over.
+      await delay(300);
       expect(handled).toEqual([]);
     } finally {
       await side.dispose();

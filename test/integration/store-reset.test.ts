@@ -6,10 +6,11 @@ import { brokerNames } from "../../src/adapters/names.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { whenAborted } from "../../src/kernel/signals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults, tally } from "../harness/raw-results.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 
@@ -43,10 +44,7 @@ describe("nats-server restarted with an empty store mid-job", () => {
     // The handlers' own ledger: job id → index → times handled.
     const ledger = new Map<string, number[]>();
     let holdFrom = 5; // tasks from this index on wait until the gate opens
-    let openGate: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => {
-      openGate = resolve;
-    });
+    const held = gate();
     const worker = rt.workers.start<number, number>({
       queue,
       concurrency: 4,
@@ -54,11 +52,7 @@ describe("nats-server restarted with an empty store mid-job", () => {
         const seen = ledger.get(task.jobId) ?? [];
         seen.push(task.index);
         ledger.set(task.jobId, seen);
-        if (task.index >= holdFrom)
-          await Promise.race([
-            gate,
-            new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true })),
-          ]);
+        if (task.index >= holdFrom) await Promise.race([held.opened, whenAborted(ctx.signal)]);
         return task.payload * 2;
       },
     });
@@ -91,21 +85,15 @@ describe("nats-server restarted with an empty store mid-job", () => {
     } finally {
       await raw.close();
     }
-    openGate();
+    held.open();
 
     // done() resolves (generous bound: "at all"), failed, and the reason names the lost store.
-    const ended = await Promise.race([
-      lost.done(),
-      new Promise<"never">((resolve) => setTimeout(() => resolve("never"), 45_000).unref()),
-    ]);
+    const ended = await within(lost.done(), 45_000);
     expect(ended).not.toBe("never");
     expect(ended).toMatchObject({ status: "failed" });
     expect((ended as { reason?: string }).reason).toMatch(/tasks lost: the server's store was reset/);
     // The watcher sees that end too.
-    const seenEnded = await Promise.race([
-      watched!.done(),
-      new Promise<"never">((resolve) => setTimeout(() => resolve("never"), 15_000).unref()),
-    ]);
+    const seenEnded = await within(watched!.done(), 15_000);
     await other.stop();
     expect(seenEnded).toMatchObject({ status: "failed", reason: (ended as { reason?: string }).reason });
 
@@ -211,23 +199,16 @@ describe("nats-server restarted with an empty store mid-job", () => {
    */
   it("a watcher whose record watch is first placed after the reset hears the lost job's end", async () => {
     const queue = "reset_first_watch";
-    let open: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
+    const held = gate();
     const worker = rt.workers.start<number, number>({
       queue,
       concurrency: 2,
       handler: async (task, ctx) => {
-        if (task.index >= 2)
-          await Promise.race([gate, new Promise((resolve) => ctx.signal.addEventListener("abort", resolve))]);
+        if (task.index >= 2) await Promise.race([held.opened, whenAborted(ctx.signal)]);
         return task.payload;
       },
     });
-    let releaseWatch: () => void = () => undefined;
-    const watchHeld = new Promise<void>((resolve) => {
-      releaseWatch = resolve;
-    });
+    const watchHeld = gate();
     const options = {
       servers: server.url,
       logger,
@@ -238,7 +219,7 @@ describe("nats-server restarted with an empty store mid-job", () => {
     const inner = createNatsBroker(core, { retentionMs: 3600_000, holder: "watcher" });
     // Its record watch starts only once released: the watcher's reads come before it.
     const broker = spiedBroker(inner, (key, _n, _args, call) =>
-      key === "watchRecordChanges" ? watchHeld.then(call) : call(),
+      key === "watchRecordChanges" ? watchHeld.opened.then(call) : call(),
     ).broker;
     const other = await createRuntime({ ...options, broker });
     try {
@@ -252,17 +233,14 @@ describe("nats-server restarted with an empty store mid-job", () => {
       const watched = await other.jobs.get(lost.id);
       expect(watched?.snapshot().status).toBe("running");
       await server.restartEmpty();
-      open();
+      held.open();
       const ended = await lost.done();
       expect(ended).toMatchObject({ status: "failed" });
-      releaseWatch();
-      const seenEnded = await Promise.race([
-        watched!.done(),
-        new Promise<"never">((resolve) => setTimeout(() => resolve("never"), 15_000).unref()),
-      ]);
+      watchHeld.open();
+      const seenEnded = await within(watched!.done(), 15_000);
       expect(seenEnded).toMatchObject({ status: "failed", reason: ended.reason });
     } finally {
-      releaseWatch();
+      watchHeld.open();
       await worker.stop();
       await other.stop();
       await core.stop();
@@ -283,7 +261,7 @@ describe("nats-server restarted with an empty store mid-job", () => {
       concurrency: 2,
       handler: async (task, ctx) => {
         started.push(task.index);
-        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+        await whenAborted(ctx.signal);
         aborted.push(task.index);
         return task.payload;
       },
