@@ -2,7 +2,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pageBucket, scanBucket } from "../../src/adapters/nats/streams.ts";
+import { pageBucket, scanBucket } from "../../src/adapters/nats/bucket-reads.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 /**

@@ -3,9 +3,10 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
+import { scanBucketEntries } from "./bucket-reads.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { ensureBucket, scanBucketEntries } from "./streams.ts";
+import { ensureBucket } from "./streams.ts";
 
 /** Who supervises a job, until when. Versioned like every persisted record. */
 export interface LeaseRecord extends Lease {

@@ -5,8 +5,9 @@ import { RevisionConflict } from "../../kernel/errors.ts";
 import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
 import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
+import { pageBucket, scanBucket, scanBucketEntries } from "./bucket-reads.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { eraseEntryAt, pageBucket, scanBucket, scanBucketEntries } from "./streams.ts";
+import { eraseEntryAt } from "./streams.ts";
 
 /** A delete marker in the jobs bucket: the key's one message, at `revision`. */
 export interface RecordMarker {

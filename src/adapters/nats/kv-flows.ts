@@ -15,8 +15,9 @@ import {
   type FlowRecord,
 } from "../../kernel/flow-record.ts";
 import type { FlowStore, LiveMark } from "../flow-store.ts";
+import { scanBucketEntries } from "./bucket-reads.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket, eraseEntryAt, isNotFound, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, eraseEntryAt, isNotFound } from "./streams.ts";
 
 const live = "live.";
 

@@ -2,8 +2,9 @@ import { jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Presence } from "../presence.ts";
+import { scanBucketEntries } from "./bucket-reads.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { ensureBucket, scanBucketEntries } from "./streams.ts";
+import { ensureBucket } from "./streams.ts";
 
 /**
  * How long a stored announcement is kept at most (the bucket's max age):

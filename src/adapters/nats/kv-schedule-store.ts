@@ -10,9 +10,10 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { parseScheduleRecord, type ScheduleRecord } from "../../kernel/schedule-record.ts";
 import type { ScheduleStore, StoredSchedule } from "../schedule-store.ts";
+import { scanBucketEntries } from "./bucket-reads.ts";
 import type { ClientSetups } from "./client-setups.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { ensureBucket, isNotFound, type Replicas, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, isNotFound, type Replicas } from "./streams.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

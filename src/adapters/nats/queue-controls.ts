@@ -14,12 +14,13 @@ import { RevisionConflict } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { permitsConsumer, targetPermitsConsumer } from "../names.ts";
 import { type PermitKind, permitLeaseMs, type QueueControls, type TargetPool } from "../queue-controls.ts";
+import { scanBucketEntries } from "./bucket-reads.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
-import { ensureBucket, ensureStream, isNotFound, nanos, scanBucketEntries } from "./streams.ts";
+import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
 
 const encoder = new TextEncoder();
 
