@@ -194,6 +194,9 @@ describe.each(Object.keys(brokers))("HTTP API attacks on the %s broker", (broker
     // A worker token may not read jobs; a reader may not lease.
     expect((await call(api1, WORKER_A, "GET", "/jobs")).status).toBe(403);
     expect((await call(api1, READER_A, "POST", `/jobs/${inA.id}/tasks`, { batch_size: 1 })).status).toBe(403);
+    // The role is checked before the body is read, as on every worker route: a reader's bad body is 403 too.
+    for (const path of [`/jobs/${inA.id}/tasks`, "/queues/q-a/tasks"])
+      expect((await call(api1, READER_A, "POST", path, { batch_size: "x" })).status).toBe(403);
     // The reader sees q-a only.
     const listed = await call(api1, READER_A, "GET", "/jobs");
     expect(listed.status).toBe(200);

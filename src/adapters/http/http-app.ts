@@ -120,8 +120,8 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
   });
 
   app.post("/jobs/:id/tasks", async (c) => {
-    const body = parseReserve(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxBatchSize);
     const scope = callerWith(c, "worker");
+    const body = parseReserve(await readJson(c.req.raw, deps.maxBodyBytes), deps.maxBatchSize);
     const tasks = await deps.leases.reserve(jobIdParam(c), body.batchSize, scope, c.req.raw.signal);
     return c.json({ tasks: tasks.map(reservedTask) });
   });
