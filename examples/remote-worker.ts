@@ -49,6 +49,10 @@ class ApiError extends Error {
   }
 }
 
+/** An error result's message: the API refuses an empty one (`throw new Error()` has none: its name then). */
+const messageOf = (error: unknown): string =>
+  (error instanceof Error ? error.message || error.name : String(error)) || "error without a message";
+
 /** Waits `ms`, or less if `signal` aborts; its abort listener goes with it (the signal lives long). */
 const pause = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -117,10 +121,20 @@ export async function runRemoteWorker<Payload, Result>(
     const answers = await Promise.all(
       tasks.map(async (task) => {
         try {
-          return { task, result: await options.handler(task.payload, task) };
+          const result = await options.handler(task.payload, task);
+          // A result JSON cannot carry (a BigInt, a cycle) is this task's error: one item the
+          // API refuses would have it refuse the whole request, every answer in it lost.
+          try {
+            JSON.stringify(result ?? null);
+          } catch (error) {
+            return { task, error: { message: `result not sent: ${messageOf(error)}`, permanent: true } };
+          }
+          return { task, result };
         } catch (error) {
-          const message = error instanceof Error ? error.message : String(error);
-          return { task, error: { message, permanent: options.isPermanent?.(error) ?? false } };
+          return {
+            task,
+            error: { message: messageOf(error), permanent: options.isPermanent?.(error) ?? false },
+          };
         }
       }),
     );
