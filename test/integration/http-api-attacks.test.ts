@@ -17,10 +17,15 @@ const SECRET = "a-receipt-secret-shared-by-both-apis-0123";
 const WORKER = "token-worker-all-queues-01";
 const WORKER_A = "token-worker-queue-a-0001";
 const READER_A = "token-reader-queue-a-0001";
+const WORKER_A_NEW = "token-worker-queue-a-0002";
+const WORKER_A_B = "token-worker-a-queue-b-01";
 const tokens = {
   [WORKER]: "everywhere",
   [WORKER_A]: { identity: "worker-a", role: "worker", queues: ["q-a"] },
   [READER_A]: { identity: "reader-a", role: "read", queues: ["q-a"] },
+  // worker-a's token after a rotation (both configured meanwhile), and one of its tokens for q-b only.
+  [WORKER_A_NEW]: { identity: "worker-a", role: "worker", queues: ["q-a"] },
+  [WORKER_A_B]: { identity: "worker-a", role: "worker", queues: ["q-b"] },
 } as const;
 
 interface Reserved {
@@ -231,6 +236,21 @@ describe.each(Object.keys(brokers))("HTTP API attacks on the %s broker", (broker
     });
     expect(own.json.results).toEqual([{ id: `${job.id}.0`, status: "done" }]);
     expect([...(await resultsOf(job)).values()]).toEqual(["owner"]);
+  });
+
+  it("a receipt is its identity's: another token of it answers within its own queues (a rotation)", async () => {
+    const job = await setup.rt1.jobs.submit<{ n: number }, string>({ queue: "q-a", tasks: [{ n: 0 }] });
+    const [task] = await reserve(api1, WORKER_A, job.id);
+    // The same worker with a token that does not reach q-a: nothing of the job is its to touch.
+    const outOfScope = await call(api2, WORKER_A_B, "POST", `/jobs/${job.id}/results`, {
+      results: [{ receipt: task!.receipt, result: "out of scope" }],
+    });
+    expect(outOfScope.status).toBe(404);
+    const rotated = await call(api2, WORKER_A_NEW, "POST", `/jobs/${job.id}/results`, {
+      results: [{ receipt: task!.receipt, result: "new token" }],
+    });
+    expect(rotated.json.results).toEqual([{ id: `${job.id}.0`, status: "done" }]);
+    expect([...(await resultsOf(job)).values()]).toEqual(["new token"]);
   });
 
   it("a token cannot hoard: leases per token are capped (429), other tokens still get tasks", async () => {

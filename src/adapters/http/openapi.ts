@@ -26,8 +26,8 @@ const bodyErrors = {
       "a receipt that was not issued by this service (`invalid_receipt`) or belongs to another job (`receipt_wrong_job`).",
   ),
   "403": error(
-    "The token's role does not allow this (`forbidden`), or a receipt was leased by another token " +
-      "(`receipt_not_yours`): only the token that reserved a task may answer or heartbeat it.",
+    "The token's role does not allow this (`forbidden`), or a receipt was leased by another worker identity " +
+      "(`receipt_not_yours`): only the tokens of the identity that reserved a task may answer or heartbeat it.",
   ),
   "413": error("The body is larger than the limit (`body_too_large`, default 1 MiB)."),
 };

@@ -144,7 +144,7 @@ export class ReceiptLeases {
       throw new HttpError(
         403,
         ErrorCode.receiptNotYours,
-        `${field}: the receipt was leased by another token; only that token may answer it`,
+        `${field}: the receipt was leased by another worker identity; only its tokens may answer it`,
         { field },
       );
     }

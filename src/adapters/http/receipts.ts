@@ -22,7 +22,7 @@ export interface ReceiptClaims {
   readonly i: number;
   /** The broker's reference to the delivery (NATS: its reply subject `$JS.ACK.…`). */
   readonly r: string;
-  /** Identity of the token that leased it: only that token may answer or heartbeat it. */
+  /** Identity of the token that leased it: only tokens of that identity may answer or heartbeat it (within their queues). */
   readonly w: string;
   /** Delivery number, from 1. */
   readonly d: number;
