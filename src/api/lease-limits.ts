@@ -1,5 +1,5 @@
 import { Schema } from "effect";
-import type { LeaseAdmission, LeaseLimits } from "../adapters/http/lease-port.ts";
+import type { LeaseAdmission, LeaseLimits, NotedSlots } from "../adapters/http/lease-port.ts";
 import { type Permit, permitLeaseMs, type QueueControls } from "../adapters/queue-controls.ts";
 import { decode } from "../kernel/decode.ts";
 import type { Logger } from "../kernel/logger.ts";
@@ -97,7 +97,9 @@ const readNote = (text: string): LeaseNote | undefined => {
  * others, and the holder, which listens to the notes of the queues it holds
  * permits of, moves the lease's end or gives the permit back. A note lost
  * leaves the permit to the lease's end; a crash of the holder gives it back
- * within `permitLeaseMs`.
+ * within `permitLeaseMs`. The token slots of the leases made here
+ * (`follow`, the `LeaseBook`) hear the same notes: a heartbeat through
+ * another instance of a lease made here is told whatever the queue's limits.
  */
 export const leaseLimits = (
   controls: QueueControls,
@@ -105,12 +107,17 @@ export const leaseLimits = (
   log: Logger,
 ): LeaseLimits => {
   const held = new Map<string, { readonly permit: Permit; readonly queue: string; until: number }>();
-  /** The queues whose lease notes are heard: those with a permit held here (dropped at the tick after the last). */
+  /**
+   * The queues whose lease notes are heard: those with a permit held here, or
+   * a lease whose token slot is booked here (dropped at the tick after the last).
+   */
   const hearing = new Map<string, AbortController>();
+  /** The token slots booked here, told of each note (`follow`). */
+  let slots: NotedSlots | undefined;
   let keeper: NodeJS.Timeout | undefined;
   const tick = () => {
     const now = Date.now();
-    const queues = new Set<string>();
+    const queues = new Set<string>(slots?.queues(now));
     for (const [ref, h] of held) {
       if (h.until <= now) {
         held.delete(ref);
@@ -125,10 +132,15 @@ export const leaseLimits = (
       listening.abort();
       hearing.delete(queue);
     }
-    if (held.size === 0) {
+    if (held.size === 0 && hearing.size === 0) {
       clearInterval(keeper);
       keeper = undefined;
     }
+  };
+  const keep = () => {
+    if (keeper !== undefined) return;
+    keeper = setInterval(tick, keepEveryMs);
+    keeper.unref();
   };
   const release = (ref: string) => {
     const h = held.get(ref);
@@ -152,8 +164,14 @@ export const leaseLimits = (
       (text) => {
         const note = readNote(text);
         if (!note) log.debug({ queue }, "lease note unreadable; ignored");
-        else if ("ended" in note) release(note.ref);
-        else extendHeld(note.ref, Date.now() + note.leftMs);
+        else if ("ended" in note) {
+          release(note.ref);
+          slots?.noted(note.ref, "ended");
+        } else {
+          const until = Date.now() + note.leftMs;
+          extendHeld(note.ref, until);
+          slots?.noted(note.ref, until);
+        }
       },
       listening.signal,
     );
@@ -161,10 +179,7 @@ export const leaseLimits = (
   const hold = (ref: string, permit: Permit, queue: string, until: number) => {
     held.set(ref, { permit, queue, until });
     hear(queue);
-    if (keeper === undefined) {
-      keeper = setInterval(tick, keepEveryMs);
-      keeper.unref();
-    }
+    keep();
   };
   /** A lease this process holds no permit of: the one that does hears of it, if the queue has a cap. */
   const tell = (queue: string, note: LeaseNote) =>
@@ -222,12 +237,23 @@ export const leaseLimits = (
         },
       };
     },
-    extend: (ref, until, queue) => {
-      if (!extendHeld(ref, until) && queue !== undefined)
-        tell(queue, { ref, leftMs: Math.max(0, until - Date.now()) });
+    extend: (ref, until, queue, booked = true) => {
+      const here = extendHeld(ref, until);
+      if (queue === undefined) return;
+      const note = { ref, leftMs: Math.max(0, until - Date.now()) };
+      // Its token slot is another instance's: told whatever the queue's limits.
+      if (!booked) controls.noteLease(queue, JSON.stringify(note));
+      else if (!here) tell(queue, note);
     },
     end: (ref, queue) => {
       if (!release(ref) && queue !== undefined) tell(queue, { ref, ended: true });
+    },
+    follow: (booked) => {
+      slots = booked;
+      return (queue) => {
+        hear(queue);
+        keep();
+      };
     },
   };
 };

@@ -11,7 +11,7 @@ import { createHttpApi, createRuntime, type HttpApi, type JobHandle, type Runtim
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createTestRuntime } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
 
 const SECRET = "a-receipt-secret-shared-by-both-apis-0123";
 const WORKER = "token-worker-all-queues-01";
@@ -19,6 +19,7 @@ const WORKER_A = "token-worker-queue-a-0001";
 const READER_A = "token-reader-queue-a-0001";
 const WORKER_A_NEW = "token-worker-queue-a-0002";
 const WORKER_A_B = "token-worker-a-queue-b-01";
+const WORKER_HB = "token-worker-heartbeats-1";
 const tokens = {
   [WORKER]: "everywhere",
   [WORKER_A]: { identity: "worker-a", role: "worker", queues: ["q-a"] },
@@ -26,6 +27,7 @@ const tokens = {
   // worker-a's token after a rotation (both configured meanwhile), and one of its tokens for q-b only.
   [WORKER_A_NEW]: { identity: "worker-a", role: "worker", queues: ["q-a"] },
   [WORKER_A_B]: { identity: "worker-a", role: "worker", queues: ["q-b"] },
+  [WORKER_HB]: "beats-elsewhere",
 } as const;
 
 interface Reserved {
@@ -269,6 +271,37 @@ describe.each(Object.keys(brokers))("HTTP API attacks on the %s broker", (broker
       results: held.map((t) => ({ receipt: t.receipt, result: t.index })),
     });
     expect(await reserve(api1, WORKER, job.id, 2)).toHaveLength(2);
+    await job.cancel("test over");
+  });
+
+  it("a lease kept open through another instance keeps its token's slot on the instance that made it", async () => {
+    const job = await setup.rt1.jobs.submit<{ n: number }, number>({
+      queue: "q-beats",
+      tasks: Array.from({ length: 20 }, (_, n) => ({ n })),
+      ackWaitMs: 1500,
+    });
+    const held = await reserve(api1, WORKER_HB, job.id, 20);
+    expect(held).toHaveLength(5);
+    // Behind a balancer: every heartbeat reaches api2, past the leases' first end (1.5 s).
+    let receipts = held.map((t) => t.receipt);
+    for (let beat = 0; beat < 5; beat++) {
+      await delay(600);
+      const beaten = await call(api2, WORKER_HB, "POST", `/jobs/${job.id}/heartbeat`, { receipts });
+      expect(beaten.status, JSON.stringify(beaten.json)).toBe(200);
+      receipts = beaten.json.receipts.map((r: { receipt: string }) => r.receipt);
+    }
+    // The five are open, all made through api1: it hands out no more.
+    const over = await call(api1, WORKER_HB, "POST", `/jobs/${job.id}/tasks`, { batch_size: 5 });
+    expect(over.status, JSON.stringify(over.json)).toBe(429);
+    // Answered through api2: api1 gives the slots back.
+    await call(api2, WORKER_HB, "POST", `/jobs/${job.id}/results`, {
+      results: receipts.map((receipt, n) => ({ receipt, result: held[n]!.index })),
+    });
+    await waitUntil(
+      async () =>
+        (await call(api1, WORKER_HB, "POST", `/jobs/${job.id}/tasks`, { batch_size: 1 })).status === 200,
+      { timeoutMs: 5000, message: "api1 leases again once the five are answered" },
+    );
     await job.cancel("test over");
   });
 

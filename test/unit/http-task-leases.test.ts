@@ -173,6 +173,7 @@ const heldPermits = () => {
     end: (ref) => {
       held.delete(ref);
     },
+    follow: () => () => undefined,
   };
   return { limits, held };
 };
@@ -322,6 +323,7 @@ describe("TaskLeases", () => {
       end: (ref) => {
         permits.delete(ref);
       },
+      follow: () => () => undefined,
     };
     const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })], 100, limits);
     t.offer("j1", 0);

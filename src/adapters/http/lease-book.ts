@@ -7,12 +7,20 @@
  * to `max` at each. A lease answered through another instance is seen when
  * the token reaches its cap here (`refresh`: the broker's recorded answers,
  * read at most once a second per token). The leases of a job that is over
- * are dropped at once (`endJob`), whoever holds them.
+ * are dropped at once (`endJob`), whoever holds them. A heartbeat through
+ * another instance moves the lease's end here too: that instance tells the
+ * others (a lease note, `noted`), so a lease kept open elsewhere keeps its
+ * slot here, where it was made.
  */
 export class LeaseBook {
   readonly #max: number;
-  /** Per identity: each open lease's reference, with its job and its lease end. */
-  readonly #held = new Map<string, Map<string, { readonly jobId: string; until: number }>>();
+  /** Per identity: each open lease's reference, with its job, its queue and its lease end. */
+  readonly #held = new Map<
+    string,
+    Map<string, { readonly jobId: string; readonly queue: string; until: number }>
+  >();
+  /** Each open lease's identity, by reference (a note names only the lease). */
+  readonly #byRef = new Map<string, string>();
   /** Per job: its open leases' references, with the identity holding each. */
   readonly #ofJob = new Map<string, Map<string, string>>();
   /** Per identity: slots taken by reservations in progress. */
@@ -41,7 +49,7 @@ export class LeaseBook {
   fill(
     identity: string,
     granted: number,
-    leases: readonly { ref: string; jobId: string; until: number }[],
+    leases: readonly { ref: string; jobId: string; queue: string; until: number }[],
   ): void {
     const left = (this.#taking.get(identity) ?? 0) - granted;
     if (left > 0) this.#taking.set(identity, left);
@@ -53,16 +61,35 @@ export class LeaseBook {
       this.#held.set(identity, mine);
     }
     for (const l of leases) {
-      mine.set(l.ref, { jobId: l.jobId, until: l.until });
+      mine.set(l.ref, { jobId: l.jobId, queue: l.queue, until: l.until });
+      this.#byRef.set(l.ref, identity);
       const ofJob = this.#ofJob.get(l.jobId) ?? new Map<string, string>();
       this.#ofJob.set(l.jobId, ofJob.set(l.ref, identity));
     }
   }
 
-  /** A heartbeat moved the lease's end. */
-  extend(identity: string, ref: string, until: number): void {
+  /** A heartbeat here moved the lease's end; false when the lease was not made here. */
+  extend(identity: string, ref: string, until: number): boolean {
     const lease = this.#held.get(identity)?.get(ref);
     if (lease) lease.until = until;
+    return lease !== undefined;
+  }
+
+  /** Another instance moved the lease's end (a heartbeat there), or ended it; never back: notes come in any order. */
+  noted(ref: string, until: number | "ended"): void {
+    const identity = this.#byRef.get(ref);
+    if (identity === undefined) return;
+    const lease = this.#held.get(identity)?.get(ref);
+    if (until === "ended") this.release(identity, ref);
+    else if (lease) lease.until = Math.max(lease.until, until);
+  }
+
+  /** The queues of the leases open at `now`: their notes are heard. */
+  queues(now: number): Set<string> {
+    const queues = new Set<string>();
+    for (const mine of this.#held.values())
+      for (const { queue, until } of mine.values()) if (until > now) queues.add(queue);
+    return queues;
   }
 
   /** The lease was answered (or refused for good). */
@@ -71,6 +98,7 @@ export class LeaseBook {
     const lease = mine?.get(ref);
     if (!mine || !lease) return;
     mine.delete(ref);
+    this.#byRef.delete(ref);
     if (mine.size === 0) this.#held.delete(identity);
     const ofJob = this.#ofJob.get(lease.jobId);
     ofJob?.delete(ref);

@@ -98,11 +98,27 @@ export interface LeaseLimits {
   /**
    * The lease was extended (heartbeat) until `until` (epoch ms): its permit
    * is held until then, by whichever instance holds it (`queue` given: one
-   * that holds none tells the others).
+   * that holds none tells the others). `booked`: the lease's token slot is
+   * this instance's (`LeaseBook`); when it is not, the others are told
+   * whatever the queue's limits, so the instance that made it keeps the slot.
    */
-  extend(ref: string, until: number, queue?: string): void;
+  extend(ref: string, until: number, queue?: string, booked?: boolean): void;
   /** The lease's task was answered (or its lease, or its job, is over): its permit goes back, wherever held. */
   end(ref: string, queue?: string): void;
+  /**
+   * The token slots booked here hear the other instances' notes too, of the
+   * queues `slots.queues()` names; the function returned is called once
+   * leases of a queue are booked: its notes are heard from then on.
+   */
+  follow(slots: NotedSlots): (queue: string) => void;
+}
+
+/** The token slots of the leases made through this instance (`LeaseBook`), as lease notes reach them. */
+export interface NotedSlots {
+  /** The queues of the leases booked here and open at `now`. */
+  queues(now: number): Iterable<string>;
+  /** Another instance moved the lease's end (a heartbeat there) or ended it. */
+  noted(ref: string, until: number | "ended"): void;
 }
 
 export interface LeaseAdmission {

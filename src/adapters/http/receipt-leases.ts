@@ -106,8 +106,8 @@ export class ReceiptLeases {
         if (answered[n] !== "answering") this.#port.limits?.end(c.r, record.queue);
         return { id, status: answered[n] ? "settled" : "expired" };
       }
-      this.#book.extend(caller.identity, c.r, x);
-      this.#port.limits?.extend(c.r, x, record.queue);
+      const booked = this.#book.extend(caller.identity, c.r, x);
+      this.#port.limits?.extend(c.r, x, record.queue, booked);
       return { id, status: "extended", receipt: this.#signer.sign({ ...c, x }), leaseMs };
     });
     this.#log.debug(

@@ -51,6 +51,8 @@ export class TaskLeases {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #book: LeaseBook;
+  /** Called once leases of a queue are booked here: that queue's lease notes reach the book. */
+  readonly #booked: ((queue: string) => void) | undefined;
   readonly #handout: TaskHandout;
   readonly #receipts: ReceiptLeases;
   readonly #jobListTtlMs: number;
@@ -65,6 +67,7 @@ export class TaskLeases {
     this.#now = options.now ?? Date.now;
     this.#jobListTtlMs = options.jobListTtlMs ?? 1000;
     this.#book = new LeaseBook(options.maxLeasesPerToken ?? 100);
+    this.#booked = port.limits?.follow(this.#book);
     this.#handout = new TaskHandout(port, options.signer, this.#log, this.#now);
     this.#receipts = new ReceiptLeases({
       port,
@@ -93,7 +96,7 @@ export class TaskLeases {
       );
     }
     if (!isRunning(record) || (await this.#port.isPaused?.(record.queue))) return [];
-    return this.#withSlots(caller, max, (slots) =>
+    return this.#withSlots(caller, record.queue, max, (slots) =>
       this.#limited(record.queue, slots, signal, (n) => this.#handout.lease(record, n, caller, signal)),
     );
   }
@@ -118,7 +121,7 @@ export class TaskLeases {
     if (candidates.length === 0)
       candidates = ofQueue(await this.#jobsList(Math.min(100, this.#jobListTtlMs)));
     if (candidates.length === 0) return [];
-    return this.#withSlots(caller, max, (free) =>
+    return this.#withSlots(caller, queue, max, (free) =>
       this.#limited(queue, free, signal, async (slots) => {
         const turn = this.#cursors.get(queue) ?? 0;
         this.#cursors.set(queue, turn + 1);
@@ -273,6 +276,7 @@ export class TaskLeases {
   /** Runs `lease` with the slots the caller has left under its cap; 429 when it has none. */
   async #withSlots(
     caller: Caller,
+    queue: string,
     max: number,
     lease: (slots: number) => Promise<Leased[]>,
   ): Promise<Leased[]> {
@@ -303,8 +307,9 @@ export class TaskLeases {
       this.#book.fill(
         caller.identity,
         slots,
-        tasks.map((t) => ({ ref: t.ref, jobId: t.jobId, until: t.until })),
+        tasks.map((t) => ({ ref: t.ref, jobId: t.jobId, queue, until: t.until })),
       );
+      if (tasks.length > 0) this.#booked?.(queue);
     }
   }
 
