@@ -161,9 +161,7 @@ export const startJobActor = (
   // hosts' clocks): a write at or below the last one this actor read (`revision`, where it
   // started from), heard (`heard`) or wrote (`seen.last`) came before it, seen late.
   let heard = revision;
-  // This actor's last write when the store was made again: its revision is of the old store.
-  let lastBeforeRestart: RecordSeen["last"];
-  const known = () => Math.max(heard, seen.last === lastBeforeRestart ? 0 : (seen.last?.revision ?? 0));
+  const known = () => Math.max(heard, seen.last?.revision ?? 0);
   const run = effects.attach(actor, {
     record,
     seen,
@@ -290,7 +288,11 @@ export const startJobActor = (
     },
     storeMadeAgain: () => {
       heard = 0;
-      lastBeforeRestart = seen.last;
+      // Its last write's revision is of the old store, where a compare-and-set on it could match
+      // another write (revisions start over): the next write reads the record first.
+      seen.last = undefined;
+      seen.before = undefined;
+      seen.lastUnwritten = false;
     },
     submitError: run.submitError,
     keptResults: run.keptResults,

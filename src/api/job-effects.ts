@@ -37,6 +37,14 @@ export const recordEvent = (record: JobRecord) =>
   }) as const;
 
 /**
+ * Whether the end recorded is another than the one decided here: its status,
+ * or its reason (a job cancelled here whose supervisor recorded its tasks
+ * lost: both `failed`). The recorded one is how the job ended.
+ */
+const otherEnd = (recorded: JobRecord, decided: FinalizeInput): boolean =>
+  recorded.status !== decided.status || (recorded.reason ?? null) !== (decided.reason ?? null);
+
+/**
  * The job machine with its real I/O provided, once per runtime: the submit
  * and the finalize, started by the machine's actions and run beside the
  * actor (answering with an event); beside it too, each job's feed (its
@@ -142,23 +150,30 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       if (found && isFinal(found.record.status)) {
         // The end as recorded: another than this actor counted (a cancel that landed first)
         // is how the job ended, as for a supervisor whose write found it below.
-        if (found.record.status !== input.status && !aborted.aborted) self().send(recordEvent(found.record));
+        if (otherEnd(found.record, input) && !aborted.aborted) self().send(recordEvent(found.record));
         return;
       }
       if (shared.takeOver && (await takeLease(jobId, log))) break;
       await sleep(Math.min(500, leaseMs / 4), aborted);
     }
-    const stored = await finalizeJob(broker, input, () => clock.now(), state.run.seen).catch(
-      (error: unknown) => {
-        // The machine ends `recorded` either way; the record still says the job runs, so its
-        // lease must stay for a takeover pass to find the job and write the end.
-        state.finalizeError = error;
-        throw error;
-      },
-    );
+    // Committed (its submit answered so, or it was read committed): its end is written as a new
+    // record should the server's store have lost the record.
+    const committed = state.submitting === undefined || state.submitting.settled;
+    const stored = await finalizeJob(
+      broker,
+      input,
+      () => clock.now(),
+      state.run.seen,
+      committed ? record : undefined,
+    ).catch((error: unknown) => {
+      // The machine ends `recorded` either way; the record still says the job runs, so its
+      // lease must stay for a takeover pass to find the job and write the end.
+      state.finalizeError = error;
+      throw error;
+    });
     // Another runtime recorded another end first (a cancel): that is how the job ended.
     // Not to an actor stopped meanwhile (XState warns of an event sent to a stopped actor).
-    if (stored && isFinal(stored.status) && stored.status !== input.status && !aborted.aborted)
+    if (stored && isFinal(stored.status) && otherEnd(stored, input) && !aborted.aborted)
       self().send(recordEvent(stored));
   };
 

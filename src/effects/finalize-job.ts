@@ -316,6 +316,40 @@ export const cancelJob = (
 ): Promise<RecordFound | undefined> => Effect.runPromise(cancelJobEffect(port, id, reason, counts, now));
 
 /**
+ * The end of a job whose record went with the server's store (it came back
+ * empty): written as a new record, what the job was with its end, so that
+ * `get()`, `list()` and `events()` anywhere say how it ended, as the lost
+ * path does (`recordLost`). A record made again meanwhile (another runtime
+ * recorded the loss) is ended as any other, unless it already has an end.
+ */
+const remadeWithEnd = async (
+  port: JobPort,
+  job: JobRecord,
+  input: FinalizeInput,
+  now: number,
+  end: (record: JobRecord) => JobRecord | undefined,
+  seen: RecordSeen | undefined,
+): Promise<JobRecord | undefined> => {
+  const remade: JobRecord = {
+    ...job,
+    status: input.status,
+    phase: SubmitPhase.committed,
+    counts: input.counts,
+    ...(input.reason ? { reason: input.reason } : {}),
+    updatedAt: now,
+    finishedAt: now,
+  };
+  try {
+    const revision = await port.createRecord(remade);
+    if (seen) wrote(seen, remade, revision);
+    return remade;
+  } catch (error) {
+    if (!isConflict(error)) throw error;
+    return updateRecordWith(port, job.id, end);
+  }
+};
+
+/**
  * The end of a job: the record says how it ended, then its consumer is deleted
  * (workers' loops for it end) and any task left is purged. Results stay for
  * `results()` until the results stream's retention removes them. Plain
@@ -327,6 +361,8 @@ export const finalizeJob = async (
   input: FinalizeInput,
   now: () => number,
   seen?: RecordSeen,
+  /** The job as its actor knows it: its end is written as a new record when the store lost the record. */
+  job?: JobRecord,
 ): Promise<JobRecord | undefined> => {
   const known = seen?.last?.record;
   // A lane job whose task is answered leaves nothing to remove (below): no mark read.
@@ -334,24 +370,21 @@ export const finalizeJob = async (
   const below = answered
     ? undefined
     : await tasksMarkOr(port, known ?? { queue: input.queue, id: input.jobId });
-  const stored = await updateRecordWith(
-    port,
-    input.jobId,
-    (record) => {
-      // An end is written once: another runtime's (or a cancel's) stays.
-      if (isFinal(record.status)) return undefined;
-      return {
-        ...record,
-        status: input.status,
-        counts: maxCounts(record.counts, input.counts),
-        ...(input.reason ? { reason: input.reason } : {}),
-        ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
-        updatedAt: now(),
-        finishedAt: now(),
-      };
-    },
-    10,
-    seen,
+  // An end is written once: another runtime's (or a cancel's) stays.
+  const end = (record: JobRecord): JobRecord | undefined =>
+    isFinal(record.status)
+      ? undefined
+      : {
+          ...record,
+          status: input.status,
+          counts: maxCounts(record.counts, input.counts),
+          ...(input.reason ? { reason: input.reason } : {}),
+          ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
+          updatedAt: now(),
+          finishedAt: now(),
+        };
+  const stored = await updateRecordWith(port, input.jobId, end, 10, seen).then(
+    (found) => found ?? (job ? remadeWithEnd(port, job, input, now(), end, seen) : undefined),
   );
   // The stored record says where the tasks are (a lane job's are on its queue's lane).
   if (stored && laneTaskAnswered(stored)) return stored;

@@ -171,6 +171,10 @@ const jobSetup = setup({
         reason: event.reason ?? context.reason,
       };
     }),
+    adoptReason: assign({
+      reason: ({ context, event }) =>
+        event.type === "record.changed" ? (event.reason ?? context.reason) : context.reason,
+    }),
     rememberRecorded: assign({
       recorded: ({ context, event }) => (event.type === "record.changed" ? event.counts : context.recorded),
     }),
@@ -214,8 +218,13 @@ const endState = (status: FinalizeInput["status"]) =>
         on: {
           "finalize.settled": "recorded",
           // The same end in the record (this write's echo, or another runtime's): finalize
-          // still deletes the consumer and purges what is left before the job is recorded.
-          "record.changed": { guard: status === "succeeded" ? "recordSucceeded" : "recordFailed" },
+          // still deletes the consumer and purges what is left before the job is recorded. The
+          // recorded reason is the job's (another runtime's end of the same status: tasks lost
+          // where this one cancelled).
+          "record.changed": {
+            guard: status === "succeeded" ? "recordSucceeded" : "recordFailed",
+            actions: "adoptReason",
+          },
         },
       },
       recorded: { type: "final", on: { "record.changed": {} } },

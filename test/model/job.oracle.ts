@@ -163,21 +163,24 @@ const handlers: { [T in OracleEvent["type"]]: Handler<T> } = {
   },
   cancel: (m, e) => (isEnd(m.status) ? m : end(m, "failed", `cancelled: ${e.reason}`)),
   // An end in the record is how the job ended, whatever this actor had decided (unless its
-  // own end is already recorded, or being recorded as the same end); its answers never fewer
-  // than those counted here. Any other record says nothing the job decides on.
-  record: (m, e) =>
-    m.recorded || !isEnd(e.status) || e.status === m.status
-      ? m
-      : {
-          ...m,
-          status: e.status,
-          recorded: true,
-          adopted: true,
-          // The record's counts, or those counted here if they are more answers (never a mix).
-          ...(e.counts.done + e.counts.failed + e.counts.dead >= answered(m) ? e.counts : {}),
-          reason: e.reason ?? m.reason,
-          stalledSince: null,
-        },
+  // own end is already recorded); its answers never fewer than those counted here. The same
+  // end as the one being recorded here gives its reason (another runtime's end of that
+  // status: tasks lost where this one cancelled). Any other record says nothing the job
+  // decides on.
+  record: (m, e) => {
+    if (m.recorded || !isEnd(e.status)) return m;
+    if (e.status === m.status) return { ...m, reason: e.reason ?? m.reason };
+    return {
+      ...m,
+      status: e.status,
+      recorded: true,
+      adopted: true,
+      // The record's counts, or those counted here if they are more answers (never a mix).
+      ...(e.counts.done + e.counts.failed + e.counts.dead >= answered(m) ? e.counts : {}),
+      reason: e.reason ?? m.reason,
+      stalledSince: null,
+    };
+  },
   "finalize.settled": (m) => (isEnd(m.status) ? { ...m, recorded: true } : m),
 };
 
