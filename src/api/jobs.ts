@@ -6,7 +6,7 @@ import { committedRecord } from "../effects/finalize-job.ts";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
-import type { JobRecord, JobStatus } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
@@ -72,7 +72,10 @@ export class JobRegistry implements Jobs {
       leaseMs: options.leaseMs,
       watching: (id) => this.#watching(id),
       supervise: (record, revision) => {
-        void this.#track(record.id, this.#start(record, record.status, undefined, undefined, revision));
+        void this.#track(record.id, this.#start(record, record.status, undefined, undefined, revision)).then(
+          ({ started }) => this.#readAgain(record.id, started),
+          () => undefined,
+        );
         // Its supervisor may have died with the server restarting under it: its consumer too.
         restoreSupervised(broker, this.#log, core.clock.now(), record);
       },
@@ -112,17 +115,28 @@ export class JobRegistry implements Jobs {
   #watchPlaced(forget: boolean): void {
     for (const [id, started] of this.#started) {
       if (forget) started.storeMadeAgain();
-      this.#broker.getRecord(id).then(
-        (found) => {
-          if (!found) return;
-          started.onRecord(found.record, found.revision);
-          restoreSupervised(this.#broker, this.#log, this.#core.clock.now(), found.record);
-        },
-        // The next write of the record comes through the watch.
-        (error: unknown) =>
-          this.#log.debug({ jobId: id, err: error }, "record not read again; watch in place"),
-      );
+      this.#readAgain(id, started, true);
     }
+  }
+
+  /**
+   * The job's record read again for its actor, once every later write reaches
+   * it through the watch: a write between the read it started from and then
+   * (the watch placed, or the actor tracked) was handed to no actor. A cancel
+   * from another runtime landing between a `get`'s read and its actor's start
+   * left that actor running for good, and its takeover then supervised a job
+   * that was over. Older writes are the actor's to drop (by revision).
+   */
+  #readAgain(id: string, started: StartedJobActor, restore = false): void {
+    this.#broker.getRecord(id).then(
+      (found) => {
+        if (!found) return;
+        started.onRecord(found.record, found.revision);
+        if (restore) restoreSupervised(this.#broker, this.#log, this.#core.clock.now(), found.record);
+      },
+      // The next write of the record comes through the watch.
+      (error: unknown) => this.#log.debug({ jobId: id, err: error }, "record not read again; watch in place"),
+    );
   }
 
   /** Every record change the runtime's one record watch delivers (flows step on their jobs' changes). */
@@ -181,8 +195,9 @@ export class JobRegistry implements Jobs {
     const meanwhile = this.#jobs.get(id);
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;
     // A finished job's actor ends at once, as recorded, and is dropped: its handle still answers.
-    const started = this.#track(id, this.#start(record, record.status, undefined, undefined, revision));
-    return (await started).handle as JobHandle<Result>;
+    const started = await this.#track(id, this.#start(record, record.status, undefined, undefined, revision));
+    if (!isFinal(record.status)) this.#readAgain(id, started.started);
+    return started.handle as JobHandle<Result>;
   }
 
   async record(id: string): Promise<JobRecord | undefined> {

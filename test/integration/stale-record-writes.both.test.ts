@@ -279,6 +279,50 @@ describe.each([
     }
   });
 
+  it("a get whose read is answered after another runtime's cancel was heard: its handle ends", async () => {
+    const side = await start();
+    try {
+      const b = await side.runtime({ takeOver: false });
+      const queue = "stalegetcancel";
+      const job = await b.jobs.submit({ queue, tasks: ["t", "u"] });
+      let reads = 0;
+      const read = gate();
+      // W's first read of the job is made at once, and answered once released.
+      const w = await side.runtime({
+        wrap: (inner) =>
+          spiedBroker(inner, (key, _n, args, call) => {
+            if (key !== "getRecord" || args[0] !== job.id || ++reads > 1) return call();
+            return (call() as Promise<unknown>).then(async (found) => {
+              await read.opened;
+              return found;
+            });
+          }).broker,
+        takeOver: true,
+      });
+      const cancelHeard = gate();
+      partsOf(w).jobs.onRecordChange((record) => {
+        if (record.id === job.id && record.status === "failed") cancelHeard.open();
+      });
+      const placed = gate();
+      partsOf(w).jobs.records.listen({ onRecord: () => undefined, onPlaced: () => placed.open() });
+      await placed.opened;
+      const opening = w.jobs.get(job.id);
+      await waitUntil(() => reads >= 1, { timeoutMs: 10_000, message: "W read the job" });
+      await job.cancel("no longer wanted");
+      // W's watch hands the cancel over while no actor of W watches the job yet.
+      expect(await within(cancelHeard.opened, 10_000)).not.toBe("never");
+      read.open();
+      const handle = await opening;
+      expect(await within(handle!.done(), 10_000)).toMatchObject({
+        status: "failed",
+        reason: "cancelled: no longer wanted",
+      });
+      expect(await side.record(job.id)).toMatchObject({ status: "failed" });
+    } finally {
+      await side.dispose();
+    }
+  });
+
   it("a takeover: the supervisor that took the job over goes on to write its end", async () => {
     const side = await start();
     try {
