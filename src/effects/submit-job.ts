@@ -67,9 +67,11 @@ const afterStep = (hooks: SubmitHooks | undefined, step: SubmitStep) =>
  */
 const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<SubmitOutcome, PortFailure> =>
   Effect.gen(function* () {
-    const { record, hooks } = input;
+    const { hooks } = input;
     const claim = yield* claimRecord(port, input);
     if ("existing" in claim) return { kind: "existing", found: claim.existing } as const;
+    // As claimed: its commit deadline counts from the claim.
+    const record = claim.record;
     const commit = Effect.gen(function* () {
       yield* afterStep(hooks, SubmitStep.recordCreated);
       if (input.leased) yield* fromPort(() => input.leased);
@@ -160,20 +162,31 @@ const beforeDeadline = (record: JobRecord, now: () => number): Effect.Effect<voi
 export const submitJob = (port: JobPort, input: SubmitInput): Promise<SubmitOutcome> =>
   Effect.runPromise(submitJobEffect(port, input));
 
-type Claim = { readonly revision: number } | { readonly existing: RecordFound };
+type Claim = { readonly revision: number; readonly record: JobRecord } | { readonly existing: RecordFound };
 
 /**
  * Creates the record, or finds the job the idempotency key already names
  * (`IdempotencyConflict` if that job was submitted with other tasks or settings).
  * A record left by a rolled-back submit is taken over, so resubmitting with
- * the same key works; one still being submitted elsewhere is waited for.
+ * the same key works; one still being submitted elsewhere is waited for. The
+ * record claimed has as long a commit window from the claim as the plan gave
+ * it: a submit that waited out a dead one until the reaper rolled it back
+ * passed its planned deadline meanwhile, and failed ("passed its commit
+ * deadline") though nothing of it had been written.
  */
 const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, PortFailure> =>
   Effect.gen(function* () {
-    const { record } = input;
+    const { record: planned } = input;
+    const window = planned.commitDeadline - planned.createdAt;
+    /** The record as claimed now. */
+    const claimed = (): JobRecord => ({
+      ...planned,
+      commitDeadline: Math.max(planned.commitDeadline, input.now() + window),
+    });
     for (;;) {
+      const record = claimed();
       const created = yield* fromPort(() => port.createRecord(record)).pipe(
-        Effect.map((revision): Claim | undefined => ({ revision })),
+        Effect.map((revision): Claim | undefined => ({ revision, record })),
         Effect.catchTag("RevisionConflict", () => Effect.succeed(undefined)),
       );
       if (created) return created;
@@ -194,8 +207,9 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
         continue; // changed since read (its end, or its commit, written): read again
       }
       if (other.phase === SubmitPhase.rolledBack) {
-        const taken = yield* fromPort(() => port.updateRecord(record, revision)).pipe(
-          Effect.map((next): Claim | undefined => ({ revision: next })),
+        const taking = claimed();
+        const taken = yield* fromPort(() => port.updateRecord(taking, revision)).pipe(
+          Effect.map((next): Claim | undefined => ({ revision: next, record: taking })),
           Effect.catchTag("RevisionConflict", () => Effect.succeed(undefined)),
         );
         if (taken) return taken;

@@ -405,6 +405,30 @@ describe("submitJob", () => {
     expect(fake.records.get("j1")!.record).toMatchObject({ submitId: "new", phase: "committed" });
   });
 
+  it("takes over a record rolled back after waiting past its own deadline: its deadline counts from the take-over", async () => {
+    const fake = fakeJobPort();
+    // Planned at 1000 (deadline 31,000); the submit of the key in flight before it is rolled
+    // back only at 40,000, after this one waited for it.
+    fake.put(record({ phase: "submitting", commitDeadline: 5000, submitId: "dead" }));
+    const time = clock(1000);
+    fake.failNext("createRecord", () => undefined);
+    fake.failNext("createRecord", () => {
+      time.set(40_000);
+      fake.put(record({ phase: "rolledBack", status: "failed", submitId: "dead" }));
+    });
+    const outcome = await submitJob(fake.port, {
+      record: record({ submitId: "waiting" }),
+      bodies: ["a"],
+      now: time.now,
+      signal: new AbortController().signal,
+    });
+    expect(outcome.kind).toBe("committed");
+    const stored = fake.records.get("j1")!.record;
+    expect(stored).toMatchObject({ submitId: "waiting", phase: "committed" });
+    // As long a window from the take-over as the plan gave from its start (30 s).
+    expect(stored.commitDeadline).toBe(40_000 + 30_000);
+  });
+
   it("creates again when the record vanished between the conflict and the read", async () => {
     const fake = fakeJobPort();
     fake.put(record({ phase: "committed" }));
