@@ -221,7 +221,8 @@ export const startJobActor = (
         if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
         log.error({ reason }, "job's tasks are lost; the job fails");
         const stored = await recordLost(broker, record, snapshotOf(actor), reason, clock.now());
-        actor.send(recordEvent(stored));
+        // Ended meanwhile (the watch handed it that very write): nothing more to tell it.
+        if (actor.getSnapshot().status === "active") actor.send(recordEvent(stored));
       })
       .catch((error) => log.warn({ err: error }, "lost-tasks check failed; tried again later"));
   };
