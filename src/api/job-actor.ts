@@ -1,7 +1,7 @@
 import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
-import type { RecordSeen } from "../effects/finalize-job.ts";
+import { type RecordSeen, raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { rollLaneForward } from "../effects/reap-submits.ts";
 import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
@@ -249,7 +249,16 @@ export const startJobActor = (
     // its TTL). Started whether or not the runtime's loops still run; while they do,
     // `rt.stop()` waits.
     const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
-    const released = over ? leases.release(jobId) : leases.giveBack(jobId);
+    // An end another runtime recorded (a cancel) may carry fewer answers than the supervisor
+    // counted: it raises them before its lease goes (a read, rarely a write; none on its own end).
+    const raised =
+      over && !run.wroteEnd() && leases.holds(jobId, clock.now())
+        ? raiseEndCounts(broker, jobId, snapshotOf(actor), clock.now()).catch((error: unknown) =>
+            log.warn({ err: error }, "the answers counted here not raised onto the end recorded elsewhere"),
+          )
+        : undefined;
+    const release = () => (over ? leases.release(jobId) : leases.giveBack(jobId));
+    const released = raised ? raised.then(release) : release();
     core.loops.track(`job-lease-release:${jobId}`, () => released);
     for (const listener of endListeners.splice(0))
       try {

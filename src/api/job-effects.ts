@@ -229,7 +229,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
   /**
    * Binds a job's actor (before it starts) to its run; `submitError()` is why
    * its submit failed, as the typed error it failed with (undefined: it did not);
-   * `finalizeError()` why the job's end was not written.
+   * `finalizeError()` why the job's end was not written; `wroteEnd()` whether
+   * this actor went on to write an end of its own (not one it adopted as recorded).
    */
   const attach = (actor: Actor<JobMachine>, run: JobRun) => {
     // A resumed job's first batch is what was answered before this actor: not a rate sample.
@@ -254,6 +255,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       },
       submitError: () => state.submitError,
       finalizeError: () => state.finalizeError,
+      wroteEnd: () => state.finalizing !== undefined,
       keptResults: () => state.kept,
     };
   };

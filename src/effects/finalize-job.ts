@@ -3,6 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { JobRecords, RecordFound } from "../adapters/job-records.ts";
 import { RevisionConflict } from "../kernel/errors.ts";
 import {
+  answered,
   asCommittedLane,
   type FinalizeInput,
   isFinal,
@@ -314,6 +315,20 @@ export const cancelJob = (
   counts: JobCounts,
   now: number,
 ): Promise<RecordFound | undefined> => Effect.runPromise(cancelJobEffect(port, id, reason, counts, now));
+
+/**
+ * The answers a supervisor counted, raised onto an end another runtime
+ * recorded (never lowered; status, reason and time stay): a cancel from a
+ * runtime that had not counted every answer yet wrote the counts it knew,
+ * up to a second behind. Nothing is written when the record has them.
+ */
+export const raiseEndCounts = (port: JobRecords, id: string, counts: JobCounts, now: number) =>
+  updateRecordWith(port, id, (record) => {
+    const raised = maxCounts(record.counts, counts);
+    return isFinal(record.status) && answered(raised) > answered(record.counts)
+      ? { ...record, counts: raised, updatedAt: now }
+      : undefined;
+  });
 
 /**
  * The end of a job whose record went with the server's store (it came back
