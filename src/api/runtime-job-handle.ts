@@ -45,9 +45,19 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
     const stored = await cancelJob(broker, s.id, reason, s, core.clock.now());
     if (stored && isFinal(stored.record.status)) source.onRecord(stored.record, stored.revision);
     else actor.send({ type: "job.cancel", reason });
+    return whenRecorded(actor);
   }
-  return whenRecorded(actor);
+  // Over for this handle, but another runtime may have reopened the job since (a redrive; this
+  // handle's actor ended and hears no more): the record says. Its counts are the record's.
+  const ended = snapshotOf(actor);
+  const stored = await cancelJob(broker, ended.id, reason, noAnswers, core.clock.now());
+  const now = stored?.record;
+  return now && isFinal(now.status) && (now.status !== ended.status || (now.reason ?? null) !== ended.reason)
+    ? { ...ended, status: now.status, reason: now.reason ?? null, ...now.counts }
+    : ended;
 };
+
+const noAnswers = { done: 0, failed: 0, dead: 0 };
 
 /**
  * A job's handle as a runtime makes it: a class, so that a live job does not
