@@ -37,10 +37,11 @@ describe("a delayed job's submitter SIGKILLed after its commit", () => {
     return info.state.subjects?.[subject] ?? 0;
   };
 
-  it("the runtime that takes the job over moves its tasks at their time", { timeout: 60_000 }, async () => {
+  it("the runtime that takes the job over moves its tasks at their time", { timeout: 90_000 }, async () => {
     const queue = "killed";
-    // Due after the child's start, its submit and the takeover (a lease of 500 ms).
-    const runAt = Date.now() + 6000;
+    // Due after the child's start, its submit and the takeover (a lease of 500 ms); a loaded CI run took
+    // longer than 6 s to start the child.
+    const runAt = Date.now() + 12_000;
     const ledger: { job: string; index: number; at: number }[] = [];
     rt = await createRuntime({ servers: server.url, logger: silentLogger(), jobs: { leaseMs: 500 } });
     const worker = rt.workers.start<number, number>({
