@@ -144,7 +144,8 @@ export const startJobActor = (
       queue: record.queue,
       total: record.total,
       settings: record.settings,
-      now: clock.now(),
+      // A finished job's clocks stop at its end: its last answer is when it ended, not now.
+      now: resumeFrom && isFinal(resumeFrom) ? (record.finishedAt ?? record.updatedAt) : clock.now(),
       ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
       ...(record.reason ? { reason: record.reason } : {}),
       ...(record.dueUntil === undefined ? {} : { dueUntil: record.dueUntil }),

@@ -32,7 +32,7 @@ import {
   type MemoryServer,
 } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { gate, waitUntil } from "../harness/wait.ts";
+import { delay, gate, waitUntil } from "../harness/wait.ts";
 
 const timeoutMs = 10_000;
 
@@ -225,6 +225,20 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     expect(recorded.counts.done).toBeGreaterThanOrEqual(8);
     open();
     expect(await seen!.done()).toMatchObject({ status: "succeeded", done: 40 });
+    await worker.stop();
+  });
+
+  it("a finished job opened from another runtime later says when it ended, not when it was opened", async () => {
+    const { job, open, worker } = await halfDone(3, 0);
+    open();
+    const end = await job.done();
+    const recorded = (await b.record(job.id))!;
+    await delay(300);
+    const later = await (await b.runtime({ takeOver: false })).jobs.get(job.id);
+    expect(later!.snapshot()).toMatchObject({ status: "succeeded", done: 3 });
+    // The record's end, by the writer's clock: its last answer's time, give or take the write.
+    expect(later!.snapshot().lastProgressAt).toBe(recorded.finishedAt);
+    expect(Math.abs(later!.snapshot().lastProgressAt - end.lastProgressAt)).toBeLessThan(250);
     await worker.stop();
   });
 
