@@ -124,11 +124,15 @@ export async function runRemoteWorker<Payload, Result>(
           const result = await options.handler(task.payload, task);
           // A result JSON cannot carry (a BigInt, a cycle) is this task's error: one item the
           // API refuses would have it refuse the whole request, every answer in it lost.
+          let text: string | undefined;
           try {
-            JSON.stringify(result ?? null);
+            text = JSON.stringify(result ?? null);
           } catch (error) {
             return { task, error: { message: `result not sent: ${messageOf(error)}`, permanent: true } };
           }
+          // A function or a symbol: JSON has no value for it.
+          if (text === undefined)
+            return { task, error: { message: "result not sent: not a JSON value", permanent: true } };
           return { task, result };
         } catch (error) {
           return {

@@ -1,11 +1,11 @@
 import type { Actor, AnyActorRef } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { finalizeJob } from "../effects/finalize-job.ts";
+import { finalizeJob, raiseEndCounts } from "../effects/finalize-job.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
-import { type FinalizeInput, isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { answered, type FinalizeInput, isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
 import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
@@ -158,7 +158,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     }
     // Committed (its submit answered so, or it was read committed): its end is written as a new
     // record should the server's store have lost the record.
-    const committed = state.submitting === undefined || state.submitting.settled;
+    const committed =
+      state.submitError === undefined && (state.submitting === undefined || state.submitting.settled);
     const stored = await finalizeJob(
       broker,
       input,
@@ -171,10 +172,16 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       state.finalizeError = error;
       throw error;
     });
-    // Another runtime recorded another end first (a cancel): that is how the job ended.
+    // Another runtime recorded another end first (a cancel): that is how the job ended, with
+    // the answers counted here if that end says fewer (it was written from a view behind them).
     // Not to an actor stopped meanwhile (XState warns of an event sent to a stopped actor).
-    if (stored && isFinal(stored.status) && otherEnd(stored, input) && !aborted.aborted)
-      self().send(recordEvent(stored));
+    if (stored && isFinal(stored.status) && otherEnd(stored, input)) {
+      if (answered(input.counts) > answered(stored.counts))
+        await raiseEndCounts(broker, jobId, input.counts, clock.now()).catch((error: unknown) =>
+          log.warn({ err: error }, "the answers counted here not raised onto the end recorded elsewhere"),
+        );
+      if (!aborted.aborted) self().send(recordEvent(stored));
+    }
   };
 
   /**

@@ -49,7 +49,11 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
   }
   // Over for this handle, but another runtime may have reopened the job since (a redrive; this
   // handle's actor ended and hears no more): the record says. Its counts are the record's.
+  // A job still over costs one read: its end stands, nothing is cleaned up again (a clean-up
+  // racing a redrive that had just published its tasks would remove them).
   const ended = snapshotOf(actor);
+  const read = await broker.getRecord(ended.id);
+  if (!read || isFinal(read.record.status)) return ended;
   const stored = await cancelJob(broker, ended.id, reason, noAnswers, core.clock.now());
   const now = stored?.record;
   return now && isFinal(now.status) && (now.status !== ended.status || (now.reason ?? null) !== ended.reason)

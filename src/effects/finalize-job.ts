@@ -326,7 +326,7 @@ export const raiseEndCounts = (port: JobRecords, id: string, counts: JobCounts, 
   updateRecordWith(port, id, (record) => {
     const raised = maxCounts(record.counts, counts);
     return isFinal(record.status) && answered(raised) > answered(record.counts)
-      ? { ...record, counts: raised, updatedAt: now }
+      ? { ...record, counts: raised, updatedAt: Math.max(now, record.updatedAt + 1) }
       : undefined;
   });
 
@@ -381,8 +381,8 @@ export const finalizeJob = async (
 ): Promise<JobRecord | undefined> => {
   const known = seen?.last?.record;
   // A lane job whose task is answered leaves nothing to remove (below): no mark read.
-  const answered = known?.lane === true && input.counts.done + input.counts.failed === known.total;
-  const below = answered
+  const laneAnswered = known?.lane === true && input.counts.done + input.counts.failed === known.total;
+  const below = laneAnswered
     ? undefined
     : await tasksMarkOr(port, known ?? { queue: input.queue, id: input.jobId });
   // An end is written once: another runtime's (or a cancel's) stays.
