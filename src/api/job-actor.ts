@@ -1,9 +1,10 @@
 import { type Actor, createActor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
-import { type RecordSeen, raiseEndCounts } from "../effects/finalize-job.ts";
+import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { rollLaneForward } from "../effects/reap-submits.ts";
+import type { RecordSeen } from "../effects/record-updates.ts";
 import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -250,16 +251,7 @@ export const startJobActor = (
     // its TTL). Started whether or not the runtime's loops still run; while they do,
     // `rt.stop()` waits.
     const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
-    // An end another runtime recorded (a cancel) may carry fewer answers than the supervisor
-    // counted: it raises them before its lease goes (a read, rarely a write; none on its own end).
-    const raised =
-      over && !run.wroteEnd() && leases.holds(jobId, clock.now())
-        ? raiseEndCounts(broker, jobId, snapshotOf(actor), clock.now()).catch((error: unknown) =>
-            log.warn({ err: error }, "the answers counted here not raised onto the end recorded elsewhere"),
-          )
-        : undefined;
-    const release = () => (over ? leases.release(jobId) : leases.giveBack(jobId));
-    const released = raised ? raised.then(release) : release();
+    const released = over ? leases.release(jobId) : leases.giveBack(jobId);
     core.loops.track(`job-lease-release:${jobId}`, () => released);
     for (const listener of endListeners.splice(0))
       try {
@@ -295,6 +287,16 @@ export const startJobActor = (
       )
         return;
       if (bodies && isOwnWrite(changed, record)) return; // the record its submit created
+      // An end another runtime recorded (a cancel) while this supervisor runs the job may carry
+      // fewer answers than it counted: raised onto that end (one whose own end is being written
+      // meets it there, `finalize` in job-effects.ts).
+      if (isFinal(changed.status)) {
+        const counted = snapshotOf(actor);
+        if (!isFinal(counted.status) && leases.holds(jobId, clock.now()))
+          core.loops.track(`job-end-counts:${jobId}`, () =>
+            raiseEndCounts(broker, changed, counted, clock.now(), log),
+          );
+      }
       actor.send(recordEvent(changed));
     },
     storeMadeAgain: () => {

@@ -5,7 +5,7 @@ import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
-import { answered, type FinalizeInput, isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { type FinalizeInput, isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
 import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
@@ -176,10 +176,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     // the answers counted here if that end says fewer (it was written from a view behind them).
     // Not to an actor stopped meanwhile (XState warns of an event sent to a stopped actor).
     if (stored && isFinal(stored.status) && otherEnd(stored, input)) {
-      if (answered(input.counts) > answered(stored.counts))
-        await raiseEndCounts(broker, jobId, input.counts, clock.now()).catch((error: unknown) =>
-          log.warn({ err: error }, "the answers counted here not raised onto the end recorded elsewhere"),
-        );
+      await raiseEndCounts(broker, stored, input.counts, clock.now(), log);
       if (!aborted.aborted) self().send(recordEvent(stored));
     }
   };
@@ -236,8 +233,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
   /**
    * Binds a job's actor (before it starts) to its run; `submitError()` is why
    * its submit failed, as the typed error it failed with (undefined: it did not);
-   * `finalizeError()` why the job's end was not written; `wroteEnd()` whether
-   * this actor went on to write an end of its own (not one it adopted as recorded).
+   * `finalizeError()` why the job's end was not written.
    */
   const attach = (actor: Actor<JobMachine>, run: JobRun) => {
     // A resumed job's first batch is what was answered before this actor: not a rate sample.
@@ -262,7 +258,6 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       },
       submitError: () => state.submitError,
       finalizeError: () => state.finalizeError,
-      wroteEnd: () => state.finalizing !== undefined,
       keptResults: () => state.kept,
     };
   };

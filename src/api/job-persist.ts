@@ -1,7 +1,7 @@
 import type { Actor, SnapshotFrom } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { type RecordSeen, recordProgress } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
+import { type RecordSeen, recordProgress } from "../effects/record-updates.ts";
 import type { Clock } from "../kernel/clock.ts";
 import {
   isFinal,

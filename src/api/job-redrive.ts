@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
-import { updateRecordWith } from "../effects/finalize-job.ts";
+import { updateRecordWith } from "../effects/record-updates.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";

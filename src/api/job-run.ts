@@ -1,6 +1,6 @@
 import type { Actor } from "xstate";
 import type { RecordFound } from "../adapters/job-records.ts";
-import type { RecordSeen } from "../effects/finalize-job.ts";
+import type { RecordSeen } from "../effects/record-updates.ts";
 import type { JobRecord, JobStatus } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";

@@ -11,8 +11,8 @@ import {
   maxCounts,
   SubmitPhase,
 } from "../kernel/job-record.ts";
-import { updateRecordWithEffect } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
+import { updateRecordWithEffect } from "./record-updates.ts";
 
 /**
  * Makes a running job's consumer again if it is gone (`restoreConsumer`),

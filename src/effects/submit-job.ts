@@ -3,9 +3,10 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
-import { committedRecord, type RecordSeen, wrote } from "./finalize-job.ts";
+import { committedRecord } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
+import { type RecordSeen, wrote } from "./record-updates.ts";
 
 /** The steps of a submit, in order; tests inject a crash after each one (a lane job has no consumer or commit step). */
 export const SubmitStep = {

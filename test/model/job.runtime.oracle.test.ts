@@ -8,7 +8,7 @@ import type { JobHandle } from "../../src/api/job-handle.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
-import { updateRecordWith } from "../../src/effects/finalize-job.ts";
+import { updateRecordWith } from "../../src/effects/record-updates.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type JobEvent, jobMachine } from "../../src/machines/job.machine.ts";
 import { createMemoryBroker, createTestRuntime, ManualClock } from "../../src/testing.ts";

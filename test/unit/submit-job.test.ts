@@ -6,16 +6,10 @@
  * lane job, whose task's publish is the commit point, the same.
  */
 import { describe, expect, it } from "vitest";
-import {
-  cancelJob,
-  committedRecord,
-  finalizeJob,
-  type RecordSeen,
-  recordProgress,
-  updateRecordWith,
-} from "../../src/effects/finalize-job.ts";
+import { cancelJob, committedRecord, finalizeJob } from "../../src/effects/finalize-job.ts";
 import { lostReason } from "../../src/effects/lost-job.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
+import { type RecordSeen, recordProgress, updateRecordWith } from "../../src/effects/record-updates.ts";
 import { rollBack, SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
