@@ -132,6 +132,31 @@ const heldWatch = () => {
   };
 };
 
+/**
+ * A broker whose record reads that `holds` picks (by job id and how many reads of it this is)
+ * are made at once and answered only once `open()` is called; `reads(id)` counts the reads of
+ * a job (of every job without one).
+ */
+const heldReads = (holds: (id: string, nth: number) => boolean) => {
+  const counts = new Map<string, number>();
+  const read = gate();
+  const wrap = (inner: Broker): Broker =>
+    spiedBroker(inner, (key, _n, args, call) => {
+      if (key !== "getRecord") return call();
+      const id = args[0] as string;
+      const nth = (counts.get(id) ?? 0) + 1;
+      counts.set(id, nth);
+      if (!holds(id, nth)) return call();
+      return (call() as Promise<unknown>).then(async (found) => {
+        await read.opened;
+        return found;
+      });
+    }).broker;
+  const reads = (id?: string) =>
+    id === undefined ? [...counts.values()].reduce((a, b) => a + b, 0) : (counts.get(id) ?? 0);
+  return { wrap, reads, open: read.open };
+};
+
 /** A worker of `queue` on `rt` that writes down each task it runs: the ledger. */
 const ledgerWorker = (rt: Runtime, queue: string): string[] => {
   const handled: string[] = [];
@@ -243,26 +268,14 @@ describe.each([
     const side = await start();
     try {
       const watch = heldWatch();
-      let reads = 0;
-      const read = gate();
       // X's read of the job (for its lane task) is made at once, and answered once released.
-      const x = await side.runtime({
-        wrap: (inner) =>
-          spiedBroker(watch.wrap(inner), (key, _n, _args, call) => {
-            if (key !== "getRecord") return call();
-            reads++;
-            return (call() as Promise<unknown>).then(async (found) => {
-              await read.opened;
-              return found;
-            });
-          }).broker,
-        takeOver: false,
-      });
+      const read = heldReads(() => true);
+      const x = await side.runtime({ wrap: (inner) => read.wrap(watch.wrap(inner)), takeOver: false });
       const b = await side.runtime({ takeOver: false });
       const queue = "stalelaneread";
       const job = await b.jobs.submit({ queue, tasks: ["t"] });
       const handled = ledgerWorker(x, queue);
-      await waitUntil(() => reads >= 1, { timeoutMs: 10_000, message: "X read the lane task's job" });
+      await waitUntil(() => read.reads() >= 1, { timeoutMs: 10_000, message: "X read the lane task's job" });
       await job.cancel("no longer wanted");
       // The job's create and its end, held by X's watch, then handed over before the read's answer.
       await waitUntil(async () => watch.held() >= 2, {
@@ -285,20 +298,9 @@ describe.each([
       const b = await side.runtime({ takeOver: false });
       const queue = "stalegetcancel";
       const job = await b.jobs.submit({ queue, tasks: ["t", "u"] });
-      let reads = 0;
-      const read = gate();
       // W's first read of the job is made at once, and answered once released.
-      const w = await side.runtime({
-        wrap: (inner) =>
-          spiedBroker(inner, (key, _n, args, call) => {
-            if (key !== "getRecord" || args[0] !== job.id || ++reads > 1) return call();
-            return (call() as Promise<unknown>).then(async (found) => {
-              await read.opened;
-              return found;
-            });
-          }).broker,
-        takeOver: true,
-      });
+      const read = heldReads((id, nth) => id === job.id && nth === 1);
+      const w = await side.runtime({ wrap: read.wrap, takeOver: true });
       const cancelHeard = gate();
       partsOf(w).jobs.onRecordChange((record) => {
         if (record.id === job.id && record.status === "failed") cancelHeard.open();
@@ -307,7 +309,7 @@ describe.each([
       partsOf(w).jobs.records.listen({ onRecord: () => undefined, onPlaced: () => placed.open() });
       await placed.opened;
       const opening = w.jobs.get(job.id);
-      await waitUntil(() => reads >= 1, { timeoutMs: 10_000, message: "W read the job" });
+      await waitUntil(() => read.reads(job.id) >= 1, { timeoutMs: 10_000, message: "W read the job" });
       await job.cancel("no longer wanted");
       // W's watch hands the cancel over while no actor of W watches the job yet.
       expect(await within(cancelHeard.opened, 10_000)).not.toBe("never");
