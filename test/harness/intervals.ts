@@ -31,3 +31,21 @@ export const mostStartsPerSecond = (starts: readonly number[]): number => {
   }
   return most;
 };
+
+/**
+ * The most starts surely in one window [t, t + 1000 ms), where each start
+ * is known only to lie in [earliest, latest] (a remote worker sees its
+ * lease between sending its pull and reading the answer). A start counts in
+ * a window only when its whole span does, so the count never exceeds the
+ * true one, however slow the answers: a result over a limit is a real breach.
+ */
+export const mostSurelyStartedPerSecond = (
+  spans: ReadonlyArray<{ readonly earliest: number; readonly latest: number }>,
+): number => {
+  let most = 0;
+  for (const { earliest: t } of spans) {
+    const inside = spans.filter((s) => s.earliest >= t && s.latest < t + 1000).length;
+    most = Math.max(most, inside);
+  }
+  return most;
+};
