@@ -50,6 +50,8 @@ export interface StartedJobActor {
   onEnd(listener: () => void): void;
   /** The results messages the actor kept for `results()` (undefined: not kept). */
   keptResults(): readonly string[] | undefined;
+  /** Once the actor has counted the answers stored when its feed started, or after `waitMs`. */
+  whenCaughtUp(waitMs: number): Promise<void>;
 }
 
 /**
@@ -309,6 +311,7 @@ export const startJobActor = (
     },
     submitError: run.submitError,
     keptResults: run.keptResults,
+    whenCaughtUp: run.whenCaughtUp,
     onExisting: (listener) => {
       existingListener = listener;
       if (listener && existingFound) listener(existingFound);

@@ -244,6 +244,8 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       replay: run.resumeFrom !== undefined,
       kept: undefined,
       keptSize: 0,
+      caughtUp: false,
+      onCaughtUp: undefined,
       submitting: undefined,
       finalizing: undefined,
     };
@@ -259,9 +261,29 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       submitError: () => state.submitError,
       finalizeError: () => state.finalizeError,
       keptResults: () => state.kept,
+      whenCaughtUp: (waitMs: number) => whenCaughtUp(state, waitMs),
     };
   };
   return { machine, attach };
 };
+
+/**
+ * Resolves once the job's feed has handed its actor the answers stored when
+ * it started reading, or after `waitMs` (a long job's catch-up may read for
+ * seconds): a wall-clock bound on a read, not the job's time.
+ */
+const whenCaughtUp = (state: RunState, waitMs: number): Promise<void> =>
+  state.caughtUp
+    ? Promise.resolve()
+    : new Promise((resolve) => {
+        const timer = setTimeout(resolve, waitMs);
+        timer.unref();
+        const before = state.onCaughtUp;
+        state.onCaughtUp = () => {
+          clearTimeout(timer);
+          before?.();
+          resolve();
+        };
+      });
 
 export type JobEffects = ReturnType<typeof provideJobEffects>;

@@ -46,7 +46,10 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   const job = self();
   const jobId = record.id;
   const stopTicking = tick(clock, job, everyMs);
-  if (resumeFrom && isFinal(resumeFrom)) return stopTicking;
+  if (resumeFrom && isFinal(resumeFrom)) {
+    caughtUpNow(state);
+    return stopTicking;
+  }
   const backlog: ResultEntry[] = [];
   let caughtUp = false;
   const flush = () => {
@@ -94,10 +97,12 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
       if (!caughtUp && pending > 0) return;
       caughtUp = true;
       flush();
+      caughtUpNow(state);
     },
     {
       onCaughtUp: () => {
         caughtUp = true;
+        caughtUpNow(state);
       },
       // A new submit: nothing of the job is stored before its tasks are published, after this.
       fresh: state.run.bodies !== undefined,
@@ -109,6 +114,15 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
     stopTicking();
     stopReading();
   };
+};
+
+/** The feed has handed over what was stored when it started: its waiter, if any, wakes. */
+const caughtUpNow = (state: RunState) => {
+  if (state.caughtUp) return;
+  state.caughtUp = true;
+  const wake = state.onCaughtUp;
+  state.onCaughtUp = undefined;
+  wake?.();
 };
 
 /** The longest a job's clock sleeps. */

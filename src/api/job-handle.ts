@@ -157,4 +157,6 @@ export interface HandleSource {
   onRecord(record: JobRecord, revision: number): void;
   /** The results messages the job's actor kept, every one from the first (undefined: not kept). */
   keptResults?(): readonly string[] | undefined;
+  /** Once the job's actor has counted the answers stored when it started reading, or after `waitMs`. */
+  whenCaughtUp?(waitMs: number): Promise<void>;
 }

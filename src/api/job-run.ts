@@ -38,6 +38,10 @@ export interface RunState {
    */
   kept: string[] | undefined;
   keptSize: number;
+  /** The feed has handed the actor every answer stored when it started reading (or it reads none). */
+  caughtUp: boolean;
+  /** Called once when `caughtUp` turns true (one waiter: `whenCaughtUp` in job-effects.ts chains them). */
+  onCaughtUp: (() => void) | undefined;
   /** The submit, once started. */
   submitting: Effect | undefined;
   /** The end's write, once started. */

@@ -41,6 +41,10 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
     return whenRecorded(actor);
   }
   if (!isRecorded(actor)) {
+    // An actor that opened the job a moment before counts the answers stored first: the end
+    // it writes, its answer and the `cancelled` event carry them (the record's counts are up
+    // to a second behind). A long catch-up is not waited out: the supervisor raises the rest.
+    await source.whenCaughtUp?.(cancelCatchUpMs);
     const s = snapshotOf(actor);
     const stored = await cancelJob(broker, s.id, reason, s, core.clock.now());
     if (stored && isFinal(stored.record.status)) source.onRecord(stored.record, stored.revision);
@@ -62,6 +66,9 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
 };
 
 const noAnswers = { done: 0, failed: 0, dead: 0 };
+
+/** How long a cancel waits for its actor to count the answers already stored. */
+const cancelCatchUpMs = 2000;
 
 /**
  * A job's handle as a runtime makes it: a class, so that a live job does not

@@ -29,7 +29,7 @@ afterAll(async () => {
   await server?.dispose();
 });
 
-it("a cancel from a runtime that has not counted every answer yet: the record ends with the supervisor's counts", async () => {
+it("a cancel from a runtime that has not counted every answer yet: its answer, its event and the record count every answer stored", async () => {
   const submitter = await runtime();
   const workers = await runtime();
   const observer = await runtime();
@@ -54,8 +54,15 @@ it("a cancel from a runtime that has not counted every answer yet: the record en
     await waitUntil(() => answered.size === 40, { timeoutMs: 10_000, message: "40 answered" });
     // Their results stored (the worker's batch window, a publish), the record's progress not yet.
     await delay(200);
+    const events = observer.jobs.events({ queue: "cancelcounts" });
     const opened = await observer.jobs.get(job.id);
-    await opened!.cancel("enough");
+    // The canceller's own answer and the event counted every answer stored before the cancel.
+    expect(await opened!.cancel("enough")).toMatchObject({ status: "failed", done: 40 });
+    for await (const e of events)
+      if (e.jobId === job.id && e.type === "cancelled") {
+        expect(e.counts).toMatchObject({ done: 40 });
+        break;
+      }
     const stored: number[] = [];
     for await (const r of opened!.results()) if (r.ok) stored.push(r.index);
     expect(stored).toHaveLength(40);
