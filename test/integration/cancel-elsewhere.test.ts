@@ -8,11 +8,13 @@
  * reopened job. The oracles: the handlers' ledger, the results read back
  * from the stream and the record as another runtime reads it.
  */
+import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { delay, gate, waitUntil } from "../harness/wait.ts";
+import { natsRawResults } from "../harness/raw-results.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 let server: NatsServerHandle;
 const runtimes: Runtime[] = [];
@@ -53,7 +55,12 @@ it("a cancel from a runtime that has not counted every answer yet: its answer, i
     });
     await waitUntil(() => answered.size === 40, { timeoutMs: 10_000, message: "40 answered" });
     // Their results stored (the worker's batch window, a publish), the record's progress not yet.
-    await delay(200);
+    const raw = await connect({ servers: server.url });
+    await waitUntil(async () => (await natsRawResults(raw, "cancelcounts", job.id)).length === 40, {
+      timeoutMs: 10_000,
+      message: "40 results stored",
+    });
+    await raw.close();
     const events = observer.jobs.events({ queue: "cancelcounts" });
     const opened = await observer.jobs.get(job.id);
     // The canceller's own answer and the event counted every answer stored before the cancel.
