@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
-import { planSubmit, type SubmitPlan, type SubmitRequest } from "../effects/plan-submit.ts";
+import { plannedTasks, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { decode } from "../kernel/decode.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
@@ -15,7 +15,6 @@ import {
 } from "../kernel/flow-record.ts";
 import { timesAsMs } from "../kernel/held-task.ts";
 import { check, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
-import { decodeTask } from "../kernel/wire.ts";
 
 /** A job of a flow: a submit request (no idempotency key: the flow gives it one) and the jobs it waits for. */
 export interface FlowJobRequest extends Omit<SubmitRequest, "idempotencyKey"> {
@@ -130,7 +129,7 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
     const queue = typeof submit.queue === "string" ? submit.queue : submit.queue.name;
     nodes[name] = {
       // The tasks as the queue's schema made them: the driver submits by the queue's name.
-      request: timesAsMs({ ...submit, queue, tasks: checkedTasks(plan) }),
+      request: timesAsMs({ ...submit, queue, tasks: plannedTasks(plan) }),
       dependsOn: [...dependsOn],
       jobId: plan.record.id,
       status: "waiting",
@@ -163,14 +162,4 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
         "pass references to large inputs instead of the data",
     );
   return record;
-};
-
-/** A plan's tasks, in order, as validated (its bodies hold what the queue's schema returned). */
-const checkedTasks = (plan: SubmitPlan): unknown[] => {
-  const tasks: unknown[] = [];
-  for (const body of [...plan.bodies, ...plan.held.map((h) => h.body)]) {
-    const { index, payload } = decodeTask(body);
-    tasks[index] = payload;
-  }
-  return tasks;
 };

@@ -1,7 +1,8 @@
 import { Cron } from "croner";
 import { Schema } from "effect";
-import { planSubmit } from "../effects/plan-submit.ts";
+import { plannedTasks, planSubmit } from "../effects/plan-submit.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
+import type { Queue } from "../kernel/queue.ts";
 import {
   EveryMs,
   type MissedTicks,
@@ -44,8 +45,12 @@ export interface ScheduleRequest {
    * @defaultValue `skip`
    */
   readonly missed?: MissedTicks;
-  /** The job each tick submits: what `rt.jobs.submit` takes, without `idempotencyKey` (the tick's). */
-  readonly job: ScheduledJob;
+  /**
+   * The job each tick submits: what `rt.jobs.submit` takes, without `idempotencyKey` (the tick's).
+   * A queue made with `defineQueue` checks the tasks once, here: its schema's output is stored, and
+   * every tick submits it by the queue's name.
+   */
+  readonly job: Omit<ScheduledJob, "queue"> & { readonly queue: string | Queue<unknown, unknown> };
 }
 
 export interface CheckedSchedule {
@@ -125,12 +130,44 @@ export const checkScheduleRequest = async (
       now,
     );
     const { queue: _queue, ...rest } = job as ScheduledJob;
-    return { id, rule, missed, job: { ...rest, queue: plan.record.queue } };
+    // The tasks as the queue's schema made them: each tick submits by the queue's name.
+    const checked = {
+      id,
+      rule,
+      missed,
+      job: { ...rest, queue: plan.record.queue, tasks: plannedTasks(plan) },
+    };
+    fitsRecord(checked, maxPayload);
+    return checked;
   } catch (error) {
     if (!(error instanceof InvalidArgument)) throw error;
     const field = `job.${error.field ?? ""}`.replace(/\.$/, "");
     throw new InvalidArgument({ field, message: `job.${error.message}` });
   }
+};
+
+/** The largest time a schedule record holds (epoch ms, year 2286): its digits are the record's longest. */
+const longestTime = 9_999_999_999_999;
+
+/** Room for the headers of a record's write (a compare-and-set's expected revision). */
+const writeHeadersBytes = 128;
+
+/**
+ * The schedule's record, as every later write makes it (its times and its
+ * `lastTick` set), must fit one message: a record that fits only without its
+ * `lastTick` is stored, then no tick can be recorded (each tick's job runs,
+ * and the scheduler's cursor never moves).
+ */
+const fitsRecord = (checked: CheckedSchedule, maxPayload: number) => {
+  const t = longestTime;
+  const largest = { v: 1, ...checked, since: t, lastTick: t, createdAt: t, updatedAt: t };
+  const size = Buffer.byteLength(JSON.stringify(largest)) + writeHeadersBytes;
+  if (size > maxPayload)
+    bad(
+      "tasks",
+      `the schedule's record (every task in it) would be ${size} bytes; the server's max payload allows ${maxPayload}: ` +
+        "pass references to large inputs instead of the data",
+    );
 };
 
 /** The longest key a tick of `id` gets: checked once at upsert, so no tick's key is refused later. */

@@ -14,7 +14,7 @@ import {
   rejectUnknownKeys,
   SubjectToken,
 } from "../kernel/validation.ts";
-import { encodeTask, type HeldTaskBody } from "../kernel/wire.ts";
+import { decodeTask, encodeTask, type HeldTaskBody } from "../kernel/wire.ts";
 
 export interface SubmitRequest<Task = unknown, Result = unknown> {
   /** A queue name or a queue made with `defineQueue` (typed, optionally validated). */
@@ -213,6 +213,16 @@ export const assertSameRequest = (found: JobRecord | undefined, wanted: JobRecor
  * is written: a bad request fails with `InvalidArgument` naming the field (and
  * the task index), and NATS never sees it.
  */
+/** A plan's tasks, in order, as validated: its bodies hold what the queue's schema returned. */
+export const plannedTasks = (plan: SubmitPlan): unknown[] => {
+  const tasks: unknown[] = [];
+  for (const body of [...plan.bodies, ...plan.held.map((h) => h.body)]) {
+    const { index, payload } = decodeTask(body);
+    tasks[index] = payload;
+  }
+  return tasks;
+};
+
 export const planSubmit = async <Task, Result>(
   request: SubmitRequest<Task, Result>,
   maxPayload: number,

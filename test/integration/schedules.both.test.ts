@@ -19,6 +19,7 @@ import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
 import type { RuntimeOptions } from "../../src/index.ts";
 import { InvalidArgument } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { defineQueue } from "../../src/kernel/queue.ts";
 import { scheduleOfKey, tickKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer, type MemoryServer } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -344,6 +345,79 @@ describe.each(backends)("schedules on $name", ({ make }) => {
     30_000,
   );
 
+  it("a tick's job runs on what the queue's schema made of each task, as a direct submit does", async () => {
+    const backend = make();
+    try {
+      const rt = await backend.runtime("typed");
+      // The schema converts and fills in a default: the handler must see both, from a tick too.
+      const typed = defineQueue<{ n: number; unit: string }>("typedsched", {
+        schema: {
+          task: (value) => {
+            const v = value as { n: string | number; unit?: string };
+            return { n: Number(v.n), unit: v.unit ?? "ms" };
+          },
+        },
+      });
+      const seen = new Map<string, unknown>();
+      const worker = rt.workers.start<unknown, null>({
+        queue: "typedsched",
+        handler: (task) => {
+          seen.set(task.jobId, task.payload);
+          return null;
+        },
+      });
+      const direct = await rt.jobs.submit({ queue: typed, tasks: [{ n: "5" } as never] });
+      await direct.done();
+      await rt.schedules.upsert({ id: "typed", everyMs: 300, job: { queue: typed, tasks: [{ n: "5" }] } });
+      await waitUntil(() => seen.size > 1, {
+        timeoutMs: 10_000,
+        message: "a tick's job handled",
+      });
+      await rt.schedules.remove("typed");
+      await worker.stop();
+      expect(seen.get(direct.id)).toEqual({ n: 5, unit: "ms" });
+      for (const [jobId, payload] of seen) expect(payload, jobId).toEqual({ n: 5, unit: "ms" });
+    } finally {
+      await backend.stop();
+    }
+  });
+
+  it("a schedule as large as an upsert takes still has its ticks recorded", async () => {
+    const backend = make();
+    try {
+      const rt = await backend.runtime("large");
+      // The largest schedule an upsert stores (two tasks; one must fit a message with room for
+      // its dead letter): every tick then writes its lastTick into that record.
+      const request = (size: number) => ({
+        id: "large",
+        everyMs: 300,
+        job: { queue: "largesched", tasks: ["a".repeat(size >> 1), "b".repeat(size - (size >> 1))] },
+      });
+      let fits = 1_000_000;
+      let over = 1_100_000;
+      while (over - fits > 1) {
+        const size = (fits + over) >> 1;
+        const stored = await rt.schedules.upsert(request(size)).then(
+          () => true,
+          () => false,
+        );
+        if (stored) fits = size;
+        else over = size;
+        if (stored) await rt.schedules.remove("large");
+      }
+      await rt.schedules.upsert(request(fits));
+      const worker = rt.workers.start<unknown, null>({ queue: "largesched", handler: () => null });
+      await waitUntil(async () => (await rt.schedules.get("large"))?.lastTick !== undefined, {
+        timeoutMs: 5000,
+        message: "a tick recorded in the largest schedule stored",
+      });
+      await rt.schedules.remove("large");
+      await worker.stop();
+    } finally {
+      await backend.stop();
+    }
+  }, 60_000);
+
   it("a bad schedule is refused naming the field, and nothing is stored", async () => {
     const backend = make();
     try {
@@ -364,11 +438,20 @@ describe.each(backends)("schedules on $name", ({ make }) => {
         // A time of its own: a tick's job runs at its tick (a Date stored would come back a string).
         [{ id: "a", everyMs: 1000, job: { ...job, runAt: new Date(Date.now() + 1000) } }, "job.runAt"],
         [{ id: "a", everyMs: 1000, job: { ...job, taskRunAt: [Date.now() + 1000] } }, "job.taskRunAt"],
+        // Each task fits a message; the schedule's record, every task in it, does not.
+        [
+          {
+            id: "a",
+            everyMs: 1000,
+            job: { queue: "q", tasks: ["x".repeat(400_000), "y", "z"].map((t) => t.padEnd(400_000)) },
+          },
+          "job.tasks",
+        ],
       ];
       for (const [request, field] of cases) {
         const error = await rt.schedules.upsert(request as never).catch((e: unknown) => e);
-        expect(error, JSON.stringify(request)).toBeInstanceOf(InvalidArgument);
-        expect((error as InvalidArgument).field, JSON.stringify(request)).toBe(field);
+        expect(error, JSON.stringify(request).slice(0, 200)).toBeInstanceOf(InvalidArgument);
+        expect((error as InvalidArgument).field, JSON.stringify(request).slice(0, 200)).toBe(field);
       }
       expect(await rt.schedules.list()).toEqual([]);
     } finally {
