@@ -102,7 +102,9 @@ export const persistAndLog = (
         recorded = { status: s.status, counts: { done: 0, failed: 0, dead: 0 } };
       last = s.status;
       if (commitUnwritten) timer = clock.setTimeout(writeWhenDue, 1000);
-      else if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs) {
+      // A job resumed as its record says it is (a takeover, `stalled` included): nothing to
+      // write, nor to read first.
+      else if (s.status !== "queuing" && !isFinal(s.status) && !committedAsIs && !recordSays(s)) {
         cancelTimer(); // written now: a pending write would only repeat it
         write();
       }

@@ -154,7 +154,14 @@ export const afterResults = (
   // come back and that made the early ETA far too long. A replay says nothing about
   // the rate either. Both are counted and start the rate's clock.
   if (replay || progress.throughputAt === null) {
-    return { ...counts, lastProgressAt: at, throughputAt: at, ...(left === 0 ? { etaMs: 0 } : {}) };
+    return {
+      ...counts,
+      // Replayed answers were given before this actor, at a time it does not know: no progress
+      // (a job resumed stalled stays stalled since its record's stall).
+      lastProgressAt: replay ? progress.lastProgressAt : at,
+      throughputAt: at,
+      ...(left === 0 ? { etaMs: 0 } : {}),
+    };
   }
   // Two batches in the same millisecond count as 1 ms apart: no division by zero.
   const rate = sampleRate(progress, fresh.added, Math.max(1, at - progress.throughputAt));

@@ -97,6 +97,11 @@ export interface JobInput {
   readonly dueUntil?: number;
   /** When its first held (delayed) task is due (the record's `runAt`). */
   readonly runAt?: number;
+  /**
+   * When a job resumed `stalled` stalled (its record's write of the stall): its stalled
+   * timeout counts from then, whoever supervised it then.
+   */
+  readonly stalledSince?: number;
 }
 
 const jobSetup = setup({
@@ -106,7 +111,8 @@ const jobSetup = setup({
     input: {} as JobInput,
   },
   guards: {
-    resumeActive: ({ context }) => context.resumeFrom === "running" || context.resumeFrom === "stalled",
+    resumeRunning: ({ context }) => context.resumeFrom === "running",
+    resumeStalled: ({ context }) => context.resumeFrom === "stalled",
     resumeSucceeded: ({ context }) => context.resumeFrom === "succeeded",
     resumeFailed: ({ context }) => context.resumeFrom === "failed",
     recordSucceeded: ({ event }) => event.type === "record.changed" && event.status === "succeeded",
@@ -165,11 +171,9 @@ const jobSetup = setup({
       if (event.type !== "record.changed") return {};
       const { done, failed, dead } = event.counts;
       const theirs = done + failed + dead >= context.done + context.failed + context.dead;
-      return {
-        recorded: event.counts,
-        ...(theirs ? { done, failed, dead } : {}),
-        reason: event.reason ?? context.reason,
-      };
+      // The record's reason, none included: a job that ends succeeded elsewhere has no reason,
+      // whatever end this actor had decided.
+      return { recorded: event.counts, ...(theirs ? { done, failed, dead } : {}), reason: event.reason };
     }),
     adoptReason: assign({
       reason: ({ context, event }) =>
@@ -235,6 +239,8 @@ export const jobMachine = jobSetup.createMachine({
   id: "job",
   context: ({ input }) => {
     const counts = finishedCounts(input);
+    // A job resumed stalled: since its record's stall, its last progress a stallAfterMs before.
+    const stalledSince = input.resumeFrom === "stalled" ? (input.stalledSince ?? input.now) : null;
     const context: JobContext = {
       jobId: input.jobId,
       queue: input.queue,
@@ -246,8 +252,8 @@ export const jobMachine = jobSetup.createMachine({
       answered: new Uint8Array(Math.ceil(input.total / 8)),
       deadBits: new Uint8Array(Math.ceil(input.total / 8)),
       startedAt: input.now,
-      lastProgressAt: input.now,
-      stalledSince: null,
+      lastProgressAt: stalledSince === null ? input.now : stalledSince - input.settings.stallAfterMs,
+      stalledSince,
       throughput: 0,
       throughputAt: null,
       rateTasks: 0,
@@ -281,7 +287,8 @@ export const jobMachine = jobSetup.createMachine({
       states: {
         checking: {
           always: [
-            { guard: "resumeActive", target: "#job.running" },
+            { guard: "resumeRunning", target: "#job.running" },
+            { guard: "resumeStalled", target: "#job.stalled" },
             { guard: "resumeSucceeded", target: "#job.succeeded.recorded" },
             { guard: "resumeFailed", target: "#job.failed.recorded" },
             { target: "submitting" },

@@ -12,6 +12,9 @@ export interface RawRecord {
   readonly submitId: string;
   /** When a submit still in progress counts as dead (ms since the epoch). */
   readonly commitDeadline: number;
+  readonly updatedAt: number;
+  readonly finishedAt?: number;
+  readonly reason?: string;
 }
 
 export const rawJobRecords = async (nc: NatsConnection, bucket: string): Promise<RawRecord[]> =>

@@ -230,10 +230,10 @@ describe("job machine, model-based", () => {
     actor.stop();
   });
 
-  it("resumes a committed job in running, and a finished one in its recorded end", () => {
+  it("resumes a committed job in running or stalled, and a finished one in its recorded end", () => {
     for (const [resumeFrom, expected] of [
       ["running", "running"],
-      ["stalled", "running"],
+      ["stalled", "stalled"],
       ["succeeded", { succeeded: "recorded" }],
       ["failed", { failed: "recorded" }],
     ] as const) {
@@ -298,7 +298,7 @@ describe("job machine: transition coverage", () => {
     const recorder = coverage;
     // Paths no test above replayed (this test run alone, or a filter) are replayed here.
     for (const path of replayed) if (!covered.has(path)) replayOnActor(path, recorder.inspect);
-    expect(transitionsOf(jobMachine)).toHaveLength(29);
+    expect(transitionsOf(jobMachine)).toHaveLength(30);
     expect(recorder.missing(unreachable)).toEqual([]);
     // Nothing listed as unreachable is taken after all.
     for (const key of Object.keys(unreachable)) expect(recorder.taken.has(key), key).toBe(false);

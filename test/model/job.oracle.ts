@@ -24,6 +24,8 @@ export interface OracleInput {
   readonly resumeFrom?: JobStatus;
   readonly counts?: { readonly done: number; readonly failed: number; readonly dead: number };
   readonly reason?: string;
+  /** A job resumed stalled: when its record says it stalled (now, if not given). */
+  readonly stalledSince?: number;
 }
 
 type Answer = "ok" | "failed" | "dead";
@@ -59,7 +61,8 @@ export interface JobModel {
 export type OracleEvent =
   | { type: "submit.committed"; at?: number }
   | { type: "submit.failed"; message: string }
-  | { type: "results"; entries: ReadonlyArray<Record<string, unknown>>; at: number }
+  /** `replay`: answers given before this actor (its first read on a resume): counted, no progress. */
+  | { type: "results"; entries: ReadonlyArray<Record<string, unknown>>; at: number; replay?: boolean }
   | { type: "tick"; now: number }
   | { type: "cancel"; reason: string }
   /** The job's record as stored, seen by the record watch (another runtime may have written it). */
@@ -120,7 +123,7 @@ const count = (m: JobModel, entries: OracleEvent & { type: "results" }, total: n
     done: of("ok"),
     failed: of("failed"),
     dead: of("dead"),
-    lastProgressAt: fresh > 0 ? entries.at : m.lastProgressAt,
+    lastProgressAt: fresh > 0 && !entries.replay ? entries.at : m.lastProgressAt,
   };
 };
 
@@ -177,7 +180,8 @@ const handlers: { [T in OracleEvent["type"]]: Handler<T> } = {
       adopted: true,
       // The record's counts, or those counted here if they are more answers (never a mix).
       ...(e.counts.done + e.counts.failed + e.counts.dead >= answered(m) ? e.counts : {}),
-      reason: e.reason ?? m.reason,
+      // The record's reason, none included (a success elsewhere has none, whatever was decided here).
+      reason: e.reason,
       stalledSince: null,
     };
   },
@@ -188,14 +192,16 @@ export const initialModel = (input: OracleInput): JobModel => {
   const from = input.resumeFrom;
   const finished = from !== undefined && isEnd(from);
   const counts = finished && input.counts ? input.counts : { done: 0, failed: 0, dead: 0 };
+  // Resumed stalled: stalled since the record says, its last progress a stallAfterMs before that.
+  const stalledSince = from === "stalled" ? (input.stalledSince ?? input.now) : null;
   return {
-    status: from === undefined ? "queuing" : finished ? from : "running",
+    status: from === undefined ? "queuing" : finished || from === "stalled" ? from : "running",
     recorded: finished,
     ...counts,
     reason: input.reason ?? null,
     answers: new Map(),
-    lastProgressAt: input.now,
-    stalledSince: null,
+    lastProgressAt: stalledSince === null ? input.now : stalledSince - input.settings.stallAfterMs,
+    stalledSince,
     finalize: null,
     adopted: false,
   };
@@ -236,7 +242,12 @@ export const fromMachineEvent = (event: { type: string; [k: string]: unknown }):
     case "submit.failed":
       return { type: "submit.failed", message: (event.error as Error).message };
     case "results.received":
-      return { type: "results", entries: event.entries as never, at: event.at as number };
+      return {
+        type: "results",
+        entries: event.entries as never,
+        at: event.at as number,
+        ...(event.replay === true ? { replay: true } : {}),
+      };
     case "clock.tick":
       return { type: "tick", now: event.now as number };
     case "job.cancel":

@@ -220,8 +220,9 @@ const notThroughTheRuntime: Record<string, string> = {
   "job.queuing job.cancel #0": "rt.jobs.submit hands out the handle once committed: nothing to cancel before",
   "job.queuing.submitting submit.failed #0": "a refused submit: job.runtime.model.test.ts takes it",
   "job.queuing.checking always #0": "a resumed job: job-takeover and jobs-restart tests",
-  "job.queuing.checking always #1": "a resumed finished job",
+  "job.queuing.checking always #1": "a resumed stalled job: stall-resume.test.ts",
   "job.queuing.checking always #2": "a resumed finished job",
+  "job.queuing.checking always #3": "a resumed finished job",
   "job.running job.cancel #0":
     "handle.cancel on a committed job is a record write: the job hears record.changed",
   "job.stalled job.cancel #0":

@@ -36,6 +36,7 @@ describe("the job machine's chart", () => {
         "job -[record.changed]-> job.failed.recorded",
         "job.queuing -[job.cancel]-> job.failed",
         "job.queuing.checking -[always]-> job.running",
+        "job.queuing.checking -[always]-> job.stalled",
         "job.queuing.checking -[always]-> job.succeeded.recorded",
         "job.queuing.checking -[always]-> job.failed.recorded",
         "job.queuing.checking -[always]-> job.queuing.submitting",

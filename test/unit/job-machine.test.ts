@@ -149,7 +149,7 @@ describe("job machine: rate and ETA", () => {
     expect(two.ctx().throughput).toBeCloseTo(1000 / 30, 9);
   });
 
-  it("replayed answers are counted and move the clocks, but are no rate sample", () => {
+  it("replayed answers are counted and start the rate's clock, but are no rate sample and no progress", () => {
     const { actor, ctx } = start({ resumeFrom: "running" });
     actor.send(results(ok(0, 1, 2), 4000, true));
     expect(ctx()).toMatchObject({ done: 3, throughput: 0, rateTasks: 0, throughputAt: 4000, etaMs: null });
@@ -160,7 +160,8 @@ describe("job machine: rate and ETA", () => {
     expect(ctx().rateTasks).toBe(1);
     expect(ctx().rateMs).toBe(1000);
     expect(ctx().throughputAt).toBe(6000);
-    expect(ctx().lastProgressAt).toBe(6000);
+    // Answered before this actor, at a time it does not know: the last progress is the live one.
+    expect(ctx().lastProgressAt).toBe(5000);
   });
 
   it("time never runs backwards: an older answer leaves `now` where it was", () => {
@@ -463,14 +464,44 @@ describe("job machine: start and resume", () => {
     expect(ctx().deadBits).toHaveLength(3);
   });
 
-  it("resumes a running or stalled job as running, without submitting again", () => {
+  it("resumes a running job as running and a stalled one as stalled, without submitting again", () => {
     for (const resumeFrom of ["running", "stalled"] as const) {
-      const { value, inputs, ctx } = start({ resumeFrom, counts: { done: 4, failed: 0, dead: 0 } });
-      expect(value()).toBe("running");
+      const { value, inputs, ctx } = start({
+        resumeFrom,
+        counts: { done: 4, failed: 0, dead: 0 },
+        ...(resumeFrom === "stalled" ? { stalledSince: 0 } : {}),
+      });
+      expect(value()).toBe(resumeFrom);
       expect(inputs.submit).toEqual([]);
       // An active job rebuilds its counts by replaying its results, not from the record.
       expect(ctx().done).toBe(0);
     }
+  });
+
+  it("a job resumed stalled (a takeover, a watcher) stays stalled since the record's stall: its replay is no progress, its timeout counts from then", () => {
+    const resumed = () =>
+      start({
+        resumeFrom: "stalled",
+        stalledSince: 50_000,
+        now: 60_000,
+        settings: { stallAfterMs: 10_000, stalledTimeoutMs: 20_000 },
+      });
+    const job = resumed();
+    expect(job.value()).toBe("stalled");
+    // Its last progress was a stallAfterMs before the stall at the latest.
+    expect(job.ctx()).toMatchObject({ stalledSince: 50_000, lastProgressAt: 40_000 });
+    job.actor.send(results(ok(0, 1), 61_000, true));
+    expect(job.value()).toBe("stalled");
+    expect(job.ctx().done).toBe(2);
+    job.actor.send({ type: "clock.tick", now: 69_999 });
+    expect(job.value()).toBe("stalled");
+    job.actor.send({ type: "clock.tick", now: 70_000 });
+    expect(job.value()).toEqual({ failed: "recording" });
+    expect(job.ctx().reason).toBe("stalled: no progress for 30000 ms with 8 tasks left");
+    // A new answer after the resume is progress: running again.
+    const answered = resumed();
+    answered.actor.send(results(ok(0), 62_000));
+    expect(answered.value()).toBe("running");
   });
 
   it("a finished job being looked at keeps its counts and reason, and finalizes nothing", () => {
@@ -549,6 +580,17 @@ describe("job machine: an end recorded elsewhere", () => {
     expect(job.value()).toEqual({ succeeded: "recorded" });
     expect(job.ctx()).toMatchObject({ done: 2, failed: 0, dead: 0, reason: "theirs" });
     expect(job.ctx().recorded).toEqual({ done: 1, failed: 0, dead: 0 });
+  });
+
+  it("another end recorded while this one is written is the job's, with the record's reason: a success has none", () => {
+    const job = twoDone();
+    job.actor.send({ type: "clock.tick", now: 60_100 });
+    expect(job.value()).toBe("stalled");
+    job.actor.send({ type: "job.cancel", reason: "mine" });
+    expect(job.value()).toEqual({ failed: "recording" });
+    job.actor.send(changed("succeeded", { done: 10, failed: 0, dead: 0 }));
+    expect(job.value()).toEqual({ succeeded: "recorded" });
+    expect(job.ctx()).toMatchObject({ done: 10, reason: null });
   });
 
   it("a record still running is remembered, the job goes on with its own counts", () => {

@@ -171,7 +171,7 @@ describe("afterResults", () => {
     expect(afterResults(started, ok(1), 100, false)).toMatchObject({ throughput: 1000, etaMs: 8 });
   });
 
-  it("a replay is counted and moves the clocks, but leaves the rate as it was", () => {
+  it("a replay is counted and starts the rate's clock, but is no progress and leaves the rate as it was", () => {
     const running = fresh(10, {
       done: 1,
       answered: Uint8Array.from([1, 0]),
@@ -183,7 +183,10 @@ describe("afterResults", () => {
       now: 5000,
     });
     const next = afterResults(running, ok(4, 5, 6), 6000, true);
-    expect(next).toMatchObject({ done: 4, throughputAt: 6000, lastProgressAt: 6000, now: 6000 });
+    // Answered before this actor, at a time it does not know: the last progress stays.
+    expect(next).toMatchObject({ done: 4, throughputAt: 6000, now: 6000 });
+    expect(next.lastProgressAt).toBe(running.lastProgressAt);
+    expect(running.lastProgressAt).not.toBe(6000);
     for (const kept of ["rateTasks", "rateMs", "throughput", "etaMs"]) expect(next).not.toHaveProperty(kept);
   });
 
