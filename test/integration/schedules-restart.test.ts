@@ -71,4 +71,41 @@ describe("schedules across a server restart (NATS)", () => {
       await raw.close();
     }
   });
+
+  it("a runtime that listed the schedules before the server came back empty lists and fires the new ones", async () => {
+    // A bucket of its own: the case above left a schedule and its ticks' writes in it.
+    await server.restartEmpty();
+    const rt = await runtime("kept");
+    await rt.admin.provision(["tock"]);
+    // A daily schedule (its record the bucket's first message), listed: its listing is kept.
+    await rt.schedules.upsert({ id: "daily", cron: "0 3 * * *", job: { queue: "tock", tasks: [1] } });
+    expect((await rt.schedules.list()).map((s) => s.id)).toEqual(["daily"]);
+    await server.restartEmpty();
+    await rt.admin.provision(["tock"]);
+    // The new bucket's first message has the sequence the old one's listing was read at.
+    await rt.schedules.upsert({ id: "often", everyMs: 300, job: { queue: "tock", tasks: [1] } });
+    const raw = await connect({ servers: server.url });
+    try {
+      // The server holds only the new schedule (read raw).
+      const kv = await new Kvm(raw).open("jetstate_schedules");
+      expect((await kv.get("often"))?.operation).toBe("PUT");
+      expect(await kv.get("daily")).toBeNull();
+      expect((await rt.schedules.list()).map((s) => s.id)).toEqual(["often"]);
+      const handled: string[] = [];
+      rt.workers.start({
+        queue: "tock",
+        handler: (task) => {
+          handled.push(task.jobId);
+          return "ok";
+        },
+      });
+      await waitUntil(() => handled.length >= 2, {
+        timeoutMs: 10_000,
+        message: "the new schedule's ticks run",
+      });
+      await rt.schedules.remove("often");
+    } finally {
+      await raw.close();
+    }
+  }, 30_000);
 });

@@ -76,9 +76,18 @@ export const natsScheduleStore = (
         throw casLost(error, id, name);
       }
     });
-  /** The last list read, and the bucket's last sequence then. */
+  /**
+   * The last list read, and the bucket's last message then: its sequence and its time (a
+   * bucket made again, a server back empty, starts its sequences over).
+   */
   let listed:
-    | { stream: string; seq: number; schedules: StoredSchedule[]; bad: Array<{ id: string; error: unknown }> }
+    | {
+        stream: string;
+        seq: number;
+        time: string;
+        schedules: StoredSchedule[];
+        bad: Array<{ id: string; error: unknown }>;
+      }
     | undefined;
   return {
     provision: () => run("schedules.provision", "*", async () => undefined),
@@ -98,9 +107,15 @@ export const natsScheduleStore = (
         async (_kv, nc) => {
           const jsm = await jsmOf(nc);
           const stream = `KV_${bucketName}`;
-          const last =
-            (await jsm.streams.getMessage(stream, { last_by_subj: `$KV.${bucketName}.>` }))?.seq ?? 0;
-          if (listed?.stream === stream && listed.seq === last && listed.bad.length === 0)
+          const lastMessage = await jsm.streams.getMessage(stream, { last_by_subj: `$KV.${bucketName}.>` });
+          const last = lastMessage?.seq ?? 0;
+          const time = lastMessage?.timestamp ?? "";
+          if (
+            listed?.stream === stream &&
+            listed.seq === last &&
+            listed.time === time &&
+            listed.bad.length === 0
+          )
             return listed.schedules;
           const schedules: StoredSchedule[] = [];
           const bad: Array<{ id: string; error: unknown }> = [];
@@ -119,7 +134,7 @@ export const natsScheduleStore = (
             if (!unreadable) throw error;
             unreadable(id, error);
           }
-          listed = { stream, seq: last, schedules, bad };
+          listed = { stream, seq: last, time, schedules, bad };
           return schedules;
         },
         () => [],
