@@ -1,6 +1,7 @@
-import { Effect, Schedule } from "effect";
+import { Cause, Effect, Exit, Schedule } from "effect";
 import type { Broker } from "../adapters/broker.ts";
 import { shownRecord } from "../effects/finalize-job.ts";
+import { reapSubmits } from "../effects/reap-submits.ts";
 import {
   IdempotencyConflict,
   InvalidArgument,
@@ -8,6 +9,7 @@ import {
   PermanentBrokerError,
   RevisionConflict,
   RoleNotHeld,
+  RuntimeStopped,
 } from "../kernel/errors.ts";
 import { firstTime } from "../kernel/first-time.ts";
 import {
@@ -58,9 +60,13 @@ export type FlowHook = (point: FlowStepPoint, flowId: string, node?: string) => 
 /**
  * Runs `decide` (read, decide, compare-and-set) again while another writer
  * got there first: each try reads afresh, so no stale plan is ever written.
+ * Rejects with `RuntimeStopped` when the runtime stopped (`signal` aborted)
+ * before or between the tries, as every other call of a stopped runtime
+ * does: interrupted, Effect would say only "All fibers interrupted without
+ * error".
  */
-export const onConflictAgain = <A>(decide: () => Promise<A>, signal: AbortSignal): Promise<A> =>
-  Effect.runPromise(
+export const onConflictAgain = async <A>(decide: () => Promise<A>, signal: AbortSignal): Promise<A> => {
+  const exit = await Effect.runPromiseExit(
     Effect.tryPromise({ try: decide, catch: (error) => error }).pipe(
       Effect.retry({
         schedule: Schedule.exponential("5 millis"),
@@ -70,6 +76,10 @@ export const onConflictAgain = <A>(decide: () => Promise<A>, signal: AbortSignal
     ),
     { signal },
   );
+  if (Exit.isSuccess(exit)) return exit.value;
+  if (Cause.hasInterruptsOnly(exit.cause)) throw new RuntimeStopped({ message: "runtime stopped" });
+  throw Cause.squash(exit.cause);
+};
 
 /** How a node's job looks from its record: none (or rolled back), being submitted, running, ended. */
 const observe = (found: JobRecord | undefined): ObservedJob => {
@@ -250,7 +260,7 @@ export class FlowDriver {
         if (node.status === "waiting" || node.status === "skipped" || node.status === "cancelled") return;
         if (node.status === "succeeded" || node.status === "failed") return;
         // A lane job whose commit is not written yet is running; a submit under way, pending.
-        observed.set(name, observe((await shownRecord(this.#broker, node.jobId))?.record));
+        observed.set(name, await this.#observeJob(node.jobId));
       }),
     );
     const step = stepFlow(
@@ -263,6 +273,32 @@ export class FlowDriver {
       await this.#broker.flows.updateFlow(step.record, found.revision);
     }
     return step;
+  }
+
+  /**
+   * How a node's job looks now. A submit still under way past its commit
+   * deadline and the reaper's grace died (its submitter checks that deadline
+   * before it commits, and would have rolled back by then): it is finished
+   * here, as the reaper would finish it (rolled forward if it committed,
+   * else rolled back), then read again. The reaper runs only on a runtime
+   * with the admin role; without this, a flow whose driver died inside a
+   * node's submit waited for one, for ever if there was none. A node whose
+   * submit was rolled back is submitted again by the step (a submit takes
+   * over a rolled-back record of its key).
+   */
+  async #observeJob(jobId: string): Promise<ObservedJob> {
+    const shown = (await shownRecord(this.#broker, jobId))?.record;
+    const now = () => this.#core.clock.now();
+    const graceMs = this.#core.options.jobs.reapGraceMs;
+    if (shown?.phase !== SubmitPhase.submitting || now() < shown.commitDeadline + graceMs)
+      return observe(shown);
+    const finished = await reapSubmits(this.#broker, now, graceMs, [shown]);
+    if (finished.rolledBack.length > 0)
+      this.#log.info(
+        { jobId },
+        "a node's submit that died before its commit was rolled back; submitted again",
+      );
+    return observe((await shownRecord(this.#broker, jobId))?.record);
   }
 
   /**
@@ -280,7 +316,7 @@ export class FlowDriver {
       Object.values(record.nodes).map(async (node) => {
         // Only a node cancelled while its job was being submitted may have one landing after.
         if (node.status !== "cancelled" || node.reason !== cancelledInSubmit) return undefined;
-        const seen = observe((await shownRecord(this.#broker, node.jobId))?.record);
+        const seen = await this.#observeJob(node.jobId);
         return seen.kind === "running" ? node.jobId : undefined;
       }),
     );

@@ -110,6 +110,8 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
   const maxPayload = await broker.maxPayload();
   const now = clock.now();
   const nodes: Record<string, FlowNode> = {};
+  /** What each node asks for, as its job's submit compares it: its queue and its request digest. */
+  const asked = new Map<string, { queue: string; requestDigest: string | undefined }>();
   for (const [name, node] of Object.entries(jobs)) {
     const { dependsOn = [], ...submit } = node;
     if ("idempotencyKey" in submit)
@@ -127,6 +129,7 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
       throw new InvalidArgument({ field, message: `${field}: ${error.message.replace(/^[^:]*: /, "")}` });
     });
     const queue = typeof submit.queue === "string" ? submit.queue : submit.queue.name;
+    asked.set(name, { queue: plan.record.queue, requestDigest: plan.record.requestDigest });
     nodes[name] = {
       // The tasks as the queue's schema made them: the driver submits by the queue's name.
       request: timesAsMs({ ...submit, queue, tasks: plannedTasks(plan) }),
@@ -136,11 +139,22 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
     };
   }
   const onChildFailure = policy.onChildFailure ?? "fail";
-  const digest = `v1:${createHash("sha256")
+  // What the flow asks for, however it was written: the nodes by name, each as its job's submit
+  // compares it (the tasks as encoded and the settings with their defaults, whatever the order
+  // of the request's fields), its dependencies sorted. A resubmit that wrote its jobs, fields or
+  // dependencies in another order, or spelt out a default, was refused (review finding).
+  const digest = `v2:${createHash("sha256")
     .update(
       JSON.stringify({
         onChildFailure,
-        nodes: Object.entries(nodes).map(([n, v]) => [n, v.request, v.dependsOn]),
+        nodes: Object.keys(nodes)
+          .sort()
+          .map((name) => [
+            name,
+            asked.get(name)?.queue,
+            asked.get(name)?.requestDigest,
+            [...(nodes[name] as FlowNode).dependsOn].sort(),
+          ]),
       }),
     )
     .digest("base64url")}`;
@@ -163,3 +177,24 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
     );
   return record;
 };
+
+/**
+ * The digest a flow record written before `v2` digests holds: the nodes'
+ * requests and dependencies as the user wrote them, in that order. A flow
+ * stored then is the same flow as a resubmit that writes it as it was
+ * written (the order of everything included).
+ */
+const writtenDigest = (record: FlowRecord): string =>
+  `v1:${createHash("sha256")
+    .update(
+      JSON.stringify({
+        onChildFailure: record.onChildFailure,
+        nodes: Object.entries(record.nodes).map(([name, node]) => [name, node.request, node.dependsOn]),
+      }),
+    )
+    .digest("base64url")}`;
+
+/** Whether the flow `found` (stored) is the one `wanted` (just planned) asks for. */
+export const isSameFlow = (found: FlowRecord, wanted: FlowRecord): boolean =>
+  found.digest === wanted.digest ||
+  (found.digest.startsWith("v1:") && found.digest === writtenDigest(wanted));

@@ -1,6 +1,6 @@
 import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
+import { IdempotencyConflict, InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import {
   type FlowNode,
   type FlowRecord,
@@ -12,7 +12,7 @@ import type { JobStatus } from "../kernel/job-record.ts";
 import { check, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
-import { type FlowRequest, planFlow } from "./flow-plan.ts";
+import { type FlowRequest, isSameFlow, planFlow } from "./flow-plan.ts";
 import type { TaskResult } from "./job-handle.ts";
 import type { Jobs } from "./jobs-face.ts";
 import { requireRole } from "./permissions.ts";
@@ -32,9 +32,16 @@ export interface FlowSnapshot {
 export interface FlowHandle {
   readonly id: string;
   snapshot(): FlowSnapshot;
-  /** Settles once the flow ended (it does not reject for a failed flow). */
+  /**
+   * Resolves once the flow ended (it does not reject for a failed flow);
+   * rejects with `RuntimeStopped` if the runtime stops first.
+   */
   done(): Promise<FlowSnapshot>;
-  /** Cancels the flow: its running jobs are cancelled, its waiting ones never submitted. */
+  /**
+   * Cancels the flow: its running jobs are cancelled, its waiting ones never
+   * submitted. `InvalidArgument` for a reason that is no string;
+   * `RuntimeStopped` once the runtime stopped.
+   */
   cancel(reason?: string): Promise<FlowSnapshot>;
 }
 
@@ -120,7 +127,7 @@ export class FlowRegistry {
         // lost), or by a racing submit of the same flow: the flow is made. Otherwise the submit
         // failed, and nothing of it runs.
         const found = await this.#broker.flows.getFlow(record.id).catch(() => undefined);
-        if (!found || found.record.digest !== record.digest) {
+        if (!found || !isSameFlow(found.record, record)) {
           writeError = found ? this.#conflict(found.record) : error;
           throw writeError;
         }
@@ -183,7 +190,7 @@ export class FlowRegistry {
 
   /** A resubmit of a stored flow: the same request gets its handle, another one is refused. */
   #same(found: FlowRecord, wanted: FlowRecord): FlowHandle {
-    if (found.digest !== wanted.digest) throw this.#conflict(found);
+    if (!isSameFlow(found, wanted)) throw this.#conflict(found);
     return this.#handles.get(found.id) ?? this.#watch(found.id, found).handle;
   }
 
@@ -252,15 +259,25 @@ export class FlowRegistry {
       id,
       snapshot,
       done: () =>
-        new Promise((resolve) => {
+        new Promise((resolve, reject) => {
           const settle = () => {
-            if (actor.getSnapshot().status !== "active") resolve(snapshot());
+            const { status } = actor.getSnapshot();
+            if (status === "done") resolve(snapshot());
+            // Stopped with the runtime before the flow ended: its snapshot would say `running`,
+            // which is no end. A job's done() rejects so too.
+            else if (status === "stopped")
+              reject(new RuntimeStopped({ message: "flow watch stopped before the flow ended" }));
+            else if (status === "error") reject(actor.getSnapshot().error);
           };
           actor.subscribe({ next: settle, complete: settle });
           settle();
         }),
       cancel: async (reason = "cancelled") => {
         requireRole(this.#core.options.roles, "submitter", "flow.cancel()");
+        // Checked before anything is written: a reason of another type (from JavaScript) would be
+        // stored in a record that no read could decode again, and nothing would be cancelled.
+        if (typeof reason !== "string")
+          throw new InvalidArgument({ field: "reason", message: "reason: must be a string" });
         await onConflictAgain(async () => {
           const found = await this.#broker.flows.getFlow(id);
           if (found?.record.status !== "running") return;

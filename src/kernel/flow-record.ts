@@ -62,7 +62,12 @@ export interface FlowRecord {
   readonly status: FlowStatus;
   readonly onChildFailure: OnChildFailure;
   readonly nodes: Readonly<Record<string, FlowNode>>;
-  /** What was asked for (nodes and policy), so a resubmit under the same id can be told apart. */
+  /**
+   * What was asked for (nodes and policy), so a resubmit under the same id
+   * can be told apart. `v2:` hashes each node as its job's submit compares
+   * it, whatever the order it was written in; `v1:` (older records) the
+   * requests as written.
+   */
   readonly digest: string;
   readonly createdAt: number;
   readonly updatedAt: number;

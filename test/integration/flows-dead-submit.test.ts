@@ -1,0 +1,128 @@
+/**
+ * A flow's driver that dies inside a node's job submit, after the job's
+ * record was written `submitting` and before its tasks were published (found
+ * by a review): the runtime that drives the flow next finishes that dead
+ * submit itself once it is past its commit deadline and the reaper's grace,
+ * then submits the node again. No runtime here has the admin role, so no
+ * reaper runs. The clock of the runtime that finishes the flow is moved
+ * forward instead of waiting out the deadline. Oracles: the flow and job
+ * records read raw from the memory server, and the handlers' ledger.
+ */
+import { expect, it } from "vitest";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { FlowRegistry } from "../../src/api/flows.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
+import { jobsFace } from "../../src/api/jobs-face.ts";
+import { partsOf } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { createMemoryBroker, createMemoryServer, createTestRuntime, ManualClock } from "../../src/testing.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+/** What the commit deadline (30 s and a little per task) and the reaper's default grace (10 s) add up to, and more. */
+const pastDeadlineAndGraceMs = 45_000;
+
+/**
+ * After its record is written, the submit is rolled back and made again; after its tasks are
+ * published, a lane job is committed (its task is stored), another job rolled back (it has no
+ * consumer); after its consumer is made, it is rolled forward.
+ */
+it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.consumerCreated])(
+  "a node whose submit died after %s is finished, and submitted again if rolled back; each task runs once",
+  async (step) => {
+    const server = createMemoryServer();
+    const raw = (bucket: "flows" | "records", key: string) => {
+      const entry = memoryServerState(server)
+        [bucket].live()
+        .find((e) => e.key === key);
+      return entry ? (JSON.parse(entry.value as string) as Record<string, unknown>) : undefined;
+    };
+    const flowNodes = () => raw("flows", "f1")?.nodes as Record<string, { jobId: string; status: string }>;
+
+    // A submitter whose every job submit dies once its record is written: nothing rolled back,
+    // and its flow driver dies with it (it writes nothing after: the failed submits are no
+    // node's end, as they would be for a submit refused for good).
+    let died = false;
+    const dyingCore = await createRuntimeCore(
+      { logger: silentLogger(), roles: ["submitter"] },
+      { connect: false },
+    );
+    const dyingBroker = createMemoryBroker({ server });
+    const dyingJobs = new JobRegistry(dyingCore, dyingBroker, {
+      reapIntervalMs: 3600_000,
+      reapGraceMs: 10_000,
+      leaseMs: 300,
+      takeOver: false,
+      submitHooks: {
+        afterStep: (at: SubmitStep) => {
+          if (at !== step) return;
+          died = true;
+          throw new SimulatedCrash(`process died after ${at}`);
+        },
+      },
+    });
+    const dyingFlows = new FlowRegistry(dyingCore, dyingBroker, jobsFace(dyingJobs), (listener) =>
+      dyingJobs.onRecordChange(listener),
+    );
+    dyingFlows.driver.hook = () => {
+      if (died) throw new Error("process died");
+    };
+    // Node a is a lane job (one task), b a job of its own (two tasks).
+    await dyingFlows.submit({
+      id: "f1",
+      jobs: { a: { queue: "q", tasks: ["a"] }, b: { queue: "q", tasks: ["b0", "b1"] } },
+    });
+    // Every submit died: b's at the step, a's (a lane job, no consumer of its own) there or after.
+    for (const name of ["a", "b"]) {
+      expect(flowNodes()[name]?.status).toBe("submitting");
+      expect(raw("records", flowNodes()[name]?.jobId as string)?.phase).toBe("submitting");
+    }
+    await dyingFlows.stop();
+    await dyingJobs.stop();
+    await dyingCore.stop();
+
+    const ran: string[] = [];
+    const w = await createTestRuntime({
+      name: "w",
+      roles: ["worker"],
+      broker: createMemoryBroker({ server }),
+    });
+    w.workers.start({
+      queue: "q",
+      concurrency: 4,
+      handler: async (task) => {
+        ran.push(String(task.payload));
+        return 1;
+      },
+    });
+    const clock = new ManualClock(Date.now());
+    const b = await createTestRuntime({
+      name: "b",
+      roles: ["submitter", "supervisor"],
+      clock,
+      broker: createMemoryBroker({ server }),
+    });
+    const flow = await b.flows.get("f1");
+    // Before the deadline the dead submits may still be alive: a step leaves them be.
+    await partsOf(b).flows.driver.wake("f1");
+    expect(raw("records", flowNodes().b?.jobId as string)?.phase).toBe("submitting");
+    if (step === SubmitStep.recordCreated) expect(ran).toEqual([]);
+
+    clock.advance(pastDeadlineAndGraceMs);
+    await waitUntil(() => raw("flows", "f1")?.status !== "running", {
+      timeoutMs: 15_000,
+      message: "the flow never ended",
+    });
+    expect(raw("flows", "f1")?.status).toBe("succeeded");
+    for (const name of ["a", "b"]) {
+      const job = raw("records", flowNodes()[name]?.jobId as string);
+      expect(job).toMatchObject({ phase: "committed", status: "succeeded" });
+    }
+    expect(ran.sort()).toEqual(["a", "b0", "b1"]);
+    expect((await flow?.done())?.status).toBe("succeeded");
+    await b.stop();
+    await w.stop();
+  },
+  30_000,
+);

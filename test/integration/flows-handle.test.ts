@@ -1,0 +1,115 @@
+/**
+ * A flow handle's cancel() and done() at their edges (found by a review):
+ * a reason that is no string, a runtime already stopped, a runtime stopping
+ * while done() waits. The oracle is the flow record read raw from the memory
+ * server, and the handlers' ledger, never the runtime's answer alone.
+ */
+import { describe, expect, it } from "vitest";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { InvalidArgument, RuntimeStopped } from "../../src/kernel/errors.ts";
+import {
+  createMemoryBroker,
+  createMemoryServer,
+  createTestRuntime,
+  type MemoryServer,
+} from "../../src/testing.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+/** The flow record as the memory server stores it, undecoded; undefined if none. */
+const storedFlow = (server: MemoryServer, id: string): Record<string, unknown> | undefined => {
+  const entry = memoryServerState(server)
+    .flows.live()
+    .find((e) => e.key === id);
+  return entry ? (JSON.parse(entry.value as string) as Record<string, unknown>) : undefined;
+};
+
+/** A runtime that submits and supervises, and one whose worker holds every task until released. */
+const setUp = async () => {
+  const server = createMemoryServer();
+  const rt = await createTestRuntime({
+    name: "driver",
+    roles: ["submitter", "supervisor"],
+    broker: createMemoryBroker({ server }),
+  });
+  const w = await createTestRuntime({
+    name: "worker",
+    roles: ["worker"],
+    broker: createMemoryBroker({ server }),
+  });
+  const started: string[] = [];
+  let release = () => {};
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  w.workers.start({
+    queue: "q",
+    handler: async (task) => {
+      started.push(String(task.payload));
+      await released;
+      return 1;
+    },
+  });
+  return { server, rt, w, started, release };
+};
+
+describe("a flow handle", () => {
+  it("cancel(null) is refused as an InvalidArgument naming reason; the record stays running", async () => {
+    const { server, rt, w, started, release } = await setUp();
+    const flow = await rt.flows.submit({ id: "f1", jobs: { a: { queue: "q", tasks: ["a"] } } });
+    await waitUntil(() => started.length === 1, { timeoutMs: 10_000, message: "the task never started" });
+    const before = storedFlow(server, "f1");
+    const refused = await flow.cancel(null as unknown as string).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(InvalidArgument);
+    expect((refused as InvalidArgument).field).toBe("reason");
+    // Nothing was written: the record is the one stored before, still running.
+    expect(storedFlow(server, "f1")).toEqual(before);
+    expect(storedFlow(server, "f1")?.status).toBe("running");
+    release();
+    expect((await flow.done()).status).toBe("succeeded");
+    expect(storedFlow(server, "f1")?.status).toBe("succeeded");
+    await rt.stop();
+    await w.stop();
+  }, 20_000);
+
+  it("cancel() after its runtime stopped rejects with RuntimeStopped, as a submit does; nothing is written", async () => {
+    const { server, rt, w, started, release } = await setUp();
+    const flow = await rt.flows.submit({ id: "f2", jobs: { a: { queue: "q", tasks: ["a"] } } });
+    await waitUntil(() => started.length === 1, { timeoutMs: 10_000, message: "the task never started" });
+    await rt.stop();
+    const before = storedFlow(server, "f2");
+    const submitted = await rt.flows
+      .submit({ id: "f3", jobs: { a: { queue: "q", tasks: ["a"] } } })
+      .catch((error: unknown) => error);
+    expect(submitted).toBeInstanceOf(RuntimeStopped);
+    const cancelled = await flow.cancel("too late").catch((error: unknown) => error);
+    expect(cancelled).toBeInstanceOf(RuntimeStopped);
+    expect(storedFlow(server, "f2")).toEqual(before);
+    expect(storedFlow(server, "f2")?.status).toBe("running");
+    release();
+    await w.stop();
+  }, 20_000);
+
+  it("done() pending when its runtime stops rejects with RuntimeStopped, as a job's does", async () => {
+    const { server, rt, w, started, release } = await setUp();
+    const flow = await rt.flows.submit({ id: "f4", jobs: { a: { queue: "q", tasks: ["a"] } } });
+    const job = await rt.jobs.submit({ queue: "q", tasks: ["job"] });
+    await waitUntil(() => started.length === 2, { timeoutMs: 10_000, message: "the tasks never started" });
+    const flowDone = flow.done().then(
+      (snapshot) => snapshot,
+      (error: unknown) => error,
+    );
+    const jobDone = job.done().then(
+      (snapshot) => snapshot,
+      (error: unknown) => error,
+    );
+    await rt.stop();
+    expect(await jobDone).toBeInstanceOf(RuntimeStopped);
+    expect(await flowDone).toBeInstanceOf(RuntimeStopped);
+    // The flow did not end: its record still says running.
+    expect(storedFlow(server, "f4")?.status).toBe("running");
+    // And a done() asked after the stop says the same at once.
+    expect(await flow.done().catch((error: unknown) => error)).toBeInstanceOf(RuntimeStopped);
+    release();
+    await w.stop();
+  }, 20_000);
+});
