@@ -54,7 +54,10 @@ export interface JobHandle<Result = unknown> {
    * const stop = job.onProgress(({ index, info }) => console.log(index, info));
    */
   onProgress(listener: (progress: TaskProgress) => void): () => void;
-  /** Ends the job as `failed` with the reason: remaining tasks purged, consumer deleted. */
+  /**
+   * Ends the job as `failed` with the reason: remaining tasks purged, consumer deleted.
+   * A reason that is not a string is an `InvalidArgument` (`reason`), and nothing is written.
+   */
   cancel(reason: string): Promise<JobSnapshot>;
 }
 

@@ -34,6 +34,9 @@ export const jobActorOf = (handle: JobHandle<unknown>): Actor<JobMachine> => {
  * record watch.
  */
 const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, reason: string) => {
+  // From JavaScript anything may come: stored in the record, it would be "cancelled: [object Object]".
+  if (typeof reason !== "string")
+    throw new InvalidArgument({ field: "reason", message: "reason: must be a string" });
   const { actor } = source;
   const snapshot = actor.getSnapshot();
   if (snapshot.status === "active" && snapshot.matches({ queuing: "submitting" })) {

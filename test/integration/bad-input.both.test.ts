@@ -193,6 +193,25 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
     ]);
   });
 
+  it("a cancel whose reason is not a string (from JavaScript) is refused, and the job runs on", async () => {
+    const ids: string[] = [];
+    expect(
+      await both(async (rt) => {
+        const job = await rt.jobs.submit({ queue: "badcancel", tasks: [1, 2] });
+        ids.push(job.id);
+        return job.cancel({ why: "object" } as unknown as string);
+      }),
+    ).toEqual([
+      { _tag: "InvalidArgument", field: "reason" },
+      { _tag: "InvalidArgument", field: "reason" },
+    ]);
+    for (const [rt, id] of [
+      [memory, ids[0]],
+      [nats, ids[1]],
+    ] as const)
+      expect((await rt.jobs.record(id!))?.status).toBe("running");
+  });
+
   /**
    * Ids, keys and names a user gives, too long for the server's control line
    * or with characters no subject may hold (issue #12, item 12): refused
