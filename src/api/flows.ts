@@ -10,7 +10,7 @@ import {
 } from "../kernel/flow-record.ts";
 import type { JobStatus } from "../kernel/job-record.ts";
 import { check, SubjectToken } from "../kernel/validation.ts";
-import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
+import { allSettled, type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
 import { type FlowRequest, isSameFlow, planFlow } from "./flow-plan.ts";
 import type { TaskResult } from "./job-handle.ts";
@@ -250,7 +250,8 @@ export class FlowRegistry {
       const { context } = actor.getSnapshot();
       return {
         id,
-        status: context.status,
+        // A cancel is written first, its jobs cancelled after: `running` until they ended.
+        status: context.status === "cancelled" && !allSettled(context.nodes) ? "running" : context.status,
         nodes: context.nodes,
         ...(context.reason === undefined ? {} : { reason: context.reason }),
       };
@@ -288,7 +289,8 @@ export class FlowRegistry {
           this.driver.seen(cancelled);
         }, this.#core.stopping);
         await this.driver.wake(id);
-        return snapshot();
+        // Its end: once the step here (or elsewhere) has cancelled its jobs and written their ends.
+        return handle.done();
       },
     };
     actors.set(handle, actor);

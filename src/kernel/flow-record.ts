@@ -38,7 +38,7 @@ export const NodeStatus = {
 } as const;
 export type NodeStatus = (typeof NodeStatus)[keyof typeof NodeStatus];
 
-const isNodeFinal = (status: NodeStatus): boolean =>
+export const isNodeFinal = (status: NodeStatus): boolean =>
   status === "succeeded" || status === "failed" || status === "skipped" || status === "cancelled";
 
 const isFlowFinal = (status: FlowStatus): boolean => status !== FlowStatus.running;

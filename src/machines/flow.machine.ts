@@ -1,5 +1,5 @@
 import { assign, fromPromise, setup } from "xstate";
-import type { FlowRecord, FlowStatus, NodeStatus } from "../kernel/flow-record.ts";
+import { type FlowRecord, type FlowStatus, isNodeFinal, type NodeStatus } from "../kernel/flow-record.ts";
 
 /**
  * One actor per flow watched by a runtime: the whole flow as one statechart
@@ -58,6 +58,10 @@ const fromRecord = (record: FlowRecord) => ({
   ...(record.reason === undefined ? {} : { reason: record.reason }),
 });
 
+/** Whether every node has ended: no job of the flow runs or is still to be submitted or cancelled. */
+export const allSettled = (nodes: Readonly<Record<string, FlowNodeView>>): boolean =>
+  Object.values(nodes).every((node) => isNodeFinal(node.status));
+
 const ends = [
   { guard: "succeeded", target: "succeeded" },
   { guard: "failed", target: "failed" },
@@ -81,7 +85,9 @@ export const flowMachine = setup({
     stored: ({ context }) => Object.keys(context.nodes).length > 0,
     succeeded: ({ context }) => context.status === "succeeded",
     failed: ({ context }) => context.status === "failed",
-    cancelled: ({ context }) => context.status === "cancelled",
+    // The record says cancelled at once; the flow has ended once no job of it runs or is still
+    // to be cancelled (a step cancels them, and writes each node's end).
+    cancelled: ({ context }) => context.status === "cancelled" && allSettled(context.nodes),
   },
   actions: {
     follow: assign(({ event }) => fromRecord(event.record)),

@@ -112,4 +112,44 @@ describe("a flow handle", () => {
     release();
     await w.stop();
   }, 20_000);
+
+  it("cancel() and done() elsewhere settle once every job of the flow ended, as the record says", async () => {
+    const { server, rt, w, started, release } = await setUp();
+    const other = await createTestRuntime({
+      name: "other",
+      roles: ["submitter", "supervisor"],
+      broker: createMemoryBroker({ server }),
+    });
+    const flow = await rt.flows.submit({
+      id: "f5",
+      jobs: {
+        child: { queue: "q", tasks: ["child"] },
+        parent: { queue: "q", tasks: ["parent"], dependsOn: ["child"] },
+      },
+    });
+    await waitUntil(() => started.length === 1, {
+      timeoutMs: 10_000,
+      message: "the child's task never started",
+    });
+    const watched = await other.flows.get("f5");
+    const cancelled = await watched!.cancel("stop");
+    const ended = await flow.done();
+    for (const seen of [cancelled, ended]) {
+      expect(seen.status).toBe("cancelled");
+      // No job of the flow is running or still to be submitted, and each node is as stored.
+      const stored = storedFlow(server, "f5") as { nodes: Record<string, { status: string }> };
+      for (const [name, node] of Object.entries(seen.nodes)) {
+        expect(["running", "submitting", "waiting"], name).not.toContain(node.status);
+        expect(node.status, name).toBe(stored.nodes[name]?.status);
+      }
+      const childJob = memoryServerState(server)
+        .records.live()
+        .find((e) => e.key === seen.nodes.child?.jobId);
+      expect(JSON.parse(childJob!.value as string).status).toBe("failed");
+    }
+    release();
+    await other.stop();
+    await rt.stop();
+    await w.stop();
+  }, 20_000);
 });

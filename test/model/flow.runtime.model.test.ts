@@ -2,7 +2,7 @@ import { getShortestPaths } from "@xstate/graph";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AnyActorRef, createActor, type InspectionEvent, type SnapshotFrom } from "xstate";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
-import type { FlowRecord } from "../../src/kernel/flow-record.ts";
+import type { FlowNode, FlowRecord } from "../../src/kernel/flow-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
 import { type FlowEvent, type FlowInput, flowMachine } from "../../src/machines/flow.machine.ts";
@@ -28,12 +28,24 @@ import { waitUntil } from "../harness/wait.ts";
 
 type Top = "checking" | "submitting" | "running" | "succeeded" | "failed" | "cancelled";
 
-const record = (status: FlowRecord["status"]): FlowRecord => ({
+/**
+ * A record as a runtime writes it: a running flow's node waits; an ended flow's node has ended
+ * as it (a cancelled one: cancelled). `node` gives the node another status: a cancel is written
+ * before its jobs are cancelled, and the node runs until then.
+ */
+const record = (status: FlowRecord["status"], node?: FlowNode["status"]): FlowRecord => ({
   v: 1,
   id: "f",
   status,
   onChildFailure: "fail",
-  nodes: { a: { request: { queue: "q", tasks: [1] }, dependsOn: [], jobId: "j", status: "waiting" } },
+  nodes: {
+    a: {
+      request: { queue: "q", tasks: [1] },
+      dependsOn: [],
+      jobId: "j",
+      status: node ?? (status === "running" ? "waiting" : status),
+    },
+  },
   digest: "d",
   createdAt: 0,
   updatedAt: 0,
@@ -43,6 +55,8 @@ const events = [
   { type: "xstate.done.actor.0.flow.submitting", output: record("running") },
   { type: "xstate.error.actor.0.flow.submitting", error: new Error("write refused") },
   ...statuses.map((status) => ({ type: "flow.changed", record: record(status) })),
+  // Cancelled, its job still running: the flow has not ended yet.
+  { type: "flow.changed", record: record("cancelled", "running") },
 ] as unknown as FlowEvent[];
 
 const serializeState = (s: SnapshotFrom<typeof flowMachine>) =>
