@@ -1,3 +1,4 @@
+import { Effect, Schedule } from "effect";
 import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { IdempotencyConflict, InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
@@ -90,6 +91,17 @@ export const flowActorOf = (handle: FlowHandle): Actor<FlowMachine> => {
   return actor;
 };
 
+/**
+ * A read retried on failure for up to ~1.5 s (50 ms doubling, five more tries), for an
+ * answer that decides whether something was written.
+ */
+const readAgain = <A>(read: () => Promise<A>): Promise<A> =>
+  Effect.runPromise(
+    Effect.tryPromise({ try: read, catch: (error) => error }).pipe(
+      Effect.retry({ schedule: Schedule.exponential("50 millis"), times: 5 }),
+    ),
+  );
+
 export class FlowRegistry {
   readonly #core: RuntimeCore;
   readonly #broker: Broker;
@@ -125,8 +137,9 @@ export class FlowRegistry {
       } catch (error) {
         // The record is the commit point. Written after all (our own first write, its answer
         // lost), or by a racing submit of the same flow: the flow is made. Otherwise the submit
-        // failed, and nothing of it runs.
-        const found = await this.#broker.flows.getFlow(record.id).catch(() => undefined);
+        // failed, and nothing of it runs. A read that fails says neither (the connection that
+        // lost the answer may still be down): read again a few times before taking it as none.
+        const found = await readAgain(() => this.#broker.flows.getFlow(record.id)).catch(() => undefined);
         if (!found || !isSameFlow(found.record, record)) {
           writeError = found ? this.#conflict(found.record) : error;
           throw writeError;
