@@ -20,12 +20,18 @@ const keptBytes = 8192;
  * `stallAfterMs`, not once a second (10,000 live jobs were 10,000 timer
  * wakes and statechart events a second). Returns its stop.
  */
-const tick = (clock: Clock, job: Actor<JobMachine>, everyMs: number) => {
+const tick = (
+  clock: Clock,
+  job: Actor<JobMachine>,
+  everyMs: number,
+  supervising: (now: number) => boolean,
+) => {
   let timer: unknown;
   let stopped = false;
   const wake = () => {
     if (stopped) return;
-    job.send({ type: "clock.tick", now: clock.now() });
+    const now = clock.now();
+    job.send({ type: "clock.tick", now, supervising: supervising(now) });
     timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
   };
   timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
@@ -45,7 +51,8 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   const { record, log, self, resumeFrom } = state.run;
   const job = self();
   const jobId = record.id;
-  const stopTicking = tick(clock, job, everyMs);
+  // A watcher's clock decides no end: the stalled timeout is applied by the lease's holder.
+  const stopTicking = tick(clock, job, everyMs, (now) => broker.leases.holds(jobId, now));
   if (resumeFrom && isFinal(resumeFrom)) {
     caughtUpNow(state);
     return stopTicking;

@@ -67,7 +67,15 @@ export type JobEvent =
        */
       replay?: boolean;
     }
-  | { type: "clock.tick"; now: number }
+  | {
+      type: "clock.tick";
+      now: number;
+      /**
+       * False when this runtime does not supervise the job (a watcher: another holds its
+       * lease): its clock may show a stall, but the stalled timeout is the supervisor's to apply.
+       */
+      supervising?: boolean;
+    }
   | { type: "job.cancel"; reason: string }
   /** The submit committed the job (`at`: when its tasks became visible to workers). */
   | { type: "submit.committed"; at?: number }
@@ -126,6 +134,7 @@ const jobSetup = setup({
         context.settings.stallAfterMs,
     stalledTooLong: ({ context, event }) =>
       event.type === "clock.tick" &&
+      event.supervising !== false &&
       context.settings.stalledTimeoutMs > 0 &&
       context.stalledSince !== null &&
       event.now - context.stalledSince >= context.settings.stalledTimeoutMs,

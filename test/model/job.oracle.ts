@@ -63,7 +63,8 @@ export type OracleEvent =
   | { type: "submit.failed"; message: string }
   /** `replay`: answers given before this actor (its first read on a resume): counted, no progress. */
   | { type: "results"; entries: ReadonlyArray<Record<string, unknown>>; at: number; replay?: boolean }
-  | { type: "tick"; now: number }
+  /** `supervising: false`: a watcher's tick (another runtime holds the lease): it ends nothing. */
+  | { type: "tick"; now: number; supervising?: boolean }
   | { type: "cancel"; reason: string }
   /** The job's record as stored, seen by the record watch (another runtime may have written it). */
   | {
@@ -153,6 +154,7 @@ const handlers: { [T in OracleEvent["type"]]: Handler<T> } = {
       return { ...m, status: "stalled", stalledSince: e.now };
     if (
       m.status === "stalled" &&
+      e.supervising !== false &&
       stalledTimeoutMs > 0 &&
       m.stalledSince !== null &&
       e.now - m.stalledSince >= stalledTimeoutMs
@@ -249,7 +251,11 @@ export const fromMachineEvent = (event: { type: string; [k: string]: unknown }):
         ...(event.replay === true ? { replay: true } : {}),
       };
     case "clock.tick":
-      return { type: "tick", now: event.now as number };
+      return {
+        type: "tick",
+        now: event.now as number,
+        ...(event.supervising === false ? { supervising: false } : {}),
+      };
     case "job.cancel":
       return { type: "cancel", reason: event.reason as string };
     case "record.changed":

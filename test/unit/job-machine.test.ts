@@ -328,6 +328,18 @@ describe("job machine: stall deadlines", () => {
     ]);
   });
 
+  it("a watcher's tick (its runtime holds no lease) shows the stall but applies no stalled timeout", () => {
+    const { actor, value } = start({ settings: { stallAfterMs: 1000, stalledTimeoutMs: 3000 } });
+    actor.send(committed(0));
+    actor.send({ type: "clock.tick", now: 1000, supervising: false });
+    expect(value()).toBe("stalled");
+    actor.send({ type: "clock.tick", now: 1_000_000, supervising: false });
+    expect(value()).toBe("stalled");
+    // Once its runtime supervises the job (a takeover), the timeout applies.
+    actor.send({ type: "clock.tick", now: 1_000_001, supervising: true });
+    expect(value()).toEqual({ failed: "recording" });
+  });
+
   it("stalledTimeoutMs 0 never fails a stalled job", () => {
     const { actor, value } = start({ settings: { stallAfterMs: 1000, stalledTimeoutMs: 0 } });
     actor.send(committed(0));
