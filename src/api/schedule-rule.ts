@@ -70,11 +70,25 @@ const cronOf = (rule: { cron: string; timezone?: string }): Cron =>
 const checkTimezone = (timezone: unknown): string => {
   if (typeof timezone !== "string" || timezone === "") return bad("timezone", "must be an IANA time zone");
   try {
-    new Intl.DateTimeFormat("en", { timeZone: timezone });
+    // Its IANA name as Intl spells it ("utc" is "UTC"): two spellings of one zone are one rule.
+    return new Intl.DateTimeFormat("en", { timeZone: timezone }).resolvedOptions().timeZone;
   } catch {
-    bad("timezone", `unknown time zone ${JSON.stringify(timezone)} (an IANA name, e.g. Europe/Berlin)`);
+    return bad(
+      "timezone",
+      `unknown time zone ${JSON.stringify(timezone)} (an IANA name, e.g. Europe/Berlin)`,
+    );
   }
-  return timezone;
+};
+
+/**
+ * A cron of 5 fields (minute hour day month weekday) or 6 (seconds first), or a nickname
+ * (`@daily`); croner also reads a date (one tick) and a seventh field (a year), which are
+ * not the crons a schedule takes.
+ */
+const checkCronShape = (cron: string): void => {
+  const fields = cron.trim().split(/\s+/).length;
+  if (!cron.trim().startsWith("@") && fields !== 5 && fields !== 6)
+    bad("cron", `must have 5 fields (minute hour day month weekday) or 6 (seconds first), not ${fields}`);
 };
 
 const checkRule = (request: ScheduleRequest): ScheduleRule => {
@@ -85,6 +99,7 @@ const checkRule = (request: ScheduleRequest): ScheduleRule => {
     return { everyMs: check(EveryMs, request.everyMs, "everyMs") };
   }
   if (typeof request.cron !== "string") return bad("cron", "must be a cron expression");
+  checkCronShape(request.cron);
   const rule = {
     cron: request.cron,
     ...(request.timezone === undefined ? {} : { timezone: checkTimezone(request.timezone) }),

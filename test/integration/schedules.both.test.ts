@@ -425,6 +425,9 @@ describe.each(backends)("schedules on $name", ({ make }) => {
       const job = { queue: "q", tasks: [1] };
       const cases: Array<[unknown, string]> = [
         [{ id: "a", cron: "not a cron", job }, "cron"],
+        // A date (croner's one-shot) and a seventh field (a year) are no cron of 5 or 6 fields.
+        [{ id: "a", cron: "2030-01-01T00:00:00", job }, "cron"],
+        [{ id: "a", cron: "0 0 0 1 1 * 2999", job }, "cron"],
         [{ id: "a", cron: "* * * * *", timezone: "Mars/Olympus", job }, "timezone"],
         [{ id: "a", everyMs: 10, job }, "everyMs"],
         [{ id: "a", everyMs: 1000, cron: "* * * * *", job }, "cron"],
@@ -454,6 +457,10 @@ describe.each(backends)("schedules on $name", ({ make }) => {
         expect((error as InvalidArgument).field, JSON.stringify(request).slice(0, 200)).toBe(field);
       }
       expect(await rt.schedules.list()).toEqual([]);
+      // A time zone is stored as its IANA name, however it was spelt.
+      const stored = await rt.schedules.upsert({ id: "zoned", cron: "0 3 * * *", timezone: "utc", job });
+      expect(stored.rule).toEqual({ cron: "0 3 * * *", timezone: "UTC" });
+      await rt.schedules.remove("zoned");
     } finally {
       await backend.stop();
     }
