@@ -93,9 +93,9 @@ it("a stalled job taken over fails its stalled timeout after its stall, and its 
   const end = await stored(job.id);
   history.stop();
   expect(end.reason).toMatch(/^stalled: no progress for/);
-  // Its stalled timeout ran from its stall, not from the takeover: it ends 3 s after it, give
-  // or take the takeover's clock tick and write.
+  // Its stalled timeout ran from its stall: it ends 3 s after it at the soonest, and the
+  // takeover (a second or so on a busy machine) adds no new stall and no new timeout.
   expect(end.finishedAt! - stalledAt).toBeGreaterThanOrEqual(3000);
-  expect(end.finishedAt! - stalledAt).toBeLessThan(4500);
+  expect(end.finishedAt! - stalledAt).toBeLessThan(6000);
   expect(history.statuses.slice(history.statuses.indexOf("stalled"))).toEqual(["stalled", "failed"]);
 }, 30_000);
