@@ -109,6 +109,8 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
     {
       onCaughtUp: () => {
         caughtUp = true;
+        // Nothing was stored: no replay to come, the next answer is a live one.
+        if (backlog.length === 0) state.replay = false;
         caughtUpNow(state);
       },
       // A new submit: nothing of the job is stored before its tasks are published, after this.

@@ -155,11 +155,23 @@ const jobSetup = setup({
     startFinalize: (_, _end: FinalizeInput) => undefined,
     /** The end's state was left for another end recorded: the finalize still running is aborted. */
     abortFinalize: () => undefined,
-    countResults: assign(({ context, event }) =>
-      event.type === "results.received"
-        ? afterResults(context, event.entries, event.at, event.replay === true)
-        : {},
-    ),
+    countResults: assign(({ context, event }) => {
+      if (event.type !== "results.received") return {};
+      const next = afterResults(context, event.entries, event.at, event.replay === true);
+      // Replayed answers are no progress (given before this actor, at a time it does not know),
+      // unless the record did not have them: those were given after its last write (after the
+      // stall it recorded), while nobody counted them. Progress then, at this read.
+      const answered =
+        (next.done ?? context.done) + (next.failed ?? context.failed) + (next.dead ?? context.dead);
+      const { recorded } = context;
+      if (
+        event.replay === true &&
+        "done" in next &&
+        answered > recorded.done + recorded.failed + recorded.dead
+      )
+        return { ...next, lastProgressAt: Math.max(context.lastProgressAt, event.at) };
+      return next;
+    }),
     /**
      * The stall clock starts when the tasks became visible, not when the actor
      * was created: a submit that took longer than `stallAfterMs` (a big job)

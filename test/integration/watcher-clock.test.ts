@@ -57,3 +57,46 @@ it("a watcher whose clock passed the stalled timeout shows the job stalled, not 
     await supervisor.stop();
   }
 });
+
+it("a watcher that found no answers stored counts the first one as progress: no stall until stallAfterMs after it", async () => {
+  const server = createMemoryServer();
+  const supervisor = await createTestRuntime({ name: "supervisor", broker: createMemoryBroker({ server }) });
+  const clock = new ManualClock(Date.now());
+  const watcher = await createTestRuntime({
+    name: "watcher",
+    clock,
+    jobs: { takeOver: false },
+    broker: createMemoryBroker({ server }),
+  });
+  const answering = await createTestRuntime({ name: "worker", broker: createMemoryBroker({ server }) });
+  let answers = 0;
+  try {
+    const job = await supervisor.jobs.submit({ queue: "firstanswer", tasks: [0, 1, 2], stallAfterMs: 1500 });
+    const opened = await watcher.jobs.get(job.id);
+    clock.advance(1000);
+    // One task answered, the others held: the only answer the watcher counts is a live one.
+    const worker = answering.workers.start<number, number>({
+      queue: "firstanswer",
+      handler: async (task, ctx) => {
+        if (answers++ > 0) await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+        return task.payload;
+      },
+    });
+    await waitUntil(() => opened!.snapshot().done === 1, {
+      timeoutMs: 5000,
+      message: "the answer counted there",
+    });
+    // 1,400 ms after the answer on the watcher's clock (2,400 after it opened the job): not stalled.
+    for (let n = 0; n < 14; n++) {
+      clock.advance(100);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(opened!.snapshot().status).toBe("running");
+    await job.cancel("over");
+    await worker.stop();
+  } finally {
+    await answering.stop();
+    await watcher.stop();
+    await supervisor.stop();
+  }
+});

@@ -55,6 +55,8 @@ export interface JobModel {
   } | null;
   /** The end came from the record (another runtime wrote it): adopted, not written here. */
   readonly adopted: boolean;
+  /** The counts of the record as last heard (or resumed from). */
+  readonly recordedCounts: { readonly done: number; readonly failed: number; readonly dead: number };
 }
 
 /** An event as the job sees it: what the runtime sends, and the settlements of its submit/finalize. */
@@ -124,7 +126,14 @@ const count = (m: JobModel, entries: OracleEvent & { type: "results" }, total: n
     done: of("ok"),
     failed: of("failed"),
     dead: of("dead"),
-    lastProgressAt: fresh > 0 && !entries.replay ? entries.at : m.lastProgressAt,
+    // A replay is progress only with answers the record did not have (given after its last write).
+    lastProgressAt:
+      fresh > 0 &&
+      (!entries.replay ||
+        of("ok") + of("failed") + of("dead") >
+          m.recordedCounts.done + m.recordedCounts.failed + m.recordedCounts.dead)
+        ? Math.max(entries.at, entries.replay ? m.lastProgressAt : entries.at)
+        : m.lastProgressAt,
   };
 };
 
@@ -173,10 +182,12 @@ const handlers: { [T in OracleEvent["type"]]: Handler<T> } = {
   // status: tasks lost where this one cancelled). Any other record says nothing the job
   // decides on.
   record: (m, e) => {
-    if (m.recorded || !isEnd(e.status)) return m;
+    if (m.recorded) return m;
+    if (!isEnd(e.status)) return { ...m, recordedCounts: e.counts };
     if (e.status === m.status) return { ...m, reason: e.reason ?? m.reason };
     return {
       ...m,
+      recordedCounts: e.counts,
       status: e.status,
       recorded: true,
       adopted: true,
@@ -206,6 +217,7 @@ export const initialModel = (input: OracleInput): JobModel => {
     stalledSince,
     finalize: null,
     adopted: false,
+    recordedCounts: input.counts ?? { done: 0, failed: 0, dead: 0 },
   };
 };
 

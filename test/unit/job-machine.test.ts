@@ -149,7 +149,7 @@ describe("job machine: rate and ETA", () => {
     expect(two.ctx().throughput).toBeCloseTo(1000 / 30, 9);
   });
 
-  it("replayed answers are counted and start the rate's clock, but are no rate sample and no progress", () => {
+  it("replayed answers are counted and start the rate's clock, but are no rate sample; progress only beyond the record's", () => {
     const { actor, ctx } = start({ resumeFrom: "running" });
     actor.send(results(ok(0, 1, 2), 4000, true));
     expect(ctx()).toMatchObject({ done: 3, throughput: 0, rateTasks: 0, throughputAt: 4000, etaMs: null });
@@ -160,8 +160,12 @@ describe("job machine: rate and ETA", () => {
     expect(ctx().rateTasks).toBe(1);
     expect(ctx().rateMs).toBe(1000);
     expect(ctx().throughputAt).toBe(6000);
-    // Answered before this actor, at a time it does not know: the last progress is the live one.
-    expect(ctx().lastProgressAt).toBe(5000);
+    // Answers the record did not have (it had none) were given after its last write: progress.
+    expect(ctx().lastProgressAt).toBe(6000);
+    // Those it had say nothing of when they were given: no progress.
+    const known = start({ resumeFrom: "running", counts: { done: 3, failed: 0, dead: 0 }, now: 1000 });
+    known.actor.send(results(ok(0, 1, 2), 4000, true));
+    expect(known.ctx()).toMatchObject({ done: 3, lastProgressAt: 1000 });
   });
 
   it("time never runs backwards: an older answer leaves `now` where it was", () => {
@@ -491,11 +495,13 @@ describe("job machine: start and resume", () => {
   });
 
   it("a job resumed stalled (a takeover, a watcher) stays stalled since the record's stall: its replay is no progress, its timeout counts from then", () => {
+    // The record, written at the stall, counted two answers.
     const resumed = () =>
       start({
         resumeFrom: "stalled",
         stalledSince: 50_000,
         now: 60_000,
+        counts: { done: 2, failed: 0, dead: 0 },
         settings: { stallAfterMs: 10_000, stalledTimeoutMs: 20_000 },
       });
     const job = resumed();
@@ -514,6 +520,11 @@ describe("job machine: start and resume", () => {
     const answered = resumed();
     answered.actor.send(results(ok(0), 62_000));
     expect(answered.value()).toBe("running");
+    // So is a replayed answer the record did not have: given after the stall, while nobody counted.
+    const since = resumed();
+    since.actor.send(results(ok(0, 1, 2), 61_000, true));
+    expect(since.value()).toBe("running");
+    expect(since.ctx().lastProgressAt).toBe(61_000);
   });
 
   it("a finished job being looked at keeps its counts and reason, and finalizes nothing", () => {
