@@ -11,7 +11,8 @@ import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime, ManualClock } from "../../src/testing.ts";
 import { waitUntil } from "../harness/wait.ts";
 
-it("a watcher whose clock passed the stalled timeout shows the job stalled, not failed, until the supervisor ends it", async () => {
+/** A supervisor on the real clock and a watcher (no takeover) on a clock the test moves. */
+const setUp = async () => {
   const server = createMemoryServer();
   const supervisor = await createTestRuntime({ name: "supervisor", broker: createMemoryBroker({ server }) });
   const clock = new ManualClock(Date.now());
@@ -21,6 +22,11 @@ it("a watcher whose clock passed the stalled timeout shows the job stalled, not 
     jobs: { takeOver: false },
     broker: createMemoryBroker({ server }),
   });
+  return { server, supervisor, clock, watcher };
+};
+
+it("a watcher whose clock passed the stalled timeout shows the job stalled, not failed, until the supervisor ends it", async () => {
+  const { server, supervisor, clock, watcher } = await setUp();
   const stored = (id: string) => {
     const entry = memoryServerState(server)
       .records.live()
@@ -59,15 +65,7 @@ it("a watcher whose clock passed the stalled timeout shows the job stalled, not 
 });
 
 it("a watcher that found no answers stored counts the first one as progress: no stall until stallAfterMs after it", async () => {
-  const server = createMemoryServer();
-  const supervisor = await createTestRuntime({ name: "supervisor", broker: createMemoryBroker({ server }) });
-  const clock = new ManualClock(Date.now());
-  const watcher = await createTestRuntime({
-    name: "watcher",
-    clock,
-    jobs: { takeOver: false },
-    broker: createMemoryBroker({ server }),
-  });
+  const { server, supervisor, clock, watcher } = await setUp();
   const answering = await createTestRuntime({ name: "worker", broker: createMemoryBroker({ server }) });
   let answers = 0;
   try {
