@@ -96,6 +96,11 @@ export class HeldLeases {
     return this.#held.get(jobId)?.revision;
   }
 
+  /** Taken here, and not released, given back or found taken by another since. */
+  has(jobId: string): boolean {
+    return this.#held.has(jobId);
+  }
+
   /** True until its own `until`, and while a heartbeat streak covers it. */
   holds(jobId: string, now: number): boolean {
     const held = this.#held.get(jobId);

@@ -23,6 +23,12 @@ export interface SupervisionLeases {
   readonly holder: string;
   /** True until the expiry last written (`now`: the runtime's clock); a holder whose renewals fail stops holding. */
   holds(jobId: string, now?: number): boolean;
+  /**
+   * True once this runtime took the lease, until it releases it, gives it back or finds it
+   * taken by another: its supervisor, even while its lease has run out (renewals failing, a
+   * clock that jumped ahead of the next heartbeat). A runtime that only watches the job: false.
+   */
+  supervises(jobId: string): boolean;
   /** Takes the lease if free, expired or already ours; true when held now. */
   acquire(jobId: string, ttlMs: number, now?: number): Promise<boolean>;
   /**

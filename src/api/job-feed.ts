@@ -20,18 +20,13 @@ const keptBytes = 8192;
  * `stallAfterMs`, not once a second (10,000 live jobs were 10,000 timer
  * wakes and statechart events a second). Returns its stop.
  */
-const tick = (
-  clock: Clock,
-  job: Actor<JobMachine>,
-  everyMs: number,
-  supervising: (now: number) => boolean,
-) => {
+const tick = (clock: Clock, job: Actor<JobMachine>, everyMs: number, supervising: () => boolean) => {
   let timer: unknown;
   let stopped = false;
   const wake = () => {
     if (stopped) return;
     const now = clock.now();
-    job.send({ type: "clock.tick", now, supervising: supervising(now) });
+    job.send({ type: "clock.tick", now, supervising: supervising() });
     timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
   };
   timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
@@ -51,8 +46,9 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   const { record, log, self, resumeFrom } = state.run;
   const job = self();
   const jobId = record.id;
-  // A watcher's clock decides no end: the stalled timeout is applied by the lease's holder.
-  const stopTicking = tick(clock, job, everyMs, (now) => broker.leases.holds(jobId, now));
+  // A watcher's clock decides no end: the stalled timeout is applied by the job's supervisor
+  // (its lease taken here), even one whose lease ran out a moment ago (a clock jump).
+  const stopTicking = tick(clock, job, everyMs, () => broker.leases.supervises(jobId));
   if (resumeFrom && isFinal(resumeFrom)) {
     caughtUpNow(state);
     return stopTicking;

@@ -1192,9 +1192,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await a.acquire(jobId, 1000, t0 + 100)).toBe(true); // ours already
       expect(await b.acquire(jobId, 1000, t0 + 500)).toBe(false);
       expect(b.holds(jobId)).toBe(false);
+      // a supervises (it took the lease), b only tried.
+      expect([a.supervises(jobId), b.supervises(jobId)]).toEqual([true, false]);
       expect(await a.renew(jobId, 1000, t0 + 800)).toBe(true);
       expect(await b.acquire(jobId, 1000, t0 + 1500)).toBe(false); // renewed until t0 + 1800
       const [before] = (await a.list()).filter((l) => l.jobId === jobId);
+      // Run out on a's clock, but not given up: still its supervisor until it hears otherwise.
+      expect(a.holds(jobId, t0 + 1900)).toBe(false);
+      expect(a.supervises(jobId)).toBe(true);
       expect(await b.acquire(jobId, 1000, t0 + 1900)).toBe(true); // ran out: taken over
       // A removal or a release by the holder that lost it (it has not heard yet) removes only
       // its own write, and is no error.
@@ -1206,12 +1211,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await a.acquire(jobId, 1000, t0 + 1950)).toBe(false);
       expect(await a.renew(jobId, 1000, t0 + 2000)).toBe(false);
       expect(a.holds(jobId)).toBe(false);
+      expect([a.supervises(jobId), b.supervises(jobId)]).toEqual([false, true]);
       expect(await b.renew(jobId, 1000, t0 + 2000)).toBe(true);
       expect((await a.list()).filter((l) => l.jobId === jobId)).toMatchObject([
         { jobId, lease: { holder: b.holder, until: t0 + 3000 } },
       ]);
       await b.release(jobId);
       expect(b.holds(jobId)).toBe(false);
+      expect(b.supervises(jobId)).toBe(false);
       expect((await a.list()).map((l) => l.jobId)).not.toContain(jobId);
       expect(await a.acquire(jobId, 1000, t0 + 2100)).toBe(true); // free again
       await a.remove(jobId);

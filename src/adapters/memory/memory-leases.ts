@@ -36,6 +36,10 @@ export class MemoryLeases implements SupervisionLeases {
     return this.#held.holds(jobId, now);
   }
 
+  supervises(jobId: string): boolean {
+    return this.#held.has(jobId);
+  }
+
   coveredByHeartbeat(jobId: string, now = this.#server.clock.now()): boolean {
     return this.#held.coveredByHeartbeat(jobId, now);
   }

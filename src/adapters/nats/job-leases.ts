@@ -71,6 +71,10 @@ export class NatsJobLeases implements SupervisionLeases {
     return this.#held.holds(jobId, now);
   }
 
+  supervises(jobId: string): boolean {
+    return this.#held.has(jobId);
+  }
+
   coveredByHeartbeat(jobId: string, now = this.#core.clock.now()): boolean {
     return this.#held.coveredByHeartbeat(jobId, now);
   }
