@@ -153,8 +153,9 @@ export const startJobActor = (
       ...(record.reason ? { reason: record.reason } : {}),
       ...(record.dueUntil === undefined ? {} : { dueUntil: record.dueUntil }),
       ...(record.runAt === undefined ? {} : { runAt: record.runAt }),
-      // Stalled since its record's write of the stall (nothing else writes it while it stays
-      // stalled): a takeover or a watcher counts the stalled timeout from there, not from now.
+      // Stalled since its record's last write: the stall's, or a later one that left it stalled
+      // (a restore, a redrive): a takeover or a watcher counts the stalled timeout from there,
+      // never from before the stall, and not from now.
       ...(resumeFrom === "stalled" ? { stalledSince: record.updatedAt } : {}),
     },
     parent,

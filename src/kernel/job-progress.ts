@@ -157,7 +157,7 @@ export const afterResults = (
     return {
       ...counts,
       // Replayed answers were given before this actor, at a time it does not know: no progress
-      // (a job resumed stalled stays stalled since its record's stall).
+      // here (the job machine takes those its record did not have for progress).
       lastProgressAt: replay ? progress.lastProgressAt : at,
       throughputAt: at,
       ...(left === 0 ? { etaMs: 0 } : {}),

@@ -71,7 +71,7 @@ export type JobEvent =
       type: "clock.tick";
       now: number;
       /**
-       * False when this runtime does not supervise the job (a watcher: another holds its
+       * False when this runtime does not supervise the job (a watcher: it never took the job's
        * lease): its clock may show a stall, but the stalled timeout is the supervisor's to apply.
        */
       supervising?: boolean;
@@ -106,8 +106,8 @@ export interface JobInput {
   /** When its first held (delayed) task is due (the record's `runAt`). */
   readonly runAt?: number;
   /**
-   * When a job resumed `stalled` stalled (its record's write of the stall): its stalled
-   * timeout counts from then, whoever supervised it then.
+   * When a job resumed `stalled` stalled (its record's `updatedAt`: the stall's write or a later
+   * one that left it stalled): its stalled timeout counts from then, whoever supervised it then.
    */
   readonly stalledSince?: number;
 }
