@@ -111,7 +111,17 @@ export const ensureBucket = async (
   options: Partial<KvOptions>,
   replicas: Replicas,
 ): Promise<KV> => {
-  const kv = await new Kvm(nc).create(bucket, { ...options, replicas: replicas.wanted, allow_direct: false });
+  const kvm = new Kvm(nc);
+  const kv = await kvm
+    .create(bucket, { ...options, replicas: replicas.wanted, allow_direct: false })
+    // Lost the race to another runtime's create (the server says "name already in use with a
+    // different configuration", or "subjects overlap"): theirs stands, as for a stream. No such
+    // bucket after all: the create's own error is the one that explains.
+    .catch(async (error: unknown) => {
+      const made = await jsm.streams.info(`KV_${bucket}`).catch(() => undefined);
+      if (!made) throw error;
+      return kvm.open(bucket, { allow_direct: false });
+    });
   replicas.check(await jsm.streams.info(`KV_${bucket}`));
   return kv;
 };
