@@ -1,7 +1,8 @@
-import { Cause, Effect, Exit, Schedule } from "effect";
+import { Cause, Effect, Exit } from "effect";
 import type { Broker } from "../adapters/broker.ts";
 import { shownRecord } from "../effects/finalize-job.ts";
 import { reapSubmits } from "../effects/reap-submits.ts";
+import { retryWith } from "../effects/retry.ts";
 import {
   IdempotencyConflict,
   InvalidArgument,
@@ -68,11 +69,7 @@ export type FlowHook = (point: FlowStepPoint, flowId: string, node?: string) => 
 export const onConflictAgain = async <A>(decide: () => Promise<A>, signal: AbortSignal): Promise<A> => {
   const exit = await Effect.runPromiseExit(
     Effect.tryPromise({ try: decide, catch: (error) => error }).pipe(
-      Effect.retry({
-        schedule: Schedule.exponential("5 millis"),
-        times: 20,
-        while: (error) => error instanceof RevisionConflict,
-      }),
+      retryWith({ attempts: 21, initialDelayMs: 5 }, (error) => error instanceof RevisionConflict),
     ),
     { signal },
   );

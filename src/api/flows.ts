@@ -1,8 +1,10 @@
-import { Effect, Schedule } from "effect";
+import { Effect } from "effect";
 import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
+import { retryWith } from "../effects/retry.ts";
 import { IdempotencyConflict, InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import {
+  allNodesEnded,
   type FlowNode,
   type FlowRecord,
   type FlowStatus,
@@ -11,7 +13,7 @@ import {
 } from "../kernel/flow-record.ts";
 import type { JobStatus } from "../kernel/job-record.ts";
 import { check, SubjectToken } from "../kernel/validation.ts";
-import { allSettled, type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
+import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
 import { type FlowRequest, isSameFlow, planFlow } from "./flow-plan.ts";
 import type { TaskResult } from "./job-handle.ts";
@@ -98,7 +100,7 @@ export const flowActorOf = (handle: FlowHandle): Actor<FlowMachine> => {
 const readAgain = <A>(read: () => Promise<A>): Promise<A> =>
   Effect.runPromise(
     Effect.tryPromise({ try: read, catch: (error) => error }).pipe(
-      Effect.retry({ schedule: Schedule.exponential("50 millis"), times: 5 }),
+      retryWith({ attempts: 6, initialDelayMs: 50 }, () => true),
     ),
   );
 
@@ -264,7 +266,7 @@ export class FlowRegistry {
       return {
         id,
         // A cancel is written first, its jobs cancelled after: `running` until they ended.
-        status: context.status === "cancelled" && !allSettled(context.nodes) ? "running" : context.status,
+        status: context.status === "cancelled" && !allNodesEnded(context.nodes) ? "running" : context.status,
         nodes: context.nodes,
         ...(context.reason === undefined ? {} : { reason: context.reason }),
       };

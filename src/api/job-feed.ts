@@ -50,16 +50,15 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   // (its lease taken here), even one whose lease ran out a moment ago (a clock jump).
   const stopTicking = tick(clock, job, everyMs, () => broker.leases.supervises(jobId));
   if (resumeFrom && isFinal(resumeFrom)) {
-    caughtUpNow(state);
+    state.caughtUp = true;
     return stopTicking;
   }
   const backlog: ResultEntry[] = [];
-  let caughtUp = false;
   const flush = () => {
     // Answers read while the submit is still running (an idempotent resubmit of a job
     // that has them) wait for it: the machine counts from `running` on.
     // A stopped actor takes nothing more (a catch-up's last read may land after its end).
-    if (!caughtUp || backlog.length === 0) return;
+    if (!state.caughtUp || backlog.length === 0) return;
     const snapshot = job.getSnapshot();
     if (snapshot.status !== "active" || snapshot.matches("queuing")) return;
     job.send({
@@ -97,17 +96,17 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
       }
       // The first time through, hand over everything stored in one event once caught
       // up: a redrive marker must be counted before the job decides it is over.
-      if (!caughtUp && pending > 0) return;
-      caughtUp = true;
+      if (!state.caughtUp && pending > 0) return;
+      state.caughtUp = true;
       flush();
-      caughtUpNow(state);
+      wakeCaughtUp(state);
     },
     {
       onCaughtUp: () => {
-        caughtUp = true;
+        state.caughtUp = true;
         // Nothing was stored: no replay to come, the next answer is a live one.
         if (backlog.length === 0) state.replay = false;
-        caughtUpNow(state);
+        wakeCaughtUp(state);
       },
       // A new submit: nothing of the job is stored before its tasks are published, after this.
       fresh: state.run.bodies !== undefined,
@@ -122,9 +121,7 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
 };
 
 /** The feed has handed over what was stored when it started: its waiter, if any, wakes. */
-const caughtUpNow = (state: RunState) => {
-  if (state.caughtUp) return;
-  state.caughtUp = true;
+const wakeCaughtUp = (state: RunState) => {
   const wake = state.onCaughtUp;
   state.onCaughtUp = undefined;
   wake?.();

@@ -40,7 +40,7 @@ export interface RunState {
   keptSize: number;
   /** The feed has handed the actor every answer stored when it started reading (or it reads none). */
   caughtUp: boolean;
-  /** Called once when `caughtUp` turns true (one waiter: `whenCaughtUp` in job-effects.ts chains them). */
+  /** Called, then cleared, once `caughtUp` is true (one waiter: `whenCaughtUp` in job-effects.ts chains them). */
   onCaughtUp: (() => void) | undefined;
   /** The submit, once started. */
   submitting: Effect | undefined;

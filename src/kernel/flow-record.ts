@@ -38,8 +38,12 @@ export const NodeStatus = {
 } as const;
 export type NodeStatus = (typeof NodeStatus)[keyof typeof NodeStatus];
 
-export const isNodeFinal = (status: NodeStatus): boolean =>
+const isNodeFinal = (status: NodeStatus): boolean =>
   status === "succeeded" || status === "failed" || status === "skipped" || status === "cancelled";
+
+/** Whether every node has ended: no job of the flow runs or is still to be submitted or cancelled. */
+export const allNodesEnded = (nodes: Readonly<Record<string, { readonly status: NodeStatus }>>): boolean =>
+  Object.values(nodes).every((node) => isNodeFinal(node.status));
 
 const isFlowFinal = (status: FlowStatus): boolean => status !== FlowStatus.running;
 
@@ -238,7 +242,7 @@ export const stepFlow = (
     nodes[name] = { ...node, status: NodeStatus.submitting };
     submit.push(name);
   }
-  const allEnded = Object.values(nodes).every((node) => isNodeFinal(node.status));
+  const allEnded = allNodesEnded(nodes);
   let next: FlowRecord = { ...record, nodes };
   if (allEnded && !isFlowFinal(record.status)) next = { ...next, ...flowEnd(next), finishedAt: now };
   else if (allEnded && cancelled && record.finishedAt === undefined) next = { ...next, finishedAt: now };
@@ -278,7 +282,7 @@ const topologicalOrder = (nodes: Readonly<Record<string, { readonly dependsOn: r
 
 /** True when nothing more will happen to the flow: it ended and so did every node. */
 export const isSettled = (record: FlowRecord): boolean =>
-  isFlowFinal(record.status) && Object.values(record.nodes).every((node) => isNodeFinal(node.status));
+  isFlowFinal(record.status) && allNodesEnded(record.nodes);
 
 const FlowNodeShape = Schema.Struct({
   request: Schema.Record(Schema.String, Schema.Unknown),

@@ -1,5 +1,5 @@
 import { assign, fromPromise, setup } from "xstate";
-import { type FlowRecord, type FlowStatus, isNodeFinal, type NodeStatus } from "../kernel/flow-record.ts";
+import { allNodesEnded, type FlowRecord, type FlowStatus, type NodeStatus } from "../kernel/flow-record.ts";
 
 /**
  * One actor per flow watched by a runtime: the whole flow as one statechart
@@ -58,10 +58,6 @@ const fromRecord = (record: FlowRecord) => ({
   ...(record.reason === undefined ? {} : { reason: record.reason }),
 });
 
-/** Whether every node has ended: no job of the flow runs or is still to be submitted or cancelled. */
-export const allSettled = (nodes: Readonly<Record<string, FlowNodeView>>): boolean =>
-  Object.values(nodes).every((node) => isNodeFinal(node.status));
-
 const ends = [
   { guard: "succeeded", target: "succeeded" },
   { guard: "failed", target: "failed" },
@@ -87,7 +83,7 @@ export const flowMachine = setup({
     failed: ({ context }) => context.status === "failed",
     // The record says cancelled at once; the flow has ended once no job of it runs or is still
     // to be cancelled (a step cancels them, and writes each node's end).
-    cancelled: ({ context }) => context.status === "cancelled" && allSettled(context.nodes),
+    cancelled: ({ context }) => context.status === "cancelled" && allNodesEnded(context.nodes),
   },
   actions: {
     follow: assign(({ event }) => fromRecord(event.record)),
