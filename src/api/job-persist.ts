@@ -56,9 +56,11 @@ export const persistAndLog = (
     writtenAt = clock.now();
     const at = writtenAt;
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
-    // (the runtime is stopping: the next supervisor writes progress).
+    // (the runtime is stopping: the next supervisor writes progress). The counts as they are at
+    // each try, not as planned: a try after a conflict with a redrive's write (its dead count
+    // lowered) wrote the redriven task dead again, from counts planned before its marker was counted.
     loops.track(`job-progress:${s.id}`, () =>
-      recordProgress(broker, s.id, s.status, s, at, seen).then(
+      recordProgress(broker, s.id, s.status, () => snapshotOf(actor), at, seen).then(
         (stored) => {
           if (stored) recorded = stored;
         },

@@ -12,6 +12,7 @@ import {
   laneTaskAnswered,
   maxCounts,
   SubmitPhase,
+  supervisedCounts,
 } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { fromPort, isConflict, type PortFailure } from "./port-call.ts";
@@ -229,7 +230,7 @@ export const finalizeJob = async (
       : {
           ...record,
           status: input.status,
-          counts: maxCounts(record.counts, input.counts),
+          counts: supervisedCounts(record, input.counts),
           ...(input.reason ? { reason: input.reason } : {}),
           ...(record.phase === SubmitPhase.submitting ? { phase: SubmitPhase.rolledBack } : {}),
           updatedAt: now(),

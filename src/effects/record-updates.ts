@@ -7,9 +7,9 @@ import {
   type JobCounts,
   type JobRecord,
   type JobStatus,
-  maxCounts,
   movesBackwards,
   SubmitPhase,
+  supervisedCounts,
 } from "../kernel/job-record.ts";
 import { fromPort, isConflict, type PortFailure } from "./port-call.ts";
 
@@ -162,16 +162,18 @@ export const updateRecordWith = async (
  * Progress written while the job runs, as a compare-and-set on the revision
  * read. It never moves the job backwards: not to a lower status (a write
  * planned while the job was queuing lands after its commit), never below the
- * stored counts, never onto a submit not yet committed (the submitter's own
- * compare-and-set would then fail; a lane job's whose task its actor knows
- * stored is committed, and the write carries its commit: `changeFrom`) and
- * never onto an end.
+ * stored counts (a redriven job's dead count aside: `supervisedCounts`),
+ * never onto a submit not yet committed (the submitter's own compare-and-set
+ * would then fail; a lane job's whose task its actor knows stored is
+ * committed, and the write carries its commit: `changeFrom`) and never onto
+ * an end. `counts` as a function is read on each try: a try after a conflict
+ * writes what is counted by then.
  */
 export const recordProgress = (
   port: JobRecords,
   id: string,
   status: JobStatus,
-  counts: JobCounts,
+  counts: JobCounts | (() => JobCounts),
   now: number,
   seen?: RecordSeen,
 ) =>
@@ -181,7 +183,7 @@ export const recordProgress = (
     (record) => {
       if (record.phase !== SubmitPhase.committed || isFinal(record.status)) return undefined;
       const nextStatus = movesBackwards(record.status, status) ? record.status : status;
-      const nextCounts = maxCounts(record.counts, counts);
+      const nextCounts = supervisedCounts(record, typeof counts === "function" ? counts() : counts);
       const same =
         record.status === nextStatus &&
         record.counts.done === nextCounts.done &&

@@ -25,12 +25,27 @@ const rank: Record<JobStatus, number> = { queuing: 0, running: 1, stalled: 1, su
 /** True when `next` would move the job backwards (running → queuing, an end → running). */
 export const movesBackwards = (stored: JobStatus, next: JobStatus): boolean => rank[next] < rank[stored];
 
-/** Per field the larger: counts written to a record never decrease (only a redrive lowers `dead`). */
+/**
+ * Per field the larger: counts written to a record never decrease (only a redrive lowers `dead`,
+ * and a redriven job's supervisor: `supervisedCounts`).
+ */
 export const maxCounts = (a: JobCounts, b: JobCounts): JobCounts => ({
   done: Math.max(a.done, b.done),
   failed: Math.max(a.failed, b.failed),
   dead: Math.max(a.dead, b.dead),
 });
+
+/**
+ * The counts its supervisor writes onto a record (its progress, its end): per field the
+ * larger, but a redriven job's `dead` is the supervisor's own count. A write planned before
+ * the redrive's marker was counted here lands after the redrive lowered `dead` (its feed
+ * behind the redrive's write): the larger kept the dead task for good, the job ending with
+ * it counted dead and run again; the write that follows, from the marker counted, takes it off.
+ */
+export const supervisedCounts = (record: JobRecord, counted: JobCounts): JobCounts => {
+  const larger = maxCounts(record.counts, counted);
+  return record.redrive === undefined ? larger : { ...larger, dead: counted.dead };
+};
 
 /**
  * Where a submit is: `submitting` (tasks being published, invisible to
