@@ -48,6 +48,9 @@ const flowSweepMs = 2000;
 /** A mark without its flow's record is left this long: the submit that wrote it may still write the record. */
 const orphanMarkMs = 60_000;
 
+/** A grace that makes every submit past its deadline: `reapSubmits` finishes a dead one at once. */
+const anyDeadline = Number.NEGATIVE_INFINITY;
+
 /** Jobs a step submits at once. */
 const submitsAtOnce = 32;
 
@@ -257,7 +260,7 @@ export class FlowDriver {
         if (node.status === "waiting" || node.status === "skipped" || node.status === "cancelled") return;
         if (node.status === "succeeded" || node.status === "failed") return;
         // A lane job whose commit is not written yet is running; a submit under way, pending.
-        observed.set(name, await this.#observeJob(node.jobId));
+        observed.set(name, await this.#observeJob(node.jobId, found.record.status === "cancelled"));
       }),
     );
     const step = stepFlow(
@@ -282,19 +285,51 @@ export class FlowDriver {
    * node's submit waited for one, for ever if there was none. A node whose
    * submit was rolled back is submitted again by the step (a submit takes
    * over a rolled-back record of its key).
+   *
+   * In a cancelled flow (`flowCancelled`) the deadline is not waited for
+   * once the submit's lease has run out: its submitter's runtime stopped
+   * renewing it (it died), the proof a takeover acts on. A cancel waited
+   * for the deadline and the grace, 40 s, before it resolved (review
+   * finding). A submit whose lease is still renewed, or not written yet, is
+   * alive: its commit (or its own rollback) wakes the flow.
+   *
+   * A submit rolled back here loses its lease too, as the reaper's pass
+   * removes it: left, it kept the rolled-back job in the leases bucket (the
+   * index of the jobs not over: the dashboard listed it, each HTTP listing
+   * read its record) until a takeover pass of a supervisor removed it, for
+   * ever without one. Only the lease read before the rollback and run out
+   * then (its holder's heartbeat too), up to that revision: a lease another
+   * runtime holds or took since (a resubmit of the key) stays.
    */
-  async #observeJob(jobId: string): Promise<ObservedJob> {
+  async #observeJob(jobId: string, flowCancelled: boolean): Promise<ObservedJob> {
     const shown = (await shownRecord(this.#broker, jobId))?.record;
+    if (shown?.phase !== SubmitPhase.submitting) return observe(shown);
     const now = () => this.#core.clock.now();
     const graceMs = this.#core.options.jobs.reapGraceMs;
-    if (shown?.phase !== SubmitPhase.submitting || now() < shown.commitDeadline + graceMs)
-      return observe(shown);
-    const finished = await reapSubmits(this.#broker, now, graceMs, [shown]);
-    if (finished.rolledBack.length > 0)
+    const pastDeadline = now() >= shown.commitDeadline + graceMs;
+    if (!pastDeadline && !flowCancelled) return observe(shown);
+    const lease = (await this.#broker.leases.list()).find((listed) => listed.jobId === jobId);
+    const runOut = lease !== undefined && lease.lease.until <= now();
+    if (!pastDeadline && !runOut) return observe(shown);
+    // Not past its deadline: finished whatever the deadline says (its submitter is gone).
+    const finished = await reapSubmits(this.#broker, now, pastDeadline ? graceMs : anyDeadline, [shown]);
+    if (finished.rolledBack.length > 0) {
+      if (runOut)
+        await this.#broker.leases
+          .remove(jobId, lease.revision)
+          .catch((error: unknown) =>
+            this.#log.debug(
+              { jobId, err: error },
+              "lease of a rolled-back submit not removed; a takeover pass does",
+            ),
+          );
       this.#log.info(
         { jobId },
-        "a node's submit that died before its commit was rolled back; submitted again",
+        flowCancelled
+          ? "a node's submit that died before its commit was rolled back; its flow was cancelled"
+          : "a node's submit that died before its commit was rolled back; submitted again",
       );
+    }
     return observe((await shownRecord(this.#broker, jobId))?.record);
   }
 
@@ -313,7 +348,7 @@ export class FlowDriver {
       Object.values(record.nodes).map(async (node) => {
         // Only a node cancelled while its job was being submitted may have one landing after.
         if (node.status !== "cancelled" || node.reason !== cancelledInSubmit) return undefined;
-        const seen = await this.#observeJob(node.jobId);
+        const seen = await this.#observeJob(node.jobId, true);
         return seen.kind === "running" ? node.jobId : undefined;
       }),
     );
