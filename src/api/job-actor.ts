@@ -7,7 +7,7 @@ import { rollLaneForward } from "../effects/reap-submits.ts";
 import type { RecordSeen } from "../effects/record-updates.ts";
 import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
-import { childLogger, type Logger } from "../kernel/logger.ts";
+import { childLogger, keyedLogger, type Logger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { jobsHostMachine } from "../machines/jobs-host.machine.ts";
@@ -126,7 +126,7 @@ export const startJobActor = (
   // never supervises a job it did not submit; it only watches.
   const takeOver = mayTakeOver(core);
   const jobId = record.id;
-  const log = childLogger(core.logger, { actor: "job", jobId, queue: record.queue });
+  const log = keyedLogger(core.logger, { actor: "job", jobId, queue: record.queue });
   const { effects, chores, parent } = hostOf(deps);
   // Who hears of a job the submit found already made, and that record until someone does.
   let existingListener: ((found: RecordFound) => void) | undefined;
