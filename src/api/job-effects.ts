@@ -5,7 +5,7 @@ import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
-import { type FinalizeInput, isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { type FinalizeInput, isFinal, type JobRecord, uncountedRedrive } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
 import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
@@ -26,6 +26,9 @@ export interface JobEffectsShared {
 const abort = (effect: Effect | undefined) => {
   if (effect && !effect.settled) effect.control.abort();
 };
+
+/** How long an end refused for a redrive waits for the feed to hand its marker (read within ms). */
+const reopenWaitMs = 30_000;
 
 /** The event that hands a stored record to the job machine. */
 export const recordEvent = (record: JobRecord) =>
@@ -160,18 +163,37 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     // record should the server's store have lost the record.
     const committed =
       state.submitError === undefined && (state.submitting === undefined || state.submitting.settled);
+    // A marker named by no redrive (written before they were) may be any: counted as the one.
+    const counted = (redrive: string) =>
+      state.redrives !== undefined && (state.redrives.has(redrive) || state.redrives.has(""));
     const stored = await finalizeJob(
       broker,
       input,
       () => clock.now(),
       state.run.seen,
       committed ? record : undefined,
+      counted,
     ).catch((error: unknown) => {
       // The machine ends `recorded` either way; the record still says the job runs, so its
       // lease must stay for a takeover pass to find the job and write the end.
       state.finalizeError = error;
       throw error;
     });
+    // A redrive reopened the job after this end was decided, before its write (the redrive
+    // read it running): not written. Its marker, stored before the redrive's record write,
+    // reaches the feed, which hands it with what it held since; the machine counts them and
+    // runs the job again (leaving the end aborts this wait). Written, the end said the task
+    // dead for good while it ran again, its dead letter gone: nothing left to redrive.
+    const reopened = stored ? uncountedRedrive(stored, counted) : undefined;
+    if (reopened !== undefined) {
+      log.info({ redrive: reopened }, "end not written: a redrive reopened the job; counted, it runs again");
+      state.reopenFor = reopened;
+      state.flush?.();
+      await sleep(reopenWaitMs, aborted);
+      // Never handed (the feed failed): the end is left to a takeover, which reads the marker.
+      if (!aborted.aborted) state.finalizeError = `redrive ${reopened} reopened the job; its marker not read`;
+      return;
+    }
     // Another runtime recorded another end first (a cancel): that is how the job ended, with
     // the answers counted here if that end says fewer (it was written from a view behind them).
     // Not to an actor stopped meanwhile (XState warns of an event sent to a stopped actor).
@@ -248,6 +270,10 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       onCaughtUp: undefined,
       submitting: undefined,
       finalizing: undefined,
+      // A redrive its record was read with came before: its marker is in the results read.
+      redrives: run.record.redrive === undefined ? undefined : new Set([run.record.redrive]),
+      reopenFor: undefined,
+      flush: undefined,
     };
     runs.set(actor, state);
     return {

@@ -54,6 +54,8 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
     return stopTicking;
   }
   const backlog: ResultEntry[] = [];
+  const holdsMarker = (redrive: string) =>
+    backlog.some((e) => e.redrive === true && (e.id === undefined || e.id === redrive));
   const flush = () => {
     // Answers read while the submit is still running (an idempotent resubmit of a job
     // that has them) wait for it: the machine counts from `running` on.
@@ -61,14 +63,28 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
     if (!state.caughtUp || backlog.length === 0) return;
     const snapshot = job.getSnapshot();
     if (snapshot.status !== "active" || snapshot.matches("queuing")) return;
+    // Its end decided, the machine counts nothing: held, not dropped, for an end whose write
+    // met a redrive not counted here (`state.reopenFor`), until they hold its marker.
+    const reopen = state.reopenFor !== undefined && holdsMarker(state.reopenFor);
+    if ((snapshot.matches("succeeded") || snapshot.matches("failed")) && !reopen) return;
+    const entries = backlog.splice(0);
+    // Counted as sent (the machine counts in the send): an end decided from these knows them.
+    for (const e of entries) {
+      if (e.redrive !== true) continue;
+      state.redrives ??= new Set();
+      state.redrives.add(e.id ?? "");
+    }
+    if (reopen) state.reopenFor = undefined;
     job.send({
       type: "results.received",
-      entries: backlog.splice(0),
+      entries,
       at: clock.now(),
       ...(state.replay ? { replay: true } : {}),
+      ...(reopen ? { reopen: true } : {}),
     });
     state.replay = false;
   };
+  state.flush = flush;
   // Answers read while queuing are handed over once it has left: then nothing more to wait
   // for (one observer less on every live job).
   const leftQueuing = job.subscribe((s) => {

@@ -83,7 +83,9 @@ export const redriveDead = async (
   await broker.publishResults(
     record.queue,
     id,
-    encodeBatch(chosen.map((l) => encodeRedrive(l.index))),
+    // Named by the redrive: its supervisor writes no end over a record this redrive reopened
+    // until it has counted the marker (finalize-job.ts, `uncountedRedrive`).
+    encodeBatch(chosen.map((l) => encodeRedrive(l.index, nonce))),
     `redrive.${id}.${nonce}`,
   );
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));

@@ -46,6 +46,20 @@ export interface RunState {
   submitting: Effect | undefined;
   /** The end's write, once started. */
   finalizing: Effect | undefined;
+  /**
+   * The redrives whose markers the actor counted (`""`: a marker written before markers
+   * named their redrive), and the one its record was read with at the start (its marker is
+   * in the results read from the first); undefined: none.
+   */
+  redrives: Set<string> | undefined;
+  /**
+   * The redrive whose reopened record the end's write met, its marker not counted here: the
+   * results the feed held since the end was decided, once they hold that marker, are counted
+   * and the job runs again (`flush`).
+   */
+  reopenFor: string | undefined;
+  /** The feed's hand-over of what it holds (set by the feed). */
+  flush: (() => void) | undefined;
 }
 
 /** One of a job's effects running beside its actor: its abort, and whether it has settled. */

@@ -13,6 +13,7 @@ import {
   maxCounts,
   SubmitPhase,
   supervisedCounts,
+  uncountedRedrive,
 } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { fromPort, isConflict, type PortFailure } from "./port-call.ts";
@@ -216,6 +217,8 @@ export const finalizeJob = async (
   seen?: RecordSeen,
   /** The job as its actor knows it: its end is written as a new record when the store lost the record. */
   job?: JobRecord,
+  /** The redrives whose markers the supervisor counted (undefined: any). */
+  counted?: (redrive: string) => boolean,
 ): Promise<JobRecord | undefined> => {
   const known = seen?.last?.record;
   // A lane job whose task is answered leaves nothing to remove (below): no mark read.
@@ -223,9 +226,11 @@ export const finalizeJob = async (
   const below = laneAnswered
     ? undefined
     : await tasksMarkOr(port, known ?? { queue: input.queue, id: input.jobId });
-  // An end is written once: another runtime's (or a cancel's) stays.
+  // An end is written once: another runtime's (or a cancel's) stays. None over a redrive not
+  // counted (`uncountedRedrive`): the record as read is returned, nothing is cleaned up, and
+  // the supervisor counts the marker and decides again.
   const end = (record: JobRecord): JobRecord | undefined =>
-    isFinal(record.status)
+    isFinal(record.status) || uncountedRedrive(record, counted) !== undefined
       ? undefined
       : {
           ...record,
@@ -239,6 +244,7 @@ export const finalizeJob = async (
   const stored = await updateRecordWith(port, input.jobId, end, 10, seen).then(
     (found) => found ?? (job ? remadeWithEnd(port, job, input, now(), end, seen) : undefined),
   );
+  if (stored && uncountedRedrive(stored, counted) !== undefined) return stored;
   // The stored record says where the tasks are (a lane job's are on its queue's lane).
   if (stored && laneTaskAnswered(stored)) return stored;
   await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }, below);

@@ -17,6 +17,8 @@ export interface ResultEntry {
   readonly dead?: boolean;
   /** The dead task was sent back to the workers: forget its answer. */
   readonly redrive?: boolean;
+  /** A redrive marker's redrive (the record's `redrive`); absent in markers written before it. */
+  readonly id?: string;
 }
 
 export interface JobProgress extends JobCounts {

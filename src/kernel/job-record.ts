@@ -48,6 +48,20 @@ export const supervisedCounts = (record: JobRecord, counted: JobCounts): JobCoun
 };
 
 /**
+ * The redrive that reopened a record its supervisor has not counted the marker of
+ * (`counted`: the redrives whose markers it counted); undefined when there is none, or
+ * the record is over. An end decided before that marker was counted is not the job's:
+ * the redriven task runs again, and written, the end said it dead with no dead letter left.
+ */
+export const uncountedRedrive = (
+  record: JobRecord,
+  counted: ((redrive: string) => boolean) | undefined,
+): string | undefined =>
+  counted && !isFinal(record.status) && record.redrive !== undefined && !counted(record.redrive)
+    ? record.redrive
+    : undefined;
+
+/**
  * Where a submit is: `submitting` (tasks being published, invisible to
  * workers; a lane job's one task is visible once published, and its record
  * says `submitting` until its next write: `asCommittedLane`), `committed`

@@ -8,7 +8,8 @@ import { MalformedMessage } from "./errors.ts";
  * - a task: `{"i":<index>,"p":<payload>}`;
  * - a result entry: `{"i":n,"ok":true,"r":<result>}`, `{"i":n,"ok":false,"e":"<error>"}`
  *   (`,"dead":true` when its last delivery failed), or a redrive marker
- *   `{"i":n,"redrive":true}` ("forget the dead answer of task n");
+ *   `{"i":n,"redrive":true,"id":"<redrive>"}` ("forget the dead answer of task n"; `id` is the
+ *   redrive's, as its record write names it: absent in markers written before it);
  * - a results message: a JSON array of entries, many tasks per message;
  * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored;
  * - a held (delayed) task: `{"d":<due, ms since epoch>,"q":"<queue>","m":"<its task message id>","t":<task message>}`
@@ -35,7 +36,7 @@ export type ResultRecord =
       readonly dead?: boolean;
       readonly redrive?: undefined;
     }
-  | { readonly i: number; readonly redrive: true; readonly ok?: undefined };
+  | { readonly i: number; readonly redrive: true; readonly id?: string; readonly ok?: undefined };
 
 /** One progress note of one task. */
 export interface TaskProgress {
@@ -122,8 +123,14 @@ export const encodeFailed = (index: number, error: string, dead: boolean): strin
 export const encodeDeadResult = (index: number, error: string): string =>
   encodeBatch([encodeFailed(index, boundError(error), true)]);
 
-/** "Forget the dead answer of task `index`": written before the task is sent again. */
-export const encodeRedrive = (index: number): string => `{"i":${index},"redrive":true}`;
+/**
+ * "Forget the dead answer of task `index`": written before the task is sent again, named by
+ * the redrive (`id`, the record's `redrive`): the supervisor knows which redrives it counted.
+ */
+export const encodeRedrive = (index: number, id?: string): string =>
+  id === undefined
+    ? `{"i":${index},"redrive":true}`
+    : `{"i":${index},"redrive":true,"id":${JSON.stringify(id)}}`;
 
 /** One results message of entries written by the encoders above. */
 export const encodeBatch = (entries: readonly string[]): string => `[${entries.join(",")}]`;
@@ -141,7 +148,8 @@ export const fitsAlone = (entry: string, maxBytes: number): boolean =>
 
 const isResult = (entry: unknown): entry is ResultRecord => {
   if (!isObject(entry) || !isIndex(entry.i)) return false;
-  if (entry.redrive === true) return entry.ok === undefined;
+  if (entry.redrive === true)
+    return entry.ok === undefined && (entry.id === undefined || typeof entry.id === "string");
   if (entry.redrive !== undefined) return false;
   if (entry.ok === true) return true;
   return (

@@ -66,6 +66,12 @@ export type JobEvent =
        * which would otherwise read as thousands of tasks in a millisecond.
        */
       replay?: boolean;
+      /**
+       * The end being written met a record a redrive reopened whose marker this actor had not
+       * counted (its write refused): these answers, held since the end was decided, hold that
+       * marker; counted, the job runs again.
+       */
+      reopen?: boolean;
     }
   | {
       type: "clock.tick";
@@ -125,6 +131,7 @@ const jobSetup = setup({
     resumeFailed: ({ context }) => context.resumeFrom === "failed",
     recordSucceeded: ({ event }) => event.type === "record.changed" && event.status === "succeeded",
     recordFailed: ({ event }) => event.type === "record.changed" && event.status === "failed",
+    reopens: ({ event }) => event.type === "results.received" && event.reopen === true,
     allAnswered: ({ context }) => remaining(context) === 0,
     withinTolerance: ({ context }) => withinTolerance(context, context.total, context.settings.maxFailures),
     stallDue: ({ context, event }) =>
@@ -212,6 +219,8 @@ const jobSetup = setup({
       reason: ({ event, context }) =>
         event.type === "job.cancel" ? `cancelled: ${event.reason}` : context.reason,
     }),
+    /** The end decided is not the job's (a redrive reopened it): no reason until the next. */
+    clearReason: assign({ reason: null }),
     failedByTolerance: assign({
       reason: ({ context }) =>
         `${context.failed + context.dead} of ${context.total} tasks failed or died (tolerance ${context.settings.maxFailures})`,
@@ -249,6 +258,14 @@ const endState = (status: FinalizeInput["status"]) =>
           "record.changed": {
             guard: status === "succeeded" ? "recordSucceeded" : "recordFailed",
             actions: "adoptReason",
+          },
+          // Its write refused: a redrive reopened the job before this end was written, its
+          // marker not counted here (api/job-effects.ts). Counted with the answers held since,
+          // the job runs again and decides its end anew. Leaving aborts the refused finalize.
+          "results.received": {
+            guard: "reopens",
+            target: "#job.running",
+            actions: ["countResults", "clearReason"],
           },
         },
       },

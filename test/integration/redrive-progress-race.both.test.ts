@@ -14,77 +14,12 @@
  * worker. The oracles: the record read from the server's store, A's record
  * writes, the dead letters, the handler's ledger.
  */
-import { randomUUID } from "node:crypto";
-import { Kvm } from "@nats-io/kv";
-import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
-import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import { brokerNames } from "../../src/adapters/names.ts";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import type { JobCounts, JobRecord } from "../../src/kernel/job-record.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
-import { startNatsServer } from "../harness/nats-server.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { gate, memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
-
-const names = brokerNames("jetstate");
-const jobs = { leaseMs: 2000, cleanupIntervalMs: 0 };
-
-interface Side {
-  /** A runtime whose broker goes through `wrap`. */
-  runtime(name: string, wrap?: (broker: Broker) => Broker): Promise<Runtime>;
-  /** The job's record as the server stores it. */
-  stored(jobId: string): Promise<{ status: string; counts: JobCounts } | undefined>;
-  dispose(): Promise<void>;
-}
-
-const memorySide = async (): Promise<Side> => {
-  const server = createMemoryServer();
-  return {
-    runtime: (name, wrap = (b) => b) =>
-      createRuntime({ name, logger: silentLogger(), jobs, broker: wrap(createMemoryBroker({ server })) }),
-    stored: async (jobId) =>
-      JSON.parse(memoryServerState(server).records.get("test", jobId)?.value ?? "null"),
-    dispose: async () => server.close(),
-  };
-};
-
-const natsSide = async (): Promise<Side> => {
-  const server = await startNatsServer();
-  const reader = await connect({ servers: server.url });
-  const cores: Array<{ stop(): Promise<void> }> = [];
-  return {
-    runtime: async (name, wrap = (b) => b) => {
-      const options = { name, servers: server.url, logger: silentLogger(), jobs };
-      const core = await createRuntimeCore(options);
-      cores.push(core);
-      const inner = createNatsBroker(core, {
-        retentionMs: core.options.jobs.retentionMs,
-        holder: `nats.${randomUUID().slice(0, 8)}`,
-      });
-      return createRuntime({ ...options, broker: wrap(inner) });
-    },
-    stored: async (jobId) => (await (await new Kvm(reader).open(names.jobsBucket)).get(jobId))?.json(),
-    dispose: async () => {
-      await Promise.allSettled(cores.map((c) => c.stop()));
-      await reader.close();
-      await server.dispose();
-    },
-  };
-};
-
-/** A promise and its resolve. */
-const gate = () => {
-  let open: () => void = () => undefined;
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { open, opened };
-};
 
 describe.each([
   ["memory", memorySide],

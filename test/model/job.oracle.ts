@@ -53,6 +53,8 @@ export interface JobModel {
     readonly reason: string | null;
     readonly counts: { readonly done: number; readonly failed: number; readonly dead: number };
   } | null;
+  /** How many ends were handed to finalize: one, or one more after each reopen (0: none). */
+  readonly finalizes: number;
   /** The end came from the record (another runtime wrote it): adopted, not written here. */
   readonly adopted: boolean;
   /** The counts of the record as last heard (or resumed from). */
@@ -63,8 +65,17 @@ export interface JobModel {
 export type OracleEvent =
   | { type: "submit.committed"; at?: number }
   | { type: "submit.failed"; message: string }
-  /** `replay`: answers given before this actor (its first read on a resume): counted, no progress. */
-  | { type: "results"; entries: ReadonlyArray<Record<string, unknown>>; at: number; replay?: boolean }
+  /**
+   * `replay`: answers given before this actor (its first read on a resume): counted, no progress.
+   * `reopen`: the end's write was refused (a redrive reopened the job): counted, the job runs again.
+   */
+  | {
+      type: "results";
+      entries: ReadonlyArray<Record<string, unknown>>;
+      at: number;
+      replay?: boolean;
+      reopen?: boolean;
+    }
   /** `supervising: false`: a watcher's tick (another runtime holds the lease): it ends nothing. */
   | { type: "tick"; now: number; supervising?: boolean }
   | { type: "cancel"; reason: string }
@@ -150,6 +161,10 @@ const handlers: { [T in OracleEvent["type"]]: Handler<T> } = {
       : m,
   "submit.failed": (m, e) => (m.status === "queuing" ? end(m, "failed", `submit failed: ${e.message}`) : m),
   results: (m, e, input) => {
+    // An end decided but not recorded, whose write a redrive refused: the job runs again, no
+    // reason, decided anew from these answers (the redrive's marker among them).
+    if (e.reopen && isEnd(m.status) && !m.recorded)
+      return { ...count(m, e, input.total), status: "running", reason: null, stalledSince: null };
     if (m.status !== "running" && m.status !== "stalled") return m;
     const next = count(m, e, input.total);
     // A stalled job runs again on an answer stamped at or after the stall began.
@@ -216,17 +231,21 @@ export const initialModel = (input: OracleInput): JobModel => {
     lastProgressAt: stalledSince === null ? input.now : stalledSince - input.settings.stallAfterMs,
     stalledSince,
     finalize: null,
+    finalizes: 0,
     adopted: false,
     recordedCounts: input.counts ?? { done: 0, failed: 0, dead: 0 },
   };
 };
 
 export const stepModel = (m: JobModel, event: OracleEvent, input: OracleInput): JobModel => {
-  const next = decide((handlers[event.type] as Handler<typeof event.type>)(m, event as never, input), input);
-  // The end this actor decides is handed to finalize once, as decided.
-  if (isEnd(next.status) && !isEnd(m.status) && !next.adopted)
+  const handled = (handlers[event.type] as Handler<typeof event.type>)(m, event as never, input);
+  const next = decide(handled, input);
+  // The end this actor decides is handed to finalize once, as decided (again after a reopen).
+  const reopened = isEnd(m.status) && !isEnd(handled.status);
+  if (isEnd(next.status) && (!isEnd(m.status) || reopened) && !next.adopted)
     return {
       ...next,
+      finalizes: next.finalizes + 1,
       finalize: {
         status: next.status as "succeeded" | "failed",
         reason: next.reason,
@@ -261,6 +280,7 @@ export const fromMachineEvent = (event: { type: string; [k: string]: unknown }):
         entries: event.entries as never,
         at: event.at as number,
         ...(event.replay === true ? { replay: true } : {}),
+        ...(event.reopen === true ? { reopen: true } : {}),
       };
     case "clock.tick":
       return {

@@ -53,6 +53,10 @@ export const events = [
 export const oracleEvents = [
   ...events,
   { type: "results.received", entries: [ok(1)], at: 1500 },
+  // The end's write refused (a redrive reopened the job, its marker not counted): the results
+  // held since, the marker among them, are counted and the job runs again. Not through a
+  // runtime's paths: only a redrive racing the end's write makes it (redrive-end-race.both.test.ts).
+  { type: "results.received", entries: [redrive(2)], at: 450, reopen: true },
   // The record as another runtime wrote it: progress (nothing to decide), its end, a cancel.
   { type: "record.changed", status: "running", counts: { done: 1, failed: 0, dead: 0 }, reason: null },
   { type: "record.changed", status: "succeeded", counts: { done: 3, failed: 0, dead: 0 }, reason: null },

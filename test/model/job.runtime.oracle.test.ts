@@ -59,7 +59,8 @@ const receivedRecorder = () => {
 
 /** The paths a real runtime can take: submitted, then answers, time, cancel and the end written. */
 const runnable = (p: JobPath) =>
-  p.events[0]?.type === "submit.committed" && !p.events.some((e) => e.type === "submit.failed");
+  p.events[0]?.type === "submit.committed" &&
+  !p.events.some((e) => e.type === "submit.failed" || (e.type === "results.received" && e.reopen));
 
 const all = jobPaths();
 const paths = [
@@ -229,6 +230,10 @@ const notThroughTheRuntime: Record<string, string> = {
     "handle.cancel on a committed job is a record write: the job hears record.changed",
   "job.succeeded.recorded record.changed #0": "the runtime stops a job's actor once its end is recorded",
   "job.failed.recorded record.changed #0": "the runtime stops a job's actor once its end is recorded",
+  "job.succeeded.recording results.received #0":
+    "an end's write a redrive refused: a race, redrive-end-race.both.test.ts takes it",
+  "job.failed.recording results.received #0":
+    "an end's write a redrive refused: a race, redrive-end-race.both.test.ts takes it",
   // The echo of the actor's own end write is no longer sent to it (api/job-actor.ts): only the
   // same end written by another runtime while this one writes it takes these, a race.
   "job.succeeded.recording record.changed #0": "another runtime's same end, during this one's write: a race",

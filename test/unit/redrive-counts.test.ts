@@ -60,4 +60,35 @@ describe("counts written onto a redriven job", () => {
     );
     expect(fake.records.get("j1")!.record).toMatchObject({ status: "succeeded", counts });
   });
+
+  it("an end decided before a redrive's marker was counted is not written, nor cleaned up", async () => {
+    const fake = fakeJobPort();
+    // The redrive read the job running and reopened it: its task is on its way to the workers.
+    const reopened = running({ done: 1, failed: 0, dead: 0 }, "r2");
+    fake.put(reopened);
+    const end = {
+      jobId: "j1",
+      queue: "q",
+      status: "failed",
+      reason: "1 of 2",
+      counts: { done: 1, failed: 0, dead: 1 },
+    } as const;
+    const notR2 = (redrive: string) => redrive === "r1";
+    const stored = await finalizeJob(fake.port, end, () => 80, undefined, undefined, notR2);
+    expect(stored).toMatchObject({ status: "running", redrive: "r2" });
+    expect(fake.records.get("j1")!.record).toEqual(reopened);
+    expect(fake.calls.filter((c) => c.startsWith("updateRecord") || c.startsWith("removeTasks"))).toEqual([]);
+    // Its marker counted, the end decided again is written (and the job cleaned up).
+    const counts = { done: 2, failed: 0, dead: 0 };
+    await finalizeJob(
+      fake.port,
+      { ...end, status: "succeeded", reason: null, counts },
+      () => 90,
+      undefined,
+      undefined,
+      (r) => r === "r2",
+    );
+    expect(fake.records.get("j1")!.record).toMatchObject({ status: "succeeded", counts, redrive: "r2" });
+    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toHaveLength(1);
+  });
 });

@@ -1,0 +1,112 @@
+/**
+ * A redrive made after a job's supervisor decided its end, before that end
+ * was written: the redrive reads the job running, sends its dead task back
+ * and reopens the record (its dead count lowered); then the supervisor's end
+ * meets that record. Written, it said `failed` with the task dead, while the
+ * task ran again and no dead letter was left to redrive: the redrive was
+ * lost. The end must not be written: the supervisor counts the redrive's
+ * marker and the task's new answer, and the job ends as they say. Runtime A
+ * supervises (its end's write is held until the redrive is done); runtime B
+ * runs the worker and redrives. The oracles: the record read from the
+ * server's store, the dead letters, the handler's ledger, and what A's own
+ * handle (the first one) and B's resolve with.
+ */
+import { describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { gate, memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+/** What `promise` resolves with, or a text saying it did not within `ms`. */
+const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T | string> =>
+  Promise.race([
+    promise,
+    new Promise<string>((resolve) => setTimeout(() => resolve(`${what}: none in ${ms} ms`), ms)),
+  ]);
+
+describe.each([
+  ["memory", memorySide],
+  ["nats", natsSide],
+] as const)("a redrive made between a job's end decided and its end written, on %s", (_kind, makeSide) => {
+  it("is not lost: the end is decided again, from the redriven task's answer", {
+    timeout: 40_000,
+  }, async () => {
+    const side = await makeSide();
+    const release = gate();
+    let held: Promise<unknown> | undefined;
+    /** A's end as it tried to write it (the first, held). */
+    let decided: JobRecord | undefined;
+    const holdEnd = (inner: Broker) =>
+      spiedBroker(inner, (name, _n, args, call) => {
+        if (name !== "updateRecord" || held) return call();
+        const record = args[0] as JobRecord;
+        // Progress is never written `failed`: this is the end, decided with task 0 dead.
+        if (record.status !== "failed") return call();
+        decided = record;
+        held = release.opened.then(call);
+        return held;
+      }).broker;
+    const a = await side.runtime("a", holdEnd);
+    const b = await side.runtime("b");
+    let down = true;
+    const ran: Array<[number, "ok" | "threw"]> = [];
+    const worker = b.workers.start<number, number>({
+      queue: "race",
+      concurrency: 2,
+      handler: (task) => {
+        if (task.index === 0 && down) {
+          ran.push([0, "threw"]);
+          throw new Error("upstream down");
+        }
+        ran.push([task.index, "ok"]);
+        return task.payload * 2;
+      },
+    });
+    try {
+      const job = await a.jobs.submit<number, number>({
+        queue: "race",
+        tasks: [1, 2],
+        maxDeliver: 1,
+        backoff: [0],
+      });
+      await waitUntil(() => held !== undefined, {
+        timeoutMs: 15_000,
+        message: "A's end (failed, task 0 dead) decided, its write held",
+      });
+      expect(decided).toMatchObject({ status: "failed", counts: { done: 1, failed: 0, dead: 1 } });
+      await waitUntil(async () => (await b.jobs.deadLetters(job.id)).length === 1, {
+        timeoutMs: 15_000,
+        message: "task 0's dead letter stored",
+      });
+      // The redrive reads the job running (A's end is not written) and reopens it.
+      down = false;
+      const again = await b.jobs.redrive(job.id);
+      expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 0 } });
+      release.open();
+      const first = await within(job.done(), 15_000, "A's handle");
+      const second = await within(again.done(), 15_000, "B's handle");
+      // Before the fix: { status: "failed", counts: { done: 1, failed: 0, dead: 1 } }, task 0 ran
+      // again and succeeded, and no dead letter was left to redrive.
+      expect(await side.stored(job.id)).toMatchObject({
+        status: "succeeded",
+        counts: { done: 2, failed: 0, dead: 0 },
+      });
+      expect(await b.jobs.deadLetters(job.id)).toEqual([]);
+      expect(ran.filter(([i]) => i === 0)).toEqual([
+        [0, "threw"],
+        [0, "ok"],
+      ]);
+      expect(ran.filter(([i]) => i === 1)).toEqual([[1, "ok"]]);
+      // The first handle resolves with the job's end as written, not the end it had decided.
+      expect(first).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0, reason: null });
+      expect(second).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0 });
+    } finally {
+      release.open();
+      await worker.stop();
+      await b.stop();
+      await a.stop();
+      await side.dispose();
+    }
+  });
+});
