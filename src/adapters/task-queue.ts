@@ -29,8 +29,8 @@ export interface TaskSetup {
    * Where the job's tasks stream is now: every message stored on it is below
    * the sequence returned (`removeTasks`' `below`); 0 when the stream does not
    * exist. Read before a job's end is written, it marks the tasks that end
-   * cleans up: a redrive, which publishes once it reads the end, stores its
-   * tasks past it.
+   * cleans up: a redrive, which publishes its tasks after its record write
+   * (so after any end written before that write), stores them past it.
    */
   tasksMark(job: JobTasksRef): Promise<number>;
   /**

@@ -61,8 +61,11 @@ export const redriveDead = async (
   // finds its id in the record and leaves the count; it lowered `dead` twice. `reopened`: this
   // call's change is the one written.
   let reopened = false;
+  /** The record this call's change was made from: what a redrive not published puts back. */
+  let from = record;
   const runAgain = () =>
     updateRecordWith(broker, id, (r) => {
+      from = r;
       reopened = r.redrive !== nonce;
       if (!reopened) return undefined;
       const { reason: _reason, finishedAt: _finished, ...rest } = r;
@@ -74,10 +77,14 @@ export const redriveDead = async (
         updatedAt: core.clock.now(),
       };
     });
-  // Consumer, marker and tasks first, the record last: workers follow a job once its
-  // record says running, and must then find its consumer. A lane job's task goes to whoever
-  // pulls its queue's lane, who removes a task of a job that is over: its record says running
-  // before its task is published.
+  // Consumer and marker first, then the record, the tasks last. The consumer before the record:
+  // workers follow a job once its record says running, and must then find it. The tasks after
+  // the record, the point of no return: an end written before it read its tasks mark before
+  // it (the clean-up that follows spares them), and one written after it meets a redrive not
+  // counted and writes nothing (`uncountedRedrive`). Published before it, an end written in
+  // between, its mark read after them, purged them and deleted the consumer, and the job
+  // reopened with nothing to run. A lane job's task goes to whoever pulls its queue's lane,
+  // who removes a task of a job that is over: its record says running before it, too.
   if (!record.lane) await broker.createConsumer(record.queue, id, record.settings);
   // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
   await broker.publishResults(
@@ -89,27 +96,25 @@ export const redriveDead = async (
     `redrive.${id}.${nonce}`,
   );
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
-  const publish = () => broker.publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping);
-  if (record.lane) {
-    const written = await runAgain();
-    // The same redrive reopened the job first: its publish (or its putting the record back)
-    // is that one's. Publishing here too left the task on the lane of a job that one put
-    // back as over, and a lane worker removed it.
-    if (!reopened) return;
-    // Not published: the record as it was. Left running, the job had nothing to run and no
-    // supervisor (its lease comes below), and the next redrive counted its dead off again.
-    await publish().catch(async (error: unknown) => {
+  const written = await runAgain();
+  // The same redrive reopened the job first: its publish (or its putting the record back)
+  // is that one's. Publishing here too left the task on the lane of a job that one put
+  // back as over, and a lane worker removed it.
+  if (!reopened) return;
+  // Not published: the record as this write found it (an end written since the redrive read it
+  // included: put back as read, the job said running with nothing to run). Left running, the
+  // job had nothing to run and no supervisor (its lease comes below), and the next redrive
+  // counted its dead off again.
+  await broker
+    .publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping)
+    .catch(async (error: unknown) => {
       await updateRecordWith(broker, id, (r) =>
-        r.updatedAt === written?.updatedAt ? reclosed(r, record, core.clock.now()) : undefined,
+        r.updatedAt === written?.updatedAt ? reclosed(r, from, core.clock.now()) : undefined,
       ).catch((undo: unknown) =>
         log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
       );
       throw error;
     });
-  } else {
-    await publish();
-    await runAgain();
-  }
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).
@@ -121,7 +126,7 @@ export const redriveDead = async (
 };
 
 /**
- * A record reopened by a redrive, put back as it was before (`was`): its
+ * A record reopened by a redrive, put back as that write found it (`was`): its
  * status, end, dead count and last redrive (the same redrive made again
  * must reopen it).
  */

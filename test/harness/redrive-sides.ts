@@ -5,6 +5,7 @@
  * jobs bucket through a nats.js client of its own), not through jetstate.
  */
 import { randomUUID } from "node:crypto";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import type { Broker } from "../../src/adapters/broker.ts";
@@ -17,6 +18,7 @@ import type { JobCounts } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
 import { startNatsServer } from "./nats-server.ts";
+import { storedCount } from "./raw-results.ts";
 
 const names = brokerNames("jetstate");
 const jobs = { leaseMs: 2000, cleanupIntervalMs: 0 };
@@ -26,6 +28,8 @@ export interface RedriveSide {
   runtime(name: string, wrap?: (broker: Broker) => Broker): Promise<Runtime>;
   /** The job's record as the server stores it. */
   stored(jobId: string): Promise<{ status: string; counts: JobCounts; redrive?: string } | undefined>;
+  /** The job's tasks the server holds (its tasks stream's count on the job's subject). */
+  storedTasks(queue: string, jobId: string): Promise<number>;
   dispose(): Promise<void>;
 }
 
@@ -36,6 +40,8 @@ export const memorySide = async (): Promise<RedriveSide> => {
       createRuntime({ name, logger: silentLogger(), jobs, broker: wrap(createMemoryBroker({ server })) }),
     stored: async (jobId) =>
       JSON.parse(memoryServerState(server).records.get("test", jobId)?.value ?? "null"),
+    storedTasks: async (queue, jobId) =>
+      memoryServerState(server).tasks.count(names.tasksSubject(queue, jobId)),
     dispose: async () => server.close(),
   };
 };
@@ -43,6 +49,7 @@ export const memorySide = async (): Promise<RedriveSide> => {
 export const natsSide = async (): Promise<RedriveSide> => {
   const server = await startNatsServer();
   const reader = await connect({ servers: server.url });
+  const jsm = await jetstreamManager(reader);
   const cores: Array<{ stop(): Promise<void> }> = [];
   return {
     runtime: async (name, wrap = (b) => b) => {
@@ -56,6 +63,8 @@ export const natsSide = async (): Promise<RedriveSide> => {
       return createRuntime({ ...options, broker: wrap(inner) });
     },
     stored: async (jobId) => (await (await new Kvm(reader).open(names.jobsBucket)).get(jobId))?.json(),
+    storedTasks: (queue, jobId) =>
+      storedCount(jsm, names.tasksStream(queue), names.tasksSubject(queue, jobId)),
     dispose: async () => {
       await Promise.allSettled(cores.map((c) => c.stop()));
       await reader.close();
