@@ -101,6 +101,12 @@ export const redriveDead = async (
   // is that one's. Publishing here too left the task on the lane of a job that one put
   // back as over, and a lane worker removed it.
   if (!reopened) return;
+  // A finished job's lease went with its end: a run-out one now, once the record says running
+  // (a takeover pass that read it finished would remove it), so that a supervisor takes the
+  // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI). Before
+  // the publish: a redrive that dies in it leaves a job a supervisor sees stall and ends as
+  // lost, not one running for good with nothing to run and no one to tell.
+  await broker.leases.enrol(id);
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the
   // job had nothing to run and no supervisor (its lease comes below), and the next redrive
@@ -115,10 +121,6 @@ export const redriveDead = async (
       );
       throw error;
     });
-  // A finished job's lease went with its end: a run-out one now, once the record says running
-  // (a takeover pass that read it finished would remove it), so that a supervisor takes the
-  // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI).
-  await broker.leases.enrol(id);
   // Every letter of the tasks redriven: one left behind listed the task dead still, and the
   // next redrive ran it again.
   await broker.removeDeadLetters(sent.map((l) => l.seq));

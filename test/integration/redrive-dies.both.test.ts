@@ -1,0 +1,74 @@
+/**
+ * A redrive whose runtime dies between its record write (the job reopened,
+ * `dead` lowered, its letter still there) and its tasks' publish. The job
+ * says running with nothing to run; its supervisor let it go at its end.
+ * It must not wait silently for ever: a supervisor takes it over (the
+ * redrive's lease is written with the record, before the publish) and sees
+ * it stall, which every reader is told (`stalled`, and its stalled timeout
+ * from then on); before, nobody supervised it and it said running. Runtime A
+ * runs the job and the worker; runtime B redrives and "dies" in its publish
+ * (held until the test ends, then refused). The oracle: the record read from
+ * the server's store.
+ */
+import { describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { gate, memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+describe.each([
+  ["memory", memorySide],
+  ["nats", natsSide],
+] as const)("a redrive that dies before it publishes, on %s", (_kind, makeSide) => {
+  it("leaves a job a supervisor sees stall, not one that says running for good", {
+    timeout: 60_000,
+  }, async () => {
+    const side = await makeSide();
+    const died = gate();
+    let publishing = false;
+    const dieInPublish = (inner: Broker) =>
+      spiedBroker(inner, (name, _n, args, call) => {
+        if (name !== "publishTasks" || !(args[0] as JobRecord).submitId.startsWith("r")) return call();
+        publishing = true;
+        return died.opened.then(() => Promise.reject(new Error("the process died")));
+      }).broker;
+    const a = await side.runtime("a");
+    const b = await side.runtime("b", dieInPublish);
+    let down = true;
+    const worker = a.workers.start<number, number>({
+      queue: "dies",
+      handler: (task) => {
+        if (task.index === 0 && down) throw new Error("upstream down");
+        return task.payload * 2;
+      },
+    });
+    try {
+      const job = await a.jobs.submit<number, number>({
+        queue: "dies",
+        tasks: [1, 2],
+        maxDeliver: 1,
+        backoff: [0],
+        stallAfterMs: 300,
+      });
+      expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
+      down = false;
+      const redrive = b.jobs.redrive(job.id).catch(() => undefined);
+      await waitUntil(() => publishing, { timeoutMs: 15_000, message: "the redrive reached its publish" });
+      expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 0 } });
+      // B is gone from here on: nothing of its redrive is published.
+      await waitUntil(async () => (await side.stored(job.id))?.status === "stalled", {
+        timeoutMs: 30_000,
+        message: "the reopened job, its task never published, seen stalled by a supervisor",
+      });
+      died.open();
+      await redrive;
+    } finally {
+      died.open();
+      await worker.stop();
+      await b.stop();
+      await a.stop();
+      await side.dispose();
+    }
+  });
+});
