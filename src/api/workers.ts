@@ -230,7 +230,7 @@ export const startWorker = <Payload, Result>(
       job.revision = revision;
     }
     if (active && !job) follow(record, revision);
-    if (active && job) dueWaits.wake(record.id);
+    if (active && job) dueWaits.wake(record);
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
       // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,

@@ -60,7 +60,7 @@ describe("DueWaits", () => {
     const waiting = waits.until(job, new AbortController().signal);
     await tick();
     // The redrive's write is heard before the count's answer, which predates its task.
-    waits.wake(job.id);
+    waits.wake(job);
     counts.asked[0]!(nothingVisible);
     await tick();
     expect(counts.asked).toHaveLength(2);
@@ -77,10 +77,27 @@ describe("DueWaits", () => {
     counts.asked[0]!(nothingVisible);
     expect(await within(waiting, 100)).toBe("still waiting");
     expect(counts.asked).toHaveLength(1);
-    waits.wake(job.id);
+    waits.wake(job);
     await tick();
     expect(counts.asked).toHaveLength(2);
     counts.asked[1]!(oneVisible);
+    expect(await within(waiting, 500)).toBe("ended");
+  });
+
+  it("a record write naming a new redrive ends the wait: its task is published after that write", async () => {
+    const counts = manualCounts();
+    const waits = new DueWaits(counts.port, realClock, silentLogger());
+    const job = dueTomorrow();
+    const waiting = waits.until(job, new AbortController().signal);
+    await tick();
+    counts.asked[0]!(nothingVisible);
+    // Another write of the job (progress) counts again and waits on.
+    waits.wake(job);
+    await tick();
+    counts.asked[1]!(nothingVisible);
+    expect(await within(waiting, 100)).toBe("still waiting");
+    // The redrive's write, before its task: the count would find nothing and sleep till tomorrow.
+    waits.wake({ ...job, redrive: "r1" });
     expect(await within(waiting, 500)).toBe("ended");
   });
 
