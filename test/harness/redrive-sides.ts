@@ -72,12 +72,3 @@ export const natsSide = async (): Promise<RedriveSide> => {
     },
   };
 };
-
-/** A promise and its resolve. */
-export const gate = () => {
-  let open: () => void = () => undefined;
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { open, opened };
-};

@@ -3,9 +3,9 @@
  * of its jobs: the cancel's step finds no job for the node yet and writes it
  * cancelled, the flow settles; then the submit lands. The driver that
  * submitted it must cancel that job: nothing else looks at a settled flow.
- * Runtime A drives (its job records' creates are held 500 ms); runtime B
- * cancels (its driver never submits). No worker: a job left running would
- * run forever; the oracle is the job's record as stored.
+ * Runtime A drives (its job record's create is held until B's cancel has
+ * answered); runtime B cancels (its driver never submits). No worker: a job
+ * left running would run forever; the oracle is the job's record as stored.
  */
 import { describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
@@ -14,7 +14,7 @@ import { decodeFlowRecord } from "../../src/kernel/flow-record.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 describe("a flow cancelled while one of its jobs is being submitted", () => {
   /**
@@ -24,9 +24,11 @@ describe("a flow cancelled while one of its jobs is being submitted", () => {
    */
   const race = async (aStopsAtCancel: boolean) => {
     const server = createMemoryServer();
+    // x's record is created once B's cancel has answered: the submit lands after the cancel.
+    const cancelAnswered = gate();
     const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, args, call) => {
       if (name !== "createRecord" || (args[0] as JobRecord).queue !== "slow") return call();
-      return new Promise((resolve) => setTimeout(resolve, 500)).then(call);
+      return cancelAnswered.opened.then(call);
     });
     const a = await createTestRuntime({ name: "a", broker });
     const b = await createTestRuntime({ name: "b", broker: createMemoryBroker({ server }) });
@@ -50,6 +52,7 @@ describe("a flow cancelled while one of its jobs is being submitted", () => {
       });
       const cancelled = await (await b.flows.get("f1"))?.cancel("stop");
       expect(cancelled?.status).toBe("cancelled");
+      cancelAnswered.open();
       await submitted.catch(() => undefined);
       const jobId = flowOf()?.nodes.x?.jobId as string;
       // A's submit lands after the cancel: the job must end, cancelled.
@@ -64,6 +67,7 @@ describe("a flow cancelled while one of its jobs is being submitted", () => {
       ]);
       expect(end).toMatchObject({ status: "failed", reason: expect.stringContaining("flow cancelled") });
     } finally {
+      cancelAnswered.open();
       await b.stop();
       await a.stop();
     }

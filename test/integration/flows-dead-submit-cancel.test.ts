@@ -10,13 +10,14 @@
  * worker's ledger of the tasks it ran, and the time `cancel()` took.
  */
 import { expect, it } from "vitest";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { partsOf } from "../../src/api/runtime.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { cancelledInSubmit } from "../../src/kernel/flow-record.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime, ManualClock } from "../../src/testing.ts";
 import { rawEntry, rawNodes, submitAndDie } from "../harness/flows-dying-submitter.ts";
-import { delay, within } from "../harness/wait.ts";
+import { within } from "../harness/wait.ts";
 
 /** Well under the 40 s the cancel waited, generous for a loaded 2-core machine. */
 const promptMs = 10_000;
@@ -80,7 +81,12 @@ it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished])(
     await partsOf(s).flows.driver.wake("f1");
     const reaped = await reapSubmits(partsOf(s).broker, () => clock.now(), 10_000);
     expect(reaped).toEqual({ rolledBack: [], rolledForward: [] });
-    await delay(1500);
+    // Nothing can run later: the tasks stream, read raw, has no consumer that reads b's tasks
+    // (a task runs only once a consumer delivers it), and after recordCreated it holds no task.
+    const tasks = memoryServerState(server).tasks;
+    const bSubject = memoryServerState(server).names.tasksSubject("q", bJob);
+    expect(tasks.consumers().map((c) => c.subject)).not.toContain(bSubject);
+    if (step === SubmitStep.recordCreated) expect(tasks.subjects(), "tasks stored").toEqual([]);
     expect(ran.filter((task) => task.startsWith("b"))).toEqual([]);
     if (step === SubmitStep.recordCreated) expect(ran).toEqual([]);
     for (const name of names)

@@ -10,7 +10,7 @@ import { expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { partsOf } from "../../src/api/runtime.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
-import { delay } from "../harness/wait.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 it("a step during rt.stop() fails no node; another runtime finishes the flow, each task run once", async () => {
   const server = createMemoryServer();
@@ -28,15 +28,21 @@ it("a step during rt.stop() fails no node; another runtime finishes the flow, ea
     },
   });
   const driver = partsOf(a).flows.driver;
+  let interrupted = 0;
   driver.hook = (point, _flow, node) => {
-    if (point === "submit" && node === "parent") throw new Error("interrupted");
+    if (point === "submit" && node === "parent") {
+      interrupted++;
+      throw new Error("interrupted");
+    }
   };
   await a.flows.submit({
     id: "f1",
     parent: { queue: "q", tasks: ["parent"] },
     children: [{ queue: "q", tasks: ["child"] }],
   });
-  await delay(1000);
+  // The child ran, and the step that would submit the parent then was interrupted.
+  await waitUntil(() => interrupted >= 1, { timeoutMs: 10_000, message: "the parent's submit interrupted" });
+  expect(ran).toEqual(["child"]);
   driver.hook = undefined;
   // rt.stop()'s order: the flows, then the jobs, then the core; a step in between.
   await partsOf(a).flows.stop();

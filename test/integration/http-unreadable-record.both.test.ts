@@ -24,6 +24,7 @@ import {
   type MemoryServer,
 } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay } from "../harness/wait.ts";
 
 const TOKEN = "token-unreadable-0123456789";
 /** A record of a later version: `decodeRecord` refuses it ("unsupported job record version 2"). */
@@ -78,14 +79,32 @@ describe.each(["nats", "memory"])("a job record this version cannot read, on the
   };
 
   it("HTTP workers of the other queues are served; the record is said once at warn, not at every listing", async () => {
-    const api = createHttpApi(rt, { tokens: { [TOKEN]: "box" } });
-    // Before the fix: 500, on this queue as on every other.
-    const first = await reserve(api.fetch, "served");
-    expect(first).toMatchObject({ status: 200, json: { tasks: [{ job_id: served.id }] } });
-    // The list of jobs is at most a second old: two more listings, each reading the record again.
-    for (const _ of [1, 2]) {
-      await new Promise((resolve) => setTimeout(resolve, 1100));
-      expect(await reserve(api.fetch, "served")).toMatchObject({ status: 200, json: { tasks: [] } });
+    // The reads of the unreadable record, counted: what tells a listing read it again.
+    const broker = partsOf(rt).broker as unknown as { getRecord: (id: string) => unknown };
+    const getRecord = broker.getRecord;
+    let newerReads = 0;
+    broker.getRecord = (id: string) => {
+      if (id === "jnewer") newerReads++;
+      return getRecord.call(partsOf(rt).broker, id);
+    };
+    try {
+      const api = createHttpApi(rt, { tokens: { [TOKEN]: "box" } });
+      // Before the fix: 500, on this queue as on every other.
+      const first = await reserve(api.fetch, "served");
+      expect(first).toMatchObject({ status: 200, json: { tasks: [{ job_id: served.id }] } });
+      // The list of jobs is at most a second old: two more listings, each reading the record
+      // again; every reservation meanwhile is served too.
+      for (const listing of [1, 2]) {
+        const before = newerReads;
+        const deadline = Date.now() + 10_000;
+        while (newerReads === before) {
+          expect(Date.now(), `listing ${listing} read the record again`).toBeLessThan(deadline);
+          await delay(100);
+          expect(await reserve(api.fetch, "served")).toMatchObject({ status: 200, json: { tasks: [] } });
+        }
+      }
+    } finally {
+      broker.getRecord = getRecord;
     }
     const said = logs.filter((l) => l.jobId === "jnewer" && l.actor === "http");
     expect(said).toEqual([expect.objectContaining({ level: 40, msg: expect.stringMatching(/not read/) })]);

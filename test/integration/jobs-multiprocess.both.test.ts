@@ -233,6 +233,7 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     open();
     const end = await job.done();
     const recorded = (await b.record(job.id))!;
+    // The point: opened well after its end (an opening's time would show as 300 ms later).
     await delay(300);
     const later = await (await b.runtime({ takeOver: false })).jobs.get(job.id);
     expect(later!.snapshot()).toMatchObject({ status: "succeeded", done: 3 });

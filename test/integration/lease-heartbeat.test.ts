@@ -57,6 +57,7 @@ describe("lease renewals of a runtime holding many jobs", () => {
     // Past the first lease periods: leases taken before the first heartbeat are renewed once on their own.
     await new Promise((resolve) => setTimeout(resolve, leaseMs * 2));
     const before = await stored();
+    // The measuring window: the writes in it are counted, not waited for.
     await new Promise((resolve) => setTimeout(resolve, watchMs));
     const written = (await stored()) - before;
     console.log(

@@ -49,7 +49,7 @@ describe("tasks waiting at the gate (NATS)", () => {
       concurrency: 4,
       handler: async (task) => {
         runs.record(task.index);
-        await delay(1500);
+        await delay(1500); // the point: a handler longer than the ack wait
         return task.index;
       },
     });
@@ -83,7 +83,7 @@ describe("tasks waiting at the gate (NATS)", () => {
       ackWaitMs: 1000,
       maxDeliver: 50,
     });
-    await delay(3500);
+    await delay(3500); // the point: a pause longer than the ack wait (1 s)
     expect(runs.runs.size).toBe(0);
     await admin.queues.resume("paused");
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 8 });

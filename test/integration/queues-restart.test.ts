@@ -3,7 +3,10 @@
  * of the runtimes: the pause and the concurrency pool are stored (file
  * storage), a worker that lived through the restart watches again, and a
  * runtime started afterwards reads them. Oracles: the raw KV entry read by
- * the test's own client after the restart, and the handlers' ledger.
+ * the test's own client after the restart, and the handlers' ledger (each
+ * start and each end). The barrier that says the workers had their chance to
+ * run the paused job's tasks: a job of an open queue, submitted after it,
+ * handled by each of the two runtimes.
  */
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
@@ -32,15 +35,18 @@ describe("queue controls across a server restart (NATS)", () => {
     await before.queues.configure("rq", { maxConcurrency: 2 });
     await before.queues.pause("rq");
     const intervals: Array<{ start: number; end: number }> = [];
+    let started = 0;
     const handler = async () => {
+      started++;
       const start = Date.now();
       await delay(50);
       intervals.push({ start, end: Date.now() });
       return "ok";
     };
-    // A worker that lives through the restart.
+    // A worker that lives through the restart (the handler's work, 50 ms, lets runs overlap); each worker runtime also works an open queue of its own.
     const survivor = await runtime("worker-survivor");
     survivor.workers.start({ queue: "rq", concurrency: 4, handler });
+    survivor.workers.start({ queue: "open_survivor", handler: () => "ok" });
     await before.stop();
 
     await server.kill();
@@ -56,9 +62,15 @@ describe("queue controls across a server restart (NATS)", () => {
     const admin = await runtime("admin-after");
     const fresh = await runtime("worker-fresh");
     fresh.workers.start({ queue: "rq", concurrency: 4, handler });
+    fresh.workers.start({ queue: "open_fresh", handler: () => "ok" });
     expect(await admin.queues.get("rq")).toMatchObject({ paused: true, maxConcurrency: 2 });
     const job = await admin.jobs.submit({ queue: "rq", tasks: Array.from({ length: 16 }, (_, i) => i) });
-    await delay(1500);
+    // Jobs submitted after it, on open queues, run on both runtimes: each has seen the paused job.
+    for (const queue of ["open_survivor", "open_fresh"])
+      expect(await (await admin.jobs.submit({ queue, tasks: [1] })).done()).toMatchObject({
+        status: "succeeded",
+      });
+    expect(started, "tasks of the paused queue started").toBe(0);
     expect(intervals).toEqual([]);
     await admin.queues.resume("rq");
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 16 });

@@ -13,9 +13,9 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { gate, memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 describe.each([
   ["memory", memorySide],

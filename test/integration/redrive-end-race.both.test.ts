@@ -14,9 +14,9 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { gate, memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 /** What `promise` resolves with, or a text saying it did not within `ms`. */
 const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T | string> =>

@@ -347,8 +347,16 @@ describe("results feed: no gap, no duplicate", () => {
       timeoutMs: 15_000,
       message: "every reader handed every result",
     });
-    await delay(300); // a duplicate handed late would show here
-    for (const r of readers) expect(r.seen).toEqual(range(per));
+    // The barrier: one more result each, stored after every other; a duplicate handed late comes
+    // before a reader is handed it (the feed hands in stream order).
+    for (const k of range(8))
+      raw.publish(gapNames.resultsSubject(`g${k}`, `j${k}`), JSON.stringify([{ i: per, ok: true }]));
+    await raw.flush();
+    await waitUntil(() => readers.every((r) => r.seen.includes(per)), {
+      timeoutMs: 15_000,
+      message: "every reader handed the last result",
+    });
+    for (const r of readers) expect(r.seen).toEqual(range(per + 1));
     stop.abort();
     await Promise.all(readers.map((r) => r.ended));
   }, 60_000);
@@ -503,8 +511,10 @@ describe("results feed: a server back with an empty store", () => {
       timeoutMs: 20_000,
       message: "the five stored after the reset",
     });
-    await delay(300);
-    expect(seen).toEqual(range(5));
+    // The barrier: a sixth, stored after the five; a duplicate handed late comes before it.
+    await broker.publishResults(queue, "watched", `[{"i":5,"ok":true}]`, "w5");
+    await waitUntil(() => seen.includes(5), { timeoutMs: 20_000, message: "the sixth handed" });
+    expect(seen).toEqual(range(6));
     stop.abort();
     await reading;
   }, 90_000);

@@ -169,7 +169,12 @@ describe.each(backends)("schedules on $name", ({ make }) => {
         });
       const upserted = await a.schedules.upsert({ id: "every300", everyMs: 300, job: { queue, tasks: [1] } });
       expect(await b.schedules.get("every300")).toMatchObject({ id: "every300", rule: { everyMs: 300 } });
-      await new Promise((resolve) => setTimeout(resolve, 3000));
+      // A window of at least ten ticks: ten of them committed as jobs (whichever runtime fired them).
+      await waitUntil(async () => ticksOf(await backend.records(), queue).length >= 10, {
+        timeoutMs: 20_000,
+        intervalMs: 100,
+        message: "ten ticks committed",
+      });
       const end = Date.now();
       // Every tick in (upsert, end] is due: wait for each to be a committed job.
       const expected: number[] = [];

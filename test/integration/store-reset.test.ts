@@ -178,9 +178,16 @@ describe("nats-server restarted with an empty store mid-job", () => {
       // Read back raw by another client of the store: the pause is written, at a revision below 6.
       expect(await rt.queues.get(queue)).toMatchObject({ paused: true });
       const held = await rt.jobs.submit({ queue, tasks: [3] });
-      // Nothing tells that a pause was seen: a paused worker only runs nothing. 1.5 s is many
-      // times what a worker takes to see a write and to run a task of an open queue.
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      // Nothing tells that a pause was seen: a paused worker only runs nothing. The barrier: a
+      // job of an open queue, submitted after the held one, run by a worker of the same runtime;
+      // a worker that took the pause for an old write would have started task 3 by then.
+      const control = rt.workers.start<number, number>({ queue: `${queue}_open`, handler: (t) => t.payload });
+      try {
+        const open = await rt.jobs.submit({ queue: `${queue}_open`, tasks: [1] });
+        expect(await open.done()).toMatchObject({ status: "succeeded" });
+      } finally {
+        await control.stop();
+      }
       expect(ran).not.toContain(3);
       await rt.queues.resume(queue);
       expect(await held.done()).toMatchObject({ status: "succeeded" });

@@ -69,7 +69,13 @@ describe("redrives and their dead letters", () => {
   });
 
   it("the same dead task redriven twice at once (two operators, a retried call) runs once", async () => {
-    rt = await createTestRuntime();
+    const server = createMemoryServer();
+    rt = await createTestRuntime({ broker: createMemoryBroker({ server }) });
+    /** Every task the server stores (this test's one job is all there is). */
+    const storedTasks = () => {
+      const { tasks } = memoryServerState(server);
+      return tasks.subjects().reduce((n, subject) => n + tasks.count(subject), 0);
+    };
     let broken = true;
     const ran: string[] = [];
     let release!: () => void;
@@ -90,11 +96,13 @@ describe("redrives and their dead letters", () => {
     expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
     broken = false;
     const [first] = await Promise.all([rt.jobs.redrive(job.id), rt.jobs.redrive(job.id)]);
-    // Both published the task before either ran it: held, the second copy would be delivered too.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Both redrives are over: one copy of the task is stored, none other to deliver (the server's
+    // store read raw). Before the fix there were two, the second delivered while the first was held.
+    expect(storedTasks(), "copies of the task stored").toBe(1);
     release();
     expect(await first.done()).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Answered and the job over: nothing is left stored to run again.
+    expect(storedTasks(), "tasks stored at the end").toBe(0);
     await worker.stop();
     // Before the fix each redrive published the task under ids of its own: it ran twice.
     expect(ran).toEqual(["failed", "ok"]);

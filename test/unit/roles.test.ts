@@ -10,7 +10,7 @@ import { createRuntime } from "../../src/api/runtime.ts";
 import { InvalidArgument, RoleNotHeld } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { delay } from "../harness/wait.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
 
 /** The memory broker behind a proxy that counts each method called on it. */
 const spiedMemoryBroker = () => {
@@ -32,10 +32,27 @@ const runtimeWith = async (
   return { rt, ...spy };
 };
 
+/**
+ * The barrier of a test that checks a loop does not run: a runtime with every role, made
+ * after the one under test with the same intervals, whose reaper and cleanup have each run
+ * twice. The runtime under test, older, has had every chance to run the loops too.
+ */
+const twoPassesOfAnother = async () => {
+  const control = await runtimeWith(undefined);
+  try {
+    await waitUntil(() => control.calls("leases.list") >= 2 && control.calls("cleanup") >= 2, {
+      timeoutMs: 5000,
+      message: "a runtime with every role reaped and cleaned up twice",
+    });
+  } finally {
+    await control.rt.stop();
+  }
+};
+
 describe("roles", () => {
   it("a worker-only runtime runs no reaper, cleanup, takeover, dead-letter or record-watch loop", async () => {
     const { rt, calls } = await runtimeWith(["worker"]);
-    await delay(150);
+    await twoPassesOfAnother();
     await rt.stop();
     // The reaper and the takeover scan list the leases; cleanup and dead letters have their own calls.
     expect(calls("leases.list")).toBe(0);
@@ -51,7 +68,8 @@ describe("roles", () => {
       const { rt, calls } = await runtimeWith(roles);
       rt.workers.start({ queue: "a", handler: () => 1 });
       rt.workers.start({ queue: "b", handler: () => 1 });
-      await delay(150);
+      await waitUntil(() => calls("watchRecordChanges") >= 1, { timeoutMs: 5000, message: "a record watch" });
+      await twoPassesOfAnother();
       await rt.stop();
       expect(calls("watchRecordChanges")).toBe(1);
     },
@@ -59,7 +77,10 @@ describe("roles", () => {
 
   it("a runtime with every role (the default) runs each of them", async () => {
     const { rt, calls } = await runtimeWith(undefined);
-    await delay(150);
+    await waitUntil(() => calls("leases.list") > 1 && calls("cleanup") > 1, {
+      timeoutMs: 5000,
+      message: "reaped and cleaned up twice",
+    });
     await rt.stop();
     expect(calls("leases.list")).toBeGreaterThan(1);
     expect(calls("cleanup")).toBeGreaterThan(1);
@@ -71,7 +92,16 @@ describe("roles", () => {
   it("admin alone reaps and cleans up; supervisor alone takes over and dead-letters", async () => {
     const admin = await runtimeWith(["admin"]);
     const supervisor = await runtimeWith(["supervisor"]);
-    await delay(150);
+    // Each has run its loops twice (the admin's cleanup, the supervisor's takeover scan): the
+    // other's loops, if it ran them, had the same time.
+    await waitUntil(() => admin.calls("cleanup") > 1 && supervisor.calls("leases.list") > 1, {
+      timeoutMs: 5000,
+      message: "the admin cleaned up twice, the supervisor scanned twice",
+    });
+    await waitUntil(() => supervisor.calls("processExhausted") >= 1, {
+      timeoutMs: 5000,
+      message: "the supervisor's dead-letter loop",
+    });
     await Promise.all([admin.rt.stop(), supervisor.rt.stop()]);
     expect(admin.calls("cleanup")).toBeGreaterThan(1);
     expect(admin.calls("processExhausted")).toBe(0);
@@ -82,7 +112,7 @@ describe("roles", () => {
 
   it("an admin with reapIntervalMs and cleanupIntervalMs 0 (the CLI's) reaps and cleans up nothing by itself", async () => {
     const admin = await runtimeWith(["admin"], { reapIntervalMs: 0, cleanupIntervalMs: 0 });
-    await delay(150);
+    await twoPassesOfAnother();
     await admin.rt.stop();
     // The reaper's pass lists the leases; it would have run at once and every 20 ms.
     expect(admin.calls("leases.list")).toBe(0);
@@ -119,6 +149,8 @@ describe("roles", () => {
     const watched = await watcher.jobs.get<number>(job.id);
     // Its supervisor stops (its lease is given back, run out): the job is an orphan.
     await a.stop();
+    // A window in which a takeover could happen (the lease, 100 ms, runs out in it): no state
+    // says "the watcher chose not to take over".
     await delay(600);
     // The ledger: the leases as the store holds them.
     const holders = (await watcherBroker.leases.list()).map((l) => l.lease.holder);
