@@ -104,13 +104,13 @@ export const redriveDead = async (
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI). Before
-  // the publish: a redrive that dies in it leaves a job a supervisor sees stall and ends as
-  // lost, not one running for good with nothing to run and no one to tell.
+  // the publish: a redrive that dies in it leaves a job a supervisor takes over and sees stall
+  // (every reader is told), not one running for good with nothing to run and no one to tell.
   await broker.leases.enrol(id);
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the
-  // job had nothing to run and no supervisor (its lease comes below), and the next redrive
-  // counted its dead off again.
+  // job had nothing to run, and the next redrive counted its dead off again. The lease written
+  // above goes with the takeover pass that reads the record over.
   await broker
     .publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping)
     .catch(async (error: unknown) => {
