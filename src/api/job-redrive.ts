@@ -96,7 +96,7 @@ export const redriveDead = async (
     `redrive.${id}.${nonce}`,
   );
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
-  const written = await runAgain();
+  await runAgain();
   // The same redrive reopened the job first: its publish (or its putting the record back)
   // is that one's. Publishing here too left the task on the lane of a job that one put
   // back as over, and a lane worker removed it.
@@ -114,8 +114,12 @@ export const redriveDead = async (
   await broker
     .publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping)
     .catch(async (error: unknown) => {
+      // Still this redrive's and not over (a cancel since stands): a write after its own (the
+      // supervisor's progress, counting its marker) does not keep it. Kept, the record named
+      // this redrive, and the same redrive made again (the same letters, the same id) found it
+      // there and did nothing, for good.
       await updateRecordWith(broker, id, (r) =>
-        r.updatedAt === written?.updatedAt ? reclosed(r, from, core.clock.now()) : undefined,
+        r.redrive === nonce && !isFinal(r.status) ? reclosed(r, from, core.clock.now()) : undefined,
       ).catch((undo: unknown) =>
         log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
       );
