@@ -53,6 +53,9 @@ describe("the job machine's chart", () => {
         "job.stalled -[always]-> job.running",
         "job.succeeded.recording -[finalize.settled]-> job.succeeded.recorded",
         "job.failed.recording -[finalize.settled]-> job.failed.recorded",
+        // An end refused for a redrive it had not counted: the job runs again.
+        "job.succeeded.recording -[results.received]-> job.running",
+        "job.failed.recording -[results.received]-> job.running",
       ].sort(),
     );
     const guards = chart.edges.filter((e) => e.source === "job.running" && e.event === "always");
