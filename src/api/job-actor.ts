@@ -297,6 +297,7 @@ export const startJobActor = (
       // fewer answers than it counted: raised onto that end (one whose own end is being written
       // meets it there, `finalize` in job-effects.ts).
       if (isFinal(changed.status)) {
+        run.heard(changed);
         const counted = snapshotOf(actor);
         if (!isFinal(counted.status) && leases.holds(jobId, clock.now()))
           core.loops.track(`job-end-counts:${jobId}`, () =>

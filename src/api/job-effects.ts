@@ -188,10 +188,18 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     if (reopened !== undefined) {
       log.info({ redrive: reopened }, "end not written: a redrive reopened the job; counted, it runs again");
       state.reopenFor = reopened;
+      // An end recorded meanwhile (a cancel) is how the job ended: the wait ends, and the
+      // marker, come later, reopens nothing. Reopened then, the actor ran a job whose record
+      // was over, and its handles never resolved.
+      const endedMeanwhile = new Promise<boolean>((resolve) => {
+        state.endHeard = () => resolve(true);
+      });
       state.flush?.();
-      await sleep(reopenWaitMs, aborted);
+      const ended = await Promise.race([endedMeanwhile, sleep(reopenWaitMs, aborted).then(() => false)]);
+      state.endHeard = undefined;
       // Never handed (the feed failed): the end is left to a takeover, which reads the marker.
-      if (!aborted.aborted) state.finalizeError = `redrive ${reopened} reopened the job; its marker not read`;
+      if (!ended && !aborted.aborted)
+        state.finalizeError = `redrive ${reopened} reopened the job; its marker not read`;
       return;
     }
     // Another runtime recorded another end first (a cancel): that is how the job ended, with
@@ -274,6 +282,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       redrives: run.record.redrive === undefined ? undefined : new Set([run.record.redrive]),
       reopenFor: undefined,
       flush: undefined,
+      endHeard: undefined,
     };
     runs.set(actor, state);
     return {
@@ -288,6 +297,12 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       finalizeError: () => state.finalizeError,
       keptResults: () => state.kept,
       whenCaughtUp: (waitMs: number) => whenCaughtUp(state, waitMs),
+      /** A record written elsewhere, heard: an end while this actor's end is refused ends its wait. */
+      heard: (changed: JobRecord) => {
+        if (state.reopenFor === undefined || !isFinal(changed.status)) return;
+        state.reopenFor = undefined;
+        state.endHeard?.();
+      },
     };
   };
   return { machine, attach };

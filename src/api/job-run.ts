@@ -60,6 +60,8 @@ export interface RunState {
   reopenFor: string | undefined;
   /** The feed's hand-over of what it holds (set by the feed). */
   flush: (() => void) | undefined;
+  /** Ends a refused end's wait: an end was recorded elsewhere meanwhile (a cancel). */
+  endHeard: (() => void) | undefined;
 }
 
 /** One of a job's effects running beside its actor: its abort, and whether it has settled. */
