@@ -319,20 +319,30 @@ describe.each(backends)("schedules on $name", ({ make }) => {
         const queue = `missed_${missed}`;
         // A runtime that manages schedules but fires nothing (as the CLI): no scheduler ran.
         const admin = await backend.runtime("manager", { jobs: { scheduler: false } });
+        const everyMs = 1000;
         const upserted = await admin.schedules.upsert({
           id: queue,
-          everyMs: 400,
+          everyMs,
           missed,
           job: { queue, tasks: [1] },
         });
         // Three ticks fall with no scheduler running.
-        const third = upserted.since + 3 * 400 + 50;
-        await waitUntil(() => Date.now() > third, { timeoutMs: 5000, message: "three ticks passed" });
+        const third = upserted.since + 3 * everyMs + 50;
+        await waitUntil(() => Date.now() > third, { timeoutMs: 8000, message: "three ticks passed" });
         expect((await backend.records()).filter((r) => r.queue === queue)).toEqual([]);
+        // The late runtime starts just after a tick: its start (a second or less on a loaded
+        // machine) ends before the next one, so the missed ticks it decides are those before
+        // `started`. Started 400 ms apart, a slow start crossed a tick and the latest missed one
+        // was later than the test's (seen once in three runs on a loaded machine).
+        await waitUntil(() => Date.now() % everyMs >= 20 && Date.now() % everyMs < 120, {
+          timeoutMs: 3000,
+          intervalMs: 5,
+          message: "just after a tick",
+        });
         const started = Date.now();
         const rt = await backend.runtime("late");
         // The next tick after the start fires as usual: then the missed ones are decided.
-        const next = nextTick({ everyMs: 400 }, Date.now())!;
+        const next = nextTick({ everyMs }, Date.now())!;
         await waitUntil(async () => ticksOf(await backend.records(), queue).includes(next), {
           timeoutMs: 5000,
           message: "the first tick after the start fired",
@@ -341,7 +351,7 @@ describe.each(backends)("schedules on $name", ({ make }) => {
         const before = ticks.filter((t) => t <= started);
         expect(before).toHaveLength(count);
         // runOnce: the latest missed tick, not an older one.
-        if (count === 1) expect(before[0]).toBe(Math.floor(started / 400) * 400);
+        if (count === 1) expect(before[0]).toBe(Math.floor(started / everyMs) * everyMs);
         await rt.schedules.remove(queue);
       } finally {
         await backend.stop();
