@@ -106,7 +106,18 @@ export const redriveDead = async (
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI). Before
   // the publish: a redrive that dies in it leaves a job a supervisor takes over and sees stall
   // (every reader is told), not one running for good with nothing to run and no one to tell.
-  await broker.leases.enrol(id);
+  // A job over whose supervisor has not released its lease yet (its end's clean-up is still
+  // going): the enrol finds that lease and writes nothing, and the release that follows erases
+  // the key up to that supervisor's revision, leaving the reopened job with no lease: no
+  // supervisor would ever find it. A run-out lease of a newer revision replaces it, which that
+  // release leaves (a listing: a redrive is an operator's call, not a hot path).
+  if (!(await broker.leases.enrol(id)) && isFinal(from.status)) {
+    const left = (await broker.leases.list()).find((l) => l.jobId === id);
+    if (left) {
+      await broker.leases.remove(id, left.revision);
+      await broker.leases.enrol(id);
+    }
+  }
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the
   // job had nothing to run, and the next redrive counted its dead off again. The lease written

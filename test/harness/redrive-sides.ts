@@ -24,8 +24,8 @@ const names = brokerNames("jetstate");
 const jobs = { leaseMs: 2000, cleanupIntervalMs: 0 };
 
 export interface RedriveSide {
-  /** A runtime whose broker goes through `wrap`. */
-  runtime(name: string, wrap?: (broker: Broker) => Broker): Promise<Runtime>;
+  /** A runtime whose broker goes through `wrap` (`takeOver: false`: it never supervises a job it did not submit). */
+  runtime(name: string, wrap?: (broker: Broker) => Broker, takeOver?: boolean): Promise<Runtime>;
   /** The job's record as the server stores it. */
   stored(jobId: string): Promise<{ status: string; counts: JobCounts; redrive?: string } | undefined>;
   /** The job's tasks the server holds (its tasks stream's count on the job's subject). */
@@ -36,8 +36,13 @@ export interface RedriveSide {
 export const memorySide = async (): Promise<RedriveSide> => {
   const server = createMemoryServer();
   return {
-    runtime: (name, wrap = (b) => b) =>
-      createRuntime({ name, logger: silentLogger(), jobs, broker: wrap(createMemoryBroker({ server })) }),
+    runtime: (name, wrap = (b) => b, takeOver = true) =>
+      createRuntime({
+        name,
+        logger: silentLogger(),
+        jobs: { ...jobs, takeOver },
+        broker: wrap(createMemoryBroker({ server })),
+      }),
     stored: async (jobId) =>
       JSON.parse(memoryServerState(server).records.get("test", jobId)?.value ?? "null"),
     storedTasks: async (queue, jobId) =>
@@ -52,8 +57,8 @@ export const natsSide = async (): Promise<RedriveSide> => {
   const jsm = await jetstreamManager(reader);
   const cores: Array<{ stop(): Promise<void> }> = [];
   return {
-    runtime: async (name, wrap = (b) => b) => {
-      const options = { name, servers: server.url, logger: silentLogger(), jobs };
+    runtime: async (name, wrap = (b) => b, takeOver = true) => {
+      const options = { name, servers: server.url, logger: silentLogger(), jobs: { ...jobs, takeOver } };
       const core = await createRuntimeCore(options);
       cores.push(core);
       const inner = createNatsBroker(core, {
