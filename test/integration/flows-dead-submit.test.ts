@@ -9,15 +9,10 @@
  * records read raw from the memory server, and the handlers' ledger.
  */
 import { expect, it } from "vitest";
-import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import { FlowRegistry } from "../../src/api/flows.ts";
-import { JobRegistry } from "../../src/api/jobs.ts";
-import { jobsFace } from "../../src/api/jobs-face.ts";
 import { partsOf } from "../../src/api/runtime.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
+import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime, ManualClock } from "../../src/testing.ts";
+import { rawEntry, rawNodes, submitAndDie } from "../harness/flows-dying-submitter.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** What the commit deadline (30 s and a little per task) and the reaper's default grace (10 s) add up to, and more. */
@@ -32,44 +27,14 @@ it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.consume
   "a node whose submit died after %s is finished, and submitted again if rolled back; each task runs once",
   async (step) => {
     const server = createMemoryServer();
-    const raw = (bucket: "flows" | "records", key: string) => {
-      const entry = memoryServerState(server)
-        [bucket].live()
-        .find((e) => e.key === key);
-      return entry ? (JSON.parse(entry.value as string) as Record<string, unknown>) : undefined;
-    };
-    const flowNodes = () => raw("flows", "f1")?.nodes as Record<string, { jobId: string; status: string }>;
+    const raw = (bucket: "flows" | "records", key: string) => rawEntry(server, bucket, key);
+    const flowNodes = () => rawNodes(server, "f1");
 
-    // A submitter whose every job submit dies once its record is written: nothing rolled back,
+    // A submitter whose every job submit dies after the step: nothing rolled back,
     // and its flow driver dies with it (it writes nothing after: the failed submits are no
     // node's end, as they would be for a submit refused for good).
-    let died = false;
-    const dyingCore = await createRuntimeCore(
-      { logger: silentLogger(), roles: ["submitter"] },
-      { connect: false },
-    );
-    const dyingBroker = createMemoryBroker({ server });
-    const dyingJobs = new JobRegistry(dyingCore, dyingBroker, {
-      reapIntervalMs: 3600_000,
-      reapGraceMs: 10_000,
-      leaseMs: 300,
-      takeOver: false,
-      submitHooks: {
-        afterStep: (at: SubmitStep) => {
-          if (at !== step) return;
-          died = true;
-          throw new SimulatedCrash(`process died after ${at}`);
-        },
-      },
-    });
-    const dyingFlows = new FlowRegistry(dyingCore, dyingBroker, jobsFace(dyingJobs), (listener) =>
-      dyingJobs.onRecordChange(listener),
-    );
-    dyingFlows.driver.hook = () => {
-      if (died) throw new Error("process died");
-    };
     // Node a is a lane job (one task), b a job of its own (two tasks).
-    await dyingFlows.submit({
+    await submitAndDie(server, step, {
       id: "f1",
       jobs: { a: { queue: "q", tasks: ["a"] }, b: { queue: "q", tasks: ["b0", "b1"] } },
     });
@@ -78,9 +43,6 @@ it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.consume
       expect(flowNodes()[name]?.status).toBe("submitting");
       expect(raw("records", flowNodes()[name]?.jobId as string)?.phase).toBe("submitting");
     }
-    await dyingFlows.stop();
-    await dyingJobs.stop();
-    await dyingCore.stop();
 
     const ran: string[] = [];
     const w = await createTestRuntime({
