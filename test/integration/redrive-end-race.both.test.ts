@@ -16,14 +16,7 @@ import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { gate, waitUntil } from "../harness/wait.ts";
-
-/** What `promise` resolves with, or a text saying it did not within `ms`. */
-const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T | string> =>
-  Promise.race([
-    promise,
-    new Promise<string>((resolve) => setTimeout(() => resolve(`${what}: none in ${ms} ms`), ms)),
-  ]);
+import { gate, waitUntil, within } from "../harness/wait.ts";
 
 describe.each([
   ["memory", memorySide],
@@ -84,8 +77,10 @@ describe.each([
       const again = await b.jobs.redrive(job.id);
       expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 0 } });
       release.open();
-      const first = await within(job.done(), 15_000, "A's handle");
-      const second = await within(again.done(), 15_000, "B's handle");
+      const first = await within(job.done(), 15_000);
+      expect(first, "A's handle resolved").not.toBe("never");
+      const second = await within(again.done(), 15_000);
+      expect(second, "B's handle resolved").not.toBe("never");
       // Before the fix: { status: "failed", counts: { done: 1, failed: 0, dead: 1 } }, task 0 ran
       // again and succeeded, and no dead letter was left to redrive.
       expect(await side.stored(job.id)).toMatchObject({

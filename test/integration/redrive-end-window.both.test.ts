@@ -26,14 +26,7 @@ import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord, JobTasksRef } from "../../src/kernel/job-record.ts";
 import { memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { gate, waitUntil } from "../harness/wait.ts";
-
-/** What `promise` resolves with, or a text saying it did not within `ms`. */
-const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T | string> =>
-  Promise.race([
-    promise,
-    new Promise<string>((resolve) => setTimeout(() => resolve(`${what}: none in ${ms} ms`), ms)),
-  ]);
+import { gate, waitUntil, within } from "../harness/wait.ts";
 
 /** Whether a promise settled, and how. */
 const settled = (promise: Promise<unknown>) => {
@@ -183,8 +176,10 @@ describe.each([
         // record reopened, and the job then ran on with nothing to run.
         expect(await side.storedTasks("race", job.id)).toBe(1);
         worker = work();
-        const second = await within(again.done(), 15_000, "B's handle");
-        const first = await within(job.done(), 15_000, "A's handle");
+        const second = await within(again.done(), 15_000);
+        expect(second, "B's handle resolved").not.toBe("never");
+        const first = await within(job.done(), 15_000);
+        expect(first, "A's handle resolved").not.toBe("never");
         expect(await side.stored(job.id)).toMatchObject({
           status: "succeeded",
           counts: { done: 2, failed: 0, dead: 0 },
