@@ -259,9 +259,8 @@ const endState = (status: FinalizeInput["status"]) =>
             guard: status === "succeeded" ? "recordSucceeded" : "recordFailed",
             actions: "adoptReason",
           },
-          // Its write refused: a redrive reopened the job before this end was written, its
-          // marker not counted here (api/job-effects.ts). Counted with the answers held since,
-          // the job runs again and decides its end anew. Leaving aborts the refused finalize.
+          // Its write refused: a redrive not counted here reopened the job (api/job-effects.ts).
+          // Counted with the answers held since, the job runs again; leaving aborts the finalize.
           "results.received": {
             guard: "reopens",
             target: "#job.running",
