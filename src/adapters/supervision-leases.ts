@@ -54,6 +54,8 @@ export interface SupervisionLeases {
   giveBack(jobId: string): Promise<void>;
   /** Every job's lease on the server, with its revision; `until`: with its holder's heartbeat. */
   list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>>;
+  /** One job's lease as `list()` reads it (with its holder's heartbeat), in one or two reads; undefined: none. */
+  get(jobId: string): Promise<{ jobId: string; lease: Lease; revision: number } | undefined>;
   /**
    * Removes the job's lease whoever holds it (its job is over or gone);
    * with `revision`, only up to that revision: a lease written since stays.

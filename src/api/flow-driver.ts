@@ -308,7 +308,7 @@ export class FlowDriver {
     const graceMs = this.#core.options.jobs.reapGraceMs;
     const pastDeadline = now() >= shown.commitDeadline + graceMs;
     if (!pastDeadline && !flowCancelled) return observe(shown);
-    const lease = (await this.#broker.leases.list()).find((listed) => listed.jobId === jobId);
+    const lease = await this.#broker.leases.get(jobId);
     const runOut = lease !== undefined && lease.lease.until <= now();
     if (!pastDeadline && !runOut) return observe(shown);
     // Not past its deadline: finished whatever the deadline says (its submitter is gone).

@@ -110,9 +110,9 @@ export const redriveDead = async (
   // going): the enrol finds that lease and writes nothing, and the release that follows erases
   // the key up to that supervisor's revision, leaving the reopened job with no lease: no
   // supervisor would ever find it. A run-out lease of a newer revision replaces it, which that
-  // release leaves (a listing: a redrive is an operator's call, not a hot path).
+  // release leaves.
   if (!(await broker.leases.enrol(id)) && isFinal(from.status)) {
-    const left = (await broker.leases.list()).find((l) => l.jobId === id);
+    const left = await broker.leases.get(id);
     if (left) {
       await broker.leases.remove(id, left.revision);
       await broker.leases.enrol(id);

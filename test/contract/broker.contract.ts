@@ -1227,6 +1227,32 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await a.release(pinned);
     });
 
+    it("supervision leases: get reads one job's lease as list() does, its holder's heartbeat included", async () => {
+      // Two peers of their own: the heartbeat written here must not cover another test's leases.
+      const a = (await h.peer("contract-get-holder")).leases;
+      const b = (await h.peer("contract-get-reader")).leases;
+      const held = uid("j");
+      const enrolled = uid("j");
+      const t0 = Date.now();
+      expect(await b.get(held)).toBeUndefined();
+      expect(await a.acquire(held, 1000, t0)).toBe(true);
+      expect(await b.get(held)).toMatchObject({ jobId: held, lease: { holder: a.holder, until: t0 + 1000 } });
+      // The holder's heartbeat carries its lease past the lease's own `until`.
+      await a.heartbeat(60_000, t0);
+      expect(await a.enrol(enrolled)).toBe(true);
+      const got = [await b.get(held), await b.get(enrolled)];
+      expect(got).toMatchObject([
+        { jobId: held, lease: { holder: a.holder, until: t0 + 60_000 } },
+        { jobId: enrolled, lease: { holder: "", until: 0 } },
+      ]);
+      // The same as the listing, revisions included.
+      const listed = await b.list();
+      expect(got).toEqual([held, enrolled].map((id) => listed.find((l) => l.jobId === id)));
+      await a.release(held);
+      await a.remove(enrolled);
+      expect([await b.get(held), await b.get(enrolled)]).toEqual([undefined, undefined]);
+    });
+
     it("cleanup running while jobs are submitted never touches a job that started during its pass", async () => {
       // Cleanup reads the records and lists the leftovers at different moments: a job whose record
       // is written between the two must not look like one without a record. Ledger: what each

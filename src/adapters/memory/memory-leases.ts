@@ -137,6 +137,15 @@ export class MemoryLeases implements SupervisionLeases {
     return jobLeases(this.#server.leases.live());
   }
 
+  async get(jobId: string): Promise<{ jobId: string; lease: Lease; revision: number } | undefined> {
+    const op = "lease.get";
+    this.#assertOpen(op);
+    const entry = this.#server.leases.get(op, jobId);
+    if (entry?.value === undefined) return undefined;
+    const beat = this.#server.leases.get(op, heartbeatKey((JSON.parse(entry.value) as Lease).holder));
+    return jobLeases(beat ? [entry, beat] : [entry])[0];
+  }
+
   /** As on NATS: the heartbeats that ran out (runtimes gone) go. */
   purgeRunOutHeartbeats(now = this.#server.clock.now()): void {
     for (const entry of this.#server.leases.live())

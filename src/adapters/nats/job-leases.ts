@@ -266,6 +266,20 @@ export class NatsJobLeases implements SupervisionLeases {
     });
   }
 
+  /** One job's lease, read as `list()` reads it: its key, then its holder's heartbeat (none for a run-out one). */
+  get(jobId: string): Promise<{ jobId: string; lease: Lease; revision: number } | undefined> {
+    return this.#broker.run("lease.get", async (nc) => {
+      const kv = await this.#bucket(nc);
+      const entry = await kv.get(jobId);
+      if (entry?.operation !== "PUT") return undefined;
+      const stored = { key: jobId, value: entry.string(), revision: entry.revision };
+      const lease = entry.json<LeaseRecord>();
+      const beat = lease.until === 0 ? null : await kv.get(heartbeatKey(lease.holder));
+      if (beat?.operation !== "PUT") return jobLeases([stored])[0];
+      return jobLeases([stored, { key: beat.key, value: beat.string(), revision: beat.revision }])[0];
+    });
+  }
+
   /**
    * Purges the job's lease from the stream (up to `revision` when given),
    * marker and all; markers that older versions left (a release was a
