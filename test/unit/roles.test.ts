@@ -133,6 +133,8 @@ describe("roles", () => {
     });
     a.workers.start<number, number>({
       queue: "q",
+      // Its handlers wait on the gate: a's stop releases their tasks at once, not after 30 s.
+      stopTimeoutMs: 100,
       handler: async (task) => {
         await gate;
         return task.payload;
