@@ -8,6 +8,7 @@ import { PermanentBrokerError } from "../kernel/errors.ts";
 import { type FinalizeInput, isFinal, type JobRecord, uncountedRedrive } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
+import { markerCounts } from "../kernel/wire.ts";
 import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
 import { jobFeed } from "./job-feed.ts";
 import type { Effect, JobRun, RunState } from "./job-run.ts";
@@ -163,9 +164,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     // record should the server's store have lost the record.
     const committed =
       state.submitError === undefined && (state.submitting === undefined || state.submitting.settled);
-    // A marker named by no redrive (written before they were) may be any: counted as the one.
+    // A marker named by no redrive (an earlier version's) stands for any of that version's.
     const counted = (redrive: string) =>
-      state.redrives !== undefined && (state.redrives.has(redrive) || state.redrives.has(""));
+      state.redrives !== undefined && [...state.redrives].some((marker) => markerCounts(marker, redrive));
     const stored = await finalizeJob(
       broker,
       input,

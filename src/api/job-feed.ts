@@ -4,7 +4,7 @@ import type { Clock } from "../kernel/clock.ts";
 import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal } from "../kernel/job-record.ts";
-import { decodeResults } from "../kernel/wire.ts";
+import { decodeResults, markerCounts } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import type { RunState } from "./job-run.ts";
 
@@ -55,7 +55,7 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   }
   const backlog: ResultEntry[] = [];
   const holdsMarker = (redrive: string) =>
-    backlog.some((e) => e.redrive === true && (e.id === undefined || e.id === redrive));
+    backlog.some((e) => e.redrive === true && markerCounts(e.id ?? "", redrive));
   const flush = () => {
     // Answers read while the submit is still running (an idempotent resubmit of a job
     // that has them) wait for it: the machine counts from `running` on.

@@ -6,7 +6,7 @@ import { InvalidArgument } from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
-import { encodeBatch, encodeRedrive, encodeTask } from "../kernel/wire.ts";
+import { encodeBatch, encodeRedrive, encodeTask, namingRedriveId } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -52,11 +52,13 @@ export const redriveDead = async (
   // remove named the next redrive of the task, after it died again, as that one.
   const redriven = new Set(chosen.map((l) => l.index));
   const sent = all.filter((l) => redriven.has(l.index));
-  const nonce = createHash("sha256")
-    .update(sent.map((l) => l.seq).join(","))
-    .digest("base64url")
-    .replace(/[-_]/g, "")
-    .slice(0, 8);
+  const nonce = namingRedriveId(
+    createHash("sha256")
+      .update(sent.map((l) => l.seq).join(","))
+      .digest("base64url")
+      .replace(/[-_]/g, "")
+      .slice(0, 8),
+  );
   // Written once per redrive: the same redrive made again (its tasks and marker published once)
   // finds its id in the record and leaves the count; it lowered `dead` twice. `reopened`: this
   // call's change is the one written.

@@ -47,8 +47,8 @@ export interface RunState {
   /** The end's write, once started. */
   finalizing: Effect | undefined;
   /**
-   * The redrives whose markers the actor counted (`""`: a marker written before markers
-   * named their redrive), and the one its record was read with at the start (its marker is
+   * The redrives whose markers the actor counted (`""`: a marker of an earlier version, which
+   * names no redrive: it stands for that version's redrives only, `markerCounts`), and the one its record was read with at the start (its marker is
    * in the results read from the first); undefined: none.
    */
   redrives: Set<string> | undefined;

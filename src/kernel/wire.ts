@@ -132,6 +132,20 @@ export const encodeRedrive = (index: number, id?: string): string =>
     ? `{"i":${index},"redrive":true}`
     : `{"i":${index},"redrive":true,"id":${JSON.stringify(id)}}`;
 
+/**
+ * The id of a redrive whose markers name it: `<hash>-2`. An earlier version's redrive id (eight
+ * letters and digits) never holds a dash, and its markers name no redrive: a marker with no
+ * id stands only for such a redrive, never for one whose markers name it.
+ */
+export const namingRedriveId = (hash: string): string => `${hash}-2`;
+
+/** True when the redrive's markers name it (`namingRedriveId`); false for an earlier version's. */
+const redriveNamesMarkers = (redrive: string): boolean => redrive.includes("-");
+
+/** True when a redrive marker counted (`""`: one with no id) stands for that redrive. */
+export const markerCounts = (marker: string, redrive: string): boolean =>
+  marker === redrive || (marker === "" && !redriveNamesMarkers(redrive));
+
 /** One results message of entries written by the encoders above. */
 export const encodeBatch = (entries: readonly string[]): string => `[${entries.join(",")}]`;
 

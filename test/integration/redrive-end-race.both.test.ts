@@ -10,6 +10,10 @@
  * runs the worker and redrives. The oracles: the record read from the
  * server's store, the dead letters, the handler's ledger, and what A's own
  * handle (the first one) and B's resolve with.
+ *
+ * Again after a marker an earlier version wrote (0.2's, naming no redrive)
+ * was counted: the supervisor counted it as any redrive, and no end was
+ * ever refused again for that job.
  */
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
@@ -22,86 +26,100 @@ describe.each([
   ["memory", memorySide],
   ["nats", natsSide],
 ] as const)("a redrive made between a job's end decided and its end written, on %s", (_kind, makeSide) => {
-  it("is not lost: the end is decided again, from the redriven task's answer", {
-    timeout: 40_000,
-  }, async () => {
-    const side = await makeSide();
-    const release = gate();
-    let held: Promise<unknown> | undefined;
-    /** A's end as it tried to write it (the first, held). */
-    let decided: JobRecord | undefined;
-    const holdEnd = (inner: Broker) =>
-      spiedBroker(inner, (name, _n, args, call) => {
-        if (name !== "updateRecord" || held) return call();
-        const record = args[0] as JobRecord;
-        // Progress is never written `failed`: this is the end, decided with task 0 dead.
-        if (record.status !== "failed") return call();
-        decided = record;
-        held = release.opened.then(call);
-        return held;
-      }).broker;
-    const a = await side.runtime("a", holdEnd);
-    const b = await side.runtime("b");
-    let down = true;
-    const ran: Array<[number, "ok" | "threw"]> = [];
-    const worker = b.workers.start<number, number>({
-      queue: "race",
-      concurrency: 2,
-      handler: (task) => {
-        if (task.index === 0 && down) {
-          ran.push([0, "threw"]);
-          throw new Error("upstream down");
-        }
-        ran.push([task.index, "ok"]);
-        return task.payload * 2;
-      },
-    });
-    try {
+  it.each([
+    ["", false],
+    [", after an earlier version's marker was counted", true],
+  ])(
+    "is not lost: the end is decided again, from the redriven task's answer%s",
+    {
+      timeout: 40_000,
+    },
+    async (_case, earlierMarker) => {
+      const side = await makeSide();
+      const release = gate();
+      let held: Promise<unknown> | undefined;
+      /** A's end as it tried to write it (the first, held). */
+      let decided: JobRecord | undefined;
+      const holdEnd = (inner: Broker) =>
+        spiedBroker(inner, (name, _n, args, call) => {
+          if (name !== "updateRecord" || held) return call();
+          const record = args[0] as JobRecord;
+          // Progress is never written `failed`: this is the end, decided with task 0 dead.
+          if (record.status !== "failed") return call();
+          decided = record;
+          held = release.opened.then(call);
+          return held;
+        }).broker;
+      const a = await side.runtime("a", holdEnd);
+      let bBroker: Broker | undefined;
+      const b = await side.runtime("b", (inner) => {
+        bBroker = inner;
+        return inner;
+      });
+      let down = true;
+      const ran: Array<[number, "ok" | "threw"]> = [];
       const job = await a.jobs.submit<number, number>({
         queue: "race",
         tasks: [1, 2],
         maxDeliver: 1,
         backoff: [0],
       });
-      await waitUntil(() => held !== undefined, {
-        timeoutMs: 15_000,
-        message: "A's end (failed, task 0 dead) decided, its write held",
+      // As 0.2 wrote it (no "id"), for task 1 before it has an answer: nothing to forget, but counted.
+      if (earlierMarker)
+        await bBroker!.publishResults("race", job.id, '[{"i":1,"redrive":true}]', "redrive-0.2");
+      const worker = b.workers.start<number, number>({
+        queue: "race",
+        concurrency: 2,
+        handler: (task) => {
+          if (task.index === 0 && down) {
+            ran.push([0, "threw"]);
+            throw new Error("upstream down");
+          }
+          ran.push([task.index, "ok"]);
+          return task.payload * 2;
+        },
       });
-      expect(decided).toMatchObject({ status: "failed", counts: { done: 1, failed: 0, dead: 1 } });
-      await waitUntil(async () => (await b.jobs.deadLetters(job.id)).length === 1, {
-        timeoutMs: 15_000,
-        message: "task 0's dead letter stored",
-      });
-      // The redrive reads the job running (A's end is not written) and reopens it.
-      down = false;
-      const again = await b.jobs.redrive(job.id);
-      expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 0 } });
-      release.open();
-      const first = await within(job.done(), 15_000);
-      expect(first, "A's handle resolved").not.toBe("never");
-      const second = await within(again.done(), 15_000);
-      expect(second, "B's handle resolved").not.toBe("never");
-      // Before the fix: { status: "failed", counts: { done: 1, failed: 0, dead: 1 } }, task 0 ran
-      // again and succeeded, and no dead letter was left to redrive.
-      expect(await side.stored(job.id)).toMatchObject({
-        status: "succeeded",
-        counts: { done: 2, failed: 0, dead: 0 },
-      });
-      expect(await b.jobs.deadLetters(job.id)).toEqual([]);
-      expect(ran.filter(([i]) => i === 0)).toEqual([
-        [0, "threw"],
-        [0, "ok"],
-      ]);
-      expect(ran.filter(([i]) => i === 1)).toEqual([[1, "ok"]]);
-      // The first handle resolves with the job's end as written, not the end it had decided.
-      expect(first).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0, reason: null });
-      expect(second).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0 });
-    } finally {
-      release.open();
-      await worker.stop();
-      await b.stop();
-      await a.stop();
-      await side.dispose();
-    }
-  });
+      try {
+        await waitUntil(() => held !== undefined, {
+          timeoutMs: 15_000,
+          message: "A's end (failed, task 0 dead) decided, its write held",
+        });
+        expect(decided).toMatchObject({ status: "failed", counts: { done: 1, failed: 0, dead: 1 } });
+        await waitUntil(async () => (await b.jobs.deadLetters(job.id)).length === 1, {
+          timeoutMs: 15_000,
+          message: "task 0's dead letter stored",
+        });
+        // The redrive reads the job running (A's end is not written) and reopens it.
+        down = false;
+        const again = await b.jobs.redrive(job.id);
+        expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 0 } });
+        release.open();
+        const first = await within(job.done(), 15_000);
+        expect(first, "A's handle resolved").not.toBe("never");
+        const second = await within(again.done(), 15_000);
+        expect(second, "B's handle resolved").not.toBe("never");
+        // Before the fix: { status: "failed", counts: { done: 1, failed: 0, dead: 1 } }, task 0 ran
+        // again and succeeded, and no dead letter was left to redrive.
+        expect(await side.stored(job.id)).toMatchObject({
+          status: "succeeded",
+          counts: { done: 2, failed: 0, dead: 0 },
+        });
+        expect(await b.jobs.deadLetters(job.id)).toEqual([]);
+        expect(ran.filter(([i]) => i === 0)).toEqual([
+          [0, "threw"],
+          [0, "ok"],
+        ]);
+        expect(ran.filter(([i]) => i === 1)).toEqual([[1, "ok"]]);
+        // The first handle resolves with the job's end as written, not the end it had decided.
+        expect(first).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0, reason: null });
+        expect(second).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0 });
+      } finally {
+        release.open();
+        await worker.stop();
+        await b.stop();
+        await a.stop();
+        await side.dispose();
+      }
+    },
+  );
 });
