@@ -14,6 +14,8 @@ import { brokerNames } from "../../src/adapters/names.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import type { Worker } from "../../src/api/worker-options.ts";
+import type { SubmitRequest } from "../../src/effects/plan-submit.ts";
 import type { JobCounts } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
@@ -21,7 +23,11 @@ import { startNatsServer } from "./nats-server.ts";
 import { storedCount } from "./raw-results.ts";
 
 const names = brokerNames("jetstate");
-const jobs = { leaseMs: 2000, cleanupIntervalMs: 0 };
+/** The runtimes' job settings a side may change: how long a supervisor's lease lasts. */
+export interface SideOptions {
+  /** Default 2000. */
+  leaseMs?: number;
+}
 
 export interface RedriveSide {
   /** A runtime whose broker goes through `wrap` (`takeOver: false`: it never supervises a job it did not submit). */
@@ -33,7 +39,8 @@ export interface RedriveSide {
   dispose(): Promise<void>;
 }
 
-export const memorySide = async (): Promise<RedriveSide> => {
+export const memorySide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<RedriveSide> => {
+  const jobs = { leaseMs, cleanupIntervalMs: 0 };
   const server = createMemoryServer();
   return {
     runtime: (name, wrap = (b) => b, takeOver = true) =>
@@ -51,7 +58,8 @@ export const memorySide = async (): Promise<RedriveSide> => {
   };
 };
 
-export const natsSide = async (): Promise<RedriveSide> => {
+export const natsSide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<RedriveSide> => {
+  const jobs = { leaseMs, cleanupIntervalMs: 0 };
   const server = await startNatsServer();
   const reader = await connect({ servers: server.url });
   const jsm = await jetstreamManager(reader);
@@ -77,3 +85,61 @@ export const natsSide = async (): Promise<RedriveSide> => {
     },
   };
 };
+
+export interface FlakyWorker {
+  /** Starts a worker on the queue; again after a stop, with the same ledger and upstream. */
+  start(): Worker;
+  /** The handler's ledger: each run of a task, in order, its index and whether it threw. */
+  readonly ran: Array<[number, "ok" | "threw"]>;
+  /** The upstream is back: the dying task answers from now on. */
+  mend(): void;
+}
+
+/**
+ * A worker whose upstream is down for one task: the task at index `dying`
+ * throws ("upstream down") until `mend()`, every other run answers its
+ * payload doubled, once `before` (a gate the test opens, say) has resolved
+ * for its index. Submitted with `submitDying` (one delivery, no backoff),
+ * that task dies at once, its dead letter left to redrive. Nothing runs
+ * before `start()`, which may be called again after a stop (a worker back
+ * after the redrive, its task waiting stored as behind a backlog).
+ */
+export const flakyWorker = (
+  runtime: Runtime,
+  queue: string,
+  {
+    dying = 0,
+    concurrency,
+    before,
+  }: { dying?: number; concurrency?: number; before?: (index: number) => Promise<void> } = {},
+): FlakyWorker => {
+  let down = true;
+  const ran: FlakyWorker["ran"] = [];
+  return {
+    start: () =>
+      runtime.workers.start<number, number>({
+        queue,
+        concurrency,
+        handler: async (task) => {
+          if (task.index === dying && down) {
+            ran.push([task.index, "threw"]);
+            throw new Error("upstream down");
+          }
+          if (before) await before(task.index);
+          ran.push([task.index, "ok"]);
+          return task.payload * 2;
+        },
+      }),
+    ran,
+    mend: () => {
+      down = false;
+    },
+  };
+};
+
+/** Submits `[1, 2]` to `queue` for a `flakyWorker`: one delivery, no backoff (`extra` adds or overrides). */
+export const submitDying = (
+  runtime: Runtime,
+  queue: string,
+  extra: Partial<SubmitRequest<number, number>> = {},
+) => runtime.jobs.submit<number, number>({ queue, tasks: [1, 2], maxDeliver: 1, backoff: [0], ...extra });

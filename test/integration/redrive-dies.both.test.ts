@@ -13,7 +13,7 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
@@ -35,24 +35,12 @@ describe.each([
       }).broker;
     const a = await side.runtime("a");
     const b = await side.runtime("b", dieInPublish);
-    let down = true;
-    const worker = a.workers.start<number, number>({
-      queue: "dies",
-      handler: (task) => {
-        if (task.index === 0 && down) throw new Error("upstream down");
-        return task.payload * 2;
-      },
-    });
+    const flaky = flakyWorker(a, "dies");
+    const worker = flaky.start();
     try {
-      const job = await a.jobs.submit<number, number>({
-        queue: "dies",
-        tasks: [1, 2],
-        maxDeliver: 1,
-        backoff: [0],
-        stallAfterMs: 300,
-      });
+      const job = await submitDying(a, "dies", { stallAfterMs: 300 });
       expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
-      down = false;
+      flaky.mend();
       const redrive = b.jobs.redrive(job.id).catch(() => undefined);
       await waitUntil(() => publishing, { timeoutMs: 15_000, message: "the redrive reached its publish" });
       expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 0 } });

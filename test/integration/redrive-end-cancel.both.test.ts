@@ -12,7 +12,7 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
@@ -43,20 +43,10 @@ describe.each([
       }).broker;
     const a = await side.runtime("a", hold);
     const b = await side.runtime("b");
-    const worker = b.workers.start<number, number>({
-      queue: "endcancel",
-      handler: (task) => {
-        if (task.index === 0) throw new Error("upstream down");
-        return task.payload * 2;
-      },
-    });
+    // Never mended: task 0 dies.
+    const worker = flakyWorker(b, "endcancel").start();
     try {
-      const job = await a.jobs.submit<number, number>({
-        queue: "endcancel",
-        tasks: [1, 2],
-        maxDeliver: 1,
-        backoff: [0],
-      });
+      const job = await submitDying(a, "endcancel");
       await waitUntil(() => held !== undefined, { timeoutMs: 15_000, message: "A's end decided, held" });
       await waitUntil(async () => (await b.jobs.deadLetters(job.id)).length === 1, {
         timeoutMs: 15_000,

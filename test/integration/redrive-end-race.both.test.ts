@@ -18,7 +18,7 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
@@ -56,29 +56,12 @@ describe.each([
         bBroker = inner;
         return inner;
       });
-      let down = true;
-      const ran: Array<[number, "ok" | "threw"]> = [];
-      const job = await a.jobs.submit<number, number>({
-        queue: "race",
-        tasks: [1, 2],
-        maxDeliver: 1,
-        backoff: [0],
-      });
+      const flaky = flakyWorker(b, "race", { concurrency: 2 });
+      const job = await submitDying(a, "race");
       // As 0.2 wrote it (no "id"), for task 1 before it has an answer: nothing to forget, but counted.
       if (earlierMarker)
         await bBroker!.publishResults("race", job.id, '[{"i":1,"redrive":true}]', "redrive-0.2");
-      const worker = b.workers.start<number, number>({
-        queue: "race",
-        concurrency: 2,
-        handler: (task) => {
-          if (task.index === 0 && down) {
-            ran.push([0, "threw"]);
-            throw new Error("upstream down");
-          }
-          ran.push([task.index, "ok"]);
-          return task.payload * 2;
-        },
-      });
+      const worker = flaky.start();
       try {
         await waitUntil(() => held !== undefined, {
           timeoutMs: 15_000,
@@ -90,7 +73,7 @@ describe.each([
           message: "task 0's dead letter stored",
         });
         // The redrive reads the job running (A's end is not written) and reopens it.
-        down = false;
+        flaky.mend();
         const again = await b.jobs.redrive(job.id);
         expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 0 } });
         release.open();
@@ -105,11 +88,11 @@ describe.each([
           counts: { done: 2, failed: 0, dead: 0 },
         });
         expect(await b.jobs.deadLetters(job.id)).toEqual([]);
-        expect(ran.filter(([i]) => i === 0)).toEqual([
+        expect(flaky.ran.filter(([i]) => i === 0)).toEqual([
           [0, "threw"],
           [0, "ok"],
         ]);
-        expect(ran.filter(([i]) => i === 1)).toEqual([[1, "ok"]]);
+        expect(flaky.ran.filter(([i]) => i === 1)).toEqual([[1, "ok"]]);
         // The first handle resolves with the job's end as written, not the end it had decided.
         expect(first).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0, reason: null });
         expect(second).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0 });

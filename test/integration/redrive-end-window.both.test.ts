@@ -24,7 +24,7 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord, JobTasksRef } from "../../src/kernel/job-record.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
@@ -117,29 +117,10 @@ describe.each([
         }).broker;
       const a = await side.runtime("a", spyA);
       const b = await side.runtime("b", spyB);
-      let down = true;
-      const ran: Array<[number, "ok" | "threw"]> = [];
-      const work = () =>
-        b.workers.start<number, number>({
-          queue: "race",
-          concurrency: 2,
-          handler: (task) => {
-            if (task.index === 0 && down) {
-              ran.push([0, "threw"]);
-              throw new Error("upstream down");
-            }
-            ran.push([task.index, "ok"]);
-            return task.payload * 2;
-          },
-        });
-      let worker = work();
+      const flaky = flakyWorker(b, "race", { concurrency: 2 });
+      let worker = flaky.start();
       try {
-        const job = await a.jobs.submit<number, number>({
-          queue: "race",
-          tasks: [1, 2],
-          maxDeliver: 1,
-          backoff: [0],
-        });
+        const job = await submitDying(a, "race");
         jobId = job.id;
         await waitUntil(() => markHeld !== undefined, {
           timeoutMs: 15_000,
@@ -150,7 +131,7 @@ describe.each([
           message: "task 0's dead letter stored",
         });
         await worker.stop();
-        down = false;
+        flaky.mend();
         // B reads the job running (A's end not written) and sends task 0 back.
         if (after === "refused") {
           await expect(b.jobs.redrive(job.id)).rejects.toThrow("publish refused");
@@ -175,7 +156,7 @@ describe.each([
         // Before the fix, after the task: 0 (purged by A's clean-up, its mark read past it), the
         // record reopened, and the job then ran on with nothing to run.
         expect(await side.storedTasks("race", job.id)).toBe(1);
-        worker = work();
+        worker = flaky.start();
         const second = await within(again.done(), 15_000);
         expect(second, "B's handle resolved").not.toBe("never");
         const first = await within(job.done(), 15_000);
@@ -185,11 +166,11 @@ describe.each([
           counts: { done: 2, failed: 0, dead: 0 },
         });
         expect(await b.jobs.deadLetters(job.id)).toEqual([]);
-        expect(ran.filter(([i]) => i === 0)).toEqual([
+        expect(flaky.ran.filter(([i]) => i === 0)).toEqual([
           [0, "threw"],
           [0, "ok"],
         ]);
-        expect(ran.filter(([i]) => i === 1)).toEqual([[1, "ok"]]);
+        expect(flaky.ran.filter(([i]) => i === 1)).toEqual([[1, "ok"]]);
         expect(second).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0 });
         // A's end written before the redrive's record write is its handle's end; one refused, the
         // job's.

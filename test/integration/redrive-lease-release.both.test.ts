@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
@@ -30,24 +30,13 @@ describe.each([
       }).broker;
     const a = await side.runtime("a", holdRelease);
     const b = await side.runtime("b", undefined, false);
-    let down = true;
-    const worker = a.workers.start<number, number>({
-      queue: "leaserelease",
-      handler: (task) => {
-        if (task.index === 0 && down) throw new Error("upstream down");
-        return task.payload * 2;
-      },
-    });
+    const flaky = flakyWorker(a, "leaserelease");
+    const worker = flaky.start();
     try {
-      const job = await a.jobs.submit<number, number>({
-        queue: "leaserelease",
-        tasks: [1, 2],
-        maxDeliver: 1,
-        backoff: [0],
-      });
+      const job = await submitDying(a, "leaserelease");
       expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
       await waitUntil(() => releasing, { timeoutMs: 10_000, message: "A releasing its lease, held" });
-      down = false;
+      flaky.mend();
       await b.jobs.redrive(job.id);
       release.open();
       await waitUntil(async () => (await side.stored(job.id))?.status === "succeeded", {

@@ -17,7 +17,7 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
@@ -68,31 +68,18 @@ describe.each([
       };
       const a = await side.runtime("a", holdStaleWrite);
       const b = await side.runtime("b");
-      let down = true;
-      const ran: Array<[number, "ok" | "threw"]> = [];
       const second = gate();
       const third = gate();
-      const worker = b.workers.start<number, number>({
-        queue: "race",
+      const flaky = flakyWorker(b, "race", {
         concurrency: 3,
-        handler: async (task) => {
-          if (task.index === 0 && down) {
-            ran.push([0, "threw"]);
-            throw new Error("upstream down");
-          }
-          if (task.index === 1) await second.opened;
-          if (task.index === 2) await third.opened;
-          ran.push([task.index, "ok"]);
-          return task.payload * 2;
+        before: async (index) => {
+          if (index === 1) await second.opened;
+          if (index === 2) await third.opened;
         },
       });
+      const worker = flaky.start();
       try {
-        const job = await a.jobs.submit<number, number>({
-          queue: "race",
-          tasks: [1, 2, 3],
-          maxDeliver: 1,
-          backoff: [0],
-        });
+        const job = await submitDying(a, "race", { tasks: [1, 2, 3] });
         await waitUntil(async () => (await side.stored(job.id))?.counts.dead === 1, {
           timeoutMs: 15_000,
           message: "task 0 recorded dead",
@@ -103,10 +90,10 @@ describe.each([
           timeoutMs: 15_000,
           message: "A's write of task 1's answer (task 0 dead) held",
         });
-        down = false;
+        flaky.mend();
         await b.jobs.redrive(job.id);
         expect((await side.stored(job.id))?.counts.dead).toBe(0);
-        await waitUntil(() => ran.length === 3, { timeoutMs: 15_000, message: "task 0 ran again" });
+        await waitUntil(() => flaky.ran.length === 3, { timeoutMs: 15_000, message: "task 0 ran again" });
         if (!feedBehind) {
           await waitUntil(() => job.snapshot().done === 2 && job.snapshot().dead === 0, {
             timeoutMs: 15_000,
@@ -150,7 +137,7 @@ describe.each([
         // conflict wrote it from the counts planned).
         if (!feedBehind) expect(written.filter((r) => r.counts.dead > 0)).toEqual([]);
         expect(await b.jobs.deadLetters(job.id)).toEqual([]);
-        expect(ran.filter(([i]) => i === 0)).toEqual([
+        expect(flaky.ran.filter(([i]) => i === 0)).toEqual([
           [0, "threw"],
           [0, "ok"],
         ]);

@@ -14,7 +14,7 @@
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 
 describe.each([
@@ -42,29 +42,13 @@ describe.each([
       }).broker;
     const a = await side.runtime("a");
     const b = await side.runtime("b", refuseFirstPublish);
-    let down = true;
-    const ran: Array<[number, "ok" | "threw"]> = [];
-    const worker = a.workers.start<number, number>({
-      queue: "unpublished",
-      handler: (task) => {
-        if (task.index === 0 && down) {
-          ran.push([0, "threw"]);
-          throw new Error("upstream down");
-        }
-        ran.push([task.index, "ok"]);
-        return task.payload * 2;
-      },
-    });
+    const flaky = flakyWorker(a, "unpublished");
+    const worker = flaky.start();
     try {
-      const job = await a.jobs.submit<number, number>({
-        queue: "unpublished",
-        tasks: [1, 2],
-        maxDeliver: 1,
-        backoff: [0],
-      });
+      const job = await submitDying(a, "unpublished");
       expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
       const ended = await side.stored(job.id);
-      down = false;
+      flaky.mend();
       await expect(b.jobs.redrive(job.id)).rejects.toThrow();
       expect(refusals).toBe(1);
       // Put back: the end as it was, its dead task and letter there to redrive again.
@@ -78,7 +62,7 @@ describe.each([
       // The same redrive again: the task runs, the job succeeds.
       const again = await b.jobs.redrive(job.id);
       expect(await again.done()).toMatchObject({ status: "succeeded", done: 2, dead: 0 });
-      expect(ran.filter(([i]) => i === 0)).toEqual([
+      expect(flaky.ran.filter(([i]) => i === 0)).toEqual([
         [0, "threw"],
         [0, "ok"],
       ]);
