@@ -9,7 +9,7 @@ import path from "node:path";
 import type { RuntimeOptions } from "../../src/api/options.ts";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
+import { type Logger, silentLogger } from "../../src/kernel/logger.ts";
 import { authFiles, loggedViolations, roleUsersConfig } from "./nats-auth.ts";
 import { startNatsServer } from "./nats-server.ts";
 
@@ -18,7 +18,8 @@ export interface RoleServer {
   /** Every user's password. */
   readonly password: string;
   /** A runtime connected as `user`, with that user's role; stopped by `stop()`. */
-  runtimeAs(user: string): Promise<Runtime>;
+  /** A runtime of the user, stopped with the server; `logger`: its log (silent by default). */
+  runtimeAs(user: string, logger?: Logger): Promise<Runtime>;
   /** The violations the server logged so far. */
   violations(): ReturnType<typeof loggedViolations>;
   stop(): Promise<void>;
@@ -38,14 +39,14 @@ export const startRoleServer = async (
   return {
     url: server.url,
     password,
-    async runtimeAs(user) {
+    async runtimeAs(user, logger = silentLogger()) {
       const rt = await createRuntime({
         ...options,
         servers: server.url,
         auth: { user, pass: password },
         roles: users[user]?.role,
         name: user,
-        logger: silentLogger(),
+        logger,
       });
       runtimes.push(rt);
       return rt;

@@ -118,9 +118,11 @@ describe("a consumer or JetStream lost for a while", () => {
       },
       { timeoutMs: 10_000, message: "the record to say five done" },
     );
+    // Past the once-a-second progress write: a write still due would send the worker back to the job.
     await delay(1200);
     const { config } = await jsm.consumers.info(stream, job.id);
     await jsm.consumers.delete(stream, job.id);
+    // The moment the consumer is gone (the election): the worker's pull meets no consumer in it.
     await delay(500);
     await jsm.consumers.add(stream, config);
     // Nothing answers meanwhile (the held tasks wait at the gate), so no record change can

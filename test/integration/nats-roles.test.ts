@@ -117,6 +117,7 @@ describe("least-privilege roles on a server with users", () => {
     // A forged result for B's job is refused by the server.
     rawA.publish(`${prefix}.results.B.${jobB.id}`, JSON.stringify([{ i: 0, ok: true, r: 666 }]));
     await rawA.flush();
+    // A window the stray worker of A has on B's job: nothing of it may be taken in it.
     await delay(1000);
     const jsmAdmin = await jetstreamManager(await rawAs("admin"));
     const pendingB = await jsmAdmin.consumers.info(`${prefix}_tasks_B`, jobB.id);
@@ -184,6 +185,7 @@ describe("least-privilege roles on a server with users", () => {
     await reading;
 
     // Let every background loop (reaper, cleanup, takeover scans) run a few times.
+    // The time must pass: a violation any of them makes would show in the server's log after it.
     await delay(1500);
     await Promise.all([a.stop(), b.stop()]);
     const logged = await loggedViolations(logFile);
@@ -254,6 +256,7 @@ describe("least-privilege roles on a server with users", () => {
     expect(denied).toMatch(/permission/i);
     await rawA.close();
     // Nothing of B was taken meanwhile: its tasks wait on its lane, as the server stores them.
+    // A window the stray worker of A still has on B's lane: nothing may be taken in it either.
     await delay(500);
     let waitingB = 0;
     for (const job of jobsB)

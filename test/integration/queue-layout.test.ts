@@ -226,7 +226,8 @@ describe("stream and subject layout: per queue", () => {
     const ended = (l: Record<string, unknown>) =>
       l.queue === "D" && String(l.msg).includes("advisories stream is gone");
     await waitUntil(() => logged.some(ended), { timeoutMs: 10_000, message: "the loop of queue D to end" });
-    // Past a discovery pass and the loop's restart pauses: ended once, never failing and restarting.
+    // Past a discovery pass (every 5 s) and the loop's restart pauses: ended once, never failing and restarting.
+    // The time must pass: a discovery that started the loop again, or a failing restart, would show in it.
     await new Promise((resolve) => setTimeout(resolve, 6000));
     expect(logged.filter(ended)).toHaveLength(1);
     expect(logged.filter((l) => l.loop === "dead-letters:D" && l.level === 40)).toEqual([]);

@@ -120,6 +120,7 @@ describe("queue limits across 3 worker processes (NATS)", () => {
     await admin.queues.pause("pausable");
     // On the children's clock (test/fixtures/queue-worker.ts): the host's monotonic one.
     const pausedAt = Number(process.hrtime.bigint()) / 1e6;
+    // The paused window itself: no start may fall in it (past the first second the pause has to spread).
     await delay(2500);
     const resumedAt = Number(process.hrtime.bigint()) / 1e6;
     await admin.queues.resume("pausable");
@@ -166,6 +167,7 @@ describe("queue limits across 3 worker processes (NATS)", () => {
     expect(starts[0]).toBeGreaterThanOrEqual(killedAt);
     expect((starts[0] as number) - killedAt).toBeLessThan(8000);
     // It waited for the permit 5+ s with a 1 s ack wait, holding its lease: run once, not redelivered.
+    // Longer than its 1 s ack wait: a redelivery would start it a second time in this window.
     await delay(1500);
     expect(starts).toHaveLength(1);
     await long.cancel("test over");

@@ -11,6 +11,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
 import { RoleNotHeld } from "../../src/kernel/errors.ts";
+import { capturedLog } from "../harness/log-lines.ts";
 import { type RoleServer, startRoleServer } from "../harness/role-server.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
@@ -24,6 +25,8 @@ const users: Record<string, PermissionsRequest> = {
 describe("queue controls with least-privilege users", () => {
   let roles: RoleServer;
   const runtimeAs = (user: keyof typeof users) => roles.runtimeAs(user);
+  // The worker's log is kept: its queue gate logs the pause it sees.
+  const workerLog = capturedLog();
 
   beforeAll(async () => {
     roles = await startRoleServer(users, {
@@ -42,7 +45,7 @@ describe("queue controls with least-privilege users", () => {
     await admin.queues.configure("A", { maxConcurrency: 2, ratePerSecond: 50 });
     await admin.queues.configure("B", { maxConcurrency: 1 });
     const submitter = await runtimeAs("submitter");
-    const worker = await runtimeAs("workerA");
+    const worker = await roles.runtimeAs("workerA", workerLog.logger);
 
     // Only the admin changes a queue; every role reads.
     await expect(worker.queues.pause("A")).rejects.toBeInstanceOf(RoleNotHeld);
@@ -60,6 +63,7 @@ describe("queue controls with least-privilege users", () => {
         running++;
         most = Math.max(most, running);
         const start = Date.now();
+        // The task's own work: it holds its permit for a while, so that tasks can overlap up to the cap.
         await delay(40);
         running--;
         intervals.push({ start, end: Date.now() });
@@ -71,9 +75,14 @@ describe("queue controls with least-privilege users", () => {
     expect(most).toBe(2);
 
     await admin.queues.pause("A");
-    await delay(1000);
+    // The pause has reached the worker: its queue gate saw it (from the settings it watches).
+    await waitUntil(() => workerLog.lines.some((l) => l.queue === "A" && l.msg === "queue paused"), {
+      timeoutMs: 10_000,
+      message: "the worker of A to see its queue paused",
+    });
     const before = intervals.length;
     const paused = await submitter.jobs.submit({ queue: "A", tasks: [0, 1, 2] });
+    // The window the pause must hold: a task of the paused job started in it would show here.
     await delay(1000);
     expect(intervals.length).toBe(before);
     await admin.queues.resume("A");
