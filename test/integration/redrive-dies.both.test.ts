@@ -9,6 +9,12 @@
  * runs the job and the worker; runtime B redrives and "dies" in its publish
  * (held until the test ends, then refused). The oracle: the record read from
  * the server's store.
+ *
+ * The same redrive made again once the job stalled (the same letters: the
+ * same redrive id) must run the task. It found its id in the record and did
+ * nothing, and returned as if it had: the job stayed stalled for good, its
+ * letter there and never redriven. Oracles: the record as stored, the dead
+ * letters, the handler's ledger.
  */
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
@@ -21,9 +27,10 @@ describe.each([
   ["memory", memorySide],
   ["nats", natsSide],
 ] as const)("a redrive that dies before it publishes, on %s", (_kind, makeSide) => {
-  it("leaves a job a supervisor sees stall, not one that says running for good", {
-    timeout: 60_000,
-  }, async () => {
+  it.each([
+    ["leaves a job a supervisor sees stall, not one that says running for good", false],
+    ["made again once the job stalled, runs the task: the job succeeds", true],
+  ])("%s", { timeout: 60_000 }, async (_name, again) => {
     const side = await makeSide();
     const died = gate();
     let publishing = false;
@@ -49,8 +56,29 @@ describe.each([
         timeoutMs: 30_000,
         message: "the reopened job, its task never published, seen stalled by a supervisor",
       });
+      if (again) {
+        // B still "dead" (its publish held): A makes the same redrive.
+        expect(await a.jobs.deadLetters(job.id)).toHaveLength(1);
+        await a.jobs.redrive(job.id);
+        // Before: the record stayed stalled, the letter stayed, the task never ran again.
+        await waitUntil(async () => (await side.stored(job.id))?.status === "succeeded", {
+          timeoutMs: 15_000,
+          message: "the job, its task redriven again, succeeded",
+        });
+        expect(await side.stored(job.id)).toMatchObject({
+          status: "succeeded",
+          counts: { done: 2, failed: 0, dead: 0 },
+        });
+        expect(await a.jobs.deadLetters(job.id)).toEqual([]);
+        expect(flaky.ran.filter(([i]) => i === 0)).toEqual([
+          [0, "threw"],
+          [0, "ok"],
+        ]);
+      }
       died.open();
       await redrive;
+      // B's publish refused at last: its put-back leaves a job that is over as it is.
+      if (again) expect(await side.stored(job.id)).toMatchObject({ status: "succeeded" });
     } finally {
       died.open();
       await worker.stop();
