@@ -119,10 +119,9 @@ export const redriveDead = async (
   // release leaves.
   if (!(await broker.leases.enrol(id)) && isFinal(from.status)) {
     const left = await broker.leases.get(id);
-    if (left) {
-      await broker.leases.remove(id, left.revision);
-      await broker.leases.enrol(id);
-    }
+    if (left) await broker.leases.remove(id, left.revision);
+    // Gone already (that release landed between the enrol and the read): enrolled now all the same.
+    await broker.leases.enrol(id);
   }
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the

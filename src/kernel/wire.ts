@@ -133,9 +133,10 @@ export const encodeRedrive = (index: number, id?: string): string =>
     : `{"i":${index},"redrive":true,"id":${JSON.stringify(id)}}`;
 
 /**
- * The id of a redrive whose markers name it: `<hash>-2`. An earlier version's redrive id (eight
- * letters and digits) never holds a dash, and its markers name no redrive: a marker with no
- * id stands only for such a redrive, never for one whose markers name it.
+ * The id of a redrive whose markers name it: `<hash>-2`. A marker with no id was written by an
+ * earlier version: 0.2 (whose redrives store no id in the record) or a build before markers
+ * named their redrive (its ids eight letters and digits, never a dash). It stands only for
+ * such a redrive, never for one whose markers name it.
  */
 export const namingRedriveId = (hash: string): string => `${hash}-2`;
 

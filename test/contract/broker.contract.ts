@@ -1237,20 +1237,26 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await b.get(held)).toBeUndefined();
       expect(await a.acquire(held, 1000, t0)).toBe(true);
       expect(await b.get(held)).toMatchObject({ jobId: held, lease: { holder: a.holder, until: t0 + 1000 } });
-      // The holder's heartbeat carries its lease past the lease's own `until`.
+      const givenBack = uid("j");
+      expect(await a.acquire(givenBack, 1000, t0)).toBe(true);
+      // The holder's heartbeat carries its lease past the lease's own `until`; not one given back.
       await a.heartbeat(60_000, t0);
+      await a.giveBack(givenBack);
       expect(await a.enrol(enrolled)).toBe(true);
-      const got = [await b.get(held), await b.get(enrolled)];
+      const ids = [held, enrolled, givenBack];
+      const got = await Promise.all(ids.map((id) => b.get(id)));
       expect(got).toMatchObject([
         { jobId: held, lease: { holder: a.holder, until: t0 + 60_000 } },
         { jobId: enrolled, lease: { holder: "", until: 0 } },
+        { jobId: givenBack, lease: { holder: a.holder, until: 0 } },
       ]);
       // The same as the listing, revisions included.
       const listed = await b.list();
-      expect(got).toEqual([held, enrolled].map((id) => listed.find((l) => l.jobId === id)));
+      expect(got).toEqual(ids.map((id) => listed.find((l) => l.jobId === id)));
       await a.release(held);
       await a.remove(enrolled);
-      expect([await b.get(held), await b.get(enrolled)]).toEqual([undefined, undefined]);
+      await a.remove(givenBack);
+      expect(await Promise.all(ids.map((id) => b.get(id)))).toEqual([undefined, undefined, undefined]);
     });
 
     it("cleanup running while jobs are submitted never touches a job that started during its pass", async () => {
