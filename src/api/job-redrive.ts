@@ -102,10 +102,12 @@ export const redriveDead = async (
   // The same redrive reopened the job first: its publish (or its putting the record back)
   // is that one's. Publishing here too left the task on the lane of a job that one put
   // back as over, and a lane worker removed it. Not once the job has stalled since (`from`,
-  // the record as read here, still naming it): that one died before its publish, or its
-  // tasks would have run. Made again, it found its id and did nothing, for good: the job
-  // stayed stalled with its letters never redriven. Its marker and tasks go now, under the
-  // same message ids (the server keeps one of each within its duplicate window).
+  // the record as read here, still naming it): that one most likely died before its publish
+  // (its letters are still there). Made again, it found its id and did nothing, for good: the
+  // job stayed stalled with its letters never redriven. Its marker and tasks go now, under
+  // the same message ids: the server keeps one of each within its two-minute duplicate
+  // window; past it, a task that one did publish (waiting for a worker) runs twice, counted
+  // once.
   if (!reopened && from.status !== "stalled") return;
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the

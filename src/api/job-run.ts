@@ -48,8 +48,9 @@ export interface RunState {
   finalizing: Effect | undefined;
   /**
    * The redrives whose markers the actor counted (`""`: a marker of an earlier version, which
-   * names no redrive: it stands for that version's redrives only, `markerCounts`), and the one its record was read with at the start (its marker is
-   * in the results read from the first); undefined: none.
+   * names no redrive: it stands for that version's redrives only, `markerCounts`), and the
+   * one its record was read with at the start (its marker is in the results read from the
+   * first); undefined: none.
    */
   redrives: Set<string> | undefined;
   /**
