@@ -47,8 +47,16 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   const job = self();
   const jobId = record.id;
   // A watcher's clock decides no end: the stalled timeout is applied by the job's supervisor
-  // (its lease taken here), even one whose lease ran out a moment ago (a clock jump).
-  const stopTicking = tick(clock, job, everyMs, () => broker.leases.supervises(jobId));
+  // (its lease taken here), even one whose lease ran out a moment ago (a clock jump), and
+  // only once the answers stored before this actor are counted: those its record lacks (given
+  // while nobody supervised it) are progress, which a takeover's replay finds. Its first tick
+  // failed such a job "stalled too long" while the replay still ran. A replay that never ends
+  // (the feed failing) holds the timeout back by one more stalled timeout at most.
+  const since = clock.now();
+  const supervising = () =>
+    broker.leases.supervises(jobId) &&
+    (state.caughtUp || clock.now() - since >= record.settings.stalledTimeoutMs);
+  const stopTicking = tick(clock, job, everyMs, supervising);
   if (resumeFrom && isFinal(resumeFrom)) {
     state.caughtUp = true;
     return stopTicking;
