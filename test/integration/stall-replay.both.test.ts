@@ -17,7 +17,7 @@ import { memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
-const stalledTimeoutMs = 1500;
+const stalledTimeoutMs = 3000;
 
 /** The runtime's results feeds start `ms` late: its replay of a job's results takes that long. */
 const lateFeeds = (ms: number) => (inner: Broker) =>
