@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Lease } from "./supervision-leases.ts";
+import type { Lease, ListedLease } from "./supervision-leases.ts";
 
 /**
  * The key of a runtime's heartbeat in the leases bucket. It has a dot, and a
@@ -32,11 +32,9 @@ export interface StoredLease {
  * out), each `until` as another runtime must read it: with its holder's
  * heartbeat, from the same entries (`leaseRunsUntil`). Both brokers' `list()`.
  */
-export const jobLeases = (
-  entries: Iterable<StoredLease>,
-): Array<{ jobId: string; lease: Lease; revision: number }> => {
+export const jobLeases = (entries: Iterable<StoredLease>): Array<ListedLease> => {
   const heartbeats = new Map<string, number>();
-  const leases: Array<{ jobId: string; lease: Lease; revision: number }> = [];
+  const leases: Array<ListedLease> = [];
   for (const { key, value, revision } of entries) {
     if (value === undefined) continue;
     const lease = JSON.parse(value) as Lease;

@@ -8,6 +8,13 @@ export interface Lease {
   readonly until: number;
 }
 
+/** A job's lease as read from the bucket (`until`: with its holder's heartbeat), and its revision. */
+export interface ListedLease {
+  readonly jobId: string;
+  readonly lease: Lease;
+  readonly revision: number;
+}
+
 /**
  * Who supervises a job, until when: one key per job, taken and renewed with
  * compare-and-set on the revision. A runtime renews all the leases it holds
@@ -53,9 +60,9 @@ export interface SupervisionLeases {
    */
   giveBack(jobId: string): Promise<void>;
   /** Every job's lease on the server, with its revision; `until`: with its holder's heartbeat. */
-  list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>>;
+  list(): Promise<Array<ListedLease>>;
   /** One job's lease as `list()` reads it (with its holder's heartbeat), in one or two reads; undefined: none. */
-  get(jobId: string): Promise<{ jobId: string; lease: Lease; revision: number } | undefined>;
+  get(jobId: string): Promise<ListedLease | undefined>;
   /**
    * Removes the job's lease whoever holds it (its job is over or gone);
    * with `revision`, only up to that revision: a lease written since stays.

@@ -1,6 +1,6 @@
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
-import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
+import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
 /** Who supervises a job, until when: the same versioned value as on NATS. */
@@ -132,12 +132,12 @@ export class MemoryLeases implements SupervisionLeases {
     }
   }
 
-  async list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>> {
+  async list(): Promise<Array<ListedLease>> {
     this.#assertOpen("lease.list");
     return jobLeases(this.#server.leases.live());
   }
 
-  async get(jobId: string): Promise<{ jobId: string; lease: Lease; revision: number } | undefined> {
+  async get(jobId: string): Promise<ListedLease | undefined> {
     const op = "lease.get";
     this.#assertOpen(op);
     const entry = this.#server.leases.get(op, jobId);

@@ -2,7 +2,7 @@ import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetst
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
-import type { Lease, SupervisionLeases } from "../supervision-leases.ts";
+import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
 import { scanBucketEntries } from "./bucket-reads.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -256,7 +256,7 @@ export class NatsJobLeases implements SupervisionLeases {
    * reaper, cleanup); `until` is the later of its own and its holder's
    * heartbeat, read in the same scan.
    */
-  list(): Promise<Array<{ jobId: string; lease: Lease; revision: number }>> {
+  list(): Promise<Array<ListedLease>> {
     return this.#broker.run("lease.list", async (nc) => {
       await this.#bucket(nc);
       // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
@@ -267,7 +267,7 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /** One job's lease, read as `list()` reads it: its key, then its holder's heartbeat (none for a run-out one). */
-  get(jobId: string): Promise<{ jobId: string; lease: Lease; revision: number } | undefined> {
+  get(jobId: string): Promise<ListedLease | undefined> {
     return this.#broker.run("lease.get", async (nc) => {
       const kv = await this.#bucket(nc);
       const entry = await kv.get(jobId);
@@ -275,8 +275,9 @@ export class NatsJobLeases implements SupervisionLeases {
       const stored = { key: jobId, value: entry.string(), revision: entry.revision };
       const lease = entry.json<LeaseRecord>();
       const beat = lease.until === 0 ? null : await kv.get(heartbeatKey(lease.holder));
-      if (beat?.operation !== "PUT") return jobLeases([stored])[0];
-      return jobLeases([stored, { key: beat.key, value: beat.string(), revision: beat.revision }])[0];
+      const beats =
+        beat?.operation === "PUT" ? [{ key: beat.key, value: beat.string(), revision: beat.revision }] : [];
+      return jobLeases([stored, ...beats])[0];
     });
   }
 
