@@ -52,6 +52,8 @@ export interface StartedJobActor {
   keptResults(): readonly string[] | undefined;
   /** Once the actor has counted the answers stored when its feed started, or after `waitMs`. */
   whenCaughtUp(waitMs: number): Promise<void>;
+  /** Why the end the actor decided was not written (undefined: it was, or none was decided). */
+  finalizeError(): unknown;
 }
 
 /**
@@ -315,6 +317,7 @@ export const startJobActor = (
       seen.lastUnwritten = false;
     },
     submitError: run.submitError,
+    finalizeError: run.finalizeError,
     keptResults: run.keptResults,
     whenCaughtUp: run.whenCaughtUp,
     onExisting: (listener) => {

@@ -162,4 +162,6 @@ export interface HandleSource {
   keptResults?(): readonly string[] | undefined;
   /** Once the job's actor has counted the answers stored when it started reading, or after `waitMs`. */
   whenCaughtUp?(waitMs: number): Promise<void>;
+  /** Why the end the actor decided was not written (undefined: it was, or none was decided). */
+  finalizeError?(): unknown;
 }

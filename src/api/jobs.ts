@@ -5,6 +5,7 @@ import type { RecordFound, RecordsPage } from "../adapters/job-records.ts";
 import { committedRecord } from "../effects/finalize-job.ts";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
+import { sleep } from "../effects/supervise-loop.ts";
 import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
@@ -24,7 +25,7 @@ import type { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
 import { RecordFeed } from "./record-feed.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
-import { makeHandle } from "./runtime-job-handle.ts";
+import { type HandleDeps, makeHandle } from "./runtime-job-handle.ts";
 import { unreadableListed } from "./unreadable-listed.ts";
 
 interface Supervised {
@@ -51,6 +52,8 @@ export class JobRegistry implements Jobs {
   #stopping = false;
   /** Says once each record `list()` left out (one this version cannot decode). */
   readonly #unreadableListed: (page: RecordsPage) => void;
+  /** What the handles given out share (one object for all of them). */
+  readonly #handleDeps: HandleDeps;
 
   constructor(core: RuntimeCore, broker: Broker, options: JobsOptions) {
     this.#core = core;
@@ -58,6 +61,7 @@ export class JobRegistry implements Jobs {
     this.#log = childLogger(core.logger, { actor: "job" });
     this.#unreadableListed = unreadableListed(this.#log, "it is left out of rt.jobs.list()");
     this.#options = options;
+    this.#handleDeps = { core, broker, recordedEnd: (id) => this.#recordedEnd(id) };
     this.records = new RecordFeed(core.loops, broker);
     this.#deps = {
       core,
@@ -200,6 +204,44 @@ export class JobRegistry implements Jobs {
     return started.handle as JobHandle<Result>;
   }
 
+  /**
+   * Once the job's record says it is over, from the record watch or a read
+   * (each half a lease apart: a write the watch missed, while it was placed
+   * again, is read); undefined once no record is left. Rejects with
+   * `RuntimeStopped` as the runtime stops.
+   */
+  async #recordedEnd(id: string): Promise<JobRecord | undefined> {
+    const { signal } = this.#core.loops;
+    let heard: ((record: JobRecord) => void) | undefined;
+    const written = new Promise<JobRecord>((resolve) => {
+      heard = resolve;
+    });
+    const unlisten = this.onRecordChange((record) => {
+      if (record.id === id && isFinal(record.status)) heard?.(record);
+    });
+    try {
+      for (;;) {
+        if (signal.aborted)
+          throw new RuntimeStopped({ message: "runtime stopped before the job's end was written" });
+        // A read that fails is made again half a lease on.
+        const read = await this.#broker.getRecord(id).then(
+          (found) => ({ found }),
+          () => undefined,
+        );
+        if (read && !read.found) return undefined;
+        const record = read?.found?.record;
+        if (record && isFinal(record.status)) return record;
+        const end = await Promise.race([
+          written,
+          sleep(this.#options.leaseMs / 2, signal).then(() => undefined),
+        ]);
+        if (end) return end;
+      }
+    } finally {
+      unlisten();
+    }
+  }
+
   async record(id: string): Promise<JobRecord | undefined> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.record()");
     check(SubjectToken, id, "id");
@@ -329,7 +371,7 @@ export class JobRegistry implements Jobs {
       // A job taken over or opened here: its queue's held tasks are moved here from now on.
       if (resumeFrom) this.#follow(record, started);
     }
-    const handle = makeHandle(this.#core, this.#broker, started);
+    const handle = makeHandle(this.#handleDeps, started);
     if (!resumeFrom) {
       // Resolve once committed; a submit that failed rejects with its typed error (it was rolled back).
       const committed = await whenCommitted(started);

@@ -3,7 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
-import { isFinal } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import { decodeProgress, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { keptAnswers, readAllResults, yieldAll } from "./job-answers.ts";
@@ -83,16 +83,14 @@ const cancelCatchUpMs = 2000;
 class RuntimeJobHandle implements JobHandle {
   readonly id: string;
   readonly queue: string;
-  readonly #core: RuntimeCore;
-  readonly #broker: JobPort & JobResults;
+  readonly #deps: HandleDeps;
   readonly #source: HandleSource;
 
-  constructor(core: RuntimeCore, broker: JobPort & JobResults, source: HandleSource) {
+  constructor(deps: HandleDeps, source: HandleSource) {
     const { jobId, queue } = source.actor.getSnapshot().context;
     this.id = jobId;
     this.queue = queue;
-    this.#core = core;
-    this.#broker = broker;
+    this.#deps = deps;
     this.#source = source;
   }
 
@@ -110,24 +108,40 @@ class RuntimeJobHandle implements JobHandle {
   }
 
   get done(): () => Promise<JobSnapshot> {
-    return () => whenRecorded(this.#source.actor);
+    return () => ended(this.#deps, this.#source);
   }
 
   get cancel(): (reason: string) => Promise<JobSnapshot> {
-    return (reason) => cancel(this.#core, this.#broker, this.#source, reason);
+    return (reason) => cancel(this.#deps.core, this.#deps.broker, this.#source, reason);
   }
 
   get results(): <Result>() => AsyncIterable<TaskResult<Result>> {
     return <Result>() => {
       const kept = keptAnswers<Result>(this.#source);
-      return kept ? yieldAll(kept) : readAllResults<Result>(this.#core, this.#broker, this.#source.actor);
+      const { core, broker } = this.#deps;
+      return kept ? yieldAll(kept) : readAllResults<Result>(core, broker, this.#source.actor);
     };
   }
 
   get onProgress(): (listener: (progress: TaskProgress) => void) => () => void {
-    return (listener) => watchNotes(this.#core, this.#broker, this, listener);
+    return (listener) => watchNotes(this.#deps.core, this.#deps.broker, this, listener);
   }
 }
+
+/**
+ * `done()`: the end the job's actor recorded. One it decided but could not
+ * write (the write failed, or a redrive reopened the job and its marker was
+ * never read) is not the job's end: the record is, once whoever takes the
+ * job over writes it, or as a cancel from another process wrote it meanwhile.
+ */
+const ended = async (deps: HandleDeps, source: HandleSource): Promise<JobSnapshot> => {
+  const decided = await whenRecorded(source.actor);
+  if (source.finalizeError?.() === undefined) return decided;
+  const record = await deps.recordedEnd(decided.id);
+  return record
+    ? { ...decided, status: record.status, reason: record.reason ?? null, ...record.counts }
+    : decided;
+};
 
 /** `onProgress`: the job's progress notes from now on, until the function returned is called. */
 const watchNotes = (
@@ -157,8 +171,13 @@ const watchNotes = (
   };
 };
 
-export const makeHandle = (
-  core: RuntimeCore,
-  broker: JobPort & JobResults,
-  source: HandleSource,
-): JobHandle => new RuntimeJobHandle(core, broker, source);
+/** What every handle of a runtime shares: one object, not a field each on every live job. */
+export interface HandleDeps {
+  readonly core: RuntimeCore;
+  readonly broker: JobPort & JobResults;
+  /** Once the job's record says it is over (undefined: it is gone); rejects as the runtime stops. */
+  readonly recordedEnd: (id: string) => Promise<JobRecord | undefined>;
+}
+
+export const makeHandle = (deps: HandleDeps, source: HandleSource): JobHandle =>
+  new RuntimeJobHandle(deps, source);

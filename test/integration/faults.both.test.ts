@@ -176,6 +176,34 @@ describe.each([
     expect(tally(ledger).size).toBe(total);
   });
 
+  it("an end not written, then a cancel from another process: done() says the end recorded", async () => {
+    const a = await runtime({ jobs: { leaseMs: 400 } });
+    // Never a supervisor: the end is A's to write, or the cancel's.
+    const b = await runtime({ jobs: { leaseMs: 400, takeOver: false } });
+    const total = 4;
+    const ledger: number[] = [];
+    a.faults.fail("finalize", Number.POSITIVE_INFINITY);
+    worker(a, "fin-cancel", ledger);
+    const job = await a.rt.jobs.submit({ queue: "fin-cancel", tasks: indexes(total) });
+    const done = job.done();
+    // A decided `succeeded` (every task answered) and could not write it.
+    await waitUntil(() => a.faults.injected("finalize") > 0, {
+      timeoutMs: BOUND_MS,
+      message: "A's write of the job's end to fail",
+    });
+    const elsewhere = await b.rt.jobs.get(job.id);
+    const cancelled = await within(elsewhere!.cancel("from elsewhere"), BOUND_MS, "B's cancel");
+    expect(cancelled).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
+    a.faults.heal("finalize");
+
+    const record = await finalRecord(a, job.id);
+    expect(record).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
+    // What A's handle says is the record's end, not the one A decided and never wrote.
+    const end = await within(done, BOUND_MS, "A's view of the job to end");
+    expect(end).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere", done: total });
+    expect(tally(ledger).size).toBe(total);
+  });
+
   it("lease renewals that fail: the runtime stops supervising by the lease's end, another takes over", async () => {
     const leaseMs = 600;
     const a = await runtime({ jobs: { leaseMs } });
