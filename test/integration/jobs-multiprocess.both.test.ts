@@ -233,13 +233,14 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
     open();
     const end = await job.done();
     const recorded = (await b.record(job.id))!;
-    // The point: opened well after its end (an opening's time would show as 300 ms later).
-    await delay(300);
+    // The point: opened well after its end (an opening's time would show as a second later).
+    await delay(1000);
     const later = await (await b.runtime({ takeOver: false })).jobs.get(job.id);
     expect(later!.snapshot()).toMatchObject({ status: "succeeded", done: 3 });
     // The record's end, by the writer's clock: its last answer's time, give or take the write.
     expect(later!.snapshot().lastProgressAt).toBe(recorded.finishedAt);
-    expect(Math.abs(later!.snapshot().lastProgressAt - end.lastProgressAt)).toBeLessThan(250);
+    // (Its write follows the last answer by a few ms; room for a machine busy with other files.)
+    expect(Math.abs(later!.snapshot().lastProgressAt - end.lastProgressAt)).toBeLessThan(800);
     await worker.stop();
   });
 

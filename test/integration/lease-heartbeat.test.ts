@@ -65,11 +65,12 @@ describe("lease renewals of a runtime holding many jobs", () => {
     );
 
     // A renewal per job per third of the lease would be jobs × watchMs / (leaseMs / 3) = 360.
-    // One heartbeat a third of the lease is 9; one late heartbeat (a gap) adds a renewal of
-    // each lease, once: the bound allows that, not a renewal per job per period.
+    // One heartbeat a third of the lease is 9; each late heartbeat (a gap) adds a renewal of
+    // each lease, once: the bound allows two of them (a machine busy with other test files),
+    // 92 writes, far from a renewal per job per period.
     const periods = watchMs / (leaseMs / 3);
     expect(written).toBeGreaterThan(0); // the heartbeat is written
-    expect(written).toBeLessThanOrEqual(periods + 3 + jobs);
+    expect(written).toBeLessThanOrEqual(periods + 3 + 2 * jobs);
     // Still held by the runtime, and not run out for another one: the lease's own `until` is
     // long past (never rewritten), its holder's heartbeat is not.
     expect(await heldByRt()).toBe(jobs);
