@@ -1,10 +1,11 @@
 import type { Actor, AnyActorRef } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { finalizeJob, raiseEndCounts } from "../effects/finalize-job.ts";
+import { untilDone } from "../effects/retry.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
-import { PermanentBrokerError } from "../kernel/errors.ts";
+import { isTransient, PermanentBrokerError } from "../kernel/errors.ts";
 import { type FinalizeInput, isFinal, type JobRecord, uncountedRedrive } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { whenAborted } from "../kernel/signals.ts";
@@ -27,6 +28,9 @@ export interface JobEffectsShared {
 const abort = (effect: Effect | undefined) => {
   if (effect && !effect.settled) effect.control.abort();
 };
+
+/** The pauses between two tries of a job's end whose write failed transiently. */
+const endRetry = { initialMs: 250, maxMs: 5000, jitter: true } as const;
 
 /** How long an end refused for a redrive waits for the feed to hand its marker (read within ms). */
 const reopenWaitMs = 30_000;
@@ -74,6 +78,38 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       log.debug({ err: error }, "supervision lease not taken while waiting for the job's end; tried again");
       return false;
     });
+
+  /**
+   * Until this runtime supervises the job (false), or the job's end is found
+   * recorded, or the actor stops (true). Only the supervisor writes the end;
+   * a watcher waits for it (or for the lease). The wait ends as soon as the
+   * actor stops, which the runtime's stop does too (`sleep` heeds `aborted`):
+   * a watcher stopped meanwhile leaves the end to the supervisor, or to
+   * whoever takes over.
+   */
+  const untilSupervising = async (state: RunState, input: FinalizeInput, aborted: AbortSignal) => {
+    const { record, log, self } = state.run;
+    const jobId = record.id;
+    while (!leases.holds(jobId, clock.now())) {
+      if (aborted.aborted) {
+        state.finalizeError = "stopped before the end was written";
+        return true;
+      }
+      const found = await broker.getRecord(jobId).catch((error: unknown) => {
+        log.debug({ err: error }, "record not read while waiting for the job's end; read again");
+        return undefined;
+      });
+      if (found && isFinal(found.record.status)) {
+        // The end as recorded: another than this actor counted (a cancel that landed first)
+        // is how the job ended, as for a supervisor whose write found it below.
+        if (otherEnd(found.record, input) && !aborted.aborted) self().send(recordEvent(found.record));
+        return true;
+      }
+      if (shared.takeOver && (await takeLease(jobId, log))) return false;
+      await sleep(Math.min(500, leaseMs / 4), aborted);
+    }
+    return false;
+  };
 
   /** The submit: resolves with the commit time (tasks are visible to workers from then on). */
   const submit = async (state: RunState, aborted: AbortSignal): Promise<number> => {
@@ -134,52 +170,53 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
   /** The end decided (`input`), written by the supervisor; a watcher waits for it, or takes over. */
   const finalize = async (state: RunState, input: FinalizeInput, aborted: AbortSignal): Promise<void> => {
     const { record, log, self } = state.run;
-    const jobId = record.id;
     // A submit that failed rolled back what it wrote, or wrote nothing (it lost its key's
     // claim to another request): the record under this id is not this actor's to end.
     if (state.submitError !== undefined) return;
-    // Only the supervisor writes the end; a watcher waits for it (or for the lease). The wait
-    // ends as soon as the actor stops, which the runtime's stop does too (`sleep` heeds
-    // `aborted`): a watcher stopped meanwhile leaves the end to the supervisor, or to
-    // whoever takes over.
-    while (!leases.holds(jobId, clock.now())) {
-      if (aborted.aborted) {
-        state.finalizeError = "stopped before the end was written";
-        return;
-      }
-      const found = await broker.getRecord(jobId).catch((error: unknown) => {
-        log.debug({ err: error }, "record not read while waiting for the job's end; read again");
-        return undefined;
-      });
-      if (found && isFinal(found.record.status)) {
-        // The end as recorded: another than this actor counted (a cancel that landed first)
-        // is how the job ended, as for a supervisor whose write found it below.
-        if (otherEnd(found.record, input) && !aborted.aborted) self().send(recordEvent(found.record));
-        return;
-      }
-      if (shared.takeOver && (await takeLease(jobId, log))) break;
-      await sleep(Math.min(500, leaseMs / 4), aborted);
-    }
-    // Committed (its submit answered so, or it was read committed): its end is written as a new
-    // record should the server's store have lost the record.
-    const committed =
-      state.submitError === undefined && (state.submitting === undefined || state.submitting.settled);
     // A marker named by no redrive (an earlier version's) stands for any of that version's.
     const counted = (redrive: string) =>
       state.redrives !== undefined && [...state.redrives].some((marker) => markerCounts(marker, redrive));
-    const stored = await finalizeJob(
-      broker,
-      input,
-      () => clock.now(),
-      state.run.seen,
-      committed ? record : undefined,
-      counted,
-    ).catch((error: unknown) => {
-      // The machine ends `recorded` either way; the record still says the job runs, so its
-      // lease must stay for a takeover pass to find the job and write the end.
+    let stored: JobRecord | undefined;
+    let over = false;
+    const write = async () => {
+      over = await untilSupervising(state, input, aborted);
+      if (over) return;
+      // Committed (its submit answered so, or it was read committed): its end is written as a
+      // new record should the server's store have lost the record.
+      const committed =
+        state.submitError === undefined && (state.submitting === undefined || state.submitting.settled);
+      stored = await finalizeJob(
+        broker,
+        input,
+        () => clock.now(),
+        state.run.seen,
+        committed ? record : undefined,
+        counted,
+      );
+    };
+    const failed = (error: unknown, again: boolean) => {
+      if (again) return log.warn({ err: error }, "job's end not written; tried again");
+      // The machine ends `recorded`; the record still says the job runs, so its lease must stay
+      // for a takeover pass to find the job and write the end.
       state.finalizeError = error;
-      throw error;
+      log.warn({ err: error }, "job's end not written; left to a takeover");
+    };
+    // Written by this actor, tried again while the store fails transiently (the server away):
+    // its handles, snapshot and subscribers say the end once it is written, or the one
+    // recorded meanwhile (a cancel from another process, heard through the record watch, ends
+    // this state and so these tries). Before, the first failure ended the actor with an end
+    // not written, for a takeover pass to write, and its handles said an end that another
+    // could replace. A permanent failure still leaves it to a takeover. The first try is a
+    // plain call: a retry's Effect program is paid only once a write has failed.
+    await write().catch(async (error: unknown) => {
+      if (aborted.aborted) return;
+      const again = isTransient(error);
+      failed(error, again);
+      if (again) await untilDone(write, endRetry, aborted, isTransient, failed);
     });
+    // Nothing stored when the tries were aborted (the end recorded elsewhere was heard, or the
+    // actor stopped): below, nothing is left to do.
+    if (over || state.finalizeError !== undefined) return;
     // A redrive reopened the job after this end was decided, before its write (the redrive
     // read it running): not written. Its marker, stored before the redrive's record write,
     // reaches the feed, which hands it with what it held since; the machine counts them and

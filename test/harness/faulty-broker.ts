@@ -1,7 +1,7 @@
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { SupervisionLeases } from "../../src/adapters/supervision-leases.ts";
 import type { TaskLease } from "../../src/adapters/task-queue.ts";
-import { TransientBrokerError } from "../../src/kernel/errors.ts";
+import { PermanentBrokerError, TransientBrokerError } from "../../src/kernel/errors.ts";
 import { isFinal } from "../../src/kernel/job-record.ts";
 
 /**
@@ -23,13 +23,15 @@ export type FaultPoint = "publishResults" | "finalize" | "lease" | "ack" | "crea
 interface Armed {
   /** Faults still to inject (Infinity: permanently). */
   left: number;
+  /** The error's kind: a transient one (the default, an outage) or a permanent one (refused). */
+  readonly kind: FaultKind;
   /** Only operations on this job (any job when undefined). */
   readonly jobId?: string;
 }
 
 export interface Faults {
   /** Fails the next `times` operations at `point` (Infinity: every one from now on). */
-  fail(point: FaultPoint, times?: number, jobId?: string): void;
+  fail(point: FaultPoint, times?: number, jobId?: string, kind?: FaultKind): void;
   /** Runs `hook` before each operation at `point` (before any injected failure). */
   before(point: FaultPoint, hook: (jobId: string) => void | Promise<void>): void;
   /** Stops injecting at `point`. */
@@ -43,31 +45,37 @@ export interface FaultyBroker {
   readonly faults: Faults;
 }
 
-const transient = (point: FaultPoint, jobId: string) =>
-  new TransientBrokerError({ message: `injected fault: ${point} of ${jobId}`, operation: point });
+/** How an injected fault fails: as an outage (tried again) or as a refusal (not). */
+export type FaultKind = "transient" | "permanent";
+
+const injected = (kind: FaultKind, point: FaultPoint, jobId: string) => {
+  const fields = { message: `injected fault: ${point} of ${jobId}`, operation: point };
+  return kind === "transient" ? new TransientBrokerError(fields) : new PermanentBrokerError(fields);
+};
 
 export const faultyBroker = (inner: Broker): FaultyBroker => {
   const armed = new Map<FaultPoint, Armed>();
   const hooks = new Map<FaultPoint, (jobId: string) => void | Promise<void>>();
   const counts = new Map<FaultPoint, number>();
 
-  /** True when this operation must fail (and counts it); a `jobId` undefined is an operation on every job. */
-  const take = (point: FaultPoint, jobId: string | undefined): boolean => {
+  /** How this operation must fail (and counts it), undefined: it does not; a `jobId` undefined is an operation on every job. */
+  const take = (point: FaultPoint, jobId: string | undefined): FaultKind | undefined => {
     const fault = armed.get(point);
-    if (!fault || fault.left <= 0) return false;
-    if (fault.jobId !== undefined && jobId !== undefined && fault.jobId !== jobId) return false;
+    if (!fault || fault.left <= 0) return undefined;
+    if (fault.jobId !== undefined && jobId !== undefined && fault.jobId !== jobId) return undefined;
     fault.left--;
     counts.set(point, (counts.get(point) ?? 0) + 1);
-    return true;
+    return fault.kind;
   };
   const gate = async (point: FaultPoint, jobId: string | undefined): Promise<void> => {
     if (jobId !== undefined) await hooks.get(point)?.(jobId);
-    if (take(point, jobId)) throw transient(point, jobId ?? "every job");
+    const kind = take(point, jobId);
+    if (kind) throw injected(kind, point, jobId ?? "every job");
   };
 
   const faults: Faults = {
-    fail: (point, times = 1, jobId) => {
-      armed.set(point, { left: times, ...(jobId === undefined ? {} : { jobId }) });
+    fail: (point, times = 1, jobId, kind = "transient") => {
+      armed.set(point, { left: times, kind, ...(jobId === undefined ? {} : { jobId }) });
     },
     before: (point, hook) => {
       hooks.set(point, hook);

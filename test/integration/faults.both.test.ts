@@ -171,38 +171,55 @@ describe.each([
     const end = await within(job.done(), QUICK_MS, "job whose finalize fails to end");
 
     expect(r.faults.injected("finalize")).toBe(1);
-    // The record still said running: the orphan scan took the job over and wrote the end.
+    // The record still said running: the job's actor wrote its end on its next try.
     await expectCountedOnce(r, end, total);
     expect(tally(ledger).size).toBe(total);
   });
 
-  it("an end not written, then a cancel from another process: done() says the end recorded", async () => {
-    const a = await runtime({ jobs: { leaseMs: 400 } });
-    // Never a supervisor: the end is A's to write, or the cancel's.
-    const b = await runtime({ jobs: { leaseMs: 400, takeOver: false } });
-    const total = 4;
-    const ledger: number[] = [];
-    a.faults.fail("finalize", Number.POSITIVE_INFINITY);
-    worker(a, "fin-cancel", ledger);
-    const job = await a.rt.jobs.submit({ queue: "fin-cancel", tasks: indexes(total) });
-    const done = job.done();
-    // A decided `succeeded` (every task answered) and could not write it.
-    await waitUntil(() => a.faults.injected("finalize") > 0, {
-      timeoutMs: BOUND_MS,
-      message: "A's write of the job's end to fail",
-    });
-    const elsewhere = await b.rt.jobs.get(job.id);
-    const cancelled = await within(elsewhere!.cancel("from elsewhere"), BOUND_MS, "B's cancel");
-    expect(cancelled).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
-    a.faults.heal("finalize");
+  // Transient: A's actor tries its write again until the cancel is heard. Permanent: A's actor
+  // ends with its end unwritten (its handle waits for the record's end), each takeover of A's
+  // too, until the cancel is written.
+  it.each(["transient", "permanent"] as const)(
+    "an end not written (%s), then a cancel from another process: done() says the end recorded",
+    async (kind) => {
+      const a = await runtime({ jobs: { leaseMs: 400 } });
+      // Never a supervisor: the end is A's to write, or the cancel's.
+      const b = await runtime({ jobs: { leaseMs: 400, takeOver: false } });
+      const total = 4;
+      const ledger: number[] = [];
+      a.faults.fail("finalize", Number.POSITIVE_INFINITY, undefined, kind);
+      worker(a, "fin-cancel", ledger);
+      const job = await a.rt.jobs.submit({ queue: "fin-cancel", tasks: indexes(total) });
+      const seen: string[] = [];
+      job.subscribe((snapshot) => seen.push(`${snapshot.status} ${snapshot.reason ?? ""}`.trim()));
+      const done = job.done();
+      // A decided `succeeded` (every task answered) and could not write it.
+      await waitUntil(() => a.faults.injected("finalize") > 0, {
+        timeoutMs: BOUND_MS,
+        message: "A's write of the job's end to fail",
+      });
+      const elsewhere = await b.rt.jobs.get(job.id);
+      const cancelled = await within(elsewhere!.cancel("from elsewhere"), BOUND_MS, "B's cancel");
+      expect(cancelled).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
+      a.faults.heal("finalize");
 
-    const record = await finalRecord(a, job.id);
-    expect(record).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
-    // What A's handle says is the record's end, not the one A decided and never wrote.
-    const end = await within(done, BOUND_MS, "A's view of the job to end");
-    expect(end).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere", done: total });
-    expect(tally(ledger).size).toBe(total);
-  });
+      const record = await finalRecord(a, job.id);
+      expect(record).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
+      // What A's handle says is the record's end, not the one A decided and never wrote.
+      const end = await within(done, BOUND_MS, "A's view of the job to end");
+      expect(end).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere", done: total });
+      // Its snapshot and its subscribers too (they saw `succeeded` while A tried to write it),
+      // while its actor lives: one ended with its end unwritten stays as it ended.
+      if (kind === "transient") {
+        expect(job.snapshot()).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
+        await waitUntil(() => seen.at(-1) === "failed cancelled: from elsewhere", {
+          timeoutMs: QUICK_MS,
+          message: `A's subscriber to hear the end recorded (heard: ${seen.join(", ")})`,
+        });
+      }
+      expect(tally(ledger).size).toBe(total);
+    },
+  );
 
   it("lease renewals that fail: the runtime stops supervising by the lease's end, another takes over", async () => {
     const leaseMs = 600;
