@@ -91,10 +91,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     const { record, log, self } = state.run;
     const jobId = record.id;
     while (!leases.holds(jobId, clock.now())) {
-      if (aborted.aborted) {
-        state.finalizeError = "stopped before the end was written";
-        return true;
-      }
+      // Stopped, or another end was heard: the actor's end already chose to release or give
+      // back its lease (job-actor.ts), and its handles read no reason from here.
+      if (aborted.aborted) return true;
       const found = await broker.getRecord(jobId).catch((error: unknown) => {
         log.debug({ err: error }, "record not read while waiting for the job's end; read again");
         return undefined;
@@ -105,7 +104,16 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         if (otherEnd(found.record, input) && !aborted.aborted) self().send(recordEvent(found.record));
         return true;
       }
-      if (shared.takeOver && (await takeLease(jobId, log))) return false;
+      // Its own supervisor takes its lease back too (its renewals failed while it tried to
+      // write the end), whether or not this runtime takes jobs over.
+      if ((shared.takeOver || leases.supervises(jobId)) && (await takeLease(jobId, log))) {
+        // Taken as the actor ended (its end heard from elsewhere, its runtime stopping): the
+        // lease its end released would be renewed by this runtime's heartbeat for good. Given
+        // back: a takeover pass removes it if the job is over, or takes the job over.
+        if (!aborted.aborted) return false;
+        await leases.giveBack(jobId).catch(() => undefined);
+        return true;
+      }
       await sleep(Math.min(500, leaseMs / 4), aborted);
     }
     return false;
@@ -179,8 +187,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     let stored: JobRecord | undefined;
     let over = false;
     const write = async () => {
-      over = await untilSupervising(state, input, aborted);
-      if (over) return;
+      // Held (nearly always): no wait, and no promise made for one.
+      over = leases.holds(record.id, clock.now()) ? false : await untilSupervising(state, input, aborted);
+      if (over || aborted.aborted) return;
       // Committed (its submit answered so, or it was read committed): its end is written as a
       // new record should the server's store have lost the record.
       const committed =
@@ -194,8 +203,15 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         counted,
       );
     };
+    let tries = 0;
     const failed = (error: unknown, again: boolean) => {
-      if (again) return log.warn({ err: error }, "job's end not written; tried again");
+      // Said once at warn; the tries that follow (every few seconds through an outage, for
+      // every job ending then) at debug.
+      if (again) {
+        if (tries++ === 0) log.warn({ err: error }, "job's end not written; tried again");
+        else log.debug({ err: error }, "job's end not written; tried again");
+        return;
+      }
       // The machine ends `recorded`; the record still says the job runs, so its lease must stay
       // for a takeover pass to find the job and write the end.
       state.finalizeError = error;

@@ -6,7 +6,7 @@ import { committedRecord } from "../effects/finalize-job.ts";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
 import { sleep } from "../effects/supervise-loop.ts";
-import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
+import { InvalidArgument, RuntimeStopped, workOver } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -211,7 +211,10 @@ export class JobRegistry implements Jobs {
    * `RuntimeStopped` as the runtime stops.
    */
   async #recordedEnd(id: string): Promise<JobRecord | undefined> {
-    const { signal } = this.#core.loops;
+    // Aborted as the runtime stops, and once this returns: a wait the watch cut short leaves
+    // no timer behind.
+    const waiting = this.#core.stopLinks.link();
+    const { signal } = waiting;
     let heard: ((record: JobRecord) => void) | undefined;
     const written = new Promise<JobRecord>((resolve) => {
       heard = resolve;
@@ -239,6 +242,8 @@ export class JobRegistry implements Jobs {
       }
     } finally {
       unlisten();
+      waiting.abort(workOver);
+      this.#core.stopLinks.unlink(waiting);
     }
   }
 

@@ -138,9 +138,16 @@ const ended = async (deps: HandleDeps, source: HandleSource): Promise<JobSnapsho
   const decided = await whenRecorded(source.actor);
   if (source.finalizeError?.() === undefined) return decided;
   const record = await deps.recordedEnd(decided.id);
-  return record
-    ? { ...decided, status: record.status, reason: record.reason ?? null, ...record.counts }
-    : decided;
+  if (!record) return decided;
+  // Its counts unless the actor counted more answers (as the actor adopts a recorded end).
+  const { done, failed, dead } = record.counts;
+  const theirs = done + failed + dead >= decided.done + decided.failed + decided.dead;
+  return {
+    ...decided,
+    status: record.status,
+    reason: record.reason ?? null,
+    ...(theirs ? record.counts : {}),
+  };
 };
 
 /** `onProgress`: the job's progress notes from now on, until the function returned is called. */

@@ -38,6 +38,8 @@ export interface Faults {
   heal(point: FaultPoint): void;
   /** How many faults were injected at `point` so far: the ledger of what the test did. */
   injected(point: FaultPoint): number;
+  /** How many operations on one job at `point` went through and were answered (`lease`: takes and renewals). */
+  answered(point: FaultPoint): number;
 }
 
 export interface FaultyBroker {
@@ -57,6 +59,13 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const armed = new Map<FaultPoint, Armed>();
   const hooks = new Map<FaultPoint, (jobId: string) => void | Promise<void>>();
   const counts = new Map<FaultPoint, number>();
+  const answers = new Map<FaultPoint, number>();
+  /** `inner`'s answer, counted at `point` once it comes. */
+  const counted = async <A>(point: FaultPoint, inner: Promise<A>): Promise<A> => {
+    const answer = await inner;
+    answers.set(point, (answers.get(point) ?? 0) + 1);
+    return answer;
+  };
 
   /** How this operation must fail (and counts it), undefined: it does not; a `jobId` undefined is an operation on every job. */
   const take = (point: FaultPoint, jobId: string | undefined): FaultKind | undefined => {
@@ -85,6 +94,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
       hooks.delete(point);
     },
     injected: (point) => counts.get(point) ?? 0,
+    answered: (point) => answers.get(point) ?? 0,
   };
 
   /** A delivered task whose ack may be lost: the result is stored, the broker never hears of the ack. */
@@ -112,11 +122,11 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const leases = passThrough<SupervisionLeases>(innerLeases, {
     acquire: async (jobId: string, ttlMs: number, now?: number) => {
       await gate("lease", jobId);
-      return innerLeases.acquire(jobId, ttlMs, now);
+      return counted("lease", innerLeases.acquire(jobId, ttlMs, now));
     },
     renew: async (jobId: string, ttlMs: number, now?: number) => {
       await gate("lease", jobId);
-      return innerLeases.renew(jobId, ttlMs, now);
+      return counted("lease", innerLeases.renew(jobId, ttlMs, now));
     },
     // It renews the leases of every job this runtime holds: a fault on any job's lease fails it.
     heartbeat: async (ttlMs: number, now?: number) => {

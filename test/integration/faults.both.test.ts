@@ -10,7 +10,7 @@ import {
   type RawResult,
   tally,
 } from "../harness/fault-runtimes.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 /**
  * Faults as first-class events (issue #13): the broker port fails the way an
@@ -104,6 +104,26 @@ describe.each([
     return stored;
   };
 
+  /**
+   * A job of 4 tasks on `queue`, handled by `r`'s worker into `ledger`, whose end `r` decided
+   * (`succeeded`) and could not write: every write of a job's end fails there, as `kind` says.
+   */
+  const endNotWritten = async (
+    r: FaultyRuntime,
+    queue: string,
+    ledger: number[],
+    kind: "transient" | "permanent" = "transient",
+  ) => {
+    r.faults.fail("finalize", Number.POSITIVE_INFINITY, undefined, kind);
+    worker(r, queue, ledger);
+    const job = await r.rt.jobs.submit({ queue, tasks: indexes(4) });
+    await waitUntil(() => r.faults.injected("finalize") > 0, {
+      timeoutMs: BOUND_MS,
+      message: "the write of the job's end to fail",
+    });
+    return job;
+  };
+
   describe("a results publish that fails", () => {
     it.each([
       ["once", 1],
@@ -187,17 +207,10 @@ describe.each([
       const b = await runtime({ jobs: { leaseMs: 400, takeOver: false } });
       const total = 4;
       const ledger: number[] = [];
-      a.faults.fail("finalize", Number.POSITIVE_INFINITY, undefined, kind);
-      worker(a, "fin-cancel", ledger);
-      const job = await a.rt.jobs.submit({ queue: "fin-cancel", tasks: indexes(total) });
+      const job = await endNotWritten(a, "fin-cancel", ledger, kind);
       const seen: string[] = [];
       job.subscribe((snapshot) => seen.push(`${snapshot.status} ${snapshot.reason ?? ""}`.trim()));
       const done = job.done();
-      // A decided `succeeded` (every task answered) and could not write it.
-      await waitUntil(() => a.faults.injected("finalize") > 0, {
-        timeoutMs: BOUND_MS,
-        message: "A's write of the job's end to fail",
-      });
       const elsewhere = await b.rt.jobs.get(job.id);
       const cancelled = await within(elsewhere!.cancel("from elsewhere"), BOUND_MS, "B's cancel");
       expect(cancelled).toMatchObject({ status: "failed", reason: "cancelled: from elsewhere" });
@@ -220,6 +233,66 @@ describe.each([
       expect(tally(ledger).size).toBe(total);
     },
   );
+
+  it("a lease taken back as the job ended elsewhere is given back, not kept by the heartbeat", async () => {
+    // Long enough for the take held at the door to land before its own `until`: the next
+    // heartbeat then carries it on (one landing later runs out by itself).
+    const leaseMs = 3000;
+    const a = await runtime({ jobs: { leaseMs } });
+    const b = await runtime({ jobs: { leaseMs, takeOver: false } });
+    const job = await endNotWritten(a, "lease-late", []);
+    // A's lease store unreachable: its lease runs out while it tries its end again, and it
+    // takes the lease back; that take is held at the door.
+    const door = gate();
+    let taking = 0;
+    a.faults.before("lease", async () => {
+      taking++;
+      await door.opened;
+    });
+    a.faults.fail("lease", Number.POSITIVE_INFINITY, job.id);
+    await waitUntil(() => taking > 0, { timeoutMs: BOUND_MS, message: "A to take its job's lease back" });
+    // Meanwhile the job ends elsewhere; A hears it, and its actor ends (releasing the lease).
+    const cancelled = await (await b.rt.jobs.get(job.id))!.cancel("meanwhile");
+    expect(cancelled).toMatchObject({ status: "failed", reason: "cancelled: meanwhile" });
+    expect(await within(job.done(), BOUND_MS, "A's view of the job to end")).toMatchObject({
+      status: "failed",
+      reason: "cancelled: meanwhile",
+    });
+    // The store answers again, and A's take of the lease lands after its actor ended.
+    const answered = a.faults.answered("lease");
+    a.faults.heal("lease");
+    door.open();
+    await waitUntil(() => a.faults.answered("lease") > answered, {
+      timeoutMs: BOUND_MS,
+      message: "A's take of the lease to land",
+    });
+    // Kept, A's heartbeat renewed it for as long as A ran: the job, over, stayed among the
+    // leases that index the jobs not over. Given back, a takeover pass removes it.
+    await waitUntil(async () => (await b.broker.leases.get(job.id)) === undefined, {
+      timeoutMs: BOUND_MS,
+      message: "no lease left for the job that ended",
+    });
+  });
+
+  it("a supervisor that takes no job over takes its own job's lease back to write the end", async () => {
+    const leaseMs = 400;
+    const a = await runtime({ jobs: { leaseMs, takeOver: false } });
+    const ledger: number[] = [];
+    const job = await endNotWritten(a, "own-lease", ledger);
+    // Its lease runs out while it tries the end again (the lease store unreachable too).
+    a.faults.fail("lease", Number.POSITIVE_INFINITY, job.id);
+    await waitUntil(() => !a.broker.leases.holds(job.id), {
+      timeoutMs: BOUND_MS,
+      message: "A's lease to run out",
+    });
+    a.faults.heal("lease");
+    a.faults.heal("finalize");
+    // Nobody else supervises: before, A waited as a mere watcher for an end nobody wrote.
+    const end = await within(job.done(), BOUND_MS, "A's job to end");
+    expect(end).toMatchObject({ status: "succeeded", done: 4 });
+    expect(await finalRecord(a, job.id)).toMatchObject({ status: "succeeded", counts: { done: 4 } });
+    expect(tally(ledger).size).toBe(4);
+  });
 
   it("lease renewals that fail: the runtime stops supervising by the lease's end, another takes over", async () => {
     const leaseMs = 600;
