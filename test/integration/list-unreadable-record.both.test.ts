@@ -23,6 +23,7 @@ import {
   type MemoryServer,
 } from "../../src/testing.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const TOKEN = "token-list-unreadable-0123456789";
 /** Three records `decodeRecord` refuses: of a later version, missing its fields, not JSON. */
@@ -78,6 +79,16 @@ describe.each(["nats", "memory"])(
       await writeRaw("jbadfield");
       await writeRaw("jgarbled");
       for (const queue of ["qa", "qa", "qb"]) await submit(queue);
+      // A lane job still running a second after its submit (no worker here) gets its commit
+      // written then, and a record rewritten during a walk moves past its cursor: listed again
+      // (`pageBucket`). The walks start once every record is as it stays.
+      await waitUntil(
+        async () => {
+          const { jobs } = await rt.jobs.list({ limit: 100 });
+          return submitted.every(({ id }) => jobs.some((j) => j.id === id && j.status === "running"));
+        },
+        { timeoutMs: 10_000, message: "every job's commit written" },
+      );
     });
 
     afterAll(async () => {
