@@ -41,7 +41,16 @@ export interface Jobs {
   /**
    * Job records a page at a time, in the order they were last written; all,
    * or those of a status or queue. Pass a page's `next` as `cursor` to get
-   * the page after it; no `next`: the listing reached the end.
+   * the page after it; no `next`: the listing reached the end. A job written
+   * while the pages are read (its progress, its end) moves past the cursor:
+   * a later page lists it again, as it is then. None is skipped.
+   * @example
+   * let page = await rt.jobs.list({ status: "running", limit: 100 });
+   * for (;;) {
+   *   for (const job of page.jobs) show(job.id, job.counts);
+   *   if (page.next === undefined) break;
+   *   page = await rt.jobs.list({ status: "running", limit: 100, cursor: page.next });
+   * }
    */
   list(query?: JobListQuery): Promise<JobPage>;
   /** Tasks of the job that exhausted their deliveries, with payload and last error. */
