@@ -203,29 +203,29 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         counted,
       );
     };
-    let tries = 0;
-    const failed = (error: unknown, again: boolean) => {
-      // Said once at warn; the tries that follow (every few seconds through an outage, for
-      // every job ending then) at debug.
-      if (again) {
-        if (tries++ === 0) log.warn({ err: error }, "job's end not written; tried again");
-        else log.debug({ err: error }, "job's end not written; tried again");
-        return;
-      }
-      // The machine ends `recorded`; the record still says the job runs, so its lease must stay
-      // for a takeover pass to find the job and write the end.
-      state.finalizeError = error;
-      log.warn({ err: error }, "job's end not written; left to a takeover");
-    };
     // Written by this actor, tried again while the store fails transiently (the server away):
     // its handles, snapshot and subscribers say the end once it is written, or the one
     // recorded meanwhile (a cancel from another process, heard through the record watch, ends
     // this state and so these tries). Before, the first failure ended the actor with an end
     // not written, for a takeover pass to write, and its handles said an end that another
     // could replace. A permanent failure still leaves it to a takeover. The first try is a
-    // plain call: a retry's Effect program is paid only once a write has failed.
+    // plain call: the retry's closures and Effect program are made only once a write failed.
     await write().catch(async (error: unknown) => {
       if (aborted.aborted) return;
+      let tries = 0;
+      const failed = (error: unknown, again: boolean) => {
+        // Said once at warn; the tries that follow (every few seconds through an outage, for
+        // every job ending then) at debug.
+        if (again) {
+          if (tries++ === 0) log.warn({ err: error }, "job's end not written; tried again");
+          else log.debug({ err: error }, "job's end not written; tried again");
+          return;
+        }
+        // The machine ends `recorded`; the record still says the job runs, so its lease must
+        // stay for a takeover pass to find the job and write the end.
+        state.finalizeError = error;
+        log.warn({ err: error }, "job's end not written; left to a takeover");
+      };
       const again = isTransient(error);
       failed(error, again);
       if (again) await untilDone(write, endRetry, aborted, isTransient, failed);

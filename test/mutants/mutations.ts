@@ -46,11 +46,12 @@ export const mutations: readonly Mutation[] = [
   },
   {
     id: "b",
-    what: "a finalize that failed no longer settles (a failed end write hangs the job in recording)",
+    // Was "a finalize that failed no longer settles": the finalize now never rejects (a failure
+    // is tried again, or left to a takeover with its reason), so that change changed nothing.
+    what: "a job's end whose write failed transiently is not tried again (the actor ends as if it were written)",
     file: "src/api/job-effects.ts",
-    search: '          () => ({ type: "finalize.settled" }),',
-    replace:
-      '          (outcome) => (outcome.ok ? { type: "finalize.settled" } : { type: "clock.tick", now: 0 }),',
+    search: "      if (again) await untilDone(write, endRetry, aborted, isTransient, failed);",
+    replace: "      if (again && tries < 0) await untilDone(write, endRetry, aborted, isTransient, failed);",
     tests: [faults],
   },
   {
