@@ -130,9 +130,10 @@ class RuntimeJobHandle implements JobHandle {
 
 /**
  * `done()`: the end the job's actor recorded. One it decided but could not
- * write (the write failed, or a redrive reopened the job and its marker was
- * never read) is not the job's end: the record is, once whoever takes the
- * job over writes it, or as a cancel from another process wrote it meanwhile.
+ * write (the write failed for good, or a redrive reopened the job and its
+ * marker was never read) is not the job's end: the record is, once whoever
+ * takes the job over writes it, or as a cancel from another process wrote it
+ * meanwhile. (A write failing transiently is tried again by the actor.)
  */
 const ended = async (deps: HandleDeps, source: HandleSource): Promise<JobSnapshot> => {
   const decided = await whenRecorded(source.actor);
