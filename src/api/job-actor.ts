@@ -295,13 +295,15 @@ export const startJobActor = (
       )
         return;
       if (bodies && isOwnWrite(changed, record)) return; // the record its submit created
-      // An end another runtime recorded (a cancel) while this supervisor runs the job may carry
-      // fewer answers than it counted: raised onto that end (one whose own end is being written
-      // meets it there, `finalize` in job-effects.ts).
+      // An end another runtime recorded (a cancel) while this supervisor runs the job, or
+      // while its own end is not yet written, may carry fewer answers than it counted: raised
+      // onto that end. Not only by `finalize` (job-effects.ts), which does so when its write
+      // meets that end: heard between two tries of a write that failed, the end stops the tries
+      // with no write to meet it. Raised twice, the second finds nothing more to raise.
       if (isFinal(changed.status)) {
         run.heard(changed);
         const counted = snapshotOf(actor);
-        if (!isFinal(counted.status) && leases.holds(jobId, clock.now()))
+        if (!isRecorded(actor) && leases.holds(jobId, clock.now()))
           core.loops.track(`job-end-counts:${jobId}`, () =>
             raiseEndCounts(broker, changed, counted, clock.now(), log),
           );

@@ -234,6 +234,39 @@ describe.each([
     },
   );
 
+  it("a cancel written from fewer answers between two tries of the end gets the answers counted", async () => {
+    const a = await runtime({ jobs: { leaseMs: 400 } });
+    const b = await runtime({ jobs: { leaseMs: 400, takeOver: false } });
+    const job = await endNotWritten(a, "raise-between", []);
+    // Another runtime's cancel from a view that counted none of the 4 answers, written raw.
+    const found = (await b.broker.getRecord(job.id))!;
+    expect(found.record.status).toBe("running");
+    const now = Date.now();
+    await b.broker.updateRecord(
+      {
+        ...found.record,
+        status: "failed",
+        reason: "cancelled: from fewer",
+        counts: { done: 0, failed: 0, dead: 0 },
+        updatedAt: Math.max(now, found.record.updatedAt + 1),
+        finishedAt: now,
+      },
+      found.revision,
+    );
+    a.faults.heal("finalize");
+    expect(await within(job.done(), BOUND_MS, "A's view of the job to end")).toMatchObject({
+      status: "failed",
+      reason: "cancelled: from fewer",
+      done: 4,
+    });
+    // The end as recorded carries the answers A counted (before: 0, A heard the cancel between
+    // two tries of its own end, and the tries ended with nothing left to raise them).
+    await waitUntil(async () => (await b.broker.getRecord(job.id))?.record.counts.done === 4, {
+      timeoutMs: BOUND_MS,
+      message: "the record's counts are the answers A counted",
+    });
+  });
+
   it("a lease taken back as the job ended elsewhere is given back, not kept by the heartbeat", async () => {
     // Long enough for the take held at the door to land before its own `until`: the next
     // heartbeat then carries it on (one landing later runs out by itself).
