@@ -11,7 +11,7 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  * ack on its way to the server.
  *
  * - `publishResults`: a results message is not stored (nothing reaches the broker);
- * - `finalize`: the write of a job's end to its record fails;
+ * - `finalize`: the write of a job's end to its record fails (not a write onto an end recorded);
  * - `lease`: a supervision lease renewal (and re-acquire), and the runtime's heartbeat that renews
  *   every lease it holds, fail — the lease store is unreachable;
  * - `ack`: a task's ack after its result was stored never reaches the broker (it is redelivered);
@@ -116,6 +116,12 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     working: () => lease.working(),
   });
 
+  /** Whether the job's stored record already says how it ended. */
+  const endedAlready = async (jobId: string): Promise<boolean> => {
+    const found = await inner.getRecord(jobId).catch(() => undefined);
+    return found !== undefined && isFinal(found.record.status);
+  };
+
   const innerLeases = inner.leases;
   // Acquiring once it is armed fails too: a renewal that fails and then a re-acquire that
   // succeeds would not be an unreachable lease store.
@@ -141,8 +147,10 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     leases,
     updateRecord: async (record: Parameters<Broker["updateRecord"]>[0], revision: number) => {
       // The end of a job is the only write that makes a record final (a submit's rollback
-      // is `failed` too, but its phase says rolledBack).
-      if (isFinal(record.status) && record.phase === "committed") await gate("finalize", record.id);
+      // is `failed` too, but its phase says rolledBack). A write onto a record already final
+      // (answers raised onto a cancel) writes no end: not this fault's.
+      if (isFinal(record.status) && record.phase === "committed" && !(await endedAlready(record.id)))
+        await gate("finalize", record.id);
       return inner.updateRecord(record, revision);
     },
     publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {

@@ -253,7 +253,7 @@ describe.each([
       },
       found.revision,
     );
-    a.faults.heal("finalize");
+    // Heard while A's end still cannot be written: A's tries stop there.
     expect(await within(job.done(), BOUND_MS, "A's view of the job to end")).toMatchObject({
       status: "failed",
       reason: "cancelled: from fewer",
