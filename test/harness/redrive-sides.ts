@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
+import { expect } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
@@ -143,3 +144,25 @@ export const submitDying = (
   queue: string,
   extra: Partial<SubmitRequest<number, number>> = {},
 ) => runtime.jobs.submit<number, number>({ queue, tasks: [1, 2], maxDeliver: 1, backoff: [0], ...extra });
+
+/**
+ * A job of `submitDying` whose dying task was redriven, as its oracles say it ended: stored
+ * `succeeded` with both tasks done and none dead, no dead letter left, and the dying task run
+ * twice, once throwing and once answering (the handler's ledger).
+ */
+export const expectRedriveSucceeded = async (
+  side: RedriveSide,
+  jobs: Runtime["jobs"],
+  jobId: string,
+  flaky: FlakyWorker,
+): Promise<void> => {
+  expect(await side.stored(jobId)).toMatchObject({
+    status: "succeeded",
+    counts: { done: 2, failed: 0, dead: 0 },
+  });
+  expect(await jobs.deadLetters(jobId)).toEqual([]);
+  expect(flaky.ran.filter(([i]) => i === 0)).toEqual([
+    [0, "threw"],
+    [0, "ok"],
+  ]);
+};
