@@ -5,8 +5,7 @@ import type { RecordFound, RecordsPage } from "../adapters/job-records.ts";
 import { committedRecord } from "../effects/finalize-job.ts";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
-import { sleep } from "../effects/supervise-loop.ts";
-import { InvalidArgument, RuntimeStopped, workOver } from "../kernel/errors.ts";
+import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -24,6 +23,7 @@ import type { JobListQuery, JobPage, Jobs, JobsOptions } from "./jobs-face.ts";
 import type { Movers } from "./movers.ts";
 import { requireRole } from "./permissions.ts";
 import { RecordFeed } from "./record-feed.ts";
+import { recordedEnd } from "./recorded-end.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { type HandleDeps, makeHandle } from "./runtime-job-handle.ts";
 import { unreadableListed } from "./unreadable-listed.ts";
@@ -61,7 +61,15 @@ export class JobRegistry implements Jobs {
     this.#log = childLogger(core.logger, { actor: "job" });
     this.#unreadableListed = unreadableListed(this.#log, "it is left out of rt.jobs.list()");
     this.#options = options;
-    this.#handleDeps = { core, broker, recordedEnd: (id) => this.#recordedEnd(id) };
+    this.#handleDeps = {
+      core,
+      broker,
+      recordedEnd: (id) =>
+        recordedEnd(
+          { core, broker, watch: (l) => this.onRecordChange(l), readEveryMs: options.leaseMs / 2 },
+          id,
+        ),
+    };
     this.records = new RecordFeed(core.loops, broker);
     this.#deps = {
       core,
@@ -202,49 +210,6 @@ export class JobRegistry implements Jobs {
     const started = await this.#track(id, this.#start(record, record.status, undefined, undefined, revision));
     if (!isFinal(record.status)) this.#readAgain(id, started.started);
     return started.handle as JobHandle<Result>;
-  }
-
-  /**
-   * Once the job's record says it is over, from the record watch or a read
-   * (each half a lease apart: a write the watch missed, while it was placed
-   * again, is read); undefined once no record is left. Rejects with
-   * `RuntimeStopped` as the runtime stops.
-   */
-  async #recordedEnd(id: string): Promise<JobRecord | undefined> {
-    // Aborted as the runtime stops, and once this returns: a wait the watch cut short leaves
-    // no timer behind.
-    const waiting = this.#core.stopLinks.link();
-    const { signal } = waiting;
-    let heard: ((record: JobRecord) => void) | undefined;
-    const written = new Promise<JobRecord>((resolve) => {
-      heard = resolve;
-    });
-    const unlisten = this.onRecordChange((record) => {
-      if (record.id === id && isFinal(record.status)) heard?.(record);
-    });
-    try {
-      for (;;) {
-        if (signal.aborted)
-          throw new RuntimeStopped({ message: "runtime stopped before the job's end was written" });
-        // A read that fails is made again half a lease on.
-        const read = await this.#broker.getRecord(id).then(
-          (found) => ({ found }),
-          () => undefined,
-        );
-        if (read && !read.found) return undefined;
-        const record = read?.found?.record;
-        if (record && isFinal(record.status)) return record;
-        const end = await Promise.race([
-          written,
-          sleep(this.#options.leaseMs / 2, signal).then(() => undefined),
-        ]);
-        if (end) return end;
-      }
-    } finally {
-      unlisten();
-      waiting.abort(workOver);
-      this.#core.stopLinks.unlink(waiting);
-    }
   }
 
   async record(id: string): Promise<JobRecord | undefined> {
