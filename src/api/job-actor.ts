@@ -54,6 +54,8 @@ export interface StartedJobActor {
   whenCaughtUp(waitMs: number): Promise<void>;
   /** Why the end the actor decided was not written (undefined: it was, or none was decided). */
   finalizeError(): unknown;
+  /** The job's last status before an end was decided (what it is until that end is written). */
+  liveStatus(): JobStatus;
 }
 
 /**
@@ -305,7 +307,7 @@ export const startJobActor = (
         const counted = snapshotOf(actor);
         if (!isRecorded(actor) && leases.holds(jobId, clock.now()))
           core.loops.track(`job-end-counts:${jobId}`, () =>
-            raiseEndCounts(broker, changed, counted, clock.now(), log),
+            raiseEndCounts(broker, changed, counted, clock.now(), log, core.loops.signal),
           );
       }
       actor.send(recordEvent(changed));
@@ -320,6 +322,7 @@ export const startJobActor = (
     },
     submitError: run.submitError,
     finalizeError: run.finalizeError,
+    liveStatus: persisting.live,
     keptResults: run.keptResults,
     whenCaughtUp: run.whenCaughtUp,
     onExisting: (listener) => {

@@ -1,6 +1,6 @@
 import type { Actor, AnyActorRef } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { finalizeJob, raiseEndCounts } from "../effects/finalize-job.ts";
+import { endRetry, finalizeJob, raiseEndCounts } from "../effects/finalize-job.ts";
 import { untilDone } from "../effects/retry.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
@@ -28,9 +28,6 @@ export interface JobEffectsShared {
 const abort = (effect: Effect | undefined) => {
   if (effect && !effect.settled) effect.control.abort();
 };
-
-/** The pauses between two tries of a job's end whose write failed transiently. */
-const endRetry = { initialMs: 250, maxMs: 5000, jitter: true } as const;
 
 /** How long an end refused for a redrive waits for the feed to hand its marker (read within ms). */
 const reopenWaitMs = 30_000;
@@ -260,7 +257,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     // the answers counted here if that end says fewer (it was written from a view behind them).
     // Not to an actor stopped meanwhile (XState warns of an event sent to a stopped actor).
     if (stored && isFinal(stored.status) && otherEnd(stored, input)) {
-      await raiseEndCounts(broker, stored, input.counts, clock.now(), log);
+      await raiseEndCounts(broker, stored, input.counts, clock.now(), log, aborted);
       if (!aborted.aborted) self().send(recordEvent(stored));
     }
   };

@@ -39,8 +39,15 @@ export type TaskResult<Result> =
 export interface JobHandle<Result = unknown> {
   readonly id: string;
   readonly queue: string;
+  /**
+   * The job as this handle knows it. Its status is `succeeded` or `failed` only once that end
+   * is recorded: while its supervisor writes it, the job shows its last status before it.
+   */
   snapshot(): JobSnapshot;
-  /** Live state at a bounded rate (≤ 10 per second; the final state always arrives). */
+  /**
+   * Live state at a bounded rate (≤ 10 per second). The end arrives once, as recorded (never
+   * an end decided and then replaced by another: a cancel from another process that won).
+   */
   subscribe(listener: (snapshot: JobSnapshot) => void): () => void;
   /** Settles on `succeeded` or `failed` with the final snapshot (it does not reject for a failed job). */
   done(): Promise<JobSnapshot>;
@@ -112,15 +119,35 @@ export const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
     });
   });
 
-export const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSnapshot) => void) => {
+/** The job as a handle shows it, for `throttledSubscribe`. */
+export interface HandleView {
+  /** Never an end decided and not written: the job is not over until its record says so. */
+  shown(): JobSnapshot;
+  /** The job's end once its actor has ended: the one it recorded, or the record's when it could not write its own. */
+  ended(): Promise<JobSnapshot>;
+}
+
+export const throttledSubscribe = (
+  actor: Actor<JobMachine>,
+  listener: (s: JobSnapshot) => void,
+  view: HandleView,
+) => {
+  let cancelled = false;
+  let over = false;
+  // Handed once, asynchronously like every other update; a runtime stopped first hands what
+  // the handle shows then.
+  const handEnd = () => {
+    if (over) return;
+    over = true;
+    view.ended().then(
+      (end) => cancelled || listener(end),
+      () => cancelled || listener(view.shown()),
+    );
+  };
   // A job already over: its actor stops (or has stopped) and will not emit again, so a
-  // subscriber that came late would never hear of the end. Hand it over once, asynchronously
-  // like every other update.
+  // subscriber that came late would never hear of the end.
   if (isRecorded(actor) || actor.getSnapshot().status !== "active") {
-    let cancelled = false;
-    queueMicrotask(() => {
-      if (!cancelled) listener(snapshotOf(actor));
-    });
+    handEnd();
     return () => {
       cancelled = true;
     };
@@ -132,7 +159,7 @@ export const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSn
   const emit = () => {
     timer = undefined;
     lastAt = Date.now();
-    const s = snapshotOf(actor);
+    const s = view.shown();
     const key = `${s.status}/${s.done}/${s.failed}/${s.dead}/${s.etaMs}`;
     if (key === lastKey) return;
     lastKey = key;
@@ -141,7 +168,7 @@ export const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSn
   const sub = actor.subscribe(() => {
     if (isRecorded(actor)) {
       clearTimeout(timer);
-      return emit();
+      return handEnd();
     }
     if (timer) return;
     const wait = gap - (Date.now() - lastAt);
@@ -149,6 +176,7 @@ export const throttledSubscribe = (actor: Actor<JobMachine>, listener: (s: JobSn
     else timer = setTimeout(emit, wait);
   });
   return () => {
+    cancelled = true;
     clearTimeout(timer);
     sub.unsubscribe();
   };
@@ -164,4 +192,6 @@ export interface HandleSource {
   whenCaughtUp?(waitMs: number): Promise<void>;
   /** Why the end the actor decided was not written (undefined: it was, or none was decided). */
   finalizeError?(): unknown;
+  /** The job's last status before an end was decided (what it is until that end is written). */
+  liveStatus?(): JobStatus;
 }

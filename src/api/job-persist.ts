@@ -22,8 +22,9 @@ import { listWorkers } from "./worker-presence.ts";
  * answers writes and reads nothing: with 10,000 of them, a read each second
  * each was the runtime's main load); the actor stopped once its end is
  * recorded. Returns the observer of the actor's snapshots (`next`; the job's
- * host subscribes it with its own end) and what cancels a pending progress
- * write (`stop`).
+ * host subscribes it with its own end), what cancels a pending progress
+ * write (`stop`) and the last status the job had before an end was decided
+ * (`live`: what its handles show while that end is not written).
  */
 export const persistAndLog = (
   broker: Broker,
@@ -35,7 +36,7 @@ export const persistAndLog = (
   loops: Pick<LoopGroup, "track">,
   record: JobRecord,
   seen?: RecordSeen,
-): { next: (snapshot: SnapshotFrom<JobMachine>) => void; stop: () => void } => {
+): { next: (snapshot: SnapshotFrom<JobMachine>) => void; stop: () => void; live: () => JobStatus } => {
   const leases = broker.leases;
   /** What the record says, as this runtime last read or wrote it. */
   let recorded: { readonly status: JobStatus; readonly counts: JobCounts } = record;
@@ -45,6 +46,7 @@ export const persistAndLog = (
     recorded.counts.failed === s.failed &&
     recorded.counts.dead === s.dead;
   let last: JobStatus | undefined;
+  let live: JobStatus = isFinal(record.status) ? "running" : record.status;
   let timer: unknown;
   /** When progress was last written (the record's `updatedAt`). */
   let writtenAt = Number.NEGATIVE_INFINITY;
@@ -103,6 +105,7 @@ export const persistAndLog = (
       if (committedAsIs && !commitUnwritten)
         recorded = { status: s.status, counts: { done: 0, failed: 0, dead: 0 } };
       last = s.status;
+      if (!isFinal(s.status)) live = s.status;
       if (commitUnwritten) timer = clock.setTimeout(writeWhenDue, 1000);
       // A job resumed as its record says it is (a takeover, `stalled` included): nothing to
       // write, nor to read first.
@@ -122,7 +125,7 @@ export const persistAndLog = (
     if (timer !== undefined) clock.clearTimeout(timer);
     timer = undefined;
   };
-  return { next, stop: cancelTimer };
+  return { next, stop: cancelTimer, live: () => live };
 };
 
 /**

@@ -33,7 +33,8 @@ export const jobActorOf = (handle: JobHandle<unknown>): Actor<JobMachine> => {
  * runtime's actor for the job, its supervisor's included, sees the end in its
  * record watch.
  */
-const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, reason: string) => {
+const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) => {
+  const { core, broker } = deps;
   // From JavaScript anything may come: stored in the record, it would be "cancelled: [object Object]".
   if (typeof reason !== "string")
     throw new InvalidArgument({ field: "reason", message: "reason: must be a string" });
@@ -41,7 +42,7 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
   const snapshot = actor.getSnapshot();
   if (snapshot.status === "active" && snapshot.matches({ queuing: "submitting" })) {
     actor.send({ type: "job.cancel", reason });
-    return whenRecorded(actor);
+    return jobEnd(deps, source);
   }
   if (!isRecorded(actor)) {
     // An actor that opened the job a moment before counts the answers stored first: the end
@@ -52,7 +53,7 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
     const stored = await cancelJob(broker, s.id, reason, s, core.clock.now());
     if (stored && isFinal(stored.record.status)) source.onRecord(stored.record, stored.revision);
     else actor.send({ type: "job.cancel", reason });
-    return whenRecorded(actor);
+    return jobEnd(deps, source);
   }
   // Over for this handle, but another runtime may have reopened the job since (a redrive; this
   // handle's actor ended and hears no more): the record says. Its counts are the record's.
@@ -60,7 +61,10 @@ const cancel = async (core: RuntimeCore, broker: JobPort, source: HandleSource, 
   // racing a redrive that had just published its tasks would remove them).
   const ended = snapshotOf(actor);
   const read = await broker.getRecord(ended.id);
-  if (!read || isFinal(read.record.status)) return ended;
+  if (!read) return ended;
+  // An end its actor could not write is not the one recorded.
+  if (isFinal(read.record.status))
+    return source.finalizeError?.() === undefined ? ended : endFrom(ended, read.record);
   const stored = await cancelJob(broker, ended.id, reason, noAnswers, core.clock.now());
   const now = stored?.record;
   return now && isFinal(now.status) && (now.status !== ended.status || (now.reason ?? null) !== ended.reason)
@@ -100,19 +104,23 @@ class RuntimeJobHandle implements JobHandle {
   }
 
   get snapshot(): () => JobSnapshot {
-    return () => snapshotOf(this.#source.actor);
+    return () => shown(this.#deps, this.#source);
   }
 
   get subscribe(): (listener: (snapshot: JobSnapshot) => void) => () => void {
-    return (listener) => throttledSubscribe(this.#source.actor, listener);
+    return (listener) =>
+      throttledSubscribe(this.#source.actor, listener, {
+        shown: () => shown(this.#deps, this.#source),
+        ended: () => jobEnd(this.#deps, this.#source),
+      });
   }
 
   get done(): () => Promise<JobSnapshot> {
-    return () => ended(this.#deps, this.#source);
+    return () => jobEnd(this.#deps, this.#source);
   }
 
   get cancel(): (reason: string) => Promise<JobSnapshot> {
-    return (reason) => cancel(this.#deps.core, this.#deps.broker, this.#source, reason);
+    return (reason) => cancel(this.#deps, this.#source, reason);
   }
 
   get results(): <Result>() => AsyncIterable<TaskResult<Result>> {
@@ -129,18 +137,65 @@ class RuntimeJobHandle implements JobHandle {
 }
 
 /**
+ * The job as its handles show it (`snapshot()`, `subscribe()`): an end only
+ * once it is recorded. While the end the actor decided is being written, and
+ * after it could not be (below), the job is as it was before that end (its
+ * record still says so): a cancel from another process, or a redrive, may
+ * yet end it otherwise, and a handle that said `succeeded` first would then
+ * say an end after an end.
+ */
+const shown = (deps: HandleDeps, source: HandleSource): JobSnapshot => {
+  const s = snapshotOf(source.actor);
+  if (!isFinal(s.status)) return s;
+  if (isRecorded(source.actor)) {
+    if (source.finalizeError?.() === undefined) return s;
+    const known = recordedEndOf(deps, source).known;
+    if (known) return known;
+  }
+  return { ...s, status: source.liveStatus?.() ?? "running", reason: null };
+};
+
+/**
  * `done()`: the end the job's actor recorded. One it decided but could not
  * write (the write failed for good, or a redrive reopened the job and its
  * marker was never read) is not the job's end: the record is, once whoever
  * takes the job over writes it, or as a cancel from another process wrote it
  * meanwhile. (A write failing transiently is tried again by the actor.)
  */
-const ended = async (deps: HandleDeps, source: HandleSource): Promise<JobSnapshot> => {
+const jobEnd = async (deps: HandleDeps, source: HandleSource): Promise<JobSnapshot> => {
   const decided = await whenRecorded(source.actor);
   if (source.finalizeError?.() === undefined) return decided;
-  const record = await deps.recordedEnd(decided.id);
-  if (!record) return decided;
-  // Its counts unless the actor counted more answers (as the actor adopts a recorded end).
+  return recordedEndOf(deps, source).end;
+};
+
+interface RecordedEndWait {
+  readonly end: Promise<JobSnapshot>;
+  /** The end, once read. */
+  known?: JobSnapshot;
+}
+
+/** One wait per job whose actor ended with its end not written, whichever of its handles asks. */
+const recordedEndWaits = new WeakMap<HandleSource, RecordedEndWait>();
+
+const recordedEndOf = (deps: HandleDeps, source: HandleSource): RecordedEndWait => {
+  const known = recordedEndWaits.get(source);
+  if (known) return known;
+  const decided = snapshotOf(source.actor);
+  const waiting: RecordedEndWait = {
+    end: deps.recordedEnd(decided.id).then((record) => {
+      const end = record ? endFrom(decided, record) : decided;
+      waiting.known = end;
+      return end;
+    }),
+  };
+  // Rejected as the runtime stops: `done()` says so; `snapshot()` goes on showing the job as it was.
+  waiting.end.catch(() => undefined);
+  recordedEndWaits.set(source, waiting);
+  return waiting;
+};
+
+/** The end `record` says, with its counts unless the actor counted more answers (as the actor adopts a recorded end). */
+const endFrom = (decided: JobSnapshot, record: JobRecord): JobSnapshot => {
   const { done, failed, dead } = record.counts;
   const theirs = done + failed + dead >= decided.done + decided.failed + decided.dead;
   return {

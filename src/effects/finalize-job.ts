@@ -1,6 +1,7 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { JobRecords, RecordFound } from "../adapters/job-records.ts";
+import { isTransient } from "../kernel/errors.ts";
 import {
   answered,
   asCommittedLane,
@@ -18,6 +19,7 @@ import {
 import type { Logger } from "../kernel/logger.ts";
 import { fromPort, isConflict, type PortFailure } from "./port-call.ts";
 import { type RecordSeen, updateRecordWith, updateRecordWithEffect, wrote } from "./record-updates.ts";
+import { untilDone } from "./retry.ts";
 
 /**
  * Cancels a job from any runtime: a compare-and-set of the record to
@@ -142,7 +144,8 @@ export const cancelJob = (
  * recorded (`ended`, as heard; never lowered; status, reason and end time
  * stay): a cancel from a runtime that had not counted every answer yet wrote
  * the counts it knew, up to a second behind. Nothing is read or written when
- * that end has them; a failure is logged.
+ * that end has them. A failure as in an outage is tried again (as the end's
+ * own write is, `endRetry`) until `signal` aborts; any other is logged.
  */
 export const raiseEndCounts = async (
   port: JobRecords,
@@ -150,24 +153,41 @@ export const raiseEndCounts = async (
   counts: JobCounts,
   now: number,
   log: Logger,
+  signal: AbortSignal,
 ): Promise<void> => {
   const more = (record: JobRecord) => answered(maxCounts(record.counts, counts)) > answered(record.counts);
   if (!more(ended)) return;
-  await updateRecordWith(port, ended.id, (record) =>
-    isFinal(record.status) && more(record)
-      ? {
-          ...record,
-          counts: maxCounts(record.counts, counts),
-          updatedAt: Math.max(now, record.updatedAt + 1),
-        }
-      : undefined,
-  ).catch((error: unknown) =>
-    log.warn(
+  const raise = async () => {
+    await updateRecordWith(port, ended.id, (record) =>
+      isFinal(record.status) && more(record)
+        ? {
+            ...record,
+            counts: maxCounts(record.counts, counts),
+            updatedAt: Math.max(now, record.updatedAt + 1),
+          }
+        : undefined,
+    );
+  };
+  // Said at warn once, and when it is given up; the tries between at debug.
+  let tries = 0;
+  const failed = (error: unknown, again: boolean) =>
+    log[again && tries++ > 0 ? "debug" : "warn"](
       { err: error, jobId: ended.id },
-      "the answers counted here not raised onto the end recorded elsewhere",
-    ),
-  );
+      again
+        ? "the answers counted here not raised onto the end recorded elsewhere; tried again"
+        : "the answers counted here not raised onto the end recorded elsewhere",
+    );
+  // The first try is a plain call: the retry's program is made only once a write failed.
+  await raise().catch(async (error: unknown) => {
+    if (signal.aborted) return;
+    const again = isTransient(error);
+    failed(error, again);
+    if (again) await untilDone(raise, endRetry, signal, isTransient, failed);
+  });
 };
+
+/** The pauses between two tries of a job's end (or of a raise onto one) whose write failed transiently. */
+export const endRetry = { initialMs: 250, maxMs: 5000, jitter: true } as const;
 
 /**
  * The end of a job whose record went with the server's store (it came back

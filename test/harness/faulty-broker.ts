@@ -12,13 +12,21 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  *
  * - `publishResults`: a results message is not stored (nothing reaches the broker);
  * - `finalize`: the write of a job's end to its record fails (not a write onto an end recorded);
+ * - `raise`: a write onto an end recorded (the answers counted raised onto a cancel) fails;
  * - `lease`: a supervision lease renewal (and re-acquire), and the runtime's heartbeat that renews
  *   every lease it holds, fail — the lease store is unreachable;
  * - `ack`: a task's ack after its result was stored never reaches the broker (it is redelivered);
  * - `createConsumer`: the commit point of a submit fails;
  * - `publishTasks`: a submit's task publish (the `before` hook runs first, e.g. to move a clock).
  */
-export type FaultPoint = "publishResults" | "finalize" | "lease" | "ack" | "createConsumer" | "publishTasks";
+export type FaultPoint =
+  | "publishResults"
+  | "finalize"
+  | "raise"
+  | "lease"
+  | "ack"
+  | "createConsumer"
+  | "publishTasks";
 
 interface Armed {
   /** Faults still to inject (Infinity: permanently). */
@@ -148,9 +156,9 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     updateRecord: async (record: Parameters<Broker["updateRecord"]>[0], revision: number) => {
       // The end of a job is the only write that makes a record final (a submit's rollback
       // is `failed` too, but its phase says rolledBack). A write onto a record already final
-      // (answers raised onto a cancel) writes no end: not this fault's.
-      if (isFinal(record.status) && record.phase === "committed" && !(await endedAlready(record.id)))
-        await gate("finalize", record.id);
+      // (answers raised onto a cancel) writes no end: that is `raise`.
+      if (isFinal(record.status) && record.phase === "committed")
+        await gate((await endedAlready(record.id)) ? "raise" : "finalize", record.id);
       return inner.updateRecord(record, revision);
     },
     publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {

@@ -193,7 +193,7 @@ describe("jetstate-jobs CLI", () => {
     expect(again.every((r) => r.ok)).toBe(true);
     // Another runtime's view: the job's end as its submitter sees it.
     const handle = await rt.jobs.get(job.id);
-    expect(handle?.snapshot().status).toBe("succeeded");
+    expect((await handle!.done()).status).toBe("succeeded");
   });
 
   it("jobs watch of a failed job exits 1; jobs ls lists it as the submitter sees it", async () => {
