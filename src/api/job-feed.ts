@@ -5,7 +5,7 @@ import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal } from "../kernel/job-record.ts";
 import { decodeResults, markerCounts } from "../kernel/wire.ts";
-import type { JobMachine } from "../machines/job.machine.ts";
+import { type JobMachine, jobStatusOf } from "../machines/job.machine.ts";
 import type { RunState } from "./job-run.ts";
 
 /** How much of a job's results its actor keeps for `results()` (a small job's: one message). */
@@ -70,11 +70,12 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
     // A stopped actor takes nothing more (a catch-up's last read may land after its end).
     if (!state.caughtUp || backlog.length === 0) return;
     const snapshot = job.getSnapshot();
-    if (snapshot.status !== "active" || snapshot.matches("queuing")) return;
+    const status = snapshot.status === "active" ? jobStatusOf(snapshot.value) : undefined;
+    if (status === undefined || status === "queuing") return;
     // Its end decided, the machine counts nothing: held, not dropped, for an end whose write
     // met a redrive not counted here (`state.reopenFor`), until they hold its marker.
     const reopen = state.reopenFor !== undefined && holdsMarker(state.reopenFor);
-    if ((snapshot.matches("succeeded") || snapshot.matches("failed")) && !reopen) return;
+    if ((status === "succeeded" || status === "failed") && !reopen) return;
     const entries = backlog.splice(0);
     // Counted as sent (the machine counts in the send): an end decided from these knows them.
     for (const e of entries) {
@@ -96,7 +97,7 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   // Answers read while queuing are handed over once it has left: then nothing more to wait
   // for (one observer less on every live job).
   const leftQueuing = job.subscribe((s) => {
-    if (s.matches("queuing")) return;
+    if (jobStatusOf(s.value) === "queuing") return;
     leftQueuing.unsubscribe();
     flush();
   });
@@ -163,14 +164,16 @@ const idleWakeMs = 60_000;
  */
 const untilDue = (snapshot: ReturnType<Actor<JobMachine>["getSnapshot"]>, now: number, everyMs: number) => {
   const { context } = snapshot;
-  const dueAt = snapshot.matches("running")
-    ? stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, now) +
-      context.settings.stallAfterMs
-    : snapshot.matches("stalled")
-      ? context.settings.stalledTimeoutMs > 0 && context.stalledSince !== null
-        ? context.stalledSince + context.settings.stalledTimeoutMs
-        : Number.POSITIVE_INFINITY
-      : now + everyMs;
+  const status = jobStatusOf(snapshot.value);
+  const dueAt =
+    status === "running"
+      ? stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, now) +
+        context.settings.stallAfterMs
+      : status === "stalled"
+        ? context.settings.stalledTimeoutMs > 0 && context.stalledSince !== null
+          ? context.stalledSince + context.settings.stalledTimeoutMs
+          : Number.POSITIVE_INFINITY
+        : now + everyMs;
   const longest = Math.max(everyMs, Math.min(idleWakeMs, context.settings.stallAfterMs));
   return Math.min(Math.max(everyMs, dueAt - now), longest);
 };

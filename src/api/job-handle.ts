@@ -2,7 +2,7 @@ import type { Actor } from "xstate";
 import { RuntimeStopped } from "../kernel/errors.ts";
 import { type JobRecord, type JobStatus, priorityOf } from "../kernel/job-record.ts";
 import type { TaskProgress } from "../kernel/wire.ts";
-import type { JobMachine } from "../machines/job.machine.ts";
+import { isRecordedValue, type JobMachine, jobStatusOf } from "../machines/job.machine.ts";
 
 export interface JobSnapshot {
   readonly id: string;
@@ -70,15 +70,12 @@ export interface JobHandle<Result = unknown> {
 
 const maxUpdatesPerSecond = 10;
 
-const topStatus = (value: unknown): JobStatus =>
-  (typeof value === "string" ? value : Object.keys(value as object)[0]) as JobStatus;
-
 export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
   const { value, context: c } = actor.getSnapshot();
   return {
     id: c.jobId,
     queue: c.queue,
-    status: topStatus(value),
+    status: jobStatusOf(value),
     total: c.total,
     // Never below the record: its results may not have been replayed here yet.
     done: Math.max(c.done, c.recorded.done),
@@ -94,10 +91,7 @@ export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
   };
 };
 
-export const isRecorded = (actor: Actor<JobMachine>): boolean => {
-  const s = actor.getSnapshot();
-  return s.matches({ succeeded: "recorded" }) || s.matches({ failed: "recorded" });
-};
+export const isRecorded = (actor: Actor<JobMachine>): boolean => isRecordedValue(actor.getSnapshot().value);
 
 /** Resolves with the final snapshot; rejects with `RuntimeStopped` if supervision stops first. */
 export const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>

@@ -3,6 +3,7 @@ import type { RecordFound } from "../adapters/job-records.ts";
 import { assertSameRequest, isLegacyJobFor, legacyJobIdFor } from "../effects/plan-submit.ts";
 import { RuntimeStopped } from "../kernel/errors.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { jobStatusOf } from "../machines/job.machine.ts";
 import type { StartedJobActor } from "./job-actor.ts";
 import type { JobHandle } from "./job-handle.ts";
 
@@ -46,7 +47,7 @@ export const whenCommitted = (started: StartedJobActor): Promise<RecordFound | u
   new Promise<RecordFound | undefined>((resolve, reject) => {
     const check = () => {
       const s = started.actor.getSnapshot();
-      if (s.matches("queuing")) return false;
+      if (jobStatusOf(s.value) === "queuing") return false;
       const error = started.submitError();
       if (error !== undefined) reject(error);
       else resolve(undefined);
