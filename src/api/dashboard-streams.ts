@@ -4,7 +4,7 @@ import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import type { Emit } from "../adapters/http/dashboard-stream.ts";
 import { shownRecord } from "../effects/finalize-job.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
-import { type JobRecord, maxCounts, priorityOf } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord, maxCounts, priorityOf } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobSnapshot, snapshotOf } from "./job-handle.ts";
 import type { JobRegistry } from "./jobs.ts";
@@ -27,13 +27,18 @@ const lookForActorMs = 100;
 const topOf = (value: unknown): string =>
   typeof value === "string" ? value : (Object.keys((value ?? {}) as object)[0] ?? "");
 
-/** A job as last seen, with this runtime's live counts, rate and ETA when it watches it (never below what was seen). */
+/**
+ * A job as last seen, with this runtime's live counts, rate and ETA when it watches it (never
+ * below what was seen), and its live status unless what was seen is its end: a watching actor
+ * shows no end before it has recorded it (`shownSnapshot`), and may not have heard yet of the
+ * end just read.
+ */
 export const withLive = (job: DashboardJob, live: JobSnapshot | undefined): DashboardJob =>
   live === undefined
     ? job
     : {
         ...job,
-        status: live.status,
+        ...(isFinal(job.status) ? {} : { status: live.status }),
         ...maxCounts(job, live),
         throughput: live.throughput,
         etaMs: live.etaMs,
@@ -217,7 +222,10 @@ export const streamOverview = async (
     for await (const event of rt.jobs.events({ signal })) {
       if (!visible(event.queue)) continue;
       const live = registry.watchedSnapshot(event.jobId);
-      emit("job", live ? { ...progressOfEvent(event), ...progressOfActor(live) } : progressOfEvent(event));
+      const seen = progressOfEvent(event);
+      // The end the event says stands (as in `withLive`): the actor may not have recorded it yet.
+      const over = isFinal(seen.status) ? { status: seen.status, reason: seen.reason } : {};
+      emit("job", live ? { ...seen, ...progressOfActor(live), ...over } : seen);
     }
   } finally {
     stopInspecting();

@@ -4,7 +4,7 @@ import type { RecordFound } from "../adapters/job-records.ts";
 import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { rollLaneForward } from "../effects/reap-submits.ts";
-import type { RecordSeen } from "../effects/record-updates.ts";
+import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger, keyedLogger, type Logger } from "../kernel/logger.ts";
@@ -91,6 +91,7 @@ const hostOf = (deps: JobActorDeps): JobHost => {
         leaseMs: deps.leaseMs,
         takeOver: mayTakeOver(core),
         ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
+        loops: core.loops,
       }),
       // The inspector sees every job's actor through their one system.
       parent: createActor(jobsHostMachine, {
@@ -291,12 +292,12 @@ export const startJobActor = (
       // machine does not know. Each of a small job's record events (its create and its end,
       // which carries a lane job's commit) would be a macrostep of the statechart.
       if (
-        isOwnWrite(changed, seen.writing) ||
-        isOwnWrite(changed, seen.last?.record) ||
-        isOwnWrite(changed, seen.before)
+        isSameWrite(changed, seen.writing) ||
+        isSameWrite(changed, seen.last?.record) ||
+        isSameWrite(changed, seen.before)
       )
         return;
-      if (bodies && isOwnWrite(changed, record)) return; // the record its submit created
+      if (bodies && isSameWrite(changed, record)) return; // the record its submit created
       // An end another runtime recorded (a cancel) while this supervisor runs the job, or
       // while its own end is not yet written, may carry fewer answers than it counted: raised
       // onto that end. Not only by `finalize` (job-effects.ts), which does so when its write
@@ -339,15 +340,6 @@ export const startJobActor = (
 /** Whether this runtime's watchers take over a job whose supervisor stopped renewing its lease. */
 const mayTakeOver = (core: RuntimeCore): boolean =>
   core.options.jobs.takeOver && core.options.roles.has("supervisor");
-
-/** Whether `changed` is the record `written` (the same write: its time, status and counts). */
-const isOwnWrite = (changed: JobRecord, written: JobRecord | undefined): boolean =>
-  written !== undefined &&
-  changed.updatedAt === written.updatedAt &&
-  changed.status === written.status &&
-  changed.counts.done === written.counts.done &&
-  changed.counts.failed === written.counts.failed &&
-  changed.counts.dead === written.counts.dead;
 
 /** Writes the commit of a lane job taken over whose record still holds its submit, if its task is stored. */
 const commitTakenLane = (broker: Broker, log: Logger, record: JobRecord, now: () => number): void =>

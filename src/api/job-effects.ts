@@ -1,6 +1,8 @@
 import type { Actor, AnyActorRef } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { endRetry, finalizeJob, raiseEndCounts } from "../effects/finalize-job.ts";
+import { cleanUpEnd, type EndMark, endRetry, finalizeJob, raiseEndCounts } from "../effects/finalize-job.ts";
+import type { LoopGroup } from "../effects/loop-group.ts";
+import { isSameWrite } from "../effects/record-updates.ts";
 import { untilDone } from "../effects/retry.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
@@ -22,6 +24,8 @@ export interface JobEffectsShared {
   /** `jobs.takeOver`: off, this runtime never supervises a job it did not submit. */
   readonly takeOver: boolean;
   readonly submitHooks?: SubmitHooks;
+  /** The runtime's loops: work a job's actor leaves running once it ends (`rt.stop()` waits for it). */
+  readonly loops: Pick<LoopGroup, "track" | "signal">;
 }
 
 /** Aborts an effect still running (one settled has nothing left to abort: no abort made for it). */
@@ -84,7 +88,12 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
    * a watcher stopped meanwhile leaves the end to the supervisor, or to
    * whoever takes over.
    */
-  const untilSupervising = async (state: RunState, input: FinalizeInput, aborted: AbortSignal) => {
+  const untilSupervising = async (
+    state: RunState,
+    input: FinalizeInput,
+    aborted: AbortSignal,
+    mark: EndMark,
+  ) => {
     const { record, log, self } = state.run;
     const jobId = record.id;
     while (!leases.holds(jobId, clock.now())) {
@@ -98,7 +107,16 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       if (found && isFinal(found.record.status)) {
         // The end as recorded: another than this actor counted (a cancel that landed first)
         // is how the job ended, as for a supervisor whose write found it below.
-        if (otherEnd(found.record, input) && !aborted.aborted) self().send(recordEvent(found.record));
+        if (otherEnd(found.record, input)) {
+          if (!aborted.aborted) self().send(recordEvent(found.record));
+        } else if (mark.below && isSameWrite(found.record, state.run.seen.writing)) {
+          // This actor's own end, written though its answer was lost while the lease ran out:
+          // what follows an end is still its to do, below the mark read before that write.
+          const below = await mark.below;
+          await cleanUpEnd(broker, found.record, below).catch((error: unknown) =>
+            log.debug({ err: error }, "tasks of the job's end not removed; the cleanup pass removes them"),
+          );
+        }
         return true;
       }
       // Its own supervisor takes its lease back too (its renewals failed while it tried to
@@ -183,9 +201,12 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       state.redrives !== undefined && [...state.redrives].some((marker) => markerCounts(marker, redrive));
     let stored: JobRecord | undefined;
     let over = false;
+    const mark: EndMark = {};
     const write = async () => {
       // Held (nearly always): no wait, and no promise made for one.
-      over = leases.holds(record.id, clock.now()) ? false : await untilSupervising(state, input, aborted);
+      over = leases.holds(record.id, clock.now())
+        ? false
+        : await untilSupervising(state, input, aborted, mark);
       if (over || aborted.aborted) return;
       // Committed (its submit answered so, or it was read committed): its end is written as a
       // new record should the server's store have lost the record.
@@ -198,6 +219,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         state.run.seen,
         committed ? record : undefined,
         counted,
+        mark,
       );
     };
     // Written by this actor, tried again while the store fails transiently (the server away):
@@ -254,10 +276,16 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       return;
     }
     // Another runtime recorded another end first (a cancel): that is how the job ended, with
-    // the answers counted here if that end says fewer (it was written from a view behind them).
-    // Not to an actor stopped meanwhile (XState warns of an event sent to a stopped actor).
+    // the answers counted here raised onto it if that end says fewer (it was written from a
+    // view behind them). The actor ends with it at once; the raise, tried again through an
+    // outage, is left to the runtime's loops (the actor that waited for it said the job ran
+    // while its record said it was over). Not to an actor stopped meanwhile (XState warns of
+    // an event sent to a stopped actor).
     if (stored && isFinal(stored.status) && otherEnd(stored, input)) {
-      await raiseEndCounts(broker, stored, input.counts, clock.now(), log, aborted);
+      const ended = stored;
+      shared.loops.track(`job-end-counts:${ended.id}`, () =>
+        raiseEndCounts(broker, ended, input.counts, clock.now(), log, shared.loops.signal),
+      );
       if (!aborted.aborted) self().send(recordEvent(stored));
     }
   };

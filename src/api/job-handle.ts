@@ -117,8 +117,11 @@ export const whenRecorded = (actor: Actor<JobMachine>): Promise<JobSnapshot> =>
 export interface HandleView {
   /** Never an end decided and not written: the job is not over until its record says so. */
   shown(): JobSnapshot;
-  /** The job's end once its actor has ended: the one it recorded, or the record's when it could not write its own. */
-  ended(): Promise<JobSnapshot>;
+  /**
+   * The job's end once its actor has ended: the one it recorded (at once), or the record's when
+   * it could not write its own (once read).
+   */
+  ended(): JobSnapshot | Promise<JobSnapshot>;
 }
 
 export const throttledSubscribe = (
@@ -128,20 +131,30 @@ export const throttledSubscribe = (
 ) => {
   let cancelled = false;
   let over = false;
-  // Handed once, asynchronously like every other update; a runtime stopped first hands what
-  // the handle shows then.
-  const handEnd = () => {
+  // Handed once: as the actor records it (before its `done()` resolves, so a subscriber that
+  // unsubscribes once `done()` resolved has heard it), or once it is read from the record. A
+  // runtime stopped first hands what the handle shows then. The listener is called outside a
+  // promise's callbacks: one that throws is an uncaught exception, as from any other update,
+  // not a rejection nobody handles.
+  const handEnd = (late: boolean) => {
     if (over) return;
     over = true;
-    view.ended().then(
-      (end) => cancelled || listener(end),
-      () => cancelled || listener(view.shown()),
+    const end = view.ended();
+    if (!(end instanceof Promise)) {
+      if (late) queueMicrotask(() => cancelled || listener(end));
+      else listener(end);
+      return;
+    }
+    end.then(
+      (known) => queueMicrotask(() => cancelled || listener(known)),
+      () => queueMicrotask(() => cancelled || listener(view.shown())),
     );
   };
   // A job already over: its actor stops (or has stopped) and will not emit again, so a
-  // subscriber that came late would never hear of the end.
+  // subscriber that came late would never hear of the end: handed asynchronously, like every
+  // other update.
   if (isRecorded(actor) || actor.getSnapshot().status !== "active") {
-    handEnd();
+    handEnd(true);
     return () => {
       cancelled = true;
     };
@@ -162,7 +175,7 @@ export const throttledSubscribe = (
   const sub = actor.subscribe(() => {
     if (isRecorded(actor)) {
       clearTimeout(timer);
-      return handEnd();
+      return handEnd(false);
     }
     if (timer) return;
     const wait = gap - (Date.now() - lastAt);

@@ -14,7 +14,7 @@ import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-actor.ts";
 import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
-import { type JobHandle, type JobSnapshot, snapshotOf } from "./job-handle.ts";
+import type { JobHandle, JobSnapshot } from "./job-handle.ts";
 import { startJobLoops } from "./job-loops.ts";
 import { deadLettersOf, redriveDead } from "./job-redrive.ts";
 import { jobOfKey, whenCommitted } from "./job-submit.ts";
@@ -25,7 +25,7 @@ import { requireRole } from "./permissions.ts";
 import { RecordFeed } from "./record-feed.ts";
 import { recordedEnd } from "./recorded-end.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
-import { type HandleDeps, makeHandle } from "./runtime-job-handle.ts";
+import { type HandleDeps, makeHandle, shownSnapshot } from "./runtime-job-handle.ts";
 import { unreadableListed } from "./unreadable-listed.ts";
 
 interface Supervised {
@@ -235,7 +235,9 @@ export class JobRegistry implements Jobs {
    */
   watchedSnapshot(id: string): JobSnapshot | undefined {
     const started = this.#started.get(id);
-    return started && started.actor.getSnapshot().status === "active" ? snapshotOf(started.actor) : undefined;
+    return started && started.actor.getSnapshot().status === "active"
+      ? shownSnapshot(this.#handleDeps, started)
+      : undefined;
   }
 
   /**

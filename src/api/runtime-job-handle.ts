@@ -62,11 +62,14 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
   const ended = snapshotOf(actor);
   const read = await broker.getRecord(ended.id);
   if (!read) return ended;
-  // An end its actor could not write is not the one recorded.
-  if (isFinal(read.record.status))
-    return source.finalizeError?.() === undefined ? ended : endFrom(ended, read.record);
-  const stored = await cancelJob(broker, ended.id, reason, noAnswers, core.clock.now());
+  // An end its actor could not write is not the one recorded: its handles show the record's.
+  const unwritten = source.finalizeError?.() !== undefined;
+  if (isFinal(read.record.status)) return unwritten ? knownEnd(source, endFrom(ended, read.record)) : ended;
+  // The answers this actor counted are the job's latest when its end was never written (the
+  // record may not even say its progress); not when another runtime reopened the job.
+  const stored = await cancelJob(broker, ended.id, reason, unwritten ? ended : noAnswers, core.clock.now());
   const now = stored?.record;
+  if (unwritten) return now && isFinal(now.status) ? knownEnd(source, endFrom(ended, now)) : ended;
   return now && isFinal(now.status) && (now.status !== ended.status || (now.reason ?? null) !== ended.reason)
     ? { ...ended, status: now.status, reason: now.reason ?? null, ...now.counts }
     : ended;
@@ -104,14 +107,14 @@ class RuntimeJobHandle implements JobHandle {
   }
 
   get snapshot(): () => JobSnapshot {
-    return () => shown(this.#deps, this.#source);
+    return () => shownSnapshot(this.#deps, this.#source);
   }
 
   get subscribe(): (listener: (snapshot: JobSnapshot) => void) => () => void {
     return (listener) =>
       throttledSubscribe(this.#source.actor, listener, {
-        shown: () => shown(this.#deps, this.#source),
-        ended: () => jobEnd(this.#deps, this.#source),
+        shown: () => shownSnapshot(this.#deps, this.#source),
+        ended: () => endNow(this.#deps, this.#source),
       });
   }
 
@@ -144,7 +147,7 @@ class RuntimeJobHandle implements JobHandle {
  * yet end it otherwise, and a handle that said `succeeded` first would then
  * say an end after an end.
  */
-const shown = (deps: HandleDeps, source: HandleSource): JobSnapshot => {
+export const shownSnapshot = (deps: HandleDeps, source: HandleSource): JobSnapshot => {
   const s = snapshotOf(source.actor);
   if (!isFinal(s.status)) return s;
   if (isRecorded(source.actor)) {
@@ -166,6 +169,14 @@ const jobEnd = async (deps: HandleDeps, source: HandleSource): Promise<JobSnapsh
   const decided = await whenRecorded(source.actor);
   if (source.finalizeError?.() === undefined) return decided;
   return recordedEndOf(deps, source).end;
+};
+
+/** The job's end as `jobEnd` says it, at once when it is known (recorded by its actor, or read). */
+const endNow = (deps: HandleDeps, source: HandleSource): JobSnapshot | Promise<JobSnapshot> => {
+  if (!isRecorded(source.actor)) return jobEnd(deps, source);
+  if (source.finalizeError?.() === undefined) return snapshotOf(source.actor);
+  const wait = recordedEndOf(deps, source);
+  return wait.known ?? wait.end;
 };
 
 interface RecordedEndWait {
@@ -192,6 +203,14 @@ const recordedEndOf = (deps: HandleDeps, source: HandleSource): RecordedEndWait 
   waiting.end.catch(() => undefined);
   recordedEndWaits.set(source, waiting);
   return waiting;
+};
+
+/** `end`, read from the record by a cancel: what the job's handles show from now on (and the wait's answer). */
+const knownEnd = (source: HandleSource, end: JobSnapshot): JobSnapshot => {
+  const wait = recordedEndWaits.get(source);
+  if (wait) wait.known = end;
+  else recordedEndWaits.set(source, { end: Promise.resolve(end), known: end });
+  return end;
 };
 
 /** The end `record` says, with its counts unless the actor counted more answers (as the actor adopts a recorded end). */

@@ -158,8 +158,10 @@ export const raiseEndCounts = async (
   const more = (record: JobRecord) => answered(maxCounts(record.counts, counts)) > answered(record.counts);
   if (!more(ended)) return;
   const raise = async () => {
+    // That end only: one recorded since (a redrive reopened the job, which ended again, its
+    // dead answers forgotten) is not what these counts were raised onto.
     await updateRecordWith(port, ended.id, (record) =>
-      isFinal(record.status) && more(record)
+      isSameEnd(record, ended) && more(record)
         ? {
             ...record,
             counts: maxCounts(record.counts, counts),
@@ -185,6 +187,14 @@ export const raiseEndCounts = async (
     if (again) await untilDone(raise, endRetry, signal, isTransient, failed);
   });
 };
+
+/** Whether `record` is the end `ended` (the same status, reason, end time and redrive), whatever its counts. */
+const isSameEnd = (record: JobRecord, ended: JobRecord): boolean =>
+  isFinal(record.status) &&
+  record.status === ended.status &&
+  (record.reason ?? null) === (ended.reason ?? null) &&
+  record.finishedAt === ended.finishedAt &&
+  record.redrive === ended.redrive;
 
 /** The pauses between two tries of a job's end (or of a raise onto one) whose write failed transiently. */
 export const endRetry = { initialMs: 250, maxMs: 5000, jitter: true } as const;
@@ -239,13 +249,18 @@ export const finalizeJob = async (
   job?: JobRecord,
   /** The redrives whose markers the supervisor counted (undefined: any). */
   counted?: (redrive: string) => boolean,
+  /** The mark read by an earlier try of this end, kept for the next (one read before the end may have landed). */
+  mark?: EndMark,
 ): Promise<JobRecord | undefined> => {
   const known = seen?.last?.record;
   // A lane job whose task is answered leaves nothing to remove (below): no mark read.
   const laneAnswered = known?.lane === true && input.counts.done + input.counts.failed === known.total;
-  const below = laneAnswered
-    ? undefined
-    : await tasksMarkOr(port, known ?? { queue: input.queue, id: input.jobId });
+  let read = mark?.below;
+  if (!laneAnswered && read === undefined) {
+    read = tasksMarkOr(port, known ?? { queue: input.queue, id: input.jobId });
+    if (mark) mark.below = read;
+  }
+  const below = laneAnswered ? undefined : await read;
   // An end is written once: another runtime's (or a cancel's) stays. None over a redrive not
   // counted (`uncountedRedrive`): the record as read is returned, nothing is cleaned up, and
   // the supervisor counts the marker and decides again.
@@ -265,10 +280,28 @@ export const finalizeJob = async (
     (found) => found ?? (job ? remadeWithEnd(port, job, input, now(), end, seen) : undefined),
   );
   if (stored && uncountedRedrive(stored, counted) !== undefined) return stored;
-  // The stored record says where the tasks are (a lane job's are on its queue's lane).
-  if (stored && laneTaskAnswered(stored)) return stored;
-  await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }, below);
+  await cleanUpEnd(port, stored ?? { queue: input.queue, id: input.jobId }, below);
   return stored;
+};
+
+/**
+ * The tasks mark a job's end read before its first write (`finalizeJob`): a
+ * try after a write whose answer was lost reads none of its own, as the
+ * end may have landed meanwhile and a redrive published tasks since.
+ */
+export interface EndMark {
+  below?: Promise<number | undefined>;
+}
+
+/**
+ * What follows a job's end: its tasks left (below `below`) removed and its
+ * consumer deleted. The stored record says where the tasks are (a lane
+ * job's are on its queue's lane); a lane job whose task is answered has
+ * none left.
+ */
+export const cleanUpEnd = async (port: JobPort, job: JobRecord | JobTasksRef, below: number | undefined) => {
+  if ("status" in job && laneTaskAnswered(job)) return;
+  await port.removeTasks(job, below);
 };
 
 /**

@@ -41,6 +41,15 @@ export interface RecordSeen {
   lastUnwritten?: boolean;
 }
 
+/** Whether `changed` is the record `written` (the same write: its time, status and counts). */
+export const isSameWrite = (changed: JobRecord, written: JobRecord | undefined): boolean =>
+  written !== undefined &&
+  changed.updatedAt === written.updatedAt &&
+  changed.status === written.status &&
+  changed.counts.done === written.counts.done &&
+  changed.counts.failed === written.counts.failed &&
+  changed.counts.dead === written.counts.dead;
+
 /** Remembers a write acknowledged at `revision`: the record seen last, and the one before it. */
 export const wrote = (seen: RecordSeen, record: JobRecord, revision: number): void => {
   if (seen.last && !seen.lastUnwritten) seen.before = seen.last.record;

@@ -55,12 +55,16 @@ export interface FaultyBroker {
   readonly faults: Faults;
 }
 
-/** How an injected fault fails: as an outage (tried again) or as a refusal (not). */
-export type FaultKind = "transient" | "permanent";
+/**
+ * How an injected fault fails: as an outage (tried again), as a refusal (not), or as an answer
+ * lost on its way back (`lost`: the operation is done, then fails as an outage would; the
+ * record writes only).
+ */
+export type FaultKind = "transient" | "permanent" | "lost";
 
 const injected = (kind: FaultKind, point: FaultPoint, jobId: string) => {
   const fields = { message: `injected fault: ${point} of ${jobId}`, operation: point };
-  return kind === "transient" ? new TransientBrokerError(fields) : new PermanentBrokerError(fields);
+  return kind === "permanent" ? new PermanentBrokerError(fields) : new TransientBrokerError(fields);
 };
 
 export const faultyBroker = (inner: Broker): FaultyBroker => {
@@ -84,10 +88,13 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     counts.set(point, (counts.get(point) ?? 0) + 1);
     return fault.kind;
   };
-  const gate = async (point: FaultPoint, jobId: string | undefined): Promise<void> => {
+  /** Runs the point's hook, then fails as an armed fault says; a `lost` fault is returned, for the caller to do the operation first. */
+  const gate = async (point: FaultPoint, jobId: string | undefined): Promise<"lost" | undefined> => {
     if (jobId !== undefined) await hooks.get(point)?.(jobId);
     const kind = take(point, jobId);
+    if (kind === "lost") return kind;
     if (kind) throw injected(kind, point, jobId ?? "every job");
+    return undefined;
   };
 
   const faults: Faults = {
@@ -157,8 +164,13 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
       // The end of a job is the only write that makes a record final (a submit's rollback
       // is `failed` too, but its phase says rolledBack). A write onto a record already final
       // (answers raised onto a cancel) writes no end: that is `raise`.
-      if (isFinal(record.status) && record.phase === "committed")
-        await gate((await endedAlready(record.id)) ? "raise" : "finalize", record.id);
+      if (isFinal(record.status) && record.phase === "committed") {
+        const point = (await endedAlready(record.id)) ? "raise" : "finalize";
+        if ((await gate(point, record.id)) === "lost") {
+          await inner.updateRecord(record, revision);
+          throw injected("lost", point, record.id);
+        }
+      }
       return inner.updateRecord(record, revision);
     },
     publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {

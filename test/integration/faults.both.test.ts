@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { JobHandle, JobSnapshot } from "../../src/api/job-handle.ts";
+import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
 import type { TaskContext, Worker } from "../../src/api/workers.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
 import {
@@ -107,19 +108,20 @@ describe.each([
   /**
    * A job of 4 tasks on `queue`, handled by `r`'s worker into `ledger`, whose end `r` decided
    * (`succeeded`) and could not write: every write of a job's end fails there, as `kind` says.
-   * What its handle's subscribers hear from the submit on goes into `heard` (status and reason).
+   * What a subscriber of its handle hears from the submit on goes into `heard` (status and
+   * reason; none subscribes without it).
    */
   const endNotWritten = async (
     r: FaultyRuntime,
     queue: string,
     ledger: number[],
     kind: "transient" | "permanent" = "transient",
-    heard: string[] = [],
+    heard?: string[],
   ) => {
     r.faults.fail("finalize", Number.POSITIVE_INFINITY, undefined, kind);
     worker(r, queue, ledger);
     const job = await r.rt.jobs.submit({ queue, tasks: indexes(4) });
-    job.subscribe((snapshot) => heard.push(`${snapshot.status} ${snapshot.reason ?? ""}`.trim()));
+    if (heard) job.subscribe((snapshot) => heard.push(`${snapshot.status} ${snapshot.reason ?? ""}`.trim()));
     await waitUntil(() => r.faults.injected("finalize") > 0, {
       timeoutMs: BOUND_MS,
       message: "the write of the job's end to fail",
@@ -183,6 +185,18 @@ describe.each([
     });
   });
 
+  /** A job of 4 tasks on `queue`, which nobody pulls: it stalls, and fails 300 ms on with its tasks left. */
+  const stallingJob = async (r: FaultyRuntime, queue: string): Promise<JobHandle> => {
+    const job = await r.rt.jobs.submit({
+      queue,
+      tasks: indexes(4),
+      stallAfterMs: 100,
+      stalledTimeoutMs: 200,
+    });
+    expect(await bench.rawTasks(queue, job.id)).toBe(4);
+    return job;
+  };
+
   it("a finalize that fails: the job still ends, and its end is written on the retry", async () => {
     const r = await runtime({ jobs: { leaseMs: 400 } });
     const total = 6;
@@ -239,6 +253,29 @@ describe.each([
       expect(tally(ledger).size).toBe(total);
     },
   );
+
+  it("an end not written for good, then a cancel through the job's own handle: its snapshot says that cancel", async () => {
+    const a = await runtime({ jobs: { leaseMs: 400, takeOver: false } });
+    const job = await endNotWritten(a, "fin-own-cancel", [], "permanent");
+    await waitUntil(() => jobActorOf(job).getSnapshot().status !== "active", {
+      timeoutMs: BOUND_MS,
+      message: "A's actor to end with its end not written",
+    });
+    // (No snapshot before the cancel: it would start the handle's wait for the record's end,
+    // whose watch may hear the cancel first.) The store writes again; the cancel is the first
+    // write of an end there.
+    a.faults.heal("finalize");
+    const cancelled = await within(job.cancel("own"), BOUND_MS, "the cancel");
+    expect(cancelled).toMatchObject({ status: "failed", reason: "cancelled: own", done: 4 });
+    // At once: the cancel read (and wrote) the record's end.
+    expect(job.snapshot()).toMatchObject({ status: "failed", reason: "cancelled: own" });
+    // With the answers A counted: its progress was never written either.
+    expect(await finalRecord(a, job.id)).toMatchObject({
+      status: "failed",
+      reason: "cancelled: own",
+      counts: { done: 4, failed: 0, dead: 0 },
+    });
+  });
 
   // The raise is itself a write: one that fails as in an outage is tried again.
   it.each([0, 2])(
@@ -446,6 +483,30 @@ describe.each([
     expect(await bench.rawTasks("too-late", record!.id)).toBe(0);
   });
 
+  it("an end written though its answer was lost, its lease run out meanwhile: its tasks are still removed", async () => {
+    const r = await runtime({ jobs: { leaseMs: 400 } });
+    const job = await stallingJob(r, "end-answer-lost");
+    // The end's write waits for the lease to run out (the lease store unreachable), then lands
+    // and its answer is lost: the next try finds the end recorded, with no lease to write it.
+    r.faults.before("finalize", async (jobId) => {
+      r.faults.fail("lease", Number.POSITIVE_INFINITY, jobId);
+      await waitUntil(() => !r.broker.leases.holds(jobId), {
+        timeoutMs: BOUND_MS,
+        message: "the lease to run out",
+      });
+    });
+    r.faults.fail("finalize", 1, job.id, "lost");
+    const end = await within(job.done(), BOUND_MS, "the stalled job to fail");
+    expect(end).toMatchObject({ status: "failed", done: 0 });
+    expect(r.faults.injected("finalize")).toBe(1);
+    expect(await finalRecord(r, job.id)).toMatchObject({ status: "failed" });
+    // Before: the four tasks stayed on the server (the clean-up that follows an end skipped).
+    await waitUntil(async () => (await bench.rawTasks("end-answer-lost", job.id)) === 0, {
+      timeoutMs: QUICK_MS,
+      message: "the job's tasks removed",
+    });
+  });
+
   it("a job that ends with tasks left (cancelled) leaves none of them on the server", async () => {
     const r = await runtime();
     const job: JobHandle = await r.rt.jobs.submit({ queue: "nobody-pulls", tasks: indexes(4) });
@@ -457,13 +518,7 @@ describe.each([
 
   it("a job that ends by itself with tasks left (stalled too long) leaves none of them on the server", async () => {
     const r = await runtime();
-    const job: JobHandle = await r.rt.jobs.submit({
-      queue: "nobody-pulls-either",
-      tasks: indexes(4),
-      stallAfterMs: 100,
-      stalledTimeoutMs: 200,
-    });
-    expect(await bench.rawTasks("nobody-pulls-either", job.id)).toBe(4);
+    const job = await stallingJob(r, "nobody-pulls-either");
     const end = await within(job.done(), BOUND_MS, "the stalled job to fail");
     expect(end).toMatchObject({ status: "failed", done: 0 });
     expect(await bench.rawTasks("nobody-pulls-either", job.id)).toBe(0);

@@ -215,7 +215,9 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
       expect(await stored(queue, names.laneSubject(queue, jobId))).toBe(0);
       return;
     }
-    expect(report.rolledForward).toEqual([jobId]);
+    // Its runtime gave its lease back as it stopped: this runtime's takeover pass may have
+    // written the commit first (`rollLaneForward` either way), and the reaper then finds none.
+    expect(report.rolledForward.filter((id) => id !== jobId)).toEqual([]);
     expect(after).toMatchObject({ status: "running", phase: "committed" });
     const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
     const handle = await rt.jobs.get(jobId);

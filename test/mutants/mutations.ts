@@ -131,7 +131,7 @@ export const mutations: readonly Mutation[] = [
     what: "finalize no longer purges the tasks left (a job that ends by itself keeps them on the server)",
     file: "src/effects/finalize-job.ts",
     search:
-      "  await port.removeTasks(stored ?? { queue: input.queue, id: input.jobId }, below);\n  return stored;\n};",
+      "  await cleanUpEnd(port, stored ?? { queue: input.queue, id: input.jobId }, below);\n  return stored;\n};",
     replace: "  return stored;\n};",
     tests: [faults],
   },
