@@ -66,8 +66,15 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
   const unwritten = source.finalizeError?.() !== undefined;
   if (isFinal(read.record.status)) return unwritten ? knownEnd(source, endFrom(ended, read.record)) : ended;
   // The answers this actor counted are the job's latest when its end was never written (the
-  // record may not even say its progress); not when another runtime reopened the job.
-  const stored = await cancelJob(broker, ended.id, reason, unwritten ? ended : noAnswers, core.clock.now());
+  // record may not even say its progress); not when another runtime reopened the job. Nor its
+  // dead ones once a redrive ran (the record names it): that redrive took them off, and this
+  // actor, ended, never counted its marker.
+  const counts = unwritten
+    ? read.record.redrive === undefined
+      ? ended
+      : { done: ended.done, failed: ended.failed, dead: read.record.counts.dead }
+    : noAnswers;
+  const stored = await cancelJob(broker, ended.id, reason, counts, core.clock.now());
   const now = stored?.record;
   if (unwritten) return now && isFinal(now.status) ? knownEnd(source, endFrom(ended, now)) : ended;
   return now && isFinal(now.status) && (now.status !== ended.status || (now.reason ?? null) !== ended.reason)

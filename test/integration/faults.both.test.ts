@@ -485,9 +485,9 @@ describe.each([
 
   it("an end written though its answer was lost, its lease run out meanwhile: its tasks are still removed", async () => {
     const r = await runtime({ jobs: { leaseMs: 400 } });
-    const job = await stallingJob(r, "end-answer-lost");
-    // The end's write waits for the lease to run out (the lease store unreachable), then lands
-    // and its answer is lost: the next try finds the end recorded, with no lease to write it.
+    // Armed before the submit (the job ends 300 ms after it): the end's write waits for the
+    // lease to run out (the lease store unreachable), then lands and its answer is lost. The
+    // next try finds the end recorded, with no lease to write it.
     r.faults.before("finalize", async (jobId) => {
       r.faults.fail("lease", Number.POSITIVE_INFINITY, jobId);
       await waitUntil(() => !r.broker.leases.holds(jobId), {
@@ -495,7 +495,8 @@ describe.each([
         message: "the lease to run out",
       });
     });
-    r.faults.fail("finalize", 1, job.id, "lost");
+    r.faults.fail("finalize", 1, undefined, "lost");
+    const job = await stallingJob(r, "end-answer-lost");
     const end = await within(job.done(), BOUND_MS, "the stalled job to fail");
     expect(end).toMatchObject({ status: "failed", done: 0 });
     expect(r.faults.injected("finalize")).toBe(1);
