@@ -277,14 +277,15 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     }
     // Another runtime recorded another end first (a cancel): that is how the job ended, with
     // the answers counted here raised onto it if that end says fewer (it was written from a
-    // view behind them). The actor ends with it at once; the raise, tried again through an
-    // outage, is left to the runtime's loops (the actor that waited for it said the job ran
-    // while its record said it was over). Not to an actor stopped meanwhile (XState warns of
-    // an event sent to a stopped actor).
+    // view behind them): `done()` resolves once the record has them. Through an outage the
+    // actor ends with that end after the first try; the tries after it are left to the
+    // runtime's loops (an actor that waited for them said the job ran while its record said
+    // it was over). Not to an actor stopped meanwhile (XState warns of an event sent to a
+    // stopped actor).
     if (stored && isFinal(stored.status) && otherEnd(stored, input)) {
-      const ended = stored;
-      shared.loops.track(`job-end-counts:${ended.id}`, () =>
-        raiseEndCounts(broker, ended, input.counts, clock.now(), log, shared.loops.signal),
+      const { loops } = shared;
+      await raiseEndCounts(broker, stored, input.counts, clock.now(), log, loops.signal, (tries) =>
+        loops.track(`job-end-counts:${record.id}`, tries),
       );
       if (!aborted.aborted) self().send(recordEvent(stored));
     }

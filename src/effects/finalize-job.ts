@@ -145,7 +145,9 @@ export const cancelJob = (
  * stay): a cancel from a runtime that had not counted every answer yet wrote
  * the counts it knew, up to a second behind. Nothing is read or written when
  * that end has them. A failure as in an outage is tried again (as the end's
- * own write is, `endRetry`) until `signal` aborts; any other is logged.
+ * own write is, `endRetry`) until `signal` aborts, by this call or, given
+ * `later`, by what `later` runs it on (this call then settles after the
+ * first try); any other failure is logged.
  */
 export const raiseEndCounts = async (
   port: JobRecords,
@@ -154,6 +156,7 @@ export const raiseEndCounts = async (
   now: number,
   log: Logger,
   signal: AbortSignal,
+  later?: (tries: () => Promise<void>) => void,
 ): Promise<void> => {
   const more = (record: JobRecord) => answered(maxCounts(record.counts, counts)) > answered(record.counts);
   if (!more(ended)) return;
@@ -171,9 +174,9 @@ export const raiseEndCounts = async (
     );
   };
   // Said at warn once, and when it is given up; the tries between at debug.
-  let tries = 0;
+  let failures = 0;
   const failed = (error: unknown, again: boolean) =>
-    log[again && tries++ > 0 ? "debug" : "warn"](
+    log[again && failures++ > 0 ? "debug" : "warn"](
       { err: error, jobId: ended.id },
       again
         ? "the answers counted here not raised onto the end recorded elsewhere; tried again"
@@ -184,7 +187,10 @@ export const raiseEndCounts = async (
     if (signal.aborted) return;
     const again = isTransient(error);
     failed(error, again);
-    if (again) await untilDone(raise, endRetry, signal, isTransient, failed);
+    if (!again) return;
+    const tries = () => untilDone(raise, endRetry, signal, isTransient, failed);
+    if (later) later(tries);
+    else await tries();
   });
 };
 
