@@ -99,6 +99,10 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
 
   const faults: Faults = {
     fail: (point, times = 1, jobId, kind = "transient") => {
+      // Only a record write is done before its answer is lost: armed elsewhere, it would be
+      // counted as injected and change nothing.
+      if (kind === "lost" && point !== "finalize" && point !== "raise")
+        throw new Error(`a lost answer is injected at finalize or raise only, not at ${point}`);
       armed.set(point, { left: times, kind, ...(jobId === undefined ? {} : { jobId }) });
     },
     before: (point, hook) => {
