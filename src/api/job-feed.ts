@@ -5,7 +5,8 @@ import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal } from "../kernel/job-record.ts";
 import { decodeResults, markerCounts } from "../kernel/wire.ts";
-import { type JobMachine, jobStatusOf } from "../machines/job.machine.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+import { jobStatusOf } from "../machines/job-state.ts";
 import type { RunState } from "./job-run.ts";
 
 /** How much of a job's results its actor keeps for `results()` (a small job's: one message). */

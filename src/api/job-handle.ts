@@ -2,7 +2,8 @@ import type { Actor } from "xstate";
 import { RuntimeStopped } from "../kernel/errors.ts";
 import { type JobRecord, type JobStatus, priorityOf } from "../kernel/job-record.ts";
 import type { TaskProgress } from "../kernel/wire.ts";
-import { isRecordedValue, type JobMachine, jobStatusOf } from "../machines/job.machine.ts";
+import type { JobMachine } from "../machines/job.machine.ts";
+import { isRecordedValue, jobStatusOf } from "../machines/job-state.ts";
 
 export interface JobSnapshot {
   readonly id: string;

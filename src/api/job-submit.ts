@@ -3,7 +3,7 @@ import type { RecordFound } from "../adapters/job-records.ts";
 import { assertSameRequest, isLegacyJobFor, legacyJobIdFor } from "../effects/plan-submit.ts";
 import { RuntimeStopped } from "../kernel/errors.ts";
 import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
-import { jobStatusOf } from "../machines/job.machine.ts";
+import { jobStatusOf } from "../machines/job-state.ts";
 import type { StartedJobActor } from "./job-actor.ts";
 import type { JobHandle } from "./job-handle.ts";
 

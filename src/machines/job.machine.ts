@@ -1,4 +1,4 @@
-import { and, assign, type SnapshotFrom, setup } from "xstate";
+import { and, assign, setup } from "xstate";
 import { stallClockFrom } from "../kernel/held-task.ts";
 import { afterResults, type JobProgress, type ResultEntry, remaining } from "../kernel/job-progress.ts";
 import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
@@ -398,26 +398,3 @@ const finalizeInput = (context: JobContext, status: FinalizeInput["status"]): Fi
 const errorText = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 export type JobMachine = typeof jobMachine;
-
-/** A job machine's state value: `running`, `stalled`, or `{ queuing | succeeded | failed: child }`. */
-type JobStateValue = SnapshotFrom<JobMachine>["value"];
-
-/**
- * The job's status, its top state, read from the state value itself: XState's
- * `matches` builds a state value on each call, and a job's observers ask on
- * every snapshot (~5 % of what a 1-task job allocated went to it).
- */
-export const jobStatusOf = (value: JobStateValue): JobStatus =>
-  typeof value === "string"
-    ? value
-    : "queuing" in value
-      ? "queuing"
-      : "succeeded" in value
-        ? "succeeded"
-        : "failed";
-
-/** Whether the job's end is recorded (`{ succeeded | failed: "recorded" }`), as `jobStatusOf` reads it. */
-export const isRecordedValue = (value: JobStateValue): boolean =>
-  typeof value === "object" &&
-  (("succeeded" in value && value.succeeded === "recorded") ||
-    ("failed" in value && value.failed === "recorded"));

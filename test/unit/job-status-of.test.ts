@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { isRecordedValue, jobMachine, jobStatusOf } from "../../src/machines/job.machine.ts";
+import { jobMachine } from "../../src/machines/job.machine.ts";
+import { isRecordedValue, jobStatusOf } from "../../src/machines/job-state.ts";
 
 /**
  * `jobStatusOf` and `isRecordedValue` read a job's state value by hand (XState's `matches`
