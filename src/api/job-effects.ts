@@ -3,7 +3,7 @@ import type { Broker } from "../adapters/broker.ts";
 import { cleanUpEnd, type EndMark, endRetry, finalizeJob, raiseEndCounts } from "../effects/finalize-job.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import { isSameWrite } from "../effects/record-updates.ts";
-import { untilDone } from "../effects/retry.ts";
+import { plainThenUntilDone } from "../effects/retry.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
@@ -228,27 +228,22 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     // this state and so these tries). Before, the first failure ended the actor with an end
     // not written, for a takeover pass to write, and its handles said an end that another
     // could replace. A permanent failure still leaves it to a takeover. The first try is a
-    // plain call: the retry's closures and Effect program are made only once a write failed.
-    await write().catch(async (error: unknown) => {
-      if (aborted.aborted) return;
-      let tries = 0;
-      const failed = (error: unknown, again: boolean) => {
-        // Said once at warn; the tries that follow (every few seconds through an outage, for
-        // every job ending then) at debug.
-        if (again) {
-          if (tries++ === 0) log.warn({ err: error }, "job's end not written; tried again");
-          else log.debug({ err: error }, "job's end not written; tried again");
-          return;
-        }
-        // The machine ends `recorded`; the record still says the job runs, so its lease must
-        // stay for a takeover pass to find the job and write the end.
-        state.finalizeError = error;
-        log.warn({ err: error }, "job's end not written; left to a takeover");
-      };
-      const again = isTransient(error);
-      failed(error, again);
-      if (again) await untilDone(write, endRetry, aborted, isTransient, failed);
-    });
+    // plain call: the retry's Effect program is made only once a write failed.
+    let tries = 0;
+    const failed = (error: unknown, again: boolean) => {
+      // Said once at warn; the tries that follow (every few seconds through an outage, for
+      // every job ending then) at debug.
+      if (again) {
+        if (tries++ === 0) log.warn({ err: error }, "job's end not written; tried again");
+        else log.debug({ err: error }, "job's end not written; tried again");
+        return;
+      }
+      // The machine ends `recorded`; the record still says the job runs, so its lease must
+      // stay for a takeover pass to find the job and write the end.
+      state.finalizeError = error;
+      log.warn({ err: error }, "job's end not written; left to a takeover");
+    };
+    await plainThenUntilDone(write, endRetry, aborted, isTransient, failed);
     // Nothing stored when the tries were aborted (the end recorded elsewhere was heard, or the
     // actor stopped): below, nothing is left to do.
     if (over || state.finalizeError !== undefined) return;

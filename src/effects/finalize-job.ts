@@ -19,7 +19,7 @@ import {
 import type { Logger } from "../kernel/logger.ts";
 import { fromPort, isConflict, type PortFailure } from "./port-call.ts";
 import { type RecordSeen, updateRecordWith, updateRecordWithEffect, wrote } from "./record-updates.ts";
-import { untilDone } from "./retry.ts";
+import { plainThenUntilDone } from "./retry.ts";
 
 /**
  * Cancels a job from any runtime: a compare-and-set of the record to
@@ -182,16 +182,7 @@ export const raiseEndCounts = async (
         ? "the answers counted here not raised onto the end recorded elsewhere; tried again"
         : "the answers counted here not raised onto the end recorded elsewhere",
     );
-  // The first try is a plain call: the retry's program is made only once a write failed.
-  await raise().catch(async (error: unknown) => {
-    if (signal.aborted) return;
-    const again = isTransient(error);
-    failed(error, again);
-    if (!again) return;
-    const tries = () => untilDone(raise, endRetry, signal, isTransient, failed);
-    if (later) later(tries);
-    else await tries();
-  });
+  await plainThenUntilDone(raise, endRetry, signal, isTransient, failed, later);
 };
 
 /** Whether `record` is the end `ended` (the same status, reason, end time and redrive), whatever its counts. */

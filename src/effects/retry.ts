@@ -88,3 +88,27 @@ export const untilDone = async (
   );
   await Effect.runPromise(tried, { signal }).catch(() => undefined);
 };
+
+/**
+ * `attempt` once as a plain call (the try that succeeds, nearly every one, makes no Effect
+ * program), then, after a failure `retryable` says a later try may mend, as `untilDone` does:
+ * awaited here, or handed to `later` (this then settles after the first try). Every failure is
+ * told to `onFailure`, with whether it is tried again; none once `signal` has aborted.
+ */
+export const plainThenUntilDone = (
+  attempt: (signal: AbortSignal) => Promise<void>,
+  backoff: Backoff,
+  signal: AbortSignal,
+  retryable: (error: unknown) => boolean,
+  onFailure: (error: unknown, again: boolean) => void,
+  later?: (tries: () => Promise<void>) => void,
+): Promise<void> =>
+  attempt(signal).catch(async (error: unknown) => {
+    if (signal.aborted) return;
+    const again = retryable(error);
+    onFailure(error, again);
+    if (!again) return;
+    const tries = () => untilDone(attempt, backoff, signal, retryable, onFailure);
+    if (later) later(tries);
+    else await tries();
+  });

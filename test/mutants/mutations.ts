@@ -50,8 +50,8 @@ export const mutations: readonly Mutation[] = [
     // is tried again, or left to a takeover with its reason), so that change changed nothing.
     what: "a job's end whose write failed transiently is not tried again (the actor ends as if it were written)",
     file: "src/api/job-effects.ts",
-    search: "      if (again) await untilDone(write, endRetry, aborted, isTransient, failed);",
-    replace: "      if (again && tries < 0) await untilDone(write, endRetry, aborted, isTransient, failed);",
+    search: "    await plainThenUntilDone(write, endRetry, aborted, isTransient, failed);",
+    replace: "    await write().catch(() => undefined);",
     tests: [faults],
   },
   {
