@@ -65,8 +65,8 @@ describe("a delayed job's submitter SIGKILLed after its commit", () => {
     expect(await held(queue, jobId)).toBe(3);
 
     // A task the child's mover had been handed and not yet answered when it died comes back only
-    // once the due consumer's ack wait (30 s) has run out: a CI run saw it take longer than 20 s.
-    await waitUntil(() => ledger.length >= 3, { timeoutMs: 45_000, message: "every held task handled" });
+    // once the due consumer's ack wait (5 s; 30 s before) has run out: a CI run saw it take longer than 20 s.
+    await waitUntil(() => ledger.length >= 3, { timeoutMs: 30_000, message: "every held task handled" });
     await worker.stop();
     expect(ledger.map((h) => [h.job, h.index]).sort()).toEqual([
       [jobId, 0],

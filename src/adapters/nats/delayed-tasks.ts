@@ -31,8 +31,14 @@ const decoder = new TextDecoder();
  */
 const dueMaxAckPending = 1_000_000;
 
-/** A mover that died with a delivery: the server gives it to another after this. */
-const dueAckWaitMs = 30_000;
+/**
+ * A delivery no mover answers (its mover died, or stopped: a delivery the
+ * server sends as a pull loop closes is dropped by the client) comes back
+ * after this. A mover keeps the one it handles (`working()`), however long
+ * the record read and the publish take. It was 30 s: a runtime stopped
+ * gracefully left a held task that long past its time.
+ */
+export const dueAckWaitMs = 5_000;
 
 /** Each queue's delayed stream on NATS (adapters/delayed-tasks.ts says the design). */
 export class NatsDelayedTasks implements DelayedTasks {
@@ -82,7 +88,14 @@ export class NatsDelayedTasks implements DelayedTasks {
       this.#js.replicas,
     );
     try {
-      await jsm.consumers.info(stream, dueConsumer);
+      const { config } = await jsm.consumers.info(stream, dueConsumer);
+      // Made by an older version, with a longer ack wait: shortened (a runtime that may not is still served).
+      if (config.ack_wait !== nanos(dueAckWaitMs))
+        await jsm.consumers
+          .update(stream, dueConsumer, { ack_wait: nanos(dueAckWaitMs) })
+          .catch((error: unknown) =>
+            this.#log.debug({ stream, err: error }, "due consumer's ack wait not shortened"),
+          );
     } catch (error) {
       if (!isNotFound(error)) throw error;
       await jsm.consumers.add(stream, {
@@ -174,6 +187,8 @@ export class NatsDelayedTasks implements DelayedTasks {
       m.term();
       return;
     }
+    // Kept while its record is read and its task published: not given to another mover meanwhile.
+    const keeper = setInterval(() => m.working(), dueAckWaitMs / 3);
     try {
       const answer = await onHeld(task);
       if (answer.kind === "done") m.ack();
@@ -181,6 +196,8 @@ export class NatsDelayedTasks implements DelayedTasks {
     } catch (error) {
       this.#log.warn({ jobId, err: error }, "held task not moved; trying again");
       m.nak(1000);
+    } finally {
+      clearInterval(keeper);
     }
   }
 
