@@ -8,8 +8,8 @@ export interface WaitUntilOptions {
   timeoutMs: number;
   /** Pause between two checks (default 20 ms). */
   intervalMs?: number;
-  /** What was being waited for; it starts the error message on timeout. */
-  message: string;
+  /** What was being waited for; it starts the error message on timeout (a function: read then, with what it shows). */
+  message: string | (() => string);
 }
 
 /** Resolves after `ms` milliseconds; the building block of every poll here. */
@@ -46,7 +46,7 @@ export async function waitUntil(
           ? ""
           : `; last error: ${lastError instanceof Error ? lastError.message : String(lastError)}`;
       throw new Error(
-        `waitUntil timed out after ${now - started} ms (${attempts} checks): ${message}${last}`,
+        `waitUntil timed out after ${now - started} ms (${attempts} checks): ${typeof message === "function" ? message() : message}${last}`,
         lastError === undefined ? undefined : { cause: lastError },
       );
     }

@@ -258,7 +258,8 @@ describe.each([
     // The taker's handles only once the tasks ran: a `get` would watch the job here by itself.
     await waitUntil(() => ledger.length === 3, {
       timeoutMs: 15_000,
-      message: "every task of the orphaned jobs handled",
+      message: () =>
+        `every task of the orphaned jobs handled (later ${later.id}, soon ${soon.id}; handled: ${JSON.stringify(ledger)})`,
     });
     await worker.stop();
     const forLater = ledger.filter((h) => h.job === later.id);
