@@ -48,6 +48,8 @@ export interface Faults {
   injected(point: FaultPoint): number;
   /** How many operations on one job at `point` went through and were answered (`lease`: takes and renewals). */
   answered(point: FaultPoint): number;
+  /** From now on the runtime's record watch hands over no write of the job (a watch far behind). */
+  unheard(jobId: string): void;
 }
 
 export interface FaultyBroker {
@@ -72,6 +74,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const hooks = new Map<FaultPoint, (jobId: string) => void | Promise<void>>();
   const counts = new Map<FaultPoint, number>();
   const answers = new Map<FaultPoint, number>();
+  const unheardJobs = new Set<string>();
   /** `inner`'s answer, counted at `point` once it comes. */
   const counted = async <A>(point: FaultPoint, inner: Promise<A>): Promise<A> => {
     const answer = await inner;
@@ -114,6 +117,9 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     },
     injected: (point) => counts.get(point) ?? 0,
     answered: (point) => answers.get(point) ?? 0,
+    unheard: (jobId) => {
+      unheardJobs.add(jobId);
+    },
   };
 
   /** A delivered task whose ack may be lost: the result is stored, the broker never hears of the ack. */
@@ -198,6 +204,13 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     publishResults: async (...args: Parameters<Broker["publishResults"]>) => {
       await gate("publishResults", args[1]);
       return inner.publishResults(...args);
+    },
+    watchRecordChanges: (...args: Parameters<Broker["watchRecordChanges"]>) => {
+      const [onRecord, ...rest] = args;
+      return inner.watchRecordChanges(
+        (record, revision) => (unheardJobs.has(record.id) ? undefined : onRecord(record, revision)),
+        ...rest,
+      );
     },
   });
   return { broker, faults };

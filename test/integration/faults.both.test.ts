@@ -129,6 +129,24 @@ describe.each([
     return job;
   };
 
+  /** `r` writes a cancel of the job raw, from a view that counted none of its answers; the status it replaced. */
+  const cancelFromNone = async (r: FaultyRuntime, jobId: string, reason: string) => {
+    const found = (await r.broker.getRecord(jobId))!;
+    const now = Date.now();
+    await r.broker.updateRecord(
+      {
+        ...found.record,
+        status: "failed",
+        reason,
+        counts: { done: 0, failed: 0, dead: 0 },
+        updatedAt: Math.max(now, found.record.updatedAt + 1),
+        finishedAt: now,
+      },
+      found.revision,
+    );
+    return found.record.status;
+  };
+
   describe("a results publish that fails", () => {
     it.each([
       ["once", 1],
@@ -286,20 +304,7 @@ describe.each([
       const job = await endNotWritten(a, "raise-between", []);
       a.faults.fail("raise", raiseFails);
       // Another runtime's cancel from a view that counted none of the 4 answers, written raw.
-      const found = (await b.broker.getRecord(job.id))!;
-      expect(found.record.status).toBe("running");
-      const now = Date.now();
-      await b.broker.updateRecord(
-        {
-          ...found.record,
-          status: "failed",
-          reason: "cancelled: from fewer",
-          counts: { done: 0, failed: 0, dead: 0 },
-          updatedAt: Math.max(now, found.record.updatedAt + 1),
-          finishedAt: now,
-        },
-        found.revision,
-      );
+      expect(await cancelFromNone(b, job.id, "cancelled: from fewer")).toBe("running");
       // Heard while A's end still cannot be written: A's tries stop there.
       expect(await within(job.done(), BOUND_MS, "A's view of the job to end")).toMatchObject({
         status: "failed",
@@ -315,6 +320,36 @@ describe.each([
       expect(a.faults.injected("raise")).toBe(raiseFails);
     },
   );
+
+  it("a cancel unheard by the record watch that lands as the end is written: the job ends after the raise's first try, the tries after it raise the counts", async () => {
+    const a = await runtime();
+    const b = await runtime({ jobs: { takeOver: false } });
+    worker(a, "raise-unheard", []);
+    // As A writes its end: its record watch deaf to the job from then on, and another runtime's
+    // cancel from a view that counted none of the 4 answers, written raw. A's write finds it.
+    let cancelled = false;
+    a.faults.before("finalize", async (jobId) => {
+      if (cancelled) return;
+      cancelled = true;
+      a.faults.unheard(jobId);
+      await cancelFromNone(b, jobId, "cancelled: unheard");
+    });
+    // The store refuses the raise as in an outage, until healed.
+    a.faults.fail("raise", Number.POSITIVE_INFINITY);
+    const job = await a.rt.jobs.submit({ queue: "raise-unheard", tasks: indexes(4) });
+    // Ends while the raise still fails: the tries after the first are the runtime's loops'.
+    expect(await within(job.done(), QUICK_MS, "the job to end while its raise fails")).toMatchObject({
+      status: "failed",
+      reason: "cancelled: unheard",
+    });
+    expect(a.faults.injected("raise")).toBeGreaterThan(0);
+    expect((await b.broker.getRecord(job.id))?.record.counts.done).toBe(0);
+    a.faults.heal("raise");
+    await waitUntil(async () => (await b.broker.getRecord(job.id))?.record.counts.done === 4, {
+      timeoutMs: BOUND_MS,
+      message: "the record's counts raised to the 4 answers A counted, once the store is back",
+    });
+  });
 
   it("a lease taken back as the job ended elsewhere is given back, not kept by the heartbeat", async () => {
     // Long enough for the take held at the door to land before its own `until`: the next
