@@ -89,12 +89,17 @@ export class NatsDelayedTasks implements DelayedTasks {
     );
     try {
       const { config } = await jsm.consumers.info(stream, dueConsumer);
-      // Made by an older version, with a longer ack wait: shortened (a runtime that may not is still served).
+      // Made by an older version, with a longer ack wait: shortened. Not now (an election, no
+      // permission): the queue is still served, its ack wait as it was, tried again by the next
+      // runtime (or client) that sets the queue up.
       if (config.ack_wait !== nanos(dueAckWaitMs))
         await jsm.consumers
           .update(stream, dueConsumer, { ack_wait: nanos(dueAckWaitMs) })
           .catch((error: unknown) =>
-            this.#log.debug({ stream, err: error }, "due consumer's ack wait not shortened"),
+            this.#log.warn(
+              { stream, err: error },
+              "due consumer's ack wait not shortened: a delivery a stopping mover drops comes back after its old one",
+            ),
           );
     } catch (error) {
       if (!isNotFound(error)) throw error;
@@ -154,7 +159,14 @@ export class NatsDelayedTasks implements DelayedTasks {
     // there already (its submit held them), or made now if it is gone (a server that lost its store).
     await this.#stream(nc, queue);
     const consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream(queue), dueConsumer);
-    const messages = await consumer.consume({ max_messages: 256, threshold_messages: 128, ...pullLoop });
+    // As many as it handles at once: one buffered behind a full loop would wait out the ack wait
+    // there when handlings are slow (an election), and the server would give it to another
+    // mover too (pulled 256 at a time: 128 of 256 handled twice, each for 2 s).
+    const messages = await consumer.consume({
+      max_messages: moversInFlight,
+      threshold_messages: moversInFlight / 2,
+      ...pullLoop,
+    });
     const stopped = closeWhenEnded(messages, nc, signal);
     // Many tasks fall due at once (a job held by one `delayMs`): each waits for a record read
     // and a publish, so they are moved side by side, not one after the other.
