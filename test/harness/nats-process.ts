@@ -369,3 +369,26 @@ export async function relaunch(
     }
   }
 }
+
+/**
+ * An address nothing listens on for as long as the caller holds it, for the
+ * tests of an unreachable server. A port `freePort()` found free may be taken
+ * by another test's server before it is dialled; this one cannot: the port is
+ * held by a listener on 127.0.0.1, and the address given is 127.0.0.2 (same
+ * loopback, no listener there), which refuses every connection
+ * (ECONNREFUSED) until `release()`.
+ */
+export async function closedAddress(): Promise<{ host: string; port: number; release: () => Promise<void> }> {
+  const holder = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    holder.once("error", reject);
+    holder.listen(0, "127.0.0.1", () => resolve());
+  });
+  const address = holder.address();
+  if (typeof address !== "object" || address === null) throw new Error("could not hold a port");
+  return {
+    host: "127.0.0.2",
+    port: address.port,
+    release: () => new Promise<void>((resolve) => holder.close(() => resolve())),
+  };
+}

@@ -14,7 +14,7 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import type { Worker } from "../../src/api/worker-options.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type BuiltCli, buildCli, type CliRun, runCli, runCliOnTerminal } from "../harness/cli.ts";
-import { freePort as closedPort } from "../harness/nats-process.ts";
+import { closedAddress } from "../harness/nats-process.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -114,13 +114,13 @@ describe("jetstate-jobs CLI", () => {
   });
 
   it("an unreachable server is exit 4 within --timeout, not a hang", async () => {
-    const port = await closedPort();
+    const closed = await closedAddress();
     const r = await runCli(
       cli.bin,
       ["--timeout", "2", "jobs", "ls"],
-      { NATS_URL: `nats://127.0.0.1:${port}` },
+      { NATS_URL: `nats://${closed.host}:${closed.port}` },
       20_000,
-    );
+    ).finally(closed.release);
     expect(r.code, r.stderr).toBe(4);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
     // The bound: the 2 s timeout, the process's own start and a stop bounded by the same timeout.

@@ -3,11 +3,11 @@
  * reach NATS. A production process must not end up in memory by accident (its jobs
  * would vanish with it), and "no NATS connection" must say which server and why.
  */
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { ConnectionUnavailable, InvalidArgument } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import { freePort as closedPort } from "../harness/nats-process.ts";
+import { closedAddress } from "../harness/nats-process.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const runtimes: Runtime[] = [];
@@ -58,8 +58,9 @@ describe("broker choice under NODE_ENV=production", () => {
 
 describe("no NATS at the given server", () => {
   it("names the server and the cause (ECONNREFUSED) in the error and the connection's last error", async () => {
-    const port = await closedPort();
-    const server = `nats://127.0.0.1:${port}`;
+    const closed = await closedAddress();
+    onTestFinished(closed.release);
+    const server = `nats://${closed.host}:${closed.port}`;
     const rt = await createRuntime({
       servers: server,
       logger: silentLogger(),
@@ -73,14 +74,14 @@ describe("no NATS at the given server", () => {
     expect(error).toBeInstanceOf(ConnectionUnavailable);
     const { message } = error as ConnectionUnavailable;
     expect(message).toContain("no NATS connection");
-    expect(message).toContain(`127.0.0.1:${port}`);
+    expect(message).toContain(`${closed.host}:${closed.port}`);
     expect(message).toContain("ECONNREFUSED");
 
     await waitUntil(() => rt.connection.snapshot().lastError !== null, {
       timeoutMs: 5000,
       message: "the connection recorded why it failed",
     });
-    expect(rt.connection.snapshot().lastError).toContain(`127.0.0.1:${port}`);
+    expect(rt.connection.snapshot().lastError).toContain(`${closed.host}:${closed.port}`);
     expect(rt.connection.snapshot().lastError).toContain("ECONNREFUSED");
   });
 });

@@ -11,8 +11,8 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { createInspectorServer } from "@statelyai/inspect/server";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "../harness/nats-process.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { closedAddress, freePort } from "../harness/nats-process.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const root = path.resolve(import.meta.dirname, "../..");
@@ -127,7 +127,9 @@ describe("inspect: true (WebSocket inspector)", () => {
   });
 
   it("with nobody listening, the job runs, the miss is logged and the process ends after rt.stop()", async () => {
-    const closedUrl = `ws://127.0.0.1:${await freePort()}`;
+    const closed = await closedAddress();
+    onTestFinished(closed.release);
+    const closedUrl = `ws://${closed.host}:${closed.port}`;
     const { exit, lines, stderr } = await runChild(closedUrl);
     expect(exit, `child: ${stderr}`).toEqual({ code: 0, signal: null, timedOut: false });
     expect(lines.find((l) => l.event === "done")).toMatchObject({ status: "succeeded", done: 3 });

@@ -7,8 +7,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort as closedPort } from "../harness/nats-process.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { closedAddress } from "../harness/nats-process.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -54,13 +54,17 @@ const run = (args: string[], env: Record<string, string>): Run => {
 
 describe("npm run serve", () => {
   it("--help lists every variable it reads and exits", async () => {
-    const r = run(["--help"], { NATS_URL: `nats://127.0.0.1:${await closedPort()}` });
+    const closed = await closedAddress();
+    onTestFinished(closed.release);
+    const r = run(["--help"], { NATS_URL: `nats://${closed.host}:${closed.port}` });
     expect(await r.exited, r.output()).toBe(0);
     for (const name of VARIABLES) expect(r.output()).toContain(name);
   });
 
   it("without JETSTATE_TOKENS it says so and exits 1", async () => {
-    const r = run([], { NATS_URL: `nats://127.0.0.1:${await closedPort()}` });
+    const closed = await closedAddress();
+    onTestFinished(closed.release);
+    const r = run([], { NATS_URL: `nats://${closed.host}:${closed.port}` });
     expect(await r.exited, r.output()).toBe(1);
     expect(r.output()).toMatch(/JETSTATE_TOKENS.*(missing|not set|required)/i);
     expect(r.output()).toContain("--help");
