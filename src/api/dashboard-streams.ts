@@ -6,7 +6,7 @@ import { shownRecord } from "../effects/finalize-job.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
 import { isFinal, type JobRecord, maxCounts, priorityOf } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
-import { type JobSnapshot, snapshotOf } from "./job-handle.ts";
+import type { JobSnapshot } from "./job-handle.ts";
 import type { JobRegistry } from "./jobs.ts";
 import { leasedRecords } from "./leased-records.ts";
 import type { Runtime } from "./runtime.ts";
@@ -148,7 +148,10 @@ export const streamJob = async (
       clearTimeout(timer);
       timer = undefined;
       sentAt = Date.now();
-      emit("progress", progressOfActor(snapshotOf(actor)));
+      // As the job's handles show it: no end before its record says it (the chart's state value
+      // does show `recording`). An actor stopped meanwhile shows nothing; the record's events do.
+      const shown = registry.watchedSnapshot(job.id);
+      if (shown) emit("progress", progressOfActor(shown));
     };
     const stopInspecting = inspectActor(actor, (eventType, value) => {
       const before = last;
@@ -186,7 +189,8 @@ export const streamJob = async (
     }
     for await (const event of events) {
       if (event.jobId !== job.id) continue;
-      if (attach() && attached) emit("progress", progressOfActor(snapshotOf(attached)));
+      const shown = attach() ? registry.watchedSnapshot(job.id) : undefined;
+      if (shown) emit("progress", progressOfActor(shown));
       else {
         transition("record", event.type, event.status);
         emit("progress", progressOfEvent(event));
