@@ -60,6 +60,14 @@ export interface TaskLease {
   ack(): void;
   /** Release for redelivery after `delayMs` (at once without). */
   nak(delayMs?: number): void;
+  /**
+   * Release a task its worker will not run because it stops (its pull
+   * loops closed): after `delayMs`, and never before the pull requests the
+   * closed loops left at the server have run out. On NATS a task released
+   * while one of them waits is delivered into it, to nobody, and is back
+   * only when its lease runs out (`adapters/nats/pull-loops.ts`).
+   */
+  handBack(delayMs?: number): void;
   /** Never deliver again (a permanent failure, or the last delivery failed). */
   term(): void;
   /** Extend the lease by the job's ack wait. */
@@ -83,7 +91,10 @@ export interface TaskDelivery {
   /**
    * Delivers the job's tasks to `onTask` (awaited: at most `maxMessages`
    * leased but not yet handed over) until the job's consumer is gone
-   * (resolves "gone") or `signal` aborts (resolves "stopped").
+   * (resolves "gone") or `signal` aborts (resolves "stopped"). A loop
+   * closed once `stopping` has aborted (its worker stops) hands back what
+   * still reaches it, as `TaskLease.handBack` does; the lane's loop
+   * (`consumeLane`) always, its `signal` being its worker's.
    */
   consumeTasks(
     queue: string,
@@ -91,6 +102,7 @@ export interface TaskDelivery {
     maxMessages: number,
     onTask: (lease: TaskLease) => void | Promise<void>,
     signal: AbortSignal,
+    stopping?: AbortSignal,
   ): Promise<"gone" | "stopped">;
 
   /**

@@ -78,9 +78,11 @@ export const startWorker = <Payload, Result>(
     keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),
   });
 
+  /** A task handed back unrun or failed; once the worker stops, after its pull loops' requests ran out. */
   const release = (msg: TaskLease, delayMs?: number) => {
     stats.released++;
-    msg.nak(delayMs);
+    if (pulling.aborted) msg.handBack(delayMs);
+    else msg.nak(delayMs);
   };
 
   // Runs the handler and answers the task (worker-handle.ts).
@@ -187,6 +189,7 @@ export const startWorker = <Payload, Result>(
               Math.min(concurrency, 256),
               (m) => onTask(m, job),
               pull.signal,
+              pulling,
             ),
       )
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))

@@ -137,6 +137,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
       if (!take("ack", jobId)) lease.ack();
     },
     nak: (delayMs) => lease.nak(delayMs),
+    handBack: (delayMs) => lease.handBack(delayMs),
     term: () => lease.term(),
     working: () => lease.working(),
   });
@@ -192,13 +193,14 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
       return inner.createConsumer(...args);
     },
     consumeTasks: (...args: Parameters<Broker["consumeTasks"]>) => {
-      const [queue, jobId, maxMessages, onTask, signal] = args;
+      const [queue, jobId, maxMessages, onTask, signal, stopping] = args;
       return inner.consumeTasks(
         queue,
         jobId,
         maxMessages,
         (lease) => onTask(lossyLease(jobId, lease)),
         signal,
+        stopping,
       );
     },
     publishResults: async (...args: Parameters<Broker["publishResults"]>) => {

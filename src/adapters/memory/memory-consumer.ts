@@ -341,6 +341,11 @@ class MemoryTaskLease implements LaneLease {
     this.#consumer.release(this.#seq, delayMs ?? 0);
   }
 
+  /** A memory consumer keeps no request of a closed loop: released as `nak` releases. */
+  handBack(delayMs?: number): void {
+    this.nak(delayMs);
+  }
+
   term(): void {
     this.#consumer.settle(this.#seq);
   }

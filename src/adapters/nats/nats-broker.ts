@@ -18,7 +18,7 @@ import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import { natsScheduleStore } from "./kv-schedule-store.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { consumeTasks } from "./pull-loops.ts";
+import { closedPullsRunOutMs, consumeTasks } from "./pull-loops.ts";
 import { natsQueueConsumers } from "./queue-consumers.ts";
 import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
@@ -69,6 +69,9 @@ class JsTaskLease implements TaskLease {
   }
   nak(delayMs?: number): void {
     this.#msg.nak(delayMs);
+  }
+  handBack(delayMs?: number): void {
+    this.#msg.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
   }
   term(): void {
     this.#msg.term();
@@ -174,7 +177,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     releaseHeld: (task) => delayed.releaseHeld(task),
     heldCount: (queue, jobId) => delayed.heldCount(queue, jobId),
     announceCreated: (queue, jobId) => js.announceCreated(queue, jobId),
-    consumeTasks: async (queue, jobId, maxMessages, onTask, signal) => {
+    consumeTasks: async (queue, jobId, maxMessages, onTask, signal, stopping) => {
       let gone = false;
       await superviseLoop(
         port,
@@ -188,6 +191,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             (m) => onTask(new JsTaskLease(m)),
             s,
             core.logger,
+            () => stopping?.aborted === true,
           );
           // While a consumer's leader is being elected the server may say it is not found: the
           // record says whether the job really ended (an end or a cancel is written before its
@@ -222,6 +226,8 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             (m) => onTask(new JsLaneLease(m)),
             s,
             core.logger,
+            // Its signal is its worker's: aborted, the worker stops.
+            () => signal.aborted,
           );
           // Gone (deleted by hand, or lost with the server's store): made again on the next round,
           // here and by this runtime's next lane submit of the queue.

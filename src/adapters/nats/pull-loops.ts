@@ -5,7 +5,7 @@ import {
   type JetStreamClient,
   type JsMsg,
 } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { Effect, Fiber } from "effect";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
@@ -27,6 +27,62 @@ import { isNotFound } from "./streams.ts";
  */
 export const pullLoop = { expires: 3000, idle_heartbeat: 1000, abort_on_missing_resource: true } as const;
 
+/**
+ * How long a closed task loop's pull requests may still wait at the server:
+ * its last one is sent, at the latest, as the loop hands back the deliveries
+ * it had buffered (nats.js queues its refills behind them), and each runs
+ * out after `expires`. A task released while one waits may be delivered into
+ * it, to nobody (`drainOnStop`): a stopping worker releases after this.
+ */
+export const closedPullsRunOutMs = pullLoop.expires + 500;
+
+/**
+ * Closes a stopping worker's task loop with a drain, not nats.js's
+ * unsubscribe: the `UNSUB`, then a round trip to the server, and every task
+ * that reaches the client meanwhile is handed back (released after
+ * `closedPullsRunOutMs`). nats.js's `close()` forgets the subscription at
+ * once, so a task the server sent before it read the `UNSUB` was dropped by
+ * the client, and came back only after its lease, the job's ack wait (30 s
+ * by default). Seen in the server's trace: two tasks sent to the loop just
+ * before its `UNSUB`, never run, back 10 s later (that job's ack wait);
+ * three workers stopped one after the other on a 120-task job left tasks
+ * unrun for 15 s (`test/integration/worker-stop-handback.both.test.ts`).
+ * nats.js has no drain of a consumer's loop: this takes its subscription
+ * over (its `sub` field, the subscription's `callback` and `unsubscribe`,
+ * replaced on the instance; none in nats.js's types, and without them the
+ * loop closes as before). A catcher that kept the subscription until the
+ * loop's requests ran out was tried: it took the tasks the server would have
+ * given the workers still running (a redriven task of a `maxDeliver: 1` job
+ * died in it, delivered once and handed back).
+ */
+const drainOnStop = (messages: ConsumerMessages, log: Logger, consumerName: string): void => {
+  const own = (messages as { readonly sub?: unknown }).sub as
+    | { callback?: unknown; unsubscribe?: unknown; drain?: unknown }
+    | undefined;
+  if (typeof own?.callback !== "function" || typeof own.drain !== "function") return;
+  let caught = 0;
+  const handBack = `-NAK ${JSON.stringify({ delay: closedPullsRunOutMs * 1_000_000 })}`;
+  own.callback = (_error: unknown, msg: Msg) => {
+    // A request's end or a heartbeat is a status, with no reply subject; a task has its ack's.
+    if (!msg.reply) return;
+    caught++;
+    try {
+      msg.respond(handBack);
+    } catch {
+      // The client closing or draining: the task comes back when its lease runs out.
+    }
+  };
+  // nats.js's close() would forget it at once: the drain ends it.
+  own.unsubscribe = () => {};
+  (own.drain() as Promise<void>).then(
+    () => {
+      if (caught > 0)
+        log.debug({ consumer: consumerName, caught }, "tasks sent to a stopped task loop handed back");
+    },
+    () => undefined, // the client closed: nothing left to catch
+  );
+};
+
 /** How long a task loop may have nothing before it checks that it still has a pull at its consumer. */
 const stuckCheckMs = 5000;
 
@@ -45,6 +101,9 @@ const isStreamGone = (error: unknown): boolean => error instanceof JetStreamApiE
  * named by its id, or the queue's lane) to `onTask` until the consumer is
  * deleted (the job finished or was cancelled: returns "gone"), the client
  * closes or `signal` aborts. `maxMessages` bounds the leases held but not yet started.
+ * A loop closed while `handsBack()` says its worker stops is drained
+ * (`drainOnStop`); closed for a job's end or a restart, it lets go as
+ * nats.js does.
  */
 export const consumeTasks = async (
   broker: NatsJobBroker,
@@ -55,6 +114,7 @@ export const consumeTasks = async (
   onTask: (msg: JsMsg) => void | Promise<void>,
   signal: AbortSignal,
   log: Logger,
+  handsBack: () => boolean = () => false,
 ): Promise<"gone" | "ended"> => {
   const { js } = await broker.queueHandles(nc, queue);
   let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
@@ -74,7 +134,9 @@ export const consumeTasks = async (
     threshold_messages: Math.max(1, Math.floor(maxMessages / 2)),
     ...pullLoop,
   });
-  const stopped = closeWhenEnded(messages, nc, signal);
+  const stopped = closeWhenEnded(messages, nc, signal, () => {
+    if (handsBack()) drainOnStop(messages, log, consumerName);
+  });
   const idle = { since: Date.now(), busy: false };
   // A fiber the loop's end interrupts. A check in flight then is not waited for: during an
   // election its look-up can take the whole API timeout, and all it can still do is log, or
@@ -179,8 +241,14 @@ const closedSignal = (nc: NatsConnection): AbortSignal => {
  * that lives as long as the client, and kept every ended loop's iterator (and
  * through it the job actor reading it) until the client closed.
  */
-export const closeWhenEnded = (messages: ConsumerMessages, nc: NatsConnection, signal: AbortSignal) => {
+export const closeWhenEnded = (
+  messages: ConsumerMessages,
+  nc: NatsConnection,
+  signal: AbortSignal,
+  beforeClose?: () => void,
+) => {
   const close = () => {
+    beforeClose?.();
     // `close()` reports a failure to stop the pull as its value; the iterator ends either way.
     void messages.close();
   };

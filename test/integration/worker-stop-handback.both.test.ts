@@ -1,0 +1,86 @@
+/**
+ * Workers stopped one after the other while a job's tasks wait (a rolling
+ * deploy): the tasks each stopping worker hands back reach the next worker
+ * within seconds, not after the job's ack wait (30 s, the default), and no
+ * delivery of a task is lost on the way.
+ *
+ * On nats-server 2.9 a stopped worker's pull loop leaves pull requests at
+ * the server: the ones it had sent, and the ones nats.js sends after the
+ * loop closed (they were queued behind the buffered tasks the loop still
+ * hands back). A task released at once is delivered into one of them, to
+ * nobody, and is back only when its lease runs out. Seen before the fix:
+ * every stop left one or two tasks to their third delivery, 30 s late.
+ *
+ * The oracle is the handlers' own ledger: each task's runs, by worker and
+ * attempt.
+ */
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createRuntime, type Runtime } from "../../src/index.ts";
+import { createMemoryBroker, createTestRuntime } from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
+
+const TASKS = 120;
+const STOPS = 3;
+
+describe.each(["memory", "nats"] as const)("workers stopped one after another (%s)", (kind) => {
+  let server: NatsServerHandle | undefined;
+  let rt: Runtime;
+  beforeAll(async () => {
+    const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+    if (kind === "nats") {
+      server = await startNatsServer();
+      rt = await createRuntime({ servers: server.url, logger });
+    } else rt = await createTestRuntime({ logger, broker: createMemoryBroker() });
+    await rt.admin.provision(["rolling"]);
+  });
+  afterAll(async () => {
+    await rt?.stop();
+    await server?.dispose();
+  });
+
+  it("hand their waiting tasks to the next worker within seconds, each delivery accounted for", async () => {
+    /** Each run that answered: task index → [worker, attempt] per run. */
+    const runs = new Map<number, Array<[string, number]>>();
+    const handler = (name: string) => async (task: { index: number; attempt: number }) => {
+      await delay(10 + (task.index % 4) * 5);
+      const list = runs.get(task.index) ?? [];
+      list.push([name, task.attempt]);
+      runs.set(task.index, list);
+      return task.index;
+    };
+    const start = (name: string) =>
+      rt.workers.start<number, number>({ queue: "rolling", concurrency: 4, handler: handler(name) });
+    // The default ack wait: a lost delivery is back only after 30 s.
+    const job = await rt.jobs.submit<number, number>({
+      queue: "rolling",
+      tasks: Array.from({ length: TASKS }, (_, n) => n),
+    });
+    for (let n = 0; n < STOPS; n++) {
+      const worker = start(`w${n}`);
+      const before = runs.size;
+      await waitUntil(() => runs.size >= before + 12, { timeoutMs: 15_000, message: `w${n} ran 12 tasks` });
+      await worker.stop();
+    }
+    const last = start("last");
+    const lastStarted = Date.now();
+    try {
+      const end = await Promise.race([job.done(), delay(15_000).then(() => undefined)]);
+      const waited = Date.now() - lastStarted;
+      const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
+      const late = [...runs]
+        .filter(([, r]) => r.some(([, attempt]) => attempt > 2))
+        .map(([i, r]) => `${i}: ${JSON.stringify(r)}`);
+      expect(
+        end?.status,
+        `not ended within 15 s of the last start (${waited} ms); late: ${late.join("; ")}; not run: ${unrun.join(",")}`,
+      ).toBe("succeeded");
+      expect(late, "tasks that reached a third delivery: one of theirs went to a stopped worker").toEqual([]);
+      expect([...runs.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: TASKS }, (_, n) => n));
+      expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
+    } finally {
+      await last.stop();
+    }
+  }, 60_000);
+});
