@@ -63,7 +63,7 @@ export interface Flows {
    * dependencies end, by any runtime with the submitter role.
    * @example
    * const flow = await rt.flows.submit({ parent: { queue: "sum", tasks: [{}] }, children: [{ queue: "count", tasks: [1, 2] }] });
-   * console.log((await flow.done()).status);
+   * log.info({ status: (await flow.done()).status }, "flow ended");
    */
   submit(request: FlowRequest): Promise<FlowHandle>;
   /** The flow with this id, watched from now on; undefined if unknown. */

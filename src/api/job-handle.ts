@@ -59,7 +59,7 @@ export interface JobHandle<Result = unknown> {
    * from now on, until the returned function is called or the runtime stops.
    * Best effort: never stored, so notes sent while nobody listened are gone.
    * @example
-   * const stop = job.onProgress(({ index, info }) => console.log(index, info));
+   * const stop = job.onProgress(({ index, info }) => log.info({ index, info }, "task progress"));
    */
   onProgress(listener: (progress: TaskProgress) => void): () => void;
   /**

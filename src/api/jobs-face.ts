@@ -35,7 +35,7 @@ export interface Jobs {
    * committed yet.
    * @example
    * const record = await rt.jobs.record(id);
-   * if (record?.status === "stalled") console.log("stalled since", new Date(record.updatedAt));
+   * if (record?.status === "stalled") log.warn({ since: new Date(record.updatedAt) }, "job stalled");
    */
   record(id: string): Promise<JobRecord | undefined>;
   /**
@@ -66,7 +66,7 @@ export interface Jobs {
    * records: any process may read them, and reading supervises nothing.
    * Each job's end comes once. Ends with `break`, `signal` or `rt.stop()`.
    * @example
-   * for await (const e of rt.jobs.events({ queue: "detect" })) console.log(e.type, e.jobId, e.counts);
+   * for await (const e of rt.jobs.events({ queue: "detect" })) log.info({ jobId: e.jobId, counts: e.counts }, e.type);
    */
   events(options?: JobEventsOptions): JobEvents;
 }

@@ -53,7 +53,7 @@ export interface Queues {
   resume(queue: string): Promise<QueueSettings>;
   /** The queue's settings (an unconfigured queue: running, no limits). @example (await rt.queues.get("emails")).paused */
   get(queue: string): Promise<QueueSettings>;
-  /** Every queue configured or paused at some time. @example for (const q of await rt.queues.list()) console.log(q.queue); */
+  /** Every queue configured or paused at some time. @example for (const q of await rt.queues.list()) log.info(q, "queue"); */
   list(): Promise<QueueSettings[]>;
 }
 

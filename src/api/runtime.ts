@@ -58,7 +58,7 @@ export interface Runtime {
      * role (it checks what each role may do). It writes nothing of jetstate's;
      * measuring the clock creates one ephemeral consumer and deletes it. NATS only.
      * @example
-     * for (const p of (await rt.admin.diagnose()).problems) console.log(p.what, "→", p.fix);
+     * for (const p of (await rt.admin.diagnose()).problems) log.warn({ fix: p.fix }, p.what);
      */
     diagnose(): Promise<Diagnosis>;
   };

@@ -121,7 +121,7 @@ export const scheduleOfKey = (
  * idempotency key; undefined for a job no schedule submitted.
  * @example
  * const from = scheduleOfJob(await rt.jobs.record(id));
- * if (from) console.log(`tick ${new Date(from.tick).toISOString()} of ${from.scheduleId}`);
+ * if (from) log.info({ scheduleId: from.scheduleId, tick: new Date(from.tick) }, "scheduled run");
  */
 export const scheduleOfJob = (
   record: { readonly idempotencyKey?: string } | undefined,
