@@ -4,8 +4,9 @@ import type { DashboardJob } from "../adapters/http/dashboard-app.ts";
 import type { Emit } from "../adapters/http/dashboard-stream.ts";
 import { shownRecord } from "../effects/finalize-job.ts";
 import type { JobEvent } from "../kernel/job-event.ts";
-import { isFinal, type JobRecord, maxCounts, priorityOf } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord, type JobStatus, maxCounts, priorityOf } from "../kernel/job-record.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
+import { type JobStateValue, jobStatusOf } from "../machines/job-state.ts";
 import type { JobSnapshot } from "./job-handle.ts";
 import type { JobRegistry } from "./jobs.ts";
 import { leasedRecords } from "./leased-records.ts";
@@ -23,9 +24,6 @@ import type { Runtime } from "./runtime.ts";
 const progressPerSecond = 10;
 /** How often a job's stream without an actor looks for one this runtime started since (a map lookup). */
 const lookForActorMs = 100;
-
-const topOf = (value: unknown): string =>
-  typeof value === "string" ? value : (Object.keys((value ?? {}) as object)[0] ?? "");
 
 /**
  * A job as last seen, with this runtime's live counts, rate and ETA when it watches it (never
@@ -123,11 +121,12 @@ export const streamJob = async (
 ): Promise<void> => {
   const events = rt.jobs.events({ queue: job.queue, signal });
   await events.ready;
-  let last: unknown;
-  const transition = (source: "actor" | "record", event: string | null, value: unknown) => {
+  /** The state value last sent: the actor's, or a record's status. */
+  let last: JobStateValue | JobStatus | undefined;
+  const transition = (source: "actor" | "record", event: string | null, value: JobStateValue | JobStatus) => {
     if (JSON.stringify(value) === JSON.stringify(last)) return;
     // The record trails the actor: its status says no more than the actor's state already did.
-    if (source === "record" && last !== undefined && topOf(last) === value) return;
+    if (source === "record" && last !== undefined && jobStatusOf(last) === value) return;
     last = value;
     emit("transition", { source, event, value, at: Date.now() });
   };
@@ -155,7 +154,7 @@ export const streamJob = async (
     };
     const stopInspecting = inspectActor(actor, (eventType, value) => {
       const before = last;
-      transition("actor", eventType, value);
+      transition("actor", eventType, value as JobStateValue); // the job actor's, as inspected
       if (last !== before) return progress();
       const wait = 1000 / progressPerSecond - (Date.now() - sentAt);
       if (wait <= 0) progress();

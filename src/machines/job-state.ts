@@ -3,14 +3,14 @@ import type { JobStatus } from "../kernel/job-record.ts";
 import type { JobMachine } from "./job.machine.ts";
 
 /** A job machine's state value: `running`, `stalled`, or `{ queuing | succeeded | failed: child }`. */
-type JobStateValue = SnapshotFrom<JobMachine>["value"];
+export type JobStateValue = SnapshotFrom<JobMachine>["value"];
 
 /**
  * The job's status, its top state, read from the state value itself: XState's
  * `matches` builds a state value on each call, and a job's observers ask on
  * every snapshot (~5 % of what a 1-task job allocated went to it).
  */
-export const jobStatusOf = (value: JobStateValue): JobStatus =>
+export const jobStatusOf = (value: JobStateValue | JobStatus): JobStatus =>
   typeof value === "string"
     ? value
     : "queuing" in value
