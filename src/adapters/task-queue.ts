@@ -63,9 +63,10 @@ export interface TaskLease {
   /**
    * Release a task its worker will not run because it stops (its pull
    * loops closed): after `delayMs`, and never before the pull requests the
-   * closed loops left at the server have run out. On NATS a task released
-   * while one of them waits is delivered into it, to nobody, and is back
-   * only when its lease runs out (`adapters/nats/pull-loops.ts`).
+   * closed loops left at the server are gone. nats-server before 2.10.16
+   * loses a task released while only such requests wait: it is back only
+   * when its lease runs out (`closedPullsRunOutMs` in
+   * `adapters/nats/pull-loops.ts`).
    */
   handBack(delayMs?: number): void;
   /** Never deliver again (a permanent failure, or the last delivery failed). */

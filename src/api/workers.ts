@@ -119,7 +119,10 @@ export const startWorker = <Payload, Result>(
     const until = waiting.signal;
     try {
       if (msg.deliveryCount < job.record.settings.maxDeliver) {
-        msg.nak();
+        // The gate says "paused" before it looks at the worker's stop: a stopping worker's
+        // buffered tasks come here too, and hand back as the worker does (`release`).
+        if (pulling.aborted) msg.handBack();
+        else msg.nak();
         return await gate.whenResumed(until);
       }
       const keeper = setInterval(() => msg.working(), Math.max(10, job.record.settings.ackWaitMs / 3));

@@ -1,18 +1,17 @@
 /**
  * Workers stopped one after the other while a job's tasks wait (a rolling
  * deploy): the tasks each stopping worker hands back reach the next worker
- * within seconds, not after the job's ack wait (30 s, the default), and no
- * delivery of a task is lost on the way.
+ * within seconds, not after the job's ack wait (30 s, the default), and each
+ * task runs once.
  *
- * On nats-server 2.9 a stopped worker's pull loop leaves pull requests at
- * the server: the ones it had sent, and the ones nats.js sends after the
- * loop closed (they were queued behind the buffered tasks the loop still
- * hands back). A task released at once is delivered into one of them, to
- * nobody, and is back only when its lease runs out. Seen before the fix:
- * every stop left one or two tasks to their third delivery, 30 s late.
+ * On nats-server 2.9 a task a stopping worker released at once was lost
+ * while its closed loop's pull requests waited, and one sent to the loop as
+ * nats.js unsubscribed was dropped by the client: each came back only when
+ * its lease ran out (adapters/nats/pull-loops.ts says how). Seen before the
+ * fix: every stop left one or two tasks 30 s late.
  *
- * The oracle is the handlers' own ledger: each task's runs, by worker and
- * attempt.
+ * The oracles are the handlers' own ledger (each task's runs, by worker and
+ * attempt) and the time: a lost delivery is back only after 30 s.
  */
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,7 +39,7 @@ describe.each(["memory", "nats"] as const)("workers stopped one after another (%
     await server?.dispose();
   });
 
-  it("hand their waiting tasks to the next worker within seconds, each delivery accounted for", async () => {
+  it("hand their waiting tasks to the next worker within seconds, each task run once", async () => {
     /** Each run that answered: task index → [worker, attempt] per run. */
     const runs = new Map<number, Array<[string, number]>>();
     const handler = (name: string) => async (task: { index: number; attempt: number }) => {
@@ -69,14 +68,15 @@ describe.each(["memory", "nats"] as const)("workers stopped one after another (%
       const end = await Promise.race([job.done(), delay(15_000).then(() => undefined)]);
       const waited = Date.now() - lastStarted;
       const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
-      const late = [...runs]
+      // Not an oracle (a task handed back by one stopped worker may be handed back again by the
+      // next, a delivery each): what the message says of a failure.
+      const third = [...runs]
         .filter(([, r]) => r.some(([, attempt]) => attempt > 2))
         .map(([i, r]) => `${i}: ${JSON.stringify(r)}`);
       expect(
         end?.status,
-        `not ended within 15 s of the last start (${waited} ms); late: ${late.join("; ")}; not run: ${unrun.join(",")}`,
+        `not ended within 15 s of the last start (${waited} ms); not run: ${unrun.join(",")}; run on a third delivery or later: ${third.join("; ")}`,
       ).toBe("succeeded");
-      expect(late, "tasks that reached a third delivery: one of theirs went to a stopped worker").toEqual([]);
       expect([...runs.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: TASKS }, (_, n) => n));
       expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
     } finally {

@@ -18,7 +18,7 @@ import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import { natsScheduleStore } from "./kv-schedule-store.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { closedPullsRunOutMs, consumeTasks } from "./pull-loops.ts";
+import { consumeTasks } from "./pull-loops.ts";
 import { natsQueueConsumers } from "./queue-consumers.ts";
 import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
@@ -50,8 +50,11 @@ const decoder = new TextDecoder();
 /** A delivered JetStream message seen through the port: ack / nak / term / working go to its reply subject. */
 class JsTaskLease implements TaskLease {
   readonly #msg: JsMsg;
-  constructor(msg: JsMsg) {
+  /** The least delay of a hand-back now (its loop's, `consumeTasks`). */
+  readonly #handBackFloor: () => number;
+  constructor(msg: JsMsg, handBackFloor: () => number) {
     this.#msg = msg;
+    this.#handBackFloor = handBackFloor;
   }
   get body(): string {
     return decoder.decode(this.#msg.data);
@@ -71,7 +74,7 @@ class JsTaskLease implements TaskLease {
     this.#msg.nak(delayMs);
   }
   handBack(delayMs?: number): void {
-    this.#msg.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
+    this.#msg.nak(Math.max(delayMs ?? 0, this.#handBackFloor()));
   }
   term(): void {
     this.#msg.term();
@@ -84,8 +87,8 @@ class JsTaskLease implements TaskLease {
 /** A delivery from a queue's lane: its job is the last token of its subject. */
 class JsLaneLease extends JsTaskLease implements LaneLease {
   readonly jobId: string;
-  constructor(msg: JsMsg) {
-    super(msg);
+  constructor(msg: JsMsg, handBackFloor: () => number) {
+    super(msg, handBackFloor);
     this.jobId = jobIdOfSubject(msg.subject);
   }
 }
@@ -188,7 +191,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             queue,
             jobId,
             maxMessages,
-            (m) => onTask(new JsTaskLease(m)),
+            (m, handBackFloor) => onTask(new JsTaskLease(m, handBackFloor)),
             s,
             core.logger,
             () => stopping?.aborted === true,
@@ -223,7 +226,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             queue,
             laneConsumer,
             maxMessages,
-            (m) => onTask(new JsLaneLease(m)),
+            (m, handBackFloor) => onTask(new JsLaneLease(m, handBackFloor)),
             s,
             core.logger,
             // Its signal is its worker's: aborted, the worker stops.
