@@ -62,10 +62,10 @@ export interface TaskLease {
   nak(delayMs?: number): void;
   /**
    * Release a task its worker will not run because it stops (its pull
-   * loops closed): after `delayMs`, and never before the pull requests the
-   * closed loops left at the server are gone. nats-server before 2.10.16
-   * loses a task released while only such requests wait: it is back only
-   * when its lease runs out (`closedPullsRunOutMs` in
+   * loops closed): after `delayMs`, and not before the pull requests the
+   * closed loops left at the server are gone (3.5 s on NATS). nats-server
+   * before 2.10.16 loses a task released while only such requests wait: it
+   * is back only when its lease runs out (`closedPullsRunOutMs` in
    * `adapters/nats/pull-loops.ts`).
    */
   handBack(delayMs?: number): void;

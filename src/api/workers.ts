@@ -78,7 +78,7 @@ export const startWorker = <Payload, Result>(
     keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),
   });
 
-  /** A task handed back unrun or failed; once the worker stops, after its pull loops' requests ran out. */
+  /** A task handed back unrun or failed; once the worker stops, as `TaskLease.handBack` says. */
   const release = (msg: TaskLease, delayMs?: number) => {
     stats.released++;
     if (pulling.aborted) msg.handBack(delayMs);

@@ -18,7 +18,7 @@ import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import { natsScheduleStore } from "./kv-schedule-store.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { consumeTasks } from "./pull-loops.ts";
+import { closedPullsRunOutMs, consumeTasks } from "./pull-loops.ts";
 import { natsQueueConsumers } from "./queue-consumers.ts";
 import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
@@ -50,11 +50,8 @@ const decoder = new TextDecoder();
 /** A delivered JetStream message seen through the port: ack / nak / term / working go to its reply subject. */
 class JsTaskLease implements TaskLease {
   readonly #msg: JsMsg;
-  /** The least delay of a hand-back now (its loop's, `consumeTasks`). */
-  readonly #handBackFloor: () => number;
-  constructor(msg: JsMsg, handBackFloor: () => number) {
+  constructor(msg: JsMsg) {
     this.#msg = msg;
-    this.#handBackFloor = handBackFloor;
   }
   get body(): string {
     return decoder.decode(this.#msg.data);
@@ -74,7 +71,7 @@ class JsTaskLease implements TaskLease {
     this.#msg.nak(delayMs);
   }
   handBack(delayMs?: number): void {
-    this.#msg.nak(Math.max(delayMs ?? 0, this.#handBackFloor()));
+    this.#msg.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
   }
   term(): void {
     this.#msg.term();
@@ -87,8 +84,8 @@ class JsTaskLease implements TaskLease {
 /** A delivery from a queue's lane: its job is the last token of its subject. */
 class JsLaneLease extends JsTaskLease implements LaneLease {
   readonly jobId: string;
-  constructor(msg: JsMsg, handBackFloor: () => number) {
-    super(msg, handBackFloor);
+  constructor(msg: JsMsg) {
+    super(msg);
     this.jobId = jobIdOfSubject(msg.subject);
   }
 }
@@ -191,7 +188,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             queue,
             jobId,
             maxMessages,
-            (m, handBackFloor) => onTask(new JsTaskLease(m, handBackFloor)),
+            (m) => onTask(new JsTaskLease(m)),
             s,
             core.logger,
             () => stopping?.aborted === true,
@@ -226,7 +223,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             queue,
             laneConsumer,
             maxMessages,
-            (m, handBackFloor) => onTask(new JsLaneLease(m, handBackFloor)),
+            (m) => onTask(new JsLaneLease(m)),
             s,
             core.logger,
             // Its signal is its worker's: aborted, the worker stops.

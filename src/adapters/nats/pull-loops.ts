@@ -28,12 +28,11 @@ import { isNotFound } from "./streams.ts";
 export const pullLoop = { expires: 3000, idle_heartbeat: 1000, abort_on_missing_resource: true } as const;
 
 /**
- * How long after a task loop closed a task it hands back waits before it is
- * released (`TaskLease.handBack`), on a server that loses redeliveries
- * (`losesRedeliveries`). A closed loop leaves pull requests at the server:
+ * How long a task a stopping worker hands back waits before it is released
+ * (`TaskLease.handBack`). A closed loop leaves pull requests at the server:
  * those it had sent, and those nats.js sends after the close (its refills
  * are queued in the iterator behind the buffered deliveries the loop still
- * hands back). Before 2.10.16 nats-server took a released task off its
+ * hands back). nats-server before 2.10.16 took a released task off its
  * redelivery queue while only such requests waited, found none with a
  * subscriber, dropped the requests and the task with them, and counted the
  * delivery: the task came back when its lease ran out, the job's ack wait
@@ -41,21 +40,12 @@ export const pullLoop = { expires: 3000, idle_heartbeat: 1000, abort_on_missing_
  * `-NAK`s, a pull request of its closed loop, then no delivery of those
  * tasks until their third, 10 s later (that job's ack wait). The requests
  * are gone once each expired (3 s) or the server looked at them again
- * (within a second, its idle heartbeat): 3.5 s leaves room for both.
+ * (within a second, its idle heartbeat): 3.5 s leaves room for both. Kept
+ * on newer servers too: the consumer's leader, where the fix matters, may
+ * be a node of another version than the one the client talks to (a rolling
+ * upgrade), and the wait costs only a stopping worker's hand-backs.
  */
 export const closedPullsRunOutMs = pullLoop.expires + 500;
-
-/**
- * Whether the server drops a redelivery while only a closed loop's pull
- * requests wait (above): nats-server before 2.10.16 (fixed there: "a message
- * pulled from rdq without a valid waiting request was not redelivered until
- * ackWait expired"); an unknown version is taken as one that does.
- */
-export const losesRedeliveries = (version: string | undefined): boolean => {
-  const [major, minor, patch] = (/^v?(\d+)\.(\d+)\.(\d+)/.exec(version ?? "") ?? []).slice(1).map(Number);
-  if (major === undefined || minor === undefined || patch === undefined) return true;
-  return major < 2 || (major === 2 && (minor < 10 || (minor === 10 && patch < 16)));
-};
 
 /**
  * Closes a stopping worker's task loop with a drain, not nats.js's
@@ -74,18 +64,13 @@ export const losesRedeliveries = (version: string | undefined): boolean => {
  * redriven task of a `maxDeliver: 1` job died in it, delivered once and
  * handed back). Both: `test/integration/worker-stop-handback.both.test.ts`.
  */
-export const drainOnStop = (
-  messages: ConsumerMessages,
-  log: Logger,
-  consumerName: string,
-  handBackMs = closedPullsRunOutMs,
-): void => {
+export const drainOnStop = (messages: ConsumerMessages, log: Logger, consumerName: string): void => {
   const own = (messages as { readonly sub?: unknown }).sub as
     | { callback?: unknown; unsubscribe?: unknown; drain?: unknown }
     | undefined;
   if (typeof own?.callback !== "function" || typeof own.drain !== "function") return;
   let caught = 0;
-  const handBack = `-NAK ${JSON.stringify({ delay: handBackMs * 1_000_000 })}`;
+  const handBack = `-NAK ${JSON.stringify({ delay: closedPullsRunOutMs * 1_000_000 })}`;
   own.callback = (_error: unknown, msg: Msg) => {
     // A request's end or a heartbeat is a status, with no reply subject; a task has its ack's.
     if (!msg.reply) return;
@@ -135,7 +120,7 @@ export const consumeTasks = async (
   queue: string,
   consumerName: string,
   maxMessages: number,
-  onTask: (msg: JsMsg, handBackFloor: () => number) => void | Promise<void>,
+  onTask: (msg: JsMsg) => void | Promise<void>,
   signal: AbortSignal,
   log: Logger,
   handsBack: () => boolean = () => false,
@@ -158,15 +143,8 @@ export const consumeTasks = async (
     threshold_messages: Math.max(1, Math.floor(maxMessages / 2)),
     ...pullLoop,
   });
-  // A task handed back waits until this loop's requests are gone (`closedPullsRunOutMs` from its
-  // close), on a server that would lose it meanwhile.
-  const losing = losesRedeliveries(nc.info?.version);
-  let closedAt: number | undefined;
-  const handBackFloor = (): number =>
-    !losing ? 0 : Math.max(0, (closedAt ?? Date.now()) + closedPullsRunOutMs - Date.now());
   const stopped = closeWhenEnded(messages, nc, signal, () => {
-    closedAt ??= Date.now();
-    if (handsBack()) drainOnStop(messages, log, consumerName, handBackFloor());
+    if (handsBack()) drainOnStop(messages, log, consumerName);
   });
   const idle = { since: Date.now(), busy: false };
   // A fiber the loop's end interrupts. A check in flight then is not waited for: during an
@@ -193,7 +171,7 @@ export const consumeTasks = async (
     for await (const m of messages) {
       idle.busy = true; // waiting for a free slot is not being stuck
       const from = Date.now();
-      await onTask(m, handBackFloor);
+      await onTask(m);
       idle.since = Date.now();
       idle.busy = false;
       if (idle.since - from > staleAfterMs && messages.getPending() > 0) {
