@@ -78,11 +78,16 @@ export const startWorker = <Payload, Result>(
     keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),
   });
 
-  /** A task handed back unrun or failed; once the worker stops, as `TaskLease.handBack` says. */
-  const release = (msg: TaskLease, delayMs?: number) => {
-    stats.released++;
+  /** Lets a task go for redelivery; once the worker stops, as `TaskLease.handBack` says. */
+  const letGo = (msg: TaskLease, delayMs?: number) => {
     if (pulling.aborted) msg.handBack(delayMs);
     else msg.nak(delayMs);
+  };
+
+  /** A task handed back unrun or failed (counted). */
+  const release = (msg: TaskLease, delayMs?: number) => {
+    stats.released++;
+    letGo(msg, delayMs);
   };
 
   // Runs the handler and answers the task (worker-handle.ts).
@@ -120,9 +125,8 @@ export const startWorker = <Payload, Result>(
     try {
       if (msg.deliveryCount < job.record.settings.maxDeliver) {
         // The gate says "paused" before it looks at the worker's stop: a stopping worker's
-        // buffered tasks come here too, and hand back as the worker does (`release`).
-        if (pulling.aborted) msg.handBack();
-        else msg.nak();
+        // buffered tasks come here too, and are let go as the worker's others are.
+        letGo(msg);
         return await gate.whenResumed(until);
       }
       const keeper = setInterval(() => msg.working(), Math.max(10, job.record.settings.ackWaitMs / 3));
