@@ -34,6 +34,8 @@ export interface LaneLoop {
   readonly pull: () => void;
   /** A record the worker's watch handed over: kept while a lane task's read of its job runs. */
   readonly heard: (record: JobRecord, revision: number) => void;
+  /** Settles once its loop has ended (at once if it never started). */
+  readonly stopped: () => Promise<unknown>;
 }
 
 export const laneLoop = (deps: LaneDeps): LaneLoop => {
@@ -89,20 +91,20 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
     if (job) await onTask(lease, job);
   };
 
-  let pullingLane = false;
+  let laned: Promise<unknown> | undefined;
   /**
    * Pulls the queue's lane from the first lane job on (a queue whose jobs
    * never use it costs no lane loop), for as long as the worker runs.
    */
   const pullLane = () => {
-    if (pullingLane) return;
-    pullingLane = true;
+    if (laned) return;
     log.info("pulling the queue's lane");
-    const laned = deps.payloadKnown
+    const loop = deps.payloadKnown
       .then(() => broker.consumeLane(queueName, Math.min(concurrency, 256), onLaneTask, deps.pulling))
       .catch((error) => log.warn({ err: error }, "pulling the queue's lane failed"));
-    deps.loops.run(deps.name, () => laned);
+    laned = loop;
+    deps.loops.run(deps.name, () => loop);
   };
 
-  return { pull: pullLane, heard };
+  return { pull: pullLane, heard, stopped: () => laned ?? Promise.resolve() };
 };

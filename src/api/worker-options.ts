@@ -80,6 +80,8 @@ export interface Worker {
   stats(): WorkerStats;
   /**
    * Stops pulling, finishes (or after stopTimeoutMs releases) in-flight tasks, flushes results.
+   * The tasks it pulled and had not started go back, except those on their last delivery: a
+   * release would spend it, so it runs them first (within its concurrency and stopTimeoutMs).
    * Loses none; resolves once its watches have deleted their server consumers (not waited for
    * while the connection is down: those expire after a minute without a reader).
    */

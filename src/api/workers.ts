@@ -4,7 +4,7 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
 import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
-import { LinkedControllers } from "../kernel/signals.ts";
+import { LinkedControllers, whenAborted } from "../kernel/signals.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import { DueWaits } from "./due-waits.ts";
 import { QueueGate } from "./queue-gate.ts";
@@ -143,16 +143,37 @@ export const startWorker = <Payload, Result>(
     return onTask(msg, job);
   };
 
+  /**
+   * A task a stopping worker pulled and had not started, on its last
+   * delivery: run, not handed back. A hand-back spends a delivery, and after
+   * the last one the server never delivers the task again: it died unrun,
+   * counted dead (every buffered task of a `maxDeliver: 1` job, on each
+   * stop of a rolling deploy). It waits for a slot of the worker's
+   * concurrency, and stop() waits for it as for the tasks already running
+   * (until `stopTimeoutMs`).
+   */
+  const lastChance = (msg: TaskLease, job: ActiveJob): boolean =>
+    pulling.aborted &&
+    !giveUp.signal.aborted &&
+    !job.ended.aborted &&
+    msg.deliveryCount >= job.record.settings.maxDeliver;
+
   const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
-    await slots.acquire(priorityOf(job.record.settings));
+    const priority = priorityOf(job.record.settings);
+    const held =
+      (await slots.acquire(priority)) || (lastChance(msg, job) && (await slots.acquire(priority, true)));
+    // The worker stops: a task it holds no slot for goes back (its job ended: nothing to answer).
+    if (!held) {
+      if (!job.ended.aborted) release(msg);
+      return;
+    }
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
-    const pass = await gate.enter(
-      pulling,
-      { keep: () => msg.working(), everyMs: Math.max(10, job.record.settings.ackWaitMs / 3) },
-      target,
-    );
+    const lease = { keep: () => msg.working(), everyMs: Math.max(10, job.record.settings.ackWaitMs / 3) };
+    let pass = await gate.enter(lastChance(msg, job) ? giveUp.signal : pulling, lease, target);
+    // The worker began to stop while the task waited for its permits.
+    if (pass === undefined && lastChance(msg, job)) pass = await gate.enter(giveUp.signal, lease, target);
     if (pass === "paused") return pausedTask(msg, job);
-    if (pass === undefined || pulling.aborted || job.ended.aborted) {
+    if (pass === undefined || (pulling.aborted && !lastChance(msg, job)) || job.ended.aborted) {
       pass?.end();
       slots.release();
       if (!job.ended.aborted) release(msg);
@@ -172,6 +193,9 @@ export const startWorker = <Payload, Result>(
       )
       .finally(() => pass.end());
   };
+
+  /** The jobs' task loops running: stop() waits for them to pass on what they pulled. */
+  const taskLoops = new Set<Promise<unknown>>();
 
   // Each delayed job all of whose tasks are held is pulled from a second before its first is due.
   const dueWaits = new DueWaits(broker, core.clock, log);
@@ -206,6 +230,8 @@ export const startWorker = <Payload, Result>(
       });
     // One of the runtime's loops: rt.stop() waits for it (it ends once `pulling` aborts).
     core.loops.run(`tasks:${record.id}`, () => pulled);
+    taskLoops.add(pulled);
+    void pulled.finally(() => taskLoops.delete(pulled));
     return job;
   };
 
@@ -294,6 +320,9 @@ export const startWorker = <Payload, Result>(
           // and an answer that comes later is ignored (the task is someone else's by then).
           running.releaseAll(release);
         }, settings.stopTimeoutMs);
+        // The tasks its loops pulled and had not started are handed back, or run (`lastChance`):
+        // those run only once their loop passes them on.
+        await Promise.race([Promise.all([...taskLoops, lane.stopped()]), whenAborted(giveUp.signal)]);
         await running.idle();
         clearTimeout(timeout);
         try {

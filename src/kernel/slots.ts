@@ -30,11 +30,17 @@ export class FairSlots {
     this.#free = size;
   }
 
-  /** Resolves when the caller holds a slot (at once after `close()`). Higher `priority` is granted first. */
-  acquire(priority = 0): Promise<void> {
-    if (this.#closed || (this.#free > 0 && this.#waiting === 0)) {
-      if (!this.#closed) this.#free--;
-      return Promise.resolve();
+  /**
+   * Resolves true when the caller holds a slot (to `release()`), a higher
+   * `priority` first; false at once after `close()` (no slot held), unless
+   * `evenClosed`: a stopping worker's task on its last delivery still waits
+   * for a slot, to run within the worker's concurrency.
+   */
+  acquire(priority = 0, evenClosed = false): Promise<boolean> {
+    if (this.#closed && !evenClosed) return Promise.resolve(false);
+    if (this.#free > 0 && this.#waiting === 0) {
+      this.#free--;
+      return Promise.resolve(true);
     }
     return new Promise((wake) => this.#enqueue(priority, { arrival: this.#arrivals++, wake }));
   }
@@ -46,14 +52,14 @@ export class FairSlots {
     }
     this.#contested++;
     const priority = this.#contested % oldestEvery === 0 ? this.#oldestLevel() : (this.#order[0] as number);
-    this.#dequeue(priority).wake();
+    this.#dequeue(priority).wake(true);
   }
 
-  /** Wakes every waiter (they see the worker is stopping and hand their task back). */
+  /** Wakes every waiter with no slot (they see the worker is stopping and hand their task back). */
   close(): void {
     this.#closed = true;
     for (const priority of this.#order.splice(0)) {
-      for (const waiter of this.#levels.get(priority) ?? []) waiter.wake();
+      for (const waiter of this.#levels.get(priority) ?? []) waiter.wake(false);
     }
     this.#levels.clear();
     this.#waiting = 0;
@@ -99,7 +105,7 @@ export class FairSlots {
 
 interface Waiter {
   readonly arrival: number;
-  readonly wake: () => void;
+  readonly wake: (held: boolean) => void;
 }
 
 /**

@@ -14,29 +14,19 @@
  * attempt) and the time: a lost delivery is back only after 30 s.
  */
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRuntime, type Runtime } from "../../src/index.ts";
-import { createMemoryBroker, createTestRuntime } from "../../src/testing.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { describe, expect, it } from "vitest";
+import type { Runtime } from "../../src/index.ts";
+import { useRuntimeOn } from "../harness/runtime.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
 const TASKS = 120;
 const STOPS = 3;
 
 describe.each(["memory", "nats"] as const)("workers stopped one after another (%s)", (kind) => {
-  let server: NatsServerHandle | undefined;
   let rt: Runtime;
-  beforeAll(async () => {
-    const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-    if (kind === "nats") {
-      server = await startNatsServer();
-      rt = await createRuntime({ servers: server.url, logger });
-    } else rt = await createTestRuntime({ logger, broker: createMemoryBroker() });
+  useRuntimeOn(kind, { logger: pino({ level: process.env.LOG_LEVEL ?? "silent" }) }, async (started) => {
+    rt = started;
     await rt.admin.provision(["rolling"]);
-  });
-  afterAll(async () => {
-    await rt?.stop();
-    await server?.dispose();
   });
 
   it("hand their waiting tasks to the next worker within seconds, each task run once", async () => {

@@ -170,14 +170,43 @@ describe("FairSlots", () => {
     }
   });
 
-  it("wakes every waiter on close, and grants at once afterwards", async () => {
+  it("wakes every waiter on close with no slot, and answers at once afterwards", async () => {
     const slots = new FairSlots(1);
-    await slots.acquire(0);
-    const woken: number[] = [];
-    for (const p of [1, 7, -2]) void slots.acquire(p).then(() => woken.push(p));
+    await expect(slots.acquire(0)).resolves.toBe(true);
+    const woken: Array<[number, boolean]> = [];
+    for (const p of [1, 7, -2]) void slots.acquire(p).then((held) => woken.push([p, held]));
     slots.close();
     await settle();
-    expect(woken.sort()).toEqual([-2, 1, 7].sort());
-    await expect(slots.acquire(100)).resolves.toBeUndefined();
+    expect(woken.sort(([a], [b]) => a - b)).toEqual([
+      [-2, false],
+      [1, false],
+      [7, false],
+    ]);
+    await expect(slots.acquire(100)).resolves.toBe(false);
+  });
+
+  it("after close, grants a slot asked for even closed only when one is free: the bound holds", async () => {
+    const slots = new FairSlots(2);
+    await slots.acquire(0);
+    await slots.acquire(0);
+    slots.close();
+    const granted: string[] = [];
+    void slots.acquire(0, true).then((held) => granted.push(`a:${held}`));
+    void slots.acquire(0, true).then((held) => granted.push(`b:${held}`));
+    await settle();
+    expect(granted).toEqual([]);
+    slots.release();
+    await settle();
+    expect(granted).toEqual(["a:true"]);
+    slots.release();
+    await settle();
+    expect(granted).toEqual(["a:true", "b:true"]);
+    // Both slots held again: a third waits.
+    let third = false;
+    void slots.acquire(0, true).then(() => {
+      third = true;
+    });
+    await settle();
+    expect(third).toBe(false);
   });
 });

@@ -2,10 +2,12 @@
  * How a stopping worker's task loop lets go (adapters/nats/pull-loops.ts),
  * against a stand-in of nats.js's consume loop: the drain takes the loop's
  * subscription over, so nats.js's close cannot forget it, and hands back
- * each task that reaches it, released after 3.5 s.
+ * each task that reaches it, released after 3.5 s, or passes it to its
+ * worker (which runs it if it is the task's last delivery).
  */
 import type { ConsumerMessages } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
+import { LateLaneLease, LateTaskLease } from "../../src/adapters/nats/late-leases.ts";
 import { drainOnStop } from "../../src/adapters/nats/pull-loops.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 
@@ -47,5 +49,72 @@ describe("a stopping worker's task loop", () => {
   it("closes as nats.js does when its loop is not the shape it knows", () => {
     const messages = { close: () => undefined } as unknown as ConsumerMessages;
     expect(() => drainOnStop(messages, silentLogger(), "c")).not.toThrow();
+  });
+
+  it("passes a task that reaches it to its worker, and ends only once the worker has taken it", async () => {
+    const loop = standIn();
+    const taken: string[] = [];
+    let take = () => {};
+    const drained = drainOnStop(loop.messages, silentLogger(), "c", (msg) => {
+      taken.push(msg.reply ?? "");
+      return new Promise<void>((resolve) => {
+        take = resolve;
+      });
+    });
+    let ended = false;
+    void drained.then(() => {
+      ended = true;
+    });
+    loop.deliver();
+    loop.deliver("$JS.ACK.s.c.1.7.7.0.3");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Not answered by the drain: its worker decides.
+    expect(loop.calls).toEqual(["drain"]);
+    expect(taken).toEqual(["$JS.ACK.s.c.1.7.7.0.3"]);
+    expect(ended).toBe(false);
+    take();
+    await drained;
+  });
+});
+
+describe("a task that reached a drained loop", () => {
+  const late = (reply: string, subject = "q.tasks.j1") => {
+    const answers: string[] = [];
+    const msg = {
+      reply,
+      subject,
+      data: new TextEncoder().encode('{"i":3,"p":1}'),
+      respond: (data: string) => answers.push(data),
+    };
+    return { msg: msg as never, answers };
+  };
+
+  it("reads its delivery count and sequence from its ack subject, both layouts", () => {
+    const old = new LateTaskLease(late("$JS.ACK.s.c.5.42.9.1796000000000000000.3").msg);
+    expect([old.deliveryCount, old.seq, old.body]).toEqual([5, 42, '{"i":3,"p":1}']);
+    const newer = new LateTaskLease(late("$JS.ACK.dom.hash.s.c.2.17.9.1796000000000000000.3.tok").msg);
+    expect([newer.deliveryCount, newer.seq]).toEqual([2, 17]);
+    expect(new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg).jobId).toBe("jab12");
+  });
+
+  it("answers as nats.js's message does; a hand-back waits 3.5 s at least", () => {
+    const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
+    const lease = new LateTaskLease(msg);
+    lease.working();
+    lease.nak();
+    lease.nak(1000);
+    lease.handBack();
+    lease.handBack(5000);
+    lease.term();
+    lease.ack();
+    expect(answers).toEqual([
+      "+WPI",
+      "-NAK",
+      '-NAK {"delay":1000000000}',
+      '-NAK {"delay":3500000000}',
+      '-NAK {"delay":5000000000}',
+      "+TERM",
+      "+ACK",
+    ]);
   });
 });

@@ -17,6 +17,7 @@ import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import { natsScheduleStore } from "./kv-schedule-store.ts";
+import { LateLaneLease, LateTaskLease } from "./late-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closedPullsRunOutMs, consumeTasks } from "./pull-loops.ts";
 import { natsQueueConsumers } from "./queue-consumers.ts";
@@ -191,7 +192,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             (m) => onTask(new JsTaskLease(m)),
             s,
             core.logger,
-            () => stopping?.aborted === true,
+            { handsBack: () => stopping?.aborted === true, late: (m) => onTask(new LateTaskLease(m)) },
           );
           // While a consumer's leader is being elected the server may say it is not found: the
           // record says whether the job really ended (an end or a cancel is written before its
@@ -227,7 +228,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             s,
             core.logger,
             // Its signal is its worker's: aborted, the worker stops.
-            () => signal.aborted,
+            { handsBack: () => signal.aborted, late: (m) => onTask(new LateLaneLease(m)) },
           );
           // Gone (deleted by hand, or lost with the server's store): made again on the next round,
           // here and by this runtime's next lane submit of the queue.

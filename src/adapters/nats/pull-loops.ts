@@ -8,6 +8,7 @@ import {
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { Effect, Fiber } from "effect";
 import type { Logger } from "../../kernel/logger.ts";
+import { abortRace } from "../../kernel/signals.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { isNotFound } from "./streams.ts";
 
@@ -64,33 +65,56 @@ export const closedPullsRunOutMs = pullLoop.expires + 500;
  * redriven task of a `maxDeliver: 1` job died in it, delivered once and
  * handed back). Both: `test/integration/worker-stop-handback.both.test.ts`.
  */
-export const drainOnStop = (messages: ConsumerMessages, log: Logger, consumerName: string): void => {
+export const drainOnStop = (
+  messages: ConsumerMessages,
+  log: Logger,
+  consumerName: string,
+  late?: (msg: Msg) => void | Promise<void>,
+): Promise<void> => {
   const own = (messages as { readonly sub?: unknown }).sub as
     | { callback?: unknown; unsubscribe?: unknown; drain?: unknown }
     | undefined;
-  if (typeof own?.callback !== "function" || typeof own.drain !== "function") return;
+  if (typeof own?.callback !== "function" || typeof own.drain !== "function") return Promise.resolve();
   let caught = 0;
+  const passedOn: Promise<void>[] = [];
   const handBack = `-NAK ${JSON.stringify({ delay: closedPullsRunOutMs * 1_000_000 })}`;
   own.callback = (_error: unknown, msg: Msg) => {
     // A request's end or a heartbeat is a status, with no reply subject; a task has its ack's.
     if (!msg.reply) return;
     caught++;
     try {
-      msg.respond(handBack);
+      // Its worker decides: a hand-back, or a run if it is the task's last delivery.
+      if (late) passedOn.push(Promise.resolve(late(msg)).catch(() => undefined));
+      else msg.respond(handBack);
     } catch {
       // The client closing or draining: the task comes back when its lease runs out.
     }
   };
   // nats.js's close() would forget it at once: the drain ends it.
   own.unsubscribe = () => {};
-  (own.drain() as Promise<void>).then(
-    () => {
-      if (caught > 0)
-        log.debug({ consumer: consumerName, caught }, "tasks sent to a stopped task loop handed back");
-    },
-    () => undefined, // the client closed: nothing left to catch
-  );
+  // Its round trip waits for a reconnect while the connection is down: not longer than a
+  // closed loop's requests live (what comes later is handed back all the same, unwaited for).
+  const bound = abortRace(AbortSignal.timeout(closedPullsRunOutMs));
+  const drained = (own.drain() as Promise<void>).catch(() => undefined); // the client closed
+  return bound.race(drained).then(async () => {
+    bound.release();
+    if (caught > 0)
+      log.debug({ consumer: consumerName, caught }, "tasks sent to a stopped task loop passed on");
+    await Promise.all(passedOn);
+  });
 };
+
+/** How a task loop closed because its worker stops lets go of what reaches it meanwhile. */
+export interface LoopStop {
+  /** True once the loop's worker stops: the loop then closes with a drain (`drainOnStop`). */
+  readonly handsBack: () => boolean;
+  /**
+   * A task that reached the loop during that drain, as a plain message: its
+   * worker hands it back, or runs it if this is its last delivery (a
+   * hand-back would spend it). Without it the drain hands every task back.
+   */
+  readonly late?: (msg: Msg) => void | Promise<void>;
+}
 
 /** How long a task loop may have nothing before it checks that it still has a pull at its consumer. */
 const stuckCheckMs = 5000;
@@ -110,9 +134,9 @@ const isStreamGone = (error: unknown): boolean => error instanceof JetStreamApiE
  * named by its id, or the queue's lane) to `onTask` until the consumer is
  * deleted (the job finished or was cancelled: returns "gone"), the client
  * closes or `signal` aborts. `maxMessages` bounds the leases held but not yet started.
- * A loop closed while `handsBack()` says its worker stops is drained
- * (`drainOnStop`); closed for a job's end or a restart, it lets go as
- * nats.js does.
+ * A loop closed while `stop.handsBack()` says its worker stops is drained
+ * (`drainOnStop`), and returns once what the drain caught is passed on;
+ * closed for a job's end or a restart, it lets go as nats.js does.
  */
 export const consumeTasks = async (
   broker: NatsJobBroker,
@@ -123,7 +147,7 @@ export const consumeTasks = async (
   onTask: (msg: JsMsg) => void | Promise<void>,
   signal: AbortSignal,
   log: Logger,
-  handsBack: () => boolean = () => false,
+  stop?: LoopStop,
 ): Promise<"gone" | "ended"> => {
   const { js } = await broker.queueHandles(nc, queue);
   let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
@@ -143,8 +167,10 @@ export const consumeTasks = async (
     threshold_messages: Math.max(1, Math.floor(maxMessages / 2)),
     ...pullLoop,
   });
+  // Settles once the drain has passed on what reached the loop (stop() waits for the loop).
+  let drained: Promise<void> | undefined;
   const stopped = closeWhenEnded(messages, nc, signal, () => {
-    if (handsBack()) drainOnStop(messages, log, consumerName);
+    if (stop?.handsBack()) drained = drainOnStop(messages, log, consumerName, stop.late);
   });
   const idle = { since: Date.now(), busy: false };
   // A fiber the loop's end interrupts. A check in flight then is not waited for: during an
@@ -192,6 +218,7 @@ export const consumeTasks = async (
     await Effect.runPromise(Fiber.interrupt(watchdog));
     if (outwaited) stopped.close();
     stopped.dispose();
+    await drained;
   }
   return "ended";
 };

@@ -304,7 +304,7 @@ const zero = 48;
  * `$JS.ACK.<stream>.<consumer>.<deliveries>.<streamSeq>.<deliverySeq>.<ts>.<pending>`,
  * or with `<domain>.<accountHash>` after `ACK` (and a random token at the end) on newer servers.
  */
-const leaseInfo = (
+export const leaseInfo = (
   reply: string,
 ): { stream: string; consumer: string; deliveryCount: number; streamSeq: number } | undefined => {
   const tokens = reply.split(".");

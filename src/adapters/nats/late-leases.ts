@@ -1,0 +1,54 @@
+import type { Msg } from "@nats-io/transport-node";
+import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
+import type { LaneLease, TaskLease } from "../task-queue.ts";
+import { closedPullsRunOutMs } from "./pull-loops.ts";
+import { nanos } from "./streams.ts";
+import { leaseInfo } from "./task-leasing.ts";
+
+const decoder = new TextDecoder();
+
+/**
+ * A delivery that reached a task loop while it was drained (its worker
+ * stops: `drainOnStop`), seen as a plain message: its ack subject says its
+ * delivery count and sequence, and ack / nak / term / working are answers
+ * to it, as nats.js's own message sends them.
+ */
+export class LateTaskLease implements TaskLease {
+  readonly #msg: Msg;
+  readonly deliveryCount: number;
+  readonly seq: number;
+  constructor(msg: Msg) {
+    this.#msg = msg;
+    const info = leaseInfo(msg.reply ?? "");
+    // Not an ack subject (none is sent to a task loop): taken as a first delivery.
+    this.deliveryCount = info?.deliveryCount ?? 1;
+    this.seq = info?.streamSeq ?? 0;
+  }
+  get body(): string {
+    return decoder.decode(this.#msg.data);
+  }
+  ack(): void {
+    this.#msg.respond("+ACK");
+  }
+  nak(delayMs?: number): void {
+    this.#msg.respond(delayMs ? `-NAK ${JSON.stringify({ delay: nanos(delayMs) })}` : "-NAK");
+  }
+  handBack(delayMs?: number): void {
+    this.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
+  }
+  term(): void {
+    this.#msg.respond("+TERM");
+  }
+  working(): void {
+    this.#msg.respond("+WPI");
+  }
+}
+
+/** A late delivery from a queue's lane: its job is the last token of its subject. */
+export class LateLaneLease extends LateTaskLease implements LaneLease {
+  readonly jobId: string;
+  constructor(msg: Msg) {
+    super(msg);
+    this.jobId = jobIdOfSubject(msg.subject);
+  }
+}
