@@ -7,7 +7,7 @@ import { childLogger } from "../kernel/logger.ts";
 import { LinkedControllers, whenAborted } from "../kernel/signals.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import { DueWaits } from "./due-waits.ts";
-import { QueueGate } from "./queue-gate.ts";
+import { type GatePass, QueueGate } from "./queue-gate.ts";
 import { QueueJobs } from "./queue-jobs.ts";
 import type { RecordFeed } from "./record-feed.ts";
 import { type ActiveJob, JobEnd, RunningTask, RunningTasks, type TaskDelivery } from "./running-tasks.ts";
@@ -138,47 +138,92 @@ export const startWorker = <Payload, Result>(
     } finally {
       pulls.unlink(waiting);
     }
-    // Stopping: handed back as every task a stopping worker holds; the job ended: nothing to run.
-    if (until.aborted) return job.ended.aborted ? undefined : release(msg);
+    // Stopping: as every task a stopping worker holds; the job ended: nothing to run.
+    if (until.aborted) return whileStopping(msg, job);
     return onTask(msg, job);
   };
 
+  /** Set once stop() has waited for everything: nothing starts after that. */
+  let over = false;
+
   /**
-   * A task a stopping worker pulled and had not started, on its last
-   * delivery: run, not handed back. A hand-back spends a delivery, and after
-   * the last one the server never delivers the task again: it died unrun,
-   * counted dead (every buffered task of a `maxDeliver: 1` job, on each
-   * stop of a rolling deploy). It waits for a slot of the worker's
-   * concurrency, and stop() waits for it as for the tasks already running
-   * (until `stopTimeoutMs`).
+   * Whether a task the stopping worker pulled and did not start is run
+   * rather than handed back: on its last delivery. A hand-back spends a
+   * delivery, and after the last one the server never delivers the task
+   * again: it died unrun, counted dead (every buffered task of a
+   * `maxDeliver: 1` job, on each stop of a rolling deploy).
    */
   const lastChance = (msg: TaskLease, job: ActiveJob): boolean =>
-    pulling.aborted &&
+    !over &&
     !giveUp.signal.aborted &&
     !job.ended.aborted &&
     msg.deliveryCount >= job.record.settings.maxDeliver;
 
-  const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
-    const priority = priorityOf(job.record.settings);
-    const held =
-      (await slots.acquire(priority)) || (lastChance(msg, job) && (await slots.acquire(priority, true)));
-    // The worker stops: a task it holds no slot for goes back (its job ended: nothing to answer).
-    if (!held) {
-      if (!job.ended.aborted) release(msg);
+  /** The stopping worker's tasks on their last delivery, until each has started or gone back. */
+  const lastChances = new Set<Promise<void>>();
+
+  /**
+   * A task the stopping worker will not start as usual: handed back, or, on
+   * its last delivery, run once a slot of its concurrency and the queue's
+   * limits let it, its lease kept meanwhile. Not awaited by its loop, so the
+   * loop passes on the rest of what it buffered at once (each keeps its own
+   * lease); stop() waits for them (`lastChances`), until `stopTimeoutMs`.
+   */
+  const whileStopping = (msg: TaskLease, job: ActiveJob): void => {
+    if (job.ended.aborted) return;
+    if (!lastChance(msg, job)) {
+      release(msg);
       return;
     }
+    const started = runLastChance(msg, job)
+      .catch((error: unknown) =>
+        log.warn({ err: error, jobId: job.record.id }, "task not run as its worker stopped"),
+      )
+      .finally(() => lastChances.delete(started));
+    lastChances.add(started);
+  };
+
+  const runLastChance = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
+    const lease = leaseKeeper(msg, job);
+    const keeper = setInterval(lease.keep, lease.everyMs);
+    try {
+      await slots.acquire(priorityOf(job.record.settings), true);
+    } finally {
+      clearInterval(keeper);
+    }
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
-    const lease = { keep: () => msg.working(), everyMs: Math.max(10, job.record.settings.ackWaitMs / 3) };
-    let pass = await gate.enter(lastChance(msg, job) ? giveUp.signal : pulling, lease, target);
-    // The worker began to stop while the task waited for its permits.
-    if (pass === undefined && lastChance(msg, job)) pass = await gate.enter(giveUp.signal, lease, target);
-    if (pass === "paused") return pausedTask(msg, job);
-    if (pass === undefined || (pulling.aborted && !lastChance(msg, job)) || job.ended.aborted) {
-      pass?.end();
+    const pass = lastChance(msg, job) ? await gate.enter(giveUp.signal, lease, target) : undefined;
+    // A paused queue runs nothing, not even this one: it goes back (and dies).
+    if (pass === undefined || pass === "paused" || !lastChance(msg, job)) {
+      if (pass !== undefined && pass !== "paused") pass.end();
       slots.release();
       if (!job.ended.aborted) release(msg);
       return;
     }
+    start(msg, job, pass, target);
+  };
+
+  const leaseKeeper = (msg: TaskLease, job: ActiveJob) => ({
+    keep: () => msg.working(),
+    everyMs: Math.max(10, job.record.settings.ackWaitMs / 3),
+  });
+
+  const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
+    // False once the worker stops: no slot held.
+    if (!(await slots.acquire(priorityOf(job.record.settings)))) return whileStopping(msg, job);
+    const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
+    const pass = await gate.enter(pulling, leaseKeeper(msg, job), target);
+    if (pass === "paused") return pausedTask(msg, job);
+    if (pass === undefined || pulling.aborted || job.ended.aborted) {
+      pass?.end();
+      slots.release();
+      return whileStopping(msg, job);
+    }
+    start(msg, job, pass, target);
+  };
+
+  /** Runs the handler of a task holding its slot and its gate pass, and answers it. */
+  const start = (msg: TaskLease, job: ActiveJob, pass: GatePass, target: string | undefined): void => {
     const task = new RunningTask(msg, job);
     running.start(task);
     // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
@@ -320,10 +365,17 @@ export const startWorker = <Payload, Result>(
           // and an answer that comes later is ignored (the task is someone else's by then).
           running.releaseAll(release);
         }, settings.stopTimeoutMs);
-        // The tasks its loops pulled and had not started are handed back, or run (`lastChance`):
-        // those run only once their loop passes them on.
-        await Promise.race([Promise.all([...taskLoops, lane.stopped()]), whenAborted(giveUp.signal)]);
+        // The tasks its loops pulled and had not started are handed back, or run (`lastChance`)
+        // once their loop has passed them on. Not waited for while the connection is down (a
+        // loop may wait for the server until its request times out).
+        const passedOn = async () => {
+          await Promise.all([...taskLoops, lane.stopped()]);
+          await Promise.all(lastChances);
+        };
+        const passed = Promise.race([passedOn(), whenAborted(giveUp.signal)]);
+        await (broker.kind === "nats" ? unlessDown(core.connection, passed) : passed);
         await running.idle();
+        over = true;
         clearTimeout(timeout);
         try {
           await batcher.flush();

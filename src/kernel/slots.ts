@@ -1,7 +1,8 @@
 /**
  * A counting semaphore that grants slots by priority, without starving
  * anyone. Each job's consume loop waits here for a free slot with its next
- * task (at most one waiter per loop), so:
+ * task (at most one waiter per loop; a stopping worker's tasks on their last
+ * delivery wait here too, each on its own), so:
  *
  * - a higher priority is granted first;
  * - among equal priorities the longest-waiting is granted first: a loop that

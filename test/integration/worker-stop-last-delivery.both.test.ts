@@ -113,5 +113,54 @@ describe.each(["memory", "nats"] as const)(
         await last.stop();
       }
     }, 60_000);
+
+    it("keeps their leases while they wait for a slot longer than the ack wait: each runs once, none dead", async () => {
+      const runs = new Map<number, number>();
+      let holding = true;
+      let blocked = 0;
+      const job = await rt.jobs.submit<number, number>({
+        queue: "once",
+        tasks: Array.from({ length: 6 }, (_, n) => n),
+        maxDeliver: 1,
+        ackWaitMs: 1000,
+      });
+      const worker = rt.workers.start<number, number>({
+        queue: "once",
+        concurrency: 2,
+        handler: async (task) => {
+          runs.set(task.index, (runs.get(task.index) ?? 0) + 1);
+          blocked++;
+          // The first two hold both slots until the test lets them go.
+          while (holding && blocked <= 2) await delay(20);
+          return task.index;
+        },
+      });
+      await waitUntil(() => blocked >= 2, { timeoutMs: 15_000, message: "two handlers run" });
+      const stopped = worker.stop();
+      // Another worker pulls meanwhile: a lease that runs out goes to it, past its last delivery
+      // (the server counts the task dead), unless the stopping worker keeps it.
+      const other = rt.workers.start<number, number>({
+        queue: "once",
+        concurrency: 1,
+        handler: async (task) => {
+          runs.set(task.index, (runs.get(task.index) ?? 0) + 1);
+          return task.index;
+        },
+      });
+      try {
+        // Three times the ack wait.
+        await delay(3_000);
+        const heldByTheStoppingWorker = 6 - runs.size;
+        holding = false;
+        await stopped;
+        const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+        // The stopping worker held tasks past the ack wait, beside the two running.
+        expect(heldByTheStoppingWorker).toBeGreaterThan(0);
+        expect(end).toMatchObject({ status: "succeeded", done: 6, failed: 0, dead: 0 });
+        expect([...runs].filter(([, n]) => n !== 1)).toEqual([]);
+      } finally {
+        await other.stop();
+      }
+    }, 60_000);
   },
 );

@@ -75,6 +75,16 @@ describe("a stopping worker's task loop", () => {
     take();
     await drained;
   });
+  it("hands back what comes after the drain is over: its worker no longer waits for it", async () => {
+    const loop = standIn();
+    const taken: string[] = [];
+    await drainOnStop(loop.messages, silentLogger(), "c", (msg) => {
+      taken.push(msg.reply ?? "");
+    });
+    loop.deliver("$JS.ACK.s.c.1.8.8.0.2");
+    expect(taken).toEqual([]);
+    expect(loop.calls).toEqual(["drain", `respond $JS.ACK.s.c.1.8.8.0.2 -NAK {"delay":3500000000}`]);
+  });
 });
 
 describe("a task that reached a drained loop", () => {
@@ -97,24 +107,22 @@ describe("a task that reached a drained loop", () => {
     expect(new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg).jobId).toBe("jab12");
   });
 
-  it("answers as nats.js's message does; a hand-back waits 3.5 s at least", () => {
-    const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
-    const lease = new LateTaskLease(msg);
-    lease.working();
-    lease.nak();
-    lease.nak(1000);
-    lease.handBack();
-    lease.handBack(5000);
-    lease.term();
-    lease.ack();
-    expect(answers).toEqual([
-      "+WPI",
-      "-NAK",
-      '-NAK {"delay":1000000000}',
-      '-NAK {"delay":3500000000}',
-      '-NAK {"delay":5000000000}',
-      "+TERM",
-      "+ACK",
-    ]);
+  it("answers as nats.js's message does; a hand-back waits 3.5 s at least; settled once", () => {
+    const answersOf = (settle: (lease: LateTaskLease) => void) => {
+      const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
+      const lease = new LateTaskLease(msg);
+      lease.working();
+      settle(lease);
+      // After it settled nothing more is sent, as nats.js's message does.
+      lease.working();
+      lease.ack();
+      return answers;
+    };
+    expect(answersOf((l) => l.nak())).toEqual(["+WPI", "-NAK"]);
+    expect(answersOf((l) => l.nak(1000))).toEqual(["+WPI", '-NAK {"delay":1000000000}']);
+    expect(answersOf((l) => l.handBack())).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
+    expect(answersOf((l) => l.handBack(5000))).toEqual(["+WPI", '-NAK {"delay":5000000000}']);
+    expect(answersOf((l) => l.term())).toEqual(["+WPI", "+TERM"]);
+    expect(answersOf((l) => l.ack())).toEqual(["+WPI", "+ACK"]);
   });
 });

@@ -11,7 +11,8 @@ const decoder = new TextDecoder();
  * A delivery that reached a task loop while it was drained (its worker
  * stops: `drainOnStop`), seen as a plain message: its ack subject says its
  * delivery count and sequence, and ack / nak / term / working are answers
- * to it, as nats.js's own message sends them.
+ * to it, as nats.js's own message sends them (the first that settles it
+ * only).
  */
 export class LateTaskLease implements TaskLease {
   readonly #msg: Msg;
@@ -28,19 +29,27 @@ export class LateTaskLease implements TaskLease {
     return decoder.decode(this.#msg.data);
   }
   ack(): void {
-    this.#msg.respond("+ACK");
+    this.#answer("+ACK");
   }
   nak(delayMs?: number): void {
-    this.#msg.respond(delayMs ? `-NAK ${JSON.stringify({ delay: nanos(delayMs) })}` : "-NAK");
+    this.#answer(delayMs ? `-NAK ${JSON.stringify({ delay: nanos(delayMs) })}` : "-NAK");
   }
   handBack(delayMs?: number): void {
     this.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
   }
   term(): void {
-    this.#msg.respond("+TERM");
+    this.#answer("+TERM");
   }
   working(): void {
-    this.#msg.respond("+WPI");
+    this.#answer("+WPI");
+  }
+
+  #settled = false;
+  /** As nats.js's message: after an ack, a nak or a term, nothing more is sent. */
+  #answer(payload: string): void {
+    if (this.#settled) return;
+    this.#settled = payload !== "+WPI";
+    this.#msg.respond(payload);
   }
 }
 

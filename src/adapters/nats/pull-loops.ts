@@ -51,9 +51,12 @@ export const closedPullsRunOutMs = pullLoop.expires + 500;
 /**
  * Closes a stopping worker's task loop with a drain, not nats.js's
  * unsubscribe: the `UNSUB`, then a round trip to the server, and every task
- * that reaches the client meanwhile is handed back (released after
- * `closedPullsRunOutMs`). nats.js's `close()` forgets the subscription at
- * once, so a task the server sent just before it read the `UNSUB` was
+ * that reaches the client meanwhile is passed to `late` (its worker hands
+ * it back, released after `closedPullsRunOutMs`, or runs it if it is its
+ * last delivery), or handed back without one. The returned promise settles
+ * once the drain's round trip is over (at most `closedPullsRunOutMs`) and
+ * `late` has taken each task; what comes after that is handed back.
+ * nats.js's `close()` forgets the subscription at once, so a task the server sent just before it read the `UNSUB` was
  * dropped by the client, and came back only after its lease. Seen in the
  * server's trace: two tasks sent to the loop just before its `UNSUB`, never
  * run, back 10 s later (that job's ack wait). nats.js has no drain of a
@@ -77,6 +80,8 @@ export const drainOnStop = (
   if (typeof own?.callback !== "function" || typeof own.drain !== "function") return Promise.resolve();
   let caught = 0;
   const passedOn: Promise<void>[] = [];
+  // Passed on while the drain is waited for; handed back after (its worker no longer waits).
+  let waited = true;
   const handBack = `-NAK ${JSON.stringify({ delay: closedPullsRunOutMs * 1_000_000 })}`;
   own.callback = (_error: unknown, msg: Msg) => {
     // A request's end or a heartbeat is a status, with no reply subject; a task has its ack's.
@@ -84,7 +89,7 @@ export const drainOnStop = (
     caught++;
     try {
       // Its worker decides: a hand-back, or a run if it is the task's last delivery.
-      if (late) passedOn.push(Promise.resolve(late(msg)).catch(() => undefined));
+      if (late && waited) passedOn.push(Promise.resolve(late(msg)).catch(() => undefined));
       else msg.respond(handBack);
     } catch {
       // The client closing or draining: the task comes back when its lease runs out.
@@ -97,6 +102,7 @@ export const drainOnStop = (
   const bound = abortRace(AbortSignal.timeout(closedPullsRunOutMs));
   const drained = (own.drain() as Promise<void>).catch(() => undefined); // the client closed
   return bound.race(drained).then(async () => {
+    waited = false;
     bound.release();
     if (caught > 0)
       log.debug({ consumer: consumerName, caught }, "tasks sent to a stopped task loop passed on");
@@ -170,7 +176,8 @@ export const consumeTasks = async (
   // Settles once the drain has passed on what reached the loop (stop() waits for the loop).
   let drained: Promise<void> | undefined;
   const stopped = closeWhenEnded(messages, nc, signal, () => {
-    if (stop?.handsBack()) drained = drainOnStop(messages, log, consumerName, stop.late);
+    // Once: a second close (the client closing meanwhile) finds the subscription drained.
+    if (stop?.handsBack()) drained ??= drainOnStop(messages, log, consumerName, stop.late);
   });
   const idle = { since: Date.now(), busy: false };
   // A fiber the loop's end interrupts. A check in flight then is not waited for: during an
@@ -200,7 +207,8 @@ export const consumeTasks = async (
       await onTask(m);
       idle.since = Date.now();
       idle.busy = false;
-      if (idle.since - from > staleAfterMs && messages.getPending() > 0) {
+      // Not once the worker stops: what it buffered is handed back or run now, not dropped.
+      if (idle.since - from > staleAfterMs && messages.getPending() > 0 && !stop?.handsBack()) {
         log.debug(
           { consumer: consumerName, waitedMs: idle.since - from, dropped: messages.getPending() },
           "a task waited past half its lease: buffered deliveries dropped, pulling again",
