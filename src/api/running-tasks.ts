@@ -20,6 +20,8 @@ export interface ActiveJob {
   readonly running: Set<RunningTask>;
   /** Extends the running tasks' leases every third of the job's ack wait; set while any runs. */
   keeper: NodeJS.Timeout | undefined;
+  /** Tasks pulled that wait for a slot: `keeper` extends their leases too (made on first use). */
+  waiting?: Set<TaskLease>;
 }
 
 /**
@@ -123,7 +125,36 @@ export class RunningTasks {
     const job = task.job;
     job.running.add(task);
     this.#busyJobs.add(job);
+    this.#keep(job);
+  }
+
+  /**
+   * Keeps the lease of a task of `job` that waits for a slot, until `until`
+   * settles: handlers longer than half of it let it run out, and the task
+   * ran twice, late here and again on another delivery. Through the job's
+   * keeper, not a timer per task: on a busy worker most tasks wait a little.
+   */
+  async whileWaiting<T>(job: ActiveJob, msg: TaskLease, until: Promise<T>): Promise<T> {
+    job.waiting ??= new Set();
+    job.waiting.add(msg);
+    this.#keep(job);
+    try {
+      return await until;
+    } finally {
+      job.waiting.delete(msg);
+      this.#unkeep(job);
+    }
+  }
+
+  #keep(job: ActiveJob): void {
     job.keeper ??= setInterval(() => this.#keepLeases(job), Math.max(10, job.record.settings.ackWaitMs / 3));
+  }
+
+  /** The job's keeper stops once none of its tasks runs or waits. */
+  #unkeep(job: ActiveJob): void {
+    if (job.running.size > 0 || (job.waiting?.size ?? 0) > 0) return;
+    clearInterval(job.keeper);
+    job.keeper = undefined;
   }
 
   /** True for the first caller only: it decides what happens to the task (and calls `done`). */
@@ -134,8 +165,7 @@ export class RunningTasks {
     job.running.delete(task);
     if (job.running.size === 0) {
       this.#busyJobs.delete(job);
-      clearInterval(job.keeper);
-      job.keeper = undefined;
+      this.#unkeep(job);
     }
     return true;
   }
@@ -190,6 +220,7 @@ export class RunningTasks {
 
   /** Extends the leases of the job's running tasks; a task past `maxTaskMs` is hung instead. */
   #keepLeases(job: ActiveJob): void {
+    if (job.waiting) for (const msg of job.waiting) msg.working();
     const now = Date.now();
     for (const task of job.running) {
       if (now - task.startedAt < this.#maxTaskMs) task.msg.working();

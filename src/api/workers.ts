@@ -184,15 +184,11 @@ export const startWorker = <Payload, Result>(
   };
 
   const runLastChance = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
-    const lease = leaseKeeper(msg, job);
-    const keeper = setInterval(lease.keep, lease.everyMs);
-    try {
-      await slots.acquire(priorityOf(job.record.settings), true);
-    } finally {
-      clearInterval(keeper);
-    }
+    await running.whileWaiting(job, msg, slots.acquire(priorityOf(job.record.settings), true));
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
-    const pass = lastChance(msg, job) ? await gate.enter(giveUp.signal, lease, target) : undefined;
+    const pass = lastChance(msg, job)
+      ? await gate.enter(giveUp.signal, leaseKeeper(msg, job), target)
+      : undefined;
     // A paused queue runs nothing, not even this one: it goes back (and dies).
     if (pass === undefined || pass === "paused" || !lastChance(msg, job)) {
       if (pass !== undefined && pass !== "paused") pass.end();
@@ -209,8 +205,13 @@ export const startWorker = <Payload, Result>(
   });
 
   const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
+    // A task that waits for a slot (every one busy) keeps its lease: handlers longer than half
+    // of it let it run out, and the task ran twice, late here and again on another delivery.
+    const held =
+      slots.tryAcquire() ||
+      (await running.whileWaiting(job, msg, slots.acquire(priorityOf(job.record.settings))));
     // False once the worker stops: no slot held.
-    if (!(await slots.acquire(priorityOf(job.record.settings)))) return whileStopping(msg, job);
+    if (!held) return whileStopping(msg, job);
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
     const pass = await gate.enter(pulling, leaseKeeper(msg, job), target);
     if (pass === "paused") return pausedTask(msg, job);

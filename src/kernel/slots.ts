@@ -46,6 +46,13 @@ export class FairSlots {
     return new Promise((wake) => this.#enqueue(priority, { arrival: this.#arrivals++, wake }));
   }
 
+  /** A slot at once if one is free and nobody waits (true: held, to `release()`); false otherwise. */
+  tryAcquire(): boolean {
+    if (this.#closed || this.#free === 0 || this.#waiting > 0) return false;
+    this.#free--;
+    return true;
+  }
+
   release(): void {
     if (this.#waiting === 0) {
       this.#free++;

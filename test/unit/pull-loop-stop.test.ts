@@ -107,7 +107,7 @@ describe("a task that reached a drained loop", () => {
     expect(new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg).jobId).toBe("jab12");
   });
 
-  it("answers as nats.js's message does; a hand-back waits 3.5 s at least; settled once", () => {
+  it("answers as nats.js's message does; a release waits 3.5 s at least; settled once", () => {
     const answersOf = (settle: (lease: LateTaskLease) => void) => {
       const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
       const lease = new LateTaskLease(msg);
@@ -118,8 +118,10 @@ describe("a task that reached a drained loop", () => {
       lease.ack();
       return answers;
     };
-    expect(answersOf((l) => l.nak())).toEqual(["+WPI", "-NAK"]);
-    expect(answersOf((l) => l.nak(1000))).toEqual(["+WPI", '-NAK {"delay":1000000000}']);
+    // Every release waits for the closed loop's pull requests to be gone (3.5 s).
+    expect(answersOf((l) => l.nak())).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
+    expect(answersOf((l) => l.nak(1000))).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
+    expect(answersOf((l) => l.nak(4000))).toEqual(["+WPI", '-NAK {"delay":4000000000}']);
     expect(answersOf((l) => l.handBack())).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
     expect(answersOf((l) => l.handBack(5000))).toEqual(["+WPI", '-NAK {"delay":5000000000}']);
     expect(answersOf((l) => l.term())).toEqual(["+WPI", "+TERM"]);

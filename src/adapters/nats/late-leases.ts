@@ -31,11 +31,12 @@ export class LateTaskLease implements TaskLease {
   ack(): void {
     this.#answer("+ACK");
   }
+  /** Not before its loop's pull requests are gone, as every release of a closed loop's task. */
   nak(delayMs?: number): void {
-    this.#answer(delayMs ? `-NAK ${JSON.stringify({ delay: nanos(delayMs) })}` : "-NAK");
+    this.#answer(`-NAK ${JSON.stringify({ delay: nanos(Math.max(delayMs ?? 0, closedPullsRunOutMs)) })}`);
   }
   handBack(delayMs?: number): void {
-    this.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
+    this.nak(delayMs);
   }
   term(): void {
     this.#answer("+TERM");

@@ -122,6 +122,84 @@ export interface LoopStop {
   readonly late?: (msg: Msg) => void | Promise<void>;
 }
 
+/**
+ * A delivery of a loop that stopped pulling: released no sooner than that
+ * loop's pull requests are gone (`closedPullsRunOutMs`), as a stopping
+ * worker's hand-back is. Released at once, nats-server 2.9 gave it to such
+ * a request and then delivered it twice (seen: `queue-wait-runs-once.test.ts`,
+ * tasks handed over during a pause run twice after the resume).
+ */
+const fromClosedLoop = (m: JsMsg): JsMsg => {
+  const nak = m.nak.bind(m);
+  m.nak = (millis?: number) => nak(Math.max(millis ?? 0, closedPullsRunOutMs));
+  return m;
+};
+
+/**
+ * The tasks buffered in nats.js's consume loop (received, not yet yielded),
+ * with when each arrived, in the order the loop yields them: its `_push`
+ * (not in its types) wrapped on the instance. Undefined where the loop has
+ * no such method.
+ */
+class Buffered {
+  readonly #times: number[] = [];
+  /** Each one buffered; `handedMark` once handed over, undefined once yielded (or unknown). */
+  readonly #msgs: (JsMsg | typeof handedMark | undefined)[] = [];
+  #head = 0;
+
+  static of(messages: ConsumerMessages): Buffered | undefined {
+    const loop = messages as unknown as { _push?: unknown };
+    const push = loop._push;
+    if (typeof push !== "function") return undefined;
+    const buffered = new Buffered();
+    // What it buffered already (none, unless a delivery came before this): as arrived now.
+    for (let n = messages.getPending(); n > 0; n--) buffered.#arrived(undefined);
+    loop._push = function (this: unknown, item: unknown) {
+      // A function is a refill or the loop's end, not a delivery.
+      if (typeof item !== "function") buffered.#arrived(item as JsMsg);
+      return push.call(this, item);
+    };
+    return buffered;
+  }
+
+  #arrived(msg: JsMsg | undefined): void {
+    this.#times.push(Date.now());
+    this.#msgs.push(msg);
+  }
+
+  /** When the task now yielded arrived (NaN: unknown), or -1 if it was handed over already. */
+  take(): number {
+    const at = this.#head++;
+    const arrived = this.#msgs[at] === handedMark ? -1 : (this.#times[at] ?? Number.NaN);
+    this.#msgs[at] = undefined;
+    if (this.#head > 1024 && this.#head * 2 > this.#times.length) {
+      this.#times.splice(0, this.#head);
+      this.#msgs.splice(0, this.#head);
+      this.#head = 0;
+    }
+    return arrived;
+  }
+
+  /** When the oldest task still buffered arrived. */
+  oldest(): number | undefined {
+    return this.#times[this.#head];
+  }
+
+  /** The tasks still buffered, not handed over before: from now on they are. */
+  handOver(): JsMsg[] {
+    const tasks: JsMsg[] = [];
+    for (let at = this.#head; at < this.#msgs.length; at++) {
+      const msg = this.#msgs[at];
+      if (msg === undefined || msg === handedMark) continue;
+      tasks.push(msg);
+      this.#msgs[at] = handedMark;
+    }
+    return tasks;
+  }
+}
+
+const handedMark = Symbol("handed over");
+
 /** How long a task loop may have nothing before it checks that it still has a pull at its consumer. */
 const stuckCheckMs = 5000;
 
@@ -175,6 +253,8 @@ export const consumeTasks = async (
   });
   // Settles once the drain has passed on what reached the loop (stop() waits for the loop).
   let drained: Promise<void> | undefined;
+  // Before any delivery can reach it (the consumer's info below is a round trip).
+  const buffered = Buffered.of(messages);
   const stopped = closeWhenEnded(messages, nc, signal, () => {
     // Once: a second close (the client closing meanwhile) finds the subscription drained.
     if (stop?.handsBack()) drained ??= drainOnStop(messages, log, consumerName, stop.late);
@@ -191,32 +271,80 @@ export const consumeTasks = async (
       Effect.forever,
     ),
   );
-  // A task that waits this long to start (a busy worker, a paused queue, a permit) may leave the
-  // deliveries buffered behind it past their leases: the server gives them to another worker
-  // meanwhile, and run here afterwards they ran twice (seen: a queue paused for 36 s with a 30 s
-  // ack wait, a maxConcurrency 1 queue of handlers longer than the ack wait). After such a wait
-  // the loop drops what it buffered, unrun (the server redelivers each at its lease's end), and
-  // its supervisor pulls again.
+  // A task buffered behind others that wait to start (a busy worker, a paused queue, a permit)
+  // holds a lease nobody keeps: past it, the server gives it to another worker, and run here
+  // afterwards it ran twice (seen: a queue paused for 36 s with a 30 s ack wait; 2 slots of
+  // 700 ms handlers with a 1 s ack wait, where no single wait reached half the lease but two
+  // in a row outlived it). Once the oldest task buffered has waited half its lease (looked at
+  // after each start, and every sixth of the lease while the loop waits), the loop stops
+  // pulling and hands what it buffered to `onTask` at once, each lease extended: they wait for
+  // their slots each on its own, their leases kept (`RunningTasks.whileWaiting`). It returns
+  // once all have started, and its supervisor pulls again. Without the arrival times (another
+  // nats.js), a single wait that long is the sign, and what is buffered is dropped, unrun (the
+  // server redelivers each at its lease's end).
   const ackWaitMs = ((await consumer.info(true).catch(() => undefined))?.config.ack_wait ?? 30e9) / 1e6;
   const staleAfterMs = ackWaitMs / 2;
   let outwaited = false;
+  /** Tasks handed over as the loop lets go of its buffer: it returns once each has started. */
+  const handedOver: Array<void | Promise<void>> = [];
+  const handOver = (m: JsMsg) => {
+    m.working();
+    handedOver.push(onTask(fromClosedLoop(m)));
+  };
+  const stale = (now: number): boolean => {
+    const oldest = buffered?.oldest();
+    return oldest !== undefined && now - oldest > staleAfterMs && !outwaited && !stop?.handsBack();
+  };
+  const letGo = (waitedMs: number): void => {
+    outwaited = true;
+    const tasks = buffered?.handOver() ?? [];
+    log.debug(
+      { consumer: consumerName, waitedMs, buffered: tasks.length },
+      "tasks buffered past half their lease: handed over, pulling again once they start",
+    );
+    for (const m of tasks) handOver(m);
+    // No more pulls; the drain passes on what the server sent as the loop unsubscribed.
+    drained ??= drainOnStop(messages, log, consumerName, stop?.late);
+    stopped.close();
+  };
+  const ageCheck =
+    buffered &&
+    setInterval(
+      () => {
+        const now = Date.now();
+        if (idle.busy && stale(now)) letGo(now - idle.since);
+      },
+      Math.max(10, ackWaitMs / 6),
+    );
   try {
     for await (const m of messages) {
+      const arrived = buffered === undefined ? Number.NaN : buffered.take();
+      if (arrived === -1) continue; // handed over while buffered
       idle.busy = true; // waiting for a free slot is not being stuck
       const from = Date.now();
+      idle.since = from;
+      if (outwaited) {
+        handOver(m);
+        continue;
+      }
+      // Its lease ran out, or nearly, before it was reached: not run here (a net: the age checks
+      // come first).
+      if (from - arrived > staleAfterMs * 1.5) continue;
       await onTask(m);
       idle.since = Date.now();
       idle.busy = false;
-      // Not once the worker stops: what it buffered is handed back or run now, not dropped.
-      if (idle.since - from > staleAfterMs && messages.getPending() > 0 && !stop?.handsBack()) {
-        log.debug(
-          { consumer: consumerName, waitedMs: idle.since - from, dropped: messages.getPending() },
-          "a task waited past half its lease: buffered deliveries dropped, pulling again",
-        );
-        outwaited = true;
-        break;
-      }
+      if (buffered === undefined) {
+        if (idle.since - from > staleAfterMs && messages.getPending() > 0 && !stop?.handsBack()) {
+          log.debug(
+            { consumer: consumerName, waitedMs: idle.since - from, dropped: messages.getPending() },
+            "a task waited past half its lease: buffered deliveries dropped, pulling again",
+          );
+          stopped.close();
+          break;
+        }
+      } else if (stale(idle.since)) letGo(idle.since - from);
     }
+    await Promise.all(handedOver);
   } catch (error) {
     // The job's consumer deleted (the job ended) or lost with its stream: nothing left to pull.
     if (!isConsumerGone(error)) throw error;
@@ -224,7 +352,7 @@ export const consumeTasks = async (
     return "gone";
   } finally {
     await Effect.runPromise(Fiber.interrupt(watchdog));
-    if (outwaited) stopped.close();
+    clearInterval(ageCheck);
     stopped.dispose();
     await drained;
   }
