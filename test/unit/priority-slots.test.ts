@@ -209,4 +209,23 @@ describe("FairSlots", () => {
     await settle();
     expect(third).toBe(false);
   });
+
+  it("tryAcquire takes a free slot only when nobody waits, never after close", async () => {
+    const slots = new FairSlots(2);
+    expect(slots.tryAcquire()).toBe(true);
+    expect(slots.tryAcquire()).toBe(true);
+    expect(slots.tryAcquire()).toBe(false);
+    let waiter = false;
+    void slots.acquire(0).then(() => {
+      waiter = true;
+    });
+    // A slot freed goes to the one waiting, not to a caller that does not wait.
+    slots.release();
+    expect(slots.tryAcquire()).toBe(false);
+    await settle();
+    expect(waiter).toBe(true);
+    slots.release();
+    slots.close();
+    expect(slots.tryAcquire()).toBe(false);
+  });
 });
