@@ -20,8 +20,11 @@ export interface ActiveJob {
   readonly running: Set<RunningTask>;
   /** Extends the running tasks' leases every third of the job's ack wait; set while any runs. */
   keeper: NodeJS.Timeout | undefined;
-  /** Tasks pulled that wait for a slot: `keeper` extends their leases too (made on first use). */
-  waiting?: Set<TaskLease>;
+  /**
+   * Tasks pulled that wait for a slot, since when, and how to give up the wait: `keeper`
+   * extends their leases too (made on first use).
+   */
+  waiting?: Map<TaskLease, { readonly since: number; readonly cancel: () => void }>;
 }
 
 /**
@@ -129,17 +132,25 @@ export class RunningTasks {
   }
 
   /**
-   * Keeps the lease of a task of `job` that waits for a slot, until `until`
-   * settles: handlers longer than half of it let it run out, and the task
-   * ran twice, late here and again on another delivery. Through the job's
-   * keeper, not a timer per task: on a busy worker most tasks wait a little.
+   * Keeps the lease of a task of `job` that waits for a slot, while it
+   * waits: handlers longer than half of it let it run out, and the task ran
+   * twice, late here and again on another delivery. Through the job's
+   * keeper, not a timer per task: on a busy worker most tasks wait a
+   * little. Not for longer than the job's ack wait, unless it is the task's
+   * last delivery: then the wait is given up (`held` false), and the task
+   * goes back for a worker with room (holding it longer here, the worker
+   * would hoard tasks another one could run now).
    */
-  async whileWaiting<T>(job: ActiveJob, msg: TaskLease, until: Promise<T>): Promise<T> {
-    job.waiting ??= new Set();
-    job.waiting.add(msg);
+  async whileWaiting(
+    job: ActiveJob,
+    msg: TaskLease,
+    wait: { held: Promise<boolean>; cancel: () => void },
+  ): Promise<boolean> {
+    job.waiting ??= new Map();
+    job.waiting.set(msg, { since: Date.now(), cancel: wait.cancel });
     this.#keep(job);
     try {
-      return await until;
+      return await wait.held;
     } finally {
       job.waiting.delete(msg);
       this.#unkeep(job);
@@ -220,8 +231,13 @@ export class RunningTasks {
 
   /** Extends the leases of the job's running tasks; a task past `maxTaskMs` is hung instead. */
   #keepLeases(job: ActiveJob): void {
-    if (job.waiting) for (const msg of job.waiting) msg.working();
     const now = Date.now();
+    const { ackWaitMs, maxDeliver } = job.record.settings;
+    if (job.waiting)
+      for (const [msg, waiting] of job.waiting) {
+        if (now - waiting.since > ackWaitMs && msg.deliveryCount < maxDeliver) waiting.cancel();
+        else msg.working();
+      }
     for (const task of job.running) {
       if (now - task.startedAt < this.#maxTaskMs) task.msg.working();
       else if (this.settle(task)) {

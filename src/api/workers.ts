@@ -184,7 +184,11 @@ export const startWorker = <Payload, Result>(
   };
 
   const runLastChance = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
-    await running.whileWaiting(job, msg, slots.acquire(priorityOf(job.record.settings), true));
+    // On its last delivery: the wait is not given up (only `stopTimeoutMs` ends it).
+    if (!(await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings), true)))) {
+      if (!job.ended.aborted) release(msg);
+      return;
+    }
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
     const pass = lastChance(msg, job)
       ? await gate.enter(giveUp.signal, leaseKeeper(msg, job), target)
@@ -209,9 +213,13 @@ export const startWorker = <Payload, Result>(
     // of it let it run out, and the task ran twice, late here and again on another delivery.
     const held =
       slots.tryAcquire() ||
-      (await running.whileWaiting(job, msg, slots.acquire(priorityOf(job.record.settings))));
-    // False once the worker stops: no slot held.
-    if (!held) return whileStopping(msg, job);
+      (await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings))));
+    if (!held) {
+      // The worker stops (no slot held), or the task waited a whole lease for one: it goes back.
+      if (pulling.aborted) return whileStopping(msg, job);
+      if (!job.ended.aborted) release(msg);
+      return;
+    }
     const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
     const pass = await gate.enter(pulling, leaseKeeper(msg, job), target);
     if (pass === "paused") return pausedTask(msg, job);

@@ -1,8 +1,9 @@
 /**
  * A counting semaphore that grants slots by priority, without starving
  * anyone. Each job's consume loop waits here for a free slot with its next
- * task (at most one waiter per loop; a stopping worker's tasks on their last
- * delivery wait here too, each on its own), so:
+ * task (one waiter per loop, as a rule; the tasks a loop hands over when
+ * they aged in its buffer, and a stopping worker's tasks on their last
+ * delivery, wait here too, each on its own), so:
  *
  * - a higher priority is granted first;
  * - among equal priorities the longest-waiting is granted first: a loop that
@@ -38,12 +39,39 @@ export class FairSlots {
    * for a slot, to run within the worker's concurrency.
    */
   acquire(priority = 0, evenClosed = false): Promise<boolean> {
-    if (this.#closed && !evenClosed) return Promise.resolve(false);
+    return this.waitFor(priority, evenClosed).held;
+  }
+
+  /**
+   * As `acquire`; `cancel()` gives up the wait (`held` then resolves false,
+   * no slot held), and does nothing once a slot was granted.
+   */
+  waitFor(priority = 0, evenClosed = false): { held: Promise<boolean>; cancel: () => void } {
+    if (this.#closed && !evenClosed) return { held: Promise.resolve(false), cancel: noop };
     if (this.#free > 0 && this.#waiting === 0) {
       this.#free--;
-      return Promise.resolve(true);
+      return { held: Promise.resolve(true), cancel: noop };
     }
-    return new Promise((wake) => this.#enqueue(priority, { arrival: this.#arrivals++, wake }));
+    let waiter: Waiter | undefined;
+    const held = new Promise<boolean>((wake) => {
+      waiter = { arrival: this.#arrivals++, wake };
+      this.#enqueue(priority, waiter);
+    });
+    return {
+      held,
+      cancel: () => {
+        const level = this.#levels.get(priority);
+        const at = waiter && level ? level.indexOf(waiter) : -1;
+        if (at < 0 || !level || !waiter) return;
+        level.splice(at, 1);
+        this.#waiting--;
+        if (level.length === 0) {
+          this.#levels.delete(priority);
+          this.#order.splice(this.#order.indexOf(priority), 1);
+        }
+        waiter.wake(false);
+      },
+    };
   }
 
   /** A slot at once if one is free and nobody waits (true: held, to `release()`); false otherwise. */
@@ -110,6 +138,8 @@ export class FairSlots {
     return oldest;
   }
 }
+
+const noop = () => {};
 
 interface Waiter {
   readonly arrival: number;

@@ -15,7 +15,7 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import type { Runtime } from "../../src/index.ts";
 import { useRuntimeOn } from "../harness/runtime.ts";
-import { delay } from "../harness/wait.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
 
 describe.each(["memory", "nats"] as const)("handlers longer than half a lease (%s)", (kind) => {
   let rt: Runtime;
@@ -56,4 +56,48 @@ describe.each(["memory", "nats"] as const)("handlers longer than half a lease (%
     },
     60_000,
   );
+
+  it("a task kept waiting a whole lease for a slot goes back, and an idle worker runs it", async () => {
+    const runs = new Map<number, string[]>();
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const job = await rt.jobs.submit<number, number>({
+      queue: "long",
+      tasks: Array.from({ length: 4 }, (_, n) => n),
+      ackWaitMs: 1000,
+    });
+    const busy = rt.workers.start<number, number>({
+      queue: "long",
+      concurrency: 1,
+      handler: async (task) => {
+        runs.set(task.index, [...(runs.get(task.index) ?? []), "busy"]);
+        // Its first task holds its one slot until the test lets it go.
+        if (runs.size === 1) await held;
+        return task.index;
+      },
+    });
+    await waitUntil(() => runs.size === 1, { timeoutMs: 10_000, message: "the busy worker runs a task" });
+    const idle = rt.workers.start<number, number>({
+      queue: "long",
+      concurrency: 4,
+      handler: async (task) => {
+        runs.set(task.index, [...(runs.get(task.index) ?? []), "idle"]);
+        return task.index;
+      },
+    });
+    try {
+      // Without the bound the busy worker kept the tasks it pulled until its slot came free.
+      await waitUntil(() => runs.size === 4, { timeoutMs: 10_000, message: "the idle worker runs the rest" });
+      release();
+      const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+      expect(end).toMatchObject({ status: "succeeded", done: 4, failed: 0, dead: 0 });
+      expect([...runs].filter(([, by]) => by.length !== 1)).toEqual([]);
+    } finally {
+      release();
+      await idle.stop();
+      await busy.stop();
+    }
+  }, 60_000);
 });

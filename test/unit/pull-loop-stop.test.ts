@@ -6,9 +6,9 @@
  * worker (which runs it if it is the task's last delivery).
  */
 import type { ConsumerMessages } from "@nats-io/jetstream";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { LateLaneLease, LateTaskLease } from "../../src/adapters/nats/late-leases.ts";
-import { drainOnStop } from "../../src/adapters/nats/pull-loops.ts";
+import { drainOnStop, fromClosedLoop } from "../../src/adapters/nats/pull-loops.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 
 /** nats.js's loop as the drain sees it: its `sub`, with the calls made on it written down. */
@@ -107,24 +107,50 @@ describe("a task that reached a drained loop", () => {
     expect(new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg).jobId).toBe("jab12");
   });
 
-  it("answers as nats.js's message does; a release waits 3.5 s at least; settled once", () => {
-    const answersOf = (settle: (lease: LateTaskLease) => void) => {
-      const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
-      const lease = new LateTaskLease(msg);
-      lease.working();
-      settle(lease);
-      // After it settled nothing more is sent, as nats.js's message does.
-      lease.working();
-      lease.ack();
-      return answers;
-    };
-    // Every release waits for the closed loop's pull requests to be gone (3.5 s).
-    expect(answersOf((l) => l.nak())).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
-    expect(answersOf((l) => l.nak(1000))).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
-    expect(answersOf((l) => l.nak(4000))).toEqual(["+WPI", '-NAK {"delay":4000000000}']);
-    expect(answersOf((l) => l.handBack())).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
-    expect(answersOf((l) => l.handBack(5000))).toEqual(["+WPI", '-NAK {"delay":5000000000}']);
-    expect(answersOf((l) => l.term())).toEqual(["+WPI", "+TERM"]);
-    expect(answersOf((l) => l.ack())).toEqual(["+WPI", "+ACK"]);
+  it("answers as nats.js's message does; a release is not redelivered within 3.5 s of the catch; settled once", () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      /** The answers to `settle`, made `laterMs` after the task was caught. */
+      const answersOf = (settle: (lease: LateTaskLease) => void, laterMs = 0) => {
+        const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
+        const lease = new LateTaskLease(msg);
+        lease.working();
+        vi.advanceTimersByTime(laterMs);
+        settle(lease);
+        // After it settled nothing more is sent, as nats.js's message does.
+        lease.working();
+        lease.ack();
+        return answers;
+      };
+      expect(answersOf((l) => l.nak())).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
+      expect(answersOf((l) => l.nak(1000))).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
+      expect(answersOf((l) => l.nak(1000), 3000)).toEqual(["+WPI", '-NAK {"delay":1000000000}']);
+      expect(answersOf((l) => l.nak(), 2000)).toEqual(["+WPI", '-NAK {"delay":1500000000}']);
+      expect(answersOf((l) => l.nak(), 5000)).toEqual(["+WPI", "-NAK"]);
+      expect(answersOf((l) => l.nak(4000))).toEqual(["+WPI", '-NAK {"delay":4000000000}']);
+      expect(answersOf((l) => l.handBack())).toEqual(["+WPI", '-NAK {"delay":3500000000}']);
+      expect(answersOf((l) => l.handBack(5000))).toEqual(["+WPI", '-NAK {"delay":5000000000}']);
+      expect(answersOf((l) => l.term())).toEqual(["+WPI", "+TERM"]);
+      expect(answersOf((l) => l.ack())).toEqual(["+WPI", "+ACK"]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("a task of a loop that let go of its buffer is not redelivered within 3.5 s of the close", () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      const delays: Array<number | undefined> = [];
+      const msg = fromClosedLoop({ nak: (millis?: number) => void delays.push(millis) });
+      msg.nak();
+      msg.nak(5000);
+      vi.advanceTimersByTime(3000);
+      msg.nak(100);
+      vi.advanceTimersByTime(1000);
+      msg.nak(100);
+      expect(delays).toEqual([3500, 5000, 500, 100]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

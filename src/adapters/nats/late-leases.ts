@@ -18,6 +18,8 @@ export class LateTaskLease implements TaskLease {
   readonly #msg: Msg;
   readonly deliveryCount: number;
   readonly seq: number;
+  /** When it reached the draining loop: that loop closed then, within a round trip. */
+  readonly #caught = Date.now();
   constructor(msg: Msg) {
     this.#msg = msg;
     const info = leaseInfo(msg.reply ?? "");
@@ -31,9 +33,11 @@ export class LateTaskLease implements TaskLease {
   ack(): void {
     this.#answer("+ACK");
   }
-  /** Not before its loop's pull requests are gone, as every release of a closed loop's task. */
+  /** Not redelivered before its loop's pull requests are gone, as every task of a closed loop. */
   nak(delayMs?: number): void {
-    this.#answer(`-NAK ${JSON.stringify({ delay: nanos(Math.max(delayMs ?? 0, closedPullsRunOutMs)) })}`);
+    const floor = this.#caught + closedPullsRunOutMs - Date.now();
+    const delay = Math.max(delayMs ?? 0, floor);
+    this.#answer(delay > 0 ? `-NAK ${JSON.stringify({ delay: nanos(delay) })}` : "-NAK");
   }
   handBack(delayMs?: number): void {
     this.nak(delayMs);

@@ -92,6 +92,19 @@ class JsLaneLease extends JsTaskLease implements LaneLease {
 }
 
 /**
+ * A task loop that let go of its buffer ("again": its tasks waited past
+ * half their leases) pulls again at once, in the same round of its
+ * supervisor: a round that ends that early would otherwise count as a
+ * failing one, and wait up to 5 s before the next.
+ */
+const pullAgainAtOnce = async <E extends string>(round: () => Promise<E | "again">): Promise<E> => {
+  for (;;) {
+    const end = await round();
+    if (end !== "again") return end;
+  }
+};
+
+/**
  * The broker port on NATS JetStream, over the runtime's one supervised
  * connection. Every long-running loop runs under `superviseLoop`, so a
  * reconnect, a server restart or a replaced client restarts it on the
@@ -183,16 +196,18 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await superviseLoop(
         port,
         async (nc, s) => {
-          const end = await consumeTasks(
-            js,
-            nc,
-            queue,
-            jobId,
-            maxMessages,
-            (m) => onTask(new JsTaskLease(m)),
-            s,
-            core.logger,
-            { handsBack: () => stopping?.aborted === true, late: (m) => onTask(new LateTaskLease(m)) },
+          const end = await pullAgainAtOnce(() =>
+            consumeTasks(
+              js,
+              nc,
+              queue,
+              jobId,
+              maxMessages,
+              (m) => onTask(new JsTaskLease(m)),
+              s,
+              core.logger,
+              { handsBack: () => stopping?.aborted === true, late: (m) => onTask(new LateTaskLease(m)) },
+            ),
           );
           // While a consumer's leader is being elected the server may say it is not found: the
           // record says whether the job really ended (an end or a cancel is written before its
@@ -218,17 +233,19 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
           await js.queues
             .ensureLane(nc, jsm, queue)
             .catch((error: unknown) => log.debug({ err: error, queue }, "lane not set up here"));
-          const end = await consumeTasks(
-            js,
-            nc,
-            queue,
-            laneConsumer,
-            maxMessages,
-            (m) => onTask(new JsLaneLease(m)),
-            s,
-            core.logger,
-            // Its signal is its worker's: aborted, the worker stops.
-            { handsBack: () => signal.aborted, late: (m) => onTask(new LateLaneLease(m)) },
+          const end = await pullAgainAtOnce(() =>
+            consumeTasks(
+              js,
+              nc,
+              queue,
+              laneConsumer,
+              maxMessages,
+              (m) => onTask(new JsLaneLease(m)),
+              s,
+              core.logger,
+              // Its signal is its worker's: aborted, the worker stops.
+              { handsBack: () => signal.aborted, late: (m) => onTask(new LateLaneLease(m)) },
+            ),
           );
           // Gone (deleted by hand, or lost with the server's store): made again on the next round,
           // here and by this runtime's next lane submit of the queue.

@@ -123,15 +123,16 @@ export interface LoopStop {
 }
 
 /**
- * A delivery of a loop that stopped pulling: released no sooner than that
- * loop's pull requests are gone (`closedPullsRunOutMs`), as a stopping
- * worker's hand-back is. Released at once, nats-server 2.9 gave it to such
- * a request and then delivered it twice (seen: `queue-wait-runs-once.test.ts`,
- * tasks handed over during a pause run twice after the resume).
+ * A delivery of a loop that stopped pulling: a release is not redelivered
+ * before that loop's pull requests are gone (`closedPullsRunOutMs` from its
+ * close), as a stopping worker's hand-back is not. Released at once while
+ * such requests waited, nats-server 2.9 gave it to one of them and later
+ * delivered it twice (seen: `queue-wait-runs-once.test.ts`, tasks handed
+ * over during a pause ran twice after the resume).
  */
-const fromClosedLoop = (m: JsMsg): JsMsg => {
+export const fromClosedLoop = <M extends { nak(millis?: number): void }>(m: M, closedAt = Date.now()): M => {
   const nak = m.nak.bind(m);
-  m.nak = (millis?: number) => nak(Math.max(millis ?? 0, closedPullsRunOutMs));
+  m.nak = (millis?: number) => nak(Math.max(millis ?? 0, closedAt + closedPullsRunOutMs - Date.now()));
   return m;
 };
 
@@ -143,8 +144,8 @@ const fromClosedLoop = (m: JsMsg): JsMsg => {
  */
 class Buffered {
   readonly #times: number[] = [];
-  /** Each one buffered; `handedMark` once handed over, undefined once yielded (or unknown). */
-  readonly #msgs: (JsMsg | typeof handedMark | undefined)[] = [];
+  /** Each one buffered; undefined once yielded. */
+  readonly #msgs: (JsMsg | undefined)[] = [];
   #head = 0;
 
   static of(messages: ConsumerMessages): Buffered | undefined {
@@ -152,27 +153,27 @@ class Buffered {
     const push = loop._push;
     if (typeof push !== "function") return undefined;
     const buffered = new Buffered();
-    // What it buffered already (none, unless a delivery came before this): as arrived now.
-    for (let n = messages.getPending(); n > 0; n--) buffered.#arrived(undefined);
     loop._push = function (this: unknown, item: unknown) {
       // A function is a refill or the loop's end, not a delivery.
-      if (typeof item !== "function") buffered.#arrived(item as JsMsg);
+      if (typeof item !== "function") {
+        buffered.#times.push(Date.now());
+        buffered.#msgs.push(item as JsMsg);
+      }
       return push.call(this, item);
     };
     return buffered;
   }
 
-  #arrived(msg: JsMsg | undefined): void {
-    this.#times.push(Date.now());
-    this.#msgs.push(msg);
-  }
-
-  /** When the task now yielded arrived (NaN: unknown), or -1 if it was handed over already. */
-  take(): number {
+  /** When `msg`, now yielded, arrived; NaN if it is not the one expected (not known then). */
+  take(msg: JsMsg): number {
     const at = this.#head++;
-    const arrived = this.#msgs[at] === handedMark ? -1 : (this.#times[at] ?? Number.NaN);
+    const arrived = this.#msgs[at] === msg ? (this.#times[at] as number) : Number.NaN;
     this.#msgs[at] = undefined;
-    if (this.#head > 1024 && this.#head * 2 > this.#times.length) {
+    if (this.#head === this.#msgs.length) {
+      this.#times.length = 0;
+      this.#msgs.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#msgs.length) {
       this.#times.splice(0, this.#head);
       this.#msgs.splice(0, this.#head);
       this.#head = 0;
@@ -185,20 +186,11 @@ class Buffered {
     return this.#times[this.#head];
   }
 
-  /** The tasks still buffered, not handed over before: from now on they are. */
+  /** The tasks still buffered (the loop yields none of them after this: it ends). */
   handOver(): JsMsg[] {
-    const tasks: JsMsg[] = [];
-    for (let at = this.#head; at < this.#msgs.length; at++) {
-      const msg = this.#msgs[at];
-      if (msg === undefined || msg === handedMark) continue;
-      tasks.push(msg);
-      this.#msgs[at] = handedMark;
-    }
-    return tasks;
+    return this.#msgs.slice(this.#head).filter((m): m is JsMsg => m !== undefined);
   }
 }
-
-const handedMark = Symbol("handed over");
 
 /** How long a task loop may have nothing before it checks that it still has a pull at its consumer. */
 const stuckCheckMs = 5000;
@@ -232,7 +224,7 @@ export const consumeTasks = async (
   signal: AbortSignal,
   log: Logger,
   stop?: LoopStop,
-): Promise<"gone" | "ended"> => {
+): Promise<"gone" | "ended" | "again"> => {
   const { js } = await broker.queueHandles(nc, queue);
   let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
   try {
@@ -253,7 +245,7 @@ export const consumeTasks = async (
   });
   // Settles once the drain has passed on what reached the loop (stop() waits for the loop).
   let drained: Promise<void> | undefined;
-  // Before any delivery can reach it (the consumer's info below is a round trip).
+  // Before it yields anything (its first pull is itself queued in it).
   const buffered = Buffered.of(messages);
   const stopped = closeWhenEnded(messages, nc, signal, () => {
     // Once: a second close (the client closing meanwhile) finds the subscription drained.
@@ -278,19 +270,16 @@ export const consumeTasks = async (
   // in a row outlived it). Once the oldest task buffered has waited half its lease (looked at
   // after each start, and every sixth of the lease while the loop waits), the loop stops
   // pulling and hands what it buffered to `onTask` at once, each lease extended: they wait for
-  // their slots each on its own, their leases kept (`RunningTasks.whileWaiting`). It returns
-  // once all have started, and its supervisor pulls again. Without the arrival times (another
-  // nats.js), a single wait that long is the sign, and what is buffered is dropped, unrun (the
-  // server redelivers each at its lease's end).
+  // their slots each on its own, their leases kept for a while (`RunningTasks.whileWaiting`).
+  // The loop ends once its own task has started, and once those have (or have gone back); its
+  // caller pulls again at once ("again"). Without the arrival times (another nats.js), a
+  // single wait that long is the sign, and what is buffered is dropped, unrun (the server
+  // redelivers each at its lease's end).
   const ackWaitMs = ((await consumer.info(true).catch(() => undefined))?.config.ack_wait ?? 30e9) / 1e6;
   const staleAfterMs = ackWaitMs / 2;
   let outwaited = false;
-  /** Tasks handed over as the loop lets go of its buffer: it returns once each has started. */
+  /** Tasks handed over as the loop lets go of its buffer: it ends once each has started. */
   const handedOver: Array<void | Promise<void>> = [];
-  const handOver = (m: JsMsg) => {
-    m.working();
-    handedOver.push(onTask(fromClosedLoop(m)));
-  };
   const stale = (now: number): boolean => {
     const oldest = buffered?.oldest();
     return oldest !== undefined && now - oldest > staleAfterMs && !outwaited && !stop?.handsBack();
@@ -300,12 +289,17 @@ export const consumeTasks = async (
     const tasks = buffered?.handOver() ?? [];
     log.debug(
       { consumer: consumerName, waitedMs, buffered: tasks.length },
-      "tasks buffered past half their lease: handed over, pulling again once they start",
+      "tasks buffered past half their lease: handed over, pulling again",
     );
-    for (const m of tasks) handOver(m);
-    // No more pulls; the drain passes on what the server sent as the loop unsubscribed.
+    // No more pulls: the drain passes on what the server sent as the loop unsubscribed, and the
+    // loop breaks out as soon as its own task started (the refills queued in nats.js's iterator
+    // would pull again into a subscription that is gone).
     drained ??= drainOnStop(messages, log, consumerName, stop?.late);
-    stopped.close();
+    const closedAt = Date.now();
+    for (const m of tasks) {
+      m.working();
+      handedOver.push(onTask(fromClosedLoop(m, closedAt)));
+    }
   };
   const ageCheck =
     buffered &&
@@ -318,18 +312,13 @@ export const consumeTasks = async (
     );
   try {
     for await (const m of messages) {
-      const arrived = buffered === undefined ? Number.NaN : buffered.take();
-      if (arrived === -1) continue; // handed over while buffered
-      idle.busy = true; // waiting for a free slot is not being stuck
+      const arrived = buffered === undefined ? Number.NaN : buffered.take(m);
       const from = Date.now();
+      // Its lease ran out, or all but, before it was reached: not run here, where it may run a
+      // second time (a net: the age checks let go of it well before).
+      if (from - arrived > ackWaitMs * 0.9) continue;
+      idle.busy = true; // waiting for a free slot is not being stuck
       idle.since = from;
-      if (outwaited) {
-        handOver(m);
-        continue;
-      }
-      // Its lease ran out, or nearly, before it was reached: not run here (a net: the age checks
-      // come first).
-      if (from - arrived > staleAfterMs * 1.5) continue;
       await onTask(m);
       idle.since = Date.now();
       idle.busy = false;
@@ -342,9 +331,11 @@ export const consumeTasks = async (
           stopped.close();
           break;
         }
-      } else if (stale(idle.since)) letGo(idle.since - from);
+        continue;
+      }
+      if (stale(idle.since)) letGo(idle.since - from);
+      if (outwaited) break;
     }
-    await Promise.all(handedOver);
   } catch (error) {
     // The job's consumer deleted (the job ended) or lost with its stream: nothing left to pull.
     if (!isConsumerGone(error)) throw error;
@@ -353,10 +344,13 @@ export const consumeTasks = async (
   } finally {
     await Effect.runPromise(Fiber.interrupt(watchdog));
     clearInterval(ageCheck);
+    if (outwaited) stopped.close();
     stopped.dispose();
     await drained;
+    // Each has started, or gone back (a failure of one is its worker's to log).
+    await Promise.allSettled(handedOver);
   }
-  return "ended";
+  return outwaited ? "again" : "ended";
 };
 
 /**
