@@ -228,4 +228,24 @@ describe("FairSlots", () => {
     slots.close();
     expect(slots.tryAcquire()).toBe(false);
   });
+
+  it("waitFor: a wait given up resolves false and leaves the queue; a granted one cannot be given up", async () => {
+    const slots = new FairSlots(1);
+    await slots.acquire(0);
+    const first = slots.waitFor(0);
+    const second = slots.waitFor(5);
+    const third = slots.waitFor(0);
+    second.cancel();
+    await expect(second.held).resolves.toBe(false);
+    // The slot goes to the oldest of those still waiting, then the next.
+    slots.release();
+    await expect(first.held).resolves.toBe(true);
+    first.cancel(); // granted already: nothing to give up
+    slots.release();
+    await expect(third.held).resolves.toBe(true);
+    // Both slots' worth accounted: one held (third), none free.
+    expect(slots.tryAcquire()).toBe(false);
+    slots.release();
+    expect(slots.tryAcquire()).toBe(true);
+  });
 });
