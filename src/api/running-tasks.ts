@@ -135,8 +135,9 @@ export class RunningTasks {
    * Keeps the lease of a task of `job` that waits for a slot, while it
    * waits: handlers longer than half of it let it run out, and the task ran
    * twice, late here and again on another delivery. Through the job's
-   * keeper, not a timer per task: on a busy worker most tasks wait a
-   * little. Not for longer than the job's ack wait, unless it is the task's
+   * keeper, one timer for all its running and waiting tasks, not one per
+   * task: on a busy worker most tasks wait a little (a lane job, one task,
+   * makes its keeper as its task waits or runs, as it did to run). Not for longer than the job's ack wait, unless it is the task's
    * last delivery: then the wait is given up (`held` false), and the task
    * goes back for a worker with room (holding it longer here, the worker
    * would hoard tasks another one could run now).
