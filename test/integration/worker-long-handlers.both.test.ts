@@ -4,10 +4,12 @@
  * buffered in the client behind one that does) while its lease runs. Its
  * lease is kept, so it is never given to another worker meanwhile and run
  * twice, and no delivery is spent on it unrun (with `maxDeliver: 1` it
- * died). Seen before, with a 1 s ack wait and two slots: 700 ms handlers
- * ran 4 tasks of 20 twice (once on their first delivery, late, once on
- * their second) and 2 more only on their second; with `maxDeliver: 1`, 2
- * died unrun; 1500 ms handlers, 5 of 20 died.
+ * died), unless it waited a whole lease for a slot: then it goes back, for
+ * a worker with room (the last case). Seen before, with a 1 s ack wait and
+ * two slots: 700 ms handlers ran 4 tasks of 20 twice (once on their first
+ * delivery, late, once on their second) and 2 more only on their second;
+ * with `maxDeliver: 1`, 2 died unrun; 1500 ms handlers (with the buffer
+ * still dropped), 5 of 20 died.
  *
  * The oracle is the handlers' own ledger: each task's runs.
  */
