@@ -129,7 +129,8 @@ export const startWorker = <Payload, Result>(
         letGo(msg);
         return await gate.whenResumed(until);
       }
-      const keeper = setInterval(() => msg.working(), Math.max(10, job.record.settings.ackWaitMs / 3));
+      const lease = leaseKeeper(msg, job);
+      const keeper = setInterval(lease.keep, lease.everyMs);
       try {
         await gate.whenResumed(until);
       } finally {

@@ -1,7 +1,7 @@
 import type { Msg } from "@nats-io/transport-node";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
-import { closedPullsRunOutMs } from "./pull-loops.ts";
+import { closedLoopDelay } from "./pull-loops.ts";
 import { nanos } from "./streams.ts";
 import { leaseInfo } from "./task-leasing.ts";
 
@@ -35,8 +35,7 @@ export class LateTaskLease implements TaskLease {
   }
   /** Not redelivered before its loop's pull requests are gone, as every task of a closed loop. */
   nak(delayMs?: number): void {
-    const floor = this.#caught + closedPullsRunOutMs - Date.now();
-    const delay = Math.max(delayMs ?? 0, floor);
+    const delay = closedLoopDelay(this.#caught, delayMs);
     this.#answer(delay > 0 ? `-NAK ${JSON.stringify({ delay: nanos(delay) })}` : "-NAK");
   }
   handBack(delayMs?: number): void {
