@@ -29,6 +29,8 @@ export interface QueueJobsReader {
  * over while a pass read is newer than the pass's: the pass's is dropped.
  * Each pass ends before `stopped()` does, and reads nothing after `signal`
  * aborts; a read in flight then is not waited for (its answer is dropped).
+ * The watch's records are handed over until `hearUntil` aborts (`signal` by
+ * default): a stopping worker still hears its jobs end.
  */
 export class QueueJobs {
   readonly #broker: Broker;
@@ -47,6 +49,7 @@ export class QueueJobs {
     reader: QueueJobsReader,
     signal: AbortSignal,
     name: string,
+    hearUntil: AbortSignal = signal,
   ) {
     this.#broker = deps.broker;
     this.#queue = queue;
@@ -65,7 +68,7 @@ export class QueueJobs {
         deps.loops.track(name, () => pass);
       },
     });
-    signal.addEventListener("abort", unlisten, { once: true });
+    hearUntil.addEventListener("abort", unlisten, { once: true });
   }
 
   /** Every pass running has ended. */

@@ -281,7 +281,8 @@ export const startWorker = <Payload, Result>(
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
       .finally(() => {
         pulls.unlink(pull);
-        if (jobs.get(record.id) === job) jobs.delete(record.id);
+        // Kept while the worker stops: its end still reaches the tasks it holds (`hearing`).
+        if (jobs.get(record.id) === job && !pulling.aborted) jobs.delete(record.id);
       });
     // One of the runtime's loops: rt.stop() waits for it (it ends once `pulling` aborts).
     core.loops.run(`tasks:${record.id}`, () => pulled);
@@ -309,8 +310,9 @@ export const startWorker = <Payload, Result>(
   const onRecord = (record: JobRecord, revision: number) => {
     if (record.queue !== queueName) return;
     // Any lane job of the queue, over or not: a task left on the lane by one that is over is removed.
+    // A stopping worker starts no loop; it still hears the jobs it holds tasks of end (`hearing`).
     if (record.lane) {
-      lane.pull();
+      if (!pulling.aborted) lane.pull();
       lane.heard(record, revision);
     }
     const active = takesTasks(record);
@@ -320,7 +322,7 @@ export const startWorker = <Payload, Result>(
       if (revision <= job.revision) return;
       job.revision = revision;
     }
-    if (active && !job) follow(record, revision);
+    if (active && !job && !pulling.aborted) follow(record, revision);
     if (active && job) dueWaits.wake(record);
     if (!active && job) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
@@ -334,8 +336,16 @@ export const startWorker = <Payload, Result>(
     }
   };
 
+  /**
+   * Aborted once stop() has waited for everything. Until then the worker
+   * hears its jobs' records: one cancelled while it stops aborts its
+   * handlers, and its tasks waiting for a slot do not start (they ran on
+   * until `stopTimeoutMs`, and started after).
+   */
+  const hearing = new AbortController();
+
   // What it hears of its queue's jobs: the runtime's record watch, and a pass over the jobs
-  // already there each time that watch is placed.
+  // already there each time that watch is placed (none once it stops).
   const queueJobs = new QueueJobs(
     { broker, records, loops: core.loops, log },
     queueName,
@@ -350,6 +360,7 @@ export const startWorker = <Payload, Result>(
     },
     pulling,
     `worker-jobs:${id}`,
+    hearing.signal,
   );
 
   const statsNow = () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size });
@@ -386,6 +397,7 @@ export const startWorker = <Payload, Result>(
         await (broker.kind === "nats" ? unlessDown(core.connection, passed) : passed);
         await running.idle();
         over = true;
+        hearing.abort();
         clearTimeout(timeout);
         try {
           await batcher.flush();
