@@ -71,6 +71,18 @@ export interface TaskLease {
   handBack(delayMs?: number): void;
   /** Never deliver again (a permanent failure, or the last delivery failed). */
   term(): void;
+  /**
+   * Lets go of a task on its last delivery that its stopping worker cannot
+   * run (its queue is paused) without spending a delivery: a copy goes back
+   * to the queue as a new message (message id `back.<seq>`), delivered from
+   * 1 again, and this one is acked. A release would spend it: the server
+   * never delivered it again, and it died unrun. On NATS the copy is stored
+   * once the closed loops' pull requests are gone (3.5 s), the lease
+   * extended every `keepEveryMs` meanwhile: one of those requests would take
+   * it into a subscription that is gone. Rejects when the copy could not be
+   * stored (this one is then left to its lease).
+   */
+  putBack(keepEveryMs: number): Promise<void>;
   /** Extend the lease by the job's ack wait. */
   working(): void;
 }

@@ -194,15 +194,33 @@ export const startWorker = <Payload, Result>(
     const pass = lastChance(msg, job)
       ? await gate.enter(giveUp.signal, leaseKeeper(msg, job), target)
       : undefined;
-    // A paused queue runs nothing, not even this one: it goes back (and dies).
     if (pass === undefined || pass === "paused" || !lastChance(msg, job)) {
       if (pass !== undefined && pass !== "paused") pass.end();
       slots.release();
+      // A paused queue runs nothing, not even this one, and a release would spend it: put back.
+      if (pass === "paused" && lastChance(msg, job)) return putBack(msg, job);
       if (!job.ended.aborted) release(msg);
       return;
     }
     start(msg, job, pass, target);
   };
+
+  /** A copy of the task goes back to the queue, delivered from 1 again (`TaskLease.putBack`). */
+  const putBack = (msg: TaskLease, job: ActiveJob): Promise<void> =>
+    msg.putBack(leaseKeeper(msg, job).everyMs).then(
+      () => {
+        stats.released++;
+        log.debug(
+          { jobId: job.record.id, seq: msg.seq },
+          "task on its last delivery put back: its queue is paused",
+        );
+      },
+      (error: unknown) =>
+        log.warn(
+          { err: error, jobId: job.record.id, seq: msg.seq },
+          "task on its last delivery not put back",
+        ),
+    );
 
   const leaseKeeper = (msg: TaskLease, job: ActiveJob) => ({
     keep: () => msg.working(),

@@ -249,6 +249,38 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(report).toMatchObject({ consumersDeleted: [r.id], tasksPurged: [] });
     });
 
+    it("putBack: a task on its last delivery comes back as a new message, delivered from 1 again, never dead", async () => {
+      const r = newRecord(2, ack, { maxDeliver: 1 });
+      await broker.ensureDeadLetters(r.queue);
+      void broker.processExhausted(loops.signal());
+      await openJob(r);
+      const results = loops.read(broker, r);
+      const worker = loops.consume(broker, r);
+      await eventually(() => worker.leases.length === 2);
+      const [first, second] = worker.leases;
+      expect([first!.deliveryCount, second!.deliveryCount]).toEqual([1, 1]);
+      // Its loop closes, as a stopping worker's does; the first goes back as a copy, the second is left.
+      worker.stop();
+      await worker.ended;
+      const putBack = first!.putBack(Math.max(10, ack / 3));
+      await h.advance(ack * 2);
+      await putBack;
+      const other = loops.consume(broker, r);
+      await eventually(() => other.leases.length === 1);
+      const copy = other.leases[0]!;
+      expect([indexOf(copy), copy.deliveryCount, copy.seq > first!.seq]).toEqual([indexOf(first!), 1, true]);
+      // The one left unanswered died on its last delivery; the one put back did not.
+      await eventually(async () => expect(await broker.listDeadLetters(r.queue, r.id)).toHaveLength(1));
+      const letters = await broker.listDeadLetters(r.queue, r.id);
+      expect(letters.map((l) => l.index)).toEqual([indexOf(second!)]);
+      await eventually(() => results.messages.length === 1);
+      // The copy answered: nothing more is delivered, and nothing else dies.
+      copy.ack();
+      await h.advance(ack * 3);
+      expect(other.leases).toHaveLength(1);
+      expect(await broker.listDeadLetters(r.queue, r.id)).toHaveLength(1);
+    });
+
     it("removeTasks (cancel): consumers end 'gone', consumer and counts gone, tasks purged", async () => {
       const r = await openJob(3);
       const worker = loops.consume(broker, r);

@@ -140,6 +140,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     handBack: (delayMs) => lease.handBack(delayMs),
     term: () => lease.term(),
     working: () => lease.working(),
+    putBack: (keepEveryMs) => lease.putBack(keepEveryMs),
   });
 
   /** Whether the job's stored record already says how it ended. */

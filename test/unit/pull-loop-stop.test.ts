@@ -87,6 +87,9 @@ describe("a stopping worker's task loop", () => {
   });
 });
 
+/** A stand-in of the broker's republish for the leases that never put back. */
+const noRepublish = () => Promise.reject(new Error("not put back here"));
+
 describe("a task that reached a drained loop", () => {
   const late = (reply: string, subject = "q.tasks.j1") => {
     const answers: string[] = [];
@@ -100,11 +103,16 @@ describe("a task that reached a drained loop", () => {
   };
 
   it("reads its delivery count and sequence from its ack subject, both layouts", () => {
-    const old = new LateTaskLease(late("$JS.ACK.s.c.5.42.9.1796000000000000000.3").msg);
+    const old = new LateTaskLease(late("$JS.ACK.s.c.5.42.9.1796000000000000000.3").msg, noRepublish);
     expect([old.deliveryCount, old.seq, old.body]).toEqual([5, 42, '{"i":3,"p":1}']);
-    const newer = new LateTaskLease(late("$JS.ACK.dom.hash.s.c.2.17.9.1796000000000000000.3.tok").msg);
+    const newer = new LateTaskLease(
+      late("$JS.ACK.dom.hash.s.c.2.17.9.1796000000000000000.3.tok").msg,
+      noRepublish,
+    );
     expect([newer.deliveryCount, newer.seq]).toEqual([2, 17]);
-    expect(new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg).jobId).toBe("jab12");
+    expect(new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg, noRepublish).jobId).toBe(
+      "jab12",
+    );
   });
 
   it("answers as nats.js's message does; a release is not redelivered within 3.5 s of the catch; settled once", () => {
@@ -113,7 +121,7 @@ describe("a task that reached a drained loop", () => {
       /** The answers to `settle`, made `laterMs` after the task was caught. */
       const answersOf = (settle: (lease: LateTaskLease) => void, laterMs = 0) => {
         const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
-        const lease = new LateTaskLease(msg);
+        const lease = new LateTaskLease(msg, noRepublish);
         lease.working();
         vi.advanceTimersByTime(laterMs);
         settle(lease);
@@ -132,6 +140,44 @@ describe("a task that reached a drained loop", () => {
       expect(answersOf((l) => l.handBack(5000))).toEqual(["+WPI", '-NAK {"delay":5000000000}']);
       expect(answersOf((l) => l.term())).toEqual(["+WPI", "+TERM"]);
       expect(answersOf((l) => l.ack())).toEqual(["+WPI", "+ACK"]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("is put back once its loop's pull requests are gone, its lease kept meanwhile; acked once the copy is stored", async () => {
+    vi.useFakeTimers({ toFake: ["Date", "setTimeout", "setInterval", "clearInterval"] });
+    try {
+      const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
+      const copies: string[] = [];
+      const lease = new LateTaskLease(msg, async (subject, data, msgId) => {
+        copies.push(`${subject} ${new TextDecoder().decode(data)} ${msgId} at ${answers.length} answers`);
+      });
+      vi.advanceTimersByTime(500);
+      const put = lease.putBack(1000);
+      await vi.advanceTimersByTimeAsync(2_900);
+      // 3.5 s from the catch: not stored yet, the lease extended every second.
+      expect(copies).toEqual([]);
+      expect(answers).toEqual(["+WPI", "+WPI"]);
+      await vi.advanceTimersByTimeAsync(200);
+      await put;
+      expect(copies).toEqual(['q.tasks.j1 {"i":3,"p":1} back.7 at 3 answers']);
+      expect(answers).toEqual(["+WPI", "+WPI", "+WPI", "+ACK"]);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(answers).toHaveLength(4);
+
+      const failed = late("$JS.ACK.s.c.1.8.8.0.3");
+      const notStored = new LateTaskLease(failed.msg, noRepublish).putBack(1000);
+      const settled = notStored.then(
+        () => "stored",
+        (error: Error) => error.message,
+      );
+      await vi.advanceTimersByTimeAsync(4_000);
+      // Not acked: left to its lease, which is no longer extended.
+      expect(await settled).toBe("not put back here");
+      expect(failed.answers.filter((a) => a !== "+WPI")).toEqual([]);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(failed.answers).toHaveLength(3);
     } finally {
       vi.useRealTimers();
     }

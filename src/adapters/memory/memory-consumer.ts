@@ -27,6 +27,8 @@ export interface ConsumerSource {
   /** Their sequences in stream order; a new array once the stream rebuilt it (delivered ones are skipped by sequence). */
   seqsOf(filter: string): readonly number[];
   remove(seq: number): void;
+  /** Stores a task unless its message id is a duplicate. */
+  publish(subject: string, body: string, msgId: string): void;
   exhausted(task: ExhaustedTask): void;
 }
 
@@ -156,6 +158,14 @@ export class MemoryConsumer {
 
   settle(seq: number): void {
     if (!this.#deleted) this.#stream.remove(seq);
+  }
+
+  /** A copy of the task stored as a new message, then this one removed (`TaskLease.putBack`). */
+  putBack(seq: number): void {
+    const task = this.#stream.get(seq);
+    if (this.#deleted || !task) return;
+    this.#stream.publish(task.subject, task.body, `back.${seq}`);
+    this.settle(seq);
   }
 
   release(seq: number, delayMs: number): void {
@@ -348,6 +358,12 @@ class MemoryTaskLease implements LaneLease {
 
   term(): void {
     this.#consumer.settle(this.#seq);
+  }
+
+  /** A memory consumer keeps no request of a closed loop: the copy is stored at once. */
+  putBack(_keepEveryMs: number): Promise<void> {
+    this.#consumer.putBack(this.#seq);
+    return Promise.resolve();
   }
 
   working(): void {

@@ -243,6 +243,13 @@ export class NatsJobBroker {
     return this.#tasks.announceCreated(queue, jobId);
   }
 
+  /** A copy of a task message stored again (`TaskLease.putBack`); its id makes a retried publish land once. */
+  republishTask(subject: string, data: Uint8Array, msgId: string): Promise<void> {
+    return this.#run("job.task.putback", async (_h, nc) => {
+      await this.acks(nc).publish(subject, data, msgIdHeader(msgId));
+    });
+  }
+
   // ---- results ----
 
   /**

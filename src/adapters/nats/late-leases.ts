@@ -2,6 +2,7 @@ import type { Msg } from "@nats-io/transport-node";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
 import { closedLoopDelay } from "./pull-loops.ts";
+import { putBackCopy, type Republish } from "./put-back.ts";
 import { nanos } from "./streams.ts";
 import { leaseInfo } from "./task-leasing.ts";
 
@@ -16,12 +17,14 @@ const decoder = new TextDecoder();
  */
 export class LateTaskLease implements TaskLease {
   readonly #msg: Msg;
+  readonly #republish: Republish;
   readonly deliveryCount: number;
   readonly seq: number;
   /** When it reached the draining loop: that loop closed then, within a round trip. */
   readonly #caught = Date.now();
-  constructor(msg: Msg) {
+  constructor(msg: Msg, republish: Republish) {
     this.#msg = msg;
+    this.#republish = republish;
     const info = leaseInfo(msg.reply ?? "");
     // Not an ack subject (none is sent to a task loop): taken as a first delivery.
     this.deliveryCount = info?.deliveryCount ?? 1;
@@ -47,6 +50,9 @@ export class LateTaskLease implements TaskLease {
   working(): void {
     this.#answer("+WPI");
   }
+  putBack(keepEveryMs: number): Promise<void> {
+    return putBackCopy(this, this.#msg.subject, this.#msg.data, this.#caught, keepEveryMs, this.#republish);
+  }
 
   #settled = false;
   /** As nats.js's message: after an ack, a nak or a term, nothing more is sent. */
@@ -60,8 +66,8 @@ export class LateTaskLease implements TaskLease {
 /** A late delivery from a queue's lane: its job is the last token of its subject. */
 export class LateLaneLease extends LateTaskLease implements LaneLease {
   readonly jobId: string;
-  constructor(msg: Msg) {
-    super(msg);
+  constructor(msg: Msg, republish: Republish) {
+    super(msg, republish);
     this.jobId = jobIdOfSubject(msg.subject);
   }
 }

@@ -20,6 +20,7 @@ import { natsScheduleStore } from "./kv-schedule-store.ts";
 import { LateLaneLease, LateTaskLease } from "./late-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closedPullsRunOutMs, consumeTasks } from "./pull-loops.ts";
+import { putBackCopy, type Republish } from "./put-back.ts";
 import { natsQueueConsumers } from "./queue-consumers.ts";
 import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
@@ -51,8 +52,10 @@ const decoder = new TextDecoder();
 /** A delivered JetStream message seen through the port: ack / nak / term / working go to its reply subject. */
 class JsTaskLease implements TaskLease {
   readonly #msg: JsMsg;
-  constructor(msg: JsMsg) {
+  readonly #republish: Republish;
+  constructor(msg: JsMsg, republish: Republish) {
     this.#msg = msg;
+    this.#republish = republish;
   }
   get body(): string {
     return decoder.decode(this.#msg.data);
@@ -80,13 +83,17 @@ class JsTaskLease implements TaskLease {
   working(): void {
     this.#msg.working();
   }
+  /** Its loop's close is not known here: its pull requests are waited out in full. */
+  putBack(keepEveryMs: number): Promise<void> {
+    return putBackCopy(this, this.#msg.subject, this.#msg.data, Date.now(), keepEveryMs, this.#republish);
+  }
 }
 
 /** A delivery from a queue's lane: its job is the last token of its subject. */
 class JsLaneLease extends JsTaskLease implements LaneLease {
   readonly jobId: string;
-  constructor(msg: JsMsg) {
-    super(msg);
+  constructor(msg: JsMsg, republish: Republish) {
+    super(msg, republish);
     this.jobId = jobIdOfSubject(msg.subject);
   }
 }
@@ -125,6 +132,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const queueControls = natsQueueControls(core, js, log);
   const flows = natsFlows(js);
   const schedules = natsScheduleStore(core, js, js.names.schedulesBucket);
+  const republish: Republish = (subject, data, msgId) => js.republishTask(subject, data, msgId);
 
   /** True while the job's record says it runs (committed, not ended): its tasks are still to pull. */
   const runsStill = async (jobId: string): Promise<boolean> => {
@@ -203,10 +211,13 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
               queue,
               jobId,
               maxMessages,
-              (m) => onTask(new JsTaskLease(m)),
+              (m) => onTask(new JsTaskLease(m, republish)),
               s,
               core.logger,
-              { handsBack: () => stopping?.aborted === true, late: (m) => onTask(new LateTaskLease(m)) },
+              {
+                handsBack: () => stopping?.aborted === true,
+                late: (m) => onTask(new LateTaskLease(m, republish)),
+              },
             ),
           );
           // While a consumer's leader is being elected the server may say it is not found: the
@@ -240,11 +251,11 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
               queue,
               laneConsumer,
               maxMessages,
-              (m) => onTask(new JsLaneLease(m)),
+              (m) => onTask(new JsLaneLease(m, republish)),
               s,
               core.logger,
               // Its signal is its worker's: aborted, the worker stops.
-              { handsBack: () => signal.aborted, late: (m) => onTask(new LateLaneLease(m)) },
+              { handsBack: () => signal.aborted, late: (m) => onTask(new LateLaneLease(m, republish)) },
             ),
           );
           // Gone (deleted by hand, or lost with the server's store): made again on the next round,

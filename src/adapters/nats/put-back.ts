@@ -1,0 +1,32 @@
+import type { TaskLease } from "../task-queue.ts";
+import { closedLoopDelay } from "./pull-loops.ts";
+
+/** Stores a copy of a task message on its subject, with a message id: resolves once the stream has it. */
+export type Republish = (subject: string, data: Uint8Array, msgId: string) => Promise<void>;
+
+/**
+ * `TaskLease.putBack` on NATS. The copy is published once the pull requests
+ * of the loop the task came from are gone (`closedLoopDelay` from
+ * `closedAt`): nats-server 2.9 would hand it to one of them, into a
+ * subscription that is gone, and that delivery would be spent. The lease is
+ * kept meanwhile. Acked only once the copy is stored: a crash in between
+ * leaves the original to its lease, never the task lost.
+ */
+export const putBackCopy = async (
+  lease: Pick<TaskLease, "seq" | "working" | "ack">,
+  subject: string,
+  data: Uint8Array,
+  closedAt: number,
+  keepEveryMs: number,
+  republish: Republish,
+): Promise<void> => {
+  const keeper = setInterval(() => lease.working(), keepEveryMs);
+  try {
+    const waitMs = closedLoopDelay(closedAt);
+    if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
+    await republish(subject, data, `back.${lease.seq}`);
+  } finally {
+    clearInterval(keeper);
+  }
+  lease.ack();
+};

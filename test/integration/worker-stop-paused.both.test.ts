@@ -1,0 +1,74 @@
+/**
+ * A worker stopped while its queue is paused, holding tasks on their last
+ * delivery (a `maxDeliver: 1` job: an operator pauses the queue, then
+ * deploys). A paused queue runs nothing, and a release would spend the
+ * task's last delivery: it died unrun, counted dead. The worker puts such a
+ * task back instead (a copy, delivered from 1 again), so it runs once the
+ * queue is resumed. Seen before the fix: every task the worker held died.
+ *
+ * The oracle is the handlers' own ledger (each task's runs) and the job's
+ * end as its record says it.
+ */
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import type { Runtime } from "../../src/index.ts";
+import { useRuntimeOn } from "../harness/runtime.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
+
+const TASKS = 8;
+
+describe.each(["memory", "nats"] as const)("a worker stopped while its queue is paused (%s)", (kind) => {
+  let rt: Runtime;
+  useRuntimeOn(kind, { logger: pino({ level: process.env.LOG_LEVEL ?? "silent" }) }, async (started) => {
+    rt = started;
+    await rt.admin.provision(["paused"]);
+  });
+
+  it("puts back the tasks it holds on their last delivery: each runs once after the resume, none dead", async () => {
+    const runs = new Map<number, string[]>();
+    let holding = true;
+    let blocked = 0;
+    const handler = (name: string) => async (task: { index: number }) => {
+      runs.set(task.index, [...(runs.get(task.index) ?? []), name]);
+      blocked++;
+      // The first two hold both slots until the queue is paused.
+      while (holding && blocked <= 2) await delay(10);
+      return task.index;
+    };
+    const job = await rt.jobs.submit<number, number>({
+      queue: "paused",
+      tasks: Array.from({ length: TASKS }, (_, n) => n),
+      maxDeliver: 1,
+    });
+    const first = rt.workers.start<number, number>({
+      queue: "paused",
+      concurrency: 2,
+      handler: handler("first"),
+    });
+    await waitUntil(() => blocked >= 2, { timeoutMs: 15_000, message: "two handlers run" });
+    await rt.queues.pause("paused");
+    // The worker hears the pause through its watch of the queue's settings.
+    await delay(500);
+    holding = false;
+    // The tasks it pulled meanwhile wait at the paused gate, their leases kept.
+    await delay(500);
+    const ranBeforeTheStop = runs.size;
+    await first.stop();
+    await rt.queues.resume("paused");
+    const last = rt.workers.start<number, number>({
+      queue: "paused",
+      concurrency: 2,
+      handler: handler("last"),
+    });
+    try {
+      const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+      const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
+      expect(ranBeforeTheStop).toBeLessThan(TASKS);
+      expect(end?.status, `not run: ${unrun.join(",")}`).toBe("succeeded");
+      expect(end).toMatchObject({ done: TASKS, failed: 0, dead: 0 });
+      expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
+    } finally {
+      await last.stop();
+    }
+  }, 60_000);
+});
