@@ -79,10 +79,11 @@ export interface TaskLease {
    * never delivered it again, and it died unrun. On NATS the copy is stored
    * once the closed loops' pull requests are gone (3.5 s), the lease
    * extended every `keepEveryMs` meanwhile: one of those requests would take
-   * it into a subscription that is gone. Rejects when the copy could not be
-   * stored (this one is then left to its lease).
+   * it into a subscription that is gone. No copy once `wanted` says no (its
+   * job ended meanwhile: its end removes the task). Rejects when the copy
+   * could not be stored (this one is then left to its lease).
    */
-  putBack(keepEveryMs: number): Promise<void>;
+  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<void>;
   /** Extend the lease by the job's ack wait. */
   working(): void;
 }

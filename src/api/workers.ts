@@ -205,22 +205,24 @@ export const startWorker = <Payload, Result>(
     start(msg, job, pass, target);
   };
 
-  /** A copy of the task goes back to the queue, delivered from 1 again (`TaskLease.putBack`). */
+  /** A copy of the task goes back to the queue, delivered from 1 again (`TaskLease.putBack`), unless its job ends first. */
   const putBack = (msg: TaskLease, job: ActiveJob): Promise<void> =>
-    msg.putBack(leaseKeeper(msg, job).everyMs).then(
-      () => {
-        stats.released++;
-        log.debug(
-          { jobId: job.record.id, seq: msg.seq },
-          "task on its last delivery put back: its queue is paused",
-        );
-      },
-      (error: unknown) =>
-        log.warn(
-          { err: error, jobId: job.record.id, seq: msg.seq },
-          "task on its last delivery not put back",
-        ),
-    );
+    msg
+      .putBack(leaseKeeper(msg, job).everyMs, () => !job.ended.aborted)
+      .then(
+        () => {
+          stats.released++;
+          log.debug(
+            { jobId: job.record.id, seq: msg.seq },
+            "task on its last delivery put back: its queue is paused",
+          );
+        },
+        (error: unknown) =>
+          log.warn(
+            { err: error, jobId: job.record.id, seq: msg.seq },
+            "task on its last delivery not put back",
+          ),
+      );
 
   const leaseKeeper = (msg: TaskLease, job: ActiveJob) => ({
     keep: () => msg.working(),

@@ -140,7 +140,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     handBack: (delayMs) => lease.handBack(delayMs),
     term: () => lease.term(),
     working: () => lease.working(),
-    putBack: (keepEveryMs) => lease.putBack(keepEveryMs),
+    putBack: (keepEveryMs, wanted) => lease.putBack(keepEveryMs, wanted),
   });
 
   /** Whether the job's stored record already says how it ended. */

@@ -15,7 +15,7 @@ import type { Runtime } from "../../src/index.ts";
 import { useRuntimeOn } from "../harness/runtime.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
-const TASKS = 8;
+const TASKS = 40;
 
 describe.each(["memory", "nats"] as const)("a worker stopped while its queue is paused (%s)", (kind) => {
   let rt: Runtime;
@@ -31,8 +31,10 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     const handler = (name: string) => async (task: { index: number }) => {
       runs.set(task.index, [...(runs.get(task.index) ?? []), name]);
       blocked++;
-      // The first two hold both slots until the queue is paused.
+      // The first two hold both slots until the queue is paused; the others take a while, so
+      // tasks are left to hold even if the worker hears the pause late.
       while (holding && blocked <= 2) await delay(10);
+      await delay(100);
       return task.index;
     };
     const job = await rt.jobs.submit<number, number>({

@@ -178,6 +178,15 @@ describe("a task that reached a drained loop", () => {
       expect(failed.answers.filter((a) => a !== "+WPI")).toEqual([]);
       await vi.advanceTimersByTimeAsync(5_000);
       expect(failed.answers).toHaveLength(3);
+
+      // Its job ended during the wait: no copy, and the original is left to that end.
+      const ended = late("$JS.ACK.s.c.1.9.9.0.3");
+      let over = false;
+      const unwanted = new LateTaskLease(ended.msg, noRepublish).putBack(1000, () => !over);
+      over = true;
+      await vi.advanceTimersByTimeAsync(4_000);
+      await unwanted;
+      expect(ended.answers.filter((a) => a !== "+WPI")).toEqual([]);
     } finally {
       vi.useRealTimers();
     }

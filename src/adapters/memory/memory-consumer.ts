@@ -361,8 +361,8 @@ class MemoryTaskLease implements LaneLease {
   }
 
   /** A memory consumer keeps no request of a closed loop: the copy is stored at once. */
-  putBack(_keepEveryMs: number): Promise<void> {
-    this.#consumer.putBack(this.#seq);
+  putBack(_keepEveryMs: number, wanted: () => boolean = () => true): Promise<void> {
+    if (wanted()) this.#consumer.putBack(this.#seq);
     return Promise.resolve();
   }
 

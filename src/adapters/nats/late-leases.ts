@@ -50,8 +50,9 @@ export class LateTaskLease implements TaskLease {
   working(): void {
     this.#answer("+WPI");
   }
-  putBack(keepEveryMs: number): Promise<void> {
-    return putBackCopy(this, this.#msg.subject, this.#msg.data, this.#caught, keepEveryMs, this.#republish);
+  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<void> {
+    const { subject, data } = this.#msg;
+    return putBackCopy(this, subject, data, this.#caught, keepEveryMs, this.#republish, wanted);
   }
 
   #settled = false;

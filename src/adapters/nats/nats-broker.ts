@@ -84,8 +84,9 @@ class JsTaskLease implements TaskLease {
     this.#msg.working();
   }
   /** Its loop's close is not known here: its pull requests are waited out in full. */
-  putBack(keepEveryMs: number): Promise<void> {
-    return putBackCopy(this, this.#msg.subject, this.#msg.data, Date.now(), keepEveryMs, this.#republish);
+  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<void> {
+    const { subject, data } = this.#msg;
+    return putBackCopy(this, subject, data, Date.now(), keepEveryMs, this.#republish, wanted);
   }
 }
 

@@ -10,7 +10,8 @@ export type Republish = (subject: string, data: Uint8Array, msgId: string) => Pr
  * `closedAt`): nats-server 2.9 would hand it to one of them, into a
  * subscription that is gone, and that delivery would be spent. The lease is
  * kept meanwhile. Acked only once the copy is stored: a crash in between
- * leaves the original to its lease, never the task lost.
+ * leaves the original to its lease, never the task lost. Neither once
+ * `wanted` says no after the wait.
  */
 export const putBackCopy = async (
   lease: Pick<TaskLease, "seq" | "working" | "ack">,
@@ -19,11 +20,13 @@ export const putBackCopy = async (
   closedAt: number,
   keepEveryMs: number,
   republish: Republish,
+  wanted: () => boolean = () => true,
 ): Promise<void> => {
   const keeper = setInterval(() => lease.working(), keepEveryMs);
   try {
     const waitMs = closedLoopDelay(closedAt);
     if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
+    if (!wanted()) return;
     await republish(subject, data, `back.${lease.seq}`);
   } finally {
     clearInterval(keeper);
