@@ -80,10 +80,11 @@ export interface TaskLease {
    * once the closed loops' pull requests are gone (3.5 s), the lease
    * extended every `keepEveryMs` meanwhile: one of those requests would take
    * it into a subscription that is gone. No copy once `wanted` says no (its
-   * job ended meanwhile: its end removes the task). Rejects when the copy
-   * could not be stored (this one is then left to its lease).
+   * job ended meanwhile: its end removes the task). Resolves whether a copy
+   * was stored; rejects when it could not be (this one is then left to its
+   * lease).
    */
-  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<void>;
+  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<boolean>;
   /** Extend the lease by the job's ack wait. */
   working(): void;
 }

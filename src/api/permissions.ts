@@ -268,6 +268,11 @@ const grants: Record<Role, (n: Layout, queues: readonly string[]) => Grant> = {
         // refused (a violation in the server's log). No reach beyond the queue's tasks it pulls.
         `$JS.API.CONSUMER.CREATE.${n.tasksStream(q)}.${laneConsumer}.>`,
         `$JS.API.CONSUMER.DURABLE.CREATE.${n.tasksStream(q)}.${laneConsumer}`,
+        // A task on its last delivery that it cannot run as it stops (a paused queue) it puts
+        // back: a copy on its job's subject or the lane's (`TaskLease.putBack`). A release would
+        // spend that delivery: the task died unrun. Its queue's tasks only, as it answers them.
+        n.tasksSubject(q, "*"),
+        n.laneSubject(q, "*"),
       ]),
     ],
     subscribe: queues.map((q) => n.leaseNotesSubject(q)),

@@ -181,6 +181,11 @@ export class QueueGate {
     return held.length > 0 || rates.length > 0 ? permitsPass(held, rates) : noPermit;
   }
 
+  /** Whether the queue is paused as this worker knows it now. */
+  get paused(): boolean {
+    return this.#life.getSnapshot().value === "paused";
+  }
+
   /** Resolves once the queue is not paused (or `signal` aborts). */
   whenResumed(signal: AbortSignal): Promise<void> {
     const resumed = this.#resumed.signal;

@@ -17,6 +17,7 @@ import { taskHandler } from "./worker-handle.ts";
 import { laneLoop } from "./worker-lane.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
+import { StoppingTasks } from "./worker-stopping.ts";
 
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
 
@@ -140,89 +141,9 @@ export const startWorker = <Payload, Result>(
       pulls.unlink(waiting);
     }
     // Stopping: as every task a stopping worker holds; the job ended: nothing to run.
-    if (until.aborted) return whileStopping(msg, job);
+    if (until.aborted) return stoppingTasks.take(msg, job);
     return onTask(msg, job);
   };
-
-  /** Set once stop() has waited for everything: nothing starts after that. */
-  let over = false;
-
-  /**
-   * Whether a task the stopping worker pulled and did not start is run
-   * rather than handed back: on its last delivery. A hand-back spends a
-   * delivery, and after the last one the server never delivers the task
-   * again: it died unrun, counted dead (every buffered task of a
-   * `maxDeliver: 1` job, on each stop of a rolling deploy).
-   */
-  const lastChance = (msg: TaskLease, job: ActiveJob): boolean =>
-    !over &&
-    !giveUp.signal.aborted &&
-    !job.ended.aborted &&
-    msg.deliveryCount >= job.record.settings.maxDeliver;
-
-  /** The stopping worker's tasks on their last delivery, until each has started or gone back. */
-  const lastChances = new Set<Promise<void>>();
-
-  /**
-   * A task the stopping worker will not start as usual: handed back, or, on
-   * its last delivery, run once a slot of its concurrency and the queue's
-   * limits let it, its lease kept meanwhile. Not awaited by its loop, so the
-   * loop passes on the rest of what it buffered at once (each keeps its own
-   * lease); stop() waits for them (`lastChances`), until `stopTimeoutMs`.
-   */
-  const whileStopping = (msg: TaskLease, job: ActiveJob): void => {
-    if (job.ended.aborted) return;
-    if (!lastChance(msg, job)) {
-      release(msg);
-      return;
-    }
-    const started = runLastChance(msg, job)
-      .catch((error: unknown) =>
-        log.warn({ err: error, jobId: job.record.id }, "task not run as its worker stopped"),
-      )
-      .finally(() => lastChances.delete(started));
-    lastChances.add(started);
-  };
-
-  const runLastChance = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
-    // On its last delivery: the wait is not given up (only `stopTimeoutMs` ends it).
-    if (!(await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings), true)))) {
-      if (!job.ended.aborted) release(msg);
-      return;
-    }
-    const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
-    const pass = lastChance(msg, job)
-      ? await gate.enter(giveUp.signal, leaseKeeper(msg, job), target)
-      : undefined;
-    if (pass === undefined || pass === "paused" || !lastChance(msg, job)) {
-      if (pass !== undefined && pass !== "paused") pass.end();
-      slots.release();
-      // A paused queue runs nothing, not even this one, and a release would spend it: put back.
-      if (pass === "paused" && lastChance(msg, job)) return putBack(msg, job);
-      if (!job.ended.aborted) release(msg);
-      return;
-    }
-    start(msg, job, pass, target);
-  };
-
-  /** A copy of the task goes back to the queue, delivered from 1 again (`TaskLease.putBack`), unless its job ends first. */
-  const putBack = (msg: TaskLease, job: ActiveJob): Promise<void> =>
-    msg
-      .putBack(leaseKeeper(msg, job).everyMs, () => !job.ended.aborted)
-      .then(
-        () => {
-          stats.released++;
-          log.debug(
-            { jobId: job.record.id, seq: msg.seq },
-            "task on its last delivery put back: its queue is paused",
-          );
-        },
-        (error: unknown) =>
-          log.warn(
-            { err: error, jobId: job.record.id, seq: msg.seq },
-            "task on its last delivery not put back",
-          ),
-      );
 
   const leaseKeeper = (msg: TaskLease, job: ActiveJob) => ({
     keep: () => msg.working(),
@@ -237,7 +158,7 @@ export const startWorker = <Payload, Result>(
       (await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings))));
     if (!held) {
       // The worker stops (no slot held), or the task waited a whole lease for one: it goes back.
-      if (pulling.aborted) return whileStopping(msg, job);
+      if (pulling.aborted) return stoppingTasks.take(msg, job);
       if (!job.ended.aborted) release(msg);
       return;
     }
@@ -247,7 +168,7 @@ export const startWorker = <Payload, Result>(
     if (pass === undefined || pulling.aborted || job.ended.aborted) {
       pass?.end();
       slots.release();
-      return whileStopping(msg, job);
+      return stoppingTasks.take(msg, job);
     }
     start(msg, job, pass, target);
   };
@@ -268,6 +189,20 @@ export const startWorker = <Payload, Result>(
       )
       .finally(() => pass.end());
   };
+
+  // What it pulled and did not start once it stops: handed back, run or put back (worker-stopping.ts).
+  const stoppingTasks = new StoppingTasks({
+    slots,
+    running,
+    gate,
+    giveUp: giveUp.signal,
+    release,
+    start,
+    leaseKeeper,
+    target: () => (agentId === undefined ? undefined : agents.get(agentId)?.current),
+    stats,
+    log,
+  });
 
   /** The jobs' task loops running: stop() waits for them to pass on what they pulled. */
   const taskLoops = new Set<Promise<unknown>>();
@@ -411,13 +346,17 @@ export const startWorker = <Payload, Result>(
         // loop may wait for the server until its request times out).
         const passedOn = async () => {
           await Promise.all([...taskLoops, lane.stopped()]);
-          await Promise.all(lastChances);
+          await stoppingTasks.passedOn();
         };
         const passed = Promise.race([passedOn(), whenAborted(giveUp.signal)]);
         await (broker.kind === "nats" ? unlessDown(core.connection, passed) : passed);
         await running.idle();
-        over = true;
+        // Past `stopTimeoutMs` too: a put-back must end before the connection closes.
+        const putBacks = stoppingTasks.putBacksDone();
+        await (broker.kind === "nats" ? unlessDown(core.connection, putBacks) : putBacks);
+        stoppingTasks.over();
         hearing.abort();
+        jobs.clear();
         clearTimeout(timeout);
         try {
           await batcher.flush();

@@ -56,6 +56,8 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await delay(500);
     const ranBeforeTheStop = runs.size;
     await first.stop();
+    // It held tasks at the paused gate, and put them back (not vacuous: the pause was heard in time).
+    const putBack = first.stats().released;
     await rt.queues.resume("paused");
     const last = rt.workers.start<number, number>({
       queue: "paused",
@@ -66,9 +68,59 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
       const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
       const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
       expect(ranBeforeTheStop).toBeLessThan(TASKS);
+      expect(putBack).toBeGreaterThan(0);
       expect(end?.status, `not run: ${unrun.join(",")}`).toBe("succeeded");
       expect(end).toMatchObject({ done: TASKS, failed: 0, dead: 0 });
       expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
+    } finally {
+      await last.stop();
+    }
+  }, 60_000);
+
+  it("puts them back at once, not after a slot its long handlers hold until stopTimeoutMs", async () => {
+    const runs = new Map<number, string[]>();
+    const job = await rt.jobs.submit<number, number>({
+      queue: "paused",
+      tasks: Array.from({ length: TASKS }, (_, n) => n),
+      maxDeliver: 1,
+    });
+    let started = 0;
+    const first = rt.workers.start<number, number>({
+      queue: "paused",
+      concurrency: 2,
+      // Shorter than the handlers: the stop cuts them off (their tasks die, as any cut off).
+      stopTimeoutMs: 1_000,
+      handler: async (task) => {
+        runs.set(task.index, ["first"]);
+        started++;
+        await delay(4_000);
+        return task.index;
+      },
+    });
+    await waitUntil(() => started >= 2, { timeoutMs: 15_000, message: "two handlers run" });
+    await rt.queues.pause("paused");
+    // The worker hears the pause; what it pulled waits for a slot, then meets the paused gate.
+    await delay(500);
+    const cutOff = [...runs.keys()];
+    await first.stop();
+    expect(first.stats().released).toBeGreaterThan(0);
+    await rt.queues.resume("paused");
+    const last = rt.workers.start<number, number>({
+      queue: "paused",
+      concurrency: 4,
+      handler: async (task) => {
+        runs.set(task.index, [...(runs.get(task.index) ?? []), "last"]);
+        return task.index;
+      },
+    });
+    try {
+      const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+      expect(cutOff).toHaveLength(2);
+      // Only the two cut off died; every task that had not started ran once.
+      expect(end).toMatchObject({ done: TASKS - 2, dead: 2 });
+      const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
+      expect(unrun).toEqual([]);
+      expect([...runs].filter(([n, r]) => !cutOff.includes(n) && r.join() !== "last")).toEqual([]);
     } finally {
       await last.stop();
     }

@@ -214,7 +214,7 @@ describe("natsPermissions", () => {
   const allowed = (subjects: readonly string[], subject: string) =>
     subjects.some((pattern) => matches(pattern, subject));
 
-  it("a worker of A may pull, ack and answer A's tasks, and nothing of B's", () => {
+  it("a worker of A may pull, ack, answer and put back A's tasks, and nothing of B's", () => {
     const { publish } = natsPermissions({ role: "worker", queues: ["A"], prefix: "p" });
     expect(allowed(publish.allow, "$JS.API.CONSUMER.MSG.NEXT.p_tasks_A.job1")).toBe(true);
     expect(allowed(publish.allow, "$JS.ACK.p_tasks_A.job1.1.2.3.4.5")).toBe(true);
@@ -222,13 +222,17 @@ describe("natsPermissions", () => {
     // Its queue's lane, if it finds it missing (and no other consumer).
     expect(allowed(publish.allow, "$JS.API.CONSUMER.CREATE.p_tasks_A.lane.p.tasks.A.lane.>")).toBe(true);
     expect(allowed(publish.allow, "$JS.API.CONSUMER.DURABLE.CREATE.p_tasks_A.lane")).toBe(true);
+    // A task of A it puts back as it stops (a copy on its job's subject or the lane's).
+    expect(allowed(publish.allow, "p.tasks.A.job1")).toBe(true);
+    expect(allowed(publish.allow, "p.tasks.A.lane.job1")).toBe(true);
     for (const subject of [
       "$JS.API.CONSUMER.MSG.NEXT.p_tasks_B.job2",
       "$JS.ACK.p_tasks_B.job2.1.2.3.4.5",
       "p.results.B.job2",
       "p.progress.B.job2",
       "p.dead.B.job2",
-      "p.tasks.A.job1",
+      "p.tasks.B.job2",
+      "p.tasks.B.lane.job2",
       "$JS.API.STREAM.CREATE.p_tasks_A",
       "$JS.API.CONSUMER.DELETE.p_tasks_A.job1",
       "$JS.API.CONSUMER.CREATE.p_tasks_A.job1.p.tasks.A.job1",

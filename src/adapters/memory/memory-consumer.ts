@@ -161,11 +161,13 @@ export class MemoryConsumer {
   }
 
   /** A copy of the task stored as a new message, then this one removed (`TaskLease.putBack`). */
-  putBack(seq: number): void {
+  putBack(seq: number): boolean {
     const task = this.#stream.get(seq);
-    if (this.#deleted || !task) return;
+    // Reported dead already (its lease ran out on its last delivery): as `release`, too late.
+    if (this.#deleted || !task || this.#deliveries.get(seq)?.state === "exhausted") return false;
     this.#stream.publish(task.subject, task.body, `back.${seq}`);
     this.settle(seq);
+    return true;
   }
 
   release(seq: number, delayMs: number): void {
@@ -361,9 +363,8 @@ class MemoryTaskLease implements LaneLease {
   }
 
   /** A memory consumer keeps no request of a closed loop: the copy is stored at once. */
-  putBack(_keepEveryMs: number, wanted: () => boolean = () => true): Promise<void> {
-    if (wanted()) this.#consumer.putBack(this.#seq);
-    return Promise.resolve();
+  putBack(_keepEveryMs: number, wanted: () => boolean = () => true): Promise<boolean> {
+    return Promise.resolve(wanted() && this.#consumer.putBack(this.#seq));
   }
 
   working(): void {

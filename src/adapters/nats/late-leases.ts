@@ -50,7 +50,7 @@ export class LateTaskLease implements TaskLease {
   working(): void {
     this.#answer("+WPI");
   }
-  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<void> {
+  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<boolean> {
     const { subject, data } = this.#msg;
     return putBackCopy(this, subject, data, this.#caught, keepEveryMs, this.#republish, wanted);
   }

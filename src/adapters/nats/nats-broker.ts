@@ -84,7 +84,7 @@ class JsTaskLease implements TaskLease {
     this.#msg.working();
   }
   /** Its loop's close is not known here: its pull requests are waited out in full. */
-  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<void> {
+  putBack(keepEveryMs: number, wanted?: () => boolean): Promise<boolean> {
     const { subject, data } = this.#msg;
     return putBackCopy(this, subject, data, Date.now(), keepEveryMs, this.#republish, wanted);
   }

@@ -9,9 +9,10 @@ export type Republish = (subject: string, data: Uint8Array, msgId: string) => Pr
  * of the loop the task came from are gone (`closedLoopDelay` from
  * `closedAt`): nats-server 2.9 would hand it to one of them, into a
  * subscription that is gone, and that delivery would be spent. The lease is
- * kept meanwhile. Acked only once the copy is stored: a crash in between
- * leaves the original to its lease, never the task lost. Neither once
- * `wanted` says no after the wait.
+ * kept meanwhile (at once too: it may be near its end). Acked only once
+ * the copy is stored: a crash in between leaves the original to its lease,
+ * never the task lost. Neither once `wanted` says no after the wait.
+ * Resolves whether a copy was stored.
  */
 export const putBackCopy = async (
   lease: Pick<TaskLease, "seq" | "working" | "ack">,
@@ -21,15 +22,25 @@ export const putBackCopy = async (
   keepEveryMs: number,
   republish: Republish,
   wanted: () => boolean = () => true,
-): Promise<void> => {
-  const keeper = setInterval(() => lease.working(), keepEveryMs);
+): Promise<boolean> => {
+  const keep = () => {
+    try {
+      lease.working();
+    } catch {
+      // The client closing: the lease runs out, the task comes back (or dies) as before.
+    }
+  };
+  keep();
+  const keeper = setInterval(keep, keepEveryMs);
+  keeper.unref();
   try {
     const waitMs = closedLoopDelay(closedAt);
-    if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
-    if (!wanted()) return;
+    if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs).unref());
+    if (!wanted()) return false;
     await republish(subject, data, `back.${lease.seq}`);
   } finally {
     clearInterval(keeper);
   }
   lease.ack();
+  return true;
 };
