@@ -15,7 +15,13 @@ export interface LeasedTask {
 
 export type LeaseSettle =
   | { readonly ref: string; readonly action: "ack" | "term" | "working" }
-  | { readonly ref: string; readonly action: "nak"; readonly delayMs: number };
+  | { readonly ref: string; readonly action: "nak"; readonly delayMs: number }
+  /**
+   * A delivery on its task's last that no worker will get: a copy of the
+   * task goes back as a new message (`back.<seq>`), delivered from 1 again,
+   * then this one is acked (`TaskLease.putBack`). A nak would spend it.
+   */
+  | { readonly ref: string; readonly action: "putBack" };
 
 /** What became of a delivery once its holder answered. */
 export type AnswerStatus = "done" | "failed" | "dead" | "retry";
@@ -51,7 +57,12 @@ export interface TaskLeasing {
   fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]>;
   /** Up to `max` tasks of the queue's lane jobs, as `fetchTasks`; each names its job. */
   fetchLane(queue: string, max: number): Promise<LeasedTask[]>;
-  /** Acks, terms, naks or extends deliveries by reference; once this resolves the broker has them. */
+  /**
+   * Acks, terms, naks, extends or puts back deliveries by reference; once
+   * this resolves the broker has them. A put-back whose copy could not be
+   * stored leaves its delivery to its lease, and the call rejects after
+   * settling the rest.
+   */
   settle(settles: readonly LeaseSettle[]): Promise<void>;
   /** The payload of the task a delivery carries (the reference says where the task is stored). */
   taskPayload(ref: string): Promise<unknown>;

@@ -39,7 +39,7 @@ export class StoppingTasks {
   readonly #deps: StoppingDeps;
   /** The tasks on their last delivery, until each has started or gone back. */
   readonly #lastChances = new Set<Promise<void>>();
-  /** The put-backs under way: stop() waits for them past `stopTimeoutMs` (bounded: 3.5 s and a publish). */
+  /** The put-backs under way: stop() waits for them past `stopTimeoutMs` (bounded: 3.5 s and one publish's 5 s). */
   readonly #putBacks = new Set<Promise<void>>();
   /** Set once stop() has waited for everything: nothing starts after that. */
   #over = false;

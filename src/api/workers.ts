@@ -107,8 +107,19 @@ export const startWorker = <Payload, Result>(
     release,
   });
 
+  /**
+   * Aborted once stop() has waited for everything. Until then the worker
+   * hears its jobs' records and its queue's settings: a job cancelled while
+   * it stops aborts its handlers, and its tasks waiting for a slot do not
+   * start (they ran on until `stopTimeoutMs`, and started after); a pause
+   * then is heard (what it holds on its last delivery is put back).
+   */
+  const hearing = new AbortController();
+  // The runtime stops its workers first: this only ends a worker never stopped.
+  core.stopping.addEventListener("abort", () => hearing.abort(), { once: true });
+
   // The queue's pause and limits (`rt.queues`), as every process sets them.
-  const gate = new QueueGate(broker.queueControls, queueName, log, pulling);
+  const gate = new QueueGate(broker.queueControls, queueName, log, hearing.signal);
   core.loops.run(`worker-queue:${id}`, () => gate.watching);
 
   /**
@@ -291,14 +302,6 @@ export const startWorker = <Payload, Result>(
     }
   };
 
-  /**
-   * Aborted once stop() has waited for everything. Until then the worker
-   * hears its jobs' records: one cancelled while it stops aborts its
-   * handlers, and its tasks waiting for a slot do not start (they ran on
-   * until `stopTimeoutMs`, and started after).
-   */
-  const hearing = new AbortController();
-
   // What it hears of its queue's jobs: the runtime's record watch, and a pass over the jobs
   // already there each time that watch is placed (none once it stops).
   const queueJobs = new QueueJobs(
@@ -356,12 +359,13 @@ export const startWorker = <Payload, Result>(
         await (broker.kind === "nats" ? unlessDown(core.connection, putBacks) : putBacks);
         stoppingTasks.over();
         hearing.abort();
-        jobs.clear();
         clearTimeout(timeout);
         try {
+          // Its batches' leases are kept at their jobs' pace (`keepEveryMs`): the jobs are still known.
           await batcher.flush();
         } finally {
           presence.stop();
+          jobs.clear();
         }
         // Their server consumers are deleted as they end: a stopped worker leaves none behind.
         // Not waited for while the connection is down (the deletes could only time out, 5 s

@@ -281,6 +281,30 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.listDeadLetters(r.queue, r.id)).toHaveLength(1);
     });
 
+    it("settle putBack (a delivery leased by reference): the task comes back as a new message, delivered from 1, never dead", async () => {
+      const r = newRecord(1, ack, { maxDeliver: 1 });
+      await broker.ensureDeadLetters(r.queue);
+      void broker.processExhausted(loops.signal());
+      await openJob(r);
+      const leaseOne = async () => {
+        let leased: Awaited<ReturnType<Broker["taskLeasing"]["fetchTasks"]>> = [];
+        await eventually(async () => {
+          leased = await broker.taskLeasing.fetchTasks(r.queue, r.id, 1);
+          return leased.length === 1;
+        });
+        return leased[0]!;
+      };
+      const first = await leaseOne();
+      expect(first.deliveryCount).toBe(1);
+      await broker.taskLeasing.settle([{ ref: first.ref, action: "putBack" }]);
+      const copy = await leaseOne();
+      expect([copy.body, copy.deliveryCount, copy.ref === first.ref]).toEqual([first.body, 1, false]);
+      await broker.taskLeasing.settle([{ ref: copy.ref, action: "ack" }]);
+      await h.advance(ack * 3);
+      expect(await broker.taskLeasing.fetchTasks(r.queue, r.id, 1)).toEqual([]);
+      expect(await broker.listDeadLetters(r.queue, r.id)).toEqual([]);
+    });
+
     it("removeTasks (cancel): consumers end 'gone', consumer and counts gone, tasks purged", async () => {
       const r = await openJob(3);
       const worker = loops.consume(broker, r);

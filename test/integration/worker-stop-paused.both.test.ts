@@ -50,7 +50,7 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await waitUntil(() => blocked >= 2, { timeoutMs: 15_000, message: "two handlers run" });
     await rt.queues.pause("paused");
     // The worker hears the pause through its watch of the queue's settings.
-    await delay(500);
+    await delay(1_000);
     holding = false;
     // The tasks it pulled meanwhile wait at the paused gate, their leases kept.
     await delay(500);
@@ -71,6 +71,57 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
       expect(putBack).toBeGreaterThan(0);
       expect(end?.status, `not run: ${unrun.join(",")}`).toBe("succeeded");
       expect(end).toMatchObject({ done: TASKS, failed: 0, dead: 0 });
+      expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
+    } finally {
+      await last.stop();
+    }
+  }, 60_000);
+
+  it("hears a pause that comes while it stops: what it holds then is put back, not run", async () => {
+    const runs = new Map<number, string[]>();
+    let holding = true;
+    let blocked = 0;
+    let pausedAt = Number.POSITIVE_INFINITY;
+    const startedAfterThePause: number[] = [];
+    const job = await rt.jobs.submit<number, number>({
+      queue: "paused",
+      tasks: Array.from({ length: TASKS }, (_, n) => n),
+      maxDeliver: 1,
+    });
+    const first = rt.workers.start<number, number>({
+      queue: "paused",
+      concurrency: 2,
+      handler: async (task) => {
+        runs.set(task.index, [...(runs.get(task.index) ?? []), "first"]);
+        // Heard within a second of the pause: a start after that ran in a paused queue.
+        if (performance.now() > pausedAt + 1_000) startedAfterThePause.push(task.index);
+        blocked++;
+        while (holding && blocked <= 2) await delay(10);
+        return task.index;
+      },
+    });
+    await waitUntil(() => blocked >= 2, { timeoutMs: 15_000, message: "two handlers run" });
+    // The stop begins while both slots are held: what the worker pulled waits for them.
+    const stopped = first.stop();
+    await delay(200);
+    await rt.queues.pause("paused");
+    pausedAt = performance.now();
+    await delay(1_500);
+    holding = false;
+    await stopped;
+    await rt.queues.resume("paused");
+    const last = rt.workers.start<number, number>({
+      queue: "paused",
+      concurrency: 4,
+      handler: async (task) => {
+        runs.set(task.index, [...(runs.get(task.index) ?? []), "last"]);
+        return task.index;
+      },
+    });
+    try {
+      const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+      expect(startedAfterThePause).toEqual([]);
+      expect(end).toMatchObject({ status: "succeeded", done: TASKS, dead: 0 });
       expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
     } finally {
       await last.stop();
@@ -99,11 +150,11 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     });
     await waitUntil(() => started >= 2, { timeoutMs: 15_000, message: "two handlers run" });
     await rt.queues.pause("paused");
-    // The worker hears the pause; what it pulled waits for a slot, then meets the paused gate.
-    await delay(500);
+    // The worker hears the pause (a stop before that puts back nothing: held tasks wait for a
+    // slot, then die at stopTimeoutMs); what it pulled meets the paused gate.
+    await delay(1_000);
     const cutOff = [...runs.keys()];
     await first.stop();
-    expect(first.stats().released).toBeGreaterThan(0);
     await rt.queues.resume("paused");
     const last = rt.workers.start<number, number>({
       queue: "paused",

@@ -562,6 +562,22 @@ describe("TaskLeases", () => {
       t.offer("j1", 0, 2);
       expect(await t.leases.reserveFromQueue("q", 5, W1)).toHaveLength(2);
     });
+
+    it("what it was leased on its last delivery is put back, not released: a nak would spend it", async () => {
+      const once = { ...record("j1").settings, maxDeliver: 1 };
+      const t = setup([record("j1", { createdAt: 1, settings: once }), record("j2", { createdAt: 2 })], 3);
+      t.offer("j1", 0);
+      t.offer("j1", 1);
+      t.offer("j2", 0);
+      const gone = new AbortController();
+      t.failing.reads.set("j2", () => void gone.abort());
+      expect(await t.leases.reserveFromQueue("q", 5, W1, gone.signal)).toEqual([]);
+      expect(t.calls).toEqual([
+        "fetch j1 3",
+        "putBack $JS.ACK.t.j1.1.1.1.0.0",
+        "putBack $JS.ACK.t.j1.1.2.2.0.0",
+      ]);
+    });
   });
 
   it("a delivery answered before a restart is refused after it: the broker's record decides, not memory", async () => {

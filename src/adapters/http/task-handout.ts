@@ -6,8 +6,15 @@ import type { LeasedTask } from "../task-leasing.ts";
 import type { Caller, LeasePort, ReservedTask } from "./lease-port.ts";
 import { leaseEnd, type ReceiptSigner } from "./receipts.ts";
 
-/** A reserved task with what this instance keeps of its lease. */
-export type Leased = ReservedTask & { readonly ref: string; readonly until: number };
+/**
+ * A reserved task with what this instance keeps of its lease, and whether
+ * this delivery is its task's last (a hand-back puts it back, not a nak).
+ */
+export type Leased = ReservedTask & {
+  readonly ref: string;
+  readonly until: number;
+  readonly lastDelivery: boolean;
+};
 
 /** A delivery whose task message could be read, with the record of its job. */
 type Readable = { readonly t: LeasedTask; readonly body: TaskBody; readonly record: JobRecord };
@@ -164,6 +171,7 @@ export class TaskHandout {
         leaseMs,
         ref: t.ref,
         until: expires,
+        lastDelivery: t.deliveryCount >= record.settings.maxDeliver,
       }),
     );
     if (signal?.aborted) {
@@ -174,11 +182,26 @@ export class TaskHandout {
     return tasks;
   }
 
-  /** Releases leased tasks no worker gets (`what` they are, for the log if that fails): offered again after `delayMs`. */
-  async handBack(tasks: readonly { ref: string; jobId: string }[], delayMs: number, what: string) {
+  /**
+   * Releases leased tasks no worker gets (`what` they are, for the log if
+   * that fails): offered again after `delayMs`. One on its last delivery is
+   * put back (a copy, delivered from 1 again): a nak would spend that
+   * delivery, and it died unrun (a worker gone away mid-reserve, with a
+   * `maxDeliver: 1` job).
+   */
+  async handBack(
+    tasks: readonly { ref: string; jobId: string; lastDelivery?: boolean }[],
+    delayMs: number,
+    what: string,
+  ) {
     if (tasks.length === 0) return;
     await this.#port
-      .settle(tasks.map((t) => ({ ref: t.ref, action: "nak", delayMs })))
+      .settle(
+        tasks.map(
+          (t): LeaseSettle =>
+            t.lastDelivery ? { ref: t.ref, action: "putBack" } : { ref: t.ref, action: "nak", delayMs },
+        ),
+      )
       .catch((error: unknown) =>
         this.#log.debug(
           { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error },

@@ -109,6 +109,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
       if (!consumer) continue;
       if (s.action === "ack" || s.action === "term") consumer.settle(ref.seq);
       else if (s.action === "nak") consumer.release(ref.seq, s.delayMs);
+      else if (s.action === "putBack") consumer.putBack(ref.seq);
       else consumer.extend(ref.seq);
     }
   }

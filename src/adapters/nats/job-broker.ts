@@ -243,11 +243,19 @@ export class NatsJobBroker {
     return this.#tasks.announceCreated(queue, jobId);
   }
 
-  /** A copy of a task message stored again (`TaskLease.putBack`); its id makes a retried publish land once. */
+  /**
+   * A copy of a task message stored again (`TaskLease.putBack`). One try,
+   * bounded by a PubAck's wait: a stopping worker waits for it (a refused
+   * publish, a user whose grants predate put-backs, gets no PubAck).
+   */
   republishTask(subject: string, data: Uint8Array, msgId: string): Promise<void> {
-    return this.#run("job.task.putback", async (_h, nc) => {
-      await this.acks(nc).publish(subject, data, msgIdHeader(msgId));
-    });
+    return this.#run(
+      "job.task.putback",
+      async (_h, nc) => {
+        await this.acks(nc).publish(subject, data, msgIdHeader(msgId));
+      },
+      { timeoutMs: pubAckTimeoutMs, retry: { attempts: 1, initialDelayMs: 0 } },
+    );
   }
 
   // ---- results ----

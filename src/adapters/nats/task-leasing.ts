@@ -168,6 +168,8 @@ export class NatsTaskLeasing implements TaskLeasing {
         throw new Error(`settle: ${JSON.stringify(s.ref)} is not a task delivery of this runtime`);
       }
     }
+    const putBacks = settles.filter((s) => s.action === "putBack");
+    if (putBacks.length > 0) return this.#putBack(putBacks, settles);
     return this.#broker.run(
       "job.tasks.settle",
       async (nc) => {
@@ -176,6 +178,40 @@ export class NatsTaskLeasing implements TaskLeasing {
       },
       { retry: { attempts: 1, initialDelayMs: 0 } },
     );
+  }
+
+  /**
+   * The put-backs: each task read from its stream by sequence, its copy
+   * stored (its id makes a retried publish land once), then its delivery
+   * acked with the rest of `settles`. A copy not stored leaves its delivery
+   * to its lease (no ack), and the call rejects once the rest are settled.
+   * No pull request of a closed loop waits here (the HTTP API pulls with
+   * `no_wait`): the copy is stored at once.
+   */
+  async #putBack(putBacks: readonly LeaseSettle[], settles: readonly LeaseSettle[]): Promise<void> {
+    const copied = await Promise.allSettled(
+      putBacks.map(async ({ ref }) => {
+        // Checked by `settle`: a delivery of one of this runtime's tasks streams.
+        const lease = this.#tasksStreamOf(ref);
+        if (!lease) return undefined;
+        const { stream, streamSeq: seq } = lease;
+        const stored = await this.#broker.run("job.tasks.putback.read", async (nc) => {
+          const { jsm } = await this.#broker.handles(nc);
+          return jsm.streams.getMessage(stream, { seq });
+        });
+        // Gone already (acked, or its job's end removed it): nothing to put back, nothing to ack.
+        if (!stored) return undefined;
+        await this.#broker.republishTask(stored.subject, stored.data, `back.${seq}`);
+        return ref;
+      }),
+    );
+    const failed = copied.find((c): c is PromiseRejectedResult => c.status === "rejected");
+    const done = new Set(copied.flatMap((c) => (c.status === "fulfilled" && c.value ? [c.value] : [])));
+    const rest = settles.flatMap((s): LeaseSettle[] =>
+      s.action !== "putBack" ? [s] : done.has(s.ref) ? [{ ref: s.ref, action: "ack" }] : [],
+    );
+    if (rest.length > 0) await this.settle(rest);
+    if (failed) throw failed.reason;
   }
 
   /**
@@ -268,6 +304,9 @@ const leasePayload = (s: LeaseSettle): string => {
       return "+WPI";
     case "nak":
       return s.delayMs > 0 ? `-NAK ${JSON.stringify({ delay: nanos(s.delayMs) })}` : "-NAK";
+    case "putBack":
+      // Sent only once its copy is stored, as an ack (`#putBack`).
+      return "+ACK";
   }
 };
 
