@@ -73,6 +73,8 @@ export interface WorkerStats {
   readonly released: number;
   readonly inFlight: number;
   readonly activeJobs: number;
+  /** Its queue is paused, as this worker has heard it (`rt.queues.pause()`): it starts no task. */
+  readonly paused: boolean;
 }
 
 export interface Worker {

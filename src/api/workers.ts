@@ -321,7 +321,7 @@ export const startWorker = <Payload, Result>(
     hearing.signal,
   );
 
-  const statsNow = () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size });
+  const statsNow = () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size, paused: gate.paused });
   const presence = announceWorker(core, broker.presence, {
     id,
     queue: queueName,

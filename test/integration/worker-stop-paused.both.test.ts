@@ -50,7 +50,7 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await waitUntil(() => blocked >= 2, { timeoutMs: 15_000, message: "two handlers run" });
     await rt.queues.pause("paused");
     // The worker hears the pause through its watch of the queue's settings.
-    await delay(1_000);
+    await waitUntil(() => first.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
     holding = false;
     // The tasks it pulled meanwhile wait at the paused gate, their leases kept.
     await delay(500);
@@ -106,7 +106,10 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await delay(200);
     await rt.queues.pause("paused");
     pausedAt = performance.now();
-    await delay(1_500);
+    await waitUntil(() => first.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
+    // Heard: a task that starts from now on ran in a paused queue.
+    pausedAt = performance.now() - 1_000;
+    await delay(500);
     holding = false;
     await stopped;
     await rt.queues.resume("paused");
@@ -152,7 +155,7 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await rt.queues.pause("paused");
     // The worker hears the pause (a stop before that puts back nothing: held tasks wait for a
     // slot, then die at stopTimeoutMs); what it pulled meets the paused gate.
-    await delay(1_000);
+    await waitUntil(() => first.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
     const cutOff = [...runs.keys()];
     await first.stop();
     await rt.queues.resume("paused");
