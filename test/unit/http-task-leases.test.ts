@@ -6,7 +6,7 @@ import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
 import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
 import { OperationTimeout } from "../../src/kernel/errors.ts";
-import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+import { type JobRecord, laneMaxDeliver, SubmitPhase } from "../../src/kernel/job-record.ts";
 import { delay } from "../harness/wait.ts";
 
 const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
@@ -561,6 +561,34 @@ describe("TaskLeases", () => {
       t.failing.reads.delete("j2");
       t.offer("j1", 0, 2);
       expect(await t.leases.reserveFromQueue("q", 5, W1)).toHaveLength(2);
+    });
+
+    it("a worker gone away during a fetch: its last deliveries are put back, the others nak'd", async () => {
+      const t = setup([record("j1")], 3);
+      // maxDeliver 3: the first on its last delivery.
+      t.offer("j1", 0, 3);
+      t.offer("j1", 1);
+      const gone = new AbortController();
+      t.failing.fetches.set("j1", () => void gone.abort());
+      expect(await t.leases.reserveFromQueue("q", 5, W1, gone.signal)).toEqual([]);
+      expect(t.calls).toEqual([
+        "fetch j1 3",
+        "putBack $JS.ACK.t.j1.3.1.1.0.0",
+        "nak(0) $JS.ACK.t.j1.1.2.2.0.0",
+      ]);
+    });
+
+    it("a lane task whose job's record is not read is put back on its last delivery (the lane's), else nak'd", async () => {
+      const t = setup([laneRecord("l1", { createdAt: 1 }), laneRecord("l2", { createdAt: 2 })], 3);
+      t.offerLane("l1", laneMaxDeliver);
+      t.offerLane("l2");
+      t.failing.reads.set("l1", () => new Error("timeout"));
+      t.failing.reads.set("l2", () => new Error("timeout"));
+      expect(await t.leases.reserveFromQueue("q", 5, W1)).toEqual([]);
+      expect(t.calls.filter((c) => !c.startsWith("fetch"))).toEqual([
+        "putBack $JS.ACK.t.lane.q.5.1.1.0.0",
+        "nak(1000) $JS.ACK.t.lane.q.1.2.2.0.0",
+      ]);
     });
 
     it("what it was leased on its last delivery is put back, not released: a nak would spend it", async () => {

@@ -1,4 +1,4 @@
-import { type JobRecord, laneAckWaitMs, takesTasks } from "../../kernel/job-record.ts";
+import { type JobRecord, laneAckWaitMs, laneMaxDeliver, takesTasks } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
@@ -85,7 +85,12 @@ export class TaskHandout {
       else if (!record || !takesTasks(record)) over.push(t);
       else runnable.push({ t, body, record });
     }
-    await this.handBack(notRead, unreadJobDelayMs, "lane tasks of jobs not read");
+    // Every lane job has the lane's delivery limit: its last delivery is known without its record.
+    await this.handBack(
+      notRead.map((t) => ({ ...t, lastDelivery: t.deliveryCount >= laneMaxDeliver })),
+      unreadJobDelayMs,
+      "lane tasks of jobs not read",
+    );
     if (over.length > 0) await this.#endOver(queue, over, records);
     const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
     // A lane job has one task.
@@ -202,12 +207,13 @@ export class TaskHandout {
             t.lastDelivery ? { ref: t.ref, action: "putBack" } : { ref: t.ref, action: "nak", delayMs },
         ),
       )
-      .catch((error: unknown) =>
-        this.#log.debug(
-          { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error },
-          `${what} not handed back; offered again once their lease runs out`,
-        ),
-      );
+      .catch((error: unknown) => {
+        const fields = { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error };
+        // A last delivery not put back (its copy not stored) dies once its lease runs out.
+        if (tasks.some((t) => t.lastDelivery))
+          this.#log.warn(fields, `${what} not all handed back; those on their last delivery die unrun`);
+        else this.#log.debug(fields, `${what} not handed back; offered again once their lease runs out`);
+      });
   }
 
   /** The worker's identity is logged with every reservation, per job. */

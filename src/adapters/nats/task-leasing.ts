@@ -185,10 +185,13 @@ export class NatsTaskLeasing implements TaskLeasing {
    * stored (its id makes a retried publish land once), then its delivery
    * acked with the rest of `settles`. A copy not stored leaves its delivery
    * to its lease (no ack), and the call rejects once the rest are settled.
-   * No pull request of a closed loop waits here (the HTTP API pulls with
-   * `no_wait`): the copy is stored at once.
+   * Stored at once: the HTTP API's own pulls are `no_wait` and leave no
+   * request behind (a native worker stopped within the last 3.5 s may:
+   * `putBackCopy` in put-back.ts says what that does).
    */
   async #putBack(putBacks: readonly LeaseSettle[], settles: readonly LeaseSettle[]): Promise<void> {
+    // Their leases extended first: one that ran out meanwhile would be counted dead, and run.
+    await this.settle(putBacks.map((s): LeaseSettle => ({ ref: s.ref, action: "working" })));
     const copied = await Promise.allSettled(
       putBacks.map(async ({ ref }) => {
         // Checked by `settle`: a delivery of one of this runtime's tasks streams.
