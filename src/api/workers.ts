@@ -115,8 +115,10 @@ export const startWorker = <Payload, Result>(
    * then is heard (what it holds on its last delivery is put back).
    */
   const hearing = new AbortController();
-  // The runtime stops its workers first: this only ends a worker never stopped.
-  core.stopping.addEventListener("abort", () => hearing.abort(), { once: true });
+  // The runtime stops its workers first: this only ends a worker never stopped. Removed at the
+  // stop: a runtime that starts and stops workers keeps no listener of each.
+  const unhear = () => hearing.abort();
+  core.stopping.addEventListener("abort", unhear, { once: true });
 
   // The queue's pause and limits (`rt.queues`), as every process sets them.
   const gate = new QueueGate(broker.queueControls, queueName, log, hearing.signal);
@@ -359,6 +361,7 @@ export const startWorker = <Payload, Result>(
         await (broker.kind === "nats" ? unlessDown(core.connection, putBacks) : putBacks);
         stoppingTasks.over();
         hearing.abort();
+        core.stopping.removeEventListener("abort", unhear);
         clearTimeout(timeout);
         try {
           // Its batches' leases are kept at their jobs' pace (`keepEveryMs`): the jobs are still known.
