@@ -21,6 +21,18 @@ export interface GatePass {
   end(): void;
 }
 
+/** Resolves once either signal aborts, leaving no listener on the other. */
+const eitherAborted = (a: AbortSignal, b: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const done = () => {
+      a.removeEventListener("abort", done);
+      b.removeEventListener("abort", done);
+      resolve();
+    };
+    a.addEventListener("abort", done, { once: true });
+    b.addEventListener("abort", done, { once: true });
+  });
+
 const noPermit: GatePass = { started: () => undefined, end: () => undefined };
 
 /** How the task waiting at the gate keeps its own lease: `keep` every `everyMs`. */
@@ -190,15 +202,12 @@ export class QueueGate {
   whenResumed(signal: AbortSignal): Promise<void> {
     const resumed = this.#resumed.signal;
     if (resumed.aborted || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        resumed.removeEventListener("abort", done);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      resumed.addEventListener("abort", done, { once: true });
-      signal.addEventListener("abort", done, { once: true });
-    });
+    return eitherAborted(resumed, signal);
+  }
+
+  /** Resolves once the queue is paused, as this worker hears it (or `signal` aborts). */
+  async whenPaused(signal: AbortSignal): Promise<void> {
+    while (!this.paused && !signal.aborted) await eitherAborted(this.#changed.signal, signal);
   }
 
   async #take(kind: PermitKind, signal: AbortSignal, pool?: TargetPool): Promise<Permit | undefined> {

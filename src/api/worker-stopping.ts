@@ -96,8 +96,16 @@ export class StoppingTasks {
     // A paused queue runs nothing: put back at once, not after a slot that handlers started
     // before the pause may hold until `stopTimeoutMs` (and then released: dead).
     if (gate.paused) return this.#putBack(msg, job);
-    // On its last delivery: the wait is not given up (only `stopTimeoutMs` ends it).
-    if (!(await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings), true)))) {
+    // On its last delivery: the wait is not given up (only `stopTimeoutMs` ends it), unless the
+    // queue is paused meanwhile: then it is put back (at `stopTimeoutMs` it was released: dead).
+    const wait = slots.waitFor(priorityOf(job.record.settings), true);
+    const waited = new AbortController();
+    void gate.whenPaused(waited.signal).then(() => {
+      if (!waited.signal.aborted) wait.cancel();
+    });
+    const held = await running.whileWaiting(job, msg, wait).finally(() => waited.abort());
+    if (!held) {
+      if (gate.paused && this.#lastChance(msg, job)) return this.#putBack(msg, job);
       if (!job.ended.aborted) release(msg);
       return;
     }

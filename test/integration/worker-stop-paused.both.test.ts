@@ -131,33 +131,33 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     }
   }, 60_000);
 
-  it("puts them back at once, not after a slot its long handlers hold until stopTimeoutMs", async () => {
+  /** A `maxDeliver: 1` job and a worker of two slots held by handlers longer than its `stopTimeoutMs`. */
+  const cutOffWorker = async (handlerMs: number, stopTimeoutMs: number) => {
     const runs = new Map<number, string[]>();
+    let started = 0;
     const job = await rt.jobs.submit<number, number>({
       queue: "paused",
       tasks: Array.from({ length: TASKS }, (_, n) => n),
       maxDeliver: 1,
     });
-    let started = 0;
-    const first = rt.workers.start<number, number>({
+    const worker = rt.workers.start<number, number>({
       queue: "paused",
       concurrency: 2,
       // Shorter than the handlers: the stop cuts them off (their tasks die, as any cut off).
-      stopTimeoutMs: 1_000,
+      stopTimeoutMs,
       handler: async (task) => {
         runs.set(task.index, ["first"]);
         started++;
-        await delay(4_000);
+        await delay(handlerMs);
         return task.index;
       },
     });
     await waitUntil(() => started >= 2, { timeoutMs: 15_000, message: "two handlers run" });
-    await rt.queues.pause("paused");
-    // The worker hears the pause (a stop before that puts back nothing: held tasks wait for a
-    // slot, then die at stopTimeoutMs); what it pulled meets the paused gate.
-    await waitUntil(() => first.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
-    const cutOff = [...runs.keys()];
-    await first.stop();
+    return { job, worker, runs, cutOff: [...runs.keys()] };
+  };
+
+  /** Once the queue is resumed and another worker runs it: only the two cut off died, every other task ran once. */
+  const expectOnlyTheCutOffDead = async ({ job, runs, cutOff }: Awaited<ReturnType<typeof cutOffWorker>>) => {
     await rt.queues.resume("paused");
     const last = rt.workers.start<number, number>({
       queue: "paused",
@@ -170,7 +170,6 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     try {
       const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
       expect(cutOff).toHaveLength(2);
-      // Only the two cut off died; every task that had not started ran once.
       expect(end).toMatchObject({ done: TASKS - 2, dead: 2 });
       const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
       expect(unrun).toEqual([]);
@@ -178,5 +177,25 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     } finally {
       await last.stop();
     }
+  };
+
+  it("puts back what waits for a slot its long handlers hold when a pause comes during the stop", async () => {
+    const cut = await cutOffWorker(5_000, 2_000);
+    // The stop begins with both slots held: what the worker pulled waits for them.
+    const stopped = cut.worker.stop();
+    await delay(200);
+    await rt.queues.pause("paused");
+    await stopped;
+    await expectOnlyTheCutOffDead(cut);
+  }, 60_000);
+
+  it("puts them back at once, not after a slot its long handlers hold until stopTimeoutMs", async () => {
+    const cut = await cutOffWorker(4_000, 1_000);
+    await rt.queues.pause("paused");
+    // The worker hears the pause (a stop before that puts back nothing: held tasks wait for a
+    // slot, then die at stopTimeoutMs); what it pulled meets the paused gate.
+    await waitUntil(() => cut.worker.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
+    await cut.worker.stop();
+    await expectOnlyTheCutOffDead(cut);
   }, 60_000);
 });
