@@ -21,6 +21,13 @@ export interface GatePass {
   end(): void;
 }
 
+/** A controller whose signal takes any number of listeners (one per task waiting). */
+const manyListeners = (): AbortController => {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
+};
+
 /** Resolves once either signal aborts, leaving no listener on the other. */
 const eitherAborted = (a: AbortSignal, b: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -62,9 +69,13 @@ export class QueueGate {
   /** loading → open | limited | paused: what a task arriving now meets. */
   readonly #life = createActor(queueMachine).start();
   readonly #ready: Promise<void>;
-  #resumed = new AbortController();
-  /** Aborted (and replaced) at each write of the settings seen. */
-  #changed = new AbortController();
+  #resumed = manyListeners();
+  /**
+   * Aborted (and replaced) at each write of the settings seen. Any number
+   * of listeners, from the first: a queue never configured never replaces
+   * it, and a stopping worker's tasks each wait on it (`whenPaused`).
+   */
+  #changed = manyListeners();
   /**
    * A task's wait for permits, ended by the worker's signal or by `#changed`: not an
    * `AbortSignal.any` of the two, which left a weak reference in the worker's signal for
@@ -258,11 +269,9 @@ export class QueueGate {
       limited: ratePerSecond !== undefined || maxConcurrency !== undefined || perTarget !== undefined,
     });
     this.#changed.abort();
-    this.#changed = new AbortController();
-    setMaxListeners(0, this.#changed.signal);
+    this.#changed = manyListeners();
     if (paused && !wasPaused) {
-      this.#resumed = new AbortController();
-      setMaxListeners(0, this.#resumed.signal);
+      this.#resumed = manyListeners();
       this.#log.info("queue paused");
     } else if (!paused && wasPaused) {
       this.#resumed.abort();

@@ -83,9 +83,11 @@ export interface Worker {
   /**
    * Stops pulling, finishes (or after stopTimeoutMs releases) in-flight tasks, flushes results.
    * The tasks it pulled and had not started go back, except those on their last delivery: a
-   * release would spend it, so it runs them first (within its concurrency and stopTimeoutMs).
-   * Loses none; resolves once its watches have deleted their server consumers (not waited for
-   * while the connection is down: those expire after a minute without a reader).
+   * release would spend it, so it runs them first (within its concurrency and stopTimeoutMs),
+   * or, its queue paused, puts them back (a copy, delivered from 1 again). What is still on its
+   * last delivery at stopTimeoutMs, running or waiting for a slot of a queue not paused, is
+   * released and dies. Resolves once its watches have deleted their server consumers (not
+   * waited for while the connection is down: those expire after a minute without a reader).
    */
   stop(): Promise<void>;
 }

@@ -51,7 +51,7 @@ export class StoppingTasks {
   /** A task the stopping worker will not start as usual. */
   take(msg: TaskLease, job: ActiveJob): void {
     if (job.ended.aborted) return;
-    if (!this.#lastChance(msg, job)) {
+    if (!this.#onLastDelivery(msg, job)) {
       this.#deps.release(msg);
       return;
     }
@@ -77,37 +77,41 @@ export class StoppingTasks {
     return Promise.all(this.#putBacks);
   }
 
-  /** stop() has waited for everything: nothing starts any more. */
+  /** stop() has waited for its handlers: nothing starts, and nothing is put back, any more. */
   over(): void {
     this.#over = true;
   }
 
+  /** On its last delivery, its job not over, stop() not over: a release would kill it. */
+  #onLastDelivery(msg: TaskLease, job: ActiveJob): boolean {
+    return !this.#over && !job.ended.aborted && msg.deliveryCount >= job.record.settings.maxDeliver;
+  }
+
+  /** As `#onLastDelivery`, and it may still run: stop() has not given up waiting (`stopTimeoutMs`). */
   #lastChance(msg: TaskLease, job: ActiveJob): boolean {
-    return (
-      !this.#over &&
-      !this.#deps.giveUp.aborted &&
-      !job.ended.aborted &&
-      msg.deliveryCount >= job.record.settings.maxDeliver
-    );
+    return this.#onLastDelivery(msg, job) && !this.#deps.giveUp.aborted;
   }
 
   async #run(msg: TaskLease, job: ActiveJob): Promise<void> {
     const { slots, running, gate, giveUp, release, leaseKeeper } = this.#deps;
-    // A paused queue runs nothing: put back at once, not after a slot that handlers started
-    // before the pause may hold until `stopTimeoutMs` (and then released: dead).
-    if (gate.paused) return this.#putBack(msg, job);
-    // On its last delivery: the wait is not given up (only `stopTimeoutMs` ends it), unless the
-    // queue is paused meanwhile: then it is put back (at `stopTimeoutMs` it was released: dead).
-    const wait = slots.waitFor(priorityOf(job.record.settings), true);
-    const waited = new AbortController();
-    void gate.whenPaused(waited.signal).then(() => {
-      if (!waited.signal.aborted) wait.cancel();
-    });
-    const held = await running.whileWaiting(job, msg, wait).finally(() => waited.abort());
-    if (!held) {
-      if (gate.paused && this.#lastChance(msg, job)) return this.#putBack(msg, job);
-      if (!job.ended.aborted) release(msg);
-      return;
+    for (;;) {
+      // A paused queue runs nothing: put back at once, not after a slot that handlers started
+      // before the pause may hold until `stopTimeoutMs` (and then released: dead). Past that
+      // timeout too: stop() waits for put-backs.
+      if (gate.paused && this.#onLastDelivery(msg, job)) return this.#putBack(msg, job);
+      if (!this.#lastChance(msg, job)) {
+        if (!job.ended.aborted) release(msg);
+        return;
+      }
+      // On its last delivery: the wait is not given up (only `stopTimeoutMs` ends it), unless
+      // the queue is paused meanwhile: then it is put back (at `stopTimeoutMs` it was released:
+      // dead). A resume heard since the pause ended the wait: it waits again.
+      const wait = slots.waitFor(priorityOf(job.record.settings), true);
+      const waited = new AbortController();
+      void gate.whenPaused(waited.signal).then(() => {
+        if (!waited.signal.aborted) wait.cancel();
+      });
+      if (await running.whileWaiting(job, msg, wait).finally(() => waited.abort())) break;
     }
     const target = this.#deps.target();
     const pass = this.#lastChance(msg, job)
@@ -117,7 +121,8 @@ export class StoppingTasks {
       if (pass !== undefined && pass !== "paused") pass.end();
       slots.release();
       // A paused queue runs nothing, not even this one, and a release would spend it: put back.
-      if (pass === "paused" && this.#lastChance(msg, job)) return this.#putBack(msg, job);
+      if ((pass === "paused" || gate.paused) && this.#onLastDelivery(msg, job))
+        return this.#putBack(msg, job);
       if (!job.ended.aborted) release(msg);
       return;
     }
@@ -136,7 +141,11 @@ export class StoppingTasks {
           stats.released++;
           log.debug(fields, "task on its last delivery put back: its queue is paused");
         },
-        (error: unknown) => log.warn({ ...fields, err: error }, "task on its last delivery not put back"),
+        (error: unknown) =>
+          log.warn(
+            { ...fields, err: error },
+            "task on its last delivery not put back, or its original not acked",
+          ),
       )
       .finally(() => this.#putBacks.delete(put));
     this.#putBacks.add(put);

@@ -356,13 +356,16 @@ export const startWorker = <Payload, Result>(
         const passed = Promise.race([passedOn(), whenAborted(giveUp.signal)]);
         await (broker.kind === "nats" ? unlessDown(core.connection, passed) : passed);
         await running.idle();
+        // Nothing starts, nor is put back, from here on (a task still waiting goes back).
+        stoppingTasks.over();
         // Past `stopTimeoutMs` too: a put-back must end before the connection closes.
         const putBacks = stoppingTasks.putBacksDone();
         await (broker.kind === "nats" ? unlessDown(core.connection, putBacks) : putBacks);
-        stoppingTasks.over();
         hearing.abort();
         core.stopping.removeEventListener("abort", unhear);
         clearTimeout(timeout);
+        // What still waits (at the gate for a permit, with the connection down) gives up now.
+        giveUp.abort();
         try {
           // Its batches' leases are kept at their jobs' pace (`keepEveryMs`): the jobs are still known.
           await batcher.flush();

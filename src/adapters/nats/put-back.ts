@@ -41,6 +41,13 @@ export const putBackCopy = async (
   } finally {
     clearInterval(keeper);
   }
-  lease.ack();
+  try {
+    lease.ack();
+  } catch (error) {
+    // The copy is stored: the original, unacked, is counted dead once its lease runs out.
+    throw new Error("task put back, but its original's ack was not sent (the client closing)", {
+      cause: error,
+    });
+  }
   return true;
 };
