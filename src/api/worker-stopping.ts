@@ -41,7 +41,7 @@ export class StoppingTasks {
   readonly #lastChances = new Set<Promise<void>>();
   /** The put-backs under way: stop() waits for them past `stopTimeoutMs` (bounded: 3.5 s and one publish's 5 s). */
   readonly #putBacks = new Set<Promise<void>>();
-  /** Set once stop() has waited for everything: nothing starts after that. */
+  /** Set once stop() has waited for its handlers: nothing starts, or is put back, after that. */
   #over = false;
 
   constructor(deps: StoppingDeps) {
