@@ -24,12 +24,42 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await rt.admin.provision(["paused"]);
   });
 
+  /** A `maxDeliver: 1` job: each task runs at most once. */
+  const submitOnce = () =>
+    rt.jobs.submit<number, number>({
+      queue: "paused",
+      tasks: Array.from({ length: TASKS }, (_, n) => n),
+      maxDeliver: 1,
+    });
+
+  /** The queue resumed, another worker runs what is left (its runs go to `runs`); `check` sees the job's end. */
+  const afterResume = async (
+    job: Awaited<ReturnType<typeof submitOnce>>,
+    runs: Map<number, string[]>,
+    check: (end: Awaited<ReturnType<typeof job.done>> | undefined) => void,
+  ) => {
+    await rt.queues.resume("paused");
+    const last = rt.workers.start<number, number>({
+      queue: "paused",
+      concurrency: 4,
+      handler: async (task) => {
+        runs.set(task.index, [...(runs.get(task.index) ?? []), "last"]);
+        return task.index;
+      },
+    });
+    try {
+      check(await Promise.race([job.done(), delay(20_000).then(() => undefined)]));
+    } finally {
+      await last.stop();
+    }
+  };
+
   it("puts back the tasks it holds on their last delivery: each runs once after the resume, none dead", async () => {
     const runs = new Map<number, string[]>();
     let holding = true;
     let blocked = 0;
-    const handler = (name: string) => async (task: { index: number }) => {
-      runs.set(task.index, [...(runs.get(task.index) ?? []), name]);
+    const handler = async (task: { index: number }) => {
+      runs.set(task.index, [...(runs.get(task.index) ?? []), "first"]);
       blocked++;
       // The first two hold both slots until the queue is paused; the others take a while, so
       // tasks are left to hold even if the worker hears the pause late.
@@ -37,15 +67,11 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
       await delay(100);
       return task.index;
     };
-    const job = await rt.jobs.submit<number, number>({
-      queue: "paused",
-      tasks: Array.from({ length: TASKS }, (_, n) => n),
-      maxDeliver: 1,
-    });
+    const job = await submitOnce();
     const first = rt.workers.start<number, number>({
       queue: "paused",
       concurrency: 2,
-      handler: handler("first"),
+      handler,
     });
     await waitUntil(() => blocked >= 2, { timeoutMs: 15_000, message: "two handlers run" });
     await rt.queues.pause("paused");
@@ -58,23 +84,14 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await first.stop();
     // It held tasks at the paused gate, and put them back (not vacuous: the pause was heard in time).
     const putBack = first.stats().released;
-    await rt.queues.resume("paused");
-    const last = rt.workers.start<number, number>({
-      queue: "paused",
-      concurrency: 2,
-      handler: handler("last"),
-    });
-    try {
-      const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+    await afterResume(job, runs, (end) => {
       const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
       expect(ranBeforeTheStop).toBeLessThan(TASKS);
       expect(putBack).toBeGreaterThan(0);
       expect(end?.status, `not run: ${unrun.join(",")}`).toBe("succeeded");
       expect(end).toMatchObject({ done: TASKS, failed: 0, dead: 0 });
       expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
-    } finally {
-      await last.stop();
-    }
+    });
   }, 60_000);
 
   it("hears a pause that comes while it stops: what it holds then is put back, not run", async () => {
@@ -83,11 +100,7 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     let blocked = 0;
     let pausedAt = Number.POSITIVE_INFINITY;
     const startedAfterThePause: number[] = [];
-    const job = await rt.jobs.submit<number, number>({
-      queue: "paused",
-      tasks: Array.from({ length: TASKS }, (_, n) => n),
-      maxDeliver: 1,
-    });
+    const job = await submitOnce();
     const first = rt.workers.start<number, number>({
       queue: "paused",
       concurrency: 2,
@@ -112,34 +125,18 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await delay(500);
     holding = false;
     await stopped;
-    await rt.queues.resume("paused");
-    const last = rt.workers.start<number, number>({
-      queue: "paused",
-      concurrency: 4,
-      handler: async (task) => {
-        runs.set(task.index, [...(runs.get(task.index) ?? []), "last"]);
-        return task.index;
-      },
-    });
-    try {
-      const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+    await afterResume(job, runs, (end) => {
       expect(startedAfterThePause).toEqual([]);
       expect(end).toMatchObject({ status: "succeeded", done: TASKS, dead: 0 });
       expect([...runs.values()].filter((r) => r.length !== 1)).toEqual([]);
-    } finally {
-      await last.stop();
-    }
+    });
   }, 60_000);
 
   /** A `maxDeliver: 1` job and a worker of two slots held by handlers longer than its `stopTimeoutMs`. */
   const cutOffWorker = async (handlerMs: number, stopTimeoutMs: number) => {
     const runs = new Map<number, string[]>();
     let started = 0;
-    const job = await rt.jobs.submit<number, number>({
-      queue: "paused",
-      tasks: Array.from({ length: TASKS }, (_, n) => n),
-      maxDeliver: 1,
-    });
+    const job = await submitOnce();
     const worker = rt.workers.start<number, number>({
       queue: "paused",
       concurrency: 2,
@@ -157,27 +154,14 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
   };
 
   /** Once the queue is resumed and another worker runs it: only the two cut off died, every other task ran once. */
-  const expectOnlyTheCutOffDead = async ({ job, runs, cutOff }: Awaited<ReturnType<typeof cutOffWorker>>) => {
-    await rt.queues.resume("paused");
-    const last = rt.workers.start<number, number>({
-      queue: "paused",
-      concurrency: 4,
-      handler: async (task) => {
-        runs.set(task.index, [...(runs.get(task.index) ?? []), "last"]);
-        return task.index;
-      },
-    });
-    try {
-      const end = await Promise.race([job.done(), delay(20_000).then(() => undefined)]);
+  const expectOnlyTheCutOffDead = ({ job, runs, cutOff }: Awaited<ReturnType<typeof cutOffWorker>>) =>
+    afterResume(job, runs, (end) => {
       expect(cutOff).toHaveLength(2);
       expect(end).toMatchObject({ done: TASKS - 2, dead: 2 });
       const unrun = Array.from({ length: TASKS }, (_, n) => n).filter((n) => !runs.has(n));
       expect(unrun).toEqual([]);
       expect([...runs].filter(([n, r]) => !cutOff.includes(n) && r.join() !== "last")).toEqual([]);
-    } finally {
-      await last.stop();
-    }
-  };
+    });
 
   it("puts back what waits for a slot its long handlers hold when a pause comes during the stop", async () => {
     const cut = await cutOffWorker(5_000, 2_000);
