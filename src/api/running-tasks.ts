@@ -1,6 +1,6 @@
 import type { TaskLease } from "../adapters/broker.ts";
 import type { Delivery } from "../effects/answer-task.ts";
-import type { JobRecord } from "../kernel/job-record.ts";
+import { type JobRecord, leaseKeepEveryMs } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { FairSlots } from "../kernel/slots.ts";
 import { backoffDelayMs, type TaskOutcome } from "../kernel/task-outcome.ts";
@@ -159,7 +159,7 @@ export class RunningTasks {
   }
 
   #keep(job: ActiveJob): void {
-    job.keeper ??= setInterval(() => this.#keepLeases(job), Math.max(10, job.record.settings.ackWaitMs / 3));
+    job.keeper ??= setInterval(() => this.#keepLeases(job), leaseKeepEveryMs(job.record.settings.ackWaitMs));
   }
 
   /** The job's keeper stops once none of its tasks runs or waits. */

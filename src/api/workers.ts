@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { Broker, TaskLease } from "../adapters/broker.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { type JobRecord, priorityOf, takesTasks } from "../kernel/job-record.ts";
+import { type JobRecord, leaseKeepEveryMs, priorityOf, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { LinkedControllers, whenAborted } from "../kernel/signals.ts";
 import { FairSlots } from "../kernel/slots.ts";
@@ -76,7 +76,7 @@ export const startWorker = <Payload, Result>(
     quietMs: 2,
     onError: (error, jobId) => log.warn({ err: error, jobId }, "results not stored; tasks released"),
     // While a batch's publish is retried its tasks keep their leases, as while their handlers ran.
-    keepEveryMs: (jobId) => Math.max(10, (jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000) / 3),
+    keepEveryMs: (jobId) => leaseKeepEveryMs(jobs.get(jobId)?.record.settings.ackWaitMs ?? 30_000),
   });
 
   /** Lets a task go for redelivery; once the worker stops, as `TaskLease.handBack` says. */
@@ -158,9 +158,12 @@ export const startWorker = <Payload, Result>(
     return onTask(msg, job);
   };
 
+  /** Its agent's target now, if it is bound to one: a task runs against the one read before it starts. */
+  const currentTarget = () => (agentId === undefined ? undefined : agents.get(agentId)?.current);
+
   const leaseKeeper = (msg: TaskLease, job: ActiveJob) => ({
     keep: () => msg.working(),
-    everyMs: Math.max(10, job.record.settings.ackWaitMs / 3),
+    everyMs: leaseKeepEveryMs(job.record.settings.ackWaitMs),
   });
 
   const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
@@ -175,7 +178,7 @@ export const startWorker = <Payload, Result>(
       if (!job.ended.aborted) release(msg);
       return;
     }
-    const target = agentId === undefined ? undefined : agents.get(agentId)?.current;
+    const target = currentTarget();
     const pass = await gate.enter(pulling, leaseKeeper(msg, job), target);
     if (pass === "paused") return pausedTask(msg, job);
     if (pass === undefined || pulling.aborted || job.ended.aborted) {
@@ -212,7 +215,7 @@ export const startWorker = <Payload, Result>(
     release,
     start,
     leaseKeeper,
-    target: () => (agentId === undefined ? undefined : agents.get(agentId)?.current),
+    target: currentTarget,
     stats,
     log,
   });
@@ -330,8 +333,11 @@ export const startWorker = <Payload, Result>(
     concurrency,
     agent: agentId,
     stats: statsNow,
-    target: () => (agentId === undefined ? undefined : agents.get(agentId)?.current),
+    target: currentTarget,
   });
+  /** `work`, not waited for while the NATS connection is down (the memory broker has none). */
+  const unlessNatsDown = (work: Promise<unknown>) =>
+    broker.kind === "nats" ? unlessDown(core.connection, work) : work;
   let stopped: Promise<void> | undefined;
   return {
     id,
@@ -353,14 +359,12 @@ export const startWorker = <Payload, Result>(
           await Promise.all([...taskLoops, lane.stopped()]);
           await stoppingTasks.passedOn();
         };
-        const passed = Promise.race([passedOn(), whenAborted(giveUp.signal)]);
-        await (broker.kind === "nats" ? unlessDown(core.connection, passed) : passed);
+        await unlessNatsDown(Promise.race([passedOn(), whenAborted(giveUp.signal)]));
         await running.idle();
         // Nothing starts, nor is put back, from here on (a task still waiting goes back).
         stoppingTasks.over();
         // Past `stopTimeoutMs` too: a put-back must end before the connection closes.
-        const putBacks = stoppingTasks.putBacksDone();
-        await (broker.kind === "nats" ? unlessDown(core.connection, putBacks) : putBacks);
+        await unlessNatsDown(stoppingTasks.putBacksDone());
         hearing.abort();
         core.stopping.removeEventListener("abort", unhear);
         clearTimeout(timeout);

@@ -178,6 +178,13 @@ export const asCommittedLane = (record: JobRecord, laneSubmit: string | undefine
     ? { ...record, phase: SubmitPhase.committed, status: "running" }
     : record;
 
+/**
+ * How often a task's lease is extended while it is held (running, waiting
+ * for a slot or at the gate, its result being stored): three times per ack
+ * wait, and never more often than every 10 ms.
+ */
+export const leaseKeepEveryMs = (ackWaitMs: number): number => Math.max(10, ackWaitMs / 3);
+
 /** The lane consumer's ack wait and delivery limit: one for every lane job (the defaults of a job's). */
 export const laneAckWaitMs = 30_000;
 export const laneMaxDeliver = 5;

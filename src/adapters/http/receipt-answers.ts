@@ -1,6 +1,6 @@
 import { answerTask, type Delivery, planAnswer } from "../../effects/answer-task.ts";
 import { ResultBatcher } from "../../effects/result-batcher.ts";
-import type { JobRecord } from "../../kernel/job-record.ts";
+import { type JobRecord, leaseKeepEveryMs } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { TaskOutcome } from "../../kernel/task-outcome.ts";
 import type { AnswerStatus, LeaseSettle, RecordedAnswer } from "../broker.ts";
@@ -334,7 +334,7 @@ export class ReceiptAnswers {
    */
   #keepWhileStoring(claimed: readonly Answering[], record: JobRecord, now: number): () => void {
     const { ackWaitMs } = record.settings;
-    const everyMs = Math.max(10, ackWaitMs / 3);
+    const everyMs = leaseKeepEveryMs(ackWaitMs);
     const keep = (which: readonly Answering[]) => {
       if (which.length === 0) return;
       const sentAt = this.#now();
