@@ -56,6 +56,12 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await broker.createConsumer(record.queue, record.id, record.settings);
       return record;
     };
+    /** `openJob`, its queue's exhausted tasks dead-lettered (the advisories read until the test ends). */
+    const openJobDeadLettered = async (record: JobRecord) => {
+      await broker.ensureDeadLetters(record.queue);
+      void broker.processExhausted(loops.signal());
+      return openJob(record);
+    };
     /**
      * A clock a reaper with 10 s grace acts on: past the deadline the record was stored with,
      * which its submit counts from its claim (a few ms after `newRecord` planned it on a busy machine).
@@ -213,9 +219,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("max deliveries: an unanswered task becomes a dead letter; one termed on its last delivery does not", async () => {
       const r = newRecord(2, ack, { maxDeliver: 2 });
-      await broker.ensureDeadLetters(r.queue);
-      void broker.processExhausted(loops.signal());
-      await openJob(r);
+      await openJobDeadLettered(r);
       const results = loops.read(broker, r);
       const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 2);
@@ -251,9 +255,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("putBack: a task on its last delivery comes back as a new message, delivered from 1 again, never dead", async () => {
       const r = newRecord(2, ack, { maxDeliver: 1 });
-      await broker.ensureDeadLetters(r.queue);
-      void broker.processExhausted(loops.signal());
-      await openJob(r);
+      await openJobDeadLettered(r);
       const results = loops.read(broker, r);
       const worker = loops.consume(broker, r);
       await eventually(() => worker.leases.length === 2);
@@ -283,9 +285,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("settle putBack (a delivery leased by reference): the task comes back as a new message, delivered from 1, never dead", async () => {
       const r = newRecord(1, ack, { maxDeliver: 1 });
-      await broker.ensureDeadLetters(r.queue);
-      void broker.processExhausted(loops.signal());
-      await openJob(r);
+      await openJobDeadLettered(r);
       const leaseOne = async () => {
         let leased: Awaited<ReturnType<Broker["taskLeasing"]["fetchTasks"]>> = [];
         await eventually(async () => {
