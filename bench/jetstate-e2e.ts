@@ -12,9 +12,9 @@
 import { pino } from "pino";
 import type { Runtime } from "../src/index.ts";
 import { createRuntime } from "./lib/jetstate.ts";
-import { cpuMicrosSince, percentiles, round, sleep } from "./lib/stats.ts";
+import { cpuMicrosSince, sleep } from "./lib/stats.ts";
 import { type BenchPayload, makePayloads, uniqueName } from "./lib/tasks.ts";
-import { perTask, phases, type RunOptions, type ThroughputRun } from "./lib/throughput.ts";
+import { type RunOptions, type ThroughputRun, throughputRun } from "./lib/throughput.ts";
 
 export interface WorkerShape {
   readonly workers: number;
@@ -91,7 +91,6 @@ export async function runJetstate(options: JetstateRunOptions): Promise<Throughp
     if (hooks.committed) await hooks.committed();
     const final = await job.done();
     const ended = performance.now();
-    const seconds = (ended - started) / 1000;
     const cpuMicros = cpuMicrosSince(cpu);
     const serverMicros = serverCpuStart === undefined ? undefined : serverCpu!() - serverCpuStart;
     await hooks.ended?.();
@@ -99,20 +98,15 @@ export async function runJetstate(options: JetstateRunOptions): Promise<Throughp
     if (final.status !== "succeeded" || final.done !== n) {
       throw new Error(`jetstate run ${rep}: job ended ${final.status} with ${final.done}/${n} done`);
     }
-    const [p50, p99] = percentiles(seenAt, [50, 99]);
-    return {
-      kind: "jetstate",
-      rep,
-      n,
-      seconds: round(seconds, 3),
-      tasksPerSec: Math.round(n / seconds),
-      publishSeconds: round((committed - started) / 1000, 3),
-      cpuMicrosPerTask: round(cpuMicros / n, 1),
-      publishCpuMicrosPerTask: round(submitCpu / n, 1),
-      serverCpuMicrosPerTask: perTask(serverMicros, n),
-      latencyMs: { p50: round(p50!, 1), p99: round(p99!, 1) },
-      phasesMs: phases(seenAt, committed - started, ended - started),
-    };
+    return throughputRun("jetstate", rep, n, {
+      started,
+      published: committed,
+      ended,
+      publishCpuMicros: submitCpu,
+      cpuMicros,
+      serverCpuMicros: serverMicros,
+      seenAt,
+    });
   } finally {
     await rt.stop();
   }

@@ -20,9 +20,9 @@ import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } 
 import { connect } from "@nats-io/transport-node";
 import { PubAcks } from "../src/adapters/nats/pub-acks.ts";
 import { publishPipelined } from "../src/adapters/nats/publish-pipelined.ts";
-import { cpuMicrosSince, percentiles, round, sleep } from "./lib/stats.ts";
+import { cpuMicrosSince, sleep } from "./lib/stats.ts";
 import { bodyFor, makePayloads, uniqueName } from "./lib/tasks.ts";
-import { perTask, phases, type RunOptions, type ThroughputRun } from "./lib/throughput.ts";
+import { type RunOptions, type ThroughputRun, throughputRun } from "./lib/throughput.ts";
 
 const publishWindow = 256;
 
@@ -92,7 +92,6 @@ export async function runRaw(options: RawRunOptions): Promise<ThroughputRun> {
     await messages.close();
     await nc.flush();
     const ended = performance.now();
-    const seconds = (ended - started) / 1000;
     const cpuMicros = cpuMicrosSince(cpu);
     const serverMicros = serverCpuStart === undefined ? undefined : serverCpu!() - serverCpuStart;
     await hooks.ended?.();
@@ -105,20 +104,15 @@ export async function runRaw(options: RawRunOptions): Promise<ThroughputRun> {
     }
     if (left !== 0) throw new Error(`raw run ${rep}: ${left} tasks left in the stream after the last ack`);
     await jsm.streams.delete(stream);
-    const [p50, p99] = percentiles(seenAt, [50, 99]);
-    return {
-      kind: pipelined ? "raw-pipelined" : "raw",
-      rep,
-      n,
-      seconds: round(seconds, 3),
-      tasksPerSec: Math.round(n / seconds),
-      publishSeconds: round((published - started) / 1000, 3),
-      cpuMicrosPerTask: round(cpuMicros / n, 1),
-      publishCpuMicrosPerTask: round(publishCpu / n, 1),
-      serverCpuMicrosPerTask: perTask(serverMicros, n),
-      latencyMs: { p50: round(p50!, 1), p99: round(p99!, 1) },
-      phasesMs: phases(seenAt, published - started, ended - started),
-    };
+    return throughputRun(pipelined ? "raw-pipelined" : "raw", rep, n, {
+      started,
+      published,
+      ended,
+      publishCpuMicros: publishCpu,
+      cpuMicros,
+      serverCpuMicros: serverMicros,
+      seenAt,
+    });
   } finally {
     await nc.close();
   }

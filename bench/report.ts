@@ -49,6 +49,10 @@ export interface BenchDocument {
     readonly ratio: RatioSummary;
     /** jetstate ÷ raw with jetstate's publish technique: for comparison. */
     readonly ratioToPipelined: RatioSummary;
+    /** BullMQ on the same work (bench/bullmq-big.ts); null or absent when no Redis answered. */
+    readonly bullmq?: SideSummary | null;
+    /** jetstate ÷ BullMQ (no target: its `met` means nothing). */
+    readonly ratioToBullmq?: RatioSummary | null;
   };
   readonly connections?: ConnectionsResult;
   readonly submitLatency?: readonly SubmitLatency[];
@@ -140,6 +144,7 @@ export function markdown(doc: BenchDocument): string {
       ["raw JetStream", t.raw],
       ["jetstate", t.jetstate],
       ["raw, pipelined publish", t.rawPipelined],
+      ...(t.bullmq ? ([["BullMQ (Redis), `addBulk`; server CPU redis-server's", t.bullmq]] as const) : []),
     ] as const) {
       lines.push(
         `| ${name} | ${s.tasksPerSec} | ${s.seconds} | ${s.publishSeconds} | ${s.cpuMicrosPerTask} | ${s.publishCpuMicrosPerTask} | ` +
@@ -161,6 +166,13 @@ export function markdown(doc: BenchDocument): string {
           `${ph.publish} / ${ph.toFirst} / ${ph.tasks} / ${ph.tail} |`,
       );
     }
+    const b = t.ratioToBullmq;
+    lines.push(
+      "",
+      b
+        ? `jetstate ÷ BullMQ (tasks/s): median of ratios ${b.medianOfRatios}, ratio of medians ${b.ratioOfMedians} (per rep ${b.perRep.join(", ")}). BullMQ's workers run jobs while they are added (its phases overlap).`
+        : "BullMQ: not run (no Redis answered on loopback).",
+    );
     lines.push("");
   }
   if (doc.connections) {
@@ -189,7 +201,7 @@ export function markdown(doc: BenchDocument): string {
     lines.push(
       `## Small jobs: 1-task jobs (${jobs} with ${inFlight} in flight; ${serial} one at a time; medians)`,
       "",
-      "| side | jobs/s in flight | CPU µs/job in flight: bench process, nats-server | submit p50 ms | submit → result p50 ms |",
+      "| side | jobs/s in flight | CPU µs/job in flight: bench process, nats-server (BullMQ: redis-server) | submit p50 ms | submit → result p50 ms |",
       "| --- | ---: | ---: | ---: | ---: |",
     );
     for (const [name, side] of [

@@ -36,6 +36,7 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { startNatsCluster } from "../test/harness/nats-cluster.ts";
 import { startNatsServer } from "../test/harness/nats-server.ts";
+import { runBullmq } from "./bullmq-big.ts";
 import { measureConnections } from "./connections.ts";
 import { measureFairness } from "./fairness.ts";
 import { runJetstate } from "./jetstate-e2e.ts";
@@ -179,6 +180,7 @@ const server = await startNatsServer();
 const notes: string[] = [
   "Raw: publish all N with js.publish() (windows of 256 awaited PubAcks), then consume() and ack each; timed from the first publish to the last ack (+ flush).",
   "Raw, pipelined: the same, published with jetstate's own technique (one reply subscription for all PubAcks, a message id per task, 256 in flight): jetstate's submit uses it, so this is the like-for-like baseline for the publish phase.",
+  "BullMQ (when a Redis answers on loopback): the same N payloads as N jobs added with addBulk (1,000 a call), a Worker of the same concurrency already running; timed from the first add to the N-th completed event. Its workers take jobs while they are added (no commit to wait for): its phases overlap, so its 'to the first task' is negative. Its server CPU is redis-server's.",
   "jetstate: timed from just before submit() to done() resolving (atomic submit, workers, results, final record).",
   "Task latency = (moment the consumer / handler saw the task) − (start of the publishes / of submit()); it includes the publish or submit, during which no task can be delivered.",
   "Client CPU = process.cpuUsage() of the bench process over the timed window, ÷ N; server CPU from /proc/<pid>/stat of nats-server.",
@@ -205,9 +207,11 @@ try {
     await runRaw({ url: server.url, n: warm, rep: -1 });
     await runJetstate({ url: server.url, n: warm, rep: -1, shape });
     await runRaw({ url: server.url, n: warm, rep: -1, pipelined: true });
+    const withBullmq = (await runBullmq({ n: warm, rep: -1, concurrency: shape.concurrency })) !== undefined;
     const raw: ThroughputRun[] = [];
     const jetstate: ThroughputRun[] = [];
     const rawPipelined: ThroughputRun[] = [];
+    const bullmq: ThroughputRun[] = [];
     for (let rep = 0; rep < reps; rep++) {
       raw.push(await runRaw({ url: server.url, n, rep, serverCpu }));
       log(describe(raw.at(-1)!));
@@ -215,14 +219,23 @@ try {
       log(describe(jetstate.at(-1)!));
       rawPipelined.push(await runRaw({ url: server.url, n, rep, serverCpu, pipelined: true }));
       log(describe(rawPipelined.at(-1)!));
+      const bull = withBullmq ? await runBullmq({ n, rep, concurrency: shape.concurrency }) : undefined;
+      if (bull) {
+        bullmq.push(bull);
+        log(describe(bull));
+      }
     }
+    // Every repetition or none: a ratio pairs each jetstate run with the BullMQ run of its round.
+    const bullmqRan = bullmq.length === jetstate.length;
     throughput = {
-      runs: raw.flatMap((r, k) => [r, jetstate[k]!, rawPipelined[k]!]),
+      runs: raw.flatMap((r, k) => [r, jetstate[k]!, rawPipelined[k]!, ...(bullmqRan ? [bullmq[k]!] : [])]),
       raw: summarise(raw),
       jetstate: summarise(jetstate),
       rawPipelined: summarise(rawPipelined),
+      bullmq: bullmqRan ? summarise(bullmq) : null,
       ratio: ratios(raw, jetstate, Number(values.target)),
       ratioToPipelined: ratios(rawPipelined, jetstate, Number(values.target)),
+      ratioToBullmq: bullmqRan ? ratios(bullmq, jetstate, Number.NaN) : null,
     };
   }
   let connections: BenchDocument["connections"];
@@ -355,6 +368,12 @@ if (t) {
     `(for comparison, jetstate/raw with jetstate's publish technique: median of ratios ${p.medianOfRatios}, ` +
       `ratio of medians ${p.ratioOfMedians}, per rep ${p.perRep.join(", ")})`,
   );
+  const b = t.ratioToBullmq;
+  if (b)
+    console.log(
+      `jetstate/BullMQ at N=${n}: median of ratios ${b.medianOfRatios}, ratio of medians ${b.ratioOfMedians}, ` +
+        `per rep ${b.perRep.join(", ")}`,
+    );
   const r = t.ratio;
   console.log(
     `ratio jetstate/raw at N=${n}: median of ratios ${r.medianOfRatios}, ratio of medians ${r.ratioOfMedians} ` +

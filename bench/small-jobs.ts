@@ -19,9 +19,11 @@
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { freshRuntime } from "./jetstate-e2e.ts";
+import { bullmqQueue, redisCpuClock } from "./lib/bullmq.ts";
 import { createRuntime } from "./lib/jetstate.ts";
 import { median, round } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
+import type { CpuClock } from "./lib/throughput.ts";
 
 export interface SmallJobsShape {
   readonly jobs: number;
@@ -43,6 +45,8 @@ export interface SmallJobsRun {
 /** One side's work: submit a 1-task job for `n`, resolve with its result. */
 interface Side {
   readonly name: SmallJobsRun["side"];
+  /** Its server's CPU clock when that is not nats-server (BullMQ's Redis). */
+  readonly serverCpu?: CpuClock;
   /** Resolves when the job is accepted; its `result` when the answer is read. */
   submit(n: number): Promise<{ result: Promise<number> }>;
   close(): Promise<void>;
@@ -56,7 +60,8 @@ const measure = async (
 ): Promise<SmallJobsRun> => {
   let next = 0;
   const cpu = process.cpuUsage();
-  const serverCpuStart = serverCpu?.();
+  const clock = side.serverCpu ?? serverCpu;
+  const serverCpuStart = clock?.();
   const started = performance.now();
   const lane = async () => {
     while (next < shape.jobs) {
@@ -68,7 +73,7 @@ const measure = async (
   await Promise.all(Array.from({ length: shape.inFlight }, lane));
   const jobsPerSec = Math.round(shape.jobs / ((performance.now() - started) / 1000));
   const used = process.cpuUsage(cpu);
-  const serverMicros = serverCpuStart === undefined ? undefined : serverCpu!() - serverCpuStart;
+  const serverMicros = serverCpuStart === undefined ? undefined : clock!() - serverCpuStart;
   const submitMs: number[] = [];
   const roundTripMs: number[] = [];
   for (let k = 0; k < shape.serial; k++) {
@@ -172,21 +177,11 @@ const rawSide = async (url: string, rep: number, concurrency: number): Promise<S
 
 /** BullMQ on the Redis of REDIS_URL (or 127.0.0.1:6379 when it answers), else none. */
 const bullmqSide = async (rep: number, concurrency: number): Promise<Side | undefined> => {
-  const redis = new URL(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
-  if (!["127.0.0.1", "localhost", "[::1]"].includes(redis.hostname)) return undefined; // loopback only
-  const connection = { host: redis.hostname, port: Number(redis.port || 6379), maxRetriesPerRequest: null };
-  const { Queue, QueueEvents, Worker } = await import("bullmq");
   const name = uniqueName("bullsmall", rep);
-  const queue = new Queue(name, { connection });
-  try {
-    await Promise.race([
-      queue.waitUntilReady(),
-      new Promise((_, reject) => setTimeout(() => reject(new Error("no Redis")), 1000)),
-    ]);
-  } catch {
-    await queue.close();
-    return undefined;
-  }
+  const ready = await bullmqQueue(name);
+  if (!ready) return undefined;
+  const { queue, connection } = ready;
+  const { QueueEvents, Worker } = await import("bullmq");
   const events = new QueueEvents(name, { connection });
   await events.waitUntilReady();
   // Each waiting job adds a listener; 64 in flight is not a leak.
@@ -194,8 +189,10 @@ const bullmqSide = async (rep: number, concurrency: number): Promise<Side | unde
   events.setMaxListeners(0);
   const worker = new Worker(name, async (job) => (job.data as number) * 2, { connection, concurrency });
   await worker.waitUntilReady();
+  const serverCpu = redisCpuClock(connection);
   return {
     name: "bullmq",
+    ...(serverCpu ? { serverCpu } : {}),
     submit: async (n) => {
       const job = await queue.add("t", n, { removeOnComplete: { count: 10_000 } });
       return { result: job.waitUntilFinished(events) as Promise<number> };
@@ -259,8 +256,8 @@ export async function measureSmallJobs(
       jobsPerSec: median(mine.map((r) => r.jobsPerSec)),
       clientCpuMicrosPerJob: median(mine.map((r) => r.clientCpuMicrosPerJob)),
       serverCpuMicrosPerJob: serverCpus.length === mine.length ? median(serverCpus) : null,
-      submitP50Ms: median(mine.map((r) => r.submitP50Ms)),
-      roundTripP50Ms: median(mine.map((r) => r.roundTripP50Ms)),
+      submitP50Ms: round(median(mine.map((r) => r.submitP50Ms)), 2),
+      roundTripP50Ms: round(median(mine.map((r) => r.roundTripP50Ms)), 2),
     };
   };
   const ratioTo = (side: SmallJobsRun["side"], of_: SmallJobsRun["side"] = "jetstate") => {

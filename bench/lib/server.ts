@@ -32,9 +32,13 @@ const ticksPerSecond = 100; // USER_HZ on Linux
 /** A function that returns the server's CPU time in µs so far; undefined off Linux or without a pid. */
 export const serverCpuClock = (server: NatsServerHandle): (() => number) | undefined => {
   const pid = serverPid(server);
-  if (pid === undefined) return undefined;
+  return pid === undefined ? undefined : pidCpuClock(pid);
+};
+
+/** A process's CPU time in µs so far, from /proc/<pid>/stat; undefined where it cannot be read. */
+export const pidCpuClock = (pid: number): (() => number) | undefined => {
   const read = () => {
-    // Fields after the command name "(nats-server)": utime is the 14th field, stime the 15th.
+    // Fields after the command name "(nats-server)", "(redis-server)": utime is the 14th field, stime the 15th.
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return ((Number(fields[11]) + Number(fields[12])) / ticksPerSecond) * 1_000_000;

@@ -1,8 +1,8 @@
 /** What one throughput run reports, for raw JetStream and for jetstate alike. */
-import { median, round } from "./stats.ts";
+import { median, percentiles, round } from "./stats.ts";
 
 export interface ThroughputRun {
-  readonly kind: "raw" | "raw-pipelined" | "jetstate";
+  readonly kind: "raw" | "raw-pipelined" | "jetstate" | "bullmq";
   readonly rep: number;
   readonly n: number;
   readonly seconds: number;
@@ -47,6 +47,44 @@ export const phases = (
     toFirst: round(first - publishMs, 1),
     tasks: round(last - first, 1),
     tail: round(totalMs - last, 1),
+  };
+};
+
+/** What a run measured, in ms from `performance.now()` and µs of CPU, before it is reported per task. */
+export interface RunTimes {
+  readonly started: number;
+  /** The publishes (raw), the submit (jetstate), the adds (BullMQ) ended. */
+  readonly published: number;
+  readonly ended: number;
+  /** Client CPU until `published`, and until `ended`. */
+  readonly publishCpuMicros: number;
+  readonly cpuMicros: number;
+  readonly serverCpuMicros: number | undefined;
+  /** Per task: when the consumer or handler saw it, ms after `started` (-1 = unseen). */
+  readonly seenAt: Float64Array;
+}
+
+/** One run's report from what it measured. */
+export const throughputRun = (
+  kind: ThroughputRun["kind"],
+  rep: number,
+  n: number,
+  t: RunTimes,
+): ThroughputRun => {
+  const seconds = (t.ended - t.started) / 1000;
+  const [p50, p99] = percentiles(t.seenAt, [50, 99]);
+  return {
+    kind,
+    rep,
+    n,
+    seconds: round(seconds, 3),
+    tasksPerSec: Math.round(n / seconds),
+    publishSeconds: round((t.published - t.started) / 1000, 3),
+    cpuMicrosPerTask: round(t.cpuMicros / n, 1),
+    publishCpuMicrosPerTask: round(t.publishCpuMicros / n, 1),
+    serverCpuMicrosPerTask: perTask(t.serverCpuMicros, n),
+    latencyMs: { p50: round(p50!, 1), p99: round(p99!, 1) },
+    phasesMs: phases(t.seenAt, t.published - t.started, t.ended - t.started),
   };
 };
 
