@@ -69,6 +69,8 @@ export class QueueGate {
   /** loading → open | limited | paused: what a task arriving now meets. */
   readonly #life = createActor(queueMachine).start();
   readonly #ready: Promise<void>;
+  /** `#ready` has settled. */
+  #isReady = false;
   #resumed = manyListeners();
   /**
    * Aborted (and replaced) at each write of the settings seen. Any number
@@ -114,6 +116,9 @@ export class QueueGate {
         this.#life.send({ type: "settings.unread" });
       },
     );
+    void this.#ready.then(() => {
+      this.#isReady = true;
+    });
     signal.addEventListener("abort", () => this.#life.stop(), { once: true });
     this.watching = controls
       .watchSettings(queue, (value, revision) => this.#apply(value, revision, "watch"), signal)
@@ -122,6 +127,16 @@ export class QueueGate {
 
   /** The watch's loop: the worker's stop waits for it. */
   readonly watching: Promise<void>;
+
+  /**
+   * The pass of a queue read and open (no pause, no limits), at once; undefined
+   * otherwise (`enter` then waits for what it asks). Most tasks meet an open
+   * queue: they start without an async call and its promises (`enter` is one
+   * whatever it answers).
+   */
+  openPass(): GatePass | undefined {
+    return this.#isReady && this.#life.getSnapshot().value === "open" ? noPermit : undefined;
+  }
 
   /**
    * Waits for what the queue's limits ask before a task starts: a

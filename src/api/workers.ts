@@ -179,7 +179,7 @@ export const startWorker = <Payload, Result>(
       return;
     }
     const target = currentTarget();
-    const pass = await gate.enter(pulling, leaseKeeper(msg, job), target);
+    const pass = gate.openPass() ?? (await gate.enter(pulling, leaseKeeper(msg, job), target));
     if (pass === "paused") return pausedTask(msg, job);
     if (pass === undefined || pulling.aborted || job.ended.aborted) {
       pass?.end();

@@ -87,3 +87,35 @@ describe("the settings a gate applies", () => {
     stop.abort();
   });
 });
+
+describe("a task arriving before the gate has read its queue's settings", () => {
+  it("meets the stored pause: no pass at once, and 'paused' once they are read", async () => {
+    let stored!: (found: { value: string; revision: number }) => void;
+    let push!: (value: string | undefined, revision: number) => void;
+    const controls = {
+      getSettings: () =>
+        new Promise<{ value: string; revision: number }>((resolve) => {
+          stored = resolve;
+        }),
+      watchSettings: (_queue: string, onValue: typeof push, signal: AbortSignal) => {
+        push = onValue;
+        return new Promise<void>((resolve) =>
+          signal.addEventListener("abort", () => resolve(), { once: true }),
+        );
+      },
+    } as Partial<QueueControls> as QueueControls;
+    const stop = new AbortController();
+    const gate = new QueueGate(controls, "q", silentLogger(), stop.signal);
+    const written = (paused: boolean) => encodeQueueSettings({ queue: "q", paused, updatedAt: 0 });
+    // Not read yet: nothing says the queue is open.
+    expect(gate.openPass()).toBeUndefined();
+    const entering = gate.enter(stop.signal);
+    stored({ value: written(true), revision: 1 });
+    expect(await entering).toBe("paused");
+    expect(gate.openPass()).toBeUndefined();
+    // Resumed: a task passes at once, with no wait.
+    push(written(false), 2);
+    expect(gate.openPass()).toBeTypeOf("object");
+    stop.abort();
+  });
+});

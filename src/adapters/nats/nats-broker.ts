@@ -53,6 +53,7 @@ const decoder = new TextDecoder();
 class JsTaskLease implements TaskLease {
   readonly #msg: JsMsg;
   readonly #republish: Republish;
+  #deliveryCount: number | undefined;
   constructor(msg: JsMsg, republish: Republish) {
     this.#msg = msg;
     this.#republish = republish;
@@ -61,9 +62,14 @@ class JsTaskLease implements TaskLease {
     return decoder.decode(this.#msg.data);
   }
   get deliveryCount(): number {
-    // `reply` is on nats.js's message class, not its `JsMsg` type; without it `info` has the count.
-    const { reply } = this.#msg as { readonly reply?: unknown };
-    return (typeof reply === "string" ? deliveryCountOf(reply) : undefined) ?? this.#msg.info.deliveryCount;
+    // Read once: a worker asks as it starts the task and as it answers it.
+    if (this.#deliveryCount === undefined) {
+      // `reply` is on nats.js's message class, not its `JsMsg` type; without it `info` has the count.
+      const { reply } = this.#msg as { readonly reply?: unknown };
+      this.#deliveryCount =
+        (typeof reply === "string" ? deliveryCountOf(reply) : undefined) ?? this.#msg.info.deliveryCount;
+    }
+    return this.#deliveryCount;
   }
   get seq(): number {
     return this.#msg.seq;

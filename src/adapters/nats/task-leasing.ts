@@ -322,14 +322,23 @@ const leasePayload = (s: LeaseSettle): string => {
  */
 export const deliveryCountOf = (reply: string): number | undefined => {
   if (!reply.startsWith("$JS.ACK.")) return undefined;
-  // Where each dot is, up to the 10th: 8 dots is the 9-token layout, 10 or more the longer one.
-  const dots: number[] = [];
-  for (let at = reply.indexOf("."); at >= 0 && dots.length < 10; at = reply.indexOf(".", at + 1))
-    dots.push(at);
-  const token = dots.length === 8 ? 4 : dots.length === 10 ? 6 : -1;
-  const from = dots[token - 1];
-  const to = dots[token];
-  if (from === undefined || to === undefined || to - from < 2) return undefined;
+  // Where the 4th to 7th dots are, and how many there are up to 10: 8 dots is the 9-token layout,
+  // 10 or more the longer one. Kept in locals: an array of them was ~0.4 KB of garbage a task.
+  let dots = 0;
+  let d4 = -1;
+  let d5 = -1;
+  let d6 = -1;
+  let d7 = -1;
+  for (let at = reply.indexOf("."); at >= 0 && dots < 10; at = reply.indexOf(".", at + 1)) {
+    dots++;
+    if (dots === 4) d4 = at;
+    else if (dots === 5) d5 = at;
+    else if (dots === 6) d6 = at;
+    else if (dots === 7) d7 = at;
+  }
+  const from = dots === 8 ? d4 : dots === 10 ? d6 : -1;
+  const to = dots === 8 ? d5 : dots === 10 ? d7 : -1;
+  if (from < 0 || to - from < 2) return undefined;
   let count = 0;
   for (let i = from + 1; i < to; i++) {
     const digit = reply.charCodeAt(i) - zero;
