@@ -144,20 +144,23 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
           });
     if (!running.settle(task)) return running.lateAnswer(task);
     try {
-      await finish(task, plan, payload, failure, target);
+      // Awaited only when it waits (a failover's report, a dead letter's store): most answers are
+      // given in this turn.
+      const finishing = finish(task, plan, payload, failure, target);
+      if (finishing) await finishing;
     } finally {
       running.done();
     }
   };
 
   /** The native worker's side of the answer path: counts, failover, the unreadable message. */
-  const finish = async (
+  const finish = (
     task: RunningTask,
     plan: AnswerPlan,
     payload: Payload | undefined,
     failure: unknown,
     target: string | undefined,
-  ) => {
+  ): void | Promise<void> => {
     const { msg, job, index } = task;
     const jobId = job.record.id;
     const attempt = msg.deliveryCount;
@@ -173,7 +176,7 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
     if (index < 0) return msg.term();
     const delivery = new TaskDelivery(task, outcome.kind, release, log, deps.telemetry);
     // Keep the payload and the last error where `redrive` can find them.
-    await answerTask(jobId, plan, delivery, batcher, (error) =>
+    return answerTask(jobId, plan, delivery, batcher, (error) =>
       broker.storeDeadLetter(
         {
           queue: queueName,

@@ -16,7 +16,7 @@ interface LaneDeps {
   /** Follows a job the worker did not follow yet. */
   readonly follow: (record: JobRecord, revision: number) => ActiveJob;
   /** Runs a pulled task of a followed job (through the slots and the queue's gate). */
-  readonly onTask: (msg: TaskLease, job: ActiveJob) => Promise<void>;
+  readonly onTask: (msg: TaskLease, job: ActiveJob) => void | Promise<void>;
   readonly release: (msg: TaskLease, delayMs?: number) => void;
   /** Settled once the server's max payload is known: nothing is pulled before. */
   readonly payloadKnown: Promise<void>;

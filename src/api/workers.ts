@@ -166,20 +166,44 @@ export const startWorker = <Payload, Result>(
     everyMs: leaseKeepEveryMs(job.record.settings.ackWaitMs),
   });
 
-  const onTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
+  /**
+   * A pulled task: a slot, then the queue's gate, then its handler. In the
+   * caller's turn when a slot is free and the queue open (most tasks of a
+   * busy worker): no promise of its own then, as the pull loop awaits only
+   * what returns one.
+   */
+  const onTask = (msg: TaskLease, job: ActiveJob): void | Promise<void> =>
+    slots.tryAcquire() ? withSlot(msg, job) : waitForSlot(msg, job);
+
+  const waitForSlot = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
     // A task that waits for a slot (every one busy) keeps its lease: handlers longer than half
     // of it let it run out, and the task ran twice, late here and again on another delivery.
-    const held =
-      slots.tryAcquire() ||
-      (await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings))));
+    const held = await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings)));
     if (!held) {
       // The worker stops (no slot held), or the task waited a whole lease for one: it goes back.
       if (pulling.aborted) return stoppingTasks.take(msg, job);
       if (!job.ended.aborted) release(msg);
       return;
     }
+    return withSlot(msg, job);
+  };
+
+  /** Holding its slot: through the gate, at once when the queue is open. */
+  const withSlot = (msg: TaskLease, job: ActiveJob): void | Promise<void> => {
     const target = currentTarget();
-    const pass = gate.openPass() ?? (await gate.enter(pulling, leaseKeeper(msg, job), target));
+    const pass = gate.openPass();
+    return pass ? passed(msg, job, pass, target) : atGate(msg, job, target);
+  };
+
+  const atGate = async (msg: TaskLease, job: ActiveJob, target: string | undefined): Promise<void> =>
+    passed(msg, job, await gate.enter(pulling, leaseKeeper(msg, job), target), target);
+
+  const passed = (
+    msg: TaskLease,
+    job: ActiveJob,
+    pass: GatePass | "paused" | undefined,
+    target: string | undefined,
+  ): void | Promise<void> => {
     if (pass === "paused") return pausedTask(msg, job);
     if (pass === undefined || pulling.aborted || job.ended.aborted) {
       pass?.end();

@@ -70,26 +70,27 @@ export interface Delivery extends Settle {
  * (the batcher calls `stored`). A failover is the caller's to report first;
  * here it is a retry after `delayMs` like a nak.
  */
-// A plain async function, unlike the job operations: it runs once per task, and an Effect run per task costs throughput.
-export const answerTask = async <D extends Delivery>(
+// A plain function, unlike the job operations: it runs once per task, and an Effect run per task
+// costs throughput. A promise only for a dead letter's store: most tasks are answered in the caller's turn.
+export const answerTask = <D extends Delivery>(
   jobId: string,
   plan: AnswerPlan,
   delivery: D,
   results: Pick<ResultBatcher<D>, "add">,
   storeDeadLetter: (error: string) => Promise<void>,
-): Promise<void> => {
+): void | Promise<void> => {
   const { outcome, entry } = plan;
   if (entry === undefined) {
     delivery.retry(outcome.kind === "nak" || outcome.kind === "failover" ? outcome.delayMs : 0);
     return;
   }
-  if (outcome.kind === "dead") {
-    try {
-      await storeDeadLetter(outcome.error);
-    } catch (error) {
-      delivery.deadLetterLost(error);
-      return;
-    }
+  if (outcome.kind !== "dead") {
+    results.add(jobId, entry, delivery);
+    return;
   }
-  results.add(jobId, entry, delivery);
+  const stored = (async () => storeDeadLetter(outcome.error))();
+  return stored.then(
+    () => results.add(jobId, entry, delivery),
+    (error: unknown) => delivery.deadLetterLost(error),
+  );
 };

@@ -268,7 +268,9 @@ export const consumeTasks = async (
       if (from - arrived > ackWaitMs * 0.9) continue;
       idle.busy = true; // waiting for a free slot is not being stuck
       idle.since = from;
-      await onTask(m);
+      // Awaited only when it waits (for a slot, the gate): most tasks start in this turn.
+      const handing = onTask(m);
+      if (handing) await handing;
       idle.since = Date.now();
       idle.busy = false;
       if (buffered === undefined) {
