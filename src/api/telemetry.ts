@@ -51,7 +51,16 @@ export const observedHandler = <Payload, Result>(
   queue: string,
   telemetry: Telemetry,
 ): ((task: Task<Payload>, ctx: TaskContext) => Promise<Result>) => {
-  const run = async (task: Task<Payload>, ctx: TaskContext) => handler(task, ctx);
+  // The handler's own promise when it returns one (a wrapper of an async function would adopt it,
+  // a promise and two turns more a task); a value or a throw made a promise.
+  const run = (task: Task<Payload>, ctx: TaskContext): Promise<Result> => {
+    try {
+      const result = handler(task, ctx);
+      return result instanceof Promise ? result : Promise.resolve(result);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
   return (task, ctx) => {
     const traced = () => inTaskSpan(queue, task.jobId, task.index, task.attempt, () => run(task, ctx));
     if (!telemetry.active) return traced();

@@ -5,6 +5,7 @@ import type { Logger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
 import { decodeTask, encodeDone, encodeProgress } from "../kernel/wire.ts";
+import type { GatePass } from "./queue-gate.ts";
 import { type RunningTask, type RunningTasks, TaskDelivery } from "./running-tasks.ts";
 import type { Telemetry } from "./telemetry.ts";
 import type { Task, TaskContext, WorkerAgents, WorkerSettings } from "./worker-options.ts";
@@ -77,79 +78,92 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
   };
 
   /**
-   * `target`: the agent's, read once at the start: limited per target, a
-   * failure reported against it. `started` is told once the handler was
-   * called (the queue's rate permits go back then).
+   * Runs the task's handler and answers it. `target`: the agent's, read once
+   * at the start: limited per target, a failure reported against it. The
+   * gate's `pass` is told once the handler was called (the queue's rate
+   * permits go back then), and ended once the task is answered. It settles
+   * every failure of the handler itself: one that still escapes is a bug to
+   * see, logged here, and the task's lease runs out like a crashed worker's.
+   * Never rejects (no catch of its own per task for the caller to add).
    */
-  const handle = async (task: RunningTask, target: string | undefined, started: () => void) => {
-    const { msg, job } = task;
-    const jobId = job.record.id;
-    const attempt = msg.deliveryCount;
-    let payload: Payload | undefined;
-    let answer: HandlerAnswer;
+  const handle = async (task: RunningTask, target: string | undefined, pass: GatePass): Promise<void> => {
     try {
-      const body = decodeTask(msg.body);
-      task.index = body.index;
-      payload = body.payload as Payload;
-      if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
-      const ran = runHandler(
-        { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
-        {
-          get signal() {
-            return task.signal();
-          },
-          heartbeat() {
-            msg.working();
-          },
-          progress(info: unknown) {
-            msg.working();
-            reportProgress(jobId, task.index, info);
-          },
-          logger: log,
-          target,
-        },
-      );
-      started();
-      const result = await ran;
-      const value = resultSchema
-        ? await validateWith(resultSchema, result, `result of task ${task.index}`)
-        : result;
-      answer = { ok: true, entry: encodeDone(task.index, value) };
-    } catch (error) {
-      if (task.settled) return running.lateAnswer(task);
-      if (giveUp.aborted || job.ended.aborted) {
-        // Cancelled job: nothing to answer. Stopping worker: hand the task back now.
-        running.settle(task);
-        if (!job.ended.aborted) release(msg);
-        return running.done();
-      }
-      answer = { ok: false, error };
-    }
-    const failure = answer.ok ? undefined : answer.error;
-    const plan: AnswerPlan =
-      task.index < 0
-        ? {
-            outcome: {
-              kind: "term",
-              error: `unreadable task message: ${failure instanceof Error ? failure.message : String(failure)}`,
+      const { msg, job } = task;
+      const jobId = job.record.id;
+      const attempt = msg.deliveryCount;
+      let payload: Payload | undefined;
+      let answer: HandlerAnswer;
+      try {
+        const body = decodeTask(msg.body);
+        task.index = body.index;
+        payload = body.payload as Payload;
+        if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
+        const ran = runHandler(
+          { id: `${jobId}.${body.index}`, jobId, index: body.index, payload, attempt },
+          {
+            get signal() {
+              return task.signal();
             },
-            entry: undefined,
-          }
-        : planAnswer(task.index, answer, {
-            attempt,
-            maxDeliver: job.record.settings.maxDeliver,
-            backoffMs: job.record.settings.backoffMs,
-            maxBatchBytes: deps.maxBytes(),
-            ...outcomeOptions,
-          });
-    if (!running.settle(task)) return running.lateAnswer(task);
-    try {
-      // Awaited only when it waits (a failover's report, a dead letter's store): most answers are
-      // given in this turn.
-      const finishing = finish(task, plan, payload, failure, target);
-      if (finishing) await finishing;
+            heartbeat() {
+              msg.working();
+            },
+            progress(info: unknown) {
+              msg.working();
+              reportProgress(jobId, task.index, info);
+            },
+            logger: log,
+            target,
+          },
+        );
+        pass.started();
+        const result = await ran;
+        const value = resultSchema
+          ? await validateWith(resultSchema, result, `result of task ${task.index}`)
+          : result;
+        answer = { ok: true, entry: encodeDone(task.index, value) };
+      } catch (error) {
+        if (task.settled) return running.lateAnswer(task);
+        if (giveUp.aborted || job.ended.aborted) {
+          // Cancelled job: nothing to answer. Stopping worker: hand the task back now.
+          running.settle(task);
+          if (!job.ended.aborted) release(msg);
+          return running.done();
+        }
+        answer = { ok: false, error };
+      }
+      const failure = answer.ok ? undefined : answer.error;
+      const plan: AnswerPlan =
+        task.index < 0
+          ? {
+              outcome: {
+                kind: "term",
+                error: `unreadable task message: ${failure instanceof Error ? failure.message : String(failure)}`,
+              },
+              entry: undefined,
+            }
+          : planAnswer(task.index, answer, {
+              attempt,
+              maxDeliver: job.record.settings.maxDeliver,
+              backoffMs: job.record.settings.backoffMs,
+              maxBatchBytes: deps.maxBytes(),
+              ...outcomeOptions,
+            });
+      if (!running.settle(task)) return running.lateAnswer(task);
+      try {
+        // Awaited only when it waits (a failover's report, a dead letter's store): most answers are
+        // given in this turn.
+        const finishing = finish(task, plan, payload, failure, target);
+        if (finishing) await finishing;
+      } finally {
+        running.done();
+      }
+    } catch (error) {
+      log.warn(
+        { err: error, jobId: task.job.record.id, index: task.index },
+        "task not answered: its handling failed",
+      );
     } finally {
-      running.done();
+      pass.end();
     }
   };
 

@@ -218,16 +218,7 @@ export const startWorker = <Payload, Result>(
     const task = new RunningTask(msg, job);
     running.start(task);
     // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
-    // It settles every failure of the handler itself: one that still escapes is a bug to see,
-    // and the task's lease runs out like a crashed worker's.
-    handle(task, target, pass.started)
-      .catch((error: unknown) =>
-        log.warn(
-          { err: error, jobId: job.record.id, index: task.index },
-          "task not answered: its handling failed",
-        ),
-      )
-      .finally(() => pass.end());
+    void handle(task, target, pass);
   };
 
   // What it pulled and did not start once it stops: handed back, run or put back (worker-stopping.ts).
