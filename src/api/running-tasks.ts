@@ -18,8 +18,17 @@ export interface ActiveJob {
   readonly ended: JobEnd;
   /** Tasks whose handler runs: their leases are extended by `keeper`. */
   readonly running: Set<RunningTask>;
-  /** Extends the running tasks' leases every third of the job's ack wait; set while any runs. */
+  /**
+   * Extends the running tasks' leases every third of the job's ack wait; set while any runs or
+   * waits, and while the job's own pull loop runs (`pulling`).
+   */
   keeper: NodeJS.Timeout | undefined;
+  /**
+   * Its own pull loop runs (not a lane job's): its keeper is kept between two tasks. Made and
+   * cleared each time its running tasks fell to none, it was a timer made per task of a busy
+   * worker (quick handlers each end before the next starts).
+   */
+  pulling?: boolean;
   /**
    * Tasks pulled that wait for a slot, since when, and how to give up the wait: `keeper`
    * extends their leases too (made on first use).
@@ -162,9 +171,15 @@ export class RunningTasks {
     job.keeper ??= setInterval(() => this.#keepLeases(job), leaseKeepEveryMs(job.record.settings.ackWaitMs));
   }
 
-  /** The job's keeper stops once none of its tasks runs or waits. */
+  /** The job's pull loop has ended: its keeper stops once none of its tasks runs or waits. */
+  pullEnded(job: ActiveJob): void {
+    job.pulling = false;
+    this.#unkeep(job);
+  }
+
+  /** The job's keeper stops once none of its tasks runs or waits and its pull loop has ended. */
   #unkeep(job: ActiveJob): void {
-    if (job.running.size > 0 || (job.waiting?.size ?? 0) > 0) return;
+    if (job.pulling || job.running.size > 0 || (job.waiting?.size ?? 0) > 0) return;
     clearInterval(job.keeper);
     job.keeper = undefined;
   }

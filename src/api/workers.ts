@@ -242,13 +242,21 @@ export const startWorker = <Payload, Result>(
   const dueWaits = new DueWaits(broker, core.clock, log);
 
   const follow = (record: JobRecord, revision: number): ActiveJob => {
-    const job: ActiveJob = { record, revision, ended: new JobEnd(), running: new Set(), keeper: undefined };
+    const job: ActiveJob = {
+      record,
+      revision,
+      ended: new JobEnd(),
+      running: new Set(),
+      keeper: undefined,
+      pulling: false,
+    };
     jobs.set(record.id, job);
     // Its task comes through the queue's lane loop.
     if (record.lane) return job;
     log.info({ jobId: record.id }, "pulling tasks of job");
     // Until the worker stops (linked to `pulling`) or the job ends.
     const pull = pulls.link(job.ended.signal);
+    job.pulling = true;
     const pulled = payloadKnown
       .then(() => dueWaits.until(record, pull.signal))
       .then(() =>
@@ -267,6 +275,7 @@ export const startWorker = <Payload, Result>(
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
       .finally(() => {
         pulls.unlink(pull);
+        running.pullEnded(job);
         // Kept while the worker stops: its end still reaches the tasks it holds (`hearing`).
         if (jobs.get(record.id) === job && !pulling.aborted) jobs.delete(record.id);
       });

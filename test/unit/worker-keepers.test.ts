@@ -1,0 +1,54 @@
+/**
+ * A worker keeps the leases of a job's running tasks on one timer per job
+ * (`RunningTasks`). Quick handlers each end before the next task starts, so
+ * a keeper made when a task starts and cleared when none runs was a timer
+ * made and cleared per task. It is kept while the job's pull loop runs, and
+ * cleared once the loop has ended and nothing runs: none is left per job.
+ * Oracle: the platform's own `setInterval` and `clearInterval`, the calls
+ * made from running-tasks.ts counted by their stack.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { createTestRuntime } from "../../src/testing.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const platformSet = globalThis.setInterval;
+const platformClear = globalThis.clearInterval;
+afterEach(() => {
+  globalThis.setInterval = platformSet;
+  globalThis.clearInterval = platformClear;
+});
+
+describe("a worker's lease keepers", () => {
+  it("one per job while its tasks run one after another, none left once its loop ended", async () => {
+    const rt = await createTestRuntime();
+    const keepers = new Set<unknown>();
+    let made = 0;
+    globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+      const timer = platformSet(...args);
+      if (/running-tasks\.ts/.test(new Error().stack ?? "")) {
+        made++;
+        keepers.add(timer);
+      }
+      return timer;
+    }) as typeof setInterval;
+    globalThis.clearInterval = ((timer: Parameters<typeof clearInterval>[0]) => {
+      keepers.delete(timer);
+      platformClear(timer);
+    }) as typeof clearInterval;
+    // One slot: each task ends before the next starts, none running in between.
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      concurrency: 1,
+      handler: (t) => t.payload,
+    });
+    const jobs = 5;
+    const tasks = 20;
+    for (let n = 0; n < jobs; n++)
+      await (await rt.jobs.submit({ queue: "q", tasks: Array.from({ length: tasks }, (_, i) => i) })).done();
+    await waitUntil(() => keepers.size === 0, { timeoutMs: 5000, message: "every job's keeper cleared" });
+    expect(made).toBeGreaterThan(0);
+    expect(made).toBeLessThanOrEqual(jobs);
+    await worker.stop();
+    await rt.stop();
+  });
+});
