@@ -17,7 +17,7 @@ export interface ActiveJob {
   /** Aborted when the job ends: its handlers stop and their results are dropped. */
   readonly ended: JobEnd;
   /** Tasks whose handler runs: their leases are extended by `keeper`. */
-  readonly running: Set<RunningTask>;
+  readonly running: TaskList;
   /**
    * Extends the running tasks' leases every third of the job's ack wait; set while any runs or
    * waits, and while the job's own pull loop runs (`pulling`).
@@ -79,6 +79,9 @@ export class RunningTask {
   settled = false;
   /** Why it was settled before its handler ended, if it was. */
   givenUp: "hung" | "stop" | "job ended" | undefined;
+  /** Its neighbours in its job's `running` list, while it is in it. */
+  prev: RunningTask | undefined = undefined;
+  next: RunningTask | undefined = undefined;
   /** Made on first read of the handler's signal: most handlers never look at it. */
   #abort: AbortController | undefined;
   #signal: AbortSignal | undefined;
@@ -106,6 +109,49 @@ export class RunningTask {
 }
 
 /**
+ * A job's running tasks, linked through the tasks themselves: a `Set` that
+ * took each task in and out made a new table every few tasks (its deleted
+ * entries fill it), the most garbage a task left in the worker's own code.
+ */
+export class TaskList implements Iterable<RunningTask> {
+  #head: RunningTask | undefined;
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  add(task: RunningTask): void {
+    task.prev = undefined;
+    task.next = this.#head;
+    if (this.#head) this.#head.prev = task;
+    this.#head = task;
+    this.#size++;
+  }
+
+  /** Takes the task out, if it is in: false when it is not. */
+  delete(task: RunningTask): boolean {
+    if (task.prev) task.prev.next = task.next;
+    else if (this.#head === task) this.#head = task.next;
+    else return false;
+    if (task.next) task.next.prev = task.prev;
+    task.prev = undefined;
+    task.next = undefined;
+    this.#size--;
+    return true;
+  }
+
+  /** The tasks in it; the one handed out may be taken out before the next is asked for. */
+  *[Symbol.iterator](): Iterator<RunningTask> {
+    for (let task = this.#head; task !== undefined; ) {
+      const next = task.next;
+      yield task;
+      task = next;
+    }
+  }
+}
+
+/**
  * The handlers a worker runs now: counted (stop() waits until none is
  * left), each in its job's set for the lease keeper, each settled once.
  * Each is a small RunningTask; its AbortController and AbortSignal.any() are
@@ -116,7 +162,7 @@ export class RunningTasks {
   readonly #slots: FairSlots;
   readonly #maxTaskMs: number;
   readonly #log: Logger;
-  /** Jobs with running tasks (a job stays here after its pull loop ended, until they settle). */
+  /** Jobs with running tasks, or kept by their pull loop as their keeper is (`#unkeep`). */
   readonly #busyJobs = new Set<ActiveJob>();
   #count = 0;
   #onIdle: (() => void) | undefined;
@@ -180,6 +226,9 @@ export class RunningTasks {
   /** The job's keeper stops once none of its tasks runs or waits and its pull loop has ended. */
   #unkeep(job: ActiveJob): void {
     if (job.pulling || job.running.size > 0 || (job.waiting?.size ?? 0) > 0) return;
+    // Left as busy until now, as its keeper: a set that took the job in and out at each task
+    // made a table every few tasks.
+    this.#busyJobs.delete(job);
     clearInterval(job.keeper);
     job.keeper = undefined;
   }
@@ -190,10 +239,7 @@ export class RunningTasks {
     task.settled = true;
     const job = task.job;
     job.running.delete(task);
-    if (job.running.size === 0) {
-      this.#busyJobs.delete(job);
-      this.#unkeep(job);
-    }
+    if (job.running.size === 0) this.#unkeep(job);
     return true;
   }
 

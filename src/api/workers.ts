@@ -10,7 +10,14 @@ import { DueWaits } from "./due-waits.ts";
 import { type GatePass, QueueGate } from "./queue-gate.ts";
 import { QueueJobs } from "./queue-jobs.ts";
 import type { RecordFeed } from "./record-feed.ts";
-import { type ActiveJob, JobEnd, RunningTask, RunningTasks, type TaskDelivery } from "./running-tasks.ts";
+import {
+  type ActiveJob,
+  JobEnd,
+  RunningTask,
+  RunningTasks,
+  type TaskDelivery,
+  TaskList,
+} from "./running-tasks.ts";
 import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
 import { taskHandler } from "./worker-handle.ts";
@@ -246,7 +253,7 @@ export const startWorker = <Payload, Result>(
       record,
       revision,
       ended: new JobEnd(),
-      running: new Set(),
+      running: new TaskList(),
       keeper: undefined,
       pulling: false,
     };
