@@ -1,4 +1,4 @@
-import { inTaskSpan } from "./tracing.ts";
+import { inTaskSpan, untraced } from "./tracing.ts";
 import type { Task, TaskContext } from "./worker-options.ts";
 
 /**
@@ -62,6 +62,8 @@ export const observedHandler = <Payload, Result>(
     }
   };
   return (task, ctx) => {
+    // Neither listened to nor traced (most workers): the handler alone, nothing made around it.
+    if (!telemetry.active && untraced()) return run(task, ctx);
     const traced = () => inTaskSpan(queue, task.jobId, task.index, task.attempt, () => run(task, ctx));
     if (!telemetry.active) return traced();
     if (task.attempt > 1) telemetry.emit({ type: "task.redelivered", queue, attempt: task.attempt });

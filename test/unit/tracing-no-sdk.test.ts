@@ -45,6 +45,23 @@ it("with no tracer provider the handler runs in the caller's context: no span ma
   expect(await seenByHandler()).toEqual({ span: undefined, caller: "here" });
 });
 
+it("with no tracer provider, a span context carried in by the caller is what the handler sees", async () => {
+  const carried: SpanContext = {
+    traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+    spanId: "00f067aa0ba902b7",
+    traceFlags: TraceFlags.SAMPLED,
+  };
+  const seen = await context.with(
+    trace.setSpanContext(ROOT_CONTEXT, carried).setValue(callerKey, "here"),
+    () =>
+      inTaskSpan("q", "job", 0, 1, async () => ({
+        span: trace.getActiveSpan()?.spanContext(),
+        caller: context.active().getValue(callerKey),
+      })),
+  );
+  expect(seen).toEqual({ span: carried, caller: "here" });
+});
+
 it("a sampled-out span of a trace is made current: what the handler starts joins that trace", async () => {
   const sampledOut: SpanContext = {
     traceId: "0af7651916cd43dd8448eb211c80319c",
