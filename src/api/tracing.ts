@@ -107,6 +107,7 @@ export const inSubmitSpan = <A extends { readonly id: string }>(
   request: unknown,
   submit: () => Promise<A>,
 ): Promise<A> => {
+  if (untraced()) return runUntraced(submit);
   const { queue, tasks } = (typeof request === "object" && request !== null ? request : {}) as {
     queue?: unknown;
     tasks?: unknown;
