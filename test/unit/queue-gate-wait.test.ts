@@ -119,3 +119,31 @@ describe("a task arriving before the gate has read its queue's settings", () => 
     stop.abort();
   });
 });
+
+describe("a gate whose watch says open before its first read answers", () => {
+  it("gives no pass at once until that read, which may say paused", async () => {
+    let stored!: (found: { value: string; revision: number }) => void;
+    let push!: (value: string | undefined, revision: number) => void;
+    const controls = {
+      getSettings: () =>
+        new Promise<{ value: string; revision: number }>((resolve) => {
+          stored = resolve;
+        }),
+      watchSettings: (_queue: string, onValue: typeof push, signal: AbortSignal) => {
+        push = onValue;
+        return new Promise<void>((resolve) =>
+          signal.addEventListener("abort", () => resolve(), { once: true }),
+        );
+      },
+    } as Partial<QueueControls> as QueueControls;
+    const stop = new AbortController();
+    const gate = new QueueGate(controls, "q", silentLogger(), stop.signal);
+    const written = (paused: boolean) => encodeQueueSettings({ queue: "q", paused, updatedAt: 0 });
+    push(written(false), 1);
+    expect(gate.openPass()).toBeUndefined();
+    const entering = gate.enter(stop.signal);
+    stored({ value: written(true), revision: 2 });
+    expect(await entering).toBe("paused");
+    stop.abort();
+  });
+});

@@ -16,7 +16,7 @@ import {
   type Tracer,
   trace,
 } from "@opentelemetry/api";
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, expect, it, vi } from "vitest";
 import { inTaskSpan } from "../../src/api/tracing.ts";
 import { StorageContextManager } from "../harness/storage-context.ts";
 
@@ -60,6 +60,17 @@ it("with no tracer provider, a span context carried in by the caller is what the
       })),
   );
   expect(seen).toEqual({ span: carried, caller: "here" });
+});
+
+it("with no tracer provider a task makes no span: no tracer is asked for", async () => {
+  const proxy = trace.getTracerProvider();
+  const asked = vi.spyOn(proxy, "getTracer");
+  try {
+    await inTaskSpan("q", "job", 0, 1, async () => undefined);
+    expect(asked).not.toHaveBeenCalled();
+  } finally {
+    asked.mockRestore();
+  }
 });
 
 it("a sampled-out span of a trace is made current: what the handler starts joins that trace", async () => {
