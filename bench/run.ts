@@ -180,7 +180,7 @@ const server = await startNatsServer();
 const notes: string[] = [
   "Raw: publish all N with js.publish() (windows of 256 awaited PubAcks), then consume() and ack each; timed from the first publish to the last ack (+ flush).",
   "Raw, pipelined: the same, published with jetstate's own technique (one reply subscription for all PubAcks, a message id per task, 256 in flight): jetstate's submit uses it, so this is the like-for-like baseline for the publish phase.",
-  "BullMQ (when a Redis answers on loopback): the same N payloads as N jobs added with addBulk (1,000 a call), a Worker of the same concurrency already running; timed from the first add to the N-th completed event. Its workers take jobs while they are added (no commit to wait for): its phases overlap, so its 'to the first task' is negative. Its server CPU is redis-server's.",
+  "BullMQ (when a Redis answers on loopback): the same N payloads as N jobs added with addBulk (1,000 a call, each removed once completed), as many Workers of the same concurrency as jetstate's, already running; timed from the first add to the N-th completed event. Its workers take jobs while they are added (no commit to wait for): its phases overlap, so its 'to the first task' is negative, and its CPU 'of it publish/submit' includes the jobs run meanwhile. Its server CPU is redis-server's.",
   "jetstate: timed from just before submit() to done() resolving (atomic submit, workers, results, final record).",
   "Task latency = (moment the consumer / handler saw the task) − (start of the publishes / of submit()); it includes the publish or submit, during which no task can be delivered.",
   "Client CPU = process.cpuUsage() of the bench process over the timed window, ÷ N; server CPU from /proc/<pid>/stat of nats-server.",
@@ -207,7 +207,8 @@ try {
     await runRaw({ url: server.url, n: warm, rep: -1 });
     await runJetstate({ url: server.url, n: warm, rep: -1, shape });
     await runRaw({ url: server.url, n: warm, rep: -1, pipelined: true });
-    const withBullmq = (await runBullmq({ n: warm, rep: -1, concurrency: shape.concurrency })) !== undefined;
+    const bullmqShape = { workers: shape.workers, concurrency: shape.concurrency };
+    const withBullmq = (await runBullmq({ n: warm, rep: -1, ...bullmqShape })) !== undefined;
     const raw: ThroughputRun[] = [];
     const jetstate: ThroughputRun[] = [];
     const rawPipelined: ThroughputRun[] = [];
@@ -219,14 +220,15 @@ try {
       log(describe(jetstate.at(-1)!));
       rawPipelined.push(await runRaw({ url: server.url, n, rep, serverCpu, pipelined: true }));
       log(describe(rawPipelined.at(-1)!));
-      const bull = withBullmq ? await runBullmq({ n, rep, concurrency: shape.concurrency }) : undefined;
-      if (bull) {
+      if (withBullmq) {
+        const bull = await runBullmq({ n, rep, ...bullmqShape });
+        // Every repetition or none: a ratio pairs each jetstate run with the BullMQ run of its round.
+        if (!bull) throw new Error(`bullmq run ${rep}: Redis answered the warm-up, not this repetition`);
         bullmq.push(bull);
         log(describe(bull));
       }
     }
-    // Every repetition or none: a ratio pairs each jetstate run with the BullMQ run of its round.
-    const bullmqRan = bullmq.length === jetstate.length;
+    const bullmqRan = withBullmq;
     throughput = {
       runs: raw.flatMap((r, k) => [r, jetstate[k]!, rawPipelined[k]!, ...(bullmqRan ? [bullmq[k]!] : [])]),
       raw: summarise(raw),

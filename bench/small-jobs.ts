@@ -45,7 +45,7 @@ export interface SmallJobsRun {
 /** One side's work: submit a 1-task job for `n`, resolve with its result. */
 interface Side {
   readonly name: SmallJobsRun["side"];
-  /** Its server's CPU clock when that is not nats-server (BullMQ's Redis). */
+  /** Its server's CPU clock when that is not nats-server (BullMQ's Redis): undefined when unknown. */
   readonly serverCpu?: CpuClock;
   /** Resolves when the job is accepted; its `result` when the answer is read. */
   submit(n: number): Promise<{ result: Promise<number> }>;
@@ -60,7 +60,8 @@ const measure = async (
 ): Promise<SmallJobsRun> => {
   let next = 0;
   const cpu = process.cpuUsage();
-  const clock = side.serverCpu ?? serverCpu;
+  // A side with a server of its own reports its server's CPU or none, never nats-server's.
+  const clock = "serverCpu" in side ? side.serverCpu : serverCpu;
   const serverCpuStart = clock?.();
   const started = performance.now();
   const lane = async () => {
@@ -189,10 +190,10 @@ const bullmqSide = async (rep: number, concurrency: number): Promise<Side | unde
   events.setMaxListeners(0);
   const worker = new Worker(name, async (job) => (job.data as number) * 2, { connection, concurrency });
   await worker.waitUntilReady();
-  const serverCpu = redisCpuClock(connection);
+  const serverCpu = await redisCpuClock(connection);
   return {
     name: "bullmq",
-    ...(serverCpu ? { serverCpu } : {}),
+    serverCpu,
     submit: async (n) => {
       const job = await queue.add("t", n, { removeOnComplete: { count: 10_000 } });
       return { result: job.waitUntilFinished(events) as Promise<number> };

@@ -3,7 +3,7 @@
  * (else 127.0.0.1:6379): only on loopback, and only when it answers. Its
  * server's CPU is redis-server's, read from /proc as nats-server's is.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import type { Queue } from "bullmq";
 import { pidCpuClock } from "./server.ts";
 import type { CpuClock } from "./throughput.ts";
@@ -40,17 +40,22 @@ export const bullmqQueue = async (
   }
 };
 
-/** redis-server's CPU clock (µs): the process listening on the connection's port, found by its command line. */
-export const redisCpuClock = (connection: RedisConnection): CpuClock => {
+/**
+ * redis-server's CPU clock (µs): the process Redis names itself (`INFO
+ * server`, `process_id`), read from /proc when that process is a
+ * redis-server here; undefined otherwise (another host's or a container's
+ * pid, not Linux).
+ */
+export const redisCpuClock = async (connection: RedisConnection): Promise<CpuClock> => {
+  const { Redis } = await import("ioredis");
+  const client = new Redis(connection);
+  const info = await client.info("server").finally(() => client.quit());
+  const pid = /^process_id:(\d+)/m.exec(info)?.[1];
+  if (pid === undefined) return undefined;
   try {
-    for (const entry of readdirSync("/proc")) {
-      if (!/^\d+$/.test(entry)) continue;
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " ");
-      if (cmdline.includes("redis-server") && cmdline.includes(`:${connection.port}`))
-        return pidCpuClock(Number(entry));
-    }
+    if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("redis-server")) return undefined;
   } catch {
-    // Not Linux, or /proc unreadable: no server CPU for BullMQ.
+    return undefined;
   }
-  return undefined;
+  return pidCpuClock(Number(pid));
 };
