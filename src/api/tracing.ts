@@ -11,10 +11,11 @@ import {
 } from "@opentelemetry/api";
 
 /**
- * OpenTelemetry spans, on the API package only: with no SDK registered every
- * call here is a no-op (a non-recording span, the current context). The
- * tracer is looked up per span: a provider registered (or replaced) after
- * the runtime started is the one used.
+ * OpenTelemetry spans, on the API package only: with no tracer provider
+ * registered no span is made (`untraced`), and a span that records nothing
+ * and belongs to no trace is not made current. The tracer is looked up per
+ * span: a provider registered (or replaced) after the runtime started is
+ * the one used.
  */
 const tracerName = "jetstate-jobs";
 
