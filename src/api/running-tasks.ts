@@ -153,7 +153,7 @@ export class TaskList implements Iterable<RunningTask> {
 
 /**
  * The handlers a worker runs now: counted (stop() waits until none is
- * left), each in its job's set for the lease keeper, each settled once.
+ * left), each in its job's list for the lease keeper, each settled once.
  * Each is a small RunningTask; its AbortController and AbortSignal.any() are
  * made only when the handler reads its signal: those cost ~15 µs of CPU per
  * task (bench/README.md).
