@@ -18,23 +18,28 @@ afterEach(() => {
   globalThis.clearInterval = platformClear;
 });
 
+/** The keepers running-tasks.ts makes, alive until cleared; how many it made. */
+const spyKeepers = () => {
+  const spied = { alive: new Set<unknown>(), made: 0 };
+  globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+    const timer = platformSet(...args);
+    if (/running-tasks\.ts/.test(new Error().stack ?? "")) {
+      spied.made++;
+      spied.alive.add(timer);
+    }
+    return timer;
+  }) as typeof setInterval;
+  globalThis.clearInterval = ((timer: Parameters<typeof clearInterval>[0]) => {
+    spied.alive.delete(timer);
+    platformClear(timer);
+  }) as typeof clearInterval;
+  return spied;
+};
+
 describe("a worker's lease keepers", () => {
   it("one per job while its tasks run one after another, none left once its loop ended", async () => {
     const rt = await createTestRuntime();
-    const keepers = new Set<unknown>();
-    let made = 0;
-    globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
-      const timer = platformSet(...args);
-      if (/running-tasks\.ts/.test(new Error().stack ?? "")) {
-        made++;
-        keepers.add(timer);
-      }
-      return timer;
-    }) as typeof setInterval;
-    globalThis.clearInterval = ((timer: Parameters<typeof clearInterval>[0]) => {
-      keepers.delete(timer);
-      platformClear(timer);
-    }) as typeof clearInterval;
+    const keepers = spyKeepers();
     // One slot: each task ends before the next starts, none running in between.
     const worker = rt.workers.start<number, number>({
       queue: "q",
@@ -45,10 +50,39 @@ describe("a worker's lease keepers", () => {
     const tasks = 20;
     for (let n = 0; n < jobs; n++)
       await (await rt.jobs.submit({ queue: "q", tasks: Array.from({ length: tasks }, (_, i) => i) })).done();
-    await waitUntil(() => keepers.size === 0, { timeoutMs: 5000, message: "every job's keeper cleared" });
-    expect(made).toBeGreaterThan(0);
-    expect(made).toBeLessThanOrEqual(jobs);
+    await waitUntil(() => keepers.alive.size === 0, {
+      timeoutMs: 5000,
+      message: "every job's keeper cleared",
+    });
+    expect(keepers.made).toBeGreaterThan(0);
+    expect(keepers.made).toBeLessThanOrEqual(jobs);
     await worker.stop();
+    await rt.stop();
+  });
+
+  it("none left by a worker stopped while a job's tasks run, nor by lane jobs", async () => {
+    const rt = await createTestRuntime();
+    const keepers = spyKeepers();
+    let started = 0;
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      concurrency: 2,
+      handler: async (t) => {
+        started++;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return t.payload;
+      },
+    });
+    // Lane jobs (one task each) first, then a job of its own loop stopped midway.
+    for (let n = 0; n < 5; n++) await (await rt.jobs.submit({ queue: "q", tasks: [n] })).done();
+    await rt.jobs.submit({ queue: "q", tasks: Array.from({ length: 50 }, (_, i) => i) });
+    await waitUntil(() => started >= 8, { timeoutMs: 5000, message: "the big job's tasks running" });
+    expect(keepers.alive.size).toBeGreaterThan(0);
+    await worker.stop();
+    await waitUntil(() => keepers.alive.size === 0, {
+      timeoutMs: 5000,
+      message: "every keeper cleared after stop",
+    });
     await rt.stop();
   });
 });
