@@ -13,6 +13,33 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { encodeQueueSettings } from "../../src/kernel/queue-settings.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
 
+/**
+ * A gate whose first read of the settings answers when the test says
+ * (`stored`), and whose watch hands over what the test pushes.
+ */
+const gateReadLater = () => {
+  let stored!: (found: { value: string; revision: number } | undefined) => void;
+  let push!: (value: string | undefined, revision: number) => void;
+  const controls = {
+    getSettings: () =>
+      new Promise<{ value: string; revision: number } | undefined>((resolve) => {
+        stored = resolve;
+      }),
+    watchSettings: (_queue: string, onValue: typeof push, signal: AbortSignal) => {
+      push = onValue;
+      return new Promise<void>((resolve) =>
+        signal.addEventListener("abort", () => resolve(), { once: true }),
+      );
+    },
+  } as Partial<QueueControls> as QueueControls;
+  const stop = new AbortController();
+  const gate = new QueueGate(controls, "q", silentLogger(), stop.signal);
+  return { gate, stored, push, stop };
+};
+
+/** The settings of queue "q", paused or not, as stored. */
+const written = (paused: boolean) => encodeQueueSettings({ queue: "q", paused, updatedAt: 0 });
+
 describe("a task waiting for its next permit", () => {
   it("renews the permits it already holds", { timeout: 10_000 }, async () => {
     const inner = createMemoryBroker({ server: createMemoryServer() }).queueControls;
@@ -52,19 +79,9 @@ describe("a task waiting for its next permit", () => {
 
 describe("the settings a gate applies", () => {
   it("after a store reset: a revision that goes back, or an equal one that says otherwise, is applied", async () => {
-    let push!: (value: string | undefined, revision: number) => void;
-    const controls = {
-      getSettings: async () => undefined,
-      watchSettings: (_queue: string, onValue: typeof push, signal: AbortSignal) => {
-        push = onValue;
-        return new Promise<void>((resolve) =>
-          signal.addEventListener("abort", () => resolve(), { once: true }),
-        );
-      },
-    } as Partial<QueueControls> as QueueControls;
-    const stop = new AbortController();
-    const gate = new QueueGate(controls, "q", silentLogger(), stop.signal);
-    const written = (paused: boolean) => encodeQueueSettings({ queue: "q", paused, updatedAt: 0 });
+    const { gate, stored, push, stop } = gateReadLater();
+    // Never configured: its first read finds nothing.
+    stored(undefined);
     /** What a task arriving now meets: "paused", or a pass (given back at once). */
     const meets = async () => {
       const pass = await gate.enter(stop.signal);
@@ -90,23 +107,7 @@ describe("the settings a gate applies", () => {
 
 describe("a task arriving before the gate has read its queue's settings", () => {
   it("meets the stored pause: no pass at once, and 'paused' once they are read", async () => {
-    let stored!: (found: { value: string; revision: number }) => void;
-    let push!: (value: string | undefined, revision: number) => void;
-    const controls = {
-      getSettings: () =>
-        new Promise<{ value: string; revision: number }>((resolve) => {
-          stored = resolve;
-        }),
-      watchSettings: (_queue: string, onValue: typeof push, signal: AbortSignal) => {
-        push = onValue;
-        return new Promise<void>((resolve) =>
-          signal.addEventListener("abort", () => resolve(), { once: true }),
-        );
-      },
-    } as Partial<QueueControls> as QueueControls;
-    const stop = new AbortController();
-    const gate = new QueueGate(controls, "q", silentLogger(), stop.signal);
-    const written = (paused: boolean) => encodeQueueSettings({ queue: "q", paused, updatedAt: 0 });
+    const { gate, stored, push, stop } = gateReadLater();
     // Not read yet: nothing says the queue is open.
     expect(gate.openPass()).toBeUndefined();
     const entering = gate.enter(stop.signal);
@@ -122,23 +123,7 @@ describe("a task arriving before the gate has read its queue's settings", () => 
 
 describe("a gate whose watch says open before its first read answers", () => {
   it("gives no pass at once until that read, which may say paused", async () => {
-    let stored!: (found: { value: string; revision: number }) => void;
-    let push!: (value: string | undefined, revision: number) => void;
-    const controls = {
-      getSettings: () =>
-        new Promise<{ value: string; revision: number }>((resolve) => {
-          stored = resolve;
-        }),
-      watchSettings: (_queue: string, onValue: typeof push, signal: AbortSignal) => {
-        push = onValue;
-        return new Promise<void>((resolve) =>
-          signal.addEventListener("abort", () => resolve(), { once: true }),
-        );
-      },
-    } as Partial<QueueControls> as QueueControls;
-    const stop = new AbortController();
-    const gate = new QueueGate(controls, "q", silentLogger(), stop.signal);
-    const written = (paused: boolean) => encodeQueueSettings({ queue: "q", paused, updatedAt: 0 });
+    const { gate, stored, push, stop } = gateReadLater();
     push(written(false), 1);
     expect(gate.openPass()).toBeUndefined();
     const entering = gate.enter(stop.signal);
