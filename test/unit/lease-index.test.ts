@@ -145,8 +145,12 @@ describe("takeover and the reaper find their candidates among the leases", () =>
         timeoutMs: 5000,
         message: "stale leases gone",
       });
-      // Several heartbeats and takeover passes later (a loaded machine's lag): still only the live one.
-      await delay(3 * leaseMs);
+      // Once the new supervisor's heartbeat is in the same bucket (what a loaded machine's lag
+      // let in before the check): still the live job's lease alone.
+      await waitUntil(() => heartbeatUntil(server, "counting") > 0, {
+        timeoutMs: 5000,
+        message: "the supervisor's heartbeat written",
+      });
       expect(storedLeases(server).map((l) => l.jobId)).toEqual([live]);
       await waitUntil(() => supervisedBy(server, live, "counting"), {
         timeoutMs: 5000,
