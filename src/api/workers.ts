@@ -2,29 +2,22 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { Broker, TaskLease } from "../adapters/broker.ts";
 import { ResultBatcher } from "../effects/result-batcher.ts";
-import { type JobRecord, leaseKeepEveryMs, priorityOf, takesTasks } from "../kernel/job-record.ts";
+import { type JobRecord, leaseKeepEveryMs, takesTasks } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { LinkedControllers, whenAborted } from "../kernel/signals.ts";
 import { FairSlots } from "../kernel/slots.ts";
 import { DueWaits } from "./due-waits.ts";
-import { type GatePass, QueueGate } from "./queue-gate.ts";
+import { QueueGate } from "./queue-gate.ts";
 import { QueueJobs } from "./queue-jobs.ts";
 import type { RecordFeed } from "./record-feed.ts";
-import {
-  type ActiveJob,
-  JobEnd,
-  RunningTask,
-  RunningTasks,
-  type TaskDelivery,
-  TaskList,
-} from "./running-tasks.ts";
+import { type ActiveJob, JobEnd, RunningTasks, type TaskDelivery, TaskList } from "./running-tasks.ts";
 import { type RuntimeCore, unlessDown } from "./runtime-core.ts";
 import { observedHandler } from "./telemetry.ts";
+import { taskAdmission } from "./worker-admission.ts";
 import { taskHandler } from "./worker-handle.ts";
 import { laneLoop } from "./worker-lane.ts";
 import { type Worker, type WorkerAgents, type WorkerOptions, workerSettings } from "./worker-options.ts";
 import { announceWorker } from "./worker-presence.ts";
-import { StoppingTasks } from "./worker-stopping.ts";
 
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./worker-options.ts";
 
@@ -131,112 +124,20 @@ export const startWorker = <Payload, Result>(
   const gate = new QueueGate(broker.queueControls, queueName, log, hearing.signal);
   core.loops.run(`worker-queue:${id}`, () => gate.watching);
 
-  /**
-   * A task pulled while its queue is paused: handed back untouched (not
-   * counted), and this loop pulls no more until the queue is resumed (or the
-   * job ends). On its last delivery a nak would spend it (the task would
-   * die unrun): that one is held instead, its lease kept, and tried again
-   * once the queue is resumed.
-   */
-  const pausedTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
-    slots.release();
-    // Until the worker stops or the job ends (linked, not an `AbortSignal.any` of `pulling`).
-    const waiting = pulls.link(job.ended.signal);
-    const until = waiting.signal;
-    try {
-      if (msg.deliveryCount < job.record.settings.maxDeliver) {
-        // The gate says "paused" before it looks at the worker's stop: a stopping worker's
-        // buffered tasks come here too, and are let go as the worker's others are.
-        letGo(msg);
-        return await gate.whenResumed(until);
-      }
-      const lease = leaseKeeper(msg, job);
-      const keeper = setInterval(lease.keep, lease.everyMs);
-      try {
-        await gate.whenResumed(until);
-      } finally {
-        clearInterval(keeper);
-      }
-    } finally {
-      pulls.unlink(waiting);
-    }
-    // Stopping: as every task a stopping worker holds; the job ended: nothing to run.
-    if (until.aborted) return stoppingTasks.take(msg, job);
-    return onTask(msg, job);
-  };
-
   /** Its agent's target now, if it is bound to one: a task runs against the one read before it starts. */
   const currentTarget = () => (agentId === undefined ? undefined : agents.get(agentId)?.current);
 
-  const leaseKeeper = (msg: TaskLease, job: ActiveJob) => ({
-    keep: () => msg.working(),
-    everyMs: leaseKeepEveryMs(job.record.settings.ackWaitMs),
-  });
-
-  /**
-   * A pulled task: a slot, then the queue's gate, then its handler. In the
-   * caller's turn when a slot is free and the queue open (most tasks of a
-   * busy worker): no promise of its own then, as the pull loop awaits only
-   * what returns one.
-   */
-  const onTask = (msg: TaskLease, job: ActiveJob): void | Promise<void> =>
-    slots.tryAcquire() ? withSlot(msg, job) : waitForSlot(msg, job);
-
-  const waitForSlot = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
-    // A task that waits for a slot (every one busy) keeps its lease: handlers longer than half
-    // of it let it run out, and the task ran twice, late here and again on another delivery.
-    const held = await running.whileWaiting(job, msg, slots.waitFor(priorityOf(job.record.settings)));
-    if (!held) {
-      // The worker stops (no slot held), or the task waited a whole lease for one: it goes back.
-      if (pulling.aborted) return stoppingTasks.take(msg, job);
-      if (!job.ended.aborted) release(msg);
-      return;
-    }
-    return withSlot(msg, job);
-  };
-
-  /** Holding its slot: through the gate, at once when the queue is open. */
-  const withSlot = (msg: TaskLease, job: ActiveJob): void | Promise<void> => {
-    const target = currentTarget();
-    const pass = gate.openPass();
-    return pass ? passed(msg, job, pass, target) : atGate(msg, job, target);
-  };
-
-  const atGate = async (msg: TaskLease, job: ActiveJob, target: string | undefined): Promise<void> =>
-    passed(msg, job, await gate.enter(pulling, leaseKeeper(msg, job), target), target);
-
-  const passed = (
-    msg: TaskLease,
-    job: ActiveJob,
-    pass: GatePass | "paused" | undefined,
-    target: string | undefined,
-  ): void | Promise<void> => {
-    if (pass === "paused") return pausedTask(msg, job);
-    if (pass === undefined || pulling.aborted || job.ended.aborted) {
-      pass?.end();
-      slots.release();
-      return stoppingTasks.take(msg, job);
-    }
-    start(msg, job, pass, target);
-  };
-
-  /** Runs the handler of a task holding its slot and its gate pass, and answers it. */
-  const start = (msg: TaskLease, job: ActiveJob, pass: GatePass, target: string | undefined): void => {
-    const task = new RunningTask(msg, job);
-    running.start(task);
-    // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
-    void handle(task, target, pass);
-  };
-
-  // What it pulled and did not start once it stops: handed back, run or put back (worker-stopping.ts).
-  const stoppingTasks = new StoppingTasks({
+  // From a pulled task to its handler, and what a stopping worker did not start (worker-admission.ts).
+  const { onTask, stoppingTasks } = taskAdmission({
     slots,
     running,
     gate,
+    pulls,
+    pulling,
     giveUp: giveUp.signal,
+    handle,
+    letGo,
     release,
-    start,
-    leaseKeeper,
     target: currentTarget,
     stats,
     log,
@@ -383,7 +284,7 @@ export const startWorker = <Payload, Result>(
           // and an answer that comes later is ignored (the task is someone else's by then).
           running.releaseAll(release);
         }, settings.stopTimeoutMs);
-        // The tasks its loops pulled and had not started are handed back, or run (`lastChance`)
+        // The tasks its loops pulled and had not started are handed back, or run (`StoppingTasks.take`)
         // once their loop has passed them on. Not waited for while the connection is down (a
         // loop may wait for the server until its request times out).
         const passedOn = async () => {

@@ -19,7 +19,7 @@ export type Leased = ReservedTask & {
 /** A delivery whose task message could be read, with the record of its job. */
 type Readable = { readonly t: LeasedTask; readonly body: TaskBody; readonly record: JobRecord };
 
-/** A lane task whose job's record was not read goes back for this long, as at a native worker (api/workers.ts `laneJobOf`). */
+/** A lane task whose job's record was not read goes back for this long, as at a native worker (api/worker-lane.ts `laneJobOf`). */
 const unreadJobDelayMs = 1000;
 
 /**
