@@ -8,8 +8,10 @@
  * composites the worker's code makes, read from the platform call itself,
  * and how many of them each source signal feeds.
  */
+import { getEventListeners } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobEnd } from "../../src/api/running-tasks.ts";
+import { partsOf } from "../../src/api/runtime.ts";
 import { createTestRuntime } from "../../src/testing.ts";
 
 const platformAny = AbortSignal.any;
@@ -27,7 +29,7 @@ describe("the signals of a worker and of a job's feed", () => {
       const sources = [...signals];
       const stack = new Error().stack ?? "";
       // A worker's code, and a job's feed (its results reader).
-      if (/workers\.ts|running-tasks\.ts|job-effects\.ts|job-feed\.ts/.test(stack))
+      if (/worker(s|-[a-z]+)\.ts|running-tasks\.ts|job-effects\.ts|job-feed\.ts/.test(stack))
         for (const source of sources) fed.set(source, (fed.get(source) ?? 0) + 1);
       return platformAny.call(AbortSignal, sources);
     };
@@ -75,7 +77,7 @@ describe("the signals of a worker and of a job's feed", () => {
     globalThis.AbortController = class extends PlatformController {
       constructor() {
         super();
-        if (/workers\.ts|running-tasks\.ts/.test(new Error().stack ?? "")) made++;
+        if (/worker(s|-[a-z]+)\.ts|running-tasks\.ts/.test(new Error().stack ?? "")) made++;
       }
     };
     const worker = rt.workers.start<number, number>({ queue: "q", handler: (task) => task.payload * 2 });
@@ -84,6 +86,26 @@ describe("the signals of a worker and of a job's feed", () => {
     await worker.stop();
     await rt.stop();
     expect(made).toBeLessThan(jobs);
+  });
+
+  it("a worker stopped before its runtime leaves no listener on the runtime's stop signal", async () => {
+    const rt = await createTestRuntime();
+    const { stopping } = partsOf(rt).core;
+    const before = getEventListeners(stopping, "abort").length;
+    try {
+      // The workers of a service that starts and stops them for its whole life.
+      for (let n = 0; n < 20; n++) {
+        const worker = rt.workers.start<number, number>({
+          queue: `q${n % 2}`,
+          handler: (task) => task.payload,
+        });
+        await (await rt.jobs.submit({ queue: `q${n % 2}`, tasks: [n] })).done();
+        await worker.stop();
+      }
+      expect(getEventListeners(stopping, "abort").length).toBe(before);
+    } finally {
+      await rt.stop();
+    }
   });
 
   it("a job's end: its signal, read before or after the end, is aborted once, with an AbortError", () => {
