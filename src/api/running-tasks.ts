@@ -225,7 +225,18 @@ export class RunningTasks {
 
   /** The job's keeper stops once none of its tasks runs or waits and its pull loop has ended. */
   #unkeep(job: ActiveJob): void {
-    if (job.pulling || job.running.size > 0 || (job.waiting?.size ?? 0) > 0) return;
+    if (!job.pulling) this.#dropIdle(job);
+  }
+
+  /**
+   * With none of its tasks running or waiting, the job's keeper stops. Its
+   * pull loop keeps it between the tasks of a busy worker (made and
+   * cleared per task otherwise); a tick that finds nothing to keep drops it
+   * all the same, so a live job idle here (its tasks held elsewhere, or
+   * their retries not due) holds no timer: the next task makes it again.
+   */
+  #dropIdle(job: ActiveJob): void {
+    if (job.running.size > 0 || (job.waiting?.size ?? 0) > 0) return;
     // Left as busy until now, as its keeper: a set that took the job in and out at each task
     // made a table every few tasks.
     this.#busyJobs.delete(job);
@@ -317,6 +328,7 @@ export class RunningTasks {
         this.done();
       }
     }
+    this.#dropIdle(job);
   }
 }
 

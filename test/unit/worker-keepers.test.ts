@@ -3,7 +3,8 @@
  * (`RunningTasks`). Quick handlers each end before the next task starts, so
  * a keeper made when a task starts and cleared when none runs was a timer
  * made and cleared per task. It is kept while the job's pull loop runs, and
- * cleared once the loop has ended and nothing runs: none is left per job.
+ * cleared once the loop has ended and nothing runs: none is left per job;
+ * a tick that finds nothing to keep clears it too (a live job idle here).
  * Oracle: the platform's own `setInterval` and `clearInterval`, the calls
  * made from running-tasks.ts counted by their stack.
  */
@@ -56,6 +57,40 @@ describe("a worker's lease keepers", () => {
     });
     expect(keepers.made).toBeGreaterThan(0);
     expect(keepers.made).toBeLessThanOrEqual(jobs);
+    await worker.stop();
+    await rt.stop();
+  });
+
+  it("none held for a live job with nothing running or waiting here (its tasks' retries not due yet)", async () => {
+    const rt = await createTestRuntime();
+    const keepers = spyKeepers();
+    const attempts: number[] = [];
+    const worker = rt.workers.start<number, number>({
+      queue: "q",
+      concurrency: 4,
+      handler: (t) => {
+        attempts.push(t.attempt);
+        if (t.attempt === 1) throw new Error("once");
+        return t.payload;
+      },
+    });
+    // Every task fails once and is retried 3 s on: meanwhile the job is live, its loop pulls,
+    // and nothing of it runs or waits at this worker. Its keeper ticks every 100 ms (ack wait 300).
+    const job = await rt.jobs.submit<number, number>({
+      queue: "q",
+      tasks: Array.from({ length: 10 }, (_, i) => i),
+      ackWaitMs: 300,
+      backoff: [3000],
+    });
+    await waitUntil(() => attempts.length === 10, { timeoutMs: 5000, message: "every first attempt" });
+    expect(keepers.made).toBeGreaterThan(0);
+    await waitUntil(() => keepers.alive.size === 0, {
+      timeoutMs: 2000,
+      message: "the idle job's keeper cleared",
+    });
+    // Cleared before the retries: not by the job's end.
+    expect(attempts.filter((a) => a > 1)).toEqual([]);
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 10 });
     await worker.stop();
     await rt.stop();
   });
