@@ -29,7 +29,7 @@ export interface JobEffectsShared {
 
 /** Aborts an effect still running (one settled has nothing left to abort: no abort made for it). */
 const abort = (effect: Effect | undefined) => {
-  if (effect && !effect.settled) effect.control.abort();
+  effect?.control?.abort();
 };
 
 /** How long an end refused for a redrive waits for the feed to hand its marker (read within ms). */
@@ -133,8 +133,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       if (over || aborted.aborted) return;
       // Committed (its submit answered so, or it was read committed): its end is written as a
       // new record should the server's store have lost the record.
-      const committed =
-        state.submitError === undefined && (state.submitting === undefined || state.submitting.settled);
+      const committed = state.submitError === undefined && state.submitting?.control === undefined;
       stored = await finalizeJob(
         broker,
         input,
@@ -220,9 +219,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     answer: (outcome: { ok: true; value: A } | { ok: false; error: unknown }) => JobEvent,
   ): Effect => {
     const control = new AbortController();
-    const running: Effect = { control, settled: false };
+    const running: Effect = { control };
     const settle = (outcome: { ok: true; value: A } | { ok: false; error: unknown }) => {
-      running.settled = true;
+      running.control = undefined;
       if (!control.signal.aborted) state.run.self().send(answer(outcome));
     };
     effect(control.signal).then(

@@ -69,7 +69,26 @@ const setBit = (bits: Uint8Array, i: number, on: boolean) => {
   bits[byte] = on ? old | mask : old & ~mask;
 };
 
-/** Counts the entries not seen before, in copies of the bitmaps (the inputs stay as they were). */
+/**
+ * The dead bits of a job none of whose tasks died: one empty bitmap shared
+ * by every job (reads of it say "not dead"), its own made at its first dead
+ * task. A live job held a bitmap of its own it almost never used, ~180
+ * bytes of heap with its buffer.
+ */
+export const noDeadBits = new Uint8Array(0);
+
+/** A copy of `bits` to change, `bytes` long (an empty shared one grows to its job's size). */
+const copyOf = (bits: Uint8Array, bytes: number): Uint8Array => {
+  const copy = new Uint8Array(Math.max(bytes, bits.length));
+  copy.set(bits);
+  return copy;
+};
+
+/**
+ * Counts the entries not seen before, in copies of the bitmaps made at the
+ * first bit a batch changes (the inputs stay as they were; a batch that
+ * changes none answers with them).
+ */
 export const countAnswers = (
   progress: Pick<JobProgress, "total" | "answered" | "deadBits">,
   entries: readonly ResultEntry[],
@@ -78,31 +97,42 @@ export const countAnswers = (
   let failed = 0;
   let dead = 0;
   let added = 0;
-  let changed = false;
-  const answered = progress.answered.slice();
-  const deadBits = progress.deadBits.slice();
+  const bytes = Math.ceil(progress.total / 8);
+  let answered: Uint8Array | undefined;
+  let deadBits: Uint8Array | undefined;
   for (const entry of entries) {
     const i = entry.i;
     if (!Number.isInteger(i) || i < 0 || i >= progress.total) continue;
     if (entry.redrive) {
-      if (!hasBit(deadBits, i)) continue;
+      if (!hasBit(deadBits ?? progress.deadBits, i)) continue;
+      deadBits ??= copyOf(progress.deadBits, bytes);
+      answered ??= copyOf(progress.answered, bytes);
       setBit(deadBits, i, false);
       setBit(answered, i, false);
       dead--;
-      changed = true;
       continue;
     }
-    if (hasBit(answered, i)) continue; // a redelivered task answered twice counts once
+    if (hasBit(answered ?? progress.answered, i)) continue; // a redelivered task answered twice counts once
+    answered ??= copyOf(progress.answered, bytes);
     setBit(answered, i, true);
-    changed = true;
     added++;
     if (entry.ok) done++;
     else if (entry.dead) {
       dead++;
+      deadBits ??= copyOf(progress.deadBits, bytes);
       setBit(deadBits, i, true);
     } else failed++;
   }
-  return { done, failed, dead, added, answered, deadBits, changed };
+  return {
+    done,
+    failed,
+    dead,
+    added,
+    answered: answered ?? progress.answered,
+    deadBits: deadBits ?? progress.deadBits,
+    // Every change copies `answered` first.
+    changed: answered !== undefined,
+  };
 };
 
 /**

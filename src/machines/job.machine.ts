@@ -1,6 +1,7 @@
 import { and, assign, setup } from "xstate";
 import { stallClockFrom } from "../kernel/held-task.ts";
-import { afterResults, type JobProgress, type ResultEntry, remaining } from "../kernel/job-progress.ts";
+import type { JobProgress, ResultEntry } from "../kernel/job-progress.ts";
+import { afterResults, noDeadBits, remaining } from "../kernel/job-progress.ts";
 import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
 import { withinTolerance } from "../kernel/job-record.ts";
 
@@ -111,10 +112,7 @@ export interface JobInput {
   readonly dueUntil?: number;
   /** When its first held (delayed) task is due (the record's `runAt`). */
   readonly runAt?: number;
-  /**
-   * When a job resumed `stalled` stalled (its record's `updatedAt`: the stall's write or a later
-   * one that left it stalled): its stalled timeout counts from then, whoever supervised it then.
-   */
+  /** When a job resumed `stalled` stalled (its record's `updatedAt`): its stalled timeout counts from then. */
   readonly stalledSince?: number;
 }
 
@@ -287,7 +285,7 @@ export const jobMachine = jobSetup.createMachine({
       failed: counts.failed,
       dead: counts.dead,
       answered: new Uint8Array(Math.ceil(input.total / 8)),
-      deadBits: new Uint8Array(Math.ceil(input.total / 8)),
+      deadBits: noDeadBits,
       startedAt: input.now,
       lastProgressAt: stalledSince === null ? input.now : stalledSince - input.settings.stallAfterMs,
       stalledSince,

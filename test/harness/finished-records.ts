@@ -1,4 +1,14 @@
-import type { JobRecord } from "../../src/kernel/job-record.ts";
+import type { JobRecord, JobSettings } from "../../src/kernel/job-record.ts";
+
+/** A plain job's settings: the defaults of `effects/plan-submit.ts`, but a backoff of one step. */
+export const defaultSettings: JobSettings = {
+  maxFailures: 0,
+  ackWaitMs: 30_000,
+  maxDeliver: 5,
+  backoffMs: [1000],
+  stallAfterMs: 60_000,
+  stalledTimeoutMs: 0,
+};
 
 /**
  * A job that ended long ago, as its supervisor left the record: what a
@@ -13,14 +23,7 @@ export const finishedRecord = (n: number, at: number, queue = "old"): JobRecord 
   phase: "committed",
   total: 10,
   submitId: `s${n}`,
-  settings: {
-    maxFailures: 0,
-    ackWaitMs: 30_000,
-    maxDeliver: 5,
-    backoffMs: [1000],
-    stallAfterMs: 60_000,
-    stalledTimeoutMs: 0,
-  },
+  settings: defaultSettings,
   counts: { done: 10, failed: 0, dead: 0 },
   createdAt: at,
   updatedAt: at,

@@ -11,6 +11,7 @@ import {
   countAnswers,
   estimateEtaMs,
   type JobProgress,
+  noDeadBits,
   type ResultEntry,
   remaining,
   sampleRate,
@@ -84,6 +85,24 @@ describe("countAnswers", () => {
     expect(again).toMatchObject({ done: 1, dead: -1, added: 1, changed: true });
     expect([...again.answered]).toEqual([0b0000_0001, 0b0000_0010]);
     expect([...again.deadBits]).toEqual([0, 0]);
+  });
+
+  it("a job none of whose tasks died shares one empty dead bitmap: its own is made at its first death, the shared one never written", () => {
+    const a = fresh(16, { deadBits: noDeadBits });
+    const b = fresh(3, { deadBits: noDeadBits });
+    const alive = countAnswers(a, [...ok(0), { i: 1, ok: false }]);
+    expect(alive.deadBits).toBe(noDeadBits);
+    const died = countAnswers(a, [{ i: 9, ok: false, dead: true }]);
+    expect([...died.deadBits]).toEqual([0, 0b0000_0010]);
+    expect([...countAnswers(b, [{ i: 2, ok: false, dead: true }]).deadBits]).toEqual([0b0000_0100]);
+    expect(noDeadBits.length).toBe(0);
+    // Redriven from its own: the bit cleared in a copy; a redrive of a task that never died changes nothing.
+    const redriven = countAnswers({ ...a, answered: died.answered, deadBits: died.deadBits }, [
+      { i: 9, redrive: true },
+    ]);
+    expect([...redriven.deadBits]).toEqual([0, 0]);
+    expect([...died.deadBits]).toEqual([0, 0b0000_0010]);
+    expect(countAnswers(a, [{ i: 9, redrive: true }])).toMatchObject({ changed: false, dead: 0 });
   });
 
   it("only duplicates: nothing changed", () => {
