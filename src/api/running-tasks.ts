@@ -20,7 +20,8 @@ export interface ActiveJob {
   readonly running: TaskList;
   /**
    * Extends the running tasks' leases every third of the job's ack wait; set while any runs or
-   * waits, and while the job's own pull loop runs (`pulling`).
+   * waits, and kept between two tasks while the job's own pull loop runs (`pulling`), until a
+   * tick finds none running or waiting.
    */
   keeper: NodeJS.Timeout | undefined;
   /**
@@ -162,7 +163,7 @@ export class RunningTasks {
   readonly #slots: FairSlots;
   readonly #maxTaskMs: number;
   readonly #log: Logger;
-  /** Jobs with running tasks, or kept by their pull loop as their keeper is (`#unkeep`). */
+  /** Jobs with running tasks, or kept as their keeper is (`#dropIdle`). */
   readonly #busyJobs = new Set<ActiveJob>();
   #count = 0;
   #onIdle: (() => void) | undefined;

@@ -698,7 +698,7 @@ describe("TaskLeases", () => {
         expect.objectContaining({ id: "L1.0" }),
         expect.objectContaining({ id: "L3.0" }),
       ]);
-      // As a native worker does (api/workers.ts laneJobOf): back with a delay, to be read again.
+      // As a native worker does (api/worker-lane.ts laneJobOf): back with a delay, to be read again.
       expect(t.calls).toEqual(["fetch lane q 5", "nak(1000) $JS.ACK.t.lane.q.1.2.2.0.0"]);
     });
 
