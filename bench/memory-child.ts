@@ -4,9 +4,10 @@
  *   job-100k <url> [tasks]  one job of 100k tasks, processed by native workers
  *                           (concurrency 50); baseline, peak while it runs,
  *                           and after it ended.
- *   idle-jobs <url> [jobs]  1000 submitted 1-task jobs that no worker serves:
- *                           1000 live job actors; bytes per job. Then a
- *                           worker runs them all.
+ *   idle-jobs <url> [jobs]  1000 submitted 1-task jobs that no worker serves,
+ *                           each with a consumer of its own (not on the
+ *                           lane): 1000 live job actors; bytes per job.
+ *                           Then a worker runs them all.
  *   live-jobs <url> [jobs]  10,000 1-task jobs on the lane submitted (64 in
  *                           flight) before a worker starts: all live at once
  *                           in one runtime, then all run; every one must
@@ -105,8 +106,10 @@ const withPrefix: typeof createRuntime = (options) => {
 const idleJobs = async (jobs: number) => {
   const rt = await freshRuntime(url, "idle", 0, withPrefix);
   const queue = uniqueName("q", "idle");
-  // One job first, so the baseline has every lazily created part of the runtime.
-  await rt.jobs.submit({ queue, tasks: [{ n: -1 }] });
+  // Each with a consumer of its own (not on the lane, which 1-task jobs take by default): the
+  // server's consumers per live job are counted below. One job first, so the baseline has
+  // every lazily created part of the runtime.
+  await rt.jobs.submit({ queue, tasks: [{ n: -1 }], lane: false });
   await sleep(200);
   const baseline = await settled();
   const started = performance.now();
@@ -117,7 +120,7 @@ const idleJobs = async (jobs: number) => {
     Array.from({ length: parallel }, async () => {
       while (next < jobs) {
         const n = next++;
-        handles.push(await rt.jobs.submit({ queue, tasks: [{ n }] }));
+        handles.push(await rt.jobs.submit({ queue, tasks: [{ n }], lane: false }));
       }
     }),
   );
