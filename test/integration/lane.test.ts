@@ -6,6 +6,7 @@
  * they ran, never jetstate's view of itself.
  */
 import { type ConsumerInfo, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -64,12 +65,18 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     return { ran, worker };
   };
   /** A lane submit of one task in a runtime of its own that dies after `step` (nothing cleaned up). */
-  const submitThenDie = async (queue: string, step: SubmitStep) => {
+  const submitThenDie = async (queue: string, step: SubmitStep, beforeStop?: () => Promise<void>) => {
     const crashing = await crashingSubmitter(server.url, step, { logger, lane: true });
     await expect(crashing.registry.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(
       /process died after/,
     );
+    await beforeStop?.();
     await crashing.stop();
+  };
+  /** Writes the job's lease as `holder`'s until `until`, over whatever is there (raw KV put). */
+  const putLease = async (jobId: string, holder: string, until: number) => {
+    const kv = await new Kvm(nc).open(names.leasesBucket);
+    await kv.put(jobId, JSON.stringify({ v: 1, holder, until }));
   };
   /** The job's record as stored in the bucket, read raw. */
   const storedRecord = async (id: string) => {
@@ -202,11 +209,14 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     [SubmitStep.tasksPublished, "committed"],
   ] as const)("a submit that dies after %s is %s by the reaper", async (step, expected) => {
     const queue = `lane_crash_${step}`;
-    await submitThenDie(queue, step);
-    const {
-      jobs: [before],
-    } = await rt.jobs.list({ queue });
-    const jobId = before!.id;
+    let jobId = "";
+    // Its lease held meanwhile by someone alive (no heartbeat, an hour to run): this runtime's
+    // takeover passes leave the job alone, so what finishes its submit is the reaper's pass
+    // (a takeover would write a lane job's commit first, and the reaper find nothing to do).
+    await submitThenDie(queue, step, async () => {
+      jobId = (await rt.jobs.list({ queue })).jobs[0]!.id;
+      await putLease(jobId, "alive", Date.now() + 3600_000);
+    });
     const report = await partsOf(rt).jobs.reap(() => Date.now() + 10 * 60_000);
     const after = await storedRecord(jobId);
     if (expected === "rolledBack") {
@@ -215,10 +225,10 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
       expect(await stored(queue, names.laneSubject(queue, jobId))).toBe(0);
       return;
     }
-    // Its runtime gave its lease back as it stopped: this runtime's takeover pass may have
-    // written the commit first (`rollLaneForward` either way), and the reaper then finds none.
-    expect(report.rolledForward.filter((id) => id !== jobId)).toEqual([]);
+    expect(report).toEqual({ rolledBack: [], rolledForward: [jobId] });
     expect(after).toMatchObject({ status: "running", phase: "committed" });
+    // Its holder gone (the lease given back): this runtime takes the job over and ends it.
+    await putLease(jobId, "alive", 0);
     const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
     const handle = await rt.jobs.get(jobId);
     expect(await handle!.done()).toMatchObject({ status: "succeeded", done: 1 });
