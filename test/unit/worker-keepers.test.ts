@@ -74,18 +74,18 @@ describe("a worker's lease keepers", () => {
         return t.payload;
       },
     });
-    // Every task fails once and is retried 3 s on: meanwhile the job is live, its loop pulls,
+    // Every task fails once and is retried 5 s on: meanwhile the job is live, its loop pulls,
     // and nothing of it runs or waits at this worker. Its keeper ticks every 100 ms (ack wait 300).
     const job = await rt.jobs.submit<number, number>({
       queue: "q",
       tasks: Array.from({ length: 10 }, (_, i) => i),
       ackWaitMs: 300,
-      backoff: [3000],
+      backoff: [5000],
     });
     await waitUntil(() => attempts.length === 10, { timeoutMs: 5000, message: "every first attempt" });
     expect(keepers.made).toBeGreaterThan(0);
     await waitUntil(() => keepers.alive.size === 0, {
-      timeoutMs: 2000,
+      timeoutMs: 4000,
       message: "the idle job's keeper cleared",
     });
     // Cleared before the retries: not by the job's end.
