@@ -275,7 +275,9 @@ export const jobMachine = jobSetup.createMachine({
   context: ({ input }) => {
     const counts = finishedCounts(input);
     // A job resumed stalled: since its record's stall, its last progress a stallAfterMs before.
-    const stalledSince = input.resumeFrom === "stalled" ? (input.stalledSince ?? input.now) : null;
+    // Never after now: a stall stamped by a host whose clock is ahead held the job that much longer.
+    const stalledSince =
+      input.resumeFrom === "stalled" ? Math.min(input.stalledSince ?? input.now, input.now) : null;
     const context: JobContext = {
       jobId: input.jobId,
       queue: input.queue,

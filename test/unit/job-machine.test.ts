@@ -528,6 +528,22 @@ describe("job machine: start and resume", () => {
     expect(since.ctx().lastProgressAt).toBe(61_000);
   });
 
+  it("a stall stamped ahead of this host's clock (its writer's clock ahead) counts its timeout from now, not from then", () => {
+    // Written by a host an hour ahead: taken as is, the job would stay stalled an hour longer.
+    const job = start({
+      resumeFrom: "stalled",
+      stalledSince: 3_660_000,
+      now: 60_000,
+      counts: { done: 2, failed: 0, dead: 0 },
+      settings: { stallAfterMs: 10_000, stalledTimeoutMs: 20_000 },
+    });
+    expect(job.ctx()).toMatchObject({ stalledSince: 60_000, lastProgressAt: 50_000 });
+    job.actor.send({ type: "clock.tick", now: 79_999 });
+    expect(job.value()).toBe("stalled");
+    job.actor.send({ type: "clock.tick", now: 80_000 });
+    expect(job.value()).toEqual({ failed: "recording" });
+  });
+
   it("a finished job being looked at keeps its counts and reason, and finalizes nothing", () => {
     const done = start({ resumeFrom: "succeeded", counts: { done: 9, failed: 1, dead: 0 } });
     expect(done.value()).toEqual({ succeeded: "recorded" });
