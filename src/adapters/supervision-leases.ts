@@ -32,11 +32,12 @@ export interface SupervisionLeases {
   holds(jobId: string, now?: number): boolean;
   /**
    * True once this runtime took the lease, until it releases it, gives it back or finds it
-   * taken by another: its supervisor, even while its lease has run out (renewals failing, a
-   * clock that jumped ahead of the next heartbeat). A runtime that only watches the job: false.
+   * taken by another (a renewal or an `acquire` that meets another's): its supervisor, even
+   * while its lease has run out (renewals failing, a clock that jumped ahead of the next
+   * heartbeat). A runtime that only watches the job: false.
    */
   supervises(jobId: string): boolean;
-  /** Takes the lease if free, expired or already ours; true when held now. */
+  /** Takes the lease if free, expired or already ours; true when held now (false: not supervised here). */
   acquire(jobId: string, ttlMs: number, now?: number): Promise<boolean>;
   /**
    * True while this runtime's heartbeat renews the lease: `renew` has nothing

@@ -1259,6 +1259,10 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(a.holds(jobId, t0 + 1900)).toBe(false);
       expect(a.supervises(jobId)).toBe(true);
       expect(await b.acquire(jobId, 1000, t0 + 1900)).toBe(true); // ran out: taken over
+      // a's try to take it back finds it b's: a has heard, and supervises it no more (a stale
+      // supervisor's clock would still decide the job's stall, and its end once b is gone).
+      expect(await a.acquire(jobId, 1000, t0 + 1920)).toBe(false);
+      expect(a.supervises(jobId)).toBe(false);
       // A removal or a release by the holder that lost it (it has not heard yet) removes only
       // its own write, and is no error.
       await a.remove(jobId, before?.revision);

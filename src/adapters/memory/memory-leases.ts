@@ -74,13 +74,19 @@ export class MemoryLeases implements SupervisionLeases {
       }
       const lease = JSON.parse(entry.value) as LeaseRecord;
       if (lease.holder !== this.holder && leaseRunsUntil(lease, this.#heartbeatOf(lease.holder)) > now)
-        return false;
+        return this.#takenByAnother(jobId);
       this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), now + ttlMs);
       return true;
     } catch (error) {
-      if (error instanceof RevisionConflict) return false; // another holder won
+      if (error instanceof RevisionConflict) return this.#takenByAnother(jobId); // another holder won
       throw error;
     }
+  }
+
+  /** As on NATS: found another's, the lease is no longer this holder's to supervise by (`supervises`). */
+  #takenByAnother(jobId: string): false {
+    this.#held.forget(jobId);
+    return false;
   }
 
   #heartbeatOf(holder: string): number | undefined {

@@ -165,14 +165,25 @@ export class NatsJobLeases implements SupervisionLeases {
           lease.holder !== this.holder &&
           leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
         )
-          return false;
+          return this.#takenByAnother(jobId);
         this.#held.wrote(jobId, await kv.update(jobId, value, entry.revision), until);
         return true;
       } catch (error) {
-        if (error instanceof JetStreamApiError && error.code === 10071) return false; // another runtime won
+        // Another runtime won.
+        if (error instanceof JetStreamApiError && error.code === 10071) return this.#takenByAnother(jobId);
         throw error;
       }
     });
+  }
+
+  /**
+   * Found another's: this runtime no longer supervises the job (`supervises`), as when a
+   * renewal finds it taken. A deposed supervisor that tried to take it back kept saying it
+   * did: its clock went on deciding the job's stall, and its end once its new holder was gone.
+   */
+  #takenByAnother(jobId: string): false {
+    this.#held.forget(jobId);
+    return false;
   }
 
   /** The `until` of the heartbeat of a lease's holder, read only when the lease's own has run out. */
