@@ -78,7 +78,8 @@ export class MemoryLeases implements SupervisionLeases {
       this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), now + ttlMs);
       return true;
     } catch (error) {
-      if (error instanceof RevisionConflict) return this.#takenByAnother(jobId); // another holder won
+      // Another write came first (another holder's, or this one's own renewal): the next try reads it.
+      if (error instanceof RevisionConflict) return false;
       throw error;
     }
   }

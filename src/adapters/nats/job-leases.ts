@@ -169,16 +169,16 @@ export class NatsJobLeases implements SupervisionLeases {
         this.#held.wrote(jobId, await kv.update(jobId, value, entry.revision), until);
         return true;
       } catch (error) {
-        // Another runtime won.
-        if (error instanceof JetStreamApiError && error.code === 10071) return this.#takenByAnother(jobId);
+        // Another write came first (another runtime's, or this one's own renewal): the next try reads it.
+        if (error instanceof JetStreamApiError && error.code === 10071) return false;
         throw error;
       }
     });
   }
 
   /**
-   * Found another's: this runtime no longer supervises the job (`supervises`), as when a
-   * renewal finds it taken. A deposed supervisor that tried to take it back kept saying it
+   * Found another's, read: this runtime no longer supervises the job (`supervises`), as when a
+   * renewal finds it taken (a lost compare-and-set says nothing of whose write won). A deposed supervisor that tried to take it back kept saying it
    * did: its clock went on deciding the job's stall, and its end once its new holder was gone.
    */
   #takenByAnother(jobId: string): false {
