@@ -40,6 +40,7 @@ import {
 } from "xstate";
 import type { FinalizeInput } from "../src/kernel/job-record.ts";
 import { type JobEvent, jobMachine } from "../src/machines/job.machine.ts";
+import { defaultSettings as jobSettings } from "../test/harness/finished-records.ts";
 import { cpuMicrosSince, round, sleep } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
 
@@ -215,15 +216,6 @@ const tinyMachine = (timers: Timers) =>
       done: { type: "final" },
     },
   });
-
-const jobSettings = {
-  maxFailures: 0,
-  ackWaitMs: 30_000,
-  maxDeliver: 5,
-  backoffMs: [1000],
-  stallAfterMs: 60_000,
-  stalledTimeoutMs: 0,
-};
 
 const stubJobMachine = () =>
   jobMachine.provide({

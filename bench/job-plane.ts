@@ -71,6 +71,7 @@ import {
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { defaultSettings as settings } from "../test/harness/finished-records.ts";
 import type { NatsServerHandle } from "../test/harness/nats-server.ts";
 import { serverCpuClock, serverPid } from "./lib/server.ts";
 import { cpuMicrosSince, median, round, sleep } from "./lib/stats.ts";
@@ -131,17 +132,9 @@ const nanos = (ms: number) => ms * 1_000_000;
 /** jetstate's pull-loop settings (`pullLoop` in adapters/nats/pull-loops.ts). */
 const pullLoop = { expires: 3000, idle_heartbeat: 1000 } as const;
 
-/** A job's settings and the record jetstate writes (~470 B). */
-const settings = {
-  maxFailures: 0,
-  ackWaitMs: 30_000,
-  maxDeliver: 5,
-  backoffMs: [1000],
-  stallAfterMs: 60_000,
-  stalledTimeoutMs: 0,
-};
 const digest = `v1:${"0".repeat(64)}`;
 
+/** The record jetstate writes (~470 B), with a plain job's settings. */
 const recordBody = (jobId: string, submitId: string, status: string, phase: string, done: number): string => {
   const now = Date.now();
   return JSON.stringify({

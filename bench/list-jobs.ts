@@ -18,6 +18,7 @@ import { partsOf } from "../src/api/runtime.ts";
 import { createRuntime } from "../src/index.ts";
 import { encodeRecord, type JobRecord, type JobStatus } from "../src/kernel/job-record.ts";
 import { encodeCursor } from "../src/kernel/list-page.ts";
+import { defaultSettings } from "../test/harness/finished-records.ts";
 import { silent } from "./jetstate-e2e.ts";
 import { median, round } from "./lib/stats.ts";
 import { uniqueName } from "./lib/tasks.ts";
@@ -54,14 +55,7 @@ const recordFor = (n: number, now: number): JobRecord => ({
   phase: "committed",
   total: 100,
   submitId: `s${n}`,
-  settings: {
-    maxFailures: 0,
-    ackWaitMs: 30_000,
-    maxDeliver: 5,
-    backoffMs: [1000],
-    stallAfterMs: 60_000,
-    stalledTimeoutMs: 0,
-  },
+  settings: defaultSettings,
   counts: { done: n % 100, failed: 0, dead: 0 },
   createdAt: now,
   updatedAt: now,

@@ -2,6 +2,7 @@ import { getShortestPaths, type StatePath } from "@xstate/graph";
 import { type SnapshotFrom, transition } from "xstate";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { type DelayedEvent, delayedMachine } from "../../src/machines/delayed.machine.ts";
+import { defaultSettings } from "../harness/finished-records.ts";
 
 /**
  * The delayed statechart's model: one held task (due at 1000), the
@@ -26,14 +27,7 @@ const base: JobRecord = {
   phase: "committed",
   total: 1,
   submitId,
-  settings: {
-    maxFailures: 0,
-    ackWaitMs: 30_000,
-    maxDeliver: 5,
-    backoffMs: [1000],
-    stallAfterMs: 60_000,
-    stalledTimeoutMs: 0,
-  },
+  settings: defaultSettings,
   counts: { done: 0, failed: 0, dead: 0 },
   createdAt: 0,
   updatedAt: 0,

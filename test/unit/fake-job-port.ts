@@ -1,6 +1,7 @@
 import type { JobPort } from "../../src/adapters/job-port.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
 import type { JobRecord, JobSettings, JobTasksRef } from "../../src/kernel/job-record.ts";
+import { defaultSettings } from "../harness/finished-records.ts";
 
 /**
  * A JobPort kept in a Map, with compare-and-set revisions like KV's, a log
@@ -110,14 +111,7 @@ export const fakeJobPort = () => {
 /** A job as the call log names it: `<queue> <id>`, and ` lane` for a lane job. */
 const named = (job: JobTasksRef) => `${job.queue} ${job.id}${job.lane ? " lane" : ""}`;
 
-export const settings: JobSettings = {
-  maxFailures: 0,
-  ackWaitMs: 30_000,
-  maxDeliver: 5,
-  backoffMs: [1000],
-  stallAfterMs: 60_000,
-  stalledTimeoutMs: 0,
-};
+export { defaultSettings as settings };
 
 export const record = (overrides: Partial<JobRecord> = {}): JobRecord => ({
   v: 1,
@@ -127,7 +121,7 @@ export const record = (overrides: Partial<JobRecord> = {}): JobRecord => ({
   phase: "submitting",
   total: 2,
   submitId: "s1",
-  settings,
+  settings: defaultSettings,
   counts: { done: 0, failed: 0, dead: 0 },
   createdAt: 1000,
   updatedAt: 1000,
