@@ -6,7 +6,7 @@ import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { rollLaneForward } from "../effects/reap-submits.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
-import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
+import { commitsOnPublish, isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { childLogger, keyedLogger, type Logger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
@@ -207,10 +207,10 @@ export const startJobActor = (
           log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
           // Its supervisor may have died with the server restarting under it: its consumer too.
           restoreSupervised(broker, log, clock.now(), record);
-          // A lane job's commit is written with its next write, which its submitter may have
+          // A 1-task lane job's commit is written with its next write, which its submitter may have
           // died before: written now, as a takeover of an orphan does (`adopt`), not with the
           // job's end or by the reaper, 40 s on.
-          if (record.lane) commitTakenLane(broker, log, record, () => clock.now());
+          if (commitsOnPublish(record)) commitTakenLane(broker, log, record, () => clock.now());
         }
         if (ok) supervised = true;
         else if (held) supervised = false;

@@ -1,4 +1,5 @@
 import { Schema } from "effect";
+import { laneMaxTasksDefault, laneMaxTasksLimit } from "../kernel/job-record.ts";
 import { number, TimerMs, TimerMsOrZero, withDefault } from "../kernel/validation.ts";
 
 /** How the runtime supervises, reaps and cleans up jobs. */
@@ -37,16 +38,29 @@ export interface JobRuntimeOptions {
    */
   readonly cleanupIntervalMs?: number;
   /**
-   * Put each job of one task (with the default 30 s ack wait, 5 deliveries
-   * and priority 0) on its queue's lane: one consumer per queue serves them
-   * all, so a small job costs no consumer of its own and its task's publish
-   * commits it. HTTP workers take lane jobs' tasks from the queue
+   * Put each small job (at most `laneMaxTasks` tasks, with the default 30 s
+   * ack wait, 5 deliveries and priority 0) on its queue's lane: one consumer
+   * per queue serves them all, so a small job costs no consumer of its own
+   * (and a job of one task is committed by its task's publish). HTTP workers take lane jobs' tasks from the queue
    * (`POST /queues/{queue}/tasks`); a lane job's own reserve
    * (`POST /jobs/{id}/tasks`) answers 409 `job_in_lane`. Off: every job gets
    * its own consumer, as before 0.3.
    * @defaultValue true
    */
   readonly lane?: boolean;
+  /**
+   * The most tasks a job on its queue's lane may have (with `lane` on). A
+   * lane job of more than one task commits with its record's write once its
+   * tasks are stored; a worker holds any of its tasks that comes first until
+   * then. What it saves is a consumer's create and delete, which cost the
+   * server as much as some tens of tasks; what it costs is the lane's order:
+   * the lane is one queue, first in first out, so a job's turn there comes
+   * after every lane task stored before it, where a job with a consumer of
+   * its own takes turns with the other jobs. 1: only jobs of one task; at
+   * most 1000.
+   * @defaultValue 100
+   */
+  readonly laneMaxTasks?: number;
   /**
    * Keep each job's own consumer in the NATS server's memory (`mem_storage`)
    * instead of on its disk: made and deleted for about a third of the
@@ -80,6 +94,7 @@ export const JobsShape = Schema.Struct({
   retentionMs: withDefault(number(1, Number.MAX_SAFE_INTEGER), 7 * 24 * 3600_000),
   cleanupIntervalMs: withDefault(TimerMsOrZero, 600_000),
   lane: withDefault(Schema.Boolean, true),
+  laneMaxTasks: withDefault(number(1, laneMaxTasksLimit), laneMaxTasksDefault),
   memoryConsumers: withDefault(Schema.Boolean, false),
   scheduler: withDefault(Schema.Boolean, true),
 } satisfies Record<keyof JobRuntimeOptions, Schema.Top>);

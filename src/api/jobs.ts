@@ -173,7 +173,8 @@ export class JobRegistry implements Jobs {
   async submit<Task, Result>(request: SubmitRequest<Task, Result>): Promise<JobHandle<Result>> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.submit()");
     const maxPayload = await this.#broker.maxPayload();
-    const plan = await planSubmit(request, maxPayload, this.#core.clock.now(), this.#core.options.jobs.lane);
+    const { lane, laneMaxTasks } = this.#core.options.jobs;
+    const plan = await planSubmit(request, maxPayload, this.#core.clock.now(), lane, laneMaxTasks);
     // A key reused for another request is refused before any actor starts (the submit
     // itself checks again, for a race between two submits of the key).
     const keyed = await jobOfKey(this.#broker, plan.record, (id) => this.get<Result>(id));

@@ -25,9 +25,10 @@ export interface ActiveJob {
    */
   keeper: NodeJS.Timeout | undefined;
   /**
-   * Its own pull loop runs (not a lane job's): its keeper is kept between two tasks. Made and
-   * cleared each time its running tasks fell to none, it was a timer made per task of a busy
-   * worker (quick handlers each end before the next starts).
+   * Its own pull loop runs, or the queue's lane loop pulls its tasks (a lane job of more than
+   * one task, until its end is heard): its keeper is kept between two tasks. Made and cleared
+   * each time its running tasks fell to none, it was a timer made per task of a busy worker
+   * (quick handlers each end before the next starts).
    */
   pulling?: boolean;
   /**

@@ -2,7 +2,13 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
-import { type JobRecord, takesTasks } from "../kernel/job-record.ts";
+import {
+  awaitsLaneCommit,
+  type JobRecord,
+  laneAckWaitMs,
+  leaseKeepEveryMs,
+  takesTasks,
+} from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { ActiveJob } from "./running-tasks.ts";
 
@@ -42,11 +48,18 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
   const { broker, queue: queueName, concurrency, jobs, follow, onTask, release, log } = deps;
   // The newest record the watch handed over of each job a lane task's read is under way for.
   const reading = new Map<string, { readers: number; heard?: RecordFound }>();
+  const commits = new AwaitedCommits(deps, (lease, job) => runTask(lease, job));
   const heard = (record: JobRecord, revision: number) => {
     const read = reading.get(record.id);
     if (read && (read.heard === undefined || revision > read.heard.revision))
       read.heard = { record, revision };
+    commits.heard(record, revision);
   };
+  /** Runs a task its loop no longer waits for (held until its job's commit). */
+  const runTask = (lease: LaneLease, job: ActiveJob) =>
+    Promise.resolve(onTask(lease, job)).catch((error: unknown) =>
+      log.warn({ err: error, jobId: lease.jobId }, "lane task held until its job's commit failed to run"),
+    );
 
   /**
    * The job a lane delivery is of: known from the record watch, or read now
@@ -78,6 +91,11 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
     const record = found?.record;
     if (found && record?.queue === queueName && takesTasks(found.record))
       return follow(found.record, found.revision);
+    // Its job's other tasks are still being published: held, unrun, until its commit is heard.
+    if (found && record?.queue === queueName && awaitsLaneCommit(found.record)) {
+      commits.hold(lease, found.record.id);
+      return undefined;
+    }
     log.info(
       { jobId: lease.jobId, status: record?.status },
       "lane task of a job that is not running; removed",
@@ -108,3 +126,90 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
 
   return { pull: pullLane, heard, stopped: () => laned ?? Promise.resolve() };
 };
+
+/**
+ * The lane tasks a worker holds until their job's commit: tasks of a lane
+ * job of more than one task can reach a worker while its submit still
+ * publishes the others (its record's write commits it, `awaitsLaneCommit`).
+ * Each is held, its lease kept, until the record watch shows the commit
+ * (they run), the rollback or the end (they are removed); the records are
+ * also read again every `leaseKeepEveryMs` of the lane's ack wait, in case
+ * the watch missed a write. A worker that stops releases them.
+ */
+class AwaitedCommits {
+  readonly #deps: LaneDeps;
+  readonly #run: (lease: LaneLease, job: ActiveJob) => void;
+  readonly #held = new Map<string, LaneLease[]>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #stopHeard = false;
+
+  constructor(deps: LaneDeps, run: (lease: LaneLease, job: ActiveJob) => void) {
+    this.#deps = deps;
+    this.#run = run;
+  }
+
+  hold(lease: LaneLease, jobId: string): void {
+    const { pulling, release } = this.#deps;
+    if (pulling.aborted) {
+      release(lease);
+      return;
+    }
+    const held = this.#held.get(jobId);
+    if (held) held.push(lease);
+    else this.#held.set(jobId, [lease]);
+    this.#timer ??= setInterval(() => this.#keep(), leaseKeepEveryMs(laneAckWaitMs));
+    if (!this.#stopHeard) {
+      this.#stopHeard = true;
+      pulling.addEventListener("abort", () => this.#releaseAll(), { once: true });
+    }
+  }
+
+  /** A record of one of the queue's lane jobs, from the watch. */
+  heard(record: JobRecord, revision: number): void {
+    if (this.#held.has(record.id)) this.#settle(record.id, { record, revision });
+  }
+
+  /**
+   * Runs the job's tasks held once it is committed; removes them once it is
+   * rolled back, over or gone (no record); releases them once the worker stops.
+   */
+  #settle(jobId: string, found: RecordFound | undefined): void {
+    const held = this.#held.get(jobId);
+    if (!held || (found && awaitsLaneCommit(found.record))) return;
+    this.#held.delete(jobId);
+    this.#stopTimerIfIdle();
+    const { jobs, follow, pulling, release, log } = this.#deps;
+    if (pulling.aborted) {
+      for (const lease of held) release(lease);
+    } else if (found && takesTasks(found.record)) {
+      const job = jobs.get(jobId) ?? follow(found.record, found.revision);
+      for (const lease of held) this.#run(lease, job);
+    } else {
+      log.info({ jobId, status: found?.record.status }, "lane tasks of a job that did not commit; removed");
+      for (const lease of held) lease.term();
+    }
+  }
+
+  /** Keeps the leases of the tasks held, and reads their jobs' records again (the watch may miss a write). */
+  #keep(): void {
+    for (const [jobId, held] of this.#held) {
+      for (const lease of held) lease.working();
+      this.#deps.broker.getRecord(jobId).then(
+        (found) => this.#settle(jobId, found),
+        (error: unknown) => this.#deps.log.debug({ err: error, jobId }, "held lane tasks' job not read"),
+      );
+    }
+  }
+
+  #releaseAll(): void {
+    for (const held of this.#held.values()) for (const lease of held) this.#deps.release(lease);
+    this.#held.clear();
+    this.#stopTimerIfIdle();
+  }
+
+  #stopTimerIfIdle(): void {
+    if (this.#held.size > 0 || this.#timer === undefined) return;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

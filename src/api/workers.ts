@@ -156,10 +156,12 @@ export const startWorker = <Payload, Result>(
       ended: new JobEnd(),
       running: new TaskList(),
       keeper: undefined,
-      pulling: false,
+      // The queue's lane loop pulls a lane job's tasks while it runs: its keeper is kept between
+      // two of them as for a job's own loop (a job of one task has nothing between).
+      pulling: record.lane === true && record.total > 1,
     };
     jobs.set(record.id, job);
-    // Its task comes through the queue's lane loop.
+    // Its tasks come through the queue's lane loop.
     if (record.lane) return job;
     log.info({ jobId: record.id }, "pulling tasks of job");
     // Until the worker stops (linked to `pulling`) or the job ends.
@@ -234,6 +236,8 @@ export const startWorker = <Payload, Result>(
       job.ended.abort();
       // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
       running.settleAll(job);
+      // Nothing more of it comes through the lane: its keeper stops once nothing of it runs.
+      if (job.record.lane) running.pullEnded(job);
       batcher.drop(record.id);
       jobs.delete(record.id);
     }
@@ -292,6 +296,8 @@ export const startWorker = <Payload, Result>(
           await stoppingTasks.passedOn();
         };
         await unlessNatsDown(Promise.race([passedOn(), whenAborted(giveUp.signal)]));
+        // Nothing more comes through the lane: its jobs' keepers stop once nothing of them runs.
+        for (const job of jobs.values()) if (job.record.lane) running.pullEnded(job);
         await running.idle();
         // Nothing starts, nor is put back, from here on (a task still waiting goes back).
         stoppingTasks.over();

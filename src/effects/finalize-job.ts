@@ -5,6 +5,7 @@ import { isTransient } from "../kernel/errors.ts";
 import {
   answered,
   asCommittedLane,
+  commitsOnPublish,
   type FinalizeInput,
   isFinal,
   type JobCounts,
@@ -81,9 +82,10 @@ const cancelJobEffect = (
   });
 
 /**
- * The submit of a lane job whose record still says `submitting` while its
- * task, or a result of it, is stored (`tasksCommitted`): committed
- * (`asCommittedLane`). Undefined for any other record, or one with neither
+ * The submit of a 1-task lane job whose record still says `submitting` while
+ * its task, or a result of it, is stored (`tasksCommitted`): committed
+ * (`asCommittedLane`). A lane job of more tasks is committed by its record's
+ * write only. Undefined for any other record, or one with neither
  * stored. A result names its job, not its submit: one stored by an earlier
  * submit of the same key (rolled back after its task ran) is an answer to
  * the same tasks (the key names one request), and reads as this one's.
@@ -92,7 +94,7 @@ export const laneSubmitCommitted = async (
   port: Pick<JobPort, "tasksCommitted">,
   record: JobRecord,
 ): Promise<string | undefined> =>
-  record.lane === true && record.phase === SubmitPhase.submitting && (await port.tasksCommitted(record))
+  commitsOnPublish(record) && record.phase === SubmitPhase.submitting && (await port.tasksCommitted(record))
     ? record.submitId
     : undefined;
 

@@ -3,7 +3,13 @@ import { Schema } from "effect";
 import { deadLetterRoomBytes } from "../kernel/dead-letter.ts";
 import { IdempotencyConflict, InvalidArgument } from "../kernel/errors.ts";
 import { dueTimes, heldMsgId, heldSpan } from "../kernel/held-task.ts";
-import { fitsLane, type JobRecord, type JobSettings, SubmitPhase } from "../kernel/job-record.ts";
+import {
+  fitsLane,
+  type JobRecord,
+  type JobSettings,
+  laneMaxTasksDefault,
+  SubmitPhase,
+} from "../kernel/job-record.ts";
 import { type Queue, validateWith } from "../kernel/queue.ts";
 import {
   check,
@@ -87,7 +93,8 @@ export interface SubmitRequest<Task = unknown, Result = unknown> {
   readonly taskRunAt?: readonly (Date | number | null)[];
   /**
    * `false`: this job gets a consumer of its own even when it fits its
-   * queue's lane (one task, the default ack wait, deliveries and priority),
+   * queue's lane (at most `jobs.laneMaxTasks` tasks, the default ack wait,
+   * deliveries and priority),
    * e.g. for an HTTP worker that reserves from the job (`POST /jobs/{id}/tasks`).
    * `true` asks for the lane where it fits, whatever `jobs.lane` says. Not
    * part of what an idempotency key compares: a resubmit of the key answers
@@ -228,6 +235,7 @@ export const planSubmit = async <Task, Result>(
   maxPayload: number,
   now: number,
   lane = false,
+  laneMaxTasks = laneMaxTasksDefault,
 ): Promise<SubmitPlan> => {
   if (typeof request !== "object" || request === null) return bad("request", "must be an object");
   rejectUnknownKeys(request, requestKeys, "");
@@ -298,7 +306,7 @@ export const planSubmit = async <Task, Result>(
     // Generous for big jobs: ~20k tasks/s publish plus a fixed margin.
     commitDeadline: now + 30_000 + Math.ceil(tasks.length / 5),
     // A held task is not the lane's commit point: a delayed job has a consumer of its own.
-    ...(onLane && !span && fitsLane(tasks.length, settings) ? { lane: true } : {}),
+    ...(onLane && !span && fitsLane(tasks.length, settings, laneMaxTasks) ? { lane: true } : {}),
     ...(span ? { runAt: span.runAt, dueUntil: span.dueUntil } : {}),
   };
   if (!span || !times.dueAt) return { record, bodies, held: [] };

@@ -1,9 +1,9 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
-import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { laneSubmitCommitted } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
-import { isSameSubmit, rollBackEffect, rollForward } from "./submit-job.ts";
+import { isSameSubmit, rollBackEffect, rollBackLaneEffect, rollForward } from "./submit-job.ts";
 
 export interface ReapReport {
   /** Submits that died before their commit point: tasks purged, record failed. */
@@ -14,7 +14,8 @@ export interface ReapReport {
 
 /**
  * Finishes the submits that did not finish themselves. The consumer is the
- * commit point (a lane job's: its task, or a result of it, stored): a submit
+ * commit point (a 1-task lane job's: its task, or a result of it, stored; a
+ * lane job of more tasks': its record's commit, which this never finds): a submit
  * past it is rolled forward, any other is rolled back. It only touches records whose commit deadline passed by
  * `graceMs`, and a submitter checks that deadline before it commits, so the
  * two never undo each other's work.
@@ -35,16 +36,17 @@ const reapSubmitsEffect = (
       const found = yield* fromPort(() => port.getRecord(listed.id));
       if (!isSameSubmit(found, listed)) continue;
       const { record, revision } = found;
-      if (yield* fromPort(() => port.tasksCommitted(record))) {
+      // A lane job of more tasks commits by its record's write alone: its tasks stored say nothing.
+      const pastCommitPoint = !record.lane || commitsOnPublish(record);
+      if (pastCommitPoint && (yield* fromPort(() => port.tasksCommitted(record)))) {
         if (yield* rollForward(port, record, revision, now)) rolledForward.push(record.id);
       } else {
-        yield* rollBackEffect(
-          port,
-          record,
-          "submit did not commit before its deadline (rolled back by the reaper)",
-          now,
-        );
-        rolledBack.push(record.id);
+        const reason = "submit did not commit before its deadline (rolled back by the reaper)";
+        // A lane job's record first: a commit its submitter wrote meanwhile keeps its tasks.
+        const committed = record.lane
+          ? yield* rollBackLaneEffect(port, record, reason, now)
+          : yield* rollBackEffect(port, record, reason, now);
+        if (committed === undefined) rolledBack.push(record.id);
       }
     }
     return { rolledBack, rolledForward };

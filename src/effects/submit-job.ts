@@ -1,7 +1,7 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
-import { type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { committedRecord } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
@@ -58,7 +58,10 @@ const afterStep = (hooks: SubmitHooks | undefined, step: SubmitStep) =>
  * Atomic submit. Record first (CAS create: the idempotency key is the key),
  * then the tasks (message id `<jobId>.<submitId>.<n>`, so a retry cannot duplicate),
  * then the job's consumer: that is the commit point. Before it no worker can
- * see a task. A lane job's one task is its commit point (one message is
+ * see a task. A lane job of more tasks has no consumer of its own: the
+ * record's write is its commit point, and a worker that gets one of its
+ * tasks before holds it unrun until it hears of that write
+ * (`awaitsLaneCommit`). A lane job's one task is its commit point (one message is
  * stored whole or not at all), so its deadline is checked before its
  * publish, and its record keeps saying `submitting` until the job's next
  * write (`asCommittedLane` in `kernel/job-record.ts` reads it as committed
@@ -79,15 +82,17 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       // A lane job's publish is its commit point: a worker may run its task at once. Its
       // deadline is checked before, never after (a rollback then would say "failed" of a task
       // that ran, or undo the reaper's roll-forward).
-      if (record.lane) yield* beforeDeadline(record, input.now);
+      const onPublish = commitsOnPublish(record);
+      if (onPublish) yield* beforeDeadline(record, input.now);
       yield* fromPort(() => port.publishTasks(record, input.bodies, input.signal));
       // Held before the commit: a rollback removes them (`removeTasks`), and a mover that finds
       // one before the commit waits for it (machines/delayed.machine.ts).
       const held = input.held;
       if (held?.length) yield* fromPort(() => port.holdTasks(record, held, input.signal));
       yield* afterStep(hooks, SubmitStep.tasksPublished);
-      if (!record.lane) yield* beforeDeadline(record, input.now);
-      // A lane job's publish was its commit point: the queue's lane consumer serves it.
+      if (!onPublish) yield* beforeDeadline(record, input.now);
+      // A lane job's tasks are the queue's lane consumer's: its record's write commits it (its
+      // task's publish did, for a job of one task).
       if (!record.lane) {
         yield* fromPort(() => port.createConsumer(record.queue, record.id, record.settings));
         yield* afterStep(hooks, SubmitStep.consumerCreated);
@@ -98,10 +103,10 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
         status: "running",
         updatedAt: input.now(),
       };
-      // A lane job's commit is not written now: its stored task (or a result of it) says it
-      // committed. Its next write (its end, most often a few milliseconds later, or the first
+      // A 1-task lane job's commit is not written now: its stored task (or a result of it) says
+      // it committed. Its next write (its end, most often a few milliseconds later, or the first
       // progress write a second on) writes the commit with it, from the create's revision.
-      if (record.lane) {
+      if (onPublish) {
         if (input.seen) {
           input.seen.last = { record: committed, revision: claim.revision };
           input.seen.lastUnwritten = true;
@@ -131,27 +136,45 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
 
 /**
  * A lane submit that failed: its record is marked rolled back first, and its
- * task removed only then. Its publish may have been stored though its
+ * tasks removed only then. Its publish may have been stored though its
  * answer never came (cut off from the server), and a takeover that found
- * the task then wrote the commit (`rollLaneForward`): the submit stands
- * committed, its task kept. Removing the task first would leave a committed
- * job without it.
+ * the task then wrote the commit (`rollLaneForward`); or, a job of more
+ * tasks, its commit's write was stored though its answer never came: the
+ * submit stands committed, its tasks kept. Removing them first would leave
+ * a committed job without them. A worker holding one of them until the
+ * commit (`awaitsLaneCommit`) hears of the rollback and removes it.
  */
 const rollBackLane = (port: JobPort, input: SubmitInput, reason: string, error: PortFailure) =>
   Effect.gen(function* () {
     const { record } = input;
-    yield* markRolledBackSettled(port, record, reason, input.now);
-    const found = yield* fromPort(() => port.getRecord(record.id));
-    if (found?.record.submitId === record.submitId && found.record.phase === SubmitPhase.committed) {
-      if (input.seen) {
-        wrote(input.seen, found.record, found.revision);
-        input.seen.laneSubmit = record.submitId;
-      }
-      return { kind: "committed", record: found.record } as const;
+    const found = yield* rollBackLaneEffect(port, record, reason, input.now);
+    if (found === undefined) return yield* Effect.fail(error);
+    if (input.seen) {
+      wrote(input.seen, found.record, found.revision);
+      input.seen.laneSubmit = record.submitId;
     }
-    // Rolled back (or the key taken by another submit since, whose task is not this one's to remove).
+    return { kind: "committed", record: found.record } as const;
+  });
+
+/**
+ * Rolls a lane submit back, its record first: marked rolled back, then its
+ * tasks removed if it was (`rollBackLane`). Resolves with the record when it
+ * was found committed instead (its commit written by then), otherwise undefined.
+ */
+export const rollBackLaneEffect = (
+  port: JobPort,
+  record: JobRecord,
+  reason: string,
+  now: () => number,
+): Effect.Effect<RecordFound | undefined, PortFailure> =>
+  Effect.gen(function* () {
+    yield* markRolledBackSettled(port, record, reason, now);
+    const found = yield* fromPort(() => port.getRecord(record.id));
+    if (found?.record.submitId === record.submitId && found.record.phase === SubmitPhase.committed)
+      return found;
+    // Rolled back (or the key taken by another submit since, whose tasks are not this one's to remove).
     if (found?.record.submitId === record.submitId) yield* fromPort(() => port.removeTasks(record));
-    return yield* Effect.fail(error);
+    return undefined;
   });
 
 /** Fails once the submit's commit deadline has passed: the reaper may roll it back from then on. */

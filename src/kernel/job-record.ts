@@ -172,7 +172,7 @@ export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane" | "runAt">;
  */
 export const asCommittedLane = (record: JobRecord, laneSubmit: string | undefined): JobRecord =>
   laneSubmit !== undefined &&
-  record.lane === true &&
+  commitsOnPublish(record) &&
   record.phase === SubmitPhase.submitting &&
   record.submitId === laneSubmit
     ? { ...record, phase: SubmitPhase.committed, status: "running" }
@@ -189,18 +189,50 @@ export const leaseKeepEveryMs = (ackWaitMs: number): number => Math.max(10, ackW
 export const laneAckWaitMs = 30_000;
 export const laneMaxDeliver = 5;
 
+/** How many tasks a lane job may have at most, unless `jobs.laneMaxTasks` says otherwise. */
+export const laneMaxTasksDefault = 100;
+
 /**
- * Whether a job of these tasks and settings goes on its queue's lane: one
- * task, and the lane's ack wait and delivery limit. The server enforces the
- * limit (its count of deliveries is kept across naks; the count a delivery
- * reports is not always, on nats-server 2.9), and its MAX_DELIVERIES
- * advisory dead-letters the task as it does a job consumer's.
+ * The most `jobs.laneMaxTasks` may say: a lane job's tasks are removed one
+ * message at a time (a filtered purge would make the lane skip other jobs'
+ * tasks on nats-server 2.9), and the lane serves its jobs in order.
  */
-export const fitsLane = (total: number, settings: JobSettings): boolean =>
-  total === 1 &&
+export const laneMaxTasksLimit = 1000;
+
+/**
+ * Whether a job of these tasks and settings goes on its queue's lane: at
+ * most `maxTasks` tasks, and the lane's ack wait and delivery limit. The
+ * server enforces the limit (its count of deliveries is kept across naks;
+ * the count a delivery reports is not always, on nats-server 2.9), and its
+ * MAX_DELIVERIES advisory dead-letters the task as it does a job consumer's.
+ */
+export const fitsLane = (total: number, settings: JobSettings, maxTasks = laneMaxTasksDefault): boolean =>
+  total <= maxTasks &&
   settings.ackWaitMs === laneAckWaitMs &&
   settings.maxDeliver === laneMaxDeliver &&
   priorityOf(settings) === 0;
+
+/**
+ * A lane job of one task: the publish of its task is its commit point (one
+ * message is stored whole or not at all), and its record says `submitting`
+ * until its next write. A lane job of more tasks commits as a job with a
+ * consumer of its own does, by its record's write once every task is
+ * stored: its first tasks may reach a worker before, which holds them until
+ * it hears the commit (`awaitsLaneCommit`).
+ */
+export const commitsOnPublish = (record: Pick<JobRecord, "lane" | "total">): boolean =>
+  record.lane === true && record.total === 1;
+
+/**
+ * A lane job of more than one task whose submit has not written its commit
+ * yet: a worker that gets one of its tasks holds it, unrun, until the
+ * record says committed (it runs) or rolled back (it is removed).
+ */
+export const awaitsLaneCommit = (record: JobRecord): boolean =>
+  record.lane === true &&
+  !commitsOnPublish(record) &&
+  record.phase === SubmitPhase.submitting &&
+  !isFinal(record.status);
 
 /**
  * A lane job whose task has its answer stored, done or failed (not dead: an
@@ -227,13 +259,13 @@ export const isRunning = (record: JobRecord): boolean =>
   (record.status === JobStatus.running || record.status === JobStatus.stalled);
 
 /**
- * A job whose tasks a worker may run: one that runs, or a lane job whose
- * submit has not marked it committed yet (its task's publish was its commit
- * point). Native workers and the HTTP API's lane reserve decide by it.
+ * A job whose tasks a worker may run: one that runs, or a lane job of one
+ * task whose submit has not marked it committed yet (its task's publish was
+ * its commit point). Native workers and the HTTP API's lane reserve decide by it.
  */
 export const takesTasks = (record: JobRecord): boolean =>
   isRunning(record) ||
-  (record.lane === true && record.phase === SubmitPhase.submitting && !isFinal(record.status));
+  (commitsOnPublish(record) && record.phase === SubmitPhase.submitting && !isFinal(record.status));
 
 export const encodeRecord = (record: JobRecord): string => JSON.stringify(record);
 

@@ -518,12 +518,12 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       ]);
     });
 
-    it("lane: a crashed lane submit is rolled forward by the reaper once its task is stored", async () => {
-      const r = newLaneRecord();
-      await expect(
+    /** The lane job's submit, dead after its tasks' publish: nothing rolled back. */
+    const submitThenDie = (r: JobRecord) =>
+      expect(
         submitJob(broker, {
           record: r,
-          bodies: taskBodies(1),
+          bodies: taskBodies(r.total),
           now: Date.now,
           signal: never,
           hooks: {
@@ -533,12 +533,30 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
           },
         }),
       ).rejects.toBeInstanceOf(SimulatedCrash);
+
+    it("lane: a crashed lane submit is rolled forward by the reaper once its task is stored", async () => {
+      const r = newLaneRecord();
+      await submitThenDie(r);
       const later = await pastStoredDeadline(r);
       expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [], rolledForward: [r.id] });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "committed", status: "running" });
       const lane = loops.consumeLane(broker, r.queue);
       await eventually(() => lane.leases.length === 1);
       expect(lane.leases[0]!.jobId).toBe(r.id);
+    });
+
+    it("lane: a crashed submit of a lane job of several tasks is rolled back though its tasks are stored, and they are removed", async () => {
+      const r = newLaneRecord(undefined, 3);
+      await submitThenDie(r);
+      // Its tasks reach the lane before any commit: a worker holds them (api/worker-lane.ts).
+      const lane = loops.consumeLane(broker, r.queue);
+      await eventually(() => lane.leases.length === 3);
+      // Stored tasks are no commit for a job of several tasks: only its record's write is.
+      expect(await broker.tasksCommitted(r)).toBe(true);
+      const later = await pastStoredDeadline(r);
+      expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
+      expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+      expect(await broker.tasksCommitted(r)).toBe(false);
     });
 
     it("lane: cleanup purges the lane tasks of jobs that are over and never removes the lane", async () => {

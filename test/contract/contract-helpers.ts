@@ -72,8 +72,8 @@ export const newRecord = (
 };
 
 /** A lane job of one task (the lane's ack wait), on `queue` or a queue of its own. */
-export const newLaneRecord = (queue?: string): JobRecord => {
-  const record = newRecord(1, laneAckWaitMs);
+export const newLaneRecord = (queue?: string, total = 1): JobRecord => {
+  const record = newRecord(total, laneAckWaitMs);
   return { ...record, queue: queue ?? record.queue, lane: true };
 };
 

@@ -31,6 +31,12 @@ export const crashingSubmitter = async (
      * sees (it rolls back), e.g. a publish stored whose answer was lost.
      */
     readonly failure?: () => Promise<never>;
+    /**
+     * Instead of the crash, the submit waits for this after `step`, then
+     * goes on (a submit slow between two steps, e.g. its tasks stored and
+     * its commit not written yet).
+     */
+    readonly pause?: Promise<void>;
   } = {},
 ): Promise<CrashingSubmitter> => {
   const core = await createRuntimeCore({
@@ -50,6 +56,7 @@ export const crashingSubmitter = async (
     submitHooks: {
       afterStep: async (at) => {
         if (at !== step) return;
+        if (options.pause) return options.pause;
         if (options.failure) await options.failure();
         throw new SimulatedCrash(`process died after ${at}`);
       },

@@ -31,7 +31,7 @@ export interface FaultBench {
   runtime(options?: RuntimeOptions): Promise<FaultyRuntime>;
   /** Every result entry stored for the job, in order, duplicates included. */
   rawResults(queue: string, jobId: string): Promise<RawResult[]>;
-  /** Task messages stored for the job (not yet acked, termed or purged). */
+  /** Task messages stored for the job, on its own subject or its queue's lane (not yet acked, termed or removed). */
   rawTasks(queue: string, jobId: string): Promise<number>;
   dispose(): Promise<void>;
 }
@@ -58,7 +58,10 @@ export const memoryBench = async (): Promise<FaultBench> => {
       return handle;
     },
     rawResults: async (queue, jobId) => memoryRawResults(server, queue, jobId),
-    rawTasks: async (queue, jobId) => memoryServerState(server).tasks.count(names.tasksSubject(queue, jobId)),
+    rawTasks: async (queue, jobId) => {
+      const { tasks } = memoryServerState(server);
+      return tasks.count(names.tasksSubject(queue, jobId)) + tasks.count(names.laneSubject(queue, jobId));
+    },
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       server.close();
@@ -121,7 +124,9 @@ export const natsBench = async (): Promise<FaultBench> => {
       if (read < count) throw new Error(`read ${read} of ${count} results messages of ${jobId}`);
       return entries;
     },
-    rawTasks: (queue, jobId) => countOn(names.tasksStream(queue), names.tasksSubject(queue, jobId)),
+    rawTasks: async (queue, jobId) =>
+      (await countOn(names.tasksStream(queue), names.tasksSubject(queue, jobId))) +
+      (await countOn(names.tasksStream(queue), names.laneSubject(queue, jobId))),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       await reader.close();

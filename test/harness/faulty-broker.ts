@@ -17,6 +17,8 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  *   every lease it holds, fail — the lease store is unreachable;
  * - `ack`: a task's ack after its result was stored never reaches the broker (it is redelivered);
  * - `createConsumer`: the commit point of a submit fails;
+ * - `commit`: the write of a submit's commit to its record (a lane job of several tasks: its
+ *   commit point) fails, or (`lost`) is stored and its answer lost;
  * - `publishTasks`: a submit's task publish (the `before` hook runs first, e.g. to move a clock).
  */
 export type FaultPoint =
@@ -26,6 +28,7 @@ export type FaultPoint =
   | "lease"
   | "ack"
   | "createConsumer"
+  | "commit"
   | "publishTasks";
 
 interface Armed {
@@ -104,8 +107,8 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     fail: (point, times = 1, jobId, kind = "transient") => {
       // Only a record write is done before its answer is lost: armed elsewhere, it would be
       // counted as injected and change nothing.
-      if (kind === "lost" && point !== "finalize" && point !== "raise")
-        throw new Error(`a lost answer is injected at finalize or raise only, not at ${point}`);
+      if (kind === "lost" && point !== "finalize" && point !== "raise" && point !== "commit")
+        throw new Error(`a lost answer is injected at a record write only, not at ${point}`);
       armed.set(point, { left: times, kind, ...(jobId === undefined ? {} : { jobId }) });
     },
     before: (point, hook) => {
@@ -181,6 +184,14 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
         if ((await gate(point, record.id)) === "lost") {
           await inner.updateRecord(record, revision);
           throw injected("lost", point, record.id);
+        }
+      } else if (record.phase === "committed" && armed.has("commit")) {
+        // A commit: the record as stored still says `submitting`.
+        if ((await inner.getRecord(record.id))?.record.phase === "submitting") {
+          if ((await gate("commit", record.id)) === "lost") {
+            await inner.updateRecord(record, revision);
+            throw injected("lost", "commit", record.id);
+          }
         }
       }
       return inner.updateRecord(record, revision);

@@ -198,7 +198,8 @@ describe("cleanup", () => {
       await jetstream(nc).publish(`jetstate.tasks.${queue}.${ghost}`, JSON.stringify({ i: 0, p: 1 }));
     }
     await jetstream(nc).publish("jetstate.results.clean.jghost", "[]");
-    const running = await rt.jobs.submit({ queue: "clean", tasks: range(3) }); // active: must stay
+    // Active, with a consumer of its own: must stay.
+    const running = await rt.jobs.submit({ queue: "clean", tasks: range(3), lane: false });
 
     const dry = await rt.admin.cleanup({ dryRun: true, retentionMs: 0 });
     expect(dry).toMatchObject({ dryRun: true });
@@ -223,8 +224,9 @@ describe("cleanup", () => {
       for await (const c of jsm.consumers.list(stream)) names.push(c.name);
       return names;
     };
-    expect(await consumersOf("jetstate_tasks_clean")).toEqual([running.id]);
-    expect(await consumersOf("jetstate_tasks_clean2")).toEqual([]);
+    // The queues' lanes stay: they serve every lane job.
+    expect((await consumersOf("jetstate_tasks_clean")).sort()).toEqual([running.id, "lane"].sort());
+    expect(await consumersOf("jetstate_tasks_clean2")).toEqual(["lane"]);
     const tasks = await jsm.streams.info("jetstate_tasks_clean", { subjects_filter: "jetstate.tasks.>" });
     expect(tasks.state.subjects).toEqual({ [`jetstate.tasks.clean.${running.id}`]: 3 });
     const tasksElsewhere = await jsm.streams.info("jetstate_tasks_clean2", {

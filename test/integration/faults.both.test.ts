@@ -487,7 +487,13 @@ describe.each([
     const ledger: number[] = [];
     worker(r, "commit-fails", ledger);
     r.faults.fail("createConsumer", 1);
-    const request = { queue: "commit-fails", tasks: indexes(total), idempotencyKey: "commit-fails-1" };
+    // A consumer of its own: a lane job has no consumer to make.
+    const request = {
+      queue: "commit-fails",
+      tasks: indexes(total),
+      idempotencyKey: "commit-fails-1",
+      lane: false,
+    };
     await expect(r.rt.jobs.submit(request)).rejects.toThrow(/injected fault: createConsumer/);
 
     const {
@@ -499,6 +505,44 @@ describe.each([
     const job = await r.rt.jobs.submit(request);
     expect(job.id).toBe(rolledBack!.id);
     await expectCountedOnce(r, await within(job.done(), BOUND_MS, "the resubmitted job to end"), total);
+    expect([...tally(ledger).values()]).toEqual(indexes(total).map(() => 1));
+  });
+
+  it("a commit write that fails for a lane job of several tasks: rolled back, none of its tasks runs or stays; a resubmit runs each once", async () => {
+    const r = await runtime();
+    const total = 5;
+    const ledger: number[] = [];
+    // Pulling the lane before the submit (a first lane job run), and the commit's write late:
+    // its tasks reach the worker before the write fails.
+    worker(r, "lane-commit-fails", ledger);
+    await (await r.rt.jobs.submit({ queue: "lane-commit-fails", tasks: [0] })).done();
+    ledger.length = 0;
+    r.faults.before("commit", () => new Promise((resolve) => setTimeout(resolve, 300)));
+    r.faults.fail("commit", 1);
+    const request = { queue: "lane-commit-fails", tasks: indexes(total), idempotencyKey: "lane-commit-1" };
+    await expect(r.rt.jobs.submit(request)).rejects.toThrow(/injected fault: commit/);
+    const rolledBack = (await r.rt.jobs.list({ queue: "lane-commit-fails" })).jobs.find(
+      (j) => j.phase === "rolledBack",
+    );
+    expect(rolledBack).toMatchObject({ status: "failed", phase: "rolledBack", lane: true });
+    expect(await bench.rawTasks("lane-commit-fails", rolledBack!.id)).toBe(0);
+    expect(ledger).toEqual([]);
+
+    const job = await r.rt.jobs.submit(request);
+    expect(job.id).toBe(rolledBack!.id);
+    await expectCountedOnce(r, await within(job.done(), BOUND_MS, "the resubmitted job to end"), total);
+    expect([...tally(ledger).values()]).toEqual(indexes(total).map(() => 1));
+  });
+
+  it("a lane job's commit stored though its answer was lost: the submit stands, each task runs once", async () => {
+    const r = await runtime();
+    const total = 5;
+    const ledger: number[] = [];
+    worker(r, "lane-commit-lost", ledger);
+    r.faults.fail("commit", 1, undefined, "lost");
+    const job = await r.rt.jobs.submit({ queue: "lane-commit-lost", tasks: indexes(total) });
+    expect(r.faults.injected("commit")).toBe(1);
+    await expectCountedOnce(r, await within(job.done(), BOUND_MS, "the job to end"), total);
     expect([...tally(ledger).values()]).toEqual(indexes(total).map(() => 1));
   });
 

@@ -36,7 +36,7 @@ it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.consume
     // Node a is a lane job (one task), b a job of its own (two tasks).
     await submitAndDie(server, step, {
       id: "f1",
-      jobs: { a: { queue: "q", tasks: ["a"] }, b: { queue: "q", tasks: ["b0", "b1"] } },
+      jobs: { a: { queue: "q", tasks: ["a"] }, b: { queue: "q", tasks: ["b0", "b1"], lane: false } },
     });
     // Every submit died: b's at the step, a's (a lane job, no consumer of its own) there or after.
     for (const name of ["a", "b"]) {

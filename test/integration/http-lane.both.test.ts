@@ -15,6 +15,8 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryLaneName, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { partsOf } from "../../src/api/runtime.ts";
+import { planSubmit } from "../../src/effects/plan-submit.ts";
 import { createHttpApi, createRuntime, type JobHandle, type Runtime } from "../../src/index.ts";
 import { encodeTask } from "../../src/kernel/wire.ts";
 import {
@@ -203,6 +205,37 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     await answer(handedOf(job.id)[0]!, 10);
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
     expect(handedOf(job.id)).toHaveLength(1);
+  });
+
+  it("a lane task of a job whose commit is not written yet is handed back, not out; once committed, each is handed out once", async () => {
+    const queue = "hl_uncommitted";
+    const { broker } = partsOf(rt);
+    // A lane job of two tasks stopped between its publish and its commit, made through the port.
+    const { record, bodies } = await planSubmit(
+      { queue, tasks: [{ n: 1 }, { n: 2 }] },
+      1 << 20,
+      Date.now(),
+      true,
+    );
+    expect(record).toMatchObject({ lane: true, phase: "submitting" });
+    const revision = await broker.createRecord(record);
+    await broker.publishTasks(record, bodies, new AbortController().signal);
+    // A live lane job behind it, so the queue's lane is asked.
+    const live = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 3 }] });
+    await reserveUntil(queue, () => handedOf(live.id).length > 0, "the live lane job's task handed out");
+    await reserveFromQueue(queue, 10);
+    expect(handedOf(record.id)).toEqual([]);
+    expect(await stored(queue, names.laneSubject(queue, record.id))).toBe(2);
+    await broker.updateRecord({ ...record, phase: "committed", status: "running" }, revision);
+    clock.advance(1000); // the memory server's redelivery of what went back
+    await reserveUntil(queue, () => handedOf(record.id).length === 2, "the committed job's tasks handed out");
+    expect(
+      handedOf(record.id)
+        .map((t) => t.index)
+        .sort(),
+    ).toEqual([0, 1]);
+    await answer(handedOf(live.id)[0]!, 6);
+    expect(await live.done()).toMatchObject({ status: "succeeded", done: 1 });
   });
 
   it("a lane task whose job is over is never handed out: deleted by the cancel, termed if it comes back", async () => {

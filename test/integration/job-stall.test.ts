@@ -165,6 +165,8 @@ describe("stalled jobs", () => {
       tasks: range(5),
       stallAfterMs: 300,
       stalledTimeoutMs: 400,
+      // Its own consumer's counts are in the stall line (a lane job's are the lane's).
+      lane: false,
     });
     const statuses = trackStatuses(job);
     const final: JobSnapshot = await job.done();
@@ -214,7 +216,7 @@ describe("stalled jobs", () => {
       },
     });
     // A lease far longer than the test: only the heartbeats matter here, not redelivery.
-    const job = await rt.jobs.submit({ queue: "hang", tasks: range(total), stallAfterMs: 300 });
+    const job = await rt.jobs.submit({ queue: "hang", tasks: range(total), stallAfterMs: 300, lane: false });
     await waitUntil(() => started === 2, { timeoutMs: 5000, message: "both handlers hold a task" });
     await waitUntil(() => job.snapshot().status === "stalled", { timeoutMs: 5000, message: "stalled" });
     const line = await stallLine(job.id);

@@ -235,8 +235,9 @@ describe("jobs over JetStream", () => {
     expect(b.id).toBe(a.id);
     const nc = await connect({ servers: server.url });
     const jsm = await jetstreamManager(nc);
-    const info = await jsm.consumers.info("jetstate_tasks_idem", a.id);
-    expect(info.num_pending).toBe(30);
+    // The tasks the server stores for the queue (a lane job's on the lane's subject): one copy each.
+    const info = await jsm.streams.info("jetstate_tasks_idem", { subjects_filter: "jetstate.tasks.idem.>" });
+    expect(info.state.subjects).toEqual({ [`jetstate.tasks.idem.lane.${a.id}`]: 30 });
     await nc.close();
     const worker = rt.workers.start<number, number>({ queue: "idem", handler: (t) => t.payload });
     expect((await a.done()).done).toBe(30);

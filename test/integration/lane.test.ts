@@ -5,7 +5,7 @@
  * with a connection of the test's own) and the handlers' ledger of what
  * they ran, never jetstate's view of itself.
  */
-import { type ConsumerInfo, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
@@ -15,9 +15,9 @@ import { createDashboard } from "../../src/api/dashboard.ts";
 import { createHttpApi } from "../../src/api/http.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
-import { decodeRecord } from "../../src/kernel/job-record.ts";
 import { encodeTask } from "../../src/kernel/wire.ts";
 import { crashingSubmitter } from "../harness/crashing-submitter.ts";
+import { laneOracle } from "../harness/lane-oracle.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -39,19 +39,7 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     await server?.dispose();
   });
 
-  /** The server's consumers on the queue's tasks stream. */
-  const consumersOf = async (queue: string): Promise<ConsumerInfo[]> => {
-    const jsm = await jetstreamManager(nc);
-    const all: ConsumerInfo[] = [];
-    for await (const c of jsm.consumers.list(names.tasksStream(queue))) all.push(c);
-    return all;
-  };
-  /** Messages stored on a subject of the queue's tasks stream, as the server counts them. */
-  const stored = async (queue: string, subject: string): Promise<number> => {
-    const jsm = await jetstreamManager(nc);
-    const info = await jsm.streams.info(names.tasksStream(queue), { subjects_filter: subject });
-    return info.state.subjects?.[subject] ?? 0;
-  };
+  const { consumersOf, stored, storedRecord } = laneOracle(() => nc);
   /** A worker of `queue` whose handler writes down each payload it runs: the ledger. */
   const ledgerWorker = (queue: string) => {
     const ran: number[] = [];
@@ -78,15 +66,6 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     const kv = await new Kvm(nc).open(names.leasesBucket);
     await kv.put(jobId, JSON.stringify({ v: 1, holder, until }));
   };
-  /** The job's record as stored in the bucket, read raw. */
-  const storedRecord = async (id: string) => {
-    const jsm = await jetstreamManager(nc);
-    const m = await jsm.streams.getMessage(`KV_${names.jobsBucket}`, {
-      last_by_subj: `$KV.${names.jobsBucket}.${id}`,
-    });
-    return m ? decodeRecord(m.string()) : undefined;
-  };
-
   it("runs 300 one-task jobs, each task once, with no consumer of their own", async () => {
     const queue = "lane_many";
     const ran = new Map<number, number>();
@@ -119,10 +98,10 @@ describe("the lane: one consumer per queue for jobs of one task", () => {
     await worker.stop();
   });
 
-  it("keeps jobs of many tasks, or of another ack wait, on consumers of their own", async () => {
+  it("keeps jobs of more than laneMaxTasks tasks, or of another ack wait, on consumers of their own", async () => {
     const queue = "lane_mixed";
     const worker = rt.workers.start<{ n: number }, number>({ queue, handler: (t) => t.payload.n });
-    const big = await rt.jobs.submit({ queue, tasks: [{ n: 1 }, { n: 2 }] });
+    const big = await rt.jobs.submit({ queue, tasks: Array.from({ length: 101 }, (_, n) => ({ n })) });
     const slow = await rt.jobs.submit({ queue, tasks: [{ n: 3 }], ackWaitMs: 60_000 });
     const small = await rt.jobs.submit({ queue, tasks: [{ n: 4 }] });
     expect((await storedRecord(big.id))?.lane).toBeUndefined();

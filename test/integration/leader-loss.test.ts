@@ -95,7 +95,8 @@ describe("a consumer or JetStream lost for a while", () => {
     // Two tasks held at the gate, two slots free: the worker keeps a pull open on the consumer.
     const gated = gatedHandler(5);
     const worker = rt.workers.start<number, number>({ queue, concurrency: 4, handler: gated.handler });
-    const job = await rt.jobs.submit({ queue, tasks: Array.from({ length: 7 }, (_, n) => n) });
+    // A job's own consumer (a lane job has none to lose).
+    const job = await rt.jobs.submit({ queue, tasks: Array.from({ length: 7 }, (_, n) => n), lane: false });
     await waitUntil(() => job.snapshot().done === 5 && gated.ledger.size === 7, {
       timeoutMs: 20_000,
       message: "five tasks done, two held",

@@ -241,7 +241,14 @@ describe.each([
       return { status: response.status, json: (await response.json()) as Record<string, unknown> };
     };
     // Task 0 fails for good, task 1 fails once then succeeds, tasks 2 and 3 succeed.
-    const job = await rt.jobs.submit({ queue, tasks: [0, 1, 2, 3], maxFailures: 1, backoff: [0] });
+    // Reserved by its id: a job with a consumer of its own.
+    const job = await rt.jobs.submit({
+      queue,
+      tasks: [0, 1, 2, 3],
+      maxFailures: 1,
+      backoff: [0],
+      lane: false,
+    });
     const ledger: Array<{ index: number; attempt: number; answer: "result" | "permanent" | "retry" }> = [];
     await waitUntil(
       async () => {

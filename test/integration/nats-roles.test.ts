@@ -93,7 +93,8 @@ describe("least-privilege roles on a server with users", () => {
 
     // Which worker ran which task: the handlers' own ledger.
     const seen: Array<{ worker: string; queue: string; index: number }> = [];
-    const jobB = await submitter.jobs.submit({ queue: "B", tasks: [0, 1, 2, 3, 4, 5] });
+    // A consumer of its own, pulled by its name below.
+    const jobB = await submitter.jobs.submit({ queue: "B", tasks: [0, 1, 2, 3, 4, 5], lane: false });
 
     // The worker of A, asked to work queue B, gets nothing of it.
     const stray = workerA.workers.start<number, number>({

@@ -90,7 +90,7 @@ describe("results feed: server consumers per job", () => {
         return task.payload;
       },
     });
-    const jobs = await Promise.all(range(n).map(() => rt.jobs.submit({ queue, tasks: [1, 2] })));
+    const jobs = await Promise.all(range(n).map(() => rt.jobs.submit({ queue, tasks: [1, 2], lane: false })));
     await waitUntil(() => held === 2 * n, { timeoutMs: 20_000, message: "every task held by the worker" });
 
     // The server's view while every job runs: one consumer per job on its tasks stream, and on

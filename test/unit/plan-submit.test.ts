@@ -101,14 +101,25 @@ describe("planSubmit: a good request", () => {
   });
 
   it("lane: the runtime's default unless the request says; only a job that fits goes on it", async () => {
-    const lanePlan = (request: Partial<SubmitRequest>, runtimeLane: boolean) =>
-      planSubmit({ queue: "q", tasks: [1], ...request } as SubmitRequest, maxPayload, 0, runtimeLane);
+    const lanePlan = (request: Partial<SubmitRequest>, runtimeLane: boolean, laneMaxTasks?: number) =>
+      planSubmit(
+        { queue: "q", tasks: [1], ...request } as SubmitRequest,
+        maxPayload,
+        0,
+        runtimeLane,
+        laneMaxTasks,
+      );
     expect((await lanePlan({}, true)).record.lane).toBe(true);
     expect((await lanePlan({}, false)).record.lane).toBeUndefined();
     expect((await lanePlan({ lane: false }, true)).record.lane).toBeUndefined();
     expect((await lanePlan({ lane: true }, false)).record.lane).toBe(true);
-    // Asked for, but two tasks, or a priority, do not fit the lane: a consumer of their own.
-    expect((await lanePlan({ lane: true, tasks: [1, 2] }, true)).record.lane).toBeUndefined();
+    // Up to laneMaxTasks tasks (100 unless the runtime says) fit; more, or a priority, do not.
+    const tasks = (n: number) => Array.from({ length: n }, (_, i) => i);
+    expect((await lanePlan({ tasks: tasks(100) }, true)).record.lane).toBe(true);
+    expect((await lanePlan({ lane: true, tasks: tasks(101) }, true)).record.lane).toBeUndefined();
+    expect((await lanePlan({ tasks: [1, 2] }, true, 2)).record.lane).toBe(true);
+    expect((await lanePlan({ tasks: [1, 2, 3] }, true, 2)).record.lane).toBeUndefined();
+    expect((await lanePlan({ tasks: [1, 2] }, true, 1)).record.lane).toBeUndefined();
     expect((await lanePlan({ lane: true, priority: 3 }, true)).record.lane).toBeUndefined();
     expect((await refusal({ queue: "q", tasks: [1], lane: "yes" })).field).toBe("lane");
   });

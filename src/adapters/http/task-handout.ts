@@ -1,4 +1,10 @@
-import { type JobRecord, laneAckWaitMs, laneMaxDeliver, takesTasks } from "../../kernel/job-record.ts";
+import {
+  awaitsLaneCommit,
+  type JobRecord,
+  laneAckWaitMs,
+  laneMaxDeliver,
+  takesTasks,
+} from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
@@ -21,6 +27,14 @@ type Readable = { readonly t: LeasedTask; readonly body: TaskBody; readonly reco
 
 /** A lane task whose job's record was not read goes back for this long, as at a native worker (api/worker-lane.ts `laneJobOf`). */
 const unreadJobDelayMs = 1000;
+
+/**
+ * A lane task of a job whose submit has not written its commit yet (a job
+ * of more tasks, `awaitsLaneCommit`) goes back for this long: a native
+ * worker holds it until the commit; a reserve cannot wait for it. Each
+ * release spends a delivery; the last is put back as a copy instead.
+ */
+const uncommittedJobDelayMs = 250;
 
 /**
  * Takes tasks from the broker for a worker of `TaskLeases` (task-leases.ts),
@@ -78,22 +92,22 @@ export class TaskHandout {
     );
     const over: LeasedTask[] = [];
     const notRead: LeasedTask[] = [];
+    const uncommitted: LeasedTask[] = [];
     const runnable: Readable[] = [];
     for (const { t, body } of readable) {
       const record = records.get(t.jobId);
       if (!records.has(t.jobId)) notRead.push(t);
+      else if (record && awaitsLaneCommit(record)) uncommitted.push(t);
       else if (!record || !takesTasks(record)) over.push(t);
       else runnable.push({ t, body, record });
     }
     // Every lane job has the lane's delivery limit: its last delivery is known without its record.
-    await this.handBack(
-      notRead.map((t) => ({ ...t, lastDelivery: t.deliveryCount >= laneMaxDeliver })),
-      unreadJobDelayMs,
-      "lane tasks of jobs not read",
-    );
+    const back = (tasks: readonly LeasedTask[]) =>
+      tasks.map((t) => ({ ...t, lastDelivery: t.deliveryCount >= laneMaxDeliver }));
+    await this.handBack(back(notRead), unreadJobDelayMs, "lane tasks of jobs not read");
+    await this.handBack(back(uncommitted), uncommittedJobDelayMs, "lane tasks of jobs not committed yet");
     if (over.length > 0) await this.#endOver(queue, over, records);
     const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
-    // A lane job has one task.
     for (const task of tasks) this.#logReserved(task.jobId, queue, [task], caller);
     return tasks;
   }

@@ -1,6 +1,11 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
+import {
+  type JobRecord,
+  type JobSettings,
+  type JobTasksRef,
+  laneMaxTasksLimit,
+} from "../../kernel/job-record.ts";
 import { holdsAnswer } from "../../kernel/wire.ts";
 import { type BrokerNames, taskSubjectOf } from "../names.ts";
 import type { ConsumerRestore } from "../task-queue.ts";
@@ -62,8 +67,9 @@ export class NatsJobTasks {
    * Publishes the job's tasks, pipelined, each with message id
    * `<jobId>.<submitId>.<n>`: a retried batch (after a timeout whose outcome
    * is unknown) cannot duplicate a task. Invisible to workers until the
-   * consumer exists; a lane job's task is visible at once (its lane consumer
-   * is set up first: the publish is the job's commit point).
+   * consumer exists; a lane job's tasks reach workers at once (its lane
+   * consumer is set up first): one task's publish is its job's commit point,
+   * and workers hold the tasks of a job of more until its record commits it.
    */
   publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
     const subject = taskSubjectOf(this.#names, record);
@@ -196,7 +202,8 @@ export class NatsJobTasks {
  * purge (see `deleteSubjectMessages`): a purge made the lane skip every
  * other lane job's task stored then (they stayed in the stream, never
  * delivered: 252 of 300 jobs hung in `test/integration/lane.test.ts`).
- * A lane subject holds one task; a few more (a redrive raced) are bounded.
+ * A lane subject holds a job's tasks (at most `laneMaxTasksLimit`); a few
+ * more (copies put back, a redrive raced) are bounded.
  * Only below `below` when given: a task published since the caller looked stays.
  */
 export const deleteLaneTasks = (
@@ -205,4 +212,7 @@ export const deleteLaneTasks = (
   subject: string,
   below?: number,
 ): Promise<void> =>
-  deleteSubjectMessages(jsm, stream, subject, { max: 16, ...(below === undefined ? {} : { below }) });
+  deleteSubjectMessages(jsm, stream, subject, {
+    max: laneMaxTasksLimit + 16,
+    ...(below === undefined ? {} : { below }),
+  });
