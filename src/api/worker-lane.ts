@@ -46,8 +46,12 @@ export interface LaneLoop {
 
 export const laneLoop = (deps: LaneDeps): LaneLoop => {
   const { broker, queue: queueName, concurrency, jobs, follow, onTask, release, log } = deps;
-  // The newest record the watch handed over of each job a lane task's read is under way for.
-  const reading = new Map<string, { readers: number; heard?: RecordFound }>();
+  // Each job a lane task's read of is under way for: the one read its tasks share, and the newest
+  // record the watch handed over meanwhile.
+  const reading = new Map<
+    string,
+    { readers: number; read: Promise<RecordFound | undefined>; heard?: RecordFound }
+  >();
   const commits = new AwaitedCommits(deps, (lease, job) => runTask(lease, job));
   const heard = (record: JobRecord, revision: number) => {
     const read = reading.get(record.id);
@@ -68,23 +72,32 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
    * record that cannot be read now: the task goes back, to come again.
    */
   const laneJobOf = async (lease: LaneLease): Promise<ActiveJob | undefined> => {
-    const known = jobs.get(lease.jobId);
-    if (known) return known;
+    const { jobId } = lease;
+    // Its job known not committed yet (its record heard, or read for another of its tasks).
+    if (commits.awaits(jobId)) {
+      commits.hold(lease, jobId);
+      return undefined;
+    }
     let found: RecordFound | undefined;
-    const read = reading.get(lease.jobId) ?? { readers: 0 };
-    reading.set(lease.jobId, { readers: read.readers + 1, ...(read.heard ? { heard: read.heard } : {}) });
+    // One read for the tasks of a job that come together (a lane job of several tasks).
+    let reader = reading.get(jobId);
+    if (!reader) {
+      reader = { readers: 0, read: broker.getRecord(jobId) };
+      reading.set(jobId, reader);
+    }
+    reader.readers += 1;
     try {
-      found = await broker.getRecord(lease.jobId);
+      found = await reader.read;
     } catch (error) {
-      log.debug({ err: error, jobId: lease.jobId }, "lane task's job not read; the task goes back");
+      log.debug({ err: error, jobId }, "lane task's job not read; the task goes back");
       release(lease, 1000);
       return undefined;
     } finally {
-      const now = reading.get(lease.jobId);
-      if (now && now.readers > 1) now.readers -= 1;
-      else reading.delete(lease.jobId);
+      reader.readers -= 1;
+      if (reader.readers === 0 && reading.get(jobId) === reader) reading.delete(jobId);
       // Handed over while the read ran and newer than it (its end, written meanwhile): the job's news.
-      if (now?.heard && (found === undefined || now.heard.revision > found.revision)) found = now.heard;
+      const { heard } = reader;
+      if (heard && (found === undefined || heard.revision > found.revision)) found = heard;
     }
     const followed = jobs.get(lease.jobId);
     if (followed) return followed;
@@ -104,9 +117,15 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
     return undefined;
   };
 
-  const onLaneTask = async (lease: LaneLease) => {
-    const job = await laneJobOf(lease);
-    if (job) await onTask(lease, job);
+  /**
+   * Runs a lane delivery. A task of a job the worker follows starts in this
+   * turn, as a job's own loop's does (a promise for its loop to await only
+   * when it waits for a slot).
+   */
+  const onLaneTask = (lease: LaneLease): void | Promise<void> => {
+    const known = jobs.get(lease.jobId);
+    if (known) return onTask(lease, known);
+    return laneJobOf(lease).then((job) => (job ? onTask(lease, job) : undefined));
   };
 
   let laned: Promise<unknown> | undefined;
@@ -148,6 +167,11 @@ class AwaitedCommits {
     this.#run = run;
   }
 
+  /** Whether the job is known not committed yet: its tasks are held without a read. */
+  awaits(jobId: string): boolean {
+    return this.#held.has(jobId);
+  }
+
   hold(lease: LaneLease, jobId: string): void {
     const { pulling, release } = this.#deps;
     if (pulling.aborted) {
@@ -156,17 +180,28 @@ class AwaitedCommits {
     }
     const held = this.#held.get(jobId);
     if (held) held.push(lease);
-    else this.#held.set(jobId, [lease]);
+    else this.#watch(jobId, [lease]);
+  }
+
+  /** Holds the job's tasks from now on; its record is read again every few seconds meanwhile. */
+  #watch(jobId: string, held: LaneLease[]): void {
+    this.#held.set(jobId, held);
     this.#timer ??= setInterval(() => this.#keep(), leaseKeepEveryMs(laneAckWaitMs));
     if (!this.#stopHeard) {
       this.#stopHeard = true;
-      pulling.addEventListener("abort", () => this.#releaseAll(), { once: true });
+      this.#deps.pulling.addEventListener("abort", () => this.#releaseAll(), { once: true });
     }
   }
 
-  /** A record of one of the queue's lane jobs, from the watch. */
+  /**
+   * A record of one of the queue's lane jobs, from the watch: a job heard
+   * not committed yet has its tasks held as they come, without a read of
+   * its record each.
+   */
   heard(record: JobRecord, revision: number): void {
     if (this.#held.has(record.id)) this.#settle(record.id, { record, revision });
+    else if (awaitsLaneCommit(record) && !this.#deps.jobs.has(record.id) && !this.#deps.pulling.aborted)
+      this.#watch(record.id, []);
   }
 
   /**
@@ -178,6 +213,8 @@ class AwaitedCommits {
     if (!held || (found && awaitsLaneCommit(found.record))) return;
     this.#held.delete(jobId);
     this.#stopTimerIfIdle();
+    // None of its tasks came here: what the record says is the watch's to act on.
+    if (held.length === 0) return;
     const { jobs, follow, pulling, release, log } = this.#deps;
     if (pulling.aborted) {
       for (const lease of held) release(lease);

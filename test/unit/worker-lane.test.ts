@@ -1,0 +1,164 @@
+/**
+ * A worker's lane loop (`api/worker-lane.ts`) and the tasks of a lane job of
+ * several tasks that reach it before the job's commit. The oracle is a fake
+ * broker's own ledger: the record reads asked of it, the tasks handed to
+ * the worker's `onTask`, and what was done with each lease (termed,
+ * released, its lease extended).
+ */
+import { describe, expect, it } from "vitest";
+import type { RecordFound } from "../../src/adapters/job-records.ts";
+import type { LaneLease } from "../../src/adapters/task-queue.ts";
+import type { ActiveJob } from "../../src/api/running-tasks.ts";
+import { laneLoop } from "../../src/api/worker-lane.ts";
+import { LoopGroup } from "../../src/effects/loop-group.ts";
+import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const record = (phase: JobRecord["phase"], status: JobRecord["status"]): JobRecord => ({
+  v: 1,
+  id: "j1",
+  queue: "q",
+  status,
+  phase,
+  total: 3,
+  submitId: "s1",
+  settings: {
+    maxFailures: 0,
+    ackWaitMs: 30_000,
+    maxDeliver: 5,
+    backoffMs: [],
+    stallAfterMs: 60_000,
+    stalledTimeoutMs: 0,
+  },
+  counts: { done: 0, failed: 0, dead: 0 },
+  createdAt: 0,
+  updatedAt: 0,
+  commitDeadline: 30_000,
+  lane: true,
+});
+const submitting = record(SubmitPhase.submitting, "queuing");
+const committed = record(SubmitPhase.committed, "running");
+const rolledBack = record(SubmitPhase.rolledBack, "failed");
+
+/** A lease whose every call is written down. */
+const lease = (n: number) => {
+  const calls: string[] = [];
+  const l: LaneLease = {
+    jobId: "j1",
+    body: JSON.stringify({ i: n, p: n }),
+    deliveryCount: 1,
+    seq: n + 1,
+    ack: () => calls.push("ack"),
+    nak: () => calls.push("nak"),
+    handBack: () => calls.push("handBack"),
+    term: () => calls.push("term"),
+    putBack: async () => true,
+    working: () => calls.push("working"),
+  };
+  return { lease: l, calls };
+};
+
+/** A lane loop over a fake broker whose record reads the test answers. */
+const loopOver = () => {
+  const reads: Array<(found: RecordFound | undefined) => void> = [];
+  const ran: string[] = [];
+  const released: LaneLease[] = [];
+  const jobs = new Map<string, ActiveJob>();
+  const pulling = new AbortController();
+  let deliver: ((l: LaneLease) => void | Promise<void>) | undefined;
+  const loop = laneLoop({
+    broker: {
+      getRecord: () => new Promise<RecordFound | undefined>((resolve) => reads.push(resolve)),
+      consumeLane: async (_queue, _max, onTask, signal) => {
+        deliver = onTask;
+        await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+        return "stopped";
+      },
+    },
+    queue: "q",
+    concurrency: 4,
+    jobs,
+    follow: (r, revision) => {
+      const job = { record: r, revision } as unknown as ActiveJob;
+      jobs.set(r.id, job);
+      return job;
+    },
+    onTask: (msg) => {
+      ran.push(msg.body);
+    },
+    release: (msg) => {
+      released.push(msg as LaneLease);
+    },
+    payloadKnown: Promise.resolve(),
+    pulling: pulling.signal,
+    loops: new LoopGroup(silentLogger()),
+    log: silentLogger(),
+    name: "lane-test",
+  });
+  loop.pull();
+  return {
+    loop,
+    reads,
+    ran,
+    released,
+    pulling,
+    /** Settles once the loop pulls the lane. */
+    pulled: () => waitUntil(() => deliver !== undefined, { timeoutMs: 1000, message: "the lane pulled" }),
+    /** Hands the loop a delivery, as the lane's consumer does. */
+    deliver: (l: LaneLease) => deliver!(l),
+  };
+};
+
+describe("a worker's lane loop and a lane job of several tasks", () => {
+  it("its tasks that come together share one read of its record, are held, and run once each when its commit is heard", async () => {
+    const w = loopOver();
+    await w.pulled();
+    const tasks = [lease(0), lease(1), lease(2)];
+    const handed = tasks.map((t) => w.deliver(t.lease));
+    await waitUntil(() => w.reads.length > 0, { timeoutMs: 1000, message: "the record read" });
+    // Its three tasks, one read.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(w.reads).toHaveLength(1);
+    w.reads[0]!({ record: submitting, revision: 1 });
+    await Promise.all(handed);
+    expect(w.ran).toEqual([]);
+    expect(tasks.flatMap((t) => t.calls)).toEqual([]);
+    // A fourth, while the job is known not committed: held, without another read.
+    const late = lease(3);
+    void w.deliver(late.lease);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(w.reads).toHaveLength(1);
+    w.loop.heard(committed, 2);
+    await waitUntil(() => w.ran.length === 4, { timeoutMs: 1000, message: "the held tasks run" });
+    expect([...w.ran].sort()).toEqual([0, 1, 2, 3].map((n) => JSON.stringify({ i: n, p: n })).sort());
+    expect([...tasks, late].flatMap((t) => t.calls)).toEqual([]);
+    w.pulling.abort();
+  });
+
+  it("a job heard not committed yet: its tasks are held without a read, and removed when it is rolled back", async () => {
+    const w = loopOver();
+    await w.pulled();
+    w.loop.heard(submitting, 1);
+    const tasks = [lease(0), lease(1)];
+    for (const t of tasks) void w.deliver(t.lease);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(w.reads).toHaveLength(0);
+    w.loop.heard(rolledBack, 2);
+    expect(tasks.map((t) => t.calls)).toEqual([["term"], ["term"]]);
+    expect(w.ran).toEqual([]);
+    w.pulling.abort();
+  });
+
+  it("a worker that stops releases the tasks it holds, unrun", async () => {
+    const w = loopOver();
+    await w.pulled();
+    w.loop.heard(submitting, 1);
+    const tasks = [lease(0), lease(1)];
+    for (const t of tasks) void w.deliver(t.lease);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    w.pulling.abort();
+    expect(w.released.map((l) => l.seq)).toEqual([1, 2]);
+    expect(w.ran).toEqual([]);
+  });
+});
