@@ -2,8 +2,9 @@ import type { JobRecord, JobSettings, JobTasksRef } from "../kernel/job-record.t
 
 /**
  * A job's tasks on the broker: published at submit, then one consumer per
- * job (the commit point); a lane job's one task goes to its queue's lane
- * instead, and its publish is the commit point.
+ * job (the commit point); a lane job's tasks go to its queue's lane
+ * instead (a 1-task job's publish is its commit point, a larger one's its
+ * record's commit write).
  */
 export interface TaskSetup {
   /** On the job's own subject, or on the queue's lane for a lane job (`record.lane`). */

@@ -7,6 +7,7 @@ import {
   type JobRecord,
   laneAckWaitMs,
   leaseKeepEveryMs,
+  SubmitPhase,
   takesTasks,
 } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
@@ -75,7 +76,7 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
     const { jobId } = lease;
     // Its job known not committed yet (its record heard, or read for another of its tasks).
     if (commits.awaits(jobId)) {
-      commits.hold(lease, jobId);
+      await commits.hold(lease, jobId);
       return undefined;
     }
     let found: RecordFound | undefined;
@@ -106,7 +107,7 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
       return follow(found.record, found.revision);
     // Its job's other tasks are still being published: held, unrun, until its commit is heard.
     if (found && record?.queue === queueName && awaitsLaneCommit(found.record)) {
-      commits.hold(lease, found.record.id);
+      await commits.hold(lease, found.record.id);
       return undefined;
     }
     log.info(
@@ -146,6 +147,16 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
   return { pull: pullLane, heard, stopped: () => laned ?? Promise.resolve() };
 };
 
+/** How long a held task of a submit rolled back goes back for (one delivery spent). */
+const rolledBackReleaseMs = 1000;
+
+/**
+ * How long the lane loop waits, at most, once it holds as many tasks as the
+ * worker has slots: a submit that died between its publishes and its commit
+ * must not stop the lane here until the reaper rolls it back.
+ */
+const fullHoldWaitMs = 1000;
+
 /**
  * The lane tasks a worker holds until their job's commit: tasks of a lane
  * job of more than one task can reach a worker while its submit still
@@ -153,7 +164,11 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
  * Each is held, its lease kept, until the record watch shows the commit
  * (they run), the rollback or the end (they are removed); the records are
  * also read again every `leaseKeepEveryMs` of the lane's ack wait, in case
- * the watch missed a write. A worker that stops releases them.
+ * the watch missed a write. A worker that stops releases them. Once it
+ * holds as many as it has slots, the lane loop waits before it takes the
+ * next task (until some are settled, or `fullHoldWaitMs`): held tasks are
+ * not in its pull window, and it would otherwise take a job's every task
+ * while the queue's other workers have free slots.
  */
 class AwaitedCommits {
   readonly #deps: LaneDeps;
@@ -161,6 +176,10 @@ class AwaitedCommits {
   readonly #held = new Map<string, LaneLease[]>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #stopHeard = false;
+  /** Tasks held, all jobs together. */
+  #count = 0;
+  /** The lane loop's wait for room, when it holds as many tasks as the worker has slots. */
+  #roomWaiters: Array<() => void> = [];
 
   constructor(deps: LaneDeps, run: (lease: LaneLease, job: ActiveJob) => void) {
     this.#deps = deps;
@@ -172,15 +191,35 @@ class AwaitedCommits {
     return this.#held.has(jobId);
   }
 
-  hold(lease: LaneLease, jobId: string): void {
-    const { pulling, release } = this.#deps;
+  /** Holds the task; a promise for the lane loop to wait on when the worker holds as many as it has slots. */
+  hold(lease: LaneLease, jobId: string): Promise<void> | undefined {
+    const { pulling, release, concurrency } = this.#deps;
     if (pulling.aborted) {
       release(lease);
-      return;
+      return undefined;
     }
     const held = this.#held.get(jobId);
     if (held) held.push(lease);
     else this.#watch(jobId, [lease]);
+    this.#count += 1;
+    if (this.#count < concurrency) return undefined;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, fullHoldWaitMs);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#roomWaiters.push(done);
+    });
+  }
+
+  /** `settled` tasks are no longer held: the lane loop goes on once there is room. */
+  #letGo(settled: number): void {
+    this.#count -= settled;
+    if (this.#count >= this.#deps.concurrency && !this.#deps.pulling.aborted) return;
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   /** Holds the job's tasks from now on; its record is read again every few seconds meanwhile. */
@@ -215,14 +254,21 @@ class AwaitedCommits {
     this.#stopTimerIfIdle();
     // None of its tasks came here: what the record says is the watch's to act on.
     if (held.length === 0) return;
+    this.#letGo(held.length);
     const { jobs, follow, pulling, release, log } = this.#deps;
     if (pulling.aborted) {
       for (const lease of held) release(lease);
     } else if (found && takesTasks(found.record)) {
       const job = jobs.get(jobId) ?? follow(found.record, found.revision);
       for (const lease of held) this.#run(lease, job);
+    } else if (found?.record.phase === SubmitPhase.rolledBack) {
+      // Its rollback removes its tasks. Released, not termed: the watch may hand the rollback
+      // over late, after the next submit of the key took the record over and published its own
+      // tasks, some held here under this job's id since; each comes again and is read anew.
+      log.info({ jobId }, "lane tasks of a submit rolled back; released");
+      for (const lease of held) release(lease, rolledBackReleaseMs);
     } else {
-      log.info({ jobId, status: found?.record.status }, "lane tasks of a job that did not commit; removed");
+      log.info({ jobId, status: found?.record.status }, "lane tasks of a job that is over; removed");
       for (const lease of held) lease.term();
     }
   }
@@ -242,6 +288,7 @@ class AwaitedCommits {
     for (const held of this.#held.values()) for (const lease of held) this.#deps.release(lease);
     this.#held.clear();
     this.#stopTimerIfIdle();
+    this.#letGo(this.#count);
   }
 
   #stopTimerIfIdle(): void {

@@ -158,8 +158,12 @@ const rollBackLane = (port: JobPort, input: SubmitInput, reason: string, error: 
 
 /**
  * Rolls a lane submit back, its record first: marked rolled back, then its
- * tasks removed if it was (`rollBackLane`). Resolves with the record when it
- * was found committed instead (its commit written by then), otherwise undefined.
+ * tasks removed if it was (`rollBackLane`), those stored before the mark
+ * only. Once the record says rolled back, another submit of the key may
+ * take it over and publish its own tasks on the same subject while these
+ * are being removed one by one: they are stored past the mark, and stay.
+ * Resolves with the record when it was found committed instead (its commit
+ * written by then), otherwise undefined.
  */
 export const rollBackLaneEffect = (
   port: JobPort,
@@ -168,12 +172,15 @@ export const rollBackLaneEffect = (
   now: () => number,
 ): Effect.Effect<RecordFound | undefined, PortFailure> =>
   Effect.gen(function* () {
+    const below = yield* fromPort(() => port.tasksMark(record));
     yield* markRolledBackSettled(port, record, reason, now);
     const found = yield* fromPort(() => port.getRecord(record.id));
-    if (found?.record.submitId === record.submitId && found.record.phase === SubmitPhase.committed)
-      return found;
-    // Rolled back (or the key taken by another submit since, whose tasks are not this one's to remove).
-    if (found?.record.submitId === record.submitId) yield* fromPort(() => port.removeTasks(record));
+    const ours = found?.record.submitId === record.submitId;
+    if (ours && found?.record.phase === SubmitPhase.committed) return found;
+    // Rolled back, or the key taken over by another submit since (its tasks, past the mark, stay).
+    // Still `submitting`: the mark lost to other writes each time; the reaper's next pass tries again.
+    if (!ours || found?.record.phase === SubmitPhase.rolledBack)
+      yield* fromPort(() => port.removeTasks(record, below));
     return undefined;
   });
 

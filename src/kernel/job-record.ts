@@ -63,10 +63,12 @@ export const uncountedRedrive = (
 
 /**
  * Where a submit is: `submitting` (tasks being published, invisible to
- * workers; a lane job's one task is visible once published, and its record
- * says `submitting` until its next write: `asCommittedLane`), `committed`
- * (the consumer exists: workers may see tasks) or `rolledBack` (the reaper
- * or the submitter undid it).
+ * workers; a lane job's tasks reach them as they are published: one task's
+ * publish commits its job, whose record says `submitting` until its next
+ * write, `asCommittedLane`; a worker holds the tasks of a larger one,
+ * unrun, until its commit), `committed` (the consumer exists, or the lane
+ * job's commit is written: workers may run tasks) or `rolledBack` (the
+ * reaper or the submitter undid it).
  */
 export const SubmitPhase = {
   submitting: "submitting",
@@ -138,9 +140,10 @@ export interface JobRecordV1 {
   readonly finishedAt?: number;
   readonly reason?: string;
   /**
-   * The job's one task is on its queue's lane (one consumer serves every
-   * such job; the task's publish is the commit point) instead of a consumer
-   * of its own. Absent: a consumer of its own, as every job before the lane.
+   * The job's tasks are on its queue's lane (one consumer serves every such
+   * job; a job of one task is committed by its task's publish, a larger one
+   * by its record's commit write) instead of a consumer of its own. Absent:
+   * a consumer of its own, as every job before the lane.
    */
   readonly lane?: true;
   /**

@@ -1,9 +1,10 @@
+import { Effect } from "effect";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import { firstLetters } from "../../src/adapters/dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../../src/adapters/job-records.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
-import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
+import { rollBackLaneEffect, SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
 import type { FlowRecord } from "../../src/kernel/flow-record.ts";
 import { type JobRecord, type JobSettings, laneMaxDeliver } from "../../src/kernel/job-record.ts";
@@ -557,6 +558,33 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
       expect(await broker.tasksCommitted(r)).toBe(false);
+    });
+
+    it("lane: a rollback leaves the tasks of the next submit of the key, which took the record over as the rollback removed its own", async () => {
+      const first = newLaneRecord(undefined, 3);
+      await broker.createRecord(first);
+      await broker.publishTasks(first, taskBodies(3), never);
+      const next = { ...first, submitId: uid("s") };
+      // Between the rollback's mark and its removal of the tasks, the next submit of the key
+      // takes the record over (it says rolled back) and publishes its own tasks on the subject.
+      const racing = new Proxy(broker, {
+        get: (target, key) => {
+          if (key === "removeTasks")
+            return async (...args: Parameters<Broker["removeTasks"]>) => {
+              await change(first.id, { ...next, phase: "submitting", status: "queuing" });
+              await broker.publishTasks(next, taskBodies(3), never);
+              return target.removeTasks(...args);
+            };
+          const value = Reflect.get(target, key);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      expect(await Effect.runPromise(rollBackLaneEffect(racing, first, "test", Date.now))).toBeUndefined();
+      // The next submit's three tasks are there to run; the first's are gone.
+      const lane = loops.consumeLane(broker, first.queue);
+      await eventually(() => lane.leases.length === 3);
+      await h.advance(50);
+      expect(lane.leases).toHaveLength(3);
     });
 
     it("lane: cleanup purges the lane tasks of jobs that are over and never removes the lane", async () => {

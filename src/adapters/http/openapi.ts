@@ -178,7 +178,7 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
           ...bodyErrors,
           ...jobErrors,
           "409": error(
-            "The job's one task is on its queue's lane (`job_in_lane`, with `queue`): reserve it from " +
+            "The job's tasks are on its queue's lane (`job_in_lane`, with `queue`): reserve them from " +
               "`POST /queues/{queue}/tasks`, or submit such a job with `lane: false`.",
           ),
           ...commonErrors,
@@ -191,7 +191,7 @@ export const openApiDocument = (limits: BodyLimits & { maxBodyBytes: number }) =
         operationId: "reserveQueueTasks",
         summary: "Reserve up to batch_size tasks from the active jobs of a queue (round robin across jobs)",
         description:
-          "The only way to reserve the task of a job on the queue's lane (a job of one task may be put there " +
+          "The only way to reserve the tasks of a job on the queue's lane (a small job may be put there " +
           "instead of getting a consumer of its own): the lane takes its turn among the queue's jobs.",
         parameters: [queueName],
         requestBody: { required: true, content: json(ref("ReserveRequest")) },

@@ -30,11 +30,13 @@ const unreadJobDelayMs = 1000;
 
 /**
  * A lane task of a job whose submit has not written its commit yet (a job
- * of more tasks, `awaitsLaneCommit`) goes back for this long: a native
- * worker holds it until the commit; a reserve cannot wait for it. Each
- * release spends a delivery; the last is put back as a copy instead.
+ * of more tasks, `awaitsLaneCommit`) goes back: a native worker holds it
+ * until the commit; a reserve cannot wait for it. For 250 ms the first
+ * time, twice as long each time after, up to 4 s (a submit that died before
+ * its commit waits for the reaper, ~40 s). Each release spends a delivery;
+ * the last is put back as a copy instead, delivered from 1 again.
  */
-const uncommittedJobDelayMs = 250;
+const uncommittedJobDelayMs = (deliveryCount: number) => Math.min(4000, 250 * 2 ** (deliveryCount - 1));
 
 /**
  * Takes tasks from the broker for a worker of `TaskLeases` (task-leases.ts),
@@ -105,7 +107,11 @@ export class TaskHandout {
     const back = (tasks: readonly LeasedTask[]) =>
       tasks.map((t) => ({ ...t, lastDelivery: t.deliveryCount >= laneMaxDeliver }));
     await this.handBack(back(notRead), unreadJobDelayMs, "lane tasks of jobs not read");
-    await this.handBack(back(uncommitted), uncommittedJobDelayMs, "lane tasks of jobs not committed yet");
+    await this.handBack(
+      back(uncommitted).map((t) => ({ ...t, delayMs: uncommittedJobDelayMs(t.deliveryCount) })),
+      unreadJobDelayMs,
+      "lane tasks of jobs not committed yet",
+    );
     if (over.length > 0) await this.#endOver(queue, over, records);
     const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
     for (const task of tasks) this.#logReserved(task.jobId, queue, [task], caller);
@@ -209,7 +215,7 @@ export class TaskHandout {
    * `maxDeliver: 1` job).
    */
   async handBack(
-    tasks: readonly { ref: string; jobId: string; lastDelivery?: boolean }[],
+    tasks: readonly { ref: string; jobId: string; lastDelivery?: boolean; delayMs?: number }[],
     delayMs: number,
     what: string,
   ) {
@@ -218,7 +224,9 @@ export class TaskHandout {
       .settle(
         tasks.map(
           (t): LeaseSettle =>
-            t.lastDelivery ? { ref: t.ref, action: "putBack" } : { ref: t.ref, action: "nak", delayMs },
+            t.lastDelivery
+              ? { ref: t.ref, action: "putBack" }
+              : { ref: t.ref, action: "nak", delayMs: t.delayMs ?? delayMs },
         ),
       )
       .catch((error: unknown) => {
