@@ -3,9 +3,11 @@
  * job of 5,000, on one runtime with the same workers, interleaved per
  * repetition. Timed from the first `submit()` to the last `done()`. The
  * ratio many ÷ one says what a job's fixed cost does to throughput. The many
- * jobs run a second time with `jobs.memoryConsumers` (their consumers in the
- * server's memory: a third of the server's CPU to make and delete), against
- * the same one job.
+ * jobs run as the defaults run them (on their queue's lane: 100 tasks is
+ * within `jobs.laneMaxTasks`), then with consumers of their own on the
+ * server's disk (`jobs.lane: false`), then with those consumers in its
+ * memory (`jobs.memoryConsumers`: a third of the server's CPU to make and
+ * delete), each against the same one job.
  */
 
 import { freshRuntime } from "./jetstate-e2e.ts";
@@ -19,16 +21,21 @@ export interface ManyJobsShape {
   readonly concurrency: number;
 }
 
+/** How the many jobs are run: as the defaults run them, or each with a consumer of its own (on disk or in memory). */
+type ManyWay = "lane" | "own" | "ownInMemory";
+const jobsOptions = (way: ManyWay) =>
+  way === "lane" ? {} : { lane: false, memoryConsumers: way === "ownInMemory" };
+
 const run = async (
   url: string,
   rep: number,
   jobs: number,
   tasksPerJob: number,
   concurrency: number,
-  memoryConsumers = false,
+  way: ManyWay = "lane",
 ) => {
   const rt = await freshRuntime(url, "many", rep, (options) =>
-    createRuntime({ ...options, jobs: { memoryConsumers } }),
+    createRuntime({ ...options, jobs: jobsOptions(way) }),
   );
   try {
     const queue = uniqueName("q", rep);
@@ -59,19 +66,23 @@ export async function measureManyJobs(
 ) {
   const { jobs, tasksPerJob, concurrency } = shape;
   await run(url, -1, Math.min(jobs, 5), tasksPerJob, concurrency);
+  await run(url, -1, Math.min(jobs, 5), tasksPerJob, concurrency, "own");
   const many: number[] = [];
   const one: number[] = [];
+  const manyOwn: number[] = [];
   const manyInMemory: number[] = [];
   for (let rep = 0; rep < reps; rep++) {
     many.push(await run(url, rep, jobs, tasksPerJob, concurrency));
     one.push(await run(url, rep, 1, jobs * tasksPerJob, concurrency));
-    manyInMemory.push(await run(url, rep, jobs, tasksPerJob, concurrency, true));
+    manyOwn.push(await run(url, rep, jobs, tasksPerJob, concurrency, "own"));
+    manyInMemory.push(await run(url, rep, jobs, tasksPerJob, concurrency, "ownInMemory"));
     log(
-      `many jobs rep ${rep}: ${jobs} × ${tasksPerJob} tasks ${many.at(-1)} tasks/s (memoryConsumers ${manyInMemory.at(-1)}), 1 × ${jobs * tasksPerJob} ${one.at(-1)} tasks/s`,
+      `many jobs rep ${rep}: ${jobs} × ${tasksPerJob} tasks ${many.at(-1)} tasks/s (own consumers ${manyOwn.at(-1)}, in memory ${manyInMemory.at(-1)}), 1 × ${jobs * tasksPerJob} ${one.at(-1)} tasks/s`,
     );
   }
   const ratios = (side: number[]) => side.map((m, k) => round(m / (one[k] ?? Number.NaN), 3));
   const perRep = ratios(many);
+  const perRepOwn = ratios(manyOwn);
   const perRepInMemory = ratios(manyInMemory);
   return {
     shape,
@@ -79,6 +90,9 @@ export async function measureManyJobs(
     one,
     perRep,
     ratio: round(median(perRep), 3),
+    manyOwn,
+    perRepOwn,
+    ratioOwn: round(median(perRepOwn), 3),
     manyInMemory,
     perRepInMemory,
     ratioInMemory: round(median(perRepInMemory), 3),

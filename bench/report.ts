@@ -234,10 +234,18 @@ export function markdown(doc: BenchDocument): string {
       `tasks/s per rep: many ${many.many.join(", ")}; one ${many.one.join(", ")}. ` +
         `Many ÷ one: ${many.ratio} (per rep ${many.perRep.join(", ")}).`,
       "",
+      // Older result files have no side with consumers of their own (their many jobs had them).
+      ...(many.manyOwn
+        ? [
+            `Each with a consumer of its own (\`jobs.lane: false\`): many ${many.manyOwn.join(", ")}; ` +
+              `many ÷ one: ${many.ratioOwn} (per rep ${many.perRepOwn.join(", ")}).`,
+            "",
+          ]
+        : []),
       // Older result files have no memory side.
       ...(many.manyInMemory
         ? [
-            `With \`jobs.memoryConsumers\`: many ${many.manyInMemory.join(", ")}; ` +
+            `With \`jobs.memoryConsumers\` (consumers of their own in the server's memory): many ${many.manyInMemory.join(", ")}; ` +
               `many ÷ one: ${many.ratioInMemory} (per rep ${many.perRepInMemory.join(", ")}).`,
             "",
           ]
