@@ -162,7 +162,8 @@ const fullHoldWaitMs = 1000;
  * job of more than one task can reach a worker while its submit still
  * publishes the others (its record's write commits it, `awaitsLaneCommit`).
  * Each is held, its lease kept, until the record watch shows the commit
- * (they run), the rollback or the end (they are removed); the records are
+ * (they run), the rollback (they are released: it removes them) or the
+ * end (they are removed); the records are
  * also read again every `leaseKeepEveryMs` of the lane's ack wait, in case
  * the watch missed a write. A worker that stops releases them. Once it
  * holds as many as it has slots, the lane loop waits before it takes the
@@ -244,8 +245,9 @@ class AwaitedCommits {
   }
 
   /**
-   * Runs the job's tasks held once it is committed; removes them once it is
-   * rolled back, over or gone (no record); releases them once the worker stops.
+   * Runs the job's tasks held once it is committed; releases them once it is
+   * rolled back (its rollback removes them) or the worker stops; removes
+   * them once it is over or gone (no record).
    */
   #settle(jobId: string, found: RecordFound | undefined): void {
     const held = this.#held.get(jobId);
@@ -276,7 +278,14 @@ class AwaitedCommits {
   /** Keeps the leases of the tasks held, and reads their jobs' records again (the watch may miss a write). */
   #keep(): void {
     for (const [jobId, held] of this.#held) {
-      for (const lease of held) lease.working();
+      for (const lease of held) {
+        try {
+          lease.working();
+        } catch (error) {
+          // Its connection gone: the lease runs out, and the task comes again.
+          this.#deps.log.debug({ err: error, jobId }, "held lane task's lease not extended");
+        }
+      }
       this.#deps.broker.getRecord(jobId).then(
         (found) => this.#settle(jobId, found),
         (error: unknown) => this.#deps.log.debug({ err: error, jobId }, "held lane tasks' job not read"),
