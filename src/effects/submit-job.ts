@@ -142,7 +142,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
  * tasks, its commit's write was stored though its answer never came: the
  * submit stands committed, its tasks kept. Removing them first would leave
  * a committed job without them. A worker holding one of them until the
- * commit (`awaitsLaneCommit`) hears of the rollback and removes it.
+ * commit (`awaitsLaneCommit`) hears of the rollback and lets go of it.
  */
 const rollBackLane = (port: JobPort, input: SubmitInput, reason: string, error: PortFailure) =>
   Effect.gen(function* () {
@@ -173,13 +173,16 @@ export const rollBackLaneEffect = (
 ): Effect.Effect<RecordFound | undefined, PortFailure> =>
   Effect.gen(function* () {
     const below = yield* fromPort(() => port.tasksMark(record));
-    yield* markRolledBackSettled(port, record, reason, now);
+    const marked = yield* markRolledBackSettled(port, record, reason, now);
     const found = yield* fromPort(() => port.getRecord(record.id));
     const ours = found?.record.submitId === record.submitId;
     if (ours && found?.record.phase === SubmitPhase.committed) return found;
-    // Rolled back, or the key taken over by another submit since (its tasks, past the mark, stay).
+    // Marked here (the record may hold the next submit of the key already: its tasks, past the
+    // mark, stay), or found rolled back (this mark's answer lost, or another rollback's of this
+    // submit). Not when another rollback marked it and the key was taken over since: that one
+    // removes what is below its own mark, and this mark may be past the next submit's tasks.
     // Still `submitting`: the mark lost to other writes each time; the reaper's next pass tries again.
-    if (!ours || found?.record.phase === SubmitPhase.rolledBack)
+    if (marked || (ours && found?.record.phase === SubmitPhase.rolledBack))
       yield* fromPort(() => port.removeTasks(record, below));
     return undefined;
   });
@@ -287,7 +290,7 @@ export const isSameSubmit = (found: RecordFound | undefined, record: JobRecord):
 const markRolledBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
   Effect.gen(function* () {
     const found = yield* fromPort(() => port.getRecord(record.id));
-    if (!isSameSubmit(found, record)) return;
+    if (!isSameSubmit(found, record)) return false;
     yield* fromPort(() =>
       port.updateRecord(
         {
@@ -301,6 +304,7 @@ const markRolledBack = (port: JobPort, record: JobRecord, reason: string, now: (
         found.revision,
       ),
     );
+    return true;
   });
 
 /**
@@ -317,7 +321,7 @@ export const rollBackEffect = (
   Effect.gen(function* () {
     yield* fromPort(() => port.removeTasks(record));
     yield* markRolledBackSettled(port, record, reason, now);
-  });
+  }).pipe(Effect.asVoid);
 
 /**
  * `markRolledBack`, tried again on a conflict (a concurrent progress or
@@ -327,7 +331,7 @@ export const rollBackEffect = (
 const markRolledBackSettled = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
   markRolledBack(port, record, reason, now).pipe(
     Effect.retry({ times: 4, while: isConflict }),
-    Effect.catchTag("RevisionConflict", () => Effect.void),
+    Effect.catchTag("RevisionConflict", () => Effect.succeed(false)),
   );
 
 export const rollBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>

@@ -5,12 +5,19 @@
  * the compare-and-set record updates behind progress and finalize; for a
  * lane job, whose task's publish is the commit point, the same.
  */
+import { Effect } from "effect";
 import { describe, expect, it } from "vitest";
 import { cancelJob, committedRecord, finalizeJob } from "../../src/effects/finalize-job.ts";
 import { lostReason } from "../../src/effects/lost-job.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { type RecordSeen, recordProgress, updateRecordWith } from "../../src/effects/record-updates.ts";
-import { rollBack, SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
+import {
+  rollBack,
+  rollBackLaneEffect,
+  SimulatedCrash,
+  SubmitStep,
+  submitJob,
+} from "../../src/effects/submit-job.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
@@ -1048,5 +1055,31 @@ describe("finalizeJob", () => {
       () => 5,
     );
     expect(failed.records.get("j1")!.record.status).toBe("failed");
+  });
+});
+
+describe("a lane rollback and the next submit of its key", () => {
+  const first = laneRecord({ total: 3 });
+  const next = laneRecord({ total: 3, submitId: "s2" });
+  const rollBackFirst = (fake: ReturnType<typeof fakeJobPort>) =>
+    Effect.runPromise(rollBackLaneEffect(fake.port, first, "test", () => 5));
+
+  it("marked here, the key taken over before its read: it removes its own tasks, below its mark", async () => {
+    const fake = fakeJobPort();
+    fake.put(first);
+    fake.failNext("getRecord", () => undefined); // the mark's read: still this submit's
+    fake.failNext("getRecord", () => fake.put(next)); // then taken over by the next submit
+    expect(await rollBackFirst(fake)).toBeUndefined();
+    expect(fake.calls).toContain("removeTasks q j1 lane");
+    expect(fake.calls.indexOf("tasksMark q j1 lane")).toBeLessThan(
+      fake.calls.indexOf("updateRecord j1 rolledBack failed"),
+    );
+  });
+
+  it("marked by another rollback and taken over since: it removes nothing (its mark may be past the next submit's tasks)", async () => {
+    const fake = fakeJobPort();
+    fake.put(next);
+    expect(await rollBackFirst(fake)).toBeUndefined();
+    expect(fake.calls.filter((c) => c.startsWith("removeTasks") || c.startsWith("updateRecord"))).toEqual([]);
   });
 });
