@@ -225,6 +225,14 @@ export function markdown(doc: BenchDocument): string {
       "",
     );
   }
+  /** Another way the many jobs ran, against the same one job; none in a result file without it. */
+  const otherWay = (how: string, tasksPerSecond?: number[], ratio?: number, perRep?: number[]) =>
+    tasksPerSecond
+      ? [
+          `${how}: many ${tasksPerSecond.join(", ")}; many ÷ one: ${ratio} (per rep ${perRep?.join(", ")}).`,
+          "",
+        ]
+      : [];
   const many = doc.manyJobs;
   if (many) {
     const { jobs, tasksPerJob } = many.shape;
@@ -234,22 +242,20 @@ export function markdown(doc: BenchDocument): string {
       `tasks/s per rep: many ${many.many.join(", ")}; one ${many.one.join(", ")}. ` +
         `Many ÷ one: ${many.ratio} (per rep ${many.perRep.join(", ")}).`,
       "",
-      // Older result files have no side with consumers of their own (their many jobs had them).
-      ...(many.manyOwn
-        ? [
-            `Each with a consumer of its own (\`jobs.lane: false\`): many ${many.manyOwn.join(", ")}; ` +
-              `many ÷ one: ${many.ratioOwn} (per rep ${many.perRepOwn.join(", ")}).`,
-            "",
-          ]
-        : []),
-      // Older result files have no memory side.
-      ...(many.manyInMemory
-        ? [
-            `With \`jobs.memoryConsumers\` (consumers of their own in the server's memory): many ${many.manyInMemory.join(", ")}; ` +
-              `many ÷ one: ${many.ratioInMemory} (per rep ${many.perRepInMemory.join(", ")}).`,
-            "",
-          ]
-        : []),
+      // Older result files have no side with consumers of their own (their many jobs had them),
+      // and the oldest no memory side.
+      ...otherWay(
+        "Each with a consumer of its own (`jobs.lane: false`)",
+        many.manyOwn,
+        many.ratioOwn,
+        many.perRepOwn,
+      ),
+      ...otherWay(
+        "With `jobs.memoryConsumers` (consumers of their own in the server's memory)",
+        many.manyInMemory,
+        many.ratioInMemory,
+        many.perRepInMemory,
+      ),
     );
   }
   const takeover = doc.takeover;
