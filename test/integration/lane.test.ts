@@ -55,8 +55,17 @@ describe("the lane: one consumer per queue for small jobs", () => {
     return { ran, worker };
   };
   /** A lane submit of one task in a runtime of its own that dies after `step` (nothing cleaned up). */
-  const submitThenDie = async (queue: string, step: SubmitStep, beforeStop?: () => Promise<void>) => {
-    const crashing = await crashingSubmitter(server.url, step, { logger, lane: true });
+  const submitThenDie = async (
+    queue: string,
+    step: SubmitStep,
+    beforeStop?: () => Promise<void>,
+    leaseMs?: number,
+  ) => {
+    const crashing = await crashingSubmitter(server.url, step, {
+      logger,
+      lane: true,
+      ...(leaseMs === undefined ? {} : { leaseMs }),
+    });
     await expect(crashing.registry.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(
       /process died after/,
     );
@@ -293,12 +302,22 @@ describe("the lane: one consumer per queue for small jobs", () => {
     // Its record says `submitting` until the job's next write (its commit is written with it):
     // the submitter died before that one, 30 s before the reaper may touch the record.
     const queue = "lane_crash_takeover";
-    await submitThenDie(queue, SubmitStep.tasksPublished);
-    const {
-      jobs: [submitted],
-    } = await rt.jobs.list({ queue });
-    const jobId = submitted!.id;
-    expect(await storedRecord(jobId)).toMatchObject({ phase: "submitting" });
+    // Read while the dead submit's lease holds: past it, this file's runtime (whose takeover
+    // pass runs every 5 s) may take the job over too, and write its commit before this read.
+    let submitting: Awaited<ReturnType<typeof storedRecord>>;
+    await submitThenDie(
+      queue,
+      SubmitStep.tasksPublished,
+      async () => {
+        const {
+          jobs: [submitted],
+        } = await rt.jobs.list({ queue });
+        submitting = await storedRecord(submitted!.id);
+      },
+      2000,
+    );
+    expect(submitting).toMatchObject({ phase: "submitting" });
+    const jobId = submitting!.id;
     const taker = await createRuntime({
       servers: server.url,
       logger,
