@@ -28,12 +28,14 @@ describe("deleteSubjectMessages", () => {
     await js.publish("wq.other", "kept");
     const consumer = await js.consumers.get("wq", "w");
     const taken: number[] = [];
-    // Every delete finds its message acked off the stream a moment before (the worker won).
+    let racedFor = 0;
+    // The first two deletes find their message acked off the stream a moment before (the worker won).
     const racing = {
       ...jsm,
       streams: Object.assign(Object.create(Object.getPrototypeOf(jsm.streams)), jsm.streams, {
         deleteMessage: async (stream: string, seq: number, erase?: boolean) => {
-          if (taken.length < 2) {
+          // Counted at the call: the deletions are out together, each before the one before it is answered.
+          if (racedFor++ < 2) {
             const m = await consumer.next({ expires: 2_000 });
             if (!m) throw new Error("no task to take");
             await m.ackAck();
@@ -48,5 +50,67 @@ describe("deleteSubjectMessages", () => {
     expect(taken).toHaveLength(2);
     const info = await jsm.streams.info("wq", { subjects_filter: ">" });
     expect(info.state.subjects).toEqual({ "wq.other": 2 });
+  });
+
+  /** The stream's manager with `deleteMessage` wrapped (the rest as nats.js has it). */
+  const withDelete = (
+    jsm: Awaited<ReturnType<typeof jetstreamManager>>,
+    deleteMessage: (stream: string, seq: number, erase?: boolean) => Promise<boolean>,
+  ) =>
+    ({
+      ...jsm,
+      streams: Object.assign(Object.create(Object.getPrototypeOf(jsm.streams)), jsm.streams, {
+        deleteMessage,
+      }),
+    }) as typeof jsm;
+
+  it("has its deletions out together, not one after the other; every one answered when it resolves", async () => {
+    const jsm = await jetstreamManager(served.nc);
+    const js = jetstream(served.nc);
+    await jsm.streams.add({ name: "many", subjects: ["many.>"] });
+    for (let i = 0; i < 200; i++) await js.publish(i % 2 === 0 ? "many.job" : "many.other", `${i}`);
+    let out = 0;
+    let most = 0;
+    const slow = withDelete(jsm, async (stream, seq, erase) => {
+      out += 1;
+      most = Math.max(most, out);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return await jsm.streams.deleteMessage(stream, seq, erase);
+      } finally {
+        out -= 1;
+      }
+    });
+    await deleteSubjectMessages(slow, "many", "many.job", { max: 1000 });
+    expect(out).toBe(0);
+    // One after the other, a 20 ms delete each: 100 deletions would take 2 s and never overlap.
+    expect(most).toBeGreaterThan(1);
+    const info = await jsm.streams.info("many", { subjects_filter: ">" });
+    expect(info.state.subjects).toEqual({ "many.other": 100 });
+  });
+
+  it("rejects with a deletion that failed, and leaves none of its deletions running", async () => {
+    const jsm = await jetstreamManager(served.nc);
+    const js = jetstream(served.nc);
+    await jsm.streams.add({ name: "failing", subjects: ["failing.>"] });
+    for (let i = 0; i < 20; i++) await js.publish("failing.job", `${i}`);
+    let out = 0;
+    const failing = withDelete(jsm, async (stream, seq, erase) => {
+      out += 1;
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        if (seq === 5) throw new Error("not permitted");
+        return await jsm.streams.deleteMessage(stream, seq, erase);
+      } finally {
+        out -= 1;
+      }
+    });
+    await expect(deleteSubjectMessages(failing, "failing", "failing.job", { max: 1000 })).rejects.toThrow(
+      "not permitted",
+    );
+    expect(out).toBe(0);
+    const info = await jsm.streams.info("failing", { subjects_filter: ">" });
+    // Seq 5 stays; how many after it were read and deleted before the failure was heard varies.
+    expect(info.state.subjects?.["failing.job"]).toBeGreaterThanOrEqual(1);
   });
 });

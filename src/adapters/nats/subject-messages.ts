@@ -16,6 +16,9 @@ export const nextOnSubject = (
       throw error;
     });
 
+/** How many deletions `deleteSubjectMessages` has out at once. */
+const deletesInFlight = 64;
+
 /**
  * Deletes the messages `stream` holds on `subject` one by one, oldest first,
  * never with a filtered purge: nats-server 2.9 moves every consumer whose
@@ -23,10 +26,15 @@ export const nextOnSubject = (
  * its pending acks (server/stream.go `purge` → consumer.go `purge`), so a
  * queue's lane or results feed would skip everything stored then, for good.
  * A deleted message is only skipped. Each next message is found by subject
- * from the last one deleted (`next_by_subj`: on nats-server 2.9.10 a
+ * from the last one found (`next_by_subj`: on nats-server 2.9.10 a
  * `last_by_subj` after the subject's last message was deleted finds none
- * though older ones are left). Stops after `max` deletions, and at a message
- * at or past `below` (stored since the caller looked: it stays).
+ * though older ones are left); its deletion is not waited for before the
+ * next read (up to `deletesInFlight` out at once: a 1,000-task lane job's
+ * cancel made 2,000 round trips one after the other). Stops after `max`
+ * deletions, and at a message at or past `below` (stored since the caller
+ * looked: it stays). Resolves once every deletion is answered; rejects with
+ * the first that failed (a message gone since it was read is not a failure:
+ * acked off a work-queue stream, or deleted by another caller).
  */
 export const deleteSubjectMessages = async (
   jsm: JetStreamManager,
@@ -34,14 +42,32 @@ export const deleteSubjectMessages = async (
   subject: string,
   { max, below = Number.POSITIVE_INFINITY }: { readonly max: number; readonly below?: number },
 ): Promise<void> => {
-  let from = 1;
-  for (let n = 0; n < max; n++) {
-    const stored = await nextOnSubject(jsm, stream, subject, from);
-    if (!stored || stored.seq >= below) return;
-    // Gone since it was read (acked off a work-queue stream, deleted by another caller).
-    await jsm.streams.deleteMessage(stream, stored.seq, false).catch((error: unknown) => {
-      if (!isNoMessage(error) && !isNotFound(error)) throw error;
-    });
-    from = stored.seq + 1;
+  const out = new Set<Promise<void>>();
+  let failed: { readonly error: unknown } | undefined;
+  const remove = (seq: number) => {
+    const deleting: Promise<void> = jsm.streams.deleteMessage(stream, seq, false).then(
+      () => {
+        out.delete(deleting);
+      },
+      (error: unknown) => {
+        out.delete(deleting);
+        if (!isNoMessage(error) && !isNotFound(error)) failed ??= { error };
+      },
+    );
+    out.add(deleting);
+  };
+  try {
+    let from = 1;
+    for (let n = 0; n < max && !failed; n++) {
+      const stored = await nextOnSubject(jsm, stream, subject, from);
+      if (!stored || stored.seq >= below) break;
+      remove(stored.seq);
+      if (out.size >= deletesInFlight) await Promise.race(out);
+      from = stored.seq + 1;
+    }
+  } finally {
+    // Never left running past the call (nor a failure of one left unheard).
+    await Promise.all(out);
   }
+  if (failed) throw failed.error;
 };
