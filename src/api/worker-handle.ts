@@ -1,6 +1,7 @@
 import type { Broker, TaskLease } from "../adapters/broker.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import type { ResultBatcher } from "../effects/result-batcher.ts";
+import { ofOtherSubmit } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
@@ -95,6 +96,7 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
       let answer: HandlerAnswer;
       try {
         const body = decodeTask(msg.body);
+        if (ofOtherSubmit(job.record, body.submit)) return dropOtherSubmit(task, body.index, body.submit);
         task.index = body.index;
         payload = body.payload as Payload;
         if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
@@ -165,6 +167,20 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
     } finally {
       pass.end();
     }
+  };
+
+  /**
+   * A lane task published by a submit rolled back (`ofOtherSubmit`): removed,
+   * neither run nor answered (the job's submit that committed published the
+   * same task again). Its worker held it while that submit ran, or its
+   * rollback had not removed it yet.
+   */
+  const dropOtherSubmit = (task: RunningTask, index: number, submit: string | undefined): void => {
+    if (!running.settle(task)) return;
+    const { id: jobId, submitId } = task.job.record;
+    log.info({ jobId, index, submit, submitId }, "lane task of a submit rolled back; removed, not run");
+    task.msg.term();
+    running.done();
   };
 
   /** The native worker's side of the answer path: counts, failover, the unreadable message. */

@@ -8,6 +8,7 @@ import {
   type JobRecord,
   type JobSettings,
   laneMaxTasksDefault,
+  namesItsSubmit,
   SubmitPhase,
 } from "../kernel/job-record.ts";
 import { type Queue, validateWith } from "../kernel/queue.ts";
@@ -20,7 +21,7 @@ import {
   rejectUnknownKeys,
   SubjectToken,
 } from "../kernel/validation.ts";
-import { decodeTask, encodeTask, type HeldTaskBody } from "../kernel/wire.ts";
+import { decodeTask, encodeTask, type HeldTaskBody, withSubmit } from "../kernel/wire.ts";
 
 export interface SubmitRequest<Task = unknown, Result = unknown> {
   /** A queue name or a queue made with `defineQueue` (typed, optionally validated). */
@@ -309,6 +310,11 @@ export const planSubmit = async <Task, Result>(
     ...(onLane && !span && fitsLane(tasks.length, settings, laneMaxTasks) ? { lane: true } : {}),
     ...(span ? { runAt: span.runAt, dueUntil: span.dueUntil } : {}),
   };
+  // Stamped after the request's digest (the same request, whichever submit) and after the size
+  // check: the few bytes added are not in the task's dead letter, which holds its payload. A
+  // lane job holds no task (a delayed job has a consumer of its own).
+  if (namesItsSubmit(record))
+    return { record, bodies: bodies.map((body, n) => withSubmit(body, n, submitId)), held: [] };
   if (!span || !times.dueAt) return { record, bodies, held: [] };
   const dueAt = times.dueAt;
   const held: HeldTaskBody[] = [];

@@ -227,6 +227,24 @@ export const commitsOnPublish = (record: Pick<JobRecord, "lane" | "total">): boo
   record.lane === true && record.total === 1;
 
 /**
+ * A lane job of more than one task: its tasks name their submit
+ * (`withSubmit` in `kernel/wire.ts`), read against the record's by whoever
+ * runs them (`ofOtherSubmit`).
+ */
+export const namesItsSubmit = (record: Pick<JobRecord, "lane" | "total">): boolean =>
+  record.lane === true && record.total > 1;
+
+/**
+ * A lane task published by another submit of its job's key than the
+ * record's: one rolled back (a committed submit is never followed by
+ * another), whose removal had not reached the task yet. It never runs: the
+ * next submit publishes the same tasks again. A task that names no submit
+ * (published before tasks named theirs, or a redrive's copy) is the record's.
+ */
+export const ofOtherSubmit = (record: JobRecord, submit: string | undefined): boolean =>
+  submit !== undefined && record.lane === true && submit !== record.submitId;
+
+/**
  * A lane job of more than one task whose submit has not written its commit
  * yet: a worker that gets one of its tasks holds it, unrun, until the
  * record says committed (it runs) or rolled back (it is removed).

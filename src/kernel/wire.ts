@@ -5,7 +5,8 @@ import { MalformedMessage } from "./errors.ts";
  * The message formats of the tasks and results streams and of the progress
  * subject, written and read here only (dead letters: dead-letter.ts):
  *
- * - a task: `{"i":<index>,"p":<payload>}`;
+ * - a task: `{"i":<index>,"p":<payload>}`; a task of a lane job of several tasks also names the
+ *   submit that published it, `{"i":<index>,"s":"<submitId>","p":<payload>}` (`withSubmit`);
  * - a result entry: `{"i":n,"ok":true,"r":<result>}`, `{"i":n,"ok":false,"e":"<error>"}`
  *   (`,"dead":true` when its last delivery failed), or a redrive marker
  *   `{"i":n,"redrive":true,"id":"<redrive>"}` ("forget the dead answer of task n"; `id` is the
@@ -24,6 +25,12 @@ import { MalformedMessage } from "./errors.ts";
 export interface TaskBody {
   readonly index: number;
   readonly payload: unknown;
+  /**
+   * The submit that published it (its record's `submitId` then), on a lane
+   * job of several tasks only: another submit of the job's key may follow a
+   * rolled-back one while the rolled-back one's tasks are still stored.
+   */
+  readonly submit?: string;
 }
 
 /** One entry of a results message, as read. */
@@ -92,7 +99,19 @@ export const decodeTask = (body: string): TaskBody => {
       message: `not a task message ({"i":<index>,"p":<payload>}): ${excerpt(body)}`,
     });
   }
-  return { index: task.i, payload: task.p };
+  return typeof task.s === "string"
+    ? { index: task.i, payload: task.p, submit: task.s }
+    : { index: task.i, payload: task.p };
+};
+
+/**
+ * The task's message `body` (as `encodeTask` wrote it for `index`) naming the
+ * submit that publishes it: `{"i":<index>,"s":"<submitId>","p":<payload>}`.
+ */
+export const withSubmit = (body: string, index: number, submitId: string): string => {
+  const head = `{"i":${index},`;
+  if (!body.startsWith(head)) throw new Error(`not the message of task ${index}: ${excerpt(body)}`);
+  return `${head}"s":${JSON.stringify(submitId)},${body.slice(head.length)}`;
 };
 
 /**

@@ -238,6 +238,58 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     expect(await live.done()).toMatchObject({ status: "succeeded", done: 1 });
   });
 
+  it("a lane task of a submit rolled back, still stored when the next submit of the key commits, is never handed out; the next one's each once", async () => {
+    const queue = "hl_other_submit";
+    const { broker } = partsOf(rt);
+    const never = new AbortController().signal;
+    // Two submits of one key, made through the port. Their payloads differ (a real resubmit's are
+    // the same) only so the ledger tells whose task was handed out.
+    const plan = (n: number) =>
+      planSubmit(
+        { queue, tasks: [{ n }, { n: n + 1 }], idempotencyKey: "one-key" },
+        1 << 20,
+        Date.now(),
+        true,
+      );
+    const first = await plan(10);
+    const next = await plan(20);
+    expect(next.record).toMatchObject({ id: first.record.id, lane: true });
+    const created = await broker.createRecord(first.record);
+    await broker.publishTasks(first.record, first.bodies, never);
+    // Rolled back, its tasks not removed yet (a rollback marks the record first); the next submit
+    // takes the record over, publishes its own tasks and commits.
+    const marked = await broker.updateRecord(
+      { ...first.record, phase: "rolledBack", status: "failed" },
+      created,
+    );
+    const taken = await broker.updateRecord(next.record, marked);
+    await broker.publishTasks(next.record, next.bodies, never);
+    await broker.updateRecord({ ...next.record, phase: "committed", status: "running" }, taken);
+    const subject = names.laneSubject(queue, first.record.id);
+    expect(await stored(queue, subject)).toBe(4);
+    // A live lane job behind them, so the queue's lane is asked.
+    const live = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 3 }] });
+    await reserveUntil(queue, () => handedOf(live.id).length > 0, "the live lane job's task handed out");
+    await reserveUntil(
+      queue,
+      () => handedOf(next.record.id).length >= 2,
+      "the next submit's tasks handed out",
+    );
+    expect(
+      handedOf(next.record.id)
+        .map((t) => t.payload.n)
+        .sort(),
+    ).toEqual([20, 21]);
+    // The first submit's two were termed, not handed out: only the next one's are left.
+    await waitUntil(async () => (await stored(queue, subject)) === 2, {
+      timeoutMs: 5000,
+      message: "the first submit's tasks removed",
+    });
+    expect(handedOf(next.record.id)).toHaveLength(2);
+    await answer(handedOf(live.id)[0]!, 6);
+    expect(await live.done()).toMatchObject({ status: "succeeded", done: 1 });
+  });
+
   it("a lane task whose job is over is never handed out: deleted by the cancel, termed if it comes back", async () => {
     const queue = "hl_over";
     const cancelled = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 1 }] });

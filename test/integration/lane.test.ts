@@ -15,6 +15,7 @@ import { brokerNames } from "../../src/adapters/names.ts";
 import { createDashboard } from "../../src/api/dashboard.ts";
 import { createHttpApi } from "../../src/api/http.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
+import { planSubmit } from "../../src/effects/plan-submit.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { encodeTask } from "../../src/kernel/wire.ts";
@@ -582,6 +583,43 @@ describe("the lane: one consumer per queue for small jobs", () => {
       await next.done();
       await worker.stop();
       expect([...ran].sort()).toEqual(["next:0", "next:1"]);
+    });
+
+    it("tasks of a submit rolled back, still stored when the next submit of the key commits, never run: the next one's each once", async () => {
+      const queue = "lane_other_submit";
+      const { broker } = partsOf(rt);
+      const { ran, worker } = jobLedgerWorker(queue);
+      // The queue's lane made and pulled by the worker, as any lane job of the queue does.
+      await (await rt.jobs.submit({ queue, tasks: tasksOf("before", 2) })).done();
+      const never = new AbortController().signal;
+      // Two submits of one key, made through the port. Their payloads differ (a real resubmit's
+      // are the same) only so the ledger tells whose task ran.
+      const plan = (job: string) =>
+        planSubmit({ queue, tasks: tasksOf(job, 3), idempotencyKey: "one-key" }, 1 << 20, Date.now(), true);
+      const firstPlan = await plan("first");
+      const first = firstPlan.record;
+      const next = await plan("next");
+      expect(next.record).toMatchObject({ id: first.id, lane: true });
+      expect(next.record.submitId).not.toBe(first.submitId);
+      const created = await broker.createRecord(first);
+      await broker.publishTasks(first, firstPlan.bodies, never);
+      await waitUntil(async () => (await laneInfo(queue)).num_ack_pending === 3, {
+        timeoutMs: 10_000,
+        message: "the worker holds the first submit's three tasks",
+      });
+      // Rolled back, its tasks not removed yet (a rollback marks the record first); the next
+      // submit takes the record over, publishes its own tasks and commits.
+      const marked = await broker.updateRecord({ ...first, phase: "rolledBack", status: "failed" }, created);
+      const taken = await broker.updateRecord(next.record, marked);
+      await broker.publishTasks(next.record, next.bodies, never);
+      await broker.updateRecord({ ...next.record, phase: "committed", status: "running" }, taken);
+      // All six handled: the next submit's acked once answered, the first's removed.
+      await waitUntil(async () => (await stored(queue, names.laneSubject(queue, first.id))) === 0, {
+        timeoutMs: 15_000,
+        message: "every task of both submits handled",
+      });
+      await worker.stop();
+      expect([...ran].sort()).toEqual(["before:0", "before:1", "next:0", "next:1", "next:2"]);
     });
 
     it("cancel removes every waiting task of a lane job: a worker started later runs none of them", async () => {

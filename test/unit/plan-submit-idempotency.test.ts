@@ -131,3 +131,34 @@ describe("assertSameRequest", () => {
     expect(() => assertSameRequest({ ...found, requestDigest: "v1:new" }, wanted)).not.toThrow();
   });
 });
+
+describe("planSubmit: a lane job of several tasks names its submit in each task", () => {
+  const request = { queue: "q", tasks: [{ n: 1 }, { n: 2 }], idempotencyKey: "order-7" };
+
+  it("each task says its submit's id; two submits of one request keep one digest (a resubmit is the same request)", async () => {
+    const a = await planSubmit(request, 1024 * 1024, 0, true);
+    const b = await planSubmit(request, 1024 * 1024, 0, true);
+    expect(a.record).toMatchObject({ lane: true, total: 2 });
+    expect(a.record.submitId).not.toBe(b.record.submitId);
+    expect(a.bodies).toEqual([
+      `{"i":0,"s":"${a.record.submitId}","p":{"n":1}}`,
+      `{"i":1,"s":"${a.record.submitId}","p":{"n":2}}`,
+    ]);
+    expect(b.record.requestDigest).toBe(a.record.requestDigest);
+    // The digest is the one of the request's plain task messages, as before tasks named their submit.
+    expect(a.record.requestDigest).toBe(
+      requestDigest(a.record.settings, ['{"i":0,"p":{"n":1}}', '{"i":1,"p":{"n":2}}']),
+    );
+    expect(() => assertSameRequest(a.record, b.record)).not.toThrow();
+  });
+
+  it("a 1-task lane job, or a job off the lane, writes its tasks as before", async () => {
+    expect((await planSubmit({ queue: "q", tasks: [5] }, 1024 * 1024, 0, true)).bodies).toEqual([
+      '{"i":0,"p":5}',
+    ]);
+    expect((await planSubmit(request, 1024 * 1024, 0, false)).bodies).toEqual([
+      '{"i":0,"p":{"n":1}}',
+      '{"i":1,"p":{"n":2}}',
+    ]);
+  });
+});

@@ -14,6 +14,7 @@ import {
   encodeRedrive,
   encodeTask,
   fitsAlone,
+  withSubmit,
 } from "../../src/kernel/wire.ts";
 
 /** Payloads that must come back as they went: quotes, unicode, nested JSON as text and as values. */
@@ -46,6 +47,20 @@ describe("task messages", () => {
 
   it.each(awkward.map((p) => [p]))("round-trip %j", (payload) => {
     expect(decodeTask(encodeTask(41, payload))).toEqual({ index: 41, payload });
+  });
+
+  it("of a lane job of several tasks name their submit, read back beside the index and payload", () => {
+    expect(withSubmit(encodeTask(12, { url: "x" }), 12, "a1b2c3d4")).toBe(
+      '{"i":12,"s":"a1b2c3d4","p":{"url":"x"}}',
+    );
+    for (const payload of awkward)
+      expect(decodeTask(withSubmit(encodeTask(7, payload), 7, "a1b2c3d4"))).toEqual({
+        index: 7,
+        payload,
+        submit: "a1b2c3d4",
+      });
+    // Another task's message is not stamped as this one's.
+    expect(() => withSubmit(encodeTask(1, null), 11, "a1b2c3d4")).toThrow(/not the message of task 11/);
   });
 
   it("refuse a payload JSON cannot carry, saying why", () => {

@@ -3,6 +3,7 @@ import {
   type JobRecord,
   laneAckWaitMs,
   laneMaxDeliver,
+  ofOtherSubmit,
   takesTasks,
 } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
@@ -100,7 +101,7 @@ export class TaskHandout {
       const record = records.get(t.jobId);
       if (!records.has(t.jobId)) notRead.push(t);
       else if (record && awaitsLaneCommit(record)) uncommitted.push(t);
-      else if (!record || !takesTasks(record)) over.push(t);
+      else if (!record || !takesTasks(record) || ofOtherSubmit(record, body.submit)) over.push(t);
       else runnable.push({ t, body, record });
     }
     // Every lane job has the lane's delivery limit: its last delivery is known without its record.
@@ -118,7 +119,10 @@ export class TaskHandout {
     return tasks;
   }
 
-  /** Terms lane tasks of jobs that are over (or have no record): nothing may run them. */
+  /**
+   * Terms lane tasks of jobs that are over (or have no record), and those of
+   * a submit rolled back (`ofOtherSubmit`): nothing may run them.
+   */
   async #endOver(
     queue: string,
     over: readonly LeasedTask[],
