@@ -2,6 +2,7 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import type { LaneLease } from "../adapters/task-queue.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
+import { untilDone } from "../effects/retry.ts";
 import {
   awaitsLaneCommit,
   type JobRecord,
@@ -46,7 +47,7 @@ export interface LaneLoop {
 }
 
 export const laneLoop = (deps: LaneDeps): LaneLoop => {
-  const { broker, queue: queueName, concurrency, jobs, follow, onTask, release, log } = deps;
+  const { broker, queue: queueName, concurrency, jobs, follow, onTask, log } = deps;
   // Each job a lane task's read of is under way for: the one read its tasks share, and the newest
   // record the watch handed over meanwhile.
   const reading = new Map<
@@ -70,7 +71,8 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
    * The job a lane delivery is of: known from the record watch, or read now
    * (the task can arrive before the watch shows its record). A task of a job
    * that is over, rolled back or has no record never runs: it is removed. A
-   * record that cannot be read now: the task goes back, to come again.
+   * record that cannot be read now: the task is held, and the record read
+   * again until it is (`AwaitedCommits.holdUnread`).
    */
   const laneJobOf = async (lease: LaneLease): Promise<ActiveJob | undefined> => {
     const { jobId } = lease;
@@ -90,8 +92,10 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
     try {
       found = await reader.read;
     } catch (error) {
-      log.debug({ err: error, jobId }, "lane task's job not read; the task goes back");
-      release(lease, 1000);
+      // Held, its record read again until it is: released, it would spend a delivery at each
+      // failed read, and a store's leader election (seconds) could make it die unrun.
+      log.debug({ err: error, jobId }, "lane task's job not read; the task is held until it is");
+      await commits.holdUnread(lease, jobId);
       return undefined;
     } finally {
       reader.readers -= 1;
@@ -147,6 +151,9 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
   return { pull: pullLane, heard, stopped: () => laned ?? Promise.resolve() };
 };
 
+/** The first pause between two failed reads of a held task's job (`holdUnread`). */
+const unreadRetryMs = 1000;
+
 /** How long a held task of a submit rolled back goes back for (one delivery spent). */
 const rolledBackReleaseMs = 1000;
 
@@ -175,6 +182,8 @@ class AwaitedCommits {
   readonly #deps: LaneDeps;
   readonly #run: (lease: LaneLease, job: ActiveJob) => void;
   readonly #held = new Map<string, LaneLease[]>();
+  /** The jobs whose record `holdUnread` reads again. */
+  readonly #rereading = new Set<string>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #stopHeard = false;
   /** Tasks held, all jobs together. */
@@ -212,6 +221,32 @@ class AwaitedCommits {
       }
       this.#roomWaiters.push(done);
     });
+  }
+
+  /**
+   * Holds a task whose job's record could not be read, as `hold` does, and
+   * reads the record again (at once, then after 1 s, doubling up to the
+   * keep interval, each pause jittered) until a read answers or the job's tasks are settled otherwise
+   * (its record heard from the watch) or the worker stops. A task held so
+   * spends no delivery: released at each failed read, a task met by a store
+   * unavailable for a few seconds (a leader election) died unrun.
+   */
+  holdUnread(lease: LaneLease, jobId: string): Promise<void> | undefined {
+    const waiting = this.hold(lease, jobId);
+    if (this.#held.has(jobId) && !this.#rereading.has(jobId)) {
+      this.#rereading.add(jobId);
+      const { broker, pulling, log } = this.#deps;
+      void untilDone(
+        async () => {
+          if (this.#held.has(jobId)) this.#settle(jobId, await broker.getRecord(jobId));
+        },
+        { initialMs: unreadRetryMs, maxMs: leaseKeepEveryMs(laneAckWaitMs), jitter: true },
+        pulling,
+        () => true,
+        (error) => log.debug({ err: error, jobId }, "held lane tasks' job still not read"),
+      ).finally(() => this.#rereading.delete(jobId));
+    }
+    return waiting;
   }
 
   /** `settled` tasks are no longer held: the lane loop goes on once there is room. */

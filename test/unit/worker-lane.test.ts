@@ -59,9 +59,10 @@ const lease = (n: number) => {
   return { lease: l, calls };
 };
 
-/** A lane loop over a fake broker whose record reads the test answers. */
-const loopOver = () => {
+/** A lane loop over a fake broker whose record reads the test answers (the first `failing` fail at once). */
+const loopOver = (failing = 0) => {
   const reads: Array<(found: RecordFound | undefined) => void> = [];
+  let failed = 0;
   const ran: string[] = [];
   const released: LaneLease[] = [];
   const jobs = new Map<string, ActiveJob>();
@@ -69,7 +70,10 @@ const loopOver = () => {
   let deliver: ((l: LaneLease) => void | Promise<void>) | undefined;
   const loop = laneLoop({
     broker: {
-      getRecord: () => new Promise<RecordFound | undefined>((resolve) => reads.push(resolve)),
+      getRecord: () =>
+        failed++ < failing
+          ? Promise.reject(new Error("the store has no leader"))
+          : new Promise<RecordFound | undefined>((resolve) => reads.push(resolve)),
       consumeLane: async (_queue, _max, onTask, signal) => {
         deliver = onTask;
         await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
@@ -191,6 +195,25 @@ describe("a worker's lane loop and a lane job of several tasks", () => {
     const last = [0, 1, 2, 3].map((n) => w.deliver({ ...lease(n).lease, jobId: "j2" })).at(-1);
     await last;
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    w.pulling.abort();
+  });
+
+  it("a task whose job's record cannot be read is held, spending no delivery, and runs once a read finds its job", async () => {
+    const w = loopOver(2);
+    await w.pulled();
+    const task = lease(0);
+    const handed = w.deliver(task.lease);
+    await handed;
+    // Not released (a nak spends a delivery), not run: held while its record is read again.
+    expect(w.released).toEqual([]);
+    expect(task.calls).toEqual([]);
+    expect(w.ran).toEqual([]);
+    // Read again at once, which fails too; the third read, a second (±20 %) on, is answered.
+    await waitUntil(() => w.reads.length === 1, { timeoutMs: 6000, message: "the record read again" });
+    expect(w.released).toEqual([]);
+    w.reads[0]!({ record: committed, revision: 2 });
+    await waitUntil(() => w.ran.length === 1, { timeoutMs: 1000, message: "the held task run" });
+    expect(task.calls).toEqual([]);
     w.pulling.abort();
   });
 
