@@ -1,4 +1,5 @@
 import type { Broker, TaskLease } from "../adapters/broker.ts";
+import type { RecordFound } from "../adapters/job-records.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import type { ResultBatcher } from "../effects/result-batcher.ts";
 import { ofOtherSubmit } from "../kernel/job-record.ts";
@@ -13,7 +14,7 @@ import type { Task, TaskContext, WorkerAgents, WorkerSettings } from "./worker-o
 
 /** What a worker's handling of its tasks shares with the rest of the worker. */
 interface HandleDeps<Payload, Result> {
-  readonly broker: Pick<Broker, "publishProgress" | "storeDeadLetter">;
+  readonly broker: Pick<Broker, "publishProgress" | "storeDeadLetter" | "getRecord">;
   readonly agents: Pick<WorkerAgents, "reportFailure">;
   readonly settings: WorkerSettings<Payload, Result>;
   /** The settings' handler, observed (`observedHandler`). */
@@ -28,6 +29,8 @@ interface HandleDeps<Payload, Result> {
   /** The largest results message, as known now. */
   readonly maxBytes: () => number;
   readonly release: (msg: TaskLease, delayMs?: number) => void;
+  /** Hands the worker a record read here (`dropOtherSubmit`), as its record watch would. */
+  readonly refresh: (found: RecordFound) => void;
 }
 
 /**
@@ -36,7 +39,8 @@ interface HandleDeps<Payload, Result> {
  * counts, failover and unreadable messages.
  */
 export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) => {
-  const { broker, agents, settings, runHandler, running, batcher, log, stats, giveUp, release } = deps;
+  const { broker, agents, settings, runHandler, running, batcher, log, stats, giveUp, release, refresh } =
+    deps;
   const { queue: queueName, agentId, resultSchema } = settings;
 
   /** What decides an error's outcome besides the delivery: the same for every task. */
@@ -96,7 +100,10 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
       let answer: HandlerAnswer;
       try {
         const body = decodeTask(msg.body);
-        if (ofOtherSubmit(job.record, body.submit)) return dropOtherSubmit(task, body.index, body.submit);
+        if (ofOtherSubmit(job.record, body.submit)) {
+          await dropOtherSubmit(task, body.index, body.submit);
+          return;
+        }
         task.index = body.index;
         payload = body.payload as Payload;
         if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
@@ -170,17 +177,45 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
   };
 
   /**
-   * A lane task published by a submit rolled back (`ofOtherSubmit`): removed,
+   * A lane task of another submit than the job followed (`ofOtherSubmit`),
+   * found so again in the job's stored record: one rolled back, removed,
    * neither run nor answered (the job's submit that committed published the
    * same task again). Its worker held it while that submit ran, or its
-   * rollback had not removed it yet.
+   * rollback had not removed it yet. When the record names the task's own
+   * submit, the job followed here is the stale one (the key's job made
+   * again after its record went): the worker is handed the record (it
+   * follows that job instead) and the task goes back at once. A record not
+   * read: the task goes back a second later (a delivery spent either way).
    */
-  const dropOtherSubmit = (task: RunningTask, index: number, submit: string | undefined): void => {
+  const dropOtherSubmit = async (task: RunningTask, index: number, submit: string | undefined) => {
     if (!running.settle(task)) return;
     const { id: jobId, submitId } = task.job.record;
-    log.info({ jobId, index, submit, submitId }, "lane task of a submit rolled back; removed, not run");
-    task.msg.term();
-    running.done();
+    try {
+      let found: RecordFound | undefined;
+      try {
+        found = await broker.getRecord(jobId);
+      } catch (error) {
+        log.debug(
+          { err: error, jobId, index },
+          "lane task of another submit than the job's; record not read, the task goes back",
+        );
+        release(task.msg, 1000);
+        return;
+      }
+      if (found && found.record.submitId === submit) {
+        log.info(
+          { jobId, index, submit, submitId },
+          "lane task of a submit not followed yet; the job followed again",
+        );
+        refresh(found);
+        release(task.msg);
+        return;
+      }
+      log.info({ jobId, index, submit, submitId }, "lane task of a submit rolled back; removed, not run");
+      task.msg.term();
+    } finally {
+      running.done();
+    }
   };
 
   /** The native worker's side of the answer path: counts, failover, the unreadable message. */

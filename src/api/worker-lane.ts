@@ -82,6 +82,7 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
       return undefined;
     }
     let found: RecordFound | undefined;
+    let unread: { readonly error: unknown } | undefined;
     // One read for the tasks of a job that come together (a lane job of several tasks).
     let reader = reading.get(jobId);
     if (!reader) {
@@ -92,20 +93,24 @@ export const laneLoop = (deps: LaneDeps): LaneLoop => {
     try {
       found = await reader.read;
     } catch (error) {
-      // Held, its record read again until it is: released, it would spend a delivery at each
-      // failed read, and a store's leader election (seconds) could make it die unrun.
-      log.debug({ err: error, jobId }, "lane task's job not read; the task is held until it is");
-      await commits.holdUnread(lease, jobId);
-      return undefined;
+      unread = { error };
     } finally {
       reader.readers -= 1;
       if (reader.readers === 0 && reading.get(jobId) === reader) reading.delete(jobId);
-      // Handed over while the read ran and newer than it (its end, written meanwhile): the job's news.
-      const { heard } = reader;
-      if (heard && (found === undefined || heard.revision > found.revision)) found = heard;
     }
+    // Handed over while the read ran and newer than it (its end, written meanwhile): the job's
+    // news; when the read failed, what is known of the job.
+    const { heard } = reader;
+    if (heard && (found === undefined || heard.revision > found.revision)) found = heard;
     const followed = jobs.get(lease.jobId);
     if (followed) return followed;
+    if (unread && found === undefined) {
+      // Held, its record read again until it is: released, it would spend a delivery at each
+      // failed read, and a store's leader election (seconds) could make it die unrun.
+      log.debug({ err: unread.error, jobId }, "lane task's job not read; the task is held until it is");
+      await commits.holdUnread(lease, jobId);
+      return undefined;
+    }
     const record = found?.record;
     if (found && record?.queue === queueName && takesTasks(found.record))
       return follow(found.record, found.revision);
@@ -229,9 +234,17 @@ class AwaitedCommits {
    * keep interval, each pause jittered) until a read answers or the job's tasks are settled otherwise
    * (its record heard from the watch) or the worker stops. A task held so
    * spends no delivery: released at each failed read, a task met by a store
-   * unavailable for a few seconds (a leader election) died unrun.
+   * unavailable for a few seconds (a leader election) died unrun. Once the
+   * worker holds as many tasks as it has slots, the task is released as
+   * before (a delivery spent), and the lane loop goes on.
    */
   holdUnread(lease: LaneLease, jobId: string): Promise<void> | undefined {
+    // Held as many as the worker has slots (a store out for long): released, as before, rather
+    // than the lane loop slowed to a task a second (`fullHoldWaitMs`) for the jobs it follows.
+    if (this.#count >= this.#deps.concurrency) {
+      this.#deps.release(lease, unreadRetryMs);
+      return undefined;
+    }
     const waiting = this.hold(lease, jobId);
     if (this.#held.has(jobId) && !this.#rereading.has(jobId)) {
       this.#rereading.add(jobId);

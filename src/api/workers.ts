@@ -105,6 +105,8 @@ export const startWorker = <Payload, Result>(
     giveUp: giveUp.signal,
     maxBytes: () => maxBytes,
     release,
+    // A record read for a lane task of another submit than the job followed (worker-handle.ts).
+    refresh: (found) => onRecord(found.record, found.revision),
   });
 
   /**
@@ -227,9 +229,13 @@ export const startWorker = <Payload, Result>(
       if (revision <= job.revision) return;
       job.revision = revision;
     }
-    if (active && !job && !pulling.aborted) follow(record, revision);
-    if (active && job) dueWaits.wake(record);
-    if (!active && job) {
+    // Another submit of the key than the one followed: a 1-task lane submit rolled back and
+    // made again, or the key's job made again after its record went (with the store, or by
+    // cleanup once the end heard here was missed). The one followed is over here; the record's
+    // own is followed instead (its lane tasks name it: those of the one followed are removed).
+    const replaced = job !== undefined && record.submitId !== job.record.submitId;
+    if (active && job && !replaced) dueWaits.wake(record);
+    if (job && (!active || replaced)) {
       // Finished or cancelled: abort its handlers, drop what they would answer.
       // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,
       // also after the handler returned (work it started may hold the signal).
@@ -241,6 +247,7 @@ export const startWorker = <Payload, Result>(
       batcher.drop(record.id);
       jobs.delete(record.id);
     }
+    if (active && (!job || replaced) && !pulling.aborted) follow(record, revision);
   };
 
   // What it hears of its queue's jobs: the runtime's record watch, and a pass over the jobs

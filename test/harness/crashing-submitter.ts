@@ -16,8 +16,8 @@ export interface CrashingSubmitter {
  * the step's hook throws `SimulatedCrash` ("process died after <step>"), so
  * no rollback runs and the reaper or a takeover must finish the submit. It
  * takes over nothing and reaps nothing; its supervision lease is short
- * (300 ms unless `leaseMs` says), so another runtime may finish a committed
- * job without waiting out the default.
+ * (300 ms), so another runtime may finish a committed job without waiting
+ * out the default.
  */
 export const crashingSubmitter = async (
   url: string,
@@ -37,8 +37,11 @@ export const crashingSubmitter = async (
      * its commit not written yet).
      */
     readonly pause?: Promise<void>;
-    /** Its supervision lease (300 ms unless given): how long before another runtime may take over. */
-    readonly leaseMs?: number;
+    /**
+     * Runs after `step`, just before the crash: the submitter still renews
+     * its lease (once dead, its job actor gives the lease back at once).
+     */
+    readonly beforeCrash?: () => Promise<void>;
   } = {},
 ): Promise<CrashingSubmitter> => {
   const core = await createRuntimeCore({
@@ -53,13 +56,14 @@ export const crashingSubmitter = async (
   const registry = new JobRegistry(core, broker, {
     reapIntervalMs: 3600_000,
     reapGraceMs: 10_000,
-    leaseMs: options.leaseMs ?? 300,
+    leaseMs: 300,
     takeOver: false,
     submitHooks: {
       afterStep: async (at) => {
         if (at !== step) return;
         if (options.pause) return options.pause;
         if (options.failure) await options.failure();
+        await options.beforeCrash?.();
         throw new SimulatedCrash(`process died after ${at}`);
       },
     },

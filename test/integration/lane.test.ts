@@ -60,12 +60,12 @@ describe("the lane: one consumer per queue for small jobs", () => {
     queue: string,
     step: SubmitStep,
     beforeStop?: () => Promise<void>,
-    leaseMs?: number,
+    beforeCrash?: () => Promise<void>,
   ) => {
     const crashing = await crashingSubmitter(server.url, step, {
       logger,
       lane: true,
-      ...(leaseMs === undefined ? {} : { leaseMs }),
+      ...(beforeCrash ? { beforeCrash } : {}),
     });
     await expect(crashing.registry.submit({ queue, tasks: [{ n: 1 }] })).rejects.toThrow(
       /process died after/,
@@ -303,20 +303,16 @@ describe("the lane: one consumer per queue for small jobs", () => {
     // Its record says `submitting` until the job's next write (its commit is written with it):
     // the submitter died before that one, 30 s before the reaper may touch the record.
     const queue = "lane_crash_takeover";
-    // Read while the dead submit's lease holds: past it, this file's runtime (whose takeover
-    // pass runs every 5 s) may take the job over too, and write its commit before this read.
+    // Read as it dies, while it still renews its lease: once it is dead its lease is given back,
+    // and this file's runtime (whose takeover pass runs every 5 s) may take the job over and
+    // write its commit before the read.
     let submitting: Awaited<ReturnType<typeof storedRecord>>;
-    await submitThenDie(
-      queue,
-      SubmitStep.tasksPublished,
-      async () => {
-        const {
-          jobs: [submitted],
-        } = await rt.jobs.list({ queue });
-        submitting = await storedRecord(submitted!.id);
-      },
-      2000,
-    );
+    await submitThenDie(queue, SubmitStep.tasksPublished, undefined, async () => {
+      const {
+        jobs: [submitted],
+      } = await rt.jobs.list({ queue });
+      submitting = await storedRecord(submitted!.id);
+    });
     expect(submitting).toMatchObject({ phase: "submitting" });
     const jobId = submitting!.id;
     const taker = await createRuntime({
@@ -620,6 +616,43 @@ describe("the lane: one consumer per queue for small jobs", () => {
       });
       await worker.stop();
       expect([...ran].sort()).toEqual(["before:0", "before:1", "next:0", "next:1", "next:2"]);
+    });
+
+    it("a key's job made again after its record went (no end heard): a worker that followed the first runs the next one's tasks", async () => {
+      const queue = "lane_made_again";
+      const { broker } = partsOf(rt);
+      const { ran, worker } = jobLedgerWorker(queue);
+      await (await rt.jobs.submit({ queue, tasks: tasksOf("before", 2) })).done();
+      const never = new AbortController().signal;
+      const plan = (job: string) =>
+        planSubmit(
+          { queue, tasks: tasksOf(job, 3), idempotencyKey: "made-again" },
+          1 << 20,
+          Date.now(),
+          true,
+        );
+      const first = await plan("first");
+      const created = await broker.createRecord(first.record);
+      await broker.publishTasks(first.record, first.bodies, never);
+      await broker.updateRecord({ ...first.record, phase: "committed", status: "running" }, created);
+      await waitUntil(() => ran.length === 5, { timeoutMs: 10_000, message: "the first job's tasks run" });
+      // Its record goes with no end written (a store made again, or removed by hand): the worker
+      // still follows the first job. The key's job is then made again, by another submit.
+      await (await new Kvm(nc).open(names.jobsBucket)).purge(first.record.id);
+      const next = await plan("next");
+      expect(next.record.id).toBe(first.record.id);
+      // The worker hears it running at once (its `submitting` write missed, or not written).
+      await broker.createRecord({ ...next.record, phase: "committed", status: "running" });
+      await broker.publishTasks(next.record, next.bodies, never);
+      await waitUntil(() => ran.length === 8, { timeoutMs: 10_000, message: "the next job's tasks run" });
+      await waitUntil(async () => (await stored(queue, names.laneSubject(queue, first.record.id))) === 0, {
+        timeoutMs: 10_000,
+        message: "every task of both handled",
+      });
+      await worker.stop();
+      expect([...ran].sort()).toEqual(
+        ["before:0", "before:1", "first:0", "first:1", "first:2", "next:0", "next:1", "next:2"].sort(),
+      );
     });
 
     it("cancel removes every waiting task of a lane job: a worker started later runs none of them", async () => {

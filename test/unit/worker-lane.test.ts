@@ -217,6 +217,32 @@ describe("a worker's lane loop and a lane job of several tasks", () => {
     w.pulling.abort();
   });
 
+  it("tasks whose jobs cannot be read are held up to the worker's slots; past them released, as before", async () => {
+    const w = loopOver(1000);
+    await w.pulled();
+    const tasks = ["a", "b", "c", "d", "e"].map((jobId, n) => ({ ...lease(n).lease, jobId }));
+    for (const task of tasks.slice(0, 4)) void w.deliver(task);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(w.released).toEqual([]);
+    // Four slots, four held: the fifth goes back, the lane loop not slowed for it.
+    await w.deliver(tasks[4]!);
+    expect(w.released.map((l) => l.jobId)).toEqual(["e"]);
+    w.pulling.abort();
+    expect(w.released.map((l) => l.jobId).sort()).toEqual(["a", "b", "c", "d", "e"]);
+  });
+
+  it("a task whose job's read fails while the watch hands its record over goes by that record", async () => {
+    const w = loopOver(1);
+    await w.pulled();
+    const failing = w.deliver(lease(0).lease);
+    // The watch hands the committed record over while the read is out (it fails after).
+    w.loop.heard(committed, 2);
+    await failing;
+    expect(w.ran).toHaveLength(1);
+    expect(w.released).toEqual([]);
+    w.pulling.abort();
+  });
+
   it("a worker that stops releases the tasks it holds, unrun", async () => {
     const { w } = await twoHeld();
     w.pulling.abort();
