@@ -237,12 +237,13 @@ export const namesItsSubmit = (record: Pick<JobRecord, "lane" | "total">): boole
 /**
  * A lane task published by another submit of its job's key than the
  * record's: one rolled back (a committed submit is never followed by
- * another), whose removal had not reached the task yet. It never runs: the
- * next submit publishes the same tasks again. A task that names no submit
- * (published before tasks named theirs, or a redrive's copy) is the record's.
+ * another), whose removal had not reached the task yet. It never runs, nor
+ * is it dead-lettered: the next submit publishes the same tasks again. A
+ * task that names no submit (published before tasks named theirs, or a
+ * redrive's copy), or whose job has no record, is the record's.
  */
-export const ofOtherSubmit = (record: JobRecord, submit: string | undefined): boolean =>
-  submit !== undefined && record.lane === true && submit !== record.submitId;
+export const ofOtherSubmit = (record: JobRecord | undefined, submit: string | undefined): boolean =>
+  submit !== undefined && record?.lane === true && submit !== record.submitId;
 
 /**
  * A lane job of more than one task whose submit has not written its commit

@@ -8,6 +8,7 @@ import { rollBackLaneEffect, SimulatedCrash, SubmitStep, submitJob } from "../..
 import { RevisionConflict } from "../../src/kernel/errors.ts";
 import type { FlowRecord } from "../../src/kernel/flow-record.ts";
 import { type JobRecord, type JobSettings, laneMaxDeliver } from "../../src/kernel/job-record.ts";
+import { encodeTask, withSubmit } from "../../src/kernel/wire.ts";
 import {
   type BrokerHarness,
   eventually,
@@ -517,6 +518,31 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         ...[1, 2, 3, 4, 5].map((n) => [false, n]),
         [true, 1],
       ]);
+    });
+
+    it("lane: an exhausted task of another submit than its record's (one rolled back) leaves the lane, neither dead-lettered nor counted", async () => {
+      const r = newLaneRecord(undefined, 2);
+      await broker.ensureDeadLetters(r.queue);
+      void broker.processExhausted(loops.signal());
+      // The record names the submit that took it over; the task left on the lane names the one before.
+      await broker.createRecord(r);
+      const rolledBack = { ...r, submitId: uid("s") };
+      await broker.publishTasks(
+        rolledBack,
+        [withSubmit(encodeTask(0, { n: 0 }), 0, rolledBack.submitId)],
+        never,
+      );
+      // Behind it, a lane job's task that names no submit: dead-lettered as before.
+      const after = newLaneRecord(r.queue);
+      await broker.createRecord(after);
+      await broker.publishTasks(after, taskBodies(1), never);
+      const results = loops.read(broker, r);
+      loops.consumeLane(broker, r.queue, (lease) => lease.nak());
+      // The advisories are handled in order: the second's letter stored, the first's was handled.
+      await eventually(async () => expect(await broker.listDeadLetters(r.queue, after.id)).toHaveLength(1));
+      expect(await broker.listDeadLetters(r.queue, r.id)).toEqual([]);
+      expect(await broker.tasksCommitted(r)).toBe(false);
+      expect(results.messages).toEqual([]);
     });
 
     /** The lane job's submit, dead after its tasks' publish: nothing rolled back. */

@@ -1,5 +1,6 @@
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
+import { decodeRecord, type JobRecord, ofOtherSubmit } from "../../kernel/job-record.ts";
 import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import { checkToken, type MemoryServerState } from "./memory-server.ts";
@@ -86,6 +87,11 @@ export const processExhausted = async (
     let index: number | undefined;
     try {
       const body = decodeTask(stored.body);
+      // A lane task of a submit rolled back: the committed submit's copy of it is the job's.
+      if (ofOtherSubmit(recordOf(server, jobId), body.submit)) {
+        tasks.remove(advisory.seq);
+        continue;
+      }
       index = body.index;
       storeDeadLetter(
         server,
@@ -130,6 +136,12 @@ export const processExhausted = async (
     }
     tasks.remove(advisory.seq);
   }
+};
+
+/** The job's record as stored, if it is there (a lane task's submit is read against it). */
+const recordOf = (server: MemoryServerState, jobId: string): JobRecord | undefined => {
+  const entry = server.records.get("dead-letters.process", jobId);
+  return entry?.value === undefined ? undefined : decodeRecord(entry.value);
 };
 
 /** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>` or `….<queue>.lane.<jobId>`. */

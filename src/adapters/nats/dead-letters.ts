@@ -12,6 +12,7 @@ import { sleep } from "../../effects/supervise-loop.ts";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { PermanentBrokerError, Retry } from "../../kernel/errors.ts";
+import { ofOtherSubmit } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, encodeDeadResult, type TaskBody } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
@@ -301,8 +302,13 @@ export class NatsDeadLetters {
             // the job's own or the queue's lane.
             exhausted = { ...exhausted, jobId: jobIdOfSubject(stored.subject) };
             const body = decodeTask(decoder.decode(stored.data));
-            index = body.index;
-            await this.#deadLetter(js, jsm, exhausted, body);
+            // A lane task of a submit rolled back: the committed submit's copy of it is the job's.
+            if (body.submit !== undefined && (await this.#ofOtherSubmit(exhausted.jobId, body.submit)))
+              await this.#removeTask(jsm, exhausted);
+            else {
+              index = body.index;
+              await this.#deadLetter(js, jsm, exhausted, body);
+            }
           }
           m.ack();
         } catch (error) {
@@ -346,7 +352,18 @@ export class NatsDeadLetters {
     });
     await this.#deadResult(js, exhausted, body.index, letter.error);
     // The letter is stored: a task left in the stream is only a leftover, its consumer long past it.
-    await jsm.streams.deleteMessage(n.tasksStream(queue), exhausted.stream_seq).catch(() => undefined);
+    await this.#removeTask(jsm, exhausted);
+  }
+
+  #removeTask(jsm: JetStreamManager, exhausted: Exhausted): Promise<unknown> {
+    return jsm.streams
+      .deleteMessage(this.#broker.names.tasksStream(exhausted.queue), exhausted.stream_seq)
+      .catch(() => undefined);
+  }
+
+  /** Whether the job's stored record names another submit than `submit` (`ofOtherSubmit`); a failed read rejects. */
+  async #ofOtherSubmit(jobId: string, submit: string): Promise<boolean> {
+    return ofOtherSubmit((await this.#broker.getRecord(jobId))?.record, submit);
   }
 
   #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string) {
