@@ -7,6 +7,7 @@ import {
   awaitsLaneCommit,
   type JobRecord,
   laneAckWaitMs,
+  laneMaxDeliver,
   leaseKeepEveryMs,
   SubmitPhase,
   takesTasks,
@@ -236,12 +237,15 @@ class AwaitedCommits {
    * spends no delivery: released at each failed read, a task met by a store
    * unavailable for a few seconds (a leader election) died unrun. Once the
    * worker holds as many tasks as it has slots, the task is released as
-   * before (a delivery spent), and the lane loop goes on.
+   * before (a delivery spent), and the lane loop goes on, unless it is on
+   * its last delivery (the lane's `maxDeliver`): that one is held all the
+   * same.
    */
   holdUnread(lease: LaneLease, jobId: string): Promise<void> | undefined {
     // Held as many as the worker has slots (a store out for long): released, as before, rather
-    // than the lane loop slowed to a task a second (`fullHoldWaitMs`) for the jobs it follows.
-    if (this.#count >= this.#deps.concurrency) {
+    // than the lane loop slowed to a task a second (`fullHoldWaitMs`) for the jobs it follows;
+    // but not on its last delivery, which a release would make die unrun.
+    if (this.#count >= this.#deps.concurrency && lease.deliveryCount < laneMaxDeliver) {
       this.#deps.release(lease, unreadRetryMs);
       return undefined;
     }

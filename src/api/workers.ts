@@ -105,8 +105,15 @@ export const startWorker = <Payload, Result>(
     giveUp: giveUp.signal,
     maxBytes: () => maxBytes,
     release,
-    // A record read for a lane task of another submit than the job followed (worker-handle.ts).
-    refresh: (found) => onRecord(found.record, found.revision),
+    // A record read for a lane task of another submit than the job followed (worker-handle.ts):
+    // read now, it is the job's news whatever revision the job followed kept (a store made
+    // again counts revisions from 1 again).
+    refresh: (found) => {
+      const job = jobs.get(found.record.id);
+      if (job && job.record.submitId !== found.record.submitId)
+        job.revision = Math.min(job.revision, found.revision - 1);
+      onRecord(found.record, found.revision);
+    },
   });
 
   /**
@@ -241,7 +248,9 @@ export const startWorker = <Payload, Result>(
       // also after the handler returned (work it started may hold the signal).
       job.ended.abort();
       // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
-      running.settleAll(job);
+      // Followed under another submit (`replaced`), what runs may be the record's job's own
+      // tasks: handed back, not dropped (dropped, each waited out its lease, a delivery spent).
+      running.settleAll(job, replaced ? release : undefined);
       // Nothing more of it comes through the lane: its keeper stops once nothing of it runs.
       if (job.record.lane) running.pullEnded(job);
       batcher.drop(record.id);

@@ -621,7 +621,18 @@ describe("the lane: one consumer per queue for small jobs", () => {
     it("a key's job made again after its record went (no end heard): a worker that followed the first runs the next one's tasks", async () => {
       const queue = "lane_made_again";
       const { broker } = partsOf(rt);
-      const { ran, worker } = jobLedgerWorker(queue);
+      // The ledger; the first job's last task runs until its handler is told to stop.
+      const ran: string[] = [];
+      const worker = rt.workers.start<{ job: string; n: number }, number>({
+        queue,
+        concurrency: 8,
+        handler: async (t, { signal }) => {
+          ran.push(`${t.payload.job}:${t.payload.n}`);
+          if (t.payload.job === "first" && t.payload.n === 2)
+            await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+          return t.payload.n;
+        },
+      });
       await (await rt.jobs.submit({ queue, tasks: tasksOf("before", 2) })).done();
       const never = new AbortController().signal;
       const plan = (job: string) =>
@@ -637,7 +648,8 @@ describe("the lane: one consumer per queue for small jobs", () => {
       await broker.updateRecord({ ...first.record, phase: "committed", status: "running" }, created);
       await waitUntil(() => ran.length === 5, { timeoutMs: 10_000, message: "the first job's tasks run" });
       // Its record goes with no end written (a store made again, or removed by hand): the worker
-      // still follows the first job. The key's job is then made again, by another submit.
+      // still follows the first job, one of whose tasks still runs. The key's job is then made
+      // again, by another submit.
       await (await new Kvm(nc).open(names.jobsBucket)).purge(first.record.id);
       const next = await plan("next");
       expect(next.record.id).toBe(first.record.id);
@@ -645,6 +657,8 @@ describe("the lane: one consumer per queue for small jobs", () => {
       await broker.createRecord({ ...next.record, phase: "committed", status: "running" });
       await broker.publishTasks(next.record, next.bodies, never);
       await waitUntil(() => ran.length === 8, { timeoutMs: 10_000, message: "the next job's tasks run" });
+      // The task still running when the next job was heard is handed back, then removed as a task
+      // of another submit (dropped, it stayed leased to the lane's 30 s ack wait).
       await waitUntil(async () => (await stored(queue, names.laneSubject(queue, first.record.id))) === 0, {
         timeoutMs: 10_000,
         message: "every task of both handled",

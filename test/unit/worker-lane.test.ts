@@ -11,7 +11,7 @@ import type { LaneLease } from "../../src/adapters/task-queue.ts";
 import type { ActiveJob } from "../../src/api/running-tasks.ts";
 import { laneLoop } from "../../src/api/worker-lane.ts";
 import { LoopGroup } from "../../src/effects/loop-group.ts";
-import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+import { type JobRecord, laneMaxDeliver, SubmitPhase } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -227,8 +227,12 @@ describe("a worker's lane loop and a lane job of several tasks", () => {
     // Four slots, four held: the fifth goes back, the lane loop not slowed for it.
     await w.deliver(tasks[4]!);
     expect(w.released.map((l) => l.jobId)).toEqual(["e"]);
+    // One on its last delivery (the lane's fifth) is held all the same: released, it would die unrun.
+    void w.deliver({ ...lease(5).lease, jobId: "f", deliveryCount: laneMaxDeliver });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(w.released.map((l) => l.jobId)).toEqual(["e"]);
     w.pulling.abort();
-    expect(w.released.map((l) => l.jobId).sort()).toEqual(["a", "b", "c", "d", "e"]);
+    expect(w.released.map((l) => l.jobId).sort()).toEqual(["a", "b", "c", "d", "e", "f"]);
   });
 
   it("a task whose job's read fails while the watch hands its record over goes by that record", async () => {

@@ -87,12 +87,12 @@ export const processExhausted = async (
     let index: number | undefined;
     try {
       const body = decodeTask(stored.body);
+      index = body.index;
       // A lane task of a submit rolled back: the committed submit's copy of it is the job's.
-      if (ofOtherSubmit(recordOf(server, jobId), body.submit)) {
+      if (body.submit !== undefined && ofOtherSubmit(recordOf(server, jobId), body.submit)) {
         tasks.remove(advisory.seq);
         continue;
       }
-      index = body.index;
       storeDeadLetter(
         server,
         {

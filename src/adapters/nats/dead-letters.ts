@@ -302,13 +302,12 @@ export class NatsDeadLetters {
             // the job's own or the queue's lane.
             exhausted = { ...exhausted, jobId: jobIdOfSubject(stored.subject) };
             const body = decodeTask(decoder.decode(stored.data));
+            // Known before the record is read: a read that fails for good still counts it dead.
+            index = body.index;
             // A lane task of a submit rolled back: the committed submit's copy of it is the job's.
             if (body.submit !== undefined && (await this.#ofOtherSubmit(exhausted.jobId, body.submit)))
               await this.#removeTask(jsm, exhausted);
-            else {
-              index = body.index;
-              await this.#deadLetter(js, jsm, exhausted, body);
-            }
+            else await this.#deadLetter(js, jsm, exhausted, body);
           }
           m.ack();
         } catch (error) {
