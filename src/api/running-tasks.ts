@@ -36,6 +36,12 @@ export interface ActiveJob {
    * extends their leases too (made on first use).
    */
   waiting?: Map<TaskLease, { readonly since: number; readonly cancel: () => void }>;
+  /**
+   * Ended here because its record names another submit than the one followed (the key's job
+   * made again): its tasks still waiting for a slot or at the gate are handed back, not dropped
+   * as a finished job's are (they may be the record's job's own).
+   */
+  replaced?: boolean;
 }
 
 /**

@@ -92,7 +92,7 @@ export const taskAdmission = (deps: AdmissionDeps) => {
     if (!held) {
       // The worker stops (no slot held), or the task waited a whole lease for one: it goes back.
       if (pulling.aborted) return stoppingTasks.take(msg, job);
-      if (!job.ended.aborted) release(msg);
+      if (!job.ended.aborted || job.replaced) release(msg);
       return;
     }
     return withSlot(msg, job);
@@ -118,6 +118,7 @@ export const taskAdmission = (deps: AdmissionDeps) => {
     if (pass === undefined || pulling.aborted || job.ended.aborted) {
       pass?.end();
       slots.release();
+      if (job.replaced && !pulling.aborted) return release(msg);
       return stoppingTasks.take(msg, job);
     }
     start(msg, job, pass, target);

@@ -246,6 +246,7 @@ export const startWorker = <Payload, Result>(
       // Finished or cancelled: abort its handlers, drop what they would answer.
       // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,
       // also after the handler returned (work it started may hold the signal).
+      if (replaced) job.replaced = true;
       job.ended.abort();
       // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
       // Followed under another submit (`replaced`), what runs may be the record's job's own

@@ -618,55 +618,78 @@ describe("the lane: one consumer per queue for small jobs", () => {
       expect([...ran].sort()).toEqual(["before:0", "before:1", "next:0", "next:1", "next:2"]);
     });
 
-    it("a key's job made again after its record went (no end heard): a worker that followed the first runs the next one's tasks", async () => {
-      const queue = "lane_made_again";
+    /**
+     * The key's job made again after its record went with no end written (a store made again,
+     * or the record removed by hand): a worker of `queue` (its ledger in `ran`; the first job's
+     * last task runs until its handler is told to stop) ran the first job's `total` tasks,
+     * whose record is then purged; `next` is the key's next submit, planned, not made.
+     */
+    const firstJobGone = async (queue: string, total: number, concurrency: number) => {
       const { broker } = partsOf(rt);
-      // The ledger; the first job's last task runs until its handler is told to stop.
       const ran: string[] = [];
       const worker = rt.workers.start<{ job: string; n: number }, number>({
         queue,
-        concurrency: 8,
+        concurrency,
         handler: async (t, { signal }) => {
           ran.push(`${t.payload.job}:${t.payload.n}`);
-          if (t.payload.job === "first" && t.payload.n === 2)
+          if (t.payload.job === "first" && t.payload.n === total - 1)
             await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
           return t.payload.n;
         },
       });
-      await (await rt.jobs.submit({ queue, tasks: tasksOf("before", 2) })).done();
-      const never = new AbortController().signal;
       const plan = (job: string) =>
-        planSubmit(
-          { queue, tasks: tasksOf(job, 3), idempotencyKey: "made-again" },
-          1 << 20,
-          Date.now(),
-          true,
-        );
+        planSubmit({ queue, tasks: tasksOf(job, total), idempotencyKey: queue }, 1 << 20, Date.now(), true);
       const first = await plan("first");
       const created = await broker.createRecord(first.record);
       await broker.publishTasks(first.record, first.bodies, never);
       await broker.updateRecord({ ...first.record, phase: "committed", status: "running" }, created);
-      await waitUntil(() => ran.length === 5, { timeoutMs: 10_000, message: "the first job's tasks run" });
-      // Its record goes with no end written (a store made again, or removed by hand): the worker
-      // still follows the first job, one of whose tasks still runs. The key's job is then made
-      // again, by another submit.
+      await waitUntil(() => ran.length === total, {
+        timeoutMs: 10_000,
+        message: "the first job's tasks run",
+      });
       await (await new Kvm(nc).open(names.jobsBucket)).purge(first.record.id);
       const next = await plan("next");
       expect(next.record.id).toBe(first.record.id);
+      return { broker, ran, worker, next };
+    };
+    const never = new AbortController().signal;
+
+    it("a key's job made again after its record went (no end heard): a worker that followed the first runs the next one's tasks", async () => {
+      const queue = "lane_made_again";
+      const { broker, ran, worker, next } = await firstJobGone(queue, 3, 8);
       // The worker hears it running at once (its `submitting` write missed, or not written).
       await broker.createRecord({ ...next.record, phase: "committed", status: "running" });
       await broker.publishTasks(next.record, next.bodies, never);
-      await waitUntil(() => ran.length === 8, { timeoutMs: 10_000, message: "the next job's tasks run" });
+      await waitUntil(() => ran.length === 6, { timeoutMs: 10_000, message: "the next job's tasks run" });
       // The task still running when the next job was heard is handed back, then removed as a task
       // of another submit (dropped, it stayed leased to the lane's 30 s ack wait).
-      await waitUntil(async () => (await stored(queue, names.laneSubject(queue, first.record.id))) === 0, {
+      await waitUntil(async () => (await stored(queue, names.laneSubject(queue, next.record.id))) === 0, {
         timeoutMs: 10_000,
         message: "every task of both handled",
       });
       await worker.stop();
-      expect([...ran].sort()).toEqual(
-        ["before:0", "before:1", "first:0", "first:1", "first:2", "next:0", "next:1", "next:2"].sort(),
-      );
+      expect([...ran].sort()).toEqual(["first:0", "first:1", "first:2", "next:0", "next:1", "next:2"]);
+    });
+
+    it("the key's job made again, its tasks come before its record: those waiting for a slot under the job followed are handed back, not dropped", async () => {
+      const queue = "lane_made_again_waiting";
+      // One slot, held by the first job's last task.
+      const { broker, ran, worker, next } = await firstJobGone(queue, 2, 1);
+      // The next job's tasks reach the worker before its record: under the job it follows, the
+      // first waits for the one slot (a pull of one at a time: nothing more is leased meanwhile).
+      await broker.publishTasks(next.record, next.bodies, never);
+      await waitUntil(async () => (await laneInfo(queue)).num_ack_pending === 2, {
+        timeoutMs: 10_000,
+        message: "the next job's first task leased, waiting for the slot",
+      });
+      await broker.createRecord({ ...next.record, phase: "committed", status: "running" });
+      // Handed back, they run at once (dropped, each waited out the lane's 30 s ack wait).
+      await waitUntil(() => ran.includes("next:0") && ran.includes("next:1"), {
+        timeoutMs: 10_000,
+        message: "the next job's tasks run",
+      });
+      await worker.stop();
+      expect([...ran].sort()).toEqual(["first:0", "first:1", "next:0", "next:1"]);
     });
 
     it("cancel removes every waiting task of a lane job: a worker started later runs none of them", async () => {
