@@ -232,8 +232,9 @@ class AwaitedCommits {
   /**
    * Holds a task whose job's record could not be read, as `hold` does, and
    * reads the record again (at once, then after 1 s, doubling up to the
-   * keep interval, each pause jittered) until a read answers or the job's tasks are settled otherwise
-   * (its record heard from the watch) or the worker stops. A task held so
+   * keep interval, each pause jittered) until a read answers, the job's
+   * tasks are settled otherwise (its record heard from the watch) or the
+   * worker stops. A task held so
    * spends no delivery: released at each failed read, a task met by a store
    * unavailable for a few seconds (a leader election) died unrun. Once the
    * worker holds as many tasks as it has slots, the task is released as
