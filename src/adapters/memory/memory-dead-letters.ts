@@ -1,8 +1,9 @@
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
-import { decodeRecord, type JobRecord, ofOtherSubmit } from "../../kernel/job-record.ts";
+import { ofOtherSubmit } from "../../kernel/job-record.ts";
 import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
+import { storedRecord } from "./memory-records.ts";
 import { checkToken, type MemoryServerState } from "./memory-server.ts";
 
 /** One results message, de-duplicated by `msgId` within the duplicate window. */
@@ -89,7 +90,9 @@ export const processExhausted = async (
       const body = decodeTask(stored.body);
       index = body.index;
       // A lane task of a submit rolled back: the committed submit's copy of it is the job's.
-      if (body.submit !== undefined && ofOtherSubmit(recordOf(server, jobId), body.submit)) {
+      const record =
+        body.submit === undefined ? undefined : storedRecord(server, "dead-letters.process", jobId)?.record;
+      if (ofOtherSubmit(record, body.submit)) {
         tasks.remove(advisory.seq);
         continue;
       }
@@ -136,12 +139,6 @@ export const processExhausted = async (
     }
     tasks.remove(advisory.seq);
   }
-};
-
-/** The job's record as stored, if it is there (a lane task's submit is read against it). */
-const recordOf = (server: MemoryServerState, jobId: string): JobRecord | undefined => {
-  const entry = server.records.get("dead-letters.process", jobId);
-  return entry?.value === undefined ? undefined : decodeRecord(entry.value);
 };
 
 /** The queue of a stored task, from its subject `<prefix>.tasks.<queue>.<jobId>` or `….<queue>.lane.<jobId>`. */

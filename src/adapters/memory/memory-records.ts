@@ -4,6 +4,18 @@ import { whenAborted } from "../../kernel/signals.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
+/** The job's record as its server holds it, with its revision; undefined when there is none. */
+export const storedRecord = (
+  server: MemoryServerState,
+  operation: string,
+  id: string,
+): { record: JobRecord; revision: number } | undefined => {
+  const entry = server.records.get(operation, id);
+  return entry?.value === undefined
+    ? undefined
+    : { record: decodeRecord(entry.value), revision: entry.revision };
+};
+
 /**
  * The job records of the memory broker: its server's KV of records, with
  * compare-and-set on the revision, pages and watches as on NATS
@@ -28,9 +40,7 @@ export class MemoryJobRecords {
 
   async getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
     this.#open("job.record.get");
-    const entry = this.#server.records.get("job.record.get", id);
-    if (entry?.value === undefined) return undefined;
-    return { record: decodeRecord(entry.value), revision: entry.revision };
+    return storedRecord(this.#server, "job.record.get", id);
   }
 
   async updateRecord(record: JobRecord, revision: number): Promise<number> {

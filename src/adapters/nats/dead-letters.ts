@@ -305,8 +305,10 @@ export class NatsDeadLetters {
             // Known before the record is read: a read that fails for good still counts it dead.
             index = body.index;
             // A lane task of a submit rolled back: the committed submit's copy of it is the job's.
-            if (body.submit !== undefined && (await this.#ofOtherSubmit(exhausted.jobId, body.submit)))
-              await this.#removeTask(jsm, exhausted);
+            // Its record's read failing rejects: a transient failure is tried again, below.
+            const record =
+              body.submit === undefined ? undefined : (await this.#broker.getRecord(exhausted.jobId))?.record;
+            if (ofOtherSubmit(record, body.submit)) await this.#removeTask(jsm, exhausted);
             else await this.#deadLetter(js, jsm, exhausted, body);
           }
           m.ack();
@@ -354,15 +356,11 @@ export class NatsDeadLetters {
     await this.#removeTask(jsm, exhausted);
   }
 
+  /** The exhausted task's message leaves the tasks stream (gone already: nothing to do). */
   #removeTask(jsm: JetStreamManager, exhausted: Exhausted): Promise<unknown> {
     return jsm.streams
       .deleteMessage(this.#broker.names.tasksStream(exhausted.queue), exhausted.stream_seq)
       .catch(() => undefined);
-  }
-
-  /** Whether the job's stored record names another submit than `submit` (`ofOtherSubmit`); a failed read rejects. */
-  async #ofOtherSubmit(jobId: string, submit: string): Promise<boolean> {
-    return ofOtherSubmit((await this.#broker.getRecord(jobId))?.record, submit);
   }
 
   #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string) {
@@ -398,9 +396,7 @@ export class NatsDeadLetters {
     }
     // Reported through onUnhandled just below, with the error that matters; a leftover task
     // message is past its consumer's reach.
-    await jsm.streams
-      .deleteMessage(this.#broker.names.tasksStream(queue), exhausted.stream_seq)
-      .catch(() => undefined);
+    await this.#removeTask(jsm, exhausted);
     onUnhandled?.({ queue, jobId, index, error, countedDead });
   }
 }
