@@ -6,7 +6,14 @@ import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { rollLaneForward } from "../effects/reap-submits.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
-import { commitsOnPublish, isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
+import {
+  commitsOnPublish,
+  isFinal,
+  type JobRecord,
+  type JobStatus,
+  madeAgain,
+  madeAgainReason,
+} from "../kernel/job-record.ts";
 import { childLogger, keyedLogger, type Logger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
@@ -29,6 +36,8 @@ export interface JobActorDeps {
 
 export interface StartedJobActor {
   readonly actor: Actor<JobMachine>;
+  /** The submit whose job this is (its record's `submitId`). */
+  readonly submitId: string;
   /** Stops the actor, its timers and loops; gives the lease back (the job goes on). */
   stop(): void;
   /**
@@ -170,12 +179,35 @@ export const startJobActor = (
   // The record as this actor last wrote it: its end is written without reading it first.
   // A lane job watched from its record is committed (`get` opens one whose commit is not
   // written yet only once its task is read stored).
-  const seen: RecordSeen = resumeFrom && record.lane ? { laneSubmit: record.submitId } : {};
+  // Its writes are its own submit's: never onto a record another submit of the key made again.
+  const seen: RecordSeen =
+    resumeFrom && record.lane
+      ? { laneSubmit: record.submitId, submit: record.submitId }
+      : { submit: record.submitId };
   // The order of the record's writes is their revision's, never their time's (written on other
   // hosts' clocks): a write at or below the last one this actor read (`revision`, where it
   // started from), heard (`heard`) or wrote (`seen.last`) came before it, seen late.
   let heard = revision;
   const known = () => Math.max(heard, seen.last?.revision ?? 0);
+  // Another submit of the key made its record again (`madeAgain`: the server's store came back
+  // empty): the job is lost, and ends so here, as recorded, with nothing written (the record is
+  // the new job's). Its lease, if it holds the new job's, is given back (`end`).
+  let madeAgainBy: string | undefined;
+  const endMadeAgain = (other: JobRecord) => {
+    if (madeAgainBy !== undefined || actor.getSnapshot().status !== "active") return;
+    madeAgainBy = other.submitId;
+    log.warn(
+      { submitId: record.submitId, madeBy: other.submitId },
+      "job's record made again by another submit of its key: the job is lost; nothing of the new one is written",
+    );
+    const { done, failed, dead } = snapshotOf(actor);
+    actor.send({
+      type: "record.changed",
+      status: "failed",
+      counts: { done, failed, dead },
+      reason: madeAgainReason(other),
+    });
+  };
   const run = effects.attach(actor, {
     record,
     seen,
@@ -185,6 +217,7 @@ export const startJobActor = (
     log,
     self: () => actor,
     foundExisting,
+    madeAgain: endMadeAgain,
   });
 
   // The lease: renewed while held; taken over by this watcher when it runs out (unless
@@ -235,6 +268,7 @@ export const startJobActor = (
         if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
         log.error({ reason }, "job's tasks are lost; the job fails");
         const stored = await recordLost(broker, record, snapshotOf(actor), reason, clock.now());
+        if (madeAgain(stored, record.submitId)) return endMadeAgain(stored);
         // Ended meanwhile (the watch handed it that very write): nothing more to tell it.
         if (actor.getSnapshot().status === "active") actor.send(recordEvent(stored));
       })
@@ -253,16 +287,21 @@ export const startJobActor = (
     stopFeed();
     stopRenewing();
     stopChecking();
-    // Over (its end recorded, not a submit that failed, not an end whose write failed): the
-    // lease goes, and with it the job from the leases bucket. Stopped before its end (the
-    // runtime stops, the actor was replaced), a submit that failed (rolled back, or not if the
-    // rollback failed too) or an end not written: the lease is given back and stays, run out,
+    // Over (its end recorded, not a submit that failed, not an end whose write failed, not a
+    // job whose record another submit made again): the lease goes, and with it the job from the
+    // leases bucket. Stopped before its end (the runtime stops, the actor was replaced), a
+    // submit that failed (rolled back, or not if the rollback failed too), an end not written,
+    // or a record made again (the lease, if held, is the new job's): the lease is given back and stays, run out,
     // for another runtime (or this one's next takeover pass) to take the job over at once and
     // write the end, or the reaper to find the submit; one left for a job that is over is
     // removed by the next takeover pass. Never rejects (a lease not written back runs out by
     // its TTL). Started whether or not the runtime's loops still run; while they do,
     // `rt.stop()` waits.
-    const over = isRecorded(actor) && run.submitError() === undefined && run.finalizeError() === undefined;
+    const over =
+      isRecorded(actor) &&
+      run.submitError() === undefined &&
+      run.finalizeError() === undefined &&
+      madeAgainBy === undefined;
     const released = over ? leases.release(jobId) : leases.giveBack(jobId);
     core.loops.track(`job-lease-release:${jobId}`, () => released);
     for (const listener of endListeners.splice(0))
@@ -278,16 +317,22 @@ export const startJobActor = (
   actor.start();
   return {
     actor,
+    submitId: record.submitId,
     stop: () => {
       stopActor();
       persisting.stop();
     },
     onRecord: (changed, at) => {
       if (at <= known() || actor.getSnapshot().status !== "active") return;
-      // A submit's actor follows its own submit's record only. Another submit's write of the key
-      // seen late (a dead submit's rollback, which this submit then took over: its time may be
-      // ahead, written on another host's clock) ended this job as rolled back, its task running.
-      if (bodies && changed.submitId !== record.submitId) return;
+      // An actor follows its own submit's record only. While it submits, another submit's write
+      // of the key is one seen late (a dead submit's rollback, which this submit then took over:
+      // its time may be ahead, written on another host's clock), which ended this job as rolled
+      // back, its task running. Once committed, it is a record made again (`madeAgain`): the
+      // store came back empty and the key was submitted again.
+      if (madeAgain(changed, record.submitId)) {
+        if (!(bodies && actor.getSnapshot().matches({ queuing: "submitting" }))) endMadeAgain(changed);
+        return;
+      }
       heard = at;
       // This actor's own write seen back (its commit, its progress, its end): nothing the
       // machine does not know. Each of a small job's record events (its create and its end,

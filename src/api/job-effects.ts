@@ -7,7 +7,13 @@ import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { isTransient, PermanentBrokerError } from "../kernel/errors.ts";
-import { type FinalizeInput, isFinal, type JobRecord, uncountedRedrive } from "../kernel/job-record.ts";
+import {
+  type FinalizeInput,
+  isFinal,
+  type JobRecord,
+  madeAgain,
+  uncountedRedrive,
+} from "../kernel/job-record.ts";
 import { whenAborted } from "../kernel/signals.ts";
 import { markerCounts } from "../kernel/wire.ts";
 import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
@@ -169,6 +175,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     // Nothing stored when the tries were aborted (the end recorded elsewhere was heard, or the
     // actor stopped): below, nothing is left to do.
     if (over || state.finalizeError !== undefined) return;
+    // Another submit of the key made the record again (the store came back empty): nothing of
+    // that job was written or cleaned up; this one is lost.
+    if (stored && madeAgain(stored, record.submitId)) return state.run.madeAgain(stored);
     // A redrive reopened the job after this end was decided, before its write (the redrive
     // read it running): not written. Its marker, stored before the redrive's record write,
     // reaches the feed, which hands it with what it held since; the machine counts them and

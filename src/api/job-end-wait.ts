@@ -3,7 +3,7 @@ import { cleanUpEnd, type EndMark } from "../effects/finalize-job.ts";
 import { isSameWrite } from "../effects/record-updates.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
-import { type FinalizeInput, isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { type FinalizeInput, isFinal, type JobRecord, madeAgain } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { RunState } from "./job-run.ts";
 
@@ -71,6 +71,12 @@ export const endWait = (shared: EndWaitShared) => {
         log.debug({ err: error }, "record not read while waiting for the job's end; read again");
         return undefined;
       });
+      // Another submit of the key made the record again (the store came back empty): this job is
+      // lost, and the new one's lease and end are not its to wait for.
+      if (found && madeAgain(found.record, record.submitId)) {
+        state.run.madeAgain(found.record);
+        return true;
+      }
       if (found && isFinal(found.record.status)) {
         // The end as recorded: another than this actor counted (a cancel that landed first)
         // is how the job ended, as for a supervisor whose write found it below.

@@ -193,6 +193,8 @@ export const throttledSubscribe = (
 /** The actor of a job and how to hand it a record read from the server. */
 export interface HandleSource {
   readonly actor: Actor<JobMachine>;
+  /** The job's submit: a cancel writes nothing onto a record another submit of its key made again. */
+  readonly submitId?: string;
   onRecord(record: JobRecord, revision: number): void;
   /** The results messages the job's actor kept, every one from the first (undefined: not kept). */
   keptResults?(): readonly string[] | undefined;

@@ -20,6 +20,8 @@ export interface JobRun {
   readonly self: () => Actor<JobMachine>;
   /** The submit found the job already made (idempotency key): this actor must be replaced. */
   readonly foundExisting: (found: RecordFound) => void;
+  /** Another submit of the key made the job's record again (`madeAgain`): the job ends lost, nothing written. */
+  readonly madeAgain: (record: JobRecord) => void;
   /** The record as this actor last wrote it (its commit, its progress): its end's write starts there. */
   readonly seen: RecordSeen;
 }

@@ -3,7 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
-import { isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord, madeAgain } from "../kernel/job-record.ts";
 import { decodeProgress, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { keptAnswers, readAllResults, yieldAll } from "./job-answers.ts";
@@ -50,7 +50,7 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
     // to a second behind). A long catch-up is not waited out: the supervisor raises the rest.
     await source.whenCaughtUp?.(cancelCatchUpMs);
     const s = snapshotOf(actor);
-    const stored = await cancelJob(broker, s.id, reason, s, core.clock.now());
+    const stored = await cancelJob(broker, s.id, reason, s, core.clock.now(), source.submitId);
     if (stored && isFinal(stored.record.status)) source.onRecord(stored.record, stored.revision);
     else actor.send({ type: "job.cancel", reason });
     return jobEnd(deps, source);
@@ -61,7 +61,8 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
   // racing a redrive that had just published its tasks would remove them).
   const ended = snapshotOf(actor);
   const read = await broker.getRecord(ended.id);
-  if (!read) return ended;
+  // Gone, or made again by another submit of the key (the store came back empty): a new job.
+  if (!read || (source.submitId !== undefined && madeAgain(read.record, source.submitId))) return ended;
   // An end its actor could not write is not the one recorded: its handles show the record's.
   const unwritten = source.finalizeError?.() !== undefined;
   if (isFinal(read.record.status)) return unwritten ? knownEnd(source, endFrom(ended, read.record)) : ended;
@@ -74,7 +75,7 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
       ? ended
       : { done: ended.done, failed: ended.failed, dead: read.record.counts.dead }
     : noAnswers;
-  const stored = await cancelJob(broker, ended.id, reason, counts, core.clock.now());
+  const stored = await cancelJob(broker, ended.id, reason, counts, core.clock.now(), source.submitId);
   const now = stored?.record;
   if (unwritten) return now && isFinal(now.status) ? knownEnd(source, endFrom(ended, now)) : ended;
   return now && isFinal(now.status) && (now.status !== ended.status || (now.reason ?? null) !== ended.reason)

@@ -12,6 +12,7 @@ import {
   type JobRecord,
   type JobTasksRef,
   laneTaskAnswered,
+  madeAgain,
   maxCounts,
   SubmitPhase,
   supervisedCounts,
@@ -28,7 +29,8 @@ import { plainThenUntilDone } from "./retry.ts";
  * purged and its consumer deleted. Workers stop handing out its tasks once
  * they see the record; its supervisor, wherever it runs, sees the end in its
  * record watch and stops. Resolves with the stored record (an end already
- * recorded is left as it is) and its revision.
+ * recorded is left as it is, and so is a record another submit of the key
+ * made again when `submit` names the job's) and its revision.
  */
 const cancelJobEffect = (
   port: JobPort,
@@ -36,10 +38,12 @@ const cancelJobEffect = (
   reason: string,
   counts: JobCounts,
   now: number,
+  submit: string | undefined,
 ): Effect.Effect<RecordFound | undefined, PortFailure> =>
   Effect.gen(function* () {
     const change = (record: JobRecord): JobRecord | undefined => {
       if (isFinal(record.status) || record.phase !== SubmitPhase.committed) return undefined;
+      if (submit !== undefined && madeAgain(record, submit)) return undefined;
       // Never older than the write it follows: a reader drops a record older than one it has
       // seen (a watch lagging behind), and this runtime's clock may be behind the supervisor's.
       const at = Math.max(now, record.updatedAt + 1);
@@ -70,7 +74,11 @@ const cancelJobEffect = (
     const laneSeen: RecordSeen = laneSubmit === undefined ? seen : { laneSubmit };
     const stored =
       laneSubmit === undefined ? first : yield* updateRecordWithEffect(port, id, change, 10, laneSeen);
-    if (stored && stored.phase === SubmitPhase.committed)
+    if (
+      stored &&
+      stored.phase === SubmitPhase.committed &&
+      (submit === undefined || !madeAgain(stored, submit))
+    )
       yield* fromPort(() => port.removeTasks(stored, below));
     if (!stored) return undefined;
     // As written here, or as first read (nothing to write).
@@ -139,7 +147,10 @@ export const cancelJob = (
   reason: string,
   counts: JobCounts,
   now: number,
-): Promise<RecordFound | undefined> => Effect.runPromise(cancelJobEffect(port, id, reason, counts, now));
+  /** The submit of the job to cancel (undefined: the record's, whichever): another's is left as read (`madeAgain`). */
+  submit?: string,
+): Promise<RecordFound | undefined> =>
+  Effect.runPromise(cancelJobEffect(port, id, reason, counts, now, submit));
 
 /**
  * The answers a supervisor counted, raised onto the end another runtime
@@ -187,9 +198,10 @@ export const raiseEndCounts = async (
   await plainThenUntilDone(raise, endRetry, signal, isTransient, failed, later);
 };
 
-/** Whether `record` is the end `ended` (the same status, reason, end time and redrive), whatever its counts. */
+/** Whether `record` is the end `ended` (the same submit, status, reason, end time and redrive), whatever its counts. */
 const isSameEnd = (record: JobRecord, ended: JobRecord): boolean =>
   isFinal(record.status) &&
+  record.submitId === ended.submitId &&
   record.status === ended.status &&
   (record.reason ?? null) === (ended.reason ?? null) &&
   record.finishedAt === ended.finishedAt &&
@@ -228,7 +240,7 @@ const remadeWithEnd = async (
     return remade;
   } catch (error) {
     if (!isConflict(error)) throw error;
-    return updateRecordWith(port, job.id, end);
+    return updateRecordWith(port, job.id, end, 10, seen);
   }
 };
 
@@ -278,6 +290,10 @@ export const finalizeJob = async (
   const stored = await updateRecordWith(port, input.jobId, end, 10, seen).then(
     (found) => found ?? (job ? remadeWithEnd(port, job, input, now(), end, seen) : undefined),
   );
+  // Another submit's record (`seen.submit`: the store came back empty and the key was submitted
+  // again) is left as read, and nothing of that job is cleaned up: the caller ends this job lost.
+  const submit = seen?.submit;
+  if (stored && submit !== undefined && madeAgain(stored, submit)) return stored;
   if (stored && uncountedRedrive(stored, counted) !== undefined) return stored;
   await cleanUpEnd(port, stored ?? { queue: input.queue, id: input.jobId }, below);
   return stored;

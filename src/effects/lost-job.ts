@@ -8,6 +8,7 @@ import {
   type JobCounts,
   type JobRecord,
   type JobTasksRef,
+  madeAgain,
   maxCounts,
   SubmitPhase,
 } from "../kernel/job-record.ts";
@@ -79,8 +80,9 @@ export const lostReason = (broker: JobPort, job: JobTasksRef, now: number): Prom
 /**
  * Writes the lost job's end: onto its record, or, when the record went with
  * the store, as a new record (what the job was, failed, with the reason), so
- * that `get()` anywhere says how it ended. Resolves with the record as stored
- * (another end, written first, stands).
+ * that `get()` anywhere says how it ended. Resolves with the record as stored:
+ * another end, written first, stands, and another submit's record (`madeAgain`)
+ * is left as read, for the caller to end the lost job without a write.
  */
 const recordLostEffect = (
   broker: JobRecords,
@@ -100,7 +102,7 @@ const recordLostEffect = (
       finishedAt: now,
     });
     const updated = yield* updateRecordWithEffect(broker, record.id, (r) =>
-      isFinal(r.status) ? undefined : ended(r),
+      isFinal(r.status) || madeAgain(r, record.submitId) ? undefined : ended(r),
     );
     if (updated) return updated;
     const remade = ended({ ...record, counts: { done: 0, failed: 0, dead: 0 } });

@@ -7,6 +7,7 @@ import {
   type JobCounts,
   type JobRecord,
   type JobStatus,
+  madeAgain,
   movesBackwards,
   SubmitPhase,
   supervisedCounts,
@@ -39,6 +40,11 @@ export interface RecordSeen {
    * `before` (a record more on every live lane job).
    */
   lastUnwritten?: boolean;
+  /**
+   * The submit whose record this is: a record another submit made again
+   * (`madeAgain`) is never changed; the change answers it as read.
+   */
+  submit?: string;
 }
 
 /** Whether `changed` is the record `written` (the same write: its time, status and counts). */
@@ -114,6 +120,7 @@ const changeFrom = (
   seen: RecordSeen | undefined,
   unwritten = false,
 ): JobRecord | undefined => {
+  if (seen?.submit !== undefined && madeAgain(record, seen.submit)) return undefined;
   const from = asCommittedLane(record, seen?.laneSubmit);
   return change(from) ?? (unwritten || from !== record ? from : undefined);
 };

@@ -246,6 +246,20 @@ export const ofOtherSubmit = (record: JobRecord | undefined, submit: string | un
   submit !== undefined && record?.lane === true && submit !== record.submitId;
 
 /**
+ * Whether `record` was made by another submit of its job's key than
+ * `submitId`'s: the job's record went with the server's store (it came back
+ * empty) and its key was submitted again. That is a new job under the same
+ * id: the lost job's runtime writes nothing onto its record and cleans
+ * nothing of it up, and the lost job's actor ends (`madeAgainReason`).
+ */
+export const madeAgain = (record: Pick<JobRecord, "submitId">, submitId: string): boolean =>
+  record.submitId !== submitId;
+
+/** How a job whose record another submit made again (`madeAgain`) ended: never written, its handles say it. */
+export const madeAgainReason = (record: Pick<JobRecord, "submitId">): string =>
+  `tasks lost: the server's store was reset and the job's key was submitted again (submit ${record.submitId})`;
+
+/**
  * A lane job of more than one task whose submit has not written its commit
  * yet: a worker that gets one of its tasks holds it, unrun, until the
  * record says committed (it runs) or rolled back (it is removed).

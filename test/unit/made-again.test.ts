@@ -1,0 +1,87 @@
+/**
+ * A job's record made again by another submit of its key (the server's store
+ * came back empty, the key was submitted again): no write of the lost job's
+ * runtime changes it, and nothing of the new job is cleaned up. The oracle is
+ * the fake port's store and its log of calls, not the writers' answers.
+ */
+import { describe, expect, it } from "vitest";
+import { cancelJob, finalizeJob } from "../../src/effects/finalize-job.ts";
+import { recordLost } from "../../src/effects/lost-job.ts";
+import { recordProgress } from "../../src/effects/record-updates.ts";
+import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
+
+/** The new job's record: committed by submit `s2`, two answers counted. */
+const newJob = (lane: boolean) =>
+  (lane ? laneRecord : record)({
+    phase: "committed",
+    status: "running",
+    submitId: "s2",
+    counts: { done: 2, failed: 0, dead: 0 },
+  });
+
+const lost = { done: 4, failed: 0, dead: 0 };
+const writes = (calls: readonly string[]) =>
+  calls.filter(
+    (c) => c.startsWith("updateRecord") || c.startsWith("createRecord") || c.startsWith("removeTasks"),
+  );
+
+describe("a record another submit made again", () => {
+  for (const lane of [false, true])
+    describe(lane ? "lane job" : "job with its own consumer", () => {
+      it("the lost job's end writes nothing onto it and cleans nothing up", async () => {
+        const fake = fakeJobPort();
+        const made = newJob(lane);
+        fake.put(made);
+        const end = { jobId: "j1", queue: "q", status: "succeeded", reason: null, counts: lost } as const;
+        const stored = await finalizeJob(
+          fake.port,
+          end,
+          () => 9000,
+          { submit: "s1" },
+          record({ phase: "committed" }),
+        );
+        expect(stored).toEqual(made);
+        expect(fake.records.get("j1")!.record).toEqual(made);
+        expect(writes(fake.calls)).toEqual([]);
+      });
+
+      it("the lost job's progress writes nothing onto it", async () => {
+        const fake = fakeJobPort();
+        const made = newJob(lane);
+        fake.put(made);
+        await recordProgress(fake.port, "j1", "running", lost, 9000, { submit: "s1" });
+        expect(fake.records.get("j1")!.record).toEqual(made);
+        expect(writes(fake.calls)).toEqual([]);
+      });
+
+      it("a cancel from a handle of the lost job writes nothing and cleans nothing up", async () => {
+        const fake = fakeJobPort();
+        const made = newJob(lane);
+        fake.put(made);
+        const stored = await cancelJob(fake.port, "j1", "stale", lost, 9000, "s1");
+        expect(stored?.record).toEqual(made);
+        expect(fake.records.get("j1")!.record).toEqual(made);
+        expect(writes(fake.calls)).toEqual([]);
+      });
+
+      it("the lost job's tasks-lost end writes nothing onto it", async () => {
+        const fake = fakeJobPort();
+        const made = newJob(lane);
+        fake.put(made);
+        const stored = await recordLost(fake.port, record({ phase: "committed" }), lost, "tasks lost", 9000);
+        expect(stored).toEqual(made);
+        expect(fake.records.get("j1")!.record).toEqual(made);
+        expect(writes(fake.calls)).toEqual([]);
+      });
+    });
+
+  it("its own submit's record is written as before", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "committed", status: "running" }));
+    await recordProgress(fake.port, "j1", "running", lost, 9000, { submit: "s1" });
+    expect(fake.records.get("j1")!.record.counts).toEqual(lost);
+    await cancelJob(fake.port, "j1", "asked", lost, 9100, "s1");
+    expect(fake.records.get("j1")!.record).toMatchObject({ status: "failed", reason: "cancelled: asked" });
+    expect(fake.calls.at(-1)).toBe("removeTasks q j1");
+  });
+});
