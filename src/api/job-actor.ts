@@ -327,10 +327,12 @@ export const startJobActor = (
       // An actor follows its own submit's record only. While it submits, another submit's write
       // of the key is one seen late (a dead submit's rollback, which this submit then took over:
       // its time may be ahead, written on another host's clock), which ended this job as rolled
-      // back, its task running. Once committed, it is a record made again (`madeAgain`): the
-      // store came back empty and the key was submitted again.
+      // back, its task running; so is one that took the key over after this submit failed. Once
+      // committed, it is a record made again (`madeAgain`): the store came back empty and the key
+      // was submitted again.
       if (madeAgain(changed, record.submitId)) {
-        if (!(bodies && actor.getSnapshot().matches({ queuing: "submitting" }))) endMadeAgain(changed);
+        const submitting = bodies && actor.getSnapshot().matches({ queuing: "submitting" });
+        if (!submitting && run.submitError() === undefined) endMadeAgain(changed);
         return;
       }
       heard = at;

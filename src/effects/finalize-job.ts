@@ -62,8 +62,9 @@ const cancelJobEffect = (
     // A submit not committed has nothing to clean up (a lane one may be, once its task is read).
     const cleans = read.record.phase === SubmitPhase.committed || read.record.lane === true;
     const below = cleans ? yield* Effect.promise(() => tasksMarkOr(port, read.record)) : undefined;
-    // Written from that read (nothing to write: the record as read).
-    const seen: RecordSeen = { last: read };
+    // Written from that read (nothing to write: the record as read), never onto another submit's.
+    const mine = submit === undefined ? {} : { submit };
+    const seen: RecordSeen = { last: read, ...mine };
     const first =
       change(read.record) === undefined
         ? read.record
@@ -71,7 +72,7 @@ const cancelJobEffect = (
     // A lane job whose commit is not written yet (its record says `submitting`): cancelled as
     // committed once its task, or a result of it, is read stored.
     const laneSubmit = first ? yield* fromPort(() => laneSubmitCommitted(port, first)) : undefined;
-    const laneSeen: RecordSeen = laneSubmit === undefined ? seen : { laneSubmit };
+    const laneSeen: RecordSeen = laneSubmit === undefined ? seen : { laneSubmit, ...mine };
     const stored =
       laneSubmit === undefined ? first : yield* updateRecordWithEffect(port, id, change, 10, laneSeen);
     if (

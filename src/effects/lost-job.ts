@@ -9,6 +9,7 @@ import {
   type JobRecord,
   type JobTasksRef,
   madeAgain,
+  madeAgainReason,
   maxCounts,
   SubmitPhase,
 } from "../kernel/job-record.ts";
@@ -47,7 +48,8 @@ export const restoreConsumer = (broker: JobPort, record: JobRecord, now: number)
 /**
  * Why the job's tasks can never be answered, if they cannot: its consumer is
  * gone, and its record is gone too (the server came back with an empty
- * store) or still says it runs with none of its tasks stored (every end and
+ * store), made again by another submit of its key (`madeAgain`), or still
+ * says it runs with none of its tasks stored (every end and
  * cancel is written to the record before the consumer is deleted, so a
  * running job has a consumer). A running job's consumer gone over tasks
  * still stored or held (a server restarted with its store, and the consumer
@@ -57,7 +59,7 @@ export const restoreConsumer = (broker: JobPort, record: JobRecord, now: number)
  */
 const lostReasonEffect = (
   broker: JobPort,
-  job: JobTasksRef,
+  job: JobTasksRef & Pick<JobRecord, "submitId">,
   now: number,
 ): Effect.Effect<string | undefined, PortFailure> =>
   Effect.gen(function* () {
@@ -65,6 +67,8 @@ const lostReasonEffect = (
     const found = yield* fromPort(() => broker.getRecord(job.id));
     if (found === undefined)
       return "tasks lost: the server's store was reset (the job's record and consumer are gone)";
+    // Another submit of the key made it again (the store was reset): not this job's to restore.
+    if (madeAgain(found.record, job.submitId)) return madeAgainReason(found.record);
     if (found.record.status === "running" || found.record.status === "stalled") {
       // Its consumer made again over tasks still stored or held (`restoreConsumer` says when).
       const { record } = found;
@@ -74,8 +78,11 @@ const lostReasonEffect = (
     return undefined;
   });
 
-export const lostReason = (broker: JobPort, job: JobTasksRef, now: number): Promise<string | undefined> =>
-  Effect.runPromise(lostReasonEffect(broker, job, now));
+export const lostReason = (
+  broker: JobPort,
+  job: JobTasksRef & Pick<JobRecord, "submitId">,
+  now: number,
+): Promise<string | undefined> => Effect.runPromise(lostReasonEffect(broker, job, now));
 
 /**
  * Writes the lost job's end: onto its record, or, when the record went with

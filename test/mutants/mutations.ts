@@ -139,9 +139,8 @@ export const mutations: readonly Mutation[] = [
     id: "k2",
     what: "a cancel no longer purges the tasks left (they stay on the server)",
     file: "src/effects/finalize-job.ts",
-    search:
-      "    if (stored && stored.phase === SubmitPhase.committed)\n      yield* fromPort(() => port.removeTasks(stored, below));",
-    replace: "",
+    search: "      yield* fromPort(() => port.removeTasks(stored, below));",
+    replace: "      yield* Effect.void;",
     tests: [faults],
   },
 ];

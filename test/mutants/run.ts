@@ -4,6 +4,7 @@
  *
  *   npx tsx test/mutants/run.ts            all mutations
  *   npx tsx test/mutants/run.ts a,d-nats   only these
+ *   npx tsx test/mutants/run.ts --match    only whether each still matches the source (`npm run check`)
  *
  * Works on a copy of the repository in a temporary directory (node_modules
  * linked, never installed), so the working tree is never modified. The
@@ -82,7 +83,8 @@ const firstFailure = (output: string): string => {
 };
 
 const main = async (): Promise<number> => {
-  const only = process.argv[2]?.split(",");
+  const matchOnly = process.argv[2] === "--match";
+  const only = matchOnly ? undefined : process.argv[2]?.split(",");
   const chosen = only ? mutations.filter((m) => only.includes(m.id)) : mutations;
   if (only && chosen.length !== only.length) {
     console.error(`unknown mutation id in ${only.join(",")}; known: ${mutations.map((m) => m.id).join(",")}`);
@@ -100,6 +102,7 @@ const main = async (): Promise<number> => {
     );
     return 2;
   }
+  if (matchOnly) return 0;
 
   const dir = mkdtempSync(path.join(tmpdir(), "jetstate-mutants-"));
   try {

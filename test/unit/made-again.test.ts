@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { cancelJob, finalizeJob } from "../../src/effects/finalize-job.ts";
-import { recordLost } from "../../src/effects/lost-job.ts";
+import { lostReason, recordLost } from "../../src/effects/lost-job.ts";
 import { recordProgress } from "../../src/effects/record-updates.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
@@ -74,6 +74,26 @@ describe("a record another submit made again", () => {
         expect(writes(fake.calls)).toEqual([]);
       });
     });
+
+  it("a cancel from a handle of the lost job does not write the commit of a 1-task lane job made again", async () => {
+    const fake = fakeJobPort();
+    // Its task stored, its commit not written yet: a reader takes it as committed.
+    const made = laneRecord({ submitId: "s2" });
+    fake.put(made);
+    fake.tasks.set("j1", ['{"i":0,"p":1}']);
+    const stored = await cancelJob(fake.port, "j1", "stale", lost, 9000, "s1");
+    expect(stored?.record).toEqual(made);
+    expect(fake.records.get("j1")!.record).toEqual(made);
+    expect(writes(fake.calls)).toEqual([]);
+  });
+
+  it("the lost job's lost-task check names the job made again, and restores nothing of it", async () => {
+    const fake = fakeJobPort();
+    fake.put(newJob(false));
+    const reason = await lostReason(fake.port, record({ phase: "committed", status: "stalled" }), 9000);
+    expect(reason).toMatch(/submitted again \(submit s2\)/);
+    expect(fake.calls.filter((c) => c.startsWith("restoreConsumer"))).toEqual([]);
+  });
 
   it("its own submit's record is written as before", async () => {
     const fake = fakeJobPort();
