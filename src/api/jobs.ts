@@ -64,10 +64,11 @@ export class JobRegistry implements Jobs {
     this.#handleDeps = {
       core,
       broker,
-      recordedEnd: (id) =>
+      recordedEnd: (id, submitId) =>
         recordedEnd(
           { core, broker, watch: (l) => this.onRecordChange(l), readEveryMs: options.leaseMs / 2 },
           id,
+          submitId,
         ),
     };
     this.records = new RecordFeed(core.loops, broker);

@@ -1,7 +1,7 @@
 import type { JobRecords } from "../adapters/job-records.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import { RuntimeStopped, workOver } from "../kernel/errors.ts";
-import { isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord, madeAgain } from "../kernel/job-record.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /** Where a job's end is heard and read. */
@@ -19,11 +19,17 @@ export interface RecordedEndSources {
  * undefined once no record is left. Rejects with `RuntimeStopped` as the
  * runtime stops. For a handle whose actor ended with its end not written
  * (`done()` in runtime-job-handle.ts): a takeover writes it, or a cancel did.
+ * Given the job's `submitId`, a record another submit of its key made again
+ * (`madeAgain`: the store came back empty) is answered at once: the job is
+ * lost, and that record's end is another job's.
  */
 export const recordedEnd = async (
   { core, broker, watch, readEveryMs }: RecordedEndSources,
   id: string,
+  submitId?: string,
 ): Promise<JobRecord | undefined> => {
+  const over = (record: JobRecord) =>
+    isFinal(record.status) || (submitId !== undefined && madeAgain(record, submitId));
   // Aborted as the runtime stops, and once this returns: a wait the watch cut short leaves no
   // timer behind.
   const waiting = core.stopLinks.link();
@@ -33,7 +39,7 @@ export const recordedEnd = async (
     heard = resolve;
   });
   const unlisten = watch((record) => {
-    if (record.id === id && isFinal(record.status)) heard?.(record);
+    if (record.id === id && over(record)) heard?.(record);
   });
   try {
     for (;;) {
@@ -46,7 +52,7 @@ export const recordedEnd = async (
       );
       if (read && !read.found) return undefined;
       const record = read?.found?.record;
-      if (record && isFinal(record.status)) return record;
+      if (record && over(record)) return record;
       const end = await Promise.race([written, sleep(readEveryMs, signal).then(() => undefined)]);
       if (end) return end;
     }

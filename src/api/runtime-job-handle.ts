@@ -3,7 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { JobResults } from "../adapters/job-results.ts";
 import { cancelJob } from "../effects/finalize-job.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
-import { isFinal, type JobRecord, madeAgain } from "../kernel/job-record.ts";
+import { isFinal, type JobRecord, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
 import { decodeProgress, type TaskProgress } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { keptAnswers, readAllResults, yieldAll } from "./job-answers.ts";
@@ -200,9 +200,15 @@ const recordedEndOf = (deps: HandleDeps, source: HandleSource): RecordedEndWait 
   const known = recordedEndWaits.get(source);
   if (known) return known;
   const decided = snapshotOf(source.actor);
+  const { submitId } = source;
   const waiting: RecordedEndWait = {
-    end: deps.recordedEnd(decided.id).then((record) => {
-      const end = record ? endFrom(decided, record) : decided;
+    end: deps.recordedEnd(decided.id, submitId).then((record) => {
+      // Another submit's (the store came back empty, the key was submitted again): lost.
+      const end = !record
+        ? decided
+        : submitId !== undefined && madeAgain(record, submitId)
+          ? { ...decided, status: "failed" as const, reason: madeAgainReason(record) }
+          : endFrom(decided, record);
       waiting.known = end;
       return end;
     }),
@@ -266,7 +272,7 @@ export interface HandleDeps {
   readonly core: RuntimeCore;
   readonly broker: JobPort & JobResults;
   /** Once the job's record says it is over (undefined: it is gone); rejects as the runtime stops. */
-  readonly recordedEnd: (id: string) => Promise<JobRecord | undefined>;
+  readonly recordedEnd: (id: string, submitId?: string) => Promise<JobRecord | undefined>;
 }
 
 export const makeHandle = (deps: HandleDeps, source: HandleSource): JobHandle =>
