@@ -61,10 +61,13 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
   // racing a redrive that had just published its tasks would remove them).
   const ended = snapshotOf(actor);
   const read = await broker.getRecord(ended.id);
-  // Gone, or made again by another submit of the key (the store came back empty): a new job.
-  if (!read || (source.submitId !== undefined && madeAgain(read.record, source.submitId))) return ended;
+  if (!read) return ended;
   // An end its actor could not write is not the one recorded: its handles show the record's.
   const unwritten = source.finalizeError?.() !== undefined;
+  // Made again by another submit of the key (the store came back empty): a new job, and this
+  // one lost, as `done()` says of an end not written (`recordedEndOf`).
+  if (source.submitId !== undefined && madeAgain(read.record, source.submitId))
+    return unwritten ? knownEnd(source, lostEnd(ended, read.record)) : ended;
   if (isFinal(read.record.status)) return unwritten ? knownEnd(source, endFrom(ended, read.record)) : ended;
   // The answers this actor counted are the job's latest when its end was never written (the
   // record may not even say its progress); not when another runtime reopened the job. Nor its
@@ -207,7 +210,7 @@ const recordedEndOf = (deps: HandleDeps, source: HandleSource): RecordedEndWait 
       const end = !record
         ? decided
         : submitId !== undefined && madeAgain(record, submitId)
-          ? { ...decided, status: "failed" as const, reason: madeAgainReason(record) }
+          ? lostEnd(decided, record)
           : endFrom(decided, record);
       waiting.known = end;
       return end;
@@ -226,6 +229,13 @@ const knownEnd = (source: HandleSource, end: JobSnapshot): JobSnapshot => {
   else recordedEndWaits.set(source, { end: Promise.resolve(end), known: end });
   return end;
 };
+
+/** The end of a job whose record another submit of its key made again (`madeAgain`): lost. */
+const lostEnd = (decided: JobSnapshot, record: JobRecord): JobSnapshot => ({
+  ...decided,
+  status: "failed",
+  reason: madeAgainReason(record),
+});
 
 /** The end `record` says, with its counts unless the actor counted more answers (as the actor adopts a recorded end). */
 const endFrom = (decided: JobSnapshot, record: JobRecord): JobSnapshot => {
