@@ -295,6 +295,31 @@ describe.each([
     });
   });
 
+  it("an end not written for good, then its record made again by another submit of its key: its handles say it lost, and its cancel writes nothing", async () => {
+    const a = await runtime({ jobs: { leaseMs: 400, takeOver: false } });
+    const job = await endNotWritten(a, "fin-made-again", [], "permanent");
+    await waitUntil(() => jobActorOf(job).getSnapshot().status !== "active", {
+      timeoutMs: BOUND_MS,
+      message: "A's actor to end with its end not written",
+    });
+    const done = job.done();
+    // The store lost the record, and another submit of the key made it again (written raw).
+    const found = (await a.broker.getRecord(job.id))!;
+    await a.broker.deleteRecord(job.id, found.revision);
+    const made = { ...found.record, submitId: "again", updatedAt: Date.now() + 1 };
+    await a.broker.createRecord(made);
+    a.faults.heal("finalize");
+    const lost = { status: "failed", reason: expect.stringContaining("submitted again (submit again)") };
+    expect(await within(done, BOUND_MS, "A's view of the job to end")).toMatchObject(lost);
+    expect(await within(job.cancel("stale"), BOUND_MS, "the cancel")).toMatchObject(lost);
+    expect(job.snapshot()).toMatchObject(lost);
+    // The new job's record as it was made: nothing of the lost job's written onto it.
+    const after = (await a.broker.getRecord(job.id))!;
+    expect(after.record).toEqual(made);
+    // Gone, so that no later test's runtime takes the made-up job over.
+    await a.broker.deleteRecord(job.id, after.revision);
+  });
+
   // The raise is itself a write: one that fails as in an outage is tried again.
   it.each([0, 2])(
     "a cancel written from fewer answers between two tries of the end gets the answers counted (%i raises fail)",
