@@ -291,12 +291,12 @@ export const startJobActor = (
     // job whose record another submit made again): the lease goes, and with it the job from the
     // leases bucket. Stopped before its end (the runtime stops, the actor was replaced), a
     // submit that failed (rolled back, or not if the rollback failed too), an end not written,
-    // or a record made again (the lease, if held, is the new job's): the lease is given back and stays, run out,
-    // for another runtime (or this one's next takeover pass) to take the job over at once and
-    // write the end, or the reaper to find the submit; one left for a job that is over is
-    // removed by the next takeover pass. Never rejects (a lease not written back runs out by
-    // its TTL). Started whether or not the runtime's loops still run; while they do,
-    // `rt.stop()` waits.
+    // or a record made again (the lease, if held, is the new job's): the lease is given back
+    // and stays, run out, for another runtime (or this one's next takeover pass) to take the
+    // job over at once and write the end, or the reaper to find the submit; one left for a job
+    // that is over is removed by the next takeover pass. Never rejects (a lease not written
+    // back runs out by its TTL). Started whether or not the runtime's loops still run; while
+    // they do, `rt.stop()` waits.
     const over =
       isRecorded(actor) &&
       run.submitError() === undefined &&
