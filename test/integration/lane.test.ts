@@ -204,7 +204,9 @@ describe("the lane: one consumer per queue for small jobs", () => {
     // Its lease held meanwhile by someone alive (no heartbeat, an hour to run): this runtime's
     // takeover passes leave the job alone, so what finishes its submit is the reaper's pass
     // (a takeover would write a lane job's commit first, and the reaper find nothing to do).
-    await submitThenDie(queue, step, async () => {
+    // Written before the crash: the dead submitter gives its lease back at once, and a takeover
+    // pass between that and this write took the job over.
+    await submitThenDie(queue, step, undefined, async () => {
       jobId = (await rt.jobs.list({ queue })).jobs[0]!.id;
       await putLease(jobId, "alive", Date.now() + 3600_000);
     });
