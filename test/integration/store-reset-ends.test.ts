@@ -5,14 +5,12 @@
  * `get()` and reads `events()`. The oracles: the handlers' own ledger and the
  * record read raw from the new store, never a runtime's view of itself.
  */
-import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { brokerNames } from "../../src/adapters/names.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { whenAborted } from "../../src/kernel/signals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { rawJobRecords } from "../harness/raw-job-records.ts";
+import { rawJobRecord } from "../harness/raw-job-records.ts";
 import { delay, gate, waitUntil, within } from "../harness/wait.ts";
 
 const options = (server: NatsServerHandle, takeOver: boolean) => ({
@@ -41,15 +39,7 @@ describe("a job's end after the server came back with an empty store", () => {
     await server?.dispose();
   });
 
-  const storedEnd = async (id: string) => {
-    const nc = await connect({ servers: server.url });
-    try {
-      const records = await rawJobRecords(nc, brokerNames("jetstate").jobsBucket);
-      return records.find((r) => r.id === id) as { status: string; reason?: string } | undefined;
-    } finally {
-      await nc.close();
-    }
-  };
+  const storedEnd = (id: string) => rawJobRecord(server.url, id);
 
   for (const tasks of [[1], [1, 2]])
     it(`${tasks.length}-task job answered after the reset: its end is stored, a watcher and an events reader hear it`, async () => {

@@ -5,15 +5,13 @@
  * or cleans the new job up. The oracles: the new job's record read raw, and
  * its handler's ledger of the answers it gave.
  */
-import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { brokerNames } from "../../src/adapters/names.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { whenAborted } from "../../src/kernel/signals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { rawJobRecords } from "../harness/raw-job-records.ts";
+import { rawJobRecord } from "../harness/raw-job-records.ts";
 import { delay, gate, waitUntil, within } from "../harness/wait.ts";
 
 const options = (server: NatsServerHandle, lane: boolean) => ({
@@ -32,17 +30,7 @@ describe("a keyed job submitted again after the server came back empty", () => {
     await server?.dispose();
   });
 
-  const stored = async (id: string) => {
-    const nc = await connect({ servers: server.url });
-    try {
-      const records = await rawJobRecords(nc, brokerNames("jetstate").jobsBucket);
-      return records.find((r) => r.id === id) as
-        | { status: string; submitId: string; counts: { done: number } }
-        | undefined;
-    } finally {
-      await nc.close();
-    }
-  };
+  const stored = (id: string) => rawJobRecord(server.url, id);
 
   for (const lane of [true, false])
     it(`${lane ? "lane" : "own consumer"}: the lost job's actor ends nothing of the new job`, async () => {

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { cancelJob, finalizeJob } from "../../src/effects/finalize-job.ts";
 import { lostReason, recordLost } from "../../src/effects/lost-job.ts";
 import { recordProgress } from "../../src/effects/record-updates.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
 /** The new job's record: committed by submit `s2`, two answers counted. */
@@ -25,66 +26,64 @@ const writes = (calls: readonly string[]) =>
     (c) => c.startsWith("updateRecord") || c.startsWith("createRecord") || c.startsWith("removeTasks"),
   );
 
+/**
+ * Runs `act` (a write of the lost job, submit `s1`) against a store that holds `made`, another
+ * submit's record: that record is left as made, nothing is written or removed. What `act`
+ * answered, for the case to check.
+ */
+const leftAsMade = async <A>(
+  made: JobRecord,
+  act: (port: ReturnType<typeof fakeJobPort>["port"]) => Promise<A>,
+  setUp?: (fake: ReturnType<typeof fakeJobPort>) => void,
+): Promise<A> => {
+  const fake = fakeJobPort();
+  fake.put(made);
+  setUp?.(fake);
+  const answer = await act(fake.port);
+  expect(fake.records.get("j1")!.record).toEqual(made);
+  expect(writes(fake.calls)).toEqual([]);
+  return answer;
+};
+
 describe("a record another submit made again", () => {
   for (const lane of [false, true])
     describe(lane ? "lane job" : "job with its own consumer", () => {
+      const made = newJob(lane);
+
       it("the lost job's end writes nothing onto it and cleans nothing up", async () => {
-        const fake = fakeJobPort();
-        const made = newJob(lane);
-        fake.put(made);
         const end = { jobId: "j1", queue: "q", status: "succeeded", reason: null, counts: lost } as const;
-        const stored = await finalizeJob(
-          fake.port,
-          end,
-          () => 9000,
-          { submit: "s1" },
-          record({ phase: "committed" }),
+        const stored = await leftAsMade(made, (port) =>
+          finalizeJob(port, end, () => 9000, { submit: "s1" }, record({ phase: "committed" })),
         );
         expect(stored).toEqual(made);
-        expect(fake.records.get("j1")!.record).toEqual(made);
-        expect(writes(fake.calls)).toEqual([]);
       });
 
       it("the lost job's progress writes nothing onto it", async () => {
-        const fake = fakeJobPort();
-        const made = newJob(lane);
-        fake.put(made);
-        await recordProgress(fake.port, "j1", "running", lost, 9000, { submit: "s1" });
-        expect(fake.records.get("j1")!.record).toEqual(made);
-        expect(writes(fake.calls)).toEqual([]);
+        await leftAsMade(made, (port) => recordProgress(port, "j1", "running", lost, 9000, { submit: "s1" }));
       });
 
       it("a cancel from a handle of the lost job writes nothing and cleans nothing up", async () => {
-        const fake = fakeJobPort();
-        const made = newJob(lane);
-        fake.put(made);
-        const stored = await cancelJob(fake.port, "j1", "stale", lost, 9000, "s1");
+        const stored = await leftAsMade(made, (port) => cancelJob(port, "j1", "stale", lost, 9000, "s1"));
         expect(stored?.record).toEqual(made);
-        expect(fake.records.get("j1")!.record).toEqual(made);
-        expect(writes(fake.calls)).toEqual([]);
       });
 
       it("the lost job's tasks-lost end writes nothing onto it", async () => {
-        const fake = fakeJobPort();
-        const made = newJob(lane);
-        fake.put(made);
-        const stored = await recordLost(fake.port, record({ phase: "committed" }), lost, "tasks lost", 9000);
+        const stored = await leftAsMade(made, (port) =>
+          recordLost(port, record({ phase: "committed" }), lost, "tasks lost", 9000),
+        );
         expect(stored).toEqual(made);
-        expect(fake.records.get("j1")!.record).toEqual(made);
-        expect(writes(fake.calls)).toEqual([]);
       });
     });
 
   it("a cancel from a handle of the lost job does not write the commit of a 1-task lane job made again", async () => {
-    const fake = fakeJobPort();
     // Its task stored, its commit not written yet: a reader takes it as committed.
     const made = laneRecord({ submitId: "s2" });
-    fake.put(made);
-    fake.tasks.set("j1", ['{"i":0,"p":1}']);
-    const stored = await cancelJob(fake.port, "j1", "stale", lost, 9000, "s1");
+    const stored = await leftAsMade(
+      made,
+      (port) => cancelJob(port, "j1", "stale", lost, 9000, "s1"),
+      (fake) => fake.tasks.set("j1", ['{"i":0,"p":1}']),
+    );
     expect(stored?.record).toEqual(made);
-    expect(fake.records.get("j1")!.record).toEqual(made);
-    expect(writes(fake.calls)).toEqual([]);
   });
 
   it("the lost job's lost-task check names the job made again, and restores nothing of it", async () => {
