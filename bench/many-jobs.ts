@@ -65,8 +65,11 @@ export async function measureManyJobs(
   log: (line: string) => void,
 ) {
   const { jobs, tasksPerJob, concurrency } = shape;
-  await run(url, -1, Math.min(jobs, 5), tasksPerJob, concurrency);
-  await run(url, -1, Math.min(jobs, 5), tasksPerJob, concurrency, "own");
+  // Untimed, each side at full size first: with a warm-up of 5 jobs, the first rep was the lowest
+  // (0.48 of the one job, where the last two of 5 were at 0.72).
+  for (const way of ["lane", "own", "ownInMemory"] as const)
+    await run(url, -1, jobs, tasksPerJob, concurrency, way);
+  await run(url, -1, 1, jobs * tasksPerJob, concurrency);
   const many: number[] = [];
   const one: number[] = [];
   const manyOwn: number[] = [];
