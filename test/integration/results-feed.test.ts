@@ -6,7 +6,7 @@
  * with a manager of the test's own) and the handlers' ledger of what they
  * answered, never jetstate's view of itself.
  */
-import { type ConsumerInfo, jetstreamManager } from "@nats-io/jetstream";
+import { type ConsumerInfo, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -518,4 +518,53 @@ describe("results feed: a server back with an empty store", () => {
     stop.abort();
     await reading;
   }, 90_000);
+
+  it("a catch-up whose client closes midway goes on from the message after the last it handed, on the next client", async () => {
+    const queue = "cut";
+    const total = 300;
+    // Large, so the consumer's first batch comes over several reads of the socket: the client's
+    // close is seen between two of them, and the iterator ends without an error. With small ones
+    // its next pull came first half the time and threw, an error the reader always retried.
+    const pad = "x".repeat(32 * 1024);
+    raw ??= await connect({ servers: server.url, name: "raw" });
+    const js = jetstream(raw);
+    // Stored before the reader: more than its direct reads and its consumer's first pull (the
+    // first through the broker, which makes the stream when it is missing).
+    await broker.publishResults(queue, "cut", `[{"i":0,"ok":true,"r":"${pad}"}]`, "cut0");
+    for (let from = 1; from < total; from += 200)
+      await Promise.all(
+        range(Math.min(200, total - from)).map((k) =>
+          js.publish(names.resultsSubject(queue, "cut"), `[{"i":${from + k},"ok":true,"r":"${pad}"}]`),
+        ),
+      );
+    const seen: number[] = [];
+    let caughtUp = false;
+    let cut = false;
+    const stop = new AbortController();
+    const reading = broker.readResults(
+      queue,
+      "cut",
+      (body, pending) => {
+        for (const e of JSON.parse(body) as Array<{ i: number }>) seen.push(e.i);
+        // Caught up: the last stored message says nothing more is due (or `onCaughtUp` does).
+        if (pending === 0) caughtUp = true;
+        // Past the direct reads, inside the consumer's messages: the client closes, as nats.js
+        // closes it once its reconnects are given up.
+        if (seen.length === 20 && !cut) {
+          cut = true;
+          void core.connection.current()?.close();
+        }
+      },
+      stop.signal,
+      () => {
+        caughtUp = true;
+      },
+    );
+    await waitUntil(() => caughtUp, { timeoutMs: 20_000, message: "the reader caught up" });
+    expect(cut).toBe(true);
+    // The oracle: the sequence published, each handed once, in order, none skipped.
+    expect(seen).toEqual(range(total));
+    stop.abort();
+    await reading;
+  }, 60_000);
 });

@@ -1,7 +1,7 @@
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
-import { workOver } from "../../kernel/errors.ts";
+import { TransientBrokerError, workOver } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -78,15 +78,25 @@ const storedOn = (
           .getConsumerFromInfo(info)
           .consume({ max_messages: 256, ...pullLoop });
         const stopped = closeWhenEnded(messages, nc, signal);
+        let through = false;
         try {
           for await (const m of messages) {
             onMessage({ seq: m.seq, data: m.data }, m.info.pending);
-            if (m.seq >= toSeq || m.info.pending === 0) break;
+            through = m.seq >= toSeq || m.info.pending === 0;
+            if (through) break;
           }
         } finally {
           stopped.close();
           stopped.dispose();
         }
+        // The messages ended short of `toSeq` without an error: their client closed (its
+        // reconnects given up, or reset). Not caught up: the caller reads again from after the
+        // last message handed, on the next client (taken for caught up, the rest was never read).
+        if (!through && !signal.aborted)
+          throw new TransientBrokerError({
+            message: `catch-up of ${subject} ended before sequence ${toSeq} (its client closed)`,
+            operation: "job.results.read",
+          });
       } catch (error) {
         throw failed(error);
       } finally {
