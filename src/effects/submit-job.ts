@@ -3,7 +3,7 @@ import type { JobPort } from "../adapters/job-port.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
-import { committedRecord } from "./finalize-job.ts";
+import { committedRecord, laneSubmitCommitted } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
 import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 import { type RecordSeen, wrote } from "./record-updates.ts";
@@ -135,10 +135,11 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
   });
 
 /**
- * A lane submit that failed: its record is marked rolled back first, and its
- * tasks removed only then. Its publish may have been stored though its
- * answer never came (cut off from the server), and a takeover that found
- * the task then wrote the commit (`rollLaneForward`); or, a job of more
+ * A lane submit that failed: a 1-task job's task found stored is committed
+ * (`rollPublishedForward`); otherwise its record is marked rolled back
+ * first, and its tasks removed only then. Its publish may have been stored
+ * though its answer never came (cut off from the server), and a takeover
+ * that found the task then wrote the commit (`rollLaneForward`); or, a job of more
  * tasks, its commit's write was stored though its answer never came: the
  * submit stands committed, its tasks kept. Removing them first would leave
  * a committed job without them. A worker holding one of them until the
@@ -147,13 +148,32 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
 const rollBackLane = (port: JobPort, input: SubmitInput, reason: string, error: PortFailure) =>
   Effect.gen(function* () {
     const { record } = input;
-    const found = yield* rollBackLaneEffect(port, record, reason, input.now);
+    const found =
+      (commitsOnPublish(record) ? yield* rollPublishedForward(port, record, input.now) : undefined) ??
+      (yield* rollBackLaneEffect(port, record, reason, input.now));
     if (found === undefined) return yield* Effect.fail(error);
     if (input.seen) {
       wrote(input.seen, found.record, found.revision);
       input.seen.laneSubmit = record.submitId;
     }
     return { kind: "committed", record: found.record } as const;
+  });
+
+/**
+ * A 1-task lane submit that failed at or after its publish: its task may be
+ * stored all the same (its answer lost, the retries given up), and that is
+ * the job's commit point; a worker may have run it already. Rolled forward
+ * then, as the reaper would (`rollLaneForward`), not back: back, the job
+ * would say failed over a task that ran, and a resubmit of its key run it
+ * again. The committed record, or undefined when its task is not stored or
+ * the record is no longer this submit's, or changed since it was read.
+ */
+const rollPublishedForward = (port: JobPort, record: JobRecord, now: () => number) =>
+  Effect.gen(function* () {
+    const found = yield* fromPort(() => port.getRecord(record.id));
+    if (!isSameSubmit(found, record)) return undefined;
+    if ((yield* fromPort(() => laneSubmitCommitted(port, found.record))) === undefined) return undefined;
+    return yield* rollForward(port, found.record, found.revision, now);
   });
 
 /**

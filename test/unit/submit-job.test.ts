@@ -306,6 +306,30 @@ describe("submitJob", () => {
     expect(seen.last?.revision).toBe(fake.records.get("j1")!.revision);
   });
 
+  it("a 1-task lane job whose publish was stored, its answer lost, with nobody to commit it meanwhile, is rolled forward, its task kept", async () => {
+    // Its task stored is its commit point: a worker may have run it already (it takes a
+    // `submitting` 1-task lane record whose task is stored for committed). Rolled back, the job
+    // would say failed over a task that ran, and a resubmit of its key would run it again.
+    const fake = fakeJobPort();
+    const seen: RecordSeen = {};
+    fake.failNext("publishTasks", () => {
+      fake.tasks.set("j1", ["a"]);
+      throw new Error("no answer from the server");
+    });
+    const outcome = await submitJob(fake.port, {
+      record: laneRecord(),
+      bodies: ["a"],
+      now: () => 1000,
+      signal: new AbortController().signal,
+      seen,
+    });
+    expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed", status: "running" } });
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
+    expect(fake.tasks.get("j1")).toEqual(["a"]);
+    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
+    expect(seen.last?.revision).toBe(fake.records.get("j1")!.revision);
+  });
+
   it("a lane job whose publish failed is marked rolled back, then its task removed", async () => {
     const fake = fakeJobPort();
     fake.failNext("publishTasks", () => {
