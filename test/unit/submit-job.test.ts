@@ -282,53 +282,34 @@ describe("submitJob", () => {
     expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
   });
 
-  it("a lane job whose publish was stored, its answer lost, and a takeover committed it meanwhile stays committed, its task kept", async () => {
-    const fake = fakeJobPort();
-    const seen: RecordSeen = {};
-    fake.failNext("publishTasks", () => {
-      // Stored on the server; the answer never comes, and another runtime's takeover finds the
-      // task and writes the commit before the submitter gives up.
-      fake.tasks.set("j1", ["a"]);
-      const { record: stored } = fake.records.get("j1")!;
-      fake.put({ ...stored, phase: "committed", status: "running", updatedAt: 1500 });
-      throw new Error("no answer from the server");
+  // Its task stored is a 1-task lane job's commit point: a worker may have run it already (it takes
+  // a `submitting` 1-task lane record whose task is stored for committed). Rolled back, the job
+  // would say failed over a task that ran, and a resubmit of its key would run it again.
+  for (const takeover of [true, false])
+    it(`a 1-task lane job whose publish was stored, its answer lost, ${takeover ? "and a takeover committed it meanwhile" : "with nobody to commit it meanwhile"}, stands committed, its task kept`, async () => {
+      const fake = fakeJobPort();
+      const seen: RecordSeen = {};
+      fake.failNext("publishTasks", () => {
+        // Stored on the server; the answer never comes (and another runtime's takeover finds the
+        // task and writes the commit before the submitter gives up).
+        fake.tasks.set("j1", ["a"]);
+        const { record: stored } = fake.records.get("j1")!;
+        if (takeover) fake.put({ ...stored, phase: "committed", status: "running", updatedAt: 1500 });
+        throw new Error("no answer from the server");
+      });
+      const outcome = await submitJob(fake.port, {
+        record: laneRecord(),
+        bodies: ["a"],
+        now: () => 1000,
+        signal: new AbortController().signal,
+        seen,
+      });
+      expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed", status: "running" } });
+      expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
+      expect(fake.tasks.get("j1")).toEqual(["a"]);
+      expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
+      expect(seen.last?.revision).toBe(fake.records.get("j1")!.revision);
     });
-    const outcome = await submitJob(fake.port, {
-      record: laneRecord(),
-      bodies: ["a"],
-      now: () => 1000,
-      signal: new AbortController().signal,
-      seen,
-    });
-    expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed", status: "running" } });
-    expect(fake.tasks.get("j1")).toEqual(["a"]);
-    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
-    expect(seen.last?.revision).toBe(fake.records.get("j1")!.revision);
-  });
-
-  it("a 1-task lane job whose publish was stored, its answer lost, with nobody to commit it meanwhile, is rolled forward, its task kept", async () => {
-    // Its task stored is its commit point: a worker may have run it already (it takes a
-    // `submitting` 1-task lane record whose task is stored for committed). Rolled back, the job
-    // would say failed over a task that ran, and a resubmit of its key would run it again.
-    const fake = fakeJobPort();
-    const seen: RecordSeen = {};
-    fake.failNext("publishTasks", () => {
-      fake.tasks.set("j1", ["a"]);
-      throw new Error("no answer from the server");
-    });
-    const outcome = await submitJob(fake.port, {
-      record: laneRecord(),
-      bodies: ["a"],
-      now: () => 1000,
-      signal: new AbortController().signal,
-      seen,
-    });
-    expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed", status: "running" } });
-    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
-    expect(fake.tasks.get("j1")).toEqual(["a"]);
-    expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
-    expect(seen.last?.revision).toBe(fake.records.get("j1")!.revision);
-  });
 
   it("a lane job whose publish failed is marked rolled back, then its task removed", async () => {
     const fake = fakeJobPort();
