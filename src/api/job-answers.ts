@@ -67,7 +67,10 @@ export async function* readAllResults<Result>(
         wake?.();
       },
     )
-    .catch((error) => core.logger.warn({ err: error, jobId }, "results reader failed"));
+    .catch((error) => core.logger.warn({ err: error, jobId }, "results reader failed"))
+    // Its end wakes the wait below: the runtime stopped (it aborts `ac`) while the reader had
+    // not caught up, and no change of the actor (stopped already, or never stopped) would.
+    .finally(() => wake?.());
   const onChange = actor.subscribe({ next: () => wake?.(), complete: () => wake?.() });
   // A job over before this reader started had every answer stored by then: once the reader has
   // read what the stream holds, nothing more comes. Answers aged out of the stream (its

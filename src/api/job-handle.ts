@@ -173,15 +173,22 @@ export const throttledSubscribe = (
     lastKey = key;
     listener(s);
   };
-  const sub = actor.subscribe(() => {
-    if (isRecorded(actor)) {
+  const sub = actor.subscribe({
+    next: () => {
+      if (isRecorded(actor)) {
+        clearTimeout(timer);
+        return handEnd(false);
+      }
+      if (timer) return;
+      const wait = gap - (Date.now() - lastAt);
+      if (wait <= 0) emit();
+      else timer = setTimeout(emit, wait);
+    },
+    // Stopped before its end (its runtime stops): XState tells observers by `complete` only.
+    complete: () => {
       clearTimeout(timer);
-      return handEnd(false);
-    }
-    if (timer) return;
-    const wait = gap - (Date.now() - lastAt);
-    if (wait <= 0) emit();
-    else timer = setTimeout(emit, wait);
+      handEnd(true);
+    },
   });
   return () => {
     cancelled = true;
