@@ -240,10 +240,14 @@ export const namesItsSubmit = (record: Pick<JobRecord, "lane" | "total">): boole
  * another), whose removal had not reached the task yet. It never runs, nor
  * is it dead-lettered: the next submit publishes the same tasks again. A
  * task that names no submit (published before tasks named theirs, or a
- * redrive's copy), or whose job has no record, is the record's.
+ * redrive's copy), or whose job has no record, is the record's. Whatever
+ * the record's own lane: the next submit of the key may have a consumer of
+ * its own (another runtime's `jobs.lane`, or a submit's `lane: false`, is
+ * the same request), and a worker that follows it took the rolled-back
+ * submit's lane tasks for its own.
  */
 export const ofOtherSubmit = (record: JobRecord | undefined, submit: string | undefined): boolean =>
-  submit !== undefined && record?.lane === true && submit !== record.submitId;
+  submit !== undefined && record !== undefined && submit !== record.submitId;
 
 /**
  * Whether `record` was made by another submit of its job's key than

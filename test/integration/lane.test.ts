@@ -583,42 +583,50 @@ describe("the lane: one consumer per queue for small jobs", () => {
       expect([...ran].sort()).toEqual(["next:0", "next:1"]);
     });
 
-    it("tasks of a submit rolled back, still stored when the next submit of the key commits, never run: the next one's each once", async () => {
-      const queue = "lane_other_submit";
-      const { broker } = partsOf(rt);
-      const { ran, worker } = jobLedgerWorker(queue);
-      // The queue's lane made and pulled by the worker, as any lane job of the queue does.
-      await (await rt.jobs.submit({ queue, tasks: tasksOf("before", 2) })).done();
-      const never = new AbortController().signal;
-      // Two submits of one key, made through the port. Their payloads differ (a real resubmit's
-      // are the same) only so the ledger tells whose task ran.
-      const plan = (job: string) =>
-        planSubmit({ queue, tasks: tasksOf(job, 3), idempotencyKey: "one-key" }, 1 << 20, Date.now(), true);
-      const firstPlan = await plan("first");
-      const first = firstPlan.record;
-      const next = await plan("next");
-      expect(next.record).toMatchObject({ id: first.id, lane: true });
-      expect(next.record.submitId).not.toBe(first.submitId);
-      const created = await broker.createRecord(first);
-      await broker.publishTasks(first, firstPlan.bodies, never);
-      await waitUntil(async () => (await laneInfo(queue)).num_ack_pending === 3, {
-        timeoutMs: 10_000,
-        message: "the worker holds the first submit's three tasks",
+    // The next submit on the lane too, or with a consumer of its own (another runtime's `jobs.lane`
+    // or `laneMaxTasks`, or a submit's `lane: false`: the same request for its key).
+    for (const nextLane of [true, false])
+      it(`tasks of a submit rolled back, still stored when the next submit of the key commits${nextLane ? "" : " with a consumer of its own"}, never run: the next one's each once`, async () => {
+        const queue = `lane_other_submit_${nextLane}`;
+        const { broker } = partsOf(rt);
+        const { ran, worker } = jobLedgerWorker(queue);
+        // The queue's lane made and pulled by the worker, as any lane job of the queue does.
+        await (await rt.jobs.submit({ queue, tasks: tasksOf("before", 2) })).done();
+        const never = new AbortController().signal;
+        // Two submits of one key, made through the port. Their payloads differ (a real resubmit's
+        // are the same) only so the ledger tells whose task ran.
+        const plan = (job: string, lane = true) =>
+          planSubmit({ queue, tasks: tasksOf(job, 3), idempotencyKey: "one-key" }, 1 << 20, Date.now(), lane);
+        const firstPlan = await plan("first");
+        const first = firstPlan.record;
+        const next = await plan("next", nextLane);
+        expect(next.record.id).toBe(first.id);
+        expect(next.record.lane === true).toBe(nextLane);
+        expect(next.record.submitId).not.toBe(first.submitId);
+        const created = await broker.createRecord(first);
+        await broker.publishTasks(first, firstPlan.bodies, never);
+        await waitUntil(async () => (await laneInfo(queue)).num_ack_pending === 3, {
+          timeoutMs: 10_000,
+          message: "the worker holds the first submit's three tasks",
+        });
+        // Rolled back, its tasks not removed yet (a rollback marks the record first); the next
+        // submit takes the record over, publishes its own tasks and commits.
+        const marked = await broker.updateRecord(
+          { ...first, phase: "rolledBack", status: "failed" },
+          created,
+        );
+        const taken = await broker.updateRecord(next.record, marked);
+        await broker.publishTasks(next.record, next.bodies, never);
+        if (!nextLane) await broker.createConsumer(queue, next.record.id, next.record.settings);
+        await broker.updateRecord({ ...next.record, phase: "committed", status: "running" }, taken);
+        // All six handled: the next submit's acked once answered, the first's removed.
+        await waitUntil(async () => (await stored(queue, names.laneSubject(queue, first.id))) === 0, {
+          timeoutMs: 15_000,
+          message: "every task of both submits handled",
+        });
+        await worker.stop();
+        expect([...ran].sort()).toEqual(["before:0", "before:1", "next:0", "next:1", "next:2"]);
       });
-      // Rolled back, its tasks not removed yet (a rollback marks the record first); the next
-      // submit takes the record over, publishes its own tasks and commits.
-      const marked = await broker.updateRecord({ ...first, phase: "rolledBack", status: "failed" }, created);
-      const taken = await broker.updateRecord(next.record, marked);
-      await broker.publishTasks(next.record, next.bodies, never);
-      await broker.updateRecord({ ...next.record, phase: "committed", status: "running" }, taken);
-      // All six handled: the next submit's acked once answered, the first's removed.
-      await waitUntil(async () => (await stored(queue, names.laneSubject(queue, first.id))) === 0, {
-        timeoutMs: 15_000,
-        message: "every task of both submits handled",
-      });
-      await worker.stop();
-      expect([...ran].sort()).toEqual(["before:0", "before:1", "next:0", "next:1", "next:2"]);
-    });
 
     /**
      * The key's job made again after its record went with no end written (a store made again,
