@@ -18,7 +18,8 @@ export interface ReapReport {
  * lane job of more tasks': its record's commit, which this never finds): a submit
  * past it is rolled forward, any other is rolled back. It only touches records whose commit deadline passed by
  * `graceMs`, and a submitter checks that deadline before it commits, so the
- * two never undo each other's work.
+ * two never undo each other's work (a 1-task lane job's publish answered
+ * past its deadline reads the record again: `notRolledBackMeanwhile`).
  */
 const reapSubmitsEffect = (
   port: JobPort,

@@ -85,6 +85,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       const onPublish = commitsOnPublish(record);
       if (onPublish) yield* beforeDeadline(record, input.now);
       yield* fromPort(() => port.publishTasks(record, input.bodies, input.signal));
+      if (onPublish) yield* notRolledBackMeanwhile(port, record, input.now);
       // Held before the commit: a rollback removes them (`removeTasks`), and a mover that finds
       // one before the commit waits for it (machines/delayed.machine.ts).
       const held = input.held;
@@ -205,6 +206,25 @@ export const rollBackLaneEffect = (
     if (marked || (ours && found?.record.phase === SubmitPhase.rolledBack))
       yield* fromPort(() => port.removeTasks(record, below));
     return undefined;
+  });
+
+/**
+ * A 1-task lane job's publish answered past its commit deadline (it waited
+ * for a connection, its retries ran long): the reaper, past the deadline
+ * and its grace, may have found no task and rolled the submit back before
+ * the task landed. Its record read then: rolled back (or another submit's
+ * since), the submit fails, and its rollback removes the late task (a
+ * worker that meets it first reads the record and removes it too), instead
+ * of answering with a job whose record says failed.
+ */
+const notRolledBackMeanwhile = (port: JobPort, record: JobRecord, now: () => number) =>
+  Effect.gen(function* () {
+    if (now() <= record.commitDeadline) return;
+    const found = yield* fromPort(() => port.getRecord(record.id));
+    if (found?.record.submitId === record.submitId && found.record.phase !== SubmitPhase.rolledBack) return;
+    return yield* Effect.fail(
+      new Error("submit of 1 task rolled back by the reaper while its publish was answered late"),
+    );
   });
 
 /** Fails once the submit's commit deadline has passed: the reaper may roll it back from then on. */

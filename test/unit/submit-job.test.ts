@@ -265,6 +265,30 @@ describe("submitJob", () => {
     expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
   });
 
+  it("a 1-task lane job whose publish lands past its deadline, after the reaper rolled it back, fails, its late task removed", async () => {
+    const fake = fakeJobPort();
+    const time = clock(1000);
+    fake.failNext("publishTasks", () => {
+      // The publish waited (a connection down) past the deadline and the reaper's grace: the
+      // reaper found no task and rolled the submit back; then the task landed, and was acked.
+      time.set(12_500);
+      const { record: stored } = fake.records.get("j1")!;
+      fake.put({ ...stored, phase: "rolledBack", status: "failed", reason: "rolled back by the reaper" });
+      fake.tasks.set("j1", ["a"]);
+    });
+    const error = await rejection(
+      submitJob(fake.port, {
+        record: laneRecord({ commitDeadline: 2000 }),
+        bodies: ["a"],
+        now: time.now,
+        signal: new AbortController().signal,
+      }),
+    );
+    expect((error as Error).message).toMatch(/rolled back/);
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+    expect(fake.tasks.has("j1")).toBe(false);
+  });
+
   it("a lane job past its deadline before its publish is rolled back, nothing published", async () => {
     const fake = fakeJobPort();
     const time = clock(1000);
