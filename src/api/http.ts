@@ -139,6 +139,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       isPaused: async (queue) => (await settingsOf(queue)).paused,
       limits: leaseLimits(broker.queueControls, settingsOf, log),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
+      maxPayload: () => broker.maxPayload(),
       // Remote workers' answers count in the metrics as native workers' do (no duration: it ran elsewhere).
       answered: (queue, outcome, attempt) => {
         if (!core.telemetry.active) return;

@@ -5,9 +5,10 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRuntime, type Runtime } from "../../src/index.ts";
+import { createHttpApi, createRuntime, type Runtime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createTestRuntime, type MemoryBroker } from "../../src/testing.ts";
+import { serveOnLoopback } from "../harness/http-server.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -150,6 +151,41 @@ describe.each(["memory", "nats"] as const)("a task that exactly fits can be dead
       expect(results.find((r) => r.index === 7)).toMatchObject({ ok: true, result: "7".repeat(300) });
     } finally {
       await worker.stop();
+    }
+  });
+
+  it("HTTP results are planned under the server's max payload too: a result too large fails its task, the others are done", async () => {
+    const token = "http-sized-token-0123456789";
+    const http = await serveOnLoopback(createHttpApi(rt, { tokens: { [token]: "sized" } }).fetch);
+    const post = async (path: string, body: unknown) => {
+      const response = await fetch(`${http.baseUrl}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      // biome-ignore lint/suspicious/noExplicitAny: the API's JSON, read as the test expects it
+      return { status: response.status, json: (await response.json()) as any };
+    };
+    try {
+      const job = await rt.jobs.submit({ queue: "http_sized", tasks: [0, 1, 2], lane: false });
+      const reserved = await post(`/jobs/${job.id}/tasks`, { batch_size: 3 });
+      expect(reserved.status).toBe(200);
+      const tasks = reserved.json.tasks as Array<{ receipt: string; index: number }>;
+      expect(tasks).toHaveLength(3);
+      // Task 0's result alone is more than the server takes: a native worker fails it, and so
+      // must the API (it planned against 256 KiB, and its publish was refused on every try).
+      const answer = await post(`/jobs/${job.id}/results`, {
+        results: tasks.map((t) => ({
+          receipt: t.receipt,
+          result: (t.index === 0 ? "z" : "y").repeat(t.index === 0 ? maxPayload : 300),
+        })),
+      });
+      expect(answer.status, JSON.stringify(answer.json)).toBe(200);
+      const byIndex = new Map(tasks.map((t, n) => [t.index, answer.json.results[n].status]));
+      expect(Object.fromEntries(byIndex)).toEqual({ 0: "failed", 1: "done", 2: "done" });
+      expect(await within(job.done(), 15_000, "the job ends")).toMatchObject({ done: 2, failed: 1, dead: 0 });
+    } finally {
+      await http.close();
     }
   });
 });

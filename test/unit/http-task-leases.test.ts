@@ -50,6 +50,7 @@ const fakePort = (records: JobRecord[]) => {
   const lanes = new Map<string, LeasedTask[]>();
   let laneSeq = 0;
   let publishFails = 0;
+  let releaseDelayMs = 0;
   let publishDelayMs = 0;
   /** The broker's record of answers: survives a new TaskLeases (an API restart). */
   const answers = new Map<string, { answer: RecordedAnswer; revision: number }>();
@@ -92,6 +93,7 @@ const fakePort = (records: JobRecord[]) => {
       answers.set(ref, { answer, revision: ++revision });
     },
     releaseAnswer: async (ref, rev) => {
+      if (releaseDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, releaseDelayMs));
       if (answers.get(ref)?.revision === rev) answers.delete(ref);
     },
     publishResults: async (_queue, jobId, body, msgId) => {
@@ -136,6 +138,8 @@ const fakePort = (records: JobRecord[]) => {
     failing,
     failNextPublishes: (n: number) => (publishFails = n),
     delayPublishes: (ms: number) => (publishDelayMs = ms),
+    /** An answer claim's give-back goes to the server: answered a turn of the event loop later. */
+    delayReleases: (ms: number) => (releaseDelayMs = ms),
   };
 };
 
@@ -266,6 +270,29 @@ describe("TaskLeases", () => {
       { id: "j1.0", status: "done" },
     ]);
     expect(t.calls).toHaveLength(2);
+  });
+
+  it("a receipt twice in one request whose publish fails: the request fails, and nothing is left unhandled", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    // The second copy's outcome is the first's, which fails; awaited only after the claim's
+    // give-back, a later turn: a rejection nobody handled by then ends the process (Node's default).
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      t.failNextPublishes(1);
+      t.delayReleases(5);
+      // Fails (its second copy's outcome is the first's: a 503), the receipt still usable.
+      await expect(
+        t.leases.submitResults("j1", [ok(task!.receipt, 1), ok(task!.receipt, 1)], W1),
+      ).rejects.toBeDefined();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
   });
 
   it("an expired receipt does nothing; a heartbeat before expiry extends it with a fresh receipt", async () => {

@@ -32,6 +32,8 @@ export interface LeasePort
   /** The queue's limits (`rt.queues.configure`), obeyed by leases as by native workers. */
   readonly limits?: LeaseLimits;
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
+  /** The server's max payload: a results message is planned under it (256 KiB without). */
+  maxPayload?(): Promise<number>;
   /**
    * A remote worker's answer was stored (`done`, `failed` or `dead`; its task
    * is acked or termed next), on its `attempt`th delivery: what the metrics

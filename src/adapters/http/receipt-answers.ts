@@ -10,7 +10,11 @@ import type { Caller, ItemOutcome, LeasePort } from "./lease-port.ts";
 import { leaseEnd, type ReceiptClaims } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
-/** Same limit as the native worker's default: one results message of at most this. */
+/**
+ * Same limit as the native worker's: one results message of at most this,
+ * and less when the server's max payload is less (with the message id's
+ * header, 256 bytes).
+ */
 const maxResultsMessageBytes = 256 * 1024;
 
 /** One answer being settled by this process; concurrent requests for the same delivery wait for it. */
@@ -97,6 +101,8 @@ export class ReceiptAnswers {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #inFlight = new Map<string, InFlight>();
+  /** The largest results message, once the server's max payload is known (read once, at the first request). */
+  #maxBytes: Promise<number> | undefined;
 
   constructor(port: LeasePort, book: LeaseBook, log: Logger, now: () => number) {
     this.#port = port;
@@ -120,6 +126,14 @@ export class ReceiptAnswers {
     const jobId = record.id;
     const now = this.#now();
     const outcomes: Promise<ItemOutcome>[] = [];
+    // Each outcome is awaited only once the request's I/O is done (`Promise.all` below): one that
+    // fails before (a receipt twice, its first copy's publish failed) would be a rejection nobody
+    // handled for a turn of the event loop, which ends the process. Handled here; the request
+    // still fails with it.
+    const outcome = (settled: Promise<ItemOutcome>) => {
+      settled.catch(() => undefined);
+      outcomes.push(settled);
+    };
     const mine: Answering[] = [];
     for (const [n, item] of items.entries()) {
       const c = claims[n];
@@ -129,18 +143,19 @@ export class ReceiptAnswers {
       const running = this.#inFlight.get(c.r);
       if (running) {
         // Answered by a request of this process right now (or earlier in this one): its outcome decides.
-        outcomes.push(running.then((first) => repeated(id, digest, first)));
+        outcome(running.then((first) => repeated(id, digest, first)));
         continue;
       }
       if (c.x <= now) {
-        outcomes.push(this.#afterItsLease(id, digest, c.r));
+        outcome(this.#afterItsLease(id, digest, c.r));
         continue;
       }
       const answering = this.#open(c, id, digest, item);
       mine.push(answering);
-      outcomes.push(answering.outcome);
+      outcome(answering.outcome);
     }
     const failures: unknown[] = [];
+    const maxBytes = await this.#maxMessageBytes();
     const claimed = await this.#claim(mine, caller, failures);
     const request: Settling = {
       stored: [],
@@ -172,7 +187,7 @@ export class ReceiptAnswers {
         maxEntries: Number.POSITIVE_INFINITY,
         // Sent by flush() below, once every answer of the request is in.
         maxDelayMs: 60_000,
-        maxBytes: maxResultsMessageBytes,
+        maxBytes,
         idPrefix: jobId,
         messageId: (id, deliveries) =>
           messageId(
@@ -184,7 +199,7 @@ export class ReceiptAnswers {
     );
     const stopKeeping = this.#keepWhileStoring(claimed, record, now);
     try {
-      await this.#store(claimed, record, request, batcher);
+      await this.#store(claimed, record, request, batcher, maxBytes);
     } finally {
       stopKeeping();
     }
@@ -203,6 +218,27 @@ export class ReceiptAnswers {
     );
     if (failures.length > 0) throw failures[0];
     return answered;
+  }
+
+  /**
+   * The largest results message: 256 KiB, or the server's max payload less
+   * 256 bytes when that is less (a larger one is refused on every try, and
+   * its tasks died after their deliveries where a native worker's result too
+   * large fails its task). Unknown (the read failed): 256 KiB, read again at
+   * the next request.
+   */
+  #maxMessageBytes(): Promise<number> {
+    const port = this.#port;
+    if (!port.maxPayload) return Promise.resolve(maxResultsMessageBytes);
+    this.#maxBytes ??= port.maxPayload().then(
+      (maxPayload) => Math.min(maxResultsMessageBytes, maxPayload - 256),
+      (error: unknown) => {
+        this.#maxBytes = undefined;
+        this.#log.warn({ err: error }, "server's max payload unknown; results batched up to 256 KB");
+        return maxResultsMessageBytes;
+      },
+    );
+    return this.#maxBytes;
   }
 
   /** Takes the delivery's in-flight slot in this process. */
@@ -295,6 +331,7 @@ export class ReceiptAnswers {
     record: JobRecord,
     request: Settling,
     batcher: ResultBatcher<ReceiptDelivery>,
+    maxBatchBytes: number,
   ): Promise<void> {
     const jobId = record.id;
     await Promise.all(
@@ -303,7 +340,7 @@ export class ReceiptAnswers {
           attempt: a.c.d,
           maxDeliver: record.settings.maxDeliver,
           backoffMs: record.settings.backoffMs,
-          maxBatchBytes: maxResultsMessageBytes,
+          maxBatchBytes,
         });
         const delivery = new ReceiptDelivery(a, plan.outcome, request);
         const retryInMs = plan.outcome.kind === "nak" ? plan.outcome.delayMs : undefined;
