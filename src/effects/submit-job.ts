@@ -1,6 +1,7 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
+import { TransientBrokerError } from "../kernel/errors.ts";
 import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { committedRecord, laneSubmitCommitted } from "./finalize-job.ts";
@@ -223,14 +224,27 @@ const notRolledBackMeanwhile = (port: JobPort, record: JobRecord, now: () => num
     const found = yield* fromPort(() => port.getRecord(record.id));
     if (found?.record.submitId === record.submitId && found.record.phase !== SubmitPhase.rolledBack) return;
     return yield* Effect.fail(
-      new Error("submit of 1 task rolled back by the reaper while its publish was answered late"),
+      new TransientBrokerError({
+        message: "submit of 1 task rolled back by the reaper while its publish was answered late",
+        operation: "job.submit",
+      }),
     );
   });
 
-/** Fails once the submit's commit deadline has passed: the reaper may roll it back from then on. */
-const beforeDeadline = (record: JobRecord, now: () => number): Effect.Effect<void, Error> =>
+/**
+ * Fails once the submit's commit deadline has passed: the reaper may roll it
+ * back from then on. Transient: the same submit again (a flow's next step, a
+ * schedule's owed tick, a caller's retry) may commit; wrapped as a permanent
+ * refusal (an untagged error), it failed flow nodes for good.
+ */
+const beforeDeadline = (record: JobRecord, now: () => number): Effect.Effect<void, TransientBrokerError> =>
   now() > record.commitDeadline
-    ? Effect.fail(new Error(`submit of ${record.total} tasks passed its commit deadline; rolled back`))
+    ? Effect.fail(
+        new TransientBrokerError({
+          message: `submit of ${record.total} tasks passed its commit deadline; rolled back`,
+          operation: "job.submit",
+        }),
+      )
     : Effect.void;
 
 export const submitJob = (port: JobPort, input: SubmitInput): Promise<SubmitOutcome> =>
@@ -292,7 +306,10 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
       // Another submit of the same key is in flight: its outcome decides.
       if (input.now() > other.commitDeadline + 60_000) {
         return yield* Effect.fail(
-          new Error(`job ${record.id} is stuck in submit; the reaper will roll it back`),
+          new TransientBrokerError({
+            message: `job ${record.id} is stuck in submit; the reaper will roll it back`,
+            operation: "job.submit",
+          }),
         );
       }
       yield* pauseUnlessAborted(200, input.signal);
