@@ -229,7 +229,11 @@ export const startJobActor = (
     if (isFinal(snapshotOf(actor).status)) return undefined;
     const held = leases.holds(jobId, clock.now());
     if (held && leases.coveredByHeartbeat(jobId, clock.now())) return undefined; // the heartbeat renews it
-    if (!held && !supervised && !takeOver) return undefined;
+    // Its own lease, run out (its renewals failed: the server away for a while), is taken back
+    // whether or not this runtime takes jobs over: the lease its submit took, which the heartbeat
+    // renewed since, is its own though this actor never wrote it (`supervised` says it did).
+    const ours = leases.supervises(jobId);
+    if (!held && !supervised && !ours && !takeOver) return undefined;
     const step = held
       ? leases.renew(jobId, leaseMs, clock.now())
       : leases.acquire(jobId, leaseMs, clock.now());
@@ -237,7 +241,8 @@ export const startJobActor = (
       (ok) => {
         if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
         if (!held && ok && !supervised) {
-          log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
+          if (ours) log.warn({ leaseMs }, "took its supervision lease back (its renewals had failed)");
+          else log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
           // Its supervisor may have died with the server restarting under it: its consumer too.
           restoreSupervised(broker, log, clock.now(), record);
           // A 1-task lane job's commit is written with its next write, which its submitter may have
