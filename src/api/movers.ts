@@ -36,9 +36,15 @@ export class Movers {
       const stop = new AbortController();
       followed = { by: new Set(), stop };
       this.#followed.set(queue, followed);
-      this.#loops.run(`mover:${queue}`, (signal) =>
-        this.#consume(queue, AbortSignal.any([signal, stop.signal])),
-      );
+      // The loop group's stop reaches the loop through one listener, removed as the loop ends:
+      // not an `AbortSignal.any` with the group's signal, which on Node 20 leaves a weak reference
+      // in it for good, one per queue followed and let go (a delayed job after another: one a job).
+      this.#loops.run(`mover:${queue}`, (signal) => {
+        const onStop = () => stop.abort(signal.reason);
+        if (signal.aborted) onStop();
+        else signal.addEventListener("abort", onStop, { once: true });
+        return this.#consume(queue, stop.signal).finally(() => signal.removeEventListener("abort", onStop));
+      });
     }
     const follower = {};
     followed.by.add(follower);

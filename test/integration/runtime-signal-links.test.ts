@@ -86,6 +86,21 @@ describe("the signals a runtime on NATS joins per job", () => {
     expect(Math.max(0, ...fed)).toBeLessThan(tasks / 2);
   });
 
+  it("delayed jobs submitted one after another feed no signal once per job", async () => {
+    // Each job's queue is followed by the runtime's movers while the job lives, then let go.
+    const worker = rt.workers.start<number, number>({ queue: "links_later", handler: (t) => t.payload });
+    await (await rt.jobs.submit({ queue: "links_later", tasks: [0], delayMs: 1 })).done();
+    const jobs = 12;
+    const fed = await composites(async () => {
+      for (let n = 0; n < jobs; n++)
+        expect(
+          (await (await rt.jobs.submit({ queue: "links_later", tasks: [n], delayMs: 1 })).done()).done,
+        ).toBe(1);
+    });
+    await worker.stop();
+    expect(Math.max(0, ...fed)).toBeLessThan(jobs);
+  });
+
   it("rt.jobs.events() readers opened and closed feed no signal once per reader", async () => {
     const readers = 30;
     const fed = await composites(async () => {
