@@ -158,7 +158,15 @@ export class FlowRegistry {
         );
       return made;
     });
-    await waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting"));
+    await waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting")).catch(
+      (error: unknown) => {
+        // The runtime stopped under the write (its actor stopped): the write goes on, and may land.
+        if (!this.#core.stopping.aborted) throw error;
+        throw new RuntimeStopped({
+          message: `runtime stopped while flow ${record.id} was submitted: it may have been made (rt.flows.get("${record.id}") on another runtime says)`,
+        });
+      },
+    );
     if (writeError !== undefined) {
       actor.stop();
       this.#handles.delete(record.id);

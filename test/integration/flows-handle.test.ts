@@ -13,6 +13,7 @@ import {
   createTestRuntime,
   type MemoryServer,
 } from "../../src/testing.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** The flow record as the memory server stores it, undecoded; undefined if none. */
@@ -88,6 +89,33 @@ describe("a flow handle", () => {
     release();
     await w.stop();
   }, 20_000);
+
+  it("submit() whose record write is under way when its runtime stops rejects with RuntimeStopped naming the flow", async () => {
+    // The record's write held until the runtime is stopping: XState's own error came out before.
+    const server = createMemoryServer();
+    let release = () => {};
+    let writing = false;
+    const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, _args, call) => {
+      if (name !== "flows.createFlow") return call();
+      writing = true;
+      return new Promise((resolve) => {
+        release = () => resolve(call());
+      });
+    });
+    const rt = await createTestRuntime({ name: "stopping", roles: ["submitter"], broker });
+    const submitted = rt.flows.submit({ id: "f6", jobs: { only: { queue: "q", tasks: [1] } } });
+    await waitUntil(() => writing, {
+      timeoutMs: 5000,
+      message: "the record's write under way",
+    });
+    const stopping = rt.stop();
+    await expect(submitted).rejects.toMatchObject({
+      _tag: "RuntimeStopped",
+      message: expect.stringContaining("f6"),
+    });
+    release();
+    await stopping;
+  });
 
   it("done() pending when its runtime stops rejects with RuntimeStopped, as a job's does", async () => {
     const { server, rt, w, started, release } = await setUp();
