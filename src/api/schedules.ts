@@ -1,7 +1,7 @@
 import type { Broker } from "../adapters/broker.ts";
 import type { ScheduleStore } from "../adapters/schedule-store.ts";
 import { jobIdFor } from "../effects/plan-submit.ts";
-import { rollLaneForward } from "../effects/reap-submits.ts";
+import { reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
 import { InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
 import { SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
@@ -75,12 +75,18 @@ export const fireTick = async (
   record: ScheduleRecord,
   key: string,
   now: () => number,
+  reapGraceMs: number,
 ): Promise<void> => {
   const stored = await broker.getRecord(jobIdFor(record.job.queue, key));
   if (stored?.record.phase === SubmitPhase.committed) return;
   // Not written (no task stored, or the record changed since: its commit, its rollback): the
   // submit reads it again, and waits for a submit still under way.
   if (stored && (await rollLaneForward(broker, stored, now))) return;
+  // A submit of the tick that died before its commit, past its deadline and the reaper's grace:
+  // finished here, as the reaper would, not waited for. With no admin runtime (no reaper), the
+  // submit waited for it, gave up, and the tick never fired.
+  if (stored?.record.phase === SubmitPhase.submitting && now() >= stored.record.commitDeadline + reapGraceMs)
+    await reapSubmits(broker, now, reapGraceMs, [stored.record]);
   await jobs.submit({ ...record.job, idempotencyKey: key });
 };
 
@@ -104,7 +110,8 @@ export const createSchedules = (
           clock: core.clock,
           log,
           track: (name, work) => core.loops.track(name, work),
-          fire: (record, _tick, key) => fireTick(broker, jobs, record, key, () => core.clock.now()),
+          fire: (record, _tick, key) =>
+            fireTick(broker, jobs, record, key, () => core.clock.now(), core.options.jobs.reapGraceMs),
         })
       : undefined;
   if (scheduler) core.loops.run("scheduler", (signal) => scheduler.run(signal));

@@ -11,11 +11,13 @@ import type { Broker } from "../../src/adapters/broker.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { fireTick } from "../../src/api/schedules.ts";
+import { planSubmit } from "../../src/effects/plan-submit.ts";
 import { decodeRecord } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type ScheduleRecord, tickKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer, ManualClock } from "../../src/testing.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
+import { within } from "../harness/wait.ts";
 
 const at = 1_700_000_000_000;
 const schedule: ScheduleRecord = {
@@ -50,7 +52,7 @@ describe("fireTick", () => {
     expect(decodeRecord(stored!.value!)).toMatchObject({ phase: "submitting", lane: true });
     const second = spiedBroker(createMemoryBroker({ server }));
     const rt = await runtime(second.broker);
-    await fireTick(second.broker, partsOf(rt).jobs, schedule, key, () => at);
+    await fireTick(second.broker, partsOf(rt).jobs, schedule, key, () => at, 10_000);
     expect(second.calls.get("createRecord")).toBeUndefined();
     expect(partsOf(rt).jobs.watchedSnapshot(job.id)).toBeUndefined();
     // Its commit is written, as a submit of the key writes it: its submitter, its publish stored
@@ -64,7 +66,25 @@ describe("fireTick", () => {
     const key = tickKey(schedule.id, at + 120_000);
     const spied = spiedBroker(createMemoryBroker({ server }));
     const rt = await runtime(spied.broker);
-    await fireTick(spied.broker, partsOf(rt).jobs, schedule, key, () => at);
+    await fireTick(spied.broker, partsOf(rt).jobs, schedule, key, () => at, 10_000);
     expect(spied.calls.get("createRecord")).toBe(1);
+  });
+
+  it("rolls back a submit of the tick that died before its commit, past its deadline and grace, and submits afresh", async () => {
+    // Its first submitter died after the record's create: `submitting` for good, no task stored.
+    // No admin runtime runs a reaper: the tick's submit waited for that submit, gave up, and the
+    // tick never fired.
+    const key = tickKey(schedule.id, at + 180_000);
+    const broker = createMemoryBroker({ server });
+    const dead = await planSubmit({ ...schedule.job, idempotencyKey: key }, 1 << 20, at, true);
+    await broker.createRecord(dead.record);
+    const rt = await runtime();
+    const past = dead.record.commitDeadline + 10_000;
+    const fired = fireTick(broker, partsOf(rt).jobs, schedule, key, () => past, 10_000);
+    expect(await within(fired, 3000)).not.toBe("never");
+    const after = decodeRecord(memoryServerState(server).records.get("test.read", dead.record.id)!.value!);
+    // The oracle: the record as the server holds it, taken over by a new submit of the key.
+    expect(after.submitId).not.toBe(dead.record.submitId);
+    expect(after.phase).not.toBe("rolledBack");
   });
 });
