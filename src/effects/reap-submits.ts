@@ -19,7 +19,8 @@ export interface ReapReport {
  * past it is rolled forward, any other is rolled back. It only touches records whose commit deadline passed by
  * `graceMs`, and a submitter checks that deadline before it commits, so the
  * two never undo each other's work (a 1-task lane job's publish answered
- * past its deadline reads the record again: `notRolledBackMeanwhile`).
+ * past its deadline writes its commit at once, a compare-and-set on the
+ * revision this pass marks: `commitLatePublish`).
  */
 const reapSubmitsEffect = (
   port: JobPort,

@@ -86,7 +86,7 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       const onPublish = commitsOnPublish(record);
       if (onPublish) yield* beforeDeadline(record, input.now);
       yield* fromPort(() => port.publishTasks(record, input.bodies, input.signal));
-      if (onPublish) yield* notRolledBackMeanwhile(port, record, input.now);
+      const late = onPublish ? yield* commitLatePublish(port, record, input.now) : undefined;
       // Held before the commit: a rollback removes them (`removeTasks`), and a mover that finds
       // one before the commit waits for it (machines/delayed.machine.ts).
       const held = input.held;
@@ -108,6 +108,13 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
       // A 1-task lane job's commit is not written now: its stored task (or a result of it) says
       // it committed. Its next write (its end, most often a few milliseconds later, or the first
       // progress write a second on) writes the commit with it, from the create's revision.
+      if (late) {
+        if (input.seen) {
+          wrote(input.seen, late.record, late.revision);
+          input.seen.laneSubmit = record.submitId;
+        }
+        return { kind: "committed", record: late.record } as const;
+      }
       if (onPublish) {
         if (input.seen) {
           input.seen.last = { record: committed, revision: claim.revision };
@@ -212,17 +219,31 @@ export const rollBackLaneEffect = (
 /**
  * A 1-task lane job's publish answered past its commit deadline (it waited
  * for a connection, its retries ran long): the reaper, past the deadline
- * and its grace, may have found no task and rolled the submit back before
- * the task landed. Its record read then: rolled back (or another submit's
- * since), the submit fails, and its rollback removes the late task (a
- * worker that meets it first reads the record and removes it too), instead
- * of answering with a job whose record says failed.
+ * and its grace, may be rolling the submit back, having found no task before
+ * it landed. Its commit is written now, not with its next write: the
+ * reaper's mark is a compare-and-set on the same revision, so one of the
+ * two wins. Rolled back first (or the record another submit's since), the
+ * submit fails, and its rollback removes the late task (a worker that meets
+ * it first reads the record and removes it too), instead of answering with
+ * a job whose record says failed. Undefined before the deadline: the commit
+ * rides on the job's next write, as usual.
  */
-const notRolledBackMeanwhile = (port: JobPort, record: JobRecord, now: () => number) =>
+const commitLatePublish = (
+  port: JobPort,
+  record: JobRecord,
+  now: () => number,
+): Effect.Effect<RecordFound | undefined, PortFailure | TransientBrokerError> =>
   Effect.gen(function* () {
-    if (now() <= record.commitDeadline) return;
-    const found = yield* fromPort(() => port.getRecord(record.id));
-    if (found?.record.submitId === record.submitId && found.record.phase !== SubmitPhase.rolledBack) return;
+    if (now() <= record.commitDeadline) return undefined;
+    for (let tries = 0; tries < 3; tries++) {
+      const found = yield* fromPort(() => port.getRecord(record.id));
+      const ours = found?.record.submitId === record.submitId;
+      // Committed by a takeover that found the task meanwhile.
+      if (ours && found?.record.phase === SubmitPhase.committed) return found;
+      if (!isSameSubmit(found, record)) break;
+      const written = yield* rollForward(port, found.record, found.revision, now);
+      if (written) return written;
+    }
     return yield* Effect.fail(
       new TransientBrokerError({
         message: "submit of 1 task rolled back by the reaper while its publish was answered late",

@@ -265,28 +265,51 @@ describe("submitJob", () => {
     expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
   });
 
-  it("a 1-task lane job whose publish lands past its deadline, after the reaper rolled it back, fails, its late task removed", async () => {
+  // The publish waited (a connection down) past the deadline and the reaper's grace: the reaper
+  // found no task and marks the submit rolled back, before the submitter reads its record, or
+  // between that read and its commit's write. Either way the mark wins, and the submit fails.
+  for (const markBefore of ["read", "commit"] as const)
+    it(`a 1-task lane job whose late publish meets the reaper's mark (before its ${markBefore}) fails, its late task removed`, async () => {
+      const fake = fakeJobPort();
+      const time = clock(1000);
+      const mark = () => {
+        const { record: stored } = fake.records.get("j1")!;
+        fake.put({ ...stored, phase: "rolledBack", status: "failed", reason: "rolled back by the reaper" });
+      };
+      fake.failNext("publishTasks", () => {
+        time.set(12_500);
+        if (markBefore === "read") mark();
+        fake.tasks.set("j1", ["a"]);
+      });
+      if (markBefore === "commit") fake.failNext("updateRecord", mark);
+      const error = await rejection(
+        submitJob(fake.port, {
+          record: laneRecord({ commitDeadline: 2000 }),
+          bodies: ["a"],
+          now: time.now,
+          signal: new AbortController().signal,
+        }),
+      );
+      expect((error as Error).message).toMatch(/rolled back/);
+      expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
+      expect(fake.tasks.has("j1")).toBe(false);
+    });
+
+  it("a 1-task lane job whose publish is answered past its deadline writes its commit at once, not with its next write", async () => {
+    // The reaper's rollback is a compare-and-set on the create's revision: written now, the commit
+    // makes that mark fail; left for the job's next write, the mark could land after this check.
     const fake = fakeJobPort();
     const time = clock(1000);
-    fake.failNext("publishTasks", () => {
-      // The publish waited (a connection down) past the deadline and the reaper's grace: the
-      // reaper found no task and rolled the submit back; then the task landed, and was acked.
-      time.set(12_500);
-      const { record: stored } = fake.records.get("j1")!;
-      fake.put({ ...stored, phase: "rolledBack", status: "failed", reason: "rolled back by the reaper" });
-      fake.tasks.set("j1", ["a"]);
+    fake.failNext("publishTasks", () => void time.set(2500));
+    const outcome = await submitJob(fake.port, {
+      record: laneRecord({ commitDeadline: 2000 }),
+      bodies: ["a"],
+      now: time.now,
+      signal: new AbortController().signal,
     });
-    const error = await rejection(
-      submitJob(fake.port, {
-        record: laneRecord({ commitDeadline: 2000 }),
-        bodies: ["a"],
-        now: time.now,
-        signal: new AbortController().signal,
-      }),
-    );
-    expect((error as Error).message).toMatch(/rolled back/);
-    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
-    expect(fake.tasks.has("j1")).toBe(false);
+    expect(outcome).toMatchObject({ kind: "committed", record: { phase: "committed" } });
+    expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
+    expect(fake.tasks.get("j1")).toEqual(["a"]);
   });
 
   it("a lane job past its deadline before its publish is rolled back, nothing published", async () => {
