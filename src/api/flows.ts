@@ -158,13 +158,12 @@ export class FlowRegistry {
         );
       return made;
     });
+    // The runtime stopped under the write (its actor stopped): the write goes on, and may land.
+    let stoppedUnder = false;
     await waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting")).catch(
       (error: unknown) => {
-        // The runtime stopped under the write (its actor stopped): the write goes on, and may land.
         if (!this.#core.stopping.aborted) throw error;
-        throw new RuntimeStopped({
-          message: `runtime stopped while flow ${record.id} was submitted: it may have been made (rt.flows.get("${record.id}") on another runtime says)`,
-        });
+        stoppedUnder = true;
       },
     );
     if (writeError !== undefined) {
@@ -172,6 +171,10 @@ export class FlowRegistry {
       this.#handles.delete(record.id);
       throw writeError;
     }
+    if (stoppedUnder)
+      throw new RuntimeStopped({
+        message: `runtime stopped while flow ${record.id} was submitted: it may have been made (rt.flows.get("${record.id}") on another runtime says)`,
+      });
     await this.driver.wake(record.id);
     return handle;
   }
