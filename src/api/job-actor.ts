@@ -5,7 +5,8 @@ import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { rollLaneForward } from "../effects/reap-submits.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
-import { isSameSubmit, type SubmitHooks } from "../effects/submit-job.ts";
+import type { SubmitHooks } from "../effects/submit-job.ts";
+import { isSameSubmit } from "../effects/submit-undo.ts";
 import {
   commitsOnPublish,
   isFinal,

@@ -3,7 +3,13 @@ import type { JobPort } from "../adapters/job-port.ts";
 import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { laneSubmitCommitted } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
-import { isSameSubmit, rollBackEffect, rollBackLaneEffect, rollForward } from "./submit-job.ts";
+import {
+  isSameSubmit,
+  rollBackEffect,
+  rollBackLaneEffect,
+  rollForward,
+  rollLaneForwardEffect,
+} from "./submit-undo.ts";
 
 export interface ReapReport {
   /** Submits that died before their commit point: tasks purged, record failed. */
@@ -75,6 +81,4 @@ export const rollLaneForward = async (
   port: JobPort,
   found: { readonly record: JobRecord; readonly revision: number },
   now: () => number,
-): Promise<boolean> =>
-  (await laneSubmitCommitted(port, found.record)) !== undefined &&
-  (await Effect.runPromise(rollForward(port, found.record, found.revision, now))) !== undefined;
+): Promise<boolean> => (await Effect.runPromise(rollLaneForwardEffect(port, found, now))) !== undefined;

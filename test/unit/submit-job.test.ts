@@ -11,13 +11,8 @@ import { cancelJob, committedRecord, finalizeJob } from "../../src/effects/final
 import { lostReason } from "../../src/effects/lost-job.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { type RecordSeen, recordProgress, updateRecordWith } from "../../src/effects/record-updates.ts";
-import {
-  rollBack,
-  rollBackLaneEffect,
-  SimulatedCrash,
-  SubmitStep,
-  submitJob,
-} from "../../src/effects/submit-job.ts";
+import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
+import { rollBack, rollBackLaneEffect } from "../../src/effects/submit-undo.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
