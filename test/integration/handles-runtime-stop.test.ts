@@ -86,7 +86,7 @@ describe("handles of a job in a runtime that stops", () => {
       await delay(1500);
       const before = heard.length;
       await b.stop();
-      await delay(500);
+      await waitUntil(() => heard.length > before, { timeoutMs: 2000, message: "a last update at stop" });
       expect(heard.slice(before)).toEqual(["running:1"]);
       held.open();
       await worker.stop();
