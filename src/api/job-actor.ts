@@ -3,19 +3,10 @@ import type { Broker } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
-import { rollLaneForward } from "../effects/reap-submits.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
-import { isSameSubmit } from "../effects/submit-undo.ts";
-import {
-  commitsOnPublish,
-  isFinal,
-  type JobRecord,
-  type JobStatus,
-  madeAgain,
-  madeAgainReason,
-} from "../kernel/job-record.ts";
-import { childLogger, keyedLogger, type Logger } from "../kernel/logger.ts";
+import { isFinal, type JobRecord, type JobStatus, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
+import { childLogger, keyedLogger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { jobsHostMachine } from "../machines/jobs-host.machine.ts";
@@ -23,8 +14,8 @@ import { JobChores } from "./job-chores.ts";
 import { type JobEffects, provideJobEffects } from "./job-effects.ts";
 import { recordEvent } from "./job-end-wait.ts";
 import { isRecorded, snapshotOf } from "./job-handle.ts";
+import { keepJobLease, renewEveryMs } from "./job-lease.ts";
 import { persistAndLog } from "./job-persist.ts";
-import { restoreSupervised } from "./job-takeover.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 export interface JobActorDeps {
@@ -117,9 +108,6 @@ const hostOf = (deps: JobActorDeps): JobHost => {
   }
   return host;
 };
-
-/** A supervisor renews its lease every third of it. */
-const renewEveryMs = (leaseMs: number) => Math.max(20, Math.floor(leaseMs / 3));
 
 /**
  * Creates and starts the actor of one job with its real I/O. Only the holder
@@ -221,48 +209,15 @@ export const startJobActor = (
     madeAgain: endMadeAgain,
   });
 
-  // The lease: renewed while held; taken over by this watcher when it runs out (unless
-  // `takeOver` is off). The renewal and the lost-task check are steps on the runtime's
-  // timer for its jobs (`chores`): removed when the actor ends; `rt.stop()` waits for one
-  // still in flight.
-  let supervised = false;
-  const renewLease = (): Promise<void> | undefined => {
-    if (isFinal(snapshotOf(actor).status)) return undefined;
-    const held = leases.holds(jobId, clock.now());
-    if (held && leases.coveredByHeartbeat(jobId, clock.now())) return undefined; // the heartbeat renews it
-    // Its own lease, run out (its renewals failed: the server away for a while), is taken back
-    // whether or not this runtime takes jobs over: the lease its submit took, which the heartbeat
-    // renewed since, is its own though this actor never wrote it (`supervised` says it did).
-    const ours = leases.supervises(jobId);
-    if (!held && !supervised && !ours && !takeOver) return undefined;
-    const step = held
-      ? leases.renew(jobId, leaseMs, clock.now())
-      : leases.acquire(jobId, leaseMs, clock.now());
-    return step.then(
-      (ok) => {
-        if (held && !ok) log.warn("lost the supervision lease to another runtime: watching only");
-        if (!held && ok && !supervised) {
-          if (ours) log.warn({ leaseMs }, "took its supervision lease back (its renewals had failed)");
-          else log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
-          // Its supervisor may have died with the server restarting under it: its consumer too.
-          restoreSupervised(broker, log, clock.now(), record);
-          // A 1-task lane job's commit is written with its next write, which its submitter may have
-          // died before: written now, as a takeover of an orphan does (`adopt`), not with the
-          // job's end or by the reaper, 40 s on.
-          if (commitsOnPublish(record)) commitTakenLane(broker, log, record, () => clock.now());
-        }
-        if (ok) supervised = true;
-        else if (held) supervised = false;
-      },
-      // Tried again on the next tick; a lease not renewed in time is lost like any other.
-      (error) => log.debug({ err: error }, "lease renewal failed"),
-    );
-  };
-
-  const stopRenewing = chores.add({
-    name: `job-lease:${jobId}`,
-    everyMs: renewEveryMs(leaseMs),
-    run: renewLease,
+  const lease = keepJobLease({
+    broker,
+    clock,
+    chores,
+    log,
+    record,
+    leaseMs,
+    takeOver,
+    status: () => snapshotOf(actor).status,
   });
 
   // A stalled job may be stalled for good: its tasks gone with the server's store.
@@ -291,7 +246,6 @@ export const startJobActor = (
     run.abortEffects();
     persisting.stop();
     stopFeed();
-    stopRenewing();
     stopChecking();
     // Over (its end recorded, not a submit that failed, not an end whose write failed, not a
     // job whose record another submit made again): the lease goes, and with it the job from the
@@ -308,7 +262,7 @@ export const startJobActor = (
       run.submitError() === undefined &&
       run.finalizeError() === undefined &&
       madeAgainBy === undefined;
-    const released = over ? leases.release(jobId) : leases.giveBack(jobId);
+    const released = lease.end(over);
     core.loops.track(`job-lease-release:${jobId}`, () => released);
     for (const listener of endListeners.splice(0))
       try {
@@ -394,12 +348,3 @@ export const startJobActor = (
 /** Whether this runtime's watchers take over a job whose supervisor stopped renewing its lease. */
 const mayTakeOver = (core: RuntimeCore): boolean =>
   core.options.jobs.takeOver && core.options.roles.has("supervisor");
-
-/** Writes the commit of a lane job taken over whose record still holds its submit, if its task is stored. */
-const commitTakenLane = (broker: Broker, log: Logger, record: JobRecord, now: () => number): void =>
-  void broker
-    .getRecord(record.id)
-    .then((found) => (isSameSubmit(found, record) ? rollLaneForward(broker, found, now) : false))
-    .catch((error: unknown) =>
-      log.debug({ err: error }, "commit of a lane job taken over not written; its next write carries it"),
-    );

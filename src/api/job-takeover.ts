@@ -64,9 +64,17 @@ export interface TakeoverHost {
  */
 export const adoptOrphans = async (host: TakeoverHost): Promise<void> => {
   const now = host.core.clock.now();
+  const { leases } = host.broker;
   const runOut = [];
-  for (const listed of await host.broker.leases.list())
-    if (listed.lease.until <= now && !(await host.watching(listed.jobId))) runOut.push(listed);
+  // A lease naming this runtime with no actor of its own for the job is run out too: a take
+  // stored whose answer never came back (or came after its actor ended). This runtime's
+  // heartbeat makes every other runtime read it as held for as long as it runs.
+  for (const listed of await leases.list())
+    if (
+      (listed.lease.until <= now || listed.lease.holder === leases.holder) &&
+      !(await host.watching(listed.jobId))
+    )
+      runOut.push(listed);
   // 32 at a time: the jobs of a dead supervisor were taken over one after the other, each a
   // few round trips, so the last of 24 came a second after the first (five-processes test).
   await inBatches(runOut, async ({ jobId, revision }) => {

@@ -37,6 +37,8 @@ export interface RedriveSide {
   stored(jobId: string): Promise<{ status: string; counts: JobCounts; redrive?: string } | undefined>;
   /** The job's tasks the server holds (its tasks stream's count on the job's subject). */
   storedTasks(queue: string, jobId: string): Promise<number>;
+  /** The job's supervision lease as the server stores it (undefined: no key, or a marker). */
+  storedLease(jobId: string): Promise<{ holder: string; until: number } | undefined>;
   dispose(): Promise<void>;
 }
 
@@ -55,6 +57,10 @@ export const memorySide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<
       JSON.parse(memoryServerState(server).records.get("test", jobId)?.value ?? "null"),
     storedTasks: async (queue, jobId) =>
       memoryServerState(server).tasks.count(names.tasksSubject(queue, jobId)),
+    storedLease: async (jobId) => {
+      const value = memoryServerState(server).leases.get("test", jobId)?.value;
+      return value === undefined ? undefined : JSON.parse(value);
+    },
     dispose: async () => server.close(),
   };
 };
@@ -79,6 +85,10 @@ export const natsSide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<Re
     stored: async (jobId) => (await (await new Kvm(reader).open(names.jobsBucket)).get(jobId))?.json(),
     storedTasks: (queue, jobId) =>
       storedCount(jsm, names.tasksStream(queue), names.tasksSubject(queue, jobId)),
+    storedLease: async (jobId) => {
+      const entry = await (await new Kvm(reader).open(names.leasesBucket)).get(jobId);
+      return entry?.operation === "PUT" ? entry.json() : undefined;
+    },
     dispose: async () => {
       await Promise.allSettled(cores.map((c) => c.stop()));
       await reader.close();
