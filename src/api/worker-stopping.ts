@@ -50,9 +50,8 @@ export class StoppingTasks {
 
   /** A task the stopping worker will not start as usual. */
   take(msg: TaskLease, job: ActiveJob): void {
-    if (job.ended.aborted) return;
-    if (!this.#onLastDelivery(msg, job)) {
-      this.#deps.release(msg);
+    if (job.ended.aborted || !this.#onLastDelivery(msg, job)) {
+      this.#handBack(msg, job);
       return;
     }
     const started = this.#run(msg, job)
@@ -93,16 +92,13 @@ export class StoppingTasks {
   }
 
   async #run(msg: TaskLease, job: ActiveJob): Promise<void> {
-    const { slots, running, gate, giveUp, release, leaseKeeper } = this.#deps;
+    const { slots, running, gate, giveUp, leaseKeeper } = this.#deps;
     for (;;) {
       // A paused queue runs nothing: put back at once, not after a slot that handlers started
       // before the pause may hold until `stopTimeoutMs` (and then released: dead). Past that
       // timeout too: stop() waits for put-backs.
       if (gate.paused && this.#onLastDelivery(msg, job)) return this.#putBack(msg, job);
-      if (!this.#lastChance(msg, job)) {
-        if (!job.ended.aborted) release(msg);
-        return;
-      }
+      if (!this.#lastChance(msg, job)) return this.#handBack(msg, job);
       // On its last delivery: the wait is not given up (only `stopTimeoutMs` ends it), unless
       // the queue is paused meanwhile: then it is put back (at `stopTimeoutMs` it was released:
       // dead). A resume heard since the pause ended the wait: it waits again.
@@ -123,10 +119,18 @@ export class StoppingTasks {
       // A paused queue runs nothing, not even this one, and a release would spend it: put back.
       if ((pass === "paused" || gate.paused) && this.#onLastDelivery(msg, job))
         return this.#putBack(msg, job);
-      if (!job.ended.aborted) release(msg);
-      return;
+      return this.#handBack(msg, job);
     }
     this.#deps.start(msg, job, pass, target);
+  }
+
+  /**
+   * Handed back unrun, unless its job is over here. A job followed under another submit than
+   * its record's (`replaced`: the key's job made again) is not: the task may be the record's
+   * job's own, and dropped it would wait out its lease, a delivery spent.
+   */
+  #handBack(msg: TaskLease, job: ActiveJob): void {
+    if (!job.ended.aborted || job.replaced) this.#deps.release(msg);
   }
 
   /** A copy of the task goes back to the queue, delivered from 1 again, unless its job ends first. */
