@@ -84,6 +84,7 @@ export class JobRegistry implements Jobs {
       log: this.#log,
       leaseMs: options.leaseMs,
       watching: (id) => this.#watching(id),
+      local: (id) => this.#jobs.has(id),
       supervise: (record, revision) => {
         void this.#track(record.id, this.#start(record, record.status, undefined, undefined, revision)).then(
           ({ started }) => this.#readAgain(record.id, started),

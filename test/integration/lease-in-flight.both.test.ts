@@ -19,6 +19,7 @@ import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
 import type { Runtime } from "../../src/api/runtime.ts";
 import { TransientBrokerError } from "../../src/kernel/errors.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { delay, gate, waitUntil } from "../harness/wait.ts";
@@ -79,6 +80,44 @@ describe.each([
       release.open();
       await worker.stop();
       await Promise.allSettled([a.stop(), b.stop(), workers.stop()]);
+      await side.dispose();
+    }
+  }, 30_000);
+
+  it("a takeover pass does not wait for a submit of its own runtime still in flight", async () => {
+    const side = await makeSide({ leaseMs });
+    const release = gate();
+    const unstick = gate();
+    let publishing = false;
+    // A's submits on `stuck` hang in their publish until the test ends: their leases name A.
+    const stuckPublish = (inner: Broker) =>
+      spiedBroker(inner, (name, _n, args, call) => {
+        if (name !== "publishTasks" || (args[0] as JobRecord).queue !== "stuck") return call();
+        publishing = true;
+        return unstick.opened.then(call);
+      }).broker;
+    const workers = await side.runtime("w", undefined, false);
+    const d = await side.runtime("d", undefined, false);
+    const a = await side.runtime("a", stuckPublish);
+    const worker = heldWorker(workers, "orphan_d", release.opened);
+    try {
+      const stuck = a.jobs.submit({ queue: "stuck", tasks: [1], lane: false }).catch(() => undefined);
+      await waitUntil(() => publishing, { timeoutMs: 10_000, message: "A's submit publishing, held" });
+      const job = await d.jobs.submit({ queue: "orphan_d", tasks: [1, 2], lane: false });
+      // D stops: its lease is given back, for A's next pass to take the job over.
+      await d.stop();
+      release.open();
+      await waitUntil(async () => (await side.stored(job.id))?.status === "succeeded", {
+        timeoutMs: 4 * leaseMs,
+        message: "the orphan's end written by A while its own submit hangs",
+      });
+      unstick.open();
+      await stuck;
+    } finally {
+      release.open();
+      unstick.open();
+      await worker.stop();
+      await Promise.allSettled([a.stop(), d.stop(), workers.stop()]);
       await side.dispose();
     }
   }, 30_000);
