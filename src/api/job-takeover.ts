@@ -68,15 +68,17 @@ export const adoptOrphans = async (host: TakeoverHost): Promise<void> => {
   const now = host.core.clock.now();
   const { leases } = host.broker;
   const runOut = [];
-  // A lease naming this runtime with neither an actor nor a submit of its own for the job is
-  // run out too: a take stored whose answer never came back (or came after its actor ended).
-  // This runtime's heartbeat makes every other runtime read it as held for as long as it runs.
+  // A lease naming this runtime that it does not hold, with neither an actor nor a submit of
+  // its own for the job, is run out too: a take stored whose answer never came back. This
+  // runtime's heartbeat makes every other runtime read it as held for as long as it runs.
   // Told without a wait: a submit in flight here settles only at its commit.
   for (const listed of await leases.list())
     if (
       listed.lease.until <= now
         ? !(await host.watching(listed.jobId))
-        : listed.lease.holder === leases.holder && !host.local(listed.jobId)
+        : listed.lease.holder === leases.holder &&
+          !leases.holds(listed.jobId, now) &&
+          !host.local(listed.jobId)
     )
       runOut.push(listed);
   // 32 at a time: the jobs of a dead supervisor were taken over one after the other, each a

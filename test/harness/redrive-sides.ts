@@ -39,6 +39,8 @@ export interface RedriveSide {
   storedTasks(queue: string, jobId: string): Promise<number>;
   /** The job's supervision lease as the server stores it (undefined: no key, or a marker). */
   storedLease(jobId: string): Promise<{ holder: string; until: number } | undefined>;
+  /** Writes the job's lease as the server would store a runtime's take, behind every runtime's back. */
+  writeLease(jobId: string, lease: { holder: string; until: number }): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -60,6 +62,9 @@ export const memorySide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<
     storedLease: async (jobId) => {
       const value = memoryServerState(server).leases.get("test", jobId)?.value;
       return value === undefined ? undefined : JSON.parse(value);
+    },
+    writeLease: async (jobId, lease) => {
+      memoryServerState(server).leases.put("test", jobId, JSON.stringify({ v: 1, ...lease }));
     },
     dispose: async () => server.close(),
   };
@@ -88,6 +93,9 @@ export const natsSide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<Re
     storedLease: async (jobId) => {
       const entry = await (await new Kvm(reader).open(names.leasesBucket)).get(jobId);
       return entry?.operation === "PUT" ? entry.json() : undefined;
+    },
+    writeLease: async (jobId, lease) => {
+      await (await new Kvm(reader).open(names.leasesBucket)).put(jobId, JSON.stringify({ v: 1, ...lease }));
     },
     dispose: async () => {
       await Promise.allSettled(cores.map((c) => c.stop()));

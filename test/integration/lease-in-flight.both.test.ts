@@ -44,14 +44,17 @@ describe.each([
     const release = gate();
     let lost = 0;
     let orphan = "";
-    // Stored, then the answer lost: the caller sees a transient failure.
+    // Stored, its answer lost on the way back: the server has B's lease, B's broker never heard
+    // of it, and the caller sees a transient failure.
     const loseAnswer = (inner: Broker) =>
       spiedBroker(inner, (name, _n, args, call) => {
         if (name !== "leases.acquire" || args[0] !== orphan || lost > 0) return call();
         lost++;
-        return (call() as Promise<boolean>).then(() => {
-          throw new TransientBrokerError({ message: "the answer was lost", operation: "lease.acquire" });
-        });
+        return side
+          .writeLease(orphan, { holder: inner.leases.holder, until: Date.now() + leaseMs })
+          .then(() => {
+            throw new TransientBrokerError({ message: "the answer was lost", operation: "lease.acquire" });
+          });
       }).broker;
     const workers = await side.runtime("w", undefined, false);
     const a = await side.runtime("a", undefined, false);
