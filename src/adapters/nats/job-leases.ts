@@ -205,12 +205,16 @@ export class NatsJobLeases implements SupervisionLeases {
         this.#held.wrote(jobId, await kv.update(jobId, value, revision), until);
         return true;
       } catch (error) {
-        if (error instanceof JetStreamApiError && error.code === 10071) {
-          this.#held.forget(jobId);
-          return false;
-        }
-        throw error;
+        if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
       }
+      // Written since: by another runtime, or by this renewal's own earlier try, stored though
+      // its answer was lost (the operation tries again). Still ours when it names this runtime.
+      const entry = await kv.get(jobId);
+      if (entry?.operation !== "PUT") return this.#takenByAnother(jobId);
+      const lease = entry.json<LeaseRecord>();
+      if (lease.holder !== this.holder || lease.until === 0) return this.#takenByAnother(jobId);
+      this.#held.wrote(jobId, entry.revision, lease.until);
+      return true;
     });
   }
 
