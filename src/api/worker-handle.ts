@@ -88,7 +88,9 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
    * gate's `pass` is told once the handler was called (the queue's rate
    * permits go back then), and ended once the task is answered. It settles
    * every failure of the handler itself: one that still escapes is a bug to
-   * see, logged here, and the task's lease runs out like a crashed worker's.
+   * see, logged here, and the task, if it was not answered, is handed back
+   * (its lease was kept while it ran: left running, it held its slot, and
+   * its lease went on being kept, until `maxTaskMs`).
    * Never rejects (no catch of its own per task for the caller to add).
    */
   const handle = async (task: RunningTask, target: string | undefined, pass: GatePass): Promise<void> => {
@@ -169,8 +171,12 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
     } catch (error) {
       log.warn(
         { err: error, jobId: task.job.record.id, index: task.index },
-        "task not answered: its handling failed",
+        "task not answered: its handling failed; handed back",
       );
+      if (running.settle(task)) {
+        release(task.msg);
+        running.done();
+      }
     } finally {
       pass.end();
     }

@@ -41,7 +41,29 @@ export interface OutcomeContext {
 }
 
 // Bounded: an error result or dead letter must fit under the max payload whatever the handler threw.
-const text = (error: unknown): string => boundError(error instanceof Error ? error.message : String(error));
+const text = (error: unknown): string => boundError(printed(error));
+
+/** The error as text, whatever was thrown: one with no prototype, or whose `toString` throws, too. */
+const printed = (error: unknown): string => {
+  try {
+    return error instanceof Error ? String(error.message) : String(error);
+  } catch {
+    return Object.prototype.toString.call(error);
+  }
+};
+
+/**
+ * The user's `isPermanent` on the error; one that throws (a predicate that reads a field the
+ * error does not have) says nothing: the failure is retried as any other. It threw out of the
+ * worker's answer, which left the task unanswered, its slot taken, until `maxTaskMs`.
+ */
+const saysPermanent = (error: unknown, isPermanent: ((error: unknown) => boolean) | undefined): boolean => {
+  try {
+    return isPermanent?.(error) === true;
+  } catch {
+    return false;
+  }
+};
 
 // By tag, like the agent lock: the tag is the contract, whichever module copy built the error.
 const isTargetUnavailable = (error: unknown): error is TargetUnavailable =>
@@ -63,7 +85,7 @@ export const decideOutcome = (error: unknown, context: OutcomeContext): TaskOutc
     (typeof error === "object" &&
       error !== null &&
       (error as { retry?: unknown }).retry === Retry.permanent) ||
-    (context.isPermanent?.(error) ?? false);
+    saysPermanent(error, context.isPermanent);
   if (permanent) return { kind: "term", error: text(error) };
   if (context.attempt >= context.maxDeliver) {
     return { kind: "dead", error: `${text(error)} (after ${context.attempt} deliveries)` };

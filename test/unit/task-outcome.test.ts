@@ -51,4 +51,26 @@ describe("decideOutcome", () => {
       ),
     ).toMatchObject({ kind: "term" });
   });
+
+  it("an isPermanent that throws says nothing (retried), and an error that cannot be made text is named by its kind", () => {
+    const throwing = (error: unknown) => (error as { response: { status: number } }).response.status === 404;
+    expect(decideOutcome(new Error("blip"), context({ isPermanent: throwing }))).toEqual({
+      kind: "nak",
+      delayMs: 1000,
+      error: "blip",
+    });
+    expect(decideOutcome(Object.create(null), context())).toMatchObject({
+      kind: "nak",
+      error: "[object Object]",
+    });
+    const noText = {
+      toString: () => {
+        throw new Error("no text");
+      },
+    };
+    expect(decideOutcome(noText, context({ attempt: 5 }))).toMatchObject({
+      kind: "dead",
+      error: "[object Object] (after 5 deliveries)",
+    });
+  });
 });
