@@ -158,6 +158,26 @@ export const startWorker = <Payload, Result>(
   // Each delayed job all of whose tasks are held is pulled from a second before its first is due.
   const dueWaits = new DueWaits(broker, core.clock, log);
 
+  /**
+   * The job followed is over here: finished or cancelled (its record heard, or its pull loop
+   * found its consumer gone and its record ended), or `replaced` (its record names another
+   * submit). Its handlers are aborted and what they would answer is dropped.
+   */
+  const endFollowed = (job: ActiveJob, replaced: boolean): void => {
+    // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,
+    // also after the handler returned (work it started may hold the signal).
+    if (replaced) job.replaced = true;
+    job.ended.abort();
+    // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
+    // Followed under another submit (`replaced`), what runs may be the record's job's own
+    // tasks: handed back, not dropped (dropped, each waited out its lease, a delivery spent).
+    running.settleAll(job, replaced ? release : undefined);
+    // Nothing more of it comes through the lane: its keeper stops once nothing of it runs.
+    if (job.record.lane) running.pullEnded(job);
+    batcher.drop(job.record.id);
+    if (jobs.get(job.record.id) === job) jobs.delete(job.record.id);
+  };
+
   const follow = (record: JobRecord, revision: number): ActiveJob => {
     const job: ActiveJob = {
       record,
@@ -191,6 +211,12 @@ export const startWorker = <Payload, Result>(
               pulling,
             ),
       )
+      .then((end) => {
+        // Its consumer gone and its record ended: over, though the record watch (behind, or
+        // placed again) has not told it yet. Forgotten without its end, the end heard later
+        // found nothing to end, and its running handlers were never aborted.
+        if (end === "gone" && !pulling.aborted && jobs.get(record.id) === job) endFollowed(job, false);
+      })
       .catch((error) => log.warn({ err: error, jobId: record.id }, "pulling tasks failed"))
       .finally(() => {
         pulls.unlink(pull);
@@ -242,21 +268,7 @@ export const startWorker = <Payload, Result>(
     // own is followed instead (its lane tasks name it: those of the one followed are removed).
     const replaced = job !== undefined && record.submitId !== job.record.submitId;
     if (active && job && !replaced) dueWaits.wake(record);
-    if (job && (!active || replaced)) {
-      // Finished or cancelled: abort its handlers, drop what they would answer.
-      // A reason of its own (the abort's DOMException): a handler's signal shows it to user code,
-      // also after the handler returned (work it started may hold the signal).
-      if (replaced) job.replaced = true;
-      job.ended.abort();
-      // Their slots are free now, even if a handler ignores its signal; its answer is dropped.
-      // Followed under another submit (`replaced`), what runs may be the record's job's own
-      // tasks: handed back, not dropped (dropped, each waited out its lease, a delivery spent).
-      running.settleAll(job, replaced ? release : undefined);
-      // Nothing more of it comes through the lane: its keeper stops once nothing of it runs.
-      if (job.record.lane) running.pullEnded(job);
-      batcher.drop(record.id);
-      jobs.delete(record.id);
-    }
+    if (job && (!active || replaced)) endFollowed(job, replaced);
     if (active && (!job || replaced) && !pulling.aborted) follow(record, revision);
   };
 
