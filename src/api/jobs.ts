@@ -5,7 +5,8 @@ import type { RecordFound, RecordsPage } from "../adapters/job-records.ts";
 import { committedRecord } from "../effects/finalize-job.ts";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
-import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
+import { type Backoff, plainThenUntilDone } from "../effects/retry.ts";
+import { InvalidArgument, isTransient, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { encodeCursor } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -27,6 +28,9 @@ import { recordedEnd } from "./recorded-end.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { type HandleDeps, makeHandle, shownSnapshot } from "./runtime-job-handle.ts";
 import { unreadableListed } from "./unreadable-listed.ts";
+
+/** The pauses between two reads of a record an actor must be handed again (`#readAgain`). */
+const readAgainBackoff: Backoff = { initialMs: 500, maxMs: 5000, jitter: true };
 
 interface Supervised {
   readonly handle: JobHandle;
@@ -142,14 +146,21 @@ export class JobRegistry implements Jobs {
    * that was over. Older writes are the actor's to drop (by revision).
    */
   #readAgain(id: string, started: StartedJobActor, restore = false): void {
-    this.#broker.getRecord(id).then(
-      (found) => {
-        if (!found) return;
-        started.onRecord(found.record, found.revision);
-        if (restore) restoreSupervised(this.#broker, this.#log, this.#core.clock.now(), found.record);
-      },
-      // The next write of the record comes through the watch.
-      (error: unknown) => this.#log.debug({ jobId: id, err: error }, "record not read again; watch in place"),
+    const read = async () => {
+      // Ended meanwhile (its end heard, the runtime stopping): nothing to hand it.
+      if (started.actor.getSnapshot().status !== "active") return;
+      const found = await this.#broker.getRecord(id);
+      if (!found) return;
+      started.onRecord(found.record, found.revision);
+      if (restore) restoreSupervised(this.#broker, this.#log, this.#core.clock.now(), found.record);
+    };
+    // Read until it is: a job over meanwhile is never written again, and an actor that missed
+    // its end waited for it for good (its handles' `done()` with it).
+    void plainThenUntilDone(read, readAgainBackoff, this.#core.loops.signal, isTransient, (error, again) =>
+      this.#log.warn(
+        { jobId: id, err: error },
+        again ? "record not read again; trying again" : "record not read again",
+      ),
     );
   }
 
