@@ -1,12 +1,12 @@
-import { answerTask, type Delivery, planAnswer } from "../../effects/answer-task.ts";
+import { answerTask, planAnswer } from "../../effects/answer-task.ts";
 import { ResultBatcher } from "../../effects/result-batcher.ts";
 import { type JobRecord, leaseKeepEveryMs } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
-import type { TaskOutcome } from "../../kernel/task-outcome.ts";
-import type { AnswerStatus, LeaseSettle, RecordedAnswer } from "../broker.ts";
+import type { RecordedAnswer } from "../broker.ts";
 import { answerDigest, countStatuses, handlerAnswer, messageId, repeated } from "./answer-outcomes.ts";
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, ItemOutcome, LeasePort } from "./lease-port.ts";
+import { type Answering, ReceiptDelivery, type Settling } from "./receipt-delivery.ts";
 import { leaseEnd, type ReceiptClaims } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
@@ -19,71 +19,6 @@ const maxResultsMessageBytes = 256 * 1024;
 
 /** One answer being settled by this process; concurrent requests for the same delivery wait for it. */
 type InFlight = Promise<RecordedAnswer | undefined>;
-
-/** One item this request answers (it holds the delivery's in-flight slot). */
-interface Answering {
-  readonly c: ReceiptClaims;
-  readonly id: string;
-  readonly digest: string;
-  readonly item: ResultItem;
-  revision: number;
-  /** Set once this request settled the delivery itself. */
-  result?: ItemOutcome;
-  /** Claiming or settling it failed: the request fails (and the holder may try again). */
-  failed?: boolean;
-  finish(answer: RecordedAnswer | undefined): void;
-  readonly outcome: Promise<ItemOutcome>;
-}
-
-/** What one request's deliveries came to once their results were stored (or not). */
-interface Settling {
-  readonly stored: ReceiptDelivery[];
-  readonly retries: ReceiptDelivery[];
-  readonly failures: unknown[];
-  /** Claims given back (`unsettled`): the request answers once they are, so its retry can claim again. */
-  readonly releases: Promise<void>[];
-  unsettled(a: Answering): void;
-  /** Its results are stored: told to the port (the metrics). */
-  answered(delivery: ReceiptDelivery): void;
-}
-
-const statusOf: Record<TaskOutcome["kind"], AnswerStatus> = {
-  ack: "done",
-  term: "failed",
-  dead: "dead",
-  nak: "retry",
-  failover: "retry",
-};
-
-/** A delivery answered through a receipt: its settle is sent by reference once the request's results are stored. */
-class ReceiptDelivery implements Delivery {
-  readonly a: Answering;
-  readonly status: AnswerStatus;
-  readonly #request: Settling;
-  settle: LeaseSettle;
-  constructor(a: Answering, outcome: TaskOutcome, request: Settling) {
-    this.a = a;
-    this.status = statusOf[outcome.kind];
-    this.#request = request;
-    this.settle = { ref: a.c.r, action: outcome.kind === "ack" ? "ack" : "term" };
-  }
-  stored(): void {
-    this.#request.stored.push(this);
-    this.#request.answered(this);
-  }
-  lost(): void {
-    this.#request.unsettled(this.a);
-  }
-  retry(delayMs: number): void {
-    this.settle = { ref: this.a.c.r, action: "nak", delayMs };
-    this.#request.retries.push(this);
-  }
-  deadLetterLost(error: unknown): void {
-    // Not answered: its lease runs out and the MAX_DELIVERIES advisory path takes it.
-    this.#request.failures.push(error);
-    this.#request.unsettled(this.a);
-  }
-}
 
 /**
  * The answers posted through receipts: each delivery is answered once, by
