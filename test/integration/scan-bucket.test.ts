@@ -2,7 +2,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pageBucket, scanBucket } from "../../src/adapters/nats/bucket-reads.ts";
+import { pageBucket, scanBucket, scanBucketEntries } from "../../src/adapters/nats/bucket-reads.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 /**
@@ -169,5 +169,61 @@ describe("scanBucket", () => {
     expect(last).toHaveLength(lasting.size); // nothing rewritten since: each key once
     // Each page deleted its consumer.
     expect(await consumers()).toBe(0);
+  });
+
+  // nats.js ends a consumer's messages without an error when their client closes (its reconnects
+  // given up, or a reset): the scan took that for its end and returned what it had read, and the
+  // schedules' list cached it as the bucket (every schedule not in it stopped firing).
+  it("scanBucketEntries: a scan whose client closes midway fails, it does not return part of the bucket", async () => {
+    const kv = await new Kvm(nc).create("scan_cut", { history: 1 });
+    // More than the consumer's first pull: the close ends its messages before the rest came.
+    const pad = "x".repeat(8 * 1024);
+    for (let i = 0; i < 600; i++) await kv.put(`k${i}`, `${i}${pad}`);
+    const own = await connect({ servers: server.url });
+    const js = jetstream(own);
+    const jsm = await jetstreamManager(own);
+    // Its consumer's messages, the client closed after the 20th was handed.
+    let handed = 0;
+    const closing = new Proxy(js, {
+      get(target, key, receiver) {
+        if (key !== "consumers") return Reflect.get(target, key, receiver);
+        const consumers = target.consumers;
+        return new Proxy(consumers, {
+          get(c, k) {
+            if (k !== "get") return Reflect.get(c, k);
+            return async (...args: Parameters<typeof consumers.get>) => {
+              const consumer = await consumers.get(...args);
+              return new Proxy(consumer, {
+                get(cc, kk) {
+                  if (kk !== "consume") return Reflect.get(cc, kk);
+                  return async (...opts: Parameters<typeof consumer.consume>) => {
+                    const messages = await consumer.consume(...opts);
+                    const iterator = messages[Symbol.asyncIterator]();
+                    return Object.assign(Object.create(messages), {
+                      [Symbol.asyncIterator]: () => ({
+                        next: async () => {
+                          const next = await iterator.next();
+                          if (!next.done && ++handed === 20) void own.close();
+                          return next;
+                        },
+                      }),
+                      close: () => messages.close(),
+                    });
+                  };
+                },
+              });
+            };
+          },
+        });
+      },
+    });
+    const scan = await scanBucketEntries(closing, jsm, "scan_cut").then(
+      (entries) => entries.size,
+      (error: unknown) => error,
+    );
+    expect(handed).toBeGreaterThanOrEqual(20);
+    expect(scan).toMatchObject({ _tag: "TransientBrokerError" });
+    // The bucket read whole on a client that stays open.
+    expect((await scanBucketEntries(jetstream(nc), await jetstreamManager(nc), "scan_cut")).size).toBe(600);
   });
 });

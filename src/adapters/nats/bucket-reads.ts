@@ -65,6 +65,8 @@ export const scanBucketEntries = async (
   });
   const messages = await consumer.consume();
   let read = 0;
+  /** Read up to the bucket's last message: the only end of a scan that read it all. */
+  let through = false;
   let quietSince = Date.now();
   let asking = false;
   const quiet = setInterval(() => {
@@ -73,7 +75,9 @@ export const scanBucketEntries = async (
     lastSeq()
       .then((last) => {
         target = last;
-        if (read >= last) void messages.close();
+        if (read < last) return;
+        through = true;
+        void messages.close();
       })
       // Not answered: asked again after the next quiet spell; the run's deadline bounds the pass.
       .catch(() => undefined)
@@ -96,8 +100,17 @@ export const scanBucketEntries = async (
       read = m.seq;
       if (m.seq < target) continue;
       target = await lastSeq();
-      if (m.seq >= target) break;
+      through = m.seq >= target;
+      if (through) break;
     }
+    // The messages ended short of the last without an error: their client closed (its
+    // reconnects given up, or reset). Part of the bucket taken for all of it: a schedule or a
+    // lease not in it was as good as removed.
+    if (!through)
+      throw new TransientBrokerError({
+        message: `scan of bucket ${bucket} ended before sequence ${target} (its client closed)`,
+        operation: "kv.scan",
+      });
   } finally {
     clearInterval(quiet);
     await messages.close();
