@@ -79,7 +79,12 @@ const markRolledBack = (port: JobPort, record: JobRecord, reason: string, now: (
 /**
  * Undoes a submit: no task stays visible, the record says why it failed. The
  * record is re-read and written up to 5 times against concurrent writers;
- * after that the writer that kept winning decides.
+ * after that the writer that kept winning decides. Only while the record
+ * still holds this submit (or is gone): rolled back already (the reaper's,
+ * which removed its tasks), taken over by the next submit of the key, or
+ * committed (its commit stored though its answer was lost, or rolled
+ * forward), what is stored under the job's subject and consumer is that
+ * record's job's, and the removal wiped it (the job then never ran).
  */
 export const rollBackEffect = (
   port: JobPort,
@@ -88,6 +93,8 @@ export const rollBackEffect = (
   now: () => number,
 ): Effect.Effect<void, PortFailure> =>
   Effect.gen(function* () {
+    const found = yield* fromPort(() => port.getRecord(record.id));
+    if (found !== undefined && !isSameSubmit(found, record)) return;
     yield* fromPort(() => port.removeTasks(record));
     yield* markRolledBackSettled(port, record, reason, now);
   }).pipe(Effect.asVoid);

@@ -569,12 +569,36 @@ describe("submitJob", () => {
 });
 
 describe("rollBack", () => {
-  it("leaves a committed job alone (it is supervised, not undone), but still purges", async () => {
+  it("leaves a committed job alone: supervised, not undone, its tasks kept (they are the job's)", async () => {
     const fake = fakeJobPort();
     fake.put(record({ phase: "committed", status: "running" }));
     await rollBack(fake.port, record(), "why", () => 9);
     expect(fake.records.get("j1")!.record.phase).toBe("committed");
-    expect(fake.calls).toEqual(["removeTasks q j1", "getRecord j1"]);
+    expect(fake.calls).toEqual(["getRecord j1"]);
+  });
+
+  it("a submit rolled back by the reaper whose key the next submit took over removes nothing of that one", async () => {
+    const fake = fakeJobPort();
+    // The reaper rolled `s1` back (its tasks removed); `s2` of the same key took the record over,
+    // published its tasks and made its consumer, and committed.
+    fake.put(record({ submitId: "s2", phase: "committed", status: "running" }));
+    fake.consumers.add("j1");
+    await rollBack(fake.port, record({ submitId: "s1" }), "why", () => 9);
+    expect(fake.calls).toEqual(["getRecord j1"]);
+    expect(fake.consumers.has("j1")).toBe(true);
+    expect(fake.records.get("j1")!.record).toMatchObject({ submitId: "s2", phase: "committed" });
+  });
+
+  it("a submit still holding its record: its tasks removed, then its record marked", async () => {
+    const fake = fakeJobPort();
+    fake.put(record());
+    await rollBack(fake.port, record(), "why", () => 9);
+    expect(fake.calls).toEqual([
+      "getRecord j1",
+      "removeTasks q j1",
+      "getRecord j1",
+      "updateRecord j1 rolledBack failed",
+    ]);
   });
 
   it("retries a lost compare-and-set, up to five times", async () => {
