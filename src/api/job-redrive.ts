@@ -45,6 +45,7 @@ export const redriveDead = async (
       field: "taskIds",
     });
   }
+  refuseUnfinishable(record);
   // Named by every letter of the tasks it sends back: the same redrive made twice at once (two
   // operators, a call retried after a failure) publishes its marker and tasks under the same
   // ids, which the server keeps once (2-minute duplicate window); each under ids of its own ran
@@ -70,6 +71,8 @@ export const redriveDead = async (
       from = r;
       reopened = r.redrive !== nonce;
       if (!reopened) return undefined;
+      // Ended since it was read (a cancel from another process): the same refusal.
+      refuseUnfinishable(r);
       const { reason: _reason, finishedAt: _finished, ...rest } = r;
       return {
         ...rest,
@@ -147,6 +150,22 @@ export const redriveDead = async (
   // next redrive ran it again.
   await broker.removeDeadLetters(sent.map((l) => l.seq));
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
+};
+
+/**
+ * A job over with tasks never answered (cancelled, stalled too long, its tasks lost) cannot be
+ * reopened: its end removed those tasks, and the job would wait for them for good (it said
+ * running, the cancel's reason dropped). Its dead tasks stay as they are: the caller gets a
+ * typed error.
+ */
+const refuseUnfinishable = (record: JobRecord): void => {
+  const { done, failed, dead } = record.counts;
+  const unanswered = record.total - (done + failed + dead);
+  if (!isFinal(record.status) || unanswered <= 0) return;
+  throw new InvalidArgument({
+    message: `id: job ${record.id} ended (${record.reason ?? record.status}) with ${unanswered} of ${record.total} tasks never answered: a redrive cannot finish it`,
+    field: "id",
+  });
 };
 
 /**
