@@ -317,6 +317,46 @@ describe("TaskLeases", () => {
     ]);
   });
 
+  // Its lease may have ended meanwhile, its task delivered to another worker: a +WPI or an ack
+  // sent on this receipt's delivery would then keep or settle that worker's (JetStream answers a
+  // delivery by its stream sequence). Found by a review: the expiry was checked at the request's
+  // start only.
+  it("a heartbeat whose reads take it past the receipt's expiry answers expired, and extends nothing", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    t.advance(8500); // 500 ms before the receipt's end
+    const answerOf = t.port.answerOf;
+    t.port.answerOf = async (ref) => {
+      t.advance(1000); // a read slowed by a reconnect
+      return answerOf(ref);
+    };
+    t.calls.length = 0;
+    await expect(t.leases.heartbeat("j1", [task!.receipt], W1)).resolves.toEqual([
+      { id: "j1.0", status: "expired" },
+    ]);
+    expect(t.calls).toEqual([]);
+  });
+
+  it("results whose claim takes them past the receipt's expiry answer expired: nothing stored or acked", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    t.advance(8500);
+    const claimAnswer = t.port.claimAnswer;
+    t.port.claimAnswer = async (ref, digest) => {
+      t.advance(1000);
+      return claimAnswer(ref, digest);
+    };
+    t.calls.length = 0;
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "expired" },
+    ]);
+    expect(t.calls).toEqual([]);
+    // Its claim given back: the delivery has no answer recorded.
+    expect(await t.port.answerOf("$JS.ACK.t.j1.1.1.1.0.0")).toBeUndefined();
+  });
+
   it("while its results are being published, the delivery's lease is kept (+WPI), then it is acked", async () => {
     // An ack wait of 90 ms: kept every 30 ms; the publish takes 200 ms (retried through a leader election).
     const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })]);

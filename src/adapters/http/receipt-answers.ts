@@ -91,7 +91,13 @@ export class ReceiptAnswers {
     }
     const failures: unknown[] = [];
     const maxBytes = await this.#maxMessageBytes();
-    const claimed = await this.#claim(mine, caller, failures);
+    const won = await this.#claim(mine, caller, failures);
+    // Its lease may have ended while the claim was made (a KV write waiting out a reconnect), its
+    // task delivered to another worker: an ack or a +WPI on this delivery would settle or keep
+    // that worker's (JetStream answers a delivery by its stream sequence). Expired: the claim is
+    // given back below.
+    const claimedAt = this.#now();
+    const claimed = won.filter((a) => a.c.x > claimedAt);
     const request: Settling = {
       stored: [],
       retries: [],
@@ -132,7 +138,8 @@ export class ReceiptAnswers {
         onError: (error) => failures.push(error),
       },
     );
-    const stopKeeping = this.#keepWhileStoring(claimed, record, now);
+    for (const a of won) if (a.c.x <= claimedAt) request.unsettled(a);
+    const stopKeeping = this.#keepWhileStoring(claimed, record, claimedAt);
     try {
       await this.#store(claimed, record, request, batcher, maxBytes);
     } finally {

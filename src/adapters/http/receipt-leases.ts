@@ -94,14 +94,19 @@ export class ReceiptLeases {
         return this.#answerState(c.r);
       }),
     );
-    const open = claims.filter((c, n) => c.x > now && !answered[n]);
+    // Told by the time the +WPI is sent, and again once it is known stored: the reads above (and
+    // a settle waiting out a reconnect) may outlast the lease, its task then delivered to another
+    // worker, whose delivery a fresh receipt's ack would settle (JetStream answers a delivery by
+    // its stream sequence). Stored by the receipt's end, it kept this delivery: extended.
     const sentAt = this.#now();
+    const open = claims.filter((c, n) => c.x > sentAt && !answered[n]);
     if (open.length > 0) await this.#port.settle(open.map((c) => ({ ref: c.r, action: "working" })));
+    const settledAt = this.#now();
     const x = leaseEnd(sentAt, record.settings.ackWaitMs);
-    const leaseMs = x - this.#now();
+    const leaseMs = x - settledAt;
     const outcomes = claims.map((c, n): HeartbeatOutcome => {
       const id = `${jobId}.${c.i}`;
-      if (answered[n] || c.x <= now) {
+      if (answered[n] || c.x <= settledAt) {
         // Being answered: the request storing the answer keeps the permit and gives it back.
         if (answered[n] !== "answering") this.#port.limits?.end(c.r, record.queue);
         return { id, status: answered[n] ? "settled" : "expired" };
