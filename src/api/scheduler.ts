@@ -217,14 +217,19 @@ export class Scheduler {
     const key = tickKey(record.id, tick);
     log.info({ schedule: record.id, tick: new Date(tick).toISOString(), key }, "firing tick");
     track(`schedule.${record.id}`, async () => {
-      const submitted = Effect.tryPromise({
-        try: () => this.#deps.fire(record, tick, key),
-        catch: (error) => error,
-      }).pipe(
+      // Each try only while this scheduler still follows the rule it read: a schedule removed
+      // since (or its rule or queue changed), which its next pass has dropped, fires no more. Its
+      // tries went on from the record read, and one submitted the tick's job after `remove()`.
+      const unfollowed = new Error("the schedule was removed, or its rule or queue changed");
+      const submitted = Effect.suspend(() =>
+        this.#seen.get(record.id) === seen
+          ? Effect.tryPromise({ try: () => this.#deps.fire(record, tick, key), catch: (error) => error })
+          : Effect.fail(unfollowed),
+      ).pipe(
         Effect.retry({
           schedule: backoffSchedule({ initialMs: 200, maxMs: 5000, jitter: true }),
           times: (this.#deps.fireAttempts ?? fireAttempts) - 1,
-          while: (error) => !permanent(error),
+          while: (error) => error !== unfollowed && !permanent(error),
         }),
       );
       let ok = false;
@@ -253,7 +258,7 @@ export class Scheduler {
               ? "tick not fired yet; the next pass fires it again"
               : followed
                 ? "tick not fired here; given up"
-                : "tick of the schedule's old rule not fired; given up: its rule or queue changed",
+                : "tick of the schedule's old rule not fired; given up: it was removed, or its rule or queue changed",
           );
         }
       } finally {

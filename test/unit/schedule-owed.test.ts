@@ -236,7 +236,9 @@ describe("owed ticks on the scheduler", () => {
       await t.settled();
       expect(t.told("tick not fired yet; the next pass fires it again")).toEqual([]);
       expect(
-        t.told("tick of the schedule's old rule not fired; given up: its rule or queue changed"),
+        t.told(
+          "tick of the schedule's old rule not fired; given up: it was removed, or its rule or queue changed",
+        ),
       ).toHaveLength(1);
       await t.pass(3 * every, () => t.asked.length === 2);
       await t.settled();
@@ -281,6 +283,54 @@ describe("owed ticks on the scheduler", () => {
       expect(new Set(t.asked).size).toBe(t.asked.length - (fireRounds - 1));
     } finally {
       await t.stop();
+    }
+  });
+});
+
+/**
+ * A tick's fire tried again after a failure a later try may mend (the server away): a schedule
+ * removed meanwhile (`rt.schedules.remove()`, every runtime's next pass then drops it) fired no
+ * more. Its tries went on from the record the pass had read, and a later one submitted the
+ * tick's job, seconds after `remove()` had answered. The oracle: the fires the scheduler asked for.
+ */
+describe("a schedule removed while a tick's fire is tried again", () => {
+  it("is not fired again once the scheduler's pass has dropped it", async () => {
+    const id = "removed";
+    const start = 1_800_000_000_000;
+    const { clock, server, store } = memorySchedulesAt(start);
+    await storeEverySchedule(store, id, 1000, start);
+    const asked: number[] = [];
+    let failFirst: (error: unknown) => void = () => undefined;
+    const run = runScheduler({
+      store,
+      clock,
+      log: capturedLog().logger,
+      fireAttempts: 3,
+      fire: async (_record, tick) => {
+        asked.push(tick);
+        if (asked.length === 1)
+          await new Promise((_resolve, reject) => {
+            failFirst = reject;
+          });
+      },
+    });
+    try {
+      await schedulerAsleep(clock);
+      clock.advance(1000);
+      await waitUntil(() => asked.length === 1, { timeoutMs: 5000, message: "the tick's first try" });
+      await store.remove(id);
+      await schedulerAsleep(clock);
+      clock.advance(1000);
+      await waitUntil(() => !run.scheduler.states().has(id), {
+        timeoutMs: 5000,
+        message: "the pass dropped the schedule",
+      });
+      failFirst(new ConnectionUnavailable({ message: "no NATS connection (the server restarting)" }));
+      await waitUntil(() => run.tracked.size === 0, { timeoutMs: 10_000, message: "the fire settled" });
+      expect(asked).toHaveLength(1);
+    } finally {
+      await run.stop();
+      server.close();
     }
   });
 });
