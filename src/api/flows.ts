@@ -305,6 +305,9 @@ export class FlowRegistry {
         // stored in a record that no read could decode again, and nothing would be cancelled.
         if (typeof reason !== "string")
           throw new InvalidArgument({ field: "reason", message: "reason: must be a string" });
+        // A handle of a flow this runtime is still submitting (`get` hands it out): its record is
+        // read once written. Read before, none was found, nothing was written, and the flow ran on.
+        await untilWritten(actor);
         await onConflictAgain(async () => {
           const found = await this.#broker.flows.getFlow(id);
           if (found?.record.status !== "running") return;
@@ -336,3 +339,19 @@ export const flowsFace = (registry: FlowRegistry): Flows => ({
   get: (id) => registry.get(id),
   dependencies: (jobId) => registry.dependencies(jobId),
 });
+
+/** Once the flow's actor has left `submitting` (its record written, or its submit failed). */
+const untilWritten = (actor: Actor<FlowMachine>): Promise<void> =>
+  actor.getSnapshot().matches("submitting")
+    ? new Promise((resolve) => {
+        const sub = actor.subscribe({
+          next: (snapshot) => {
+            if (snapshot.matches("submitting")) return;
+            sub.unsubscribe();
+            resolve();
+          },
+          complete: () => resolve(),
+          error: () => resolve(),
+        });
+      })
+    : Promise.resolve();

@@ -117,6 +117,37 @@ describe("a flow handle", () => {
     await stopping;
   });
 
+  it("cancel() of a handle got while its flow's record is still being written cancels the flow once written", async () => {
+    // `get` hands out the handle of a submit under way here; its cancel read no record, wrote
+    // nothing, and the flow ran to its end (found by a review).
+    const server = createMemoryServer();
+    let release = () => {};
+    let writing = false;
+    const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, _args, call) => {
+      if (name !== "flows.createFlow") return call();
+      writing = true;
+      return new Promise((resolve) => {
+        release = () => resolve(call());
+      });
+    });
+    const rt = await createTestRuntime({ name: "early", broker });
+    const ran: number[] = [];
+    const worker = rt.workers.start<number, number>({ queue: "q7", handler: (t) => ran.push(t.payload) });
+    try {
+      const submitted = rt.flows.submit({ id: "f7", jobs: { only: { queue: "q7", tasks: [1] } } });
+      await waitUntil(() => writing, { timeoutMs: 5000, message: "the record's write under way" });
+      const early = await rt.flows.get("f7");
+      const cancelled = early!.cancel("changed my mind");
+      release();
+      await submitted;
+      expect(await cancelled).toMatchObject({ status: "cancelled" });
+      expect(storedFlow(server, "f7")).toMatchObject({ status: "cancelled", reason: "changed my mind" });
+    } finally {
+      await worker.stop();
+      await rt.stop();
+    }
+  });
+
   it("done() pending when its runtime stops rejects with RuntimeStopped, as a job's does", async () => {
     const { server, rt, w, started, release } = await setUp();
     const flow = await rt.flows.submit({ id: "f4", jobs: { a: { queue: "q", tasks: ["a"] } } });
