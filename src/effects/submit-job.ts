@@ -145,7 +145,13 @@ const submitJobEffect = (port: JobPort, input: SubmitInput): Effect.Effect<Submi
         if (error instanceof SimulatedCrash) return Effect.fail(error);
         const reason = `submit failed: ${error instanceof Error ? error.message : String(error)}`;
         if (record.lane) return rollBackLane(port, input, reason, error);
-        return rollBackEffect(port, record, reason, input.now).pipe(Effect.andThen(Effect.fail(error)));
+        return rollBackEffect(port, record, reason, input.now).pipe(
+          Effect.flatMap((found) => {
+            if (found === undefined) return Effect.fail(error);
+            if (input.seen) wrote(input.seen, found.record, found.revision);
+            return Effect.succeed({ kind: "committed", record: found.record } as const);
+          }),
+        );
       }),
     );
   });

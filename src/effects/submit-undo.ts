@@ -91,13 +91,18 @@ export const rollBackEffect = (
   record: JobRecord,
   reason: string,
   now: () => number,
-): Effect.Effect<void, PortFailure> =>
+): Effect.Effect<RecordFound | undefined, PortFailure> =>
   Effect.gen(function* () {
     const found = yield* fromPort(() => port.getRecord(record.id));
-    if (found !== undefined && !isSameSubmit(found, record)) return;
+    // Committed by this very submit (its commit stored, its answer lost): it stands, and the
+    // caller is told so (the job runs; a submit failed over it made a duplicate on a retry).
+    if (found?.record.submitId === record.submitId && found.record.phase === SubmitPhase.committed)
+      return found;
+    if (found !== undefined && !isSameSubmit(found, record)) return undefined;
     yield* fromPort(() => port.removeTasks(record));
     yield* markRolledBackSettled(port, record, reason, now);
-  }).pipe(Effect.asVoid);
+    return undefined;
+  });
 
 /**
  * `markRolledBack`, tried again on a conflict (a concurrent progress or
@@ -111,7 +116,7 @@ const markRolledBackSettled = (port: JobPort, record: JobRecord, reason: string,
   );
 
 export const rollBack = (port: JobPort, record: JobRecord, reason: string, now: () => number) =>
-  Effect.runPromise(rollBackEffect(port, record, reason, now));
+  Effect.runPromise(rollBackEffect(port, record, reason, now)).then(() => undefined);
 
 /**
  * Rolls a lane submit back, its record first: marked rolled back, then its

@@ -13,7 +13,7 @@ import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { type RecordSeen, recordProgress, updateRecordWith } from "../../src/effects/record-updates.ts";
 import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { rollBack, rollBackLaneEffect } from "../../src/effects/submit-undo.ts";
-import { RevisionConflict } from "../../src/kernel/errors.ts";
+import { RevisionConflict, TransientBrokerError } from "../../src/kernel/errors.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
 const clock = (start: number) => {
@@ -400,6 +400,31 @@ describe("submitJob", () => {
       reason: "submit failed: consumer limit",
     });
     expect(fake.calls).toContain("removeTasks q j1");
+  });
+
+  it("a commit write stored though its answer was lost stands: the submit answers committed, its tasks kept", async () => {
+    // Before: rolled back (the tasks and consumer of the committed job removed), then, with the
+    // rollback reading the record first, the job left running while the submit failed (from a
+    // review): a caller retrying without a key made a duplicate.
+    const fake = fakeJobPort();
+    const update = fake.port.updateRecord;
+    (fake.port as { updateRecord: typeof update }).updateRecord = async (r, revision) => {
+      const written = await update(r, revision);
+      if (r.phase === "committed") throw new TransientBrokerError({ message: "no answer", operation: "t" });
+      return written;
+    };
+    const outcome = await submitJob(fake.port, {
+      record: record(),
+      bodies: ['{"i":0,"p":1}'],
+      now: () => 5000,
+      signal: new AbortController().signal,
+    });
+    const stored = fake.records.get("j1")!.record;
+    expect(stored).toMatchObject({ phase: "committed", status: "running" });
+    expect(outcome).toEqual({ kind: "committed", record: stored });
+    expect(fake.calls).not.toContain("removeTasks q j1");
+    expect(fake.consumers.has("j1")).toBe(true);
+    expect(fake.tasks.get("j1")).toEqual(['{"i":0,"p":1}']);
   });
 
   it("a simulated crash leaves everything as it was, for the reaper", async () => {
