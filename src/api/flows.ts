@@ -340,9 +340,13 @@ export const flowsFace = (registry: FlowRegistry): Flows => ({
   dependencies: (jobId) => registry.dependencies(jobId),
 });
 
-/** Once the flow's actor has left `submitting` (its record written, or its submit failed). */
+/**
+ * Once the flow's actor has left `submitting` (its record written, or its submit failed). One
+ * stopped (its runtime stopped) says nothing more: XState tells a subscriber of a stopped actor
+ * nothing, and the wait would last for good.
+ */
 const untilWritten = (actor: Actor<FlowMachine>): Promise<void> =>
-  actor.getSnapshot().matches("submitting")
+  actor.getSnapshot().status === "active" && actor.getSnapshot().matches("submitting")
     ? new Promise((resolve) => {
         const sub = actor.subscribe({
           next: (snapshot) => {

@@ -14,7 +14,7 @@ import {
   type MemoryServer,
 } from "../../src/testing.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { waitUntil, within } from "../harness/wait.ts";
 
 /** The flow record as the memory server stores it, undecoded; undefined if none. */
 const storedFlow = (server: MemoryServer, id: string): Record<string, unknown> | undefined => {
@@ -108,6 +108,7 @@ describe("a flow handle", () => {
       timeoutMs: 5000,
       message: "the record's write under way",
     });
+    const early = await rt.flows.get("f6");
     const stopping = rt.stop();
     await expect(submitted).rejects.toMatchObject({
       _tag: "RuntimeStopped",
@@ -115,6 +116,9 @@ describe("a flow handle", () => {
     });
     release();
     await stopping;
+    // Its handle's cancel after the stop rejects as any call on a stopped runtime does: it waited
+    // for good for the record's write of an actor the stop had stopped (found by a review).
+    await expect(within(early!.cancel("too late"), 5000)).rejects.toMatchObject({ _tag: "RuntimeStopped" });
   });
 
   it("cancel() of a handle got while its flow's record is still being written cancels the flow once written", async () => {
