@@ -156,8 +156,9 @@ export class JobRegistry implements Jobs {
     };
     // Read until it is: a job over meanwhile is never written again, and an actor that missed
     // its end waited for it for good (its handles' `done()` with it).
+    // At debug: through an outage every job watched here would say it, every few seconds.
     void plainThenUntilDone(read, readAgainBackoff, this.#core.loops.signal, isTransient, (error, again) =>
-      this.#log.warn(
+      this.#log.debug(
         { jobId: id, err: error },
         again ? "record not read again; trying again" : "record not read again",
       ),

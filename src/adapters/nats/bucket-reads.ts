@@ -100,8 +100,9 @@ export const scanBucketEntries = async (
       read = m.seq;
       if (m.seq < target) continue;
       target = await lastSeq();
-      through = m.seq >= target;
-      if (through) break;
+      if (m.seq < target) continue;
+      through = true;
+      break;
     }
     // The messages ended short of the last without an error: their client closed (its
     // reconnects given up, or reset). Part of the bucket taken for all of it: a schedule or a
