@@ -24,6 +24,26 @@ const storedFlow = (server: MemoryServer, id: string): Record<string, unknown> |
   return entry ? (JSON.parse(entry.value as string) as Record<string, unknown>) : undefined;
 };
 
+/** A memory server and a broker on it whose flow record's write waits for `release()`; `writing()`: until it is under way. */
+const heldFlowWrites = () => {
+  const server = createMemoryServer();
+  let release = () => {};
+  let writing = false;
+  const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, _args, call) => {
+    if (name !== "flows.createFlow") return call();
+    writing = true;
+    return new Promise((resolve) => {
+      release = () => resolve(call());
+    });
+  });
+  return {
+    server,
+    broker,
+    writing: () => waitUntil(() => writing, { timeoutMs: 5000, message: "the record's write under way" }),
+    release: () => release(),
+  };
+};
+
 /** A runtime that submits and supervises, and one whose worker holds every task until released. */
 const setUp = async () => {
   const server = createMemoryServer();
@@ -92,22 +112,10 @@ describe("a flow handle", () => {
 
   it("submit() whose record write is under way when its runtime stops rejects with RuntimeStopped naming the flow", async () => {
     // The record's write held until the runtime is stopping: XState's own error came out before.
-    const server = createMemoryServer();
-    let release = () => {};
-    let writing = false;
-    const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, _args, call) => {
-      if (name !== "flows.createFlow") return call();
-      writing = true;
-      return new Promise((resolve) => {
-        release = () => resolve(call());
-      });
-    });
+    const { broker, writing, release } = heldFlowWrites();
     const rt = await createTestRuntime({ name: "stopping", roles: ["submitter"], broker });
     const submitted = rt.flows.submit({ id: "f6", jobs: { only: { queue: "q", tasks: [1] } } });
-    await waitUntil(() => writing, {
-      timeoutMs: 5000,
-      message: "the record's write under way",
-    });
+    await writing();
     const early = await rt.flows.get("f6");
     const stopping = rt.stop();
     await expect(submitted).rejects.toMatchObject({
@@ -124,22 +132,13 @@ describe("a flow handle", () => {
   it("cancel() of a handle got while its flow's record is still being written cancels the flow once written", async () => {
     // `get` hands out the handle of a submit under way here; its cancel read no record, wrote
     // nothing, and the flow ran to its end (found by a review).
-    const server = createMemoryServer();
-    let release = () => {};
-    let writing = false;
-    const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, _args, call) => {
-      if (name !== "flows.createFlow") return call();
-      writing = true;
-      return new Promise((resolve) => {
-        release = () => resolve(call());
-      });
-    });
+    const { server, broker, writing, release } = heldFlowWrites();
     const rt = await createTestRuntime({ name: "early", broker });
     const ran: number[] = [];
     const worker = rt.workers.start<number, number>({ queue: "q7", handler: (t) => ran.push(t.payload) });
     try {
       const submitted = rt.flows.submit({ id: "f7", jobs: { only: { queue: "q7", tasks: [1] } } });
-      await waitUntil(() => writing, { timeoutMs: 5000, message: "the record's write under way" });
+      await writing();
       const early = await rt.flows.get("f7");
       const cancelled = early!.cancel("changed my mind");
       release();
