@@ -357,6 +357,30 @@ describe("TaskLeases", () => {
     expect(await t.port.answerOf("$JS.ACK.t.j1.1.1.1.0.0")).toBeUndefined();
   });
 
+  it("a POST whose settle failed, retried, counts its answer once in the metrics (once it is settled)", async () => {
+    // Counted as the results were stored, before the settle: the retry stored them again (the
+    // server keeping one by its message id) and counted them again (found by a review).
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    const counted: string[] = [];
+    t.port.answered = (_queue, status) => void counted.push(status);
+    const settle = t.port.settle;
+    let fail = true;
+    t.port.settle = async (settles) => {
+      if (fail && settles.some((x) => x.action === "ack")) {
+        fail = false;
+        throw new OperationTimeout({ message: "no answer", operation: "settle", timeoutMs: 1000 });
+      }
+      return settle(settles);
+    };
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).rejects.toBeDefined();
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "done" },
+    ]);
+    expect(counted).toEqual(["done"]);
+  });
+
   it("while its results are being published, the delivery's lease is kept (+WPI), then it is acked", async () => {
     // An ack wait of 90 ms: kept every 30 ms; the publish takes 200 ms (retried through a leader election).
     const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })]);

@@ -354,9 +354,13 @@ export class ReceiptAnswers {
           .catch((error) => this.#log.warn({ err: error, jobId: a.c.j }, "answer settled but not recorded")),
       ),
     );
-    for (const { a, status } of part) {
+    for (const d of part) {
+      const { a, status } = d;
       this.#book.release(caller.identity, a.c.r);
       a.finish({ status, digest: a.digest, at: this.#now() });
+      // Counted once settled, not as its results were stored: a request whose settle failed
+      // stored them again when retried (the server keeping one), and counted them again.
+      request.answered(d);
     }
   }
 }

@@ -28,7 +28,7 @@ export interface Settling {
   /** Claims given back (`unsettled`): the request answers once they are, so its retry can claim again. */
   readonly releases: Promise<void>[];
   unsettled(a: Answering): void;
-  /** Its results are stored: told to the port (the metrics). */
+  /** Settled: told to the port (the metrics), once per delivery. */
   answered(delivery: ReceiptDelivery): void;
 }
 
@@ -52,9 +52,9 @@ export class ReceiptDelivery implements Delivery {
     this.#request = request;
     this.settle = { ref: a.c.r, action: outcome.kind === "ack" ? "ack" : "term" };
   }
+  /** Its results are stored; it is counted (`answered`) once its settle is sent. */
   stored(): void {
     this.#request.stored.push(this);
-    this.#request.answered(this);
   }
   lost(): void {
     this.#request.unsettled(this.a);
