@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { deliveryCountOf } from "../../src/adapters/nats/task-leasing.ts";
+import { deliveryCountOf, deliverySeqOf } from "../../src/adapters/nats/task-leasing.ts";
 
 /**
  * The oracle: the reply subject as the server writes it, built here from its
@@ -44,5 +44,22 @@ describe("deliveryCountOf", () => {
     expect(deliveryCountOf("$JS.ACK.s.c.x.2.3.4.5")).toBeUndefined();
     expect(deliveryCountOf("$JS.ACK.s.c.0.2.3.4.5")).toBeUndefined();
     expect(deliveryCountOf("$JS.ACK.a.b.s.c..2.3.4.5")).toBeUndefined();
+  });
+});
+
+describe("deliverySeqOf", () => {
+  it("reads the consumer's delivery sequence in either layout, no other field", () => {
+    // Every numeric field differs: a wrong token reads another one.
+    expect(deliverySeqOf("$JS.ACK.s.c.6.11.12.13.14")).toBe(12);
+    expect(deliverySeqOf("$JS.ACK._..s.c.6.11.12.13.14")).toBe(12);
+    expect(deliverySeqOf("$JS.ACK.hub.ABCD.s.c.6.11.12.13.14.rand0m")).toBe(12);
+    expect(deliverySeqOf(reply(3))).toBe(789);
+  });
+
+  it("answers undefined for what is not a delivery's reply subject", () => {
+    expect(deliverySeqOf("_INBOX.abc.def")).toBeUndefined();
+    expect(deliverySeqOf("$JS.ACK.s.c.1.2.3")).toBeUndefined();
+    expect(deliverySeqOf("$JS.ACK.s.c.1.2.x.4.5")).toBeUndefined();
+    expect(deliverySeqOf("$JS.ACK.s.c.1.2..4.5")).toBeUndefined();
   });
 });

@@ -89,6 +89,8 @@ describe("a stopping worker's task loop", () => {
 
 /** A stand-in of the broker's republish for the leases that never put back. */
 const noRepublish = () => Promise.reject(new Error("not put back here"));
+/** A consumer life not over: its answers are sent. */
+const alive = { over: false };
 
 describe("a task that reached a drained loop", () => {
   const late = (reply: string, subject = "q.tasks.j1") => {
@@ -103,16 +105,17 @@ describe("a task that reached a drained loop", () => {
   };
 
   it("reads its delivery count and sequence from its ack subject, both layouts", () => {
-    const old = new LateTaskLease(late("$JS.ACK.s.c.5.42.9.1796000000000000000.3").msg, noRepublish);
+    const old = new LateTaskLease(late("$JS.ACK.s.c.5.42.9.1796000000000000000.3").msg, noRepublish, alive);
     expect([old.deliveryCount, old.seq, old.body]).toEqual([5, 42, '{"i":3,"p":1}']);
     const newer = new LateTaskLease(
       late("$JS.ACK.dom.hash.s.c.2.17.9.1796000000000000000.3.tok").msg,
       noRepublish,
+      alive,
     );
     expect([newer.deliveryCount, newer.seq]).toEqual([2, 17]);
-    expect(new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg, noRepublish).jobId).toBe(
-      "jab12",
-    );
+    expect(
+      new LateLaneLease(late("$JS.ACK.s.c.1.7.7.0.3", "pfx.lane.q.jab12").msg, noRepublish, alive).jobId,
+    ).toBe("jab12");
   });
 
   it("answers as nats.js's message does; a release is not redelivered within 3.5 s of the catch; settled once", () => {
@@ -121,7 +124,7 @@ describe("a task that reached a drained loop", () => {
       /** The answers to `settle`, made `laterMs` after the task was caught. */
       const answersOf = (settle: (lease: LateTaskLease) => void, laterMs = 0) => {
         const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
-        const lease = new LateTaskLease(msg, noRepublish);
+        const lease = new LateTaskLease(msg, noRepublish, alive);
         lease.working();
         vi.advanceTimersByTime(laterMs);
         settle(lease);
@@ -140,6 +143,12 @@ describe("a task that reached a drained loop", () => {
       expect(answersOf((l) => l.handBack(5000))).toEqual(["+WPI", '-NAK {"delay":5000000000}']);
       expect(answersOf((l) => l.term())).toEqual(["+WPI", "+TERM"]);
       expect(answersOf((l) => l.ack())).toEqual(["+WPI", "+ACK"]);
+      // Its consumer's life over (made again under its name): nothing is sent, nothing put back.
+      const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
+      const over = new LateTaskLease(msg, noRepublish, { over: true });
+      for (const answer of [() => over.working(), () => over.nak(), () => over.term(), () => over.ack()])
+        answer();
+      expect(answers).toEqual([]);
     } finally {
       vi.useRealTimers();
     }
@@ -150,9 +159,13 @@ describe("a task that reached a drained loop", () => {
     try {
       const { msg, answers } = late("$JS.ACK.s.c.1.7.7.0.3");
       const copies: string[] = [];
-      const lease = new LateTaskLease(msg, async (subject, data, msgId) => {
-        copies.push(`${subject} ${new TextDecoder().decode(data)} ${msgId} at ${answers.length} answers`);
-      });
+      const lease = new LateTaskLease(
+        msg,
+        async (subject, data, msgId) => {
+          copies.push(`${subject} ${new TextDecoder().decode(data)} ${msgId} at ${answers.length} answers`);
+        },
+        alive,
+      );
       vi.advanceTimersByTime(500);
       const put = lease.putBack(1000);
       await vi.advanceTimersByTimeAsync(2_900);
@@ -167,7 +180,7 @@ describe("a task that reached a drained loop", () => {
       expect(answers).toHaveLength(5);
 
       const failed = late("$JS.ACK.s.c.1.8.8.0.3");
-      const notStored = new LateTaskLease(failed.msg, noRepublish).putBack(1000);
+      const notStored = new LateTaskLease(failed.msg, noRepublish, alive).putBack(1000);
       const settled = notStored.then(
         () => "stored",
         (error: Error) => error.message,
@@ -182,7 +195,7 @@ describe("a task that reached a drained loop", () => {
       // Its job ended during the wait: no copy, and the original is left to that end.
       const ended = late("$JS.ACK.s.c.1.9.9.0.3");
       let over = false;
-      const unwanted = new LateTaskLease(ended.msg, noRepublish).putBack(1000, () => !over);
+      const unwanted = new LateTaskLease(ended.msg, noRepublish, alive).putBack(1000, () => !over);
       over = true;
       await vi.advanceTimersByTimeAsync(4_000);
       expect(await unwanted).toBe(false);

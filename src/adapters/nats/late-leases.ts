@@ -1,6 +1,7 @@
 import type { Msg } from "@nats-io/transport-node";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
+import type { ConsumerLife } from "./consumer-lives.ts";
 import { closedLoopDelay } from "./pull-loops.ts";
 import { putBackCopy, type Republish } from "./put-back.ts";
 import { nanos } from "./streams.ts";
@@ -13,18 +14,20 @@ const decoder = new TextDecoder();
  * stops: `drainOnStop`), seen as a plain message: its ack subject says its
  * delivery count and sequence, and ack / nak / term / working are answers
  * to it, as nats.js's own message sends them (the first that settles it
- * only).
+ * only), none once its consumer's life is over (`ConsumerLives`).
  */
 export class LateTaskLease implements TaskLease {
   readonly #msg: Msg;
   readonly #republish: Republish;
+  readonly #life: ConsumerLife;
   readonly deliveryCount: number;
   readonly seq: number;
   /** When it reached the draining loop: that loop closed then, within a round trip. */
   readonly #caught = Date.now();
-  constructor(msg: Msg, republish: Republish) {
+  constructor(msg: Msg, republish: Republish, life: ConsumerLife) {
     this.#msg = msg;
     this.#republish = republish;
+    this.#life = life;
     const info = leaseInfo(msg.reply ?? "");
     // Not an ack subject (none is sent to a task loop): taken as a first delivery.
     this.deliveryCount = info?.deliveryCount ?? 1;
@@ -51,6 +54,7 @@ export class LateTaskLease implements TaskLease {
     this.#answer("+WPI");
   }
   putBack(keepEveryMs: number, wanted?: () => boolean): Promise<boolean> {
+    if (this.#life.over) return Promise.resolve(false);
     const { subject, data } = this.#msg;
     return putBackCopy(this, subject, data, this.#caught, keepEveryMs, this.#republish, wanted);
   }
@@ -58,7 +62,7 @@ export class LateTaskLease implements TaskLease {
   #settled = false;
   /** As nats.js's message: after an ack, a nak or a term, nothing more is sent. */
   #answer(payload: string): void {
-    if (this.#settled) return;
+    if (this.#settled || this.#life.over) return;
     this.#settled = payload !== "+WPI";
     this.#msg.respond(payload);
   }
@@ -67,8 +71,8 @@ export class LateTaskLease implements TaskLease {
 /** A late delivery from a queue's lane: its job is the last token of its subject. */
 export class LateLaneLease extends LateTaskLease implements LaneLease {
   readonly jobId: string;
-  constructor(msg: Msg, republish: Republish) {
-    super(msg, republish);
+  constructor(msg: Msg, republish: Republish, life: ConsumerLife) {
+    super(msg, republish, life);
     this.jobId = jobIdOfSubject(msg.subject);
   }
 }

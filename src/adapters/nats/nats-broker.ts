@@ -1,4 +1,5 @@
 import type { JsMsg } from "@nats-io/jetstream";
+import type { Msg } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { isFinal, SubmitPhase } from "../../kernel/job-record.ts";
@@ -7,6 +8,7 @@ import type { Broker } from "../broker.ts";
 import { laneConsumer } from "../names.ts";
 import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
+import { type ConsumerLife, ConsumerLives } from "./consumer-lives.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsDelayedTasks } from "./delayed-tasks.ts";
@@ -26,7 +28,7 @@ import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
-import { deliveryCountOf, NatsTaskLeasing } from "./task-leasing.ts";
+import { deliveryCountOf, deliverySeqOf, NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
   /** How long results and dead letters are kept (the streams' max age). */
@@ -49,14 +51,20 @@ export interface NatsBroker extends Broker {
 
 const decoder = new TextDecoder();
 
-/** A delivered JetStream message seen through the port: ack / nak / term / working go to its reply subject. */
+/**
+ * A delivered JetStream message seen through the port: ack / nak / term /
+ * working go to its reply subject, unless its consumer's life is over
+ * (`ConsumerLives`: they would land on another message).
+ */
 class JsTaskLease implements TaskLease {
   readonly #msg: JsMsg;
   readonly #republish: Republish;
+  readonly #life: ConsumerLife;
   #deliveryCount: number | undefined;
-  constructor(msg: JsMsg, republish: Republish) {
+  constructor(msg: JsMsg, republish: Republish, life: ConsumerLife) {
     this.#msg = msg;
     this.#republish = republish;
+    this.#life = life;
   }
   get body(): string {
     return decoder.decode(this.#msg.data);
@@ -75,32 +83,40 @@ class JsTaskLease implements TaskLease {
     return this.#msg.seq;
   }
   ack(): void {
-    this.#msg.ack();
+    if (!this.#life.over) this.#msg.ack();
   }
   nak(delayMs?: number): void {
-    this.#msg.nak(delayMs);
+    if (!this.#life.over) this.#msg.nak(delayMs);
   }
   handBack(delayMs?: number): void {
-    this.#msg.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
+    this.nak(Math.max(delayMs ?? 0, closedPullsRunOutMs));
   }
   term(): void {
-    this.#msg.term();
+    if (!this.#life.over) this.#msg.term();
   }
   working(): void {
-    this.#msg.working();
+    if (!this.#life.over) this.#msg.working();
   }
   /** Its loop's close is not known here: its pull requests are waited out in full. */
   putBack(keepEveryMs: number, wanted?: () => boolean): Promise<boolean> {
+    if (this.#life.over) return Promise.resolve(false);
     const { subject, data } = this.#msg;
     return putBackCopy(this, subject, data, Date.now(), keepEveryMs, this.#republish, wanted);
   }
 }
 
+/** The life of a delivery's consumer (`ConsumerLives`), by the delivery sequence in its reply subject. */
+const lifeOf = (lives: ConsumerLives, msg: JsMsg | Msg): ConsumerLife => {
+  // `reply` is on nats.js's message class, not its `JsMsg` type.
+  const { reply } = msg as { readonly reply?: unknown };
+  return lives.of(typeof reply === "string" ? deliverySeqOf(reply) : undefined);
+};
+
 /** A delivery from a queue's lane: its job is the last token of its subject. */
 class JsLaneLease extends JsTaskLease implements LaneLease {
   readonly jobId: string;
-  constructor(msg: JsMsg, republish: Republish) {
-    super(msg, republish);
+  constructor(msg: JsMsg, republish: Republish, life: ConsumerLife) {
+    super(msg, republish, life);
     this.jobId = jobIdOfSubject(msg.subject);
   }
 }
@@ -208,6 +224,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     announceCreated: (queue, jobId) => js.announceCreated(queue, jobId),
     consumeTasks: async (queue, jobId, maxMessages, onTask, signal, stopping) => {
       let gone = false;
+      const lives = new ConsumerLives();
       await superviseLoop(
         port,
         async (nc, s) => {
@@ -218,13 +235,14 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
               queue,
               jobId,
               maxMessages,
-              (m) => onTask(new JsTaskLease(m, republish)),
+              (m) => onTask(new JsTaskLease(m, republish, lifeOf(lives, m))),
               s,
               core.logger,
               {
                 handsBack: () => stopping?.aborted === true,
-                late: (m) => onTask(new LateTaskLease(m, republish)),
+                late: (m) => onTask(new LateTaskLease(m, republish, lifeOf(lives, m))),
               },
+              lives,
             ),
           );
           // While a consumer's leader is being elected the server may say it is not found: the
@@ -238,10 +256,13 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
         signal,
         { name: `tasks:${jobId}`, log },
       );
+      // Its job is over: a delivery of it answered now would land on the next consumer of its name.
+      if (gone) lives.end();
       return gone ? "gone" : "stopped";
     },
 
     consumeLane: async (queue, maxMessages, onTask, signal) => {
+      const lives = new ConsumerLives();
       await superviseLoop(
         port,
         async (nc, s) => {
@@ -258,11 +279,15 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
               queue,
               laneConsumer,
               maxMessages,
-              (m) => onTask(new JsLaneLease(m, republish)),
+              (m) => onTask(new JsLaneLease(m, republish, lifeOf(lives, m))),
               s,
               core.logger,
               // Its signal is its worker's: aborted, the worker stops.
-              { handsBack: () => signal.aborted, late: (m) => onTask(new LateLaneLease(m, republish)) },
+              {
+                handsBack: () => signal.aborted,
+                late: (m) => onTask(new LateLaneLease(m, republish, lifeOf(lives, m))),
+              },
+              lives,
             ),
           );
           // Gone (deleted by hand, or lost with the server's store): made again on the next round,

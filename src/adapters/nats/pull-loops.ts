@@ -10,6 +10,7 @@ import { Effect, Fiber } from "effect";
 import type { Logger } from "../../kernel/logger.ts";
 import { abortRace } from "../../kernel/signals.ts";
 import { Buffered } from "./buffered-tasks.ts";
+import type { ConsumerLives } from "./consumer-lives.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { isNotFound } from "./streams.ts";
 
@@ -161,7 +162,8 @@ const isStreamGone = (error: unknown): boolean => error instanceof JetStreamApiE
  * closes or `signal` aborts. `maxMessages` bounds the leases held but not yet started.
  * A loop closed while `stop.handsBack()` says its worker stops is drained
  * (`drainOnStop`), and returns once what the drain caught is passed on;
- * closed for a job's end or a restart, it lets go as nats.js does.
+ * closed for a job's end or a restart, it lets go as nats.js does. `lives`
+ * hears each round's consumer (`ConsumerLives`).
  */
 export const consumeTasks = async (
   broker: NatsJobBroker,
@@ -173,6 +175,7 @@ export const consumeTasks = async (
   signal: AbortSignal,
   log: Logger,
   stop?: LoopStop,
+  lives?: ConsumerLives,
 ): Promise<"gone" | "ended" | "again"> => {
   const { js } = await broker.queueHandles(nc, queue);
   let consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
@@ -183,6 +186,9 @@ export const consumeTasks = async (
     if (isNotFound(error)) return "gone";
     throw error;
   }
+  // Before any delivery of this round: one of a consumer made again ends the life before.
+  const info = await consumer.info(true).catch(() => undefined);
+  if (info) lives?.met(info.created);
   // Refill when half the leases are used, in pulls of half the window
   // (nats.js: at a quarter, pulls of a quarter): half the pull requests for
   // the same bound on leases held. With 50 leases the consume phase took
@@ -224,7 +230,7 @@ export const consumeTasks = async (
   // caller pulls again at once ("again"). Without the arrival times (another nats.js), a
   // single wait that long is the sign, and what is buffered is dropped, unrun (the server
   // redelivers each at its lease's end).
-  const ackWaitMs = ((await consumer.info(true).catch(() => undefined))?.config.ack_wait ?? 30e9) / 1e6;
+  const ackWaitMs = (info?.config.ack_wait ?? 30e9) / 1e6;
   const staleAfterMs = ackWaitMs / 2;
   let outwaited = false;
   /** Tasks handed over as the loop lets go of its buffer: it ends once each has started. */

@@ -320,24 +320,31 @@ const leasePayload = (s: LeaseSettle): string => {
  * fields into a new object, ~5 % of a big job's client CPU when a worker
  * read only this one. Undefined when it is not such a subject.
  */
-export const deliveryCountOf = (reply: string): number | undefined => {
+export const deliveryCountOf = (reply: string): number | undefined => ackNumberOf(reply, 0);
+
+/** The consumer's delivery sequence in a delivery's reply subject (the token two after the count), read as `deliveryCountOf`. */
+export const deliverySeqOf = (reply: string): number | undefined => ackNumberOf(reply, 2);
+
+/** The number `field` tokens after the delivery count in an ack subject (0: the count itself). */
+const ackNumberOf = (reply: string, field: 0 | 2): number | undefined => {
   if (!reply.startsWith("$JS.ACK.")) return undefined;
-  // Where the 4th to 7th dots are, and how many there are up to 10: 8 dots is the 9-token layout,
-  // 10 or more the longer one. Kept in locals: an array of them was ~0.4 KB of garbage a task.
+  // Where the dots around the field are in either layout, and how many there are up to 10: 8
+  // dots is the 9-token layout, 10 or more the longer one. Kept in locals: an array of them was
+  // ~0.4 KB of garbage a task.
   let dots = 0;
-  let d4 = -1;
-  let d5 = -1;
-  let d6 = -1;
-  let d7 = -1;
+  let shortFrom = -1;
+  let shortTo = -1;
+  let longFrom = -1;
+  let longTo = -1;
   for (let at = reply.indexOf("."); at >= 0 && dots < 10; at = reply.indexOf(".", at + 1)) {
     dots++;
-    if (dots === 4) d4 = at;
-    else if (dots === 5) d5 = at;
-    else if (dots === 6) d6 = at;
-    else if (dots === 7) d7 = at;
+    if (dots === 4 + field) shortFrom = at;
+    else if (dots === 5 + field) shortTo = at;
+    if (dots === 6 + field) longFrom = at;
+    else if (dots === 7 + field) longTo = at;
   }
-  const from = dots === 8 ? d4 : dots === 10 ? d6 : -1;
-  const to = dots === 8 ? d5 : dots === 10 ? d7 : -1;
+  const from = dots === 8 ? shortFrom : dots === 10 ? longFrom : -1;
+  const to = dots === 8 ? shortTo : dots === 10 ? longTo : -1;
   if (from < 0 || to - from < 2) return undefined;
   let count = 0;
   for (let i = from + 1; i < to; i++) {
