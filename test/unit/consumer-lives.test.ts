@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConsumerLives } from "../../src/adapters/nats/consumer-lives.ts";
+import { ConsumerLives, livesOn } from "../../src/adapters/nats/consumer-lives.ts";
 
 /**
  * The oracle: the life of each delivery as the server made them, written
@@ -8,29 +8,34 @@ import { ConsumerLives } from "../../src/adapters/nats/consumer-lives.ts";
  * consumer of its name has been met.
  */
 describe("ConsumerLives", () => {
-  it("a round that meets the consumer created again ends the life before; the same consumer met again ends nothing", () => {
+  it("a round that meets a consumer created again, with fewer deliveries than seen, ends the life before", () => {
     const lives = new ConsumerLives();
-    lives.met("2026-12-06T08:00:00Z");
-    const first = [lives.of(1), lives.of(2)];
-    lives.met("2026-12-06T08:00:00Z"); // a round after a reconnect, the same consumer
-    const more = lives.of(3);
-    expect([...first, more].map((l) => l.over)).toEqual([false, false, false]);
-    // Made again: its deliveries count from 1 again, and other workers took the first ones.
-    lives.met("2026-12-06T09:00:00Z");
-    const fresh = lives.of(9);
-    expect([...first, more].map((l) => l.over)).toEqual([true, true, true]);
+    lives.met("2026-12-06T08:00:00Z", 0);
+    const first = [lives.of(1), lives.of(2), lives.of(3)];
+    // A plain restart, its deliveries kept: a single nats-server 2.9 reports another creation time.
+    lives.met("2026-12-06T08:00:00.000001Z", 3);
+    const more = lives.of(4);
+    expect([...first, more].map((l) => l.over)).toEqual([false, false, false, false]);
+    // Made again (its deliveries count from 1 again), before this loop had one of its deliveries:
+    // other workers took the first ones, so the next one here does not show it.
+    lives.met("2026-12-06T09:00:00Z", 2);
+    expect([...first, more].map((l) => l.over)).toEqual([true, true, true, true]);
+    const fresh = lives.of(5);
     expect(fresh.over).toBe(false);
+    // The same consumer met again: nothing ends.
+    lives.met("2026-12-06T09:00:00Z", 5);
+    expect([fresh.over, lives.of(6).over]).toEqual([false, false]);
   });
 
   it("a delivery sequence that does not grow ends the life before, and the next round's consumer is that new one", () => {
     const lives = new ConsumerLives();
-    lives.met("2026-12-06T08:00:00Z");
+    lives.met("2026-12-06T08:00:00Z", 0);
     const old = [lives.of(3), lives.of(4)];
     // Made again while the round pulled on (nats.js pulls again after a reconnect).
     const fresh = [lives.of(1), lives.of(2)];
     expect(old.map((l) => l.over)).toEqual([true, true]);
     // The next round meets the consumer those came from: they stay live.
-    lives.met("2026-12-06T09:00:00Z");
+    lives.met("2026-12-06T09:00:00Z", 2);
     expect([...fresh, lives.of(5)].map((l) => l.over)).toEqual([false, false, false]);
     // A redelivery has a delivery sequence of its own, larger: no new life.
     expect(lives.of(6).over).toBe(false);
@@ -43,5 +48,17 @@ describe("ConsumerLives", () => {
     expect(unknown).toBe(known);
     lives.end();
     expect([known.over, unknown.over]).toEqual([true, true]);
+  });
+
+  it("a put-back is wanted while its delivery's life lasts and its own test says so", () => {
+    const life = { over: false };
+    let jobRuns = true;
+    const wanted = livesOn(life, () => jobRuns);
+    expect([wanted(), livesOn(life)()]).toEqual([true, true]);
+    jobRuns = false;
+    expect(wanted()).toBe(false);
+    jobRuns = true;
+    life.over = true;
+    expect([wanted(), livesOn(life)()]).toEqual([false, false]);
   });
 });

@@ -3,6 +3,12 @@ export interface ConsumerLife {
   readonly over: boolean;
 }
 
+/** A put-back's `wanted`, false once the delivery's consumer's life is over (its copy would come back beside it). */
+export const livesOn =
+  (life: ConsumerLife, wanted?: () => boolean): (() => boolean) =>
+  () =>
+    !life.over && (wanted?.() ?? true);
+
 /**
  * The lives of the consumer one task loop pulls from, round after round.
  * The server knows a delivery only by the sequences in its ack subject: a
@@ -11,14 +17,18 @@ export interface ConsumerLife {
  * again, and on a stream made again its messages too. An answer to a
  * delivery of the life before then landed on the new life's message at
  * that sequence: an ack removed a task never run, a release ran one twice
- * at once. A loop's delivery of the new life ends the life before: each
- * round reads when its consumer was created (a round of a new life), and a
- * delivery sequence that does not grow shows a life that began under the
- * round (nats.js pulls again on a reconnect, from the same iterator).
+ * at once. The signs of a new life: a round meets a consumer created at
+ * another time that has made fewer deliveries than the loop has seen (a
+ * single nats-server 2.9 reports another creation time after a plain
+ * restart, its deliveries kept), or a delivery sequence does not grow
+ * (nats.js pulls again after a reconnect, from the same iterator).
  *
- * Left open: an old delivery answered before the loop has met the new life
- * (its worker let go of it as it heard the job made again, say), once other
- * workers took the new life's first deliveries.
+ * A consumer that lost its last deliveries (a server killed before it
+ * stored them, a cluster's leader elected behind) shows the second sign
+ * too: its loop's answers then go unsent, and those tasks come back at
+ * their lease's end (counted once). Left open: an old delivery answered
+ * before the loop has met the new life, and one whose new life has made
+ * as many deliveries as the loop saw.
  */
 export class ConsumerLives {
   #life = { over: false };
@@ -27,9 +37,9 @@ export class ConsumerLives {
   /** The last delivery sequence of the life now. */
   #delivered = 0;
 
-  /** A round of the loop met its consumer, created at `created`. */
-  met(created: string): void {
-    if (this.#created !== undefined && created !== this.#created) this.#next();
+  /** A round of the loop met its consumer, created at `created`, having made `delivered` deliveries. */
+  met(created: string, delivered: number): void {
+    if (this.#created !== undefined && created !== this.#created && delivered < this.#delivered) this.#next();
     this.#created = created;
   }
 
@@ -52,5 +62,6 @@ export class ConsumerLives {
   #next(): void {
     this.#life.over = true;
     this.#life = { over: false };
+    this.#delivered = 0;
   }
 }

@@ -1,7 +1,7 @@
 import type { Msg } from "@nats-io/transport-node";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
-import type { ConsumerLife } from "./consumer-lives.ts";
+import { type ConsumerLife, livesOn } from "./consumer-lives.ts";
 import { closedLoopDelay } from "./pull-loops.ts";
 import { putBackCopy, type Republish } from "./put-back.ts";
 import { nanos } from "./streams.ts";
@@ -14,7 +14,8 @@ const decoder = new TextDecoder();
  * stops: `drainOnStop`), seen as a plain message: its ack subject says its
  * delivery count and sequence, and ack / nak / term / working are answers
  * to it, as nats.js's own message sends them (the first that settles it
- * only), none once its consumer's life is over (`ConsumerLives`).
+ * only); once its consumer's life is over (`ConsumerLives`), only
+ * `working`, as `JsTaskLease`.
  */
 export class LateTaskLease implements TaskLease {
   readonly #msg: Msg;
@@ -54,15 +55,22 @@ export class LateTaskLease implements TaskLease {
     this.#answer("+WPI");
   }
   putBack(keepEveryMs: number, wanted?: () => boolean): Promise<boolean> {
-    if (this.#life.over) return Promise.resolve(false);
     const { subject, data } = this.#msg;
-    return putBackCopy(this, subject, data, this.#caught, keepEveryMs, this.#republish, wanted);
+    return putBackCopy(
+      this,
+      subject,
+      data,
+      this.#caught,
+      keepEveryMs,
+      this.#republish,
+      livesOn(this.#life, wanted),
+    );
   }
 
   #settled = false;
   /** As nats.js's message: after an ack, a nak or a term, nothing more is sent. */
   #answer(payload: string): void {
-    if (this.#settled || this.#life.over) return;
+    if (this.#settled || (this.#life.over && payload !== "+WPI")) return;
     this.#settled = payload !== "+WPI";
     this.#msg.respond(payload);
   }

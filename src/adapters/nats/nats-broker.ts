@@ -8,7 +8,7 @@ import type { Broker } from "../broker.ts";
 import { laneConsumer } from "../names.ts";
 import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
-import { type ConsumerLife, ConsumerLives } from "./consumer-lives.ts";
+import { type ConsumerLife, ConsumerLives, livesOn } from "./consumer-lives.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
 import { NatsDelayedTasks } from "./delayed-tasks.ts";
@@ -53,8 +53,11 @@ const decoder = new TextDecoder();
 
 /**
  * A delivered JetStream message seen through the port: ack / nak / term /
- * working go to its reply subject, unless its consumer's life is over
- * (`ConsumerLives`: they would land on another message).
+ * working go to its reply subject; once its consumer's life is over
+ * (`ConsumerLives`), only `working` (an ack, a release, a put-back would
+ * land on another message; a lease kept at most delays one whose worker
+ * died, and a life taken for over by mistake would otherwise run the task
+ * twice at once).
  */
 class JsTaskLease implements TaskLease {
   readonly #msg: JsMsg;
@@ -95,13 +98,20 @@ class JsTaskLease implements TaskLease {
     if (!this.#life.over) this.#msg.term();
   }
   working(): void {
-    if (!this.#life.over) this.#msg.working();
+    this.#msg.working();
   }
   /** Its loop's close is not known here: its pull requests are waited out in full. */
   putBack(keepEveryMs: number, wanted?: () => boolean): Promise<boolean> {
-    if (this.#life.over) return Promise.resolve(false);
     const { subject, data } = this.#msg;
-    return putBackCopy(this, subject, data, Date.now(), keepEveryMs, this.#republish, wanted);
+    return putBackCopy(
+      this,
+      subject,
+      data,
+      Date.now(),
+      keepEveryMs,
+      this.#republish,
+      livesOn(this.#life, wanted),
+    );
   }
 }
 

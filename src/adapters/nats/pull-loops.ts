@@ -188,7 +188,7 @@ export const consumeTasks = async (
   }
   // Before any delivery of this round: one of a consumer made again ends the life before.
   const info = await consumer.info(true).catch(() => undefined);
-  if (info) lives?.met(info.created);
+  if (info) lives?.met(info.created, info.delivered.consumer_seq);
   // Refill when half the leases are used, in pulls of half the window
   // (nats.js: at a quarter, pulls of a quarter): half the pull requests for
   // the same bound on leases held. With 50 leases the consume phase took
