@@ -105,8 +105,19 @@ export const taskAdmission = (deps: AdmissionDeps) => {
     return pass ? passed(msg, job, pass, target) : atGate(msg, job, target);
   };
 
-  const atGate = async (msg: TaskLease, job: ActiveJob, target: string | undefined): Promise<void> =>
-    passed(msg, job, await gate.enter(pulling, leaseKeeper(msg, job), target), target);
+  const atGate = async (msg: TaskLease, job: ActiveJob, target: string | undefined): Promise<void> => {
+    // Until the worker stops or the job ends: a task of a job cancelled meanwhile gives its slot
+    // back at once. It held it until a permit came, and the next job's tasks waited for a slot,
+    // each going back at its lease's end (a delivery spent).
+    const waiting = pulls.link(job.ended.signal);
+    let pass: Awaited<ReturnType<QueueGate["enter"]>>;
+    try {
+      pass = await gate.enter(waiting.signal, leaseKeeper(msg, job), target);
+    } finally {
+      pulls.unlink(waiting);
+    }
+    return passed(msg, job, pass, target);
+  };
 
   const passed = (
     msg: TaskLease,

@@ -1,0 +1,92 @@
+/**
+ * A task waiting at its queue's gate (a concurrency limit reached) whose
+ * job is cancelled gives its worker's slot back at once. It held the slot
+ * until a permit came: another job's task pulled meanwhile waited for a
+ * slot instead, gave up at each lease's end and went back, a delivery
+ * spent each time (on a long wait, every delivery but the last). The
+ * oracles: the server's count of the cancelled job's deliveries held, read
+ * raw (its task is at the worker, in a slot), and the handler's ledger of
+ * the attempts it ran.
+ */
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { whenAborted } from "../../src/kernel/signals.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay, gate, waitUntil, within } from "../harness/wait.ts";
+
+describe("a task at its queue's gate whose job is cancelled", () => {
+  let server: NatsServerHandle;
+  beforeAll(async () => {
+    server = await startNatsServer();
+  });
+  afterAll(async () => {
+    await server?.dispose();
+  });
+
+  /** The job's deliveries not answered yet, as the server counts them (its own consumer). */
+  const held = async (queue: string, jobId: string) => {
+    const nc = await connect({ servers: server.url, name: "raw" });
+    try {
+      const jsm = await jetstreamManager(nc);
+      return (await jsm.consumers.info(brokerNames("jetstate").tasksStream(queue), jobId)).num_ack_pending;
+    } finally {
+      await nc.close();
+    }
+  };
+
+  it("gives its slot back: the next job's task waits at the gate, its lease kept, and runs on its first delivery", async () => {
+    const rt = await createRuntime({
+      servers: server.url,
+      logger: silentLogger(),
+      jobs: { leaseMs: 2000, cleanupIntervalMs: 0, lane: false },
+    });
+    const queue = "gated";
+    const long = gate();
+    const ran: Array<{ job: string; attempt: number }> = [];
+    await rt.queues.configure(queue, { maxConcurrency: 1 });
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 2,
+      handler: async (task, ctx) => {
+        ran.push({ job: task.jobId, attempt: task.attempt });
+        if (task.payload === 0) await Promise.race([long.opened, whenAborted(ctx.signal)]);
+        return task.payload;
+      },
+    });
+    try {
+      // Its task holds the queue's one permit, and one of the worker's two slots.
+      const first = await rt.jobs.submit({ queue, tasks: [0] });
+      await waitUntil(() => ran.length === 1, { timeoutMs: 10_000, message: "the first task running" });
+      // Its task takes the other slot and waits at the gate.
+      const cancelled = await rt.jobs.submit({ queue, tasks: [1] });
+      await waitUntil(async () => (await held(queue, cancelled.id)) === 1, {
+        timeoutMs: 10_000,
+        message: "the cancelled job's task at the worker",
+      });
+      await cancelled.cancel("at the gate");
+      const next = await rt.jobs.submit({ queue, tasks: [2], ackWaitMs: 1000 });
+      await waitUntil(async () => (await held(queue, next.id)) === 1, {
+        timeoutMs: 10_000,
+        message: "the next job's task at the worker",
+      });
+      // Three of its leases: waiting for a slot, it went back at each one's end.
+      await delay(3000);
+      long.open();
+      expect(await within(next.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
+      expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
+      // The cancelled job's task never ran; the next one's ran once, on its first delivery.
+      expect(ran).toEqual([
+        { job: first.id, attempt: 1 },
+        { job: next.id, attempt: 1 },
+      ]);
+    } finally {
+      long.open();
+      await worker.stop();
+      await rt.stop();
+    }
+  }, 60_000);
+});
