@@ -22,8 +22,10 @@ describe("ConsumerLives", () => {
     expect([...first, more].map((l) => l.over)).toEqual([true, true, true, true]);
     const fresh = lives.of(5);
     expect(fresh.over).toBe(false);
-    // The same consumer met again: nothing ends.
+    // The same consumer met again, even one that lost its last deliveries (a cluster's leader
+    // elected behind): nothing ends.
     lives.met("2026-12-06T09:00:00Z", 5);
+    lives.met("2026-12-06T09:00:00Z", 1);
     expect([fresh.over, lives.of(6).over]).toEqual([false, false]);
   });
 
@@ -39,6 +41,16 @@ describe("ConsumerLives", () => {
     expect([...fresh, lives.of(5)].map((l) => l.over)).toEqual([false, false, false]);
     // A redelivery has a delivery sequence of its own, larger: no new life.
     expect(lives.of(6).over).toBe(false);
+  });
+
+  it("a delivery a drain caught is of the life now, its sequence not looked at: the iterator's lower ones after it end nothing", () => {
+    const lives = new ConsumerLives();
+    lives.met("2026-12-06T08:00:00Z", 0);
+    const taken = lives.of(4);
+    const caught = lives.caught(); // delivery 9, reached the drain first
+    const buffered = [lives.of(5), lives.of(6)];
+    expect([taken, caught, ...buffered].map((l) => l.over)).toEqual([false, false, false, false]);
+    expect(new Set([taken, caught, ...buffered]).size).toBe(1);
   });
 
   it("a delivery with no sequence known is of the life now; end() ends it", () => {

@@ -23,6 +23,8 @@ export const livesOn =
  * restart, its deliveries kept), or a delivery sequence does not grow
  * (nats.js pulls again after a reconnect, from the same iterator).
  *
+ * A delivery a loop's drain caught (`caught`) is of the life now.
+ *
  * A consumer that lost its last deliveries (a server killed before it
  * stored them, a cluster's leader elected behind) shows the second sign
  * too: its loop's answers then go unsent, and those tasks come back at
@@ -32,7 +34,7 @@ export const livesOn =
  */
 export class ConsumerLives {
   #life = { over: false };
-  /** When the consumer of the life now was created (undefined: not known, a life met by its deliveries). */
+  /** When the consumer last met was created (undefined: none met yet). */
   #created: string | undefined;
   /** The last delivery sequence of the life now. */
   #delivered = 0;
@@ -43,14 +45,27 @@ export class ConsumerLives {
     this.#created = created;
   }
 
-  /** The life of a delivery (by its delivery sequence; undefined: not known, taken as the life now). */
+  /**
+   * The life of a delivery of the loop's iterator, in the order it hands
+   * them over (by its delivery sequence; undefined: not known, taken as the
+   * life now).
+   */
   of(deliverySeq: number | undefined): ConsumerLife {
     if (deliverySeq === undefined) return this.#life;
-    if (deliverySeq <= this.#delivered) {
-      this.#next();
-      this.#created = undefined;
-    }
+    if (deliverySeq <= this.#delivered) this.#next();
     this.#delivered = deliverySeq;
+    return this.#life;
+  }
+
+  /**
+   * The life of a delivery caught by a loop's drain (its worker stops, or
+   * it let go of its buffer): the life now, its sequence not looked at. The
+   * drain passes on what reaches it as it comes, while the iterator still
+   * hands over what it buffered before, with lower sequences: looked at,
+   * they ended a life that goes on (a stopping worker's running tasks then
+   * sent no ack, and each ran again after its lease).
+   */
+  caught(): ConsumerLife {
     return this.#life;
   }
 

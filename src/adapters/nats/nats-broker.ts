@@ -1,5 +1,4 @@
 import type { JsMsg } from "@nats-io/jetstream";
-import type { Msg } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { isFinal, SubmitPhase } from "../../kernel/job-record.ts";
@@ -116,7 +115,7 @@ class JsTaskLease implements TaskLease {
 }
 
 /** The life of a delivery's consumer (`ConsumerLives`), by the delivery sequence in its reply subject. */
-const lifeOf = (lives: ConsumerLives, msg: JsMsg | Msg): ConsumerLife => {
+const lifeOf = (lives: ConsumerLives, msg: JsMsg): ConsumerLife => {
   // `reply` is on nats.js's message class, not its `JsMsg` type.
   const { reply } = msg as { readonly reply?: unknown };
   return lives.of(typeof reply === "string" ? deliverySeqOf(reply) : undefined);
@@ -250,7 +249,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
               core.logger,
               {
                 handsBack: () => stopping?.aborted === true,
-                late: (m) => onTask(new LateTaskLease(m, republish, lifeOf(lives, m))),
+                late: (m) => onTask(new LateTaskLease(m, republish, lives.caught())),
               },
               lives,
             ),
@@ -295,7 +294,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
               // Its signal is its worker's: aborted, the worker stops.
               {
                 handsBack: () => signal.aborted,
-                late: (m) => onTask(new LateLaneLease(m, republish, lifeOf(lives, m))),
+                late: (m) => onTask(new LateLaneLease(m, republish, lives.caught())),
               },
               lives,
             ),
