@@ -107,8 +107,8 @@ export const taskAdmission = (deps: AdmissionDeps) => {
 
   const atGate = async (msg: TaskLease, job: ActiveJob, target: string | undefined): Promise<void> => {
     // Until the worker stops or the job ends: a task of a job cancelled meanwhile gives its slot
-    // back at once. It held it until a permit came, and the next job's tasks waited for a slot,
-    // each going back at its lease's end (a delivery spent).
+    // back (within its permit pull's second). It held it until a permit came, and the next job's
+    // tasks waited for a slot, each going back at its lease's end (a delivery spent).
     const waiting = pulls.link(job.ended.signal);
     let pass: Awaited<ReturnType<QueueGate["enter"]>>;
     try {

@@ -89,4 +89,47 @@ describe("a task at its queue's gate whose job is cancelled", () => {
       await rt.stop();
     }
   }, 60_000);
+
+  it("many tasks of one job at the gate at once: no listener warning from Node (each listens to the job's end)", async () => {
+    const rt = await createRuntime({
+      servers: server.url,
+      logger: silentLogger(),
+      jobs: { leaseMs: 2000, cleanupIntervalMs: 0, lane: false },
+    });
+    const queue = "gated-many";
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on("warning", onWarning);
+    await rt.queues.configure(queue, { maxConcurrency: 1 });
+    const first = gate();
+    let started = 0;
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 16,
+      handler: async (task) => {
+        started++;
+        if (started === 1) await first.opened;
+        return task.payload;
+      },
+    });
+    try {
+      const tasks = Array.from({ length: 14 }, (_, n) => n);
+      const job = await rt.jobs.submit({ queue, tasks, ackWaitMs: 1000 });
+      // One runs, holding the permit; the pull loop waits at the gate with the next, the rest
+      // buffered. Past half their lease those are handed over at once: 13 wait at the gate.
+      await waitUntil(async () => started === 1 && (await held(queue, job.id)) === 14, {
+        timeoutMs: 10_000,
+        message: "14 tasks at the worker",
+      });
+      await delay(1500);
+      first.open();
+      expect(await within(job.done(), 30_000)).toMatchObject({ status: "succeeded", done: 14 });
+      expect(warnings.filter((w) => w.includes("MaxListeners"))).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+      first.open();
+      await worker.stop();
+      await rt.stop();
+    }
+  }, 60_000);
 });
