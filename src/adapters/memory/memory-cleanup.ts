@@ -48,13 +48,15 @@ export const cleanupMemory = async (
   // As on NATS: the letters of expired jobs and of jobs with no record (stored after it went).
   for (const subject of server.deadLetters.subjects())
     if (resultsGone(jobIdOfSubject(subject))) server.deadLetters.purge(subject);
-  for (const { jobId, revision } of leased) if (over(jobId)) await leases.remove(jobId, revision);
-  // As on NATS: never over a lease a job took meanwhile (a create).
-  for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);
-  leases.purgeRunOutHeartbeats(now);
+  // In this turn, as read above: after the awaits below, a redrive could have reopened one (on
+  // NATS each goes at the revision the pass read).
   for (const record of expired) {
     const entry = server.records.get("job.record.delete", record.id);
     if (entry?.value !== undefined) server.records.delete("job.record.delete", record.id, entry.revision);
   }
+  for (const { jobId, revision } of leased) if (over(jobId)) await leases.remove(jobId, revision);
+  // As on NATS: never over a lease a job took meanwhile (a create).
+  for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);
+  leases.purgeRunOutHeartbeats(now);
   return report;
 };

@@ -63,10 +63,11 @@ export const cleanupJobs = async (
       resultSubjects: results.state.subjects ?? {},
       resultsBelow: results.state.last_seq + 1,
       deadSubjects: new Set(Object.keys(dead?.state.subjects ?? {})),
+      deadBelow: (dead?.state.last_seq ?? 0) + 1,
     };
   });
   const leased = await leases.list();
-  const { records, markers } = await broker.listRecordsAndMarkers();
+  const { records, revisions, markers } = await broker.listRecordsAndMarkers();
   const { over, expired, resultsGone, unleased } = planCleanup(
     records,
     options.retentionMs,
@@ -91,12 +92,30 @@ export const cleanupJobs = async (
   // The lane is every lane job's consumer, never one job's leftover.
   const consumers = seen.consumers.filter((c) => c.name !== laneConsumer && over(c.name));
   const subjects = seen.subjects.filter((s) => over(jobIdOfSubject(s.subject)));
+  // The expired records read again before anything of theirs goes: one changed since the survey
+  // (a redrive reopened it, a rolled-back submit's key taken over) is no longer the expired job,
+  // and it stays, its answers and letters with it; the next pass looks again. Only the others'
+  // go, each record last (a resubmit of its key must not read its answers) and at the revision
+  // read here, never at one read later: deleted so, a job a redrive had reopened during the
+  // pass went, its answers too, though `redrive()` had answered.
+  const kept = new Set<string>();
+  for (const { id } of dryRun ? [] : expired) {
+    const read = await broker.getRecord(id).then(
+      (found) => found?.revision,
+      () => undefined,
+    );
+    if (read === undefined || read !== revisions.get(id)) kept.add(id);
+  }
+  const removable = expired.filter((r) => !kept.has(r.id));
   const report: JobsCleanupReport = {
     dryRun,
     consumersDeleted: consumers.map((c) => c.name),
     tasksPurged: subjects.map((s) => s.subject),
-    recordsRemoved: expired.map((r) => r.id),
-    resultsPurged: Object.keys(seen.resultSubjects).filter((subject) => resultsGone(jobIdOfSubject(subject))),
+    recordsRemoved: removable.map((r) => r.id),
+    resultsPurged: Object.keys(seen.resultSubjects).filter((subject) => {
+      const jobId = jobIdOfSubject(subject);
+      return resultsGone(jobId) && !kept.has(jobId);
+    }),
     leasesRemoved: leftovers.map(({ jobId }) => jobId),
     // What a real pass adds is known once it ran: a job may have taken its lease meanwhile.
     leasesAdded: dryRun ? leaseless : [],
@@ -127,9 +146,10 @@ export const cleanupJobs = async (
       // record went (its advisory handled late) stayed for the stream's max age. Letters stored
       // after the survey wait for the next pass.
       for (const letters of seen.deadSubjects) {
-        if (!resultsGone(jobIdOfSubject(letters))) continue;
+        const jobId = jobIdOfSubject(letters);
+        if (!resultsGone(jobId) || kept.has(jobId)) continue;
         await jsm.streams
-          .purge(n.deadStream, { filter: letters })
+          .purge(n.deadStream, { filter: letters, seq: seen.deadBelow })
           // No dead-letter stream (none ever stored) or not now: its max age removes them anyway.
           .catch(() => undefined);
       }
@@ -144,10 +164,10 @@ export const cleanupJobs = async (
     // left, each one more message every lease listing reads.
     for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);
     await leases.purgeMarkers();
-    for (const record of expired) {
-      const found = await broker.getRecord(record.id);
-      // Changed since it was read (a redrive: no longer expired), or not now: the next cleanup looks again.
-      if (found) await broker.deleteRecord(record.id, found.revision).catch(() => undefined);
+    for (const { id } of removable) {
+      const revision = revisions.get(id);
+      // Changed since it was read again (a redrive landing now): it stays, the next pass looks again.
+      if (revision !== undefined) await broker.deleteRecord(id, revision).catch(() => undefined);
     }
     // The delete markers versions before this one left (their cleanup was a KV delete): one
     // message a job ever cleaned up, which every page and scan of the records read.

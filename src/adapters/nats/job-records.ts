@@ -160,18 +160,26 @@ export class NatsJobRecords {
   }
 
   /**
-   * Every record, and the delete markers the bucket holds (versions before
-   * this one left them), in one pass (`scanBucketEntries`).
+   * Every record with its revision, and the delete markers the bucket holds
+   * (versions before this one left them), in one pass (`scanBucketEntries`).
    */
-  listRecordsAndMarkers(): Promise<{ records: JobRecord[]; markers: RecordMarker[] }> {
+  listRecordsAndMarkers(): Promise<{
+    records: JobRecord[];
+    revisions: ReadonlyMap<string, number>;
+    markers: RecordMarker[];
+  }> {
     return this.#run("job.record.list", async ({ js, jsm }) => {
       const records: JobRecord[] = [];
+      const revisions = new Map<string, number>();
       const markers: RecordMarker[] = [];
       for (const [id, { value, revision }] of await scanBucketEntries(js, jsm, this.#bucket)) {
         if (value === undefined) markers.push({ id, revision });
-        else records.push(decodeRecord(value));
+        else {
+          records.push(decodeRecord(value));
+          revisions.set(id, revision);
+        }
       }
-      return { records, markers };
+      return { records, revisions, markers };
     });
   }
 
