@@ -23,7 +23,9 @@ export const moveHeld = async (
   let [state] = initialTransition(delayedMachine, { dueAt: task.dueAt, msgId: task.msgId });
   [state] = transition(delayedMachine, state, { type: "held.delivered", now: now() });
   if (state.matches("due")) {
-    const record = (await ports.getRecord(task.jobId))?.record;
+    const found = (await ports.getRecord(task.jobId))?.record;
+    // A job of another queue than the task's is not its job: as if it had none.
+    const record = found?.queue === task.queue ? found : undefined;
     [state] = transition(delayedMachine, state, { type: "record.read", record });
   }
   if (state.matches("moving")) {

@@ -158,7 +158,16 @@ export class NatsDelayedTasks implements DelayedTasks {
     // A mover follows a queue only while a job of it holds tasks (api/movers.ts): the stream is
     // there already (its submit held them), or made now if it is gone (a server that lost its store).
     await this.#stream(nc, queue);
-    const consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream(queue), dueConsumer);
+    let consumer: Awaited<ReturnType<ReturnType<typeof jetstream>["consumers"]["get"]>>;
+    try {
+      consumer = await jetstream(nc).consumers.get(this.#js.names.delayedStream(queue), dueConsumer);
+    } catch (error) {
+      if (!isConsumerGone(error)) throw error;
+      // Deleted after this connection set it up (by hand, or with the server's store): set up
+      // again on the next round. Left to the setups known here, every round failed the same way.
+      this.#js.setups.forget(nc);
+      return "ended";
+    }
     // As many as it handles at once: one buffered behind a full loop would wait out the ack wait
     // there when handlings are slow (an election), and the server would give it to another
     // mover too (pulled 256 at a time: 128 of 256 handled twice, each for 2 s).
@@ -173,7 +182,7 @@ export class NatsDelayedTasks implements DelayedTasks {
     const inFlight = new Set<Promise<void>>();
     try {
       for await (const m of messages) {
-        const handled = this.#handle(m, onHeld).finally(() => inFlight.delete(handled));
+        const handled = this.#handle(m, queue, onHeld).finally(() => inFlight.delete(handled));
         inFlight.add(handled);
         if (inFlight.size >= moversInFlight) await Promise.race(inFlight);
       }
@@ -188,7 +197,7 @@ export class NatsDelayedTasks implements DelayedTasks {
     return "ended";
   }
 
-  async #handle(m: JsMsg, onHeld: (task: HeldTask) => Promise<HeldAnswer>): Promise<void> {
+  async #handle(m: JsMsg, queue: string, onHeld: (task: HeldTask) => Promise<HeldAnswer>): Promise<void> {
     const jobId = m.subject.slice(m.subject.lastIndexOf(".") + 1);
     let task: HeldTask;
     try {
@@ -196,6 +205,16 @@ export class NatsDelayedTasks implements DelayedTasks {
     } catch (error) {
       // Nothing jetstate wrote: never handed over, never delivered again.
       this.#log.error({ subject: m.subject, err: error }, "unreadable held task dropped");
+      m.term();
+      return;
+    }
+    // Its queue is its stream's: a message naming another (anyone allowed to hold tasks of this
+    // queue can write one) was moved to that queue's job, a task no submit of it made.
+    if (task.queue !== queue) {
+      this.#log.error(
+        { subject: m.subject, queue, named: task.queue },
+        "held task naming another queue dropped",
+      );
       m.term();
       return;
     }
