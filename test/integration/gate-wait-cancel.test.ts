@@ -8,14 +8,12 @@
  * raw (its task is at the worker, in a slot), and the handler's ledger of
  * the attempts it ran.
  */
-import { jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { brokerNames } from "../../src/adapters/names.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { whenAborted } from "../../src/kernel/signals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { unansweredDeliveries } from "../harness/raw-consumers.ts";
 import { delay, gate, waitUntil, within } from "../harness/wait.ts";
 
 describe("a task at its queue's gate whose job is cancelled", () => {
@@ -27,16 +25,7 @@ describe("a task at its queue's gate whose job is cancelled", () => {
     await server?.dispose();
   });
 
-  /** The job's deliveries not answered yet, as the server counts them (its own consumer). */
-  const held = async (queue: string, jobId: string) => {
-    const nc = await connect({ servers: server.url, name: "raw" });
-    try {
-      const jsm = await jetstreamManager(nc);
-      return (await jsm.consumers.info(brokerNames("jetstate").tasksStream(queue), jobId)).num_ack_pending;
-    } finally {
-      await nc.close();
-    }
-  };
+  const held = (queue: string, jobId: string) => unansweredDeliveries(server.url, queue, jobId);
 
   it("gives its slot back: the next job's task waits at the gate, its lease kept, and runs on its first delivery", async () => {
     const rt = await createRuntime({

@@ -9,11 +9,9 @@
  * The oracle: the new task as the server holds it, read raw, and the
  * server's own redelivery of it after its own lease's release.
  */
-import { jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { brokerNames, laneConsumer } from "../../src/adapters/names.ts";
+import { laneConsumer } from "../../src/adapters/names.ts";
 import { createNatsBroker, type NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import type { TaskLease } from "../../src/adapters/task-queue.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
@@ -27,6 +25,7 @@ import {
   uid,
 } from "../contract/contract-helpers.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { unansweredDeliveries } from "../harness/raw-consumers.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const never = new AbortController().signal;
@@ -59,16 +58,7 @@ describe("a task lease from before the server came back empty", () => {
     if (!record.lane) await broker.createConsumer(record.queue, record.id, record.settings);
   };
 
-  /** The consumer's deliveries not answered yet, as the server counts them. */
-  const unanswered = async (queue: string, consumer: string) => {
-    const nc = await connect({ servers: server.url, name: "raw" });
-    try {
-      const jsm = await jetstreamManager(nc);
-      return (await jsm.consumers.info(brokerNames("jetstate").tasksStream(queue), consumer)).num_ack_pending;
-    } finally {
-      await nc.close();
-    }
-  };
+  const unanswered = (queue: string, consumer: string) => unansweredDeliveries(server.url, queue, consumer);
 
   for (const lane of [true, false])
     it(`${lane ? "lane" : "own consumer"}: acked after the reset, it answers nothing of the new task at its sequence`, async () => {
