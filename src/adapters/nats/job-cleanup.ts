@@ -111,7 +111,8 @@ export const cleanupJobs = async (
     dryRun,
     consumersDeleted: consumers.map((c) => c.name),
     tasksPurged: subjects.map((s) => s.subject),
-    recordsRemoved: removable.map((r) => r.id),
+    // A real pass's: those whose delete went through (below).
+    recordsRemoved: dryRun ? removable.map((r) => r.id) : [],
     resultsPurged: Object.keys(seen.resultSubjects).filter((subject) => {
       const jobId = jobIdOfSubject(subject);
       return resultsGone(jobId) && !kept.has(jobId);
@@ -167,7 +168,12 @@ export const cleanupJobs = async (
     for (const { id } of removable) {
       const revision = revisions.get(id);
       // Changed since it was read again (a redrive landing now): it stays, the next pass looks again.
-      if (revision !== undefined) await broker.deleteRecord(id, revision).catch(() => undefined);
+      if (revision === undefined) continue;
+      const deleted = await broker.deleteRecord(id, revision).then(
+        () => true,
+        () => false,
+      );
+      if (deleted) report.recordsRemoved.push(id);
     }
     // The delete markers versions before this one left (their cleanup was a KV delete): one
     // message a job ever cleaned up, which every page and scan of the records read.
