@@ -6,7 +6,7 @@ import { InvalidArgument } from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
-import { encodeBatch, encodeRedrive, encodeTask, namingRedriveId } from "../kernel/wire.ts";
+import { batchesUnder, encodeBatch, encodeRedrive, encodeTask, namingRedriveId } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -24,6 +24,9 @@ export const deadLettersOf = async (
   const all = await broker.listDeadLetters(record.queue, id);
   return { record, letters: firstLetters(all), all };
 };
+
+/** Room left in a results message of markers for its headers (its message id). */
+const markerHeadroom = 256;
 
 /**
  * Sends the job's dead tasks (all, or those named) back to the workers and
@@ -92,14 +95,20 @@ export const redriveDead = async (
   // who removes a task of a job that is over: its record says running before it, too.
   if (!record.lane) await broker.createConsumer(record.queue, id, record.settings);
   // The marker before the tasks: whoever counts reads "forget the dead answer" before the new one.
-  await broker.publishResults(
-    record.queue,
-    id,
-    // Named by the redrive: its supervisor writes no end over a record this redrive reopened
-    // until it has counted the marker (finalize-job.ts, `uncountedRedrive`).
-    encodeBatch(chosen.map((l) => encodeRedrive(l.index, nonce))),
-    `redrive.${id}.${nonce}`,
-  );
+  // Named by the redrive: its supervisor writes no end over a record this redrive reopened until
+  // it has counted the marker (finalize-job.ts, `uncountedRedrive`). In as many results messages
+  // as the server's max payload asks (one message of ~22,800 markers passed 1 MB, and such a
+  // redrive failed for good): all before any task, so no end is decided between two of them
+  // (the tasks the first takes back are unanswered until their new answers, which come after).
+  const markers = chosen.map((l) => encodeRedrive(l.index, nonce));
+  const batches = batchesUnder(markers, (await broker.maxPayload()) - markerHeadroom);
+  for (const [k, batch] of batches.entries())
+    await broker.publishResults(
+      record.queue,
+      id,
+      encodeBatch(batch),
+      k === 0 ? `redrive.${id}.${nonce}` : `redrive.${id}.${nonce}.${k}`,
+    );
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
   await runAgain();
   // The same redrive reopened the job first: its publish (or its putting the record back)

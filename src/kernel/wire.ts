@@ -175,6 +175,29 @@ export const emptyBatchBytes = 2;
 /** Bytes (UTF-8) one entry adds to a results message, its comma included. */
 export const entryBytes = (entry: string): number => Buffer.byteLength(entry) + 1;
 
+/**
+ * Entries in order, cut into results messages of at most `maxBytes` each
+ * (`encodeBatch`): as many as fit in each, at least one.
+ */
+export const batchesUnder = (entries: readonly string[], maxBytes: number): string[][] => {
+  const batches: string[][] = [];
+  let batch: string[] = [];
+  let bytes = emptyBatchBytes;
+  for (const entry of entries) {
+    // Its comma too after the first.
+    const size = Buffer.byteLength(entry);
+    if (batch.length > 0 && bytes + 1 + size > maxBytes) {
+      batches.push(batch);
+      batch = [];
+      bytes = emptyBatchBytes;
+    }
+    bytes += (batch.length > 0 ? 1 : 0) + size;
+    batch.push(entry);
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
+};
+
 /** True if a results message of this entry alone takes at most `maxBytes`. */
 export const fitsAlone = (entry: string, maxBytes: number): boolean =>
   // At most three bytes per UTF-16 unit: most entries are counted without encoding them.

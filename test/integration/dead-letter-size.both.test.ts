@@ -129,6 +129,37 @@ describe.each(["memory", "nats"] as const)("a task that exactly fits can be dead
     }
   });
 
+  it("a redrive of more dead tasks than one message of markers holds: every one runs again, the job succeeds", async () => {
+    let fixed = false;
+    const runs = new Map<number, number>();
+    const worker = rt.workers.start<number, number>({
+      queue: "redrive-many",
+      concurrency: 32,
+      handler: (task) => {
+        runs.set(task.index, (runs.get(task.index) ?? 0) + 1);
+        if (!fixed) throw new Error("upstream down");
+        return task.payload;
+      },
+    });
+    try {
+      // 300 markers of ~46 bytes: ~14 KB, past the server's 8 KB.
+      const job = await rt.jobs.submit({ queue: "redrive-many", tasks: range(300), maxDeliver: 1 });
+      expect(await within(job.done(), 30_000, "the job ends")).toMatchObject({ status: "failed", dead: 300 });
+      fixed = true;
+      await rt.jobs.redrive(job.id);
+      const again = await rt.jobs.get(job.id);
+      expect(await within(again!.done(), 30_000, "the redriven job ends")).toMatchObject({
+        status: "succeeded",
+        done: 300,
+        dead: 0,
+      });
+      expect([...runs.values()].every((n) => n === 2)).toBe(true);
+      expect(runs.size).toBe(300);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it("results are batched under the server's max payload; a result too large for it fails its task", async () => {
     const answered: number[] = [];
     const worker = rt.workers.start<number, string>({

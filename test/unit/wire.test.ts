@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { decodeDeadLetter, encodeDeadLetter, maxErrorChars } from "../../src/kernel/dead-letter.ts";
 import { MalformedMessage } from "../../src/kernel/errors.ts";
 import {
+  batchesUnder,
   decodeProgress,
   decodeResults,
   decodeTask,
@@ -159,6 +160,23 @@ describe("results messages", () => {
     const wide = encodeDone(0, "€".repeat(100)); // three bytes each
     expect(fitsAlone(wide, Buffer.byteLength(wide) + 2)).toBe(true);
     expect(fitsAlone(wide, wide.length + 2)).toBe(false);
+  });
+
+  it("batchesUnder cuts entries in order into messages of at most that many bytes, each as full as it can be", () => {
+    const entries = ["a", "bb", "ccc", "dddd", "€"].map((t) => `"${t}"`);
+    for (const max of [8, 9, 10, 11, 12, 13, 14, 40]) {
+      const batches = batchesUnder(entries, max);
+      // The oracle: the bytes of each message as encoded, and the entries read back in order.
+      expect(batches.flat()).toEqual(entries);
+      for (const [k, batch] of batches.entries()) {
+        expect(Buffer.byteLength(encodeBatch(batch))).toBeLessThanOrEqual(max);
+        const next = batches[k + 1]?.[0];
+        if (next) expect(Buffer.byteLength(encodeBatch([...batch, next]))).toBeGreaterThan(max);
+      }
+    }
+    // An entry larger than the bound alone still goes, in a message of its own.
+    expect(batchesUnder(['"xxxxxxxx"', '"y"'], 6)).toEqual([['"xxxxxxxx"'], ['"y"']]);
+    expect(batchesUnder([], 6)).toEqual([]);
   });
 });
 
