@@ -49,6 +49,8 @@ const cancelledPrefix = "cancelled: ";
 
 /** What a reader remembers of one job: enough to tell a change from a repeat. */
 interface Seen {
+  /** The submit the job is of: a record of another submit under its id is another job. */
+  readonly submitId: string;
   readonly phase: SubmitPhase;
   readonly status: JobStatus;
   readonly counts: JobCounts;
@@ -108,7 +110,11 @@ export class JobEventTranslator {
 
   /** The events one revision of a record means, given the revisions translated before it. */
   translate(record: JobRecord): JobEvent[] {
-    const prev = this.#seen.get(record.id);
+    const known = this.#seen.get(record.id);
+    // The key's job made again under its id (by a resubmit once the store came back empty, or
+    // once cleanup removed the job): a new job, not news of the one remembered. Read as news, it
+    // was told `reopened` (the one remembered had ended) with no `created`, or told nothing.
+    const prev = known?.submitId === record.submitId ? known : undefined;
     if (record.phase === SubmitPhase.rolledBack) {
       // A submit undone never was a job: nothing to tell, nothing to remember.
       this.#seen.delete(record.id);
@@ -139,7 +145,7 @@ export class JobEventTranslator {
       // After `created`, what this revision says beyond the commit (a reader that fell behind
       // sees a later revision only).
       const before: Seen | undefined = created
-        ? { phase: SubmitPhase.committed, status: "running", counts: zero }
+        ? { submitId: record.submitId, phase: SubmitPhase.committed, status: "running", counts: zero }
         : prev;
       events.push(...this.#changes(before, record, event));
     }
@@ -169,6 +175,7 @@ export class JobEventTranslator {
     this.#seen.delete(record.id);
     if (record.phase === SubmitPhase.rolledBack) return;
     this.#seen.set(record.id, {
+      submitId: record.submitId,
       phase: record.phase,
       status: record.status,
       counts: record.counts,

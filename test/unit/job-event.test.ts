@@ -164,6 +164,24 @@ describe("job events from record revisions", () => {
     ]);
   });
 
+  it("the key's job made again under its id (another submit) is another job: created, not reopened", () => {
+    // Its commit write seen, after the job remembered had ended (or while it ran).
+    const again = (record: JobRecord): JobRecord => ({ ...record, submitId: "s2", createdAt: 9000 });
+    const commit = again({ ...rev.committed, updatedAt: 9100, commitDeadline: 39_000 });
+    expect(types(run([rev.committed, rev.failed(2, 5000), commit, again(rev.succeeded(9500))]))).toEqual([
+      "created",
+      "failed",
+      "created",
+      "succeeded",
+    ]);
+    expect(types(run([rev.committed, rev.progress(2, 1000), commit]))).toEqual([
+      "created",
+      "progress",
+      "created",
+    ]);
+    // The same submit's redrive stays `reopened` (above).
+  });
+
   it("nothing for a write that changes nothing a reader sees", () => {
     expect(types(run([rev.committed, rev.progress(1, 1000), rev.progress(1, 1100)]))).toEqual([
       "created",
