@@ -1,5 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type StreamInfo,
+} from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { JobRecord } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
@@ -16,6 +21,8 @@ import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 export interface ChangeCursor {
   created?: string;
   seq?: number;
+  /** The message read last (at `seq`): when it was stored tells it from another at its sequence. */
+  last?: { readonly time: Date };
 }
 
 const operation = "job.record.changes";
@@ -80,15 +87,45 @@ export const watchRecordChanges = async (
 
 /**
  * The first round starts at the stream's end ("from now on"); a stream made
- * again, at its start. True when the stream was made again since the last round.
+ * again, or one that came back behind what was read (its last writes lost:
+ * a server killed before it stored them, a backup restored), at its start.
+ * True when the stream was made again, or went back, since the last round:
+ * its sequences (the records' revisions) count again from below what was
+ * read. Started after the last sequence read, the next round missed every
+ * write stored at or below it.
  */
 const placeCursor = async (jsm: JetStreamManager, stream: string, cursor: ChangeCursor): Promise<boolean> => {
   const info = await jsm.streams.info(stream);
-  if (cursor.created === info.created && cursor.seq !== undefined) return false;
+  if (
+    cursor.created === info.created &&
+    cursor.seq !== undefined &&
+    !(await wentBack(jsm, stream, info, cursor.seq, cursor.last))
+  )
+    return false;
   const restarted = cursor.created !== undefined;
   cursor.seq = restarted ? 0 : info.state.last_seq;
   cursor.created = info.created;
   return restarted;
+};
+
+/**
+ * The stream holds less than was read (its last sequence below the one
+ * read last), or another message at the sequence read last (stored after
+ * it came back: its last writes lost, a write since took that sequence).
+ * A message gone from there is no sign: a record written again removes its
+ * older revision (one kept per key).
+ */
+const wentBack = async (
+  jsm: JetStreamManager,
+  stream: string,
+  info: StreamInfo,
+  seq: number,
+  read: { readonly time: Date } | undefined,
+): Promise<boolean> => {
+  if (info.state.last_seq < seq) return true;
+  if (read === undefined || seq === 0) return false;
+  const stored = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+  return stored !== null && stored.time.getTime() !== read.time.getTime();
 };
 
 /** Reads until the consumer is lost or `signal` aborts (undefined), or until the reader is full. */
@@ -124,6 +161,7 @@ const readChanges = async (
       for await (const m of messages) {
         // Moved first: a record that cannot be read fails this round, and the next goes on after it.
         cursor.seq = m.seq;
+        cursor.last = m;
         const kvOperation = m.headers?.get("KV-Operation");
         if (kvOperation === "DEL" || kvOperation === "PURGE" || m.data.length === 0) continue;
         const room = onRecord(decode(m.string()), m.seq);

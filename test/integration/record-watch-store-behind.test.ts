@@ -1,0 +1,94 @@
+/**
+ * The server came back with its store behind what a record watch had read
+ * (the same streams, their last writes lost: a node killed before it
+ * flushed them, a backup restored): the writes stored since at the
+ * sequences the watch had read past still reach it. Its next consumer
+ * started after the last sequence it had read, and every write stored at
+ * or below it was never delivered (an events reader missed those ends, a
+ * watcher's `done()` waited for good). The oracle: the records written,
+ * each by this test, against those the watch hands over.
+ */
+import { cp, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createNatsBroker, type NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { newRecord } from "../contract/contract-helpers.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+
+describe("a record watch over a store that came back behind it", () => {
+  let server: NatsServerHandle;
+  let core: Awaited<ReturnType<typeof createRuntimeCore>>;
+  let broker: NatsBroker;
+  let backup: string;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    core = await createRuntimeCore({
+      servers: server.url,
+      logger,
+      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 600 },
+    });
+    broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "behind" });
+    backup = await mkdtemp(path.join(tmpdir(), "jetstate-store-backup-"));
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await core?.stop();
+    await server?.dispose();
+    await rm(backup, { recursive: true, force: true });
+  });
+
+  /** The server stopped, its store copied to (or from) the backup, started again. */
+  const copyStore = async (from: string, to: string) => {
+    await server.stop();
+    await rm(to, { recursive: true, force: true });
+    await cp(from, to, { recursive: true });
+    await server.restart();
+  };
+
+  it("hands over the records written since at the sequences it had read past", async () => {
+    const first = newRecord(1, 30_000);
+    await broker.createRecord(first); // the bucket set up, and one record in it
+    await copyStore(server.storeDir, backup);
+    const seen: string[] = [];
+    const watching = new AbortController();
+    let placed = 0;
+    const watch = broker.watchRecordChanges(
+      (record) => {
+        seen.push(record.id);
+      },
+      watching.signal,
+      () => placed++,
+    );
+    try {
+      // From now on: what is written once it is in place.
+      await waitUntil(() => placed > 0, { timeoutMs: 10_000, message: "the watch in place" });
+      const lost = { ...newRecord(1, 30_000), queue: first.queue };
+      await broker.createRecord(lost);
+      await waitUntil(() => seen.includes(lost.id), { timeoutMs: 10_000, message: "the watch heard it" });
+      // Back without `lost` (its write was after the backup): the next write takes its sequence.
+      await copyStore(backup, server.storeDir);
+      const after = { ...newRecord(1, 30_000), queue: first.queue };
+      await waitUntil(
+        () =>
+          broker.createRecord(after).then(
+            () => true,
+            () => false,
+          ),
+        { timeoutMs: 20_000, message: "a record written after the restore" },
+      );
+      await waitUntil(() => seen.includes(after.id), {
+        timeoutMs: 10_000,
+        message: () => `the watch heard the record written after the restore (heard ${seen.join(", ")})`,
+      });
+    } finally {
+      watching.abort();
+      await watch.catch(() => undefined);
+    }
+  }, 60_000);
+});
