@@ -30,8 +30,9 @@ export interface RecordWatch {
    * aborts. `onWatching` is called once the watch is in place: every write
    * after that call is delivered. Its `restarted` is true when the store was
    * made again since the watch's last round (a server back with an empty
-   * store): revisions start over, and one read before says nothing of the
-   * order of one read after.
+   * store), or came back behind what the watch read (its last writes lost, a
+   * backup restored): revisions start over, or from below, and one read
+   * before says nothing of the order of one read after.
    * While a promise `onRecord` returned is pending, nothing more is handed
    * over; meanwhile, and while the watch reconnects, a record written several
    * times may be delivered at its latest revision only (the bucket keeps one

@@ -13,8 +13,9 @@ export interface RecordListener {
    * meanwhile, so it reads it again. Called at once (asynchronously) for a
    * listener that comes once the watch is in place. `forget`: a revision the
    * listener knew from before may not be compared with the watch's, since
-   * the store may have been made again meanwhile (a server back empty) and
-   * its revisions started over: true when the watch found it so, and on the
+   * the store may have been made again meanwhile (a server back empty), or
+   * come back behind what was read, and its revisions started over (or from
+   * below): true when the watch found it so, and on the
    * watch's first placement (a read before it may be of a store lost since,
    * which that placement cannot tell). Called before any record of the
    * placement reaches `onRecord`.

@@ -21,8 +21,8 @@ import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 export interface ChangeCursor {
   created?: string;
   seq?: number;
-  /** The message read last (at `seq`): when it was stored tells it from another at its sequence. */
-  last?: { readonly time: Date };
+  /** The message read last (at `seq`): its key and when it was stored tell it from another at its sequence. */
+  last?: StoredAt;
 }
 
 const operation = "job.record.changes";
@@ -108,24 +108,34 @@ const placeCursor = async (jsm: JetStreamManager, stream: string, cursor: Change
   return restarted;
 };
 
+/** A message's key and when it was stored (a delivered or a read message both have them). */
+interface StoredAt {
+  readonly subject: string;
+  readonly time: Date;
+}
+
 /**
  * The stream holds less than was read (its last sequence below the one
  * read last), or another message at the sequence read last (stored after
- * it came back: its last writes lost, a write since took that sequence).
- * A message gone from there is no sign: a record written again removes its
- * older revision (one kept per key).
+ * it came back: its last writes lost, a write since took that sequence):
+ * another key, or the same key stored more than a millisecond apart. The
+ * same stored time reads 1 ms apart now and then: nats.js rounds a
+ * delivery's nanoseconds (past what a number holds exactly) and truncates
+ * a read message's. A message gone from there is no sign: a record written
+ * again removes its older revision (one kept per key).
  */
-const wentBack = async (
+export const wentBack = async (
   jsm: JetStreamManager,
   stream: string,
   info: StreamInfo,
   seq: number,
-  read: { readonly time: Date } | undefined,
+  read: StoredAt | undefined,
 ): Promise<boolean> => {
   if (info.state.last_seq < seq) return true;
   if (read === undefined || seq === 0) return false;
   const stored = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
-  return stored !== null && stored.time.getTime() !== read.time.getTime();
+  if (stored === null) return false;
+  return stored.subject !== read.subject || Math.abs(stored.time.getTime() - read.time.getTime()) > 1;
 };
 
 /** Reads until the consumer is lost or `signal` aborts (undefined), or until the reader is full. */
