@@ -12,9 +12,8 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { laneConsumer } from "../../src/adapters/names.ts";
-import { createNatsBroker, type NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import type { NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import type { TaskLease } from "../../src/adapters/task-queue.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
 import {
   eventually,
@@ -24,31 +23,25 @@ import {
   taskBodies,
   uid,
 } from "../contract/contract-helpers.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import type { NatsServerHandle } from "../harness/nats-server.ts";
 import { unansweredDeliveries } from "../harness/raw-consumers.ts";
+import { type RestartableBroker, startRestartableBroker } from "../harness/restartable-broker.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const never = new AbortController().signal;
 
 describe("a task lease from before the server came back empty", () => {
   let server: NatsServerHandle;
-  let core: Awaited<ReturnType<typeof createRuntimeCore>>;
   let broker: NatsBroker;
+  let started: RestartableBroker | undefined;
   const loops = new Loops();
   beforeAll(async () => {
-    server = await startNatsServer();
-    core = await createRuntimeCore({
-      servers: server.url,
-      logger,
-      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 600 },
-    });
-    broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "reset" });
+    started = await startRestartableBroker("reset", logger);
+    ({ server, broker } = started);
   });
   afterAll(async () => {
     loops.abortAll();
-    await broker?.close();
-    await core?.stop();
-    await server?.dispose();
+    await started?.dispose();
   });
 
   /** Its task stored and, for a job of its own, its consumer made: the commit point. */

@@ -13,33 +13,26 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createNatsBroker, type NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import type { NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { newRecord } from "../contract/contract-helpers.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import type { NatsServerHandle } from "../harness/nats-server.ts";
+import { type RestartableBroker, startRestartableBroker } from "../harness/restartable-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 
 describe("a record watch over a store that came back behind it", () => {
   let server: NatsServerHandle;
-  let core: Awaited<ReturnType<typeof createRuntimeCore>>;
   let broker: NatsBroker;
+  let started: RestartableBroker | undefined;
   let backup: string;
   beforeAll(async () => {
-    server = await startNatsServer();
-    core = await createRuntimeCore({
-      servers: server.url,
-      logger,
-      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 600 },
-    });
-    broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "behind" });
+    started = await startRestartableBroker("behind", logger);
+    ({ server, broker } = started);
     backup = await mkdtemp(path.join(tmpdir(), "jetstate-store-backup-"));
   });
   afterAll(async () => {
-    await broker?.close();
-    await core?.stop();
-    await server?.dispose();
+    await started?.dispose();
     await rm(backup, { recursive: true, force: true });
   });
 
