@@ -263,17 +263,25 @@ export class NatsDelayedTasks implements DelayedTasks {
    * every other job's held tasks of the queue would be skipped for good
    * (subject-messages.ts).
    */
-  unhold(job: JobTasksRef): Promise<void> {
-    return this.#js.run("job.tasks.unhold", async (nc) => {
-      const { jsm } = await this.#js.handles(nc);
-      await deleteSubjectMessages(
-        jsm,
-        this.#js.names.delayedStream(job.queue),
-        this.#js.names.delayedSubject(job.queue, job.id),
-        { max: Number.MAX_SAFE_INTEGER },
-      ).catch((error: unknown) => {
-        if (!isNotFound(error)) throw error;
-      });
-    });
+  async unhold(job: JobTasksRef): Promise<void> {
+    // One delete a task (a filtered purge would move the queue's `due` past every held task):
+    // its deadline grows with them, as the hold's does. Under the operation's own, a cancel of a
+    // job holding some 50,000 tasks timed out, its consumer and visible tasks left to cleanup.
+    const held = await this.heldCount(job.queue, job.id);
+    return this.#js.run(
+      "job.tasks.unhold",
+      async (nc) => {
+        const { jsm } = await this.#js.handles(nc);
+        await deleteSubjectMessages(
+          jsm,
+          this.#js.names.delayedStream(job.queue),
+          this.#js.names.delayedSubject(job.queue, job.id),
+          { max: Number.MAX_SAFE_INTEGER },
+        ).catch((error: unknown) => {
+          if (!isNotFound(error)) throw error;
+        });
+      },
+      { timeoutMs: Math.max(30_000, held * 2) },
+    );
   }
 }
