@@ -50,6 +50,12 @@ export interface NatsBroker extends Broker {
 
 const decoder = new TextDecoder();
 
+/** A delivery's reply subject: on nats.js's message class, not its `JsMsg` type (undefined without it). */
+const replyOf = (msg: JsMsg): string | undefined => {
+  const { reply } = msg as { readonly reply?: unknown };
+  return typeof reply === "string" ? reply : undefined;
+};
+
 /**
  * A delivered JetStream message seen through the port: ack / nak / term /
  * working go to its reply subject; once its consumer's life is over
@@ -74,10 +80,10 @@ class JsTaskLease implements TaskLease {
   get deliveryCount(): number {
     // Read once: a worker asks as it starts the task and as it answers it.
     if (this.#deliveryCount === undefined) {
-      // `reply` is on nats.js's message class, not its `JsMsg` type; without it `info` has the count.
-      const { reply } = this.#msg as { readonly reply?: unknown };
+      // Without its reply subject, `info` has the count.
+      const reply = replyOf(this.#msg);
       this.#deliveryCount =
-        (typeof reply === "string" ? deliveryCountOf(reply) : undefined) ?? this.#msg.info.deliveryCount;
+        (reply === undefined ? undefined : deliveryCountOf(reply)) ?? this.#msg.info.deliveryCount;
     }
     return this.#deliveryCount;
   }
@@ -116,9 +122,8 @@ class JsTaskLease implements TaskLease {
 
 /** The life of a delivery's consumer (`ConsumerLives`), by the delivery sequence in its reply subject. */
 const lifeOf = (lives: ConsumerLives, msg: JsMsg): ConsumerLife => {
-  // `reply` is on nats.js's message class, not its `JsMsg` type.
-  const { reply } = msg as { readonly reply?: unknown };
-  return lives.of(typeof reply === "string" ? deliverySeqOf(reply) : undefined);
+  const reply = replyOf(msg);
+  return lives.of(reply === undefined ? undefined : deliverySeqOf(reply));
 };
 
 /** A delivery from a queue's lane: its job is the last token of its subject. */
