@@ -1,10 +1,10 @@
-import { setMaxListeners } from "node:events";
 import type { TaskLease } from "../adapters/broker.ts";
 import type { Delivery } from "../effects/answer-task.ts";
 import { type JobRecord, leaseKeepEveryMs } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { FairSlots } from "../kernel/slots.ts";
 import { backoffDelayMs, type TaskOutcome } from "../kernel/task-outcome.ts";
+import type { JobEnd } from "./job-end.ts";
 import type { Telemetry } from "./telemetry.ts";
 
 /** A job a worker follows. */
@@ -43,38 +43,6 @@ export interface ActiveJob {
    * as a finished job's are (they may be the record's job's own).
    */
   replaced?: boolean;
-}
-
-/**
- * A job's end as its worker sees it. The signal is made on its first read
- * (a handler that reads its own, a job's pull loop, a task waiting at a
- * limited or paused queue's gate): a lane job's worker on an open queue
- * reads none, and an abort's DOMException, made with its stack, cost ~1.5 %
- * of a small job's CPU. Any number of listeners: each task of the job
- * waiting at the gate is one (Node warned past 10).
- */
-export class JobEnd {
-  #controller: AbortController | undefined;
-  #ended = false;
-
-  get aborted(): boolean {
-    return this.#ended;
-  }
-
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      this.#controller = new AbortController();
-      setMaxListeners(0, this.#controller.signal);
-      if (this.#ended) this.#controller.abort();
-    }
-    return this.#controller.signal;
-  }
-
-  abort(): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#controller?.abort();
-  }
 }
 
 /**

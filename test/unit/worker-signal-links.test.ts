@@ -10,7 +10,7 @@
  */
 import { getEventListeners } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
-import { JobEnd } from "../../src/api/running-tasks.ts";
+import { JobEnd } from "../../src/api/job-end.ts";
 import { partsOf } from "../../src/api/runtime.ts";
 import { createTestRuntime } from "../../src/testing.ts";
 
@@ -29,7 +29,7 @@ describe("the signals of a worker and of a job's feed", () => {
       const sources = [...signals];
       const stack = new Error().stack ?? "";
       // A worker's code, and a job's feed (its results reader).
-      if (/worker(s|-[a-z]+)\.ts|running-tasks\.ts|job-effects\.ts|job-feed\.ts/.test(stack))
+      if (/worker(s|-[a-z]+)\.ts|running-tasks\.ts|job-end\.ts|job-effects\.ts|job-feed\.ts/.test(stack))
         for (const source of sources) fed.set(source, (fed.get(source) ?? 0) + 1);
       return platformAny.call(AbortSignal, sources);
     };
@@ -77,7 +77,7 @@ describe("the signals of a worker and of a job's feed", () => {
     globalThis.AbortController = class extends PlatformController {
       constructor() {
         super();
-        if (/worker(s|-[a-z]+)\.ts|running-tasks\.ts/.test(new Error().stack ?? "")) made++;
+        if (/worker(s|-[a-z]+)\.ts|running-tasks\.ts|job-end\.ts/.test(new Error().stack ?? "")) made++;
       }
     };
     const worker = rt.workers.start<number, number>({ queue: "q", handler: (task) => task.payload * 2 });
