@@ -2,27 +2,88 @@ import { createHash } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
-import { InvalidArgument } from "../kernel/errors.ts";
+import { InvalidArgument, OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
+import { AnswerTally } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
-import { batchesUnder, encodeBatch, encodeRedrive, encodeTask, namingRedriveId } from "../kernel/wire.ts";
+import {
+  batchesUnder,
+  decodeResults,
+  encodeBatch,
+  encodeRedrive,
+  encodeTask,
+  namingRedriveId,
+} from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
  * The job's record and dead letters, stored under its queue, one per task
  * (`letters`), and every one stored (`all`: a task may have two); an
- * unknown job has none.
+ * unknown job has none. A letter of a task whose answer the job counts as a
+ * success or a failure (`stale`: its ack was lost on its last delivery, or a
+ * redrive that ran it again failed to remove it) is in neither: run again,
+ * that task would run twice.
  */
 export const deadLettersOf = async (
+  core: RuntimeCore,
   broker: Broker,
   id: string,
-): Promise<{ record?: JobRecord; letters: DeadLetter[]; all: DeadLetter[] }> => {
+): Promise<{ record?: JobRecord; letters: DeadLetter[]; all: DeadLetter[]; stale: DeadLetter[] }> => {
   const found = await broker.getRecord(id);
-  if (!found) return { letters: [], all: [] };
+  if (!found) return { letters: [], all: [], stale: [] };
   const { record } = found;
-  const all = await broker.listDeadLetters(record.queue, id);
-  return { record, letters: firstLetters(all), all };
+  const stored = await broker.listDeadLetters(record.queue, id);
+  if (stored.length === 0) return { record, letters: [], all: [], stale: [] };
+  const answers = await tallyAnswers(core, broker, record);
+  const all = stored.filter((l) => !answers.alive(l.index));
+  const stale = stored.filter((l) => answers.alive(l.index));
+  return { record, letters: firstLetters(all), all, stale };
+};
+
+/**
+ * The job's answers as its results stream holds them, read to its end: only
+ * when it has dead letters (an operator's call). Bounded by the operation
+ * deadline, and a millisecond more for every 20 tasks of the job.
+ */
+const tallyAnswers = async (core: RuntimeCore, broker: Broker, record: JobRecord): Promise<AnswerTally> => {
+  const answers = new AnswerTally(record.total);
+  const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
+  // Aborted once caught up, at the deadline, or as the runtime stops.
+  const reading = core.stopLinks.link();
+  const deadline = setTimeout(() => reading.abort(workOver), timeoutMs);
+  let caughtUp = false;
+  const over = () => {
+    caughtUp = true;
+    reading.abort(workOver);
+  };
+  try {
+    await broker.readResults(
+      record.queue,
+      record.id,
+      (body, pending) => {
+        try {
+          answers.add(decodeResults(body));
+        } catch {
+          // Not written by jetstate: the job's counts skip it too.
+        }
+        if (pending === 0) over();
+      },
+      reading.signal,
+      over,
+    );
+  } finally {
+    clearTimeout(deadline);
+    reading.abort(workOver);
+    core.stopLinks.unlink(reading);
+  }
+  if (caughtUp) return answers;
+  if (core.stopping.aborted) throw new RuntimeStopped({ message: "job.results.tally: the runtime stopped" });
+  throw new OperationTimeout({
+    message: `job.results.tally: the results of job ${record.id} not read within ${timeoutMs} ms`,
+    operation: "job.results.tally",
+    timeoutMs,
+  });
 };
 
 /** Room left in a results message of markers for its headers (its message id). */
@@ -40,7 +101,9 @@ export const redriveDead = async (
   taskIds: ReadonlyArray<string | number> | undefined,
 ): Promise<void> => {
   const wanted = taskIndexes(taskIds);
-  const { record, letters, all } = await deadLettersOf(broker, id);
+  const { record, letters, all, stale } = await deadLettersOf(core, broker, id);
+  // Stale letters go whatever this redrive does: listed, the next redrive would run their tasks.
+  if (stale.length > 0) await broker.removeDeadLetters(stale.map((l) => l.seq));
   const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
   if (!record || chosen.length === 0) {
     throw new InvalidArgument({

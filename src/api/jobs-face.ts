@@ -53,7 +53,12 @@ export interface Jobs {
    * }
    */
   list(query?: JobListQuery): Promise<JobPage>;
-  /** Tasks of the job that exhausted their deliveries, with payload and last error. */
+  /**
+   * Tasks of the job that exhausted their deliveries, with payload and last
+   * error. A task the job counts as answered is not listed, though a letter
+   * of it is stored (its success stored, its ack lost on its last
+   * delivery): the next redrive removes such letters.
+   */
   deadLetters(id: string): Promise<DeadLetter[]>;
   /**
    * Sends dead tasks back to the workers (all, or those named by index or

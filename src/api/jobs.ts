@@ -283,7 +283,7 @@ export class JobRegistry implements Jobs {
   async deadLetters(id: string): Promise<DeadLetter[]> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.deadLetters()");
     check(SubjectToken, id, "id");
-    return (await deadLettersOf(this.#broker, id)).letters;
+    return (await deadLettersOf(this.#core, this.#broker, id)).letters;
   }
 
   async redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle> {

@@ -136,6 +136,42 @@ export const countAnswers = (
 };
 
 /**
+ * Which tasks of a job have an answer that is not a death, folded from its
+ * results messages in order the way its counts are (`countAnswers`: a task's
+ * first answer, a dead one taken back by a redrive's marker). A dead letter
+ * of such a task is stale: a delivery answered it, and the server, not
+ * hearing its ack, let it run out of deliveries. Entries are folded a few
+ * thousand at a time: `countAnswers` copies the bitmaps once per call.
+ */
+export class AnswerTally {
+  #progress: Pick<JobProgress, "total" | "answered" | "deadBits">;
+  #pending: ResultEntry[] = [];
+
+  constructor(total: number) {
+    this.#progress = { total, answered: new Uint8Array(Math.ceil(total / 8)), deadBits: noDeadBits };
+  }
+
+  add(entries: readonly ResultEntry[]): void {
+    for (const entry of entries) this.#pending.push(entry);
+    if (this.#pending.length >= 4096) this.#fold();
+  }
+
+  /** Answered, by a success or a failure that is not a death. */
+  alive(index: number): boolean {
+    this.#fold();
+    const { answered, deadBits } = this.#progress;
+    return hasBit(answered, index) && !hasBit(deadBits, index);
+  }
+
+  #fold(): void {
+    if (this.#pending.length === 0) return;
+    const { answered, deadBits } = countAnswers(this.#progress, this.#pending);
+    this.#progress = { total: this.#progress.total, answered, deadBits };
+    this.#pending = [];
+  }
+}
+
+/**
  * The rate after `tasks` answers came `dt` ms after the last sample: both
  * sums decay by e^(−dt/τ), then take the new sample; the rate is their
  * ratio, in tasks per second.

@@ -506,6 +506,54 @@ describe.each([
     expect(stored.get(twice[0]!)).toBe(2);
   });
 
+  it("an ack lost on a task's last delivery after its result was stored: no dead letter to redrive, nothing runs twice", async () => {
+    const r = await runtime();
+    const total = 3;
+    const ledger: number[] = [];
+    r.faults.fail("ack", 1);
+    let jobId = "";
+    // The job stays live until the task whose ack was lost is dead-lettered: its `dead` answer
+    // comes after its stored success, and the job must count the success.
+    worker(r, "ack-lost-last", ledger, async (i) => {
+      if (i === total - 1)
+        await waitUntil(async () => (await r.broker.listDeadLetters("ack-lost-last", jobId)).length > 0, {
+          timeoutMs: BOUND_MS,
+          intervalMs: 50,
+          message: "the task whose ack was lost to be dead-lettered",
+        });
+      return i;
+    });
+    const job = await r.rt.jobs.submit({
+      queue: "ack-lost-last",
+      tasks: indexes(total),
+      ackWaitMs: 300,
+      maxDeliver: 1,
+    });
+    jobId = job.id;
+    const end = await within(job.done(), BOUND_MS * 2, "job with an ack lost on its last delivery to end");
+    expect(r.faults.injected("ack")).toBe(1);
+    // The handler's ledger and the server's own: every task ran once, and the one whose ack
+    // was lost has its success stored, then a dead answer and a dead letter.
+    expect(tally(ledger)).toEqual(new Map(indexes(total).map((i) => [i, 1])));
+    await expectCountedOnce(r, end, total);
+    const letters = await r.broker.listDeadLetters("ack-lost-last", job.id);
+    expect(letters).toHaveLength(1);
+
+    // Its task succeeded: nothing to redrive, and nothing listed as dead.
+    expect(await r.rt.jobs.deadLetters(job.id)).toEqual([]);
+    await expect(r.rt.jobs.redrive(job.id)).rejects.toMatchObject({ name: "InvalidArgument" });
+    await expect(r.rt.jobs.redrive(job.id, [letters[0]!.index])).rejects.toMatchObject({
+      name: "InvalidArgument",
+    });
+    // The redrive took the stale letter away.
+    expect(await r.broker.listDeadLetters("ack-lost-last", job.id)).toEqual([]);
+    expect(tally(ledger)).toEqual(new Map(indexes(total).map((i) => [i, 1])));
+    expect((await r.broker.getRecord(job.id))?.record).toMatchObject({
+      status: "succeeded",
+      counts: { done: total, failed: 0, dead: 0 },
+    });
+  });
+
   it("a consumer create that fails mid-submit: rolled back, nothing visible; a resubmit runs once", async () => {
     const r = await runtime();
     const total = 5;
