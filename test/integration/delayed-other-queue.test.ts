@@ -18,7 +18,7 @@ import { encodeHeld } from "../../src/kernel/wire.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
 import { rawJobRecord } from "../harness/raw-job-records.ts";
 import { useNatsRuntime } from "../harness/runtime.ts";
-import { delay, gate, waitUntil, within } from "../harness/wait.ts";
+import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const names = brokerNames("jetstate");
@@ -68,7 +68,9 @@ describe("a held task naming another queue than its stream's", () => {
         timeoutMs: 10_000,
         message: "the mover handled it",
       });
-      await delay(500); // a task it published would reach B's worker by now
+      // B's tasks stream, read raw: only the job's own task (held by its handler, not acked). A
+      // task moved there is published before its held message leaves A's stream.
+      expect((await jsm.streams.info(names.tasksStream("B"))).state.messages).toBe(1);
       release.open();
       expect(await within(job.done(), 10_000)).toMatchObject({ status: "succeeded", done: 1 });
       expect(ran).toEqual(["0:own"]);

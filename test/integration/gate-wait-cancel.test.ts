@@ -13,8 +13,8 @@ import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { whenAborted } from "../../src/kernel/signals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { unansweredDeliveries } from "../harness/raw-consumers.ts";
-import { delay, gate, waitUntil, within } from "../harness/wait.ts";
+import { keepAlives, unansweredDeliveries } from "../harness/raw-consumers.ts";
+import { gate, waitUntil, within } from "../harness/wait.ts";
 
 describe("a task at its queue's gate whose job is cancelled", () => {
   let server: NatsServerHandle;
@@ -35,6 +35,7 @@ describe("a task at its queue's gate whose job is cancelled", () => {
     });
     const queue = "gated";
     const long = gate();
+    let kept: Awaited<ReturnType<typeof keepAlives>> | undefined;
     const ran: Array<{ job: string; attempt: number }> = [];
     await rt.queues.configure(queue, { maxConcurrency: 1 });
     const worker = rt.workers.start<number, number>({
@@ -49,6 +50,7 @@ describe("a task at its queue's gate whose job is cancelled", () => {
     try {
       // Its task holds the queue's one permit, and one of the worker's two slots.
       const first = await rt.jobs.submit({ queue, tasks: [0] });
+      kept = await keepAlives(server.url, queue);
       await waitUntil(() => ran.length === 1, { timeoutMs: 10_000, message: "the first task running" });
       // Its task takes the other slot and waits at the gate.
       const cancelled = await rt.jobs.submit({ queue, tasks: [1] });
@@ -62,8 +64,12 @@ describe("a task at its queue's gate whose job is cancelled", () => {
         timeoutMs: 10_000,
         message: "the next job's task at the worker",
       });
-      // Three of its leases: waiting for a slot, it went back at each one's end.
-      await delay(3000);
+      // Its lease kept through three of its lengths, waiting at the gate (it went back at each
+      // one's end, waiting for a slot, and was delivered again).
+      await waitUntil(() => (kept?.span(next.id) ?? 0) >= 3000, {
+        timeoutMs: 20_000,
+        message: "the next job's waiting task kept through three leases",
+      });
       long.open();
       expect(await within(next.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
       expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
@@ -74,6 +80,7 @@ describe("a task at its queue's gate whose job is cancelled", () => {
       ]);
     } finally {
       long.open();
+      await kept?.close();
       await worker.stop();
       await rt.stop();
     }
@@ -92,6 +99,7 @@ describe("a task at its queue's gate whose job is cancelled", () => {
     await rt.queues.configure(queue, { maxConcurrency: 1 });
     const first = gate();
     let started = 0;
+    let kept = { tasks: (_consumer: string) => 0, close: async () => {} };
     const worker = rt.workers.start<number, number>({
       queue,
       concurrency: 16,
@@ -104,19 +112,26 @@ describe("a task at its queue's gate whose job is cancelled", () => {
     try {
       const tasks = Array.from({ length: 14 }, (_, n) => n);
       const job = await rt.jobs.submit({ queue, tasks, ackWaitMs: 1000 });
+      kept = await keepAlives(server.url, queue);
       // One runs, holding the permit; the pull loop waits at the gate with the next, the rest
       // buffered. Past half their lease those are handed over at once: 13 wait at the gate.
       await waitUntil(async () => started === 1 && (await held(queue, job.id)) === 14, {
         timeoutMs: 10_000,
         message: "14 tasks at the worker",
       });
-      await delay(1500);
+      // Past half their lease, the buffered ones are handed over at once and wait at the gate,
+      // each keeping its lease: all but the running one.
+      await waitUntil(() => kept.tasks(job.id) >= 13, {
+        timeoutMs: 10_000,
+        message: "13 tasks kept at the gate",
+      });
       first.open();
       expect(await within(job.done(), 30_000)).toMatchObject({ status: "succeeded", done: 14 });
       expect(warnings.filter((w) => w.includes("MaxListeners"))).toEqual([]);
     } finally {
       process.off("warning", onWarning);
       first.open();
+      await kept.close();
       await worker.stop();
       await rt.stop();
     }
