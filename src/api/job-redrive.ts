@@ -3,7 +3,7 @@ import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
 import { InvalidArgument, OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
-import { AnswerTally } from "../kernel/job-progress.ts";
+import { FirstAnswers } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
@@ -20,10 +20,10 @@ import type { RuntimeCore } from "./runtime-core.ts";
 /**
  * The job's record and dead letters, stored under its queue, one per task
  * (`letters`), and every one stored (`all`: a task may have two); an
- * unknown job has none. A letter of a task whose answer the job counts as a
- * success or a failure (`stale`: its ack was lost on its last delivery, or a
- * redrive that ran it again failed to remove it) is in neither: run again,
- * that task would run twice.
+ * unknown job has none. A letter of a task first answered by a success or a
+ * failure (`stale`: its ack was lost on its last delivery; `FirstAnswers`)
+ * is in neither: run again, that task would run twice. Never in `all`, they
+ * do not change what names a redrive.
  */
 export const deadLettersOf = async (
   core: RuntimeCore,
@@ -35,7 +35,7 @@ export const deadLettersOf = async (
   const { record } = found;
   const stored = await broker.listDeadLetters(record.queue, id);
   if (stored.length === 0) return { record, letters: [], all: [], stale: [] };
-  const answers = await tallyAnswers(core, broker, record);
+  const answers = await firstAnswers(core, broker, record);
   const all = stored.filter((l) => !answers.alive(l.index));
   const stale = stored.filter((l) => answers.alive(l.index));
   return { record, letters: firstLetters(all), all, stale };
@@ -46,8 +46,8 @@ export const deadLettersOf = async (
  * when it has dead letters (an operator's call). Bounded by the operation
  * deadline, and a millisecond more for every 20 tasks of the job.
  */
-const tallyAnswers = async (core: RuntimeCore, broker: Broker, record: JobRecord): Promise<AnswerTally> => {
-  const answers = new AnswerTally(record.total);
+const firstAnswers = async (core: RuntimeCore, broker: Broker, record: JobRecord): Promise<FirstAnswers> => {
+  const answers = new FirstAnswers(record.total);
   const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
   // Aborted once caught up, at the deadline, or as the runtime stops.
   const reading = core.stopLinks.link();
@@ -78,10 +78,10 @@ const tallyAnswers = async (core: RuntimeCore, broker: Broker, record: JobRecord
     core.stopLinks.unlink(reading);
   }
   if (caughtUp) return answers;
-  if (core.stopping.aborted) throw new RuntimeStopped({ message: "job.results.tally: the runtime stopped" });
+  if (core.stopping.aborted) throw new RuntimeStopped({ message: "job.results.first: the runtime stopped" });
   throw new OperationTimeout({
-    message: `job.results.tally: the results of job ${record.id} not read within ${timeoutMs} ms`,
-    operation: "job.results.tally",
+    message: `job.results.first: the results of job ${record.id} not read within ${timeoutMs} ms`,
+    operation: "job.results.first",
     timeoutMs,
   });
 };

@@ -55,9 +55,11 @@ export interface Jobs {
   list(query?: JobListQuery): Promise<JobPage>;
   /**
    * Tasks of the job that exhausted their deliveries, with payload and last
-   * error. A task the job counts as answered is not listed, though a letter
-   * of it is stored (its success stored, its ack lost on its last
-   * delivery): the next redrive removes such letters.
+   * error. A task first answered by a success or a failure is not listed,
+   * though a letter of it is stored (its answer stored, its ack lost on its
+   * last delivery): the next redrive removes such letters. Reads the job's
+   * results when it has letters (`OperationTimeout` past the operation
+   * deadline and 1 ms more per 20 tasks).
    */
   deadLetters(id: string): Promise<DeadLetter[]>;
   /**

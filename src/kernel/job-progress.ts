@@ -136,38 +136,38 @@ export const countAnswers = (
 };
 
 /**
- * Which tasks of a job have an answer that is not a death, folded from its
- * results messages in order the way its counts are (`countAnswers`: a task's
- * first answer, a dead one taken back by a redrive's marker). A dead letter
- * of such a task is stale: a delivery answered it, and the server, not
- * hearing its ack, let it run out of deliveries. Entries are folded a few
- * thousand at a time: `countAnswers` copies the bitmaps once per call.
+ * Which tasks of a job were first answered by a success or by a failure that
+ * is not a death, read from its results messages in order. Such an answer is
+ * final (`countAnswers`: a task's first answer counts, and a redrive's marker
+ * takes back a dead answer only), and it came before any dead letter of its
+ * task: a worker stored it, its ack was lost on the task's last delivery, and
+ * the server, hearing none, had the task dead-lettered. Such a letter is
+ * stale. A task that died first and was answered after a redrive is not one
+ * of them: its letter is that redrive's to remove, and what names a redrive
+ * (the letters it sends back) must read the same when it is made again.
  */
-export class AnswerTally {
-  #progress: Pick<JobProgress, "total" | "answered" | "deadBits">;
-  #pending: ResultEntry[] = [];
+export class FirstAnswers {
+  readonly #total: number;
+  readonly #seen: Uint8Array;
+  readonly #alive: Uint8Array;
 
   constructor(total: number) {
-    this.#progress = { total, answered: new Uint8Array(Math.ceil(total / 8)), deadBits: noDeadBits };
+    this.#total = total;
+    this.#seen = new Uint8Array(Math.ceil(total / 8));
+    this.#alive = new Uint8Array(Math.ceil(total / 8));
   }
 
   add(entries: readonly ResultEntry[]): void {
-    for (const entry of entries) this.#pending.push(entry);
-    if (this.#pending.length >= 4096) this.#fold();
+    for (const { i, ok, dead, redrive } of entries) {
+      if (redrive || !Number.isInteger(i) || i < 0 || i >= this.#total || hasBit(this.#seen, i)) continue;
+      setBit(this.#seen, i, true);
+      if (ok || !dead) setBit(this.#alive, i, true);
+    }
   }
 
-  /** Answered, by a success or a failure that is not a death. */
+  /** First answered by a success or a failure that is not a death. */
   alive(index: number): boolean {
-    this.#fold();
-    const { answered, deadBits } = this.#progress;
-    return hasBit(answered, index) && !hasBit(deadBits, index);
-  }
-
-  #fold(): void {
-    if (this.#pending.length === 0) return;
-    const { answered, deadBits } = countAnswers(this.#progress, this.#pending);
-    this.#progress = { total: this.#progress.total, answered, deadBits };
-    this.#pending = [];
+    return hasBit(this.#alive, index);
   }
 }
 

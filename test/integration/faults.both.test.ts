@@ -514,13 +514,20 @@ describe.each([
     let jobId = "";
     // The job stays live until the task whose ack was lost is dead-lettered: its `dead` answer
     // comes after its stored success, and the job must count the success.
-    worker(r, "ack-lost-last", ledger, async (i) => {
+    worker(r, "ack-lost-last", ledger, async (i, ctx) => {
       if (i === total - 1)
-        await waitUntil(async () => (await r.broker.listDeadLetters("ack-lost-last", jobId)).length > 0, {
-          timeoutMs: BOUND_MS,
-          intervalMs: 50,
-          message: "the task whose ack was lost to be dead-lettered",
-        });
+        await waitUntil(
+          async () => {
+            // Its one delivery kept while it waits (it must not be dead-lettered too).
+            ctx.heartbeat();
+            return (await r.broker.listDeadLetters("ack-lost-last", jobId)).length > 0;
+          },
+          {
+            timeoutMs: BOUND_MS,
+            intervalMs: 50,
+            message: "the task whose ack was lost to be dead-lettered",
+          },
+        );
       return i;
     });
     const job = await r.rt.jobs.submit({

@@ -10,6 +10,7 @@ import {
   afterResults,
   countAnswers,
   estimateEtaMs,
+  FirstAnswers,
   type JobProgress,
   noDeadBits,
   type ResultEntry,
@@ -36,6 +37,34 @@ const fresh = (total: number, overrides: Partial<JobProgress> = {}): JobProgress
 });
 
 const ok = (...indexes: number[]): ResultEntry[] => indexes.map((i) => ({ i, ok: true }));
+
+describe("FirstAnswers", () => {
+  it("a task first answered by a success or a failure is alive; one that died first is not, whatever came after", () => {
+    const first = new FirstAnswers(12);
+    // 0: success, then the dead answer of its lost ack. 1: failure, then dead. 2: dead, then
+    // redriven and answered. 3: dead. 4: a marker first (no answer yet), then dead. 5: nothing.
+    // 9: success in a later message. 12 and -1: out of the job.
+    first.add([
+      { i: 0, ok: true },
+      { i: 1, ok: false },
+      { i: 2, ok: false, dead: true },
+    ]);
+    first.add([
+      { i: 0, ok: false, dead: true },
+      { i: 1, ok: false, dead: true },
+      { i: 2, redrive: true, id: "r1" },
+      { i: 2, ok: true },
+      { i: 3, ok: false, dead: true },
+      { i: 4, redrive: true, id: "r1" },
+      { i: 4, ok: false, dead: true },
+      { i: 12, ok: true },
+      { i: -1, ok: true },
+    ]);
+    first.add([{ i: 9, ok: true }]);
+    const alive = Array.from({ length: 13 }, (_, i) => i).filter((i) => first.alive(i));
+    expect(alive).toEqual([0, 1, 9]);
+  });
+});
 
 describe("remaining", () => {
   it("is the tasks not answered: total minus done, failed and dead", () => {
