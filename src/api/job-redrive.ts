@@ -35,18 +35,24 @@ export const deadLettersOf = async (
   const { record } = found;
   const stored = await broker.listDeadLetters(record.queue, id);
   if (stored.length === 0) return { record, letters: [], all: [], stale: [] };
-  const answers = await firstAnswers(core, broker, record);
+  const answers = await firstAnswers(core, broker, record, new Set(stored.map((l) => l.index)));
   const all = stored.filter((l) => !answers.alive(l.index));
   const stale = stored.filter((l) => answers.alive(l.index));
   return { record, letters: firstLetters(all), all, stale };
 };
 
 /**
- * The job's answers as its results stream holds them, read to its end: only
- * when it has dead letters (an operator's call). Bounded by the operation
- * deadline, and a millisecond more for every 20 tasks of the job.
+ * The first answers of the job's tasks named (`lettered`), read from its
+ * results stream until each has one or the stream ends: only when it has
+ * dead letters (an operator's call). Bounded by the operation deadline, and
+ * a millisecond more for every 20 tasks of the job.
  */
-const firstAnswers = async (core: RuntimeCore, broker: Broker, record: JobRecord): Promise<FirstAnswers> => {
+const firstAnswers = async (
+  core: RuntimeCore,
+  broker: Broker,
+  record: JobRecord,
+  lettered: ReadonlySet<number>,
+): Promise<FirstAnswers> => {
   const answers = new FirstAnswers(record.total);
   const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
   // Aborted once caught up, at the deadline, or as the runtime stops.
@@ -67,7 +73,7 @@ const firstAnswers = async (core: RuntimeCore, broker: Broker, record: JobRecord
         } catch {
           // Not written by jetstate: the job's counts skip it too.
         }
-        if (pending === 0) over();
+        if (pending === 0 || answers.seenAll(lettered)) over();
       },
       reading.signal,
       over,

@@ -169,6 +169,12 @@ export class FirstAnswers {
   alive(index: number): boolean {
     return hasBit(this.#alive, index);
   }
+
+  /** Every one of these tasks has its first answer read: later messages change nothing of theirs. */
+  seenAll(indexes: Iterable<number>): boolean {
+    for (const i of indexes) if (!hasBit(this.#seen, i)) return false;
+    return true;
+  }
 }
 
 /**

@@ -63,6 +63,9 @@ describe("FirstAnswers", () => {
     first.add([{ i: 9, ok: true }]);
     const alive = Array.from({ length: 13 }, (_, i) => i).filter((i) => first.alive(i));
     expect(alive).toEqual([0, 1, 9]);
+    // 4's marker is not an answer; its dead one is. Nothing came for 5.
+    expect(first.seenAll([0, 1, 2, 3, 4, 9])).toBe(true);
+    expect(first.seenAll([3, 5])).toBe(false);
   });
 });
 
