@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -75,6 +76,43 @@ describe("dead letters: a job never hangs on a task that exhausted its deliverie
       jobs: [record],
     } = await rt.jobs.list({ queue: "flaky" });
     expect(record).toMatchObject({ status: "succeeded", counts: { done: 5, failed: 0, dead: 0 } });
+  });
+
+  it("listing the letters of a job with many results messages reads them with no consumer left behind", async () => {
+    // One task at a time, each answered in a results message of its own: 24 messages, more
+    // than a reader takes one by one, so the listing catches up through a consumer of its own.
+    const worker = rt.workers.start<number, number>({
+      queue: "many-answers",
+      concurrency: 1,
+      // Work that takes a moment: each answer is sent alone, before the next task's.
+      handler: async (task) => {
+        await new Promise((resolve) => setTimeout(resolve, 15));
+        if (task.index === 23) throw new Error("always");
+        return task.payload;
+      },
+    });
+    const job = await rt.jobs.submit({ queue: "many-answers", tasks: range(24), maxDeliver: 1 });
+    expect(await job.done()).toMatchObject({ status: "failed", done: 23, dead: 1 });
+    await worker.stop();
+    const jsm = await jetstreamManager(nc);
+    const stream = "jetstate_results";
+    const subject = `jetstate.results.many-answers.${job.id}`;
+    const stored =
+      (await jsm.streams.info(stream, { subjects_filter: subject })).state.subjects?.[subject] ?? 0;
+    expect(stored).toBeGreaterThan(8);
+    const consumers = async () =>
+      (await jsm.consumers.list(stream).next())
+        .map((c) => `${c.name} ${c.config.filter_subject ?? ""} ${c.config.durable_name ?? ""}`)
+        .sort();
+    const before = await consumers();
+    const letters = await rt.jobs.deadLetters(job.id);
+    expect(letters.map((l) => l.index)).toEqual([23]);
+    // The reader's own consumer deleted as it ends (its delete is sent, not awaited): well
+    // before the 60 s after which a consumer left behind would expire by itself.
+    await waitUntil(async () => JSON.stringify(await consumers()) === JSON.stringify(before), {
+      timeoutMs: 5000,
+      message: "the listing's results consumer deleted",
+    });
   });
 
   it("a task that dies again after its redrive has a dead letter again, and can be redriven again", async () => {
