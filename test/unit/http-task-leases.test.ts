@@ -398,6 +398,49 @@ describe("TaskLeases", () => {
     expect(t.calls.slice(kept.length)).toEqual(['publish j1 [{"i":0,"ok":true,"r":1}] true', `ack ${ref}`]);
   });
 
+  it("results stored past the delivery's lease, its keeps not heard by the server: never acked (another worker may hold it now)", async () => {
+    // The connection drops while the results are stored: no +WPI reaches the server, the publish
+    // waits out the reconnect past the lease's end, and the server hands the task to another
+    // worker. JetStream answers a delivery by its stream sequence: an ack here ends that one's.
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    t.advance(7000);
+    const settle = t.port.settle;
+    t.port.settle = async (settles) => {
+      if (settles.every((x) => x.action === "working")) throw new Error("connection lost");
+      return settle(settles);
+    };
+    const publishResults = t.port.publishResults;
+    t.port.publishResults = async (...args) => {
+      t.advance(15_000);
+      return publishResults(...args);
+    };
+    t.calls.length = 0;
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "expired" },
+    ]);
+    expect(t.calls).toEqual(['publish j1 [{"i":0,"ok":true,"r":1}] true']);
+  });
+
+  it("results stored past the receipt's first end, their keeps heard: acked", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    t.advance(7000);
+    const publishResults = t.port.publishResults;
+    t.port.publishResults = async (...args) => {
+      // Past the receipt's end, within the lease its keep (sent at once: it ends within a third
+      // of the ack wait) gave it.
+      t.advance(4000);
+      return publishResults(...args);
+    };
+    await expect(t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "done" },
+    ]);
+    expect(t.calls.at(-1)).toBe("ack $JS.ACK.t.j1.1.1.1.0.0");
+  });
+
   it("while its results are being published past its lease's end, its permit stays held", async () => {
     // An ack wait of 90 ms (a lease of 81): the publish takes 300 ms. Another instance's permit ledger.
     const permits = new Map<string, number>();
@@ -437,7 +480,8 @@ describe("TaskLeases", () => {
 
   it("a heartbeat, or the same POST through another instance, while the results are stored leaves the permit held", async () => {
     const { limits, held: permits } = heldPermits();
-    const t = setup([record("j1")], 100, limits);
+    // An ack wait of 90 ms: the first request keeps its delivery every 30 ms while it stores.
+    const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })], 100, limits);
     t.offer("j1", 0);
     const [task] = await t.leases.reserve("j1", 1, W1);
     const ref = "$JS.ACK.t.j1.1.1.1.0.0";

@@ -196,6 +196,7 @@ export class ReceiptAnswers {
       digest,
       item,
       revision: 0,
+      heldUntil: c.x,
       finish: (answer) => {
         if (this.#inFlight.get(c.r) === done) this.#inFlight.delete(c.r);
         finish(answer);
@@ -323,7 +324,10 @@ export class ReceiptAnswers {
           // first end, another task could start at the cap while this one is stored). The
           // token's slot is not: its answer is in, it hoards nothing.
           const until = leaseEnd(sentAt, ackWaitMs);
-          for (const a of which) this.#port.limits?.extend(a.c.r, until, record.queue);
+          for (const a of which) {
+            a.heldUntil = Math.max(a.heldUntil, until);
+            this.#port.limits?.extend(a.c.r, until, record.queue);
+          }
         },
         (error: unknown) =>
           this.#log.debug(
@@ -337,8 +341,26 @@ export class ReceiptAnswers {
     return () => clearInterval(keeper);
   }
 
-  /** Settles the deliveries by reference, then records their answers. */
-  async #settle(part: readonly ReceiptDelivery[], request: Settling, caller: Caller): Promise<void> {
+  /**
+   * Settles the deliveries by reference, then records their answers. Not a
+   * delivery whose lease ended before its results were stored, no keep of it
+   * heard by the server (the connection down meanwhile): the server may have
+   * handed its task to another worker, whose delivery an ack or a nak of this
+   * one would end (JetStream answers a delivery by its stream sequence). Its
+   * answer is stored, and counted once; it is told expired, its claim given
+   * back.
+   */
+  async #settle(all: readonly ReceiptDelivery[], request: Settling, caller: Caller): Promise<void> {
+    const now = this.#now();
+    const part = all.filter((d) => d.a.heldUntil > now);
+    for (const d of all) {
+      if (d.a.heldUntil > now) continue;
+      this.#log.warn(
+        { jobId: d.a.c.j, index: d.a.c.i },
+        "results stored after the delivery's lease ended: not settled",
+      );
+      request.unsettled(d.a);
+    }
     if (part.length === 0) return;
     try {
       await this.#port.settle(part.map((d) => d.settle));

@@ -12,6 +12,11 @@ export interface Answering {
   readonly digest: string;
   readonly item: ResultItem;
   revision: number;
+  /**
+   * Until when the server holds the delivery for this request, as far as it
+   * is known here: the receipt's end, then each keep (+WPI) it heard.
+   */
+  heldUntil: number;
   /** Set once this request settled the delivery itself. */
   result?: ItemOutcome;
   /** Claiming or settling it failed: the request fails (and the holder may try again). */
