@@ -5,6 +5,7 @@ import type { Logger } from "../kernel/logger.ts";
 import type { FairSlots } from "../kernel/slots.ts";
 import { backoffDelayMs, type TaskOutcome } from "../kernel/task-outcome.ts";
 import type { JobEnd } from "./job-end.ts";
+import type { GatePass } from "./queue-gate.ts";
 import type { Telemetry } from "./telemetry.ts";
 
 /** A job a worker follows. */
@@ -59,15 +60,23 @@ export class RunningTask {
   settled = false;
   /** Why it was settled before its handler ended, if it was. */
   givenUp: "hung" | "stop" | "job ended" | undefined;
+  /**
+   * Its permits of its queue's limits, ended by the handling once answered,
+   * or here once the task is given up: a handler that never ends kept them,
+   * renewed for the process's life, and at the cap nothing of the queue ran
+   * again in any process.
+   */
+  pass: GatePass | undefined;
   /** Its neighbours in its job's `running` list, while it is in it. */
   prev: RunningTask | undefined = undefined;
   next: RunningTask | undefined = undefined;
   /** Made on first read of the handler's signal: most handlers never look at it. */
   #abort: AbortController | undefined;
   #signal: AbortSignal | undefined;
-  constructor(msg: TaskLease, job: ActiveJob) {
+  constructor(msg: TaskLease, job: ActiveJob, pass?: GatePass) {
     this.msg = msg;
     this.job = job;
+    this.pass = pass;
   }
   /**
    * The handler's signal: aborted as its job ends, or as the task is given up (hung, or handed
@@ -83,8 +92,10 @@ export class RunningTask {
     }
     return this.#signal;
   }
+  /** Given up before its handler ended: its signal aborted, its permits given back. */
   abort(): void {
     this.#abort?.abort();
+    this.pass?.end();
   }
 }
 

@@ -137,7 +137,7 @@ export const taskAdmission = (deps: AdmissionDeps) => {
 
   /** Runs the handler of a task holding its slot and its gate pass, and answers it. */
   const start = (msg: TaskLease, job: ActiveJob, pass: GatePass, target: string | undefined): void => {
-    const task = new RunningTask(msg, job);
+    const task = new RunningTask(msg, job, pass);
     running.start(task);
     // stop() waits for it through `running.idle()` (or hands the task back after `stopTimeoutMs`).
     void deps.handle(task, target, pass);
