@@ -189,10 +189,12 @@ export class QueueGate {
       perTarget && hash !== undefined && size !== undefined
         ? { target: hash, round: perTarget.round, size }
         : undefined;
+    // The target's permits before the queue's: a task waiting for its target's rate permit held
+    // a queue's concurrency permit, and the workers of other targets could start nothing meanwhile.
     const wanted: Array<[PermitKind, number | undefined, TargetPool | undefined]> = [
       ["concurrency", pool(perTarget?.maxConcurrency)?.size, pool(perTarget?.maxConcurrency)],
-      ["concurrency", maxConcurrency, undefined],
       ["rate", pool(perTarget?.ratePerSecond)?.size, pool(perTarget?.ratePerSecond)],
+      ["concurrency", maxConcurrency, undefined],
       ["rate", ratePerSecond, undefined],
     ];
     // What is taken is renewed while the next is waited for (a permit is leased: one not renewed

@@ -12,6 +12,10 @@ import { QueueGate } from "../../src/api/queue-gate.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { encodeQueueSettings } from "../../src/kernel/queue-settings.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+const waitFor = (check: () => boolean) =>
+  waitUntil(check, { timeoutMs: 5000, message: "the take asked for" });
 
 /**
  * A gate whose first read of the settings answers when the test says
@@ -72,6 +76,57 @@ describe("a task waiting for its next permit", () => {
     expect(pass).toBeTypeOf("object");
     // 2 s of waiting: renewed at least once (every third of the lease), none after the wait only.
     expect(kept.filter((at) => at < asked + 2000).length).toBeGreaterThanOrEqual(1);
+    if (typeof pass === "object") pass.end();
+    stop.abort();
+  });
+});
+
+describe("a task waiting for its agent target's rate permit", () => {
+  it("holds none of its queue's permits meanwhile (the workers of other targets may take them)", async () => {
+    const inner = createMemoryBroker({ server: createMemoryServer() }).queueControls;
+    const taken: string[] = [];
+    let rateComes!: () => void;
+    const targetRate = new Promise<void>((resolve) => {
+      rateComes = resolve;
+    });
+    const controls: QueueControls = new Proxy(inner, {
+      get(target, key, receiver) {
+        if (key === "takePermit")
+          return async (...args: Parameters<QueueControls["takePermit"]>) => {
+            taken.push(`queue ${args[1]}`);
+            return target.takePermit(...args);
+          };
+        if (key === "takeTargetPermit")
+          return async (...args: Parameters<QueueControls["takeTargetPermit"]>) => {
+            taken.push(`target ${args[2]}`);
+            if (args[2] === "rate") await targetRate;
+            return target.takeTargetPermit(...args);
+          };
+        return Reflect.get(target, key, receiver);
+      },
+    });
+    const queue = "per-target";
+    await controls.writeSettings(
+      queue,
+      encodeQueueSettings({
+        queue,
+        paused: false,
+        maxConcurrency: 2,
+        perTarget: { ratePerSecond: 1, maxConcurrency: 4, round: "r1" },
+        updatedAt: 0,
+      }),
+      undefined,
+    );
+    await controls.setPermits(queue, "concurrency", 2);
+    const stop = new AbortController();
+    const gate = new QueueGate(controls, queue, silentLogger(), stop.signal);
+    const entering = gate.enter(stop.signal, undefined, "https://a.example");
+    await waitFor(() => taken.includes("target rate"));
+    // Waiting for the target's rate permit: the queue's concurrency permit not taken yet.
+    expect(taken).toEqual(["target concurrency", "target rate"]);
+    rateComes();
+    const pass = await entering;
+    expect(taken).toEqual(["target concurrency", "target rate", "queue concurrency"]);
     if (typeof pass === "object") pass.end();
     stop.abort();
   });
