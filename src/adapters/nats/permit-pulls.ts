@@ -1,23 +1,64 @@
 import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
-import type { Permit } from "../queue-controls.ts";
+import { type Permit, permitLeaseMs } from "../queue-controls.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 
 /** How long one pull for a permit waits at the server before the taker asks again (and sees its signal). */
 const permitPullMs = 1000;
 
+/** What a permit's lease is known to last past a keep sent, less what the keep takes to arrive. */
+const heldForMs = permitLeaseMs - 1000;
+
+/**
+ * A permit's lease as its holder knows it: each keep sent on the client
+ * while it is connected moves the lease's end; a keep sent after that end
+ * (the client away meanwhile, or the event loop held) finds it lost, for
+ * good. A lost permit is not given back by a nak: the server hands a lapsed
+ * permit to another task, and a nak answers a delivery by its stream
+ * sequence alone, so it gave back that task's permit: one task more than the
+ * limit ran, and each holder's end down the chain did the same. A lost one
+ * comes back by its lease running out.
+ */
+export class PermitLease {
+  readonly #onClient: () => boolean;
+  readonly #now: () => number;
+  #until: number;
+  #lost = false;
+
+  constructor(onClient: () => boolean, now: () => number = Date.now) {
+    this.#onClient = onClient;
+    this.#now = now;
+    this.#until = now() + heldForMs;
+  }
+
+  /** A keep is being sent. */
+  kept(): void {
+    const now = this.#now();
+    if (now >= this.#until) this.#lost = true;
+    else if (this.#onClient()) this.#until = now + heldForMs;
+  }
+
+  /** Still this holder's: its give-back may be sent. */
+  get held(): boolean {
+    return !this.#lost && this.#now() < this.#until;
+  }
+}
+
 /** A permit message: nak gives it back (with a delay for the rate pool), working keeps it. */
 class JsPermit implements Permit {
   readonly #msg: JsMsg;
-  constructor(msg: JsMsg) {
+  readonly #lease: PermitLease;
+  constructor(msg: JsMsg, lease: PermitLease) {
     this.#msg = msg;
+    this.#lease = lease;
   }
   keep(): void {
+    this.#lease.kept();
     this.#msg.working();
   }
   release(delayMs?: number): void {
     // A permit purged by `setPermits` meanwhile: the server ignores the nak.
-    this.#msg.nak(delayMs);
+    if (this.#lease.held) this.#msg.nak(delayMs);
   }
 }
 
@@ -25,14 +66,18 @@ class JsPermit implements Permit {
 class RawPermit implements Permit {
   readonly #nc: NatsConnection;
   readonly #reply: string;
-  constructor(nc: NatsConnection, reply: string) {
+  readonly #lease: PermitLease;
+  constructor(nc: NatsConnection, reply: string, lease: PermitLease) {
     this.#nc = nc;
     this.#reply = reply;
+    this.#lease = lease;
   }
   keep(): void {
+    this.#lease.kept();
     this.#answer("+WPI");
   }
   release(delayMs?: number): void {
+    if (!this.#lease.held) return;
     this.#answer(delayMs ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : "-NAK");
   }
   #answer(payload: string): void {
@@ -40,6 +85,9 @@ class RawPermit implements Permit {
     if (!this.#nc.isClosed()) this.#nc.publish(this.#reply, payload);
   }
 }
+
+/** The client is the runtime's connected one right now: a keep sent on it reaches the server. */
+export type OnClient = (nc: NatsConnection) => boolean;
 
 /** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
 const freePullTimeoutMs = 2000;
@@ -49,21 +97,26 @@ export const takeFrom = async (
   broker: Pick<NatsJobBroker, "run">,
   made: (nc: NatsConnection) => Promise<Consumer>,
   signal: AbortSignal,
+  onClient: OnClient,
 ): Promise<Permit | undefined> => {
   while (!signal.aborted) {
-    let msg: JsMsg | null;
+    let taken: { msg: JsMsg; nc: NatsConnection } | undefined;
     try {
-      msg = await broker.run(
+      taken = await broker.run(
         "queue.permit.take",
-        async (nc) => (await made(nc)).next({ expires: permitPullMs }),
+        async (nc) => {
+          const msg = await (await made(nc)).next({ expires: permitPullMs });
+          return msg ? { msg, nc } : undefined;
+        },
         { signal },
       );
     } catch (error) {
       if (signal.aborted) return undefined;
       throw error;
     }
-    if (msg) {
-      if (!signal.aborted) return new JsPermit(msg);
+    if (taken) {
+      const { msg, nc } = taken;
+      if (!signal.aborted) return new JsPermit(msg, new PermitLease(() => onClient(nc)));
       msg.nak();
     }
   }
@@ -75,7 +128,12 @@ export const takeFrom = async (
  * with `no_wait` on `next` (its `CONSUMER.MSG.NEXT` subject); none when
  * nothing answers within `freePullTimeoutMs`.
  */
-export const pullFreePermits = async (nc: NatsConnection, next: string, max: number): Promise<Permit[]> => {
+export const pullFreePermits = async (
+  nc: NatsConnection,
+  next: string,
+  max: number,
+  onClient: OnClient,
+): Promise<Permit[]> => {
   const inbox = createInbox();
   const sub = nc.subscribe(inbox);
   const timer = setTimeout(() => sub.unsubscribe(), freePullTimeoutMs);
@@ -85,7 +143,7 @@ export const pullFreePermits = async (nc: NatsConnection, next: string, max: num
     for await (const m of sub) {
       // Anything else is a status (404 none free, 408 request done): this pull is over.
       if (!m.reply?.startsWith("$JS.ACK.")) break;
-      permits.push(new RawPermit(nc, m.reply));
+      permits.push(new RawPermit(nc, m.reply, new PermitLease(() => onClient(nc))));
       if (permits.length >= max) break;
     }
   } finally {
