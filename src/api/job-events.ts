@@ -73,6 +73,13 @@ export const jobEvents = (
 ): JobEvents => {
   const { queue, signal } = checkOptions(options);
   const translator = new JobEventTranslator();
+  // When the reader started, as records are stamped (`updatedAt`, their writers' clocks).
+  const startedAt = Date.now();
+  // The watch read the store again from its start (a store made again, or one that came back
+  // behind what was read): a record last written before this reader started, of a job it does
+  // not remember, is not news from now on. Told, every job over before the reader started came
+  // as a fresh end, and every running one as progress.
+  let readAgain = false;
   const buffer: JobEvent[] = [];
   const readers: Array<(result: IteratorResult<JobEvent, undefined>) => void> = [];
   let room: { promise: Promise<void>; resolve: () => void } | undefined;
@@ -97,6 +104,7 @@ export const jobEvents = (
 
   const onRecord = (record: JobRecord): Promise<void> | undefined => {
     if (stop.aborted || (queue !== undefined && record.queue !== queue)) return undefined;
+    if (readAgain && record.updatedAt < startedAt && !translator.remembers(record.id)) return undefined;
     for (const event of translator.translate(record)) {
       const reader = readers.shift();
       if (reader) reader({ done: false, value: event });
@@ -119,7 +127,10 @@ export const jobEvents = (
     }
     core.loops.run("job-events", () =>
       watch
-        .watchRecordChanges(onRecord, stop, () => watching())
+        .watchRecordChanges(onRecord, stop, (restarted) => {
+          if (restarted) readAgain = true;
+          watching();
+        })
         .finally(() => {
           end();
           resolve();

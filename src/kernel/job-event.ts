@@ -108,6 +108,11 @@ export class JobEventTranslator {
     return this.#seen.size;
   }
 
+  /** Whether the job is remembered. */
+  remembers(jobId: string): boolean {
+    return this.#seen.has(jobId);
+  }
+
   /** The events one revision of a record means, given the revisions translated before it. */
   translate(record: JobRecord): JobEvent[] {
     const known = this.#seen.get(record.id);

@@ -14,6 +14,9 @@ import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { jobEvents } from "../../src/api/job-events.ts";
+import { LoopGroup } from "../../src/effects/loop-group.ts";
+import { LinkedControllers } from "../../src/kernel/signals.ts";
 import { newRecord } from "../contract/contract-helpers.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
 import { type RestartableBroker, startRestartableBroker } from "../harness/restartable-broker.ts";
@@ -82,6 +85,70 @@ describe("a record watch over a store that came back behind it", () => {
     } finally {
       watching.abort();
       await watch.catch(() => undefined);
+    }
+  }, 60_000);
+
+  it("an events reader reading it again from its start tells nothing of jobs last written before it started", async () => {
+    /** A job committed and succeeded, written now. */
+    const finished = async (queue: string) => {
+      const record = { ...newRecord(1, 30_000), queue };
+      const created = await broker.createRecord(record);
+      const now = Date.now();
+      await broker.updateRecord(
+        {
+          ...record,
+          status: "succeeded",
+          phase: "committed",
+          counts: { done: 1, failed: 0, dead: 0 },
+          updatedAt: now,
+          finishedAt: now,
+        },
+        created,
+      );
+      return record.id;
+    };
+    const queue = "events-behind";
+    const old = await finished(queue);
+    await copyStore(server.storeDir, backup);
+    const loops = new LoopGroup(logger);
+    const events = jobEvents({ loops, stopLinks: new LinkedControllers(loops.signal) }, broker, { queue });
+    const heard: string[] = [];
+    const reading = (async () => {
+      for await (const event of events)
+        heard.push(`${event.jobId === old ? "old" : event.jobId} ${event.type}`);
+    })();
+    try {
+      await events.ready;
+      const lost = await finished(queue);
+      await waitUntil(() => heard.includes(`${lost} succeeded`), {
+        timeoutMs: 10_000,
+        message: "the reader heard it",
+      });
+      // Back without `lost`: what is written next takes its sequences, and the reader reads the
+      // store again from its start.
+      await copyStore(backup, server.storeDir);
+      let after = "";
+      await waitUntil(
+        () =>
+          finished(queue).then(
+            (id) => {
+              after = id;
+              return true;
+            },
+            () => false,
+          ),
+        { timeoutMs: 20_000, message: "a job written after the restore" },
+      );
+      await waitUntil(() => heard.includes(`${after} succeeded`), {
+        timeoutMs: 10_000,
+        message: () => `the reader heard the job written after the restore (heard ${heard.join(", ")})`,
+      });
+      // The job over before the reader started was never news to it.
+      expect(heard.filter((h) => h.startsWith("old"))).toEqual([]);
+    } finally {
+      await events.return();
+      await reading;
+      await loops.close();
     }
   }, 60_000);
 });
