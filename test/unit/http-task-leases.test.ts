@@ -478,6 +478,29 @@ describe("TaskLeases", () => {
     expect(permits.has(ref)).toBe(false);
   });
 
+  it("a POST that fails part way gives back the permits of the tasks it answered", async () => {
+    const { limits, held: permits } = heldPermits();
+    const t = setup([record("j1")], 100, limits);
+    t.offer("j1", 0);
+    t.offer("j1", 1);
+    const [a, b] = await t.leases.reserve("j1", 2, W1);
+    expect(permits.size).toBe(2);
+    // Task 0 is acked; task 1's retry cannot be told to the server: the request fails.
+    const settle = t.port.settle;
+    t.port.settle = async (settles) => {
+      if (settles.some((x) => x.action === "nak")) throw new Error("connection lost");
+      return settle(settles);
+    };
+    // The port as an instance takes it (a copy with its limits): made again with the failing settle.
+    await expect(
+      t.restart().submitResults("j1", [ok(a!.receipt, 0), err(b!.receipt, "still busy")], W1),
+    ).rejects.toThrow(/connection lost/);
+    // Task 0 answered and acked: its permit back (it was kept to its lease's end, 10 s here).
+    expect(permits.has("$JS.ACK.t.j1.1.1.1.0.0")).toBe(false);
+    // Task 1 not settled: its permit stays with its lease, for the POST tried again.
+    expect(permits.has("$JS.ACK.t.j1.1.2.2.0.0")).toBe(true);
+  });
+
   it("a heartbeat, or the same POST through another instance, while the results are stored leaves the permit held", async () => {
     const { limits, held: permits } = heldPermits();
     // An ack wait of 90 ms: the first request keeps its delivery every 30 ms while it stores.

@@ -65,7 +65,21 @@ export class ReceiptLeases {
       throw error;
     }
     this.#assertDeliveries(record, claims, field);
-    const outcomes = await this.#answers.submit(record, items, claims, caller);
+    let outcomes: ItemOutcome[];
+    try {
+      outcomes = await this.#answers.submit(record, items, claims, caller);
+    } catch (error) {
+      // Failed part way (a settle, a dead letter's store): the deliveries it settled are answered
+      // all the same (their answer recorded), and their permits go back. They were kept to each
+      // lease's end, and at a limited queue's cap nothing else ran meanwhile.
+      await Promise.all(
+        claims.map(async (c) => {
+          const answer = await this.#port.answerOf(c.r).catch(() => undefined);
+          if (answer !== undefined && answer.status !== "pending") this.#port.limits?.end(c.r, record.queue);
+        }),
+      );
+      throw error;
+    }
     // Answered (or found answered, or expired): the lease is over, its permit goes back. Not
     // while another request still stores its answer (`pending`; an expired receipt's too, its
     // delivery kept by that request): that one gives it back.
