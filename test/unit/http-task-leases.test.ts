@@ -152,11 +152,12 @@ const setup = (records = [record("j1"), record("j2")], maxLeasesPerToken = 100, 
   const signer = new ReceiptSigner();
   const logs: { msg: string; [key: string]: unknown }[] = [];
   const log = pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line)) });
-  const make = () =>
+  /** An instance of the API (`aheadMs`: its clock that far ahead of the first one's). */
+  const make = (aheadMs = 0) =>
     new TaskLeases(limits ? { ...fake.port, limits } : fake.port, {
       signer,
       log,
-      now: () => now,
+      now: () => now + aheadMs,
       jobListTtlMs: 0,
       maxLeasesPerToken,
     });
@@ -423,6 +424,40 @@ describe("TaskLeases", () => {
     expect(t.calls).toEqual(['publish j1 [{"i":0,"ok":true,"r":1}] true']);
   });
 
+  it("results stored past the delivery's lease, its keeps sent only once back (after that end): never acked", async () => {
+    // The keeps wait for the connection (as an operation does, up to its deadline) and go out
+    // once it is back, past the lease's end: by then they keep the next holder's delivery.
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    t.advance(7000);
+    const settle = t.port.settle;
+    let back: () => void = () => undefined;
+    const reconnected = new Promise<void>((resolve) => {
+      back = resolve;
+    });
+    t.port.settle = async (settles) => {
+      if (settles.every((x) => x.action === "working")) await reconnected;
+      return settle(settles);
+    };
+    const publishResults = t.port.publishResults;
+    t.port.publishResults = async (...args) => {
+      // Past the receipt's end, within the lease the waiting keep would give from when it was sent.
+      t.advance(3000);
+      back();
+      await reconnected;
+      // The keep waiting since the lease's last seconds goes out now, before the results are in.
+      await new Promise((resolve) => setImmediate(resolve));
+      return publishResults(...args);
+    };
+    const leases = t.restart();
+    t.calls.length = 0;
+    await expect(leases.submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+      { id: "j1.0", status: "expired" },
+    ]);
+    expect(t.calls.filter((c) => c.startsWith("ack") || c.startsWith("nak"))).toEqual([]);
+  });
+
   it("results stored past the receipt's first end, their keeps heard: acked", async () => {
     const t = setup();
     t.offer("j1", 0);
@@ -503,8 +538,7 @@ describe("TaskLeases", () => {
 
   it("a heartbeat, or the same POST through another instance, while the results are stored leaves the permit held", async () => {
     const { limits, held: permits } = heldPermits();
-    // An ack wait of 90 ms: the first request keeps its delivery every 30 ms while it stores.
-    const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })], 100, limits);
+    const t = setup([record("j1")], 100, limits);
     t.offer("j1", 0);
     const [task] = await t.leases.reserve("j1", 1, W1);
     const ref = "$JS.ACK.t.j1.1.1.1.0.0";
@@ -522,13 +556,13 @@ describe("TaskLeases", () => {
       { id: "j1.0", status: "pending", duplicate: true },
     ]);
     expect(permits.has(ref)).toBe(true);
-    // Retried once its receipt's lease is over (the first request keeps the delivery meanwhile):
-    // told expired, but the answer being stored elsewhere still holds the permit.
-    t.advance(20_000);
-    await expect(t.restart().submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
+    // Retried through an instance that finds its receipt's lease over (its clock 20 s ahead; the
+    // first request keeps the delivery meanwhile): told expired, but the answer being stored
+    // elsewhere still holds the permit.
+    await expect(t.restart(20_000).submitResults("j1", [ok(task!.receipt, 1)], W1)).resolves.toEqual([
       { id: "j1.0", status: "expired" },
     ]);
-    await expect(t.restart().heartbeat("j1", [task!.receipt], W1)).resolves.toEqual([
+    await expect(t.restart(20_000).heartbeat("j1", [task!.receipt], W1)).resolves.toEqual([
       { id: "j1.0", status: "settled" },
     ]);
     expect(permits.has(ref)).toBe(true);

@@ -322,9 +322,13 @@ export class ReceiptAnswers {
         () => {
           // Kept at the server: the queue's permit is held as long (given back at the lease's
           // first end, another task could start at the cap while this one is stored). The
-          // token's slot is not: its answer is in, it hoards nothing.
+          // token's slot is not: its answer is in, it hoards nothing. Told by the time the +WPI
+          // is sent, as a heartbeat's: one that waited out a reconnect past the lease's end
+          // kept the delivery the server had handed to another worker meanwhile, not this one.
           const until = leaseEnd(sentAt, ackWaitMs);
+          const sent = this.#now();
           for (const a of which) {
+            if (sent >= a.heldUntil) continue;
             a.heldUntil = Math.max(a.heldUntil, until);
             this.#port.limits?.extend(a.c.r, until, record.queue);
           }
