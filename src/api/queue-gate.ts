@@ -303,6 +303,9 @@ export class QueueGate {
  * permits given back, free again in 1 s, once its handler was called.
  */
 const permitsPass = (held: readonly Permit[], rates: readonly Permit[]): GatePass => {
+  // Kept at once: the wait's keeper stopped, and up to a keep period had passed since its last
+  // keep (a permit's lease left with a second's margin, a stall of the event loop then lost it).
+  for (const p of held) p.keep();
   const keeper =
     held.length > 0
       ? setInterval(() => {

@@ -10,51 +10,58 @@ const permitPullMs = 1000;
 const heldForMs = permitLeaseMs - 1000;
 
 /**
- * A permit's lease as its holder knows it: each keep sent on the client
- * while it is connected moves the lease's end; a keep sent after that end
- * (the client away meanwhile, or the event loop held) finds it lost, for
- * good. A lost permit is not given back by a nak: the server hands a lapsed
- * permit to another task, and a nak answers a delivery by its stream
- * sequence alone, so it gave back that task's permit: one task more than the
- * limit ran, and each holder's end down the chain did the same. A lost one
- * comes back by its lease running out.
+ * A permit's lease as its holder knows it: each keep the server is known to
+ * have had before the lease's end (its client's flush came back by then)
+ * moves that end on, from when the keep was sent. Past the end with no such
+ * keep (the client away, silently or not, or the event loop held) it is
+ * lost for good. A lost permit is not given back by a nak: the server hands
+ * a lapsed permit to another task, and a nak answers a delivery by its
+ * stream sequence alone, so it gave back that task's permit: one task more
+ * than the limit ran, and each holder's end down the chain did the same. A
+ * lost one comes back by its lease running out.
  */
 export class PermitLease {
-  readonly #onClient: () => boolean;
   readonly #now: () => number;
   #until: number;
-  #lost = false;
 
-  constructor(onClient: () => boolean, now: () => number = Date.now) {
-    this.#onClient = onClient;
+  constructor(now: () => number = Date.now) {
     this.#now = now;
     this.#until = now() + heldForMs;
   }
 
-  /** A keep is being sent. */
-  kept(): void {
-    const now = this.#now();
-    if (now >= this.#until) this.#lost = true;
-    else if (this.#onClient()) this.#until = now + heldForMs;
+  /** A keep sent at `sentAt` is known to have reached the server by now. */
+  heard(sentAt: number): void {
+    if (this.#now() < this.#until) this.#until = Math.max(this.#until, sentAt + heldForMs);
   }
 
   /** Still this holder's: its give-back may be sent. */
   get held(): boolean {
-    return !this.#lost && this.#now() < this.#until;
+    return this.#now() < this.#until;
   }
 }
+
+/** Sends a keep on `nc` (`send`), and tells the lease once the server has had it. */
+const keepOn = (nc: NatsConnection, lease: PermitLease, send: () => void): void => {
+  const sentAt = Date.now();
+  send();
+  // A flush that fails (the client closed) tells nothing: the lease runs out.
+  nc.flush().then(
+    () => lease.heard(sentAt),
+    () => undefined,
+  );
+};
 
 /** A permit message: nak gives it back (with a delay for the rate pool), working keeps it. */
 class JsPermit implements Permit {
   readonly #msg: JsMsg;
-  readonly #lease: PermitLease;
-  constructor(msg: JsMsg, lease: PermitLease) {
+  readonly #nc: NatsConnection;
+  readonly #lease = new PermitLease();
+  constructor(msg: JsMsg, nc: NatsConnection) {
     this.#msg = msg;
-    this.#lease = lease;
+    this.#nc = nc;
   }
   keep(): void {
-    this.#lease.kept();
-    this.#msg.working();
+    keepOn(this.#nc, this.#lease, () => this.#msg.working());
   }
   release(delayMs?: number): void {
     // A permit purged by `setPermits` meanwhile: the server ignores the nak.
@@ -66,15 +73,13 @@ class JsPermit implements Permit {
 class RawPermit implements Permit {
   readonly #nc: NatsConnection;
   readonly #reply: string;
-  readonly #lease: PermitLease;
-  constructor(nc: NatsConnection, reply: string, lease: PermitLease) {
+  readonly #lease = new PermitLease();
+  constructor(nc: NatsConnection, reply: string) {
     this.#nc = nc;
     this.#reply = reply;
-    this.#lease = lease;
   }
   keep(): void {
-    this.#lease.kept();
-    this.#answer("+WPI");
+    keepOn(this.#nc, this.#lease, () => this.#answer("+WPI"));
   }
   release(delayMs?: number): void {
     if (!this.#lease.held) return;
@@ -86,9 +91,6 @@ class RawPermit implements Permit {
   }
 }
 
-/** The client is the runtime's connected one right now: a keep sent on it reaches the server. */
-export type OnClient = (nc: NatsConnection) => boolean;
-
 /** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
 const freePullTimeoutMs = 2000;
 
@@ -97,7 +99,6 @@ export const takeFrom = async (
   broker: Pick<NatsJobBroker, "run">,
   made: (nc: NatsConnection) => Promise<Consumer>,
   signal: AbortSignal,
-  onClient: OnClient,
 ): Promise<Permit | undefined> => {
   while (!signal.aborted) {
     let taken: { msg: JsMsg; nc: NatsConnection } | undefined;
@@ -116,7 +117,7 @@ export const takeFrom = async (
     }
     if (taken) {
       const { msg, nc } = taken;
-      if (!signal.aborted) return new JsPermit(msg, new PermitLease(() => onClient(nc)));
+      if (!signal.aborted) return new JsPermit(msg, nc);
       msg.nak();
     }
   }
@@ -128,12 +129,7 @@ export const takeFrom = async (
  * with `no_wait` on `next` (its `CONSUMER.MSG.NEXT` subject); none when
  * nothing answers within `freePullTimeoutMs`.
  */
-export const pullFreePermits = async (
-  nc: NatsConnection,
-  next: string,
-  max: number,
-  onClient: OnClient,
-): Promise<Permit[]> => {
+export const pullFreePermits = async (nc: NatsConnection, next: string, max: number): Promise<Permit[]> => {
   const inbox = createInbox();
   const sub = nc.subscribe(inbox);
   const timer = setTimeout(() => sub.unsubscribe(), freePullTimeoutMs);
@@ -143,7 +139,7 @@ export const pullFreePermits = async (
     for await (const m of sub) {
       // Anything else is a status (404 none free, 408 request done): this pull is over.
       if (!m.reply?.startsWith("$JS.ACK.")) break;
-      permits.push(new RawPermit(nc, m.reply, new PermitLease(() => onClient(nc))));
+      permits.push(new RawPermit(nc, m.reply));
       if (permits.length >= max) break;
     }
   } finally {

@@ -43,7 +43,6 @@ export const natsQueueControls = (
   log: Logger,
 ): QueueControls & { provision(): Promise<void> } => {
   const names = broker.names;
-  const onClient = (nc: NatsConnection) => core.connection.current() === nc;
   const buckets = broker.setups.once<KV>();
   const bucket = (nc: NatsConnection): Promise<KV> =>
     buckets(nc, async () =>
@@ -281,8 +280,7 @@ export const natsQueueControls = (
         // Ids of this rewrite: a publish retried after a timeout is not a second permit.
         await publishPermits(nc, subject, count, `${queue}.${kind}.${randomUUID().slice(0, 8)}`);
       }),
-    takePermit: (queue, kind, signal) =>
-      takeFrom(broker, (nc) => consumerOf(nc, queue, kind), signal, onClient),
+    takePermit: (queue, kind, signal) => takeFrom(broker, (nc) => consumerOf(nc, queue, kind), signal),
     takeTargetPermit: (queue, pool, kind, signal) =>
       takeFrom(
         broker,
@@ -296,7 +294,6 @@ export const natsQueueControls = (
           );
         },
         signal,
-        onClient,
       ),
     // The old round's permits, markers and consumers; a worker still on it fills its pool again
     // (it sees the new round within a second): that pool is dropped with the next change.
@@ -328,7 +325,6 @@ export const natsQueueControls = (
             nc,
             `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
             max,
-            onClient,
           );
         },
         { retry: { attempts: 1, initialDelayMs: 0 } },
