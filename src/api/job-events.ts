@@ -37,6 +37,9 @@ const lowWater = highWater / 2;
 
 const knownOptions = ["queue", "signal"];
 
+/** How far behind this process's clock another writer's may be, for a record read again to be news. */
+const writerClockSlackMs = 60_000;
+
 const checkOptions = (options: unknown): JobEventsOptions => {
   if (typeof options !== "object" || options === null) {
     throw new InvalidArgument({ message: "options: must be an object", field: "options" });
@@ -67,18 +70,19 @@ const done: IteratorResult<JobEvent, undefined> = { done: true, value: undefined
  * not read yet are dropped.
  */
 export const jobEvents = (
-  core: Pick<RuntimeCore, "loops" | "stopLinks">,
+  core: Pick<RuntimeCore, "loops" | "stopLinks" | "clock">,
   watch: RecordWatch,
   options: unknown = {},
 ): JobEvents => {
   const { queue, signal } = checkOptions(options);
   const translator = new JobEventTranslator();
-  // When the reader started, as records are stamped (`updatedAt`, their writers' clocks).
-  const startedAt = Date.now();
   // The watch read the store again from its start (a store made again, or one that came back
-  // behind what was read): a record last written before this reader started, of a job it does
-  // not remember, is not news from now on. Told, every job over before the reader started came
-  // as a fresh end, and every running one as progress.
+  // behind what was read): a record last written well before this reader started, of a job it
+  // does not remember, is not news from now on. Told, every job over before the reader started
+  // came as a fresh end, and every running one as progress. "Well before": a record is stamped
+  // by its writer's clock (`updatedAt`), which may be behind this one's; a new job's writes
+  // skipped were never told at all.
+  const oldBefore = core.clock.now() - writerClockSlackMs;
   let readAgain = false;
   const buffer: JobEvent[] = [];
   const readers: Array<(result: IteratorResult<JobEvent, undefined>) => void> = [];
@@ -104,7 +108,7 @@ export const jobEvents = (
 
   const onRecord = (record: JobRecord): Promise<void> | undefined => {
     if (stop.aborted || (queue !== undefined && record.queue !== queue)) return undefined;
-    if (readAgain && record.updatedAt < startedAt && !translator.remembers(record.id)) return undefined;
+    if (readAgain && record.updatedAt < oldBefore && !translator.remembers(record.id)) return undefined;
     for (const event of translator.translate(record)) {
       const reader = readers.shift();
       if (reader) reader({ done: false, value: event });

@@ -30,7 +30,7 @@ export class JobsMetrics {
   readonly #read: Promise<void>;
 
   constructor(
-    core: Pick<RuntimeCore, "loops" | "stopLinks">,
+    core: Pick<RuntimeCore, "loops" | "stopLinks" | "clock">,
     broker: Broker,
     registry: Registry,
     log: Logger,

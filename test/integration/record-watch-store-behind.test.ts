@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { jobEvents } from "../../src/api/job-events.ts";
 import { LoopGroup } from "../../src/effects/loop-group.ts";
+import { realClock } from "../../src/kernel/clock.ts";
 import { LinkedControllers } from "../../src/kernel/signals.ts";
 import { newRecord } from "../contract/contract-helpers.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
@@ -89,11 +90,11 @@ describe("a record watch over a store that came back behind it", () => {
   }, 60_000);
 
   it("an events reader reading it again from its start tells nothing of jobs last written before it started", async () => {
-    /** A job committed and succeeded, written now. */
-    const finished = async (queue: string) => {
-      const record = { ...newRecord(1, 30_000), queue };
+    /** A job committed and succeeded, its end stamped `agoMs` before now. */
+    const finished = async (queue: string, agoMs = 0) => {
+      const now = Date.now() - agoMs;
+      const record = { ...newRecord(1, 30_000), queue, createdAt: now, updatedAt: now };
       const created = await broker.createRecord(record);
-      const now = Date.now();
       await broker.updateRecord(
         {
           ...record,
@@ -108,10 +109,15 @@ describe("a record watch over a store that came back behind it", () => {
       return record.id;
     };
     const queue = "events-behind";
-    const old = await finished(queue);
+    // Over two minutes before the reader starts (beyond any writer's clock being behind).
+    const old = await finished(queue, 120_000);
     await copyStore(server.storeDir, backup);
     const loops = new LoopGroup(logger);
-    const events = jobEvents({ loops, stopLinks: new LinkedControllers(loops.signal) }, broker, { queue });
+    const events = jobEvents(
+      { loops, stopLinks: new LinkedControllers(loops.signal), clock: realClock },
+      broker,
+      { queue },
+    );
     const heard: string[] = [];
     const reading = (async () => {
       for await (const event of events)
@@ -142,6 +148,13 @@ describe("a record watch over a store that came back behind it", () => {
       await waitUntil(() => heard.includes(`${after} succeeded`), {
         timeoutMs: 10_000,
         message: () => `the reader heard the job written after the restore (heard ${heard.join(", ")})`,
+      });
+      // A new job whose writer's clock is 10 s behind the reader's: news all the same.
+      const skewed = await finished(queue, 10_000);
+      await waitUntil(() => heard.includes(`${skewed} succeeded`), {
+        timeoutMs: 10_000,
+        message: () =>
+          `the reader heard the job of a writer whose clock is behind (heard ${heard.join(", ")})`,
       });
       // The job over before the reader started was never news to it.
       expect(heard.filter((h) => h.startsWith("old"))).toEqual([]);
