@@ -108,6 +108,25 @@ describe("the signals of a worker and of a job's feed", () => {
     }
   });
 
+  it("events readers on the memory broker join no signal of the broker's, however many are opened", async () => {
+    const rt = await createTestRuntime();
+    let joined = 0;
+    AbortSignal.any = (signals: Iterable<AbortSignal>) => {
+      if (/memory-records\.ts/.test(new Error().stack ?? "")) joined++;
+      return platformAny.call(AbortSignal, [...signals]);
+    };
+    try {
+      for (let n = 0; n < 20; n++) {
+        const events = rt.jobs.events();
+        await events.ready;
+        await events.return();
+      }
+      expect(joined).toBe(0);
+    } finally {
+      await rt.stop();
+    }
+  });
+
   it("a job's end: its signal, read before or after the end, is aborted once, with an AbortError", () => {
     const before = new JobEnd();
     const early = before.signal;

@@ -1,6 +1,6 @@
 import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
 import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
-import { whenAborted } from "../../kernel/signals.ts";
+import { LinkedControllers, whenAborted } from "../../kernel/signals.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
@@ -25,12 +25,13 @@ export class MemoryJobRecords {
   readonly #server: MemoryServerState;
   readonly #open: (operation: string) => void;
   /** Aborted when the broker or its server closes: the watches end then. */
-  readonly #stop: AbortSignal;
+  /** Each watch's stop, linked to the broker's: an `AbortSignal.any` each left a weak reference in it for good (Node 20). */
+  readonly #watches: LinkedControllers;
 
   constructor(server: MemoryServerState, open: (operation: string) => void, stop: AbortSignal) {
     this.#server = server;
     this.#open = open;
-    this.#stop = stop;
+    this.#watches = new LinkedControllers(stop);
   }
 
   async createRecord(record: JobRecord): Promise<number> {
@@ -98,8 +99,12 @@ export class MemoryJobRecords {
     onWatching?: (restarted: boolean) => void,
   ): Promise<void> {
     this.#open("job.record.changes");
-    const stop = AbortSignal.any([signal, this.#stop]);
-    if (stop.aborted) return;
+    const watching = this.#watches.link(signal);
+    const stop = watching.signal;
+    if (stop.aborted) {
+      this.#watches.unlink(watching);
+      return;
+    }
     const written: { readonly value: string; readonly revision: number }[] = [];
     let wake: (() => void) | undefined;
     const stopped = whenAborted(stop);
@@ -130,6 +135,7 @@ export class MemoryJobRecords {
       }
     } finally {
       unwatch();
+      this.#watches.unlink(watching);
     }
   }
 }
