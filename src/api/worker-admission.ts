@@ -20,8 +20,6 @@ interface AdmissionDeps {
   readonly giveUp: AbortSignal;
   /** Runs the handler of a started task and answers it (worker-handle.ts). */
   readonly handle: (task: RunningTask, target: string | undefined, pass: GatePass) => Promise<void>;
-  /** Lets a task go for redelivery, not counted. */
-  readonly letGo: (msg: TaskLease, delayMs?: number) => void;
   /** A task handed back unrun or failed (counted). */
   readonly release: (msg: TaskLease, delayMs?: number) => void;
   /** The worker's agent's target now, if it is bound to one. */
@@ -45,14 +43,16 @@ const leaseKeeper = (msg: TaskLease, job: ActiveJob): TaskLeaseKeeper => ({
  * worker pulled and did not start goes to `stoppingTasks` (worker-stopping.ts).
  */
 export const taskAdmission = (deps: AdmissionDeps) => {
-  const { slots, running, gate, pulls, pulling, letGo, release, target: currentTarget } = deps;
+  const { slots, running, gate, pulls, pulling, release, target: currentTarget } = deps;
 
   /**
-   * A task pulled while its queue is paused: handed back untouched (not
-   * counted), and this loop pulls no more until the queue is resumed (or the
-   * job ends). On its last delivery a nak would spend it (the task would
-   * die unrun): that one is held instead, its lease kept, and tried again
-   * once the queue is resumed.
+   * A task pulled while its queue is paused: held, its lease kept, outside
+   * the worker's slots, and tried again once the queue is resumed; this loop
+   * pulls no more meanwhile. It was handed back (a nak) unless on its last
+   * delivery: the server gave it to the next worker's waiting pull, which
+   * handed it back too, a delivery spent at each, and with as many workers
+   * as deliveries its first run was on its last one (one failure, and it
+   * died).
    */
   const pausedTask = async (msg: TaskLease, job: ActiveJob): Promise<void> => {
     slots.release();
@@ -60,12 +60,6 @@ export const taskAdmission = (deps: AdmissionDeps) => {
     const waiting = pulls.link(job.ended.signal);
     const until = waiting.signal;
     try {
-      if (msg.deliveryCount < job.record.settings.maxDeliver) {
-        // The gate says "paused" before it looks at the worker's stop: a stopping worker's
-        // buffered tasks come here too, and are let go as the worker's others are.
-        letGo(msg);
-        return await gate.whenResumed(until);
-      }
       const lease = leaseKeeper(msg, job);
       const keeper = setInterval(lease.keep, lease.everyMs);
       try {

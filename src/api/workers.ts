@@ -146,7 +146,6 @@ export const startWorker = <Payload, Result>(
     pulling,
     giveUp: giveUp.signal,
     handle,
-    letGo,
     release,
     target: currentTarget,
     stats,
