@@ -24,8 +24,11 @@ export const storedRecord = (
 export class MemoryJobRecords {
   readonly #server: MemoryServerState;
   readonly #open: (operation: string) => void;
-  /** Aborted when the broker or its server closes: the watches end then. */
-  /** Each watch's stop, linked to the broker's: an `AbortSignal.any` each left a weak reference in it for good (Node 20). */
+  /**
+   * Each watch's stop, aborted when the broker or its server closes (the
+   * watches end then): linked to the broker's stop, as an `AbortSignal.any`
+   * each left a weak reference in it for good (Node 20).
+   */
   readonly #watches: LinkedControllers;
 
   constructor(server: MemoryServerState, open: (operation: string) => void, stop: AbortSignal) {
