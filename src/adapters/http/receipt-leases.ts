@@ -74,8 +74,8 @@ export class ReceiptLeases {
       // lease's end, and at a limited queue's cap nothing else ran meanwhile.
       await Promise.all(
         claims.map(async (c) => {
-          const answer = await this.#port.answerOf(c.r).catch(() => undefined);
-          if (answer !== undefined && answer.status !== "pending") this.#port.limits?.end(c.r, record.queue);
+          if ((await this.#answerState(c.r).catch(() => undefined)) === "answered")
+            this.#port.limits?.end(c.r, record.queue);
         }),
       );
       throw error;
