@@ -203,6 +203,7 @@ export class QueueGate {
       for (const p of [...held, ...rates]) p.keep();
     }, keepEveryMs);
     keeper.unref();
+    const takingSince = Date.now();
     try {
       for (const [kind, limit, from] of wanted) {
         if (limit === undefined) continue;
@@ -218,7 +219,9 @@ export class QueueGate {
       return "paused";
     }
     // The rate permits are spent at the handler's start (`started`), the concurrency ones held to the end.
-    return held.length > 0 || rates.length > 0 ? permitsPass(held, rates) : noPermit;
+    return held.length > 0 || rates.length > 0
+      ? permitsPass(held, rates, Date.now() - takingSince >= keepEveryMs / 2)
+      : noPermit;
   }
 
   /** Whether the queue is paused as this worker knows it now. */
@@ -302,10 +305,11 @@ export class QueueGate {
  * queue's) renewed while it runs and given back once when it ends; its rate
  * permits given back, free again in 1 s, once its handler was called.
  */
-const permitsPass = (held: readonly Permit[], rates: readonly Permit[]): GatePass => {
-  // Kept at once: the wait's keeper stopped, and up to a keep period had passed since its last
-  // keep (a permit's lease left with a second's margin, a stall of the event loop then lost it).
-  for (const p of held) p.keep();
+const permitsPass = (held: readonly Permit[], rates: readonly Permit[], waited: boolean): GatePass => {
+  // Kept at once after a wait: the wait's keeper stopped up to a keep period after its last keep,
+  // and the pass's first comes a period later (a permit's lease left with a second's margin, a
+  // stall of the event loop then lost it). Not after takes answered at once: a keep a task.
+  if (waited) for (const p of held) p.keep();
   const keeper =
     held.length > 0
       ? setInterval(() => {
