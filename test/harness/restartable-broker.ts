@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import { createNatsBroker, type NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.ts";
+import { waitUntil } from "./wait.ts";
 
 export interface RestartableBroker {
   readonly server: NatsServerHandle;
@@ -30,6 +31,33 @@ export const startRestartableBroker = async (holder: string, logger: Logger): Pr
       await broker.close();
       await core.stop();
       await server.dispose();
+    },
+  };
+};
+
+/**
+ * A watch of the broker's job records that notes each record's id as it is
+ * handed over (`seen`) and each round placed (`rounds`); `inPlace()` waits
+ * for the first, `stop()` ends it.
+ */
+export const watchedRecords = (broker: NatsBroker) => {
+  const seen: string[] = [];
+  let rounds = 0;
+  const watching = new AbortController();
+  const watch = broker.watchRecordChanges(
+    (record) => {
+      seen.push(record.id);
+    },
+    watching.signal,
+    () => rounds++,
+  );
+  return {
+    seen,
+    rounds: () => rounds,
+    inPlace: () => waitUntil(() => rounds > 0, { timeoutMs: 10_000, message: "the watch in place" }),
+    stop: async () => {
+      watching.abort();
+      await watch.catch(() => undefined);
     },
   };
 };

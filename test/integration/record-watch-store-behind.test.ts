@@ -20,7 +20,11 @@ import { realClock } from "../../src/kernel/clock.ts";
 import { LinkedControllers } from "../../src/kernel/signals.ts";
 import { newRecord } from "../contract/contract-helpers.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
-import { type RestartableBroker, startRestartableBroker } from "../harness/restartable-broker.ts";
+import {
+  type RestartableBroker,
+  startRestartableBroker,
+  watchedRecords,
+} from "../harness/restartable-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -52,19 +56,11 @@ describe("a record watch over a store that came back behind it", () => {
     const first = newRecord(1, 30_000);
     await broker.createRecord(first); // the bucket set up, and one record in it
     await copyStore(server.storeDir, backup);
-    const seen: string[] = [];
-    const watching = new AbortController();
-    let placed = 0;
-    const watch = broker.watchRecordChanges(
-      (record) => {
-        seen.push(record.id);
-      },
-      watching.signal,
-      () => placed++,
-    );
+    const watch = watchedRecords(broker);
+    const { seen } = watch;
     try {
       // From now on: what is written once it is in place.
-      await waitUntil(() => placed > 0, { timeoutMs: 10_000, message: "the watch in place" });
+      await watch.inPlace();
       const lost = { ...newRecord(1, 30_000), queue: first.queue };
       await broker.createRecord(lost);
       await waitUntil(() => seen.includes(lost.id), { timeoutMs: 10_000, message: "the watch heard it" });
@@ -84,8 +80,7 @@ describe("a record watch over a store that came back behind it", () => {
         message: () => `the watch heard the record written after the restore (heard ${seen.join(", ")})`,
       });
     } finally {
-      watching.abort();
-      await watch.catch(() => undefined);
+      await watch.stop();
     }
   }, 60_000);
 

@@ -14,7 +14,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { newRecord } from "../contract/contract-helpers.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
-import { type RestartableBroker, startRestartableBroker } from "../harness/restartable-broker.ts";
+import {
+  type RestartableBroker,
+  startRestartableBroker,
+  watchedRecords,
+} from "../harness/restartable-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -36,18 +40,10 @@ describe("a record watch over records it cannot read", () => {
 
   it("passes over each in the same round, and hands over the records around them", async () => {
     await broker.createRecord(newRecord(1, 30_000)); // the bucket set up
-    const seen: string[] = [];
-    const watching = new AbortController();
-    let rounds = 0;
-    const watch = broker.watchRecordChanges(
-      (record) => {
-        seen.push(record.id);
-      },
-      watching.signal,
-      () => rounds++,
-    );
+    const watch = watchedRecords(broker);
+    const { seen } = watch;
     try {
-      await waitUntil(() => rounds > 0, { timeoutMs: 10_000, message: "the watch in place" });
+      await watch.inPlace();
       const kv = await new Kvm(raw).open("jetstate_jobs");
       const written: string[] = [];
       for (let n = 0; n < 4; n++) {
@@ -60,10 +56,9 @@ describe("a record watch over records it cannot read", () => {
         timeoutMs: 20_000,
         message: () => `the records written around them (heard ${seen.length})`,
       });
-      expect(rounds).toBe(1);
+      expect(watch.rounds()).toBe(1);
     } finally {
-      watching.abort();
-      await watch.catch(() => undefined);
+      await watch.stop();
     }
   }, 60_000);
 });
