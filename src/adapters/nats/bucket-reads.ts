@@ -1,6 +1,7 @@
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { TransientBrokerError } from "../../kernel/errors.ts";
+import { classifyNatsError } from "./classify-error.ts";
 import { nanos } from "./streams.ts";
 
 /**
@@ -112,6 +113,10 @@ export const scanBucketEntries = async (
         message: `scan of bucket ${bucket} ended before sequence ${target} (its client closed)`,
         operation: "kv.scan",
       });
+  } catch (error) {
+    // Or they end with the close itself (nats.js's check of its consumer met the closed
+    // client): the same end, told the same way.
+    throw classifyNatsError(error, "kv.scan");
   } finally {
     clearInterval(quiet);
     await messages.close();
