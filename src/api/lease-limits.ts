@@ -37,10 +37,11 @@ export const queueSettingsOf = (controls: QueueControls): SettingsOf => {
     if (cached) return cached.settings;
     const settings: Promise<QueueSettings> = controls.getSettings(queue).then(
       (found) => (found ? decodeQueueSettings(queue, found.value).settings : openQueue(queue)),
-      // A failed read is not kept (a later one, made meanwhile, is), and does not block leasing.
-      () => {
+      // A failed read is not kept (a later one, made meanwhile, is), and is the request's
+      // failure: a queue read as open would hand out a paused or capped queue's tasks.
+      (error: unknown) => {
         if (known.get(queue)?.settings === settings) known.delete(queue);
-        return openQueue(queue);
+        throw error;
       },
     );
     known.set(queue, { at: now, settings });
@@ -183,9 +184,15 @@ export const leaseLimits = (
   };
   /** A lease this process holds no permit of: the one that does hears of it, if the queue has a cap. */
   const tell = (queue: string, note: LeaseNote) =>
-    void settingsOf(queue).then(({ maxConcurrency }) => {
-      if (maxConcurrency !== undefined) controls.noteLease(queue, JSON.stringify(note));
-    });
+    void settingsOf(queue)
+      .then(
+        ({ maxConcurrency }) => maxConcurrency !== undefined,
+        // Not known whether it has one: told anyway (a note nobody holds a permit of is dropped).
+        () => true,
+      )
+      .then((capped) => {
+        if (capped) controls.noteLease(queue, JSON.stringify(note));
+      });
   /**
    * The first permit waits its turn among the workers waiting for one (a
    * native worker waits: were the pull only to take free ones, native

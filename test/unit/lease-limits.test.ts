@@ -6,10 +6,12 @@
  * back at once; a rate permit spent comes back 1 s later.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { toHttpError } from "../../src/adapters/http/http-app.ts";
 import type { Permit, PermitKind, QueueControls } from "../../src/adapters/queue-controls.ts";
 import { leaseLimits, queueSettingsOf } from "../../src/api/lease-limits.ts";
+import { TransientBrokerError } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import { openQueue, type QueueSettings } from "../../src/kernel/queue-settings.ts";
+import { encodeQueueSettings, openQueue, type QueueSettings } from "../../src/kernel/queue-settings.ts";
 
 interface Ledger {
   readonly kind: PermitKind;
@@ -174,6 +176,21 @@ describe("HTTP lease limits", () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(told).toEqual([]);
   });
+
+  it("an instance whose read of the settings fails tells its notes: the queue may have a cap", async () => {
+    const told: string[] = [];
+    const controls = {
+      ...fakeControls({ concurrency: 0, rate: 0 }, []),
+      noteLease: (_queue: string, note: string) => told.push(note),
+    } as QueueControls;
+    const failing = async () => {
+      throw new TransientBrokerError({ message: "timeout", operation: "kv.get" });
+    };
+    const limits = leaseLimits(controls, failing, silentLogger());
+    limits.end("r1", "q");
+    await vi.advanceTimersByTimeAsync(0);
+    expect(told.map((n) => JSON.parse(n))).toEqual([{ ref: "r1", ended: true }]);
+  });
 });
 
 describe("the HTTP API's cache of queue settings", () => {
@@ -182,6 +199,24 @@ describe("the HTTP API's cache of queue settings", () => {
   });
   afterEach(() => {
     vi.useRealTimers();
+  });
+
+  // A read that failed (a timeout) answered the queue open: an HTTP reserve of a paused or
+  // capped queue then handed out tasks, and took no permit, until a read came back.
+  it("a read that fails is the reserve's failure (a 503), not an open queue; it is not kept", async () => {
+    let fail = true;
+    const controls = {
+      getSettings: async () => {
+        if (fail) throw new TransientBrokerError({ message: "queue settings: timeout", operation: "kv.get" });
+        return { value: encodeQueueSettings({ ...openQueue("q"), paused: true }), revision: 1 };
+      },
+    } as Partial<QueueControls> as QueueControls;
+    const settingsOf = queueSettingsOf(controls);
+    const failed = await settingsOf("q").catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(TransientBrokerError);
+    expect(toHttpError(failed).status).toBe(503);
+    fail = false;
+    expect((await settingsOf("q")).paused).toBe(true);
   });
 
   it("reads a queue once per 250 ms, and keeps only the queues asked for within that", async () => {
