@@ -11,6 +11,7 @@ import {
   FlowPolicyShape,
   type FlowRecord,
   flowNodeKey,
+  largestFlowRecord,
   type OnChildFailure,
 } from "../kernel/flow-record.ts";
 import { timesAsMs } from "../kernel/held-task.ts";
@@ -168,12 +169,14 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
     createdAt: now,
     updatedAt: now,
   };
-  const size = Buffer.byteLength(encodeFlowRecord(record));
+  // As large as it grows by its end (every job's end and reason): a record that fit only as
+  // submitted failed every write once the reasons came, and the flow never settled.
+  const size = Buffer.byteLength(encodeFlowRecord(largestFlowRecord(record)));
   if (size > maxPayload)
     bad(
       sugar ? "children" : "jobs",
-      `the flow's record (every job's request) would be ${size} bytes; the server's max payload allows ${maxPayload}: ` +
-        "pass references to large inputs instead of the data",
+      `the flow's record (every job's request, and room for each job's end) would reach ${size} bytes; ` +
+        `the server's max payload allows ${maxPayload}: pass references to large inputs instead of the data`,
     );
   return record;
 };

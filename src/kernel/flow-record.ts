@@ -305,7 +305,69 @@ const FlowRecordShape = Schema.Struct({
   reason: Schema.optionalKey(Schema.String),
 });
 
-export const encodeFlowRecord = (record: FlowRecord): string => JSON.stringify(record);
+/**
+ * The most a reason takes in a stored flow record, in bytes as stored
+ * (UTF-8, JSON-escaped): a node's (its job's end: a cancel's reason is the
+ * caller's text) and the flow's. Bounded, so the record's growth from the
+ * submit to its end is bounded too, and the submit can refuse a flow that
+ * would outgrow the server's max payload (`largestFlowRecord`): such a flow
+ * failed every write once its reasons came, and never settled.
+ */
+const maxFlowReasonBytes = 256;
+
+const utf8 = new TextEncoder();
+const storedBytes = (text: string): number => utf8.encode(JSON.stringify(text)).length - 2;
+
+/** A reason cut to `maxFlowReasonBytes` as stored, saying it was cut and how long it was. */
+const boundFlowReason = (reason: string): string => {
+  if (storedBytes(reason) <= maxFlowReasonBytes) return reason;
+  const note = `… [cut from ${reason.length} characters]`;
+  let bytes = storedBytes(note);
+  let kept = "";
+  for (const char of reason) {
+    bytes += storedBytes(char);
+    if (bytes > maxFlowReasonBytes) break;
+    kept += char;
+  }
+  return `${kept}${note}`;
+};
+
+const boundedReason = <T extends { readonly reason?: string }>(value: T): T =>
+  value.reason === undefined ? value : { ...value, reason: boundFlowReason(value.reason) };
+
+/** The record as stored: every reason bounded (`boundFlowReason`). */
+export const encodeFlowRecord = (record: FlowRecord): string =>
+  JSON.stringify(
+    boundedReason({
+      ...record,
+      nodes: Object.fromEntries(
+        Object.entries(record.nodes).map(([name, node]) => [name, boundedReason(node)]),
+      ),
+    }),
+  );
+
+/**
+ * The record as large as it can grow by its end: every node ended with a
+ * reason of the most bytes, the flow too, with its end's time. What a submit
+ * checks against the server's max payload.
+ */
+export const largestFlowRecord = (record: FlowRecord): FlowRecord => {
+  const reason = "x".repeat(maxFlowReasonBytes);
+  const longest = <S extends string>(statuses: readonly S[]): S =>
+    statuses.reduce((a, b) => (b.length > a.length ? b : a));
+  return {
+    ...record,
+    status: longest(Object.values(FlowStatus)),
+    reason,
+    finishedAt: record.updatedAt,
+    nodes: Object.fromEntries(
+      Object.entries(record.nodes).map(([name, node]) => [
+        name,
+        { ...node, status: longest(Object.values(NodeStatus)), reason },
+      ]),
+    ),
+  };
+};
 
 /** A flow record read back; an unknown version or shape fails loudly. */
 export const decodeFlowRecord = (text: string): FlowRecord => {

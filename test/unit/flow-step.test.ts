@@ -11,6 +11,7 @@ import {
   decodeFlowRecord,
   encodeFlowRecord,
   type FlowRecord,
+  largestFlowRecord,
   type ObservedJob,
   stepFlow,
 } from "../../src/kernel/flow-record.ts";
@@ -134,5 +135,56 @@ describe("checkGraph", () => {
     // A job that is named so is its own (a plain object's key), but `__proto__` is never one.
     expect(fieldOf({ constructor: {}, a: { dependsOn: ["constructor"] } })).toBeUndefined();
     expect(fieldOf(JSON.parse('{"__proto__": {}}'))).toBe("jobs.__proto__");
+  });
+});
+
+describe("a flow record's reasons as stored", () => {
+  const bytes = (text: string) => Buffer.byteLength(text);
+  const reasons = [
+    "short",
+    "r".repeat(10_000),
+    "é".repeat(5_000),
+    "🙂".repeat(3_000),
+    "\u0001".repeat(2_000),
+    `"quoted\\"${"\n".repeat(500)}`,
+  ];
+
+  it("are cut to 256 bytes as stored, and a cut one says how long it was; a short one is kept", () => {
+    for (const reason of reasons) {
+      const record: FlowRecord = {
+        ...flow({ a: [] }),
+        reason,
+        nodes: { a: { ...(flow({ a: [] }).nodes.a as FlowRecord["nodes"][string]), reason } },
+      };
+      const stored = JSON.parse(encodeFlowRecord(record)) as FlowRecord;
+      for (const kept of [stored.reason, stored.nodes.a?.reason] as string[]) {
+        expect(bytes(JSON.stringify(kept)) - 2).toBeLessThanOrEqual(256);
+        if (reason === "short") expect(kept).toBe("short");
+        else expect(kept).toMatch(new RegExp(`… \\[cut from ${reason.length} characters\\]$`));
+      }
+    }
+  });
+
+  it("no end of a flow stores a record larger than its largest form", () => {
+    const base = flow({ a: [], b: ["a"], c: ["a", "b"] });
+    const largest = bytes(encodeFlowRecord(largestFlowRecord(base)));
+    const statuses = ["succeeded", "failed", "skipped", "cancelled", "submitting", "running"] as const;
+    for (const reason of [...reasons, undefined])
+      for (const status of statuses)
+        for (const flowStatus of ["succeeded", "failed", "cancelled"] as const) {
+          const ended: FlowRecord = {
+            ...base,
+            status: flowStatus,
+            finishedAt: base.updatedAt,
+            ...(reason === undefined ? {} : { reason }),
+            nodes: Object.fromEntries(
+              Object.entries(base.nodes).map(([name, node]) => [
+                name,
+                { ...node, status, ...(reason === undefined ? {} : { reason }) },
+              ]),
+            ),
+          };
+          expect(bytes(encodeFlowRecord(ended))).toBeLessThanOrEqual(largest);
+        }
   });
 });

@@ -146,7 +146,11 @@ class MemoryJobBroker implements MemoryBroker {
           ),
       },
     );
-    this.flows = memoryFlows(server.flows, (op) => this.#open(op));
+    this.flows = memoryFlows(
+      server.flows,
+      (op) => this.#open(op),
+      (op, body) => server.checkPayload(op, body, ""),
+    );
     this.schedules = memoryScheduleStore(server.schedules, (op) => this.#open(op));
   }
 

@@ -4,11 +4,21 @@ import type { MemoryKv } from "./memory-kv.ts";
 
 const live = "live.";
 
-/** Flow records in the memory server's bucket: every runtime sharing the server drives the same flows. */
-export const memoryFlows = (kv: MemoryKv, open: (operation: string) => void): FlowStore => ({
+/**
+ * Flow records in the memory server's bucket: every runtime sharing the
+ * server drives the same flows. A record over the server's max payload is
+ * refused (`fits`), as NATS refuses it.
+ */
+export const memoryFlows = (
+  kv: MemoryKv,
+  open: (operation: string) => void,
+  fits: (operation: string, body: string) => void,
+): FlowStore => ({
   createFlow: async (record) => {
     open("flow.create");
-    return kv.create("flow.create", record.id, encodeFlowRecord(record));
+    const body = encodeFlowRecord(record);
+    fits("flow.create", body);
+    return kv.create("flow.create", record.id, body);
   },
   getFlow: async (id) => {
     open("flow.get");
@@ -19,7 +29,9 @@ export const memoryFlows = (kv: MemoryKv, open: (operation: string) => void): Fl
   },
   updateFlow: async (record, revision) => {
     open("flow.update");
-    return kv.update("flow.update", record.id, encodeFlowRecord(record), revision);
+    const body = encodeFlowRecord(record);
+    fits("flow.update", body);
+    return kv.update("flow.update", record.id, body, revision);
   },
   markLive: async (id, at) => {
     open("flow.mark");

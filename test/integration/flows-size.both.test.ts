@@ -1,0 +1,107 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createRuntime, type Runtime } from "../../src/index.ts";
+import { InvalidArgument } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
+
+/**
+ * A flow the submit accepts must be able to end. Its record grows as it
+ * runs (each job's end and reason, the flow's end and reason), and a record
+ * that fit the server's max payload at the submit but not once its reasons
+ * were written failed every write after: the flow never settled, a cancel
+ * included. The largest flow a submit accepts is run to its longest end
+ * (its first job cancelled with a long reason, the second skipped), on both
+ * brokers, read from a second runtime.
+ */
+
+const maxPayload = 16_384;
+
+/** Settles like `promise`, or rejects once `ms` passed: a flow that never ends fails the test, not the run. */
+const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T> =>
+  Promise.race([
+    promise,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms),
+    ),
+  ]);
+
+/** The largest flow of two jobs (`a`, then `b` after it) a submit accepts, 64 bytes at a time from the max payload down. */
+const largestFlow = async (rt: Runtime, queue: string) => {
+  for (let size = maxPayload; size > 0; size -= 64) {
+    const submitted = await rt.flows
+      .submit({
+        jobs: {
+          a: { queue, tasks: ["x".repeat(size)] },
+          b: { queue, tasks: [1], dependsOn: ["a"] },
+        },
+      })
+      .catch((error: unknown) => {
+        if (error instanceof InvalidArgument) return undefined;
+        throw error;
+      });
+    if (submitted) return submitted;
+  }
+  throw new Error("no flow accepted");
+};
+
+describe.each(["memory", "nats"] as const)("a flow as large as a submit accepts (%s)", (kind) => {
+  let server: NatsServerHandle | undefined;
+  let confDir: string | undefined;
+  let rt: Runtime;
+  let reader: Runtime;
+  beforeAll(async () => {
+    if (kind === "nats") {
+      confDir = await mkdtemp(path.join(tmpdir(), "jetstate-flow-size-"));
+      const conf = path.join(confDir, "server.conf");
+      await writeFile(conf, `max_payload: ${maxPayload}\n`);
+      server = await startNatsServer({ args: ["-c", conf] });
+      rt = await createRuntime({ servers: server.url, logger: silentLogger() });
+      reader = await createRuntime({ servers: server.url, logger: silentLogger() });
+    } else {
+      const memory = createMemoryServer({ maxPayload });
+      rt = await createTestRuntime({
+        logger: silentLogger(),
+        broker: createMemoryBroker({ server: memory }),
+      });
+      reader = await createTestRuntime({
+        logger: silentLogger(),
+        broker: createMemoryBroker({ server: memory }),
+      });
+    }
+  });
+  afterAll(async () => {
+    await reader?.stop();
+    await rt?.stop();
+    await server?.dispose();
+    if (confDir) await rm(confDir, { recursive: true, force: true });
+  });
+
+  it("ends when its first job is cancelled with a long reason: that job failed, the next skipped", async () => {
+    const flow = await largestFlow(rt, "unserved");
+    const jobId = flow.snapshot().nodes.a?.jobId as string;
+    await waitUntil(async () => (await rt.jobs.get(jobId)) !== undefined, {
+      timeoutMs: 10_000,
+      message: "the flow's first job submitted",
+    });
+    const reason = `operator: ${"r".repeat(4000)}`;
+    await (await rt.jobs.get(jobId))?.cancel(reason);
+    const ended = await within(flow.done(), 15_000, "the flow ends");
+    expect(ended.status).toBe("failed");
+    expect(ended.nodes.a?.status).toBe("failed");
+    expect(ended.nodes.b?.status).toBe("skipped");
+    // As stored: another runtime reads the same end.
+    const stored = (await reader.flows.get(flow.id))?.snapshot();
+    expect(stored).toMatchObject({
+      status: "failed",
+      nodes: { a: { status: "failed" }, b: { status: "skipped" } },
+    });
+    // The reasons as stored, cut to a bound but still saying what happened.
+    expect(stored?.nodes.a?.reason).toMatch(/^cancelled: operator: r+/);
+    expect(stored?.reason).toMatch(/^job a failed: cancelled: operator: r+/);
+  });
+});
