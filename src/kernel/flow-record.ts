@@ -1,6 +1,7 @@
 import { Schema } from "effect";
 import { decode } from "./decode.ts";
 import { InvalidArgument } from "./errors.ts";
+import { boundReason, maxReasonBytes } from "./reason.ts";
 
 /**
  * A flow: jobs of jobs, a DAG of named nodes, each a job submitted once the
@@ -305,37 +306,10 @@ const FlowRecordShape = Schema.Struct({
   reason: Schema.optionalKey(Schema.String),
 });
 
-/**
- * The most a reason takes in a stored flow record, in bytes as stored
- * (UTF-8, JSON-escaped): a node's (its job's end: a cancel's reason is the
- * caller's text) and the flow's. Bounded, so the record's growth from the
- * submit to its end is bounded too, and the submit can refuse a flow that
- * would outgrow the server's max payload (`largestFlowRecord`): such a flow
- * failed every write once its reasons came, and never settled.
- */
-const maxFlowReasonBytes = 256;
-
-const utf8 = new TextEncoder();
-const storedBytes = (text: string): number => utf8.encode(JSON.stringify(text)).length - 2;
-
-/** A reason cut to `maxFlowReasonBytes` as stored, saying it was cut and how long it was. */
-const boundFlowReason = (reason: string): string => {
-  if (storedBytes(reason) <= maxFlowReasonBytes) return reason;
-  const note = `… [cut from ${reason.length} characters]`;
-  let bytes = storedBytes(note);
-  let kept = "";
-  for (const char of reason) {
-    bytes += storedBytes(char);
-    if (bytes > maxFlowReasonBytes) break;
-    kept += char;
-  }
-  return `${kept}${note}`;
-};
-
 const boundedReason = <T extends { readonly reason?: string }>(value: T): T =>
-  value.reason === undefined ? value : { ...value, reason: boundFlowReason(value.reason) };
+  value.reason === undefined ? value : { ...value, reason: boundReason(value.reason) };
 
-/** The record as stored: every reason bounded (`boundFlowReason`). */
+/** The record as stored: every reason bounded (`boundReason`: a record that outgrew the max payload never settled). */
 export const encodeFlowRecord = (record: FlowRecord): string =>
   JSON.stringify(
     boundedReason({
@@ -352,7 +326,7 @@ export const encodeFlowRecord = (record: FlowRecord): string =>
  * checks against the server's max payload.
  */
 export const largestFlowRecord = (record: FlowRecord): FlowRecord => {
-  const reason = "x".repeat(maxFlowReasonBytes);
+  const reason = "x".repeat(maxReasonBytes);
   const longest = <S extends string>(statuses: readonly S[]): S =>
     statuses.reduce((a, b) => (b.length > a.length ? b : a));
   return {

@@ -1,5 +1,6 @@
 import { Schema } from "effect";
 import { decode } from "./decode.ts";
+import { boundReason } from "./reason.ts";
 
 /**
  * The job record kept in KV (key = job id). It is the one source of truth a
@@ -307,7 +308,9 @@ export const takesTasks = (record: JobRecord): boolean =>
   isRunning(record) ||
   (commitsOnPublish(record) && record.phase === SubmitPhase.submitting && !isFinal(record.status));
 
-export const encodeRecord = (record: JobRecord): string => JSON.stringify(record);
+/** The record as stored, its reason bounded (`boundReason`: a cancel's reason is the caller's text). */
+export const encodeRecord = (record: JobRecord): string =>
+  JSON.stringify(record.reason === undefined ? record : { ...record, reason: boundReason(record.reason) });
 
 const Count = Schema.Number;
 

@@ -39,7 +39,11 @@ export class MemoryJobRecords {
 
   async createRecord(record: JobRecord): Promise<number> {
     this.#open("job.record.create");
-    return this.#server.records.create("job.record.create", record.id, encodeRecord(record));
+    return this.#server.records.create(
+      "job.record.create",
+      record.id,
+      this.#fitting("job.record.create", record),
+    );
   }
 
   async getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
@@ -49,7 +53,19 @@ export class MemoryJobRecords {
 
   async updateRecord(record: JobRecord, revision: number): Promise<number> {
     this.#open("job.record.update");
-    return this.#server.records.update("job.record.update", record.id, encodeRecord(record), revision);
+    return this.#server.records.update(
+      "job.record.update",
+      record.id,
+      this.#fitting("job.record.update", record),
+      revision,
+    );
+  }
+
+  /** The record as stored, refused over the server's max payload as NATS refuses it. */
+  #fitting(operation: string, record: JobRecord): string {
+    const body = encodeRecord(record);
+    this.#server.checkPayload(operation, body, "");
+    return body;
   }
 
   async deleteRecord(id: string, revision: number): Promise<void> {

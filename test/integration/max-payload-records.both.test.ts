@@ -10,13 +10,18 @@ import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.t
 import { waitUntil } from "../harness/wait.ts";
 
 /**
- * A flow the submit accepts must be able to end. Its record grows as it
- * runs (each job's end and reason, the flow's end and reason), and a record
- * that fit the server's max payload at the submit but not once its reasons
- * were written failed every write after: the flow never settled, a cancel
- * included. The largest flow a submit accepts is run to its longest end
- * (its first job cancelled with a long reason, the second skipped), on both
- * brokers, read from a second runtime.
+ * Records that grow as they go, against the server's max payload, on both
+ * brokers (the memory one refuses a record over its max payload, as NATS
+ * does), each end read from a second runtime:
+ * - A flow the submit accepts must be able to end. Its record grows as it
+ *   runs (each job's end and reason, the flow's end and reason), and a
+ *   record that fit at the submit but not once its reasons were written
+ *   failed every write after: the flow never settled, a cancel included.
+ *   The largest flow a submit accepts is run to its longest end (its first
+ *   job cancelled with a long reason, the second skipped).
+ * - A cancel's reason is the caller's text, stored in the job's record: one
+ *   longer than the max payload failed the record's write (a
+ *   `PermanentBrokerError` for the cancel) and the job ran on.
  */
 
 const maxPayload = 16_384;
@@ -49,7 +54,7 @@ const largestFlow = async (rt: Runtime, queue: string) => {
   throw new Error("no flow accepted");
 };
 
-describe.each(["memory", "nats"] as const)("a flow as large as a submit accepts (%s)", (kind) => {
+describe.each(["memory", "nats"] as const)("records against the max payload (%s)", (kind) => {
   let server: NatsServerHandle | undefined;
   let confDir: string | undefined;
   let rt: Runtime;
@@ -81,7 +86,7 @@ describe.each(["memory", "nats"] as const)("a flow as large as a submit accepts 
     if (confDir) await rm(confDir, { recursive: true, force: true });
   });
 
-  it("ends when its first job is cancelled with a long reason: that job failed, the next skipped", async () => {
+  it("the largest flow a submit accepts ends when its first job is cancelled with a long reason: that job failed, the next skipped", async () => {
     const flow = await largestFlow(rt, "unserved");
     const jobId = flow.snapshot().nodes.a?.jobId as string;
     await waitUntil(async () => (await rt.jobs.get(jobId)) !== undefined, {
@@ -103,5 +108,19 @@ describe.each(["memory", "nats"] as const)("a flow as large as a submit accepts 
     // The reasons as stored, cut to a bound but still saying what happened.
     expect(stored?.nodes.a?.reason).toMatch(/^cancelled: operator: r+/);
     expect(stored?.reason).toMatch(/^job a failed: cancelled: operator: r+/);
+  });
+
+  it("a cancel with a reason longer than the max payload ends the job, its reason stored cut and saying so", async () => {
+    const job = await rt.jobs.submit({ queue: "unserved", tasks: [1, 2] });
+    const reason = `operator: ${"r".repeat(20_000)}`;
+    expect(await job.cancel(reason)).toMatchObject({ status: "failed" });
+    const seen = await reader.jobs.get(job.id);
+    await waitUntil(() => seen?.snapshot().status === "failed", {
+      timeoutMs: 5000,
+      message: "another runtime to read the job failed",
+    });
+    const stored = seen?.snapshot().reason ?? "";
+    expect(stored).toMatch(/^cancelled: operator: r+… \[cut from 20021 characters\]$/);
+    expect(Buffer.byteLength(stored)).toBeLessThanOrEqual(256);
   });
 });
