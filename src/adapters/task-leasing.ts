@@ -53,10 +53,16 @@ export interface TaskLeasing {
    * receipt says).
    */
   isDeliveryOf(ref: string, job: JobTasksRef): boolean;
-  /** Up to `max` of the job's tasks, leased at once; none if nothing is ready (never waits for one). */
-  fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]>;
+  /**
+   * Up to `max` of the job's tasks, leased at once; none if nothing is ready
+   * (never waits for one). `pulling` is called just before the pull is sent,
+   * once any wait for the connection is over: the server starts each
+   * delivery's ack wait after that, so a lease timed from then ends before
+   * the server's.
+   */
+  fetchTasks(queue: string, jobId: string, max: number, pulling?: () => void): Promise<LeasedTask[]>;
   /** Up to `max` tasks of the queue's lane jobs, as `fetchTasks`; each names its job. */
-  fetchLane(queue: string, max: number): Promise<LeasedTask[]>;
+  fetchLane(queue: string, max: number, pulling?: () => void): Promise<LeasedTask[]>;
   /**
    * Acks, terms, naks, extends or puts back deliveries by reference; once
    * this resolves the broker has them. A put-back whose copy could not be

@@ -147,8 +147,8 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
         core.telemetry.emit({ type: "task.answered", queue, outcome });
       },
       isDeliveryOf: (ref, job) => leasing.isDeliveryOf(ref, job),
-      fetchTasks: (queue, jobId, max) => leasing.fetchTasks(queue, jobId, max),
-      fetchLane: (queue, max) => leasing.fetchLane(queue, max),
+      fetchTasks: (queue, jobId, max, pulling) => leasing.fetchTasks(queue, jobId, max, pulling),
+      fetchLane: (queue, max, pulling) => leasing.fetchLane(queue, max, pulling),
       settle: (settles) => leasing.settle(settles),
       claimAnswer: (ref, digest) => leasing.claimAnswer(ref, digest),
       answerOf: (ref) => leasing.answerOf(ref),

@@ -404,6 +404,24 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       ]);
     });
 
+    it("fetchTasks and fetchLane tell when their pull is sent (`pulling`), once, before they return", async () => {
+      const r = await openJob(1);
+      const lane = await openLaneJob();
+      const told: string[] = [];
+      const fetched = async (fetch: (pulling: () => void) => Promise<readonly unknown[]>) => {
+        const tasks = await fetch(() => told.push("sent"));
+        told.push(`answered ${tasks.length}`);
+        return tasks.length === 1;
+      };
+      await eventually(() => fetched((pulling) => broker.taskLeasing.fetchTasks(r.queue, r.id, 1, pulling)));
+      await eventually(() => fetched((pulling) => broker.taskLeasing.fetchLane(lane.queue, 1, pulling)));
+      // One pull, or more while the tasks were not ready yet: each told once, before its answer.
+      expect(told.length % 2).toBe(0);
+      for (let n = 0; n < told.length; n += 2)
+        expect(told.slice(n, n + 2)).toEqual(["sent", expect.any(String)]);
+      expect(told.slice(-2)).toEqual(["sent", "answered 1"]);
+    });
+
     it("lane: a lane job's task comes from consumeLane, naming its job (the lane made at need), never from consumeTasks", async () => {
       const queue = uid("q");
       const lane = loops.consumeLane(broker, queue); // before any lane publish of the queue

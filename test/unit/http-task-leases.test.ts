@@ -318,6 +318,33 @@ describe("TaskLeases", () => {
     ]);
   });
 
+  // The server starts a delivery's ack wait once it has the pull. Timed from before a pull that
+  // first waited for the connection (up to the operation's deadline), a receipt came with that much
+  // less lease, or none (found by a review). Timed from the pull's answer, it would outlast the
+  // server's: the holder could then settle a delivery the server had handed to another worker.
+  it("a reserve's lease is timed from its pull's sending, not from before a wait for the connection", async () => {
+    const t = setup([record("j1"), laneRecord("L1", { createdAt: 2 })]);
+    t.offer("j1", 0);
+    t.offerLane("L1");
+    const { fetchTasks, fetchLane } = t.port;
+    // Each pull waits 9.5 s for the connection, is sent, and is answered 200 ms later.
+    const connecting = <A>(pull: () => Promise<A>, pulling?: () => void) => {
+      t.advance(9500);
+      pulling?.();
+      t.advance(200);
+      return pull();
+    };
+    t.port.fetchTasks = (queue, jobId, max, pulling?: () => void) =>
+      connecting(() => fetchTasks(queue, jobId, max), pulling);
+    t.port.fetchLane = (queue, max, pulling?: () => void) => connecting(() => fetchLane(queue, max), pulling);
+    // The job's ack wait is 10 s, less 1 s of margin: 9 s from the pull's sending, 200 ms of it spent.
+    expect((await t.leases.reserve("j1", 1, W1)).map((x) => x.leaseMs)).toEqual([8800]);
+    // The lane's is 30 s, less 2 s (j1's consumer is asked first, now empty).
+    expect((await t.leases.reserveFromQueue("q", 1, W1)).map((x) => [x.id, x.leaseMs])).toEqual([
+      ["L1.0", 27_800],
+    ]);
+  });
+
   // Its lease may have ended meanwhile, its task delivered to another worker: a +WPI or an ack
   // sent on this receipt's delivery would then keep or settle that worker's (JetStream answers a
   // delivery by its stream sequence). Found by a review: the expiry was checked at the request's

@@ -59,12 +59,13 @@ export class TaskHandout {
 
   /** Up to `max` tasks of the job (a job's own consumer). */
   async lease(record: JobRecord, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
-    const startedAt = this.#now();
-    const leased = await this.#port.fetchTasks(record.queue, record.id, max);
+    const { leased, sentAt } = await this.#pull((pulling) =>
+      this.#port.fetchTasks(record.queue, record.id, max, pulling),
+    );
     const readable = await this.#readable(leased, { jobId: record.id });
     const tasks = await this.#handOut(
       readable.map(({ t, body }) => ({ t, body, record })),
-      leaseEnd(startedAt, record.settings.ackWaitMs),
+      leaseEnd(sentAt, record.settings.ackWaitMs),
       caller,
       signal,
     );
@@ -79,8 +80,7 @@ export class TaskHandout {
    * consumer's: an exhausted task is dead-lettered from its advisory.
    */
   async leaseLane(queue: string, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
-    const startedAt = this.#now();
-    const leased = await this.#port.fetchLane(queue, max);
+    const { leased, sentAt } = await this.#pull((pulling) => this.#port.fetchLane(queue, max, pulling));
     const readable = await this.#readable(leased, { queue });
     const records = new Map<string, JobRecord | undefined>();
     await Promise.all(
@@ -114,9 +114,26 @@ export class TaskHandout {
       "lane tasks of jobs not committed yet",
     );
     if (over.length > 0) await this.#endOver(queue, over, records);
-    const tasks = await this.#handOut(runnable, leaseEnd(startedAt, laneAckWaitMs), caller, signal);
+    const tasks = await this.#handOut(runnable, leaseEnd(sentAt, laneAckWaitMs), caller, signal);
     for (const task of tasks) this.#logReserved(task.jobId, queue, [task], caller);
     return tasks;
+  }
+
+  /**
+   * Runs a pull, and tells when it was sent (`pulling`), which each
+   * delivery's ack wait on the server follows: its lease is timed from then.
+   * Not from before the call, as a pull may first wait for the connection
+   * (up to its deadline), and its receipts then came with that much less
+   * lease (none with a short ack wait); nor from its answer, which would
+   * time the lease past the server's. A port that does not tell: from
+   * before the call (a shorter lease, never a longer one).
+   */
+  async #pull(fetch: (pulling: () => void) => Promise<LeasedTask[]>) {
+    let sentAt = this.#now();
+    const leased = await fetch(() => {
+      sentAt = this.#now();
+    });
+    return { leased, sentAt };
   }
 
   /**

@@ -62,8 +62,9 @@ export class MemoryTaskLeasing implements TaskLeasing {
     return parseRef(ref)?.consumer === (job.lane ? memoryLaneName(job.queue) : job.id);
   }
 
-  async fetchTasks(queue: string, jobId: string, max: number): Promise<LeasedTask[]> {
+  async fetchTasks(queue: string, jobId: string, max: number, pulling?: () => void): Promise<LeasedTask[]> {
     this.#open("job.tasks.fetch");
+    pulling?.();
     const found = this.#server.tasks.consumer(jobId);
     // As on NATS, where the consumer is looked for on the queue's own stream.
     return this.#take(
@@ -73,8 +74,9 @@ export class MemoryTaskLeasing implements TaskLeasing {
   }
 
   /** None before the queue's first lane job made its lane (on NATS, a pull with no consumer gets none). */
-  async fetchLane(queue: string, max: number): Promise<LeasedTask[]> {
+  async fetchLane(queue: string, max: number, pulling?: () => void): Promise<LeasedTask[]> {
     this.#open("job.tasks.fetch");
+    pulling?.();
     return this.#take(this.#server.tasks.consumer(memoryLaneName(queue)), max);
   }
 

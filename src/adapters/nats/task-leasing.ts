@@ -93,13 +93,19 @@ export class NatsTaskLeasing implements TaskLeasing {
   }
 
   /** Leases up to `max` of the job's tasks and returns at once with what is ready (maybe none): see `#pull`. */
-  fetchTasks(queue: string, jobId: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
-    return this.#pull(queue, jobId, max, () => jobId, timeoutMs);
+  fetchTasks(
+    queue: string,
+    jobId: string,
+    max: number,
+    pulling?: () => void,
+    timeoutMs = 2000,
+  ): Promise<LeasedTask[]> {
+    return this.#pull(queue, jobId, max, () => jobId, pulling, timeoutMs);
   }
 
   /** As `fetchTasks`, from the queue's lane: each task's job is the last token of its subject. */
-  fetchLane(queue: string, max: number, timeoutMs = 2000): Promise<LeasedTask[]> {
-    return this.#pull(queue, laneConsumer, max, jobIdOfSubject, timeoutMs);
+  fetchLane(queue: string, max: number, pulling?: () => void, timeoutMs = 2000): Promise<LeasedTask[]> {
+    return this.#pull(queue, laneConsumer, max, jobIdOfSubject, pulling, timeoutMs);
   }
 
   /**
@@ -110,13 +116,15 @@ export class NatsTaskLeasing implements TaskLeasing {
    * is answered at once: the ready messages, then a 404/408 status. Not
    * retried: a retry could lease twice (harmless, the first lease just runs
    * out, but wasteful). A missing consumer does not answer at all;
-   * `timeoutMs` bounds that wait.
+   * `timeoutMs` bounds that wait. `pulling` is told just before the request
+   * is written (see `TaskLeasing.fetchTasks`).
    */
   #pull(
     queue: string,
     consumer: string,
     max: number,
     jobOf: (subject: string) => string,
+    pulling: (() => void) | undefined,
     timeoutMs: number,
   ): Promise<LeasedTask[]> {
     return this.#broker.run(
@@ -129,6 +137,10 @@ export class NatsTaskLeasing implements TaskLeasing {
         const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);
         const tasks: LeasedTask[] = [];
         try {
+          // After the wait for the connection and the queue's set-up: the server delivers later
+          // than this (later still if the connection drops now and the request waits in the
+          // client's buffer), so a lease timed from here ends before its ack wait does.
+          pulling?.();
           nc.publish(
             `$JS.API.CONSUMER.MSG.NEXT.${this.#broker.names.tasksStream(queue)}.${consumer}`,
             JSON.stringify({ batch: max, no_wait: true }),
