@@ -719,6 +719,34 @@ describe("TaskLeases", () => {
     expect(more.map((x) => x.jobId)).toEqual([...Array(5).fill("high"), ...Array(3).fill("low")]);
   });
 
+  // A queue's turn was kept for good (a cursor per queue that ever had a job running): an instance
+  // serving queues made and dropped over time held one for each, without end (found by a review).
+  it("a queue with no job running at a listing forgets its turn: its next jobs' round robin starts again", async () => {
+    const priority = (p: number) => ({ settings: { ...record("x").settings, priority: p } });
+    const t = setup([
+      record("low", { createdAt: 1 }),
+      record("high", { createdAt: 2, ...priority(10) }),
+      record("low2", { createdAt: 3, status: "queuing" }),
+      record("high2", { createdAt: 4, status: "queuing", ...priority(10) }),
+    ]);
+    for (let i = 0; i < 8; i++) for (const id of ["low", "high", "low2", "high2"]) t.offer(id, i);
+    const firstOf = async () => (await t.leases.reserveFromQueue("q", 1, W1))[0]?.jobId;
+    for (let n = 0; n < 3; n++) expect(await firstOf()).toBe("high");
+    // Both end; a reserve from another queue lists the jobs again, none of q running.
+    for (const id of ["low", "high"]) t.byId.set(id, { ...t.byId.get(id)!, status: "succeeded" });
+    t.advance(1);
+    expect(await t.leases.reserveFromQueue("other", 1, W1)).toEqual([]);
+    for (const id of ["low2", "high2"]) t.byId.set(id, { ...t.byId.get(id)!, status: "running" });
+    t.advance(1);
+    const firsts: (string | undefined)[] = [];
+    for (let n = 0; n < 8; n++) {
+      firsts.push(await firstOf());
+      t.advance(1);
+    }
+    // Its 8th pull is the plain round robin again (the 5th, had its turn been kept).
+    expect(firsts).toEqual([...Array(7).fill("high2"), "low2"]);
+  });
+
   describe("a reserve from a queue that fails part way", () => {
     const timeout = () =>
       new OperationTimeout({ message: "timed out", operation: "job.tasks.fetch", timeoutMs: 2000 });

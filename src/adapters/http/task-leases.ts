@@ -57,6 +57,10 @@ export class TaskLeases {
   readonly #receipts: ReceiptLeases;
   readonly #jobListTtlMs: number;
   #jobList: { at: number; records: Promise<JobRecord[]> } | undefined;
+  /**
+   * Per queue, its pulls so far (its turn in `priorityTurn`); only of queues
+   * with a job running at the last listing, or pulled from since.
+   */
   readonly #cursors = new Map<string, number>();
   /** Jobs whose record could not be decoded, each said once while it is listed (workers poll every second). */
   readonly #unreadable = new Set<string>();
@@ -323,6 +327,10 @@ export class TaskLeases {
         for (const id of this.#unreadable) if (!listed.has(id)) this.#unreadable.delete(id);
         // A lane job whose commit is not written yet runs too (its record says `submitting`).
         const running = all.filter(takesTasks);
+        // A queue with none running has no turn to keep: its next jobs start a round anew. Kept
+        // for good, a cursor stayed for every queue that ever had a job running.
+        const queues = new Set(running.map((r) => r.queue));
+        for (const queue of this.#cursors.keys()) if (!queues.has(queue)) this.#cursors.delete(queue);
         await this.#endLeasesOfJobsOver(new Set(running.map((r) => r.id)));
         return running.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
       });
