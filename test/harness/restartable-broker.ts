@@ -7,6 +7,8 @@ import { waitUntil } from "./wait.ts";
 export interface RestartableBroker {
   readonly server: NatsServerHandle;
   readonly broker: NatsBroker;
+  /** The broker's client connection, as the runtime sees it (`reconnecting` while the server is away). */
+  readonly connection: { readonly state: string };
   /** The broker closed, its client's runtime core stopped, the server disposed. */
   dispose(): Promise<void>;
 }
@@ -27,6 +29,7 @@ export const startRestartableBroker = async (holder: string, logger: Logger): Pr
   return {
     server,
     broker,
+    connection: core.connection,
     dispose: async () => {
       await broker.close();
       await core.stop();
