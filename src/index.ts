@@ -94,3 +94,4 @@ export { PermanentError } from "./kernel/task-outcome.ts";
 export type { TaskProgress } from "./kernel/wire.ts";
 export type { BackoffPolicy, ConnectionState } from "./machines/connection.machine.ts";
 export type { FlowNodeView } from "./machines/flow.machine.ts";
+export type { QueueState } from "./machines/queue.machine.ts";

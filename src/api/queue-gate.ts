@@ -6,7 +6,7 @@ import { permitLeaseMs } from "../adapters/queue-controls.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
 import { LinkedControllers } from "../kernel/signals.ts";
-import { queueMachine } from "../machines/queue.machine.ts";
+import { type QueueState, queueMachine } from "../machines/queue.machine.ts";
 
 /** What a task holds while it runs: its concurrency permit, if the queue has a cap. */
 export interface GatePass {
@@ -226,7 +226,12 @@ export class QueueGate {
 
   /** Whether the queue is paused as this worker knows it now. */
   get paused(): boolean {
-    return this.#life.getSnapshot().value === "paused";
+    return this.state === "paused";
+  }
+
+  /** The queue's state as this worker knows it now (its queue machine's). */
+  get state(): QueueState {
+    return this.#life.getSnapshot().value;
   }
 
   /** Resolves once the queue is not paused (or `signal` aborts). */

@@ -2,6 +2,7 @@ import { InvalidArgument, UnknownAgent } from "../kernel/errors.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { assertToken, type Queue, type Schema } from "../kernel/queue.ts";
 import { AgentId, checkOr, number, rejectUnknownKeys, TimerMs, TimerMsOrZero } from "../kernel/validation.ts";
+import type { QueueState } from "../machines/queue.machine.ts";
 import type { AgentRegistry } from "./agents.ts";
 
 export interface Task<Payload> {
@@ -75,6 +76,12 @@ export interface WorkerStats {
   readonly activeJobs: number;
   /** Its queue is paused, as this worker has heard it (`rt.queues.pause()`): it starts no task. */
   readonly paused: boolean;
+  /**
+   * Its queue's settings as this worker has heard them: `loading` (not read
+   * yet), `open` (no limit), `limited` (a rate or a concurrency limit: a task
+   * starts once it holds its permits) or `paused`.
+   */
+  readonly queueState: QueueState;
 }
 
 export interface Worker {

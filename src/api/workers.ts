@@ -291,7 +291,13 @@ export const startWorker = <Payload, Result>(
     hearing.signal,
   );
 
-  const statsNow = () => ({ ...stats, inFlight: running.count, activeJobs: jobs.size, paused: gate.paused });
+  const statsNow = () => ({
+    ...stats,
+    inFlight: running.count,
+    activeJobs: jobs.size,
+    paused: gate.paused,
+    queueState: gate.state,
+  });
   const presence = announceWorker(core, broker.presence, {
     id,
     queue: queueName,

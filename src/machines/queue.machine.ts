@@ -16,6 +16,9 @@ interface QueueView {
   readonly limited: boolean;
 }
 
+/** The queue's states, as a worker knows them (`worker.stats().queueState`). */
+export type QueueState = "loading" | "open" | "limited" | "paused";
+
 export type QueueEvent =
   | ({ readonly type: "settings.seen" } & QueueView)
   /** The first read failed: run as open until the watch brings the settings. */
