@@ -24,6 +24,7 @@ import {
 } from "../kernel/flow-record.ts";
 import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
+import { boundReason } from "../kernel/reason.ts";
 import type { Jobs } from "./jobs-face.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
@@ -214,7 +215,7 @@ export class FlowDriver {
         for (const [name, reason] of refused) {
           const node = nodes[name];
           if (node?.status === "submitting")
-            nodes[name] = { ...node, status: "failed", reason: `not submitted: ${reason}` };
+            nodes[name] = { ...node, status: "failed", reason: boundReason(`not submitted: ${reason}`) };
         }
         this.point("update", flowId);
         await this.#broker.flows.updateFlow(

@@ -98,8 +98,24 @@ const nodeField = (sugar: boolean, name: string, count: number, field: string): 
     : field;
 };
 
-/** The flow record a request asks for, checked whole before anything is written. */
-export const planFlow = async (request: FlowRequest, broker: Broker, clock: Clock): Promise<FlowRecord> => {
+/**
+ * Bytes a KV write adds to its record as nats.js counts it against the max
+ * payload: its headers (the expected last sequence of a compare-and-set,
+ * ~55 bytes), with room to spare.
+ */
+const kvWriteHeaderBytes = 128;
+
+/**
+ * The flow record a request asks for, checked whole before anything is
+ * written; `checkSize` refuses it if it could outgrow the server's max
+ * payload, asked of a new flow only: a resubmit of a flow already stored
+ * (written by a version that checked less) gets its handle.
+ */
+export const planFlow = async (
+  request: FlowRequest,
+  broker: Broker,
+  clock: Clock,
+): Promise<{ readonly record: FlowRecord; readonly checkSize: () => void }> => {
   const sugar = typeof request === "object" && request !== null && "parent" in request;
   const { id: given, jobs, policy } = normalise(request);
   const id = given ?? `f${randomUUID().replaceAll("-", "")}`;
@@ -169,16 +185,19 @@ export const planFlow = async (request: FlowRequest, broker: Broker, clock: Cloc
     createdAt: now,
     updatedAt: now,
   };
-  // As large as it grows by its end (every job's end and reason): a record that fit only as
-  // submitted failed every write once the reasons came, and the flow never settled.
-  const size = Buffer.byteLength(encodeFlowRecord(largestFlowRecord(record)));
-  if (size > maxPayload)
-    bad(
-      sugar ? "children" : "jobs",
-      `the flow's record (every job's request, and room for each job's end) would reach ${size} bytes; ` +
-        `the server's max payload allows ${maxPayload}: pass references to large inputs instead of the data`,
-    );
-  return record;
+  // As large as it grows by its end (every job's end and reason), with its write's headers: a
+  // record that fit only as submitted failed every write once the reasons came, and the flow
+  // never settled.
+  const checkSize = () => {
+    const size = Buffer.byteLength(encodeFlowRecord(largestFlowRecord(record))) + kvWriteHeaderBytes;
+    if (size > maxPayload)
+      bad(
+        sugar ? "children" : "jobs",
+        `the flow's record (every job's request, and room for each job's end) would reach ${size} bytes; ` +
+          `the server's max payload allows ${maxPayload}: pass references to large inputs instead of the data`,
+      );
+  };
+  return { record, checkSize };
 };
 
 /**

@@ -12,6 +12,7 @@ import {
   isSettled,
 } from "../kernel/flow-record.ts";
 import type { JobStatus } from "../kernel/job-record.ts";
+import { boundReason } from "../kernel/reason.ts";
 import { check, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
@@ -121,13 +122,14 @@ export class FlowRegistry {
 
   async submit(request: FlowRequest): Promise<FlowHandle> {
     requireRole(this.#core.options.roles, "submitter", "rt.flows.submit()");
-    const record = await planFlow(request, this.#broker, this.#core.clock);
+    const { record, checkSize } = await planFlow(request, this.#broker, this.#core.clock);
     const existing = await this.#broker.flows.getFlow(record.id);
     if (existing) {
       const handle = this.#same(existing.record, record);
       if (!isSettled(existing.record)) void this.driver.wake(record.id);
       return handle;
     }
+    checkSize();
     let writeError: unknown;
     const { handle, actor } = this.#watch(record.id, undefined, async () => {
       let made = record;
@@ -313,7 +315,13 @@ export class FlowRegistry {
           if (found?.record.status !== "running") return;
           this.driver.point("update", id);
           const now = this.#core.clock.now();
-          const cancelled: FlowRecord = { ...found.record, status: "cancelled", reason, updatedAt: now };
+          const cancelled: FlowRecord = {
+            ...found.record,
+            status: "cancelled",
+            // As stored: this runtime's view of the flow reads as every other's.
+            reason: boundReason(reason),
+            updatedAt: now,
+          };
           await this.#broker.flows.updateFlow(cancelled, found.revision);
           this.driver.seen(cancelled);
         }, this.#core.stopping);

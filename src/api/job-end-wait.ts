@@ -5,6 +5,7 @@ import { sleep } from "../effects/supervise-loop.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { type FinalizeInput, isFinal, type JobRecord, madeAgain } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
+import { boundReason } from "../kernel/reason.ts";
 import type { RunState } from "./job-run.ts";
 
 /** The event that hands a stored record to the job machine. */
@@ -22,7 +23,9 @@ export const recordEvent = (record: JobRecord) =>
  * lost: both `failed`). The recorded one is how the job ended.
  */
 export const otherEnd = (recorded: JobRecord, decided: FinalizeInput): boolean =>
-  recorded.status !== decided.status || (recorded.reason ?? null) !== (decided.reason ?? null);
+  recorded.status !== decided.status ||
+  // The decided reason as it is stored (cut: a long one read back was taken for another end).
+  (recorded.reason ?? null) !== (decided.reason == null ? null : boundReason(decided.reason));
 
 /** What the wait for a job's end needs of its runtime (job-effects.ts's shared part). */
 interface EndWaitShared {

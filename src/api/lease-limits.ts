@@ -2,6 +2,7 @@ import { Schema } from "effect";
 import type { LeaseAdmission, LeaseLimits, NotedSlots } from "../adapters/http/lease-port.ts";
 import { type Permit, permitLeaseMs, type QueueControls } from "../adapters/queue-controls.ts";
 import { decode } from "../kernel/decode.ts";
+import { PermanentBrokerError } from "../kernel/errors.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
 
@@ -37,9 +38,13 @@ export const queueSettingsOf = (controls: QueueControls): SettingsOf => {
     if (cached) return cached.settings;
     const settings: Promise<QueueSettings> = controls.getSettings(queue).then(
       (found) => (found ? decodeQueueSettings(queue, found.value).settings : openQueue(queue)),
-      // A failed read is not kept (a later one, made meanwhile, is), and is the request's
-      // failure: a queue read as open would hand out a paused or capped queue's tasks.
       (error: unknown) => {
+        // Never (no right to read the bucket, or none provisioned that this user may make): the
+        // queue runs without its settings, as a native worker's does when they cannot be read.
+        if (error instanceof PermanentBrokerError) return openQueue(queue);
+        // Not now (a timeout, NATS away, the runtime stopping): not kept (a later read, made
+        // meanwhile, is), and the request's failure, a 503 the worker retries. Read as open, a
+        // paused or capped queue handed out tasks meanwhile.
         if (known.get(queue)?.settings === settings) known.delete(queue);
         throw error;
       },

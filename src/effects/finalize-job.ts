@@ -19,6 +19,7 @@ import {
   uncountedRedrive,
 } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
+import { boundReason } from "../kernel/reason.ts";
 import { fromPort, isConflict, type PortFailure } from "./port-call.ts";
 import { type RecordSeen, updateRecordWith, updateRecordWithEffect, wrote } from "./record-updates.ts";
 import { plainThenUntilDone } from "./retry.ts";
@@ -51,7 +52,7 @@ const cancelJobEffect = (
         ...record,
         status: "failed",
         counts: maxCounts(record.counts, counts),
-        reason: `cancelled: ${reason}`,
+        reason: boundReason(`cancelled: ${reason}`),
         updatedAt: at,
         finishedAt: at,
       };

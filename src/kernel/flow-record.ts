@@ -211,7 +211,11 @@ export const stepFlow = (
     const job = observed(name);
     if (job.kind === "ended") {
       const { reason, ...rest } = node;
-      nodes[name] = { ...rest, status: job.status, ...(job.reason ? { reason: job.reason } : {}) };
+      nodes[name] = {
+        ...rest,
+        status: job.status,
+        ...(job.reason ? { reason: boundReason(job.reason) } : {}),
+      };
     } else if (job.kind === "running") {
       nodes[name] = { ...node, status: NodeStatus.running };
       if (cancelled) cancel.push(node.jobId);
@@ -263,7 +267,9 @@ const flowEnd = (record: FlowRecord): { status: FlowStatus; reason?: string } =>
   const failed = entries.find(([, node]) => node.status === NodeStatus.failed) ?? bad;
   return {
     status: FlowStatus.failed,
-    reason: `job ${failed[0]} ${failed[1].status}${failed[1].reason ? `: ${failed[1].reason}` : ""}`,
+    reason: boundReason(
+      `job ${failed[0]} ${failed[1].status}${failed[1].reason ? `: ${failed[1].reason}` : ""}`,
+    ),
   };
 };
 

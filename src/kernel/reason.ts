@@ -10,16 +10,26 @@ export const maxReasonBytes = 256;
 const utf8 = new TextEncoder();
 const storedBytes = (text: string): number => utf8.encode(JSON.stringify(text)).length - 2;
 
-/** A reason cut to `maxReasonBytes` as stored, saying it was cut and how long it was. */
-export const boundReason = (reason: string): string => {
-  if (storedBytes(reason) <= maxReasonBytes) return reason;
+/**
+ * A reason cut to `maxBytes` (`maxReasonBytes` unless told) as stored,
+ * saying it was cut and how long it was (in UTF-16 units).
+ */
+export const boundReason = (reason: string, maxBytes = maxReasonBytes): string => {
+  if (storedBytes(reason) <= maxBytes) return reason;
   const note = `… [cut from ${reason.length} characters]`;
   let bytes = storedBytes(note);
   let kept = "";
   for (const char of reason) {
     bytes += storedBytes(char);
-    if (bytes > maxReasonBytes) break;
+    if (bytes > maxBytes) break;
     kept += char;
   }
   return `${kept}${note}`;
 };
+
+/**
+ * `<text><suffix>` within `maxReasonBytes` once `prefix` is put before it:
+ * the text is cut, so what follows it (who cancelled) is kept.
+ */
+export const reasonWithSuffix = (prefix: string, text: string, suffix: string): string =>
+  `${boundReason(text, Math.max(64, maxReasonBytes - storedBytes(prefix) - storedBytes(suffix)))}${suffix}`;

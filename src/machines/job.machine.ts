@@ -4,6 +4,7 @@ import type { JobProgress, ResultEntry } from "../kernel/job-progress.ts";
 import { afterResults, noDeadBits, remaining } from "../kernel/job-progress.ts";
 import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
 import { withinTolerance } from "../kernel/job-record.ts";
+import { boundReason } from "../kernel/reason.ts";
 
 /**
  * The life of one job: `queuing → running ⇄ stalled → succeeded | failed`.
@@ -215,7 +216,7 @@ const jobSetup = setup({
     clearStalled: assign({ stalledSince: null }),
     rememberCancel: assign({
       reason: ({ event, context }) =>
-        event.type === "job.cancel" ? `cancelled: ${event.reason}` : context.reason,
+        event.type === "job.cancel" ? boundReason(`cancelled: ${event.reason}`) : context.reason,
     }),
     /** The end decided is not the job's (a redrive reopened it): no reason until the next. */
     clearReason: assign({ reason: null }),
@@ -339,7 +340,7 @@ export const jobMachine = jobSetup.createMachine({
             "submit.failed": {
               target: "#job.failed",
               actions: assign({
-                reason: ({ event }) => `submit failed: ${errorText(event.error)}`,
+                reason: ({ event }) => boundReason(`submit failed: ${errorText(event.error)}`),
               }),
             },
           },

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRuntime, type Runtime } from "../../src/index.ts";
+import { createRuntime, type FlowHandle, type Runtime } from "../../src/index.ts";
 import { InvalidArgument } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
@@ -35,14 +35,19 @@ const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T> =>
     ),
   ]);
 
-/** The largest flow of two jobs (`a`, then `b` after it) a submit accepts, 64 bytes at a time from the max payload down. */
-const largestFlow = async (rt: Runtime, queue: string) => {
-  for (let size = maxPayload; size > 0; size -= 64) {
+/**
+ * The largest flow a submit accepts, 8 bytes at a time from the max payload
+ * down: `a` with a task of that size, `b` after `a` or not, and `pad`, whose
+ * task makes the flow's record, not `a`'s task, what the max payload bounds.
+ */
+const largestFlow = async (rt: Runtime, queue: string, bAfterA: boolean) => {
+  for (let size = maxPayload; size > 0; size -= 8) {
     const submitted = await rt.flows
       .submit({
         jobs: {
           a: { queue, tasks: ["x".repeat(size)] },
-          b: { queue, tasks: [1], dependsOn: ["a"] },
+          b: { queue, tasks: [1], ...(bAfterA ? { dependsOn: ["a"] } : {}) },
+          pad: { queue, tasks: ["y".repeat(maxPayload / 3)] },
         },
       })
       .catch((error: unknown) => {
@@ -52,6 +57,16 @@ const largestFlow = async (rt: Runtime, queue: string) => {
     if (submitted) return submitted;
   }
   throw new Error("no flow accepted");
+};
+
+/** Cancels the job of the flow's node `name` once submitted, with a reason far longer than any record may hold. */
+const cancelNode = async (rt: Runtime, flow: FlowHandle, name: string) => {
+  const jobId = flow.snapshot().nodes[name]?.jobId as string;
+  await waitUntil(async () => (await rt.jobs.get(jobId)) !== undefined, {
+    timeoutMs: 10_000,
+    message: `the flow's job ${name} submitted`,
+  });
+  await (await rt.jobs.get(jobId))?.cancel(`operator: ${"r".repeat(4000)}`);
 };
 
 describe.each(["memory", "nats"] as const)("records against the max payload (%s)", (kind) => {
@@ -87,14 +102,9 @@ describe.each(["memory", "nats"] as const)("records against the max payload (%s)
   });
 
   it("the largest flow a submit accepts ends when its first job is cancelled with a long reason: that job failed, the next skipped", async () => {
-    const flow = await largestFlow(rt, "unserved");
-    const jobId = flow.snapshot().nodes.a?.jobId as string;
-    await waitUntil(async () => (await rt.jobs.get(jobId)) !== undefined, {
-      timeoutMs: 10_000,
-      message: "the flow's first job submitted",
-    });
-    const reason = `operator: ${"r".repeat(4000)}`;
-    await (await rt.jobs.get(jobId))?.cancel(reason);
+    const flow = await largestFlow(rt, "unserved", true);
+    await cancelNode(rt, flow, "pad");
+    await cancelNode(rt, flow, "a");
     const ended = await within(flow.done(), 15_000, "the flow ends");
     expect(ended.status).toBe("failed");
     expect(ended.nodes.a?.status).toBe("failed");
@@ -108,6 +118,22 @@ describe.each(["memory", "nats"] as const)("records against the max payload (%s)
     // The reasons as stored, cut to a bound but still saying what happened.
     expect(stored?.nodes.a?.reason).toMatch(/^cancelled: operator: r+/);
     expect(stored?.reason).toMatch(/^job a failed: cancelled: operator: r+/);
+  });
+
+  // Every reason at its longest: the record ends within a few bytes of its largest form, and
+  // its write's headers count against the max payload too.
+  it("the largest flow a submit accepts ends when all its jobs are cancelled with long reasons", async () => {
+    const flow = await largestFlow(rt, "unserved", false);
+    for (const name of ["pad", "a", "b"]) await cancelNode(rt, flow, name);
+    const ended = await within(flow.done(), 15_000, "the flow ends");
+    expect(ended).toMatchObject({
+      status: "failed",
+      nodes: { a: { status: "failed" }, b: { status: "failed" } },
+    });
+    expect((await reader.flows.get(flow.id))?.snapshot()).toMatchObject({
+      status: "failed",
+      nodes: { a: { status: "failed" }, b: { status: "failed" } },
+    });
   });
 
   it("a cancel with a reason longer than the max payload ends the job, its reason stored cut and saying so", async () => {

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { toHttpError } from "../../src/adapters/http/http-app.ts";
 import type { Permit, PermitKind, QueueControls } from "../../src/adapters/queue-controls.ts";
 import { leaseLimits, queueSettingsOf } from "../../src/api/lease-limits.ts";
-import { TransientBrokerError } from "../../src/kernel/errors.ts";
+import { PermanentBrokerError, TransientBrokerError } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { encodeQueueSettings, openQueue, type QueueSettings } from "../../src/kernel/queue-settings.ts";
 
@@ -217,6 +217,17 @@ describe("the HTTP API's cache of queue settings", () => {
     expect(toHttpError(failed).status).toBe(503);
     fail = false;
     expect((await settingsOf("q")).paused).toBe(true);
+  });
+
+  // One that can never succeed (no right to read the bucket) is no reason to refuse every
+  // reserve: the queue runs without its settings, as a native worker's does.
+  it("a read that fails for good answers the queue open", async () => {
+    const controls = {
+      getSettings: async () => {
+        throw new PermanentBrokerError({ message: "permissions violation", operation: "kv.get" });
+      },
+    } as Partial<QueueControls> as QueueControls;
+    expect(await queueSettingsOf(controls)("q")).toEqual(openQueue("q"));
   });
 
   it("reads a queue once per 250 ms, and keeps only the queues asked for within that", async () => {

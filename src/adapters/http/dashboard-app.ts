@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { Schema } from "effect";
 import { type Context, Hono } from "hono";
 import type { Logger } from "../../kernel/logger.ts";
+import { reasonWithSuffix } from "../../kernel/reason.ts";
 import { LinkedControllers } from "../../kernel/signals.ts";
 import { Label, number, subjectTokenPattern } from "../../kernel/validation.ts";
 import type { BearerTokens } from "./bearer-tokens.ts";
@@ -161,7 +162,11 @@ export const createDashboardApp = (deps: DashboardDeps): Hono<Env> => {
     deps.log.info({ jobId: job.id, identity: scope.identity }, "job cancelled from the dashboard");
     // The record says who, whatever reason the caller gave.
     const by = scope.identity;
-    await deps.cancel(job.id, body.reason ? `${body.reason} (by ${by})` : `from the dashboard by ${by}`);
+    // The caller's text cut so that "(by …)" is kept in the record's reason ("cancelled: …").
+    const reason = body.reason
+      ? reasonWithSuffix("cancelled: ", body.reason, ` (by ${by})`)
+      : `from the dashboard by ${by}`;
+    await deps.cancel(job.id, reason);
     return c.json(await visibleJob(c, scope));
   });
 
