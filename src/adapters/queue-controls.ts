@@ -11,7 +11,9 @@
  * - `rate`: a worker gives its permit back at once with a delay of 1000 ms
  *   (`release(1000)`), so no more than N tasks start in any one second.
  * `setPermits` replaces a pool: permits held at that moment are gone (their
- * release is ignored), and the new pool's N are free.
+ * release is ignored), and the new pool's N are free. Rewrites of one pool
+ * at once (two `configure()` calls) end with the pool of the record written
+ * last, never both: see `PoolRewrite`.
  */
 export type PermitKind = "concurrency" | "rate";
 
@@ -36,6 +38,19 @@ export interface TargetPool {
   readonly size: number;
 }
 
+/**
+ * One `configure()`'s rewrite of a pool, after its record was written: the
+ * record's revision (it grows with each write of the queue's key), the
+ * writer's round (stored in the record for the pool) and a look at whether
+ * the stored record still names that round. A rewrite whose record is no
+ * longer the pool's latest leaves the pool to the newer one's writer.
+ */
+interface PoolRewrite {
+  readonly revision: number;
+  readonly round: string;
+  isLatest(): Promise<boolean>;
+}
+
 export interface QueueControls {
   /** The stored settings of `queue` and their revision; undefined if never written. */
   getSettings(queue: string): Promise<{ readonly value: string; readonly revision: number } | undefined>;
@@ -54,8 +69,13 @@ export interface QueueControls {
     onValue: (value: string | undefined, revision: number) => void,
     signal: AbortSignal,
   ): Promise<void>;
-  /** Replaces the pool of `kind` of `queue` with `count` free permits (0: empty). */
-  setPermits(queue: string, kind: PermitKind, count: number): Promise<void>;
+  /**
+   * Replaces the pool of `kind` of `queue` with `count` free permits (0:
+   * empty), unless a newer rewrite's record was written: once every rewrite
+   * has returned, the pool holds the latest one's permits only. Without
+   * `rewrite` (a pool with a single writer: tests) it is replaced as is.
+   */
+  setPermits(queue: string, kind: PermitKind, count: number, rewrite?: PoolRewrite): Promise<void>;
   /** Waits for a permit of the pool; undefined once `signal` aborts. */
   takePermit(queue: string, kind: PermitKind, signal: AbortSignal): Promise<Permit | undefined>;
   /**

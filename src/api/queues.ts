@@ -9,6 +9,7 @@ import {
   decodeQueueSettings,
   encodeQueueSettings,
   openQueue,
+  type PoolRounds,
   type QueueLimits,
   type QueueSettings,
   withLimits,
@@ -63,23 +64,44 @@ const casRetry = retryWith(
   (e: unknown) => e instanceof RevisionConflict,
 );
 
+/** The limit each pool counts. */
+const limitOf = { concurrency: "maxConcurrency", rate: "ratePerSecond" } as const satisfies Record<
+  PermitKind,
+  keyof QueueLimits
+>;
+const poolKinds = Object.keys(limitOf) as PermitKind[];
+
 export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, now: () => number): Queues => {
   const read = async (queue: string) => {
     const found = await controls.getSettings(queue);
-    return found
-      ? { settings: decodeQueueSettings(queue, found.value).settings, revision: found.revision }
-      : { settings: openQueue(queue), revision: undefined };
+    if (!found) return { settings: openQueue(queue), pools: undefined, revision: undefined };
+    const { settings, pools } = decodeQueueSettings(queue, found.value);
+    return { settings, pools, revision: found.revision };
   };
 
-  /** Reads, changes and writes the queue's settings by compare-and-set; returns what was written and what was there. */
-  const change = (queue: string, next: (current: QueueSettings) => QueueSettings) =>
+  /**
+   * Reads, changes and writes the queue's settings by compare-and-set (the
+   * pools' rounds as `next` leaves them); returns what was written, what was
+   * there and the revision written.
+   */
+  const change = (
+    queue: string,
+    next: (
+      current: QueueSettings,
+      pools: PoolRounds | undefined,
+    ) => { settings: QueueSettings; pools: PoolRounds | undefined },
+  ) =>
     Effect.runPromise(
       Effect.tryPromise({
         try: async () => {
-          const { settings, revision } = await read(queue);
-          const written = next(settings);
-          await controls.writeSettings(queue, encodeQueueSettings(written), revision);
-          return { before: settings, written };
+          const { settings, pools, revision } = await read(queue);
+          const written = next(settings, pools);
+          const stored = await controls.writeSettings(
+            queue,
+            encodeQueueSettings(written.settings, written.pools),
+            revision,
+          );
+          return { before: settings, written: written.settings, revision: stored };
         },
         catch: (error) => error,
       }).pipe(casRetry),
@@ -88,7 +110,9 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
   const setPaused = async (queue: unknown, paused: boolean, call: string) => {
     requireRole(roles, "admin", call);
     const name = checkQueueName(queue);
-    return (await change(name, (current) => ({ ...current, paused, updatedAt: now() }))).written;
+    return (
+      await change(name, (current, pools) => ({ settings: { ...current, paused, updatedAt: now() }, pools }))
+    ).written;
   };
 
   return {
@@ -97,19 +121,35 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       const name = checkQueueName(queue);
       const checked = checkQueueLimits(limits);
       const round = randomUUID().slice(0, 8);
-      const { before, written } = await change(name, (current) => withLimits(current, checked, now(), round));
+      // A pool is rewritten when its limit changed or was given (given again, it repairs a pool
+      // that a crash between the record and the pool left): the record names this call's round
+      // for it, and of rewrites at once the one whose record was written last keeps the pool.
+      const rewritten = (before: QueueSettings, after: QueueSettings) =>
+        poolKinds.filter(
+          (kind) => before[limitOf[kind]] !== after[limitOf[kind]] || checked[limitOf[kind]] !== undefined,
+        );
+      const { before, written, revision } = await change(name, (current, pools) => {
+        const settings = withLimits(current, checked, now(), round);
+        const ours = rewritten(current, settings);
+        return {
+          settings,
+          pools:
+            ours.length === 0
+              ? pools
+              : { ...pools, ...Object.fromEntries(ours.map((kind) => [kind, round])) },
+        };
+      });
       // The per-target pools of a changed limit: new ones, filled on first use; the old ones dropped.
       const old = before.perTarget?.round;
       if (old !== written.perTarget?.round) await controls.renewTargetPools(name, old);
       // The pools after the record: a worker that sees the new limit finds its permits, or waits
       // for them. A crash in between leaves the pool of the old limit: configure again repairs it.
-      const pools: Array<[PermitKind, number | undefined, number | undefined]> = [
-        ["concurrency", before.maxConcurrency, written.maxConcurrency],
-        ["rate", before.ratePerSecond, written.ratePerSecond],
-      ];
-      for (const [kind, was, is] of pools) {
-        if (was !== is || checked[kind === "rate" ? "ratePerSecond" : "maxConcurrency"] !== undefined)
-          await controls.setPermits(name, kind, is ?? 0);
+      for (const kind of rewritten(before, written)) {
+        await controls.setPermits(name, kind, written[limitOf[kind]] ?? 0, {
+          revision,
+          round,
+          isLatest: async () => (await read(name)).pools?.[kind] === round,
+        });
       }
       return written;
     },

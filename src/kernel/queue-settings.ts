@@ -32,6 +32,17 @@ export interface PerTargetSettings {
   readonly round: string;
 }
 
+/**
+ * Which `configure()` last rewrote each of the queue's pools: its round, kept
+ * in the record beside the limits and not part of `QueueSettings`. A writer
+ * whose round is no longer the record's takes its permits back, so that the
+ * pool ends as the last record's writer made it (api/queues.ts).
+ */
+export interface PoolRounds {
+  readonly concurrency?: string;
+  readonly rate?: string;
+}
+
 /** What `configure()` takes for the per-target limits: a number sets one, `null` lifts it, absent keeps it. */
 export interface PerTargetLimits {
   readonly ratePerSecond?: number | null;
@@ -69,12 +80,20 @@ const StoredPerTarget = Schema.Struct({
   round: Schema.String,
 });
 
+const StoredPoolRounds = Schema.Struct({
+  concurrency: Schema.optional(Schema.String),
+  rate: Schema.optional(Schema.String),
+});
+
+// `pools` came after the first release of version 1: a record without it reads as before, and a
+// reader of that release passes over it (records are decoded open).
 const StoredSettings = Schema.Struct({
   v: Schema.Literal(1),
   paused: Schema.Boolean,
   ratePerSecond: Schema.optional(Limit),
   maxConcurrency: Schema.optional(Limit),
   perTarget: Schema.optional(StoredPerTarget),
+  pools: Schema.optional(StoredPoolRounds),
   updatedAt: Schema.Number,
 });
 
@@ -143,13 +162,15 @@ export const withLimits = (
   };
 };
 
-export const encodeQueueSettings = (settings: QueueSettings): string =>
+/** The stored record of `settings`, with the rounds of the writers that last rewrote its pools. */
+export const encodeQueueSettings = (settings: QueueSettings, pools?: PoolRounds): string =>
   JSON.stringify({
     v: 1,
     paused: settings.paused,
     ...(settings.ratePerSecond === undefined ? {} : { ratePerSecond: settings.ratePerSecond }),
     ...(settings.maxConcurrency === undefined ? {} : { maxConcurrency: settings.maxConcurrency }),
     ...(settings.perTarget === undefined ? {} : { perTarget: settings.perTarget }),
+    ...(pools === undefined ? {} : { pools }),
     updatedAt: settings.updatedAt,
   });
 
@@ -161,7 +182,7 @@ export const encodeQueueSettings = (settings: QueueSettings): string =>
 export const decodeQueueSettings = (
   queue: string,
   text: string,
-): { settings: QueueSettings; readable: boolean } => {
+): { settings: QueueSettings; pools?: PoolRounds; readable: boolean } => {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -170,7 +191,7 @@ export const decodeQueueSettings = (
   }
   const result = decode(StoredSettings, parsed, "queue settings", { open: true });
   if (!result.ok) return { settings: openQueue(queue), readable: false };
-  const { paused, ratePerSecond, maxConcurrency, perTarget, updatedAt } = result.value;
+  const { paused, ratePerSecond, maxConcurrency, perTarget, pools, updatedAt } = result.value;
   return {
     settings: {
       queue,
@@ -180,6 +201,7 @@ export const decodeQueueSettings = (
       ...(perTarget === undefined ? {} : { perTarget }),
       updatedAt,
     },
+    ...(pools === undefined ? {} : { pools }),
     readable: true,
   };
 };

@@ -1272,6 +1272,45 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.queueControls.takeFreePermits(q, "concurrency", 5)).toEqual([]);
     });
 
+    it("permits: of two rewrites at once the newer record's pool stays, whatever order they end in", async () => {
+      const q = uid("qr");
+      const rewrite = (revision: number, round: string, looks: Array<() => Promise<boolean>>) => ({
+        revision,
+        round,
+        isLatest: () => (looks.shift() ?? (async () => false))(),
+      });
+      let newerRan = false;
+      const newer = () => {
+        newerRan = true;
+        return broker.queueControls.setPermits(
+          q,
+          "concurrency",
+          3,
+          rewrite(20, "newer", [async () => true, async () => true]),
+        );
+      };
+      // The older one looks first while it is the latest, and the newer one runs whole before its
+      // second look (a newer record written meanwhile): on NATS, between its publishes and that look.
+      await broker.queueControls.setPermits(
+        q,
+        "concurrency",
+        2,
+        rewrite(10, "older", [
+          async () => true,
+          async () => {
+            await newer();
+            return false;
+          },
+        ]),
+      );
+      // The memory broker does not look (a rewrite is one step there): the newer one runs after.
+      if (!newerRan) await newer();
+      // The older one's rewrite coming after the newer record's ends no differently.
+      await broker.queueControls.setPermits(q, "concurrency", 2, rewrite(10, "older", []));
+      const lent = await broker.queueControls.takeFreePermits(q, "concurrency", 10);
+      expect(lent).toHaveLength(3);
+    });
+
     it("target pools: filled once on first use by any runtime; a dropped round lends no more", async () => {
       const q = uid("qt");
       const peer = await h.peer("contract-target-peer");

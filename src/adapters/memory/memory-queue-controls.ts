@@ -13,6 +13,8 @@ import type { MemoryKv } from "./memory-kv.ts";
 export class MemoryPermitPool {
   #free = 0;
   #generation = 0;
+  /** The record revision of the last `reset` that gave one (0: none yet). */
+  #revision = 0;
   readonly #waiting: Array<(generation: number) => void> = [];
   readonly #clock: Clock;
 
@@ -20,7 +22,17 @@ export class MemoryPermitPool {
     this.#clock = clock;
   }
 
-  reset(count: number): void {
+  /**
+   * Replaces the pool with `count` free permits; a reset for a record older
+   * than the one last applied (`revision`, two `configure()` calls whose
+   * rewrites came in the other order) is ignored: a reset is one step here,
+   * so the order of the records is the only race left.
+   */
+  reset(count: number, revision?: number): void {
+    if (revision !== undefined) {
+      if (revision < this.#revision) return;
+      this.#revision = revision;
+    }
     this.#generation++;
     this.#free = count;
     while (this.#free > 0 && this.#waiting.length > 0) {
@@ -127,9 +139,9 @@ export const memoryQueueControls = (
     await whenAborted(signal);
     unwatch();
   },
-  setPermits: async (queue, kind, count) => {
+  setPermits: async (queue, kind, count, rewrite) => {
     open("queue.permits.set");
-    pools(queue, kind).reset(count);
+    pools(queue, kind).reset(count, rewrite?.revision);
   },
   takePermit: async (queue, kind, signal) => {
     open("queue.permit.take");

@@ -20,7 +20,7 @@ import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
-import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
+import { ensureBucket, ensureStream, isNoMessage, isNotFound, nanos } from "./streams.ts";
 
 const encoder = new TextEncoder();
 
@@ -141,14 +141,38 @@ export const natsQueueControls = (
   const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> =>
     consumerFor(nc, names.permitsStream, permitsConsumer(queue, kind), names.permitsSubject(queue, kind));
 
-  /** Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a second permit. */
-  const publishPermits = async (nc: NatsConnection, subject: string, count: number, id: string) => {
+  /**
+   * Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a
+   * second permit. `onStored` is told each one's stream sequence as its answer comes, those of a
+   * publish that fails part way included.
+   */
+  const publishPermits = async (
+    nc: NatsConnection,
+    subject: string,
+    count: number,
+    id: string,
+    onStored?: (seq: number) => void,
+  ) => {
     const { js } = await broker.handles(nc);
     for (let from = 0; from < count; from += publishWindow) {
       const to = Math.min(count, from + publishWindow);
       const sent: Promise<unknown>[] = [];
-      for (let i = from; i < to; i++) sent.push(js.publish(subject, `${i}`, { msgID: `${id}.${i}` }));
+      for (let i = from; i < to; i++)
+        sent.push(js.publish(subject, `${i}`, { msgID: `${id}.${i}` }).then((ack) => onStored?.(ack.seq)));
       await Promise.all(sent);
+    }
+  };
+
+  /** Removes the messages at `seqs` of `stream`, in windows; one removed already is no error. */
+  const deleteMessages = async (jsm: JetStreamManager, stream: string, seqs: readonly number[]) => {
+    for (let from = 0; from < seqs.length; from += publishWindow) {
+      await Promise.all(
+        seqs.slice(from, from + publishWindow).map((seq) =>
+          jsm.streams.deleteMessage(stream, seq).catch((error: unknown) => {
+            if (!isNoMessage(error)) throw error;
+          }),
+        ),
+      );
     }
   };
 
@@ -271,15 +295,40 @@ export const natsQueueControls = (
         signal,
         { name: `queue-settings:${queue}`, log },
       ),
-    setPermits: (queue, kind, count) =>
-      broker.run("queue.permits.set", async (nc) => {
+    // Rewrites of one pool at once (two `configure()` calls) end with the permits of the one whose
+    // record was written last: each purges only what was stored before it saw its record as the
+    // latest (a newer record, and so its permits, came after that look), and one that sees a newer
+    // record once it has published takes its own permits back (the newer one may have purged
+    // before they came). Before, each purged the subject and published: interleaved, both pools.
+    setPermits: (queue, kind, count, rewrite) => {
+      const round = rewrite?.round ?? randomUUID().slice(0, 8);
+      const isLatest = rewrite ? () => rewrite.isLatest() : async () => true;
+      // This rewrite's permits not purged since, across the operation's attempts (one that failed
+      // part way included: a late answer lands here too).
+      let published: number[] = [];
+      let attempt = 0;
+      return broker.run("queue.permits.set", async (nc) => {
         const { jsm } = await broker.handles(nc);
         await consumerOf(nc, queue, kind);
         const subject = names.permitsSubject(queue, kind);
-        await jsm.streams.purge(names.permitsStream, { filter: subject });
-        // Ids of this rewrite: a publish retried after a timeout is not a second permit.
-        await publishPermits(nc, subject, count, `${queue}.${kind}.${randomUUID().slice(0, 8)}`);
-      }),
+        const last = (await jsm.streams.info(names.permitsStream)).state.last_seq;
+        if (await isLatest()) {
+          // The old pool, held permits included (their nak then names nothing), and an earlier
+          // attempt's permits; never a newer rewrite's, all stored after `last`.
+          await jsm.streams.purge(names.permitsStream, { filter: subject, seq: last + 1 });
+          published = [];
+          // Ids of this attempt: one retried after a timeout is not a second permit, and the next
+          // attempt's, which purged these, are not dropped as their duplicates.
+          attempt++;
+          await publishPermits(nc, subject, count, `${queue}.${kind}.${round}.${attempt}`, (seq) =>
+            published.push(seq),
+          );
+          if (await isLatest()) return;
+        }
+        await deleteMessages(jsm, names.permitsStream, published);
+        published = [];
+      });
+    },
     takePermit: (queue, kind, signal) => takeFrom(broker, (nc) => consumerOf(nc, queue, kind), signal),
     takeTargetPermit: (queue, pool, kind, signal) =>
       takeFrom(

@@ -1,0 +1,235 @@
+/**
+ * Two `rt.queues.configure()` calls of one queue at once (every replica of a
+ * service configures its queues at boot): once both have returned, the
+ * queue's pool holds the permits of the record written last, no more. The
+ * interleavings are made, not hoped for: one writer's controls are wrapped
+ * to hold it between its record and its pool, or (NATS) between its look
+ * at the record and its purge, or between the purge and its publishes. The
+ * oracle is the pool as the backend holds it: on NATS the permits stream's
+ * count on the pool's subject, read by the test's own client; in memory
+ * the server's pool, emptied by hand.
+ */
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
+import { createMemoryServer, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import type { QueueControls } from "../../src/adapters/queue-controls.ts";
+import { type Queues, queuesFace } from "../../src/api/queues.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
+
+let server: NatsServerHandle;
+let raw: NatsConnection;
+beforeAll(async () => {
+  server = await startNatsServer();
+  raw = await connect({ servers: server.url });
+});
+afterAll(async () => {
+  await raw?.close();
+  await server?.dispose();
+});
+
+const admin = new Set(["admin"] as const);
+
+/** One replica: its queue controls (which the test may wrap) and, on NATS, its client. */
+interface Replica {
+  readonly controls: QueueControls;
+  /** The replica's connected client (NATS only). */
+  client?(): Promise<NatsConnection>;
+}
+
+interface Backend {
+  replica(): Promise<Replica>;
+  /** How many permits the pool of `kind` of `queue` holds, read without the library. */
+  permits(queue: string, kind: "concurrency" | "rate"): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+const backends: Array<{ name: "memory" | "nats"; make(): Backend }> = [
+  {
+    name: "memory",
+    make: () => {
+      const memory = createMemoryServer();
+      const brokers: Array<ReturnType<typeof createMemoryBroker>> = [];
+      return {
+        replica: async () => {
+          const broker = createMemoryBroker({ server: memory });
+          brokers.push(broker);
+          return { controls: broker.queueControls };
+        },
+        // Emptied by hand: every free permit taken at once (none is held: no worker runs).
+        permits: async (queue, kind) =>
+          memoryServerState(memory).permitPool(queue, kind).takeFree(1_000_000).length,
+        dispose: async () => {
+          for (const broker of brokers) await broker.close();
+        },
+      };
+    },
+  },
+  {
+    name: "nats",
+    make: () => {
+      const stops: Array<() => Promise<void>> = [];
+      return {
+        replica: async () => {
+          const core = await createRuntimeCore({ servers: server.url, logger: silentLogger() });
+          const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "race" });
+          stops.push(async () => {
+            await broker.close();
+            await core.stop();
+          });
+          return {
+            controls: broker.queueControls,
+            client: async () => {
+              await waitUntil(() => core.connection.current() !== undefined, {
+                timeoutMs: 5000,
+                message: "the replica connected",
+              });
+              return core.connection.current() as NatsConnection;
+            },
+          };
+        },
+        permits: async (queue, kind) => {
+          const jsm = await jetstreamManager(raw);
+          const subject = `jetstate.permits.${queue}.${kind}`;
+          const info = await jsm.streams.info("jetstate_permits", { subjects_filter: subject });
+          return info.state.subjects?.[subject] ?? 0;
+        },
+        dispose: async () => {
+          for (const stop of stops) await stop();
+        },
+      };
+    },
+  },
+];
+
+/** `controls` whose pool rewrites wait for `held` once they have been called (`reached`). */
+const heldBeforePool = (controls: QueueControls, held: Promise<void>) => {
+  const reached = gate();
+  const wrapped = new Proxy(controls, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (key !== "setPermits" || typeof value !== "function") return value;
+      return async (...args: unknown[]) => {
+        reached.open();
+        await held;
+        return value.apply(target, args);
+      };
+    },
+  });
+  return { controls: wrapped, reached: reached.opened };
+};
+
+const natsBackend = backends[1] as (typeof backends)[number];
+
+const face = (controls: QueueControls): Queues => queuesFace(controls, admin, () => Date.now());
+
+describe.each(backends)("concurrent configure() on $name", ({ make }) => {
+  let backend: Backend;
+  beforeAll(() => {
+    backend = make();
+  });
+  afterAll(async () => {
+    await backend.dispose();
+  });
+
+  it("four configures at once of one limit leave one pool of that limit", async () => {
+    const replicas = await Promise.all([1, 2, 3, 4].map(() => backend.replica()));
+    await Promise.all(replicas.map((r) => face(r.controls).configure("boot", { maxConcurrency: 3 })));
+    expect(await backend.permits("boot", "concurrency")).toBe(3);
+  });
+
+  it("a configure whose record lost rewrites its pool last: the pool is the record's limit", async () => {
+    const [a, b] = [await backend.replica(), await backend.replica()];
+    const release = gate();
+    const held = heldBeforePool(a.controls, release.opened);
+    // A writes its record (2), then waits before its pool; B writes over it (3) and rewrites the pool.
+    const first = face(held.controls).configure("late", { maxConcurrency: 2 });
+    await held.reached;
+    await face(b.controls).configure("late", { maxConcurrency: 3 });
+    release.open();
+    await first;
+    expect((await face(b.controls).get("late")).maxConcurrency).toBe(3);
+    expect(await backend.permits("late", "concurrency")).toBe(3);
+  });
+});
+
+describe("concurrent configure() on nats, inside a pool's rewrite", () => {
+  let backend: Backend;
+  beforeAll(() => {
+    backend = natsBackend.make();
+  });
+  afterAll(async () => {
+    await backend.dispose();
+  });
+
+  it("a configure held between its look at the record and its purge, another meanwhile: the later record's pool", async () => {
+    const [a, b] = [await backend.replica(), await backend.replica()];
+    const release = gate();
+    const reached = gate();
+    // A's first read of the record after writing it (it finds its round there) returns only once
+    // B has written its record and its pool: A then purges and publishes after B's permits.
+    let written = false;
+    let held = false;
+    const controls = new Proxy(a.controls, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver);
+        if (typeof value !== "function") return value;
+        return async (...args: unknown[]) => {
+          const result = await value.apply(target, args);
+          if (key === "writeSettings") written = true;
+          if (key === "getSettings" && written && !held) {
+            held = true;
+            reached.open();
+            await release.opened;
+          }
+          return result;
+        };
+      },
+    });
+    const first = face(controls).configure("looked", { maxConcurrency: 2 });
+    await reached.opened;
+    await face(b.controls).configure("looked", { maxConcurrency: 3 });
+    release.open();
+    await first;
+    expect(await backend.permits("looked", "concurrency")).toBe(3);
+  });
+
+  it.each<[number, number | null]>([
+    [2, 2],
+    [2, 3],
+    [3, 2],
+    [2, null],
+  ])(
+    "a configure (%s) held between its purge and its publishes, another (%s) meanwhile: the later record's pool",
+    async (held, later) => {
+      const queue = `mid${held}${later ?? "lifted"}`;
+      const [a, b] = [await backend.replica(), await backend.replica()];
+      const nc = await a.client?.();
+      if (!nc) throw new Error("no client");
+      // A's publishes of the pool's permits wait at the client until released; the rest of A goes on.
+      const subject = `jetstate.permits.${queue}.concurrency`;
+      const release = gate();
+      const reached = gate();
+      const request = nc.request.bind(nc);
+      nc.request = async (...args: Parameters<NatsConnection["request"]>) => {
+        if (args[0] === subject) {
+          reached.open();
+          await release.opened;
+        }
+        return request(...args);
+      };
+      const first = face(a.controls).configure(queue, { maxConcurrency: held });
+      await reached.opened;
+      await face(b.controls).configure(queue, { maxConcurrency: later });
+      release.open();
+      await first;
+      expect((await face(b.controls).get(queue)).maxConcurrency).toBe(later ?? undefined);
+      expect(await backend.permits(queue, "concurrency")).toBe(later ?? 0);
+    },
+  );
+});
