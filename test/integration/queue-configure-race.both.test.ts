@@ -156,6 +156,26 @@ describe.each(backends)("concurrent configure() on $name", ({ make }) => {
     expect((await face(b.controls).get("late")).maxConcurrency).toBe(3);
     expect(await backend.permits("late", "concurrency")).toBe(3);
   });
+
+  it("a pause, or a change of the other limit, meanwhile does not overtake a pool's rewrite", async () => {
+    const [a, b] = [await backend.replica(), await backend.replica()];
+    await face(b.controls).configure("kept", { ratePerSecond: 7 });
+    const release = gate();
+    const held = heldBeforePool(a.controls, release.opened);
+    const first = face(held.controls).configure("kept", { maxConcurrency: 2 });
+    await held.reached;
+    await face(b.controls).pause("kept");
+    await face(b.controls).configure("kept", { ratePerSecond: 4 });
+    release.open();
+    await first;
+    expect(await face(b.controls).get("kept")).toMatchObject({
+      paused: true,
+      maxConcurrency: 2,
+      ratePerSecond: 4,
+    });
+    expect(await backend.permits("kept", "concurrency")).toBe(2);
+    expect(await backend.permits("kept", "rate")).toBe(4);
+  });
 });
 
 describe("concurrent configure() on nats, inside a pool's rewrite", () => {
