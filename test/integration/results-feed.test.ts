@@ -17,7 +17,7 @@ import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.ts";
 import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { natsRawResults, tally } from "../harness/raw-results.ts";
+import { natsRawResults, storedCount, tally } from "../harness/raw-results.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -120,12 +120,25 @@ describe("results feed: server consumers per job", () => {
   it("results() of a finished job reads a few stored messages by gets, and makes a consumer only for more", async () => {
     const rt = await runtime();
     const queue = "afterwards";
-    // One at a time, each answer after a pause: every result goes in a results message of its own.
+    // One at a time, each once the answers before it are stored (as the server counts the queue's
+    // results messages): every result goes in a results message of its own.
+    const jsm = await jetstreamManager(raw);
+    const storedOfQueue = async () => {
+      const { state } = await jsm.streams.info(names.resultsStream, {
+        subjects_filter: names.resultsSubject(queue, ">"),
+      });
+      return Object.values(state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
+    };
+    let answered = 0;
     const worker = rt.workers.start<number, number>({
       queue,
       concurrency: 1,
       handler: async (task) => {
-        await delay(15);
+        await waitUntil(async () => (await storedOfQueue()) >= answered, {
+          timeoutMs: 10_000,
+          message: `the ${answered} answers before task ${task.index} of ${task.jobId} stored`,
+        });
+        answered++;
         return task.payload * 2;
       },
     });
@@ -135,6 +148,8 @@ describe("results feed: server consumers per job", () => {
     const big = await rt.jobs.submit({ queue, tasks: range(12) });
     await big.done();
     await worker.stop();
+    // As the server holds them: one message per answer.
+    expect(await storedCount(jsm, names.resultsStream, names.resultsSubject(queue, big.id))).toBe(12);
     // The server's own word on every consumer made on the results stream from here on.
     const created: string[] = [];
     const advisories = raw.subscribe(`$JS.EVENT.ADVISORY.CONSUMER.CREATED.${names.resultsStream}.>`, {
@@ -433,10 +448,20 @@ describe("results feed: no gap, no duplicate", () => {
       () => reader.abort(),
       true,
     );
-    const outcome = await Promise.race([
-      reading.then(() => "ended"),
-      new Promise((resolve) => setTimeout(() => resolve("still reading after 2 s"), 2000)),
-    ]);
+    let outcome = "still reading";
+    reading.then(
+      () => {
+        outcome = "ended";
+      },
+      (error: unknown) => {
+        outcome = `failed: ${String(error)}`;
+      },
+    );
+    // Nothing else aborts it: it ends on its own, or never.
+    await waitUntil(() => outcome !== "still reading", {
+      timeoutMs: 10_000,
+      message: "the read aborted in onCaughtUp ended",
+    });
     primer.abort();
     await priming;
     expect(outcome).toBe("ended");
