@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobHandle } from "../../src/api/job-handle.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { requestsOf } from "../harness/api-requests.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
@@ -212,9 +213,11 @@ describe("stream and subject layout: per queue", () => {
 
   it("a queue whose advisories stream is deleted: its dead-letter loop ends once, logged, and is not retried", async () => {
     const logged: Array<Record<string, unknown>> = [];
+    const name = "loop-ends";
     const rt = await createRuntime({
       servers: server.url,
       prefix,
+      name,
       logger: pino({ level: "info" }, { write: (line: string) => void logged.push(JSON.parse(line)) }),
       jobs: { cleanupIntervalMs: 0 },
     });
@@ -222,15 +225,30 @@ describe("stream and subject layout: per queue", () => {
     const worker = rt.workers.start<number, number>({ queue: "D", handler: (t) => t.payload });
     await (await rt.jobs.submit({ queue: "D", tasks: [1] })).done();
     await worker.stop();
-    await jsm.streams.delete("lay_advisories_D");
-    const ended = (l: Record<string, unknown>) =>
-      l.queue === "D" && String(l.msg).includes("advisories stream is gone");
-    await waitUntil(() => logged.some(ended), { timeoutMs: 10_000, message: "the loop of queue D to end" });
-    // Past a discovery pass (every 5 s) and the loop's restart pauses: ended once, never failing and restarting.
-    // The time must pass: a discovery that started the loop again, or a failing restart, would show in it.
-    await new Promise((resolve) => setTimeout(resolve, 6000));
-    expect(logged.filter(ended)).toHaveLength(1);
-    expect(logged.filter((l) => l.loop === "dead-letters:D" && l.level === 40)).toEqual([]);
+    // The runtime's discovery passes (each lists the streams), as they reach the server.
+    const listings = await requestsOf(server.url, server.monitorUrl, name, "$JS.API.STREAM.NAMES");
+    try {
+      await jsm.streams.delete("lay_advisories_D");
+      const ended = (l: Record<string, unknown>) =>
+        l.queue === "D" && String(l.msg).includes("advisories stream is gone");
+      await waitUntil(() => logged.some(ended), { timeoutMs: 10_000, message: "the loop of queue D to end" });
+      // Past a whole discovery pass begun after the end (the second listing from now comes once the
+      // first was acted on and its 5 s pause is over, longer than the loop's restart pauses): ended
+      // once, never failing and restarting. A discovery that started the loop again, or a failing
+      // restart, would show by then.
+      const atEnd = listings.count();
+      await waitUntil(() => listings.count() >= atEnd + 2, {
+        timeoutMs: 20_000,
+        intervalMs: 100,
+        message: () => `two discovery passes after the end (${listings.count() - atEnd} seen)`,
+      });
+      expect(logged.filter(ended)).toHaveLength(1);
+      expect(logged.filter((l) => l.loop === "dead-letters:D" && l.level === 40)).toEqual([]);
+      // Not started again behind the logs' back either: a restart sets the queue's streams up again.
+      expect(await streamNames(jsm)).not.toContain("lay_advisories_D");
+    } finally {
+      await listings.close();
+    }
   });
 
   it("a dead-letter stream made by 0.2 (one subject token short) is refused with the command that fixes it", async () => {
