@@ -13,7 +13,7 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import type { Runtime } from "../../src/index.ts";
 import { useRuntimeOn } from "../harness/runtime.ts";
-import { delay, waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const TASKS = 40;
 
@@ -48,7 +48,8 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
       },
     });
     try {
-      check(await Promise.race([job.done(), delay(20_000).then(() => undefined)]));
+      const end = await within(job.done(), 20_000);
+      check(end === "never" ? undefined : end);
     } finally {
       await last.stop();
     }
@@ -56,15 +57,14 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
 
   it("puts back the tasks it holds on their last delivery: each runs once after the resume, none dead", async () => {
     const runs = new Map<number, string[]>();
-    let holding = true;
+    const holding = gate();
     let blocked = 0;
+    let returned = 0;
     const handler = async (task: { index: number }) => {
       runs.set(task.index, [...(runs.get(task.index) ?? []), "first"]);
-      blocked++;
-      // The first two hold both slots until the queue is paused; the others take a while, so
-      // tasks are left to hold even if the worker hears the pause late.
-      while (holding && blocked <= 2) await delay(10);
-      await delay(100);
+      // The first two hold both slots until the pause is heard: no other starts before it.
+      if (++blocked <= 2) await holding.opened;
+      returned++;
       return task.index;
     };
     const job = await submitOnce();
@@ -77,9 +77,9 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     await rt.queues.pause("paused");
     // The worker hears the pause through its watch of the queue's settings.
     await waitUntil(() => first.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
-    holding = false;
-    // The tasks it pulled meanwhile wait at the paused gate, their leases kept.
-    await delay(500);
+    holding.open();
+    // Both slots free: the tasks it pulled meanwhile go to the paused gate, their leases kept.
+    await waitUntil(() => returned === 2, { timeoutMs: 10_000, message: "the two held handlers returned" });
     const ranBeforeTheStop = runs.size;
     await first.stop();
     // It held tasks at the paused gate, and put them back (not vacuous: the pause was heard in time).
@@ -96,7 +96,7 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
 
   it("hears a pause that comes while it stops: what it holds then is put back, not run", async () => {
     const runs = new Map<number, string[]>();
-    let holding = true;
+    const holding = gate();
     let blocked = 0;
     let pausedAt = Number.POSITIVE_INFINITY;
     const startedAfterThePause: number[] = [];
@@ -108,22 +108,20 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
         runs.set(task.index, [...(runs.get(task.index) ?? []), "first"]);
         // Heard within a second of the pause: a start after that ran in a paused queue.
         if (performance.now() > pausedAt + 1_000) startedAfterThePause.push(task.index);
-        blocked++;
-        while (holding && blocked <= 2) await delay(10);
+        if (++blocked <= 2) await holding.opened;
         return task.index;
       },
     });
     await waitUntil(() => blocked >= 2, { timeoutMs: 15_000, message: "two handlers run" });
-    // The stop begins while both slots are held: what the worker pulled waits for them.
+    // The stop begins while both slots are held (stop() stops the pulls before it returns): what
+    // the worker pulled waits for them.
     const stopped = first.stop();
-    await delay(200);
     await rt.queues.pause("paused");
     pausedAt = performance.now();
     await waitUntil(() => first.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
     // Heard: a task that starts from now on ran in a paused queue.
     pausedAt = performance.now() - 1_000;
-    await delay(500);
-    holding = false;
+    holding.open();
     await stopped;
     await afterResume(job, runs, (end) => {
       expect(startedAfterThePause).toEqual([]);
@@ -132,8 +130,8 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     });
   }, 60_000);
 
-  /** A `maxDeliver: 1` job and a worker of two slots held by handlers longer than its `stopTimeoutMs`. */
-  const cutOffWorker = async (handlerMs: number, stopTimeoutMs: number) => {
+  /** A `maxDeliver: 1` job and a worker of two slots held by handlers until its `stopTimeoutMs` cuts them off. */
+  const cutOffWorker = async (stopTimeoutMs: number) => {
     const runs = new Map<number, string[]>();
     let started = 0;
     const job = await submitOnce();
@@ -142,11 +140,13 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
       concurrency: 2,
       // Shorter than the handlers: the stop cuts them off (their tasks die, as any cut off).
       stopTimeoutMs,
-      handler: async (task) => {
+      handler: (task, ctx) => {
         runs.set(task.index, ["first"]);
         started++;
-        await delay(handlerMs);
-        return task.index;
+        // Never answered: only the stop's cut-off (its signal) ends it.
+        return new Promise<number>((_, reject) =>
+          ctx.signal.addEventListener("abort", () => reject(new Error("cut off")), { once: true }),
+        );
       },
     });
     await waitUntil(() => started >= 2, { timeoutMs: 15_000, message: "two handlers run" });
@@ -164,17 +164,17 @@ describe.each(["memory", "nats"] as const)("a worker stopped while its queue is 
     });
 
   it("puts back what waits for a slot its long handlers hold when a pause comes during the stop", async () => {
-    const cut = await cutOffWorker(5_000, 2_000);
-    // The stop begins with both slots held: what the worker pulled waits for them.
+    const cut = await cutOffWorker(2_000);
+    // The stop begins with both slots held (stop() stops the pulls before it returns): what the
+    // worker pulled waits for them, and the pause comes after.
     const stopped = cut.worker.stop();
-    await delay(200);
     await rt.queues.pause("paused");
     await stopped;
     await expectOnlyTheCutOffDead(cut);
   }, 60_000);
 
   it("puts them back at once, not after a slot its long handlers hold until stopTimeoutMs", async () => {
-    const cut = await cutOffWorker(4_000, 1_000);
+    const cut = await cutOffWorker(1_000);
     await rt.queues.pause("paused");
     // The worker hears the pause (a stop before that puts back nothing: held tasks wait for a
     // slot, then die at stopTimeoutMs); what it pulled meets the paused gate.
