@@ -3,25 +3,74 @@
  * memory broker (runtimes sharing one memory server) and on NATS (runtimes
  * on one nats-server): one runtime configures or pauses, the workers of the
  * others obey. The oracles are the handlers' own ledger (which index ran,
- * when it started and ended) and, on NATS, the raw KV entry and permits
- * stream read by the test's own client. The 3-process checks are in
+ * when it started and ended), a job's tasks as the server holds them
+ * (delivered and not answered, still stored: the memory server's state, or
+ * the nats-server's read by the test's own client) and, on NATS, the raw KV
+ * entry and permits stream. The 3-process checks are in
  * queue-limits.processes.test.ts.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryLaneName, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { type BrokerNames, brokerNames, laneConsumer } from "../../src/adapters/names.ts";
 import { createHttpApi } from "../../src/api/http.ts";
+import { createMemoryServer } from "../../src/testing.ts";
 import { maxOverlap, mostStartsPerSecond } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { unansweredDeliveries } from "../harness/raw-consumers.ts";
+import { storedCount } from "../harness/raw-results.ts";
 import { memoryPool, natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
-type Backend = RuntimePool;
+/** A job's tasks as the server holds them, read past the runtimes. */
+interface ServerTasks {
+  /** Delivered and not answered yet (under a lease). */
+  readonly unanswered: number;
+  /** Still stored: not answered (an answered task leaves the stream). */
+  readonly stored: number;
+}
 
-const memoryBackend = (): Backend => memoryPool();
-const natsBackend = (server: NatsServerHandle): Backend => natsPool(server.url);
+/** A job on its queue's lane (a small job of default settings) or with a consumer of its own. */
+interface JobOnServer {
+  readonly queue: string;
+  readonly id: string;
+  readonly lane: boolean;
+}
 
+const subjectOf = (n: BrokerNames, job: JobOnServer) =>
+  job.lane ? n.laneSubject(job.queue, job.id) : n.tasksSubject(job.queue, job.id);
+
+type Backend = RuntimePool & { tasksOf(job: JobOnServer): Promise<ServerTasks> };
+
+const memoryBackend = (): Backend => {
+  const server = createMemoryServer();
+  const state = memoryServerState(server);
+  return Object.assign(memoryPool({}, server), {
+    tasksOf: async (job: JobOnServer) => {
+      const consumer = state.tasks.consumer(job.lane ? memoryLaneName(job.queue) : job.id);
+      if (!consumer) throw new Error(`no consumer of job ${job.id}`);
+      return {
+        unanswered: consumer.counts().held,
+        stored: state.tasks.count(subjectOf(state.names, job)),
+      };
+    },
+  });
+};
+const natsBackend = (server: NatsServerHandle): Backend =>
+  Object.assign(natsPool(server.url), {
+    tasksOf: async (job: JobOnServer) => ({
+      unanswered: await unansweredDeliveries(server.url, job.queue, job.lane ? laneConsumer : job.id),
+      stored: await storedCount(
+        await jetstreamManager(raw),
+        names.tasksStream(job.queue),
+        subjectOf(names, job),
+      ),
+    }),
+  });
+
+const names = brokerNames("jetstate");
 let nats: NatsServerHandle;
 let raw: NatsConnection;
 beforeAll(async () => {
@@ -172,15 +221,21 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
       await backend.runtime("worker-p1"),
       await backend.runtime("worker-p2"),
     ];
-    const ran: Array<{ index: number; start: number }> = [];
-    const handler = async (task: { index: number }) => {
-      ran.push({ index: task.index, start: Date.now() });
+    const ran: Array<{ index: number; start: number; worker: number }> = [];
+    let running = 0;
+    const handler = (worker: number) => async (task: { index: number }) => {
+      ran.push({ index: task.index, start: performance.now(), worker });
+      running++;
       await delay(20);
+      running--;
       return task.index;
     };
+    const pausable = [
+      w1.workers.start({ queue: "pausable", concurrency: 3, handler: handler(0) }),
+      w2.workers.start({ queue: "pausable", concurrency: 3, handler: handler(1) }),
+    ];
     const workers = [
-      w1.workers.start({ queue: "pausable", concurrency: 3, handler }),
-      w2.workers.start({ queue: "pausable", concurrency: 3, handler }),
+      ...pausable,
       // Each worker runtime also works an open queue of its own: the barrier below.
       w1.workers.start({ queue: "open-p1", handler: () => "ok" }),
       w2.workers.start({ queue: "open-p2", handler: () => "ok" }),
@@ -191,13 +246,28 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     });
     await waitUntil(() => ran.length >= 20, { timeoutMs: 10_000, message: "some tasks ran" });
     await admin.queues.pause("pausable");
-    const paused = Date.now();
-    // The second the pause is given to reach every worker: the bound under test, not a wait for a state.
-    await delay(1000);
-    const startedLate = () => ran.filter((r) => r.start > paused + 1000);
+    const paused = performance.now();
+    // When each worker says it heard the pause: from then on it starts nothing.
+    const heard: number[] = [];
+    await waitUntil(
+      () => {
+        for (const [k, w] of pausable.entries())
+          if (heard[k] === undefined && w.stats().paused) heard[k] = performance.now();
+        return heard.filter((at) => at !== undefined).length === pausable.length;
+      },
+      { timeoutMs: 10_000, intervalMs: 5, message: "every worker heard the pause" },
+    );
+    // The bound under test: heard within a second of the pause.
+    expect(heard.map((at) => at - paused).filter((ms) => ms > 1000)).toEqual([]);
+    const startedLate = () => ran.filter((r) => r.start > (heard[r.worker] as number));
     const countAtPause = ran.length;
-    // Hundreds of tasks wait: a worker that missed the pause starts some at once. The barrier:
-    // jobs of open queues submitted now, run by each worker runtime.
+    // Every task started before the pause has ended: the slots are free, and hundreds of tasks
+    // wait: a worker that ignored the pause starts some at once. The barrier: jobs of open
+    // queues submitted now, run by each worker runtime.
+    await waitUntil(() => running === 0, {
+      timeoutMs: 10_000,
+      message: "the tasks started before the pause ended",
+    });
     for (const queue of ["open-p1", "open-p2"])
       expect(await (await admin.jobs.submit({ queue, tasks: [1] })).done()).toMatchObject({
         status: "succeeded",
@@ -217,12 +287,15 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
   it("a pause never spends a task's last delivery: with maxDeliver 1 every task still succeeds", async () => {
     const [admin, w1] = [await backend.runtime("admin-l"), await backend.runtime("worker-l1")];
     const ran: number[] = [];
+    let running = 0;
     const worker = w1.workers.start({
       queue: "lastcall",
       concurrency: 2,
       handler: async (task) => {
         ran.push(task.index);
+        running++;
         await delay(20);
+        running--;
         return "ok";
       },
     });
@@ -233,7 +306,16 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     });
     await waitUntil(() => ran.length >= 10, { timeoutMs: 10_000, message: "some tasks ran" });
     await admin.queues.pause("lastcall");
-    await delay(500);
+    // Heard by the worker, then a task at its paused gate: delivered, not answered, in no handler,
+    // as the server holds it (every task whose handler ran has left the stream).
+    await waitUntil(() => worker.stats().paused, { timeoutMs: 10_000, message: "the pause heard" });
+    await waitUntil(
+      async () => {
+        const { unanswered, stored } = await backend.tasksOf({ queue: "lastcall", id: job.id, lane: false });
+        return running === 0 && 60 - stored === ran.length && unanswered > 0;
+      },
+      { timeoutMs: 10_000, message: "a task held at the paused gate" },
+    );
     await admin.queues.resume("lastcall");
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 60, failed: 0, dead: 0 });
     expect([...ran].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i));
@@ -259,7 +341,13 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     });
     const job = await admin.jobs.submit({ queue: "lifted", tasks: [0, 1, 2] });
     await waitUntil(() => started.length === 1, { timeoutMs: 5000, message: "one task started" });
-    await delay(300);
+    // All three delivered to the worker (its concurrency is 3), as the server counts them: the
+    // two not started wait for the one permit. Read before `started`: a start they skipped the
+    // permit for would come before the server's answer.
+    await waitUntil(
+      async () => (await backend.tasksOf({ queue: "lifted", id: job.id, lane: true })).unanswered === 3,
+      { timeoutMs: 5000, message: "the three tasks delivered" },
+    );
     expect(started).toHaveLength(1);
     // The others wait for the one permit; the limit is lifted: they start without one.
     await admin.queues.configure("lifted", { maxConcurrency: null });
@@ -285,12 +373,17 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
       return ((await response.json()) as { tasks: unknown[] }).tasks;
     };
     await rt.queues.pause("remote");
-    await rt.jobs.submit({ queue: "remote", tasks: [1, 2, 3] });
-    // Long enough for the job to be listed and any cached "running" answer to run out.
-    for (let i = 0; i < 5; i++) {
-      expect(await reserve()).toEqual([]);
-      await delay(200);
-    }
+    const job = await rt.jobs.submit({ queue: "remote", tasks: [1, 2, 3] });
+    // Its three tasks stored, none taken, as the server holds them: an open queue would lease
+    // them now. The settings are read first after the pause: no answer from before it is kept.
+    const remote = { queue: "remote", id: job.id, lane: true };
+    await waitUntil(async () => (await backend.tasksOf(remote)).stored === 3, {
+      timeoutMs: 5_000,
+      message: "the job's tasks stored",
+    });
+    expect(await reserve()).toEqual([]);
+    expect(await reserve()).toEqual([]);
+    expect(await backend.tasksOf(remote)).toEqual({ unanswered: 0, stored: 3 });
     await rt.queues.resume("remote");
     let got: unknown[] = [];
     await waitUntil(
