@@ -24,8 +24,10 @@ export const recordEvent = (record: JobRecord) =>
  */
 export const otherEnd = (recorded: JobRecord, decided: FinalizeInput): boolean =>
   recorded.status !== decided.status ||
-  // The decided reason as it is stored (cut: a long one read back was taken for another end).
-  (recorded.reason ?? null) !== (decided.reason == null ? null : boundReason(decided.reason));
+  // Both reasons as they are stored now (cut: a long one read back was taken for another end;
+  // a record written before reasons were cut may hold a longer one).
+  (recorded.reason == null ? null : boundReason(recorded.reason)) !==
+    (decided.reason == null ? null : boundReason(decided.reason));
 
 /** What the wait for a job's end needs of its runtime (job-effects.ts's shared part). */
 interface EndWaitShared {

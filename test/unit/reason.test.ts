@@ -49,5 +49,7 @@ describe("reasons as stored", () => {
     const decided = { jobId: "j1", queue: "q", status: "failed", reason, counts: record.counts } as const;
     expect(otherEnd(readBack, decided)).toBe(false);
     expect(otherEnd(readBack, { ...decided, reason: "cancelled: another" })).toBe(true);
+    // A record written before reasons were cut holds the whole: the same end all the same.
+    expect(otherEnd(record, decided)).toBe(false);
   });
 });

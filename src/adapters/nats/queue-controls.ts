@@ -314,7 +314,8 @@ export const natsQueueControls = (
         const last = (await jsm.streams.info(names.permitsStream)).state.last_seq;
         if (await isLatest()) {
           // The old pool, held permits included (their nak then names nothing), and an earlier
-          // attempt's permits; never a newer rewrite's, all stored after `last`.
+          // attempt's permits stored by now (one whose answer was lost and that lands after
+          // `last` stays: a known limit); never a newer rewrite's, all stored after `last`.
           await jsm.streams.purge(names.permitsStream, { filter: subject, seq: last + 1 });
           published = [];
           // Ids of this attempt: one retried after a timeout is not a second permit, and the next
