@@ -44,7 +44,8 @@ export interface FlowHandle {
   /**
    * Cancels the flow: its running jobs are cancelled, its waiting ones never
    * submitted. `InvalidArgument` for a reason that is no string;
-   * `RuntimeStopped` once the runtime stopped.
+   * `RuntimeStopped` once the runtime stopped. The record keeps the reason
+   * cut to 256 bytes (`… [cut from N characters]`).
    */
   cancel(reason?: string): Promise<FlowSnapshot>;
 }

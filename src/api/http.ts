@@ -131,7 +131,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   const log = childLogger(core.logger, { actor: "http" });
   const unreadable = unreadableListed(log, "it is left out of GET /jobs");
   const leasing = broker.taskLeasing;
-  const settingsOf = queueSettingsOf(broker.queueControls);
+  const settingsOf = queueSettingsOf(broker.queueControls, log);
   const leases = new TaskLeases(
     {
       getRecord: (id) => broker.getRecord(id),

@@ -65,6 +65,7 @@ export interface JobHandle<Result = unknown> {
   /**
    * Ends the job as `failed` with the reason: remaining tasks purged, consumer deleted.
    * A reason that is not a string is an `InvalidArgument` (`reason`), and nothing is written.
+   * The record keeps `cancelled: <reason>` cut to 256 bytes (`… [cut from N characters]`).
    */
   cancel(reason: string): Promise<JobSnapshot>;
 }

@@ -21,7 +21,7 @@ export type SettingsOf = ((queue: string) => Promise<QueueSettings>) & { readonl
  * Only the queues asked for within the last 250 ms are kept: a `*` token may
  * name any queue, and a cache of every name ever asked for grew without end.
  */
-export const queueSettingsOf = (controls: QueueControls): SettingsOf => {
+export const queueSettingsOf = (controls: QueueControls, log: Logger): SettingsOf => {
   // In the order read: an entry is made again only once it ran out, so the run-out ones come first.
   const known = new Map<string, { at: number; settings: Promise<QueueSettings> }>();
   const forgetRunOut = (now: number) => {
@@ -40,8 +40,15 @@ export const queueSettingsOf = (controls: QueueControls): SettingsOf => {
       (found) => (found ? decodeQueueSettings(queue, found.value).settings : openQueue(queue)),
       (error: unknown) => {
         // Never (no right to read the bucket, or none provisioned that this user may make): the
-        // queue runs without its settings, as a native worker's does when they cannot be read.
-        if (error instanceof PermanentBrokerError) return openQueue(queue);
+        // queue runs without its settings, as a native worker's does when they cannot be read,
+        // and says so (at most once per read, every 250 ms: the open answer is kept that long).
+        if (error instanceof PermanentBrokerError) {
+          log.warn(
+            { err: error, queue },
+            "queue settings not read; HTTP reserves run the queue without them",
+          );
+          return openQueue(queue);
+        }
         // Not now (a timeout, NATS away, the runtime stopping): not kept (a later read, made
         // meanwhile, is), and the request's failure, a 503 the worker retries. Read as open, a
         // paused or capped queue handed out tasks meanwhile.

@@ -57,7 +57,7 @@ const retryTakeMs = 500;
 /**
  * A worker's view of its queue's controls (src/machines/queue.machine.ts
  * draws it): the settings, read once and then watched, and the permits taken
- * before each task starts. `enter` answers "paused" (the task goes back),
+ * before each task starts. `enter` answers "paused" (the task is held),
  * undefined (the worker stops) or a pass; an open queue with no limits gives
  * its pass at once, with no round trip.
  */

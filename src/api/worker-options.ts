@@ -78,8 +78,9 @@ export interface WorkerStats {
   readonly paused: boolean;
   /**
    * Its queue's settings as this worker has heard them: `loading` (not read
-   * yet), `open` (no limit), `limited` (a rate or a concurrency limit: a task
-   * starts once it holds its permits) or `paused`.
+   * yet), `open` (no limit; also after a failed first read, until the watch
+   * brings them), `limited` (a rate or a concurrency limit: a task starts
+   * once it holds its permits) or `paused`.
    */
   readonly queueState: QueueState;
 }

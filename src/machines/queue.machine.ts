@@ -4,7 +4,8 @@ import { setup } from "xstate";
  * A queue's life as one worker sees it (src/api/queue-gate.ts runs it):
  * `loading` until its settings are first read, then `open` (no limit: a
  * task starts at once), `limited` (a task starts once it holds its permits)
- * or `paused` (a task pulled goes back, and the worker pulls no more). Each
+ * or `paused` (a task pulled is held until the resume, and the worker pulls
+ * no more). Each
  * write of the settings, seen by the worker's watch, moves it; a revision
  * older than the last one seen never reaches it (the gate drops it).
  */

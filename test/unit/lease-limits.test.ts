@@ -10,7 +10,7 @@ import { toHttpError } from "../../src/adapters/http/http-app.ts";
 import type { Permit, PermitKind, QueueControls } from "../../src/adapters/queue-controls.ts";
 import { leaseLimits, queueSettingsOf } from "../../src/api/lease-limits.ts";
 import { PermanentBrokerError, TransientBrokerError } from "../../src/kernel/errors.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
+import { type Logger, silentLogger } from "../../src/kernel/logger.ts";
 import { encodeQueueSettings, openQueue, type QueueSettings } from "../../src/kernel/queue-settings.ts";
 
 interface Ledger {
@@ -211,7 +211,7 @@ describe("the HTTP API's cache of queue settings", () => {
         return { value: encodeQueueSettings({ ...openQueue("q"), paused: true }), revision: 1 };
       },
     } as Partial<QueueControls> as QueueControls;
-    const settingsOf = queueSettingsOf(controls);
+    const settingsOf = queueSettingsOf(controls, silentLogger());
     const failed = await settingsOf("q").catch((e: unknown) => e);
     expect(failed).toBeInstanceOf(TransientBrokerError);
     expect(toHttpError(failed).status).toBe(503);
@@ -221,13 +221,18 @@ describe("the HTTP API's cache of queue settings", () => {
 
   // One that can never succeed (no right to read the bucket) is no reason to refuse every
   // reserve: the queue runs without its settings, as a native worker's does.
-  it("a read that fails for good answers the queue open", async () => {
+  it("a read that fails for good answers the queue open, and says so", async () => {
     const controls = {
       getSettings: async () => {
         throw new PermanentBrokerError({ message: "permissions violation", operation: "kv.get" });
       },
     } as Partial<QueueControls> as QueueControls;
-    expect(await queueSettingsOf(controls)("q")).toEqual(openQueue("q"));
+    const warned: unknown[] = [];
+    const log = Object.assign(Object.create(silentLogger()), {
+      warn: (...args: unknown[]) => warned.push(args[0]),
+    }) as Logger;
+    expect(await queueSettingsOf(controls, log)("q")).toEqual(openQueue("q"));
+    expect(warned).toMatchObject([{ queue: "q" }]);
   });
 
   it("reads a queue once per 250 ms, and keeps only the queues asked for within that", async () => {
@@ -238,7 +243,7 @@ describe("the HTTP API's cache of queue settings", () => {
         return undefined;
       },
     } as Partial<QueueControls> as QueueControls;
-    const settingsOf = queueSettingsOf(controls);
+    const settingsOf = queueSettingsOf(controls, silentLogger());
     await settingsOf("a");
     await settingsOf("a");
     expect(reads).toEqual(["a"]);
