@@ -10,7 +10,7 @@
  * the server's pool, emptied by hand.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection, TimeoutError } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMemoryBroker } from "../../src/adapters/memory/memory-broker.ts";
 import { createMemoryServer, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
@@ -187,6 +187,31 @@ describe("concurrent configure() on nats, inside a pool's rewrite", () => {
     await backend.dispose();
   });
 
+  /**
+   * Two replicas, A's publishes of `queue`'s concurrency permits held at its client until
+   * `release` opens (`reached` opens at the first); the rest of A goes on. `answered(n)` runs once
+   * the n-th is stored, and may throw: its answer lost.
+   */
+  const heldPublishes = async (queue: string, answered?: (n: number) => void) => {
+    const [a, b] = [await backend.replica(), await backend.replica()];
+    const nc = await a.client?.();
+    if (!nc) throw new Error("no client");
+    const subject = `jetstate.permits.${queue}.concurrency`;
+    const release = gate();
+    const reached = gate();
+    let sent = 0;
+    const request = nc.request.bind(nc);
+    nc.request = async (...args: Parameters<NatsConnection["request"]>) => {
+      if (args[0] !== subject) return request(...args);
+      reached.open();
+      await release.opened;
+      const answer = await request(...args);
+      answered?.(++sent);
+      return answer;
+    };
+    return { a, b, held: { release, reached, sent: () => sent } };
+  };
+
   it("a configure held between its look at the record and its purge, another meanwhile: the later record's pool", async () => {
     const [a, b] = [await backend.replica(), await backend.replica()];
     const release = gate();
@@ -220,6 +245,24 @@ describe("concurrent configure() on nats, inside a pool's rewrite", () => {
     expect(await backend.permits("looked", "concurrency")).toBe(3);
   });
 
+  // A's publishes wait at its client until B has written its record and its pool, then land after
+  // B's permits; the answer to A's second is lost (stored all the same), so A's operation is tried
+  // again, finds B's record the pool's, and takes its permits back: the one whose answer was lost
+  // too, whose sequence it never heard (before, it stayed: 4 permits at B's limit of 3).
+  it("a configure overtaken while one of its publishes was stored but its answer lost: the later record's pool", async () => {
+    const { a, b, held } = await heldPublishes("lostack", (n) => {
+      if (n === 2) throw new TimeoutError();
+    });
+    const first = face(a.controls).configure("lostack", { maxConcurrency: 2 });
+    await held.reached.opened;
+    await face(b.controls).configure("lostack", { maxConcurrency: 3 });
+    held.release.open();
+    await first;
+    expect(held.sent()).toBeGreaterThanOrEqual(2);
+    expect((await face(b.controls).get("lostack")).maxConcurrency).toBe(3);
+    expect(await backend.permits("lostack", "concurrency")).toBe(3);
+  });
+
   it.each<[number, number | null]>([
     [2, 2],
     [2, 3],
@@ -229,25 +272,11 @@ describe("concurrent configure() on nats, inside a pool's rewrite", () => {
     "a configure (%s) held between its purge and its publishes, another (%s) meanwhile: the later record's pool",
     async (held, later) => {
       const queue = `mid${held}${later ?? "lifted"}`;
-      const [a, b] = [await backend.replica(), await backend.replica()];
-      const nc = await a.client?.();
-      if (!nc) throw new Error("no client");
-      // A's publishes of the pool's permits wait at the client until released; the rest of A goes on.
-      const subject = `jetstate.permits.${queue}.concurrency`;
-      const release = gate();
-      const reached = gate();
-      const request = nc.request.bind(nc);
-      nc.request = async (...args: Parameters<NatsConnection["request"]>) => {
-        if (args[0] === subject) {
-          reached.open();
-          await release.opened;
-        }
-        return request(...args);
-      };
+      const { a, b, held: publishes } = await heldPublishes(queue);
       const first = face(a.controls).configure(queue, { maxConcurrency: held });
-      await reached.opened;
+      await publishes.reached.opened;
       await face(b.controls).configure(queue, { maxConcurrency: later });
-      release.open();
+      publishes.release.open();
       await first;
       expect((await face(b.controls).get(queue)).maxConcurrency).toBe(later ?? undefined);
       expect(await backend.permits(queue, "concurrency")).toBe(later ?? 0);

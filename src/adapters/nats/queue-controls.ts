@@ -24,6 +24,12 @@ import { ensureBucket, ensureStream, isNoMessage, isNotFound, nanos } from "./st
 
 const encoder = new TextEncoder();
 
+/** One permit as published: its id (`<id>.<i>`) and body. */
+interface PermitMessage {
+  readonly msgID: string;
+  readonly body: string;
+}
+
 /** Publishes of a pool's permits in flight at once: 10,000 permits in a few round trips, not 10,000. */
 const publishWindow = 500;
 
@@ -143,8 +149,9 @@ export const natsQueueControls = (
 
   /**
    * Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a
-   * second permit. `onStored` is told each one's stream sequence as its answer comes, those of a
-   * publish that fails part way included.
+   * second permit. `onStored` is told each one's stream sequence as its answer comes; `onUnknown`
+   * each one whose publish failed (stored or not: its answer may be what was lost). A window's
+   * publishes all settle before the first failure is thrown: none is left in flight.
    */
   const publishPermits = async (
     nc: NatsConnection,
@@ -152,15 +159,28 @@ export const natsQueueControls = (
     count: number,
     id: string,
     onStored?: (seq: number) => void,
+    onUnknown?: (permit: PermitMessage) => void,
   ) => {
     const { js } = await broker.handles(nc);
-    for (let from = 0; from < count; from += publishWindow) {
+    let failure: { error: unknown } | undefined;
+    for (let from = 0; from < count && !failure; from += publishWindow) {
       const to = Math.min(count, from + publishWindow);
       const sent: Promise<unknown>[] = [];
-      for (let i = from; i < to; i++)
-        sent.push(js.publish(subject, `${i}`, { msgID: `${id}.${i}` }).then((ack) => onStored?.(ack.seq)));
+      for (let i = from; i < to; i++) {
+        const permit = { msgID: `${id}.${i}`, body: `${i}` };
+        sent.push(
+          js.publish(subject, permit.body, { msgID: permit.msgID }).then(
+            (ack) => onStored?.(ack.seq),
+            (error: unknown) => {
+              failure ??= { error };
+              onUnknown?.(permit);
+            },
+          ),
+        );
+      }
       await Promise.all(sent);
     }
+    if (failure) throw failure.error;
   };
 
   /** Removes the messages at `seqs` of `stream`, in windows; one removed already is no error. */
@@ -303,26 +323,40 @@ export const natsQueueControls = (
     setPermits: (queue, kind, count, rewrite) => {
       const round = rewrite?.round ?? randomUUID().slice(0, 8);
       const isLatest = rewrite ? () => rewrite.isLatest() : async () => true;
-      // This rewrite's permits not purged since, across the operation's attempts (one that failed
-      // part way included: a late answer lands here too).
+      // This rewrite's permits not purged since, across the operation's attempts, by sequence;
+      // and those whose publish failed, by id (stored or not: the answer may be what was lost).
       let published: number[] = [];
+      const unknown: PermitMessage[] = [];
       let attempt = 0;
       return broker.run("queue.permits.set", async (nc) => {
-        const { jsm } = await broker.handles(nc);
+        const { js, jsm } = await broker.handles(nc);
         await consumerOf(nc, queue, kind);
         const subject = names.permitsSubject(queue, kind);
+        // A permit whose publish failed, published again under its id: the server answers with
+        // the one it stored (within its two-minute duplicate window), or stores it now; either
+        // way its sequence is known, and it is purged or taken back below with the others. Not
+        // known, one stored after a newer rewrite's look stayed beside its pool.
+        while (unknown.length > 0) {
+          const permit = unknown[0] as PermitMessage;
+          published.push((await js.publish(subject, permit.body, { msgID: permit.msgID })).seq);
+          unknown.shift();
+        }
         const last = (await jsm.streams.info(names.permitsStream)).state.last_seq;
         if (await isLatest()) {
           // The old pool, held permits included (their nak then names nothing), and an earlier
-          // attempt's permits stored by now (one whose answer was lost and that lands after
-          // `last` stays: a known limit); never a newer rewrite's, all stored after `last`.
+          // attempt's permits (all stored by now); never a newer rewrite's, all after `last`.
           await jsm.streams.purge(names.permitsStream, { filter: subject, seq: last + 1 });
           published = [];
           // Ids of this attempt: one retried after a timeout is not a second permit, and the next
           // attempt's, which purged these, are not dropped as their duplicates.
           attempt++;
-          await publishPermits(nc, subject, count, `${queue}.${kind}.${round}.${attempt}`, (seq) =>
-            published.push(seq),
+          await publishPermits(
+            nc,
+            subject,
+            count,
+            `${queue}.${kind}.${round}.${attempt}`,
+            (seq) => published.push(seq),
+            (permit) => unknown.push(permit),
           );
           if (await isLatest()) return;
         }
