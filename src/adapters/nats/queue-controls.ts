@@ -18,20 +18,12 @@ import { scanBucketEntries } from "./bucket-reads.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
+import { deleteMessages, type PermitMessage, publishPermits } from "./permit-publishes.ts";
 import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
-import { ensureBucket, ensureStream, isNoMessage, isNotFound, nanos } from "./streams.ts";
+import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
 
 const encoder = new TextEncoder();
-
-/** One permit as published: its id (`<id>.<i>`) and body. */
-interface PermitMessage {
-  readonly msgID: string;
-  readonly body: string;
-}
-
-/** Publishes of a pool's permits in flight at once: 10,000 permits in a few round trips, not 10,000. */
-const publishWindow = 500;
 
 /** JetStream "wrong last sequence": a compare-and-set lost. */
 const wrongLastSequence = 10071;
@@ -147,55 +139,6 @@ export const natsQueueControls = (
   const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> =>
     consumerFor(nc, names.permitsStream, permitsConsumer(queue, kind), names.permitsSubject(queue, kind));
 
-  /**
-   * Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a
-   * second permit. `onStored` is told each one's stream sequence as its answer comes; `onUnknown`
-   * each one whose publish failed (stored or not: its answer may be what was lost). A window's
-   * publishes all settle before the first failure is thrown: none is left in flight.
-   */
-  const publishPermits = async (
-    nc: NatsConnection,
-    subject: string,
-    count: number,
-    id: string,
-    onStored?: (seq: number) => void,
-    onUnknown?: (permit: PermitMessage) => void,
-  ) => {
-    const { js } = await broker.handles(nc);
-    let failure: { error: unknown } | undefined;
-    for (let from = 0; from < count && !failure; from += publishWindow) {
-      const to = Math.min(count, from + publishWindow);
-      const sent: Promise<unknown>[] = [];
-      for (let i = from; i < to; i++) {
-        const permit = { msgID: `${id}.${i}`, body: `${i}` };
-        sent.push(
-          js.publish(subject, permit.body, { msgID: permit.msgID }).then(
-            (ack) => onStored?.(ack.seq),
-            (error: unknown) => {
-              failure ??= { error };
-              onUnknown?.(permit);
-            },
-          ),
-        );
-      }
-      await Promise.all(sent);
-    }
-    if (failure) throw failure.error;
-  };
-
-  /** Removes the messages at `seqs` of `stream`, in windows; one removed already is no error. */
-  const deleteMessages = async (jsm: JetStreamManager, stream: string, seqs: readonly number[]) => {
-    for (let from = 0; from < seqs.length; from += publishWindow) {
-      await Promise.all(
-        seqs.slice(from, from + publishWindow).map((seq) =>
-          jsm.streams.deleteMessage(stream, seq).catch((error: unknown) => {
-            if (!isNoMessage(error)) throw error;
-          }),
-        ),
-      );
-    }
-  };
-
   const fills = broker.setups.cache<Map<string, Promise<void>>>();
   /**
    * A target pool, filled on its first use by any process: when its marker
@@ -224,7 +167,7 @@ export const natsQueueControls = (
         });
       if (made) return;
       const id = `${queue}.${pool.target}.${pool.round}.${kind}`;
-      await publishPermits(nc, subject, pool.size, id);
+      await publishPermits(js, subject, pool.size, id);
       await js.publish(marker, "", { msgID: `${id}.filled` });
     })();
     const cache = known;
@@ -351,7 +294,7 @@ export const natsQueueControls = (
           // attempt's, which purged these, are not dropped as their duplicates.
           attempt++;
           await publishPermits(
-            nc,
+            js,
             subject,
             count,
             `${queue}.${kind}.${round}.${attempt}`,
