@@ -15,6 +15,7 @@ import {
   type ObservedJob,
   stepFlow,
 } from "../../src/kernel/flow-record.ts";
+import { longTexts } from "../harness/long-texts.ts";
 
 const flow = (deps: Record<string, string[]>, onChildFailure: "fail" | "continue" = "fail"): FlowRecord => ({
   v: 1,
@@ -140,14 +141,7 @@ describe("checkGraph", () => {
 
 describe("a flow record's reasons as stored", () => {
   const bytes = (text: string) => Buffer.byteLength(text);
-  const reasons = [
-    "short",
-    "r".repeat(10_000),
-    "é".repeat(5_000),
-    "🙂".repeat(3_000),
-    "\u0001".repeat(2_000),
-    `"quoted\\"${"\n".repeat(500)}`,
-  ];
+  const reasons = ["short", ...longTexts];
 
   it("are cut to 256 bytes as stored, and a cut one says how long it was; a short one is kept", () => {
     for (const reason of reasons) {

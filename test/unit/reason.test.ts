@@ -9,22 +9,15 @@ import { otherEnd } from "../../src/api/job-end-wait.ts";
 import { decodeRecord, encodeRecord, type JobRecord } from "../../src/kernel/job-record.ts";
 import { boundReason, reasonWithSuffix } from "../../src/kernel/reason.ts";
 import { finishedRecord } from "../harness/finished-records.ts";
+import { longTexts } from "../harness/long-texts.ts";
 
 /** Bytes as a record stores the text: UTF-8 of its JSON string, without the quotes. */
 const stored = (text: string) => Buffer.byteLength(JSON.stringify(text)) - 2;
 
-const texts = [
-  "r".repeat(10_000),
-  "é".repeat(5_000),
-  "🙂".repeat(3_000),
-  "\u0001".repeat(2_000),
-  `"quoted\\"${"\n".repeat(500)}`,
-];
-
 describe("reasons as stored", () => {
   it("are cut to 256 bytes as stored, say how long they were, and stay as they are once cut", () => {
     expect(boundReason("short")).toBe("short");
-    for (const text of texts) {
+    for (const text of longTexts) {
       const cut = boundReason(text);
       expect(stored(cut)).toBeLessThanOrEqual(256);
       expect(cut).toMatch(new RegExp(`… \\[cut from ${text.length} characters\\]$`));
@@ -33,7 +26,7 @@ describe("reasons as stored", () => {
   });
 
   it("keep what follows the caller's text (who cancelled), the whole within 256 bytes with its prefix", () => {
-    for (const text of texts) {
+    for (const text of longTexts) {
       const reason = `cancelled: ${reasonWithSuffix("cancelled: ", text, " (by ops)")}`;
       expect(stored(reason)).toBeLessThanOrEqual(256);
       expect(reason).toMatch(/ \(by ops\)$/);
