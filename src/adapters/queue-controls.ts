@@ -7,7 +7,7 @@
  * - `concurrency`: a worker holds its permit while the handler runs
  *   (`keep()` renews the lease) and gives it back at once when the task
  *   ends (`release()`); a crashed worker's permit comes back when its lease
- *   runs out (`permitLeaseMs`).
+ *   runs out (the queue's `permitLeaseMs`, `permitLeaseOf` in kernel/queue-settings.ts).
  * - `rate`: a worker gives its permit back at once with a delay of 1000 ms
  *   (`release(1000)`), so no more than N tasks start in any one second.
  * `setPermits` replaces a pool: permits held at that moment are gone (their
@@ -16,9 +16,6 @@
  * last, never both: see `PoolRewrite`.
  */
 export type PermitKind = "concurrency" | "rate";
-
-/** How long a permit stays held without `keep()` before it comes back by itself (a crashed worker's). */
-export const permitLeaseMs = 5000;
 
 export interface Permit {
   /** Renews the lease on the permit (a long handler). */
@@ -36,6 +33,8 @@ export interface TargetPool {
   readonly target: string;
   readonly round: string;
   readonly size: number;
+  /** Its permits' lease, as the settings that named the round say (default `defaultPermitLeaseMs`). */
+  readonly leaseMs?: number;
 }
 
 /**
@@ -74,16 +73,32 @@ export interface QueueControls {
    * empty), unless a newer rewrite's record was written: once every rewrite
    * has returned, the pool holds the latest one's permits only. Without
    * `rewrite` (a pool with a single writer: tests) it is replaced as is.
+   * Its permits' lease becomes `leaseMs` (default `defaultPermitLeaseMs`)
+   * before the permits are replaced.
    */
-  setPermits(queue: string, kind: PermitKind, count: number, rewrite?: PoolRewrite): Promise<void>;
-  /** Waits for a permit of the pool; undefined once `signal` aborts. */
-  takePermit(queue: string, kind: PermitKind, signal: AbortSignal): Promise<Permit | undefined>;
+  setPermits(
+    queue: string,
+    kind: PermitKind,
+    count: number,
+    rewrite?: PoolRewrite,
+    leaseMs?: number,
+  ): Promise<void>;
+  /**
+   * Waits for a permit of the pool; undefined once `signal` aborts. `leaseMs`
+   * is its lease as the taker's settings say (the pool's, when it is made here).
+   */
+  takePermit(
+    queue: string,
+    kind: PermitKind,
+    signal: AbortSignal,
+    leaseMs?: number,
+  ): Promise<Permit | undefined>;
   /**
    * Takes up to `max` of the pool's free permits and returns at once with
    * them (maybe none): the HTTP pull API, which answers at once, never waits
    * for a permit.
    */
-  takeFreePermits(queue: string, kind: PermitKind, max: number): Promise<Permit[]>;
+  takeFreePermits(queue: string, kind: PermitKind, max: number, leaseMs?: number): Promise<Permit[]>;
   /**
    * Waits for a permit of the target's pool, which its first use by any
    * process fills with `pool.size` permits; undefined once `signal` aborts.

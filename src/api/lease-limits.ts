@@ -1,16 +1,25 @@
 import { Schema } from "effect";
 import type { LeaseAdmission, LeaseLimits, NotedSlots } from "../adapters/http/lease-port.ts";
-import { type Permit, permitLeaseMs, type QueueControls } from "../adapters/queue-controls.ts";
+import type { Permit, QueueControls } from "../adapters/queue-controls.ts";
 import { decode } from "../kernel/decode.ts";
 import { PermanentBrokerError } from "../kernel/errors.ts";
 import type { Logger } from "../kernel/logger.ts";
-import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
+import {
+  decodeQueueSettings,
+  defaultPermitLeaseMs,
+  openQueue,
+  permitLeaseOf,
+  type QueueSettings,
+} from "../kernel/queue-settings.ts";
 
 /** How long a queue's settings read by the HTTP API are reused: a pause or a limit is obeyed within a second. */
 const settingsTtlMs = 250;
 
-/** How often held permits are renewed (three times per permit lease), and the ended ones given back. */
-const keepEveryMs = Math.floor(permitLeaseMs / 3);
+/**
+ * How often held permits are renewed (three times per default permit lease,
+ * the shortest a queue may have), and the ended ones given back.
+ */
+const keepEveryMs = Math.floor(defaultPermitLeaseMs / 3);
 
 /** A queue's settings, read or reused; `cached()`: how many queues' settings are kept now. */
 export type SettingsOf = ((queue: string) => Promise<QueueSettings>) & { readonly cached: () => number };
@@ -110,7 +119,7 @@ const readNote = (text: string): LeaseNote | undefined => {
  * others, and the holder, which listens to the notes of the queues it holds
  * permits of, moves the lease's end or gives the permit back. A note lost
  * leaves the permit to the lease's end; a crash of the holder gives it back
- * within `permitLeaseMs`. The token slots of the leases made here
+ * within the queue's `permitLeaseMs`. The token slots of the leases made here
  * (`follow`, the `LeaseBook`) hear the same notes: a heartbeat through
  * another instance of a lease made here is told whatever the queue's limits.
  */
@@ -216,6 +225,7 @@ export const leaseLimits = (
     kind: "concurrency" | "rate",
     max: number,
     signal: AbortSignal | undefined,
+    leaseMs: number,
   ): Promise<Permit[]> => {
     try {
       const waited = AbortSignal.timeout(permitWaitMs);
@@ -223,9 +233,10 @@ export const leaseLimits = (
         queue,
         kind,
         signal ? AbortSignal.any([signal, waited]) : waited,
+        leaseMs,
       );
       if (!first) return [];
-      return max > 1 ? [first, ...(await controls.takeFreePermits(queue, kind, max - 1))] : [first];
+      return max > 1 ? [first, ...(await controls.takeFreePermits(queue, kind, max - 1, leaseMs))] : [first];
     } catch (error) {
       // The server away: no permit, no task; the worker polls again.
       log.warn({ err: error, queue, kind }, "permits not taken; no task leased");
@@ -235,13 +246,16 @@ export const leaseLimits = (
 
   return {
     admit: async (queue, max, signal) => {
-      const { maxConcurrency, ratePerSecond } = await settingsOf(queue);
+      const settings = await settingsOf(queue);
+      const { maxConcurrency, ratePerSecond } = settings;
       if (maxConcurrency === undefined && ratePerSecond === undefined) return unlimited(max);
-      const caps = maxConcurrency === undefined ? undefined : await take(queue, "concurrency", max, signal);
+      const leaseMs = permitLeaseOf(settings);
+      const caps =
+        maxConcurrency === undefined ? undefined : await take(queue, "concurrency", max, signal, leaseMs);
       const rates =
         ratePerSecond === undefined || caps?.length === 0
           ? undefined
-          : await take(queue, "rate", caps?.length ?? max, signal);
+          : await take(queue, "rate", caps?.length ?? max, signal, leaseMs);
       const slots = Math.min(caps?.length ?? max, rates?.length ?? max);
       return {
         slots,

@@ -2,9 +2,14 @@ import { createHash } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { createActor } from "xstate";
 import type { Permit, PermitKind, QueueControls, TargetPool } from "../adapters/queue-controls.ts";
-import { permitLeaseMs } from "../adapters/queue-controls.ts";
 import type { Logger } from "../kernel/logger.ts";
-import { decodeQueueSettings, openQueue, type QueueSettings } from "../kernel/queue-settings.ts";
+import {
+  decodeQueueSettings,
+  defaultPermitLeaseMs,
+  openQueue,
+  permitLeaseOf,
+  type QueueSettings,
+} from "../kernel/queue-settings.ts";
 import { LinkedControllers } from "../kernel/signals.ts";
 import { type QueueState, queueMachine } from "../machines/queue.machine.ts";
 
@@ -48,8 +53,12 @@ export interface TaskLeaseKeeper {
   readonly everyMs: number;
 }
 
-/** How often a held concurrency permit's lease is renewed: three times per lease. */
-const keepEveryMs = Math.floor(permitLeaseMs / 3);
+/**
+ * How often a held permit's lease is renewed: three times per default lease,
+ * the shortest a queue may have. A longer one (`permitLeaseMs`) leaves a
+ * handler that holds the event loop that much longer before it is lost.
+ */
+const keepEveryMs = Math.floor(defaultPermitLeaseMs / 3);
 
 /** Pause between two failed permit takes (the server away): the task waits, it is not dropped. */
 const retryTakeMs = 500;
@@ -178,6 +187,7 @@ export class QueueGate {
    */
   async #permits(signal: AbortSignal, target: string | undefined): Promise<GatePass | "paused" | undefined> {
     const { maxConcurrency, ratePerSecond, perTarget } = this.#settings;
+    const leaseMs = permitLeaseOf(this.#settings);
     const held: Permit[] = [];
     const rates: Permit[] = [];
     const giveBack = () => {
@@ -187,7 +197,7 @@ export class QueueGate {
     const hash = perTarget && target !== undefined ? targetHash(target) : undefined;
     const pool = (size: number | undefined): TargetPool | undefined =>
       perTarget && hash !== undefined && size !== undefined
-        ? { target: hash, round: perTarget.round, size }
+        ? { target: hash, round: perTarget.round, size, leaseMs }
         : undefined;
     // The target's permits before the queue's: a task waiting for its target's rate permit held
     // a queue's concurrency permit, and the workers of other targets could start nothing meanwhile.
@@ -207,7 +217,7 @@ export class QueueGate {
     try {
       for (const [kind, limit, from] of wanted) {
         if (limit === undefined) continue;
-        const permit = await this.#take(kind, signal, from);
+        const permit = await this.#take(kind, signal, leaseMs, from);
         if (permit === undefined) return giveBack();
         (kind === "rate" ? rates : held).push(permit);
       }
@@ -246,12 +256,17 @@ export class QueueGate {
     while (!this.paused && !signal.aborted) await eitherAborted(this.#changed.signal, signal);
   }
 
-  async #take(kind: PermitKind, signal: AbortSignal, pool?: TargetPool): Promise<Permit | undefined> {
+  async #take(
+    kind: PermitKind,
+    signal: AbortSignal,
+    leaseMs: number,
+    pool?: TargetPool,
+  ): Promise<Permit | undefined> {
     for (;;) {
       try {
         return pool
           ? await this.#controls.takeTargetPermit(this.#queue, pool, kind, signal)
-          : await this.#controls.takePermit(this.#queue, kind, signal);
+          : await this.#controls.takePermit(this.#queue, kind, signal, leaseMs);
       } catch (error) {
         if (signal.aborted) return undefined;
         this.#log.warn({ err: error, kind }, "permit not taken; trying again");

@@ -10,6 +10,7 @@ import {
   encodeQueueSettings,
   openQueue,
   type PoolRounds,
+  permitLeaseOf,
   type QueueLimits,
   type QueueSettings,
   withLimits,
@@ -38,9 +39,15 @@ export interface Queues {
    * `perTarget` limits each agent target on its own, across every worker
    * bound to an agent (`agent` option) whose current target it is, read when
    * each task starts; a change makes new pools (the old ones are dropped).
+   * `permitLeaseMs` lengthens the permits' lease, for handlers that hold the
+   * event loop (a synchronous model run) longer than about 3 s: with the
+   * default 5 s such a handler loses its permit and one task more than
+   * `maxConcurrency` runs; a crashed worker's permit then comes back after
+   * the longer lease.
    * @example
    * await rt.queues.configure("emails", { ratePerSecond: 100, maxConcurrency: 5 });
    * await rt.queues.configure("llm", { perTarget: { maxConcurrency: 2 } });
+   * await rt.queues.configure("onnx", { maxConcurrency: 4, permitLeaseMs: 60_000 });
    */
   configure(queue: string, limits: QueueLimits): Promise<QueueSettings>;
   /**
@@ -124,9 +131,16 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       // A pool is rewritten when its limit changed or was given (given again, it repairs a pool
       // that a crash between the record and the pool left): the record names this call's round
       // for it, and of rewrites at once the one whose record was written last keeps the pool.
+      // A pool with a limit is rewritten too when the permits' lease changed or was given: its
+      // consumer takes the new lease first (permits held then are dropped, as for a new limit).
+      const leaseGiven = (before: QueueSettings, after: QueueSettings) =>
+        before.permitLeaseMs !== after.permitLeaseMs || checked.permitLeaseMs !== undefined;
       const rewritten = (before: QueueSettings, after: QueueSettings) =>
         poolKinds.filter(
-          (kind) => before[limitOf[kind]] !== after[limitOf[kind]] || checked[limitOf[kind]] !== undefined,
+          (kind) =>
+            before[limitOf[kind]] !== after[limitOf[kind]] ||
+            checked[limitOf[kind]] !== undefined ||
+            (after[limitOf[kind]] !== undefined && leaseGiven(before, after)),
         );
       const { before, written, revision } = await change(name, (current, pools) => {
         const settings = withLimits(current, checked, now(), round);
@@ -145,11 +159,13 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       // The pools after the record: a worker that sees the new limit finds its permits, or waits
       // for them. A crash in between leaves the pool of the old limit: configure again repairs it.
       for (const kind of rewritten(before, written)) {
-        await controls.setPermits(name, kind, written[limitOf[kind]] ?? 0, {
-          revision,
-          round,
-          isLatest: async () => (await read(name)).pools?.[kind] === round,
-        });
+        await controls.setPermits(
+          name,
+          kind,
+          written[limitOf[kind]] ?? 0,
+          { revision, round, isLatest: async () => (await read(name)).pools?.[kind] === round },
+          permitLeaseOf(written),
+        );
       }
       return written;
     },

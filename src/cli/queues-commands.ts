@@ -5,13 +5,14 @@ import { type GlobalOptions, withRuntime } from "./session.ts";
 
 const rows = (queues: readonly QueueSettings[], now: number) =>
   table(
-    ["QUEUE", "STATE", "RATE/S", "MAX CONCURRENCY", "PER TARGET", "UPDATED"],
+    ["QUEUE", "STATE", "RATE/S", "MAX CONCURRENCY", "PER TARGET", "PERMIT LEASE", "UPDATED"],
     queues.map((q) => [
       q.queue,
       q.paused ? "paused" : "running",
       q.ratePerSecond === undefined ? "-" : String(q.ratePerSecond),
       q.maxConcurrency === undefined ? "-" : String(q.maxConcurrency),
       perTargetText(q),
+      q.permitLeaseMs === undefined ? "-" : duration(q.permitLeaseMs),
       q.updatedAt === 0 ? "-" : `${duration(now - q.updatedAt)} ago`,
     ]),
   );
@@ -40,6 +41,7 @@ interface ConfigureFlags {
   readonly maxConcurrency?: number | "none";
   readonly perTargetRate?: number | "none";
   readonly perTargetMaxConcurrency?: number | "none";
+  readonly permitLeaseMs?: number | "none";
 }
 
 /** `queues ls | pause | resume | configure`: the queues' pause and limits, from any machine (`rt.queues`). */
@@ -88,6 +90,11 @@ export const registerQueues = (program: Command, globals: () => GlobalOptions): 
       "handlers running at once at most against each agent target (none: no limit)",
       limit,
     )
+    .option(
+      "--permit-lease-ms <ms>",
+      "how long a held permit lasts with no word from its worker, for handlers that hold the event loop (none: the default, 5000)",
+      limit,
+    )
     .action(async (queue: string, o: ConfigureFlags) => {
       const g = globals();
       const perTarget = {
@@ -101,6 +108,7 @@ export const registerQueues = (program: Command, globals: () => GlobalOptions): 
           ...(o.rate === undefined ? {} : { ratePerSecond: lifted(o.rate) }),
           ...(o.maxConcurrency === undefined ? {} : { maxConcurrency: lifted(o.maxConcurrency) }),
           ...(Object.keys(perTarget).length === 0 ? {} : { perTarget }),
+          ...(o.permitLeaseMs === undefined ? {} : { permitLeaseMs: lifted(o.permitLeaseMs) }),
         }),
       );
       if (g.json) return printJson(settings);

@@ -21,6 +21,15 @@ export interface QueueSettings {
    * current target is that one (each target its own pools).
    */
   readonly perTarget?: PerTargetSettings;
+  /**
+   * How long a permit of the queue's pools stays its holder's with no word
+   * from it (absent: `defaultPermitLeaseMs`). The holder renews it three
+   * times a lease while its handler runs; a handler that holds the event
+   * loop for longer than about two thirds of it loses its permit to the
+   * next task (one more than `maxConcurrency` then runs). A crashed
+   * holder's permit comes back after it.
+   */
+  readonly permitLeaseMs?: number;
   /** When it was last written (epoch ms, the writer's clock). */
   readonly updatedAt: number;
 }
@@ -55,13 +64,31 @@ export interface QueueLimits {
   readonly maxConcurrency?: number | null;
   /** Limits per agent target (`null` lifts both). */
   readonly perTarget?: PerTargetLimits | null;
+  /**
+   * The permits' lease in ms, 5,000 to 3,600,000 (`null`: back to the
+   * default, 5,000): longer for handlers that hold the event loop (a
+   * synchronous model run), at the price of a crashed worker's permit
+   * coming back that much later. A change replaces the pools, as a limit's
+   * does.
+   * @defaultValue 5000
+   */
+  readonly permitLeaseMs?: number | null;
 }
+
+/** A permit's lease when the settings name none. */
+export const defaultPermitLeaseMs = 5000;
+
+/** The lease of the permits of a queue with `settings`. */
+export const permitLeaseOf = (settings: Pick<QueueSettings, "permitLeaseMs">): number =>
+  settings.permitLeaseMs ?? defaultPermitLeaseMs;
 
 /** The largest limit: each unit is one permit message in the permits stream. */
 const maxQueueLimit = 10_000;
 
 const Limit = number(1, maxQueueLimit, { integer: true });
 const LimitInput = Schema.Union([Limit, Schema.Null]);
+// Never shorter than the default: holders renew their permits at the default lease's pace, whatever the queue's.
+const PermitLease = number(defaultPermitLeaseMs, 3_600_000, { integer: true });
 
 const PerTargetInput = Schema.Struct({
   ratePerSecond: Schema.optional(LimitInput),
@@ -72,6 +99,7 @@ const LimitsInput = Schema.Struct({
   ratePerSecond: Schema.optional(LimitInput),
   maxConcurrency: Schema.optional(LimitInput),
   perTarget: Schema.optional(Schema.Union([PerTargetInput, Schema.Null])),
+  permitLeaseMs: Schema.optional(Schema.Union([PermitLease, Schema.Null])),
 });
 
 const StoredPerTarget = Schema.Struct({
@@ -93,6 +121,7 @@ const StoredSettings = Schema.Struct({
   ratePerSecond: Schema.optional(Limit),
   maxConcurrency: Schema.optional(Limit),
   perTarget: Schema.optional(StoredPerTarget),
+  permitLeaseMs: Schema.optional(PermitLease),
   pools: Schema.optional(StoredPoolRounds),
   updatedAt: Schema.Number,
 });
@@ -104,7 +133,7 @@ export const checkQueueName = (queue: unknown): string => check(SubjectToken, qu
 export const checkQueueLimits = (limits: unknown): QueueLimits => {
   if (typeof limits !== "object" || limits === null || Array.isArray(limits))
     throw new InvalidArgument({ field: "limits", message: "limits: must be an object" });
-  rejectUnknownKeys(limits, ["ratePerSecond", "maxConcurrency", "perTarget"], "limits");
+  rejectUnknownKeys(limits, ["ratePerSecond", "maxConcurrency", "perTarget", "permitLeaseMs"], "limits");
   const perTarget = (limits as { perTarget?: unknown }).perTarget;
   if (typeof perTarget === "object" && perTarget !== null && !Array.isArray(perTarget))
     rejectUnknownKeys(perTarget, ["ratePerSecond", "maxConcurrency"], "limits.perTarget");
@@ -151,13 +180,20 @@ export const withLimits = (
 ): QueueSettings => {
   const rate = changed(current.ratePerSecond, limits.ratePerSecond);
   const cap = changed(current.maxConcurrency, limits.maxConcurrency);
-  const perTarget = withPerTarget(current.perTarget, limits.perTarget, round);
+  const lease = changed(current.permitLeaseMs, limits.permitLeaseMs) ?? undefined;
+  const kept = withPerTarget(current.perTarget, limits.perTarget, round);
+  // The target pools' consumers are made with the lease by their first taker: a new lease, new pools.
+  const perTarget =
+    kept !== undefined && kept.round === current.perTarget?.round && lease !== current.permitLeaseMs
+      ? { ...kept, round }
+      : kept;
   return {
     queue: current.queue,
     paused: current.paused,
     ...(rate == null ? {} : { ratePerSecond: rate }),
     ...(cap == null ? {} : { maxConcurrency: cap }),
     ...(perTarget === undefined ? {} : { perTarget }),
+    ...(lease === undefined ? {} : { permitLeaseMs: lease }),
     updatedAt: now,
   };
 };
@@ -170,6 +206,7 @@ export const encodeQueueSettings = (settings: QueueSettings, pools?: PoolRounds)
     ...(settings.ratePerSecond === undefined ? {} : { ratePerSecond: settings.ratePerSecond }),
     ...(settings.maxConcurrency === undefined ? {} : { maxConcurrency: settings.maxConcurrency }),
     ...(settings.perTarget === undefined ? {} : { perTarget: settings.perTarget }),
+    ...(settings.permitLeaseMs === undefined ? {} : { permitLeaseMs: settings.permitLeaseMs }),
     ...(pools === undefined ? {} : { pools }),
     updatedAt: settings.updatedAt,
   });
@@ -191,7 +228,7 @@ export const decodeQueueSettings = (
   }
   const result = decode(StoredSettings, parsed, "queue settings", { open: true });
   if (!result.ok) return { settings: openQueue(queue), readable: false };
-  const { paused, ratePerSecond, maxConcurrency, perTarget, pools, updatedAt } = result.value;
+  const { paused, ratePerSecond, maxConcurrency, perTarget, permitLeaseMs, pools, updatedAt } = result.value;
   return {
     settings: {
       queue,
@@ -199,6 +236,7 @@ export const decodeQueueSettings = (
       ...(ratePerSecond === undefined ? {} : { ratePerSecond }),
       ...(maxConcurrency === undefined ? {} : { maxConcurrency }),
       ...(perTarget === undefined ? {} : { perTarget }),
+      ...(permitLeaseMs === undefined ? {} : { permitLeaseMs }),
       updatedAt,
     },
     ...(pools === undefined ? {} : { pools }),

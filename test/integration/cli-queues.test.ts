@@ -72,6 +72,13 @@ describe("jetstate-jobs queues", () => {
     expect(await stored("mail")).toMatchObject({ paused: false, maxConcurrency: 2 });
     const table = await run(["queues", "ls"]);
     expect(table.stdout).toMatch(/mail\s+running\s+-\s+2/);
+
+    expect((await run(["queues", "configure", "mail", "--permit-lease-ms", "4000"])).code).toBe(2);
+    expect((await run(["queues", "configure", "mail", "--permit-lease-ms", "30000"])).code).toBe(0);
+    expect(await stored("mail")).toMatchObject({ maxConcurrency: 2, permitLeaseMs: 30_000 });
+    expect((await run(["queues", "ls"])).stdout).toMatch(/mail\s+running\s+-\s+2\s+-\s+30 s/);
+    expect((await run(["queues", "configure", "mail", "--permit-lease-ms", "none"])).code).toBe(0);
+    expect(await stored("mail")).not.toHaveProperty("permitLeaseMs");
   }, 60_000);
 
   it("configures per-target limits; a bad one exits 2 and stores nothing; none lifts them", async () => {

@@ -13,7 +13,7 @@ import { mostStartsPerSecond } from "../harness/intervals.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
-const queues = ["capped", "rated", "pausable"];
+const queues = ["capped", "rated", "pausable", "blocking"];
 
 let nats: NatsServerHandle;
 let admin: Runtime;
@@ -133,6 +133,29 @@ describe("queue limits across 3 worker processes (NATS)", () => {
     // Every index exactly once: nothing lost, nothing run twice.
     expect(indexesOf(ledger("pausable"))).toEqual(Array.from({ length: total }, (_, i) => i));
   }, 30_000);
+
+  it("permitLeaseMs: a handler holding its process's event loop past the default lease keeps its permit", async () => {
+    // 7 s without a keep: the default 5 s lease would hand the permit to a task waiting in another
+    // process, and two handlers would run at once (seen with the lease left out: 2).
+    // The pool first made with the default lease, then the lease changed: its consumer's ack wait too.
+    await admin.queues.configure("blocking", { maxConcurrency: 1 });
+    await admin.queues.configure("blocking", { permitLeaseMs: 20_000 });
+    const held = await admin.jobs.submit({ queue: "blocking", tasks: [{ blockMs: 7000 }] });
+    await waitUntil(() => ledger("blocking").some((e) => e.event === "start"), {
+      timeoutMs: 10_000,
+      message: "the blocking task started",
+    });
+    // Pulled by the other two processes (the holder's loop is held): they wait for the permit.
+    const waiting = await admin.jobs.submit({
+      queue: "blocking",
+      tasks: Array.from({ length: 4 }, () => ({})),
+    });
+    expect(await held.done()).toMatchObject({ status: "succeeded", done: 1 });
+    expect(await waiting.done()).toMatchObject({ status: "succeeded", done: 4 });
+    const entries = ledger("blocking");
+    expect(new Set(entries.map((e) => e.pid)).size).toBeGreaterThan(1);
+    expect(maxOverlap(entries)).toBe(1);
+  }, 40_000);
 
   it("a concurrency permit is kept while its handler runs past the lease, and comes back after its holder is killed", async () => {
     await admin.queues.configure("crashq", { maxConcurrency: 1 });

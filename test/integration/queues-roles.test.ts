@@ -44,6 +44,8 @@ describe("queue controls with least-privilege users", () => {
     await admin.admin.provision(["A", "B"]);
     await admin.queues.configure("A", { maxConcurrency: 2, ratePerSecond: 50 });
     await admin.queues.configure("B", { maxConcurrency: 1 });
+    // A lease change updates the pools' consumers: an admin's request too.
+    await admin.queues.configure("A", { permitLeaseMs: 10_000 });
     const submitter = await runtimeAs("submitter");
     const worker = await roles.runtimeAs("workerA", workerLog.logger);
 

@@ -103,6 +103,9 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
       [{ maxConcurrency: 2.5 }, "limits.maxConcurrency"],
       [{ maxConcurrency: "5" }, "limits.maxConcurrency"],
       [{ rate: 5 }, "limits.rate"],
+      [{ permitLeaseMs: 4999 }, "limits.permitLeaseMs"],
+      [{ permitLeaseMs: 3_600_001 }, "limits.permitLeaseMs"],
+      [{ permitLeaseMs: 6000.5 }, "limits.permitLeaseMs"],
       [null, "limits"],
     ] as const) {
       await expect(rt.queues.configure("badq", limits as never)).rejects.toMatchObject({
@@ -150,6 +153,39 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
       const info = await jsm.streams.info("jetstate_permits", { subjects_filter: "jetstate.permits.mail.>" });
       expect(info.state.subjects).toEqual({ "jetstate.permits.mail.concurrency": 3 });
     }
+  });
+
+  it("permitLeaseMs is stored, read by another runtime, set on the pools, and lifted by null", async () => {
+    const [a, b] = [await backend.runtime("admin-lease"), await backend.runtime("reader-lease")];
+    await a.queues.configure("leased", {
+      maxConcurrency: 2,
+      ratePerSecond: 10,
+      perTarget: { maxConcurrency: 1 },
+    });
+    const before = await b.queues.get("leased");
+    expect(before.permitLeaseMs).toBeUndefined();
+    await a.queues.configure("leased", { permitLeaseMs: 45_000 });
+    // The target pools' consumers are made with the lease by their first taker: new pools.
+    expect((await b.queues.get("leased")).perTarget?.round).not.toBe(before.perTarget?.round);
+    expect(await b.queues.get("leased")).toMatchObject({
+      maxConcurrency: 2,
+      ratePerSecond: 10,
+      permitLeaseMs: 45_000,
+    });
+    const ackWaits = async () => {
+      const jsm = await jetstreamManager(raw);
+      return Promise.all(
+        ["concurrency", "rate"].map(async (kind) => {
+          const info = await jsm.consumers.info("jetstate_permits", `${kind}_leased`);
+          return (info.config.ack_wait ?? 0) / 1e6;
+        }),
+      );
+    };
+    // On the server: each pool's consumer holds a permit that long with no word from its holder.
+    if (name === "nats") expect(await ackWaits()).toEqual([45_000, 45_000]);
+    await a.queues.configure("leased", { permitLeaseMs: null });
+    expect((await b.queues.get("leased")).permitLeaseMs).toBeUndefined();
+    if (name === "nats") expect(await ackWaits()).toEqual([5000, 5000]);
   });
 
   it("maxConcurrency holds across the workers of two runtimes", async () => {

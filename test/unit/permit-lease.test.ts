@@ -62,4 +62,20 @@ describe("a permit's lease, as its holder knows it", () => {
     keep(5000);
     expect(l.held).toBe(false);
   });
+
+  it("a queue's longer lease (permitLeaseMs 20 s): held 19 s past the keep the server had, no longer", () => {
+    let now = 0;
+    const l = new PermitLease(() => now, 20_000);
+    now = 18_900;
+    expect(l.held).toBe(true);
+    now = 19_000;
+    expect(l.held).toBe(false);
+    const kept = new PermitLease(() => now, 20_000);
+    now = 25_000;
+    kept.heard(24_000);
+    now = 42_900;
+    expect(kept.held).toBe(true);
+    now = 43_000;
+    expect(kept.held).toBe(false);
+  });
 });

@@ -1,13 +1,14 @@
 import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
-import { type Permit, permitLeaseMs } from "../queue-controls.ts";
+import { defaultPermitLeaseMs } from "../../kernel/queue-settings.ts";
+import type { Permit } from "../queue-controls.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 
 /** How long one pull for a permit waits at the server before the taker asks again (and sees its signal). */
 const permitPullMs = 1000;
 
-/** What a permit's lease is known to last past a keep sent, less what the keep takes to arrive. */
-const heldForMs = permitLeaseMs - 1000;
+/** What a permit's lease is known to last past a keep sent: the lease less what the keep takes to arrive. */
+const heldFor = (leaseMs: number): number => leaseMs - 1000;
 
 /**
  * A permit's lease as its holder knows it: each keep the server is known to
@@ -22,16 +23,18 @@ const heldForMs = permitLeaseMs - 1000;
  */
 export class PermitLease {
   readonly #now: () => number;
+  readonly #heldForMs: number;
   #until: number;
 
-  constructor(now: () => number = Date.now) {
+  constructor(now: () => number = Date.now, leaseMs = defaultPermitLeaseMs) {
     this.#now = now;
-    this.#until = now() + heldForMs;
+    this.#heldForMs = heldFor(leaseMs);
+    this.#until = now() + this.#heldForMs;
   }
 
   /** A keep sent at `sentAt` is known to have reached the server by now. */
   heard(sentAt: number): void {
-    if (this.#now() < this.#until) this.#until = Math.max(this.#until, sentAt + heldForMs);
+    if (this.#now() < this.#until) this.#until = Math.max(this.#until, sentAt + this.#heldForMs);
   }
 
   /** Still this holder's: its give-back may be sent. */
@@ -55,10 +58,11 @@ const keepOn = (nc: NatsConnection, lease: PermitLease, send: () => void): void 
 class JsPermit implements Permit {
   readonly #msg: JsMsg;
   readonly #nc: NatsConnection;
-  readonly #lease = new PermitLease();
-  constructor(msg: JsMsg, nc: NatsConnection) {
+  readonly #lease: PermitLease;
+  constructor(msg: JsMsg, nc: NatsConnection, leaseMs: number) {
     this.#msg = msg;
     this.#nc = nc;
+    this.#lease = new PermitLease(Date.now, leaseMs);
   }
   keep(): void {
     keepOn(this.#nc, this.#lease, () => this.#msg.working());
@@ -73,10 +77,11 @@ class JsPermit implements Permit {
 class RawPermit implements Permit {
   readonly #nc: NatsConnection;
   readonly #reply: string;
-  readonly #lease = new PermitLease();
-  constructor(nc: NatsConnection, reply: string) {
+  readonly #lease: PermitLease;
+  constructor(nc: NatsConnection, reply: string, leaseMs: number) {
     this.#nc = nc;
     this.#reply = reply;
+    this.#lease = new PermitLease(Date.now, leaseMs);
   }
   keep(): void {
     keepOn(this.#nc, this.#lease, () => this.#answer("+WPI"));
@@ -91,23 +96,34 @@ class RawPermit implements Permit {
   }
 }
 
+/** A pool's consumer, with the lease its permits have there (its ack wait). */
+export interface PoolConsumer {
+  readonly consumer: Consumer;
+  readonly leaseMs: number;
+}
+
 /** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
 const freePullTimeoutMs = 2000;
 
-/** Waits for a message of the consumer `made` gives: the permit, or undefined once `signal` aborts. */
+/**
+ * Waits for a message of the consumer `made` gives: the permit, or undefined
+ * once `signal` aborts. Its lease is `leaseMs`, or the consumer's when shorter.
+ */
 export const takeFrom = async (
   broker: Pick<NatsJobBroker, "run">,
-  made: (nc: NatsConnection) => Promise<Consumer>,
+  made: (nc: NatsConnection) => Promise<PoolConsumer>,
   signal: AbortSignal,
+  leaseMs: number,
 ): Promise<Permit | undefined> => {
   while (!signal.aborted) {
-    let taken: { msg: JsMsg; nc: NatsConnection } | undefined;
+    let taken: { msg: JsMsg; nc: NatsConnection; leaseMs: number } | undefined;
     try {
       taken = await broker.run(
         "queue.permit.take",
         async (nc) => {
-          const msg = await (await made(nc)).next({ expires: permitPullMs });
-          return msg ? { msg, nc } : undefined;
+          const pool = await made(nc);
+          const msg = await pool.consumer.next({ expires: permitPullMs });
+          return msg ? { msg, nc, leaseMs: Math.min(leaseMs, pool.leaseMs) } : undefined;
         },
         { signal },
       );
@@ -117,7 +133,7 @@ export const takeFrom = async (
     }
     if (taken) {
       const { msg, nc } = taken;
-      if (!signal.aborted) return new JsPermit(msg, nc);
+      if (!signal.aborted) return new JsPermit(msg, nc, taken.leaseMs);
       msg.nak();
     }
   }
@@ -129,7 +145,12 @@ export const takeFrom = async (
  * with `no_wait` on `next` (its `CONSUMER.MSG.NEXT` subject); none when
  * nothing answers within `freePullTimeoutMs`.
  */
-export const pullFreePermits = async (nc: NatsConnection, next: string, max: number): Promise<Permit[]> => {
+export const pullFreePermits = async (
+  nc: NatsConnection,
+  next: string,
+  max: number,
+  leaseMs: number,
+): Promise<Permit[]> => {
   const inbox = createInbox();
   const sub = nc.subscribe(inbox);
   const timer = setTimeout(() => sub.unsubscribe(), freePullTimeoutMs);
@@ -139,7 +160,7 @@ export const pullFreePermits = async (nc: NatsConnection, next: string, max: num
     for await (const m of sub) {
       // Anything else is a status (404 none free, 408 request done): this pull is over.
       if (!m.reply?.startsWith("$JS.ACK.")) break;
-      permits.push(new RawPermit(nc, m.reply));
+      permits.push(new RawPermit(nc, m.reply, leaseMs));
       if (permits.length >= max) break;
     }
   } finally {

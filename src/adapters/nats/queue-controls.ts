@@ -12,14 +12,15 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import type { Logger } from "../../kernel/logger.ts";
+import { defaultPermitLeaseMs } from "../../kernel/queue-settings.ts";
 import { permitsConsumer, targetPermitsConsumer } from "../names.ts";
-import { type PermitKind, permitLeaseMs, type QueueControls, type TargetPool } from "../queue-controls.ts";
+import type { PermitKind, QueueControls, TargetPool } from "../queue-controls.ts";
 import { scanBucketEntries } from "./bucket-reads.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { deleteMessages, type PermitMessage, publishPermits } from "./permit-publishes.ts";
-import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
+import { type PoolConsumer, pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
 
@@ -33,7 +34,7 @@ const wrongLastSequence = 10071;
  * (file storage, history 1, key = queue), the permits in the work-queue
  * stream `<prefix>_permits` (file storage), one subject and one durable pull
  * consumer per queue and kind (`max_deliver: -1`: a permit is never used
- * up; `ack_wait` = `permitLeaseMs`: a crashed holder's permit comes back).
+ * up; `ack_wait` = the queue's `permitLeaseMs`: a crashed holder's permit comes back).
  */
 export const natsQueueControls = (
   core: NatsContext,
@@ -95,14 +96,23 @@ export const natsQueueControls = (
     });
     return made;
   };
-  const consumers = broker.setups.cache<Map<string, Promise<Consumer>>>();
-  /** A pool's consumer on this client: looked up once, made when missing (a worker may make its queue's). */
+  const consumers = broker.setups.cache<Map<string, Promise<PoolConsumer>>>();
+  /**
+   * A pool's consumer on this client, with its permits' lease as made:
+   * looked up once, made when missing (a worker may make its queue's) with
+   * `leaseMs`, and looked up again while it is shorter than the lease asked
+   * (the settings name a longer one before `configure` has changed the
+   * consumer: the taker keeps its permit at the shorter one's pace meanwhile).
+   * `lease: "set"` (the admin's rewrite) changes a consumer's to `leaseMs`.
+   */
   const consumerFor = (
     nc: NatsConnection,
     stream: string,
     name: string,
     subject: string,
-  ): Promise<Consumer> => {
+    leaseMs: number,
+    lease: "take" | "set" = "take",
+  ): Promise<PoolConsumer> => {
     let known = consumers.get(nc);
     if (!known) {
       known = new Map();
@@ -110,34 +120,52 @@ export const natsQueueControls = (
     }
     const key = `${stream}/${name}`;
     const found = known.get(key);
-    if (found) return found;
-    const made = (async () => {
-      const { js, jsm } = await broker.handles(nc);
-      if (stream === names.permitsStream) await permitsStream(nc, jsm);
-      try {
-        await jsm.consumers.info(stream, name);
-      } catch (error) {
-        if (!isNotFound(error)) throw error;
-        await jsm.consumers.add(stream, {
-          durable_name: name,
-          filter_subject: subject,
-          ack_policy: AckPolicy.Explicit,
-          ack_wait: nanos(permitLeaseMs),
-          max_deliver: -1,
-          max_ack_pending: 20_000,
-        });
-      }
-      return js.consumers.get(stream, name);
-    })();
-    const cache = known;
-    cache.set(key, made);
-    made.catch(() => {
-      if (cache.get(key) === made) cache.delete(key);
-    });
-    return made;
+    const lookUp = (): Promise<PoolConsumer> => {
+      const made = (async () => {
+        const { js, jsm } = await broker.handles(nc);
+        if (stream === names.permitsStream) await permitsStream(nc, jsm);
+        let ackWait: number | undefined;
+        try {
+          ackWait = (await jsm.consumers.info(stream, name)).config.ack_wait;
+          if (lease === "set" && ackWait !== nanos(leaseMs))
+            ackWait = (await jsm.consumers.update(stream, name, { ack_wait: nanos(leaseMs) })).config
+              .ack_wait;
+        } catch (error) {
+          if (!isNotFound(error)) throw error;
+          ackWait = (
+            await jsm.consumers.add(stream, {
+              durable_name: name,
+              filter_subject: subject,
+              ack_policy: AckPolicy.Explicit,
+              ack_wait: nanos(leaseMs),
+              max_deliver: -1,
+              max_ack_pending: 20_000,
+            })
+          ).config.ack_wait;
+        }
+        // No ack wait said: the server's default, 30 s, longer than any lease taken by it.
+        const made = ackWait === undefined ? leaseMs : Math.floor(ackWait / 1e6);
+        return { consumer: await js.consumers.get(stream, name), leaseMs: made };
+      })();
+      const cache = known;
+      cache.set(key, made);
+      made.catch(() => {
+        if (cache.get(key) === made) cache.delete(key);
+      });
+      return made;
+    };
+    if (found && lease === "take") return found.then((c) => (c.leaseMs >= leaseMs ? c : lookUp()));
+    return lookUp();
   };
-  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind): Promise<Consumer> =>
-    consumerFor(nc, names.permitsStream, permitsConsumer(queue, kind), names.permitsSubject(queue, kind));
+  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind, leaseMs: number, lease?: "set") =>
+    consumerFor(
+      nc,
+      names.permitsStream,
+      permitsConsumer(queue, kind),
+      names.permitsSubject(queue, kind),
+      leaseMs,
+      lease,
+    );
 
   const fills = broker.setups.cache<Map<string, Promise<void>>>();
   /**
@@ -263,7 +291,7 @@ export const natsQueueControls = (
     // latest (a newer record, and so its permits, came after that look), and one that sees a newer
     // record once it has published takes its own permits back (the newer one may have purged
     // before they came). Before, each purged the subject and published: interleaved, both pools.
-    setPermits: (queue, kind, count, rewrite) => {
+    setPermits: (queue, kind, count, rewrite, leaseMs = defaultPermitLeaseMs) => {
       const round = rewrite?.round ?? randomUUID().slice(0, 8);
       const isLatest = rewrite ? () => rewrite.isLatest() : async () => true;
       // This rewrite's permits not purged since, across the operation's attempts, by sequence;
@@ -273,7 +301,8 @@ export const natsQueueControls = (
       let attempt = 0;
       return broker.run("queue.permits.set", async (nc) => {
         const { js, jsm } = await broker.handles(nc);
-        await consumerOf(nc, queue, kind);
+        // The lease before the permits: a worker taking one of the new pool finds it as its settings say.
+        await consumerOf(nc, queue, kind, leaseMs, "set");
         const subject = names.permitsSubject(queue, kind);
         // A permit whose publish failed, published again under its id: the server answers with
         // the one it stored (within its two-minute duplicate window), or stores it now; either
@@ -307,7 +336,8 @@ export const natsQueueControls = (
         published = [];
       });
     },
-    takePermit: (queue, kind, signal) => takeFrom(broker, (nc) => consumerOf(nc, queue, kind), signal),
+    takePermit: (queue, kind, signal, leaseMs = defaultPermitLeaseMs) =>
+      takeFrom(broker, (nc) => consumerOf(nc, queue, kind, leaseMs), signal, leaseMs),
     takeTargetPermit: (queue, pool, kind, signal) =>
       takeFrom(
         broker,
@@ -318,9 +348,11 @@ export const natsQueueControls = (
             names.targetPermitsStream(queue),
             targetPermitsConsumer(pool.target, pool.round, kind),
             names.targetPermitsSubject(queue, pool.target, pool.round, kind),
+            pool.leaseMs ?? defaultPermitLeaseMs,
           );
         },
         signal,
+        pool.leaseMs ?? defaultPermitLeaseMs,
       ),
     // The old round's permits, markers and consumers; a worker still on it fills its pool again
     // (it sees the new round within a second): that pool is dropped with the next change.
@@ -343,15 +375,16 @@ export const natsQueueControls = (
       }),
     // A pull with `no_wait`, as the HTTP leases' (nats/task-leasing.ts): nats.js `fetch()` waits at
     // least 1 s when fewer than `max` are ready. Not retried: a second pull could take twice.
-    takeFreePermits: (queue, kind, max) =>
+    takeFreePermits: (queue, kind, max, leaseMs = defaultPermitLeaseMs) =>
       broker.run(
         "queue.permit.take",
         async (nc) => {
-          await consumerOf(nc, queue, kind);
+          const made = await consumerOf(nc, queue, kind, leaseMs);
           return pullFreePermits(
             nc,
             `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
             max,
+            Math.min(leaseMs, made.leaseMs),
           );
         },
         { retry: { attempts: 1, initialDelayMs: 0 } },
