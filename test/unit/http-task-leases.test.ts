@@ -409,6 +409,33 @@ describe("TaskLeases", () => {
     expect(counted).toEqual(["done"]);
   });
 
+  it("a retry (nak) whose settle's outcome is unknown is taken as sent, never sent again: the task comes back once", async () => {
+    // The nak may have reached the server (the flush failed after the publish went out): its task is
+    // then delivered to another worker, and a nak sent again by the retried POST would hand that
+    // worker's delivery back too (JetStream answers a delivery by its stream sequence): the task run
+    // twice at once. Not sent again, it comes back by the nak or, had the nak been lost, at its
+    // lease's end.
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    const settle = t.port.settle;
+    let fail = true;
+    t.port.settle = async (settles) => {
+      await settle(settles);
+      if (fail && settles.some((x) => x.action === "nak")) {
+        fail = false;
+        throw new OperationTimeout({ message: "no answer", operation: "settle", timeoutMs: 1000 });
+      }
+    };
+    // Answered: the retry is decided either way. A client that retries all the same (its answer lost)
+    // is told the same, and nothing is sent.
+    for (let k = 0; k < 2; k++)
+      await expect(t.leases.submitResults("j1", [err(task!.receipt, "busy")], W1)).resolves.toMatchObject([
+        { id: "j1.0", status: "retry" },
+      ]);
+    expect(t.calls.filter((c) => c.startsWith("nak"))).toEqual(["nak(100) $JS.ACK.t.j1.1.1.1.0.0"]);
+  });
+
   it("while its results are being published, the delivery's lease is kept (+WPI), then it is acked", async () => {
     // An ack wait of 90 ms: kept every 30 ms; the publish takes 200 ms (retried through a leader election).
     const t = setup([record("j1", { settings: { ...record("j1").settings, ackWaitMs: 90 } })]);
@@ -544,23 +571,23 @@ describe("TaskLeases", () => {
     const { limits, held: permits } = heldPermits();
     const t = setup([record("j1")], 100, limits);
     t.offer("j1", 0);
-    t.offer("j1", 1);
+    // On its last delivery: its error is a dead letter, whose store fails.
+    t.offer("j1", 1, 3);
     const [a, b] = await t.leases.reserve("j1", 2, W1);
     expect(permits.size).toBe(2);
-    // Task 0 is acked; task 1's retry cannot be told to the server: the request fails.
-    const settle = t.port.settle;
-    t.port.settle = async (settles) => {
-      if (settles.some((x) => x.action === "nak")) throw new Error("connection lost");
-      return settle(settles);
+    // Task 0 is acked; task 1's dead letter cannot be stored: the request fails. (A nak whose settle
+    // failed would be taken as sent, above.)
+    t.port.storeDeadLetter = async () => {
+      throw new Error("connection lost");
     };
-    // The port as an instance takes it (a copy with its limits): made again with the failing settle.
+    // The port as an instance takes it (a copy with its limits): made again with the failing store.
     await expect(
       t.restart().submitResults("j1", [ok(a!.receipt, 0), err(b!.receipt, "still busy")], W1),
     ).rejects.toThrow(/connection lost/);
     // Task 0 answered and acked: its permit back (it was kept to its lease's end, 10 s here).
     expect(permits.has("$JS.ACK.t.j1.1.1.1.0.0")).toBe(false);
     // Task 1 not settled: its permit stays with its lease, for the POST tried again.
-    expect(permits.has("$JS.ACK.t.j1.1.2.2.0.0")).toBe(true);
+    expect(permits.has("$JS.ACK.t.j1.3.2.2.0.0")).toBe(true);
   });
 
   it("a heartbeat, or the same POST through another instance, while the results are stored leaves the permit held", async () => {

@@ -366,21 +366,32 @@ export class ReceiptAnswers {
       request.unsettled(d.a);
     }
     if (part.length === 0) return;
+    let sent = part;
     try {
       await this.#port.settle(part.map((d) => d.settle));
     } catch (error) {
-      request.failures.push(error);
-      for (const d of part) request.unsettled(d.a);
-      return;
+      // A nak whose outcome is unknown is taken as sent: its task comes back by it, or at its
+      // lease's end had it been lost. Sent again by a retried POST once the first had reached the
+      // server, it would hand back the task's next holder's delivery (JetStream answers one by its
+      // stream sequence), and the task would run twice at once. An ack or a term sent again
+      // reaches this delivery only (no other before its lease ends): given back to be retried.
+      sent = part.filter((d) => d.settle.action === "nak");
+      if (sent.length < part.length) request.failures.push(error);
+      for (const d of part) if (d.settle.action !== "nak") request.unsettled(d.a);
+      if (sent.length > 0)
+        this.#log.warn(
+          { err: error, jobId: sent[0]?.a.c.j, tasks: sent.length },
+          "nak not known to have reached the server: taken as sent (the task comes back by it or at its lease's end)",
+        );
     }
     await Promise.all(
-      part.map(({ a, status }) =>
+      sent.map(({ a, status }) =>
         this.#port
           .recordAnswer(a.c.r, { status, digest: a.digest, at: this.#now() }, a.revision)
           .catch((error) => this.#log.warn({ err: error, jobId: a.c.j }, "answer settled but not recorded")),
       ),
     );
-    for (const d of part) {
+    for (const d of sent) {
       const { a, status } = d;
       this.#book.release(caller.identity, a.c.r);
       a.finish({ status, digest: a.digest, at: this.#now() });
