@@ -33,6 +33,8 @@ export interface FaultBench {
   rawResults(queue: string, jobId: string): Promise<RawResult[]>;
   /** Task messages stored for the job, on its own subject or its queue's lane (not yet acked, termed or removed). */
   rawTasks(queue: string, jobId: string): Promise<number>;
+  /** The job's tasks held until due, on its queue's delayed stream. */
+  rawHeld(queue: string, jobId: string): Promise<number>;
   dispose(): Promise<void>;
 }
 
@@ -62,6 +64,8 @@ export const memoryBench = async (): Promise<FaultBench> => {
       const { tasks } = memoryServerState(server);
       return tasks.count(names.tasksSubject(queue, jobId)) + tasks.count(names.laneSubject(queue, jobId));
     },
+    rawHeld: async (queue, jobId) =>
+      memoryServerState(server).delayed.count(names.delayedSubject(queue, jobId)),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       server.close();
@@ -127,6 +131,7 @@ export const natsBench = async (): Promise<FaultBench> => {
     rawTasks: async (queue, jobId) =>
       (await countOn(names.tasksStream(queue), names.tasksSubject(queue, jobId))) +
       (await countOn(names.tasksStream(queue), names.laneSubject(queue, jobId))),
+    rawHeld: (queue, jobId) => countOn(names.delayedStream(queue), names.delayedSubject(queue, jobId)),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       await reader.close();

@@ -19,7 +19,9 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  * - `createConsumer`: the commit point of a submit fails;
  * - `commit`: the write of a submit's commit to its record (a lane job of several tasks: its
  *   commit point) fails, or (`lost`) is stored and its answer lost;
- * - `publishTasks`: a submit's task publish (the `before` hook runs first, e.g. to move a clock).
+ * - `publishTasks`: a submit's task publish (the `before` hook runs first, e.g. to move a clock);
+ * - `removeTasks`: the removal of a job's tasks, held ones included, and its consumer (a cancel's,
+ *   an end's or a rollback's clean-up) fails: nothing of them is removed.
  */
 export type FaultPoint =
   | "publishResults"
@@ -29,7 +31,8 @@ export type FaultPoint =
   | "ack"
   | "createConsumer"
   | "commit"
-  | "publishTasks";
+  | "publishTasks"
+  | "removeTasks";
 
 interface Armed {
   /** Faults still to inject (Infinity: permanently). */
@@ -199,6 +202,10 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {
       await gate("publishTasks", args[0].id);
       return inner.publishTasks(...args);
+    },
+    removeTasks: async (...args: Parameters<Broker["removeTasks"]>) => {
+      await gate("removeTasks", args[0].id);
+      return inner.removeTasks(...args);
     },
     createConsumer: async (...args: Parameters<Broker["createConsumer"]>) => {
       await gate("createConsumer", args[1]);
