@@ -9,7 +9,11 @@ export interface CleanupReport {
   readonly dryRun: boolean;
   /** Job consumers of finished or unknown jobs. */
   readonly consumersDeleted: string[];
-  /** Task subjects of finished or unknown jobs that still held messages. */
+  /**
+   * Task subjects of finished or unknown jobs that still held messages: on
+   * their queue's tasks stream, and their held tasks on its delayed stream
+   * (`<prefix>.delayed.<queue>.<jobId>`), left by an end whose removal failed.
+   */
   readonly tasksPurged: string[];
   /** Finished jobs past the retention period: record, results and dead letters removed. */
   readonly recordsRemoved: string[];

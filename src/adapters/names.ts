@@ -52,6 +52,8 @@ export const brokerNames = (prefix: string) => ({
    * queue as the tasks are: a user allowed queue A only reads and pulls A's.
    */
   delayedStream: (queue: string) => `${prefix}_delayed_${queue}`,
+  /** What every queue's delayed stream name starts with (cleanup lists them). */
+  delayedStreamPrefix: `${prefix}_delayed_`,
   delayedSubject: (queue: string, jobId: string) => `${prefix}.delayed.${queue}.${jobId}`,
   /** Each queue's controls (`rt.queues`): one key per queue, its settings. */
   queuesBucket: `${prefix}_queues`,

@@ -7,8 +7,8 @@ import type { MemoryServerState } from "./memory-server.ts";
 /**
  * What src/adapters/nats/job-cleanup.ts does on NATS, on the memory server,
  * with the same report: consumers and tasks of jobs that are over (or have
- * no record) go, lane jobs' tasks too (a lane subject's last token is its
- * job); after the retention period the records, results and dead letters
+ * no record) go, lane jobs' tasks and held tasks too (a lane or delayed
+ * subject's last token is its job); after the retention period the records, results and dead letters
  * of finished jobs go too. A submit still in progress is the reaper's.
  */
 export const cleanupMemory = async (
@@ -19,7 +19,7 @@ export const cleanupMemory = async (
   server.assertOpen("cleanup");
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? server.clock.now();
-  const { tasks } = server;
+  const { tasks, delayed } = server;
   // The only await comes first: from here on nothing else runs, so the leftovers and the
   // records below are one consistent view (on NATS the leftovers are looked at first).
   const leased = await leases.list();
@@ -29,11 +29,15 @@ export const cleanupMemory = async (
     now,
     options.liveFlows,
   );
+  const overSubject = (subject: string) => over(jobIdOfSubject(subject));
+  const taskSubjects = tasks.subjects().filter(overSubject);
+  // Its end's own removal failed: nothing else takes them off (no mover follows a queue without a live delayed job).
+  const heldSubjects = delayed.subjects().filter(overSubject);
   const report: JobsCleanupReport = {
     dryRun,
     // A queue's lane is not a job's consumer: it stays (its jobs' tasks go with the subjects below).
     consumersDeleted: tasks.subjectConsumerNames().filter(over),
-    tasksPurged: tasks.subjects().filter((subject) => over(jobIdOfSubject(subject))),
+    tasksPurged: [...taskSubjects, ...heldSubjects],
     recordsRemoved: expired.map((r) => r.id),
     resultsPurged: server.results.subjects().filter((subject) => resultsGone(jobIdOfSubject(subject))),
     leasesRemoved: leased.filter(({ jobId }) => over(jobId)).map(({ jobId }) => jobId),
@@ -43,7 +47,8 @@ export const cleanupMemory = async (
   if (dryRun) return { ...report, leasesAdded: leaseless };
 
   for (const name of report.consumersDeleted) tasks.deleteConsumer(name);
-  for (const subject of report.tasksPurged) tasks.purge(subject);
+  for (const subject of taskSubjects) tasks.purge(subject);
+  for (const subject of heldSubjects) delayed.purge(subject);
   for (const subject of report.resultsPurged) server.results.purge(subject);
   // As on NATS: the letters of expired jobs and of jobs with no record (stored after it went).
   for (const subject of server.deadLetters.subjects())

@@ -10,8 +10,9 @@ import { deleteSubjectMessages } from "./subject-messages.ts";
 /**
  * Removes what finished jobs and crashed runs leave behind: consumers and
  * task messages of jobs that are over (or have no record), on every queue's
- * tasks stream, and — after the retention period — the records, results and
- * dead letters of finished jobs.
+ * tasks stream, their held tasks on every queue's delayed stream (an end
+ * whose own removal failed left them), and — after the retention period —
+ * the records, results and dead letters of finished jobs.
  * A submit still in progress (`submitting`) is never touched: that is the
  * reaper's.
  */
@@ -29,6 +30,8 @@ export const cleanupJobs = async (
     const queue = queueOfStream(stream, n.tasksStreamPrefix);
     return queue !== undefined && subject.startsWith(n.laneSubject(queue, ""));
   };
+  const isHeldStream = (stream: string): boolean =>
+    queueOfStream(stream, n.delayedStreamPrefix) !== undefined;
   // What is left is looked at before the records are read: a job's record is written before its
   // tasks and consumer, so every job seen here has its record in the list read after (unless it
   // is gone), and a job submitted during the pass is simply not seen. Read the other way round,
@@ -36,18 +39,27 @@ export const cleanupJobs = async (
   // with its record: a lease without one is read again below.
   const seen = await core.run("cleanup.survey", async (nc) => {
     const { jsm } = await broker.handles(nc);
-    // Every queue's tasks stream, whoever set it up: a queue no runtime uses any more still holds leftovers.
-    const tasksStreams = await streamNamesStartingWith(jsm, n.tasksStreamPrefix);
+    // Every queue's tasks and delayed streams, whoever set them up: a queue no runtime uses any
+    // more still holds leftovers, and nothing moves (nor drops) the held tasks of a queue no
+    // runtime follows (api/movers.ts). One listing of the names for both.
+    const streams = await streamNamesStartingWith(jsm, `${core.options.prefix}_`);
     const consumers: Array<{ stream: string; name: string }> = [];
-    const subjects: Array<{ stream: string; subject: string; below: number }> = [];
-    for (const stream of tasksStreams) {
+    const subjects: Array<{ stream: string; subject: string; count: number; below: number }> = [];
+    /** The subjects `stream` holds messages on, one a job: a read of O(jobs with some), none per record. */
+    const survey = async (stream: string, filter: string) => {
+      const info = await streamInfoIfAny(jsm, stream, { subjects_filter: filter });
+      if (!info) return; // removed since it was listed
+      const below = info.state.last_seq + 1;
+      for (const [subject, count] of Object.entries(info.state.subjects ?? {}))
+        if (count > 0) subjects.push({ stream, subject, count, below });
+    };
+    for (const stream of streams.filter((s) => queueOfStream(s, n.tasksStreamPrefix) !== undefined)) {
       for await (const consumer of jsm.consumers.list(stream))
         consumers.push({ stream, name: consumer.name });
-      const tasks = await jsm.streams.info(stream, { subjects_filter: `${core.options.prefix}.tasks.>` });
-      for (const [subject, count] of Object.entries(tasks.state.subjects ?? {})) {
-        if (count > 0) subjects.push({ stream, subject, below: tasks.state.last_seq + 1 });
-      }
+      await survey(stream, `${core.options.prefix}.tasks.>`);
     }
+    for (const stream of streams.filter(isHeldStream))
+      await survey(stream, `${core.options.prefix}.delayed.>`);
     const results = await jsm.streams.info(n.resultsStream, {
       subjects_filter: `${core.options.prefix}.results.>`,
     });
@@ -129,9 +141,12 @@ export const cleanupJobs = async (
       for (const { stream, name } of consumers)
         await jsm.consumers.delete(stream, name).catch(() => undefined);
       // Only what was there when it was looked at: a redrive's tasks published since stay.
-      for (const { stream, subject, below } of subjects) {
+      for (const { stream, subject, count, below } of subjects) {
+        // Held tasks one by one too: a purge would move the queue's `due` (no filter) past every
+        // task of its live jobs, held then.
+        if (isHeldStream(stream)) await deleteSubjectMessages(jsm, stream, subject, { max: count, below });
         // A lane subject is never purged: the lane consumer would skip every lane task stored.
-        if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject, below);
+        else if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject, below);
         else await jsm.streams.purge(stream, { filter: subject, seq: below });
       }
       // Deleted one by one, never purged: a purge moved the queue's results feed past every
