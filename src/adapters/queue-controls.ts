@@ -73,8 +73,8 @@ export interface QueueControls {
    * empty), unless a newer rewrite's record was written: once every rewrite
    * has returned, the pool holds the latest one's permits only. Without
    * `rewrite` (a pool with a single writer: tests) it is replaced as is.
-   * Its permits' lease becomes `leaseMs` (default `defaultPermitLeaseMs`)
-   * before the permits are replaced.
+   * A pool made here gets `leaseMs` (default `defaultPermitLeaseMs`); an
+   * existing one keeps its lease (`setPermitLease` sets it).
    */
   setPermits(
     queue: string,
@@ -83,6 +83,12 @@ export interface QueueControls {
     rewrite?: PoolRewrite,
     leaseMs?: number,
   ): Promise<void>;
+  /**
+   * Sets the lease of the queue's pools that exist (on NATS their
+   * consumers' ack wait), permits already held included; a pool made later
+   * gets its taker's.
+   */
+  setPermitLease(queue: string, leaseMs: number): Promise<void>;
   /**
    * Waits for a permit of the pool; undefined once `signal` aborts. `leaseMs`
    * is its lease as the taker's settings say (the pool's, when it is made here).

@@ -114,6 +114,23 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       }).pipe(casRetry),
     );
 
+  /**
+   * The pools' lease is the one of the record written last, whichever call
+   * wrote it: set from a fresh read, and again while the record changed
+   * meanwhile. Set from each call's own record, a call overtaken by
+   * another's left its older lease on the pools, longer or shorter than the
+   * one every taker reads (found by a review: two holders at a limit of 1).
+   */
+  const leaseAsRecorded = async (queue: string) => {
+    let lease = permitLeaseOf((await read(queue)).settings);
+    for (let tries = 0; tries < 8; tries++) {
+      await controls.setPermitLease(queue, lease);
+      const now = permitLeaseOf((await read(queue)).settings);
+      if (now === lease) return;
+      lease = now;
+    }
+  };
+
   const setPaused = async (queue: unknown, paused: boolean, call: string) => {
     requireRole(roles, "admin", call);
     const name = checkQueueName(queue);
@@ -131,8 +148,8 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       // A pool is rewritten when its limit changed or was given (given again, it repairs a pool
       // that a crash between the record and the pool left): the record names this call's round
       // for it, and of rewrites at once the one whose record was written last keeps the pool.
-      // A pool with a limit is rewritten too when the permits' lease changed or was given: its
-      // consumer takes the new lease first (permits held then are dropped, as for a new limit).
+      // A pool with a limit is rewritten too when the permits' lease changed or was given (permits
+      // held then are dropped, as for a new limit).
       const leaseGiven = (before: QueueSettings, after: QueueSettings) =>
         before.permitLeaseMs !== after.permitLeaseMs || checked.permitLeaseMs !== undefined;
       const rewritten = (before: QueueSettings, after: QueueSettings) =>
@@ -158,7 +175,8 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
       if (old !== written.perTarget?.round) await controls.renewTargetPools(name, old);
       // The pools after the record: a worker that sees the new limit finds its permits, or waits
       // for them. A crash in between leaves the pool of the old limit: configure again repairs it.
-      for (const kind of rewritten(before, written)) {
+      const pools = rewritten(before, written);
+      for (const kind of pools) {
         await controls.setPermits(
           name,
           kind,
@@ -167,6 +185,7 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
           permitLeaseOf(written),
         );
       }
+      if (pools.length > 0 || leaseGiven(before, written)) await leaseAsRecorded(name);
       return written;
     },
     pause: (queue) => setPaused(queue, true, "rt.queues.pause()"),

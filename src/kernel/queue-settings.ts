@@ -121,7 +121,9 @@ const StoredSettings = Schema.Struct({
   ratePerSecond: Schema.optional(Limit),
   maxConcurrency: Schema.optional(Limit),
   perTarget: Schema.optional(StoredPerTarget),
-  permitLeaseMs: Schema.optional(PermitLease),
+  // Read leniently: a lease out of this version's range (a later one's, or written by hand) is
+  // the default, not a record unread, which would drop the pause and the limits with it.
+  permitLeaseMs: Schema.optional(Schema.Unknown),
   pools: Schema.optional(StoredPoolRounds),
   updatedAt: Schema.Number,
 });
@@ -228,7 +230,9 @@ export const decodeQueueSettings = (
   }
   const result = decode(StoredSettings, parsed, "queue settings", { open: true });
   if (!result.ok) return { settings: openQueue(queue), readable: false };
-  const { paused, ratePerSecond, maxConcurrency, perTarget, permitLeaseMs, pools, updatedAt } = result.value;
+  const { paused, ratePerSecond, maxConcurrency, perTarget, pools, updatedAt } = result.value;
+  const lease = decode(PermitLease, result.value.permitLeaseMs, "queue settings");
+  const permitLeaseMs = lease.ok ? lease.value : undefined;
   return {
     settings: {
       queue,

@@ -178,6 +178,91 @@ describe.each(backends)("concurrent configure() on $name", ({ make }) => {
   });
 });
 
+describe("concurrent configure() on nats, the permits' lease", () => {
+  let backend: Backend;
+  beforeAll(() => {
+    backend = natsBackend.make();
+  });
+  afterAll(async () => {
+    await backend.dispose();
+  });
+
+  /** The ack wait of the queue's pools' consumers (the permits' lease at the server), read raw. */
+  const ackWaits = async (queue: string) => {
+    const jsm = await jetstreamManager(raw);
+    return Promise.all(
+      (["concurrency", "rate"] as const).map(
+        async (kind) =>
+          ((await jsm.consumers.info("jetstate_permits", `${kind}_${queue}`)).config.ack_wait ?? 0) / 1e6,
+      ),
+    );
+  };
+
+  it.each([
+    ["a limit", { maxConcurrency: 1 }],
+    ["another lease", { maxConcurrency: 1, permitLeaseMs: 20_000 }],
+  ])(
+    "a configure of %s overtaken by a lease's change leaves the record's lease on the pools",
+    async (_, limits) => {
+      const queue = `leaserace${Object.keys(limits).length}`;
+      const [a, b] = [await backend.replica(), await backend.replica()];
+      await face(b.controls).configure(queue, { maxConcurrency: 1, ratePerSecond: 5 });
+      const release = gate();
+      const held = heldBeforePool(a.controls, release.opened);
+      // A writes its record, then waits before its pool; B writes over it and sets the lease.
+      const first = face(held.controls).configure(queue, limits);
+      await held.reached;
+      await face(b.controls).configure(queue, { permitLeaseMs: 60_000 });
+      release.open();
+      await first;
+      // Every taker holds for the record's lease: the server must keep a silent holder's permit that long.
+      expect((await face(b.controls).get(queue)).permitLeaseMs).toBe(60_000);
+      expect(await ackWaits(queue)).toEqual([60_000, 60_000]);
+    },
+  );
+});
+
+describe("a taker's lease on nats, when the record says longer than the pool's consumer", () => {
+  let backend: Backend;
+  beforeAll(() => {
+    backend = natsBackend.make();
+  });
+  afterAll(async () => {
+    await backend.dispose();
+  });
+
+  it("holds for the consumer's shorter one, though it saw the longer one on the consumer before", async () => {
+    const queue = "staleLease";
+    const [admin1, taker, other] = [
+      await backend.replica(),
+      await backend.replica(),
+      await backend.replica(),
+    ];
+    // A configure whose lease never reached the consumer (a crash between the record and the consumer).
+    const crashed = new Proxy(admin1.controls, {
+      get: (target, key, receiver) =>
+        key === "setPermitLease" ? async () => undefined : Reflect.get(target, key, receiver),
+    });
+    const take = (controls: QueueControls, leaseMs: number, waitMs = 3000) =>
+      controls.takePermit(queue, "concurrency", AbortSignal.timeout(waitMs), leaseMs);
+    await face(admin1.controls).configure(queue, { maxConcurrency: 1, permitLeaseMs: 60_000 });
+    // The taker has seen the pool's consumer at 60 s, then at 5 s.
+    (await take(taker.controls, 60_000))?.release();
+    await face(admin1.controls).configure(queue, { permitLeaseMs: null });
+    (await take(taker.controls, 5000))?.release();
+    await face(crashed).configure(queue, { permitLeaseMs: 60_000 });
+    // The record says 60 s, the consumer 5 s: the server hands a permit kept silent for 5 s to another.
+    const held = await take(taker.controls, 60_000);
+    expect(held).toBeDefined();
+    const next = await take(other.controls, 60_000, 9000);
+    expect(next).toBeDefined();
+    // Its holder knows it lost it: its give-back must not free the permit the other holds now.
+    held?.release();
+    expect(await take(other.controls, 60_000, 2500)).toBeUndefined();
+    next?.release();
+  }, 30_000);
+});
+
 describe("concurrent configure() on nats, inside a pool's rewrite", () => {
   let backend: Backend;
   beforeAll(() => {

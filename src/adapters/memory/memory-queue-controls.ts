@@ -139,6 +139,8 @@ export const memoryQueueControls = (
     await whenAborted(signal);
     unwatch();
   },
+  // One process: no holder is ever silent while it lives, so no lease to set.
+  setPermitLease: async () => undefined,
   setPermits: async (queue, kind, count, rewrite) => {
     open("queue.permits.set");
     pools(queue, kind).reset(count, rewrite?.revision);

@@ -26,6 +26,19 @@ import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
 
 const encoder = new TextEncoder();
 
+/** A consumer's ack wait when its config says none: the server's default. */
+const serverAckWaitMs = 30_000;
+
+/** How often a pool's consumer whose lease is shorter than its taker's settings say is looked up again. */
+const shortLeaseLookMs = 10_000;
+
+/** A pool's consumer as a client looked it up: for a taker asking `askedMs`, at `at`. */
+interface CachedConsumer {
+  readonly askedMs: number;
+  readonly at: number;
+  readonly pool: Promise<PoolConsumer>;
+}
+
 /** JetStream "wrong last sequence": a compare-and-set lost. */
 const wrongLastSequence = 10071;
 
@@ -96,14 +109,15 @@ export const natsQueueControls = (
     });
     return made;
   };
-  const consumers = broker.setups.cache<Map<string, Promise<PoolConsumer>>>();
+  const consumers = broker.setups.cache<Map<string, CachedConsumer>>();
   /**
-   * A pool's consumer on this client, with its permits' lease as made:
-   * looked up once, made when missing (a worker may make its queue's) with
-   * `leaseMs`, and looked up again while it is shorter than the lease asked
-   * (the settings name a longer one before `configure` has changed the
-   * consumer: the taker keeps its permit at the shorter one's pace meanwhile).
-   * `lease: "set"` (the admin's rewrite) changes a consumer's to `leaseMs`.
+   * A pool's consumer on this client, with its permits' lease there (its ack
+   * wait): made when missing (a worker may make its queue's) with `leaseMs`,
+   * the lease its taker's settings say. Looked up again when a taker asks
+   * with another lease (the settings changed), and, while it is shorter than
+   * the lease asked (the settings name a longer one than `configure` has set
+   * on the consumer, or a crash came between), every `shortLeaseLookMs`:
+   * the taker holds its permit for the shorter one meanwhile.
    */
   const consumerFor = (
     nc: NatsConnection,
@@ -111,7 +125,6 @@ export const natsQueueControls = (
     name: string,
     subject: string,
     leaseMs: number,
-    lease: "take" | "set" = "take",
   ): Promise<PoolConsumer> => {
     let known = consumers.get(nc);
     if (!known) {
@@ -127,9 +140,6 @@ export const natsQueueControls = (
         let ackWait: number | undefined;
         try {
           ackWait = (await jsm.consumers.info(stream, name)).config.ack_wait;
-          if (lease === "set" && ackWait !== nanos(leaseMs))
-            ackWait = (await jsm.consumers.update(stream, name, { ack_wait: nanos(leaseMs) })).config
-              .ack_wait;
         } catch (error) {
           if (!isNotFound(error)) throw error;
           ackWait = (
@@ -143,28 +153,29 @@ export const natsQueueControls = (
             })
           ).config.ack_wait;
         }
-        // No ack wait said: the server's default, 30 s, longer than any lease taken by it.
-        const made = ackWait === undefined ? leaseMs : Math.floor(ackWait / 1e6);
-        return { consumer: await js.consumers.get(stream, name), leaseMs: made };
+        // None said: the server's default.
+        const lease = ackWait === undefined ? serverAckWaitMs : Math.floor(ackWait / 1e6);
+        return { consumer: await js.consumers.get(stream, name), leaseMs: lease };
       })();
       const cache = known;
-      cache.set(key, made);
+      const entry = { askedMs: leaseMs, at: Date.now(), pool: made };
+      cache.set(key, entry);
       made.catch(() => {
-        if (cache.get(key) === made) cache.delete(key);
+        if (cache.get(key) === entry) cache.delete(key);
       });
       return made;
     };
-    if (found && lease === "take") return found.then((c) => (c.leaseMs >= leaseMs ? c : lookUp()));
-    return lookUp();
+    if (found?.askedMs !== leaseMs) return lookUp();
+    const { at, pool } = found;
+    return pool.then((c) => (c.leaseMs >= leaseMs || Date.now() - at < shortLeaseLookMs ? c : lookUp()));
   };
-  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind, leaseMs: number, lease?: "set") =>
+  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind, leaseMs: number) =>
     consumerFor(
       nc,
       names.permitsStream,
       permitsConsumer(queue, kind),
       names.permitsSubject(queue, kind),
       leaseMs,
-      lease,
     );
 
   const fills = broker.setups.cache<Map<string, Promise<void>>>();
@@ -301,8 +312,7 @@ export const natsQueueControls = (
       let attempt = 0;
       return broker.run("queue.permits.set", async (nc) => {
         const { js, jsm } = await broker.handles(nc);
-        // The lease before the permits: a worker taking one of the new pool finds it as its settings say.
-        await consumerOf(nc, queue, kind, leaseMs, "set");
+        await consumerOf(nc, queue, kind, leaseMs);
         const subject = names.permitsSubject(queue, kind);
         // A permit whose publish failed, published again under its id: the server answers with
         // the one it stored (within its two-minute duplicate window), or stores it now; either
@@ -336,6 +346,20 @@ export const natsQueueControls = (
         published = [];
       });
     },
+    setPermitLease: (queue, leaseMs) =>
+      broker.run("queue.permits.lease", async (nc) => {
+        const { jsm } = await broker.handles(nc);
+        for (const kind of ["concurrency", "rate"] as const) {
+          const name = permitsConsumer(queue, kind);
+          const info = await jsm.consumers.info(names.permitsStream, name).catch((error: unknown) => {
+            if (isNotFound(error)) return undefined;
+            throw error;
+          });
+          if (info && info.config.ack_wait !== nanos(leaseMs))
+            await jsm.consumers.update(names.permitsStream, name, { ack_wait: nanos(leaseMs) });
+          consumers.get(nc)?.delete(`${names.permitsStream}/${name}`);
+        }
+      }),
     takePermit: (queue, kind, signal, leaseMs = defaultPermitLeaseMs) =>
       takeFrom(broker, (nc) => consumerOf(nc, queue, kind, leaseMs), signal, leaseMs),
     takeTargetPermit: (queue, pool, kind, signal) =>
