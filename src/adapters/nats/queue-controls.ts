@@ -1,12 +1,5 @@
 import { randomUUID } from "node:crypto";
-import {
-  AckPolicy,
-  type Consumer,
-  DeliverPolicy,
-  type JetStreamManager,
-  RetentionPolicy,
-  StorageType,
-} from "@nats-io/jetstream";
+import { DeliverPolicy, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
@@ -20,24 +13,12 @@ import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { deleteMessages, type PermitMessage, publishPermits } from "./permit-publishes.ts";
-import { type PoolConsumer, pullFreePermits, takeFrom } from "./permit-pulls.ts";
+import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
+import { poolConsumers } from "./pool-consumers.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
 
 const encoder = new TextEncoder();
-
-/** A consumer's ack wait when its config says none: the server's default. */
-const serverAckWaitMs = 30_000;
-
-/** How often a pool's consumer whose lease is shorter than its taker's settings say is looked up again. */
-const shortLeaseLookMs = 10_000;
-
-/** A pool's consumer as a client looked it up: for a taker asking `askedMs`, at `at`. */
-interface CachedConsumer {
-  readonly askedMs: number;
-  readonly at: number;
-  readonly pool: Promise<PoolConsumer>;
-}
 
 /** JetStream "wrong last sequence": a compare-and-set lost. */
 const wrongLastSequence = 10071;
@@ -109,66 +90,10 @@ export const natsQueueControls = (
     });
     return made;
   };
-  const consumers = broker.setups.cache<Map<string, CachedConsumer>>();
-  /**
-   * A pool's consumer on this client, with its permits' lease there (its ack
-   * wait): made when missing (a worker may make its queue's) with `leaseMs`,
-   * the lease its taker's settings say. Looked up again when a taker asks
-   * with another lease (the settings changed), and, while it is shorter than
-   * the lease asked (the settings name a longer one than `configure` has set
-   * on the consumer, or a crash came between), every `shortLeaseLookMs`:
-   * the taker holds its permit for the shorter one meanwhile.
-   */
-  const consumerFor = (
-    nc: NatsConnection,
-    stream: string,
-    name: string,
-    subject: string,
-    leaseMs: number,
-  ): Promise<PoolConsumer> => {
-    let known = consumers.get(nc);
-    if (!known) {
-      known = new Map();
-      consumers.set(nc, known);
-    }
-    const key = `${stream}/${name}`;
-    const found = known.get(key);
-    const lookUp = (): Promise<PoolConsumer> => {
-      const made = (async () => {
-        const { js, jsm } = await broker.handles(nc);
-        if (stream === names.permitsStream) await permitsStream(nc, jsm);
-        let ackWait: number | undefined;
-        try {
-          ackWait = (await jsm.consumers.info(stream, name)).config.ack_wait;
-        } catch (error) {
-          if (!isNotFound(error)) throw error;
-          ackWait = (
-            await jsm.consumers.add(stream, {
-              durable_name: name,
-              filter_subject: subject,
-              ack_policy: AckPolicy.Explicit,
-              ack_wait: nanos(leaseMs),
-              max_deliver: -1,
-              max_ack_pending: 20_000,
-            })
-          ).config.ack_wait;
-        }
-        // None said: the server's default.
-        const lease = ackWait === undefined ? serverAckWaitMs : Math.floor(ackWait / 1e6);
-        return { consumer: await js.consumers.get(stream, name), leaseMs: lease };
-      })();
-      const cache = known;
-      const entry = { askedMs: leaseMs, at: Date.now(), pool: made };
-      cache.set(key, entry);
-      made.catch(() => {
-        if (cache.get(key) === entry) cache.delete(key);
-      });
-      return made;
-    };
-    if (found?.askedMs !== leaseMs) return lookUp();
-    const { at, pool } = found;
-    return pool.then((c) => (c.leaseMs >= leaseMs || Date.now() - at < shortLeaseLookMs ? c : lookUp()));
-  };
+  const pools = poolConsumers(broker, async (nc, jsm, stream) => {
+    if (stream === names.permitsStream) await permitsStream(nc, jsm);
+  });
+  const consumerFor = pools.consumerFor;
   const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind, leaseMs: number) =>
     consumerFor(
       nc,
@@ -348,17 +273,8 @@ export const natsQueueControls = (
     },
     setPermitLease: (queue, leaseMs) =>
       broker.run("queue.permits.lease", async (nc) => {
-        const { jsm } = await broker.handles(nc);
-        for (const kind of ["concurrency", "rate"] as const) {
-          const name = permitsConsumer(queue, kind);
-          const info = await jsm.consumers.info(names.permitsStream, name).catch((error: unknown) => {
-            if (isNotFound(error)) return undefined;
-            throw error;
-          });
-          if (info && info.config.ack_wait !== nanos(leaseMs))
-            await jsm.consumers.update(names.permitsStream, name, { ack_wait: nanos(leaseMs) });
-          consumers.get(nc)?.delete(`${names.permitsStream}/${name}`);
-        }
+        for (const kind of ["concurrency", "rate"] as const)
+          await pools.setLease(nc, names.permitsStream, permitsConsumer(queue, kind), leaseMs);
       }),
     takePermit: (queue, kind, signal, leaseMs = defaultPermitLeaseMs) =>
       takeFrom(broker, (nc) => consumerOf(nc, queue, kind, leaseMs), signal, leaseMs),
@@ -393,9 +309,7 @@ export const natsQueueControls = (
         for await (const c of jsm.consumers.list(stream)) {
           if (ours(c.name)) await jsm.consumers.delete(stream, c.name).catch(() => undefined);
         }
-        const known = consumers.get(nc);
-        for (const key of [...(known?.keys() ?? [])])
-          if (key.startsWith(`${stream}/`) && ours(key)) known?.delete(key);
+        pools.forget(nc, stream, ours);
       }),
     // A pull with `no_wait`, as the HTTP leases' (nats/task-leasing.ts): nats.js `fetch()` waits at
     // least 1 s when fewer than `max` are ready. Not retried: a second pull could take twice.
