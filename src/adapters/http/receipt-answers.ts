@@ -370,19 +370,15 @@ export class ReceiptAnswers {
     try {
       await this.#port.settle(part.map((d) => d.settle));
     } catch (error) {
-      // A nak whose outcome is unknown is taken as sent: its task comes back by it, or at its
-      // lease's end had it been lost. Sent again by a retried POST once the first had reached the
-      // server, it would hand back the task's next holder's delivery (JetStream answers one by its
-      // stream sequence), and the task would run twice at once. An ack or a term sent again
-      // reaches this delivery only (no other before its lease ends): given back to be retried.
+      // A nak of unknown outcome is taken as sent (the task comes back by it, or at its lease's end):
+      // sent again once the first had landed, it would hand back the next holder's delivery (one is
+      // answered by its stream sequence). An ack or a term can reach only this one: retried.
       sent = part.filter((d) => d.settle.action === "nak");
       if (sent.length < part.length) request.failures.push(error);
       for (const d of part) if (d.settle.action !== "nak") request.unsettled(d.a);
+      const naks = { err: error, jobId: sent[0]?.a.c.j, tasks: sent.length };
       if (sent.length > 0)
-        this.#log.warn(
-          { err: error, jobId: sent[0]?.a.c.j, tasks: sent.length },
-          "nak not known to have reached the server: taken as sent (the task comes back by it or at its lease's end)",
-        );
+        this.#log.warn(naks, "nak perhaps not sent: its task comes back by its lease anyway");
     }
     await Promise.all(
       sent.map(({ a, status }) =>
