@@ -67,9 +67,13 @@ export interface TaskLeasing {
    * Acks, terms, naks, extends or puts back deliveries by reference; once
    * this resolves the broker has them. A put-back whose copy could not be
    * stored leaves its delivery to its lease, and the call rejects after
-   * settling the rest.
+   * settling the rest. With `notAfter` (epoch ms), nothing is sent once it
+   * has passed (a wait for the connection outlasted the deliveries' leases:
+   * an ack or a nak then would reach the task's next holder, JetStream
+   * answering a delivery by its stream sequence): the call rejects with
+   * `ConnectionUnavailable`, which always means nothing was sent.
    */
-  settle(settles: readonly LeaseSettle[]): Promise<void>;
+  settle(settles: readonly LeaseSettle[], notAfter?: number): Promise<void>;
   /** The payload of the task a delivery carries (the reference says where the task is stored). */
   taskPayload(ref: string): Promise<unknown>;
   /**

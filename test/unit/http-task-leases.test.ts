@@ -5,7 +5,7 @@ import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import type { ResultItem } from "../../src/adapters/http/request-bodies.ts";
 import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
 import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
-import { OperationTimeout } from "../../src/kernel/errors.ts";
+import { ConnectionUnavailable, OperationTimeout } from "../../src/kernel/errors.ts";
 import { type JobRecord, laneMaxDeliver, SubmitPhase } from "../../src/kernel/job-record.ts";
 import { delay } from "../harness/wait.ts";
 
@@ -434,6 +434,32 @@ describe("TaskLeases", () => {
         { id: "j1.0", status: "retry" },
       ]);
     expect(t.calls.filter((c) => c.startsWith("nak"))).toEqual(["nak(100) $JS.ACK.t.j1.1.1.1.0.0"]);
+  });
+
+  it("a retry (nak) surely not sent (no connection) is given back: the POST tried again sends it", async () => {
+    const t = setup();
+    t.offer("j1", 0);
+    const [task] = await t.leases.reserve("j1", 1, W1);
+    const settle = t.port.settle;
+    let fail = true;
+    const limits: Array<number | undefined> = [];
+    t.port.settle = async (settles, notAfter) => {
+      limits.push(notAfter);
+      if (fail && settles.some((x) => x.action === "nak")) {
+        fail = false;
+        throw new ConnectionUnavailable({ message: "not connected" });
+      }
+      return settle(settles);
+    };
+    await expect(t.leases.submitResults("j1", [err(task!.receipt, "busy")], W1)).rejects.toMatchObject({
+      _tag: "ConnectionUnavailable",
+    });
+    await expect(t.leases.submitResults("j1", [err(task!.receipt, "busy")], W1)).resolves.toMatchObject([
+      { id: "j1.0", status: "retry" },
+    ]);
+    expect(t.calls.filter((c) => c.startsWith("nak"))).toEqual(["nak(100) $JS.ACK.t.j1.1.1.1.0.0"]);
+    // Each settle is bounded by the delivery's lease, on the wall clock (9 s left of it here).
+    for (const notAfter of limits) expect((notAfter ?? 0) - Date.now()).toBeGreaterThan(8000);
   });
 
   it("while its results are being published, the delivery's lease is kept (+WPI), then it is acked", async () => {

@@ -7,6 +7,7 @@ import { answerDigest, countStatuses, handlerAnswer, messageId, repeated } from 
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, ItemOutcome, LeasePort } from "./lease-port.ts";
 import { type Answering, ReceiptDelivery, type Settling } from "./receipt-delivery.ts";
+import { settleDeliveries } from "./receipt-settle.ts";
 import { leaseEnd, type ReceiptClaims } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
@@ -145,8 +146,9 @@ export class ReceiptAnswers {
     } finally {
       stopKeeping();
     }
-    await this.#settle(request.stored, request, caller);
-    await this.#settle(request.retries, request, caller);
+    const settling = { port: this.#port, book: this.#book, log: this.#log, now: this.#now, caller };
+    await settleDeliveries(settling, request.stored, request);
+    await settleDeliveries(settling, request.retries, request);
     await Promise.all(request.releases);
     const answered = await Promise.all(outcomes);
     this.#log.info(
@@ -343,57 +345,5 @@ export class ReceiptAnswers {
     keep(claimed.filter((a) => a.c.x - now < everyMs));
     const keeper = setInterval(() => keep(claimed), everyMs);
     return () => clearInterval(keeper);
-  }
-
-  /**
-   * Settles the deliveries by reference, then records their answers. Not a
-   * delivery whose lease ended before its results were stored, no keep of it
-   * heard by the server (the connection down meanwhile): the server may have
-   * handed its task to another worker, whose delivery an ack or a nak of this
-   * one would end (JetStream answers a delivery by its stream sequence). Its
-   * answer is stored, and counted once; it is told expired, its claim given
-   * back.
-   */
-  async #settle(all: readonly ReceiptDelivery[], request: Settling, caller: Caller): Promise<void> {
-    const now = this.#now();
-    const part = all.filter((d) => d.a.heldUntil > now);
-    for (const d of all) {
-      if (d.a.heldUntil > now) continue;
-      this.#log.warn(
-        { jobId: d.a.c.j, index: d.a.c.i },
-        "results stored after the delivery's lease ended: not settled",
-      );
-      request.unsettled(d.a);
-    }
-    if (part.length === 0) return;
-    let sent = part;
-    try {
-      await this.#port.settle(part.map((d) => d.settle));
-    } catch (error) {
-      // A nak of unknown outcome is taken as sent (the task comes back by it, or at its lease's end):
-      // sent again once the first had landed, it would hand back the next holder's delivery (one is
-      // answered by its stream sequence). An ack or a term can reach only this one: retried.
-      sent = part.filter((d) => d.settle.action === "nak");
-      if (sent.length < part.length) request.failures.push(error);
-      for (const d of part) if (d.settle.action !== "nak") request.unsettled(d.a);
-      const naks = { err: error, jobId: sent[0]?.a.c.j, tasks: sent.length };
-      if (sent.length > 0)
-        this.#log.warn(naks, "nak perhaps not sent: its task comes back by its lease anyway");
-    }
-    await Promise.all(
-      sent.map(({ a, status }) =>
-        this.#port
-          .recordAnswer(a.c.r, { status, digest: a.digest, at: this.#now() }, a.revision)
-          .catch((error) => this.#log.warn({ err: error, jobId: a.c.j }, "answer settled but not recorded")),
-      ),
-    );
-    for (const d of sent) {
-      const { a, status } = d;
-      this.#book.release(caller.identity, a.c.r);
-      a.finish({ status, digest: a.digest, at: this.#now() });
-      // Counted once settled, not as its results were stored: a request whose settle failed
-      // stored them again when retried (the server keeping one), and counted them again.
-      request.answered(d);
-    }
   }
 }

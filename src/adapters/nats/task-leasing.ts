@@ -3,6 +3,7 @@ import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetst
 import type { KV } from "@nats-io/kv";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
+import { ConnectionUnavailable } from "../../kernel/errors.ts";
 import type { JobTasksRef } from "../../kernel/job-record.ts";
 import { decodeTask } from "../../kernel/wire.ts";
 import { laneConsumer, queueOfStream } from "../names.ts";
@@ -174,7 +175,7 @@ export class NatsTaskLeasing implements TaskLeasing {
    * server has them. Not retried: an ack lost is a redelivery, counted once;
    * an ack sent twice could reach the task's next holder.
    */
-  settle(settles: readonly LeaseSettle[]): Promise<void> {
+  settle(settles: readonly LeaseSettle[], notAfter?: number): Promise<void> {
     for (const s of settles) {
       if (this.#tasksStreamOf(s.ref) === undefined) {
         throw new Error(`settle: ${JSON.stringify(s.ref)} is not a task delivery of this runtime`);
@@ -185,6 +186,10 @@ export class NatsTaskLeasing implements TaskLeasing {
     return this.#broker.run(
       "job.tasks.settle",
       async (nc) => {
+        if (notAfter !== undefined && Date.now() >= notAfter)
+          throw new ConnectionUnavailable({
+            message: "settle not sent: its deliveries' leases ended meanwhile",
+          });
         for (const s of settles) nc.publish(s.ref, leasePayload(s));
         await nc.flush();
       },
