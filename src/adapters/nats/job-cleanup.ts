@@ -141,12 +141,10 @@ export const cleanupJobs = async (
       for (const { stream, name } of consumers)
         await jsm.consumers.delete(stream, name).catch(() => undefined);
       // Only what was there when it was looked at: a redrive's tasks published since stay.
-      for (const { stream, subject, count, below } of subjects) {
-        // Held tasks one by one too: a purge would move the queue's `due` (no filter) past every
-        // task of its live jobs, held then.
-        if (isHeldStream(stream)) await deleteSubjectMessages(jsm, stream, subject, { max: count, below });
+      for (const { stream, subject, below } of subjects) {
+        if (isHeldStream(stream)) continue; // below, each in a run of its own
         // A lane subject is never purged: the lane consumer would skip every lane task stored.
-        else if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject, below);
+        if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject, below);
         else await jsm.streams.purge(stream, { filter: subject, seq: below });
       }
       // Deleted one by one, never purged: a purge moved the queue's results feed past every
@@ -173,6 +171,20 @@ export const cleanupJobs = async (
   }
 
   if (!dryRun) {
+    // Held tasks one by one too (a purge would move the queue's `due`, which has no filter, past
+    // every held task of its live jobs), each job's in a run of its own with the deadline a job's
+    // own removal has: a large job's, left by an end whose removal timed out, took the pass's
+    // whole run past its deadline (50,000 held tasks), and the rest of the pass with it.
+    for (const { stream, subject, count, below } of subjects.filter((s) => isHeldStream(s.stream)))
+      await core
+        .run(
+          "cleanup.held",
+          async (nc) =>
+            deleteSubjectMessages((await broker.handles(nc)).jsm, stream, subject, { max: count, below }),
+          { timeoutMs: Math.max(30_000, count * 2) },
+        )
+        // Not now: the next pass finds what is left.
+        .catch(() => undefined);
     // Up to the revision seen: a lease written since (a resubmit of the key) stays.
     for (const { jobId, revision } of leftovers) await leases.remove(jobId, revision);
     // A job whose record was read without a lease: given a run-out one (never over one it took
