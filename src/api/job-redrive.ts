@@ -119,19 +119,23 @@ export const redriveDead = async (
   }
   refuseUnfinishable(record);
   // Named by every letter of the tasks it sends back: the same redrive made twice at once (two
-  // operators, a call retried after a failure) publishes its marker and tasks under the same
-  // ids, which the server keeps once (2-minute duplicate window); each under ids of its own ran
-  // the task twice. Every letter, not the first of each task: a letter a redrive failed to
-  // remove named the next redrive of the task, after it died again, as that one.
+  // operators, a call retried after a failure) publishes its marker under the same id, which
+  // the server keeps once (2-minute duplicate window). Every letter, not the first of each
+  // task: a letter a redrive failed to remove named the next redrive of the task, after it
+  // died again, as that one.
   const redriven = new Set(chosen.map((l) => l.index));
   const sent = all.filter((l) => redriven.has(l.index));
-  const nonce = namingRedriveId(
-    createHash("sha256")
-      .update(sent.map((l) => l.seq).join(","))
-      .digest("base64url")
-      .replace(/[-_]/g, "")
-      .slice(0, 8),
-  );
+  const nonce = namingRedriveId(hashOf(sent));
+  // Each task under an id of its own letters, whichever redrive sends it: two redrives of
+  // different sets made at once (`[0]` and `[0, 1]`) publish task 0 under one id, kept once.
+  // Named by the redrive's whole set, each published it: task 0 ran twice.
+  const lettersOf = new Map<number, DeadLetter[]>();
+  for (const l of sent) {
+    const of = lettersOf.get(l.index);
+    if (of) of.push(l);
+    else lettersOf.set(l.index, [l]);
+  }
+  const taskMsgIds = chosen.map((l) => `${l.index}.${hashOf(lettersOf.get(l.index) ?? [])}`);
   // Written once per redrive: the same redrive made again (its tasks and marker published once)
   // finds its id in the record and leaves the count; it lowered `dead` twice. `reopened`: this
   // call's change is the one written.
@@ -211,7 +215,7 @@ export const redriveDead = async (
   // job had nothing to run, and the next redrive counted its dead off again. The lease written
   // above goes with the takeover pass that reads the record over.
   await broker
-    .publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping)
+    .publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, taskMsgIds)
     .catch(async (error: unknown) => {
       // Still this redrive's and not over (a cancel since stands): a write after its own (the
       // supervisor's progress, counting its marker) does not keep it. Kept, the record named
@@ -229,6 +233,14 @@ export const redriveDead = async (
   await broker.removeDeadLetters(sent.map((l) => l.seq));
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
 };
+
+/** Eight letters and digits from the letters' sequences: what names a redrive, or one task of it. */
+const hashOf = (letters: readonly DeadLetter[]): string =>
+  createHash("sha256")
+    .update(letters.map((l) => l.seq).join(","))
+    .digest("base64url")
+    .replace(/[-_]/g, "")
+    .slice(0, 8);
 
 /**
  * A job over with tasks never answered (cancelled, stalled too long, its tasks lost) cannot be

@@ -200,8 +200,13 @@ class MemoryJobBroker implements MemoryBroker {
 
   // ---- tasks (memory-task-queue.ts) ----
 
-  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
-    return this.#tasks.publishTasks(record, bodies, signal);
+  publishTasks(
+    record: JobRecord,
+    bodies: readonly string[],
+    signal: AbortSignal,
+    ids?: readonly string[],
+  ): Promise<void> {
+    return this.#tasks.publishTasks(record, bodies, signal, ids);
   }
 
   announceCreated(queue: string, jobId: string): Promise<void> {

@@ -96,7 +96,7 @@ export const memoryTaskQueue = (
 
   const taskQueue: MemoryTaskQueue = {
     /** A lane job's task goes to its queue's lane, whose consumer is made first if need be. */
-    publishTasks: async (record, bodies, signal) => {
+    publishTasks: async (record, bodies, signal, ids) => {
       const op = "job.tasks.publish";
       open(op);
       if (signal.aborted) throw new RuntimeStopped({ message: `${op}: aborted` });
@@ -105,7 +105,7 @@ export const memoryTaskQueue = (
       const idPrefix = `${record.id}.${record.submitId}`;
       // In order, failing at the first body too large: the ones before it are stored, as on NATS.
       bodies.forEach((body, n) => {
-        const msgId = `${idPrefix}.${n}`;
+        const msgId = `${idPrefix}.${ids?.[n] ?? n}`;
         server.checkPayload(op, body, msgId);
         server.tasks.publish(subject, body, msgId);
       });

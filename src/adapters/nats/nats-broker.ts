@@ -214,7 +214,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       );
     },
 
-    publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
+    publishTasks: (record, bodies, signal, ids) => js.publishTasks(record, bodies, signal, ids),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
     tasksCommitted: (job) => js.tasksCommitted(job),
     // Made again while tasks of the job are stored, or held until due (moved onto its subject later).
