@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
+import { boundError } from "../kernel/dead-letter.ts";
 import { InvalidArgument, OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
 import { FirstAnswers } from "../kernel/job-progress.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
@@ -11,6 +12,7 @@ import {
   batchesUnder,
   decodeResults,
   encodeBatch,
+  encodeFailed,
   encodeRedrive,
   encodeTask,
   namingRedriveId,
@@ -174,16 +176,13 @@ export const redriveDead = async (
   // redrive failed for good): all before any task, so no end is decided between two of them
   // (the tasks the first takes back are unanswered until their new answers, which come after).
   const markers = chosen.map((l) => encodeRedrive(l.index, nonce));
-  const batches = batchesUnder(markers, (await broker.maxPayload()) - markerHeadroom);
-  for (const [k, batch] of batches.entries())
-    await broker.publishResults(
-      record.queue,
-      id,
-      encodeBatch(batch),
-      k === 0 ? `redrive.${id}.${nonce}` : `redrive.${id}.${nonce}.${k}`,
-    );
+  await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
-  await runAgain();
+  await runAgain().catch(async (error: unknown) => {
+    // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
+    if (error instanceof InvalidArgument) await takeBack(broker, log, from, chosen, nonce);
+    throw error;
+  });
   // The same redrive reopened the job first: its publish (or its putting the record back)
   // is that one's. Publishing here too left the task on the lane of a job that one put
   // back as over, and a lane worker removed it. Not once the job has stalled since (`from`,
@@ -232,6 +231,45 @@ export const redriveDead = async (
   // next redrive ran it again.
   await broker.removeDeadLetters(sent.map((l) => l.seq));
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
+};
+
+/** `entries` in results messages under the server's max payload, the first named `msgId`, the next `msgId.<k>`. */
+const publishInBatches = async (broker: Broker, record: JobRecord, entries: string[], msgId: string) => {
+  const batches = batchesUnder(entries, (await broker.maxPayload()) - markerHeadroom);
+  for (const [k, batch] of batches.entries())
+    await broker.publishResults(
+      record.queue,
+      record.id,
+      encodeBatch(batch),
+      k === 0 ? msgId : `${msgId}.${k}`,
+    );
+};
+
+/**
+ * What a redrive refused in its record write made before it, taken back: the job ended meanwhile
+ * with tasks unanswered (`over`), so no redrive can reopen it. The consumer it made again (the
+ * end's clean-up may have deleted it first) goes, with any task of the job left; its markers
+ * stay stored (a results stream keeps what was published), so each task's death is stored again
+ * after them. Left, the consumer stayed until the cleanup pass, and a reader of the job's results
+ * (`results()`) no longer saw those deaths. Best effort: the refusal is what the caller gets.
+ */
+const takeBack = async (
+  broker: Broker,
+  log: Logger,
+  over: JobRecord,
+  letters: readonly DeadLetter[],
+  nonce: string,
+): Promise<void> => {
+  try {
+    if (!over.lane) await broker.removeTasks(over);
+    const deaths = letters.map((l) => encodeFailed(l.index, boundError(l.error), true));
+    await publishInBatches(broker, over, deaths, `redrive.${over.id}.${nonce}.refused`);
+  } catch (error) {
+    log.warn(
+      { err: error, jobId: over.id },
+      "redrive refused; what it made before is left to the cleanup pass",
+    );
+  }
 };
 
 /** Eight letters and digits from the letters' sequences: what names a redrive, or one task of it. */
