@@ -192,6 +192,14 @@ export const redriveDead = async (
   // the same message ids: the server keeps one of each within its two-minute duplicate
   // window; past it, a task that one did publish (waiting for a worker) runs twice, counted
   // once.
+  if (!reopened && isFinal(from.status)) {
+    // Over since that one reopened it, every task answered (one over with tasks unanswered is
+    // refused above): its tasks were published and answered, and its letters were left (their
+    // removal failed). They go now; it did nothing, and the succeeded job listed its tasks dead
+    // for good. A task that died again has a new letter, which names another redrive.
+    await broker.removeDeadLetters(sent.map((l) => l.seq));
+    return;
+  }
   if (!reopened && from.status !== "stalled") return;
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
