@@ -180,7 +180,8 @@ export const redriveDead = async (
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
   await runAgain().catch(async (error: unknown) => {
     // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
-    if (error instanceof InvalidArgument) await takeBack(broker, log, from, chosen, nonce);
+    if (error instanceof InvalidArgument && isFinal(from.status))
+      await takeBack(broker, log, from, chosen, nonce);
     throw error;
   });
   // The same redrive reopened the job first: its publish (or its putting the record back)
