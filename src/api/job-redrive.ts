@@ -175,6 +175,12 @@ export const redriveDead = async (
   // as the server's max payload asks (one message of ~22,800 markers passed 1 MB, and such a
   // redrive failed for good): all before any task, so no end is decided between two of them
   // (the tasks the first takes back are unanswered until their new answers, which come after).
+  // The dead tasks' own messages go before the marker (a worker's letter names its task's): one
+  // whose term was lost is stored still, and its advisory's dead answer, stored after the
+  // marker, was counted as the copy's answer (the job failed, the copy's success ignored). Gone,
+  // the advisory finds nothing to answer.
+  const dying = sent.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
+  if (dying.length > 0) await broker.removeTaskMessages(record.queue, dying);
   const markers = chosen.map((l) => encodeRedrive(l.index, nonce));
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));

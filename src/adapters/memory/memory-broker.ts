@@ -247,6 +247,10 @@ class MemoryJobBroker implements MemoryBroker {
     return this.#tasks.removeTasks(job, below);
   }
 
+  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(queue, seqs);
+  }
+
   tasksMark(job: JobTasksRef): Promise<number> {
     return this.#tasks.tasksMark(job);
   }

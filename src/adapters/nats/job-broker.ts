@@ -244,6 +244,10 @@ export class NatsJobBroker {
     return this.#tasks.removeTasks(job, below);
   }
 
+  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(queue, seqs);
+  }
+
   announceCreated(queue: string, jobId: string): Promise<void> {
     return this.#tasks.announceCreated(queue, jobId);
   }

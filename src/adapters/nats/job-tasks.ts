@@ -14,7 +14,7 @@ import type { NatsContext, RunOptions } from "./nats-context.ts";
 import type { PubAcks } from "./pub-acks.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import type { QueueStreams } from "./queue-streams.ts";
-import { isNotFound, streamInfoIfAny } from "./streams.ts";
+import { isNoMessage, isNotFound, streamInfoIfAny } from "./streams.ts";
 import { deleteSubjectMessages } from "./subject-messages.ts";
 
 const encoder = new TextEncoder();
@@ -192,6 +192,16 @@ export class NatsJobTasks {
           })
           .catch(unlessNotFound);
       await jsm.consumers.delete(stream, job.id).catch(unlessNotFound);
+    });
+  }
+
+  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
+    return this.#run("job.tasks.remove-messages", async ({ jsm }) => {
+      const stream = this.#names.tasksStream(queue);
+      for (const seq of seqs)
+        await jsm.streams.deleteMessage(stream, seq, false).catch((error: unknown) => {
+          if (!isNoMessage(error) && !isNotFound(error)) throw error;
+        });
     });
   }
 
