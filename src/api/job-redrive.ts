@@ -3,20 +3,19 @@ import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
 import { boundError } from "../kernel/dead-letter.ts";
-import { InvalidArgument, OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
-import { FirstAnswers } from "../kernel/job-progress.ts";
+import { InvalidArgument } from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
 import {
   batchesUnder,
-  decodeResults,
   encodeBatch,
   encodeFailed,
   encodeRedrive,
   encodeTask,
   namingRedriveId,
 } from "../kernel/wire.ts";
+import { firstAnswers, takenBack } from "./redrive-results.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -41,57 +40,6 @@ export const deadLettersOf = async (
   const all = stored.filter((l) => !answers.alive(l.index));
   const stale = stored.filter((l) => answers.alive(l.index));
   return { record, letters: firstLetters(all), all, stale };
-};
-
-/**
- * The first answers of the job's tasks named (`lettered`), read from its
- * results stream until each has one or the stream ends: only when it has
- * dead letters (an operator's call). Bounded by the operation deadline, and
- * a millisecond more for every 20 tasks of the job.
- */
-const firstAnswers = async (
-  core: RuntimeCore,
-  broker: Broker,
-  record: JobRecord,
-  lettered: ReadonlySet<number>,
-): Promise<FirstAnswers> => {
-  const answers = new FirstAnswers(record.total);
-  const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
-  // Aborted once caught up, at the deadline, or as the runtime stops.
-  const reading = core.stopLinks.link();
-  const deadline = setTimeout(() => reading.abort(workOver), timeoutMs);
-  let caughtUp = false;
-  const over = () => {
-    caughtUp = true;
-    reading.abort(workOver);
-  };
-  try {
-    await broker.readResults(
-      record.queue,
-      record.id,
-      (body, pending) => {
-        try {
-          answers.add(decodeResults(body));
-        } catch {
-          // Not written by jetstate: the job's counts skip it too.
-        }
-        if (pending === 0 || answers.seenAll(lettered)) over();
-      },
-      reading.signal,
-      over,
-    );
-  } finally {
-    clearTimeout(deadline);
-    reading.abort(workOver);
-    core.stopLinks.unlink(reading);
-  }
-  if (caughtUp) return answers;
-  if (core.stopping.aborted) throw new RuntimeStopped({ message: "job.results.first: the runtime stopped" });
-  throw new OperationTimeout({
-    message: `job.results.first: the results of job ${record.id} not read within ${timeoutMs} ms`,
-    operation: "job.results.first",
-    timeoutMs,
-  });
 };
 
 /** Room left in a results message of markers for its headers (its message id). */
@@ -144,22 +92,37 @@ export const redriveDead = async (
   let reopened = false;
   /** The record this call's change was made from: what a redrive not published puts back. */
   let from = record;
-  const runAgain = () =>
-    updateRecordWith(broker, id, (r) => {
-      from = r;
-      reopened = r.redrive !== nonce;
-      if (!reopened) return undefined;
-      // Ended since it was read (a cancel from another process): the same refusal.
-      refuseUnfinishable(r);
-      const { reason: _reason, finishedAt: _finished, ...rest } = r;
-      return {
-        ...rest,
-        status: isFinal(r.status) ? "running" : r.status,
-        counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
-        redrive: nonce,
-        updatedAt: core.clock.now(),
-      };
-    });
+  /**
+   * Its tasks its own marker took back, read once the write finds the job reopened by another
+   * redrive since this one read it (two sets at once, `[0]` and `[0, 1]`): the tasks both sent
+   * are counted off by the first marker only. By its whole set, task 0 was counted off twice.
+   */
+  let taken: number | undefined;
+  const change = (r: JobRecord) => {
+    from = r;
+    reopened = r.redrive !== nonce;
+    if (!reopened) return undefined;
+    // Ended since it was read (a cancel from another process): the same refusal.
+    refuseUnfinishable(r);
+    const since = r.redrive !== record.redrive;
+    if (since && taken === undefined) return undefined;
+    const { reason: _reason, finishedAt: _finished, ...rest } = r;
+    const lowered = since ? (taken ?? 0) : chosen.length;
+    return {
+      ...rest,
+      status: isFinal(r.status) ? "running" : r.status,
+      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - lowered) },
+      redrive: nonce,
+      updatedAt: core.clock.now(),
+    };
+  };
+  const runAgain = async () => {
+    await updateRecordWith(broker, id, change);
+    if (!reopened || from.redrive === record.redrive || taken !== undefined) return;
+    const indexes = chosen.map((l) => l.index);
+    taken = await takenBack(core, broker, record, nonce, indexes);
+    await updateRecordWith(broker, id, change);
+  };
   // Consumer and marker first, then the record, the tasks last. The consumer before the record:
   // workers follow a job once its record says running, and must then find it. The tasks after
   // the record, the point of no return: an end written before it read its tasks mark before

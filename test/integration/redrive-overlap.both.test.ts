@@ -1,9 +1,12 @@
 /**
- * Two redrives of one job made at once with different task sets, both
+ * Two redrives of one job made at once with different task sets, its three
  * tasks dead: `redrive(id, [0])` and `redrive(id, [0, 1])`. A redrive's
  * message ids derived from the letters of every task it sent back, so the
  * two sets published task 0 under two ids: it was stored twice and ran
- * twice. Each dead task must run once, the job end once with exact counts.
+ * twice. And the second record write lowered `dead` by its whole set: task
+ * 0 was counted off twice (the record said 0 dead, with task 2's letter
+ * there). Each dead task must run once, the counts be exact, the job end
+ * once.
  * Runtime A runs the job and the worker; runtime B makes both redrives,
  * held together once both have read the letters (their consumer's make,
  * the step after). The oracles: the handler's own ledger of runs, the
@@ -63,22 +66,24 @@ describe.each([
     const queue = "overlap";
     const down = downWorker(a, queue, answer.opened);
     try {
-      const job = await submitDying(a, queue);
-      expect(await job.done()).toMatchObject({ status: "failed", dead: 2 });
+      const job = await submitDying(a, queue, { tasks: [1, 2, 3] });
+      expect(await job.done()).toMatchObject({ status: "failed", dead: 3 });
       down.mend();
       holding = true;
       await Promise.all([b.jobs.redrive(job.id, [0]), b.jobs.redrive(job.id, [0, 1])]);
       expect(arrived).toBe(2);
+      // Tasks 0 and 1 sent back, task 2 dead still. Before the fix: 0.
+      expect(await side.stored(job.id)).toMatchObject({ status: "running", counts: { dead: 1 } });
       // Both redrives over, every copy still stored (the handler holds its answers): one per task.
       // Before the fix task 0 was stored twice, once under each redrive's ids.
       expect(await side.storedTasks(queue, job.id)).toBe(2);
       answer.open();
-      await waitUntil(async () => (await side.stored(job.id))?.status === "succeeded", {
+      await waitUntil(async () => (await side.stored(job.id))?.status === "failed", {
         timeoutMs: 20_000,
-        message: "the job, both tasks redriven, succeeded",
+        message: "the job, tasks 0 and 1 redriven and task 2 dead still, over",
       });
-      expect(await side.stored(job.id)).toMatchObject({ counts: { done: 2, failed: 0, dead: 0 } });
-      expect(await a.jobs.deadLetters(job.id)).toEqual([]);
+      expect(await side.stored(job.id)).toMatchObject({ counts: { done: 2, failed: 0, dead: 1 } });
+      expect((await a.jobs.deadLetters(job.id)).map((l) => l.index)).toEqual([2]);
       await waitUntil(async () => (await side.storedTasks(queue, job.id)) === 0, {
         timeoutMs: 10_000,
         message: "no task of the job left stored",
@@ -93,6 +98,7 @@ describe.each([
         [1, "threw"],
         [1, "ok"],
       ]);
+      expect(down.ran.filter(([i]) => i === 2)).toEqual([[2, "threw"]]);
     } finally {
       answer.open();
       together.open();
