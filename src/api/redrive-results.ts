@@ -20,6 +20,7 @@ const readResultsOf = async (
   core: RuntimeCore,
   broker: Broker,
   record: JobRecord,
+  operation: "job.results.first" | "job.results.taken",
   add: (entries: readonly ResultEntry[]) => boolean,
 ): Promise<void> => {
   const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
@@ -53,10 +54,10 @@ const readResultsOf = async (
     core.stopLinks.unlink(reading);
   }
   if (caughtUp) return;
-  if (core.stopping.aborted) throw new RuntimeStopped({ message: "job.results.read: the runtime stopped" });
+  if (core.stopping.aborted) throw new RuntimeStopped({ message: `${operation}: the runtime stopped` });
   throw new OperationTimeout({
-    message: `job.results.read: the results of job ${record.id} not read within ${timeoutMs} ms`,
-    operation: "job.results.read",
+    message: `${operation}: the results of job ${record.id} not read within ${timeoutMs} ms`,
+    operation,
     timeoutMs,
   });
 };
@@ -69,7 +70,7 @@ export const firstAnswers = async (
   lettered: ReadonlySet<number>,
 ): Promise<FirstAnswers> => {
   const answers = new FirstAnswers(record.total);
-  await readResultsOf(core, broker, record, (entries) => {
+  await readResultsOf(core, broker, record, "job.results.first", (entries) => {
     answers.add(entries);
     return answers.seenAll(lettered);
   });
@@ -92,7 +93,7 @@ export const takenBack = async (
   const answered = new Set<number>();
   const dead = new Set<number>();
   const takenBy = new Map<number, string>();
-  await readResultsOf(core, broker, record, (entries) => {
+  await readResultsOf(core, broker, record, "job.results.taken", (entries) => {
     for (const { i, ok, dead: died, redrive: marker, id } of entries) {
       if (!wanted.has(i)) continue;
       if (marker) {
