@@ -11,6 +11,8 @@ export interface DeadLetter {
   readonly at: number;
   /** `worker`: the handler failed on the last delivery; `advisory`: nobody answered it (worker died, lease ran out). */
   readonly source: "worker" | "advisory";
+  /** The task message that died, in its queue's tasks stream (a worker's letter: `DeadLetterFields`). */
+  readonly taskSeq?: number;
   /** Position in the dead-letter store (for removal on redrive). */
   readonly seq: number;
 }
@@ -39,6 +41,12 @@ export interface DeadLetters {
    */
   listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]>;
   removeDeadLetters(seqs: readonly number[]): Promise<void>;
+  /**
+   * Deletes dead tasks' own messages (`DeadLetter.taskSeq`) from the queue's tasks stream:
+   * one whose term was lost is stored still, and its advisory would come. One gone already
+   * is no error.
+   */
+  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void>;
   /**
    * Turns tasks that exhausted their deliveries unanswered into dead letters
    * and `dead` results, on every queue (those set up by any runtime, found as

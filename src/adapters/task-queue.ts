@@ -7,8 +7,17 @@ import type { JobRecord, JobSettings, JobTasksRef } from "../kernel/job-record.t
  * record's commit write).
  */
 export interface TaskSetup {
-  /** On the job's own subject, or on the queue's lane for a lane job (`record.lane`). */
-  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void>;
+  /**
+   * On the job's own subject, or on the queue's lane for a lane job (`record.lane`); each
+   * body's message id is `<jobId>.<submitId>.<n>`, `n` its position or, given, `ids[n]` (a
+   * redrive names each task by its own dead letters).
+   */
+  publishTasks(
+    record: JobRecord,
+    bodies: readonly string[],
+    signal: AbortSignal,
+    ids?: readonly string[],
+  ): Promise<void>;
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void>;
   /**
    * The commit point's witness: the job's consumer exists; for a lane job,

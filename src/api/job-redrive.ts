@@ -2,19 +2,20 @@ import { createHash } from "node:crypto";
 import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
-import { InvalidArgument, OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
-import { FirstAnswers } from "../kernel/job-progress.ts";
+import { boundError } from "../kernel/dead-letter.ts";
+import { InvalidArgument } from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
 import {
   batchesUnder,
-  decodeResults,
   encodeBatch,
+  encodeFailed,
   encodeRedrive,
   encodeTask,
   namingRedriveId,
 } from "../kernel/wire.ts";
+import { firstAnswers, takenBack } from "./redrive-results.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -39,57 +40,6 @@ export const deadLettersOf = async (
   const all = stored.filter((l) => !answers.alive(l.index));
   const stale = stored.filter((l) => answers.alive(l.index));
   return { record, letters: firstLetters(all), all, stale };
-};
-
-/**
- * The first answers of the job's tasks named (`lettered`), read from its
- * results stream until each has one or the stream ends: only when it has
- * dead letters (an operator's call). Bounded by the operation deadline, and
- * a millisecond more for every 20 tasks of the job.
- */
-const firstAnswers = async (
-  core: RuntimeCore,
-  broker: Broker,
-  record: JobRecord,
-  lettered: ReadonlySet<number>,
-): Promise<FirstAnswers> => {
-  const answers = new FirstAnswers(record.total);
-  const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
-  // Aborted once caught up, at the deadline, or as the runtime stops.
-  const reading = core.stopLinks.link();
-  const deadline = setTimeout(() => reading.abort(workOver), timeoutMs);
-  let caughtUp = false;
-  const over = () => {
-    caughtUp = true;
-    reading.abort(workOver);
-  };
-  try {
-    await broker.readResults(
-      record.queue,
-      record.id,
-      (body, pending) => {
-        try {
-          answers.add(decodeResults(body));
-        } catch {
-          // Not written by jetstate: the job's counts skip it too.
-        }
-        if (pending === 0 || answers.seenAll(lettered)) over();
-      },
-      reading.signal,
-      over,
-    );
-  } finally {
-    clearTimeout(deadline);
-    reading.abort(workOver);
-    core.stopLinks.unlink(reading);
-  }
-  if (caughtUp) return answers;
-  if (core.stopping.aborted) throw new RuntimeStopped({ message: "job.results.first: the runtime stopped" });
-  throw new OperationTimeout({
-    message: `job.results.first: the results of job ${record.id} not read within ${timeoutMs} ms`,
-    operation: "job.results.first",
-    timeoutMs,
-  });
 };
 
 /** Room left in a results message of markers for its headers (its message id). */
@@ -119,41 +69,60 @@ export const redriveDead = async (
   }
   refuseUnfinishable(record);
   // Named by every letter of the tasks it sends back: the same redrive made twice at once (two
-  // operators, a call retried after a failure) publishes its marker and tasks under the same
-  // ids, which the server keeps once (2-minute duplicate window); each under ids of its own ran
-  // the task twice. Every letter, not the first of each task: a letter a redrive failed to
-  // remove named the next redrive of the task, after it died again, as that one.
+  // operators, a call retried after a failure) publishes its marker under the same id, which
+  // the server keeps once (2-minute duplicate window). Every letter, not the first of each
+  // task: a letter a redrive failed to remove named the next redrive of the task, after it
+  // died again, as that one.
   const redriven = new Set(chosen.map((l) => l.index));
   const sent = all.filter((l) => redriven.has(l.index));
-  const nonce = namingRedriveId(
-    createHash("sha256")
-      .update(sent.map((l) => l.seq).join(","))
-      .digest("base64url")
-      .replace(/[-_]/g, "")
-      .slice(0, 8),
-  );
+  const nonce = namingRedriveId(hashOf(sent));
+  // Each task under an id of its own letters, whichever redrive sends it: two redrives of
+  // different sets made at once (`[0]` and `[0, 1]`) publish task 0 under one id, kept once.
+  // Named by the redrive's whole set, each published it: task 0 ran twice.
+  const lettersOf = new Map<number, DeadLetter[]>();
+  for (const l of sent) {
+    const of = lettersOf.get(l.index);
+    if (of) of.push(l);
+    else lettersOf.set(l.index, [l]);
+  }
+  const taskMsgIds = chosen.map((l) => `${l.index}.${hashOf(lettersOf.get(l.index) ?? [])}`);
   // Written once per redrive: the same redrive made again (its tasks and marker published once)
   // finds its id in the record and leaves the count; it lowered `dead` twice. `reopened`: this
   // call's change is the one written.
   let reopened = false;
   /** The record this call's change was made from: what a redrive not published puts back. */
   let from = record;
-  const runAgain = () =>
-    updateRecordWith(broker, id, (r) => {
-      from = r;
-      reopened = r.redrive !== nonce;
-      if (!reopened) return undefined;
-      // Ended since it was read (a cancel from another process): the same refusal.
-      refuseUnfinishable(r);
-      const { reason: _reason, finishedAt: _finished, ...rest } = r;
-      return {
-        ...rest,
-        status: isFinal(r.status) ? "running" : r.status,
-        counts: { ...r.counts, dead: Math.max(0, r.counts.dead - chosen.length) },
-        redrive: nonce,
-        updatedAt: core.clock.now(),
-      };
-    });
+  /**
+   * Its tasks its own marker took back, read once the write finds the job reopened by another
+   * redrive since this one read it (two sets at once, `[0]` and `[0, 1]`): the tasks both sent
+   * are counted off by the first marker only. By its whole set, task 0 was counted off twice.
+   */
+  let taken: number | undefined;
+  const change = (r: JobRecord) => {
+    from = r;
+    reopened = r.redrive !== nonce;
+    if (!reopened) return undefined;
+    // Ended since it was read (a cancel from another process): the same refusal.
+    refuseUnfinishable(r);
+    const since = r.redrive !== record.redrive;
+    if (since && taken === undefined) return undefined;
+    const { reason: _reason, finishedAt: _finished, ...rest } = r;
+    const lowered = since ? (taken ?? 0) : chosen.length;
+    return {
+      ...rest,
+      status: isFinal(r.status) ? "running" : r.status,
+      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - lowered) },
+      redrive: nonce,
+      updatedAt: core.clock.now(),
+    };
+  };
+  const runAgain = async () => {
+    await updateRecordWith(broker, id, change);
+    if (!reopened || from.redrive === record.redrive || taken !== undefined) return;
+    const indexes = chosen.map((l) => l.index);
+    taken = await takenBack(core, broker, record, nonce, indexes);
+    await updateRecordWith(broker, id, change);
+  };
   // Consumer and marker first, then the record, the tasks last. The consumer before the record:
   // workers follow a job once its record says running, and must then find it. The tasks after
   // the record, the point of no return: an end written before it read its tasks mark before
@@ -169,17 +138,21 @@ export const redriveDead = async (
   // as the server's max payload asks (one message of ~22,800 markers passed 1 MB, and such a
   // redrive failed for good): all before any task, so no end is decided between two of them
   // (the tasks the first takes back are unanswered until their new answers, which come after).
+  // The dead tasks' own messages go before the marker (a worker's letter names its task's): one
+  // whose term was lost is stored still, and its advisory's dead answer, stored after the
+  // marker, was counted as the copy's answer (the job failed, the copy's success ignored). Gone,
+  // the advisory finds nothing to answer.
+  const dying = sent.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
+  if (dying.length > 0) await broker.removeTaskMessages(record.queue, dying);
   const markers = chosen.map((l) => encodeRedrive(l.index, nonce));
-  const batches = batchesUnder(markers, (await broker.maxPayload()) - markerHeadroom);
-  for (const [k, batch] of batches.entries())
-    await broker.publishResults(
-      record.queue,
-      id,
-      encodeBatch(batch),
-      k === 0 ? `redrive.${id}.${nonce}` : `redrive.${id}.${nonce}.${k}`,
-    );
+  await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
-  await runAgain();
+  await runAgain().catch(async (error: unknown) => {
+    // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
+    if (error instanceof InvalidArgument && isFinal(from.status))
+      await takeBack(broker, log, from, chosen, nonce);
+    throw error;
+  });
   // The same redrive reopened the job first: its publish (or its putting the record back)
   // is that one's. Publishing here too left the task on the lane of a job that one put
   // back as over, and a lane worker removed it. Not once the job has stalled since (`from`,
@@ -189,6 +162,14 @@ export const redriveDead = async (
   // the same message ids: the server keeps one of each within its two-minute duplicate
   // window; past it, a task that one did publish (waiting for a worker) runs twice, counted
   // once.
+  if (!reopened && isFinal(from.status)) {
+    // Over since that one reopened it, every task answered (one over with tasks unanswered is
+    // refused above): its tasks were published and answered, and its letters were left (their
+    // removal failed). They go now; it did nothing, and the succeeded job listed its tasks dead
+    // for good. A task that died again has a new letter, which names another redrive.
+    await broker.removeDeadLetters(sent.map((l) => l.seq));
+    return;
+  }
   if (!reopened && from.status !== "stalled") return;
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
@@ -211,7 +192,7 @@ export const redriveDead = async (
   // job had nothing to run, and the next redrive counted its dead off again. The lease written
   // above goes with the takeover pass that reads the record over.
   await broker
-    .publishTasks({ ...record, submitId: `r${nonce}` }, bodies, core.stopping)
+    .publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, taskMsgIds)
     .catch(async (error: unknown) => {
       // Still this redrive's and not over (a cancel since stands): a write after its own (the
       // supervisor's progress, counting its marker) does not keep it. Kept, the record named
@@ -229,6 +210,53 @@ export const redriveDead = async (
   await broker.removeDeadLetters(sent.map((l) => l.seq));
   log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
 };
+
+/** `entries` in results messages under the server's max payload, the first named `msgId`, the next `msgId.<k>`. */
+const publishInBatches = async (broker: Broker, record: JobRecord, entries: string[], msgId: string) => {
+  const batches = batchesUnder(entries, (await broker.maxPayload()) - markerHeadroom);
+  for (const [k, batch] of batches.entries())
+    await broker.publishResults(
+      record.queue,
+      record.id,
+      encodeBatch(batch),
+      k === 0 ? msgId : `${msgId}.${k}`,
+    );
+};
+
+/**
+ * What a redrive refused in its record write made before it, taken back: the job ended meanwhile
+ * with tasks unanswered (`over`), so no redrive can reopen it. The consumer it made again (the
+ * end's clean-up may have deleted it first) goes, with any task of the job left; its markers
+ * stay stored (a results stream keeps what was published), so each task's death is stored again
+ * after them. Left, the consumer stayed until the cleanup pass, and a reader of the job's results
+ * (`results()`) no longer saw those deaths. Best effort: the refusal is what the caller gets.
+ */
+const takeBack = async (
+  broker: Broker,
+  log: Logger,
+  over: JobRecord,
+  letters: readonly DeadLetter[],
+  nonce: string,
+): Promise<void> => {
+  try {
+    if (!over.lane) await broker.removeTasks(over);
+    const deaths = letters.map((l) => encodeFailed(l.index, boundError(l.error), true));
+    await publishInBatches(broker, over, deaths, `redrive.${over.id}.${nonce}.refused`);
+  } catch (error) {
+    log.warn(
+      { err: error, jobId: over.id },
+      "redrive refused; what it made before is left to the cleanup pass",
+    );
+  }
+};
+
+/** Eight letters and digits from the letters' sequences: what names a redrive, or one task of it. */
+const hashOf = (letters: readonly DeadLetter[]): string =>
+  createHash("sha256")
+    .update(letters.map((l) => l.seq).join(","))
+    .digest("base64url")
+    .replace(/[-_]/g, "")
+    .slice(0, 8);
 
 /**
  * A job over with tasks never answered (cancelled, stalled too long, its tasks lost) cannot be

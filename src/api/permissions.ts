@@ -215,7 +215,8 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
     ...manageConsumers(n.tasksStream(q)),
     `$JS.API.STREAM.PURGE.${n.tasksStream(q)}`,
     // Whether a lane job's task is stored (its commit point's witness), and its removal at the
-    // job's end, cancel or rollback: by sequence, never a filtered purge (subject-messages.ts).
+    // job's end, cancel or rollback: by sequence, never a filtered purge (subject-messages.ts);
+    // a dead task's own message, deleted by a redrive (its term may have been lost).
     `$JS.API.STREAM.MSG.GET.${n.tasksStream(q)}`,
     `$JS.API.STREAM.MSG.DELETE.${n.tasksStream(q)}`,
     ...streamInfo(n.advisoriesStream(q)),

@@ -258,6 +258,7 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
           deliveries: attempt,
           at: Date.now(),
           source: "worker",
+          taskSeq: msg.seq,
         },
         // The task message's sequence: a redriven copy that dies again, within the dead-letter
         // stream's duplicate window, is another letter (by job, task and delivery alone it was

@@ -23,6 +23,13 @@ export interface DeadLetterFields {
   readonly deliveries: number;
   readonly at: number;
   readonly source: "worker" | "advisory";
+  /**
+   * The task message that died, by its sequence in its queue's tasks stream (a worker's
+   * letter; absent in an advisory's, whose path removes the task, and in letters written
+   * before it): a redrive deletes it, so that one whose term was lost never dies a second
+   * time after the redrive's marker (its advisory's dead answer counted as the copy's).
+   */
+  readonly taskSeq?: number;
 }
 
 /** Longest error text kept in a dead letter or an error result, in UTF-16 units. */
@@ -65,7 +72,8 @@ export const decodeDeadLetter = (body: string): DeadLetterFields & { readonly ta
     typeof letter.jobId !== "string" ||
     !Number.isSafeInteger(letter.index) ||
     typeof letter.error !== "string" ||
-    typeof letter.taskId !== "string"
+    typeof letter.taskId !== "string" ||
+    (letter.taskSeq !== undefined && !Number.isSafeInteger(letter.taskSeq))
   ) {
     throw malformed("fields missing");
   }
@@ -95,6 +103,7 @@ export const deadLetterRoomBytes: number = (() => {
     deliveries,
     at: 9_999_999_999_999,
     source: "advisory",
+    taskSeq: Number.MAX_SAFE_INTEGER,
   });
   const msgId = `deadw.${jobId}.${index}.${deliveries}.${"9".repeat(16)}`;
   return Buffer.byteLength(worst) - "null".length + headerBytes(msgId);

@@ -353,6 +353,32 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(indexOf(laneWorker.leases[0]!)).toBe(7);
     });
 
+    it("publishTasks with ids names each task by its id, not its position: a task in two sets is stored once", async () => {
+      const r = newRecord(2, ack);
+      await broker.createRecord(r);
+      // Two redrives of one job at once: tasks [1] and [0, 1], each named by its own letters.
+      // By position, task 1 first took the id task 0 had next: task 0 was never stored.
+      await broker.publishTasks({ ...r, submitId: "r" }, taskBodies(1, 1), never, ["1.b"]);
+      await broker.publishTasks({ ...r, submitId: "r" }, taskBodies(2), never, ["0.a", "1.b"]);
+      await broker.createConsumer(r.queue, r.id, r.settings);
+      expect(await counts(r)).toEqual({ waiting: 2, held: 0, redelivered: 0 });
+      const worker = loops.consume(broker, r);
+      await eventually(() => worker.leases.length === 2);
+      expect(worker.leases.map(indexOf).sort()).toEqual([0, 1]);
+    });
+
+    it("removeTaskMessages deletes tasks by sequence (a dead task's message left by a lost term); one gone is no error", async () => {
+      const r = await openJob(2);
+      const worker = loops.consume(broker, r);
+      await eventually(() => worker.leases.length === 2);
+      const [first, second] = worker.leases;
+      await broker.removeTaskMessages(r.queue, [first!.seq, first!.seq + 1_000_000]);
+      second!.ack();
+      // The first one's delivery, never answered, went with its message.
+      await eventually(async () => (await counts(r))?.waiting === 0 && (await counts(r))?.held === 0);
+      await broker.removeTaskMessages(r.queue, [first!.seq]);
+    });
+
     // ---- records ----
 
     // ---- the lane: one consumer per queue serves every lane job's one task ----

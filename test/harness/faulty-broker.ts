@@ -16,6 +16,8 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  * - `lease`: a supervision lease renewal (and re-acquire), and the runtime's heartbeat that renews
  *   every lease it holds, fail — the lease store is unreachable;
  * - `ack`: a task's ack after its result was stored never reaches the broker (it is redelivered);
+ * - `term`: a dead task's term, after its letter and dead answer were stored, never reaches the
+ *   broker (its message stays stored until the server gives up on it: its advisory comes);
  * - `createConsumer`: the commit point of a submit fails;
  * - `commit`: the write of a submit's commit to its record (a lane job of several tasks: its
  *   commit point) fails, or (`lost`) is stored and its answer lost;
@@ -29,6 +31,7 @@ export type FaultPoint =
   | "raise"
   | "lease"
   | "ack"
+  | "term"
   | "createConsumer"
   | "commit"
   | "publishTasks"
@@ -144,7 +147,9 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     },
     nak: (delayMs) => lease.nak(delayMs),
     handBack: (delayMs) => lease.handBack(delayMs),
-    term: () => lease.term(),
+    term: () => {
+      if (!take("term", jobId)) lease.term();
+    },
     working: () => lease.working(),
     putBack: (keepEveryMs, wanted) => lease.putBack(keepEveryMs, wanted),
   });

@@ -5,7 +5,7 @@
  * jobs bucket through a nats.js client of its own), not through jetstate.
  */
 import { randomUUID } from "node:crypto";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { expect } from "vitest";
@@ -21,7 +21,7 @@ import type { JobCounts } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
 import { startNatsServer } from "./nats-server.ts";
-import { storedCount } from "./raw-results.ts";
+import { memoryRawResults, natsRawResults, type RawResult, storedCount } from "./raw-results.ts";
 
 const names = brokerNames("jetstate");
 /** The runtimes' job settings a side may change: how long a supervisor's lease lasts. */
@@ -37,6 +37,10 @@ export interface RedriveSide {
   stored(jobId: string): Promise<{ status: string; counts: JobCounts; redrive?: string } | undefined>;
   /** The job's tasks the server holds (its tasks stream's count on the job's subject). */
   storedTasks(queue: string, jobId: string): Promise<number>;
+  /** Whether the server holds the job's own consumer on its queue's tasks stream. */
+  storedConsumer(queue: string, jobId: string): Promise<boolean>;
+  /** Every entry of the job's results messages as the server stores them, in order. */
+  storedResults(queue: string, jobId: string): Promise<RawResult[]>;
   /** The job's supervision lease as the server stores it (undefined: no key, or a marker). */
   storedLease(jobId: string): Promise<{ holder: string; until: number } | undefined>;
   /** Writes the job's lease as the server would store a runtime's take, behind every runtime's back. */
@@ -59,6 +63,8 @@ export const memorySide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<
       JSON.parse(memoryServerState(server).records.get("test", jobId)?.value ?? "null"),
     storedTasks: async (queue, jobId) =>
       memoryServerState(server).tasks.count(names.tasksSubject(queue, jobId)),
+    storedConsumer: async (_queue, jobId) => memoryServerState(server).tasks.consumer(jobId) !== undefined,
+    storedResults: async (queue, jobId) => memoryRawResults(server, queue, jobId),
     storedLease: async (jobId) => {
       const value = memoryServerState(server).leases.get("test", jobId)?.value;
       return value === undefined ? undefined : JSON.parse(value);
@@ -90,6 +96,16 @@ export const natsSide = async ({ leaseMs = 2000 }: SideOptions = {}): Promise<Re
     stored: async (jobId) => (await (await new Kvm(reader).open(names.jobsBucket)).get(jobId))?.json(),
     storedTasks: (queue, jobId) =>
       storedCount(jsm, names.tasksStream(queue), names.tasksSubject(queue, jobId)),
+    storedConsumer: (queue, jobId) =>
+      jsm.consumers.info(names.tasksStream(queue), jobId).then(
+        () => true,
+        (error: unknown) => {
+          if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound)
+            return false;
+          throw error;
+        },
+      ),
+    storedResults: (queue, jobId) => natsRawResults(reader, queue, jobId),
     storedLease: async (jobId) => {
       const entry = await (await new Kvm(reader).open(names.leasesBucket)).get(jobId);
       return entry?.operation === "PUT" ? entry.json() : undefined;

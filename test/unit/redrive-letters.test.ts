@@ -8,7 +8,12 @@ import { afterEach, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { partsOf, type Runtime } from "../../src/api/runtime.ts";
 import type { Clock } from "../../src/kernel/clock.ts";
-import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
+import {
+  createMemoryBroker,
+  createMemoryServer,
+  createTestRuntime,
+  type MemoryServer,
+} from "../../src/testing.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /**
@@ -33,6 +38,19 @@ const brokenWorker = (rt: Runtime, result: (payload: number) => number = (payloa
       broken = false;
     },
   };
+};
+
+/** A broker of `server` whose first removal of dead letters fails (the server not answering). */
+const removalFailsOnce = (server: MemoryServer) => {
+  const broker = createMemoryBroker({ server });
+  const remove = broker.removeDeadLetters.bind(broker);
+  let refuse = true;
+  broker.removeDeadLetters = async (seqs) => {
+    if (!refuse) return remove(seqs);
+    refuse = false;
+    throw new Error("dead letters: the server did not answer");
+  };
+  return broker;
 };
 
 describe("redrives and their dead letters", () => {
@@ -136,14 +154,7 @@ describe("redrives and their dead letters", () => {
       clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
     };
     const server = createMemoryServer({ clock });
-    const broker = createMemoryBroker({ server });
-    const remove = broker.removeDeadLetters.bind(broker);
-    let refuse = true;
-    broker.removeDeadLetters = async (seqs) => {
-      if (!refuse) return remove(seqs);
-      refuse = false;
-      throw new Error("dead letters: the server did not answer");
-    };
+    const broker = removalFailsOnce(server);
     rt = await createTestRuntime({ broker });
     const { worker, ran, mend } = brokenWorker(rt);
     const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [7], maxDeliver: 1 });
@@ -164,6 +175,33 @@ describe("redrives and their dead letters", () => {
     expect(await again.done()).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
     await worker.stop();
     expect(ran).toEqual(["failed", "failed", "ok"]);
+  });
+
+  it("a redrive made again after its letters' removal failed, the job over since: the letters go", async () => {
+    const server = createMemoryServer();
+    const broker = removalFailsOnce(server);
+    rt = await createTestRuntime({ broker });
+    const { worker, ran, mend } = brokenWorker(rt);
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [7], maxDeliver: 1 });
+    expect(await job.done()).toMatchObject({ status: "failed", dead: 1 });
+    mend();
+    // Published and reopened, but its letter stays: the task runs, and the job succeeds.
+    await expect(rt.jobs.redrive(job.id)).rejects.toThrow(/did not answer/);
+    await waitUntil(async () => (await rt!.jobs.get(job.id))?.snapshot().status === "succeeded", {
+      timeoutMs: 10_000,
+      message: "the job, its task redriven, succeeded",
+    });
+    const logged = () => memoryServerState(server).deadLetters.read(`jetstate.dead.q.${job.id}`).length;
+    expect(logged()).toBe(1);
+    // The same redrive again (an operator retrying the call that failed).
+    await rt.jobs.redrive(job.id);
+    // Before the fix it found its id in the record and did nothing: the letter stayed, and the
+    // succeeded job listed its task dead for good.
+    expect(logged()).toBe(0);
+    expect(await rt.jobs.deadLetters(job.id)).toEqual([]);
+    expect((await rt.jobs.get(job.id))?.snapshot()).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
+    await worker.stop();
+    expect(ran).toEqual(["failed", "ok"]);
   });
 
   it("the same lane redrive twice at once, the one that reopened refused its publish: the task stays redrivable", async () => {

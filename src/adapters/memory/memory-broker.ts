@@ -200,8 +200,13 @@ class MemoryJobBroker implements MemoryBroker {
 
   // ---- tasks (memory-task-queue.ts) ----
 
-  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
-    return this.#tasks.publishTasks(record, bodies, signal);
+  publishTasks(
+    record: JobRecord,
+    bodies: readonly string[],
+    signal: AbortSignal,
+    ids?: readonly string[],
+  ): Promise<void> {
+    return this.#tasks.publishTasks(record, bodies, signal, ids);
   }
 
   announceCreated(queue: string, jobId: string): Promise<void> {
@@ -240,6 +245,10 @@ class MemoryJobBroker implements MemoryBroker {
 
   removeTasks(job: JobTasksRef, below?: number): Promise<void> {
     return this.#tasks.removeTasks(job, below);
+  }
+
+  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(queue, seqs);
   }
 
   tasksMark(job: JobTasksRef): Promise<number> {

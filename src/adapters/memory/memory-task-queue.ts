@@ -2,6 +2,7 @@ import { RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobTasksRef } from "../../kernel/job-record.ts";
 import { LinkedControllers } from "../../kernel/signals.ts";
 import { holdsAnswer } from "../../kernel/wire.ts";
+import type { DeadLetters } from "../dead-letters.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { LaneLease, TaskDelivery, TaskSetup } from "../task-queue.ts";
 import type { MemoryConsumer } from "./memory-consumer.ts";
@@ -42,7 +43,7 @@ export const memoryBrokerCore = (
 };
 
 /** The task half of the broker port: a job's tasks and their deliveries. */
-export type MemoryTaskQueue = TaskSetup & TaskDelivery;
+export type MemoryTaskQueue = TaskSetup & TaskDelivery & Pick<DeadLetters, "removeTaskMessages">;
 
 /**
  * A job's tasks on the memory broker (adapters/task-queue.ts is the port):
@@ -96,7 +97,7 @@ export const memoryTaskQueue = (
 
   const taskQueue: MemoryTaskQueue = {
     /** A lane job's task goes to its queue's lane, whose consumer is made first if need be. */
-    publishTasks: async (record, bodies, signal) => {
+    publishTasks: async (record, bodies, signal, ids) => {
       const op = "job.tasks.publish";
       open(op);
       if (signal.aborted) throw new RuntimeStopped({ message: `${op}: aborted` });
@@ -105,7 +106,7 @@ export const memoryTaskQueue = (
       const idPrefix = `${record.id}.${record.submitId}`;
       // In order, failing at the first body too large: the ones before it are stored, as on NATS.
       bodies.forEach((body, n) => {
-        const msgId = `${idPrefix}.${n}`;
+        const msgId = `${idPrefix}.${ids?.[n] ?? n}`;
         server.checkPayload(op, body, msgId);
         server.tasks.publish(subject, body, msgId);
       });
@@ -166,6 +167,13 @@ export const memoryTaskQueue = (
       // The purge first, as on NATS.
       server.tasks.purge(subject, below);
       if (!job.lane) server.tasks.deleteConsumer(job.id);
+    },
+
+    removeTaskMessages: async (queue, seqs) => {
+      const op = "job.tasks.remove-messages";
+      open(op);
+      checkToken(op, "queue", queue);
+      for (const seq of seqs) server.tasks.remove(seq);
     },
 
     /** Nobody listens to job announcements in memory: every runtime on the server watches the records. */

@@ -205,8 +205,13 @@ export class NatsJobBroker {
 
   // ---- tasks: `NatsJobTasks` ----
 
-  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
-    return this.#tasks.publishTasks(record, bodies, signal);
+  publishTasks(
+    record: JobRecord,
+    bodies: readonly string[],
+    signal: AbortSignal,
+    ids?: readonly string[],
+  ): Promise<void> {
+    return this.#tasks.publishTasks(record, bodies, signal, ids);
   }
 
   createConsumer(queue: string, jobId: string, settings: JobSettings): Promise<void> {
@@ -237,6 +242,10 @@ export class NatsJobBroker {
 
   removeTasks(job: JobTasksRef, below?: number): Promise<void> {
     return this.#tasks.removeTasks(job, below);
+  }
+
+  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(queue, seqs);
   }
 
   announceCreated(queue: string, jobId: string): Promise<void> {

@@ -14,7 +14,7 @@ import type { NatsContext, RunOptions } from "./nats-context.ts";
 import type { PubAcks } from "./pub-acks.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import type { QueueStreams } from "./queue-streams.ts";
-import { isNotFound, streamInfoIfAny } from "./streams.ts";
+import { isNoMessage, isNotFound, streamInfoIfAny } from "./streams.ts";
 import { deleteSubjectMessages } from "./subject-messages.ts";
 
 const encoder = new TextEncoder();
@@ -65,13 +65,18 @@ export class NatsJobTasks {
 
   /**
    * Publishes the job's tasks, pipelined, each with message id
-   * `<jobId>.<submitId>.<n>`: a retried batch (after a timeout whose outcome
+   * `<jobId>.<submitId>.<n>` (`n`: its position, or `ids[n]`): a retried batch (after a timeout whose outcome
    * is unknown) cannot duplicate a task. Invisible to workers until the
    * consumer exists; a lane job's tasks reach workers at once (its lane
    * consumer is set up first): one task's publish is its job's commit point,
    * and workers hold the tasks of a job of more until its record commits it.
    */
-  publishTasks(record: JobRecord, bodies: readonly string[], signal: AbortSignal): Promise<void> {
+  publishTasks(
+    record: JobRecord,
+    bodies: readonly string[],
+    signal: AbortSignal,
+    ids?: readonly string[],
+  ): Promise<void> {
     const subject = taskSubjectOf(this.#names, record);
     const idPrefix = `${record.id}.${record.submitId}`;
     return this.#runOnQueue(
@@ -83,7 +88,7 @@ export class NatsJobTasks {
         await publishPipelined(this.#broker.acks(nc), {
           subject,
           bodies,
-          msgId: (n) => `${idPrefix}.${n}`,
+          msgId: (n) => `${idPrefix}.${ids?.[n] ?? n}`,
           window: 256,
           signal,
         });
@@ -187,6 +192,16 @@ export class NatsJobTasks {
           })
           .catch(unlessNotFound);
       await jsm.consumers.delete(stream, job.id).catch(unlessNotFound);
+    });
+  }
+
+  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
+    return this.#run("job.tasks.remove-messages", async ({ jsm }) => {
+      const stream = this.#names.tasksStream(queue);
+      for (const seq of seqs)
+        await jsm.streams.deleteMessage(stream, seq, false).catch((error: unknown) => {
+          if (!isNoMessage(error) && !isNotFound(error)) throw error;
+        });
     });
   }
 

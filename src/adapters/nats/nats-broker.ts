@@ -214,7 +214,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       );
     },
 
-    publishTasks: (record, bodies, signal) => js.publishTasks(record, bodies, signal),
+    publishTasks: (record, bodies, signal, ids) => js.publishTasks(record, bodies, signal, ids),
     createConsumer: (queue, jobId, settings) => js.createConsumer(queue, jobId, settings),
     tasksCommitted: (job) => js.tasksCommitted(job),
     // Made again while tasks of the job are stored, or held until due (moved onto its subject later).
@@ -231,6 +231,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       if (job.runAt !== undefined) await delayed.unhold(job);
       await js.removeTasks(job, below);
     },
+    removeTaskMessages: (queue, seqs) => js.removeTaskMessages(queue, seqs),
     holdTasks: (record, held, signal) => delayed.holdTasks(record, held, signal),
     consumeHeld: (queue, onHeld, signal) => delayed.consumeHeld(queue, onHeld, signal),
     releaseHeld: (task) => delayed.releaseHeld(task),

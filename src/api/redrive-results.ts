@@ -1,0 +1,112 @@
+import type { Broker } from "../adapters/broker.ts";
+import { OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
+import { FirstAnswers, type ResultEntry } from "../kernel/job-progress.ts";
+import type { JobRecord } from "../kernel/job-record.ts";
+import { decodeResults } from "../kernel/wire.ts";
+import type { RuntimeCore } from "./runtime-core.ts";
+
+/**
+ * A redrive's reads of its job's results stream: which dead letters are
+ * stale (`firstAnswers`), and which tasks its own marker took back
+ * (`takenBack`). Only on an operator's call.
+ */
+
+/**
+ * Hands each results message's entries to `add` (a message not written by jetstate skipped, as
+ * the job's counts skip it) until the reader is caught up or `add` says it has read enough.
+ * Bounded by the operation deadline, and a millisecond more for every 20 tasks of the job.
+ */
+const readResultsOf = async (
+  core: RuntimeCore,
+  broker: Broker,
+  record: JobRecord,
+  operation: "job.results.first" | "job.results.taken",
+  add: (entries: readonly ResultEntry[]) => boolean,
+): Promise<void> => {
+  const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
+  // Aborted once caught up, at the deadline, or as the runtime stops.
+  const reading = core.stopLinks.link();
+  const deadline = setTimeout(() => reading.abort(workOver), timeoutMs);
+  let caughtUp = false;
+  const over = () => {
+    caughtUp = true;
+    reading.abort(workOver);
+  };
+  try {
+    await broker.readResults(
+      record.queue,
+      record.id,
+      (body, pending) => {
+        let enough = false;
+        try {
+          enough = add(decodeResults(body));
+        } catch {
+          // Not written by jetstate: the job's counts skip it too.
+        }
+        if (pending === 0 || enough) over();
+      },
+      reading.signal,
+      over,
+    );
+  } finally {
+    clearTimeout(deadline);
+    reading.abort(workOver);
+    core.stopLinks.unlink(reading);
+  }
+  if (caughtUp) return;
+  if (core.stopping.aborted) throw new RuntimeStopped({ message: `${operation}: the runtime stopped` });
+  throw new OperationTimeout({
+    message: `${operation}: the results of job ${record.id} not read within ${timeoutMs} ms`,
+    operation,
+    timeoutMs,
+  });
+};
+
+/** The first answers of the job's tasks named (`lettered`), read until each has one or the stream ends. */
+export const firstAnswers = async (
+  core: RuntimeCore,
+  broker: Broker,
+  record: JobRecord,
+  lettered: ReadonlySet<number>,
+): Promise<FirstAnswers> => {
+  const answers = new FirstAnswers(record.total);
+  await readResultsOf(core, broker, record, "job.results.first", (entries) => {
+    answers.add(entries);
+    return answers.seenAll(lettered);
+  });
+  return answers;
+};
+
+/**
+ * How many of these tasks (`indexes`) the marker of redrive `redrive` took back, as the job
+ * counts them: a marker takes back a dead answer, and only the first after it does (a second
+ * redrive's, of a task already taken back, counts as nothing).
+ */
+export const takenBack = async (
+  core: RuntimeCore,
+  broker: Broker,
+  record: JobRecord,
+  redrive: string,
+  indexes: readonly number[],
+): Promise<number> => {
+  const wanted = new Set(indexes);
+  const answered = new Set<number>();
+  const dead = new Set<number>();
+  const takenBy = new Map<number, string>();
+  await readResultsOf(core, broker, record, "job.results.taken", (entries) => {
+    for (const { i, ok, dead: died, redrive: marker, id } of entries) {
+      if (!wanted.has(i)) continue;
+      if (marker) {
+        if (!dead.has(i)) continue;
+        dead.delete(i);
+        answered.delete(i);
+        takenBy.set(i, id ?? "");
+      } else if (!answered.has(i)) {
+        answered.add(i);
+        if (!ok && died) dead.add(i);
+      }
+    }
+    return false;
+  });
+  return indexes.filter((i) => takenBy.get(i) === redrive).length;
+};
