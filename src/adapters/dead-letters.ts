@@ -1,3 +1,5 @@
+import type { JobTasksRef } from "../kernel/job-record.ts";
+
 /** A task that exhausted its deliveries, kept with its payload so it can be redriven. */
 export interface DeadLetter {
   readonly queue: string;
@@ -42,11 +44,14 @@ export interface DeadLetters {
   listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]>;
   removeDeadLetters(seqs: readonly number[]): Promise<void>;
   /**
-   * Deletes dead tasks' own messages (`DeadLetter.taskSeq`) from the queue's tasks stream:
-   * one whose term was lost is stored still, and its advisory would come. One gone already
-   * is no error.
+   * Deletes dead tasks' own messages (`DeadLetter.taskSeq`) from the job's queue's tasks
+   * stream: one whose term was lost is stored still, and its advisory would come. Only a
+   * message still on the job's subject goes (a store made again since the letter starts its
+   * sequences over: another job's task may have that sequence now), and never one past the
+   * stream's end (a clustered nats-server 2.9 never answers that delete and resets the
+   * stream's group). One gone already is no error.
    */
-  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void>;
+  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void>;
   /**
    * Turns tasks that exhausted their deliveries unanswered into dead letters
    * and `dead` results, on every queue (those set up by any runtime, found as

@@ -143,7 +143,7 @@ export const redriveDead = async (
   // marker, was counted as the copy's answer (the job failed, the copy's success ignored). Gone,
   // the advisory finds nothing to answer.
   const dying = sent.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
-  if (dying.length > 0) await broker.removeTaskMessages(record.queue, dying);
+  if (dying.length > 0) await broker.removeTaskMessages(record, dying);
   const markers = chosen.map((l) => encodeRedrive(l.index, nonce));
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));

@@ -369,14 +369,24 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     it("removeTaskMessages deletes tasks by sequence (a dead task's message left by a lost term); one gone is no error", async () => {
       const r = await openJob(2);
+      // On the same queue: its task's sequence is one of r's stream.
+      const other = await openJob({ ...newRecord(1, ack), queue: r.queue });
       const worker = loops.consume(broker, r);
-      await eventually(() => worker.leases.length === 2);
+      const others = loops.consume(broker, other);
+      await eventually(() => worker.leases.length === 2 && others.leases.length === 1);
       const [first, second] = worker.leases;
-      await broker.removeTaskMessages(r.queue, [first!.seq, first!.seq + 1_000_000]);
+      // Another job's task (a store made again since the letter reuses sequences) and a sequence
+      // past the stream's end stay untouched.
+      await broker.removeTaskMessages(r, [first!.seq, others.leases[0]!.seq, first!.seq + 1_000_000]);
       second!.ack();
       // The first one's delivery, never answered, went with its message.
       await eventually(async () => (await counts(r))?.waiting === 0 && (await counts(r))?.held === 0);
-      await broker.removeTaskMessages(r.queue, [first!.seq]);
+      await broker.removeTaskMessages(r, [first!.seq]);
+      // The other job's task is still stored: released, it is delivered again.
+      others.leases[0]!.nak();
+      await eventually(() => others.leases.length === 2);
+      others.leases[1]!.ack();
+      await eventually(async () => (await counts(other))?.held === 0);
     });
 
     // ---- records ----

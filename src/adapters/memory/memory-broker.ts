@@ -247,8 +247,8 @@ class MemoryJobBroker implements MemoryBroker {
     return this.#tasks.removeTasks(job, below);
   }
 
-  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
-    return this.#tasks.removeTaskMessages(queue, seqs);
+  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(job, seqs);
   }
 
   tasksMark(job: JobTasksRef): Promise<number> {

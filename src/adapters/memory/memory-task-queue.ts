@@ -169,11 +169,13 @@ export const memoryTaskQueue = (
       if (!job.lane) server.tasks.deleteConsumer(job.id);
     },
 
-    removeTaskMessages: async (queue, seqs) => {
+    removeTaskMessages: async (job, seqs) => {
       const op = "job.tasks.remove-messages";
       open(op);
-      checkToken(op, "queue", queue);
-      for (const seq of seqs) server.tasks.remove(seq);
+      checkToken(op, "queue", job.queue);
+      const subject = taskSubjectOf(server.names, job);
+      // Only while it is still the job's task, as on NATS.
+      for (const seq of seqs) if (server.tasks.get(seq)?.subject === subject) server.tasks.remove(seq);
     },
 
     /** Nobody listens to job announcements in memory: every runtime on the server watches the records. */

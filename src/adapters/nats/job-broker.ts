@@ -244,8 +244,8 @@ export class NatsJobBroker {
     return this.#tasks.removeTasks(job, below);
   }
 
-  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
-    return this.#tasks.removeTaskMessages(queue, seqs);
+  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(job, seqs);
   }
 
   announceCreated(queue: string, jobId: string): Promise<void> {

@@ -195,13 +195,23 @@ export class NatsJobTasks {
     });
   }
 
-  removeTaskMessages(queue: string, seqs: readonly number[]): Promise<void> {
+  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void> {
     return this.#run("job.tasks.remove-messages", async ({ jsm }) => {
-      const stream = this.#names.tasksStream(queue);
-      for (const seq of seqs)
-        await jsm.streams.deleteMessage(stream, seq, false).catch((error: unknown) => {
-          if (!isNoMessage(error) && !isNotFound(error)) throw error;
-        });
+      const stream = this.#names.tasksStream(job.queue);
+      const subject = taskSubjectOf(this.#names, job);
+      const last = (await streamInfoIfAny(jsm, stream))?.state.last_seq ?? 0;
+      const gone = (error: unknown) => {
+        if (!isNoMessage(error) && !isNotFound(error)) throw error;
+        return undefined;
+      };
+      for (const seq of seqs) {
+        // Past the end: a store made again since (and a clustered 2.9 resets the stream's group).
+        if (seq > last) continue;
+        const stored = await jsm.streams.getMessage(stream, { seq }).catch(gone);
+        // Another job's task now (sequences start over in a store made again), or gone.
+        if (stored?.subject !== subject) continue;
+        await jsm.streams.deleteMessage(stream, seq, false).catch(gone);
+      }
     });
   }
 
