@@ -93,34 +93,37 @@ export const redriveDead = async (
   /** The record this call's change was made from: what a redrive not published puts back. */
   let from = record;
   /**
-   * Its tasks its own marker took back, read once the write finds the job reopened by another
-   * redrive since this one read it (two sets at once, `[0]` and `[0, 1]`): the tasks both sent
-   * are counted off by the first marker only. By its whole set, task 0 was counted off twice.
+   * The tasks its own marker took back, read from the results once its markers are stored: of
+   * two redrives of one task (`[0]` and `[0, 1]`, at once or one after the other), only the
+   * first marker after the task's death takes it back. Counted by its whole set, task 0 was
+   * counted off twice; counted so only by the second record writer, the first writer's marker
+   * could be the second (markers stored in the other order, or a redrive started once another
+   * had written the record): the record said 0 dead with a task's letter there (a review).
    */
-  let taken: number | undefined;
+  let taken: readonly number[] = [];
   const change = (r: JobRecord) => {
     from = r;
     reopened = r.redrive !== nonce;
     if (!reopened) return undefined;
     // Ended since it was read (a cancel from another process): the same refusal.
     refuseUnfinishable(r);
-    const since = r.redrive !== record.redrive;
-    if (since && taken === undefined) return undefined;
     const { reason: _reason, finishedAt: _finished, ...rest } = r;
-    const lowered = since ? (taken ?? 0) : chosen.length;
     return {
       ...rest,
       status: isFinal(r.status) ? "running" : r.status,
-      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - lowered) },
+      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - taken.length) },
       redrive: nonce,
       updatedAt: core.clock.now(),
     };
   };
   const runAgain = async () => {
-    await updateRecordWith(broker, id, change);
-    if (!reopened || from.redrive === record.redrive || taken !== undefined) return;
-    const indexes = chosen.map((l) => l.index);
-    taken = await takenBack(core, broker, record, nonce, indexes);
+    taken = await takenBack(
+      core,
+      broker,
+      record,
+      nonce,
+      chosen.map((l) => l.index),
+    );
     await updateRecordWith(broker, id, change);
   };
   // Consumer and marker first, then the record, the tasks last. The consumer before the record:
@@ -150,7 +153,13 @@ export const redriveDead = async (
   await runAgain().catch(async (error: unknown) => {
     // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
     if (error instanceof InvalidArgument && isFinal(from.status))
-      await takeBack(broker, log, from, chosen, nonce);
+      await takeBack(
+        broker,
+        log,
+        from,
+        chosen.filter((l) => taken.includes(l.index)),
+        nonce,
+      );
     throw error;
   });
   // The same redrive reopened the job first: its publish (or its putting the record back)
@@ -227,8 +236,8 @@ const publishInBatches = async (broker: Broker, record: JobRecord, entries: stri
  * What a redrive refused in its record write made before it, taken back: the job ended meanwhile
  * with tasks unanswered (`over`), so no redrive can reopen it. The consumer it made again (the
  * end's clean-up may have deleted it first) goes, with any task of the job left; its markers
- * stay stored (a results stream keeps what was published), so each task's death is stored again
- * after them. Left, the consumer stayed until the cleanup pass, and a reader of the job's results
+ * stay stored (a results stream keeps what was published), so the death of each task they took
+ * back is stored again after them (not another redrive's: its copy ran, its letter is gone). Left, the consumer stayed until the cleanup pass, and a reader of the job's results
  * (`results()`) no longer saw those deaths. Best effort: the refusal is what the caller gets.
  */
 const takeBack = async (

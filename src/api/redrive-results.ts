@@ -78,7 +78,7 @@ export const firstAnswers = async (
 };
 
 /**
- * How many of these tasks (`indexes`) the marker of redrive `redrive` took back, as the job
+ * Which of these tasks (`indexes`) the marker of redrive `redrive` took back, as the job
  * counts them: a marker takes back a dead answer, and only the first after it does (a second
  * redrive's, of a task already taken back, counts as nothing).
  */
@@ -88,7 +88,7 @@ export const takenBack = async (
   record: JobRecord,
   redrive: string,
   indexes: readonly number[],
-): Promise<number> => {
+): Promise<number[]> => {
   const wanted = new Set(indexes);
   const answered = new Set<number>();
   const dead = new Set<number>();
@@ -108,5 +108,5 @@ export const takenBack = async (
     }
     return false;
   });
-  return indexes.filter((i) => takenBy.get(i) === redrive).length;
+  return indexes.filter((i) => takenBy.get(i) === redrive);
 };

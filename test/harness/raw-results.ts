@@ -105,3 +105,10 @@ export const tally = (indexes: readonly number[]): Map<number, number> => {
   for (const i of indexes) counts.set(i, (counts.get(i) ?? 0) + 1);
   return counts;
 };
+
+/** What the stored entries say of task `i` last: answered, dead, or taken back by a redrive's marker. */
+export const lastSaid = (entries: readonly RawResult[], i: number): string | undefined =>
+  entries
+    .filter((e) => e.i === i)
+    .map((e) => (e.redrive ? "taken back" : e.ok ? "done" : e.dead ? "dead" : "failed"))
+    .at(-1);

@@ -22,6 +22,7 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
 import { startNatsServer } from "./nats-server.ts";
 import { memoryRawResults, natsRawResults, type RawResult, storedCount } from "./raw-results.ts";
+import { gate } from "./wait.ts";
 
 const names = brokerNames("jetstate");
 /** The runtimes' job settings a side may change: how long a supervisor's lease lasts. */
@@ -178,6 +179,35 @@ export const submitDying = (
   queue: string,
   extra: Partial<SubmitRequest<number, number>> = {},
 ) => runtime.jobs.submit<number, number>({ queue, tasks: [1, 2], maxDeliver: 1, backoff: [0], ...extra });
+
+/**
+ * A worker on `queue` whose upstream is down until `mend()` (each answer after it held until
+ * `answer` opens), and a job of three tasks that all died (one delivery each, no backoff): where
+ * the tests of overlapping redrives start.
+ */
+export const threeDead = async (runtime: Runtime, queue: string) => {
+  let down = true;
+  const answer = gate();
+  const worker = runtime.workers.start<number, number>({
+    queue,
+    concurrency: 4,
+    handler: async (task) => {
+      if (down) throw new Error("upstream down");
+      await answer.opened;
+      return task.payload * 2;
+    },
+  });
+  const job = await submitDying(runtime, queue, { tasks: [1, 2, 3] });
+  expect(await job.done()).toMatchObject({ status: "failed", dead: 3 });
+  return {
+    job,
+    worker,
+    answer,
+    mend: () => {
+      down = false;
+    },
+  };
+};
 
 /**
  * A job of `submitDying` whose dying task was redriven, as its oracles say it ended: stored

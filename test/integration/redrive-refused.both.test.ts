@@ -14,17 +14,10 @@
  */
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
-import type { RawResult } from "../harness/raw-results.ts";
+import { lastSaid } from "../harness/raw-results.ts";
 import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
-
-/** What the stored entries say of task `i` last: answered, dead, or taken back by a redrive's marker. */
-const lastSaid = (entries: readonly RawResult[], i: number): string | undefined =>
-  entries
-    .filter((e) => e.i === i)
-    .map((e) => (e.redrive ? "taken back" : e.ok ? "done" : e.dead ? "dead" : "failed"))
-    .at(-1);
 
 describe.each([
   ["memory", memorySide],
