@@ -19,6 +19,9 @@ import { deleteSubjectMessages } from "./subject-messages.ts";
 
 const encoder = new TextEncoder();
 
+/** How many of a redrive's old task messages are looked up (and deleted) at once. */
+const removeWindow = 64;
+
 /** What the tasks use of their broker (`NatsJobBroker`): its names, queues, operations and handles. */
 interface TasksBroker extends Pick<NatsContext, "run"> {
   readonly names: BrokerNames;
@@ -196,23 +199,35 @@ export class NatsJobTasks {
   }
 
   removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void> {
-    return this.#run("job.tasks.remove-messages", async ({ jsm }) => {
-      const stream = this.#names.tasksStream(job.queue);
-      const subject = taskSubjectOf(this.#names, job);
-      const last = (await streamInfoIfAny(jsm, stream))?.state.last_seq ?? 0;
-      const gone = (error: unknown) => {
-        if (!isNoMessage(error) && !isNotFound(error)) throw error;
-        return undefined;
-      };
-      for (const seq of seqs) {
-        // Past the end: a store made again since (and a clustered 2.9 resets the stream's group).
-        if (seq > last) continue;
-        const stored = await jsm.streams.getMessage(stream, { seq }).catch(gone);
-        // Another job's task now (sequences start over in a store made again), or gone.
-        if (stored?.subject !== subject) continue;
-        await jsm.streams.deleteMessage(stream, seq, false).catch(gone);
-      }
-    });
+    const gone = (error: unknown) => {
+      if (!isNoMessage(error) && !isNotFound(error)) throw error;
+      return undefined;
+    };
+    return this.#broker.run(
+      "job.tasks.remove-messages",
+      async (nc) => {
+        const { jsm } = await this.#broker.handles(nc);
+        const stream = this.#names.tasksStream(job.queue);
+        const subject = taskSubjectOf(this.#names, job);
+        const state = (await streamInfoIfAny(jsm, stream))?.state;
+        // Past the end (a store made again since; a clustered 2.9 resets the stream's group on such
+        // a delete) or below the first (gone: most are, their term went through): not asked.
+        const asked = seqs.filter(
+          (seq) => state !== undefined && seq >= state.first_seq && seq <= state.last_seq,
+        );
+        // In windows, not one round trip after the other: a redrive of thousands of tasks.
+        for (let k = 0; k < asked.length; k += removeWindow)
+          await Promise.all(
+            asked.slice(k, k + removeWindow).map(async (seq) => {
+              const stored = await jsm.streams.getMessage(stream, { seq }).catch(gone);
+              // Another job's task now (sequences start over in a store made again), or gone.
+              if (stored?.subject === subject)
+                await jsm.streams.deleteMessage(stream, seq, false).catch(gone);
+            }),
+          );
+      },
+      { timeoutMs: Math.max(30_000, seqs.length * 2) },
+    );
   }
 
   announceCreated(queue: string, jobId: string): Promise<void> {
