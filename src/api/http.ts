@@ -149,7 +149,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       isDeliveryOf: (ref, job) => leasing.isDeliveryOf(ref, job),
       fetchTasks: (queue, jobId, max, pulling) => leasing.fetchTasks(queue, jobId, max, pulling),
       fetchLane: (queue, max, pulling) => leasing.fetchLane(queue, max, pulling),
-      settle: (settles) => leasing.settle(settles),
+      settle: (settles, notAfter) => leasing.settle(settles, notAfter),
       claimAnswer: (ref, digest) => leasing.claimAnswer(ref, digest),
       answerOf: (ref) => leasing.answerOf(ref),
       recordAnswer: (ref, answer, revision) => leasing.recordAnswer(ref, answer, revision),

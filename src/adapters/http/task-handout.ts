@@ -106,7 +106,11 @@ export class TaskHandout {
     }
     // Every lane job has the lane's delivery limit: its last delivery is known without its record.
     const back = (tasks: readonly LeasedTask[]) =>
-      tasks.map((t) => ({ ...t, lastDelivery: t.deliveryCount >= laneMaxDeliver }));
+      tasks.map((t) => ({
+        ...t,
+        lastDelivery: t.deliveryCount >= laneMaxDeliver,
+        until: leaseEnd(sentAt, laneAckWaitMs),
+      }));
     await this.handBack(back(notRead), unreadJobDelayMs, "lane tasks of jobs not read");
     await this.handBack(
       back(uncommitted).map((t) => ({ ...t, delayMs: uncommittedJobDelayMs(t.deliveryCount) })),
@@ -233,14 +237,16 @@ export class TaskHandout {
    * that fails): offered again after `delayMs`. One on its last delivery is
    * put back (a copy, delivered from 1 again): a nak would spend that
    * delivery, and it died unrun (a worker gone away mid-reserve, with a
-   * `maxDeliver: 1` job).
+   * `maxDeliver: 1` job). Sent within their leases (`until`) or not at all:
+   * sent later, a nak would hand back the task's next holder's delivery.
    */
   async handBack(
-    tasks: readonly { ref: string; jobId: string; lastDelivery?: boolean; delayMs?: number }[],
+    tasks: readonly { ref: string; jobId: string; lastDelivery?: boolean; delayMs?: number; until: number }[],
     delayMs: number,
     what: string,
   ) {
     if (tasks.length === 0) return;
+    const notAfter = Date.now() + Math.min(...tasks.map((t) => t.until)) - this.#now();
     await this.#port
       .settle(
         tasks.map(
@@ -249,6 +255,7 @@ export class TaskHandout {
               ? { ref: t.ref, action: "putBack" }
               : { ref: t.ref, action: "nak", delayMs: t.delayMs ?? delayMs },
         ),
+        notAfter,
       )
       .catch((error: unknown) => {
         const fields = { jobIds: [...new Set(tasks.map((t) => t.jobId))], err: error };

@@ -182,7 +182,7 @@ export class NatsTaskLeasing implements TaskLeasing {
       }
     }
     const putBacks = settles.filter((s) => s.action === "putBack");
-    if (putBacks.length > 0) return this.#putBack(putBacks, settles);
+    if (putBacks.length > 0) return this.#putBack(putBacks, settles, notAfter);
     return this.#broker.run(
       "job.tasks.settle",
       async (nc) => {
@@ -206,9 +206,16 @@ export class NatsTaskLeasing implements TaskLeasing {
    * request behind (a native worker stopped within the last 3.5 s may:
    * `putBackCopy` in put-back.ts says what that does).
    */
-  async #putBack(putBacks: readonly LeaseSettle[], settles: readonly LeaseSettle[]): Promise<void> {
+  async #putBack(
+    putBacks: readonly LeaseSettle[],
+    settles: readonly LeaseSettle[],
+    notAfter: number | undefined,
+  ): Promise<void> {
     // Their leases extended first: one that ran out meanwhile would be counted dead, and run.
-    await this.settle(putBacks.map((s): LeaseSettle => ({ ref: s.ref, action: "working" })));
+    await this.settle(
+      putBacks.map((s): LeaseSettle => ({ ref: s.ref, action: "working" })),
+      notAfter,
+    );
     const copied = await Promise.allSettled(
       putBacks.map(async ({ ref }) => {
         // Checked by `settle`: a delivery of one of this runtime's tasks streams.
@@ -230,7 +237,8 @@ export class NatsTaskLeasing implements TaskLeasing {
     const rest = settles.flatMap((s): LeaseSettle[] =>
       s.action !== "putBack" ? [s] : done.has(s.ref) ? [{ ref: s.ref, action: "ack" }] : [],
     );
-    if (rest.length > 0) await this.settle(rest);
+    // Within the same bound: the keep above extended the leases, but when it reached the server is not known.
+    if (rest.length > 0) await this.settle(rest, notAfter);
     if (failed) throw failed.reason;
   }
 

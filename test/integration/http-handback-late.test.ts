@@ -1,0 +1,99 @@
+/**
+ * The hand-back of tasks leased for an HTTP worker that went away
+ * mid-reserve: its nak waits for a lost connection past the deliveries'
+ * lease, and sent then it handed back the task's next holder's delivery (a
+ * third worker got the task while the second ran it), as a late settle of
+ * results did (http-settle-late.test.ts; found by a review). Only this
+ * instance's connection is cut (a TCP proxy); the oracle is the server's
+ * deliveries, pulled raw.
+ */
+import { type JsMsg, jetstream } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { expect, it } from "vitest";
+import type { LeasePort } from "../../src/adapters/http/lease-port.ts";
+import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
+import { TaskLeases } from "../../src/adapters/http/task-leases.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import { SubmitPhase } from "../../src/kernel/job-record.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { newRecord, taskBodies } from "../contract/contract-helpers.ts";
+import { startNatsServer } from "../harness/nats-server.ts";
+import { tcpProxy } from "../harness/tcp-proxy.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
+
+it("a hand-back nak whose connection came back after the delivery's lease is not sent", async () => {
+  const log = silentLogger();
+  const server = await startNatsServer();
+  const proxy = await tcpProxy(server.url);
+  const core = await createRuntimeCore({
+    servers: proxy.url,
+    logger: log,
+    connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 600 },
+  });
+  const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "late-handback" });
+  const raw = await connect({ servers: server.url });
+  try {
+    const record = {
+      ...newRecord(1, 2000, { backoffMs: [0] }),
+      status: "running" as const,
+      phase: SubmitPhase.committed,
+    };
+    await broker.createRecord(record);
+    await broker.publishTasks(record, taskBodies(1), new AbortController().signal);
+    await broker.createConsumer(record.queue, record.id, record.settings);
+    const leasing = broker.taskLeasing;
+    const consumer = await jetstream(raw).consumers.get(`jetstate_tasks_${record.queue}`, record.id);
+    let second = null as JsMsg | null;
+    const gone = new AbortController();
+    const notAfters: unknown[] = [];
+    const port: LeasePort = {
+      getRecord: (id) => broker.getRecord(id),
+      activeJobs: async () => [],
+      fetchTasks: async (q, j, m, pulling) => {
+        const tasks = await leasing.fetchTasks(q, j, m, pulling);
+        gone.abort(); // the worker's request went away as the tasks came
+        return tasks;
+      },
+      fetchLane: (q, m, pulling) => leasing.fetchLane(q, m, pulling),
+      isDeliveryOf: (ref, job) => leasing.isDeliveryOf(ref, job),
+      settle: async (settles, notAfter) => {
+        if (!settles.some((s) => s.action === "nak")) return leasing.settle(settles, notAfter);
+        notAfters.push(notAfter);
+        proxy.cut();
+        await waitUntil(() => core.connection.state !== "connected", { timeoutMs: 5000, message: "cut" });
+        const sent = leasing.settle(settles, notAfter);
+        await delay(2500);
+        second = await consumer.next({ expires: 3000 });
+        second?.working();
+        proxy.restore();
+        await sent;
+      },
+      claimAnswer: (ref, digest) => leasing.claimAnswer(ref, digest),
+      answerOf: (ref) => leasing.answerOf(ref),
+      recordAnswer: (ref, answer, revision) => leasing.recordAnswer(ref, answer, revision),
+      releaseAnswer: (ref, revision) => leasing.releaseAnswer(ref, revision),
+      publishResults: (q, j, body, id) => broker.publishResults(q, j, body, id),
+      storeDeadLetter: async () => undefined,
+    };
+    const leases = new TaskLeases(port, { signer: new ReceiptSigner(), log });
+    const caller = { identity: "w1", allows: () => true };
+    const tasks = await leases.reserve(record.id, 1, caller, gone.signal);
+    expect(tasks).toEqual([]);
+    expect(notAfters[0]).toBeTypeOf("number");
+    expect(second?.info.deliveryCount).toBe(2);
+    const keeping = setInterval(() => second?.working(), 500);
+    try {
+      const third = await consumer.next({ expires: 2500 });
+      expect(third?.info.deliveryCount ?? null).toBeNull();
+    } finally {
+      clearInterval(keeping);
+    }
+  } finally {
+    await raw.close();
+    await broker.close();
+    await core.stop();
+    await proxy.close();
+    await server.dispose();
+  }
+}, 60_000);
