@@ -25,11 +25,11 @@ import { deadLettersConsumer } from "./queue-streams.ts";
 import {
   duplicateWindowWithin,
   ensureStream,
-  isNoMessage,
   isNotFound,
   nanos,
   streamNamesStartingWith,
 } from "./streams.ts";
+import { deleteMessages } from "./subject-messages.ts";
 
 export type { DeadLetter } from "../dead-letters.ts";
 
@@ -176,16 +176,14 @@ export class NatsDeadLetters {
     });
   }
 
+  /** Deletes letters by sequence (erased: durable), windowed, with a deadline that grows with them. */
   remove(seqs: readonly number[]): Promise<void> {
-    return this.#broker.run("dead-letters.remove", async (nc) => {
-      const jsm = await this.#setup(nc);
-      for (const seq of seqs) {
-        // Removed already (the same redrive made twice at once, or retried): nothing to do.
-        await jsm.streams.deleteMessage(this.#broker.names.deadStream, seq).catch((error) => {
-          if (!isNoMessage(error) && !isNotFound(error)) throw error;
-        });
-      }
-    });
+    return this.#broker.run(
+      "dead-letters.remove",
+      // Removed already (the same redrive made twice at once, or retried): nothing to do.
+      async (nc) => deleteMessages(await this.#setup(nc), this.#broker.names.deadStream, seqs),
+      { timeoutMs: Math.max(30_000, seqs.length * 2) },
+    );
   }
 
   /**

@@ -1,5 +1,4 @@
-import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import { isNoMessage } from "./streams.ts";
+import type { JetStreamClient } from "@nats-io/jetstream";
 
 /**
  * A pool's permits as messages (queue-controls.ts): published in windows
@@ -48,21 +47,4 @@ export const publishPermits = async (
     await Promise.all(sent);
   }
   if (failure) throw failure.error;
-};
-
-/** Removes the messages at `seqs` of `stream`, in windows; one removed already is no error. */
-export const deleteMessages = async (
-  jsm: JetStreamManager,
-  stream: string,
-  seqs: readonly number[],
-): Promise<void> => {
-  for (let from = 0; from < seqs.length; from += publishWindow) {
-    await Promise.all(
-      seqs.slice(from, from + publishWindow).map((seq) =>
-        jsm.streams.deleteMessage(stream, seq).catch((error: unknown) => {
-          if (!isNoMessage(error)) throw error;
-        }),
-      ),
-    );
-  }
 };

@@ -12,11 +12,12 @@ import { scanBucketEntries } from "./bucket-reads.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { deleteMessages, type PermitMessage, publishPermits } from "./permit-publishes.ts";
+import { type PermitMessage, publishPermits } from "./permit-publishes.ts";
 import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { poolConsumers } from "./pool-consumers.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
+import { deleteMessages } from "./subject-messages.ts";
 
 const encoder = new TextEncoder();
 
@@ -267,7 +268,7 @@ export const natsQueueControls = (
           );
           if (await isLatest()) return;
         }
-        await deleteMessages(jsm, names.permitsStream, published);
+        await deleteMessages(jsm, names.permitsStream, published, 500);
         published = [];
       });
     },

@@ -71,3 +71,24 @@ export const deleteSubjectMessages = async (
   }
   if (failed) throw failed.error;
 };
+
+/**
+ * Removes the messages at `seqs` of `stream` (erased), `window` at a time; one removed already
+ * is no error. One round trip after the other, thousands outlasted an operation's deadline.
+ */
+export const deleteMessages = async (
+  jsm: JetStreamManager,
+  stream: string,
+  seqs: readonly number[],
+  window = 64,
+): Promise<void> => {
+  for (let from = 0; from < seqs.length; from += window) {
+    await Promise.all(
+      seqs.slice(from, from + window).map((seq) =>
+        jsm.streams.deleteMessage(stream, seq).catch((error: unknown) => {
+          if (!isNoMessage(error)) throw error;
+        }),
+      ),
+    );
+  }
+};
