@@ -147,15 +147,6 @@ export const cleanupJobs = async (
         if (isLaneSubject(stream, subject)) await deleteLaneTasks(jsm, stream, subject, below);
         else await jsm.streams.purge(stream, { filter: subject, seq: below });
       }
-      // Deleted one by one, never purged: a purge moved the queue's results feed past every
-      // result stored then, and a running job of the queue missed its own. Results would age
-      // out by themselves (the stream's max age), but the record of a job with an idempotency
-      // key goes here, maybe sooner (a shorter retention asked), and a resubmit of the key
-      // (same job id) must not read the old job's results.
-      for (const subject of report.resultsPurged) {
-        const max = seen.resultSubjects[subject] ?? 0;
-        await deleteSubjectMessages(jsm, n.resultsStream, subject, { max, below: seen.resultsBelow });
-      }
       // The letters of expired jobs, and of jobs with no record: a letter stored after its job's
       // record went (its advisory handled late) stayed for the stream's max age. Letters stored
       // after the survey wait for the next pass.
@@ -175,16 +166,35 @@ export const cleanupJobs = async (
     // every held task of its live jobs), each job's in a run of its own with the deadline a job's
     // own removal has: a large job's, left by an end whose removal timed out, took the pass's
     // whole run past its deadline (50,000 held tasks), and the rest of the pass with it.
-    for (const { stream, subject, count, below } of subjects.filter((s) => isHeldStream(s.stream)))
+    // A job's results the same (a slow job's come one message each), before its record goes:
+    // deleted one by one, never purged, for a purge moved the queue's results feed past every
+    // result stored then, and a running job of the queue missed its own. Results would age out
+    // by themselves (the stream's max age), but the record of a job with an idempotency key goes
+    // here, maybe sooner (a shorter retention asked), and a resubmit of the key (same job id)
+    // must not read the old job's results.
+    const results = report.resultsPurged.map((subject) => ({
+      stream: n.resultsStream,
+      subject,
+      count: seen.resultSubjects[subject] ?? 0,
+      below: seen.resultsBelow,
+    }));
+    /** Jobs whose results are not all deleted: their records stay for the next pass. */
+    const resultsLeft = new Set<string>();
+    for (const { stream, subject, count, below } of [
+      ...subjects.filter((s) => isHeldStream(s.stream)),
+      ...results,
+    ])
       await core
         .run(
-          "cleanup.held",
+          "cleanup.messages",
           async (nc) =>
             deleteSubjectMessages((await broker.handles(nc)).jsm, stream, subject, { max: count, below }),
           { timeoutMs: Math.max(30_000, count * 2) },
         )
         // Not now: the next pass finds what is left.
-        .catch(() => undefined);
+        .catch(() => {
+          if (stream === n.resultsStream) resultsLeft.add(jobIdOfSubject(subject));
+        });
     // Up to the revision seen: a lease written since (a resubmit of the key) stays.
     for (const { jobId, revision } of leftovers) await leases.remove(jobId, revision);
     // A job whose record was read without a lease: given a run-out one (never over one it took
@@ -193,6 +203,7 @@ export const cleanupJobs = async (
     for (const jobId of leaseless) if (await leases.enrol(jobId)) report.leasesAdded.push(jobId);
     await leases.purgeMarkers();
     for (const { id } of removable) {
+      if (resultsLeft.has(id)) continue;
       const revision = revisions.get(id);
       // Changed since it was read again (a redrive landing now): it stays, the next pass looks again.
       if (revision === undefined) continue;
