@@ -3,6 +3,7 @@ import type { Logger } from "../../kernel/logger.ts";
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, LeasePort } from "./lease-port.ts";
 import type { ReceiptDelivery, Settling } from "./receipt-delivery.ts";
+import { notAfterOf } from "./receipts.ts";
 
 /** What settling a request's deliveries needs (`ReceiptAnswers`'). */
 interface SettleContext {
@@ -42,7 +43,10 @@ export const settleDeliveries = async (
   let sent = part;
   // Sent only within the leases (on the wall clock): a settle that waited for the connection
   // past them would reach the task's next holder (one is answered by its stream sequence).
-  const notAfter = Date.now() + Math.min(...part.map((d) => d.a.heldUntil)) - now;
+  const notAfter = notAfterOf(
+    part.map((d) => d.a.heldUntil),
+    now,
+  );
   try {
     await port.settle(
       part.map((d) => d.settle),

@@ -101,3 +101,10 @@ const maxReceiptLeaseMs = 20 * 3600_000;
 const leaseMargin = (ackWaitMs: number) => Math.min(2000, Math.ceil(ackWaitMs / 10));
 export const leaseEnd = (startedAt: number, ackWaitMs: number) =>
   startedAt + Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);
+
+/**
+ * A settle's bound on the wall clock (`TaskLeasing.settle`'s `notAfter`): the earliest of the
+ * leases' ends (`untils`), known on the API's clock, whose time is `now`.
+ */
+export const notAfterOf = (untils: readonly number[], now: number): number =>
+  Date.now() + Math.min(...untils) - now;

@@ -11,7 +11,7 @@ import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
 import type { LeasedTask } from "../task-leasing.ts";
 import type { Caller, LeasePort, ReservedTask } from "./lease-port.ts";
-import { leaseEnd, type ReceiptSigner } from "./receipts.ts";
+import { leaseEnd, notAfterOf, type ReceiptSigner } from "./receipts.ts";
 
 /**
  * A reserved task with what this instance keeps of its lease, and whether
@@ -246,7 +246,10 @@ export class TaskHandout {
     what: string,
   ) {
     if (tasks.length === 0) return;
-    const notAfter = Date.now() + Math.min(...tasks.map((t) => t.until)) - this.#now();
+    const notAfter = notAfterOf(
+      tasks.map((t) => t.until),
+      this.#now(),
+    );
     await this.#port
       .settle(
         tasks.map(
