@@ -181,8 +181,7 @@ export class NatsTaskLeasing implements TaskLeasing {
         throw new Error(`settle: ${JSON.stringify(s.ref)} is not a task delivery of this runtime`);
       }
     }
-    const putBacks = settles.filter((s) => s.action === "putBack");
-    if (putBacks.length > 0) return this.#putBack(putBacks, settles, notAfter);
+    if (settles.some((s) => s.action === "putBack")) return this.#putBack(settles, notAfter);
     return this.#broker.run(
       "job.tasks.settle",
       async (nc) => {
@@ -206,16 +205,11 @@ export class NatsTaskLeasing implements TaskLeasing {
    * request behind (a native worker stopped within the last 3.5 s may:
    * `putBackCopy` in put-back.ts says what that does).
    */
-  async #putBack(
-    putBacks: readonly LeaseSettle[],
-    settles: readonly LeaseSettle[],
-    notAfter: number | undefined,
-  ): Promise<void> {
+  async #putBack(settles: readonly LeaseSettle[], notAfter: number | undefined): Promise<void> {
+    const putBacks = settles.filter((s) => s.action === "putBack");
     // Their leases extended first: one that ran out meanwhile would be counted dead, and run.
-    await this.settle(
-      putBacks.map((s): LeaseSettle => ({ ref: s.ref, action: "working" })),
-      notAfter,
-    );
+    const keeps = putBacks.map((s): LeaseSettle => ({ ref: s.ref, action: "working" }));
+    await this.settle(keeps, notAfter);
     const copied = await Promise.allSettled(
       putBacks.map(async ({ ref }) => {
         // Checked by `settle`: a delivery of one of this runtime's tasks streams.
