@@ -7,7 +7,7 @@
  * instance's connection is cut (a TCP proxy); the oracle is the server's
  * deliveries, pulled raw.
  */
-import { type JsMsg, jetstream } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { expect, it } from "vitest";
 import type { LeasePort } from "../../src/adapters/http/lease-port.ts";
@@ -18,9 +18,9 @@ import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { SubmitPhase } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { newRecord, taskBodies } from "../contract/contract-helpers.ts";
+import { lateNaks } from "../harness/late-naks.ts";
 import { startNatsServer } from "../harness/nats-server.ts";
 import { tcpProxy } from "../harness/tcp-proxy.ts";
-import { delay, waitUntil } from "../harness/wait.ts";
 
 it("a hand-back nak whose connection came back after the delivery's lease is not sent", async () => {
   const log = silentLogger();
@@ -44,9 +44,13 @@ it("a hand-back nak whose connection came back after the delivery's lease is not
     await broker.createConsumer(record.queue, record.id, record.settings);
     const leasing = broker.taskLeasing;
     const consumer = await jetstream(raw).consumers.get(`jetstate_tasks_${record.queue}`, record.id);
-    let second = null as JsMsg | null;
+    const late = lateNaks(
+      leasing.settle.bind(leasing),
+      proxy,
+      () => core.connection.state === "connected",
+      consumer,
+    );
     const gone = new AbortController();
-    const notAfters: unknown[] = [];
     const port: LeasePort = {
       getRecord: (id) => broker.getRecord(id),
       activeJobs: async () => [],
@@ -57,18 +61,7 @@ it("a hand-back nak whose connection came back after the delivery's lease is not
       },
       fetchLane: (q, m, pulling) => leasing.fetchLane(q, m, pulling),
       isDeliveryOf: (ref, job) => leasing.isDeliveryOf(ref, job),
-      settle: async (settles, notAfter) => {
-        if (!settles.some((s) => s.action === "nak")) return leasing.settle(settles, notAfter);
-        notAfters.push(notAfter);
-        proxy.cut();
-        await waitUntil(() => core.connection.state !== "connected", { timeoutMs: 5000, message: "cut" });
-        const sent = leasing.settle(settles, notAfter);
-        await delay(2500);
-        second = await consumer.next({ expires: 3000 });
-        second?.working();
-        proxy.restore();
-        await sent;
-      },
+      settle: late.settle,
       claimAnswer: (ref, digest) => leasing.claimAnswer(ref, digest),
       answerOf: (ref) => leasing.answerOf(ref),
       recordAnswer: (ref, answer, revision) => leasing.recordAnswer(ref, answer, revision),
@@ -80,15 +73,9 @@ it("a hand-back nak whose connection came back after the delivery's lease is not
     const caller = { identity: "w1", allows: () => true };
     const tasks = await leases.reserve(record.id, 1, caller, gone.signal);
     expect(tasks).toEqual([]);
-    expect(notAfters[0]).toBeTypeOf("number");
-    expect(second?.info.deliveryCount).toBe(2);
-    const keeping = setInterval(() => second?.working(), 500);
-    try {
-      const third = await consumer.next({ expires: 2500 });
-      expect(third?.info.deliveryCount ?? null).toBeNull();
-    } finally {
-      clearInterval(keeping);
-    }
+    expect(late.notAfters[0]).toBeTypeOf("number");
+    expect(late.second()?.info.deliveryCount).toBe(2);
+    expect(await late.thirdWhileKept()).toBeNull();
   } finally {
     await raw.close();
     await broker.close();

@@ -9,15 +9,15 @@
  * port dropped the bound: a review). Only this instance's connection is cut
  * (a TCP proxy); the oracle is the server's deliveries, pulled raw.
  */
-import { type JsMsg, jetstream } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { expect, it } from "vitest";
 import { partsOf } from "../../src/api/runtime.ts";
 import { createHttpApi, createRuntime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { lateNaks } from "../harness/late-naks.ts";
 import { startNatsServer } from "../harness/nats-server.ts";
 import { tcpProxy } from "../harness/tcp-proxy.ts";
-import { delay, waitUntil } from "../harness/wait.ts";
 
 const TOKEN = "token-alice-0123456789";
 
@@ -52,22 +52,14 @@ it("a settle whose connection came back after the delivery's lease is not sent: 
       maxFailures: 1,
     });
     const leasing = partsOf(rt).broker.taskLeasing;
-    const original = leasing.settle.bind(leasing);
     const consumer = await jetstream(raw).consumers.get("jetstate_tasks_late", job.id);
-    let second = null as JsMsg | null;
-    const notAfters: unknown[] = [];
-    leasing.settle = async (settles, notAfter) => {
-      if (!settles.some((s) => s.action === "nak")) return original(settles, notAfter);
-      notAfters.push(notAfter);
-      proxy.cut();
-      await waitUntil(() => rt.connection.state !== "connected", { timeoutMs: 5000, message: "cut" });
-      const sent = original(settles, notAfter);
-      await delay(2500);
-      second = await consumer.next({ expires: 3000 });
-      second?.working();
-      proxy.restore();
-      await sent;
-    };
+    const late = lateNaks(
+      leasing.settle.bind(leasing),
+      proxy,
+      () => rt.connection.state === "connected",
+      consumer,
+    );
+    leasing.settle = late.settle;
     const reserved = await call(`/jobs/${job.id}/tasks`, { batch_size: 1 });
     expect(reserved.status).toBe(200);
     const [task] = reserved.json.tasks;
@@ -76,16 +68,10 @@ it("a settle whose connection came back after the delivery's lease is not sent: 
     });
     // Not sent, and said so: the worker tries again, and is told the lease is over.
     expect(answer.status).toBe(503);
-    expect(second?.info.deliveryCount).toBe(2);
-    const keeping = setInterval(() => second?.working(), 500);
-    try {
-      // With the nak sent late, the server hands the second holder's delivery out again.
-      const third = await consumer.next({ expires: 2500 });
-      expect(third?.info.deliveryCount ?? null).toBeNull();
-    } finally {
-      clearInterval(keeping);
-    }
-    expect(notAfters[0]).toBeTypeOf("number");
+    expect(late.second()?.info.deliveryCount).toBe(2);
+    // With the nak sent late, the server hands the second holder's delivery out again.
+    expect(await late.thirdWhileKept()).toBeNull();
+    expect(late.notAfters[0]).toBeTypeOf("number");
   } finally {
     await raw.close();
     await rt.stop();
