@@ -50,7 +50,10 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
     // to a second behind). A long catch-up is not waited out: the supervisor raises the rest.
     await source.whenCaughtUp?.(cancelCatchUpMs);
     const s = snapshotOf(actor);
-    const stored = await cancelJob(broker, s.id, reason, s, core.clock.now(), source.submitId);
+    const stored = await cancelJob(broker, s.id, reason, s, core.clock.now(), {
+      log: core.logger,
+      submit: source.submitId,
+    });
     if (stored && isFinal(stored.record.status)) source.onRecord(stored.record, stored.revision);
     else actor.send({ type: "job.cancel", reason });
     return jobEnd(deps, source);
@@ -78,7 +81,10 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
       ? ended
       : { done: ended.done, failed: ended.failed, dead: read.record.counts.dead }
     : noAnswers;
-  const stored = await cancelJob(broker, ended.id, reason, counts, core.clock.now(), source.submitId);
+  const stored = await cancelJob(broker, ended.id, reason, counts, core.clock.now(), {
+    log: core.logger,
+    submit: source.submitId,
+  });
   const now = stored?.record;
   if (unwritten) return now && isFinal(now.status) ? knownEnd(source, endFrom(ended, now)) : ended;
   return now && isFinal(now.status) && (now.status !== ended.status || (now.reason ?? null) !== ended.reason)

@@ -31,7 +31,9 @@ import { plainThenUntilDone } from "./retry.ts";
  * they see the record; its supervisor, wherever it runs, sees the end in its
  * record watch and stops. Resolves with the stored record (an end already
  * recorded is left as it is, and so is a record another submit of the key
- * made again when `submit` names the job's) and its revision.
+ * made again when `submit` names the job's) and its revision. A clean-up
+ * that fails once the end is recorded is said to `tasksLeft`, and the
+ * cancel stands.
  */
 const cancelJobEffect = (
   port: JobPort,
@@ -40,6 +42,7 @@ const cancelJobEffect = (
   counts: JobCounts,
   now: number,
   submit: string | undefined,
+  tasksLeft: (error: unknown) => void,
 ): Effect.Effect<RecordFound | undefined, PortFailure> =>
   Effect.gen(function* () {
     const change = (record: JobRecord): JobRecord | undefined => {
@@ -81,7 +84,12 @@ const cancelJobEffect = (
       stored.phase === SubmitPhase.committed &&
       (submit === undefined || !madeAgain(stored, submit))
     )
-      yield* fromPort(() => port.removeTasks(stored, below));
+      // The end is recorded: a removal that fails does not undo the cancel (a caller told it
+      // failed, tried again, was answered the end and nothing was removed). Said to `tasksLeft`;
+      // the cleanup pass removes what is left, and workers drop a task of a job over.
+      yield* fromPort(() => port.removeTasks(stored, below)).pipe(
+        Effect.catch((error) => Effect.sync(() => tasksLeft(error))),
+      );
     if (!stored) return undefined;
     // As written here, or as first read (nothing to write).
     const known = laneSeen.last ?? seen.last;
@@ -149,10 +157,20 @@ export const cancelJob = (
   reason: string,
   counts: JobCounts,
   now: number,
-  /** The submit of the job to cancel (undefined: the record's, whichever): another's is left as read (`madeAgain`). */
-  submit?: string,
-): Promise<RecordFound | undefined> =>
-  Effect.runPromise(cancelJobEffect(port, id, reason, counts, now, submit));
+  options: {
+    /** Where a clean-up that failed after the end was recorded is said (at warn). */
+    readonly log: Logger;
+    /** The submit of the job to cancel (undefined: the record's, whichever): another's is left as read (`madeAgain`). */
+    readonly submit?: string;
+  },
+): Promise<RecordFound | undefined> => {
+  const tasksLeft = (error: unknown) =>
+    options.log.warn(
+      { err: error, jobId: id },
+      "job cancelled; its tasks not removed: the cleanup pass removes them",
+    );
+  return Effect.runPromise(cancelJobEffect(port, id, reason, counts, now, options.submit, tasksLeft));
+};
 
 /**
  * The answers a supervisor counted, raised onto the end another runtime

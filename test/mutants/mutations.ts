@@ -139,8 +139,8 @@ export const mutations: readonly Mutation[] = [
     id: "k2",
     what: "a cancel no longer purges the tasks left (they stay on the server)",
     file: "src/effects/finalize-job.ts",
-    search: "      yield* fromPort(() => port.removeTasks(stored, below));",
-    replace: "      yield* Effect.void;",
+    search: "      yield* fromPort(() => port.removeTasks(stored, below)).pipe(",
+    replace: "      yield* Effect.void.pipe(",
     tests: [faults],
   },
 ];

@@ -1,12 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { cancelJob } from "../../src/effects/finalize-job.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
 describe("cancelJob", () => {
   it("ends a committed job as failed, counts kept as the larger, then removes its tasks", async () => {
     const fake = fakeJobPort();
     fake.put(record({ phase: "committed", status: "running", counts: { done: 5, failed: 0, dead: 2 } }));
-    const cancelled = await cancelJob(fake.port, "j1", "user asked", { done: 3, failed: 1, dead: 2 }, 7000);
+    const cancelled = await cancelJob(fake.port, "j1", "user asked", { done: 3, failed: 1, dead: 2 }, 7000, {
+      log: silentLogger(),
+    });
     const stored = cancelled?.record;
     // With the revision it was written at: a reader orders it by that, not by its time.
     expect(cancelled?.revision).toBe(fake.records.get("j1")!.revision);
@@ -34,7 +37,9 @@ describe("cancelJob", () => {
     const ended = record({ phase: "committed", status: "succeeded", reason: undefined, updatedAt: 6000 });
     // The compare-and-set conflicts: the supervisor wrote the end after the cancel's read.
     fake.failNext("updateRecord", () => fake.put(ended));
-    const cancelled = await cancelJob(fake.port, "j1", "late", { done: 0, failed: 0, dead: 0 }, 7000);
+    const cancelled = await cancelJob(fake.port, "j1", "late", { done: 0, failed: 0, dead: 0 }, 7000, {
+      log: silentLogger(),
+    });
     expect(cancelled?.record).toEqual(ended);
     // A reader that heard that end drops a record at a revision below it as older news.
     expect(cancelled?.revision).toBe(fake.records.get("j1")!.revision);
@@ -43,7 +48,9 @@ describe("cancelJob", () => {
   it("removes a lane job's task from its lane", async () => {
     const fake = fakeJobPort();
     fake.put(laneRecord({ phase: "committed", status: "running" }));
-    await cancelJob(fake.port, "j1", "user asked", { done: 0, failed: 0, dead: 0 }, 7000);
+    await cancelJob(fake.port, "j1", "user asked", { done: 0, failed: 0, dead: 0 }, 7000, {
+      log: silentLogger(),
+    });
     expect(fake.calls.at(-1)).toBe("removeTasks q j1 lane");
   });
 
@@ -51,7 +58,9 @@ describe("cancelJob", () => {
     const fake = fakeJobPort();
     const ended = record({ phase: "committed", status: "succeeded", reason: undefined, updatedAt: 5000 });
     fake.put(ended);
-    const stored = (await cancelJob(fake.port, "j1", "late", { done: 9, failed: 9, dead: 9 }, 7000))?.record;
+    const stored = (
+      await cancelJob(fake.port, "j1", "late", { done: 9, failed: 9, dead: 9 }, 7000, { log: silentLogger() })
+    )?.record;
     expect(stored).toEqual(ended);
     expect(fake.records.get("j1")!.record).toEqual(ended);
     expect(fake.calls).toEqual(["getRecord j1", "tasksMark q j1", "removeTasks q j1"]);
@@ -62,7 +71,11 @@ describe("cancelJob", () => {
       const fake = fakeJobPort();
       const open = record({ phase, status: "queuing" });
       fake.put(open);
-      const stored = (await cancelJob(fake.port, "j1", "why", { done: 1, failed: 0, dead: 0 }, 7000))?.record;
+      const stored = (
+        await cancelJob(fake.port, "j1", "why", { done: 1, failed: 0, dead: 0 }, 7000, {
+          log: silentLogger(),
+        })
+      )?.record;
       expect(stored).toEqual(open);
       expect(fake.records.get("j1")!.record).toEqual(open);
       expect(fake.calls).toEqual(["getRecord j1"]);
@@ -71,7 +84,11 @@ describe("cancelJob", () => {
 
   it("gives undefined and touches nothing for a job with no record", async () => {
     const fake = fakeJobPort();
-    expect(await cancelJob(fake.port, "nope", "why", { done: 0, failed: 0, dead: 0 }, 7000)).toBeUndefined();
+    expect(
+      await cancelJob(fake.port, "nope", "why", { done: 0, failed: 0, dead: 0 }, 7000, {
+        log: silentLogger(),
+      }),
+    ).toBeUndefined();
     expect(fake.calls).toEqual(["getRecord nope"]);
   });
 });

@@ -9,6 +9,7 @@ import { cancelJob, finalizeJob } from "../../src/effects/finalize-job.ts";
 import { lostReason, recordLost } from "../../src/effects/lost-job.ts";
 import { recordProgress } from "../../src/effects/record-updates.ts";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
 /** The new job's record: committed by submit `s2`, two answers counted. */
@@ -63,7 +64,9 @@ describe("a record another submit made again", () => {
       });
 
       it("a cancel from a handle of the lost job writes nothing and cleans nothing up", async () => {
-        const stored = await leftAsMade(made, (port) => cancelJob(port, "j1", "stale", lost, 9000, "s1"));
+        const stored = await leftAsMade(made, (port) =>
+          cancelJob(port, "j1", "stale", lost, 9000, { log: silentLogger(), submit: "s1" }),
+        );
         expect(stored?.record).toEqual(made);
       });
 
@@ -80,7 +83,7 @@ describe("a record another submit made again", () => {
     const made = laneRecord({ submitId: "s2" });
     const stored = await leftAsMade(
       made,
-      (port) => cancelJob(port, "j1", "stale", lost, 9000, "s1"),
+      (port) => cancelJob(port, "j1", "stale", lost, 9000, { log: silentLogger(), submit: "s1" }),
       (fake) => fake.tasks.set("j1", ['{"i":0,"p":1}']),
     );
     expect(stored?.record).toEqual(made);
@@ -99,7 +102,7 @@ describe("a record another submit made again", () => {
     fake.put(record({ phase: "committed", status: "running" }));
     await recordProgress(fake.port, "j1", "running", lost, 9000, { submit: "s1" });
     expect(fake.records.get("j1")!.record.counts).toEqual(lost);
-    await cancelJob(fake.port, "j1", "asked", lost, 9100, "s1");
+    await cancelJob(fake.port, "j1", "asked", lost, 9100, { log: silentLogger(), submit: "s1" });
     expect(fake.records.get("j1")!.record).toMatchObject({ status: "failed", reason: "cancelled: asked" });
     expect(fake.calls.at(-1)).toBe("removeTasks q j1");
   });

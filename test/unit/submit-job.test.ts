@@ -14,6 +14,7 @@ import { type RecordSeen, recordProgress, updateRecordWith } from "../../src/eff
 import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { rollBack, rollBackLaneEffect } from "../../src/effects/submit-undo.ts";
 import { RevisionConflict, TransientBrokerError } from "../../src/kernel/errors.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
 import { fakeJobPort, laneRecord, record } from "./fake-job-port.ts";
 
 const clock = (start: number) => {
@@ -948,8 +949,11 @@ describe("cancelJob: a lane job whose commit is not written yet", () => {
 
   it("is cancelled as committed once its task is stored, the task removed", async () => {
     const fake = await submitted(true);
-    const stored = (await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50))
-      ?.record;
+    const stored = (
+      await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50, {
+        log: silentLogger(),
+      })
+    )?.record;
     expect(stored).toMatchObject({
       phase: "committed",
       status: "failed",
@@ -961,7 +965,9 @@ describe("cancelJob: a lane job whose commit is not written yet", () => {
 
   it("is left alone while its task is not stored: its submit decides", async () => {
     const fake = await submitted(false);
-    await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50);
+    await cancelJob(fake.port, "j1", "no longer wanted", { done: 0, failed: 0, dead: 0 }, 50, {
+      log: silentLogger(),
+    });
     expect(fake.records.get("j1")!.record).toMatchObject({ phase: "submitting", status: "queuing" });
     expect(fake.calls.filter((c) => c.startsWith("removeTasks"))).toEqual([]);
   });
