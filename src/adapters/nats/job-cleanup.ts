@@ -180,6 +180,8 @@ export const cleanupJobs = async (
     }));
     /** Jobs whose results are not all deleted: their records stay for the next pass. */
     const resultsLeft = new Set<string>();
+    /** Subjects whose messages are not all deleted: not reported as purged. */
+    const subjectsLeft = new Set<string>();
     for (const { stream, subject, count, below } of [
       ...subjects.filter((s) => isHeldStream(s.stream)),
       ...results,
@@ -193,6 +195,7 @@ export const cleanupJobs = async (
         )
         // Not now: the next pass finds what is left.
         .catch(() => {
+          subjectsLeft.add(subject);
           if (stream === n.resultsStream) resultsLeft.add(jobIdOfSubject(subject));
         });
     // Up to the revision seen: a lease written since (a resubmit of the key) stays.
@@ -216,6 +219,12 @@ export const cleanupJobs = async (
     // The delete markers versions before this one left (their cleanup was a KV delete): one
     // message a job ever cleaned up, which every page and scan of the records read.
     await broker.removeRecordMarkers(markers);
+    const purged = (subject: string) => !subjectsLeft.has(subject);
+    return {
+      ...report,
+      tasksPurged: report.tasksPurged.filter(purged),
+      resultsPurged: report.resultsPurged.filter(purged),
+    };
   }
   return report;
 };
