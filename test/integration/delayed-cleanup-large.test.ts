@@ -28,7 +28,9 @@ it("removes thousands of a job's held tasks past the operation's deadline, and t
   });
   expect(await bench.rawHeld(queue, doomed.id)).toBe(held);
   faults.fail("removeTasks", Number.POSITIVE_INFINITY, doomed.id);
-  await expect(doomed.cancel("test")).rejects.toThrow(/injected fault/);
+  // The cancel stands; its clean-up failed (cancel-cleanup-failed.both.test.ts).
+  await expect(doomed.cancel("test")).resolves.toMatchObject({ status: "failed" });
+  expect(faults.injected("removeTasks")).toBeGreaterThan(0);
   const report = await rt.admin.cleanup();
   expect(report.tasksPurged).toContain(`jetstate.delayed.${queue}.${doomed.id}`);
   expect(await bench.rawHeld(queue, doomed.id)).toBe(0);
