@@ -1,7 +1,6 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
-import { laneSubmitCommitted } from "./finalize-job.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
 import {
   isSameSubmit,

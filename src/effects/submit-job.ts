@@ -6,7 +6,7 @@ import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-rec
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { committedRecord } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
-import { fromPort, fromThrowing, isConflict, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
+import { fromPort, fromThrowing, type PortFailure, pauseUnlessAborted } from "./port-call.ts";
 import { type RecordSeen, wrote } from "./record-updates.ts";
 import {
   isSameSubmit,

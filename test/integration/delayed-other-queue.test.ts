@@ -7,7 +7,7 @@
  * handler's ledger, and A's delayed stream read raw (the message handled:
  * gone from it).
  */
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
