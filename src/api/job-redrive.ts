@@ -85,7 +85,7 @@ export const redriveDead = async (
     if (of) of.push(l);
     else lettersOf.set(l.index, [l]);
   }
-  const taskMsgIds = chosen.map((l) => `${l.index}.${hashOf(lettersOf.get(l.index) ?? [])}`);
+  const taskMsgId = (index: number) => `${index}.${hashOf(lettersOf.get(index) ?? [])}`;
   // Written once per redrive: the same redrive made again (its tasks and marker published once)
   // finds its id in the record and leaves the count; it lowered `dead` twice. `reopened`: this
   // call's change is the one written.
@@ -180,6 +180,23 @@ export const redriveDead = async (
     return;
   }
   if (!reopened && from.status !== "stalled") return;
+  // A death its marker took back whose letter it had not read: another redrive sent the task
+  // back meanwhile and that copy died again before this marker landed. Under the id of the
+  // letters read, the other redrive's, the server kept no copy (the duplicate window): none
+  // followed the death taken back, and the job waited for the task until it stalled. It goes
+  // under the id of every letter of the task now, that one's included, which goes with the
+  // others; so does its task message, as the others' went before the markers.
+  const takenSet = new Set(taken);
+  const read = new Set(sent.map((l) => l.seq));
+  const listed = taken.length === 0 ? [] : await broker.listDeadLetters(record.queue, id);
+  const later = listed.filter((l) => takenSet.has(l.index) && !read.has(l.seq));
+  for (const l of later) {
+    lettersOf.get(l.index)?.push(l);
+    sent.push(l);
+  }
+  const laterSeqs = later.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
+  if (laterSeqs.length > 0) await broker.removeTaskMessages(record, laterSeqs);
+  const taskMsgIds = chosen.map((l) => taskMsgId(l.index));
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI). Before
