@@ -1,11 +1,17 @@
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { BearerTokens, bearerToken } from "../../src/adapters/http/bearer-tokens.ts";
-import { type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/receipts.ts";
+import {
+  leaseEnd,
+  ofJobSubmit,
+  type ReceiptClaims,
+  ReceiptSigner,
+} from "../../src/adapters/http/receipts.ts";
 import { InvalidArgument } from "../../src/kernel/errors.ts";
 
 const claims: ReceiptClaims = {
-  v: 2,
+  v: 3,
+  s: "5ub1d0ff",
   j: "job1",
   i: 7,
   r: "$JS.ACK.jetstate_tasks_q1.job1.1.8.8.1700000000000000000.3",
@@ -58,6 +64,9 @@ describe("receipts", () => {
     expect(signer.verify(signWith(key, claims))).toEqual(claims);
     for (const wrong of [
       { ...claims, v: 1 },
+      { ...claims, s: undefined },
+      { ...claims, s: 7 },
+      { ...claims, v: 2 },
       { ...claims, w: undefined },
       { ...claims, i: -1 },
       { ...claims, d: 0 },
@@ -67,6 +76,26 @@ describe("receipts", () => {
     ]) {
       expect(signer.verify(signWith(key, wrong))).toBeUndefined();
     }
+  });
+
+  it("a version 2 receipt (no submit named) is still read", () => {
+    const { s: _submit, ...older } = claims;
+    const v2: ReceiptClaims = { ...older, v: 2 };
+    expect(signer.verify(signer.sign(v2))).toEqual(v2);
+  });
+
+  it("a receipt is of the job's submit now: version 3 by the submit it names, version 2 by when it was leased", () => {
+    const ackWaitMs = 30_000;
+    const record = { submitId: "5ub1d0ff", createdAt: 1_700_000_000_000, settings: { ackWaitMs } };
+    expect(ofJobSubmit(claims, record)).toBe(true);
+    // The key submitted again (the store came back empty): the same job id, another submit.
+    expect(ofJobSubmit(claims, { ...record, submitId: "a9a1n000" })).toBe(false);
+    const { s: _submit, ...older } = claims;
+    const leasedAt = (at: number): ReceiptClaims => ({ ...older, v: 2, x: leaseEnd(at, ackWaitMs) });
+    expect(ofJobSubmit(leasedAt(record.createdAt), record)).toBe(true);
+    expect(ofJobSubmit(leasedAt(record.createdAt + 5_000), record)).toBe(true);
+    // Leased before the record was made: from the submit before it, whatever its lease left.
+    expect(ofJobSubmit(leasedAt(record.createdAt - 1), record)).toBe(false);
   });
 
   it("without a secret each signer has its own random key", () => {

@@ -147,7 +147,8 @@ const ItemOutcome = Schema.Struct({
     description:
       "done: result stored, task acked; failed: error stored, task terminated; dead: the last " +
       "delivery failed; retry: handed back, offered again after retry_in_ms; expired: the lease had " +
-      "ended, nothing was done; pending: a concurrent request is storing the same answer; " +
+      "ended (or was of the job before its key was submitted again), nothing was done; pending: a " +
+      "concurrent request is storing the same answer; " +
       "conflict: the delivery was answered before with another answer, nothing was done",
   }),
   duplicate: Schema.optionalKey(Schema.Boolean).annotate({
@@ -168,7 +169,9 @@ const ResultsResponse = Schema.Struct({ results: Schema.Array(ItemOutcome) }).an
 const HeartbeatOutcome = Schema.Struct({
   id: Schema.String,
   status: Schema.Literals(["extended", "expired", "settled"]).annotate({
-    description: "settled: already answered; expired: the lease had ended",
+    description:
+      "settled: already answered; expired: the lease had ended (or was of the job before its key was " +
+      "submitted again)",
   }),
   receipt: Schema.optionalKey(text("For extended: use this receipt from now on")),
   lease_ms: Schema.optionalKey(Count),

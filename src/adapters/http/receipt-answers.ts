@@ -8,7 +8,7 @@ import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, ItemOutcome, LeasePort } from "./lease-port.ts";
 import { type Answering, ReceiptDelivery, type Settling } from "./receipt-delivery.ts";
 import { settleDeliveries } from "./receipt-settle.ts";
-import { leaseEnd, type ReceiptClaims } from "./receipts.ts";
+import { leaseEnd, ofJobSubmit, type ReceiptClaims } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
 /**
@@ -83,6 +83,13 @@ export class ReceiptAnswers {
         continue;
       }
       if (c.x <= now) {
+        outcome(this.#afterItsLease(id, digest, c.r));
+        continue;
+      }
+      if (!ofJobSubmit(c, record)) {
+        // Leased from another submit of the job's key (the store came back empty since): its
+        // delivery is gone, and an ack by its sequence would end the new job's delivery there.
+        this.#book.release(caller.identity, c.r);
         outcome(this.#afterItsLease(id, digest, c.r));
         continue;
       }

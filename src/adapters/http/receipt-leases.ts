@@ -4,7 +4,7 @@ import { ErrorCode, HttpError } from "./http-errors.ts";
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort } from "./lease-port.ts";
 import { ReceiptAnswers } from "./receipt-answers.ts";
-import { leaseEnd, type ReceiptClaims, type ReceiptSigner } from "./receipts.ts";
+import { leaseEnd, ofJobSubmit, type ReceiptClaims, type ReceiptSigner } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
 /** What `ReceiptLeases` works with: `TaskLeases`' own (task-leases.ts). */
@@ -101,10 +101,13 @@ export class ReceiptLeases {
     const record = await this.#openRecord(jobId, caller, claims);
     this.#assertDeliveries(record, claims, field);
     const now = this.#now();
+    // A receipt of another submit of the job's key is over as one past its end: its delivery went
+    // with the store, and a +WPI by its sequence would keep the new job's delivery there.
+    const over = (c: ReceiptClaims, at: number) => c.x <= at || !ofJobSubmit(c, record);
     // Answered already (here or on another instance), or being answered: nothing to extend.
     const answered = await Promise.all(
       claims.map(async (c): Promise<"answering" | "answered" | undefined> => {
-        if (c.x <= now) return (await this.#beingAnswered(c.r)) ? "answering" : undefined;
+        if (over(c, now)) return (await this.#beingAnswered(c.r)) ? "answering" : undefined;
         return this.#answerState(c.r);
       }),
     );
@@ -113,21 +116,24 @@ export class ReceiptLeases {
     // worker, whose delivery a fresh receipt's ack would settle (JetStream answers a delivery by
     // its stream sequence). Stored by the receipt's end, it kept this delivery: extended.
     const sentAt = this.#now();
-    const open = claims.filter((c, n) => c.x > sentAt && !answered[n]);
+    const open = claims.filter((c, n) => !over(c, sentAt) && !answered[n]);
     if (open.length > 0) await this.#port.settle(open.map((c) => ({ ref: c.r, action: "working" })));
     const settledAt = this.#now();
     const x = leaseEnd(sentAt, record.settings.ackWaitMs);
     const leaseMs = x - settledAt;
     const outcomes = claims.map((c, n): HeartbeatOutcome => {
       const id = `${jobId}.${c.i}`;
-      if (answered[n] || c.x <= settledAt) {
+      if (answered[n] || over(c, settledAt)) {
         // Being answered: the request storing the answer keeps the permit and gives it back.
         if (answered[n] !== "answering") this.#port.limits?.end(c.r, record.queue);
+        if (!ofJobSubmit(c, record)) this.#book.release(caller.identity, c.r);
         return { id, status: answered[n] ? "settled" : "expired" };
       }
       const booked = this.#book.extend(caller.identity, c.r, x);
       this.#port.limits?.extend(c.r, x, record.queue, booked);
-      return { id, status: "extended", receipt: this.#signer.sign({ ...c, x }), leaseMs };
+      // Signed anew with its submit: a version 2 receipt of the job now is version 3 from here.
+      const receipt = this.#signer.sign({ ...c, v: 3, s: record.submitId, x });
+      return { id, status: "extended", receipt, leaseMs };
     });
     this.#log.debug(
       { jobId, workerId: caller.identity, extended: open.length, of: claims.length },

@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import type { JobRecord, JobSettings } from "../../kernel/job-record.ts";
 
 /**
  * A receipt is what an HTTP worker holds for one leased task: the broker's
@@ -10,12 +11,23 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
  * out cannot ack the delivery of the task's next holder (JetStream acks by
  * stream sequence, whoever holds the delivery now). A delivery answered once
  * is refused after that by the answer the broker keeps (receipt-leases.ts).
+ * It names the submit of the job it was leased from (`ofJobSubmit`): after
+ * the server's store came back empty and the job's key was submitted again,
+ * the job id is another job's (`madeAgain`), whose consumer counts its
+ * sequences from 1 again, and the old delivery's ack would end the new
+ * job's delivery at that sequence.
  *
  * Format: base64url(JSON claims) "." base64url(HMAC-SHA256(secret, first part)).
  */
 export interface ReceiptClaims {
-  /** Format version (2: with the token's identity; version 1 receipts are refused). */
-  readonly v: 2;
+  /**
+   * Format version: 3 names the job's submit (`s`); 2, without it, is taken
+   * for the rest of its life (at most 20 h) as `ofJobSubmit` says; version 1
+   * receipts are refused.
+   */
+  readonly v: 2 | 3;
+  /** The submit of the job it was leased from (its record's `submitId`); version 3 on. */
+  readonly s?: string;
   /** Job id. */
   readonly j: string;
   /** Task index within the job. */
@@ -75,7 +87,7 @@ export class ReceiptSigner {
 const isClaims = (c: Partial<ReceiptClaims> | null): c is ReceiptClaims =>
   typeof c === "object" &&
   c !== null &&
-  c.v === 2 &&
+  (c.v === 3 ? typeof c.s === "string" : c.v === 2 && c.s === undefined) &&
   typeof c.j === "string" &&
   Number.isSafeInteger(c.i) &&
   (c.i as number) >= 0 &&
@@ -99,8 +111,27 @@ const maxReceiptLeaseMs = 20 * 3600_000;
  * so its holder can never ack the delivery of the task's next holder.
  */
 const leaseMargin = (ackWaitMs: number) => Math.min(2000, Math.ceil(ackWaitMs / 10));
-export const leaseEnd = (startedAt: number, ackWaitMs: number) =>
-  startedAt + Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);
+const leaseSpan = (ackWaitMs: number) => Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);
+export const leaseEnd = (startedAt: number, ackWaitMs: number) => startedAt + leaseSpan(ackWaitMs);
+
+/**
+ * Whether the receipt was leased from the job as its record has it now, not
+ * from another submit of its key (`madeAgain`: the store came back empty and
+ * the key was submitted again; its delivery is gone, its ack subject names
+ * the new job's consumer). Version 3 names its submit. Version 2, issued
+ * before receipts did (valid for at most 20 h after an upgrade), is the
+ * record's if its lease began once the record was made: its end tells when
+ * (the leased job's ack wait, the same for every submit of the key). One
+ * leased before was another submit's. Read on two clocks (the instance's
+ * that leased it, the submitter's): one whose clock is behind may refuse a
+ * receipt leased just after its job's submit, whose task then comes back at
+ * its lease's end.
+ */
+export const ofJobSubmit = (
+  c: ReceiptClaims,
+  record: Pick<JobRecord, "submitId" | "createdAt"> & { readonly settings: Pick<JobSettings, "ackWaitMs"> },
+): boolean =>
+  c.v === 3 ? c.s === record.submitId : c.x - leaseSpan(record.settings.ackWaitMs) >= record.createdAt;
 
 /**
  * A settle's bound on the wall clock (`TaskLeasing.settle`'s `notAfter`): the earliest of the

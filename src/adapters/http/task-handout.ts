@@ -210,7 +210,8 @@ export class TaskHandout {
         attempt: t.deliveryCount,
         payload: body.payload,
         receipt: this.#signer.sign({
-          v: 2,
+          v: 3,
+          s: record.submitId,
           j: record.id,
           i: body.index,
           r: t.ref,
