@@ -1,7 +1,7 @@
 import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import type { TaskLeasing } from "../../src/adapters/task-leasing.ts";
 import type { tcpProxy } from "./tcp-proxy.ts";
-import { delay, waitUntil } from "./wait.ts";
+import { waitUntil } from "./wait.ts";
 
 type Settle = TaskLeasing["settle"];
 
@@ -28,8 +28,8 @@ export const lateNaks = (
     proxy.cut();
     await waitUntil(() => !connected(), { timeoutMs: 5000, message: "cut" });
     const sent = settle(settles, notAfter);
-    await delay(2500);
-    second = await consumer.next({ expires: 3000 });
+    // Delivered to it once the lease ends at the server (2 s), not before: the sign it ended.
+    second = await consumer.next({ expires: 6000 });
     second?.working();
     proxy.restore();
     await sent;
