@@ -179,11 +179,14 @@ export class ReceiptLeases {
   /**
    * Each receipt names a delivery of the job's tasks, on its queue's tasks
    * (checked once the record says which queue, and whether the job is on the
-   * lane: the receipt does not carry it).
+   * lane: the receipt does not carry it). Not one of another submit of the
+   * job's key (`ofJobSubmit`): that submit may have been on the lane and the
+   * record's not (or the other way), and such a receipt is a lease that is
+   * over, nothing sent for it, not an error refusing the request's others.
    */
   #assertDeliveries(record: JobRecord, claims: readonly ReceiptClaims[], field: (n: number) => string): void {
     for (const [n, c] of claims.entries()) {
-      if (!this.#port.isDeliveryOf(c.r, record)) throw invalidReceipt(field(n));
+      if (ofJobSubmit(c, record) && !this.#port.isDeliveryOf(c.r, record)) throw invalidReceipt(field(n));
     }
   }
 }
