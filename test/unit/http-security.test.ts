@@ -1,12 +1,7 @@
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { BearerTokens, bearerToken } from "../../src/adapters/http/bearer-tokens.ts";
-import {
-  leaseEnd,
-  ofJobSubmit,
-  type ReceiptClaims,
-  ReceiptSigner,
-} from "../../src/adapters/http/receipts.ts";
+import { ofJobSubmit, type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import { InvalidArgument } from "../../src/kernel/errors.ts";
 
 const claims: ReceiptClaims = {
@@ -84,18 +79,14 @@ describe("receipts", () => {
     expect(signer.verify(signer.sign(v2))).toEqual(v2);
   });
 
-  it("a receipt is of the job's submit now: version 3 by the submit it names, version 2 by when it was leased", () => {
-    const ackWaitMs = 30_000;
-    const record = { submitId: "5ub1d0ff", createdAt: 1_700_000_000_000, settings: { ackWaitMs } };
+  it("a receipt is of the job's submit now: version 3 by the submit it names, version 2 always", () => {
+    const record = { submitId: "5ub1d0ff" };
     expect(ofJobSubmit(claims, record)).toBe(true);
     // The key submitted again (the store came back empty): the same job id, another submit.
-    expect(ofJobSubmit(claims, { ...record, submitId: "a9a1n000" })).toBe(false);
+    expect(ofJobSubmit(claims, { submitId: "a9a1n000" })).toBe(false);
+    // From before the upgrade: it names no submit, and is taken for the record's.
     const { s: _submit, ...older } = claims;
-    const leasedAt = (at: number): ReceiptClaims => ({ ...older, v: 2, x: leaseEnd(at, ackWaitMs) });
-    expect(ofJobSubmit(leasedAt(record.createdAt), record)).toBe(true);
-    expect(ofJobSubmit(leasedAt(record.createdAt + 5_000), record)).toBe(true);
-    // Leased before the record was made: from the submit before it, whatever its lease left.
-    expect(ofJobSubmit(leasedAt(record.createdAt - 1), record)).toBe(false);
+    expect(ofJobSubmit({ ...older, v: 2 }, { submitId: "a9a1n000" })).toBe(true);
   });
 
   it("without a secret each signer has its own random key", () => {

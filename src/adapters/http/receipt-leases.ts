@@ -131,8 +131,8 @@ export class ReceiptLeases {
       }
       const booked = this.#book.extend(caller.identity, c.r, x);
       this.#port.limits?.extend(c.r, x, record.queue, booked);
-      // Signed anew with its submit: a version 2 receipt of the job now is version 3 from here.
-      const receipt = this.#signer.sign({ ...c, v: 3, s: record.submitId, x });
+      // Signed anew as it was: a version 2 receipt names no submit, and none is known to be its.
+      const receipt = this.#signer.sign({ ...c, x });
       return { id, status: "extended", receipt, leaseMs };
     });
     this.#log.debug(

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import type { JobRecord, JobSettings } from "../../kernel/job-record.ts";
+import type { JobRecord } from "../../kernel/job-record.ts";
 
 /**
  * A receipt is what an HTTP worker holds for one leased task: the broker's
@@ -22,8 +22,8 @@ import type { JobRecord, JobSettings } from "../../kernel/job-record.ts";
 export interface ReceiptClaims {
   /**
    * Format version: 3 names the job's submit (`s`); 2, without it, is taken
-   * for the rest of its life (at most 20 h) as `ofJobSubmit` says; version 1
-   * receipts are refused.
+   * for the record's submit for the rest of its life (at most 20 h,
+   * `ofJobSubmit`); version 1 receipts are refused.
    */
   readonly v: 2 | 3;
   /** The submit of the job it was leased from (its record's `submitId`); version 3 on. */
@@ -111,27 +111,22 @@ const maxReceiptLeaseMs = 20 * 3600_000;
  * so its holder can never ack the delivery of the task's next holder.
  */
 const leaseMargin = (ackWaitMs: number) => Math.min(2000, Math.ceil(ackWaitMs / 10));
-const leaseSpan = (ackWaitMs: number) => Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);
-export const leaseEnd = (startedAt: number, ackWaitMs: number) => startedAt + leaseSpan(ackWaitMs);
+export const leaseEnd = (startedAt: number, ackWaitMs: number) =>
+  startedAt + Math.min(ackWaitMs - leaseMargin(ackWaitMs), maxReceiptLeaseMs);
 
 /**
  * Whether the receipt was leased from the job as its record has it now, not
  * from another submit of its key (`madeAgain`: the store came back empty and
  * the key was submitted again; its delivery is gone, its ack subject names
  * the new job's consumer). Version 3 names its submit. Version 2, issued
- * before receipts did (valid for at most 20 h after an upgrade), is the
- * record's if its lease began once the record was made: its end tells when
- * (the leased job's ack wait, the same for every submit of the key). One
- * leased before was another submit's. Read on two clocks (the instance's
- * that leased it, the submitter's): one whose clock is behind may refuse a
- * receipt leased just after its job's submit, whose task then comes back at
- * its lease's end.
+ * before receipts did (valid for at most 20 h after an upgrade), names none
+ * and is taken for the record's, as before: told by when it was leased
+ * instead, legitimate ones were refused (a lane pull sent before its job's
+ * record was made, its lease timed from the pull) and stale ones taken (the
+ * key submitted again with a shorter ack wait), both found by a review.
  */
-export const ofJobSubmit = (
-  c: ReceiptClaims,
-  record: Pick<JobRecord, "submitId" | "createdAt"> & { readonly settings: Pick<JobSettings, "ackWaitMs"> },
-): boolean =>
-  c.v === 3 ? c.s === record.submitId : c.x - leaseSpan(record.settings.ackWaitMs) >= record.createdAt;
+export const ofJobSubmit = (c: ReceiptClaims, record: Pick<JobRecord, "submitId">): boolean =>
+  c.v !== 3 || c.s === record.submitId;
 
 /**
  * A settle's bound on the wall clock (`TaskLeasing.settle`'s `notAfter`): the earliest of the
