@@ -59,6 +59,8 @@ export interface Faults {
   answered(point: FaultPoint): number;
   /** From now on the runtime's record watch hands over no write of the job (a watch far behind). */
   unheard(jobId: string): void;
+  /** How the job's task loops on this runtime ended so far, in order: `gone` (its consumer deleted and the job over) or `stopped`. */
+  loopEnds(jobId: string): readonly ("gone" | "stopped")[];
 }
 
 export interface FaultyBroker {
@@ -84,6 +86,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const counts = new Map<FaultPoint, number>();
   const answers = new Map<FaultPoint, number>();
   const unheardJobs = new Set<string>();
+  const loopEnds = new Map<string, Array<"gone" | "stopped">>();
   /** `inner`'s answer, counted at `point` once it comes. */
   const counted = async <A>(point: FaultPoint, inner: Promise<A>): Promise<A> => {
     const answer = await inner;
@@ -129,6 +132,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     unheard: (jobId) => {
       unheardJobs.add(jobId);
     },
+    loopEnds: (jobId) => loopEnds.get(jobId) ?? [],
   };
 
   /** A delivered task whose ack may be lost: the result is stored, the broker never hears of the ack. */
@@ -218,14 +222,20 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     },
     consumeTasks: (...args: Parameters<Broker["consumeTasks"]>) => {
       const [queue, jobId, maxMessages, onTask, signal, stopping] = args;
-      return inner.consumeTasks(
-        queue,
-        jobId,
-        maxMessages,
-        (lease) => onTask(lossyLease(jobId, lease)),
-        signal,
-        stopping,
-      );
+      return inner
+        .consumeTasks(
+          queue,
+          jobId,
+          maxMessages,
+          (lease) => onTask(lossyLease(jobId, lease)),
+          signal,
+          stopping,
+        )
+        .then((end) => {
+          // Noted before the runtime hears it: a test that sees it sees what the runtime was told.
+          loopEnds.set(jobId, [...(loopEnds.get(jobId) ?? []), end]);
+          return end;
+        });
     },
     publishResults: async (...args: Parameters<Broker["publishResults"]>) => {
       await gate("publishResults", args[1]);

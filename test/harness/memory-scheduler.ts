@@ -96,7 +96,7 @@ export const startMemoryScheduler = async (
   store: ScheduleStore,
   before: (record: ScheduleRecord, key: string) => void | Promise<void>,
   options: { readonly fireAttempts?: number } = {},
-): Promise<TestScheduler> => {
+): Promise<RunningScheduler> => {
   const core = await createRuntimeCore({ logger: silentLogger(), clock }, { connect: false });
   const registry = new JobRegistry(core, createMemoryBroker({ server }), {
     reapIntervalMs: 0,
@@ -115,6 +115,7 @@ export const startMemoryScheduler = async (
     },
   });
   return {
+    scheduler: run.scheduler,
     tracked: run.tracked,
     stop: async () => {
       await run.stop();

@@ -13,26 +13,45 @@ export interface RestartableBroker {
   dispose(): Promise<void>;
 }
 
+/** A NATS broker on a client of its own (no runtime around it); `close()` ends both. */
+export type ReconnectingBroker = Omit<RestartableBroker, "server" | "dispose"> & { close(): Promise<void> };
+
 /**
- * A nats-server of the test's own and a NATS broker on it (no runtime
- * around it), whose client rides out the server's restarts: it reconnects
- * every 100 ms, for a minute.
+ * A NATS broker (no runtime around it) on `servers`, whose client rides out
+ * the server's restarts and lost connections: it reconnects every 100 ms,
+ * for a minute.
  */
-export const startRestartableBroker = async (holder: string, logger: Logger): Promise<RestartableBroker> => {
-  const server = await startNatsServer();
+export const reconnectingBroker = async (
+  servers: string,
+  holder: string,
+  logger: Logger,
+): Promise<ReconnectingBroker> => {
   const core = await createRuntimeCore({
-    servers: server.url,
+    servers,
     logger,
     connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 600 },
   });
   const broker = createNatsBroker(core, { retentionMs: 3600_000, holder });
   return {
-    server,
     broker,
     connection: core.connection,
-    dispose: async () => {
+    close: async () => {
       await broker.close();
       await core.stop();
+    },
+  };
+};
+
+/** A nats-server of the test's own and a `reconnectingBroker` on it. */
+export const startRestartableBroker = async (holder: string, logger: Logger): Promise<RestartableBroker> => {
+  const server = await startNatsServer();
+  const { broker, connection, close } = await reconnectingBroker(server.url, holder, logger);
+  return {
+    server,
+    broker,
+    connection,
+    dispose: async () => {
+      await close();
       await server.dispose();
     },
   };

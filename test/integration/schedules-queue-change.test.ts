@@ -11,7 +11,11 @@ import { describe, expect, it } from "vitest";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker } from "../../src/testing.ts";
-import { memorySchedulesAt, startMemoryScheduler, type TestScheduler } from "../harness/memory-scheduler.ts";
+import {
+  memorySchedulesAt,
+  type RunningScheduler,
+  startMemoryScheduler,
+} from "../harness/memory-scheduler.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const period = 1000;
@@ -37,14 +41,15 @@ describe("a schedule's job moved to another queue while a tick is being fired", 
       release = resolve;
     });
     const fired: string[] = [];
-    const schedulers: TestScheduler[] = [];
-    const scheduler = async (holdFirst: boolean) =>
-      schedulers.push(
-        await startMemoryScheduler(server, clock, store, async (record, key) => {
-          fired.push(`${record.job.queue} ${key}`);
-          if (holdFirst) await held;
-        }),
-      );
+    const schedulers: RunningScheduler[] = [];
+    const scheduler = async (holdFirst: boolean) => {
+      const started = await startMemoryScheduler(server, clock, store, async (record, key) => {
+        fired.push(`${record.job.queue} ${key}`);
+        if (holdFirst) await held;
+      });
+      schedulers.push(started);
+      return started;
+    };
     try {
       await scheduler(true);
       await waitUntil(() => clock.pending >= 1, { timeoutMs: 2000, message: "A asleep" });
@@ -59,14 +64,19 @@ describe("a schedule's job moved to another queue while a tick is being fired", 
         job: { queue: "q2", tasks: [1] },
       });
       clock.advance(100);
-      await scheduler(false);
+      const b = await scheduler(false);
       release();
-      await waitUntil(() => jobs().length >= 1, {
-        timeoutMs: 2000,
-        message: "A's job recorded",
-      });
-      // B's pass (a second on: its first list is made at its start).
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // B's first pass (made at its start; the clock stands still, so it makes no other) is over once
+      // B follows the schedule: a pass is one step after its list, and it starts every fire it decides
+      // in that step. Once no fire of A's or B's is under way, each job they submitted is stored.
+      await waitUntil(
+        () => b.scheduler.states().has("moved") && schedulers.every((s) => s.tracked.size === 0),
+        {
+          timeoutMs: 5000,
+          message: () =>
+            `B's first pass over and every fire settled (B follows: ${[...b.scheduler.states().keys()]}; fires under way: ${schedulers.map((s) => s.tracked.size)}; fired: ${fired})`,
+        },
+      );
       const ticks = jobs().map((j) => `${j.queue} ${j.tick}`);
       // Before the fix: the tick fired by A on q1, and again by B on q2 (another job id).
       expect(ticks).toHaveLength(1);
