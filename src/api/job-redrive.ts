@@ -190,10 +190,13 @@ export const redriveDead = async (
   const read = new Set(sent.map((l) => l.seq));
   const listed = taken.length === 0 ? [] : await broker.listDeadLetters(record.queue, id);
   const later = listed.filter((l) => takenSet.has(l.index) && !read.has(l.seq));
-  for (const l of later) {
-    lettersOf.get(l.index)?.push(l);
-    sent.push(l);
-  }
+  // Named by the task's letters as listed now, what another redrive of it made now reads (its
+  // first letter gone with the redrive that sent it): named by those read first and the later
+  // one, a third redrive of the task, made after the copy died, sent it under another id, and
+  // it ran twice (redrive-late-marker-third.both.test.ts).
+  for (const index of new Set(later.map((l) => l.index)))
+    lettersOf.set(index, listed.filter((l) => l.index === index));
+  sent.push(...later);
   const laterSeqs = later.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
   if (laterSeqs.length > 0) await broker.removeTaskMessages(record, laterSeqs);
   const taskMsgIds = chosen.map((l) => taskMsgId(l.index));
