@@ -195,7 +195,10 @@ export const redriveDead = async (
   // one, a third redrive of the task, made after the copy died, sent it under another id, and
   // it ran twice (redrive-late-marker-third.both.test.ts).
   for (const index of new Set(later.map((l) => l.index)))
-    lettersOf.set(index, listed.filter((l) => l.index === index));
+    lettersOf.set(
+      index,
+      listed.filter((l) => l.index === index),
+    );
   sent.push(...later);
   const laterSeqs = later.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
   if (laterSeqs.length > 0) await broker.removeTaskMessages(record, laterSeqs);

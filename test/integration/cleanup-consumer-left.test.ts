@@ -43,7 +43,9 @@ it("a consumer whose delete failed is not reported deleted", async () => {
     filter_subject: `jetstate.tasks.${queue}.${orphan}`,
   });
   // The server does not answer this consumer's delete (nats.js's ConsumerAPI, shared by the runtime's).
-  const proto = Object.getPrototypeOf(jsm.consumers) as { delete: (s: string, n: string) => Promise<boolean> };
+  const proto = Object.getPrototypeOf(jsm.consumers) as {
+    delete: (s: string, n: string) => Promise<boolean>;
+  };
   const real = proto.delete;
   const spy = vi.spyOn(proto, "delete").mockImplementation(function (this: unknown, s: string, n: string) {
     if (n === orphan) return Promise.reject(new Error(`injected: consumer ${n} not deleted`));

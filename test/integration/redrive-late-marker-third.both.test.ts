@@ -62,7 +62,12 @@ describe.each([
       },
     });
     try {
-      const job = await a.jobs.submit<number, number>({ queue, tasks: [1, 2, 3], maxDeliver: 1, backoff: [0] });
+      const job = await a.jobs.submit<number, number>({
+        queue,
+        tasks: [1, 2, 3],
+        maxDeliver: 1,
+        backoff: [0],
+      });
       expect(await job.done()).toMatchObject({ status: "failed", dead: 3 });
       const big = b.jobs.redrive(job.id, [0, 1]);
       await holdB.reached.opened;
