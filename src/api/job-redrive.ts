@@ -228,12 +228,17 @@ export const redriveDead = async (
   // the key up to that supervisor's revision, leaving the reopened job with no lease: no
   // supervisor would ever find it. A run-out lease of a newer revision replaces it, which that
   // release leaves.
-  if (!(await broker.leases.enrol(id)) && isFinal(from.status)) {
-    const left = await broker.leases.get(id);
-    if (left) await broker.leases.remove(id, left.revision);
-    // Gone already (that release landed between the enrol and the read): enrolled now all the same.
-    await broker.leases.enrol(id);
-  }
+  // Not written (the server not answering): put back, as a publish that fails is
+  // (redrive-enrol-failed.both.test.ts).
+  const enrol = async () => {
+    if (!(await broker.leases.enrol(id)) && isFinal(from.status)) {
+      const left = await broker.leases.get(id);
+      if (left) await broker.leases.remove(id, left.revision);
+      // Gone already (that release landed between the enrol and the read): enrolled now all the same.
+      await broker.leases.enrol(id);
+    }
+  };
+  await enrol().catch(putBack);
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the
   // job had nothing to run, and the next redrive counted its dead off again. The lease written
