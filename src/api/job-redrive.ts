@@ -188,14 +188,35 @@ export const redriveDead = async (
   // others; so does its task message, as the others' went before the markers.
   const takenSet = new Set(taken);
   const read = new Set(sent.map((l) => l.seq));
-  const listed = taken.length === 0 ? [] : await broker.listDeadLetters(record.queue, id);
+  // Not read, or its task message not removed (the server not answering): put back as a publish
+  // that fails is. Left reopened with nothing published, the same redrive made again found its
+  // id in the record and resolved doing nothing (redrive-relist-failed.both.test.ts).
+  const putBack = async (error: unknown): Promise<never> => {
+    // Still this redrive's and not over (a cancel since stands): a write after its own (the
+    // supervisor's progress, counting its marker) does not keep it. Kept, the record named
+    // this redrive, and the same redrive made again (the same letters, the same id) found it
+    // there and did nothing, for good.
+    await updateRecordWith(broker, id, (r) =>
+      r.redrive === nonce && !isFinal(r.status) ? reclosed(r, from, core.clock.now()) : undefined,
+    ).catch((undo: unknown) =>
+      log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
+    );
+    throw error;
+  };
+  const listed = taken.length === 0 ? [] : await broker.listDeadLetters(record.queue, id).catch(putBack);
   const later = listed.filter((l) => takenSet.has(l.index) && !read.has(l.seq));
-  for (const l of later) {
-    lettersOf.get(l.index)?.push(l);
-    sent.push(l);
-  }
+  // Named by the task's letters as listed now, what another redrive of it made now reads (its
+  // first letter gone with the redrive that sent it): named by those read first and the later
+  // one, a third redrive of the task, made after the copy died, sent it under another id, and
+  // it ran twice (redrive-late-marker-third.both.test.ts).
+  for (const index of new Set(later.map((l) => l.index)))
+    lettersOf.set(
+      index,
+      listed.filter((l) => l.index === index),
+    );
+  sent.push(...later);
   const laterSeqs = later.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
-  if (laterSeqs.length > 0) await broker.removeTaskMessages(record, laterSeqs);
+  if (laterSeqs.length > 0) await broker.removeTaskMessages(record, laterSeqs).catch(putBack);
   const taskMsgIds = chosen.map((l) => taskMsgId(l.index));
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
@@ -207,30 +228,22 @@ export const redriveDead = async (
   // the key up to that supervisor's revision, leaving the reopened job with no lease: no
   // supervisor would ever find it. A run-out lease of a newer revision replaces it, which that
   // release leaves.
-  if (!(await broker.leases.enrol(id)) && isFinal(from.status)) {
-    const left = await broker.leases.get(id);
-    if (left) await broker.leases.remove(id, left.revision);
-    // Gone already (that release landed between the enrol and the read): enrolled now all the same.
-    await broker.leases.enrol(id);
-  }
+  // Not written (the server not answering): put back, as a publish that fails is
+  // (redrive-enrol-failed.both.test.ts).
+  const enrol = async () => {
+    if (!(await broker.leases.enrol(id)) && isFinal(from.status)) {
+      const left = await broker.leases.get(id);
+      if (left) await broker.leases.remove(id, left.revision);
+      // Gone already (that release landed between the enrol and the read): enrolled now all the same.
+      await broker.leases.enrol(id);
+    }
+  };
+  await enrol().catch(putBack);
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the
   // job had nothing to run, and the next redrive counted its dead off again. The lease written
   // above goes with the takeover pass that reads the record over.
-  await broker
-    .publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, taskMsgIds)
-    .catch(async (error: unknown) => {
-      // Still this redrive's and not over (a cancel since stands): a write after its own (the
-      // supervisor's progress, counting its marker) does not keep it. Kept, the record named
-      // this redrive, and the same redrive made again (the same letters, the same id) found it
-      // there and did nothing, for good.
-      await updateRecordWith(broker, id, (r) =>
-        r.redrive === nonce && !isFinal(r.status) ? reclosed(r, from, core.clock.now()) : undefined,
-      ).catch((undo: unknown) =>
-        log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
-      );
-      throw error;
-    });
+  await broker.publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, taskMsgIds).catch(putBack);
   // Every letter of the tasks redriven: one left behind listed the task dead still, and the
   // next redrive ran it again.
   await broker.removeDeadLetters(sent.map((l) => l.seq));

@@ -4,7 +4,7 @@ import { laneConsumer, queueOfStream } from "../names.ts";
 import { deleteLaneTasks, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsJobLeases } from "./job-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { streamInfoIfAny, streamNamesStartingWith } from "./streams.ts";
+import { isNotFound, streamInfoIfAny, streamNamesStartingWith } from "./streams.ts";
 import { deleteSubjectMessages } from "./subject-messages.ts";
 
 /**
@@ -134,12 +134,21 @@ export const cleanupJobs = async (
     leasesAdded: dryRun ? leaseless : [],
   };
 
+  /** Consumers whose delete failed (not deleted meanwhile): not reported as deleted. */
+  const consumersLeft = new Set<string>();
   if (!dryRun) {
     await core.run("cleanup", async (nc) => {
       const { jsm } = await broker.handles(nc);
       // Deleted meanwhile (the job's own end) or not now: the next cleanup finds what is left.
+      // (A run tried again: what its try deletes is no longer left.)
       for (const { stream, name } of consumers)
-        await jsm.consumers.delete(stream, name).catch(() => undefined);
+        await jsm.consumers.delete(stream, name).then(
+          () => consumersLeft.delete(`${stream}/${name}`),
+          (error: unknown) => {
+            if (isNotFound(error)) consumersLeft.delete(`${stream}/${name}`);
+            else consumersLeft.add(`${stream}/${name}`);
+          },
+        );
       // Only what was there when it was looked at: a redrive's tasks published since stay.
       for (const { stream, subject, below } of subjects) {
         if (isHeldStream(stream)) continue; // below, each in a run of its own
@@ -222,6 +231,9 @@ export const cleanupJobs = async (
     const purged = (subject: string) => !subjectsLeft.has(subject);
     return {
       ...report,
+      consumersDeleted: consumers
+        .filter((c) => !consumersLeft.has(`${c.stream}/${c.name}`))
+        .map((c) => c.name),
       tasksPurged: report.tasksPurged.filter(purged),
       resultsPurged: report.resultsPurged.filter(purged),
     };
