@@ -85,7 +85,7 @@ export const redriveDead = async (
     if (of) of.push(l);
     else lettersOf.set(l.index, [l]);
   }
-  const taskMsgId = (index: number) => `${index}.${hashOf(lettersOf.get(index) ?? [])}`;
+  const taskMsgIds = chosen.map((l) => `${l.index}.${hashOf(lettersOf.get(l.index) ?? [])}`);
   // Written once per redrive: the same redrive made again (its tasks and marker published once)
   // finds its id in the record and leaves the count; it lowered `dead` twice. `reopened`: this
   // call's change is the one written.
@@ -180,17 +180,9 @@ export const redriveDead = async (
     return;
   }
   if (!reopened && from.status !== "stalled") return;
-  // A death its marker took back whose letter it had not read: another redrive sent the task
-  // back meanwhile and that copy died again before this marker landed. Under the id of the
-  // letters read, the other redrive's, the server kept no copy (the duplicate window): none
-  // followed the death taken back, and the job waited for the task until it stalled. It goes
-  // under the id of every letter of the task now, that one's included, which goes with the
-  // others; so does its task message, as the others' went before the markers.
-  const takenSet = new Set(taken);
-  const read = new Set(sent.map((l) => l.seq));
-  // Not read, or its task message not removed (the server not answering): put back as a publish
-  // that fails is. Left reopened with nothing published, the same redrive made again found its
-  // id in the record and resolved doing nothing (redrive-relist-failed.both.test.ts).
+  // Not written or not published (the server not answering): put back. Left reopened with
+  // nothing published, the same redrive made again found its id in the record and resolved
+  // doing nothing (redrive-enrol-failed.both.test.ts, redrive-unpublished.both.test.ts).
   const putBack = async (error: unknown): Promise<never> => {
     // Still this redrive's and not over (a cancel since stands): a write after its own (the
     // supervisor's progress, counting its marker) does not keep it. Kept, the record named
@@ -203,21 +195,6 @@ export const redriveDead = async (
     );
     throw error;
   };
-  const listed = taken.length === 0 ? [] : await broker.listDeadLetters(record.queue, id).catch(putBack);
-  const later = listed.filter((l) => takenSet.has(l.index) && !read.has(l.seq));
-  // Named by the task's letters as listed now, what another redrive of it made now reads (its
-  // first letter gone with the redrive that sent it): named by those read first and the later
-  // one, a third redrive of the task, made after the copy died, sent it under another id, and
-  // it ran twice (redrive-late-marker-third.both.test.ts).
-  for (const index of new Set(later.map((l) => l.index)))
-    lettersOf.set(
-      index,
-      listed.filter((l) => l.index === index),
-    );
-  sent.push(...later);
-  const laterSeqs = later.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
-  if (laterSeqs.length > 0) await broker.removeTaskMessages(record, laterSeqs).catch(putBack);
-  const taskMsgIds = chosen.map((l) => taskMsgId(l.index));
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI). Before

@@ -1,21 +1,19 @@
 /**
- * Review of 5cb8e9b: once its record is written, a redrive lists the letters
- * again and sends back, under a new id, a task its marker took back that has
- * a letter it had not read, that letter removed. It does not ask whether
- * that letter's death is the one its marker took back: a death stored after
- * its marker is counted (no marker follows it), and the redrive still sends
- * the task and removes its letter. The copy's answer is not counted (the
- * task is answered, dead), and the job ends counting the task dead with no
- * letter to redrive it by.
+ * A guard for any fix of the late marker (architecture.md, "Redrive"). A
+ * version that, once its record was written, listed the letters again and
+ * sent back under a new id a task its marker took back that had a letter
+ * it had not read (removing that letter) was reverted: that letter may be
+ * of a death stored after its marker, which is counted (no marker follows
+ * it). The task went again, its answer not counted, and the job ended
+ * counting it dead with no letter to redrive it by (found by a review).
  * Redrive B = [0, 1] reads task 0's first letter and waits at its markers;
  * A = [0] sends task 0 back, the copy dies; C = [0] reads that letter and
  * waits at its markers. B's markers land (B's takes back the copy's death)
- * and B writes its record, then waits at its second listing. C's marker lands
- * (takes nothing back), C sends task 0 back, that copy dies too: a death
- * after B's marker, counted. B lists, finds C's copy's letter, sends task 0
- * and removes it. Before 5cb8e9b B's task 0 went under A's id (kept once),
- * and the letter stayed. Oracles: the record as the server stores it, the
- * letters, the handler's ledger.
+ * and B writes its record, then waits at its second listing (held only
+ * when it makes one). C's marker lands (takes nothing back), C sends task 0
+ * back, that copy dies too: a death after B's marker, counted. The job's
+ * dead count must match its letters. Oracles: the record as the server
+ * stores it, the letters, the handler's ledger.
  */
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";

@@ -1,17 +1,18 @@
 /**
- * Review of 5cb8e9b (a redrive whose marker took back a death whose letter
- * it had not read sends the task under the id of all its letters).
+ * A guard for any fix of the late marker (architecture.md, "Redrive": a
+ * marker that lands after the copy another redrive sent died again). A
+ * version that sent such a task under the id of all its letters was
+ * reverted: it ran this case's task twice (found by a review).
  *
  * Redrive B = [0, 1] reads the letters (task 0's first: L0a), then waits at
  * its markers. Redrive A = [0] sends task 0 back under `0.hash(L0a)`; that
  * copy dies again (letter L0b). An operator redrives [0] again (C): C reads
  * L0b and waits at its markers. B's markers land first: B's takes back the
- * copy's death, and B, finding L0b it had not read, sends task 0 under
- * `0.hash(L0a, L0b)`. C's marker, later, takes nothing back, but C sends
- * task 0 under `0.hash(L0b)`: a second id, and a second copy. Before
- * 5cb8e9b B's task 0 went under A's id (kept once by the server) and only
- * C's copy ran. Oracles: the tasks stored raw while every answer is held,
- * and the handler's ledger.
+ * copy's death. C's marker, later, takes nothing back, and C sends task 0
+ * under `0.hash(L0b)`. B's task 0 must not be a second copy: under A's id
+ * the server keeps it once, and only C's copy runs (under `0.hash(L0a,
+ * L0b)`, the reverted version's, it ran twice). Oracles: the tasks stored
+ * raw while every answer is held, and the handler's ledger.
  */
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
