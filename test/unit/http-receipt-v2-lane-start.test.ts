@@ -1,15 +1,17 @@
 /**
- * A version 2 receipt (issued before the upgrade: no submit named) is the
- * record's when `x - leaseSpan(ackWaitMs) >= record.createdAt`, that is
- * when its lease was timed from after the record was made. A lane lease is
- * timed from its pull's sending (`pulling`), and the lane serves whatever
- * is stored when the server takes the pull: a pull sent, then held (a
- * reconnect: the request waits in the client's buffer), meets a job
- * submitted meanwhile through another connection, its record made after
- * the pull's `sentAt`. Its receipt is of the record's submit (the only one
- * there ever was), yet read as another's: its answer is `expired`, its
- * heartbeat too, and the task waits out its lease to run again. The same
- * handout as version 3 is taken. The broker is a fake that logs every call.
+ * A version 2 receipt (issued before the upgrade: no submit named) is taken
+ * for the record's. A first version of receipts naming their submit told a
+ * version 2 one by when its lease began (`x` less the lease a job of that
+ * ack wait gets, against `record.createdAt`), and a review found this case
+ * refused: a lane lease is timed from its pull's sending (`pulling`), and
+ * the lane serves whatever is stored when the server takes the pull; a pull
+ * sent, then held (a reconnect: the request waits in the client's buffer),
+ * meets a job submitted meanwhile through another connection, its record
+ * made after the pull's `sentAt`. Its receipt is of the record's submit
+ * (the only one there ever was), yet was read as another's: its answer
+ * `expired`, its heartbeat too, and the task waited out its lease to run
+ * again. The same handout as version 3 is taken. The broker is a fake that
+ * logs every call.
  */
 import { pino } from "pino";
 import { expect, it } from "vitest";
