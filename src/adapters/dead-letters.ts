@@ -1,6 +1,12 @@
 import type { JobTasksRef } from "../kernel/job-record.ts";
 
 /** A task that exhausted its deliveries, kept with its payload so it can be redriven. */
+/** A task's message in its queue's tasks stream: its sequence, and the task's index in its job. */
+export interface TaskMessageRef {
+  readonly seq: number;
+  readonly index: number;
+}
+
 export interface DeadLetter {
   readonly queue: string;
   readonly jobId: string;
@@ -44,14 +50,15 @@ export interface DeadLetters {
   listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]>;
   removeDeadLetters(seqs: readonly number[]): Promise<void>;
   /**
-   * Deletes dead tasks' own messages (`DeadLetter.taskSeq`) from the job's queue's tasks
-   * stream: one whose term was lost is stored still, and its advisory would come. Only a
-   * message still on the job's subject goes (a store made again since the letter starts its
-   * sequences over: another job's task may have that sequence now), and never one past the
-   * stream's end (a clustered nats-server 2.9 never answers that delete and resets the
-   * stream's group). One gone already is no error.
+   * Deletes dead tasks' own messages (`DeadLetter.taskSeq`, with the letter's task index)
+   * from the job's queue's tasks stream: one whose term was lost is stored still, and its
+   * advisory would come. Only a message still the job's task of that index goes (a store
+   * made again since the letter starts its sequences over: another job's task, or another
+   * task of the job made again, may have that sequence now; `isTaskMessage`), and never one
+   * past the stream's end (a clustered nats-server 2.9 never answers that delete and resets
+   * the stream's group). One gone already is no error.
    */
-  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void>;
+  removeTaskMessages(job: JobTasksRef, tasks: readonly TaskMessageRef[]): Promise<void>;
   /**
    * Turns tasks that exhausted their deliveries unanswered into dead letters
    * and `dead` results, on every queue (those set up by any runtime, found as

@@ -145,7 +145,7 @@ export const redriveDead = async (
   // whose term was lost is stored still, and its advisory's dead answer, stored after the
   // marker, was counted as the copy's answer (the job failed, the copy's success ignored). Gone,
   // the advisory finds nothing to answer.
-  const dying = sent.flatMap((l) => (l.taskSeq === undefined ? [] : [l.taskSeq]));
+  const dying = sent.flatMap((l) => (l.taskSeq === undefined ? [] : [{ seq: l.taskSeq, index: l.index }]));
   if (dying.length > 0) await broker.removeTaskMessages(record, dying);
   const markers = chosen.map((l) => encodeRedrive(l.index, nonce));
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);

@@ -104,6 +104,15 @@ export const decodeTask = (body: string): TaskBody => {
     : { index: task.i, payload: task.p };
 };
 
+/** The task index a task message names; undefined when it is not a task message. */
+export const taskIndexOf = (body: string): number | undefined => {
+  try {
+    return decodeTask(body).index;
+  } catch {
+    return undefined;
+  }
+};
+
 /**
  * The task's message `body` (as `encodeTask` wrote it for `index`) naming the
  * submit that publishes it: `{"i":<index>,"s":"<submitId>","p":<payload>}`.

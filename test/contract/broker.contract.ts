@@ -375,13 +375,22 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const others = loops.consume(broker, other);
       await eventually(() => worker.leases.length === 2 && others.leases.length === 1);
       const [first, second] = worker.leases;
-      // Another job's task (a store made again since the letter reuses sequences) and a sequence
-      // past the stream's end stay untouched.
-      await broker.removeTaskMessages(r, [first!.seq, others.leases[0]!.seq, first!.seq + 1_000_000]);
-      second!.ack();
+      const ref = (lease: typeof first) => ({ seq: lease!.seq, index: indexOf(lease!) });
+      // Another job's task, another task of the job at a letter's sequence (a store made again
+      // since the letter reuses sequences) and a sequence past the stream's end stay untouched.
+      await broker.removeTaskMessages(r, [
+        ref(first),
+        ref(others.leases[0]),
+        { seq: second!.seq, index: indexOf(first!) },
+        { seq: first!.seq + 1_000_000, index: indexOf(first!) },
+      ]);
+      // The second is still stored: released, it is delivered again.
+      second!.nak();
+      await eventually(() => worker.leases.length === 3);
+      worker.leases[2]!.ack();
       // The first one's delivery, never answered, went with its message.
       await eventually(async () => (await counts(r))?.waiting === 0 && (await counts(r))?.held === 0);
-      await broker.removeTaskMessages(r, [first!.seq]);
+      await broker.removeTaskMessages(r, [ref(first)]);
       // The other job's task is still stored: released, it is delivered again.
       others.leases[0]!.nak();
       await eventually(() => others.leases.length === 2);

@@ -36,8 +36,12 @@ it("thousands of a job's task messages are deleted past the operation's deadline
       (await jsm.streams.info(stream, { subjects_filter: subject })).state.subjects?.[subject] ?? 0;
     expect(await stored()).toBe(6000);
     const { first_seq, last_seq } = (await jsm.streams.info(stream)).state;
-    const seqs = Array.from({ length: last_seq - first_seq + 1 }, (_, k) => first_seq + k);
-    await broker.removeTaskMessages(record, seqs);
+    // Published in order on a stream of its own: task k at the k-th sequence.
+    const tasks = Array.from({ length: last_seq - first_seq + 1 }, (_, k) => ({
+      seq: first_seq + k,
+      index: k,
+    }));
+    await broker.removeTaskMessages(record, tasks);
     expect(await stored()).toBe(0);
   } finally {
     await raw.close();

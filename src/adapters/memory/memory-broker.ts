@@ -11,7 +11,7 @@ import type {
   QueueStats,
   QueueStatsQuery,
 } from "../broker-admin.ts";
-import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
+import type { DeadLetter, TaskMessageRef, UnhandledExhausted } from "../dead-letters.ts";
 import type { HeldAnswer, HeldTask } from "../delayed-tasks.ts";
 import type { FlowStore } from "../flow-store.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
@@ -247,8 +247,8 @@ class MemoryJobBroker implements MemoryBroker {
     return this.#tasks.removeTasks(job, below);
   }
 
-  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void> {
-    return this.#tasks.removeTaskMessages(job, seqs);
+  removeTaskMessages(job: JobTasksRef, tasks: readonly TaskMessageRef[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(job, tasks);
   }
 
   tasksMark(job: JobTasksRef): Promise<number> {

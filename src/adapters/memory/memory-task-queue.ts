@@ -1,7 +1,7 @@
 import { RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobTasksRef } from "../../kernel/job-record.ts";
 import { LinkedControllers } from "../../kernel/signals.ts";
-import { holdsAnswer } from "../../kernel/wire.ts";
+import { holdsAnswer, taskIndexOf } from "../../kernel/wire.ts";
 import type { DeadLetters } from "../dead-letters.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { LaneLease, TaskDelivery, TaskSetup } from "../task-queue.ts";
@@ -169,13 +169,16 @@ export const memoryTaskQueue = (
       if (!job.lane) server.tasks.deleteConsumer(job.id);
     },
 
-    removeTaskMessages: async (job, seqs) => {
+    removeTaskMessages: async (job, tasks) => {
       const op = "job.tasks.remove-messages";
       open(op);
       checkToken(op, "queue", job.queue);
       const subject = taskSubjectOf(server.names, job);
-      // Only while it is still the job's task, as on NATS.
-      for (const seq of seqs) if (server.tasks.get(seq)?.subject === subject) server.tasks.remove(seq);
+      // Only while it is still the job's task of that index, as on NATS.
+      for (const { seq, index } of tasks) {
+        const stored = server.tasks.get(seq);
+        if (stored?.subject === subject && taskIndexOf(stored.body) === index) server.tasks.remove(seq);
+      }
     },
 
     /** Nobody listens to job announcements in memory: every runtime on the server watches the records. */

@@ -10,6 +10,7 @@ import type { KV } from "@nats-io/kv";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
 import { childLogger } from "../../kernel/logger.ts";
+import type { TaskMessageRef } from "../dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { type BrokerNames, brokerNames } from "../names.ts";
 import type { ConsumerRestore } from "../task-queue.ts";
@@ -244,8 +245,8 @@ export class NatsJobBroker {
     return this.#tasks.removeTasks(job, below);
   }
 
-  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void> {
-    return this.#tasks.removeTaskMessages(job, seqs);
+  removeTaskMessages(job: JobTasksRef, tasks: readonly TaskMessageRef[]): Promise<void> {
+    return this.#tasks.removeTaskMessages(job, tasks);
   }
 
   announceCreated(queue: string, jobId: string): Promise<void> {

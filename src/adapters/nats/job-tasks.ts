@@ -6,7 +6,8 @@ import {
   type JobTasksRef,
   laneMaxTasksLimit,
 } from "../../kernel/job-record.ts";
-import { holdsAnswer } from "../../kernel/wire.ts";
+import { holdsAnswer, taskIndexOf } from "../../kernel/wire.ts";
+import type { TaskMessageRef } from "../dead-letters.ts";
 import { type BrokerNames, taskSubjectOf } from "../names.ts";
 import type { ConsumerRestore } from "../task-queue.ts";
 import { found, jobConsumerConfig, restoreJobConsumer } from "./job-consumers.ts";
@@ -198,7 +199,7 @@ export class NatsJobTasks {
     });
   }
 
-  removeTaskMessages(job: JobTasksRef, seqs: readonly number[]): Promise<void> {
+  removeTaskMessages(job: JobTasksRef, tasks: readonly TaskMessageRef[]): Promise<void> {
     const gone = (error: unknown) => {
       if (!isNoMessage(error) && !isNotFound(error)) throw error;
       return undefined;
@@ -212,21 +213,22 @@ export class NatsJobTasks {
         const state = (await streamInfoIfAny(jsm, stream))?.state;
         // Past the end (a store made again since; a clustered 2.9 resets the stream's group on such
         // a delete) or below the first (gone: most are, their term went through): not asked.
-        const asked = seqs.filter(
-          (seq) => state !== undefined && seq >= state.first_seq && seq <= state.last_seq,
+        const asked = tasks.filter(
+          ({ seq }) => state !== undefined && seq >= state.first_seq && seq <= state.last_seq,
         );
         // In windows, not one round trip after the other: a redrive of thousands of tasks.
         for (let k = 0; k < asked.length; k += removeWindow)
           await Promise.all(
-            asked.slice(k, k + removeWindow).map(async (seq) => {
+            asked.slice(k, k + removeWindow).map(async ({ seq, index }) => {
               const stored = await jsm.streams.getMessage(stream, { seq }).catch(gone);
-              // Another job's task now (sequences start over in a store made again), or gone.
-              if (stored?.subject === subject)
+              // Another job's task now, or another task of the job made again (sequences start
+              // over in a store made again), or gone.
+              if (stored?.subject === subject && taskIndexOf(stored.string()) === index)
                 await jsm.streams.deleteMessage(stream, seq, false).catch(gone);
             }),
           );
       },
-      { timeoutMs: Math.max(30_000, seqs.length * 2) },
+      { timeoutMs: Math.max(30_000, tasks.length * 2) },
     );
   }
 

@@ -231,7 +231,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       if (job.runAt !== undefined) await delayed.unhold(job);
       await js.removeTasks(job, below);
     },
-    removeTaskMessages: (job, seqs) => js.removeTaskMessages(job, seqs),
+    removeTaskMessages: (job, tasks) => js.removeTaskMessages(job, tasks),
     holdTasks: (record, held, signal) => delayed.holdTasks(record, held, signal),
     consumeHeld: (queue, onHeld, signal) => delayed.consumeHeld(queue, onHeld, signal),
     releaseHeld: (task) => delayed.releaseHeld(task),
