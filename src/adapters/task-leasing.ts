@@ -74,8 +74,12 @@ export interface TaskLeasing {
    * `ConnectionUnavailable`, which always means nothing was sent.
    */
   settle(settles: readonly LeaseSettle[], notAfter?: number): Promise<void>;
-  /** The payload of the task a delivery carries (the reference says where the task is stored). */
-  taskPayload(ref: string): Promise<unknown>;
+  /**
+   * The payload of the task a delivery carries and its sequence in its queue's tasks stream
+   * (the reference says where the task is stored): a dead letter names that message
+   * (`taskSeq`), which a redrive deletes if its term was lost.
+   */
+  deliveredTask(ref: string): Promise<{ readonly payload: unknown; readonly seq: number }>;
   /**
    * Claims the right to answer a delivery: `claimed` if nobody answered it
    * yet, else the answer recorded first (maybe still `pending`: a claim

@@ -116,7 +116,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
     }
   }
 
-  async taskPayload(ref: string): Promise<unknown> {
+  async deliveredTask(ref: string): Promise<{ readonly payload: unknown; readonly seq: number }> {
     this.#open("job.tasks.payload");
     const seq = parseRef(ref)?.seq;
     const stored = seq === undefined ? undefined : this.#server.tasks.get(seq);
@@ -126,7 +126,7 @@ export class MemoryTaskLeasing implements TaskLeasing {
         operation: "job.tasks.payload",
       });
     }
-    return decodeTask(stored.body).payload;
+    return { payload: decodeTask(stored.body).payload, seq: stored.seq };
   }
 
   async claimAnswer(ref: string, digest: string): Promise<AnswerClaim> {

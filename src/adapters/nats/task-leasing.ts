@@ -79,17 +79,17 @@ export class NatsTaskLeasing implements TaskLeasing {
     return lease;
   }
 
-  /** The payload of the task a delivery (by its reply subject) carries, read from its queue's tasks stream. */
-  taskPayload(reply: string): Promise<unknown> {
+  /** The task a delivery (by its reply subject) carries, read from its queue's tasks stream, and its sequence. */
+  deliveredTask(reply: string): Promise<{ readonly payload: unknown; readonly seq: number }> {
     const lease = this.#tasksStreamOf(reply);
     if (lease === undefined)
-      return Promise.reject(new Error(`taskPayload: ${JSON.stringify(reply)} is not a task delivery`));
+      return Promise.reject(new Error(`deliveredTask: ${JSON.stringify(reply)} is not a task delivery`));
     const { stream, streamSeq: seq } = lease;
     return this.#broker.run("job.tasks.payload", async (nc) => {
       const { jsm } = await this.#broker.handles(nc);
       const stored = await jsm.streams.getMessage(stream, { seq });
       if (!stored) throw new Error(`task at sequence ${seq} is gone`);
-      return decodeTask(stored.string()).payload;
+      return { payload: decodeTask(stored.string()).payload, seq };
     });
   }
 
