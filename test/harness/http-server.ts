@@ -22,3 +22,29 @@ export const serveOnLoopback = (
       }),
     );
   });
+
+/** The answer to a POST made in-process: its status and its JSON body. */
+export interface PostAnswer<Json> {
+  readonly status: number;
+  readonly json: Json;
+}
+
+/**
+ * POSTs `body` as JSON to `path` of an app called in-process (`app.fetch`, no socket), with
+ * `token` as its bearer token, and reads the JSON answer.
+ */
+export const postJson = async <Json = Record<string, unknown>>(
+  app: { fetch(request: Request): Response | Promise<Response> },
+  token: string,
+  path: string,
+  body: unknown,
+): Promise<PostAnswer<Json>> => {
+  const res = await app.fetch(
+    new Request(`http://127.0.0.1${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    }),
+  );
+  return { status: res.status, json: (await res.json()) as Json };
+};

@@ -16,6 +16,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHttpApi, createRuntime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { postJson } from "../harness/http-server.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -55,16 +56,7 @@ describe("one request with receipts of both submits of a key, one on the lane, o
       const b = await createRuntime(options(server, newOnLane));
       const queue = `switched_${oldOnLane}_${newOnLane}`;
       const api = createHttpApi(s, { tokens: { [TOKEN]: "alice" }, receiptSecret: SECRET });
-      const call = async (path: string, body: unknown) => {
-        const res = await api.fetch(
-          new Request(`http://127.0.0.1${path}`, {
-            method: "POST",
-            headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-            body: JSON.stringify(body),
-          }),
-        );
-        return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-      };
+      const call = (path: string, body: unknown) => postJson(api, TOKEN, path, body);
       const reserve = async (jobId: string, lane: boolean) => {
         const path = lane ? `/queues/${queue}/tasks` : `/jobs/${jobId}/tasks`;
         const tasks: Task[] = [];

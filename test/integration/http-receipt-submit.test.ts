@@ -20,6 +20,7 @@ import { type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/recei
 import { brokerNames, laneConsumer } from "../../src/adapters/names.ts";
 import { createHttpApi, createRuntime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { postJson } from "../harness/http-server.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { unansweredDeliveries } from "../harness/raw-consumers.ts";
 import { rawJobRecord } from "../harness/raw-job-records.ts";
@@ -78,16 +79,7 @@ describe("a receipt of a job's submit from before the server came back empty", (
       const b = await createRuntime(options(server, lane));
       const queue = `resubmitted_${lane}`;
       const api = createHttpApi(s, { tokens: { [OLD]: "alice", [NEW]: "bob" }, receiptSecret: SECRET });
-      const call = async (token: string, path: string, body: unknown) => {
-        const res = await api.fetch(
-          new Request(`http://127.0.0.1${path}`, {
-            method: "POST",
-            headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-            body: JSON.stringify(body),
-          }),
-        );
-        return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-      };
+      const call = (token: string, path: string, body: unknown) => postJson(api, token, path, body);
       const reserve = async (token: string, jobId: string) => {
         const path = lane ? `/queues/${queue}/tasks` : `/jobs/${jobId}/tasks`;
         const tasks: Task[] = [];

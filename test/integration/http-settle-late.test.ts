@@ -15,6 +15,7 @@ import { expect, it } from "vitest";
 import { partsOf } from "../../src/api/runtime.ts";
 import { createHttpApi, createRuntime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { postJson } from "../harness/http-server.ts";
 import { lateNaks } from "../harness/late-naks.ts";
 import { startNatsServer } from "../harness/nats-server.ts";
 import { tcpProxy } from "../harness/tcp-proxy.ts";
@@ -33,16 +34,8 @@ it("a settle whose connection came back after the delivery's lease is not sent: 
   const raw = await connect({ servers: server.url });
   try {
     const api = createHttpApi(rt, { tokens: { [TOKEN]: "alice" } });
-    const call = async (path: string, body: unknown) => {
-      const res = await api.fetch(
-        new Request(`http://127.0.0.1${path}`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-          body: JSON.stringify(body),
-        }),
-      );
-      return { status: res.status, json: (await res.json()) as { tasks: Array<{ receipt: string }> } };
-    };
+    const call = (path: string, body: unknown) =>
+      postJson<{ tasks: Array<{ receipt: string }> }>(api, TOKEN, path, body);
     const job = await rt.jobs.submit<{ n: number }, string>({
       queue: "late",
       tasks: [{ n: 0 }],
