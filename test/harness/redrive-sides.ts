@@ -22,6 +22,7 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
 import { startNatsServer } from "./nats-server.ts";
 import { memoryRawResults, natsRawResults, type RawResult, storedCount } from "./raw-results.ts";
+import { spiedBroker } from "./spied-broker.ts";
 import { gate } from "./wait.ts";
 
 const names = brokerNames("jetstate");
@@ -229,4 +230,30 @@ export const expectRedriveSucceeded = async (
     [0, "threw"],
     [0, "ok"],
   ]);
+};
+
+/**
+ * A wrap for a redriving runtime's broker that holds its redrive's markers (the results message
+ * named `redrive.<job>.<id>`) until `held` opens, and says when one reached it (`reached`);
+ * with `alsoSecondListing`, a second listing of the letters by that broker is held the same way
+ * (`listingHeld`, `listingReached`).
+ */
+export const holdMarkers = (alsoSecondListing = false) => {
+  const held = gate();
+  const reached = gate();
+  const listingHeld = gate();
+  const listingReached = gate();
+  const wrap = (inner: Broker) =>
+    spiedBroker(inner, (name, n, args, call) => {
+      if (name === "publishResults" && String(args[3]).startsWith("redrive.")) {
+        reached.open();
+        return held.opened.then(call);
+      }
+      if (alsoSecondListing && name === "listDeadLetters" && n === 2) {
+        listingReached.open();
+        return listingHeld.opened.then(call);
+      }
+      return call();
+    }).broker;
+  return { held, reached, listingHeld, listingReached, wrap };
 };

@@ -16,30 +16,8 @@
  * stores it, the letters, the handler's ledger.
  */
 import { describe, expect, it } from "vitest";
-import type { Broker } from "../../src/adapters/broker.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
-import { spiedBroker } from "../harness/spied-broker.ts";
-import { gate, waitUntil } from "../harness/wait.ts";
-
-const holdMarkers = (alsoSecondListing = false) => {
-  const held = gate();
-  const reached = gate();
-  const listingHeld = gate();
-  const listingReached = gate();
-  const wrap = (inner: Broker) =>
-    spiedBroker(inner, (name, n, args, call) => {
-      if (name === "publishResults" && String(args[3]).startsWith("redrive.")) {
-        reached.open();
-        return held.opened.then(call);
-      }
-      if (alsoSecondListing && name === "listDeadLetters" && n === 2) {
-        listingReached.open();
-        return listingHeld.opened.then(call);
-      }
-      return call();
-    }).broker;
-  return { held, reached, listingHeld, listingReached, wrap };
-};
+import { holdMarkers, memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 describe.each([
   ["memory", memorySide],

@@ -15,24 +15,8 @@
  * raw while every answer is held, and the handler's ledger.
  */
 import { describe, expect, it } from "vitest";
-import type { Broker } from "../../src/adapters/broker.ts";
-import { memorySide, natsSide } from "../harness/redrive-sides.ts";
-import { spiedBroker } from "../harness/spied-broker.ts";
+import { holdMarkers, memorySide, natsSide } from "../harness/redrive-sides.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
-
-const holdMarkers = () => {
-  const held = gate();
-  const reached = gate();
-  const wrap = (inner: Broker) =>
-    spiedBroker(inner, (name, _n, args, call) => {
-      if (name === "publishResults" && String(args[3]).startsWith("redrive.")) {
-        reached.open();
-        return held.opened.then(call);
-      }
-      return call();
-    }).broker;
-  return { held, reached, wrap };
-};
 
 describe.each([
   ["memory", memorySide],
