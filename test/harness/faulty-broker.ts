@@ -61,6 +61,11 @@ export interface Faults {
   unheard(jobId: string): void;
   /** How the job's task loops on this runtime ended so far, in order: `gone` (its consumer deleted and the job over) or `stopped`. */
   loopEnds(jobId: string): readonly ("gone" | "stopped")[];
+  /**
+   * The job's lane deliveries this runtime's lane loop has taken so far: handed to its callback
+   * and returned from (a task of a job not committed yet is held by then, unrun).
+   */
+  laneTaken(jobId: string): number;
 }
 
 export interface FaultyBroker {
@@ -87,6 +92,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const answers = new Map<FaultPoint, number>();
   const unheardJobs = new Set<string>();
   const loopEnds = new Map<string, Array<"gone" | "stopped">>();
+  const laneTaken = new Map<string, number>();
   /** `inner`'s answer, counted at `point` once it comes. */
   const counted = async <A>(point: FaultPoint, inner: Promise<A>): Promise<A> => {
     const answer = await inner;
@@ -133,6 +139,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
       unheardJobs.add(jobId);
     },
     loopEnds: (jobId) => loopEnds.get(jobId) ?? [],
+    laneTaken: (jobId) => laneTaken.get(jobId) ?? 0,
   };
 
   /** A delivered task whose ack may be lost: the result is stored, the broker never hears of the ack. */
@@ -236,6 +243,24 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
           loopEnds.set(jobId, [...(loopEnds.get(jobId) ?? []), end]);
           return end;
         });
+    },
+    consumeLane: (...args: Parameters<Broker["consumeLane"]>) => {
+      const [queue, maxMessages, onTask, signal] = args;
+      // Counted once the callback has returned (or its promise settled), whatever it did.
+      const taken = (jobId: string) => laneTaken.set(jobId, (laneTaken.get(jobId) ?? 0) + 1);
+      return inner.consumeLane(
+        queue,
+        maxMessages,
+        (lease) => {
+          const handled = onTask(lease);
+          if (!(handled instanceof Promise)) {
+            taken(lease.jobId);
+            return handled;
+          }
+          return handled.finally(() => taken(lease.jobId));
+        },
+        signal,
+      );
     },
     publishResults: async (...args: Parameters<Broker["publishResults"]>) => {
       await gate("publishResults", args[1]);

@@ -592,12 +592,21 @@ describe.each([
     const r = await runtime();
     const total = 5;
     const ledger: number[] = [];
-    // Pulling the lane before the submit (a first lane job run), and the commit's write late:
-    // its tasks reach the worker before the write fails.
+    // Pulling the lane before the submit (a first lane job run), and the commit's write held
+    // until the worker holds every task of the job: they reach the worker before the write fails.
     worker(r, "lane-commit-fails", ledger);
     await (await r.rt.jobs.submit({ queue: "lane-commit-fails", tasks: [0] })).done();
     ledger.length = 0;
-    r.faults.before("commit", () => new Promise((resolve) => setTimeout(resolve, 300)));
+    let held = false;
+    r.faults.before("commit", async (jobId) => {
+      // The first commit only (the resubmit's is not held).
+      if (held) return;
+      held = true;
+      await waitUntil(() => r.faults.laneTaken(jobId) >= total, {
+        timeoutMs: QUICK_MS,
+        message: () => `the worker to hold the job's ${total} tasks (${r.faults.laneTaken(jobId)} taken)`,
+      });
+    });
     r.faults.fail("commit", 1);
     const request = { queue: "lane-commit-fails", tasks: indexes(total), idempotencyKey: "lane-commit-1" };
     await expect(r.rt.jobs.submit(request)).rejects.toThrow(/injected fault: commit/);

@@ -18,6 +18,7 @@ import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.
 import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsRawResults, storedCount, tally } from "../harness/raw-results.ts";
+import { tcpProxy } from "../harness/tcp-proxy.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -470,22 +471,27 @@ describe("results feed: no gap, no duplicate", () => {
 
 describe("results feed: a server back with an empty store", () => {
   let server: NatsServerHandle;
+  /** In front of the server for `core`'s client only: cut, it keeps the feed off the server. */
+  let proxy: Awaited<ReturnType<typeof tcpProxy>>;
   let raw: NatsConnection | undefined;
   let core: RuntimeCore & { stop(): Promise<void> };
   let broker: Broker;
   beforeAll(async () => {
     server = await startNatsServer();
+    proxy = await tcpProxy(server.url);
     core = await createRuntimeCore({
-      servers: server.url,
+      servers: proxy.url,
       logger,
       connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
     });
     broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "reset" });
   });
   afterAll(async () => {
+    proxy?.restore();
     await broker?.close();
     await core?.stop();
     await raw?.close();
+    await proxy?.close();
     await server?.dispose();
   });
 
@@ -506,32 +512,44 @@ describe("results feed: a server back with an empty store", () => {
       },
     );
     await waitUntil(() => caughtUp, { timeoutMs: 10_000, message: "the reader live (nothing stored)" });
-    // The feed reads far into the stream: 300 messages of a job nobody watches.
+    // The feed reads far into the stream: 300 messages of a job nobody watches, each stored (its
+    // ack read) before the last one's sequence is taken.
     raw = await connect({ servers: server.url, name: "raw" });
-    for (let i = 0; i < 300; i++)
-      raw.publish(names.resultsSubject(queue, "elsewhere"), `[{"i":${i},"ok":true}]`);
-    await raw.flush();
-    const { state } = await (await jetstreamManager(raw)).streams.info(names.resultsStream);
+    const js = jetstream(raw);
+    const acks = await Promise.all(
+      range(300).map((i) => js.publish(names.resultsSubject(queue, "elsewhere"), `[{"i":${i},"ok":true}]`)),
+    );
+    const last = Math.max(...acks.map((a) => a.seq));
     await waitUntil(
       async () =>
         (await consumersOf(raw as NatsConnection, names.resultsStream)).some(
-          (c) =>
-            c.config.filter_subject === `jetstate.results.${queue}.>` &&
-            c.delivered.stream_seq >= state.last_seq,
+          (c) => c.config.filter_subject === `jetstate.results.${queue}.>` && c.delivered.stream_seq >= last,
         ),
       { timeoutMs: 10_000, message: "the feed read the 300 (the server's view of its consumer)" },
     );
     await raw.close();
     raw = undefined;
 
+    // The feed's client kept off the server (its proxy cut) until the new stream holds five, from
+    // sequence 1: the feed makes its consumer again only after they are stored, whenever it
+    // notices its old one gone. Made again where the feed was, the server starts it after the new
+    // stream's last message: these five would never be read. Stored by another client (a broker
+    // of its own, which makes the stream as jetstate does): the feed's would set up the new
+    // stream itself, and the feed could make its consumer before the five came.
+    proxy.cut();
     await server.restartEmpty();
-    // Stored at once in the new stream, from sequence 1: before the feed notices its consumer is
-    // gone (two missed heartbeats) and makes it again. Made again where the feed was, the server
-    // starts it after the new stream's last message: these five would never be read.
-    for (let i = 0; i < 5; i++)
-      await broker.publishResults(queue, "watched", `[{"i":${i},"ok":true}]`, `w${i}`);
+    const otherCore = await createRuntimeCore({ servers: server.url, logger });
+    const other = createNatsBroker(otherCore, { retentionMs: 3600_000, holder: "other" });
+    try {
+      for (let i = 0; i < 5; i++)
+        await other.publishResults(queue, "watched", `[{"i":${i},"ok":true}]`, `w${i}`);
+    } finally {
+      await other.close();
+      await otherCore.stop();
+    }
     raw = await connect({ servers: server.url, name: "raw" });
     expect(await resultsFilters(raw), "the feed had not read the new stream yet").toEqual([]);
+    proxy.restore();
     await waitUntil(() => seen.length >= 5, {
       timeoutMs: 20_000,
       message: "the five stored after the reset",
