@@ -17,7 +17,7 @@ import { brokerNames } from "../src/adapters/names.ts";
 import { partsOf } from "../src/api/runtime.ts";
 import { createRuntime } from "../src/index.ts";
 import { encodeRecord, type JobRecord, type JobStatus } from "../src/kernel/job-record.ts";
-import { encodeCursor } from "../src/kernel/list-page.ts";
+import { decodeCursor, encodeCursor, filterTag } from "../src/kernel/list-page.ts";
 import { defaultSettings } from "../test/harness/finished-records.ts";
 import { silent } from "./jetstate-e2e.ts";
 import { median, round } from "./lib/stats.ts";
@@ -124,14 +124,21 @@ export async function measureList(
     // The runtime's record watch reads every write: let it catch up before anything is timed.
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const consumersBefore = await consumers();
-    const randomCursor = () => encodeCursor(Math.floor(Math.random() * lastSeq));
+    // A cursor names its store and filter: the store's tag is read off a first page's.
+    const store = decodeCursor((await rt.jobs.list({ limit: 1 })).next)?.store ?? "";
+    const randomCursor = (queue?: string) =>
+      encodeCursor({
+        position: Math.floor(Math.random() * lastSeq),
+        store,
+        filter: filterTag(queue === undefined ? {} : { queues: [queue] }),
+      });
     const page = async (query: Parameters<typeof rt.jobs.list>[0]) => (await rt.jobs.list(query)).jobs.length;
     await page({ limit: 100 }); // warm-up
     const firstPage = await timeCalls(options.calls, () => page({ limit: 100 }));
     const randomPages = await timeCalls(options.calls, () => page({ limit: 100, cursor: randomCursor() }));
     const firstPageQueue = await timeCalls(options.calls, () => page({ limit: 100, queue: "q3" }));
     const randomPagesQueue = await timeCalls(options.calls, () =>
-      page({ limit: 100, queue: "q3", cursor: randomCursor() }),
+      page({ limit: 100, queue: "q3", cursor: randomCursor("q3") }),
     );
     const consumersAfter = await consumers();
     const scanned = performance.now();

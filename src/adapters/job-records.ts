@@ -66,6 +66,12 @@ export interface RecordsPage {
    */
   readonly next?: number;
   /**
+   * The incarnation of the store this page was read from (`storeTag` in
+   * kernel/list-page.ts): it changes when the store is made again (a server
+   * back with an empty store), and a position from before then means nothing.
+   */
+  readonly store: string;
+  /**
    * The stored records this page read and could not decode (a newer
    * version's, a field this version cannot read), in the order read; absent
    * when there were none. They are not in `records` whatever the filter

@@ -89,7 +89,11 @@ export interface JobListQuery {
    * @defaultValue 100
    */
   readonly limit?: number;
-  /** The `next` of the page before, given with the same filter; from the start when absent. */
+  /**
+   * The `next` of the page before, given with the same filter; from the start when absent. One
+   * given with another filter, or from before the server came back with an empty store, is an
+   * `InvalidArgument` (`cursor`).
+   */
   readonly cursor?: string;
 }
 

@@ -8,7 +8,7 @@ import type { ReapReport } from "../effects/reap-submits.ts";
 import { type Backoff, plainThenUntilDone } from "../effects/retry.ts";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
-import { encodeCursor } from "../kernel/list-page.ts";
+import { cursorMismatch, encodeCursor, filterTag } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
@@ -268,16 +268,24 @@ export class JobRegistry implements Jobs {
   async list(query: JobListQuery = {}): Promise<JobPage> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.list()");
     const { status, queue, limit, after } = checkListQuery(query);
-    const page = await this.#broker.listRecordsPage({
-      limit,
-      ...(after === undefined ? {} : { after }),
+    const filter = {
       ...(queue === undefined ? {} : { queues: [queue] }),
       ...(status === undefined ? {} : { statuses: [status] }),
+    };
+    const page = await this.#broker.listRecordsPage({
+      limit,
+      ...(after === undefined ? {} : { after: after.position }),
+      ...filter,
     });
+    const mismatch = after && cursorMismatch(after, filter, page.store);
+    if (mismatch) throw new InvalidArgument({ message: `cursor: ${mismatch}`, field: "cursor" });
     this.#unreadableListed(page);
     return page.next === undefined
       ? { jobs: page.records }
-      : { jobs: page.records, next: encodeCursor(page.next) };
+      : {
+          jobs: page.records,
+          next: encodeCursor({ position: page.next, store: page.store, filter: filterTag(filter) }),
+        };
   }
 
   async deadLetters(id: string): Promise<DeadLetter[]> {

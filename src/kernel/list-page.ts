@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { decodeRecord, type JobRecord, type JobStatus } from "./job-record.ts";
 
 /**
@@ -54,16 +55,69 @@ export const recordPicker =
     return matchesFilter(record, filter) ? record : undefined;
   };
 
-// Versioned, so the position can change meaning later without old cursors being misread.
-const cursorPattern = /^v1:(0|[1-9]\d{0,15})$/;
+/**
+ * What a cursor stands for: where the next page starts (a stream sequence on
+ * NATS, a revision in memory), and which listing it belongs to: the store
+ * its page was read from (`storeTag`) and the filter it kept (`filterTag`).
+ * A position means nothing in another listing: given back with another
+ * filter it would skip the jobs of that filter stored before it, and in a
+ * store made again since (a server back with an empty store numbers its
+ * sequences from 1 again) it may lie past the end, or anywhere.
+ */
+export interface ListCursor {
+  readonly position: number;
+  /** Absent in a cursor of an earlier version (`v1`), which is taken as a position only. */
+  readonly store?: string;
+  readonly filter?: string;
+}
 
-/** The cursor users get for a position (a stream sequence on NATS, a revision in memory). */
-export const encodeCursor = (position: number): string => Buffer.from(`v1:${position}`).toString("base64url");
+/** A short tag of `text` (8 hex characters of its SHA-256). */
+const tagOf = (text: string): string => createHash("sha256").update(text).digest("hex").slice(0, 8);
 
-/** The position a cursor stands for; undefined for anything `encodeCursor` did not make. */
-export const decodeCursor = (cursor: unknown): number | undefined => {
+/** The tag of a store's incarnation (on NATS, its bucket stream's creation time). */
+export const storeTag = (incarnation: string): string => tagOf(incarnation);
+
+/** The tag of a filter, whatever the order its queues and statuses were given in. */
+export const filterTag = (filter: RecordFilter): string =>
+  tagOf(
+    JSON.stringify([
+      filter.queues ? [...filter.queues].sort() : null,
+      filter.statuses ? [...filter.statuses].sort() : null,
+    ]),
+  );
+
+// Versioned, so the position can change meaning later without old cursors being misread. `v1`
+// (the position alone) is still read: a walk begun before an upgrade goes on.
+const cursorV1 = /^v1:(0|[1-9]\d{0,15})$/;
+const cursorV2 = /^v2:(0|[1-9]\d{0,15}):([0-9a-f]{8}):([0-9a-f]{8})$/;
+
+/** The cursor users get for the position a page ended at, in the store and filter it read. */
+export const encodeCursor = (cursor: Required<ListCursor>): string =>
+  Buffer.from(`v2:${cursor.position}:${cursor.store}:${cursor.filter}`).toString("base64url");
+
+/** What a cursor stands for; undefined for anything `encodeCursor` did not make. */
+export const decodeCursor = (cursor: unknown): ListCursor | undefined => {
   if (typeof cursor !== "string" || cursor.length > 64 || !/^[A-Za-z0-9_-]+$/.test(cursor)) return undefined;
-  const match = cursorPattern.exec(Buffer.from(cursor, "base64url").toString("latin1"));
-  const position = Number(match?.[1]);
-  return match && Number.isSafeInteger(position) ? position : undefined;
+  const text = Buffer.from(cursor, "base64url").toString("latin1");
+  const [, at, store, filter] = cursorV2.exec(text) ?? cursorV1.exec(text) ?? [];
+  const position = Number(at);
+  if (at === undefined || !Number.isSafeInteger(position)) return undefined;
+  return store !== undefined && filter !== undefined ? { position, store, filter } : { position };
+};
+
+/**
+ * Why a cursor does not belong to this listing: made with another filter, or
+ * in another store than the page read (`store`, that page's `storeTag`);
+ * undefined when it does, or says neither (`v1`).
+ */
+export const cursorMismatch = (
+  cursor: ListCursor,
+  filter: RecordFilter,
+  store: string,
+): string | undefined => {
+  if (cursor.filter !== undefined && cursor.filter !== filterTag(filter))
+    return "made for another queue or status filter: pass it back with the filter of the page that gave it, or list from the first page";
+  if (cursor.store !== undefined && cursor.store !== store)
+    return "made before the job store was made again (the server came back with an empty store): list from the first page";
+  return undefined;
 };

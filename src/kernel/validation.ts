@@ -2,7 +2,7 @@ import { Effect, Option, Schema, SchemaGetter } from "effect";
 import { decode } from "./decode.ts";
 import { InvalidArgument } from "./errors.ts";
 import { JobStatus } from "./job-record.ts";
-import { decodeCursor, defaultPageLimit, maxPageLimit } from "./list-page.ts";
+import { decodeCursor, defaultPageLimit, type ListCursor, maxPageLimit } from "./list-page.ts";
 
 /**
  * The shapes of everything a user hands jetstate: ids, keys, names, tokens,
@@ -139,7 +139,8 @@ export interface ListQuery {
   readonly status?: JobStatus;
   readonly queue?: string;
   readonly limit: number;
-  readonly after?: number;
+  /** The cursor of the page before (its position, and the listing it belongs to). */
+  readonly after?: ListCursor;
 }
 
 const PageLimit = number(1, maxPageLimit, { integer: true });

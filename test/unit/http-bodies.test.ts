@@ -60,7 +60,7 @@ const app = createHttpApp({
   tokens: new BearerTokens({ [WORKER]: "w", [READER]: { identity: "r", role: "read", queues: "*" } }),
   log: silentLogger(),
   // A page with more after it: the answer has a `next`, which the document must describe.
-  listJobs: async () => ({ records: [record], next: 7 }),
+  listJobs: async () => ({ records: [record], next: 7, store: "0a1b2c3d" }),
   getJob: async (id) =>
     id === "j"
       ? { ...record, done: 1, failed: 0, dead: 0, throughput: 2.5, etaMs: null, reason: null }

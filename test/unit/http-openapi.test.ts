@@ -12,7 +12,7 @@ const app = createHttpApp({
   leases: {} as TaskLeases,
   tokens: new BearerTokens({ "a-token-of-16-chars": "w" }),
   log: silentLogger(),
-  listJobs: async () => ({ records: [] }),
+  listJobs: async () => ({ records: [], store: "0a1b2c3d" }),
   getJob: async () => undefined,
   connectionState: () => "connected",
 });

@@ -114,7 +114,9 @@ const JobSummary = Schema.Struct({
 const JobList = Schema.Struct({
   jobs: Schema.Array(JobSummary),
   next: Schema.optionalKey(
-    text("Pass it as `cursor` for the page after this one; absent when this page reached the end."),
+    text(
+      "Pass it as `cursor`, with the same queue and status, for the page after this one; absent when this page reached the end.",
+    ),
   ),
 }).annotate({ identifier: "JobList" });
 

@@ -1,7 +1,14 @@
 import { type Context, Hono } from "hono";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobRecord, JobStatus } from "../../kernel/job-record.ts";
-import { decodeCursor, defaultPageLimit, encodeCursor, maxPageLimit } from "../../kernel/list-page.ts";
+import {
+  cursorMismatch,
+  decodeCursor,
+  defaultPageLimit,
+  encodeCursor,
+  filterTag,
+  maxPageLimit,
+} from "../../kernel/list-page.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { subjectTokenPattern } from "../../kernel/validation.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
@@ -99,15 +106,22 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
     const queues = queue === undefined ? scope.queues && [...scope.queues] : [queue];
     const wanted: JobStatus[] | undefined =
       status === undefined ? undefined : status === "active" ? ["running", "stalled"] : [status as JobStatus];
-    const page = await deps.listJobs({
-      limit,
-      ...(after === undefined ? {} : { after }),
+    const filter = {
       ...(queues === undefined ? {} : { queues }),
       ...(wanted === undefined ? {} : { statuses: wanted }),
+    };
+    const page = await deps.listJobs({
+      limit,
+      ...(after === undefined ? {} : { after: after.position }),
+      ...filter,
     });
+    const mismatch = after && cursorMismatch(after, filter, page.store);
+    if (mismatch) throw badRequest("cursor", mismatch);
     const body: JobListBody = {
       jobs: page.records.filter((r) => scope.allows(r.queue)).map(jobSummary),
-      ...(page.next === undefined ? {} : { next: encodeCursor(page.next) }),
+      ...(page.next === undefined
+        ? {}
+        : { next: encodeCursor({ position: page.next, store: page.store, filter: filterTag(filter) }) }),
     };
     return c.json(body);
   });

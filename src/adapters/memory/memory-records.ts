@@ -1,5 +1,6 @@
+import { randomUUID } from "node:crypto";
 import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
-import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
+import { recordPicker, scanBound, storeTag, type UnreadableRecord } from "../../kernel/list-page.ts";
 import { LinkedControllers, whenAborted } from "../../kernel/signals.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { MemoryServerState } from "./memory-server.ts";
@@ -21,6 +22,17 @@ export const storedRecord = (
  * compare-and-set on the revision, pages and watches as on NATS
  * (adapters/job-records.ts is the port).
  */
+/** Each records store's tag, made on first use: a memory server's store is never made again. */
+const incarnations = new WeakMap<object, string>();
+const incarnationOf = (store: object): string => {
+  let tag = incarnations.get(store);
+  if (tag === undefined) {
+    tag = storeTag(randomUUID());
+    incarnations.set(store, tag);
+  }
+  return tag;
+};
+
 export class MemoryJobRecords {
   readonly #server: MemoryServerState;
   readonly #open: (operation: string) => void;
@@ -93,6 +105,7 @@ export class MemoryJobRecords {
     const pick = recordPicker(query, unreadable);
     const page = (next?: number): RecordsPage => ({
       records,
+      store: incarnationOf(this.#server.records),
       ...(next === undefined ? {} : { next }),
       ...(unreadable.length === 0 ? {} : { unreadable }),
     });

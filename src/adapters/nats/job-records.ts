@@ -3,7 +3,7 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
-import { recordPicker, scanBound, type UnreadableRecord } from "../../kernel/list-page.ts";
+import { recordPicker, scanBound, storeTag, type UnreadableRecord } from "../../kernel/list-page.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { pageBucket, scanBucket, scanBucketEntries } from "./bucket-reads.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -212,14 +212,20 @@ export class NatsJobRecords {
     return this.#run("job.record.page", async ({ jsm }, nc) => {
       // Filled afresh by each try of the operation (a retry reads the page again).
       const unreadable: UnreadableRecord[] = [];
-      const { items, next } = await pageBucket(nc, jsm, this.#bucket, {
-        after: query.after ?? 0,
-        limit: query.limit,
-        maxScan: query.maxScan ?? scanBound(query.limit),
-        pick: recordPicker(query, unreadable),
-      });
+      // The bucket's incarnation, read beside the page: a position means nothing in a store made
+      // again (its sequences start over), which its creation time tells.
+      const [{ items, next }, info] = await Promise.all([
+        pageBucket(nc, jsm, this.#bucket, {
+          after: query.after ?? 0,
+          limit: query.limit,
+          maxScan: query.maxScan ?? scanBound(query.limit),
+          pick: recordPicker(query, unreadable),
+        }),
+        jsm.streams.info(`KV_${this.#bucket}`),
+      ]);
       return {
         records: items,
+        store: storeTag(info.created),
         ...(next === undefined ? {} : { next }),
         ...(unreadable.length === 0 ? {} : { unreadable }),
       };
