@@ -101,7 +101,14 @@ export const registerJobs = (program: Command, globals: () => GlobalOptions): vo
       );
       if (g.json) return printJson(page);
       print(page.jobs.length === 0 ? "no jobs" : listRows(page.jobs, Date.now()));
-      if (page.next) print(`more: --cursor ${page.next}`);
+      // The filter with the cursor: a cursor given back with another filter is refused.
+      if (page.next) {
+        const filter = [
+          ...(o.queue === undefined ? [] : ["--queue", o.queue]),
+          ...(o.status === undefined ? [] : ["--status", o.status]),
+        ];
+        print(`more: ${[...filter, "--cursor", page.next].join(" ")}`);
+      }
     });
 
   jobs

@@ -212,6 +212,12 @@ describe("jetstate-jobs CLI", () => {
     );
     expect(listed.jobs.map((j) => j.id)).toContain(job.id);
     expect(listed.jobs.every((j) => j.status === "failed")).toBe(true);
+    // A page's "more:" line gives the filter with the cursor: the line, run as printed, goes on.
+    const firstPage = await run(["jobs", "ls", "--queue", "cli", "--limit", "1"]);
+    const more = /^more: (.*)$/m.exec(firstPage.stdout)?.[1];
+    expect(more, firstPage.stdout).toMatch(/^--queue cli --cursor \S+$/);
+    const next = await run(["jobs", "ls", "--limit", "1", ...(more ?? "").split(" ")]);
+    expect(next.code, next.stderr).toBe(0);
     broken = false;
   });
 
