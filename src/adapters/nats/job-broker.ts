@@ -20,7 +20,7 @@ import { NatsJobTasks } from "./job-tasks.ts";
 import type { NatsContext, RunOptions } from "./nats-context.ts";
 import { PubAcks } from "./pub-acks.ts";
 import { QueueStreams } from "./queue-streams.ts";
-import { duplicateWindowWithin, ensureBucket, ensureStream, Replicas } from "./streams.ts";
+import { duplicateWindowWithin, ensureBucket, ensureStream, isNotFound, Replicas } from "./streams.ts";
 
 // Moved with the records and the tasks; the rest of the adapter imports them from here.
 export { isWrongLastSequence } from "./job-records.ts";
@@ -156,6 +156,30 @@ export class NatsJobBroker {
    */
   run<A>(name: string, op: (nc: NatsConnection, signal: AbortSignal) => Promise<A>, options?: RunOptions) {
     return this.setups.run(this.#core, name, op, options);
+  }
+
+  /**
+   * Deletes a consumer in the background, among the runtime's loops: tried
+   * again while the server does not answer (the connection down), for at
+   * most `withinMs` (after its inactive threshold the server has removed it
+   * itself); one already gone is deleted. What a reader ended while cut off
+   * held is gone once the connection is back, not a minute later.
+   */
+  dropConsumerLater(stream: string, name: string, withinMs: number): void {
+    this.#core.loops.track(`drop-consumer:${name}`, () =>
+      this.run(
+        "consumer.drop",
+        async (nc) => {
+          const { jsm } = await this.handles(nc);
+          await jsm.consumers.delete(stream, name).catch((error: unknown) => {
+            if (!isNotFound(error)) throw error;
+          });
+        },
+        { timeoutMs: withinMs },
+      ).catch((error: unknown) =>
+        this.#core.logger.debug({ err: error, consumer: name }, "consumer not deleted; it expires by itself"),
+      ),
+    );
   }
 
   /** The handles, with the queue's own streams set up on this client (info only when they exist). */

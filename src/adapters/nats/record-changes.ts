@@ -11,6 +11,7 @@ import type { Logger } from "../../kernel/logger.ts";
 import { abortRace } from "../../kernel/signals.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
+import { isNotFound } from "./streams.ts";
 
 /**
  * Where a change watch goes on from after a pause, a lost consumer or a
@@ -26,6 +27,9 @@ export interface ChangeCursor {
 }
 
 const operation = "job.record.changes";
+
+/** How long a watch's consumer lives on the server with nobody pulling it (a process that died). */
+const inactiveMs = 60_000;
 
 /** What a reader's consumers are named on the bucket's stream (nats.js adds `_<n>`): an operator can tell them. */
 const consumerName = (label: string) => `${label}_${randomUUID().replaceAll("-", "")}`;
@@ -72,6 +76,7 @@ export const watchRecordChanges = async (
           log,
           label,
           decode: (text) => broker.decodeWatched(text),
+          dropLater: (stream, name, withinMs) => broker.dropConsumerLater(stream, name, withinMs),
           ...(onWatching ? { onWatching: () => onWatching(restarted) } : {}),
         },
       );
@@ -153,7 +158,15 @@ const readChanges = async (
     onWatching,
     label,
     decode,
-  }: { log: Logger; onWatching?: () => void; label: string; decode: (text: string) => JobRecord },
+    dropLater,
+  }: {
+    log: Logger;
+    onWatching?: () => void;
+    label: string;
+    decode: (text: string) => JobRecord;
+    /** Deletes a consumer in the background (`NatsJobBroker.dropConsumerLater`). */
+    dropLater: (stream: string, name: string, withinMs: number) => void;
+  },
 ): Promise<{ room: Promise<void> } | undefined> => {
   const consumer = await js.consumers.get(stream, {
     name_prefix: consumerName(label),
@@ -161,7 +174,7 @@ const readChanges = async (
     filter_subjects: `$KV.${bucket}.>`,
     deliver_policy: DeliverPolicy.StartSequence,
     opt_start_seq: (cursor.seq ?? 0) + 1,
-    inactive_threshold: 60_000,
+    inactive_threshold: inactiveMs,
   });
   try {
     const messages = await consumer.consume({ ...pullLoop });
@@ -193,12 +206,14 @@ const readChanges = async (
     }
   } finally {
     const name = (await consumer.info(true).catch(() => undefined))?.name;
+    // Not deleted now (the connection down): deleted in the background once it is back. Left to
+    // its inactive threshold, a reader ended while cut off left it for a minute (a review).
     if (name)
-      await jsm.consumers
-        .delete(stream, name)
-        .catch((error: unknown) =>
-          log.debug({ err: error, consumer: name }, "record-changes consumer not deleted; it expires"),
-        );
+      await jsm.consumers.delete(stream, name).catch((error: unknown) => {
+        if (isNotFound(error)) return;
+        log.debug({ err: error, consumer: name }, "record-changes consumer not deleted; tried again");
+        dropLater(stream, name, inactiveMs);
+      });
   }
   return undefined;
 };
