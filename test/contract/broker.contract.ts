@@ -815,7 +815,11 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(idsOf(await walk({ limit: 100, queues: ["none"] }))).toEqual([]);
       // A page starting past the end is empty and final.
       const end = pages.at(-2)?.next ?? 0;
-      expect(await broker.listRecordsPage({ limit: 5, after: end + 1_000_000 })).toEqual({ records: [] });
+      const pastEnd = await broker.listRecordsPage({ limit: 5, after: end + 1_000_000 });
+      expect(pastEnd).toEqual({ records: [], store: pages[0]?.store });
+      // Every page names the store it read (a cursor is refused in another): the same one for all.
+      expect(pages[0]?.store).toMatch(/^[0-9a-f]{8}$/);
+      expect(new Set(pages.map((p) => p.store))).toEqual(new Set([pages[0]?.store]));
     });
 
     it("record pages: maxScan bounds what one call reads; a sparse filter goes on with next", async () => {
@@ -888,6 +892,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.listRecordsPage({ limit: 1 })).toEqual({
         records: [readable[0]],
         next: expect.any(Number),
+        store: expect.any(String),
       });
     });
 
