@@ -175,7 +175,13 @@ export class NatsJobBroker {
             if (!isNotFound(error)) throw error;
           });
         },
-        { timeoutMs: withinMs },
+        // Every attempt the deadline leaves room for, not the runtime's few: a connection that
+        // still counts itself connected (a partition with no reset) spends its request timeout on
+        // each, and three were over ~16 s after the cut (a review).
+        {
+          timeoutMs: withinMs,
+          retry: { attempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 250, maxDelayMs: 2000 },
+        },
       ).catch((error: unknown) =>
         this.#core.logger.debug({ err: error, consumer: name }, "consumer not deleted; it expires by itself"),
       ),
