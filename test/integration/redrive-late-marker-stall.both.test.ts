@@ -104,6 +104,15 @@ describe.each([
       expect(letters.map((l) => l.index)).toEqual([0, 2]);
       // B wrote over the record of the job over again (3 dead): task 1 taken back, not task 0.
       expect(bWrote).toEqual([2]);
+      // Its results as read from the stream (results()): task 0's death is one of them.
+      const read: Array<[number, string]> = [];
+      for await (const r of (await a.jobs.get(job.id))!.results())
+        read.push([r.index, r.ok ? "ok" : r.dead ? "dead" : "failed"]);
+      expect(read.sort()).toEqual([
+        [0, "dead"],
+        [1, "ok"],
+        [2, "dead"],
+      ]);
       // Task 0's letter is there to redrive: it runs, and the job counts its answer.
       await a.jobs.redrive(job.id, [0]);
       await waitUntil(
