@@ -40,8 +40,11 @@ export interface UnhandledExhausted {
 export interface DeadLetters {
   /** Makes sure the queue's exhausted tasks are captured from now on (before a job of it could exhaust one). */
   ensureDeadLetters(queue: string): Promise<void>;
-  /** Stores a dead letter; `msgId` makes a retried store land once. */
-  storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void>;
+  /**
+   * Stores a dead letter; `msgId` makes a retried store land once. Answers its sequence in the
+   * store (`DeadLetter.seq`; a retried store's, the first's): its task's dead answer names it.
+   */
+  storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<number>;
   /**
    * Every stored letter of the job, in the order stored: a task can have
    * two (its worker's, and the advisory path's when the worker's term was

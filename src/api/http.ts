@@ -158,7 +158,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
         // It names its task's message, as a native worker's does: a redrive deletes it first, in
         // case its term was lost (its advisory's dead answer would count as the copy's).
         const { payload, seq } = await leasing.deliveredTask(ref);
-        await broker.storeDeadLetter(
+        return broker.storeDeadLetter(
           { queue, jobId, index, payload, error, deliveries, at: Date.now(), source: "worker", taskSeq: seq },
           // Named by the delivery (its reference): a redriven copy that dies again is another letter.
           `deadh.${jobId}.${index}.${deliveries}.${createHash("sha256").update(ref).digest("base64url").slice(0, 16)}`,

@@ -1,6 +1,7 @@
 import type { Actor } from "xstate";
 import type { JobResults } from "../adapters/job-results.ts";
 import { workOver } from "../kernel/errors.ts";
+import { takesBack } from "../kernel/job-progress.ts";
 import { decodeResults, type ResultRecord } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type HandleSource, isRecorded, snapshotOf, type TaskResult } from "./job-handle.ts";
@@ -21,6 +22,8 @@ export async function* readAllResults<Result>(
   const seen = new Set<number>();
   const ready: TaskResult<Result>[] = [];
   const failures = new Map<number, TaskResult<Result>>();
+  /** The letter each held failure names (a dead answer's, kernel/wire.ts). */
+  const letters = new Map<number, number>();
   let wake: (() => void) | undefined;
   // Aborted as the runtime stops, or as this reader ends (an `AbortSignal.any` with the
   // runtime's stop left a weak reference in it for good, one per call).
@@ -42,14 +45,20 @@ export async function* readAllResults<Result>(
         for (const raw of entries) {
           const i = raw.i;
           if (raw.redrive) {
-            if (failures.delete(i)) seen.delete(i);
+            // As the job counts it: a marker takes back a dead answer whose letter it names.
+            if (failures.has(i) && takesBack(raw, letters.get(i))) {
+              failures.delete(i);
+              letters.delete(i);
+              seen.delete(i);
+            }
             continue;
           }
           if (seen.has(i)) continue;
           seen.add(i);
           const taskId = `${jobId}.${i}`;
           if (raw.ok) ready.push({ taskId, index: i, ok: true, result: raw.r as Result });
-          else
+          else {
+            if (raw.l !== undefined) letters.set(i, raw.l);
             failures.set(i, {
               taskId,
               index: i,
@@ -57,6 +66,7 @@ export async function* readAllResults<Result>(
               error: raw.e ?? "failed",
               dead: raw.dead === true,
             });
+          }
         }
         caughtUp = pending === 0;
         wake?.();

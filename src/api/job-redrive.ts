@@ -147,7 +147,17 @@ export const redriveDead = async (
   // the advisory finds nothing to answer.
   const dying = sent.flatMap((l) => (l.taskSeq === undefined ? [] : [{ seq: l.taskSeq, index: l.index }]));
   if (dying.length > 0) await broker.removeTaskMessages(record, dying);
-  const markers = chosen.map((l) => encodeRedrive(l.index, nonce));
+  // Each naming the letters of its task sent back: it takes back only a death of one of them. A
+  // marker landing after the copy another redrive sent died again (that redrive read the letters
+  // first) took that new death back too, no copy followed (its task's id was used), and the job
+  // waited for the task until it stalled (redrive-late-marker-stall.both.test.ts).
+  const markers = chosen.map((l) =>
+    encodeRedrive(
+      l.index,
+      nonce,
+      (lettersOf.get(l.index) ?? []).map((m) => m.seq),
+    ),
+  );
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
   await runAgain().catch(async (error: unknown) => {
@@ -256,7 +266,8 @@ const takeBack = async (
 ): Promise<void> => {
   try {
     if (!over.lane) await broker.removeTasks(over);
-    const deaths = letters.map((l) => encodeFailed(l.index, boundError(l.error), true));
+    // Each naming its letter, left: the redrive of it that comes sends it back.
+    const deaths = letters.map((l) => encodeFailed(l.index, boundError(l.error), true, l.seq));
     await publishInBatches(broker, over, deaths, `redrive.${over.id}.${nonce}.refused`);
   } catch (error) {
     log.warn(

@@ -1,6 +1,6 @@
 import type { Broker } from "../adapters/broker.ts";
 import { OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
-import { FirstAnswers, type ResultEntry } from "../kernel/job-progress.ts";
+import { FirstAnswers, letterOf, type ResultEntry, takesBack } from "../kernel/job-progress.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import { decodeResults } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -79,8 +79,8 @@ export const firstAnswers = async (
 
 /**
  * Which of these tasks (`indexes`) the marker of redrive `redrive` took back, as the job
- * counts them: a marker takes back a dead answer, and only the first after it does (a second
- * redrive's, of a task already taken back, counts as nothing).
+ * counts them: a marker takes back a dead answer whose letter it names (`takesBack`), and only
+ * the first after it does (a second redrive's, of a task already taken back, counts as nothing).
  */
 export const takenBack = async (
   core: RuntimeCore,
@@ -91,19 +91,21 @@ export const takenBack = async (
 ): Promise<number[]> => {
   const wanted = new Set(indexes);
   const answered = new Set<number>();
-  const dead = new Set<number>();
+  /** Each dead task's counted answer: the letter it names. */
+  const dead = new Map<number, number | undefined>();
   const takenBy = new Map<number, string>();
   await readResultsOf(core, broker, record, "job.results.taken", (entries) => {
-    for (const { i, ok, dead: died, redrive: marker, id } of entries) {
+    for (const entry of entries) {
+      const { i, ok, dead: died, redrive: marker, id } = entry;
       if (!wanted.has(i)) continue;
       if (marker) {
-        if (!dead.has(i)) continue;
+        if (!dead.has(i) || !takesBack(entry, dead.get(i))) continue;
         dead.delete(i);
         answered.delete(i);
         takenBy.set(i, id ?? "");
       } else if (!answered.has(i)) {
         answered.add(i);
-        if (!ok && died) dead.add(i);
+        if (!ok && died) dead.set(i, letterOf(entry));
       }
     }
     return false;

@@ -4,7 +4,7 @@ import {
   PermanentError,
   type TaskOutcome,
 } from "../kernel/task-outcome.ts";
-import { emptyBatchBytes, encodeFailed, fitsAlone } from "../kernel/wire.ts";
+import { emptyBatchBytes, encodeFailed, fitsAlone, withLetter } from "../kernel/wire.ts";
 import type { ResultBatcher, Settle } from "./result-batcher.ts";
 
 /**
@@ -66,7 +66,9 @@ export interface Delivery extends Settle {
 /**
  * Carries a plan out, in the order that loses nothing: a dead task's letter
  * first (its payload is gone once it is termed), then its entry into a
- * results message, and the ack or term only once that message is stored
+ * results message, naming that letter by the sequence its store answered
+ * (kernel/wire.ts: a redrive's marker takes back only a death of a letter it
+ * sends back), and the ack or term only once that message is stored
  * (the batcher calls `stored`). A failover is the caller's to report first;
  * here it is a retry after `delayMs` like a nak.
  */
@@ -77,7 +79,8 @@ export const answerTask = <D extends Delivery>(
   plan: AnswerPlan,
   delivery: D,
   results: Pick<ResultBatcher<D>, "add">,
-  storeDeadLetter: (error: string) => Promise<void>,
+  /** Stores the letter; answers its sequence in the dead-letter store (anything else: the entry names no letter). */
+  storeDeadLetter: (error: string) => Promise<unknown>,
 ): void | Promise<void> => {
   const { outcome, entry } = plan;
   if (entry === undefined) {
@@ -90,7 +93,7 @@ export const answerTask = <D extends Delivery>(
   }
   const stored = (async () => storeDeadLetter(outcome.error))();
   return stored.then(
-    () => results.add(jobId, entry, delivery),
+    (letter) => results.add(jobId, typeof letter === "number" ? withLetter(entry, letter) : entry, delivery),
     (error: unknown) => delivery.deadLetterLost(error),
   );
 };

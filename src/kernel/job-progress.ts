@@ -19,7 +19,26 @@ export interface ResultEntry {
   readonly redrive?: boolean;
   /** A redrive marker's redrive (the record's `redrive`); absent in markers written before it. */
   readonly id?: string;
+  /**
+   * A dead answer's letter, or the letters of its task a redrive marker sends back (sequences in
+   * the dead-letter store, kernel/wire.ts); absent in entries of earlier versions.
+   */
+  readonly l?: number | readonly number[];
 }
+
+/** The letter a dead answer names (undefined: none, an earlier version's or its letter not stored). */
+export const letterOf = (entry: ResultEntry): number | undefined =>
+  typeof entry.l === "number" ? entry.l : undefined;
+
+/**
+ * Whether a redrive marker takes back the dead answer of its task that names `letter`: only if
+ * it sends that letter back. A marker of a redrive that read the letters before the copy another
+ * redrive sent died again, landing after that new death, names the older letter only: it took
+ * the new death back, no copy followed (its task's id was used), and the job waited for the task
+ * until it stalled. Either one naming no letter (written by an earlier version): it does, as then.
+ */
+export const takesBack = (marker: ResultEntry, letter: number | undefined): boolean =>
+  !Array.isArray(marker.l) || letter === undefined || marker.l.includes(letter);
 
 export interface JobProgress extends JobCounts {
   readonly total: number;
@@ -31,6 +50,11 @@ export interface JobProgress extends JobCounts {
   readonly answered: Uint8Array;
   /** The subset of `answered` that died: only those may be redriven. */
   readonly deadBits: Uint8Array;
+  /**
+   * The letter each dead task's counted answer names (`letterOf`), of those that name one:
+   * which marker takes it back (`takesBack`). Absent: none. Replaced, never mutated.
+   */
+  readonly deadLetters?: ReadonlyMap<number, number>;
   readonly lastProgressAt: number;
   /** Tasks answered per second, exponentially weighted (time constant 10 s). */
   readonly throughput: number;
@@ -56,6 +80,7 @@ export interface CountedAnswers extends JobCounts {
   readonly added: number;
   readonly answered: Uint8Array;
   readonly deadBits: Uint8Array;
+  readonly deadLetters: ReadonlyMap<number, number> | undefined;
   /** False when the batch changed no bit (only duplicates, unknown indexes, redrives of live tasks). */
   readonly changed: boolean;
 }
@@ -90,7 +115,7 @@ const copyOf = (bits: Uint8Array, bytes: number): Uint8Array => {
  * changes none answers with them).
  */
 export const countAnswers = (
-  progress: Pick<JobProgress, "total" | "answered" | "deadBits">,
+  progress: Pick<JobProgress, "total" | "answered" | "deadBits" | "deadLetters">,
   entries: readonly ResultEntry[],
 ): CountedAnswers => {
   let done = 0;
@@ -100,15 +125,22 @@ export const countAnswers = (
   const bytes = Math.ceil(progress.total / 8);
   let answered: Uint8Array | undefined;
   let deadBits: Uint8Array | undefined;
+  let letters: Map<number, number> | undefined;
   for (const entry of entries) {
     const i = entry.i;
     if (!Number.isInteger(i) || i < 0 || i >= progress.total) continue;
     if (entry.redrive) {
       if (!hasBit(deadBits ?? progress.deadBits, i)) continue;
+      const letter = (letters ?? progress.deadLetters)?.get(i);
+      if (!takesBack(entry, letter)) continue;
       deadBits ??= copyOf(progress.deadBits, bytes);
       answered ??= copyOf(progress.answered, bytes);
       setBit(deadBits, i, false);
       setBit(answered, i, false);
+      if (letter !== undefined) {
+        letters ??= new Map(progress.deadLetters);
+        letters.delete(i);
+      }
       dead--;
       continue;
     }
@@ -121,6 +153,11 @@ export const countAnswers = (
       dead++;
       deadBits ??= copyOf(progress.deadBits, bytes);
       setBit(deadBits, i, true);
+      const letter = letterOf(entry);
+      if (letter !== undefined) {
+        letters ??= new Map(progress.deadLetters);
+        letters.set(i, letter);
+      }
     } else failed++;
   }
   return {
@@ -130,6 +167,7 @@ export const countAnswers = (
     added,
     answered: answered ?? progress.answered,
     deadBits: deadBits ?? progress.deadBits,
+    deadLetters: letters ?? progress.deadLetters,
     // Every change copies `answered` first.
     changed: answered !== undefined,
   };
@@ -216,6 +254,7 @@ export const afterResults = (
   const counts = {
     answered: fresh.answered,
     deadBits: fresh.deadBits,
+    ...(fresh.deadLetters === undefined ? {} : { deadLetters: fresh.deadLetters }),
     done: progress.done + fresh.done,
     failed: progress.failed + fresh.failed,
     dead: progress.dead + fresh.dead,

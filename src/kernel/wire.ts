@@ -8,9 +8,16 @@ import { MalformedMessage } from "./errors.ts";
  * - a task: `{"i":<index>,"p":<payload>}`; a task of a lane job of several tasks also names the
  *   submit that published it, `{"i":<index>,"s":"<submitId>","p":<payload>}` (`withSubmit`);
  * - a result entry: `{"i":n,"ok":true,"r":<result>}`, `{"i":n,"ok":false,"e":"<error>"}`
- *   (`,"dead":true` when its last delivery failed), or a redrive marker
- *   `{"i":n,"redrive":true,"id":"<redrive>"}` ("forget the dead answer of task n"; `id` is the
- *   redrive's, as its record write names it: absent in markers written before it);
+ *   (`,"dead":true` when its last delivery failed, then `,"l":<seq>`: its dead letter, written
+ *   just before it, by its sequence in the dead-letter store), or a redrive marker
+ *   `{"i":n,"redrive":true,"id":"<redrive>","l":[<seq>,…]}` ("forget the dead answer of task
+ *   n"; `id` is the redrive's, as its record write names it; `l` the letters of task n it sends
+ *   back). A marker takes back the task's dead answer only if it names that answer's letter
+ *   (`takesBack`, job-progress.ts): a redrive whose marker lands after the copy another redrive
+ *   sent has died again leaves that new death counted. Entries of earlier versions name no
+ *   letter (no `l`; no `id` either in markers older still), and a dead answer whose letter was
+ *   not stored names none: with either side naming none, a marker takes back the dead answer
+ *   before it, as those versions did;
  * - a results message: a JSON array of entries, many tasks per message;
  * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored;
  * - a held (delayed) task: `{"d":<due, ms since epoch>,"q":"<queue>","m":"<its task message id>","t":<task message>}`
@@ -41,9 +48,18 @@ export type ResultRecord =
       readonly ok: false;
       readonly e?: string;
       readonly dead?: boolean;
+      /** A dead answer's letter (its sequence in the dead-letter store); absent in earlier versions'. */
+      readonly l?: number;
       readonly redrive?: undefined;
     }
-  | { readonly i: number; readonly redrive: true; readonly id?: string; readonly ok?: undefined };
+  | {
+      readonly i: number;
+      readonly redrive: true;
+      readonly id?: string;
+      /** The letters of the task the redrive sends back; absent in earlier versions' markers. */
+      readonly l?: readonly number[];
+      readonly ok?: undefined;
+    };
 
 /** One progress note of one task. */
 export interface TaskProgress {
@@ -143,22 +159,30 @@ export const encodeDone = (index: number, value: unknown): string => {
 /** A success entry whose result is JSON text already (checked by whoever parsed it: the HTTP API). */
 export const encodeDoneJson = (index: number, json: string): string => `{"i":${index},"ok":true,"r":${json}}`;
 
-/** A failure entry: `dead` when the task's last delivery failed (counted dead, may be redriven). */
-export const encodeFailed = (index: number, error: string, dead: boolean): string =>
-  `{"i":${index},"ok":false,"e":${JSON.stringify(error)}${dead ? ',"dead":true' : ""}}`;
+/**
+ * A failure entry: `dead` when the task's last delivery failed (counted dead, may be redriven),
+ * naming its dead letter (`letter`, its sequence in the dead-letter store) when it has one.
+ */
+export const encodeFailed = (index: number, error: string, dead: boolean, letter?: number): string =>
+  `{"i":${index},"ok":false,"e":${JSON.stringify(error)}${dead ? `,"dead":true${letter === undefined ? "" : `,"l":${letter}`}` : ""}}`;
 
-/** The results message of a task that died unanswered (its error bounded like a dead letter's). */
-export const encodeDeadResult = (index: number, error: string): string =>
-  encodeBatch([encodeFailed(index, boundError(error), true)]);
+/** A dead answer `encodeFailed` wrote, naming its letter (its sequence in the dead-letter store) now it is stored. */
+export const withLetter = (entry: string, letter: number): string => `${entry.slice(0, -1)},"l":${letter}}`;
+
+/** The results message of a task that died unanswered (its error bounded like a dead letter's), naming its letter. */
+export const encodeDeadResult = (index: number, error: string, letter?: number): string =>
+  encodeBatch([encodeFailed(index, boundError(error), true, letter)]);
 
 /**
  * "Forget the dead answer of task `index`": written before the task is sent again, named by
- * the redrive (`id`, the record's `redrive`): the supervisor knows which redrives it counted.
+ * the redrive (`id`, the record's `redrive`): the supervisor knows which redrives it counted;
+ * naming the task's letters it sends back (`letters`, their sequences in the dead-letter
+ * store): it takes back only a dead answer of one of them.
  */
-export const encodeRedrive = (index: number, id?: string): string =>
+export const encodeRedrive = (index: number, id?: string, letters?: readonly number[]): string =>
   id === undefined
     ? `{"i":${index},"redrive":true}`
-    : `{"i":${index},"redrive":true,"id":${JSON.stringify(id)}}`;
+    : `{"i":${index},"redrive":true,"id":${JSON.stringify(id)}${letters === undefined ? "" : `,"l":[${letters.join(",")}]`}}`;
 
 /**
  * The id of a redrive whose markers name it: `<hash>-2`. A marker with no id was written by an
@@ -215,13 +239,18 @@ export const fitsAlone = (entry: string, maxBytes: number): boolean =>
 const isResult = (entry: unknown): entry is ResultRecord => {
   if (!isObject(entry) || !isIndex(entry.i)) return false;
   if (entry.redrive === true)
-    return entry.ok === undefined && (entry.id === undefined || typeof entry.id === "string");
+    return (
+      entry.ok === undefined &&
+      (entry.id === undefined || typeof entry.id === "string") &&
+      (entry.l === undefined || (Array.isArray(entry.l) && entry.l.every(isIndex)))
+    );
   if (entry.redrive !== undefined) return false;
   if (entry.ok === true) return true;
   return (
     entry.ok === false &&
     (entry.e === undefined || typeof entry.e === "string") &&
-    (entry.dead === undefined || typeof entry.dead === "boolean")
+    (entry.dead === undefined || typeof entry.dead === "boolean") &&
+    (entry.l === undefined || isIndex(entry.l))
   );
 };
 

@@ -243,8 +243,9 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       });
       expect(letter!.error).toMatch(/no answer after 2 deliveries/);
       await eventually(() => results.messages.length === 1);
+      // Naming its letter, by its sequence in the dead-letter store: a redrive's marker takes it back only if it sends that letter back.
       expect(JSON.parse(results.messages[0]!.body)).toEqual([
-        { i: 0, ok: false, dead: true, e: letter!.error },
+        { i: 0, ok: false, dead: true, e: letter!.error, l: letter!.seq },
       ]);
       await eventually(async () => expect(await counts(r)).toMatchObject({ waiting: 0, held: 0 }));
       await h.advance(ack * 3);
@@ -1211,11 +1212,14 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         at: Date.now(),
         source,
       });
-      await broker.storeDeadLetter(letter(1, "boom"), "d1");
-      await broker.storeDeadLetter(letter(1, "boom"), "d1"); // a retried store
-      await broker.storeDeadLetter(letter(0, "first"), "d2");
-      await broker.storeDeadLetter(letter(0, "second", "advisory"), "d3"); // the task died twice
+      const d1 = await broker.storeDeadLetter(letter(1, "boom"), "d1");
+      const retried = await broker.storeDeadLetter(letter(1, "boom"), "d1"); // a retried store
+      const d2 = await broker.storeDeadLetter(letter(0, "first"), "d2");
+      const d3 = await broker.storeDeadLetter(letter(0, "second", "advisory"), "d3"); // the task died twice
       const letters = await broker.listDeadLetters(queue, jobId);
+      // Each store answers its letter's sequence (its dead answer names it); a retried one, the first's.
+      expect(retried).toBe(d1);
+      expect(letters.map((l) => l.seq)).toEqual([d1, d2, d3]);
       expect(await broker.listDeadLetters(uid("q"), jobId)).toEqual([]); // another queue's job of that id
       expect(letters.map((l) => [l.index, l.error, l.taskId, l.payload])).toEqual([
         [1, "boom", `${jobId}.1`, { n: 1 }],

@@ -74,6 +74,13 @@ describe("answerTask", () => {
     ]);
   });
 
+  it("a dead task's entry names its letter by the sequence the store answered", async () => {
+    const { calls, delivery, results } = recorder();
+    const plan = planAnswer(2, { ok: false, error: new Error("busy") }, context({ attempt: 3 }));
+    await answerTask("j", plan, delivery, results, async () => 42);
+    expect(calls).toEqual(['add j {"i":2,"ok":false,"e":"busy (after 3 deliveries)","dead":true,"l":42}']);
+  });
+
   it("a dead letter not stored leaves the task unanswered: no entry", async () => {
     const { calls, delivery, results } = recorder();
     const plan = planAnswer(2, { ok: false, error: new Error("busy") }, context({ attempt: 3 }));

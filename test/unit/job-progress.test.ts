@@ -119,6 +119,41 @@ describe("countAnswers", () => {
     expect([...again.deadBits]).toEqual([0, 0]);
   });
 
+  it("a marker takes back only a dead answer whose letter it sends back; either naming none, any", () => {
+    const total = 4;
+    // Tasks 0-3 die, naming letters 10-13 (task 3: an earlier version's answer, naming none).
+    const died = countAnswers(fresh(total), [
+      { i: 0, ok: false, dead: true, l: 10 },
+      { i: 1, ok: false, dead: true, l: 11 },
+      { i: 2, ok: false, dead: true, l: 12 },
+      { i: 3, ok: false, dead: true },
+    ]);
+    const progress = { total, ...died };
+    expect([...(died.deadLetters ?? [])]).toEqual([
+      [0, 10],
+      [1, 11],
+      [2, 12],
+    ]);
+    const marked = countAnswers(progress, [
+      { i: 0, redrive: true, id: "b-2", l: [9] }, // a letter before task 0's death: not its
+      { i: 1, redrive: true, id: "b-2", l: [9, 11] },
+      { i: 2, redrive: true, id: "b-2" }, // an earlier version's marker
+      { i: 3, redrive: true, id: "b-2", l: [9] }, // an earlier version's answer
+    ]);
+    expect(marked).toMatchObject({ dead: -3, added: 0, changed: true });
+    expect([...marked.deadBits]).toEqual([0b0001]);
+    expect([...(marked.deadLetters ?? [])]).toEqual([[0, 10]]);
+    // The input untouched; the death taken back answered again, its new letter named.
+    expect([...(died.deadLetters ?? [])]).toHaveLength(3);
+    const again = countAnswers({ total, ...marked }, [
+      { i: 1, ok: false, dead: true, l: 21 },
+      { i: 0, redrive: true, id: "c-2", l: [10] },
+    ]);
+    expect(again).toMatchObject({ dead: 0, added: 1 });
+    expect([...again.deadBits]).toEqual([0b0010]);
+    expect([...(again.deadLetters ?? [])]).toEqual([[1, 21]]);
+  });
+
   it("a job none of whose tasks died shares one empty dead bitmap: its own is made at its first death, the shared one never written", () => {
     const a = fresh(16, { deadBits: noDeadBits });
     const b = fresh(3, { deadBits: noDeadBits });

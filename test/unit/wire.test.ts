@@ -15,6 +15,7 @@ import {
   encodeRedrive,
   encodeTask,
   fitsAlone,
+  withLetter,
   withSubmit,
 } from "../../src/kernel/wire.ts";
 
@@ -113,6 +114,40 @@ describe("results messages", () => {
     expect(decodeResults(encodeBatch([]))).toEqual([]);
   });
 
+  it("a dead answer names its letter, a marker the letters it sends back; entries naming none still read", () => {
+    const body = encodeBatch([
+      encodeFailed(0, "busy", true, 7),
+      withLetter(encodeFailed(1, "busy", true), 8),
+      encodeRedrive(0, "r-2", [3, 7]),
+      encodeFailed(3, "bad input", false, 10),
+    ]);
+    expect(body).toBe(
+      '[{"i":0,"ok":false,"e":"busy","dead":true,"l":7},{"i":1,"ok":false,"e":"busy","dead":true,"l":8},' +
+        '{"i":0,"redrive":true,"id":"r-2","l":[3,7]},{"i":3,"ok":false,"e":"bad input"}]',
+    );
+    expect(decodeResults(encodeDeadResult(2, "no answer", 9))).toEqual([
+      { i: 2, ok: false, e: "no answer", dead: true, l: 9 },
+    ]);
+    expect(
+      decodeResults(
+        '[{"i":0,"ok":false,"e":"busy","dead":true,"l":7},{"i":0,"redrive":true,"id":"r-2","l":[3,7]}]',
+      ),
+    ).toEqual([
+      { i: 0, ok: false, e: "busy", dead: true, l: 7 },
+      { i: 0, redrive: true, id: "r-2", l: [3, 7] },
+    ]);
+    // Written by earlier versions: no letter named.
+    expect(
+      decodeResults(
+        '[{"i":0,"ok":false,"e":"busy","dead":true},{"i":0,"redrive":true,"id":"r-2"},{"i":0,"redrive":true}]',
+      ),
+    ).toEqual([
+      { i: 0, ok: false, e: "busy", dead: true },
+      { i: 0, redrive: true, id: "r-2" },
+      { i: 0, redrive: true },
+    ]);
+  });
+
   it("round-trip awkward results and error texts", () => {
     const body = encodeBatch(
       awkward.flatMap((value, i) => [
@@ -149,6 +184,9 @@ describe("results messages", () => {
     ["an ok that is not a boolean", '[{"i":0,"ok":"yes"}]'],
     ["an error that is not a string", '[{"i":0,"ok":false,"e":{}}]'],
     ["a redrive marker with an answer", '[{"i":0,"redrive":true,"ok":true}]'],
+    ["a dead answer's letter that is not a sequence", '[{"i":0,"ok":false,"dead":true,"l":"7"}]'],
+    ["a marker's letters that are not sequences", '[{"i":0,"redrive":true,"l":[7,-1]}]'],
+    ["a marker's letters that are not a list", '[{"i":0,"redrive":true,"l":7}]'],
   ])("refuse %s whole", (_, body) => {
     malformed(() => decodeResults(body), "result");
   });

@@ -43,7 +43,8 @@ export interface LeasePort
   /**
    * Keeps a task that died on its last delivery (payload read from the task
    * store, last error) as a dead letter, so it can be redriven like one that
-   * died at a native worker.
+   * died at a native worker. Answers its sequence in the dead-letter store,
+   * which the task's dead answer names (none: it names no letter).
    */
   storeDeadLetter(letter: {
     queue: string;
@@ -52,7 +53,7 @@ export interface LeasePort
     ref: string;
     error: string;
     deliveries: number;
-  }): Promise<void>;
+  }): Promise<number | undefined> | Promise<void>;
 }
 
 /** Who calls: the token's identity and scope. */

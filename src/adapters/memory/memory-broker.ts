@@ -308,9 +308,9 @@ class MemoryJobBroker implements MemoryBroker {
     this.server.tasks.capturing = true;
   }
 
-  async storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void> {
+  async storeDeadLetter(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<number> {
     this.#open("dead-letters.store");
-    dead.storeDeadLetter(this.server, letter, msgId);
+    return dead.storeDeadLetter(this.server, letter, msgId);
   }
 
   async listDeadLetters(queue: string, jobId: string): Promise<DeadLetter[]> {

@@ -22,19 +22,19 @@ export const appendResults = (
   server.results.append(server.names.resultsSubject(queue, jobId), body, msgId);
 };
 
-/** Stored as on NATS: the letter with its task id, de-duplicated by `msgId`. */
+/** Stored as on NATS: the letter with its task id, de-duplicated by `msgId`; its sequence. */
 export const storeDeadLetter = (
   server: MemoryServerState,
   letter: Omit<DeadLetter, "seq" | "taskId">,
   msgId: string,
-): void => {
+): number => {
   const op = "dead-letters.store";
   server.assertOpen(op);
   checkToken(op, "queue", letter.queue);
   checkToken(op, "jobId", letter.jobId);
   const body = encodeDeadLetter(letter);
   server.checkPayload(op, body, msgId);
-  server.deadLetters.append(server.names.deadSubject(letter.queue, letter.jobId), body, msgId);
+  return server.deadLetters.append(server.names.deadSubject(letter.queue, letter.jobId), body, msgId);
 };
 
 export const listDeadLetters = (server: MemoryServerState, queue: string, jobId: string): DeadLetter[] => {
@@ -96,7 +96,7 @@ export const processExhausted = async (
         tasks.remove(advisory.seq);
         continue;
       }
-      storeDeadLetter(
+      const letter = storeDeadLetter(
         server,
         {
           queue,
@@ -114,7 +114,7 @@ export const processExhausted = async (
         server,
         queue,
         jobId,
-        encodeDeadResult(body.index, error),
+        encodeDeadResult(body.index, error, letter),
         `deadresult.${jobId}.${advisory.seq}`,
       );
     } catch (failure) {

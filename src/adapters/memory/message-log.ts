@@ -11,23 +11,31 @@ const duplicateWindowMs = 120_000;
  */
 export class DedupeWindow {
   readonly #clock: Clock;
-  /** Id → when it was first seen; insertion order is time order, so expiry pops from the front. */
-  readonly #seen = new Map<string, number>();
+  /**
+   * Id → when it was first seen, and the sequence its message took; insertion order is time
+   * order, so expiry pops from the front.
+   */
+  readonly #seen = new Map<string, { readonly at: number; readonly seq: number }>();
 
   constructor(clock: Clock) {
     this.#clock = clock;
   }
 
-  /** True when `msgId` is new (and remembers it); false for a duplicate. */
-  admit(msgId: string): boolean {
+  /** True when `msgId` is new (and remembers it, its message stored as `seq`); false for a duplicate. */
+  admit(msgId: string, seq = 0): boolean {
     const now = this.#clock.now();
-    for (const [id, at] of this.#seen) {
+    for (const [id, { at }] of this.#seen) {
       if (at + duplicateWindowMs > now) break;
       this.#seen.delete(id);
     }
     if (this.#seen.has(msgId)) return false;
-    this.#seen.set(msgId, now);
+    this.#seen.set(msgId, { at: now, seq });
     return true;
+  }
+
+  /** The sequence the message first seen with `msgId` took (as a duplicate's PubAck names it). */
+  seqOf(msgId: string): number | undefined {
+    return this.#seen.get(msgId)?.seq;
   }
 }
 
@@ -58,9 +66,12 @@ export class MessageLog {
     this.#dedupe = new DedupeWindow(clock);
   }
 
-  /** Stores the message unless its id is a duplicate; true when stored. */
-  append(subject: string, body: string, msgId: string): boolean {
-    if (!this.#dedupe.admit(msgId)) return false;
+  /**
+   * Stores the message unless its id is a duplicate; answers its sequence, or a duplicate's
+   * first's (as a JetStream PubAck does).
+   */
+  append(subject: string, body: string, msgId: string): number {
+    if (!this.#dedupe.admit(msgId, this.#seq + 1)) return this.#dedupe.seqOf(msgId) ?? 0;
     const message: LoggedMessage = { seq: ++this.#seq, body, at: this.#clock.now() };
     let messages = this.#subjects.get(subject);
     if (!messages) {
@@ -70,7 +81,7 @@ export class MessageLog {
     messages.push(message);
     this.#subjectOf.set(message.seq, subject);
     for (const listener of [...(this.#listeners.get(subject) ?? [])]) listener();
-    return true;
+    return message.seq;
   }
 
   /** The subject's messages now, oldest first (the live array: it grows as messages arrive). */

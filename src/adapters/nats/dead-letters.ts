@@ -139,12 +139,12 @@ export class NatsDeadLetters {
     });
   }
 
-  /** Stores a dead letter; its id makes a retried store land once. */
-  store(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<void> {
+  /** Stores a dead letter; its id makes a retried store land once. Its sequence (a duplicate's PubAck names the first's). */
+  store(letter: Omit<DeadLetter, "seq" | "taskId">, msgId: string): Promise<number> {
     return this.#broker.run("dead-letters.store", async (nc) => {
       await this.#setup(nc);
       const subject = this.#broker.names.deadSubject(letter.queue, letter.jobId);
-      await jetstream(nc).publish(subject, encodeDeadLetter(letter), { msgID: msgId });
+      return (await jetstream(nc).publish(subject, encodeDeadLetter(letter), { msgID: msgId })).seq;
     });
   }
 
@@ -346,10 +346,11 @@ export class NatsDeadLetters {
       at: Date.now(),
       source: "advisory" as const,
     };
-    await js.publish(n.deadSubject(queue, jobId), encodeDeadLetter(letter), {
+    const stored = await js.publish(n.deadSubject(queue, jobId), encodeDeadLetter(letter), {
       msgID: `dead.${jobId}.${exhausted.stream_seq}`,
     });
-    await this.#deadResult(js, exhausted, body.index, letter.error);
+    // Naming its letter (a retried store's PubAck names the first's sequence).
+    await this.#deadResult(js, exhausted, body.index, letter.error, stored.seq);
     // The letter is stored: a task left in the stream is only a leftover, its consumer long past it.
     await this.#removeTask(jsm, exhausted);
   }
@@ -361,11 +362,13 @@ export class NatsDeadLetters {
       .catch(() => undefined);
   }
 
-  #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string) {
+  #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string, letter?: number) {
     const { queue, jobId } = exhausted;
-    return js.publish(this.#broker.names.resultsSubject(queue, jobId), encodeDeadResult(index, error), {
-      msgID: `deadresult.${jobId}.${exhausted.stream_seq}`,
-    });
+    return js.publish(
+      this.#broker.names.resultsSubject(queue, jobId),
+      encodeDeadResult(index, error, letter),
+      { msgID: `deadresult.${jobId}.${exhausted.stream_seq}` },
+    );
   }
 
   /**
