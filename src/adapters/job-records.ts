@@ -72,6 +72,18 @@ export interface RecordsPage {
    */
   readonly store: string;
   /**
+   * The entry stored at `next` (`entryTag` in kernel/list-page.ts: its key and when it was
+   * stored); absent where not known (the memory broker, whose store never goes back).
+   */
+  readonly nextEntry?: string;
+  /**
+   * The entry stored at the query's `after` as this page found it: its tag, or `behind` when
+   * the store now ends before it; absent when nothing is there now (a key written again removes
+   * its older entry) or it is not known. Another tag than the cursor's, or `behind`: the store
+   * came back behind the page before (a backup restored), and the position means nothing now.
+   */
+  readonly afterEntry?: string;
+  /**
    * The stored records this page read and could not decode (a newer
    * version's, a field this version cannot read), in the order read; absent
    * when there were none. They are not in `records` whatever the filter

@@ -8,7 +8,7 @@ import type { ReapReport } from "../effects/reap-submits.ts";
 import { type Backoff, plainThenUntilDone } from "../effects/retry.ts";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
-import { cursorMismatch, encodeCursor, filterTag } from "../kernel/list-page.ts";
+import { cursorAfter, cursorMismatch } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
@@ -277,15 +277,11 @@ export class JobRegistry implements Jobs {
       ...(after === undefined ? {} : { after: after.position }),
       ...filter,
     });
-    const mismatch = after && cursorMismatch(after, filter, page.store);
+    const mismatch = after && cursorMismatch(after, filter, page);
     if (mismatch) throw new InvalidArgument({ message: `cursor: ${mismatch}`, field: "cursor" });
     this.#unreadableListed(page);
-    return page.next === undefined
-      ? { jobs: page.records }
-      : {
-          jobs: page.records,
-          next: encodeCursor({ position: page.next, store: page.store, filter: filterTag(filter) }),
-        };
+    const next = cursorAfter(page, filter);
+    return next === undefined ? { jobs: page.records } : { jobs: page.records, next };
   }
 
   async deadLetters(id: string): Promise<DeadLetter[]> {

@@ -69,6 +69,8 @@ export interface ListCursor {
   /** Absent in a cursor of an earlier version (`v1`), which is taken as a position only. */
   readonly store?: string;
   readonly filter?: string;
+  /** The entry stored at the position when it was read (`entryTag`); absent where not known. */
+  readonly at?: string;
 }
 
 /** A short tag of `text` (8 hex characters of its SHA-256). */
@@ -76,6 +78,9 @@ const tagOf = (text: string): string => createHash("sha256").update(text).digest
 
 /** The tag of a store's incarnation (on NATS, its bucket stream's creation time). */
 export const storeTag = (incarnation: string): string => tagOf(incarnation);
+
+/** The tag of a stored entry: its key and when it was stored. */
+export const entryTag = (key: string, stamp: string): string => tagOf(`${key}\n${stamp}`);
 
 /** The tag of a filter, whatever the order its queues and statuses were given in. */
 export const filterTag = (filter: RecordFilter): string =>
@@ -89,35 +94,64 @@ export const filterTag = (filter: RecordFilter): string =>
 // Versioned, so the position can change meaning later without old cursors being misread. `v1`
 // (the position alone) is still read: a walk begun before an upgrade goes on.
 const cursorV1 = /^v1:(0|[1-9]\d{0,15})$/;
-const cursorV2 = /^v2:(0|[1-9]\d{0,15}):([0-9a-f]{8}):([0-9a-f]{8})$/;
+const cursorV2 = /^v2:(0|[1-9]\d{0,15}):([0-9a-f]{8}):([0-9a-f]{8})(?::([0-9a-f]{8}))?$/;
 
 /** The cursor users get for the position a page ended at, in the store and filter it read. */
-export const encodeCursor = (cursor: Required<ListCursor>): string =>
-  Buffer.from(`v2:${cursor.position}:${cursor.store}:${cursor.filter}`).toString("base64url");
+export const encodeCursor = (cursor: Required<Omit<ListCursor, "at">> & Pick<ListCursor, "at">): string =>
+  Buffer.from(
+    `v2:${cursor.position}:${cursor.store}:${cursor.filter}${cursor.at === undefined ? "" : `:${cursor.at}`}`,
+  ).toString("base64url");
 
 /** What a cursor stands for; undefined for anything `encodeCursor` did not make. */
 export const decodeCursor = (cursor: unknown): ListCursor | undefined => {
   if (typeof cursor !== "string" || cursor.length > 64 || !/^[A-Za-z0-9_-]+$/.test(cursor)) return undefined;
   const text = Buffer.from(cursor, "base64url").toString("latin1");
-  const [, at, store, filter] = cursorV2.exec(text) ?? cursorV1.exec(text) ?? [];
-  const position = Number(at);
-  if (at === undefined || !Number.isSafeInteger(position)) return undefined;
-  return store !== undefined && filter !== undefined ? { position, store, filter } : { position };
+  const [, seq, store, filter, at] = cursorV2.exec(text) ?? cursorV1.exec(text) ?? [];
+  const position = Number(seq);
+  if (seq === undefined || !Number.isSafeInteger(position)) return undefined;
+  if (store === undefined || filter === undefined) return { position };
+  return { position, store, filter, ...(at === undefined ? {} : { at }) };
 };
 
+/** What a page read of the store, to check a cursor against (the port's `RecordsPage`). */
+export interface PageRead {
+  readonly store: string;
+  readonly afterEntry?: string;
+}
+
 /**
- * Why a cursor does not belong to this listing: made with another filter, or
- * in another store than the page read (`store`, that page's `storeTag`);
- * undefined when it does, or says neither (`v1`).
+ * Why a cursor does not belong to this listing: made with another filter, in
+ * another store than the page read (`store`, that page's `storeTag`), or in
+ * this store before it came back behind the cursor's position (a backup
+ * restored: the entry stored there now is another, or the store ends before
+ * it); undefined when it does, or says none of it (`v1`).
  */
 export const cursorMismatch = (
   cursor: ListCursor,
   filter: RecordFilter,
-  store: string,
+  page: PageRead,
 ): string | undefined => {
   if (cursor.filter !== undefined && cursor.filter !== filterTag(filter))
     return "made for another queue or status filter: pass it back with the filter of the page that gave it, or list from the first page";
-  if (cursor.store !== undefined && cursor.store !== store)
+  if (cursor.store !== undefined && cursor.store !== page.store)
     return "made before the job store was made again (the server came back with an empty store): list from the first page";
+  const otherThere =
+    cursor.at !== undefined && page.afterEntry !== undefined && page.afterEntry !== cursor.at;
+  if (cursor.store !== undefined && (page.afterEntry === "behind" || otherThere))
+    return "made before the job store came back behind it (its last writes lost, a backup restored): list from the first page";
   return undefined;
 };
+
+/** The cursor of the page after `page` (undefined: it reached the end), for the listing of `filter`. */
+export const cursorAfter = (
+  page: PageRead & { readonly next?: number; readonly nextEntry?: string },
+  filter: RecordFilter,
+): string | undefined =>
+  page.next === undefined
+    ? undefined
+    : encodeCursor({
+        position: page.next,
+        store: page.store,
+        filter: filterTag(filter),
+        ...(page.nextEntry === undefined ? {} : { at: page.nextEntry }),
+      });

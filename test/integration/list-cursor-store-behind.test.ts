@@ -65,7 +65,11 @@ describe("a list cursor into a store that came back behind it", () => {
     return id as string;
   };
 
-  it("the walk's next page lists the jobs written since, or is refused", { timeout: 90_000 }, async () => {
+  /**
+   * A walk's cursor taken with 33 jobs stored, the store put back to its first 3, then `since`
+   * jobs submitted: the walk goes on from the cursor.
+   */
+  const walkAfterRestore = async (since: number): Promise<string> => {
     for (let n = 0; n < 3; n++) await submitted();
     await copyStore(server.storeDir, backup); // the backup: 3 jobs
     for (let n = 0; n < 30; n++) await submitted();
@@ -76,10 +80,10 @@ describe("a list cursor into a store that came back behind it", () => {
 
     await copyStore(backup, server.storeDir); // back behind the cursor: the 3 jobs
     const fresh: string[] = [];
-    for (let n = 0; n < 10; n++) fresh.push(await submitted());
+    for (let n = 0; n < since; n++) fresh.push(await submitted());
     // From the start, the store lists them.
     const all = (await rt.jobs.list({ limit: 1000 })).jobs.map((j) => j.id);
-    expect(fresh.filter((id) => all.includes(id))).toHaveLength(10);
+    expect(fresh.filter((id) => all.includes(id))).toHaveLength(since);
 
     let outcome: string;
     const listed = new Set<string>();
@@ -95,7 +99,23 @@ describe("a list cursor into a store that came back behind it", () => {
       const { _tag, field } = error as { _tag?: string; field?: string };
       outcome = `refused: ${_tag} ${field}`;
     }
+    return outcome;
+  };
+
+  it("the walk's next page lists the jobs written since, or is refused", { timeout: 90_000 }, async () => {
     // Got: "listed 0 of the 10 jobs submitted since" (the same store tag; their sequences are below the cursor's).
-    expect(outcome).toMatch(/^(refused: InvalidArgument cursor|listed 10 of the 10 jobs submitted since)$/);
+    expect(await walkAfterRestore(10)).toMatch(
+      /^(refused: InvalidArgument cursor|listed 10 of the 10 jobs submitted since)$/,
+    );
+  });
+
+  it("the same once the store has grown past the cursor: another entry at its position", {
+    timeout: 90_000,
+  }, async () => {
+    // The store's end past the cursor's position again, with another record stored there: only
+    // that entry tells the store went back (the cursor names the entry it ended at).
+    expect(await walkAfterRestore(40)).toMatch(
+      /^(refused: InvalidArgument cursor|listed 40 of the 40 jobs submitted since)$/,
+    );
   });
 });

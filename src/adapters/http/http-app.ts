@@ -2,11 +2,10 @@ import { type Context, Hono } from "hono";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobRecord, JobStatus } from "../../kernel/job-record.ts";
 import {
+  cursorAfter,
   cursorMismatch,
   decodeCursor,
   defaultPageLimit,
-  encodeCursor,
-  filterTag,
   maxPageLimit,
 } from "../../kernel/list-page.ts";
 import type { Logger } from "../../kernel/logger.ts";
@@ -115,13 +114,12 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
       ...(after === undefined ? {} : { after: after.position }),
       ...filter,
     });
-    const mismatch = after && cursorMismatch(after, filter, page.store);
+    const mismatch = after && cursorMismatch(after, filter, page);
     if (mismatch) throw badRequest("cursor", mismatch);
+    const next = cursorAfter(page, filter);
     const body: JobListBody = {
       jobs: page.records.filter((r) => scope.allows(r.queue)).map(jobSummary),
-      ...(page.next === undefined
-        ? {}
-        : { next: encodeCursor({ position: page.next, store: page.store, filter: filterTag(filter) }) }),
+      ...(next === undefined ? {} : { next }),
     };
     return c.json(body);
   });

@@ -146,7 +146,9 @@ export interface BucketPage<T> {
  * One page of a KV bucket of history 1, in the order its keys were last
  * written: every message still in its stream is a key's current value (or
  * a delete marker, skipped), so reading the stream from sequence `after + 1`
- * on reads the current values that follow the last page, and the cost is
+ * on reads the current values that follow the last page (its consumer starts
+ * at `after` itself, and hands back what is stored there now:
+ * `afterStored`), and the cost is
  * what the page reads, not what the bucket holds. A throw-away consumer
  * (start sequence, no acks, in memory) is pulled with `no_wait` in growing
  * batches (the server answers at once with what it has, then a status: the
@@ -168,16 +170,27 @@ export const pageBucket = async <T>(
   jsm: JetStreamManager,
   bucket: string,
   page: BucketPage<T>,
-): Promise<{ items: T[]; next?: number }> => {
+): Promise<BucketPageRead<T>> => {
   const stream = `KV_${bucket}`;
   /** A key's subject is `$KV.<bucket>.<key>`. */
   const keyAt = `$KV.${bucket}.`.length;
   const items: T[] = [];
   let read = 0;
   let last = page.after;
+  let lastStored: StoredEntry | undefined;
+  let afterStored: StoredEntry | undefined;
   let asked = 0;
   /** The last purge marker read: a consumer made after reading it was not moved by it. */
   let purgeSeen = 0;
+  const stored = (m: { seq: number; msg: Msg }): StoredEntry => ({
+    key: m.msg.subject.slice(keyAt),
+    stamp: storedStampOf(m.msg.reply ?? ""),
+  });
+  const ended = (next: boolean): BucketPageRead<T> => ({
+    items,
+    ...(next ? { next: last, ...(lastStored ? { nextStored: lastStored } : {}) } : {}),
+    ...(afterStored ? { afterStored } : {}),
+  });
   let consumer = await pageConsumer(jsm, stream, last);
   try {
     for (;;) {
@@ -189,7 +202,13 @@ export const pageBucket = async <T>(
       const { messages, drained } = await pullNow(nc, stream, consumer, asked);
       let movedBy = 0;
       for (const m of messages) {
-        if (items.length === page.limit || read === page.maxScan) return { items, next: last };
+        // The entry the page starts after, read again (each consumer starts at it): what is
+        // stored there now (`afterStored`), not a record of the page.
+        if (m.seq <= last) {
+          if (m.seq === page.after && afterStored === undefined) afterStored = stored(m);
+          continue;
+        }
+        if (items.length === page.limit || read === page.maxScan) return ended(true);
         const operation = m.msg.headers?.get("KV-Operation");
         if (operation === "PURGE" && m.seq > purgeSeen && m.seq > last + 1) {
           movedBy = m.seq;
@@ -197,8 +216,9 @@ export const pageBucket = async <T>(
         }
         read++;
         last = m.seq;
+        lastStored = stored(m);
         if (operation === "DEL" || operation === "PURGE") continue;
-        const item = page.pick(m.msg.subject.slice(keyAt), m.msg.string());
+        const item = page.pick(lastStored.key, m.msg.string());
         if (item !== undefined) items.push(item);
       }
       if (movedBy > 0) {
@@ -206,21 +226,44 @@ export const pageBucket = async <T>(
         await dropConsumer(jsm, stream, consumer);
         consumer = await pageConsumer(jsm, stream, last);
         asked = 0;
-      } else if (drained) return { items };
+      } else if (drained) return ended(false);
     }
   } finally {
     await dropConsumer(jsm, stream, consumer);
   }
 };
 
-/** A consumer that reads the stream from `after + 1` on, once, without acks. */
+/** A stored entry as a page read it: its key, and when it was stored (the server's nanoseconds, as sent). */
+interface StoredEntry {
+  readonly key: string;
+  readonly stamp: string;
+}
+
+/** What `pageBucket` read. */
+export interface BucketPageRead<T> {
+  readonly items: T[];
+  /** Where the next page starts (absent: the read reached the end), and the entry stored there. */
+  readonly next?: number;
+  readonly nextStored?: StoredEntry;
+  /**
+   * The entry at `after` as stored now, when it still is: a store that came back behind what
+   * was read (a backup restored) may hold another there. Absent: none there now (its key was
+   * written again since, which removes it, or the stream ends before it).
+   */
+  readonly afterStored?: StoredEntry;
+}
+
+/**
+ * A consumer that reads the stream from `after` on (the entry the page starts after, read
+ * again to see that it is still the one read before), once, without acks.
+ */
 const pageConsumer = async (jsm: JetStreamManager, stream: string, after: number): Promise<string> => {
   // No filter subject: the bucket's stream holds only its keys, and the server counts an
   // unfiltered consumer's pending messages without walking the stream.
   const { name } = await jsm.consumers.add(stream, {
     ack_policy: AckPolicy.None,
     deliver_policy: DeliverPolicy.StartSequence,
-    opt_start_seq: after + 1,
+    opt_start_seq: Math.max(after, 1),
     mem_storage: true,
     inactive_threshold: nanos(30_000),
   });
@@ -284,6 +327,12 @@ const pullNow = async (
 };
 
 /** The stream sequence in a delivery's reply subject (`$JS.ACK.[<domain>.<account>.]<stream>.<consumer>.<delivered>.<sseq>.…`). */
+/** When a delivered message was stored: the timestamp its ack subject carries, as sent (nanoseconds). */
+const storedStampOf = (reply: string): string => {
+  const tokens = reply.split(".");
+  return tokens[tokens.length === 9 ? 7 : 9] ?? "";
+};
+
 const streamSequenceOf = (reply: string): number | undefined => {
   const tokens = reply.split(".");
   if (tokens[0] !== "$JS" || tokens[1] !== "ACK") return undefined;

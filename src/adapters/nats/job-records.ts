@@ -3,7 +3,13 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
-import { recordPicker, scanBound, storeTag, type UnreadableRecord } from "../../kernel/list-page.ts";
+import {
+  entryTag,
+  recordPicker,
+  scanBound,
+  storeTag,
+  type UnreadableRecord,
+} from "../../kernel/list-page.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { pageBucket, scanBucket, scanBucketEntries } from "./bucket-reads.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -214,7 +220,7 @@ export class NatsJobRecords {
       const unreadable: UnreadableRecord[] = [];
       // The bucket's incarnation, read beside the page: a position means nothing in a store made
       // again (its sequences start over), which its creation time tells.
-      const [{ items, next }, info] = await Promise.all([
+      const [{ items, next, nextStored, afterStored }, info] = await Promise.all([
         pageBucket(nc, jsm, this.#bucket, {
           after: query.after ?? 0,
           limit: query.limit,
@@ -223,10 +229,18 @@ export class NatsJobRecords {
         }),
         jsm.streams.info(`KV_${this.#bucket}`),
       ]);
+      const after = query.after ?? 0;
       return {
         records: items,
         store: storeTag(info.created),
         ...(next === undefined ? {} : { next }),
+        ...(nextStored === undefined ? {} : { nextEntry: entryTag(nextStored.key, nextStored.stamp) }),
+        // A store whose end is before the entry the page starts after came back behind it.
+        ...(after > info.state.last_seq
+          ? { afterEntry: "behind" as const }
+          : afterStored === undefined
+            ? {}
+            : { afterEntry: entryTag(afterStored.key, afterStored.stamp) }),
         ...(unreadable.length === 0 ? {} : { unreadable }),
       };
     });
