@@ -122,6 +122,9 @@ export const checkGraph = (nodes: Readonly<Record<string, { readonly dependsOn?:
       if (!Object.hasOwn(nodes, dep))
         bad(`jobs.${name}.dependsOn[${n}]`, `no job named ${JSON.stringify(dep)} in the flow`);
       if (dep === name) bad(`jobs.${name}.dependsOn[${n}]`, "a job cannot depend on itself");
+      // Once: the same request without the repeat would be another request (its digest).
+      if (decoded.value.indexOf(dep) !== n)
+        bad(`jobs.${name}.dependsOn[${n}]`, `${JSON.stringify(dep)} is named twice`);
     });
   }
   const cycle = findCycle(names, (name) => (nodes[name]?.dependsOn as readonly string[] | undefined) ?? []);
