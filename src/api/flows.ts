@@ -2,7 +2,13 @@ import { Effect } from "effect";
 import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import { retryWith } from "../effects/retry.ts";
-import { IdempotencyConflict, InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
+import {
+  IdempotencyConflict,
+  InvalidArgument,
+  OperationTimeout,
+  RuntimeStopped,
+  TransientBrokerError,
+} from "../kernel/errors.ts";
 import {
   allNodesEnded,
   type FlowNode,
@@ -106,6 +112,21 @@ const readAgain = <A>(read: () => Promise<A>): Promise<A> =>
     ),
   );
 
+/**
+ * The write's failure, naming the flow when whether it was made is not known: its answer lost
+ * and the flow not read back either. It may run (another runtime's sweep drives it), so the
+ * caller is told its id, to look it up or cancel it; named by nothing, it could do neither, and
+ * a retry made a second flow (`flows-submit-answer-lost-long.test.ts`, found by a review).
+ */
+const mayBeMade = (error: unknown, id: string): unknown => {
+  const said = `flow ${id} may have been made (its write's answer was lost and it could not be read back): rt.flows.get("${id}") says`;
+  if (error instanceof OperationTimeout)
+    return new OperationTimeout({ ...error, message: `${error.message}; ${said}` });
+  if (error instanceof TransientBrokerError)
+    return new TransientBrokerError({ ...error, message: `${error.message}; ${said}` });
+  return error;
+};
+
 export class FlowRegistry {
   readonly #core: RuntimeCore;
   readonly #broker: Broker;
@@ -144,9 +165,13 @@ export class FlowRegistry {
         // lost), or by a racing submit of the same flow: the flow is made. Otherwise the submit
         // failed, and nothing of it runs. A read that fails says neither (the connection that
         // lost the answer may still be down): read again a few times before taking it as none.
-        const found = await readAgain(() => this.#broker.flows.getFlow(record.id)).catch(() => undefined);
+        let unread = false;
+        const found = await readAgain(() => this.#broker.flows.getFlow(record.id)).catch(() => {
+          unread = true;
+          return undefined;
+        });
         if (!found || !isSameFlow(found.record, record)) {
-          writeError = found ? this.#conflict(found.record) : error;
+          writeError = found ? this.#conflict(found.record) : unread ? mayBeMade(error, record.id) : error;
           throw writeError;
         }
         made = found.record;
