@@ -54,7 +54,7 @@ export interface JobProgress extends JobCounts {
    * The letter each dead task's counted answer names (`letterOf`), of those that name one:
    * which marker takes it back (`takesBack`). Absent: none. Replaced, never mutated.
    */
-  readonly deadLetters?: ReadonlyMap<number, number>;
+  readonly deadLetters?: DeadLetterSeqs;
   readonly lastProgressAt: number;
   /** Tasks answered per second, exponentially weighted (time constant 10 s). */
   readonly throughput: number;
@@ -80,7 +80,7 @@ export interface CountedAnswers extends JobCounts {
   readonly added: number;
   readonly answered: Uint8Array;
   readonly deadBits: Uint8Array;
-  readonly deadLetters: ReadonlyMap<number, number> | undefined;
+  readonly deadLetters: DeadLetterSeqs | undefined;
   /** False when the batch changed no bit (only duplicates, unknown indexes, redrives of live tasks). */
   readonly changed: boolean;
 }
@@ -110,6 +110,54 @@ const copyOf = (bits: Uint8Array, bytes: number): Uint8Array => {
 };
 
 /**
+ * The letters of a job's dead tasks, by task index, in chunks of `letterChunk` indexes: a
+ * batch that changes some copies the chunks it changes and the list of them, not every letter.
+ * One map copied whole at each batch holding a death made counting an outage's deaths grow
+ * with their square (40,000 dead tasks: seconds against milliseconds succeeded; a review,
+ * `job-progress-dead-cost.test.ts`).
+ */
+export type DeadLetterSeqs = readonly (ReadonlyMap<number, number> | undefined)[];
+
+const letterChunk = 1024;
+
+/** The letter of task `i` in `seqs`. */
+const letterAt = (seqs: DeadLetterSeqs | undefined, i: number): number | undefined =>
+  seqs?.[Math.floor(i / letterChunk)]?.get(i);
+
+/** Copies of `seqs`' chunks to change, each copied once per batch (`changed` notes which). */
+class LetterChanges {
+  readonly #from: DeadLetterSeqs | undefined;
+  #chunks: (ReadonlyMap<number, number> | undefined)[] | undefined;
+  readonly #copied = new Set<number>();
+
+  constructor(from: DeadLetterSeqs | undefined) {
+    this.#from = from;
+  }
+
+  get(i: number): number | undefined {
+    return letterAt(this.#chunks ?? this.#from, i);
+  }
+
+  set(i: number, letter: number | undefined): void {
+    const n = Math.floor(i / letterChunk);
+    this.#chunks ??= [...(this.#from ?? [])];
+    let chunk = this.#chunks[n] as Map<number, number> | undefined;
+    if (!this.#copied.has(n)) {
+      chunk = new Map(chunk);
+      this.#chunks[n] = chunk;
+      this.#copied.add(n);
+    }
+    if (letter === undefined) chunk?.delete(i);
+    else chunk?.set(i, letter);
+  }
+
+  /** The letters after the batch: `from` itself when it changed none. */
+  result(): DeadLetterSeqs | undefined {
+    return this.#chunks ?? this.#from;
+  }
+}
+
+/**
  * Counts the entries not seen before, in copies of the bitmaps made at the
  * first bit a batch changes (the inputs stay as they were; a batch that
  * changes none answers with them).
@@ -125,22 +173,24 @@ export const countAnswers = (
   const bytes = Math.ceil(progress.total / 8);
   let answered: Uint8Array | undefined;
   let deadBits: Uint8Array | undefined;
-  let letters: Map<number, number> | undefined;
+  // Made at the first letter a batch changes: a batch of successes allocates nothing for them.
+  let letters: LetterChanges | undefined;
+  const changeLetter = (i: number, letter: number | undefined) => {
+    letters ??= new LetterChanges(progress.deadLetters);
+    letters.set(i, letter);
+  };
   for (const entry of entries) {
     const i = entry.i;
     if (!Number.isInteger(i) || i < 0 || i >= progress.total) continue;
     if (entry.redrive) {
       if (!hasBit(deadBits ?? progress.deadBits, i)) continue;
-      const letter = (letters ?? progress.deadLetters)?.get(i);
+      const letter = letters ? letters.get(i) : letterAt(progress.deadLetters, i);
       if (!takesBack(entry, letter)) continue;
       deadBits ??= copyOf(progress.deadBits, bytes);
       answered ??= copyOf(progress.answered, bytes);
       setBit(deadBits, i, false);
       setBit(answered, i, false);
-      if (letter !== undefined) {
-        letters ??= new Map(progress.deadLetters);
-        letters.delete(i);
-      }
+      if (letter !== undefined) changeLetter(i, undefined);
       dead--;
       continue;
     }
@@ -154,10 +204,7 @@ export const countAnswers = (
       deadBits ??= copyOf(progress.deadBits, bytes);
       setBit(deadBits, i, true);
       const letter = letterOf(entry);
-      if (letter !== undefined) {
-        letters ??= new Map(progress.deadLetters);
-        letters.set(i, letter);
-      }
+      if (letter !== undefined) changeLetter(i, letter);
     } else failed++;
   }
   return {
@@ -167,7 +214,7 @@ export const countAnswers = (
     added,
     answered: answered ?? progress.answered,
     deadBits: deadBits ?? progress.deadBits,
-    deadLetters: letters ?? progress.deadLetters,
+    deadLetters: letters ? letters.result() : progress.deadLetters,
     // Every change copies `answered` first.
     changed: answered !== undefined,
   };

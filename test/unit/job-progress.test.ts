@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import {
   afterResults,
   countAnswers,
+  type DeadLetterSeqs,
   estimateEtaMs,
   FirstAnswers,
   type JobProgress,
@@ -37,6 +38,10 @@ const fresh = (total: number, overrides: Partial<JobProgress> = {}): JobProgress
 });
 
 const ok = (...indexes: number[]): ResultEntry[] => indexes.map((i) => ({ i, ok: true }));
+
+/** A job's dead tasks' letters as [index, letter] pairs, whatever chunks hold them. */
+const lettersOf = (seqs: DeadLetterSeqs | undefined): [number, number][] =>
+  (seqs ?? []).flatMap((chunk) => [...(chunk ?? [])]);
 
 describe("FirstAnswers", () => {
   it("a task first answered by a success or a failure is alive; one that died first is not, whatever came after", () => {
@@ -129,7 +134,7 @@ describe("countAnswers", () => {
       { i: 3, ok: false, dead: true },
     ]);
     const progress = { total, ...died };
-    expect([...(died.deadLetters ?? [])]).toEqual([
+    expect(lettersOf(died.deadLetters)).toEqual([
       [0, 10],
       [1, 11],
       [2, 12],
@@ -142,16 +147,43 @@ describe("countAnswers", () => {
     ]);
     expect(marked).toMatchObject({ dead: -3, added: 0, changed: true });
     expect([...marked.deadBits]).toEqual([0b0001]);
-    expect([...(marked.deadLetters ?? [])]).toEqual([[0, 10]]);
+    expect(lettersOf(marked.deadLetters)).toEqual([[0, 10]]);
     // The input untouched; the death taken back answered again, its new letter named.
-    expect([...(died.deadLetters ?? [])]).toHaveLength(3);
+    expect(lettersOf(died.deadLetters)).toHaveLength(3);
     const again = countAnswers({ total, ...marked }, [
       { i: 1, ok: false, dead: true, l: 21 },
       { i: 0, redrive: true, id: "c-2", l: [10] },
     ]);
     expect(again).toMatchObject({ dead: 0, added: 1 });
     expect([...again.deadBits]).toEqual([0b0010]);
-    expect([...(again.deadLetters ?? [])]).toEqual([[1, 21]]);
+    expect(lettersOf(again.deadLetters)).toEqual([[1, 21]]);
+  });
+
+  it("letters far apart are kept apart: a batch copies the chunks it changes, the others shared, the input untouched", () => {
+    const total = 5000;
+    const died = countAnswers(fresh(total), [
+      { i: 0, ok: false, dead: true, l: 1 },
+      { i: 1023, ok: false, dead: true, l: 2 },
+      { i: 1024, ok: false, dead: true, l: 3 },
+      { i: 4999, ok: false, dead: true, l: 4 },
+    ]);
+    const taken = countAnswers({ total, ...died }, [{ i: 1024, redrive: true, id: "r-2", l: [3] }]);
+    expect(taken).toMatchObject({ dead: -1 });
+    expect(lettersOf(taken.deadLetters)).toEqual([
+      [0, 1],
+      [1023, 2],
+      [4999, 4],
+    ]);
+    expect(lettersOf(died.deadLetters)).toHaveLength(4);
+    // The chunks the batch did not change are the same objects.
+    expect(taken.deadLetters?.[0]).toBe(died.deadLetters?.[0]);
+    expect(taken.deadLetters?.[4]).toBe(died.deadLetters?.[4]);
+    expect(taken.deadLetters?.[1]).not.toBe(died.deadLetters?.[1]);
+    // A marker of a letter the task's death does not name, in another chunk, takes nothing back.
+    expect(countAnswers({ total, ...taken }, [{ i: 4999, redrive: true, id: "s-2", l: [2] }])).toMatchObject({
+      dead: 0,
+      changed: false,
+    });
   });
 
   it("a job none of whose tasks died shares one empty dead bitmap: its own is made at its first death, the shared one never written", () => {
