@@ -8,7 +8,7 @@ import type { ReapReport } from "../effects/reap-submits.ts";
 import { type Backoff, plainThenUntilDone } from "../effects/retry.ts";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
-import { cursorAfter, cursorMismatch } from "../kernel/list-page.ts";
+import { readListing } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { check, checkListQuery, SubjectToken } from "../kernel/validation.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
@@ -268,19 +268,16 @@ export class JobRegistry implements Jobs {
   async list(query: JobListQuery = {}): Promise<JobPage> {
     requireRole(this.#core.options.roles, "submitter", "rt.jobs.list()");
     const { status, queue, limit, after } = checkListQuery(query);
-    const filter = {
-      ...(queue === undefined ? {} : { queues: [queue] }),
-      ...(status === undefined ? {} : { statuses: [status] }),
-    };
-    const page = await this.#broker.listRecordsPage({
-      limit,
-      ...(after === undefined ? {} : { after: after.position }),
-      ...filter,
-    });
-    const mismatch = after && cursorMismatch(after, filter, page);
-    if (mismatch) throw new InvalidArgument({ message: `cursor: ${mismatch}`, field: "cursor" });
+    const { page, next } = await readListing(
+      (asked) => this.#broker.listRecordsPage(asked),
+      {
+        limit,
+        ...(queue === undefined ? {} : { queues: [queue] }),
+        ...(status === undefined ? {} : { statuses: [status] }),
+      },
+      after,
+    );
     this.#unreadableListed(page);
-    const next = cursorAfter(page, filter);
     return next === undefined ? { jobs: page.records } : { jobs: page.records, next };
   }
 

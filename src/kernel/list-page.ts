@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { InvalidArgument } from "./errors.ts";
 import { decodeRecord, type JobRecord, type JobStatus } from "./job-record.ts";
 
 /**
@@ -142,11 +143,40 @@ export const cursorMismatch = (
   return undefined;
 };
 
+/** A page asked of a listing: its filter, its size, and where it starts (absent: the first). */
+export interface ListingQuery extends RecordFilter {
+  readonly limit: number;
+  readonly after?: number;
+}
+
+/**
+ * One page of the listing `query` names after `cursor` (from the start without one), as
+ * `rt.jobs.list()` and `GET /jobs` read it: the page, read after the cursor's position; the
+ * cursor checked against what that page read (`cursorMismatch`: an `InvalidArgument` naming
+ * `cursor`, or the caller's `refuse` of its reason); and the cursor of the page after it
+ * (absent: it reached the end).
+ */
+export const readListing = async <P extends PageAfter>(
+  read: (query: ListingQuery) => Promise<P>,
+  query: Omit<ListingQuery, "after">,
+  cursor: ListCursor | undefined,
+  refuse = (why: string): Error => new InvalidArgument({ message: `cursor: ${why}`, field: "cursor" }),
+): Promise<{ page: P; next?: string }> => {
+  const page = await read(cursor === undefined ? query : { ...query, after: cursor.position });
+  const mismatch = cursor && cursorMismatch(cursor, query, page);
+  if (mismatch) throw refuse(mismatch);
+  const next = cursorAfter(page, query);
+  return next === undefined ? { page } : { page, next };
+};
+
+/** A page as `cursorAfter` reads it: what it read of the store, and where the next one starts. */
+interface PageAfter extends PageRead {
+  readonly next?: number;
+  readonly nextEntry?: string;
+}
+
 /** The cursor of the page after `page` (undefined: it reached the end), for the listing of `filter`. */
-export const cursorAfter = (
-  page: PageRead & { readonly next?: number; readonly nextEntry?: string },
-  filter: RecordFilter,
-): string | undefined =>
+const cursorAfter = (page: PageAfter, filter: RecordFilter): string | undefined =>
   page.next === undefined
     ? undefined
     : encodeCursor({

@@ -1,13 +1,7 @@
 import { type Context, Hono } from "hono";
 import { InvalidArgument, isTransient, RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobRecord, JobStatus } from "../../kernel/job-record.ts";
-import {
-  cursorAfter,
-  cursorMismatch,
-  decodeCursor,
-  defaultPageLimit,
-  maxPageLimit,
-} from "../../kernel/list-page.ts";
+import { decodeCursor, defaultPageLimit, maxPageLimit, readListing } from "../../kernel/list-page.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { subjectTokenPattern } from "../../kernel/validation.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
@@ -105,18 +99,16 @@ export const createHttpApp = (deps: HttpAppDeps): Hono<Env> => {
     const queues = queue === undefined ? scope.queues && [...scope.queues] : [queue];
     const wanted: JobStatus[] | undefined =
       status === undefined ? undefined : status === "active" ? ["running", "stalled"] : [status as JobStatus];
-    const filter = {
-      ...(queues === undefined ? {} : { queues }),
-      ...(wanted === undefined ? {} : { statuses: wanted }),
-    };
-    const page = await deps.listJobs({
-      limit,
-      ...(after === undefined ? {} : { after: after.position }),
-      ...filter,
-    });
-    const mismatch = after && cursorMismatch(after, filter, page);
-    if (mismatch) throw badRequest("cursor", mismatch);
-    const next = cursorAfter(page, filter);
+    const { page, next } = await readListing(
+      deps.listJobs,
+      {
+        limit,
+        ...(queues === undefined ? {} : { queues }),
+        ...(wanted === undefined ? {} : { statuses: wanted }),
+      },
+      after,
+      (why) => badRequest("cursor", why),
+    );
     const body: JobListBody = {
       jobs: page.records.filter((r) => scope.allows(r.queue)).map(jobSummary),
       ...(next === undefined ? {} : { next }),
