@@ -1,20 +1,30 @@
 import net from "node:net";
+import { Transform } from "node:stream";
 
 /**
  * A TCP proxy on a random loopback port in front of `target` (a nats://
  * URL): `cut()` drops every connection through it and refuses new ones
  * until `restore()`, so one client loses its server while the server and
- * its other clients stay up.
+ * its other clients stay up. `drop()` keeps the connections open and drops
+ * the bytes instead, from the server only (the client's requests land, their
+ * answers are lost) or both ways (a partition with no reset: the client
+ * still counts itself connected); `reset()` ends that and every connection
+ * through it, and new ones are served.
  */
 export const tcpProxy = async (target: string) => {
   const { hostname, port } = new URL(target);
   let cut = false;
+  let dropping: "none" | "fromServer" | "both" = "none";
   const sockets = new Set<net.Socket>();
+  /** Passes the bytes on unless `drops()` says otherwise. */
+  const gate = (drops: () => boolean) =>
+    new Transform({ transform: (chunk, _encoding, done) => done(null, drops() ? undefined : chunk) });
   const server = net.createServer((client) => {
     if (cut) return client.destroy();
     const upstream = net.connect(Number(port), hostname);
     sockets.add(client).add(upstream);
-    client.pipe(upstream).pipe(client);
+    client.pipe(gate(() => dropping === "both")).pipe(upstream);
+    upstream.pipe(gate(() => dropping !== "none")).pipe(client);
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -26,19 +36,31 @@ export const tcpProxy = async (target: string) => {
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
   const address = server.address() as net.AddressInfo;
+  const destroyAll = () => {
+    for (const socket of sockets) socket.destroy();
+    sockets.clear();
+  };
   return {
     url: `nats://127.0.0.1:${address.port}`,
     cut: () => {
       cut = true;
-      for (const socket of sockets) socket.destroy();
-      sockets.clear();
+      destroyAll();
     },
     restore: () => {
       cut = false;
     },
+    /** The bytes from the server (`fromServer`), or both ways, dropped from now on; the connections stay open. */
+    drop: (which: "fromServer" | "both") => {
+      dropping = which;
+    },
+    /** No byte dropped any more, and every connection through it ended: new ones are served. */
+    reset: () => {
+      dropping = "none";
+      destroyAll();
+    },
     close: () =>
       new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
+        destroyAll();
         server.close(() => resolve());
       }),
   };

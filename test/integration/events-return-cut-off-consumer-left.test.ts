@@ -12,6 +12,14 @@
  * process that died leaves its consumer to expire. The server and the
  * submitting runtime are never cut off; only the reader's runtime, through a
  * TCP proxy on loopback.
+ *
+ * A second review: through a partition with no reset (packets lost, no RST:
+ * the client still counts itself connected until its pings go unanswered,
+ * 30 s × 2 by default), each try of the delete waits out its 5 s request
+ * timeout, and with the runtime's default three attempts the retry gave up
+ * ~16 s after it started, long before the 60 s: the consumer was left after
+ * the client reconnected. The link heals (the sockets through the proxy are
+ * dropped and the client reconnects at once) 25 s after `return()` began.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
@@ -53,9 +61,9 @@ describe("an events reader ended while its process is cut off from the server", 
     }
   };
 
-  it("its consumer is gone once the connection is back", { timeout: 30_000 }, async () => {
-    // The records bucket exists once a job was submitted.
-    await submitter.jobs.submit({ queue: "cut", tasks: [1] });
+  /** The reader's events read and dropped, its consumer in place (the records bucket made by a job of `queue`). */
+  const readerStarted = async (queue: string) => {
+    await submitter.jobs.submit({ queue, tasks: [1] });
     const events = reader.jobs.events();
     const reading = (async () => {
       for await (const _ of events) {
@@ -64,6 +72,11 @@ describe("an events reader ended while its process is cut off from the server", 
     })();
     await events.ready;
     expect(await readerConsumers()).toHaveLength(1);
+    return { events, reading };
+  };
+
+  it("its consumer is gone once the connection is back", { timeout: 30_000 }, async () => {
+    const { events, reading } = await readerStarted("cut");
 
     proxy.cut();
     // return() resolves (after ~5 s, its delete timed out); the iterator is done.
@@ -79,6 +92,33 @@ describe("an events reader ended while its process is cut off from the server", 
     await waitUntil(async () => (await readerConsumers()).length === 0, {
       timeoutMs: 15_000,
       message: "the reader's consumer deleted once the connection was back",
+    });
+  });
+
+  it("through a partition with no reset, its consumer is gone once the link heals, within the 60 s", {
+    timeout: 90_000,
+  }, async () => {
+    const { events, reading } = await readerStarted("hole");
+
+    const cutAt = Date.now();
+    proxy.drop("both");
+    // return() resolves after ~5 s (its delete timed out); the background delete starts then.
+    await events.return();
+    await reading;
+    await new Promise((resolve) => setTimeout(resolve, 25_000 - (Date.now() - cutAt)));
+    // The premise: the client never noticed (its pings are 30 s apart), so every try was made.
+    expect(reader.connection.state).toBe("connected");
+
+    proxy.reset();
+    await waitUntil(async () => (await readerConsumers()).length === 0 || Date.now() - cutAt > 42_000, {
+      timeoutMs: 20_000,
+      message: "the consumer deleted, or 42 s since the cut",
+    });
+    // Got: ["events_<random>_1"], 17 s after the heal (the retry gave up ~21 s after the cut, after its
+    // 3 attempts of 5 s each); removed by the server only at its 60 s inactive threshold.
+    expect({ left: await readerConsumers(), sinceCutMs: Date.now() - cutAt < 55_000 }).toEqual({
+      left: [],
+      sinceCutMs: true,
     });
   });
 });

@@ -12,12 +12,11 @@
  * it runs. Review test. Oracles: the flows bucket read raw (a nats.js client
  * of the test's own) and the handlers' ledger.
  *
- * The connection is deafened by a proxy of the test's own: bytes from the
+ * The connection is deafened by the harness's TCP proxy: bytes from the
  * client still reach the server, the server's answers are dropped (as a
  * connection cut just after the create went out, and down for longer than
  * the deadline). It is cut for good afterwards, so the client reconnects.
  */
-import net from "node:net";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
@@ -25,57 +24,17 @@ import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { liveKeys } from "../harness/kv-keys.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { tcpProxy } from "../harness/tcp-proxy.ts";
 import { waitUntil } from "../harness/wait.ts";
-
-/** A loopback proxy whose server-to-client direction can be dropped (`deafen`) and whose links can be cut. */
-const deafeningProxy = async (target: string) => {
-  const { hostname, port } = new URL(target);
-  let deaf = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(port), hostname);
-    sockets.add(client).add(upstream);
-    client.on("data", (chunk) => upstream.write(chunk));
-    upstream.on("data", (chunk) => {
-      if (!deaf) client.write(chunk);
-    });
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  return {
-    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    deafen: () => {
-      deaf = true;
-    },
-    /** Every link dropped; new ones are served normally. */
-    reset: () => {
-      deaf = false;
-      for (const socket of sockets) socket.destroy();
-      sockets.clear();
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-};
 
 let nats: NatsServerHandle;
 let nc: NatsConnection;
-let proxy: Awaited<ReturnType<typeof deafeningProxy>>;
+let proxy: Awaited<ReturnType<typeof tcpProxy>>;
 const runtimes: Runtime[] = [];
 beforeAll(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
-  proxy = await deafeningProxy(nats.url);
+  proxy = await tcpProxy(nats.url);
 });
 afterAll(async () => {
   proxy?.reset();
@@ -124,7 +83,7 @@ it("a submit rejected while its flow was made names the flow, or nothing of it r
   const flows = partsOf(a).broker.flows;
   const create = flows.createFlow.bind(flows);
   (flows as { createFlow: typeof flows.createFlow }).createFlow = (record) => {
-    proxy.deafen();
+    proxy.drop("fromServer");
     return create(record);
   };
 
