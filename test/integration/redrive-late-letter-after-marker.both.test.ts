@@ -16,7 +16,7 @@
  * stores it, the letters, the handler's ledger.
  */
 import { describe, expect, it } from "vitest";
-import { holdMarkers, memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { holdMarkers, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 describe.each([
@@ -46,12 +46,7 @@ describe.each([
       });
       const threw0 = () => ran.filter(([i, r]) => i === 0 && r === "threw").length;
       try {
-        const job = await a.jobs.submit<number, number>({
-          queue,
-          tasks: [1, 2, 3],
-          maxDeliver: 1,
-          backoff: [0],
-        });
+        const job = await submitDying(a, queue, { tasks: [1, 2, 3] });
         expect(await job.done()).toMatchObject({ status: "failed", dead: 3 });
         const big = b.jobs.redrive(job.id, [0, 1]);
         await holdB.reached.opened;

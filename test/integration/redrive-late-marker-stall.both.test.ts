@@ -15,7 +15,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { holdMarkers, memorySide, natsSide } from "../harness/redrive-sides.ts";
+import { holdMarkers, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -55,12 +55,7 @@ describe.each([
     });
     const runsOf = (index: number) => ran.filter(([i]) => i === index).map(([, r]) => r);
     try {
-      const job = await a.jobs.submit<number, number>({
-        queue,
-        tasks: [1, 2, 3],
-        maxDeliver: 1,
-        backoff: [0],
-      });
+      const job = await submitDying(a, queue, { tasks: [1, 2, 3] });
       expect(await job.done()).toMatchObject({ status: "failed", dead: 3 });
       // B reads the letters, then waits at its markers.
       const big = b.jobs.redrive(job.id, [0, 1]);
