@@ -114,7 +114,7 @@ const copyOf = (bits: Uint8Array, bytes: number): Uint8Array => {
  * batch that changes some copies the chunks it changes and the list of them, not every letter.
  * One map copied whole at each batch holding a death made counting an outage's deaths grow
  * with their square (40,000 dead tasks: seconds against milliseconds succeeded; a review,
- * `job-progress-dead-cost.test.ts`).
+ * `job-progress.test.ts`).
  */
 export type DeadLetterSeqs = readonly (ReadonlyMap<number, number> | undefined)[];
 
