@@ -134,7 +134,7 @@ export interface FlakyWorker {
 
 /**
  * A worker whose upstream is down for one task: the task at index `dying`
- * throws ("upstream down") until `mend()`, every other run answers its
+ * (or every task: `"every"`) throws ("upstream down") until `mend()`, every other run answers its
  * payload doubled, once `before` (a gate the test opens, say) has resolved
  * for its index. Submitted with `submitDying` (one delivery, no backoff),
  * that task dies at once, its dead letter left to redrive. Nothing runs
@@ -148,7 +148,7 @@ export const flakyWorker = (
     dying = 0,
     concurrency,
     before,
-  }: { dying?: number; concurrency?: number; before?: (index: number) => Promise<void> } = {},
+  }: { dying?: number | "every"; concurrency?: number; before?: (index: number) => Promise<void> } = {},
 ): FlakyWorker => {
   let down = true;
   const ran: FlakyWorker["ran"] = [];
@@ -158,7 +158,7 @@ export const flakyWorker = (
         queue,
         concurrency,
         handler: async (task) => {
-          if (task.index === dying && down) {
+          if ((dying === "every" || task.index === dying) && down) {
             ran.push([task.index, "threw"]);
             throw new Error("upstream down");
           }

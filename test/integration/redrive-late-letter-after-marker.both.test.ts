@@ -16,7 +16,7 @@
  * stores it, the letters, the handler's ledger.
  */
 import { describe, expect, it } from "vitest";
-import { holdMarkers, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
+import { flakyWorker, holdMarkers, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 describe.each([
@@ -33,17 +33,10 @@ describe.each([
       const b = await side.runtime("b", holdB.wrap, false);
       const c = await side.runtime("c", holdC.wrap, false);
       const queue = "late-letter";
-      let down = true;
-      const ran: Array<[number, "threw" | "ok"]> = [];
-      const worker = a.workers.start<number, number>({
-        queue,
-        concurrency: 4,
-        handler: (task) => {
-          ran.push([task.index, down ? "threw" : "ok"]);
-          if (down) throw new Error("upstream down");
-          return task.payload * 2;
-        },
-      });
+      // Every task throws until the upstream is mended.
+      const flaky = flakyWorker(a, queue, { dying: "every", concurrency: 4 });
+      const { ran } = flaky;
+      const worker = flaky.start();
       const threw0 = () => ran.filter(([i, r]) => i === 0 && r === "threw").length;
       try {
         const job = await submitDying(a, queue, { tasks: [1, 2, 3] });
@@ -68,7 +61,7 @@ describe.each([
           async () => threw0() === 3 && (await a.jobs.deadLetters(job.id)).some((l) => l.index === 0),
           { timeoutMs: 20_000, message: "C's copy of task 0 died, its letter stored" },
         );
-        down = false;
+        flaky.mend();
         holdB.listingHeld.open();
         await big;
         await waitUntil(async () => (await side.stored(job.id))?.status === "failed", {

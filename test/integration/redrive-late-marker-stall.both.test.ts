@@ -15,7 +15,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { JobRecord } from "../../src/kernel/job-record.ts";
-import { holdMarkers, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
+import { flakyWorker, holdMarkers, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -42,17 +42,10 @@ describe.each([
       false,
     );
     const queue = "late-marker-stall";
-    let down = true;
-    const ran: Array<[number, "threw" | "ok"]> = [];
-    const worker = a.workers.start<number, number>({
-      queue,
-      concurrency: 4,
-      handler: (task) => {
-        ran.push([task.index, down ? "threw" : "ok"]);
-        if (down) throw new Error("upstream down");
-        return task.payload * 2;
-      },
-    });
+    // Every task throws until the upstream is mended.
+    const flaky = flakyWorker(a, queue, { dying: "every", concurrency: 4 });
+    const { ran } = flaky;
+    const worker = flaky.start();
     const runsOf = (index: number) => ran.filter(([i]) => i === index).map(([, r]) => r);
     try {
       const job = await submitDying(a, queue, { tasks: [1, 2, 3] });
@@ -67,7 +60,7 @@ describe.each([
       );
       expect((await a.jobs.deadLetters(job.id)).map((l) => l.index)).toEqual([0, 1, 2]);
       // B's markers land after that death; task 1 runs and answers.
-      down = false;
+      flaky.mend();
       holdB.held.open();
       await big;
       await waitUntil(() => runsOf(1).includes("ok"), {
