@@ -49,9 +49,15 @@ describe("raiseEndCounts", () => {
     const fake = fakeJobPort();
     fake.put(cancelled);
     const stop = new AbortController();
-    for (let i = 0; i < 100; i++) fake.failNext("getRecord", outage);
-    setTimeout(() => stop.abort(), 300);
+    // The outage outlasts the retries the test waits for: the third read aborts the signal.
+    let reads = 0;
+    for (let i = 0; i < 100; i++)
+      fake.failNext("getRecord", () => {
+        if (++reads === 3) stop.abort();
+        return outage();
+      });
     await raise(fake, { done: 3, failed: 0, dead: 0 }, stop.signal);
+    expect(reads).toBe(3);
     expect(fake.records.get("j1")!.record).toEqual(cancelled);
   });
 
