@@ -16,22 +16,20 @@
  * walk going on through every job submitted after the restore. Oracle: the ids
  * submit() returned after the restore; no workers, no lane, no cleanup.
  */
-import { cp, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type StoreBackup, storeBackup } from "../harness/store-backup.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 describe("a list cursor into a store that came back behind it", () => {
   let server: NatsServerHandle;
   let rt: Runtime;
-  let backup: string;
+  let backup: StoreBackup;
   beforeAll(async () => {
     server = await startNatsServer();
-    backup = await mkdtemp(path.join(tmpdir(), "jetstate-list-backup-"));
+    backup = await storeBackup(server);
     rt = await createRuntime({
       servers: server.url,
       logger: silentLogger(),
@@ -41,16 +39,8 @@ describe("a list cursor into a store that came back behind it", () => {
   afterAll(async () => {
     await rt?.stop();
     await server?.dispose();
-    await rm(backup, { recursive: true, force: true });
+    await backup?.dispose();
   });
-
-  /** The server stopped, its store copied to (or from) the backup, started again. */
-  const copyStore = async (from: string, to: string) => {
-    await server.stop();
-    await rm(to, { recursive: true, force: true });
-    await cp(from, to, { recursive: true });
-    await server.restart();
-  };
 
   /** A submit once the runtime is connected again (the first after a restart may fail). */
   const submitted = async (): Promise<string> => {
@@ -71,14 +61,14 @@ describe("a list cursor into a store that came back behind it", () => {
    */
   const walkAfterRestore = async (since: number): Promise<string> => {
     for (let n = 0; n < 3; n++) await submitted();
-    await copyStore(server.storeDir, backup); // the backup: 3 jobs
+    await backup.save(); // the backup: 3 jobs
     for (let n = 0; n < 30; n++) await submitted();
     const first = await rt.jobs.list({ limit: 25 });
     expect(first.jobs).toHaveLength(25);
     const cursor = first.next as string;
     expect(cursor).toBeDefined();
 
-    await copyStore(backup, server.storeDir); // back behind the cursor: the 3 jobs
+    await backup.restore(); // back behind the cursor: the 3 jobs
     const fresh: string[] = [];
     for (let n = 0; n < since; n++) fresh.push(await submitted());
     // From the start, the store lists them.

@@ -8,9 +8,6 @@
  * watcher's `done()` waited for good). The oracle: the records written,
  * each by this test, against those the watch hands over.
  */
-import { cp, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
@@ -25,6 +22,7 @@ import {
   startRestartableBroker,
   watchedRecords,
 } from "../harness/restartable-broker.ts";
+import { type StoreBackup, storeBackup } from "../harness/store-backup.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -33,29 +31,21 @@ describe("a record watch over a store that came back behind it", () => {
   let server: NatsServerHandle;
   let broker: NatsBroker;
   let started: RestartableBroker | undefined;
-  let backup: string;
+  let backup: StoreBackup;
   beforeAll(async () => {
     started = await startRestartableBroker("behind", logger);
     ({ server, broker } = started);
-    backup = await mkdtemp(path.join(tmpdir(), "jetstate-store-backup-"));
+    backup = await storeBackup(server);
   });
   afterAll(async () => {
     await started?.dispose();
-    await rm(backup, { recursive: true, force: true });
+    await backup?.dispose();
   });
-
-  /** The server stopped, its store copied to (or from) the backup, started again. */
-  const copyStore = async (from: string, to: string) => {
-    await server.stop();
-    await rm(to, { recursive: true, force: true });
-    await cp(from, to, { recursive: true });
-    await server.restart();
-  };
 
   it("hands over the records written since at the sequences it had read past", async () => {
     const first = newRecord(1, 30_000);
     await broker.createRecord(first); // the bucket set up, and one record in it
-    await copyStore(server.storeDir, backup);
+    await backup.save();
     const watch = watchedRecords(broker);
     const { seen } = watch;
     try {
@@ -65,7 +55,7 @@ describe("a record watch over a store that came back behind it", () => {
       await broker.createRecord(lost);
       await waitUntil(() => seen.includes(lost.id), { timeoutMs: 10_000, message: "the watch heard it" });
       // Back without `lost` (its write was after the backup): the next write takes its sequence.
-      await copyStore(backup, server.storeDir);
+      await backup.restore();
       const after = { ...newRecord(1, 30_000), queue: first.queue };
       await waitUntil(
         () =>
@@ -106,7 +96,7 @@ describe("a record watch over a store that came back behind it", () => {
     const queue = "events-behind";
     // Over two minutes before the reader starts (beyond any writer's clock being behind).
     const old = await finished(queue, 120_000);
-    await copyStore(server.storeDir, backup);
+    await backup.save();
     const loops = new LoopGroup(logger);
     const events = jobEvents(
       { loops, stopLinks: new LinkedControllers(loops.signal), clock: realClock },
@@ -127,7 +117,7 @@ describe("a record watch over a store that came back behind it", () => {
       });
       // Back without `lost`: what is written next takes its sequences, and the reader reads the
       // store again from its start.
-      await copyStore(backup, server.storeDir);
+      await backup.restore();
       let after = "";
       await waitUntil(
         () =>
