@@ -9,9 +9,10 @@
 import { pino } from "pino";
 import { expect, it } from "vitest";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
-import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
-import type { LeasedTask, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
+import { type Caller, TaskLeases } from "../../src/adapters/http/task-leases.ts";
+import type { LeasedTask } from "../../src/adapters/task-leasing.ts";
 import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+import { fakeLeasePort } from "./fake-lease-port.ts";
 
 const record = (submitId: string): JobRecord => ({
   v: 1,
@@ -39,29 +40,14 @@ const W1: Caller = { identity: "w1", allows: () => true };
 
 it("a receipt of the job's submit before its key was submitted again is expired, sends nothing, frees its slot", async () => {
   let current = record("s1");
-  const calls: string[] = [];
   const tasks: LeasedTask[] = [];
-  const answers = new Map<string, RecordedAnswer>();
-  const port: LeasePort = {
+  const { port, calls } = fakeLeasePort({
     getRecord: async () => ({ record: current }),
     activeJobs: async () => [current],
     fetchTasks: async (_queue, _jobId, max) => tasks.splice(0, max),
     fetchLane: async () => [],
     isDeliveryOf: (ref) => ref.startsWith("$JS.ACK.t.j1."),
-    settle: async (settles) => {
-      for (const s of settles) calls.push(`${s.action} ${s.ref}`);
-    },
-    claimAnswer: async (ref, digest) => {
-      calls.push(`claim ${ref}`);
-      answers.set(ref, { status: "pending", digest, at: 0 });
-      return { claimed: true, revision: 1 };
-    },
-    answerOf: async (ref) => answers.get(ref),
-    recordAnswer: async (ref, answer) => void answers.set(ref, answer),
-    releaseAnswer: async (ref) => void answers.delete(ref),
-    publishResults: async (_queue, jobId, body) => void calls.push(`publish ${jobId} ${body}`),
-    storeDeadLetter: async () => undefined,
-  };
+  });
   const offer = (index: number) =>
     tasks.push({
       ref: `$JS.ACK.t.j1.1.${index + 1}.${index + 1}.0.0`,

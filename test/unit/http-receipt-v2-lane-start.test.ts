@@ -16,9 +16,10 @@
 import { pino } from "pino";
 import { expect, it } from "vitest";
 import { type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/receipts.ts";
-import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http/task-leases.ts";
-import type { LeasedTask, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
+import { type Caller, TaskLeases } from "../../src/adapters/http/task-leases.ts";
+import type { LeasedTask } from "../../src/adapters/task-leasing.ts";
 import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+import { fakeLeasePort } from "./fake-lease-port.ts";
 
 const laneRecord = (createdAt: number): JobRecord => ({
   v: 1,
@@ -56,15 +57,13 @@ for (const route of ["results", "heartbeat"] as const)
   it(`${route}: a version 2 lane receipt whose pull was sent just before its job's record was made is the job's`, async () => {
     let clock = 1_000_000;
     let current: JobRecord | undefined;
-    const calls: string[] = [];
-    const answers = new Map<string, RecordedAnswer>();
     const task: LeasedTask = {
       ref: "$JS.ACK.t.lane.1.1.1.0.0",
       jobId: "j1",
       body: JSON.stringify({ i: 0, p: 0 }),
       deliveryCount: 1,
     };
-    const port: LeasePort = {
+    const { port } = fakeLeasePort({
       getRecord: async () => (current ? { record: current } : undefined),
       activeJobs: async () => (current ? [current] : [laneRecord(clock)]),
       fetchTasks: async () => [],
@@ -78,20 +77,7 @@ for (const route of ["results", "heartbeat"] as const)
         return [task];
       },
       isDeliveryOf: (ref) => ref.startsWith("$JS.ACK.t.lane."),
-      settle: async (settles) => {
-        for (const s of settles) calls.push(`${s.action} ${s.ref}`);
-      },
-      claimAnswer: async (ref, digest) => {
-        calls.push(`claim ${ref}`);
-        answers.set(ref, { status: "pending", digest, at: 0 });
-        return { claimed: true, revision: 1 };
-      },
-      answerOf: async (ref) => answers.get(ref),
-      recordAnswer: async (ref, answer) => void answers.set(ref, answer),
-      releaseAnswer: async (ref) => void answers.delete(ref),
-      publishResults: async (_queue, jobId, body) => void calls.push(`publish ${jobId} ${body}`),
-      storeDeadLetter: async () => undefined,
-    };
+    });
     const log = pino({ level: "silent" });
     const leases = new TaskLeases(port, { signer, log, now: () => clock });
     const [leased] = await leases.reserveFromQueue("q", 1, W1);
