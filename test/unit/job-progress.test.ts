@@ -172,16 +172,17 @@ describe("countAnswers", () => {
         { i: 5, redrive: true, id: "r-1" }, // an earlier version's marker: names no letter
       ],
       // Task 0's death, of the letter the marker sent back: the redrive's copy answers for it.
-      [{ i: 0, ok: false, e: "down", dead: true, l: 10 }],
+      [{ i: 0, ok: false, dead: true, l: 10 }],
       // Task 2's death names another letter (one the redrive did not read): counted.
-      [{ i: 2, ok: false, e: "down", dead: true, l: 22 }],
+      [{ i: 2, ok: false, dead: true, l: 22 }],
       // An earlier version's dead answer names no letter: counted, as then.
-      [{ i: 3, ok: false, e: "down", dead: true }],
+      [{ i: 3, ok: false, dead: true }],
       // Task 4's death is taken back too; its copy dies again, a letter of its own: counted.
-      [{ i: 4, ok: false, e: "down", dead: true, l: 14 }],
-      [{ i: 5, ok: false, e: "down", dead: true, l: 15 }],
+      [{ i: 4, ok: false, dead: true, l: 14 }],
+      // After an earlier version's marker (naming no letter), a death counts, as then.
+      [{ i: 5, ok: false, dead: true, l: 15 }],
       [{ i: 0, ok: true }],
-      [{ i: 4, ok: false, e: "down", dead: true, l: 24 }],
+      [{ i: 4, ok: false, dead: true, l: 24 }],
     ];
     let progress = fresh(6);
     let at = 1;
