@@ -10,11 +10,15 @@
  * Here the worker's results message holding task 0's dead answer is held
  * until the redrive has stored its marker, sent the copy and removed the
  * letter, and the copy (its upstream mended) waits to answer until that dead
- * answer is stored. Oracles: the results as the server stores them (the
- * order), the record as the server stores it, the letters, the handler's
- * ledger, and the results as `results()` reads them.
+ * answer is stored. Again with the job's supervisor stopped once that dead
+ * answer is stored: the runtime that takes the job over counts the stream
+ * from the start (the marker, then the death) and must count the same.
+ * Oracles: the results as the server stores them (the order), the record as
+ * the server stores it, the letters, the handler's ledger, and the results
+ * as `results()` reads them.
  */
 import { describe, expect, it } from "vitest";
+import type { Runtime } from "../../src/api/runtime.ts";
 import { flakyWorker, memorySide, natsSide, submitDying } from "../harness/redrive-sides.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
@@ -25,7 +29,10 @@ describe.each([
 ] as const)(
   "a task's dead answer stored after the marker of a redrive of its letter, on %s",
   (_k, makeSide) => {
-    it("the redrive's copy answers for the task", { timeout: 60_000 }, async () => {
+    it.each([
+      ["counted by the job's supervisor", false],
+      ["counted by the runtime that takes the job over", true],
+    ])("the redrive's copy answers for the task (%s)", { timeout: 60_000 }, async (_name, takeOver) => {
       const side = await makeSide();
       /** The worker's results message holding a death: reached, and held until opened. */
       const deathReached = gate();
@@ -33,17 +40,21 @@ describe.each([
       /** The redrive's copy of task 0: delivered, and held in its handler until opened. */
       const copyReached = gate();
       const copyHeld = gate();
-      const a = await side.runtime(
-        "a",
+      // S submits and supervises; W runs the worker and the redrive, and never supervises.
+      const s = await side.runtime("s");
+      const w = await side.runtime(
+        "w",
         (inner) =>
           spiedBroker(inner, (name, _n, args, call) => {
             if (name !== "publishResults" || !String(args[2]).includes('"dead":true')) return call();
             deathReached.open();
             return deathHeld.opened.then(call);
           }).broker,
+        false,
       );
+      let t: Runtime | undefined;
       const queue = "death-after-marker";
-      const flaky = flakyWorker(a, queue, {
+      const flaky = flakyWorker(w, queue, {
         before: async (index) => {
           if (index !== 0) return;
           copyReached.open();
@@ -53,18 +64,21 @@ describe.each([
       const worker = flaky.start();
       const runsOf = (index: number) => flaky.ran.filter(([i]) => i === index).map(([, r]) => r);
       try {
-        const job = await submitDying(a, queue);
+        const job = await submitDying(s, queue);
         // Task 0 threw on its one delivery: its letter is stored, its dead answer held.
         await deathReached.opened;
-        await waitUntil(async () => (await a.jobs.deadLetters(job.id)).some((l) => l.index === 0), {
+        await waitUntil(async () => (await w.jobs.deadLetters(job.id)).some((l) => l.index === 0), {
           timeoutMs: 10_000,
           message: "task 0's letter stored",
         });
         flaky.mend();
         // The redrive reads that letter: its marker lands, the copy goes, the letter is removed.
-        await a.jobs.redrive(job.id, [0]);
-        expect(await a.jobs.deadLetters(job.id)).toEqual([]);
+        await w.jobs.redrive(job.id, [0]);
+        expect(await w.jobs.deadLetters(job.id)).toEqual([]);
         await copyReached.opened;
+        // Taken over: S stops (its lease given back) before the death lands; nobody counts it live.
+        const was = await side.storedLease(job.id);
+        if (takeOver) await s.stop();
         // The dead answer lands now, after the marker.
         deathHeld.open();
         await waitUntil(
@@ -77,6 +91,22 @@ describe.each([
             .map((r) => (r.redrive ? "marker" : r.ok ? "ok" : r.dead ? "dead" : "failed"));
         // As the server stores them: the marker, then the death.
         expect(await said()).toEqual(["marker", "dead"]);
+        if (takeOver) {
+          // T takes the job over and counts its results from the start: the marker, then the death.
+          t = await side.runtime("t");
+          await waitUntil(
+            async () => {
+              const lease = await side.storedLease(job.id);
+              const stored = await side.stored(job.id);
+              return (
+                stored?.status !== "running" ||
+                (lease !== undefined && lease.holder !== was?.holder && lease.until > Date.now())
+              );
+            },
+            { timeoutMs: 15_000, message: "the job taken over" },
+          );
+          expect(await side.stored(job.id)).toMatchObject({ status: "running" });
+        }
         copyHeld.open();
         await waitUntil(() => runsOf(0).includes("ok"), { timeoutMs: 10_000, message: "the copy ran" });
         let seen: unknown;
@@ -94,7 +124,7 @@ describe.each([
         });
         expect(runsOf(0)).toEqual(["threw", "ok"]);
         expect(runsOf(1)).toEqual(["ok"]);
-        const letters = await a.jobs.deadLetters(job.id);
+        const letters = await w.jobs.deadLetters(job.id);
         expect({ record: await side.stored(job.id), letters }).toMatchObject({
           record: { status: "succeeded", counts: { done: 2, failed: 0, dead: 0 } },
           letters: [],
@@ -102,7 +132,7 @@ describe.each([
         expect(await said()).toEqual(["marker", "dead", "ok"]);
         // Its results as read from the stream (results()): the copy's answer is task 0's.
         const read: Array<[number, string]> = [];
-        for await (const r of (await a.jobs.get(job.id))!.results())
+        for await (const r of (await w.jobs.get(job.id))!.results())
           read.push([r.index, r.ok ? "ok" : r.dead ? "dead" : "failed"]);
         expect(read.sort()).toEqual([
           [0, "ok"],
@@ -112,7 +142,9 @@ describe.each([
         deathHeld.open();
         copyHeld.open();
         await worker.stop();
-        await a.stop();
+        await t?.stop();
+        await w.stop();
+        await s.stop();
         await side.dispose();
       }
     });
