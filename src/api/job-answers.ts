@@ -1,7 +1,7 @@
 import type { Actor } from "xstate";
 import type { JobResults } from "../adapters/job-results.ts";
 import { workOver } from "../kernel/errors.ts";
-import { takesBack } from "../kernel/job-progress.ts";
+import { takenAhead, takesBack } from "../kernel/job-progress.ts";
 import { decodeResults, type ResultRecord } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type HandleSource, isRecorded, snapshotOf, type TaskResult } from "./job-handle.ts";
@@ -24,6 +24,8 @@ export async function* readAllResults<Result>(
   const failures = new Map<number, TaskResult<Result>>();
   /** The letter each held failure names (a dead answer's, kernel/wire.ts). */
   const letters = new Map<number, number>();
+  /** The letters markers sent back while their task had no answer read (`takenAhead`). */
+  const ahead = new Map<number, number[]>();
   let wake: (() => void) | undefined;
   // Aborted as the runtime stops, or as this reader ends (an `AbortSignal.any` with the
   // runtime's stop left a weak reference in it for good, one per call).
@@ -50,10 +52,10 @@ export async function* readAllResults<Result>(
               failures.delete(i);
               letters.delete(i);
               seen.delete(i);
-            }
+            } else if (!seen.has(i) && raw.l !== undefined) ahead.set(i, [...(ahead.get(i) ?? []), ...raw.l]);
             continue;
           }
-          if (seen.has(i)) continue;
+          if (seen.has(i) || takenAhead(ahead.get(i), raw)) continue;
           seen.add(i);
           const taskId = `${jobId}.${i}`;
           if (raw.ok) ready.push({ taskId, index: i, ok: true, result: raw.r as Result });

@@ -1,6 +1,6 @@
 import type { Broker } from "../adapters/broker.ts";
 import { OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
-import { FirstAnswers, letterOf, type ResultEntry, takesBack } from "../kernel/job-progress.ts";
+import { FirstAnswers, letterOf, type ResultEntry, takenAhead, takesBack } from "../kernel/job-progress.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import { decodeResults } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -81,6 +81,7 @@ export const firstAnswers = async (
  * Which of these tasks (`indexes`) the marker of redrive `redrive` took back, as the job
  * counts them: a marker takes back a dead answer whose letter it names (`takesBack`), and only
  * the first after it does (a second redrive's, of a task already taken back, counts as nothing).
+ * A death a marker took back before it landed (`takenAhead`) was never counted: no one's.
  */
 export const takenBack = async (
   core: RuntimeCore,
@@ -94,16 +95,22 @@ export const takenBack = async (
   /** Each dead task's counted answer: the letter it names. */
   const dead = new Map<number, number | undefined>();
   const takenBy = new Map<number, string>();
+  /** The letters markers sent back while their task had no answer counted. */
+  const ahead = new Map<number, number[]>();
   await readResultsOf(core, broker, record, "job.results.taken", (entries) => {
     for (const entry of entries) {
-      const { i, ok, dead: died, redrive: marker, id } = entry;
+      const { i, ok, dead: died, redrive: marker, id, l } = entry;
       if (!wanted.has(i)) continue;
       if (marker) {
-        if (!dead.has(i) || !takesBack(entry, dead.get(i))) continue;
+        if (!dead.has(i)) {
+          if (Array.isArray(l) && !answered.has(i)) ahead.set(i, [...(ahead.get(i) ?? []), ...l]);
+          continue;
+        }
+        if (!takesBack(entry, dead.get(i))) continue;
         dead.delete(i);
         answered.delete(i);
         takenBy.set(i, id ?? "");
-      } else if (!answered.has(i)) {
+      } else if (!answered.has(i) && !takenAhead(ahead.get(i), entry)) {
         answered.add(i);
         if (!ok && died) dead.set(i, letterOf(entry));
       }

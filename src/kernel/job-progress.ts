@@ -40,6 +40,21 @@ export const letterOf = (entry: ResultEntry): number | undefined =>
 export const takesBack = (marker: ResultEntry, letter: number | undefined): boolean =>
   !Array.isArray(marker.l) || letter === undefined || marker.l.includes(letter);
 
+/**
+ * Whether `entry` is a dead answer a redrive's marker took back before it landed: it names one
+ * of `ahead`, the letters markers stored while its task had no answer counted sent back. A worker
+ * stores a task's letter before its dead answer, so a redrive may read the letter and store its
+ * marker first; counted, that death stood, the redrive's copy ran with its answer a duplicate,
+ * and the redrive removed the letter: the job ended counting the task dead with no letter to
+ * redrive it by (redrive-death-after-marker.both.test.ts). Taken back, the task waits for the
+ * copy's answer. A dead answer naming no letter (an earlier version's, or its letter not
+ * stored) is never one: counted, as then.
+ */
+export const takenAhead = (ahead: readonly number[] | undefined, entry: ResultEntry): boolean => {
+  const letter = letterOf(entry);
+  return entry.ok !== true && entry.dead === true && letter !== undefined && ahead?.includes(letter) === true;
+};
+
 export interface JobProgress extends JobCounts {
   readonly total: number;
   /**
@@ -55,6 +70,13 @@ export interface JobProgress extends JobCounts {
    * which marker takes it back (`takesBack`). Absent: none. Replaced, never mutated.
    */
   readonly deadLetters?: DeadLetterSeqs;
+  /**
+   * The letters redrive markers sent back while their task had no answer counted, by task
+   * index: the dead answer naming one is taken back as it lands (`takenAhead`). Kept for the
+   * job's life (a letter's death comes once; few tasks have any). Absent: none. Replaced, never
+   * mutated.
+   */
+  readonly lettersAhead?: LettersAhead;
   readonly lastProgressAt: number;
   /** Tasks answered per second, exponentially weighted (time constant 10 s). */
   readonly throughput: number;
@@ -81,7 +103,11 @@ export interface CountedAnswers extends JobCounts {
   readonly answered: Uint8Array;
   readonly deadBits: Uint8Array;
   readonly deadLetters: DeadLetterSeqs | undefined;
-  /** False when the batch changed no bit (only duplicates, unknown indexes, redrives of live tasks). */
+  readonly lettersAhead: LettersAhead | undefined;
+  /**
+   * False when the batch changed no bit and no letter ahead (only duplicates, unknown indexes,
+   * redrives of live tasks, deaths taken back as they land).
+   */
   readonly changed: boolean;
 }
 
@@ -116,43 +142,49 @@ const copyOf = (bits: Uint8Array, bytes: number): Uint8Array => {
  * with their square (40,000 dead tasks: seconds against milliseconds succeeded; a review,
  * `job-progress.test.ts`).
  */
-export type DeadLetterSeqs = readonly (ReadonlyMap<number, number> | undefined)[];
+export type DeadLetterSeqs = ByTask<number>;
+
+/** The letters markers sent back ahead of their task's death (`JobProgress.lettersAhead`), chunked the same way. */
+type LettersAhead = ByTask<readonly number[]>;
+
+/** A value per task index, in chunks of `letterChunk` indexes. */
+type ByTask<V> = readonly (ReadonlyMap<number, V> | undefined)[];
 
 const letterChunk = 1024;
 
-/** The letter of task `i` in `seqs`. */
-const letterAt = (seqs: DeadLetterSeqs | undefined, i: number): number | undefined =>
-  seqs?.[Math.floor(i / letterChunk)]?.get(i);
+/** The value of task `i` in `chunks`. */
+const valueAt = <V>(chunks: ByTask<V> | undefined, i: number): V | undefined =>
+  chunks?.[Math.floor(i / letterChunk)]?.get(i);
 
-/** Copies of `seqs`' chunks to change, each copied once per batch (`changed` notes which). */
-class LetterChanges {
-  readonly #from: DeadLetterSeqs | undefined;
-  #chunks: (ReadonlyMap<number, number> | undefined)[] | undefined;
+/** Copies of `from`'s chunks to change, each copied once per batch (`changed` notes which). */
+class ChunkChanges<V> {
+  readonly #from: ByTask<V> | undefined;
+  #chunks: (ReadonlyMap<number, V> | undefined)[] | undefined;
   readonly #copied = new Set<number>();
 
-  constructor(from: DeadLetterSeqs | undefined) {
+  constructor(from: ByTask<V> | undefined) {
     this.#from = from;
   }
 
-  get(i: number): number | undefined {
-    return letterAt(this.#chunks ?? this.#from, i);
+  get(i: number): V | undefined {
+    return valueAt(this.#chunks ?? this.#from, i);
   }
 
-  set(i: number, letter: number | undefined): void {
+  set(i: number, value: V | undefined): void {
     const n = Math.floor(i / letterChunk);
     this.#chunks ??= [...(this.#from ?? [])];
-    let chunk = this.#chunks[n] as Map<number, number> | undefined;
+    let chunk = this.#chunks[n] as Map<number, V> | undefined;
     if (!this.#copied.has(n)) {
       chunk = new Map(chunk);
       this.#chunks[n] = chunk;
       this.#copied.add(n);
     }
-    if (letter === undefined) chunk?.delete(i);
-    else chunk?.set(i, letter);
+    if (value === undefined) chunk?.delete(i);
+    else chunk?.set(i, value);
   }
 
-  /** The letters after the batch: `from` itself when it changed none. */
-  result(): DeadLetterSeqs | undefined {
+  /** The values after the batch: `from` itself when it changed none. */
+  result(): ByTask<V> | undefined {
     return this.#chunks ?? this.#from;
   }
 }
@@ -163,7 +195,7 @@ class LetterChanges {
  * changes none answers with them).
  */
 export const countAnswers = (
-  progress: Pick<JobProgress, "total" | "answered" | "deadBits" | "deadLetters">,
+  progress: Pick<JobProgress, "total" | "answered" | "deadBits" | "deadLetters" | "lettersAhead">,
   entries: readonly ResultEntry[],
 ): CountedAnswers => {
   let done = 0;
@@ -174,17 +206,27 @@ export const countAnswers = (
   let answered: Uint8Array | undefined;
   let deadBits: Uint8Array | undefined;
   // Made at the first letter a batch changes: a batch of successes allocates nothing for them.
-  let letters: LetterChanges | undefined;
+  let letters: ChunkChanges<number> | undefined;
   const changeLetter = (i: number, letter: number | undefined) => {
-    letters ??= new LetterChanges(progress.deadLetters);
+    letters ??= new ChunkChanges(progress.deadLetters);
     letters.set(i, letter);
   };
+  // Made at the first marker a batch finds ahead of its task's death: most batches have none.
+  let ahead: ChunkChanges<readonly number[]> | undefined;
+  const aheadOf = (i: number) => (ahead ? ahead.get(i) : valueAt(progress.lettersAhead, i));
   for (const entry of entries) {
     const i = entry.i;
     if (!Number.isInteger(i) || i < 0 || i >= progress.total) continue;
     if (entry.redrive) {
-      if (!hasBit(deadBits ?? progress.deadBits, i)) continue;
-      const letter = letters ? letters.get(i) : letterAt(progress.deadLetters, i);
+      if (!hasBit(deadBits ?? progress.deadBits, i)) {
+        // No answer counted: the letters it sends back are ahead of their death (`takenAhead`).
+        if (Array.isArray(entry.l) && entry.l.length > 0 && !hasBit(answered ?? progress.answered, i)) {
+          ahead ??= new ChunkChanges(progress.lettersAhead);
+          ahead.set(i, [...(ahead.get(i) ?? []), ...entry.l]);
+        }
+        continue;
+      }
+      const letter = letters ? letters.get(i) : valueAt(progress.deadLetters, i);
       if (!takesBack(entry, letter)) continue;
       deadBits ??= copyOf(progress.deadBits, bytes);
       answered ??= copyOf(progress.answered, bytes);
@@ -195,6 +237,7 @@ export const countAnswers = (
       continue;
     }
     if (hasBit(answered ?? progress.answered, i)) continue; // a redelivered task answered twice counts once
+    if (entry.dead && takenAhead(aheadOf(i), entry)) continue; // the redrive's copy answers for it
     answered ??= copyOf(progress.answered, bytes);
     setBit(answered, i, true);
     added++;
@@ -215,8 +258,9 @@ export const countAnswers = (
     answered: answered ?? progress.answered,
     deadBits: deadBits ?? progress.deadBits,
     deadLetters: letters ? letters.result() : progress.deadLetters,
-    // Every change copies `answered` first.
-    changed: answered !== undefined,
+    lettersAhead: ahead ? ahead.result() : progress.lettersAhead,
+    // Every change of a bit copies `answered` first.
+    changed: answered !== undefined || ahead !== undefined,
   };
 };
 
@@ -229,7 +273,9 @@ export const countAnswers = (
  * the server, hearing none, had the task dead-lettered. Such a letter is
  * stale. A task that died first and was answered after a redrive is not one
  * of them: its letter is that redrive's to remove, and what names a redrive
- * (the letters it sends back) must read the same when it is made again.
+ * (the letters it sends back) must read the same when it is made again. Nor
+ * is one whose dead answer a marker took back before it landed (`takenAhead`):
+ * that death, read here as its first answer, came before the copy's answer.
  */
 export class FirstAnswers {
   readonly #total: number;
@@ -302,6 +348,7 @@ export const afterResults = (
     answered: fresh.answered,
     deadBits: fresh.deadBits,
     ...(fresh.deadLetters === undefined ? {} : { deadLetters: fresh.deadLetters }),
+    ...(fresh.lettersAhead === undefined ? {} : { lettersAhead: fresh.lettersAhead }),
     done: progress.done + fresh.done,
     failed: progress.failed + fresh.failed,
     dead: progress.dead + fresh.dead,

@@ -14,10 +14,13 @@ import { MalformedMessage } from "./errors.ts";
  *   n"; `id` is the redrive's, as its record write names it; `l` the letters of task n it sends
  *   back). A marker takes back the task's dead answer only if it names that answer's letter
  *   (`takesBack`, job-progress.ts): a redrive whose marker lands after the copy another redrive
- *   sent has died again leaves that new death counted. Entries of earlier versions name no
- *   letter (no `l`; no `id` either in markers older still), and a dead answer whose letter was
- *   not stored names none: with either side naming none, a marker takes back the dead answer
- *   before it, as those versions did;
+ *   sent has died again leaves that new death counted. A dead answer stored after a marker that
+ *   found its task with no answer counted and names its letter (a worker stores the letter
+ *   first: a redrive may read it and store its marker before the death) is taken back as it
+ *   lands (`takenAhead`): the redrive's copy answers for the task. Entries of earlier versions
+ *   name no letter (no `l`; no `id` either in markers older still), and a dead answer whose
+ *   letter was not stored names none: with either side naming none, a marker takes back the
+ *   dead answer before it, and none after it, as those versions did;
  * - a results message: a JSON array of entries, many tasks per message;
  * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored;
  * - a held (delayed) task: `{"d":<due, ms since epoch>,"q":"<queue>","m":"<its task message id>","t":<task message>}`

@@ -159,6 +159,48 @@ describe("countAnswers", () => {
     expect(lettersOf(again.deadLetters)).toEqual([[1, 21]]);
   });
 
+  it("a marker stored before the dead answer naming a letter it sends back takes that answer back as it lands: the redrive's copy is counted", () => {
+    // A worker stores a task's letter, then its dead answer; a redrive read the letter in
+    // between, and its marker landed first. Each line a results message, in the stream's order.
+    const stream: ResultEntry[][] = [
+      [{ i: 1, ok: true }],
+      [
+        { i: 0, redrive: true, id: "r-1", l: [10] },
+        { i: 2, redrive: true, id: "r-1", l: [12] },
+        { i: 3, redrive: true, id: "r-1", l: [13] },
+        { i: 4, redrive: true, id: "r-1", l: [14] },
+        { i: 5, redrive: true, id: "r-1" }, // an earlier version's marker: names no letter
+      ],
+      // Task 0's death, of the letter the marker sent back: the redrive's copy answers for it.
+      [{ i: 0, ok: false, dead: true, l: 10 }],
+      // Task 2's death names another letter (one the redrive did not read): counted.
+      [{ i: 2, ok: false, dead: true, l: 22 }],
+      // An earlier version's dead answer names no letter: counted, as then.
+      [{ i: 3, ok: false, dead: true }],
+      // Task 4's death is taken back too; its copy dies again, a letter of its own: counted.
+      [{ i: 4, ok: false, dead: true, l: 14 }],
+      // After an earlier version's marker (naming no letter), a death counts, as then.
+      [{ i: 5, ok: false, dead: true, l: 15 }],
+      [{ i: 0, ok: true }],
+      [{ i: 4, ok: false, dead: true, l: 24 }],
+    ];
+    let progress = fresh(6);
+    let at = 1;
+    for (const message of stream) progress = { ...progress, ...afterResults(progress, message, at++, false) };
+    expect(progress).toMatchObject({ done: 2, failed: 0, dead: 4 });
+    expect(lettersOf(progress.deadLetters).sort((a, b) => a[0] - b[0])).toEqual([
+      [2, 22],
+      [4, 24],
+      [5, 15],
+    ]);
+    // A supervisor taking the job over counts the same stream in one read: the same counts.
+    const replayed = afterResults(fresh(6), stream.flat(), 1, true);
+    expect(replayed).toMatchObject({ done: 2, failed: 0, dead: 4 });
+    // Task 0's death counted now would be a duplicate: its copy's answer stands.
+    const late = countAnswers({ ...progress }, [{ i: 0, ok: false, dead: true, l: 10 }]);
+    expect(late).toMatchObject({ dead: 0, added: 0, changed: false });
+  });
+
   it("letters far apart are kept apart: a batch copies the chunks it changes, the others shared, the input untouched", () => {
     const total = 5000;
     const died = countAnswers(fresh(total), [
