@@ -134,11 +134,12 @@ describe("a flow of hundreds of children cancelled while its driver submits them
     cancelDuringSubmit("same"),
   );
 
-  it("once all run, another runtime cancels them together: every task aborted within 4 s, not one cancel after the other", {
+  it("once all run, another runtime cancels them together: every task aborted within 10 s, not one cancel after the other", {
     timeout: 60_000,
   }, async () => {
-    // Each cancel's write takes 30 ms on B: one after the other, 400 took 12 s.
-    const { b, started, stop } = await setUp(30);
+    // Each cancel's write takes 50 ms (on A and B): one after the other, 400 take 20 s at least;
+    // 32 at once, about 13 times 50 ms. The bound is far from both, for a loaded machine.
+    const { b, started, stop } = await setUp(50);
     try {
       await waitUntil(() => started.length === children, {
         timeoutMs: 30_000,
@@ -148,7 +149,7 @@ describe("a flow of hundreds of children cancelled while its driver submits them
       const cancelled = await (await b.flows.get("big"))?.cancel("stop");
       expect(cancelled?.status).toBe("cancelled");
       await allAborted(started, 30_000);
-      expect(Date.now() - calledAt, "ms from cancel() to every task aborted").toBeLessThan(4000);
+      expect(Date.now() - calledAt, "ms from cancel() to every task aborted").toBeLessThan(10_000);
     } finally {
       await stop();
     }
