@@ -3,20 +3,12 @@ import type { Broker } from "../adapters/broker.ts";
 import { shownRecord } from "../effects/finalize-job.ts";
 import { reapSubmits } from "../effects/reap-submits.ts";
 import { retryWith } from "../effects/retry.ts";
-import {
-  IdempotencyConflict,
-  InvalidArgument,
-  MalformedMessage,
-  PermanentBrokerError,
-  RevisionConflict,
-  RoleNotHeld,
-  RuntimeStopped,
-} from "../kernel/errors.ts";
+import { inBatches } from "../kernel/batches.ts";
+import { RevisionConflict, RuntimeStopped } from "../kernel/errors.ts";
 import { firstTime } from "../kernel/first-time.ts";
 import {
   cancelledInSubmit,
   type FlowRecord,
-  flowNodeKey,
   flowNodeOfKey,
   isSettled,
   type ObservedJob,
@@ -25,23 +17,9 @@ import {
 import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { boundReason } from "../kernel/reason.ts";
+import { cancelJobs, type FlowActs, submitNodes } from "./flow-submits.ts";
 import type { Jobs } from "./jobs-face.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
-
-/**
- * A submit refused for good: the same request would be refused at every
- * step. Anything else, a plain error included (a submit rolled back for
- * passing its commit deadline under load, a lost compare-and-set, the
- * runtime stopping), is tried again by the next step, here or in another
- * runtime: failing the node for it failed whole flows on a runtime's
- * orderly stop (review finding).
- */
-const refusedForGood = (error: unknown): boolean =>
-  error instanceof InvalidArgument ||
-  error instanceof IdempotencyConflict ||
-  error instanceof PermanentBrokerError ||
-  error instanceof RoleNotHeld ||
-  error instanceof MalformedMessage;
 
 /** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
 const flowSweepMs = 2000;
@@ -51,9 +29,6 @@ const orphanMarkMs = 60_000;
 
 /** A grace that makes every submit past its deadline: `reapSubmits` finishes a dead one at once. */
 const anyDeadline = Number.NEGATIVE_INFINITY;
-
-/** Jobs a step submits at once. */
-const submitsAtOnce = 32;
 
 /** Subscribes to the runtime's job record changes; returns the unsubscribe. */
 export type RecordChanges = (listener: (record: JobRecord) => void) => () => void;
@@ -107,7 +82,6 @@ const observe = (found: JobRecord | undefined): ObservedJob => {
 export class FlowDriver {
   readonly #core: RuntimeCore;
   readonly #broker: Broker;
-  readonly #jobs: Jobs;
   readonly #log: Logger;
   /** One step at a time per flow here; a wake during a step runs one more after it. */
   readonly #stepping = new Map<string, { again: boolean; done: Promise<void> }>();
@@ -115,12 +89,13 @@ export class FlowDriver {
   hook: FlowHook | undefined;
 
   readonly #watch: RecordChanges;
+  readonly #acts: FlowActs;
 
   constructor(core: RuntimeCore, broker: Broker, jobs: Jobs, watch: RecordChanges) {
     this.#watch = watch;
     this.#core = core;
     this.#broker = broker;
-    this.#jobs = jobs;
+    this.#acts = { broker, jobs, stopping: core.stopping, point: (at, id, node) => this.point(at, id, node) };
     this.#log = childLogger(core.logger, { actor: "flow" });
   }
 
@@ -187,26 +162,7 @@ export class FlowDriver {
     this.seen(record);
     // Settled: nothing will happen to it any more, so the sweep need not read it again.
     if (isSettled(record)) await this.#broker.flows.unmarkLive(flowId);
-    // The ready nodes' jobs together, as a user would submit independent jobs (at most 32 at once).
-    const refused = new Map<string, string>();
-    for (let at = 0; at < submit.length; at += submitsAtOnce)
-      await Promise.all(
-        submit.slice(at, at + submitsAtOnce).map((name) => {
-          const node = record.nodes[name] as FlowRecord["nodes"][string];
-          this.point("submit", flowId, name);
-          return this.#jobs
-            .submit({
-              ...(node.request as { queue: string; tasks: unknown[] }),
-              idempotencyKey: flowNodeKey(flowId, name),
-            })
-            .catch((error: unknown) => {
-              // A transient failure is tried again by the next step; one refused for good would be
-              // refused at every step: the node fails with it, and the flow goes on by its policy.
-              if (!refusedForGood(error) || this.#core.stopping.aborted) throw error;
-              refused.set(name, error instanceof Error ? error.message : String(error));
-            });
-        }),
-      );
+    const { tried, refused } = await submitNodes(this.#acts, record, submit);
     if (refused.size > 0) {
       await onConflictAgain(async () => {
         const found = await this.#broker.flows.getFlow(flowId);
@@ -225,22 +181,18 @@ export class FlowDriver {
       }, this.#core.stopping);
       void this.wake(flowId);
     }
-    for (const jobId of cancel) {
-      this.point("cancel", flowId);
-      await (await this.#jobs.get(jobId))?.cancel("flow cancelled");
-    }
-    if (submit.length > 0) {
+    await cancelJobs(this.#acts, flowId, cancel);
+    if (tried.length > 0) {
       // A cancel may have landed meanwhile. Its step found no job for a node still being
       // submitted here, wrote it cancelled and settled the flow, which no step looks at again:
       // the jobs this step submitted are cancelled by it.
       const now = await this.#broker.flows.getFlow(flowId);
       if (now?.record.status === "cancelled") {
-        for (const name of submit) {
-          if (refused.has(name)) continue;
-          this.point("cancel", flowId, name);
-          const jobId = (record.nodes[name] as FlowRecord["nodes"][string]).jobId;
-          await (await this.#jobs.get(jobId))?.cancel("flow cancelled");
-        }
+        const made = tried.filter((name) => !refused.has(name));
+        const nodeOf = new Map(
+          made.map((name) => [(record.nodes[name] as FlowRecord["nodes"][string]).jobId, name]),
+        );
+        await cancelJobs(this.#acts, flowId, [...nodeOf.keys()], (jobId) => nodeOf.get(jobId));
         // A cancel not stepped yet: the next step cancels the flow's other running jobs.
         void this.wake(flowId);
       }
@@ -345,14 +297,13 @@ export class FlowDriver {
    */
   async #landedAfterCancel(record: FlowRecord): Promise<string[]> {
     if (record.status !== "cancelled") return [];
-    const running = await Promise.all(
-      Object.values(record.nodes).map(async (node) => {
-        // Only a node cancelled while its job was being submitted may have one landing after.
-        if (node.status !== "cancelled" || node.reason !== cancelledInSubmit) return undefined;
-        const seen = await this.#observeJob(node.jobId, true);
-        return seen.kind === "running" ? node.jobId : undefined;
-      }),
-    );
+    // 32 at once: a cancel that stopped its driver's submits leaves hundreds of such nodes.
+    const running = await inBatches(Object.values(record.nodes), async (node) => {
+      // Only a node cancelled while its job was being submitted may have one landing after.
+      if (node.status !== "cancelled" || node.reason !== cancelledInSubmit) return undefined;
+      const seen = await this.#observeJob(node.jobId, true);
+      return seen.kind === "running" ? node.jobId : undefined;
+    });
     return running.filter((id): id is string => id !== undefined);
   }
 

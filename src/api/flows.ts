@@ -1,14 +1,6 @@
-import { Effect } from "effect";
 import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import { retryWith } from "../effects/retry.ts";
-import {
-  IdempotencyConflict,
-  InvalidArgument,
-  OperationTimeout,
-  RuntimeStopped,
-  TransientBrokerError,
-} from "../kernel/errors.ts";
+import { IdempotencyConflict, InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import {
   allNodesEnded,
   type FlowNode,
@@ -23,6 +15,7 @@ import { check, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
 import { type FlowRequest, isSameFlow, planFlow } from "./flow-plan.ts";
+import { afterFailedCreate } from "./flow-write.ts";
 import type { TaskResult } from "./job-handle.ts";
 import type { Jobs } from "./jobs-face.ts";
 import { requireRole } from "./permissions.ts";
@@ -101,32 +94,6 @@ export const flowActorOf = (handle: FlowHandle): Actor<FlowMachine> => {
   return actor;
 };
 
-/**
- * A read retried on failure for up to ~1.5 s (50 ms doubling, five more tries), for an
- * answer that decides whether something was written.
- */
-const readAgain = <A>(read: () => Promise<A>): Promise<A> =>
-  Effect.runPromise(
-    Effect.tryPromise({ try: read, catch: (error) => error }).pipe(
-      retryWith({ attempts: 6, initialDelayMs: 50 }, () => true),
-    ),
-  );
-
-/**
- * The write's failure, naming the flow when whether it was made is not known: its answer lost
- * and the flow not read back either. It may run (another runtime's sweep drives it), so the
- * caller is told its id, to look it up or cancel it; named by nothing, it could do neither, and
- * a retry made a second flow (`flows-submit-answer-lost-long.test.ts`, found by a review).
- */
-const mayBeMade = (error: unknown, id: string): unknown => {
-  const said = `flow ${id} may have been made (its write's answer was lost and it could not be read back): rt.flows.get("${id}") says`;
-  if (error instanceof OperationTimeout)
-    return new OperationTimeout({ ...error, message: `${error.message}; ${said}` });
-  if (error instanceof TransientBrokerError)
-    return new TransientBrokerError({ ...error, message: `${error.message}; ${said}` });
-  return error;
-};
-
 export class FlowRegistry {
   readonly #core: RuntimeCore;
   readonly #broker: Broker;
@@ -161,20 +128,18 @@ export class FlowRegistry {
         await this.#broker.flows.markLive(record.id, record.createdAt);
         await this.#broker.flows.createFlow(record);
       } catch (error) {
-        // The record is the commit point. Written after all (our own first write, its answer
-        // lost), or by a racing submit of the same flow: the flow is made. Otherwise the submit
-        // failed, and nothing of it runs. A read that fails says neither (the connection that
-        // lost the answer may still be down): read again a few times before taking it as none.
-        let unread = false;
-        const found = await readAgain(() => this.#broker.flows.getFlow(record.id)).catch(() => {
-          unread = true;
-          return undefined;
-        });
-        if (!found || !isSameFlow(found.record, record)) {
-          writeError = found ? this.#conflict(found.record) : unread ? mayBeMade(error, record.id) : error;
+        const after = await afterFailedCreate(this.#broker.flows, record, error);
+        if ("failed" in after) {
+          writeError = after.failed;
           throw writeError;
         }
-        made = found.record;
+        if ("other" in after) {
+          // This submit is refused, and a handle `get` gave out meanwhile follows the flow under
+          // the id: it said failed, while that flow ran to its own end (review finding).
+          writeError = this.#conflict(after.other);
+          return after.other;
+        }
+        made = after.made;
       }
       // Again after the record: a sweep that took the first mark for an orphan cannot remove this
       // one. The flow is made whatever this write says: its driver here steps it at once, and a
@@ -194,6 +159,11 @@ export class FlowRegistry {
         stoppedUnder = true;
       },
     );
+    // Its actor follows the other flow (as `get` would): stepped here too until it ended.
+    if (writeError instanceof IdempotencyConflict) {
+      if (actor.getSnapshot().status === "active") void this.driver.wake(record.id);
+      throw writeError;
+    }
     if (writeError !== undefined) {
       actor.stop();
       this.#handles.delete(record.id);

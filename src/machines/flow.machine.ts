@@ -71,7 +71,10 @@ export const flowMachine = setup({
     input: {} as FlowInput,
   },
   actors: {
-    /** Writes the flow record (create, compare-and-set); resolves with it as stored. */
+    /**
+     * Writes the flow record (create, compare-and-set); resolves with the record stored under
+     * the id: this one, or another runtime's flow of the id whose submit won (followed from then on).
+     */
     writeRecord: fromPromise<FlowRecord, { flowId: string }>(async () => {
       throw new Error("writeRecord not provided");
     }),

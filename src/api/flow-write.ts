@@ -1,0 +1,56 @@
+import { Effect } from "effect";
+import type { Broker } from "../adapters/broker.ts";
+import { retryWith } from "../effects/retry.ts";
+import { OperationTimeout, TransientBrokerError } from "../kernel/errors.ts";
+import type { FlowRecord } from "../kernel/flow-record.ts";
+import { isSameFlow } from "./flow-plan.ts";
+
+/**
+ * A read retried on failure for up to ~1.5 s (50 ms doubling, five more tries), for an
+ * answer that decides whether something was written.
+ */
+const readAgain = <A>(read: () => Promise<A>): Promise<A> =>
+  Effect.runPromise(
+    Effect.tryPromise({ try: read, catch: (error) => error }).pipe(
+      retryWith({ attempts: 6, initialDelayMs: 50 }, () => true),
+    ),
+  );
+
+/**
+ * The write's failure, naming the flow when whether it was made is not known: its answer lost
+ * and the flow not read back either. It may run (another runtime's sweep drives it), so the
+ * caller is told its id, to look it up or cancel it; named by nothing, it could do neither, and
+ * a retry made a second flow (`flows-submit-answer-lost-long.test.ts`, found by a review).
+ */
+const mayBeMade = (error: unknown, id: string): unknown => {
+  const said = `flow ${id} may have been made (its write's answer was lost and it could not be read back): rt.flows.get("${id}") says`;
+  if (error instanceof OperationTimeout)
+    return new OperationTimeout({ ...error, message: `${error.message}; ${said}` });
+  if (error instanceof TransientBrokerError)
+    return new TransientBrokerError({ ...error, message: `${error.message}; ${said}` });
+  return error;
+};
+
+/**
+ * What a flow record's create that failed (`error`) leaves, read back: the
+ * record is the commit point. `made`: this flow, written after all (our own
+ * first write, its answer lost) or by a racing submit of the same request.
+ * `other`: another flow of the id, with another request (another runtime's
+ * submit won). `failed`: none, so the submit failed and nothing of it runs
+ * (or, the read failing too, perhaps made: the error says so). A read that
+ * fails says neither (the connection that lost the answer may still be
+ * down): it is read again a few times before taken as none.
+ */
+export const afterFailedCreate = async (
+  flows: Broker["flows"],
+  record: FlowRecord,
+  error: unknown,
+): Promise<{ made: FlowRecord } | { other: FlowRecord } | { failed: unknown }> => {
+  let unread = false;
+  const found = await readAgain(() => flows.getFlow(record.id)).catch(() => {
+    unread = true;
+    return undefined;
+  });
+  if (!found) return { failed: unread ? mayBeMade(error, record.id) : error };
+  return isSameFlow(found.record, record) ? { made: found.record } : { other: found.record };
+};
