@@ -123,7 +123,8 @@ export const createSchedules = (
       const checked = await checkScheduleRequest(request, await broker.maxPayload(), now);
       for (let attempt = 1; ; attempt++) {
         const stored = await store.read(checked.id);
-        const at = core.clock.now();
+        // The scheduler's time: by the server's clock when this runtime's is ahead of it.
+        const at = scheduler?.now() ?? core.clock.now();
         const record: ScheduleRecord = stored
           ? {
               ...stored.record,

@@ -9,6 +9,7 @@
  * every real tick of the window must be a job (none skipped), whichever
  * runtime stored the schedule (its `since`) or recorded its `lastTick`.
  */
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
@@ -31,6 +32,8 @@ interface Backend {
   runtime(name: string, options?: RuntimeOptions): Promise<Runtime>;
   /** Every job record stored, read without jetstate's code. */
   records(): Promise<RawRecord[]>;
+  /** Sets the schedule's `lastTick` as a writer would, without jetstate's code. */
+  writeLastTick(id: string, lastTick: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -44,7 +47,7 @@ const memoryBackend = (): Backend => {
         name,
         logger: silentLogger(),
         ...options,
-        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0 },
+        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0, ...options.jobs },
         broker: createMemoryBroker({ server }),
       });
       runtimes.push(rt);
@@ -54,6 +57,11 @@ const memoryBackend = (): Backend => {
       memoryServerState(server)
         .records.live()
         .map((e) => JSON.parse(e.value as string) as RawRecord),
+    async writeLastTick(id, lastTick) {
+      const kv = memoryServerState(server).schedules;
+      const entry = kv.get("test", id)!;
+      kv.update("test", id, JSON.stringify({ ...JSON.parse(entry.value!), lastTick }), entry.revision);
+    },
     async stop() {
       for (const rt of runtimes.splice(0)) await rt.stop();
       server.close();
@@ -73,12 +81,17 @@ const natsBackend = (server: NatsServerHandle, nc: NatsConnection): Backend => {
         name,
         logger: silentLogger(),
         ...options,
-        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0 },
+        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0, ...options.jobs },
       });
       runtimes.push(rt);
       return rt;
     },
     records: () => rawJobRecords(nc, `${prefix}_jobs`),
+    async writeLastTick(id, lastTick) {
+      const kv = await new Kvm(nc).open(`${prefix}_schedules`);
+      const entry = (await kv.get(id))!;
+      await kv.update(id, JSON.stringify({ ...entry.json<object>(), lastTick }), entry.revision);
+    },
     async stop() {
       for (const rt of runtimes.splice(0)) await rt.stop();
     },
@@ -111,6 +124,22 @@ const ticksOf = (records: readonly RawRecord[], queue: string): number[] =>
     .map((r) => scheduleOfKey(r.idempotencyKey)?.tick ?? Number.NaN)
     .sort((a, b) => a - b);
 
+/** Waits for every tick real time gave in (start + a period, end] to be a job; the early and skipped ones. */
+const judge = async (backend: Backend, queue: string, start: number, end: number) => {
+  const expected: number[] = [];
+  for (let t = nextTick({ everyMs: period }, start + period)!; t <= end; t += period) expected.push(t);
+  let ticks: number[] = [];
+  let readAt = 0;
+  for (const deadline = Date.now() + 5000; Date.now() < deadline; await delay(100)) {
+    ticks = ticksOf(await backend.records(), queue);
+    readAt = Date.now();
+    if (expected.every((t) => ticks.includes(t))) break;
+  }
+  const early = ticks.filter((t) => t > readAt).map((t) => `+${t - readAt} ms`);
+  const skipped = expected.filter((t) => !ticks.includes(t)).map((t) => new Date(t).toISOString());
+  return { early, skipped, of: expected.length };
+};
+
 describe.each(backends)("a runtime's clock ten minutes ahead, on $name", ({ make }) => {
   it.each(["a runtime with a correct clock", "the runtime ahead"])(
     "schedule stored by %s: no tick fires early, none is skipped",
@@ -128,25 +157,11 @@ describe.each(backends)("a runtime's clock ten minutes ahead, on $name", ({ make
         // Ten periods by the real clock, each runtime passing every second at most.
         await delay(3000);
         const end = Date.now();
-        // The ticks real time gave after the upsert (a period's slack each side), each a job
-        // once its fire is over (a second or two at most).
-        const expected: number[] = [];
-        for (let t = nextTick({ everyMs: period }, start + period)!; t <= end; t += period) expected.push(t);
-        let ticks: number[] = [];
-        let readAt = 0;
-        for (const deadline = Date.now() + 5000; Date.now() < deadline; await delay(100)) {
-          ticks = ticksOf(await backend.records(), queue);
-          readAt = Date.now();
-          if (expected.every((t) => ticks.includes(t))) break;
-        }
-        const early = ticks.filter((t) => t > readAt).map((t) => `+${t - readAt} ms`);
-        const skipped = expected.filter((t) => !ticks.includes(t)).map((t) => new Date(t).toISOString());
-        expect({ early, skipped, of: expected.length }).toEqual({
-          early: [],
-          skipped: [],
-          of: expected.length,
-        });
-        expect(expected.length).toBeGreaterThanOrEqual(8);
+        // The ticks real time gave after the upsert (a period's slack), each a job once its fire
+        // is over (a second or two at most).
+        const judged = await judge(backend, queue, start, end);
+        expect(judged).toEqual({ early: [], skipped: [], of: judged.of });
+        expect(judged.of).toBeGreaterThanOrEqual(8);
         // The runtime ahead says so, once.
         const told = aheadLog.lines.filter((l) => l.level === 50 && /clock is .*ahead/.test(l.msg));
         expect(told.length).toBe(1);
@@ -156,4 +171,44 @@ describe.each(backends)("a runtime's clock ten minutes ahead, on $name", ({ make
     },
     30_000,
   );
+
+  it("a since and a lastTick written by clocks ahead, by a runtime with no scheduler and by hand: none is taken as it is", async () => {
+    const backend = make();
+    try {
+      const queue = "skewed";
+      const log = capturedLog();
+      await backend.runtime("right-a", { logger: log.logger });
+      await backend.runtime("right-b");
+      // A runtime that runs no scheduler (the CLI's) stores the schedule: its since ten minutes on.
+      const cli = await backend.runtime("cli-ahead", {
+        clock: aheadBy(tenMinutes),
+        jobs: { scheduler: false },
+      });
+      const start = Date.now();
+      const upserted = await cli.schedules.upsert({
+        id: "skewed",
+        everyMs: period,
+        job: { queue, tasks: [1] },
+      });
+      expect(upserted.since).toBeGreaterThan(start + tenMinutes - 1000);
+      await delay(1000);
+      // A writer ahead (an older runtime) records a tick ten minutes on.
+      await backend.writeLastTick("skewed", Date.now() + tenMinutes);
+      await delay(2000);
+      const end = Date.now();
+      const judged = await judge(backend, queue, start, end);
+      expect(judged).toEqual({ early: [], skipped: [], of: judged.of });
+      expect(judged.of).toBeGreaterThanOrEqual(8);
+      // Each said at warn, with how far ahead.
+      const warned = log.lines
+        .filter((l) => l.level === 40 && /ahead of the server's time/.test(l.msg))
+        .map((l) => ["since" in l ? "since" : "lastTick", (l.aheadMs as number) > 590_000]);
+      expect(warned).toEqual([
+        ["since", true],
+        ["lastTick", true],
+      ]);
+    } finally {
+      await backend.stop();
+    }
+  }, 30_000);
 });
