@@ -178,7 +178,8 @@ describe.each(backends)("a runtime's clock ten minutes ahead, on $name", ({ make
       const queue = "skewed";
       const log = capturedLog();
       await backend.runtime("right-a", { logger: log.logger });
-      await backend.runtime("right-b");
+      // One log for both: whichever reads the lastTick written ahead first says so, and replaces it.
+      await backend.runtime("right-b", { logger: log.logger });
       // A runtime that runs no scheduler (the CLI's) stores the schedule: its since ten minutes on.
       const cli = await backend.runtime("cli-ahead", {
         clock: aheadBy(tenMinutes),
@@ -193,20 +194,25 @@ describe.each(backends)("a runtime's clock ten minutes ahead, on $name", ({ make
       expect(upserted.since).toBeGreaterThan(start + tenMinutes - 1000);
       await delay(1000);
       // A writer ahead (an older runtime) records a tick ten minutes on.
-      await backend.writeLastTick("skewed", Date.now() + tenMinutes);
+      // Again on a lost compare-and-set (a scheduler recorded a tick between its read and write).
+      for (let attempt = 1; ; attempt++)
+        try {
+          await backend.writeLastTick("skewed", Date.now() + tenMinutes);
+          break;
+        } catch (error) {
+          if (attempt >= 5) throw error;
+        }
       await delay(2000);
       const end = Date.now();
       const judged = await judge(backend, queue, start, end);
       expect(judged).toEqual({ early: [], skipped: [], of: judged.of });
       expect(judged.of).toBeGreaterThanOrEqual(8);
-      // Each said at warn, with how far ahead.
-      const warned = log.lines
-        .filter((l) => l.level === 40 && /ahead of the server's time/.test(l.msg))
-        .map((l) => ["since" in l ? "since" : "lastTick", (l.aheadMs as number) > 590_000]);
-      expect(warned).toEqual([
-        ["since", true],
-        ["lastTick", true],
-      ]);
+      // Each said at warn (once per runtime that read it), with how far ahead.
+      const warned = log.lines.filter((l) => l.level === 40 && /ahead of the server's time/.test(l.msg));
+      expect(new Set(warned.map((l) => ("since" in l ? "since" : "lastTick")))).toEqual(
+        new Set(["since", "lastTick"]),
+      );
+      expect(warned.every((l) => (l.aheadMs as number) > 590_000)).toBe(true);
     } finally {
       await backend.stop();
     }
