@@ -50,18 +50,20 @@ export class ScheduleClock {
     const seen = this.#store.serverTime();
     if (seen === undefined) return 0;
     const ahead = this.#clock.now() - (seen.at + (performance.now() - seen.seenAt));
-    if (ahead <= clockToleranceMs) {
-      this.#aheadTold = false;
-      return 0;
-    }
-    if (!this.#aheadTold) {
+    return ahead > clockToleranceMs ? ahead : 0;
+  }
+
+  /** Says at error that this runtime's clock is ahead, once (again after it came back and went ahead again). */
+  tell(): void {
+    const ahead = this.correction();
+    if (ahead === 0) this.#aheadTold = false;
+    else if (!this.#aheadTold) {
       this.#aheadTold = true;
       this.#log.error(
         { aheadMs: Math.round(ahead) },
         "this runtime's clock is ahead of the server's: its schedules' ticks fire by the server's time",
       );
     }
-    return ahead;
   }
 
   /** This runtime's time, by the server's clock when its own is ahead. */

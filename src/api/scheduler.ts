@@ -124,6 +124,7 @@ export class Scheduler {
 
   /** Fires what fell due; returns when the next tick of any schedule falls. */
   #pass(schedules: readonly StoredSchedule[]): number {
+    if (schedules.length > 0) this.#time.tell();
     const now = this.#time.now();
     let wake = Number.POSITIVE_INFINITY;
     const present = new Set<string>();
