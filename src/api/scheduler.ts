@@ -28,8 +28,11 @@ import { nextTick, ticksBetween } from "./schedule-rule.ts";
  * once whichever runtimes live, die or lag.
  */
 
-/** What firing a tick does: submit the schedule's job under the tick's key (`rt.jobs.submit`). */
-type FireTick = (record: ScheduleRecord, tick: number, key: string) => Promise<void>;
+/**
+ * What firing a tick does: submit the schedule's job under the tick's key (`rt.jobs.submit`);
+ * `now`: the scheduler's time (the server's when this runtime's clock is ahead of it).
+ */
+type FireTick = (record: ScheduleRecord, tick: number, key: string, now: () => number) => Promise<void>;
 
 export interface SchedulerDeps {
   readonly store: ScheduleStore;
@@ -237,7 +240,10 @@ export class Scheduler {
       const unfollowed = new Error("the schedule was removed, or its rule or queue changed");
       const submitted = Effect.suspend(() =>
         this.#seen.get(record.id) === seen
-          ? Effect.tryPromise({ try: () => this.#deps.fire(record, tick, key), catch: (error) => error })
+          ? Effect.tryPromise({
+              try: () => this.#deps.fire(record, tick, key, () => this.#time.now()),
+              catch: (error) => error,
+            })
           : Effect.fail(unfollowed),
       ).pipe(
         Effect.retry({

@@ -110,8 +110,10 @@ export const createSchedules = (
           clock: core.clock,
           log,
           track: (name, work) => core.loops.track(name, work),
-          fire: (record, _tick, key) =>
-            fireTick(broker, jobs, record, key, () => core.clock.now(), core.options.jobs.reapGraceMs),
+          // A stuck submit of the tick is judged by the scheduler's time (`now`: the server's when
+          // this runtime's clock is ahead): by a clock ahead, a live submit was past its deadline.
+          fire: (record, _tick, key, now) =>
+            fireTick(broker, jobs, record, key, now, core.options.jobs.reapGraceMs),
         })
       : undefined;
   if (scheduler) core.loops.run("scheduler", (signal) => scheduler.run(signal));
