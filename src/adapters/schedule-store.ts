@@ -3,6 +3,18 @@ import type { ScheduleRecord } from "../kernel/schedule-record.ts";
 export interface StoredSchedule {
   readonly record: ScheduleRecord;
   readonly revision: number;
+  /**
+   * When the server stored this entry, by the server's clock (epoch ms): the
+   * times a writer put in it (`since`, `lastTick`) are judged against it.
+   * Absent where the store keeps no time.
+   */
+  readonly storedAt?: number;
+}
+
+/** The server's clock as a read saw it: `at` (epoch ms) when `performance.now()` read `seenAt`. */
+export interface ServerTime {
+  readonly at: number;
+  readonly seenAt: number;
 }
 
 /**
@@ -25,4 +37,11 @@ export interface ScheduleStore {
   update(record: ScheduleRecord, revision: number): Promise<number>;
   /** Deletes the record at `revision` (any revision when absent); false when there was none. */
   remove(id: string, revision?: number): Promise<boolean>;
+  /**
+   * The server's clock as this store last read it (on NATS, the creation
+   * stamp of a listing's consumer; in memory, the server's clock now), no
+   * later than the server's time then; undefined before any read, or where
+   * the store has no server.
+   */
+  serverTime(): ServerTime | undefined;
 }

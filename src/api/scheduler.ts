@@ -1,6 +1,6 @@
 import { Effect } from "effect";
 import { initialTransition, type SnapshotFrom, transition } from "xstate";
-import type { ScheduleStore } from "../adapters/schedule-store.ts";
+import type { ScheduleStore, StoredSchedule } from "../adapters/schedule-store.ts";
 import { backoffSchedule } from "../effects/retry.ts";
 import type { Clock } from "../kernel/clock.ts";
 import {
@@ -15,6 +15,7 @@ import { firstTime } from "../kernel/first-time.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { type ScheduleRecord, tickKey } from "../kernel/schedule-record.ts";
 import { type FireAction, type ScheduleEvent, scheduleMachine } from "../machines/schedule.machine.ts";
+import { ScheduleClock } from "./schedule-clock.ts";
 import { nextTick, ticksBetween } from "./schedule-rule.ts";
 
 /**
@@ -27,8 +28,11 @@ import { nextTick, ticksBetween } from "./schedule-rule.ts";
  * once whichever runtimes live, die or lag.
  */
 
-/** What firing a tick does: submit the schedule's job under the tick's key (`rt.jobs.submit`). */
-type FireTick = (record: ScheduleRecord, tick: number, key: string) => Promise<void>;
+/**
+ * What firing a tick does: submit the schedule's job under the tick's key (`rt.jobs.submit`);
+ * `now`: the scheduler's time (the server's when this runtime's clock is ahead of it).
+ */
+type FireTick = (record: ScheduleRecord, tick: number, key: string, now: () => number) => Promise<void>;
 
 export interface SchedulerDeps {
   readonly store: ScheduleStore;
@@ -70,6 +74,8 @@ const permanent = (error: unknown): boolean =>
 
 export class Scheduler {
   readonly #deps: SchedulerDeps;
+  /** Time by the server's clock when this runtime's is ahead; a record's times as its stamps bear them out. */
+  readonly #time: ScheduleClock;
   readonly #seen = new Map<string, Seen>();
   #startedAt = 0;
   /** The run's signal: a fire retrying when the runtime stops ends with it. */
@@ -78,19 +84,26 @@ export class Scheduler {
 
   constructor(deps: SchedulerDeps) {
     this.#deps = deps;
+    this.#time = new ScheduleClock(deps.clock, deps.store, deps.log);
+  }
+
+  /** This scheduler's time: the runtime's clock, or the server's when the runtime's is ahead of it. */
+  now(): number {
+    return this.#time.now();
   }
 
   /** Runs passes until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const { clock, log } = this.#deps;
+    // By this runtime's clock: the server's may not be read yet (taken back at each use).
     this.#startedAt = clock.now();
     this.#signal = signal;
     const refreshMs = this.#deps.refreshMs ?? 1000;
     while (!signal.aborted) {
-      let wake = clock.now() + refreshMs;
+      let wake = this.#time.now() + refreshMs;
       try {
         const schedules = await this.#deps.store.list((id, error) => this.#unreadable(id, error));
-        wake = Math.min(wake, this.#pass(schedules.map((s) => s.record)));
+        wake = Math.min(wake, this.#pass(schedules));
       } catch (error) {
         if (signal.aborted) return;
         log.warn({ err: error }, "schedules not read; trying again");
@@ -113,16 +126,20 @@ export class Scheduler {
   }
 
   /** Fires what fell due; returns when the next tick of any schedule falls. */
-  #pass(records: readonly ScheduleRecord[]): number {
-    const now = this.#deps.clock.now();
+  #pass(schedules: readonly StoredSchedule[]): number {
+    if (schedules.length > 0) this.#time.tell();
+    const now = this.#time.now();
     let wake = Number.POSITIVE_INFINITY;
     const present = new Set<string>();
-    for (const record of records) {
+    for (const stored of schedules) {
+      const { record } = stored;
       present.add(record.id);
       try {
-        const seen = this.#see(record);
-        if (record.lastTick !== undefined && record.lastTick > seen.snapshot.context.cursor)
-          this.#send(record, seen, { type: "tick.recorded", lastTick: record.lastTick });
+        // A `lastTick` or `since` its writer's clock put ahead of the server's is not taken as it is.
+        const { since, lastTick } = this.#time.trusted(stored);
+        const seen = this.#see(record, since, lastTick);
+        if (lastTick !== undefined && lastTick > seen.snapshot.context.cursor)
+          this.#send(record, seen, { type: "tick.recorded", lastTick });
         // The ticks that fell due, and those owed (given up on a failure a later attempt may
         // mend): handed out whatever the cursor says. Going back to them by the cursor handed
         // out only the latest `maxCatchUp` ticks after it, so on a short period a tick given
@@ -181,7 +198,7 @@ export class Scheduler {
    * done; those after that but before this scheduler started fell while it
    * did not run: missed, skipped, or the latest one fired once (`runOnce`).
    */
-  #see(record: ScheduleRecord): Seen {
+  #see(record: ScheduleRecord, since: number, lastTick: number | undefined): Seen {
     const known = this.#seen.get(record.id);
     if (known && known.since === record.since) return known;
     // A new rule (or queue) starts anew: the old rule's ticks still owed are not its ticks.
@@ -191,9 +208,9 @@ export class Scheduler {
         { schedule: record.id, ticks: dropped.map((tick) => new Date(tick).toISOString()) },
         "ticks owed under the schedule's old rule given up: its rule or queue changed",
       );
-    const anchor = Math.max(record.since, record.lastTick ?? Number.NEGATIVE_INFINITY);
+    const anchor = Math.max(since, lastTick ?? Number.NEGATIVE_INFINITY);
     // Missed: before this scheduler started; a tick in its very first millisecond is due, not missed.
-    const started = this.#startedAt - 1;
+    const started = this.#startedAt - this.#time.correction() - 1;
     const [missedTick] = ticksBetween(record.rule, anchor, started, 1);
     const [snapshot, actions] = initialTransition(scheduleMachine, {
       missed: record.missed,
@@ -223,7 +240,10 @@ export class Scheduler {
       const unfollowed = new Error("the schedule was removed, or its rule or queue changed");
       const submitted = Effect.suspend(() =>
         this.#seen.get(record.id) === seen
-          ? Effect.tryPromise({ try: () => this.#deps.fire(record, tick, key), catch: (error) => error })
+          ? Effect.tryPromise({
+              try: () => this.#deps.fire(record, tick, key, () => this.#time.now()),
+              catch: (error) => error,
+            })
           : Effect.fail(unfollowed),
       ).pipe(
         Effect.retry({
@@ -289,14 +309,21 @@ export class Scheduler {
     }
   }
 
-  /** `lastTick` moves up to `tick` by compare-and-set, never back; a lost race is read again. */
+  /**
+   * `lastTick` moves up to `tick` by compare-and-set, never back (but from one ahead of its
+   * entry's stamp, `ScheduleClock`); a lost race is read again.
+   */
   async #recordTick(id: string, tick: number): Promise<void> {
-    const { store, clock } = this.#deps;
+    const { store } = this.#deps;
     for (let attempt = 0; attempt < 5; attempt++) {
       const stored = await store.read(id);
-      if (!stored || (stored.record.lastTick ?? Number.NEGATIVE_INFINITY) >= tick) return;
+      // A `lastTick` its writer's clock put ahead of the server's is replaced: the cursor heals.
+      if (!stored || (this.#time.trusted(stored).lastTick ?? Number.NEGATIVE_INFINITY) >= tick) return;
       try {
-        await store.update({ ...stored.record, lastTick: tick, updatedAt: clock.now() }, stored.revision);
+        await store.update(
+          { ...stored.record, lastTick: tick, updatedAt: this.#time.now() },
+          stored.revision,
+        );
         return;
       } catch (error) {
         if (!(error instanceof RevisionConflict)) throw error;
@@ -315,7 +342,7 @@ export class Scheduler {
         this.#poke = undefined;
         resolve();
       };
-      const timer = clock.setTimeout(done, Math.max(0, at - clock.now()));
+      const timer = clock.setTimeout(done, Math.max(0, at - this.#time.now()));
       this.#poke = done;
       signal.addEventListener("abort", done, { once: true });
     });

@@ -110,8 +110,10 @@ export const createSchedules = (
           clock: core.clock,
           log,
           track: (name, work) => core.loops.track(name, work),
-          fire: (record, _tick, key) =>
-            fireTick(broker, jobs, record, key, () => core.clock.now(), core.options.jobs.reapGraceMs),
+          // A stuck submit of the tick is judged by the scheduler's time (`now`: the server's when
+          // this runtime's clock is ahead): by a clock ahead, a live submit was past its deadline.
+          fire: (record, _tick, key, now) =>
+            fireTick(broker, jobs, record, key, now, core.options.jobs.reapGraceMs),
         })
       : undefined;
   if (scheduler) core.loops.run("scheduler", (signal) => scheduler.run(signal));
@@ -123,7 +125,8 @@ export const createSchedules = (
       const checked = await checkScheduleRequest(request, await broker.maxPayload(), now);
       for (let attempt = 1; ; attempt++) {
         const stored = await store.read(checked.id);
-        const at = core.clock.now();
+        // The scheduler's time: by the server's clock when this runtime's is ahead of it.
+        const at = scheduler?.now() ?? core.clock.now();
         const record: ScheduleRecord = stored
           ? {
               ...stored.record,

@@ -95,7 +95,11 @@ describe.each(backends)("the schedule store on $name", ({ make }) => {
       await expect(store.create(record("a"))).rejects.toBeInstanceOf(RevisionConflict);
       const second = await store.update(record("a", 5), first);
       await expect(store.update(record("a", 9), first)).rejects.toBeInstanceOf(RevisionConflict);
-      expect(await store.read("a")).toEqual({ record: record("a", 5), revision: second });
+      expect(await store.read("a")).toEqual({
+        record: record("a", 5),
+        revision: second,
+        storedAt: expect.any(Number),
+      });
       expect(await raw("a")).toEqual(record("a", 5));
       await store.create(record("b"));
       expect((await store.list()).map((s) => s.record.id).sort()).toEqual(["a", "b"]);
@@ -107,6 +111,27 @@ describe.each(backends)("the schedule store on $name", ({ make }) => {
       // A removed schedule can be made again.
       await store.create(record("a", 7));
       expect((await store.read("a"))?.record.lastTick).toBe(7);
+    } finally {
+      await dispose();
+    }
+  });
+
+  it("stamps each entry with the server's clock, and reads the server's clock as it lists", async () => {
+    const { store, dispose } = await make();
+    try {
+      // The server here runs on this host's clock: its stamps fall between two reads of it.
+      const before = Date.now();
+      const revision = await store.create(record("c"));
+      await store.update(record("c", 3), revision);
+      const read = await store.read("c");
+      const after = Date.now();
+      expect(read?.storedAt).toBeGreaterThanOrEqual(before - 5);
+      expect(read?.storedAt).toBeLessThanOrEqual(after + 5);
+      const listed = (await store.list()).find((s) => s.record.id === "c");
+      expect(Math.abs(listed!.storedAt! - read!.storedAt!)).toBeLessThanOrEqual(1);
+      const seen = store.serverTime();
+      const serverNow = seen!.at + (performance.now() - seen!.seenAt);
+      expect(Math.abs(serverNow - Date.now())).toBeLessThan(100);
     } finally {
       await dispose();
     }

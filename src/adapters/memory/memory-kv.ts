@@ -5,6 +5,8 @@ export interface KvEntry {
   readonly key: string;
   readonly value: string | undefined;
   readonly revision: number;
+  /** When it was written, by the server's clock (a bucket made with one). */
+  readonly storedAt?: number;
 }
 
 // What nats.js accepts as a KV key (`validateKey`): anything else fails before the server sees it.
@@ -23,9 +25,17 @@ export class MemoryKv {
   /** How a conflict names the key, e.g. `job record <id>`. */
   readonly #describe: (key: string) => string;
   #revision = 0;
+  /** The server's clock, which stamps each write (as NATS stamps a stored message); none: no stamps. */
+  readonly #now: (() => number) | undefined;
 
-  constructor(describe: (key: string) => string) {
+  constructor(describe: (key: string) => string, now?: () => number) {
     this.#describe = describe;
+    this.#now = now;
+  }
+
+  /** The server's time now; undefined for a bucket made without a clock. */
+  time(): number | undefined {
+    return this.#now?.();
   }
 
   get(operation: string, key: string): KvEntry | undefined {
@@ -102,7 +112,13 @@ export class MemoryKv {
   }
 
   #write(key: string, value: string | undefined): number {
-    const entry: KvEntry = { key, value, revision: ++this.#revision };
+    const storedAt = this.#now?.();
+    const entry: KvEntry = {
+      key,
+      value,
+      revision: ++this.#revision,
+      ...(storedAt === undefined ? {} : { storedAt }),
+    };
     this.#entries.set(key, entry);
     for (const watcher of [...this.#watchers]) watcher(entry);
     return entry.revision;

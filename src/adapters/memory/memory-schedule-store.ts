@@ -5,7 +5,11 @@ import type { KvEntry, MemoryKv } from "./memory-kv.ts";
 const storedOf = (entry: KvEntry | undefined): StoredSchedule | undefined =>
   entry?.value === undefined
     ? undefined
-    : { record: parseScheduleRecord(entry.key, JSON.parse(entry.value)), revision: entry.revision };
+    : {
+        record: parseScheduleRecord(entry.key, JSON.parse(entry.value)),
+        revision: entry.revision,
+        ...(entry.storedAt === undefined ? {} : { storedAt: entry.storedAt }),
+      };
 
 /**
  * Schedules in the memory server's bucket, shared by every runtime on the
@@ -43,5 +47,10 @@ export const memoryScheduleStore = (kv: MemoryKv, open: (operation: string) => v
     if (entry?.value === undefined) return false;
     kv.delete("schedules.remove", id, revision ?? entry.revision);
     return true;
+  },
+  // The server's clock itself, read now (none for a bucket made without one).
+  serverTime: () => {
+    const at = kv.time();
+    return at === undefined ? undefined : { at, seenAt: performance.now() };
   },
 });

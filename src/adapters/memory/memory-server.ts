@@ -75,8 +75,14 @@ export class MemoryServerState implements MemoryServer {
   readonly queues = new MemoryKv((key) => `queue ${key}`);
   readonly #permitPools = new Map<string, MemoryPermitPool>();
   readonly flows = new MemoryKv((key) => `flow record ${key}`);
-  /** Recurring jobs (`rt.schedules`): shared by every runtime on this server, as a KV bucket is. */
-  readonly schedules = new MemoryKv((key) => `schedule ${key}`);
+  /**
+   * Recurring jobs (`rt.schedules`): shared by every runtime on this server, as a KV bucket is,
+   * each write stamped by the server's clock, as NATS stamps a stored message.
+   */
+  readonly schedules = new MemoryKv(
+    (key) => `schedule ${key}`,
+    () => this.clock.now(),
+  );
   /** Agents' records: shared by every runtime on this server, as a KV bucket is. */
   readonly agents = memoryAgentStore();
   readonly tasks: TaskStream;

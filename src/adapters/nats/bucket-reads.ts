@@ -1,7 +1,9 @@
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { TransientBrokerError } from "../../kernel/errors.ts";
+import type { ServerTime } from "../schedule-store.ts";
 import { classifyNatsError } from "./classify-error.ts";
+import { parseServerTime } from "./server-facts.ts";
 import { nanos } from "./streams.ts";
 
 /**
@@ -52,6 +54,12 @@ export const scanBucketEntries = async (
   bucket: string,
   /** Only the keys under this filter (`live.>`); every key by default. */
   keys = ">",
+  /**
+   * Told the server's clock: the creation stamp of the pass's consumer, and
+   * `performance.now()` once its creation was answered (the server's time
+   * then is no earlier than that stamp).
+   */
+  serverTime?: (time: ServerTime) => void,
 ): Promise<Map<string, BucketEntry>> => {
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
@@ -64,6 +72,11 @@ export const scanBucketEntries = async (
     filter_subjects: `${prefix}${keys}`,
     deliver_policy: DeliverPolicy.LastPerSubject,
   });
+  if (serverTime) {
+    const seenAt = performance.now();
+    const created = parseServerTime((await consumer.info(true)).created);
+    if (Number.isFinite(created)) serverTime({ at: created, seenAt });
+  }
   const messages = await consumer.consume();
   let read = 0;
   /** Read up to the bucket's last message: the only end of a scan that read it all. */

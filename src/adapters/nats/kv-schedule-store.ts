@@ -9,7 +9,7 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { parseScheduleRecord, type ScheduleRecord } from "../../kernel/schedule-record.ts";
-import type { ScheduleStore, StoredSchedule } from "../schedule-store.ts";
+import type { ScheduleStore, ServerTime, StoredSchedule } from "../schedule-store.ts";
 import { scanBucketEntries } from "./bucket-reads.ts";
 import type { ClientSetups } from "./client-setups.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -28,7 +28,20 @@ const entryOf = (id: string, entry: Awaited<ReturnType<KV["get"]>>): StoredSched
   // A deleted or purged key still returns an entry, marked by its operation.
   entry === null || entry.operation !== "PUT"
     ? undefined
-    : { record: parseScheduleRecord(id, JSON.parse(decoder.decode(entry.value))), revision: entry.revision };
+    : {
+        record: parseScheduleRecord(id, JSON.parse(decoder.decode(entry.value))),
+        revision: entry.revision,
+        storedAt: entry.created.getTime(),
+      };
+
+/**
+ * A listing whose reading of the server's clock may be off: its monotonic and wall ages
+ * disagree (this host slept, or its clock was set), or it is old (the two clocks drift).
+ */
+const clockStale = (seen: ServerTime, wallAt: number): boolean => {
+  const monoAge = performance.now() - seen.seenAt;
+  return monoAge > 300_000 || Math.abs(Date.now() - wallAt - monoAge) > 500;
+};
 
 /**
  * Schedules in a KV bucket (`<prefix>_schedules`, history 1: only the latest
@@ -89,7 +102,10 @@ export const natsScheduleStore = (
         bad: Array<{ id: string; error: unknown }>;
       }
     | undefined;
+  /** The server's clock as the last listing read it, and `Date.now()` then. */
+  let clock: { seen: ServerTime; wallAt: number } | undefined;
   return {
+    serverTime: () => clock?.seen,
     provision: () => run("schedules.provision", "*", async () => undefined),
     read: (id) =>
       run(
@@ -100,6 +116,7 @@ export const natsScheduleStore = (
       ),
     // One pass over the bucket (its consumer deleted at the end), and only when it changed since
     // the last: a scheduler reads the schedules every second, and most seconds nothing changed.
+    // The pass's consumer's creation stamp is the server's clock the scheduler judges ticks by.
     list: (unreadable) =>
       run(
         "schedules.list",
@@ -114,17 +131,23 @@ export const natsScheduleStore = (
             listed?.stream === stream &&
             listed.seq === last &&
             listed.time === time &&
-            listed.bad.length === 0
+            listed.bad.length === 0 &&
+            // Listed again too when its reading of the server's clock may be off (none: no schedule).
+            (clock === undefined ? listed.schedules.length === 0 : !clockStale(clock.seen, clock.wallAt))
           )
             return listed.schedules;
           const schedules: StoredSchedule[] = [];
           const bad: Array<{ id: string; error: unknown }> = [];
-          for (const [id, entry] of await scanBucketEntries(jetstream(nc), jsm, bucketName)) {
+          const entries = await scanBucketEntries(jetstream(nc), jsm, bucketName, ">", (seen) => {
+            clock = { seen, wallAt: Date.now() };
+          });
+          for (const [id, entry] of entries) {
             if (entry.value === undefined) continue;
             try {
               schedules.push({
                 record: parseScheduleRecord(id, JSON.parse(entry.value)),
                 revision: entry.revision,
+                storedAt: entry.storedAt,
               });
             } catch (error) {
               bad.push({ id, error });

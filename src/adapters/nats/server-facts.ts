@@ -47,7 +47,7 @@ export interface FactsRequest {
 const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 /** `2026-12-02T01:03:36.443004941Z`: nanoseconds cut to the milliseconds Date reads. */
-const parseServerTime = (stamp: string): number => Date.parse(stamp.replace(/(\.\d{3})\d+/, "$1"));
+export const parseServerTime = (stamp: string): number => Date.parse(stamp.replace(/(\.\d{3})\d+/, "$1"));
 
 const measureClock = async (nc: NatsConnection, stream: string): Promise<ServerFacts["clock"]> => {
   const jsm = await jetstreamManager(nc);
