@@ -201,6 +201,36 @@ describe("countAnswers", () => {
     expect(late).toMatchObject({ dead: 0, added: 0, changed: false });
   });
 
+  it("a refused redrive's death stored again after another redrive's marker of the same letter counts: the task is answered (as before lettersAhead)", () => {
+    // Task 0 died (letter 10). Redrives a = [0] and b = [0, 1] both read letter 10 (different
+    // sets, so different markers). a's marker lands first and takes the death back; b's lands
+    // next and finds task 0 with no answer counted (a letter ahead, `takenAhead`). The job is
+    // cancelled meanwhile: a's record write is refused, and a stores again the death its marker
+    // took back, naming its letter (job-redrive.ts, `takeBack`). No copy of task 0 runs: that
+    // death is task 0's last answer. Before lettersAhead it was counted (done + failed + dead
+    // == total); now it is taken back as it lands, task 0 counted by nothing, for good.
+    const stream: ResultEntry[][] = [
+      [{ i: 1, ok: true }],
+      [{ i: 0, ok: false, dead: true, l: 10 }],
+      [{ i: 0, redrive: true, id: "a", l: [10] }],
+      [{ i: 0, redrive: true, id: "b", l: [10] }],
+      // a's death stored again (`encodeFailed(index, error, true, letter)`), after its refusal.
+      [{ i: 0, ok: false, dead: true, l: 10 }],
+    ];
+    let progress = fresh(2);
+    let at = 1;
+    for (const message of stream) progress = { ...progress, ...afterResults(progress, message, at++, false) };
+    expect({ done: progress.done, failed: progress.failed, dead: progress.dead }).toEqual({
+      done: 1,
+      failed: 0,
+      dead: 1,
+    });
+    expect(remaining(progress)).toBe(0);
+    expect(lettersOf(progress.deadLetters)).toEqual([[0, 10]]);
+    // A supervisor taking the job over, counting the same stream in one read: the same.
+    expect(afterResults(fresh(2), stream.flat(), 1, true)).toMatchObject({ done: 1, failed: 0, dead: 1 });
+  });
+
   it("letters far apart are kept apart: a batch copies the chunks it changes, the others shared, the input untouched", () => {
     const total = 5000;
     const died = countAnswers(fresh(total), [
