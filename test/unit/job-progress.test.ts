@@ -231,6 +231,34 @@ describe("countAnswers", () => {
     expect(afterResults(fresh(2), stream.flat(), 1, true)).toMatchObject({ done: 1, failed: 0, dead: 1 });
   });
 
+  it("a death stored after a marker naming its letter is taken back as it lands even when that marker took back another death of the task (two letters of one death)", () => {
+    // One death, two letters: the worker stored letter 10 and hung past its delivery's lease
+    // before storing its dead answer; the server's advisory had the task dead-lettered (letter
+    // 11) and stored its own dead answer first. A redrive read both letters: its marker names
+    // 10 and 11, lands after the advisory's death (takes it back) and before the worker's. The
+    // worker's death, stored after a marker of its letter, must be taken back as it lands
+    // (architecture.md, "A death stored after a marker of its letter is taken back as it
+    // lands"): the redrive's copy answers for task 0, and the redrive removes both letters.
+    const stream: ResultEntry[][] = [
+      [{ i: 1, ok: true }],
+      [{ i: 0, ok: false, dead: true, l: 11 }],
+      [{ i: 0, redrive: true, id: "r", l: [10, 11] }],
+      [{ i: 0, ok: false, dead: true, l: 10 }],
+      // The redrive's copy.
+      [{ i: 0, ok: true }],
+    ];
+    let progress = fresh(2);
+    let at = 1;
+    for (const message of stream) progress = { ...progress, ...afterResults(progress, message, at++, false) };
+    expect({ done: progress.done, failed: progress.failed, dead: progress.dead }).toEqual({
+      done: 2,
+      failed: 0,
+      dead: 0,
+    });
+    expect(lettersOf(progress.deadLetters)).toEqual([]);
+    expect(afterResults(fresh(2), stream.flat(), 1, true)).toMatchObject({ done: 2, failed: 0, dead: 0 });
+  });
+
   it("letters far apart are kept apart: a batch copies the chunks it changes, the others shared, the input untouched", () => {
     const total = 5000;
     const died = countAnswers(fresh(total), [
