@@ -1,7 +1,7 @@
 import type { Actor } from "xstate";
 import type { JobResults } from "../adapters/job-results.ts";
 import { workOver } from "../kernel/errors.ts";
-import { takenAhead, takesBack } from "../kernel/job-progress.ts";
+import { othersAhead, takenAhead, takesBack } from "../kernel/job-progress.ts";
 import { decodeResults, type ResultRecord } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type HandleSource, isRecorded, snapshotOf, type TaskResult } from "./job-handle.ts";
@@ -48,7 +48,13 @@ export async function* readAllResults<Result>(
           const i = raw.i;
           if (raw.redrive) {
             // As the job counts it: a marker takes back a dead answer whose letter it names.
-            if (failures.has(i) && takesBack(raw, letters.get(i))) {
+            // A death only, as the job counts: a failure for good stands (a marker naming no letter
+            // took it back here, and the task went missing from what this read lists; a review).
+            const letter = letters.get(i);
+            const held = failures.get(i);
+            if (held && !held.ok && held.dead && takesBack(raw, letter)) {
+              const others = othersAhead(raw, letter);
+              if (others.length > 0) ahead.set(i, [...(ahead.get(i) ?? []), ...others]);
               failures.delete(i);
               letters.delete(i);
               seen.delete(i);

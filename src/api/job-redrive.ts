@@ -10,7 +10,7 @@ import { taskIndexes } from "../kernel/validation.ts";
 import {
   batchesUnder,
   encodeBatch,
-  encodeFailed,
+  encodeDeathAgain,
   encodeRedrive,
   encodeTask,
   namingRedriveId,
@@ -266,8 +266,10 @@ const takeBack = async (
 ): Promise<void> => {
   try {
     if (!over.lane) await broker.removeTasks(over);
-    // Each naming its letter, left: the redrive of it that comes sends it back.
-    const deaths = letters.map((l) => encodeFailed(l.index, boundError(l.error), true, l.seq));
+    // Each naming its letter, left: the redrive of it that comes sends it back. Said stored
+    // again: another redrive's marker ahead of it (refused too, the job over) does not take it
+    // back as it lands, which counted the task by nothing (a review, job-progress.test.ts).
+    const deaths = letters.map((l) => encodeDeathAgain(l.index, boundError(l.error), l.seq));
     await publishInBatches(broker, over, deaths, `redrive.${over.id}.${nonce}.refused`);
   } catch (error) {
     log.warn(

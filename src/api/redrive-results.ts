@@ -1,6 +1,13 @@
 import type { Broker } from "../adapters/broker.ts";
 import { OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
-import { FirstAnswers, letterOf, type ResultEntry, takenAhead, takesBack } from "../kernel/job-progress.ts";
+import {
+  FirstAnswers,
+  letterOf,
+  othersAhead,
+  type ResultEntry,
+  takenAhead,
+  takesBack,
+} from "../kernel/job-progress.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
 import { decodeResults } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -106,7 +113,10 @@ export const takenBack = async (
           if (Array.isArray(l) && !answered.has(i)) ahead.set(i, [...(ahead.get(i) ?? []), ...l]);
           continue;
         }
-        if (!takesBack(entry, dead.get(i))) continue;
+        const letter = dead.get(i);
+        if (!takesBack(entry, letter)) continue;
+        const others = othersAhead(entry, letter);
+        if (others.length > 0) ahead.set(i, [...(ahead.get(i) ?? []), ...others]);
         dead.delete(i);
         answered.delete(i);
         takenBy.set(i, id ?? "");

@@ -24,6 +24,12 @@ export interface ResultEntry {
    * the dead-letter store, kernel/wire.ts); absent in entries of earlier versions.
    */
   readonly l?: number | readonly number[];
+  /**
+   * A dead answer a refused redrive stored again: its marker had taken it back, and no copy of
+   * the task runs (`encodeDeathAgain`, kernel/wire.ts). Never taken back as it lands
+   * (`takenAhead`): another redrive's marker ahead of it was refused too.
+   */
+  readonly again?: boolean;
 }
 
 /** The letter a dead answer names (undefined: none, an earlier version's or its letter not stored). */
@@ -52,8 +58,25 @@ export const takesBack = (marker: ResultEntry, letter: number | undefined): bool
  */
 export const takenAhead = (ahead: readonly number[] | undefined, entry: ResultEntry): boolean => {
   const letter = letterOf(entry);
-  return entry.ok !== true && entry.dead === true && letter !== undefined && ahead?.includes(letter) === true;
+  return (
+    entry.ok !== true &&
+    entry.dead === true &&
+    entry.again !== true &&
+    letter !== undefined &&
+    ahead?.includes(letter) === true
+  );
 };
+
+/**
+ * The letters a marker sends back besides `taken`, the letter of the death it took back (all of
+ * them when that death names none): each is ahead of a death of the same delivery still to
+ * land. A task may have two letters for one death (the worker's, stored before it hung past its
+ * lease, and the advisory's whose dead answer landed first): its marker took the first death
+ * back, and the worker's, landing after, was counted, the copy's answer dropped as a duplicate,
+ * the task dead with both letters removed (a review, job-progress.test.ts).
+ */
+export const othersAhead = (marker: ResultEntry, taken: number | undefined): readonly number[] =>
+  Array.isArray(marker.l) ? marker.l.filter((l) => l !== taken) : [];
 
 export interface JobProgress extends JobCounts {
   readonly total: number;
@@ -228,6 +251,11 @@ export const countAnswers = (
       }
       const letter = letters ? letters.get(i) : valueAt(progress.deadLetters, i);
       if (!takesBack(entry, letter)) continue;
+      const others = othersAhead(entry, letter);
+      if (others.length > 0) {
+        ahead ??= new ChunkChanges(progress.lettersAhead);
+        ahead.set(i, [...(ahead.get(i) ?? []), ...others]);
+      }
       deadBits ??= copyOf(progress.deadBits, bytes);
       answered ??= copyOf(progress.answered, bytes);
       setBit(deadBits, i, false);

@@ -9,7 +9,8 @@ import { MalformedMessage } from "./errors.ts";
  *   submit that published it, `{"i":<index>,"s":"<submitId>","p":<payload>}` (`withSubmit`);
  * - a result entry: `{"i":n,"ok":true,"r":<result>}`, `{"i":n,"ok":false,"e":"<error>"}`
  *   (`,"dead":true` when its last delivery failed, then `,"l":<seq>`: its dead letter, written
- *   just before it, by its sequence in the dead-letter store), or a redrive marker
+ *   just before it, by its sequence in the dead-letter store; `,"again":true` on a death a
+ *   refused redrive stores again, `encodeDeathAgain`), or a redrive marker
  *   `{"i":n,"redrive":true,"id":"<redrive>","l":[<seq>,…]}` ("forget the dead answer of task
  *   n"; `id` is the redrive's, as its record write names it; `l` the letters of task n it sends
  *   back). A marker takes back the task's dead answer only if it names that answer's letter
@@ -53,6 +54,8 @@ export type ResultRecord =
       readonly dead?: boolean;
       /** A dead answer's letter (its sequence in the dead-letter store); absent in earlier versions'. */
       readonly l?: number;
+      /** Stored again by a refused redrive (`encodeDeathAgain`). */
+      readonly again?: boolean;
       readonly redrive?: undefined;
     }
   | {
@@ -169,6 +172,14 @@ export const encodeDoneJson = (index: number, json: string): string => `{"i":${i
 export const encodeFailed = (index: number, error: string, dead: boolean, letter?: number): string =>
   `{"i":${index},"ok":false,"e":${JSON.stringify(error)}${dead ? `,"dead":true${letter === undefined ? "" : `,"l":${letter}`}` : ""}}`;
 
+/**
+ * A dead answer a refused redrive stores again after its marker took it back (`"again":true`):
+ * no copy of the task runs, so this death is the task's answer, and no marker ahead of it takes
+ * it back as it lands (`takenAhead`, job-progress.ts). Earlier versions read it as any death.
+ */
+export const encodeDeathAgain = (index: number, error: string, letter?: number): string =>
+  `${encodeFailed(index, error, true, letter).slice(0, -1)},"again":true}`;
+
 /** A dead answer `encodeFailed` wrote, naming its letter (its sequence in the dead-letter store) now it is stored. */
 export const withLetter = (entry: string, letter: number): string => `${entry.slice(0, -1)},"l":${letter}}`;
 
@@ -253,7 +264,8 @@ const isResult = (entry: unknown): entry is ResultRecord => {
     entry.ok === false &&
     (entry.e === undefined || typeof entry.e === "string") &&
     (entry.dead === undefined || typeof entry.dead === "boolean") &&
-    (entry.l === undefined || isIndex(entry.l))
+    (entry.l === undefined || isIndex(entry.l)) &&
+    (entry.again === undefined || typeof entry.again === "boolean")
   );
 };
 

@@ -18,6 +18,7 @@ import {
   remaining,
   sampleRate,
 } from "../../src/kernel/job-progress.ts";
+import { decodeResults, encodeBatch, encodeDeathAgain } from "../../src/kernel/wire.ts";
 
 /** A job of `total` tasks with nothing answered, at time 0. */
 const fresh = (total: number, overrides: Partial<JobProgress> = {}): JobProgress => ({
@@ -214,8 +215,8 @@ describe("countAnswers", () => {
       [{ i: 0, ok: false, dead: true, l: 10 }],
       [{ i: 0, redrive: true, id: "a", l: [10] }],
       [{ i: 0, redrive: true, id: "b", l: [10] }],
-      // a's death stored again (`encodeFailed(index, error, true, letter)`), after its refusal.
-      [{ i: 0, ok: false, dead: true, l: 10 }],
+      // a's death stored again after its refusal, as `takeBack` (job-redrive.ts) writes it.
+      decodeResults(encodeBatch([encodeDeathAgain(0, "boom", 10)])),
     ];
     let progress = fresh(2);
     let at = 1;
