@@ -89,7 +89,7 @@ export const flowNodeOfKey = (key: string | undefined): { flowId: string; name: 
   return match ? { flowId: match[1] as string, name: match[2] as string } : undefined;
 };
 
-/** The most nodes a flow may have: each node's job is read on every step of the flow. */
+/** The most nodes a flow may have: every step of the flow reads its record, which names each node. */
 const maxFlowNodes = 1000;
 
 const NodeName = Schema.String.check(
