@@ -301,7 +301,11 @@ export class FlowDriver {
    * record is written, so a slow submit keeps its mark.
    */
   async #sweep(): Promise<void> {
-    for (const mark of await this.#broker.flows.listLive()) {
+    const marks = await this.#broker.flows.listLive();
+    // A flow settled and unmarked by another runtime: what this one held of it goes too.
+    const marked = new Set(marks.map((mark) => mark.id));
+    for (const id of [...this.#everyRead.keys(), ...this.#owed]) if (!marked.has(id)) this.#forget(id);
+    for (const mark of marks) {
       let found: Awaited<ReturnType<Broker["flows"]["getFlow"]>>;
       try {
         found = await this.#broker.flows.getFlow(mark.id);
