@@ -1,24 +1,22 @@
 import { Cause, Effect, Exit } from "effect";
 import type { Broker } from "../adapters/broker.ts";
-import { shownRecord } from "../effects/finalize-job.ts";
-import { reapSubmits } from "../effects/reap-submits.ts";
 import { retryWith } from "../effects/retry.ts";
-import { inBatches } from "../kernel/batches.ts";
 import { RevisionConflict, RuntimeStopped } from "../kernel/errors.ts";
 import { firstTime } from "../kernel/first-time.ts";
 import {
-  cancelledInSubmit,
   type FlowRecord,
   flowNodeOfKey,
   isSettled,
   type ObservedJob,
   stepFlow,
 } from "../kernel/flow-record.ts";
-import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import type { JobRecord } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { boundReason } from "../kernel/reason.ts";
+import { landedAfterCancel, type Observer, observeChange, observeJob } from "./flow-observe.ts";
 import { cancelJobs, type FlowActs, submitNodes } from "./flow-submits.ts";
 import type { Jobs } from "./jobs-face.ts";
+import type { RecordListener } from "./record-feed.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
@@ -27,11 +25,29 @@ const flowSweepMs = 2000;
 /** A mark without its flow's record is left this long: the submit that wrote it may still write the record. */
 const orphanMarkMs = 60_000;
 
-/** A grace that makes every submit past its deadline: `reapSubmits` finishes a dead one at once. */
-const anyDeadline = Number.NEGATIVE_INFINITY;
+/**
+ * How often a driver reads the job of every node of a flow not settled
+ * (the sweep's other passes read only the nodes being submitted): a backstop
+ * for a node's change it may have missed without knowing it.
+ */
+const everyNodeMs = 30_000;
 
-/** Subscribes to the runtime's job record changes; returns the unsubscribe. */
-export type RecordChanges = (listener: (record: JobRecord) => void) => () => void;
+/** Listens to the runtime's record watch (its changes, and each time it is placed); returns the unlisten. */
+export type RecordChanges = (listener: RecordListener) => () => void;
+
+/**
+ * What the next step of a flow looks at: the job of `every` node not ended,
+ * or of those being submitted (`submitting`: a sweep), and the nodes whose
+ * job changed (`changed`: the last record heard of each, by node).
+ */
+interface Looks {
+  every: boolean;
+  submitting: boolean;
+  readonly changed: Map<string, JobRecord>;
+}
+
+/** What a wake asks the step to look at (`wake`). */
+export type Look = "every" | "submitting" | { readonly name: string; readonly record: JobRecord };
 
 /** Where a driver is about to write: a test hook that throws there is a driver dying at that step. */
 export type FlowStepPoint = "record" | "submit" | "update" | "cancel";
@@ -57,34 +73,39 @@ export const onConflictAgain = async <A>(decide: () => Promise<A>, signal: Abort
   throw Cause.squash(exit.cause);
 };
 
-/** How a node's job looks from its record: none (or rolled back), being submitted, running, ended. */
-const observe = (found: JobRecord | undefined): ObservedJob => {
-  if (found === undefined || found.phase === SubmitPhase.rolledBack) return { kind: "none" };
-  if (isFinal(found.status))
-    return {
-      kind: "ended",
-      status: found.status as "succeeded" | "failed",
-      ...(found.reason ? { reason: found.reason } : {}),
-    };
-  return found.phase === SubmitPhase.submitting ? { kind: "pending" } : { kind: "running" };
-};
-
 /**
  * Drives flows: steps a flow (`stepFlow`) from its record and its nodes' job
  * records, writes the record (compare-and-set; a conflict re-reads and steps
- * again), then submits and cancels what the step says. Stateless: every
- * runtime with the submitter role runs one, woken by the job
- * records of flow nodes as they change (their idempotency key names the flow)
- * and by a sweep of every flow not settled, so a flow whose driver died is
- * finished by another within `flowSweepMs`. Drivers racing on one flow do
- * the same step: a node's job is one job by its key.
+ * again), then submits and cancels what the step says. Stateless (what it
+ * holds only says what to read): every runtime with the submitter role runs
+ * one, woken by the job records of flow nodes as they change (their
+ * idempotency key names the flow and node) and by a sweep of every flow not
+ * settled, so a flow whose driver died is finished by another within
+ * `flowSweepMs`. Drivers racing on one flow do the same step: a node's job
+ * is one job by its key.
+ *
+ * What a step reads grows with the changes, not with the flow: a step woken
+ * by a node's change looks at that node alone, from the record the change
+ * carried (no read); the changes heard during a step are one step after it.
+ * The job of every node not ended is read at a flow's first sweep here, after
+ * the watch is placed again (changes may have been missed), after a step
+ * that failed, and every `everyNodeMs`; the other sweeps read only the nodes
+ * being submitted, whose submit may have died with no change to come. A
+ * step asked for otherwise (a submit, a `get`, a cancel) reads every node.
  */
 export class FlowDriver {
   readonly #core: RuntimeCore;
   readonly #broker: Broker;
   readonly #log: Logger;
   /** One step at a time per flow here; a wake during a step runs one more after it. */
-  readonly #stepping = new Map<string, { again: boolean; done: Promise<void> }>();
+  readonly #stepping = new Map<string, { done: Promise<void> }>();
+  /** What the next step of each flow looks at: the wakes since its last step, together. */
+  readonly #looks = new Map<string, Looks>();
+  /** When each flow's job of every node was last read here (a step that looked at `every`). */
+  readonly #everyRead = new Map<string, number>();
+  /** Flows whose next sweep reads every node: a change heard may be lost (its step failed, or came too soon). */
+  readonly #owed = new Set<string>();
+  readonly #observer: Observer;
   readonly #listeners = new Set<(record: FlowRecord) => void>();
   hook: FlowHook | undefined;
 
@@ -97,6 +118,12 @@ export class FlowDriver {
     this.#broker = broker;
     this.#acts = { broker, jobs, stopping: core.stopping, point: (at, id, node) => this.point(at, id, node) };
     this.#log = childLogger(core.logger, { actor: "flow" });
+    this.#observer = {
+      broker,
+      log: this.#log,
+      now: () => core.clock.now(),
+      graceMs: core.options.jobs.reapGraceMs,
+    };
   }
 
   /** Starts the wake-ups and the sweep, on a runtime that may drive flows. */
@@ -104,10 +131,16 @@ export class FlowDriver {
     // Stepping a flow submits its jobs: the submitter's calls and NATS grants (a supervisor's
     // grants cannot publish tasks). Every runtime that may submit drives flows.
     if (!this.#core.options.roles.has("submitter")) return;
-    // The runtime's one record watch (the job registry's): no watch of its own.
-    const unwatch = this.#watch((record) => {
-      const node = flowNodeOfKey(record.idempotencyKey);
-      if (node) void this.wake(node.flowId);
+    // The runtime's one record watch (the job registry's): no watch of its own. A change
+    // wakes its flow to look at that node alone, from the record the change carries.
+    const unwatch = this.#watch({
+      onRecord: (record) => {
+        const node = flowNodeOfKey(record.idempotencyKey);
+        if (node) void this.wake(node.flowId, { name: node.name, record });
+      },
+      // Placed again (a reconnect): changes meanwhile were not heard, so every flow's next
+      // sweep reads every node (the first placement: flows this runtime has not read yet do).
+      onPlaced: () => this.#everyRead.clear(),
     });
     this.#core.stopping.addEventListener("abort", unwatch, { once: true });
     this.#core.loops.every("flow-sweep", flowSweepMs, () => this.#sweep(), "later");
@@ -124,28 +157,38 @@ export class FlowDriver {
     for (const listener of [...this.#listeners]) listener(record);
   }
 
-  /** Steps the flow soon (at once, or after the step running here). */
-  wake(flowId: string): Promise<void> {
+  /**
+   * Steps the flow soon (at once, or after the step running here), looking
+   * at the job of every node not ended (`every`, the default), of those
+   * being submitted, or of the node whose change woke it. The wakes that
+   * come during a step are one step after it, which looks at all they asked.
+   */
+  wake(flowId: string, look: Look = "every"): Promise<void> {
+    const looks = this.#looks.get(flowId) ?? { every: false, submitting: false, changed: new Map() };
+    if (look === "every") looks.every = true;
+    else if (look === "submitting") looks.submitting = true;
+    else looks.changed.set(look.name, look.record);
+    this.#looks.set(flowId, looks);
     const running = this.#stepping.get(flowId);
-    if (running) {
-      running.again = true;
-      return running.done;
-    }
-    const entry = { again: false, done: Promise.resolve() };
+    if (running) return running.done;
+    const entry = { done: Promise.resolve() };
+    this.#stepping.set(flowId, entry);
     entry.done = (async () => {
       try {
-        do {
-          entry.again = false;
-          await this.step(flowId).catch((error: unknown) => {
+        for (let next = this.#looks.get(flowId); next; next = this.#looks.get(flowId)) {
+          this.#looks.delete(flowId);
+          if (this.#core.stopping.aborted) return;
+          await this.step(flowId, next).catch((error: unknown) => {
+            // What it looked at is not looked at again by a wake: the next sweep reads every node.
+            this.#owed.add(flowId);
             if (this.#core.stopping.aborted) return;
             this.#log.warn({ flowId, err: error }, "flow step failed; the next wake or sweep steps it again");
           });
-        } while (entry.again && !this.#core.stopping.aborted);
+        }
       } finally {
         this.#stepping.delete(flowId);
       }
     })();
-    this.#stepping.set(flowId, entry);
     return entry.done;
   }
 
@@ -155,13 +198,21 @@ export class FlowDriver {
   }
 
   /** One step of the flow: read, decide, write, then submit and cancel. */
-  async step(flowId: string): Promise<FlowRecord | undefined> {
-    const decided = await onConflictAgain(() => this.#decide(flowId), this.#core.stopping);
+  async step(flowId: string, looks: Looks = everyLook()): Promise<FlowRecord | undefined> {
+    const startedAt = this.#core.clock.now();
+    const decided = await onConflictAgain(() => this.#decide(flowId, looks), this.#core.stopping);
     if (!decided) return undefined;
     const { record, submit, cancel } = decided;
     this.seen(record);
+    if (looks.every) {
+      this.#everyRead.set(flowId, startedAt);
+      this.#owed.delete(flowId);
+    }
     // Settled: nothing will happen to it any more, so the sweep need not read it again.
-    if (isSettled(record)) await this.#broker.flows.unmarkLive(flowId);
+    if (isSettled(record)) {
+      this.#forget(flowId);
+      await this.#broker.flows.unmarkLive(flowId);
+    }
     const { tried, refused } = await submitNodes(this.#acts, record, submit);
     if (refused.size > 0) {
       await onConflictAgain(async () => {
@@ -200,27 +251,40 @@ export class FlowDriver {
     return record;
   }
 
+  /**
+   * Reads the record and the jobs of the nodes `looks` names (of a change,
+   * from the record it carried), steps it, writes it. A node not looked at
+   * is left as the record says: its change wakes a step of its own.
+   */
   async #decide(
     flowId: string,
+    looks: Looks,
   ): Promise<{ record: FlowRecord; submit: readonly string[]; cancel: readonly string[] } | undefined> {
     const found = await this.#broker.flows.getFlow(flowId);
     if (!found) return undefined;
+    const o = this.#observer;
     if (isSettled(found.record))
-      return { record: found.record, submit: [], cancel: await this.#landedAfterCancel(found.record) };
+      return {
+        record: found.record,
+        submit: [],
+        cancel: await landedAfterCancel(o, found.record, looks.every ? undefined : looks.changed),
+      };
+    const cancelled = found.record.status === "cancelled";
     const observed = new Map<string, ObservedJob>();
     await Promise.all(
       Object.entries(found.record.nodes).map(async ([name, node]) => {
-        if (node.status === "waiting" || node.status === "skipped" || node.status === "cancelled") return;
-        if (node.status === "succeeded" || node.status === "failed") return;
+        const change = looks.changed.get(name);
+        // A job changed while its node waits: the record read is behind the one its submit
+        // followed (a replica not caught up). Not lost: the next sweep reads every node.
+        if (change && node.status === "waiting") this.#owed.add(flowId);
+        if (node.status !== "submitting" && node.status !== "running") return;
         // A lane job whose commit is not written yet is running; a submit under way, pending.
-        observed.set(name, await this.#observeJob(node.jobId, found.record.status === "cancelled"));
+        if (looks.every || (looks.submitting && node.status === "submitting"))
+          observed.set(name, await observeJob(o, node.jobId, cancelled));
+        else if (change) observed.set(name, await observeChange(o, node.jobId, change, cancelled));
       }),
     );
-    const step = stepFlow(
-      found.record,
-      (name) => observed.get(name) ?? { kind: "none" },
-      this.#core.clock.now(),
-    );
+    const step = stepFlow(found.record, (name) => observed.get(name), this.#core.clock.now());
     if (step.record !== found.record) {
       this.point("update", flowId);
       await this.#broker.flows.updateFlow(step.record, found.revision);
@@ -229,93 +293,19 @@ export class FlowDriver {
   }
 
   /**
-   * How a node's job looks now. A submit still under way past its commit
-   * deadline and the reaper's grace died (its submitter checks that deadline
-   * before it commits, and would have rolled back by then): it is finished
-   * here, as the reaper would finish it (rolled forward if it committed,
-   * else rolled back), then read again. The reaper runs only on a runtime
-   * with the admin role; without this, a flow whose driver died inside a
-   * node's submit waited for one, for ever if there was none. A node whose
-   * submit was rolled back is submitted again by the step (a submit takes
-   * over a rolled-back record of its key).
-   *
-   * In a cancelled flow (`flowCancelled`) the deadline is not waited for
-   * once the submit's lease has run out: its submitter's runtime stopped
-   * renewing it (it died), the proof a takeover acts on. A cancel waited
-   * for the deadline and the grace, 40 s, before it resolved (review
-   * finding). A submit whose lease is still renewed, or not written yet, is
-   * alive: its commit (or its own rollback) wakes the flow.
-   *
-   * A submit rolled back here loses its lease too, as the reaper's pass
-   * removes it: left, it kept the rolled-back job in the leases bucket (the
-   * index of the jobs not over: the dashboard listed it, each HTTP listing
-   * read its record) until a takeover pass of a supervisor removed it, for
-   * ever without one. Only the lease read before the rollback and run out
-   * then (its holder's heartbeat too), up to that revision: a lease another
-   * runtime holds or took since (a resubmit of the key) stays.
-   */
-  async #observeJob(jobId: string, flowCancelled: boolean): Promise<ObservedJob> {
-    const shown = (await shownRecord(this.#broker, jobId))?.record;
-    if (shown?.phase !== SubmitPhase.submitting) return observe(shown);
-    const now = () => this.#core.clock.now();
-    const graceMs = this.#core.options.jobs.reapGraceMs;
-    const pastDeadline = now() >= shown.commitDeadline + graceMs;
-    if (!pastDeadline && !flowCancelled) return observe(shown);
-    const lease = await this.#broker.leases.get(jobId);
-    const runOut = lease !== undefined && lease.lease.until <= now();
-    if (!pastDeadline && !runOut) return observe(shown);
-    // Not past its deadline: finished whatever the deadline says (its submitter is gone).
-    const finished = await reapSubmits(this.#broker, now, pastDeadline ? graceMs : anyDeadline, [shown]);
-    if (finished.rolledBack.length > 0) {
-      if (runOut)
-        await this.#broker.leases
-          .remove(jobId, lease.revision)
-          .catch((error: unknown) =>
-            this.#log.debug(
-              { jobId, err: error },
-              "lease of a rolled-back submit not removed; a takeover pass does",
-            ),
-          );
-      this.#log.info(
-        { jobId },
-        flowCancelled
-          ? "a node's submit that died before its commit was rolled back; its flow was cancelled"
-          : "a node's submit that died before its commit was rolled back; submitted again",
-      );
-    }
-    return observe((await shownRecord(this.#broker, jobId))?.record);
-  }
-
-  /**
-   * The jobs of a cancelled flow's nodes that run though the cancel wrote
-   * them cancelled: their submit landed after it, and the driver that made
-   * it stopped before it cancelled them. A flow woken by such a job's
-   * record (every runtime is) cancels it here. A submit still under way is
-   * left to the next wake (its commit's). Only the nodes that were being
-   * submitted at the cancel are read (a few): a wake of a big cancelled
-   * flow, one per job it cancels, does not read every node's job.
-   */
-  async #landedAfterCancel(record: FlowRecord): Promise<string[]> {
-    if (record.status !== "cancelled") return [];
-    // 32 at once: a cancel that stopped its driver's submits leaves hundreds of such nodes.
-    const running = await inBatches(Object.values(record.nodes), async (node) => {
-      // Only a node cancelled while its job was being submitted may have one landing after.
-      if (node.status !== "cancelled" || node.reason !== cancelledInSubmit) return undefined;
-      const seen = await this.#observeJob(node.jobId, true);
-      return seen.kind === "running" ? node.jobId : undefined;
-    });
-    return running.filter((id): id is string => id !== undefined);
-  }
-
-  /**
-   * Steps every flow marked not settled. A mark whose flow settled (its
+   * Steps every flow marked not settled (reading the jobs of its nodes being
+   * submitted, or of every node not ended when due). A mark whose flow settled (its
    * driver died between the two writes) goes; one without a record (its
    * submitter died before writing it) goes once older than `orphanMarkMs`,
    * and only up to the revision read: the submitter marks again after its
    * record is written, so a slow submit keeps its mark.
    */
   async #sweep(): Promise<void> {
-    for (const mark of await this.#broker.flows.listLive()) {
+    const marks = await this.#broker.flows.listLive();
+    // A flow settled and unmarked by another runtime: what this one held of it goes too.
+    const marked = new Set(marks.map((mark) => mark.id));
+    for (const id of [...this.#everyRead.keys(), ...this.#owed]) if (!marked.has(id)) this.#forget(id);
+    for (const mark of marks) {
       let found: Awaited<ReturnType<Broker["flows"]["getFlow"]>>;
       try {
         found = await this.#broker.flows.getFlow(mark.id);
@@ -326,9 +316,14 @@ export class FlowDriver {
         continue;
       }
       try {
-        if (found && !isSettled(found.record)) await this.wake(mark.id);
-        else if (found) await this.#broker.flows.unmarkLive(mark.id);
-        else if (this.#core.clock.now() - mark.markedAt > orphanMarkMs)
+        const readAt = this.#everyRead.get(mark.id);
+        const every =
+          this.#owed.has(mark.id) || readAt === undefined || this.#core.clock.now() - readAt >= everyNodeMs;
+        if (found && !isSettled(found.record)) await this.wake(mark.id, every ? "every" : "submitting");
+        else if (found) {
+          this.#forget(mark.id);
+          await this.#broker.flows.unmarkLive(mark.id);
+        } else if (this.#core.clock.now() - mark.markedAt > orphanMarkMs)
           await this.#broker.flows.unmarkLive(mark.id, mark.revision);
       } catch (error) {
         // One flow not stepped or unmarked now (a write refused, the server away) keeps none of
@@ -336,6 +331,12 @@ export class FlowDriver {
         this.#log.warn({ flowId: mark.id, err: error }, "flow not swept now; swept again at the next pass");
       }
     }
+  }
+
+  /** A settled flow: nothing more to look at. */
+  #forget(flowId: string): void {
+    this.#everyRead.delete(flowId);
+    this.#owed.delete(flowId);
   }
 
   /** Flows whose record the sweep could not read, each told once. */
@@ -351,3 +352,6 @@ export class FlowDriver {
     await Promise.allSettled([...this.#stepping.values()].map((entry) => entry.done));
   }
 }
+
+/** A step that looks at the job of every node not ended. */
+const everyLook = (): Looks => ({ every: true, submitting: false, changed: new Map() });

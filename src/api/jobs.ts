@@ -165,7 +165,7 @@ export class JobRegistry implements Jobs {
     );
   }
 
-  /** Every record change the runtime's one record watch delivers (flows step on their jobs' changes). */
+  /** Every record change the runtime's one record watch delivers (a handle waiting for a job's recorded end hears it). */
   onRecordChange(listener: (record: JobRecord) => void): () => void {
     this.#recordListeners.add(listener);
     return () => this.#recordListeners.delete(listener);

@@ -129,7 +129,7 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
       : "jetstate in memory (no NATS): one process, nothing persisted",
   );
   const jobs = new JobRegistry(core, broker, jobOptions);
-  const flows = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.onRecordChange(listener));
+  const flows = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.records.listen(listener));
   const agents = createAgentRegistry({
     logger: core.logger,
     store:

@@ -89,7 +89,7 @@ export const flowNodeOfKey = (key: string | undefined): { flowId: string; name: 
   return match ? { flowId: match[1] as string, name: match[2] as string } : undefined;
 };
 
-/** The most nodes a flow may have: each node's job is read on every step of the flow. */
+/** The most nodes a flow may have: every step of the flow reads its record, which names each node. */
 const maxFlowNodes = 1000;
 
 const NodeName = Schema.String.check(
@@ -191,6 +191,8 @@ export interface FlowStep {
  * step taken twice (two drivers, a driver that died and another that came
  * after) submits the same nodes, whose jobs are one each by their key.
  *
+ * - A node whose job was not looked at (`observed` gives undefined) is left
+ *   as it is: a driver looks only at the nodes whose job changed.
  * - A node whose dependencies have all ended is submitted; under `fail`, one
  *   whose dependency did not succeed is `skipped` (with the reason) instead.
  * - A node `submitting` without a job (its submitter died, or its submit was
@@ -202,7 +204,7 @@ export interface FlowStep {
  */
 export const stepFlow = (
   record: FlowRecord,
-  observed: (name: string) => ObservedJob,
+  observed: (name: string) => ObservedJob | undefined,
   now: number,
 ): FlowStep => {
   const nodes: Record<string, FlowNode> = { ...record.nodes };
@@ -212,6 +214,8 @@ export const stepFlow = (
   for (const [name, node] of Object.entries(nodes)) {
     if (isNodeFinal(node.status)) continue;
     const job = observed(name);
+    // Not looked at (its job did not change): left as the record says.
+    if (job === undefined) continue;
     if (job.kind === "ended") {
       const { reason, ...rest } = node;
       nodes[name] = {

@@ -63,7 +63,7 @@ export const submitAndDie = async (
       },
     },
   });
-  const flows = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.onRecordChange(listener));
+  const flows = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.records.listen(listener));
   flows.driver.hook = () => {
     if (died) throw new Error("process died");
   };

@@ -62,7 +62,7 @@ it("a flow cancelled while a node's submit is dead ends at once, and its job kee
       },
     },
   });
-  const dying = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.onRecordChange(listener));
+  const dying = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.records.listen(listener));
   dying.driver.hook = () => {
     if (died) throw new Error("process died");
   };

@@ -70,6 +70,24 @@ describe("stepFlow", () => {
     expect(stepFlow(first.record, jobs({ a: { kind: "pending" } }), 2).submit).toEqual([]);
   });
 
+  it("leaves a node whose job it did not look at as the record says: submitted, running or cancelled, not again", () => {
+    const first = stepFlow(flow({ a: [], b: [], parent: ["a", "b"] }), jobs({}), 1);
+    // Only b's job changed: a, still being submitted, is neither submitted again nor taken as ended.
+    const onlyB = stepFlow(first.record, (name) => (name === "b" ? ended("succeeded") : undefined), 2);
+    expect(onlyB.submit).toEqual([]);
+    expect(onlyB.record.nodes.a?.status).toBe("submitting");
+    expect(onlyB.record.nodes.b?.status).toBe("succeeded");
+    expect(onlyB.record.nodes.parent?.status).toBe("waiting");
+    const running = stepFlow(onlyB.record, jobs({ a: { kind: "running" } }), 3).record;
+    // A cancelled flow: the job not looked at is not cancelled by this step; its waiting parent is.
+    const cancelled = stepFlow({ ...running, status: "cancelled" }, () => undefined, 4);
+    expect(cancelled.cancel).toEqual([]);
+    expect(cancelled.record.nodes.a?.status).toBe("running");
+    expect(cancelled.record.nodes.parent?.status).toBe("cancelled");
+    // Nothing looked at in a flow that has not moved: the same record.
+    expect(stepFlow(running, () => undefined, 5).record).toBe(running);
+  });
+
   it("under fail, a failed child skips the parent and every node after it, and fails the flow with its reason", () => {
     const chain = stepFlow(flow({ a: [], b: ["a"], c: ["b"] }), jobs({}), 1);
     const after = stepFlow(chain.record, jobs({ a: ended("failed", "3 of 3 tasks failed") }), 2);
