@@ -213,7 +213,23 @@ export class FlowDriver {
       this.#forget(flowId);
       await this.#broker.flows.unmarkLive(flowId);
     }
-    const { tried, refused } = await submitNodes(this.#acts, record, submit);
+    const { tried, refused, failed } = await submitNodes(this.#acts, record, submit);
+    try {
+      if (failed !== undefined) throw failed;
+      await this.#afterSubmits(flowId, refused, cancel);
+    } finally {
+      // Whatever failed above: the jobs this step made are its to cancel if the flow was.
+      if (tried.length > 0) await this.#cancelMadeIfCancelled(flowId, record, tried, refused);
+    }
+    return record;
+  }
+
+  /** The nodes refused for good written failed; the jobs the step decided to cancel, cancelled. */
+  async #afterSubmits(
+    flowId: string,
+    refused: ReadonlyMap<string, string>,
+    cancel: readonly string[],
+  ): Promise<void> {
     if (refused.size > 0) {
       await onConflictAgain(async () => {
         const found = await this.#broker.flows.getFlow(flowId);
@@ -233,22 +249,30 @@ export class FlowDriver {
       void this.wake(flowId);
     }
     await cancelJobs(this.#acts, flowId, cancel);
-    if (tried.length > 0) {
-      // A cancel may have landed meanwhile. Its step found no job for a node still being
-      // submitted here, wrote it cancelled and settled the flow, which no step looks at again:
-      // the jobs this step submitted are cancelled by it.
-      const now = await this.#broker.flows.getFlow(flowId);
-      if (now?.record.status === "cancelled") {
-        const made = tried.filter((name) => !refused.has(name));
-        const nodeOf = new Map(
-          made.map((name) => [(record.nodes[name] as FlowRecord["nodes"][string]).jobId, name]),
-        );
-        await cancelJobs(this.#acts, flowId, [...nodeOf.keys()], (jobId) => nodeOf.get(jobId));
-        // A cancel not stepped yet: the next step cancels the flow's other running jobs.
-        void this.wake(flowId);
-      }
-    }
-    return record;
+  }
+
+  /**
+   * A cancel may have landed while this step submitted (`tried`). Its step found no job for a
+   * node still being submitted here, wrote it cancelled and may have settled the flow, which
+   * no step looks at again: the jobs this step made are cancelled by it. Also when a submit of
+   * the batch failed: the step threw before it looked, and a job of that batch ran for good (a
+   * review, flows-cancel-batch-throws.both.test.ts).
+   */
+  async #cancelMadeIfCancelled(
+    flowId: string,
+    record: FlowRecord,
+    tried: readonly string[],
+    refused: ReadonlyMap<string, string>,
+  ): Promise<void> {
+    const now = await this.#broker.flows.getFlow(flowId);
+    if (now?.record.status !== "cancelled") return;
+    const made = tried.filter((name) => !refused.has(name));
+    const nodeOf = new Map(
+      made.map((name) => [(record.nodes[name] as FlowRecord["nodes"][string]).jobId, name]),
+    );
+    await cancelJobs(this.#acts, flowId, [...nodeOf.keys()], (jobId) => nodeOf.get(jobId));
+    // A cancel not stepped yet: the next step cancels the flow's other running jobs.
+    void this.wake(flowId);
   }
 
   /**
@@ -289,7 +313,14 @@ export class FlowDriver {
       this.point("update", flowId);
       await this.#broker.flows.updateFlow(step.record, found.revision);
     }
-    return step;
+    // Cancelled and not settled yet (a node's submit still pending): a job that landed after the
+    // cancel wrote its node cancelled is one to cancel too. Its change was passed over, the node
+    // ended, and the step settling the flow did not look: it ran for good (a review,
+    // flows-cancel-batch-throws.both.test.ts).
+    const landed = cancelled
+      ? await landedAfterCancel(o, found.record, looks.every ? undefined : looks.changed)
+      : [];
+    return landed.length === 0 ? step : { ...step, cancel: [...step.cancel, ...landed] };
   }
 
   /**

@@ -37,10 +37,14 @@ export interface FlowActs {
   readonly point: (point: "submit" | "cancel", flowId: string, node?: string) => void;
 }
 
-/** A step's submits: the nodes whose submit was made (landed or not), and those refused for good with why. */
+/**
+ * A step's submits: the nodes whose submit was made (landed or not), those refused for good with
+ * why, and the failure that stopped them (a submit to try again, or the record not read).
+ */
 export interface Submitted {
   readonly tried: readonly string[];
   readonly refused: ReadonlyMap<string, string>;
+  readonly failed?: unknown;
 }
 
 /**
@@ -50,7 +54,12 @@ export interface Submitted {
  * runtime): a driver went on with every batch of a flow of hundreds before
  * it looked, and their tasks ran after the cancel had resolved (review
  * finding, `flows-cancel-big.test.ts`). The nodes left are `submitting`
- * without a job: the cancel's step writes them cancelled.
+ * without a job: the cancel's step writes them cancelled. A batch is waited
+ * for whole, and a failure is handed back with what was tried, not thrown:
+ * a submit failing while the others of its batch went on left their jobs to
+ * no one when the flow was cancelled meanwhile (a review,
+ * `flows-cancel-batch-throws.both.test.ts`). The driver's hook throwing
+ * (a crash, in tests) still throws.
  */
 export const submitNodes = async (
   acts: FlowActs,
@@ -61,10 +70,14 @@ export const submitNodes = async (
   const tried: string[] = [];
   const refused = new Map<string, string>();
   for (let at = 0; at < names.length; at += submitsAtOnce) {
-    if (at > 0 && (await acts.broker.flows.getFlow(flowId))?.record.status === "cancelled") break;
+    if (at > 0) {
+      const now = await acts.broker.flows.getFlow(flowId).catch((error: unknown) => ({ error }));
+      if (now && "error" in now) return { tried, refused, failed: now.error };
+      if (now?.record.status === "cancelled") break;
+    }
     const batch = names.slice(at, at + submitsAtOnce);
     tried.push(...batch);
-    await Promise.all(
+    const settled = await Promise.allSettled(
       batch.map((name) => {
         const node = record.nodes[name] as FlowRecord["nodes"][string];
         acts.point("submit", flowId, name);
@@ -81,6 +94,8 @@ export const submitNodes = async (
           });
       }),
     );
+    const failure = settled.find((s) => s.status === "rejected");
+    if (failure) return { tried, refused, failed: failure.reason };
   }
   return { tried, refused };
 };
