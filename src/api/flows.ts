@@ -15,7 +15,7 @@ import { check, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
 import { type FlowRequest, isSameFlow, planFlow } from "./flow-plan.ts";
-import { afterFailedCreate } from "./flow-write.ts";
+import { afterFailedCreate, flowUnderId } from "./flow-write.ts";
 import type { TaskResult } from "./job-handle.ts";
 import type { Jobs } from "./jobs-face.ts";
 import { requireRole } from "./permissions.ts";
@@ -122,6 +122,11 @@ export class FlowRegistry {
     }
     checkSize();
     let writeError: unknown;
+    // Told once this submit's outcome is unknown (its rejection) while its actor goes on looking.
+    let unknownOutcome = () => {};
+    const toldUnknown = new Promise<void>((resolve) => {
+      unknownOutcome = resolve;
+    });
     const { handle, actor, drop } = this.#watch(record.id, undefined, async () => {
       let made = record;
       try {
@@ -134,6 +139,17 @@ export class FlowRegistry {
         if ("failed" in after) {
           writeError = after.failed;
           throw writeError;
+        }
+        if ("unknown" in after) {
+          // The submit rejects (the flow may have been made); a handle given out follows the flow
+          // under the id once read, failing as the submit did if none is by `unknownWriteMs`.
+          writeError = after.unknown;
+          if (!givenOut.has(handle)) throw writeError;
+          unknownOutcome();
+          const found = await flowUnderId(this.#broker.flows, record, this.#core, watchMs);
+          if (!found) throw writeError;
+          if (!isSettled(found)) void this.driver.wake(record.id);
+          return found;
         }
         if ("other" in after) {
           // This submit is refused, and a handle `get` gave out meanwhile follows the flow under
@@ -155,16 +171,17 @@ export class FlowRegistry {
     });
     // The runtime stopped under the write (its actor stopped): the write goes on, and may land.
     let stoppedUnder = false;
-    await waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting")).catch(
-      (error: unknown) => {
-        if (!this.#core.stopping.aborted) throw error;
-        stoppedUnder = true;
-      },
-    );
+    await Promise.race([
+      waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting")),
+      toldUnknown,
+    ]).catch((error: unknown) => {
+      if (!this.#core.stopping.aborted) throw error;
+      stoppedUnder = true;
+    });
     if (writeError !== undefined) {
       // A handle given out follows the flow under the id (another's that won, stepped here too
-      // until it ended). With none given out nobody reads the actor: kept, it read the flow's
-      // record every 250 ms for that flow's whole life (a review); it is dropped.
+      // until it ended; or this one's, once read). With none given out nobody reads the actor:
+      // kept, it read the flow's record every 250 ms for that flow's whole life (a review).
       if (givenOut.has(handle) && actor.getSnapshot().status === "active") {
         if (writeError instanceof IdempotencyConflict) void this.driver.wake(record.id);
       } else drop();
