@@ -1,6 +1,8 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { Effect } from "effect";
 import type { Broker } from "../adapters/broker.ts";
 import { retryWith } from "../effects/retry.ts";
+import type { Clock } from "../kernel/clock.ts";
 import { OperationTimeout, TransientBrokerError } from "../kernel/errors.ts";
 import type { FlowRecord } from "../kernel/flow-record.ts";
 import { isSameFlow } from "./flow-plan.ts";
@@ -36,21 +38,52 @@ const mayBeMade = (error: unknown, id: string): unknown => {
  * record is the commit point. `made`: this flow, written after all (our own
  * first write, its answer lost) or by a racing submit of the same request.
  * `other`: another flow of the id, with another request (another runtime's
- * submit won). `failed`: none, so the submit failed and nothing of it runs
- * (or, the read failing too, perhaps made: the error says so). A read that
- * fails says neither (the connection that lost the answer may still be
- * down): it is read again a few times before taken as none.
+ * submit won). `failed`: none, so the submit failed and nothing of it runs.
+ * `unknown`: the read failed too, so the flow may have been made (the error,
+ * which names it, says so): a read that fails says neither (the connection
+ * that lost the answer may still be down), so it is read again a few times
+ * before the outcome is taken as unknown.
  */
 export const afterFailedCreate = async (
   flows: Broker["flows"],
   record: FlowRecord,
   error: unknown,
-): Promise<{ made: FlowRecord } | { other: FlowRecord } | { failed: unknown }> => {
+): Promise<{ made: FlowRecord } | { other: FlowRecord } | { failed: unknown } | { unknown: unknown }> => {
   let unread = false;
   const found = await readAgain(() => flows.getFlow(record.id)).catch(() => {
     unread = true;
     return undefined;
   });
-  if (!found) return { failed: unread ? mayBeMade(error, record.id) : error };
+  if (!found) return unread ? { unknown: mayBeMade(error, record.id) } : { failed: error };
   return isSameFlow(found.record, record) ? { made: found.record } : { other: found.record };
+};
+
+/**
+ * How long a handle of a flow whose create's outcome is unknown looks for a
+ * flow under its id, from the flow's `createdAt` (its first live mark's
+ * time): 60 s, the age at which a sweep takes a mark with no record for an
+ * orphan and purges it (`orphanMarkMs` in flow-driver.ts). A create that
+ * lands later (a publish the client kept through a reconnect) is a flow no
+ * sweep drives, so later than that none is looked for.
+ */
+export const unknownWriteMs = 60_000;
+
+/**
+ * The flow under `record`'s id, read every `everyMs` (a failed read is read
+ * again) until one is found, `unknownWriteMs` have passed since the record's
+ * `createdAt` by the runtime's clock, or the runtime stops: undefined if none was found.
+ */
+export const flowUnderId = async (
+  flows: Broker["flows"],
+  record: FlowRecord,
+  runtime: { readonly clock: Clock; readonly stopping: AbortSignal },
+  everyMs: number,
+): Promise<FlowRecord | undefined> => {
+  const { clock, stopping: signal } = runtime;
+  while (!signal.aborted && clock.now() - record.createdAt < unknownWriteMs) {
+    const found = await flows.getFlow(record.id).catch(() => undefined);
+    if (found) return found.record;
+    await sleep(everyMs, undefined, { signal }).catch(() => undefined);
+  }
+  return undefined;
 };

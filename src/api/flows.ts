@@ -15,7 +15,7 @@ import { check, SubjectToken } from "../kernel/validation.ts";
 import { type FlowMachine, type FlowNodeView, flowMachine } from "../machines/flow.machine.ts";
 import { FlowDriver, onConflictAgain, type RecordChanges } from "./flow-driver.ts";
 import { type FlowRequest, isSameFlow, planFlow } from "./flow-plan.ts";
-import { afterFailedCreate } from "./flow-write.ts";
+import { afterFailedCreate, flowUnderId } from "./flow-write.ts";
 import type { TaskResult } from "./job-handle.ts";
 import type { Jobs } from "./jobs-face.ts";
 import { requireRole } from "./permissions.ts";
@@ -84,6 +84,8 @@ const watchMs = 250;
 
 /** Each handle's actor, kept off the public type (tests and the model replay reach it). */
 const actors = new WeakMap<FlowHandle, Actor<FlowMachine>>();
+/** Handles given to a caller (`get`, a resubmit): a submit's actor outlives its failed write only for one. */
+const givenOut = new WeakSet<FlowHandle>();
 export const flowActorOf = (handle: FlowHandle): Actor<FlowMachine> => {
   const actor = actors.get(handle);
   if (!actor)
@@ -120,7 +122,12 @@ export class FlowRegistry {
     }
     checkSize();
     let writeError: unknown;
-    const { handle, actor } = this.#watch(record.id, undefined, async () => {
+    // Told once this submit's outcome is unknown (its rejection) while its actor goes on looking.
+    let unknownOutcome = () => {};
+    const toldUnknown = new Promise<void>((resolve) => {
+      unknownOutcome = resolve;
+    });
+    const { handle, actor, drop } = this.#watch(record.id, undefined, async () => {
       let made = record;
       try {
         this.driver.point("record", record.id);
@@ -132,6 +139,17 @@ export class FlowRegistry {
         if ("failed" in after) {
           writeError = after.failed;
           throw writeError;
+        }
+        if ("unknown" in after) {
+          // The submit rejects (the flow may have been made); a handle given out follows the flow
+          // under the id once read, failing as the submit did if none is by `unknownWriteMs`.
+          writeError = after.unknown;
+          if (!givenOut.has(handle)) throw writeError;
+          unknownOutcome();
+          const found = await flowUnderId(this.#broker.flows, record, this.#core, watchMs);
+          if (!found) throw writeError;
+          if (!isSettled(found)) void this.driver.wake(record.id);
+          return found;
         }
         if ("other" in after) {
           // This submit is refused, and a handle `get` gave out meanwhile follows the flow under
@@ -153,20 +171,20 @@ export class FlowRegistry {
     });
     // The runtime stopped under the write (its actor stopped): the write goes on, and may land.
     let stoppedUnder = false;
-    await waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting")).catch(
-      (error: unknown) => {
-        if (!this.#core.stopping.aborted) throw error;
-        stoppedUnder = true;
-      },
-    );
-    // Its actor follows the other flow (as `get` would): stepped here too until it ended.
-    if (writeError instanceof IdempotencyConflict) {
-      if (actor.getSnapshot().status === "active") void this.driver.wake(record.id);
-      throw writeError;
-    }
+    await Promise.race([
+      waitFor(actor, (s) => !s.matches("checking") && !s.matches("submitting")),
+      toldUnknown,
+    ]).catch((error: unknown) => {
+      if (!this.#core.stopping.aborted) throw error;
+      stoppedUnder = true;
+    });
     if (writeError !== undefined) {
-      actor.stop();
-      this.#handles.delete(record.id);
+      // A handle given out follows the flow under the id (another's that won, stepped here too
+      // until it ended; or this one's, once read). With none given out nobody reads the actor:
+      // kept, it read the flow's record every 250 ms for that flow's whole life (a review).
+      if (givenOut.has(handle) && actor.getSnapshot().status === "active") {
+        if (writeError instanceof IdempotencyConflict) void this.driver.wake(record.id);
+      } else drop();
       throw writeError;
     }
     if (stoppedUnder)
@@ -181,10 +199,14 @@ export class FlowRegistry {
     requireRole(this.#core.options.roles, "submitter", "rt.flows.get()");
     check(SubjectToken, id, "id");
     const local = this.#handles.get(id);
-    if (local) return local;
+    if (local) {
+      givenOut.add(local);
+      return local;
+    }
     const found = await this.#broker.flows.getFlow(id);
     if (!found) return undefined;
     const { handle } = this.#watch(id, found.record);
+    givenOut.add(handle);
     if (!isSettled(found.record)) void this.driver.wake(id);
     return handle;
   }
@@ -215,7 +237,9 @@ export class FlowRegistry {
   /** A resubmit of a stored flow: the same request gets its handle, another one is refused. */
   #same(found: FlowRecord, wanted: FlowRecord): FlowHandle {
     if (!isSameFlow(found, wanted)) throw this.#conflict(found);
-    return this.#handles.get(found.id) ?? this.#watch(found.id, found).handle;
+    const handle = this.#handles.get(found.id) ?? this.#watch(found.id, found).handle;
+    givenOut.add(handle);
+    return handle;
   }
 
   #conflict(found: FlowRecord): IdempotencyConflict {
@@ -232,7 +256,7 @@ export class FlowRegistry {
     id: string,
     record: FlowRecord | undefined,
     write?: () => Promise<FlowRecord>,
-  ): { handle: FlowHandle; actor: Actor<FlowMachine> } {
+  ): { handle: FlowHandle; actor: Actor<FlowMachine>; drop: () => void } {
     const machine = flowMachine.provide({
       actors: {
         writeRecord: fromPromise(async () => {
@@ -258,18 +282,19 @@ export class FlowRegistry {
         () => undefined,
       );
     }, watchMs);
-    const onStop = () => {
+    // Stopped with the runtime, or dropped (a submit's actor no handle of which was given out).
+    const drop = () => {
       end();
       actor.stop();
     };
     const end = () => {
       clearInterval(poll);
       unlisten();
-      this.#core.stopping.removeEventListener("abort", onStop);
+      this.#core.stopping.removeEventListener("abort", drop);
       if (this.#handles.get(id) === handle) this.#handles.delete(id);
     };
     actor.subscribe({ complete: end, error: end });
-    this.#core.stopping.addEventListener("abort", onStop, { once: true });
+    this.#core.stopping.addEventListener("abort", drop, { once: true });
     const snapshot = (): FlowSnapshot => {
       const { context } = actor.getSnapshot();
       return {
@@ -329,7 +354,7 @@ export class FlowRegistry {
     actors.set(handle, actor);
     this.#handles.set(id, handle);
     actor.start();
-    return { handle, actor };
+    return { handle, actor, drop };
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,73 @@
+/**
+ * A's submit of flow f1 loses to B's flow of the same id (another request;
+ * A's record write held until B's is written) and rejects with
+ * `IdempotencyConflict`. No handle of A's was given out: nobody on A called
+ * `rt.flows.get("f1")`. Since d7bc53b the losing submit's actor is kept to
+ * follow B's flow: an actor and a poll of the flow's record every 250 ms,
+ * in A's handles, held for the whole life of B's flow by no caller (it was
+ * stopped and dropped before). A's own reads of f1 while B's flow runs
+ * untouched for 3 s should be its sweep's (one every 2 s), not four a second.
+ *
+ * Oracle: A's reads of the flow counted at its broker; B's flow read raw.
+ */
+import { describe, expect, it } from "vitest";
+import type { Broker } from "../../src/adapters/broker.ts";
+import { IdempotencyConflict } from "../../src/kernel/errors.ts";
+import { memoryFlowSide, natsFlowSide } from "../harness/flow-sides.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
+import { delay, gate, waitUntil } from "../harness/wait.ts";
+
+describe.each([
+  ["memory", memoryFlowSide],
+  ["nats", natsFlowSide],
+] as const)(
+  "a submit that lost to another runtime's flow of the id, no handle given out, on %s",
+  (_k, makeSide) => {
+    it("leaves nothing of it polling that flow for its whole life", { timeout: 60_000 }, async () => {
+      const side = await makeSide();
+      const bWrote = gate();
+      let aWriting = false;
+      let aReads = 0;
+      const wrapA = (inner: Broker) =>
+        spiedBroker(inner, (name, _n, args, call) => {
+          if (name === "flows.getFlow" && args[0] === "f1") aReads++;
+          if (name !== "flows.createFlow") return call();
+          aWriting = true;
+          return bWrote.opened.then(call);
+        }).broker;
+      const a = await side.runtime("a", ["submitter", "supervisor"], wrapA);
+      const b = await side.runtime("b", ["submitter", "supervisor"]);
+      const w = await side.runtime("w", ["worker"]);
+      const ran: string[] = [];
+      const release = gate();
+      w.workers.start<string, string>({
+        queue: "q",
+        handler: async (task) => {
+          ran.push(task.payload);
+          await release.opened;
+          return task.payload;
+        },
+      });
+      try {
+        const submitted = a.flows.submit({ id: "f1", jobs: { mine: { queue: "q", tasks: ["a"] } } });
+        await waitUntil(() => aWriting, { timeoutMs: 5000, message: "A's record write under way" });
+        await b.flows.submit({ id: "f1", jobs: { theirs: { queue: "q", tasks: ["b"] } } });
+        bWrote.open();
+        expect(await submitted.catch((error: unknown) => error)).toBeInstanceOf(IdempotencyConflict);
+        await waitUntil(() => ran.includes("b"), { timeoutMs: 10_000, message: "B's task started" });
+        await delay(500);
+        // B's flow runs, nothing of it changes: what A reads of it now is A's own doing.
+        const from = aReads;
+        await delay(3000);
+        expect((await side.storedFlow("f1"))?.status).toBe("running");
+        expect(aReads - from, "A's reads of f1 in 3 s, with no handle of it given out").toBeLessThanOrEqual(
+          3,
+        );
+      } finally {
+        bWrote.open();
+        release.open();
+        await side.dispose();
+      }
+    });
+  },
+);
