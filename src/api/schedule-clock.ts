@@ -18,9 +18,9 @@ import type { Logger } from "../kernel/logger.ts";
  * - a record's times: a `since` or `lastTick` later than the server's stamp
  *   of the entry that carries it, by more than the tolerance, was written by
  *   a clock ahead (a tick is recorded after its job, a rule after it is set):
- *   such a `lastTick` is no cursor (taken as absent: its ticks fire again,
- *   each its one job by its key), such a `since` is taken as the stamp
- *   (each said at warn, once per value).
+ *   each is taken as that stamp, the latest time the write bears out (a
+ *   `lastTick` taken as absent fired a `runOnce` schedule's latest tick
+ *   again once its job's record was cleaned up), said at warn once per value.
  */
 
 /** How far a clock may be ahead of the server's before it is not trusted. */
@@ -76,15 +76,16 @@ export class ScheduleClock {
     const { record, storedAt } = stored;
     if (storedAt === undefined) return record;
     const since = this.#judged(record.id, "since", record.since, storedAt);
-    const lastTick =
-      record.lastTick === undefined
-        ? undefined
-        : this.#judged(record.id, "lastTick", record.lastTick, storedAt);
-    return lastTick === undefined ? { since: since ?? storedAt } : { since: since ?? storedAt, lastTick };
+    // Ahead: the stamp, the latest the write can bear out (its ticks up to then fired). Taken as
+    // absent, a `runOnce` schedule fired its latest tick before a new scheduler's start again,
+    // its job found by its key no more once cleanup removed its record.
+    return record.lastTick === undefined
+      ? { since }
+      : { since, lastTick: this.#judged(record.id, "lastTick", record.lastTick, storedAt) };
   }
 
-  /** `value`, or undefined when it is ahead of the entry's stamp past the tolerance (said once). */
-  #judged(id: string, field: string, value: number, storedAt: number): number | undefined {
+  /** `value`, or the entry's stamp when `value` is ahead of it past the tolerance (said once). */
+  #judged(id: string, field: string, value: number, storedAt: number): number {
     const ahead = value - storedAt;
     if (ahead <= clockToleranceMs) return value;
     if (this.#firstTold(`${id}\n${field}\n${value}`))
@@ -96,9 +97,9 @@ export class ScheduleClock {
           aheadMs: ahead,
         },
         field === "lastTick"
-          ? "schedule's lastTick is ahead of the server's time of its write (its writer's clock is ahead): not taken as fired"
+          ? "schedule's lastTick is ahead of the server's time of its write (its writer's clock is ahead): taken as fired up to that time"
           : "schedule's since is ahead of the server's time of its write (its writer's clock is ahead): taken as that time",
       );
-    return undefined;
+    return storedAt;
   }
 }
