@@ -102,7 +102,7 @@ export const natsScheduleStore = (
         bad: Array<{ id: string; error: unknown }>;
       }
     | undefined;
-  /** The server's clock as the last listing read it, and `Date.now()` then. */
+  /** The server's clock as the last listing read it, and `Date.now()` at its `seenAt`. */
   let clock: { seen: ServerTime; wallAt: number } | undefined;
   return {
     serverTime: () => clock?.seen,
@@ -139,7 +139,8 @@ export const natsScheduleStore = (
           const schedules: StoredSchedule[] = [];
           const bad: Array<{ id: string; error: unknown }> = [];
           const entries = await scanBucketEntries(jetstream(nc), jsm, bucketName, ">", (seen) => {
-            clock = { seen, wallAt: Date.now() };
+            // This host's wall clock at the same moment (`seenAt`: before the consumer was asked for).
+            clock = { seen, wallAt: Date.now() - (performance.now() - seen.seenAt) };
           });
           for (const [id, entry] of entries) {
             if (entry.value === undefined) continue;
