@@ -105,7 +105,10 @@ export const natsScheduleStore = (
   /** The server's clock as the last listing read it, and `Date.now()` at its `seenAt`. */
   let clock: { seen: ServerTime; wallAt: number } | undefined;
   return {
-    serverTime: () => clock?.seen,
+    // Checked at each use, not only when listing: a host that slept (its monotonic clock stood
+    // still) took the reading as it was until its scheduler's next listing, and an upsert then
+    // counted a right clock ahead by the sleep and stamped its since that far back.
+    serverTime: () => (clock === undefined || clockStale(clock.seen, clock.wallAt) ? undefined : clock.seen),
     provision: () => run("schedules.provision", "*", async () => undefined),
     read: (id) =>
       run(
