@@ -45,6 +45,11 @@ export class ScheduleClock {
     this.#log = log;
   }
 
+  /** Whether the store has a reading of the server's clock now (else this runtime's time is its clock's). */
+  read(): boolean {
+    return this.#store.serverTime() !== undefined;
+  }
+
   /** How far this runtime's clock is taken back: how far it is ahead of the server's, past the tolerance; else 0. */
   correction(): number {
     const seen = this.#store.serverTime();
