@@ -45,6 +45,8 @@ export interface SchedulerDeps {
   readonly refreshMs?: number;
   /** Submits of one tick's fire before it is given up (and fired again by a later pass). @defaultValue 12 */
   readonly fireAttempts?: number;
+  /** The time `rt.schedules` shows by, shared (its warnings said once); one of its own by default. */
+  readonly time?: ScheduleClock;
 }
 
 /** How many due ticks of one schedule a pass fires at most: a runtime that stalled longer fires the latest. */
@@ -90,12 +92,7 @@ export class Scheduler {
 
   constructor(deps: SchedulerDeps) {
     this.#deps = deps;
-    this.#time = new ScheduleClock(deps.clock, deps.store, deps.log);
-  }
-
-  /** This scheduler's time: the runtime's clock, or the server's when the runtime's is ahead of it. */
-  now(): number {
-    return this.#time.now();
+    this.#time = deps.time ?? new ScheduleClock(deps.clock, deps.store, deps.log);
   }
 
   /** Runs passes until `signal` aborts. */
