@@ -39,9 +39,13 @@ export interface ScheduleStore {
   remove(id: string, revision?: number): Promise<boolean>;
   /**
    * The server's clock as this store last read it (on NATS, the creation
-   * stamp of a listing's consumer; in memory, the server's clock now), no
-   * later than the server's time then; undefined before any read, or where
-   * the store has no server.
+   * stamp of a listing's consumer, paired with the moment before it was asked
+   * for: no earlier than the server's time then, later by at most the round
+   * trip, so that a slow answer never reads as this host's clock ahead; in
+   * memory, the server's clock now); undefined before any read, where the
+   * store has no server, or while the reading may be off (NATS: this host
+   * slept or its clock was set since, or it is old; the next listing reads it
+   * again).
    */
   serverTime(): ServerTime | undefined;
 }

@@ -18,9 +18,13 @@ import type { Logger } from "../kernel/logger.ts";
  * - a record's times: a `since` or `lastTick` later than the server's stamp
  *   of the entry that carries it, by more than the tolerance, was written by
  *   a clock ahead (a tick is recorded after its job, a rule after it is set):
- *   such a `lastTick` is no cursor (taken as absent: its ticks fire again,
- *   each its one job by its key), such a `since` is taken as the stamp
- *   (each said at warn, once per value).
+ *   each is taken as that stamp, the latest time the write bears out (a
+ *   `lastTick` taken as absent fired a `runOnce` schedule's latest tick
+ *   again once its job's record was cleaned up), said at warn once per value.
+ *   A `since` stamped by its entry's own write (a new rule: `since` and
+ *   `updatedAt` alike) more than the tolerance before its stamp was written
+ *   by a clock behind: taken as the stamp too (its ticks before the schedule
+ *   was stored fired otherwise).
  */
 
 /** How far a clock may be ahead of the server's before it is not trusted. */
@@ -43,6 +47,11 @@ export class ScheduleClock {
     this.#clock = clock;
     this.#store = store;
     this.#log = log;
+  }
+
+  /** Whether the store has a reading of the server's clock now (else this runtime's time is its clock's). */
+  read(): boolean {
+    return this.#store.serverTime() !== undefined;
   }
 
   /** How far this runtime's clock is taken back: how far it is ahead of the server's, past the tolerance; else 0. */
@@ -75,16 +84,42 @@ export class ScheduleClock {
   trusted(stored: StoredSchedule): TrustedTimes {
     const { record, storedAt } = stored;
     if (storedAt === undefined) return record;
-    const since = this.#judged(record.id, "since", record.since, storedAt);
-    const lastTick =
-      record.lastTick === undefined
-        ? undefined
-        : this.#judged(record.id, "lastTick", record.lastTick, storedAt);
-    return lastTick === undefined ? { since: since ?? storedAt } : { since: since ?? storedAt, lastTick };
+    const since =
+      record.since === record.updatedAt && record.since < storedAt - clockToleranceMs
+        ? this.#behind(record.id, record.since, storedAt)
+        : this.#judged(record.id, "since", record.since, storedAt);
+    // Ahead: the stamp, the latest the write can bear out (its ticks up to then fired). Taken as
+    // absent, a `runOnce` schedule fired its latest tick before a new scheduler's start again,
+    // its job found by its key no more once cleanup removed its record.
+    return record.lastTick === undefined
+      ? { since }
+      : { since, lastTick: this.#judged(record.id, "lastTick", record.lastTick, storedAt) };
   }
 
-  /** `value`, or undefined when it is ahead of the entry's stamp past the tolerance (said once). */
-  #judged(id: string, field: string, value: number, storedAt: number): number | undefined {
+  /**
+   * A `since` stamped by this very write (an upsert of a new rule stamps `since` and `updatedAt`
+   * alike; a write that keeps the rule, or records a tick, moves `updatedAt` on) more than the
+   * tolerance before the server's stamp of it: its writer's clock is behind, and the ticks from
+   * it fell before the schedule was stored. Taken as the stamp (said at warn once per value): taken
+   * as it was, every scheduler fired the ticks between (a runtime ten minutes behind, ten minutes'
+   * worth, 20 at most, jobs of ticks that fell before the schedule existed).
+   */
+  #behind(id: string, since: number, storedAt: number): number {
+    if (this.#firstTold(`${id}\nsince behind\n${since}`))
+      this.#log.warn(
+        {
+          schedule: id,
+          since: new Date(since).toISOString(),
+          storedAt: new Date(storedAt).toISOString(),
+          behindMs: storedAt - since,
+        },
+        "schedule's since is behind the server's time of its write (its writer's clock is behind): taken as that time",
+      );
+    return storedAt;
+  }
+
+  /** `value`, or the entry's stamp when `value` is ahead of it past the tolerance (said once). */
+  #judged(id: string, field: string, value: number, storedAt: number): number {
     const ahead = value - storedAt;
     if (ahead <= clockToleranceMs) return value;
     if (this.#firstTold(`${id}\n${field}\n${value}`))
@@ -96,9 +131,9 @@ export class ScheduleClock {
           aheadMs: ahead,
         },
         field === "lastTick"
-          ? "schedule's lastTick is ahead of the server's time of its write (its writer's clock is ahead): not taken as fired"
+          ? "schedule's lastTick is ahead of the server's time of its write (its writer's clock is ahead): taken as fired up to that time"
           : "schedule's since is ahead of the server's time of its write (its writer's clock is ahead): taken as that time",
       );
-    return undefined;
+    return storedAt;
   }
 }

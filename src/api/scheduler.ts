@@ -45,6 +45,8 @@ export interface SchedulerDeps {
   readonly refreshMs?: number;
   /** Submits of one tick's fire before it is given up (and fired again by a later pass). @defaultValue 12 */
   readonly fireAttempts?: number;
+  /** The time `rt.schedules` shows by, shared (its warnings said once); one of its own by default. */
+  readonly time?: ScheduleClock;
 }
 
 /** How many due ticks of one schedule a pass fires at most: a runtime that stalled longer fires the latest. */
@@ -77,26 +79,28 @@ export class Scheduler {
   /** Time by the server's clock when this runtime's is ahead; a record's times as its stamps bear them out. */
   readonly #time: ScheduleClock;
   readonly #seen = new Map<string, Seen>();
-  #startedAt = 0;
+  /** When this scheduler started, by the runtime's clock as it was then. */
+  #startedRaw = 0;
+  /**
+   * When it started by the scheduler's time: taken back by the correction of the first pass
+   * that had a reading of the server's clock, then kept (see `#started`).
+   */
+  #startedAt: number | undefined;
   /** The run's signal: a fire retrying when the runtime stops ends with it. */
   #signal: AbortSignal | undefined;
   #poke: (() => void) | undefined;
 
   constructor(deps: SchedulerDeps) {
     this.#deps = deps;
-    this.#time = new ScheduleClock(deps.clock, deps.store, deps.log);
-  }
-
-  /** This scheduler's time: the runtime's clock, or the server's when the runtime's is ahead of it. */
-  now(): number {
-    return this.#time.now();
+    this.#time = deps.time ?? new ScheduleClock(deps.clock, deps.store, deps.log);
   }
 
   /** Runs passes until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const { clock, log } = this.#deps;
-    // By this runtime's clock: the server's may not be read yet (taken back at each use).
-    this.#startedAt = clock.now();
+    // By this runtime's clock: the server's may not be read yet (taken back once it is, `#started`).
+    this.#startedRaw = clock.now();
+    this.#startedAt = undefined;
     this.#signal = signal;
     const refreshMs = this.#deps.refreshMs ?? 1000;
     while (!signal.aborted) {
@@ -125,8 +129,23 @@ export class Scheduler {
     this.#poke?.();
   }
 
+  /**
+   * When this scheduler started, by the scheduler's time. Taken back by the correction once, at
+   * the first pass with a reading of the server's clock (its first listing), and kept: taken back
+   * by the correction of each later moment, a clock set right (NTP stepping it back) while the
+   * scheduler ran left it ahead by the step, and a schedule first seen then fired a tick that
+   * long early (runOnce) and skipped the real ones up to it.
+   */
+  #started(): number {
+    if (this.#startedAt !== undefined) return this.#startedAt;
+    if (!this.#time.read()) return this.#startedRaw;
+    this.#startedAt = this.#startedRaw - this.#time.correction();
+    return this.#startedAt;
+  }
+
   /** Fires what fell due; returns when the next tick of any schedule falls. */
   #pass(schedules: readonly StoredSchedule[]): number {
+    this.#started();
     if (schedules.length > 0) this.#time.tell();
     const now = this.#time.now();
     let wake = Number.POSITIVE_INFINITY;
@@ -210,7 +229,7 @@ export class Scheduler {
       );
     const anchor = Math.max(since, lastTick ?? Number.NEGATIVE_INFINITY);
     // Missed: before this scheduler started; a tick in its very first millisecond is due, not missed.
-    const started = this.#startedAt - this.#time.correction() - 1;
+    const started = this.#started() - 1;
     const [missedTick] = ticksBetween(record.rule, anchor, started, 1);
     const [snapshot, actions] = initialTransition(scheduleMachine, {
       missed: record.missed,

@@ -1,5 +1,5 @@
 import type { Broker } from "../adapters/broker.ts";
-import type { ScheduleStore } from "../adapters/schedule-store.ts";
+import type { ScheduleStore, StoredSchedule } from "../adapters/schedule-store.ts";
 import { jobIdFor } from "../effects/plan-submit.ts";
 import { reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
 import { InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
@@ -9,6 +9,7 @@ import { type ScheduleRecord, sameRule } from "../kernel/schedule-record.ts";
 import type { JobRegistry } from "./jobs.ts";
 import { requireRole } from "./permissions.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
+import { ScheduleClock } from "./schedule-clock.ts";
 import { checkScheduleRequest, nextTick, type ScheduleRequest } from "./schedule-rule.ts";
 import { Scheduler } from "./scheduler.ts";
 
@@ -43,8 +44,15 @@ export interface Schedules {
 /** How often an upsert re-reads and writes again after losing a compare-and-set race. */
 const upsertAttempts = 5;
 
-const infoOf = (record: ScheduleRecord, now: number): ScheduleInfo => {
-  const next = nextTick(record.rule, Math.max(now, record.lastTick ?? now));
+/**
+ * The record and its next tick, by the scheduler's time (`now`) and the `lastTick` as the server's
+ * stamp of its entry bears it out: by the runtime's clock and the stored `lastTick`, a runtime
+ * ahead, or any after a `lastTick` written ahead, showed a next tick that far on while it fired now.
+ */
+const infoOf = (stored: StoredSchedule, time: ScheduleClock, now: number): ScheduleInfo => {
+  const { record } = stored;
+  const { lastTick } = time.trusted(stored);
+  const next = nextTick(record.rule, Math.max(now, lastTick ?? now));
   return next === undefined ? record : { ...record, nextTick: next };
 };
 
@@ -103,12 +111,15 @@ export const createSchedules = (
 ): Schedules => {
   const roles = core.options.roles;
   const log = childLogger(core.logger, { actor: "scheduler" });
+  // The scheduler's time and its trust in a record's times, shared with what `rt.schedules` shows.
+  const time = new ScheduleClock(core.clock, store, log);
   const scheduler =
     roles.has("submitter") && core.options.jobs.scheduler
       ? new Scheduler({
           store,
           clock: core.clock,
           log,
+          time,
           track: (name, work) => core.loops.track(name, work),
           // A stuck submit of the tick is judged by the scheduler's time (`now`: the server's when
           // this runtime's clock is ahead): by a clock ahead, a live submit was past its deadline.
@@ -126,7 +137,7 @@ export const createSchedules = (
       for (let attempt = 1; ; attempt++) {
         const stored = await store.read(checked.id);
         // The scheduler's time: by the server's clock when this runtime's is ahead of it.
-        const at = scheduler?.now() ?? core.clock.now();
+        const at = time.now();
         const record: ScheduleRecord = stored
           ? {
               ...stored.record,
@@ -141,10 +152,16 @@ export const createSchedules = (
             }
           : { v: 1, ...checked, since: at, createdAt: at, updatedAt: at };
         try {
-          if (stored) await store.update(record, stored.revision);
-          else await store.create(record);
+          const revision = stored ? await store.update(record, stored.revision) : await store.create(record);
           scheduler?.poke();
-          return infoOf(record, at);
+          if (time.read()) return infoOf({ record, revision }, time, at);
+          // No reading of the server's clock yet (NATS: no listing has read it; none of an empty
+          // bucket): the server's stamp of this write is one. A since stamped ahead of it is taken
+          // as the stamp by every reader; the next tick is shown from it.
+          const written = await store.read(record.id);
+          return written?.revision === revision && written.storedAt !== undefined
+            ? infoOf(written, time, Math.min(at, written.storedAt))
+            : infoOf({ record, revision }, time, at);
         } catch (error) {
           if (!(error instanceof RevisionConflict) || attempt >= upsertAttempts) throw error;
         }
@@ -153,14 +170,14 @@ export const createSchedules = (
     get: async (id) => {
       need("rt.schedules.get()");
       const stored = await store.read(checkId(id));
-      return stored && infoOf(stored.record, core.clock.now());
+      return stored && infoOf(stored, time, time.now());
     },
     list: async () => {
       need("rt.schedules.list()");
-      const now = core.clock.now();
-      return (await store.list())
-        .map((s) => infoOf(s.record, now))
-        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const listed = await store.list();
+      // After the listing: on NATS, it read the server's clock.
+      const now = time.now();
+      return listed.map((s) => infoOf(s, time, now)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     },
     remove: async (id) => {
       need("rt.schedules.remove()");

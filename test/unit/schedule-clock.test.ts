@@ -2,8 +2,8 @@
  * `ScheduleClock` (api/schedule-clock.ts): a scheduler's time is its clock's
  * unless that is ahead of the server's (as the store read it) by more than a
  * second, then the server's, said at error once; a record's `since` and
- * `lastTick` more than a second after the server's stamp of its entry are not
- * taken as they are, each said at warn once per value.
+ * `lastTick` more than a second after the server's stamp of its entry are each
+ * taken as that stamp, said at warn once per value.
  */
 import { describe, expect, it } from "vitest";
 import type { ScheduleStore, ServerTime, StoredSchedule } from "../../src/adapters/schedule-store.ts";
@@ -30,7 +30,10 @@ const made = (localAt: number, read: () => ServerTime | undefined = atServer) =>
   return { clock, log, time };
 };
 
-const stored = (times: { since: number; lastTick?: number }, storedAt?: number): StoredSchedule => ({
+const stored = (
+  times: { since: number; lastTick?: number; updatedAt?: number },
+  storedAt?: number,
+): StoredSchedule => ({
   record: {
     v: 1,
     id: "s",
@@ -97,11 +100,11 @@ describe("a record's times", () => {
     expect(log.lines).toEqual([]);
   });
 
-  it("a lastTick ahead of the stamp is no cursor, a since ahead of it is the stamp; each said at warn once per value", () => {
+  it("a lastTick and a since ahead of the stamp are each taken as the stamp, said at warn once per value", () => {
     const { time, log } = made(serverAt);
     const ahead = stored({ since: serverAt + 600_000, lastTick: serverAt + 600_000 }, serverAt);
-    expect(time.trusted(ahead)).toEqual({ since: serverAt });
-    expect(time.trusted(ahead)).toEqual({ since: serverAt });
+    expect(time.trusted(ahead)).toEqual({ since: serverAt, lastTick: serverAt });
+    expect(time.trusted(ahead)).toEqual({ since: serverAt, lastTick: serverAt });
     const warned = log.lines.filter((l) => l.level === 40);
     expect(warned.map((l) => ["since" in l ? "since" : "lastTick", l.aheadMs])).toEqual([
       ["since", 600_000],
@@ -110,5 +113,18 @@ describe("a record's times", () => {
     // Another value ahead: said again.
     time.trusted(stored({ since: serverAt, lastTick: serverAt + 700_000 }, serverAt));
     expect(log.lines.filter((l) => l.level === 40)).toHaveLength(3);
+  });
+
+  it("a since stamped by its entry's write behind the stamp is the stamp, said at warn once; one kept from an earlier write is taken", () => {
+    const { time, log } = made(serverAt);
+    // An upsert of a new rule by a clock ten minutes behind: since and updatedAt alike.
+    const behind = stored({ since: serverAt - 600_000 }, serverAt);
+    expect(time.trusted(behind)).toEqual({ since: serverAt });
+    expect(time.trusted(behind)).toEqual({ since: serverAt });
+    expect(log.lines.filter((l) => l.level === 40).map((l) => l.behindMs)).toEqual([600_000]);
+    // The rule kept since an earlier write (a tick recorded, the job replaced): its since is as it was.
+    const kept = stored({ since: serverAt - 600_000, updatedAt: serverAt - 5 }, serverAt);
+    expect(time.trusted(kept)).toEqual({ since: serverAt - 600_000 });
+    expect(log.lines.filter((l) => l.level === 40)).toHaveLength(1);
   });
 });

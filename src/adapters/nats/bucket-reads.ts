@@ -56,8 +56,8 @@ export const scanBucketEntries = async (
   keys = ">",
   /**
    * Told the server's clock: the creation stamp of the pass's consumer, and
-   * `performance.now()` once its creation was answered (the server's time
-   * then is no earlier than that stamp).
+   * `performance.now()` before its creation was asked for (the server's time
+   * then is no later than that stamp, and earlier by at most the round trip).
    */
   serverTime?: (time: ServerTime) => void,
 ): Promise<Map<string, BucketEntry>> => {
@@ -68,14 +68,17 @@ export const scanBucketEntries = async (
     (await jsm.streams.getMessage(stream, { last_by_subj: `${prefix}${keys}` }))?.seq ?? 0;
   let target = await lastSeq();
   if (target === 0) return entries;
+  // Before the consumer's creation is asked for: its stamp falls after this moment. Taken once
+  // the answer came, a slow answer (a loaded server, a slow link, a busy event loop) read as this
+  // runtime's clock ahead by as long as it took, and a right clock was taken back by it.
+  const sentAt = performance.now();
   const consumer = await js.consumers.get(stream, {
     filter_subjects: `${prefix}${keys}`,
     deliver_policy: DeliverPolicy.LastPerSubject,
   });
   if (serverTime) {
-    const seenAt = performance.now();
     const created = parseServerTime((await consumer.info(true)).created);
-    if (Number.isFinite(created)) serverTime({ at: created, seenAt });
+    if (Number.isFinite(created)) serverTime({ at: created, seenAt: sentAt });
   }
   const messages = await consumer.consume();
   let read = 0;

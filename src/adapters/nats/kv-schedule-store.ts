@@ -102,10 +102,13 @@ export const natsScheduleStore = (
         bad: Array<{ id: string; error: unknown }>;
       }
     | undefined;
-  /** The server's clock as the last listing read it, and `Date.now()` then. */
+  /** The server's clock as the last listing read it, and `Date.now()` at its `seenAt`. */
   let clock: { seen: ServerTime; wallAt: number } | undefined;
   return {
-    serverTime: () => clock?.seen,
+    // Checked at each use, not only when listing: a host that slept (its monotonic clock stood
+    // still) took the reading as it was until its scheduler's next listing, and an upsert then
+    // counted a right clock ahead by the sleep and stamped its since that far back.
+    serverTime: () => (clock === undefined || clockStale(clock.seen, clock.wallAt) ? undefined : clock.seen),
     provision: () => run("schedules.provision", "*", async () => undefined),
     read: (id) =>
       run(
@@ -139,7 +142,8 @@ export const natsScheduleStore = (
           const schedules: StoredSchedule[] = [];
           const bad: Array<{ id: string; error: unknown }> = [];
           const entries = await scanBucketEntries(jetstream(nc), jsm, bucketName, ">", (seen) => {
-            clock = { seen, wallAt: Date.now() };
+            // This host's wall clock at the same moment (`seenAt`: before the consumer was asked for).
+            clock = { seen, wallAt: Date.now() - (performance.now() - seen.seenAt) };
           });
           for (const [id, entry] of entries) {
             if (entry.value === undefined) continue;

@@ -1,0 +1,106 @@
+/**
+ * Runtimes on one memory server (the real clock) or one nats-server, each
+ * with a clock of its own, and their job records read raw: the backends of
+ * `schedules-clock.both.test.ts`, shared by the review's attacks on clocks.
+ */
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import type { RuntimeOptions } from "../../src/index.ts";
+import { type Clock, realClock } from "../../src/kernel/clock.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
+import { createMemoryBroker, createMemoryServer, type MemoryServer } from "../../src/testing.ts";
+import type { NatsServerHandle } from "./nats-server.ts";
+import { type RawRecord, rawJobRecords } from "./raw-job-records.ts";
+
+/** The real clock, `ms` on (negative: behind): a host whose wall clock is wrong (its timers run as everyone's). */
+export const offsetBy = (ms: number): Clock => ({ ...realClock, now: () => Date.now() + ms });
+
+export interface ClockBackend {
+  runtime(name: string, options?: RuntimeOptions): Promise<Runtime>;
+  /** Every job record stored, read without jetstate's code. */
+  records(): Promise<RawRecord[]>;
+  /** The schedule's stored record, read without jetstate's code. */
+  schedule(id: string): Promise<Record<string, unknown> | undefined>;
+  /** Sets the schedule's `lastTick` as a writer would, without jetstate's code. */
+  writeLastTick(id: string, lastTick: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export const memoryClockBackend = (): ClockBackend => {
+  const server: MemoryServer = createMemoryServer();
+  const runtimes: Runtime[] = [];
+  return {
+    async runtime(name, options = {}) {
+      const rt = await createRuntime({
+        name,
+        logger: silentLogger(),
+        ...options,
+        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0, ...options.jobs },
+        broker: createMemoryBroker({ server }),
+      });
+      runtimes.push(rt);
+      return rt;
+    },
+    records: async () =>
+      memoryServerState(server)
+        .records.live()
+        .map((e) => JSON.parse(e.value as string) as RawRecord),
+    async schedule(id) {
+      const entry = memoryServerState(server).schedules.get("test", id);
+      return entry?.value === undefined ? undefined : JSON.parse(entry.value);
+    },
+    async writeLastTick(id, lastTick) {
+      const kv = memoryServerState(server).schedules;
+      const entry = kv.get("test", id)!;
+      kv.update("test", id, JSON.stringify({ ...JSON.parse(entry.value!), lastTick }), entry.revision);
+    },
+    async stop() {
+      for (const rt of runtimes.splice(0)) await rt.stop();
+      server.close();
+    },
+  };
+};
+
+let made = 0;
+export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): ClockBackend => {
+  const runtimes: Runtime[] = [];
+  const prefix = `attack${++made}`;
+  return {
+    async runtime(name, options = {}) {
+      const rt = await createRuntime({
+        servers: server.url,
+        prefix,
+        name,
+        logger: silentLogger(),
+        ...options,
+        jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0, ...options.jobs },
+      });
+      runtimes.push(rt);
+      return rt;
+    },
+    records: () => rawJobRecords(nc, `${prefix}_jobs`),
+    async schedule(id) {
+      const kv = await new Kvm(nc).open(`${prefix}_schedules`);
+      const entry = await kv.get(id);
+      return entry === null || entry.operation !== "PUT" ? undefined : entry.json<Record<string, unknown>>();
+    },
+    async writeLastTick(id, lastTick) {
+      const kv = await new Kvm(nc).open(`${prefix}_schedules`);
+      const entry = (await kv.get(id))!;
+      await kv.update(id, JSON.stringify({ ...entry.json<object>(), lastTick }), entry.revision);
+    },
+    async stop() {
+      for (const rt of runtimes.splice(0)) await rt.stop();
+    },
+  };
+};
+
+/** The ticks of the committed jobs of `queue`, oldest first (each job's tick read from its idempotency key). */
+export const committedTicks = (records: readonly RawRecord[], queue: string): number[] =>
+  records
+    .filter((r) => r.queue === queue && r.phase === "committed")
+    .map((r) => scheduleOfKey(r.idempotencyKey)?.tick ?? Number.NaN)
+    .sort((a, b) => a - b);

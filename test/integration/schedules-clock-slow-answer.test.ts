@@ -1,0 +1,109 @@
+/**
+ * Attack on the schedules' clocks (review of 812ed9f), NATS: the server's
+ * time is read as the creation stamp of a listing's consumer, paired with
+ * `performance.now()` once the creation was *answered*. The pairing is the
+ * server's time at the latest moment it could be: every millisecond the
+ * answer took to come back (a loaded server, a slow link, this process's
+ * event loop busy) reads as this runtime's clock being that much ahead. An
+ * answer 1.5 s late makes a runtime whose clock is right "ahead by more than
+ * a second": it says so at error, takes its time back by 1.5 s, and fires
+ * every tick 1.5 s late (each recorded tick changes the bucket, so the next
+ * listing reads the same late answer again). Paired with the moment the
+ * request was sent, the reading could only make the runtime look behind.
+ *
+ * Here only the answers to the schedules' consumer creations come 1.5 s late
+ * (a proxy holds the bytes from the server from each such answer on);
+ * everything else is as fast as ever. Oracle: the runtime's clock is the
+ * real one; the error it says, and the schedule's record read raw: its
+ * `updatedAt` (written with the scheduler's time when it recorded a tick)
+ * against the server's stamp of that write. (Its ticks fire ~1.5 s later
+ * than the slow listing alone makes them: +2–3 s in all, seen, not asserted.)
+ */
+import net from "node:net";
+import { Kvm } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createRuntime } from "../../src/api/runtime.ts";
+import { capturedLog } from "../harness/log-lines.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { rawJobRecords } from "../harness/raw-job-records.ts";
+import { delay } from "../harness/wait.ts";
+
+const slowMs = 1500;
+
+/** A proxy whose bytes from the server are held `slowMs` from each answer to a schedules' consumer creation on. */
+const slowConsumerAnswers = async (target: string) => {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname);
+    sockets.add(client).add(upstream);
+    client.pipe(upstream);
+    let releaseAt = 0;
+    upstream.on("data", (chunk: Buffer) => {
+      const text = chunk.toString("latin1");
+      const slow = text.includes("consumer_create_response") && text.includes("_schedules");
+      releaseAt = Math.max(releaseAt, Date.now() + (slow ? slowMs : 0));
+      const wait = releaseAt - Date.now();
+      if (wait <= 0) client.write(chunk);
+      else setTimeout(() => client.writable && client.write(chunk), wait);
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+};
+
+let nats: NatsServerHandle;
+let nc: NatsConnection;
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+});
+afterAll(async () => {
+  await nc?.close();
+  await nats?.dispose();
+});
+
+it("a runtime whose clock is right, its listing's consumer answered 1.5 s late: not taken for ahead, its stamps not taken back", async () => {
+  const proxy = await slowConsumerAnswers(nats.url);
+  const log = capturedLog();
+  const rt = await createRuntime({
+    servers: proxy.url,
+    prefix: "slowanswer",
+    name: "right",
+    logger: log.logger,
+    jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0 },
+  });
+  try {
+    const queue = "slow";
+    await rt.schedules.upsert({ id: "slow", everyMs: 1000, job: { queue, tasks: [1] } });
+    await delay(8000);
+    const records = (await rawJobRecords(nc, "slowanswer_jobs")).filter((r) => r.queue === queue);
+    expect(records.length).toBeGreaterThan(3);
+    // The schedule's record as stored: its updatedAt (this runtime's time when it recorded its last
+    // tick) against the server's stamp of that write.
+    const entry = (await (await new Kvm(nc).open("slowanswer_schedules")).get("slow"))!;
+    const stampedBehindMs = entry.created.getTime() - entry.json<{ updatedAt: number }>().updatedAt;
+    const saidAhead = log.lines.filter((l) => l.level === 50 && /clock is .*ahead/.test(l.msg));
+    expect({
+      saidAhead: saidAhead.map((l) => l.aheadMs),
+      updatedAtBehindItsWrite: stampedBehindMs > 1000 ? `${stampedBehindMs} ms` : "no",
+    }).toEqual({ saidAhead: [], updatedAtBehindItsWrite: "no" });
+  } finally {
+    await rt.stop();
+    await proxy.close();
+  }
+}, 30_000);
