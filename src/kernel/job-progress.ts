@@ -1,4 +1,5 @@
 import type { JobCounts } from "./job-record.ts";
+import { type ByTask, ChunkChanges, valueAt } from "./task-chunks.ts";
 
 /**
  * A job's progress as its answers arrive: which tasks are answered (each
@@ -159,7 +160,7 @@ const copyOf = (bits: Uint8Array, bytes: number): Uint8Array => {
 };
 
 /**
- * The letters of a job's dead tasks, by task index, in chunks of `letterChunk` indexes: a
+ * The letters of a job's dead tasks, by task index, in chunks (`ByTask`, kernel/task-chunks.ts): a
  * batch that changes some copies the chunks it changes and the list of them, not every letter.
  * One map copied whole at each batch holding a death made counting an outage's deaths grow
  * with their square (40,000 dead tasks: seconds against milliseconds succeeded; a review,
@@ -169,48 +170,6 @@ export type DeadLetterSeqs = ByTask<number>;
 
 /** The letters markers sent back ahead of their task's death (`JobProgress.lettersAhead`), chunked the same way. */
 type LettersAhead = ByTask<readonly number[]>;
-
-/** A value per task index, in chunks of `letterChunk` indexes. */
-type ByTask<V> = readonly (ReadonlyMap<number, V> | undefined)[];
-
-const letterChunk = 1024;
-
-/** The value of task `i` in `chunks`. */
-const valueAt = <V>(chunks: ByTask<V> | undefined, i: number): V | undefined =>
-  chunks?.[Math.floor(i / letterChunk)]?.get(i);
-
-/** Copies of `from`'s chunks to change, each copied once per batch (`changed` notes which). */
-class ChunkChanges<V> {
-  readonly #from: ByTask<V> | undefined;
-  #chunks: (ReadonlyMap<number, V> | undefined)[] | undefined;
-  readonly #copied = new Set<number>();
-
-  constructor(from: ByTask<V> | undefined) {
-    this.#from = from;
-  }
-
-  get(i: number): V | undefined {
-    return valueAt(this.#chunks ?? this.#from, i);
-  }
-
-  set(i: number, value: V | undefined): void {
-    const n = Math.floor(i / letterChunk);
-    this.#chunks ??= [...(this.#from ?? [])];
-    let chunk = this.#chunks[n] as Map<number, V> | undefined;
-    if (!this.#copied.has(n)) {
-      chunk = new Map(chunk);
-      this.#chunks[n] = chunk;
-      this.#copied.add(n);
-    }
-    if (value === undefined) chunk?.delete(i);
-    else chunk?.set(i, value);
-  }
-
-  /** The values after the batch: `from` itself when it changed none. */
-  result(): ByTask<V> | undefined {
-    return this.#chunks ?? this.#from;
-  }
-}
 
 /**
  * Counts the entries not seen before, in copies of the bitmaps made at the
