@@ -30,18 +30,13 @@ export const memorySchedulesAt = (start: number) => {
   return { clock, server, store, jobs };
 };
 
-/**
- * Stores schedule `id`: a one-task job on queue `id` every `everyMs`, set at `at`; written at
- * `writtenAt` (`updatedAt`). A rule set before its record's write must say so: a `since` and
- * `updatedAt` alike are one write's, and one behind the server's stamp of it is taken as the stamp.
- */
+/** Stores schedule `id`: a one-task job on queue `id` every `everyMs`, set at `at`. */
 export const storeEverySchedule = (
   store: ScheduleStore,
   id: string,
   everyMs: number,
   at: number,
   missed: MissedTicks = "skip",
-  writtenAt = at,
 ) =>
   store.create({
     v: 1,
@@ -51,7 +46,7 @@ export const storeEverySchedule = (
     job: { queue: id, tasks: [1] },
     since: at,
     createdAt: at,
-    updatedAt: writtenAt,
+    updatedAt: at,
   });
 
 /** A scheduler as a runtime runs it, on a memory server and a manual clock; `stop` ends it and its fires. */

@@ -165,10 +165,8 @@ class OwedLedger {
 /** A real scheduler on a memory store and a manual clock, with fires the test settles. */
 const harness = async (missed: MissedTicks) => {
   const { clock, server, store } = memorySchedulesAt(start + 1);
-  // Made 2.5 periods before the tick `start`: three ticks were missed, the latest at `start`. Its
-  // record written now (its job replaced since, say): a since behind its write's stamp that was
-  // stamped by that write is a clock behind's, and taken as the stamp.
-  await storeEverySchedule(store, "s", period, start - 2.5 * period, missed, clock.now());
+  // Made 2.5 periods before the tick `start`: three ticks were missed, the latest at `start`.
+  await storeEverySchedule(store, "s", period, start - 2.5 * period, missed);
   const fires: Fire[] = [];
   const pending: Fire[] = [];
   const run = runScheduler({
