@@ -21,10 +21,6 @@ import type { Logger } from "../kernel/logger.ts";
  *   each is taken as that stamp, the latest time the write bears out (a
  *   `lastTick` taken as absent fired a `runOnce` schedule's latest tick
  *   again once its job's record was cleaned up), said at warn once per value.
- *   A `since` stamped by its entry's own write (a new rule: `since` and
- *   `updatedAt` alike) more than the tolerance before its stamp was written
- *   by a clock behind: taken as the stamp too (its ticks before the schedule
- *   was stored fired otherwise).
  */
 
 /** How far a clock may be ahead of the server's before it is not trusted. */
@@ -84,38 +80,13 @@ export class ScheduleClock {
   trusted(stored: StoredSchedule): TrustedTimes {
     const { record, storedAt } = stored;
     if (storedAt === undefined) return record;
-    const since =
-      record.since === record.updatedAt && record.since < storedAt - clockToleranceMs
-        ? this.#behind(record.id, record.since, storedAt)
-        : this.#judged(record.id, "since", record.since, storedAt);
+    const since = this.#judged(record.id, "since", record.since, storedAt);
     // Ahead: the stamp, the latest the write can bear out (its ticks up to then fired). Taken as
     // absent, a `runOnce` schedule fired its latest tick before a new scheduler's start again,
     // its job found by its key no more once cleanup removed its record.
     return record.lastTick === undefined
       ? { since }
       : { since, lastTick: this.#judged(record.id, "lastTick", record.lastTick, storedAt) };
-  }
-
-  /**
-   * A `since` stamped by this very write (an upsert of a new rule stamps `since` and `updatedAt`
-   * alike; a write that keeps the rule, or records a tick, moves `updatedAt` on) more than the
-   * tolerance before the server's stamp of it: its writer's clock is behind, and the ticks from
-   * it fell before the schedule was stored. Taken as the stamp (said at warn once per value): taken
-   * as it was, every scheduler fired the ticks between (a runtime ten minutes behind, ten minutes'
-   * worth, 20 at most, jobs of ticks that fell before the schedule existed).
-   */
-  #behind(id: string, since: number, storedAt: number): number {
-    if (this.#firstTold(`${id}\nsince behind\n${since}`))
-      this.#log.warn(
-        {
-          schedule: id,
-          since: new Date(since).toISOString(),
-          storedAt: new Date(storedAt).toISOString(),
-          behindMs: storedAt - since,
-        },
-        "schedule's since is behind the server's time of its write (its writer's clock is behind): taken as that time",
-      );
-    return storedAt;
   }
 
   /** `value`, or the entry's stamp when `value` is ahead of it past the tolerance (said once). */

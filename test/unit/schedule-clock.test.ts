@@ -30,10 +30,7 @@ const made = (localAt: number, read: () => ServerTime | undefined = atServer) =>
   return { clock, log, time };
 };
 
-const stored = (
-  times: { since: number; lastTick?: number; updatedAt?: number },
-  storedAt?: number,
-): StoredSchedule => ({
+const stored = (times: { since: number; lastTick?: number }, storedAt?: number): StoredSchedule => ({
   record: {
     v: 1,
     id: "s",
@@ -113,18 +110,5 @@ describe("a record's times", () => {
     // Another value ahead: said again.
     time.trusted(stored({ since: serverAt, lastTick: serverAt + 700_000 }, serverAt));
     expect(log.lines.filter((l) => l.level === 40)).toHaveLength(3);
-  });
-
-  it("a since stamped by its entry's write behind the stamp is the stamp, said at warn once; one kept from an earlier write is taken", () => {
-    const { time, log } = made(serverAt);
-    // An upsert of a new rule by a clock ten minutes behind: since and updatedAt alike.
-    const behind = stored({ since: serverAt - 600_000 }, serverAt);
-    expect(time.trusted(behind)).toEqual({ since: serverAt });
-    expect(time.trusted(behind)).toEqual({ since: serverAt });
-    expect(log.lines.filter((l) => l.level === 40).map((l) => l.behindMs)).toEqual([600_000]);
-    // The rule kept since an earlier write (a tick recorded, the job replaced): its since is as it was.
-    const kept = stored({ since: serverAt - 600_000, updatedAt: serverAt - 5 }, serverAt);
-    expect(time.trusted(kept)).toEqual({ since: serverAt - 600_000 });
-    expect(log.lines.filter((l) => l.level === 40)).toHaveLength(1);
   });
 });
