@@ -1,0 +1,111 @@
+/**
+ * Attack on the schedules' clocks (review of 60b2016, the since-behind rule of
+ * 923fb39) on NATS, every clock right: a runtime whose link to the server is
+ * slow (its requests take 2.5 s to land: a congested or distant link, a
+ * server slow to store) upserts a new schedule. Its `since` and `updatedAt`
+ * are its time `at`, taken after its read answered; the write lands 2.5 s
+ * later and is stamped then. A since equal to its updatedAt more than 1 s
+ * behind its stamp is taken as "a clock behind's" and replaced by the stamp:
+ * the ticks between `at` and the stamp are never fired by the scheduler that
+ * ran all along, though the upsert answered the first of them as `nextTick`.
+ *
+ * Oracle: the job records read raw, each job's tick from its idempotency key;
+ * the upsert's own `nextTick`; real time.
+ */
+import net from "node:net";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { committedTicks, natsClockBackend } from "../harness/clock-backends.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { delay } from "../harness/wait.ts";
+
+let nats: NatsServerHandle;
+let nc: NatsConnection;
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+});
+afterAll(async () => {
+  await nc?.close();
+  await nats?.dispose();
+});
+
+/** A proxy whose client-to-server bytes are held `slowMs` each once `slowMs` is set (in order). */
+const slowProxy = async (target: string) => {
+  const { hostname, port } = new URL(target);
+  const state = { slowMs: 0 };
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname);
+    sockets.add(client).add(upstream);
+    // Once armed, the first publish to the schedules bucket (the upsert's write, its read
+    // answered) and every byte after it are held `slowMs`, in order: the write lands late.
+    let holdUntil = 0;
+    const held: Buffer[] = [];
+    const flush = () => {
+      for (const c of held.splice(0)) if (!upstream.destroyed) upstream.write(c);
+    };
+    client.on("data", (chunk: Buffer) => {
+      if (held.length > 0 || Date.now() < holdUntil) return void held.push(chunk);
+      if (state.slowMs > 0 && /^H?PUB \$KV\.[^ ]*_schedules\.slow /m.test(chunk.toString("latin1"))) {
+        holdUntil = Date.now() + state.slowMs;
+        state.slowMs = 0;
+        held.push(chunk);
+        setTimeout(flush, holdUntil - Date.now());
+        return;
+      }
+      upstream.write(chunk);
+    });
+    upstream.pipe(client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    state,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+};
+
+const period = 1000;
+const slowMs = 2500;
+
+describe("a runtime on a slow link upserts a schedule, every clock right, on nats", () => {
+  it("every tick from the upsert's nextTick on fires once, on time ± a pass", async () => {
+    const proxy = await slowProxy(nats.url);
+    const backend = natsClockBackend(nats, nc);
+    try {
+      const queue = "slow";
+      await backend.runtime("right");
+      const slow = await backend.runtime("slow", { servers: proxy.url, jobs: { scheduler: false } });
+      // A cluster already running: the right runtime's scheduler started a while before the upsert.
+      await delay(1500);
+      proxy.state.slowMs = slowMs;
+      const info = await slow.schedules.upsert({ id: "slow", everyMs: period, job: { queue, tasks: [1] } });
+      proxy.state.slowMs = 0;
+      const answered = Date.now();
+      const promised = (info as { nextTick?: number }).nextTick!;
+      await delay(4000);
+      const end = Date.now() - 1500;
+      const ticks = committedTicks(await backend.records(), queue);
+      const expected: number[] = [];
+      for (let t = promised; t <= end; t += period) expected.push(t);
+      const lost = expected
+        .filter((t) => !ticks.includes(t))
+        .map((t) => `${t - answered} ms from the answer`);
+      const twice = ticks.filter((t, i) => ticks.indexOf(t) !== i);
+      expect({ lost, twice }).toEqual({ lost: [], twice: [] });
+    } finally {
+      await backend.stop();
+      proxy.close();
+    }
+  }, 30_000);
+});
