@@ -54,8 +54,8 @@ export interface Submitted {
  * runtime): a driver went on with every batch of a flow of hundreds before
  * it looked, and their tasks ran after the cancel had resolved (review
  * finding, `flows-cancel-big.test.ts`). The nodes left are `submitting`
- * without a job: the cancel's step writes them cancelled. A batch is waited
- * for whole, and a failure is handed back with what was tried, not thrown:
+ * without a job: the cancel's step writes them cancelled. A failure is
+ * handed back with what was tried, not thrown:
  * a submit failing while the others of its batch went on left their jobs to
  * no one when the flow was cancelled meanwhile (a review,
  * `flows-cancel-batch-throws.both.test.ts`). The driver's hook throwing
@@ -77,7 +77,10 @@ export const submitNodes = async (
     }
     const batch = names.slice(at, at + submitsAtOnce);
     tried.push(...batch);
-    const settled = await Promise.allSettled(
+    // The first failure ends the step at once, handed back: waited for whole, a batch held a
+    // failed step, and a cancel queued behind it, as long as its slowest submit (a review,
+    // flows-cancel-held-batch.test.ts). Its other submits go on.
+    const failed = await Promise.all(
       batch.map((name) => {
         const node = record.nodes[name] as FlowRecord["nodes"][string];
         acts.point("submit", flowId, name);
@@ -93,9 +96,11 @@ export const submitNodes = async (
             refused.set(name, error instanceof Error ? error.message : String(error));
           });
       }),
+    ).then(
+      () => undefined,
+      (error: unknown) => ({ error }),
     );
-    const failure = settled.find((s) => s.status === "rejected");
-    if (failure) return { tried, refused, failed: failure.reason };
+    if (failed) return { tried, refused, failed: failed.error };
   }
   return { tried, refused };
 };

@@ -158,7 +158,9 @@ export const createSchedules = (
           // No reading of the server's clock yet (NATS: no listing has read it; none of an empty
           // bucket): the server's stamp of this write is one. A since stamped ahead of it is taken
           // as the stamp by every reader; the next tick is shown from it.
-          const written = await store.read(record.id);
+          // Best effort: the write is made, and a failed read-back must not say it was not (a
+          // review: the upsert rejected, its schedule stored and firing).
+          const written = await store.read(record.id).catch(() => undefined);
           return written?.revision === revision && written.storedAt !== undefined
             ? infoOf(written, time, Math.min(at, written.storedAt))
             : infoOf({ record, revision }, time, at);
