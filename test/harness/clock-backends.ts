@@ -4,7 +4,8 @@
  * `schedules-clock.both.test.ts`, shared by the review's attacks on clocks.
  */
 import { Kvm } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import type { RuntimeOptions } from "../../src/index.ts";
@@ -12,7 +13,7 @@ import { type Clock, realClock } from "../../src/kernel/clock.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer, type MemoryServer } from "../../src/testing.ts";
-import type { NatsServerHandle } from "./nats-server.ts";
+import { type NatsServerHandle, startNatsServer } from "./nats-server.ts";
 import { type RawRecord, rawJobRecords } from "./raw-job-records.ts";
 
 /** The real clock, `ms` on (negative: behind): a host whose wall clock is wrong (its timers run as everyone's). */
@@ -104,3 +105,24 @@ export const committedTicks = (records: readonly RawRecord[], queue: string): nu
     .filter((r) => r.queue === queue && r.phase === "committed")
     .map((r) => scheduleOfKey(r.idempotencyKey)?.tick ?? Number.NaN)
     .sort((a, b) => a - b);
+
+/**
+ * The backends of a test file: the memory one, and one on a nats-server the file shares
+ * (started before its tests, stopped after them).
+ */
+export const clockBackends = (): ReadonlyArray<{ readonly name: string; make(): ClockBackend }> => {
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    nc = await connect({ servers: nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await nats?.dispose();
+  });
+  return [
+    { name: "memory", make: memoryClockBackend },
+    { name: "nats", make: () => natsClockBackend(nats, nc) },
+  ];
+};

@@ -1,43 +1,8 @@
-/**
- * Attack on the schedules' clocks (review of 812ed9f): what `rt.schedules`
- * shows. The scheduler now fires by the server's time when its runtime's
- * clock is ahead, and does not take a `lastTick` ahead of its entry's stamp
- * as fired; `upsert`, `get` and `list` still compute `nextTick` by the
- * runtime's own clock and the stored `lastTick` as it is. A runtime ten
- * minutes ahead says its schedule's next tick is ten minutes on while the
- * tick fires within a period; after a `lastTick` written ahead, every
- * runtime (clocks right) says the next tick is ten minutes on, and it fires
- * now.
- *
- * Oracle: the real clock and the rule's period: a next tick is within a
- * period of the real time it was asked at.
- */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  type ClockBackend,
-  memoryClockBackend,
-  natsClockBackend,
-  offsetBy,
-} from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { describe, expect, it } from "vitest";
+import { clockBackends, offsetBy } from "../harness/clock-backends.ts";
 import { delay } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
-
-const backends: Array<{ name: string; make(): ClockBackend }> = [
-  { name: "memory", make: memoryClockBackend },
-  { name: "nats", make: () => natsClockBackend(nats, nc) },
-];
+const backends = clockBackends();
 
 const period = 1000;
 const tenMinutes = 600_000;

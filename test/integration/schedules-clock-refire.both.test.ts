@@ -1,45 +1,9 @@
-/**
- * Attack on the schedules' clocks (review of 812ed9f): a `lastTick` ahead of
- * its entry's stamp (written by a clock ahead: an older runtime, a hand) is
- * now "taken as absent". A runtime that starts then, on a `missed: "runOnce"`
- * schedule, anchors at `since` instead and counts the latest tick before its
- * start as missed: a tick another runtime fired already. Its job is found by
- * its key only while its record lives; once cleanup removed it (retention:
- * seven days by default, shorter than a monthly cron's period), the tick
- * fires a second time. Before the change the same `lastTick` skipped ticks;
- * now it fires one twice. (Taking it as its entry's stamp, the latest time
- * it can be borne out, would fire neither.)
- *
- * Oracle: the worker's ledger of handled tasks by job id (a tick's job id is
- * derived from its key, so one tick is one id), and the job records read raw.
- */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
-import {
-  type ClockBackend,
-  committedTicks,
-  memoryClockBackend,
-  natsClockBackend,
-} from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { clockBackends, committedTicks } from "../harness/clock-backends.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
-
-const backends: Array<{ name: string; make(): ClockBackend }> = [
-  { name: "memory", make: memoryClockBackend },
-  { name: "nats", make: () => natsClockBackend(nats, nc) },
-];
+const backends = clockBackends();
 
 const period = 6000;
 const tenMinutes = 600_000;
