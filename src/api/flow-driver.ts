@@ -10,10 +10,18 @@ import {
   type ObservedJob,
   stepFlow,
 } from "../kernel/flow-record.ts";
-import type { JobRecord } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
 import { boundReason } from "../kernel/reason.ts";
-import { landedAfterCancel, type Observer, observeChange, observeJob } from "./flow-observe.ts";
+import {
+  everyLook,
+  type Look,
+  type Looks,
+  landedAfterCancel,
+  type Observer,
+  observeChange,
+  observeJob,
+  withLook,
+} from "./flow-observe.ts";
 import { cancelJobs, type FlowActs, submitNodes } from "./flow-submits.ts";
 import type { Jobs } from "./jobs-face.ts";
 import type { RecordListener } from "./record-feed.ts";
@@ -34,22 +42,6 @@ const everyNodeMs = 30_000;
 
 /** Listens to the runtime's record watch (its changes, and each time it is placed); returns the unlisten. */
 export type RecordChanges = (listener: RecordListener) => () => void;
-
-/**
- * What the next step of a flow looks at: the job of `every` node not ended,
- * or of those being submitted (`submitting`: a sweep), and the nodes whose
- * job changed (`changed`: the last record heard of each, by node).
- */
-interface Looks {
-  every: boolean;
-  submitting: boolean;
-  /** The nodes being submitted and those running (a cancelled flow's sweep). */
-  running: boolean;
-  readonly changed: Map<string, JobRecord>;
-}
-
-/** What a wake asks the step to look at (`wake`). */
-export type Look = "every" | "submitting" | "running" | { readonly name: string; readonly record: JobRecord };
 
 /** Where a driver is about to write: a test hook that throws there is a driver dying at that step. */
 export type FlowStepPoint = "record" | "submit" | "update" | "cancel";
@@ -171,17 +163,7 @@ export class FlowDriver {
    * come during a step are one step after it, which looks at all they asked.
    */
   wake(flowId: string, look: Look = "every"): Promise<void> {
-    const looks = this.#looks.get(flowId) ?? {
-      every: false,
-      submitting: false,
-      running: false,
-      changed: new Map(),
-    };
-    if (look === "every") looks.every = true;
-    else if (look === "submitting") looks.submitting = true;
-    else if (look === "running") looks.running = true;
-    else looks.changed.set(look.name, look.record);
-    this.#looks.set(flowId, looks);
+    this.#looks.set(flowId, withLook(this.#looks.get(flowId), look));
     const running = this.#stepping.get(flowId);
     if (running) return running.done;
     const entry = { done: Promise.resolve() };
@@ -411,4 +393,3 @@ export class FlowDriver {
 }
 
 /** A step that looks at the job of every node not ended. */
-const everyLook = (): Looks => ({ every: true, submitting: false, running: false, changed: new Map() });

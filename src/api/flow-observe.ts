@@ -4,6 +4,41 @@ import { reapSubmits } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { cancelledInSubmit, type FlowRecord, type ObservedJob } from "../kernel/flow-record.ts";
 import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+
+/**
+ * What the next step of a flow looks at: the job of `every` node not ended,
+ * or of those being submitted (`submitting`: a sweep), and the nodes whose
+ * job changed (`changed`: the last record heard of each, by node).
+ */
+export interface Looks {
+  every: boolean;
+  submitting: boolean;
+  /** The nodes being submitted and those running (a cancelled flow's sweep). */
+  running: boolean;
+  readonly changed: Map<string, JobRecord>;
+}
+
+/** What a wake asks the step to look at (`wake`). */
+export type Look = "every" | "submitting" | "running" | { readonly name: string; readonly record: JobRecord };
+
+/** `looks` (none yet: a new one) with `look` added. */
+export const withLook = (looks: Looks | undefined, look: Look): Looks => {
+  const next = looks ?? { every: false, submitting: false, running: false, changed: new Map() };
+  if (look === "every") next.every = true;
+  else if (look === "submitting") next.submitting = true;
+  else if (look === "running") next.running = true;
+  else next.changed.set(look.name, look.record);
+  return next;
+};
+
+/** A look at every node not ended. */
+export const everyLook = (): Looks => ({
+  every: true,
+  submitting: false,
+  running: false,
+  changed: new Map(),
+});
+
 import type { Logger } from "../kernel/logger.ts";
 
 /** A grace that makes every submit past its deadline: `reapSubmits` finishes a dead one at once. */
