@@ -23,15 +23,13 @@ import {
   withLook,
 } from "./flow-observe.ts";
 import { cancelJobs, type FlowActs, submitNodes } from "./flow-submits.ts";
+import { orphanMarkMs } from "./flow-write.ts";
 import type { Jobs } from "./jobs-face.ts";
 import type { RecordListener } from "./record-feed.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /** How often a driver looks at every flow not settled: what a flow whose driver died waits at most. */
 const flowSweepMs = 2000;
-
-/** A mark without its flow's record is left this long: the submit that wrote it may still write the record. */
-const orphanMarkMs = 60_000;
 
 /**
  * How often a driver reads the job of every node of a flow not settled

@@ -59,18 +59,18 @@ export const afterFailedCreate = async (
 };
 
 /**
- * How long a handle of a flow whose create's outcome is unknown looks for a
- * flow under its id, from the flow's `createdAt` (its first live mark's
- * time): 60 s, the age at which a sweep takes a mark with no record for an
- * orphan and purges it (`orphanMarkMs` in flow-driver.ts). A create that
- * lands later (a publish the client kept through a reconnect) is a flow no
- * sweep drives, so later than that none is looked for.
+ * A flow's live mark without its record is left this long by a sweep, which
+ * then takes it for an orphan and purges it: the submit that wrote it may
+ * still write the record until then. Also how long a handle of a flow whose
+ * create's outcome is unknown looks for a flow under its id, from the flow's
+ * `createdAt` (its first live mark's time): a create that lands later (a
+ * publish the client kept through a reconnect) is a flow no sweep drives.
  */
-export const unknownWriteMs = 60_000;
+export const orphanMarkMs = 60_000;
 
 /**
  * The flow under `record`'s id, read every `everyMs` (a failed read is read
- * again) until one is found, `unknownWriteMs` have passed since the record's
+ * again) until one is found, `orphanMarkMs` have passed since the record's
  * `createdAt` by the runtime's clock, or the runtime stops: undefined if none was found.
  */
 export const flowUnderId = async (
@@ -80,7 +80,7 @@ export const flowUnderId = async (
   everyMs: number,
 ): Promise<FlowRecord | undefined> => {
   const { clock, stopping: signal } = runtime;
-  while (!signal.aborted && clock.now() - record.createdAt < unknownWriteMs) {
+  while (!signal.aborted && clock.now() - record.createdAt < orphanMarkMs) {
     const found = await flows.getFlow(record.id).catch(() => undefined);
     if (found) return found.record;
     await sleep(everyMs, undefined, { signal }).catch(() => undefined);

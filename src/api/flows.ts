@@ -142,7 +142,7 @@ export class FlowRegistry {
         }
         if ("unknown" in after) {
           // The submit rejects (the flow may have been made); a handle given out follows the flow
-          // under the id once read, failing as the submit did if none is by `unknownWriteMs`.
+          // under the id once read, failing as the submit did if none is by `orphanMarkMs`.
           writeError = after.unknown;
           if (!givenOut.has(handle)) throw writeError;
           unknownOutcome();

@@ -4,7 +4,7 @@
  * read-back fails too (its ~1.5 s of retries): the submit rejects saying the
  * flow may have been made, and the handle looks for a flow under the id (the
  * create might still land). None ever appears: the handle must still end,
- * failed with the submit's reason, once `unknownWriteMs` (60 s, by the
+ * failed with the submit's reason, once `orphanMarkMs` (60 s, by the
  * runtime's clock, from the flow's `createdAt`) have passed, not before
  * (the create could land until then), and not never.
  *
@@ -13,7 +13,7 @@
  */
 import { expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
-import { unknownWriteMs } from "../../src/api/flow-write.ts";
+import { orphanMarkMs } from "../../src/api/flow-write.ts";
 import { OperationTimeout } from "../../src/kernel/errors.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime, ManualClock } from "../../src/testing.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";
@@ -63,7 +63,7 @@ it("a handle of a submit whose outcome stays unknown ends failed once no flow ca
     expect(early?.snapshot().status).toBe("running");
     expect(await within(early!.done(), 300)).toBe("never");
     // Past the bound: it ends, failed with the submit's reason.
-    clock.advance(unknownWriteMs);
+    clock.advance(orphanMarkMs);
     const seen = await within(early!.done(), 3000);
     expect(seen).toMatchObject({ id: "f1", status: "failed", nodes: {} });
     expect((seen as { reason?: string }).reason).toBe(`not submitted: ${refused.message}`);
