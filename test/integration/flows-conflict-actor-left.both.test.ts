@@ -11,11 +11,9 @@
  * Oracle: A's reads of the flow counted at its broker; B's flow read raw.
  */
 import { describe, expect, it } from "vitest";
-import type { Broker } from "../../src/adapters/broker.ts";
 import { IdempotencyConflict } from "../../src/kernel/errors.ts";
-import { memoryFlowSide, natsFlowSide } from "../harness/flow-sides.ts";
-import { spiedBroker } from "../harness/spied-broker.ts";
-import { delay, gate, waitUntil } from "../harness/wait.ts";
+import { heldSubmit, memoryFlowSide, natsFlowSide } from "../harness/flow-sides.ts";
+import { delay, waitUntil } from "../harness/wait.ts";
 
 describe.each([
   ["memory", memoryFlowSide],
@@ -25,50 +23,27 @@ describe.each([
   (_k, makeSide) => {
     it("leaves nothing of it polling that flow for its whole life", { timeout: 60_000 }, async () => {
       const side = await makeSide();
-      const bWrote = gate();
-      let aWriting = false;
-      let aReads = 0;
-      const wrapA = (inner: Broker) =>
-        spiedBroker(inner, (name, _n, args, call) => {
-          if (name === "flows.getFlow" && args[0] === "f1") aReads++;
-          if (name !== "flows.createFlow") return call();
-          aWriting = true;
-          return bWrote.opened.then(call);
-        }).broker;
-      const a = await side.runtime("a", ["submitter", "supervisor"], wrapA);
-      const b = await side.runtime("b", ["submitter", "supervisor"]);
-      const w = await side.runtime("w", ["worker"]);
-      const ran: string[] = [];
-      const release = gate();
-      w.workers.start<string, string>({
-        queue: "q",
-        handler: async (task) => {
-          ran.push(task.payload);
-          await release.opened;
-          return task.payload;
-        },
-      });
+      const race = await heldSubmit(side, "f1");
       try {
-        const submitted = a.flows.submit({ id: "f1", jobs: { mine: { queue: "q", tasks: ["a"] } } });
-        await waitUntil(() => aWriting, { timeoutMs: 5000, message: "A's record write under way" });
-        await b.flows.submit({ id: "f1", jobs: { theirs: { queue: "q", tasks: ["b"] } } });
-        bWrote.open();
+        const submitted = race.submitA();
+        await race.aWriting();
+        await race.bWins();
         expect(await submitted.catch((error: unknown) => error)).toBeInstanceOf(IdempotencyConflict);
-        await waitUntil(() => ran.includes("b"), { timeoutMs: 10_000, message: "B's task started" });
+        await waitUntil(() => race.ran.includes("b"), { timeoutMs: 10_000, message: "B's task started" });
         await delay(500);
         // B's flow runs, nothing of it changes: what A reads of it now is A's own doing.
-        const from = aReads;
+        const from = race.aReads();
+        // A negative check: 3 s in which A should read f1 no more than its sweep does.
         await delay(3000);
         expect((await side.storedFlow("f1"))?.status).toBe("running");
         // A's sweep, every 2 s, reads the flow and its step reads it again: up to two sweeps, four
         // reads, in 3 s (six allowed). Polled every 250 ms, the kept actor made 12 more (15 seen).
-        expect(aReads - from, "A's reads of f1 in 3 s, with no handle of it given out").toBeLessThanOrEqual(
-          6,
-        );
+        expect(
+          race.aReads() - from,
+          "A's reads of f1 in 3 s, with no handle of it given out",
+        ).toBeLessThanOrEqual(6);
       } finally {
-        bWrote.open();
-        release.open();
-        await side.dispose();
+        await race.dispose();
       }
     });
   },

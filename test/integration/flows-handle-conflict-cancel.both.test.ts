@@ -13,11 +13,9 @@
  * Oracles: the flow record read raw, and W's ledger of the tasks run.
  */
 import { describe, expect, it } from "vitest";
-import type { Broker } from "../../src/adapters/broker.ts";
 import { IdempotencyConflict } from "../../src/kernel/errors.ts";
-import { memoryFlowSide, natsFlowSide } from "../harness/flow-sides.ts";
-import { spiedBroker } from "../harness/spied-broker.ts";
-import { gate, waitUntil, within } from "../harness/wait.ts";
+import { heldSubmit, memoryFlowSide, natsFlowSide } from "../harness/flow-sides.ts";
+import { within } from "../harness/wait.ts";
 
 describe.each([
   ["memory", memoryFlowSide],
@@ -29,33 +27,14 @@ describe.each([
       timeout: 60_000,
     }, async () => {
       const side = await makeSide();
-      const bWrote = gate();
-      let aWriting = false;
-      const wrapA = (inner: Broker) =>
-        spiedBroker(inner, (name, _n, _args, call) => {
-          if (name !== "flows.createFlow") return call();
-          aWriting = true;
-          return bWrote.opened.then(call);
-        }).broker;
-      const a = await side.runtime("a", ["submitter", "supervisor"], wrapA);
-      const b = await side.runtime("b", ["submitter", "supervisor"]);
-      const w = await side.runtime("w", ["worker"]);
-      const ran: string[] = [];
-      w.workers.start<string, string>({
-        queue: "q",
-        handler: async (task, { signal }) => {
-          ran.push(task.payload);
-          await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
-          return task.payload;
-        },
-      });
-      const submitted = a.flows.submit({ id: "f1", jobs: { mine: { queue: "q", tasks: ["a"] } } });
+      // W's tasks are held until the cancel aborts them.
+      const race = await heldSubmit(side, "f1");
+      const submitted = race.submitA();
       try {
-        await waitUntil(() => aWriting, { timeoutMs: 5000, message: "A's record write under way" });
-        const early = (await a.flows.get("f1"))!;
+        await race.aWriting();
+        const early = (await race.a.flows.get("f1"))!;
         const cancelling = early.cancel("mine: stop");
-        const theirs = await b.flows.submit({ id: "f1", jobs: { theirs: { queue: "q", tasks: ["b"] } } });
-        bWrote.open();
+        const theirs = await race.bWins();
         expect(await submitted.catch((error: unknown) => error)).toBeInstanceOf(IdempotencyConflict);
         const ended = await within(cancelling, 20_000);
         expect(ended).toMatchObject({ id: "f1", status: "cancelled", reason: "mine: stop" });
@@ -66,11 +45,9 @@ describe.each([
           reason: "mine: stop",
         });
         // A's request never ran; B's, if it started before the cancel, was stopped.
-        expect(ran.filter((p) => p !== "b")).toEqual([]);
+        expect(race.ran.filter((p) => p !== "b")).toEqual([]);
       } finally {
-        bWrote.open();
-        await submitted.catch(() => undefined);
-        await side.dispose();
+        await race.dispose();
       }
     });
   },

@@ -11,59 +11,23 @@
  * record read raw from the memory server, and W's ledger of the tasks run.
  */
 import { describe, expect, it } from "vitest";
-import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { IdempotencyConflict } from "../../src/kernel/errors.ts";
-import { createMemoryBroker, createMemoryServer, createTestRuntime } from "../../src/testing.ts";
-import { spiedBroker } from "../harness/spied-broker.ts";
-import { gate, waitUntil, within } from "../harness/wait.ts";
+import { heldSubmit, memoryFlowSide } from "../harness/flow-sides.ts";
+import { waitUntil, within } from "../harness/wait.ts";
 
 describe("a flow handle got during a submit that loses to another runtime's flow of the same id", () => {
   it("follows that flow to its end, as its record says; not failed", { timeout: 30_000 }, async () => {
-    const server = createMemoryServer();
-    const storedFlow = () => {
-      const entry = memoryServerState(server)
-        .flows.live()
-        .find((e) => e.key === "f1");
-      return entry ? (JSON.parse(entry.value as string) as Record<string, unknown>) : undefined;
-    };
-    // A's record write waits until B's flow is written.
-    const bWrote = gate();
-    let aWriting = false;
-    const { broker } = spiedBroker(createMemoryBroker({ server }), (name, _n, _args, call) => {
-      if (name !== "flows.createFlow") return call();
-      aWriting = true;
-      return bWrote.opened.then(call);
-    });
-    const a = await createTestRuntime({ name: "a", roles: ["submitter", "supervisor"], broker });
-    const b = await createTestRuntime({
-      name: "b",
-      roles: ["submitter", "supervisor"],
-      broker: createMemoryBroker({ server }),
-    });
-    const w = await createTestRuntime({
-      name: "w",
-      roles: ["worker"],
-      broker: createMemoryBroker({ server }),
-    });
-    // W's ledger: each task run, by its payload; B's task is held until released.
-    const ran: string[] = [];
-    const release = gate();
-    w.workers.start<string, string>({
-      queue: "q",
-      handler: async (task) => {
-        ran.push(task.payload);
-        await release.opened;
-        return task.payload;
-      },
-    });
+    const side = await memoryFlowSide();
+    // A's record write waits until B's flow is written; W's tasks are held until released.
+    const race = await heldSubmit(side, "f1");
+    const { a, ran } = race;
     try {
-      const submitted = a.flows.submit({ id: "f1", jobs: { mine: { queue: "q", tasks: ["a"] } } });
-      await waitUntil(() => aWriting, { timeoutMs: 5000, message: "A's record write under way" });
+      const submitted = race.submitA();
+      await race.aWriting();
       const early = await a.flows.get("f1");
       expect(early).toBeDefined();
       // B's flow of the same id, another request: written while A's write waits.
-      const theirs = await b.flows.submit({ id: "f1", jobs: { theirs: { queue: "q", tasks: ["b"] } } });
-      bWrote.open();
+      const theirs = await race.bWins();
       const refused = await submitted.catch((error: unknown) => error);
       expect(refused).toBeInstanceOf(IdempotencyConflict);
       await waitUntil(() => ran.includes("b"), { timeoutMs: 10_000, message: "B's task started" });
@@ -74,9 +38,9 @@ describe("a flow handle got during a submit that loses to another runtime's flow
       });
       expect(early!.snapshot().status).toBe("running");
       expect(Object.keys(early!.snapshot().nodes)).toEqual(["theirs"]);
-      release.open();
+      race.releaseTasks();
       expect((await theirs.done()).status).toBe("succeeded");
-      expect(storedFlow()?.status).toBe("succeeded");
+      expect((await side.storedFlow("f1"))?.status).toBe("succeeded");
       const seen = await within(early!.done(), 5000);
       expect(seen).toMatchObject({ id: "f1", status: "succeeded" });
       // A's request never ran; the one flow under the id is B's.
@@ -84,11 +48,7 @@ describe("a flow handle got during a submit that loses to another runtime's flow
       // Asked again, A hands out a handle of that flow too.
       expect((await a.flows.get("f1"))?.snapshot().status).toBe("succeeded");
     } finally {
-      bWrote.open();
-      release.open();
-      await w.stop();
-      await b.stop();
-      await a.stop();
+      await race.dispose();
     }
   });
 });

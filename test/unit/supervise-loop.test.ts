@@ -134,7 +134,8 @@ describe("superviseLoop", () => {
           controller.abort();
           return "ended";
         }
-        // The first two runs fail at once (pauses 20, 40); the third runs for 5001 ms.
+        // The first two runs fail at once (pauses 20, 40); the third runs for 5001 ms of the fake
+        // clock (no wall-clock wait: the advance below runs it).
         if (starts.length === 3) await new Promise((resolve) => setTimeout(resolve, 5001));
         throw new Error("fail");
       },
@@ -158,6 +159,7 @@ describe("superviseLoop", () => {
           controller.abort();
           return "ended";
         }
+        // A run of 5000 ms of the fake clock.
         await new Promise((resolve) => setTimeout(resolve, 5000));
         return "ended";
       },
