@@ -3,7 +3,13 @@ import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
 import { boundError } from "../kernel/dead-letter.ts";
-import { InvalidArgument } from "../kernel/errors.ts";
+import {
+  InvalidArgument,
+  isTransient,
+  PermanentBrokerError,
+  RuntimeStopped,
+  TransientBrokerError,
+} from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
@@ -11,6 +17,7 @@ import {
   batchesUnder,
   encodeBatch,
   encodeDeathAgain,
+  encodeFailed,
   encodeRedrive,
   encodeTask,
   namingRedriveId,
@@ -160,9 +167,19 @@ export const redriveDead = async (
   );
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
+  /**
+   * Its markers stored, its copies not sent: the deaths they took back are stored again, each
+   * under a letter of its own (`keepDead`), and the caller is told. Left taken back, nothing
+   * answered for those tasks: the job waited for them until it stalled, then ended with them
+   * never answered, and no redrive could reopen it (redrive-copy-unpublished.both.test.ts).
+   */
+  const notSent = async (error: unknown): Promise<never> => {
+    const kept = await keepDead(broker, log, record, sent, taken, nonce);
+    throw notPublished(id, error, kept);
+  };
   await runAgain().catch(async (error: unknown) => {
     // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
-    if (error instanceof InvalidArgument && isFinal(from.status))
+    if (error instanceof InvalidArgument && isFinal(from.status)) {
       await takeBack(
         broker,
         log,
@@ -170,7 +187,10 @@ export const redriveDead = async (
         chosen.filter((l) => taken.includes(l.index)),
         nonce,
       );
-    throw error;
+      throw error;
+    }
+    // Not written, or its outcome unknown: written, the job counts those deaths again and ends.
+    return notSent(error);
   });
   // The same redrive reopened the job first: its publish (or its putting the record back)
   // is that one's. Publishing here too left the task on the lane of a job that one put
@@ -203,7 +223,7 @@ export const redriveDead = async (
     ).catch((undo: unknown) =>
       log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
     );
-    throw error;
+    return notSent(error);
   };
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
@@ -247,6 +267,76 @@ const publishInBatches = async (broker: Broker, record: JobRecord, entries: stri
       encodeBatch(batch),
       k === 0 ? msgId : `${msgId}.${k}`,
     );
+};
+
+/**
+ * The deaths a redrive's markers took back (`taken`), its copies not sent (not published, or
+ * their outcome unknown): each task's first letter (of `sent`, the letters read) is stored again
+ * as a letter of its own, its death naming it is stored after the markers, and the task's
+ * letters read go. The job counts the task dead again, and ends; the next redrive of it reads
+ * another letter, so it is another redrive (its marker and copy under new ids: under the same,
+ * within the server's two-minute duplicate window, neither was kept, and the death stood with
+ * the letter gone, or the job waited for a copy never run), and its marker names the new letter:
+ * it takes this death back. Not `again` (`encodeDeathAgain`): a redrive that read the new
+ * letter before its death landed sends it, and its marker ahead of that death takes it back as
+ * it lands. A copy that was stored (its outcome unknown) runs still: its answer counts when it
+ * lands first (the task answered, the death a duplicate), and is a duplicate after it (the task
+ * dead, its letter there). Best effort, in that order: a letter not stored leaves the death
+ * taken back (the same redrive made again sends it); a death not stored, or old letters not
+ * removed, leave more letters, which the next redrive sends back. The tasks whose death is
+ * stored again, for the caller.
+ */
+const keepDead = async (
+  broker: Broker,
+  log: Logger,
+  record: JobRecord,
+  sent: readonly DeadLetter[],
+  taken: readonly number[],
+  nonce: string,
+): Promise<number[]> => {
+  const back = new Set(taken);
+  const read = sent.filter((l) => back.has(l.index));
+  const lost = firstLetters(read);
+  if (lost.length === 0) return [];
+  try {
+    const deaths: string[] = [];
+    // 64 at a time: one after the other, a redrive of thousands of tasks took as many round trips.
+    for (let k = 0; k < lost.length; k += 64) {
+      const stored = await Promise.all(
+        lost
+          .slice(k, k + 64)
+          .map(({ seq: _seq, taskId: _taskId, taskSeq: _taskSeq, ...letter }) =>
+            broker
+              .storeDeadLetter(letter, `redrive.${record.id}.${nonce}.${letter.index}.kept`)
+              .then((seq) => encodeFailed(letter.index, boundError(letter.error), true, seq)),
+          ),
+      );
+      deaths.push(...stored);
+    }
+    await publishInBatches(broker, record, deaths, `redrive.${record.id}.${nonce}.kept`);
+    await broker.removeDeadLetters(read.map((l) => l.seq));
+    return lost.map((l) => l.index);
+  } catch (error) {
+    log.error(
+      { err: error, jobId: record.id, tasks: lost.map((l) => l.index) },
+      "redrive not sent, and the deaths its marker took back not stored again",
+    );
+    return [];
+  }
+};
+
+/** What the caller of a redrive not sent is told: what happened, as transient as its cause. */
+const notPublished = (id: string, error: unknown, kept: readonly number[]): Error => {
+  if (error instanceof RuntimeStopped) return error;
+  const cause = error instanceof Error ? error.message : String(error);
+  const message = `redrive of job ${id}: its tasks not published (${cause}); ${
+    kept.length > 0
+      ? `the deaths of tasks ${kept.join(", ")} are stored again, each under a new letter: redrive them again`
+      : "redrive again"
+  }`;
+  return isTransient(error)
+    ? new TransientBrokerError({ message, operation: "job.redrive", cause: error })
+    : new PermanentBrokerError({ message, operation: "job.redrive", cause: error });
 };
 
 /**
