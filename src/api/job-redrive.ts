@@ -22,7 +22,7 @@ import {
   encodeTask,
   namingRedriveId,
 } from "../kernel/wire.ts";
-import { firstAnswers, takenBack } from "./redrive-results.ts";
+import { firstAnswers, takenBack, unansweredTasks } from "./redrive-results.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -74,13 +74,22 @@ export const redriveDead = async (
       field: "taskIds",
     });
   }
-  refuseUnfinishable(record);
+  const redriven = new Set(chosen.map((l) => l.index));
+  // A job over with tasks never answered, each of them one this redrive sends (its letter
+  // there): their deaths were taken back by a redrive whose copies were never sent (its process
+  // gone between its marker and its publish; the deaths it stored again not stored), and the job
+  // stalled out. Refused, no redrive could ever reopen it. Read from the results, as it counts
+  // (its record's counts a preview: a death stored again after its end is not in them); read
+  // only of a job over with tasks never answered: one that ended since is refused.
+  const unanswered =
+    neverAnswered(record) > 0 ? new Set(await unansweredTasks(core, broker, record)) : undefined;
+  const resumable = () => unanswered !== undefined && [...unanswered].every((i) => redriven.has(i));
+  refuseUnfinishable(record, resumable);
   // Named by every letter of the tasks it sends back: the same redrive made twice at once (two
   // operators, a call retried after a failure) publishes its marker under the same id, which
   // the server keeps once (2-minute duplicate window). Every letter, not the first of each
   // task: a letter a redrive failed to remove named the next redrive of the task, after it
   // died again, as that one.
-  const redriven = new Set(chosen.map((l) => l.index));
   const sent = all.filter((l) => redriven.has(l.index));
   const nonce = namingRedriveId(hashOf(sent));
   // Each task under an id of its own letters, whichever redrive sends it: two redrives of
@@ -110,15 +119,19 @@ export const redriveDead = async (
   let taken: readonly number[] = [];
   const change = (r: JobRecord) => {
     from = r;
-    reopened = r.redrive !== nonce;
+    // Over with tasks never answered, this redrive's own included (the same redrive made
+    // again): reopened all the same, or refused below.
+    reopened = r.redrive !== nonce || (isFinal(r.status) && neverAnswered(r) > 0);
     if (!reopened) return undefined;
     // Ended since it was read (a cancel from another process): the same refusal.
-    refuseUnfinishable(r);
+    refuseUnfinishable(r, resumable);
     const { reason: _reason, finishedAt: _finished, ...rest } = r;
+    // A task never answered is not counted dead: its death taken back before, not by this write.
+    const lowered = taken.filter((i) => !unanswered?.has(i)).length;
     return {
       ...rest,
       status: isFinal(r.status) ? "running" : r.status,
-      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - taken.length) },
+      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - lowered) },
       redrive: nonce,
       updatedAt: core.clock.now(),
     };
@@ -246,11 +259,18 @@ export const redriveDead = async (
     }
   };
   await enrol().catch(putBack);
+  // A job reopened from an end with tasks never answered: its tasks under ids of that end too. A
+  // copy the redrive that took their deaths back did publish (its outcome unknown) was purged by
+  // that end: under its id, within the duplicate window, this one was not kept, and nothing ran.
+  const ids =
+    unanswered !== undefined && from.finishedAt !== undefined
+      ? taskMsgIds.map((m) => `${m}.${from.finishedAt}`)
+      : taskMsgIds;
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the
   // job had nothing to run, and the next redrive counted its dead off again. The lease written
   // above goes with the takeover pass that reads the record over.
-  await broker.publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, taskMsgIds).catch(putBack);
+  await broker.publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, ids).catch(putBack);
   // Every letter of the tasks redriven: one left behind listed the task dead still, and the
   // next redrive ran it again.
   await broker.removeDeadLetters(sent.map((l) => l.seq));
@@ -377,16 +397,22 @@ const hashOf = (letters: readonly DeadLetter[]): string =>
     .replace(/[-_]/g, "")
     .slice(0, 8);
 
+/** Tasks a job over left never answered (its record's counts); 0 for a job not over. */
+const neverAnswered = (record: JobRecord): number => {
+  const { done, failed, dead } = record.counts;
+  return isFinal(record.status) ? Math.max(0, record.total - (done + failed + dead)) : 0;
+};
+
 /**
  * A job over with tasks never answered (cancelled, stalled too long, its tasks lost) cannot be
  * reopened: its end removed those tasks, and the job would wait for them for good (it said
  * running, the cancel's reason dropped). Its dead tasks stay as they are: the caller gets a
- * typed error.
+ * typed error. Unless each of those tasks is one the redrive sends (`resumable`): nothing is
+ * left to wait for.
  */
-const refuseUnfinishable = (record: JobRecord): void => {
-  const { done, failed, dead } = record.counts;
-  const unanswered = record.total - (done + failed + dead);
-  if (!isFinal(record.status) || unanswered <= 0) return;
+const refuseUnfinishable = (record: JobRecord, resumable?: () => boolean): void => {
+  const unanswered = neverAnswered(record);
+  if (unanswered === 0 || resumable?.()) return;
   throw new InvalidArgument({
     message: `id: job ${record.id} ended (${record.reason ?? record.status}) with ${unanswered} of ${record.total} tasks never answered: a redrive cannot finish it`,
     field: "id",
