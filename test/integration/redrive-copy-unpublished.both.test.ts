@@ -124,61 +124,89 @@ describe.each([
     },
   );
 
-  it("its process gone between marker and copy: the job stalls out, and a redrive reopens it", {
-    timeout: 60_000,
-  }, async () => {
-    const side = await makeSide();
-    // B's process is gone once its redrive reaches the copy's publish: nothing of B runs after
-    // (its putting back, its deaths stored again): every call of its broker fails from then on.
-    let gone = false;
-    const dieAtCopy = (inner: Broker) =>
-      spiedBroker(inner, (name, _n, args, call) => {
-        if (name === "publishTasks" && (args[0] as JobRecord).submitId.startsWith("r")) gone = true;
-        return gone ? Promise.reject(new Error("process gone")) : call();
-      }).broker;
-    const a = await side.runtime("a");
-    const b = await side.runtime("b", dieAtCopy, false);
-    const queue = "copy-never";
-    const second = gate();
-    const flaky = flakyWorker(a, queue, { before: (i) => (i === 1 ? second.opened : Promise.resolve()) });
-    const runsOf = (index: number) => flaky.ran.filter(([i]) => i === index).map(([, r]) => r);
-    const worker = flaky.start();
-    try {
-      const job = await submitDying(a, queue, { stallAfterMs: 1_000, stalledTimeoutMs: 2_000 });
-      await waitUntil(async () => lastSaid(await side.storedResults(queue, job.id), 0) === "dead", {
-        timeoutMs: 15_000,
-        message: "task 0's death stored",
-      });
-      flaky.mend();
-      await expect(b.jobs.redrive(job.id)).rejects.toThrow();
-      expect(gone).toBe(true);
-      second.open();
-      // Task 0's death taken back, nothing sent: the job stalls out with it never answered.
-      expect(await job.done()).toMatchObject({ status: "failed", done: 1, failed: 0, dead: 0 });
-      expect(await side.stored(job.id)).toMatchObject({
-        status: "failed",
-        counts: { done: 1, failed: 0, dead: 0 },
-      });
-      expect(runsOf(0)).toEqual(["threw"]);
-      expect((await a.jobs.deadLetters(job.id)).map((l) => l.index)).toEqual([0]);
-      // The same redrive made again from a runtime alive: the job reopened, the task runs.
-      const again = await a.jobs.redrive(job.id);
-      expect(await again.done()).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0 });
-      expect(await side.stored(job.id)).toMatchObject({
-        status: "succeeded",
-        counts: { done: 2, failed: 0, dead: 0 },
-      });
-      expect(runsOf(0)).toEqual(["threw", "ok"]);
-      expect(runsOf(1)).toEqual(["ok"]);
-      expect(await a.jobs.deadLetters(job.id)).toEqual([]);
-    } finally {
-      second.open();
-      await worker.stop();
-      // Its broker answers again for its stop (which would fail otherwise), the test over.
-      gone = false;
-      await b.stop();
-      await a.stop();
-      await side.dispose();
-    }
-  });
+  it.each([
+    ["", false],
+    [", its first publish refused too (the deaths stored again after the end)", true],
+  ] as const)(
+    "its process gone between marker and copy: the job stalls out, and a redrive reopens it%s",
+    {
+      timeout: 60_000,
+    },
+    async (_how, refuseResume) => {
+      const side = await makeSide();
+      // A's first redrive publish refused: the record put back over, the death stored again.
+      let refusals = 0;
+      const refuseFirstCopy = (inner: Broker) =>
+        spiedBroker(inner, (name, _n, args, call) => {
+          if (!refuseResume || name !== "publishTasks" || !(args[0] as JobRecord).submitId.startsWith("r"))
+            return call();
+          if (refusals++ > 0) return call();
+          return Promise.reject(new Error("publish refused"));
+        }).broker;
+      // B's process is gone once its redrive reaches the copy's publish: nothing of B runs after
+      // (its putting back, its deaths stored again): every call of its broker fails from then on.
+      let gone = false;
+      const dieAtCopy = (inner: Broker) =>
+        spiedBroker(inner, (name, _n, args, call) => {
+          if (name === "publishTasks" && (args[0] as JobRecord).submitId.startsWith("r")) gone = true;
+          return gone ? Promise.reject(new Error("process gone")) : call();
+        }).broker;
+      const a = await side.runtime("a", refuseFirstCopy);
+      const b = await side.runtime("b", dieAtCopy, false);
+      const queue = refuseResume ? "copy-never-twice" : "copy-never";
+      const second = gate();
+      const flaky = flakyWorker(a, queue, { before: (i) => (i === 1 ? second.opened : Promise.resolve()) });
+      const runsOf = (index: number) => flaky.ran.filter(([i]) => i === index).map(([, r]) => r);
+      const worker = flaky.start();
+      try {
+        const job = await submitDying(a, queue, { stallAfterMs: 1_000, stalledTimeoutMs: 2_000 });
+        await waitUntil(async () => lastSaid(await side.storedResults(queue, job.id), 0) === "dead", {
+          timeoutMs: 15_000,
+          message: "task 0's death stored",
+        });
+        flaky.mend();
+        await expect(b.jobs.redrive(job.id)).rejects.toThrow();
+        expect(gone).toBe(true);
+        second.open();
+        // Task 0's death taken back, nothing sent: the job stalls out with it never answered.
+        expect(await job.done()).toMatchObject({ status: "failed", done: 1, failed: 0, dead: 0 });
+        expect(await side.stored(job.id)).toMatchObject({
+          status: "failed",
+          counts: { done: 1, failed: 0, dead: 0 },
+        });
+        expect(runsOf(0)).toEqual(["threw"]);
+        expect((await a.jobs.deadLetters(job.id)).map((l) => l.index)).toEqual([0]);
+        if (refuseResume) {
+          // Reopened, its publish refused: put back over, task 0's death stored again (a new letter).
+          await expect(a.jobs.redrive(job.id)).rejects.toThrow(/the deaths of tasks 0 are stored again/);
+          expect(refusals).toBe(1);
+          expect(await side.stored(job.id)).toMatchObject({
+            status: "failed",
+            counts: { done: 1, failed: 0, dead: 0 },
+          });
+          expect(lastSaid(await side.storedResults(queue, job.id), 0)).toBe("dead");
+          expect((await a.jobs.deadLetters(job.id)).map((l) => l.index)).toEqual([0]);
+        }
+        // The same redrive made again from a runtime alive (after a refusal, another: a new
+        // letter): the job reopened, the task runs.
+        const again = await a.jobs.redrive(job.id);
+        expect(await again.done()).toMatchObject({ status: "succeeded", done: 2, failed: 0, dead: 0 });
+        expect(await side.stored(job.id)).toMatchObject({
+          status: "succeeded",
+          counts: { done: 2, failed: 0, dead: 0 },
+        });
+        expect(runsOf(0)).toEqual(["threw", "ok"]);
+        expect(runsOf(1)).toEqual(["ok"]);
+        expect(await a.jobs.deadLetters(job.id)).toEqual([]);
+      } finally {
+        second.open();
+        await worker.stop();
+        // Its broker answers again for its stop (which would fail otherwise), the test over.
+        gone = false;
+        await b.stop();
+        await a.stop();
+        await side.dispose();
+      }
+    },
+  );
 });
