@@ -3,7 +3,13 @@ import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
 import { boundError } from "../kernel/dead-letter.ts";
-import { InvalidArgument } from "../kernel/errors.ts";
+import {
+  InvalidArgument,
+  isTransient,
+  PermanentBrokerError,
+  RuntimeStopped,
+  TransientBrokerError,
+} from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
@@ -11,11 +17,12 @@ import {
   batchesUnder,
   encodeBatch,
   encodeDeathAgain,
+  encodeFailed,
   encodeRedrive,
   encodeTask,
   namingRedriveId,
 } from "../kernel/wire.ts";
-import { firstAnswers, takenBack } from "./redrive-results.ts";
+import { firstAnswers, takenBack, unansweredTasks } from "./redrive-results.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -67,13 +74,22 @@ export const redriveDead = async (
       field: "taskIds",
     });
   }
-  refuseUnfinishable(record);
+  const redriven = new Set(chosen.map((l) => l.index));
+  // A job over with tasks never answered, each of them one this redrive sends (its letter
+  // there): their deaths were taken back by a redrive whose copies were never sent (its process
+  // gone between its marker and its publish; the deaths it stored again not stored), and the job
+  // stalled out. Refused, no redrive could ever reopen it. Read from the results, as it counts
+  // (its record's counts a preview: a death stored again after its end is not in them); read
+  // only of a job over with tasks never answered: one that ended since is refused.
+  const unanswered =
+    neverAnswered(record) > 0 ? new Set(await unansweredTasks(core, broker, record)) : undefined;
+  const resumable = () => unanswered !== undefined && [...unanswered].every((i) => redriven.has(i));
+  refuseUnfinishable(record, resumable);
   // Named by every letter of the tasks it sends back: the same redrive made twice at once (two
   // operators, a call retried after a failure) publishes its marker under the same id, which
   // the server keeps once (2-minute duplicate window). Every letter, not the first of each
   // task: a letter a redrive failed to remove named the next redrive of the task, after it
   // died again, as that one.
-  const redriven = new Set(chosen.map((l) => l.index));
   const sent = all.filter((l) => redriven.has(l.index));
   const nonce = namingRedriveId(hashOf(sent));
   // Each task under an id of its own letters, whichever redrive sends it: two redrives of
@@ -103,15 +119,19 @@ export const redriveDead = async (
   let taken: readonly number[] = [];
   const change = (r: JobRecord) => {
     from = r;
-    reopened = r.redrive !== nonce;
+    // Over with tasks never answered, this redrive's own included (the same redrive made
+    // again): reopened all the same, or refused below.
+    reopened = r.redrive !== nonce || (isFinal(r.status) && neverAnswered(r) > 0);
     if (!reopened) return undefined;
     // Ended since it was read (a cancel from another process): the same refusal.
-    refuseUnfinishable(r);
+    refuseUnfinishable(r, resumable);
     const { reason: _reason, finishedAt: _finished, ...rest } = r;
+    // A task never answered is not counted dead: its death taken back before, not by this write.
+    const lowered = taken.filter((i) => !unanswered?.has(i)).length;
     return {
       ...rest,
       status: isFinal(r.status) ? "running" : r.status,
-      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - taken.length) },
+      counts: { ...r.counts, dead: Math.max(0, r.counts.dead - lowered) },
       redrive: nonce,
       updatedAt: core.clock.now(),
     };
@@ -160,9 +180,19 @@ export const redriveDead = async (
   );
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
   const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
+  /**
+   * Its markers stored, its copies not sent: the deaths they took back are stored again, each
+   * under a letter of its own (`keepDead`), and the caller is told. Left taken back, nothing
+   * answered for those tasks: the job waited for them until it stalled, then ended with them
+   * never answered, and no redrive could reopen it (redrive-copy-unpublished.both.test.ts).
+   */
+  const notSent = async (error: unknown): Promise<never> => {
+    const kept = await keepDead(broker, log, record, sent, taken, nonce);
+    throw notPublished(id, error, kept);
+  };
   await runAgain().catch(async (error: unknown) => {
     // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
-    if (error instanceof InvalidArgument && isFinal(from.status))
+    if (error instanceof InvalidArgument && isFinal(from.status)) {
       await takeBack(
         broker,
         log,
@@ -170,7 +200,10 @@ export const redriveDead = async (
         chosen.filter((l) => taken.includes(l.index)),
         nonce,
       );
-    throw error;
+      throw error;
+    }
+    // Not written, or its outcome unknown: written, the job counts those deaths again and ends.
+    return notSent(error);
   });
   // The same redrive reopened the job first: its publish (or its putting the record back)
   // is that one's. Publishing here too left the task on the lane of a job that one put
@@ -203,7 +236,7 @@ export const redriveDead = async (
     ).catch((undo: unknown) =>
       log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
     );
-    throw error;
+    return notSent(error);
   };
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
@@ -226,11 +259,18 @@ export const redriveDead = async (
     }
   };
   await enrol().catch(putBack);
+  // A job reopened from an end with tasks never answered: its tasks under ids of that end too. A
+  // copy the redrive that took their deaths back did publish (its outcome unknown) was purged by
+  // that end: under its id, within the duplicate window, this one was not kept, and nothing ran.
+  const ids =
+    unanswered !== undefined && from.finishedAt !== undefined
+      ? taskMsgIds.map((m) => `${m}.${from.finishedAt}`)
+      : taskMsgIds;
   // Not published: the record as this write found it (an end written since the redrive read it
   // included: put back as read, the job said running with nothing to run). Left running, the
   // job had nothing to run, and the next redrive counted its dead off again. The lease written
   // above goes with the takeover pass that reads the record over.
-  await broker.publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, taskMsgIds).catch(putBack);
+  await broker.publishTasks({ ...record, submitId: "r" }, bodies, core.stopping, ids).catch(putBack);
   // Every letter of the tasks redriven: one left behind listed the task dead still, and the
   // next redrive ran it again.
   await broker.removeDeadLetters(sent.map((l) => l.seq));
@@ -247,6 +287,76 @@ const publishInBatches = async (broker: Broker, record: JobRecord, entries: stri
       encodeBatch(batch),
       k === 0 ? msgId : `${msgId}.${k}`,
     );
+};
+
+/**
+ * The deaths a redrive's markers took back (`taken`), its copies not sent (not published, or
+ * their outcome unknown): each task's first letter (of `sent`, the letters read) is stored again
+ * as a letter of its own, its death naming it is stored after the markers, and the task's
+ * letters read go. The job counts the task dead again, and ends; the next redrive of it reads
+ * another letter, so it is another redrive (its marker and copy under new ids: under the same,
+ * within the server's two-minute duplicate window, neither was kept, and the death stood with
+ * the letter gone, or the job waited for a copy never run), and its marker names the new letter:
+ * it takes this death back. Not `again` (`encodeDeathAgain`): a redrive that read the new
+ * letter before its death landed sends it, and its marker ahead of that death takes it back as
+ * it lands. A copy that was stored (its outcome unknown) runs still: its answer counts when it
+ * lands first (the task answered, the death a duplicate), and is a duplicate after it (the task
+ * dead, its letter there). Best effort, in that order: a letter not stored leaves the death
+ * taken back (the same redrive made again sends it); a death not stored, or old letters not
+ * removed, leave more letters, which the next redrive sends back. The tasks whose death is
+ * stored again, for the caller.
+ */
+const keepDead = async (
+  broker: Broker,
+  log: Logger,
+  record: JobRecord,
+  sent: readonly DeadLetter[],
+  taken: readonly number[],
+  nonce: string,
+): Promise<number[]> => {
+  const back = new Set(taken);
+  const read = sent.filter((l) => back.has(l.index));
+  const lost = firstLetters(read);
+  if (lost.length === 0) return [];
+  try {
+    const deaths: string[] = [];
+    // 64 at a time: one after the other, a redrive of thousands of tasks took as many round trips.
+    for (let k = 0; k < lost.length; k += 64) {
+      const stored = await Promise.all(
+        lost
+          .slice(k, k + 64)
+          .map(({ seq: _seq, taskId: _taskId, taskSeq: _taskSeq, ...letter }) =>
+            broker
+              .storeDeadLetter(letter, `redrive.${record.id}.${nonce}.${letter.index}.kept`)
+              .then((seq) => encodeFailed(letter.index, boundError(letter.error), true, seq)),
+          ),
+      );
+      deaths.push(...stored);
+    }
+    await publishInBatches(broker, record, deaths, `redrive.${record.id}.${nonce}.kept`);
+    await broker.removeDeadLetters(read.map((l) => l.seq));
+    return lost.map((l) => l.index);
+  } catch (error) {
+    log.error(
+      { err: error, jobId: record.id, tasks: lost.map((l) => l.index) },
+      "redrive not sent, and the deaths its marker took back not stored again",
+    );
+    return [];
+  }
+};
+
+/** What the caller of a redrive not sent is told: what happened, as transient as its cause. */
+const notPublished = (id: string, error: unknown, kept: readonly number[]): Error => {
+  if (error instanceof RuntimeStopped) return error;
+  const cause = error instanceof Error ? error.message : String(error);
+  const message = `redrive of job ${id}: its tasks not published (${cause}); ${
+    kept.length > 0
+      ? `the deaths of tasks ${kept.join(", ")} are stored again, each under a new letter: redrive them again`
+      : "redrive again"
+  }`;
+  return isTransient(error)
+    ? new TransientBrokerError({ message, operation: "job.redrive", cause: error })
+    : new PermanentBrokerError({ message, operation: "job.redrive", cause: error });
 };
 
 /**
@@ -287,16 +397,22 @@ const hashOf = (letters: readonly DeadLetter[]): string =>
     .replace(/[-_]/g, "")
     .slice(0, 8);
 
+/** Tasks a job over left never answered (its record's counts); 0 for a job not over. */
+const neverAnswered = (record: JobRecord): number => {
+  const { done, failed, dead } = record.counts;
+  return isFinal(record.status) ? Math.max(0, record.total - (done + failed + dead)) : 0;
+};
+
 /**
  * A job over with tasks never answered (cancelled, stalled too long, its tasks lost) cannot be
  * reopened: its end removed those tasks, and the job would wait for them for good (it said
  * running, the cancel's reason dropped). Its dead tasks stay as they are: the caller gets a
- * typed error.
+ * typed error. Unless each of those tasks is one the redrive sends (`resumable`): nothing is
+ * left to wait for.
  */
-const refuseUnfinishable = (record: JobRecord): void => {
-  const { done, failed, dead } = record.counts;
-  const unanswered = record.total - (done + failed + dead);
-  if (!isFinal(record.status) || unanswered <= 0) return;
+const refuseUnfinishable = (record: JobRecord, resumable?: () => boolean): void => {
+  const unanswered = neverAnswered(record);
+  if (unanswered === 0 || resumable?.()) return;
   throw new InvalidArgument({
     message: `id: job ${record.id} ended (${record.reason ?? record.status}) with ${unanswered} of ${record.total} tasks never answered: a redrive cannot finish it`,
     field: "id",

@@ -1,8 +1,11 @@
 import type { Broker } from "../adapters/broker.ts";
 import { OperationTimeout, RuntimeStopped, workOver } from "../kernel/errors.ts";
 import {
+  type CountedAnswers,
+  countAnswers,
   FirstAnswers,
   letterOf,
+  noDeadBits,
   othersAhead,
   type ResultEntry,
   takenAhead,
@@ -14,8 +17,9 @@ import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
  * A redrive's reads of its job's results stream: which dead letters are
- * stale (`firstAnswers`), and which tasks its own marker took back
- * (`takenBack`). Only on an operator's call.
+ * stale (`firstAnswers`), which tasks its own marker took back
+ * (`takenBack`), and which tasks a job over never had answered
+ * (`unansweredTasks`). Only on an operator's call.
  */
 
 /**
@@ -27,7 +31,7 @@ const readResultsOf = async (
   core: RuntimeCore,
   broker: Broker,
   record: JobRecord,
-  operation: "job.results.first" | "job.results.taken",
+  operation: "job.results.first" | "job.results.taken" | "job.results.unanswered",
   add: (entries: readonly ResultEntry[]) => boolean,
 ): Promise<void> => {
   const timeoutMs = core.options.connection.operationTimeoutMs + Math.ceil(record.total / 20);
@@ -128,4 +132,29 @@ export const takenBack = async (
     return false;
   });
   return indexes.filter((i) => takenBy.get(i) === redrive);
+};
+
+/**
+ * The tasks of the job with no answer counted, as the job counts its results (`countAnswers`,
+ * every message in order): of a job over with tasks never answered, those a redrive must send.
+ */
+export const unansweredTasks = async (
+  core: RuntimeCore,
+  broker: Broker,
+  record: JobRecord,
+): Promise<number[]> => {
+  let counted: Pick<CountedAnswers, "answered" | "deadBits" | "deadLetters" | "lettersAhead"> = {
+    answered: new Uint8Array(Math.ceil(record.total / 8)),
+    deadBits: noDeadBits,
+    deadLetters: undefined,
+    lettersAhead: undefined,
+  };
+  await readResultsOf(core, broker, record, "job.results.unanswered", (entries) => {
+    counted = countAnswers({ total: record.total, ...counted }, entries);
+    return false;
+  });
+  const unanswered: number[] = [];
+  for (let i = 0; i < record.total; i++)
+    if (((counted.answered[i >> 3] ?? 0) & (1 << (i & 7))) === 0) unanswered.push(i);
+  return unanswered;
 };
