@@ -27,6 +27,9 @@ if (process.argv.includes("--help") || process.argv.includes("-h")) {
   process.exit(0);
 }
 
+/** What createHttpApi takes as a token (it says so only once the runtime is connecting). */
+const tokenShape = /^[\x21-\x7e]{16,1024}$/;
+
 /** "token=identity,token2=identity2" → { token: identity, … } (a token may itself contain "="). */
 const parseTokens = (text: string): Record<string, string> => {
   const tokens: Record<string, string> = {};
@@ -34,7 +37,12 @@ const parseTokens = (text: string): Record<string, string> => {
     if (pair === "") continue;
     const at = pair.lastIndexOf("=");
     if (at <= 0) throw new Error(`JETSTATE_TOKENS: "${pair.slice(0, 4)}…" is not token=identity`);
-    tokens[pair.slice(0, at)] = pair.slice(at + 1);
+    const token = pair.slice(0, at);
+    if (!tokenShape.test(token)) {
+      const n = Object.keys(tokens).length + 1;
+      throw new Error(`JETSTATE_TOKENS: token #${n} must be 16–1024 visible ASCII characters, no spaces`);
+    }
+    tokens[token] = pair.slice(at + 1);
   }
   return tokens;
 };

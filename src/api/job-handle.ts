@@ -50,7 +50,10 @@ export interface JobHandle<Result = unknown> {
    * an end decided and then replaced by another: a cancel from another process that won).
    */
   subscribe(listener: (snapshot: JobSnapshot) => void): () => void;
-  /** Settles on `succeeded` or `failed` with the final snapshot (it does not reject for a failed job). */
+  /**
+   * Resolves on `succeeded` or `failed` with the final snapshot (it does not reject for a failed
+   * job); rejects with `RuntimeStopped` if the runtime stops before the job ended.
+   */
   done(): Promise<JobSnapshot>;
   /** Every task's result once, as stored (a redelivered task appears once). */
   results(): AsyncIterable<TaskResult<Result>>;

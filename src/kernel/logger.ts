@@ -1,4 +1,5 @@
 import { type Logger, pino } from "pino";
+import { InvalidArgument } from "./errors.ts";
 
 export type { Logger } from "pino";
 
@@ -22,8 +23,22 @@ export interface ActorLogKeys {
   readonly workerId?: string;
 }
 
-export const defaultLogger = (name: string): Logger =>
-  pino({ name, level: process.env.JETSTATE_LOG_LEVEL ?? process.env.LOG_LEVEL ?? "info" });
+/**
+ * A pino logger at `JETSTATE_LOG_LEVEL`, else `LOG_LEVEL`, else `info`. A level pino does not
+ * know is an `InvalidArgument` naming the variable (pino's own error names neither).
+ */
+export const defaultLogger = (name: string): Logger => {
+  const variable = process.env.JETSTATE_LOG_LEVEL !== undefined ? "JETSTATE_LOG_LEVEL" : "LOG_LEVEL";
+  const level = process.env[variable] ?? "info";
+  try {
+    return pino({ name, level });
+  } catch {
+    throw new InvalidArgument({
+      field: "logger",
+      message: `logger: ${variable}=${JSON.stringify(level)} is not a log level (trace, debug, info, warn, error, fatal or silent)`,
+    });
+  }
+};
 
 export const silentLogger = (): Logger => pino({ level: "silent" });
 

@@ -70,6 +70,17 @@ describe("npm run serve", () => {
     expect(r.output()).toContain("--help");
   });
 
+  it("a token an Authorization header cannot carry (under 16 characters) is named before anything connects, exit 1", async () => {
+    const closed = await closedAddress();
+    onTestFinished(closed.release);
+    const r = run([], { NATS_URL: `nats://${closed.host}:${closed.port}`, JETSTATE_TOKENS: "short=box-7" });
+    expect(await r.exited, r.output()).toBe(1);
+    expect(r.output()).toMatch(/JETSTATE_TOKENS: token #1 .*16–1024 visible ASCII/);
+    expect(r.output()).not.toContain("short");
+    // "Everything is checked before the runtime connects anywhere" (examples/serve.ts).
+    expect(r.output()).not.toMatch(/connecting/);
+  });
+
   describe("started", () => {
     let nats: NatsServerHandle;
     beforeAll(async () => {

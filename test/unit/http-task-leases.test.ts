@@ -1009,6 +1009,9 @@ describe("TaskLeases", () => {
         status: 409,
         code: "job_in_lane",
         details: { queue: "q" },
+        // A lane job may have up to jobs.laneMaxTasks tasks, not one (as the OpenAPI text says).
+        message:
+          "job L1's tasks are on its queue's lane: reserve them from POST /queues/q/tasks (or submit such jobs with lane: false)",
       });
       expect(t.calls).toEqual([]);
     });

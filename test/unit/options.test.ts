@@ -318,3 +318,51 @@ describe("replicas", () => {
     },
   );
 });
+
+describe("the default logger's level", () => {
+  const withEnv = async <T>(vars: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> => {
+    const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+    const set = (values: Record<string, string | undefined>) => {
+      for (const [k, v] of Object.entries(values)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    };
+    set(vars);
+    try {
+      return await run();
+    } finally {
+      set(before);
+    }
+  };
+
+  /** A runtime that was made after all: stopped, so the test fails on its assertion, not a leak. */
+  const stopped = async (rt: { stop(): Promise<void> }) => {
+    await rt.stop();
+    return undefined;
+  };
+
+  it.each([
+    ["JETSTATE_LOG_LEVEL", { JETSTATE_LOG_LEVEL: "verbose", LOG_LEVEL: undefined }],
+    ["LOG_LEVEL", { JETSTATE_LOG_LEVEL: undefined, LOG_LEVEL: "loud" }],
+  ])(
+    "a level pino does not know in %s → InvalidArgument naming logger and the variable",
+    async (name, vars) => {
+      const error = await withEnv(vars, () => createRuntime({ broker: "memory" }).then(stopped, (e) => e));
+      expect(error).toBeInstanceOf(InvalidArgument);
+      expect(error).toMatchObject({ field: "logger" });
+      expect((error as Error).message).toContain(name);
+    },
+  );
+
+  it("a known level is taken", async () => {
+    const rt = await withEnv({ JETSTATE_LOG_LEVEL: "silent", LOG_LEVEL: undefined }, () =>
+      createRuntime({ broker: "memory" }),
+    );
+    try {
+      expect(rt.logger.level).toBe("silent");
+    } finally {
+      await rt.stop();
+    }
+  });
+});

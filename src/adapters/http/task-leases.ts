@@ -86,7 +86,7 @@ export class TaskLeases {
   /**
    * Up to `max` tasks of the job, at once; none if nothing is ready. 404
    * unknown job (or not the caller's), 410 finished, 409 a lane job (its
-   * task is reserved from its queue).
+   * tasks are reserved from its queue).
    */
   async reserve(jobId: string, max: number, caller: Caller, signal?: AbortSignal): Promise<ReservedTask[]> {
     const record = await this.#openRecord(jobId, caller);
@@ -94,7 +94,7 @@ export class TaskLeases {
       throw new HttpError(
         409,
         ErrorCode.jobInLane,
-        `job ${jobId}'s one task is on its queue's lane: reserve it from POST /queues/${record.queue}/tasks ` +
+        `job ${jobId}'s tasks are on its queue's lane: reserve them from POST /queues/${record.queue}/tasks ` +
           "(or submit such jobs with lane: false)",
         { queue: record.queue },
       );
