@@ -697,6 +697,37 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(lane.leases[1]!.jobId).toBe(next.id);
     });
 
+    /** The server's clock: the manual one a memory broker runs on, else this host's (nats-server runs here). */
+    const serverNow = () => h.clock?.now() ?? Date.now();
+
+    it("records: a read gives the server's stamp of the write it finds (storedAt), by the server's clock; a later write, a later stamp", async () => {
+      const r = newRecord(1, ack);
+      const before = serverNow();
+      await broker.createRecord(r);
+      const after = serverNow();
+      const first = await broker.getRecord(r.id);
+      expect(first?.storedAt).toBeGreaterThanOrEqual(before - 5);
+      expect(first?.storedAt).toBeLessThanOrEqual(after + 5);
+      await h.advance(50);
+      await change(r.id, { status: "running" });
+      const second = await broker.getRecord(r.id);
+      expect(second?.storedAt).toBeGreaterThanOrEqual(first!.storedAt! + 40);
+    });
+
+    it("leases: serverTime() is the server's clock as a listing read it, carried on by the monotonic clock; none before", async () => {
+      const fresh = await h.peer("contract-clock");
+      // Nothing read yet on NATS (the memory broker reads its server's clock at each call).
+      if (!h.clock) expect(fresh.leases.serverTime()).toBeUndefined();
+      expect(await fresh.leases.acquire(uid("j"), 10_000, Date.now())).toBe(true);
+      await fresh.leases.list();
+      const seen = fresh.leases.serverTime();
+      expect(seen).toBeDefined();
+      const at = seen!.at + (performance.now() - seen!.seenAt);
+      // No earlier than the server's time (its stamp is taken after the ask), later by a round trip at most.
+      expect(at).toBeGreaterThanOrEqual(serverNow() - 5);
+      expect(at).toBeLessThanOrEqual(serverNow() + 1000);
+    });
+
     it("records: compare-and-set on create, update and delete; a deleted record is gone", async () => {
       const r = newRecord(1, ack);
       const rev1 = await broker.createRecord(r);
@@ -708,7 +739,11 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         key: r.id,
       });
       await expect(broker.deleteRecord(r.id, rev1)).rejects.toBeInstanceOf(RevisionConflict);
-      expect(await broker.getRecord(r.id)).toEqual({ record: { ...r, status: "running" }, revision: rev2 });
+      expect(await broker.getRecord(r.id)).toEqual({
+        record: { ...r, status: "running" },
+        revision: rev2,
+        storedAt: expect.any(Number),
+      });
       await broker.deleteRecord(r.id, rev2);
       expect(await broker.getRecord(r.id)).toBeUndefined();
       expect((await broker.listRecords()).map((x) => x.id)).not.toContain(r.id);
@@ -966,7 +1001,10 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await loops.consume(broker, r).ended).toBe("gone"); // no worker can see a task
 
-      expect(await reapSubmits(broker, Date.now, 10_000)).toEqual({ rolledBack: [], rolledForward: [] });
+      expect(await reapSubmits(broker, Date.now, 10_000)).toEqual({
+        rolledBack: [],
+        rolledForward: [],
+      });
       const later = await pastStoredDeadline(r);
       expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
