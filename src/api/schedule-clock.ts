@@ -56,6 +56,15 @@ export class ScheduleClock {
     return ahead > clockToleranceMs ? ahead : 0;
   }
 
+  /**
+   * How far this runtime's time (`now()`) is ahead of the server's as the
+   * store last read it (negative: behind; 0 with no reading): a stamp of
+   * the server's plus this is the same moment by `now()`.
+   */
+  aheadOfServer(): number {
+    return aheadOfServer(this.#clock, this.#store.serverTime()) - this.correction();
+  }
+
   /** Says at error that this runtime's clock is ahead, once (again after it came back and went ahead again). */
   tell(): void {
     const ahead = this.correction();

@@ -5,7 +5,8 @@
  * submit itself once it is past its commit deadline and the reaper's grace,
  * then submits the node again. No runtime here has the admin role, so no
  * reaper runs. The clock of the runtime that finishes the flow is moved
- * forward instead of waiting out the deadline. Oracles: the flow and job
+ * forward instead of waiting out the deadline, and the server's with it (a
+ * deadline is judged by the server's clock). Oracles: the flow and job
  * records read raw from the memory server, and the handlers' ledger.
  */
 import { expect, it } from "vitest";
@@ -26,7 +27,10 @@ const pastDeadlineAndGraceMs = 45_000;
 it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.consumerCreated])(
   "a node whose submit died after %s is finished, and submitted again if rolled back; each task runs once",
   async (step) => {
-    const server = createMemoryServer();
+    // The server's clock too: a deadline is judged by the server's stamps and time, and a
+    // runtime's clock moved alone is a clock ahead, not time gone by.
+    const clock = new ManualClock(Date.now());
+    const server = createMemoryServer({ clock });
     const raw = (bucket: "flows" | "records", key: string) => rawEntry(server, bucket, key);
     const flowNodes = () => rawNodes(server, "f1");
 
@@ -58,7 +62,6 @@ it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished, SubmitStep.consume
         return 1;
       },
     });
-    const clock = new ManualClock(Date.now());
     const b = await createTestRuntime({
       name: "b",
       roles: ["submitter", "supervisor"],
