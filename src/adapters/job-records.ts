@@ -5,6 +5,13 @@ import type { RecordFilter, UnreadableRecord } from "../kernel/list-page.ts";
 export interface RecordFound {
   readonly record: JobRecord;
   readonly revision: number;
+  /**
+   * When the server stored this revision, by the server's clock (epoch ms):
+   * the times its writer put in it (a submit's `commitDeadline`) are judged
+   * from it (`commitDeadlineBy`). Absent where the store keeps no time, or
+   * the record was not read from it (a write's own answer).
+   */
+  readonly storedAt?: number;
 }
 
 /**
@@ -14,6 +21,7 @@ export interface RecordFound {
  */
 export interface JobRecords {
   createRecord(record: JobRecord): Promise<number>;
+  /** The record as stored, with its revision and the server's stamp of that write (`storedAt`). */
   getRecord(id: string): Promise<RecordFound | undefined>;
   /** Throws `RevisionConflict` when the record changed since `revision`. */
   updateRecord(record: JobRecord, revision: number): Promise<number>;

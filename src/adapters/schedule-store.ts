@@ -1,4 +1,7 @@
+import type { ServerTime } from "../kernel/clock.ts";
 import type { ScheduleRecord } from "../kernel/schedule-record.ts";
+
+export type { ServerTime } from "../kernel/clock.ts";
 
 export interface StoredSchedule {
   readonly record: ScheduleRecord;
@@ -9,12 +12,6 @@ export interface StoredSchedule {
    * Absent where the store keeps no time.
    */
   readonly storedAt?: number;
-}
-
-/** The server's clock as a read saw it: `at` (epoch ms) when `performance.now()` read `seenAt`. */
-export interface ServerTime {
-  readonly at: number;
-  readonly seenAt: number;
 }
 
 /**

@@ -1,3 +1,5 @@
+import type { ServerTime } from "../kernel/clock.ts";
+
 /**
  * A lease: who supervises the job, until when (0: nobody; given back, or
  * never taken). As `list()` gives it, `until` is the later of the lease's own
@@ -62,6 +64,14 @@ export interface SupervisionLeases {
   giveBack(jobId: string): Promise<void>;
   /** Every job's lease on the server, with its revision; `until`: with its holder's heartbeat. */
   list(): Promise<Array<ListedLease>>;
+  /**
+   * The server's clock as this broker last read it: on NATS, by the last
+   * `list()` (its pass's consumer's creation stamp, as the schedule store
+   * reads it: `ScheduleStore.serverTime`); in memory, the server's clock
+   * now. Undefined before any reading (none: the bucket was empty), or while
+   * it may be off (this host slept or its clock was set since, or it is old).
+   */
+  serverTime(): ServerTime | undefined;
   /** One job's lease as `list()` reads it (with its holder's heartbeat), in one or two reads; undefined: none. */
   get(jobId: string): Promise<ListedLease | undefined>;
   /**

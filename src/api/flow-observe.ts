@@ -3,7 +3,7 @@ import { shownRecord } from "../effects/finalize-job.ts";
 import { reapSubmits } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { cancelledInSubmit, type FlowRecord, type ObservedJob } from "../kernel/flow-record.ts";
-import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { commitDeadlineBy, isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 
 /**
  * What the next step of a flow looks at: the job of `every` node not ended,
@@ -51,6 +51,8 @@ export interface Observer {
   readonly now: () => number;
   /** The reaper's grace past a submit's commit deadline (`jobs.reapGraceMs`). */
   readonly graceMs: number;
+  /** How far `now` is ahead of the server's clock (`aheadOfServer`): a submit's deadline is judged by the server's stamps. */
+  readonly aheadMs: () => number;
 }
 
 /** How a node's job looks from its record: none (or rolled back), being submitted, running, ended. */
@@ -96,15 +98,19 @@ export const observeJob = async (
   jobId: string,
   flowCancelled: boolean,
 ): Promise<ObservedJob> => {
-  const shown = (await shownRecord(o.broker, jobId))?.record;
-  if (shown?.phase !== SubmitPhase.submitting) return observe(shown);
-  const pastDeadline = o.now() >= shown.commitDeadline + o.graceMs;
+  const found = await shownRecord(o.broker, jobId);
+  const shown = found?.record;
+  if (found === undefined || shown?.phase !== SubmitPhase.submitting) return observe(shown);
+  // By the server's stamp of the record: by its own, a submitter ahead that died held the node.
+  const pastDeadline = o.now() >= commitDeadlineBy(found, o.aheadMs()) + o.graceMs;
   if (!pastDeadline && !flowCancelled) return observe(shown);
   const lease = await o.broker.leases.get(jobId);
   const runOut = lease !== undefined && lease.lease.until <= o.now();
   if (!pastDeadline && !runOut) return observe(shown);
   // Not past its deadline: finished whatever the deadline says (its submitter is gone).
-  const finished = await reapSubmits(o.broker, o.now, pastDeadline ? o.graceMs : anyDeadline, [shown]);
+  const finished = await reapSubmits(o.broker, o.now, pastDeadline ? o.graceMs : anyDeadline, o.aheadMs, [
+    found,
+  ]);
   if (finished.rolledBack.length > 0) {
     if (runOut)
       await o.broker.leases
@@ -143,6 +149,9 @@ export const observeChange = (
 ): Promise<ObservedJob> | ObservedJob => {
   if (record.id !== jobId) return observeJob(o, jobId, flowCancelled);
   if (record.phase !== SubmitPhase.submitting) return observe(record);
+  // A change carries no server stamp: its deadline as written only says when to read it. One a
+  // submitter ahead wrote reads as alive here: the sweep's read of the nodes being submitted
+  // judges it by the server's stamp (`observeJob`).
   const alive = !flowCancelled && o.now() < record.commitDeadline + o.graceMs;
   return alive ? observe(record) : observeJob(o, jobId, flowCancelled);
 };

@@ -1,7 +1,9 @@
 import type { Broker } from "../adapters/broker.ts";
+import type { RecordFound } from "../adapters/job-records.ts";
 import { restoreConsumer } from "../effects/lost-job.ts";
 import { type ReapReport, reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
+import { aheadOfServer, type Clock } from "../kernel/clock.ts";
 import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -9,13 +11,16 @@ import type { RuntimeCore } from "./runtime-core.ts";
 /**
  * One reaper pass. Its candidates are the records of the supervision leases
  * (a submit writes its lease beside its record), not every record kept: the
- * pass costs O(jobs not over).
+ * pass costs O(jobs not over). Each deadline is judged by the server's clock
+ * as the listing of the leases read it, moved to `clock` (the clock `now`
+ * reads, or counts on from).
  */
 export const reapPass = async (
   broker: Broker,
   log: Logger,
   graceMs: number,
   now: () => number,
+  clock: Clock,
 ): Promise<ReapReport> => {
   const leased = await broker.leases.list();
   const revisions = new Map(leased.map(({ jobId, revision }) => [jobId, revision]));
@@ -28,10 +33,14 @@ export const reapPass = async (
         return undefined;
       }),
     )
-  )
-    .map((found) => found?.record)
-    .filter((record): record is JobRecord => record?.phase === SubmitPhase.submitting);
-  const report = await reapSubmits(broker, now, graceMs, submits);
+  ).filter((found): found is RecordFound => found?.record.phase === SubmitPhase.submitting);
+  const report = await reapSubmits(
+    broker,
+    now,
+    graceMs,
+    () => aheadOfServer(clock, broker.leases.serverTime()),
+    submits,
+  );
   // A rolled-back submit has no supervisor: its lease goes (a resubmit's, written since, stays).
   for (const id of report.rolledBack)
     await broker.leases

@@ -337,7 +337,7 @@ export class JobRegistry implements Jobs {
    */
   async reap(now: () => number = () => this.#core.clock.now()): Promise<ReapReport> {
     requireRole(this.#core.options.roles, "admin", "rt.jobs.reap()");
-    return reapPass(this.#broker, this.#log, this.#options.reapGraceMs, now);
+    return reapPass(this.#broker, this.#log, this.#options.reapGraceMs, now, this.#core.clock);
   }
 
   async #start(

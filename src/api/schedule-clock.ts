@@ -1,5 +1,5 @@
 import type { ScheduleStore, StoredSchedule } from "../adapters/schedule-store.ts";
-import type { Clock } from "../kernel/clock.ts";
+import { aheadOfServer, type Clock } from "../kernel/clock.ts";
 import { firstTime } from "../kernel/first-time.ts";
 import type { Logger } from "../kernel/logger.ts";
 
@@ -52,10 +52,17 @@ export class ScheduleClock {
 
   /** How far this runtime's clock is taken back: how far it is ahead of the server's, past the tolerance; else 0. */
   correction(): number {
-    const seen = this.#store.serverTime();
-    if (seen === undefined) return 0;
-    const ahead = this.#clock.now() - (seen.at + (performance.now() - seen.seenAt));
+    const ahead = aheadOfServer(this.#clock, this.#store.serverTime());
     return ahead > clockToleranceMs ? ahead : 0;
+  }
+
+  /**
+   * How far this runtime's time (`now()`) is ahead of the server's as the
+   * store last read it (negative: behind; 0 with no reading): a stamp of
+   * the server's plus this is the same moment by `now()`.
+   */
+  aheadOfServer(): number {
+    return aheadOfServer(this.#clock, this.#store.serverTime()) - this.correction();
   }
 
   /** Says at error that this runtime's clock is ahead, once (again after it came back and went ahead again). */

@@ -3,7 +3,7 @@ import type { ScheduleStore, StoredSchedule } from "../adapters/schedule-store.t
 import { jobIdFor } from "../effects/plan-submit.ts";
 import { reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
 import { InvalidArgument, RevisionConflict } from "../kernel/errors.ts";
-import { SubmitPhase } from "../kernel/job-record.ts";
+import { commitDeadlineBy, SubmitPhase } from "../kernel/job-record.ts";
 import { childLogger } from "../kernel/logger.ts";
 import { type ScheduleRecord, sameRule } from "../kernel/schedule-record.ts";
 import type { JobRegistry } from "./jobs.ts";
@@ -84,6 +84,7 @@ export const fireTick = async (
   key: string,
   now: () => number,
   reapGraceMs: number,
+  aheadMs: () => number,
 ): Promise<void> => {
   const stored = await broker.getRecord(jobIdFor(record.job.queue, key));
   if (stored?.record.phase === SubmitPhase.committed) return;
@@ -92,9 +93,14 @@ export const fireTick = async (
   if (stored && (await rollLaneForward(broker, stored, now))) return;
   // A submit of the tick that died before its commit, past its deadline and the reaper's grace:
   // finished here, as the reaper would, not waited for. With no admin runtime (no reaper), the
-  // submit waited for it, gave up, and the tick never fired.
-  if (stored?.record.phase === SubmitPhase.submitting && now() >= stored.record.commitDeadline + reapGraceMs)
-    await reapSubmits(broker, now, reapGraceMs, [stored.record]);
+  // submit waited for it, gave up, and the tick never fired. Its deadline is judged by the
+  // server's clock (`commitDeadlineBy`): by its stamp, a submitter ten minutes ahead that died
+  // held the tick back ten minutes.
+  if (
+    stored?.record.phase === SubmitPhase.submitting &&
+    now() >= commitDeadlineBy(stored, aheadMs()) + reapGraceMs
+  )
+    await reapSubmits(broker, now, reapGraceMs, aheadMs, [stored]);
   await jobs.submit({ ...record.job, idempotencyKey: key });
 };
 
@@ -123,8 +129,11 @@ export const createSchedules = (
           track: (name, work) => core.loops.track(name, work),
           // A stuck submit of the tick is judged by the scheduler's time (`now`: the server's when
           // this runtime's clock is ahead): by a clock ahead, a live submit was past its deadline.
+          // Its deadline is counted from the server's stamp of its record, moved to that time.
           fire: (record, _tick, key, now) =>
-            fireTick(broker, jobs, record, key, now, core.options.jobs.reapGraceMs),
+            fireTick(broker, jobs, record, key, now, core.options.jobs.reapGraceMs, () =>
+              time.aheadOfServer(),
+            ),
         })
       : undefined;
   if (scheduler) core.loops.run("scheduler", (signal) => scheduler.run(signal));

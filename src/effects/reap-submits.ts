@@ -1,6 +1,6 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
-import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { commitDeadlineBy, commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
 import {
   isSameSubmit,
@@ -9,6 +9,12 @@ import {
   rollForward,
   rollLaneForwardEffect,
 } from "./submit-undo.ts";
+
+/** A record the reaper looks at, as read: with the server's stamp of its write where known. */
+export interface ReapCandidate {
+  readonly record: JobRecord;
+  readonly storedAt?: number | undefined;
+}
 
 export interface ReapReport {
   /** Submits that died before their commit point: tasks purged, record failed. */
@@ -25,24 +31,36 @@ export interface ReapReport {
  * `graceMs`, and a submitter checks that deadline before it commits, so the
  * two never undo each other's work (a 1-task lane job's publish answered
  * past its deadline writes its commit at once, a compare-and-set on the
- * revision this pass marks: `commitLatePublish`).
+ * revision this pass marks: `commitLatePublish`). The deadline is judged by
+ * the server's clock (`commitDeadlineBy`: the submit's window from the
+ * server's stamp of its record, `aheadMs` the reader's clock ahead of the
+ * server's): by the deadline as written, a reaper whose clock was a minute
+ * ahead rolled back a live submit, and a submitter ahead that died was left
+ * for as long as it was ahead. `found`: the records to look at, as read
+ * (with the server's stamps); every record when absent.
  */
 const reapSubmitsEffect = (
   port: JobPort,
   now: () => number,
   graceMs: number,
-  records?: readonly JobRecord[],
+  aheadMs: () => number,
+  found?: readonly ReapCandidate[],
 ): Effect.Effect<ReapReport, PortFailure> =>
   Effect.gen(function* () {
     const rolledBack: string[] = [];
     const rolledForward: string[] = [];
-    for (const listed of records ?? (yield* fromPort(() => port.listRecords()))) {
-      if (listed.phase !== SubmitPhase.submitting || now() < listed.commitDeadline + graceMs) continue;
+    const past = (read: ReapCandidate) => now() >= commitDeadlineBy(read, aheadMs()) + graceMs;
+    // Listed, records come without the server's stamps: each one submitting is judged as read below.
+    const candidates: readonly ReapCandidate[] =
+      found ?? (yield* fromPort(() => port.listRecords())).map((record) => ({ record }));
+    for (const listed of candidates) {
+      if (listed.record.phase !== SubmitPhase.submitting || (listed.storedAt !== undefined && !past(listed)))
+        continue;
       // Read again: by now the record may hold another submit of its key (this one rolled back
       // by another reaper, then taken over), whose tasks and record are not this pass's to undo.
-      const found = yield* fromPort(() => port.getRecord(listed.id));
-      if (!isSameSubmit(found, listed)) continue;
-      const { record, revision } = found;
+      const again = yield* fromPort(() => port.getRecord(listed.record.id));
+      if (!isSameSubmit(again, listed.record) || !past(again)) continue;
+      const { record, revision } = again;
       // A lane job of more tasks commits by its record's write alone: its tasks stored say nothing.
       const pastCommitPoint = !record.lane || commitsOnPublish(record);
       if (pastCommitPoint && (yield* fromPort(() => port.tasksCommitted(record)))) {
@@ -63,8 +81,9 @@ export const reapSubmits = (
   port: JobPort,
   now: () => number,
   graceMs: number,
-  records?: readonly JobRecord[],
-): Promise<ReapReport> => Effect.runPromise(reapSubmitsEffect(port, now, graceMs, records));
+  aheadMs: () => number,
+  found?: readonly ReapCandidate[],
+): Promise<ReapReport> => Effect.runPromise(reapSubmitsEffect(port, now, graceMs, aheadMs, found));
 
 /**
  * Commits a lane job whose submitter stopped before the job's first write

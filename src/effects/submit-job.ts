@@ -2,7 +2,7 @@ import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import { TransientBrokerError } from "../kernel/errors.ts";
-import { commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { commitDeadlineBy, commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { committedRecord } from "./finalize-job.ts";
 import { assertSameRequest } from "./plan-submit.ts";
@@ -46,6 +46,12 @@ export interface SubmitInput {
   /** Tasks not due yet: stored on the delayed stream before the commit (adapters/delayed-tasks.ts). */
   readonly held?: readonly HeldTaskBody[];
   readonly now: () => number;
+  /**
+   * How far `now` is ahead of the server's clock (`aheadOfServer`; 0 when
+   * absent): another submit of the key is judged stuck by the server's stamp
+   * of its record (`commitDeadlineBy`), not by its submitter's clock.
+   */
+  readonly aheadMs?: () => number;
   readonly signal: AbortSignal;
   readonly hooks?: SubmitHooks;
   /** Gets the committed record and its revision: the job's next write starts from it. */
@@ -261,17 +267,20 @@ type Claim = { readonly revision: number; readonly record: JobRecord } | { reado
  * record claimed has as long a commit window from the claim as the plan gave
  * it: a submit that waited out a dead one until the reaper rolled it back
  * passed its planned deadline meanwhile, and failed ("passed its commit
- * deadline") though nothing of it had been written.
+ * deadline") though nothing of it had been written. Its `updatedAt` is the
+ * claim's time: other runtimes count the window (`commitDeadline` less
+ * `updatedAt`) from the server's stamp of the claim (`commitDeadlineBy`),
+ * and from the plan's time it held the wait too.
  */
 const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, PortFailure> =>
   Effect.gen(function* () {
     const { record: planned } = input;
     const window = planned.commitDeadline - planned.createdAt;
     /** The record as claimed now. */
-    const claimed = (): JobRecord => ({
-      ...planned,
-      commitDeadline: Math.max(planned.commitDeadline, input.now() + window),
-    });
+    const claimed = (): JobRecord => {
+      const now = input.now();
+      return { ...planned, updatedAt: now, commitDeadline: Math.max(planned.commitDeadline, now + window) };
+    };
     for (;;) {
       const record = claimed();
       const created = yield* fromPort(() => port.createRecord(record)).pipe(
@@ -304,8 +313,10 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
         if (taken) return taken;
         continue;
       }
-      // Another submit of the same key is in flight: its outcome decides.
-      if (input.now() > other.commitDeadline + 60_000) {
+      // Another submit of the same key is in flight: its outcome decides. Stuck a minute past its
+      // deadline by the server's stamp: by its own, a submitter ahead that died was waited for
+      // as long as it was ahead.
+      if (input.now() > commitDeadlineBy(found, input.aheadMs?.() ?? 0) + 60_000) {
         return yield* Effect.fail(
           new TransientBrokerError({
             message: `job ${record.id} is stuck in submit; the reaper will roll it back`,

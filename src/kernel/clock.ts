@@ -9,6 +9,20 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
+/** The server's clock as a read saw it: `at` (epoch ms) when `performance.now()` read `seenAt`. */
+export interface ServerTime {
+  readonly at: number;
+  readonly seenAt: number;
+}
+
+/**
+ * How far `clock` is ahead of the server's (negative: behind), by `seen`
+ * (the server's clock as a read saw it, carried on by the monotonic clock);
+ * 0 with no reading: the clock is taken as the server's.
+ */
+export const aheadOfServer = (clock: Clock, seen: ServerTime | undefined): number =>
+  seen === undefined ? 0 : clock.now() - (seen.at + (performance.now() - seen.seenAt));
+
 export const realClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),

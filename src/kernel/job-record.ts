@@ -136,7 +136,11 @@ export interface JobRecordV1 {
   readonly counts: JobCounts;
   readonly createdAt: number;
   readonly updatedAt: number;
-  /** A submit not committed by then is rolled back by the reaper. */
+  /**
+   * A submit not committed by then is rolled back by the reaper: by its
+   * submitter's clock, as `updatedAt`; another runtime judges it by the
+   * server's (`commitDeadlineBy`).
+   */
   readonly commitDeadline: number;
   readonly finishedAt?: number;
   readonly reason?: string;
@@ -162,6 +166,28 @@ export interface JobRecordV1 {
 }
 
 export type JobRecord = JobRecordV1;
+
+/**
+ * When a submit's commit deadline passes by a reader's clock that is
+ * `aheadMs` ahead of the server's (negative: behind): the window its
+ * submitter gave it (`commitDeadline` less `updatedAt`, both stamped by the
+ * submitter's clock, so their difference is right whatever that clock says)
+ * counted from the server's stamp of the record's write (`storedAt`), moved
+ * to the reader's clock. Neither the submitter's clock nor the reader's is
+ * trusted: by the deadline as written, a submitter ahead that died left it
+ * minutes on, and a reaper ahead rolled back a live submit. Never before the
+ * submitter's own check of its deadline (its stamp is no later than the
+ * write). Without a stamp, `commitDeadline` as written.
+ */
+export const commitDeadlineBy = (
+  found: { readonly record: JobRecord; readonly storedAt?: number | undefined },
+  aheadMs: number,
+): number => {
+  const { record, storedAt } = found;
+  return storedAt === undefined
+    ? record.commitDeadline
+    : storedAt + aheadMs + (record.commitDeadline - record.updatedAt);
+};
 
 /** Where a job's tasks are: its queue, its id, whether it is on the queue's lane, and whether some are held (`runAt`). */
 export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane" | "runAt">;

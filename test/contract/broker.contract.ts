@@ -6,6 +6,7 @@ import type { RecordsPage, RecordsPageQuery } from "../../src/adapters/job-recor
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SimulatedCrash, SubmitStep, submitJob } from "../../src/effects/submit-job.ts";
 import { rollBackLaneEffect } from "../../src/effects/submit-undo.ts";
+import { aheadOfServer, realClock } from "../../src/kernel/clock.ts";
 import { RevisionConflict } from "../../src/kernel/errors.ts";
 import type { FlowRecord } from "../../src/kernel/flow-record.ts";
 import { type JobRecord, type JobSettings, laneMaxDeliver } from "../../src/kernel/job-record.ts";
@@ -67,13 +68,20 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
     };
     /**
      * A clock a reaper with 10 s grace acts on: past the deadline the record was stored with,
-     * which its submit counts from its claim (a few ms after `newRecord` planned it on a busy machine).
+     * which its submit counts from its claim (a few ms after `newRecord` planned it on a busy machine),
+     * by 5 s: the reaper counts the window from the server's stamp of the claim, its round trip
+     * later (the memory broker's manual clock stands still: the time the test took since).
      */
     const pastStoredDeadline = async (r: JobRecord) => {
       const stored = await broker.getRecord(r.id);
       if (!stored) throw new Error(`no record ${r.id}`);
-      return () => stored.record.commitDeadline + 10_001;
+      return () => stored.record.commitDeadline + 15_000;
     };
+    /**
+     * How far this host's clock (the records' times) is ahead of the server's, as the broker last
+     * read it: a reaper judges a deadline by the server's stamp of the record, moved to its clock.
+     */
+    const serverAhead = () => aheadOfServer(realClock, broker.leases.serverTime());
     const change = async (id: string, update: Partial<JobRecord>) => {
       const found = await broker.getRecord(id);
       if (!found) throw new Error(`no record ${id}`);
@@ -630,7 +638,10 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = newLaneRecord();
       await submitThenDie(r);
       const later = await pastStoredDeadline(r);
-      expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [], rolledForward: [r.id] });
+      expect(await reapSubmits(broker, later, 10_000, serverAhead)).toEqual({
+        rolledBack: [],
+        rolledForward: [r.id],
+      });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "committed", status: "running" });
       const lane = loops.consumeLane(broker, r.queue);
       await eventually(() => lane.leases.length === 1);
@@ -646,7 +657,10 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       // Stored tasks are no commit for a job of several tasks: only its record's write is.
       expect(await broker.tasksCommitted(r)).toBe(true);
       const later = await pastStoredDeadline(r);
-      expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
+      expect(await reapSubmits(broker, later, 10_000, serverAhead)).toEqual({
+        rolledBack: [r.id],
+        rolledForward: [],
+      });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
       expect(await broker.tasksCommitted(r)).toBe(false);
     });
@@ -697,6 +711,37 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(lane.leases[1]!.jobId).toBe(next.id);
     });
 
+    /** The server's clock: the manual one a memory broker runs on, else this host's (nats-server runs here). */
+    const serverNow = () => h.clock?.now() ?? Date.now();
+
+    it("records: a read gives the server's stamp of the write it finds (storedAt), by the server's clock; a later write, a later stamp", async () => {
+      const r = newRecord(1, ack);
+      const before = serverNow();
+      await broker.createRecord(r);
+      const after = serverNow();
+      const first = await broker.getRecord(r.id);
+      expect(first?.storedAt).toBeGreaterThanOrEqual(before - 5);
+      expect(first?.storedAt).toBeLessThanOrEqual(after + 5);
+      await h.advance(50);
+      await change(r.id, { status: "running" });
+      const second = await broker.getRecord(r.id);
+      expect(second?.storedAt).toBeGreaterThanOrEqual(first!.storedAt! + 40);
+    });
+
+    it("leases: serverTime() is the server's clock as a listing read it, carried on by the monotonic clock; none before", async () => {
+      const fresh = await h.peer("contract-clock");
+      // Nothing read yet on NATS (the memory broker reads its server's clock at each call).
+      if (!h.clock) expect(fresh.leases.serverTime()).toBeUndefined();
+      expect(await fresh.leases.acquire(uid("j"), 10_000, Date.now())).toBe(true);
+      await fresh.leases.list();
+      const seen = fresh.leases.serverTime();
+      expect(seen).toBeDefined();
+      const at = seen!.at + (performance.now() - seen!.seenAt);
+      // No earlier than the server's time (its stamp is taken after the ask), later by a round trip at most.
+      expect(at).toBeGreaterThanOrEqual(serverNow() - 5);
+      expect(at).toBeLessThanOrEqual(serverNow() + 1000);
+    });
+
     it("records: compare-and-set on create, update and delete; a deleted record is gone", async () => {
       const r = newRecord(1, ack);
       const rev1 = await broker.createRecord(r);
@@ -708,7 +753,11 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
         key: r.id,
       });
       await expect(broker.deleteRecord(r.id, rev1)).rejects.toBeInstanceOf(RevisionConflict);
-      expect(await broker.getRecord(r.id)).toEqual({ record: { ...r, status: "running" }, revision: rev2 });
+      expect(await broker.getRecord(r.id)).toEqual({
+        record: { ...r, status: "running" },
+        revision: rev2,
+        storedAt: expect.any(Number),
+      });
       await broker.deleteRecord(r.id, rev2);
       expect(await broker.getRecord(r.id)).toBeUndefined();
       expect((await broker.listRecords()).map((x) => x.id)).not.toContain(r.id);
@@ -966,9 +1015,15 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       expect(await broker.tasksCommitted(r)).toBe(false);
       expect(await loops.consume(broker, r).ended).toBe("gone"); // no worker can see a task
 
-      expect(await reapSubmits(broker, Date.now, 10_000)).toEqual({ rolledBack: [], rolledForward: [] });
+      expect(await reapSubmits(broker, Date.now, 10_000, serverAhead)).toEqual({
+        rolledBack: [],
+        rolledForward: [],
+      });
       const later = await pastStoredDeadline(r);
-      expect(await reapSubmits(broker, later, 10_000)).toEqual({ rolledBack: [r.id], rolledForward: [] });
+      expect(await reapSubmits(broker, later, 10_000, serverAhead)).toEqual({
+        rolledBack: [r.id],
+        rolledForward: [],
+      });
       expect((await broker.getRecord(r.id))?.record).toMatchObject({ phase: "rolledBack", status: "failed" });
       expect(await broker.tasksCommitted(r)).toBe(false);
 

@@ -7,7 +7,11 @@ import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
+import { JobRegistry } from "../../src/api/jobs.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
+import type { SubmitHooks } from "../../src/effects/submit-job.ts";
 import type { RuntimeOptions } from "../../src/index.ts";
 import { type Clock, realClock } from "../../src/kernel/clock.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
@@ -19,8 +23,31 @@ import { type RawRecord, rawJobRecords } from "./raw-job-records.ts";
 /** The real clock, `ms` on (negative: behind): a host whose wall clock is wrong (its timers run as everyone's). */
 export const offsetBy = (ms: number): Clock => ({ ...realClock, now: () => Date.now() + ms });
 
+/** A submitter of its own (a registry on a connection of its own), its clock and its submits' hooks given. */
+export interface ClockSubmitter {
+  readonly registry: JobRegistry;
+  stop(): Promise<void>;
+}
+
+/** What a submitter of `ClockBackend.submitter` runs with: its clock and the hooks of its submits. */
+export interface SubmitterOptions {
+  readonly clock: Clock;
+  readonly hooks: SubmitHooks;
+}
+
+/** The registry options of a submitter that reaps nothing and takes nothing over. */
+const submitterJobs = (hooks: SubmitHooks) => ({
+  reapIntervalMs: 3600_000,
+  reapGraceMs: 10_000,
+  leaseMs: 10_000,
+  takeOver: false,
+  submitHooks: hooks,
+});
+
 export interface ClockBackend {
   runtime(name: string, options?: RuntimeOptions): Promise<Runtime>;
+  /** A submitter on the same server with a clock of its own, whose submits run `hooks` after each step. */
+  submitter(name: string, options: SubmitterOptions): Promise<ClockSubmitter>;
   /** Every job record stored, read without jetstate's code. */
   records(): Promise<RawRecord[]>;
   /** The schedule's stored record, read without jetstate's code. */
@@ -33,6 +60,7 @@ export interface ClockBackend {
 export const memoryClockBackend = (): ClockBackend => {
   const server: MemoryServer = createMemoryServer();
   const runtimes: Runtime[] = [];
+  const stops: Array<() => Promise<void>> = [];
   return {
     async runtime(name, options = {}) {
       const rt = await createRuntime({
@@ -44,6 +72,20 @@ export const memoryClockBackend = (): ClockBackend => {
       });
       runtimes.push(rt);
       return rt;
+    },
+    async submitter(name, { clock, hooks }) {
+      const core = await createRuntimeCore({ name, logger: silentLogger(), clock }, { connect: false });
+      const registry = new JobRegistry(
+        core,
+        createMemoryBroker({ server, holder: name }),
+        submitterJobs(hooks),
+      );
+      const stop = async () => {
+        await registry.stop();
+        await core.stop();
+      };
+      stops.push(stop);
+      return { registry, stop };
     },
     records: async () =>
       memoryServerState(server)
@@ -59,6 +101,7 @@ export const memoryClockBackend = (): ClockBackend => {
       kv.update("test", id, JSON.stringify({ ...JSON.parse(entry.value!), lastTick }), entry.revision);
     },
     async stop() {
+      for (const stop of stops.splice(0)) await stop();
       for (const rt of runtimes.splice(0)) await rt.stop();
       server.close();
     },
@@ -68,6 +111,7 @@ export const memoryClockBackend = (): ClockBackend => {
 let made = 0;
 export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): ClockBackend => {
   const runtimes: Runtime[] = [];
+  const stops: Array<() => Promise<void>> = [];
   const prefix = `attack${++made}`;
   return {
     async runtime(name, options = {}) {
@@ -82,6 +126,23 @@ export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): 
       runtimes.push(rt);
       return rt;
     },
+    async submitter(name, { clock, hooks }) {
+      const core = await createRuntimeCore({
+        servers: server.url,
+        prefix,
+        name,
+        logger: silentLogger(),
+        clock,
+      });
+      const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: name });
+      const registry = new JobRegistry(core, broker, submitterJobs(hooks));
+      const stop = async () => {
+        await registry.stop();
+        await core.stop();
+      };
+      stops.push(stop);
+      return { registry, stop };
+    },
     records: () => rawJobRecords(nc, `${prefix}_jobs`),
     async schedule(id) {
       const kv = await new Kvm(nc).open(`${prefix}_schedules`);
@@ -94,6 +155,7 @@ export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): 
       await kv.update(id, JSON.stringify({ ...entry.json<object>(), lastTick }), entry.revision);
     },
     async stop() {
+      for (const stop of stops.splice(0)) await stop();
       for (const rt of runtimes.splice(0)) await rt.stop();
     },
   };

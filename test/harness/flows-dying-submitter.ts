@@ -11,6 +11,7 @@ import { JobRegistry } from "../../src/api/jobs.ts";
 import { jobsFace } from "../../src/api/jobs-face.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { SimulatedCrash, type SubmitStep } from "../../src/effects/submit-job.ts";
+import type { Clock } from "../../src/kernel/clock.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, type MemoryServer } from "../../src/testing.ts";
 
@@ -39,15 +40,19 @@ export const rawNodes = (server: MemoryServer, flowId: string) =>
  * Submits `request` from a runtime whose every job submit dies after `step`; returns once that
  * runtime is gone. Its job actors give their leases back as they end (written run out), unless
  * `giveBack` is false: then each lease runs out by its TTL (300 ms), as a killed process's does.
+ * `clock`: that runtime's (the real one by default).
  */
 export const submitAndDie = async (
   server: MemoryServer,
   step: SubmitStep,
   request: FlowRequest,
-  { giveBack = true }: { giveBack?: boolean } = {},
+  { giveBack = true, clock }: { giveBack?: boolean; clock?: Clock } = {},
 ): Promise<void> => {
   let died = false;
-  const core = await createRuntimeCore({ logger: silentLogger(), roles: ["submitter"] }, { connect: false });
+  const core = await createRuntimeCore(
+    { logger: silentLogger(), roles: ["submitter"], ...(clock ? { clock } : {}) },
+    { connect: false },
+  );
   const broker = createMemoryBroker({ server });
   if (!giveBack) broker.leases.giveBack = async () => undefined;
   const jobs = new JobRegistry(core, broker, {

@@ -14,6 +14,7 @@ import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { partsOf } from "../../src/api/runtime.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
+import { aheadOfServer } from "../../src/kernel/clock.ts";
 import { cancelledInSubmit } from "../../src/kernel/flow-record.ts";
 import { createMemoryBroker, createMemoryServer, createTestRuntime, ManualClock } from "../../src/testing.ts";
 import { rawEntry, rawNodes, submitAndDie } from "../harness/flows-dying-submitter.ts";
@@ -79,7 +80,13 @@ it.each([SubmitStep.recordCreated, SubmitStep.tasksPublished])(
     // Past every deadline, a step of the flow and a reaper over every record find nothing to finish.
     clock.advance(60_000);
     await partsOf(s).flows.driver.wake("f1");
-    const reaped = await reapSubmits(partsOf(s).broker, () => clock.now(), 10_000);
+    const broker = partsOf(s).broker;
+    const reaped = await reapSubmits(
+      broker,
+      () => clock.now(),
+      10_000,
+      () => aheadOfServer(clock, broker.leases.serverTime()),
+    );
     expect(reaped).toEqual({ rolledBack: [], rolledForward: [] });
     // Nothing can run later: the tasks stream, read raw, has no consumer that reads b's tasks
     // (a task runs only once a consumer delivers it), and after recordCreated it holds no task.

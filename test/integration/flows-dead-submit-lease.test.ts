@@ -21,7 +21,10 @@ const pastDeadlineAndGraceMs = 45_000;
 
 /** A flow of a lane job (a) and a job of its own (b), whose submits died once their records were written. */
 const deadFlow = async () => {
-  const server = createMemoryServer();
+  // The server's clock too: a deadline is judged by the server's stamps and time, and a
+  // runtime's clock moved alone is a clock ahead, not time gone by.
+  const clock = new ManualClock(Date.now());
+  const server = createMemoryServer({ clock });
   await submitAndDie(server, SubmitStep.recordCreated, {
     id: "f1",
     jobs: { a: { queue: "q", tasks: ["a"] }, b: { queue: "q", tasks: ["b0", "b1"] } },
@@ -29,7 +32,6 @@ const deadFlow = async () => {
   const jobIds = ["a", "b"].map((name) => rawNodes(server, "f1")[name]?.jobId as string);
   // The dead submits' leases, written beside their records.
   for (const jobId of jobIds) expect(rawEntry(server, "leases", jobId)).toBeDefined();
-  const clock = new ManualClock(Date.now());
   const s = await createTestRuntime({
     name: "s",
     roles: ["submitter"],

@@ -11,7 +11,7 @@ import { defaultSettings } from "../harness/finished-records.ts";
  * worker stores the result, then acks the task away), is its commit.
  */
 export const fakeJobPort = () => {
-  const records = new Map<string, { record: JobRecord; revision: number }>();
+  const records = new Map<string, { record: JobRecord; revision: number; storedAt?: number }>();
   const consumers = new Set<string>();
   const tasks = new Map<string, readonly string[]>();
   /** Jobs a result of which is stored. */
@@ -30,9 +30,10 @@ export const fakeJobPort = () => {
     if (next) next();
   };
   const conflict = (key: string) => new RevisionConflict({ message: `conflict on ${key}`, key });
-  const put = (record: JobRecord) => {
+  /** Stores `record` as a write would; `storedAt`: the server's stamp of that write (none: a store that keeps no time). */
+  const put = (record: JobRecord, storedAt?: number) => {
     sequence += 1;
-    records.set(record.id, { record, revision: sequence });
+    records.set(record.id, { record, revision: sequence, ...(storedAt === undefined ? {} : { storedAt }) });
     return sequence;
   };
   const port: JobPort = {
@@ -46,7 +47,13 @@ export const fakeJobPort = () => {
       calls.push(`getRecord ${id}`);
       hook("getRecord");
       const found = records.get(id);
-      return found && { record: found.record, revision: found.revision };
+      return (
+        found && {
+          record: found.record,
+          revision: found.revision,
+          ...(found.storedAt === undefined ? {} : { storedAt: found.storedAt }),
+        }
+      );
     },
     updateRecord: async (record, revision) => {
       calls.push(`updateRecord ${record.id} ${record.phase} ${record.status}`);

@@ -31,6 +31,9 @@ const schedule: ScheduleRecord = {
   updatedAt: at,
 };
 
+/** How far the runtimes' time (`at` on) is ahead of the server's, whose clock is the real one. */
+const aheadOfRealServer = () => at - Date.now();
+
 describe("fireTick", () => {
   const server = createMemoryServer();
   const runtimes: Runtime[] = [];
@@ -52,7 +55,7 @@ describe("fireTick", () => {
     expect(decodeRecord(stored!.value!)).toMatchObject({ phase: "submitting", lane: true });
     const second = spiedBroker(createMemoryBroker({ server }));
     const rt = await runtime(second.broker);
-    await fireTick(second.broker, partsOf(rt).jobs, schedule, key, () => at, 10_000);
+    await fireTick(second.broker, partsOf(rt).jobs, schedule, key, () => at, 10_000, aheadOfRealServer);
     expect(second.calls.get("createRecord")).toBeUndefined();
     expect(partsOf(rt).jobs.watchedSnapshot(job.id)).toBeUndefined();
     // Its commit is written, as a submit of the key writes it: its submitter, its publish stored
@@ -66,7 +69,7 @@ describe("fireTick", () => {
     const key = tickKey(schedule.id, at + 120_000);
     const spied = spiedBroker(createMemoryBroker({ server }));
     const rt = await runtime(spied.broker);
-    await fireTick(spied.broker, partsOf(rt).jobs, schedule, key, () => at, 10_000);
+    await fireTick(spied.broker, partsOf(rt).jobs, schedule, key, () => at, 10_000, aheadOfRealServer);
     expect(spied.calls.get("createRecord")).toBe(1);
   });
 
@@ -80,10 +83,27 @@ describe("fireTick", () => {
     await broker.createRecord(dead.record);
     const rt = await runtime();
     const past = dead.record.commitDeadline + 10_000;
-    const fired = fireTick(broker, partsOf(rt).jobs, schedule, key, () => past, 10_000);
+    const fired = fireTick(broker, partsOf(rt).jobs, schedule, key, () => past, 10_000, aheadOfRealServer);
     expect(await within(fired, 3000)).not.toBe("never");
     const after = decodeRecord(memoryServerState(server).records.get("test.read", dead.record.id)!.value!);
     // The oracle: the record as the server holds it, taken over by a new submit of the key.
+    expect(after.submitId).not.toBe(dead.record.submitId);
+    expect(after.phase).not.toBe("rolledBack");
+  });
+
+  it("judges a dead submit of the tick by the server's stamp of its record: one by a clock ten minutes ahead is finished once its window and the grace passed", async () => {
+    // Planned and claimed by a runtime ten minutes ahead of this one; the server stored it now.
+    const key = tickKey(schedule.id, at + 240_000);
+    const broker = createMemoryBroker({ server });
+    const dead = await planSubmit({ ...schedule.job, idempotencyKey: key }, 1 << 20, at + 600_000, true);
+    await broker.createRecord(dead.record);
+    const rt = await runtime();
+    // Its window (30 s) and the grace (10 s) on from its write, by this runtime's time; ten
+    // minutes short of its deadline as written.
+    const past = at + 40_100;
+    const fired = fireTick(broker, partsOf(rt).jobs, schedule, key, () => past, 10_000, aheadOfRealServer);
+    expect(await within(fired, 3000)).not.toBe("never");
+    const after = decodeRecord(memoryServerState(server).records.get("test.read", dead.record.id)!.value!);
     expect(after.submitId).not.toBe(dead.record.submitId);
     expect(after.phase).not.toBe("rolledBack");
   });

@@ -503,6 +503,41 @@ describe("submitJob", () => {
     expect(stored.commitDeadline).toBe(40_000 + 30_000);
   });
 
+  it("a claim after a wait stamps its time as updatedAt: the window other runtimes count from the server's stamp of the claim is the plan's", async () => {
+    const fake = fakeJobPort();
+    fake.put(record({ phase: "submitting", commitDeadline: 5000, submitId: "dead" }));
+    const time = clock(1000);
+    fake.failNext("createRecord", () => undefined);
+    fake.failNext("createRecord", () => {
+      time.set(40_000);
+      fake.put(record({ phase: "rolledBack", status: "failed", submitId: "dead" }));
+    });
+    // Its process dies once the record is claimed: the claim is what the reapers judge.
+    const died = await rejection(
+      submitJob(fake.port, {
+        record: record({ submitId: "waiting" }),
+        bodies: ["a"],
+        now: time.now,
+        signal: new AbortController().signal,
+        hooks: {
+          afterStep: (step) => {
+            if (step === SubmitStep.recordCreated) throw new SimulatedCrash("died");
+          },
+        },
+      }),
+    );
+    expect(died).toBeInstanceOf(SimulatedCrash);
+    const claimed = fake.records.get("j1")!.record;
+    expect(claimed).toMatchObject({
+      submitId: "waiting",
+      phase: "submitting",
+      createdAt: 1000,
+      updatedAt: 40_000,
+    });
+    // From the plan's time the window held the 39 s waited too: a reaper waited that much longer.
+    expect(claimed.commitDeadline - claimed.updatedAt).toBe(30_000);
+  });
+
   it("creates again when the record vanished between the conflict and the read", async () => {
     const fake = fakeJobPort();
     fake.put(record({ phase: "committed" }));
@@ -592,6 +627,22 @@ describe("submitJob", () => {
     controller.abort(reason);
     expect(await rejection(waiting)).toBe(reason);
   });
+
+  it("judges a submit of the same key stuck by the server's stamp of its record: one by a clock ten minutes ahead is given up on a minute past its window", async () => {
+    const fake = fakeJobPort();
+    // Claimed by a clock ten minutes ahead, stored by the server at 1000: its window ends at 31_000.
+    fake.put(record({ phase: "submitting", updatedAt: 601_000, commitDeadline: 631_000 }), 1000);
+    const stuck = await rejection(
+      submitJob(fake.port, {
+        record: record(),
+        bodies: ["a"],
+        now: () => 91_001,
+        aheadMs: () => 0,
+        signal: new AbortController().signal,
+      }),
+    );
+    expect((stuck as Error).message).toBe("job j1 is stuck in submit; the reaper will roll it back");
+  });
 });
 
 describe("rollBack", () => {
@@ -654,6 +705,9 @@ describe("rollBack", () => {
   });
 });
 
+/** A reaper whose clock is the server's (the fake port keeps no server stamps: deadlines as written). */
+const noSkew = () => 0;
+
 describe("reapSubmits", () => {
   it("touches only submits past their deadline plus the grace: forward if the consumer exists, else back", async () => {
     const fake = fakeJobPort();
@@ -663,7 +717,7 @@ describe("reapSubmits", () => {
     fake.put(record({ id: "almost", commitDeadline: 1000 }));
     fake.put(record({ id: "done", phase: "committed", status: "running", commitDeadline: 0 }));
     fake.consumers.add("almost");
-    const report = await reapSubmits(fake.port, () => 6000, 1000);
+    const report = await reapSubmits(fake.port, () => 6000, 1000, noSkew);
     expect(report).toEqual({ rolledBack: ["edge", "dead"], rolledForward: ["almost"] });
     expect(fake.records.get("fresh")!.record.phase).toBe("submitting");
     expect(fake.records.get("edge")!.record).toMatchObject({
@@ -681,15 +735,53 @@ describe("reapSubmits", () => {
 
   it("a record not due a millisecond before its deadline plus grace is left alone", async () => {
     const fake = fakeJobPort();
-    fake.put(record({ commitDeadline: 5000 }));
-    expect(await reapSubmits(fake.port, () => 5999, 1000)).toEqual({ rolledBack: [], rolledForward: [] });
-    expect(fake.calls).toEqual(["listRecords"]);
+    const left = record({ commitDeadline: 5000 });
+    fake.put(left);
+    expect(await reapSubmits(fake.port, () => 5999, 1000, noSkew)).toEqual({
+      rolledBack: [],
+      rolledForward: [],
+    });
+    // Listed, a record has no server stamp: it is read (with its stamp) before it is judged.
+    expect(fake.calls).toEqual(["listRecords", `getRecord ${left.id}`]);
+  });
+
+  it("judges a deadline by the server's stamp of the record: a submitter ten minutes ahead that died is due its window after its write", async () => {
+    const fake = fakeJobPort();
+    // Planned and claimed by a clock ten minutes ahead; the server stored the claim at 1000.
+    const ahead = record({ createdAt: 601_000, updatedAt: 601_000, commitDeadline: 631_000 });
+    fake.put(ahead, 1000);
+    // Its 30 s window and the 10 s grace from the server's stamp: due at 41_000, by a reaper whose clock is the server's.
+    expect(await reapSubmits(fake.port, () => 40_999, 10_000, noSkew)).toEqual({
+      rolledBack: [],
+      rolledForward: [],
+    });
+    expect(await reapSubmits(fake.port, () => 41_000, 10_000, noSkew)).toEqual({
+      rolledBack: ["j1"],
+      rolledForward: [],
+    });
+  });
+
+  it("judges a deadline by the server's stamp of the record: a reaper a minute ahead leaves a live submit alone until its window and grace passed", async () => {
+    const fake = fakeJobPort();
+    // Stamped by a right clock at 1000, stored by the server at 1000.
+    fake.put(record({ updatedAt: 1000, commitDeadline: 31_000 }), 1000);
+    const aMinuteAhead = () => 60_000;
+    // At the server's 40_999 (its own 100_999), not due; by its own clock it was, from 41_000 on.
+    expect(await reapSubmits(fake.port, () => 100_999, 10_000, aMinuteAhead)).toEqual({
+      rolledBack: [],
+      rolledForward: [],
+    });
+    expect(fake.records.get("j1")!.record.phase).toBe("submitting");
+    expect(await reapSubmits(fake.port, () => 101_000, 10_000, aMinuteAhead)).toEqual({
+      rolledBack: ["j1"],
+      rolledForward: [],
+    });
   });
 
   it("uses the records it is given instead of listing", async () => {
     const fake = fakeJobPort();
     fake.put(record({ commitDeadline: 0 }));
-    const report = await reapSubmits(fake.port, () => 6000, 0, []);
+    const report = await reapSubmits(fake.port, () => 6000, 0, noSkew, []);
     expect(report).toEqual({ rolledBack: [], rolledForward: [] });
     expect(fake.calls).toEqual([]);
   });
@@ -700,10 +792,10 @@ describe("reapSubmits", () => {
     fake.put(record({ id: "b", commitDeadline: 0 }));
     fake.consumers.add("a");
     fake.consumers.add("b");
-    const listed = [...fake.records.values()].map((r) => r.record);
+    const listed = [...fake.records.values()];
     fake.put(record({ id: "a", phase: "committed", status: "running", commitDeadline: 0 }));
     fake.failNext("updateRecord", () => fake.put(record({ id: "b", commitDeadline: 0, updatedAt: 5 })));
-    const report = await reapSubmits(fake.port, () => 6000, 0, listed);
+    const report = await reapSubmits(fake.port, () => 6000, 0, noSkew, listed);
     expect(report).toEqual({ rolledBack: [], rolledForward: [] });
     expect(fake.records.get("b")!.record.phase).toBe("submitting");
   });
@@ -715,7 +807,7 @@ describe("reapSubmits", () => {
     // Since then another reaper rolled it back and a new submit of the key took the record over.
     fake.put(record({ id: "k", commitDeadline: 10_000, submitId: "new" }));
     fake.tasks.set("k", ['{"i":0,"p":1}']);
-    const report = await reapSubmits(fake.port, () => 6000, 0, [judged]);
+    const report = await reapSubmits(fake.port, () => 6000, 0, noSkew, [{ record: judged }]);
     expect(report).toEqual({ rolledBack: [], rolledForward: [] });
     expect(fake.records.get("k")!.record).toMatchObject({ phase: "submitting", submitId: "new" });
     expect(fake.tasks.get("k")).toEqual(['{"i":0,"p":1}']);
@@ -727,14 +819,16 @@ describe("reapSubmits", () => {
     fake.failNext("removeTasks", () =>
       fake.put(record({ id: "k", commitDeadline: 10_000, submitId: "new" })),
     );
-    await reapSubmits(fake.port, () => 6000, 0);
+    await reapSubmits(fake.port, () => 6000, 0, noSkew);
     expect(fake.records.get("k")!.record).toMatchObject({ phase: "submitting", submitId: "new" });
   });
 
   it("skips a record deleted meanwhile, and throws an error that is not a conflict", async () => {
     const fake = fakeJobPort();
     fake.consumers.add("gone");
-    const report = await reapSubmits(fake.port, () => 6000, 0, [record({ id: "gone", commitDeadline: 0 })]);
+    const report = await reapSubmits(fake.port, () => 6000, 0, noSkew, [
+      { record: record({ id: "gone", commitDeadline: 0 }) },
+    ]);
     expect(report).toEqual({ rolledBack: [], rolledForward: [] });
 
     fake.put(record({ id: "x", commitDeadline: 0 }));
@@ -743,7 +837,7 @@ describe("reapSubmits", () => {
     fake.failNext("updateRecord", () => {
       throw down;
     });
-    expect(await rejection(reapSubmits(fake.port, () => 6000, 0))).toBe(down);
+    expect(await rejection(reapSubmits(fake.port, () => 6000, 0, noSkew))).toBe(down);
   });
 });
 
@@ -771,7 +865,10 @@ describe("reapSubmits: lane jobs (the task's publish is the commit point)", () =
 
   it("one that died after publishing its task is rolled forward: the task is stored", async () => {
     const fake = await crashedAfter(SubmitStep.tasksPublished);
-    expect(await reapSubmits(fake.port, () => 6000, 1000)).toEqual({ rolledBack: [], rolledForward: ["j1"] });
+    expect(await reapSubmits(fake.port, () => 6000, 1000, noSkew)).toEqual({
+      rolledBack: [],
+      rolledForward: ["j1"],
+    });
     expect(fake.records.get("j1")!.record).toMatchObject({
       phase: "committed",
       status: "running",
@@ -785,13 +882,19 @@ describe("reapSubmits: lane jobs (the task's publish is the commit point)", () =
     const fake = await crashedAfter(SubmitStep.tasksPublished);
     fake.tasks.delete("j1");
     fake.answered.add("j1");
-    expect(await reapSubmits(fake.port, () => 6000, 1000)).toEqual({ rolledBack: [], rolledForward: ["j1"] });
+    expect(await reapSubmits(fake.port, () => 6000, 1000, noSkew)).toEqual({
+      rolledBack: [],
+      rolledForward: ["j1"],
+    });
     expect(fake.records.get("j1")!.record).toMatchObject({ phase: "committed", status: "running" });
   });
 
   it("one that died before publishing is rolled back, its lane task purged", async () => {
     const fake = await crashedAfter(SubmitStep.recordCreated);
-    expect(await reapSubmits(fake.port, () => 6000, 1000)).toEqual({ rolledBack: ["j1"], rolledForward: [] });
+    expect(await reapSubmits(fake.port, () => 6000, 1000, noSkew)).toEqual({
+      rolledBack: ["j1"],
+      rolledForward: [],
+    });
     expect(fake.records.get("j1")!.record).toMatchObject({ phase: "rolledBack", status: "failed" });
     expect(fake.calls).toContain("removeTasks q j1 lane");
   });

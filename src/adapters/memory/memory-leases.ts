@@ -1,3 +1,4 @@
+import type { ServerTime } from "../../kernel/clock.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
@@ -142,6 +143,11 @@ export class MemoryLeases implements SupervisionLeases {
   async list(): Promise<Array<ListedLease>> {
     this.#assertOpen("lease.list");
     return jobLeases(this.#server.leases.live());
+  }
+
+  /** The server's clock itself, read now. */
+  serverTime(): ServerTime {
+    return { at: this.#server.clock.now(), seenAt: performance.now() };
   }
 
   async get(jobId: string): Promise<ListedLease | undefined> {

@@ -2,19 +2,23 @@ import { randomUUID } from "node:crypto";
 import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
 import { recordPicker, scanBound, storeTag, type UnreadableRecord } from "../../kernel/list-page.ts";
 import { LinkedControllers, whenAborted } from "../../kernel/signals.ts";
-import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
+import type { RecordFound, RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import type { MemoryServerState } from "./memory-server.ts";
 
-/** The job's record as its server holds it, with its revision; undefined when there is none. */
+/** The job's record as its server holds it, with its revision and the server's stamp of it; undefined when there is none. */
 export const storedRecord = (
   server: MemoryServerState,
   operation: string,
   id: string,
-): { record: JobRecord; revision: number } | undefined => {
+): RecordFound | undefined => {
   const entry = server.records.get(operation, id);
   return entry?.value === undefined
     ? undefined
-    : { record: decodeRecord(entry.value), revision: entry.revision };
+    : {
+        record: decodeRecord(entry.value),
+        revision: entry.revision,
+        ...(entry.storedAt === undefined ? {} : { storedAt: entry.storedAt }),
+      };
 };
 
 /**
@@ -58,7 +62,7 @@ export class MemoryJobRecords {
     );
   }
 
-  async getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
+  async getRecord(id: string): Promise<RecordFound | undefined> {
     this.#open("job.record.get");
     return storedRecord(this.#server, "job.record.get", id);
   }

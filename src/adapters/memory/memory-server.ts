@@ -68,7 +68,11 @@ export class MemoryServerState implements MemoryServer {
   readonly prefix: string;
   readonly retentionMs: number;
   readonly names: BrokerNames;
-  readonly records = new MemoryKv((key) => `job record ${key}`);
+  /** Job records, each write stamped by the server's clock, as NATS stamps a stored message. */
+  readonly records = new MemoryKv(
+    (key) => `job record ${key}`,
+    () => this.clock.now(),
+  );
   readonly leases = new MemoryKv((key) => `lease ${key}`);
   readonly presence = new MemoryKv((key) => `presence ${key}`);
   /** Each queue's controls (`rt.queues`) and its pools of permits, shared by every runtime on this server. */

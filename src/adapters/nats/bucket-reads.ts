@@ -1,7 +1,7 @@
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import type { ServerTime } from "../../kernel/clock.ts";
 import { TransientBrokerError } from "../../kernel/errors.ts";
-import type { ServerTime } from "../schedule-store.ts";
 import { classifyNatsError } from "./classify-error.ts";
 import { parseServerTime } from "./server-facts.ts";
 import { nanos } from "./streams.ts";
@@ -30,6 +30,34 @@ export const scanBucket = async (
     if (entry.value !== undefined) values.set(key, entry.value);
   return values;
 };
+
+/**
+ * The server's clock as the last scan read it (`scanBucketEntries`'s
+ * `serverTime`), for as long as that reading holds: not when its monotonic
+ * and wall ages disagree (this host slept, or its clock was set since), nor
+ * once it is old (the two clocks drift). Then none, until a scan reads it again.
+ */
+export class ServerClockReading {
+  #last: { readonly seen: ServerTime; readonly wallAt: number } | undefined;
+
+  /** Takes a scan's reading (`Date.now()` at its `seenAt` kept beside it). */
+  readonly take = (seen: ServerTime): void => {
+    this.#last = { seen, wallAt: Date.now() - (performance.now() - seen.seenAt) };
+  };
+
+  /** Whether a scan has read the server's clock yet. */
+  get taken(): boolean {
+    return this.#last !== undefined;
+  }
+
+  /** The reading, while it holds; undefined before any, or when it may be off. */
+  serverTime(): ServerTime | undefined {
+    const last = this.#last;
+    if (last === undefined) return undefined;
+    const monoAge = performance.now() - last.seen.seenAt;
+    return monoAge > 300_000 || Math.abs(Date.now() - last.wallAt - monoAge) > 500 ? undefined : last.seen;
+  }
+}
 
 /** One key as `scanBucketEntries` read it: its value (none: a delete or purge marker) and revision. */
 export interface BucketEntry {

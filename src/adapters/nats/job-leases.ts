@@ -1,9 +1,10 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { ServerTime } from "../../kernel/clock.ts";
 import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
 import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
-import { scanBucketEntries } from "./bucket-reads.ts";
+import { ServerClockReading, scanBucketEntries } from "./bucket-reads.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { ensureBucket } from "./streams.ts";
@@ -36,6 +37,8 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
   readonly holder: string;
+  /** The server's clock as the last `list()` read it. */
+  readonly #clock = new ServerClockReading();
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
     this.#core = core;
@@ -276,9 +279,19 @@ export class NatsJobLeases implements SupervisionLeases {
       await this.#bucket(nc);
       // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
       const { js, jsm } = await this.#broker.handles(nc);
-      const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
+      const entries = await scanBucketEntries(
+        js,
+        jsm,
+        this.#broker.names.leasesBucket,
+        ">",
+        this.#clock.take,
+      );
       return jobLeases([...entries].map(([key, entry]) => ({ key, ...entry })));
     });
+  }
+
+  serverTime(): ServerTime | undefined {
+    return this.#clock.serverTime();
   }
 
   /** One job's lease, read as `list()` reads it: its key, then its holder's heartbeat (none for a run-out one). */

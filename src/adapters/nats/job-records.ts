@@ -10,7 +10,7 @@ import {
   storeTag,
   type UnreadableRecord,
 } from "../../kernel/list-page.ts";
-import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
+import type { RecordFound, RecordsPage, RecordsPageQuery } from "../job-records.ts";
 import { pageBucket, scanBucket, scanBucketEntries } from "./bucket-reads.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { eraseEntryAt } from "./streams.ts";
@@ -101,11 +101,16 @@ export class NatsJobRecords {
     });
   }
 
-  getRecord(id: string): Promise<{ record: JobRecord; revision: number } | undefined> {
+  /** The record, its revision and the server's stamp of its message (`storedAt`). */
+  getRecord(id: string): Promise<RecordFound | undefined> {
     return this.#run("job.record.get", async ({ kv }) => {
       const entry = await kv.get(id);
       if (entry?.operation !== "PUT") return undefined;
-      return { record: decodeRecord(entry.string()), revision: entry.revision };
+      return {
+        record: decodeRecord(entry.string()),
+        revision: entry.revision,
+        storedAt: entry.created.getTime(),
+      };
     });
   }
 

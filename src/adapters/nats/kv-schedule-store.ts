@@ -9,8 +9,8 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import { parseScheduleRecord, type ScheduleRecord } from "../../kernel/schedule-record.ts";
-import type { ScheduleStore, ServerTime, StoredSchedule } from "../schedule-store.ts";
-import { scanBucketEntries } from "./bucket-reads.ts";
+import type { ScheduleStore, StoredSchedule } from "../schedule-store.ts";
+import { ServerClockReading, scanBucketEntries } from "./bucket-reads.ts";
 import type { ClientSetups } from "./client-setups.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { ensureBucket, isNotFound, type Replicas } from "./streams.ts";
@@ -33,15 +33,6 @@ const entryOf = (id: string, entry: Awaited<ReturnType<KV["get"]>>): StoredSched
         revision: entry.revision,
         storedAt: entry.created.getTime(),
       };
-
-/**
- * A listing whose reading of the server's clock may be off: its monotonic and wall ages
- * disagree (this host slept, or its clock was set), or it is old (the two clocks drift).
- */
-const clockStale = (seen: ServerTime, wallAt: number): boolean => {
-  const monoAge = performance.now() - seen.seenAt;
-  return monoAge > 300_000 || Math.abs(Date.now() - wallAt - monoAge) > 500;
-};
 
 /**
  * Schedules in a KV bucket (`<prefix>_schedules`, history 1: only the latest
@@ -102,13 +93,13 @@ export const natsScheduleStore = (
         bad: Array<{ id: string; error: unknown }>;
       }
     | undefined;
-  /** The server's clock as the last listing read it, and `Date.now()` at its `seenAt`. */
-  let clock: { seen: ServerTime; wallAt: number } | undefined;
+  /** The server's clock as the last listing read it. */
+  const clock = new ServerClockReading();
   return {
     // Checked at each use, not only when listing: a host that slept (its monotonic clock stood
     // still) took the reading as it was until its scheduler's next listing, and an upsert then
     // counted a right clock ahead by the sleep and stamped its since that far back.
-    serverTime: () => (clock === undefined || clockStale(clock.seen, clock.wallAt) ? undefined : clock.seen),
+    serverTime: () => clock.serverTime(),
     provision: () => run("schedules.provision", "*", async () => undefined),
     read: (id) =>
       run(
@@ -136,15 +127,12 @@ export const natsScheduleStore = (
             listed.time === time &&
             listed.bad.length === 0 &&
             // Listed again too when its reading of the server's clock may be off (none: no schedule).
-            (clock === undefined ? listed.schedules.length === 0 : !clockStale(clock.seen, clock.wallAt))
+            (clock.taken ? clock.serverTime() !== undefined : listed.schedules.length === 0)
           )
             return listed.schedules;
           const schedules: StoredSchedule[] = [];
           const bad: Array<{ id: string; error: unknown }> = [];
-          const entries = await scanBucketEntries(jetstream(nc), jsm, bucketName, ">", (seen) => {
-            // This host's wall clock at the same moment (`seenAt`: before the consumer was asked for).
-            clock = { seen, wallAt: Date.now() - (performance.now() - seen.seenAt) };
-          });
+          const entries = await scanBucketEntries(jetstream(nc), jsm, bucketName, ">", clock.take);
           for (const [id, entry] of entries) {
             if (entry.value === undefined) continue;
             try {
