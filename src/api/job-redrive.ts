@@ -10,7 +10,7 @@ import {
   RuntimeStopped,
   TransientBrokerError,
 } from "../kernel/errors.ts";
-import { isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { isCancelled, isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
 import {
@@ -83,7 +83,14 @@ export const redriveDead = async (
   // only of a job over with tasks never answered: one that ended since is refused.
   const unanswered =
     neverAnswered(record) > 0 ? new Set(await unansweredTasks(core, broker, record)) : undefined;
-  const resumable = () => unanswered !== undefined && [...unanswered].every((i) => redriven.has(i));
+  // At the write, of the record it writes over: the end read, not one a cancel (a user's, whose
+  // tasks must not run) or an end after a reopening since (its tasks never answered may be
+  // others, the letters of some removed) wrote.
+  const resumable = (r: JobRecord) =>
+    unanswered !== undefined &&
+    !isCancelled(r) &&
+    r.finishedAt === record.finishedAt &&
+    [...unanswered].every((i) => redriven.has(i));
   refuseUnfinishable(record, resumable);
   // Named by every letter of the tasks it sends back: the same redrive made twice at once (two
   // operators, a call retried after a failure) publishes its marker under the same id, which
@@ -408,11 +415,11 @@ const neverAnswered = (record: JobRecord): number => {
  * reopened: its end removed those tasks, and the job would wait for them for good (it said
  * running, the cancel's reason dropped). Its dead tasks stay as they are: the caller gets a
  * typed error. Unless each of those tasks is one the redrive sends (`resumable`): nothing is
- * left to wait for.
+ * left to wait for. Never a cancelled job: its tasks were not to run.
  */
-const refuseUnfinishable = (record: JobRecord, resumable?: () => boolean): void => {
+const refuseUnfinishable = (record: JobRecord, resumable?: (r: JobRecord) => boolean): void => {
   const unanswered = neverAnswered(record);
-  if (unanswered === 0 || resumable?.()) return;
+  if (unanswered === 0 || resumable?.(record)) return;
   throw new InvalidArgument({
     message: `id: job ${record.id} ended (${record.reason ?? record.status}) with ${unanswered} of ${record.total} tasks never answered: a redrive cannot finish it`,
     field: "id",

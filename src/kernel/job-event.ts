@@ -1,5 +1,6 @@
 import {
   answered,
+  isCancelled,
   isFinal,
   type JobCounts,
   type JobRecord,
@@ -44,9 +45,6 @@ export interface JobEvent {
   readonly at: number;
 }
 
-/** How a cancel is recorded: `cancelJob` and the job machine's `job.cancel` both write this prefix. */
-const cancelledPrefix = "cancelled: ";
-
 /** What a reader remembers of one job: enough to tell a change from a repeat. */
 interface Seen {
   /** The submit the job is of: a record of another submit under its id is another job. */
@@ -68,11 +66,7 @@ const endOf = (record: JobRecord): string =>
   JSON.stringify([record.status, record.finishedAt ?? null, record.reason ?? null]);
 
 const endType = (record: JobRecord): JobEventType =>
-  record.status === "succeeded"
-    ? "succeeded"
-    : record.reason?.startsWith(cancelledPrefix)
-      ? "cancelled"
-      : "failed";
+  record.status === "succeeded" ? "succeeded" : isCancelled(record) ? "cancelled" : "failed";
 
 /**
  * The commit's own write: running, nothing answered, no end, written by its

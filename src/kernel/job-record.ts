@@ -20,6 +20,13 @@ export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
 export const isFinal = (status: JobStatus): boolean =>
   status === JobStatus.succeeded || status === JobStatus.failed;
 
+/** How a cancel is recorded: `cancelJob` and the job machine's `job.cancel` both write this prefix. */
+const cancelledPrefix = "cancelled: ";
+
+/** A job that ended by a cancel (`failed`, its reason "cancelled: …"). */
+export const isCancelled = (record: { readonly status: JobStatus; readonly reason?: string }): boolean =>
+  record.status === JobStatus.failed && record.reason?.startsWith(cancelledPrefix) === true;
+
 /** Where a status stands in a job's life: a record write never moves a job to a lower rank. */
 const rank: Record<JobStatus, number> = { queuing: 0, running: 1, stalled: 1, succeeded: 2, failed: 2 };
 

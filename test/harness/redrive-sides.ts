@@ -36,7 +36,11 @@ export interface RedriveSide {
   /** A runtime whose broker goes through `wrap` (`takeOver: false`: it never supervises a job it did not submit). */
   runtime(name: string, wrap?: (broker: Broker) => Broker, takeOver?: boolean): Promise<Runtime>;
   /** The job's record as the server stores it. */
-  stored(jobId: string): Promise<{ status: string; counts: JobCounts; redrive?: string } | undefined>;
+  stored(
+    jobId: string,
+  ): Promise<
+    { status: string; counts: JobCounts; redrive?: string; reason?: string; finishedAt?: number } | undefined
+  >;
   /** The job's tasks the server holds (its tasks stream's count on the job's subject). */
   storedTasks(queue: string, jobId: string): Promise<number>;
   /** Whether the server holds the job's own consumer on its queue's tasks stream. */

@@ -18,6 +18,11 @@
  * nothing, and the job stalls out with task 0 never answered, its letter
  * there (redrive-copy-unpublished.both.test.ts, third case). Oracles: the
  * record as the server stores it.
+ *
+ * The same with R2's job stalling out again instead of a cancel (nothing
+ * runs its copies): the job is over with tasks 0 and 1 never answered, task
+ * 1's letter removed, and R's write must be refused all the same: the end it
+ * writes over is not the one it read.
  */
 import { describe, expect, it } from "vitest";
 import type { Broker } from "../../src/adapters/broker.ts";
@@ -31,7 +36,10 @@ describe.each([
 ] as const)(
   "a redrive reopening a job over, the job reopened and cancelled meanwhile, on %s",
   (_kind, makeSide) => {
-    it("is refused in its write, and the job stays cancelled", { timeout: 60_000 }, async () => {
+    it.each([
+      ["cancelled", "cancel"],
+      ["stalled out", "stall"],
+    ] as const)("is refused in its write, and the job stays %s", { timeout: 60_000 }, async (_end, how) => {
       const side = await makeSide();
       // B's process is gone once its redrive reaches the copy's publish.
       let gone = false;
@@ -68,20 +76,20 @@ describe.each([
           (error: unknown) => error,
         );
         await hold.reached.opened;
-        // R2 reopens the job with tasks 0 and 1; the user cancels it.
+        // R2 reopens the job with tasks 0 and 1; the user cancels it, or it stalls out again.
         const reopened = await a.jobs.redrive(job.id, [0, 1]);
-        await reopened.cancel("enough");
-        expect(await side.stored(job.id)).toMatchObject({
-          status: "failed",
-          reason: "cancelled: enough",
-          counts: { done: 0, dead: 1 },
-        });
+        if (how === "cancel") await reopened.cancel("enough");
+        else expect(await reopened.done()).toMatchObject({ status: "failed", done: 0, dead: 1 });
+        const ended = await side.stored(job.id);
+        expect(ended).toMatchObject({ status: "failed", counts: { done: 0, dead: 1 } });
+        if (how === "cancel") expect(ended).toMatchObject({ reason: "cancelled: enough" });
         expect((await a.jobs.deadLetters(job.id)).map((l) => l.index)).toEqual([2]);
         hold.held.open();
         const outcome = await redriveR;
         expect(await side.stored(job.id)).toMatchObject({
           status: "failed",
-          reason: "cancelled: enough",
+          reason: ended?.reason,
+          finishedAt: ended?.finishedAt,
           counts: { done: 0, dead: 1 },
         });
         expect(outcome).toMatchObject({ _tag: "InvalidArgument", field: "id" });
