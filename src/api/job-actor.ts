@@ -24,6 +24,8 @@ export interface JobActorDeps {
   /** Supervision lease: renewed every third of it; another runtime takes over after it. */
   readonly leaseMs: number;
   readonly submitHooks?: SubmitHooks;
+  /** The runtime is stopping (`jobs.stop()` called): a submit waiting on another of its key gives up. */
+  readonly stopping?: () => boolean;
 }
 
 export interface StartedJobActor {
@@ -93,6 +95,7 @@ const hostOf = (deps: JobActorDeps): JobHost => {
         leaseMs: deps.leaseMs,
         takeOver: mayTakeOver(core),
         ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
+        ...(deps.stopping ? { stopping: deps.stopping } : {}),
         loops: core.loops,
       }),
       // The inspector sees every job's actor through their one system.

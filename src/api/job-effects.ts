@@ -29,6 +29,8 @@ export interface JobEffectsShared {
   /** `jobs.takeOver`: off, this runtime never supervises a job it did not submit. */
   readonly takeOver: boolean;
   readonly submitHooks?: SubmitHooks;
+  /** The runtime is stopping: a submit waiting on another submit of its key gives up. */
+  readonly stopping?: () => boolean;
   /** The runtime's loops: work a job's actor leaves running once it ends (`rt.stop()` waits for it). */
   readonly loops: Pick<LoopGroup, "track" | "signal">;
 }
@@ -94,6 +96,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         // too). Not an `AbortSignal.any` with the runtime's stop: on Node 20 every composite
         // leaves a weak reference in its sources' signals for good.
         signal: aborted,
+        ...(shared.stopping ? { stopping: shared.stopping } : {}),
         ...(shared.submitHooks ? { hooks: shared.submitHooks } : {}),
         seen: state.run.seen,
       });

@@ -81,6 +81,7 @@ export class JobRegistry implements Jobs {
       broker,
       leaseMs: options.leaseMs,
       ...(options.submitHooks ? { submitHooks: options.submitHooks } : {}),
+      stopping: () => this.#stopping,
     };
     const takeover: TakeoverHost = {
       core,

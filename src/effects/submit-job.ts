@@ -1,7 +1,7 @@
 import { Effect } from "effect";
 import type { JobPort } from "../adapters/job-port.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
-import { TransientBrokerError } from "../kernel/errors.ts";
+import { RuntimeStopped, TransientBrokerError } from "../kernel/errors.ts";
 import { commitDeadlineBy, commitsOnPublish, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import { committedRecord } from "./finalize-job.ts";
@@ -53,6 +53,14 @@ export interface SubmitInput {
    */
   readonly aheadMs?: () => number;
   readonly signal: AbortSignal;
+  /**
+   * The runtime is stopping. Its registry waits for the submits in flight
+   * before it stops their actors (whose stop aborts `signal`), so a submit
+   * waiting on another submit of its key, nothing of its own written, gives
+   * up by this, within a pause: it waited on a dead one until that one was
+   * stuck (its deadline and a minute), and `rt.stop()` with it.
+   */
+  readonly stopping?: () => boolean;
   readonly hooks?: SubmitHooks;
   /** Gets the committed record and its revision: the job's next write starts from it. */
   readonly seen?: RecordSeen;
@@ -325,5 +333,6 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
         );
       }
       yield* pauseUnlessAborted(200, input.signal);
+      if (input.stopping?.()) return yield* Effect.fail(new RuntimeStopped({ message: "runtime stopped" }));
     }
   });
