@@ -1,7 +1,7 @@
 import { Cause, Effect, Exit } from "effect";
 import type { Broker } from "../adapters/broker.ts";
 import { retryWith } from "../effects/retry.ts";
-import { aheadOfServer } from "../kernel/clock.ts";
+import { aheadOfServerRead } from "../kernel/clock.ts";
 import { RevisionConflict, RuntimeStopped } from "../kernel/errors.ts";
 import { firstTime } from "../kernel/first-time.ts";
 import {
@@ -119,7 +119,7 @@ export class FlowDriver {
       now: () => core.clock.now(),
       graceMs: core.options.jobs.reapGraceMs,
       // The server's clock as this runtime's leases last read it (a reaper's or takeover's pass).
-      aheadMs: () => aheadOfServer(core.clock, broker.leases.serverTime()),
+      aheadMs: () => aheadOfServerRead(core.clock, broker.leases.serverTime()),
     };
   }
 

@@ -52,7 +52,7 @@ export interface Observer {
   /** The reaper's grace past a submit's commit deadline (`jobs.reapGraceMs`). */
   readonly graceMs: number;
   /** How far `now` is ahead of the server's clock (`aheadOfServer`): a submit's deadline is judged by the server's stamps. */
-  readonly aheadMs: () => number;
+  readonly aheadMs: () => number | undefined;
 }
 
 /** How a node's job looks from its record: none (or rolled back), being submitted, running, ended. */

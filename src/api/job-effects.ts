@@ -5,7 +5,7 @@ import type { LoopGroup } from "../effects/loop-group.ts";
 import { plainThenUntilDone } from "../effects/retry.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
-import { aheadOfServer, type Clock } from "../kernel/clock.ts";
+import { aheadOfServerRead, type Clock } from "../kernel/clock.ts";
 import { isTransient, PermanentBrokerError } from "../kernel/errors.ts";
 import {
   type FinalizeInput,
@@ -90,7 +90,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         now: () => clock.now(),
         // The server's clock as this runtime's leases last read it: another submit of the key
         // is judged stuck by it.
-        aheadMs: () => aheadOfServer(clock, leases.serverTime()),
+        aheadMs: () => aheadOfServerRead(clock, leases.serverTime()),
         // Its actor's stop (XState aborts it as the actor stops; `jobs.stop()` stops every
         // actor when the runtime stops, and each broker operation heeds the runtime's stop
         // too). Not an `AbortSignal.any` with the runtime's stop: on Node 20 every composite

@@ -3,7 +3,7 @@ import type { RecordFound } from "../adapters/job-records.ts";
 import { restoreConsumer } from "../effects/lost-job.ts";
 import { type ReapReport, reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
 import { inBatches } from "../kernel/batches.ts";
-import { aheadOfServer, type Clock } from "../kernel/clock.ts";
+import { aheadOfServerRead, type Clock } from "../kernel/clock.ts";
 import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -38,7 +38,7 @@ export const reapPass = async (
     broker,
     now,
     graceMs,
-    () => aheadOfServer(clock, broker.leases.serverTime()),
+    () => aheadOfServerRead(clock, broker.leases.serverTime()),
     submits,
   );
   // A rolled-back submit has no supervisor: its lease goes (a resubmit's, written since, stays).

@@ -84,7 +84,7 @@ export const fireTick = async (
   key: string,
   now: () => number,
   reapGraceMs: number,
-  aheadMs: () => number,
+  aheadMs: () => number | undefined,
 ): Promise<void> => {
   const stored = await broker.getRecord(jobIdFor(record.job.queue, key));
   if (stored?.record.phase === SubmitPhase.committed) return;
@@ -132,7 +132,7 @@ export const createSchedules = (
           // Its deadline is counted from the server's stamp of its record, moved to that time.
           fire: (record, _tick, key, now) =>
             fireTick(broker, jobs, record, key, now, core.options.jobs.reapGraceMs, () =>
-              time.aheadOfServer(),
+              time.read() ? time.aheadOfServer() : undefined,
             ),
         })
       : undefined;

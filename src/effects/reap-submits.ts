@@ -43,7 +43,7 @@ const reapSubmitsEffect = (
   port: JobPort,
   now: () => number,
   graceMs: number,
-  aheadMs: () => number,
+  aheadMs: () => number | undefined,
   found?: readonly ReapCandidate[],
 ): Effect.Effect<ReapReport, PortFailure> =>
   Effect.gen(function* () {
@@ -81,7 +81,7 @@ export const reapSubmits = (
   port: JobPort,
   now: () => number,
   graceMs: number,
-  aheadMs: () => number,
+  aheadMs: () => number | undefined,
   found?: readonly ReapCandidate[],
 ): Promise<ReapReport> => Effect.runPromise(reapSubmitsEffect(port, now, graceMs, aheadMs, found));
 

@@ -51,7 +51,7 @@ export interface SubmitInput {
    * absent): another submit of the key is judged stuck by the server's stamp
    * of its record (`commitDeadlineBy`), not by its submitter's clock.
    */
-  readonly aheadMs?: () => number;
+  readonly aheadMs?: () => number | undefined;
   readonly signal: AbortSignal;
   /**
    * The runtime is stopping. Its registry waits for the submits in flight
@@ -324,7 +324,7 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
       // Another submit of the same key is in flight: its outcome decides. Stuck a minute past its
       // deadline by the server's stamp: by its own, a submitter ahead that died was waited for
       // as long as it was ahead.
-      if (input.now() > commitDeadlineBy(found, input.aheadMs?.() ?? 0) + 60_000) {
+      if (input.now() > commitDeadlineBy(found, input.aheadMs?.()) + 60_000) {
         return yield* Effect.fail(
           new TransientBrokerError({
             message: `job ${record.id} is stuck in submit; the reaper will roll it back`,

@@ -23,6 +23,10 @@ export interface ServerTime {
 export const aheadOfServer = (clock: Clock, seen: ServerTime | undefined): number =>
   seen === undefined ? 0 : clock.now() - (seen.at + (performance.now() - seen.seenAt));
 
+/** `aheadOfServer`, undefined with no reading: a judge that must not take its clock for the server's. */
+export const aheadOfServerRead = (clock: Clock, seen: ServerTime | undefined): number | undefined =>
+  seen === undefined ? undefined : aheadOfServer(clock, seen);
+
 export const realClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
