@@ -63,6 +63,32 @@ export const redriveDead = async (
   id: string,
   taskIds: ReadonlyArray<string | number> | undefined,
 ): Promise<void> => {
+  // Refused at its record write as a redrive that failed (`RedriveFailed`): another call of the
+  // same letters (the same id) stored their deaths again under new letters, so it is made again,
+  // reading those. Its marker was that call's (the same id), followed by those deaths: nothing
+  // of it to undo.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await redriveOnce(core, broker, log, id, taskIds);
+    } catch (error) {
+      if (!(error instanceof RedriveFailed) || attempt >= 3) throw error;
+    }
+  }
+};
+
+/**
+ * A redrive's record write finding its id recorded as failed (`redriveFailed`): another call
+ * of the same letters was not sent and stored their deaths again (`keepDead`).
+ */
+class RedriveFailed extends TransientBrokerError {}
+
+const redriveOnce = async (
+  core: RuntimeCore,
+  broker: Broker,
+  log: Logger,
+  id: string,
+  taskIds: ReadonlyArray<string | number> | undefined,
+): Promise<void> => {
   const wanted = taskIndexes(taskIds);
   const { record, letters, all, stale } = await deadLettersOf(core, broker, id);
   // Stale letters go whatever this redrive does: listed, the next redrive would run their tasks.
@@ -126,13 +152,23 @@ export const redriveDead = async (
   let taken: readonly number[] = [];
   const change = (r: JobRecord) => {
     from = r;
+    // Another call of this id was not sent and stored the deaths again (`keepDead`), after
+    // the marker the two share: reopened with this id, this call's copy's answer landed
+    // after that death, a duplicate, and the job ended with the task dead though the call
+    // resolved. Made again instead: it reads the new letters, another id.
+    if (r.redriveFailed === nonce) {
+      throw new RedriveFailed({
+        message: `redrive of job ${id}: the same redrive failed, its deaths stored again: redrive again`,
+        operation: "job.redrive",
+      });
+    }
     // Over with tasks never answered, this redrive's own included (the same redrive made
     // again): reopened all the same, or refused below.
     reopened = r.redrive !== nonce || (isFinal(r.status) && neverAnswered(r) > 0);
     if (!reopened) return undefined;
     // Ended since it was read (a cancel from another process): the same refusal.
     refuseUnfinishable(r, resumable);
-    const { reason: _reason, finishedAt: _finished, ...rest } = r;
+    const { reason: _reason, finishedAt: _finished, redriveFailed: _failed, ...rest } = r;
     // A task never answered is not counted dead: its death taken back before, not by this write.
     const lowered = taken.filter((i) => !unanswered?.has(i)).length;
     return {
@@ -194,10 +230,37 @@ export const redriveDead = async (
    * never answered, and no redrive could reopen it (redrive-copy-unpublished.both.test.ts).
    */
   const notSent = async (error: unknown): Promise<never> => {
-    const kept = await keepDead(broker, log, record, sent, taken, nonce);
+    const kept = await keepDead(broker, log, record, sent, taken, nonce, (storing) => settleFailed(storing));
     throw notPublished(id, error, kept);
   };
+  /**
+   * The fate of this redrive decided in the record, before any death is stored again: the
+   * record written by compare-and-set, a writer of the same id after it sees it. Still this
+   * redrive's and not over (a cancel since stands), it is put back as its write found it
+   * (`from`): its write not answered (its outcome unknown) may have been stored, and the job
+   * said running with no lease (written after a write answered), nobody supervising it; a write
+   * after its own (the supervisor's progress, counting its marker) does not keep it. Kept, the
+   * same redrive made again found its id there and did nothing, for good. With deaths to store
+   * (`storing`), its id recorded failed (`redriveFailed`): a call of the same id held before
+   * its record write (its marker the same as this one's, dropped) reopened the job after, its
+   * copy's answer landing after the death stored here (a duplicate), and the job ended with the
+   * task dead though that call resolved (redrive-kept-dead-concurrent.both.test.ts). Not
+   * written, nothing is stored (`keepDead`): the death stays taken back, the same redrive made
+   * again sends it.
+   */
+  const settleFailed = async (storing: boolean) => {
+    await updateRecordWith(broker, id, (r) => {
+      const mine = r.redrive === nonce && !isFinal(r.status);
+      const base = mine ? reclosed(r, from, core.clock.now()) : r;
+      if (!storing || (!mine && r.redriveFailed === nonce)) return mine ? base : undefined;
+      return { ...base, redriveFailed: nonce, updatedAt: Math.max(core.clock.now(), r.updatedAt) };
+    }).catch((undo: unknown) => {
+      log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back");
+      if (storing) throw undo;
+    });
+  };
   await runAgain().catch(async (error: unknown) => {
+    if (error instanceof RedriveFailed) throw error;
     // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
     if (error instanceof InvalidArgument && isFinal(from.status)) {
       await takeBack(
@@ -233,18 +296,8 @@ export const redriveDead = async (
   // Not written or not published (the server not answering): put back. Left reopened with
   // nothing published, the same redrive made again found its id in the record and resolved
   // doing nothing (redrive-enrol-failed.both.test.ts, redrive-unpublished.both.test.ts).
-  const putBack = async (error: unknown): Promise<never> => {
-    // Still this redrive's and not over (a cancel since stands): a write after its own (the
-    // supervisor's progress, counting its marker) does not keep it. Kept, the record named
-    // this redrive, and the same redrive made again (the same letters, the same id) found it
-    // there and did nothing, for good.
-    await updateRecordWith(broker, id, (r) =>
-      r.redrive === nonce && !isFinal(r.status) ? reclosed(r, from, core.clock.now()) : undefined,
-    ).catch((undo: unknown) =>
-      log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back"),
-    );
-    return notSent(error);
-  };
+  // Put back in the record write that decides its fate (`settleFailed`).
+  const putBack = notSent;
   // A finished job's lease went with its end: a run-out one now, once the record says running
   // (a takeover pass that read it finished would remove it), so that a supervisor takes the
   // job over when this runtime does not supervise it (`takeOver: false`, e.g. the CLI). Before
@@ -320,10 +373,16 @@ const keepDead = async (
   sent: readonly DeadLetter[],
   taken: readonly number[],
   nonce: string,
+  settle: (storing: boolean) => Promise<void>,
 ): Promise<number[]> => {
   const back = new Set(taken);
   const read = sent.filter((l) => back.has(l.index));
   const lost = firstLetters(read);
+  try {
+    await settle(lost.length > 0);
+  } catch {
+    return [];
+  }
   if (lost.length === 0) return [];
   try {
     const deaths: string[] = [];

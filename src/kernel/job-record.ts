@@ -170,6 +170,12 @@ export interface JobRecordV1 {
    * letters it sent back): the same redrive made again lowers `dead` once.
    */
   readonly redrive?: string;
+  /**
+   * The id of a redrive whose copies were not sent and whose deaths were
+   * stored again (`keepDead`): a call of the same id (the same letters) does
+   * not reopen the job with it after. Cleared by the next redrive accepted.
+   */
+  readonly redriveFailed?: string;
 }
 
 export type JobRecord = JobRecordV1;
@@ -381,6 +387,7 @@ const JobRecordShape = Schema.Struct({
   runAt: Schema.optionalKey(Schema.Number),
   dueUntil: Schema.optionalKey(Schema.Number),
   redrive: Schema.optionalKey(Schema.String),
+  redriveFailed: Schema.optionalKey(Schema.String),
 } satisfies Record<keyof JobRecordV1, Schema.Top>);
 
 /**
