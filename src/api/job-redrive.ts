@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
+import { Cause, Effect, Exit } from "effect";
 import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
+import { retryWith } from "../effects/retry.ts";
 import { boundError } from "../kernel/dead-letter.ts";
 import {
   InvalidArgument,
@@ -67,13 +69,14 @@ export const redriveDead = async (
   // same letters (the same id) stored their deaths again under new letters, so it is made again,
   // reading those. Its marker was that call's (the same id), followed by those deaths: nothing
   // of it to undo.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await redriveOnce(core, broker, log, id, taskIds);
-    } catch (error) {
-      if (!(error instanceof RedriveFailed) || attempt >= 3) throw error;
-    }
-  }
+  const exit = await Effect.runPromiseExit(
+    Effect.tryPromise({
+      try: () => redriveOnce(core, broker, log, id, taskIds),
+      catch: (error) => error,
+    }).pipe(retryWith({ attempts: 3, initialDelayMs: 5 }, (error) => error instanceof RedriveFailed)),
+  );
+  if (Exit.isSuccess(exit)) return exit.value;
+  throw Cause.squash(exit.cause);
 };
 
 /**
