@@ -190,20 +190,20 @@ export type JobRecord = JobRecordV1;
  * trusted: by the deadline as written, a submitter ahead that died left it
  * minutes on, and a reaper ahead rolled back a live submit. Never before the
  * submitter's own check of its deadline (its stamp is no later than the
- * write). Without a stamp, `commitDeadline` as written. With no reading of
- * the server's clock (`aheadMs` undefined) the later of the two: the stamp
- * taken for the reader's time rolled back a live submit whenever the
- * reader's clock was ahead of the server's (a whole fleet ahead of it, the
- * submitter's host included), which its deadline as written did not.
+ * write). Without a stamp, or with no reading of the server's clock
+ * (`aheadMs` undefined), `commitDeadline` as written: the stamp taken for
+ * the reader's time rolled back a live submit whenever the reader's clock
+ * was ahead of the server's (a whole fleet ahead of it, the submitter's
+ * host included), and left a dead one for as long as it was behind; as
+ * written, runtimes sharing a clock (one host) agree, as before the stamps.
  */
 export const commitDeadlineBy = (
   found: { readonly record: JobRecord; readonly storedAt?: number | undefined },
   aheadMs: number | undefined,
 ): number => {
   const { record, storedAt } = found;
-  if (storedAt === undefined) return record.commitDeadline;
-  const byStamp = storedAt + (record.commitDeadline - record.updatedAt);
-  return aheadMs === undefined ? Math.max(record.commitDeadline, byStamp) : byStamp + aheadMs;
+  if (storedAt === undefined || aheadMs === undefined) return record.commitDeadline;
+  return storedAt + aheadMs + (record.commitDeadline - record.updatedAt);
 };
 
 /** Where a job's tasks are: its queue, its id, whether it is on the queue's lane, and whether some are held (`runAt`). */
