@@ -35,7 +35,7 @@ export interface RemoteWorkerOptions<Payload, Result> {
 export interface RemoteWorkerStats {
   processed: number;
   failed: number;
-  /** Answers the API did not take because the lease had ended or the job was over. */
+  /** Answers the API did not take: the lease had ended, the job was over, or another answer was taken before. */
   dropped: number;
 }
 
@@ -159,7 +159,10 @@ export async function runRemoteWorker<Payload, Result>(
         }
       } catch (error) {
         // 410: the job is over or every lease ended; the tasks went (or go) to someone else.
-        // 409: every delivery was answered before (a retried POST that had landed).
+        // 409 already_answered: nothing was taken and a delivery was answered before with another
+        // answer (a stale or replayed receipt). The same answers posted again (a retry of a POST
+        // that landed, its response lost) are answered 200, each item `duplicate` with the first
+        // answer's status, and counted above as that answer.
         stats.dropped += mine.length;
         if (!(error instanceof ApiError && (error.status === 410 || error.status === 409))) {
           console.warn("results not taken:", (error as Error).message);

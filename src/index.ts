@@ -56,6 +56,7 @@ export type {
 } from "./api/queues.ts";
 export { createRuntime, type Runtime, type WorkerListQuery } from "./api/runtime.ts";
 export type { ScheduleInfo, ScheduleRequest, Schedules } from "./api/schedules.ts";
+export { version } from "./api/version.ts";
 export type { Task, TaskContext, Worker, WorkerOptions, WorkerStats } from "./api/workers.ts";
 export type { SubmitRequest } from "./effects/plan-submit.ts";
 export type { SkipEntry, SwitchSummary } from "./kernel/agent-record.ts";

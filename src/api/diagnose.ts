@@ -12,6 +12,11 @@ export interface StoreCheck {
   readonly queue?: string;
   /** null: this identity may not read it (nor list streams), so whether it exists is not known. */
   readonly present: boolean | null;
+  /**
+   * For a bucket made only at the first use of what it keeps (agents, queue settings, flows,
+   * schedules): that use. Missing, it is not in use yet, which is no problem.
+   */
+  readonly firstUse?: string;
   readonly replicas?: number;
   readonly consumers?: number;
   readonly messages?: number;
@@ -69,13 +74,27 @@ const probeSubjects = (prefix: string, role: Role, queues: readonly string[]): s
         .join("."),
     );
 
+/**
+ * The buckets made only when what they keep is first used, by that use (or by
+ * `rt.admin.provision()`): a server that never used it has none. The other stores checked
+ * are made by a runtime's first job.
+ */
+const firstUseBuckets = (prefix: string): ReadonlyMap<string, string> => {
+  const n = brokerNames(prefix);
+  return new Map([
+    [`KV_${agentsBucketFor(prefix)}`, "rt.agents.register()"],
+    [`KV_${n.queuesBucket}`, "rt.queues, or a worker watching its queue's settings"],
+    [`KV_${n.flowsBucket}`, "rt.flows.submit()"],
+    [`KV_${n.schedulesBucket}`, "rt.schedules.upsert()"],
+  ]);
+};
+
 export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promise<Diagnosis> => {
   const prefix = core.options.prefix;
   const n = brokerNames(prefix);
-  const buckets = [n.jobsBucket, n.leasesBucket, agentsBucketFor(prefix), n.presenceBucket].map(
-    (b) => `KV_${b}`,
-  );
-  const shared = [n.resultsStream, n.deadStream, ...buckets];
+  const buckets = [n.jobsBucket, n.leasesBucket, n.presenceBucket].map((b) => `KV_${b}`);
+  const firstUse = firstUseBuckets(prefix);
+  const shared = [n.resultsStream, n.deadStream, ...buckets, ...firstUse.keys()];
   // Queues are found from their streams: listing first, then the probes need their names.
   const first = await readServerFacts(core, {
     streamPrefixes: [`${prefix}_`, `KV_${prefix}_`],
@@ -102,10 +121,12 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
   const found = new Map(first.streams.map((s) => [s.name, s]));
   const check = (name: string, queue?: string): StoreCheck => {
     const s: StreamFacts | undefined = found.get(name);
+    const use = firstUse.get(name);
     return {
       name,
       ...(queue === undefined ? {} : { queue }),
       present: s !== undefined ? true : first.unreadable.includes(name) ? null : false,
+      ...(use === undefined ? {} : { firstUse: use }),
       ...(s ? { replicas: s.replicas, consumers: s.consumers, messages: s.messages } : {}),
     };
   };
@@ -125,6 +146,8 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
     for (const s of stores) {
       // Not readable with these credentials: not known to be wrong (doctor as an admin sees it).
       if (s.present === null) continue;
+      // Made by the first use of what it keeps: missing, it is not in use yet.
+      if (!s.present && s.firstUse !== undefined) continue;
       if (!s.present)
         problems.push({
           what: `stream ${s.name} is missing`,

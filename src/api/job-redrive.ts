@@ -56,7 +56,8 @@ const markerHeadroom = 256;
 
 /**
  * Sends the job's dead tasks (all, or those named) back to the workers and
- * reopens the job (`rt.jobs.redrive()`); `InvalidArgument` when none is dead.
+ * reopens the job (`rt.jobs.redrive()`); `InvalidArgument` naming `id` when
+ * there is no such job, `taskIds` when none of those is dead.
  */
 export const redriveDead = async (
   core: RuntimeCore,
@@ -96,8 +97,9 @@ const redriveOnce = async (
   const { record, letters, all, stale } = await deadLettersOf(core, broker, id);
   // Stale letters go whatever this redrive does: listed, the next redrive would run their tasks.
   if (stale.length > 0) await broker.removeDeadLetters(stale.map((l) => l.seq));
+  if (!record) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
   const chosen = letters.filter((l) => !wanted || wanted.includes(l.index));
-  if (!record || chosen.length === 0) {
+  if (chosen.length === 0) {
     throw new InvalidArgument({
       message: `taskIds: no dead letter to redrive for job ${id}`,
       field: "taskIds",

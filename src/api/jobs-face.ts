@@ -64,7 +64,9 @@ export interface Jobs {
   deadLetters(id: string): Promise<DeadLetter[]>;
   /**
    * Sends dead tasks back to the workers (all, or those named by index or
-   * task id). A finished job is reopened and supervised again.
+   * task id). A finished job is reopened and supervised again. An
+   * `InvalidArgument` naming `id` when there is no such job, `taskIds` when
+   * none of the tasks is dead.
    */
   redrive(id: string, taskIds?: ReadonlyArray<string | number>): Promise<JobHandle>;
   /**

@@ -87,7 +87,8 @@ export interface RuntimeOptions {
    * `nats`, `memory` (in-process, same semantics, nothing persisted), or a
    * broker object (e.g. `createMemoryBroker()` from `jetstate-jobs/testing`).
    * The memory default is refused under `NODE_ENV=production` unless given
-   * explicitly.
+   * explicitly. `"memory"` with `servers` is an `InvalidArgument` (`servers`):
+   * it connects to no server.
    * @defaultValue `"nats"` when `servers` or `NATS_URL` is given, else `"memory"`
    */
   readonly broker?: "nats" | "memory" | Broker;

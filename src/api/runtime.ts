@@ -100,6 +100,14 @@ const defaultBroker = (options: RuntimeOptions): "nats" | "memory" => {
  * wait for `connected` within their deadline.
  */
 export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runtime> => {
+  // A memory runtime connects to no server: servers given with it would be ignored, unsaid.
+  if (options.broker === "memory" && options.servers !== undefined)
+    throw new InvalidArgument({
+      field: "servers",
+      message:
+        'servers: given with broker: "memory", which connects to no server: drop `servers` to run in memory, ' +
+        'or `broker: "memory"` to run on NATS',
+    });
   const brokerOption = options.broker ?? defaultBroker(options);
   const core = await createRuntimeCore(options, { connect: brokerOption === "nats" });
   const jobOptions = core.options.jobs;

@@ -103,14 +103,22 @@ export class Scheduler {
     this.#startedAt = undefined;
     this.#signal = signal;
     const refreshMs = this.#deps.refreshMs ?? 1000;
+    // The message of the last failure to read them, while reads keep failing alike: one warning
+    // per spell (a server with no JetStream fails every read, for good), its repeats at debug.
+    let failing: string | undefined;
     while (!signal.aborted) {
       let wake = this.#time.now() + refreshMs;
       try {
         const schedules = await this.#deps.store.list((id, error) => this.#unreadable(id, error));
+        failing = undefined;
         wake = Math.min(wake, this.#pass(schedules));
       } catch (error) {
         if (signal.aborted) return;
-        log.warn({ err: error }, "schedules not read; trying again");
+        const message = error instanceof Error ? error.message : String(error);
+        if (message === failing)
+          log.debug({ err: error }, "schedules not read again, as before; trying again");
+        else log.warn({ err: error }, "schedules not read; trying again");
+        failing = message;
       }
       await this.#sleepUntil(wake, signal);
     }

@@ -24,7 +24,13 @@ const report = (d: Diagnosis): string => {
       d.stores.map((s) => [
         s.name,
         s.queue ?? "-",
-        s.present === null ? "unreadable" : s.present ? "yes" : "MISSING",
+        s.present === null
+          ? "unreadable"
+          : s.present
+            ? "yes"
+            : s.firstUse === undefined
+              ? "MISSING"
+              : "not in use yet",
         s.replicas === undefined ? "-" : String(s.replicas),
         s.consumers === undefined ? "-" : String(s.consumers),
         s.messages === undefined ? "-" : String(s.messages),

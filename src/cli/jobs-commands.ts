@@ -25,7 +25,8 @@ const fromOf = (j: JobRecord): string => {
   return from ? `schedule ${from.scheduleId} @ ${new Date(from.tick).toISOString()}` : "-";
 };
 
-const listRows = (jobs: readonly JobRecord[], now: number) =>
+/** `jobs ls`: one row per job; DONE/TOTAL is its tasks done (succeeded) of all, FAILED and DEAD beside it. */
+export const listRows = (jobs: readonly JobRecord[], now: number) =>
   table(
     ["ID", "QUEUE", "STATUS", "PRIORITY", "DONE/TOTAL", "FAILED", "DEAD", "UPDATED", "FROM", "REASON"],
     jobs.map((j) => [
@@ -33,7 +34,7 @@ const listRows = (jobs: readonly JobRecord[], now: number) =>
       j.queue,
       j.status,
       String(j.settings.priority ?? 0),
-      `${j.counts.done + j.counts.failed + j.counts.dead}/${j.total}`,
+      `${j.counts.done}/${j.total}`,
       String(j.counts.failed),
       String(j.counts.dead),
       `${duration(now - j.updatedAt)} ago`,

@@ -5,6 +5,7 @@
  * means something (exit-codes.ts).
  */
 import { Command, CommanderError, Option } from "commander";
+import { version } from "../index.ts";
 import { registerDashboard } from "./dashboard-command.ts";
 import { registerDoctor } from "./doctor-command.ts";
 import { CliFailure, ExitCode, exitCodesHelp } from "./exit-codes.ts";
@@ -57,8 +58,10 @@ const buildProgram = (): Command => {
       "after",
       `${exitCodesHelp}
 Environment: NATS_URL (as --servers), NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, NATS_CREDS,
-NATS_CA/NATS_CERT/NATS_KEY (TLS), JETSTATE_LOG_LEVEL (runtime log lines on stderr; default silent).`,
+NATS_CA/NATS_CERT/NATS_KEY (TLS), JETSTATE_LOG_LEVEL (runtime log lines on stderr; default silent),
+JETSTATE_REPLICAS (replicas of the streams and buckets it creates, and doctor's replicas wanted; default 1).`,
     )
+    .version(version, "-V, --version", "print the version")
     .exitOverride();
   const globals = (): GlobalOptions => {
     const o = program.opts<{ servers?: string; prefix: string; timeout: string; json: boolean }>();

@@ -21,6 +21,11 @@ export interface ConnectionPort<C> {
   whenConnected(signal: AbortSignal): Promise<C>;
   /** The client, if the connection is `connected` right now: the first attempt then starts at once. */
   current?(): C | undefined;
+  /**
+   * What the failure of `operation` on `client` is, before it is classified (or a loop logs
+   * it): the connection may know more than the error (its server has no JetStream).
+   */
+  explain?(client: C, error: unknown, operation: string): unknown;
 }
 
 export type { RetryPolicy } from "./retry.ts";
@@ -42,6 +47,14 @@ export interface OperationOptions {
    */
   readonly sharedSignal?: boolean;
 }
+
+/** The failure as the port explains it (`ConnectionPort.explain`), or as it is. */
+export const explained = <C>(
+  port: ConnectionPort<C>,
+  client: C,
+  error: unknown,
+  operation: string,
+): unknown => (port.explain ? port.explain(client, error, operation) : error);
 
 /**
  * Turns whatever a client call threw into a tagged broker error. Lives in the
@@ -74,7 +87,7 @@ const runOperation = <C, A>(
     waiting = false;
     return yield* Effect.tryPromise({
       try: (signal) => op(client, signal),
-      catch: (error) => classify(error, options.name),
+      catch: (error) => classify(explained(port, client, error, options.name), options.name),
     });
   });
   return attempt.pipe(
@@ -164,7 +177,7 @@ export const runOperationPromise = <C, A>(
         timeoutMs: options.timeoutMs,
       });
     if (signal.aborted) throw new RuntimeStopped({ message: `${options.name}: aborted` });
-    const failure = classify(error, options.name);
+    const failure = classify(explained(port, client, error, options.name), options.name);
     const retry = options.retry ?? defaultRetry;
     // The attempts left, from the pause that would have followed this one, within the deadline.
     const pauseMs = Math.min(retry.initialDelayMs, retry.maxDelayMs ?? Number.POSITIVE_INFINITY);

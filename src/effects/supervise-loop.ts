@@ -2,7 +2,7 @@ import { Effect } from "effect";
 import type { Logger } from "../kernel/logger.ts";
 import { untilSettled } from "./loop-group.ts";
 import { backoffSchedule } from "./retry.ts";
-import type { ConnectionPort } from "./run-operation.ts";
+import { type ConnectionPort, explained } from "./run-operation.ts";
 
 export interface LoopOptions {
   readonly name: string;
@@ -29,7 +29,8 @@ class EndedQuickly {
  * ending quickly is started again after pauses from `backoffSchedule`
  * (2·pauseMs, doubling, capped at maxPauseMs); one that ran for a while,
  * after `pauseMs`. Aborting `signal` interrupts the pause at once and waits
- * for a running body to return.
+ * for a running body to return. A failure is logged as the port explains it
+ * (`ConnectionPort.explain`), at warn once per spell of the same failure.
  */
 export const superviseLoop = async <C>(
   port: ConnectionPort<C>,
@@ -39,6 +40,8 @@ export const superviseLoop = async <C>(
 ): Promise<void> => {
   if (signal.aborted) return;
   const base = options.pauseMs ?? 100;
+  // The message of the failure that ended the last round, while rounds keep failing alike.
+  let failing: string | undefined;
   const round = async (): Promise<"stop" | "long" | "quick"> => {
     let client: C;
     try {
@@ -50,12 +53,22 @@ export const superviseLoop = async <C>(
     const started = Date.now();
     try {
       if ((await body(client, signal)) === "done" || signal.aborted) return "stop";
+      failing = undefined;
       options.log.debug({ loop: options.name }, "loop ended; restarting");
     } catch (error) {
       if (signal.aborted) return "stop";
-      options.log.warn({ loop: options.name, err: error }, "loop failed; restarting");
+      const failure = explained(port, client, error, options.name);
+      const message = failure instanceof Error ? failure.message : String(failure);
+      // One warning per spell of the same failure (a server with no JetStream: every round,
+      // for good); its repeats at debug.
+      if (message === failing)
+        options.log.debug({ loop: options.name, err: failure }, "loop failed again, as before; restarting");
+      else options.log.warn({ loop: options.name, err: failure }, "loop failed; restarting");
+      failing = message;
     }
-    return Date.now() - started > longRunMs ? "long" : "quick";
+    const long = Date.now() - started > longRunMs;
+    if (long) failing = undefined;
+    return long ? "long" : "quick";
   };
   // The body's own signal is `signal`: the round's controller is left alone.
   const rounds = untilSettled(round).pipe(

@@ -146,13 +146,24 @@ export const withSubmit = (body: string, index: number, submitId: string): strin
 };
 
 /**
- * A success entry; `undefined` is stored as null. A value JSON.stringify
- * throws on (a cycle, a BigInt) throws that TypeError, as any handler error;
- * one it turns into nothing (a function, a symbol) is a `MalformedMessage`,
- * which is permanent: it would break the whole results message.
+ * A success entry; `undefined` is stored as null. A value JSON cannot carry is a
+ * `MalformedMessage`, which is permanent (the task fails at once, never retried):
+ * one JSON.stringify throws its TypeError on (a cycle, a BigInt), and one it turns
+ * into nothing (a function, a symbol), which would break the whole results message.
+ * An error of another type, thrown by a value's own `toJSON`, is thrown as it is: a
+ * handler error like any other, decided by its type.
  */
 export const encodeDone = (index: number, value: unknown): string => {
-  const json = JSON.stringify(value ?? null);
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(value ?? null);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    throw new MalformedMessage({
+      format: "result",
+      message: `result of task ${index} cannot be serialised to JSON (${reason(error)})`,
+    });
+  }
   if (json === undefined) {
     throw new MalformedMessage({
       format: "result",

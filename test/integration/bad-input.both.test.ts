@@ -178,15 +178,22 @@ describe("bad input: the same typed errors from the memory broker and from NATS"
     expect(await both((rt) => rt.jobs.get(id))).toEqual([refused, refused]);
   });
 
-  it("an unknown job id: no dead letters, nothing to redrive, no job", async () => {
+  // A redrive of an unknown job names the id, as the redrive of a job gone since does (it named
+  // `taskIds`, which was not passed).
+  it("an unknown job id: no dead letters, no job to redrive, no job", async () => {
     expect(await both(async (rt) => JSON.stringify(await rt.jobs.deadLetters("nope")))).toEqual([
       { returned: "[]" },
       { returned: "[]" },
     ]);
     expect(await both((rt) => rt.jobs.redrive("nope"))).toEqual([
-      { _tag: "InvalidArgument", field: "taskIds" },
-      { _tag: "InvalidArgument", field: "taskIds" },
+      { _tag: "InvalidArgument", field: "id" },
+      { _tag: "InvalidArgument", field: "id" },
     ]);
+    for (const rt of [memory, nats])
+      await expect(rt.jobs.redrive("nope", [0])).rejects.toMatchObject({
+        field: "id",
+        message: "id: no job nope",
+      });
     expect(await both((rt) => rt.jobs.get("nope"))).toEqual([
       { returned: undefined },
       { returned: undefined },

@@ -6,6 +6,7 @@
  * its handles, the handler's own ledger, and a raw NATS connection.
  */
 
+import { readFileSync } from "node:fs";
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -95,8 +96,22 @@ describe("jetstate-jobs CLI", () => {
     expect(help.code, help.stderr).toBe(0);
     for (const code of [0, 1, 2, 3, 4, 5])
       expect(help.stdout).toMatch(new RegExp(`^\\s+${code}\\s+\\S`, "m"));
+    // Every variable the CLI's runtime reads: JETSTATE_REPLICAS (doctor's replicas wanted) too.
+    for (const variable of ["NATS_URL", "NATS_CREDS", "JETSTATE_LOG_LEVEL", "JETSTATE_REPLICAS"])
+      expect(help.stdout).toContain(variable);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toBe("error: unknown option '--no-such-flag'\n");
+  });
+
+  it("--version prints package.json's version, exit 0", async () => {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+      version: string;
+    };
+    for (const flag of ["--version", "-V"]) {
+      const r = await run([flag]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(`${pkg.version}\n`);
+    }
   });
 
   it("an invalid id is a usage error (2) with the runtime's reason; an unknown job is not found (3)", async () => {

@@ -47,6 +47,23 @@ describe("broker choice under NODE_ENV=production", () => {
     expect((await job.done()).status).toBe("succeeded");
   });
 
+  it('refuses broker: "memory" with servers, naming both: the servers would be ignored', async () => {
+    const error = await createRuntime({
+      broker: "memory",
+      servers: "nats://127.0.0.1:4222",
+      logger: silentLogger(),
+    }).then(
+      (rt) => {
+        runtimes.push(rt);
+        return rt.broker;
+      },
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(InvalidArgument);
+    expect(error).toMatchObject({ field: "servers" });
+    expect((error as InvalidArgument).message).toMatch(/^servers: .*broker: "memory"/);
+  });
+
   it("outside production, no servers still means memory", async () => {
     vi.stubEnv("NODE_ENV", "development");
     vi.stubEnv("NATS_URL", undefined);

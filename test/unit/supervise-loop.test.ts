@@ -261,3 +261,61 @@ describe("sleep", () => {
     expect(removed).toHaveBeenCalledWith("abort", expect.any(Function));
   });
 });
+
+describe("superviseLoop's warnings", () => {
+  it("warns once per spell of the same failure, its repeats at debug; another failure warns again", async () => {
+    const { log, lines } = recordingLog();
+    const controller = new AbortController();
+    const failures = ["no JetStream", "no JetStream", "no JetStream", "consumer gone", "no JetStream"];
+    let runs = 0;
+    const loop = superviseLoop(
+      port(),
+      async () => {
+        const failure = failures[runs++];
+        if (failure === undefined) {
+          controller.abort();
+          return "ended";
+        }
+        throw new Error(failure);
+      },
+      controller.signal,
+      { name: "feed", log, pauseMs: 1, maxPauseMs: 4 },
+    );
+    await vi.advanceTimersByTimeAsync(100);
+    await loop;
+    expect(lines.map((l) => [l.level, (l.fields.err as Error).message])).toEqual([
+      ["warn", "no JetStream"],
+      ["debug", "no JetStream"],
+      ["debug", "no JetStream"],
+      ["warn", "consumer gone"],
+      ["warn", "no JetStream"],
+    ]);
+  });
+
+  it("logs the failure as the port explains it", async () => {
+    const { log, lines } = recordingLog();
+    const controller = new AbortController();
+    const explainedError = new Error("the server has no JetStream");
+    const explaining = {
+      ...port("c1"),
+      explain: vi.fn((_client: string, _error: unknown, _operation: string) => explainedError),
+    };
+    const raw = new Error("jetstream is not enabled");
+    let runs = 0;
+    const loop = superviseLoop(
+      explaining,
+      async () => {
+        if (runs++ > 0) return "done";
+        throw raw;
+      },
+      controller.signal,
+      { name: "feed", log, pauseMs: 1 },
+    );
+    await vi.advanceTimersByTimeAsync(50);
+    await loop;
+    expect(explaining.explain).toHaveBeenCalledWith("c1", raw, "feed");
+    expect(lines).toEqual([
+      { level: "warn", fields: { loop: "feed", err: explainedError }, msg: "loop failed; restarting" },
+    ]);
+  });
+});

@@ -162,11 +162,25 @@ describe("results messages", () => {
     });
   });
 
-  it("store undefined as null; a value JSON turns into nothing is malformed, one it throws on throws", () => {
+  it("store undefined as null; a value JSON cannot carry is malformed, another toJSON error is thrown as it is", () => {
     expect(encodeDone(0, undefined)).toBe('{"i":0,"ok":true,"r":null}');
     malformed(() => encodeDone(0, () => 1), "result");
     malformed(() => encodeDone(0, Symbol("s")), "result");
-    expect(() => encodeDone(0, 1n)).toThrow(TypeError);
+    malformed(() => encodeDone(0, 1n), "result");
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    malformed(() => encodeDone(0, cycle), "result");
+    expect(() => encodeDone(3, { n: 1n })).toThrow(
+      /^result of task 3 cannot be serialised to JSON \(.*BigInt/,
+    );
+    const offline = new Error("offline");
+    expect(() =>
+      encodeDone(0, {
+        toJSON() {
+          throw offline;
+        },
+      }),
+    ).toThrow(offline);
   });
 
   it("a dead result bounds its error like a dead letter", () => {

@@ -61,7 +61,10 @@ export const describeServer = async (core: NatsContext, replicas: number): Promi
           "the server refuses to create a stream with more replicas than servers",
       );
   } catch (error) {
-    if (!core.stopping.aborted)
-      log.warn({ err: error }, "server not described (JetStream account info failed)");
+    if (core.stopping.aborted) return;
+    // A server with JetStream off: the connection says so once, in its own words (no-jetstream.ts).
+    if (nc.info?.jetstream !== true)
+      log.debug({ err: error }, "server not described (JetStream account info failed)");
+    else log.warn({ err: error }, "server not described (JetStream account info failed)");
   }
 };

@@ -12,6 +12,7 @@ import {
 } from "../../machines/connection.machine.ts";
 import { connectionActors } from "./connection-actors.ts";
 import { type ClientSettings, NatsClients } from "./nats-clients.ts";
+import { JetStreamPresence } from "./no-jetstream.ts";
 import type { ConnectionSecurity } from "./security.ts";
 
 export interface ConnectionView {
@@ -64,11 +65,14 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
   readonly #clients: NatsClients;
   readonly #log: Logger;
   readonly #waiters = new Set<{ resolve: (nc: NatsConnection) => void; reject: (e: unknown) => void }>();
+  /** Whether each client has JetStream: looked at as it connects, told by `explain`. */
+  readonly #jetstream: JetStreamPresence;
   #stopped = false;
   #lastState: ConnectionState = "idle";
 
   constructor(options: ConnectionSettings, logger: Logger, inspect: InspectObserver | undefined) {
     this.#log = childLogger(logger, { actor: "connection" });
+    this.#jetstream = new JetStreamPresence(this.#log);
     const c = options.connection;
     this.#clients = new NatsClients(
       {
@@ -137,6 +141,11 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
     return this.#clients.get(snapshot.context.clientId);
   }
 
+  /** A JetStream call nobody answered on a client whose server has no JetStream: a permanent error saying so. */
+  explain(nc: NatsConnection, error: unknown, operation: string): unknown {
+    return this.#jetstream.explain(nc, error, operation);
+  }
+
   whenConnected(signal: AbortSignal): Promise<NatsConnection> {
     if (this.#stopped) return Promise.reject(new RuntimeStopped({ message: "runtime stopped" }));
     const nc = this.current();
@@ -196,6 +205,10 @@ export class SupervisedConnection implements ConnectionHandle, ConnectionPort<Na
         `connection ${this.#lastState} → ${state}`,
       );
       this.#lastState = state;
+      if (state === "connected") {
+        const nc = this.#clients.get(snapshot.context.clientId);
+        if (nc) this.#jetstream.check(nc);
+      }
     }
     if (state === "connected" && this.#waiters.size > 0) {
       const nc = this.#clients.get(snapshot.context.clientId);
