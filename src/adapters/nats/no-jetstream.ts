@@ -51,11 +51,16 @@ interface Verdict {
  * connects, and again in the background when an absent verdict over `verdictMs` old is used.
  * A server with JetStream on whose API does not answer yet (just restarted) is not absent:
  * its failures stay transient. In a cluster, a server with JetStream off passes the API on
- * to those that have it: not absent either.
+ * to those that have it: not absent either. Nor once JetStream was seen on any client of
+ * this connection: a server back without it for a while (between two stream leaders, a
+ * restart) is an outage, retried; permanent, a worker gave up its results there and the
+ * job never ended (leader-loss.test.ts).
  */
 export class JetStreamPresence {
   readonly #verdicts = new WeakMap<NatsConnection, Verdict>();
   readonly #probing = new WeakSet<NatsConnection>();
+  /** JetStream answered, or a server said it has it, on some client of this connection. */
+  #seen = false;
   readonly #log: Logger;
 
   constructor(log: Logger) {
@@ -66,6 +71,7 @@ export class JetStreamPresence {
   check(nc: NatsConnection): void {
     // A server with JetStream on says so; only one that says nothing (or off) is probed.
     if (nc.info?.jetstream === true) {
+      this.#seen = true;
       this.#verdicts.delete(nc);
       return;
     }
@@ -80,6 +86,7 @@ export class JetStreamPresence {
       )
       .then((absent) => {
         this.#probing.delete(nc);
+        if (!absent) this.#seen = true;
         this.#verdicts.set(nc, { absent, at: Date.now() });
         if (absent && !wasAbsent)
           this.#log.error(
@@ -95,7 +102,7 @@ export class JetStreamPresence {
    */
   explain(nc: NatsConnection, error: unknown, operation: string): unknown {
     const verdict = this.#verdicts.get(nc);
-    if (verdict?.absent !== true || !unanswered(error)) return error;
+    if (this.#seen || verdict?.absent !== true || !unanswered(error)) return error;
     if (Date.now() - verdict.at > verdictMs) this.check(nc);
     return noJetStream(nc, operation);
   }
