@@ -19,6 +19,8 @@ export interface Child {
   readonly pid: number;
   /** Every line printed so far, parsed (a line that is not JSON as `{ text }`). */
   readonly lines: readonly Line[];
+  /** What it printed to stderr so far. */
+  stderr(): string;
   readonly exited: Promise<void>;
   /** Processes the child started (esbuild's service under tsx), seen while waiting: they must go with it. */
   readonly descendants: Set<number>;
@@ -97,6 +99,7 @@ export const startChild = (name: string, cwd: string, script: string, args: stri
     process: child,
     pid,
     lines,
+    stderr: () => stderr,
     exited,
     descendants: new Set(),
     waitFor: async (match, what, timeoutMs = 30_000) => {

@@ -562,7 +562,11 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
     // Everyone stops cleanly; then only what the killed runtime left may remain (it expires).
     reader.send("exit");
     await reader.waitFor((l) => l.event === "stopped", "stopped");
-    for (const child of [observer, ...workers, subs.a, subs.b]) await child.kill("SIGTERM");
+    const stoppedAt = new Map<string, number>();
+    for (const child of [observer, ...workers, subs.a, subs.b]) {
+      await child.kill("SIGTERM");
+      stoppedAt.set(child.name, Date.now());
+    }
     for (const child of [observer, ...workers, subs.a, subs.b])
       expect(`${child.name}: ${child.process.exitCode} ${child.process.signalCode}`).toBe(
         `${child.name}: 0 null`,
@@ -576,7 +580,16 @@ describe("the job plane across processes: 3 submitters (one SIGKILLed), 2 worker
     const leftover = [...afterStop].flatMap(([stream, list]) =>
       list.filter((c) => c.name !== "dead-letters" && c.name !== "lane").map((c) => ({ stream, ...c })),
     );
-    expect(leftover.filter((c) => c.created >= deadAt)).toEqual([]);
+    // Made after k died: a survivor's, which its clean stop should have deleted. The message
+    // says when each survivor stopped and what it warned of, to tell which one left it.
+    const warnings = [observer, ...workers, subs.a, subs.b].map(
+      (child) =>
+        `${child.name} stopped ${stoppedAt.get(child.name)}: ${JSON.stringify(child.lines.filter((l) => Number(l.level) >= 40).slice(-5))} ${child.stderr().slice(-1500)}`,
+    );
+    expect(
+      leftover.filter((c) => c.created >= deadAt),
+      warnings.join("\n"),
+    ).toEqual([]);
     const ordered = leftover.filter((c) => /^[0-9A-Z]{22}_\d+$/.test(c.name));
     expect(new Set(ordered.map((c) => c.name.slice(0, 12))).size, describe(afterStop)).toBeLessThanOrEqual(1);
     // Its record watch, named `records_<id>` (one per runtime, deleted by a clean stop).

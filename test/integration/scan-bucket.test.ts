@@ -1,4 +1,4 @@
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamClient, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { ClosedConnectionError, connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -249,5 +249,52 @@ describe("scanBucket", () => {
   // Or its messages reject with the close: that failure is the scan's own, as retryable as the first.
   it("scanBucketEntries: a scan whose messages reject with the client's close fails as transient too", async () => {
     expect(await scanClosedMidway("scan_cut_raised", true)).toMatchObject({ _tag: "TransientBrokerError" });
+  });
+
+  const consumersOf = async (stream: string) => {
+    const jsm = await jetstreamManager(nc);
+    return (await jsm.consumers.list(stream).next()).map((c) => c.name);
+  };
+  /** A bucket of one key, and a JetStream client whose `consumers.get` goes through `get`. */
+  const bucketWithGet = async (
+    bucket: string,
+    get: (real: JetStreamClient["consumers"]["get"]) => JetStreamClient["consumers"]["get"],
+  ) => {
+    await (await new Kvm(nc).create(bucket, { history: 1 })).put("a", "1");
+    const js = jetstream(nc);
+    const consumers = Object.assign(Object.create(js.consumers) as JetStreamClient["consumers"], {
+      get: get(js.consumers.get.bind(js.consumers)),
+    });
+    return {
+      js: Object.assign(Object.create(js) as JetStreamClient, { consumers }),
+      jsm: await jetstreamManager(nc),
+    };
+  };
+
+  // A loaded server (or host) answers a consumer's create after the client stopped waiting: the
+  // server made it, the scan never learnt its name and could not delete it; it stayed for the
+  // five minutes of an ordered consumer's idle limit (a clean stop's leftover in the
+  // five-processes test). The answer's loss is played here by a create that rejects once the
+  // server has made the consumer.
+  it("scanBucketEntries: a consumer whose create was answered too late is deleted all the same", async () => {
+    const { js, jsm } = await bucketWithGet("scan_lost_answer", (real) => async (...args) => {
+      await real(...args);
+      throw new Error("TIMEOUT (the create's answer played as lost)");
+    });
+    await expect(scanBucketEntries(js, jsm, "scan_lost_answer")).rejects.toThrow();
+    expect(await consumersOf("KV_scan_lost_answer")).toEqual([]);
+  });
+
+  // What no delete reaches (the client closed under the scan) goes by itself soon, not in 5 min.
+  it("scanBucketEntries: its consumer's idle limit is the scan's own, not nats.js's five minutes", async () => {
+    const limits: number[] = [];
+    const { js, jsm } = await bucketWithGet("scan_idle_limit", (real) => async (...args) => {
+      const consumer = await real(...args);
+      limits.push((await consumer.info(true)).config.inactive_threshold ?? 0);
+      return consumer;
+    });
+    expect((await scanBucketEntries(js, jsm, "scan_idle_limit")).size).toBe(1);
+    expect(limits).toEqual([30_000 * 1e6]);
+    expect(await consumersOf("KV_scan_idle_limit")).toEqual([]);
   });
 });

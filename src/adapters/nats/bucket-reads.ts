@@ -1,5 +1,5 @@
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
-import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import { createInbox, type Msg, type NatsConnection, nuid } from "@nats-io/transport-node";
 import type { ServerTime } from "../../kernel/clock.ts";
 import { TransientBrokerError } from "../../kernel/errors.ts";
 import { classifyNatsError } from "./classify-error.ts";
@@ -100,10 +100,21 @@ export const scanBucketEntries = async (
   // the answer came, a slow answer (a loaded server, a slow link, a busy event loop) read as this
   // runtime's clock ahead by as long as it took, and a right clock was taken back by it.
   const sentAt = performance.now();
-  const consumer = await js.consumers.get(stream, {
-    filter_subjects: `${prefix}${keys}`,
-    deliver_policy: DeliverPolicy.LastPerSubject,
-  });
+  // Named here, not by nats.js: a create the server made but answered after the client gave up
+  // on it (a loaded host) is deleted all the same. Its idle limit is the scan's: what no delete
+  // reaches (the client closed under the scan) goes by itself soon, not after nats.js's 5 min.
+  const namePrefix = nuid.next();
+  const consumer = await js.consumers
+    .get(stream, {
+      name_prefix: namePrefix,
+      filter_subjects: `${prefix}${keys}`,
+      deliver_policy: DeliverPolicy.LastPerSubject,
+      inactive_threshold: scanIdleMs,
+    })
+    .catch(async (error: unknown) => {
+      await jsm.consumers.delete(stream, `${namePrefix}_1`).catch(() => undefined);
+      throw error;
+    });
   if (serverTime) {
     const created = parseServerTime((await consumer.info(true)).created);
     if (Number.isFinite(created)) serverTime({ at: created, seenAt: sentAt });
@@ -173,6 +184,8 @@ export const scanBucketEntries = async (
 
 /** How long a bucket scan waits for a message before it asks whether one is still to come. */
 const quietMs = 200;
+/** A scan's consumer, left idle this long (its scan gone without deleting it), goes by itself. */
+const scanIdleMs = 30_000;
 
 /** What `pageBucket` reads: where to start, how much to keep and read, which values to keep. */
 export interface BucketPage<T> {
