@@ -20,24 +20,60 @@ const isHeartbeatKey = (key: string): boolean => key.startsWith("heartbeat.");
 export const leaseRunsUntil = (lease: Lease, heartbeatUntil: number | undefined): number =>
   lease.until === 0 ? 0 : Math.max(lease.until, heartbeatUntil ?? 0);
 
+/**
+ * A lease or a heartbeat as stored: its holder, until when, and when its
+ * writer wrote it (`at`), both by the writer's clock. `at` is absent from
+ * what versions before it wrote.
+ */
+export interface LeaseValue extends Lease {
+  readonly v: 1;
+  readonly at?: number;
+}
+
+/** The stored value of a lease or heartbeat `holder` writes at `at` (its clock), good until `until`. */
+export const leaseValue = (holder: string, until: number, at: number): string =>
+  JSON.stringify({ v: 1, holder, until, at } satisfies LeaseValue);
+
 /** An entry of the leases bucket as a broker stores it (`value` undefined: a delete or purge marker). */
 export interface StoredLease {
   readonly key: string;
   readonly value: string | undefined;
   readonly revision: number;
+  /** When the server stored it, by the server's clock. */
+  readonly storedAt?: number | undefined;
 }
 
 /**
- * The jobs' leases among the bucket's entries (markers and heartbeats left
- * out), each `until` as another runtime must read it: with its holder's
- * heartbeat, from the same entries (`leaseRunsUntil`). Both brokers' `list()`.
+ * Until when a stored lease or heartbeat holds, on the clock of the runtime
+ * that reads it: the span its writer gave it (`until - at`), counted from
+ * the server's stamp of the write and moved by `aheadMs`, how far the
+ * reader's clock runs ahead of the server's. Read as written (the writer's
+ * clock taken for the reader's) when one of the three is missing: a value of
+ * an older version, an entry without a stamp, a reader with no reading of
+ * the server's clock. A lease given back (`until` 0) stays run out.
  */
-export const jobLeases = (entries: Iterable<StoredLease>): Array<ListedLease> => {
+export const leaseUntilFor = (
+  value: LeaseValue,
+  storedAt: number | undefined,
+  aheadMs: number | undefined,
+): number =>
+  value.until === 0 || value.at === undefined || storedAt === undefined || aheadMs === undefined
+    ? value.until
+    : storedAt + aheadMs + (value.until - value.at);
+
+/**
+ * The jobs' leases among the bucket's entries (markers and heartbeats left
+ * out), each `until` as the runtime reading them must take it: with its
+ * holder's heartbeat, from the same entries (`leaseRunsUntil`), on its own
+ * clock (`leaseUntilFor`, `aheadMs`). Both brokers' `list()`.
+ */
+export const jobLeases = (entries: Iterable<StoredLease>, aheadMs?: number): Array<ListedLease> => {
   const heartbeats = new Map<string, number>();
   const leases: Array<ListedLease> = [];
-  for (const { key, value, revision } of entries) {
+  for (const { key, value, revision, storedAt } of entries) {
     if (value === undefined) continue;
-    const lease = JSON.parse(value) as Lease;
+    const stored = JSON.parse(value) as LeaseValue;
+    const lease = { holder: stored.holder, until: leaseUntilFor(stored, storedAt, aheadMs) };
     if (isHeartbeatKey(key)) heartbeats.set(lease.holder, lease.until);
     else leases.push({ jobId: key, lease, revision });
   }
@@ -47,9 +83,15 @@ export const jobLeases = (entries: Iterable<StoredLease>): Array<ListedLease> =>
   }));
 };
 
-/** A runtime's heartbeat that ran out by `now` (the runtime is gone): cleanup removes it. */
-export const isRunOutHeartbeat = ({ key, value }: StoredLease, now: number): boolean =>
-  value !== undefined && isHeartbeatKey(key) && (JSON.parse(value) as Lease).until <= now;
+/** A runtime's heartbeat that ran out by `now` on the reader's clock (the runtime is gone): cleanup removes it. */
+export const isRunOutHeartbeat = (
+  { key, value, storedAt }: StoredLease,
+  now: number,
+  aheadMs?: number,
+): boolean =>
+  value !== undefined &&
+  isHeartbeatKey(key) &&
+  leaseUntilFor(JSON.parse(value) as LeaseValue, storedAt, aheadMs) <= now;
 
 interface Held {
   readonly revision: number;

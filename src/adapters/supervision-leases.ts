@@ -62,8 +62,18 @@ export interface SupervisionLeases {
    * over at once, and its key stays for it to be found. Best effort.
    */
   giveBack(jobId: string): Promise<void>;
-  /** Every job's lease on the server, with its revision; `until`: with its holder's heartbeat. */
-  list(): Promise<Array<ListedLease>>;
+  /**
+   * Every job's lease on the server, with its revision; `until`: with its
+   * holder's heartbeat, on the reader's clock (`leaseUntilFor`): the span
+   * its holder gave it counted from the server's stamp of its write, so a
+   * reader whose clock runs ahead of the holder's does not take a live
+   * lease for run out. `now`: the reader's clock, read just before the call
+   * (the runtime's by default); its distance from the server's clock is
+   * measured by it (on NATS by the last reading of the server's clock: none
+   * before a listing of a bucket not empty, and then each `until` is read as
+   * written).
+   */
+  list(now?: number): Promise<Array<ListedLease>>;
   /**
    * The server's clock as this broker last read it: on NATS, by the last
    * `list()` (its pass's consumer's creation stamp, as the schedule store
@@ -73,7 +83,7 @@ export interface SupervisionLeases {
    */
   serverTime(): ServerTime | undefined;
   /** One job's lease as `list()` reads it (with its holder's heartbeat), in one or two reads; undefined: none. */
-  get(jobId: string): Promise<ListedLease | undefined>;
+  get(jobId: string, now?: number): Promise<ListedLease | undefined>;
   /**
    * Removes the job's lease whoever holds it (its job is over or gone);
    * with `revision`, only up to that revision: a lease written since stays.

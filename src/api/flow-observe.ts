@@ -104,7 +104,7 @@ export const observeJob = async (
   // By the server's stamp of the record: by its own, a submitter ahead that died held the node.
   const pastDeadline = o.now() >= commitDeadlineBy(found, o.aheadMs()) + o.graceMs;
   if (!pastDeadline && !flowCancelled) return observe(shown);
-  const lease = await o.broker.leases.get(jobId);
+  const lease = await o.broker.leases.get(jobId, o.now());
   const runOut = lease !== undefined && lease.lease.until <= o.now();
   if (!pastDeadline && !runOut) return observe(shown);
   // Not past its deadline: finished whatever the deadline says (its submitter is gone).

@@ -81,7 +81,7 @@ export const adoptOrphans = async (host: TakeoverHost): Promise<void> => {
   // its own for the job, is run out too: a take stored whose answer never came back. This
   // runtime's heartbeat makes every other runtime read it as held for as long as it runs.
   // Told without a wait: a submit in flight here settles only at its commit.
-  for (const listed of await leases.list())
+  for (const listed of await leases.list(now))
     if (
       listed.lease.until <= now
         ? !(await host.watching(listed.jobId))

@@ -21,7 +21,16 @@ export interface ServerTime {
  * 0 with no reading: the clock is taken as the server's.
  */
 export const aheadOfServer = (clock: Clock, seen: ServerTime | undefined): number =>
-  seen === undefined ? 0 : clock.now() - (seen.at + (performance.now() - seen.seenAt));
+  seen === undefined ? 0 : aheadOfServerAt(clock.now(), seen);
+
+/**
+ * How far a clock that read `now` runs ahead of the server's, the server's
+ * time read now (from `seen`, carried on by the monotonic clock). `now` read
+ * earlier by d makes it d less: a judgment made with it is the one `now`
+ * plus d would make now (what it compares with `now` is d earlier too).
+ */
+export const aheadOfServerAt = (now: number, seen: ServerTime): number =>
+  now - (seen.at + (performance.now() - seen.seenAt));
 
 /** `aheadOfServer`, undefined with no reading: a judge that must not take its clock for the server's. */
 export const aheadOfServerRead = (clock: Clock, seen: ServerTime | undefined): number | undefined =>

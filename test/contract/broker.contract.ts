@@ -1480,61 +1480,103 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
 
     // ---- supervision and housekeeping ----
 
+    /** The clock the broker's leases go by: its manual one (memory), or the host's. */
+    const brokerNow = () => h.clock?.now() ?? Date.now();
+    /**
+     * A lease's `until` as another runtime reads it: its span counted from the server's stamp
+     * of its write, so within the time the write took of `writtenAt + span`.
+     */
+    const near = (until: number | undefined, expected: number, withinMs = 250) =>
+      expect(Math.abs((until ?? Number.NaN) - expected), `${until} near ${expected}`).toBeLessThan(withinMs);
+
+    // Time passes for the server too (`h.advance`): a lease's `until` as another runtime reads
+    // it counts from the server's stamp of its write (a reader whose clock runs ahead of the
+    // holder's must not take a live lease for run out). Spans of 2 s, each check 800 ms or more
+    // from a boundary.
     it("supervision leases: acquire, renew, expiry and takeover, release", async () => {
       const a = broker.leases;
       const b = (await h.peer("contract-peer")).leases;
       expect(a.holder).not.toBe(b.holder);
+      const span = 2000;
       const jobId = uid("j");
-      const t0 = Date.now();
       // Stored before the job's lease: its replaced writes lie behind a message still stored.
       const pinned = uid("j");
-      expect(await a.acquire(pinned, 60_000, t0)).toBe(true);
-      expect(await a.acquire(jobId, 1000, t0)).toBe(true);
+      expect(await a.acquire(pinned, 60_000, brokerNow())).toBe(true);
+      expect(await a.acquire(jobId, span, brokerNow())).toBe(true);
       expect(a.holds(jobId)).toBe(true);
-      expect(await a.acquire(jobId, 1000, t0 + 100)).toBe(true); // ours already
-      expect(await b.acquire(jobId, 1000, t0 + 500)).toBe(false);
-      expect(b.holds(jobId)).toBe(false);
+      expect(await a.acquire(jobId, span, brokerNow())).toBe(true); // ours already
+      expect(await b.acquire(jobId, span, brokerNow())).toBe(false);
+      expect(b.holds(jobId, brokerNow())).toBe(false);
       // a supervises (it took the lease), b only tried.
       expect([a.supervises(jobId), b.supervises(jobId)]).toEqual([true, false]);
-      expect(await a.renew(jobId, 1000, t0 + 800)).toBe(true);
-      expect(await b.acquire(jobId, 1000, t0 + 1500)).toBe(false); // renewed until t0 + 1800
-      const [before] = (await a.list()).filter((l) => l.jobId === jobId);
+      await h.advance(800);
+      const renewedAt = brokerNow();
+      expect(await a.renew(jobId, span, renewedAt)).toBe(true);
+      await h.advance(1200); // past the first write's span, not the renewal's
+      expect(await b.acquire(jobId, span, brokerNow())).toBe(false);
+      const [before] = (await a.list(brokerNow())).filter((l) => l.jobId === jobId);
+      near(before?.lease.until, renewedAt + span);
+      await h.advance(span - 1200 + 800); // the renewal's span and 800 ms
       // Run out on a's clock, but not given up: still its supervisor until it hears otherwise.
-      expect(a.holds(jobId, t0 + 1900)).toBe(false);
+      expect(a.holds(jobId, brokerNow())).toBe(false);
       expect(a.supervises(jobId)).toBe(true);
-      expect(await b.acquire(jobId, 1000, t0 + 1900)).toBe(true); // ran out: taken over
+      const takenAt = brokerNow();
+      expect(await b.acquire(jobId, span, takenAt)).toBe(true); // ran out: taken over
       // A removal or a release by the holder that lost it (it has not heard yet) removes only
       // its own write, and is no error.
       await a.remove(jobId, before?.revision);
       await a.release(jobId);
-      expect((await b.list()).filter((l) => l.jobId === jobId)).toMatchObject([
-        { jobId, lease: { holder: b.holder, until: t0 + 2900 } },
-      ]);
-      expect(await a.acquire(jobId, 1000, t0 + 1950)).toBe(false);
-      expect(await a.renew(jobId, 1000, t0 + 2000)).toBe(false);
+      const [taken] = (await b.list(brokerNow())).filter((l) => l.jobId === jobId);
+      expect(taken).toMatchObject({ jobId, lease: { holder: b.holder } });
+      near(taken?.lease.until, takenAt + span);
+      expect(await a.acquire(jobId, span, brokerNow())).toBe(false);
+      expect(await a.renew(jobId, span, brokerNow())).toBe(false);
       expect(a.holds(jobId)).toBe(false);
       expect([a.supervises(jobId), b.supervises(jobId)]).toEqual([false, true]);
-      expect(await b.renew(jobId, 1000, t0 + 2000)).toBe(true);
-      expect((await a.list()).filter((l) => l.jobId === jobId)).toMatchObject([
-        { jobId, lease: { holder: b.holder, until: t0 + 3000 } },
-      ]);
+      const renewedByB = brokerNow();
+      expect(await b.renew(jobId, span, renewedByB)).toBe(true);
+      const [renewed] = (await a.list(brokerNow())).filter((l) => l.jobId === jobId);
+      expect(renewed).toMatchObject({ jobId, lease: { holder: b.holder } });
+      near(renewed?.lease.until, renewedByB + span);
       await b.release(jobId);
       expect(b.holds(jobId)).toBe(false);
       expect(b.supervises(jobId)).toBe(false);
-      expect((await a.list()).map((l) => l.jobId)).not.toContain(jobId);
-      expect(await a.acquire(jobId, 1000, t0 + 2100)).toBe(true); // free again
+      expect((await a.list(brokerNow())).map((l) => l.jobId)).not.toContain(jobId);
+      expect(await a.acquire(jobId, span, brokerNow())).toBe(true); // free again
       // Taken over again once run out; a's try to take it back reads it b's: a has heard, and
       // supervises it no more (a deposed supervisor's clock went on deciding the job's stall).
-      expect(await b.acquire(jobId, 1000, t0 + 3200)).toBe(true);
+      await h.advance(span + 800);
+      expect(await b.acquire(jobId, span, brokerNow())).toBe(true);
       expect(a.supervises(jobId)).toBe(true); // not heard yet
-      expect(await a.acquire(jobId, 1000, t0 + 3300)).toBe(false);
+      expect(await a.acquire(jobId, span, brokerNow())).toBe(false);
       expect(a.supervises(jobId)).toBe(false);
       await b.release(jobId);
-      expect(await a.acquire(jobId, 1000, t0 + 3400)).toBe(true);
+      expect(await a.acquire(jobId, span, brokerNow())).toBe(true);
       await a.remove(jobId);
-      expect((await b.list()).map((l) => l.jobId)).not.toContain(jobId);
-      expect(await a.renew(uid("j"), 1000)).toBe(false); // never held
+      expect((await b.list(brokerNow())).map((l) => l.jobId)).not.toContain(jobId);
+      expect(await a.renew(uid("j"), span)).toBe(false); // never held
       await a.release(pinned);
+    });
+
+    // A lease says until when by its holder's clock: a runtime whose clock ran ahead of the
+    // holder's by more than the lease read every live lease as run out, and took it over.
+    it("supervision leases: a runtime whose clock runs a minute ahead reads another's live lease as live", async () => {
+      const a = (await h.peer("contract-skew-holder")).leases;
+      const ahead = (await h.peer("contract-skew-ahead")).leases;
+      const aheadNow = () => brokerNow() + 60_000;
+      const jobId = uid("j");
+      const writtenAt = brokerNow();
+      expect(await a.acquire(jobId, 2000, writtenAt)).toBe(true);
+      // It has listed nothing yet (on NATS: no reading of the server's clock): its first look at
+      // another's lease reads one.
+      expect(await ahead.acquire(jobId, 2000, aheadNow())).toBe(false);
+      expect(ahead.supervises(jobId)).toBe(false);
+      const [listed] = (await ahead.list(aheadNow())).filter((l) => l.jobId === jobId);
+      expect(listed?.lease.holder).toBe(a.holder);
+      near(listed?.lease.until, writtenAt + 60_000 + 2000);
+      await h.advance(2800);
+      expect(await ahead.acquire(jobId, 2000, aheadNow())).toBe(true); // run out by every clock
+      await ahead.release(jobId);
     });
 
     it("supervision leases: get reads one job's lease as list() does, its holder's heartbeat included", async () => {
@@ -1543,26 +1585,38 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const b = (await h.peer("contract-get-reader")).leases;
       const held = uid("j");
       const enrolled = uid("j");
-      const t0 = Date.now();
-      expect(await b.get(held)).toBeUndefined();
+      expect(await b.get(held, brokerNow())).toBeUndefined();
+      const t0 = brokerNow();
       expect(await a.acquire(held, 1000, t0)).toBe(true);
-      expect(await b.get(held)).toMatchObject({ jobId: held, lease: { holder: a.holder, until: t0 + 1000 } });
+      // A reading of the server's clock (on NATS a listing of a bucket not empty takes it), as a
+      // takeover has: `get` reads by it as `list` does.
+      await b.list(brokerNow());
+      const one = await b.get(held, brokerNow());
+      expect(one).toMatchObject({ jobId: held, lease: { holder: a.holder } });
+      near(one?.lease.until, t0 + 1000);
       const givenBack = uid("j");
       expect(await a.acquire(givenBack, 1000, t0)).toBe(true);
       // The holder's heartbeat carries its lease past the lease's own `until`; not one given back.
-      await a.heartbeat(60_000, t0);
+      const beatAt = brokerNow();
+      await a.heartbeat(60_000, beatAt);
       await a.giveBack(givenBack);
       expect(await a.enrol(enrolled)).toBe(true);
       const ids = [held, enrolled, givenBack];
-      const got = await Promise.all(ids.map((id) => b.get(id)));
+      const got = await Promise.all(ids.map((id) => b.get(id, brokerNow())));
       expect(got).toMatchObject([
-        { jobId: held, lease: { holder: a.holder, until: t0 + 60_000 } },
+        { jobId: held, lease: { holder: a.holder } },
         { jobId: enrolled, lease: { holder: "", until: 0 } },
         { jobId: givenBack, lease: { holder: a.holder, until: 0 } },
       ]);
-      // The same as the listing, revisions included.
-      const listed = await b.list();
-      expect(got).toEqual(ids.map((id) => listed.find((l) => l.jobId === id)));
+      near(got[0]?.lease.until, beatAt + 60_000);
+      // The same as the listing, revisions included (each `until` within a millisecond: each
+      // read measures the reader's clock against the server's anew).
+      const listed = await b.list(brokerNow());
+      for (const [n, id] of ids.entries()) {
+        const [one, inList] = [got[n], listed.find((l) => l.jobId === id)];
+        expect({ ...one, lease: one?.lease.holder }).toEqual({ ...inList, lease: inList?.lease.holder });
+        near(one?.lease.until, inList?.lease.until ?? Number.NaN, 2);
+      }
       await a.release(held);
       await a.remove(enrolled);
       await a.remove(givenBack);

@@ -3,6 +3,7 @@
  * with a clock of its own, and their job records read raw: the backends of
  * `schedules-clock.both.test.ts`, shared by the review's attacks on clocks.
  */
+import { randomUUID } from "node:crypto";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll } from "vitest";
@@ -17,6 +18,7 @@ import { type Clock, realClock } from "../../src/kernel/clock.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer, type MemoryServer } from "../../src/testing.ts";
+import { liveEntries } from "./kv-keys.ts";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.ts";
 import { type RawRecord, rawJobRecords } from "./raw-job-records.ts";
 
@@ -44,12 +46,23 @@ const submitterJobs = (hooks: SubmitHooks) => ({
   submitHooks: hooks,
 });
 
+/** A job's supervision lease as stored. */
+export interface RawLease {
+  readonly jobId: string;
+  readonly holder: string;
+  readonly until: number;
+}
+
+const isJobLease = (key: string) => !key.startsWith("heartbeat.");
+
 export interface ClockBackend {
   runtime(name: string, options?: RuntimeOptions): Promise<Runtime>;
   /** A submitter on the same server with a clock of its own, whose submits run `hooks` after each step. */
   submitter(name: string, options: SubmitterOptions): Promise<ClockSubmitter>;
   /** Every job record stored, read without jetstate's code. */
   records(): Promise<RawRecord[]>;
+  /** Every job's supervision lease stored (heartbeats left out), read without jetstate's code. */
+  leases(): Promise<RawLease[]>;
   /** The schedule's stored record, read without jetstate's code. */
   schedule(id: string): Promise<Record<string, unknown> | undefined>;
   /** Sets the schedule's `lastTick` as a writer would, without jetstate's code. */
@@ -68,7 +81,8 @@ export const memoryClockBackend = (): ClockBackend => {
         logger: silentLogger(),
         ...options,
         jobs: { cleanupIntervalMs: 0, reapIntervalMs: 0, ...options.jobs },
-        broker: createMemoryBroker({ server }),
+        // Its leases name it, as on NATS (a holder is the runtime's name and a few random characters).
+        broker: createMemoryBroker({ server, holder: `${name}.${randomUUID().slice(0, 8)}` }),
       });
       runtimes.push(rt);
       return rt;
@@ -91,6 +105,11 @@ export const memoryClockBackend = (): ClockBackend => {
       memoryServerState(server)
         .records.live()
         .map((e) => JSON.parse(e.value as string) as RawRecord),
+    leases: async () =>
+      memoryServerState(server)
+        .leases.live()
+        .filter((e) => isJobLease(e.key))
+        .map((e) => ({ jobId: e.key, ...(JSON.parse(e.value as string) as Omit<RawLease, "jobId">) })),
     async schedule(id) {
       const entry = memoryServerState(server).schedules.get("test", id);
       return entry?.value === undefined ? undefined : JSON.parse(entry.value);
@@ -144,6 +163,10 @@ export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): 
       return { registry, stop };
     },
     records: () => rawJobRecords(nc, `${prefix}_jobs`),
+    leases: async () =>
+      (await liveEntries(nc, `${prefix}_leases`))
+        .filter(({ key }) => isJobLease(key))
+        .map(({ key, entry }) => ({ jobId: key, ...entry.json<Omit<RawLease, "jobId">>() })),
     async schedule(id) {
       const kv = await new Kvm(nc).open(`${prefix}_schedules`);
       const entry = await kv.get(id);

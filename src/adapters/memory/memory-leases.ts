@@ -1,13 +1,17 @@
 import type { ServerTime } from "../../kernel/clock.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
-import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
+import {
+  HeldLeases,
+  heartbeatKey,
+  isRunOutHeartbeat,
+  jobLeases,
+  type LeaseValue,
+  leaseRunsUntil,
+  leaseUntilFor,
+  leaseValue,
+} from "../held-leases.ts";
 import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
 import type { MemoryServerState } from "./memory-server.ts";
-
-/** Who supervises a job, until when: the same versioned value as on NATS. */
-interface LeaseRecord extends Lease {
-  readonly v: 1;
-}
 
 /**
  * Supervision leases in the server's leases bucket, one key per job, taken
@@ -73,8 +77,13 @@ export class MemoryLeases implements SupervisionLeases {
         this.#held.wrote(jobId, revision, now + ttlMs);
         return true;
       }
-      const lease = JSON.parse(entry.value) as LeaseRecord;
-      if (lease.holder !== this.holder && leaseRunsUntil(lease, this.#heartbeatOf(lease.holder)) > now)
+      const aheadMs = this.#aheadMs(now);
+      const stored = JSON.parse(entry.value) as LeaseValue;
+      const lease = { holder: stored.holder, until: leaseUntilFor(stored, entry.storedAt, aheadMs) };
+      if (
+        lease.holder !== this.holder &&
+        leaseRunsUntil(lease, this.#heartbeatOf(lease.holder, aheadMs)) > now
+      )
         return this.#takenByAnother(jobId);
       this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), now + ttlMs);
       return true;
@@ -91,9 +100,19 @@ export class MemoryLeases implements SupervisionLeases {
     return false;
   }
 
-  #heartbeatOf(holder: string): number | undefined {
-    const value = this.#server.leases.get("lease.acquire", heartbeatKey(holder))?.value;
-    return value === undefined ? undefined : (JSON.parse(value) as LeaseRecord).until;
+  #heartbeatOf(holder: string, aheadMs: number): number | undefined {
+    const entry = this.#server.leases.get("lease.acquire", heartbeatKey(holder));
+    return entry?.value === undefined
+      ? undefined
+      : leaseUntilFor(JSON.parse(entry.value) as LeaseValue, entry.storedAt, aheadMs);
+  }
+
+  /**
+   * How far the clock `now` was read from runs ahead of the server's: what
+   * the server's clock says now, read at once (nothing is awaited in between).
+   */
+  #aheadMs(now: number): number {
+    return now - this.#server.clock.now();
   }
 
   async renew(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
@@ -133,16 +152,16 @@ export class MemoryLeases implements SupervisionLeases {
     if (revision === undefined) return;
     try {
       this.#assertOpen("lease.giveBack");
-      const value = JSON.stringify({ v: 1, holder: this.holder, until: 0 } satisfies LeaseRecord);
+      const value = leaseValue(this.holder, 0, this.#server.clock.now());
       this.#server.leases.update("lease.giveBack", jobId, value, revision);
     } catch {
       // As on NATS: a lease taken over meanwhile, or a closed broker, is not ours to give back.
     }
   }
 
-  async list(): Promise<Array<ListedLease>> {
+  async list(now = this.#server.clock.now()): Promise<Array<ListedLease>> {
     this.#assertOpen("lease.list");
-    return jobLeases(this.#server.leases.live());
+    return jobLeases(this.#server.leases.live(), this.#aheadMs(now));
   }
 
   /** The server's clock itself, read now. */
@@ -150,19 +169,20 @@ export class MemoryLeases implements SupervisionLeases {
     return { at: this.#server.clock.now(), seenAt: performance.now() };
   }
 
-  async get(jobId: string): Promise<ListedLease | undefined> {
+  async get(jobId: string, now = this.#server.clock.now()): Promise<ListedLease | undefined> {
     const op = "lease.get";
     this.#assertOpen(op);
     const entry = this.#server.leases.get(op, jobId);
     if (entry?.value === undefined) return undefined;
     const beat = this.#server.leases.get(op, heartbeatKey((JSON.parse(entry.value) as Lease).holder));
-    return jobLeases(beat ? [entry, beat] : [entry])[0];
+    return jobLeases(beat ? [entry, beat] : [entry], this.#aheadMs(now))[0];
   }
 
   /** As on NATS: the heartbeats that ran out (runtimes gone) go. */
   purgeRunOutHeartbeats(now = this.#server.clock.now()): void {
+    const aheadMs = this.#aheadMs(now);
     for (const entry of this.#server.leases.live())
-      if (isRunOutHeartbeat(entry, now))
+      if (isRunOutHeartbeat(entry, now, aheadMs))
         this.#server.leases.erase("lease.purgeMarkers", entry.key, entry.revision);
   }
 
@@ -175,11 +195,7 @@ export class MemoryLeases implements SupervisionLeases {
     const op = "lease.enrol";
     this.#assertOpen(op);
     try {
-      this.#server.leases.create(
-        op,
-        jobId,
-        JSON.stringify({ v: 1, holder: "", until: 0 } satisfies LeaseRecord),
-      );
+      this.#server.leases.create(op, jobId, leaseValue("", 0, this.#server.clock.now()));
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) return false; // it has one
@@ -188,6 +204,6 @@ export class MemoryLeases implements SupervisionLeases {
   }
 
   #value(ttlMs: number, now: number): string {
-    return JSON.stringify({ v: 1, holder: this.holder, until: now + ttlMs } satisfies LeaseRecord);
+    return leaseValue(this.holder, now + ttlMs, now);
   }
 }

@@ -73,7 +73,11 @@ export class MemoryServerState implements MemoryServer {
     (key) => `job record ${key}`,
     () => this.clock.now(),
   );
-  readonly leases = new MemoryKv((key) => `lease ${key}`);
+  /** Supervision leases, each write stamped by the server's clock, as NATS stamps a stored message. */
+  readonly leases = new MemoryKv(
+    (key) => `lease ${key}`,
+    () => this.clock.now(),
+  );
   readonly presence = new MemoryKv((key) => `presence ${key}`);
   /** Each queue's controls (`rt.queues`) and its pools of permits, shared by every runtime on this server. */
   readonly queues = new MemoryKv((key) => `queue ${key}`);

@@ -1,18 +1,22 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { ServerTime } from "../../kernel/clock.ts";
-import { HeldLeases, heartbeatKey, isRunOutHeartbeat, jobLeases, leaseRunsUntil } from "../held-leases.ts";
+import { aheadOfServerAt, type ServerTime } from "../../kernel/clock.ts";
+import {
+  HeldLeases,
+  heartbeatKey,
+  isRunOutHeartbeat,
+  jobLeases,
+  type LeaseValue,
+  leaseRunsUntil,
+  leaseUntilFor,
+  leaseValue,
+} from "../held-leases.ts";
 import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
 import { ServerClockReading, scanBucketEntries } from "./bucket-reads.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { ensureBucket } from "./streams.ts";
-
-/** Who supervises a job, until when. Versioned like every persisted record. */
-export interface LeaseRecord extends Lease {
-  readonly v: 1;
-}
 
 /**
  * Supervision leases in KV, one key per job, taken and renewed with
@@ -96,7 +100,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const kv = await this.#bucket(nc);
       const key = heartbeatKey(this.holder);
       const until = now + ttlMs;
-      const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
+      const value = leaseValue(this.holder, until, now);
       const known = this.#held.heartbeatRevision;
       let revision: number;
       let unbroken = true;
@@ -131,7 +135,7 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   #givenBack(): string {
-    return JSON.stringify({ v: 1, holder: this.holder, until: 0 } satisfies LeaseRecord);
+    return leaseValue(this.holder, 0, this.#core.clock.now());
   }
 
   /**
@@ -144,7 +148,7 @@ export class NatsJobLeases implements SupervisionLeases {
     return this.#broker.run("lease.acquire", async (nc) => {
       const kv = await this.#bucket(nc);
       const until = now + ttlMs;
-      const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
+      const value = leaseValue(this.holder, until, now);
       try {
         // `kv.create`'s first try, through the client's PubAcks (no request of its own).
         const revision = await this.#broker.writeKey(nc, this.#broker.names.leasesBucket, jobId, value, 0);
@@ -163,7 +167,12 @@ export class NatsJobLeases implements SupervisionLeases {
           this.#held.wrote(jobId, revision, until);
           return true;
         }
-        const lease = entry.json<LeaseRecord>();
+        const stored = entry.json<LeaseValue>();
+        // Another's lease is judged on this runtime's clock: with no reading of the server's
+        // yet (no listing read one), a scan of this one key takes it.
+        if (stored.holder !== this.holder && this.#aheadMs(now) === undefined)
+          await this.#readServerClock(nc, jobId);
+        const lease = { holder: stored.holder, until: this.#untilFor(stored, entry.created, now) };
         if (
           lease.holder !== this.holder &&
           leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
@@ -190,10 +199,32 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /** The `until` of the heartbeat of a lease's holder, read only when the lease's own has run out. */
-  async #heartbeatOf(kv: KV, lease: LeaseRecord, now: number): Promise<number | undefined> {
+  async #heartbeatOf(kv: KV, lease: Lease, now: number): Promise<number | undefined> {
     if (lease.until === 0 || lease.until > now) return undefined;
     const entry = await kv.get(heartbeatKey(lease.holder));
-    return entry?.operation === "PUT" ? entry.json<LeaseRecord>().until : undefined;
+    return entry?.operation === "PUT"
+      ? this.#untilFor(entry.json<LeaseValue>(), entry.created, now)
+      : undefined;
+  }
+
+  /** A stored lease's or heartbeat's `until` on the clock `now` was read from (`leaseUntilFor`). */
+  #untilFor(value: LeaseValue, stored: Date, now: number): number {
+    return leaseUntilFor(value, stored.getTime(), this.#aheadMs(now));
+  }
+
+  /** A reading of the server's clock, from a scan of one key (its consumer's creation stamp). */
+  async #readServerClock(nc: NatsConnection, key: string): Promise<void> {
+    const { js, jsm } = await this.#broker.handles(nc);
+    await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket, key, this.#clock.take);
+  }
+
+  /**
+   * How far the clock `now` was read from (the runtime's) runs ahead of the
+   * server's, by the last reading; undefined without one.
+   */
+  #aheadMs(now: number): number | undefined {
+    const seen = this.#clock.serverTime();
+    return seen === undefined ? undefined : aheadOfServerAt(now, seen);
   }
 
   /** Extends a held lease with a write of its own; false (and no longer held) when another runtime took it. */
@@ -203,7 +234,7 @@ export class NatsJobLeases implements SupervisionLeases {
     return this.#broker.run("lease.renew", async (nc) => {
       const kv = await this.#bucket(nc);
       const until = now + ttlMs;
-      const value = JSON.stringify({ v: 1, holder: this.holder, until } satisfies LeaseRecord);
+      const value = leaseValue(this.holder, until, now);
       try {
         this.#held.wrote(jobId, await kv.update(jobId, value, revision), until);
         return true;
@@ -214,7 +245,7 @@ export class NatsJobLeases implements SupervisionLeases {
       // its answer was lost (the operation tries again). Still ours when it names this runtime.
       const entry = await kv.get(jobId);
       if (entry?.operation !== "PUT") return this.#takenByAnother(jobId);
-      const lease = entry.json<LeaseRecord>();
+      const lease = entry.json<LeaseValue>();
       if (lease.holder !== this.holder || lease.until === 0) return this.#takenByAnother(jobId);
       this.#held.wrote(jobId, entry.revision, lease.until);
       return true;
@@ -274,7 +305,7 @@ export class NatsJobLeases implements SupervisionLeases {
    * reaper, cleanup); `until` is the later of its own and its holder's
    * heartbeat, read in the same scan.
    */
-  list(): Promise<Array<ListedLease>> {
+  list(now = this.#core.clock.now()): Promise<Array<ListedLease>> {
     return this.#broker.run("lease.list", async (nc) => {
       await this.#bucket(nc);
       // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
@@ -286,7 +317,10 @@ export class NatsJobLeases implements SupervisionLeases {
         ">",
         this.#clock.take,
       );
-      return jobLeases([...entries].map(([key, entry]) => ({ key, ...entry })));
+      return jobLeases(
+        [...entries].map(([key, entry]) => ({ key, ...entry })),
+        this.#aheadMs(now),
+      );
     });
   }
 
@@ -295,17 +329,23 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /** One job's lease, read as `list()` reads it: its key, then its holder's heartbeat (none for a run-out one). */
-  get(jobId: string): Promise<ListedLease | undefined> {
+  get(jobId: string, now = this.#core.clock.now()): Promise<ListedLease | undefined> {
     return this.#broker.run("lease.get", async (nc) => {
       const kv = await this.#bucket(nc);
       const entry = await kv.get(jobId);
       if (entry?.operation !== "PUT") return undefined;
-      const stored = { key: jobId, value: entry.string(), revision: entry.revision };
-      const lease = entry.json<LeaseRecord>();
+      const lease = entry.json<LeaseValue>();
       const beat = lease.until === 0 ? null : await kv.get(heartbeatKey(lease.holder));
-      const beats =
-        beat?.operation === "PUT" ? [{ key: beat.key, value: beat.string(), revision: beat.revision }] : [];
-      return jobLeases([stored, ...beats])[0];
+      const read = beat?.operation === "PUT" ? [entry, beat] : [entry];
+      return jobLeases(
+        read.map((e) => ({
+          key: e.key,
+          value: e.string(),
+          revision: e.revision,
+          storedAt: e.created.getTime(),
+        })),
+        this.#aheadMs(now),
+      )[0];
     });
   }
 
@@ -320,7 +360,7 @@ export class NatsJobLeases implements SupervisionLeases {
 
   /** Writes a run-out lease for a job without one (KV create: never over an existing lease). */
   enrol(jobId: string): Promise<boolean> {
-    const value = JSON.stringify({ v: 1, holder: "", until: 0 } satisfies LeaseRecord);
+    const value = leaseValue("", 0, this.#core.clock.now());
     return this.#broker.run("lease.enrol", async (nc) => {
       try {
         await (await this.#bucket(nc)).create(jobId, value);
@@ -346,8 +386,10 @@ export class NatsJobLeases implements SupervisionLeases {
       const { js, jsm } = await this.#broker.handles(nc);
       const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
       let purged = 0;
-      for (const [key, { value, revision }] of entries) {
-        if (value !== undefined && !isRunOutHeartbeat({ key, value, revision }, now)) continue;
+      const aheadMs = this.#aheadMs(now);
+      for (const [key, entry] of entries) {
+        const { value, revision } = entry;
+        if (value !== undefined && !isRunOutHeartbeat({ key, ...entry }, now, aheadMs)) continue;
         await this.#purge(nc, key, revision);
         purged++;
       }
