@@ -3,51 +3,22 @@
  * project (once per run, shared by every case), then a job run from plain
  * Node ESM, from CommonJS `require`, and from strict TypeScript compiled by
  * tsc with `moduleResolution` node16, nodenext and bundler (`skipLibCheck:
- * false`, so the published `.d.ts` files must compile too) and node10 (ESM
- * and CommonJS output) — each on the memory broker and on a real nats-server. The oracle is what the consumer's own handler
- * saw, printed by the consumer process, and what npm says it installed.
+ * false`, so the published `.d.ts` files must compile too) and node10 (to
+ * ESM and to CommonJS) — each on the memory broker and on a real
+ * nats-server. The oracle is what the consumer's own handler saw, printed by
+ * the consumer process, and what npm says it installed.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { packTarball, repo } from "./packed-tarball.ts";
 
 const run = promisify(execFile);
-const repo = path.resolve(import.meta.dirname, "../..");
 const tsc = path.join(repo, "node_modules/typescript/bin/tsc");
-
-/** The newest modification time under `dir` (recursively). */
-const newest = async (dir: string): Promise<number> => {
-  let latest = 0;
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    latest = Math.max(latest, entry.isDirectory() ? await newest(full) : (await stat(full)).mtimeMs);
-  }
-  return latest;
-};
-
-/** dist/ as built from the current sources: `npm test` builds first; alone, this builds when stale. */
-const ensureBuilt = async () => {
-  // The library's entry and the bin's: a build from before the bin existed is stale too.
-  const mtimes = await Promise.all(
-    ["dist/index.js", "dist/cli.js"].map((file) =>
-      stat(path.join(repo, file)).then(
-        (s) => s.mtimeMs,
-        () => 0,
-      ),
-    ),
-  );
-  const built = Math.min(...mtimes);
-  const sources = Math.max(
-    await newest(path.join(repo, "src")),
-    (await stat(path.join(repo, "package.json"))).mtimeMs,
-  );
-  if (built < sources)
-    await run(process.execPath, [path.join(repo, "node_modules/tsup/dist/cli-default.js")], { cwd: repo });
-};
 
 /** The body every consumer runs: one job of three tasks, on NATS when NATS_URL is set, else in memory. */
 const jobBody = `
@@ -174,11 +145,7 @@ describe("the packed package in a fresh project", () => {
     project = await mkdtemp(path.join(tmpdir(), "jetstate-consumer-"));
     const [, started] = await Promise.all([
       (async () => {
-        await ensureBuilt();
-        const { stdout } = await run("npm", ["pack", "--ignore-scripts", "--pack-destination", project], {
-          cwd: repo,
-        });
-        const tarball = path.join(project, stdout.trim().split("\n").pop()!);
+        const tarball = await packTarball(project);
         await writeFile(
           path.join(project, "package.json"),
           JSON.stringify({ name: "consumer", private: true, type: "module" }),
