@@ -1,10 +1,10 @@
 import { defineConfig } from "vitest/config";
 
 /**
- * `npm run test:package`: the packed package installed into fresh projects
- * (test/package/). Kept out of `vitest run` because a strict tsc of the
- * published types takes most of a minute here; `.ci/run` runs it after
- * `npm test`.
+ * `npm run test:package`: the packed package installed into fresh projects,
+ * and the links of the markdown it ships (test/package/). Kept out of
+ * `vitest run` because a strict tsc of the published types takes most of a
+ * minute here; `.ci/run` runs it after `npm test`.
  */
 export default defineConfig({
   test: {
@@ -12,6 +12,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 240_000,
     pool: "forks",
+    // The files share dist/: each builds it when stale, and two builds at once would race.
+    fileParallelism: false,
     allowOnly: false,
   },
 });

@@ -2,52 +2,23 @@
  * The package as users get it: `npm pack`, the tarball installed into a fresh
  * project (once per run, shared by every case), then a job run from plain
  * Node ESM, from CommonJS `require`, and from strict TypeScript compiled by
- * tsc with `moduleResolution` node16 and bundler (`skipLibCheck: false`, so
- * the published `.d.ts` files must compile too) — each on the memory broker
- * and on a real nats-server. The oracle is what the consumer's own handler
- * saw, printed by the consumer process, and what npm says it installed.
+ * tsc with `moduleResolution` node16, nodenext and bundler (`skipLibCheck:
+ * false`, so the published `.d.ts` files must compile too) and node10 (to
+ * ESM and to CommonJS) — each on the memory broker and on a real
+ * nats-server. The oracle is what the consumer's own handler saw, printed by
+ * the consumer process, and what npm says it installed.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { packTarball, repo } from "./packed-tarball.ts";
 
 const run = promisify(execFile);
-const repo = path.resolve(import.meta.dirname, "../..");
 const tsc = path.join(repo, "node_modules/typescript/bin/tsc");
-
-/** The newest modification time under `dir` (recursively). */
-const newest = async (dir: string): Promise<number> => {
-  let latest = 0;
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    latest = Math.max(latest, entry.isDirectory() ? await newest(full) : (await stat(full)).mtimeMs);
-  }
-  return latest;
-};
-
-/** dist/ as built from the current sources: `npm test` builds first; alone, this builds when stale. */
-const ensureBuilt = async () => {
-  // The library's entry and the bin's: a build from before the bin existed is stale too.
-  const mtimes = await Promise.all(
-    ["dist/index.js", "dist/cli.js"].map((file) =>
-      stat(path.join(repo, file)).then(
-        (s) => s.mtimeMs,
-        () => 0,
-      ),
-    ),
-  );
-  const built = Math.min(...mtimes);
-  const sources = Math.max(
-    await newest(path.join(repo, "src")),
-    (await stat(path.join(repo, "package.json"))).mtimeMs,
-  );
-  if (built < sources)
-    await run(process.execPath, [path.join(repo, "node_modules/tsup/dist/cli-default.js")], { cwd: repo });
-};
 
 /** The body every consumer runs: one job of three tasks, on NATS when NATS_URL is set, else in memory. */
 const jobBody = `
@@ -79,11 +50,13 @@ const { runJob } = require("jetstate-jobs/testing");
 (async () => {${jobBody}})().catch((error) => { console.error(error); process.exit(1); });
 `;
 
-/** Typed: the handler's payload and result types flow through the published declarations. */
-const typescript = `import { pino } from "pino";
+const typedImports = `import { pino } from "pino";
 import { createRuntime, InvalidArgument, type JobSnapshot, PermanentError, type Runtime, type Task } from "jetstate-jobs";
 import { ManualClock, runJob } from "jetstate-jobs/testing";
+`;
 
+/** Typed: the handler's payload and result types flow through the published declarations. */
+const typedBody = `
 const seen: number[] = [];
 const rt: Runtime = await createRuntime({ logger: pino({ level: "silent" }) });
 const worker = rt.workers.start<number, number>({
@@ -104,37 +77,66 @@ const bad: boolean = new InvalidArgument({ message: "x", field: "y" }) instanceo
 console.log("RESULT " + JSON.stringify({ broker: rt.broker, status: final.status, done: final.done, seen: seen.sort(), testing: viaTesting.status, clock: typeof clock.now(), bad }));
 `;
 
-const tsconfig = (resolution: "node16" | "bundler") =>
-  JSON.stringify({
+/**
+ * The TypeScript set-ups a consumer may have. node10 (alias "node") reads
+ * `types` and `typesVersions`, never `exports`: `typesVersions` is how it
+ * finds `jetstate-jobs/testing`. Its set-ups skip the library check: effect 4
+ * publishes its types through `exports` only, so node10 cannot find the
+ * effect types our error classes' declarations name (to a node10 user they
+ * are `any`; skipLibCheck, on in what `tsc --init` writes, hides the error).
+ */
+const setups = {
+  node16: { module: "node16", moduleResolution: "node16", main: "main.ts" },
+  nodenext: { module: "nodenext", moduleResolution: "nodenext", main: "main.ts" },
+  bundler: { module: "esnext", moduleResolution: "bundler", main: "main.ts" },
+  node10: { module: "esnext", moduleResolution: "node10", main: "main.ts" },
+  "node10, commonjs": { module: "commonjs", moduleResolution: "node10", main: "main.cts" },
+} as const;
+type Setup = keyof typeof setups;
+
+/** `node10, commonjs` → `node10-commonjs`: the set-up's tsconfig and output directory. */
+const slug = (setup: Setup) => setup.replace(/\W+/g, "-");
+
+const tsconfig = (setup: Setup) => {
+  const { module, moduleResolution, main } = setups[setup];
+  const node10 = moduleResolution === "node10";
+  return JSON.stringify({
     compilerOptions: {
       target: "ES2022",
-      module: resolution === "node16" ? "node16" : "esnext",
-      moduleResolution: resolution,
+      module,
+      moduleResolution,
       strict: true,
-      skipLibCheck: false,
+      skipLibCheck: node10,
+      // pino's declarations default-import a CommonJS module: node16 and nodenext allow it, node10 needs the flag.
+      ...(node10 && { esModuleInterop: true }),
       types: ["node"],
-      outDir: `out-${resolution}`,
+      outDir: `out-${slug(setup)}`,
     },
-    files: ["main.ts"],
+    files: [main],
   });
+};
+
+/** The compiled consumer: main.ts gives main.js, main.cts main.cjs. */
+const compiledMain = (setup: Setup) =>
+  `out-${slug(setup)}/${setups[setup].main.replace(/\.ts$/, ".js").replace(/\.cts$/, ".cjs")}`;
 
 describe("the packed package in a fresh project", () => {
   let project: string;
   let server: NatsServerHandle;
   let installLog = "";
 
-  const compiled = new Map<string, Promise<void>>();
-  /** Compiles main.ts once per resolution; tsc failing (a type error in our .d.ts, say) fails the case. */
-  const compile = (resolution: "node16" | "bundler") => {
-    let done = compiled.get(resolution);
+  const compiled = new Map<Setup, Promise<string>>();
+  /** Compiles the consumer once per set-up; tsc failing (a type error in our .d.ts, say) fails the case. */
+  const compile = (setup: Setup) => {
+    let done = compiled.get(setup);
     if (!done) {
-      done = run(process.execPath, [tsc, "-p", `tsconfig.${resolution}.json`], { cwd: project }).then(
-        () => undefined,
+      done = run(process.execPath, [tsc, "-p", `tsconfig.${slug(setup)}.json`], { cwd: project }).then(
+        () => compiledMain(setup),
         (error: { stdout?: string; stderr?: string; message?: string }) => {
-          throw new Error(`tsc (${resolution}) failed: ${error.message}\n${error.stdout}\n${error.stderr}`);
+          throw new Error(`tsc (${setup}) failed: ${error.message}\n${error.stdout}\n${error.stderr}`);
         },
       );
-      compiled.set(resolution, done);
+      compiled.set(setup, done);
     }
     return done;
   };
@@ -143,11 +145,7 @@ describe("the packed package in a fresh project", () => {
     project = await mkdtemp(path.join(tmpdir(), "jetstate-consumer-"));
     const [, started] = await Promise.all([
       (async () => {
-        await ensureBuilt();
-        const { stdout } = await run("npm", ["pack", "--ignore-scripts", "--pack-destination", project], {
-          cwd: repo,
-        });
-        const tarball = path.join(project, stdout.trim().split("\n").pop()!);
+        const tarball = await packTarball(project);
         await writeFile(
           path.join(project, "package.json"),
           JSON.stringify({ name: "consumer", private: true, type: "module" }),
@@ -174,11 +172,16 @@ describe("the packed package in a fresh project", () => {
     server = started;
     await writeFile(path.join(project, "esm.mjs"), esm);
     await writeFile(path.join(project, "cjs.cjs"), cjs);
-    await writeFile(path.join(project, "main.ts"), typescript);
-    for (const resolution of ["node16", "bundler"] as const) {
-      await writeFile(path.join(project, `tsconfig.${resolution}.json`), tsconfig(resolution));
-      // Both compiles start now, side by side; each case awaits its own (and fails on its error).
-      compile(resolution).catch(() => undefined);
+    await writeFile(path.join(project, "main.ts"), typedImports + typedBody);
+    // CommonJS has no top-level await.
+    await writeFile(
+      path.join(project, "main.cts"),
+      `${typedImports}(async () => {${typedBody}})().catch((error) => { console.error(error); process.exit(1); });\n`,
+    );
+    for (const setup of Object.keys(setups) as Setup[]) {
+      await writeFile(path.join(project, `tsconfig.${slug(setup)}.json`), tsconfig(setup));
+      // Every compile starts now, side by side; each case awaits its own (and fails on its error).
+      compile(setup).catch(() => undefined);
     }
   }, 180_000);
 
@@ -211,19 +214,21 @@ describe("the packed package in a fresh project", () => {
     expect(JSON.parse(listed.stdout)).toMatchObject({ jobs: expect.any(Array) });
   });
 
-  const entry = {
-    esm: async () => "esm.mjs",
-    cjs: async () => "cjs.cjs",
-    "typescript (node16)": () => compile("node16").then(() => "out-node16/main.js"),
-    "typescript (bundler)": () => compile("bundler").then(() => "out-bundler/main.js"),
-  } as const;
+  /** Each consumer, by the script node runs (the TypeScript ones once tsc wrote them). */
+  const entry = new Map<string, () => Promise<string>>([
+    ["esm", async () => "esm.mjs"],
+    ["cjs", async () => "cjs.cjs"],
+    ...(Object.keys(setups) as Setup[]).map(
+      (setup) => [`typescript (${setup})`, () => compile(setup)] as [string, () => Promise<string>],
+    ),
+  ]);
 
-  const cases = Object.keys(entry).flatMap((kind) =>
-    (["memory", "nats"] as const).map((broker) => [kind as keyof typeof entry, broker] as const),
+  const cases = [...entry.keys()].flatMap((kind) =>
+    (["memory", "nats"] as const).map((broker) => [kind, broker] as const),
   );
 
   it.each(cases)("%s on %s runs a job", async (kind, broker) => {
-    const script = await entry[kind]();
+    const script = await entry.get(kind)!();
     const env = { ...process.env };
     delete env.NATS_URL;
     if (broker === "nats") env.NATS_URL = server.url;
