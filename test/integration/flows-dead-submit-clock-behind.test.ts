@@ -12,8 +12,7 @@
  * a review of the commit deadline across clocks. Oracles: the flow's
  * outcome, the tasks the handler ran, the test's clock.
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { FlowRegistry } from "../../src/api/flows.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
@@ -23,26 +22,17 @@ import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { offsetBy } from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { delay } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-}, 30_000);
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 
 it("a dead node submit on a host ten minutes behind is finished by the flow's next driver about 31 s on, not ten minutes", async () => {
   const behind = offsetBy(-600_000);
   // The dying runtime: its job submit dies once its record is written, its driver with it.
   let died = false;
   const core = await createRuntimeCore({
-    servers: nats.url,
+    servers: served.server.url,
     logger: silentLogger(),
     roles: ["submitter"],
     clock: behind,
@@ -72,7 +62,12 @@ it("a dead node submit on a host ten minutes behind is finished by the flow's ne
   await core.stop();
 
   const ran: string[] = [];
-  const w = await createRuntime({ servers: nats.url, name: "w", roles: ["worker"], logger: silentLogger() });
+  const w = await createRuntime({
+    servers: served.server.url,
+    name: "w",
+    roles: ["worker"],
+    logger: silentLogger(),
+  });
   w.workers.start({
     queue: "q",
     handler: (task) => {
@@ -81,7 +76,7 @@ it("a dead node submit on a host ten minutes behind is finished by the flow's ne
     },
   });
   const s = await createRuntime({
-    servers: nats.url,
+    servers: served.server.url,
     name: "s",
     roles: ["submitter"],
     logger: silentLogger(),
