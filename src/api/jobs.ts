@@ -5,8 +5,7 @@ import type { RecordFound, RecordsPage } from "../adapters/job-records.ts";
 import { committedRecord } from "../effects/finalize-job.ts";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../effects/plan-submit.ts";
 import type { ReapReport } from "../effects/reap-submits.ts";
-import { type Backoff, plainThenUntilDone } from "../effects/retry.ts";
-import { InvalidArgument, isTransient, RuntimeStopped } from "../kernel/errors.ts";
+import { InvalidArgument, RuntimeStopped } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus } from "../kernel/job-record.ts";
 import { readListing } from "../kernel/list-page.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -17,6 +16,7 @@ import { type JobActorDeps, type StartedJobActor, startJobActor } from "./job-ac
 import { type JobEvents, type JobEventsOptions, jobEvents } from "./job-events.ts";
 import type { JobHandle, JobSnapshot } from "./job-handle.ts";
 import { startJobLoops } from "./job-loops.ts";
+import { readRecordAgain } from "./job-read-again.ts";
 import { deadLettersOf, redriveDead } from "./job-redrive.ts";
 import { jobOfKey, whenCommitted } from "./job-submit.ts";
 import { reapPass, restoreSupervised, type TakeoverHost } from "./job-takeover.ts";
@@ -28,9 +28,6 @@ import { recordedEnd } from "./recorded-end.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 import { type HandleDeps, makeHandle, shownSnapshot } from "./runtime-job-handle.ts";
 import { unreadableListed } from "./unreadable-listed.ts";
-
-/** The pauses between two reads of a record an actor must be handed again (`#readAgain`). */
-const readAgainBackoff: Backoff = { initialMs: 500, maxMs: 5000, jitter: true };
 
 interface Supervised {
   readonly handle: JobHandle;
@@ -92,7 +89,7 @@ export class JobRegistry implements Jobs {
       local: (id) => this.#jobs.has(id),
       supervise: (record, revision) => {
         void this.#track(record.id, this.#start(record, record.status, undefined, undefined, revision)).then(
-          ({ started }) => this.#readAgain(record.id, started),
+          ({ started }) => readRecordAgain(core, broker, this.#log, record.id, started),
           () => undefined,
         );
         // Its supervisor may have died with the server restarting under it: its consumer too.
@@ -134,36 +131,8 @@ export class JobRegistry implements Jobs {
   #watchPlaced(forget: boolean): void {
     for (const [id, started] of this.#started) {
       if (forget) started.storeMadeAgain();
-      this.#readAgain(id, started, true);
+      readRecordAgain(this.#core, this.#broker, this.#log, id, started, true);
     }
-  }
-
-  /**
-   * The job's record read again for its actor, once every later write reaches
-   * it through the watch: a write between the read it started from and then
-   * (the watch placed, or the actor tracked) was handed to no actor. A cancel
-   * from another runtime landing between a `get`'s read and its actor's start
-   * left that actor running for good, and its takeover then supervised a job
-   * that was over. Older writes are the actor's to drop (by revision).
-   */
-  #readAgain(id: string, started: StartedJobActor, restore = false): void {
-    const read = async () => {
-      // Ended meanwhile (its end heard, the runtime stopping): nothing to hand it.
-      if (started.actor.getSnapshot().status !== "active") return;
-      const found = await this.#broker.getRecord(id);
-      if (!found) return;
-      started.onRecord(found.record, found.revision);
-      if (restore) restoreSupervised(this.#broker, this.#log, this.#core.clock.now(), found.record);
-    };
-    // Read until it is: a job over meanwhile is never written again, and an actor that missed
-    // its end waited for it for good (its handles' `done()` with it).
-    // At debug: through an outage every job watched here would say it, every few seconds.
-    void plainThenUntilDone(read, readAgainBackoff, this.#core.loops.signal, isTransient, (error, again) =>
-      this.#log.debug(
-        { jobId: id, err: error },
-        again ? "record not read again; trying again" : "record not read again",
-      ),
-    );
   }
 
   /** Every record change the runtime's one record watch delivers (a handle waiting for a job's recorded end hears it). */
@@ -224,7 +193,7 @@ export class JobRegistry implements Jobs {
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;
     // A finished job's actor ends at once, as recorded, and is dropped: its handle still answers.
     const started = await this.#track(id, this.#start(record, record.status, undefined, undefined, revision));
-    if (!isFinal(record.status)) this.#readAgain(id, started.started);
+    if (!isFinal(record.status)) readRecordAgain(this.#core, this.#broker, this.#log, id, started.started);
     return started.handle as JobHandle<Result>;
   }
 

@@ -12,14 +12,15 @@ import {
   takesBack,
 } from "../kernel/job-progress.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
-import { decodeResults } from "../kernel/wire.ts";
+import { batchesUnder, decodeResults, encodeBatch } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
  * A redrive's reads of its job's results stream: which dead letters are
  * stale (`firstAnswers`), which tasks its own marker took back
  * (`takenBack`), and which tasks a job over never had answered
- * (`unansweredTasks`). Only on an operator's call.
+ * (`unansweredTasks`). Only on an operator's call. And its writes there, in
+ * messages under the server's max payload (`publishInBatches`).
  */
 
 /**
@@ -157,4 +158,24 @@ export const unansweredTasks = async (
   for (let i = 0; i < record.total; i++)
     if (((counted.answered[i >> 3] ?? 0) & (1 << (i & 7))) === 0) unanswered.push(i);
   return unanswered;
+};
+
+/** Room left in a results message of markers for its headers (its message id). */
+const markerHeadroom = 256;
+
+/** `entries` in results messages under the server's max payload, the first named `msgId`, the next `msgId.<k>`. */
+export const publishInBatches = async (
+  broker: Broker,
+  record: JobRecord,
+  entries: string[],
+  msgId: string,
+) => {
+  const batches = batchesUnder(entries, (await broker.maxPayload()) - markerHeadroom);
+  for (const [k, batch] of batches.entries())
+    await broker.publishResults(
+      record.queue,
+      record.id,
+      encodeBatch(batch),
+      k === 0 ? msgId : `${msgId}.${k}`,
+    );
 };

@@ -5,8 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
@@ -19,8 +18,9 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { scheduleOfKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer, type MemoryServer } from "../../src/testing.ts";
 import { liveEntries } from "./kv-keys.ts";
-import { type NatsServerHandle, startNatsServer } from "./nats-server.ts";
+import type { NatsServerHandle } from "./nats-server.ts";
 import { type RawRecord, rawJobRecords } from "./raw-job-records.ts";
+import { useServerConnection } from "./server-connection.ts";
 
 /** The real clock, `ms` on (negative: behind): a host whose wall clock is wrong (its timers run as everyone's). */
 export const offsetBy = (ms: number): Clock => ({ ...realClock, now: () => Date.now() + ms });
@@ -196,18 +196,9 @@ export const committedTicks = (records: readonly RawRecord[], queue: string): nu
  * (started before its tests, stopped after them).
  */
 export const clockBackends = (): ReadonlyArray<{ readonly name: string; make(): ClockBackend }> => {
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
-  beforeAll(async () => {
-    nats = await startNatsServer();
-    nc = await connect({ servers: nats.url });
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await nats?.dispose();
-  });
+  const served = useServerConnection();
   return [
     { name: "memory", make: memoryClockBackend },
-    { name: "nats", make: () => natsClockBackend(nats, nc) },
+    { name: "nats", make: () => natsClockBackend(served.server, served.nc) },
   ];
 };

@@ -12,67 +12,34 @@
  * a review of the commit deadline across clocks. Oracles: the flow's
  * outcome, the tasks the handler ran, the test's clock.
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { FlowRegistry } from "../../src/api/flows.ts";
-import { JobRegistry } from "../../src/api/jobs.ts";
-import { jobsFace } from "../../src/api/jobs-face.ts";
+import { expect, it } from "vitest";
 import { createRuntime } from "../../src/api/runtime.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { offsetBy } from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { submitAndDieOnNats } from "../harness/flows-dying-submitter.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { delay } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-}, 30_000);
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 
 it("a dead node submit on a host ten minutes behind is finished by the flow's next driver about 31 s on, not ten minutes", async () => {
   const behind = offsetBy(-600_000);
   // The dying runtime: its job submit dies once its record is written, its driver with it.
-  let died = false;
-  const core = await createRuntimeCore({
-    servers: nats.url,
-    logger: silentLogger(),
-    roles: ["submitter"],
-    clock: behind,
-  });
-  const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
-  const jobs = new JobRegistry(core, broker, {
-    reapIntervalMs: 3600_000,
-    reapGraceMs: 1000,
-    leaseMs: 300,
-    takeOver: false,
-    submitHooks: {
-      afterStep: (at) => {
-        if (at !== SubmitStep.recordCreated) return;
-        died = true;
-        throw new SimulatedCrash(`process died after ${at}`);
-      },
-    },
-  });
-  const dying = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.records.listen(listener));
-  dying.driver.hook = () => {
-    if (died) throw new Error("process died");
-  };
-  await dying.submit({ id: "f1", jobs: { b: { queue: "q", tasks: ["b0", "b1"], lane: false } } });
-  const deadAt = Date.now();
-  await dying.stop();
-  await jobs.stop();
-  await core.stop();
+  const deadAt = await submitAndDieOnNats(
+    served.server.url,
+    SubmitStep.recordCreated,
+    { id: "f1", jobs: { b: { queue: "q", tasks: ["b0", "b1"], lane: false } } },
+    { clock: behind },
+  );
 
   const ran: string[] = [];
-  const w = await createRuntime({ servers: nats.url, name: "w", roles: ["worker"], logger: silentLogger() });
+  const w = await createRuntime({
+    servers: served.server.url,
+    name: "w",
+    roles: ["worker"],
+    logger: silentLogger(),
+  });
   w.workers.start({
     queue: "q",
     handler: (task) => {
@@ -81,7 +48,7 @@ it("a dead node submit on a host ten minutes behind is finished by the flow's ne
     },
   });
   const s = await createRuntime({
-    servers: nats.url,
+    servers: served.server.url,
     name: "s",
     roles: ["submitter"],
     logger: silentLogger(),

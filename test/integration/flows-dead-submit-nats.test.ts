@@ -10,75 +10,46 @@
  * and the time `cancel()` took.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { FlowRegistry } from "../../src/api/flows.ts";
-import { JobRegistry } from "../../src/api/jobs.ts";
-import { jobsFace } from "../../src/api/jobs-face.ts";
+import { expect, it } from "vitest";
 import { createRuntime } from "../../src/api/runtime.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { SimulatedCrash, SubmitStep } from "../../src/effects/submit-job.ts";
+import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { decodeFlowRecord } from "../../src/kernel/flow-record.ts";
 import { decodeRecord } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { submitAndDieOnNats } from "../harness/flows-dying-submitter.ts";
 import { liveEntries, liveKeys } from "../harness/kv-keys.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { within } from "../harness/wait.ts";
 
 /** Well under the 40 s the cancel waited, generous for a loaded 2-core machine. */
 const promptMs = 10_000;
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-}, 30_000);
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 
 /** The value stored under `key` in the bucket, read raw. */
 const raw = async (bucket: string, key: string): Promise<string | undefined> =>
-  (await liveEntries(nc, bucket, key)).find((e) => e.key === key)?.entry.string();
+  (await liveEntries(served.nc, bucket, key)).find((e) => e.key === key)?.entry.string();
 
 it("a flow cancelled while a node's submit is dead ends at once, and its job keeps no lease", async () => {
   // The dying runtime: its job submit dies once its record is written, its driver with it.
-  let died = false;
-  const core = await createRuntimeCore({ servers: nats.url, logger: silentLogger(), roles: ["submitter"] });
-  const broker = createNatsBroker(core, { retentionMs: 7 * 24 * 3600_000, holder: "crashing" });
-  const jobs = new JobRegistry(core, broker, {
-    reapIntervalMs: 3600_000,
-    reapGraceMs: 10_000,
-    leaseMs: 300,
-    takeOver: false,
-    submitHooks: {
-      afterStep: (at) => {
-        if (at !== SubmitStep.recordCreated) return;
-        died = true;
-        throw new SimulatedCrash(`process died after ${at}`);
-      },
-    },
+  await submitAndDieOnNats(served.server.url, SubmitStep.recordCreated, {
+    id: "f1",
+    jobs: { b: { queue: "q", tasks: ["b0", "b1"] } },
   });
-  const dying = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.records.listen(listener));
-  dying.driver.hook = () => {
-    if (died) throw new Error("process died");
-  };
-  await dying.submit({ id: "f1", jobs: { b: { queue: "q", tasks: ["b0", "b1"] } } });
-  await dying.stop();
-  await jobs.stop();
-  await core.stop();
 
   const flowOf = async () => decodeFlowRecord((await raw("jetstate_flows", "f1")) as string);
   const jobId = (await flowOf()).nodes.b?.jobId as string;
   const phase = async () => decodeRecord((await raw("jetstate_jobs", jobId)) as string).phase;
   expect(await phase()).toBe("submitting");
-  expect(await liveKeys(nc, "jetstate_leases", jobId)).toEqual([jobId]);
+  expect(await liveKeys(served.nc, "jetstate_leases", jobId)).toEqual([jobId]);
 
   const ran: string[] = [];
-  const w = await createRuntime({ servers: nats.url, name: "w", roles: ["worker"], logger: silentLogger() });
+  const w = await createRuntime({
+    servers: served.server.url,
+    name: "w",
+    roles: ["worker"],
+    logger: silentLogger(),
+  });
   w.workers.start({
     queue: "q",
     handler: async (task) => {
@@ -87,7 +58,7 @@ it("a flow cancelled while a node's submit is dead ends at once, and its job kee
     },
   });
   const s = await createRuntime({
-    servers: nats.url,
+    servers: served.server.url,
     name: "s",
     roles: ["submitter"],
     logger: silentLogger(),
@@ -99,9 +70,9 @@ it("a flow cancelled while a node's submit is dead ends at once, and its job kee
   expect(Date.now() - started).toBeLessThan(promptMs);
   expect((await flowOf()).nodes.b).toMatchObject({ status: "cancelled" });
   expect(await phase()).toBe("rolledBack");
-  expect(await liveKeys(nc, "jetstate_leases", jobId)).toEqual([]);
+  expect(await liveKeys(served.nc, "jetstate_leases", jobId)).toEqual([]);
   // Nothing of the job is left to run: its queue's tasks stream, read raw, holds no task.
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(served.nc);
   const stored = await jsm.streams.info("jetstate_tasks_q").then(
     (info) => info.state.messages,
     () => 0,

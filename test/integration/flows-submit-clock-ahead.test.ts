@@ -12,8 +12,7 @@
  * deadline across clocks. Oracles: the submits the
  * hook saw, the tasks the handler ran, the job records read raw.
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { FlowRegistry } from "../../src/api/flows.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
@@ -23,25 +22,21 @@ import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { offsetBy } from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { rawJobRecords } from "../harness/raw-job-records.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { delay } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-}, 30_000);
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 
 it("a sweeping runtime a minute ahead leaves a live node submit alone: one submit, each task run once, the flow succeeds", async () => {
   const queue = "q";
   const ran: string[] = [];
-  const w = await createRuntime({ servers: nats.url, name: "w", roles: ["worker"], logger: silentLogger() });
+  const w = await createRuntime({
+    servers: served.server.url,
+    name: "w",
+    roles: ["worker"],
+    logger: silentLogger(),
+  });
   w.workers.start({
     queue,
     concurrency: 4,
@@ -56,11 +51,11 @@ it("a sweeping runtime a minute ahead leaves a live node submit alone: one submi
   /** The job's record read raw by the hook: as created, and once the submit's 8 s went by. */
   const seen: string[] = [];
   const rawRecord = async () => {
-    const [r] = await rawJobRecords(nc, "jetstate_jobs");
+    const [r] = await rawJobRecords(served.nc, "jetstate_jobs");
     return r ? `${r.submitId} ${r.phase}${r.reason ? ` ${r.reason}` : ""}` : "none";
   };
   const core = await createRuntimeCore({
-    servers: nats.url,
+    servers: served.server.url,
     name: "s",
     logger: silentLogger(),
     roles: ["submitter"],
@@ -85,7 +80,7 @@ it("a sweeping runtime a minute ahead leaves a live node submit alone: one submi
   const flows = new FlowRegistry(core, broker, jobsFace(jobs), (listener) => jobs.records.listen(listener));
   // Another runtime that drives flows (the submitter role alone), its clock a minute ahead.
   const api = await createRuntime({
-    servers: nats.url,
+    servers: served.server.url,
     name: "api",
     roles: ["submitter"],
     logger: silentLogger(),
@@ -100,7 +95,7 @@ it("a sweeping runtime a minute ahead leaves a live node submit alone: one submi
       ),
       delay(25_000).then(() => "not done 25 s on"),
     ]);
-    const records = await rawJobRecords(nc, "jetstate_jobs");
+    const records = await rawJobRecords(served.nc, "jetstate_jobs");
     const created = seen[0] as string;
     expect(created).toMatch(/ submitting$/);
     expect({

@@ -19,25 +19,15 @@
  * (each tick from its idempotency key).
  */
 import { Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, afterEach, beforeAll, expect, it, vi } from "vitest";
+import { afterEach, expect, it, vi } from "vitest";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { committedTicks } from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { rawJobRecords } from "../harness/raw-job-records.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { delay } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 afterEach(() => {
   vi.restoreAllMocks();
 });
@@ -46,7 +36,7 @@ const slept = 60_000;
 
 it("a host that slept a minute, an upsert as it wakes: since is the upsert's time, no tick from before it fires", async () => {
   const rt = await createRuntime({
-    servers: nats.url,
+    servers: served.server.url,
     prefix: "resume",
     name: "right",
     logger: silentLogger(),
@@ -62,9 +52,9 @@ it("a host that slept a minute, an upsert as it wakes: since is the upsert's tim
     const before = Date.now();
     await rt.schedules.upsert({ id: "woke", everyMs: 300, job: { queue: "woke", tasks: [1] } });
     await delay(2000);
-    const entry = (await (await new Kvm(nc).open("resume_schedules")).get("woke"))!;
+    const entry = (await (await new Kvm(served.nc).open("resume_schedules")).get("woke"))!;
     const sinceBeforeTheUpsert = before - entry.json<{ since: number }>().since;
-    const ticks = committedTicks(await rawJobRecords(nc, "resume_jobs"), "woke");
+    const ticks = committedTicks(await rawJobRecords(served.nc, "resume_jobs"), "woke");
     expect(ticks.length).toBeGreaterThan(0);
     expect({
       sinceBeforeTheUpsert: sinceBeforeTheUpsert > 1000 ? `${sinceBeforeTheUpsert} ms` : "no",

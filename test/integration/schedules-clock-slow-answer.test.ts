@@ -21,12 +21,11 @@
  */
 import net from "node:net";
 import { Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { capturedLog } from "../harness/log-lines.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { rawJobRecords } from "../harness/raw-job-records.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { delay } from "../harness/wait.ts";
 
 const slowMs = 1500;
@@ -66,19 +65,10 @@ const slowConsumerAnswers = async (target: string) => {
   };
 };
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 
 it("a runtime whose clock is right, its listing's consumer answered 1.5 s late: not taken for ahead, its stamps not taken back", async () => {
-  const proxy = await slowConsumerAnswers(nats.url);
+  const proxy = await slowConsumerAnswers(served.server.url);
   const log = capturedLog();
   const rt = await createRuntime({
     servers: proxy.url,
@@ -91,11 +81,11 @@ it("a runtime whose clock is right, its listing's consumer answered 1.5 s late: 
     const queue = "slow";
     await rt.schedules.upsert({ id: "slow", everyMs: 1000, job: { queue, tasks: [1] } });
     await delay(8000);
-    const records = (await rawJobRecords(nc, "slowanswer_jobs")).filter((r) => r.queue === queue);
+    const records = (await rawJobRecords(served.nc, "slowanswer_jobs")).filter((r) => r.queue === queue);
     expect(records.length).toBeGreaterThan(3);
     // The schedule's record as stored: its updatedAt (this runtime's time when it recorded its last
     // tick) against the server's stamp of that write.
-    const entry = (await (await new Kvm(nc).open("slowanswer_schedules")).get("slow"))!;
+    const entry = (await (await new Kvm(served.nc).open("slowanswer_schedules")).get("slow"))!;
     const stampedBehindMs = entry.created.getTime() - entry.json<{ updatedAt: number }>().updatedAt;
     const saidAhead = log.lines.filter((l) => l.level === 50 && /clock is .*ahead/.test(l.msg));
     expect({

@@ -13,22 +13,12 @@
  * the upsert's own `nextTick`; real time.
  */
 import net from "node:net";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { committedTicks, natsClockBackend } from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { delay } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 
 /** A proxy whose client-to-server bytes are held `slowMs` each once `slowMs` is set (in order). */
 const slowProxy = async (target: string) => {
@@ -80,8 +70,8 @@ const slowMs = 2500;
 
 describe("a runtime on a slow link upserts a schedule, every clock right, on nats", () => {
   it("every tick from the upsert's nextTick on fires once, on time ± a pass", async () => {
-    const proxy = await slowProxy(nats.url);
-    const backend = natsClockBackend(nats, nc);
+    const proxy = await slowProxy(served.server.url);
+    const backend = natsClockBackend(served.server, served.nc);
     try {
       const queue = "slow";
       await backend.runtime("right");

@@ -10,26 +10,16 @@
  * was waited for). Found by a review of the commit deadline across clocks.
  * Oracles: the submits' outcomes, the tasks the handler ran.
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { natsClockBackend, offsetBy } from "../harness/clock-backends.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { useServerConnection } from "../harness/server-connection.ts";
 import { delay, waitUntil } from "../harness/wait.ts";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-}, 30_000);
-afterAll(async () => {
-  await nc?.close();
-  await nats?.dispose();
-});
+const served = useServerConnection();
 
 it("a submit waiting on a live submit of its key, both from a host two minutes ahead, answers with its job", async () => {
-  const backend = natsClockBackend(nats, nc);
+  const backend = natsClockBackend(served.server, served.nc);
   try {
     const queue = "q";
     const ran: number[] = [];

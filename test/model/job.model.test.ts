@@ -2,7 +2,8 @@ import { getShortestPaths } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
 import { createActor, type InspectionEvent } from "xstate";
 import type { FinalizeInput } from "../../src/kernel/job-record.ts";
-import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type JobEvent, jobMachine } from "../../src/machines/job.machine.ts";
+import type { JobInput } from "../../src/machines/job-context.ts";
 import { transitionRecorder, transitionsOf } from "./coverage.ts";
 import { fromMachineEvent, initialModel, stepModel } from "./job.oracle.ts";
 import {

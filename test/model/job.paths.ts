@@ -1,7 +1,8 @@
 import { getShortestPaths } from "@xstate/graph";
 import type { SnapshotFrom } from "xstate";
 import type { JobSettings } from "../../src/kernel/job-record.ts";
-import { type JobEvent, type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { type JobEvent, jobMachine } from "../../src/machines/job.machine.ts";
+import type { JobInput } from "../../src/machines/job-context.ts";
 
 /**
  * The job machine's model: the settings, input and events paths are generated

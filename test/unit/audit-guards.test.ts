@@ -4,7 +4,8 @@ import { memoryAgentStore } from "../../src/adapters/memory/memory-agent-store.t
 import { createAgentRegistry } from "../../src/api/agents.ts";
 import { type JobSettings, withinTolerance } from "../../src/kernel/job-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import { type JobInput, jobMachine } from "../../src/machines/job.machine.ts";
+import { jobMachine } from "../../src/machines/job.machine.ts";
+import type { JobInput } from "../../src/machines/job-context.ts";
 
 /**
  * Guards an audit changed without any test noticing (issue #13): each case

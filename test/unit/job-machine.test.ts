@@ -9,7 +9,8 @@ import { describe, expect, it } from "vitest";
 import { createActor } from "xstate";
 import type { ResultEntry } from "../../src/kernel/job-progress.ts";
 import type { FinalizeInput, JobSettings } from "../../src/kernel/job-record.ts";
-import { type JobEvent, type JobInput, jobMachine, tickEveryMs } from "../../src/machines/job.machine.ts";
+import { type JobEvent, jobMachine, tickEveryMs } from "../../src/machines/job.machine.ts";
+import type { JobInput } from "../../src/machines/job-context.ts";
 
 const settings: JobSettings = {
   maxFailures: 0,
