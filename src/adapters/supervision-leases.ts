@@ -82,6 +82,13 @@ export interface SupervisionLeases {
    * it may be off (this host slept or its clock was set since, or it is old).
    */
   serverTime(): ServerTime | undefined;
+  /**
+   * `serverTime()`, or when it has none, one read now (on NATS: the creation
+   * stamp of a consumer made for it on the leases' stream, two round trips),
+   * kept as `serverTime()` then. Undefined when the server does not answer.
+   * What judges another runtime's stamps by its own clock reads it first.
+   */
+  readServerTime(): Promise<ServerTime | undefined>;
   /** One job's lease as `list()` reads it (with its holder's heartbeat), in one or two reads; undefined: none. */
   get(jobId: string, now?: number): Promise<ListedLease | undefined>;
   /**

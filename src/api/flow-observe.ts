@@ -102,6 +102,9 @@ export const observeJob = async (
   const shown = found?.record;
   if (found === undefined || shown?.phase !== SubmitPhase.submitting) return observe(shown);
   // By the server's stamp of the record: by its own, a submitter ahead that died held the node.
+  // A runtime that never listed the leases (the submitter role alone) reads the server's clock
+  // first: its own taken for it, a sweeper ahead rolled back a live submit.
+  await o.broker.leases.readServerTime();
   const pastDeadline = o.now() >= commitDeadlineBy(found, o.aheadMs()) + o.graceMs;
   if (!pastDeadline && !flowCancelled) return observe(shown);
   const lease = await o.broker.leases.get(jobId, o.now());

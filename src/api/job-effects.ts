@@ -91,6 +91,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
         // The server's clock as this runtime's leases last read it: another submit of the key
         // is judged stuck by it.
         aheadMs: () => aheadOfServerRead(clock, leases.serverTime()),
+        readClock: () => leases.readServerTime(),
         // Its actor's stop (XState aborts it as the actor stops; `jobs.stop()` stops every
         // actor when the runtime stops, and each broker operation heeds the runtime's stop
         // too). Not an `AbortSignal.any` with the runtime's stop: on Node 20 every composite

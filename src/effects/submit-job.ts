@@ -52,6 +52,12 @@ export interface SubmitInput {
    * of its record (`commitDeadlineBy`), not by its submitter's clock.
    */
   readonly aheadMs?: () => number | undefined;
+  /**
+   * Reads the server's clock when `aheadMs` has no reading (a runtime that
+   * never listed the leases): called before another submit's deadline is
+   * judged, so it is judged by the server's stamps, not as written.
+   */
+  readonly readClock?: () => Promise<unknown>;
   readonly signal: AbortSignal;
   /**
    * The runtime is stopping. Its registry waits for the submits in flight
@@ -324,6 +330,8 @@ const claimRecord = (port: JobPort, input: SubmitInput): Effect.Effect<Claim, Po
       // Another submit of the same key is in flight: its outcome decides. Stuck a minute past its
       // deadline by the server's stamp: by its own, a submitter ahead that died was waited for
       // as long as it was ahead.
+      if (input.readClock)
+        yield* Effect.promise(() => input.readClock?.().catch(() => undefined) ?? Promise.resolve());
       if (input.now() > commitDeadlineBy(found, input.aheadMs?.()) + 60_000) {
         return yield* Effect.fail(
           new TransientBrokerError({

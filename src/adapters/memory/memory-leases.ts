@@ -169,6 +169,10 @@ export class MemoryLeases implements SupervisionLeases {
     return { at: this.#server.clock.now(), seenAt: performance.now() };
   }
 
+  async readServerTime(): Promise<ServerTime> {
+    return this.serverTime();
+  }
+
   async get(jobId: string, now = this.#server.clock.now()): Promise<ListedLease | undefined> {
     const op = "lease.get";
     this.#assertOpen(op);

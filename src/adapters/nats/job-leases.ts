@@ -16,6 +16,7 @@ import type { Lease, ListedLease, SupervisionLeases } from "../supervision-lease
 import { ServerClockReading, scanBucketEntries } from "./bucket-reads.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
+import { consumerStamp } from "./server-facts.ts";
 import { ensureBucket } from "./streams.ts";
 
 /**
@@ -169,9 +170,10 @@ export class NatsJobLeases implements SupervisionLeases {
         }
         const stored = entry.json<LeaseValue>();
         // Another's lease is judged on this runtime's clock: with no reading of the server's
-        // yet (no listing read one), a scan of this one key takes it.
+        // yet (no listing read one), one is read first.
+        // Not read (no answer in time): judged as written.
         if (stored.holder !== this.holder && this.#aheadMs(now) === undefined)
-          await this.#readServerClock(nc, jobId);
+          await this.#readClock(nc).catch(() => undefined);
         const lease = { holder: stored.holder, until: this.#untilFor(stored, entry.created, now) };
         if (
           lease.holder !== this.holder &&
@@ -212,10 +214,22 @@ export class NatsJobLeases implements SupervisionLeases {
     return leaseUntilFor(value, stored.getTime(), this.#aheadMs(now));
   }
 
-  /** A reading of the server's clock, from a scan of one key (its consumer's creation stamp). */
-  async #readServerClock(nc: NatsConnection, key: string): Promise<void> {
-    const { js, jsm } = await this.#broker.handles(nc);
-    await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket, key, this.#clock.take);
+  /** A reading of the server's clock, taken now: a consumer's creation stamp on the leases' stream. */
+  async #readClock(nc: NatsConnection): Promise<void> {
+    await this.#bucket(nc);
+    const { jsm } = await this.#broker.handles(nc);
+    this.#clock.take(await consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`));
+  }
+
+  /** The reading that holds, or one read now; none when the server does not answer. */
+  async readServerTime(): Promise<ServerTime | undefined> {
+    if (this.#clock.serverTime() === undefined)
+      await this.#broker
+        .run("lease.serverTime", (nc) => this.#readClock(nc))
+        .catch((error: unknown) =>
+          this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
+        );
+    return this.#clock.serverTime();
   }
 
   /**

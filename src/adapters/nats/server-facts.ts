@@ -3,10 +3,12 @@ import {
   DeliverPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
+  type JetStreamManager,
   jetstreamManager,
   type StreamInfo,
 } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { type NatsConnection, nuid } from "@nats-io/transport-node";
+import type { ServerTime } from "../../kernel/clock.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { nanos } from "./streams.ts";
 
@@ -49,19 +51,40 @@ const message = (error: unknown): string => (error instanceof Error ? error.mess
 /** `2026-12-02T01:03:36.443004941Z`: nanoseconds cut to the milliseconds Date reads. */
 export const parseServerTime = (stamp: string): number => Date.parse(stamp.replace(/(\.\d{3})\d+/, "$1"));
 
+/**
+ * The server's time, read as the creation stamp of a consumer of `stream`
+ * made for it and removed at once (named here: one whose create was
+ * answered too late is removed all the same; one no delete reaches goes
+ * after 5 s idle). `seenAt`: `performance.now()` before its creation was
+ * asked for, so the stamp is no earlier than the server's time then, and
+ * later by at most `roundTripMs`.
+ */
+export const consumerStamp = async (
+  jsm: JetStreamManager,
+  stream: string,
+): Promise<ServerTime & { readonly roundTripMs: number }> => {
+  const name = `clock_${nuid.next()}`;
+  const seenAt = performance.now();
+  const consumer = await jsm.consumers
+    .add(stream, {
+      name,
+      ack_policy: AckPolicy.None,
+      deliver_policy: DeliverPolicy.New,
+      inactive_threshold: nanos(5000),
+    })
+    .catch(async (error: unknown) => {
+      await jsm.consumers.delete(stream, name).catch(() => undefined);
+      throw error;
+    });
+  const roundTripMs = performance.now() - seenAt;
+  await jsm.consumers.delete(stream, name).catch(() => undefined);
+  return { at: parseServerTime(consumer.created), seenAt, roundTripMs };
+};
+
 const measureClock = async (nc: NatsConnection, stream: string): Promise<ServerFacts["clock"]> => {
-  const jsm = await jetstreamManager(nc);
   const sentAt = Date.now();
-  const consumer = await jsm.consumers.add(stream, {
-    ack_policy: AckPolicy.None,
-    deliver_policy: DeliverPolicy.New,
-    // Removed below; if this process dies first, the server removes it after 5 s.
-    inactive_threshold: nanos(5000),
-  });
-  const answeredAt = Date.now();
-  await jsm.consumers.delete(stream, consumer.name).catch(() => undefined);
-  const serverAt = parseServerTime(consumer.created);
-  return { skewMs: Math.round(serverAt - (sentAt + answeredAt) / 2), roundTripMs: answeredAt - sentAt };
+  const { at, roundTripMs } = await consumerStamp(await jetstreamManager(nc), stream);
+  return { skewMs: Math.round(at - (sentAt + roundTripMs / 2)), roundTripMs: Math.round(roundTripMs) };
 };
 
 /**
