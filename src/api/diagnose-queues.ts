@@ -149,8 +149,8 @@ export const checkQueues = async (
         fix: `nats consumer rm ${n.permitsStream} ${name}, then ${configureAgain(s)}`,
       });
     const subject = n.permitsSubject(s.queue, kind);
-    const count = held.get(subject) ?? 0;
-    if (count !== limit)
+    const count = held?.get(subject) ?? 0;
+    if (held !== undefined && count !== limit)
       problems.push({
         what: `pool ${subject} of stream ${n.permitsStream} holds ${count} permit(s), queue ${s.queue}'s ${limitOf[kind]} is ${limit}`,
         fix: configureAgain(s),

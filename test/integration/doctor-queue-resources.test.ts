@@ -8,12 +8,15 @@
  * diagnose must name it in a problem. A healthy setup using all of them
  * reports none. Each test has its own prefix, so its breakage is its own.
  */
+
+import path from "node:path";
 import { type JetStreamManager, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { type AuthFiles, authFiles, roleUsersConfig } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { within } from "../harness/wait.ts";
 
@@ -109,6 +112,10 @@ it("the answers bucket keeping answers less than the 24 h the HTTP API relies on
   await rt.admin.provision();
   await new Kvm(nc).create("ans_answers", { history: 1, storage: StorageType.File, ttl: 60_000 });
   await expectProblemNaming(rt, "KV_ans_answers");
+  // The fix it gives (nats stream edit --max-age 24h), as the API does it.
+  const { config } = await jsm.streams.info("KV_ans_answers");
+  await jsm.streams.update("KV_ans_answers", { ...config, max_age: 24 * 3_600_000 * 1e6 });
+  expect((await rt.admin.diagnose()).problems).toEqual([]);
 });
 
 /** Each breaks one resource of a queue in use (`inUse`) under its own prefix; the problem names these. */
@@ -118,38 +125,56 @@ const breakages = [
     prefix: "perm",
     breakIt: () => jsm.streams.delete("perm_permits"),
     naming: ["perm_permits"],
+    repair: (rt: Runtime) => rt.queues.configure("q", { maxConcurrency: 3, ratePerSecond: 50 }),
   },
   {
     title: "a pool's consumer missing",
     prefix: "pcon",
     breakIt: () => jsm.consumers.delete("pcon_permits", "concurrency_q"),
     naming: ["concurrency_q"],
+    repair: (rt: Runtime) => rt.queues.configure("q", { maxConcurrency: 3, ratePerSecond: 50 }),
   },
   {
     title: "a pool's consumer that uses permits up (a max deliver)",
     prefix: "pmax",
     breakIt: () => jsm.consumers.update("pmax_permits", "rate_q", { max_deliver: 5 }),
     naming: ["rate_q"],
+    repair: async (rt: Runtime) => {
+      await jsm.consumers.delete("pmax_permits", "rate_q");
+      await rt.queues.configure("q", { maxConcurrency: 3, ratePerSecond: 50 });
+    },
   },
   {
     title: "a pool with fewer permits than its limit (lost from the stream)",
     prefix: "pool",
     breakIt: () => jsm.streams.purge("pool_permits", { filter: "pool.permits.q.concurrency" }),
     naming: ["pool.permits.q.concurrency", "holds 0 permit", "is 3"],
+    repair: (rt: Runtime) => rt.queues.configure("q", { maxConcurrency: 3, ratePerSecond: 50 }),
   },
   {
     title: "the per-target permits stream missing while the queue has per-target limits",
     prefix: "tper",
     breakIt: () => jsm.streams.delete("tper_tpermits_q"),
     naming: ["tper_tpermits_q"],
+    repair: async (rt: Runtime) => {
+      await rt.queues.configure("q", { perTarget: null });
+      await rt.queues.configure("q", { perTarget: { maxConcurrency: 2 } });
+    },
   },
 ];
 
-it.each(breakages)("$title: a problem naming it", async ({ prefix, breakIt, naming }) => {
-  const rt = await inUse(prefix);
-  await breakIt();
-  await expectProblemNaming(rt, ...naming);
-});
+it.each(breakages)(
+  "$title: a problem naming it, and its fix clears it",
+  async ({ prefix, breakIt, naming, repair }) => {
+    const rt = await inUse(prefix);
+    await breakIt();
+    await expectProblemNaming(rt, ...naming);
+    // The fix as a CLI would run it: a fresh admin runtime, nothing looked up before.
+    const admin = await runtime(prefix, "admin");
+    await repair(admin);
+    expect((await admin.admin.diagnose()).problems).toEqual([]);
+  },
+);
 
 it("a delayed stream's due consumer missing: a problem naming it", async () => {
   const rt = await inUse("due");
@@ -158,7 +183,10 @@ it("a delayed stream's due consumer missing: a problem naming it", async () => {
   await rt.stop();
   runtimes.splice(0);
   await jsm.consumers.delete("due_delayed_q", "due");
-  await expectProblemNaming(await runtime("due", "admin"), "consumer due", "due_delayed_q");
+  const admin = await runtime("due", "admin");
+  await expectProblemNaming(admin, "consumer due", "due_delayed_q");
+  await admin.admin.provision(["q"]);
+  expect((await admin.admin.diagnose()).problems).toEqual([]);
 });
 
 it("a delayed stream with limits retention (moved tasks stay, counted as held): a problem naming it", async () => {
@@ -171,4 +199,56 @@ it("a delayed stream with limits retention (moved tasks stay, counted as held): 
   });
   await rt.admin.provision(["q"]);
   await expectProblemNaming(rt, "dret_delayed_q", "retention");
+  await jsm.streams.delete("dret_delayed_q");
+  const admin = await runtime("dret", "admin");
+  await admin.admin.provision(["q"]);
+  expect((await admin.admin.diagnose()).problems).toEqual([]);
+});
+
+describe("an admin of some queues only, on a server with others", () => {
+  let files: AuthFiles;
+  let authed: NatsServerHandle;
+  const password = "doctor-s3cret";
+
+  beforeAll(async () => {
+    files = await authFiles();
+    const users = {
+      adminA: { role: "admin", queues: ["A"] },
+      adminAB: { role: "admin", queues: ["A", "B"] },
+    } as const;
+    const conf = roleUsersConfig(path.join(files.dir, "server.log"), password, users);
+    authed = await startNatsServer({ args: ["-c", await files.file("users.conf", conf)] });
+    const all = await createRuntime({
+      servers: authed.url,
+      auth: { user: "adminAB", pass: password },
+      roles: "admin",
+      logger: silentLogger(),
+    });
+    try {
+      await all.admin.provision(["A", "B"]);
+      await all.queues.configure("B", { maxConcurrency: 2 });
+    } finally {
+      await all.stop();
+    }
+  }, 60_000);
+  afterAll(async () => {
+    await authed?.dispose();
+    await files?.remove();
+  });
+
+  it("another queue's resources it may not read are not checked, and not called missing", async () => {
+    const rt = await createRuntime({
+      servers: authed.url,
+      auth: { user: "adminA", pass: password },
+      roles: "admin",
+      logger: silentLogger(),
+    });
+    runtimes.push(rt);
+    const d = await rt.admin.diagnose();
+    expect(d.stores.find((s) => s.name === "jetstate_delayed_A")).toMatchObject({ present: true });
+    expect(
+      d.problems.filter((p) => p.what.includes("_B")),
+      JSON.stringify(d.problems),
+    ).toEqual([]);
+  });
 });

@@ -1,6 +1,7 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { scanBucket } from "./bucket-reads.ts";
 import type { NatsContext } from "./nats-context.ts";
+import { isPermissionViolation } from "./server-facts.ts";
 import { isNotFound } from "./streams.ts";
 
 /** A durable consumer as found on the server. */
@@ -21,8 +22,20 @@ export const consumerKey = (c: ConsumerRef): string => `${c.stream}/${c.name}`;
 /**
  * What `rt.admin.diagnose()` reads of the queues' own resources, once the
  * stream listing said which exist: each a call or a pass per queue, never
- * per job. The API decides what is a problem.
+ * per job. The API decides what is a problem. What this identity may not
+ * read (an admin of some queues lists every queue's streams) is left out,
+ * not known to be wrong.
  */
+
+/** `read`'s answer, or `refused` when the server refuses this identity the call. */
+const unlessRefused = async <A>(read: () => Promise<A>, refused: A): Promise<A> => {
+  try {
+    return await read();
+  } catch (error) {
+    if (isPermissionViolation(error)) return refused;
+    throw error;
+  }
+};
 
 /** Every key's value in a bucket (the queues' settings: one key a queue). */
 export const readBucketValues = (core: NatsContext, bucket: string): Promise<ReadonlyMap<string, string>> =>
@@ -30,18 +43,19 @@ export const readBucketValues = (core: NatsContext, bucket: string): Promise<Rea
     scanBucket(jetstream(nc), await jetstreamManager(nc), bucket),
   );
 
-/** How many messages each subject of `stream` matching `filter` holds (one absent: none). */
+/** How many messages each subject of `stream` matching `filter` holds (one absent: none); undefined when refused. */
 export const readSubjectCounts = (
   core: NatsContext,
   stream: string,
   filter: string,
-): Promise<ReadonlyMap<string, number>> =>
+): Promise<ReadonlyMap<string, number> | undefined> =>
   core.run("admin.diagnose.pools", async (nc) => {
-    const info = await (await jetstreamManager(nc)).streams.info(stream, { subjects_filter: filter });
-    return new Map(Object.entries(info.state.subjects ?? {}));
+    const jsm = await jetstreamManager(nc);
+    const info = await unlessRefused(() => jsm.streams.info(stream, { subjects_filter: filter }), undefined);
+    return info && new Map(Object.entries(info.state.subjects ?? {}));
   });
 
-/** Each consumer's facts by `consumerKey`; null: not on the server. */
+/** Each consumer's facts by `consumerKey`; null: not on the server; absent: refused to this identity. */
 export const readConsumers = (
   core: NatsContext,
   consumers: readonly ConsumerRef[],
@@ -54,6 +68,7 @@ export const readConsumers = (
         const { config } = await jsm.consumers.info(c.stream, c.name);
         found.set(consumerKey(c), { maxDeliver: config.max_deliver ?? -1 });
       } catch (error) {
+        if (isPermissionViolation(error)) continue;
         if (!isNotFound(error)) throw error;
         found.set(consumerKey(c), null);
       }

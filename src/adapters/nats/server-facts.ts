@@ -86,7 +86,7 @@ export const deniedSubjects = (
   });
 
 /** nats.js 3 rejects the request with a `RequestError` whose cause is the `PermissionViolationError`. */
-const isPermissionViolation = (error: unknown): boolean =>
+export const isPermissionViolation = (error: unknown): boolean =>
   error instanceof Error &&
   (error.name === "PermissionViolationError" ||
     (error.cause instanceof Error && error.cause.name === "PermissionViolationError"));
