@@ -1,4 +1,4 @@
-import { brokerNames, dueConsumer, permitsConsumer } from "../adapters/names.ts";
+import { brokerNames, dueConsumer, laneConsumer, permitsConsumer } from "../adapters/names.ts";
 import type { NatsContext } from "../adapters/nats/nats-context.ts";
 import {
   type ConsumerRef,
@@ -7,6 +7,7 @@ import {
   readConsumers,
   readSubjectCounts,
 } from "../adapters/nats/queue-facts.ts";
+import { deadLettersConsumer } from "../adapters/nats/queue-streams.ts";
 import type { StreamFacts } from "../adapters/nats/server-facts.ts";
 import { answerMemoryMs } from "../adapters/nats/task-leasing.ts";
 import type { PermitKind } from "../adapters/queue-controls.ts";
@@ -48,8 +49,10 @@ const configureAgain = (s: QueueSettings): string => {
 /**
  * The resources of the queues beyond their tasks and advisories streams,
  * for an identity that lists streams (an admin; others may not read them):
- * the answers bucket of the HTTP API, each found queue's delayed stream and
- * its `due` consumer, and for each queue whose settings name limits, the
+ * the answers bucket of the HTTP API, each found queue's `dead-letters`
+ * consumer (made with its advisories stream), its `lane` consumer when lane
+ * tasks wait on its tasks stream, its delayed stream and that stream's
+ * `due` consumer, and for each queue whose settings name limits, the
  * permits stream, its pools (a subject each, as many messages as the limit:
  * a permit is never acked, held or not) and their consumers, and the
  * per-target permits stream. A call or a pass per queue, never per job: so
@@ -78,8 +81,27 @@ export const checkQueues = async (
       fix: `nats stream edit ${answers} --max-age ${answerMemoryMs / 3_600_000}h`,
     });
 
-  const due: ConsumerRef[] = [];
+  // The consumers each queue's setup or first use makes, and what is lost while one is missing.
+  const setUp: Array<ConsumerRef & { lost: string; fix: string }> = [];
+  const provision = (queue: string) => `run \`rt.admin.provision(["${queue}"])\` with an admin's credentials`;
   for (const queue of queues) {
+    if (found.has(n.advisoriesStream(queue)))
+      setUp.push({
+        stream: n.advisoriesStream(queue),
+        name: deadLettersConsumer,
+        lost: "the queue's tasks that run out of deliveries never become dead letters (their jobs never end)",
+        fix: provision(queue),
+      });
+    // The lane's consumer is made by the queue's first lane job: lane tasks waiting say it is in use.
+    const tasks = n.tasksStream(queue);
+    const lane = found.has(tasks) ? await readSubjectCounts(core, tasks, n.laneFilter(queue)) : undefined;
+    if (lane !== undefined && lane.size > 0)
+      setUp.push({
+        stream: tasks,
+        name: laneConsumer,
+        lost: "the queue's lane tasks waiting there are delivered to no worker",
+        fix: `submit a lane job to the queue (\`rt.jobs.submit({ queue: "${queue}", lane: true, … })\`) from a runtime that may create consumers: it makes the lane again`,
+      });
     const name = n.delayedStream(queue);
     rows.push({
       name,
@@ -88,12 +110,17 @@ export const checkQueues = async (
     });
     const s = found.get(name);
     if (s === undefined) continue;
-    due.push({ stream: name, name: dueConsumer });
+    setUp.push({
+      stream: name,
+      name: dueConsumer,
+      lost: "the queue's held tasks are not moved when due",
+      fix: provision(queue),
+    });
     // Moved tasks are acked: kept, a job's held count (its stall check) never falls to none.
     if (s.retention !== "workqueue")
       problems.push({
         what: `stream ${name} has ${s.retention} retention, work-queue wanted: a task moved when due still counts as held`,
-        fix: `remove it (nats stream rm ${name}; the tasks it holds are lost) and run \`rt.admin.provision(["${queue}"])\` with an admin's credentials`,
+        fix: `remove it (nats stream rm ${name}; the tasks it holds are lost) and ${provision(queue)}`,
       });
   }
 
@@ -122,14 +149,14 @@ export const checkQueues = async (
 
   const permitted = found.has(n.permitsStream) ? pools : [];
   const consumers = await readConsumers(core, [
-    ...due,
+    ...setUp,
     ...permitted.map((p) => ({ stream: n.permitsStream, name: permitsConsumer(p.settings.queue, p.kind) })),
   ]);
-  for (const c of due)
+  for (const c of setUp)
     if (consumers.get(consumerKey(c)) === null)
       problems.push({
-        what: `consumer ${c.name} of stream ${c.stream} is missing: the queue's held tasks are not moved when due`,
-        fix: `run \`rt.admin.provision(["${c.stream.slice(n.delayedStreamPrefix.length)}"])\` with an admin's credentials`,
+        what: `consumer ${c.name} of stream ${c.stream} is missing: ${c.lost}`,
+        fix: c.fix,
       });
   if (permitted.length === 0) return { rows, needed, problems };
 

@@ -189,6 +189,31 @@ it("a delayed stream's due consumer missing: a problem naming it", async () => {
   expect((await admin.admin.diagnose()).problems).toEqual([]);
 });
 
+it("a queue's dead-letters consumer missing (its exhausted tasks never become dead letters): a problem naming it", async () => {
+  await (await runtime("dlc", "admin")).admin.provision(["q"]);
+  await jsm.consumers.delete("dlc_advisories_q", "dead-letters");
+  const admin = await runtime("dlc", "admin");
+  await expectProblemNaming(admin, "consumer dead-letters", "dlc_advisories_q");
+  // The fix it gives, from a runtime that set nothing up before (as the CLI).
+  await (await runtime("dlc", "admin")).admin.provision(["q"]);
+  expect((await admin.admin.diagnose()).problems).toEqual([]);
+});
+
+it("a queue's lane consumer missing while lane tasks wait on its tasks stream: a problem naming it", async () => {
+  const rt = await runtime("lan");
+  await rt.admin.provision();
+  await rt.jobs.submit({ queue: "q", tasks: [1], lane: true });
+  // The submitter supervises the job and would make its lane again: the doctor is another runtime.
+  await rt.stop();
+  runtimes.splice(0);
+  await jsm.consumers.delete("lan_tasks_q", "lane");
+  const admin = await runtime("lan", "admin");
+  await expectProblemNaming(admin, "consumer lane", "lan_tasks_q");
+  // The fix it gives: a lane job submitted by a runtime that may make consumers.
+  await (await runtime("lan")).jobs.submit({ queue: "q", tasks: [2], lane: true });
+  expect((await admin.admin.diagnose()).problems).toEqual([]);
+});
+
 it("a delayed stream with limits retention (moved tasks stay, counted as held): a problem naming it", async () => {
   const rt = await runtime("dret");
   await jsm.streams.add({
