@@ -3,6 +3,7 @@ import type { NatsContext } from "../adapters/nats/nats-context.ts";
 import {
   type ConsumerRef,
   consumerKey,
+  readAnyMessage,
   readBucketValues,
   readConsumers,
   readSubjectCounts,
@@ -10,9 +11,9 @@ import {
 import { deadLettersConsumer } from "../adapters/nats/queue-streams.ts";
 import type { StreamFacts } from "../adapters/nats/server-facts.ts";
 import { answerMemoryMs } from "../adapters/nats/task-leasing.ts";
-import type { PermitKind } from "../adapters/queue-controls.ts";
 import { decodeQueueSettings, type QueueSettings } from "../kernel/queue-settings.ts";
 import type { Problem } from "./diagnosis.ts";
+import { limitOf, poolKinds } from "./queues.ts";
 
 /** A store row to show: made on first use when `firstUse` is given. */
 interface Row {
@@ -32,10 +33,6 @@ export interface QueueChecks {
   readonly problems: readonly Problem[];
 }
 
-/** The limit each pool counts (as in api/queues.ts). */
-const limitOf = { concurrency: "maxConcurrency", rate: "ratePerSecond" } as const;
-const poolKinds = Object.keys(limitOf) as PermitKind[];
-
 /** The call that writes the queue's limits again: its pools, their consumers and streams made afresh. */
 const configureAgain = (s: QueueSettings): string => {
   const limits = {
@@ -51,7 +48,7 @@ const configureAgain = (s: QueueSettings): string => {
  * for an identity that lists streams (an admin; others may not read them):
  * the answers bucket of the HTTP API, each found queue's `dead-letters`
  * consumer (made with its advisories stream), its `lane` consumer when lane
- * tasks wait on its tasks stream, its delayed stream and that stream's
+ * tasks wait on its tasks stream (one message read), its delayed stream and that stream's
  * `due` consumer, and for each queue whose settings name limits, the
  * permits stream, its pools (a subject each, as many messages as the limit:
  * a permit is never acked, held or not) and their consumers, and the
@@ -94,8 +91,7 @@ export const checkQueues = async (
       });
     // The lane's consumer is made by the queue's first lane job: lane tasks waiting say it is in use.
     const tasks = n.tasksStream(queue);
-    const lane = found.has(tasks) ? await readSubjectCounts(core, tasks, n.laneFilter(queue)) : undefined;
-    if (lane !== undefined && lane.size > 0)
+    if (found.has(tasks) && (await readAnyMessage(core, tasks, n.laneFilter(queue))) === true)
       setUp.push({
         stream: tasks,
         name: laneConsumer,

@@ -55,6 +55,26 @@ export const readSubjectCounts = (
     return info && new Map(Object.entries(info.state.subjects ?? {}));
   });
 
+/**
+ * Whether `stream` holds a message on a subject matching `filter` (a wildcard
+ * works in `last_by_subj` on 2.9); undefined when refused. One message read,
+ * however many subjects match: a stream info with a subject filter lists
+ * each one (a lane's: one per job waiting).
+ */
+export const readAnyMessage = (
+  core: NatsContext,
+  stream: string,
+  filter: string,
+): Promise<boolean | undefined> =>
+  core.run("admin.diagnose.messages", async (nc) => {
+    const jsm = await jetstreamManager(nc);
+    const last = await unlessRefused(
+      () => jsm.streams.getMessage(stream, { last_by_subj: filter }),
+      undefined,
+    );
+    return last === undefined ? undefined : last !== null;
+  });
+
 /** Each consumer's facts by `consumerKey`; null: not on the server; absent: refused to this identity. */
 export const readConsumers = (
   core: NatsContext,
