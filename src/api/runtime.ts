@@ -57,8 +57,9 @@ export interface Runtime {
      * bucket of jetstate's missing or with another replica count, an identity
      * allowed no role's calls, this host's clock off the server's; for an
      * identity that may list streams (an admin), also what each queue relies
-     * on: its delayed stream and `due` consumer, its permit pools and their
-     * consumers, the answers bucket's TTL. Needs no role (it checks what each
+     * on: its `dead-letters` and `lane` consumers, its delayed stream and
+     * `due` consumer, its permit pools and their consumers, the answers
+     * bucket's TTL. Needs no role (it checks what each
      * role may do). It writes nothing of jetstate's; measuring the clock, and
      * reading the queues' settings, each create one ephemeral consumer and
      * delete it. A few calls per queue, none per job. NATS only.
