@@ -69,6 +69,12 @@ describe("jetstate-jobs doctor with the server's users", () => {
       logger: silentLogger(),
     });
     await admin.admin.provision(["A"]);
+    // Limits, so that doctor as the admin reads the pools and their consumers with its own grants.
+    await admin.queues.configure("A", {
+      maxConcurrency: 2,
+      ratePerSecond: 10,
+      perTarget: { maxConcurrency: 1 },
+    });
     await admin.stop();
   }, 60_000);
 
@@ -107,7 +113,7 @@ describe("jetstate-jobs doctor with the server's users", () => {
       expect.objectContaining({ name: "KV_jetstate_answers", firstUse: expect.any(String) }),
     ]);
     // An admin lists the streams: the queue's delayed stream and the permits stream are checked too.
-    for (const name of ["jetstate_delayed_A", "jetstate_permits"])
+    for (const name of ["jetstate_delayed_A", "jetstate_permits", "jetstate_tpermits_A"])
       expect(
         d.stores.find((s) => s.name === name),
         name,
