@@ -18,7 +18,7 @@ import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type AuthFiles, authFiles, roleUsersConfig } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { within } from "../harness/wait.ts";
+import { gate, within } from "../harness/wait.ts";
 
 let server: NatsServerHandle;
 let nc: NatsConnection;
@@ -87,6 +87,33 @@ it("a healthy setup with jobs, held tasks and a limited queue: no problem, every
   expect(stores.get("well_delayed_q")).toMatchObject({ queue: "q", messages: 1 });
   // The HTTP API's bucket, made by its first answer: not in use here, and no problem.
   expect(stores.get("KV_well_answers")).toMatchObject({ present: false, firstUse: expect.any(String) });
+});
+
+it("permits held by running handlers still count in their pool: no problem while a limited queue works", async () => {
+  const rt = await runtime("busy");
+  await rt.queues.configure("q", { maxConcurrency: 2, ratePerSecond: 50 });
+  const started = gate();
+  const release = gate();
+  let running = 0;
+  const worker = rt.workers.start<number, number>({
+    queue: "q",
+    concurrency: 2,
+    handler: async (t) => {
+      if (++running === 2) started.open();
+      await release.opened;
+      return t.payload;
+    },
+  });
+  try {
+    const job = await rt.jobs.submit<number, number>({ queue: "q", tasks: [1, 2, 3] });
+    expect(await within(started.opened, 10_000)).not.toBe("never");
+    expect((await rt.admin.diagnose()).problems).toEqual([]);
+    release.open();
+    expect(await within(job.done(), 10_000)).toMatchObject({ status: "succeeded" });
+  } finally {
+    release.open();
+    await worker.stop();
+  }
 });
 
 it("a fresh runtime that ran a job with no delay and no limit: the delayed and permits streams are not in use yet", async () => {
