@@ -76,22 +76,25 @@ export const readAnyMessage = (
   });
 
 /** Each consumer's facts by `consumerKey`; null: not on the server; absent: refused to this identity. */
-export const readConsumers = (
+export const readConsumers = async (
   core: NatsContext,
   consumers: readonly ConsumerRef[],
-): Promise<ReadonlyMap<string, ConsumerFacts | null>> =>
-  core.run("admin.diagnose.consumers", async (nc) => {
-    const jsm = await jetstreamManager(nc);
-    const found = new Map<string, ConsumerFacts | null>();
-    for (const c of consumers) {
+): Promise<ReadonlyMap<string, ConsumerFacts | null>> => {
+  const found = new Map<string, ConsumerFacts | null>();
+  // One operation each: a deadline for all of them would not hold many queues far from the server.
+  for (const c of consumers) {
+    const facts = await core.run("admin.diagnose.consumer", async (nc) => {
+      const jsm = await jetstreamManager(nc);
       try {
         const { config } = await jsm.consumers.info(c.stream, c.name);
-        found.set(consumerKey(c), { maxDeliver: config.max_deliver ?? -1 });
+        return { maxDeliver: config.max_deliver ?? -1 };
       } catch (error) {
-        if (isPermissionViolation(error)) continue;
+        if (isPermissionViolation(error)) return undefined;
         if (!isNotFound(error)) throw error;
-        found.set(consumerKey(c), null);
+        return null;
       }
-    }
-    return found;
-  });
+    });
+    if (facts !== undefined) found.set(consumerKey(c), facts);
+  }
+  return found;
+};
