@@ -2,56 +2,9 @@ import { brokerNames, queueOfStream } from "../adapters/names.ts";
 import { agentsBucketFor } from "../adapters/nats/kv-agent-store.ts";
 import type { NatsContext } from "../adapters/nats/nats-context.ts";
 import { deniedSubjects, readServerFacts, type StreamFacts } from "../adapters/nats/server-facts.ts";
+import { checkQueues } from "./diagnose-queues.ts";
+import type { Diagnosis, Problem, StoreCheck } from "./diagnosis.ts";
 import { allRoles, natsPermissions, type Role } from "./permissions.ts";
-
-/** One stream or bucket jetstate keeps, as found on the server. */
-export interface StoreCheck {
-  /** The stream's name (a bucket's stream is `KV_<bucket>`). */
-  readonly name: string;
-  /** The queue it belongs to, for a queue's tasks and advisories streams. */
-  readonly queue?: string;
-  /** null: this identity may not read it (nor list streams), so whether it exists is not known. */
-  readonly present: boolean | null;
-  /**
-   * For a bucket made only at the first use of what it keeps (agents, queue settings, flows,
-   * schedules): that use. Missing, it is not in use yet, which is no problem.
-   */
-  readonly firstUse?: string;
-  readonly replicas?: number;
-  readonly consumers?: number;
-  readonly messages?: number;
-}
-
-/** Whether this identity may make the read-only API calls a role makes. */
-export interface RoleCheck {
-  readonly role: Role;
-  /** Every probed subject of the role answered (write grants are not probed: a probe would write). */
-  readonly allowed: boolean;
-  readonly denied: readonly string[];
-}
-
-/** Something wrong, and what to do about it. */
-export interface Problem {
-  readonly what: string;
-  readonly fix: string;
-}
-
-/** `rt.admin.diagnose()`: the server, jetstate's streams and buckets, this identity's roles, the clock. */
-export interface Diagnosis {
-  readonly server: {
-    readonly name?: string;
-    readonly version?: string;
-    readonly cluster?: string;
-    readonly jetstream: boolean;
-  };
-  /** Replicas this runtime asks for (`replicas`, `JETSTATE_REPLICAS`). */
-  readonly replicasWanted: number;
-  readonly stores: readonly StoreCheck[];
-  readonly roles: readonly RoleCheck[];
-  /** Server time minus this host's; an error when it could not be measured. */
-  readonly clock: { readonly skewMs: number; readonly roundTripMs: number } | { readonly error: string };
-  readonly problems: readonly Problem[];
-}
 
 /** Beyond it, leases and stall timers of two hosts disagree by more than a renewal's margin. */
 const maxSkewMs = 1000;
@@ -119,20 +72,25 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
     return { role, allowed: refused.length === 0, denied: refused };
   });
   const found = new Map(first.streams.map((s) => [s.name, s]));
-  const check = (name: string, queue?: string): StoreCheck => {
+  // The queues' own resources: only what a listing showed (an admin's; others may not read them).
+  const queueChecks = first.listed ? await checkQueues(core, found, queues) : undefined;
+  const needed = queueChecks?.needed ?? new Map<string, string>();
+  const check = (name: string, queue?: string, use = firstUse.get(name)): StoreCheck => {
     const s: StreamFacts | undefined = found.get(name);
-    const use = firstUse.get(name);
+    // Made on first use, but the queues' settings say it is in use: missing, it is a problem.
+    const unused = needed.has(name) ? undefined : use;
     return {
       name,
       ...(queue === undefined ? {} : { queue }),
       present: s !== undefined ? true : first.unreadable.includes(name) ? null : false,
-      ...(use === undefined ? {} : { firstUse: use }),
+      ...(unused === undefined ? {} : { firstUse: unused }),
       ...(s ? { replicas: s.replicas, consumers: s.consumers, messages: s.messages } : {}),
     };
   };
   const stores = [
     ...shared.map((name) => check(name)),
     ...queues.flatMap((q) => [check(n.tasksStream(q), q), check(n.advisoriesStream(q), q)]),
+    ...(queueChecks?.rows ?? []).map((r) => check(r.name, r.queue, r.firstUse)),
   ];
   const problems: Problem[] = [];
   const { server } = first;
@@ -151,7 +109,9 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
       if (!s.present)
         problems.push({
           what: `stream ${s.name} is missing`,
-          fix: `run \`rt.admin.provision(${s.queue ? `["${s.queue}"]` : ""})\` with an admin's credentials (an admin runtime also creates it on first use)`,
+          fix:
+            needed.get(s.name) ??
+            `run \`rt.admin.provision(${s.queue ? `["${s.queue}"]` : ""})\` with an admin's credentials (an admin runtime also creates it on first use)`,
         });
       else if (s.replicas !== replicasWanted)
         problems.push({
@@ -165,6 +125,7 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
       what: "this identity may not make the calls of any role",
       fix: "grant the permissions natsPermissions({ role, queues }) gives (docs/operations.md)",
     });
+  problems.push(...(queueChecks?.problems ?? []));
   const clock = first.clock;
   if ("skewMs" in clock && Math.abs(clock.skewMs) > maxSkewMs + clock.roundTripMs / 2)
     problems.push({

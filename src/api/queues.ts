@@ -72,11 +72,11 @@ const casRetry = retryWith(
 );
 
 /** The limit each pool counts. */
-const limitOf = { concurrency: "maxConcurrency", rate: "ratePerSecond" } as const satisfies Record<
+export const limitOf = { concurrency: "maxConcurrency", rate: "ratePerSecond" } as const satisfies Record<
   PermitKind,
   keyof QueueLimits
 >;
-const poolKinds = Object.keys(limitOf) as PermitKind[];
+export const poolKinds = Object.keys(limitOf) as PermitKind[];
 
 export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, now: () => number): Queues => {
   const read = async (queue: string) => {

@@ -15,7 +15,8 @@ import type { WorkerInfo } from "../kernel/presence.ts";
 import { check, checkCleanupOptions, rejectUnknownKeys, SubjectToken } from "../kernel/validation.ts";
 import { type Agents, createAgentRegistry } from "./agents.ts";
 import { cleanupOnce } from "./cleanup.ts";
-import { type Diagnosis, diagnose } from "./diagnose.ts";
+import { diagnose } from "./diagnose.ts";
+import type { Diagnosis } from "./diagnosis.ts";
 import { FlowRegistry, type Flows, flowsFace } from "./flows.ts";
 import { JobRegistry } from "./jobs.ts";
 import { type Jobs, jobsFace } from "./jobs-face.ts";
@@ -54,9 +55,14 @@ export interface Runtime {
     /**
      * Reads the server and reports what is wrong: JetStream off, a stream or
      * bucket of jetstate's missing or with another replica count, an identity
-     * allowed no role's calls, this host's clock off the server's. Needs no
-     * role (it checks what each role may do). It writes nothing of jetstate's;
-     * measuring the clock creates one ephemeral consumer and deletes it. NATS only.
+     * allowed no role's calls, this host's clock off the server's; for an
+     * identity that may list streams (an admin), also what each queue relies
+     * on: its `dead-letters` and `lane` consumers, its delayed stream and
+     * `due` consumer, its permit pools and their consumers, the answers
+     * bucket's TTL. Needs no role (it checks what each
+     * role may do). It writes nothing of jetstate's; measuring the clock, and
+     * reading the queues' settings, each create one ephemeral consumer and
+     * delete it. A few calls per queue, none per job. NATS only.
      * @example
      * for (const p of (await rt.admin.diagnose()).problems) log.warn({ fix: p.fix }, p.what);
      */

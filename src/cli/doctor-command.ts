@@ -51,7 +51,7 @@ export const registerDoctor = (program: Command, globals: () => GlobalOptions): 
   program
     .command("doctor")
     .description(
-      "check the server, JetStream, jetstate's streams and buckets, this identity's permissions and the clock; exit 5 on a problem",
+      "check the server, JetStream, jetstate's streams and buckets (as an admin also each queue's consumers, delayed stream and permit pools), this identity's permissions and the clock; exit 5 on a problem",
     )
     .action(async () => {
       const g = globals();

@@ -34,7 +34,7 @@ const usersConfig = (logFile: string): string =>
 
 interface Diagnosis {
   roles: { role: string; allowed: boolean; denied: string[] }[];
-  stores: { name: string; present: boolean | null }[];
+  stores: { name: string; present: boolean | null; firstUse?: string }[];
   problems: { what: string; fix: string }[];
   clock: { skewMs: number } | { error: string };
 }
@@ -69,6 +69,12 @@ describe("jetstate-jobs doctor with the server's users", () => {
       logger: silentLogger(),
     });
     await admin.admin.provision(["A"]);
+    // Limits, so that doctor as the admin reads the pools and their consumers with its own grants.
+    await admin.queues.configure("A", {
+      maxConcurrency: 2,
+      ratePerSecond: 10,
+      perTarget: { maxConcurrency: 1 },
+    });
     await admin.stop();
   }, 60_000);
 
@@ -96,12 +102,22 @@ describe("jetstate-jobs doctor with the server's users", () => {
     if (logged.has("$JS.API.CONSUMER.CREATE.jetstate_results")) expect(d.clock).toHaveProperty("error");
   };
 
-  it("an admin: allowed the admin role, every stream present, exit 0", async () => {
+  it("an admin: allowed the admin role, every stream provisioned present, exit 0", async () => {
     const r = await doctorAs("admin");
     expect(r.code, r.stderr).toBe(0);
     const d = JSON.parse(r.stdout) as Diagnosis;
     expect(d.roles.find((x) => x.role === "admin")?.allowed).toBe(true);
-    expect(d.stores.every((s) => s.present === true)).toBe(true);
+    // The HTTP API's answers bucket is made by its first answer, not by provision.
+    const absent = d.stores.filter((s) => s.present !== true);
+    expect(absent).toEqual([
+      expect.objectContaining({ name: "KV_jetstate_answers", firstUse: expect.any(String) }),
+    ]);
+    // An admin lists the streams: the queue's delayed stream and the permits stream are checked too.
+    for (const name of ["jetstate_delayed_A", "jetstate_permits", "jetstate_tpermits_A"])
+      expect(
+        d.stores.find((s) => s.name === name),
+        name,
+      ).toMatchObject({ present: true });
     await checkAgainstLog("admin", d);
   });
 
@@ -158,6 +174,23 @@ describe("jetstate-jobs doctor with the server's users", () => {
     } finally {
       await unlisted.dispose();
     }
+  });
+
+  it("a queue's resource broken (its delayed stream's due consumer removed): exit 5, the problem printed naming it", async () => {
+    const nc = await connect({ servers: server.url, user: "admin", pass: password });
+    try {
+      await (await jetstreamManager(nc)).consumers.delete("jetstate_delayed_A", "due");
+    } finally {
+      await nc.close();
+    }
+    const r = await runCli(cli.bin, ["--timeout", "3", "doctor"], {
+      NATS_URL: server.url,
+      NATS_USER: "admin",
+      NATS_PASSWORD: password,
+    });
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stdout).toMatch(/^PROBLEM: consumer due of stream jetstate_delayed_A is missing/m);
+    expect(r.stdout).toMatch(/^\s+fix: run `rt\.admin\.provision\(\["A"\]\)`/m);
   });
 
   it("a wrong password: exit 4 within the timeout, one line on stderr", async () => {

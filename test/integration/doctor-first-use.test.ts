@@ -2,7 +2,10 @@
  * `rt.admin.diagnose()` (the CLI's `doctor`) on a fresh server after the
  * README's first job: no problem. The agents bucket is made only when an
  * agent is used, as the flows and schedules buckets are by their first flow
- * or schedule; such a bucket missing is not in use yet, not a problem.
+ * or schedule, the answers bucket by the HTTP API's first answer, the
+ * permits stream by a queue's first limit and a queue's delayed stream by
+ * its first delayed job; such a store missing is not in use yet, not a
+ * problem.
  * `doctor` exited 5 there, "stream KV_jetstate_agents is missing". The
  * oracle: the server's own stream listing, read raw.
  */
@@ -48,13 +51,21 @@ it("after the first job: no problem; a bucket made on first use and missing is n
   const onServer = await streamsOnServer();
   const d = await rt.admin.diagnose();
   expect(d.problems).toEqual([]);
-  const firstUse = ["KV_jetstate_agents", "KV_jetstate_queues", "KV_jetstate_flows", "KV_jetstate_schedules"];
+  const firstUse = [
+    "KV_jetstate_agents",
+    "KV_jetstate_queues",
+    "KV_jetstate_flows",
+    "KV_jetstate_schedules",
+    // The HTTP API's answers, the permits of queue limits, a queue's held tasks (a job with a delay).
+    "KV_jetstate_answers",
+    "jetstate_permits",
+    "jetstate_delayed_detect",
+  ];
   for (const name of firstUse) {
     const store = d.stores.find((s) => s.name === name);
     expect(store, name).toMatchObject({ present: onServer.includes(name), firstUse: expect.any(String) });
   }
-  for (const name of ["KV_jetstate_agents", "KV_jetstate_flows", "KV_jetstate_schedules"])
-    expect(onServer).not.toContain(name);
+  for (const name of firstUse.filter((f) => f !== "KV_jetstate_queues")) expect(onServer).not.toContain(name);
   // Every other store it checks is there, and none of them is made on first use.
   for (const s of d.stores.filter((s) => !firstUse.includes(s.name))) {
     expect(s.present, s.name).toBe(true);

@@ -18,6 +18,10 @@ export interface StreamFacts {
   readonly replicas: number;
   readonly consumers: number;
   readonly messages: number;
+  /** `workqueue`, `limits` or `interest`. */
+  readonly retention: string;
+  /** How long it keeps a message (a bucket's TTL); 0: for ever. */
+  readonly maxAgeMs: number;
 }
 
 /** What `rt.admin.diagnose()` reads from the server; the API decides what is a problem. */
@@ -32,6 +36,8 @@ export interface ServerFacts {
   };
   /** Streams whose names start with one of the prefixes asked for. */
   readonly streams: readonly StreamFacts[];
+  /** This identity listed the streams (an admin); else only the expected ones were read. */
+  readonly listed: boolean;
   /** Expected streams whose info this identity could not read (neither found nor reported missing). */
   readonly unreadable: readonly string[];
   /** Server time minus this host's, measured at the middle of one round trip. */
@@ -103,7 +109,7 @@ export const deniedSubjects = (
   });
 
 /** nats.js 3 rejects the request with a `RequestError` whose cause is the `PermissionViolationError`. */
-const isPermissionViolation = (error: unknown): boolean =>
+export const isPermissionViolation = (error: unknown): boolean =>
   error instanceof Error &&
   (error.name === "PermissionViolationError" ||
     (error.cause instanceof Error && error.cause.name === "PermissionViolationError"));
@@ -131,7 +137,13 @@ export const readServerFacts = (core: NatsContext, request: FactsRequest): Promi
       jsm = await jetstreamManager(nc);
     } catch (error) {
       const off = { ...server, jetstream: false, jetstreamError: message(error) };
-      return { server: off, streams: [], unreadable: [], clock: { error: "JetStream is off" } };
+      return {
+        server: off,
+        streams: [],
+        listed: false,
+        unreadable: [],
+        clock: { error: "JetStream is off" },
+      };
     }
     const streams: StreamFacts[] = [];
     const unreadable: string[] = [];
@@ -140,7 +152,10 @@ export const readServerFacts = (core: NatsContext, request: FactsRequest): Promi
       replicas: s.config.num_replicas,
       consumers: s.state.consumer_count,
       messages: s.state.messages,
+      retention: s.config.retention,
+      maxAgeMs: Math.floor(s.config.max_age / 1e6),
     });
+    let listed = true;
     try {
       for await (const s of jsm.streams.list())
         if (request.streamPrefixes.some((p) => s.config.name.startsWith(p))) streams.push(facts(s));
@@ -149,6 +164,7 @@ export const readServerFacts = (core: NatsContext, request: FactsRequest): Promi
       // failure (no answer) is the operation's to retry: read as "nothing listed", the queues'
       // streams went unchecked and a doctor whose listing timed out said all was well.
       if (!isPermissionViolation(error)) throw error;
+      listed = false;
       streams.length = 0;
       for (const name of request.expected) {
         try {
@@ -163,5 +179,5 @@ export const readServerFacts = (core: NatsContext, request: FactsRequest): Promi
     const clock = streams.some((s) => s.name === request.clockStream)
       ? await measureClock(nc, request.clockStream).catch((error: unknown) => ({ error: message(error) }))
       : { error: `not measured: stream ${request.clockStream} is missing` };
-    return { server: { ...server, jetstream: info?.jetstream === true }, streams, unreadable, clock };
+    return { server: { ...server, jetstream: info?.jetstream === true }, streams, listed, unreadable, clock };
   });

@@ -24,7 +24,7 @@ import { ensureBucket, nanos } from "./streams.ts";
  * heartbeat renews), so a delivery's answer is known for as long as any
  * receipt of it is valid.
  */
-const answerMemoryMs = 24 * 3600_000;
+export const answerMemoryMs = 24 * 3600_000;
 const wrongLastSequence = 10071;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,0 +1,100 @@
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { scanBucket } from "./bucket-reads.ts";
+import type { NatsContext } from "./nats-context.ts";
+import { isPermissionViolation } from "./server-facts.ts";
+import { isNotFound } from "./streams.ts";
+
+/** A durable consumer as found on the server. */
+export interface ConsumerFacts {
+  /** -1: a message is delivered for ever (a permit never used up). */
+  readonly maxDeliver: number;
+}
+
+/** A consumer to look up: `name` on `stream`. */
+export interface ConsumerRef {
+  readonly stream: string;
+  readonly name: string;
+}
+
+/** How `readConsumers` keys what it found. */
+export const consumerKey = (c: ConsumerRef): string => `${c.stream}/${c.name}`;
+
+/**
+ * What `rt.admin.diagnose()` reads of the queues' own resources, once the
+ * stream listing said which exist: each a call or a pass per queue, never
+ * per job. The API decides what is a problem. What this identity may not
+ * read (an admin of some queues lists every queue's streams) is left out,
+ * not known to be wrong.
+ */
+
+/** `read`'s answer, or `refused` when the server refuses this identity the call. */
+const unlessRefused = async <A>(read: () => Promise<A>, refused: A): Promise<A> => {
+  try {
+    return await read();
+  } catch (error) {
+    if (isPermissionViolation(error)) return refused;
+    throw error;
+  }
+};
+
+/** Every key's value in a bucket (the queues' settings: one key a queue). */
+export const readBucketValues = (core: NatsContext, bucket: string): Promise<ReadonlyMap<string, string>> =>
+  core.run("admin.diagnose.settings", async (nc) =>
+    scanBucket(jetstream(nc), await jetstreamManager(nc), bucket),
+  );
+
+/** How many messages each subject of `stream` matching `filter` holds (one absent: none); undefined when refused. */
+export const readSubjectCounts = (
+  core: NatsContext,
+  stream: string,
+  filter: string,
+): Promise<ReadonlyMap<string, number> | undefined> =>
+  core.run("admin.diagnose.pools", async (nc) => {
+    const jsm = await jetstreamManager(nc);
+    const info = await unlessRefused(() => jsm.streams.info(stream, { subjects_filter: filter }), undefined);
+    return info && new Map(Object.entries(info.state.subjects ?? {}));
+  });
+
+/**
+ * Whether `stream` holds a message on a subject matching `filter` (a wildcard
+ * works in `last_by_subj` on 2.9); undefined when refused. One message read,
+ * however many subjects match: a stream info with a subject filter lists
+ * each one (a lane's: one per job waiting).
+ */
+export const readAnyMessage = (
+  core: NatsContext,
+  stream: string,
+  filter: string,
+): Promise<boolean | undefined> =>
+  core.run("admin.diagnose.messages", async (nc) => {
+    const jsm = await jetstreamManager(nc);
+    const last = await unlessRefused(
+      () => jsm.streams.getMessage(stream, { last_by_subj: filter }),
+      undefined,
+    );
+    return last === undefined ? undefined : last !== null;
+  });
+
+/** Each consumer's facts by `consumerKey`; null: not on the server; absent: refused to this identity. */
+export const readConsumers = async (
+  core: NatsContext,
+  consumers: readonly ConsumerRef[],
+): Promise<ReadonlyMap<string, ConsumerFacts | null>> => {
+  const found = new Map<string, ConsumerFacts | null>();
+  // One operation each: a deadline for all of them would not hold many queues far from the server.
+  for (const c of consumers) {
+    const facts = await core.run("admin.diagnose.consumer", async (nc) => {
+      const jsm = await jetstreamManager(nc);
+      try {
+        const { config } = await jsm.consumers.info(c.stream, c.name);
+        return { maxDeliver: config.max_deliver ?? -1 };
+      } catch (error) {
+        if (isPermissionViolation(error)) return undefined;
+        if (!isNotFound(error)) throw error;
+        return null;
+      }
+    });
+    if (facts !== undefined) found.set(consumerKey(c), facts);
+  }
+  return found;
+};
