@@ -18,6 +18,9 @@ const operationTimeoutMs = 1000;
 /** Past the deadline, and past the connection's backoff ceiling (250 ms first, doubling, 1 s here). */
 const quietMs = operationTimeoutMs + 1500;
 
+/** Pending timers (Node's `Timeout` resources) right now. */
+const pendingTimers = () => process.getActiveResourcesInfo().filter((name) => name === "Timeout").length;
+
 const linesAfter = (lines: readonly LogLine[], at: number) =>
   lines.filter((l) => (l.time as number) > at).map((l) => `${l.level} ${l.msg}`);
 
@@ -27,10 +30,11 @@ describe("after a stop, with the server unreachable", () => {
     for (const release of released) await release();
   });
 
-  it("a stopped worker logs nothing more, nor its stopped runtime", async () => {
+  it("a stopped worker logs nothing more, nor its stopped runtime, which holds no timer", async () => {
     const address = await closedAddress();
     released.push(address.release);
     const { lines, logger } = capturedLog("debug");
+    const timersBefore = pendingTimers();
     const rt = await createRuntime({
       servers: `nats://${address.host}:${address.port}`,
       logger,
@@ -47,5 +51,6 @@ describe("after a stop, with the server unreachable", () => {
     const runtimeStopped = Date.now();
     await delay(quietMs);
     expect(linesAfter(lines, runtimeStopped)).toEqual([]);
+    expect(pendingTimers()).toBeLessThanOrEqual(timersBefore);
   });
 });
