@@ -121,6 +121,9 @@ export class QueueGate {
           this.#life.send({ type: "settings.seen", paused: false, limited: false });
       },
       (error) => {
+        // Failed as its worker stopped (the stop's abort, or a deadline past it): nothing to say,
+        // and its machine has stopped.
+        if (signal.aborted) return;
         log.warn({ err: error }, "queue settings not read; the watch will bring them");
         this.#life.send({ type: "settings.unread" });
       },
@@ -132,6 +135,11 @@ export class QueueGate {
     this.watching = controls
       .watchSettings(queue, (value, revision) => this.#apply(value, revision, "watch"), signal)
       .catch((error) => log.warn({ err: error }, "queue settings watch failed"));
+  }
+
+  /** The first read of the settings has settled (it never rejects). */
+  get ready(): Promise<void> {
+    return this.#ready;
   }
 
   /** The watch's loop: the worker's stop waits for it. */

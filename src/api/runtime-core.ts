@@ -1,8 +1,8 @@
 import { classifyNatsError } from "../adapters/nats/classify-error.ts";
 import type { NatsContext } from "../adapters/nats/nats-context.ts";
 import { SupervisedConnection } from "../adapters/nats/supervised-connection.ts";
-import { LoopGroup } from "../effects/loop-group.ts";
-import { runOperationPromise } from "../effects/run-operation.ts";
+import { LoopGroup, settlesWithin } from "../effects/loop-group.ts";
+import { OperationsInFlight, runOperationPromise } from "../effects/run-operation.ts";
 import { realClock } from "../kernel/clock.ts";
 import { ConnectionUnavailable, workOver } from "../kernel/errors.ts";
 import { childLogger, defaultLogger } from "../kernel/logger.ts";
@@ -49,6 +49,8 @@ export const createRuntimeCore = async (
   // Every loop and every operation in flight listens to its signal, `stopping`.
   const loops = new LoopGroup(log);
   const stopLinks = new LinkedControllers(loops.signal);
+  // Every call of an operation until it settles, let go of or not: stop waits for them.
+  const operations = new OperationsInFlight();
   // An in-memory runtime has no NATS: its connection actor stays `idle`.
   if (connect) connection.start();
   return {
@@ -74,6 +76,7 @@ export const createRuntimeCore = async (
         retry: runOptions.retry ?? resolved.connection.retry,
         signal: linked?.signal ?? loops.signal,
         sharedSignal: linked === undefined,
+        inFlight: operations,
       })
         .catch((error: unknown) => {
           throw error instanceof ConnectionUnavailable
@@ -95,8 +98,20 @@ export const createRuntimeCore = async (
       // can only time out: the connection is closed under the loops at once then, which fails
       // those requests; stop() still waits for every loop below.
       const down = connect ? whenDown(connection) : undefined;
+      const waitUntil = Date.now() + loopsStopWaitMs;
       const ended = await loops.closeWithin(loopsStopWaitMs, down?.promise);
+      // Then the operations still running, within the same wait: one the stop's abort let go of
+      // (a retry's attempt, which Effect's `tryPromise` leaves running) still does its last steps,
+      // a scan's delete of its consumer. Drained under it, that delete failed and the consumer
+      // stayed on the server (test/integration/stop-operations-in-flight.test.ts).
+      const settled =
+        ended && (await settlesWithin(operations.idle(), Math.max(0, waitUntil - Date.now()), down?.promise));
       down?.cancel();
+      if (ended && !settled && connection.state === "connected")
+        log.warn(
+          { operations: operations.count },
+          "operations still running after stop; closing the connection",
+        );
       if (!ended) {
         const left = { loops: loops.running() };
         if (down && connection.state !== "connected")

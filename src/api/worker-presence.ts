@@ -63,7 +63,10 @@ export const announceWorker = (
     const signal = AbortSignal.any([group, stopping.signal]);
     while (!signal.aborted) {
       // Not announced this time: the next one may be; a reader sees the worker gone meanwhile.
-      announcing = announce().catch((error) => log.debug({ err: error }, "worker not announced"));
+      // Failed as the worker stopped (its deadline past the stop, the server away): unsaid.
+      announcing = announce().catch(
+        (error) => signal.aborted || log.debug({ err: error }, "worker not announced"),
+      );
       await announcing;
       await sleep(presenceMs / 3, undefined, { signal }).catch(() => undefined);
     }

@@ -61,7 +61,12 @@ export const startWorker = <Payload, Result>(
     (maxPayload) => {
       maxBytes = Math.min(maxBytes, maxPayload - 256);
     },
-    (error) => log.warn({ err: error }, "server's max payload unknown; results batched up to 256 KB"),
+    // Failed as the worker (or its runtime) stopped: the stop's own abort, or a deadline that
+    // passed after it (the server away). Nothing to say then: the worker has stopped.
+    (error) => {
+      if (!pulling.aborted)
+        log.warn({ err: error }, "server's max payload unknown; results batched up to 256 KB");
+    },
   );
   // Every job this worker answers is of its queue.
   const publishBatch = (jobId: string, body: string, msgId: string) =>
@@ -133,6 +138,9 @@ export const startWorker = <Payload, Result>(
   // The queue's pause and limits (`rt.queues`), as every process sets them.
   const gate = new QueueGate(broker.queueControls, queueName, log, hearing.signal);
   core.loops.run(`worker-queue:${id}`, () => gate.watching);
+  // Its first reads wait for the connection up to their deadline, not for the worker's stop:
+  // `rt.stop()` waits for them (its abort ends them), so none settles after it.
+  core.loops.track(`worker-reads:${id}`, () => Promise.all([payloadKnown, gate.ready]));
 
   /** Its agent's target now, if it is bound to one: a task runs against the one read before it starts. */
   const currentTarget = () => (agentId === undefined ? undefined : agents.get(agentId)?.current);

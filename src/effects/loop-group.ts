@@ -164,19 +164,35 @@ export class LoopGroup {
    * true once every loop has ended, false when some still run then
    * (`running()` names them).
    */
-  async closeWithin(waitMs: number, stopWaiting?: Promise<unknown>): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), waitMs);
-    });
-    const given = stopWaiting?.then(
-      () => false as const,
-      () => false as const,
-    );
-    try {
-      return await Promise.race([this.close().then(() => true as const), late, ...(given ? [given] : [])]);
-    } finally {
-      clearTimeout(timer);
-    }
+  closeWithin(waitMs: number, stopWaiting?: Promise<unknown>): Promise<boolean> {
+    return settlesWithin(this.close(), waitMs, stopWaiting);
   }
 }
+
+/**
+ * True once `work` has settled, false when `waitMs` passed first or
+ * `stopWaiting` settled first; no timer is left either way.
+ */
+export const settlesWithin = async (
+  work: Promise<unknown>,
+  waitMs: number,
+  stopWaiting?: Promise<unknown>,
+): Promise<boolean> => {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), waitMs);
+  });
+  const given = stopWaiting?.then(
+    () => false as const,
+    () => false as const,
+  );
+  const settled = work.then(
+    () => true as const,
+    () => true as const,
+  );
+  try {
+    return await Promise.race([settled, late, ...(given ? [given] : [])]);
+  } finally {
+    clearTimeout(timer);
+  }
+};

@@ -46,7 +46,53 @@ export interface OperationOptions {
    * (test/unit/runtime-core-signal.test.ts). The first attempt adds none.
    */
   readonly sharedSignal?: boolean;
+  /**
+   * Counts the operation's calls of `op` until each settles, past the
+   * operation's own end: one let go of (a retry interrupted by the stop's
+   * abort, a first attempt past its deadline) still runs. The runtime's
+   * stop waits for them before it drains the connection.
+   */
+  readonly inFlight?: OperationsInFlight;
 }
+
+/**
+ * Calls of operations (`OperationOptions.inFlight`) that have not settled:
+ * a bucket scan let go of at the stop's abort deletes its consumer at its
+ * end, and failed to once the connection drained under it, leaving the
+ * consumer on the server. Counted in the handlers the first attempt has
+ * anyway: no promise nor closure more per operation on the hot path.
+ */
+export class OperationsInFlight {
+  #count = 0;
+  #idle: Array<() => void> = [];
+
+  get count(): number {
+    return this.#count;
+  }
+
+  started(): void {
+    this.#count++;
+  }
+
+  ended(): void {
+    if (--this.#count > 0) return;
+    for (const wake of this.#idle.splice(0)) wake();
+  }
+
+  /** Resolves once no call is in flight (at once if none is now). */
+  idle(): Promise<void> {
+    return this.#count === 0 ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve));
+  }
+}
+
+/** `running`, counted in `inFlight` until it settles (the retries' attempts: off the hot path). */
+const counted = <A>(running: Promise<A>, inFlight: OperationsInFlight | undefined): Promise<A> => {
+  if (!inFlight) return running;
+  inFlight.started();
+  const ended = () => inFlight.ended();
+  running.then(ended, ended);
+  return running;
+};
 
 /** The failure as the port explains it (`ConnectionPort.explain`), or as it is. */
 export const explained = <C>(
@@ -86,7 +132,7 @@ const runOperation = <C, A>(
     });
     waiting = false;
     return yield* Effect.tryPromise({
-      try: (signal) => op(client, signal),
+      try: (signal) => counted(op(client, signal), options.inFlight),
       catch: (error) => classify(explained(port, client, error, options.name), options.name),
     });
   });
@@ -156,15 +202,20 @@ export const runOperationPromise = <C, A>(
   const signal = options.signal ?? noSignal;
   if (client === undefined || signal.aborted) return runFull(port, op, classify, options);
   const started = Date.now();
+  const inFlight = options.inFlight;
   const first = new Promise<A>((resolve, reject) => {
     const timer = setTimeout(() => reject(new FirstAttemptTimedOut()), options.timeoutMs);
-    op(client, signal).then(
+    const running = op(client, signal);
+    inFlight?.started();
+    running.then(
       (value) => {
         clearTimeout(timer);
+        inFlight?.ended();
         resolve(value);
       },
       (error: unknown) => {
         clearTimeout(timer);
+        inFlight?.ended();
         reject(error);
       },
     );

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it, vi } from "vitest";
 import type { RetryPolicy } from "../../src/effects/retry.ts";
-import { runOperationPromise } from "../../src/effects/run-operation.ts";
+import { OperationsInFlight, runOperationPromise } from "../../src/effects/run-operation.ts";
 import {
   type BrokerError,
   ConnectionUnavailable,
@@ -440,5 +440,65 @@ describe("runOperation, first attempt on the current client", () => {
       { name: "kv.get", timeoutMs: 5_000, retry: fast, signal: stop.signal },
     );
     expect(await rejection(stopped)).toBeInstanceOf(RuntimeStopped);
+  });
+});
+
+describe("runOperation, calls in flight (what the runtime's stop waits for)", () => {
+  /** A call of the operation that settles only when the test says. */
+  const held = () => {
+    let settle: (ok: boolean) => void = () => undefined;
+    const running = new Promise<string>((resolve, reject) => {
+      settle = (ok) => (ok ? resolve("late") : reject(transient(9)));
+    });
+    return { running, settle: (ok: boolean) => settle(ok) };
+  };
+
+  it("counts an attempt of the retries let go of at the abort until it settles", async () => {
+    const inFlight = new OperationsInFlight();
+    const controller = new AbortController();
+    const second = held();
+    let calls = 0;
+    const op = () => (++calls === 1 ? Promise.reject(transient(1)) : second.running);
+    const current = { ...connectedPort("now"), current: () => "now" };
+    const result = rejection(
+      runOperationPromise(current, op, classifier().classify, {
+        name: "op",
+        timeoutMs: 5000,
+        retry: fast,
+        signal: controller.signal,
+        inFlight,
+      }),
+    );
+    await vi.waitFor(() => expect(calls).toBe(2));
+    controller.abort();
+    // The operation rejected at the abort; its attempt still runs, and is counted.
+    expect(await result).toBeInstanceOf(RuntimeStopped);
+    expect(inFlight.count).toBe(1);
+    let idle = false;
+    void inFlight.idle().then(() => {
+      idle = true;
+    });
+    second.settle(false);
+    await vi.waitFor(() => expect(idle).toBe(true));
+    expect(inFlight.count).toBe(0);
+  });
+
+  it("counts a first attempt past its deadline until it settles", async () => {
+    const inFlight = new OperationsInFlight();
+    const first = held();
+    const current = { ...connectedPort("now"), current: () => "now" };
+    const result = rejection(
+      runOperationPromise(current, () => first.running, classifier().classify, {
+        name: "op",
+        timeoutMs: 20,
+        retry: fast,
+        inFlight,
+      }),
+    );
+    expect(await result).toBeInstanceOf(OperationTimeout);
+    expect(inFlight.count).toBe(1);
+    first.settle(true);
+    await inFlight.idle();
+    expect(inFlight.count).toBe(0);
   });
 });
