@@ -1,6 +1,6 @@
 import { type JetStreamClient, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { ClosedConnectionError, connect, type NatsConnection } from "@nats-io/transport-node";
+import { ClosedConnectionError, connect, type NatsConnection, TimeoutError } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pageBucket, scanBucket, scanBucketEntries } from "../../src/adapters/nats/bucket-reads.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -279,7 +279,7 @@ describe("scanBucket", () => {
   it("scanBucketEntries: a consumer whose create was answered too late is deleted all the same", async () => {
     const { js, jsm } = await bucketWithGet("scan_lost_answer", (real) => async (...args) => {
       await real(...args);
-      throw new Error("TIMEOUT (the create's answer played as lost)");
+      throw new TimeoutError(); // the create's answer, played as lost
     });
     await expect(scanBucketEntries(js, jsm, "scan_lost_answer")).rejects.toThrow();
     expect(await consumersOf("KV_scan_lost_answer")).toEqual([]);

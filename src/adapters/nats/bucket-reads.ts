@@ -2,7 +2,7 @@ import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager }
 import { createInbox, type Msg, type NatsConnection, nuid } from "@nats-io/transport-node";
 import type { ServerTime } from "../../kernel/clock.ts";
 import { TransientBrokerError } from "../../kernel/errors.ts";
-import { classifyNatsError } from "./classify-error.ts";
+import { classifyNatsError, mayHaveApplied } from "./classify-error.ts";
 import { parseServerTime } from "./server-facts.ts";
 import { nanos } from "./streams.ts";
 
@@ -112,7 +112,7 @@ export const scanBucketEntries = async (
       inactive_threshold: scanIdleMs,
     })
     .catch(async (error: unknown) => {
-      await jsm.consumers.delete(stream, `${namePrefix}_1`).catch(() => undefined);
+      if (mayHaveApplied(error)) await jsm.consumers.delete(stream, `${namePrefix}_1`).catch(() => undefined);
       throw error;
     });
   if (serverTime) {

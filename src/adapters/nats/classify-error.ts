@@ -92,3 +92,11 @@ const permanent = (error: unknown, operation: string, code?: number) =>
     ...(code === undefined ? {} : { code }),
     cause: error,
   });
+
+/**
+ * Whether a failed request may still have taken effect on the server (no
+ * answer in time, a transient failure): what it was to make may exist. Not
+ * when the server refused it (a permission, an API error).
+ */
+export const mayHaveApplied = (error: unknown): boolean =>
+  !(classifyNatsError(error, "request") instanceof PermanentBrokerError);

@@ -9,6 +9,7 @@ import {
 } from "@nats-io/jetstream";
 import { type NatsConnection, nuid } from "@nats-io/transport-node";
 import type { ServerTime } from "../../kernel/clock.ts";
+import { mayHaveApplied } from "./classify-error.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { nanos } from "./streams.ts";
 
@@ -79,7 +80,7 @@ export const consumerStamp = async (
       inactive_threshold: nanos(5000),
     })
     .catch(async (error: unknown) => {
-      await jsm.consumers.delete(stream, name).catch(() => undefined);
+      if (mayHaveApplied(error)) await jsm.consumers.delete(stream, name).catch(() => undefined);
       throw error;
     });
   const roundTripMs = performance.now() - seenAt;
