@@ -13,6 +13,11 @@ export interface Clock {
 export interface ServerTime {
   readonly at: number;
   readonly seenAt: number;
+  /**
+   * How much later than the server's time at `seenAt` `at` may be (the read's
+   * round trip: its stamp fell somewhere in it); none: exact.
+   */
+  readonly roundTripMs?: number;
 }
 
 /**

@@ -3,6 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import { ClosedConnectionError, connect, type NatsConnection, TimeoutError } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pageBucket, scanBucket, scanBucketEntries } from "../../src/adapters/nats/bucket-reads.ts";
+import type { ServerTime } from "../../src/kernel/clock.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 /**
@@ -283,6 +284,19 @@ describe("scanBucket", () => {
     });
     await expect(scanBucketEntries(js, jsm, "scan_lost_answer")).rejects.toThrow();
     expect(await consumersOf("KV_scan_lost_answer")).toEqual([]);
+  });
+
+  // Its reading of the server's clock says how late its stamp may be: a create answered 1.2 s
+  // after it was asked (here, asked 1.2 s late) is a reading up to 1.2 s late.
+  it("scanBucketEntries: its reading of the server's clock carries the round trip of its consumer's create", async () => {
+    const { js, jsm } = await bucketWithGet("scan_slow_clock", (real) => async (...args) => {
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      return real(...args);
+    });
+    const readings: ServerTime[] = [];
+    await scanBucketEntries(js, jsm, "scan_slow_clock", ">", (seen) => readings.push(seen));
+    expect(readings).toHaveLength(1);
+    expect(readings[0]?.roundTripMs).toBeGreaterThanOrEqual(1200);
   });
 
   // What no delete reaches (the client closed under the scan) goes by itself soon, not in 5 min.

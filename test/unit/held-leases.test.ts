@@ -8,7 +8,7 @@
  * operations wait as long as the test says, as one waits for a reconnect.
  */
 import { describe, expect, it } from "vitest";
-import { HeldLeases } from "../../src/adapters/held-leases.ts";
+import { HeldLeases, leaseAheadMs, leaseUntilFor } from "../../src/adapters/held-leases.ts";
 import type { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
 import { NatsJobLeases } from "../../src/adapters/nats/job-leases.ts";
 import type { NatsContext } from "../../src/adapters/nats/nats-context.ts";
@@ -38,6 +38,27 @@ describe("HeldLeases", () => {
     held.beat(13_000, 7, 3_000, false);
     expect(held.coveredByHeartbeat("j", 3_000)).toBe(false);
     expect(held.holds("j", 10_000)).toBe(false);
+  });
+});
+
+describe("leaseAheadMs: another's lease read on this runtime's clock", () => {
+  // A reading whose consumer the server made 1.5 s into its read (a slow request to a loaded
+  // server): its stamp is 1.5 s later than the server's time when the read began. A lease of
+  // 2 s written (stamped) 0.1 s before the read began, read 1.6 s after it: live until 0.4 s
+  // from now. Without the round trip counted in, the clock read 1.5 s less ahead, the lease
+  // run out 1.1 s ago.
+  it("never reads a live lease as run out for a reading's slow answer; late by its round trip at most", () => {
+    const serverAtRead = 1_000_000;
+    const seenAt = performance.now() - 1600; // the read began 1.6 s ago
+    const seen = { at: serverAtRead + 1500, seenAt, roundTripMs: 1500 };
+    const now = serverAtRead + 1600; // this runtime's clock is the server's
+    const lease = { v: 1 as const, holder: "h", until: 5000, at: 3000 }; // a 2 s span
+    const until = leaseUntilFor(lease, serverAtRead - 100, leaseAheadMs(now, seen));
+    expect(until).toBeGreaterThan(now);
+    expect(until - (serverAtRead - 100 + 2000)).toBeLessThanOrEqual(1500 + 5);
+    // The same reading exact (no round trip): the span as the server counts it.
+    const exact = leaseUntilFor(lease, serverAtRead - 100, leaseAheadMs(now, { at: serverAtRead, seenAt }));
+    expect(Math.abs(exact - (serverAtRead - 100 + 2000))).toBeLessThan(5);
   });
 });
 

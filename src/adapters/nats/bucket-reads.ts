@@ -116,8 +116,9 @@ export const scanBucketEntries = async (
       throw error;
     });
   if (serverTime) {
+    const roundTripMs = performance.now() - sentAt;
     const created = parseServerTime((await consumer.info(true)).created);
-    if (Number.isFinite(created)) serverTime({ at: created, seenAt: sentAt });
+    if (Number.isFinite(created)) serverTime({ at: created, seenAt: sentAt, roundTripMs });
   }
   const messages = await consumer.consume();
   let read = 0;

@@ -1,13 +1,14 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { aheadOfServerAt, type ServerTime } from "../../kernel/clock.ts";
+import type { ServerTime } from "../../kernel/clock.ts";
 import {
   HeldLeases,
   heartbeatKey,
   isRunOutHeartbeat,
   jobLeases,
   type LeaseValue,
+  leaseAheadMs,
   leaseRunsUntil,
   leaseUntilFor,
   leaseValue,
@@ -232,13 +233,10 @@ export class NatsJobLeases implements SupervisionLeases {
     return this.#clock.serverTime();
   }
 
-  /**
-   * How far the clock `now` was read from (the runtime's) runs ahead of the
-   * server's, by the last reading; undefined without one.
-   */
+  /** How far the clock `now` was read from (the runtime's) runs ahead of the server's (`leaseAheadMs`); undefined without a reading. */
   #aheadMs(now: number): number | undefined {
     const seen = this.#clock.serverTime();
-    return seen === undefined ? undefined : aheadOfServerAt(now, seen);
+    return seen === undefined ? undefined : leaseAheadMs(now, seen);
   }
 
   /** Extends a held lease with a write of its own; false (and no longer held) when another runtime took it. */
