@@ -45,6 +45,8 @@ export class NatsJobLeases implements SupervisionLeases {
   readonly holder: string;
   /** The server's clock as the last `list()` read it. */
   readonly #clock = new ServerClockReading();
+  /** A read of the server's clock in flight (`readServerTime`). */
+  #reading: Promise<void> | undefined;
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
     this.#core = core;
@@ -173,8 +175,7 @@ export class NatsJobLeases implements SupervisionLeases {
         // Another's lease is judged on this runtime's clock: with no reading of the server's
         // yet (no listing read one), one is read first.
         // Not read (no answer in time): judged as written.
-        if (stored.holder !== this.holder && this.#aheadMs(now) === undefined)
-          await this.#readClock(nc).catch(() => undefined);
+        if (stored.holder !== this.holder && this.#aheadMs(now) === undefined) await this.#readOnce(nc);
         const lease = { holder: stored.holder, until: this.#untilFor(stored, entry.created, now) };
         if (
           lease.holder !== this.holder &&
@@ -222,15 +223,27 @@ export class NatsJobLeases implements SupervisionLeases {
     this.#clock.take(await consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`));
   }
 
-  /** The reading that holds, or one read now; none when the server does not answer. */
+  /**
+   * The reading that holds, or one read now; none when the server does not
+   * answer. Callers that ask while a read is in flight share it: 40 submits
+   * waiting at once made 40 consumers.
+   */
   async readServerTime(): Promise<ServerTime | undefined> {
     if (this.#clock.serverTime() === undefined)
-      await this.#broker
-        .run("lease.serverTime", (nc) => this.#readClock(nc))
-        .catch((error: unknown) =>
-          this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
-        );
+      await this.#broker.run("lease.serverTime", (nc) => this.#readOnce(nc)).catch(() => undefined);
     return this.#clock.serverTime();
+  }
+
+  /** `#readClock`, shared by every caller while it is in flight; its failure logged, not thrown. */
+  #readOnce(nc: NatsConnection): Promise<void> {
+    this.#reading ??= this.#readClock(nc)
+      .catch((error: unknown) =>
+        this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
+      )
+      .finally(() => {
+        this.#reading = undefined;
+      });
+    return this.#reading;
   }
 
   /** How far the clock `now` was read from (the runtime's) runs ahead of the server's (`leaseAheadMs`); undefined without a reading. */

@@ -89,8 +89,10 @@ export const consumerStamp = async (
 };
 
 const measureClock = async (nc: NatsConnection, stream: string): Promise<ServerFacts["clock"]> => {
+  // Made first: its own request (the account's info) is no part of the measure.
+  const jsm = await jetstreamManager(nc);
   const sentAt = Date.now();
-  const { at, roundTripMs } = await consumerStamp(await jetstreamManager(nc), stream);
+  const { at, roundTripMs } = await consumerStamp(jsm, stream);
   return { skewMs: Math.round(at - (sentAt + roundTripMs / 2)), roundTripMs: Math.round(roundTripMs) };
 };
 
