@@ -5,6 +5,7 @@ import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
+import { aheadOfServerRead } from "../kernel/clock.ts";
 import { isFinal, type JobRecord, type JobStatus, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
 import { childLogger, keyedLogger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
@@ -113,6 +114,17 @@ const hostOf = (deps: JobActorDeps): JobHost => {
 };
 
 /**
+ * When the record's last write was made, on this runtime's clock: the
+ * server's stamp of it (`storedAt`) moved by how far this clock runs ahead
+ * of the server's (the leases' reading); its writer's `updatedAt` when
+ * either is unknown.
+ */
+const lastWriteOn = (core: RuntimeCore, broker: Broker, record: JobRecord, storedAt: number | undefined) => {
+  const ahead = aheadOfServerRead(core.clock, broker.leases.serverTime());
+  return storedAt === undefined || ahead === undefined ? record.updatedAt : storedAt + ahead;
+};
+
+/**
  * Creates and starts the actor of one job with its real I/O. Only the holder
  * of the job's supervision lease writes progress and the end; any other
  * runtime's actor (someone called `get`) only watches, and takes over when
@@ -125,6 +137,8 @@ export const startJobActor = (
   bodies?: readonly string[],
   held?: readonly HeldTaskBody[],
   revision = 0,
+  /** When the server stored that revision (`RecordFound.storedAt`), when it was read from the store. */
+  storedAt?: number,
 ): StartedJobActor => {
   const { core, broker, leaseMs } = deps;
   const clock = core.clock;
@@ -162,8 +176,10 @@ export const startJobActor = (
       ...(record.runAt === undefined ? {} : { runAt: record.runAt }),
       // Stalled since its record's last write: the stall's, or a later one that left it stalled
       // (a restore, a redrive): a takeover or a watcher counts the stalled timeout from there,
-      // never from before the stall, and not from now.
-      ...(resumeFrom === "stalled" ? { stalledSince: record.updatedAt } : {}),
+      // never from before the stall, and not from now. By the server's stamp of that write, on
+      // this runtime's clock, where both are known: by the writer's clock a taker a minute
+      // ahead of it failed the job "stalled too long" at once.
+      ...(resumeFrom === "stalled" ? { stalledSince: lastWriteOn(core, broker, record, storedAt) } : {}),
     },
     parent,
   });

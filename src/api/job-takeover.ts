@@ -61,8 +61,8 @@ export interface TakeoverHost {
   watching(id: string): Promise<boolean>;
   /** True while the registry has an actor for the job or a submit of it in flight (no wait). */
   local(id: string): boolean;
-  /** Starts (and tracks) an actor supervising the job from its record, read at `revision`. */
-  supervise(record: JobRecord, revision: number): void;
+  /** Starts (and tracks) an actor supervising the job from its record as read (its revision, the server's stamp). */
+  supervise(found: RecordFound): void;
   /** True once the registry stops: no actor may start then. */
   stopping(): boolean;
 }
@@ -135,7 +135,7 @@ const adopt = async (host: TakeoverHost, jobId: string, revision: number): Promi
   if (again === null || host.stopping()) return broker.leases.giveBack(jobId);
   const { record } = again;
   host.log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
-  host.supervise(record, again.revision);
+  host.supervise(again);
 };
 
 /** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */

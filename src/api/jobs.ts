@@ -87,8 +87,11 @@ export class JobRegistry implements Jobs {
       leaseMs: options.leaseMs,
       watching: (id) => this.#watching(id),
       local: (id) => this.#jobs.has(id),
-      supervise: (record, revision) => {
-        void this.#track(record.id, this.#start(record, record.status, undefined, undefined, revision)).then(
+      supervise: ({ record, revision, storedAt }) => {
+        void this.#track(
+          record.id,
+          this.#start(record, record.status, undefined, undefined, revision, storedAt),
+        ).then(
           ({ started }) => readRecordAgain(core, broker, this.#log, record.id, started),
           () => undefined,
         );
@@ -187,12 +190,15 @@ export class JobRegistry implements Jobs {
     }
     const found = await this.#committedRecord(id);
     if (!found) return undefined;
-    const { record, revision } = found;
+    const { record, revision, storedAt } = found;
     // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
     const meanwhile = this.#jobs.get(id);
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;
     // A finished job's actor ends at once, as recorded, and is dropped: its handle still answers.
-    const started = await this.#track(id, this.#start(record, record.status, undefined, undefined, revision));
+    const started = await this.#track(
+      id,
+      this.#start(record, record.status, undefined, undefined, revision, storedAt),
+    );
     if (!isFinal(record.status)) readRecordAgain(this.#core, this.#broker, this.#log, id, started.started);
     return started.handle as JobHandle<Result>;
   }
@@ -316,9 +322,10 @@ export class JobRegistry implements Jobs {
     bodies?: readonly string[],
     held?: readonly HeldTaskBody[],
     revision?: number,
+    storedAt?: number,
   ): Promise<Supervised> {
     if (this.#stopping) throw new RuntimeStopped({ message: "runtime stopped" });
-    const started = startJobActor(this.#deps, record, resumeFrom, bodies, held, revision);
+    const started = startJobActor(this.#deps, record, resumeFrom, bodies, held, revision, storedAt);
     // Until it ends (a finished job resumed from its record ends as it starts: never kept).
     const forget = () => {
       if (this.#started.get(record.id) === started) this.#started.delete(record.id);
