@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import { aheadOfServerAt, type ServerTime } from "../kernel/clock.ts";
 import type { Lease, ListedLease } from "./supervision-leases.ts";
 
 /**
@@ -61,17 +60,6 @@ export const leaseUntilFor = (
   value.until === 0 || value.at === undefined || storedAt === undefined || aheadMs === undefined
     ? value.until
     : storedAt + aheadMs + (value.until - value.at);
-
-/**
- * How far a reader's clock, read as `now`, runs ahead of the server's, by a
- * reading of the server's clock, for reading leases: the reading's round
- * trip counted in. Its stamp may be later than the server's time at
- * `seenAt` by that much, which reads the clock as less ahead by as much, and
- * another's live lease as run out that much early; counted in, a lease is
- * read as run out late by up to the round trip, never early.
- */
-export const leaseAheadMs = (now: number, seen: ServerTime): number =>
-  aheadOfServerAt(now, seen) + (seen.roundTripMs ?? 0);
 
 /**
  * The jobs' leases among the bucket's entries (markers and heartbeats left

@@ -5,7 +5,7 @@ import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
-import { aheadOfServerRead } from "../kernel/clock.ts";
+import { aheadOfServerAtMost } from "../kernel/clock.ts";
 import { isFinal, type JobRecord, type JobStatus, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
 import { childLogger, keyedLogger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
@@ -116,12 +116,15 @@ const hostOf = (deps: JobActorDeps): JobHost => {
 /**
  * When the record's last write was made, on this runtime's clock: the
  * server's stamp of it (`storedAt`) moved by how far this clock runs ahead
- * of the server's (the leases' reading); its writer's `updatedAt` when
- * either is unknown.
+ * of the server's, at most (the leases' reading, its round trip counted in:
+ * a stall read late by up to it, never early); its writer's `updatedAt`
+ * when either is unknown.
  */
 const lastWriteOn = (core: RuntimeCore, broker: Broker, record: JobRecord, storedAt: number | undefined) => {
-  const ahead = aheadOfServerRead(core.clock, broker.leases.serverTime());
-  return storedAt === undefined || ahead === undefined ? record.updatedAt : storedAt + ahead;
+  const seen = broker.leases.serverTime();
+  return storedAt === undefined || seen === undefined
+    ? record.updatedAt
+    : storedAt + aheadOfServerAtMost(core.clock.now(), seen);
 };
 
 /**

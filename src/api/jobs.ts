@@ -191,6 +191,9 @@ export class JobRegistry implements Jobs {
     const found = await this.#committedRecord(id);
     if (!found) return undefined;
     const { record, revision, storedAt } = found;
+    // A stalled job's stall is read on this clock by the server's (`lastWriteOn`): its actor,
+    // should it take the job over later, keeps what it reads now.
+    if (record.status === "stalled") await this.#broker.leases.readServerTime();
     // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
     const meanwhile = this.#jobs.get(id);
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;

@@ -34,8 +34,19 @@ export const aheadOfServer = (clock: Clock, seen: ServerTime | undefined): numbe
  * earlier by d makes it d less: a judgment made with it is the one `now`
  * plus d would make now (what it compares with `now` is d earlier too).
  */
-export const aheadOfServerAt = (now: number, seen: ServerTime): number =>
+const aheadOfServerAt = (now: number, seen: ServerTime): number =>
   now - (seen.at + (performance.now() - seen.seenAt));
+
+/**
+ * `aheadOfServerAt` with the reading's round trip counted in: at most how
+ * far the clock runs ahead. A reading's stamp may be later than the
+ * server's time at `seenAt` by its round trip, which reads the clock as
+ * less ahead by as much; a time another host stamped then reads that much
+ * early here (a live lease run out, a stall older than it is). Counted in,
+ * such a time reads late by up to the round trip, never early.
+ */
+export const aheadOfServerAtMost = (now: number, seen: ServerTime): number =>
+  aheadOfServerAt(now, seen) + (seen.roundTripMs ?? 0);
 
 /** `aheadOfServer`, undefined with no reading: a judge that must not take its clock for the server's. */
 export const aheadOfServerRead = (clock: Clock, seen: ServerTime | undefined): number | undefined =>

@@ -8,11 +8,11 @@
  * operations wait as long as the test says, as one waits for a reconnect.
  */
 import { describe, expect, it } from "vitest";
-import { HeldLeases, leaseAheadMs, leaseUntilFor } from "../../src/adapters/held-leases.ts";
+import { HeldLeases, leaseUntilFor } from "../../src/adapters/held-leases.ts";
 import type { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
 import { NatsJobLeases } from "../../src/adapters/nats/job-leases.ts";
 import type { NatsContext } from "../../src/adapters/nats/nats-context.ts";
-import { ManualClock } from "../../src/kernel/clock.ts";
+import { aheadOfServerAtMost, ManualClock } from "../../src/kernel/clock.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 
 const leaseMs = 10_000;
@@ -41,7 +41,7 @@ describe("HeldLeases", () => {
   });
 });
 
-describe("leaseAheadMs: another's lease read on this runtime's clock", () => {
+describe("aheadOfServerAtMost: another's lease read on this runtime's clock", () => {
   // A reading whose consumer the server made 1.5 s into its read (a slow request to a loaded
   // server): its stamp is 1.5 s later than the server's time when the read began. A lease of
   // 2 s written (stamped) 0.1 s before the read began, read 1.6 s after it: live until 0.4 s
@@ -53,11 +53,15 @@ describe("leaseAheadMs: another's lease read on this runtime's clock", () => {
     const seen = { at: serverAtRead + 1500, seenAt, roundTripMs: 1500 };
     const now = serverAtRead + 1600; // this runtime's clock is the server's
     const lease = { v: 1 as const, holder: "h", until: 5000, at: 3000 }; // a 2 s span
-    const until = leaseUntilFor(lease, serverAtRead - 100, leaseAheadMs(now, seen));
+    const until = leaseUntilFor(lease, serverAtRead - 100, aheadOfServerAtMost(now, seen));
     expect(until).toBeGreaterThan(now);
     expect(until - (serverAtRead - 100 + 2000)).toBeLessThanOrEqual(1500 + 5);
     // The same reading exact (no round trip): the span as the server counts it.
-    const exact = leaseUntilFor(lease, serverAtRead - 100, leaseAheadMs(now, { at: serverAtRead, seenAt }));
+    const exact = leaseUntilFor(
+      lease,
+      serverAtRead - 100,
+      aheadOfServerAtMost(now, { at: serverAtRead, seenAt }),
+    );
     expect(Math.abs(exact - (serverAtRead - 100 + 2000))).toBeLessThan(5);
   });
 });

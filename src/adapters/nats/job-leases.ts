@@ -1,14 +1,13 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { ServerTime } from "../../kernel/clock.ts";
+import { aheadOfServerAtMost, type ServerTime } from "../../kernel/clock.ts";
 import {
   HeldLeases,
   heartbeatKey,
   isRunOutHeartbeat,
   jobLeases,
   type LeaseValue,
-  leaseAheadMs,
   leaseRunsUntil,
   leaseUntilFor,
   leaseValue,
@@ -175,7 +174,8 @@ export class NatsJobLeases implements SupervisionLeases {
         // Another's lease is judged on this runtime's clock: with no reading of the server's
         // yet (no listing read one), one is read first.
         // Not read (no answer in time): judged as written.
-        if (stored.holder !== this.holder && this.#aheadMs(now) === undefined) await this.#readOnce(nc);
+        if (stored.holder !== this.holder && this.#aheadMs(now) === undefined)
+          await this.#readOnce(nc).catch(() => undefined);
         const lease = { holder: stored.holder, until: this.#untilFor(stored, entry.created, now) };
         if (
           lease.holder !== this.holder &&
@@ -230,26 +230,33 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   async readServerTime(): Promise<ServerTime | undefined> {
     if (this.#clock.serverTime() === undefined)
-      await this.#broker.run("lease.serverTime", (nc) => this.#readOnce(nc)).catch(() => undefined);
+      // Its failure retried as any operation's (a 503 in a leader election): not read, the
+      // deadlines and leases of others are read as written.
+      await this.#broker
+        .run("lease.serverTime", (nc) => this.#readOnce(nc))
+        .catch((error: unknown) =>
+          this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
+        );
     return this.#clock.serverTime();
   }
 
-  /** `#readClock`, shared by every caller while it is in flight; its failure logged, not thrown. */
+  /** `#readClock`, shared by every caller while it is in flight (each sees its failure). */
   #readOnce(nc: NatsConnection): Promise<void> {
-    this.#reading ??= this.#readClock(nc)
-      .catch((error: unknown) =>
-        this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
-      )
-      .finally(() => {
-        this.#reading = undefined;
-      });
+    this.#reading ??= this.#readClock(nc).finally(() => {
+      this.#reading = undefined;
+    });
     return this.#reading;
   }
 
-  /** How far the clock `now` was read from (the runtime's) runs ahead of the server's (`leaseAheadMs`); undefined without a reading. */
+  /**
+   * How far the clock `now` was read from (the runtime's) runs ahead of the
+   * server's, at most (`aheadOfServerAtMost`: another's lease read as run
+   * out late by up to the reading's round trip, never early); undefined
+   * without a reading.
+   */
   #aheadMs(now: number): number | undefined {
     const seen = this.#clock.serverTime();
-    return seen === undefined ? undefined : leaseAheadMs(now, seen);
+    return seen === undefined ? undefined : aheadOfServerAtMost(now, seen);
   }
 
   /** Extends a held lease with a write of its own; false (and no longer held) when another runtime took it. */
