@@ -30,12 +30,18 @@ const probeSubjects = (prefix: string, role: Role, queues: readonly string[]): s
 /**
  * The buckets made only when what they keep is first used, by that use (or by
  * `rt.admin.provision()`): a server that never used it has none. The other stores checked
- * are made by a runtime's first job.
+ * are made by a runtime's first job. The presence bucket is in server memory and made by a
+ * native worker's announcement: a fleet leasing over the HTTP API never makes it, and a
+ * server restart loses it until each live worker's next announcement; neither is wrong.
  */
 const firstUseBuckets = (prefix: string): ReadonlyMap<string, string> => {
   const n = brokerNames(prefix);
   return new Map([
     [`KV_${agentsBucketFor(prefix)}`, "rt.agents.register()"],
+    [
+      `KV_${n.presenceBucket}`,
+      "a native worker's announcement (kept in server memory: made again after a restart)",
+    ],
     [`KV_${n.queuesBucket}`, "rt.queues, or a worker watching its queue's settings"],
     [`KV_${n.flowsBucket}`, "rt.flows.submit()"],
     [`KV_${n.schedulesBucket}`, "rt.schedules.upsert()"],
@@ -45,7 +51,7 @@ const firstUseBuckets = (prefix: string): ReadonlyMap<string, string> => {
 export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promise<Diagnosis> => {
   const prefix = core.options.prefix;
   const n = brokerNames(prefix);
-  const buckets = [n.jobsBucket, n.leasesBucket, n.presenceBucket].map((b) => `KV_${b}`);
+  const buckets = [n.jobsBucket, n.leasesBucket].map((b) => `KV_${b}`);
   const firstUse = firstUseBuckets(prefix);
   const shared = [n.resultsStream, n.deadStream, ...buckets, ...firstUse.keys()];
   // Queues are found from their streams: listing first, then the probes need their names.

@@ -9,8 +9,8 @@ export interface StoreCheck {
   /** null: this identity may not read it (nor list streams), so whether it exists is not known. */
   readonly present: boolean | null;
   /**
-   * For a store made only at the first use of what it keeps (the agents, queue settings, flows,
-   * schedules and answers buckets, the permits stream, a queue's delayed stream): that use.
+   * For a store made only at the first use of what it keeps (the presence, agents, queue settings,
+   * flows, schedules and answers buckets, the permits stream, a queue's delayed stream): that use.
    * Missing, it is not in use yet, which is no problem; absent when the queues' settings say
    * it is in use (a limit needs the permits stream).
    */
