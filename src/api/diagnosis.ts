@@ -23,9 +23,14 @@ export interface StoreCheck {
 /** Whether this identity may make the read-only API calls a role makes. */
 export interface RoleCheck {
   readonly role: Role;
-  /** Every probed subject of the role answered (write grants are not probed: a probe would write). */
+  /** Every probed subject of the role for `queues` answered (write grants are not probed: a probe would write). */
   readonly allowed: boolean;
   readonly denied: readonly string[];
+  /**
+   * The queues on the server the role was judged for: those of whose calls for it this
+   * identity may make at least one (an admin of queue A is not judged on queue B's).
+   */
+  readonly queues: readonly string[];
 }
 
 /** Something wrong, and what to do about it. */
