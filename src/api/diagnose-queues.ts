@@ -11,6 +11,7 @@ import {
 import { deadLettersConsumer } from "../adapters/nats/queue-streams.ts";
 import type { StreamFacts } from "../adapters/nats/server-facts.ts";
 import { answerMemoryMs } from "../adapters/nats/task-leasing.ts";
+import { inBatches } from "../kernel/batches.ts";
 import { decodeQueueSettings, type QueueSettings } from "../kernel/queue-settings.ts";
 import type { Problem } from "./diagnosis.ts";
 import { limitOf, poolKinds } from "./queues.ts";
@@ -81,6 +82,13 @@ export const checkQueues = async (
   // The consumers each queue's setup or first use makes, and what is lost while one is missing.
   const setUp: Array<ConsumerRef & { lost: string; fix: string }> = [];
   const provision = (queue: string) => `run \`rt.admin.provision(["${queue}"])\` with an admin's credentials`;
+  // The lane's consumer is made by the queue's first lane job: lane tasks waiting say it is in use.
+  const withTasks = queues.filter((q) => found.has(n.tasksStream(q)));
+  const laneWaits = await inBatches(
+    withTasks,
+    async (q) => (await readAnyMessage(core, n.tasksStream(q), n.laneFilter(q))) === true,
+  );
+  const laneInUse = new Set(withTasks.filter((_, i) => laneWaits[i]));
   for (const queue of queues) {
     if (found.has(n.advisoriesStream(queue)))
       setUp.push({
@@ -89,11 +97,9 @@ export const checkQueues = async (
         lost: "the queue's tasks that run out of deliveries never become dead letters (their jobs never end)",
         fix: provision(queue),
       });
-    // The lane's consumer is made by the queue's first lane job: lane tasks waiting say it is in use.
-    const tasks = n.tasksStream(queue);
-    if (found.has(tasks) && (await readAnyMessage(core, tasks, n.laneFilter(queue))) === true)
+    if (laneInUse.has(queue))
       setUp.push({
-        stream: tasks,
+        stream: n.tasksStream(queue),
         name: laneConsumer,
         lost: "the queue's lane tasks waiting there are delivered to no worker",
         fix: `submit a lane job to the queue (\`rt.jobs.submit({ queue: "${queue}", lane: true, … })\`) from a runtime that may create consumers: it makes the lane again`,

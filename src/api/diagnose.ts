@@ -101,7 +101,7 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
   ].sort();
   const perRole = allRoles.map((role) => roleProbes(prefix, role, queues));
   const probed = perRole.flatMap((r) => [...r.shared, ...[...r.perQueue.values()].flat()]);
-  const denied = new Set(await deniedSubjects(core, [...new Set(probed)], probeTimeoutMs));
+  const denied = new Set(await deniedSubjects(core, probed, probeTimeoutMs));
   const roles = perRole.map((r) => judgeRole(r, denied));
   const found = new Map(first.streams.map((s) => [s.name, s]));
   // The queues' own resources: only what a listing showed (an admin's; others may not read them).
