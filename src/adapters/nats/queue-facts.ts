@@ -52,16 +52,29 @@ export const readBucketValues = (core: NatsContext, bucket: string): Promise<Rea
     scanBucket(jetstream(nc), await diagnoseManager(nc), bucket),
   );
 
-/** How many messages each subject of `stream` matching `filter` holds (one absent: none); undefined when refused. */
+/** `readSubjectCounts`' answer. */
+export interface SubjectCounts {
+  /** Messages on each subject (one absent: none). */
+  readonly counts: ReadonlyMap<string, number>;
+  /** The stream's first and last sequence and message count: equal in two reads, nothing was stored or removed between. */
+  readonly written: string;
+}
+
+/** How many messages each subject of `stream` matching `filter` holds; undefined when refused. */
 export const readSubjectCounts = (
   core: NatsContext,
   stream: string,
   filter: string,
-): Promise<ReadonlyMap<string, number> | undefined> =>
+): Promise<SubjectCounts | undefined> =>
   core.run("admin.diagnose.pools", async (nc) => {
     const jsm = await diagnoseManager(nc);
     const info = await unlessRefused(() => jsm.streams.info(stream, { subjects_filter: filter }), undefined);
-    return info && new Map(Object.entries(info.state.subjects ?? {}));
+    if (info === undefined) return undefined;
+    const { first_seq, last_seq, messages, subjects } = info.state;
+    return {
+      counts: new Map(Object.entries(subjects ?? {})),
+      written: `${first_seq}-${last_seq}/${messages}`,
+    };
   });
 
 /**
