@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { brokerNames, dueConsumer, laneConsumer, permitsConsumer } from "../adapters/names.ts";
 import type { NatsContext } from "../adapters/nats/nats-context.ts";
 import {
@@ -7,10 +8,12 @@ import {
   readBucketValues,
   readConsumers,
   readSubjectCounts,
+  type SubjectCounts,
 } from "../adapters/nats/queue-facts.ts";
 import { deadLettersConsumer } from "../adapters/nats/queue-streams.ts";
 import type { StreamFacts } from "../adapters/nats/server-facts.ts";
 import { answerMemoryMs } from "../adapters/nats/task-leasing.ts";
+import { inBatches } from "../kernel/batches.ts";
 import { decodeQueueSettings, type QueueSettings } from "../kernel/queue-settings.ts";
 import type { Problem } from "./diagnosis.ts";
 import { limitOf, poolKinds } from "./queues.ts";
@@ -81,6 +84,13 @@ export const checkQueues = async (
   // The consumers each queue's setup or first use makes, and what is lost while one is missing.
   const setUp: Array<ConsumerRef & { lost: string; fix: string }> = [];
   const provision = (queue: string) => `run \`rt.admin.provision(["${queue}"])\` with an admin's credentials`;
+  // The lane's consumer is made by the queue's first lane job: lane tasks waiting say it is in use.
+  const withTasks = queues.filter((q) => found.has(n.tasksStream(q)));
+  const laneWaits = await inBatches(
+    withTasks,
+    async (q) => (await readAnyMessage(core, n.tasksStream(q), n.laneFilter(q))) === true,
+  );
+  const laneInUse = new Set(withTasks.filter((_, i) => laneWaits[i]));
   for (const queue of queues) {
     if (found.has(n.advisoriesStream(queue)))
       setUp.push({
@@ -89,11 +99,9 @@ export const checkQueues = async (
         lost: "the queue's tasks that run out of deliveries never become dead letters (their jobs never end)",
         fix: provision(queue),
       });
-    // The lane's consumer is made by the queue's first lane job: lane tasks waiting say it is in use.
-    const tasks = n.tasksStream(queue);
-    if (found.has(tasks) && (await readAnyMessage(core, tasks, n.laneFilter(queue))) === true)
+    if (laneInUse.has(queue))
       setUp.push({
-        stream: tasks,
+        stream: n.tasksStream(queue),
         name: laneConsumer,
         lost: "the queue's lane tasks waiting there are delivered to no worker",
         fix: `submit a lane job to the queue (\`rt.jobs.submit({ queue: "${queue}", lane: true, … })\`) from a runtime that may create consumers: it makes the lane again`,
@@ -120,9 +128,10 @@ export const checkQueues = async (
       });
   }
 
-  const settings = found.has(`KV_${n.queuesBucket}`)
-    ? [...(await readBucketValues(core, n.queuesBucket))].map(([q, v]) => decodeQueueSettings(q, v).settings)
-    : [];
+  const records = found.has(`KV_${n.queuesBucket}`)
+    ? await readBucketValues(core, n.queuesBucket)
+    : new Map<string, string>();
+  const settings = [...records].map(([q, v]) => decodeQueueSettings(q, v).settings);
   const pools = settings.flatMap((s) =>
     poolKinds.flatMap((kind) => {
       const limit = s[limitOf[kind]];
@@ -156,8 +165,7 @@ export const checkQueues = async (
       });
   if (permitted.length === 0) return { rows, needed, problems };
 
-  // A `configure()` rewriting a pool right now may be read half done: run doctor again to be sure.
-  const held = await readSubjectCounts(core, n.permitsStream, `${core.options.prefix}.permits.>`);
+  const short = await poolsOffTheirLimit(core, records, permitted);
   for (const { settings: s, kind, limit } of permitted) {
     const name = permitsConsumer(s.queue, kind);
     const consumer = consumers.get(consumerKey({ stream: n.permitsStream, name }));
@@ -172,12 +180,57 @@ export const checkQueues = async (
         fix: `nats consumer rm ${n.permitsStream} ${name}, then ${configureAgain(s)}`,
       });
     const subject = n.permitsSubject(s.queue, kind);
-    const count = held?.get(subject) ?? 0;
-    if (held !== undefined && count !== limit)
+    const count = short.get(subject);
+    if (count !== undefined)
       problems.push({
         what: `pool ${subject} of stream ${n.permitsStream} holds ${count} permit(s), queue ${s.queue}'s ${limitOf[kind]} is ${limit}`,
         fix: configureAgain(s),
       });
   }
   return { rows, needed, problems };
+};
+
+/** How long a pool's stream must stay unwritten for a count off its limit to be a problem. */
+const settleMs = 1000;
+
+/**
+ * The pools holding other than their limit's count of permits, by subject, with that count.
+ * `configure()` rewrites a pool (purge, then one permit after another; every instance of a
+ * service re-applies its limit at its start, so a rolling deploy rewrites while a deploy gate
+ * runs doctor), and a read in between counts it half full: a health check must not page on
+ * that. So a count off is looked at again `settleMs` later, and a problem only when nothing was
+ * stored in or removed from the permits stream between the looks (a rewrite publishes without
+ * a pause), the count is the same, and the queue's settings record is the one read before (a
+ * configure writes its record first, so a new limit read after its pool is not taken for the
+ * old one's). A pool a crash left short stays so on both looks; one whose rewrite stalls for
+ * longer (a lost answer it waits out) reads as a problem until it resumes: run doctor again.
+ */
+const poolsOffTheirLimit = async (
+  core: NatsContext,
+  records: ReadonlyMap<string, string>,
+  pools: readonly { settings: QueueSettings; kind: (typeof poolKinds)[number]; limit: number }[],
+): Promise<ReadonlyMap<string, number>> => {
+  const n = brokerNames(core.options.prefix);
+  const read = () => readSubjectCounts(core, n.permitsStream, `${core.options.prefix}.permits.>`);
+  const off = (held: SubjectCounts | undefined) =>
+    held === undefined
+      ? []
+      : pools.flatMap((p) => {
+          const subject = n.permitsSubject(p.settings.queue, p.kind);
+          const count = held.counts.get(subject) ?? 0;
+          return count === p.limit ? [] : [{ queue: p.settings.queue, subject, count }];
+        });
+  const first = await read();
+  const seen = off(first);
+  if (seen.length === 0) return new Map();
+  await sleep(settleMs, undefined, { signal: core.stopping });
+  const again = await read();
+  const recordsAgain = await readBucketValues(core, n.queuesBucket);
+  if (again?.written !== first?.written) return new Map();
+  const still = new Map(off(again).map((p) => [p.subject, p.count]));
+  return new Map(
+    seen
+      .filter((p) => still.get(p.subject) === p.count && recordsAgain.get(p.queue) === records.get(p.queue))
+      .map((p) => [p.subject, p.count]),
+  );
 };

@@ -3,7 +3,7 @@ import { agentsBucketFor } from "../adapters/nats/kv-agent-store.ts";
 import type { NatsContext } from "../adapters/nats/nats-context.ts";
 import { deniedSubjects, readServerFacts, type StreamFacts } from "../adapters/nats/server-facts.ts";
 import { checkQueues } from "./diagnose-queues.ts";
-import type { Diagnosis, Problem, StoreCheck } from "./diagnosis.ts";
+import type { Diagnosis, Problem, RoleCheck, StoreCheck } from "./diagnosis.ts";
 import { allRoles, natsPermissions, type Role } from "./permissions.ts";
 
 /** Beyond it, leases and stall timers of two hosts disagree by more than a renewal's margin. */
@@ -27,15 +27,51 @@ const probeSubjects = (prefix: string, role: Role, queues: readonly string[]): s
         .join("."),
     );
 
+/** A role's probes: those of every identity of it, and those naming each queue on the server. */
+interface RoleProbes {
+  readonly role: Role;
+  readonly shared: readonly string[];
+  readonly perQueue: ReadonlyMap<string, readonly string[]>;
+}
+
+const roleProbes = (prefix: string, role: Role, queues: readonly string[]): RoleProbes => {
+  const shared = probeSubjects(prefix, role, []);
+  const common = new Set(shared);
+  const perQueue = new Map(
+    queues.map((q) => [q, probeSubjects(prefix, role, [q]).filter((s) => !common.has(s))] as const),
+  );
+  return { role, shared, perQueue };
+};
+
+/**
+ * A role's calls judged against the queues this identity is for: those of whose calls
+ * for that role it may make at least one. natsPermissions grants per queue, so an admin
+ * or worker of queue A is refused every call naming B, and judged on B's it would be
+ * refused every role. A queue granted in part still counts, so a grant missing a call is
+ * reported; the shared calls (no queue named) are judged for every identity, so one
+ * granted nothing still is allowed no role.
+ */
+const judgeRole = ({ role, shared, perQueue }: RoleProbes, denied: ReadonlySet<string>): RoleCheck => {
+  const mine = [...perQueue].filter(([, subjects]) => subjects.some((s) => !denied.has(s)));
+  const refused = [...shared, ...mine.flatMap(([, subjects]) => subjects)].filter((s) => denied.has(s));
+  return { role, allowed: refused.length === 0, denied: refused, queues: mine.map(([q]) => q) };
+};
+
 /**
  * The buckets made only when what they keep is first used, by that use (or by
  * `rt.admin.provision()`): a server that never used it has none. The other stores checked
- * are made by a runtime's first job.
+ * are made by a runtime's first job. The presence bucket is in server memory and made by a
+ * native worker's announcement: a fleet leasing over the HTTP API never makes it, and a
+ * server restart loses it until each live worker's next announcement; neither is wrong.
  */
 const firstUseBuckets = (prefix: string): ReadonlyMap<string, string> => {
   const n = brokerNames(prefix);
   return new Map([
     [`KV_${agentsBucketFor(prefix)}`, "rt.agents.register()"],
+    [
+      `KV_${n.presenceBucket}`,
+      "a native worker's announcement (kept in server memory: made again after a restart)",
+    ],
     [`KV_${n.queuesBucket}`, "rt.queues, or a worker watching its queue's settings"],
     [`KV_${n.flowsBucket}`, "rt.flows.submit()"],
     [`KV_${n.schedulesBucket}`, "rt.schedules.upsert()"],
@@ -45,7 +81,7 @@ const firstUseBuckets = (prefix: string): ReadonlyMap<string, string> => {
 export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promise<Diagnosis> => {
   const prefix = core.options.prefix;
   const n = brokerNames(prefix);
-  const buckets = [n.jobsBucket, n.leasesBucket, n.presenceBucket].map((b) => `KV_${b}`);
+  const buckets = [n.jobsBucket, n.leasesBucket].map((b) => `KV_${b}`);
   const firstUse = firstUseBuckets(prefix);
   const shared = [n.resultsStream, n.deadStream, ...buckets, ...firstUse.keys()];
   // Queues are found from their streams: listing first, then the probes need their names.
@@ -63,14 +99,10 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
       }),
     ),
   ].sort();
-  const perRole = allRoles.map((role) => ({ role, subjects: probeSubjects(prefix, role, queues) }));
-  const denied = new Set(
-    await deniedSubjects(core, [...new Set(perRole.flatMap((r) => r.subjects))], probeTimeoutMs),
-  );
-  const roles = perRole.map(({ role, subjects }) => {
-    const refused = subjects.filter((s) => denied.has(s));
-    return { role, allowed: refused.length === 0, denied: refused };
-  });
+  const perRole = allRoles.map((role) => roleProbes(prefix, role, queues));
+  const probed = perRole.flatMap((r) => [...r.shared, ...[...r.perQueue.values()].flat()]);
+  const denied = new Set(await deniedSubjects(core, probed, probeTimeoutMs));
+  const roles = perRole.map((r) => judgeRole(r, denied));
   const found = new Map(first.streams.map((s) => [s.name, s]));
   // The queues' own resources: only what a listing showed (an admin's; others may not read them).
   const queueChecks = first.listed ? await checkQueues(core, found, queues) : undefined;

@@ -9,8 +9,8 @@ export interface StoreCheck {
   /** null: this identity may not read it (nor list streams), so whether it exists is not known. */
   readonly present: boolean | null;
   /**
-   * For a store made only at the first use of what it keeps (the agents, queue settings, flows,
-   * schedules and answers buckets, the permits stream, a queue's delayed stream): that use.
+   * For a store made only at the first use of what it keeps (the presence, agents, queue settings,
+   * flows, schedules and answers buckets, the permits stream, a queue's delayed stream): that use.
    * Missing, it is not in use yet, which is no problem; absent when the queues' settings say
    * it is in use (a limit needs the permits stream).
    */
@@ -23,9 +23,14 @@ export interface StoreCheck {
 /** Whether this identity may make the read-only API calls a role makes. */
 export interface RoleCheck {
   readonly role: Role;
-  /** Every probed subject of the role answered (write grants are not probed: a probe would write). */
+  /** Every probed subject of the role for `queues` answered (write grants are not probed: a probe would write). */
   readonly allowed: boolean;
   readonly denied: readonly string[];
+  /**
+   * The queues on the server the role was judged for: those of whose calls for it this
+   * identity may make at least one (an admin of queue A is not judged on queue B's).
+   */
+  readonly queues: readonly string[];
 }
 
 /** Something wrong, and what to do about it. */

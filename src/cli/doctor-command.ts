@@ -37,8 +37,13 @@ const report = (d: Diagnosis): string => {
       ]),
     ),
     table(
-      ["ROLE", "ALLOWED", "DENIED"],
-      d.roles.map((r) => [r.role, r.allowed ? "yes" : "no", r.denied.join(" ") || "-"]),
+      ["ROLE", "ALLOWED", "QUEUES", "DENIED"],
+      d.roles.map((r) => [
+        r.role,
+        r.allowed ? "yes" : "no",
+        r.queues.join(" ") || "-",
+        r.denied.join(" ") || "-",
+      ]),
     ),
     d.problems.length === 0
       ? "no problem found"

@@ -1,4 +1,6 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { inBatches } from "../../kernel/batches.ts";
 import { scanBucket } from "./bucket-reads.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { isPermissionViolation } from "./server-facts.ts";
@@ -27,6 +29,13 @@ export const consumerKey = (c: ConsumerRef): string => `${c.stream}/${c.name}`;
  * not known to be wrong.
  */
 
+/**
+ * A manager for one read, without the `$JS.API.INFO` call nats.js makes by default:
+ * `readServerFacts` asked it once for the run, and one per read was a round trip each
+ * (half of doctor's calls with many queues far from the server).
+ */
+const diagnoseManager = (nc: NatsConnection) => jetstreamManager(nc, { checkAPI: false });
+
 /** `read`'s answer, or `refused` when the server refuses this identity the call. */
 const unlessRefused = async <A>(read: () => Promise<A>, refused: A): Promise<A> => {
   try {
@@ -40,19 +49,32 @@ const unlessRefused = async <A>(read: () => Promise<A>, refused: A): Promise<A> 
 /** Every key's value in a bucket (the queues' settings: one key a queue). */
 export const readBucketValues = (core: NatsContext, bucket: string): Promise<ReadonlyMap<string, string>> =>
   core.run("admin.diagnose.settings", async (nc) =>
-    scanBucket(jetstream(nc), await jetstreamManager(nc), bucket),
+    scanBucket(jetstream(nc), await diagnoseManager(nc), bucket),
   );
 
-/** How many messages each subject of `stream` matching `filter` holds (one absent: none); undefined when refused. */
+/** `readSubjectCounts`' answer. */
+export interface SubjectCounts {
+  /** Messages on each subject (one absent: none). */
+  readonly counts: ReadonlyMap<string, number>;
+  /** The stream's first and last sequence and message count: equal in two reads, nothing was stored or removed between. */
+  readonly written: string;
+}
+
+/** How many messages each subject of `stream` matching `filter` holds; undefined when refused. */
 export const readSubjectCounts = (
   core: NatsContext,
   stream: string,
   filter: string,
-): Promise<ReadonlyMap<string, number> | undefined> =>
+): Promise<SubjectCounts | undefined> =>
   core.run("admin.diagnose.pools", async (nc) => {
-    const jsm = await jetstreamManager(nc);
+    const jsm = await diagnoseManager(nc);
     const info = await unlessRefused(() => jsm.streams.info(stream, { subjects_filter: filter }), undefined);
-    return info && new Map(Object.entries(info.state.subjects ?? {}));
+    if (info === undefined) return undefined;
+    const { first_seq, last_seq, messages, subjects } = info.state;
+    return {
+      counts: new Map(Object.entries(subjects ?? {})),
+      written: `${first_seq}-${last_seq}/${messages}`,
+    };
   });
 
 /**
@@ -67,7 +89,7 @@ export const readAnyMessage = (
   filter: string,
 ): Promise<boolean | undefined> =>
   core.run("admin.diagnose.messages", async (nc) => {
-    const jsm = await jetstreamManager(nc);
+    const jsm = await diagnoseManager(nc);
     const last = await unlessRefused(
       () => jsm.streams.getMessage(stream, { last_by_subj: filter }),
       undefined,
@@ -81,10 +103,11 @@ export const readConsumers = async (
   consumers: readonly ConsumerRef[],
 ): Promise<ReadonlyMap<string, ConsumerFacts | null>> => {
   const found = new Map<string, ConsumerFacts | null>();
-  // One operation each: a deadline for all of them would not hold many queues far from the server.
-  for (const c of consumers) {
+  // One operation each: a deadline for all of them would not hold many queues far from the server;
+  // a batch at a time, so that their round trips overlap.
+  await inBatches(consumers, async (c) => {
     const facts = await core.run("admin.diagnose.consumer", async (nc) => {
-      const jsm = await jetstreamManager(nc);
+      const jsm = await diagnoseManager(nc);
       try {
         const { config } = await jsm.consumers.info(c.stream, c.name);
         return { maxDeliver: config.max_deliver ?? -1 };
@@ -95,6 +118,6 @@ export const readConsumers = async (
       }
     });
     if (facts !== undefined) found.set(consumerKey(c), facts);
-  }
+  });
   return found;
 };
