@@ -87,8 +87,10 @@ export interface SupervisionLeases {
    * stamp of a consumer made for it on the leases' stream, two round trips),
    * kept as `serverTime()` then. Undefined when the server does not answer.
    * What judges another runtime's stamps by its own clock reads it first.
+   * `timeoutMs`: how long it may take, retries included (the operation
+   * deadline by default).
    */
-  readServerTime(): Promise<ServerTime | undefined>;
+  readServerTime(options?: { readonly timeoutMs?: number }): Promise<ServerTime | undefined>;
   /** One job's lease as `list()` reads it (with its holder's heartbeat), in one or two reads; undefined: none. */
   get(jobId: string, now?: number): Promise<ListedLease | undefined>;
   /**

@@ -198,12 +198,13 @@ const settleMs = 1000;
  * `configure()` rewrites a pool (purge, then one permit after another; every instance of a
  * service re-applies its limit at its start, so a rolling deploy rewrites while a deploy gate
  * runs doctor), and a read in between counts it half full: a health check must not page on
- * that. So a count off is looked at again `settleMs` later, and a problem only when nothing was
- * stored in or removed from the permits stream between the looks (a rewrite publishes without
- * a pause), the count is the same, and the queue's settings record is the one read before (a
- * configure writes its record first, so a new limit read after its pool is not taken for the
- * old one's). A pool a crash left short stays so on both looks; one whose rewrite stalls for
- * longer (a lost answer it waits out) reads as a problem until it resumes: run doctor again.
+ * that. So a count off is looked at again `settleMs` later, and a problem only when its count
+ * is the same (a rewrite publishes without a pause) and the queue's settings record is the one
+ * read before (a configure writes its record first, so a new limit read after its pool is not
+ * taken for the old one's). Not "nothing written to the permits stream between the looks": it
+ * holds every queue's pools, and another queue's limit re-applied every 200 ms hid a pool left
+ * empty for good. A pool a crash left short stays so on both looks; one whose rewrite stalls
+ * for longer (a lost answer it waits out) reads as a problem until it resumes: run doctor again.
  */
 const poolsOffTheirLimit = async (
   core: NatsContext,
@@ -226,7 +227,6 @@ const poolsOffTheirLimit = async (
   await sleep(settleMs, undefined, { signal: core.stopping });
   const again = await read();
   const recordsAgain = await readBucketValues(core, n.queuesBucket);
-  if (again?.written !== first?.written) return new Map();
   const still = new Map(off(again).map((p) => [p.subject, p.count]));
   return new Map(
     seen

@@ -192,8 +192,9 @@ export class JobRegistry implements Jobs {
     if (!found) return undefined;
     const { record, revision, storedAt } = found;
     // A stalled job's stall is read on this clock by the server's (`lastWriteOn`): its actor,
-    // should it take the job over later, keeps what it reads now.
-    if (record.status === "stalled") await this.#broker.leases.readServerTime();
+    // should it take the job over later, keeps what it reads now. Half a second at most: the
+    // handle is what `get` is for (a server answering 503 held it 1.5 s, one not answering 5 s).
+    if (record.status === "stalled") await this.#broker.leases.readServerTime({ timeoutMs: 500 });
     // Another `get` (or a takeover) started watching it while the record was read: one actor per job.
     const meanwhile = this.#jobs.get(id);
     if (meanwhile && meanwhile !== local) return (await meanwhile).handle as JobHandle<Result>;

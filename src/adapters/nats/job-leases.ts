@@ -228,12 +228,12 @@ export class NatsJobLeases implements SupervisionLeases {
    * answer. Callers that ask while a read is in flight share it: 40 submits
    * waiting at once made 40 consumers.
    */
-  async readServerTime(): Promise<ServerTime | undefined> {
+  async readServerTime(options: { readonly timeoutMs?: number } = {}): Promise<ServerTime | undefined> {
     if (this.#clock.serverTime() === undefined)
       // Its failure retried as any operation's (a 503 in a leader election): not read, the
       // deadlines and leases of others are read as written.
       await this.#broker
-        .run("lease.serverTime", (nc) => this.#readOnce(nc))
+        .run("lease.serverTime", (nc) => this.#readOnce(nc), options)
         .catch((error: unknown) =>
           this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
         );

@@ -56,8 +56,6 @@ export const readBucketValues = (core: NatsContext, bucket: string): Promise<Rea
 export interface SubjectCounts {
   /** Messages on each subject (one absent: none). */
   readonly counts: ReadonlyMap<string, number>;
-  /** The stream's first and last sequence and message count: equal in two reads, nothing was stored or removed between. */
-  readonly written: string;
 }
 
 /** How many messages each subject of `stream` matching `filter` holds; undefined when refused. */
@@ -70,11 +68,7 @@ export const readSubjectCounts = (
     const jsm = await diagnoseManager(nc);
     const info = await unlessRefused(() => jsm.streams.info(stream, { subjects_filter: filter }), undefined);
     if (info === undefined) return undefined;
-    const { first_seq, last_seq, messages, subjects } = info.state;
-    return {
-      counts: new Map(Object.entries(subjects ?? {})),
-      written: `${first_seq}-${last_seq}/${messages}`,
-    };
+    return { counts: new Map(Object.entries(info.state.subjects ?? {})) };
   });
 
 /**
