@@ -65,3 +65,36 @@ export const tcpProxy = async (target: string) => {
       }),
   };
 };
+
+/**
+ * A TCP proxy on a random loopback port in front of `target` (a nats://
+ * URL) that passes every byte on `oneWayMs` late, in order, both ways: a
+ * server that far from its clients, on one host and one clock.
+ */
+export const latencyProxy = async (target: string, oneWayMs: number) => {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<net.Socket>();
+  const late = (from: net.Socket, to: net.Socket) =>
+    from.on("data", (chunk) => setTimeout(() => to.destroyed || to.write(chunk), oneWayMs));
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname);
+    sockets.add(client).add(upstream);
+    late(client, upstream);
+    late(upstream, client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+};

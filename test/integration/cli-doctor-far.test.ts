@@ -12,45 +12,16 @@
  * next to the server exits 0; the far one is the same run through a proxy
  * that only delays bytes (4 ms each way).
  */
-import net from "node:net";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type BuiltCli, buildCli, runCli } from "../harness/cli.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
+import { latencyProxy } from "../harness/tcp-proxy.ts";
 
 const held = useServerConnection();
 let cli: BuiltCli;
 let rt: Runtime;
-
-/** A TCP proxy on loopback that passes every byte on, `oneWayMs` late, in order. */
-const latencyProxy = async (target: string, oneWayMs: number) => {
-  const { port } = new URL(target);
-  const sockets = new Set<net.Socket>();
-  const late = (from: net.Socket, to: net.Socket) =>
-    from.on("data", (chunk) => setTimeout(() => to.destroyed || to.write(chunk), oneWayMs));
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(port), "127.0.0.1");
-    sockets.add(client).add(upstream);
-    late(client, upstream);
-    late(upstream, client);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  return {
-    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-};
 
 beforeAll(async () => {
   cli = await buildCli();

@@ -11,48 +11,16 @@
  * right clock a problem, "this host's clock is … behind the server's").
  * Fails on the current code: skewMs ≈ roundTripMs, the bound is half of it.
  */
-import net from "node:net";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { latencyProxy } from "../harness/tcp-proxy.ts";
 
 const oneWayMs = 150;
 
-/** A loopback proxy to `port` that delays every chunk by `delayMs`, in order, both ways. */
-const slowLink = async (port: number, delayMs: number) => {
-  const sockets = new Set<net.Socket>();
-  const delayed = (from: net.Socket, to: net.Socket) =>
-    from.on("data", (chunk) => {
-      setTimeout(() => {
-        if (!to.destroyed) to.write(chunk);
-      }, delayMs);
-    });
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, "127.0.0.1");
-    sockets.add(client).add(upstream);
-    delayed(client, upstream);
-    delayed(upstream, client);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  return {
-    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-};
-
 let server: NatsServerHandle;
-let link: Awaited<ReturnType<typeof slowLink>>;
+let link: Awaited<ReturnType<typeof latencyProxy>>;
 let rt: Runtime | undefined;
 
 beforeAll(async () => {
@@ -61,7 +29,7 @@ beforeAll(async () => {
   const direct = await createRuntime({ servers: server.url, roles: ["admin"], logger: silentLogger() });
   await direct.admin.provision(["q"]);
   await direct.stop();
-  link = await slowLink(server.port, oneWayMs);
+  link = await latencyProxy(server.url, oneWayMs);
 });
 afterAll(async () => {
   await rt?.stop();
