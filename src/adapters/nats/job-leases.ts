@@ -1,7 +1,7 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { aheadOfServerAtMost, type ServerTime } from "../../kernel/clock.ts";
+import type { ServerTime } from "../../kernel/clock.ts";
 import {
   HeldLeases,
   heartbeatKey,
@@ -9,12 +9,12 @@ import {
   jobLeases,
   type LeaseValue,
   leaseRunsUntil,
-  leaseUntilFor,
   leaseValue,
 } from "../held-leases.ts";
 import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
-import { ServerClockReading, scanBucketEntries } from "./bucket-reads.ts";
+import { scanBucketEntries } from "./bucket-reads.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
+import { LeaseClock } from "./lease-clock.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumerStamp } from "./server-facts.ts";
 import { ensureBucket } from "./streams.ts";
@@ -42,10 +42,12 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
   readonly holder: string;
-  /** The server's clock as the last `list()` read it. */
-  readonly #clock = new ServerClockReading();
-  /** A read of the server's clock in flight (`readServerTime`). */
-  #reading: Promise<void> | undefined;
+  /** The server's clock as the last `list()`, or a read of its own, read it. */
+  readonly #clock = new LeaseClock(async (nc) => {
+    await this.#bucket(nc);
+    const { jsm } = await this.#broker.handles(nc);
+    return consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`);
+  });
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
     this.#core = core;
@@ -174,9 +176,9 @@ export class NatsJobLeases implements SupervisionLeases {
         // Another's lease is judged on this runtime's clock: with no reading of the server's
         // yet (no listing read one), one is read first.
         // Not read (no answer in time): judged as written.
-        if (stored.holder !== this.holder && this.#aheadMs(now) === undefined)
-          await this.#readOnce(nc).catch(() => undefined);
-        const lease = { holder: stored.holder, until: this.#untilFor(stored, entry.created, now) };
+        if (stored.holder !== this.holder && this.#clock.aheadMs(now) === undefined)
+          await this.#clock.readOnce(nc).catch(() => undefined);
+        const lease = { holder: stored.holder, until: this.#clock.untilFor(stored, entry.created, now) };
         if (
           lease.holder !== this.holder &&
           leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
@@ -207,20 +209,8 @@ export class NatsJobLeases implements SupervisionLeases {
     if (lease.until === 0 || lease.until > now) return undefined;
     const entry = await kv.get(heartbeatKey(lease.holder));
     return entry?.operation === "PUT"
-      ? this.#untilFor(entry.json<LeaseValue>(), entry.created, now)
+      ? this.#clock.untilFor(entry.json<LeaseValue>(), entry.created, now)
       : undefined;
-  }
-
-  /** A stored lease's or heartbeat's `until` on the clock `now` was read from (`leaseUntilFor`). */
-  #untilFor(value: LeaseValue, stored: Date, now: number): number {
-    return leaseUntilFor(value, stored.getTime(), this.#aheadMs(now));
-  }
-
-  /** A reading of the server's clock, taken now: a consumer's creation stamp on the leases' stream. */
-  async #readClock(nc: NatsConnection): Promise<void> {
-    await this.#bucket(nc);
-    const { jsm } = await this.#broker.handles(nc);
-    this.#clock.take(await consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`));
   }
 
   /**
@@ -233,30 +223,11 @@ export class NatsJobLeases implements SupervisionLeases {
       // Its failure retried as any operation's (a 503 in a leader election): not read, the
       // deadlines and leases of others are read as written.
       await this.#broker
-        .run("lease.serverTime", (nc) => this.#readOnce(nc), options)
+        .run("lease.serverTime", (nc) => this.#clock.readOnce(nc), options)
         .catch((error: unknown) =>
           this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
         );
     return this.#clock.serverTime();
-  }
-
-  /** `#readClock`, shared by every caller while it is in flight (each sees its failure). */
-  #readOnce(nc: NatsConnection): Promise<void> {
-    this.#reading ??= this.#readClock(nc).finally(() => {
-      this.#reading = undefined;
-    });
-    return this.#reading;
-  }
-
-  /**
-   * How far the clock `now` was read from (the runtime's) runs ahead of the
-   * server's, at most (`aheadOfServerAtMost`: another's lease read as run
-   * out late by up to the reading's round trip, never early); undefined
-   * without a reading.
-   */
-  #aheadMs(now: number): number | undefined {
-    const seen = this.#clock.serverTime();
-    return seen === undefined ? undefined : aheadOfServerAtMost(now, seen);
   }
 
   /** Extends a held lease with a write of its own; false (and no longer held) when another runtime took it. */
@@ -351,7 +322,7 @@ export class NatsJobLeases implements SupervisionLeases {
       );
       return jobLeases(
         [...entries].map(([key, entry]) => ({ key, ...entry })),
-        this.#aheadMs(now),
+        this.#clock.aheadMs(now),
       );
     });
   }
@@ -376,7 +347,7 @@ export class NatsJobLeases implements SupervisionLeases {
           revision: e.revision,
           storedAt: e.created.getTime(),
         })),
-        this.#aheadMs(now),
+        this.#clock.aheadMs(now),
       )[0];
     });
   }
@@ -418,7 +389,7 @@ export class NatsJobLeases implements SupervisionLeases {
       const { js, jsm } = await this.#broker.handles(nc);
       const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
       let purged = 0;
-      const aheadMs = this.#aheadMs(now);
+      const aheadMs = this.#clock.aheadMs(now);
       for (const [key, entry] of entries) {
         const { value, revision } = entry;
         if (value !== undefined && !isRunOutHeartbeat({ key, ...entry }, now, aheadMs)) continue;

@@ -1,0 +1,57 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { aheadOfServerAtMost, type ServerTime } from "../../kernel/clock.ts";
+import { type LeaseValue, leaseUntilFor } from "../held-leases.ts";
+import { ServerClockReading } from "./bucket-reads.ts";
+
+/**
+ * The server's clock as one runtime's leases read it (`NatsJobLeases`): the
+ * reading a listing's scan takes (`take`), or one read on demand (`readOnce`:
+ * a consumer's creation stamp, shared by every caller while it is in
+ * flight: 40 submits waiting at once made 40 consumers), and what another
+ * runtime's lease or heartbeat says by it (`untilFor`).
+ */
+export class LeaseClock {
+  readonly #reading = new ServerClockReading();
+  readonly #read: (nc: NatsConnection) => Promise<ServerTime>;
+  /** A read in flight (`readOnce`). */
+  #inFlight: Promise<void> | undefined;
+
+  /** `read`: reads the server's clock now on this client. */
+  constructor(read: (nc: NatsConnection) => Promise<ServerTime>) {
+    this.#read = read;
+  }
+
+  /** Takes a scan's reading. */
+  readonly take = (seen: ServerTime): void => this.#reading.take(seen);
+
+  /** The reading, while it holds. */
+  serverTime(): ServerTime | undefined {
+    return this.#reading.serverTime();
+  }
+
+  /** Reads the server's clock now, shared by every caller while it is in flight (each sees its failure). */
+  readOnce(nc: NatsConnection): Promise<void> {
+    this.#inFlight ??= this.#read(nc)
+      .then(this.take)
+      .finally(() => {
+        this.#inFlight = undefined;
+      });
+    return this.#inFlight;
+  }
+
+  /**
+   * How far the clock `now` was read from (the runtime's) runs ahead of the
+   * server's, at most (`aheadOfServerAtMost`: another's lease read as run
+   * out late by up to the reading's round trip, never early); undefined
+   * without a reading.
+   */
+  aheadMs(now: number): number | undefined {
+    const seen = this.#reading.serverTime();
+    return seen === undefined ? undefined : aheadOfServerAtMost(now, seen);
+  }
+
+  /** A stored lease's or heartbeat's `until` on the clock `now` was read from (`leaseUntilFor`). */
+  untilFor(value: LeaseValue, stored: Date, now: number): number {
+    return leaseUntilFor(value, stored.getTime(), this.aheadMs(now));
+  }
+}
