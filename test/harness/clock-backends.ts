@@ -21,6 +21,7 @@ import { liveEntries } from "./kv-keys.ts";
 import type { NatsServerHandle } from "./nats-server.ts";
 import { type RawRecord, rawJobRecords } from "./raw-job-records.ts";
 import { useServerConnection } from "./server-connection.ts";
+import { waitUntil } from "./wait.ts";
 
 /** The real clock, `ms` on (negative: behind): a host whose wall clock is wrong (its timers run as everyone's). */
 export const offsetBy = (ms: number): Clock => ({ ...realClock, now: () => Date.now() + ms });
@@ -201,4 +202,39 @@ export const clockBackends = (): ReadonlyArray<{ readonly name: string; make(): 
     { name: "memory", make: memoryClockBackend },
     { name: "nats", make: () => natsClockBackend(served.server, served.nc) },
   ];
+};
+
+/**
+ * A 1-task job on `queue` (no worker serves it) submitted by `rt`: it
+ * stalls half a second on, and fails 20 s after its stall; returned once its
+ * record, read raw, says stalled.
+ */
+export const submitStalled = async (backend: ClockBackend, rt: Runtime, queue: string) => {
+  const job = await rt.jobs.submit({
+    queue,
+    tasks: [1],
+    lane: false,
+    stallAfterMs: 500,
+    stalledTimeoutMs: 20_000,
+  });
+  await waitUntil(
+    async () => (await backend.records()).some((r) => r.id === job.id && r.status === "stalled"),
+    {
+      timeoutMs: 10_000,
+      message: "the job's record says stalled",
+    },
+  );
+  return job;
+};
+
+/** Waits until the job's lease, read raw, names a holder whose name starts with `runtime` (a timeout says the leases last read). */
+export const untilLeaseHeldBy = (backend: ClockBackend, jobId: string, runtime: string) => {
+  let seen: RawLease[] = [];
+  return waitUntil(
+    async () => {
+      seen = await backend.leases();
+      return seen.find((l) => l.jobId === jobId)?.holder.startsWith(runtime) === true;
+    },
+    { timeoutMs: 15_000, message: () => `the lease of ${jobId} held by ${runtime}: ${JSON.stringify(seen)}` },
+  );
 };

@@ -14,9 +14,9 @@
  * Fails on the current code: the record says failed ("stalled: no progress…").
  */
 import { expect, it } from "vitest";
-import { natsClockBackend, offsetBy } from "../harness/clock-backends.ts";
+import { natsClockBackend, offsetBy, submitStalled, untilLeaseHeldBy } from "../harness/clock-backends.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
-import { delay, waitUntil } from "../harness/wait.ts";
+import { delay } from "../harness/wait.ts";
 
 const served = useServerConnection();
 const leaseMs = 6000;
@@ -26,29 +26,12 @@ it("a stalled job watched by a runtime ahead, then taken over by its actor, stay
   try {
     const queue = "q";
     const first = await backend.runtime("first", { jobs: { leaseMs, takeOver: false } });
-    const job = await first.jobs.submit({
-      queue,
-      tasks: [1],
-      lane: false,
-      stallAfterMs: 500,
-      stalledTimeoutMs: 20_000,
-    });
-    await waitUntil(
-      async () => (await backend.records()).some((r) => r.id === job.id && r.status === "stalled"),
-      {
-        timeoutMs: 10_000,
-        message: "the job's record says stalled",
-      },
-    );
+    const job = await submitStalled(backend, first, queue);
     const ahead = await backend.runtime("ahead", { clock: offsetBy(60_000), jobs: { leaseMs } });
     // Opened at once: before the runtime's first takeover pass (leaseMs / 2 on) reads the server's clock.
     expect((await ahead.jobs.get(job.id))?.snapshot().status).toBe("stalled");
     await first.stop(); // its lease given back: the actor of `get` takes the job over
-    await waitUntil(
-      async () =>
-        (await backend.leases()).find((l) => l.jobId === job.id)?.holder.startsWith("ahead") === true,
-      { timeoutMs: 15_000, message: "the stalled job taken over by the runtime ahead" },
-    );
+    await untilLeaseHeldBy(backend, job.id, "ahead");
     // It ticks every 125 ms: two seconds are sixteen ticks of the new supervisor.
     await delay(2000);
     const stored = (await backend.records()).find((r) => r.id === job.id);

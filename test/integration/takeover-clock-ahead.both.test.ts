@@ -10,7 +10,7 @@
  * stored, the tasks the handler ran, the job's end.
  */
 import { describe, expect, it } from "vitest";
-import { clockBackends, offsetBy } from "../harness/clock-backends.ts";
+import { clockBackends, offsetBy, untilLeaseHeldBy } from "../harness/clock-backends.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
 const leaseMs = 2000;
@@ -44,19 +44,7 @@ describe.each(clockBackends())("a takeover by a runtime whose clock runs ahead (
       const gone = await backend.runtime("gone", { jobs: { leaseMs, takeOver: false } });
       const orphan = await gone.jobs.submit({ queue, tasks: [{ n: 2, hold: true }], lane: false });
       await gone.stop();
-      let seen: unknown;
-      await waitUntil(
-        async () => {
-          const leases = await backend.leases();
-          seen = leases;
-          return leases.find((l) => l.jobId === orphan.id)?.holder.startsWith("ahead") === true;
-        },
-        {
-          timeoutMs: 15_000,
-          message: () =>
-            `the stopped supervisor's job taken over by the runtime ahead: ${JSON.stringify(seen)}`,
-        },
-      );
+      await untilLeaseHeldBy(backend, orphan.id, "ahead");
       // The same pass read the live job's lease: still its supervisor's.
       const leases = await backend.leases();
       expect(leases.find((l) => l.jobId === job.id)?.holder).toMatch(/^live/);

@@ -9,8 +9,8 @@
  * answers its task after the takeover.
  */
 import { describe, expect, it } from "vitest";
-import { clockBackends, offsetBy } from "../harness/clock-backends.ts";
-import { delay, waitUntil } from "../harness/wait.ts";
+import { clockBackends, offsetBy, submitStalled, untilLeaseHeldBy } from "../harness/clock-backends.ts";
+import { delay } from "../harness/wait.ts";
 
 const leaseMs = 2000;
 
@@ -23,27 +23,10 @@ describe.each(clockBackends())(
         const queue = "q";
         // No worker yet: the job stalls half a second on.
         const first = await backend.runtime("first", { jobs: { leaseMs, takeOver: false } });
-        const job = await first.jobs.submit({
-          queue,
-          tasks: [1],
-          lane: false,
-          stallAfterMs: 500,
-          stalledTimeoutMs: 20_000,
-        });
-        await waitUntil(
-          async () => (await backend.records()).some((r) => r.id === job.id && r.status === "stalled"),
-          {
-            timeoutMs: 10_000,
-            message: "the job's record says stalled",
-          },
-        );
+        const job = await submitStalled(backend, first, queue);
         await backend.runtime("ahead", { clock: offsetBy(60_000), jobs: { leaseMs } });
         await first.stop(); // its lease given back: the runtime ahead takes the job over
-        await waitUntil(
-          async () =>
-            (await backend.leases()).find((l) => l.jobId === job.id)?.holder.startsWith("ahead") === true,
-          { timeoutMs: 15_000, message: "the stalled job taken over by the runtime ahead" },
-        );
+        await untilLeaseHeldBy(backend, job.id, "ahead");
         // Its taker ticks every 125 ms (a quarter of stallAfterMs) once it has read the job's
         // results (none here): two seconds are sixteen ticks, each of which failed it before.
         await delay(2000);
