@@ -70,7 +70,7 @@ export const checkQueues = async (
   const needed = new Map<string, string>();
   const answers = `KV_${n.answersBucket}`;
   const rows: Row[] = [
-    { name: answers, firstUse: "the HTTP API's first answer to a leased task" },
+    { name: answers, firstUse: "the HTTP API's first answer to a leased task, or rt.admin.provision()" },
     { name: n.permitsStream, firstUse: "rt.queues.configure() with a limit, or rt.admin.provision()" },
   ];
 

@@ -11,7 +11,6 @@
 
 import path from "node:path";
 import { type JetStreamManager, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
@@ -137,10 +136,17 @@ it("a fresh runtime that ran a job with no delay and no limit: the delayed and p
 it("the answers bucket keeping answers less than the 24 h the HTTP API relies on: a problem naming it", async () => {
   const rt = await runtime("ans");
   await rt.admin.provision();
-  await new Kvm(nc).create("ans_answers", { history: 1, storage: StorageType.File, ttl: 60_000 });
+  // Provision made the bucket as the HTTP API wants it (read raw): 24 h, no problem.
+  const { config } = await jsm.streams.info("KV_ans_answers");
+  expect(config.max_age).toBe(24 * 3_600_000 * 1e6);
+  expect((await rt.admin.diagnose()).problems).toEqual([]);
+  await jsm.streams.update("KV_ans_answers", {
+    ...config,
+    max_age: 60_000 * 1e6,
+    duplicate_window: 60_000 * 1e6,
+  });
   await expectProblemNaming(rt, "KV_ans_answers");
   // The fix it gives (nats stream edit --max-age 24h), as the API does it.
-  const { config } = await jsm.streams.info("KV_ans_answers");
   await jsm.streams.update("KV_ans_answers", { ...config, max_age: 24 * 3_600_000 * 1e6 });
   expect((await rt.admin.diagnose()).problems).toEqual([]);
 });

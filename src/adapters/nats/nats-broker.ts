@@ -165,6 +165,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
   const port = core.connection;
   const feeds = new ResultsFeeds(core, js, log, options.resultsFeedIdleMs);
   const presence = natsPresence(js);
+  const taskLeasing = new NatsTaskLeasing(js);
   const delayed = new NatsDelayedTasks(core, js, log);
   const queueControls = natsQueueControls(core, js, log);
   const flows = natsFlows(js);
@@ -184,7 +185,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     jetstream: js,
     schedules,
     leases,
-    taskLeasing: new NatsTaskLeasing(js),
+    taskLeasing,
     presence,
     queueControls,
     flows,
@@ -369,7 +370,8 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
 
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
     provision: async (queues) => {
-      // Results stream and jobs bucket, agents; then dead letters, leases, presence; then each queue's streams.
+      // Results stream and jobs bucket, agents; then dead letters, leases, presence, the HTTP API's
+      // answers; then each queue's streams.
       await js.run("broker.provision", async (nc) => {
         await js.handles(nc);
         await openAgentBucket(nc, agentsBucketFor(core.options.prefix), js.replicas);
@@ -377,6 +379,7 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       await dead.provision();
       await leases.provision();
       await presence.provision();
+      await taskLeasing.provision();
       await queueControls.provision();
       await flows.provision();
       await schedules.provision();

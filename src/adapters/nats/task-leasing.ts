@@ -59,6 +59,11 @@ export class NatsTaskLeasing implements TaskLeasing {
     );
   }
 
+  /** Makes the answers bucket ahead of the first answer (`rt.admin.provision()`). */
+  provision(): Promise<void> {
+    return this.#broker.run("task.leasing.provision", async (nc) => void (await this.#bucket(nc)));
+  }
+
   /**
    * True if `reply` is a delivery of this job's tasks, from its queue's tasks
    * stream: by its own consumer, or for a lane job by the queue's lane.
