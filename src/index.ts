@@ -17,7 +17,7 @@ export type {
 } from "./api/agents.ts";
 export type { ConnectionOptions } from "./api/connection-options.ts";
 export { createDashboard, type Dashboard, type DashboardOptions } from "./api/dashboard.ts";
-export type { Diagnosis, Problem, RoleCheck, StoreCheck } from "./api/diagnosis.ts";
+export type { Diagnosis, MeantFor, Problem, RoleCheck, StoreCheck } from "./api/diagnosis.ts";
 export type {
   FlowDependency,
   FlowHandle,

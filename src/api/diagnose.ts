@@ -51,8 +51,14 @@ const roleProbes = (prefix: string, role: Role, queues: readonly string[]): Role
  * reported; the shared calls (no queue named) are judged for every identity, so one
  * granted nothing still is allowed no role.
  */
-const judgeRole = ({ role, shared, perQueue }: RoleProbes, denied: ReadonlySet<string>): RoleCheck => {
-  const mine = [...perQueue].filter(([, subjects]) => subjects.some((s) => !denied.has(s)));
+const judgeRole = (
+  { role, shared, perQueue }: RoleProbes,
+  denied: ReadonlySet<string>,
+  meantQueues?: ReadonlySet<string>,
+): RoleCheck => {
+  const mine = [...perQueue].filter(([q, subjects]) =>
+    meantQueues ? meantQueues.has(q) : subjects.some((s) => !denied.has(s)),
+  );
   const refused = [...shared, ...mine.flatMap(([, subjects]) => subjects)].filter((s) => denied.has(s));
   return { role, allowed: refused.length === 0, denied: refused, queues: mine.map(([q]) => q) };
 };
@@ -78,7 +84,24 @@ const firstUseBuckets = (prefix: string): ReadonlyMap<string, string> => {
   ]);
 };
 
-export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promise<Diagnosis> => {
+/** A role the identity is meant for whose calls it may not make (on the queues it is meant for). */
+const missingGrants = (
+  roles: readonly RoleCheck[],
+  meantRoles: readonly Role[],
+  queues: readonly string[] = [],
+): Problem[] =>
+  roles
+    .filter((r) => meantRoles.includes(r.role) && !r.allowed)
+    .map((r) => ({
+      what: `this identity may not make the ${r.role} role's calls${queues.length > 0 ? ` for queues ${queues.join(", ")}` : ""}: refused ${r.denied.slice(0, 3).join(", ")}${r.denied.length > 3 ? ` and ${r.denied.length - 3} more` : ""}`,
+      fix: `grant the permissions natsPermissions(${JSON.stringify({ role: r.role, queues })}) gives (docs/operations.md)`,
+    }));
+
+export const diagnose = async (
+  core: NatsContext,
+  probeTimeoutMs: number,
+  meant: { readonly roles?: readonly Role[]; readonly queues?: readonly string[] } = {},
+): Promise<Diagnosis> => {
   const prefix = core.options.prefix;
   const n = brokerNames(prefix);
   const buckets = [n.jobsBucket, n.leasesBucket].map((b) => `KV_${b}`);
@@ -99,10 +122,14 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
       }),
     ),
   ].sort();
-  const perRole = allRoles.map((role) => roleProbes(prefix, role, queues));
+  // The roles are judged on the queues it is meant for too, found or not (a worker may not
+  // list streams: it finds none); their streams are checked only when found.
+  const probedQueues = [...new Set([...queues, ...(meant.queues ?? [])])].sort();
+  const perRole = allRoles.map((role) => roleProbes(prefix, role, probedQueues));
   const probed = perRole.flatMap((r) => [...r.shared, ...[...r.perQueue.values()].flat()]);
   const denied = new Set(await deniedSubjects(core, probed, probeTimeoutMs));
-  const roles = perRole.map((r) => judgeRole(r, denied));
+  const meantQueues = meant.queues && new Set(meant.queues);
+  const roles = perRole.map((r) => judgeRole(r, denied, meantQueues));
   const found = new Map(first.streams.map((s) => [s.name, s]));
   // The queues' own resources: only what a listing showed (an admin's; others may not read them).
   const queueChecks = first.listed ? await checkQueues(core, found, queues) : undefined;
@@ -152,7 +179,8 @@ export const diagnose = async (core: NatsContext, probeTimeoutMs: number): Promi
         });
     }
   }
-  if (!roles.some((r) => r.allowed))
+  if (meant.roles !== undefined) problems.push(...missingGrants(roles, meant.roles, meant.queues));
+  else if (!roles.some((r) => r.allowed))
     problems.push({
       what: "this identity may not make the calls of any role",
       fix: "grant the permissions natsPermissions({ role, queues }) gives (docs/operations.md)",

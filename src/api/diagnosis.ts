@@ -33,6 +33,17 @@ export interface RoleCheck {
   readonly queues: readonly string[];
 }
 
+/**
+ * What the identity is meant for (`rt.admin.diagnose(meantFor)`, the CLI's
+ * `doctor --role --queue`): its runtime's roles and queues. From its grants
+ * alone doctor cannot tell an admin of A from one meant for A and B but
+ * granted A only; told, it judges each role named on each queue named.
+ */
+export interface MeantFor {
+  readonly roles?: Role | readonly Role[];
+  readonly queues?: readonly string[];
+}
+
 /** Something wrong, and what to do about it. */
 export interface Problem {
   readonly what: string;

@@ -16,12 +16,12 @@ import { check, checkCleanupOptions, rejectUnknownKeys, SubjectToken } from "../
 import { type Agents, createAgentRegistry } from "./agents.ts";
 import { cleanupOnce } from "./cleanup.ts";
 import { diagnose } from "./diagnose.ts";
-import type { Diagnosis } from "./diagnosis.ts";
+import type { Diagnosis, MeantFor } from "./diagnosis.ts";
 import { FlowRegistry, type Flows, flowsFace } from "./flows.ts";
 import { JobRegistry } from "./jobs.ts";
 import { type Jobs, jobsFace } from "./jobs-face.ts";
 import type { RuntimeOptions } from "./options.ts";
-import { requireRole } from "./permissions.ts";
+import { type Role, requireRole, rolesOf } from "./permissions.ts";
 import { type Queues, queuesFace } from "./queues.ts";
 import { createRuntimeCore, type RuntimeCore } from "./runtime-core.ts";
 import { createSchedules, type Schedules } from "./schedules.ts";
@@ -65,8 +65,13 @@ export interface Runtime {
      * delete it. A few calls per queue, none per job. NATS only.
      * @example
      * for (const p of (await rt.admin.diagnose()).problems) log.warn({ fix: p.fix }, p.what);
+     * Told what the identity is meant for (`{ roles, queues }`), it judges each
+     * of those roles on each of those queues: a grant missing for one of them
+     * is a problem, which its grants alone cannot show.
+     * @example
+     * await rt.admin.diagnose({ roles: ["worker"], queues: ["detect", "embed"] });
      */
-    diagnose(): Promise<Diagnosis>;
+    diagnose(meantFor?: MeantFor): Promise<Diagnosis>;
   };
   /** Pause, resume and limit queues across every worker of every process. */
   readonly queues: Queues;
@@ -195,13 +200,14 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         const names = checkQueues(queues);
         await broker.provision(names);
       },
-      diagnose: async () => {
+      diagnose: async (meantFor = {}) => {
+        const meant = checkMeantFor(meantFor);
         if (!nats)
           throw new InvalidArgument({
             field: "broker",
             message: "rt.admin.diagnose(): reads a NATS server; this runtime runs in memory",
           });
-        return diagnose(core, Math.min(2000, core.options.connection.operationTimeoutMs));
+        return diagnose(core, Math.min(2000, core.options.connection.operationTimeoutMs), meant);
       },
     },
     queues: queuesFace(broker.queueControls, core.options.roles, () => core.clock.now()),
@@ -256,6 +262,17 @@ const checkQueues = (queues: unknown): string[] => {
   if (!Array.isArray(queues))
     throw new InvalidArgument({ field: "queues", message: "queues: must be a list of queue names" });
   return queues.map((queue, i) => check(SubjectToken, queue, `queues[${i}]`));
+};
+
+const checkMeantFor = (meant: unknown): { roles?: readonly Role[]; queues?: readonly string[] } => {
+  if (typeof meant !== "object" || meant === null)
+    throw new InvalidArgument({ field: "meantFor", message: "meantFor: must be { roles?, queues? }" });
+  rejectUnknownKeys(meant, ["roles", "queues"], "meantFor");
+  const { roles, queues } = meant as MeantFor;
+  return {
+    ...(roles === undefined ? {} : { roles: rolesOf(roles, "meantFor.roles") }),
+    ...(queues === undefined ? {} : { queues: checkQueues(queues) }),
+  };
 };
 
 /** Every admin runtime cleans up now and then; the operations are idempotent, so several may. */

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import type { Diagnosis } from "../index.ts";
+import type { Diagnosis, Role } from "../index.ts";
 import { ExitCode } from "./exit-codes.ts";
 import { fields, print, printJson, table } from "./format.ts";
 import { type GlobalOptions, withRuntime } from "./session.ts";
@@ -58,9 +58,15 @@ export const registerDoctor = (program: Command, globals: () => GlobalOptions): 
     .description(
       "check the server, JetStream, jetstate's streams and buckets (as an admin also each queue's consumers, delayed stream and permit pools), this identity's permissions and the clock; exit 5 on a problem",
     )
-    .action(async () => {
+    .option("--role <role...>", "the roles this identity is meant for: each is judged on every --queue")
+    .option("--queue <queue...>", "the queues this identity is meant for (found on the server or not)")
+    .action(async (o: { role?: string[]; queue?: string[] }) => {
       const g = globals();
-      const diagnosis = await withRuntime(g, "read", (rt) => rt.admin.diagnose());
+      const meantFor = {
+        ...(o.role ? { roles: o.role as Role[] } : {}),
+        ...(o.queue ? { queues: o.queue } : {}),
+      };
+      const diagnosis = await withRuntime(g, "read", (rt) => rt.admin.diagnose(meantFor));
       if (g.json) printJson(diagnosis);
       else print(report(diagnosis));
       if (diagnosis.problems.length > 0) process.exitCode = ExitCode.problems;

@@ -48,8 +48,8 @@ describe("jetstate-jobs doctor with the server's users", () => {
   /** Violations the server logged for `user`, in its own words. */
   const violations = async (user: string): Promise<string[]> =>
     (await loggedViolations(logFile)).filter((v) => v.user === user).map((v) => v.subject);
-  const doctorAs = (user: string, pass = password): Promise<CliRun> =>
-    runCli(cli.bin, ["--timeout", "3", "doctor", "--json"], {
+  const doctorAs = (user: string, pass = password, ...meantFor: string[]): Promise<CliRun> =>
+    runCli(cli.bin, ["--timeout", "3", "doctor", "--json", ...meantFor], {
       NATS_URL: server.url,
       NATS_USER: user,
       NATS_PASSWORD: pass,
@@ -109,11 +109,8 @@ describe("jetstate-jobs doctor with the server's users", () => {
     expect(r.code, r.stderr).toBe(0);
     const d = JSON.parse(r.stdout) as Diagnosis;
     expect(d.roles.find((x) => x.role === "admin")?.allowed).toBe(true);
-    // The HTTP API's answers bucket is made by its first answer, not by provision.
-    const absent = d.stores.filter((s) => s.present !== true);
-    expect(absent).toEqual([
-      expect.objectContaining({ name: "KV_jetstate_answers", firstUse: expect.any(String) }),
-    ]);
+    // Provision made every store, the HTTP API's answers bucket included.
+    expect(d.stores.filter((s) => s.present !== true)).toEqual([]);
     // An admin lists the streams: the queue's delayed stream and the permits stream are checked too.
     for (const name of ["jetstate_delayed_A", "jetstate_permits", "jetstate_tpermits_A"])
       expect(
@@ -131,6 +128,25 @@ describe("jetstate-jobs doctor with the server's users", () => {
     expect(allowed).toMatchObject({ worker: true, admin: false });
     expect(d.problems).toEqual([]);
     await checkAgainstLog("workerA", d);
+  });
+
+  it("a worker of queue A told it is meant for A and B: exit 5, the problem names the worker role and B's refused calls", async () => {
+    const meant = ["--role", "worker", "--queue", "A", "B"];
+    const r = await doctorAs("workerA", password, ...meant);
+    expect(r.code, r.stderr).toBe(5);
+    const d = JSON.parse(r.stdout) as Diagnosis;
+    const worker = d.roles.find((x) => x.role === "worker");
+    expect(worker?.allowed).toBe(false);
+    // Every refusal names B (A's calls are granted), and the server refused each to this user.
+    expect(worker?.denied.length).toBeGreaterThan(0);
+    for (const s of worker?.denied ?? []) expect(s).toMatch(/_B\b|\.B\b/);
+    expect(d.problems.map((p) => p.what)).toEqual([
+      expect.stringMatching(/^this identity may not make the worker role's calls for queues A, B: refused /),
+    ]);
+    await checkAgainstLog("workerA", d);
+    // Told A only, the same identity is fine.
+    const onlyA = await doctorAs("workerA", password, "--role", "worker", "--queue", "A");
+    expect(onlyA.code, onlyA.stdout).toBe(0);
   });
 
   it("an identity allowed no role's calls: a problem saying so, exit 5", async () => {

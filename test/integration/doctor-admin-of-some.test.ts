@@ -13,6 +13,7 @@
 import path from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { InvalidArgument } from "../../src/kernel/errors.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type AuthFiles, authFiles, roleUsersConfig } from "../harness/nats-auth.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -58,4 +59,24 @@ it("an admin of queue A, on a server with queue B too: its own work goes through
   // Fails on the current code: "this identity may not make the calls of any role" (every role's
   // probes name B's streams: d.roles[].denied lists them).
   expect(d.problems, JSON.stringify(d.roles.find((r) => r.role === "admin"))).toEqual([]);
+});
+
+it("told it is meant for A and B, an admin granted A only is told what B's grants lack; its work on B is refused", async () => {
+  const rt = await runtimeAs("adminA");
+  const meantFor = { roles: "admin", queues: ["A", "B"] } as const;
+  const d = await rt.admin.diagnose(meantFor);
+  expect(d.problems.map((p) => p.what)).toEqual([
+    expect.stringMatching(/^this identity may not make the admin role's calls for queues A, B: refused .*_B/),
+  ]);
+  // The oracle: the server refuses this identity B's set-up.
+  await expect(rt.admin.provision(["B"])).rejects.toThrow();
+  // An admin granted both, told the same, has no problem.
+  expect((await (await runtimeAs("adminAB")).admin.diagnose(meantFor)).problems).toEqual([]);
+});
+
+it("what an identity is meant for is checked: an unknown role or a bad queue name is an InvalidArgument", async () => {
+  const rt = await runtimeAs("adminAB");
+  await expect(rt.admin.diagnose({ roles: ["boss" as "admin"] })).rejects.toBeInstanceOf(InvalidArgument);
+  await expect(rt.admin.diagnose({ queues: ["a b"] })).rejects.toBeInstanceOf(InvalidArgument);
+  await expect(rt.admin.diagnose({ queue: "A" } as never)).rejects.toBeInstanceOf(InvalidArgument);
 });
