@@ -142,6 +142,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       limits: leaseLimits(broker.queueControls, settingsOf, log, now),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
       maxPayload: () => broker.maxPayload(),
+      serverTime: () => broker.leases.readServerTime(),
       // Remote workers' answers count in the metrics as native workers' do (no duration: it ran elsewhere).
       answered: (queue, outcome, attempt) => {
         if (!core.telemetry.active) return;
