@@ -132,14 +132,17 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
   const unreadable = unreadableListed(log, "it is left out of GET /jobs");
   const leasing = broker.taskLeasing;
   const settingsOf = queueSettingsOf(broker.queueControls, log);
+  // The runtime's clock (its `clock` option), as every other lease of the runtime is timed.
+  const now = () => core.clock.now();
   const leases = new TaskLeases(
     {
       getRecord: (id) => broker.getRecord(id),
       activeJobs: activeJobsOf(broker, log),
       isPaused: async (queue) => (await settingsOf(queue)).paused,
-      limits: leaseLimits(broker.queueControls, settingsOf, log),
+      limits: leaseLimits(broker.queueControls, settingsOf, log, now),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
       maxPayload: () => broker.maxPayload(),
+      serverTime: () => broker.leases.readServerTime(),
       // Remote workers' answers count in the metrics as native workers' do (no duration: it ran elsewhere).
       answered: (queue, outcome, attempt) => {
         if (!core.telemetry.active) return;
@@ -165,7 +168,7 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
         );
       },
     },
-    { signer: new ReceiptSigner(secret), log, maxLeasesPerToken },
+    { signer: new ReceiptSigner(secret), log, maxLeasesPerToken, now },
   );
   const app = createHttpApp({
     leases,

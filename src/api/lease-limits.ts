@@ -127,6 +127,8 @@ export const leaseLimits = (
   controls: QueueControls,
   settingsOf: (queue: string) => Promise<QueueSettings>,
   log: Logger,
+  /** The clock the leases' ends are on (the runtime's). */
+  now: () => number = Date.now,
 ): LeaseLimits => {
   const held = new Map<string, { readonly permit: Permit; readonly queue: string; until: number }>();
   /**
@@ -138,10 +140,10 @@ export const leaseLimits = (
   let slots: NotedSlots | undefined;
   let keeper: NodeJS.Timeout | undefined;
   const tick = () => {
-    const now = Date.now();
-    const queues = new Set<string>(slots?.queues(now));
+    const at = now();
+    const queues = new Set<string>(slots?.queues(at));
     for (const [ref, h] of held) {
-      if (h.until <= now) {
+      if (h.until <= at) {
         held.delete(ref);
         h.permit.release();
       } else {
@@ -190,7 +192,7 @@ export const leaseLimits = (
           release(note.ref);
           slots?.noted(note.ref, "ended");
         } else {
-          const until = Date.now() + note.leftMs;
+          const until = now() + note.leftMs;
           extendHeld(note.ref, until);
           slots?.noted(note.ref, until);
         }
@@ -273,7 +275,7 @@ export const leaseLimits = (
     extend: (ref, until, queue, booked = true) => {
       const here = extendHeld(ref, until);
       if (queue === undefined) return;
-      const note = { ref, leftMs: Math.max(0, until - Date.now()) };
+      const note = { ref, leftMs: Math.max(0, until - now()) };
       // Its token slot is another instance's: told whatever the queue's limits.
       if (!booked) controls.noteLease(queue, JSON.stringify(note));
       else if (!here) tell(queue, note);

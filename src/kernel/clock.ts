@@ -34,7 +34,7 @@ export const aheadOfServer = (clock: Clock, seen: ServerTime | undefined): numbe
  * earlier by d makes it d less: a judgment made with it is the one `now`
  * plus d would make now (what it compares with `now` is d earlier too).
  */
-const aheadOfServerAt = (now: number, seen: ServerTime): number =>
+export const aheadOfServerAt = (now: number, seen: ServerTime): number =>
   now - (seen.at + (performance.now() - seen.seenAt));
 
 /**

@@ -6,6 +6,31 @@
  */
 import type { LeasePort } from "../../src/adapters/http/task-leases.ts";
 import type { RecordedAnswer } from "../../src/adapters/task-leasing.ts";
+import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
+
+/** A running job's record (`j1` on queue `q`, submit `s1`, ten tasks, a 10 s ack wait), `over` on top. */
+export const runningRecord = (over: Partial<JobRecord> = {}): JobRecord => ({
+  v: 1,
+  id: "j1",
+  queue: "q",
+  status: "running",
+  phase: SubmitPhase.committed,
+  total: 10,
+  submitId: "s1",
+  settings: {
+    maxFailures: 0,
+    ackWaitMs: 10_000,
+    maxDeliver: 3,
+    backoffMs: [100, 500],
+    stallAfterMs: 60_000,
+    stalledTimeoutMs: 0,
+  },
+  counts: { done: 0, failed: 0, dead: 0 },
+  createdAt: 1,
+  updatedAt: 1,
+  commitDeadline: 2,
+  ...over,
+});
 
 type JobSide = Pick<LeasePort, "getRecord" | "activeJobs" | "fetchTasks" | "fetchLane" | "isDeliveryOf">;
 

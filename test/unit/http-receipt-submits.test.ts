@@ -11,30 +11,10 @@ import { expect, it } from "vitest";
 import { ReceiptSigner } from "../../src/adapters/http/receipts.ts";
 import { type Caller, TaskLeases } from "../../src/adapters/http/task-leases.ts";
 import type { LeasedTask } from "../../src/adapters/task-leasing.ts";
-import { type JobRecord, SubmitPhase } from "../../src/kernel/job-record.ts";
-import { fakeLeasePort } from "./fake-lease-port.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { fakeLeasePort, runningRecord } from "./fake-lease-port.ts";
 
-const record = (submitId: string): JobRecord => ({
-  v: 1,
-  id: "j1",
-  queue: "q",
-  status: "running",
-  phase: SubmitPhase.committed,
-  total: 3,
-  submitId,
-  settings: {
-    maxFailures: 0,
-    ackWaitMs: 10_000,
-    maxDeliver: 3,
-    backoffMs: [100],
-    stallAfterMs: 60_000,
-    stalledTimeoutMs: 0,
-  },
-  counts: { done: 0, failed: 0, dead: 0 },
-  createdAt: 1,
-  updatedAt: 1,
-  commitDeadline: 2,
-});
+const record = (submitId: string): JobRecord => runningRecord({ submitId, total: 3 });
 
 const W1: Caller = { identity: "w1", allows: () => true };
 

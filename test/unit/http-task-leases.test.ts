@@ -8,29 +8,9 @@ import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters
 import { ConnectionUnavailable, OperationTimeout } from "../../src/kernel/errors.ts";
 import { type JobRecord, laneMaxDeliver, SubmitPhase } from "../../src/kernel/job-record.ts";
 import { delay } from "../harness/wait.ts";
+import { runningRecord } from "./fake-lease-port.ts";
 
-const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
-  v: 1,
-  id,
-  queue: "q",
-  status: "running",
-  phase: SubmitPhase.committed,
-  total: 10,
-  submitId: "s1",
-  settings: {
-    maxFailures: 0,
-    ackWaitMs: 10_000,
-    maxDeliver: 3,
-    backoffMs: [100, 500],
-    stallAfterMs: 60_000,
-    stalledTimeoutMs: 0,
-  },
-  counts: { done: 0, failed: 0, dead: 0 },
-  createdAt: 1,
-  updatedAt: 1,
-  commitDeadline: 2,
-  ...over,
-});
+const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => runningRecord({ id, ...over });
 
 /** A job on its queue's lane: one task, the lane's ack wait. */
 const laneRecord = (id: string, over: Partial<JobRecord> = {}): JobRecord => {

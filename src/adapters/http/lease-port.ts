@@ -1,3 +1,4 @@
+import type { ServerTime } from "../../kernel/clock.ts";
 import type { JobRecord } from "../../kernel/job-record.ts";
 import type { AnswerStatus, TaskLeasing } from "../broker.ts";
 import type { TokenScope } from "./token-scopes.ts";
@@ -32,6 +33,13 @@ export interface LeasePort
   /** The queue's limits (`rt.queues.configure`), obeyed by leases as by native workers. */
   readonly limits?: LeaseLimits;
   publishResults(queue: string, jobId: string, body: string, msgId: string): Promise<void>;
+  /**
+   * The server's clock as this instance reads it (a reading kept while it
+   * holds, else one read now), undefined when it cannot be read: receipts'
+   * ends are on it (receipt-clock.ts). A port without it takes this
+   * instance's clock for the server's.
+   */
+  serverTime?(): Promise<ServerTime | undefined>;
   /** The server's max payload: a results message is planned under it (256 KiB without). */
   maxPayload?(): Promise<number>;
   /**

@@ -4,6 +4,7 @@ import { ErrorCode, HttpError } from "./http-errors.ts";
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort } from "./lease-port.ts";
 import { ReceiptAnswers } from "./receipt-answers.ts";
+import { type ReceiptClock, receiptClock } from "./receipt-clock.ts";
 import { leaseEnd, ofJobSubmit, type ReceiptClaims, type ReceiptSigner } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
 
@@ -51,7 +52,8 @@ export class ReceiptLeases {
   /** Stores the results, then settles the leases; per item what became of it. */
   async submitResults(jobId: string, items: readonly ResultItem[], caller: Caller): Promise<ItemOutcome[]> {
     const field = (n: number) => `results[${n}].receipt`;
-    const claims = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
+    const signed = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
+    const claims = this.#onOurClock(signed, await receiptClock(this.#port, this.#now));
     let record: JobRecord;
     try {
       record = await this.#openRecord(jobId, caller, claims);
@@ -97,7 +99,9 @@ export class ReceiptLeases {
   /** Extends the leases of the receipts; each still open one gets a fresh receipt. */
   async heartbeat(jobId: string, receipts: readonly string[], caller: Caller): Promise<HeartbeatOutcome[]> {
     const field = (n: number) => `receipts[${n}]`;
-    const claims = receipts.map((r, n) => this.#verify(r, jobId, field(n), caller));
+    const signed = receipts.map((r, n) => this.#verify(r, jobId, field(n), caller));
+    const clock = await receiptClock(this.#port, this.#now);
+    const claims = this.#onOurClock(signed, clock);
     const record = await this.#openRecord(jobId, caller, claims);
     this.#assertDeliveries(record, claims, field);
     const now = this.#now();
@@ -132,7 +136,7 @@ export class ReceiptLeases {
       const booked = this.#book.extend(caller.identity, c.r, x);
       this.#port.limits?.extend(c.r, x, record.queue, booked);
       // Signed anew as it was: a version 2 receipt names no submit, and none is known to be its.
-      const receipt = this.#signer.sign({ ...c, x });
+      const receipt = this.#signer.sign({ ...c, x: clock.toReceipt(x) });
       return { id, status: "extended", receipt, leaseMs };
     });
     this.#log.debug(
@@ -140,6 +144,16 @@ export class ReceiptLeases {
       "leases extended",
     );
     return outcomes;
+  }
+
+  /**
+   * The claims with their ends on this instance's clock, which every lease
+   * of the request is judged by from here on: a receipt's end is on the
+   * server's (receipt-clock.ts), and read as signed, an instance whose clock
+   * was behind the leasing one's took it past its lease.
+   */
+  #onOurClock(signed: readonly ReceiptClaims[], clock: ReceiptClock): ReceiptClaims[] {
+    return signed.map((c) => ({ ...c, x: clock.fromReceipt(c.x) }));
   }
 
   /**

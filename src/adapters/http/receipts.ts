@@ -38,7 +38,12 @@ export interface ReceiptClaims {
   readonly w: string;
   /** Delivery number, from 1. */
   readonly d: number;
-  /** Lease end, ms since the epoch. */
+  /**
+   * Lease end, ms since the epoch on the server's clock, as the instance that
+   * signed it read that clock (receipt-clock.ts): any instance judges it by
+   * its own reading, whatever the hosts' clocks say. Signed before, on that
+   * instance's own clock: the same while the clocks agree.
+   */
   readonly x: number;
 }
 

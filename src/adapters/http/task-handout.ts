@@ -11,6 +11,7 @@ import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
 import type { LeasedTask } from "../task-leasing.ts";
 import type { Caller, LeasePort, ReservedTask } from "./lease-port.ts";
+import { type ReceiptClock, receiptClock } from "./receipt-clock.ts";
 import { leaseEnd, notAfterOf, type ReceiptSigner } from "./receipts.ts";
 
 /**
@@ -59,6 +60,8 @@ export class TaskHandout {
 
   /** Up to `max` tasks of the job (a job's own consumer). */
   async lease(record: JobRecord, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
+    // Known before anything is leased: without it, a 503 and no task held by nobody.
+    const clock = await receiptClock(this.#port, this.#now);
     const { leased, sentAt } = await this.#pull((pulling) =>
       this.#port.fetchTasks(record.queue, record.id, max, pulling),
     );
@@ -66,8 +69,7 @@ export class TaskHandout {
     const tasks = await this.#handOut(
       readable.map(({ t, body }) => ({ t, body, record })),
       leaseEnd(sentAt, record.settings.ackWaitMs),
-      caller,
-      signal,
+      { caller, clock, signal },
     );
     this.#logReserved(record.id, record.queue, tasks, caller);
     return tasks;
@@ -80,6 +82,7 @@ export class TaskHandout {
    * consumer's: an exhausted task is dead-lettered from its advisory.
    */
   async leaseLane(queue: string, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
+    const clock = await receiptClock(this.#port, this.#now);
     const { leased, sentAt } = await this.#pull((pulling) => this.#port.fetchLane(queue, max, pulling));
     const readable = await this.#readable(leased, { queue });
     const records = new Map<string, JobRecord | undefined>();
@@ -118,7 +121,11 @@ export class TaskHandout {
       "lane tasks of jobs not committed yet",
     );
     if (over.length > 0) await this.#endOver(queue, over, records);
-    const tasks = await this.#handOut(runnable, leaseEnd(sentAt, laneAckWaitMs), caller, signal);
+    const tasks = await this.#handOut(runnable, leaseEnd(sentAt, laneAckWaitMs), {
+      caller,
+      clock,
+      signal,
+    });
     for (const task of tasks) this.#logReserved(task.jobId, queue, [task], caller);
     return tasks;
   }
@@ -194,13 +201,17 @@ export class TaskHandout {
     return readable;
   }
 
-  /** Signs a receipt for each delivery, leased until `expires`; hands them back if the worker went away. */
+  /**
+   * Signs a receipt for each delivery, leased until `expires` (on this
+   * instance's clock; the receipt's on the server's); hands them back if the
+   * worker went away.
+   */
   async #handOut(
     deliveries: readonly Readable[],
     expires: number,
-    caller: Caller,
-    signal?: AbortSignal,
+    to: { readonly caller: Caller; readonly clock: ReceiptClock; readonly signal?: AbortSignal | undefined },
   ): Promise<Leased[]> {
+    const { caller, clock, signal } = to;
     const leaseMs = expires - this.#now();
     const tasks = deliveries.map(
       ({ t, body, record }): Leased => ({
@@ -217,7 +228,7 @@ export class TaskHandout {
           r: t.ref,
           w: caller.identity,
           d: t.deliveryCount,
-          x: expires,
+          x: clock.toReceipt(expires),
         }),
         leaseMs,
         ref: t.ref,
