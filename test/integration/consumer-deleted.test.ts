@@ -13,8 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames, permitsConsumer } from "../../src/adapters/names.ts";
 import type { Runtime } from "../../src/api/runtime.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
+import { natsRawResults, tally } from "../harness/raw-results.ts";
 import { useNatsRuntime } from "../harness/runtime.ts";
-import { waitUntil, within } from "../harness/wait.ts";
+import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const names = brokerNames("jetstate");
@@ -108,6 +109,39 @@ describe("a queue's shared consumer deleted by hand under a running runtime", ()
     const letters = await rt.jobs.deadLetters(next.id);
     expect(letters.map((l) => [l.index, l.source])).toEqual([[3, "advisory"]]);
     await madeAgain(stream, "dead-letters");
+    await worker.stop();
+  }, 60_000);
+
+  it("a job's own consumer: the job does not hang; each task's answer is counted once", async () => {
+    const queue = "own_gone";
+    const ran = new Map<number, number>();
+    const held = gate();
+    const worker = rt.workers.start<number, number>({
+      queue,
+      concurrency: 4,
+      handler: async (task) => {
+        ran.set(task.payload, (ran.get(task.payload) ?? 0) + 1);
+        if (task.payload >= 5) await held.opened;
+        return task.payload;
+      },
+    });
+    // Not the lane's settings: a consumer of its own, named by the job's id.
+    const job = await rt.jobs.submit({ queue, tasks: range(20), ackWaitMs: 5000, stallAfterMs: 1000 });
+    await waitUntil(() => job.snapshot().done >= 5, { timeoutMs: 20_000, message: "five tasks done" });
+    await jsm.consumers.delete(names.tasksStream(queue), job.id);
+    held.open();
+
+    const end = await within(job.done(), 45_000);
+    expect(end).not.toBe("never");
+    if (end === "never") return;
+    // Made again over the tasks still stored, the job runs to its end; had it failed as lost, the
+    // reason would have to say its consumer went.
+    if (end.status === "failed") expect(end.reason).toMatch(/consumer is gone/);
+    else expect(end).toMatchObject({ status: "succeeded", done: 20, failed: 0, dead: 0, total: 20 });
+    expect([...ran.keys()].sort((a, b) => a - b)).toEqual(range(20));
+    // The results stored, read raw: each index answered, and counted once by the job.
+    const stored = await natsRawResults(nc, queue, job.id);
+    expect([...tally(stored.map((r) => r.i)).keys()].sort((a, b) => a - b)).toEqual(range(20));
     await worker.stop();
   }, 60_000);
 });
