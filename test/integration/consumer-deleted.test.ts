@@ -93,6 +93,41 @@ describe("a queue's shared consumer deleted by hand under a running runtime", ()
     60_000,
   );
 
+  it("an agent target's permit pool consumer: the next job's tasks all run, the consumer made again", async () => {
+    const queue = "pool_target";
+    await rt.queues.configure(queue, { perTarget: { maxConcurrency: 2 } });
+    await rt.agents.register({
+      agentId: "agent-t",
+      targets: ["https://t.example/v1"],
+      current: "https://t.example/v1",
+    });
+    const ran = new Map<number, number>();
+    const worker = rt.workers.start<number, number>({
+      queue,
+      agent: "agent-t",
+      concurrency: 4,
+      handler: (task) => {
+        ran.set(task.payload, (ran.get(task.payload) ?? 0) + 1);
+        return task.payload;
+      },
+    });
+    const first = await rt.jobs.submit({ queue, tasks: range(4) });
+    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+    const stream = names.targetPermitsStream(queue);
+    const pools: string[] = [];
+    for await (const c of jsm.consumers.list(stream)) pools.push(c.name);
+    expect(pools).toHaveLength(1);
+    const consumer = pools[0] as string;
+    await jsm.consumers.delete(stream, consumer);
+    expect(await exists(stream, consumer)).toBe(false);
+
+    const next = await rt.jobs.submit({ queue, tasks: range(10).map((n) => n + 100) });
+    expect(await within(next.done(), 30_000)).toMatchObject({ status: "succeeded", done: 10, total: 10 });
+    expect([...ran.keys()].sort((a, b) => a - b)).toEqual([...range(4), ...range(10).map((n) => n + 100)]);
+    expect(await exists(stream, consumer)).toBe(true);
+    await worker.stop();
+  }, 60_000);
+
   it("the dead-letters consumer: a task nobody answers is dead, its job ends, the consumer made again", async () => {
     const queue = "dead_gone";
     const { ran, worker } = ledgerWorker(queue, 3);
