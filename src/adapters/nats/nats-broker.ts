@@ -359,7 +359,12 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
             port,
             async (nc, s) => {
               if ((await dead.process(nc, queue, s, onUnhandled)) === "ended") return "ended";
-              log.info({ queue }, "the queue's advisories stream is gone; its dead-letter processing ends");
+              // Its consumer alone deleted (by hand): the next listing finds the stream and starts the
+              // loop again, which makes the consumer again.
+              log.info(
+                { queue },
+                "the queue's advisories stream is gone, or its dead-letters consumer; its dead-letter processing ends until a listing finds the stream",
+              );
               return "done";
             },
             signal,

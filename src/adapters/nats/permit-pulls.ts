@@ -100,6 +100,8 @@ class RawPermit implements Permit {
 export interface PoolConsumer {
   readonly consumer: Consumer;
   readonly leaseMs: number;
+  /** Drops this look-up: the next take looks the consumer up again (and makes it, when it is gone). */
+  readonly forget: () => void;
 }
 
 /** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
@@ -122,7 +124,12 @@ export const takeFrom = async (
         "queue.permit.take",
         async (nc) => {
           const pool = await made(nc);
-          const msg = await pool.consumer.next({ expires: permitPullMs });
+          // A pull on a consumer deleted meanwhile misses its heartbeats, or hears "consumer
+          // deleted": the look-up is dropped, and the next attempt's finds it gone and makes it.
+          const msg = await pool.consumer.next({ expires: permitPullMs }).catch((error: unknown) => {
+            pool.forget();
+            throw error;
+          });
           return msg ? { msg, nc, leaseMs: Math.min(leaseMs, pool.leaseMs) } : undefined;
         },
         { signal },

@@ -1,5 +1,6 @@
 import { AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "../../kernel/logger.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { PoolConsumer } from "./permit-pulls.ts";
 import { isNotFound, nanos } from "./streams.ts";
@@ -21,12 +22,21 @@ interface CachedConsumer {
  * The consumers of the queues' permit pools, each with its permits' lease
  * there (its ack wait), as each client of the broker looked them up.
  * `ready` readies a pool's stream before its consumer is made.
+ *
+ * A look-up a pull failed on is forgotten (`PoolConsumer.forget`): the next
+ * take looks the consumer up again, and the server's "consumer not found"
+ * makes it again, with the lease asked. Kept, a consumer deleted by hand
+ * (`nats consumer rm`) stopped its queue's work for good: every pull on it
+ * missed its heartbeats, and nothing looked it up again.
  */
 export const poolConsumers = (
   broker: Pick<NatsJobBroker, "handles" | "setups">,
   ready: (nc: NatsConnection, jsm: JetStreamManager, stream: string) => Promise<void>,
+  log: Logger,
 ) => {
   const consumers = broker.setups.cache<Map<string, CachedConsumer>>();
+  /** The pools whose consumer this runtime found or made: one not found again was removed. */
+  const seen = new Set<string>();
   const knownOn = (nc: NatsConnection): Map<string, CachedConsumer> => {
     let known = consumers.get(nc);
     if (!known) {
@@ -56,6 +66,10 @@ export const poolConsumers = (
     const key = `${stream}/${name}`;
     const found = known.get(key);
     const lookUp = (): Promise<PoolConsumer> => {
+      let entry: CachedConsumer | undefined;
+      const forget = () => {
+        if (entry && known.get(key) === entry) known.delete(key);
+      };
       const made = (async () => {
         const { js, jsm } = await broker.handles(nc);
         await ready(nc, jsm, stream);
@@ -74,16 +88,21 @@ export const poolConsumers = (
               max_ack_pending: 20_000,
             })
           ).config.ack_wait;
+          // Once per consumer made again: a look-up that fails is not one.
+          if (seen.has(key))
+            log.warn(
+              { stream, consumer: name },
+              `permit pool consumer ${name} on ${stream} was gone (deleted?): made again`,
+            );
         }
+        seen.add(key);
         // None said: the server's default.
         const lease = ackWait === undefined ? serverAckWaitMs : Math.floor(ackWait / 1e6);
-        return { consumer: await js.consumers.get(stream, name), leaseMs: lease };
+        return { consumer: await js.consumers.get(stream, name), leaseMs: lease, forget };
       })();
-      const entry = { askedMs: leaseMs, at: Date.now(), pool: made };
+      entry = { askedMs: leaseMs, at: Date.now(), pool: made };
       known.set(key, entry);
-      made.catch(() => {
-        if (known.get(key) === entry) known.delete(key);
-      });
+      made.catch(forget);
       return made;
     };
     if (found?.askedMs !== leaseMs) return lookUp();
@@ -104,11 +123,14 @@ export const poolConsumers = (
         await jsm.consumers.update(stream, name, { ack_wait: nanos(leaseMs) });
       knownOn(nc).delete(`${stream}/${name}`);
     },
-    /** Forgets this client's look-ups of `stream`'s consumers whose name `which` says (they were removed). */
+    /** Forgets this client's look-ups of `stream`'s consumers whose name `which` says (removed by this runtime: not reported gone). */
     forget: (nc: NatsConnection, stream: string, which: (name: string) => boolean): void => {
       const known = knownOn(nc);
-      for (const key of [...known.keys()])
-        if (key.startsWith(`${stream}/`) && which(key.slice(stream.length + 1))) known.delete(key);
+      for (const key of [...known.keys(), ...seen])
+        if (key.startsWith(`${stream}/`) && which(key.slice(stream.length + 1))) {
+          known.delete(key);
+          seen.delete(key);
+        }
     },
   };
 };

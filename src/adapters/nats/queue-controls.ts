@@ -91,9 +91,13 @@ export const natsQueueControls = (
     });
     return made;
   };
-  const pools = poolConsumers(broker, async (nc, jsm, stream) => {
-    if (stream === names.permitsStream) await permitsStream(nc, jsm);
-  });
+  const pools = poolConsumers(
+    broker,
+    async (nc, jsm, stream) => {
+      if (stream === names.permitsStream) await permitsStream(nc, jsm);
+    },
+    log,
+  );
   const consumerFor = pools.consumerFor;
   const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind, leaseMs: number) =>
     consumerFor(
