@@ -5,7 +5,8 @@
  * time, and the first must stop supervising by then. It held the lease by
  * the `until` it wrote before the step, a minute on: back on the server, it
  * wrote the job's record as its supervisor beside the runtime that took it
- * over. Oracles: the leases read raw, and the bytes the first runtime sent
+ * over (and, its job chores due by the wall clock, renewed nothing for the
+ * minute after the step). Oracles: the leases read raw, and the bytes the first runtime sent
  * through the proxy in front of it (its writes to the job's record).
  */
 import { randomUUID } from "node:crypto";
@@ -43,10 +44,13 @@ describe("a lease holder whose clock is set back, then cut off", () => {
       runtimes.push(rt);
       return rt;
     };
-    const leaseHolder = async (jobId: string) =>
-      (await liveEntries(served.nc, `${prefix}_leases`))
-        .find(({ key }) => key === jobId)
-        ?.entry.json<{ holder: string }>().holder;
+    /** The leases and heartbeats stored, read raw. */
+    const leases = async () =>
+      (await liveEntries(served.nc, `${prefix}_leases`)).map(({ key, entry }) => ({
+        key,
+        ...entry.json<{ holder: string; at: number }>(),
+      }));
+    const leaseHolder = async (jobId: string) => (await leases()).find(({ key }) => key === jobId)?.holder;
     const release = gate();
     try {
       const queue = "q";
@@ -71,8 +75,17 @@ describe("a lease holder whose clock is set back, then cut off", () => {
         timeoutMs: 10_000,
         message: "the job's lease held by A",
       });
-      // NTP sets A's clock right, and A is cut off from the server: its renewals stop.
+      // NTP sets A's clock right: it renews its leases on (its heartbeat written by its clock
+      // set right; the job chores due by the wall clock held them a minute). Then A is cut off
+      // from the server: its renewals stop.
       aheadMs = 0;
+      await waitUntil(
+        async () =>
+          (await leases()).some(
+            (l) => l.key.startsWith("heartbeat.") && l.holder.startsWith("a.") && l.at < Date.now() + 30_000,
+          ),
+        { timeoutMs: 15_000, message: "A's heartbeat written after its clock was set back" },
+      );
       proxy.cut();
       await runtime("b", {});
       let holder: string | undefined;
