@@ -8,7 +8,7 @@
  * against a KV of the test's own (a map with revisions) behind a broker whose
  * operations wait as long as the test says, as one waits for a reconnect.
  */
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { HeldLeases, leaseUntilFor } from "../../src/adapters/held-leases.ts";
 import type { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
 import { NatsJobLeases } from "../../src/adapters/nats/job-leases.ts";
@@ -16,6 +16,10 @@ import type { NatsContext } from "../../src/adapters/nats/nats-context.ts";
 import { aheadOfServerAtMost, ManualClock } from "../../src/kernel/clock.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/testing.ts";
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
 
 const leaseMs = 10_000;
 
@@ -51,20 +55,23 @@ describe("aheadOfServerAtMost: another's lease read on this runtime's clock", ()
   // run out 1.1 s ago.
   it("never reads a live lease as run out for a reading's slow answer; late by its round trip at most", () => {
     const serverAtRead = 1_000_000;
-    const seenAt = performance.now() - 1600; // the read began 1.6 s ago
+    // performance.now() held still: the test judges the arithmetic, not how long it took to run.
+    const monotonicNow = 50_000;
+    vi.spyOn(performance, "now").mockReturnValue(monotonicNow);
+    const seenAt = monotonicNow - 1600; // the read began 1.6 s ago
     const seen = { at: serverAtRead + 1500, seenAt, roundTripMs: 1500 };
     const now = serverAtRead + 1600; // this runtime's clock is the server's
     const lease = { v: 1 as const, holder: "h", until: 5000, at: 3000 }; // a 2 s span
     const until = leaseUntilFor(lease, serverAtRead - 100, aheadOfServerAtMost(now, seen));
     expect(until).toBeGreaterThan(now);
-    expect(until - (serverAtRead - 100 + 2000)).toBeLessThanOrEqual(1500 + 5);
+    expect(until - (serverAtRead - 100 + 2000)).toBeLessThanOrEqual(1500);
     // The same reading exact (no round trip): the span as the server counts it.
     const exact = leaseUntilFor(
       lease,
       serverAtRead - 100,
       aheadOfServerAtMost(now, { at: serverAtRead, seenAt }),
     );
-    expect(Math.abs(exact - (serverAtRead - 100 + 2000))).toBeLessThan(5);
+    expect(exact).toBe(serverAtRead - 100 + 2000);
   });
 });
 
