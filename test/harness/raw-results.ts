@@ -21,6 +21,8 @@ import { brokerNames } from "../../src/adapters/names.ts";
 export interface RawResult {
   readonly i: number;
   readonly ok?: boolean;
+  /** A success's result. */
+  readonly r?: unknown;
   readonly dead?: boolean;
   readonly redrive?: boolean;
 }

@@ -30,7 +30,10 @@ describe.each([
   const use = useFaultBench(makeBench);
   const runtime = () => use.runtime();
 
-  /** A worker that writes every task it runs into `ledger`, then waits for `until()`. */
+  /**
+   * A worker that writes every task it runs into `ledger`, then waits for `until()`; it answers
+   * the run's number in the ledger (which run an answer stored is).
+   */
   const worker = (
     r: FaultyRuntime,
     queue: string,
@@ -42,9 +45,9 @@ describe.each([
       concurrency: 4,
       stopTimeoutMs: 2000,
       handler: async (task) => {
-        ledger.push(task.index);
+        const run = ledger.push(task.index);
         await until();
-        return task.index * 10;
+        return run;
       },
     });
     use.after(() => w.stop());
@@ -173,9 +176,21 @@ describe.each([
     const job = await submitter.rt.jobs.submit(request);
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
     expect([...tally(ledger).values()]).toEqual([2]);
-    const answers: number[] = [];
-    for await (const answer of job.results()) answers.push(answer.index);
-    expect(answers).toEqual([0]);
-    expect((await use.bench.rawResults(queue, jobId)).map((e) => e.i)).toEqual([0, 0]);
+    // Stored: the old run's answer (run 1), then this submit's (run 2).
+    expect((await use.bench.rawResults(queue, jobId)).map((e) => [e.i, e.ok && e.r])).toEqual([
+      [0, 1],
+      [0, 2],
+    ]);
+    const answers = async (handle: typeof job) => {
+      const read: unknown[] = [];
+      for await (const answer of handle.results()) read.push([answer.index, answer.ok && answer.result]);
+      return read;
+    };
+    expect(await answers(job)).toEqual([[0, 2]]);
+    // Read from the stream's first message by a runtime that kept none of them.
+    const reader = await runtime();
+    const watched = await reader.rt.jobs.get(jobId);
+    expect(watched).toBeDefined();
+    expect(await answers(watched!)).toEqual([[0, 2]]);
   });
 });
