@@ -23,6 +23,8 @@ export interface RawResult {
   readonly ok?: boolean;
   /** A success's result. */
   readonly r?: unknown;
+  /** The submit whose task it answers (a 1-task lane job's). */
+  readonly s?: string;
   readonly dead?: boolean;
   readonly redrive?: boolean;
 }
