@@ -1,4 +1,4 @@
-import type { JobRecord, JobSettings, JobTasksRef } from "../kernel/job-record.ts";
+import type { JobRecord, JobSettings, JobTasksRef, SubmitTasksRef } from "../kernel/job-record.ts";
 
 /**
  * A job's tasks on the broker: published at submit, then one consumer per
@@ -22,9 +22,12 @@ export interface TaskSetup {
   /**
    * The commit point's witness: the job's consumer exists; for a lane job,
    * its task or a result of it is stored (a worker stores the result before
-   * it acks, so one of the two is there once the task was published).
+   * it acks, so one of the two is there once the task was published), as
+   * `job.submitId` published it: a task naming another submit of the key, or
+   * an answer naming one (a rolled-back submit's, stored after its rollback),
+   * is no witness.
    */
-  tasksCommitted(job: JobTasksRef): Promise<boolean>;
+  tasksCommitted(job: SubmitTasksRef): Promise<boolean>;
   /**
    * Makes a job's consumer again when it is gone while tasks of the job are
    * stored or held until due: a consumer kept in the server's memory

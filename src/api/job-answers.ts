@@ -2,14 +2,15 @@ import type { Actor } from "xstate";
 import type { JobResults } from "../adapters/job-results.ts";
 import { workOver } from "../kernel/errors.ts";
 import { othersAhead, takenAhead, takesBack } from "../kernel/job-progress.ts";
-import { decodeResults, type ResultRecord } from "../kernel/wire.ts";
+import { decodeResults, ofSubmit, type ResultRecord } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type HandleSource, isRecorded, snapshotOf, type TaskResult } from "./job-handle.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
  * Reads the job's results stream from the start and yields each task's
- * answer once. Successes are final and stream out as they are read; failures
+ * answer once (of `submitId`'s job: an answer naming another submit of its
+ * key is not, `ofSubmit`). Successes are final and stream out as they are read; failures
  * are held until the job is over, because a redrive may still replace a dead
  * task's answer (its marker drops the old one).
  */
@@ -17,6 +18,7 @@ export async function* readAllResults<Result>(
   core: RuntimeCore,
   broker: Pick<JobResults, "readResults">,
   actor: Actor<JobMachine>,
+  submitId?: string,
 ): AsyncIterable<TaskResult<Result>> {
   const { jobId, queue } = actor.getSnapshot().context;
   const seen = new Set<number>();
@@ -38,7 +40,7 @@ export async function* readAllResults<Result>(
       (body, pending) => {
         let entries: ResultRecord[];
         try {
-          entries = decodeResults(body);
+          entries = ofSubmit(decodeResults(body), submitId);
         } catch (error) {
           // Not written by jetstate: nothing to read in it (the job's counts skip it too).
           core.logger.warn({ err: error, jobId }, "results message skipped");
@@ -143,7 +145,7 @@ export const keptAnswers = <Result>(source: HandleSource): TaskResult<Result>[] 
   const seen = new Set<number>();
   try {
     for (const body of kept)
-      for (const r of decodeResults(body)) {
+      for (const r of ofSubmit(decodeResults(body), source.submitId)) {
         if (!r.ok || r.redrive || seen.has(r.i)) continue;
         seen.add(r.i);
         answers.push({ taskId: `${s.id}.${r.i}`, index: r.i, ok: true, result: r.r as Result });

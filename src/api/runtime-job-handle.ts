@@ -147,7 +147,9 @@ class RuntimeJobHandle implements JobHandle {
     return <Result>() => {
       const kept = keptAnswers<Result>(this.#source);
       const { core, broker } = this.#deps;
-      return kept ? yieldAll(kept) : readAllResults<Result>(core, broker, this.#source.actor);
+      return kept
+        ? yieldAll(kept)
+        : readAllResults<Result>(core, broker, this.#source.actor, this.#source.submitId);
     };
   }
 

@@ -2,7 +2,7 @@ import type { Broker, TaskLease } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import { type AnswerPlan, answerTask, type HandlerAnswer, planAnswer } from "../effects/answer-task.ts";
 import type { ResultBatcher } from "../effects/result-batcher.ts";
-import { ofOtherSubmit } from "../kernel/job-record.ts";
+import { answerSubmit, ofOtherSubmit } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { validateWith } from "../kernel/queue.ts";
 import type { TaskOutcome } from "../kernel/task-outcome.ts";
@@ -100,12 +100,15 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
       const attempt = msg.deliveryCount;
       let payload: Payload | undefined;
       let answer: HandlerAnswer;
+      // A 1-task lane job's answer names its task's submit (`AnswerContext.submit`).
+      let submit: string | undefined;
       try {
         const body = decodeTask(msg.body);
         if (ofOtherSubmit(job.record, body.submit)) {
           await dropOtherSubmit(task, body.index, body.submit);
           return;
         }
+        submit = answerSubmit(job.record, body);
         task.index = body.index;
         payload = body.payload as Payload;
         if (attempt > 1) log.warn({ jobId, index: body.index, attempt }, "task redelivered");
@@ -157,6 +160,7 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
               maxDeliver: job.record.settings.maxDeliver,
               backoffMs: job.record.settings.backoffMs,
               maxBatchBytes: deps.maxBytes(),
+              submit,
               ...outcomeOptions,
             });
       if (!running.settle(task)) return running.lateAnswer(task);

@@ -4,7 +4,7 @@ import {
   PermanentError,
   type TaskOutcome,
 } from "../kernel/task-outcome.ts";
-import { emptyBatchBytes, encodeFailed, fitsAlone, withLetter } from "../kernel/wire.ts";
+import { emptyBatchBytes, encodeFailed, fitsAlone, withAnswerSubmit, withLetter } from "../kernel/wire.ts";
 import type { ResultBatcher, Settle } from "./result-batcher.ts";
 
 /**
@@ -28,15 +28,22 @@ export interface AnswerPlan {
 export interface AnswerContext extends OutcomeContext {
   /** Largest results message, in bytes: a result must fit alone, a retry would never make it smaller. */
   readonly maxBatchBytes: number;
+  /**
+   * The submit that published the task, on a 1-task lane job (its task is its commit point):
+   * its entry names it (`withAnswerSubmit`), so that no later submit of the key counts it.
+   */
+  readonly submit?: string | undefined;
 }
 
 const ack: TaskOutcome = { kind: "ack" };
 
 /** Decides what becomes of one delivery; pure. */
 export const planAnswer = (index: number, answer: HandlerAnswer, context: AnswerContext): AnswerPlan => {
+  const { submit } = context;
+  const named = (entry: string) => (submit === undefined ? entry : withAnswerSubmit(entry, submit));
   let error: unknown;
   if (answer.ok) {
-    if (fitsAlone(answer.entry, context.maxBatchBytes)) return { outcome: ack, entry: answer.entry };
+    if (fitsAlone(answer.entry, context.maxBatchBytes)) return { outcome: ack, entry: named(answer.entry) };
     error = new PermanentError(
       `result of task ${index} is too large for a results message (${Buffer.byteLength(answer.entry)} bytes; at most ${context.maxBatchBytes - emptyBatchBytes})`,
     );
@@ -47,7 +54,7 @@ export const planAnswer = (index: number, answer: HandlerAnswer, context: Answer
   const outcome = decideOutcome(error, context);
   const entry =
     outcome.kind === "term" || outcome.kind === "dead"
-      ? encodeFailed(index, outcome.error, outcome.kind === "dead")
+      ? named(encodeFailed(index, outcome.error, outcome.kind === "dead"))
       : undefined;
   return { outcome, entry };
 };

@@ -8,7 +8,6 @@ import {
   type JobRecord,
   type JobSettings,
   laneMaxTasksDefault,
-  namesItsSubmit,
   SubmitPhase,
 } from "../kernel/job-record.ts";
 import { type Queue, validateWith } from "../kernel/queue.ts";
@@ -312,8 +311,10 @@ export const planSubmit = async <Task, Result>(
   };
   // Stamped after the request's digest (the same request, whichever submit) and after the size
   // check: the few bytes added are not in the task's dead letter, which holds its payload. A
-  // lane job holds no task (a delayed job has a consumer of its own).
-  if (namesItsSubmit(record))
+  // lane job holds no task (a delayed job has a consumer of its own). Every lane job's tasks name
+  // their submit: a 1-task job's too, whose publish may outlive its submit's rollback and land
+  // once the next submit of the key holds the record.
+  if (record.lane)
     return { record, bodies: bodies.map((body, n) => withSubmit(body, n, submitId)), held: [] };
   if (!span || !times.dueAt) return { record, bodies, held: [] };
   const dueAt = times.dueAt;

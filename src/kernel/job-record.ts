@@ -209,6 +209,9 @@ export const commitDeadlineBy = (
 /** Where a job's tasks are: its queue, its id, whether it is on the queue's lane, and whether some are held (`runAt`). */
 export type JobTasksRef = Pick<JobRecord, "queue" | "id" | "lane" | "runAt">;
 
+/** A job's tasks as one submit of it published them (a lane job's name their submit). */
+export type SubmitTasksRef = JobTasksRef & Pick<JobRecord, "submitId">;
+
 /**
  * A lane job's record as committed once its submit is known to have
  * committed: its task's publish (the commit point) was acknowledged, or its
@@ -271,14 +274,6 @@ export const commitsOnPublish = (record: Pick<JobRecord, "lane" | "total">): boo
   record.lane === true && record.total === 1;
 
 /**
- * A lane job of more than one task: its tasks name their submit
- * (`withSubmit` in `kernel/wire.ts`), read against the record's by whoever
- * runs them (`ofOtherSubmit`).
- */
-export const namesItsSubmit = (record: Pick<JobRecord, "lane" | "total">): boolean =>
-  record.lane === true && record.total > 1;
-
-/**
  * A lane task published by another submit of its job's key than the
  * record's: one rolled back (a committed submit is never followed by
  * another), whose removal had not reached the task yet. It never runs, nor
@@ -292,6 +287,15 @@ export const namesItsSubmit = (record: Pick<JobRecord, "lane" | "total">): boole
  */
 export const ofOtherSubmit = (record: JobRecord | undefined, submit: string | undefined): boolean =>
   submit !== undefined && record !== undefined && submit !== record.submitId;
+
+/**
+ * The submit an answer of `task` names (`withAnswerSubmit` in `kernel/wire.ts`): the one that
+ * published it, on a 1-task lane job, whose task is its commit point; undefined on any other.
+ */
+export const answerSubmit = (
+  record: JobRecord | undefined,
+  task: { readonly submit?: string | undefined },
+): string | undefined => (record !== undefined && commitsOnPublish(record) ? task.submit : undefined);
 
 /**
  * Whether `record` was made by another submit of its job's key than

@@ -5,8 +5,8 @@ import { MalformedMessage } from "./errors.ts";
  * The message formats of the tasks and results streams and of the progress
  * subject, written and read here only (dead letters: dead-letter.ts):
  *
- * - a task: `{"i":<index>,"p":<payload>}`; a task of a lane job of several tasks also names the
- *   submit that published it, `{"i":<index>,"s":"<submitId>","p":<payload>}` (`withSubmit`);
+ * - a task: `{"i":<index>,"p":<payload>}`; a task of a lane job also names the submit that
+ *   published it, `{"i":<index>,"s":"<submitId>","p":<payload>}` (`withSubmit`);
  * - a result entry: `{"i":n,"ok":true,"r":<result>}`, `{"i":n,"ok":false,"e":"<error>"}`
  *   (`,"dead":true` when its last delivery failed, then `,"l":<seq>`: its dead letter, written
  *   just before it, by its sequence in the dead-letter store; `,"again":true` on a death a
@@ -21,7 +21,10 @@ import { MalformedMessage } from "./errors.ts";
  *   lands (`takenAhead`): the redrive's copy answers for the task. Entries of earlier versions
  *   name no letter (no `l`; no `id` either in markers older still), and a dead answer whose
  *   letter was not stored names none: with either side naming none, a marker takes back the
- *   dead answer before it, and none after it, as those versions did;
+ *   dead answer before it, and none after it, as those versions did. An answer of a task of a
+ *   1-task lane job ends with the submit that published the task, `,"s":"<submitId>"}`
+ *   (`withAnswerSubmit`): its task is its commit, and another submit of its key may follow a
+ *   rolled-back one whose task ran; readers count only their submit's (`ofSubmit`);
  * - a results message: a JSON array of entries, many tasks per message;
  * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored;
  * - a held (delayed) task: `{"d":<due, ms since epoch>,"q":"<queue>","m":"<its task message id>","t":<task message>}`
@@ -38,18 +41,26 @@ export interface TaskBody {
   readonly payload: unknown;
   /**
    * The submit that published it (its record's `submitId` then), on a lane
-   * job of several tasks only: another submit of the job's key may follow a
-   * rolled-back one while the rolled-back one's tasks are still stored.
+   * job only: another submit of the job's key may follow a rolled-back one
+   * while the rolled-back one's tasks are still stored.
    */
   readonly submit?: string;
 }
 
 /** One entry of a results message, as read. */
 export type ResultRecord =
-  | { readonly i: number; readonly ok: true; readonly r?: unknown; readonly redrive?: undefined }
+  | {
+      readonly i: number;
+      readonly ok: true;
+      readonly r?: unknown;
+      /** The submit whose task it answers (`withAnswerSubmit`); absent but on a 1-task lane job's. */
+      readonly s?: string;
+      readonly redrive?: undefined;
+    }
   | {
       readonly i: number;
       readonly ok: false;
+      readonly s?: string;
       readonly e?: string;
       readonly dead?: boolean;
       /** A dead answer's letter (its sequence in the dead-letter store); absent in earlier versions'. */
@@ -65,6 +76,7 @@ export type ResultRecord =
       /** The letters of the task the redrive sends back; absent in earlier versions' markers. */
       readonly l?: readonly number[];
       readonly ok?: undefined;
+      readonly s?: undefined;
     };
 
 /** One progress note of one task. */
@@ -146,6 +158,20 @@ export const withSubmit = (body: string, index: number, submitId: string): strin
 };
 
 /**
+ * An answer entry (`encodeDone`, `encodeFailed`, `encodeDoneJson`) naming the submit that
+ * published its task: a 1-task lane job's, whose task is its commit point.
+ */
+export const withAnswerSubmit = (entry: string, submitId: string): string =>
+  `${entry.slice(0, -1)},"s":${JSON.stringify(submitId)}}`;
+
+/** The entries of `submitId`'s job: an answer naming another submit (a rolled-back one of the key) is not. */
+export const ofSubmit = (entries: ResultRecord[], submitId: string | undefined): ResultRecord[] => {
+  const own = (entry: ResultRecord) => entry.s === undefined || entry.s === submitId;
+  // Most messages name no other submit: kept as they are, no copy (a worker's hot path).
+  return submitId === undefined || entries.every(own) ? entries : entries.filter(own);
+};
+
+/**
  * A success entry; `undefined` is stored as null. A value JSON cannot carry is a
  * `MalformedMessage`, which is permanent (the task fails at once, never retried):
  * one JSON.stringify throws its TypeError on (a cycle, a BigInt), and one it turns
@@ -194,9 +220,14 @@ export const encodeDeathAgain = (index: number, error: string, letter?: number):
 /** A dead answer `encodeFailed` wrote, naming its letter (its sequence in the dead-letter store) now it is stored. */
 export const withLetter = (entry: string, letter: number): string => `${entry.slice(0, -1)},"l":${letter}}`;
 
-/** The results message of a task that died unanswered (its error bounded like a dead letter's), naming its letter. */
-export const encodeDeadResult = (index: number, error: string, letter?: number): string =>
-  encodeBatch([encodeFailed(index, boundError(error), true, letter)]);
+/**
+ * The results message of a task that died unanswered (its error bounded like a dead letter's),
+ * naming its letter, and the submit that published it on a 1-task lane job (`withAnswerSubmit`).
+ */
+export const encodeDeadResult = (index: number, error: string, letter?: number, submit?: string): string => {
+  const entry = encodeFailed(index, boundError(error), true, letter);
+  return encodeBatch([submit === undefined ? entry : withAnswerSubmit(entry, submit)]);
+};
 
 /**
  * "Forget the dead answer of task `index`": written before the task is sent again, named by
@@ -270,6 +301,7 @@ const isResult = (entry: unknown): entry is ResultRecord => {
       (entry.l === undefined || (Array.isArray(entry.l) && entry.l.every(isIndex)))
     );
   if (entry.redrive !== undefined) return false;
+  if (entry.s !== undefined && typeof entry.s !== "string") return false;
   if (entry.ok === true) return true;
   return (
     entry.ok === false &&
@@ -301,14 +333,30 @@ export const decodeResults = (body: string): ResultRecord[] => {
 };
 
 /**
- * Whether a results message holds an answer: not only redrive markers (a
- * marker takes the answer before it back), and written by jetstate.
+ * Whether a results message holds an answer of `submitId`'s job: not only
+ * redrive markers (a marker takes the answer before it back), and written by
+ * jetstate. Undefined when every entry answers another submit of the key (a
+ * rolled-back one's task that ran): the message says nothing of this one.
  */
-export const holdsAnswer = (body: string): boolean => {
+export const holdsAnswer = (body: string, submitId: string): boolean | undefined => {
+  let entries: ResultRecord[];
   try {
-    return decodeResults(body).some((entry) => entry.redrive !== true);
+    entries = decodeResults(body);
   } catch {
     return false;
+  }
+  const own = ofSubmit(entries, submitId);
+  if (own.length === 0 && entries.length > 0) return undefined;
+  return own.some((entry) => entry.redrive !== true);
+};
+
+/** Whether a stored task message is of `submitId`'s job: it names that submit, or none (it is its record's). */
+export const taskOfSubmit = (body: string, submitId: string): boolean => {
+  try {
+    const { submit } = decodeTask(body);
+    return submit === undefined || submit === submitId;
+  } catch {
+    return true;
   }
 };
 

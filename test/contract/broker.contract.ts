@@ -128,7 +128,7 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       const r = await openJob(1);
       const elsewhere: JobRef = { queue: uid("q"), id: r.id };
       await broker.publishResults(r.queue, r.id, '[{"i":0,"ok":true}]', uid("m"));
-      expect(await broker.tasksCommitted(elsewhere)).toBe(false);
+      expect(await broker.tasksCommitted({ ...elsewhere, submitId: r.submitId })).toBe(false);
       expect(await counts(elsewhere)).toBeUndefined();
       expect(await loops.consume(broker, elsewhere).ended).toBe("gone");
       const reader = loops.read(broker, elsewhere);

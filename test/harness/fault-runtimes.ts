@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, afterEach, beforeAll } from "vitest";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
@@ -148,4 +149,48 @@ export const natsBench = async (): Promise<FaultBench> => {
       await server.dispose();
     },
   };
+};
+
+/** What `useFaultBench` hands a describe block. */
+export interface FaultBenchUse {
+  /** The block's bench, once its `beforeAll` has made it. */
+  readonly bench: FaultBench;
+  /** A runtime on the bench, stopped after the test. */
+  runtime(options?: RuntimeOptions): Promise<FaultyRuntime>;
+  /** Runs `cleanup` after the test, last registered first. */
+  after(cleanup: () => Promise<void>): void;
+}
+
+/**
+ * A bench for one describe block: made in `beforeAll`, disposed in
+ * `afterAll`; what a test starts on it (`runtime`, `after`) is stopped after
+ * that test, last first.
+ */
+export const useFaultBench = (make: () => Promise<FaultBench>): FaultBenchUse => {
+  let bench: FaultBench | undefined;
+  const cleanups: Array<() => Promise<void>> = [];
+  beforeAll(async () => {
+    bench = await make();
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  afterAll(async () => {
+    await bench?.dispose();
+  });
+  const use: FaultBenchUse = {
+    get bench() {
+      if (!bench) throw new Error("the bench is made in beforeAll: read it in a test");
+      return bench;
+    },
+    runtime: async (options = {}) => {
+      const r = await use.bench.runtime(options);
+      use.after(() => r.stop());
+      return r;
+    },
+    after: (cleanup) => {
+      cleanups.push(cleanup);
+    },
+  };
+  return use;
 };

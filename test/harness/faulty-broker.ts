@@ -22,6 +22,10 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  * - `commit`: the write of a submit's commit to its record (a lane job of several tasks: its
  *   commit point) fails, or (`lost`) is stored and its answer lost;
  * - `publishTasks`: a submit's task publish (the `before` hook runs first, e.g. to move a clock);
+ *   `strand` makes the next one fail as an answer that never came, the publish kept to be stored
+ *   later (`land`): a publish in flight that outlives its submit;
+ * - `rollBack`: the mark of a submit's rollback on its record (its `before` hook only: it runs
+ *   once the submitter found nothing of its submit stored, before the mark is written);
  * - `removeTasks`: the removal of a job's tasks, held ones included, and its consumer (a cancel's,
  *   an end's or a rollback's clean-up) fails: nothing of them is removed.
  */
@@ -35,6 +39,7 @@ export type FaultPoint =
   | "createConsumer"
   | "commit"
   | "publishTasks"
+  | "rollBack"
   | "removeTasks";
 
 interface Armed {
@@ -66,6 +71,13 @@ export interface Faults {
    * and returned from (a task of a job not committed yet is held by then, unrun).
    */
   laneTaken(jobId: string): number;
+  /**
+   * The next task publish fails as a timeout does (transient: its answer never came) and is
+   * kept, not stored, until `land` stores it as it was sent (its bodies and message ids).
+   */
+  strand(): void;
+  /** Stores the publishes `strand` kept, in order; resolves once the broker has them. */
+  land(): Promise<void>;
 }
 
 export interface FaultyBroker {
@@ -93,6 +105,8 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const unheardJobs = new Set<string>();
   const loopEnds = new Map<string, Array<"gone" | "stopped">>();
   const laneTaken = new Map<string, number>();
+  let stranding = false;
+  const stranded: Array<Parameters<Broker["publishTasks"]>> = [];
   /** `inner`'s answer, counted at `point` once it comes. */
   const counted = async <A>(point: FaultPoint, inner: Promise<A>): Promise<A> => {
     const answer = await inner;
@@ -140,6 +154,13 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     },
     loopEnds: (jobId) => loopEnds.get(jobId) ?? [],
     laneTaken: (jobId) => laneTaken.get(jobId) ?? 0,
+    strand: () => {
+      stranding = true;
+    },
+    land: async () => {
+      for (const [record, bodies, , ids] of stranded.splice(0))
+        await inner.publishTasks(record, bodies, new AbortController().signal, ids);
+    },
   };
 
   /** A delivered task whose ack may be lost: the result is stored, the broker never hears of the ack. */
@@ -204,6 +225,8 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
           await inner.updateRecord(record, revision);
           throw injected("lost", point, record.id);
         }
+      } else if (record.phase === "rolledBack") {
+        await gate("rollBack", record.id);
       } else if (record.phase === "committed" && armed.has("commit")) {
         // A commit: the record as stored still says `submitting`.
         if ((await inner.getRecord(record.id))?.record.phase === "submitting") {
@@ -217,6 +240,11 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     },
     publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {
       await gate("publishTasks", args[0].id);
+      if (stranding) {
+        stranding = false;
+        stranded.push(args);
+        throw injected("transient", "publishTasks", args[0].id);
+      }
       return inner.publishTasks(...args);
     },
     removeTasks: async (...args: Parameters<Broker["removeTasks"]>) => {

@@ -21,6 +21,10 @@ import { brokerNames } from "../../src/adapters/names.ts";
 export interface RawResult {
   readonly i: number;
   readonly ok?: boolean;
+  /** A success's result. */
+  readonly r?: unknown;
+  /** The submit whose task it answers (a 1-task lane job's). */
+  readonly s?: string;
   readonly dead?: boolean;
   readonly redrive?: boolean;
 }

@@ -1,15 +1,15 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { JobHandle, JobSnapshot } from "../../src/api/job-handle.ts";
 import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
 import type { TaskContext, Worker } from "../../src/api/workers.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
 import {
-  type FaultBench,
   type FaultyRuntime,
   memoryBench,
   natsBench,
   type RawResult,
   tally,
+  useFaultBench,
 } from "../harness/fault-runtimes.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
@@ -44,23 +44,8 @@ describe.each([
   ["memory", memoryBench],
   ["nats", natsBench],
 ] as const)("faults on the %s broker", (_kind, makeBench) => {
-  let bench: FaultBench;
-  const cleanups: Array<() => Promise<void>> = [];
-  beforeAll(async () => {
-    bench = await makeBench();
-  });
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-  afterAll(async () => {
-    await bench?.dispose();
-  });
-
-  const runtime = async (options: Parameters<FaultBench["runtime"]>[0] = {}): Promise<FaultyRuntime> => {
-    const r = await bench.runtime(options);
-    cleanups.push(() => r.stop());
-    return r;
-  };
+  const use = useFaultBench(makeBench);
+  const runtime = use.runtime;
 
   /** A worker that writes every task it handles into `ledger` (index per call). */
   const worker = (
@@ -78,7 +63,7 @@ describe.each([
         return handle(task.index, ctx);
       },
     });
-    cleanups.push(() => w.stop());
+    use.after(() => w.stop());
     return w;
   };
 
@@ -100,7 +85,7 @@ describe.each([
     expect(job).toMatchObject({ status: "succeeded", done: total, failed: 0, dead: 0 });
     const record = await finalRecord(r, job.id);
     expect(record.counts).toEqual({ done: total, failed: 0, dead: 0 });
-    const stored = tally(okIndexes(await bench.rawResults(job.queue, job.id)));
+    const stored = tally(okIndexes(await use.bench.rawResults(job.queue, job.id)));
     expect([...stored.keys()].sort((a, b) => a - b)).toEqual(indexes(total));
     return stored;
   };
@@ -198,7 +183,7 @@ describe.each([
       expect(end.reason).toMatch(/^stalled/);
       expect(seen).toContain("stalled");
       expect(ledger.length).toBeGreaterThan(0);
-      expect(await bench.rawResults(job.queue, job.id)).toEqual([]);
+      expect(await use.bench.rawResults(job.queue, job.id)).toEqual([]);
       expect((await finalRecord(r, job.id)).status).toBe("failed");
     });
   });
@@ -211,7 +196,7 @@ describe.each([
       stallAfterMs: 100,
       stalledTimeoutMs: 200,
     });
-    expect(await bench.rawTasks(queue, job.id)).toBe(4);
+    expect(await use.bench.rawTasks(queue, job.id)).toBe(4);
     return job;
   };
 
@@ -468,7 +453,7 @@ describe.each([
     expect(end).toMatchObject({ status: "succeeded", done: total });
     expect(a.faults.injected("lease")).toBeGreaterThan(0);
     expect(tally(ledger).size).toBe(total);
-    expect(tally(okIndexes(await bench.rawResults(job.queue, job.id))).size).toBe(total);
+    expect(tally(okIndexes(await use.bench.rawResults(job.queue, job.id))).size).toBe(total);
   });
 
   it("an ack lost after its result was stored: the task is redelivered, counted once", async () => {
@@ -580,7 +565,7 @@ describe.each([
       jobs: [rolledBack],
     } = await r.rt.jobs.list({ queue: "commit-fails" });
     expect(rolledBack).toMatchObject({ status: "failed", phase: "rolledBack" });
-    expect(await bench.rawTasks("commit-fails", rolledBack!.id)).toBe(0);
+    expect(await use.bench.rawTasks("commit-fails", rolledBack!.id)).toBe(0);
 
     const job = await r.rt.jobs.submit(request);
     expect(job.id).toBe(rolledBack!.id);
@@ -614,7 +599,7 @@ describe.each([
       (j) => j.phase === "rolledBack",
     );
     expect(rolledBack).toMatchObject({ status: "failed", phase: "rolledBack", lane: true });
-    expect(await bench.rawTasks("lane-commit-fails", rolledBack!.id)).toBe(0);
+    expect(await use.bench.rawTasks("lane-commit-fails", rolledBack!.id)).toBe(0);
     expect(ledger).toEqual([]);
 
     const job = await r.rt.jobs.submit(request);
@@ -648,7 +633,7 @@ describe.each([
     } = await r.rt.jobs.list({ queue: "too-late" });
     expect(record).toMatchObject({ status: "failed", phase: "rolledBack" });
     expect(await r.broker.tasksCommitted(record!)).toBe(false);
-    expect(await bench.rawTasks("too-late", record!.id)).toBe(0);
+    expect(await use.bench.rawTasks("too-late", record!.id)).toBe(0);
   });
 
   it("an end written though its answer was lost, its lease run out meanwhile: its tasks are still removed", async () => {
@@ -670,7 +655,7 @@ describe.each([
     expect(r.faults.injected("finalize")).toBe(1);
     expect(await finalRecord(r, job.id)).toMatchObject({ status: "failed" });
     // Before: the four tasks stayed on the server (the clean-up that follows an end skipped).
-    await waitUntil(async () => (await bench.rawTasks("end-answer-lost", job.id)) === 0, {
+    await waitUntil(async () => (await use.bench.rawTasks("end-answer-lost", job.id)) === 0, {
       timeoutMs: QUICK_MS,
       message: "the job's tasks removed",
     });
@@ -679,10 +664,10 @@ describe.each([
   it("a job that ends with tasks left (cancelled) leaves none of them on the server", async () => {
     const r = await runtime();
     const job: JobHandle = await r.rt.jobs.submit({ queue: "nobody-pulls", tasks: indexes(4) });
-    expect(await bench.rawTasks("nobody-pulls", job.id)).toBe(4);
+    expect(await use.bench.rawTasks("nobody-pulls", job.id)).toBe(4);
     const end = await within(job.cancel("test"), BOUND_MS, "cancel");
     expect(end.status).toBe("failed");
-    expect(await bench.rawTasks("nobody-pulls", job.id)).toBe(0);
+    expect(await use.bench.rawTasks("nobody-pulls", job.id)).toBe(0);
   });
 
   it("a job that ends by itself with tasks left (stalled too long) leaves none of them on the server", async () => {
@@ -690,6 +675,6 @@ describe.each([
     const job = await stallingJob(r, "nobody-pulls-either");
     const end = await within(job.done(), BOUND_MS, "the stalled job to fail");
     expect(end).toMatchObject({ status: "failed", done: 0 });
-    expect(await bench.rawTasks("nobody-pulls-either", job.id)).toBe(0);
+    expect(await use.bench.rawTasks("nobody-pulls-either", job.id)).toBe(0);
   });
 });

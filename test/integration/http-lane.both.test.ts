@@ -189,6 +189,11 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     // Each answer stored once, by the server's count; and still nothing handed out twice.
     expect(ofTheseJobs()).toHaveLength(jobs.length);
     for (const job of jobs) expect((await rawResults(queue, job.id)).map((e) => e.i)).toEqual([0]);
+    // Each naming the submit its task was leased under: no later submit of a key counts it.
+    for (const job of jobs) {
+      const submit = (await rt.jobs.record(job.id))?.submitId;
+      expect((await rawResults(queue, job.id)).map((e) => e.s)).toEqual([submit]);
+    }
     expect(await Promise.all(jobs.map(firstResult))).toEqual(jobs.map((_, n) => n * 2));
     expect(await stored(queue, names.laneFilter(queue))).toBe(0);
     expect(await consumersOf(queue)).toEqual(["lane"]);

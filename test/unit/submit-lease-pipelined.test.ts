@@ -62,7 +62,10 @@ describe("a submit's lease, asked for beside its record", () => {
           await new Promise((resolve) => setTimeout(resolve, 2));
         expect((await reader.getRecord(jobId))?.record.phase).toBe("submitting");
         await new Promise((resolve) => setTimeout(resolve, 20));
-        const ref = lane ? { id: jobId, queue: "q", lane: true as const } : { id: jobId, queue: "q" };
+        const submitId = (await reader.getRecord(jobId))?.record.submitId ?? "";
+        const ref = lane
+          ? { id: jobId, queue: "q", submitId, lane: true as const }
+          : { id: jobId, queue: "q", submitId };
         expect(await reader.tasksCommitted(ref)).toBe(false);
         answer({});
         const job = await submitted;
@@ -94,7 +97,8 @@ describe("a submit's lease, asked for beside its record", () => {
       const error = await submitted;
       expect(error).toMatchObject({ message: expect.stringContaining("leases bucket refused the write") });
       expect((await reader.getRecord(jobId))?.record.phase).toBe("rolledBack");
-      expect(await reader.tasksCommitted({ id: jobId, queue: "q" })).toBe(false);
+      const submitId = (await reader.getRecord(jobId))?.record.submitId ?? "";
+      expect(await reader.tasksCommitted({ id: jobId, queue: "q", submitId })).toBe(false);
     } finally {
       answer({}); // a failed check must not leave the submit (and so the stop) waiting
       await rt.stop();

@@ -1,6 +1,6 @@
 import { answerTask, planAnswer } from "../../effects/answer-task.ts";
 import { ResultBatcher } from "../../effects/result-batcher.ts";
-import { type JobRecord, leaseKeepEveryMs } from "../../kernel/job-record.ts";
+import { answerSubmit, type JobRecord, leaseKeepEveryMs } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import type { RecordedAnswer } from "../broker.ts";
 import { answerDigest, countStatuses, handlerAnswer, messageId, repeated } from "./answer-outcomes.ts";
@@ -293,6 +293,8 @@ export class ReceiptAnswers {
           maxDeliver: record.settings.maxDeliver,
           backoffMs: record.settings.backoffMs,
           maxBatchBytes,
+          // The submit its receipt was leased under: the task's (one of another was not handed out).
+          submit: answerSubmit(record, { submit: a.c.s }),
         });
         const delivery = new ReceiptDelivery(a, plan.outcome, request);
         const retryInMs = plan.outcome.kind === "nak" ? plan.outcome.delayMs : undefined;

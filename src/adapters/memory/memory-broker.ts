@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { InvalidArgument, RuntimeStopped } from "../../kernel/errors.ts";
-import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
+import type { JobRecord, JobSettings, JobTasksRef, SubmitTasksRef } from "../../kernel/job-record.ts";
 import type { HeldTaskBody } from "../../kernel/wire.ts";
 import type { AgentStore } from "../agent-store.ts";
 import type { Broker } from "../broker.ts";
@@ -217,7 +217,7 @@ class MemoryJobBroker implements MemoryBroker {
     return this.#tasks.createConsumer(queue, jobId, settings);
   }
 
-  tasksCommitted(job: JobTasksRef): Promise<boolean> {
+  tasksCommitted(job: SubmitTasksRef): Promise<boolean> {
     return this.#tasks.tasksCommitted(job);
   }
 

@@ -1,6 +1,6 @@
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
-import { ofOtherSubmit } from "../../kernel/job-record.ts";
+import { answerSubmit, ofOtherSubmit } from "../../kernel/job-record.ts";
 import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import { storedRecord } from "./memory-records.ts";
@@ -114,7 +114,7 @@ export const processExhausted = async (
         server,
         queue,
         jobId,
-        encodeDeadResult(body.index, error, letter),
+        encodeDeadResult(body.index, error, letter, answerSubmit(record, body)),
         `deadresult.${jobId}.${advisory.seq}`,
       );
     } catch (failure) {

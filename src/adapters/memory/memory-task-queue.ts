@@ -1,7 +1,7 @@
 import { RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobTasksRef } from "../../kernel/job-record.ts";
 import { LinkedControllers } from "../../kernel/signals.ts";
-import { holdsAnswer, taskIndexOf } from "../../kernel/wire.ts";
+import { holdsAnswer, taskIndexOf, taskOfSubmit } from "../../kernel/wire.ts";
 import type { DeadLetters } from "../dead-letters.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { LaneLease, TaskDelivery, TaskSetup } from "../task-queue.ts";
@@ -135,10 +135,17 @@ export const memoryTaskQueue = (
       if (!job.lane) return consumerOf(op, job.queue, job.id) !== undefined;
       open(op);
       const { tasks, results, names } = server;
+      const { submitId } = job;
+      const lane = tasks.seqsOf(tasksSubject(op, job));
+      if (lane.some((seq) => taskOfSubmit(tasks.get(seq)?.body ?? "", submitId))) return true;
+      // Its last result, unless a redrive marker took it back (a redrive that died before its
+      // task); a message of another submit's answers alone is passed over.
       const stored = results.read(names.resultsSubject(job.queue, job.id));
-      const last = stored[stored.length - 1];
-      // Its last result, unless a redrive marker took it back (a redrive that died before its task).
-      return tasks.count(tasksSubject(op, job)) > 0 || (last !== undefined && holdsAnswer(last.body));
+      for (let n = stored.length - 1; n >= 0; n--) {
+        const said = holdsAnswer(stored[n]?.body ?? "", submitId);
+        if (said !== undefined) return said;
+      }
+      return false;
     },
 
     /** Made again over the job's tasks stored or held (the memory server never loses one by itself). */

@@ -12,7 +12,7 @@ import { sleep } from "../../effects/supervise-loop.ts";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { PermanentBrokerError, Retry } from "../../kernel/errors.ts";
-import { ofOtherSubmit } from "../../kernel/job-record.ts";
+import { answerSubmit, ofOtherSubmit } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
 import { decodeTask, encodeDeadResult, type TaskBody } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
@@ -307,7 +307,7 @@ export class NatsDeadLetters {
             const record =
               body.submit === undefined ? undefined : (await this.#broker.getRecord(exhausted.jobId))?.record;
             if (ofOtherSubmit(record, body.submit)) await this.#removeTask(jsm, exhausted);
-            else await this.#deadLetter(js, jsm, exhausted, body);
+            else await this.#deadLetter(js, jsm, exhausted, body, answerSubmit(record, body));
           }
           m.ack();
         } catch (error) {
@@ -333,7 +333,13 @@ export class NatsDeadLetters {
   }
 
   /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */
-  async #deadLetter(js: JetStreamClient, jsm: JetStreamManager, exhausted: Exhausted, body: TaskBody) {
+  async #deadLetter(
+    js: JetStreamClient,
+    jsm: JetStreamManager,
+    exhausted: Exhausted,
+    body: TaskBody,
+    submit: string | undefined,
+  ) {
     const n = this.#broker.names;
     const { queue, jobId } = exhausted;
     const letter = {
@@ -350,7 +356,7 @@ export class NatsDeadLetters {
       msgID: `dead.${jobId}.${exhausted.stream_seq}`,
     });
     // Naming its letter (a retried store's PubAck names the first's sequence).
-    await this.#deadResult(js, exhausted, body.index, letter.error, stored.seq);
+    await this.#deadResult(js, exhausted, body.index, letter.error, stored.seq, submit);
     // The letter is stored: a task left in the stream is only a leftover, its consumer long past it.
     await this.#removeTask(jsm, exhausted);
   }
@@ -362,11 +368,18 @@ export class NatsDeadLetters {
       .catch(() => undefined);
   }
 
-  #deadResult(js: JetStreamClient, exhausted: Exhausted, index: number, error: string, letter?: number) {
+  #deadResult(
+    js: JetStreamClient,
+    exhausted: Exhausted,
+    index: number,
+    error: string,
+    letter?: number,
+    submit?: string,
+  ) {
     const { queue, jobId } = exhausted;
     return js.publish(
       this.#broker.names.resultsSubject(queue, jobId),
-      encodeDeadResult(index, error, letter),
+      encodeDeadResult(index, error, letter, submit),
       { msgID: `deadresult.${jobId}.${exhausted.stream_seq}` },
     );
   }

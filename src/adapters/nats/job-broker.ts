@@ -8,7 +8,7 @@ import {
 } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
-import type { JobRecord, JobSettings, JobTasksRef } from "../../kernel/job-record.ts";
+import type { JobRecord, JobSettings, JobTasksRef, SubmitTasksRef } from "../../kernel/job-record.ts";
 import { childLogger } from "../../kernel/logger.ts";
 import type { TaskMessageRef } from "../dead-letters.ts";
 import type { RecordsPage, RecordsPageQuery } from "../job-records.ts";
@@ -263,7 +263,7 @@ export class NatsJobBroker {
     return this.#tasks.consumerCounts(job);
   }
 
-  tasksCommitted(job: JobTasksRef): Promise<boolean> {
+  tasksCommitted(job: SubmitTasksRef): Promise<boolean> {
     return this.#tasks.tasksCommitted(job);
   }
 

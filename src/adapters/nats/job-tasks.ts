@@ -5,8 +5,9 @@ import {
   type JobSettings,
   type JobTasksRef,
   laneMaxTasksLimit,
+  type SubmitTasksRef,
 } from "../../kernel/job-record.ts";
-import { holdsAnswer, taskIndexOf } from "../../kernel/wire.ts";
+import { holdsAnswer, taskIndexOf, taskOfSubmit } from "../../kernel/wire.ts";
 import type { TaskMessageRef } from "../dead-letters.ts";
 import { type BrokerNames, taskSubjectOf } from "../names.ts";
 import type { ConsumerRestore } from "../task-queue.ts";
@@ -16,7 +17,7 @@ import type { PubAcks } from "./pub-acks.ts";
 import { publishPipelined } from "./publish-pipelined.ts";
 import type { QueueStreams } from "./queue-streams.ts";
 import { isNoMessage, isNotFound, streamInfoIfAny } from "./streams.ts";
-import { deleteSubjectMessages } from "./subject-messages.ts";
+import { deleteSubjectMessages, nextOnSubject } from "./subject-messages.ts";
 
 const encoder = new TextEncoder();
 
@@ -148,18 +149,37 @@ export class NatsJobTasks {
    * consumer; for a lane job, its task or a result of it stored (a worker
    * stores the result before it acks). A queue whose stream is missing has neither.
    */
-  tasksCommitted(job: JobTasksRef): Promise<boolean> {
+  tasksCommitted(job: SubmitTasksRef): Promise<boolean> {
     const n = this.#names;
+    const { submitId } = job;
     return this.#run("job.tasks.committed", async ({ jsm }) => {
       const stream = n.tasksStream(job.queue);
       if (!job.lane) return found(jsm.consumers.info(stream, job.id));
-      if (await found(jsm.streams.getMessage(stream, { last_by_subj: n.laneSubject(job.queue, job.id) })))
-        return true;
-      // Its last result, unless a redrive marker took it back (a redrive that died before its task).
+      // Read from the first: a task of a rolled-back submit may be stored before or after it.
+      const lane = n.laneSubject(job.queue, job.id);
+      for (let from = 1; ; ) {
+        const task = await nextOnSubject(jsm, stream, lane, from);
+        if (!task) break;
+        if (taskOfSubmit(task.string(), submitId)) return true;
+        from = task.seq + 1;
+      }
+      // Its last result, unless a redrive marker took it back (a redrive that died before its
+      // task); a message of another submit's answers alone is passed over.
+      const results = n.resultsSubject(job.queue, job.id);
       const last = await jsm.streams
-        .getMessage(n.resultsStream, { last_by_subj: n.resultsSubject(job.queue, job.id) })
+        .getMessage(n.resultsStream, { last_by_subj: results })
         .catch((error: unknown) => (isNotFound(error) ? null : Promise.reject(error)));
-      return last !== null && holdsAnswer(last.string());
+      if (last === null) return false;
+      const said = holdsAnswer(last.string(), submitId);
+      if (said !== undefined) return said;
+      let earlier: boolean | undefined;
+      for (let from = 1; from < last.seq; ) {
+        const stored = await nextOnSubject(jsm, n.resultsStream, results, from);
+        if (!stored || stored.seq >= last.seq) break;
+        earlier = holdsAnswer(stored.string(), submitId) ?? earlier;
+        from = stored.seq + 1;
+      }
+      return earlier === true;
     });
   }
 
