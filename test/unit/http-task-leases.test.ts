@@ -1012,7 +1012,8 @@ describe("TaskLeases", () => {
       ]);
       expect(t.calls).toEqual([
         "working $JS.ACK.t.lane.q.1.2.2.0.0",
-        'publish L1 [{"i":0,"ok":true,"r":1}] true',
+        // A 1-task lane job's answer names the submit its receipt was leased under.
+        'publish L1 [{"i":0,"ok":true,"r":1,"s":"s1"}] true',
         "ack $JS.ACK.t.lane.q.1.1.1.0.0",
       ]);
     });
