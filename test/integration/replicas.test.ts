@@ -60,6 +60,7 @@ describe("replicas", () => {
     const made = await replicasOf();
     expect(Object.keys(made).sort()).toEqual([
       "KV_jetstate_agents",
+      "KV_jetstate_answers",
       "KV_jetstate_flows",
       "KV_jetstate_jobs",
       "KV_jetstate_leases",
@@ -80,6 +81,7 @@ describe("replicas", () => {
     // Every bucket's reads go to its leader: no direct get a lagging replica could answer.
     for (const bucket of [
       "KV_jetstate_agents",
+      "KV_jetstate_answers",
       "KV_jetstate_flows",
       "KV_jetstate_jobs",
       "KV_jetstate_leases",
@@ -110,6 +112,7 @@ describe("replicas", () => {
       for (const r of reports) byStream.set(r.stream ?? "", (byStream.get(r.stream ?? "") ?? 0) + 1);
       expect([...byStream.keys()].sort()).toEqual([
         "KV_jetstate_agents",
+        "KV_jetstate_answers",
         "KV_jetstate_flows",
         "KV_jetstate_jobs",
         "KV_jetstate_leases",

@@ -152,10 +152,9 @@ describe("planSubmit: a lane job of several tasks names its submit in each task"
     expect(() => assertSameRequest(a.record, b.record)).not.toThrow();
   });
 
-  it("a 1-task lane job, or a job off the lane, writes its tasks as before", async () => {
-    expect((await planSubmit({ queue: "q", tasks: [5] }, 1024 * 1024, 0, true)).bodies).toEqual([
-      '{"i":0,"p":5}',
-    ]);
+  it("a 1-task lane job's task names its submit; a job off the lane writes its tasks as before", async () => {
+    const lane = await planSubmit({ queue: "q", tasks: [5] }, 1024 * 1024, 0, true);
+    expect(lane.bodies).toEqual([`{"i":0,"s":"${lane.record.submitId}","p":5}`]);
     expect((await planSubmit(request, 1024 * 1024, 0, false)).bodies).toEqual([
       '{"i":0,"p":{"n":1}}',
       '{"i":1,"p":{"n":2}}',
