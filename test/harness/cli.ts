@@ -64,9 +64,10 @@ export const runCliOnTerminal = (
   bin: string,
   args: readonly string[],
   env: Record<string, string>,
+  onStdout?: (soFar: string) => void,
 ): Promise<CliRun> => {
   const command = [process.execPath, bin, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
-  return runProcess("script", ["-qec", command, "/dev/null"], env, 30_000);
+  return runProcess("script", ["-qec", command, "/dev/null"], env, 30_000, undefined, onStdout);
 };
 
 const runProcess = (
@@ -75,6 +76,7 @@ const runProcess = (
   env: Record<string, string>,
   boundMs: number,
   interrupt?: { readonly afterMs: number; readonly signal: NodeJS.Signals },
+  onStdout?: (soFar: string) => void,
 ): Promise<CliRun> => {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !cliVariables.test(k)));
   const started = Date.now();
@@ -86,6 +88,7 @@ const runProcess = (
   let stderr = "";
   child.stdout.on("data", (chunk: Buffer) => {
     stdout += chunk.toString();
+    onStdout?.(stdout);
   });
   child.stderr.on("data", (chunk: Buffer) => {
     stderr += chunk.toString();

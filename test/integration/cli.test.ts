@@ -17,7 +17,7 @@ import { silentLogger } from "../../src/kernel/logger.ts";
 import { type BuiltCli, buildCli, type CliRun, runCli, runCliOnTerminal } from "../harness/cli.ts";
 import { closedAddress } from "../harness/nats-process.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 /** What the handler did, by its own hand: one entry per run, before it answers. */
 interface Run {
@@ -237,15 +237,22 @@ describe("jetstate-jobs CLI", () => {
   });
 
   it("jobs watch on a terminal redraws one line: the bar, counts that only grow, then the end", async () => {
+    // Held until the watch drew its first frame (a CLI slow to start on a busy machine saw the
+    // job already over), then a few seconds, so that the watch sees it move.
+    const watching = gate();
     const slow = rt.workers.start<number, number>({
       queue: "tty",
       concurrency: 1,
-      // A job that takes a few seconds, so that the watch sees it move.
-      handler: (task) => new Promise((resolve) => setTimeout(() => resolve(task.payload), 50)),
+      handler: async (task) => {
+        await watching.opened;
+        return new Promise((resolve) => setTimeout(() => resolve(task.payload), 50));
+      },
     });
     workers.push(slow);
     const job = await rt.jobs.submit({ queue: "tty", tasks: Array.from({ length: 60 }, (_, i) => i) });
-    const r = await runCliOnTerminal(cli.bin, ["jobs", "watch", job.id], { NATS_URL: server.url });
+    const r = await runCliOnTerminal(cli.bin, ["jobs", "watch", job.id], { NATS_URL: server.url }, (out) => {
+      if (out.includes("\r\x1b[2K")) watching.open();
+    });
     expect(r.code, r.stdout).toBe(0);
     const frames = r.stdout.split("\r\x1b[2K").slice(1);
     const answered = frames.map((f) => Number(/\] +\d+% \w+ (\d+)\/60 /.exec(f)?.[1]));
