@@ -53,8 +53,9 @@ describe("tasks running when the client is replaced", () => {
         release.open();
         // Their acks go to the closed client: the tasks run again on the new one, and the job ends.
         expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 2 });
-        // Run again on the new client: the first runs' answers went to the closed one.
-        expect(started).toBe(4);
+        // Run again on the new client: the first runs' answers went to the closed one. (At least:
+        // on a busy machine a run on the new client may outlast the 300 ms ack wait once more.)
+        expect(started).toBeGreaterThanOrEqual(4);
         await delay(100);
         expect(crashes).toEqual([]);
       } finally {
