@@ -7,6 +7,7 @@ import { ReceiptSigner } from "../adapters/http/receipts.ts";
 import { TaskLeases } from "../adapters/http/task-leases.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
 import { shownRecord } from "../effects/finalize-job.ts";
+import { monotonicNow } from "../kernel/clock.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { type JobRecord, maxCounts, takesTasks } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -168,7 +169,13 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
         );
       },
     },
-    { signer: new ReceiptSigner(secret), log, maxLeasesPerToken, now },
+    {
+      signer: new ReceiptSigner(secret),
+      log,
+      maxLeasesPerToken,
+      now,
+      monotonic: () => monotonicNow(core.clock),
+    },
   );
   const app = createHttpApp({
     leases,

@@ -14,6 +14,8 @@ interface ReceiptLeasesOptions {
   readonly signer: ReceiptSigner;
   readonly log: Logger;
   readonly now: () => number;
+  /** The monotonic clock a request's times are carried on by (receipt-clock.ts). */
+  readonly monotonic: () => number;
   readonly book: LeaseBook;
   /** The job's record if it may still take answers, else its 404 or 410 (`TaskLeases`' `#openRecord`). */
   readonly openRecord: (
@@ -35,6 +37,7 @@ export class ReceiptLeases {
   readonly #signer: ReceiptSigner;
   readonly #log: Logger;
   readonly #now: () => number;
+  readonly #monotonic: () => number;
   readonly #book: LeaseBook;
   readonly #answers: ReceiptAnswers;
   readonly #openRecord: ReceiptLeasesOptions["openRecord"];
@@ -44,8 +47,9 @@ export class ReceiptLeases {
     this.#signer = options.signer;
     this.#log = options.log;
     this.#now = options.now;
+    this.#monotonic = options.monotonic;
     this.#book = options.book;
-    this.#answers = new ReceiptAnswers(options.port, options.book, options.log, options.now);
+    this.#answers = new ReceiptAnswers(options.port, options.book, options.log);
     this.#openRecord = options.openRecord;
   }
 
@@ -53,7 +57,8 @@ export class ReceiptLeases {
   async submitResults(jobId: string, items: readonly ResultItem[], caller: Caller): Promise<ItemOutcome[]> {
     const field = (n: number) => `results[${n}].receipt`;
     const signed = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
-    const claims = this.#onOurClock(signed, await receiptClock(this.#port, this.#now));
+    const clock = await receiptClock(this.#port, this.#now, this.#monotonic);
+    const claims = this.#onOurClock(signed, clock);
     let record: JobRecord;
     try {
       record = await this.#openRecord(jobId, caller, claims);
@@ -69,7 +74,7 @@ export class ReceiptLeases {
     this.#assertDeliveries(record, claims, field);
     let outcomes: ItemOutcome[];
     try {
-      outcomes = await this.#answers.submit(record, items, claims, caller);
+      outcomes = await this.#answers.submit(record, items, claims, { caller, now: clock.now });
     } catch (error) {
       // Failed part way (a settle, a dead letter's store): the deliveries it settled are answered
       // all the same (their answer recorded), and their permits go back. They were kept to each
@@ -100,11 +105,11 @@ export class ReceiptLeases {
   async heartbeat(jobId: string, receipts: readonly string[], caller: Caller): Promise<HeartbeatOutcome[]> {
     const field = (n: number) => `receipts[${n}]`;
     const signed = receipts.map((r, n) => this.#verify(r, jobId, field(n), caller));
-    const clock = await receiptClock(this.#port, this.#now);
+    const clock = await receiptClock(this.#port, this.#now, this.#monotonic);
     const claims = this.#onOurClock(signed, clock);
     const record = await this.#openRecord(jobId, caller, claims);
     this.#assertDeliveries(record, claims, field);
-    const now = this.#now();
+    const now = clock.now();
     // A receipt of another submit of the job's key is over as one past its end: its delivery went
     // with the store, and a +WPI by its sequence would keep the new job's delivery there.
     const over = (c: ReceiptClaims, at: number) => c.x <= at || !ofJobSubmit(c, record);
@@ -119,10 +124,10 @@ export class ReceiptLeases {
     // a settle waiting out a reconnect) may outlast the lease, its task then delivered to another
     // worker, whose delivery a fresh receipt's ack would settle (JetStream answers a delivery by
     // its stream sequence). Stored by the receipt's end, it kept this delivery: extended.
-    const sentAt = this.#now();
+    const sentAt = clock.now();
     const open = claims.filter((c, n) => !over(c, sentAt) && !answered[n]);
     if (open.length > 0) await this.#port.settle(open.map((c) => ({ ref: c.r, action: "working" })));
-    const settledAt = this.#now();
+    const settledAt = clock.now();
     const x = leaseEnd(sentAt, record.settings.ackWaitMs);
     const leaseMs = x - settledAt;
     const outcomes = claims.map((c, n): HeartbeatOutcome => {
@@ -147,8 +152,8 @@ export class ReceiptLeases {
   }
 
   /**
-   * The claims with their ends on this instance's clock, which every lease
-   * of the request is judged by from here on: a receipt's end is on the
+   * The claims with their ends on the request's clock (receipt-clock.ts),
+   * which every lease of the request is judged by from here on: a receipt's end is on the
    * server's (receipt-clock.ts), and read as signed, an instance whose clock
    * was behind the leasing one's took it past its lease.
    */

@@ -29,6 +29,12 @@ export interface TaskLeasesOptions {
   readonly signer: ReceiptSigner;
   readonly log: Logger;
   readonly now?: () => number;
+  /**
+   * A clock nobody sets (the runtime's monotonic one): a request's times
+   * are carried on by it from its start (receipt-clock.ts).
+   * @defaultValue `performance.now()`
+   */
+  readonly monotonic?: () => number;
   /** How long `/queues/:queue/tasks` reuses the list of jobs (default 1000 ms). */
   readonly jobListTtlMs?: number;
   /** Open leases one token may hold through this instance (default 100). */
@@ -72,12 +78,14 @@ export class TaskLeases {
     this.#jobListTtlMs = options.jobListTtlMs ?? 1000;
     this.#book = new LeaseBook(options.maxLeasesPerToken ?? 100);
     this.#booked = port.limits?.follow(this.#book);
-    this.#handout = new TaskHandout(port, options.signer, this.#log, this.#now);
+    const monotonic = options.monotonic ?? (() => performance.now());
+    this.#handout = new TaskHandout(port, options.signer, this.#log, { now: this.#now, monotonic });
     this.#receipts = new ReceiptLeases({
       port,
       signer: options.signer,
       log: this.#log,
       now: this.#now,
+      monotonic,
       book: this.#book,
       openRecord: (jobId, caller, claims) => this.#openRecord(jobId, caller, claims),
     });
