@@ -3,6 +3,9 @@ import { aheadOfServerAtMost, type ServerTime } from "../../kernel/clock.ts";
 import { type LeaseValue, leaseUntilFor } from "../held-leases.ts";
 import { ServerClockReading } from "./bucket-reads.ts";
 
+/** How long a reading slower than asked for is kept (`serverTime`). */
+const slowReadingKeptMs = 1000;
+
 /**
  * The server's clock as one runtime's leases read it (`NatsJobLeases`): the
  * reading a listing's scan takes (`take`), or one read on demand (`readOnce`:
@@ -24,9 +27,21 @@ export class LeaseClock {
   /** Takes a scan's reading. */
   readonly take = (seen: ServerTime): void => this.#reading.take(seen);
 
-  /** The reading, while it holds. */
-  serverTime(): ServerTime | undefined {
-    return this.#reading.serverTime();
+  /**
+   * The reading, while it holds. With `maxRoundTripMs`, none either once a
+   * reading whose round trip was longer is over a second old: what is
+   * timed by it errs by its round trip (a receipt's end, receipt-clock.ts),
+   * so such a reading is read again, at most once a second, not kept for
+   * its 5 minutes.
+   */
+  serverTime(maxRoundTripMs?: number): ServerTime | undefined {
+    const seen = this.#reading.serverTime();
+    const slow =
+      seen !== undefined &&
+      maxRoundTripMs !== undefined &&
+      (seen.roundTripMs ?? 0) > maxRoundTripMs &&
+      performance.now() - seen.seenAt > slowReadingKeptMs;
+    return slow ? undefined : seen;
   }
 
   /** Reads the server's clock now, shared by every caller while it is in flight (each sees its failure). */
