@@ -5,8 +5,9 @@
  * timed on the stepped clock and turned to the server's by the offset from
  * before the step. The ledger is the test's: the fake server delivered the
  * task at a known time with a 10 s ack wait; the server's clock does not
- * step. Time then passes for the instance's clock and the server's alike
- * (the reading's stamp moved with it: the monotonic clock is not needed).
+ * step. Time then passes for the instance's clocks and the server's alike
+ * (the reading's stamp moved with it); the instance's monotonic clock does
+ * not step.
  */
 import { pino } from "pino";
 import { expect, it } from "vitest";
@@ -52,7 +53,13 @@ it("a receipt leased while the instance's clock stepped a minute forward is not 
   const reading = (): ServerTime => ({ at: start + passed, seenAt });
   const leases = new TaskLeases(
     { ...port, serverTime: async () => reading() },
-    { signer, log: pino({ level: "silent" }), now: () => start + passed + stepped },
+    {
+      signer,
+      log: pino({ level: "silent" }),
+      now: () => start + passed + stepped,
+      // The monotonic clock nobody sets: time passes on it, the step does not.
+      monotonic: () => start + passed,
+    },
   );
 
   const [leased] = await leases.reserve("j1", 1, W1);

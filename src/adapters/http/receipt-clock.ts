@@ -14,7 +14,9 @@ import type { LeasePort } from "./lease-port.ts";
  * reserve). Both ways err early: signed, the end is taken earlier by up to
  * the reading's round trip (`aheadOfServerAtMost`); read, the reading's
  * stamp is taken as the server's time when it was asked for (it is no
- * earlier), so the end reads earlier here by up to the same.
+ * earlier), so the end reads earlier here by up to the same. But for the
+ * stamp's cut to whole milliseconds (`parseServerTime`): a stamp up to
+ * 1 ms early reads an end up to 1 ms late, inside the lease's margin.
  *
  * A request times everything by `now()`: this instance's clock as the
  * request read it at its start, carried on by the monotonic clock, and
@@ -30,6 +32,10 @@ export interface ReceiptClock {
   toReceipt(end: number): number;
   /** A receipt's end on the request's clock. */
   fromReceipt(x: number): number;
+  /** A time of the request's clock on the monotonic one (`own-lease-ends.ts`). */
+  toMonotonic(at: number): number;
+  /** A time of the monotonic clock on the request's. */
+  fromMonotonic(elapsed: number): number;
 }
 
 /**
@@ -46,7 +52,13 @@ export const receiptClock = async (
   now: () => number,
   monotonic: () => number,
 ): Promise<ReceiptClock> => {
-  if (!port.serverTime) return { now, toReceipt: (end) => end, fromReceipt: (x) => x };
+  if (!port.serverTime) {
+    const same = (t: number) => t;
+    // `now` as it runs: each turn reads both clocks at one instant.
+    const toMonotonic = (t: number) => t + (monotonic() - now());
+    const fromMonotonic = (elapsed: number) => elapsed + (now() - monotonic());
+    return { now, toReceipt: same, fromReceipt: same, toMonotonic, fromMonotonic };
+  }
   const seen = await port.serverTime();
   if (seen === undefined)
     throw new HttpError(503, ErrorCode.unavailable, "the server's clock is not known; try again");
@@ -60,5 +72,7 @@ export const receiptClock = async (
     // Whole milliseconds, as a receipt carries them: rounded down, early by less than 1 ms more.
     toReceipt: (end) => Math.floor(end - mostAhead),
     fromReceipt: (x) => x + leastAhead,
+    toMonotonic: (t) => from + (t - at),
+    fromMonotonic: (elapsed) => at + (elapsed - from),
   };
 };

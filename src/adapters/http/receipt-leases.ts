@@ -3,6 +3,7 @@ import type { Logger } from "../../kernel/logger.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort } from "./lease-port.ts";
+import type { OwnLeaseEnds } from "./own-lease-ends.ts";
 import { ReceiptAnswers } from "./receipt-answers.ts";
 import { type ReceiptClock, receiptClock } from "./receipt-clock.ts";
 import { leaseEnd, ofJobSubmit, type ReceiptClaims, type ReceiptSigner } from "./receipts.ts";
@@ -16,6 +17,8 @@ interface ReceiptLeasesOptions {
   readonly now: () => number;
   /** The monotonic clock a request's times are carried on by (receipt-clock.ts). */
   readonly monotonic: () => number;
+  /** The ends of the leases this instance timed (own-lease-ends.ts). */
+  readonly ownEnds: OwnLeaseEnds;
   readonly book: LeaseBook;
   /** The job's record if it may still take answers, else its 404 or 410 (`TaskLeases`' `#openRecord`). */
   readonly openRecord: (
@@ -38,6 +41,7 @@ export class ReceiptLeases {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #monotonic: () => number;
+  readonly #ownEnds: OwnLeaseEnds;
   readonly #book: LeaseBook;
   readonly #answers: ReceiptAnswers;
   readonly #openRecord: ReceiptLeasesOptions["openRecord"];
@@ -48,6 +52,7 @@ export class ReceiptLeases {
     this.#log = options.log;
     this.#now = options.now;
     this.#monotonic = options.monotonic;
+    this.#ownEnds = options.ownEnds;
     this.#book = options.book;
     this.#answers = new ReceiptAnswers(options.port, options.book, options.log);
     this.#openRecord = options.openRecord;
@@ -138,6 +143,7 @@ export class ReceiptLeases {
         if (!ofJobSubmit(c, record)) this.#book.release(caller.identity, c.r);
         return { id, status: answered[n] ? "settled" : "expired" };
       }
+      this.#ownEnds.timed(c.r, clock.toMonotonic(x));
       const booked = this.#book.extend(caller.identity, c.r, x);
       this.#port.limits?.extend(c.r, x, record.queue, booked);
       // Signed anew as it was: a version 2 receipt names no submit, and none is known to be its.
@@ -158,7 +164,12 @@ export class ReceiptLeases {
    * was behind the leasing one's took it past its lease.
    */
   #onOurClock(signed: readonly ReceiptClaims[], clock: ReceiptClock): ReceiptClaims[] {
-    return signed.map((c) => ({ ...c, x: clock.fromReceipt(c.x) }));
+    return signed.map((c) => {
+      // Timed here: its end as this instance timed it, when later (own-lease-ends.ts).
+      const own = this.#ownEnds.endOf(c.r);
+      const x = clock.fromReceipt(c.x);
+      return { ...c, x: own === undefined ? x : Math.max(x, clock.fromMonotonic(own)) };
+    });
   }
 
   /**

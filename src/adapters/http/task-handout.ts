@@ -11,6 +11,7 @@ import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
 import type { LeasedTask } from "../task-leasing.ts";
 import type { Caller, LeasePort, ReservedTask } from "./lease-port.ts";
+import type { OwnLeaseEnds } from "./own-lease-ends.ts";
 import { type ReceiptClock, receiptClock } from "./receipt-clock.ts";
 import { leaseEnd, notAfterOf, type ReceiptSigner } from "./receipts.ts";
 
@@ -51,18 +52,20 @@ export class TaskHandout {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #monotonic: () => number;
+  readonly #ownEnds: OwnLeaseEnds;
 
   constructor(
     port: LeasePort,
     signer: ReceiptSigner,
     log: Logger,
-    clocks: { readonly now: () => number; readonly monotonic: () => number },
+    clocks: { readonly now: () => number; readonly monotonic: () => number; readonly ownEnds: OwnLeaseEnds },
   ) {
     this.#port = port;
     this.#signer = signer;
     this.#log = log;
     this.#now = clocks.now;
     this.#monotonic = clocks.monotonic;
+    this.#ownEnds = clocks.ownEnds;
   }
 
   /** Up to `max` tasks of the job (a job's own consumer). */
@@ -246,6 +249,7 @@ export class TaskHandout {
         lastDelivery: t.deliveryCount >= record.settings.maxDeliver,
       }),
     );
+    for (const t of tasks) this.#ownEnds.timed(t.ref, clock.toMonotonic(expires));
     if (signal?.aborted) {
       // The worker went away before it got them: hand them back now rather than after the lease.
       await this.handBack(tasks, 0, "tasks of a worker gone away");
