@@ -45,11 +45,14 @@ export class NatsJobLeases implements SupervisionLeases {
   /** The monotonic clock this runtime counts its own leases on (`holds`). */
   readonly #elapsed = () => monotonicNow(this.#core.clock);
   /** The server's clock as the last `list()`, or a read of its own, read it. */
-  readonly #clock = new LeaseClock(async (nc) => {
-    await this.#bucket(nc);
-    const { jsm } = await this.#broker.handles(nc);
-    return consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`);
-  });
+  readonly #clock = new LeaseClock(
+    async (nc) => {
+      await this.#bucket(nc);
+      const { jsm } = await this.#broker.handles(nc);
+      return consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`);
+    },
+    () => this.#core.connection.current(),
+  );
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
     this.#core = core;

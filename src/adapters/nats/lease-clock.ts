@@ -16,16 +16,38 @@ const slowReadingKeptMs = 1000;
 export class LeaseClock {
   readonly #reading = new ServerClockReading();
   readonly #read: (nc: NatsConnection) => Promise<ServerTime>;
+  readonly #current: () => NatsConnection | undefined;
+  /** The server's INFO of the connection the reading was taken on (`take`). */
+  #takenOn: unknown;
   /** A read in flight (`readOnce`). */
   #inFlight: Promise<void> | undefined;
 
-  /** `read`: reads the server's clock now on this client. */
-  constructor(read: (nc: NatsConnection) => Promise<ServerTime>) {
+  /**
+   * `read`: reads the server's clock now on this client. `current`: the
+   * client if connected (a reading is dropped once it reconnected).
+   */
+  constructor(read: (nc: NatsConnection) => Promise<ServerTime>, current: () => NatsConnection | undefined) {
     this.#read = read;
+    this.#current = current;
   }
 
   /** Takes a scan's reading. */
-  readonly take = (seen: ServerTime): void => this.#reading.take(seen);
+  readonly take = (seen: ServerTime): void => {
+    this.#reading.take(seen);
+    this.#takenOn = this.#current()?.info;
+  };
+
+  /**
+   * Whether the client reconnected since the reading (nats.js parses a new
+   * INFO at each connect): maybe to another node of a cluster, or to a
+   * server restarted on a host whose clock stepped, whose clock the reading
+   * is not of. Read again, the readings of one instance follow the node it
+   * is on; the nodes' clocks must agree all the same (docs/architecture.md).
+   */
+  #reconnected(): boolean {
+    const info = this.#current()?.info;
+    return info !== undefined && info !== this.#takenOn;
+  }
 
   /**
    * The reading, while it holds. With `maxRoundTripMs`, none either once a
@@ -35,7 +57,7 @@ export class LeaseClock {
    * its 5 minutes.
    */
   serverTime(maxRoundTripMs?: number): ServerTime | undefined {
-    const seen = this.#reading.serverTime();
+    const seen = this.#reconnected() ? undefined : this.#reading.serverTime();
     const slow =
       seen !== undefined &&
       maxRoundTripMs !== undefined &&
@@ -61,7 +83,7 @@ export class LeaseClock {
    * without a reading.
    */
   aheadMs(now: number): number | undefined {
-    const seen = this.#reading.serverTime();
+    const seen = this.serverTime();
     return seen === undefined ? undefined : aheadOfServerAtMost(now, seen);
   }
 
