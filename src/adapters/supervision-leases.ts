@@ -92,9 +92,14 @@ export interface SupervisionLeases {
    * kept as `serverTime()` then. Undefined when the server does not answer.
    * What judges another runtime's stamps by its own clock reads it first.
    * `timeoutMs`: how long it may take, retries included (the operation
-   * deadline by default).
+   * deadline by default). `maxRoundTripMs`: a reading whose round trip was
+   * longer is read again once it is a second old (at most once a second;
+   * kept if that read fails).
    */
-  readServerTime(options?: { readonly timeoutMs?: number }): Promise<ServerTime | undefined>;
+  readServerTime(options?: {
+    readonly timeoutMs?: number;
+    readonly maxRoundTripMs?: number;
+  }): Promise<ServerTime | undefined>;
   /** One job's lease as `list()` reads it (with its holder's heartbeat), in one or two reads; undefined: none. */
   get(jobId: string, now?: number): Promise<ListedLease | undefined>;
   /**

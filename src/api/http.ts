@@ -7,6 +7,7 @@ import { ReceiptSigner } from "../adapters/http/receipts.ts";
 import { TaskLeases } from "../adapters/http/task-leases.ts";
 import type { TokenConfig } from "../adapters/http/token-scopes.ts";
 import { shownRecord } from "../effects/finalize-job.ts";
+import { monotonicNow } from "../kernel/clock.ts";
 import { InvalidArgument } from "../kernel/errors.ts";
 import { type JobRecord, maxCounts, takesTasks } from "../kernel/job-record.ts";
 import { childLogger, type Logger } from "../kernel/logger.ts";
@@ -107,6 +108,13 @@ const activeJobsOf = (broker: Broker, log: Logger): (() => Promise<JobRecord[]>)
   };
 };
 
+/**
+ * The longest round trip of a reading of the server's clock that receipts
+ * are timed by for more than a second (receipt-clock.ts: a receipt's end
+ * errs early by it, where the leasing instance does not).
+ */
+const receiptReadingMaxRoundTripMs = 100;
+
 export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => {
   const parts = partsOf(rt);
   const { core, jobs, broker } = parts;
@@ -142,7 +150,8 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       limits: leaseLimits(broker.queueControls, settingsOf, log, now),
       publishResults: (queue, jobId, body, msgId) => broker.publishResults(queue, jobId, body, msgId),
       maxPayload: () => broker.maxPayload(),
-      serverTime: () => broker.leases.readServerTime(),
+      // A slow reading errs every receipt by its round trip: read again, shared, once a second at most.
+      serverTime: () => broker.leases.readServerTime({ maxRoundTripMs: receiptReadingMaxRoundTripMs }),
       // Remote workers' answers count in the metrics as native workers' do (no duration: it ran elsewhere).
       answered: (queue, outcome, attempt) => {
         if (!core.telemetry.active) return;
@@ -168,7 +177,13 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
         );
       },
     },
-    { signer: new ReceiptSigner(secret), log, maxLeasesPerToken, now },
+    {
+      signer: new ReceiptSigner(secret),
+      log,
+      maxLeasesPerToken,
+      now,
+      monotonic: () => monotonicNow(core.clock),
+    },
   );
   const app = createHttpApp({
     leases,

@@ -23,6 +23,16 @@ export const serveOnLoopback = (
     );
   });
 
+/** A POST over the wire to a served app, as a remote worker makes it: its status and JSON answer. */
+export const postOverWire = async (app: ServedApp, token: string, path: string, body: unknown) => {
+  const res = await fetch(`${app.baseUrl}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+};
+
 /** The answer to a POST made in-process: its status and its JSON body. */
 export interface PostAnswer<Json> {
   readonly status: number;

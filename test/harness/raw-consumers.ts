@@ -1,5 +1,5 @@
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
+import { connect, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { brokerNames } from "../../src/adapters/names.ts";
 
 /**
@@ -61,4 +61,24 @@ export const keepAlives = async (servers: string, queue: string, prefix = "jetst
       await nc.close();
     },
   };
+};
+
+/**
+ * Every publish to the queue's tasks stream's ack subjects (+ACK, -NAK,
+ * +WPI, +TERM), whoever sends it, heard on `nc` (the test's own client);
+ * each as `show` tells it (its body by default).
+ */
+export const ackSubjects = async (
+  nc: NatsConnection,
+  queue: string,
+  show: (m: Msg) => string = (m) => m.string(),
+) => {
+  const seen: string[] = [];
+  const sub = nc.subscribe(`$JS.ACK.${brokerNames("jetstate").tasksStream(queue)}.>`, {
+    callback: (_error, m) => {
+      seen.push(show(m));
+    },
+  });
+  await nc.flush();
+  return { seen, stop: () => sub.unsubscribe() };
 };

@@ -22,8 +22,9 @@ import { brokerNames } from "../../src/adapters/names.ts";
 import { createHttpApi, createRuntime, type Runtime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { offsetBy } from "../harness/clock-backends.ts";
-import { type ServedApp, serveOnLoopback } from "../harness/http-server.ts";
+import { postOverWire as post, type ServedApp, serveOnLoopback } from "../harness/http-server.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { ackSubjects } from "../harness/raw-consumers.ts";
 import { natsRawResults } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -36,28 +37,6 @@ interface Task {
   readonly receipt: string;
   readonly attempt: number;
 }
-
-/** A POST over the wire, as a remote worker makes it: its status and JSON answer. */
-const post = async (app: ServedApp, token: string, path: string, body: unknown) => {
-  const res = await fetch(`${app.baseUrl}${path}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-};
-
-/** Every publish to the queue's tasks stream's ack subjects (+ACK, -NAK, +WPI, +TERM), whoever sends it. */
-const ackSubjects = async (nc: NatsConnection, queue: string) => {
-  const seen: string[] = [];
-  const sub = nc.subscribe(`$JS.ACK.${brokerNames("jetstate").tasksStream(queue)}.>`, {
-    callback: (_error, m) => {
-      seen.push(m.string());
-    },
-  });
-  await nc.flush();
-  return { seen, stop: () => sub.unsubscribe() };
-};
 
 describe("a receipt posted to an instance whose clock disagrees with the one that leased it", () => {
   let server: NatsServerHandle;

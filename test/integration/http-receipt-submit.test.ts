@@ -17,12 +17,12 @@ import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ReceiptClaims, ReceiptSigner } from "../../src/adapters/http/receipts.ts";
-import { brokerNames, laneConsumer } from "../../src/adapters/names.ts";
+import { laneConsumer } from "../../src/adapters/names.ts";
 import { createHttpApi, createRuntime } from "../../src/index.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { postJson } from "../harness/http-server.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { unansweredDeliveries } from "../harness/raw-consumers.ts";
+import { ackSubjects, unansweredDeliveries } from "../harness/raw-consumers.ts";
 import { rawJobRecord } from "../harness/raw-job-records.ts";
 import { natsRawResults, tally } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
@@ -51,16 +51,10 @@ const options = (server: NatsServerHandle, lane: boolean) => ({
   jobs: { lane, cleanupIntervalMs: 0 },
 });
 
-/** Every publish to the queue's tasks stream's ack subjects (+ACK, -NAK, +WPI, +TERM), whoever sends it. */
-const ackSubjects = async (servers: string, queue: string) => {
+/** `ackSubjects` on a client of its own, each publish with its subject. */
+const acksOn = async (servers: string, queue: string) => {
   const nc = await connect({ servers, name: "raw-acks" });
-  const seen: string[] = [];
-  nc.subscribe(`$JS.ACK.${brokerNames("jetstate").tasksStream(queue)}.>`, {
-    callback: (_error, m) => {
-      seen.push(`${m.string()} ${m.subject}`);
-    },
-  });
-  await nc.flush();
+  const { seen } = await ackSubjects(nc, queue, (m) => `${m.string()} ${m.subject}`);
   return { seen, flush: () => nc.flush(), close: () => nc.close() };
 };
 
@@ -100,7 +94,7 @@ describe("a receipt of a job's submit from before the server came back empty", (
         idempotencyKey: "again",
         stallAfterMs: 60_000,
       };
-      let acks: Awaited<ReturnType<typeof ackSubjects>> | undefined;
+      let acks: Awaited<ReturnType<typeof acksOn>> | undefined;
       let raw: Awaited<ReturnType<typeof connect>> | undefined;
       try {
         const old = await s.jobs.submit(request);
@@ -116,7 +110,7 @@ describe("a receipt of a job's submit from before the server came back empty", (
         const newTasks = await reserve(NEW, again.id);
         expect(await unansweredDeliveries(server.url, queue, consumer(again.id))).toBe(3);
 
-        acks = await ackSubjects(server.url, queue);
+        acks = await acksOn(server.url, queue);
         raw = await connect({ servers: server.url, name: "raw-results" });
         const stale = (oldTasks[0] as Task).receipt;
         const told: unknown[] = [];

@@ -35,16 +35,14 @@ export class ReceiptAnswers {
   readonly #port: LeasePort;
   readonly #book: LeaseBook;
   readonly #log: Logger;
-  readonly #now: () => number;
   readonly #inFlight = new Map<string, InFlight>();
   /** The largest results message, once the server's max payload is known (read once, at the first request). */
   #maxBytes: Promise<number> | undefined;
 
-  constructor(port: LeasePort, book: LeaseBook, log: Logger, now: () => number) {
+  constructor(port: LeasePort, book: LeaseBook, log: Logger) {
     this.#port = port;
     this.#book = book;
     this.#log = log;
-    this.#now = now;
   }
 
   /** True while a request of this process answers the delivery. */
@@ -57,10 +55,12 @@ export class ReceiptAnswers {
     record: JobRecord,
     items: readonly ResultItem[],
     claims: readonly ReceiptClaims[],
-    caller: Caller,
+    /** The caller, and the request's clock (receipt-clock.ts), which the claims' ends are on. */
+    by: { readonly caller: Caller; readonly now: () => number },
   ): Promise<ItemOutcome[]> {
+    const { caller, now: clock } = by;
     const jobId = record.id;
-    const now = this.#now();
+    const now = clock();
     const outcomes: Promise<ItemOutcome>[] = [];
     // Each outcome is awaited only once the request's I/O is done (`Promise.all` below): one that
     // fails before (a receipt twice, its first copy's publish failed) would be a rejection nobody
@@ -104,7 +104,7 @@ export class ReceiptAnswers {
     // task delivered to another worker: an ack or a +WPI on this delivery would settle or keep
     // that worker's (JetStream answers a delivery by its stream sequence). Expired: the claim is
     // given back below.
-    const claimedAt = this.#now();
+    const claimedAt = clock();
     const claimed = won.filter((a) => a.c.x > claimedAt);
     const request: Settling = {
       stored: [],
@@ -147,13 +147,13 @@ export class ReceiptAnswers {
       },
     );
     for (const a of won) if (a.c.x <= claimedAt) request.unsettled(a);
-    const stopKeeping = this.#keepWhileStoring(claimed, record, claimedAt);
+    const stopKeeping = this.#keepWhileStoring(claimed, record, clock);
     try {
       await this.#store(claimed, record, request, batcher, maxBytes);
     } finally {
       stopKeeping();
     }
-    const settling = { port: this.#port, book: this.#book, log: this.#log, now: this.#now, caller };
+    const settling = { port: this.#port, book: this.#book, log: this.#log, now: clock, caller };
     await settleDeliveries(settling, request.stored, request);
     await settleDeliveries(settling, request.retries, request);
     await Promise.all(request.releases);
@@ -323,12 +323,13 @@ export class ReceiptAnswers {
    * another worker, whose delivery this request's ack would then end. Kept
    * for the whole request, every batch of it, until the last is stored.
    */
-  #keepWhileStoring(claimed: readonly Answering[], record: JobRecord, now: number): () => void {
+  #keepWhileStoring(claimed: readonly Answering[], record: JobRecord, clock: () => number): () => void {
+    const now = clock();
     const { ackWaitMs } = record.settings;
     const everyMs = leaseKeepEveryMs(ackWaitMs);
     const keep = (which: readonly Answering[]) => {
       if (which.length === 0) return;
-      const sentAt = this.#now();
+      const sentAt = clock();
       this.#port.settle(which.map((a) => ({ ref: a.c.r, action: "working" as const }))).then(
         () => {
           // Kept at the server: the queue's permit is held as long (given back at the lease's
@@ -337,7 +338,7 @@ export class ReceiptAnswers {
           // is sent, as a heartbeat's: one that waited out a reconnect past the lease's end
           // kept the delivery the server had handed to another worker meanwhile, not this one.
           const until = leaseEnd(sentAt, ackWaitMs);
-          const sent = this.#now();
+          const sent = clock();
           for (const a of which) {
             if (sent >= a.heldUntil) continue;
             a.heldUntil = Math.max(a.heldUntil, until);

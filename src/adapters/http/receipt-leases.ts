@@ -3,6 +3,7 @@ import type { Logger } from "../../kernel/logger.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import type { LeaseBook } from "./lease-book.ts";
 import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort } from "./lease-port.ts";
+import type { OwnLeaseEnds } from "./own-lease-ends.ts";
 import { ReceiptAnswers } from "./receipt-answers.ts";
 import { type ReceiptClock, receiptClock } from "./receipt-clock.ts";
 import { leaseEnd, ofJobSubmit, type ReceiptClaims, type ReceiptSigner } from "./receipts.ts";
@@ -14,6 +15,10 @@ interface ReceiptLeasesOptions {
   readonly signer: ReceiptSigner;
   readonly log: Logger;
   readonly now: () => number;
+  /** The monotonic clock a request's times are carried on by (receipt-clock.ts). */
+  readonly monotonic: () => number;
+  /** The ends of the leases this instance timed (own-lease-ends.ts). */
+  readonly ownEnds: OwnLeaseEnds;
   readonly book: LeaseBook;
   /** The job's record if it may still take answers, else its 404 or 410 (`TaskLeases`' `#openRecord`). */
   readonly openRecord: (
@@ -35,6 +40,8 @@ export class ReceiptLeases {
   readonly #signer: ReceiptSigner;
   readonly #log: Logger;
   readonly #now: () => number;
+  readonly #monotonic: () => number;
+  readonly #ownEnds: OwnLeaseEnds;
   readonly #book: LeaseBook;
   readonly #answers: ReceiptAnswers;
   readonly #openRecord: ReceiptLeasesOptions["openRecord"];
@@ -44,8 +51,10 @@ export class ReceiptLeases {
     this.#signer = options.signer;
     this.#log = options.log;
     this.#now = options.now;
+    this.#monotonic = options.monotonic;
+    this.#ownEnds = options.ownEnds;
     this.#book = options.book;
-    this.#answers = new ReceiptAnswers(options.port, options.book, options.log, options.now);
+    this.#answers = new ReceiptAnswers(options.port, options.book, options.log);
     this.#openRecord = options.openRecord;
   }
 
@@ -53,7 +62,8 @@ export class ReceiptLeases {
   async submitResults(jobId: string, items: readonly ResultItem[], caller: Caller): Promise<ItemOutcome[]> {
     const field = (n: number) => `results[${n}].receipt`;
     const signed = items.map((item, n) => this.#verify(item.receipt, jobId, field(n), caller));
-    const claims = this.#onOurClock(signed, await receiptClock(this.#port, this.#now));
+    const clock = await receiptClock(this.#port, this.#now, this.#monotonic);
+    const claims = this.#onOurClock(signed, clock);
     let record: JobRecord;
     try {
       record = await this.#openRecord(jobId, caller, claims);
@@ -69,7 +79,7 @@ export class ReceiptLeases {
     this.#assertDeliveries(record, claims, field);
     let outcomes: ItemOutcome[];
     try {
-      outcomes = await this.#answers.submit(record, items, claims, caller);
+      outcomes = await this.#answers.submit(record, items, claims, { caller, now: clock.now });
     } catch (error) {
       // Failed part way (a settle, a dead letter's store): the deliveries it settled are answered
       // all the same (their answer recorded), and their permits go back. They were kept to each
@@ -100,11 +110,11 @@ export class ReceiptLeases {
   async heartbeat(jobId: string, receipts: readonly string[], caller: Caller): Promise<HeartbeatOutcome[]> {
     const field = (n: number) => `receipts[${n}]`;
     const signed = receipts.map((r, n) => this.#verify(r, jobId, field(n), caller));
-    const clock = await receiptClock(this.#port, this.#now);
+    const clock = await receiptClock(this.#port, this.#now, this.#monotonic);
     const claims = this.#onOurClock(signed, clock);
     const record = await this.#openRecord(jobId, caller, claims);
     this.#assertDeliveries(record, claims, field);
-    const now = this.#now();
+    const now = clock.now();
     // A receipt of another submit of the job's key is over as one past its end: its delivery went
     // with the store, and a +WPI by its sequence would keep the new job's delivery there.
     const over = (c: ReceiptClaims, at: number) => c.x <= at || !ofJobSubmit(c, record);
@@ -119,10 +129,10 @@ export class ReceiptLeases {
     // a settle waiting out a reconnect) may outlast the lease, its task then delivered to another
     // worker, whose delivery a fresh receipt's ack would settle (JetStream answers a delivery by
     // its stream sequence). Stored by the receipt's end, it kept this delivery: extended.
-    const sentAt = this.#now();
+    const sentAt = clock.now();
     const open = claims.filter((c, n) => !over(c, sentAt) && !answered[n]);
     if (open.length > 0) await this.#port.settle(open.map((c) => ({ ref: c.r, action: "working" })));
-    const settledAt = this.#now();
+    const settledAt = clock.now();
     const x = leaseEnd(sentAt, record.settings.ackWaitMs);
     const leaseMs = x - settledAt;
     const outcomes = claims.map((c, n): HeartbeatOutcome => {
@@ -133,6 +143,7 @@ export class ReceiptLeases {
         if (!ofJobSubmit(c, record)) this.#book.release(caller.identity, c.r);
         return { id, status: answered[n] ? "settled" : "expired" };
       }
+      this.#ownEnds.timed(c.r, clock.toMonotonic(x));
       const booked = this.#book.extend(caller.identity, c.r, x);
       this.#port.limits?.extend(c.r, x, record.queue, booked);
       // Signed anew as it was: a version 2 receipt names no submit, and none is known to be its.
@@ -147,13 +158,18 @@ export class ReceiptLeases {
   }
 
   /**
-   * The claims with their ends on this instance's clock, which every lease
-   * of the request is judged by from here on: a receipt's end is on the
+   * The claims with their ends on the request's clock (receipt-clock.ts),
+   * which every lease of the request is judged by from here on: a receipt's end is on the
    * server's (receipt-clock.ts), and read as signed, an instance whose clock
    * was behind the leasing one's took it past its lease.
    */
   #onOurClock(signed: readonly ReceiptClaims[], clock: ReceiptClock): ReceiptClaims[] {
-    return signed.map((c) => ({ ...c, x: clock.fromReceipt(c.x) }));
+    return signed.map((c) => {
+      // Timed here: its end as this instance timed it, when later (own-lease-ends.ts).
+      const own = this.#ownEnds.endOf(c.r);
+      const x = clock.fromReceipt(c.x);
+      return { ...c, x: own === undefined ? x : Math.max(x, clock.fromMonotonic(own)) };
+    });
   }
 
   /**

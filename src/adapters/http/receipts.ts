@@ -41,8 +41,11 @@ export interface ReceiptClaims {
   /**
    * Lease end, ms since the epoch on the server's clock, as the instance that
    * signed it read that clock (receipt-clock.ts): any instance judges it by
-   * its own reading, whatever the hosts' clocks say. Signed before, on that
-   * instance's own clock: the same while the clocks agree.
+   * its own reading, whatever the API hosts' clocks say, and however they
+   * step (during a request too). Not whatever the server's says: the
+   * readings must be of clocks that agree (a cluster's nodes'; a step of
+   * the server host's is seen once the reading is taken again). Signed
+   * before, on that instance's own clock: the same while the clocks agree.
    */
   readonly x: number;
 }

@@ -11,6 +11,7 @@ import { decodeTask, type TaskBody } from "../../kernel/wire.ts";
 import type { LeaseSettle } from "../broker.ts";
 import type { LeasedTask } from "../task-leasing.ts";
 import type { Caller, LeasePort, ReservedTask } from "./lease-port.ts";
+import type { OwnLeaseEnds } from "./own-lease-ends.ts";
 import { type ReceiptClock, receiptClock } from "./receipt-clock.ts";
 import { leaseEnd, notAfterOf, type ReceiptSigner } from "./receipts.ts";
 
@@ -50,19 +51,28 @@ export class TaskHandout {
   readonly #signer: ReceiptSigner;
   readonly #log: Logger;
   readonly #now: () => number;
+  readonly #monotonic: () => number;
+  readonly #ownEnds: OwnLeaseEnds;
 
-  constructor(port: LeasePort, signer: ReceiptSigner, log: Logger, now: () => number) {
+  constructor(
+    port: LeasePort,
+    signer: ReceiptSigner,
+    log: Logger,
+    clocks: { readonly now: () => number; readonly monotonic: () => number; readonly ownEnds: OwnLeaseEnds },
+  ) {
     this.#port = port;
     this.#signer = signer;
     this.#log = log;
-    this.#now = now;
+    this.#now = clocks.now;
+    this.#monotonic = clocks.monotonic;
+    this.#ownEnds = clocks.ownEnds;
   }
 
   /** Up to `max` tasks of the job (a job's own consumer). */
   async lease(record: JobRecord, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
     // Known before anything is leased: without it, a 503 and no task held by nobody.
-    const clock = await receiptClock(this.#port, this.#now);
-    const { leased, sentAt } = await this.#pull((pulling) =>
+    const clock = await receiptClock(this.#port, this.#now, this.#monotonic);
+    const { leased, sentAt } = await this.#pull(clock, (pulling) =>
       this.#port.fetchTasks(record.queue, record.id, max, pulling),
     );
     const readable = await this.#readable(leased, { jobId: record.id });
@@ -82,8 +92,10 @@ export class TaskHandout {
    * consumer's: an exhausted task is dead-lettered from its advisory.
    */
   async leaseLane(queue: string, max: number, caller: Caller, signal?: AbortSignal): Promise<Leased[]> {
-    const clock = await receiptClock(this.#port, this.#now);
-    const { leased, sentAt } = await this.#pull((pulling) => this.#port.fetchLane(queue, max, pulling));
+    const clock = await receiptClock(this.#port, this.#now, this.#monotonic);
+    const { leased, sentAt } = await this.#pull(clock, (pulling) =>
+      this.#port.fetchLane(queue, max, pulling),
+    );
     const readable = await this.#readable(leased, { queue });
     const records = new Map<string, JobRecord | undefined>();
     await Promise.all(
@@ -139,10 +151,11 @@ export class TaskHandout {
    * time the lease past the server's. A port that does not tell: from
    * before the call (a shorter lease, never a longer one).
    */
-  async #pull(fetch: (pulling: () => void) => Promise<LeasedTask[]>) {
-    let sentAt = this.#now();
+  async #pull(clock: ReceiptClock, fetch: (pulling: () => void) => Promise<LeasedTask[]>) {
+    // On the request's clock: the instance's stepped while the pull waited was not the server's.
+    let sentAt = clock.now();
     const leased = await fetch(() => {
-      sentAt = this.#now();
+      sentAt = clock.now();
     });
     return { leased, sentAt };
   }
@@ -212,7 +225,7 @@ export class TaskHandout {
     to: { readonly caller: Caller; readonly clock: ReceiptClock; readonly signal?: AbortSignal | undefined },
   ): Promise<Leased[]> {
     const { caller, clock, signal } = to;
-    const leaseMs = expires - this.#now();
+    const leaseMs = expires - clock.now();
     const tasks = deliveries.map(
       ({ t, body, record }): Leased => ({
         id: `${record.id}.${body.index}`,
@@ -236,6 +249,7 @@ export class TaskHandout {
         lastDelivery: t.deliveryCount >= record.settings.maxDeliver,
       }),
     );
+    for (const t of tasks) this.#ownEnds.timed(t.ref, clock.toMonotonic(expires));
     if (signal?.aborted) {
       // The worker went away before it got them: hand them back now rather than after the lease.
       await this.handBack(tasks, 0, "tasks of a worker gone away");

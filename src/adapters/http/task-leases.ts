@@ -12,6 +12,7 @@ import { priorityTurn } from "../../kernel/priority-turns.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import { LeaseBook } from "./lease-book.ts";
 import type { Caller, HeartbeatOutcome, ItemOutcome, LeasePort, ReservedTask } from "./lease-port.ts";
+import { OwnLeaseEnds } from "./own-lease-ends.ts";
 import { ReceiptLeases } from "./receipt-leases.ts";
 import type { ReceiptClaims, ReceiptSigner } from "./receipts.ts";
 import type { ResultItem } from "./request-bodies.ts";
@@ -29,6 +30,12 @@ export interface TaskLeasesOptions {
   readonly signer: ReceiptSigner;
   readonly log: Logger;
   readonly now?: () => number;
+  /**
+   * A clock nobody sets (the runtime's monotonic one): a request's times
+   * are carried on by it from its start (receipt-clock.ts).
+   * @defaultValue `now`: a clock without one is taken to move steadily (`monotonicNow`)
+   */
+  readonly monotonic?: () => number;
   /** How long `/queues/:queue/tasks` reuses the list of jobs (default 1000 ms). */
   readonly jobListTtlMs?: number;
   /** Open leases one token may hold through this instance (default 100). */
@@ -72,12 +79,16 @@ export class TaskLeases {
     this.#jobListTtlMs = options.jobListTtlMs ?? 1000;
     this.#book = new LeaseBook(options.maxLeasesPerToken ?? 100);
     this.#booked = port.limits?.follow(this.#book);
-    this.#handout = new TaskHandout(port, options.signer, this.#log, this.#now);
+    const monotonic = options.monotonic ?? this.#now;
+    const ownEnds = new OwnLeaseEnds(monotonic);
+    this.#handout = new TaskHandout(port, options.signer, this.#log, { now: this.#now, monotonic, ownEnds });
     this.#receipts = new ReceiptLeases({
       port,
       signer: options.signer,
       log: this.#log,
       now: this.#now,
+      monotonic,
+      ownEnds,
       book: this.#book,
       openRecord: (jobId, caller, claims) => this.#openRecord(jobId, caller, claims),
     });

@@ -45,11 +45,14 @@ export class NatsJobLeases implements SupervisionLeases {
   /** The monotonic clock this runtime counts its own leases on (`holds`). */
   readonly #elapsed = () => monotonicNow(this.#core.clock);
   /** The server's clock as the last `list()`, or a read of its own, read it. */
-  readonly #clock = new LeaseClock(async (nc) => {
-    await this.#bucket(nc);
-    const { jsm } = await this.#broker.handles(nc);
-    return consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`);
-  });
+  readonly #clock = new LeaseClock(
+    async (nc) => {
+      await this.#bucket(nc);
+      const { jsm } = await this.#broker.handles(nc);
+      return consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`);
+    },
+    () => this.#core.connection.current(),
+  );
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
     this.#core = core;
@@ -217,8 +220,11 @@ export class NatsJobLeases implements SupervisionLeases {
    * answer. Callers that ask while a read is in flight share it: 40 submits
    * waiting at once made 40 consumers.
    */
-  async readServerTime(options: { readonly timeoutMs?: number } = {}): Promise<ServerTime | undefined> {
-    if (this.#clock.serverTime() === undefined)
+  async readServerTime(
+    options: { readonly timeoutMs?: number; readonly maxRoundTripMs?: number } = {},
+  ): Promise<ServerTime | undefined> {
+    // A slow reading read again and not read (no answer): it still holds, kept.
+    if (this.#clock.serverTime(options.maxRoundTripMs) === undefined)
       // Its failure retried as any operation's (a 503 in a leader election): not read, the
       // deadlines and leases of others are read as written.
       await this.#broker

@@ -3,6 +3,9 @@ import { aheadOfServerAtMost, type ServerTime } from "../../kernel/clock.ts";
 import { type LeaseValue, leaseUntilFor } from "../held-leases.ts";
 import { ServerClockReading } from "./bucket-reads.ts";
 
+/** How long a reading slower than asked for is kept (`serverTime`). */
+const slowReadingKeptMs = 1000;
+
 /**
  * The server's clock as one runtime's leases read it (`NatsJobLeases`): the
  * reading a listing's scan takes (`take`), or one read on demand (`readOnce`:
@@ -13,20 +16,54 @@ import { ServerClockReading } from "./bucket-reads.ts";
 export class LeaseClock {
   readonly #reading = new ServerClockReading();
   readonly #read: (nc: NatsConnection) => Promise<ServerTime>;
+  readonly #current: () => NatsConnection | undefined;
+  /** The server's INFO of the connection the reading was taken on (`take`). */
+  #takenOn: unknown;
   /** A read in flight (`readOnce`). */
   #inFlight: Promise<void> | undefined;
 
-  /** `read`: reads the server's clock now on this client. */
-  constructor(read: (nc: NatsConnection) => Promise<ServerTime>) {
+  /**
+   * `read`: reads the server's clock now on this client. `current`: the
+   * client if connected (a reading is dropped once it reconnected).
+   */
+  constructor(read: (nc: NatsConnection) => Promise<ServerTime>, current: () => NatsConnection | undefined) {
     this.#read = read;
+    this.#current = current;
   }
 
   /** Takes a scan's reading. */
-  readonly take = (seen: ServerTime): void => this.#reading.take(seen);
+  readonly take = (seen: ServerTime): void => {
+    this.#reading.take(seen);
+    this.#takenOn = this.#current()?.info;
+  };
 
-  /** The reading, while it holds. */
-  serverTime(): ServerTime | undefined {
-    return this.#reading.serverTime();
+  /**
+   * Whether the client reconnected since the reading (nats.js parses a new
+   * INFO at each connect): maybe to another node of a cluster, or to a
+   * server restarted on a host whose clock stepped, whose clock the reading
+   * is not of. Read again, the readings of one instance follow the node it
+   * is on; the nodes' clocks must agree all the same (docs/architecture.md).
+   */
+  #reconnected(): boolean {
+    const info = this.#current()?.info;
+    return info !== undefined && info !== this.#takenOn;
+  }
+
+  /**
+   * The reading, while it holds. With `maxRoundTripMs`, none either once a
+   * reading whose round trip was longer is over a second old: what is
+   * timed by it errs by its round trip (a receipt's end, receipt-clock.ts),
+   * so such a reading is read again, at most once a second, not kept for
+   * its 5 minutes.
+   */
+  serverTime(maxRoundTripMs?: number): ServerTime | undefined {
+    const seen = this.#reconnected() ? undefined : this.#reading.serverTime();
+    const slow =
+      seen !== undefined &&
+      maxRoundTripMs !== undefined &&
+      (seen.roundTripMs ?? 0) > maxRoundTripMs &&
+      performance.now() - seen.seenAt > slowReadingKeptMs;
+    return slow ? undefined : seen;
   }
 
   /** Reads the server's clock now, shared by every caller while it is in flight (each sees its failure). */
@@ -46,7 +83,7 @@ export class LeaseClock {
    * without a reading.
    */
   aheadMs(now: number): number | undefined {
-    const seen = this.#reading.serverTime();
+    const seen = this.serverTime();
     return seen === undefined ? undefined : aheadOfServerAtMost(now, seen);
   }
 

@@ -3,8 +3,8 @@
  * (receipt-clock.ts): signed so, and with no reading of the server's clock
  * a reserve, a heartbeat or a results POST is a 503 that leases and sends
  * nothing (its end cannot be judged). The broker is a fake that logs every
- * call; http-receipt-clock.test.ts runs instances whose clocks disagree on
- * a nats-server.
+ * call; test/integration/http-receipt-clock.test.ts runs instances whose
+ * clocks disagree on a nats-server.
  */
 import { pino } from "pino";
 import { expect, it } from "vitest";
