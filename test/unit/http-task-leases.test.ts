@@ -7,7 +7,7 @@ import { type Caller, type LeasePort, TaskLeases } from "../../src/adapters/http
 import type { LeasedTask, LeaseSettle, RecordedAnswer } from "../../src/adapters/task-leasing.ts";
 import { ConnectionUnavailable, OperationTimeout } from "../../src/kernel/errors.ts";
 import { type JobRecord, laneMaxDeliver, SubmitPhase } from "../../src/kernel/job-record.ts";
-import { delay } from "../harness/wait.ts";
+import { delay, gate } from "../harness/wait.ts";
 import { runningRecord } from "./fake-lease-port.ts";
 
 const record = (id: string, over: Partial<JobRecord> = {}): JobRecord => runningRecord({ id, ...over });
@@ -32,6 +32,7 @@ const fakePort = (records: JobRecord[]) => {
   let publishFails = 0;
   let releaseDelayMs = 0;
   let publishDelayMs = 0;
+  let publishHeld: Promise<void> | undefined;
   /** The broker's record of answers: survives a new TaskLeases (an API restart). */
   const answers = new Map<string, { answer: RecordedAnswer; revision: number }>();
   let revision = 0;
@@ -78,6 +79,7 @@ const fakePort = (records: JobRecord[]) => {
     },
     publishResults: async (_queue, jobId, body, msgId) => {
       if (publishDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, publishDelayMs));
+      await publishHeld;
       if (publishFails > 0) {
         publishFails--;
         throw new Error("publish timed out");
@@ -118,6 +120,12 @@ const fakePort = (records: JobRecord[]) => {
     failing,
     failNextPublishes: (n: number) => (publishFails = n),
     delayPublishes: (ms: number) => (publishDelayMs = ms),
+    /** Publishes wait until the returned function is called (a slow store, however slow the test runs). */
+    holdPublishes: (): (() => void) => {
+      const held = gate();
+      publishHeld = held.opened;
+      return held.open;
+    },
     /** An answer claim's give-back goes to the server: answered a turn of the event loop later. */
     delayReleases: (ms: number) => (releaseDelayMs = ms),
   };
@@ -558,7 +566,7 @@ describe("TaskLeases", () => {
     t.offer("j1", 0);
     const [task] = await t.leases.reserve("j1", 1, W1);
     const ref = "$JS.ACK.t.j1.1.1.1.0.0";
-    t.delayPublishes(300);
+    const stored = t.holdPublishes();
     const answering = t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1);
     // This instance's clock moves with the real one (the keeper's timer), 200 ms: past the lease's end.
     let now = 0;
@@ -569,6 +577,7 @@ describe("TaskLeases", () => {
     // Still running: the permit is held past now (before the fix: given back at the lease's end,
     // and a second task could start at the cap).
     expect(permits.get(ref)).toBeGreaterThan(now);
+    stored();
     await expect(answering).resolves.toEqual([{ id: "j1.0", status: "done" }]);
     expect(permits.has(ref)).toBe(false);
   });
@@ -602,7 +611,7 @@ describe("TaskLeases", () => {
     t.offer("j1", 0);
     const [task] = await t.leases.reserve("j1", 1, W1);
     const ref = "$JS.ACK.t.j1.1.1.1.0.0";
-    t.delayPublishes(300);
+    const stored = t.holdPublishes();
     const answering = t.leases.submitResults("j1", [ok(task!.receipt, 1)], W1);
     await delay(25);
     // The worker's heartbeat timer still runs: told the lease is settled, but the task's answer is
@@ -626,6 +635,7 @@ describe("TaskLeases", () => {
       { id: "j1.0", status: "settled" },
     ]);
     expect(permits.has(ref)).toBe(true);
+    stored();
     await expect(answering).resolves.toEqual([{ id: "j1.0", status: "done" }]);
     expect(permits.has(ref)).toBe(false);
   });
