@@ -146,7 +146,10 @@ const kvWrite = (bucket: string) => [`$KV.${bucket}.>`, ...kvRead(bucket)];
 
 /**
  * Take and give back the queue's permits (rt.queues limits): pull from and
- * answer its two permit consumers only (`*`: every queue's).
+ * answer its two permit consumers only (`*`: every queue's), and make them
+ * when missing: deleted by hand (`nats consumer rm`), nothing else makes
+ * them again while the queue's limits stay (`configure` makes them), and a
+ * worker refused the create stopped the queue's limited work.
  */
 const permits = (n: Layout, queue: string) => {
   const consumers =
@@ -157,6 +160,8 @@ const permits = (n: Layout, queue: string) => {
       `$JS.API.CONSUMER.INFO.${n.permitsStream}.${c}`,
       `$JS.API.CONSUMER.MSG.NEXT.${n.permitsStream}.${c}`,
       `$JS.ACK.${n.permitsStream}.${c}.>`,
+      `$JS.API.CONSUMER.CREATE.${n.permitsStream}.${c}.>`,
+      `$JS.API.CONSUMER.DURABLE.CREATE.${n.permitsStream}.${c}`,
     ]),
     // An HTTP API instance tells the others of a heartbeat or an answer of a lease whose permit
     // one of them holds (core NATS; heard on the same subject, below).

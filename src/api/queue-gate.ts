@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { createActor } from "xstate";
 import type { Permit, PermitKind, QueueControls, TargetPool } from "../adapters/queue-controls.ts";
+import { untilDone } from "../effects/retry.ts";
 import type { Logger } from "../kernel/logger.ts";
 import {
   decodeQueueSettings,
@@ -60,8 +61,13 @@ export interface TaskLeaseKeeper {
  */
 const keepEveryMs = Math.floor(defaultPermitLeaseMs / 3);
 
-/** Pause between two failed permit takes (the server away): the task waits, it is not dropped. */
-const retryTakeMs = 500;
+/**
+ * Pauses between failed permit takes (the server away, or a pool's consumer
+ * this worker may not make): the task waits, it is not dropped. Growing to
+ * `retryTake.maxMs`: at a fixed 500 ms a refused create was sent, and
+ * warned of, twice a second per task waiting.
+ */
+const retryTake = { initialMs: 500, maxMs: 10_000 } as const;
 
 /**
  * A worker's view of its queue's controls (src/machines/queue.machine.ts
@@ -105,6 +111,8 @@ export class QueueGate {
   readonly #controls: QueueControls;
   readonly #queue: string;
   readonly #log: Logger;
+  /** A take failed and none has succeeded since: the failure was warned of once. */
+  #takeFailing = false;
 
   constructor(controls: QueueControls, queue: string, log: Logger, signal: AbortSignal) {
     this.#controls = controls;
@@ -270,17 +278,26 @@ export class QueueGate {
     leaseMs: number,
     pool?: TargetPool,
   ): Promise<Permit | undefined> {
-    for (;;) {
-      try {
-        return pool
-          ? await this.#controls.takeTargetPermit(this.#queue, pool, kind, signal)
-          : await this.#controls.takePermit(this.#queue, kind, signal, leaseMs);
-      } catch (error) {
-        if (signal.aborted) return undefined;
-        this.#log.warn({ err: error, kind }, "permit not taken; trying again");
-        await new Promise((resolve) => setTimeout(resolve, retryTakeMs));
-      }
-    }
+    let permit: Permit | undefined;
+    await untilDone(
+      async (attempt) => {
+        permit = pool
+          ? await this.#controls.takeTargetPermit(this.#queue, pool, kind, attempt)
+          : await this.#controls.takePermit(this.#queue, kind, attempt, leaseMs);
+        if (this.#takeFailing) this.#log.info({ kind }, "permits taken again");
+        this.#takeFailing = false;
+      },
+      retryTake,
+      signal,
+      () => true,
+      (error) => {
+        // Once until a take succeeds: every task waiting fails alike.
+        if (!this.#takeFailing)
+          this.#log.warn({ err: error, kind }, "permit not taken; trying again, backing off (said once)");
+        this.#takeFailing = true;
+      },
+    );
+    return permit;
   }
 
   /**

@@ -222,6 +222,11 @@ describe("natsPermissions", () => {
     // Its queue's lane, if it finds it missing (and no other consumer).
     expect(allowed(publish.allow, "$JS.API.CONSUMER.CREATE.p_tasks_A.lane.p.tasks.A.lane.>")).toBe(true);
     expect(allowed(publish.allow, "$JS.API.CONSUMER.DURABLE.CREATE.p_tasks_A.lane")).toBe(true);
+    // Its queue's two permit pools' consumers, if it finds them missing (and no other queue's).
+    expect(
+      allowed(publish.allow, "$JS.API.CONSUMER.CREATE.p_permits.concurrency_A.p.permits.A.concurrency"),
+    ).toBe(true);
+    expect(allowed(publish.allow, "$JS.API.CONSUMER.DURABLE.CREATE.p_permits.rate_A")).toBe(true);
     // A task of A it puts back as it stops (a copy on its job's subject or the lane's).
     expect(allowed(publish.allow, "p.tasks.A.job1")).toBe(true);
     expect(allowed(publish.allow, "p.tasks.A.lane.job1")).toBe(true);
@@ -239,6 +244,9 @@ describe("natsPermissions", () => {
       "$JS.API.CONSUMER.DURABLE.CREATE.p_tasks_A.job1",
       "$JS.API.CONSUMER.CREATE.p_tasks_B.lane.p.tasks.B.lane.>",
       "$JS.API.CONSUMER.DURABLE.CREATE.p_tasks_B.lane",
+      "$JS.API.CONSUMER.CREATE.p_permits.concurrency_B.p.permits.B.concurrency",
+      "$JS.API.CONSUMER.DURABLE.CREATE.p_permits.rate_B",
+      "$JS.API.CONSUMER.CREATE.p_permits.other",
       "$KV.p_jobs.job1",
     ])
       expect(allowed(publish.allow, subject), subject).toBe(false);

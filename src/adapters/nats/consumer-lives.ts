@@ -69,6 +69,14 @@ export class ConsumerLives {
     return this.#life;
   }
 
+  /**
+   * The consumer was found gone (a pull heard it deleted, or a look-up did
+   * not find it and made it again): the life now is over, the next starts.
+   */
+  gone(): void {
+    this.#next();
+  }
+
   /** The consumer is gone for good (its job ended): what is left of its deliveries answers nothing. */
   end(): void {
     this.#life.over = true;

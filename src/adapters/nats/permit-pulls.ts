@@ -2,7 +2,9 @@ import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { defaultPermitLeaseMs } from "../../kernel/queue-settings.ts";
 import type { Permit } from "../queue-controls.ts";
+import type { ConsumerLife, ConsumerLives } from "./consumer-lives.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
+import { deliverySeqOf } from "./task-leasing.ts";
 
 /** How long one pull for a permit waits at the server before the taker asks again (and sees its signal). */
 const permitPullMs = 1000;
@@ -54,22 +56,30 @@ const keepOn = (nc: NatsConnection, lease: PermitLease, send: () => void): void 
   );
 };
 
-/** A permit message: nak gives it back (with a delay for the rate pool), working keeps it. */
+/**
+ * A permit message: nak gives it back (with a delay for the rate pool),
+ * working keeps it. One of a life of its pool's consumer that is over (the
+ * consumer deleted and made again) is not answered: the server matches an
+ * answer by stream sequence on the consumer's name, and the new consumer
+ * has handed that permit out again: a nak freed its new holder's permit.
+ */
 class JsPermit implements Permit {
   readonly #msg: JsMsg;
   readonly #nc: NatsConnection;
   readonly #lease: PermitLease;
-  constructor(msg: JsMsg, nc: NatsConnection, leaseMs: number) {
+  readonly #life: ConsumerLife;
+  constructor(msg: JsMsg, nc: NatsConnection, leaseMs: number, life: ConsumerLife) {
     this.#msg = msg;
     this.#nc = nc;
     this.#lease = new PermitLease(Date.now, leaseMs);
+    this.#life = life;
   }
   keep(): void {
-    keepOn(this.#nc, this.#lease, () => this.#msg.working());
+    if (!this.#life.over) keepOn(this.#nc, this.#lease, () => this.#msg.working());
   }
   release(delayMs?: number): void {
     // A permit purged by `setPermits` meanwhile: the server ignores the nak.
-    if (this.#lease.held) this.#msg.nak(delayMs);
+    if (this.#lease.held && !this.#life.over) this.#msg.nak(delayMs);
   }
 }
 
@@ -78,16 +88,18 @@ class RawPermit implements Permit {
   readonly #nc: NatsConnection;
   readonly #reply: string;
   readonly #lease: PermitLease;
-  constructor(nc: NatsConnection, reply: string, leaseMs: number) {
+  readonly #life: ConsumerLife;
+  constructor(nc: NatsConnection, reply: string, leaseMs: number, life: ConsumerLife) {
     this.#nc = nc;
     this.#reply = reply;
     this.#lease = new PermitLease(Date.now, leaseMs);
+    this.#life = life;
   }
   keep(): void {
-    keepOn(this.#nc, this.#lease, () => this.#answer("+WPI"));
+    if (!this.#life.over) keepOn(this.#nc, this.#lease, () => this.#answer("+WPI"));
   }
   release(delayMs?: number): void {
-    if (!this.#lease.held) return;
+    if (!this.#lease.held || this.#life.over) return;
     this.#answer(delayMs ? `-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}` : "-NAK");
   }
   #answer(payload: string): void {
@@ -100,8 +112,14 @@ class RawPermit implements Permit {
 export interface PoolConsumer {
   readonly consumer: Consumer;
   readonly leaseMs: number;
-  /** Drops this look-up: the next take looks the consumer up again (and makes it, when it is gone). */
-  readonly forget: () => void;
+  /** The lives of the consumer as this client met them: a permit answers only while its life lasts. */
+  readonly lives: ConsumerLives;
+  /**
+   * A pull on it failed: the look-up is dropped (the next take looks the
+   * consumer up again, and makes it when it is gone), and a pull that heard
+   * the consumer deleted ends its life.
+   */
+  readonly pullFailed: (error: unknown) => void;
 }
 
 /** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
@@ -118,7 +136,7 @@ export const takeFrom = async (
   leaseMs: number,
 ): Promise<Permit | undefined> => {
   while (!signal.aborted) {
-    let taken: { msg: JsMsg; nc: NatsConnection; leaseMs: number } | undefined;
+    let taken: { msg: JsMsg; nc: NatsConnection; leaseMs: number; life: ConsumerLife } | undefined;
     try {
       taken = await broker.run(
         "queue.permit.take",
@@ -127,10 +145,12 @@ export const takeFrom = async (
           // A pull on a consumer deleted meanwhile misses its heartbeats, or hears "consumer
           // deleted": the look-up is dropped, and the next attempt's finds it gone and makes it.
           const msg = await pool.consumer.next({ expires: permitPullMs }).catch((error: unknown) => {
-            pool.forget();
+            pool.pullFailed(error);
             throw error;
           });
-          return msg ? { msg, nc, leaseMs: Math.min(leaseMs, pool.leaseMs) } : undefined;
+          if (!msg) return undefined;
+          const life = pool.lives.of(msg.info.deliverySequence);
+          return { msg, nc, leaseMs: Math.min(leaseMs, pool.leaseMs), life };
         },
         { signal },
       );
@@ -139,9 +159,9 @@ export const takeFrom = async (
       throw error;
     }
     if (taken) {
-      const { msg, nc } = taken;
-      if (!signal.aborted) return new JsPermit(msg, nc, taken.leaseMs);
-      msg.nak();
+      const { msg, nc, life } = taken;
+      if (!signal.aborted) return new JsPermit(msg, nc, taken.leaseMs, life);
+      if (!life.over) msg.nak();
     }
   }
   return undefined;
@@ -150,13 +170,15 @@ export const takeFrom = async (
 /**
  * The permits free now on a pool's consumer, up to `max`, by one pull
  * with `no_wait` on `next` (its `CONSUMER.MSG.NEXT` subject); none when
- * nothing answers within `freePullTimeoutMs`.
+ * nothing answers within `freePullTimeoutMs`. Each of the consumer's life
+ * `lives` says by its delivery sequence.
  */
 export const pullFreePermits = async (
   nc: NatsConnection,
   next: string,
   max: number,
   leaseMs: number,
+  lives: ConsumerLives,
 ): Promise<Permit[]> => {
   const inbox = createInbox();
   const sub = nc.subscribe(inbox);
@@ -167,7 +189,7 @@ export const pullFreePermits = async (
     for await (const m of sub) {
       // Anything else is a status (404 none free, 408 request done): this pull is over.
       if (!m.reply?.startsWith("$JS.ACK.")) break;
-      permits.push(new RawPermit(nc, m.reply, leaseMs));
+      permits.push(new RawPermit(nc, m.reply, leaseMs, lives.of(deliverySeqOf(m.reply))));
       if (permits.length >= max) break;
     }
   } finally {

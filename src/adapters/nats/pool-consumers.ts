@@ -1,6 +1,7 @@
 import { AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../kernel/logger.ts";
+import { ConsumerLives } from "./consumer-lives.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { PoolConsumer } from "./permit-pulls.ts";
 import { isNotFound, nanos } from "./streams.ts";
@@ -10,6 +11,12 @@ const serverAckWaitMs = 30_000;
 
 /** How often a pool's consumer whose lease is shorter than its taker's settings say is looked up again. */
 const shortLeaseLookMs = 10_000;
+
+/** A pull's failure that says its consumer was deleted (a 409 status, "consumer deleted"). */
+const isConsumerDeleted = (error: unknown): boolean => {
+  const status = error as { code?: unknown; description?: unknown; message?: unknown } | undefined;
+  return status?.code === 409 && /consumer deleted/i.test(String(status.description ?? status.message ?? ""));
+};
 
 /** A pool's consumer as a client looked it up: for a taker asking `askedMs`, at `at`. */
 interface CachedConsumer {
@@ -23,11 +30,22 @@ interface CachedConsumer {
  * there (its ack wait), as each client of the broker looked them up.
  * `ready` readies a pool's stream before its consumer is made.
  *
- * A look-up a pull failed on is forgotten (`PoolConsumer.forget`): the next
- * take looks the consumer up again, and the server's "consumer not found"
- * makes it again, with the lease asked. Kept, a consumer deleted by hand
- * (`nats consumer rm`) stopped its queue's work for good: every pull on it
- * missed its heartbeats, and nothing looked it up again.
+ * A look-up a pull failed on is forgotten (`PoolConsumer.pullFailed`): the
+ * next take looks the consumer up again, and the server's "consumer not
+ * found" makes it again, with the lease asked. Kept, a consumer deleted by
+ * hand (`nats consumer rm`) stopped its queue's work for good: every pull on
+ * it missed its heartbeats, and nothing looked it up again.
+ *
+ * The consumer made again hands out every permit, the held ones too; the
+ * server matches a holder's answer by stream sequence on the consumer's
+ * name, so an old holder's nak freed the permit of its new holder: each
+ * permit kept two holders for as long as the queue had a backlog. Each
+ * client follows the consumer's lives (`ConsumerLives`): over when a pull
+ * hears it deleted, a look-up makes it, a look-up finds it created at
+ * another time having made fewer deliveries than this client saw, or a
+ * permit comes with a delivery sequence not above the last seen; the
+ * permits held from a life that is over are not answered (kept nor given
+ * back): their holders run to the end and drop them.
  */
 export const poolConsumers = (
   broker: Pick<NatsJobBroker, "handles" | "setups">,
@@ -35,6 +53,14 @@ export const poolConsumers = (
   log: Logger,
 ) => {
   const consumers = broker.setups.cache<Map<string, CachedConsumer>>();
+  /** Per client, the lives of each pool's consumer, kept across look-ups (a held permit outlives one). */
+  const livesCache = new WeakMap<NatsConnection, Map<string, ConsumerLives>>();
+  const livesOf = (nc: NatsConnection, key: string): ConsumerLives => {
+    const onClient = livesCache.get(nc) ?? new Map<string, ConsumerLives>();
+    const lives = onClient.get(key) ?? new ConsumerLives();
+    livesCache.set(nc, onClient.set(key, lives));
+    return lives;
+  };
   /** The pools whose consumer this runtime found or made: one not found again was removed. */
   const seen = new Set<string>();
   const knownOn = (nc: NatsConnection): Map<string, CachedConsumer> => {
@@ -73,9 +99,12 @@ export const poolConsumers = (
       const made = (async () => {
         const { js, jsm } = await broker.handles(nc);
         await ready(nc, jsm, stream);
+        const lives = livesOf(nc, key);
         let ackWait: number | undefined;
         try {
-          ackWait = (await jsm.consumers.info(stream, name)).config.ack_wait;
+          const info = await jsm.consumers.info(stream, name);
+          lives.met(info.created, info.delivered.consumer_seq);
+          ackWait = info.config.ack_wait;
         } catch (error) {
           if (!isNotFound(error)) throw error;
           ackWait = (
@@ -88,6 +117,8 @@ export const poolConsumers = (
               max_ack_pending: 20_000,
             })
           ).config.ack_wait;
+          // Not found: what this client holds of it is of a life that is over.
+          lives.gone();
           // Once per consumer made again: a look-up that fails is not one.
           if (seen.has(key))
             log.warn(
@@ -98,7 +129,14 @@ export const poolConsumers = (
         seen.add(key);
         // None said: the server's default.
         const lease = ackWait === undefined ? serverAckWaitMs : Math.floor(ackWait / 1e6);
-        return { consumer: await js.consumers.get(stream, name), leaseMs: lease, forget };
+        const consumer = await js.consumers.get(stream, name);
+        const life = lives.caught();
+        const pullFailed = (error: unknown) => {
+          forget();
+          // Heard deleted: ends the life this look-up met, not one a later look-up began.
+          if (isConsumerDeleted(error) && lives.caught() === life) lives.gone();
+        };
+        return { consumer, leaseMs: lease, lives, pullFailed };
       })();
       entry = { askedMs: leaseMs, at: Date.now(), pool: made };
       known.set(key, entry);

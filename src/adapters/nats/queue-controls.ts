@@ -328,6 +328,7 @@ export const natsQueueControls = (
             `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
             max,
             Math.min(leaseMs, made.leaseMs),
+            made.lives,
           );
         },
         { retry: { attempts: 1, initialDelayMs: 0 } },

@@ -1,0 +1,99 @@
+/**
+ * A queue's concurrency pool consumer deleted by hand (`nats consumer rm`)
+ * under a worker connected as a user with exactly the permissions
+ * `natsPermissions()` gives the worker role: the queue's work must not stop
+ * for good. The oracles: the handlers' ledger, the consumer as a raw client
+ * of the test's own (a user with every permission) lists it, and the
+ * server's log of permission violations.
+ */
+import path from "node:path";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames, permitsConsumer } from "../../src/adapters/names.ts";
+import type { PermissionsRequest } from "../../src/api/permissions.ts";
+import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
+import { silentLogger } from "../../src/kernel/logger.ts";
+import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { within } from "../harness/wait.ts";
+
+const prefix = "permd";
+const names = brokerNames(prefix);
+const password = "s3cret-for-tests";
+const users: Record<string, PermissionsRequest> = {
+  admin: { role: "admin", queues: ["Q"], prefix },
+  submitter: { role: "submitter", queues: ["Q"], prefix },
+  worker: { role: "worker", queues: ["Q"], prefix },
+};
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+describe("a permit pool consumer deleted by hand under a least-privilege worker", () => {
+  let files: AuthFiles;
+  let server: NatsServerHandle;
+  let logFile: string;
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  const runtimes: Runtime[] = [];
+  const runtimeAs = async (user: keyof typeof users) => {
+    const rt = await createRuntime({
+      servers: server.url,
+      prefix,
+      auth: { user, pass: password },
+      roles: users[user]?.role,
+      name: user,
+      logger: silentLogger(),
+      jobs: { cleanupIntervalMs: 0 },
+    });
+    runtimes.push(rt);
+    return rt;
+  };
+
+  beforeAll(async () => {
+    files = await authFiles();
+    logFile = path.join(files.dir, "server.log");
+    const raw = `{ user: "raw", password: ${JSON.stringify(password)} }`;
+    server = await startNatsServer({
+      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users, [raw]))],
+    });
+    nc = await connect({ servers: server.url, user: "raw", pass: password, name: "raw" });
+    jsm = await jetstreamManager(nc);
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
+    await server?.dispose();
+    await files?.remove();
+  });
+
+  it("the next job's tasks all run", async () => {
+    const admin = await runtimeAs("admin");
+    await admin.admin.provision(["Q"]);
+    await admin.queues.configure("Q", { maxConcurrency: 2, permitLeaseMs: 7000 });
+    const submitter = await runtimeAs("submitter");
+    const worker = await runtimeAs("worker");
+    const ran = new Set<number>();
+    worker.workers.start<number, number>({
+      queue: "Q",
+      concurrency: 4,
+      handler: (task) => {
+        ran.add(task.payload);
+        return task.payload;
+      },
+    });
+    const first = await submitter.jobs.submit({ queue: "Q", tasks: range(4) });
+    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+    const consumer = permitsConsumer("Q", "concurrency");
+    await jsm.consumers.delete(names.permitsStream, consumer);
+
+    const next = await submitter.jobs.submit({ queue: "Q", tasks: range(10).map((n) => n + 100) });
+    const end = await within(next.done(), 30_000);
+    let back = false;
+    for await (const c of jsm.consumers.list(names.permitsStream)) if (c.name === consumer) back = true;
+    const refused = (await loggedViolations(logFile)).filter((v) => v.user === "worker");
+    expect(
+      { end, ran: ran.size, back },
+      `the worker's refused requests: ${refused.length}, first: ${refused[0]?.subject}`,
+    ).toMatchObject({ end: { status: "succeeded", done: 10, total: 10 }, ran: 14, back: true });
+  }, 60_000);
+});
