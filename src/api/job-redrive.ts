@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Cause, Effect, Exit } from "effect";
 import type { Broker } from "../adapters/broker.ts";
-import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
+import { type DeadLetter, firstLetters, lettersOfSubmit } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
 import { retryWith } from "../effects/retry.ts";
 import { boundError } from "../kernel/dead-letter.ts";
@@ -30,7 +30,7 @@ export const deadLettersOf = async (
   const found = await broker.getRecord(id);
   if (!found) return { letters: [], all: [], stale: [] };
   const { record } = found;
-  const stored = await broker.listDeadLetters(record.queue, id);
+  const stored = lettersOfSubmit(await broker.listDeadLetters(record.queue, id), record.submitId);
   if (stored.length === 0) return { record, letters: [], all: [], stale: [] };
   const answers = await firstAnswers(core, broker, record, new Set(stored.map((l) => l.index)));
   const all = stored.filter((l) => !answers.alive(l.index));

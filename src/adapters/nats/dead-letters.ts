@@ -287,6 +287,8 @@ export class NatsDeadLetters {
         // Until the task is read, the consumer's name: a job's own consumer is named by its id.
         let exhausted: Exhausted = { ...advisory, queue, jobId: advisory.consumer };
         let index: number | undefined;
+        /** The submit its answer names (`answerSubmit`), once its record is read. */
+        let submit: string | undefined;
         try {
           const stored = await jsm.streams
             .getMessage(n.tasksStream(queue), { seq: advisory.stream_seq })
@@ -304,7 +306,10 @@ export class NatsDeadLetters {
             const record =
               body.submit === undefined ? undefined : (await this.#broker.getRecord(exhausted.jobId))?.record;
             if (ofOtherSubmit(record, body.submit)) await removeTask(n, jsm, exhausted);
-            else await deadLetter(n, js, jsm, exhausted, body, answerSubmit(record, body));
+            else {
+              submit = answerSubmit(record, body);
+              await deadLetter(n, js, jsm, exhausted, body, submit);
+            }
           }
           m.ack();
         } catch (error) {
@@ -314,7 +319,7 @@ export class NatsDeadLetters {
             continue;
           }
           if (signal.aborted) throw error;
-          await giveUp(n, js, jsm, exhausted, index, failure, onUnhandled);
+          await giveUp(n, js, jsm, exhausted, index, submit, failure, onUnhandled);
           m.term();
         }
       }

@@ -41,6 +41,7 @@ export const deadLetter = async (
     deliveries: exhausted.deliveries,
     at: Date.now(),
     source: "advisory" as const,
+    ...(submit === undefined ? {} : { submit }),
   };
   const stored = await js.publish(names.deadSubject(queue, jobId), encodeDeadLetter(letter), {
     msgID: `dead.${jobId}.${exhausted.stream_seq}`,
@@ -87,6 +88,7 @@ export const giveUp = async (
   jsm: JetStreamManager,
   exhausted: Exhausted,
   index: number | undefined,
+  submit: string | undefined,
   error: unknown,
   onUnhandled?: (failure: UnhandledExhausted) => void,
 ): Promise<void> => {
@@ -94,7 +96,7 @@ export const giveUp = async (
   let countedDead = false;
   if (index !== undefined) {
     const reason = `no answer after ${exhausted.deliveries} deliveries; dead letter not stored: ${String(error instanceof Error ? error.message : error)}`;
-    countedDead = await deadResult(names, js, exhausted, index, reason).then(
+    countedDead = await deadResult(names, js, exhausted, index, reason, undefined, submit).then(
       () => true,
       () => false,
     );
