@@ -21,6 +21,8 @@ export interface DeadLetter {
   readonly source: "worker" | "advisory";
   /** The task message that died, in its queue's tasks stream (a worker's letter: `DeadLetterFields`). */
   readonly taskSeq?: number;
+  /** The submit whose task died, on a 1-task lane job (`DeadLetterFields.submit`). */
+  readonly submit?: string;
   /** Position in the dead-letter store (for removal on redrive). */
   readonly seq: number;
 }
@@ -71,6 +73,15 @@ export interface DeadLetters {
    */
   processExhausted(signal: AbortSignal, onUnhandled?: (failure: UnhandledExhausted) => void): Promise<void>;
 }
+
+/**
+ * The letters of the record's submit: one naming another (a rolled-back submit's late task
+ * that died before its rollback's mark) is not the next submit's of the key, whose task may
+ * never die. A letter naming none (any job but a 1-task lane one, or written before letters
+ * named theirs) is the record's.
+ */
+export const lettersOfSubmit = (letters: DeadLetter[], submitId: string): DeadLetter[] =>
+  letters.filter((l) => l.submit === undefined || l.submit === submitId);
 
 /** One letter per task, the first stored (`listDeadLetters` gives them all), in task order. */
 export const firstLetters = (letters: readonly DeadLetter[]): DeadLetter[] => {

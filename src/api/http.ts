@@ -166,12 +166,23 @@ export const createHttpApi = (rt: Runtime, options: HttpApiOptions): HttpApi => 
       answerOf: (ref) => leasing.answerOf(ref),
       recordAnswer: (ref, answer, revision) => leasing.recordAnswer(ref, answer, revision),
       releaseAnswer: (ref, revision) => leasing.releaseAnswer(ref, revision),
-      storeDeadLetter: async ({ queue, jobId, index, ref, error, deliveries }) => {
+      storeDeadLetter: async ({ queue, jobId, index, ref, error, deliveries, submit }) => {
         // It names its task's message, as a native worker's does: a redrive deletes it first, in
         // case its term was lost (its advisory's dead answer would count as the copy's).
         const { payload, seq } = await leasing.deliveredTask(ref);
         return broker.storeDeadLetter(
-          { queue, jobId, index, payload, error, deliveries, at: Date.now(), source: "worker", taskSeq: seq },
+          {
+            queue,
+            jobId,
+            index,
+            payload,
+            error,
+            deliveries,
+            at: Date.now(),
+            source: "worker",
+            taskSeq: seq,
+            ...(submit === undefined ? {} : { submit }),
+          },
           // Named by the delivery (its reference): a redriven copy that dies again is another letter.
           `deadh.${jobId}.${index}.${deliveries}.${createHash("sha256").update(ref).digest("base64url").slice(0, 16)}`,
         );

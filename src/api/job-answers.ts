@@ -2,7 +2,7 @@ import type { Actor } from "xstate";
 import type { JobResults } from "../adapters/job-results.ts";
 import { workOver } from "../kernel/errors.ts";
 import { othersAhead, takenAhead, takesBack } from "../kernel/job-progress.ts";
-import { decodeResults, ofSubmit, type ResultRecord } from "../kernel/wire.ts";
+import { answersOfSubmit, decodeResults, type ResultRecord } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type HandleSource, isRecorded, snapshotOf, type TaskResult } from "./job-handle.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -10,7 +10,7 @@ import type { RuntimeCore } from "./runtime-core.ts";
 /**
  * Reads the job's results stream from the start and yields each task's
  * answer once (of `submitId`'s job: an answer naming another submit of its
- * key is not, `ofSubmit`). Successes are final and stream out as they are read; failures
+ * key is not, `answersOfSubmit`). Successes are final and stream out as they are read; failures
  * are held until the job is over, because a redrive may still replace a dead
  * task's answer (its marker drops the old one).
  */
@@ -40,7 +40,7 @@ export async function* readAllResults<Result>(
       (body, pending) => {
         let entries: ResultRecord[];
         try {
-          entries = ofSubmit(decodeResults(body), submitId);
+          entries = answersOfSubmit(decodeResults(body), submitId);
         } catch (error) {
           // Not written by jetstate: nothing to read in it (the job's counts skip it too).
           core.logger.warn({ err: error, jobId }, "results message skipped");
@@ -145,7 +145,7 @@ export const keptAnswers = <Result>(source: HandleSource): TaskResult<Result>[] 
   const seen = new Set<number>();
   try {
     for (const body of kept)
-      for (const r of ofSubmit(decodeResults(body), source.submitId)) {
+      for (const r of answersOfSubmit(decodeResults(body), source.submitId)) {
         if (!r.ok || r.redrive || seen.has(r.i)) continue;
         seen.add(r.i);
         answers.push({ taskId: `${s.id}.${r.i}`, index: r.i, ok: true, result: r.r as Result });

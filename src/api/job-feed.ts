@@ -4,7 +4,7 @@ import type { Clock } from "../kernel/clock.ts";
 import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal } from "../kernel/job-record.ts";
-import { decodeResults, markerCounts, ofSubmit } from "../kernel/wire.ts";
+import { answersOfSubmit, decodeResults, markerCounts } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { jobStatusOf } from "../machines/job-state.ts";
 import type { RunState } from "./job-run.ts";
@@ -115,7 +115,7 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
         else state.kept = undefined;
       }
       try {
-        backlog.push(...ofSubmit(decodeResults(body), record.submitId));
+        backlog.push(...answersOfSubmit(decodeResults(body), record.submitId));
       } catch (error) {
         // Not written by jetstate: nothing in it to count.
         log.warn({ err: error }, "results message skipped");

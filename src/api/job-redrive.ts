@@ -1,12 +1,12 @@
 import { createHash } from "node:crypto";
 import { Cause, Effect, Exit } from "effect";
 import type { Broker } from "../adapters/broker.ts";
-import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
+import { type DeadLetter, firstLetters, lettersOfSubmit } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
 import { retryWith } from "../effects/retry.ts";
 import { boundError } from "../kernel/dead-letter.ts";
 import { InvalidArgument, TransientBrokerError } from "../kernel/errors.ts";
-import { isCancelled, isFinal, type JobRecord } from "../kernel/job-record.ts";
+import { isCancelled, isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
 import { encodeDeathAgain, encodeRedrive, encodeTask, namingRedriveId } from "../kernel/wire.ts";
@@ -30,7 +30,7 @@ export const deadLettersOf = async (
   const found = await broker.getRecord(id);
   if (!found) return { letters: [], all: [], stale: [] };
   const { record } = found;
-  const stored = await broker.listDeadLetters(record.queue, id);
+  const stored = lettersOfSubmit(await broker.listDeadLetters(record.queue, id), record.submitId);
   if (stored.length === 0) return { record, letters: [], all: [], stale: [] };
   const answers = await firstAnswers(core, broker, record, new Set(stored.map((l) => l.index)));
   const all = stored.filter((l) => !answers.alive(l.index));
@@ -79,6 +79,7 @@ const redriveOnce = async (
 ): Promise<void> => {
   const wanted = taskIndexes(taskIds);
   const { record, letters, all, stale } = await deadLettersOf(core, broker, id);
+  if (record) refuseRolledBack(record);
   // Stale letters go whatever this redrive does: listed, the next redrive would run their tasks.
   if (stale.length > 0) await broker.removeDeadLetters(stale.map((l) => l.seq));
   if (!record) throw new InvalidArgument({ message: `id: no job ${id}`, field: "id" });
@@ -335,6 +336,20 @@ const hashOf = (letters: readonly DeadLetter[]): string =>
 const neverAnswered = (record: JobRecord): number => {
   const { done, failed, dead } = record.counts;
   return isFinal(record.status) ? Math.max(0, record.total - (done + failed + dead)) : 0;
+};
+
+/**
+ * A job whose submit was rolled back never ran: nothing of it may run now. A 1-task lane
+ * job's task published late (after its submitter found nothing stored, before its rollback's
+ * mark) may have died under it and left a letter; redriven, the record said running with its
+ * phase rolled back, and its task ran again. Refused before anything is removed or published.
+ */
+const refuseRolledBack = (record: JobRecord): void => {
+  if (record.phase !== SubmitPhase.rolledBack) return;
+  throw new InvalidArgument({
+    message: `id: job ${record.id}'s submit was rolled back (${record.reason ?? record.status}): nothing of it can be redriven; submit it again`,
+    field: "id",
+  });
 };
 
 /**

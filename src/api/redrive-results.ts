@@ -12,7 +12,7 @@ import {
   takesBack,
 } from "../kernel/job-progress.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
-import { batchesUnder, decodeResults, encodeBatch, ofSubmit } from "../kernel/wire.ts";
+import { answersOfSubmit, batchesUnder, decodeResults, encodeBatch } from "../kernel/wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -51,7 +51,7 @@ const readResultsOf = async (
       (body, pending) => {
         let enough = false;
         try {
-          enough = add(ofSubmit(decodeResults(body), record.submitId));
+          enough = add(answersOfSubmit(decodeResults(body), record.submitId));
         } catch {
           // Not written by jetstate: the job's counts skip it too.
         }

@@ -251,7 +251,7 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
     if (index < 0) return msg.term();
     const delivery = new TaskDelivery(task, outcome.kind, release, log, deps.telemetry);
     // Keep the payload and the last error where `redrive` can find them.
-    return answerTask(jobId, plan, delivery, batcher, (error) =>
+    return answerTask(jobId, plan, delivery, batcher, (error, submit) =>
       broker.storeDeadLetter(
         {
           queue: queueName,
@@ -263,6 +263,7 @@ export const taskHandler = <Payload, Result>(deps: HandleDeps<Payload, Result>) 
           at: Date.now(),
           source: "worker",
           taskSeq: msg.seq,
+          ...(submit === undefined ? {} : { submit }),
         },
         // The task message's sequence: a redriven copy that dies again, within the dead-letter
         // stream's duplicate window, is another letter (by job, task and delivery alone it was

@@ -23,6 +23,8 @@ export interface AnswerPlan {
   readonly outcome: TaskOutcome;
   /** The entry to store before the ack or term; none for a retry (nak, failover). */
   readonly entry: string | undefined;
+  /** The submit its entry names (`AnswerContext.submit`): its dead letter names it too. */
+  readonly submit?: string | undefined;
 }
 
 export interface AnswerContext extends OutcomeContext {
@@ -43,7 +45,8 @@ export const planAnswer = (index: number, answer: HandlerAnswer, context: Answer
   const named = (entry: string) => (submit === undefined ? entry : withAnswerSubmit(entry, submit));
   let error: unknown;
   if (answer.ok) {
-    if (fitsAlone(answer.entry, context.maxBatchBytes)) return { outcome: ack, entry: named(answer.entry) };
+    if (fitsAlone(answer.entry, context.maxBatchBytes))
+      return { outcome: ack, entry: named(answer.entry), submit };
     error = new PermanentError(
       `result of task ${index} is too large for a results message (${Buffer.byteLength(answer.entry)} bytes; at most ${context.maxBatchBytes - emptyBatchBytes})`,
     );
@@ -56,7 +59,7 @@ export const planAnswer = (index: number, answer: HandlerAnswer, context: Answer
     outcome.kind === "term" || outcome.kind === "dead"
       ? named(encodeFailed(index, outcome.error, outcome.kind === "dead"))
       : undefined;
-  return { outcome, entry };
+  return { outcome, entry, submit };
 };
 
 /**
@@ -86,8 +89,12 @@ export const answerTask = <D extends Delivery>(
   plan: AnswerPlan,
   delivery: D,
   results: Pick<ResultBatcher<D>, "add">,
-  /** Stores the letter; answers its sequence in the dead-letter store (anything else: the entry names no letter). */
-  storeDeadLetter: (error: string) => Promise<unknown>,
+  /**
+   * Stores the letter, naming `submit` when the entry does (a 1-task lane job's: a letter of
+   * a rolled-back submit is not the next one's); answers its sequence in the dead-letter
+   * store (anything else: the entry names no letter).
+   */
+  storeDeadLetter: (error: string, submit: string | undefined) => Promise<unknown>,
 ): void | Promise<void> => {
   const { outcome, entry } = plan;
   if (entry === undefined) {
@@ -98,7 +105,7 @@ export const answerTask = <D extends Delivery>(
     results.add(jobId, entry, delivery);
     return;
   }
-  const stored = (async () => storeDeadLetter(outcome.error))();
+  const stored = (async () => storeDeadLetter(outcome.error, plan.submit))();
   return stored.then(
     (letter) => results.add(jobId, typeof letter === "number" ? withLetter(entry, letter) : entry, delivery),
     (error: unknown) => delivery.deadLetterLost(error),

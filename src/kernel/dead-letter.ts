@@ -30,6 +30,13 @@ export interface DeadLetterFields {
    * time after the redrive's marker (its advisory's dead answer counted as the copy's).
    */
   readonly taskSeq?: number;
+  /**
+   * The submit whose task died, on a 1-task lane job (its task is its commit point, as its
+   * dead answer names it: `answerSubmit`): a letter of a rolled-back submit's late task is
+   * not the next submit's of the key (`lettersOfSubmit`). Absent on any other, and in
+   * letters written before it: the record's.
+   */
+  readonly submit?: string;
 }
 
 /** Longest error text kept in a dead letter or an error result, in UTF-16 units. */
@@ -73,7 +80,8 @@ export const decodeDeadLetter = (body: string): DeadLetterFields & { readonly ta
     !Number.isSafeInteger(letter.index) ||
     typeof letter.error !== "string" ||
     typeof letter.taskId !== "string" ||
-    (letter.taskSeq !== undefined && !Number.isSafeInteger(letter.taskSeq))
+    (letter.taskSeq !== undefined && !Number.isSafeInteger(letter.taskSeq)) ||
+    (letter.submit !== undefined && typeof letter.submit !== "string")
   ) {
     throw malformed("fields missing");
   }
@@ -104,6 +112,8 @@ export const deadLetterRoomBytes: number = (() => {
     at: 9_999_999_999_999,
     source: "advisory",
     taskSeq: Number.MAX_SAFE_INTEGER,
+    // A submit id is 8 characters (plan-submit.ts); room for a whole UUID all the same.
+    submit: "s".repeat(36),
   });
   const msgId = `deadw.${jobId}.${index}.${deliveries}.${"9".repeat(16)}`;
   return Buffer.byteLength(worst) - "null".length + headerBytes(msgId);

@@ -24,7 +24,7 @@ import { MalformedMessage } from "./errors.ts";
  *   dead answer before it, and none after it, as those versions did. An answer of a task of a
  *   1-task lane job ends with the submit that published the task, `,"s":"<submitId>"}`
  *   (`withAnswerSubmit`): its task is its commit, and another submit of its key may follow a
- *   rolled-back one whose task ran; readers count only their submit's (`ofSubmit`);
+ *   rolled-back one whose task ran; readers count only their submit's (`answersOfSubmit`);
  * - a results message: a JSON array of entries, many tasks per message;
  * - a progress note: `{"i":n,"info":<info>}`, best effort, never stored;
  * - a held (delayed) task: `{"d":<due, ms since epoch>,"q":"<queue>","m":"<its task message id>","t":<task message>}`
@@ -165,7 +165,7 @@ export const withAnswerSubmit = (entry: string, submitId: string): string =>
   `${entry.slice(0, -1)},"s":${JSON.stringify(submitId)}}`;
 
 /** The entries of `submitId`'s job: an answer naming another submit (a rolled-back one of the key) is not. */
-export const ofSubmit = (entries: ResultRecord[], submitId: string | undefined): ResultRecord[] => {
+export const answersOfSubmit = (entries: ResultRecord[], submitId: string | undefined): ResultRecord[] => {
   const own = (entry: ResultRecord) => entry.s === undefined || entry.s === submitId;
   // Most messages name no other submit: kept as they are, no copy (a worker's hot path).
   return submitId === undefined || entries.every(own) ? entries : entries.filter(own);
@@ -345,7 +345,7 @@ export const holdsAnswer = (body: string, submitId: string): boolean | undefined
   } catch {
     return false;
   }
-  const own = ofSubmit(entries, submitId);
+  const own = answersOfSubmit(entries, submitId);
   if (own.length === 0 && entries.length > 0) return undefined;
   return own.some((entry) => entry.redrive !== true);
 };

@@ -260,10 +260,10 @@ describe("planSubmit: what it refuses", () => {
 
   it("a task body over the server's max payload less its dead letter's room, counted in bytes", async () => {
     // Body `{"i":0,"p":"…"}` is 14 bytes plus the string; "é" is 2 bytes in UTF-8. A dead
-    // letter needs 2030 bytes beside its payload: with a max payload of 2074 the limit is 44.
+    // letter needs 2078 bytes beside its payload (its submit included): with a max payload of 2122 the limit is 44.
     const exact = "é".repeat(15); // 14 + 30 = 44 bytes: exactly the limit
-    expect((await accepts({ tasks: [exact] }, 2074)).bodies[0]).toBe(`{"i":0,"p":"${exact}"}`);
-    expect(await refusal({ queue: "q", tasks: [`${exact}x`] }, 2074)).toMatchObject({
+    expect((await accepts({ tasks: [exact] }, 2122)).bodies[0]).toBe(`{"i":0,"p":"${exact}"}`);
+    expect(await refusal({ queue: "q", tasks: [`${exact}x`] }, 2122)).toMatchObject({
       field: "tasks[0]",
       message: "tasks[0]: is 45 bytes; the server's max payload allows 44",
     });

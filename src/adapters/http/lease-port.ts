@@ -61,6 +61,8 @@ export interface LeasePort
     ref: string;
     error: string;
     deliveries: number;
+    /** The submit its dead answer names, on a 1-task lane job (`DeadLetterFields.submit`). */
+    submit?: string | undefined;
   }): Promise<number | undefined> | Promise<void>;
 }
 

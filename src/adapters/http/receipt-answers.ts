@@ -293,13 +293,14 @@ export class ReceiptAnswers {
           maxDeliver: record.settings.maxDeliver,
           backoffMs: record.settings.backoffMs,
           maxBatchBytes,
-          // The submit its receipt was leased under: the task's (one of another was not handed out).
+          // The submit its receipt was leased under: the record's submitId when it was handed out
+          // (a task of another submit is not handed out), on a 1-task lane job.
           submit: answerSubmit(record, { submit: a.c.s }),
         });
         const delivery = new ReceiptDelivery(a, plan.outcome, request);
         const retryInMs = plan.outcome.kind === "nak" ? plan.outcome.delayMs : undefined;
         a.result = { id: a.id, status: delivery.status, ...(retryInMs === undefined ? {} : { retryInMs }) };
-        return answerTask(jobId, plan, delivery, batcher, (error) =>
+        return answerTask(jobId, plan, delivery, batcher, (error, submit) =>
           this.#port.storeDeadLetter({
             queue: record.queue,
             jobId,
@@ -307,6 +308,7 @@ export class ReceiptAnswers {
             index: a.c.i,
             error,
             deliveries: a.c.d,
+            submit,
           }),
         );
       }),

@@ -86,6 +86,8 @@ export const processExhausted = async (
     const jobId = jobIdOfSubject(stored.subject);
     const error = `no answer after ${advisory.deliveries} deliveries (worker died or its lease ran out)`;
     let index: number | undefined;
+    /** The submit its answer names (`answerSubmit`), once its record is read. */
+    let submit: string | undefined;
     try {
       const body = decodeTask(stored.body);
       index = body.index;
@@ -96,6 +98,7 @@ export const processExhausted = async (
         tasks.remove(advisory.seq);
         continue;
       }
+      submit = answerSubmit(record, body);
       const letter = storeDeadLetter(
         server,
         {
@@ -107,6 +110,7 @@ export const processExhausted = async (
           deliveries: advisory.deliveries,
           at: server.clock.now(),
           source: "advisory",
+          ...(submit === undefined ? {} : { submit }),
         },
         `dead.${jobId}.${advisory.seq}`,
       );
@@ -114,7 +118,7 @@ export const processExhausted = async (
         server,
         queue,
         jobId,
-        encodeDeadResult(body.index, error, letter, answerSubmit(record, body)),
+        encodeDeadResult(body.index, error, letter, submit),
         `deadresult.${jobId}.${advisory.seq}`,
       );
     } catch (failure) {
@@ -127,7 +131,7 @@ export const processExhausted = async (
             server,
             queue,
             jobId,
-            encodeDeadResult(index, reason),
+            encodeDeadResult(index, reason, undefined, submit),
             `deadresult.${jobId}.${advisory.seq}`,
           );
           countedDead = true;

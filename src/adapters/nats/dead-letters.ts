@@ -14,10 +14,17 @@ import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts"
 import { PermanentBrokerError, Retry } from "../../kernel/errors.ts";
 import { answerSubmit, ofOtherSubmit } from "../../kernel/job-record.ts";
 import type { Logger } from "../../kernel/logger.ts";
-import { decodeTask, encodeDeadResult, type TaskBody } from "../../kernel/wire.ts";
+import { decodeTask } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import { queueOfStream } from "../names.ts";
 import { classifyNatsError } from "./classify-error.ts";
+import {
+  deadLetter,
+  type Exhausted,
+  giveUp,
+  type MaxDeliveriesAdvisory,
+  removeTask,
+} from "./exhausted-task.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { closeWhenEnded, isConsumerGone, pullLoop } from "./pull-loops.ts";
@@ -53,16 +60,6 @@ const assertCaptures = (stream: StreamInfo, subjects: string): void => {
 const queueDiscoveryMs = 5000;
 
 const decoder = new TextDecoder();
-
-interface MaxDeliveriesAdvisory {
-  readonly stream: string;
-  readonly consumer: string;
-  readonly stream_seq: number;
-  readonly deliveries: number;
-}
-
-/** An advisory with the queue whose advisories stream it came from, and the job of its task. */
-type Exhausted = MaxDeliveriesAdvisory & { readonly queue: string; readonly jobId: string };
 
 /**
  * Dead letters on NATS. JetStream's MAX_DELIVERIES advisory is sent once, and
@@ -249,7 +246,7 @@ export class NatsDeadLetters {
   /**
    * Processes the queue's captured advisories until the client closes or
    * `signal` aborts ("ended"), or finds its advisories stream gone ("gone"). An advisory that fails for a reason a retry cannot fix
-   * ends there (see `#giveUp`); one that fails transiently is released to be
+   * ends there (see `giveUp`, exhausted-task.ts); one that fails transiently is released to be
    * tried again.
    */
   async process(
@@ -290,6 +287,8 @@ export class NatsDeadLetters {
         // Until the task is read, the consumer's name: a job's own consumer is named by its id.
         let exhausted: Exhausted = { ...advisory, queue, jobId: advisory.consumer };
         let index: number | undefined;
+        /** The submit its answer names (`answerSubmit`), once its record is read. */
+        let submit: string | undefined;
         try {
           const stored = await jsm.streams
             .getMessage(n.tasksStream(queue), { seq: advisory.stream_seq })
@@ -306,8 +305,11 @@ export class NatsDeadLetters {
             // Its record's read failing rejects: a transient failure is tried again, below.
             const record =
               body.submit === undefined ? undefined : (await this.#broker.getRecord(exhausted.jobId))?.record;
-            if (ofOtherSubmit(record, body.submit)) await this.#removeTask(jsm, exhausted);
-            else await this.#deadLetter(js, jsm, exhausted, body, answerSubmit(record, body));
+            if (ofOtherSubmit(record, body.submit)) await removeTask(n, jsm, exhausted);
+            else {
+              submit = answerSubmit(record, body);
+              await deadLetter(n, js, jsm, exhausted, body, submit);
+            }
           }
           m.ack();
         } catch (error) {
@@ -317,7 +319,7 @@ export class NatsDeadLetters {
             continue;
           }
           if (signal.aborted) throw error;
-          await this.#giveUp(js, jsm, exhausted, index, failure, onUnhandled);
+          await giveUp(n, js, jsm, exhausted, index, submit, failure, onUnhandled);
           m.term();
         }
       }
@@ -330,87 +332,5 @@ export class NatsDeadLetters {
       stopped.dispose();
     }
     return "ended";
-  }
-
-  /** Copies the exhausted task to the dead letters, stores its `dead` result, removes it. */
-  async #deadLetter(
-    js: JetStreamClient,
-    jsm: JetStreamManager,
-    exhausted: Exhausted,
-    body: TaskBody,
-    submit: string | undefined,
-  ) {
-    const n = this.#broker.names;
-    const { queue, jobId } = exhausted;
-    const letter = {
-      queue,
-      jobId,
-      index: body.index,
-      payload: body.payload,
-      error: `no answer after ${exhausted.deliveries} deliveries (worker died or its lease ran out)`,
-      deliveries: exhausted.deliveries,
-      at: Date.now(),
-      source: "advisory" as const,
-    };
-    const stored = await js.publish(n.deadSubject(queue, jobId), encodeDeadLetter(letter), {
-      msgID: `dead.${jobId}.${exhausted.stream_seq}`,
-    });
-    // Naming its letter (a retried store's PubAck names the first's sequence).
-    await this.#deadResult(js, exhausted, body.index, letter.error, stored.seq, submit);
-    // The letter is stored: a task left in the stream is only a leftover, its consumer long past it.
-    await this.#removeTask(jsm, exhausted);
-  }
-
-  /** The exhausted task's message leaves the tasks stream (gone already: nothing to do). */
-  #removeTask(jsm: JetStreamManager, exhausted: Exhausted): Promise<unknown> {
-    return jsm.streams
-      .deleteMessage(this.#broker.names.tasksStream(exhausted.queue), exhausted.stream_seq)
-      .catch(() => undefined);
-  }
-
-  #deadResult(
-    js: JetStreamClient,
-    exhausted: Exhausted,
-    index: number,
-    error: string,
-    letter?: number,
-    submit?: string,
-  ) {
-    const { queue, jobId } = exhausted;
-    return js.publish(
-      this.#broker.names.resultsSubject(queue, jobId),
-      encodeDeadResult(index, error, letter, submit),
-      { msgID: `deadresult.${jobId}.${exhausted.stream_seq}` },
-    );
-  }
-
-  /**
-   * An exhausted task that cannot be dead-lettered (a permanent error): a
-   * retry would fail the same way every ack wait, forever, and its job would
-   * never end. So it ends here, visibly: its `dead` result is stored (a small
-   * message, so it fits where the letter did not) and the job counts it, the
-   * task leaves the stream, and `onUnhandled` logs it.
-   */
-  async #giveUp(
-    js: JetStreamClient,
-    jsm: JetStreamManager,
-    exhausted: Exhausted,
-    index: number | undefined,
-    error: unknown,
-    onUnhandled?: (failure: UnhandledExhausted) => void,
-  ): Promise<void> {
-    const { queue, jobId } = exhausted;
-    let countedDead = false;
-    if (index !== undefined) {
-      const reason = `no answer after ${exhausted.deliveries} deliveries; dead letter not stored: ${String(error instanceof Error ? error.message : error)}`;
-      countedDead = await this.#deadResult(js, exhausted, index, reason).then(
-        () => true,
-        () => false,
-      );
-    }
-    // Reported through onUnhandled just below, with the error that matters; a leftover task
-    // message is past its consumer's reach.
-    await this.#removeTask(jsm, exhausted);
-    onUnhandled?.({ queue, jobId, index, error, countedDead });
   }
 }
