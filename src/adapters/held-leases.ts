@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import { type Clock, monotonicNow } from "../kernel/clock.ts";
 import type { Lease, ListedLease } from "./supervision-leases.ts";
 
 /**
@@ -94,46 +93,12 @@ export const isRunOutHeartbeat = (
   isHeartbeatKey(key) &&
   leaseUntilFor(JSON.parse(value) as LeaseValue, storedAt, aheadMs) <= now;
 
-/**
- * A moment, or a deadline, on both of a holder's clocks: its monotonic clock
- * (`monotonicNow`), which no one sets, and its wall clock (`now()`), the one
- * its leases' `until` is written on.
- */
-export interface HolderTime {
-  readonly monotonic: number;
-  readonly wall: number;
-}
-
-/** The holder's clocks read now. */
-export const holderTime = (clock: Clock): HolderTime => ({
-  monotonic: monotonicNow(clock),
-  wall: clock.now(),
-});
-
-/**
- * Until when a write of `ttlMs`, asked for now with `now` (the wall-clock
- * time it writes), holds for its writer: counted from before the write on the
- * monotonic clock, and by the `until` it writes on the wall clock.
- */
-export const heldUntilAfter = (clock: Clock, ttlMs: number, now: number): HolderTime => ({
-  monotonic: monotonicNow(clock) + ttlMs,
-  wall: now + ttlMs,
-});
-
-/** `until` not run out at `at`, by both clocks. */
-const runsPast = (until: HolderTime, at: HolderTime): boolean =>
-  until.monotonic > at.monotonic && until.wall > at.wall;
-
-const never: HolderTime = { monotonic: Number.NEGATIVE_INFINITY, wall: Number.NEGATIVE_INFINITY };
-
 interface Held {
   readonly revision: number;
-  /** Until when the job's own lease holds for its holder, by both its clocks (`HeldLeases`). */
-  readonly heldUntil: HolderTime;
-  /** The heartbeat streak that covers it (-1: none; its own `heldUntil` does until a renewal). */
+  /** Until when the job's own lease holds, on the holder's monotonic clock (`HeldLeases`). */
+  readonly until: number;
+  /** The heartbeat streak that covers it (-1: none; its own `until` does until a renewal). */
   streak: number;
-  /** The renewals asked for since its last answered write, each until when it would hold (`adopt`). */
-  readonly asked: Array<HolderTime>;
 }
 
 /**
@@ -154,24 +119,19 @@ interface Held {
  * compare-and-set renewal, which fails if another runtime took the job over
  * in the gap. Shared by both brokers.
  *
- * A write holds only while both of the holder's clocks say so (`HolderTime`):
- * counted on the monotonic clock from when it was asked for, which is before
- * the server stamped it, where others count it from; and by the `until` it
- * wrote, against the wall clock. By the wall clock alone, a holder whose clock
- * was set back a minute (NTP) held its leases a minute longer than others read
- * them, and back on the server after a cut wrote its job's end beside the
- * runtime that took it over (test/integration/lease-holder-clock-step-back.test.ts).
- * By the monotonic clock alone, a host suspended a minute (a VM paused, a
- * laptop asleep: `performance.now()` does not count it) held on resume a lease
- * everyone else had read run out. A wall clock set forward gives the leases up
- * early: safe, others still read them live by the server's stamps until they
- * run out, then take the jobs over.
+ * Every time here is on the holder's monotonic clock (`monotonicNow`), not
+ * the `until` it wrote, which is on its wall clock: a write counts from when
+ * it was asked for, which is before the server stamped it, where others
+ * count it from. By the wall clock, a holder whose clock was set back a
+ * minute (NTP) held its leases a minute longer than others read them, and
+ * back on the server after a cut wrote its job's end beside the runtime that
+ * took it over (test/integration/lease-holder-clock-step-back.test.ts).
  */
 export class HeldLeases {
   readonly #held = new Map<string, Held>();
   #streak = 0;
-  /** Until when the last heartbeat written holds (none yet: never). */
-  #heartbeatUntil = never;
+  /** Until when the last heartbeat written holds (0: none yet). */
+  #heartbeatUntil = 0;
   /** The heartbeat key's revision when this runtime wrote it last. */
   heartbeatRevision: number | undefined;
 
@@ -189,46 +149,25 @@ export class HeldLeases {
     return this.#held.has(jobId);
   }
 
-  /** True until its own `heldUntil`, and while a heartbeat streak covers it. */
-  holds(jobId: string, now: HolderTime): boolean {
+  /** True until its own `until`, and while a heartbeat streak covers it. */
+  holds(jobId: string, now: number): boolean {
     const held = this.#held.get(jobId);
-    return held !== undefined && (runsPast(held.heldUntil, now) || this.#covers(held, now));
+    return held !== undefined && (held.until > now || this.#covers(held, now));
   }
 
   /** Held by the heartbeat: a renewal of its own has nothing to add. */
-  coveredByHeartbeat(jobId: string, now: HolderTime): boolean {
+  coveredByHeartbeat(jobId: string, now: number): boolean {
     const held = this.#held.get(jobId);
     return held !== undefined && this.#covers(held, now);
   }
 
-  #covers(held: Held, now: HolderTime): boolean {
-    return held.streak === this.#streak && runsPast(this.#heartbeatUntil, now);
+  #covers(held: Held, now: number): boolean {
+    return held.streak === this.#streak && this.#heartbeatUntil > now;
   }
 
-  /** This runtime wrote the lease (a take or a renewal), good until `heldUntil`: it covers it until the next heartbeat. */
-  wrote(jobId: string, revision: number, heldUntil: HolderTime): void {
-    this.#held.set(jobId, { revision, heldUntil, streak: -1, asked: [] });
-  }
-
-  /** A renewal good until `heldUntil` is asked for: kept until a write is answered (`adopt`). */
-  asking(jobId: string, heldUntil: HolderTime): void {
-    this.#held.get(jobId)?.asked.push(heldUntil);
-  }
-
-  /**
-   * A write of this runtime's found stored (revision `revision`, wall-clock
-   * `until` as written), its answer lost: it holds from its own ask, the
-   * renewal asked for that wrote that `until` (`ownAsk`: the one finding
-   * it). None that did: the earliest asked, never later than the write. A wall clock set meanwhile says nothing of how long ago it
-   * was asked: counted from a difference of written `until`s, a clock set
-   * back 5 s held the lease 5 s past a lease after that write.
-   */
-  adopt(jobId: string, revision: number, until: number, ownAsk: HolderTime): void {
-    const asked = [...(this.#held.get(jobId)?.asked ?? []), ownAsk];
-    const same = asked.filter((ask) => ask.wall === until);
-    const from = same.length > 0 ? same : asked;
-    const monotonic = Math.min(...from.map((ask) => ask.monotonic));
-    this.wrote(jobId, revision, { monotonic, wall: until });
+  /** This runtime wrote the lease (a take or a renewal), good `until`: it covers it until the next heartbeat. */
+  wrote(jobId: string, revision: number, until: number): void {
+    this.#held.set(jobId, { revision, until, streak: -1 });
   }
 
   forget(jobId: string): void {
@@ -236,22 +175,21 @@ export class HeldLeases {
   }
 
   /**
-   * A heartbeat good until `heldUntil`, answered at `answeredAt` (both
-   * counted from when it was asked, waits for a connection included);
-   * `unbroken`: its compare-and-set held (the key is the one this runtime
-   * wrote last). When the last heartbeat ran out before this one was
-   * answered, or the key was not ours any more, a new streak starts. The
-   * streak takes on every lease not in it whose own `heldUntil` had not run
-   * out by the answer: the heartbeat was stored before then.
+   * A heartbeat good `until`, answered at `answeredAt` (both counted from
+   * when it was asked, waits for a connection included); `unbroken`: its compare-and-set held (the key is
+   * the one this runtime wrote last). When the last heartbeat ran out before
+   * this one was answered, or the key was not ours any more, a new streak
+   * starts. The streak takes on every lease not in it whose own `until` had
+   * not run out by the answer: the heartbeat was stored before then.
    */
-  beat(heldUntil: HolderTime, revision: number, answeredAt: HolderTime, unbroken: boolean): void {
-    if (!unbroken || !runsPast(this.#heartbeatUntil, answeredAt)) this.#streak++;
+  beat(until: number, revision: number, answeredAt: number, unbroken: boolean): void {
+    if (!unbroken || answeredAt >= this.#heartbeatUntil) this.#streak++;
     this.heartbeatRevision = revision;
-    this.#heartbeatUntil = heldUntil;
+    this.#heartbeatUntil = until;
     // Not after a broken key: the leases' keys may have gone with it (a server that lost its
     // store). Each is renewed on its own first, and the next heartbeat takes it on.
     if (!unbroken) return;
     for (const held of this.#held.values())
-      if (held.streak !== this.#streak && runsPast(held.heldUntil, answeredAt)) held.streak = this.#streak;
+      if (held.streak !== this.#streak && held.until > answeredAt) held.streak = this.#streak;
   }
 }

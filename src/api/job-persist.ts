@@ -2,7 +2,7 @@ import type { Actor, SnapshotFrom } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import { type RecordSeen, recordProgress } from "../effects/record-updates.ts";
-import { type Clock, monotonicNow } from "../kernel/clock.ts";
+import type { Clock } from "../kernel/clock.ts";
 import {
   isFinal,
   type JobCounts,
@@ -48,15 +48,15 @@ export const persistAndLog = (
   let last: JobStatus | undefined;
   let live: JobStatus = isFinal(record.status) ? "running" : record.status;
   let timer: unknown;
-  /** When progress was last written, on the monotonic clock (the record's `updatedAt` is the wall clock's). */
+  /** When progress was last written (the record's `updatedAt`). */
   let writtenAt = Number.NEGATIVE_INFINITY;
   const write = () => {
     timer = undefined;
     const s = snapshotOf(actor);
     // While queuing the submitter owns the record: its commit is a compare-and-set of its own.
     if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id)) return;
-    writtenAt = monotonicNow(clock);
-    const at = clock.now();
+    writtenAt = clock.now();
+    const at = writtenAt;
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
     // (the runtime is stopping: the next supervisor writes progress). The counts as they are at
     // each try, not as planned: a try after a conflict with a redrive's write (its dead count
@@ -71,13 +71,12 @@ export const persistAndLog = (
     );
   };
   /**
-   * The timer's write, once a second has passed since the last: a timer may fire a millisecond
-   * before the clock says so (progress events 999 ms apart were seen in
-   * test/integration/job-events.both.test.ts). Counted on the monotonic clock: by the wall
-   * clock, one set back a minute (NTP) held the next write back a minute.
+   * The timer's write, once a second has passed on the clock the record is stamped with: a
+   * timer may fire a millisecond before that clock says so (progress events 999 ms apart
+   * were seen in test/integration/job-events.both.test.ts).
    */
   const writeWhenDue = () => {
-    const wait = writtenAt + 1000 - monotonicNow(clock);
+    const wait = writtenAt + 1000 - clock.now();
     if (wait > 0) timer = clock.setTimeout(writeWhenDue, wait);
     else write();
   };

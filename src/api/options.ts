@@ -94,10 +94,7 @@ export interface RuntimeOptions {
   readonly broker?: "nats" | "memory" | Broker;
   /**
    * Time for job actors, leases and the memory broker; tests pass a `ManualClock`.
-   * Its optional `monotonic()` (a clock nobody sets) is what a runtime counts
-   * its own leases, chores and progress writes on, with `now()`: a lease is
-   * held only while both say so. Without it, `now()` is taken for it.
-   * @defaultValue the real clock (`Date.now()`, `performance.now()` for `monotonic()`)
+   * @defaultValue the real clock
    */
   readonly clock?: Clock;
 
@@ -143,17 +140,13 @@ export interface ResolvedOptions {
 }
 
 /** An object with these methods; checked here, or `logger: console` fails deep inside the runtime. */
-/** An object with `methods`, and `optional` ones either absent or methods too. */
-const withMethods = (methods: readonly string[], message: string, optional: readonly string[] = []) =>
+const withMethods = (methods: readonly string[], message: string) =>
   Schema.Unknown.check(
     Schema.makeFilter(
       (value) =>
         typeof value === "object" &&
         value !== null &&
-        methods.every((m) => typeof (value as Record<string, unknown>)[m] === "function") &&
-        optional.every((m) =>
-          ["function", "undefined"].includes(typeof (value as Record<string, unknown>)[m]),
-        ),
+        methods.every((m) => typeof (value as Record<string, unknown>)[m] === "function"),
       { message },
     ),
   );
@@ -205,11 +198,7 @@ const RuntimeShape = Schema.Struct({
   jobs: section(JobsShape),
   broker: Schema.optional(BrokerChoice),
   clock: Schema.optional(
-    withMethods(
-      ["now", "setTimeout", "clearTimeout"],
-      "must have now(), setTimeout() and clearTimeout(), and monotonic() if any",
-      ["monotonic"],
-    ),
+    withMethods(["now", "setTimeout", "clearTimeout"], "must have now(), setTimeout() and clearTimeout()"),
   ),
   auth: Schema.optional(Schema.Unknown),
   tls: Schema.optional(Schema.Unknown),

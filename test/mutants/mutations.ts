@@ -66,7 +66,7 @@ export const mutations: readonly Mutation[] = [
     id: "d",
     what: "holds() ignores the lease's expiry and its heartbeat (both brokers share it)",
     file: "src/adapters/held-leases.ts",
-    search: "    return held !== undefined && (runsPast(held.heldUntil, now) || this.#covers(held, now));",
+    search: "    return held !== undefined && (held.until > now || this.#covers(held, now));",
     replace: "    return held !== undefined;",
     tests: [faults],
   },
@@ -74,8 +74,7 @@ export const mutations: readonly Mutation[] = [
     id: "d-streak",
     what: "a heartbeat after a gap covers every lease again, even one taken over in the gap",
     file: "src/adapters/held-leases.ts",
-    search:
-      "      if (held.streak !== this.#streak && runsPast(held.heldUntil, answeredAt)) held.streak = this.#streak;",
+    search: "      if (held.streak !== this.#streak && held.until > answeredAt) held.streak = this.#streak;",
     replace: "      held.streak = this.#streak;",
     tests: ["test/integration/jobs-multiprocess.both.test.ts", "test/unit/held-leases.test.ts"],
   },

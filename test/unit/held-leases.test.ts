@@ -4,8 +4,7 @@
  * carry a lease whose own `until` ran out meanwhile (another runtime may have
  * taken the job in the gap), and on NATS the time the heartbeat waited for a
  * connection counts toward how late it was answered; a holder counts its own
- * leases on its monotonic clock and its wall clock both: a clock set back does not hold a
- * lease longer, one set forward (or a host suspended) gives it up early. The NATS leases run
+ * leases on its monotonic clock, whatever its wall clock is set to. The NATS leases run
  * against a KV of the test's own (a map with revisions) behind a broker whose
  * operations wait as long as the test says, as one waits for a reconnect.
  */
@@ -24,30 +23,27 @@ afterEach(() => {
 
 const leaseMs = 10_000;
 
-/** A time on both clocks at once: a holder whose wall clock was never set. */
-const at = (ms: number) => ({ monotonic: ms, wall: ms });
-
 describe("HeldLeases", () => {
   it("a heartbeat after a gap carries only the leases whose own until still holds", () => {
     const held = new HeldLeases();
-    held.wrote("old", 1, at(10_000)); // taken at 0
-    held.beat(at(10_000), 1, at(0), true); // answered at 0: carries it
-    expect(held.coveredByHeartbeat("old", at(5_000))).toBe(true);
-    held.wrote("new", 2, at(19_000)); // taken at 9,000
+    held.wrote("old", 1, 10_000); // taken at 0
+    held.beat(10_000, 1, 0, true); // answered at 0: carries it
+    expect(held.coveredByHeartbeat("old", 5_000)).toBe(true);
+    held.wrote("new", 2, 19_000); // taken at 9,000
     // Answered at 11,000: the heartbeat that ran out at 10,000 left a gap.
-    held.beat(at(21_000), 3, at(11_000), true);
-    expect(held.holds("old", at(11_000))).toBe(false); // another runtime may hold it now
-    expect(held.holds("new", at(11_000))).toBe(true); // its own until held across the gap
-    expect(held.coveredByHeartbeat("new", at(20_000))).toBe(true);
+    held.beat(21_000, 3, 11_000, true);
+    expect(held.holds("old", 11_000)).toBe(false); // another runtime may hold it now
+    expect(held.holds("new", 11_000)).toBe(true); // its own until held across the gap
+    expect(held.coveredByHeartbeat("new", 20_000)).toBe(true);
   });
 
   it("a heartbeat whose key was not ours any more carries no lease (a store lost with it)", () => {
     const held = new HeldLeases();
-    held.wrote("j", 1, at(10_000));
-    held.beat(at(10_000), 1, at(0), true);
-    held.beat(at(13_000), 7, at(3_000), false);
-    expect(held.coveredByHeartbeat("j", at(3_000))).toBe(false);
-    expect(held.holds("j", at(10_000))).toBe(false);
+    held.wrote("j", 1, 10_000);
+    held.beat(10_000, 1, 0, true);
+    held.beat(13_000, 7, 3_000, false);
+    expect(held.coveredByHeartbeat("j", 3_000)).toBe(false);
+    expect(held.holds("j", 10_000)).toBe(false);
   });
 });
 
@@ -201,16 +197,10 @@ describe("a holder whose wall clock is set (NTP), on both brokers' leases", () =
     },
   );
 
-  // Its wall clock says the `until` it wrote has passed: so it may have for everyone else (a
-  // host suspended a minute looks the same to it), and others take the job once it has.
-  it.each(brokers)("gives its lease up when its clock is set forward past it ($name)", async ({ make }) => {
+  it.each(brokers)("keeps its lease when its clock is set forward ($name)", async ({ make }) => {
     const { clock, leases } = make();
     expect(await leases.acquire("J", leaseMs, clock.now())).toBe(true);
-    await leases.heartbeat(leaseMs, clock.now());
-    clock.step(leaseMs - 1);
+    clock.step(60_000);
     expect(leases.holds("J")).toBe(true);
-    clock.step(1);
-    expect([leases.holds("J"), leases.coveredByHeartbeat("J")]).toEqual([false, false]);
-    expect(leases.supervises("J")).toBe(true); // until it hears of another holder
   });
 });

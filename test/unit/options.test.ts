@@ -84,11 +84,6 @@ describe("createRuntime refuses bad options before connecting", () => {
     ["bare host:port with port 65536", () => ({ servers: "127.0.0.1:65536" }), "servers[0]"],
     ["a bad second server", () => ({ servers: [url, "nats://127.0.0.1:99999"] }), "servers[1]"],
     ["a bad second server in a list string", () => ({ servers: `${url},http://x` }), "servers[1]"],
-    [
-      "clock whose monotonic is not a function",
-      () => ({ clock: { now: Date.now, setTimeout, clearTimeout, monotonic: 5 } }),
-      "clock",
-    ],
     ["replicas 0", () => ({ replicas: 0 }), "replicas"],
     ["replicas 6 (JetStream keeps at most 5)", () => ({ replicas: 6 }), "replicas"],
     ["replicas 2.5", () => ({ replicas: 2.5 }), "replicas"],

@@ -1,11 +1,8 @@
-import type { ServerTime } from "../../kernel/clock.ts";
+import { monotonicNow, type ServerTime } from "../../kernel/clock.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import {
   HeldLeases,
-  type HolderTime,
   heartbeatKey,
-  heldUntilAfter,
-  holderTime,
   isRunOutHeartbeat,
   jobLeases,
   type LeaseValue,
@@ -39,19 +36,14 @@ export class MemoryLeases implements SupervisionLeases {
     this.#assertOpen = assertOpen;
   }
 
-  /** As on NATS: held only until the last write runs out by both clocks, so a holder whose renewals stop stops supervising. */
+  /** As on NATS: held only until the last write runs out on the monotonic clock, so a holder whose renewals stop stops supervising. */
   holds(jobId: string): boolean {
-    return this.#held.holds(jobId, this.#holderNow());
+    return this.#held.holds(jobId, this.#elapsed());
   }
 
-  /** The clocks this holder counts its own leases on (the server's clock's: one process). */
-  #holderNow(): HolderTime {
-    return holderTime(this.#server.clock);
-  }
-
-  /** Until when a write of `ttlMs` asked for now, written with `now`, holds for this holder. */
-  #heldUntil(ttlMs: number, now: number): HolderTime {
-    return heldUntilAfter(this.#server.clock, ttlMs, now);
+  /** The monotonic clock this holder counts its own leases on (the server's clock's: one process). */
+  #elapsed(): number {
+    return monotonicNow(this.#server.clock);
   }
 
   supervises(jobId: string): boolean {
@@ -59,7 +51,7 @@ export class MemoryLeases implements SupervisionLeases {
   }
 
   coveredByHeartbeat(jobId: string): boolean {
-    return this.#held.coveredByHeartbeat(jobId, this.#holderNow());
+    return this.#held.coveredByHeartbeat(jobId, this.#elapsed());
   }
 
   /** As on NATS: compare-and-set on the heartbeat's key; a key not ours any more starts a streak covering nothing. */
@@ -75,8 +67,8 @@ export class MemoryLeases implements SupervisionLeases {
     const unbroken = (current?.value === undefined ? undefined : current.revision) === known;
     const revision =
       current?.value === undefined ? kv.create(op, key, value) : kv.update(op, key, value, current.revision);
-    // Answered as it was asked: nothing awaited.
-    this.#held.beat(this.#heldUntil(ttlMs, now), revision, this.#holderNow(), unbroken);
+    const at = this.#elapsed();
+    this.#held.beat(at + ttlMs, revision, at, unbroken); // answered as it was asked: nothing awaited
   }
 
   async acquire(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
@@ -88,7 +80,7 @@ export class MemoryLeases implements SupervisionLeases {
     try {
       if (entry?.value === undefined) {
         const revision = entry ? kv.update(op, jobId, value, entry.revision) : kv.create(op, jobId, value);
-        this.#held.wrote(jobId, revision, this.#heldUntil(ttlMs, now));
+        this.#held.wrote(jobId, revision, this.#elapsed() + ttlMs);
         return true;
       }
       const aheadMs = this.#aheadMs(now);
@@ -99,7 +91,7 @@ export class MemoryLeases implements SupervisionLeases {
         leaseRunsUntil(lease, this.#heartbeatOf(lease.holder, aheadMs)) > now
       )
         return this.#takenByAnother(jobId);
-      this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), this.#heldUntil(ttlMs, now));
+      this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), this.#elapsed() + ttlMs);
       return true;
     } catch (error) {
       // Another write came first (another holder's, or this one's own renewal): the next try reads it.
@@ -136,7 +128,7 @@ export class MemoryLeases implements SupervisionLeases {
     this.#assertOpen(op);
     try {
       const next = this.#server.leases.update(op, jobId, this.#value(ttlMs, now), revision);
-      this.#held.wrote(jobId, next, this.#heldUntil(ttlMs, now));
+      this.#held.wrote(jobId, next, this.#elapsed() + ttlMs);
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) {

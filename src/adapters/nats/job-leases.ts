@@ -1,12 +1,10 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { ServerTime } from "../../kernel/clock.ts";
+import { monotonicNow, type ServerTime } from "../../kernel/clock.ts";
 import {
   HeldLeases,
   heartbeatKey,
-  heldUntilAfter,
-  holderTime,
   isRunOutHeartbeat,
   jobLeases,
   type LeaseValue,
@@ -44,8 +42,8 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
   readonly holder: string;
-  /** The clocks this runtime counts its own leases on (`holds`), read now. */
-  readonly #holderNow = () => holderTime(this.#core.clock);
+  /** The monotonic clock this runtime counts its own leases on (`holds`). */
+  readonly #elapsed = () => monotonicNow(this.#core.clock);
   /** The server's clock as the last `list()`, or a read of its own, read it. */
   readonly #clock = new LeaseClock(
     async (nc) => {
@@ -81,13 +79,13 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /**
-   * True while this runtime's last write of the lease has not run out, by its monotonic clock and
-   * its wall clock both (`HeldLeases`). Not merely "wrote it once": a runtime whose renewals fail
-   * (cut off from NATS) must stop acting as the supervisor by the `until` another runtime reads,
-   * or both would supervise the job once that one takes over.
+   * True while this runtime's last write of the lease has not run out, on its monotonic clock
+   * (`HeldLeases`). Not merely "wrote it once": a runtime whose renewals fail (cut off from
+   * NATS) must stop acting as the supervisor by the `until` another runtime reads, or both
+   * would supervise the job once that one takes over.
    */
   holds(jobId: string): boolean {
-    return this.#held.holds(jobId, this.#holderNow());
+    return this.#held.holds(jobId, this.#elapsed());
   }
 
   supervises(jobId: string): boolean {
@@ -95,7 +93,7 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   coveredByHeartbeat(jobId: string): boolean {
-    return this.#held.coveredByHeartbeat(jobId, this.#holderNow());
+    return this.#held.coveredByHeartbeat(jobId, this.#elapsed());
   }
 
   /**
@@ -107,7 +105,7 @@ export class NatsJobLeases implements SupervisionLeases {
   heartbeat(ttlMs: number, now = this.#core.clock.now()): Promise<void> {
     if (this.#held.size === 0) return Promise.resolve();
     // Before the operation: its wait for a connection is part of how late the answer is.
-    const until = heldUntilAfter(this.#core.clock, ttlMs, now);
+    const askedAt = this.#elapsed();
     return this.#broker.run("lease.heartbeat", async (nc) => {
       const kv = await this.#bucket(nc);
       const key = heartbeatKey(this.holder);
@@ -124,7 +122,7 @@ export class NatsJobLeases implements SupervisionLeases {
         const entry = await kv.get(key);
         revision = entry ? await kv.update(key, value, entry.revision) : await kv.create(key, value);
       }
-      this.#held.beat(until, revision, this.#holderNow(), unbroken);
+      this.#held.beat(askedAt + ttlMs, revision, this.#elapsed(), unbroken);
       await this.#payOwed(nc, kv);
     });
   }
@@ -155,7 +153,7 @@ export class NatsJobLeases implements SupervisionLeases {
    * takeover) costs the failed create more.
    */
   acquire(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
-    const until = heldUntilAfter(this.#core.clock, ttlMs, now);
+    const until = this.#elapsed() + ttlMs; // ours: counted from before the write (`holds`)
     return this.#broker.run("lease.acquire", async (nc) => {
       const kv = await this.#bucket(nc);
       const value = leaseValue(this.holder, now + ttlMs, now);
@@ -199,9 +197,9 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /**
-   * Found another's, read: this runtime no longer supervises the job (`supervises`), as when a renewal
-   * finds it taken. A deposed supervisor that tried to take it back kept saying it did: its clock
-   * went on deciding the job's stall, and its end once its new holder was gone.
+   * Found another's, read: this runtime no longer supervises the job (`supervises`), as when a
+   * renewal finds it taken (a lost compare-and-set says nothing of whose write won). A deposed supervisor that tried to take it back kept saying it
+   * did: its clock went on deciding the job's stall, and its end once its new holder was gone.
    */
   #takenByAnother(jobId: string): false {
     this.#held.forget(jobId);
@@ -218,8 +216,9 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /**
-   * The reading that holds, or one read now; none when the server does not answer. Callers that
-   * ask while a read is in flight share it: 40 submits waiting at once made 40 consumers.
+   * The reading that holds, or one read now; none when the server does not
+   * answer. Callers that ask while a read is in flight share it: 40 submits
+   * waiting at once made 40 consumers.
    */
   async readServerTime(
     options: { readonly timeoutMs?: number; readonly maxRoundTripMs?: number } = {},
@@ -240,8 +239,7 @@ export class NatsJobLeases implements SupervisionLeases {
   renew(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
     const revision = this.#held.revisionOf(jobId);
     if (revision === undefined) return Promise.resolve(false);
-    const until = heldUntilAfter(this.#core.clock, ttlMs, now);
-    this.#held.asking(jobId, until);
+    const until = this.#elapsed() + ttlMs; // ours: counted from before the write (`holds`)
     return this.#broker.run("lease.renew", async (nc) => {
       const kv = await this.#bucket(nc);
       const value = leaseValue(this.holder, now + ttlMs, now);
@@ -257,8 +255,8 @@ export class NatsJobLeases implements SupervisionLeases {
       if (entry?.operation !== "PUT") return this.#takenByAnother(jobId);
       const lease = entry.json<LeaseValue>();
       if (lease.holder !== this.holder || lease.until === 0) return this.#takenByAnother(jobId);
-      // An earlier write of ours: held from its own ask, kept since (`HeldLeases.adopt`).
-      this.#held.adopt(jobId, entry.revision, lease.until, until);
+      // An earlier write of ours (it says until when by this clock) was asked for no later.
+      this.#held.wrote(jobId, entry.revision, until + Math.min(0, lease.until - (now + ttlMs)));
       return true;
     });
   }
@@ -312,8 +310,9 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /**
-   * Every job's lease on the server, with its revision (takeover, the reaper, cleanup); `until` is
-   * the later of its own and its holder's heartbeat, read in the same scan.
+   * Every job's lease on the server, with its revision (takeover, the
+   * reaper, cleanup); `until` is the later of its own and its holder's
+   * heartbeat, read in the same scan.
    */
   list(now = this.#core.clock.now()): Promise<Array<ListedLease>> {
     return this.#broker.run("lease.list", async (nc) => {
@@ -360,8 +359,9 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /**
-   * Purges the job's lease from the stream (up to `revision` when given), marker and all; markers
-   * that older versions left (a release was a delete) go the same way, from `purgeMarkers`.
+   * Purges the job's lease from the stream (up to `revision` when given),
+   * marker and all; markers that older versions left (a release was a
+   * delete) go the same way, from `purgeMarkers`.
    */
   remove(jobId: string, revision?: number): Promise<void> {
     return this.#broker.run("lease.remove", (nc) => this.#purge(nc, jobId, revision));
