@@ -95,7 +95,7 @@ export const isRunOutHeartbeat = (
 
 interface Held {
   readonly revision: number;
-  /** Until when the job's own lease holds, on the holder's monotonic clock (`HeldLeases`). */
+  /** The `until` this runtime wrote in the job's own lease. */
   readonly until: number;
   /** The heartbeat streak that covers it (-1: none; its own `until` does until a renewal). */
   streak: number;
@@ -118,19 +118,11 @@ interface Held {
  * before that is no longer covered, and is held again only after its own
  * compare-and-set renewal, which fails if another runtime took the job over
  * in the gap. Shared by both brokers.
- *
- * Every time here is on the holder's monotonic clock (`monotonicNow`), not
- * the `until` it wrote, which is on its wall clock: a write counts from when
- * it was asked for, which is before the server stamped it, where others
- * count it from. By the wall clock, a holder whose clock was set back a
- * minute (NTP) held its leases a minute longer than others read them, and
- * back on the server after a cut wrote its job's end beside the runtime that
- * took it over (test/integration/lease-holder-clock-step-back.test.ts).
  */
 export class HeldLeases {
   readonly #held = new Map<string, Held>();
   #streak = 0;
-  /** Until when the last heartbeat written holds (0: none yet). */
+  /** The `until` of the last heartbeat written (0: none yet). */
   #heartbeatUntil = 0;
   /** The heartbeat key's revision when this runtime wrote it last. */
   heartbeatRevision: number | undefined;
@@ -165,7 +157,7 @@ export class HeldLeases {
     return held.streak === this.#streak && this.#heartbeatUntil > now;
   }
 
-  /** This runtime wrote the lease (a take or a renewal), good `until`: it covers it until the next heartbeat. */
+  /** This runtime wrote the lease (a take or a renewal): its own `until` covers it until the next heartbeat. */
   wrote(jobId: string, revision: number, until: number): void {
     this.#held.set(jobId, { revision, until, streak: -1 });
   }
@@ -175,8 +167,9 @@ export class HeldLeases {
   }
 
   /**
-   * A heartbeat good `until`, answered at `answeredAt` (both counted from
-   * when it was asked, waits for a connection included); `unbroken`: its compare-and-set held (the key is
+   * A heartbeat written with `until`, answered at `answeredAt` (on the
+   * clock of the leases' `until`, counted from when it was asked, waits for
+   * a connection included); `unbroken`: its compare-and-set held (the key is
    * the one this runtime wrote last). When the last heartbeat ran out before
    * this one was answered, or the key was not ours any more, a new streak
    * starts. The streak takes on every lease not in it whose own `until` had

@@ -30,17 +30,13 @@ export interface ListedLease {
  */
 export interface SupervisionLeases {
   readonly holder: string;
-  /**
-   * True until the lease's last write runs out, counted from when it was
-   * asked for on the monotonic clock (`Clock.monotonic`): a holder whose
-   * renewals fail stops holding by then, whatever its wall clock was set to.
-   */
-  holds(jobId: string): boolean;
+  /** True until the expiry last written (`now`: the runtime's clock); a holder whose renewals fail stops holding. */
+  holds(jobId: string, now?: number): boolean;
   /**
    * True once this runtime took the lease, until it releases it, gives it back or finds it
    * taken by another (a renewal or an `acquire` that meets another's): its supervisor, even
-   * while its lease has run out (renewals failing, a heartbeat answered late). A runtime that
-   * only watches the job: false.
+   * while its lease has run out (renewals failing, a clock that jumped ahead of the next
+   * heartbeat). A runtime that only watches the job: false.
    */
   supervises(jobId: string): boolean;
   /** Takes the lease if free, expired or already ours; true when held now (false: not supervised here). */
@@ -50,7 +46,7 @@ export interface SupervisionLeases {
    * to write. False for a lease taken before the heartbeat streak now running
    * began and not renewed since (its holder's heartbeat had run out meanwhile).
    */
-  coveredByHeartbeat(jobId: string): boolean;
+  coveredByHeartbeat(jobId: string, now?: number): boolean;
   /**
    * Writes this runtime's heartbeat, renewing every lease it holds that the
    * heartbeat covers; nothing when it holds none.

@@ -245,7 +245,7 @@ export const startJobActor = (
   // A stalled job may be stalled for good: its tasks gone with the server's store.
   const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
   const checkLost = (): Promise<void> | undefined => {
-    if (snapshotOf(actor).status !== "stalled" || !leases.holds(jobId)) return undefined;
+    if (snapshotOf(actor).status !== "stalled" || !leases.holds(jobId, clock.now())) return undefined;
     return lostReason(broker, record, clock.now())
       .then(async (reason) => {
         if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
@@ -336,7 +336,7 @@ export const startJobActor = (
       if (isFinal(changed.status)) {
         run.heard(changed);
         const counted = snapshotOf(actor);
-        if (!isRecorded(actor) && leases.holds(jobId))
+        if (!isRecorded(actor) && leases.holds(jobId, clock.now()))
           core.loops.track(`job-end-counts:${jobId}`, () =>
             raiseEndCounts(broker, changed, counted, clock.now(), log, core.loops.signal),
           );

@@ -140,7 +140,9 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     const mark: EndMark = {};
     const write = async () => {
       // Held (nearly always): no wait, and no promise made for one.
-      over = leases.holds(record.id) ? false : await untilSupervising(state, input, aborted, mark);
+      over = leases.holds(record.id, clock.now())
+        ? false
+        : await untilSupervising(state, input, aborted, mark);
       if (over || aborted.aborted) return;
       // Committed (its submit answered so, or it was read committed): its end is written as a
       // new record should the server's store have lost the record.

@@ -68,7 +68,7 @@ export const endWait = (shared: EndWaitShared) => {
   ) => {
     const { record, log, self } = state.run;
     const jobId = record.id;
-    while (!leases.holds(jobId)) {
+    while (!leases.holds(jobId, clock.now())) {
       // Stopped, or another end was heard: the actor's end already chose to release or give
       // back its lease (job-actor.ts), and its handles read no reason from here.
       if (aborted.aborted) return true;

@@ -41,8 +41,8 @@ export const keepJobLease = (deps: JobLeaseDeps): { end(over: boolean): Promise<
   let letGo: (() => Promise<void>) | undefined;
   const renew = (): Promise<void> | undefined => {
     if (letGo || isFinal(deps.status())) return undefined;
-    const held = leases.holds(jobId);
-    if (held && leases.coveredByHeartbeat(jobId)) return undefined; // the heartbeat renews it
+    const held = leases.holds(jobId, clock.now());
+    if (held && leases.coveredByHeartbeat(jobId, clock.now())) return undefined; // the heartbeat renews it
     // Its own lease, run out (its renewals failed: the server away for a while), is taken back
     // whether or not this runtime takes jobs over: the lease its submit took, which the heartbeat
     // renewed since, is its own though this actor never wrote it (`supervised` says it did).

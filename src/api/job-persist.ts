@@ -54,7 +54,7 @@ export const persistAndLog = (
     timer = undefined;
     const s = snapshotOf(actor);
     // While queuing the submitter owns the record: its commit is a compare-and-set of its own.
-    if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id)) return;
+    if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id, clock.now())) return;
     writtenAt = clock.now();
     const at = writtenAt;
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed

@@ -85,7 +85,9 @@ export const adoptOrphans = async (host: TakeoverHost): Promise<void> => {
     if (
       listed.lease.until <= now
         ? !(await host.watching(listed.jobId))
-        : listed.lease.holder === leases.holder && !leases.holds(listed.jobId) && !host.local(listed.jobId)
+        : listed.lease.holder === leases.holder &&
+          !leases.holds(listed.jobId, now) &&
+          !host.local(listed.jobId)
     )
       runOut.push(listed);
   // 32 at a time: the jobs of a dead supervisor were taken over one after the other, each a
@@ -151,7 +153,7 @@ const isOver = (record: JobRecord): boolean =>
  * consumer for the ended job: the next cleanup pass removes it.
  */
 export const restoreSupervised = (broker: Broker, log: Logger, now: number, record: JobRecord): void => {
-  if (record.lane || !isRunning(record) || !broker.leases.holds(record.id)) return;
+  if (record.lane || !isRunning(record) || !broker.leases.holds(record.id, now)) return;
   restoreConsumer(broker, record, now).then(
     (restored) => {
       if (restored === "restored")

@@ -5,13 +5,6 @@
  */
 export interface Clock {
   now(): number;
-  /**
-   * Milliseconds on a clock nobody sets, from any origin: how much time
-   * passed, whatever `now()` was set to meanwhile (NTP stepping it back).
-   * A runtime counts its own leases by it.
-   * @defaultValue `now()`: a clock without it is taken to move steadily
-   */
-  monotonic?(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
 }
@@ -59,43 +52,29 @@ export const aheadOfServerAtMost = (now: number, seen: ServerTime): number =>
 export const aheadOfServerRead = (clock: Clock, seen: ServerTime | undefined): number | undefined =>
   seen === undefined ? undefined : aheadOfServer(clock, seen);
 
-/** `clock.monotonic()`, or `clock.now()` for a clock without one. */
-export const monotonicNow = (clock: Clock): number => clock.monotonic?.() ?? clock.now();
-
 export const realClock: Clock = {
   now: () => Date.now(),
-  monotonic: () => performance.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
 
-/**
- * A clock that moves only when told to: `advance(ms)` fires every timer due
- * on the way; `step(ms)` sets `now()` as NTP would, no time passing.
- */
+/** A clock that moves only when told to: `advance(ms)` fires every timer due on the way. */
 export class ManualClock implements Clock {
   #now: number;
-  /** `monotonic()`: moved by `advance` only; the timers are due by it, as Node's are. */
-  #elapsed: number;
   #seq = 0;
   readonly #timers = new Map<number, { at: number; fn: () => void }>();
 
   constructor(start = 1_700_000_000_000) {
     this.#now = start;
-    this.#elapsed = start;
   }
 
   now(): number {
     return this.#now;
   }
 
-  monotonic(): number {
-    return this.#elapsed;
-  }
-
   setTimeout(fn: () => void, ms: number): unknown {
     const id = ++this.#seq;
-    this.#timers.set(id, { at: this.#elapsed + Math.max(0, ms), fn });
+    this.#timers.set(id, { at: this.#now + Math.max(0, ms), fn });
     return id;
   }
 
@@ -105,27 +84,17 @@ export class ManualClock implements Clock {
 
   /** Moves time forward, firing due timers in order (each sees `now()` at its due time). */
   advance(ms: number): void {
-    const end = this.#elapsed + ms;
+    const end = this.#now + ms;
     for (;;) {
       let next: [number, { at: number; fn: () => void }] | undefined;
       for (const entry of this.#timers)
         if (entry[1].at <= end && (!next || entry[1].at < next[1].at)) next = entry;
       if (!next) break;
       this.#timers.delete(next[0]);
-      this.#moveTo(Math.max(this.#elapsed, next[1].at));
+      this.#now = Math.max(this.#now, next[1].at);
       next[1].fn();
     }
-    this.#moveTo(end);
-  }
-
-  /** Sets `now()` `ms` on (negative: back) with no time passing: no timer fires, `monotonic()` stays. */
-  step(ms: number): void {
-    this.#now += ms;
-  }
-
-  #moveTo(elapsed: number): void {
-    this.#now += elapsed - this.#elapsed;
-    this.#elapsed = elapsed;
+    this.#now = end;
   }
 
   /** Timers waiting to fire. */

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
@@ -37,14 +36,10 @@ export interface FaultBench {
   rawTasks(queue: string, jobId: string): Promise<number>;
   /** The job's tasks held until due, on its queue's delayed stream. */
   rawHeld(queue: string, jobId: string): Promise<number>;
-  /** Who the job's supervision lease names as stored (undefined: none). */
-  rawLeaseHolder(jobId: string): Promise<string | undefined>;
   dispose(): Promise<void>;
 }
 
 const names = brokerNames("jetstate");
-const holderIn = (value: string | undefined): string | undefined =>
-  value === undefined ? undefined : (JSON.parse(value) as { holder: string }).holder;
 const base: RuntimeOptions = { logger: silentLogger(), jobs: { cleanupIntervalMs: 0 } };
 const merge = (options: RuntimeOptions): RuntimeOptions => ({
   ...base,
@@ -72,7 +67,6 @@ export const memoryBench = async (): Promise<FaultBench> => {
     },
     rawHeld: async (queue, jobId) =>
       memoryServerState(server).delayed.count(names.delayedSubject(queue, jobId)),
-    rawLeaseHolder: async (jobId) => holderIn(memoryServerState(server).leases.get("test", jobId)?.value),
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       server.close();
@@ -139,10 +133,6 @@ export const natsBench = async (): Promise<FaultBench> => {
       (await countOn(names.tasksStream(queue), names.tasksSubject(queue, jobId))) +
       (await countOn(names.tasksStream(queue), names.laneSubject(queue, jobId))),
     rawHeld: (queue, jobId) => countOn(names.delayedStream(queue), names.delayedSubject(queue, jobId)),
-    rawLeaseHolder: async (jobId) => {
-      const entry = await (await new Kvm(reader).open(names.leasesBucket)).get(jobId);
-      return holderIn(entry?.operation === "PUT" ? entry.string() : undefined);
-    },
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       await reader.close();

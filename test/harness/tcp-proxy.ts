@@ -9,27 +9,21 @@ import { Transform } from "node:stream";
  * the bytes instead, from the server only (the client's requests land, their
  * answers are lost) or both ways (a partition with no reset: the client
  * still counts itself connected); `reset()` ends that and every connection
- * through it, and new ones are served. `sent`: sees every byte a client
- * sends through it (a ledger of what one client wrote).
+ * through it, and new ones are served.
  */
-export const tcpProxy = async (target: string, { sent }: { sent?: (bytes: Buffer) => void } = {}) => {
+export const tcpProxy = async (target: string) => {
   const { hostname, port } = new URL(target);
   let cut = false;
   let dropping: "none" | "fromServer" | "both" = "none";
   const sockets = new Set<net.Socket>();
   /** Passes the bytes on unless `drops()` says otherwise. */
-  const gate = (drops: () => boolean, seen?: (bytes: Buffer) => void) =>
-    new Transform({
-      transform: (chunk: Buffer, _encoding, done) => {
-        seen?.(chunk);
-        done(null, drops() ? undefined : chunk);
-      },
-    });
+  const gate = (drops: () => boolean) =>
+    new Transform({ transform: (chunk, _encoding, done) => done(null, drops() ? undefined : chunk) });
   const server = net.createServer((client) => {
     if (cut) return client.destroy();
     const upstream = net.connect(Number(port), hostname);
     sockets.add(client).add(upstream);
-    client.pipe(gate(() => dropping === "both", sent)).pipe(upstream);
+    client.pipe(gate(() => dropping === "both")).pipe(upstream);
     upstream.pipe(gate(() => dropping !== "none")).pipe(client);
     const end = () => {
       client.destroy();

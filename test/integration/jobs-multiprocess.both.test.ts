@@ -398,12 +398,12 @@ describe.each(backends)("jobs from several runtimes on $name", ({ start }) => {
         if (lease?.holder === `b-${b.name}`) tookOverAt = clock.now();
       }
       expect(tookOverAt).toBeDefined();
-      expect(a.broker.leases.holds(job.id)).toBe(false);
+      expect(a.broker.leases.holds(job.id, clock.now())).toBe(false);
       // `a` reaches the lease store again: its heartbeat is written anew, and must not make
       // it the job's supervisor again (B took the lease in the gap).
       cutOff = false;
       for (let i = 0; i < 10; i++) await step(leaseMs / 3);
-      expect(a.broker.leases.holds(job.id)).toBe(false);
+      expect(a.broker.leases.holds(job.id, clock.now())).toBe(false);
       expect((await c.broker.leases.list()).find((l) => l.jobId === job.id)?.lease.holder).toBe(
         `b-${b.name}`,
       );

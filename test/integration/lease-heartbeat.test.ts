@@ -76,7 +76,7 @@ describe("lease renewals of a runtime holding many jobs", () => {
     expect(await heldByRt()).toBe(jobs);
     const now = Date.now();
     const { broker } = partsOf(rt);
-    expect(ids.filter((id) => !broker.leases.holds(id))).toEqual([]);
+    expect(ids.filter((id) => !broker.leases.holds(id, now))).toEqual([]);
     const listed = (await broker.leases.list()).filter((l) => ids.includes(l.jobId));
     expect(listed.filter((l) => l.lease.until <= now).map((l) => l.jobId)).toEqual([]);
     const own = await Promise.all(

@@ -41,28 +41,6 @@ describe("JobChores", () => {
     await loops.close();
   });
 
-  // The heartbeat and each job's lease renewal are chores: due by the wall clock, a host's
-  // clock set back a minute (NTP) stopped them for a minute, and its leases ran out.
-  it("runs each step on its period when the wall clock is set back", async () => {
-    const clock = new ManualClock(0);
-    const loops = new LoopGroup(silentLogger());
-    const chores = new JobChores(clock, loops, 50);
-    let runs = 0;
-    chores.add({ name: "renewal", everyMs: 100, run: () => void runs++ });
-    const pass = async (ms: number) => {
-      for (let t = 0; t < ms; t += 10) {
-        clock.advance(10);
-        await settle();
-      }
-    };
-    await pass(200);
-    expect(runs).toBe(2);
-    clock.step(-60_000);
-    await pass(300);
-    expect(runs, "runs in the 300 ms after the step").toBe(5);
-    await loops.close();
-  });
-
   it("never starts a step again while its last run is in flight, and forgets a removed one", async () => {
     const clock = new ManualClock(0);
     const loops = new LoopGroup(silentLogger());

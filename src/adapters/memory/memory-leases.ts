@@ -1,4 +1,4 @@
-import { monotonicNow, type ServerTime } from "../../kernel/clock.ts";
+import type { ServerTime } from "../../kernel/clock.ts";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import {
   HeldLeases,
@@ -36,22 +36,17 @@ export class MemoryLeases implements SupervisionLeases {
     this.#assertOpen = assertOpen;
   }
 
-  /** As on NATS: held only until the last write runs out on the monotonic clock, so a holder whose renewals stop stops supervising. */
-  holds(jobId: string): boolean {
-    return this.#held.holds(jobId, this.#elapsed());
-  }
-
-  /** The monotonic clock this holder counts its own leases on (the server's clock's: one process). */
-  #elapsed(): number {
-    return monotonicNow(this.#server.clock);
+  /** As on NATS: held only until the `until` last written, so a holder whose renewals stop stops supervising. */
+  holds(jobId: string, now = this.#server.clock.now()): boolean {
+    return this.#held.holds(jobId, now);
   }
 
   supervises(jobId: string): boolean {
     return this.#held.has(jobId);
   }
 
-  coveredByHeartbeat(jobId: string): boolean {
-    return this.#held.coveredByHeartbeat(jobId, this.#elapsed());
+  coveredByHeartbeat(jobId: string, now = this.#server.clock.now()): boolean {
+    return this.#held.coveredByHeartbeat(jobId, now);
   }
 
   /** As on NATS: compare-and-set on the heartbeat's key; a key not ours any more starts a streak covering nothing. */
@@ -67,8 +62,7 @@ export class MemoryLeases implements SupervisionLeases {
     const unbroken = (current?.value === undefined ? undefined : current.revision) === known;
     const revision =
       current?.value === undefined ? kv.create(op, key, value) : kv.update(op, key, value, current.revision);
-    const at = this.#elapsed();
-    this.#held.beat(at + ttlMs, revision, at, unbroken); // answered as it was asked: nothing awaited
+    this.#held.beat(now + ttlMs, revision, now, unbroken); // answered as it was asked: nothing awaited
   }
 
   async acquire(jobId: string, ttlMs: number, now = this.#server.clock.now()): Promise<boolean> {
@@ -80,7 +74,7 @@ export class MemoryLeases implements SupervisionLeases {
     try {
       if (entry?.value === undefined) {
         const revision = entry ? kv.update(op, jobId, value, entry.revision) : kv.create(op, jobId, value);
-        this.#held.wrote(jobId, revision, this.#elapsed() + ttlMs);
+        this.#held.wrote(jobId, revision, now + ttlMs);
         return true;
       }
       const aheadMs = this.#aheadMs(now);
@@ -91,7 +85,7 @@ export class MemoryLeases implements SupervisionLeases {
         leaseRunsUntil(lease, this.#heartbeatOf(lease.holder, aheadMs)) > now
       )
         return this.#takenByAnother(jobId);
-      this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), this.#elapsed() + ttlMs);
+      this.#held.wrote(jobId, kv.update(op, jobId, value, entry.revision), now + ttlMs);
       return true;
     } catch (error) {
       // Another write came first (another holder's, or this one's own renewal): the next try reads it.
@@ -128,7 +122,7 @@ export class MemoryLeases implements SupervisionLeases {
     this.#assertOpen(op);
     try {
       const next = this.#server.leases.update(op, jobId, this.#value(ttlMs, now), revision);
-      this.#held.wrote(jobId, next, this.#elapsed() + ttlMs);
+      this.#held.wrote(jobId, next, now + ttlMs);
       return true;
     } catch (error) {
       if (error instanceof RevisionConflict) {

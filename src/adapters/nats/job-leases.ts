@@ -1,7 +1,7 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { monotonicNow, type ServerTime } from "../../kernel/clock.ts";
+import type { ServerTime } from "../../kernel/clock.ts";
 import {
   HeldLeases,
   heartbeatKey,
@@ -42,8 +42,6 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
   readonly holder: string;
-  /** The monotonic clock this runtime counts its own leases on (`holds`). */
-  readonly #elapsed = () => monotonicNow(this.#core.clock);
   /** The server's clock as the last `list()`, or a read of its own, read it. */
   readonly #clock = new LeaseClock(
     async (nc) => {
@@ -79,21 +77,21 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /**
-   * True while this runtime's last write of the lease has not run out, on its monotonic clock
-   * (`HeldLeases`). Not merely "wrote it once": a runtime whose renewals fail (cut off from
-   * NATS) must stop acting as the supervisor by the `until` another runtime reads, or both
-   * would supervise the job once that one takes over.
+   * True while this runtime's last write of the lease has not run out. Not
+   * merely "wrote it once": a runtime whose renewals fail (cut off from NATS)
+   * must stop acting as the supervisor by the `until` another runtime reads,
+   * or both would supervise the job once that one takes over.
    */
-  holds(jobId: string): boolean {
-    return this.#held.holds(jobId, this.#elapsed());
+  holds(jobId: string, now = this.#core.clock.now()): boolean {
+    return this.#held.holds(jobId, now);
   }
 
   supervises(jobId: string): boolean {
     return this.#held.has(jobId);
   }
 
-  coveredByHeartbeat(jobId: string): boolean {
-    return this.#held.coveredByHeartbeat(jobId, this.#elapsed());
+  coveredByHeartbeat(jobId: string, now = this.#core.clock.now()): boolean {
+    return this.#held.coveredByHeartbeat(jobId, now);
   }
 
   /**
@@ -105,11 +103,12 @@ export class NatsJobLeases implements SupervisionLeases {
   heartbeat(ttlMs: number, now = this.#core.clock.now()): Promise<void> {
     if (this.#held.size === 0) return Promise.resolve();
     // Before the operation: its wait for a connection is part of how late the answer is.
-    const askedAt = this.#elapsed();
+    const askedAt = this.#core.clock.now();
     return this.#broker.run("lease.heartbeat", async (nc) => {
       const kv = await this.#bucket(nc);
       const key = heartbeatKey(this.holder);
-      const value = leaseValue(this.holder, now + ttlMs, now);
+      const until = now + ttlMs;
+      const value = leaseValue(this.holder, until, now);
       const known = this.#held.heartbeatRevision;
       let revision: number;
       let unbroken = true;
@@ -122,7 +121,8 @@ export class NatsJobLeases implements SupervisionLeases {
         const entry = await kv.get(key);
         revision = entry ? await kv.update(key, value, entry.revision) : await kv.create(key, value);
       }
-      this.#held.beat(askedAt + ttlMs, revision, this.#elapsed(), unbroken);
+      // Answered when the write came back, on the clock `now` is on.
+      this.#held.beat(until, revision, now + (this.#core.clock.now() - askedAt), unbroken);
       await this.#payOwed(nc, kv);
     });
   }
@@ -153,10 +153,10 @@ export class NatsJobLeases implements SupervisionLeases {
    * takeover) costs the failed create more.
    */
   acquire(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
-    const until = this.#elapsed() + ttlMs; // ours: counted from before the write (`holds`)
     return this.#broker.run("lease.acquire", async (nc) => {
       const kv = await this.#bucket(nc);
-      const value = leaseValue(this.holder, now + ttlMs, now);
+      const until = now + ttlMs;
+      const value = leaseValue(this.holder, until, now);
       try {
         // `kv.create`'s first try, through the client's PubAcks (no request of its own).
         const revision = await this.#broker.writeKey(nc, this.#broker.names.leasesBucket, jobId, value, 0);
@@ -176,8 +176,9 @@ export class NatsJobLeases implements SupervisionLeases {
           return true;
         }
         const stored = entry.json<LeaseValue>();
-        // Another's lease is judged on this runtime's clock: with no reading of the server's yet
-        // (no listing read one), one is read first; not read (no answer in time): as written.
+        // Another's lease is judged on this runtime's clock: with no reading of the server's
+        // yet (no listing read one), one is read first.
+        // Not read (no answer in time): judged as written.
         if (stored.holder !== this.holder && this.#clock.aheadMs(now) === undefined)
           await this.#clock.readOnce(nc).catch(() => undefined);
         const lease = { holder: stored.holder, until: this.#clock.untilFor(stored, entry.created, now) };
@@ -239,10 +240,10 @@ export class NatsJobLeases implements SupervisionLeases {
   renew(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
     const revision = this.#held.revisionOf(jobId);
     if (revision === undefined) return Promise.resolve(false);
-    const until = this.#elapsed() + ttlMs; // ours: counted from before the write (`holds`)
     return this.#broker.run("lease.renew", async (nc) => {
       const kv = await this.#bucket(nc);
-      const value = leaseValue(this.holder, now + ttlMs, now);
+      const until = now + ttlMs;
+      const value = leaseValue(this.holder, until, now);
       try {
         this.#held.wrote(jobId, await kv.update(jobId, value, revision), until);
         return true;
@@ -255,8 +256,7 @@ export class NatsJobLeases implements SupervisionLeases {
       if (entry?.operation !== "PUT") return this.#takenByAnother(jobId);
       const lease = entry.json<LeaseValue>();
       if (lease.holder !== this.holder || lease.until === 0) return this.#takenByAnother(jobId);
-      // An earlier write of ours (it says until when by this clock) was asked for no later.
-      this.#held.wrote(jobId, entry.revision, until + Math.min(0, lease.until - (now + ttlMs)));
+      this.#held.wrote(jobId, entry.revision, lease.until);
       return true;
     });
   }
