@@ -5,6 +5,8 @@
  */
 export interface Clock {
   now(): number;
+  /** A clock no step of the wall clock moves (`performance.now()`); none: `now()` stands for it. */
+  monotonic?(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
 }
@@ -52,8 +54,12 @@ export const aheadOfServerAtMost = (now: number, seen: ServerTime): number =>
 export const aheadOfServerRead = (clock: Clock, seen: ServerTime | undefined): number | undefined =>
   seen === undefined ? undefined : aheadOfServer(clock, seen);
 
+/** `clock.monotonic()`, or `clock.now()` for a clock without one. */
+export const monotonicNow = (clock: Clock): number => clock.monotonic?.() ?? clock.now();
+
 export const realClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
