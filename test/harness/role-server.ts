@@ -28,13 +28,14 @@ export interface RoleServer {
 export const startRoleServer = async (
   users: Record<string, PermissionsRequest>,
   options: Pick<RuntimeOptions, "prefix" | "jobs" | "connection">,
+  /** Users beside the roles' (their config entries), given every permission by the test. */
+  extraUsers: (password: string) => readonly string[] = () => [],
 ): Promise<RoleServer> => {
   const password = "s3cret-for-tests";
   const files = await authFiles();
   const logFile = path.join(files.dir, "server.log");
-  const server = await startNatsServer({
-    args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users))],
-  });
+  const config = roleUsersConfig(logFile, password, users, [...extraUsers(password)]);
+  const server = await startNatsServer({ args: ["-c", await files.file("users.conf", config)] });
   const runtimes: Runtime[] = [];
   return {
     url: server.url,

@@ -6,21 +6,16 @@
  * of the test's own (a user with every permission) lists it, and the
  * server's log of permission violations.
  */
-import path from "node:path";
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames, permitsConsumer } from "../../src/adapters/names.ts";
 import type { PermissionsRequest } from "../../src/api/permissions.ts";
-import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import { type AuthFiles, authFiles, loggedViolations, roleUsersConfig } from "../harness/nats-auth.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type RoleServer, startRoleServer } from "../harness/role-server.ts";
 import { within } from "../harness/wait.ts";
 
 const prefix = "permd";
 const names = brokerNames(prefix);
-const password = "s3cret-for-tests";
 const users: Record<string, PermissionsRequest> = {
   admin: { role: "admin", queues: ["Q"], prefix },
   submitter: { role: "submitter", queues: ["Q"], prefix },
@@ -29,41 +24,21 @@ const users: Record<string, PermissionsRequest> = {
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 describe("a permit pool consumer deleted by hand under a least-privilege worker", () => {
-  let files: AuthFiles;
-  let server: NatsServerHandle;
-  let logFile: string;
+  let roles: RoleServer;
   let nc: NatsConnection;
   let jsm: JetStreamManager;
-  const runtimes: Runtime[] = [];
-  const runtimeAs = async (user: keyof typeof users) => {
-    const rt = await createRuntime({
-      servers: server.url,
-      prefix,
-      auth: { user, pass: password },
-      roles: users[user]?.role,
-      name: user,
-      logger: silentLogger(),
-      jobs: { cleanupIntervalMs: 0 },
-    });
-    runtimes.push(rt);
-    return rt;
-  };
+  const runtimeAs = (user: keyof typeof users) => roles.runtimeAs(user);
 
   beforeAll(async () => {
-    files = await authFiles();
-    logFile = path.join(files.dir, "server.log");
-    const raw = `{ user: "raw", password: ${JSON.stringify(password)} }`;
-    server = await startNatsServer({
-      args: ["-c", await files.file("users.conf", roleUsersConfig(logFile, password, users, [raw]))],
-    });
-    nc = await connect({ servers: server.url, user: "raw", pass: password, name: "raw" });
+    roles = await startRoleServer(users, { prefix, jobs: { cleanupIntervalMs: 0 } }, (password) => [
+      `{ user: "raw", password: ${JSON.stringify(password)} }`,
+    ]);
+    nc = await connect({ servers: roles.url, user: "raw", pass: roles.password, name: "raw" });
     jsm = await jetstreamManager(nc);
   });
   afterAll(async () => {
     await nc?.close();
-    await Promise.allSettled(runtimes.map((rt) => rt.stop()));
-    await server?.dispose();
-    await files?.remove();
+    await roles?.stop();
   });
 
   it("the next job's tasks all run", async () => {
@@ -90,7 +65,7 @@ describe("a permit pool consumer deleted by hand under a least-privilege worker"
     const end = await within(next.done(), 30_000);
     let back = false;
     for await (const c of jsm.consumers.list(names.permitsStream)) if (c.name === consumer) back = true;
-    const refused = (await loggedViolations(logFile)).filter((v) => v.user === "worker");
+    const refused = (await roles.violations()).filter((v) => v.user === "worker");
     expect(
       { end, ran: ran.size, back },
       `the worker's refused requests: ${refused.length}, first: ${refused[0]?.subject}`,
