@@ -19,17 +19,22 @@ const BOUND_MS = 15_000;
 
 /**
  * The late death of `lateDeathRolledBack`, with a redrive from a runtime of its own started
- * once the task died, before the rollback's mark, and held before its first results publish
- * (its markers: after its reads, before its record write) until `release`.
+ * once the task died, before the rollback's mark, and held until `release` before its first
+ * results publish (`publishResults`, its markers: after its reads, before its record write)
+ * or before its task's publish (`publishTasks`: after its record write).
  */
-const redriveHeldAcrossRollback = async (use: FaultBenchUse, queue: string) => {
+const redriveHeldAcrossRollback = async (
+  use: FaultBenchUse,
+  queue: string,
+  at: "publishResults" | "publishTasks" = "publishResults",
+) => {
   const redriver = await use.runtime();
   const reached = gate();
   const held = gate();
   let redrive: Promise<unknown> | undefined;
   const death = await lateDeathRolledBack(use, queue, async (jobId) => {
     let holding = true;
-    redriver.faults.before("publishResults", async (of) => {
+    redriver.faults.before(at, async (of) => {
       if (of !== jobId || !holding) return;
       holding = false;
       reached.open();
@@ -116,6 +121,34 @@ describe.each([
     const reader = await use.runtime();
     const stored = await reader.rt.jobs.record(jobId);
     expect(stored?.redrive).toBeUndefined();
+
+    held.open();
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
+    expect(runs.filter((r) => r === "new")).toEqual(["new"]);
+  });
+
+  it("rolled back between the redrive's record write and its publish, the key submitted again: the old task's copy never runs for the new submit", async () => {
+    const queue = "race-published";
+    const { submitter, jobId, request, runs, held, renew, release } = await redriveHeldAcrossRollback(
+      use,
+      queue,
+      "publishTasks",
+    );
+    renew();
+    const job = await submitter.rt.jobs.submit(request);
+    await waitUntil(() => runs.includes("new"), {
+      timeoutMs: BOUND_MS,
+      message: "the new submit's task to run",
+    });
+
+    // Its record written before the mark, the redrive publishes its copy now.
+    await release();
+    // Its own task, held by the worker, is all the job keeps: the copy is dropped, not run.
+    await waitUntil(async () => (await use.bench.rawTasks(queue, jobId)) === 1, {
+      timeoutMs: BOUND_MS,
+      message: () => `the copy to be dropped (runs ${JSON.stringify(runs)})`,
+    });
+    expect(runs.filter((r) => r === "new")).toEqual(["new"]);
 
     held.open();
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 1, dead: 0 });
