@@ -6,10 +6,10 @@ import { updateRecordWith } from "../effects/record-updates.ts";
 import { retryWith } from "../effects/retry.ts";
 import { boundError } from "../kernel/dead-letter.ts";
 import { InvalidArgument, TransientBrokerError } from "../kernel/errors.ts";
-import { isCancelled, isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { commitsOnPublish, isCancelled, isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
-import { encodeDeathAgain, encodeRedrive, encodeTask, namingRedriveId } from "../kernel/wire.ts";
+import { encodeDeathAgain, encodeRedrive, encodeTask, namingRedriveId, withSubmit } from "../kernel/wire.ts";
 import { redriveNotSent } from "./redrive-not-sent.ts";
 import { firstAnswers, publishInBatches, takenBack, unansweredTasks } from "./redrive-results.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -216,7 +216,14 @@ const redriveOnce = async (
     ),
   );
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
-  const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
+  // A 1-task lane job's copy names the submit read, as its task did: a rollback whose mark lands
+  // after the record write leaves the copy on the lane, where the next submit of the key ran a
+  // copy naming no submit as its own task.
+  const stamp = commitsOnPublish(record) ? record.submitId : undefined;
+  const bodies = chosen.map((l) => {
+    const body = encodeTask(l.index, l.payload ?? null);
+    return stamp === undefined ? body : withSubmit(body, l.index, stamp);
+  });
   /** Its markers stored, its copies not sent (`redriveNotSent`): as this call stands when it failed. */
   const notSent = (error: unknown): Promise<never> =>
     redriveNotSent(core, broker, log, { id, record, from, sent, taken, nonce }, error);
