@@ -6,10 +6,10 @@ import { updateRecordWith } from "../effects/record-updates.ts";
 import { retryWith } from "../effects/retry.ts";
 import { boundError } from "../kernel/dead-letter.ts";
 import { InvalidArgument, TransientBrokerError } from "../kernel/errors.ts";
-import { isCancelled, isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { commitsOnPublish, isCancelled, isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { taskIndexes } from "../kernel/validation.ts";
-import { encodeDeathAgain, encodeRedrive, encodeTask, namingRedriveId } from "../kernel/wire.ts";
+import { encodeDeathAgain, encodeRedrive, encodeTask, namingRedriveId, withSubmit } from "../kernel/wire.ts";
 import { redriveNotSent } from "./redrive-not-sent.ts";
 import { firstAnswers, publishInBatches, takenBack, unansweredTasks } from "./redrive-results.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
@@ -142,6 +142,10 @@ const redriveOnce = async (
   let taken: readonly number[] = [];
   const change = (r: JobRecord) => {
     from = r;
+    // Its submit rolled back, or the key submitted again, since it was read (a 1-task lane job
+    // whose late task died under a submit its submitter then rolled back): refused as at the
+    // read. Written, it reopened the next submit's record and sent it the old task's copy.
+    refuseOtherSubmit(record, r);
     // Another call of this id was not sent and stored the deaths again (`keepDead`), after
     // the marker the two share: reopened with this id, this call's copy's answer landed
     // after that death, a duplicate, and the job ended with the task dead though the call
@@ -212,12 +216,23 @@ const redriveOnce = async (
     ),
   );
   await publishInBatches(broker, record, markers, `redrive.${id}.${nonce}`);
-  const bodies = chosen.map((l) => encodeTask(l.index, l.payload ?? null));
+  // A 1-task lane job's copy names the submit read, as its task did: a rollback whose mark lands
+  // after the record write leaves the copy on the lane, where the next submit of the key ran a
+  // copy naming no submit as its own task.
+  const stamp = commitsOnPublish(record) ? record.submitId : undefined;
+  const bodies = chosen.map((l) => {
+    const body = encodeTask(l.index, l.payload ?? null);
+    return stamp === undefined ? body : withSubmit(body, l.index, stamp);
+  });
   /** Its markers stored, its copies not sent (`redriveNotSent`): as this call stands when it failed. */
   const notSent = (error: unknown): Promise<never> =>
     redriveNotSent(core, broker, log, { id, record, from, sent, taken, nonce }, error);
   await runAgain().catch(async (error: unknown) => {
     if (error instanceof RedriveFailed) throw error;
+    // Refused for its submit: nothing is taken back. A death stored again would name no submit,
+    // and the next submit of the key counted it as its own (its task dead); what the redrive
+    // made is the rolled-back submit's, which never runs again.
+    if (error instanceof InvalidArgument && !ofSubmit(from, record)) throw error;
     // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
     if (error instanceof InvalidArgument && isFinal(from.status)) {
       await takeBack(
@@ -348,6 +363,23 @@ const refuseRolledBack = (record: JobRecord): void => {
   if (record.phase !== SubmitPhase.rolledBack) return;
   throw new InvalidArgument({
     message: `id: job ${record.id}'s submit was rolled back (${record.reason ?? record.status}): nothing of it can be redriven; submit it again`,
+    field: "id",
+  });
+};
+
+/** Whether `r` is still the job of `read`'s submit, not rolled back since. */
+const ofSubmit = (r: JobRecord, read: JobRecord): boolean =>
+  r.submitId === read.submitId && r.phase !== SubmitPhase.rolledBack;
+
+/**
+ * The record a redrive writes over (`r`), against the one it read: another submit of the key
+ * holds it (the read one rolled back, the key submitted again), or its submit was rolled back.
+ */
+const refuseOtherSubmit = (read: JobRecord, r: JobRecord): void => {
+  refuseRolledBack(r);
+  if (r.submitId === read.submitId) return;
+  throw new InvalidArgument({
+    message: `id: job ${read.id} was submitted again since its dead letters were read (submit ${r.submitId}, not ${read.submitId}): nothing of the earlier submit can be redriven`,
     field: "id",
   });
 };

@@ -36,6 +36,8 @@ export interface FaultBench {
   rawTasks(queue: string, jobId: string): Promise<number>;
   /** The job's tasks held until due, on its queue's delayed stream. */
   rawHeld(queue: string, jobId: string): Promise<number>;
+  /** Stores `body` as a results message of the job, past the runtime (as a worker elsewhere would). */
+  rawPublishResults(queue: string, jobId: string, body: string): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -67,6 +69,9 @@ export const memoryBench = async (): Promise<FaultBench> => {
     },
     rawHeld: async (queue, jobId) =>
       memoryServerState(server).delayed.count(names.delayedSubject(queue, jobId)),
+    rawPublishResults: async (queue, jobId, body) => {
+      memoryServerState(server).results.append(names.resultsSubject(queue, jobId), body, randomUUID());
+    },
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       server.close();
@@ -133,6 +138,9 @@ export const natsBench = async (): Promise<FaultBench> => {
       (await countOn(names.tasksStream(queue), names.tasksSubject(queue, jobId))) +
       (await countOn(names.tasksStream(queue), names.laneSubject(queue, jobId))),
     rawHeld: (queue, jobId) => countOn(names.delayedStream(queue), names.delayedSubject(queue, jobId)),
+    rawPublishResults: async (queue, jobId, body) => {
+      await jetstream(reader).publish(names.resultsSubject(queue, jobId), body);
+    },
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
       await reader.close();

@@ -23,8 +23,13 @@ export interface LateDeath {
  * rolled-back submit and it dies there (5 deliveries), its dead letter and
  * dead answer stored; the submit is then rolled back. Checked on the way:
  * the record rolled back, five old runs, the dead answer the server holds.
+ * `beforeMark` runs once the task died, before the rollback's mark is written.
  */
-export const lateDeathRolledBack = async (use: FaultBenchUse, queue: string): Promise<LateDeath> => {
+export const lateDeathRolledBack = async (
+  use: FaultBenchUse,
+  queue: string,
+  beforeMark?: (jobId: string) => Promise<void>,
+): Promise<LateDeath> => {
   const submitter = await use.runtime();
   const runner = await use.runtime();
   const runs: Array<"old" | "new"> = [];
@@ -61,6 +66,7 @@ export const lateDeathRolledBack = async (use: FaultBenchUse, queue: string): Pr
       timeoutMs: BOUND_MS,
       message: () => `the late task to die (runs ${JSON.stringify(runs)})`,
     });
+    await beforeMark?.(jobId);
   });
   submitter.faults.strand();
   await expect(submitter.rt.jobs.submit(request)).rejects.toThrow(/injected fault: publishTasks/);
@@ -69,7 +75,9 @@ export const lateDeathRolledBack = async (use: FaultBenchUse, queue: string): Pr
   expect(rolledBack).toMatchObject({ status: "failed", phase: "rolledBack", lane: true, total: 1 });
   const jobId = rolledBack!.id;
   expect(runs).toEqual(["old", "old", "old", "old", "old"]);
-  // What the server holds of the rolled-back submit: its task's dead answer.
-  expect((await use.bench.rawResults(queue, jobId)).map((e) => [e.i, e.dead])).toEqual([[0, true]]);
+  // What the server holds of the rolled-back submit: its task's dead answer (and the markers of a
+  // redrive `beforeMark` started, if any).
+  const answers = (await use.bench.rawResults(queue, jobId)).filter((e) => e.redrive !== true);
+  expect(answers.map((e) => [e.i, e.dead])).toEqual([[0, true]]);
   return { submitter, jobId, request, runs, held, renew: () => (era = "new") };
 };

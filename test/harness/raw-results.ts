@@ -52,6 +52,37 @@ export interface RawResultsMessage {
 }
 
 /**
+ * Every message `stream` stores on `subject` (one subject: nats-server 2.9 has no filter list),
+ * in order, with the server's timestamps: a consumer of the reader's own, deleted after.
+ */
+export const natsRawMessages = async (
+  nc: NatsConnection,
+  stream: string,
+  subject: string,
+): Promise<Array<{ readonly at: number; readonly body: string }>> => {
+  const jsm = await jetstreamManager(nc);
+  const stored = await storedCount(jsm, stream, subject);
+  if (stored === 0) return [];
+  const { name } = await jsm.consumers.add(stream, {
+    filter_subject: subject,
+    ack_policy: AckPolicy.None,
+    inactive_threshold: 60_000_000_000,
+  });
+  try {
+    const consumer = await jetstream(nc).consumers.get(stream, name);
+    const messages: Array<{ at: number; body: string }> = [];
+    for (let n = 0; n < stored; n++) {
+      const msg = await consumer.next({ expires: 5_000 });
+      if (!msg) throw new Error(`message ${n + 1} of ${stored} on ${subject} not delivered`);
+      messages.push({ at: msg.info.timestampNanos / 1_000_000, body: msg.string() });
+    }
+    return messages;
+  } finally {
+    await jsm.consumers.delete(stream, name);
+  }
+};
+
+/**
  * Every results message stored for the job on a nats-server, in order, with
  * the server's timestamps: a consumer of its own on `<prefix>_results`,
  * filtered on `<prefix>.results.<queue>.<jobId>`, as the job oracle test
@@ -64,27 +95,8 @@ export const natsRawResultsMessages = async (
   prefix = "jetstate",
 ): Promise<RawResultsMessage[]> => {
   const names = brokerNames(prefix);
-  const subject = names.resultsSubject(queue, jobId);
-  const jsm = await jetstreamManager(nc);
-  const stored = await storedCount(jsm, names.resultsStream, subject);
-  if (stored === 0) return [];
-  const { name } = await jsm.consumers.add(names.resultsStream, {
-    filter_subject: subject,
-    ack_policy: AckPolicy.None,
-    inactive_threshold: 60_000_000_000,
-  });
-  try {
-    const consumer = await jetstream(nc).consumers.get(names.resultsStream, name);
-    const messages: RawResultsMessage[] = [];
-    for (let n = 0; n < stored; n++) {
-      const msg = await consumer.next({ expires: 5_000 });
-      if (!msg) throw new Error(`results message ${n + 1} of ${stored} of ${jobId} not delivered`);
-      messages.push({ at: msg.info.timestampNanos / 1_000_000, entries: msg.json<RawResult[]>() });
-    }
-    return messages;
-  } finally {
-    await jsm.consumers.delete(names.resultsStream, name);
-  }
+  const messages = await natsRawMessages(nc, names.resultsStream, names.resultsSubject(queue, jobId));
+  return messages.map((m) => ({ at: m.at, entries: JSON.parse(m.body) as RawResult[] }));
 };
 
 /** Every results entry stored for the job on a nats-server, in order (see natsRawResultsMessages). */

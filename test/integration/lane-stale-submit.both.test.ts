@@ -7,6 +7,7 @@ import {
   tally,
   useFaultBench,
 } from "../harness/fault-runtimes.ts";
+import { capturedLog } from "../harness/log-lines.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
 /**
@@ -119,6 +120,46 @@ describe.each([
     expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
     expect(ledger).toEqual([0]);
     expect((await use.bench.rawResults(queue, jobId)).map((e) => e.i)).toEqual([0]);
+  });
+
+  it("its answer, stored once the next submit's job runs, before that job's own: the job's feed passes it over", async () => {
+    const { lines, logger } = capturedLog("warn");
+    const r = await use.runtime({ logger });
+    const queue = "stale-feed";
+    const request = { queue, tasks: [0], idempotencyKey: "stale-feed-1" };
+    r.faults.strand();
+    await expect(r.rt.jobs.submit(request)).rejects.toThrow(/injected fault: publishTasks/);
+    const jobId = await rolledBackId(r, queue);
+    const old = (await r.rt.jobs.record(jobId))?.submitId;
+
+    // The key again: its own task runs, its answer held back.
+    const ledger: number[] = [];
+    const handler = gate();
+    worker(r, queue, ledger, () => handler.opened);
+    const job = await r.rt.jobs.submit(request);
+    await waitUntil(() => ledger.length === 1 && job.snapshot().status === "running", {
+      timeoutMs: BOUND_MS,
+      message: () => `the new submit's task to run (ledger ${JSON.stringify(ledger)})`,
+    });
+    // The rolled-back submit's answer of the task lands now, as a worker that ran its late task
+    // under it stores it; then a message the feed skips and logs: read in order, the old answer
+    // was read before it.
+    await use.bench.rawPublishResults(queue, jobId, JSON.stringify([{ i: 0, ok: true, r: "old", s: old }]));
+    await use.bench.rawPublishResults(queue, jobId, JSON.stringify([{ not: "a result" }]));
+    await waitUntil(() => lines.some((l) => l.msg === "results message skipped"), {
+      timeoutMs: BOUND_MS,
+      message: "the job's feed to read past the old answer",
+    });
+    expect(job.snapshot()).toMatchObject({ status: "running", done: 0 });
+
+    handler.open();
+    expect(await job.done()).toMatchObject({ status: "succeeded", done: 1 });
+    expect(ledger).toEqual([0]);
+    expect((await use.bench.rawResults(queue, jobId)).map((e) => [e.i, e.ok && e.r, e.s])).toEqual([
+      [0, "old", old],
+      [undefined, undefined, undefined],
+      [0, 1, (await r.rt.jobs.record(jobId))?.submitId],
+    ]);
   });
 
   it("its result, stored after the rollback: a resubmit whose own publish is lost rolls back, and the result is not its answer", async () => {
