@@ -48,7 +48,7 @@ describe("a permit pool consumer deleted by hand under a least-privilege worker"
     const submitter = await runtimeAs("submitter");
     const worker = await runtimeAs("worker");
     const ran = new Set<number>();
-    worker.workers.start<number, number>({
+    const serving = worker.workers.start<number, number>({
       queue: "Q",
       concurrency: 4,
       handler: (task) => {
@@ -70,6 +70,8 @@ describe("a permit pool consumer deleted by hand under a least-privilege worker"
       { end, ran: ran.size, back },
       `the worker's refused requests: ${refused.length}, first: ${refused[0]?.subject}`,
     ).toMatchObject({ end: { status: "succeeded", done: 10, total: 10 }, ran: 14, back: true });
+    // The next case's worker alone serves the queue (its ledger counts every task).
+    await serving.stop();
   }, 60_000);
 
   // The worker may not make the shared permits stream: the admin makes it again (`provision`), and
