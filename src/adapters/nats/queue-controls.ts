@@ -270,8 +270,9 @@ export const natsQueueControls = (
           published.push((await js.publish(subject, permit.body, { msgID: permit.msgID })).seq);
           unknown.shift();
         }
-        const last = (await jsm.streams.info(names.permitsStream)).state.last_seq;
-        if (await isLatest()) {
+        for (;;) {
+          const last = (await jsm.streams.info(names.permitsStream)).state.last_seq;
+          if (!(await isLatest())) break;
           // The old pool, held permits included (their nak then names nothing), and an earlier
           // attempt's permits (all stored by now); never a newer rewrite's, all after `last`.
           await jsm.streams.purge(names.permitsStream, { filter: subject, seq: last + 1 });
@@ -279,15 +280,25 @@ export const natsQueueControls = (
           // Ids of this attempt: one retried after a timeout is not a second permit, and the next
           // attempt's, which purged these, are not dropped as their duplicates.
           attempt++;
+          // A taker that found the pool lost (`seedLostPermits`) publishes the first attempt's
+          // ids: one of those stored before `last` was purged just now, and the server, which
+          // remembers ids past a purge, stores nothing for ours: the pool was left short, or
+          // empty. Then the next attempt's ids, after purging these.
+          let twinPurged = false;
           await publishPermits(
             js,
             subject,
             count,
             `${queue}.${kind}.${round}.${attempt}`,
-            (seq) => published.push(seq),
+            (seq, duplicate) => {
+              if (duplicate && seq <= last) twinPurged = true;
+              else published.push(seq);
+            },
             (permit) => unknown.push(permit),
           );
+          if (twinPurged) continue;
           if (await isLatest()) return;
+          break;
         }
         await deleteMessages(jsm, names.permitsStream, published, 500);
         published = [];
