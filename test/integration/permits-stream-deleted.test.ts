@@ -119,3 +119,45 @@ describe("a queue's permits stream deleted by hand under two runtimes", () => {
     });
   }, 90_000);
 });
+
+// The server back with an empty store takes the queue's record with its permits: the queue is
+// open again (its limits are lost, until an admin configures it again), and its work must run.
+describe("a queue's permits lost with the server's store", () => {
+  let server: NatsServerHandle;
+  let runtimes: RuntimePool;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    runtimes = natsPool(server.url, {
+      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
+      jobs: { cleanupIntervalMs: 0 },
+    });
+  });
+  afterAll(async () => {
+    await runtimes?.stop();
+    await server?.dispose();
+  });
+
+  it("the next job's tasks all run, on the queue open again", async () => {
+    const queue = "store_gone";
+    const [a, b] = [await runtimes.runtime("a"), await runtimes.runtime("b")];
+    await a.queues.configure(queue, { maxConcurrency: 2 });
+    const ran = new Set<number>();
+    const handler = (task: { payload: number }) => {
+      ran.add(task.payload);
+      return task.payload;
+    };
+    const workers = [
+      a.workers.start<number, number>({ queue, concurrency: 4, handler }),
+      b.workers.start<number, number>({ queue, concurrency: 4, handler }),
+    ];
+    const first = await a.jobs.submit({ queue, tasks: range(4) });
+    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+
+    await server.restartEmpty();
+    const tasks = range(8).map((n) => n + 100);
+    const next = await b.jobs.submit({ queue, tasks });
+    expect(await within(next.done(), 30_000)).toMatchObject({ status: "succeeded", done: 8, total: 8 });
+    expect(ran.size).toBe(12);
+    for (const w of workers) await w.stop();
+  }, 90_000);
+});
