@@ -19,6 +19,7 @@ import type { QueueControls } from "../../src/adapters/queue-controls.ts";
 import { queuesFace } from "../../src/api/queues.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { heldBeforePool } from "../harness/held-controls.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { gate, within } from "../harness/wait.ts";
 
@@ -97,21 +98,10 @@ describe("a lost pool seeded by its takers while another writes it", () => {
   it("a taker seeding while the configure that wrote the record is held before its pool: N permits", async () => {
     const queue = "seed_beside_configure";
     const [a, b] = [await replica(), await replica()];
-    const reached = gate();
     const release = gate();
-    const held = new Proxy(a, {
-      get(target, key, receiver) {
-        const value = Reflect.get(target, key, receiver);
-        if (key !== "setPermits" || typeof value !== "function") return value;
-        return async (...args: unknown[]) => {
-          reached.open();
-          await release.opened;
-          return value.apply(target, args);
-        };
-      },
-    });
-    const configured = face(held).configure(queue, { maxConcurrency: 2 });
-    await reached.opened;
+    const held = heldBeforePool(a, release.opened);
+    const configured = face(held.controls).configure(queue, { maxConcurrency: 2 });
+    await held.reached;
     // The record names the round and its N; the pool has no consumer yet: the taker makes it,
     // finds no permit, and seeds the round's first ids. The configure then purges what was
     // stored before its look (the seeds) and publishes the same ids.

@@ -1,20 +1,8 @@
-/**
- * A queue's permits stream deleted by hand (`nats stream rm`) under two
- * runtimes, each with a worker of the queue: the stream comes back empty
- * (made again on first use), and the queue's limited work must not stop for
- * good. Its pools are seeded again from the queue's record, once: the two
- * runtimes seeding at once publish the same message ids, and the server
- * keeps one of each. The oracles: a ledger the handlers keep (how many run
- * at once, and the most seen), and the permits stream as a raw client of
- * the test's own reads it (the pool's subject holds the record's N).
- */
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
-import type { Runtime } from "../../src/api/runtime.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
+import { useTwoNatsRuntimes } from "../harness/two-runtimes.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const names = brokerNames("jetstate");
@@ -66,35 +54,18 @@ const heldLedger = () => {
 };
 
 describe("a queue's permits stream deleted by hand under two runtimes", () => {
-  let server: NatsServerHandle;
-  let runtimes: RuntimePool;
-  let a: Runtime;
-  let b: Runtime;
-  let nc: NatsConnection;
-  let jsm: JetStreamManager;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    runtimes = natsPool(server.url, { jobs: { cleanupIntervalMs: 0 } });
-    a = await runtimes.runtime("a");
-    b = await runtimes.runtime("b");
-    nc = await connect({ servers: server.url, name: "raw" });
-    jsm = await jetstreamManager(nc);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await runtimes?.stop();
-    await server?.dispose();
-  });
+  const two = useTwoNatsRuntimes();
 
   /** The permits the pool's subject holds, as the server counts them (held or free). */
   const permitsOf = async (queue: string): Promise<number> => {
     const subject = names.permitsSubject(queue, "concurrency");
-    const info = await jsm.streams.info(names.permitsStream, { subjects_filter: subject });
+    const info = await two.jsm.streams.info(names.permitsStream, { subjects_filter: subject });
     return info.state.subjects?.[subject] ?? 0;
   };
 
   it("the next job's tasks all run, at most maxConcurrency at once, and the pool holds N again (not 2N)", async () => {
     const queue = "stream_gone";
+    const { a, b, jsm } = two;
     await a.queues.configure(queue, { maxConcurrency: 2 });
     const { handler, ledger, ran, runThrough } = heldLedger();
     const workers = [
