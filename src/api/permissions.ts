@@ -149,7 +149,11 @@ const kvWrite = (bucket: string) => [`$KV.${bucket}.>`, ...kvRead(bucket)];
  * answer its two permit consumers only (`*`: every queue's), and make them
  * when missing: deleted by hand (`nats consumer rm`), nothing else makes
  * them again while the queue's limits stay (`configure` makes them), and a
- * worker refused the create stopped the queue's limited work.
+ * worker refused the create stopped the queue's limited work. Publish its
+ * queue's permits (its two subjects only, as it may fill its target pools):
+ * a taker that finds a pool lost with its stream (deleted by hand, the
+ * server back with an empty store) publishes the record's permits again,
+ * and nothing else would until the next `configure`.
  */
 const permits = (n: Layout, queue: string) => {
   const consumers =
@@ -163,6 +167,7 @@ const permits = (n: Layout, queue: string) => {
       `$JS.API.CONSUMER.CREATE.${n.permitsStream}.${c}.>`,
       `$JS.API.CONSUMER.DURABLE.CREATE.${n.permitsStream}.${c}`,
     ]),
+    `${n.prefix}.permits.${queue}.*`,
     // An HTTP API instance tells the others of a heartbeat or an answer of a lease whose permit
     // one of them holds (core NATS; heard on the same subject, below).
     n.leaseNotesSubject(queue),

@@ -48,7 +48,7 @@ describe("a permit pool consumer deleted by hand under a least-privilege worker"
     const submitter = await runtimeAs("submitter");
     const worker = await runtimeAs("worker");
     const ran = new Set<number>();
-    worker.workers.start<number, number>({
+    const serving = worker.workers.start<number, number>({
       queue: "Q",
       concurrency: 4,
       handler: (task) => {
@@ -70,5 +70,36 @@ describe("a permit pool consumer deleted by hand under a least-privilege worker"
       { end, ran: ran.size, back },
       `the worker's refused requests: ${refused.length}, first: ${refused[0]?.subject}`,
     ).toMatchObject({ end: { status: "succeeded", done: 10, total: 10 }, ran: 14, back: true });
+    // The next case's worker alone serves the queue (its ledger counts every task).
+    await serving.stop();
+  }, 60_000);
+
+  // The worker may not make the shared permits stream: the admin makes it again (`provision`), and
+  // the worker, finding its pool empty, publishes the record's permits again (its queue's only).
+  it("the permits stream deleted and made again empty by the admin: the next job's tasks all run", async () => {
+    const admin = await runtimeAs("admin");
+    const submitter = await runtimeAs("submitter");
+    const worker = await runtimeAs("worker");
+    const ran = new Set<number>();
+    worker.workers.start<number, number>({
+      queue: "Q",
+      concurrency: 4,
+      handler: (task) => {
+        ran.add(task.payload);
+        return task.payload;
+      },
+    });
+    await jsm.streams.delete(names.permitsStream);
+    await admin.admin.provision(["Q"]);
+
+    const next = await submitter.jobs.submit({ queue: "Q", tasks: range(10).map((n) => n + 200) });
+    const end = await within(next.done(), 30_000);
+    const subject = names.permitsSubject("Q", "concurrency");
+    const info = await jsm.streams.info(names.permitsStream, { subjects_filter: subject });
+    const refused = (await roles.violations()).filter((v) => v.user === "worker");
+    expect(
+      { end, ran: ran.size, permits: info.state.subjects?.[subject] ?? 0 },
+      `the worker's refused requests: ${refused.length}, first: ${refused[0]?.subject}`,
+    ).toMatchObject({ end: { status: "succeeded", done: 10, total: 10 }, ran: 10, permits: 2 });
   }, 60_000);
 });

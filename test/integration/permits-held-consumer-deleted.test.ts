@@ -1,50 +1,16 @@
-/**
- * A queue's concurrency pool consumer deleted by hand while its permits are
- * held, under two workers in two runtimes: the consumer is made again, and
- * the limit holds again once the holders of the deleted consumer's permits
- * have ended. The new consumer hands those permits out again while their
- * old holders still run, so up to twice the limit may run until then (the
- * old holders neither keep nor give back their permits: a give-back freed a
- * new holder's permit, and every permit kept two holders for as long as the
- * queue had a backlog). The oracle is a ledger the test keeps of the
- * handlers running at once (each held behind a gate the test opens), and
- * the consumer as a raw client of the test's own lists it.
- */
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { brokerNames, permitsConsumer } from "../../src/adapters/names.ts";
-import type { Runtime } from "../../src/api/runtime.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
+import { useTwoNatsRuntimes } from "../harness/two-runtimes.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const names = brokerNames("jetstate");
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 describe("held permits of a concurrency pool whose consumer is deleted by hand", () => {
-  let server: NatsServerHandle;
-  let runtimes: RuntimePool;
-  let a: Runtime;
-  let b: Runtime;
-  let nc: NatsConnection;
-  let jsm: JetStreamManager;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    runtimes = natsPool(server.url, { jobs: { cleanupIntervalMs: 0 } });
-    a = await runtimes.runtime("a");
-    b = await runtimes.runtime("b");
-    nc = await connect({ servers: server.url, name: "raw" });
-    jsm = await jetstreamManager(nc);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await runtimes?.stop();
-    await server?.dispose();
-  });
+  const two = useTwoNatsRuntimes();
 
   const exists = async (consumer: string): Promise<boolean> => {
-    for await (const c of jsm.consumers.list(names.permitsStream)) if (c.name === consumer) return true;
+    for await (const c of two.jsm.consumers.list(names.permitsStream)) if (c.name === consumer) return true;
     return false;
   };
   /** Waits for `check`; false when it did not come within `ms` (what the limit forbids may never come). */
@@ -56,6 +22,7 @@ describe("held permits of a concurrency pool whose consumer is deleted by hand",
 
   it("no more handlers than maxConcurrency run at once once the old holders have ended (twice as many before)", async () => {
     const queue = "held_gone";
+    const { a, b, jsm } = two;
     await a.queues.configure(queue, { maxConcurrency: 2, permitLeaseMs: 7000 });
     const gates = new Map(range(12).map((i) => [i, gate()]));
     const running = new Set<number>();

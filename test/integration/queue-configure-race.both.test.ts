@@ -19,6 +19,7 @@ import type { QueueControls } from "../../src/adapters/queue-controls.ts";
 import { type Queues, queuesFace } from "../../src/api/queues.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { heldBeforePool } from "../harness/held-controls.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
@@ -106,23 +107,6 @@ const backends: Array<{ name: "memory" | "nats"; make(): Backend }> = [
     },
   },
 ];
-
-/** `controls` whose pool rewrites wait for `held` once they have been called (`reached`). */
-const heldBeforePool = (controls: QueueControls, held: Promise<void>) => {
-  const reached = gate();
-  const wrapped = new Proxy(controls, {
-    get(target, key, receiver) {
-      const value = Reflect.get(target, key, receiver);
-      if (key !== "setPermits" || typeof value !== "function") return value;
-      return async (...args: unknown[]) => {
-        reached.open();
-        await held;
-        return value.apply(target, args);
-      };
-    },
-  });
-  return { controls: wrapped, reached: reached.opened };
-};
 
 const natsBackend = backends[1] as (typeof backends)[number];
 

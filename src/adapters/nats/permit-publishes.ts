@@ -16,7 +16,9 @@ const publishWindow = 500;
 
 /**
  * Publishes a pool's permits, ids `<id>.<i>`: a publish retried, or a second filler's, is not a
- * second permit. `onStored` is told each one's stream sequence as its answer comes; `onUnknown`
+ * second permit. `onStored` is told each one's stream sequence as its answer comes (`duplicate`:
+ * the server had one of that id within its duplicate window, and answers with its sequence,
+ * whether that message is still stored or not); `onUnknown`
  * each one whose publish failed (stored or not: its answer may be what was lost). A window's
  * publishes all settle before the first failure is thrown: none is left in flight.
  */
@@ -25,7 +27,7 @@ export const publishPermits = async (
   subject: string,
   count: number,
   id: string,
-  onStored?: (seq: number) => void,
+  onStored?: (seq: number, duplicate: boolean) => void,
   onUnknown?: (permit: PermitMessage) => void,
 ): Promise<void> => {
   let failure: { error: unknown } | undefined;
@@ -36,7 +38,7 @@ export const publishPermits = async (
       const permit = { msgID: `${id}.${i}`, body: `${i}` };
       sent.push(
         js.publish(subject, permit.body, { msgID: permit.msgID }).then(
-          (ack) => onStored?.(ack.seq),
+          (ack) => onStored?.(ack.seq, ack.duplicate),
           (error: unknown) => {
             failure ??= { error };
             onUnknown?.(permit);

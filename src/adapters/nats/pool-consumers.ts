@@ -79,7 +79,9 @@ export const poolConsumers = (
    * and, while it is shorter than the lease asked (the settings name a
    * longer one than `configure` has set on the consumer, or a crash came
    * between), every `shortLeaseLookMs`: the taker holds its permit for the
-   * shorter one meanwhile.
+   * shorter one meanwhile. `refill`, when given, is called once the
+   * consumer was made here (not found): it publishes the pool again when its
+   * permits were lost with it (the stream made again empty), and says so.
    */
   const consumerFor = (
     nc: NatsConnection,
@@ -87,6 +89,7 @@ export const poolConsumers = (
     name: string,
     subject: string,
     leaseMs: number,
+    refill?: () => Promise<boolean>,
   ): Promise<PoolConsumer> => {
     const known = knownOn(nc);
     const key = `${stream}/${name}`;
@@ -119,11 +122,13 @@ export const poolConsumers = (
           ).config.ack_wait;
           // Not found: what this client holds of it is of a life that is over.
           lives.gone();
+          // Its permits lost too (the stream made again): published again, and said so there.
+          const refilled = (await refill?.()) === true;
           // Once per consumer made again: a look-up that fails is not one.
-          if (seen.has(key))
+          if (seen.has(key) && !refilled)
             log.warn(
               { stream, consumer: name },
-              `permit pool consumer ${name} on ${stream} was gone (deleted?): made again`,
+              `permit pool consumer ${name} on ${stream} was gone (deleted?): made again, its permits kept`,
             );
         }
         seen.add(key);

@@ -14,6 +14,7 @@ import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { type PermitMessage, publishPermits } from "./permit-publishes.ts";
 import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
+import { seedLostPermits } from "./permit-seeds.ts";
 import { poolConsumers } from "./pool-consumers.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
@@ -99,13 +100,29 @@ export const natsQueueControls = (
     log,
   );
   const consumerFor = pools.consumerFor;
-  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind, leaseMs: number) =>
+  /**
+   * A pool's consumer; a taker's (`refill`) publishes the queue's permits again when it finds
+   * them lost with the consumer. Not `setPermits`, which rewrites the pool itself.
+   */
+  const consumerOf = (nc: NatsConnection, queue: string, kind: PermitKind, leaseMs: number, refill = true) =>
     consumerFor(
       nc,
       names.permitsStream,
       permitsConsumer(queue, kind),
       names.permitsSubject(queue, kind),
       leaseMs,
+      refill
+        ? async () => {
+            const { js, jsm } = await broker.handles(nc);
+            const stream = names.permitsStream;
+            const subject = names.permitsSubject(queue, kind);
+            const record = async () => {
+              const entry = await (await bucket(nc)).get(queue);
+              return entry?.operation === "PUT" ? entry.string() : undefined;
+            };
+            return (await seedLostPermits({ js, jsm, stream, subject, queue, kind, record }, log)) > 0;
+          }
+        : undefined,
     );
 
   const fills = broker.setups.cache<Map<string, Promise<void>>>();
@@ -242,7 +259,7 @@ export const natsQueueControls = (
       let attempt = 0;
       return broker.run("queue.permits.set", async (nc) => {
         const { js, jsm } = await broker.handles(nc);
-        await consumerOf(nc, queue, kind, leaseMs);
+        await consumerOf(nc, queue, kind, leaseMs, false);
         const subject = names.permitsSubject(queue, kind);
         // A permit whose publish failed, published again under its id: the server answers with
         // the one it stored (within its two-minute duplicate window), or stores it now; either
@@ -253,8 +270,9 @@ export const natsQueueControls = (
           published.push((await js.publish(subject, permit.body, { msgID: permit.msgID })).seq);
           unknown.shift();
         }
-        const last = (await jsm.streams.info(names.permitsStream)).state.last_seq;
-        if (await isLatest()) {
+        for (;;) {
+          const last = (await jsm.streams.info(names.permitsStream)).state.last_seq;
+          if (!(await isLatest())) break;
           // The old pool, held permits included (their nak then names nothing), and an earlier
           // attempt's permits (all stored by now); never a newer rewrite's, all after `last`.
           await jsm.streams.purge(names.permitsStream, { filter: subject, seq: last + 1 });
@@ -262,15 +280,25 @@ export const natsQueueControls = (
           // Ids of this attempt: one retried after a timeout is not a second permit, and the next
           // attempt's, which purged these, are not dropped as their duplicates.
           attempt++;
+          // A taker that found the pool lost (`seedLostPermits`) publishes the first attempt's
+          // ids: one of those stored before `last` was purged just now, and the server, which
+          // remembers ids past a purge, stores nothing for ours: the pool was left short, or
+          // empty. Then the next attempt's ids, after purging these.
+          let twinPurged = false;
           await publishPermits(
             js,
             subject,
             count,
             `${queue}.${kind}.${round}.${attempt}`,
-            (seq) => published.push(seq),
+            (seq, duplicate) => {
+              if (duplicate && seq <= last) twinPurged = true;
+              else published.push(seq);
+            },
             (permit) => unknown.push(permit),
           );
+          if (twinPurged) continue;
           if (await isLatest()) return;
+          break;
         }
         await deleteMessages(jsm, names.permitsStream, published, 500);
         published = [];

@@ -1,0 +1,134 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerNames } from "../../src/adapters/names.ts";
+import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
+import { useTwoNatsRuntimes } from "../harness/two-runtimes.ts";
+import { gate, waitUntil, within } from "../harness/wait.ts";
+
+const names = brokerNames("jetstate");
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/**
+ * Handlers held behind a gate each until the test lets the running ones go,
+ * counting how many run at once and the most seen.
+ */
+const heldLedger = () => {
+  const gates = new Map<number, ReturnType<typeof gate>>();
+  const running = new Set<number>();
+  const ran = new Set<number>();
+  const ledger = { most: 0 };
+  const handler = async (task: { payload: number }) => {
+    running.add(task.payload);
+    ran.add(task.payload);
+    ledger.most = Math.max(ledger.most, running.size);
+    const held = gate();
+    gates.set(task.payload, held);
+    await held.opened;
+    running.delete(task.payload);
+    return task.payload;
+  };
+  /**
+   * Lets `tasks` run to their end, `limit` at a time at most: waits until as
+   * many as may run are running (or fails saying how many ran), then opens them.
+   */
+  const runThrough = async (tasks: readonly number[], limit: number, timeoutMs: number) => {
+    const done = new Set<number>();
+    while (done.size < tasks.length) {
+      const due = Math.min(limit, tasks.length - done.size);
+      await waitUntil(() => running.size >= due, {
+        timeoutMs,
+        message: () =>
+          `${due} handlers running (${done.size} of ${tasks.length} ended, ${running.size} running, most ${ledger.most})`,
+      });
+      for (const i of [...running]) {
+        gates.get(i)?.open();
+        done.add(i);
+      }
+      await waitUntil(() => [...done].every((i) => !running.has(i)), {
+        timeoutMs,
+        message: "the handlers let go ended",
+      });
+    }
+  };
+  return { handler, ledger, ran, runThrough };
+};
+
+describe("a queue's permits stream deleted by hand under two runtimes", () => {
+  const two = useTwoNatsRuntimes();
+
+  /** The permits the pool's subject holds, as the server counts them (held or free). */
+  const permitsOf = async (queue: string): Promise<number> => {
+    const subject = names.permitsSubject(queue, "concurrency");
+    const info = await two.jsm.streams.info(names.permitsStream, { subjects_filter: subject });
+    return info.state.subjects?.[subject] ?? 0;
+  };
+
+  it("the next job's tasks all run, at most maxConcurrency at once, and the pool holds N again (not 2N)", async () => {
+    const queue = "stream_gone";
+    const { a, b, jsm } = two;
+    await a.queues.configure(queue, { maxConcurrency: 2 });
+    const { handler, ledger, ran, runThrough } = heldLedger();
+    const workers = [
+      a.workers.start<number, number>({ queue, concurrency: 4, handler }),
+      b.workers.start<number, number>({ queue, concurrency: 4, handler }),
+    ];
+    const first = await a.jobs.submit({ queue, tasks: range(4), ackWaitMs: 20_000 });
+    await runThrough(range(4), 2, 20_000);
+    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+    expect(await permitsOf(queue)).toBe(2);
+
+    await jsm.streams.delete(names.permitsStream);
+    const tasks = range(8).map((n) => n + 100);
+    const next = await b.jobs.submit({ queue, tasks, ackWaitMs: 20_000 });
+    await runThrough(tasks, 2, 30_000);
+    expect(await within(next.done(), 20_000)).toMatchObject({ status: "succeeded", done: 8, total: 8 });
+    for (const w of workers) await w.stop();
+    expect({ ran: ran.size, most: ledger.most, permits: await permitsOf(queue) }).toEqual({
+      ran: 12,
+      most: 2,
+      permits: 2,
+    });
+  }, 90_000);
+});
+
+// The server back with an empty store takes the queue's record with its permits: the queue is
+// open again (its limits are lost, until an admin configures it again), and its work must run.
+describe("a queue's permits lost with the server's store", () => {
+  let server: NatsServerHandle;
+  let runtimes: RuntimePool;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    runtimes = natsPool(server.url, {
+      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
+      jobs: { cleanupIntervalMs: 0 },
+    });
+  });
+  afterAll(async () => {
+    await runtimes?.stop();
+    await server?.dispose();
+  });
+
+  it("the next job's tasks all run, on the queue open again", async () => {
+    const queue = "store_gone";
+    const [a, b] = [await runtimes.runtime("a"), await runtimes.runtime("b")];
+    await a.queues.configure(queue, { maxConcurrency: 2 });
+    const ran = new Set<number>();
+    const handler = (task: { payload: number }) => {
+      ran.add(task.payload);
+      return task.payload;
+    };
+    const workers = [
+      a.workers.start<number, number>({ queue, concurrency: 4, handler }),
+      b.workers.start<number, number>({ queue, concurrency: 4, handler }),
+    ];
+    const first = await a.jobs.submit({ queue, tasks: range(4) });
+    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+
+    await server.restartEmpty();
+    const tasks = range(8).map((n) => n + 100);
+    const next = await b.jobs.submit({ queue, tasks });
+    expect(await within(next.done(), 30_000)).toMatchObject({ status: "succeeded", done: 8, total: 8 });
+    expect(ran.size).toBe(12);
+    for (const w of workers) await w.stop();
+  }, 90_000);
+});
