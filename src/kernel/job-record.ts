@@ -176,6 +176,12 @@ export interface JobRecordV1 {
    * not reopen the job with it after. Cleared by the next redrive accepted.
    */
   readonly redriveFailed?: string;
+  /**
+   * The lease holder of the runtime that last took the job over, written by
+   * its first act as supervisor: a supervisor named otherwise writes nothing
+   * more of the job. Absent: never taken over (its submitter supervises).
+   */
+  readonly supervisor?: string;
 }
 
 export type JobRecord = JobRecordV1;
@@ -392,6 +398,7 @@ const JobRecordShape = Schema.Struct({
   dueUntil: Schema.optionalKey(Schema.Number),
   redrive: Schema.optionalKey(Schema.String),
   redriveFailed: Schema.optionalKey(Schema.String),
+  supervisor: Schema.optionalKey(Schema.String),
 } satisfies Record<keyof JobRecordV1, Schema.Top>);
 
 /**
