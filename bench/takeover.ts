@@ -15,7 +15,7 @@
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
-import { encodeRecord } from "../src/kernel/job-record.ts";
+import { encodeRecord } from "../src/kernel/job-record-codec.ts";
 import { silentLogger } from "../src/kernel/logger.ts";
 import { finishedRecord } from "../test/harness/finished-records.ts";
 import { type Child, killAll, startChild } from "../test/harness/supervisor-child.ts";

@@ -2,7 +2,7 @@ import type { Actor } from "xstate";
 import type { JobResults } from "../adapters/job-results.ts";
 import { workOver } from "../kernel/errors.ts";
 import { othersAhead, takenAhead, takesBack } from "../kernel/job-progress.ts";
-import { answersOfSubmit, decodeResults, type ResultRecord } from "../kernel/wire.ts";
+import { answersOfSubmit, decodeResults, type ResultRecord } from "../kernel/result-wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { type HandleSource, isRecorded, snapshotOf, type TaskResult } from "./job-handle.ts";
 import type { RuntimeCore } from "./runtime-core.ts";

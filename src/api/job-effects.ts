@@ -15,8 +15,8 @@ import {
   madeAgain,
   uncountedRedrive,
 } from "../kernel/job-record.ts";
+import { markerCounts } from "../kernel/result-wire.ts";
 import { whenAborted } from "../kernel/signals.ts";
-import { markerCounts } from "../kernel/wire.ts";
 import { type JobEvent, type JobMachine, jobMachine, tickEveryMs } from "../machines/job.machine.ts";
 import { endWait, otherEnd, recordEvent } from "./job-end-wait.ts";
 import { jobFeed } from "./job-feed.ts";

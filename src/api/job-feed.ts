@@ -4,7 +4,7 @@ import type { Clock } from "../kernel/clock.ts";
 import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal } from "../kernel/job-record.ts";
-import { answersOfSubmit, decodeResults, markerCounts } from "../kernel/wire.ts";
+import { answersOfSubmit, decodeResults, markerCounts } from "../kernel/result-wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
 import { jobStatusOf } from "../machines/job-state.ts";
 import type { RunState } from "./job-run.ts";

@@ -5,7 +5,7 @@ import { boundError } from "../kernel/dead-letter.ts";
 import { isTransient, PermanentBrokerError, RuntimeStopped, TransientBrokerError } from "../kernel/errors.ts";
 import { isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
-import { encodeFailed } from "../kernel/wire.ts";
+import { encodeFailed } from "../kernel/result-wire.ts";
 import { publishInBatches } from "./redrive-results.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 

@@ -12,7 +12,7 @@ import {
   takesBack,
 } from "../kernel/job-progress.ts";
 import type { JobRecord } from "../kernel/job-record.ts";
-import { answersOfSubmit, batchesUnder, decodeResults, encodeBatch } from "../kernel/wire.ts";
+import { answersOfSubmit, batchesUnder, decodeResults, encodeBatch } from "../kernel/result-wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**

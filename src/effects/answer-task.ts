@@ -1,10 +1,16 @@
 import {
+  emptyBatchBytes,
+  encodeFailed,
+  fitsAlone,
+  withAnswerSubmit,
+  withLetter,
+} from "../kernel/result-wire.ts";
+import {
   decideOutcome,
   type OutcomeContext,
   PermanentError,
   type TaskOutcome,
 } from "../kernel/task-outcome.ts";
-import { emptyBatchBytes, encodeFailed, fitsAlone, withAnswerSubmit, withLetter } from "../kernel/wire.ts";
 import type { ResultBatcher, Settle } from "./result-batcher.ts";
 
 /**

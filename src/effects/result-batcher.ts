@@ -1,4 +1,4 @@
-import { emptyBatchBytes, encodeBatch, entryBytes } from "../kernel/wire.ts";
+import { emptyBatchBytes, encodeBatch, entryBytes } from "../kernel/result-wire.ts";
 
 /**
  * Batches task results: one results message per batch (≤ `maxEntries`

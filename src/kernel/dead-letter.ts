@@ -2,8 +2,8 @@ import { MalformedMessage } from "./errors.ts";
 
 /**
  * The dead-letter wire format, owned here for both brokers, and the room a
- * dead letter needs next to its task's payload (the task, results and
- * progress formats are wire.ts').
+ * dead letter needs next to its task's payload (the task and progress
+ * formats are wire.ts', the results format result-wire.ts').
  *
  * A dead letter is a copy of the task's payload with the job, index, error,
  * deliveries, time and source around it, stored under its own message id.

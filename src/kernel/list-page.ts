@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { InvalidArgument } from "./errors.ts";
-import { decodeRecord, type JobRecord, type JobStatus } from "./job-record.ts";
+import type { JobRecord, JobStatus } from "./job-record.ts";
+import { decodeRecord } from "./job-record-codec.ts";
 
 /**
  * Listing job records a page at a time (`rt.jobs.list()`, `GET /jobs`):

@@ -6,7 +6,7 @@
 import { type ConsumerInfo, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { brokerNames } from "../../src/adapters/names.ts";
-import { decodeRecord } from "../../src/kernel/job-record.ts";
+import { decodeRecord } from "../../src/kernel/job-record-codec.ts";
 
 export const laneOracle = (nc: () => NatsConnection, prefix = "jetstate") => {
   const names = brokerNames(prefix);

@@ -68,19 +68,15 @@ export const tcpProxy = async (target: string) => {
 
 /**
  * A TCP proxy on a random loopback port in front of `target` (a nats://
- * URL) that passes every byte on `oneWayMs` late, in order, both ways: a
- * server that far from its clients, on one host and one clock.
+ * URL); `link` joins each client's connection to its own to the server.
  */
-export const latencyProxy = async (target: string, oneWayMs: number) => {
+const linkedProxy = async (target: string, link: (client: net.Socket, upstream: net.Socket) => void) => {
   const { hostname, port } = new URL(target);
   const sockets = new Set<net.Socket>();
-  const late = (from: net.Socket, to: net.Socket) =>
-    from.on("data", (chunk) => setTimeout(() => to.destroyed || to.write(chunk), oneWayMs));
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(port), hostname);
     sockets.add(client).add(upstream);
-    late(client, upstream);
-    late(upstream, client);
+    link(client, upstream);
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -98,3 +94,52 @@ export const latencyProxy = async (target: string, oneWayMs: number) => {
       }),
   };
 };
+
+/**
+ * A TCP proxy on a random loopback port in front of `target` (a nats://
+ * URL) that passes every byte on `oneWayMs` late, in order, both ways: a
+ * server that far from its clients, on one host and one clock.
+ */
+export const latencyProxy = (target: string, oneWayMs: number) =>
+  linkedProxy(target, (client, upstream) => {
+    const late = (from: net.Socket, to: net.Socket) =>
+      from.on("data", (chunk) => setTimeout(() => to.destroyed || to.write(chunk), oneWayMs));
+    late(client, upstream);
+    late(upstream, client);
+  });
+
+/**
+ * A TCP proxy on a random loopback port in front of `target` (a nats://
+ * URL) whose bytes one way (`from` the server or the client) are held back
+ * from each chunk `holdMs` picks (it answers the milliseconds to hold, read
+ * from the chunk's text; 0 for none) until that long has passed, then
+ * passed on in order with any that came meanwhile; the other way, and
+ * every chunk not picked nor behind one, passes at once: one kind of
+ * answer or write slow, everything else as fast as ever.
+ */
+export const holdingProxy = (target: string, from: "server" | "client", holdMs: (text: string) => number) =>
+  linkedProxy(target, (client, upstream) => {
+    const [source, sink] = from === "server" ? [upstream, client] : [client, upstream];
+    if (from === "server") client.pipe(upstream);
+    else upstream.pipe(client);
+    let holdUntil = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const held: Buffer[] = [];
+    /** Passes on what is held once the latest hold is over. */
+    const release = () => {
+      const wait = holdUntil - Date.now();
+      if (wait > 0) {
+        timer = setTimeout(release, wait);
+        return;
+      }
+      timer = undefined;
+      for (const chunk of held.splice(0)) if (!sink.destroyed) sink.write(chunk);
+    };
+    source.on("data", (chunk: Buffer) => {
+      holdUntil = Math.max(holdUntil, Date.now() + holdMs(chunk.toString("latin1")));
+      if (held.length === 0 && Date.now() >= holdUntil) return void sink.write(chunk);
+      held.push(chunk);
+      timer ??= setTimeout(release, holdUntil - Date.now());
+    });
+    sink.on("close", () => clearTimeout(timer));
+  });

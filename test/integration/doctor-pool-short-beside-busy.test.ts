@@ -17,6 +17,7 @@ import { afterAll, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const held = useServerConnection();
 const runtimes: Runtime[] = [];
@@ -45,21 +46,36 @@ it("a pool emptied for good is reported while another queue's pool is rewritten"
     true,
   );
 
-  // Another service adjusts queue other's limit every 200 ms, as an autoscaler would.
+  // Another service re-applies queue other's limit, as an autoscaler would: here once each doctor
+  // run has read the pools (its first look; a stream info request seen on the test's connection),
+  // so the permits stream is written between that look and the next. A run whose second look
+  // came before that write was stored proves nothing and is run again.
   const other = await runtime();
-  let stop = false;
-  const adjusting = (async () => {
-    for (let i = 0; !stop; i++) {
-      await other.queues.configure("other", { maxConcurrency: 50 + (i % 2) });
-      await new Promise((r) => setTimeout(r, 200));
-    }
+  const looks = held.nc.subscribe("$JS.API.STREAM.INFO.busy_permits");
+  let lookCount = 0;
+  const counting = (async () => {
+    for await (const m of looks) if (m.string().includes("subjects_filter")) lookCount++;
   })();
   const runs: string[][] = [];
   try {
-    for (let run = 0; run < 3; run++) runs.push((await ops.admin.diagnose()).problems.map((p) => p.what));
+    for (let tries = 0; runs.length < 3; tries++) {
+      expect(tries, "no doctor run saw the other queue written between its looks").toBeLessThan(10);
+      const before = lookCount;
+      const run = ops.admin.diagnose();
+      await waitUntil(() => lookCount > before, {
+        timeoutMs: 10_000,
+        message: "doctor never read the pools",
+      });
+      await other.queues.configure("other", { maxConcurrency: 51 - (tries % 2) });
+      // A second look the server had by now is delivered before the answer to this flush.
+      await held.nc.flush();
+      const between = lookCount === before + 1;
+      const problems = (await run).problems.map((p) => p.what);
+      if (between) runs.push(problems);
+    }
   } finally {
-    stop = true;
-    await adjusting;
+    looks.unsubscribe();
+    await counting;
   }
   // Fails on the current code: [false, false, false] (the permits stream was written between each run's looks).
   const named = (problems: string[]) =>

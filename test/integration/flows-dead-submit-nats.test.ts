@@ -14,7 +14,7 @@ import { expect, it } from "vitest";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { decodeFlowRecord } from "../../src/kernel/flow-record.ts";
-import { decodeRecord } from "../../src/kernel/job-record.ts";
+import { decodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { submitAndDieOnNats } from "../harness/flows-dying-submitter.ts";
 import { liveEntries, liveKeys } from "../harness/kv-keys.ts";

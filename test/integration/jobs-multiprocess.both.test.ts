@@ -22,7 +22,8 @@ import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import type { Clock } from "../../src/kernel/clock.ts";
 import { PermanentBrokerError } from "../../src/kernel/errors.ts";
-import { decodeRecord, type JobRecord } from "../../src/kernel/job-record.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { decodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import {
   createMemoryBroker,

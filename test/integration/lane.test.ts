@@ -12,17 +12,21 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createDashboard } from "../../src/api/dashboard.ts";
 import { createHttpApi } from "../../src/api/http.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
+import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { planSubmit } from "../../src/effects/plan-submit.ts";
 import { reapSubmits } from "../../src/effects/reap-submits.ts";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
 import { encodeTask } from "../../src/kernel/wire.ts";
 import { crashingSubmitter } from "../harness/crashing-submitter.ts";
 import { laneOracle } from "../harness/lane-oracle.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { waitUntil } from "../harness/wait.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const names = brokerNames("jetstate");
@@ -349,9 +353,23 @@ describe("the lane: one consumer per queue for small jobs", () => {
         return 0;
       },
     });
-    const other = await createRuntime({ servers: server.url, logger, jobs: { lane: true } });
+    // The submitter's record writes of the job are held until `commitWrite` opens: its
+    // progress write a second after the submit would write the commit, and under load the
+    // steps below took longer than that (2 failures in 10 runs beside a busy core).
+    const commitWrite = gate();
+    const options = { servers: server.url, logger, jobs: { lane: true } };
+    const core = await createRuntimeCore(options);
+    const { broker } = spiedBroker(
+      createNatsBroker(core, { retentionMs: core.options.jobs.retentionMs, holder: "lane-window" }),
+      (name, _n, args, call) =>
+        name === "updateRecord" && (args[0] as JobRecord).queue === queue
+          ? commitWrite.opened.then(call)
+          : call(),
+    );
+    const submitter = await createRuntime({ ...options, broker });
+    const other = await createRuntime(options);
     try {
-      const job = await rt.jobs.submit({ queue, tasks: [{ n: 1 }] });
+      const job = await submitter.jobs.submit({ queue, tasks: [{ n: 1 }] });
       await running;
       // Its task runs; its record, read raw, still says what its create wrote.
       expect(await storedRecord(job.id)).toMatchObject({ phase: "submitting" });
@@ -411,8 +429,11 @@ describe("the lane: one consumer per queue for small jobs", () => {
       });
     } finally {
       release();
+      commitWrite.open();
       await worker.stop();
       await other.stop();
+      await submitter.stop();
+      await core.stop();
     }
   });
   it("a lane job still running a second after its submit has its commit written", async () => {

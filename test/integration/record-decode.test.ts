@@ -8,7 +8,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNatsBroker, type NatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { createRuntimeCore, type RuntimeCore } from "../../src/api/runtime-core.ts";
-import { encodeRecord } from "../../src/kernel/job-record.ts";
+import { encodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { record } from "../unit/fake-job-port.ts";
 

@@ -13,7 +13,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Role } from "../../src/api/permissions.ts";
 import { createRuntime } from "../../src/api/runtime.ts";
-import { encodeRecord } from "../../src/kernel/job-record.ts";
+import { encodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { finishedRecord } from "../harness/finished-records.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pageBucket, scanBucket, scanBucketEntries } from "../../src/adapters/nats/bucket-reads.ts";
 import type { ServerTime } from "../../src/kernel/clock.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 /**
  * Listing job records and leases (`scanBucket`, and a page at a time with
@@ -93,23 +94,32 @@ describe("scanBucket", () => {
       Promise.race([pass, new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 10_000))]);
     expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(ledger);
     // The last keys go while passes run: each pass ends, with every key that lived through it.
+    // Each purge waits for a pass begun after the one before it, so the passes see them go.
     let purging = true;
+    let begun = 0;
+    let scanning = true;
     const purger = (async () => {
       for (let i = 48; i >= 30; i--) {
+        const after = begun;
+        await waitUntil(() => begun > after || !scanning, { timeoutMs: 20_000, message: "no pass begun" });
         await purge(`k${i}`);
         ledger.delete(`k${i}`);
-        await new Promise((resolve) => setTimeout(resolve, 5));
       }
       purging = false;
     })();
     let passes = 0;
-    while (purging || passes === 0) {
-      const pass = await bounded(scanBucket(js, jsm, "scan_purged"));
-      if (pass === "hung") throw new Error(`pass ${passes + 1} did not end`);
-      for (let i = 0; i < 30; i++) expect(pass.get(`k${i}`)).toBe(`v${i}`);
-      passes += 1;
+    try {
+      while (purging || passes === 0) {
+        begun += 1;
+        const pass = await bounded(scanBucket(js, jsm, "scan_purged"));
+        if (pass === "hung") throw new Error(`pass ${passes + 1} did not end`);
+        for (let i = 0; i < 30; i++) expect(pass.get(`k${i}`)).toBe(`v${i}`);
+        passes += 1;
+      }
+    } finally {
+      scanning = false;
+      await purger;
     }
-    await purger;
     expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(ledger);
     await purge(">");
     expect(await bounded(scanBucket(js, jsm, "scan_purged"))).toEqual(new Map());
@@ -289,14 +299,24 @@ describe("scanBucket", () => {
   // Its reading of the server's clock says how late its stamp may be: a create answered 1.2 s
   // after it was asked (here, asked 1.2 s late) is a reading up to 1.2 s late.
   it("scanBucketEntries: its reading of the server's clock carries the round trip of its consumer's create", async () => {
+    // The create is held back until it was held 200 ms; the oracle is how long it was held,
+    // measured here from its call to its answer.
+    let heldMs = 0;
     const { js, jsm } = await bucketWithGet("scan_slow_clock", (real) => async (...args) => {
-      await new Promise((resolve) => setTimeout(resolve, 1200));
-      return real(...args);
+      const askedAt = performance.now();
+      await waitUntil(() => performance.now() - askedAt >= 200, {
+        timeoutMs: 10_000,
+        message: "the create was not held back",
+      });
+      const consumer = await real(...args);
+      heldMs = performance.now() - askedAt;
+      return consumer;
     });
     const readings: ServerTime[] = [];
     await scanBucketEntries(js, jsm, "scan_slow_clock", ">", (seen) => readings.push(seen));
     expect(readings).toHaveLength(1);
-    expect(readings[0]?.roundTripMs).toBeGreaterThanOrEqual(1200);
+    expect(heldMs).toBeGreaterThanOrEqual(200);
+    expect(readings[0]?.roundTripMs).toBeGreaterThanOrEqual(heldMs);
   });
 
   // What no delete reaches (the client closed under the scan) goes by itself soon, not in 5 min.

@@ -19,56 +19,24 @@
  * against the server's stamp of that write. (Its ticks fire ~1.5 s later
  * than the slow listing alone makes them: +2–3 s in all, seen, not asserted.)
  */
-import net from "node:net";
 import { Kvm } from "@nats-io/kv";
 import { expect, it } from "vitest";
 import { createRuntime } from "../../src/api/runtime.ts";
 import { capturedLog } from "../harness/log-lines.ts";
 import { rawJobRecords } from "../harness/raw-job-records.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
+import { holdingProxy } from "../harness/tcp-proxy.ts";
 import { delay } from "../harness/wait.ts";
 
 const slowMs = 1500;
 
-/** A proxy whose bytes from the server are held `slowMs` from each answer to a schedules' consumer creation on. */
-const slowConsumerAnswers = async (target: string) => {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(port), hostname);
-    sockets.add(client).add(upstream);
-    client.pipe(upstream);
-    let releaseAt = 0;
-    upstream.on("data", (chunk: Buffer) => {
-      const text = chunk.toString("latin1");
-      const slow = text.includes("consumer_create_response") && text.includes("_schedules");
-      releaseAt = Math.max(releaseAt, Date.now() + (slow ? slowMs : 0));
-      const wait = releaseAt - Date.now();
-      if (wait <= 0) client.write(chunk);
-      else setTimeout(() => client.writable && client.write(chunk), wait);
-    });
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  return {
-    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-};
-
 const served = useServerConnection();
 
 it("a runtime whose clock is right, its listing's consumer answered 1.5 s late: not taken for ahead, its stamps not taken back", async () => {
-  const proxy = await slowConsumerAnswers(served.server.url);
+  // The bytes from the server are held `slowMs` from each answer to a schedules' consumer creation on.
+  const proxy = await holdingProxy(served.server.url, "server", (text) =>
+    text.includes("consumer_create_response") && text.includes("_schedules") ? slowMs : 0,
+  );
   const log = capturedLog();
   const rt = await createRuntime({
     servers: proxy.url,

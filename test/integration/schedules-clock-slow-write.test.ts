@@ -12,65 +12,27 @@
  * Oracle: the job records read raw, each job's tick from its idempotency key;
  * the upsert's own `nextTick`; real time.
  */
-import net from "node:net";
 import { describe, expect, it } from "vitest";
 import { committedTicks, natsClockBackend } from "../harness/clock-backends.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
+import { holdingProxy } from "../harness/tcp-proxy.ts";
 import { delay } from "../harness/wait.ts";
 
 const served = useServerConnection();
-
-/** A proxy whose client-to-server bytes are held `slowMs` each once `slowMs` is set (in order). */
-const slowProxy = async (target: string) => {
-  const { hostname, port } = new URL(target);
-  const state = { slowMs: 0 };
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(port), hostname);
-    sockets.add(client).add(upstream);
-    // Once armed, the first publish to the schedules bucket (the upsert's write, its read
-    // answered) and every byte after it are held `slowMs`, in order: the write lands late.
-    let holdUntil = 0;
-    const held: Buffer[] = [];
-    const flush = () => {
-      for (const c of held.splice(0)) if (!upstream.destroyed) upstream.write(c);
-    };
-    client.on("data", (chunk: Buffer) => {
-      if (held.length > 0 || Date.now() < holdUntil) return void held.push(chunk);
-      if (state.slowMs > 0 && /^H?PUB \$KV\.[^ ]*_schedules\.slow /m.test(chunk.toString("latin1"))) {
-        holdUntil = Date.now() + state.slowMs;
-        state.slowMs = 0;
-        held.push(chunk);
-        setTimeout(flush, holdUntil - Date.now());
-        return;
-      }
-      upstream.write(chunk);
-    });
-    upstream.pipe(client);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  return {
-    url: `nats://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    state,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-};
 
 const period = 1000;
 const slowMs = 2500;
 
 describe("a runtime on a slow link upserts a schedule, every clock right, on nats", () => {
   it("every tick from the upsert's nextTick on fires once, on time ± a pass", async () => {
-    const proxy = await slowProxy(served.server.url);
+    // Once armed, the first publish to the schedules bucket (the upsert's write, its read
+    // answered) and every byte after it are held `slowMs`, in order: the write lands late.
+    let armed = false;
+    const proxy = await holdingProxy(served.server.url, "client", (text) => {
+      if (!armed || !/^H?PUB \$KV\.[^ ]*_schedules\.slow /m.test(text)) return 0;
+      armed = false;
+      return slowMs;
+    });
     const backend = natsClockBackend(served.server, served.nc);
     try {
       const queue = "slow";
@@ -78,9 +40,9 @@ describe("a runtime on a slow link upserts a schedule, every clock right, on nat
       const slow = await backend.runtime("slow", { servers: proxy.url, jobs: { scheduler: false } });
       // A cluster already running: the right runtime's scheduler started a while before the upsert.
       await delay(1500);
-      proxy.state.slowMs = slowMs;
+      armed = true;
       const info = await slow.schedules.upsert({ id: "slow", everyMs: period, job: { queue, tasks: [1] } });
-      proxy.state.slowMs = 0;
+      armed = false;
       const answered = Date.now();
       const promised = (info as { nextTick?: number }).nextTick!;
       await delay(4000);
@@ -95,7 +57,7 @@ describe("a runtime on a slow link upserts a schedule, every clock right, on nat
       expect({ lost, twice }).toEqual({ lost: [], twice: [] });
     } finally {
       await backend.stop();
-      proxy.close();
+      await proxy.close();
     }
   }, 30_000);
 });

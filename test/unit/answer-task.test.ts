@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { type AnswerContext, answerTask, type Delivery, planAnswer } from "../../src/effects/answer-task.ts";
+import { decodeResults, encodeDone } from "../../src/kernel/result-wire.ts";
 import { PermanentError } from "../../src/kernel/task-outcome.ts";
-import { decodeResults, encodeDone } from "../../src/kernel/wire.ts";
 
 const context = (over: Partial<AnswerContext> = {}): AnswerContext => ({
   attempt: 1,

@@ -5,14 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { jobIdOfSubject, planCleanup } from "../../src/kernel/cleanup-plan.ts";
-import {
-  answered,
-  decodeRecord,
-  encodeRecord,
-  isFinal,
-  type JobRecord,
-  withinTolerance,
-} from "../../src/kernel/job-record.ts";
+import { answered, isFinal, type JobRecord, withinTolerance } from "../../src/kernel/job-record.ts";
+import { decodeRecord, encodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { record } from "./fake-job-port.ts";
 
 const job = (id: string, overrides: Partial<JobRecord> = {}) => record({ id, ...overrides });

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
 import type { NatsContext } from "../../src/adapters/nats/nats-context.ts";
-import { encodeRecord } from "../../src/kernel/job-record.ts";
+import { encodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { record } from "./fake-job-port.ts";
 

@@ -18,7 +18,7 @@ import {
   remaining,
   sampleRate,
 } from "../../src/kernel/job-progress.ts";
-import { decodeResults, encodeBatch, encodeDeathAgain } from "../../src/kernel/wire.ts";
+import { decodeResults, encodeBatch, encodeDeathAgain } from "../../src/kernel/result-wire.ts";
 
 /** A job of `total` tasks with nothing answered, at time 0. */
 const fresh = (total: number, overrides: Partial<JobProgress> = {}): JobProgress => ({

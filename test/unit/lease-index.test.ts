@@ -15,7 +15,7 @@ import {
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { ConnectionUnavailable } from "../../src/kernel/errors.ts";
-import { decodeRecord, encodeRecord } from "../../src/kernel/job-record.ts";
+import { decodeRecord, encodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { finishedRecord } from "../harness/finished-records.ts";
 import { spiedBroker } from "../harness/spied-broker.ts";

@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { assertSameRequest, planSubmit, type SubmitRequest } from "../../src/effects/plan-submit.ts";
 import { IdempotencyConflict, InvalidArgument } from "../../src/kernel/errors.ts";
-import { decodeRecord, encodeRecord } from "../../src/kernel/job-record.ts";
+import { decodeRecord, encodeRecord } from "../../src/kernel/job-record-codec.ts";
 
 const plan = (request: Record<string, unknown>, lane = false) =>
   planSubmit({ queue: "q", tasks: [1], ...request } as SubmitRequest, 1024 * 1024, 0, lane);

@@ -6,7 +6,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { otherEnd } from "../../src/api/job-end-wait.ts";
-import { decodeRecord, encodeRecord, type JobRecord } from "../../src/kernel/job-record.ts";
+import type { JobRecord } from "../../src/kernel/job-record.ts";
+import { decodeRecord, encodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { boundReason, reasonWithSuffix } from "../../src/kernel/reason.ts";
 import { finishedRecord } from "../harness/finished-records.ts";
 import { longTexts } from "../harness/long-texts.ts";

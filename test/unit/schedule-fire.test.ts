@@ -12,7 +12,7 @@ import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createRuntime, partsOf, type Runtime } from "../../src/api/runtime.ts";
 import { fireTick } from "../../src/api/schedules.ts";
 import { planSubmit } from "../../src/effects/plan-submit.ts";
-import { decodeRecord } from "../../src/kernel/job-record.ts";
+import { decodeRecord } from "../../src/kernel/job-record-codec.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { type ScheduleRecord, tickKey } from "../../src/kernel/schedule-record.ts";
 import { createMemoryBroker, createMemoryServer, ManualClock } from "../../src/testing.ts";

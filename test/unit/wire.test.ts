@@ -3,21 +3,17 @@ import { decodeDeadLetter, encodeDeadLetter, maxErrorChars } from "../../src/ker
 import { MalformedMessage } from "../../src/kernel/errors.ts";
 import {
   batchesUnder,
-  decodeProgress,
   decodeResults,
-  decodeTask,
   encodeBatch,
   encodeDeadResult,
   encodeDone,
   encodeDoneJson,
   encodeFailed,
-  encodeProgress,
   encodeRedrive,
-  encodeTask,
   fitsAlone,
   withLetter,
-  withSubmit,
-} from "../../src/kernel/wire.ts";
+} from "../../src/kernel/result-wire.ts";
+import { decodeProgress, decodeTask, encodeProgress, encodeTask, withSubmit } from "../../src/kernel/wire.ts";
 
 /** Payloads that must come back as they went: quotes, unicode, nested JSON as text and as values. */
 const awkward: unknown[] = [

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { HandlerAnswer } from "../../effects/answer-task.ts";
+import { encodeDoneJson } from "../../kernel/result-wire.ts";
 import { PermanentError } from "../../kernel/task-outcome.ts";
-import { encodeDoneJson } from "../../kernel/wire.ts";
 import type { RecordedAnswer } from "../broker.ts";
 import { ErrorCode, HttpError } from "./http-errors.ts";
 import type { ItemOutcome } from "./lease-port.ts";

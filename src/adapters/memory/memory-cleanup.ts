@@ -1,5 +1,5 @@
 import { jobIdOfSubject, planCleanup } from "../../kernel/cleanup-plan.ts";
-import { decodeRecord } from "../../kernel/job-record.ts";
+import { decodeRecord } from "../../kernel/job-record-codec.ts";
 import type { BrokerCleanupOptions, JobsCleanupReport } from "../broker-admin.ts";
 import type { MemoryLeases } from "./memory-leases.ts";
 import type { MemoryServerState } from "./memory-server.ts";

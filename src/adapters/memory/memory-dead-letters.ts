@@ -1,7 +1,8 @@
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import { decodeDeadLetter, encodeDeadLetter } from "../../kernel/dead-letter.ts";
 import { answerSubmit, ofOtherSubmit } from "../../kernel/job-record.ts";
-import { decodeTask, encodeDeadResult } from "../../kernel/wire.ts";
+import { encodeDeadResult } from "../../kernel/result-wire.ts";
+import { decodeTask } from "../../kernel/wire.ts";
 import type { DeadLetter, UnhandledExhausted } from "../dead-letters.ts";
 import { storedRecord } from "./memory-records.ts";
 import { checkToken, type MemoryServerState } from "./memory-server.ts";

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
+import type { JobRecord } from "../../kernel/job-record.ts";
+import { decodeRecord, encodeRecord } from "../../kernel/job-record-codec.ts";
 import { recordPicker, scanBound, storeTag, type UnreadableRecord } from "../../kernel/list-page.ts";
 import { LinkedControllers, whenAborted } from "../../kernel/signals.ts";
 import type { RecordFound, RecordsPage, RecordsPageQuery } from "../job-records.ts";

@@ -1,7 +1,8 @@
 import { RuntimeStopped } from "../../kernel/errors.ts";
 import type { JobTasksRef } from "../../kernel/job-record.ts";
+import { holdsAnswer } from "../../kernel/result-wire.ts";
 import { LinkedControllers } from "../../kernel/signals.ts";
-import { holdsAnswer, taskIndexOf, taskOfSubmit } from "../../kernel/wire.ts";
+import { taskIndexOf, taskOfSubmit } from "../../kernel/wire.ts";
 import type { DeadLetters } from "../dead-letters.ts";
 import { taskSubjectOf } from "../names.ts";
 import type { LaneLease, TaskDelivery, TaskSetup } from "../task-queue.ts";

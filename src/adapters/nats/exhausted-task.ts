@@ -1,6 +1,7 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { encodeDeadLetter } from "../../kernel/dead-letter.ts";
-import { encodeDeadResult, type TaskBody } from "../../kernel/wire.ts";
+import { encodeDeadResult } from "../../kernel/result-wire.ts";
+import type { TaskBody } from "../../kernel/wire.ts";
 import type { UnhandledExhausted } from "../dead-letters.ts";
 import type { BrokerNames } from "../names.ts";
 

@@ -2,7 +2,8 @@ import { JetStreamApiError, type JetStreamClient, type JetStreamManager } from "
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
-import { decodeRecord, encodeRecord, type JobRecord } from "../../kernel/job-record.ts";
+import type { JobRecord } from "../../kernel/job-record.ts";
+import { decodeRecord, encodeRecord } from "../../kernel/job-record-codec.ts";
 import {
   entryTag,
   recordPicker,

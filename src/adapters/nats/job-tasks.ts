@@ -7,7 +7,8 @@ import {
   laneMaxTasksLimit,
   type SubmitTasksRef,
 } from "../../kernel/job-record.ts";
-import { holdsAnswer, taskIndexOf, taskOfSubmit } from "../../kernel/wire.ts";
+import { holdsAnswer } from "../../kernel/result-wire.ts";
+import { taskIndexOf, taskOfSubmit } from "../../kernel/wire.ts";
 import type { TaskMessageRef } from "../dead-letters.ts";
 import { type BrokerNames, taskSubjectOf } from "../names.ts";
 import type { ConsumerRestore } from "../task-queue.ts";
