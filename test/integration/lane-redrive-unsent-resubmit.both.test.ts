@@ -90,4 +90,39 @@ describe.each([
     ]);
     expect(since.filter((e) => e.redrive !== true && e.s !== submit)).toEqual([]);
   });
+
+  it("its copy's publish failing once the submit was rolled back: nothing of it counts for the next submit of the key", async () => {
+    const queue = "race-unsent-rolled-back";
+    const { submitter, jobId, request, runs, held, renew, releaseFailing } = await redriveHeldBeforePublish(
+      use,
+      queue,
+    );
+    // Rolled back only: the old redrive goes on, its copy not published.
+    expect(await releaseFailing()).toMatchObject({ message: expect.stringMatching(/not published/) });
+
+    renew();
+    const job = await submitter.rt.jobs.submit(request);
+    expect(job.id).toBe(jobId);
+    await waitUntil(() => runs.includes("new"), {
+      timeoutMs: BOUND_MS,
+      message: "the new submit's task to run",
+    });
+    held.open();
+    const ended = await within(job.done(), BOUND_MS);
+    const stored = await submitter.rt.jobs.record(jobId);
+    // Its results as a runtime that kept nothing of the job reads them (a takeover, a reader).
+    const reader = await use.runtime();
+    const handle = await reader.rt.jobs.get(jobId);
+    const read: unknown[] = [];
+    const reading = (async () => {
+      for await (const r of handle!.results()) read.push([r.index, r.ok]);
+    })();
+    expect(await within(reading, BOUND_MS)).not.toBe("never");
+    expect([ended, stored?.counts, read, runs.filter((r) => r === "new")]).toEqual([
+      expect.objectContaining({ status: "succeeded", done: 1, dead: 0 }),
+      { done: 1, failed: 0, dead: 0 },
+      [[0, true]],
+      ["new"],
+    ]);
+  });
 });
