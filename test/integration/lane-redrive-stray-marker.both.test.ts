@@ -6,14 +6,14 @@ import { gate, waitUntil, within } from "../harness/wait.ts";
  * A redrive of a 1-task lane job refused at its record write because the
  * key was submitted again since its reads (lane-redrive-submit-race) "takes
  * nothing back", its markers "take back only deaths of the old submit's
- * letters" (architecture.md, "A lane job of one task"). Its markers name no
- * submit, so the next submit's job reads them as its own, and a marker
+ * letters" (architecture.md, "A lane job of one task"). Its markers named no
+ * submit, so the next submit's job read them as its own, and a marker
  * takes back a dead answer naming no letter (`takesBack`): the next
  * submit's task, dead with its letter refused by the store (its dead answer
- * stored alone by the dead-letter processor), is taken back by the old
- * redrive's marker landing after it. The oracles: the handler's ledger (the
- * new submit's task ran and died) and the dead answer the server holds,
- * read raw.
+ * stored alone by the dead-letter processor), was taken back by the old
+ * redrive's marker landing after it. They name the submit read now. The
+ * oracles: the handler's ledger (the new submit's task ran and died) and
+ * the dead answer the server holds, read raw.
  */
 
 const BOUND_MS = 20_000;
@@ -170,10 +170,12 @@ describe.each([
         field: "id",
         message: expect.stringMatching(/submitted again/),
       });
-      // Stored after the new submit's death: the refused redrive's marker, naming no submit.
+      // Stored after the new submit's death: the refused redrive's marker, naming the old submit.
       const stored = await raw();
       const at = stored.indexOf(stored.find((e) => e.dead === true && e.s === submit)!);
-      expect(stored.slice(at + 1).map((e) => [e.i, e.redrive, e.s])).toEqual([[0, true, undefined]]);
+      expect(stored.slice(at + 1).map((e) => [e.i, e.redrive, e.s !== undefined && e.s !== submit])).toEqual([
+        [0, true, true],
+      ]);
 
       // The new submit's job, read again: its task died (stored so, and nothing of it ran since).
       expect(await resultsOf()).toEqual([[0, false, true]]);
