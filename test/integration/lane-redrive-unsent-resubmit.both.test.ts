@@ -10,10 +10,11 @@ import { gate, waitUntil, within } from "../harness/wait.ts";
  * (lane-redrive-submit-race's third case), whose publish then fails (the
  * server not answering). A refused redrive "takes nothing back" because a
  * death stored again names no submit and the next submit of the key counts
- * it (architecture.md, "A lane job of one task"); a redrive not sent stores
- * them all the same (`redriveNotSent`). The oracles: the handler's ledger
- * (the new submit's task runs once and succeeds) and the results the server
- * holds, read raw.
+ * it (architecture.md, "A lane job of one task"); a redrive not sent stored
+ * them all the same (`redriveNotSent`), and now refuses as its record write
+ * does (`InvalidArgument`). The oracles: the handler's ledger (the new
+ * submit's task runs once and succeeds) and the results the server holds,
+ * read raw.
  */
 
 const BOUND_MS = 15_000;
@@ -74,8 +75,11 @@ describe.each([
     const submit = (await submitter.rt.jobs.record(jobId))?.submitId;
     const before = (await use.bench.rawResults(queue, jobId)).length;
 
-    // The old redrive goes on, its copy not published: it fails.
-    expect(await releaseFailing()).toMatchObject({ message: expect.stringMatching(/not published/) });
+    // The old redrive goes on, its copy not published: it fails, refused for its submit.
+    expect(await releaseFailing()).toMatchObject({
+      _tag: "InvalidArgument",
+      message: expect.stringMatching(/not published/),
+    });
     // What it stored for the job since: nothing naming no submit but its markers (the new
     // submit's task is held by the worker, unanswered).
     const since = (await use.bench.rawResults(queue, jobId)).slice(before);
@@ -97,8 +101,11 @@ describe.each([
       use,
       queue,
     );
-    // Rolled back only: the old redrive goes on, its copy not published.
-    expect(await releaseFailing()).toMatchObject({ message: expect.stringMatching(/not published/) });
+    // Rolled back only: the old redrive goes on, its copy not published: refused for its submit.
+    expect(await releaseFailing()).toMatchObject({
+      _tag: "InvalidArgument",
+      message: expect.stringMatching(/not published/),
+    });
 
     renew();
     const job = await submitter.rt.jobs.submit(request);
