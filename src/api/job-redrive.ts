@@ -6,7 +6,15 @@ import { updateRecordWith } from "../effects/record-updates.ts";
 import { retryWith } from "../effects/retry.ts";
 import { boundError } from "../kernel/dead-letter.ts";
 import { InvalidArgument, TransientBrokerError } from "../kernel/errors.ts";
-import { commitsOnPublish, isCancelled, isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import {
+  commitsOnPublish,
+  holdsSubmit,
+  isCancelled,
+  isFinal,
+  type JobRecord,
+  neverAnswered,
+  SubmitPhase,
+} from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { encodeDeathAgain, encodeRedrive, namingRedriveId } from "../kernel/result-wire.ts";
 import { taskIndexes } from "../kernel/validation.ts";
@@ -91,7 +99,8 @@ const redriveOnce = async (
       field: "taskIds",
     });
   }
-  const redriven = new Set(chosen.map((l) => l.index));
+  const indexes = chosen.map((l) => l.index);
+  const redriven = new Set(indexes);
   // A job over with tasks never answered, each of them one this redrive sends (its letter
   // there): their deaths were taken back by a redrive whose copies were never sent (its process
   // gone between its marker and its publish; the deaths it stored again not stored), and the job
@@ -175,13 +184,7 @@ const redriveOnce = async (
     };
   };
   const runAgain = async () => {
-    taken = await takenBack(
-      core,
-      broker,
-      record,
-      nonce,
-      chosen.map((l) => l.index),
-    );
+    taken = await takenBack(core, broker, record, nonce, indexes);
     await updateRecordWith(broker, id, change);
   };
   // Consumer and marker first, then the record, the tasks last. The consumer before the record:
@@ -230,10 +233,9 @@ const redriveOnce = async (
     redriveNotSent(core, broker, log, { id, record, from, sent, taken, nonce }, error);
   await runAgain().catch(async (error: unknown) => {
     if (error instanceof RedriveFailed) throw error;
-    // Refused for its submit: nothing is taken back. A death stored again would name no submit,
-    // and the next submit of the key counted it as its own (its task dead); what the redrive
-    // made is the rolled-back submit's, which never runs again.
-    if (error instanceof InvalidArgument && !ofSubmit(from, record)) throw error;
+    // Refused for its submit: nothing is taken back. What the redrive made is the rolled-back
+    // submit's, which never runs again; its markers name it, and no other submit reads them.
+    if (error instanceof InvalidArgument && !holdsSubmit(from, record)) throw error;
     // Refused in the write (the job ended meanwhile, tasks unanswered): nothing of it may stay.
     if (error instanceof InvalidArgument && isFinal(from.status)) {
       await takeBack(
@@ -307,7 +309,7 @@ const redriveOnce = async (
   // Every letter of the tasks redriven: one left behind listed the task dead still, and the
   // next redrive ran it again.
   await broker.removeDeadLetters(sent.map((l) => l.seq));
-  log.info({ jobId: id, tasks: chosen.map((l) => l.index) }, "dead tasks redriven");
+  log.info({ jobId: id, tasks: indexes }, "dead tasks redriven");
 };
 
 /**
@@ -315,8 +317,10 @@ const redriveOnce = async (
  * with tasks unanswered (`over`), so no redrive can reopen it. The consumer it made again (the
  * end's clean-up may have deleted it first) goes, with any task of the job left; its markers
  * stay stored (a results stream keeps what was published), so the death of each task they took
- * back is stored again after them (not another redrive's: its copy ran, its letter is gone). Left, the consumer stayed until the cleanup pass, and a reader of the job's results
- * (`results()`) no longer saw those deaths. Best effort: the refusal is what the caller gets.
+ * back is stored again after them, naming the submit read as they do (`publishInBatches`; not
+ * another redrive's: its copy ran, its letter is gone). Left, the consumer stayed until the
+ * cleanup pass, and a reader of the job's results (`results()`) no longer saw those deaths.
+ * Best effort: the refusal is what the caller gets.
  */
 const takeBack = async (
   broker: Broker,
@@ -348,12 +352,6 @@ const hashOf = (letters: readonly DeadLetter[]): string =>
     .replace(/[-_]/g, "")
     .slice(0, 8);
 
-/** Tasks a job over left never answered (its record's counts); 0 for a job not over. */
-const neverAnswered = (record: JobRecord): number => {
-  const { done, failed, dead } = record.counts;
-  return isFinal(record.status) ? Math.max(0, record.total - (done + failed + dead)) : 0;
-};
-
 /**
  * A job whose submit was rolled back never ran: nothing of it may run now. A 1-task lane
  * job's task published late (after its submitter found nothing stored, before its rollback's
@@ -367,10 +365,6 @@ const refuseRolledBack = (record: JobRecord): void => {
     field: "id",
   });
 };
-
-/** Whether `r` is still the job of `read`'s submit, not rolled back since. */
-const ofSubmit = (r: JobRecord, read: JobRecord): boolean =>
-  r.submitId === read.submitId && r.phase !== SubmitPhase.rolledBack;
 
 /**
  * The record a redrive writes over (`r`), against the one it read: another submit of the key

@@ -2,8 +2,14 @@ import type { Broker } from "../adapters/broker.ts";
 import { type DeadLetter, firstLetters } from "../adapters/dead-letters.ts";
 import { updateRecordWith } from "../effects/record-updates.ts";
 import { boundError } from "../kernel/dead-letter.ts";
-import { isTransient, PermanentBrokerError, RuntimeStopped, TransientBrokerError } from "../kernel/errors.ts";
-import { isFinal, type JobRecord } from "../kernel/job-record.ts";
+import {
+  InvalidArgument,
+  isTransient,
+  PermanentBrokerError,
+  RuntimeStopped,
+  TransientBrokerError,
+} from "../kernel/errors.ts";
+import { holdsSubmit, isFinal, type JobRecord } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { encodeFailed } from "../kernel/result-wire.ts";
 import { publishInBatches } from "./redrive-results.ts";
@@ -35,6 +41,8 @@ export interface UnsentRedrive {
  * under a letter of its own (`keepDead`), and the caller is told. Left taken back, nothing
  * answered for those tasks: the job waited for them until it stalled, then ended with them
  * never answered, and no redrive could reopen it (redrive-copy-unpublished.both.test.ts).
+ * Refused (`InvalidArgument`), nothing written or stored, when the record no longer holds the
+ * submit the redrive read, or that submit was rolled back (`settleFailed`).
  */
 export const redriveNotSent = async (
   core: RuntimeCore,
@@ -44,10 +52,14 @@ export const redriveNotSent = async (
   error: unknown,
 ): Promise<never> => {
   const { id, record, sent, taken, nonce } = redrive;
+  let refused: InvalidArgument | undefined;
   const kept = await keepDead(broker, log, record, sent, taken, nonce, (storing) =>
-    settleFailed(core, broker, log, redrive, storing),
+    settleFailed(core, broker, log, redrive, storing).catch((undo: unknown) => {
+      if (undo instanceof InvalidArgument) refused = undo;
+      throw undo;
+    }),
   );
-  throw notPublished(id, error, kept);
+  throw notPublished(id, error, kept, refused);
 };
 
 /**
@@ -63,21 +75,32 @@ export const redriveNotSent = async (
  * copy's answer landing after the death stored here (a duplicate), and the job ended with the
  * task dead though that call resolved (redrive-kept-dead-concurrent.both.test.ts). Not
  * written, nothing is stored (`keepDead`): the death stays taken back, the same redrive made
- * again sends it.
+ * again sends it. Refused (`InvalidArgument`), nothing written or stored, when the record no
+ * longer holds the submit read (the key submitted again) or that submit was rolled back, as
+ * the redrive's record write is (`refuseOtherSubmit`, job-redrive.ts): put back, or its id
+ * recorded failed, it wrote over the next submit's record, and that job ended failed, its task
+ * dead though it ran once and succeeded (lane-redrive-unsent-resubmit.both.test.ts).
  */
 const settleFailed = async (
   core: RuntimeCore,
   broker: Broker,
   log: Logger,
-  { id, from, nonce }: UnsentRedrive,
+  { id, record, from, nonce }: UnsentRedrive,
   storing: boolean,
 ) => {
   await updateRecordWith(broker, id, (r) => {
+    if (!holdsSubmit(r, record)) {
+      throw new InvalidArgument({
+        message: `job ${id} was submitted again or its submit rolled back since its dead letters were read (submit ${r.submitId}, read ${record.submitId}): nothing of the earlier submit can be redriven`,
+        field: "id",
+      });
+    }
     const mine = r.redrive === nonce && !isFinal(r.status);
     const base = mine ? reclosed(r, from, core.clock.now()) : r;
     if (!storing || (!mine && r.redriveFailed === nonce)) return mine ? base : undefined;
     return { ...base, redriveFailed: nonce, updatedAt: Math.max(core.clock.now(), r.updatedAt) };
   }).catch((undo: unknown) => {
+    if (undo instanceof InvalidArgument) throw undo;
     log.error({ err: undo, jobId: id }, "redrive not published, and its record not put back");
     if (storing) throw undo;
   });
@@ -145,10 +168,24 @@ const keepDead = async (
   }
 };
 
-/** What the caller of a redrive not sent is told: what happened, as transient as its cause. */
-const notPublished = (id: string, error: unknown, kept: readonly number[]): Error => {
-  if (error instanceof RuntimeStopped) return error;
+/**
+ * What the caller of a redrive not sent is told: what happened, as transient as its cause; for
+ * good when it was refused for its submit (`refused`).
+ */
+const notPublished = (
+  id: string,
+  error: unknown,
+  kept: readonly number[],
+  refused?: InvalidArgument,
+): Error => {
   const cause = error instanceof Error ? error.message : String(error);
+  if (refused) {
+    return new InvalidArgument({
+      message: `redrive of job ${id}: its tasks not published (${cause}); ${refused.message}`,
+      field: "id",
+    });
+  }
+  if (error instanceof RuntimeStopped) return error;
   const message = `redrive of job ${id}: its tasks not published (${cause}); ${
     kept.length > 0
       ? `the deaths of tasks ${kept.join(", ")} are stored again, each under a new letter: redrive them again`

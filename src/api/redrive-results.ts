@@ -11,8 +11,14 @@ import {
   takenAhead,
   takesBack,
 } from "../kernel/job-progress.ts";
-import type { JobRecord } from "../kernel/job-record.ts";
-import { answersOfSubmit, batchesUnder, decodeResults, encodeBatch } from "../kernel/result-wire.ts";
+import { commitsOnPublish, type JobRecord } from "../kernel/job-record.ts";
+import {
+  answersOfSubmit,
+  batchesUnder,
+  decodeResults,
+  encodeBatch,
+  withAnswerSubmit,
+} from "../kernel/result-wire.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -163,14 +169,22 @@ export const unansweredTasks = async (
 /** Room left in a results message of markers for its headers (its message id). */
 const markerHeadroom = 256;
 
-/** `entries` in results messages under the server's max payload, the first named `msgId`, the next `msgId.<k>`. */
+/**
+ * `entries` (a redrive's markers, or the deaths it stores again) in results messages under the
+ * server's max payload, the first named `msgId`, the next `msgId.<k>`. On a 1-task lane job each
+ * names the submit of `record`, the one the redrive read (`withAnswerSubmit`): another submit of
+ * the key reads none of them (`answersOfSubmit`). Naming none, a marker of a redrive refused for
+ * its submit took back the next submit's death naming no letter, and a death stored again by one
+ * not sent counted as the next submit's task's (lane-redrive-stray-marker.both.test.ts).
+ */
 export const publishInBatches = async (
   broker: Broker,
   record: JobRecord,
   entries: string[],
   msgId: string,
 ) => {
-  const batches = batchesUnder(entries, (await broker.maxPayload()) - markerHeadroom);
+  const named = commitsOnPublish(record) ? entries.map((e) => withAnswerSubmit(e, record.submitId)) : entries;
+  const batches = batchesUnder(named, (await broker.maxPayload()) - markerHeadroom);
   for (const [k, batch] of batches.entries())
     await broker.publishResults(
       record.queue,

@@ -43,6 +43,8 @@ export const letterOf = (entry: ResultEntry): number | undefined =>
  * redrive sent died again, landing after that new death, names the older letter only: it took
  * the new death back, no copy followed (its task's id was used), and the job waited for the task
  * until it stalled. Either one naming no letter (written by an earlier version): it does, as then.
+ * Of the same submit only: readers see no entry naming another submit of the key than theirs
+ * (`answersOfSubmit`, result-wire.ts), a marker of a 1-task lane job's redrive included.
  */
 export const takesBack = (marker: ResultEntry, letter: number | undefined): boolean =>
   !Array.isArray(marker.l) || letter === undefined || marker.l.includes(letter);

@@ -290,6 +290,10 @@ export const commitsOnPublish = (record: Pick<JobRecord, "lane" | "total">): boo
 export const ofOtherSubmit = (record: JobRecord | undefined, submit: string | undefined): boolean =>
   submit !== undefined && record !== undefined && submit !== record.submitId;
 
+/** Whether `r`, a job's record as stored now, still holds the submit of `read`, not rolled back since. */
+export const holdsSubmit = (r: JobRecord, read: JobRecord): boolean =>
+  r.submitId === read.submitId && r.phase !== SubmitPhase.rolledBack;
+
 /**
  * The submit an answer of `task` names (`withAnswerSubmit` in `kernel/wire.ts`): the one that
  * published it, on a 1-task lane job, whose task is its commit point; undefined on any other.
@@ -358,6 +362,10 @@ export const takesTasks = (record: JobRecord): boolean =>
   (commitsOnPublish(record) && record.phase === SubmitPhase.submitting && !isFinal(record.status));
 
 export const answered = (counts: JobCounts): number => counts.done + counts.failed + counts.dead;
+
+/** Tasks a job over left never answered (its record's counts); 0 for a job not over. */
+export const neverAnswered = (record: JobRecord): number =>
+  isFinal(record.status) ? Math.max(0, record.total - answered(record.counts)) : 0;
 
 /** Succeeded iff every task is answered and failures stay within the tolerance. */
 export const withinTolerance = (counts: JobCounts, total: number, maxFailures: number): boolean =>

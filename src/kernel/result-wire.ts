@@ -23,7 +23,9 @@ import { excerpt, isIndex, isObject, parse, reason } from "./wire-reads.ts";
  *   dead answer before it, and none after it, as those versions did. An answer of a task of a
  *   1-task lane job ends with the submit that published the task, `,"s":"<submitId>"}`
  *   (`withAnswerSubmit`): its task is its commit, and another submit of its key may follow a
- *   rolled-back one whose task ran; readers count only their submit's (`answersOfSubmit`);
+ *   rolled-back one whose task ran; readers count only their submit's (`answersOfSubmit`). So
+ *   do a redrive's markers and the deaths it stores again there, naming the submit it read: a
+ *   marker takes back only deaths of its own submit, or naming none (an earlier version's);
  * - a results message: a JSON array of entries, many tasks per message;
  *
  * Writers concatenate strings and stringify only the user's value: the
@@ -60,12 +62,14 @@ export type ResultRecord =
       /** The letters of the task the redrive sends back; absent in earlier versions' markers. */
       readonly l?: readonly number[];
       readonly ok?: undefined;
-      readonly s?: undefined;
+      /** The submit the redrive read (`publishInBatches`); absent but on a 1-task lane job's. */
+      readonly s?: string;
     };
 
 /**
  * An answer entry (`encodeDone`, `encodeFailed`, `encodeDoneJson`) naming the submit that
- * published its task: a 1-task lane job's, whose task is its commit point.
+ * published its task: a 1-task lane job's, whose task is its commit point. A redrive's markers
+ * and deaths stored again name the submit it read (`publishInBatches`).
  */
 export const withAnswerSubmit = (entry: string, submitId: string): string =>
   `${entry.slice(0, -1)},"s":${JSON.stringify(submitId)}}`;
@@ -204,6 +208,7 @@ const isResult = (entry: unknown): entry is ResultRecord => {
     return (
       entry.ok === undefined &&
       (entry.id === undefined || typeof entry.id === "string") &&
+      (entry.s === undefined || typeof entry.s === "string") &&
       (entry.l === undefined || (Array.isArray(entry.l) && entry.l.every(isIndex)))
     );
   if (entry.redrive !== undefined) return false;

@@ -46,6 +46,11 @@ export interface FaultBench {
    * revision), read raw as the store hands it out: the bucket's stream on NATS.
    */
   followRecords(): Promise<RecordHistory>;
+  /**
+   * From now on the server refuses a dead letter of a task of 2 KB or more (the memory server
+   * any message that large; NATS the dead-letter stream, any letter); undone by what it returns.
+   */
+  refuseLetters(): Promise<() => Promise<void>>;
   dispose(): Promise<void>;
 }
 
@@ -109,6 +114,14 @@ export const memoryBench = async (): Promise<FaultBench> => {
         history.add(key, revision, value),
       );
       return { of: history.of, stop };
+    },
+    refuseLetters: async () => {
+      const state = memoryServerState(server) as unknown as { maxPayload: number };
+      const was = state.maxPayload;
+      state.maxPayload = 1024;
+      return async () => {
+        state.maxPayload = was;
+      };
     },
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));
@@ -191,6 +204,13 @@ export const natsBench = async (): Promise<FaultBench> => {
           history.add(entry.key, entry.revision, entry.operation === "PUT" ? entry.string() : undefined);
       })();
       return { of: history.of, stop: () => watch.stop() };
+    },
+    refuseLetters: async () => {
+      const info = await jsm.streams.info(names.deadStream);
+      await jsm.streams.update(names.deadStream, { ...info.config, max_msg_size: 64 });
+      return async () => {
+        await jsm.streams.update(names.deadStream, info.config);
+      };
     },
     dispose: async () => {
       await Promise.allSettled([...started].map((r) => r.stop()));

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { decodeDeadLetter, encodeDeadLetter, maxErrorChars } from "../../src/kernel/dead-letter.ts";
 import { MalformedMessage } from "../../src/kernel/errors.ts";
 import {
+  answersOfSubmit,
   batchesUnder,
   decodeResults,
   encodeBatch,
@@ -11,6 +12,7 @@ import {
   encodeFailed,
   encodeRedrive,
   fitsAlone,
+  withAnswerSubmit,
   withLetter,
 } from "../../src/kernel/result-wire.ts";
 import { decodeProgress, decodeTask, encodeProgress, encodeTask, withSubmit } from "../../src/kernel/wire.ts";
@@ -179,6 +181,18 @@ describe("results messages", () => {
     ).toThrow(offline);
   });
 
+  it("a 1-task lane job's redrive marker names the submit read: another submit of the key reads none of it", () => {
+    const marker = withAnswerSubmit(encodeRedrive(0, "r-2", [7]), "old");
+    const death = encodeFailed(0, "busy", true);
+    const read = decodeResults(encodeBatch([withAnswerSubmit(death, "new"), marker, death]));
+    expect(read[1]).toEqual({ i: 0, redrive: true, id: "r-2", l: [7], s: "old" });
+    expect(answersOfSubmit(read, "new").map((e) => [e.redrive === true, e.s])).toEqual([
+      [false, "new"],
+      [false, undefined],
+    ]);
+    expect(answersOfSubmit(read, "old")).toEqual([read[1], read[2]]);
+  });
+
   it("a dead result bounds its error like a dead letter", () => {
     const [entry] = decodeResults(encodeDeadResult(5, "x".repeat(1000)));
     expect(entry).toMatchObject({ i: 5, ok: false, dead: true });
@@ -197,6 +211,7 @@ describe("results messages", () => {
     ["a dead answer's letter that is not a sequence", '[{"i":0,"ok":false,"dead":true,"l":"7"}]'],
     ["a marker's letters that are not sequences", '[{"i":0,"redrive":true,"l":[7,-1]}]'],
     ["a marker's letters that are not a list", '[{"i":0,"redrive":true,"l":7}]'],
+    ["a marker's submit that is not a string", '[{"i":0,"redrive":true,"s":7}]'],
   ])("refuse %s whole", (_, body) => {
     malformed(() => decodeResults(body), "result");
   });
