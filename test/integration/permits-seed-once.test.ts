@@ -6,9 +6,12 @@
  * under load or a connection cut does; or its runtime stopped between the
  * consumer and the publishes) is not tried again, by that runtime or any
  * other: the pool stays empty and the queue's limited work stops for good,
- * the very loss the seeding was to repair. The oracle: the permits stream's
- * count on the pool's subject and the consumer's info, read by the test's
- * own client.
+ * the very loss the seeding was to repair. Now a take whose pool gave no
+ * permit for a while counts it and seeds it when it holds none (at once on
+ * the runtime whose seed failed): the cases below, and one where every
+ * permit is held, which is counted and never seeded. The oracle: the
+ * permits stream's count on the pool's subject and the consumer's info,
+ * read by the test's own client, and the seeds' warns.
  */
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -20,7 +23,8 @@ import { natsQueueControls } from "../../src/adapters/nats/queue-controls.ts";
 import type { QueueControls } from "../../src/adapters/queue-controls.ts";
 import { queuesFace } from "../../src/api/queues.ts";
 import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
+import { type Logger, silentLogger } from "../../src/kernel/logger.ts";
+import { capturedLog } from "../harness/log-lines.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 const names = brokerNames("jetstate");
@@ -33,6 +37,7 @@ describe("a lost pool whose seed did not get through", () => {
   let raw: NatsConnection;
   let jsm: JetStreamManager;
   const stops: Array<() => Promise<void>> = [];
+  const stopOf = new WeakMap<QueueControls, () => Promise<void>>();
   beforeAll(async () => {
     server = await startNatsServer();
     raw = await connect({ servers: server.url, name: "raw" });
@@ -48,13 +53,18 @@ describe("a lost pool whose seed did not get through", () => {
    * One runtime's queue controls on a client of its own; `faults` counts the
    * counts of a permits subject (stream info with a subject filter) to lose.
    */
-  const replica = async (faults = { left: 0 }): Promise<QueueControls> => {
+  const replica = async (faults = { left: 0 }, log: Logger = silentLogger()): Promise<QueueControls> => {
     const core = await createRuntimeCore({ servers: server.url, logger: silentLogger() });
     const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "seed-once" });
-    stops.push(async () => {
-      await broker.close();
-      await core.stop();
-    });
+    let stopped: Promise<void> | undefined;
+    const stop = () => {
+      stopped ??= (async () => {
+        await broker.close();
+        await core.stop();
+      })();
+      return stopped;
+    };
+    stops.push(stop);
     const inner = broker.jetstream;
     const faulty = new Proxy(inner, {
       get(target, key) {
@@ -82,7 +92,9 @@ describe("a lost pool whose seed did not get through", () => {
         };
       },
     }) as NatsJobBroker;
-    return natsQueueControls(core, faulty, silentLogger());
+    const controls = natsQueueControls(core, faulty, log);
+    stopOf.set(controls, stop);
+    return controls;
   };
   const face = (controls: QueueControls) =>
     queuesFace(controls, new Set(["admin"] as const), () => Date.now());
@@ -90,6 +102,24 @@ describe("a lost pool whose seed did not get through", () => {
     const subject = names.permitsSubject(queue, "concurrency");
     const info = await jsm.streams.info(names.permitsStream, { subjects_filter: subject });
     return info.state.subjects?.[subject] ?? 0;
+  };
+  /** The permits stream deleted by hand and made again empty (as `rt.admin.provision()` makes it). */
+  const deleteStream = async () => {
+    const config = (await jsm.streams.info(names.permitsStream)).config;
+    await jsm.streams.delete(names.permitsStream);
+    await jsm.streams.add(config);
+  };
+  /** Takes of `r` (each failure, as the gate's, tried again) until one's count is lost: the takes, said. */
+  const takesUntilLost = async (r: QueueControls, queue: string, faults: { left: number }) => {
+    const firsts: string[] = [];
+    for (let tries = 0; faults.left > 0 && tries < 10; tries++) {
+      const permit = await r
+        .takePermit(queue, "concurrency", AbortSignal.timeout(4_000))
+        .catch((error: unknown) => String(error));
+      firsts.push(typeof permit === "string" ? permit : permit ? "a permit" : "none");
+      if (typeof permit === "object") permit?.release();
+    }
+    return firsts;
   };
 
   it("one request of the seed lost: no take of any runtime ever finds a permit again (0 of 2, for good)", async () => {
@@ -139,5 +169,68 @@ describe("a lost pool whose seed did not get through", () => {
       laterTakes: [true, true, true, true],
       permits: 2,
     });
+  }, 60_000);
+
+  it("the runtime whose seed failed stops: another's take whose pool gave no permit for a while seeds it (2 of 2)", async () => {
+    const queue = "seed_killed";
+    await face(await replica()).configure(queue, { maxConcurrency: 2 });
+    const faults = { left: 1 };
+    const [a, b] = [await replica(faults), await replica()];
+    for (const r of [a, b]) {
+      const permit = await r.takePermit(queue, "concurrency", AbortSignal.timeout(10_000));
+      expect(permit, "a permit before the deletion").toBeDefined();
+      permit?.release();
+    }
+    await deleteStream();
+    const firsts = await takesUntilLost(a, queue, faults);
+    expect(faults.left, `the seed's count was reached: ${firsts.join("; ")}`).toBe(0);
+    await stopOf.get(a)?.();
+    // B's takes (a failed pull tried again) until one gets a permit: its pulls give none, then its count finds none.
+    const tries: string[] = [];
+    let permit: Awaited<ReturnType<QueueControls["takePermit"]>>;
+    for (let i = 0; !permit && i < 8; i++) {
+      permit = await b
+        .takePermit(queue, "concurrency", AbortSignal.timeout(4_000))
+        .catch((error: unknown) => void tries.push(String(error)));
+      if (!permit) tries.push("none");
+    }
+    permit?.release();
+    expect({ taken: permit !== undefined, permits: await permitsOf(queue) }, tries.join("; ")).toEqual({
+      taken: true,
+      permits: 2,
+    });
+  }, 60_000);
+
+  it("every permit held, past the count's wait: the pool is counted, not seeded (no warn, 2 stay)", async () => {
+    const queue = "seed_held";
+    const leaseMs = 60_000;
+    await face(await replica()).configure(queue, { maxConcurrency: 2, permitLeaseMs: leaseMs });
+    const { lines, logger } = capturedLog("warn");
+    const [a, b] = [await replica({ left: 0 }, logger), await replica()];
+    // The stream made again, and seeded by B: the pool's ids new to the server within its window.
+    await deleteStream();
+    const held = [];
+    for (let i = 0; held.length < 2 && i < 10; i++) {
+      const permit = await b
+        .takePermit(queue, "concurrency", AbortSignal.timeout(4_000), leaseMs)
+        .catch(() => undefined);
+      if (permit) held.push(permit);
+    }
+    expect(held, "both permits held by B").toHaveLength(2);
+    // A's takes give none for longer than the wait before a count (5 s): a count finds 2, seeds none.
+    const started = Date.now();
+    const taken = [];
+    while (Date.now() - started < 12_000) {
+      const permit = await a
+        .takePermit(queue, "concurrency", AbortSignal.timeout(4_000), leaseMs)
+        .catch(() => undefined);
+      taken.push(permit !== undefined);
+    }
+    for (const permit of held) permit.release();
+    expect({
+      taken: taken.some(Boolean),
+      permits: await permitsOf(queue),
+      seeds: lines.filter((l) => /permits were gone/.test(l.msg)).map((l) => l.msg),
+    }).toEqual({ taken: false, permits: 2, seeds: [] });
   }, 60_000);
 });
