@@ -120,6 +120,12 @@ export interface PoolConsumer {
    * the consumer deleted ends its life.
    */
   readonly pullFailed: (error: unknown) => void;
+  /**
+   * A pull on it came back (`some`: with a permit): one that gave none for
+   * a while counts the pool's subject, and seeds it again when it holds
+   * none (`pool-consumers.ts`); otherwise no request.
+   */
+  readonly pulled: (some: boolean) => Promise<void>;
 }
 
 /** How long a `no_wait` pull waits for its answer when the consumer does not answer at all. */
@@ -148,6 +154,7 @@ export const takeFrom = async (
             pool.pullFailed(error);
             throw error;
           });
+          await pool.pulled(msg !== null);
           if (!msg) return undefined;
           const life = pool.lives.of(msg.info.deliverySequence);
           return { msg, nc, leaseMs: Math.min(leaseMs, pool.leaseMs), life };

@@ -4,6 +4,7 @@ import type { Logger } from "../../kernel/logger.ts";
 import { ConsumerLives } from "./consumer-lives.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { PoolConsumer } from "./permit-pulls.ts";
+import type { SeedOutcome } from "./permit-seeds.ts";
 import { isNotFound, nanos } from "./streams.ts";
 
 /** A consumer's ack wait when its config says none: the server's default. */
@@ -11,6 +12,12 @@ const serverAckWaitMs = 30_000;
 
 /** How often a pool's consumer whose lease is shorter than its taker's settings say is looked up again. */
 const shortLeaseLookMs = 10_000;
+
+/**
+ * How long a pool's pulls on a client give no permit before its subject is
+ * counted again (`refill`), and how often at most while they still give none.
+ */
+const emptyPoolLookMs = 5_000;
 
 /** A pull's failure that says its consumer was deleted (a 409 status, "consumer deleted"). */
 const isConsumerDeleted = (error: unknown): boolean => {
@@ -46,6 +53,14 @@ interface CachedConsumer {
  * permit comes with a delivery sequence not above the last seen; the
  * permits held from a life that is over are not answered (kept nor given
  * back): their holders run to the end and drop them.
+ *
+ * A pool is seeded (`refill`) by the look-up that made its consumer, and
+ * again by a take whose pulls on this client have given no permit for
+ * `emptyPoolLookMs` (at most once per pool and client in that time; at
+ * once after a seed of this client failed): a seed that did not get
+ * through (a request lost, the runtime stopped after the consumer was
+ * made) left the pool empty for good, as every later look-up found the
+ * consumer. A pool whose permits are all held is counted and left.
  */
 export const poolConsumers = (
   broker: Pick<NatsJobBroker, "handles" | "setups">,
@@ -60,6 +75,13 @@ export const poolConsumers = (
     const lives = onClient.get(key) ?? new ConsumerLives();
     livesCache.set(nc, onClient.set(key, lives));
     return lives;
+  };
+  /** Per client, when each pool last gave a permit here or was counted (`refill`): -Infinity when its seed failed. */
+  const quietCache = new WeakMap<NatsConnection, Map<string, number>>();
+  const quietOn = (nc: NatsConnection): Map<string, number> => {
+    const onClient = quietCache.get(nc) ?? new Map<string, number>();
+    quietCache.set(nc, onClient);
+    return onClient;
   };
   /** The pools whose consumer this runtime found or made: one not found again was removed. */
   const seen = new Set<string>();
@@ -80,7 +102,8 @@ export const poolConsumers = (
    * longer one than `configure` has set on the consumer, or a crash came
    * between), every `shortLeaseLookMs`: the taker holds its permit for the
    * shorter one meanwhile. `refill`, when given, is called once the
-   * consumer was made here (not found): it publishes the pool again when its
+   * consumer was made here (not found), and when the pool's pulls here give
+   * no permit for a while (above): it publishes the pool again when its
    * permits were lost with it (the stream made again empty), and says so.
    */
   const consumerFor = (
@@ -89,7 +112,7 @@ export const poolConsumers = (
     name: string,
     subject: string,
     leaseMs: number,
-    refill?: () => Promise<boolean>,
+    refill?: () => Promise<SeedOutcome>,
   ): Promise<PoolConsumer> => {
     const known = knownOn(nc);
     const key = `${stream}/${name}`;
@@ -123,12 +146,21 @@ export const poolConsumers = (
           // Not found: what this client holds of it is of a life that is over.
           lives.gone();
           // Its permits lost too (the stream made again): published again, and said so there.
-          const refilled = (await refill?.()) === true;
+          const quiet = quietOn(nc);
+          quiet.set(key, Number.NEGATIVE_INFINITY);
+          const refilled = await refill?.();
+          quiet.set(key, Date.now());
           // Once per consumer made again: a look-up that fails is not one.
-          if (seen.has(key) && !refilled)
+          if (seen.has(key) && refilled !== "seeded")
             log.warn(
               { stream, consumer: name },
-              `permit pool consumer ${name} on ${stream} was gone (deleted?): made again, its permits kept`,
+              `permit pool consumer ${name} on ${stream} was gone (deleted?): made again, ${
+                refilled === "kept"
+                  ? "its permits kept"
+                  : refilled === "none"
+                    ? "with no permit (its pool empty, and its queue's record gone or with no limit for it)"
+                    : "its permits as they are"
+              }`,
             );
         }
         seen.add(key);
@@ -141,7 +173,26 @@ export const poolConsumers = (
           // Heard deleted: ends the life this look-up met, not one a later look-up began.
           if (isConsumerDeleted(error) && lives.caught() === life) lives.gone();
         };
-        return { consumer, leaseMs: lease, lives, pullFailed };
+        const pulled = async (some: boolean): Promise<void> => {
+          const quiet = quietOn(nc);
+          const at = Date.now();
+          if (some || !refill) {
+            quiet.set(key, at);
+            return;
+          }
+          if (at - (quiet.get(key) ?? at) < emptyPoolLookMs) {
+            if (!quiet.has(key)) quiet.set(key, at);
+            return;
+          }
+          quiet.set(key, at);
+          await refill().catch((error: unknown) =>
+            log.debug(
+              { stream, consumer: name, err: error },
+              `permit pool ${name} on ${stream}: its count failed`,
+            ),
+          );
+        };
+        return { consumer, leaseMs: lease, lives, pullFailed, pulled };
       })();
       entry = { askedMs: leaseMs, at: Date.now(), pool: made };
       known.set(key, entry);

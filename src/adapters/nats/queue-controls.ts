@@ -120,7 +120,7 @@ export const natsQueueControls = (
               const entry = await (await bucket(nc)).get(queue);
               return entry?.operation === "PUT" ? entry.string() : undefined;
             };
-            return (await seedLostPermits({ js, jsm, stream, subject, queue, kind, record }, log)) > 0;
+            return seedLostPermits({ js, jsm, stream, subject, queue, kind, record }, log);
           }
         : undefined,
     );
@@ -351,13 +351,15 @@ export const natsQueueControls = (
         "queue.permit.take",
         async (nc) => {
           const made = await consumerOf(nc, queue, kind, leaseMs);
-          return pullFreePermits(
+          const permits = await pullFreePermits(
             nc,
             `$JS.API.CONSUMER.MSG.NEXT.${names.permitsStream}.${permitsConsumer(queue, kind)}`,
             max,
             Math.min(leaseMs, made.leaseMs),
             made.lives,
           );
+          await made.pulled(permits.length > 0);
+          return permits;
         },
         { retry: { attempts: 1, initialDelayMs: 0 } },
       ),
