@@ -9,7 +9,8 @@
  * The step-down stops its actor with no end recorded, and a handle's end is
  * its actor's (`whenRecorded`): its `done()` rejects ("job supervision
  * stopped before the job ended"), and so does a `cancel()` through it, the
- * cancel written. Oracles: the record as the store hands it out (who named
+ * cancel written. Its `results()` and `subscribe()` are to give every
+ * answer and that end, as a watching runtime's handle does. Oracles: the record as the store hands it out (who named
  * the supervisor, the end stored) and the worker's ledger.
  */
 import { describe, expect, it } from "vitest";
@@ -127,6 +128,33 @@ describe.each([
       const end = history.of(job.id).find(({ record }) => record.status === "failed");
       expect(end?.record, "the end stored").toMatchObject({ status: "failed", reason: "cancelled: enough" });
       expect(outcome, "A's cancel()").toBe("resolved failed cancelled: enough");
+      history.stop();
+    } finally {
+      release.open();
+      await bench.dispose();
+    }
+  }, 90_000);
+
+  it("has its results() and subscribe() give every answer and the end its taker recorded", async () => {
+    const bench = await make();
+    const release = gate();
+    try {
+      const { job, history } = await deposed(bench, release);
+      const heard: string[] = [];
+      const off = job.subscribe((s) => heard.push(`${s.status} done ${s.done}`));
+      const reading = (async () => {
+        const got: number[] = [];
+        for await (const r of job.results()) if (r.ok) got.push(Number(r.result));
+        return got.sort();
+      })();
+      release.open();
+      expect(await within(reading, 20_000), "A's results()").toEqual([1, 2]);
+      await waitUntil(() => heard.includes("succeeded done 2"), {
+        timeoutMs: 10_000,
+        message: "A's subscriber told the end",
+      });
+      expect(job.snapshot(), "A's snapshot()").toMatchObject({ status: "succeeded", done: 2 });
+      off();
       history.stop();
     } finally {
       release.open();
