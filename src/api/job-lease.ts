@@ -91,11 +91,8 @@ export const keepJobLease = (deps: JobLeaseDeps): { end(over: boolean): Promise<
     // renewed since, is its own though this actor never wrote it (`supervised` says it did).
     const ours = leases.supervises(jobId);
     if (!held && !supervised && !ours && !takeOver) return undefined;
-    // Another's lease taken: acts as the supervisor only once the record names it. Its own, run
-    // out, taken back: acts on (a write of its lands on no record another taker named: `fenceOf`),
-    // its stalled timeout and lost-task check too, which waited for the take's write, and for good
-    // when that write found no record (a server back with an empty store).
-    if (!held && !ours) seen.fenced = false;
+    // Acts as the supervisor again only once the record names it.
+    if (!held) seen.fenced = false;
     const step = held
       ? leases.renew(jobId, leaseMs, clock.now())
       : leases.acquire(jobId, leaseMs, clock.now());

@@ -62,9 +62,9 @@ export interface RecordSeen {
 /**
  * A supervisor's write of `record` is refused once the record names another
  * supervisor: one took the job over since this runtime last wrote it, its
- * name written before it acted. Also while this actor takes its lease
- * back: a write of its own in flight then must not land on a taker's
- * record. Only the take's own write, which names it, is not fenced
+ * name written before it acted. Also while this actor takes the job back
+ * (`fenced` false): a write of its own in flight then must not land on a
+ * taker's record. Only the take's own write, which names it, is not fenced
  * (`seen.taking`).
  */
 const fenceOf = (

@@ -36,6 +36,7 @@ export const takeRecord = async (
   holder: string,
 ): Promise<"taken" | "over" | "later"> => {
   seen.holder = holder;
+  seen.fenced = false;
   // From a read: the record this actor last wrote may be one a taker has written over since.
   seen.last = undefined;
   seen.lastUnwritten = false;
