@@ -63,8 +63,6 @@ export interface StartedJobActor {
   finalizeError(): unknown;
   /** The job's last status before an end was decided (what it is until that end is written). */
   liveStatus(): JobStatus;
-  /** Stopped as another runtime took the job over (`Deposed`): its handles watch the record's end. */
-  steppedDown(): boolean;
 }
 
 /**
@@ -194,14 +192,11 @@ export const startJobActor = (
   /**
    * Another runtime took the job over since this actor last wrote its record, and wrote it
    * naming itself: this one writes nothing more of the job, and stops (its lease, taken by
-   * that runtime, is not its to give back). Its handles wait for the end the record gives, as
-   * those of a runtime that only watches the job (`steppedDown`, runtime-job-handle.ts).
+   * that runtime, is not its to give back). Its handles wait for the end the record gives.
    */
-  let deposedBy: string | undefined;
   const stepDown = (deposed: Deposed) => {
     if (actor.getSnapshot().status !== "active") return;
     log.warn({ supervisor: deposed.supervisor }, "another runtime took the job over: stepping down");
-    deposedBy = deposed.supervisor; // before the stop: handles waiting on the actor hear of it
     stopActor();
   };
   // The record as this actor last wrote it: its end is written without reading it first.
@@ -381,7 +376,6 @@ export const startJobActor = (
     submitError: run.submitError,
     finalizeError: run.finalizeError,
     liveStatus: persisting.live,
-    steppedDown: () => deposedBy !== undefined,
     keptResults: run.keptResults,
     whenCaughtUp: run.whenCaughtUp,
     onExisting: (listener) => {
