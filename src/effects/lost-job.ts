@@ -97,7 +97,7 @@ const recordLostEffect = (
   counts: JobCounts,
   reason: string,
   now: number,
-  fence: Pick<RecordSeen, "holder"> | undefined,
+  fence: Pick<RecordSeen, "holder" | "fenced"> | undefined,
 ): Effect.Effect<JobRecord, PortFailure> =>
   Effect.gen(function* () {
     const ended = (r: JobRecord): JobRecord => ({
@@ -136,6 +136,6 @@ export const recordLost = (
   counts: JobCounts,
   reason: string,
   now: number,
-  /** The supervisor's name (`RecordSeen`): its write is fenced. */
-  fence?: Pick<RecordSeen, "holder">,
+  /** The supervisor's name and whether it took the job (`RecordSeen`): its write is fenced. */
+  fence?: Pick<RecordSeen, "holder" | "fenced">,
 ): Promise<JobRecord> => Effect.runPromise(recordLostEffect(broker, record, counts, reason, now, fence));

@@ -55,24 +55,16 @@ export interface RecordSeen {
    * runtime (`takeRecord`): the actor acts as the job's supervisor only then.
    */
   fenced?: boolean;
-  /** The take's own change while it is in flight (`takeRecord`): the one write not fenced. */
-  taking?: (record: JobRecord) => JobRecord | undefined;
 }
 
 /**
  * A supervisor's write of `record` is refused once the record names another
  * supervisor: one took the job over since this runtime last wrote it, its
- * name written before it acted. Also while this actor takes the job back
- * (`fenced` false): a write of its own in flight then must not land on a
- * taker's record. Only the take's own write, which names it, is not fenced
- * (`seen.taking`).
+ * name written before it acted. Not while this actor takes the job (its own
+ * write names it).
  */
-const fenceOf = (
-  record: JobRecord,
-  seen: RecordSeen | undefined,
-  change: (record: JobRecord) => JobRecord | undefined,
-): void => {
-  if (seen?.holder === undefined || seen.taking === change) return;
+const fenceOf = (record: JobRecord, seen: RecordSeen | undefined): void => {
+  if (seen?.holder === undefined || seen.fenced === false) return;
   if (record.supervisor === undefined || record.supervisor === seen.holder) return;
   throw new Deposed({
     message: `job ${record.id} is supervised by ${record.supervisor} now`,
@@ -155,7 +147,7 @@ const changeFrom = (
   unwritten = false,
 ): JobRecord | undefined => {
   if (seen?.submit !== undefined && madeAgain(record, seen.submit)) return undefined;
-  fenceOf(record, seen, change);
+  fenceOf(record, seen);
   const from = asCommittedLane(record, seen?.laneSubmit);
   return change(from) ?? (unwritten || from !== record ? from : undefined);
 };

@@ -1,7 +1,7 @@
 import type { JobRecords } from "../adapters/job-records.ts";
 import type { SupervisionLeases } from "../adapters/supervision-leases.ts";
 import { Deposed } from "../kernel/errors.ts";
-import { isFinal, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
+import { isFinal, SubmitPhase } from "../kernel/job-record.ts";
 import { type RecordSeen, updateRecordWith } from "./record-updates.ts";
 
 /**
@@ -43,29 +43,29 @@ export const takeRecord = async (
   let outcome = "later" as "taken" | "over" | "later";
   /** The supervisor the record named at the first read (null: none). */
   let named: string | null | undefined;
-  const take = (record: JobRecord): JobRecord | undefined => {
-    if (isFinal(record.status)) {
-      outcome = "over";
-      return undefined;
-    }
-    if (record.phase !== SubmitPhase.committed) return undefined;
-    const name = record.supervisor ?? null;
-    if (named === undefined) named = name;
-    else if (name !== named && name !== holder)
-      throw new Deposed({
-        message: `job ${jobId} was taken over by ${name} since`,
-        jobId,
-        supervisor: name ?? "",
-      });
-    outcome = "taken";
-    return { ...record, supervisor: holder };
-  };
-  // Its own write names it over another's name: not fenced (`fenceOf`); a write of this actor's
-  // still in flight is.
-  seen.taking = take;
-  const stored = await updateRecordWith(port, jobId, take, 10, seen).finally(() => {
-    seen.taking = undefined;
-  });
+  const stored = await updateRecordWith(
+    port,
+    jobId,
+    (record) => {
+      if (isFinal(record.status)) {
+        outcome = "over";
+        return undefined;
+      }
+      if (record.phase !== SubmitPhase.committed) return undefined;
+      const name = record.supervisor ?? null;
+      if (named === undefined) named = name;
+      else if (name !== named && name !== holder)
+        throw new Deposed({
+          message: `job ${jobId} was taken over by ${name} since`,
+          jobId,
+          supervisor: name ?? "",
+        });
+      outcome = "taken";
+      return { ...record, supervisor: holder };
+    },
+    10,
+    seen,
+  );
   if (stored === undefined) return "over";
   if (outcome === "taken") seen.fenced = true;
   return outcome;
