@@ -28,8 +28,6 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  *   once the submitter found nothing of its submit stored, before the mark is written);
  * - `removeTasks`: the removal of a job's tasks, held ones included, and its consumer (a cancel's,
  *   an end's or a rollback's clean-up) fails: nothing of them is removed.
- * - `progress`: a write of a committed job's record that is neither its commit nor its end (its
- *   progress, a take's naming of its supervisor) fails.
  */
 export type FaultPoint =
   | "publishResults"
@@ -42,8 +40,7 @@ export type FaultPoint =
   | "commit"
   | "publishTasks"
   | "rollBack"
-  | "removeTasks"
-  | "progress";
+  | "removeTasks";
 
 interface Armed {
   /** Faults still to inject (Infinity: permanently). */
@@ -246,13 +243,6 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
           }
         }
       }
-      if (
-        !isFinal(record.status) &&
-        record.phase === "committed" &&
-        (hooks.has("progress") || armed.has("progress")) &&
-        (await inner.getRecord(record.id))?.record.phase === "committed"
-      )
-        await gate("progress", record.id);
       const noted = (outcome: number | "refused") =>
         updates.set(record.id, [...(updates.get(record.id) ?? []), outcome]);
       const stored = await inner.updateRecord(record, revision).catch((error: unknown) => {
