@@ -1,6 +1,6 @@
 import { Effect } from "effect";
 import type { JobRecords, RecordFound } from "../adapters/job-records.ts";
-import { Deposed, RevisionConflict } from "../kernel/errors.ts";
+import { RevisionConflict } from "../kernel/errors.ts";
 import {
   asCommittedLane,
   isFinal,
@@ -45,33 +45,7 @@ export interface RecordSeen {
    * (`madeAgain`) is never changed; the change answers it as read.
    */
   submit?: string;
-  /**
-   * This runtime's lease holder, for a supervisor's writes: refused
-   * (`Deposed`) once the record names another supervisor (`fenceOf`).
-   */
-  holder?: string;
-  /**
-   * False from a take of the job's lease until the record names this
-   * runtime (`takeRecord`): the actor acts as the job's supervisor only then.
-   */
-  fenced?: boolean;
 }
-
-/**
- * A supervisor's write of `record` is refused once the record names another
- * supervisor: one took the job over since this runtime last wrote it, its
- * name written before it acted. Not while this actor takes the job (its own
- * write names it).
- */
-const fenceOf = (record: JobRecord, seen: RecordSeen | undefined): void => {
-  if (seen?.holder === undefined || seen.fenced === false) return;
-  if (record.supervisor === undefined || record.supervisor === seen.holder) return;
-  throw new Deposed({
-    message: `job ${record.id} is supervised by ${record.supervisor} now`,
-    jobId: record.id,
-    supervisor: record.supervisor,
-  });
-};
 
 /** Whether `changed` is the record `written` (the same write: its time, status and counts). */
 export const isSameWrite = (changed: JobRecord, written: JobRecord | undefined): boolean =>
@@ -147,7 +121,6 @@ const changeFrom = (
   unwritten = false,
 ): JobRecord | undefined => {
   if (seen?.submit !== undefined && madeAgain(record, seen.submit)) return undefined;
-  fenceOf(record, seen);
   const from = asCommittedLane(record, seen?.laneSubmit);
   return change(from) ?? (unwritten || from !== record ? from : undefined);
 };

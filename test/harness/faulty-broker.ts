@@ -62,11 +62,6 @@ export interface Faults {
   injected(point: FaultPoint): number;
   /** How many operations on one job at `point` went through and were answered (`lease`: takes and renewals). */
   answered(point: FaultPoint): number;
-  /**
-   * The job's record updates this runtime sent, in the order answered: the revision each
-   * stored, or `refused` (its compare-and-set failed, or the store failed it): who wrote what.
-   */
-  recordUpdates(jobId: string): readonly (number | "refused")[];
   /** From now on the runtime's record watch hands over no write of the job (a watch far behind). */
   unheard(jobId: string): void;
   /** How the job's task loops on this runtime ended so far, in order: `gone` (its consumer deleted and the job over) or `stopped`. */
@@ -110,7 +105,6 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const unheardJobs = new Set<string>();
   const loopEnds = new Map<string, Array<"gone" | "stopped">>();
   const laneTaken = new Map<string, number>();
-  const updates = new Map<string, Array<number | "refused">>();
   let stranding = false;
   const stranded: Array<Parameters<Broker["publishTasks"]>> = [];
   /** `inner`'s answer, counted at `point` once it comes. */
@@ -155,7 +149,6 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     },
     injected: (point) => counts.get(point) ?? 0,
     answered: (point) => answers.get(point) ?? 0,
-    recordUpdates: (jobId) => updates.get(jobId) ?? [],
     unheard: (jobId) => {
       unheardJobs.add(jobId);
     },
@@ -243,14 +236,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
           }
         }
       }
-      const noted = (outcome: number | "refused") =>
-        updates.set(record.id, [...(updates.get(record.id) ?? []), outcome]);
-      const stored = await inner.updateRecord(record, revision).catch((error: unknown) => {
-        noted("refused");
-        throw error;
-      });
-      noted(stored);
-      return stored;
+      return inner.updateRecord(record, revision);
     },
     publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {
       await gate("publishTasks", args[0].id);
