@@ -14,7 +14,7 @@ import {
   SubmitPhase,
 } from "../kernel/job-record.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
-import { type RecordSeen, updateRecordWithEffect } from "./record-updates.ts";
+import { updateRecordWithEffect } from "./record-updates.ts";
 
 /**
  * Makes a running job's consumer again if it is gone (`restoreConsumer`),
@@ -97,7 +97,6 @@ const recordLostEffect = (
   counts: JobCounts,
   reason: string,
   now: number,
-  fence: Pick<RecordSeen, "holder"> | undefined,
 ): Effect.Effect<JobRecord, PortFailure> =>
   Effect.gen(function* () {
     const ended = (r: JobRecord): JobRecord => ({
@@ -109,13 +108,8 @@ const recordLostEffect = (
       updatedAt: now,
       finishedAt: now,
     });
-    // A supervisor's write: refused once another runtime took the job over (`fenceOf`).
-    const updated = yield* updateRecordWithEffect(
-      broker,
-      record.id,
-      (r) => (isFinal(r.status) || madeAgain(r, record.submitId) ? undefined : ended(r)),
-      10,
-      fence && { ...fence },
+    const updated = yield* updateRecordWithEffect(broker, record.id, (r) =>
+      isFinal(r.status) || madeAgain(r, record.submitId) ? undefined : ended(r),
     );
     if (updated) return updated;
     const remade = ended({ ...record, counts: { done: 0, failed: 0, dead: 0 } });
@@ -136,6 +130,4 @@ export const recordLost = (
   counts: JobCounts,
   reason: string,
   now: number,
-  /** The supervisor's name (`RecordSeen`): its write is fenced. */
-  fence?: Pick<RecordSeen, "holder">,
-): Promise<JobRecord> => Effect.runPromise(recordLostEffect(broker, record, counts, reason, now, fence));
+): Promise<JobRecord> => Effect.runPromise(recordLostEffect(broker, record, counts, reason, now));
