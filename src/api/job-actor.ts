@@ -5,7 +5,9 @@ import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
+import { actsAsSupervisor } from "../effects/take-record.ts";
 import { aheadOfServerAtMost } from "../kernel/clock.ts";
+import { Deposed } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
 import { childLogger, keyedLogger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
@@ -61,6 +63,8 @@ export interface StartedJobActor {
   finalizeError(): unknown;
   /** The job's last status before an end was decided (what it is until that end is written). */
   liveStatus(): JobStatus;
+  /** Stopped as another runtime took the job over (`Deposed`): its handles watch the record's end. */
+  steppedDown(): boolean;
 }
 
 /**
@@ -187,14 +191,32 @@ export const startJobActor = (
     parent,
   });
   const stopActor = () => parent.send({ type: "job.stop", job: actor });
+  /**
+   * Another runtime took the job over since this actor last wrote its record, and wrote it
+   * naming itself: this one writes nothing more of the job, and stops (its lease, taken by
+   * that runtime, is not its to give back). Its handles wait for the end the record gives, as
+   * those of a runtime that only watches the job (`steppedDown`, runtime-job-handle.ts).
+   */
+  let deposedBy: string | undefined;
+  const stepDown = (deposed: Deposed) => {
+    if (actor.getSnapshot().status !== "active") return;
+    log.warn({ supervisor: deposed.supervisor }, "another runtime took the job over: stepping down");
+    deposedBy = deposed.supervisor; // before the stop: handles waiting on the actor hear of it
+    stopActor();
+  };
   // The record as this actor last wrote it: its end is written without reading it first.
   // A lane job watched from its record is committed (`get` opens one whose commit is not
   // written yet only once its task is read stored).
   // Its writes are its own submit's: never onto a record another submit of the key made again.
-  const seen: RecordSeen =
-    resumeFrom && record.lane
-      ? { laneSubmit: record.submitId, submit: record.submitId }
-      : { submit: record.submitId };
+  // It acts as the job's supervisor once it holds the lease and the record names it: its
+  // submitter's actor from the start, another once its take wrote the record (`takeRecord`; a
+  // takeover pass's did before this actor started).
+  const seen: RecordSeen = {
+    ...(resumeFrom && record.lane ? { laneSubmit: record.submitId } : {}),
+    submit: record.submitId,
+    holder: leases.holder,
+    fenced: bodies !== undefined || record.supervisor === leases.holder,
+  };
   // The order of the record's writes is their revision's, never their time's (written on other
   // hosts' clocks): a write at or below the last one this actor read (`revision`, where it
   // started from), heard (`heard`) or wrote (`seen.last`) came before it, seen late.
@@ -233,6 +255,7 @@ export const startJobActor = (
 
   const lease = keepJobLease({
     broker,
+    seen,
     clock,
     chores,
     log,
@@ -245,21 +268,25 @@ export const startJobActor = (
   // A stalled job may be stalled for good: its tasks gone with the server's store.
   const lostCheckMs = Math.min(60_000, Math.max(1000, record.settings.stallAfterMs));
   const checkLost = (): Promise<void> | undefined => {
-    if (snapshotOf(actor).status !== "stalled" || !leases.holds(jobId, clock.now())) return undefined;
+    if (snapshotOf(actor).status !== "stalled" || !actsAsSupervisor(leases, seen, jobId, clock.now()))
+      return undefined;
     return lostReason(broker, record, clock.now())
       .then(async (reason) => {
         if (reason === undefined || snapshotOf(actor).status !== "stalled") return;
         log.error({ reason }, "job's tasks are lost; the job fails");
-        const stored = await recordLost(broker, record, snapshotOf(actor), reason, clock.now());
+        const stored = await recordLost(broker, record, snapshotOf(actor), reason, clock.now(), seen);
         if (madeAgain(stored, record.submitId)) return endMadeAgain(stored);
         // Ended meanwhile (the watch handed it that very write): nothing more to tell it.
         if (actor.getSnapshot().status === "active") actor.send(recordEvent(stored));
       })
-      .catch((error) => log.warn({ err: error }, "lost-tasks check failed; tried again later"));
+      .catch((error) => {
+        if (error instanceof Deposed) return stepDown(error);
+        log.warn({ err: error }, "lost-tasks check failed; tried again later");
+      });
   };
   const stopChecking = chores.add({ name: `job-lost-check:${jobId}`, everyMs: lostCheckMs, run: checkLost });
 
-  const persisting = persistAndLog(broker, clock, actor, stopActor, log, core.loops, record, seen);
+  const persisting = persistAndLog(broker, clock, actor, stopActor, log, core.loops, record, seen, stepDown);
   // Its results and its clock: started before the actor, so its reader is there before its tasks.
   const stopFeed = run.startFeed();
   const end = () => {
@@ -336,7 +363,7 @@ export const startJobActor = (
       if (isFinal(changed.status)) {
         run.heard(changed);
         const counted = snapshotOf(actor);
-        if (!isRecorded(actor) && leases.holds(jobId, clock.now()))
+        if (!isRecorded(actor) && actsAsSupervisor(leases, seen, jobId, clock.now()))
           core.loops.track(`job-end-counts:${jobId}`, () =>
             raiseEndCounts(broker, changed, counted, clock.now(), log, core.loops.signal),
           );
@@ -354,6 +381,7 @@ export const startJobActor = (
     submitError: run.submitError,
     finalizeError: run.finalizeError,
     liveStatus: persisting.live,
+    steppedDown: () => deposedBy !== undefined,
     keptResults: run.keptResults,
     whenCaughtUp: run.whenCaughtUp,
     onExisting: (listener) => {

@@ -4,7 +4,13 @@ import { workOver } from "../kernel/errors.ts";
 import { othersAhead, takenAhead, takesBack } from "../kernel/job-progress.ts";
 import { answersOfSubmit, decodeResults, type ResultRecord } from "../kernel/result-wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
-import { type HandleSource, isRecorded, snapshotOf, type TaskResult } from "./job-handle.ts";
+import {
+  type HandleSource,
+  isRecorded,
+  type JobSnapshot,
+  snapshotOf,
+  type TaskResult,
+} from "./job-handle.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 /**
@@ -19,6 +25,8 @@ export async function* readAllResults<Result>(
   broker: Pick<JobResults, "readResults">,
   actor: Actor<JobMachine>,
   submitId?: string,
+  /** The record's end, for an actor stopped as another runtime took the job over (`steppedDown`). */
+  watched?: () => { readonly known?: JobSnapshot; readonly end: Promise<JobSnapshot> } | undefined,
 ): AsyncIterable<TaskResult<Result>> {
   const { jobId, queue } = actor.getSnapshot().context;
   const seen = new Set<number>();
@@ -103,17 +111,27 @@ export async function* readAllResults<Result>(
         yielded++;
         yield next;
       }
-      const c = actor.getSnapshot().context;
-      const over = isRecorded(actor) || actor.getSnapshot().status === "stopped";
+      // Its actor stopped as another runtime took the job over: over once the record's end is
+      // read, its counts the end's, as a watcher's actor adopts it.
+      const wait = isRecorded(actor) ? undefined : watched?.();
+      const c = wait?.known ?? actor.getSnapshot().context;
+      const over = wait
+        ? wait.known !== undefined
+        : isRecorded(actor) || actor.getSnapshot().status === "stopped";
       if (over && caughtUp) {
         for (const failure of [...failures.values()].sort((a, b) => a.index - b.index)) {
           yielded++;
           yield failure;
         }
         failures.clear();
-        if (yielded >= c.done + c.failed + c.dead || !isRecorded(actor) || overBefore) return;
+        if (yielded >= c.done + c.failed + c.dead || !(wait || isRecorded(actor)) || overBefore) return;
       }
       if (core.stopping.aborted) return;
+      if (wait && !over)
+        void wait.end.then(
+          () => wake?.(),
+          () => wake?.(),
+        );
       await new Promise<void>((resolve) => {
         wake = resolve;
       });

@@ -1,5 +1,5 @@
 import type { LoopGroup } from "../effects/loop-group.ts";
-import { type Clock, everyUntil } from "../kernel/clock.ts";
+import { type Clock, everyUntil, monotonicNow } from "../kernel/clock.ts";
 
 /** A job's periodic step (a lease renewal, a lost-task check): undefined when it has nothing to do. */
 export interface Chore {
@@ -11,6 +11,7 @@ export interface Chore {
 
 interface Scheduled {
   readonly chore: Chore;
+  /** On the monotonic clock (`monotonicNow`). */
   dueAt: number;
   running: boolean;
 }
@@ -23,8 +24,10 @@ interface Scheduled {
  * the same revision, the second would lose its compare-and-set to the first
  * and this runtime would think it lost the lease). A step runs as one of the
  * runtime's loops, so `rt.stop()` waits for it; a slow one delays only its
- * own next run. Time is the runtime's clock: tests drive leases and stalls
- * with a manual one.
+ * own next run. Time is the runtime's monotonic clock (`monotonicNow`):
+ * tests drive leases and stalls with a manual one, and a wall clock set back
+ * (NTP) does not hold the renewals back (due by `now()`, a minute back
+ * stopped them for a minute, and the runtime's leases ran out).
  */
 export class JobChores {
   readonly #clock: Clock;
@@ -42,7 +45,7 @@ export class JobChores {
 
   /** Runs `chore` every `everyMs` from now on; the function returned stops it (a run in flight ends on its own). */
   add(chore: Chore): () => void {
-    const scheduled: Scheduled = { chore, dueAt: this.#clock.now() + chore.everyMs, running: false };
+    const scheduled: Scheduled = { chore, dueAt: monotonicNow(this.#clock) + chore.everyMs, running: false };
     this.#scheduled.add(scheduled);
     this.#startTicking();
     return () => {
@@ -73,7 +76,7 @@ export class JobChores {
   }
 
   #tick(): void {
-    const now = this.#clock.now();
+    const now = monotonicNow(this.#clock);
     for (const scheduled of this.#scheduled) {
       if (scheduled.running || now < scheduled.dueAt) continue;
       scheduled.dueAt = now + scheduled.chore.everyMs;

@@ -5,6 +5,7 @@ import type { LoopGroup } from "../effects/loop-group.ts";
 import { plainThenUntilDone } from "../effects/retry.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
+import { actsAsSupervisor } from "../effects/take-record.ts";
 import { aheadOfServerRead, type Clock } from "../kernel/clock.ts";
 import { isTransient, PermanentBrokerError } from "../kernel/errors.ts";
 import {
@@ -140,7 +141,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     const mark: EndMark = {};
     const write = async () => {
       // Held (nearly always): no wait, and no promise made for one.
-      over = leases.holds(record.id, clock.now())
+      over = actsAsSupervisor(leases, state.run.seen, record.id, clock.now())
         ? false
         : await untilSupervising(state, input, aborted, mark);
       if (over || aborted.aborted) return;

@@ -2,6 +2,7 @@ import type { Broker } from "../adapters/broker.ts";
 import { cleanUpEnd, type EndMark } from "../effects/finalize-job.ts";
 import { isSameWrite } from "../effects/record-updates.ts";
 import { sleep } from "../effects/supervise-loop.ts";
+import { actsAsSupervisor, takeRecord } from "../effects/take-record.ts";
 import type { Clock } from "../kernel/clock.ts";
 import { type FinalizeInput, isFinal, type JobRecord, madeAgain } from "../kernel/job-record.ts";
 import type { Logger } from "../kernel/logger.ts";
@@ -68,7 +69,8 @@ export const endWait = (shared: EndWaitShared) => {
   ) => {
     const { record, log, self } = state.run;
     const jobId = record.id;
-    while (!leases.holds(jobId, clock.now())) {
+    const { seen } = state.run;
+    while (!actsAsSupervisor(leases, seen, jobId, clock.now())) {
       // Stopped, or another end was heard: the actor's end already chose to release or give
       // back its lease (job-actor.ts), and its handles read no reason from here.
       if (aborted.aborted) return true;
@@ -103,9 +105,22 @@ export const endWait = (shared: EndWaitShared) => {
         // Taken as the actor ended (its end heard from elsewhere, its runtime stopping): the
         // lease its end released would be renewed by this runtime's heartbeat for good. Given
         // back: a takeover pass removes it if the job is over, or takes the job over.
-        if (!aborted.aborted) return false;
-        await leases.giveBack(jobId).catch(() => undefined);
-        return true;
+        if (aborted.aborted) {
+          await leases.giveBack(jobId).catch(() => undefined);
+          return true;
+        }
+        // Its first act: the record names this runtime (`takeRecord`); over, the next turn reads
+        // its end.
+        const taken = await takeRecord(broker, jobId, seen, leases.holder).catch(async (error: unknown) => {
+          log.debug(
+            { err: error },
+            "record not taken while waiting for the job's end; the lease is given back",
+          );
+          await leases.giveBack(jobId).catch(() => undefined);
+          return undefined;
+        });
+        if (taken === "taken") return false;
+        continue;
       }
       await sleep(Math.min(500, leaseMs / 4), aborted);
     }

@@ -56,6 +56,7 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   const since = clock.now();
   const supervising = () =>
     broker.leases.supervises(jobId) &&
+    state.run.seen.fenced !== false &&
     (state.caughtUp || clock.now() - since >= record.settings.stalledTimeoutMs);
   const stopTicking = tick(clock, job, everyMs, supervising);
   if (resumeFrom && isFinal(resumeFrom)) {

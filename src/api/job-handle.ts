@@ -215,4 +215,9 @@ export interface HandleSource {
   finalizeError?(): unknown;
   /** The job's last status before an end was decided (what it is until that end is written). */
   liveStatus?(): JobStatus;
+  /**
+   * Its actor stopped as another runtime took the job over (`Deposed`): the job goes on, and its
+   * end is the record's, as for a runtime that only watches it.
+   */
+  steppedDown?(): boolean;
 }

@@ -2,7 +2,9 @@ import type { Actor, SnapshotFrom } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import { type RecordSeen, recordProgress } from "../effects/record-updates.ts";
+import { actsAsSupervisor } from "../effects/take-record.ts";
 import type { Clock } from "../kernel/clock.ts";
+import { Deposed } from "../kernel/errors.ts";
 import {
   isFinal,
   type JobCounts,
@@ -35,7 +37,9 @@ export const persistAndLog = (
   log: Logger,
   loops: Pick<LoopGroup, "track">,
   record: JobRecord,
-  seen?: RecordSeen,
+  seen: RecordSeen,
+  /** Another runtime took the job over since: the actor writes nothing more, and stops. */
+  stepDown: (deposed: Deposed) => void,
 ): { next: (snapshot: SnapshotFrom<JobMachine>) => void; stop: () => void; live: () => JobStatus } => {
   const leases = broker.leases;
   /** What the record says, as this runtime last read or wrote it. */
@@ -54,7 +58,8 @@ export const persistAndLog = (
     timer = undefined;
     const s = snapshotOf(actor);
     // While queuing the submitter owns the record: its commit is a compare-and-set of its own.
-    if (s.status === "queuing" || isFinal(s.status) || !leases.holds(s.id, clock.now())) return;
+    if (s.status === "queuing" || isFinal(s.status) || !actsAsSupervisor(leases, seen, s.id, clock.now()))
+      return;
     writtenAt = clock.now();
     const at = writtenAt;
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
@@ -66,7 +71,10 @@ export const persistAndLog = (
         (stored) => {
           if (stored) recorded = stored;
         },
-        (error) => log.warn({ err: error }, "progress not recorded; the next write, or the end, carries it"),
+        (error) =>
+          error instanceof Deposed
+            ? stepDown(error)
+            : log.warn({ err: error }, "progress not recorded; the next write, or the end, carries it"),
       ),
     );
   };

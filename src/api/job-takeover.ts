@@ -2,6 +2,8 @@ import type { Broker } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import { restoreConsumer } from "../effects/lost-job.ts";
 import { type ReapReport, reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
+import type { RecordSeen } from "../effects/record-updates.ts";
+import { takeRecord } from "../effects/take-record.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { aheadOfServerRead, type Clock } from "../kernel/clock.ts";
 import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
@@ -135,7 +137,17 @@ const adopt = async (host: TakeoverHost, jobId: string, revision: number): Promi
   if (again === null || host.stopping()) return broker.leases.giveBack(jobId);
   const { record } = again;
   host.log.warn({ jobId: record.id }, "taking over a job whose supervisor stopped renewing its lease");
-  host.supervise(again);
+  // Its first act: the record names this runtime. Any write of the supervisor it takes the job
+  // from, held back past its lease, now fails (`takeRecord`).
+  const seen: RecordSeen = { submit: record.submitId };
+  const taken = await takeRecord(broker, jobId, seen, broker.leases.holder).catch(async (error: unknown) => {
+    host.log.debug({ jobId, err: error }, "record of an orphan not taken; the lease is given back");
+    await broker.leases.giveBack(jobId);
+    return undefined;
+  });
+  if (taken === "over") return broker.leases.release(jobId);
+  if (taken !== "taken" || !seen.last || (await host.watching(jobId))) return broker.leases.giveBack(jobId);
+  host.supervise({ ...again, ...seen.last });
 };
 
 /** Over: its end recorded (a committed job) or its submit rolled back; a submit in progress is not. */

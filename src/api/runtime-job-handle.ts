@@ -55,7 +55,8 @@ const cancel = async (deps: HandleDeps, source: HandleSource, reason: string) =>
       submit: source.submitId,
     });
     if (stored && isFinal(stored.record.status)) source.onRecord(stored.record, stored.revision);
-    else actor.send({ type: "job.cancel", reason });
+    // Stopped as another runtime took the job over: its end is the record's (`jobEnd`).
+    else if (!source.steppedDown?.()) actor.send({ type: "job.cancel", reason });
     return jobEnd(deps, source);
   }
   // Over for this handle, but another runtime may have reopened the job since (a redrive; this
@@ -147,9 +148,12 @@ class RuntimeJobHandle implements JobHandle {
     return <Result>() => {
       const kept = keptAnswers<Result>(this.#source);
       const { core, broker } = this.#deps;
+      const source = this.#source;
       return kept
         ? yieldAll(kept)
-        : readAllResults<Result>(core, broker, this.#source.actor, this.#source.submitId);
+        : readAllResults<Result>(core, broker, source.actor, source.submitId, () =>
+            source.steppedDown?.() ? recordedEndOf(this.#deps, source) : undefined,
+          );
     };
   }
 
@@ -168,7 +172,8 @@ class RuntimeJobHandle implements JobHandle {
  */
 export const shownSnapshot = (deps: HandleDeps, source: HandleSource): JobSnapshot => {
   const s = snapshotOf(source.actor);
-  if (!isFinal(s.status)) return s;
+  // Its actor stopped as another runtime took the job over: the record's end, once read.
+  if (!isFinal(s.status)) return (source.steppedDown?.() && recordedEndWaits.get(source)?.known) || s;
   if (isRecorded(source.actor)) {
     if (source.finalizeError?.() === undefined) return s;
     const known = recordedEndOf(deps, source).known;
@@ -182,11 +187,17 @@ export const shownSnapshot = (deps: HandleDeps, source: HandleSource): JobSnapsh
  * write (the write failed for good, or a redrive reopened the job and its
  * marker was never read) is not the job's end: the record is, once whoever
  * takes the job over writes it, or as a cancel from another process wrote it
- * meanwhile. (A write failing transiently is tried again by the actor.)
+ * meanwhile. So is the end of a job whose actor stepped down, another runtime
+ * having taken it over. (A write failing transiently is tried again by the actor.)
  */
 const jobEnd = async (deps: HandleDeps, source: HandleSource): Promise<JobSnapshot> => {
-  const decided = await whenRecorded(source.actor);
-  if (source.finalizeError?.() === undefined) return decided;
+  const decided = await whenRecorded(source.actor).catch((error: unknown) => {
+    // Stopped as another runtime took the job over (`steppedDown`): the job goes on, and its end
+    // is the record's, as for a runtime that only watches it.
+    if (source.steppedDown?.()) return undefined;
+    throw error;
+  });
+  if (decided !== undefined && source.finalizeError?.() === undefined) return decided;
   return recordedEndOf(deps, source).end;
 };
 

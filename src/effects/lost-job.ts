@@ -14,7 +14,7 @@ import {
   SubmitPhase,
 } from "../kernel/job-record.ts";
 import { fromPort, type PortFailure } from "./port-call.ts";
-import { updateRecordWithEffect } from "./record-updates.ts";
+import { type RecordSeen, updateRecordWithEffect } from "./record-updates.ts";
 
 /**
  * Makes a running job's consumer again if it is gone (`restoreConsumer`),
@@ -97,6 +97,7 @@ const recordLostEffect = (
   counts: JobCounts,
   reason: string,
   now: number,
+  fence: Pick<RecordSeen, "holder"> | undefined,
 ): Effect.Effect<JobRecord, PortFailure> =>
   Effect.gen(function* () {
     const ended = (r: JobRecord): JobRecord => ({
@@ -108,8 +109,13 @@ const recordLostEffect = (
       updatedAt: now,
       finishedAt: now,
     });
-    const updated = yield* updateRecordWithEffect(broker, record.id, (r) =>
-      isFinal(r.status) || madeAgain(r, record.submitId) ? undefined : ended(r),
+    // A supervisor's write: refused once another runtime took the job over (`fenceOf`).
+    const updated = yield* updateRecordWithEffect(
+      broker,
+      record.id,
+      (r) => (isFinal(r.status) || madeAgain(r, record.submitId) ? undefined : ended(r)),
+      10,
+      fence && { ...fence },
     );
     if (updated) return updated;
     const remade = ended({ ...record, counts: { done: 0, failed: 0, dead: 0 } });
@@ -130,4 +136,6 @@ export const recordLost = (
   counts: JobCounts,
   reason: string,
   now: number,
-): Promise<JobRecord> => Effect.runPromise(recordLostEffect(broker, record, counts, reason, now));
+  /** The supervisor's name (`RecordSeen`): its write is fenced. */
+  fence?: Pick<RecordSeen, "holder">,
+): Promise<JobRecord> => Effect.runPromise(recordLostEffect(broker, record, counts, reason, now, fence));

@@ -1,6 +1,6 @@
 import { Effect } from "effect";
 import type { JobRecords, RecordFound } from "../adapters/job-records.ts";
-import { RevisionConflict } from "../kernel/errors.ts";
+import { Deposed, RevisionConflict } from "../kernel/errors.ts";
 import {
   asCommittedLane,
   isFinal,
@@ -45,7 +45,41 @@ export interface RecordSeen {
    * (`madeAgain`) is never changed; the change answers it as read.
    */
   submit?: string;
+  /**
+   * This runtime's lease holder, for a supervisor's writes: refused
+   * (`Deposed`) once the record names another supervisor (`fenceOf`).
+   */
+  holder?: string;
+  /**
+   * False from a take of the job's lease until the record names this
+   * runtime (`takeRecord`): the actor acts as the job's supervisor only then.
+   */
+  fenced?: boolean;
+  /** The take's own change while it is in flight (`takeRecord`): the one write not fenced. */
+  taking?: (record: JobRecord) => JobRecord | undefined;
 }
+
+/**
+ * A supervisor's write of `record` is refused once the record names another
+ * supervisor: one took the job over since this runtime last wrote it, its
+ * name written before it acted. Also while this actor takes its lease
+ * back: a write of its own in flight then must not land on a taker's
+ * record. Only the take's own write, which names it, is not fenced
+ * (`seen.taking`).
+ */
+const fenceOf = (
+  record: JobRecord,
+  seen: RecordSeen | undefined,
+  change: (record: JobRecord) => JobRecord | undefined,
+): void => {
+  if (seen?.holder === undefined || seen.taking === change) return;
+  if (record.supervisor === undefined || record.supervisor === seen.holder) return;
+  throw new Deposed({
+    message: `job ${record.id} is supervised by ${record.supervisor} now`,
+    jobId: record.id,
+    supervisor: record.supervisor,
+  });
+};
 
 /** Whether `changed` is the record `written` (the same write: its time, status and counts). */
 export const isSameWrite = (changed: JobRecord, written: JobRecord | undefined): boolean =>
@@ -121,6 +155,7 @@ const changeFrom = (
   unwritten = false,
 ): JobRecord | undefined => {
   if (seen?.submit !== undefined && madeAgain(record, seen.submit)) return undefined;
+  fenceOf(record, seen, change);
   const from = asCommittedLane(record, seen?.laneSubmit);
   return change(from) ?? (unwritten || from !== record ? from : undefined);
 };

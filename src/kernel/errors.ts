@@ -57,6 +57,19 @@ export class RevisionConflict extends Data.TaggedError("RevisionConflict")<{
   readonly retry: RetryDecision = Retry.permanent;
 }
 
+/**
+ * A job's supervisor found its record naming another supervisor (a runtime
+ * that took the job over since): it writes nothing more of the job and
+ * steps down. Never retried.
+ */
+export class Deposed extends Data.TaggedError("Deposed")<{
+  readonly message: string;
+  readonly jobId: string;
+  readonly supervisor: string;
+}> {
+  readonly retry: RetryDecision = Retry.permanent;
+}
+
 /** Bad options or input, detected before anything is sent to NATS. */
 export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{
   readonly message: string;

@@ -77,11 +77,21 @@ const endType = (record: JobRecord): JobEventType =>
  * consumer restore's touch of a job nobody answered yet) read as `created`
  * before the deadline was asked.
  */
-const isCommitWrite = (record: JobRecord): boolean =>
+const looksCommitted = (record: JobRecord): boolean =>
   record.status === "running" &&
   answered(record.counts) === 0 &&
   record.finishedAt === undefined &&
   record.updatedAt <= record.commitDeadline;
+
+/**
+ * The commit's write, which names no supervisor (its submitter's). One that
+ * names one is a taker's write of the record as it read it (`takeRecord`,
+ * its `updatedAt` kept): the job was created before, and nothing changed.
+ */
+const isCommitWrite = (record: JobRecord): boolean =>
+  looksCommitted(record) && record.supervisor === undefined;
+const isTakeOfCommit = (record: JobRecord): boolean =>
+  looksCommitted(record) && record.supervisor !== undefined;
 
 /**
  * Turns the revisions of job records, in the order written, into job events.
@@ -131,7 +141,8 @@ export class JobEventTranslator {
       at: record.updatedAt,
       ...fields,
     });
-    if (record.phase === SubmitPhase.committed) {
+    // First seen at a take of the commit's record: nothing to tell (no answer, no change).
+    if (record.phase === SubmitPhase.committed && !(prev === undefined && isTakeOfCommit(record))) {
       const created = prev?.phase === SubmitPhase.submitting || (prev === undefined && isCommitWrite(record));
       if (created) {
         const { reason: _reason, ...born } = event("created", {

@@ -46,6 +46,7 @@ const JobRecordShape = Schema.Struct({
   dueUntil: Schema.optionalKey(Schema.Number),
   redrive: Schema.optionalKey(Schema.String),
   redriveFailed: Schema.optionalKey(Schema.String),
+  supervisor: Schema.optionalKey(Schema.String),
 } satisfies Record<keyof JobRecordV1, Schema.Top>);
 
 /**

@@ -172,6 +172,12 @@ export interface JobRecordV1 {
    * not reopen the job with it after. Cleared by the next redrive accepted.
    */
   readonly redriveFailed?: string;
+  /**
+   * The lease holder of the runtime that last took the job over, written by
+   * its first act as supervisor: a supervisor named otherwise writes nothing
+   * more of the job. Absent: never taken over (its submitter supervises).
+   */
+  readonly supervisor?: string;
 }
 
 export type JobRecord = JobRecordV1;

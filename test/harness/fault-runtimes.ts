@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
@@ -38,6 +39,13 @@ export interface FaultBench {
   rawHeld(queue: string, jobId: string): Promise<number>;
   /** Stores `body` as a results message of the job, past the runtime (as a worker elsewhere would). */
   rawPublishResults(queue: string, jobId: string, body: string): Promise<void>;
+  /** Who the job's supervision lease names as stored (undefined: none). */
+  rawLeaseHolder(jobId: string): Promise<string | undefined>;
+  /**
+   * Every write of a job's record stored from now on (its value as it was then, with its
+   * revision), read raw as the store hands it out: the bucket's stream on NATS.
+   */
+  followRecords(): Promise<RecordHistory>;
   /**
    * From now on the server refuses a dead letter of a task of 2 KB or more (the memory server
    * any message that large; NATS the dead-letter stream, any letter); undone by what it returns.
@@ -45,6 +53,28 @@ export interface FaultBench {
   refuseLetters(): Promise<() => Promise<void>>;
   dispose(): Promise<void>;
 }
+
+/** The writes of the jobs' records stored since `followRecords`, in order. */
+export interface RecordHistory {
+  /** The job's record writes seen so far: revision, status, and the stored record as it was. */
+  of(jobId: string): ReadonlyArray<{ readonly revision: number; readonly record: Record<string, unknown> }>;
+  stop(): void;
+}
+
+const holderIn = (value: string | undefined): string | undefined =>
+  value === undefined ? undefined : (JSON.parse(value) as { holder: string }).holder;
+
+/** A record history fed with each write as the store hands it out. */
+const historyOf = () => {
+  const writes: Array<{ key: string; revision: number; record: Record<string, unknown> }> = [];
+  return {
+    add: (key: string, revision: number, value: string | undefined) => {
+      if (value !== undefined) writes.push({ key, revision, record: JSON.parse(value) });
+    },
+    of: (jobId: string) =>
+      writes.filter(({ key }) => key === jobId).map(({ revision, record }) => ({ revision, record })),
+  };
+};
 
 const names = brokerNames("jetstate");
 const base: RuntimeOptions = { logger: silentLogger(), jobs: { cleanupIntervalMs: 0 } };
@@ -76,6 +106,14 @@ export const memoryBench = async (): Promise<FaultBench> => {
       memoryServerState(server).delayed.count(names.delayedSubject(queue, jobId)),
     rawPublishResults: async (queue, jobId, body) => {
       memoryServerState(server).results.append(names.resultsSubject(queue, jobId), body, randomUUID());
+    },
+    rawLeaseHolder: async (jobId) => holderIn(memoryServerState(server).leases.get("test", jobId)?.value),
+    followRecords: async () => {
+      const history = historyOf();
+      const stop = memoryServerState(server).records.watch(({ key, revision, value }) =>
+        history.add(key, revision, value),
+      );
+      return { of: history.of, stop };
     },
     refuseLetters: async () => {
       const state = memoryServerState(server) as unknown as { maxPayload: number };
@@ -153,6 +191,19 @@ export const natsBench = async (): Promise<FaultBench> => {
     rawHeld: (queue, jobId) => countOn(names.delayedStream(queue), names.delayedSubject(queue, jobId)),
     rawPublishResults: async (queue, jobId, body) => {
       await jetstream(reader).publish(names.resultsSubject(queue, jobId), body);
+    },
+    rawLeaseHolder: async (jobId) => {
+      const entry = await (await new Kvm(reader).open(names.leasesBucket)).get(jobId);
+      return holderIn(entry?.operation === "PUT" ? entry.string() : undefined);
+    },
+    followRecords: async () => {
+      const history = historyOf();
+      const watch = await (await new Kvm(reader).open(names.jobsBucket)).watch();
+      void (async () => {
+        for await (const entry of watch)
+          history.add(entry.key, entry.revision, entry.operation === "PUT" ? entry.string() : undefined);
+      })();
+      return { of: history.of, stop: () => watch.stop() };
     },
     refuseLetters: async () => {
       const info = await jsm.streams.info(names.deadStream);

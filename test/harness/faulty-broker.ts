@@ -28,6 +28,8 @@ import { isFinal } from "../../src/kernel/job-record.ts";
  *   once the submitter found nothing of its submit stored, before the mark is written);
  * - `removeTasks`: the removal of a job's tasks, held ones included, and its consumer (a cancel's,
  *   an end's or a rollback's clean-up) fails: nothing of them is removed.
+ * - `progress`: a write of a committed job's record that is neither its commit nor its end (its
+ *   progress, a take's naming of its supervisor) fails.
  */
 export type FaultPoint =
   | "publishResults"
@@ -40,7 +42,8 @@ export type FaultPoint =
   | "commit"
   | "publishTasks"
   | "rollBack"
-  | "removeTasks";
+  | "removeTasks"
+  | "progress";
 
 interface Armed {
   /** Faults still to inject (Infinity: permanently). */
@@ -62,6 +65,11 @@ export interface Faults {
   injected(point: FaultPoint): number;
   /** How many operations on one job at `point` went through and were answered (`lease`: takes and renewals). */
   answered(point: FaultPoint): number;
+  /**
+   * The job's record updates this runtime sent, in the order answered: the revision each
+   * stored, or `refused` (its compare-and-set failed, or the store failed it): who wrote what.
+   */
+  recordUpdates(jobId: string): readonly (number | "refused")[];
   /** From now on the runtime's record watch hands over no write of the job (a watch far behind). */
   unheard(jobId: string): void;
   /** How the job's task loops on this runtime ended so far, in order: `gone` (its consumer deleted and the job over) or `stopped`. */
@@ -105,6 +113,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
   const unheardJobs = new Set<string>();
   const loopEnds = new Map<string, Array<"gone" | "stopped">>();
   const laneTaken = new Map<string, number>();
+  const updates = new Map<string, Array<number | "refused">>();
   let stranding = false;
   const stranded: Array<Parameters<Broker["publishTasks"]>> = [];
   /** `inner`'s answer, counted at `point` once it comes. */
@@ -149,6 +158,7 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
     },
     injected: (point) => counts.get(point) ?? 0,
     answered: (point) => answers.get(point) ?? 0,
+    recordUpdates: (jobId) => updates.get(jobId) ?? [],
     unheard: (jobId) => {
       unheardJobs.add(jobId);
     },
@@ -236,7 +246,21 @@ export const faultyBroker = (inner: Broker): FaultyBroker => {
           }
         }
       }
-      return inner.updateRecord(record, revision);
+      if (
+        !isFinal(record.status) &&
+        record.phase === "committed" &&
+        (hooks.has("progress") || armed.has("progress")) &&
+        (await inner.getRecord(record.id))?.record.phase === "committed"
+      )
+        await gate("progress", record.id);
+      const noted = (outcome: number | "refused") =>
+        updates.set(record.id, [...(updates.get(record.id) ?? []), outcome]);
+      const stored = await inner.updateRecord(record, revision).catch((error: unknown) => {
+        noted("refused");
+        throw error;
+      });
+      noted(stored);
+      return stored;
     },
     publishTasks: async (...args: Parameters<Broker["publishTasks"]>) => {
       await gate("publishTasks", args[0].id);

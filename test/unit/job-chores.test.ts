@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { JobChores } from "../../src/api/job-chores.ts";
 import { LoopGroup } from "../../src/effects/loop-group.ts";
-import { ManualClock } from "../../src/kernel/clock.ts";
+import { type Clock, ManualClock } from "../../src/kernel/clock.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));
@@ -38,6 +38,36 @@ describe("JobChores", () => {
         expect(gap, `${name} run ${k}`).toBeLessThanOrEqual(everyMs + 50);
       });
     }
+    await loops.close();
+  });
+
+  // The heartbeat and each job's lease renewal are chores: due by the wall clock, a host's
+  // clock set back a minute (NTP) stopped them for a minute, and its leases ran out.
+  it("runs each step on its period when the wall clock is set back", async () => {
+    const manual = new ManualClock(0);
+    /** The wall clock: the manual one, less what NTP set it back; its monotonic clock is the manual one. */
+    let setBack = 0;
+    const clock: Clock = {
+      now: () => manual.now() - setBack,
+      monotonic: () => manual.now(),
+      setTimeout: (fn, ms) => manual.setTimeout(fn, ms),
+      clearTimeout: (handle) => manual.clearTimeout(handle),
+    };
+    const loops = new LoopGroup(silentLogger());
+    const chores = new JobChores(clock, loops, 50);
+    let runs = 0;
+    chores.add({ name: "renewal", everyMs: 100, run: () => void runs++ });
+    const pass = async (ms: number) => {
+      for (let t = 0; t < ms; t += 10) {
+        manual.advance(10);
+        await settle();
+      }
+    };
+    await pass(200);
+    expect(runs).toBe(2);
+    setBack = 60_000;
+    await pass(300);
+    expect(runs, "runs in the 300 ms after the step").toBe(5);
     await loops.close();
   });
 

@@ -182,6 +182,18 @@ describe("job events from record revisions", () => {
     // The same submit's redrive stays `reopened` (above).
   });
 
+  it("a take's write of the commit's record (naming its taker, the commit's time kept) is no created, and no event", () => {
+    const taken: JobRecord = { ...rev.committed, supervisor: "rt-b" };
+    // First seen there: the job was created before the reader started; nothing changed.
+    expect(types(run([taken, rev.succeeded(3000)]))).toEqual(["succeeded"]);
+    // Known before: the take changed nothing a reader sees.
+    expect(types(run([rev.committed, taken]))).toEqual(["created"]);
+    // A taker's write of a lane job's commit, its submitting revision seen: created.
+    expect(types(run([rev.submitting, taken]))).toEqual(["created"]);
+    // A take of a record with answers, first seen: its progress, as any job first seen.
+    expect(types(run([{ ...rev.progress(2, 2000), supervisor: "rt-b" }]))).toEqual(["progress"]);
+  });
+
   it("nothing for a write that changes nothing a reader sees", () => {
     expect(types(run([rev.committed, rev.progress(1, 1000), rev.progress(1, 1100)]))).toEqual([
       "created",
