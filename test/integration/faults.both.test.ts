@@ -287,12 +287,14 @@ describe.each([
       timeoutMs: BOUND_MS,
       message: "A's actor to end with its end not written",
     });
-    const done = job.done();
     // The store lost the record, and another submit of the key made it again (written raw).
+    // Asked before, `done()` could read the store between the two writes: no record left, so
+    // the end A decided (a store back empty, that no submit made again).
     const found = (await a.broker.getRecord(job.id))!;
     await a.broker.deleteRecord(job.id, found.revision);
     const made = { ...found.record, submitId: "again", updatedAt: Date.now() + 1 };
     await a.broker.createRecord(made);
+    const done = job.done();
     a.faults.heal("finalize");
     const lost = { status: "failed", reason: expect.stringContaining("submitted again (submit again)") };
     expect(await within(done, BOUND_MS, "A's view of the job to end")).toMatchObject(lost);
