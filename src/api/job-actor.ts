@@ -198,7 +198,8 @@ export const startJobActor = (
    * those of a runtime that only watches the job (`steppedDown`, runtime-job-handle.ts).
    */
   let deposedBy: string | undefined;
-  const stepDown = (deposed: Deposed) => {
+  const stepDown = async (deposed: Deposed) => {
+    if (actor.getSnapshot().status !== "active" || !(await lease.stillDeposed())) return;
     if (actor.getSnapshot().status !== "active") return;
     log.warn({ supervisor: deposed.supervisor }, "another runtime took the job over: stepping down");
     deposedBy = deposed.supervisor; // before the stop: handles waiting on the actor hear of it
@@ -363,7 +364,9 @@ export const startJobActor = (
       if (isFinal(changed.status)) {
         run.heard(changed);
         const counted = snapshotOf(actor);
-        if (!isRecorded(actor) && actsAsSupervisor(leases, seen, jobId, clock.now()))
+        // By the lease's holder, its take's write on its way too (it read the job over): a raise
+        // only ever raises, never past what was counted, and fences off no one.
+        if (!isRecorded(actor) && leases.holds(jobId, clock.now()))
           core.loops.track(`job-end-counts:${jobId}`, () =>
             raiseEndCounts(broker, changed, counted, clock.now(), log, core.loops.signal),
           );

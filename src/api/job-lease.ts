@@ -37,7 +37,9 @@ export const renewEveryMs = (leaseMs: number) => Math.max(20, Math.floor(leaseMs
  * stops it and lets the lease go: released once the job is over, given back
  * otherwise; a take or renewal answered after that lets go of what it wrote.
  */
-export const keepJobLease = (deps: JobLeaseDeps): { end(over: boolean): Promise<void> } => {
+export const keepJobLease = (
+  deps: JobLeaseDeps,
+): { end(over: boolean): Promise<void>; stillDeposed(): Promise<boolean> } => {
   const { broker, clock, log, record, seen, leaseMs, takeOver } = deps;
   const { leases } = broker;
   const jobId = record.id;
@@ -119,6 +121,15 @@ export const keepJobLease = (deps: JobLeaseDeps): { end(over: boolean): Promise<
       stop();
       letGo = () => (over ? leases.release(jobId) : leases.giveBack(jobId));
       return letGo();
+    },
+    // A write refused as the record named another (`Deposed`) read it before a take of this
+    // runtime's own lease may have named it since (a taker came and went): after any take on
+    // its way, the record read again says whether the refusal stands (unread: not yet).
+    stillDeposed: async () => {
+      await taking;
+      const found = await broker.getRecord(jobId).catch(() => undefined);
+      const name = found?.record.supervisor;
+      return name !== undefined && name !== leases.holder;
     },
   };
 };

@@ -172,8 +172,9 @@ class RuntimeJobHandle implements JobHandle {
  */
 export const shownSnapshot = (deps: HandleDeps, source: HandleSource): JobSnapshot => {
   const s = snapshotOf(source.actor);
-  // Its actor stopped as another runtime took the job over: the record's end, once read.
-  if (!isFinal(s.status)) return (source.steppedDown?.() && recordedEndWaits.get(source)?.known) || s;
+  // Its actor stopped as another runtime took the job over: the record's end, once read (the
+  // wait starts here, as `done()` starts it).
+  if (!isFinal(s.status)) return (source.steppedDown?.() && recordedEndOf(deps, source).known) || s;
   if (isRecorded(source.actor)) {
     if (source.finalizeError?.() === undefined) return s;
     const known = recordedEndOf(deps, source).known;

@@ -1,6 +1,6 @@
 import { Effect } from "effect";
 import type { JobRecords, RecordFound } from "../adapters/job-records.ts";
-import { Deposed, RevisionConflict } from "../kernel/errors.ts";
+import { Deposed, RevisionConflict, TransientBrokerError } from "../kernel/errors.ts";
 import {
   asCommittedLane,
   isFinal,
@@ -65,7 +65,10 @@ export interface RecordSeen {
  * name written before it acted. Also while this actor takes its lease
  * back: a write of its own in flight then must not land on a taker's
  * record. Only the take's own write, which names it, is not fenced
- * (`seen.taking`).
+ * (`seen.taking`). While that take is on its way the refusal is not yet
+ * known to stand: the take may name this runtime (a taker came and went),
+ * so the write fails as transient (an end is tried again, a progress write
+ * is carried by the next), not `Deposed`.
  */
 const fenceOf = (
   record: JobRecord,
@@ -74,6 +77,11 @@ const fenceOf = (
 ): void => {
   if (seen?.holder === undefined || seen.taking === change) return;
   if (record.supervisor === undefined || record.supervisor === seen.holder) return;
+  if (seen.taking !== undefined)
+    throw new TransientBrokerError({
+      message: `job ${record.id} names ${record.supervisor} while this runtime's take of it is on its way`,
+      operation: "job.record.update",
+    });
   throw new Deposed({
     message: `job ${record.id} is supervised by ${record.supervisor} now`,
     jobId: record.id,

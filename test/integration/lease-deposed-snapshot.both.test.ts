@@ -5,11 +5,12 @@
  * job over and names itself, A's write meets that name and A steps down. Its
  * handles are then those of a runtime that only watches the job:
  * "`done()`, `subscribe()`'s end and `snapshot()` give the end the record
- * gets" (architecture.md). `snapshot()` shows the record's end only once
- * some other call of the handle (`done()`, `results()`) started the wait
- * for it (`recordedEndWaits`, runtime-job-handle.ts): a caller who only
- * polls `snapshot()` sees the job running for good, after it ended. Oracle:
- * the job's record as the store hands it out.
+ * gets" (architecture.md). A caller who only polls `snapshot()` sees that
+ * end too: before, it showed the record's end only once another call of the
+ * handle (`done()`, `results()`) had started the wait for it
+ * (`recordedEndWaits`, runtime-job-handle.ts), and the job ran for good
+ * there (failed first; found by a review). Oracle: the job's record as the
+ * store hands it out.
  */
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/kernel/clock.ts";

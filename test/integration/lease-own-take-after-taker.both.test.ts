@@ -5,12 +5,14 @@
  * back. A, never told its lease was taken (its renewals failed before they
  * reached the store), takes its own lease back: the lease is A's again and
  * A's take writes the record naming A. While that take's write is on its
- * way, A "acts on" (`seen.fenced` stays true for its own lease,
- * job-lease.ts): a progress write of A's meets B's name and is refused
- * (`Deposed`), and A steps down, though A holds the lease and its take then
- * names A. A takes no job over (`takeOver: false`): nobody supervises the
- * job, and it never ends. Oracles: the job's record as the store hands it
- * out and the worker's ledger.
+ * way A acts on (`seen.fenced` stays true for its own lease, job-lease.ts),
+ * and a progress write of A's meets B's name: not yet known to stand, it
+ * fails as transient (`fenceOf`), and a refusal read just before the take
+ * landed is read again once the take settled (`stillDeposed`). Before, A
+ * stepped down (`Deposed`) though it held the lease and its take then named
+ * it; taking no job over (`takeOver: false`), nobody supervised the job and
+ * it never ended (failed first; found by a review). Oracles: the job's
+ * record as the store hands it out and the worker's ledger.
  */
 import { describe, expect, it } from "vitest";
 import { memoryBench, natsBench } from "../harness/fault-runtimes.ts";
@@ -79,14 +81,16 @@ describe.each([
         timeoutMs: 10_000,
         message: "the first answer counted by A",
       });
-      // A's progress write (its timer's, within a second of the count) meets B's name: A steps
-      // down (what goes wrong). Only when it is to go on: the take's write waits for it, so on main
-      // the step-down always comes first. A supervisor that does not step down writes its progress
-      // after its take, and this wait then only runs out (5 s) before the take goes on.
-      await waitUntil(() => aLog.lines.some(({ msg }) => msg.includes("stepping down")), {
-        timeoutMs: 5000,
-        message: "A stepped down",
-      }).catch(() => undefined);
+      // A's progress write (its timer's, within a second of the count) meets B's name: refused,
+      // as not yet known to stand while A's take is on its way, or A steps down (what went
+      // wrong). The take's write waits for either, so that the refusal comes first.
+      await waitUntil(
+        () =>
+          aLog.lines.some(
+            ({ msg }) => msg.includes("stepping down") || msg.includes("progress not recorded"),
+          ),
+        { timeoutMs: 10_000, message: "A's progress write refused" },
+      );
       takeGo.open();
       await waitUntil(
         () => history.of(job.id).some(({ record }) => record.supervisor === a.broker.leases.holder),

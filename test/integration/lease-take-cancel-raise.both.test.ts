@@ -7,9 +7,10 @@
  * answers it counted onto an end written elsewhere ("the supervisor raises
  * the rest", runtime-job-handle.ts; `raiseEndCounts`). B counted the answer
  * and holds the lease, but acts as supervisor only once its take is stored
- * (`actsAsSupervisor`), and its take then finds the job over: no one
- * raises, and the job's end says fewer answers than were stored, for good.
- * Oracles: the results stored (raw) and the job's record as the store hands
+ * (`actsAsSupervisor`), and its take then finds the job over. The raise is
+ * the lease holder's, named or not (it only ever raises counts): before, no
+ * one raised, and the job's end said fewer answers than were stored, for
+ * good (failed first; found by a review). Oracles: the results stored (raw) and the job's record as the store hands
  * it out.
  */
 import { describe, expect, it } from "vitest";
