@@ -161,4 +161,35 @@ describe.each([
       await bench.dispose();
     }
   }, 90_000);
+
+  // Only read: before, its snapshot showed the record's end only once another call of the
+  // handle (`done()`, `results()`) had started the wait for it, and showed the job running for
+  // good (found by a review).
+  it("has its snapshot(), only read, show the end its taker recorded", async () => {
+    const bench = await make();
+    const release = gate();
+    try {
+      const { job, history } = await deposed(bench, release);
+      release.open();
+      await waitUntil(() => history.of(job.id).some(({ record }) => record.status === "succeeded"), {
+        timeoutMs: 30_000,
+        message: "the job's end stored",
+      });
+      const end = history.of(job.id).find(({ record }) => record.status === "succeeded");
+      expect(end?.record).toMatchObject({ counts: { done: 2, failed: 0, dead: 0 } });
+      // The end is stored: the handle's snapshot has it within a few record-watch deliveries.
+      const shown = await waitUntil(() => job.snapshot().status === "succeeded", {
+        timeoutMs: 10_000,
+        message: "A's snapshot() showing the end",
+      }).then(
+        () => "succeeded",
+        () => `${job.snapshot().status} done ${job.snapshot().done}`,
+      );
+      expect(shown, "A's snapshot(), 10 s after the end was stored").toBe("succeeded");
+      history.stop();
+    } finally {
+      release.open();
+      await bench.dispose();
+    }
+  }, 90_000);
 });
