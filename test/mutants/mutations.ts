@@ -58,8 +58,8 @@ export const mutations: readonly Mutation[] = [
     id: "c",
     what: "the submitter's commit-deadline check removed",
     file: "src/effects/submit-job.ts",
-    search: "  now() > record.commitDeadline",
-    replace: "  false",
+    search: "  if (now() > record.commitDeadline)",
+    replace: "  if (false)",
     tests: [faults],
   },
   {

@@ -3,6 +3,7 @@ import type { NatsConnection, NodeConnectionOptions, Status } from "@nats-io/tra
 import { connect, credsAuthenticator, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { Logger } from "../../kernel/logger.ts";
 import type { ConnectionEvent } from "../../machines/connection.machine.ts";
+import { coalesceWrites } from "./coalesced-writes.ts";
 import type { ConnectionSecurity } from "./security.ts";
 
 export interface ClientSettings {
@@ -98,6 +99,7 @@ export class NatsClients {
       await nc.close().catch(() => undefined);
       throw new Error("connect aborted");
     }
+    if (!coalesceWrites(nc)) this.#log.debug("nats.js internals not found: its writes are not coalesced");
     const id = this.#nextId++;
     this.#entries.set(id, { nc, status: nc.status()[Symbol.asyncIterator]() });
     return id;
