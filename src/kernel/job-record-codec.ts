@@ -10,11 +10,8 @@ import { boundReason } from "./reason.ts";
  */
 
 /** The record as stored, its reason bounded (`boundReason`: a cancel's reason is the caller's text). */
-export const encodeRecord = (record: JobRecord): string => JSON.stringify(storedForm(record));
-
-/** What `encodeRecord` writes, before it is text. */
-export const storedForm = (record: JobRecord): JobRecord =>
-  record.reason === undefined ? record : { ...record, reason: boundReason(record.reason) };
+export const encodeRecord = (record: JobRecord): string =>
+  JSON.stringify(record.reason === undefined ? record : { ...record, reason: boundReason(record.reason) });
 
 const Count = Schema.Number;
 

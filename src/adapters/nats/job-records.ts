@@ -3,7 +3,7 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RevisionConflict } from "../../kernel/errors.ts";
 import type { JobRecord } from "../../kernel/job-record.ts";
-import { decodeRecord, storedForm } from "../../kernel/job-record-codec.ts";
+import { decodeRecord, encodeRecord } from "../../kernel/job-record-codec.ts";
 import {
   entryTag,
   recordPicker,
@@ -44,8 +44,8 @@ export class NatsJobRecords {
   readonly #broker: RecordsBroker;
   readonly #bucket: string;
   readonly #decoded = new Map<string, JobRecord>();
-  /** The last `decodedKept` record texts this broker wrote, with what each was made from: a watch reads each back. */
-  readonly #written = new Map<string, JobRecord>();
+  /** The last `decodedKept` record texts this broker wrote: a watch reads each back. */
+  readonly #written = new Set<string>();
   /** Whether the bucket keeps one message a key (`#onePerKey`). */
   #historyOne: Promise<boolean> | undefined;
 
@@ -64,13 +64,9 @@ export class NatsJobRecords {
     const known = this.#decoded.get(text);
     if (known) return known;
     // Frozen: every watch (and a job event's reader) is handed the same object. A text this
-    // broker encoded from a record is neither checked (three writes a small job, each read back
-    // by the watches; the check was ~2 % of its CPU: it was a record) nor parsed: what it was
-    // made from is copied as the parse would give it (`jsonCopy`), without reading ~600
-    // characters again (the parse and the freeze were ~2.5 % of a 1-task job's client CPU).
-    const written = this.#written.get(text);
-    if (written !== undefined) this.#written.delete(text);
-    const record = written !== undefined ? (jsonCopy(written) as JobRecord) : frozen(decodeRecord(text));
+    // broker encoded from a record is parsed without the schema check (three writes a small job,
+    // each read back by the watches; the check was ~2 % of its CPU): it was a record.
+    const record = frozen(this.#written.delete(text) ? (JSON.parse(text) as JobRecord) : decodeRecord(text));
     this.#decoded.set(text, record);
     if (this.#decoded.size > decodedKept) this.#decoded.delete(this.#decoded.keys().next().value as string);
     return record;
@@ -80,12 +76,11 @@ export class NatsJobRecords {
     return this.#broker.run(name, async (nc) => op(await this.#broker.handles(nc), nc));
   }
 
-  /** `encodeRecord`, the text remembered as this broker's with what it was made from (`decodeWatched`). */
+  /** `encodeRecord`, the text remembered as this broker's (`decodeWatched`). */
   #encode(record: JobRecord): string {
-    const stored = storedForm(record);
-    const text = JSON.stringify(stored);
-    this.#written.set(text, stored);
-    if (this.#written.size > decodedKept) this.#written.delete(this.#written.keys().next().value as string);
+    const text = encodeRecord(record);
+    this.#written.add(text);
+    if (this.#written.size > decodedKept) this.#written.delete(this.#written.values().next().value as string);
     return text;
   }
 
@@ -265,28 +260,6 @@ const frozen = <T>(value: T): T => {
     Object.freeze(value);
   }
   return value;
-};
-
-/**
- * `value` as `JSON.parse(JSON.stringify(value))` gives it back, frozen, for plain data (what
- * a record is made of): own enumerable keys; a key whose value is undefined or a function left
- * out (in an array: null); a number that is not finite null.
- */
-const jsonCopy = (value: unknown): unknown => {
-  if (typeof value === "number") return Number.isFinite(value) ? value : null;
-  if (typeof value !== "object" || value === null) return value;
-  if (Array.isArray(value))
-    return Object.freeze(
-      value.map((item: unknown) =>
-        item === undefined || typeof item === "function" ? null : jsonCopy(item),
-      ),
-    );
-  const copy: Record<string, unknown> = {};
-  for (const key of Object.keys(value)) {
-    const item = (value as Record<string, unknown>)[key];
-    if (item !== undefined && typeof item !== "function") copy[key] = jsonCopy(item);
-  }
-  return Object.freeze(copy);
 };
 
 /** How many decoded records the watches share (a few ms of writes at a thousand small jobs a second). */
