@@ -15,7 +15,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/kernel/clock.ts";
-import { type FaultBench, memoryBench, natsBench } from "../harness/fault-runtimes.ts";
+import type { FaultBench } from "../harness/fault-runtimes.ts";
+import { commitStored, heldWorker, leaseBenches, takeStored } from "../harness/lease-takeover.ts";
 import { capturedLog } from "../harness/log-lines.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
@@ -26,17 +27,7 @@ const deposed = async (bench: FaultBench, release: { opened: Promise<void> }) =>
   const aGo = gate();
   const queue = "q";
   const committed = gate();
-  const w = await bench.runtime({ roles: ["worker"] });
-  const answered: number[] = [];
-  w.rt.workers.start<number, number>({
-    queue,
-    handler: async (task) => {
-      if (task.payload === 1) await committed.opened;
-      else await release.opened;
-      answered.push(task.payload);
-      return task.payload;
-    },
-  });
+  const answered = await heldWorker(bench, queue, (n) => (n === 1 ? committed.opened : release.opened));
   // A's clock moves only when the test moves it: stood still, A holds its lease by it.
   const clock = new ManualClock(Date.now());
   const aLog = capturedLog("warn");
@@ -51,11 +42,7 @@ const deposed = async (bench: FaultBench, release: { opened: Promise<void> }) =>
   try {
     const job = await a.rt.jobs.submit({ queue, tasks: [1, 2], lane: false, stallAfterMs: 60_000 });
     const history = await bench.followRecords();
-    // Only a gate (the memory store's watch hands out no write made before it).
-    await waitUntil(async () => (await a.broker.getRecord(job.id))?.record.phase === "committed", {
-      timeoutMs: 10_000,
-      message: "the job's commit stored",
-    });
+    await commitStored(a, job.id);
     committed.open();
     await waitUntil(() => answered.length === 1 && job.snapshot().done === 1, {
       timeoutMs: 10_000,
@@ -65,10 +52,7 @@ const deposed = async (bench: FaultBench, release: { opened: Promise<void> }) =>
     clock.advance(1000);
     expect(await within(aWriting.opened, 10_000), "A writing the job's progress").not.toBe("never");
     const b = await bench.runtime({ jobs: { leaseMs } });
-    await waitUntil(
-      () => history.of(job.id).some(({ record }) => record.supervisor === b.broker.leases.holder),
-      { timeoutMs: 30_000, message: "B's take of the job's record stored" },
-    );
+    await takeStored(history, job.id, b);
     aGo.open();
     await waitUntil(() => aLog.lines.some(({ msg }) => msg.includes("stepping down")), {
       timeoutMs: 10_000,
@@ -90,10 +74,7 @@ const settled = <T>(call: Promise<T>, said: (value: T) => string) =>
     20_000,
   );
 
-describe.each([
-  { name: "memory", make: memoryBench },
-  { name: "nats", make: natsBench },
-])("a supervisor deposed by its job's taker ($name)", ({ make }) => {
+describe.each(leaseBenches)("a supervisor deposed by its job's taker ($name)", ({ make }) => {
   it("has its done() resolve with the end its taker recorded", async () => {
     const bench = await make();
     const release = gate();
