@@ -11,13 +11,56 @@ import {
   natsBench,
   type RecordHistory,
 } from "./fault-runtimes.ts";
-import { waitUntil } from "./wait.ts";
+import type { FaultPoint } from "./faulty-broker.ts";
+import { gate, waitUntil } from "./wait.ts";
 
 /** The two brokers, for `describe.each(...)("… ($name)")`: each test makes a bench of its own. */
 export const leaseBenches = [
   { name: "memory", make: memoryBench },
   { name: "nats", make: natsBench },
 ];
+
+/**
+ * Runs `test` on a bench of its own, disposed after it; each gate `heldGate()` hands out is
+ * opened then at the latest (before the dispose), so nothing held behind one outlives the test.
+ */
+export const onOwnBench = async (
+  make: () => Promise<FaultBench>,
+  test: (bench: FaultBench, heldGate: () => ReturnType<typeof gate>) => Promise<void>,
+): Promise<void> => {
+  const bench = await make();
+  const gates: Array<ReturnType<typeof gate>> = [];
+  try {
+    await test(bench, () => {
+      const g = gate();
+      gates.push(g);
+      return g;
+    });
+  } finally {
+    for (const g of gates) g.open();
+    await bench.dispose();
+  }
+};
+
+/**
+ * Holds `runtime`'s writes at `point` (each one, or its first only) until `go` opens: the
+ * promise it returns resolves once one is held.
+ */
+export const holdWrites = (
+  runtime: FaultyRuntime,
+  point: FaultPoint,
+  go: Promise<void>,
+  which: "each" | "first",
+): Promise<void> => {
+  const writing = gate();
+  let writes = 0;
+  runtime.faults.before(point, async () => {
+    if (which === "first" && writes++ > 0) return;
+    writing.open();
+    await go;
+  });
+  return writing.opened;
+};
 
 /**
  * A worker runtime answering `queue`'s tasks (numbers, each answered with itself) once
@@ -54,6 +97,13 @@ export const takeStored = (history: RecordHistory, jobId: string, b: FaultyRunti
     timeoutMs: 30_000,
     message: "B's take of the job's record stored",
   });
+
+/** Until the store handed out a write of the job's record ending it `status`: that write. */
+export const endStored = async (history: RecordHistory, jobId: string, status: "succeeded" | "failed") => {
+  const ended = () => history.of(jobId).find(({ record }) => record.status === status);
+  await waitUntil(() => ended() !== undefined, { timeoutMs: 30_000, message: "the job's end stored" });
+  return ended()!;
+};
 
 /** Who stored a revision of the job's record, by the runtimes' ledgers of their updates (read now). */
 export const writerOf = (a: FaultyRuntime, b: FaultyRuntime, jobId: string) => {

@@ -13,16 +13,15 @@
  */
 import { describe, expect, it } from "vitest";
 import type { JobEvent } from "../../src/kernel/job-event.ts";
-import { commitStored, heldWorker, leaseBenches, takeStored } from "../harness/lease-takeover.ts";
-import { gate, waitUntil } from "../harness/wait.ts";
+import { commitStored, heldWorker, leaseBenches, onOwnBench, takeStored } from "../harness/lease-takeover.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const leaseMs = 2000;
 
 describe.each(leaseBenches)("rt.jobs.events() across a takeover ($name)", ({ make }) => {
   it("tells no job created before the reader started as created when it is taken over", async () => {
-    const bench = await make();
-    const release = gate();
-    try {
+    await onOwnBench(make, async (bench, heldGate) => {
+      const release = heldGate();
       const queue = "q";
       const answered = await heldWorker(bench, queue, () => release.opened);
       const a = await bench.runtime({ jobs: { leaseMs, takeOver: false } });
@@ -67,9 +66,6 @@ describe.each(leaseBenches)("rt.jobs.events() across a takeover ($name)", ({ mak
       ).not.toContain("created");
       history.stop();
       await events.return();
-    } finally {
-      release.open();
-      await bench.dispose();
-    }
+    });
   }, 90_000);
 });

@@ -12,7 +12,15 @@
  * which revision.
  */
 import { describe, expect, it } from "vitest";
-import { commitStored, heldWorker, leaseBenches, takeStored, writerOf } from "../harness/lease-takeover.ts";
+import {
+  commitStored,
+  heldWorker,
+  holdWrites,
+  leaseBenches,
+  onOwnBench,
+  takeStored,
+  writerOf,
+} from "../harness/lease-takeover.ts";
 import { capturedLog } from "../harness/log-lines.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
@@ -22,11 +30,10 @@ describe.each(leaseBenches)(
   "a supervisor whose progress write is held back past its lease ($name)",
   ({ make }) => {
     it("writes nothing of the job's record once another runtime took the job over", async () => {
-      const bench = await make();
-      const release = gate();
-      const aGo = gate();
-      const bGo = gate();
-      try {
+      await onOwnBench(make, async (bench, heldGate) => {
+        const release = heldGate();
+        const aGo = heldGate();
+        const bGo = heldGate();
         const queue = "q";
         const committed = gate();
         // Task 1 answers once the job is committed; task 2 only at the test's end.
@@ -34,19 +41,13 @@ describe.each(leaseBenches)(
         const aLog = capturedLog("debug");
         const a = await bench.runtime({ logger: aLog.logger, jobs: { leaseMs, takeOver: false } });
         // A's first progress write of the job (its count of task 1) is held back.
-        const aWriting = gate();
-        let aWrites = 0;
-        a.faults.before("progress", async () => {
-          if (aWrites++ > 0) return;
-          aWriting.open();
-          await aGo.opened;
-        });
+        const aWriting = holdWrites(a, "progress", aGo.opened, "first");
         const job = await a.rt.jobs.submit({ queue, tasks: [1, 2], lane: false, stallAfterMs: 60_000 });
         // Its buckets are made by the first submit; the watch hands out the last write, then each.
         const history = await bench.followRecords();
         await commitStored(a, job.id);
         committed.open();
-        expect(await within(aWriting.opened, 20_000), "A writing the job's progress").not.toBe("never");
+        expect(await within(aWriting, 20_000), "A writing the job's progress").not.toBe("never");
         expect(answered).toEqual([1]);
         // Held back, A renews nothing: its lease runs out, and B takes the job over. B's writes after
         // its take (its own progress) wait, so the record as B took it is what A's write meets.
@@ -101,12 +102,7 @@ describe.each(leaseBenches)(
           `the record's writes since B took the job over: ${since.join(", ")}`,
         ).toEqual([]);
         history.stop();
-      } finally {
-        release.open();
-        aGo.open();
-        bGo.open();
-        await bench.dispose();
-      }
+      });
     }, 90_000);
   },
 );

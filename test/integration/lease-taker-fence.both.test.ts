@@ -11,9 +11,16 @@
  * which revision.
  */
 import { describe, expect, it } from "vitest";
-import { heldWorker, leaseBenches, writerOf } from "../harness/lease-takeover.ts";
+import {
+  endStored,
+  heldWorker,
+  holdWrites,
+  leaseBenches,
+  onOwnBench,
+  writerOf,
+} from "../harness/lease-takeover.ts";
 import { capturedLog } from "../harness/log-lines.ts";
-import { gate, waitUntil, within } from "../harness/wait.ts";
+import { waitUntil, within } from "../harness/wait.ts";
 
 const leaseMs = 2000;
 
@@ -21,11 +28,10 @@ describe.each(leaseBenches)(
   "a supervisor whose end's write is held back past its lease ($name)",
   ({ make }) => {
     it("writes nothing of the job's record once another runtime took the job over", async () => {
-      const bench = await make();
-      const release = gate();
-      const aGo = gate();
-      const bGo = gate();
-      try {
+      await onOwnBench(make, async (bench, heldGate) => {
+        const release = heldGate();
+        const aGo = heldGate();
+        const bGo = heldGate();
         const queue = "q";
         await heldWorker(bench, queue, () => release.opened);
         const aLog = capturedLog("warn");
@@ -37,24 +43,14 @@ describe.each(leaseBenches)(
         });
         const history = await bench.followRecords();
         // A decides the job's end and checks that it holds the lease; its write is then held back.
-        const aWriting = gate();
-        a.faults.before("finalize", async () => {
-          aWriting.open();
-          await aGo.opened;
-        });
+        const aWriting = holdWrites(a, "finalize", aGo.opened, "each");
         release.open();
-        expect(await within(aWriting.opened, 20_000), "A writing the job's end").not.toBe("never");
+        expect(await within(aWriting, 20_000), "A writing the job's end").not.toBe("never");
         // Held back, A renews nothing: its lease runs out, and B takes the job over.
         a.faults.fail("lease", Number.POSITIVE_INFINITY);
         const b = await bench.runtime({ jobs: { leaseMs } });
-        const bWriting = gate();
-        b.faults.before("finalize", async () => {
-          bWriting.open();
-          await bGo.opened;
-        });
-        expect(await within(bWriting.opened, 30_000), "B writing the job's end as its supervisor").not.toBe(
-          "never",
-        );
+        const bWriting = holdWrites(b, "finalize", bGo.opened, "each");
+        expect(await within(bWriting, 30_000), "B writing the job's end as its supervisor").not.toBe("never");
         expect(await bench.rawLeaseHolder(job.id)).toBe(b.broker.leases.holder);
         const takenAt = Math.max(0, ...history.of(job.id).map(({ revision }) => revision));
         // A's held write goes out now, B's once A stored something or gave its end up (its
@@ -71,10 +67,7 @@ describe.each(leaseBenches)(
           { timeoutMs: 10_000, message: "A's write of the job's end stored or given up" },
         );
         bGo.open();
-        await waitUntil(() => history.of(job.id).some(({ record }) => record.status === "succeeded"), {
-          timeoutMs: 20_000,
-          message: "the job's end stored",
-        });
+        await endStored(history, job.id, "succeeded");
         const writer = writerOf(a, b, job.id);
         const written = history.of(job.id);
         const since = written
@@ -90,12 +83,7 @@ describe.each(leaseBenches)(
         // A's handle says the end its taker recorded.
         expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
         history.stop();
-      } finally {
-        release.open();
-        aGo.open();
-        bGo.open();
-        await bench.dispose();
-      }
+      });
     }, 90_000);
   },
 );
