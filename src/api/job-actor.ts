@@ -4,32 +4,19 @@ import type { RecordFound } from "../adapters/job-records.ts";
 import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
-import type { SubmitHooks } from "../effects/submit-job.ts";
 import { actsAsSupervisor } from "../effects/take-record.ts";
 import { aheadOfServerAtMost } from "../kernel/clock.ts";
 import { Deposed } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
-import { childLogger, keyedLogger } from "../kernel/logger.ts";
+import { keyedLogger } from "../kernel/logger.ts";
 import type { HeldTaskBody } from "../kernel/wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
-import { jobsHostMachine } from "../machines/jobs-host.machine.ts";
-import { JobChores } from "./job-chores.ts";
-import { type JobEffects, provideJobEffects } from "./job-effects.ts";
 import { recordEvent } from "./job-end-wait.ts";
 import { isRecorded, snapshotOf } from "./job-handle.ts";
-import { keepJobLease, renewEveryMs } from "./job-lease.ts";
+import { hostOf, type JobActorDeps, mayTakeOver } from "./job-host.ts";
+import { keepJobLease } from "./job-lease.ts";
 import { persistAndLog } from "./job-persist.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
-
-export interface JobActorDeps {
-  readonly core: RuntimeCore;
-  readonly broker: Broker;
-  /** Supervision lease: renewed every third of it; another runtime takes over after it. */
-  readonly leaseMs: number;
-  readonly submitHooks?: SubmitHooks;
-  /** The runtime is stopping (`jobs.stop()` called): a submit waiting on another of its key gives up. */
-  readonly stopping?: () => boolean;
-}
 
 export interface StartedJobActor {
   readonly actor: Actor<JobMachine>;
@@ -66,56 +53,6 @@ export interface StartedJobActor {
   /** Stopped as another runtime took the job over (`Deposed`): its handles watch the record's end. */
   steppedDown(): boolean;
 }
-
-/**
- * What a runtime's jobs share: the job machine with its effects, the parent of their actors
- * (one actor system), and one timer for their periodic steps.
- */
-interface JobHost {
-  readonly effects: JobEffects;
-  readonly parent: Actor<typeof jobsHostMachine>;
-  readonly chores: JobChores;
-}
-
-/**
- * Made on a runtime's first job, keyed by its deps (one object per runtime),
- * with the runtime's heartbeat: one write every third of the lease renews
- * every lease the runtime holds (each job's own renewal then writes nothing).
- */
-const hosts = new WeakMap<JobActorDeps, JobHost>();
-const hostOf = (deps: JobActorDeps): JobHost => {
-  let host = hosts.get(deps);
-  if (!host) {
-    const { core, broker, leaseMs } = deps;
-    const log = childLogger(core.logger, { actor: "runtime" });
-    const beat = () =>
-      broker.leases
-        .heartbeat(leaseMs, core.clock.now())
-        // Tried again on the next tick; leases it covered run out like any not renewed in time.
-        .catch((error: unknown) => log.debug({ err: error }, "heartbeat not written"));
-    host = {
-      effects: provideJobEffects({
-        broker: deps.broker,
-        clock: core.clock,
-        leaseMs: deps.leaseMs,
-        takeOver: mayTakeOver(core),
-        ...(deps.submitHooks ? { submitHooks: deps.submitHooks } : {}),
-        ...(deps.stopping ? { stopping: deps.stopping } : {}),
-        loops: core.loops,
-      }),
-      // The inspector sees every job's actor through their one system.
-      parent: createActor(jobsHostMachine, {
-        id: "jobs",
-        ...(core.inspect ? { inspect: core.inspect.inspect } : {}),
-      }).start(),
-      // Half the renewal period: a renewal runs at most half a period late.
-      chores: new JobChores(core.clock, core.loops, renewEveryMs(deps.leaseMs) / 2),
-    };
-    hosts.set(deps, host);
-    host.chores.add({ name: "lease-heartbeat", everyMs: renewEveryMs(leaseMs), run: beat });
-  }
-  return host;
-};
 
 /**
  * When the record's last write was made, on this runtime's clock: the
@@ -397,7 +334,3 @@ export const startJobActor = (
     },
   };
 };
-
-/** Whether this runtime's watchers take over a job whose supervisor stopped renewing its lease. */
-const mayTakeOver = (core: RuntimeCore): boolean =>
-  core.options.jobs.takeOver && core.options.roles.has("supervisor");

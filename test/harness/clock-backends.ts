@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { Broker } from "../../src/adapters/broker.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
 import { JobRegistry } from "../../src/api/jobs.ts";
@@ -36,6 +37,8 @@ export interface ClockSubmitter {
 export interface SubmitterOptions {
   readonly clock: Clock;
   readonly hooks: SubmitHooks;
+  /** Wraps the submitter's broker (a spy: `spiedBroker`); default: the broker as it is. */
+  readonly wrap?: (broker: Broker) => Broker;
 }
 
 /** The registry options of a submitter that reaps nothing and takes nothing over. */
@@ -88,11 +91,11 @@ export const memoryClockBackend = (): ClockBackend => {
       runtimes.push(rt);
       return rt;
     },
-    async submitter(name, { clock, hooks }) {
+    async submitter(name, { clock, hooks, wrap = (broker) => broker }) {
       const core = await createRuntimeCore({ name, logger: silentLogger(), clock }, { connect: false });
       const registry = new JobRegistry(
         core,
-        createMemoryBroker({ server, holder: name }),
+        wrap(createMemoryBroker({ server, holder: name })),
         submitterJobs(hooks),
       );
       const stop = async () => {
@@ -146,7 +149,7 @@ export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): 
       runtimes.push(rt);
       return rt;
     },
-    async submitter(name, { clock, hooks }) {
+    async submitter(name, { clock, hooks, wrap = (broker) => broker }) {
       const core = await createRuntimeCore({
         servers: server.url,
         prefix,
@@ -154,7 +157,7 @@ export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): 
         logger: silentLogger(),
         clock,
       });
-      const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: name });
+      const broker = wrap(createNatsBroker(core, { retentionMs: 3600_000, holder: name }));
       const registry = new JobRegistry(core, broker, submitterJobs(hooks));
       const stop = async () => {
         await registry.stop();

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, afterEach, beforeAll } from "vitest";
+import { afterAll, afterEach, beforeAll, describe } from "vitest";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
@@ -263,3 +263,13 @@ export const useFaultBench = (make: () => Promise<FaultBench>): FaultBenchUse =>
   };
   return use;
 };
+
+/**
+ * A describe block on each broker (`title`'s `%s`: `memory`, then `nats`), its tests on a bench
+ * of their own (`useFaultBench`).
+ */
+export const describeOnBothBenches = (title: string, body: (use: FaultBenchUse) => void): void =>
+  describe.each([
+    ["memory", memoryBench],
+    ["nats", natsBench],
+  ] as const)(title, (_kind, makeBench) => body(useFaultBench(makeBench)));

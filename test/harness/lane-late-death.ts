@@ -1,4 +1,5 @@
 import { expect } from "vitest";
+import type { JobHandle } from "../../src/api/job-handle.ts";
 import type { FaultBenchUse, FaultyRuntime } from "./fault-runtimes.ts";
 import { gate, waitUntil } from "./wait.ts";
 
@@ -12,9 +13,18 @@ export interface LateDeath {
   readonly request: { queue: string; tasks: string[]; idempotencyKey: string; backoff: number[] };
   /** Every run of the job's task: `old` while the first submit stood, `new` after `renew()`. */
   readonly runs: ReadonlyArray<"old" | "new">;
-  /** From now on the task's runs are `new` ones: held (never failing) until `held.open()`. */
+  /** From now on the task's runs are `new` ones: held until `held.open()`, then as `LateDeathOptions.newRuns` says. */
   renew(): void;
   readonly held: { open(): void };
+  /** `renew()`, then the key submitted again: the same job, its task's `new` run started (held). */
+  submitAgain(): Promise<JobHandle>;
+}
+
+export interface LateDeathOptions {
+  /** The job's one task's payload (default `"t"`). */
+  readonly task?: string;
+  /** How a `new` run ends once `held` opens: it answers (default) or fails. */
+  readonly newRuns?: "succeed" | "fail";
 }
 
 /**
@@ -29,6 +39,7 @@ export const lateDeathRolledBack = async (
   use: FaultBenchUse,
   queue: string,
   beforeMark?: (jobId: string) => Promise<void>,
+  { task = "t", newRuns = "succeed" }: LateDeathOptions = {},
 ): Promise<LateDeath> => {
   const submitter = await use.runtime();
   const runner = await use.runtime();
@@ -44,6 +55,7 @@ export const lateDeathRolledBack = async (
       runs.push(era);
       if (era === "old") throw new Error("fails while the first submit stands");
       await held.opened;
+      if (newRuns === "fail") throw new Error("fails under the new submit");
       return "ok";
     },
   });
@@ -54,7 +66,7 @@ export const lateDeathRolledBack = async (
   // A first lane job of the queue: the worker pulls the lane from then on.
   await (await submitter.rt.jobs.submit({ queue, tasks: ["prime"] })).done();
 
-  const request = { queue, tasks: ["t"], idempotencyKey: `${queue}-1`, backoff: [0] };
+  const request = { queue, tasks: [task], idempotencyKey: `${queue}-1`, backoff: [0] };
   let landed = false;
   // The late publish lands once the submitter found nothing stored, before its mark: the
   // worker reads the record still naming that submit, runs the task and it dies (5 deliveries).
@@ -79,5 +91,18 @@ export const lateDeathRolledBack = async (
   // redrive `beforeMark` started, if any).
   const answers = (await use.bench.rawResults(queue, jobId)).filter((e) => e.redrive !== true);
   expect(answers.map((e) => [e.i, e.dead])).toEqual([[0, true]]);
-  return { submitter, jobId, request, runs, held, renew: () => (era = "new") };
+  const renew = () => {
+    era = "new";
+  };
+  const submitAgain = async () => {
+    renew();
+    const job = await submitter.rt.jobs.submit(request);
+    expect(job.id).toBe(jobId);
+    await waitUntil(() => runs.includes("new"), {
+      timeoutMs: BOUND_MS,
+      message: "the new submit's task to run",
+    });
+    return job;
+  };
+  return { submitter, jobId, request, runs, held, renew, submitAgain };
 };

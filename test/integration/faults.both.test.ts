@@ -4,12 +4,10 @@ import { jobActorOf } from "../../src/api/runtime-job-handle.ts";
 import type { TaskContext, Worker } from "../../src/api/workers.ts";
 import { ManualClock } from "../../src/kernel/clock.ts";
 import {
+  describeOnBothBenches,
   type FaultyRuntime,
-  memoryBench,
-  natsBench,
   type RawResult,
   tally,
-  useFaultBench,
 } from "../harness/fault-runtimes.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
@@ -40,11 +38,7 @@ const within = <T>(promise: Promise<T>, ms: number, what: string): Promise<T> =>
 const indexes = (n: number) => Array.from({ length: n }, (_, i) => i);
 const okIndexes = (raw: readonly RawResult[]) => raw.filter((r) => r.ok).map((r) => r.i);
 
-describe.each([
-  ["memory", memoryBench],
-  ["nats", natsBench],
-] as const)("faults on the %s broker", (_kind, makeBench) => {
-  const use = useFaultBench(makeBench);
+describeOnBothBenches("faults on the %s broker", (use) => {
   const runtime = use.runtime;
 
   /** A worker that writes every task it handles into `ledger` (index per call). */

@@ -10,24 +10,16 @@
  */
 
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { memoryLaneName, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { partsOf } from "../../src/api/runtime.ts";
 import { planSubmit } from "../../src/effects/plan-submit.ts";
-import { createHttpApi, createRuntime, type JobHandle, type Runtime } from "../../src/index.ts";
+import type { JobHandle } from "../../src/index.ts";
 import { encodeTask } from "../../src/kernel/wire.ts";
-import {
-  createMemoryBroker,
-  createMemoryServer,
-  createTestRuntime,
-  ManualClock,
-  type MemoryServer,
-} from "../../src/testing.ts";
-import { type ServedApp, serveOnLoopback } from "../harness/http-server.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { ManualClock } from "../../src/testing.ts";
+import { useHttpBench } from "../harness/http-bench.ts";
 import { memoryRawResults, natsRawResults, type RawResult, storedCount } from "../harness/raw-results.ts";
 import { waitUntil } from "../harness/wait.ts";
 
@@ -51,47 +43,20 @@ interface Answer {
   json: any;
 }
 
-describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broker", (broker) => {
-  let server: NatsServerHandle | undefined;
-  /** The test's own connection to the server (NATS). */
-  let nc: NatsConnection | undefined;
-  /** The memory server, read directly (memory); its clock moves only when the test says. */
-  let memory: MemoryServer | undefined;
+describe.each(["nats", "memory"] as const)("the lane through the HTTP API on the %s broker", (broker) => {
+  /** The memory server's clock: it moves only when the test says. */
   const clock = new ManualClock(Date.now());
-  let rt: Runtime;
-  let http: ServedApp | undefined;
-  let baseUrl: string;
+  const bench = useHttpBench(broker, {
+    tokens: { [TOKEN]: "lane-worker" },
+    logger,
+    clock,
+    jobs: { lane: true },
+  });
   /** The HTTP client's ledger: every task any reserve of this file was handed. */
   const handed: Reserved[] = [];
 
-  beforeAll(async () => {
-    if (broker === "nats") {
-      server = await startNatsServer();
-      rt = await createRuntime({ servers: server.url, logger, jobs: { lane: true } });
-      nc = await connect({ servers: server.url, name: "oracle" });
-    } else {
-      memory = createMemoryServer({ prefix: "jetstate", clock });
-      rt = await createTestRuntime({
-        logger,
-        broker: createMemoryBroker({ server: memory }),
-        jobs: { lane: true },
-      });
-    }
-    const api = createHttpApi(rt, { tokens: { [TOKEN]: "lane-worker" } });
-    http = await serveOnLoopback(api.fetch);
-    baseUrl = http.baseUrl;
-  });
-
-  afterAll(async () => {
-    await http?.close();
-    await rt?.stop();
-    await nc?.close();
-    memory?.close();
-    await server?.dispose();
-  });
-
   const post = async (path: string, body: unknown): Promise<Answer> => {
-    const response = await fetch(`${baseUrl}${path}`, {
+    const response = await fetch(`${bench.http.baseUrl}${path}`, {
       method: "POST",
       headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
       body: JSON.stringify(body),
@@ -121,13 +86,13 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   /** The consumers on the queue's tasks, as the server holds them (`lane` for the queue's lane). */
   const consumersOf = async (queue: string): Promise<string[]> => {
-    if (nc) {
-      const jsm = await jetstreamManager(nc);
+    if (bench.nc) {
+      const jsm = await jetstreamManager(bench.nc);
       const found: string[] = [];
       for await (const c of jsm.consumers.list(names.tasksStream(queue))) found.push(c.name);
       return found.sort();
     }
-    const tasks = memoryServerState(memory!).tasks;
+    const tasks = memoryServerState(bench.memory!).tasks;
     const own = tasks
       .subjectConsumerNames()
       .filter((name) => tasks.consumer(name)?.subject.startsWith(names.tasksSubject(queue, "")));
@@ -136,8 +101,8 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   /** Task messages the server stores on a subject (a wildcard counts every subject under it). */
   const stored = async (queue: string, subject: string): Promise<number> => {
-    if (!nc) return memoryServerState(memory!).tasks.count(subject);
-    const jsm = await jetstreamManager(nc);
+    if (!bench.nc) return memoryServerState(bench.memory!).tasks.count(subject);
+    const jsm = await jetstreamManager(bench.nc);
     if (!subject.endsWith(">")) return storedCount(jsm, names.tasksStream(queue), subject);
     const info = await jsm.streams.info(names.tasksStream(queue), { subjects_filter: subject });
     return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
@@ -145,12 +110,12 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   /** A task message published straight to the server, past the runtime. */
   const rawPublish = async (subject: string, body: string) => {
-    if (nc) await jetstream(nc).publish(subject, body);
-    else memoryServerState(memory!).tasks.publish(subject, body, `raw.${subject}`);
+    if (bench.nc) await jetstream(bench.nc).publish(subject, body);
+    else memoryServerState(bench.memory!).tasks.publish(subject, body, `raw.${subject}`);
   };
 
   const rawResults = async (queue: string, jobId: string): Promise<RawResult[]> =>
-    nc ? natsRawResults(nc, queue, jobId) : memoryRawResults(memory!, queue, jobId);
+    bench.nc ? natsRawResults(bench.nc, queue, jobId) : memoryRawResults(bench.memory!, queue, jobId);
 
   const firstResult = async <R>(job: JobHandle<R>) => {
     for await (const r of job.results()) return r.ok ? r.result : r.error;
@@ -162,7 +127,9 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
   it("runs one-task jobs reserved from their queue, each task handed out once, with no consumer per job", async () => {
     const queue = "hl_run";
     const jobs = await Promise.all(
-      Array.from({ length: 20 }, (_, n) => rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n }] })),
+      Array.from({ length: 20 }, (_, n) =>
+        bench.rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n }] }),
+      ),
     );
     // Before any worker came: the lane, and no consumer of any job's own.
     expect(await consumersOf(queue)).toEqual(["lane"]);
@@ -191,7 +158,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     for (const job of jobs) expect((await rawResults(queue, job.id)).map((e) => e.i)).toEqual([0]);
     // Each naming the submit its task was leased under: no later submit of a key counts it.
     for (const job of jobs) {
-      const submit = (await rt.jobs.record(job.id))?.submitId;
+      const submit = (await bench.rt.jobs.record(job.id))?.submitId;
       expect((await rawResults(queue, job.id)).map((e) => e.s)).toEqual([submit]);
     }
     expect(await Promise.all(jobs.map(firstResult))).toEqual(jobs.map((_, n) => n * 2));
@@ -201,7 +168,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   it("a lane job is not reserved by its id: 409 job_in_lane, naming its queue; its task stays", async () => {
     const queue = "hl_byid";
-    const job = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 5 }] });
+    const job = await bench.rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 5 }] });
     const refused = await post(`/jobs/${job.id}/tasks`, { batch_size: 1 });
     expect(refused.status).toBe(409);
     expect(refused.json.error).toMatchObject({ code: "job_in_lane", queue });
@@ -214,7 +181,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   it("a lane task of a job whose commit is not written yet is handed back, not out; once committed, each is handed out once", async () => {
     const queue = "hl_uncommitted";
-    const { broker } = partsOf(rt);
+    const { broker } = partsOf(bench.rt);
     // A lane job of two tasks stopped between its publish and its commit, made through the port.
     const { record, bodies } = await planSubmit(
       { queue, tasks: [{ n: 1 }, { n: 2 }] },
@@ -226,7 +193,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     const revision = await broker.createRecord(record);
     await broker.publishTasks(record, bodies, new AbortController().signal);
     // A live lane job behind it, so the queue's lane is asked.
-    const live = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 3 }] });
+    const live = await bench.rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 3 }] });
     await reserveUntil(queue, () => handedOf(live.id).length > 0, "the live lane job's task handed out");
     await reserveFromQueue(queue, 10);
     expect(handedOf(record.id)).toEqual([]);
@@ -245,7 +212,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   it("a lane task of a submit rolled back, still stored when the next submit of the key commits, is never handed out; the next one's each once", async () => {
     const queue = "hl_other_submit";
-    const { broker } = partsOf(rt);
+    const { broker } = partsOf(bench.rt);
     const never = new AbortController().signal;
     // Two submits of one key, made through the port. Their payloads differ (a real resubmit's are
     // the same) only so the ledger tells whose task was handed out.
@@ -273,7 +240,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
     const subject = names.laneSubject(queue, first.record.id);
     expect(await stored(queue, subject)).toBe(4);
     // A live lane job behind them, so the queue's lane is asked.
-    const live = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 3 }] });
+    const live = await bench.rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 3 }] });
     await reserveUntil(queue, () => handedOf(live.id).length > 0, "the live lane job's task handed out");
     await reserveUntil(
       queue,
@@ -297,14 +264,14 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   it("a lane task whose job is over is never handed out: deleted by the cancel, termed if it comes back", async () => {
     const queue = "hl_over";
-    const cancelled = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 1 }] });
+    const cancelled = await bench.rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 1 }] });
     const subject = names.laneSubject(queue, cancelled.id);
     expect(await stored(queue, subject)).toBe(1);
     await cancelled.cancel("not wanted");
     expect(await stored(queue, subject)).toBe(0);
     // A live lane job, so the queue's lane is asked; then the cancelled job's task lands again
     // (a publish that outlived its job), behind the live one.
-    const live = await rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 2 }] });
+    const live = await bench.rt.jobs.submit<{ n: number }, number>({ queue, tasks: [{ n: 2 }] });
     await rawPublish(subject, encodeTask(0, { n: 1 }));
     expect(await stored(queue, subject)).toBe(1);
     await reserveUntil(queue, () => handedOf(live.id).length > 0, "the live lane job's task handed out");
@@ -323,18 +290,18 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
 
   it("a heartbeat extends a lane lease: the server is told, and nobody else gets the task", async () => {
     const queue = "hl_beat";
-    const job = await rt.jobs.submit<{ n: number }, string>({ queue, tasks: [{ n: 0 }] });
+    const job = await bench.rt.jobs.submit<{ n: number }, string>({ queue, tasks: [{ n: 0 }] });
     await reserveUntil(queue, () => handedOf(job.id).length > 0, "the lane job's task handed out");
     const [task] = handedOf(job.id);
     // The delivery the receipt names (its claims are the client's to read).
     const ref: string = JSON.parse(Buffer.from(task!.receipt.split(".")[0]!, "base64url").toString()).r;
     const acks: string[] = [];
-    const sub = nc?.subscribe(`$JS.ACK.${names.tasksStream(queue)}.lane.>`, {
+    const sub = bench.nc?.subscribe(`$JS.ACK.${names.tasksStream(queue)}.lane.>`, {
       callback: (_error, m) => {
         acks.push(`${m.subject} ${m.string()}`);
       },
     });
-    await nc?.flush();
+    await bench.nc?.flush();
     // Memory: two thirds of the lane's 30 s ack wait pass before the heartbeat, as many after it.
     clock.advance(20_000);
     const beat = await post(`/jobs/${job.id}/heartbeat`, { receipts: [task!.receipt] });
@@ -343,7 +310,7 @@ describe.each(["nats", "memory"])("the lane through the HTTP API on the %s broke
       { id: `${job.id}.0`, status: "extended", receipt: expect.any(String), lease_ms: expect.any(Number) },
     ]);
     clock.advance(20_000);
-    if (nc) {
+    if (bench.nc) {
       // NATS: the server was told the delivery is being worked on (+WPI restarts its ack wait).
       await waitUntil(() => acks.length > 0, { timeoutMs: 5000, message: "the working ack sent" });
       expect(acks).toEqual([`${ref} +WPI`]);

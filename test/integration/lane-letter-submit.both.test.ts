@@ -1,19 +1,9 @@
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { partsOf } from "../../src/api/runtime.ts";
-import { createHttpApi, createRuntime, type Runtime } from "../../src/index.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import {
-  createMemoryBroker,
-  createMemoryServer,
-  createTestRuntime,
-  type MemoryServer,
-} from "../../src/testing.ts";
-import { type ServedApp, serveOnLoopback } from "../harness/http-server.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { useHttpBench } from "../harness/http-bench.ts";
 import {
   memoryRawLaneTask,
   memoryRawLetters,
@@ -43,56 +33,31 @@ const BOUND_MS = 15_000;
 describe.each(["memory", "nats"] as const)(
   "a lane task's letters name its submit on the %s broker",
   (kind) => {
-    let server: NatsServerHandle | undefined;
-    /** The test's own connection (NATS). */
-    let nc: NatsConnection | undefined;
-    let memory: MemoryServer | undefined;
-    let rt: Runtime;
-    let http: ServedApp;
-
-    beforeAll(async () => {
-      if (kind === "nats") {
-        server = await startNatsServer();
-        nc = await connect({ servers: server.url, name: "oracle" });
-        rt = await createRuntime({ servers: server.url, logger: silentLogger() });
-      } else {
-        memory = createMemoryServer({ prefix: "jetstate" });
-        rt = await createTestRuntime({
-          logger: silentLogger(),
-          broker: createMemoryBroker({ server: memory }),
-        });
-      }
-      http = await serveOnLoopback(createHttpApi(rt, { tokens: { [TOKEN]: "lane-letters" } }).fetch);
-    });
-    afterAll(async () => {
-      await http?.close();
-      await rt?.stop();
-      await nc?.close();
-      memory?.close();
-      await server?.dispose();
-    });
+    const bench = useHttpBench(kind, { tokens: { [TOKEN]: "lane-letters" } });
 
     const rawLetters = async (queue: string, jobId: string): Promise<RawLetter[]> =>
-      nc ? natsRawLetters(nc, queue, jobId) : memoryRawLetters(memory!, queue, jobId);
+      bench.nc ? natsRawLetters(bench.nc, queue, jobId) : memoryRawLetters(bench.memory!, queue, jobId);
     const rawResults = async (queue: string, jobId: string): Promise<RawResult[]> =>
-      nc ? natsRawResults(nc, queue, jobId) : memoryRawResults(memory!, queue, jobId);
+      bench.nc ? natsRawResults(bench.nc, queue, jobId) : memoryRawResults(bench.memory!, queue, jobId);
     /** The submit the job's stored task message names: what each letter and dead answer of it must name. */
     const storedSubmit = async (queue: string, jobId: string) => {
-      const body = nc ? await natsRawLaneTask(nc, queue, jobId) : memoryRawLaneTask(memory!, queue, jobId);
+      const body = bench.nc
+        ? await natsRawLaneTask(bench.nc, queue, jobId)
+        : memoryRawLaneTask(bench.memory!, queue, jobId);
       expect(body.s).toMatch(/./);
       return body.s;
     };
 
     /** A 1-task lane job, and the submit its stored task names. */
     const submitLaneJob = async (queue: string, payload: string) => {
-      const job = await rt.jobs.submit({ queue, tasks: [payload] });
+      const job = await bench.rt.jobs.submit({ queue, tasks: [payload] });
       const submit = await storedSubmit(queue, job.id);
       return { job, submit };
     };
     /** Nobody answers the queue's lane tasks: each delivery is given back, five times, until it dies. */
     const nakTheLane = (queue: string) => {
       const stop = new AbortController();
-      void partsOf(rt).broker.consumeLane(queue, 1, (lease) => lease.nak(), stop.signal);
+      void partsOf(bench.rt).broker.consumeLane(queue, 1, (lease) => lease.nak(), stop.signal);
       return () => stop.abort();
     };
 
@@ -113,15 +78,15 @@ describe.each(["memory", "nats"] as const)(
 
     /** From now on the dead-letter store refuses a letter of a 2 KB task; undone by the function returned. */
     const refuseLetters = async () => {
-      if (memory) {
-        const state = memoryServerState(memory) as { maxPayload: number };
+      if (bench.memory) {
+        const state = memoryServerState(bench.memory) as { maxPayload: number };
         const was = state.maxPayload;
         state.maxPayload = 1024;
         return async () => {
           state.maxPayload = was;
         };
       }
-      const jsm = await jetstreamManager(nc!);
+      const jsm = await jetstreamManager(bench.nc!);
       const info = await jsm.streams.info(names.deadStream);
       await jsm.streams.update(names.deadStream, { ...info.config, max_msg_size: 64 });
       return async () => {
@@ -147,7 +112,7 @@ describe.each(["memory", "nats"] as const)(
     });
 
     const post = async (path: string, body: unknown) => {
-      const response = await fetch(`${http.baseUrl}${path}`, {
+      const response = await fetch(`${bench.http.baseUrl}${path}`, {
         method: "POST",
         headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
         body: JSON.stringify(body),
@@ -158,7 +123,7 @@ describe.each(["memory", "nats"] as const)(
 
     it("an HTTP worker's letter of a task that failed its last delivery names its submit", async () => {
       const queue = "letter_http";
-      const job = await rt.jobs.submit({ queue, tasks: ["h"], backoff: [0] });
+      const job = await bench.rt.jobs.submit({ queue, tasks: ["h"], backoff: [0] });
       const submit = await storedSubmit(queue, job.id);
       // The worker fails each delivery it is handed: the fifth stores the letter.
       const statuses: string[] = [];

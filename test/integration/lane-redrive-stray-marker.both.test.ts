@@ -1,6 +1,7 @@
-import { describe, expect, it } from "vitest";
-import { type FaultBenchUse, memoryBench, natsBench, useFaultBench } from "../harness/fault-runtimes.ts";
-import { gate, waitUntil, within } from "../harness/wait.ts";
+import { expect, it } from "vitest";
+import { describeOnBothBenches } from "../harness/fault-runtimes.ts";
+import { redriveHeld } from "../harness/lane-redrive-held.ts";
+import { waitUntil, within } from "../harness/wait.ts";
 
 /**
  * A redrive of a 1-task lane job refused at its record write because the
@@ -29,114 +30,28 @@ interface RawEntry {
   readonly l?: number | number[];
 }
 
-/**
- * As `lateDeathRolledBack` (lane-late-death.ts), the redrive started before the rollback's mark
- * and held before its markers; the new submit's runs fail too, once `failNew` opens.
- */
-const staleRedriveHeld = async (use: FaultBenchUse, queue: string) => {
-  const submitter = await use.runtime();
-  const runner = await use.runtime();
-  const redriver = await use.runtime();
-  const runs: Array<"old" | "new"> = [];
-  let era: "old" | "new" = "old";
-  const failNew = gate();
-  const w = runner.rt.workers.start<string, string>({
-    queue,
-    concurrency: 4,
-    stopTimeoutMs: 2000,
-    handler: async (task) => {
-      if (task.payload === "prime") return "primed";
-      runs.push(era);
-      if (era === "new") await failNew.opened;
-      throw new Error(`fails under the ${era} submit`);
-    },
-  });
-  use.after(async () => {
-    failNew.open();
-    await w.stop();
-  });
-  await (await submitter.rt.jobs.submit({ queue, tasks: ["prime"] })).done();
-
-  const request = { queue, tasks: [BIG], idempotencyKey: `${queue}-1`, backoff: [0] };
-  const reached = gate();
-  const held = gate();
-  let redrive: Promise<unknown> | undefined;
-  let landed = false;
-  submitter.faults.before("rollBack", async (jobId) => {
-    if (landed) return;
-    landed = true;
-    await submitter.faults.land();
-    await waitUntil(async () => (await use.bench.rawResults(queue, jobId)).some((e) => e.dead === true), {
-      timeoutMs: BOUND_MS,
-      message: () => `the late task to die (runs ${JSON.stringify(runs)})`,
-    });
-    let holding = true;
-    redriver.faults.before("publishResults", async (of) => {
-      if (of !== jobId || !holding) return;
-      holding = false;
-      reached.open();
-      await held.opened;
-    });
-    redrive = redriver.rt.jobs.redrive(jobId).then(
-      () => "redriven",
-      (error: { _tag?: string; field?: string; message?: string }) => ({
-        _tag: error._tag,
-        field: error.field,
-        message: error.message,
-      }),
-    );
-    await reached.opened;
-  });
-  use.after(async () => {
-    held.open();
-    await redrive;
-  });
-  submitter.faults.strand();
-  await expect(submitter.rt.jobs.submit(request)).rejects.toThrow(/injected fault: publishTasks/);
-  const { jobs } = await submitter.rt.jobs.list({ queue });
-  const rolledBack = jobs.find((j) => j.phase === "rolledBack");
-  expect(rolledBack).toMatchObject({ status: "failed", phase: "rolledBack", lane: true, total: 1 });
-  expect(runs).toEqual(["old", "old", "old", "old", "old"]);
-  return {
-    submitter,
-    jobId: rolledBack!.id,
-    request,
-    runs,
-    failNew,
-    renew: () => {
-      era = "new";
-    },
-    release: () => {
-      held.open();
-      return redrive!;
-    },
-  };
-};
-
-describe.each([
-  ["memory", memoryBench],
-  ["nats", natsBench],
-] as const)(
+describeOnBothBenches(
   "a refused lane redrive's markers and the next submit of the key on the %s broker",
-  (_kind, makeBench) => {
-    const use = useFaultBench(makeBench);
-
+  (use) => {
     it("the next submit's task, dead with its letter refused, stays dead once the refused redrive's markers land", async () => {
       const queue = "stray-marker";
-      const { submitter, jobId, request, runs, failNew, renew, release } = await staleRedriveHeld(use, queue);
-      renew();
-      const job = await submitter.rt.jobs.submit(request);
-      expect(job.id).toBe(jobId);
-      await waitUntil(() => runs.includes("new"), {
-        timeoutMs: BOUND_MS,
-        message: "the new submit's task to run",
-      });
+      // The redrive held before its markers; the new submit's runs fail, once `held` opens.
+      const { submitter, jobId, runs, held, submitAgain, release } = await redriveHeld(
+        use,
+        queue,
+        "publishResults",
+        {
+          task: BIG,
+          newRuns: "fail",
+        },
+      );
+      const job = await submitAgain();
       const submit = (await submitter.rt.jobs.record(jobId))?.submitId;
       expect(submit).toMatch(/./);
 
       // Its letter refused, the new submit's task dies: its dead answer is stored alone.
       const undo = await use.bench.refuseLetters();
-      failNew.open();
+      held.open();
       const raw = async () => (await use.bench.rawResults(queue, jobId)) as unknown as RawEntry[];
       try {
         await waitUntil(async () => (await raw()).some((e) => e.dead === true && e.s === submit), {

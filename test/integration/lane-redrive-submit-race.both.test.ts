@@ -1,7 +1,7 @@
-import { describe, expect, it } from "vitest";
-import { type FaultBenchUse, memoryBench, natsBench, useFaultBench } from "../harness/fault-runtimes.ts";
-import { lateDeathRolledBack } from "../harness/lane-late-death.ts";
-import { gate, waitUntil } from "../harness/wait.ts";
+import { expect, it } from "vitest";
+import { describeOnBothBenches } from "../harness/fault-runtimes.ts";
+import { redriveHeld } from "../harness/lane-redrive-held.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 /**
  * A redrive of a 1-task lane job that read the job while its submit stood
@@ -17,62 +17,13 @@ import { gate, waitUntil } from "../harness/wait.ts";
 
 const BOUND_MS = 15_000;
 
-/**
- * The late death of `lateDeathRolledBack`, with a redrive from a runtime of its own started
- * once the task died, before the rollback's mark, and held until `release` before its first
- * results publish (`publishResults`, its markers: after its reads, before its record write)
- * or before its task's publish (`publishTasks`: after its record write).
- */
-const redriveHeldAcrossRollback = async (
-  use: FaultBenchUse,
-  queue: string,
-  at: "publishResults" | "publishTasks" = "publishResults",
-) => {
-  const redriver = await use.runtime();
-  const reached = gate();
-  const held = gate();
-  let redrive: Promise<unknown> | undefined;
-  const death = await lateDeathRolledBack(use, queue, async (jobId) => {
-    let holding = true;
-    redriver.faults.before(at, async (of) => {
-      if (of !== jobId || !holding) return;
-      holding = false;
-      reached.open();
-      await held.opened;
-    });
-    redrive = redriver.rt.jobs.redrive(jobId).then(
-      () => "redriven",
-      (error: { _tag?: string; field?: string; message?: string }) => ({
-        _tag: error._tag,
-        field: error.field,
-        message: error.message,
-      }),
-    );
-    await reached.opened;
-  });
-  // The redrive is held past its reads, the record rolled back.
-  const release = () => {
-    held.open();
-    return redrive!;
-  };
-  use.after(async () => {
-    held.open();
-    await redrive;
-  });
-  return { ...death, release };
-};
-
-describe.each([
-  ["memory", memoryBench],
-  ["nats", natsBench],
-] as const)("a lane redrive across its submit's rollback on the %s broker", (_kind, makeBench) => {
-  const use = useFaultBench(makeBench);
-
+describeOnBothBenches("a lane redrive across its submit's rollback on the %s broker", (use) => {
   it("rolled back between the redrive's read and its write: refused, nothing of it stored for the next submit of the key", async () => {
     const queue = "race-rolled-back";
-    const { submitter, jobId, request, runs, held, renew, release } = await redriveHeldAcrossRollback(
+    const { submitter, jobId, request, runs, held, renew, release } = await redriveHeld(
       use,
       queue,
+      "publishResults",
     );
     renew();
     // Refused as a redrive that read it rolled back is.
@@ -99,17 +50,8 @@ describe.each([
 
   it("the key submitted again between the redrive's read and its write: refused, the new submit's job neither reopened nor its task run twice", async () => {
     const queue = "race-resubmit";
-    const { submitter, jobId, request, runs, held, renew, release } = await redriveHeldAcrossRollback(
-      use,
-      queue,
-    );
-    renew();
-    const job = await submitter.rt.jobs.submit(request);
-    expect(job.id).toBe(jobId);
-    await waitUntil(() => runs.includes("new"), {
-      timeoutMs: BOUND_MS,
-      message: "the new submit's task to run",
-    });
+    const { jobId, runs, held, submitAgain, release } = await redriveHeld(use, queue, "publishResults");
+    const job = await submitAgain();
 
     expect(await release()).toEqual({
       _tag: "InvalidArgument",
@@ -129,17 +71,8 @@ describe.each([
 
   it("rolled back between the redrive's record write and its publish, the key submitted again: the old task's copy never runs for the new submit", async () => {
     const queue = "race-published";
-    const { submitter, jobId, request, runs, held, renew, release } = await redriveHeldAcrossRollback(
-      use,
-      queue,
-      "publishTasks",
-    );
-    renew();
-    const job = await submitter.rt.jobs.submit(request);
-    await waitUntil(() => runs.includes("new"), {
-      timeoutMs: BOUND_MS,
-      message: "the new submit's task to run",
-    });
+    const { jobId, runs, held, submitAgain, release } = await redriveHeld(use, queue, "publishTasks");
+    const job = await submitAgain();
 
     // Its record written before the mark, the redrive publishes its copy now.
     await release();

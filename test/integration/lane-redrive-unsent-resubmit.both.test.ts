@@ -1,7 +1,7 @@
-import { describe, expect, it } from "vitest";
-import { type FaultBenchUse, memoryBench, natsBench, useFaultBench } from "../harness/fault-runtimes.ts";
-import { lateDeathRolledBack } from "../harness/lane-late-death.ts";
-import { gate, waitUntil, within } from "../harness/wait.ts";
+import { expect, it } from "vitest";
+import { describeOnBothBenches } from "../harness/fault-runtimes.ts";
+import { redriveHeld } from "../harness/lane-redrive-held.ts";
+import { within } from "../harness/wait.ts";
 
 /**
  * A redrive of a 1-task lane job whose record write landed while the submit
@@ -19,64 +19,20 @@ import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const BOUND_MS = 15_000;
 
-const redriveHeldBeforePublish = async (use: FaultBenchUse, queue: string) => {
-  const redriver = await use.runtime();
-  const reached = gate();
-  const held = gate();
-  let redrive: Promise<unknown> | undefined;
-  const death = await lateDeathRolledBack(use, queue, async (jobId) => {
-    let holding = true;
-    redriver.faults.before("publishTasks", async (of) => {
-      if (of !== jobId || !holding) return;
-      holding = false;
-      reached.open();
-      await held.opened;
-    });
-    redrive = redriver.rt.jobs.redrive(jobId).then(
-      () => "redriven",
-      (error: { _tag?: string; message?: string }) => ({ _tag: error._tag, message: error.message }),
-    );
-    await reached.opened;
-  });
-  use.after(async () => {
-    held.open();
-    await redrive;
-  });
-  return {
-    ...death,
-    /** Lets the redrive go on, its copy's publish failing. */
-    releaseFailing: () => {
-      redriver.faults.fail("publishTasks", 1, death.jobId);
-      held.open();
-      return redrive!;
-    },
-  };
-};
-
-describe.each([
-  ["memory", memoryBench],
-  ["nats", natsBench],
-] as const)("a lane redrive not sent across its submit's rollback on the %s broker", (_kind, makeBench) => {
-  const use = useFaultBench(makeBench);
-
+describeOnBothBenches("a lane redrive not sent across its submit's rollback on the %s broker", (use) => {
   it("its copy's publish failing once the key was submitted again: nothing of it counts for the new submit's job", async () => {
     const queue = "race-unsent";
-    const { submitter, jobId, request, runs, held, renew, releaseFailing } = await redriveHeldBeforePublish(
+    const { submitter, jobId, runs, held, submitAgain, release } = await redriveHeld(
       use,
       queue,
+      "publishTasks",
     );
-    renew();
-    const job = await submitter.rt.jobs.submit(request);
-    expect(job.id).toBe(jobId);
-    await waitUntil(() => runs.includes("new"), {
-      timeoutMs: BOUND_MS,
-      message: "the new submit's task to run",
-    });
+    const job = await submitAgain();
     const submit = (await submitter.rt.jobs.record(jobId))?.submitId;
     const before = (await use.bench.rawResults(queue, jobId)).length;
 
     // The old redrive goes on, its copy not published: it fails, refused for its submit.
-    expect(await releaseFailing()).toMatchObject({
+    expect(await release({ publishFails: true })).toMatchObject({
       _tag: "InvalidArgument",
       message: expect.stringMatching(/not published/),
     });
@@ -97,23 +53,18 @@ describe.each([
 
   it("its copy's publish failing once the submit was rolled back: nothing of it counts for the next submit of the key", async () => {
     const queue = "race-unsent-rolled-back";
-    const { submitter, jobId, request, runs, held, renew, releaseFailing } = await redriveHeldBeforePublish(
+    const { submitter, jobId, runs, held, submitAgain, release } = await redriveHeld(
       use,
       queue,
+      "publishTasks",
     );
     // Rolled back only: the old redrive goes on, its copy not published: refused for its submit.
-    expect(await releaseFailing()).toMatchObject({
+    expect(await release({ publishFails: true })).toMatchObject({
       _tag: "InvalidArgument",
       message: expect.stringMatching(/not published/),
     });
 
-    renew();
-    const job = await submitter.rt.jobs.submit(request);
-    expect(job.id).toBe(jobId);
-    await waitUntil(() => runs.includes("new"), {
-      timeoutMs: BOUND_MS,
-      message: "the new submit's task to run",
-    });
+    const job = await submitAgain();
     held.open();
     const ended = await within(job.done(), BOUND_MS);
     const stored = await submitter.rt.jobs.record(jobId);

@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest";
-import { memoryBench, natsBench, useFaultBench } from "../harness/fault-runtimes.ts";
+import { expect, it } from "vitest";
+import { describeOnBothBenches } from "../harness/fault-runtimes.ts";
 import { lateDeathRolledBack } from "../harness/lane-late-death.ts";
 
 /**
@@ -13,12 +13,7 @@ import { lateDeathRolledBack } from "../harness/lane-late-death.ts";
  * runtime that kept nothing of the job.
  */
 
-describe.each([
-  ["memory", memoryBench],
-  ["nats", natsBench],
-] as const)("a rolled-back lane submit redriven on the %s broker", (_kind, makeBench) => {
-  const use = useFaultBench(makeBench);
-
+describeOnBothBenches("a rolled-back lane submit redriven on the %s broker", (use) => {
   it("its task died before the rollback's mark: a redrive of the rolled-back job is refused, its record never reopened", async () => {
     const { submitter, jobId, runs, renew } = await lateDeathRolledBack(use, "stale-redrive");
 

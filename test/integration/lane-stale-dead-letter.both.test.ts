@@ -1,7 +1,6 @@
-import { describe, expect, it } from "vitest";
-import { memoryBench, natsBench, useFaultBench } from "../harness/fault-runtimes.ts";
+import { expect, it } from "vitest";
+import { describeOnBothBenches } from "../harness/fault-runtimes.ts";
 import { lateDeathRolledBack } from "../harness/lane-late-death.ts";
-import { waitUntil } from "../harness/wait.ts";
 
 /**
  * A 1-task lane job's task publish that lands once its submitter found
@@ -14,25 +13,12 @@ import { waitUntil } from "../harness/wait.ts";
  * results the server holds, read raw.
  */
 
-const BOUND_MS = 15_000;
-
-describe.each([
-  ["memory", memoryBench],
-  ["nats", natsBench],
-] as const)("a rolled-back lane submit's dead letter on the %s broker", (_kind, makeBench) => {
-  const use = useFaultBench(makeBench);
-
+describeOnBothBenches("a rolled-back lane submit's dead letter on the %s broker", (use) => {
   it("its task died before the rollback's mark: the next submit of the key, never dead, has no dead letter to redrive", async () => {
-    const { submitter, jobId, request, runs, held, renew } = await lateDeathRolledBack(use, "stale-dead");
+    const { submitter, jobId, runs, held, submitAgain } = await lateDeathRolledBack(use, "stale-dead");
 
     // The key again: its own task runs, held, never failing.
-    renew();
-    const job = await submitter.rt.jobs.submit(request);
-    expect(job.id).toBe(jobId);
-    await waitUntil(() => runs.length === 6, {
-      timeoutMs: BOUND_MS,
-      message: "the new submit's task to run",
-    });
+    const job = await submitAgain();
 
     // Its task never died: no dead letter is its, and a redrive has nothing to send.
     const letters = await submitter.rt.jobs.deadLetters(jobId);

@@ -1,12 +1,6 @@
-import { describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import type { Worker } from "../../src/api/workers.ts";
-import {
-  type FaultyRuntime,
-  memoryBench,
-  natsBench,
-  tally,
-  useFaultBench,
-} from "../harness/fault-runtimes.ts";
+import { describeOnBothBenches, type FaultyRuntime, tally } from "../harness/fault-runtimes.ts";
 import { capturedLog } from "../harness/log-lines.ts";
 import { gate, waitUntil } from "../harness/wait.ts";
 
@@ -24,11 +18,7 @@ import { gate, waitUntil } from "../harness/wait.ts";
 /** Longest a step may take here; far below the 60 s a test may take. */
 const BOUND_MS = 15_000;
 
-describe.each([
-  ["memory", memoryBench],
-  ["nats", natsBench],
-] as const)("a rolled-back lane submit's late task on the %s broker", (_kind, makeBench) => {
-  const use = useFaultBench(makeBench);
+describeOnBothBenches("a rolled-back lane submit's late task on the %s broker", (use) => {
   const runtime = () => use.runtime();
 
   /**

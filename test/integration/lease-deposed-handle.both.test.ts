@@ -15,7 +15,16 @@
  */
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/kernel/clock.ts";
-import { type FaultBench, memoryBench, natsBench } from "../harness/fault-runtimes.ts";
+import type { FaultBench } from "../harness/fault-runtimes.ts";
+import {
+  commitStored,
+  endStored,
+  heldWorker,
+  holdWrites,
+  leaseBenches,
+  onOwnBench,
+  takeStored,
+} from "../harness/lease-takeover.ts";
 import { capturedLog } from "../harness/log-lines.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
@@ -26,36 +35,16 @@ const deposed = async (bench: FaultBench, release: { opened: Promise<void> }) =>
   const aGo = gate();
   const queue = "q";
   const committed = gate();
-  const w = await bench.runtime({ roles: ["worker"] });
-  const answered: number[] = [];
-  w.rt.workers.start<number, number>({
-    queue,
-    handler: async (task) => {
-      if (task.payload === 1) await committed.opened;
-      else await release.opened;
-      answered.push(task.payload);
-      return task.payload;
-    },
-  });
+  const answered = await heldWorker(bench, queue, (n) => (n === 1 ? committed.opened : release.opened));
   // A's clock moves only when the test moves it: stood still, A holds its lease by it.
   const clock = new ManualClock(Date.now());
   const aLog = capturedLog("warn");
   const a = await bench.runtime({ clock, logger: aLog.logger, jobs: { leaseMs, takeOver: false } });
-  const aWriting = gate();
-  let aWrites = 0;
-  a.faults.before("progress", async () => {
-    if (aWrites++ > 0) return;
-    aWriting.open();
-    await aGo.opened;
-  });
+  const aWriting = holdWrites(a, "progress", aGo.opened, "first");
   try {
     const job = await a.rt.jobs.submit({ queue, tasks: [1, 2], lane: false, stallAfterMs: 60_000 });
     const history = await bench.followRecords();
-    // Only a gate (the memory store's watch hands out no write made before it).
-    await waitUntil(async () => (await a.broker.getRecord(job.id))?.record.phase === "committed", {
-      timeoutMs: 10_000,
-      message: "the job's commit stored",
-    });
+    await commitStored(a, job.id);
     committed.open();
     await waitUntil(() => answered.length === 1 && job.snapshot().done === 1, {
       timeoutMs: 10_000,
@@ -63,12 +52,9 @@ const deposed = async (bench: FaultBench, release: { opened: Promise<void> }) =>
     });
     // A's progress write is due a second on, on its clock; it is then held back.
     clock.advance(1000);
-    expect(await within(aWriting.opened, 10_000), "A writing the job's progress").not.toBe("never");
+    expect(await within(aWriting, 10_000), "A writing the job's progress").not.toBe("never");
     const b = await bench.runtime({ jobs: { leaseMs } });
-    await waitUntil(
-      () => history.of(job.id).some(({ record }) => record.supervisor === b.broker.leases.holder),
-      { timeoutMs: 30_000, message: "B's take of the job's record stored" },
-    );
+    await takeStored(history, job.id, b);
     aGo.open();
     await waitUntil(() => aLog.lines.some(({ msg }) => msg.includes("stepping down")), {
       timeoutMs: 10_000,
@@ -90,55 +76,35 @@ const settled = <T>(call: Promise<T>, said: (value: T) => string) =>
     20_000,
   );
 
-describe.each([
-  { name: "memory", make: memoryBench },
-  { name: "nats", make: natsBench },
-])("a supervisor deposed by its job's taker ($name)", ({ make }) => {
+describe.each(leaseBenches)("a supervisor deposed by its job's taker ($name)", ({ make }) => {
   it("has its done() resolve with the end its taker recorded", async () => {
-    const bench = await make();
-    const release = gate();
-    try {
+    await onOwnBench(make, async (bench, heldGate) => {
+      const release = heldGate();
       const { job, history } = await deposed(bench, release);
       release.open();
-      await waitUntil(() => history.of(job.id).some(({ record }) => record.status === "succeeded"), {
-        timeoutMs: 30_000,
-        message: "the job's end stored",
-      });
-      const end = history.of(job.id).find(({ record }) => record.status === "succeeded");
-      expect(end?.record).toMatchObject({ counts: { done: 2, failed: 0, dead: 0 } });
+      const end = await endStored(history, job.id, "succeeded");
+      expect(end.record).toMatchObject({ counts: { done: 2, failed: 0, dead: 0 } });
       const outcome = await settled(job.done(), (s) => `resolved ${s.status} done ${s.done}`);
       expect(outcome, "A's done()").toBe("resolved succeeded done 2");
       history.stop();
-    } finally {
-      release.open();
-      await bench.dispose();
-    }
+    });
   }, 90_000);
 
   it("has a cancel through its handle resolve with the cancel it wrote", async () => {
-    const bench = await make();
-    const release = gate();
-    try {
+    await onOwnBench(make, async (bench, heldGate) => {
+      const release = heldGate();
       const { job, history } = await deposed(bench, release);
       const outcome = await settled(job.cancel("enough"), (s) => `resolved ${s.status} ${String(s.reason)}`);
-      await waitUntil(() => history.of(job.id).some(({ record }) => record.status === "failed"), {
-        timeoutMs: 20_000,
-        message: "the job's end stored",
-      });
-      const end = history.of(job.id).find(({ record }) => record.status === "failed");
-      expect(end?.record, "the end stored").toMatchObject({ status: "failed", reason: "cancelled: enough" });
+      const end = await endStored(history, job.id, "failed");
+      expect(end.record, "the end stored").toMatchObject({ status: "failed", reason: "cancelled: enough" });
       expect(outcome, "A's cancel()").toBe("resolved failed cancelled: enough");
       history.stop();
-    } finally {
-      release.open();
-      await bench.dispose();
-    }
+    });
   }, 90_000);
 
   it("has its results() and subscribe() give every answer and the end its taker recorded", async () => {
-    const bench = await make();
-    const release = gate();
-    try {
+    await onOwnBench(make, async (bench, heldGate) => {
+      const release = heldGate();
       const { job, history } = await deposed(bench, release);
       const heard: string[] = [];
       const off = job.subscribe((s) => heard.push(`${s.status} done ${s.done}`));
@@ -156,10 +122,7 @@ describe.each([
       expect(job.snapshot(), "A's snapshot()").toMatchObject({ status: "succeeded", done: 2 });
       off();
       history.stop();
-    } finally {
-      release.open();
-      await bench.dispose();
-    }
+    });
   }, 90_000);
 
   // Only read: before, its snapshot showed the record's end only once another call of the

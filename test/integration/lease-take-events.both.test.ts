@@ -13,37 +13,20 @@
  */
 import { describe, expect, it } from "vitest";
 import type { JobEvent } from "../../src/kernel/job-event.ts";
-import { memoryBench, natsBench } from "../harness/fault-runtimes.ts";
-import { gate, waitUntil } from "../harness/wait.ts";
+import { commitStored, heldWorker, leaseBenches, onOwnBench, takeStored } from "../harness/lease-takeover.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const leaseMs = 2000;
 
-describe.each([
-  { name: "memory", make: memoryBench },
-  { name: "nats", make: natsBench },
-])("rt.jobs.events() across a takeover ($name)", ({ make }) => {
+describe.each(leaseBenches)("rt.jobs.events() across a takeover ($name)", ({ make }) => {
   it("tells no job created before the reader started as created when it is taken over", async () => {
-    const bench = await make();
-    const release = gate();
-    try {
+    await onOwnBench(make, async (bench, heldGate) => {
+      const release = heldGate();
       const queue = "q";
-      const w = await bench.runtime({ roles: ["worker"] });
-      const answered: number[] = [];
-      w.rt.workers.start<number, number>({
-        queue,
-        handler: async (task) => {
-          await release.opened;
-          answered.push(task.payload);
-          return task.payload;
-        },
-      });
+      const answered = await heldWorker(bench, queue, () => release.opened);
       const a = await bench.runtime({ jobs: { leaseMs, takeOver: false } });
       const job = await a.rt.jobs.submit({ queue, tasks: [1, 2], lane: false, stallAfterMs: 60_000 });
-      // Only a gate (the memory store's watch hands out no write made before it).
-      await waitUntil(async () => (await a.broker.getRecord(job.id))?.record.phase === "committed", {
-        timeoutMs: 10_000,
-        message: "the job's commit stored",
-      });
+      await commitStored(a, job.id);
       const history = await bench.followRecords();
       const reader = await bench.runtime({ roles: ["submitter"], jobs: { takeOver: false } });
       const events = reader.rt.jobs.events();
@@ -56,10 +39,7 @@ describe.each([
       // A's lease runs out; B takes the job over.
       a.faults.fail("lease", Number.POSITIVE_INFINITY);
       const b = await bench.runtime({ jobs: { leaseMs } });
-      await waitUntil(
-        () => history.of(job.id).some(({ record }) => record.supervisor === b.broker.leases.holder),
-        { timeoutMs: 30_000, message: "B's take of the job's record stored" },
-      );
+      await takeStored(history, job.id, b);
       const take = history.of(job.id).find(({ record }) => record.supervisor === b.broker.leases.holder);
       expect(take?.record, "the take: the commit as written, nothing answered").toMatchObject({
         status: "running",
@@ -86,9 +66,6 @@ describe.each([
       ).not.toContain("created");
       history.stop();
       await events.return();
-    } finally {
-      release.open();
-      await bench.dispose();
-    }
+    });
   }, 90_000);
 });

@@ -12,118 +12,97 @@
  * which revision.
  */
 import { describe, expect, it } from "vitest";
-import { memoryBench, natsBench } from "../harness/fault-runtimes.ts";
+import {
+  commitStored,
+  heldWorker,
+  holdWrites,
+  leaseBenches,
+  onOwnBench,
+  takeStored,
+  writerOf,
+} from "../harness/lease-takeover.ts";
 import { capturedLog } from "../harness/log-lines.ts";
 import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const leaseMs = 2000;
 
-describe.each([
-  { name: "memory", make: memoryBench },
-  { name: "nats", make: natsBench },
-])("a supervisor whose progress write is held back past its lease ($name)", ({ make }) => {
-  it("writes nothing of the job's record once another runtime took the job over", async () => {
-    const bench = await make();
-    const release = gate();
-    const aGo = gate();
-    const bGo = gate();
-    try {
-      const queue = "q";
-      const committed = gate();
-      const w = await bench.runtime({ roles: ["worker"] });
-      // Task 1 answers once the job is committed; task 2 only at the test's end.
-      const answered: number[] = [];
-      w.rt.workers.start<number, number>({
-        queue,
-        handler: async (task) => {
-          if (task.payload === 1) await committed.opened;
-          else await release.opened;
-          answered.push(task.payload);
-          return task.payload;
-        },
-      });
-      const aLog = capturedLog("debug");
-      const a = await bench.runtime({ logger: aLog.logger, jobs: { leaseMs, takeOver: false } });
-      // A's first progress write of the job (its count of task 1) is held back.
-      const aWriting = gate();
-      let aWrites = 0;
-      a.faults.before("progress", async () => {
-        if (aWrites++ > 0) return;
-        aWriting.open();
-        await aGo.opened;
-      });
-      const job = await a.rt.jobs.submit({ queue, tasks: [1, 2], lane: false, stallAfterMs: 60_000 });
-      // Its buckets are made by the first submit; the watch hands out the last write, then each.
-      const history = await bench.followRecords();
-      // Only a gate (the memory store's watch hands out no write made before it).
-      await waitUntil(async () => (await a.broker.getRecord(job.id))?.record.phase === "committed", {
-        timeoutMs: 10_000,
-        message: "the job's commit stored",
-      });
-      committed.open();
-      expect(await within(aWriting.opened, 20_000), "A writing the job's progress").not.toBe("never");
-      expect(answered).toEqual([1]);
-      // Held back, A renews nothing: its lease runs out, and B takes the job over. B's writes after
-      // its take (its own progress) wait, so the record as B took it is what A's write meets.
-      a.faults.fail("lease", Number.POSITIVE_INFINITY);
-      const b = await bench.runtime({ jobs: { leaseMs } });
-      let bWrites = 0;
-      b.faults.before("progress", async () => {
-        if (bWrites++ > 0) await bGo.opened;
-      });
-      await waitUntil(
-        () => history.of(job.id).some(({ record }) => record.supervisor === b.broker.leases.holder),
-        { timeoutMs: 30_000, message: "B's take of the job's record stored" },
-      );
-      expect(await bench.rawLeaseHolder(job.id)).toBe(b.broker.leases.holder);
-      const takenAt = Math.max(0, ...history.of(job.id).map(({ revision }) => revision));
-      // A tried to take its run-out lease back since (its lease keeper's line), then its held write goes.
-      const tried = aLog.lines.length;
-      await waitUntil(() => aLog.lines.slice(tried).some(({ msg }) => msg === "lease renewal failed"), {
-        timeoutMs: 10_000,
-        message: "A's lease keeper trying its lease again",
-      });
-      const sentBefore = a.faults.recordUpdates(job.id).length;
-      aGo.open();
-      await waitUntil(
-        () =>
-          a.faults
-            .recordUpdates(job.id)
-            .slice(sentBefore)
-            .some((outcome) => outcome !== "refused") ||
-          aLog.lines.some(
-            ({ msg }) => msg.includes("stepping down") || msg.startsWith("progress not recorded"),
-          ),
-        { timeoutMs: 10_000, message: "A's held write stored, refused or given up" },
-      );
-      const byA = a.faults.recordUpdates(job.id);
-      const byB = b.faults.recordUpdates(job.id);
-      const writer = (revision: number) =>
-        byA.includes(revision) ? "A" : byB.includes(revision) ? "B" : "another";
-      // The store's own account, read once A's outcome is known (the watch may lag it on NATS).
-      await waitUntil(
-        () =>
-          history.of(job.id).some(({ revision }) => byA.filter((r) => r !== "refused").includes(revision)) ||
-          !byA.slice(sentBefore).some((r) => r !== "refused"),
-        { timeoutMs: 10_000, message: "A's stored write seen in the record's history" },
-      );
-      const since = history
-        .of(job.id)
-        .filter(({ revision }) => revision > takenAt)
-        .map(
-          ({ revision, record }) =>
-            `${revision} ${String(record.status)} done ${String((record.counts as { done: number }).done)} supervisor ${String(record.supervisor)} by ${writer(revision)}`,
+describe.each(leaseBenches)(
+  "a supervisor whose progress write is held back past its lease ($name)",
+  ({ make }) => {
+    it("writes nothing of the job's record once another runtime took the job over", async () => {
+      await onOwnBench(make, async (bench, heldGate) => {
+        const release = heldGate();
+        const aGo = heldGate();
+        const bGo = heldGate();
+        const queue = "q";
+        const committed = gate();
+        // Task 1 answers once the job is committed; task 2 only at the test's end.
+        const answered = await heldWorker(bench, queue, (n) => (n === 1 ? committed.opened : release.opened));
+        const aLog = capturedLog("debug");
+        const a = await bench.runtime({ logger: aLog.logger, jobs: { leaseMs, takeOver: false } });
+        // A's first progress write of the job (its count of task 1) is held back.
+        const aWriting = holdWrites(a, "progress", aGo.opened, "first");
+        const job = await a.rt.jobs.submit({ queue, tasks: [1, 2], lane: false, stallAfterMs: 60_000 });
+        // Its buckets are made by the first submit; the watch hands out the last write, then each.
+        const history = await bench.followRecords();
+        await commitStored(a, job.id);
+        committed.open();
+        expect(await within(aWriting, 20_000), "A writing the job's progress").not.toBe("never");
+        expect(answered).toEqual([1]);
+        // Held back, A renews nothing: its lease runs out, and B takes the job over. B's writes after
+        // its take (its own progress) wait, so the record as B took it is what A's write meets.
+        a.faults.fail("lease", Number.POSITIVE_INFINITY);
+        const b = await bench.runtime({ jobs: { leaseMs } });
+        let bWrites = 0;
+        b.faults.before("progress", async () => {
+          if (bWrites++ > 0) await bGo.opened;
+        });
+        await takeStored(history, job.id, b);
+        expect(await bench.rawLeaseHolder(job.id)).toBe(b.broker.leases.holder);
+        const takenAt = Math.max(0, ...history.of(job.id).map(({ revision }) => revision));
+        // A tried to take its run-out lease back since (its lease keeper's line), then its held write goes.
+        const tried = aLog.lines.length;
+        await waitUntil(() => aLog.lines.slice(tried).some(({ msg }) => msg === "lease renewal failed"), {
+          timeoutMs: 10_000,
+          message: "A's lease keeper trying its lease again",
+        });
+        const sentBefore = a.faults.recordUpdates(job.id).length;
+        aGo.open();
+        await waitUntil(
+          () =>
+            a.faults
+              .recordUpdates(job.id)
+              .slice(sentBefore)
+              .some((outcome) => outcome !== "refused") ||
+            aLog.lines.some(
+              ({ msg }) => msg.includes("stepping down") || msg.startsWith("progress not recorded"),
+            ),
+          { timeoutMs: 10_000, message: "A's held write stored, refused or given up" },
         );
-      expect(
-        since.filter((line) => line.endsWith("by A")),
-        `the record's writes since B took the job over: ${since.join(", ")}`,
-      ).toEqual([]);
-      history.stop();
-    } finally {
-      release.open();
-      aGo.open();
-      bGo.open();
-      await bench.dispose();
-    }
-  }, 90_000);
-});
+        const byA = a.faults.recordUpdates(job.id);
+        const writer = writerOf(a, b, job.id);
+        // The store's own account, read once A's outcome is known (the watch may lag it on NATS).
+        await waitUntil(
+          () =>
+            history
+              .of(job.id)
+              .some(({ revision }) => byA.filter((r) => r !== "refused").includes(revision)) ||
+            !byA.slice(sentBefore).some((r) => r !== "refused"),
+          { timeoutMs: 10_000, message: "A's stored write seen in the record's history" },
+        );
+        const since = history
+          .of(job.id)
+          .filter(({ revision }) => revision > takenAt)
+          .map(
+            ({ revision, record }) =>
+              `${revision} ${String(record.status)} done ${String((record.counts as { done: number }).done)} supervisor ${String(record.supervisor)} by ${writer(revision)}`,
+          );
+        expect(
+          since.filter((line) => line.endsWith("by A")),
+          `the record's writes since B took the job over: ${since.join(", ")}`,
+        ).toEqual([]);
+        history.stop();
+      });
+    }, 90_000);
+  },
+);

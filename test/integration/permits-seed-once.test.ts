@@ -109,39 +109,23 @@ describe("a lost pool whose seed did not get through", () => {
     await jsm.streams.delete(names.permitsStream);
     await jsm.streams.add(config);
   };
-  /** Takes of `r` (each failure, as the gate's, tried again) until one's count is lost: the takes, said. */
-  const takesUntilLost = async (r: QueueControls, queue: string, faults: { left: number }) => {
-    const firsts: string[] = [];
-    for (let tries = 0; faults.left > 0 && tries < 10; tries++) {
-      const permit = await r
-        .takePermit(queue, "concurrency", AbortSignal.timeout(4_000))
-        .catch((error: unknown) => String(error));
-      firsts.push(typeof permit === "string" ? permit : permit ? "a permit" : "none");
-      if (typeof permit === "object") permit?.release();
-    }
-    return firsts;
-  };
-
-  it("one request of the seed lost: no take of any runtime ever finds a permit again (0 of 2, for good)", async () => {
-    const queue = "seed_once";
+  /**
+   * A queue of 2 permits taken and given back by two runtimes (the pool works), its permits
+   * stream then deleted by hand and made again empty; A's takes (tried again as the gate tries
+   * them: the first one's pull misses its heartbeats on the consumer deleted) find the consumer
+   * gone and make it, its seed's count lost: the takes until then, said (`firsts`).
+   */
+  const seedLost = async (queue: string) => {
     await face(await replica()).configure(queue, { maxConcurrency: 2 });
     const faults = { left: 1 };
     const [a, b] = [await replica(faults), await replica()];
-    // Both runtimes take and give back their permits: the pool works.
     for (const r of [a, b]) {
       const permit = await r.takePermit(queue, "concurrency", AbortSignal.timeout(10_000));
       expect(permit, "a permit before the deletion").toBeDefined();
       permit?.release();
     }
     expect(await permitsOf(queue)).toBe(2);
-
-    // The stream deleted by hand and made again empty (as `rt.admin.provision()` makes it).
-    const config = (await jsm.streams.info(names.permitsStream)).config;
-    await jsm.streams.delete(names.permitsStream);
-    await jsm.streams.add(config);
-
-    // A's takes (tried again as the gate tries them: the first one's pull misses its heartbeats
-    // on the consumer deleted) find the consumer gone and make it; its seed's count is lost.
+    await deleteStream();
     const firsts: string[] = [];
     for (let tries = 0; faults.left > 0 && tries < 10; tries++) {
       const permit = await a
@@ -151,6 +135,12 @@ describe("a lost pool whose seed did not get through", () => {
       if (typeof permit === "object") permit?.release();
     }
     expect(faults.left, `the seed's count was reached: ${firsts.join("; ")}`).toBe(0);
+    return { a, b, firsts: firsts.join("; ") };
+  };
+
+  it("one request of the seed lost: no take of any runtime ever finds a permit again (0 of 2, for good)", async () => {
+    const queue = "seed_once";
+    const { a, b, firsts } = await seedLost(queue);
     const consumer = await jsm.consumers.info(names.permitsStream, permitsConsumer(queue, "concurrency"));
     // Every later take, of A again and of B, finds the consumer made: none seeds, none gets a permit.
     const later = [];
@@ -163,7 +153,7 @@ describe("a lost pool whose seed did not get through", () => {
     }
     expect(
       { consumerMade: consumer.config.durable_name, laterTakes: later, permits: await permitsOf(queue) },
-      `the takes after the deletion until the seed: ${firsts.join("; ")}`,
+      `the takes after the deletion until the seed: ${firsts}`,
     ).toEqual({
       consumerMade: permitsConsumer(queue, "concurrency"),
       laterTakes: [true, true, true, true],
@@ -173,17 +163,7 @@ describe("a lost pool whose seed did not get through", () => {
 
   it("the runtime whose seed failed stops: another's take whose pool gave no permit for a while seeds it (2 of 2)", async () => {
     const queue = "seed_killed";
-    await face(await replica()).configure(queue, { maxConcurrency: 2 });
-    const faults = { left: 1 };
-    const [a, b] = [await replica(faults), await replica()];
-    for (const r of [a, b]) {
-      const permit = await r.takePermit(queue, "concurrency", AbortSignal.timeout(10_000));
-      expect(permit, "a permit before the deletion").toBeDefined();
-      permit?.release();
-    }
-    await deleteStream();
-    const firsts = await takesUntilLost(a, queue, faults);
-    expect(faults.left, `the seed's count was reached: ${firsts.join("; ")}`).toBe(0);
+    const { a, b } = await seedLost(queue);
     await stopOf.get(a)?.();
     // B's takes (a failed pull tried again) until one gets a permit: its pulls give none, then its count finds none.
     const tries: string[] = [];

@@ -26,7 +26,7 @@ import { capturedLog } from "../harness/log-lines.ts";
 import { rawJobRecords } from "../harness/raw-job-records.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
 import { holdingProxy } from "../harness/tcp-proxy.ts";
-import { delay } from "../harness/wait.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const slowMs = 1500;
 
@@ -48,9 +48,13 @@ it("a runtime whose clock is right, its listing's consumer answered 1.5 s late: 
   try {
     const queue = "slow";
     await rt.schedules.upsert({ id: "slow", everyMs: 1000, job: { queue, tasks: [1] } });
-    await delay(8000);
-    const records = (await rawJobRecords(served.nc, "slowanswer_jobs")).filter((r) => r.queue === queue);
-    expect(records.length).toBeGreaterThan(3);
+    // Four ticks fired: as many listings, each answered late, each a reading of the clock.
+    const records = async () =>
+      (await rawJobRecords(served.nc, "slowanswer_jobs")).filter((r) => r.queue === queue);
+    await waitUntil(async () => (await records()).length > 3, {
+      timeoutMs: 20_000,
+      message: "the schedule's fourth tick to fire",
+    });
     // The schedule's record as stored: its updatedAt (this runtime's time when it recorded its last
     // tick) against the server's stamp of that write.
     const entry = (await (await new Kvm(served.nc).open("slowanswer_schedules")).get("slow"))!;

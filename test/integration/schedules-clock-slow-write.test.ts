@@ -16,7 +16,7 @@ import { describe, expect, it } from "vitest";
 import { committedTicks, natsClockBackend } from "../harness/clock-backends.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
 import { holdingProxy } from "../harness/tcp-proxy.ts";
-import { delay } from "../harness/wait.ts";
+import { waitUntil } from "../harness/wait.ts";
 
 const served = useServerConnection();
 
@@ -36,17 +36,34 @@ describe("a runtime on a slow link upserts a schedule, every clock right, on nat
     const backend = natsClockBackend(served.server, served.nc);
     try {
       const queue = "slow";
+      // A cluster already running: the right runtime's scheduler passes (each pass a read of the
+      // schedules' bucket, heard on the server's API) before the slow runtime, with no scheduler
+      // of its own, starts and upserts; two passes, as a scheduler that ran a while.
+      const schedulesReads: string[] = [];
+      const heard = served.nc.subscribe("$JS.API.>", {
+        callback: (_e, m) => {
+          if (m.subject.includes("_schedules")) schedulesReads.push(m.subject);
+        },
+      });
+      await served.nc.flush();
       await backend.runtime("right");
+      await waitUntil(() => schedulesReads.length >= 2, {
+        timeoutMs: 10_000,
+        message: () => `the right runtime's scheduler to pass twice (heard ${schedulesReads.join(", ")})`,
+      });
+      heard.unsubscribe();
       const slow = await backend.runtime("slow", { servers: proxy.url, jobs: { scheduler: false } });
-      // A cluster already running: the right runtime's scheduler started a while before the upsert.
-      await delay(1500);
       armed = true;
       const info = await slow.schedules.upsert({ id: "slow", everyMs: period, job: { queue, tasks: [1] } });
       armed = false;
       const answered = Date.now();
       const promised = (info as { nextTick?: number }).nextTick!;
-      await delay(4000);
-      const end = Date.now() - 1500;
+      // Three periods past the promised tick fired: every tick up to it is due by then.
+      const end = promised + 3 * period;
+      await waitUntil(async () => committedTicks(await backend.records(), queue).some((t) => t >= end), {
+        timeoutMs: 15_000,
+        message: "the tick three periods past the promised one to fire",
+      });
       const ticks = committedTicks(await backend.records(), queue);
       const expected: number[] = [];
       for (let t = promised; t <= end; t += period) expected.push(t);

@@ -16,6 +16,8 @@ import { expect, it } from "vitest";
 import { SubmitStep } from "../../src/effects/submit-job.ts";
 import { natsClockBackend, offsetBy } from "../harness/clock-backends.ts";
 import { useServerConnection } from "../harness/server-connection.ts";
+import { spiedBroker } from "../harness/spied-broker.ts";
+import { gate, waitUntil } from "../harness/wait.ts";
 
 const served = useServerConnection();
 const keys = 40;
@@ -29,28 +31,48 @@ it("concurrent submits waiting on live submits of their keys read the server's c
     },
   });
   await served.nc.flush();
+  const release = gate();
   try {
     let createdCount = 0;
     let allCreated = () => {};
     const recordsCreated = new Promise<void>((resolve) => {
       allCreated = resolve;
     });
-    // Each of its submits slow between its record's create and its publish: live, in flight.
+    // Each of its submits held between its record's create and its publish: live, in flight.
     const first = await backend.submitter("first", {
       clock: offsetBy(0),
       hooks: {
         afterStep: async (at) => {
           if (at !== SubmitStep.recordCreated) return;
           if (++createdCount === keys) allCreated();
-          await new Promise((resolve) => setTimeout(resolve, 3000));
+          await release.opened;
         },
       },
     });
-    const second = await backend.submitter("second", { clock: offsetBy(0), hooks: {} });
+    // A submit finding its key's submit in flight reads the job's record, asks the server's
+    // clock, pauses and reads it again: a third read of a record is past its first ask (the
+    // records it reads once are not its key's job's).
+    const reads = new Map<unknown, number>();
+    const second = await backend.submitter("second", {
+      clock: offsetBy(0),
+      hooks: {},
+      wrap: (broker) =>
+        spiedBroker(broker, (name, _n, args, call) => {
+          if (name === "getRecord") reads.set(args[0], (reads.get(args[0]) ?? 0) + 1);
+          return call();
+        }).broker,
+    });
     const request = (k: number) => ({ queue: "q", tasks: [k], idempotencyKey: `k${k}`, lane: false });
     const firsts = Array.from({ length: keys }, (_, k) => first.registry.submit(request(k)));
     await recordsCreated;
     const seconds = Array.from({ length: keys }, (_, k) => second.registry.submit(request(k)));
+    // The firsts stay in flight until every second submit waited on its key's and asked the clock.
+    await waitUntil(() => [...reads.values()].filter((n) => n >= 3).length === keys, {
+      timeoutMs: 20_000,
+      message: () =>
+        `every second submit waiting on its key's (reads ${JSON.stringify([...reads.values()])})`,
+    });
+    release.open();
     const [a, b] = await Promise.all([Promise.all(firsts), Promise.all(seconds)]);
     expect(b.map((j) => j.id)).toEqual(a.map((j) => j.id));
     await served.nc.flush();
@@ -58,6 +80,7 @@ it("concurrent submits waiting on live submits of their keys read the server's c
     expect(clockCreates.length).toBeGreaterThan(0);
     expect(clockCreates.length).toBeLessThanOrEqual(2);
   } finally {
+    release.open();
     heard.unsubscribe();
     await backend.stop();
   }

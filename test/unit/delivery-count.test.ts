@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { deliveryCountOf, deliverySeqOf } from "../../src/adapters/nats/task-leasing.ts";
+import { deliveryCountOf, deliverySeqOf } from "../../src/adapters/nats/ack-subjects.ts";
 
 /**
  * The oracle: the reply subject as the server writes it, built here from its

@@ -15,6 +15,7 @@
 
 import { describe, expect, it } from "vitest";
 import type { Actor } from "xstate";
+import type { JobResults } from "../../src/adapters/job-results.ts";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
 import { readAllResults } from "../../src/api/job-answers.ts";
 import type { TaskResult } from "../../src/api/job-handle.ts";
@@ -22,6 +23,7 @@ import type { RuntimeCore } from "../../src/api/runtime-core.ts";
 import { countAnswers, type ResultEntry } from "../../src/kernel/job-progress.ts";
 import { LinkedControllers } from "../../src/kernel/signals.ts";
 import type { JobMachine } from "../../src/machines/job.machine.ts";
+import { gate, within } from "../harness/wait.ts";
 
 const total = 2;
 const stream: ResultEntry[][] = [
@@ -83,6 +85,25 @@ const setUp = async () => {
   };
 };
 
+/** `broker`'s results read, calling `caughtUp` once it has read what the stream held (`pending` 0). */
+const tellingCaughtUp = (broker: JobResults, caughtUp: () => void): Pick<JobResults, "readResults"> => ({
+  readResults: (queue, jobId, onMessage, signal, onCaughtUp, fresh) =>
+    broker.readResults(
+      queue,
+      jobId,
+      (body, pending) => {
+        onMessage(body, pending);
+        if (pending === 0) caughtUp();
+      },
+      signal,
+      () => {
+        onCaughtUp?.();
+        caughtUp();
+      },
+      fresh,
+    ),
+});
+
 const said = (read: TaskResult<unknown>[]) =>
   read.map((r) => [r.index, r.ok ? "ok" : r.dead ? "dead" : "failed"]).sort();
 
@@ -114,17 +135,16 @@ describe("results() after a late marker of a task its redrive's copy failed", ()
     try {
       const { actor, end } = fakeActor(false);
       const read: TaskResult<unknown>[] = [];
+      const caughtUp = gate();
       const reading = (async () => {
-        for await (const r of readAllResults(core, broker, actor)) read.push(r);
+        for await (const r of readAllResults(core, tellingCaughtUp(broker, caughtUp.open), actor))
+          read.push(r);
         return "ended" as const;
       })();
       // The reader catches up on the five messages, then the job's end is recorded.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await caughtUp.opened;
       end();
-      const outcome = await Promise.race([
-        reading,
-        new Promise<"still waiting">((resolve) => setTimeout(() => resolve("still waiting"), 3000)),
-      ]);
+      const outcome = await within(reading, 3000);
       expect({ outcome, read: said(read) }).toEqual({
         outcome: "ended",
         read: [

@@ -135,7 +135,8 @@ describe("superviseLoop", () => {
           return "ended";
         }
         // The first two runs fail at once (pauses 20, 40); the third runs for 5001 ms of the fake
-        // clock (no wall-clock wait: the advance below runs it).
+        // clock (no wall-clock wait: the advance below runs it). A fixed delay is the scenario
+        // here, not a wait for a state: the run's length, just past the 5 s threshold.
         if (starts.length === 3) await new Promise((resolve) => setTimeout(resolve, 5001));
         throw new Error("fail");
       },
@@ -159,7 +160,8 @@ describe("superviseLoop", () => {
           controller.abort();
           return "ended";
         }
-        // A run of 5000 ms of the fake clock.
+        // A run of 5000 ms of the fake clock (no wall-clock wait): the run's length, exactly the
+        // 5 s threshold, is the scenario, not a wait for a state.
         await new Promise((resolve) => setTimeout(resolve, 5000));
         return "ended";
       },

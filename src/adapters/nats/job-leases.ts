@@ -1,23 +1,12 @@
-import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ServerTime } from "../../kernel/clock.ts";
-import {
-  HeldLeases,
-  heartbeatKey,
-  isRunOutHeartbeat,
-  jobLeases,
-  type LeaseValue,
-  leaseRunsUntil,
-  leaseValue,
-} from "../held-leases.ts";
+import { HeldLeases, heartbeatKey, type LeaseValue, leaseRunsUntil, leaseValue } from "../held-leases.ts";
 import type { Lease, ListedLease, SupervisionLeases } from "../supervision-leases.ts";
-import { scanBucketEntries } from "./bucket-reads.ts";
 import { isWrongLastSequence, type NatsJobBroker } from "./job-broker.ts";
-import { LeaseClock } from "./lease-clock.ts";
+import { NatsLeaseBucket } from "./lease-bucket.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { consumerStamp } from "./server-facts.ts";
-import { ensureBucket } from "./streams.ts";
 
 /**
  * Supervision leases in KV, one key per job, taken and renewed with
@@ -32,7 +21,8 @@ import { ensureBucket } from "./streams.ts";
 export class NatsJobLeases implements SupervisionLeases {
   readonly #core: NatsContext;
   readonly #broker: NatsJobBroker;
-  readonly #kv: (nc: NatsConnection, make: () => Promise<KV>) => Promise<KV>;
+  /** The bucket the leases are in, shared with every runtime, and the server's clock read there. */
+  readonly #bucket: NatsLeaseBucket;
   /** Each lease this runtime wrote last, and its heartbeat. */
   readonly #held = new HeldLeases();
   /**
@@ -42,38 +32,17 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   readonly #owed = new Map<string, { readonly revision: number; readonly over: boolean }>();
   readonly holder: string;
-  /** The server's clock as the last `list()`, or a read of its own, read it. */
-  readonly #clock = new LeaseClock(
-    async (nc) => {
-      await this.#bucket(nc);
-      const { jsm } = await this.#broker.handles(nc);
-      return consumerStamp(jsm, `KV_${this.#broker.names.leasesBucket}`);
-    },
-    () => this.#core.connection.current(),
-  );
 
   constructor(core: NatsContext, broker: NatsJobBroker, holder: string) {
     this.#core = core;
     this.#broker = broker;
     this.holder = holder;
-    this.#kv = broker.setups.once();
+    this.#bucket = new NatsLeaseBucket(core, broker);
   }
 
   /** Creates the leases bucket unless it exists. */
   async provision(): Promise<void> {
-    await this.#broker.run("job.leases.provision", (nc) => this.#bucket(nc));
-  }
-
-  #bucket(nc: NatsConnection): Promise<KV> {
-    return this.#kv(nc, async () =>
-      ensureBucket(
-        nc,
-        await jetstreamManager(nc),
-        this.#broker.names.leasesBucket,
-        { history: 1, storage: StorageType.File },
-        this.#broker.replicas,
-      ),
-    );
+    await this.#broker.run("job.leases.provision", (nc) => this.#bucket.open(nc));
   }
 
   /**
@@ -105,7 +74,7 @@ export class NatsJobLeases implements SupervisionLeases {
     // Before the operation: its wait for a connection is part of how late the answer is.
     const askedAt = this.#core.clock.now();
     return this.#broker.run("lease.heartbeat", async (nc) => {
-      const kv = await this.#bucket(nc);
+      const kv = await this.#bucket.open(nc);
       const key = heartbeatKey(this.holder);
       const until = now + ttlMs;
       const value = leaseValue(this.holder, until, now);
@@ -131,7 +100,7 @@ export class NatsJobLeases implements SupervisionLeases {
   async #payOwed(nc: NatsConnection, kv: KV): Promise<void> {
     for (const [jobId, { revision, over }] of this.#owed) {
       try {
-        if (over) await this.#purge(nc, jobId, revision);
+        if (over) await this.#bucket.purge(nc, jobId, revision);
         else await kv.update(jobId, this.#givenBack(), revision);
         this.#owed.delete(jobId);
       } catch (error) {
@@ -154,7 +123,7 @@ export class NatsJobLeases implements SupervisionLeases {
    */
   acquire(jobId: string, ttlMs: number, now = this.#core.clock.now()): Promise<boolean> {
     return this.#broker.run("lease.acquire", async (nc) => {
-      const kv = await this.#bucket(nc);
+      const kv = await this.#bucket.open(nc);
       const until = now + ttlMs;
       const value = leaseValue(this.holder, until, now);
       try {
@@ -179,9 +148,12 @@ export class NatsJobLeases implements SupervisionLeases {
         // Another's lease is judged on this runtime's clock: with no reading of the server's
         // yet (no listing read one), one is read first.
         // Not read (no answer in time): judged as written.
-        if (stored.holder !== this.holder && this.#clock.aheadMs(now) === undefined)
-          await this.#clock.readOnce(nc).catch(() => undefined);
-        const lease = { holder: stored.holder, until: this.#clock.untilFor(stored, entry.created, now) };
+        if (stored.holder !== this.holder && this.#bucket.clock.aheadMs(now) === undefined)
+          await this.#bucket.clock.readOnce(nc).catch(() => undefined);
+        const lease = {
+          holder: stored.holder,
+          until: this.#bucket.clock.untilFor(stored, entry.created, now),
+        };
         if (
           lease.holder !== this.holder &&
           leaseRunsUntil(lease, await this.#heartbeatOf(kv, lease, now)) > now
@@ -212,7 +184,7 @@ export class NatsJobLeases implements SupervisionLeases {
     if (lease.until === 0 || lease.until > now) return undefined;
     const entry = await kv.get(heartbeatKey(lease.holder));
     return entry?.operation === "PUT"
-      ? this.#clock.untilFor(entry.json<LeaseValue>(), entry.created, now)
+      ? this.#bucket.clock.untilFor(entry.json<LeaseValue>(), entry.created, now)
       : undefined;
   }
 
@@ -225,15 +197,15 @@ export class NatsJobLeases implements SupervisionLeases {
     options: { readonly timeoutMs?: number; readonly maxRoundTripMs?: number } = {},
   ): Promise<ServerTime | undefined> {
     // A slow reading read again and not read (no answer): it still holds, kept.
-    if (this.#clock.serverTime(options.maxRoundTripMs) === undefined)
+    if (this.#bucket.clock.serverTime(options.maxRoundTripMs) === undefined)
       // Its failure retried as any operation's (a 503 in a leader election): not read, the
       // deadlines and leases of others are read as written.
       await this.#broker
-        .run("lease.serverTime", (nc) => this.#clock.readOnce(nc), options)
+        .run("lease.serverTime", (nc) => this.#bucket.clock.readOnce(nc), options)
         .catch((error: unknown) =>
           this.#core.logger.debug({ err: error }, "server's clock not read; deadlines read as written"),
         );
-    return this.#clock.serverTime();
+    return this.#bucket.clock.serverTime();
   }
 
   /** Extends a held lease with a write of its own; false (and no longer held) when another runtime took it. */
@@ -241,7 +213,7 @@ export class NatsJobLeases implements SupervisionLeases {
     const revision = this.#held.revisionOf(jobId);
     if (revision === undefined) return Promise.resolve(false);
     return this.#broker.run("lease.renew", async (nc) => {
-      const kv = await this.#bucket(nc);
+      const kv = await this.#bucket.open(nc);
       const until = now + ttlMs;
       const value = leaseValue(this.holder, until, now);
       try {
@@ -267,7 +239,7 @@ export class NatsJobLeases implements SupervisionLeases {
     this.#held.forget(jobId);
     if (revision === undefined) return;
     await this.#broker
-      .run("lease.release", (nc) => this.#purge(nc, jobId, revision), { timeoutMs: 2000 })
+      .run("lease.release", (nc) => this.#bucket.purge(nc, jobId, revision), { timeoutMs: 2000 })
       // Best effort by contract (runtime stopping, NATS down): a lease left behind runs out with
       // the runtime's heartbeat, which writes it again meanwhile; the next takeover pass removes
       // one left (its record says the job is over).
@@ -284,7 +256,7 @@ export class NatsJobLeases implements SupervisionLeases {
         "lease.giveBack",
         async (nc) => {
           try {
-            await (await this.#bucket(nc)).update(jobId, this.#givenBack(), revision);
+            await (await this.#bucket.open(nc)).update(jobId, this.#givenBack(), revision);
           } catch (error) {
             // Another runtime took the lease: nothing to give back.
             if (!(error instanceof JetStreamApiError && error.code === 10071)) throw error;
@@ -310,110 +282,34 @@ export class NatsJobLeases implements SupervisionLeases {
   }
 
   /**
-   * Every job's lease on the server, with its revision (takeover, the
-   * reaper, cleanup); `until` is the later of its own and its holder's
-   * heartbeat, read in the same scan.
+   * Every job's lease on the server, with its revision (takeover, the reaper, cleanup); `until`
+   * is the later of its own and its holder's heartbeat (`NatsLeaseBucket.list`).
    */
   list(now = this.#core.clock.now()): Promise<Array<ListedLease>> {
-    return this.#broker.run("lease.list", async (nc) => {
-      await this.#bucket(nc);
-      // The broker's handles of this client: no new JetStream manager (and its API check) per pass.
-      const { js, jsm } = await this.#broker.handles(nc);
-      const entries = await scanBucketEntries(
-        js,
-        jsm,
-        this.#broker.names.leasesBucket,
-        ">",
-        this.#clock.take,
-      );
-      return jobLeases(
-        [...entries].map(([key, entry]) => ({ key, ...entry })),
-        this.#clock.aheadMs(now),
-      );
-    });
+    return this.#bucket.list(now);
   }
 
   serverTime(): ServerTime | undefined {
-    return this.#clock.serverTime();
+    return this.#bucket.clock.serverTime();
   }
 
-  /** One job's lease, read as `list()` reads it: its key, then its holder's heartbeat (none for a run-out one). */
+  /** One job's lease, read as `list()` reads it. */
   get(jobId: string, now = this.#core.clock.now()): Promise<ListedLease | undefined> {
-    return this.#broker.run("lease.get", async (nc) => {
-      const kv = await this.#bucket(nc);
-      const entry = await kv.get(jobId);
-      if (entry?.operation !== "PUT") return undefined;
-      const lease = entry.json<LeaseValue>();
-      const beat = lease.until === 0 ? null : await kv.get(heartbeatKey(lease.holder));
-      const read = beat?.operation === "PUT" ? [entry, beat] : [entry];
-      return jobLeases(
-        read.map((e) => ({
-          key: e.key,
-          value: e.string(),
-          revision: e.revision,
-          storedAt: e.created.getTime(),
-        })),
-        this.#clock.aheadMs(now),
-      )[0];
-    });
+    return this.#bucket.get(jobId, now);
   }
 
-  /**
-   * Purges the job's lease from the stream (up to `revision` when given),
-   * marker and all; markers that older versions left (a release was a
-   * delete) go the same way, from `purgeMarkers`.
-   */
+  /** Purges the job's lease from the stream (up to `revision` when given), marker and all. */
   remove(jobId: string, revision?: number): Promise<void> {
-    return this.#broker.run("lease.remove", (nc) => this.#purge(nc, jobId, revision));
+    return this.#bucket.remove(jobId, revision);
   }
 
-  /** Writes a run-out lease for a job without one (KV create: never over an existing lease). */
+  /** Writes a run-out lease for a job without one (never over an existing lease). */
   enrol(jobId: string): Promise<boolean> {
-    const value = leaseValue("", 0, this.#core.clock.now());
-    return this.#broker.run("lease.enrol", async (nc) => {
-      try {
-        await (await this.#bucket(nc)).create(jobId, value);
-        return true;
-      } catch (error) {
-        if (error instanceof JetStreamApiError && error.code === 10071) return false; // it has one
-        throw error;
-      }
-    });
+    return this.#bucket.enrol(jobId);
   }
 
-  /**
-   * Purges the delete and purge markers in the bucket (left by versions whose
-   * release was a KV delete, or by a purge that failed), and the heartbeats
-   * that ran out (runtimes gone): each is one more message every lease
-   * listing reads. Returns how many keys it purged. A runtime whose
-   * heartbeat was purged and that still runs writes it anew, and renews its
-   * leases one by one first (`held-leases.ts`).
-   */
+  /** Purges the bucket's markers and run-out heartbeats: how many keys it purged. */
   purgeMarkers(now = this.#core.clock.now()): Promise<number> {
-    return this.#broker.run("lease.purgeMarkers", async (nc) => {
-      await this.#bucket(nc);
-      const { js, jsm } = await this.#broker.handles(nc);
-      const entries = await scanBucketEntries(js, jsm, this.#broker.names.leasesBucket);
-      let purged = 0;
-      const aheadMs = this.#clock.aheadMs(now);
-      for (const [key, entry] of entries) {
-        const { value, revision } = entry;
-        if (value !== undefined && !isRunOutHeartbeat({ key, ...entry }, now, aheadMs)) continue;
-        await this.#purge(nc, key, revision);
-        purged++;
-      }
-      return purged;
-    });
-  }
-
-  /** Removes the key's messages up to `revision` (all without it): a write made since stays. */
-  async #purge(nc: NatsConnection, jobId: string, revision?: number): Promise<void> {
-    await this.#bucket(nc);
-    const bucket = this.#broker.names.leasesBucket;
-    // `jsm.streams.purge`'s request, through the client's PubAcks: no request of nats.js's a job.
-    await this.#broker.acks(nc).request(`$JS.API.STREAM.PURGE.KV_${bucket}`, {
-      filter: `$KV.${bucket}.${jobId}`,
-      ...(revision === undefined ? {} : { seq: revision + 1 }),
-    });
+    return this.#bucket.purgeMarkers(now);
   }
 }

@@ -1,11 +1,11 @@
 import type { Msg } from "@nats-io/transport-node";
 import { jobIdOfSubject } from "../../kernel/cleanup-plan.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
+import { leaseInfo } from "./ack-subjects.ts";
 import { type ConsumerLife, livesOn } from "./consumer-lives.ts";
 import { closedLoopDelay } from "./pull-loops.ts";
 import { putBackCopy, type Republish } from "./put-back.ts";
 import { nanos } from "./streams.ts";
-import { leaseInfo } from "./task-leasing.ts";
 
 const decoder = new TextDecoder();
 

@@ -7,6 +7,7 @@ import type { Broker } from "../broker.ts";
 import { laneConsumer } from "../names.ts";
 import type { ScheduleStore } from "../schedule-store.ts";
 import type { LaneLease, TaskLease } from "../task-queue.ts";
+import { deliveryCountOf, deliverySeqOf } from "./ack-subjects.ts";
 import { type ConsumerLife, ConsumerLives, livesOn } from "./consumer-lives.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import { NatsDeadLetters } from "./dead-letters.ts";
@@ -27,7 +28,7 @@ import { natsQueueControls } from "./queue-controls.ts";
 import { natsQueueStats } from "./queue-stats.ts";
 import { type ChangeCursor, watchRecordChanges } from "./record-changes.ts";
 import { ResultsFeeds } from "./results-feed.ts";
-import { deliveryCountOf, deliverySeqOf, NatsTaskLeasing } from "./task-leasing.ts";
+import { NatsTaskLeasing } from "./task-leasing.ts";
 
 export interface NatsBrokerOptions {
   /** How long results and dead letters are kept (the streams' max age). */

@@ -2,9 +2,9 @@ import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { defaultPermitLeaseMs } from "../../kernel/queue-settings.ts";
 import type { Permit } from "../queue-controls.ts";
+import { deliverySeqOf } from "./ack-subjects.ts";
 import type { ConsumerLife, ConsumerLives } from "./consumer-lives.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
-import { deliverySeqOf } from "./task-leasing.ts";
 
 /** How long one pull for a permit waits at the server before the taker asks again (and sees its signal). */
 const permitPullMs = 1000;
