@@ -78,7 +78,16 @@ export const limitOf = { concurrency: "maxConcurrency", rate: "ratePerSecond" } 
 >;
 export const poolKinds = Object.keys(limitOf) as PermitKind[];
 
-export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, now: () => number): Queues => {
+/**
+ * `keep` is told each record this face wrote (its value and revision): the
+ * runtime keeps it, and writes it back when it vanishes (`queueKeepers`).
+ */
+export const queuesFace = (
+  controls: QueueControls,
+  roles: ReadonlySet<Role>,
+  now: () => number,
+  keep: (queue: string, value: string, revision: number) => void = () => undefined,
+): Queues => {
   const read = async (queue: string) => {
     const found = await controls.getSettings(queue);
     if (!found) return { settings: openQueue(queue), pools: undefined, revision: undefined };
@@ -103,11 +112,9 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
         try: async () => {
           const { settings, pools, revision } = await read(queue);
           const written = next(settings, pools);
-          const stored = await controls.writeSettings(
-            queue,
-            encodeQueueSettings(written.settings, written.pools),
-            revision,
-          );
+          const value = encodeQueueSettings(written.settings, written.pools);
+          const stored = await controls.writeSettings(queue, value, revision);
+          keep(queue, value, stored);
           return { before: settings, written: written.settings, revision: stored };
         },
         catch: (error) => error,

@@ -47,8 +47,8 @@ describe("a queue's permits stream deleted by hand under two runtimes", () => {
   }, 90_000);
 });
 
-// The server back with an empty store takes the queue's record with its permits: the queue is
-// open again (its limits are lost, until an admin configures it again), and its work must run.
+// The server back with an empty store takes the queue's record with its permits: the runtime
+// that configured it writes it back (queue-limits-store-reset.test.ts), and its work must run.
 describe("a queue's permits lost with the server's store", () => {
   let server: NatsServerHandle;
   let runtimes: RuntimePool;
@@ -64,7 +64,7 @@ describe("a queue's permits lost with the server's store", () => {
     await server?.dispose();
   });
 
-  it("the next job's tasks all run, on the queue open again", async () => {
+  it("the next job's tasks all run, on the queue's limits written back", async () => {
     const queue = "store_gone";
     const [a, b] = [await runtimes.runtime("a"), await runtimes.runtime("b")];
     await a.queues.configure(queue, { maxConcurrency: 2 });
