@@ -3,6 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { createHttpApi } from "../../src/api/http.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { heldLedger } from "../harness/held-ledger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
@@ -140,6 +141,59 @@ describe("a queue's limits and the server back with an empty store", () => {
     expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 6 });
     await worker.stop();
     expect({ ran: ran.size, most: ledger.most }).toEqual({ ran: 6, most: 2 });
+  }, 120_000);
+
+  it("the HTTP pull API that read the limits writes them back: never more than maxConcurrency leased", async () => {
+    const queue = "gpu_http";
+    const admin = await runtimes.runtime("admin3");
+    await admin.queues.configure(queue, { maxConcurrency: 2 });
+    await admin.stop();
+    const remote = await runtimes.runtime("remote");
+    const token = "token-store-reset-0123456789";
+    const api = createHttpApi(remote, { tokens: { [token]: "remote" } });
+    const post = async (path: string, body: unknown) => {
+      const response = await api.fetch(
+        new Request(`http://api${path}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }),
+      );
+      expect(response.status, path).toBe(200);
+      return (await response.json()) as { tasks?: Array<{ job_id: string; receipt: string; index: number }> };
+    };
+    /**
+     * Pulls of up to 6 tasks, each lease answered once the pull is counted, until `total` are
+     * answered: the most leased at once (the HTTP workers' own ledger).
+     */
+    const leaseThrough = async (total: number) => {
+      let answered = 0;
+      let most = 0;
+      await waitUntil(
+        async () => {
+          const { tasks = [] } = await post(`/queues/${queue}/tasks`, { batch_size: 6 });
+          most = Math.max(most, tasks.length);
+          for (const t of tasks)
+            await post(`/jobs/${t.job_id}/results`, { results: [{ receipt: t.receipt, result: t.index }] });
+          answered += tasks.length;
+          return answered >= total;
+        },
+        { timeoutMs: 30_000, message: () => `${total} tasks leased and answered (${answered} so far)` },
+      );
+      return most;
+    };
+    const first = await remote.jobs.submit({ queue, tasks: range(4) });
+    expect(await leaseThrough(4)).toBe(2);
+    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+
+    await server.restartEmpty();
+    const next = await remote.jobs.submit({ queue, tasks: range(6) });
+    const most = await leaseThrough(6);
+    expect(await within(next.done(), 20_000)).toMatchObject({ status: "succeeded", done: 6 });
+    expect({ most, stored: await storedRecord(server, queue) }).toEqual({
+      most: 2,
+      stored: { operation: "PUT", maxConcurrency: 2 },
+    });
   }, 120_000);
 
   it("a record the user deleted is not written back: the queue runs open", async () => {
