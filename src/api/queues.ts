@@ -44,6 +44,10 @@ export interface Queues {
    * default 5 s such a handler loses its permit and one task more than
    * `maxConcurrency` runs; a crashed worker's permit then comes back after
    * the longer lease.
+   * Should the server come back with an empty store, the record is written
+   * back by a runtime that saw it: a worker of the queue, the HTTP pull API
+   * that read it, or this runtime, which watches the queue's record from
+   * this call on (one consumer per queue) while it lives.
    * @example
    * await rt.queues.configure("emails", { ratePerSecond: 100, maxConcurrency: 5 });
    * await rt.queues.configure("llm", { perTarget: { maxConcurrency: 2 } });
