@@ -55,6 +55,15 @@ export interface QueueControls {
   getSettings(queue: string): Promise<{ readonly value: string; readonly revision: number } | undefined>;
   /** Writes the settings: creates the key when `revision` is undefined, else compare-and-set (`RevisionConflict`). */
   writeSettings(queue: string, value: string, revision: number | undefined): Promise<number>;
+  /**
+   * Writes `value` back as the queue's settings when nothing of its key is
+   * stored, not even a deletion marker (the server came back with an empty
+   * store): a create that loses to any write there, a `configure()`'s or a
+   * deletion's. Then each of the queue's pools that holds no permit, free or
+   * held, gets the stored record's permits again, as a take that finds its
+   * pool lost does. True when this call wrote the record.
+   */
+  restoreSettings(queue: string, value: string): Promise<boolean>;
   /** Every stored queue's settings. */
   listSettings(): Promise<Array<{ readonly queue: string; readonly value: string }>>;
   /**

@@ -15,6 +15,9 @@ import {
 /** How long a queue's settings read by the HTTP API are reused: a pause or a limit is obeyed within a second. */
 const settingsTtlMs = 250;
 
+/** How often at most a queue's record found gone is written back from here while that fails. */
+const restoreEveryMs = 5_000;
+
 /**
  * How often held permits are renewed (three times per default permit lease,
  * the shortest a queue may have), and the ended ones given back.
@@ -39,6 +42,44 @@ export const queueSettingsOf = (controls: QueueControls, log: Logger): SettingsO
       known.delete(queue);
     }
   };
+  /**
+   * Each queue's record as last read here. A read that finds none after one (a read tells no
+   * deletion's marker from nothing: the server back with an empty store) writes it back
+   * (`restoreSettings`: a create that loses to a marker or any write; see `KeptQueueRecord`),
+   * and answers with the limits last read while that fails (tried again at most every
+   * `restoreEveryMs`). Before, the HTTP API leased such a queue's tasks unlimited. Kept for
+   * the queues that have a record only (an admin wrote them): not every name asked for.
+   */
+  const lastRead = new Map<string, { readonly value: string; triedAt?: number }>();
+  const noneStored = async (queue: string): Promise<QueueSettings> => {
+    const last = lastRead.get(queue);
+    if (!last) return openQueue(queue);
+    const kept = decodeQueueSettings(queue, last.value).settings;
+    const at = performance.now();
+    if (last.triedAt !== undefined && at - last.triedAt < restoreEveryMs) return kept;
+    last.triedAt = at;
+    const wrote = await controls.restoreSettings(queue, last.value).catch((error: unknown) => {
+      log.debug({ err: error, queue }, "queue record not written back yet; its last limits kept");
+      return undefined;
+    });
+    if (wrote === undefined) return kept;
+    if (wrote) {
+      log.warn(
+        { queue },
+        `queue ${queue}: its record was gone with no deletion marker: written back as last read here`,
+      );
+      return kept;
+    }
+    // A deletion's marker, or a write since: what is stored now (read again later, when this fails).
+    const now = await controls.getSettings(queue).catch(() => "unread" as const);
+    if (now === "unread") return kept;
+    if (!now) {
+      lastRead.delete(queue);
+      return openQueue(queue);
+    }
+    lastRead.set(queue, { value: now.value });
+    return decodeQueueSettings(queue, now.value).settings;
+  };
   const read = (queue: string) => {
     // A monotonic clock: with the wall clock set back, entries stamped later would stay first.
     const now = performance.now();
@@ -46,7 +87,11 @@ export const queueSettingsOf = (controls: QueueControls, log: Logger): SettingsO
     const cached = known.get(queue);
     if (cached) return cached.settings;
     const settings: Promise<QueueSettings> = controls.getSettings(queue).then(
-      (found) => (found ? decodeQueueSettings(queue, found.value).settings : openQueue(queue)),
+      (found) => {
+        if (!found) return noneStored(queue);
+        lastRead.set(queue, { value: found.value });
+        return decodeQueueSettings(queue, found.value).settings;
+      },
       (error: unknown) => {
         // Never (no right to read the bucket, or none provisioned that this user may make): the
         // queue runs without its settings, as a native worker's does when they cannot be read,

@@ -13,6 +13,7 @@ import {
 } from "../kernel/queue-settings.ts";
 import { LinkedControllers } from "../kernel/signals.ts";
 import { type QueueState, queueMachine } from "../machines/queue.machine.ts";
+import { KeptQueueRecord } from "./kept-queue-record.ts";
 
 /** What a task holds while it runs: its concurrency permit, if the queue has a cap. */
 export interface GatePass {
@@ -113,12 +114,15 @@ export class QueueGate {
   readonly #log: Logger;
   /** A take failed and none has succeeded since: the failure was warned of once. */
   #takeFailing = false;
+  /** The record as last seen, written back when it vanishes (a server back empty). */
+  readonly #kept: KeptQueueRecord;
 
   constructor(controls: QueueControls, queue: string, log: Logger, signal: AbortSignal) {
     this.#controls = controls;
     this.#queue = queue;
     this.#log = log;
     this.#settings = openQueue(queue);
+    this.#kept = new KeptQueueRecord(controls, queue, log, signal);
     this.#resumed.abort();
     // The stored settings before the first task: a paused queue never starts one by a race.
     this.#ready = controls.getSettings(queue).then(
@@ -313,6 +317,9 @@ export class QueueGate {
   #apply(value: string | undefined, revision: number, from: "read" | "watch" = "read"): void {
     if (revision === this.#revision && value === this.#value) return;
     if (revision < this.#revision && from === "read") return;
+    // Gone with no deletion marker (the store lost): written back, and the limits held meanwhile.
+    // Applied, the queue ran open, as many handlers as its workers had room for.
+    if (this.#kept.heard(value, revision) === "vanished") return;
     this.#value = value;
     if (revision < this.#revision)
       this.#log.info(

@@ -44,6 +44,10 @@ export interface Queues {
    * default 5 s such a handler loses its permit and one task more than
    * `maxConcurrency` runs; a crashed worker's permit then comes back after
    * the longer lease.
+   * Should the server come back with an empty store, the record is written
+   * back by a runtime that saw it: a worker of the queue, the HTTP pull API
+   * that read it, or this runtime, which watches the queue's record from
+   * this call on (one consumer per queue) while it lives.
    * @example
    * await rt.queues.configure("emails", { ratePerSecond: 100, maxConcurrency: 5 });
    * await rt.queues.configure("llm", { perTarget: { maxConcurrency: 2 } });
@@ -78,7 +82,16 @@ export const limitOf = { concurrency: "maxConcurrency", rate: "ratePerSecond" } 
 >;
 export const poolKinds = Object.keys(limitOf) as PermitKind[];
 
-export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, now: () => number): Queues => {
+/**
+ * `keep` is told each record this face wrote (its value and revision): the
+ * runtime keeps it, and writes it back when it vanishes (`queueKeepers`).
+ */
+export const queuesFace = (
+  controls: QueueControls,
+  roles: ReadonlySet<Role>,
+  now: () => number,
+  keep: (queue: string, value: string, revision: number) => void = () => undefined,
+): Queues => {
   const read = async (queue: string) => {
     const found = await controls.getSettings(queue);
     if (!found) return { settings: openQueue(queue), pools: undefined, revision: undefined };
@@ -103,11 +116,9 @@ export const queuesFace = (controls: QueueControls, roles: ReadonlySet<Role>, no
         try: async () => {
           const { settings, pools, revision } = await read(queue);
           const written = next(settings, pools);
-          const stored = await controls.writeSettings(
-            queue,
-            encodeQueueSettings(written.settings, written.pools),
-            revision,
-          );
+          const value = encodeQueueSettings(written.settings, written.pools);
+          const stored = await controls.writeSettings(queue, value, revision);
+          keep(queue, value, stored);
           return { before: settings, written: written.settings, revision: stored };
         },
         catch: (error) => error,

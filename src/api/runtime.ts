@@ -20,6 +20,7 @@ import type { Diagnosis, MeantFor } from "./diagnosis.ts";
 import { FlowRegistry, type Flows, flowsFace } from "./flows.ts";
 import { JobRegistry } from "./jobs.ts";
 import { type Jobs, jobsFace } from "./jobs-face.ts";
+import { queueKeepers } from "./kept-queue-record.ts";
 import type { RuntimeOptions } from "./options.ts";
 import { type Role, requireRole, rolesOf } from "./permissions.ts";
 import { type Queues, queuesFace } from "./queues.ts";
@@ -210,7 +211,12 @@ export const createRuntime = async (options: RuntimeOptions = {}): Promise<Runti
         return diagnose(core, Math.min(2000, core.options.connection.operationTimeoutMs), meant);
       },
     },
-    queues: queuesFace(broker.queueControls, core.options.roles, () => core.clock.now()),
+    queues: queuesFace(
+      broker.queueControls,
+      core.options.roles,
+      () => core.clock.now(),
+      queueKeepers(broker.queueControls, core.loops, childLogger(core.logger, { actor: "runtime" })),
+    ),
     workers: {
       start: (workerOptions) => {
         if (stopped) throw new RuntimeStopped({ message: "runtime stopped" });

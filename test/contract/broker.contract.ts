@@ -1343,6 +1343,16 @@ export const brokerContract = (name: string, makeBroker: () => Promise<BrokerHar
       await watched;
     });
 
+    it("queue settings written back (restoreSettings) only where nothing of the key is stored", async () => {
+      const q = uid("qr");
+      expect(await broker.queueControls.restoreSettings(q, "kept")).toBe(true);
+      expect((await broker.queueControls.getSettings(q))?.value).toBe("kept");
+      const stored = await broker.queueControls.getSettings(q);
+      await broker.queueControls.writeSettings(q, "newer", stored?.revision);
+      expect(await broker.queueControls.restoreSettings(q, "kept")).toBe(false);
+      expect((await broker.queueControls.getSettings(q))?.value).toBe("newer");
+    });
+
     it("permits: a pool of N lends N at once; a release lends it again; a delayed release only after its delay", async () => {
       const q = uid("qp");
       const signal = new AbortController();

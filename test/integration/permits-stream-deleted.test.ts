@@ -1,57 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { heldLedger } from "../harness/held-ledger.ts";
 import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
 import { useTwoNatsRuntimes } from "../harness/two-runtimes.ts";
-import { gate, waitUntil, within } from "../harness/wait.ts";
+import { within } from "../harness/wait.ts";
 
 const names = brokerNames("jetstate");
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-
-/**
- * Handlers held behind a gate each until the test lets the running ones go,
- * counting how many run at once and the most seen.
- */
-const heldLedger = () => {
-  const gates = new Map<number, ReturnType<typeof gate>>();
-  const running = new Set<number>();
-  const ran = new Set<number>();
-  const ledger = { most: 0 };
-  const handler = async (task: { payload: number }) => {
-    running.add(task.payload);
-    ran.add(task.payload);
-    ledger.most = Math.max(ledger.most, running.size);
-    const held = gate();
-    gates.set(task.payload, held);
-    await held.opened;
-    running.delete(task.payload);
-    return task.payload;
-  };
-  /**
-   * Lets `tasks` run to their end, `limit` at a time at most: waits until as
-   * many as may run are running (or fails saying how many ran), then opens them.
-   */
-  const runThrough = async (tasks: readonly number[], limit: number, timeoutMs: number) => {
-    const done = new Set<number>();
-    while (done.size < tasks.length) {
-      const due = Math.min(limit, tasks.length - done.size);
-      await waitUntil(() => running.size >= due, {
-        timeoutMs,
-        message: () =>
-          `${due} handlers running (${done.size} of ${tasks.length} ended, ${running.size} running, most ${ledger.most})`,
-      });
-      for (const i of [...running]) {
-        gates.get(i)?.open();
-        done.add(i);
-      }
-      await waitUntil(() => [...done].every((i) => !running.has(i)), {
-        timeoutMs,
-        message: "the handlers let go ended",
-      });
-    }
-  };
-  return { handler, ledger, ran, runThrough };
-};
 
 describe("a queue's permits stream deleted by hand under two runtimes", () => {
   const two = useTwoNatsRuntimes();
@@ -91,8 +47,8 @@ describe("a queue's permits stream deleted by hand under two runtimes", () => {
   }, 90_000);
 });
 
-// The server back with an empty store takes the queue's record with its permits: the queue is
-// open again (its limits are lost, until an admin configures it again), and its work must run.
+// The server back with an empty store takes the queue's record with its permits: the runtime
+// that configured it writes it back (queue-limits-store-reset.test.ts), and its work must run.
 describe("a queue's permits lost with the server's store", () => {
   let server: NatsServerHandle;
   let runtimes: RuntimePool;
@@ -108,7 +64,7 @@ describe("a queue's permits lost with the server's store", () => {
     await server?.dispose();
   });
 
-  it("the next job's tasks all run, on the queue open again", async () => {
+  it("the next job's tasks all run, on the queue's limits written back", async () => {
     const queue = "store_gone";
     const [a, b] = [await runtimes.runtime("a"), await runtimes.runtime("b")];
     await a.queues.configure(queue, { maxConcurrency: 2 });

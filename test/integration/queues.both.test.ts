@@ -215,6 +215,9 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     // The cap, not something else, is the bound: 8 slots would run more than 3 at once.
     expect(most).toBe(3);
     for (const w of workers) await w.stop();
+    // The admin's runtime watches the queue it configured while it lives (it writes the record
+    // back should it vanish); stopped, it leaves no watch either.
+    await admin.stop();
     if (name === "nats") {
       // Stopped workers leave no watch of theirs on the queue's key (other readers' scans come and go).
       const jsm = await jetstreamManager(raw);

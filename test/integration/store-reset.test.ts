@@ -14,6 +14,20 @@ import { gate, waitUntil, within } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 
+/** The queue's record as the server holds it, read raw on a client of the test's own (undefined: none, or a marker). */
+const storedQueue = async (url: string, queue: string): Promise<{ paused?: boolean } | undefined> => {
+  const nc = await connect({ servers: url, name: "raw-queues" });
+  try {
+    const bucket = brokerNames("jetstate").queuesBucket;
+    const message = await (await jetstreamManager(nc)).streams
+      .getMessage(`KV_${bucket}`, { last_by_subj: `$KV.${bucket}.${queue}` })
+      .catch(() => null);
+    return message && message.data.length > 0 ? (message.json() as { paused?: boolean }) : undefined;
+  } finally {
+    await nc.close();
+  }
+};
+
 /**
  * "Outgrowing one machine", item 4: the server comes back on the same port
  * with an empty store (lost disk, a new node in its place). The runtime's
@@ -297,12 +311,14 @@ describe("nats-server restarted with an empty store mid-job", () => {
   }, 60_000);
 
   /**
-   * The other side of the reset: a queue paused before it has no settings
-   * in the new store (nobody wrote them again), so it is open there
-   * (`rt.queues.get`), and its worker, which applied the pause, must run
-   * its tasks again.
+   * The other side of the reset: a queue paused before it loses its record
+   * with the store; the runtime that paused it (its worker too) writes the
+   * record back as last seen (`KeptQueueRecord`), pause included: the store
+   * says paused again, a job submitted then waits, and a resume runs it on
+   * the worker that applied the pause. Before the write-back the store said
+   * open after the reset, and the worker had to run again on its own.
    */
-  it("a pause lost with the store no longer holds the worker", async () => {
+  it("a pause lost with the store is written back, and a resume runs the worker again", async () => {
     const queue = "reset_lost_pause";
     const { ran, worker } = ledgerWorker(queue);
     try {
@@ -311,14 +327,15 @@ describe("nats-server restarted with an empty store mid-job", () => {
       });
       await rt.queues.pause(queue);
       await server.restartEmpty();
-      // The store says the queue is open; a job submitted now runs.
-      await waitUntil(async () => (await rt.queues.get(queue).catch(() => undefined))?.paused === false, {
+      // Read raw: the record is stored again, paused.
+      await waitUntil(async () => (await storedQueue(server.url, queue))?.paused === true, {
         timeoutMs: 30_000,
         intervalMs: 200,
-        message: "the queue's settings read after the reset",
+        message: "the queue's record written back after the reset",
       });
       const job = await rt.jobs.submit({ queue, tasks: [2] });
-      await waitUntil(() => ran.includes(2), { timeoutMs: 10_000, message: "the task run after the reset" });
+      await rt.queues.resume(queue);
+      await waitUntil(() => ran.includes(2), { timeoutMs: 10_000, message: "the task run after the resume" });
       expect(await job.done()).toMatchObject({ status: "succeeded" });
       expect(ran).toEqual([1, 2]);
     } finally {

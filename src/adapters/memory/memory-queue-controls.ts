@@ -123,6 +123,13 @@ export const memoryQueueControls = (
       ? kv.create("queue.settings.write", queue, value)
       : kv.update("queue.settings.write", queue, value, revision);
   },
+  // A memory server never loses its store: a pool is never lost with the record, none to seed.
+  restoreSettings: async (queue, value) => {
+    open("queue.settings.restore");
+    if (kv.get("queue.settings.restore", queue)) return false;
+    kv.create("queue.settings.restore", queue, value);
+    return true;
+  },
   listSettings: async () => {
     open("queue.settings.list");
     return kv.live().flatMap((e) => (e.value === undefined ? [] : [{ queue: e.key, value: e.value }]));

@@ -151,7 +151,7 @@ export const poolConsumers = (
           const refilled = await refill?.();
           quiet.set(key, Date.now());
           // Once per consumer made again: a look-up that fails is not one.
-          if (seen.has(key) && refilled !== "seeded")
+          if (seen.has(key) && refilled !== "seeded" && refilled !== "topped")
             log.warn(
               { stream, consumer: name },
               `permit pool consumer ${name} on ${stream} was gone (deleted?): made again, ${

@@ -1,5 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { DeliverPolicy, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import {
+  DeliverPolicy,
+  JetStreamApiCodes,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { superviseLoop } from "../../effects/supervise-loop.ts";
@@ -23,7 +29,9 @@ import { deleteMessages } from "./subject-messages.ts";
 const encoder = new TextEncoder();
 
 /** JetStream "wrong last sequence": a compare-and-set lost. */
-const wrongLastSequence = 10071;
+const isWrongLastSequence = (error: unknown): boolean =>
+  (error as { code?: unknown })?.code === JetStreamApiCodes.StreamWrongLastSequence ||
+  /wrong last sequence/.test(String(error));
 
 /**
  * Queue controls on NATS: the settings in the KV bucket `<prefix>_queues`
@@ -111,19 +119,19 @@ export const natsQueueControls = (
       permitsConsumer(queue, kind),
       names.permitsSubject(queue, kind),
       leaseMs,
-      refill
-        ? async () => {
-            const { js, jsm } = await broker.handles(nc);
-            const stream = names.permitsStream;
-            const subject = names.permitsSubject(queue, kind);
-            const record = async () => {
-              const entry = await (await bucket(nc)).get(queue);
-              return entry?.operation === "PUT" ? entry.string() : undefined;
-            };
-            return seedLostPermits({ js, jsm, stream, subject, queue, kind, record }, log);
-          }
-        : undefined,
+      refill ? () => seedPool(nc, queue, kind) : undefined,
     );
+  /** The pool's permits published again when its subject holds none, from the stored record. */
+  const seedPool = async (nc: NatsConnection, queue: string, kind: PermitKind) => {
+    const { js, jsm } = await broker.handles(nc);
+    const stream = names.permitsStream;
+    const subject = names.permitsSubject(queue, kind);
+    const record = async () => {
+      const entry = await (await bucket(nc)).get(queue);
+      return entry?.operation === "PUT" ? entry.string() : undefined;
+    };
+    return seedLostPermits({ js, jsm, stream, subject, queue, kind, record }, log);
+  };
 
   const fills = broker.setups.cache<Map<string, Promise<void>>>();
   /**
@@ -187,16 +195,29 @@ export const natsQueueControls = (
             // A key deleted by hand reads as absent: `create` writes over its marker.
             return await kv.create(queue, encoder.encode(value));
           } catch (error) {
-            if (
-              (error as { code?: unknown })?.code === wrongLastSequence ||
-              /wrong last sequence/.test(String(error))
-            )
+            if (isWrongLastSequence(error))
               throw new RevisionConflict({ message: `queue ${queue} changed concurrently`, key: queue });
             throw error;
           }
         },
         { retry: { attempts: 1, initialDelayMs: 0 } },
       ),
+    // Not `kv.create`, which writes over a deletion marker: the key's expected last sequence 0
+    // fails on any message of it, a marker included. A retry after a write that got through
+    // finds its own record: not written here, and there all the same.
+    restoreSettings: (queue, value) =>
+      broker.run("queue.settings.restore", async (nc) => {
+        const wrote = await (await bucket(nc)).put(queue, encoder.encode(value), { previousSeq: 0 }).then(
+          () => true,
+          (error: unknown) => {
+            if (isWrongLastSequence(error)) return false;
+            throw error;
+          },
+        );
+        await permitsStream(nc, (await broker.handles(nc)).jsm);
+        for (const kind of ["concurrency", "rate"] as const) await seedPool(nc, queue, kind);
+        return wrote;
+      }),
     listSettings: () =>
       broker.run("queue.settings.list", async (nc) => {
         await bucket(nc);
