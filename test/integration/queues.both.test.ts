@@ -380,12 +380,14 @@ describe.each(backends)("queue controls on $name", ({ name, make }) => {
     });
     const job = await admin.jobs.submit({ queue: "lifted", tasks: [0, 1, 2] });
     await waitUntil(() => started.length === 1, { timeoutMs: 5000, message: "one task started" });
-    // All three delivered to the worker (its concurrency is 3), as the server counts them: the
-    // two not started wait for the one permit. Read before `started`: a start they skipped the
-    // permit for would come before the server's answer.
+    // Delivered to the worker (its concurrency is 3) beside the one started, as the server counts
+    // them: those not started wait for the one permit. Two at least: a pull that came while the
+    // submit was publishing took one task, and the third then stayed in the stream (seen on the
+    // memory broker once the submit ran as plain calls). Read before `started`: a start they skipped the permit for
+    // would come before the server's answer.
     await waitUntil(
-      async () => (await backend.tasksOf({ queue: "lifted", id: job.id, lane: true })).unanswered === 3,
-      { timeoutMs: 5000, message: "the three tasks delivered" },
+      async () => (await backend.tasksOf({ queue: "lifted", id: job.id, lane: true })).unanswered >= 2,
+      { timeoutMs: 5000, message: "a task delivered and waiting for the permit" },
     );
     expect(started).toHaveLength(1);
     // The others wait for the one permit; the limit is lifted: they start without one.
