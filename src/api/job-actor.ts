@@ -6,7 +6,6 @@ import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import type { SubmitHooks } from "../effects/submit-job.ts";
 import { actsAsSupervisor } from "../effects/take-record.ts";
-import { aheadOfServerAtMost } from "../kernel/clock.ts";
 import { Deposed } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
 import { childLogger, keyedLogger } from "../kernel/logger.ts";
@@ -19,6 +18,7 @@ import { recordEvent } from "./job-end-wait.ts";
 import { isRecorded, snapshotOf } from "./job-handle.ts";
 import { keepJobLease, renewEveryMs } from "./job-lease.ts";
 import { persistAndLog } from "./job-persist.ts";
+import { jobStartTimes } from "./job-times.ts";
 import type { RuntimeCore } from "./runtime-core.ts";
 
 export interface JobActorDeps {
@@ -118,20 +118,6 @@ const hostOf = (deps: JobActorDeps): JobHost => {
 };
 
 /**
- * When the record's last write was made, on this runtime's clock: the
- * server's stamp of it (`storedAt`) moved by how far this clock runs ahead
- * of the server's, at most (the leases' reading, its round trip counted in:
- * a stall read late by up to it, never early); its writer's `updatedAt`
- * when either is unknown.
- */
-const lastWriteOn = (core: RuntimeCore, broker: Broker, record: JobRecord, storedAt: number | undefined) => {
-  const seen = broker.leases.serverTime();
-  return storedAt === undefined || seen === undefined
-    ? record.updatedAt
-    : storedAt + aheadOfServerAtMost(core.clock.now(), seen);
-};
-
-/**
  * Creates and starts the actor of one job with its real I/O. Only the holder
  * of the job's supervision lease writes progress and the end; any other
  * runtime's actor (someone called `get`) only watches, and takes over when
@@ -175,18 +161,11 @@ export const startJobActor = (
       queue: record.queue,
       total: record.total,
       settings: record.settings,
-      // A finished job's clocks stop at its end: its last answer is when it ended, not now.
-      now: resumeFrom && isFinal(resumeFrom) ? (record.finishedAt ?? record.updatedAt) : clock.now(),
+      ...jobStartTimes(clock, effects.steady, broker, record, resumeFrom, storedAt),
       ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
       ...(record.reason ? { reason: record.reason } : {}),
       ...(record.dueUntil === undefined ? {} : { dueUntil: record.dueUntil }),
       ...(record.runAt === undefined ? {} : { runAt: record.runAt }),
-      // Stalled since its record's last write: the stall's, or a later one that left it stalled
-      // (a restore, a redrive): a takeover or a watcher counts the stalled timeout from there,
-      // never from before the stall, and not from now. By the server's stamp of that write, on
-      // this runtime's clock, where both are known: by the writer's clock a taker a minute
-      // ahead of it failed the job "stalled too long" at once.
-      ...(resumeFrom === "stalled" ? { stalledSince: lastWriteOn(core, broker, record, storedAt) } : {}),
     },
     parent,
   });
