@@ -1,11 +1,9 @@
 import { type Actor, createActor } from "xstate";
-import type { Broker } from "../adapters/broker.ts";
 import type { RecordFound } from "../adapters/job-records.ts";
 import { raiseEndCounts } from "../effects/finalize-job.ts";
 import { lostReason, recordLost } from "../effects/lost-job.ts";
 import { isSameWrite, type RecordSeen } from "../effects/record-updates.ts";
 import { actsAsSupervisor } from "../effects/take-record.ts";
-import { aheadOfServerAtMost } from "../kernel/clock.ts";
 import { Deposed } from "../kernel/errors.ts";
 import { isFinal, type JobRecord, type JobStatus, madeAgain, madeAgainReason } from "../kernel/job-record.ts";
 import { keyedLogger } from "../kernel/logger.ts";
@@ -16,7 +14,7 @@ import { isRecorded, snapshotOf } from "./job-handle.ts";
 import { hostOf, type JobActorDeps, mayTakeOver } from "./job-host.ts";
 import { keepJobLease } from "./job-lease.ts";
 import { persistAndLog } from "./job-persist.ts";
-import type { RuntimeCore } from "./runtime-core.ts";
+import { jobStartTimes } from "./job-times.ts";
 
 export interface StartedJobActor {
   readonly actor: Actor<JobMachine>;
@@ -53,20 +51,6 @@ export interface StartedJobActor {
   /** Stopped as another runtime took the job over (`Deposed`): its handles watch the record's end. */
   steppedDown(): boolean;
 }
-
-/**
- * When the record's last write was made, on this runtime's clock: the
- * server's stamp of it (`storedAt`) moved by how far this clock runs ahead
- * of the server's, at most (the leases' reading, its round trip counted in:
- * a stall read late by up to it, never early); its writer's `updatedAt`
- * when either is unknown.
- */
-const lastWriteOn = (core: RuntimeCore, broker: Broker, record: JobRecord, storedAt: number | undefined) => {
-  const seen = broker.leases.serverTime();
-  return storedAt === undefined || seen === undefined
-    ? record.updatedAt
-    : storedAt + aheadOfServerAtMost(core.clock.now(), seen);
-};
 
 /**
  * Creates and starts the actor of one job with its real I/O. Only the holder
@@ -112,18 +96,11 @@ export const startJobActor = (
       queue: record.queue,
       total: record.total,
       settings: record.settings,
-      // A finished job's clocks stop at its end: its last answer is when it ended, not now.
-      now: resumeFrom && isFinal(resumeFrom) ? (record.finishedAt ?? record.updatedAt) : clock.now(),
+      ...jobStartTimes(clock, effects.steady, broker, record, resumeFrom, storedAt),
       ...(resumeFrom ? { resumeFrom, counts: record.counts } : {}),
       ...(record.reason ? { reason: record.reason } : {}),
       ...(record.dueUntil === undefined ? {} : { dueUntil: record.dueUntil }),
       ...(record.runAt === undefined ? {} : { runAt: record.runAt }),
-      // Stalled since its record's last write: the stall's, or a later one that left it stalled
-      // (a restore, a redrive): a takeover or a watcher counts the stalled timeout from there,
-      // never from before the stall, and not from now. By the server's stamp of that write, on
-      // this runtime's clock, where both are known: by the writer's clock a taker a minute
-      // ahead of it failed the job "stalled too long" at once.
-      ...(resumeFrom === "stalled" ? { stalledSince: lastWriteOn(core, broker, record, storedAt) } : {}),
     },
     parent,
   });

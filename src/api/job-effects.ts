@@ -6,7 +6,7 @@ import { plainThenUntilDone } from "../effects/retry.ts";
 import { type SubmitHooks, submitJob } from "../effects/submit-job.ts";
 import { sleep } from "../effects/supervise-loop.ts";
 import { actsAsSupervisor } from "../effects/take-record.ts";
-import { aheadOfServerRead, type Clock } from "../kernel/clock.ts";
+import { aheadOfServerRead, type Clock, steadyClock } from "../kernel/clock.ts";
 import { isTransient, PermanentBrokerError } from "../kernel/errors.ts";
 import {
   type FinalizeInput,
@@ -55,6 +55,8 @@ const reopenWaitMs = 30_000;
  */
 export const provideJobEffects = (shared: JobEffectsShared) => {
   const { broker, clock, leaseMs } = shared;
+  // The jobs' own clock (their stall windows, stalled timeouts, rates): one for the runtime.
+  const steady = steadyClock(clock);
   const leases = broker.leases;
   const runs = new WeakMap<AnyActorRef, RunState>();
   /** The run of the job whose actor is `self`. */
@@ -66,7 +68,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
 
   const untilSupervising = endWait(shared);
 
-  /** The submit: resolves with the commit time (tasks are visible to workers from then on). */
+  /** The submit: resolves with the commit time on the steady clock (tasks are visible to workers from then on). */
   const submit = async (state: RunState, aborted: AbortSignal): Promise<number> => {
     const { record, log } = state.run;
     const jobId = record.id;
@@ -124,7 +126,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
             });
       throw error;
     }
-    return clock.now(); // committed: the job's rate and stall clocks start here
+    return steady.now(); // committed: the job's rate and stall clocks start here
   };
 
   /** The end decided (`input`), written by the supervisor; a watcher waits for it, or takes over. */
@@ -301,7 +303,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
     runs.set(actor, state);
     return {
       /** Starts the job's feed (before the actor starts: its reader must be there before its tasks). */
-      startFeed: () => jobFeed(broker, clock, state, tickEveryMs(run.record.settings)),
+      startFeed: () => jobFeed(broker, clock, steady, state, tickEveryMs(run.record.settings)),
       /** The actor stopped: its submit or finalize still running is aborted, its answer dropped. */
       abortEffects: () => {
         abort(state.submitting);
@@ -319,7 +321,7 @@ export const provideJobEffects = (shared: JobEffectsShared) => {
       },
     };
   };
-  return { machine, attach };
+  return { machine, attach, steady };
 };
 
 /**

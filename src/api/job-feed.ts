@@ -1,11 +1,11 @@
 import type { Actor } from "xstate";
 import type { Broker } from "../adapters/broker.ts";
-import type { Clock } from "../kernel/clock.ts";
-import { stallClockFrom } from "../kernel/held-task.ts";
+import type { Clock, SteadyClock } from "../kernel/clock.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { isFinal } from "../kernel/job-record.ts";
 import { answersOfSubmit, decodeResults, markerCounts } from "../kernel/result-wire.ts";
 import type { JobMachine } from "../machines/job.machine.ts";
+import { stallStart } from "../machines/job-context.ts";
 import { jobStatusOf } from "../machines/job-state.ts";
 import type { RunState } from "./job-run.ts";
 
@@ -19,18 +19,30 @@ const keptBytes = 8192;
  * to wait for. It wakes when the job's stall (or its stalled timeout) may be
  * due, never sooner than `everyMs`: a job that nothing answers ticks once a
  * `stallAfterMs`, not once a second (10,000 live jobs were 10,000 timer
- * wakes and statechart events a second). Returns its stop.
+ * wakes and statechart events a second). Its time is the runtime's steady
+ * clock: a step of the wall clock is no time gone by (a step ahead past the
+ * stall window wrote a running job stalled). Returns its stop.
  */
-const tick = (clock: Clock, job: Actor<JobMachine>, everyMs: number, supervising: () => boolean) => {
+const tick = (
+  clock: Clock,
+  steady: SteadyClock,
+  job: Actor<JobMachine>,
+  everyMs: number,
+  supervising: () => boolean,
+) => {
   let timer: unknown;
   let stopped = false;
   const wake = () => {
     if (stopped) return;
-    const now = clock.now();
-    job.send({ type: "clock.tick", now, supervising: supervising() });
-    timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
+    job.send({
+      type: "clock.tick",
+      now: steady.now(),
+      wallAhead: steady.wallAhead(),
+      supervising: supervising(),
+    });
+    timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), steady.now(), everyMs));
   };
-  timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), clock.now(), everyMs));
+  timer = clock.setTimeout(wake, untilDue(job.getSnapshot(), steady.now(), everyMs));
   return () => {
     stopped = true;
     clock.clearTimeout(timer);
@@ -43,7 +55,13 @@ const tick = (clock: Clock, job: Actor<JobMachine>, everyMs: number, supervising
  * of heap more on every live job (its actor, mailbox, observers and scope), for nothing
  * the machine decides. The feed dedupes nothing, the bitmap does. Returns its stop.
  */
-export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: number): (() => void) => {
+export const jobFeed = (
+  broker: Broker,
+  clock: Clock,
+  steady: SteadyClock,
+  state: RunState,
+  everyMs: number,
+): (() => void) => {
   const { record, log, self, resumeFrom } = state.run;
   const job = self();
   const jobId = record.id;
@@ -53,12 +71,12 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
   // while nobody supervised it) are progress, which a takeover's replay finds. Its first tick
   // failed such a job "stalled too long" while the replay still ran. A replay that never ends
   // (the feed failing) holds the timeout back by one more stalled timeout at most.
-  const since = clock.now();
+  const since = steady.now();
   const supervising = () =>
     broker.leases.supervises(jobId) &&
     state.run.seen.fenced !== false &&
-    (state.caughtUp || clock.now() - since >= record.settings.stalledTimeoutMs);
-  const stopTicking = tick(clock, job, everyMs, supervising);
+    (state.caughtUp || steady.now() - since >= record.settings.stalledTimeoutMs);
+  const stopTicking = tick(clock, steady, job, everyMs, supervising);
   if (resumeFrom && isFinal(resumeFrom)) {
     state.caughtUp = true;
     return stopTicking;
@@ -89,7 +107,7 @@ export const jobFeed = (broker: Broker, clock: Clock, state: RunState, everyMs: 
     job.send({
       type: "results.received",
       entries,
-      at: clock.now(),
+      at: steady.now(),
       ...(state.replay ? { replay: true } : {}),
       ...(reopen ? { reopen: true } : {}),
     });
@@ -169,8 +187,7 @@ const untilDue = (snapshot: ReturnType<Actor<JobMachine>["getSnapshot"]>, now: n
   const status = jobStatusOf(snapshot.value);
   const dueAt =
     status === "running"
-      ? stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, now) +
-        context.settings.stallAfterMs
+      ? stallStart(context, now, context.wallAhead) + context.settings.stallAfterMs
       : status === "stalled"
         ? context.settings.stalledTimeoutMs > 0 && context.stalledSince !== null
           ? context.stalledSince + context.settings.stalledTimeoutMs

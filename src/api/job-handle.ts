@@ -90,8 +90,10 @@ export const snapshotOf = (actor: Actor<JobMachine>): JobSnapshot => {
     etaMs: c.etaMs,
     reason: c.reason,
     priority: priorityOf(c.settings),
-    startedAt: c.startedAt,
-    lastProgressAt: c.lastProgressAt,
+    // Wall-clock times: the job's own are on the runtime's steady clock, behind the wall clock
+    // by what it was stepped by (the job's clock does not read a step as time gone by).
+    startedAt: c.startedAt + c.wallAhead,
+    lastProgressAt: c.lastProgressAt + c.wallAhead,
     ...(c.runAt === null ? {} : { runAt: c.runAt }),
   };
 };

@@ -57,6 +57,29 @@ export const aheadOfServerRead = (clock: Clock, seen: ServerTime | undefined): n
 /** `clock.monotonic()`, or `clock.now()` for a clock without one. */
 export const monotonicNow = (clock: Clock): number => clock.monotonic?.() ?? clock.now();
 
+/**
+ * Elapsed time on the wall clock's axis: the wall time when it was made plus
+ * the monotonic time since (whole ms). A step of the wall clock (NTP, a VM
+ * resumed) does not move it, so a span measured on it is time that went by.
+ * One per runtime (a job's times are compared with one another's).
+ */
+export interface SteadyClock {
+  now(): number;
+  /**
+   * How far the wall clock reads ahead of `now()` (what it was stepped by
+   * since): a wall-clock stamp `t` is `t - wallAhead()` on this clock.
+   */
+  wallAhead(): number;
+}
+
+/** `clock` made steady; the clock itself for a clock without a monotonic one (a manual clock). */
+export const steadyClock = (clock: Clock): SteadyClock => {
+  const wallAt = clock.now();
+  const monotonicAt = monotonicNow(clock);
+  const now = () => wallAt + Math.round(monotonicNow(clock) - monotonicAt);
+  return { now, wallAhead: () => clock.now() - now() };
+};
+
 export const realClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),

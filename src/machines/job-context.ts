@@ -1,3 +1,4 @@
+import { stallClockFrom } from "../kernel/held-task.ts";
 import type { JobProgress } from "../kernel/job-progress.ts";
 import { noDeadBits } from "../kernel/job-progress.ts";
 import type { JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
@@ -35,6 +36,13 @@ export interface JobContext extends JobProgress {
   readonly dueUntil: number | null;
   /** When its first held (delayed) task is due; null: none held (the record's `runAt`). */
   readonly runAt: number | null;
+  /**
+   * How far the wall clock read ahead of the job's clock at `now`. The job's
+   * times (`now`, `lastProgressAt`, `stalledSince`, ...) are on the runtime's
+   * steady clock, which a step of the wall clock does not move; the record's
+   * (`dueUntil`, `runAt`) are wall-clock times: `dueUntil - wallAhead` on it.
+   */
+  readonly wallAhead: number;
 }
 
 export interface JobInput {
@@ -54,7 +62,20 @@ export interface JobInput {
   readonly runAt?: number;
   /** When a job resumed `stalled` stalled (its record's `updatedAt`): its stalled timeout counts from then. */
   readonly stalledSince?: number;
+  /** How far the wall clock reads ahead of `now` (0: they agree). */
+  readonly wallAhead?: number;
 }
+
+/**
+ * When the stall clock starts (kernel/held-task.ts `stallClockFrom`) at `now`, the wall clock
+ * `wallAhead` of it: a held task is due by the wall clock (its record's `dueUntil`).
+ */
+export const stallStart = (context: JobContext, now: number, wallAhead: number): number =>
+  stallClockFrom(
+    context.lastProgressAt,
+    context.dueUntil === null ? undefined : context.dueUntil - wallAhead,
+    now,
+  );
 
 /** The context a job's actor starts with. */
 export const jobContext = (input: JobInput): JobContext => {
@@ -87,6 +108,7 @@ export const jobContext = (input: JobInput): JobContext => {
     dueUntil: input.dueUntil ?? null,
     runAt: input.runAt ?? null,
     now: input.now,
+    wallAhead: input.wallAhead ?? 0,
   };
   // A copy, not the literal: every `assign` copies the context (`Object.assign({}, context,
   // update)`), and V8 makes that copy of a literal this large a dictionary, ~1.6 KB of heap on

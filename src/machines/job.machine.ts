@@ -1,11 +1,10 @@
 import { and, assign, setup } from "xstate";
-import { stallClockFrom } from "../kernel/held-task.ts";
 import type { ResultEntry } from "../kernel/job-progress.ts";
 import { afterResults, remaining } from "../kernel/job-progress.ts";
 import type { FinalizeInput, JobCounts, JobSettings, JobStatus } from "../kernel/job-record.ts";
 import { withinTolerance } from "../kernel/job-record.ts";
 import { boundReason } from "../kernel/reason.ts";
-import { type JobContext, type JobInput, jobContext } from "./job-context.ts";
+import { type JobContext, type JobInput, jobContext, stallStart } from "./job-context.ts";
 
 /**
  * The life of one job: `queuing → running ⇄ stalled → succeeded | failed`.
@@ -18,7 +17,10 @@ import { type JobContext, type JobInput, jobContext } from "./job-context.ts";
  * its clock's ticks come in as events (`results.received`, `clock.tick`)
  * from the job's feed, which the runtime runs beside the actor for its whole
  * life. Every timer is a deadline in context, so a snapshot restored in
- * another process loses nothing.
+ * another process loses nothing. Every time it gets is on the runtime's
+ * steady clock (kernel/clock.ts `steadyClock`), which a step of the wall
+ * clock does not move; the record's due times are wall-clock times
+ * (`wallAhead` in its context).
  */
 
 /**
@@ -48,7 +50,10 @@ export type JobEvent =
     }
   | {
       type: "clock.tick";
+      /** On the runtime's steady clock (kernel/clock.ts `steadyClock`), as every time the machine gets. */
       now: number;
+      /** How far the wall clock reads ahead of `now` (absent: as last told). */
+      wallAhead?: number;
       /**
        * False when this runtime does not supervise the job (a watcher: it never took the job's
        * lease): its clock may show a stall, but the stalled timeout is the supervisor's to apply.
@@ -88,7 +93,7 @@ const jobSetup = setup({
     stallDue: ({ context, event }) =>
       event.type === "clock.tick" &&
       remaining(context) > 0 &&
-      event.now - stallClockFrom(context.lastProgressAt, context.dueUntil ?? undefined, event.now) >=
+      event.now - stallStart(context, event.now, event.wallAhead ?? context.wallAhead) >=
         context.settings.stallAfterMs,
     stalledTooLong: ({ context, event }) =>
       event.type === "clock.tick" &&
@@ -161,7 +166,9 @@ const jobSetup = setup({
     rememberRecorded: assign({
       recorded: ({ context, event }) => (event.type === "record.changed" ? event.counts : context.recorded),
     }),
-    tick: assign({ now: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now) }),
+    tick: assign(({ event, context }) =>
+      event.type === "clock.tick" ? { now: event.now, wallAhead: event.wallAhead ?? context.wallAhead } : {},
+    ),
     markStalled: assign({
       stalledSince: ({ event, context }) => (event.type === "clock.tick" ? event.now : context.now),
     }),

@@ -345,6 +345,18 @@ describe("job machine: stall deadlines", () => {
     expect(value()).toEqual({ failed: "recording" });
   });
 
+  it("a held task is due by the wall clock: the stall clock waits for the wall clock, however far it was stepped from the job's", () => {
+    // Its last held task due at 10 s on the wall clock; the wall clock then stepped back a minute.
+    const { actor, value } = start({ dueUntil: 10_000, settings: { stallAfterMs: 1000 } });
+    actor.send(committed(0));
+    actor.send({ type: "clock.tick", now: 20_000, wallAhead: -60_000 });
+    expect(value()).toBe("running"); // -40 s on the wall clock: not due yet
+    actor.send({ type: "clock.tick", now: 70_999, wallAhead: -60_000 });
+    expect(value()).toBe("running");
+    actor.send({ type: "clock.tick", now: 71_000, wallAhead: -60_000 });
+    expect(value()).toBe("stalled"); // due at 70 s on the job's clock, a stall window before
+  });
+
   it("stalledTimeoutMs 0 never fails a stalled job", () => {
     const { actor, value } = start({ settings: { stallAfterMs: 1000, stalledTimeoutMs: 0 } });
     actor.send(committed(0));

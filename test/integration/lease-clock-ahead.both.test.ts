@@ -1,15 +1,15 @@
 /**
  * A supervisor whose wall clock is stepped ahead (NTP, a VM resumed) past its
- * own lease and past its job's stall window, on both brokers. Nothing
- * happened to the job: no time went by. By its clock its lease ran out, so it
- * takes its own lease back as a taker does, "with one record write naming
+ * own lease and past its job's stall window, on both brokers, costs one record
+ * write and nothing more: no time went by. By its clock its lease ran out, so
+ * it takes its own lease back as a taker does, "with one record write naming
  * it, though no other runtime took the job" (architecture.md, "A taker fences
- * the record"), and its chores are due by the monotonic clock so that a step
- * of the wall clock does not move them. The job's own clock (its stall
- * window, `clock.tick` from job-feed.ts) still reads the wall clock: the
- * step is read as time without progress, and the job is written `stalled`
- * (every reader told so) though its task is running, and written again once
- * it answers. Oracles: the job's record writes as the store hands them out.
+ * the record"). Its chores are due by the monotonic clock, and its job's own
+ * clock (stall window, stalled timeout: the `clock.tick`s of job-feed.ts) is
+ * the runtime's steady clock, which the step does not move: the job is not
+ * written `stalled` while its task runs within its stall window (it was, at
+ * its first tick after the step, and written again once the task answered).
+ * Oracles: the job's record writes as the store hands them out.
  */
 import { describe, expect, it } from "vitest";
 import { type Clock, realClock } from "../../src/kernel/clock.ts";
@@ -60,16 +60,20 @@ describe.each([
         timeoutMs: 10_000,
         message: "the job's commit stored",
       });
+      // The job's stall clock started at its commit, before this.
+      const committedAt = performance.now();
       const before = (await a.broker.getRecord(job.id))?.revision ?? 0;
       step(stallAfterMs + 2 * leaseMs);
       await waitUntil(
         () => history.of(job.id).some(({ record }) => record.supervisor === a.broker.leases.holder),
         { timeoutMs: 15_000, message: "A's take of its own lease written" },
       );
-      // The job's next tick comes within its stall window (by the timers, which the step did not
-      // move): a stall it reads from the step is written by then.
+      // The job's first tick after the step comes a second after its actor started (by the
+      // timers, which the step did not move): a stall read from the step is written by then.
+      // Half its stall window of real time since the commit, and no more: its task, silent for a
+      // whole one, is a real stall.
       await waitUntil(() => history.of(job.id).some(({ record }) => record.status === "stalled"), {
-        timeoutMs: stallAfterMs + 5000,
+        timeoutMs: Math.max(0, committedAt + stallAfterMs / 2 - performance.now()),
         message: "a stall written",
       }).catch(() => undefined);
       release.open();
