@@ -70,11 +70,14 @@ export const heldWorker = async (
   bench: FaultBench,
   queue: string,
   hold: (payload: number) => Promise<void>,
+  /** The worker's (its default when not given). */
+  concurrency?: number,
 ): Promise<readonly number[]> => {
   const w = await bench.runtime({ roles: ["worker"] });
   const answered: number[] = [];
   w.rt.workers.start<number, number>({
     queue,
+    ...(concurrency === undefined ? {} : { concurrency }),
     handler: async (task) => {
       await hold(task.payload);
       answered.push(task.payload);

@@ -9,70 +9,50 @@
  * the job's record writes as the store hands them out, and the stepped clock.
  */
 import { describe, expect, it } from "vitest";
-import { type Clock, realClock } from "../../src/kernel/clock.ts";
-import { memoryBench, natsBench } from "../harness/fault-runtimes.ts";
-import { gate, waitUntil, within } from "../harness/wait.ts";
+import { heldWorker, leaseBenches, onOwnBench } from "../harness/lease-takeover.ts";
+import { steppedClock } from "../harness/stepped-clock.ts";
+import { waitUntil, within } from "../harness/wait.ts";
 
 const stallAfterMs = 1000;
 const stepMs = 60_000;
 
-/** The real clock, its wall time steppable back (its monotonic clock and timers untouched). */
-const steppable = () => {
-  let behind = 0;
-  const clock: Clock = { ...realClock, now: () => Date.now() - behind };
-  return {
-    clock,
-    step: (ms: number) => {
-      behind += ms;
-    },
-  };
-};
-
-describe.each([
-  { name: "memory", make: memoryBench },
-  { name: "nats", make: natsBench },
-])("a supervisor whose clock is stepped back past its job's stall window ($name)", ({ make }) => {
-  it("stalls its silent job a stall window after its last progress, in real time", async () => {
-    const bench = await make();
-    const release = gate();
-    try {
-      const queue = "q";
-      const w = await bench.runtime({ roles: ["worker"] });
-      w.rt.workers.start({
-        queue,
-        handler: async () => {
-          await release.opened;
-          return 1;
-        },
-      });
-      const { clock, step } = steppable();
-      const a = await bench.runtime({ clock });
-      const job = await a.rt.jobs.submit({ queue, tasks: [1], lane: false, stallAfterMs });
-      await waitUntil(async () => (await a.broker.getRecord(job.id))?.record.status === "running", {
-        timeoutMs: 10_000,
-        message: "the job's commit stored",
-      });
-      const history = await bench.followRecords();
-      step(stepMs);
-      // Its stall clock started at its commit, before the step: due within a stall window, seen
-      // within a tick (a quarter of it) more; room for a machine busy with other files.
-      await waitUntil(() => history.of(job.id).some(({ record }) => record.status === "stalled"), {
-        timeoutMs: stallAfterMs + 4000,
-        message: "the job's stall written",
-      });
-      const stalled = job.snapshot();
-      expect(stalled.status).toBe("stalled");
-      // Its last progress (its commit) a stall window ago or a little more on the stepped wall
-      // clock, not a minute ahead of it.
-      const idleMs = clock.now() - stalled.lastProgressAt;
-      expect(idleMs).toBeGreaterThanOrEqual(stallAfterMs);
-      expect(idleMs).toBeLessThan(stallAfterMs + 10_000);
-      release.open();
-      expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
-      history.stop();
-    } finally {
-      release.open();
-      await bench.dispose();
-    }
-  }, 60_000);
-});
+describe.each(leaseBenches)(
+  "a supervisor whose clock is stepped back past its job's stall window ($name)",
+  ({ make }) => {
+    it(
+      "stalls its silent job a stall window after its last progress, in real time",
+      () =>
+        onOwnBench(make, async (bench, heldGate) => {
+          const release = heldGate();
+          const queue = "q";
+          await heldWorker(bench, queue, () => release.opened);
+          const { clock, step } = steppedClock();
+          const a = await bench.runtime({ clock });
+          const job = await a.rt.jobs.submit({ queue, tasks: [1], lane: false, stallAfterMs });
+          await waitUntil(async () => (await a.broker.getRecord(job.id))?.record.status === "running", {
+            timeoutMs: 10_000,
+            message: "the job's commit stored",
+          });
+          const history = await bench.followRecords();
+          step(-stepMs);
+          // Its stall clock started at its commit, before the step: due within a stall window, seen
+          // within a tick (a quarter of it) more; room for a machine busy with other files.
+          await waitUntil(() => history.of(job.id).some(({ record }) => record.status === "stalled"), {
+            timeoutMs: stallAfterMs + 4000,
+            message: "the job's stall written",
+          });
+          const stalled = job.snapshot();
+          expect(stalled.status).toBe("stalled");
+          // Its last progress (its commit) a stall window ago or a little more on the stepped wall
+          // clock, not a minute ahead of it.
+          const idleMs = clock.now() - stalled.lastProgressAt;
+          expect(idleMs).toBeGreaterThanOrEqual(stallAfterMs);
+          expect(idleMs).toBeLessThan(stallAfterMs + 10_000);
+          release.open();
+          expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
+          history.stop();
+        }),
+      60_000,
+    );
+  },
+);

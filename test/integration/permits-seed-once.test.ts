@@ -13,101 +13,46 @@
  * permits stream's count on the pool's subject and the consumer's info,
  * read by the test's own client, and the seeds' warns.
  */
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { brokerNames, permitsConsumer } from "../../src/adapters/names.ts";
-import type { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { natsQueueControls } from "../../src/adapters/nats/queue-controls.ts";
 import type { QueueControls } from "../../src/adapters/queue-controls.ts";
-import { queuesFace } from "../../src/api/queues.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
 import { type Logger, silentLogger } from "../../src/kernel/logger.ts";
+import { type ControlsHandles, lostRequest, useControlsReplicas } from "../harness/controls-replicas.ts";
 import { capturedLog } from "../harness/log-lines.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
 
 const names = brokerNames("jetstate");
 
-/** A request lost on its way (nats.js names it so): the server's answer never came. */
-const lostRequest = () => Object.assign(new Error("TIMEOUT"), { name: "TimeoutError" });
-
 describe("a lost pool whose seed did not get through", () => {
-  let server: NatsServerHandle;
-  let raw: NatsConnection;
-  let jsm: JetStreamManager;
-  const stops: Array<() => Promise<void>> = [];
+  const controlsReplicas = useControlsReplicas("seed-once");
+  const { face, permitsOf } = controlsReplicas;
+  const deleteStream = controlsReplicas.deletePermitsStream;
   const stopOf = new WeakMap<QueueControls, () => Promise<void>>();
-  beforeAll(async () => {
-    server = await startNatsServer();
-    raw = await connect({ servers: server.url, name: "raw" });
-    jsm = await jetstreamManager(raw);
-  });
-  afterAll(async () => {
-    for (const stop of stops) await stop();
-    await raw?.close();
-    await server?.dispose();
-  });
-
   /**
    * One runtime's queue controls on a client of its own; `faults` counts the
    * counts of a permits subject (stream info with a subject filter) to lose.
    */
   const replica = async (faults = { left: 0 }, log: Logger = silentLogger()): Promise<QueueControls> => {
-    const core = await createRuntimeCore({ servers: server.url, logger: silentLogger() });
-    const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "seed-once" });
-    let stopped: Promise<void> | undefined;
-    const stop = () => {
-      stopped ??= (async () => {
-        await broker.close();
-        await core.stop();
-      })();
-      return stopped;
-    };
-    stops.push(stop);
-    const inner = broker.jetstream;
-    const faulty = new Proxy(inner, {
-      get(target, key) {
-        const value = Reflect.get(target, key, target);
-        if (key !== "handles") return typeof value === "function" ? value.bind(target) : value;
-        return async (nc: NatsConnection) => {
-          const handles = await target.handles(nc);
-          const streams = new Proxy(handles.jsm.streams, {
-            get(s, k) {
-              const v = Reflect.get(s, k, s);
-              if (k !== "info" || typeof v !== "function") return typeof v === "function" ? v.bind(s) : v;
-              return (name: string, opts?: { subjects_filter?: string }) => {
-                if (opts?.subjects_filter && faults.left > 0) {
-                  faults.left--;
-                  return Promise.reject(lostRequest());
-                }
-                return v.call(s, name, opts);
-              };
-            },
-          });
-          const seenJsm = new Proxy(handles.jsm, {
-            get: (m, k) => (k === "streams" ? streams : Reflect.get(m, k, m)),
-          });
-          return { ...handles, jsm: seenJsm };
-        };
-      },
-    }) as NatsJobBroker;
-    const controls = natsQueueControls(core, faulty, log);
+    const { controls, stop } = await controlsReplicas.replica((handles: ControlsHandles) => {
+      const streams = new Proxy(handles.jsm.streams, {
+        get(st, k) {
+          const v = Reflect.get(st, k, st);
+          if (k !== "info" || typeof v !== "function") return typeof v === "function" ? v.bind(st) : v;
+          return (name: string, opts?: { subjects_filter?: string }) => {
+            if (opts?.subjects_filter && faults.left > 0) {
+              faults.left--;
+              return Promise.reject(lostRequest());
+            }
+            return v.call(st, name, opts);
+          };
+        },
+      });
+      const seenJsm = new Proxy(handles.jsm, {
+        get: (m, k) => (k === "streams" ? streams : Reflect.get(m, k, m)),
+      });
+      return { ...handles, jsm: seenJsm };
+    }, log);
     stopOf.set(controls, stop);
     return controls;
-  };
-  const face = (controls: QueueControls) =>
-    queuesFace(controls, new Set(["admin"] as const), () => Date.now());
-  const permitsOf = async (queue: string): Promise<number> => {
-    const subject = names.permitsSubject(queue, "concurrency");
-    const info = await jsm.streams.info(names.permitsStream, { subjects_filter: subject });
-    return info.state.subjects?.[subject] ?? 0;
-  };
-  /** The permits stream deleted by hand and made again empty (as `rt.admin.provision()` makes it). */
-  const deleteStream = async () => {
-    const config = (await jsm.streams.info(names.permitsStream)).config;
-    await jsm.streams.delete(names.permitsStream);
-    await jsm.streams.add(config);
   };
   /**
    * A queue of 2 permits taken and given back by two runtimes (the pool works), its permits
@@ -141,7 +86,9 @@ describe("a lost pool whose seed did not get through", () => {
   it("one request of the seed lost: no take of any runtime ever finds a permit again (0 of 2, for good)", async () => {
     const queue = "seed_once";
     const { a, b, firsts } = await seedLost(queue);
-    const consumer = await jsm.consumers.info(names.permitsStream, permitsConsumer(queue, "concurrency"));
+    const consumer = await controlsReplicas
+      .jsm()
+      .consumers.info(names.permitsStream, permitsConsumer(queue, "concurrency"));
     // Every later take, of A again and of B, finds the consumer made: none seeds, none gets a permit.
     const later = [];
     for (const r of [a, b, a, b]) {

@@ -8,91 +8,33 @@
  * the permits stream's count on the pool's subject, read by the test's own
  * client, and whether a second permit is ever taken.
  */
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { brokerNames } from "../../src/adapters/names.ts";
-import type { NatsJobBroker } from "../../src/adapters/nats/job-broker.ts";
-import { createNatsBroker } from "../../src/adapters/nats/nats-broker.ts";
-import { natsQueueControls } from "../../src/adapters/nats/queue-controls.ts";
+import { describe, expect, it } from "vitest";
 import type { Permit, QueueControls } from "../../src/adapters/queue-controls.ts";
-import { queuesFace } from "../../src/api/queues.ts";
-import { createRuntimeCore } from "../../src/api/runtime-core.ts";
-import { silentLogger } from "../../src/kernel/logger.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import { type ControlsHandles, lostRequest, useControlsReplicas } from "../harness/controls-replicas.ts";
 
-const names = brokerNames("jetstate");
 /** The permits' lease: a permit held through the test without keeps (the default 5 s would hand it out again). */
 const leaseMs = 60_000;
 
-/** A request lost on its way (nats.js names it so): the server's answer never came. */
-const lostRequest = () => Object.assign(new Error("TIMEOUT"), { name: "TimeoutError" });
-
 describe("a seed that stored part of its permits, its runtime stopped", () => {
-  let server: NatsServerHandle;
-  let raw: NatsConnection;
-  let jsm: JetStreamManager;
-  const stops: Array<() => Promise<void>> = [];
-  beforeAll(async () => {
-    server = await startNatsServer();
-    raw = await connect({ servers: server.url, name: "raw" });
-    jsm = await jetstreamManager(raw);
-  });
-  afterAll(async () => {
-    for (const stop of stops) await stop();
-    await raw?.close();
-    await server?.dispose();
-  });
-
-  /**
-   * One runtime's queue controls on a client of its own; the publishes whose
-   * id `lose` names are lost (never sent), `left` of them.
-   */
-  const replica = async (lose?: { readonly id: RegExp; left: number }) => {
-    const core = await createRuntimeCore({ servers: server.url, logger: silentLogger() });
-    const broker = createNatsBroker(core, { retentionMs: 3600_000, holder: "seed-partial" });
-    let stopped: Promise<void> | undefined;
-    const stop = () => {
-      stopped ??= (async () => {
-        await broker.close();
-        await core.stop();
-      })();
-      return stopped;
-    };
-    stops.push(stop);
-    const inner = broker.jetstream;
-    const faulty = new Proxy(inner, {
-      get(target, key) {
-        const value = Reflect.get(target, key, target);
-        if (key !== "handles") return typeof value === "function" ? value.bind(target) : value;
-        return async (nc: NatsConnection) => {
-          const handles = await target.handles(nc);
-          const js = new Proxy(handles.js, {
-            get(j, k) {
-              const v = Reflect.get(j, k, j);
-              if (k !== "publish" || typeof v !== "function") return typeof v === "function" ? v.bind(j) : v;
-              return (subject: string, body: unknown, opts?: { msgID?: string }) => {
-                if (lose && lose.left > 0 && opts?.msgID && lose.id.test(opts.msgID)) {
-                  lose.left--;
-                  return Promise.reject(lostRequest());
-                }
-                return v.call(j, subject, body, opts);
-              };
-            },
-          });
-          return { ...handles, js };
-        };
-      },
-    }) as NatsJobBroker;
-    return { controls: natsQueueControls(core, faulty, silentLogger()), stop };
-  };
-  const face = (controls: QueueControls) =>
-    queuesFace(controls, new Set(["admin"] as const), () => Date.now());
-  const permitsOf = async (queue: string): Promise<number> => {
-    const subject = names.permitsSubject(queue, "concurrency");
-    const info = await jsm.streams.info(names.permitsStream, { subjects_filter: subject });
-    return info.state.subjects?.[subject] ?? 0;
-  };
+  const { replica: replicaOf, face, permitsOf, deletePermitsStream } = useControlsReplicas("seed-partial");
+  /** A replica whose publishes `lose` names by id are lost (never sent), `left` of them. */
+  const replica = (lose?: { readonly id: RegExp; left: number }) =>
+    replicaOf((handles: ControlsHandles) => {
+      const js = new Proxy(handles.js, {
+        get(j, k) {
+          const v = Reflect.get(j, k, j);
+          if (k !== "publish" || typeof v !== "function") return typeof v === "function" ? v.bind(j) : v;
+          return (subject: string, body: unknown, opts?: { msgID?: string }) => {
+            if (lose && lose.left > 0 && opts?.msgID && lose.id.test(opts.msgID)) {
+              lose.left--;
+              return Promise.reject(lostRequest());
+            }
+            return v.call(j, subject, body, opts);
+          };
+        },
+      });
+      return { ...handles, js };
+    });
   /** Takes of `controls` until one gives a permit or `untilMs` passes (a failed take tried again, as the gate does). */
   const takeWithin = async (controls: QueueControls, queue: string, untilMs: number) => {
     const started = Date.now();
@@ -113,10 +55,7 @@ describe("a seed that stored part of its permits, its runtime stopped", () => {
     const lose = { id: new RegExp(`^${queue}\\.concurrency\\.[^.]+\\.1\\.1$`), left: 1 };
     const a = await replica(lose);
     const b = await replica();
-    // The stream deleted by hand and made again empty (as `rt.admin.provision()` makes it).
-    const config = (await jsm.streams.info(names.permitsStream)).config;
-    await jsm.streams.delete(names.permitsStream);
-    await jsm.streams.add(config);
+    await deletePermitsStream();
     // A's take makes the consumer and seeds: one permit stored, the other's publish lost; A stops.
     for (let tries = 0; lose.left > 0 && tries < 10; tries++)
       (
