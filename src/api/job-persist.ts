@@ -3,7 +3,7 @@ import type { Broker } from "../adapters/broker.ts";
 import type { LoopGroup } from "../effects/loop-group.ts";
 import { type RecordSeen, recordProgress } from "../effects/record-updates.ts";
 import { actsAsSupervisor } from "../effects/take-record.ts";
-import type { Clock } from "../kernel/clock.ts";
+import { type Clock, monotonicNow } from "../kernel/clock.ts";
 import { Deposed } from "../kernel/errors.ts";
 import {
   isFinal,
@@ -54,6 +54,7 @@ export const persistAndLog = (
   let timer: unknown;
   /** When progress was last written (the record's `updatedAt`). */
   let writtenAt = Number.NEGATIVE_INFINITY;
+  let writtenAtMonotonic = Number.NEGATIVE_INFINITY;
   const write = () => {
     timer = undefined;
     const s = snapshotOf(actor);
@@ -61,6 +62,7 @@ export const persistAndLog = (
     if (s.status === "queuing" || isFinal(s.status) || !actsAsSupervisor(leases, seen, s.id, clock.now()))
       return;
     writtenAt = clock.now();
+    writtenAtMonotonic = monotonicNow(clock);
     const at = writtenAt;
     // One of the runtime's loops, so `rt.stop()` waits for it; none is started once they closed
     // (the runtime is stopping: the next supervisor writes progress). The counts as they are at
@@ -81,10 +83,14 @@ export const persistAndLog = (
   /**
    * The timer's write, once a second has passed on the clock the record is stamped with: a
    * timer may fire a millisecond before that clock says so (progress events 999 ms apart
-   * were seen in test/integration/job-events.both.test.ts).
+   * were seen in test/integration/job-events.both.test.ts), and on the monotonic clock. That
+   * clock alone once the other was stepped back since (its wait past a second): by it alone,
+   * the counts stayed unwritten for as long as the step.
    */
   const writeWhenDue = () => {
-    const wait = writtenAt + 1000 - clock.now();
+    const byMonotonic = writtenAtMonotonic + 1000 - monotonicNow(clock);
+    const byStamp = writtenAt + 1000 - clock.now();
+    const wait = byStamp > 1000 ? byMonotonic : Math.max(byMonotonic, byStamp);
     if (wait > 0) timer = clock.setTimeout(writeWhenDue, wait);
     else write();
   };

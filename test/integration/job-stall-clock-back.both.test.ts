@@ -5,7 +5,9 @@
  * its last progress, and its snapshot says when that was on the wall clock
  * as it reads now. The job's clock is the runtime's steady clock
  * (kernel/clock.ts `steadyClock`), which the step does not move; on the wall
- * clock the step held the stall back by the step (a minute here). Oracles:
+ * clock the step held the stall back by the step (a minute here). Its
+ * progress, written a second apart, is written a second after an answer,
+ * not a step later. Oracles:
  * the job's record writes as the store hands them out, and the stepped clock.
  */
 import { describe, expect, it } from "vitest";
@@ -50,6 +52,40 @@ describe.each(leaseBenches)(
           expect(idleMs).toBeLessThan(stallAfterMs + 10_000);
           release.open();
           expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 1 });
+          history.stop();
+        }),
+      60_000,
+    );
+
+    // Its progress writes are a second apart on the clock the record is stamped with: after a
+    // step back, the next one waited for the wall clock to come back to a second past the last
+    // (a minute here), the counts it carried unwritten meanwhile.
+    it(
+      "writes its progress within a second or so of an answer, not a step later",
+      () =>
+        onOwnBench(make, async (bench, heldGate) => {
+          const gates = [heldGate(), heldGate(), heldGate()];
+          const queue = "q";
+          await heldWorker(bench, queue, (p) => gates[p]!.opened, 3);
+          const { clock, step } = steppedClock();
+          const a = await bench.runtime({ clock });
+          const job = await a.rt.jobs.submit({ queue, tasks: [0, 1, 2], lane: false, stallAfterMs: 60_000 });
+          const history = await bench.followRecords();
+          const written = (done: number) =>
+            history.of(job.id).some(({ record }) => (record.counts as { done: number }).done === done);
+          gates[0]!.open();
+          await waitUntil(() => written(1), {
+            timeoutMs: 10_000,
+            message: "the first answer's progress written",
+          });
+          step(-stepMs);
+          gates[1]!.open();
+          await waitUntil(() => written(2), {
+            timeoutMs: 10_000,
+            message: "the second answer's progress written after the step back",
+          });
+          gates[2]!.open();
+          expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 3 });
           history.stop();
         }),
       60_000,
