@@ -1,8 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { heldLedger } from "../harness/held-ledger.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
-import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
+import { useStoreResetPool } from "../harness/store-reset-pool.ts";
 import { useTwoNatsRuntimes } from "../harness/two-runtimes.ts";
 import { within } from "../harness/wait.ts";
 
@@ -50,23 +49,11 @@ describe("a queue's permits stream deleted by hand under two runtimes", () => {
 // The server back with an empty store takes the queue's record with its permits: the runtime
 // that configured it writes it back (queue-limits-store-reset.test.ts), and its work must run.
 describe("a queue's permits lost with the server's store", () => {
-  let server: NatsServerHandle;
-  let runtimes: RuntimePool;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    runtimes = natsPool(server.url, {
-      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
-      jobs: { cleanupIntervalMs: 0 },
-    });
-  });
-  afterAll(async () => {
-    await runtimes?.stop();
-    await server?.dispose();
-  });
+  const env = useStoreResetPool();
 
   it("the next job's tasks all run, on the queue's limits written back", async () => {
     const queue = "store_gone";
-    const [a, b] = [await runtimes.runtime("a"), await runtimes.runtime("b")];
+    const [a, b] = [await env.runtimes.runtime("a"), await env.runtimes.runtime("b")];
     await a.queues.configure(queue, { maxConcurrency: 2 });
     const ran = new Set<number>();
     const handler = (task: { payload: number }) => {
@@ -80,7 +67,7 @@ describe("a queue's permits lost with the server's store", () => {
     const first = await a.jobs.submit({ queue, tasks: range(4) });
     expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
 
-    await server.restartEmpty();
+    await env.server.restartEmpty();
     const tasks = range(8).map((n) => n + 100);
     const next = await b.jobs.submit({ queue, tasks });
     expect(await within(next.done(), 30_000)).toMatchObject({ status: "succeeded", done: 8, total: 8 });

@@ -1,14 +1,14 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { createHttpApi } from "../../src/api/http.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
 import { heldLedger } from "../harness/held-ledger.ts";
-import { type NatsServerHandle, startNatsServer } from "../harness/nats-server.ts";
+import type { NatsServerHandle } from "../harness/nats-server.ts";
 import { reconnectingBroker } from "../harness/restartable-broker.ts";
-import { natsPool, type RuntimePool } from "../harness/runtime-pools.ts";
+import { useStoreResetPool } from "../harness/store-reset-pool.ts";
 import { waitUntil, within } from "../harness/wait.ts";
 
 const names = brokerNames("jetstate");
@@ -47,27 +47,15 @@ const storedRecord = async (
  * room for). A record the user deleted stays deleted.
  */
 describe("a queue's limits and the server back with an empty store", () => {
-  let server: NatsServerHandle;
-  let runtimes: RuntimePool;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    runtimes = natsPool(server.url, {
-      connection: { reconnectTimeWaitMs: 100, maxReconnectAttempts: 1000 },
-      jobs: { cleanupIntervalMs: 0 },
-    });
-  });
-  afterAll(async () => {
-    await runtimes?.stop();
-    await server?.dispose();
-  });
+  const env = useStoreResetPool();
 
   it("workers that read the limits write them back: never more than maxConcurrency run", async () => {
     const queue = "gpu";
     // The admin that configured the queue is gone by the reset: only the workers saw the limits.
-    const admin = await runtimes.runtime("admin");
+    const admin = await env.runtimes.runtime("admin");
     await admin.queues.configure(queue, { maxConcurrency: 2 });
     await admin.stop();
-    const [a, b] = [await runtimes.runtime("a"), await runtimes.runtime("b")];
+    const [a, b] = [await env.runtimes.runtime("a"), await env.runtimes.runtime("b")];
     const { handler, ledger, ran, runThrough } = heldLedger();
     const workers = [
       a.workers.start<number, number>({ queue, concurrency: 4, handler }),
@@ -78,13 +66,13 @@ describe("a queue's limits and the server back with an empty store", () => {
     expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
     expect(ledger.most).toBe(2);
 
-    await server.restartEmpty();
+    await env.server.restartEmpty();
     const tasks = range(8, 100);
     const next = await b.jobs.submit({ queue, tasks, ackWaitMs: 20_000 });
     await runThrough(tasks, 2, 30_000);
     expect(await within(next.done(), 20_000)).toMatchObject({ status: "succeeded", done: 8, total: 8 });
     for (const w of workers) await w.stop();
-    expect({ ran: ran.size, most: ledger.most, stored: await storedRecord(server, queue) }).toEqual({
+    expect({ ran: ran.size, most: ledger.most, stored: await storedRecord(env.server, queue) }).toEqual({
       ran: 12,
       most: 2,
       stored: { operation: "PUT", maxConcurrency: 2 },
@@ -93,7 +81,7 @@ describe("a queue's limits and the server back with an empty store", () => {
 
   it("permits held at the reset: up to 2N run until their holders end, N after", async () => {
     const queue = "gpu_held";
-    const [e, f] = [await runtimes.runtime("e"), await runtimes.runtime("f")];
+    const [e, f] = [await env.runtimes.runtime("e"), await env.runtimes.runtime("f")];
     await e.queues.configure(queue, { maxConcurrency: 2 });
     const { handler, ledger, running, runThrough, open } = heldLedger();
     const workers = [
@@ -103,7 +91,7 @@ describe("a queue's limits and the server back with an empty store", () => {
     await e.jobs.submit({ queue, tasks: range(2), ackWaitMs: 20_000 });
     await waitUntil(() => running.size === 2, { timeoutMs: 20_000, message: "both permits held" });
 
-    await server.restartEmpty();
+    await env.server.restartEmpty();
     const tasks = range(8, 100);
     const next = await f.jobs.submit({ queue, tasks, ackWaitMs: 20_000 });
     const newRunning = () => [...running].filter((i) => i >= 100).length;
@@ -123,17 +111,17 @@ describe("a queue's limits and the server back with an empty store", () => {
 
   it("the runtime that configured the queue writes it back, with no worker alive", async () => {
     const queue = "gpu_admin";
-    const admin = await runtimes.runtime("admin2");
+    const admin = await env.runtimes.runtime("admin2");
     await admin.queues.configure(queue, { maxConcurrency: 2 });
-    await server.restartEmpty();
-    await waitUntil(async () => (await storedRecord(server, queue)) !== "none", {
+    await env.server.restartEmpty();
+    await waitUntil(async () => (await storedRecord(env.server, queue)) !== "none", {
       timeoutMs: 30_000,
       message: "the queue's record stored again",
     });
-    expect(await storedRecord(server, queue)).toEqual({ operation: "PUT", maxConcurrency: 2 });
+    expect(await storedRecord(env.server, queue)).toEqual({ operation: "PUT", maxConcurrency: 2 });
     // A worker started after the reset reads the limits, and its pool has its permits.
     const { handler, ledger, ran, runThrough } = heldLedger();
-    const c = await runtimes.runtime("c");
+    const c = await env.runtimes.runtime("c");
     const worker = c.workers.start<number, number>({ queue, concurrency: 6, handler });
     const tasks = range(6);
     const job = await c.jobs.submit({ queue, tasks, ackWaitMs: 20_000 });
@@ -145,10 +133,10 @@ describe("a queue's limits and the server back with an empty store", () => {
 
   it("the HTTP pull API that read the limits writes them back: never more than maxConcurrency leased", async () => {
     const queue = "gpu_http";
-    const admin = await runtimes.runtime("admin3");
+    const admin = await env.runtimes.runtime("admin3");
     await admin.queues.configure(queue, { maxConcurrency: 2 });
     await admin.stop();
-    const remote = await runtimes.runtime("remote");
+    const remote = await env.runtimes.runtime("remote");
     const token = "token-store-reset-0123456789";
     const api = createHttpApi(remote, { tokens: { [token]: "remote" } });
     const post = async (path: string, body: unknown) => {
@@ -186,11 +174,11 @@ describe("a queue's limits and the server back with an empty store", () => {
     expect(await leaseThrough(4)).toBe(2);
     expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
 
-    await server.restartEmpty();
+    await env.server.restartEmpty();
     const next = await remote.jobs.submit({ queue, tasks: range(6) });
     const most = await leaseThrough(6);
     expect(await within(next.done(), 20_000)).toMatchObject({ status: "succeeded", done: 6 });
-    expect({ most, stored: await storedRecord(server, queue) }).toEqual({
+    expect({ most, stored: await storedRecord(env.server, queue) }).toEqual({
       most: 2,
       stored: { operation: "PUT", maxConcurrency: 2 },
     });
@@ -198,7 +186,7 @@ describe("a queue's limits and the server back with an empty store", () => {
 
   it("a record the user deleted is not written back: the queue runs open", async () => {
     const queue = "gpu_deleted";
-    const d = await runtimes.runtime("d");
+    const d = await env.runtimes.runtime("d");
     await d.queues.configure(queue, { maxConcurrency: 2 });
     const { handler, running, runThrough } = heldLedger();
     const worker = d.workers.start<number, number>({ queue, concurrency: 6, handler });
@@ -206,7 +194,7 @@ describe("a queue's limits and the server back with an empty store", () => {
       timeoutMs: 10_000,
       message: "the worker limited",
     });
-    const nc = await connect({ servers: server.url, name: "raw-kv" });
+    const nc = await connect({ servers: env.server.url, name: "raw-kv" });
     try {
       await (await new Kvm(nc).open(names.queuesBucket)).delete(queue);
     } finally {
@@ -219,15 +207,15 @@ describe("a queue's limits and the server back with an empty store", () => {
     expect(await within(job.done(), 20_000)).toMatchObject({ status: "succeeded", done: 6 });
     expect(running.size).toBe(0);
     await worker.stop();
-    expect(await storedRecord(server, queue)).toEqual({ operation: "DEL" });
+    expect(await storedRecord(env.server, queue)).toEqual({ operation: "DEL" });
     // A write-back that comes after the deletion (its runtime heard the record vanish before)
     // loses to the marker: `kv.create` would have written over it.
-    const own = await reconnectingBroker(server.url, "restorer", silentLogger());
+    const own = await reconnectingBroker(env.server.url, "restorer", silentLogger());
     try {
       expect(await own.broker.queueControls.restoreSettings(queue, '{"v":1}')).toBe(false);
     } finally {
       await own.close();
     }
-    expect(await storedRecord(server, queue)).toEqual({ operation: "DEL" });
+    expect(await storedRecord(env.server, queue)).toEqual({ operation: "DEL" });
   }, 60_000);
 });
