@@ -27,7 +27,7 @@
  *
  * Options: --n N (or BENCH_N; default 20000), --reps R (3), --workers W (1),
  * --concurrency C (50 per worker), --only throughput,connections,submit,memory,small,many,list,takeover,fairness,scheduling[,cluster][,plane],
- * --mem-tasks (100000), --idle-jobs (1000), --live-jobs (10000), --small-jobs (2000), --list-records (100000), --fair-tasks (200000),
+ * --mem-tasks (100000), --idle-jobs (1000), --live-jobs (10000), --small-jobs (2000), --small-warmup (10000), --list-records (100000), --fair-tasks (200000),
  * --takeover-records (100000), --target (0.85),
  * --plane-jobs (1000), --plane-consumers (1000: churn and live), --plane-parts designs,checks,steps,churn,live,actors (all).
  */
@@ -87,6 +87,7 @@ const { values } = parseArgs({
     "live-jobs": { type: "string", default: "10000" },
     target: { type: "string", default: "0.85" },
     "small-jobs": { type: "string", default: "2000" },
+    "small-warmup": { type: "string", default: "10000" },
     "takeover-records": { type: "string", default: "100000" },
     "list-records": { type: "string", default: "100000" },
     "fair-tasks": { type: "string", default: "200000" },
@@ -272,7 +273,12 @@ try {
   }
   let smallJobs: BenchDocument["smallJobs"];
   if (wants("small")) {
-    const shape = { jobs: int(values["small-jobs"], "small-jobs"), inFlight: 64, serial: 200 };
+    const shape = {
+      jobs: int(values["small-jobs"], "small-jobs"),
+      inFlight: 64,
+      serial: 200,
+      warmUp: int(values["small-warmup"], "small-warmup"),
+    };
     smallJobs = await measureSmallJobs(server.url, shape, reps, log, serverCpu);
   }
   let manyJobs: BenchDocument["manyJobs"];
