@@ -10,11 +10,14 @@
  * a consumer left behind the taker's end). On the memory broker: A's watch
  * placed again by its own callback, B's take a write of the record naming
  * B. Oracles: the restores A's broker was asked for, and the consumers the
- * server holds; a job A still supervises is restored (the control).
+ * server holds; a job A still supervises is restored (the control). And
+ * the gate itself: an actor that took the lease acts as the supervisor only
+ * once its take's write is stored (`seen.fenced`).
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { createMemoryBroker, createMemoryServer } from "../../src/adapters/memory/memory-broker.ts";
 import { memoryServerState } from "../../src/adapters/memory/memory-server.ts";
+import { restoreSupervised } from "../../src/api/job-takeover.ts";
 import { createRuntime, type Runtime } from "../../src/api/runtime.ts";
 import { takeRecord } from "../../src/effects/take-record.ts";
 import type { JobTasksRef } from "../../src/kernel/job-record.ts";
@@ -85,5 +88,31 @@ describe("a deposed runtime whose record watch is placed again", () => {
     });
     expect(restoresAsked, "the restores A asked for").toEqual([kept.id]);
     expect(tasks.consumer(taken.id), "a consumer for the job B supervises").toBeUndefined();
+  });
+
+  it("makes none again for a job whose actor took the lease, its take's write not stored yet", async () => {
+    const server = createMemoryServer({ prefix: "jetstate" });
+    cleanups.push(async () => server.close());
+    const { tasks } = memoryServerState(server);
+    const broker = createMemoryBroker({ server, holder: "memory.a" });
+    const rt: Runtime = await createRuntime({
+      broker,
+      logger: silentLogger(),
+      jobs: { cleanupIntervalMs: 0, takeOver: false },
+    });
+    cleanups.push(() => rt.stop());
+    const job = await rt.jobs.submit({ queue: "q", tasks: [1], lane: false });
+    const found = await broker.getRecord(job.id);
+    expect(found?.record, "the record, naming no one").toMatchObject({ status: "running" });
+    expect(found?.record.supervisor).toBeUndefined();
+    expect(broker.leases.holds(job.id)).toBe(true);
+    tasks.deleteConsumer(job.id);
+    const log = silentLogger();
+    // The record names no one, and the lease is held: an actor that took the lease acts as the
+    // supervisor only once its take's write names it.
+    await restoreSupervised(broker, log, Date.now(), found!.record, { fenced: false });
+    expect(tasks.consumer(job.id), "a consumer made before the take's write").toBeUndefined();
+    await restoreSupervised(broker, log, Date.now(), found!.record, { fenced: true });
+    expect(tasks.consumer(job.id), "the consumer, made again once it is named").toBeDefined();
   });
 });
