@@ -50,6 +50,8 @@ export interface StartedJobActor {
   liveStatus(): JobStatus;
   /** Stopped as another runtime took the job over (`Deposed`): its handles watch the record's end. */
   steppedDown(): boolean;
+  /** Whether the record names this runtime yet, once it took the job's lease (`RecordSeen.fenced`). */
+  readonly seen: Readonly<Pick<RecordSeen, "fenced">>;
 }
 
 /**
@@ -299,6 +301,7 @@ export const startJobActor = (
     finalizeError: run.finalizeError,
     liveStatus: persisting.live,
     steppedDown: () => deposedBy !== undefined,
+    seen,
     keptResults: run.keptResults,
     whenCaughtUp: run.whenCaughtUp,
     onExisting: (listener) => {

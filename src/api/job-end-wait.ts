@@ -110,7 +110,7 @@ export const endWait = (shared: EndWaitShared) => {
           return true;
         }
         // Its first act: the record names this runtime (`takeRecord`); over, the next turn reads
-        // its end.
+        // its end at once.
         const taken = await takeRecord(broker, jobId, seen, leases.holder).catch(async (error: unknown) => {
           log.debug(
             { err: error },
@@ -120,7 +120,16 @@ export const endWait = (shared: EndWaitShared) => {
           return undefined;
         });
         if (taken === "taken") return false;
-        continue;
+        if (taken === "over") continue;
+        // Not taken (its write failed, the lease given back) or `later`: the pause the other
+        // turns take. Without it, each turn read the record, took the lease and failed again at
+        // once, against the server, for as long as that lasted. `later` is not rolled forward
+        // here as a takeover pass does (`rollLaneForward` in `adopt`): a 1-task lane job's actor
+        // knows its own submit committed (`seen.laneSubmit`: its publish, or the record it started
+        // from), and its take's write carries the commit (`changeFrom`, record-updates.ts).
+        // `later` is a submit it does not know committed, one still under way (its submitter's
+        // write, or the reaper past its deadline, settles it) or another submit's of the key (the
+        // next read finds it made again): not this actor's to commit.
       }
       await sleep(Math.min(500, leaseMs / 4), aborted);
     }

@@ -60,7 +60,9 @@ export const keepJobLease = (
           if (ours) log.warn({ leaseMs }, "took its supervision lease back (its renewals had failed)");
           else log.warn({ leaseMs }, "took over supervision of the job (its supervisor stopped renewing)");
           // Its supervisor may have died with the server restarting under it: its consumer too.
-          restoreSupervised(broker, log, clock.now(), record);
+          // From the record as taken, which names this runtime (the one the actor started from
+          // may name the supervisor it took the job from).
+          void restoreSupervised(broker, log, clock.now(), seen.last?.record ?? record, seen);
           // A 1-task lane job's commit is written with its next write, which its submitter may have
           // died before: written now, as a takeover of an orphan does (`adopt`), not with the
           // job's end or by the reaper, 40 s on.

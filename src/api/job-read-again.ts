@@ -32,7 +32,9 @@ export const readRecordAgain = (
     const found = await broker.getRecord(id);
     if (!found) return;
     started.onRecord(found.record, found.revision);
-    if (restore) restoreSupervised(broker, log, core.clock.now(), found.record);
+    // Only while the record names this runtime (or no one): a runtime held up past its lease
+    // wakes holding it by its own clock, and the record read names the runtime that took over.
+    if (restore) void restoreSupervised(broker, log, core.clock.now(), found.record, started.seen);
   };
   // Read until it is: a job over meanwhile is never written again, and an actor that missed
   // its end waited for it for good (its handles' `done()` with it).

@@ -3,7 +3,7 @@ import type { RecordFound } from "../adapters/job-records.ts";
 import { restoreConsumer } from "../effects/lost-job.ts";
 import { type ReapReport, reapSubmits, rollLaneForward } from "../effects/reap-submits.ts";
 import type { RecordSeen } from "../effects/record-updates.ts";
-import { takeRecord } from "../effects/take-record.ts";
+import { actsAsSupervisor, takeRecord } from "../effects/take-record.ts";
 import { inBatches } from "../kernel/batches.ts";
 import { aheadOfServerRead, type Clock } from "../kernel/clock.ts";
 import { isFinal, isRunning, type JobRecord, SubmitPhase } from "../kernel/job-record.ts";
@@ -163,10 +163,28 @@ const isOver = (record: JobRecord): boolean =>
  * restores too. A restore that races the job's end (read running, then
  * ended, its consumer deleted, before the restore) may leave an empty
  * consumer for the ended job: the next cleanup pass removes it.
+ *
+ * Supervised as a write of its supervisor is (`actsAsSupervisor`): the lease
+ * held, and `record` naming this runtime or no one, with the actor's `seen`
+ * (when there is one) not waiting for its take's write. A lease alone is
+ * timing: a runtime held up past it (then reconnected, its records read
+ * again) still holds it by its own clock, and made the consumer again for a
+ * job another runtime took over, whose tasks then ran for a supervisor that
+ * counts nothing of them, or whose end left that consumer behind. Resolves
+ * once done (never rejects).
  */
-export const restoreSupervised = (broker: Broker, log: Logger, now: number, record: JobRecord): void => {
-  if (record.lane || !isRunning(record) || !broker.leases.holds(record.id, now)) return;
-  restoreConsumer(broker, record, now).then(
+export const restoreSupervised = (
+  broker: Broker,
+  log: Logger,
+  now: number,
+  record: JobRecord,
+  seen: Pick<RecordSeen, "fenced"> = {},
+): Promise<void> => {
+  const { leases } = broker;
+  const named = record.supervisor === undefined || record.supervisor === leases.holder;
+  if (record.lane || !isRunning(record) || !named || !actsAsSupervisor(leases, seen, record.id, now))
+    return Promise.resolve();
+  return restoreConsumer(broker, record, now).then(
     (restored) => {
       if (restored === "restored")
         log.warn({ jobId: record.id }, "job's consumer made again (the server lost it: restarted?)");

@@ -97,7 +97,7 @@ export class JobRegistry implements Jobs {
           () => undefined,
         );
         // Its supervisor may have died with the server restarting under it: its consumer too.
-        restoreSupervised(broker, this.#log, core.clock.now(), record);
+        void restoreSupervised(broker, this.#log, core.clock.now(), record);
       },
       stopping: () => this.#stopping,
     };
