@@ -69,9 +69,19 @@ export interface ClockBackend {
   leases(): Promise<RawLease[]>;
   /** The schedule's stored record, read without jetstate's code. */
   schedule(id: string): Promise<Record<string, unknown> | undefined>;
-  /** Sets the schedule's `lastTick` as a writer would, without jetstate's code. */
-  writeLastTick(id: string, lastTick: number): Promise<void>;
+  /**
+   * Sets the schedule's `lastTick` as a writer would (compare-and-set on the revision it read),
+   * without jetstate's code; resolves with the `lastTick` it replaced and the server's stamp of
+   * the write.
+   */
+  writeLastTick(id: string, lastTick: number): Promise<LastTickWritten>;
   stop(): Promise<void>;
+}
+
+/** What `ClockBackend.writeLastTick` wrote over, and when the server stored the write. */
+export interface LastTickWritten {
+  readonly replaced: number | undefined;
+  readonly storedAt: number;
 }
 
 export const memoryClockBackend = (): ClockBackend => {
@@ -121,7 +131,9 @@ export const memoryClockBackend = (): ClockBackend => {
     async writeLastTick(id, lastTick) {
       const kv = memoryServerState(server).schedules;
       const entry = kv.get("test", id)!;
-      kv.update("test", id, JSON.stringify({ ...JSON.parse(entry.value!), lastTick }), entry.revision);
+      const read = JSON.parse(entry.value!);
+      kv.update("test", id, JSON.stringify({ ...read, lastTick }), entry.revision);
+      return { replaced: read.lastTick, storedAt: kv.get("test", id)!.storedAt! };
     },
     async stop() {
       for (const stop of stops.splice(0)) await stop();
@@ -179,7 +191,10 @@ export const natsClockBackend = (server: NatsServerHandle, nc: NatsConnection): 
     async writeLastTick(id, lastTick) {
       const kv = await new Kvm(nc).open(`${prefix}_schedules`);
       const entry = (await kv.get(id))!;
-      await kv.update(id, JSON.stringify({ ...entry.json<object>(), lastTick }), entry.revision);
+      const read = entry.json<{ lastTick?: number }>();
+      const revision = await kv.update(id, JSON.stringify({ ...read, lastTick }), entry.revision);
+      const written = (await kv.get(id, { revision }))!;
+      return { replaced: read.lastTick, storedAt: written.created.getTime() };
     },
     async stop() {
       for (const stop of stops.splice(0)) await stop();
