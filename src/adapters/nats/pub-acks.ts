@@ -159,7 +159,11 @@ export class PubAcks {
     const n = this.#next++;
     this.#waiting.set(n, { done, until: Date.now() + this.#timeoutMs, subject, ...(read ? { read } : {}) });
     try {
-      this.#nc.publish(subject, body, { reply: `${this.#inbox}.${n}`, ...(headers ? { headers } : {}) });
+      // A string body as a Buffer: nats.js encodes a string with `TextEncoder`, a new ArrayBuffer
+      // each (~0.5 µs for a 450-byte record, and more for the GC); `Buffer.from` writes into
+      // Node's pool. nats.js takes any Uint8Array as it is.
+      const data = typeof body === "string" ? Buffer.from(body) : body;
+      this.#nc.publish(subject, data, { reply: `${this.#inbox}.${n}`, ...(headers ? { headers } : {}) });
     } catch (error) {
       this.#waiting.delete(n);
       done(error);
