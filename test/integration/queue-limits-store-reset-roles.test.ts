@@ -137,19 +137,20 @@ describe("a queue's limits, the server back with an empty store, and a least-pri
     await runThrough(tasks, 2, 30_000);
     expect(await within(next.done(), 20_000)).toMatchObject({ status: "succeeded", done: 6, total: 6 });
     await serving.stop();
-    // The worker's own requests the server refused: its write-back only, once per time it heard the
-    // record gone (its watch placed again may hear it twice), not tried again: a retry cannot mend
-    // a permission, and each was a violation in the server's log, every 5 s until an admin came.
-    // It says so once, at warn: nothing else told why the queue's tasks waited.
+    // The worker's write-backs the server refused: once per time it heard the record gone (its
+    // watch placed again may hear it twice), not tried again: a retry cannot mend a permission, and
+    // each was a violation in the server's log, every 5 s until an admin came. It says so once, at
+    // warn: nothing else told why the queue's tasks waited. (Its other refused requests, if any,
+    // are creates of what the provisioner had not made again yet.)
     const refused = (await roles.violations()).filter((v) => v.user === "worker");
+    const writeBacks = await refusedWriteBacks(queue);
     const told = workerLog.lines.filter(
       (l) => l.level >= 40 && l.queue === queue && /may not write/.test(l.msg),
     );
-    expect({
-      subjects: [...new Set(refused.map((v) => v.subject))],
-      once: refused.length <= 2,
-      told: told.length,
-    }).toEqual({ subjects: [`$KV.${names.queuesBucket}.${queue}`], once: true, told: 1 });
+    expect(
+      { oneOrTwoWriteBacks: writeBacks >= 1 && writeBacks <= 2, told: told.length },
+      `${writeBacks} write-backs refused; the worker's refused requests: ${[...new Set(refused.map((v) => v.subject))].join(", ")}`,
+    ).toEqual({ oneOrTwoWriteBacks: true, told: 1 });
     expect({ ran: ran.size, most: ledger.most, stored: await storedRecord(queue) }).toEqual({
       ran: 10,
       most: 2,
