@@ -61,9 +61,11 @@ export interface QueueControls {
    * store): a create that loses to any write there, a `configure()`'s or a
    * deletion's. Then each of the queue's pools that holds no permit, free or
    * held, gets the stored record's permits again, as a take that finds its
-   * pool lost does. True when this call wrote the record.
+   * pool lost does. True when this call wrote the record; "refused" when
+   * this runtime's user may not write it (a least-privilege worker): a retry
+   * cannot mend that.
    */
-  restoreSettings(queue: string, value: string): Promise<boolean>;
+  restoreSettings(queue: string, value: string): Promise<boolean | "refused">;
   /** Every stored queue's settings. */
   listSettings(): Promise<Array<{ readonly queue: string; readonly value: string }>>;
   /**

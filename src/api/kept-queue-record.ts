@@ -21,13 +21,17 @@ const retryRestore = { initialMs: 200, maxMs: 5_000 } as const;
  *
  * Held by each worker's gate (`QueueGate`) and by the runtime for each queue
  * it configured or paused (`QueueKeepers`): whoever of them hears the record
- * gone first writes it back, the others' creates lose.
+ * gone first writes it back, the others' creates lose. A write-back refused
+ * (a least-privilege worker may only read the queues bucket) is said once
+ * and not tried again until the record is heard gone again.
  */
 export class KeptQueueRecord {
   /** The record as last seen stored (undefined: none, or deleted). */
   #value: string | undefined;
   /** The write-back in flight, tried again until it gets through or news of the record comes. */
   #restoring: AbortController | undefined;
+  /** A write-back was refused (this user may not write the record) and said so: not said again until news. */
+  #refusalSaid = false;
   readonly #controls: QueueControls;
   readonly #queue: string;
   readonly #log: Logger;
@@ -55,6 +59,7 @@ export class KeptQueueRecord {
     // A write-back failing meanwhile is not tried again (one in flight ends as it ends: its create
     // loses to what is stored now).
     this.#restoring = undefined;
+    this.#refusalSaid = false;
     return "news";
   }
 
@@ -66,6 +71,18 @@ export class KeptQueueRecord {
     void untilDone(
       async () => {
         const wrote = await this.#controls.restoreSettings(queue, value);
+        // Not tried again: a retry cannot mend a permission, and each one was a violation in the
+        // server's log, every 5 s for as long as no admin came. The record's watch brings the
+        // admin's write; the limits are kept meanwhile.
+        if (wrote === "refused") {
+          if (!this.#refusalSaid)
+            this.#log.warn(
+              { queue },
+              `queue ${queue}: its record was gone (the server back with an empty store); this runtime's NATS user may not write it back: its limits are kept and its tasks wait (its pools empty) until an admin configures the queue again, or an admin's runtime that saw it writes it back`,
+            );
+          this.#refusalSaid = true;
+          return;
+        }
         this.#log.warn(
           { queue, wrote },
           wrote

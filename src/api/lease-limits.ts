@@ -62,7 +62,8 @@ export const queueSettingsOf = (controls: QueueControls, log: Logger): SettingsO
       log.debug({ err: error, queue }, "queue record not written back yet; its last limits kept");
       return undefined;
     });
-    if (wrote === undefined) return kept;
+    // Refused (this user may not write the bucket): kept, as after a failure; tried again at most every 5 s.
+    if (wrote === undefined || wrote === "refused") return kept;
     if (wrote) {
       log.warn(
         { queue },

@@ -50,7 +50,9 @@ export interface Runtime {
     /**
      * Creates the shared streams and buckets, and those of `queues`, unless
      * they exist: run once by an admin so that runtimes without permission
-     * to create them (workers, supervisors) find them. Idempotent.
+     * to create them (workers, supervisors) find them. Idempotent. Each call
+     * looks at the server, not at what the runtime remembers it set up: run
+     * again after the server came back with an empty store, it makes them again.
      */
     provision(queues?: readonly string[]): Promise<void>;
     /**

@@ -22,6 +22,8 @@ export interface RoleServer {
   runtimeAs(user: string, logger?: Logger): Promise<Runtime>;
   /** The violations the server logged so far. */
   violations(): ReturnType<typeof loggedViolations>;
+  /** The server back on its port with an empty store, and its users (its config file kept). */
+  restartEmpty(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -53,6 +55,7 @@ export const startRoleServer = async (
       return rt;
     },
     violations: () => loggedViolations(logFile),
+    restartEmpty: () => server.restartEmpty(),
     async stop() {
       await Promise.allSettled(runtimes.map((rt) => rt.stop()));
       await server.dispose();

@@ -5,10 +5,11 @@
  * with no value) is not, and makes it forget. The oracle: the write-backs the
  * fake controls were asked for.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { QueueControls } from "../../src/adapters/queue-controls.ts";
 import { KeptQueueRecord } from "../../src/api/kept-queue-record.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
+import { capturedLog } from "../harness/log-lines.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 /** Controls whose write-backs are noted, failing while `failing` is set. */
@@ -71,5 +72,38 @@ describe("KeptQueueRecord", () => {
       asked: ["one"],
     });
     stop.abort();
+  });
+
+  it("a write-back refused (the user may not write the record) is said once, not tried again until heard gone again", async () => {
+    vi.useFakeTimers();
+    try {
+      const asked: string[] = [];
+      const controls = {
+        restoreSettings: async (_queue: string, value: string) => {
+          asked.push(value);
+          return "refused" as const;
+        },
+      } as unknown as QueueControls;
+      const log = capturedLog();
+      const stop = new AbortController();
+      const kept = new KeptQueueRecord(controls, "q", log.logger, stop.signal);
+      kept.heard("one", 3);
+      expect(kept.heard(undefined, 0)).toBe("vanished");
+      // Past every pause of the retries (200 ms doubling to 5 s): none.
+      await vi.advanceTimersByTimeAsync(30_000);
+      const afterOne = asked.length;
+      // Heard gone again (its watch placed again): one more try, not one more warning.
+      kept.heard(undefined, 0);
+      await vi.advanceTimersByTimeAsync(30_000);
+      const warned = log.lines.filter((l) => l.level >= 40 && /may not write/.test(l.msg));
+      expect({ afterOne, asked, warned: warned.length }).toEqual({
+        afterOne: 1,
+        asked: ["one", "one"],
+        warned: 1,
+      });
+      stop.abort();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

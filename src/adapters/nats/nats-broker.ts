@@ -377,8 +377,12 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
     provision: async (queues) => {
       // Results stream and jobs bucket, agents; then dead letters, leases, presence, the HTTP API's
-      // answers; then each queue's streams.
+      // answers; then each queue's streams. Looked up on the server, not in what this client
+      // remembers it set up: after a server back with an empty store, a runtime that had
+      // provisioned (or used) them found them all "set up" and made none again; a submitter, which
+      // may not make them, was then refused its first submit.
       await js.run("broker.provision", async (nc) => {
+        js.setups.forget(nc);
         await js.handles(nc);
         await openAgentBucket(nc, agentsBucketFor(core.options.prefix), js.replicas);
       });

@@ -23,6 +23,7 @@ import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { seedLostPermits } from "./permit-seeds.ts";
 import { poolConsumers } from "./pool-consumers.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
+import { isPermissionViolation } from "./server-facts.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
 import { deleteMessages } from "./subject-messages.ts";
 
@@ -207,13 +208,18 @@ export const natsQueueControls = (
     // finds its own record: not written here, and there all the same.
     restoreSettings: (queue, value) =>
       broker.run("queue.settings.restore", async (nc) => {
-        const wrote = await (await bucket(nc)).put(queue, encoder.encode(value), { previousSeq: 0 }).then(
-          () => true,
-          (error: unknown) => {
-            if (isWrongLastSequence(error)) return false;
-            throw error;
-          },
-        );
+        const wrote = await bucket(nc)
+          .then((kv) => kv.put(queue, encoder.encode(value), { previousSeq: 0 }))
+          .then(
+            () => true as const,
+            (error: unknown) => {
+              if (isWrongLastSequence(error)) return false as const;
+              // The bucket's create or the write: this user may only read the queues bucket.
+              if (isPermissionViolation(error)) return "refused" as const;
+              throw error;
+            },
+          );
+        if (wrote === "refused") return wrote;
         await permitsStream(nc, (await broker.handles(nc)).jsm);
         for (const kind of ["concurrency", "rate"] as const) await seedPool(nc, queue, kind);
         return wrote;
