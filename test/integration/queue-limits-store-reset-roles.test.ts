@@ -19,6 +19,7 @@ import type { PermissionsRequest } from "../../src/api/permissions.ts";
 import { heldLedger } from "../harness/held-ledger.ts";
 import { capturedLog } from "../harness/log-lines.ts";
 import { type RoleServer, startRoleServer } from "../harness/role-server.ts";
+import { storedQueueRecord } from "../harness/stored-queue-record.ts";
 import { waitUntil, within } from "../harness/wait.ts";
 
 const prefix = "permr";
@@ -59,20 +60,8 @@ describe("a queue's limits, the server back with an empty store, and a least-pri
     await roles?.stop();
   });
 
-  /** The queue's record as the server holds it: its limit; "none" when nothing of its key is stored. */
-  const storedRecord = async (
-    queue: string,
-  ): Promise<{ operation: string; maxConcurrency?: number } | "none"> => {
-    const jsm = await jetstreamManager(nc);
-    const message = await jsm.streams
-      .getMessage(`KV_${names.queuesBucket}`, { last_by_subj: `$KV.${names.queuesBucket}.${queue}` })
-      .catch(() => null);
-    if (!message) return "none";
-    const operation = message.header?.get("KV-Operation") || "PUT";
-    return operation === "PUT"
-      ? { operation, maxConcurrency: (message.json() as { maxConcurrency?: number }).maxConcurrency }
-      : { operation };
-  };
+  /** The queue's record as the server holds it, read on the test's own connection. */
+  const storedRecord = (queue: string) => storedQueueRecord(nc, names.queuesBucket, queue);
   /** Pulls waiting on the queue's concurrency pool: a task at the gate, waiting for a permit. */
   const waitingOnPool = async (queue: string): Promise<number> => {
     const jsm = await jetstreamManager(nc);

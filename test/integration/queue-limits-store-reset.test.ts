@@ -1,4 +1,3 @@
-import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
@@ -9,31 +8,17 @@ import { heldLedger } from "../harness/held-ledger.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
 import { reconnectingBroker } from "../harness/restartable-broker.ts";
 import { useStoreResetPool } from "../harness/store-reset-pool.ts";
+import { type StoredQueueRecord, storedQueueRecord } from "../harness/stored-queue-record.ts";
 import { waitUntil, within } from "../harness/wait.ts";
 
 const names = brokerNames("jetstate");
 const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => i + from);
 
-/**
- * The queue's record as the server holds it, read raw on a client of the
- * test's own: its KV operation and limits; "none" when no message of its
- * key is stored (the bucket missing or empty of it).
- */
-const storedRecord = async (
-  server: NatsServerHandle,
-  queue: string,
-): Promise<{ operation: string; maxConcurrency?: number } | "none"> => {
+/** The queue's record as the server holds it, read on a client of the test's own. */
+const storedRecord = async (server: NatsServerHandle, queue: string): Promise<StoredQueueRecord> => {
   const nc = await connect({ servers: server.url, name: "raw" });
   try {
-    const jsm = await jetstreamManager(nc);
-    const message = await jsm.streams
-      .getMessage(`KV_${names.queuesBucket}`, { last_by_subj: `$KV.${names.queuesBucket}.${queue}` })
-      .catch(() => null);
-    if (!message) return "none";
-    const operation = message.header?.get("KV-Operation") || "PUT";
-    return operation === "PUT"
-      ? { operation, maxConcurrency: (message.json() as { maxConcurrency?: number }).maxConcurrency }
-      : { operation };
+    return await storedQueueRecord(nc, names.queuesBucket, queue);
   } finally {
     await nc.close();
   }
