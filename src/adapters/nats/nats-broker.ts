@@ -377,12 +377,9 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
     provision: async (queues) => {
       // Results stream and jobs bucket, agents; then dead letters, leases, presence, the HTTP API's
-      // answers; then each queue's streams. Looked up on the server, not in what this client
-      // remembers it set up: after a server back with an empty store, a runtime that had
-      // provisioned (or used) them found them all "set up" and made none again; a submitter, which
-      // may not make them, was then refused its first submit.
+      // answers; then each queue's streams.
       await js.run("broker.provision", async (nc) => {
-        js.setups.forget(nc);
+        js.setups.forget(nc); // looked up on the server: after a server back empty, none is set up
         await js.handles(nc);
         await openAgentBucket(nc, agentsBucketFor(core.options.prefix), js.replicas);
       });
