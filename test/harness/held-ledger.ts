@@ -1,4 +1,6 @@
-import { gate, waitUntil } from "./wait.ts";
+import { expect } from "vitest";
+import type { Runtime } from "../../src/api/runtime.ts";
+import { gate, waitUntil, within } from "./wait.ts";
 
 /**
  * Handlers held behind a gate each until the test lets the running ones go,
@@ -48,4 +50,22 @@ export const heldLedger = () => {
     for (const i of tasks) gates.get(i)?.open();
   };
   return { handler, ledger, ran, running, runThrough, open };
+};
+
+/**
+ * Workers of `queue` on each runtime (concurrency 4 each), their handlers on
+ * one held ledger, and a first job of 4 tasks submitted on the first runtime
+ * and run through `limit` at a time: the queue's limit seen at work before a
+ * test takes its store away.
+ */
+export const limitedFirstJob = async (runtimes: readonly Runtime[], queue: string, limit: number) => {
+  const held = heldLedger();
+  const workers = runtimes.map((rt) =>
+    rt.workers.start<number, number>({ queue, concurrency: 4, handler: held.handler }),
+  );
+  const tasks = [0, 1, 2, 3];
+  const first = await (runtimes[0] as Runtime).jobs.submit({ queue, tasks, ackWaitMs: 20_000 });
+  await held.runThrough(tasks, limit, 20_000);
+  expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+  return { ...held, workers };
 };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
-import { heldLedger } from "../harness/held-ledger.ts";
+import { limitedFirstJob } from "../harness/held-ledger.ts";
 import { useStoreResetPool } from "../harness/store-reset-pool.ts";
 import { useTwoNatsRuntimes } from "../harness/two-runtimes.ts";
 import { within } from "../harness/wait.ts";
@@ -22,14 +22,7 @@ describe("a queue's permits stream deleted by hand under two runtimes", () => {
     const queue = "stream_gone";
     const { a, b, jsm } = two;
     await a.queues.configure(queue, { maxConcurrency: 2 });
-    const { handler, ledger, ran, runThrough } = heldLedger();
-    const workers = [
-      a.workers.start<number, number>({ queue, concurrency: 4, handler }),
-      b.workers.start<number, number>({ queue, concurrency: 4, handler }),
-    ];
-    const first = await a.jobs.submit({ queue, tasks: range(4), ackWaitMs: 20_000 });
-    await runThrough(range(4), 2, 20_000);
-    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+    const { ledger, ran, runThrough, workers } = await limitedFirstJob([a, b], queue, 2);
     expect(await permitsOf(queue)).toBe(2);
 
     await jsm.streams.delete(names.permitsStream);

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
 import { createHttpApi } from "../../src/api/http.ts";
 import { silentLogger } from "../../src/kernel/logger.ts";
-import { heldLedger } from "../harness/held-ledger.ts";
+import { heldLedger, limitedFirstJob } from "../harness/held-ledger.ts";
 import type { NatsServerHandle } from "../harness/nats-server.ts";
 import { reconnectingBroker } from "../harness/restartable-broker.ts";
 import { useStoreResetPool } from "../harness/store-reset-pool.ts";
@@ -41,14 +41,7 @@ describe("a queue's limits and the server back with an empty store", () => {
     await admin.queues.configure(queue, { maxConcurrency: 2 });
     await admin.stop();
     const [a, b] = [await env.runtimes.runtime("a"), await env.runtimes.runtime("b")];
-    const { handler, ledger, ran, runThrough } = heldLedger();
-    const workers = [
-      a.workers.start<number, number>({ queue, concurrency: 4, handler }),
-      b.workers.start<number, number>({ queue, concurrency: 4, handler }),
-    ];
-    const first = await a.jobs.submit({ queue, tasks: range(4), ackWaitMs: 20_000 });
-    await runThrough(range(4), 2, 20_000);
-    expect(await within(first.done(), 20_000)).toMatchObject({ status: "succeeded", done: 4 });
+    const { ledger, ran, runThrough, workers } = await limitedFirstJob([a, b], queue, 2);
     expect(ledger.most).toBe(2);
 
     await env.server.restartEmpty();
