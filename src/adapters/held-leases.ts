@@ -95,6 +95,11 @@ export const isRunOutHeartbeat = (
 
 interface Held {
   readonly revision: number;
+  /**
+   * The server that stored that write (its id), when the stream has no other
+   * copy: the lease is then removed by its sequence (`storedOn`).
+   */
+  readonly on: string | undefined;
   /** The `until` this runtime wrote in the job's own lease. */
   readonly until: number;
   /** The heartbeat streak that covers it (-1: none; its own `until` does until a renewal). */
@@ -136,6 +141,11 @@ export class HeldLeases {
     return this.#held.get(jobId)?.revision;
   }
 
+  /** The server that stored the lease's last write, when that server's stream is its only copy. */
+  storedOn(jobId: string): string | undefined {
+    return this.#held.get(jobId)?.on;
+  }
+
   /** Taken here, and not released, given back or found taken by another since. */
   has(jobId: string): boolean {
     return this.#held.has(jobId);
@@ -157,9 +167,12 @@ export class HeldLeases {
     return held.streak === this.#streak && this.#heartbeatUntil > now;
   }
 
-  /** This runtime wrote the lease (a take or a renewal): its own `until` covers it until the next heartbeat. */
-  wrote(jobId: string, revision: number, until: number): void {
-    this.#held.set(jobId, { revision, until, streak: -1 });
+  /**
+   * This runtime wrote the lease (a take or a renewal): its own `until` covers it until the next
+   * heartbeat. `on`: the server that stored it, when its stream has no other copy.
+   */
+  wrote(jobId: string, revision: number, until: number, on?: string): void {
+    this.#held.set(jobId, { revision, until, on, streak: -1 });
   }
 
   forget(jobId: string): void {

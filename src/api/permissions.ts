@@ -211,8 +211,10 @@ const supervise = (n: Layout, queues: readonly string[]): string[] => [
   ...kvWrite(n.flowsBucket),
   // A flow that settled has its mark (`live.<flowId>`) purged from the bucket's stream.
   `$JS.API.STREAM.PURGE.KV_${n.flowsBucket}`,
-  // A lease that goes (its job over) is purged from the bucket's stream, marker and all.
+  // A lease that goes (its job over) is purged from the bucket's stream, marker and all, or
+  // removed by its sequence (a server not in a cluster).
   `$JS.API.STREAM.PURGE.KV_${n.leasesBucket}`,
+  `$JS.API.STREAM.MSG.DELETE.KV_${n.leasesBucket}`,
   ...streamInfo(n.resultsStream),
   ...manageConsumers(n.resultsStream),
   // Whether a job has results stored yet (its last message by subject), before reading them.

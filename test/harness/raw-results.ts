@@ -9,6 +9,7 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type MemoryServer, memoryServerState } from "../../src/adapters/memory/memory-server.ts";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { waitUntil } from "./wait.ts";
 
 /**
  * What the server holds for a job, read past the runtime: `results()`
@@ -128,3 +129,14 @@ export const lastSaid = (entries: readonly RawResult[], i: number): string | und
     .filter((e) => e.i === i)
     .map((e) => (e.redrive ? "taken back" : e.ok ? "done" : e.dead ? "dead" : "failed"))
     .at(-1);
+
+/** Resolves once JetStream answers `nc` (a test's own client, back on a server started again). */
+export const untilJetStreamAnswers = (nc: NatsConnection): Promise<void> =>
+  waitUntil(
+    () =>
+      jetstreamManager(nc).then(
+        () => true,
+        () => false,
+      ),
+    { timeoutMs: 15_000, message: "JetStream answering the test's client again" },
+  );

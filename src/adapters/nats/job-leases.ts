@@ -129,7 +129,7 @@ export class NatsJobLeases implements SupervisionLeases {
       try {
         // `kv.create`'s first try, through the client's PubAcks (no request of its own).
         const revision = await this.#broker.writeKey(nc, this.#broker.names.leasesBucket, jobId, value, 0);
-        this.#held.wrote(jobId, revision, until);
+        this.#held.wrote(jobId, revision, until, soleCopyOn(nc));
         return true;
       } catch (error) {
         // Taken, or a marker left: the read below decides.
@@ -236,10 +236,18 @@ export class NatsJobLeases implements SupervisionLeases {
   /** The job is over: our lease goes (only our write of it: a later one, another holder's, stays). */
   async release(jobId: string): Promise<void> {
     const revision = this.#held.revisionOf(jobId);
+    const storedOn = this.#held.storedOn(jobId);
     this.#held.forget(jobId);
     if (revision === undefined) return;
     await this.#broker
-      .run("lease.release", (nc) => this.#bucket.purge(nc, jobId, revision), { timeoutMs: 2000 })
+      .run(
+        "lease.release",
+        (nc) =>
+          storedOn !== undefined && soleCopyOn(nc) === storedOn
+            ? this.#bucket.removeAt(nc, revision)
+            : this.#bucket.purge(nc, jobId, revision),
+        { timeoutMs: 2000 },
+      )
       // Best effort by contract (runtime stopping, NATS down): a lease left behind runs out with
       // the runtime's heartbeat, which writes it again meanwhile; the next takeover pass removes
       // one left (its record says the job is over).
@@ -313,3 +321,11 @@ export class NatsJobLeases implements SupervisionLeases {
     return this.#bucket.purgeMarkers(now);
   }
 }
+
+/**
+ * The server this client is on, when its streams have no other copy (not in a cluster): a lease
+ * written there is removed by its sequence while the client is still on that server, which has
+ * not restarted since (a restart, with its store or without, gives it another id).
+ */
+const soleCopyOn = (nc: NatsConnection): string | undefined =>
+  nc.info === undefined || nc.info.cluster !== undefined ? undefined : nc.info.server_id;

@@ -8,7 +8,7 @@ import type { NatsJobBroker } from "./job-broker.ts";
 import { LeaseClock } from "./lease-clock.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { consumerStamp } from "./server-facts.ts";
-import { ensureBucket } from "./streams.ts";
+import { ensureBucket, isNoMessage } from "./streams.ts";
 
 /**
  * The leases bucket on NATS as every runtime shares it: made once per
@@ -136,6 +136,26 @@ export class NatsLeaseBucket {
       }
       return purged;
     });
+  }
+
+  /**
+   * Removes the lease stored at `revision` by its sequence; nothing when it is not there (written
+   * again since: the bucket keeps one message a key; or removed already). About 100 µs less of the
+   * server's CPU than `purge`, but blind to the key: only for a sequence known to be of this
+   * bucket's stream as it is now (`soleCopyOn` in job-leases.ts), and never on a cluster, where
+   * nats-server 2.9.10 resets a stream's group on a delete past its end.
+   */
+  async removeAt(nc: NatsConnection, revision: number): Promise<void> {
+    await this.open(nc);
+    await this.#broker
+      .acks(nc)
+      .request(`$JS.API.STREAM.MSG.DELETE.KV_${this.#broker.names.leasesBucket}`, {
+        seq: revision,
+        no_erase: true,
+      })
+      .catch((error: unknown) => {
+        if (!isNoMessage(error)) throw error;
+      });
   }
 
   /** Removes the key's messages up to `revision` (all without it): a write made since stays. */
