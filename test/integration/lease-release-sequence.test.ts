@@ -12,8 +12,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { brokerNames } from "../../src/adapters/names.ts";
+import { startNatsCluster } from "../harness/nats-cluster.ts";
 import { storedCount, untilJetStreamAnswers } from "../harness/raw-results.ts";
-import { type RestartableBroker, startRestartableBroker } from "../harness/restartable-broker.ts";
+import {
+  type RestartableBroker,
+  reconnectingBroker,
+  startRestartableBroker,
+} from "../harness/restartable-broker.ts";
 import { waitUntil } from "../harness/wait.ts";
 
 const logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -90,4 +95,28 @@ describe("a lease's release by its sequence", () => {
       expect((await kv.get(`other${n}`))?.operation, `other${n}`).toBe("PUT");
     expect(asked).toEqual([`$JS.API.STREAM.PURGE.${stream}`]);
   });
+
+  it("on a cluster: by its key, never by its sequence", async () => {
+    const cluster = await startNatsCluster();
+    const client = await reconnectingBroker(cluster.urls.join(","), "holder", logger);
+    const clusterOracle = await connect({ servers: cluster.urls });
+    try {
+      expect(await client.broker.leases.acquire("jclustered", 60_000)).toBe(true);
+      const seen: string[] = [];
+      const subs = [`$JS.API.STREAM.PURGE.${stream}`, `$JS.API.STREAM.MSG.DELETE.${stream}`].map((subject) =>
+        clusterOracle.subscribe(subject, { callback: (_e, m) => void seen.push(m.subject) }),
+      );
+      await clusterOracle.flush();
+      await client.broker.leases.release("jclustered");
+      await clusterOracle.flush();
+      for (const sub of subs) sub.unsubscribe();
+      expect(seen).toEqual([`$JS.API.STREAM.PURGE.${stream}`]);
+      const jsm = await jetstreamManager(clusterOracle);
+      expect(await storedCount(jsm, stream, `$KV.${bucket}.jclustered`)).toBe(0);
+    } finally {
+      await clusterOracle.close();
+      await client.close();
+      await cluster.dispose();
+    }
+  }, 90_000);
 });
