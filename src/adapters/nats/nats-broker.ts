@@ -15,12 +15,12 @@ import { NatsDelayedTasks } from "./delayed-tasks.ts";
 import { NatsJobBroker } from "./job-broker.ts";
 import { cleanupJobs } from "./job-cleanup.ts";
 import { NatsJobLeases } from "./job-leases.ts";
-import { agentsBucketFor, openAgentBucket } from "./kv-agent-store.ts";
 import { natsFlows } from "./kv-flows.ts";
 import { natsPresence } from "./kv-presence.ts";
 import { natsScheduleStore } from "./kv-schedule-store.ts";
 import { LateLaneLease, LateTaskLease } from "./late-leases.ts";
 import type { NatsContext } from "./nats-context.ts";
+import { provisionStores } from "./provisioning.ts";
 import { closedPullsRunOutMs, consumeTasks } from "./pull-loops.ts";
 import { putBackCopy, type Republish } from "./put-back.ts";
 import { natsQueueConsumers } from "./queue-consumers.ts";
@@ -375,26 +375,16 @@ export const createNatsBroker = (core: NatsContext, options: NatsBrokerOptions):
       ),
 
     cleanup: (cleanupOptions) => cleanupJobs(core, js, leases, cleanupOptions),
-    provision: async (queues) => {
-      // Results stream and jobs bucket, agents; then dead letters, leases, presence, the HTTP API's
-      // answers; then each queue's streams.
-      await js.run("broker.provision", async (nc) => {
-        js.setups.forget(nc); // looked up on the server: after a server back empty, none is set up
-        await js.handles(nc);
-        await openAgentBucket(nc, agentsBucketFor(core.options.prefix), js.replicas);
-      });
-      await dead.provision();
-      await leases.provision();
-      await presence.provision();
-      await taskLeasing.provision();
-      await queueControls.provision();
-      await flows.provision();
-      await schedules.provision();
-      for (const queue of queues) {
-        await dead.ensure(queue);
-        await delayed.provision(queue);
-      }
-    },
+    provision: provisionStores(core, js, {
+      dead,
+      leases,
+      presence,
+      taskLeasing,
+      queueControls,
+      flows,
+      schedules,
+      delayed,
+    }),
     queueStats: (query) => natsQueueStats(js, query),
     close: async () => undefined,
   };
