@@ -94,7 +94,8 @@ describe("a least-privilege worker, the server back with an empty store and no a
     const provisionedAt = Date.now();
     const tasks = range(6, 100);
     const next = await submitter.jobs.submit({ queue, tasks, ackWaitMs: 30_000 });
-    // The worker looks for what it missed on its loops' backoff (5 s at most): it runs within it.
+    // The worker looks again for what it missed on its loops' backoff (5 s apart at most): it
+    // took about 5 s here. The deadline is for a slow machine.
     const outcome = await within(next.done(), 40_000);
     expect(outcome, `${Date.now() - provisionedAt} ms after the provision`).toMatchObject({
       status: "succeeded",
