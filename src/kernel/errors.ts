@@ -45,6 +45,12 @@ export class PermanentBrokerError extends Data.TaggedError("PermanentBrokerError
   readonly operation: string;
   readonly code?: number;
   readonly cause?: unknown;
+  /**
+   * The stream or bucket that is missing and this runtime's NATS user may
+   * not create (an admin must provision it): the same call works once it
+   * is there.
+   */
+  readonly notProvisioned?: string;
 }> {
   readonly retry: RetryDecision = Retry.permanent;
 }

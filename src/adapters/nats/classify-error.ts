@@ -100,3 +100,14 @@ const permanent = (error: unknown, operation: string, code?: number) =>
  */
 export const mayHaveApplied = (error: unknown): boolean =>
   !(classifyNatsError(error, "request") instanceof PermanentBrokerError);
+
+/**
+ * Whether the server refused this user the request (nats.js 3 rejects it
+ * with a `RequestError` whose cause is the `PermissionViolationError`), or a
+ * create refused before and not asked again (`notProvisioned`).
+ */
+export const isPermissionViolation = (error: unknown): boolean =>
+  (error instanceof PermanentBrokerError && error.notProvisioned !== undefined) ||
+  (error instanceof Error &&
+    (error.name === "PermissionViolationError" ||
+      (error.cause instanceof Error && error.cause.name === "PermissionViolationError")));

@@ -15,6 +15,7 @@ import { defaultPermitLeaseMs } from "../../kernel/queue-settings.ts";
 import { permitsConsumer, targetPermitsConsumer } from "../names.ts";
 import type { PermitKind, QueueControls, TargetPool } from "../queue-controls.ts";
 import { scanBucketEntries } from "./bucket-reads.ts";
+import { isPermissionViolation } from "./classify-error.ts";
 import { publishNote, watchNotes } from "./core-notes.ts";
 import type { NatsJobBroker } from "./job-broker.ts";
 import type { NatsContext } from "./nats-context.ts";
@@ -23,7 +24,6 @@ import { pullFreePermits, takeFrom } from "./permit-pulls.ts";
 import { seedLostPermits } from "./permit-seeds.ts";
 import { poolConsumers } from "./pool-consumers.ts";
 import { closeWhenEnded, pullLoop } from "./pull-loops.ts";
-import { isPermissionViolation } from "./server-facts.ts";
 import { ensureBucket, ensureStream, isNotFound, nanos } from "./streams.ts";
 import { deleteMessages } from "./subject-messages.ts";
 

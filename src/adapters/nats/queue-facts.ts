@@ -2,8 +2,8 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { inBatches } from "../../kernel/batches.ts";
 import { scanBucket } from "./bucket-reads.ts";
+import { isPermissionViolation } from "./classify-error.ts";
 import type { NatsContext } from "./nats-context.ts";
-import { isPermissionViolation } from "./server-facts.ts";
 import { isNotFound } from "./streams.ts";
 
 /** A durable consumer as found on the server. */

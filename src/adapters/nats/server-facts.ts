@@ -10,7 +10,7 @@ import {
 import { type NatsConnection, nuid } from "@nats-io/transport-node";
 import { inBatches } from "../../kernel/batches.ts";
 import type { ServerTime } from "../../kernel/clock.ts";
-import { mayHaveApplied } from "./classify-error.ts";
+import { isPermissionViolation, mayHaveApplied } from "./classify-error.ts";
 import type { NatsContext } from "./nats-context.ts";
 import { nanos } from "./streams.ts";
 
@@ -110,12 +110,6 @@ export const deniedSubjects = (
   core.run("admin.diagnose.permissions", (nc) => deniedOf(nc, [...new Set(subjects)], timeoutMs), {
     timeoutMs: timeoutMs * (subjects.length + 1),
   });
-
-/** nats.js 3 rejects the request with a `RequestError` whose cause is the `PermissionViolationError`. */
-export const isPermissionViolation = (error: unknown): boolean =>
-  error instanceof Error &&
-  (error.name === "PermissionViolationError" ||
-    (error.cause instanceof Error && error.cause.name === "PermissionViolationError"));
 
 const deniedOf = async (nc: NatsConnection, subjects: readonly string[], timeoutMs: number) => {
   // A batch at a time (a thousand probes with 50 queues, one after another, outlasted the CLI's

@@ -2,6 +2,7 @@ import { JetStreamApiError, type JetStreamManager, type StreamInfo } from "@nats
 import { type KV, Kvm, type KvOptions } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../kernel/logger.ts";
+import { RefusedCreates } from "./refused-creates.ts";
 
 /** JetStream durations are nanoseconds. */
 export const nanos = (ms: number) => Math.round(ms * 1_000_000);
@@ -27,11 +28,17 @@ export const duplicateWindowWithin = (maxAgeMs: number): { max_age: number; dupl
  */
 export class Replicas {
   readonly wanted: number;
+  /**
+   * The creates this runtime was refused (`ensureStream`, `ensureBucket`):
+   * here because every create is handed this runtime's `Replicas`.
+   */
+  readonly refused: RefusedCreates;
   readonly #log: Logger;
   readonly #reported = new Set<string>();
 
   constructor(wanted: number, log: Logger) {
     this.wanted = wanted;
+    this.refused = new RefusedCreates(log);
     this.#log = log;
   }
 
@@ -68,26 +75,32 @@ export const ensureStream = async (
   config: Parameters<JetStreamManager["streams"]["add"]>[0],
   replicas: Replicas,
 ): Promise<StreamInfo> => {
-  const stream = await findOrAddStream(jsm, { ...config, num_replicas: replicas.wanted });
+  const stream = await findOrAddStream(jsm, { ...config, num_replicas: replicas.wanted }, replicas.refused);
   replicas.check(stream);
+  replicas.refused.exists(stream.config.name);
   return stream;
 };
 
 const findOrAddStream = async (
   jsm: JetStreamManager,
   config: Parameters<JetStreamManager["streams"]["add"]>[0],
+  refused: RefusedCreates,
 ): Promise<StreamInfo> => {
   try {
     return await jsm.streams.info(config.name);
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
+  // Refused a moment ago: looked at only, until it is there (or a minute has passed).
+  if (!refused.mayAsk(config.name)) throw refused.missing(config.name);
   try {
     return await jsm.streams.add(config);
   } catch (error) {
     // Lost the race to a runtime with other settings: theirs stands. No such stream after all:
     // the add's own error is the one that explains.
-    return await jsm.streams.info(config.name).catch(() => Promise.reject(error));
+    return await jsm.streams
+      .info(config.name)
+      .catch(() => Promise.reject(refused.failed(config.name, error)));
   }
 };
 
@@ -112,17 +125,22 @@ export const ensureBucket = async (
   replicas: Replicas,
 ): Promise<KV> => {
   const kvm = new Kvm(nc);
+  const stream = `KV_${bucket}`;
+  // Its create refused a moment ago: looked at only, until it is there (or a minute has passed).
+  if (!replicas.refused.mayAsk(stream) && !(await streamInfoIfAny(jsm, stream)))
+    throw replicas.refused.missing(stream);
   const kv = await kvm
     .create(bucket, { ...options, replicas: replicas.wanted, allow_direct: false })
     // Lost the race to another runtime's create (the server says "name already in use with a
     // different configuration", or "subjects overlap"): theirs stands, as for a stream. No such
     // bucket after all: the create's own error is the one that explains.
     .catch(async (error: unknown) => {
-      const made = await jsm.streams.info(`KV_${bucket}`).catch(() => undefined);
-      if (!made) throw error;
+      const made = await jsm.streams.info(stream).catch(() => undefined);
+      if (!made) throw replicas.refused.failed(stream, error);
       return kvm.open(bucket, { allow_direct: false });
     });
-  replicas.check(await jsm.streams.info(`KV_${bucket}`));
+  replicas.check(await jsm.streams.info(stream));
+  replicas.refused.exists(stream);
   return kv;
 };
 
