@@ -323,12 +323,13 @@ export class NatsJobLeases implements SupervisionLeases {
 }
 
 /**
- * The server this client is on, when its streams have no other copy (not in a cluster: no cluster
- * named, no other server's address advertised): a lease
- * written there is removed by its sequence while the client is still on that server, which has
- * not restarted since (a restart, with its store or without, gives it another id).
+ * The server this client is on, when it holds its streams itself (JetStream runs there, not on a
+ * hub a leaf node leads to) and they have no other copy (not in a cluster: no cluster named, no
+ * other server's address advertised): a lease written there is removed by its sequence while the
+ * client is still on that server, which has not restarted since (a restart, with its store or
+ * without, gives it another id).
  */
-const soleCopyOn = (nc: NatsConnection): string | undefined =>
-  nc.info === undefined || nc.info.cluster !== undefined || (nc.info.connect_urls?.length ?? 0) > 0
+const soleCopyOn = ({ info }: NatsConnection): string | undefined =>
+  info?.jetstream !== true || info.cluster !== undefined || (info.connect_urls?.length ?? 0) > 0
     ? undefined
-    : nc.info.server_id;
+    : info.server_id;
