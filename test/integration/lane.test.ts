@@ -173,11 +173,21 @@ describe("the lane: one consumer per queue for small jobs", () => {
       }
     }
     expect(deliveries).toEqual([1, 2, 3, 4, 5]);
-    // The server's next attempt is its MAX_DELIVERIES advisory: the runtime dead-letters the task.
-    await lane.fetch({ max_messages: 1, expires: 1000 }).then(async (batch) => {
-      for await (const m of batch) throw new Error(`delivered again: ${m.info.deliveryCount}`);
+    // The server's next attempt is its MAX_DELIVERIES advisory, sent only while a pull waits: the
+    // runtime dead-letters the task. Pulled until the job ends (one pull, unless the last nak
+    // reached the server after it expired), each pull delivering nothing.
+    let over = false;
+    const ended = job.done().finally(() => {
+      over = true;
     });
-    const end = await job.done();
+    const deadline = Date.now() + 20_000;
+    while (!over) {
+      if (Date.now() > deadline)
+        throw new Error("no MAX_DELIVERIES advisory dead-lettered the task within 20 s");
+      for await (const m of await lane.fetch({ max_messages: 1, expires: 1000 }))
+        throw new Error(`delivered again: ${m.info.deliveryCount}`);
+    }
+    const end = await ended;
     expect(end).toMatchObject({ status: "failed", dead: 1, done: 0 });
     const letters = await rt.jobs.deadLetters(job.id);
     expect(letters.map((l) => [l.index, l.payload, l.deliveries, l.source])).toEqual([
