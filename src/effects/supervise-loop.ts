@@ -1,5 +1,5 @@
 import { Effect } from "effect";
-import { PermanentBrokerError } from "../kernel/errors.ts";
+import { isNotProvisioned } from "../kernel/errors.ts";
 import type { Logger } from "../kernel/logger.ts";
 import { untilSettled } from "./loop-group.ts";
 import { backoffSchedule } from "./retry.ts";
@@ -12,10 +12,6 @@ export interface LoopOptions {
   readonly pauseMs?: number;
   readonly maxPauseMs?: number;
 }
-
-/** What the runtime's user may not make, its create refused: said where that was found. */
-const notProvisioned = (failure: unknown): boolean =>
-  failure instanceof PermanentBrokerError && failure.notProvisioned !== undefined;
 
 /** A body that ran longer than this was working: it starts again after the base pause. */
 const longRunMs = 5000;
@@ -67,7 +63,7 @@ export const superviseLoop = async <C>(
       // One warning per spell of the same failure (a server with no JetStream: every round,
       // for good); its repeats at debug. A stream or bucket this user may not make is said at
       // warn once for the runtime where its create was refused, not once per loop.
-      if (message === failing || notProvisioned(failure))
+      if (message === failing || isNotProvisioned(failure))
         options.log.debug({ loop: options.name, err: failure }, "loop failed again, as before; restarting");
       else options.log.warn({ loop: options.name, err: failure }, "loop failed; restarting");
       failing = message;

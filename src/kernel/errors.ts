@@ -55,6 +55,10 @@ export class PermanentBrokerError extends Data.TaggedError("PermanentBrokerError
   readonly retry: RetryDecision = Retry.permanent;
 }
 
+/** A stream or bucket missing that this runtime's NATS user may not create (`notProvisioned`). */
+export const isNotProvisioned = (error: unknown): boolean =>
+  error instanceof PermanentBrokerError && error.notProvisioned !== undefined;
+
 /** A compare-and-set lost against a concurrent writer: re-read and re-decide. */
 export class RevisionConflict extends Data.TaggedError("RevisionConflict")<{
   readonly message: string;

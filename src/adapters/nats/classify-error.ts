@@ -14,6 +14,7 @@ import {
 import {
   type BrokerError,
   ConnectionUnavailable,
+  isNotProvisioned,
   OperationTimeout,
   PermanentBrokerError,
   type RuntimeStopped,
@@ -107,7 +108,7 @@ export const mayHaveApplied = (error: unknown): boolean =>
  * create refused before and not asked again (`notProvisioned`).
  */
 export const isPermissionViolation = (error: unknown): boolean =>
-  (error instanceof PermanentBrokerError && error.notProvisioned !== undefined) ||
+  isNotProvisioned(error) ||
   (error instanceof Error &&
     (error.name === "PermissionViolationError" ||
       (error.cause instanceof Error && error.cause.name === "PermissionViolationError")));
